@@ -1,0 +1,1 @@
+"""ncd: neural circuit diagrams."""

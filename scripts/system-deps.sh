@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the system programs ncd needs and pip cannot provide: Graphviz's `dot`.
+# As root on Debian/Ubuntu it installs them; otherwise it names the command to run and fails.
+set -euo pipefail
+missing=()
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "ncd: installing ${missing[*]} (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  exit 0
+fi
+echo "ncd: missing system packages: ${missing[*]}." >&2
+echo "     Install them, e.g.: sudo apt-get install ${missing[*]}   (macOS: brew install graphviz)" >&2
+exit 1
