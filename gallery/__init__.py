@@ -1,1 +1,45 @@
-"""gallery"""
+"""The gallery: architectures from the NCD paper and the efficiency papers, one circuit each.
+
+Entries are registered by name; `get(name)` builds the circuit (builder code is the source,
+so a gallery circuit is always valid against the current language).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ncd.circuits.circuit import Circuit
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    title: str
+    paper: str
+    build: Callable[[], Circuit]
+
+
+ENTRIES: dict[str, Entry] = {}
+
+
+def entry(name: str, title: str, paper: str):
+    """Register a builder function as gallery entry `name`."""
+
+    def register(fn: Callable[[], Circuit]):
+        ENTRIES[name] = Entry(name, title, paper, fn)
+        return fn
+
+    return register
+
+
+def names() -> list[str]:
+    return list(ENTRIES)
+
+
+def get(name: str) -> Circuit:
+    """The circuit of gallery entry `name` (KeyError if unknown)."""
+    return ENTRIES[name].build()
+
+
+from . import ncd_paper, linear_family  # noqa: E402,F401,I001  (registers, in this order)

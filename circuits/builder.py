@@ -1,0 +1,408 @@
+"""A Python builder that reads like the diagram: axes by name (`"B T D"`), one call per box.
+
+Each call checks its box at once and raises BuildError at the line that is wrong, so a
+mistake is found where it is written rather than at the end.
+
+>>> b = Builder("attention")
+>>> q, k, v = b.input("q", "B H T K"), b.input("k", "B H S K"), b.input("v", "B H S V")
+>>> p = b.softmax(b.scale(b.contract(q, k, over="K"), "K**-0.5"), over="S")
+>>> b.output("y", b.contract(p, v, over="S")).axes
+('B', 'H', 'T', 'V')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from .circuit import Circuit, Input, Output
+from .errors import BuildError, ShapeProblem, SizeError
+from .kinds import KINDS
+from .sizes import Unifier
+from .types import TensorType, Value
+from .validate import _Checker
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A value in the circuit being built: a reference (`box.port`) and its type."""
+
+    ref: str
+    type: Value
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        return self.type.names if isinstance(self.type, TensorType) else ()
+
+    def __repr__(self) -> str:
+        return f"Wire({self.ref} {self.type})"
+
+
+class _Draft:
+    """What the shape rules' context reads while the circuit is still being written."""
+
+    def __init__(self, name):
+        self.name = name
+        self.axes: dict[str, str] = {}
+        self.subcircuits: dict[str, Circuit] = {}
+
+
+class Builder:
+    """Builds a `Circuit` box by box. Axis sizes: `Builder(..., axes={"D": "H*K"})`."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        title: str = "",
+        paper: str = "",
+        doc: str = "",
+        axes: dict[str, Any] | None = None,
+        sizes: dict[str, int] | None = None,
+    ):
+        self.name, self.title, self.paper, self.doc = name, title, paper, doc
+        self.sizes = dict(sizes or {})
+        self._draft = _Draft(name)
+        self._draft.axes = {k: str(v) for k, v in (axes or {}).items()}
+        self._inputs: list[Input] = []
+        self._boxes: list = []
+        self._outputs: list[Output] = []
+        self._names: set[str] = set()
+        self._group = ""
+        self._unifier = Unifier(self.sizes)
+        self._ctx = _Checker(self._draft, self._unifier, self.sizes, [], depth=0)
+
+    # -- structure
+    def axis(self, name: str, size) -> None:
+        """Declare the size of an axis (`b.axis("D", "H*K")`)."""
+        self._draft.axes[name] = str(size)
+
+    @contextlib.contextmanager
+    def group(self, title: str):
+        """Boxes made inside belong to the block `title` (a shaded region in the drawing)."""
+        outer, self._group = self._group, title
+        try:
+            yield
+        finally:
+            self._group = outer
+
+    def subcircuit(self, circuit: Circuit) -> str:
+        """Make `circuit` callable from this one; returns its name."""
+        self._draft.subcircuits[circuit.name] = circuit
+        return circuit.name
+
+    def input(self, name: str, axes: str, dtype: str = "float32") -> Wire:
+        try:
+            inp = Input(name=name, axes=axes, dtype=dtype)
+        except pydantic.ValidationError as e:
+            raise BuildError(f"input '{name}': {_first(e)}") from None
+        self._claim(name)
+        self._inputs.append(inp)
+        t = TensorType(tuple(_axis(self._ctx, a) for a in inp.axes), inp.dtype)
+        return Wire(name, t)
+
+    def output(self, name: str, wire: Wire) -> Wire:
+        if any(o.name == name for o in self._outputs):
+            raise BuildError(f"output '{name}' is defined twice")
+        self._outputs.append(Output(name=name, source=wire.ref))
+        return wire
+
+    def build(self) -> Circuit:
+        """The finished circuit, validated as a whole."""
+        c = Circuit(
+            name=self.name,
+            title=self.title,
+            paper=self.paper,
+            doc=self.doc,
+            axes=self._draft.axes,
+            sizes=self.sizes,
+            inputs=self._inputs,
+            boxes=self._boxes,
+            outputs=self._outputs,
+            subcircuits=self._draft.subcircuits,
+        )
+        c.check()
+        return c
+
+    # -- the generic box
+    def box(self, kind: str, inputs: dict[str, Wire], name: str | None = None, **params) -> Any:
+        """Add a box of any kind; returns its output wire, or a dict of wires by port."""
+        if kind not in KINDS:
+            raise BuildError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+        name = name or self._fresh(kind)
+        self._claim(name)
+        params.setdefault("group", self._group)
+        try:
+            box = KINDS[kind](name=name, inputs={p: w.ref for p, w in inputs.items()}, **params)
+        except pydantic.ValidationError as e:
+            self._names.discard(name)
+            raise BuildError(f"box '{name}' ({kind}): {_first(e)}") from None
+        ports = list(inputs) if kind == "call" else box.ports()
+        if sorted(ports) != sorted(inputs):
+            self._names.discard(name)
+            raise BuildError(
+                f"box '{name}' ({kind}): ports {' '.join(ports)} expected, "
+                f"found {' '.join(inputs) or 'none'}"
+            )
+        try:
+            outs = box.infer({p: w.type for p, w in inputs.items()}, self._ctx)
+            box.params({p: w.type for p, w in inputs.items()}, self._ctx)
+        except (ShapeProblem, SizeError) as e:
+            self._names.discard(name)
+            detail = ""
+            if isinstance(e, ShapeProblem):
+                port = f" port '{e.port}'" if e.port else ""
+                detail = f"{port}: {e.message}"
+                if e.expected or e.found:
+                    detail += f" (expected {e.expected}, found {e.found})"
+            else:
+                detail = f": {e}"
+            raise BuildError(f"box '{name}' ({kind}){detail}") from None
+        self._boxes.append(box)
+        wires = {p: Wire(f"{name}.{p}" if len(outs) > 1 else name, t) for p, t in outs.items()}
+        return next(iter(wires.values())) if len(wires) == 1 else wires
+
+    # -- the vocabulary, one method per kind (sugar over `box`)
+    def linear(self, x, over, out, *, bias=True, name=None, label=""):
+        return self.box("linear", {"x": x}, name, over=over, out=out, bias=bias, label=label)
+
+    def param(self, axes, *, name=None, label="", **kw):
+        return self.box("param", {}, name, axes=axes, label=label, **kw)
+
+    def embedding(self, x, vocab, out, *, name=None, label=""):
+        return self.box("embedding", {"x": x}, name, vocab=vocab, out=out, label=label)
+
+    def contract(self, *xs, over, out="", name=None, label=""):
+        ports = tuple("abcdefgh"[: len(xs)])
+        return self.box(
+            "contract", dict(zip(ports, xs)), name, over=over, out=out, operands=ports, label=label
+        )
+
+    def diagonal(self, x, axes, into, *, name=None):
+        return self.box("diagonal", {"x": x}, name, axes=axes, into=into)
+
+    def unary(self, x, fn, *, name=None, label=""):
+        return self.box("unary", {"x": x}, name or self._fresh(fn), fn=fn, label=label)
+
+    def relu(self, x, **kw):
+        return self.unary(x, "relu", **kw)
+
+    def gelu(self, x, **kw):
+        return self.unary(x, "gelu", **kw)
+
+    def silu(self, x, **kw):
+        return self.unary(x, "silu", **kw)
+
+    def binary(self, a, b, fn, *, name=None, label=""):
+        return self.box("binary", {"a": a, "b": b}, name or self._fresh(fn), fn=fn, label=label)
+
+    def add(self, a, b, **kw):
+        return self.binary(a, b, "add", **kw)
+
+    def mul(self, a, b, **kw):
+        return self.binary(a, b, "mul", **kw)
+
+    def sub(self, a, b, **kw):
+        return self.binary(a, b, "sub", **kw)
+
+    def div(self, a, b, **kw):
+        return self.binary(a, b, "div", **kw)
+
+    def scale(self, x, factor, *, name=None, label=""):
+        return self.box("scale", {"x": x}, name, factor=str(factor), label=label)
+
+    def cast(self, x, dtype, *, name=None):
+        return self.box("cast", {"x": x}, name, dtype=dtype)
+
+    def dropout(self, x, p=0.1, *, name=None):
+        return self.box("dropout", {"x": x}, name, p=p)
+
+    def mask(self, x, query, key, *, pattern="causal", window=0, fill="-inf", name=None):
+        return self.box(
+            "mask", {"x": x}, name, query=query, key=key, pattern=pattern, window=window, fill=fill
+        )
+
+    def softmax(self, x, over, *, variant="softmax", name=None, label=""):
+        return self.box("softmax", {"x": x}, name, over=over, variant=variant, label=label)
+
+    def layernorm(self, x, over, *, affine=True, name=None, label=""):
+        return self.box("layernorm", {"x": x}, name, over=over, affine=affine, label=label)
+
+    def rmsnorm(self, x, over, *, affine=True, name=None, label=""):
+        return self.box("rmsnorm", {"x": x}, name, over=over, affine=affine, label=label)
+
+    def batchnorm(self, x, channel, *, name=None, label=""):
+        return self.box("batchnorm", {"x": x}, name, channel=channel, label=label)
+
+    def unifiednorm(self, x, channel, *, name=None, label=""):
+        return self.box("unifiednorm", {"x": x}, name, channel=channel, label=label)
+
+    def groupnorm(self, x, channel, groups, over=(), *, name=None, label=""):
+        return self.box(
+            "groupnorm", {"x": x}, name, channel=channel, groups=groups, over=over, label=label
+        )
+
+    def normalize(self, x, over, p=2, *, name=None):
+        return self.box("normalize", {"x": x}, name, over=over, p=p)
+
+    def reduce(self, x, over, op="sum", *, name=None):
+        return self.box("reduce", {"x": x}, name, over=over, op=op)
+
+    def scan(self, x, over, op="sum", *, reverse=False, name=None):
+        return self.box("scan", {"x": x}, name, over=over, op=op, reverse=reverse)
+
+    def topk(self, x, over, k, *, into="k", name=None):
+        return self.box("topk", {"x": x}, name, over=over, k=k, into=into)
+
+    def split_axis(self, x, axis, into, *, name=None):
+        return self.box("split_axis", {"x": x}, name, axis=axis, into=into)
+
+    def merge_axes(self, x, axes, into, *, name=None):
+        return self.box("merge_axes", {"x": x}, name, axes=axes, into=into)
+
+    def permute(self, x, order, *, name=None):
+        return self.box("permute", {"x": x}, name, order=order)
+
+    def rename(self, x, mapping=None, *, name=None, **kw):
+        return self.box("rename", {"x": x}, name, mapping={**(mapping or {}), **kw})
+
+    def copy(self, x, n=2, *, name=None):
+        outs = self.box("copy", {"x": x}, name, n=n)
+        return [outs[str(i)] for i in range(n)]
+
+    def pack(self, *, name=None, **items):
+        return self.box("pack", items, name, items=tuple(items))
+
+    def unpack(self, x, *, name=None):
+        return self.box("unpack", {"x": x}, name)
+
+    def concat(self, *xs, axis, name=None):
+        ports = tuple(f"x{i}" for i in range(len(xs)))
+        return self.box("concat", dict(zip(ports, xs)), name, axis=axis, operands=ports)
+
+    def split(self, x, axis, sizes, *, names=(), name=None):
+        return self.box(
+            "split", {"x": x}, name, axis=axis, sizes=tuple(map(str, sizes)), names=tuple(names)
+        )
+
+    def index(self, x, axis, index, *, name=None):
+        return self.box("index", {"x": x}, name, axis=axis, index=index)
+
+    def slice(self, x, axis, start=0, stop=None, step=1, *, name=None):
+        stop = None if stop is None else str(stop)
+        return self.box("slice", {"x": x}, name, axis=axis, start=start, stop=stop, step=step)
+
+    def conv(self, x, spatial, channel, out, kernel, *, name=None, label="", **kw):
+        return self.box(
+            "conv",
+            {"x": x},
+            name,
+            spatial=spatial,
+            channel=channel,
+            out=out,
+            kernel=kernel,
+            label=label,
+            **kw,
+        )
+
+    def pool(self, x, spatial, window, op="max", *, name=None, **kw):
+        return self.box("pool", {"x": x}, name, spatial=spatial, window=window, op=op, **kw)
+
+    def upsample(self, x, spatial, factor=2, mode="nearest", *, name=None):
+        return self.box("upsample", {"x": x}, name, spatial=spatial, factor=factor, mode=mode)
+
+    def attention(self, q, k, v, *, name=None, label="", **kw):
+        return self.box("attention", {"q": q, "k": k, "v": v}, name, label=label, **kw)
+
+    def linear_attention(self, q, k, v, *, g=None, beta=None, name=None, label="", **kw):
+        ins = {"q": q, "k": k, "v": v}
+        if g is not None:
+            ins["g"] = g
+        if beta is not None:
+            ins["beta"] = beta
+        return self.box("linear_attention", ins, name, label=label, **kw)
+
+    def call(self, circuit: Circuit | str, *, repeat=1, name=None, label="", **inputs):
+        cname = circuit if isinstance(circuit, str) else self.subcircuit(circuit)
+        if cname not in self._draft.subcircuits:
+            raise BuildError(f"unknown subcircuit {cname!r}; register it with b.subcircuit()")
+        return self.box(
+            "call",
+            inputs,
+            name or self._fresh(cname),
+            circuit=cname,
+            repeat=str(repeat),
+            label=label,
+        )
+
+    def rearrange(self, x: Wire, pattern: str, *, name=None) -> Wire:
+        """einops-style `"B T (H K) -> B H T K"`: splits, then a permutation, then merges."""
+        left, right = _parse_pattern(pattern)
+        base = name or self._fresh("rearrange")
+        flat_left = [a for g in left for a in g]
+        singles_ok = all(len(g) > 1 or g[0] == a for g, a in zip(left, x.axes))
+        if len(left) != len(x.axes) or not singles_ok:
+            raise BuildError(
+                f"rearrange '{pattern}': the left side does not match the input's "
+                f"axes {' '.join(x.axes)}"
+            )
+        step = 0
+        for g, axis in zip(left, x.axes, strict=True):
+            if len(g) > 1:
+                x = self.split_axis(x, axis, g, name=f"{base}_split{step or ''}")
+                step += 1
+        flat_right = [a for g in right for a in g]
+        if sorted(flat_right) != sorted(flat_left):
+            raise BuildError(f"rearrange '{pattern}': both sides must name the same axes")
+        if list(x.axes) != flat_right:
+            x = self.permute(x, flat_right, name=f"{base}_permute")
+        for i, g in enumerate(right):
+            if len(g) > 1:
+                into = "".join(g) if "".join(g) not in x.axes else f"{''.join(g)}_{i}"
+                x = self.merge_axes(x, g, into, name=f"{base}_merge{i}")
+        return x
+
+    # -- helpers
+    def _fresh(self, stem: str) -> str:
+        if stem not in self._names:
+            return stem
+        i = 2
+        while f"{stem}_{i}" in self._names:
+            i += 1
+        return f"{stem}_{i}"
+
+    def _claim(self, name: str) -> None:
+        if name in self._names:
+            raise BuildError(f"name '{name}' is already used in circuit '{self.name}'")
+        self._names.add(name)
+
+
+def _axis(ctx, name):
+    from .types import Axis
+
+    return Axis(name, ctx.size(name))
+
+
+def _first(e: pydantic.ValidationError) -> str:
+    err = e.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else err["msg"]
+
+
+_GROUP = re.compile(r"\(([^()]*)\)|(\S+)")
+
+
+def _parse_pattern(pattern: str):
+    if "->" not in pattern:
+        raise BuildError(f"rearrange pattern needs '->': {pattern!r}")
+    sides = []
+    for side in pattern.split("->", 1):
+        groups = []
+        for m in _GROUP.finditer(side):
+            groups.append(m.group(1).split() if m.group(1) is not None else [m.group(2)])
+        sides.append(groups)
+    return sides

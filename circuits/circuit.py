@@ -1,0 +1,105 @@
+"""The `Circuit`: the single source of truth every view reads (DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .kinds import Box
+from .kinds.base import AxisList, AxisName, Name, Ref, SizeExpr
+
+MAX_BOXES = 100_000
+
+Dtype = Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "bool"]
+
+
+class Input(BaseModel):
+    """An input wire bundle of the circuit."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    name: Name
+    """Name of the input; boxes refer to it by this name."""
+    axes: AxisList
+    """Its axes, in order (`B T D`)."""
+    dtype: Dtype = "float32"
+    """Element type."""
+
+
+class Output(BaseModel):
+    """An output of the circuit, taken from a box's port or an input."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    name: Name
+    """Name of the output."""
+    source: Ref
+    """Where it comes from: `box`, `box.port` or an input's name."""
+
+
+class Circuit(BaseModel):
+    """An architecture as a typed diagram: inputs, boxes wired by name, outputs.
+
+    Sizes stay symbolic (`axes` gives each axis its size expression, by default the symbol of
+    its own name); `sizes` holds a default binding for running and for numbers in reports.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: Name
+    """Identifier of the circuit (gallery name, class name of compiled code)."""
+    title: str = Field(default="", max_length=200)
+    """Human title."""
+    paper: str = Field(default="", max_length=300)
+    """The paper it comes from."""
+    doc: str = Field(default="", max_length=4000)
+    """A short description."""
+    axes: dict[AxisName, SizeExpr] = Field(default_factory=dict, max_length=1024)
+    """Axis name -> size expression, for axes whose size is not their own symbol (`D: H*K`)."""
+    sizes: dict[AxisName, int] = Field(default_factory=dict, max_length=1024)
+    """A default binding of sizes to numbers (an example configuration)."""
+    inputs: list[Input] = Field(default_factory=list, max_length=1024)
+    """Input bundles."""
+    boxes: list[Box] = Field(default_factory=list, max_length=MAX_BOXES)
+    """Operations; their order is kept for display, evaluation order comes from the wiring."""
+    outputs: list[Output] = Field(default_factory=list, max_length=1024)
+    """Outputs."""
+    subcircuits: dict[Name, Circuit] = Field(default_factory=dict, max_length=256)
+    """Circuits that `call` boxes may call, by name."""
+    layout: dict[str, Any] = Field(default_factory=dict, max_length=4096)
+    """View hints that must persist (editor positions, colours); no view keeps its own."""
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_positive(cls, v):
+        bad = {k: n for k, n in v.items() if n < 1 or n > 2**40}
+        if bad:
+            raise ValueError(f"sizes must be between 1 and 2**40, found {bad}")
+        return v
+
+    def box(self, name: str):
+        """The box called `name`, or KeyError."""
+        for b in self.boxes:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    # Views (pure functions of the circuit), imported late so that circuits stays light.
+    def check(self, sizes: dict[str, int] | None = None):
+        """Validate and infer every wire's axes; raises ValidationError with every problem."""
+        from .validate import check
+
+        return check(self, sizes)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        from .io import dumps
+
+        return dumps(self, indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Circuit:
+        from .io import loads
+
+        return loads(text)
+
+
+__all__ = ["Circuit", "Input", "Output", "Ref", "SizeExpr"]

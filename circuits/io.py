@@ -1,0 +1,180 @@
+"""JSON in and out, and the JSON Schema. Hostile input gets a SchemaError, never a crash.
+
+Nothing from a spec is ever evaluated, unpickled or imported: JSON is parsed by the standard
+library after a size and nesting check, then validated by the pydantic schema.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from .circuit import Circuit
+from .errors import SchemaError
+
+MAX_BYTES = 32 * 2**20
+MAX_NESTING = 64
+
+
+def loads(text: str | bytes) -> Circuit:
+    """Parse a circuit from JSON text; every schema problem is reported in one SchemaError."""
+    data = parse_json(text)
+    return from_dict(data)
+
+
+def load(path: str | Path) -> Circuit:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SchemaError(f"{path}: file is {size} bytes, more than the {MAX_BYTES} allowed")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SchemaError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return loads(raw)
+    except SchemaError as e:
+        raise SchemaError(f"{path}: {e}") from None
+
+
+def parse_json(text: str | bytes) -> Any:
+    if isinstance(text, bytes):
+        if len(text) > MAX_BYTES:
+            raise SchemaError(f"spec is {len(text)} bytes, more than the {MAX_BYTES} allowed")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SchemaError(f"spec is not UTF-8 text (byte {e.start})") from None
+    if len(text) > MAX_BYTES:
+        raise SchemaError(f"spec is {len(text)} characters, more than the {MAX_BYTES} allowed")
+    _check_nesting(text)
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise SchemaError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except RecursionError:
+        raise SchemaError(f"JSON nested deeper than {MAX_NESTING}") from None
+
+
+def _check_nesting(text: str) -> None:
+    depth, in_str, esc = 0, False, False
+    for i, ch in enumerate(text):
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SchemaError(f"JSON nested deeper than {MAX_NESTING} (at character {i})")
+        elif ch in "]}":
+            depth -= 1
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise SchemaError(f"key {k[:40]!r} appears twice in one object")
+        out[k] = v
+    return out
+
+
+def _no_constant(name):
+    raise SchemaError(f"{name} is not allowed in a spec")
+
+
+def from_dict(data: Any) -> Circuit:
+    if not isinstance(data, dict):
+        raise SchemaError(f"a circuit spec is a JSON object, found {type(data).__name__}")
+    try:
+        return Circuit.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise SchemaError(_explain(e, data)) from None
+    except RecursionError:
+        raise SchemaError("spec nested too deeply") from None
+
+
+def _explain(err: pydantic.ValidationError, data: dict) -> str:
+    lines = []
+    seen = set()
+    for e in err.errors(include_url=False):
+        loc = _where(e["loc"], data)
+        # a discriminated union reports under the tag; keep one line per place and message
+        key = (loc, e["msg"])
+        if key in seen:
+            continue
+        seen.add(key)
+        found = e.get("input")
+        found_s = "" if isinstance(found, dict | list) else f" (found {str(found)[:60]!r})"
+        lines.append(f"  - {loc}: {e['msg']}{found_s}")
+        if len(lines) >= 50:
+            lines.append("  - … (more problems not shown)")
+            break
+    n = err.error_count()
+    return f"spec does not match the circuit schema ({n} problem{'s' * (n != 1)}):\n" + "\n".join(
+        lines
+    )
+
+
+def _where(loc, data) -> str:
+    """`boxes[3].over` becomes `box 'scores' (boxes[3]), field 'over'`."""
+    parts, node = [], data
+    out = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                out.append(f"'{node['name'][:40]}'")
+        else:
+            if isinstance(node, dict):
+                node = node.get(item)
+            else:
+                node = None
+            parts.append(("." if parts else "") + str(item))
+    where = "".join(parts) or "spec"
+    return where + (f" ({', '.join(out)})" if out else "")
+
+
+def to_dict(circuit: Circuit) -> dict:
+    """A compact dict: defaults left out, but every box keeps its `kind` (the union's tag)."""
+    data = circuit.model_dump(mode="json", exclude_defaults=True)
+    _restore_kinds(circuit, data)
+    return data
+
+
+def _restore_kinds(circuit: Circuit, data: dict) -> None:
+    for box, d in zip(circuit.boxes, data.get("boxes", []), strict=True):
+        d.pop("kind", None)
+        data_box = {"name": d.pop("name"), "kind": box.kind}
+        data_box.update(d)
+        d.clear()
+        d.update(data_box)
+    for name, sub in circuit.subcircuits.items():
+        _restore_kinds(sub, data["subcircuits"][name])
+
+
+def dumps(circuit: Circuit, indent: int | None = 2) -> str:
+    return json.dumps(to_dict(circuit), indent=indent, ensure_ascii=False)
+
+
+def save(circuit: Circuit, path: str | Path) -> None:
+    """Write atomically, so an error never leaves a half-written spec behind."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps(circuit) + "\n")
+    tmp.replace(path)
+
+
+def json_schema() -> dict:
+    """JSON Schema of a circuit spec (every box kind is a member of the `boxes` union)."""
+    return Circuit.model_json_schema()

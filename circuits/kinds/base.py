@@ -1,0 +1,208 @@
+"""What every box kind shares: its name and wiring, and the helpers shape rules are made of.
+
+A kind is a pydantic model with a literal `kind`, typed parameters, and a shape rule
+`infer(ins, ctx) -> {port: type}`. Axes a box does not name are broadcast through it. Shape rules
+raise `ShapeProblem` (port, expected, found); the validator adds the box's name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar
+
+import sympy
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from ..errors import ShapeProblem, SizeError
+from ..sizes import parse_size, show
+from ..types import Axis, TensorType, TupleType, Value
+
+MAX_NAME = 64
+_AXIS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Box names are free text for people (they are sanitised wherever they reach code) but cannot
+# hold the reference separator '.' or control characters.
+_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f.]+$")
+
+
+def _axis_name(v: str) -> str:
+    if not isinstance(v, str) or not _AXIS_RE.match(v) or len(v) > MAX_NAME:
+        raise ValueError(f"an axis name is an identifier of at most {MAX_NAME} characters")
+    return v
+
+
+def _split_axes(v: Any) -> Any:
+    if isinstance(v, str):
+        return tuple(v.split())
+    return v
+
+
+def _unique(v: tuple[str, ...]) -> tuple[str, ...]:
+    dup = sorted({a for a in v if v.count(a) > 1})
+    if dup:
+        raise ValueError(f"axis names repeat: {' '.join(dup)}")
+    return v
+
+
+def _box_name(v: str) -> str:
+    if not isinstance(v, str) or not v.strip() or len(v) > MAX_NAME or not _NAME_RE.match(v):
+        raise ValueError(f"a name is 1 to {MAX_NAME} characters without '.' or control characters")
+    return v
+
+
+def _size_expr(v: Any) -> Any:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return str(v)
+    if isinstance(v, str):
+        try:
+            parse_size(v)
+        except SizeError as e:
+            raise ValueError(str(e)) from None
+        return v
+    raise ValueError("a size is an integer or an expression such as 'H*K'")
+
+
+AxisName = Annotated[str, AfterValidator(_axis_name)]
+AxisList = Annotated[tuple[AxisName, ...], BeforeValidator(_split_axes), AfterValidator(_unique)]
+Name = Annotated[str, AfterValidator(_box_name)]
+SizeExpr = Annotated[str, BeforeValidator(_size_expr)]
+Ref = Annotated[str, Field(max_length=2 * MAX_NAME + 1)]
+
+
+class Context:
+    """What a shape rule may ask of the circuit: sizes of new axes and size unification."""
+
+    def size(self, axis: str) -> sympy.Expr:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def unify(self, a: sympy.Expr, b: sympy.Expr, port: str, what: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def resolve(self, e: sympy.Expr) -> sympy.Expr:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def call(self, box, ins: dict[str, Value]) -> dict[str, Value]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class BoxBase(BaseModel):
+    """Fields every box has. Subclasses add `kind` and their parameters."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: Name
+    """Unique name of the box in its circuit; parameters and generated code are named after it."""
+    inputs: dict[str, Ref] = Field(default_factory=dict, max_length=256)
+    """Input port -> source, written `box` (its only output), `box.port`, or an input's name."""
+    label: str = Field(default="", max_length=MAX_NAME)
+    """What the drawing prints on the box (`L^Q`); the name when empty."""
+    group: str = Field(default="", max_length=MAX_NAME)
+    """Title of the block (shaded region) the box belongs to, e.g. `Multi-Head Attention`."""
+
+    family: ClassVar[str] = "other"  # drawing colour and palette section
+    learned: ClassVar[bool] = False
+
+    def ports(self) -> list[str]:
+        """Input port names, in the order the operation takes them."""
+        return ["x"]
+
+    def infer(self, ins: dict[str, Value], ctx: Context) -> dict[str, Value]:
+        raise NotImplementedError
+
+    def params(self, ins: dict[str, Value], ctx: Context) -> dict[str, TensorType]:
+        """Learned tensors of the box, by name, with their axes."""
+        return {}
+
+    def acts_on(self) -> tuple[str, ...]:
+        """The axes the operation names (all others are broadcast through it)."""
+        return ()
+
+
+def tensor(ins: dict[str, Value], port: str) -> TensorType:
+    t = ins[port]
+    if not isinstance(t, TensorType):
+        raise ShapeProblem("expects a tensor", port, "a tensor", f"a tuple {t}")
+    return t
+
+
+def need(t: TensorType, names, port: str, role: str = "") -> None:
+    missing = [a for a in names if t.axis(a) is None]
+    if missing:
+        raise ShapeProblem(
+            f"axis {' '.join(missing)} {('(' + role + ') ') if role else ''}not on the input",
+            port,
+            f"axes including {' '.join(names)}",
+            str(t),
+        )
+
+
+def new_axes(names, ctx: Context) -> list[Axis]:
+    return [Axis(n, ctx.size(n)) for n in names]
+
+
+def replace_axes(t: TensorType, old, new: list[Axis], dtype: str | None = None) -> TensorType:
+    """`t` with axes `old` removed and `new` put where the first of `old` stood."""
+    out, placed = [], False
+    for a in t.axes:
+        if a.name in old:
+            if not placed:
+                out += new
+                placed = True
+        else:
+            out.append(a)
+    if not placed:
+        out += new
+    return t.with_axes(out, dtype)
+
+
+def clash(axes: list[Axis], port: str) -> None:
+    names = [a.name for a in axes]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ShapeProblem(
+            f"axis {' '.join(dup)} would appear twice", port, "distinct axis names", " ".join(names)
+        )
+
+
+def broadcast(types: list[tuple[str, TensorType]], ctx: Context) -> list[Axis]:
+    """Union of axes by name (first appearance order), sizes unified."""
+    seen: dict[str, Axis] = {}
+    for port, t in types:
+        for a in t.axes:
+            if a.name in seen:
+                ctx.unify(seen[a.name].size, a.size, port, f"size of axis {a.name}")
+            else:
+                seen[a.name] = a
+    return list(seen.values())
+
+
+def promote(dtypes) -> str:
+    order = ["bool", "uint8", "int8", "int32", "int64", "bfloat16", "float16", "float32", "float64"]
+    ds = list(dtypes)
+    if "bfloat16" in ds and "float16" in ds:
+        return "float32"
+    return max(ds, key=order.index)
+
+
+def tuple_of(items) -> TupleType:
+    return TupleType(tuple(items))
+
+
+__all__ = [
+    "AxisList",
+    "AxisName",
+    "BoxBase",
+    "Context",
+    "Name",
+    "Ref",
+    "ShapeProblem",
+    "SizeExpr",
+    "broadcast",
+    "clash",
+    "need",
+    "new_axes",
+    "promote",
+    "replace_axes",
+    "show",
+    "tensor",
+    "tuple_of",
+]

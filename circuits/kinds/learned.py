@@ -1,0 +1,98 @@
+"""Learned boxes (bold in NCDs): linear maps, free parameters, embeddings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..errors import ShapeProblem
+from ..types import TensorType
+from .base import AxisList, AxisName, BoxBase, clash, need, new_axes, replace_axes, tensor
+
+
+class Linear(BoxBase):
+    """A learned linear map from axes `over` to axes `out` (`L`, or `L₊` with a bias).
+
+    The weight has axes `out + over`: a map from `(D,)` to `(H, K)` has a weight `(H, K, D)`.
+    """
+
+    kind: Literal["linear"] = "linear"
+    over: AxisList
+    """Input axes the map consumes (contracted with the weight)."""
+    out: AxisList
+    """Output axes the map produces, put where the first consumed axis stood."""
+    bias: bool = True
+    """Whether a bias over `out` is added (`L₊`)."""
+    family = "learned"
+    learned = True
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, self.over, "x", "consumed by the map")
+        y = replace_axes(x, self.over, new_axes(self.out, ctx))
+        clash(list(y.axes), "x")
+        return {"out": y}
+
+    def params(self, ins, ctx):
+        x = tensor(ins, "x")
+        w = new_axes(self.out, ctx) + [x.axis(a) for a in self.over]
+        ps = {"weight": TensorType(tuple(w), x.dtype)}
+        if self.bias:
+            ps["bias"] = TensorType(tuple(new_axes(self.out, ctx)), x.dtype)
+        return ps
+
+    def acts_on(self):
+        return self.over + self.out
+
+
+class Param(BoxBase):
+    """A free learned tensor with named axes (positional embeddings, learned gates, tokens)."""
+
+    kind: Literal["param"] = "param"
+    axes: AxisList
+    """Axes of the tensor."""
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+    """Element type."""
+    init: Literal["normal", "zeros", "ones"] = "normal"
+    """Initial values (normal: std 0.02)."""
+    family = "learned"
+    learned = True
+
+    def ports(self):
+        return []
+
+    def infer(self, ins, ctx):
+        return {"out": TensorType(tuple(new_axes(self.axes, ctx)), self.dtype)}
+
+    def params(self, ins, ctx):
+        return {"weight": TensorType(tuple(new_axes(self.axes, ctx)), self.dtype)}
+
+    def acts_on(self):
+        return self.axes
+
+
+class Embedding(BoxBase):
+    """Looks integer indices up in a learned table of `vocab` rows; adds axes `out`."""
+
+    kind: Literal["embedding"] = "embedding"
+    vocab: AxisName
+    """Axis whose size is the number of rows of the table."""
+    out: AxisList
+    """Axes of one embedding vector."""
+    dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+    """Element type of the table."""
+    family = "learned"
+    learned = True
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        if not x.dtype.startswith(("int", "uint")):
+            raise ShapeProblem("indices must be integers", "x", "an integer tensor", x.dtype)
+        y = x.with_axes(list(x.axes) + new_axes(self.out, ctx), self.dtype)
+        clash(list(y.axes), "x")
+        return {"out": y}
+
+    def params(self, ins, ctx):
+        return {"weight": TensorType(tuple(new_axes((self.vocab, *self.out), ctx)), self.dtype)}
+
+    def acts_on(self):
+        return (self.vocab, *self.out)

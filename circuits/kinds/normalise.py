@@ -1,0 +1,173 @@
+"""Softmax and its relatives (triangles) and normalisations (circles), over named axes."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from ..errors import ShapeProblem
+from ..types import TensorType
+from .base import AxisList, AxisName, BoxBase, need, tensor
+
+
+class Softmax(BoxBase):
+    """Softmax (or log-softmax, softmin) over one axis, broadcast over the rest."""
+
+    kind: Literal["softmax"] = "softmax"
+    over: AxisName
+    """The axis normalised."""
+    variant: Literal["softmax", "log_softmax", "softmin"] = "softmax"
+    """Which normaliser."""
+    family = "normalisation"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.over,), "x")
+        return {"out": x}
+
+    def acts_on(self):
+        return (self.over,)
+
+
+class _AffineNorm(BoxBase):
+    over: AxisList
+    """Axes the statistics are taken over."""
+    affine: bool = True
+    """Learned scale (and shift, where the norm has one) over `over`."""
+    eps: float = Field(default=1e-5, gt=0, le=1)
+    """Added to the variance."""
+    family = "normalisation"
+    learned = True
+    shift: ClassVar[bool] = True  # layer norm shifts, RMS norm only scales
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, self.over, "x", "normalised")
+        return {"out": x}
+
+    def params(self, ins, ctx):
+        if not self.affine:
+            return {}
+        x = tensor(ins, "x")
+        t = TensorType(tuple(x.axis(a) for a in self.over), x.dtype)
+        return {"weight": t, "bias": t} if self.shift else {"weight": t}
+
+    def acts_on(self):
+        return self.over
+
+
+class LayerNorm(_AffineNorm):
+    """Layer normalisation over `over` (mean and variance), with optional scale and shift."""
+
+    kind: Literal["layernorm"] = "layernorm"
+
+
+class RMSNorm(_AffineNorm):
+    """Root-mean-square normalisation over `over`, with optional scale."""
+
+    kind: Literal["rmsnorm"] = "rmsnorm"
+    shift: ClassVar[bool] = False
+
+
+class _ChannelNorm(BoxBase):
+    channel: AxisName
+    """The channel axis; statistics are shared along every other axis of the input."""
+    affine: bool = True
+    """Learned per-channel scale and shift."""
+    eps: float = Field(default=1e-5, gt=0, le=1)
+    """Added to the variance."""
+    momentum: float = Field(default=0.1, gt=0, le=1)
+    """Update rate of the running statistics."""
+    family = "normalisation"
+    learned = True
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.channel,), "x", "channel")
+        return {"out": x}
+
+    def params(self, ins, ctx):
+        if not self.affine:
+            return {}
+        x = tensor(ins, "x")
+        t = TensorType((x.axis(self.channel),), x.dtype)
+        return {"weight": t, "bias": t}
+
+    def acts_on(self):
+        return (self.channel,)
+
+
+class BatchNorm(_ChannelNorm):
+    """Batch normalisation: per channel, statistics over every other axis; running stats."""
+
+    kind: Literal["batchnorm"] = "batchnorm"
+
+
+class UnifiedNorm(_ChannelNorm):
+    """Unified Normalization (Yang et al.): per channel, running statistics used in training
+    and inference alike, so that at inference it folds into the neighbouring linear map."""
+
+    kind: Literal["unifiednorm"] = "unifiednorm"
+
+
+class GroupNorm(BoxBase):
+    """Group normalisation: channels split into `groups`; statistics per group over `over`."""
+
+    kind: Literal["groupnorm"] = "groupnorm"
+    channel: AxisName
+    """The channel axis, split into groups."""
+    over: AxisList = ()
+    """Further axes (spatial) the statistics are taken over."""
+    groups: int = Field(ge=1, le=2**20)
+    """Number of groups; divides the channel size."""
+    affine: bool = True
+    """Learned per-channel scale and shift."""
+    eps: float = Field(default=1e-5, gt=0, le=1)
+    """Added to the variance."""
+    family = "normalisation"
+    learned = True
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.channel, *self.over), "x")
+        c = ctx.resolve(x.axis(self.channel).size)
+        if c.is_Integer and int(c) % self.groups:
+            raise ShapeProblem(
+                "groups must divide the channels",
+                "x",
+                f"a multiple of {self.groups}",
+                f"{self.channel}={c}",
+            )
+        return {"out": x}
+
+    def params(self, ins, ctx):
+        if not self.affine:
+            return {}
+        x = tensor(ins, "x")
+        t = TensorType((x.axis(self.channel),), x.dtype)
+        return {"weight": t, "bias": t}
+
+    def acts_on(self):
+        return (self.channel, *self.over)
+
+
+class Normalize(BoxBase):
+    """Divides by the p-norm over one axis (l2 for delta-rule keys, l1 for re-weighting)."""
+
+    kind: Literal["normalize"] = "normalize"
+    over: AxisName
+    """The axis whose norm is taken."""
+    p: Literal[1, 2] = 2
+    """Which norm."""
+    eps: float = Field(default=1e-6, gt=0, le=1)
+    """Floor of the norm."""
+    family = "normalisation"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.over,), "x")
+        return {"out": x}
+
+    def acts_on(self):
+        return (self.over,)

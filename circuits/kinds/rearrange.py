@@ -1,0 +1,295 @@
+"""Rearrangements (wires split, merge, cross, rename), copies, tuples, concatenation, indexing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import sympy
+from pydantic import Field, model_validator
+
+from ..errors import ShapeProblem
+from ..sizes import parse_size
+from ..types import Axis, TensorType
+from .base import (
+    AxisList,
+    AxisName,
+    BoxBase,
+    Name,
+    SizeExpr,
+    clash,
+    need,
+    new_axes,
+    replace_axes,
+    tensor,
+    tuple_of,
+)
+
+
+class SplitAxis(BoxBase):
+    """Splits one axis into several (`D -> H K`); sizes must multiply to the original."""
+
+    kind: Literal["split_axis"] = "split_axis"
+    axis: AxisName
+    """The axis split."""
+    into: AxisList = Field(min_length=1)
+    """The new axes, outermost first; their sizes come from the circuit's axis table."""
+    family = "rearrangement"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.axis,), "x")
+        new = new_axes(self.into, ctx)
+        ctx.unify(
+            x.axis(self.axis).size,
+            sympy.Mul(*[a.size for a in new]),
+            "x",
+            f"size of {self.axis} = product of {' '.join(self.into)}",
+        )
+        y = replace_axes(x, (self.axis,), new)
+        clash(list(y.axes), "x")
+        return {"out": y}
+
+    def acts_on(self):
+        return (self.axis, *self.into)
+
+
+class MergeAxes(BoxBase):
+    """Merges axes into one (`H K -> D`), at the place of the first."""
+
+    kind: Literal["merge_axes"] = "merge_axes"
+    axes: AxisList = Field(min_length=1)
+    """The axes merged, outermost first."""
+    into: AxisName
+    """The merged axis."""
+    family = "rearrangement"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, self.axes, "x")
+        size = sympy.Mul(*[x.axis(a).size for a in self.axes])
+        ctx.unify(
+            ctx.size(self.into),
+            size,
+            "x",
+            f"size of {self.into} = product of {' '.join(self.axes)}",
+        )
+        y = replace_axes(x, self.axes, [Axis(self.into, size)])
+        clash(list(y.axes), "x")
+        return {"out": y}
+
+    def acts_on(self):
+        return (*self.axes, self.into)
+
+
+class Permute(BoxBase):
+    """Reorders axes (a crossing of wires). Only the stated axes move, in the given order."""
+
+    kind: Literal["permute"] = "permute"
+    order: AxisList = Field(min_length=1)
+    """The new order of all the input's axes."""
+    family = "rearrangement"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        if sorted(self.order) != sorted(x.names):
+            raise ShapeProblem(
+                "order must list every axis once", "x", " ".join(x.names), " ".join(self.order)
+            )
+        return {"out": x.with_axes([x.axis(a) for a in self.order])}
+
+    def acts_on(self):
+        return self.order
+
+
+class Rename(BoxBase):
+    """Gives axes new names, sizes unchanged (keys over `T` become keys over `S`)."""
+
+    kind: Literal["rename"] = "rename"
+    mapping: dict[AxisName, AxisName] = Field(min_length=1, max_length=64)
+    """Old name -> new name."""
+    family = "rearrangement"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, tuple(self.mapping), "x", "renamed")
+        axes = []
+        for a in x.axes:
+            if a.name in self.mapping:
+                new = self.mapping[a.name]
+                ctx.unify(ctx.size(new), a.size, "x", f"size of {new}")
+                axes.append(Axis(new, a.size))
+            else:
+                axes.append(a)
+        clash(axes, "x")
+        return {"out": x.with_axes(axes)}
+
+    def acts_on(self):
+        return tuple(self.mapping) + tuple(self.mapping.values())
+
+
+class Copy(BoxBase):
+    """Copies a value to `n` outputs `0 … n-1` (a dot where a wire splits)."""
+
+    kind: Literal["copy"] = "copy"
+    n: int = Field(default=2, ge=2, le=64)
+    """Number of copies."""
+    family = "structure"
+
+    def infer(self, ins, ctx):
+        return {str(i): ins["x"] for i in range(self.n)}
+
+
+class Pack(BoxBase):
+    """Makes a tuple of tensors (members separated by a dashed line)."""
+
+    kind: Literal["pack"] = "pack"
+    items: tuple[Name, ...] = Field(min_length=1, max_length=64)
+    """Member names, which are also the input ports."""
+    family = "structure"
+
+    def ports(self):
+        return list(self.items)
+
+    def infer(self, ins, ctx):
+        return {"out": tuple_of((n, tensor(ins, n)) for n in self.items)}
+
+
+class Unpack(BoxBase):
+    """Opens a tuple; one output port per member."""
+
+    kind: Literal["unpack"] = "unpack"
+    family = "structure"
+
+    def infer(self, ins, ctx):
+        t = ins["x"]
+        if isinstance(t, TensorType):
+            raise ShapeProblem("expects a tuple", "x", "a tuple", f"a tensor {t}")
+        return dict(t.items)
+
+
+class Concat(BoxBase):
+    """Concatenates operands along `axis`; their other axes must agree."""
+
+    kind: Literal["concat"] = "concat"
+    axis: AxisName
+    """The axis joined along; its sizes add up."""
+    operands: tuple[Name, ...] = Field(default=("a", "b"), min_length=2, max_length=64)
+    """Port names, in order."""
+    family = "rearrangement"
+
+    def ports(self):
+        return list(self.operands)
+
+    def infer(self, ins, ctx):
+        ts = [(p, tensor(ins, p)) for p in self.operands]
+        first_port, first = ts[0]
+        need(first, (self.axis,), first_port)
+        for p, t in ts[1:]:
+            need(t, (self.axis,), p)
+            if t.names != first.names:
+                raise ShapeProblem(
+                    "operands must have the same axes", p, " ".join(first.names), " ".join(t.names)
+                )
+            for a, b in zip(first.axes, t.axes, strict=True):
+                if a.name != self.axis:
+                    ctx.unify(a.size, b.size, p, f"size of {a.name}")
+        total = sympy.Add(*[t.axis(self.axis).size for _, t in ts])
+        return {
+            "out": first.with_axes(
+                [Axis(a.name, total) if a.name == self.axis else a for a in first.axes]
+            )
+        }
+
+    def acts_on(self):
+        return (self.axis,)
+
+
+class Split(BoxBase):
+    """Splits along `axis` into pieces of the given sizes, outputs named by `names`."""
+
+    kind: Literal["split"] = "split"
+    axis: AxisName
+    """The axis cut."""
+    sizes: tuple[SizeExpr, ...] = Field(min_length=2, max_length=64)
+    """Sizes of the pieces; they add up to the axis size."""
+    names: tuple[Name, ...] = ()
+    """Output port names (default `0 … n-1`)."""
+    family = "rearrangement"
+
+    @model_validator(mode="after")
+    def _names_match(self):
+        if self.names and len(self.names) != len(self.sizes):
+            raise ValueError("names and sizes must have the same length")
+        return self
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.axis,), "x")
+        pieces = [parse_size(s) for s in self.sizes]
+        ctx.unify(
+            x.axis(self.axis).size,
+            sympy.Add(*pieces),
+            "x",
+            f"size of {self.axis} = sum of the pieces",
+        )
+        names = self.names or tuple(str(i) for i in range(len(pieces)))
+        return {
+            n: x.with_axes([Axis(a.name, s) if a.name == self.axis else a for a in x.axes])
+            for n, s in zip(names, pieces, strict=True)
+        }
+
+    def acts_on(self):
+        return (self.axis,)
+
+
+class Index(BoxBase):
+    """Takes one position along `axis` (the pentagon tag); the axis leaves."""
+
+    kind: Literal["index"] = "index"
+    axis: AxisName
+    """The axis indexed."""
+    index: int = Field(ge=-(2**40), le=2**40)
+    """The position (negative counts from the end)."""
+    family = "rearrangement"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.axis,), "x")
+        n = ctx.resolve(x.axis(self.axis).size)
+        if n.is_Integer and not -int(n) <= self.index < int(n):
+            raise ShapeProblem("index out of range", "x", f"-{n} <= index < {n}", str(self.index))
+        return {"out": x.with_axes([a for a in x.axes if a.name != self.axis])}
+
+    def acts_on(self):
+        return (self.axis,)
+
+
+class Slice(BoxBase):
+    """Keeps positions `start:stop:step` along `axis`."""
+
+    kind: Literal["slice"] = "slice"
+    axis: AxisName
+    """The axis sliced."""
+    start: int = Field(default=0, ge=0, le=2**40)
+    """First position kept."""
+    stop: SizeExpr | None = None
+    """One past the last position (an expression such as `T-1`); the end when empty."""
+    step: int = Field(default=1, ge=1, le=2**20)
+    """Stride."""
+    family = "rearrangement"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.axis,), "x")
+        n = x.axis(self.axis).size
+        stop = n if self.stop is None else parse_size(self.stop)
+        size = sympy.ceiling((stop - self.start) / sympy.Integer(self.step))
+        size = sympy.simplify(size)
+        if size.is_number and size <= 0:
+            raise ShapeProblem("the slice is empty", "x", "start < stop", f"{self.start}:{stop}")
+        return {
+            "out": x.with_axes([Axis(a.name, size) if a.name == self.axis else a for a in x.axes])
+        }
+
+    def acts_on(self):
+        return (self.axis,)

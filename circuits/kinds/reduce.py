@@ -1,0 +1,79 @@
+"""Reductions over named axes, cumulative scans, and top-k selection."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import sympy
+from pydantic import Field
+
+from ..errors import ShapeProblem
+from ..types import Axis
+from .base import AxisList, AxisName, BoxBase, need, tensor
+
+
+class Reduce(BoxBase):
+    """Reduces over axes `over`, which leave the box."""
+
+    kind: Literal["reduce"] = "reduce"
+    over: AxisList = Field(min_length=1)
+    """Axes reduced away."""
+    op: Literal["sum", "mean", "max", "min", "prod", "logsumexp"] = "sum"
+    """The reduction."""
+    family = "reduction"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, self.over, "x", "reduced")
+        return {"out": x.with_axes([a for a in x.axes if a.name not in self.over])}
+
+    def acts_on(self):
+        return self.over
+
+
+class Scan(BoxBase):
+    """Cumulative sum / product / maximum along one axis (the running state of recurrences)."""
+
+    kind: Literal["scan"] = "scan"
+    over: AxisName
+    """The axis scanned along."""
+    op: Literal["sum", "prod", "max"] = "sum"
+    """The associative operation."""
+    reverse: bool = False
+    """Scan from the end."""
+    family = "reduction"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.over,), "x")
+        return {"out": x}
+
+    def acts_on(self):
+        return (self.over,)
+
+
+class TopK(BoxBase):
+    """The `k` largest entries along `over`; outputs `values` and `indices` with axis `into`."""
+
+    kind: Literal["topk"] = "topk"
+    over: AxisName
+    """The axis selected from."""
+    k: int = Field(ge=1, le=2**31)
+    """How many entries are kept."""
+    into: AxisName = "k"
+    """Name of the axis of the kept entries (size k)."""
+    family = "reduction"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.over,), "x")
+        n = ctx.resolve(x.axis(self.over).size)
+        if n.is_Integer and self.k > int(n):
+            raise ShapeProblem("k exceeds the axis", "x", f"k <= {n}", str(self.k))
+        axes = [
+            Axis(self.into, sympy.Integer(self.k)) if a.name == self.over else a for a in x.axes
+        ]
+        return {"values": x.with_axes(axes), "indices": x.with_axes(axes, "int64")}
+
+    def acts_on(self):
+        return (self.over,)

@@ -1,0 +1,211 @@
+"""Convolutions (★), pooling and upsampling over named spatial axes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import sympy
+from pydantic import Field, field_validator, model_validator
+
+from ..errors import ShapeProblem
+from ..types import Axis, TensorType
+from .base import AxisList, AxisName, BoxBase, need, new_axes, tensor
+
+Ints = tuple[int, ...]
+
+
+def _per_axis(v):
+    return (v,) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def out_size(n, k, s, p, d=1):
+    """floor((n + 2p - d(k-1) - 1) / s) + 1, PyTorch's rule."""
+    return sympy.floor((n + 2 * p - d * (k - 1) - 1) / sympy.Integer(s)) + 1
+
+
+class _Spatial(BoxBase):
+    spatial: AxisList = Field(min_length=1, max_length=3)
+    """Spatial axes, in order (`X`, or `Y X`)."""
+
+    def _norm(self, field):
+        v = getattr(self, field)
+        return v * len(self.spatial) if len(v) == 1 else v
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        for f in ("kernel", "stride", "padding", "dilation", "output_padding", "window"):
+            v = getattr(self, f, None)
+            if v is not None and len(v) not in (1, len(self.spatial)):
+                raise ValueError(f"{f} has {len(v)} entries for {len(self.spatial)} axes")
+        return self
+
+
+class Conv(_Spatial):
+    """N-d convolution (`★k`), strided (trapezoid), dilated, grouped, or transposed (`★ᵀ`)."""
+
+    kind: Literal["conv"] = "conv"
+    channel: AxisName
+    """Input channel axis (contracted)."""
+    out: AxisName
+    """Output channel axis; its size comes from the circuit's axis table."""
+    kernel: Ints = Field(min_length=1, max_length=3)
+    """Kernel size per spatial axis (one number for all)."""
+    stride: Ints = (1,)
+    """Stride per spatial axis."""
+    padding: Ints = (0,)
+    """Zero padding per spatial axis."""
+    dilation: Ints = (1,)
+    """Dilation per spatial axis."""
+    output_padding: Ints = (0,)
+    """Extra size on one side of a transposed convolution's output."""
+    groups: int = Field(default=1, ge=1, le=2**20)
+    """Channel groups (groups = channels: depthwise)."""
+    transposed: bool = False
+    """A transposed convolution (upsampling by the stride)."""
+    bias: bool = True
+    """A learned bias per output channel."""
+    family = "convolution"
+    learned = True
+
+    _v = field_validator(
+        "kernel", "stride", "padding", "dilation", "output_padding", mode="before"
+    )(_per_axis)
+
+    @field_validator("kernel", "stride", "dilation")
+    @classmethod
+    def _positive(cls, v):
+        if any(i < 1 or i > 2**20 for i in v):
+            raise ValueError("must be between 1 and 2**20")
+        return v
+
+    @field_validator("padding", "output_padding")
+    @classmethod
+    def _non_negative(cls, v):
+        if any(i < 0 or i > 2**20 for i in v):
+            raise ValueError("must be between 0 and 2**20")
+        return v
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (*self.spatial, self.channel), "x")
+        cin, cout = ctx.resolve(x.axis(self.channel).size), ctx.resolve(ctx.size(self.out))
+        for name, c in ((self.channel, cin), (self.out, cout)):
+            if c.is_Integer and int(c) % self.groups:
+                raise ShapeProblem(
+                    f"groups must divide {name}", "x", f"a multiple of {self.groups}", f"{name}={c}"
+                )
+        k, s, p, d = (self._norm(f) for f in ("kernel", "stride", "padding", "dilation"))
+        op = self._norm("output_padding")
+        axes = []
+        for a in x.axes:
+            if a.name == self.channel:
+                axes.append(Axis(self.out, ctx.size(self.out)))
+            elif a.name in self.spatial:
+                i = self.spatial.index(a.name)
+                if self.transposed:
+                    n = (a.size - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1
+                else:
+                    n = out_size(a.size, k[i], s[i], p[i], d[i])
+                n = sympy.simplify(n)
+                if n.is_number and n < 1:
+                    raise ShapeProblem(
+                        f"output axis {a.name} would be empty", "x", "a size >= 1", str(n)
+                    )
+                axes.append(Axis(a.name, n))
+            else:
+                axes.append(a)
+        return {"out": x.with_axes(axes)}
+
+    def params(self, ins, ctx):
+        x = tensor(ins, "x")
+        cin, cout = x.axis(self.channel), Axis(self.out, ctx.size(self.out))
+        if self.transposed:
+            first, per = cin, Axis(f"{self.out}_g", cout.size / self.groups)
+        else:
+            first, per = cout, Axis(f"{self.channel}_g", cin.size / self.groups)
+        if self.groups == 1:
+            per = Axis(per.name[:-2], per.size)
+        ks = [Axis(f"k{n}", sympy.Integer(k)) for n, k in zip(self.spatial, self._norm("kernel"))]
+        ps = {"weight": TensorType((first, per, *ks), x.dtype)}
+        if self.bias:
+            ps["bias"] = TensorType((cout,), x.dtype)
+        return ps
+
+    def acts_on(self):
+        return (*self.spatial, self.channel, self.out)
+
+
+class Pool(_Spatial):
+    """Max or average pooling over a window of the spatial axes."""
+
+    kind: Literal["pool"] = "pool"
+    op: Literal["max", "avg"] = "max"
+    """The pooling function."""
+    window: Ints = Field(min_length=1, max_length=3)
+    """Window size per spatial axis."""
+    stride: Ints = ()
+    """Stride per axis (the window when empty)."""
+    padding: Ints = (0,)
+    """Padding per axis."""
+    family = "reduction"
+
+    _v = field_validator("window", "stride", "padding", mode="before")(_per_axis)
+
+    @field_validator("window", "stride")
+    @classmethod
+    def _positive(cls, v):
+        if any(i < 1 or i > 2**20 for i in v):
+            raise ValueError("must be between 1 and 2**20")
+        return v
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, self.spatial, "x")
+        w = self._norm("window")
+        s = self._norm("stride") if self.stride else w
+        p = self._norm("padding")
+        axes = []
+        for a in x.axes:
+            if a.name in self.spatial:
+                i = self.spatial.index(a.name)
+                n = sympy.simplify(out_size(a.size, w[i], s[i], p[i]))
+                if n.is_number and n < 1:
+                    raise ShapeProblem(
+                        f"pooled axis {a.name} would be empty", "x", "a size >= 1", str(n)
+                    )
+                axes.append(Axis(a.name, n))
+            else:
+                axes.append(a)
+        return {"out": x.with_axes(axes)}
+
+    def acts_on(self):
+        return self.spatial
+
+
+class Upsample(_Spatial):
+    """Upsampling of the spatial axes by an integer factor."""
+
+    kind: Literal["upsample"] = "upsample"
+    factor: int = Field(default=2, ge=1, le=1024)
+    """Scale factor on every spatial axis."""
+    mode: Literal["nearest", "linear"] = "nearest"
+    """Interpolation (linear means bi/trilinear by the number of axes)."""
+    family = "rearrangement"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, self.spatial, "x")
+        return {
+            "out": x.with_axes(
+                [
+                    Axis(a.name, a.size * self.factor) if a.name in self.spatial else a
+                    for a in x.axes
+                ]
+            )
+        }
+
+    def acts_on(self):
+        return self.spatial
+
+
+__all__ = ["Conv", "Pool", "Upsample", "new_axes"]

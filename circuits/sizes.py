@@ -1,0 +1,195 @@
+"""Symbolic sizes: a safe parser for size expressions, and unification of sizes.
+
+Sizes are sympy expressions over positive integer symbols, one symbol per axis name (`T`,
+`H*K`, `X/s`). Strings from a circuit are parsed here by a small recursive-descent parser,
+never by `sympify`/`eval`, so a hostile spec cannot run code.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import sympy
+
+from .errors import SizeError
+
+MAX_EXPR_CHARS = 200
+MAX_DEPTH = 32
+MAX_ELEMENTS = 2**40  # a tensor larger than this is a mistake, not a model
+
+_TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\d*\.\d+|\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/^(),]))")
+FUNCTIONS = {"floor": sympy.floor, "ceiling": sympy.ceiling, "sqrt": sympy.sqrt}
+
+
+@lru_cache(maxsize=4096)
+def symbol(name: str) -> sympy.Symbol:
+    """The size symbol of axis `name` (a positive integer)."""
+    return sympy.Symbol(name, positive=True, integer=True)
+
+
+def parse_size(text: str | int | float) -> sympy.Expr:
+    """Parse `"H*K"`, `"X/s"`, `"K**-0.5"`, `64` into a sympy expression.
+
+    >>> parse_size("H*K")
+    H*K
+    """
+    if isinstance(text, bool):
+        raise SizeError(f"a size must be a number or an expression, found {text!r}")
+    if isinstance(text, int):
+        return sympy.Integer(text)
+    if isinstance(text, float):
+        return sympy.Float(text)
+    if not isinstance(text, str):
+        raise SizeError(f"a size must be a number or an expression, found {type(text).__name__}")
+    return _parse_cached(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> sympy.Expr:
+    if len(text) > MAX_EXPR_CHARS:
+        raise SizeError(f"size expression longer than {MAX_EXPR_CHARS} characters")
+    tokens = _tokenize(text)
+    parser = _Parser(tokens, text)
+    expr = parser.expr(0)
+    if parser.pos != len(tokens):
+        raise SizeError(f"unexpected {tokens[parser.pos][1]!r} in size expression {text!r}")
+    return expr
+
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    tokens, pos = [], 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise SizeError(f"cannot read size expression {text!r} at character {pos + 1}")
+        num, name, op = m.groups()
+        tokens.append(("num", num) if num else ("name", name) if name else ("op", op))
+        pos = m.end()
+    if not tokens:
+        raise SizeError("empty size expression")
+    return tokens
+
+
+class _Parser:
+    """expr := term (('+'|'-') term)*; term := unary (('*'|'/') unary)*;
+    unary := '-' unary | power; power := atom (('**'|'^') unary)?"""
+
+    def __init__(self, tokens, text):
+        self.tokens, self.text, self.pos = tokens, text, 0
+
+    def peek(self):
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", "")
+
+    def take(self, value=None):
+        tok = self.peek()
+        if value is not None and tok[1] != value:
+            found = tok[1] or "the end"
+            raise SizeError(f"expected {value!r} in size expression {self.text!r}, found {found!r}")
+        self.pos += 1
+        return tok
+
+    def expr(self, depth):
+        if depth > MAX_DEPTH:
+            raise SizeError(f"size expression nested deeper than {MAX_DEPTH}: {self.text[:40]!r}")
+        left = self.term(depth)
+        while self.peek()[1] in ("+", "-"):
+            op = self.take()[1]
+            right = self.term(depth)
+            left = left + right if op == "+" else left - right
+        return left
+
+    def term(self, depth):
+        left = self.unary(depth)
+        while self.peek()[1] in ("*", "/"):
+            op = self.take()[1]
+            right = self.unary(depth)
+            left = left * right if op == "*" else left / right
+        return left
+
+    def unary(self, depth):
+        if self.peek()[1] == "-":
+            self.take()
+            return -self.unary(depth + 1)
+        return self.power(depth)
+
+    def power(self, depth):
+        base = self.atom(depth)
+        if self.peek()[1] in ("**", "^"):
+            self.take()
+            return base ** self.unary(depth + 1)
+        return base
+
+    def atom(self, depth):
+        kind, value = self.take()
+        if kind == "num":
+            return sympy.Integer(int(value)) if value.isdigit() else sympy.Float(value)
+        if kind == "name":
+            if value in FUNCTIONS and self.peek()[1] == "(":
+                self.take("(")
+                arg = self.expr(depth + 1)
+                self.take(")")
+                return FUNCTIONS[value](arg)
+            return symbol(value)
+        if value == "(":
+            inner = self.expr(depth + 1)
+            self.take(")")
+            return inner
+        raise SizeError(f"unexpected {value or 'end'!r} in size expression {self.text!r}")
+
+
+def show(expr: sympy.Expr) -> str:
+    """A size as people write it: `H*K`, `T`, `64`."""
+    return str(expr).replace(" ", "")
+
+
+class Unifier:
+    """Equates sizes symbolically, binding free symbols as it learns (`D := H*K`).
+
+    Only a bare symbol is ever bound, to an expression that does not contain it; general
+    equations are never solved, so `X = floor(X/2)` is a mismatch rather than `X := 1`.
+    """
+
+    def __init__(self, bindings: dict[str, int] | None = None):
+        self.subst: dict[sympy.Symbol, sympy.Expr] = {}
+        for name, value in (bindings or {}).items():
+            self.subst[symbol(name)] = sympy.Integer(value)
+
+    def resolve(self, expr: sympy.Expr) -> sympy.Expr:
+        expr = sympy.sympify(expr)
+        for _ in range(8):  # substitutions are acyclic; a few rounds reach the fixed point
+            new = expr.xreplace(self.subst) if self.subst else expr
+            if new == expr:
+                break
+            expr = new
+        return expr
+
+    def unify(self, a: sympy.Expr, b: sympy.Expr) -> bool:
+        a, b = self.resolve(a), self.resolve(b)
+        if same(a, b):
+            return True
+        for x, y in ((a, b), (b, a)):
+            if isinstance(x, sympy.Symbol) and x not in y.free_symbols:
+                self.subst[x] = y
+                return True
+        return False
+
+
+def same(a: sympy.Expr, b: sympy.Expr) -> bool:
+    """Whether two sizes are provably equal (expand is enough for the products and quotients
+    sizes are made of; simplify only where floors and roots appear)."""
+    diff = sympy.expand(a - b)
+    if diff == 0:
+        return True
+    return bool(diff.has(sympy.floor, sympy.ceiling, sympy.Pow) and sympy.simplify(diff) == 0)
+
+
+def evaluate(expr: sympy.Expr, values: dict[str, int]) -> int | float | None:
+    """The number an expression takes under `values`, or None where symbols stay free."""
+    sub = {symbol(k): sympy.Integer(v) for k, v in values.items()}
+    out = sympy.sympify(expr).xreplace(sub)
+    if out.free_symbols:
+        return None
+    out = sympy.nsimplify(out) if not out.is_Integer else out
+    return int(out) if out.is_integer else float(out)

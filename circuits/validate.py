@@ -1,0 +1,475 @@
+"""Validation and axis inference: schema → a checked, typed graph that every emitter reads.
+
+All problems are collected and raised together as one `ValidationError`, each with the box, the
+port, what was expected and what was found. Order is deterministic: a topological sort that
+breaks ties by the order boxes were written in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+import sympy
+
+from .circuit import Circuit
+from .errors import Problem, ShapeProblem, SizeError, ValidationError
+from .kinds import Call
+from .kinds.base import Context
+from .sizes import MAX_ELEMENTS, Unifier, evaluate, parse_size, show, symbol
+from .types import Axis, TensorType, TupleType, Value
+
+MAX_CALL_DEPTH = 16
+
+
+@dataclass
+class Checked:
+    """A validated circuit with every wire typed. Emitters read this, never raw JSON."""
+
+    circuit: Circuit
+    order: list[str]
+    """Box names in evaluation order."""
+    sources: dict[str, dict[str, tuple[str, str]]]
+    """box -> port -> (source box or '', port or input name)."""
+    ins: dict[str, dict[str, Value]]
+    outs: dict[str, dict[str, Value]]
+    params: dict[str, dict[str, TensorType]]
+    inputs: dict[str, Value]
+    outputs: dict[str, Value]
+    output_sources: dict[str, tuple[str, str]]
+    unifier: Unifier
+    sizes: dict[str, int]
+    calls: dict[str, Checked] = field(default_factory=dict)
+    """For each `call` box, its subcircuit checked with the caller's input types."""
+
+    def box(self, name: str):
+        return self._boxes[name]
+
+    def __post_init__(self):
+        self._boxes = {b.name: b for b in self.circuit.boxes}
+
+    def resolve(self, expr) -> sympy.Expr:
+        """A size with everything learned by unification substituted (`D` -> `H*K`)."""
+        return self.unifier.resolve(expr)
+
+    def value(self, src: tuple[str, str]) -> Value:
+        box, port = src
+        return self.inputs[port] if box == "" else self.outs[box][port]
+
+    def number(self, expr) -> int | float | None:
+        """The value of a size under the bound sizes, or None where symbols stay free."""
+        return evaluate(self.resolve(expr), self.sizes)
+
+    def symbols(self) -> list[str]:
+        """Free size symbols after unification, sorted."""
+        free: set[sympy.Symbol] = set()
+        for t in _all_tensors(self):
+            for a in t.axes:
+                free |= self.resolve(a.size).free_symbols
+        return sorted(s.name for s in free)
+
+
+def _all_tensors(c: Checked):
+    def flat(v):
+        return [v] if isinstance(v, TensorType) else [t for _, t in v.items]
+
+    for v in c.inputs.values():
+        yield from flat(v)
+    for outs in c.outs.values():
+        for v in outs.values():
+            yield from flat(v)
+    for ps in c.params.values():
+        yield from ps.values()
+
+
+def check(
+    circuit: Circuit, sizes: dict[str, int] | None = None, *, require_bound: bool = False
+) -> Checked:
+    """Validate `circuit` and infer every wire's type.
+
+    `sizes` binds size symbols to numbers (on top of `circuit.sizes`); with `require_bound`,
+    a size left symbolic is an error naming it.
+    """
+    bindings = {**circuit.sizes, **(sizes or {})}
+    problems: list[Problem] = []
+    for k, v in bindings.items():
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 2**40:
+            problems.append(
+                Problem(f"size {k}", "must be a positive integer", "1 … 2**40", repr(v))
+            )
+    if problems:
+        raise ValidationError(circuit.name, problems)
+    # Inference is symbolic; the binding is checked against what it learned afterwards, so
+    # that a checked circuit keeps its formulas and its numbers side by side.
+    unifier = Unifier()
+    result = _Checker(circuit, unifier, bindings, problems, depth=0).run()
+    if result is not None:
+        _check_bindings(result, problems)
+        _check_sizes(result, problems, require_bound)
+    if problems or result is None:
+        raise ValidationError(circuit.name, problems)
+    return result
+
+
+def _check_bindings(c: Checked, problems: list[Problem]) -> None:
+    for sym, expr in sorted(c.unifier.subst.items(), key=lambda kv: kv[0].name):
+        a, b = evaluate(sym, c.sizes), evaluate(c.resolve(expr), c.sizes)
+        if a is not None and b is not None and a != b:
+            problems.append(
+                Problem(
+                    f"size {sym.name}",
+                    "the bound sizes disagree with the "
+                    f"circuit, where {sym.name} = {show(c.resolve(expr))}",
+                    f"{sym.name} = {b}",
+                    f"{sym.name} = {a}",
+                )
+            )
+
+
+def _check_sizes(c: Checked, problems: list[Problem], require_bound: bool) -> None:
+    seen_free: set[str] = set()
+    items = [(f"input '{n}'", v) for n, v in c.inputs.items()]
+    items += [(f"box '{b}', output '{p}'", v) for b in c.order for p, v in c.outs[b].items()]
+    items += [(f"box '{b}', parameter '{p}'", v) for b in c.order for p, v in c.params[b].items()]
+    for where, v in items:
+        for t in [v] if isinstance(v, TensorType) else [t for _, t in v.items]:
+            numel = sympy.Integer(1)
+            for a in t.axes:
+                s = c.resolve(a.size)
+                if s.free_symbols and c.sizes:
+                    s = s.xreplace({symbol(k): sympy.Integer(v) for k, v in c.sizes.items()})
+                numel *= s
+                if s.is_number:
+                    if not (s.is_integer and s >= 1):
+                        problems.append(
+                            Problem(
+                                where,
+                                f"axis {a.name} has no valid size",
+                                "a positive integer",
+                                show(s),
+                            )
+                        )
+                else:
+                    seen_free |= {x.name for x in s.free_symbols}
+            if numel.is_number and numel > MAX_ELEMENTS:
+                problems.append(
+                    Problem(
+                        where,
+                        "tensor is absurdly large",
+                        "at most 2**40 elements",
+                        f"{numel} ({t})",
+                    )
+                )
+    if require_bound and seen_free:
+        problems.append(
+            Problem(
+                "sizes",
+                "sizes are not bound",
+                "a number for each",
+                f"unbound {' '.join(sorted(seen_free))}",
+                hint="pass e.g. --sizes " + ",".join(f"{s}=…" for s in sorted(seen_free)),
+            )
+        )
+
+
+class _Checker(Context):
+    def __init__(self, circuit, unifier, bindings, problems, depth, input_types=None, stack=()):
+        self.c = circuit
+        self.unifier = unifier
+        self.bindings = bindings
+        self.problems = problems
+        self.depth = depth
+        self.input_types = input_types
+        self.stack = (*stack, circuit.name)
+        self.calls: dict[str, Checked] = {}
+        self.prefix = "" if depth == 0 else f"in subcircuit '{circuit.name}', "
+
+    # -- Context for shape rules
+    def size(self, axis: str) -> sympy.Expr:
+        if axis in self.c.axes:
+            return self.unifier.resolve(parse_size(self.c.axes[axis]))
+        return self.unifier.resolve(symbol(axis))
+
+    def resolve(self, e):
+        return self.unifier.resolve(e)
+
+    def unify(self, a, b, port, what):
+        if not self.unifier.unify(a, b):
+            raise ShapeProblem(
+                f"{what} disagrees", port, show(self.resolve(a)), show(self.resolve(b))
+            )
+
+    def call(self, box: Call, ins):
+        sub = self.c.subcircuits[box.circuit]
+        reps = self.resolve(parse_size(box.repeat))
+        if reps.is_number and (not reps.is_integer or reps < 1):
+            raise ShapeProblem("repeat must be a positive integer", "", "N >= 1", show(reps))
+        want = {i.name for i in sub.inputs}
+        if set(ins) != want:
+            raise ShapeProblem(
+                "ports must be the subcircuit's inputs",
+                "",
+                " ".join(sorted(want)),
+                " ".join(sorted(ins)),
+            )
+        if self.depth + 1 > MAX_CALL_DEPTH or sub.name in self.stack:
+            raise ShapeProblem(
+                "subcircuits call each other in a loop",
+                "",
+                "no recursion",
+                " -> ".join((*self.stack, sub.name)),
+            )
+        checker = _Checker(
+            sub,
+            self.unifier,
+            self.bindings,
+            self.problems,
+            self.depth + 1,
+            input_types=ins,
+            stack=self.stack,
+        )
+        n_before = len(self.problems)
+        result = checker.run()
+        if result is None or len(self.problems) > n_before:
+            raise ShapeProblem(f"subcircuit '{sub.name}' is invalid (see above)")
+        if reps != 1:
+            outs, inputs = result.outputs, result.inputs
+            if set(outs) != set(inputs) and not (len(outs) == len(inputs) == 1):
+                raise ShapeProblem(
+                    "a repeated subcircuit maps its inputs to outputs of the same names",
+                    "",
+                    " ".join(inputs),
+                    " ".join(outs),
+                )
+            pairs = (
+                zip(inputs.values(), outs.values())
+                if len(outs) == 1
+                else ((inputs[k], outs[k]) for k in inputs)
+            )
+            for i, o in pairs:
+                if not _same_type(i, o, self.unifier):
+                    raise ShapeProblem(
+                        "a repeated subcircuit must keep its input's type", "", str(i), str(o)
+                    )
+        self.calls[box.name] = result
+        return dict(result.outputs)
+
+    # -- the pass
+    def where(self, box: str, port: str = "") -> str:
+        return f"{self.prefix}box '{box}'" + (f", port '{port}'" if port else "")
+
+    def problem(self, where, message, expected="", found="", hint=""):
+        self.problems.append(Problem(where, message, expected, found, hint))
+
+    def run(self) -> Checked | None:
+        c = self.c
+        start = len(self.problems)
+        index: dict[str, int] = {}
+        inputs: dict[str, Value] = {}
+        for inp in c.inputs:
+            if inp.name in index or inp.name in inputs:
+                self.problem(f"{self.prefix}input '{inp.name}'", "duplicate name")
+            t = TensorType(tuple(Axis(a, self.size(a)) for a in inp.axes), inp.dtype)
+            if self.input_types is not None and inp.name in self.input_types:
+                given = self.input_types[inp.name]
+                if not isinstance(given, TensorType) or given.names != t.names:
+                    self.problem(
+                        f"{self.prefix}input '{inp.name}'",
+                        "caller passes other axes",
+                        str(t),
+                        str(given),
+                    )
+                else:
+                    for a, b in zip(t.axes, given.axes):
+                        if not self.unifier.unify(a.size, b.size):
+                            self.problem(
+                                f"{self.prefix}input '{inp.name}'",
+                                f"size of {a.name} disagrees with the caller",
+                                show(self.resolve(a.size)),
+                                show(self.resolve(b.size)),
+                            )
+                    t = TensorType(given.axes, given.dtype)
+            inputs[inp.name] = t
+        for i, b in enumerate(c.boxes):
+            if b.name in index or b.name in inputs:
+                self.problem(
+                    self.where(b.name), "duplicate name", "a unique name", f"'{b.name}' used twice"
+                )
+            index.setdefault(b.name, i)
+        for name, expr in sorted(c.axes.items()):
+            if not self.unifier.unify(symbol(name), parse_size(expr)):
+                self.problem(
+                    f"{self.prefix}axis {name}",
+                    "size disagrees with the bound sizes",
+                    show(self.resolve(parse_size(expr))),
+                    show(self.resolve(symbol(name))),
+                )
+
+        graph = nx.DiGraph()
+        graph.add_nodes_from(index)
+        sources: dict[str, dict[str, tuple[str, str]]] = {}
+        for b in c.boxes:
+            if index.get(b.name) is None:
+                continue
+            want = b.ports()
+            if b.kind == "call":
+                if b.circuit not in c.subcircuits:
+                    self.problem(
+                        self.where(b.name),
+                        "unknown subcircuit",
+                        " or ".join(sorted(c.subcircuits))
+                        or "a subcircuit defined in 'subcircuits'",
+                        b.circuit,
+                    )
+                    continue
+                want = [i.name for i in c.subcircuits[b.circuit].inputs]
+            for p in want:
+                if p not in b.inputs:
+                    self.problem(self.where(b.name, p), "port not connected", "a source", "none")
+            for p in b.inputs:
+                if p not in want:
+                    self.problem(
+                        self.where(b.name, p), "no such port", " ".join(want) or "no inputs", p
+                    )
+            srcs = {}
+            for p, ref in b.inputs.items():
+                src = self._parse_ref(ref, index, inputs, self.where(b.name, p))
+                if src is not None:
+                    srcs[p] = src
+                    if src[0]:
+                        graph.add_edge(src[0], b.name)
+            sources[b.name] = srcs
+        output_sources = {}
+        seen_out = set()
+        for o in c.outputs:
+            where = f"{self.prefix}output '{o.name}'"
+            if o.name in seen_out:
+                self.problem(where, "duplicate output name")
+            seen_out.add(o.name)
+            src = self._parse_ref(o.source, index, inputs, where)
+            if src is not None:
+                output_sources[o.name] = src
+        if not c.outputs:
+            self.problem(
+                f"{self.prefix}circuit '{c.name}'", "has no outputs", "at least one output", "none"
+            )
+        cycles = list(nx.simple_cycles(graph)) if not nx.is_directed_acyclic_graph(graph) else []
+        for cyc in cycles[:10]:
+            self.problem(
+                self.where(cyc[0]),
+                "wires form a cycle",
+                "an acyclic circuit",
+                " -> ".join([*cyc, cyc[0]]),
+            )
+        if cycles:
+            return None
+        order = list(nx.lexicographical_topological_sort(graph, key=lambda n: index[n]))
+
+        outs: dict[str, dict[str, Value]] = {}
+        ins_of: dict[str, dict[str, Value]] = {}
+        params: dict[str, dict[str, TensorType]] = {}
+        boxes = {b.name: b for b in c.boxes}
+        for name in order:
+            b = boxes[name]
+            srcs = sources.get(name)
+            if srcs is None or len(srcs) != len(b.inputs):
+                continue
+            ins, ok = {}, True
+            for p, (sb, sp) in srcs.items():
+                if sb == "":
+                    ins[p] = inputs[sp]
+                elif sb not in outs:
+                    ok = False  # its source already failed and was reported
+                else:
+                    port = sp or _only_port(outs[sb])
+                    if port is None or port not in outs[sb]:
+                        self.problem(
+                            self.where(name, p),
+                            f"box '{sb}' has no such output",
+                            " or ".join(f"{sb}.{q}" for q in outs[sb]),
+                            f"'{srcs_ref(b, p)}'",
+                        )
+                        ok = False
+                    else:
+                        srcs[p] = (sb, port)
+                        ins[p] = outs[sb][port]
+            if not ok:
+                continue
+            try:
+                outs[name] = b.infer(ins, self)
+                params[name] = b.params(ins, self)
+                ins_of[name] = ins
+            except ShapeProblem as e:
+                self.problem(self.where(name, e.port), e.message, e.expected, e.found)
+            except SizeError as e:
+                self.problem(self.where(name), str(e))
+            except Exception as e:  # noqa: BLE001 - a shape rule must never crash validation
+                self.problem(
+                    self.where(name),
+                    f"cannot infer its output ({type(e).__name__}: {str(e)[:200]})",
+                )
+        outputs = {}
+        for oname, (sb, sp) in output_sources.items():
+            if sb == "":
+                outputs[oname] = inputs[sp]
+            elif sb in outs:
+                port = sp or _only_port(outs[sb])
+                if port is None or port not in outs[sb]:
+                    self.problem(
+                        f"{self.prefix}output '{oname}'",
+                        f"box '{sb}' has no such output",
+                        " or ".join(f"{sb}.{q}" for q in outs[sb]),
+                        sp or "(none given)",
+                    )
+                else:
+                    output_sources[oname] = (sb, port)
+                    outputs[oname] = outs[sb][port]
+        if len(self.problems) > start:
+            return None
+        return Checked(
+            circuit=c,
+            order=order,
+            sources=sources,
+            ins=ins_of,
+            outs=outs,
+            params=params,
+            inputs=inputs,
+            outputs=outputs,
+            output_sources=output_sources,
+            unifier=self.unifier,
+            sizes=dict(self.bindings),
+            calls=self.calls,
+        )
+
+    def _parse_ref(self, ref, index, inputs, where):
+        box, _, port = ref.partition(".")
+        if box in inputs and box not in index:
+            if port:
+                self.problem(where, "an input has no ports", box, ref)
+                return None
+            return ("", box)
+        if box in index:
+            return (box, port)
+        known = sorted([*inputs, *index])
+        self.problem(where, "unknown source", "an input or a box: " + _few(known), repr(ref))
+        return None
+
+
+def srcs_ref(b, port):
+    return b.inputs.get(port, "")
+
+
+def _only_port(outs: dict[str, Value]) -> str | None:
+    return next(iter(outs)) if len(outs) == 1 else None
+
+
+def _few(names, n=8):
+    return ", ".join(names[:n]) + (", …" if len(names) > n else "")
+
+
+def _same_type(a: Value, b: Value, u: Unifier) -> bool:
+    if isinstance(a, TupleType) or isinstance(b, TupleType):
+        return a == b
+    return a.names == b.names and all(
+        u.unify(x.size, y.size) for x, y in zip(a.axes, b.axes, strict=True)
+    )

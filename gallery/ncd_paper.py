@@ -1,0 +1,105 @@
+"""Figures of Abbott's Neural Circuit Diagrams paper, as circuits."""
+
+from __future__ import annotations
+
+from ncd.circuits.builder import Builder
+
+from . import entry
+
+NCD = "Abbott, Neural Circuit Diagrams (TMLR 2024)"
+
+
+@entry("attention", "Scaled dot-product attention", NCD)
+def attention():
+    b = Builder(
+        "attention",
+        title="Scaled dot-product attention",
+        paper=NCD,
+        doc="softmax(q·k / sqrt(K)) · v over named axes; heads H are broadcast.",
+        sizes={"B": 2, "H": 4, "T": 16, "S": 16, "K": 8, "V": 8},
+    )
+    q = b.input("q", "B H T K")
+    k = b.input("k", "B H S K")
+    v = b.input("v", "B H S V")
+    s = b.contract(q, k, over="K", name="scores")  # B H T S
+    s = b.scale(s, "K**-0.5", name="scale")
+    p = b.softmax(s, over="S", name="softmax")
+    b.output("y", b.contract(p, v, over="S", name="mix"))  # B H T V
+    return b.build()
+
+
+def _mha(b: Builder, x, causal: bool = False):
+    """Multi-head attention over x (B T D): the projections L^Q L^K L^V L^O around attention."""
+    with b.group("Multi-Head Attention"):
+        q = b.linear(x, "D", "H K", name="q_proj", label="L^Q")  # B T H K
+        k = b.linear(x, "D", "H K", name="k_proj", label="L^K")
+        v = b.linear(x, "D", "H V", name="v_proj", label="L^V")  # B T H V
+        k = b.rename(k, T="S", name="k_keys")  # keys live on their own axis S
+        v = b.rename(v, T="S", name="v_keys")
+        s = b.contract(q, k, over="K", name="scores")  # B T H S
+        s = b.scale(s, "K**-0.5", name="scale")
+        if causal:
+            s = b.mask(s, "T", "S", name="causal")
+        p = b.softmax(s, over="S", name="softmax")
+        o = b.contract(p, v, over="S", name="mix")  # B T H V
+        return b.linear(o, "H V", "D", name="o_proj", label="L^O")  # B T D
+
+
+@entry("multihead_attention", "Multi-head attention", NCD)
+def multihead_attention():
+    b = Builder(
+        "multihead_attention",
+        title="Multi-head attention",
+        paper=NCD,
+        doc="Single-head attention broadcast over heads H, with learned projections.",
+        axes={"D": "H*K"},
+        sizes={"B": 2, "T": 16, "H": 4, "K": 8, "V": 8},
+    )
+    x = b.input("x", "B T D")
+    b.output("y", _mha(b, x))
+    return b.build()
+
+
+@entry("transformer_block", "Pre-norm transformer block", NCD)
+def transformer_block():
+    b = Builder(
+        "transformer_block",
+        title="Pre-norm transformer block",
+        paper=NCD,
+        doc="x + MHA(LN(x)), then + MLP(LN(.)) with a GELU MLP of width F.",
+        axes={"D": "H*K"},
+        sizes={"B": 2, "T": 16, "H": 4, "K": 8, "V": 8, "F": 64},
+    )
+    x = b.input("x", "B T D")
+    with b.group("Residual Component"):
+        h = b.layernorm(x, "D", name="ln1")
+    h = _mha(b, h)
+    x = b.add(x, h, name="res1")
+    with b.group("MLP"):
+        h = b.layernorm(x, "D", name="ln2")
+        h = b.linear(h, "D", "F", name="ff_up", label="L₊")
+        h = b.gelu(h, name="act")
+        h = b.linear(h, "F", "D", name="ff_down", label="L₊")
+    b.output("y", b.add(x, h, name="res2"))
+    return b.build()
+
+
+@entry("transformer", "Decoder-only transformer (N repeated blocks)", NCD)
+def transformer():
+    """Token embedding, N pre-norm blocks with separate parameters (the NCD parentheses
+    λ = 1 … N), final norm and the unembedding to the vocabulary axis W."""
+    block = transformer_block()
+    b = Builder(
+        "transformer",
+        title="Transformer (N blocks)",
+        paper=NCD,
+        doc="Embedding, N repeated transformer blocks, norm, unembedding.",
+        axes={"D": "H*K"},
+        sizes={"B": 2, "T": 16, "H": 4, "K": 8, "V": 8, "F": 64, "W": 50, "N": 2},
+    )
+    tokens = b.input("tokens", "B T", dtype="int64")
+    x = b.embedding(tokens, "W", "D", name="embed", label="E")
+    x = b.call(block, x=x, repeat="N", name="blocks")
+    x = b.layernorm(x, "D", name="ln_f")
+    b.output("logits", b.linear(x, "D", "W", bias=False, name="unembed", label="L^U"))
+    return b.build()

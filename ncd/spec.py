@@ -1,0 +1,46 @@
+"""What the CLI's SPEC argument means: a JSON file, or the name of a gallery entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ncd.circuits import io
+from ncd.circuits.circuit import Circuit
+from ncd.circuits.errors import NcdError, SizeError
+
+
+def load_spec(spec: str) -> Circuit:
+    from ncd import gallery
+
+    path = Path(spec)
+    if spec.endswith(".json") or path.exists():
+        if not path.exists():
+            raise NcdError(f"{spec}: no such file")
+        if path.is_dir():
+            raise NcdError(f"{spec}: is a directory, expected a JSON file")
+        return io.load(path)
+    if spec in gallery.ENTRIES:
+        return gallery.get(spec)
+    raise NcdError(
+        f"{spec!r} is neither a JSON file nor a gallery entry; "
+        f"gallery entries: {', '.join(gallery.names())}"
+    )
+
+
+def parse_sizes(text: str | None) -> dict[str, int]:
+    """`"B=2,T=128"` -> {"B": 2, "T": 128}."""
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        name, eq, value = item.strip().partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq or not name.isidentifier() or not value.lstrip("-").isdigit():
+            raise SizeError(
+                f"--sizes expects NAME=INTEGER pairs separated by commas, found {item!r}"
+            )
+        n = int(value)
+        if not 1 <= n <= 2**40:
+            raise SizeError(f"--sizes: {name} must be between 1 and 2**40, found {n}")
+        out[name] = n
+    return out
