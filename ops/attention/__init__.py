@@ -1,0 +1,7 @@
+"""Fused softmax attention (FlashAttention-2): kernels in fused.py, the PyTorch reference in
+reference.py, cost formulas in cost.py. Maths in README.md."""
+
+from .fused import softmax_attention
+from .reference import softmax_attention_reference
+
+__all__ = ["softmax_attention", "softmax_attention_reference"]

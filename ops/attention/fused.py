@@ -1,0 +1,727 @@
+"""Fused softmax attention (FlashAttention-2): Triton kernels, launch wrappers, autograd.
+
+Forward: one program per (query block, batch x head) streams the key/value blocks through
+on-chip memory with the online softmax, and writes O and the base-2 log-sum-exp per row.
+Backward: `delta = rowsum(dO * O)`, then one program per (key block, batch x kv head) that
+loops over the query blocks of every query head in its group and accumulates dK and dV, and
+one program per (query block, batch x head) that accumulates dQ. Nothing of size T x S is
+written to memory and no atomics are used.
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import check, interpreting, use_triton
+from .reference import softmax_attention_reference
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _fwd_tiles(
+    acc,
+    l_i,
+    m_i,
+    q,
+    K_base,
+    V_base,
+    stride_kn,
+    lo,
+    hi,
+    offs_m,
+    offs_n,
+    offs_d,
+    offs_dv,
+    S,
+    qk_scale,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+):
+    for n0 in range(lo, hi, BLOCK_N):
+        cols = n0 + offs_n
+        k = tl.load(
+            K_base + cols[:, None] * stride_kn + offs_d[None, :],
+            mask=(cols[:, None] < S) & (offs_d[None, :] < D),
+            other=0.0,
+        )
+        qk = tl.dot(q, tl.trans(k)) * qk_scale  # (BM, BN), log2 units
+        if MASK:
+            keep = cols[None, :] < S
+            if CAUSAL:
+                keep = keep & (cols[None, :] <= offs_m[:, None])
+            qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(
+            V_base + cols[:, None] * stride_kn + offs_dv[None, :],
+            mask=(cols[:, None] < S) & (offs_dv[None, :] < DV),
+            other=0.0,
+        )
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _fwd_kernel(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    T,
+    S,
+    H,
+    HKV,
+    qk_scale,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = pid_bh % H
+    hk = h // (H // HKV)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row_ok = offs_m < T
+    q = tl.load(
+        Q + b * T * H * D + h * D + offs_m[:, None] * (H * D) + offs_d[None, :],
+        mask=row_ok[:, None] & (offs_d[None, :] < D),
+        other=0.0,
+    )
+    K_base = K + b * S * HKV * D + hk * D
+    V_base = V + b * S * HKV * DV + hk * DV
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    # Blocks left of `full_end` need no mask; [full_end, end) holds the diagonal and the tail.
+    if CAUSAL:
+        full_end = tl.minimum(m0, S) // BLOCK_N * BLOCK_N
+        end = tl.minimum(m0 + BLOCK_M, S)
+    else:
+        full_end = S // BLOCK_N * BLOCK_N
+        end = S
+    acc, l_i, m_i = _fwd_tiles(
+        acc,
+        l_i,
+        m_i,
+        q,
+        K_base,
+        V_base,
+        HKV * D,
+        0,
+        full_end,
+        offs_m,
+        offs_n,
+        offs_d,
+        offs_dv,
+        S,
+        qk_scale,
+        D,
+        DV,
+        BLOCK_N,
+        False,
+        CAUSAL,
+    )
+    acc, l_i, m_i = _fwd_tiles(
+        acc,
+        l_i,
+        m_i,
+        q,
+        K_base,
+        V_base,
+        HKV * D,
+        full_end,
+        end,
+        offs_m,
+        offs_n,
+        offs_d,
+        offs_dv,
+        S,
+        qk_scale,
+        D,
+        DV,
+        BLOCK_N,
+        True,
+        CAUSAL,
+    )
+    o = acc / l_i[:, None]
+    tl.store(
+        O + b * T * H * DV + h * DV + offs_m[:, None] * (H * DV) + offs_dv[None, :],
+        o.to(O.dtype.element_ty),
+        mask=row_ok[:, None] & (offs_dv[None, :] < DV),
+    )
+    tl.store(LSE + pid_bh.to(tl.int64) * T + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
+
+
+@triton.jit
+def _bwd_delta_kernel(
+    O, DO, DELTA, T, H, DV: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    mask = (offs_m[:, None] < T) & (offs_dv[None, :] < DV)
+    ptrs = b * T * H * DV + h * DV + offs_m[:, None] * (H * DV) + offs_dv[None, :]
+    o = tl.load(O + ptrs, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + ptrs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(DELTA + pid_bh.to(tl.int64) * T + offs_m, tl.sum(o * do, 1), mask=offs_m < T)
+
+
+@triton.jit
+def _bwd_dkdv_tiles(
+    dk,
+    dv,
+    k,
+    v,
+    Q_base,
+    DO_base,
+    LSE_base,
+    DELTA_base,
+    stride_qm,
+    stride_om,
+    lo,
+    hi,
+    offs_n,
+    offs_m,
+    offs_d,
+    offs_dv,
+    T,
+    qk_scale,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    MASK: tl.constexpr,
+):
+    for m0 in range(lo, hi, BLOCK_M):
+        rows = m0 + offs_m
+        row_ok = rows < T
+        q = tl.load(
+            Q_base + rows[:, None] * stride_qm + offs_d[None, :],
+            mask=row_ok[:, None] & (offs_d[None, :] < D),
+            other=0.0,
+        )
+        do = tl.load(
+            DO_base + rows[:, None] * stride_om + offs_dv[None, :],
+            mask=row_ok[:, None] & (offs_dv[None, :] < DV),
+            other=0.0,
+        )
+        # Rows past T get lse = +inf, so their probabilities are exactly 0.
+        lse = tl.load(LSE_base + rows, mask=row_ok, other=float("inf"))
+        delta = tl.load(DELTA_base + rows, mask=row_ok, other=0.0)
+        pT = tl.math.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
+        if MASK:
+            pT = tl.where(rows[None, :] >= offs_n[:, None], pT, 0.0)
+        dv = tl.dot(pT.to(do.dtype), do, dv)
+        dpT = tl.dot(v, tl.trans(do))
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(q.dtype), q, dk)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV_,
+    T,
+    S,
+    H,
+    HKV,
+    qk_scale,
+    sm_scale,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // HKV).to(tl.int64)
+    hk = pid_bh % HKV
+    G = H // HKV
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    col_ok = offs_n < S
+    k_ptrs = b * S * HKV * D + hk * D + offs_n[:, None] * (HKV * D) + offs_d[None, :]
+    v_ptrs = b * S * HKV * DV + hk * DV + offs_n[:, None] * (HKV * DV) + offs_dv[None, :]
+    k = tl.load(K + k_ptrs, mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    v = tl.load(V + v_ptrs, mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
+    # Query blocks in [lo, mid) cross the diagonal and need the causal mask.
+    if CAUSAL:
+        lo = n0 // BLOCK_M * BLOCK_M
+        mid = tl.cdiv(n0 + BLOCK_N, BLOCK_M) * BLOCK_M
+    else:
+        lo = 0
+        mid = 0
+    for g in range(G):
+        h = hk * G + g
+        Q_base = Q + b * T * H * D + h * D
+        DO_base = DO + b * T * H * DV + h * DV
+        LSE_base = LSE + (b * H + h) * T
+        DELTA_base = DELTA + (b * H + h) * T
+        dk, dv = _bwd_dkdv_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            Q_base,
+            DO_base,
+            LSE_base,
+            DELTA_base,
+            H * D,
+            H * DV,
+            lo,
+            mid,
+            offs_n,
+            offs_m,
+            offs_d,
+            offs_dv,
+            T,
+            qk_scale,
+            D,
+            DV,
+            BLOCK_M,
+            True,
+        )
+        dk, dv = _bwd_dkdv_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            Q_base,
+            DO_base,
+            LSE_base,
+            DELTA_base,
+            H * D,
+            H * DV,
+            mid,
+            T,
+            offs_n,
+            offs_m,
+            offs_d,
+            offs_dv,
+            T,
+            qk_scale,
+            D,
+            DV,
+            BLOCK_M,
+            False,
+        )
+    tl.store(
+        DK + k_ptrs,
+        (dk * sm_scale).to(DK.dtype.element_ty),
+        mask=col_ok[:, None] & (offs_d[None, :] < D),
+    )
+    tl.store(
+        DV_ + v_ptrs, dv.to(DV_.dtype.element_ty), mask=col_ok[:, None] & (offs_dv[None, :] < DV)
+    )
+
+
+@triton.jit
+def _bwd_dq_tiles(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    K_base,
+    V_base,
+    stride_kn,
+    stride_vn,
+    lo,
+    hi,
+    offs_m,
+    offs_n,
+    offs_d,
+    offs_dv,
+    S,
+    qk_scale,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASK: tl.constexpr,
+):
+    for n0 in range(lo, hi, BLOCK_N):
+        cols = n0 + offs_n
+        # Keys past S load as zeros and so add nothing to dQ.
+        k = tl.load(
+            K_base + cols[:, None] * stride_kn + offs_d[None, :],
+            mask=(cols[:, None] < S) & (offs_d[None, :] < D),
+            other=0.0,
+        )
+        v = tl.load(
+            V_base + cols[:, None] * stride_vn + offs_dv[None, :],
+            mask=(cols[:, None] < S) & (offs_dv[None, :] < DV),
+            other=0.0,
+        )
+        p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
+        if MASK:
+            p = tl.where(cols[None, :] <= offs_m[:, None], p, 0.0)
+        dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq)
+    return dq
+
+
+@triton.jit
+def _bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    T,
+    S,
+    H,
+    HKV,
+    qk_scale,
+    sm_scale,
+    D: tl.constexpr,
+    DV: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = pid_bh % H
+    hk = h // (H // HKV)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row_ok = offs_m < T
+    q_ptrs = b * T * H * D + h * D + offs_m[:, None] * (H * D) + offs_d[None, :]
+    q = tl.load(Q + q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    do = tl.load(
+        DO + b * T * H * DV + h * DV + offs_m[:, None] * (H * DV) + offs_dv[None, :],
+        mask=row_ok[:, None] & (offs_dv[None, :] < DV),
+        other=0.0,
+    )
+    lse = tl.load(LSE + pid_bh.to(tl.int64) * T + offs_m, mask=row_ok, other=float("inf"))
+    delta = tl.load(DELTA + pid_bh.to(tl.int64) * T + offs_m, mask=row_ok, other=0.0)
+    K_base = K + b * S * HKV * D + hk * D
+    V_base = V + b * S * HKV * DV + hk * DV
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if CAUSAL:
+        full_end = tl.minimum(m0, S) // BLOCK_N * BLOCK_N
+        end = tl.minimum(m0 + BLOCK_M, S)
+    else:
+        full_end = S
+        end = S
+    dq = _bwd_dq_tiles(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        K_base,
+        V_base,
+        HKV * D,
+        HKV * DV,
+        0,
+        full_end,
+        offs_m,
+        offs_n,
+        offs_d,
+        offs_dv,
+        S,
+        qk_scale,
+        D,
+        DV,
+        BLOCK_N,
+        False,
+    )
+    dq = _bwd_dq_tiles(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        K_base,
+        V_base,
+        HKV * D,
+        HKV * DV,
+        full_end,
+        end,
+        offs_m,
+        offs_n,
+        offs_d,
+        offs_dv,
+        S,
+        qk_scale,
+        D,
+        DV,
+        BLOCK_N,
+        True,
+    )
+    tl.store(
+        DQ + q_ptrs,
+        (dq * sm_scale).to(DQ.dtype.element_ty),
+        mask=row_ok[:, None] & (offs_d[None, :] < D),
+    )
+
+
+def _configs(pairs):
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+        for m, n, w, s in pairs
+    ]
+
+
+# Small lists, measured on the H200 (bench/ops_gpu.py); autotuning is keyed on the shape.
+FWD_CONFIGS = [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)]
+DKDV_CONFIGS = [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)]
+DQ_CONFIGS = [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)]
+INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
+KEY = ["T", "S", "D", "DV", "CAUSAL"]
+
+_tuned = {}
+
+
+def _launch(kernel, configs, grid, *args, **kwargs):
+    """Launch with block sizes chosen by autotuning, or fixed small ones under the interpreter."""
+    if interpreting():
+        kernel[grid(INTERPRET_CONFIG)](*args, **kwargs, **INTERPRET_CONFIG)
+        return
+    if kernel not in _tuned:
+        _tuned[kernel] = triton.autotune(_configs(configs), key=KEY)(kernel)
+    _tuned[kernel][grid](*args, **kwargs)
+
+
+def _pow2(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+def _forward(q, k, v, causal: bool, scale: float):
+    B, T, H, D = q.shape
+    S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
+    o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)
+    lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
+
+    def grid(meta):
+        return (triton.cdiv(T, meta["BLOCK_M"]), B * H)
+
+    _launch(
+        _fwd_kernel,
+        FWD_CONFIGS,
+        grid,
+        q,
+        k,
+        v,
+        o,
+        lse,
+        T,
+        S,
+        H,
+        HKV,
+        scale * LOG2E,
+        D=D,
+        DV=DV,
+        BLOCK_D=_pow2(D),
+        BLOCK_DV=_pow2(DV),
+        CAUSAL=causal,
+    )
+    return o, lse
+
+
+def _backward(q, k, v, o, lse, do, causal: bool, scale: float):
+    B, T, H, D = q.shape
+    S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
+    delta = torch.empty_like(lse)
+    block = 64 if not interpreting() else 16
+    _bwd_delta_kernel[(triton.cdiv(T, block), B * H)](
+        o, do, delta, T, H, DV=DV, BLOCK_DV=_pow2(DV), BLOCK_M=block
+    )
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    meta = dict(D=D, DV=DV, BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal)
+    _launch(
+        _bwd_dkdv_kernel,
+        DKDV_CONFIGS,
+        lambda m: (triton.cdiv(S, m["BLOCK_N"]), B * HKV),
+        q,
+        k,
+        v,
+        do,
+        lse,
+        delta,
+        dk,
+        dv,
+        T,
+        S,
+        H,
+        HKV,
+        scale * LOG2E,
+        scale,
+        **meta,
+    )
+    _launch(
+        _bwd_dq_kernel,
+        DQ_CONFIGS,
+        lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H),
+        q,
+        k,
+        v,
+        do,
+        lse,
+        delta,
+        dq,
+        T,
+        S,
+        H,
+        HKV,
+        scale * LOG2E,
+        scale,
+        **meta,
+    )
+    return dq, dk, dv
+
+
+class SoftmaxAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal: bool, scale: float):
+        o, lse = _forward(q, k, v, causal, scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _backward(q, k, v, o, lse, do.contiguous(), ctx.causal, ctx.scale)
+        return dq, dk, dv, None, None
+
+
+def _check_args(q, k, v, scale):
+    op = "softmax_attention"
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check(isinstance(x, torch.Tensor), op, name, "a torch.Tensor", type(x).__name__)
+        check(x.dim() == 4, op, f"{name}.shape", "4 dims [B, T, H, D]", tuple(x.shape))
+        check(
+            x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+            op,
+            f"{name}.dtype",
+            "float16, bfloat16 or float32",
+            x.dtype,
+        )
+    check(
+        k.dtype == q.dtype and v.dtype == q.dtype,
+        op,
+        "dtypes",
+        f"q, k, v all {q.dtype}",
+        (q.dtype, k.dtype, v.dtype),
+    )
+    check(
+        k.device == q.device and v.device == q.device,
+        op,
+        "devices",
+        f"all on {q.device}",
+        (q.device, k.device, v.device),
+    )
+    B, T, H, D = q.shape
+    check(
+        k.shape[0] == B and v.shape[0] == B,
+        op,
+        "batch size",
+        f"{B} for q, k, v",
+        (q.shape[0], k.shape[0], v.shape[0]),
+    )
+    check(k.shape[3] == D, op, "k.shape[3] (head width)", f"{D} as in q", k.shape[3])
+    check(
+        v.shape[1:3] == k.shape[1:3],
+        op,
+        "v.shape[1:3] (S, Hkv)",
+        f"{tuple(k.shape[1:3])} as k",
+        tuple(v.shape[1:3]),
+    )
+    check(T > 0 and k.shape[1] > 0, op, "sequence lengths T, S", "at least 1", (T, k.shape[1]))
+    check(H % k.shape[2] == 0, op, "heads", f"H={H} a multiple of k's heads", k.shape[2])
+    check(D <= 256 and v.shape[3] <= 256, op, "head widths", "at most 256", (D, v.shape[3]))
+    check(
+        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale)),
+        op,
+        "scale",
+        "None or a finite number",
+        scale,
+    )
+
+
+def softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = False,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Softmax attention, fused (FlashAttention-2): ``softmax(scale * q k^T [+ mask]) v``.
+
+    Args:
+        q: queries ``[B, T, H, D]``.
+        k: keys ``[B, S, Hkv, D]``; ``H`` must be a multiple of ``Hkv`` (grouped heads: query
+            head ``h`` reads key/value head ``h // (H // Hkv)``).
+        v: values ``[B, S, Hkv, Dv]``.
+        causal: query ``i`` sees keys ``j <= i`` (top-left aligned, as PyTorch's
+            ``scaled_dot_product_attention(is_causal=True)``).
+        scale: multiplies the scores; default ``D ** -0.5``.
+        backend: ``"auto"`` (Triton on CUDA tensors, the PyTorch reference on CPU),
+            ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``) or ``"reference"``.
+
+    Returns:
+        ``o`` of shape ``[B, T, H, Dv]`` and the dtype of ``q``.
+
+    dtypes float16, bfloat16 and float32 (float32 products run as tf32 on tensor cores);
+    head widths up to 256 (64 and 128 are the tuned ones). Differentiable in q, k and v.
+
+    >>> q = torch.randn(2, 63, 4, 64); k = v = torch.randn(2, 63, 2, 64)
+    >>> softmax_attention(q, k, v, causal=True).shape
+    torch.Size([2, 63, 4, 64])
+    """
+    _check_args(q, k, v, scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if not use_triton(q, backend, "softmax_attention") or q.dtype == torch.float64:
+        return softmax_attention_reference(q, k, v, causal=causal, scale=scale)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return SoftmaxAttentionFunction.apply(q, k, v, bool(causal), scale)

@@ -1,0 +1,805 @@
+"""Chunked causal linear attention (Lightning Attention-2 form): kernels, wrappers, autograd.
+
+The sequence is cut into chunks of BLOCK_T tokens. Within a chunk the quadratic masked form
+runs on tensor cores; across chunks one running state ``S = sum lam^(..) k^T v`` is carried
+in registers by a program that walks its sequence chunk by chunk. No per-chunk or per-token
+state is ever written to memory: the forward reads q, k, v once and writes o.
+
+Forward: one program per (value block, sequence x head).
+Backward: one launch whose programs take one of three roles, so that the three scans run
+side by side: dq (forward scan of S, one program per key block), dk and dv (backward scans
+of dS = sum lam^(..) q^T do, one program per key block and per value block).
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import check, interpreting, use_triton
+from .reference import EPS, linear_attention_reference
+
+
+@triton.jit
+def _fwd_kernel(
+    Q,
+    K,
+    V,
+    O,
+    S0,
+    ST,
+    LOG2_DECAY,
+    CU,
+    T,
+    H,
+    scale,
+    K_DIM: tl.constexpr,
+    V_DIM: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    HAS_DECAY: tl.constexpr,
+    USE_S0: tl.constexpr,
+    STORE_ST: tl.constexpr,
+    VARLEN: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    if VARLEN:
+        bos = tl.load(CU + i_n).to(tl.int64)
+        eos = tl.load(CU + i_n + 1).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+    L = (eos - bos).to(tl.int32)
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    q_base = Q + bos * H * K_DIM + i_h * K_DIM
+    k_base = K + bos * H * K_DIM + i_h * K_DIM
+    v_base = V + bos * H * V_DIM + i_h * V_DIM
+    o_base = O + bos * H * V_DIM + i_h * V_DIM
+    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = k_ok[:, None] & v_ok[None, :]
+    if USE_S0:
+        S = tl.load(S0 + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BLOCK_K, BLOCK_V], tl.float32)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    if HAS_DECAY:
+        b = tl.load(LOG2_DECAY + i_h)
+        lag = tl.where(causal, offs_t[:, None] - offs_t[None, :], 0).to(tl.float32)
+        decay_tt = tl.where(causal, tl.math.exp2(lag * b), 0.0)
+        q_decay = tl.math.exp2((offs_t + 1).to(tl.float32) * b) * scale
+    for t0 in range(0, L, BLOCK_T):
+        rows = t0 + offs_t
+        r_ok = rows < L
+        q = tl.load(
+            q_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
+            mask=r_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        k = tl.load(
+            k_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
+            mask=r_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        v = tl.load(
+            v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :],
+            mask=r_ok[:, None] & v_ok[None, :],
+            other=0.0,
+        )
+        a = tl.dot(q, tl.trans(k)) * scale  # (BT, BT)
+        qs = tl.dot(q, S.to(q.dtype))  # (BT, BV): the chunks before this one
+        if HAS_DECAY:
+            a = a * decay_tt
+            o = qs * q_decay[:, None]
+        else:
+            a = tl.where(causal, a, 0.0)
+            o = qs * scale
+        o = tl.dot(a.to(v.dtype), v, o)
+        tl.store(
+            o_base + rows[:, None] * (H * V_DIM) + offs_v[None, :],
+            o.to(O.dtype.element_ty),
+            mask=r_ok[:, None] & v_ok[None, :],
+        )
+        if HAS_DECAY:
+            n = tl.minimum(L - t0, BLOCK_T)
+            k_decay = tl.where(r_ok, tl.math.exp2((n - 1 - offs_t).to(tl.float32) * b), 0.0)
+            kd = (k * k_decay[:, None]).to(v.dtype)
+            S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b))
+        else:
+            S = tl.dot(tl.trans(k), v, S)
+    if STORE_ST:
+        tl.store(ST + s_ptrs, S, mask=s_mask)
+
+
+@triton.jit
+def _bwd_dq(
+    K,
+    V,
+    DO,
+    DQ,
+    S0,
+    bos,
+    L,
+    i_nh,
+    i_h,
+    i_k,
+    H,
+    scale,
+    b,
+    K_DIM: tl.constexpr,
+    V_DIM: tl.constexpr,
+    HAS_DECAY: tl.constexpr,
+    USE_S0: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_KB: tl.constexpr,
+    BLOCK_VF: tl.constexpr,
+):
+    """dq_i = c sum_{j<=i} lam^(i-j) (do_i . v_j) k_j + c lam^(i+1) do_i S^T, S scanned forward."""
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_k = i_k * BLOCK_KB + tl.arange(0, BLOCK_KB)
+    offs_v = tl.arange(0, BLOCK_VF)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    kq_base = bos * H * K_DIM + i_h * K_DIM
+    v_base = bos * H * V_DIM + i_h * V_DIM
+    if USE_S0:
+        S = tl.load(
+            S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :],
+            mask=k_ok[:, None] & v_ok[None, :],
+            other=0.0,
+        )
+    else:
+        S = tl.zeros([BLOCK_KB, BLOCK_VF], tl.float32)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    if HAS_DECAY:
+        lag = tl.where(causal, offs_t[:, None] - offs_t[None, :], 0).to(tl.float32)
+        decay_tt = tl.where(causal, tl.math.exp2(lag * b), 0.0)
+        q_decay = tl.math.exp2((offs_t + 1).to(tl.float32) * b) * scale
+    for t0 in range(0, L, BLOCK_T):
+        rows = t0 + offs_t
+        r_ok = rows < L
+        kmask = r_ok[:, None] & k_ok[None, :]
+        vmask = r_ok[:, None] & v_ok[None, :]
+        k = tl.load(
+            K + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :], mask=kmask, other=0.0
+        )
+        v = tl.load(
+            V + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
+        )
+        do = tl.load(
+            DO + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
+        )
+        da = tl.dot(do, tl.trans(v)) * scale
+        dss = tl.dot(do, tl.trans(S.to(do.dtype)))  # (BT, BKB)
+        if HAS_DECAY:
+            da = da * decay_tt
+            dq = dss * q_decay[:, None]
+        else:
+            da = tl.where(causal, da, 0.0)
+            dq = dss * scale
+        dq = tl.dot(da.to(k.dtype), k, dq)
+        tl.store(
+            DQ + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
+            dq.to(DQ.dtype.element_ty),
+            mask=kmask,
+        )
+        if HAS_DECAY:
+            n = tl.minimum(L - t0, BLOCK_T)
+            k_decay = tl.where(r_ok, tl.math.exp2((n - 1 - offs_t).to(tl.float32) * b), 0.0)
+            kd = (k * k_decay[:, None]).to(v.dtype)
+            S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b))
+        else:
+            S = tl.dot(tl.trans(k), v, S)
+
+
+@triton.jit
+def _bwd_dkdv(
+    Q,
+    K,
+    V,
+    DO,
+    DX,
+    DST,
+    DS0,
+    bos,
+    L,
+    i_nh,
+    i_h,
+    i_blk,
+    H,
+    scale,
+    b,
+    K_DIM: tl.constexpr,
+    V_DIM: tl.constexpr,
+    HAS_DECAY: tl.constexpr,
+    USE_DST: tl.constexpr,
+    STORE_DS0: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_KS: tl.constexpr,
+    BLOCK_VS: tl.constexpr,
+    BLOCK_KF: tl.constexpr,
+    BLOCK_VF: tl.constexpr,
+    FOR_DK: tl.constexpr,
+):
+    """Scans dS = sum_i c lam^(..) q_i^T do_i backwards over the chunks.
+
+    FOR_DK: this program owns key rows [i_blk * BLOCK_KS, +BLOCK_KS) of dS and writes dk;
+        dk_j = c sum_{i>=j} lam^(i-j) (do_i . v_j) q_i + lam^(n-1-j) v_j dS^T.
+    else: it owns value columns [i_blk * BLOCK_VS, +BLOCK_VS) and writes dv;
+        dv_j = c sum_{i>=j} lam^(i-j) (q_i . k_j) do_i + lam^(n-1-j) k_j dS.
+    """
+    offs_t = tl.arange(0, BLOCK_T)
+    if FOR_DK:
+        offs_k = i_blk * BLOCK_KS + tl.arange(0, BLOCK_KS)
+        offs_v = tl.arange(0, BLOCK_VF)
+    else:
+        offs_k = tl.arange(0, BLOCK_KF)
+        offs_v = i_blk * BLOCK_VS + tl.arange(0, BLOCK_VS)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    kq_base = bos * H * K_DIM + i_h * K_DIM
+    v_base = bos * H * V_DIM + i_h * V_DIM
+    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = k_ok[:, None] & v_ok[None, :]
+    if USE_DST:
+        G = tl.load(DST + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        G = tl.zeros([offs_k.shape[0], offs_v.shape[0]], tl.float32)
+    # (j, i) layout: key position j down, query position i across.
+    causal_t = offs_t[None, :] >= offs_t[:, None]
+    if HAS_DECAY:
+        lag = tl.where(causal_t, offs_t[None, :] - offs_t[:, None], 0).to(tl.float32)
+        decay_t = tl.where(causal_t, tl.math.exp2(lag * b), 0.0)
+        q_decay = tl.math.exp2((offs_t + 1).to(tl.float32) * b) * scale
+    n_chunks = tl.cdiv(L, BLOCK_T)
+    for i in range(0, n_chunks):
+        t0 = (n_chunks - 1 - i) * BLOCK_T
+        rows = t0 + offs_t
+        r_ok = rows < L
+        kmask = r_ok[:, None] & k_ok[None, :]
+        vmask = r_ok[:, None] & v_ok[None, :]
+        q = tl.load(
+            Q + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :], mask=kmask, other=0.0
+        )
+        do = tl.load(
+            DO + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
+        )
+        if FOR_DK:
+            x = tl.load(
+                V + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
+            )
+            at = tl.dot(x, tl.trans(do)) * scale  # (j, i) = v_j . do_i
+            dx_inter = tl.dot(x, tl.trans(G.to(x.dtype)))  # (BT, BKS)
+            rhs = q
+        else:
+            x = tl.load(
+                K + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :], mask=kmask, other=0.0
+            )
+            at = tl.dot(x, tl.trans(q)) * scale  # (j, i) = k_j . q_i
+            dx_inter = tl.dot(x, G.to(x.dtype))  # (BT, BVS)
+            rhs = do
+        n = tl.minimum(L - t0, BLOCK_T)
+        if HAS_DECAY:
+            at = at * decay_t
+            k_decay = tl.where(r_ok, tl.math.exp2((n - 1 - offs_t).to(tl.float32) * b), 0.0)
+            dx = dx_inter * k_decay[:, None]
+            qd = (q * q_decay[:, None]).to(do.dtype)
+            G = G * tl.math.exp2(n.to(tl.float32) * b)
+        else:
+            at = tl.where(causal_t, at, 0.0)
+            dx = dx_inter
+            qd = (q * scale).to(do.dtype)
+        dx = tl.dot(at.to(rhs.dtype), rhs, dx)
+        if FOR_DK:
+            tl.store(
+                DX + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
+                dx.to(DX.dtype.element_ty),
+                mask=kmask,
+            )
+        else:
+            tl.store(
+                DX + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :],
+                dx.to(DX.dtype.element_ty),
+                mask=vmask,
+            )
+        G = tl.dot(tl.trans(qd), do, G)
+    if STORE_DS0:
+        tl.store(DS0 + s_ptrs, G, mask=s_mask)
+
+
+@triton.jit
+def _bwd_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    DQ,
+    DK,
+    DV,
+    S0,
+    DST,
+    DS0,
+    LOG2_DECAY,
+    CU,
+    T,
+    H,
+    scale,
+    K_DIM: tl.constexpr,
+    V_DIM: tl.constexpr,
+    HAS_DECAY: tl.constexpr,
+    USE_S0: tl.constexpr,
+    USE_DST: tl.constexpr,
+    STORE_DS0: tl.constexpr,
+    VARLEN: tl.constexpr,
+    BLOCK_KF: tl.constexpr,
+    BLOCK_VF: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_KS: tl.constexpr,
+    BLOCK_VS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    if VARLEN:
+        bos = tl.load(CU + i_n).to(tl.int64)
+        eos = tl.load(CU + i_n + 1).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+    L = (eos - bos).to(tl.int32)
+    if HAS_DECAY:
+        b = tl.load(LOG2_DECAY + i_h)
+    else:
+        b = 0.0
+    nk = tl.cdiv(K_DIM, BLOCK_KS)
+    if pid < nk:
+        _bwd_dq(
+            K,
+            V,
+            DO,
+            DQ,
+            S0,
+            bos,
+            L,
+            i_nh,
+            i_h,
+            pid,
+            H,
+            scale,
+            b,
+            K_DIM,
+            V_DIM,
+            HAS_DECAY,
+            USE_S0,
+            BLOCK_T,
+            BLOCK_KS,
+            BLOCK_VF,
+        )
+    elif pid < 2 * nk:
+        _bwd_dkdv(
+            Q,
+            K,
+            V,
+            DO,
+            DK,
+            DST,
+            DS0,
+            bos,
+            L,
+            i_nh,
+            i_h,
+            pid - nk,
+            H,
+            scale,
+            b,
+            K_DIM,
+            V_DIM,
+            HAS_DECAY,
+            USE_DST,
+            STORE_DS0,
+            BLOCK_T,
+            BLOCK_KS,
+            BLOCK_VS,
+            BLOCK_KF,
+            BLOCK_VF,
+            True,
+        )
+    else:
+        _bwd_dkdv(
+            Q,
+            K,
+            V,
+            DO,
+            DV,
+            DST,
+            DS0,
+            bos,
+            L,
+            i_nh,
+            i_h,
+            pid - 2 * nk,
+            H,
+            scale,
+            b,
+            K_DIM,
+            V_DIM,
+            HAS_DECAY,
+            USE_DST,
+            False,
+            BLOCK_T,
+            BLOCK_KS,
+            BLOCK_VS,
+            BLOCK_KF,
+            BLOCK_VF,
+            False,
+        )
+
+
+FWD_CONFIGS = [
+    triton.Config({"BLOCK_T": t, "BLOCK_V": bv}, num_warps=w, num_stages=s)
+    for t, bv, w, s in [
+        (64, 64, 4, 2),
+        (64, 64, 8, 2),
+        (64, 32, 4, 2),
+        (64, 128, 8, 2),
+        (128, 64, 8, 2),
+    ]
+]
+BWD_CONFIGS = [
+    triton.Config({"BLOCK_T": t, "BLOCK_KS": bk, "BLOCK_VS": bv}, num_warps=w, num_stages=s)
+    for t, bk, bv, w, s in [
+        (64, 64, 64, 4, 2),
+        (64, 64, 64, 8, 2),
+        (64, 32, 32, 4, 2),
+        (32, 64, 64, 4, 2),
+    ]
+]
+INTERPRET_FWD = {"BLOCK_T": 16, "BLOCK_V": 16}
+INTERPRET_BWD = {"BLOCK_T": 16, "BLOCK_KS": 16, "BLOCK_VS": 16}
+KEY = ["T", "H", "K_DIM", "V_DIM", "HAS_DECAY", "VARLEN"]
+_tuned = {}
+
+
+def _launch(kernel, configs, fixed, grid, *args, **kwargs):
+    if interpreting():
+        kernel[grid(fixed)](*args, **kwargs, **fixed)
+        return
+    if kernel not in _tuned:
+        _tuned[kernel] = triton.autotune(configs, key=KEY)(kernel)
+    _tuned[kernel][grid](*args, **kwargs)
+
+
+def _pow2(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+def _layout(q, cu_seqlens):
+    """(number of sequences N, padded length T or 0 for packed, cu pointer or a dummy)."""
+    if cu_seqlens is None:
+        return q.shape[0], q.shape[1], q
+    return cu_seqlens.numel() - 1, 0, cu_seqlens
+
+
+def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N, T_arg, cu = _layout(q, cu_seqlens)
+    o = torch.empty_like(v)
+    s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
+    dummy = o
+    _launch(
+        _fwd_kernel,
+        FWD_CONFIGS,
+        INTERPRET_FWD,
+        lambda m: (triton.cdiv(V, m["BLOCK_V"]), N * H),
+        q,
+        k,
+        v,
+        o,
+        dummy if s0 is None else s0,
+        dummy if s_t is None else s_t,
+        dummy if log2_decay is None else log2_decay,
+        cu,
+        T_arg,
+        H,
+        scale,
+        K_DIM=K,
+        V_DIM=V,
+        BLOCK_K=_pow2(K),
+        HAS_DECAY=log2_decay is not None,
+        USE_S0=s0 is not None,
+        STORE_ST=want_state,
+        VARLEN=cu_seqlens is not None,
+    )
+    return o, s_t
+
+
+def _backward(q, k, v, do, log2_decay, scale, s0, d_st, want_ds0, cu_seqlens):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N, T_arg, cu = _layout(q, cu_seqlens)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
+    dummy = dq
+
+    def grid(m):
+        return (2 * triton.cdiv(K, m["BLOCK_KS"]) + triton.cdiv(V, m["BLOCK_VS"]), N * H)
+
+    _launch(
+        _bwd_kernel,
+        BWD_CONFIGS,
+        INTERPRET_BWD,
+        grid,
+        q,
+        k,
+        v,
+        do,
+        dq,
+        dk,
+        dv,
+        dummy if s0 is None else s0,
+        dummy if d_st is None else d_st,
+        dummy if ds0 is None else ds0,
+        dummy if log2_decay is None else log2_decay,
+        cu,
+        T_arg,
+        H,
+        scale,
+        K_DIM=K,
+        V_DIM=V,
+        HAS_DECAY=log2_decay is not None,
+        USE_S0=s0 is not None,
+        USE_DST=d_st is not None,
+        STORE_DS0=want_ds0,
+        VARLEN=cu_seqlens is not None,
+        BLOCK_KF=_pow2(K),
+        BLOCK_VF=_pow2(V),
+    )
+    return dq, dk, dv, ds0
+
+
+class LinearAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, log2_decay, scale, s0, want_state, cu_seqlens):
+        o, s_t = _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, log2_decay, s0, cu_seqlens)
+        ctx.scale = scale
+        ctx.want_ds0 = s0 is not None and ctx.needs_input_grad[5]
+        if want_state:
+            return o, s_t
+        return o, None
+
+    @staticmethod
+    def backward(ctx, do, d_st):
+        q, k, v, log2_decay, s0, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv, ds0 = _backward(
+            q,
+            k,
+            v,
+            do.contiguous(),
+            log2_decay,
+            ctx.scale,
+            s0,
+            None if d_st is None else d_st.contiguous(),
+            ctx.want_ds0,
+            cu_seqlens,
+        )
+        return dq, dk, dv, None, None, ds0, None, None
+
+
+OP = "linear_attention"
+
+
+def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check(isinstance(x, torch.Tensor), OP, name, "a torch.Tensor", type(x).__name__)
+        check(x.dim() == 4, OP, f"{name}.shape", "4 dims [B, T, H, K]", tuple(x.shape))
+    check(
+        q.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+        OP,
+        "q.dtype",
+        "float16, bfloat16 or float32",
+        q.dtype,
+    )
+    check(
+        k.dtype == q.dtype and v.dtype == q.dtype,
+        OP,
+        "dtypes",
+        f"q, k, v all {q.dtype}",
+        (q.dtype, k.dtype, v.dtype),
+    )
+    check(
+        k.device == q.device and v.device == q.device,
+        OP,
+        "devices",
+        f"all on {q.device}",
+        (q.device, k.device, v.device),
+    )
+    check(k.shape == q.shape, OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(
+        v.shape[:3] == q.shape[:3],
+        OP,
+        "v.shape[:3] (B, T, H)",
+        f"{tuple(q.shape[:3])}",
+        tuple(v.shape[:3]),
+    )
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    check(K <= 256 and V <= 256, OP, "head widths K, V", "at most 256", (K, V))
+    check(
+        isinstance(scale, (int, float)) and math.isfinite(scale),
+        OP,
+        "scale",
+        "a finite number",
+        scale,
+    )
+    N = B
+    if cu_seqlens is not None:
+        check(
+            isinstance(cu_seqlens, torch.Tensor)
+            and cu_seqlens.dim() == 1
+            and cu_seqlens.numel() >= 2
+            and not cu_seqlens.is_floating_point(),
+            OP,
+            "cu_seqlens",
+            "a 1-D integer tensor [N + 1]",
+            cu_seqlens,
+        )
+        check(B == 1, OP, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
+        first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+        check(
+            first == 0 and last == T,
+            OP,
+            "cu_seqlens[0], cu_seqlens[-1]",
+            f"0 and T={T}",
+            (first, last),
+        )
+        check(
+            bool((cu_seqlens[1:] >= cu_seqlens[:-1]).all()),
+            OP,
+            "cu_seqlens",
+            "non-decreasing",
+            cu_seqlens.tolist(),
+        )
+        N = cu_seqlens.numel() - 1
+    if decay is not None:
+        check(
+            isinstance(decay, torch.Tensor) and tuple(decay.shape) == (H,),
+            OP,
+            "decay.shape",
+            f"({H},), one factor per head",
+            getattr(decay, "shape", decay),
+        )
+        check(
+            bool(((decay > 0) & (decay <= 1)).all()),
+            OP,
+            "decay values",
+            "in (0, 1]",
+            decay.tolist(),
+        )
+        check(
+            not decay.requires_grad,
+            OP,
+            "decay.requires_grad",
+            "False (the decay is a fixed per-head constant; no gradient is computed)",
+            True,
+        )
+    if initial_state is not None:
+        s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
+        check(
+            isinstance(s0, torch.Tensor) and tuple(s0.shape) == (N, H, K, V),
+            OP,
+            "initial_state shape",
+            f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
+            tuple(getattr(s0, "shape", ())),
+        )
+        check(
+            normalize == (z0 is not None),
+            OP,
+            "initial_state",
+            "a tuple (S [N, H, K, V], z [N, H, K]) when normalize=True, else a tensor",
+            type(initial_state).__name__,
+        )
+        if z0 is not None:
+            check(
+                tuple(z0.shape) == (N, H, K),
+                OP,
+                "initial z shape",
+                f"({N}, {H}, {K})",
+                tuple(z0.shape),
+            )
+
+
+def linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    decay: torch.Tensor | None = None,
+    causal: bool = True,
+    initial_state=None,
+    output_final_state: bool = False,
+    normalize: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    scale: float = 1.0,
+    backend: str = "auto",
+):
+    """Causal linear attention, chunked (Lightning Attention-2 form).
+
+    ``o_t = scale * sum_{s<=t} decay^(t-s) (q_t . k_s) v_s (+ scale * decay^(t+1) q_t S0)``,
+    equivalently the recurrence ``S_t = decay * S_{t-1} + k_t^T v_t``, ``o_t = scale q_t S_t``.
+
+    Args:
+        q, k: ``[B, T, H, K]``.
+        v: ``[B, T, H, V]``.
+        decay: optional ``[H]`` per-head factors in ``(0, 1]`` (RetNet / TransNormerLLM);
+            a constant, it gets no gradient.
+        causal: must be True (the non-causal form is two matrix products, not this kernel).
+        initial_state: ``[N, H, K, V]`` (N = B, or the number of packed sequences), or with
+            ``normalize=True`` a tuple ``(S [N, H, K, V], z [N, H, K])``. Differentiable.
+        output_final_state: also return the state after the last token (float32), in the
+            layout of ``initial_state``.
+        normalize: divide by ``scale * q_t . z_t + 1e-10`` with ``z_t = decay z_{t-1} + k_t``
+            (the denominator of linear attention, as fla's ``normalize=True``); use positive
+            feature maps for q and k.
+        cu_seqlens: ``[N + 1]`` integer offsets of N sequences packed along T (then B = 1);
+            no chunk crosses a boundary and every sequence starts from its own state.
+        scale: multiplies ``q . k``; default 1.
+        backend: ``"auto"`` (Triton on CUDA tensors, the reference on CPU), ``"triton"``
+            (also on CPU under ``TRITON_INTERPRET=1``) or ``"reference"``.
+
+    Returns:
+        ``(o, final_state)``: ``o`` is ``[B, T, H, V]`` in the dtype of ``v``; ``final_state``
+        is None unless ``output_final_state``.
+
+    dtypes float16, bfloat16, float32 (tf32 products); K, V up to 256.
+
+    >>> q = k = torch.rand(2, 63, 4, 32); v = torch.randn(2, 63, 4, 16)
+    >>> o, s = linear_attention(q, k, v, output_final_state=True)
+    >>> o.shape, s.shape
+    (torch.Size([2, 63, 4, 16]), torch.Size([2, 4, 32, 16]))
+    """
+    if not causal:
+        raise ValueError(
+            f"{OP}: causal: expected True, found False (non-causal linear attention is "
+            "q (k^T v): use two matrix products)"
+        )
+    _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens)
+    if not use_triton(q, backend, OP) or q.dtype == torch.float64:
+        return linear_attention_reference(
+            q,
+            k,
+            v,
+            decay=decay,
+            scale=scale,
+            initial_state=initial_state,
+            output_final_state=output_final_state,
+            normalize=normalize,
+            cu_seqlens=cu_seqlens,
+        )
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    log2_decay = None if decay is None else decay.float().log2().contiguous()
+    s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
+    s0 = None if s0 is None else s0.float().contiguous()
+    cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
+    o, s_t = LinearAttentionFunction.apply(
+        q, k, v, log2_decay, float(scale), s0, output_final_state, cu
+    )
+    if not normalize:
+        return o, s_t
+    # The denominator is the same scan with all-ones values; 16 columns is the narrowest tile.
+    ones = torch.ones(*v.shape[:3], 16, device=v.device, dtype=v.dtype)
+    z0 = None if z0 is None else z0.float()[..., None].expand(*z0.shape, 16).contiguous()
+    den, z_t = LinearAttentionFunction.apply(
+        q, k, ones, log2_decay, float(scale), z0, output_final_state, cu
+    )
+    o = (o.float() / (den[..., :1].float() + EPS)).to(v.dtype)
+    return o, ((s_t, z_t[..., 0]) if output_final_state else None)

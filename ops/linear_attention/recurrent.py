@@ -1,0 +1,84 @@
+"""One-token recurrent step of causal linear attention, for decoding.
+
+A step is an outer-product update and a vector-matrix product per head, a few kilobytes of
+work that PyTorch already runs at memory speed, so it has no kernel of its own.
+"""
+
+import torch
+
+from .._backend import check
+from .reference import EPS
+
+OP = "linear_attention_step"
+
+
+def linear_attention_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state,
+    decay: torch.Tensor | None = None,
+    normalize: bool = False,
+    scale: float = 1.0,
+):
+    """Advance the linear-attention state by one token and read it.
+
+    ``S' = decay * S + k^T v``, ``o = scale * q S'`` (and with ``normalize``, ``z' = decay z + k``,
+    ``o = o / (scale * q . z' + 1e-10)``): the same function as ``linear_attention`` one token
+    at a time, so a prompt run with ``output_final_state=True`` continues here.
+
+    Args:
+        q, k: ``[B, H, K]``; v: ``[B, H, V]``.
+        state: ``[B, H, K, V]`` (float32 suggested), or ``(S, z [B, H, K])`` with
+            ``normalize``; None starts from zeros.
+        decay: optional ``[H]`` factors in ``(0, 1]``.
+
+    Returns:
+        ``(o [B, H, V] in the dtype of v, new_state)``.
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check(
+            isinstance(x, torch.Tensor) and x.dim() == 3,
+            OP,
+            f"{name}.shape",
+            "3 dims [B, H, K]",
+            tuple(getattr(x, "shape", ())),
+        )
+    check(k.shape == q.shape, OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(
+        v.shape[:2] == q.shape[:2], OP, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
+    )
+    B, H, K = q.shape
+    V = v.shape[2]
+    if state is None:
+        s = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
+        z = torch.zeros(B, H, K, device=q.device, dtype=torch.float32) if normalize else None
+    else:
+        s, z = state if isinstance(state, tuple) else (state, None)
+        check(
+            tuple(s.shape) == (B, H, K, V),
+            OP,
+            "state shape",
+            f"({B}, {H}, {K}, {V})",
+            tuple(s.shape),
+        )
+        check(
+            normalize == (z is not None),
+            OP,
+            "state",
+            "a tuple (S, z) when normalize=True, else a tensor",
+            type(state).__name__,
+        )
+    ct = torch.promote_types(s.dtype, torch.float32)
+    qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)
+    if decay is not None:
+        check(tuple(decay.shape) == (H,), OP, "decay.shape", f"({H},)", tuple(decay.shape))
+        lam = decay.to(ct)[None, :, None]  # (1, H, 1)
+        s = s * lam[..., None]
+        z = None if z is None else z * lam
+    s = s + kf[..., :, None] * vf[..., None, :]  # (B, H, K, V)
+    o = scale * torch.einsum("bhk,bhkv->bhv", qf, s)
+    if normalize:
+        z = z + kf
+        o = o / (scale * (qf * z).sum(-1, keepdim=True) + EPS)
+    return o.to(v.dtype), ((s, z) if normalize else s)

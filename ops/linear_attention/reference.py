@@ -1,0 +1,87 @@
+"""Plain PyTorch causal linear attention: the ground truth for the chunked kernels.
+
+The quadratic masked form (a [T, T] score matrix per head), so only for tests and small
+inputs. With decay ``lam`` (one per head) and ``scale`` ``c``:
+
+    S_t = lam * S_{t-1} + k_t^T v_t,          o_t = c * q_t S_t
+    z_t = lam * z_{t-1} + k_t,                o_t <- o_t / (c * q_t . z_t + eps)   (normalize)
+
+that is ``o_t = c * sum_{s<=t} lam^(t-s) (q_t . k_s) v_s + c * lam^(t+1) q_t S_{-1}``.
+"""
+
+import torch
+
+EPS = 1e-10
+
+
+def _one(q, k, v, log_decay, scale, s0, z0, normalize):
+    """One batch of equal-length sequences. q, k: (B, T, H, K); v: (B, T, H, V)."""
+    T = q.shape[1]
+    t = torch.arange(T, device=q.device, dtype=q.dtype)
+    lag = t[:, None] - t[None, :]  # (T, T)
+    causal = lag >= 0
+    decay_tt = torch.exp(log_decay[:, None, None] * lag.clamp(min=0)) * causal  # (H, T, T)
+    scores = torch.einsum("bthk,bshk->bhts", q, k) * scale * decay_tt  # (B, H, T, S)
+    o = torch.einsum("bhts,bshv->bthv", scores, v)
+    q_decay = torch.exp(log_decay[None, :] * (t[:, None] + 1))[None, :, :, None]  # (1, T, H, 1)
+    k_decay = torch.exp(log_decay[None, :] * (T - 1 - t[:, None]))[None, :, :, None]
+    total = torch.exp(log_decay * T)[None, :, None, None]  # (1, H, 1, 1)
+    if s0 is not None:
+        o = o + torch.einsum("bthk,bhkv->bthv", q * scale * q_decay, s0)
+    s_t = torch.einsum("bthk,bthv->bhkv", k * k_decay, v)
+    if s0 is not None:
+        s_t = s_t + total * s0
+    z_t = None
+    if normalize:
+        den = scores.sum(-1).transpose(1, 2)  # (B, T, H)
+        if z0 is not None:
+            den = den + torch.einsum("bthk,bhk->bth", q * scale * q_decay, z0)
+        o = o / (den[..., None] + EPS)
+        z_t = (k * k_decay).sum(1) + (total[..., 0] * z0 if z0 is not None else 0)
+    return o, s_t, z_t
+
+
+def linear_attention_reference(
+    q: torch.Tensor,  # (B, T, H, K)
+    k: torch.Tensor,  # (B, T, H, K)
+    v: torch.Tensor,  # (B, T, H, V)
+    decay: torch.Tensor | None = None,  # (H,) in (0, 1]
+    scale: float = 1.0,
+    initial_state=None,  # (N, H, K, V), or a tuple with z (N, H, K) when normalize
+    output_final_state: bool = False,
+    normalize: bool = False,
+    cu_seqlens: torch.Tensor | None = None,  # (N + 1,) int
+):
+    """Returns ``(o, final_state)``; ``final_state`` is None unless asked for."""
+    ct = torch.promote_types(q.dtype, torch.float32)
+    H = q.shape[2]
+    log_decay = torch.zeros(H, device=q.device, dtype=ct) if decay is None else decay.to(ct).log()
+    out_dtype = v.dtype
+    s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
+    q, k, v = q.to(ct), k.to(ct), v.to(ct)
+    if cu_seqlens is None:
+        pieces = [(slice(None), None)]
+    else:
+        bounds = cu_seqlens.tolist()
+        pieces = [(slice(a, b), n) for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    outs, states, zs = [], [], []
+    for sl, n in pieces:
+        pick = slice(None) if n is None else slice(n, n + 1)
+        o, s_t, z_t = _one(
+            q[:, sl],
+            k[:, sl],
+            v[:, sl],
+            log_decay,
+            scale,
+            None if s0 is None else s0[pick].to(ct),
+            None if z0 is None else z0[pick].to(ct),
+            normalize,
+        )
+        outs.append(o)
+        states.append(s_t)
+        zs.append(z_t)
+    o = torch.cat(outs, 1).to(out_dtype)
+    if not output_final_state:
+        return o, None
+    s_t = torch.cat(states, 0)
+    return o, ((s_t, torch.cat(zs, 0)) if normalize else s_t)
