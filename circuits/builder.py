@@ -343,6 +343,7 @@ class Builder:
         """einops-style `"B T (H K) -> B H T K"`: splits, then a permutation, then merges."""
         left, right = _parse_pattern(pattern)
         base = name or self._fresh("rearrange")
+        self._claim(base)  # reserves the stem, so the next rearrange gets fresh box names
         flat_left = [a for g in left for a in g]
         singles_ok = all(len(g) > 1 or g[0] == a for g, a in zip(left, x.axes))
         if len(left) != len(x.axes) or not singles_ok:

@@ -84,11 +84,11 @@ class Circuit(BaseModel):
         raise KeyError(name)
 
     # Views (pure functions of the circuit), imported late so that circuits stays light.
-    def check(self, sizes: dict[str, int] | None = None):
+    def check(self, sizes: dict[str, int] | None = None, *, require_bound: bool = False):
         """Validate and infer every wire's axes; raises ValidationError with every problem."""
         from .validate import check
 
-        return check(self, sizes)
+        return check(self, sizes, require_bound=require_bound)
 
     def to_json(self, indent: int | None = 2) -> str:
         from .io import dumps

@@ -355,6 +355,8 @@ class _Checker(Context):
             )
         cycles = list(nx.simple_cycles(graph)) if not nx.is_directed_acyclic_graph(graph) else []
         for cyc in cycles[:10]:
+            first = min(range(len(cyc)), key=lambda i: index[cyc[i]])
+            cyc = cyc[first:] + cyc[:first]  # start at the box written first: stable messages
             self.problem(
                 self.where(cyc[0]),
                 "wires form a cycle",

@@ -83,6 +83,7 @@ class LinearAttention(_AttentionLike):
     variant: Literal["linear", "lightning", "gla", "delta"] = "linear"
     """Which member of the family."""
     causal: bool = True
+    """Linear attention here is causal (the running-state form)."""
     normalize: bool = False
     """Divide by the running sum of q·k (the classic normaliser of linear attention)."""
     scale: SizeExpr | None = None

@@ -35,7 +35,9 @@ class _Spatial(BoxBase):
     def _lengths(self):
         for f in ("kernel", "stride", "padding", "dilation", "output_padding", "window"):
             v = getattr(self, f, None)
-            if v is not None and len(v) not in (1, len(self.spatial)):
+            if v is None or (f == "stride" and v == () and self.kind == "pool"):
+                continue  # a pool's stride defaults to its window
+            if len(v) not in (1, len(self.spatial)):
                 raise ValueError(f"{f} has {len(v)} entries for {len(self.spatial)} axes")
         return self
 

@@ -1,0 +1,62 @@
+"""Text for Graphviz HTML-like labels: escaping, `L^Q` superscripts, sizes as people write them.
+
+Every string that comes from a circuit passes through `text` before it reaches a label, so a
+name such as `<b>` or `a&b` is shown, never interpreted.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import sympy
+
+from ..sizes import show
+
+# `L^Q`, `L^{QK}`, `x_t`, `W_{in}`: one character or a braced group after ^ or _.
+_SCRIPT = re.compile(r"([\^_])(\{[^{}]*\}|[^\s{}^_])")
+
+
+def esc(s: str) -> str:
+    """Escape for an HTML-like label (quotes too: labels sit inside attributes)."""
+    return html.escape(str(s), quote=True)
+
+
+def text(s: str) -> str:
+    """Escaped text with `^x` / `^{xy}` as superscript and `_x` / `_{xy}` as subscript."""
+    out, pos = [], 0
+    for m in _SCRIPT.finditer(s):
+        if m.start() == 0:  # a leading ^ or _ is literal: nothing to attach it to
+            continue
+        out.append(esc(s[pos : m.start()]))
+        tag = "SUP" if m.group(1) == "^" else "SUB"
+        body = m.group(2)
+        body = body[1:-1] if body.startswith("{") else body
+        out.append(f"<{tag}>{esc(body)}</{tag}>")
+        pos = m.end()
+    out.append(esc(s[pos:]))
+    return "".join(out)
+
+
+def size(expr: sympy.Expr) -> str:
+    """A size or constant as a label fragment: `K<SUP>−1/2</SUP>`, `H·K`, `16`."""
+    expr = sympy.nsimplify(expr) if expr.has(sympy.Float) else expr
+    return _fmt(expr)
+
+
+def _fmt(e: sympy.Expr) -> str:
+    if e.is_Integer or e.is_Symbol:
+        return esc(str(e))
+    if e.is_Rational:
+        return esc(f"{e.p}/{e.q}")
+    if isinstance(e, sympy.Pow):
+        base, exp = e.as_base_exp()
+        b = _fmt(base) if (base.is_Symbol or base.is_Integer) else f"({_fmt(base)})"
+        ex = str(exp.p) + (f"/{exp.q}" if exp.q != 1 else "") if exp.is_Rational else show(exp)
+        return f"{b}<SUP>{esc(ex.replace('-', '−'))}</SUP>"
+    if isinstance(e, sympy.Mul):
+        coeff, rest = e.as_coeff_Mul()
+        parts = [] if coeff == 1 else [_fmt(coeff)]
+        parts += [_fmt(f) for f in sympy.Mul.make_args(rest)]
+        return "·".join(parts)
+    return esc(show(e))

@@ -1,0 +1,168 @@
+"""Validation reports every problem at once, each located (box, port) with expected/found."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ncd import gallery
+from ncd.circuits import io
+from ncd.circuits.builder import Builder
+from ncd.circuits.errors import BuildError, SchemaError, ValidationError
+
+
+def spec(**over):
+    base = {
+        "name": "att",
+        "inputs": [{"name": "q", "axes": "B H T K"}, {"name": "k", "axes": "B H S K"}],
+        "boxes": [
+            {"name": "scores", "kind": "contract", "over": "K", "inputs": {"a": "q", "b": "k"}},
+            {"name": "p", "kind": "softmax", "over": "S", "inputs": {"x": "scores"}},
+        ],
+        "outputs": [{"name": "y", "source": "p"}],
+    }
+    base.update(over)
+    return base
+
+
+def problems(d, sizes=None):
+    with pytest.raises(ValidationError) as e:
+        io.from_dict(d).check(sizes)
+    return e.value.problems
+
+
+@pytest.mark.parametrize("name", gallery.names())
+def test_gallery_validates(name):
+    c = gallery.get(name)
+    checked = c.check()
+    assert checked.outputs
+    assert io.loads(c.to_json()) == c
+
+
+def test_all_problems_reported_together_with_location():
+    d = spec()
+    d["boxes"][0]["inputs"] = {"a": "q", "b": "nope"}  # unknown source
+    d["boxes"][1]["over"] = "Z"  # would fail too, but its input failed first: not cascaded
+    d["boxes"].append({"name": "dup", "kind": "unary", "fn": "relu", "inputs": {}})
+    d["boxes"].append({"name": "dup", "kind": "unary", "fn": "relu", "inputs": {"x": "q"}})
+    ps = problems(d)
+    text = [str(p) for p in ps]
+    assert any("box 'scores', port 'b'" in t and "unknown source" in t and "'nope'" in t
+               for t in text)  # fmt: skip
+    assert any("box 'dup'" in t and "duplicate name" in t for t in text)
+    assert any("box 'dup', port 'x'" in t and "not connected" in t for t in text)
+    assert not any("'p'" in t and "Z" in t for t in text), "a failed input must not cascade"
+
+
+def test_wrong_axis_names_where_expected_found():
+    d = spec()
+    d["boxes"][1]["over"] = "Z"
+    (p,) = problems(d)
+    assert p.where == "box 'p', port 'x'"
+    assert "Z" in p.message and p.found == "[B H T S]"
+
+
+def test_dangling_and_extra_ports():
+    d = spec()
+    d["boxes"][0]["inputs"] = {"a": "q", "c": "k"}
+    ps = {p.where: p for p in problems(d)}
+    assert "not connected" in ps["box 'scores', port 'b'"].message
+    assert "no such port" in ps["box 'scores', port 'c'"].message
+
+
+def test_cycle():
+    d = spec()
+    d["boxes"][0]["inputs"] = {"a": "p", "b": "k"}
+    (p,) = problems(d)
+    assert "cycle" in p.message and "scores -> p -> scores" in p.found
+
+
+def test_unknown_kind_is_a_schema_error_naming_the_box():
+    d = spec()
+    d["boxes"][1]["kind"] = "frobnicate"
+    with pytest.raises(SchemaError) as e:
+        io.from_dict(d)
+    assert "boxes[1]" in str(e.value) and "'p'" in str(e.value) and "frobnicate" in str(e.value)
+
+
+def test_size_mismatch_and_unification():
+    b = Builder("m", axes={"D": "H*K"})
+    x = b.input("x", "B T D")
+    y = b.merge_axes(b.split_axis(x, "D", "H K"), "H K", "E")
+    b.output("y", y)
+    c = b.build()
+    c.check({"H": 2, "K": 4, "E": 8})
+    with pytest.raises(ValidationError) as e:
+        c.check({"H": 2, "K": 4, "E": 9})
+    assert "E" in str(e.value) and "8" in str(e.value) and "9" in str(e.value)
+
+
+def test_binary_broadcast_size_mismatch_is_located():
+    d = {"name": "add", "axes": {"S": "T+1"},
+         "inputs": [{"name": "a", "axes": "B T"}, {"name": "b", "axes": "B S"}],
+         "boxes": [{"name": "r", "kind": "rename", "mapping": {"S": "T"}, "inputs": {"x": "b"}},
+                   {"name": "s", "kind": "binary", "fn": "add", "inputs": {"a": "a", "b": "r"}}],
+         "outputs": [{"name": "y", "source": "s"}]}  # fmt: skip
+    ps = problems(d)
+    assert any(p.where.startswith("box 'r'") and "size of T" in p.message for p in ps)
+
+
+@pytest.mark.parametrize("sizes", [{"T": 0}, {"T": -3}, {"T": 2**41}, {"T": True}])
+def test_non_positive_or_absurd_bindings(sizes):
+    with pytest.raises(ValidationError) as e:
+        io.from_dict(spec()).check(sizes)
+    assert "size T" in str(e.value)
+
+
+def test_absurd_tensor():
+    (p, *_) = problems(spec(), {"B": 2**20, "H": 2**10, "T": 2**10, "S": 2**10, "K": 1})
+    assert "absurdly large" in p.message
+
+
+def test_unbound_sizes_named_when_required():
+    with pytest.raises(ValidationError) as e:
+        io.from_dict(spec()).check({"B": 1}, require_bound=True)
+    assert "unbound H K S T" in str(e.value)
+
+
+def test_schema_rejects_non_positive_declared_sizes():
+    with pytest.raises(SchemaError) as e:
+        io.from_dict(spec(sizes={"T": 0}))
+    assert "sizes" in str(e.value)
+
+
+def test_subcircuit_problems():
+    c = gallery.get("transformer")
+    d = io.to_dict(c)
+    bad = copy.deepcopy(d)
+    bad["boxes"][1]["circuit"] = "missing"
+    assert "unknown subcircuit" in str(problems(bad)[0])
+    rec = copy.deepcopy(d)
+    sub = rec["subcircuits"]["transformer_block"]
+    sub["boxes"].append({"name": "again", "kind": "call", "circuit": "transformer_block",
+                         "inputs": {"x": "res2"}})  # fmt: skip
+    sub["subcircuits"] = {"transformer_block": copy.deepcopy(sub)}
+    text = str(problems(rec))
+    assert "loop" in text or "subcircuit" in text
+
+
+def test_builder_raises_at_the_wrong_line():
+    b = Builder("x")
+    x = b.input("x", "B T")
+    with pytest.raises(BuildError) as e:
+        b.softmax(x, "S", name="sm")
+    assert "box 'sm'" in str(e.value) and "S" in str(e.value)
+    with pytest.raises(BuildError):
+        b.input("x", "B T")  # duplicate name
+    with pytest.raises(BuildError):
+        b.rearrange(x, "B (T U) -> B U T Q")
+
+
+def test_rearrange_is_split_permute_merge():
+    b = Builder("r", axes={"D": "H*K"})
+    x = b.input("x", "B T D")
+    y = b.rearrange(x, "B T (H K) -> B H T K")
+    assert y.axes == ("B", "H", "T", "K")
+    z = b.rearrange(y, "B H T K -> B T (H K)")
+    assert z.axes == ("B", "T", "HK")
