@@ -66,7 +66,21 @@ class Checked:
         for t in _all_tensors(self):
             for a in t.axes:
                 free |= self.resolve(a.size).free_symbols
+        for name, sub in self.calls.items():
+            free |= {symbol(s) for s in sub.symbols()}
+            free |= self.resolve(parse_size(self.box(name).repeat)).free_symbols
         return sorted(s.name for s in free)
+
+    def axis_sizes(self) -> dict[str, sympy.Expr]:
+        """Every axis name that appears on a wire, with its (first seen) resolved size."""
+        out: dict[str, sympy.Expr] = {}
+        for t in _all_tensors(self):
+            for a in t.axes:
+                out.setdefault(a.name, self.resolve(a.size))
+        for sub in self.calls.values():
+            for name, size in sub.axis_sizes().items():
+                out.setdefault(name, size)
+        return out
 
 
 def _all_tensors(c: Checked):

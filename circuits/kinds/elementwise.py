@@ -33,6 +33,8 @@ UNARY = (
     "logsigmoid",
     "sign",
     "elu_plus_one",
+    "relu6",
+    "hardswish",
 )
 BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow")
 

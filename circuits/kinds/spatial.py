@@ -62,6 +62,8 @@ class Conv(_Spatial):
     """Extra size on one side of a transposed convolution's output."""
     groups: int = Field(default=1, ge=1, le=2**20)
     """Channel groups (groups = channels: depthwise)."""
+    depthwise: bool = False
+    """Groups = input channels (one filter bank per channel); the channel count may be symbolic."""
     transposed: bool = False
     """A transposed convolution (upsampling by the stride)."""
     bias: bool = True
@@ -91,11 +93,12 @@ class Conv(_Spatial):
         x = tensor(ins, "x")
         need(x, (*self.spatial, self.channel), "x")
         cin, cout = ctx.resolve(x.axis(self.channel).size), ctx.resolve(ctx.size(self.out))
+        g = self.n_groups(cin)
         for name, c in ((self.channel, cin), (self.out, cout)):
-            if c.is_Integer and int(c) % self.groups:
-                raise ShapeProblem(
-                    f"groups must divide {name}", "x", f"a multiple of {self.groups}", f"{name}={c}"
-                )
+            ratio = c / g
+            if ratio.is_number and not ratio.is_integer:
+                raise ShapeProblem(f"groups must divide {name}", "x", f"a multiple of {g}",
+                                   f"{name}={c}")  # fmt: skip
         k, s, p, d = (self._norm(f) for f in ("kernel", "stride", "padding", "dilation"))
         op = self._norm("output_padding")
         axes = []
@@ -118,15 +121,18 @@ class Conv(_Spatial):
                 axes.append(a)
         return {"out": x.with_axes(axes)}
 
+    def n_groups(self, cin: sympy.Expr) -> sympy.Expr:
+        """The number of channel groups (the input channel count when depthwise)."""
+        return cin if self.depthwise else sympy.Integer(self.groups)
+
     def params(self, ins, ctx):
         x = tensor(ins, "x")
         cin, cout = x.axis(self.channel), Axis(self.out, ctx.size(self.out))
-        if self.transposed:
-            first, per = cin, Axis(f"{self.out}_g", cout.size / self.groups)
-        else:
-            first, per = cout, Axis(f"{self.channel}_g", cin.size / self.groups)
-        if self.groups == 1:
-            per = Axis(per.name[:-2], per.size)
+        g = self.n_groups(cin.size)
+        # weight axes: PyTorch's (out, in/groups, k...) or, transposed, (in, out/groups, k...)
+        first, other = (cin, cout) if self.transposed else (cout, cin)
+        suffix = "_g" if g != 1 else ("_in" if first.name == other.name else "")
+        per = Axis(f"{other.name}{suffix}", other.size / g)
         ks = [Axis(f"k{n}", sympy.Integer(k)) for n, k in zip(self.spatial, self._norm("kernel"))]
         ps = {"weight": TensorType((first, per, *ks), x.dtype)}
         if self.bias:

@@ -67,8 +67,8 @@ def describe(c, checked) -> dict:
         "paper": c.paper,
         "inputs": {n: t(v) for n, v in checked.inputs.items()},
         "outputs": {n: t(v) for n, v in checked.outputs.items()},
-        "axes": {s: (show(checked.resolve(_sym(s)))) for s in checked.symbols()}
-        | {a: show(checked.resolve(_sym(a))) for a in c.axes},
+        "axes": {a: show(size) for a, size in sorted(checked.axis_sizes().items())}
+        | {s: s for s in checked.symbols() if s not in checked.axis_sizes()},
         "sizes": checked.sizes,
         "boxes": [
             {
@@ -112,8 +112,9 @@ def cmd_show(args) -> int:
     for n, v in d["outputs"].items():
         print(f"  {n:12} {sig(v)}")
     print("axes (size):")
+    sizes = checked.axis_sizes()
     for a, s in sorted(d["axes"].items()):
-        bound = checked.number(_sym(a))
+        bound = checked.number(sizes.get(a, _sym(a)))
         print(f"  {a:6} {s:10}" + (f" = {bound}" if bound is not None else ""))
     print(f"boxes ({len(d['boxes'])}, in evaluation order):")
     w = max((len(b["name"]) for b in d["boxes"]), default=4)
