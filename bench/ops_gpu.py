@@ -20,10 +20,11 @@ import subprocess
 import torch
 import torch.nn.functional as F
 import triton
+from triton.testing import do_bench
+
 from ncd.ops import linear_attention, softmax_attention
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention.reference import linear_attention_reference
-from triton.testing import do_bench
 
 try:
     from fla.ops.linear_attn import chunk_linear_attn
