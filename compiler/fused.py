@@ -1,0 +1,115 @@
+"""Lowerings of the named fused boxes, `attention` and `linear_attention`, to ncd.ops.
+
+The kernels take `[B, T, H, K]` tensors; a box's tensors have any axes in any order, so the
+lowering permutes by axis names: batch axes (those the box does not name) in the query's
+order, the last of them as the kernels' H and the others folded into B.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch.nn.functional as F
+
+from ncd import ops
+from ncd.circuits.sizes import parse_size
+
+from . import runtime
+
+
+def _own(b):
+    return {b.query, b.key, b.head, b.value}
+
+
+def _scale(L, b):
+    return None if b.scale is None else float(L.num(parse_size(b.scale)))
+
+
+def _to_bthk(L, node, names, batch, seq, feat):
+    """node with axes `names` -> [B, T, H, F] where H is batch[-1] and B folds batch[:-1]."""
+    if not batch:
+        y = L.permute(node, names, [seq, feat])
+        return L.fn(operator.getitem, y, (None, slice(None), None))
+    want = [*batch[:-1], seq, batch[-1], feat]
+    y = L.permute(node, names, want)
+    if len(batch) == 1:
+        return L.fn(operator.getitem, y, (None,))
+    if len(batch) > 2:
+        y = L.method("flatten", y, 0, len(batch) - 2)
+    return y
+
+
+def _from_bthk(L, node, t, batch, seq, feat, out_names):
+    """Inverse of `_to_bthk` for an output [B, T, H, F] with axes `out_names` at the end."""
+    if not batch:
+        y = L.fn(operator.getitem, node, (0, slice(None), 0))
+        return L.permute(y, [seq, feat], out_names)
+    if len(batch) == 1:
+        y = L.fn(operator.getitem, node, 0)
+    elif len(batch) > 2:
+        sizes = tuple(L.num(t.axis(a).size) for a in batch[:-1])
+        y = L.method("unflatten", node, 0, sizes)
+    else:
+        y = node
+    return L.permute(y, [*batch[:-1], seq, batch[-1], feat], out_names)
+
+
+def lower_attention(L, b, x, tin, tout):
+    q, k, v = tin["q"], tin["k"], tin["v"]
+    batch = [a for a in q.names if a not in _own(b)]
+    out = tout["out"].names
+    scale = _scale(L, b)
+    if L.opts.fused == "torch":  # PyTorch's own fused kernel takes any leading batch axes
+        qq = L.permute(x["q"], q.names, [*batch, b.query, b.head])
+        kk = L.permute(x["k"], k.names, [*batch, b.key, b.head])
+        vv = L.permute(x["v"], v.names, [*batch, b.key, b.value])
+        o = L.fn(F.scaled_dot_product_attention, qq, kk, vv, is_causal=b.causal, scale=scale)
+        return {"out": L.permute(o, [*batch, b.query, b.value], out)}
+    qq = _to_bthk(L, x["q"], q.names, batch, b.query, b.head)
+    kk = _to_bthk(L, x["k"], k.names, batch, b.key, b.head)
+    vv = _to_bthk(L, x["v"], v.names, batch, b.key, b.value)
+    o = L.fn(ops.softmax_attention, qq, kk, vv, causal=b.causal, scale=scale)
+    return {"out": _from_bthk(L, o, q, batch, b.query, b.value, out)}
+
+
+def lower_linear_attention(L, b, x, tin, tout):
+    q, k, v = tin["q"], tin["k"], tin["v"]
+    batch = [a for a in q.names if a not in _own(b)]
+    out = tout["out"].names
+    scale = _scale(L, b)
+    scale = 1.0 if scale is None else scale
+    if not b.causal and b.variant == "linear":  # q (kᵀ v): two products, no kernel needed
+        kv = L.einsum([(x["k"], k.names), (x["v"], v.names)], [*batch, b.head, b.value])
+        o = L.einsum([(x["q"], q.names), (kv, [*batch, b.head, b.value])], out)
+        if b.normalize:
+            ks = L.method("sum", x["k"], k.names.index(b.key))
+            kn = [a for a in k.names if a != b.key]
+            den = L.einsum([(x["q"], q.names), (ks, kn)], [a for a in out if a != b.value])
+            o = L.fn(operator.truediv, o, L.align(den, [a for a in out if a != b.value], out))
+        if scale != 1.0:
+            o = L.fn(operator.mul, o, scale)
+        return {"out": o}
+    qq = _to_bthk(L, x["q"], q.names, batch, b.query, b.head)
+    kk = _to_bthk(L, x["k"], k.names, batch, b.key, b.head)
+    vv = _to_bthk(L, x["v"], v.names, batch, b.key, b.value)
+    if b.variant in ("linear", "lightning"):
+        decay = None
+        if b.variant == "lightning":
+            heads = L.num(q.axis(batch[-1]).size) if batch else 1
+            decay = L.fn(runtime.lightning_decay, heads)
+        r = L.fn(ops.linear_attention, qq, kk, vv, decay=decay, normalize=b.normalize, scale=scale)
+        o = L.fn(operator.getitem, r, 0)
+    elif b.variant == "gla":
+        g = _to_bthk(L, x["g"], tin["g"].names, batch, b.key, b.head)
+        o = L.fn(runtime.gated_linear_attention, qq, kk, vv, g, scale)
+    else:
+        bn = tin["beta"].names
+        beta = _to_bthk_beta(L, x["beta"], bn, batch, b.key)
+        o = L.fn(runtime.delta_rule_attention, qq, kk, vv, beta, scale)
+    return {"out": _from_bthk(L, o, q, batch, b.query, b.value, out)}
+
+
+def _to_bthk_beta(L, node, names, batch, seq):
+    """beta with axes (batch..., seq) -> [B, T, H]."""
+    y = L.method("unsqueeze", node, -1)  # a unit feature axis, then the same layout as k
+    return L.fn(operator.getitem, _to_bthk(L, y, [*names, "_f"], batch, seq, "_f"), (Ellipsis, 0))
