@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from ..errors import ShapeProblem
@@ -74,8 +75,9 @@ class Attention(_AttentionLike):
 class LinearAttention(_AttentionLike):
     """Fused causal linear attention: o_t = Σ_{s<=t} decay^(t-s) (q_t·k_s) v_s, chunked.
 
-    Variants: `linear` (plain), `lightning` (fixed per-head decay, TransNormerLLM), `gla`
-    (data-dependent gates, port `g` shaped like k), `delta` (delta rule, port `beta` of the
+    Variants: `linear` (plain), `lightning` (fixed per-head decay λ_h = exp(-2^(-8h/H)),
+    h = 1 … H, the ALiBi slopes of Lightning Attention / TransNormerLLM; `lightning_decay`),
+    `gla` (data-dependent gates, port `g` shaped like k), `delta` (delta rule, port `beta` of the
     query's axes without the feature axis). Feature maps are separate boxes before it.
     """
 
@@ -88,6 +90,11 @@ class LinearAttention(_AttentionLike):
     """Divide by the running sum of q·k (the classic normaliser of linear attention)."""
     scale: SizeExpr | None = None
     """Query scale; 1 when empty."""
+
+    @staticmethod
+    def lightning_decay(heads: int) -> list[float]:
+        """Per-head decay factors of the `lightning` variant, for `heads` heads."""
+        return [math.exp(-(2.0 ** (-8.0 * h / heads))) for h in range(1, heads + 1)]
 
     def extra_ports(self):
         return {"gla": ["g"], "delta": ["beta"]}.get(self.variant, [])
