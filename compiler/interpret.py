@@ -1,2 +1,566 @@
-def interpret(*a, **k):
-    raise NotImplementedError
+"""The interpreter: runs a checked circuit box by box with plain PyTorch, by axis names.
+
+It is the reference the compiler is checked against, so it shares no code with the lowering:
+every value is a tensor with its axis names, operands are aligned by name, contractions are
+products summed over named axes, recurrences are loops. Slow and plain on purpose.
+
+Parameters come in a state_dict keyed as the compiled module's (`q_proj.weight`,
+`blocks.0.ff_up.bias`), so `interpret(c, xs, compiled.state_dict())` runs the same model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ncd.circuits.circuit import Circuit
+from ncd.circuits.sizes import parse_size
+from ncd.circuits.types import TensorType
+from ncd.circuits.validate import Checked, check
+
+from .errors import CompileError
+from .names import scope_names
+
+
+@dataclass
+class NT:
+    """A tensor and the names of its axes, in order."""
+
+    t: torch.Tensor
+    names: tuple[str, ...]
+
+    def dim(self, name: str) -> int:
+        return self.names.index(name)
+
+    def to(self, names) -> torch.Tensor:
+        """The tensor laid out over `names` (a superset of its own): permuted, size-1 axes
+        where it has none."""
+        names = list(names)
+        mine = [a for a in names if a in self.names]
+        t = self.t.permute([self.names.index(a) for a in mine]) if self.names else self.t
+        shape = [t.shape[mine.index(a)] if a in mine else 1 for a in names]
+        return t.reshape(shape)
+
+
+def interpret(
+    circuit: Circuit | Checked,
+    inputs,
+    params: dict[str, torch.Tensor],
+    sizes: dict[str, int] | None = None,
+    *,
+    training: bool = False,
+    opaque: dict | None = None,
+):
+    """Run `circuit` on `inputs` (a list in input order, or a dict by name).
+
+    Returns the output tensor, or a dict by output name when there are several (as compiled
+    modules do). Batch-norm running statistics in `params` are updated in training mode.
+    """
+    c = circuit if isinstance(circuit, Checked) else check(circuit, sizes, require_bound=True)
+    if not isinstance(inputs, dict):
+        inputs = {i.name: x for i, x in zip(c.circuit.inputs, inputs, strict=True)}
+    out = _Run(c, params, "", training, opaque or {}).run(inputs)
+    return next(iter(out.values())) if len(out) == 1 else out
+
+
+class _Run:
+    def __init__(self, c: Checked, params, prefix, training, opaque):
+        self.c, self.params, self.prefix = c, params, prefix
+        self.training, self.opaque = training, opaque
+        _, self.idents = scope_names(c.circuit, c.order)
+
+    def p(self, box: str, name: str) -> torch.Tensor:
+        key = f"{self.prefix}{self.idents[box]}.{name}"
+        if key not in self.params:
+            raise CompileError(f"box '{box}'", "parameter missing", key, "no such key")
+        return self.params[key]
+
+    def num(self, expr):
+        return self.c.number(expr)
+
+    def run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c = self.c
+        env: dict[tuple[str, str], object] = {}
+        for name, t in c.inputs.items():
+            env[("", name)] = NT(inputs[name], t.names)
+        for name in c.order:
+            b = c.box(name)
+            ins = {p: env[src] for p, src in c.sources[name].items()}
+            fn = getattr(self, f"k_{b.kind}")
+            outs = fn(b, ins, c.ins[name], c.outs[name])
+            for port, v in outs.items():
+                want = c.outs[name][port]
+                if isinstance(want, TensorType) and tuple(v.names) != want.names:
+                    raise CompileError(
+                        f"box '{name}'", "interpreter layout", want.names, v.names
+                    )  # a bug here, not in the circuit
+                env[(name, port)] = v
+        return {o: _plain(env[src]) for o, src in c.output_sources.items()}
+
+    # -- learned
+    def k_linear(self, b, x, tin, tout):
+        x = x["x"]
+        w = self.p(b.name, "weight")  # [*out, *over]
+        n_out = len(b.out)
+        y = torch.tensordot(
+            x.t, w, dims=([x.dim(a) for a in b.over], [n_out + i for i in range(len(b.over))])
+        )
+        names = tuple(a for a in x.names if a not in b.over) + tuple(b.out)
+        if b.bias:
+            y = y + self.p(b.name, "bias")
+        return {"out": _as(NT(y, names), tout["out"])}
+
+    def k_param(self, b, x, tin, tout):
+        return {"out": NT(self.p(b.name, "weight"), tout["out"].names)}
+
+    def k_embedding(self, b, x, tin, tout):
+        w = self.p(b.name, "weight")
+        return {"out": NT(w[x["x"].t], tout["out"].names)}
+
+    # -- contraction
+    def k_contract(self, b, x, tin, tout):
+        ops = [x[p] for p in b.operands]
+        union = []
+        for o in ops:
+            union += [a for a in o.names if a not in union]
+        prod = ops[0].to(union)
+        for o in ops[1:]:
+            prod = prod * o.to(union)
+        keep = [a for a in union if a not in b.over]
+        y = prod.sum([union.index(a) for a in b.over]) if b.over else prod
+        return {"out": _as(NT(y, tuple(keep)), tout["out"])}
+
+    def k_diagonal(self, b, x, tin, tout):
+        x = x["x"]
+        y = torch.diagonal(x.t, 0, x.dim(b.axes[0]), x.dim(b.axes[1]))
+        names = tuple(a for a in x.names if a not in b.axes) + (b.into,)
+        return {"out": _as(NT(y, names), tout["out"])}
+
+    # -- elementwise
+    def k_unary(self, b, x, tin, tout):
+        t = x["x"].t
+        f = {
+            "relu": lambda t: t.clamp(min=0),
+            "gelu": lambda t: 0.5 * t * (1 + torch.erf(t / math.sqrt(2))),
+            "gelu_tanh": lambda t: (
+                0.5 * t * (1 + torch.tanh(math.sqrt(2 / math.pi) * (t + 0.044715 * t**3)))
+            ),
+            "silu": lambda t: t / (1 + torch.exp(-t)),
+            "sigmoid": lambda t: 1 / (1 + torch.exp(-t)),
+            "tanh": torch.tanh,
+            "exp": torch.exp,
+            "log": torch.log,
+            "neg": lambda t: -t,
+            "abs": torch.abs,
+            "sqrt": torch.sqrt,
+            "rsqrt": lambda t: 1 / torch.sqrt(t),
+            "square": lambda t: t * t,
+            "reciprocal": lambda t: 1 / t,
+            "softplus": lambda t: torch.where(t > 20, t, torch.log1p(torch.exp(t.clamp(max=20)))),
+            "elu": lambda t: torch.where(t > 0, t, torch.expm1(t.clamp(max=0))),
+            "sin": torch.sin,
+            "cos": torch.cos,
+            "identity": lambda t: t,
+            "logsigmoid": lambda t: -torch.log1p(torch.exp(-t)),
+            "sign": torch.sign,
+            "elu_plus_one": lambda t: torch.where(t > 0, t + 1, torch.exp(t.clamp(max=0))),
+            "relu6": lambda t: t.clamp(0, 6),
+            "hardswish": lambda t: t * (t + 3).clamp(0, 6) / 6,
+        }[b.fn]
+        return {"out": NT(f(t), x["x"].names)}
+
+    def k_binary(self, b, x, tin, tout):
+        names = tout["out"].names
+        a, c = x["a"].to(names), x["b"].to(names)
+        f = {
+            "add": lambda a, c: a + c,
+            "sub": lambda a, c: a - c,
+            "mul": lambda a, c: a * c,
+            "div": lambda a, c: a / c,
+            "maximum": torch.maximum,
+            "minimum": torch.minimum,
+            "pow": lambda a, c: a**c,
+        }[b.fn]
+        return {"out": NT(f(a, c), names)}
+
+    def k_scale(self, b, x, tin, tout):
+        return {"out": NT(x["x"].t * self.num(parse_size(b.factor)), x["x"].names)}
+
+    def k_cast(self, b, x, tin, tout):
+        return {"out": NT(x["x"].t.to(getattr(torch, b.dtype)), x["x"].names)}
+
+    def k_dropout(self, b, x, tin, tout):
+        t = x["x"].t
+        if self.training and b.p > 0:
+            t = t * (torch.rand_like(t) >= b.p) / (1 - b.p)
+        return {"out": NT(t, x["x"].names)}
+
+    def k_mask(self, b, x, tin, tout):
+        x = x["x"]
+        i = torch.arange(x.t.shape[x.dim(b.query)])
+        j = torch.arange(x.t.shape[x.dim(b.key)])
+        keep = j[None, :] <= i[:, None]
+        if b.pattern == "window":
+            keep = keep & (j[None, :] > i[:, None] - b.window)
+        keep = NT(keep, (b.query, b.key)).to(x.names)
+        fill = float("-inf") if b.fill == "-inf" else 0.0
+        return {"out": NT(torch.where(keep, x.t, torch.full_like(x.t, fill)), x.names)}
+
+    # -- normalisation
+    def k_softmax(self, b, x, tin, tout):
+        x = x["x"]
+        d = x.dim(b.over)
+        t = -x.t if b.variant == "softmin" else x.t
+        z = t - t.amax(d, keepdim=True)
+        if b.variant == "log_softmax":
+            y = z - torch.log(torch.exp(z).sum(d, keepdim=True))
+        else:
+            e = torch.exp(z)
+            y = e / e.sum(d, keepdim=True)
+        return {"out": NT(y, x.names)}
+
+    def _affine(self, b, y, names, over, shift=True):
+        if getattr(b, "affine", False):
+            y = y * NT(self.p(b.name, "weight"), tuple(over)).to(names)
+            if shift:
+                y = y + NT(self.p(b.name, "bias"), tuple(over)).to(names)
+        return y
+
+    def k_layernorm(self, b, x, tin, tout):
+        x = x["x"]
+        dims = [x.dim(a) for a in b.over]
+        mu = x.t.mean(dims, keepdim=True)
+        var = ((x.t - mu) ** 2).mean(dims, keepdim=True)
+        y = (x.t - mu) / torch.sqrt(var + b.eps)
+        return {"out": NT(self._affine(b, y, x.names, b.over), x.names)}
+
+    def k_rmsnorm(self, b, x, tin, tout):
+        x = x["x"]
+        dims = [x.dim(a) for a in b.over]
+        y = x.t / torch.sqrt((x.t**2).mean(dims, keepdim=True) + b.eps)
+        return {"out": NT(self._affine(b, y, x.names, b.over, shift=False), x.names)}
+
+    def _channel_stats(self, x, channel):
+        dims = [i for i, a in enumerate(x.names) if a != channel]
+        mu = x.t.mean(dims)
+        var = ((x.t - NT(mu, (channel,)).to(x.names)) ** 2).mean(dims)
+        n = x.t.numel() // x.t.shape[x.dim(channel)]
+        return mu, var, n
+
+    def k_batchnorm(self, b, x, tin, tout):
+        x = x["x"]
+        rm, rv = self.p(b.name, "running_mean"), self.p(b.name, "running_var")
+        if self.training:
+            mu, var, n = self._channel_stats(x, b.channel)
+            with torch.no_grad():
+                rm.mul_(1 - b.momentum).add_(b.momentum * mu)
+                rv.mul_(1 - b.momentum).add_(b.momentum * var * n / max(n - 1, 1))
+        else:
+            mu, var = rm, rv
+        y = (x.t - NT(mu, (b.channel,)).to(x.names)) / torch.sqrt(
+            NT(var, (b.channel,)).to(x.names) + b.eps
+        )
+        return {"out": NT(self._affine(b, y, x.names, (b.channel,)), x.names)}
+
+    def k_unifiednorm(self, b, x, tin, tout):
+        x = x["x"]
+        rm, rv = self.p(b.name, "running_mean"), self.p(b.name, "running_var")
+        if self.training:
+            mu, var, _ = self._channel_stats(NT(x.t.detach(), x.names), b.channel)
+            with torch.no_grad():
+                rm.mul_(1 - b.momentum).add_(b.momentum * mu)
+                rv.mul_(1 - b.momentum).add_(b.momentum * var)
+        y = (x.t - NT(rm, (b.channel,)).to(x.names)) / torch.sqrt(
+            NT(rv, (b.channel,)).to(x.names) + b.eps
+        )
+        return {"out": NT(self._affine(b, y, x.names, (b.channel,)), x.names)}
+
+    def k_groupnorm(self, b, x, tin, tout):
+        x = x["x"]
+        c = x.t.shape[x.dim(b.channel)]
+        split = ("_g", "_cg")
+        names = []
+        for a in x.names:
+            names += list(split) if a == b.channel else [a]
+        t = x.t.unflatten(x.dim(b.channel), (b.groups, c // b.groups))
+        dims = [names.index(a) for a in ("_cg", *b.over)]
+        mu = t.mean(dims, keepdim=True)
+        var = ((t - mu) ** 2).mean(dims, keepdim=True)
+        y = ((t - mu) / torch.sqrt(var + b.eps)).flatten(names.index("_g"), names.index("_cg"))
+        return {"out": NT(self._affine(b, y, x.names, (b.channel,)), x.names)}
+
+    def k_normalize(self, b, x, tin, tout):
+        x = x["x"]
+        d = x.dim(b.over)
+        norm = x.t.abs().sum(d, keepdim=True) if b.p == 1 else (x.t**2).sum(d, keepdim=True)
+        norm = norm if b.p == 1 else torch.sqrt(norm)
+        return {"out": NT(x.t / norm.clamp(min=b.eps), x.names)}
+
+    # -- reductions
+    def k_reduce(self, b, x, tin, tout):
+        x = x["x"]
+        dims = [x.dim(a) for a in b.over]
+        t = x.t
+        if b.op == "logsumexp":
+            m = t.amax(dims, keepdim=True)
+            t = (torch.log(torch.exp(t - m).sum(dims, keepdim=True)) + m).squeeze(dims)
+        else:
+            for d in sorted(dims, reverse=True):
+                if b.op in ("max", "min"):
+                    t = getattr(t, b.op)(d).values
+                else:
+                    t = getattr(t, b.op)(d)
+        return {"out": NT(t, tout["out"].names)}
+
+    def k_scan(self, b, x, tin, tout):
+        x = x["x"]
+        d = x.dim(b.over)
+        pieces = list(x.t.unbind(d))
+        if b.reverse:
+            pieces = pieces[::-1]
+        acc, out = None, []
+        for p in pieces:
+            if acc is None:
+                acc = p
+            elif b.op == "sum":
+                acc = acc + p
+            elif b.op == "prod":
+                acc = acc * p
+            else:
+                acc = torch.maximum(acc, p)
+            out.append(acc)
+        if b.reverse:
+            out = out[::-1]
+        return {"out": NT(torch.stack(out, d), x.names)}
+
+    def k_topk(self, b, x, tin, tout):
+        x = x["x"]
+        vals, idx = torch.sort(x.t, dim=x.dim(b.over), descending=True, stable=True)
+        sl = [slice(None)] * x.t.dim()
+        sl[x.dim(b.over)] = slice(0, b.k)
+        names = tout["values"].names
+        return {"values": NT(vals[tuple(sl)], names), "indices": NT(idx[tuple(sl)], names)}
+
+    # -- rearrangements
+    def k_split_axis(self, b, x, tin, tout):
+        x = x["x"]
+        sizes = [self.num(tout["out"].axis(a).size) for a in b.into]
+        shape = list(x.t.shape)
+        d = x.dim(b.axis)
+        shape[d : d + 1] = sizes
+        return {"out": NT(x.t.reshape(shape), tout["out"].names)}
+
+    def k_merge_axes(self, b, x, tin, tout):
+        x = x["x"]
+        out = tout["out"].names
+        full = []
+        for a in out:
+            full += list(b.axes) if a == b.into else [a]
+        t = x.t.permute([x.dim(a) for a in full])
+        return {"out": NT(t.reshape([self.num(a.size) for a in tout["out"].axes]), out)}
+
+    def k_permute(self, b, x, tin, tout):
+        x = x["x"]
+        return {"out": NT(x.t.permute([x.dim(a) for a in b.order]), tuple(b.order))}
+
+    def k_rename(self, b, x, tin, tout):
+        return {"out": NT(x["x"].t, tuple(b.mapping.get(a, a) for a in x["x"].names))}
+
+    def k_copy(self, b, x, tin, tout):
+        return {p: x["x"] for p in tout}
+
+    def k_pack(self, b, x, tin, tout):
+        return {"out": tuple(x[n] for n in b.items)}
+
+    def k_unpack(self, b, x, tin, tout):
+        return {n: v for (n, _), v in zip(tin["x"].items, x["x"], strict=True)}
+
+    def k_concat(self, b, x, tin, tout):
+        ops = [x[p] for p in b.operands]
+        return {"out": NT(torch.cat([o.t for o in ops], ops[0].dim(b.axis)), ops[0].names)}
+
+    def k_split(self, b, x, tin, tout):
+        x = x["x"]
+        out, start = {}, 0
+        for port, t in tout.items():
+            n = self.num(t.axis(b.axis).size)
+            out[port] = NT(x.t.narrow(x.dim(b.axis), start, n), x.names)
+            start += n
+        return out
+
+    def k_index(self, b, x, tin, tout):
+        x = x["x"]
+        t = x.t.movedim(x.dim(b.axis), 0)[b.index]
+        return {"out": NT(t, tuple(a for a in x.names if a != b.axis))}
+
+    def k_slice(self, b, x, tin, tout):
+        x = x["x"]
+        n = x.t.shape[x.dim(b.axis)]
+        stop = n if b.stop is None else self.num(parse_size(b.stop))
+        idx = torch.arange(b.start, stop, b.step)
+        return {"out": NT(x.t.index_select(x.dim(b.axis), idx), x.names)}
+
+    # -- spatial: PyTorch's functional ops, on channels-first layouts built by name
+    def _nchw(self, x, channel, spatial):
+        rest = [a for a in x.names if a != channel and a not in spatial]
+        t = x.to([*rest, channel, *spatial])
+        return t.reshape(-1, *t.shape[len(rest) :]), rest, [x.t.shape[x.dim(a)] for a in rest]
+
+    def k_conv(self, b, x, tin, tout):
+        x = x["x"]
+        t, rest, rs = self._nchw(x, b.channel, b.spatial)
+        w = self.p(b.name, "weight")
+        bias = self.p(b.name, "bias") if b.bias else None
+        n = len(b.spatial)
+        k, s, p, d, op = (
+            tuple(b._norm(f)) for f in ("kernel", "stride", "padding", "dilation", "output_padding")
+        )
+        if b.transposed:
+            fn = getattr(F, f"conv_transpose{n}d")
+            y = fn(t, w, bias, s, p, op, b.groups, d)
+        else:
+            y = getattr(F, f"conv{n}d")(t, w, bias, s, p, d, b.groups)
+        y = NT(y.reshape(*rs, *y.shape[1:]), (*rest, b.out, *b.spatial))
+        return {"out": _as(y, tout["out"])}
+
+    def k_pool(self, b, x, tin, tout):
+        x = x["x"]
+        rest = [a for a in x.names if a not in b.spatial]
+        t = x.to([*rest, *b.spatial])
+        rs = t.shape[: len(rest)]
+        t = t.reshape(-1, 1, *t.shape[len(rest) :])
+        w = tuple(b._norm("window"))
+        s = tuple(b._norm("stride")) if b.stride else w
+        p = tuple(b._norm("padding"))
+        fn = getattr(F, f"{b.op}_pool{len(b.spatial)}d")
+        y = fn(t, w, s, p)
+        y = NT(y.reshape(*rs, *y.shape[2:]), (*rest, *b.spatial))
+        return {"out": _as(y, tout["out"])}
+
+    def k_upsample(self, b, x, tin, tout):
+        x = x["x"]
+        t = x.t
+        for a in b.spatial:  # nearest: repeat; linear: PyTorch's interpolation per axis set
+            if b.mode == "nearest":
+                t = t.repeat_interleave(b.factor, dim=x.dim(a))
+        if b.mode == "linear":
+            rest = [a for a in x.names if a not in b.spatial]
+            u = x.to([*rest, *b.spatial])
+            rs = u.shape[: len(rest)]
+            u = u.reshape(-1, 1, *u.shape[len(rest) :])
+            mode = ("linear", "bilinear", "trilinear")[len(b.spatial) - 1]
+            u = F.interpolate(u, scale_factor=b.factor, mode=mode, align_corners=False)
+            return {"out": _as(NT(u.reshape(*rs, *u.shape[2:]), (*rest, *b.spatial)), tout["out"])}
+        return {"out": NT(t, x.names)}
+
+    # -- fused boxes, written out
+    def _scale_of(self, b, default):
+        return default if b.scale is None else self.num(parse_size(b.scale))
+
+    def k_attention(self, b, x, tin, tout):
+        q, k, v = x["q"], x["k"], x["v"]
+        batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value)]
+        kq = q.t.shape[q.dim(b.head)]
+        scale = self._scale_of(b, kq**-0.5)
+        s_names = [*batch, b.query, b.key]
+        s = (q.to([*batch, b.query, "_k", b.head]) * k.to([*batch, "_q", b.key, b.head])).sum(-1)
+        s = s * scale
+        if b.causal:
+            s = self.k_mask(_Mask(b.query, b.key), {"x": NT(s, tuple(s_names))}, None, None)
+            s = s["out"].t
+        p = torch.softmax(s, -1)
+        o = (p[..., None] * v.to([*batch, "_q", b.key, b.value])).sum(-2)
+        return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}
+
+    def k_linear_attention(self, b, x, tin, tout):
+        q, k, v = x["q"], x["k"], x["v"]
+        batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value)]
+        scale = self._scale_of(b, 1.0)
+        qt = q.to([*batch, b.query, b.head]) * scale
+        kt = k.to([*batch, b.key, b.head])
+        vt = v.to([*batch, b.key, b.value])
+        T = qt.shape[-2]
+        if not b.causal:
+            kv = (kt[..., :, None] * vt[..., None, :]).sum(-3)
+            o = (qt[..., :, :, None] * kv[..., None, :, :]).sum(-2)
+            if b.normalize:
+                o = o / (qt * kt.sum(-2, keepdim=True)).sum(-1, keepdim=True)
+            return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}
+        state = torch.zeros(*qt.shape[:-2], qt.shape[-1], vt.shape[-1], dtype=qt.dtype)
+        z = torch.zeros(*qt.shape[:-2], qt.shape[-1], dtype=qt.dtype)
+        decay = None
+        if b.variant == "lightning":
+            heads = qt.shape[len(batch) - 1] if batch else 1
+            decay = 1 - 2.0 ** (-5 - torch.arange(heads, dtype=qt.dtype))
+            decay = decay[:, None, None]
+        gate = x["g"].to([*batch, b.key, b.head]) if b.variant == "gla" else None
+        beta = x["beta"].to([*batch, b.key]) if b.variant == "delta" else None
+        outs = []
+        for t in range(T):
+            kk, vv = kt[..., t, :], vt[..., t, :]
+            if b.variant == "delta":
+                err = vv - (kk[..., :, None] * state).sum(-2)
+                state = state + beta[..., t, None, None] * kk[..., :, None] * err[..., None, :]
+            else:
+                if decay is not None:
+                    state, z = state * decay, z * decay[..., 0]
+                if gate is not None:
+                    state = state * torch.exp(gate[..., t, :])[..., None]
+                state = state + kk[..., :, None] * vv[..., None, :]
+                z = z + kk
+            o = (qt[..., t, :, None] * state).sum(-2)
+            if b.normalize:
+                o = o / ((qt[..., t, :] * z).sum(-1, keepdim=True) + 1e-10)
+            outs.append(o)
+        o = torch.stack(outs, -2)
+        return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}
+
+    # -- structure
+    def k_call(self, b, x, tin, tout):
+        sub = self.c.calls[b.name]
+        n = int(self.num(parse_size(b.repeat)))
+        ident = self.idents[b.name]
+        vals = {p: _plain(v) for p, v in x.items()}
+        ins_names = [i.name for i in sub.circuit.inputs]
+        for i in range(n):
+            pre = f"{self.prefix}{ident}." + (f"{i}." if n > 1 else "")
+            outs = _Run(sub, self.params, pre, self.training, self.opaque).run(vals)
+            if len(outs) == 1 and len(ins_names) == 1:
+                vals = {ins_names[0]: next(iter(outs.values()))}
+            else:
+                vals = {**vals, **{o: t for o, t in outs.items() if o in vals}}
+        return {o: NT(t, tout[o].names) for o, t in outs.items()}
+
+    def k_opaque(self, b, x, tin, tout):
+        fn = self.opaque.get(b.name)
+        if fn is None:
+            raise CompileError(f"box '{b.name}'", "opaque box has no callable", "a callable")
+        r = fn(*[_plain(x[p]) for p in b.in_ports])
+        ports = list(b.outputs)
+        rs = [r] if len(ports) == 1 else list(r)
+        return {p: NT(t, tout[p].names) for p, t in zip(ports, rs, strict=True)}
+
+
+@dataclass
+class _Mask:
+    query: str
+    key: str
+    pattern: str = "causal"
+    window: int = 0
+    fill: str = "-inf"
+
+
+def _as(v: NT, want: TensorType) -> NT:
+    """v permuted to the axis order the validator gave the port."""
+    return NT(v.t.permute([v.names.index(a) for a in want.names]), want.names)
+
+
+def _plain(v):
+    if isinstance(v, NT):
+        return v.t
+    if isinstance(v, tuple):
+        return tuple(_plain(i) for i in v)
+    return v

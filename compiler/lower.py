@@ -23,7 +23,7 @@ from ncd.circuits.validate import Checked
 
 from . import runtime
 from .errors import CompileError
-from .names import Namer, class_name, letters
+from .names import class_name, letters, scope_names
 
 LOWERINGS: dict[str, Any] = {}
 
@@ -85,9 +85,7 @@ class Lowerer:
         self.env: dict[tuple[str, str], Any] = {}
         self.box = ""
         self._sizes: dict[Any, int] = {}
-        self.namer = Namer()
-        self.input_idents = {i.name: self.namer.ident(i.name, "x") for i in checked.circuit.inputs}
-        self.box_idents = {b: self.namer.ident(b, "box") for b in checked.order}
+        self.input_idents, self.box_idents = scope_names(checked.circuit, checked.order)
 
     # -- helpers for lowerings
     def where(self, box: str | None = None) -> str:

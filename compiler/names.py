@@ -90,3 +90,11 @@ def letters(axis_names) -> dict[str, str]:
         out[name] = pick
         used.add(pick)
     return out
+
+
+def scope_names(circuit, order) -> tuple[dict[str, str], dict[str, str]]:
+    """Identifiers of a circuit's inputs and boxes (box names name parameter holders, so the
+    compiler, the interpreter and the source emitter all take them from here)."""
+    namer = Namer()
+    inputs = {i.name: namer.ident(i.name, "x") for i in circuit.inputs}
+    return inputs, {b: namer.ident(b, "box") for b in order}
