@@ -1,0 +1,550 @@
+"""The cost model: per box and in total, formulas in the axis sizes and numbers once bound.
+
+`analyse(circuit, sizes, lowering, device)` walks the checked circuit in its compiled order,
+applies each kind's rule (rules.py), follows storages through views, runs a liveness pass over
+the forward + backward schedule for the peak, and prices each kernel on a roofline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from ncd.circuits.errors import NcdError
+from ncd.circuits.sizes import parse_size
+from ncd.circuits.types import Axis, TensorType, TupleType
+from ncd.ops import attention_cost, linear_attention_cost
+
+from . import rules as R
+from .devices import CostError, Device
+from .devices import device as get_device
+from .fusion import Region, find_regions
+from .symbolic import prune
+
+LOWERINGS = ("fused", "unfused")
+ZERO = sympy.Integer(0)
+
+
+@dataclass
+class BoxCost:
+    """The cost of one box (for a `call`, of all its repetitions)."""
+
+    name: str
+    kind: str
+    label: str = ""
+    group: str = ""
+    flops: sympy.Expr = ZERO
+    mm_flops: sympy.Expr = ZERO
+    flops_bwd: sympy.Expr = ZERO
+    mm_flops_bwd: sympy.Expr = ZERO
+    params: sympy.Expr = ZERO
+    param_bytes: sympy.Expr = ZERO
+    saved: list[tuple[str, str, sympy.Expr]] = field(default_factory=list)
+    """(what, storage id, bytes) of each tensor this box keeps for the backward pass."""
+    activation_bytes: sympy.Expr = ZERO
+    """Bytes first kept by this box (a tensor kept by several boxes counts at the first)."""
+    io_bytes: sympy.Expr = ZERO
+    io_bytes_bwd: sympy.Expr = ZERO
+    time_s: sympy.Expr = ZERO
+    time_bwd_s: sympy.Expr = ZERO
+    kernel: str = ""
+    notes: list[str] = field(default_factory=list)
+    repeat: sympy.Expr = sympy.Integer(1)
+    sub: object = None  # the Report of a called subcircuit (one repetition)
+
+
+@dataclass
+class _Wire:
+    storage: str
+    layout: tuple[str, ...]
+    grad: bool
+    type: TensorType
+    members: dict[str, _Wire] | None = None  # for tuples
+
+
+@dataclass
+class _Storage:
+    id: str
+    nbytes: sympy.Expr
+    kind: str  # input, param, act, own
+    producer: int = -1
+    last_use: int = -1
+    savers: list[int] = field(default_factory=list)
+    grad: bool = False
+    virtual: bool = False  # never materialised (inside a fused region)
+
+
+@dataclass
+class Analysis:
+    """Everything the report needs, for one circuit level."""
+
+    checked: object
+    boxes: list[BoxCost]
+    storages: dict[str, _Storage]
+    peak_fwd: list[sympy.Expr]
+    peak_bwd: list[sympy.Expr]
+    peak_candidates: list[sympy.Expr]
+    base: sympy.Expr
+    activation: sympy.Expr
+    input_saved: dict[str, sympy.Expr]
+    regions: list[Region]
+
+
+def _resolve(checked, t):
+    if isinstance(t, TupleType):
+        return TupleType(tuple((n, _resolve(checked, m)) for n, m in t.items))
+    return TensorType(tuple(Axis(a.name, checked.resolve(a.size)) for a in t.axes), t.dtype)
+
+
+class _Walker:
+    def __init__(self, checked, lowering: str, dev: Device, dtype: str | None, input_grads):
+        self.c = checked
+        self.lowering = lowering
+        self.dev = dev
+        self.dtype = dtype
+        self.input_grads = input_grads
+        self.storages: dict[str, _Storage] = {}
+        self.wires: dict[tuple[str, str], _Wire] = {}
+
+    def nbytes(self, t: TensorType) -> sympy.Expr:
+        d = t.dtype
+        if self.dtype and d in ("float32", "float16", "bfloat16", "float64"):
+            d = self.dtype
+        return t.numel() * R.DTYPE_BYTES[d]
+
+    def value_bytes(self, v) -> sympy.Expr:
+        if isinstance(v, TupleType):
+            return sum((self.nbytes(t) for _, t in v.items), ZERO)
+        return self.nbytes(v)
+
+    def new_storage(self, sid, t, kind, producer, grad) -> _Storage:
+        s = _Storage(sid, self.value_bytes(t), kind, producer, producer, grad=grad)
+        self.storages[sid] = s
+        return s
+
+    def wire_of(self, src) -> _Wire:
+        return self.wires[src]
+
+    def make_wire(self, t, storage, layout, grad) -> _Wire:
+        if isinstance(t, TupleType):
+            members = {
+                n: _Wire(f"{storage}.{n}", m.names, grad and _float(m), m) for n, m in t.items
+            }
+            for n, m in t.items:
+                self.storages.setdefault(
+                    f"{storage}.{n}",
+                    _Storage(f"{storage}.{n}", self.nbytes(m), "act", grad=grad and _float(m)),
+                )
+            return _Wire(storage, (), grad, t, members)
+        return _Wire(storage, layout, grad and _float(t), t)
+
+    def run(self) -> Analysis:
+        c = self.c
+        for name, t in c.inputs.items():
+            t = _resolve(c, t)
+            g = self.input_grads.get(name, True)
+            self.new_storage(f"in:{name}", t, "input", -1, g and _float(t))
+            self.wires[("", name)] = self.make_wire(t, f"in:{name}", t.names, g)
+        regions = find_regions(c) if self.lowering == "fused" else []
+        in_region = {b: r for r in regions for b in r.boxes}
+        boxes: list[BoxCost] = []
+        input_saved: dict[str, sympy.Expr] = {}
+        for i, name in enumerate(c.order):
+            boxes.append(self.box(i, c.box(name), in_region.get(name)))
+        for src in c.output_sources.values():
+            for s in _storages(self.wires[src]):
+                self.storages[s].last_use = len(c.order)
+        self._apply_regions(regions, boxes)
+        # activation: unique storages kept, attributed to the first box keeping them
+        seen: set[str] = set()
+        total = ZERO
+        for i, bc in enumerate(boxes):
+            own = ZERO
+            for _, sid, nb in bc.saved:
+                st = self.storages[sid]
+                st.savers.append(i)
+                if st.kind == "param" or sid in seen:
+                    continue
+                seen.add(sid)
+                if st.kind == "input":
+                    input_saved[sid[3:]] = st.nbytes
+                own += nb
+            bc.activation_bytes = own
+            total += own
+        # inner wires of a pointwise region that nothing keeps are never written to memory
+        for r in regions:
+            for sid in getattr(r, "internal", []):
+                if not self.storages[sid].savers:
+                    self.storages[sid].virtual = True
+        for bc in boxes:
+            if bc.kind != "call":
+                bc.time_s = self.dev.time(bc.mm_flops, bc.flops - bc.mm_flops, bc.io_bytes)
+                bc.time_bwd_s = self.dev.time(
+                    bc.mm_flops_bwd, bc.flops_bwd - bc.mm_flops_bwd, bc.io_bytes_bwd
+                )
+        fwd, bwd, base = _schedule(c, boxes, self.storages, self.wires)
+        return Analysis(
+            c, boxes, self.storages, fwd, bwd, fwd + bwd, base, total, input_saved, regions
+        )
+
+    # -- one box
+    def box(self, i: int, box, region: Region | None) -> BoxCost:
+        c = self.c
+        name = box.name
+        srcs = c.sources[name]
+        ins = {p: _resolve(c, t) for p, t in c.ins[name].items()}
+        outs = {p: _resolve(c, t) for p, t in c.outs[name].items()}
+        params = {p: _resolve(c, t) for p, t in c.params[name].items()}
+        in_wires = {p: self.wires[srcs[p]] for p in ins}
+        for w in in_wires.values():
+            for s in _storages(w):
+                self.storages[s].last_use = i
+        grads = {p: w.grad for p, w in in_wires.items()}
+        layouts = {p: w.layout for p, w in in_wires.items()}
+        bc = BoxCost(name, box.kind, box.label, box.group)
+        for p, t in params.items():
+            self.new_storage(f"param:{name}.{p}", t, "param", -1, True)
+            bc.params += t.numel()
+            bc.param_bytes += self.nbytes(t)
+        if box.kind == "call":
+            return self.call(i, box, bc, in_wires, outs)
+        view = R.BoxView(box, ins, outs, params, grads, layouts, self.nbytes)
+        rule = R.RULES[box.kind](view)
+        grad_out = any(grads.values()) or bool(params)
+        # outputs: shared storage (views, tuples) or a new one
+        new_bytes = ZERO
+        for p, t in outs.items():
+            src = rule.alias.get(p)
+            if src == "@weight":
+                self.wires[(name, p)] = _Wire(f"param:{name}.weight", t.names, True, t)
+            elif src == "*":  # pack: a tuple of its inputs' wires
+                self.wires[(name, p)] = _Wire(
+                    f"tuple:{name}", (), grad_out, t, {n: in_wires[n] for n in box.items}
+                )
+            elif src is not None:
+                w = in_wires[src]
+                if w.members is not None and box.kind == "unpack":
+                    self.wires[(name, p)] = w.members[p]
+                else:
+                    lay = rule.layout.get(p, w.layout)
+                    self.wires[(name, p)] = _Wire(w.storage, lay, w.grad, t, w.members)
+            else:
+                sid = f"{name}.{p}"
+                self.new_storage(sid, t, "act", i, grad_out)
+                lay = rule.layout.get(p, t.names if isinstance(t, TensorType) else ())
+                self.wires[(name, p)] = self.make_wire(t, sid, lay, grad_out)
+                new_bytes += self.value_bytes(t)
+        # saved tensors
+        for s in rule.saved:
+            if s.where == "in":
+                w = in_wires[s.ref]
+                bc.saved.append((s.what, w.storage, self.storages[w.storage].nbytes))
+            elif s.where == "out":
+                w = self.wires[(name, s.ref)]
+                bc.saved.append((s.what, w.storage, self.storages[w.storage].nbytes))
+            else:
+                sid = f"{name}:{s.ref}"
+                self.storages[sid] = _Storage(sid, s.nbytes, "own", i, i)
+                bc.saved.append((s.what, sid, s.nbytes))
+        bc.flops, bc.mm_flops, bc.mm_flops_bwd = rule.flops, rule.mm, rule.mm_bwd
+        other = rule.flops - rule.mm
+        bc.flops_bwd = rule.flops_bwd if rule.flops_bwd is not None else 2 * other + rule.mm_bwd
+        if not grad_out:
+            bc.flops_bwd = bc.mm_flops_bwd = ZERO
+        is_alias = bool(rule.alias) or box.kind in R.ALIAS_KINDS
+        read = sum(
+            (self.nbytes(t) for t in ins.values() if isinstance(t, TensorType)),
+            ZERO,
+        )
+        if rule.io is not None:
+            bc.io_bytes = rule.io
+        elif is_alias:
+            bc.io_bytes = ZERO
+        else:
+            bc.io_bytes = read + bc.param_bytes + new_bytes + rule.extra_io
+        if rule.io_bwd is not None:
+            bc.io_bytes_bwd = rule.io_bwd if grad_out else ZERO
+        elif is_alias or not grad_out:
+            bc.io_bytes_bwd = ZERO
+        else:
+            saved_b = sum((nb for _, _, nb in bc.saved), ZERO)
+            gin = sum((self.nbytes(ins[p]) for p, g in grads.items() if g and p in ins), ZERO)
+            bc.io_bytes_bwd = saved_b + new_bytes + gin + 2 * bc.param_bytes
+        bc.kernel = rule.fused
+        bc.notes = list(rule.notes)
+        bc._temps = rule.temps  # type: ignore[attr-defined]
+        return bc
+
+    def call(self, i, box, bc, in_wires, outs) -> BoxCost:
+        c = self.c
+        sub_checked = c.calls[box.name]
+        n = c.resolve(parse_size(box.repeat))
+        grads = {p: w.grad for p, w in in_wires.items()}
+        sub = _Walker(sub_checked, self.lowering, self.dev, self.dtype, grads).run()
+        bc.repeat, bc.sub = n, sub
+        for f in ("flops", "mm_flops", "flops_bwd", "mm_flops_bwd", "io_bytes", "io_bytes_bwd"):
+            setattr(bc, f, n * sum((getattr(b, f) for b in sub.boxes), ZERO))
+        bc.time_s = n * sum((b.time_s for b in sub.boxes), ZERO)
+        bc.time_bwd_s = n * sum((b.time_bwd_s for b in sub.boxes), ZERO)
+        sub_params = sum((b.params for b in sub.boxes), ZERO)
+        sub_pbytes = sum((b.param_bytes for b in sub.boxes), ZERO)
+        bc.params, bc.param_bytes = n * sub_params, n * sub_pbytes
+        self.storages[f"param:{box.name}"] = _Storage(
+            f"param:{box.name}", bc.param_bytes, "param", grad=True
+        )
+        grad_out = any(grads.values()) or sub_params != 0
+        for p, t in outs.items():
+            sid = f"{box.name}.{p}"
+            self.new_storage(sid, t, "act", i, grad_out)
+            self.wires[(box.name, p)] = self.make_wire(t, sid, t.names, grad_out)
+        # block 1 keeps the call's inputs; blocks 2..N keep their own inputs (outputs of the
+        # block before), and every block keeps its inner tensors.
+        ins_kept = ZERO
+        for name, nb in sub.input_saved.items():
+            w = in_wires[name]
+            bc.saved.append((f"input {name} (block 1)", w.storage, self.storages[w.storage].nbytes))
+            ins_kept += nb
+        inner = sub.activation - ins_kept
+        kept = n * inner + (n - 1) * ins_kept
+        sid = f"{box.name}:blocks"
+        self.storages[sid] = _Storage(sid, kept, "own", i, i)
+        bc.saved.append((f"inside {n} × {sub_checked.circuit.name}", sid, kept))
+        # peak during the call: the repetitions before the current one hold their tensors
+        # (and, in the backward pass, their parameters' gradients)
+        bc._peak_fwd = [  # type: ignore[attr-defined]
+            (n - 1) * sub.activation + p - sub.base for p in prune(sub.peak_fwd)
+        ]
+        bc._peak_bwd = [  # type: ignore[attr-defined]
+            (n - 1) * (sub.activation + sub_pbytes) + p - sub.base for p in prune(sub.peak_bwd)
+        ]
+        bc._temps = ZERO  # type: ignore[attr-defined]
+        bc.notes = [f"{n} × subcircuit {sub_checked.circuit.name}; peak inside it approximated"]
+        return bc
+
+    # -- fused lowering
+    def _apply_regions(self, regions: list[Region], boxes: list[BoxCost]) -> None:
+        c = self.c
+        by_name = {b.name: b for b in boxes}
+        index = {b: i for i, b in enumerate(c.order)}
+        readers: dict[tuple[str, str], set[str]] = {}
+        for b in c.order:
+            for src in c.sources[b].values():
+                readers.setdefault(src, set()).add(b)
+        outputs = set(c.output_sources.values())
+        for r in regions:
+            members = set(r.boxes)
+            if r.kind == "pointwise":
+                for b in r.boxes:
+                    bc = by_name[b]
+                    ins = {p: _resolve(c, t) for p, t in c.ins[b].items()}
+                    io = ZERO
+                    for p, src in c.sources[b].items():
+                        if src[0] not in members:
+                            io += self.nbytes(ins[p])
+                    for p, t in c.outs[b].items():
+                        rd = readers.get((b, p), set())
+                        if (b, p) in outputs or rd - members:
+                            io += self.nbytes(_resolve(c, t))
+                        else:
+                            r.internal = [*getattr(r, "internal", []), f"{b}.{p}"]
+                    bc.io_bytes = io
+                    bc.kernel = r.name
+                    bc.time_s = self.dev.time(bc.mm_flops, bc.flops - bc.mm_flops, io)
+                continue
+            q, k, v = (self.wires[r.inputs[p]] for p in ("q", "k", "v"))
+            qt, kt, vt = q.type, k.type, v.type
+            head, key = r.dims["head"], r.dims["key"]
+            K = qt.axis(head).size
+            T = sympy.Mul(*[qt.axis(a).size for a in r.dims["query"].split()])
+            S = kt.axis(key).size
+            B = qt.numel() / (T * K)
+            V = vt.numel() / (S * B)
+            last = by_name[r.boxes[-1]]
+            bp = R.DTYPE_BYTES[self.dtype or qt.dtype]
+            if r.kind == "attention":
+                io = attention_cost.io_forward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
+                io_b = attention_cost.io_backward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
+                kernel = "ncd.ops.softmax_attention"
+            else:
+                io = linear_attention_cost.io_forward(B, T, 1, K, V, bytes_per=bp)
+                io_b = linear_attention_cost.io_backward(B, T, 1, K, V, bytes_per=bp)
+                kernel = "ncd.ops.linear_attention"
+            for b in r.boxes:
+                bc = by_name[b]
+                bc.io_bytes = bc.io_bytes_bwd = ZERO
+                bc.kernel = f"{kernel} ({r.name})"
+                for _, sid, _ in bc.saved:
+                    if self.storages[sid].kind == "own":
+                        self.storages[sid].virtual = True
+                bc.saved, bc.activation_bytes = [], ZERO
+                bc._temps = ZERO  # type: ignore[attr-defined]
+                if b != r.boxes[-1]:
+                    for p in c.outs[b]:
+                        self.storages[f"{b}.{p}"].virtual = True
+            last.io_bytes, last.io_bytes_bwd = io, io_b
+            kept = [("q", q.storage), ("k", k.storage), ("v", v.storage)]
+            if r.kind == "attention":
+                kept.append(("output o", self.wires[r.output].storage))
+            for what, sid in kept:
+                last.saved.append((what, sid, self.storages[sid].nbytes))
+            if r.kind == "attention":
+                sid = f"{last.name}:lse"
+                self.storages[sid] = _Storage(sid, 4 * B * T, "own", index[last.name])
+                last.saved.append(("log-sum-exp per query (float32)", sid, 4 * B * T))
+            last.notes.append(f"fused: IO and kept tensors of {kernel} (ops/*/cost.py)")
+
+
+def _float(t) -> bool:
+    return isinstance(t, TensorType) and t.dtype.startswith(("float", "bfloat"))
+
+
+def _storages(w: _Wire) -> list[str]:
+    if w.members is not None:
+        return [s for m in w.members.values() for s in _storages(m)]
+    return [w.storage]
+
+
+def _schedule(c, boxes, storages, wires):
+    """Liveness over forward then backward in the compiled order; returns the candidate peak
+    expressions of each step and the baseline (inputs and parameters)."""
+    n = len(boxes)
+    base = sum(
+        (s.nbytes for s in storages.values() if s.kind in ("input", "param")),
+        ZERO,
+    )
+    live = base
+    fwd: list[sympy.Expr] = []
+    keep_until: dict[str, int] = {}  # storage -> backward step that frees it
+    for s in storages.values():
+        if s.savers and s.kind in ("act", "own"):
+            keep_until[s.id] = min(s.savers)
+    produced: dict[int, list[_Storage]] = {}
+    for s in storages.values():
+        if s.kind in ("act", "own") and not s.virtual and s.producer >= 0:
+            produced.setdefault(s.producer, []).append(s)
+    out_storages = {sid for src in c.output_sources.values() for sid in _storages(wires[src])}
+    alive: dict[str, sympy.Expr] = {}
+    for i, bc in enumerate(boxes):
+        for s in produced.get(i, []):
+            alive[s.id] = s.nbytes
+            live += s.nbytes
+        extra = getattr(bc, "_peak_fwd", None)
+        if extra is not None:
+            before = live - sum((s.nbytes for s in produced.get(i, [])), ZERO)
+            fwd += [before + e for e in extra]
+        fwd.append(live + getattr(bc, "_temps", ZERO))
+        for sid in list(alive):
+            s = storages[sid]
+            if s.last_use <= i and sid not in keep_until and sid not in out_storages:
+                live -= alive.pop(sid)
+    # backward: seed the outputs' gradients, then each box in reverse order
+    bwd: list[sympy.Expr] = []
+    grads: dict[str, sympy.Expr] = {}
+    for sid in sorted(out_storages):
+        s = storages[sid]
+        if s.grad and s.kind != "input":
+            grads[sid] = s.nbytes
+            live += s.nbytes
+    order = c.order
+    for i in range(n - 1, -1, -1):
+        bc = boxes[i]
+        name = order[i]
+        new = ZERO
+        for _p, src in c.sources[name].items():
+            w = wires[src]
+            for sid in _storages(w):
+                s = storages[sid]
+                if s.grad and not s.virtual and sid not in grads:
+                    grads[sid] = s.nbytes
+                    new += s.nbytes
+        pgrad = bc.param_bytes if bc.param_bytes != 0 else ZERO
+        live += new + pgrad
+        extra = getattr(bc, "_peak_bwd", None)
+        if extra is not None:
+            held = sum((nb for _, sid, nb in bc.saved if keep_until.get(sid) == i), ZERO)
+            bwd += [live - new - pgrad - held + e for e in extra]
+        else:
+            bwd.append(live)
+        # the gradients of what this box produced are consumed; its kept tensors are released
+        for sid in list(grads):
+            s = storages[sid]
+            if s.producer == i and s.kind == "act":
+                live -= grads.pop(sid)
+        for sid, until in list(keep_until.items()):
+            if until == i and sid in alive:
+                live -= alive.pop(sid)
+                del keep_until[sid]
+    return fwd, bwd, base
+
+
+def _unknown_sizes(circuit, checked, sizes: dict[str, int]) -> list[str]:
+    known = set(checked.symbols()) | set(circuit.sizes) | set(circuit.axes)
+    for sub in circuit.subcircuits.values():
+        known |= set(sub.axes) | set(sub.sizes)
+    for b in circuit.boxes:
+        if b.kind == "call":
+            known |= {s.name for s in parse_size(b.repeat).free_symbols}
+    return sorted(set(sizes) - known)
+
+
+def analyse(
+    circuit,
+    sizes: dict[str, int] | None = None,
+    lowering: str = "fused",
+    device: str | Device = "h200",
+    *,
+    dtype: str | None = None,
+    grad_inputs: bool = True,
+    symbolic: bool = False,
+):
+    """Cost of `circuit`: FLOPs (a multiply-add counts 2), parameters, activation memory kept
+    for the backward pass, peak memory over forward + backward, HBM traffic, roofline time.
+
+    sizes: binds axis sizes (on top of the circuit's default `sizes`); every figure is also a
+        sympy formula in the sizes. Unbound sizes are an error (`CostError` naming them)
+        unless `symbolic=True`, which gives formulas only.
+    lowering: "fused" (fused regions count only the wires crossing their border; attention
+        patterns priced with ncd.ops' kernels) or "unfused" (every box its own kernel).
+    device: a profile name ("h200") or a `Device`, for the roofline time.
+    dtype: count floating tensors at this element type (e.g. "bfloat16") instead of theirs.
+    grad_inputs: whether floating inputs need gradients (as a layer inside a network does).
+    Returns a `Report`.
+    """
+    from .report import Report
+
+    if lowering not in LOWERINGS:
+        raise CostError(f"lowering must be one of {', '.join(LOWERINGS)}, found {lowering!r}")
+    if dtype is not None and dtype not in R.DTYPE_BYTES:
+        raise CostError(f"unknown dtype {dtype!r}; one of {', '.join(R.DTYPE_BYTES)}")
+    dev = get_device(device)
+    sizes = dict(sizes or {})
+    try:
+        checked = circuit.check(sizes=None)
+    except NcdError:
+        raise
+    unknown = _unknown_sizes(circuit, checked, sizes)
+    if unknown:
+        raise CostError(
+            f"circuit '{circuit.name}' has no size {', '.join(unknown)}; its sizes are "
+            f"{', '.join(sorted(set(checked.symbols()) | set(circuit.sizes))) or 'none'}"
+        )
+    binding = {**circuit.sizes, **sizes}
+    checked = circuit.check(sizes=binding)
+    an = _Walker(checked, lowering, dev, dtype, {} if grad_inputs else _no_grads(checked)).run()
+    report = Report.build(circuit, an, binding, lowering, dev, dtype)
+    missing = report.unbound()
+    if missing and not symbolic:
+        raise CostError(
+            f"sizes not bound for circuit '{circuit.name}': {', '.join(missing)}; pass "
+            + ",".join(f"{m}=…" for m in missing)
+            + " (--sizes on the command line), or symbolic=True for formulas only"
+        )
+    return report
+
+
+def _no_grads(checked) -> dict[str, bool]:
+    return dict.fromkeys(checked.inputs, False)
+
+
+__all__ = ["BoxCost", "analyse"]

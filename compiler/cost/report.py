@@ -1,0 +1,330 @@
+"""The cost report: formulas, leading terms and numbers; a terminal table, HTML, JSON."""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+
+import sympy
+
+from ncd.circuits.sizes import symbol
+
+from .devices import Device
+from .symbolic import big_o, degree, leading, maximum, pretty
+
+CONVENTIONS = (
+    "FLOPs: a multiply-add counts 2. Forward pass unless marked backward. Bytes: element size "
+    "of each wire's dtype. Activation: unique tensors autograd keeps for the backward pass. "
+    "Peak: liveness over forward + backward in the compiled order, inputs and parameters "
+    "included. IO: bytes between HBM and the chip. Time: roofline max(FLOPs/rate, bytes/bw) "
+    "per kernel, summed."
+)
+
+# Totals in the report, in the order shown: key -> (title, unit)
+FIGURES = {
+    "flops": ("FLOPs (forward)", "flop"),
+    "flops_backward": ("FLOPs (backward)", "flop"),
+    "mm_flops": ("matmul FLOPs (forward)", "flop"),
+    "params": ("parameters", ""),
+    "activation_bytes": ("activation memory kept", "B"),
+    "peak_bytes": ("peak memory, fwd+bwd", "B"),
+    "io_bytes": ("HBM traffic (forward)", "B"),
+    "io_bytes_backward": ("HBM traffic (backward)", "B"),
+    "time_s": ("roofline time (forward)", "s"),
+    "time_train_s": ("roofline time (fwd+bwd)", "s"),
+}
+
+
+def human(x, unit: str = "") -> str:
+    """1.5e9 -> '1.50 G', bytes in binary units."""
+    if x is None:
+        return "?"
+    if unit == "s":
+        for u, f in (("s", 1), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+            if abs(x) >= f or u == "ns":
+                return f"{x / f:.3g} {u}"
+    if unit == "B":
+        for u, f in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if abs(x) >= f:
+                return f"{x / f:.3g} {u}"
+        return f"{int(x)} B"
+    for u, f in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= f:
+            return f"{x / f:.3g} {u}{'' if unit in ('', 'flop') else unit}"
+    return f"{x:g}"
+
+
+@dataclass
+class Report:
+    """What `ncd.analyse` returns. Every figure is a sympy formula (`formulas`), with its
+    leading term (`leading(key)`) and its number under `sizes` (`numbers`, None if unbound)."""
+
+    circuit: str
+    lowering: str
+    device: Device
+    dtype: str | None
+    sizes: dict[str, int]
+    formulas: dict[str, sympy.Expr]
+    boxes: list = field(default_factory=list)
+    peak_candidates: list[sympy.Expr] = field(default_factory=list)
+    analysis: object = None
+
+    # -- construction
+    @classmethod
+    def build(cls, circuit, an, binding, lowering, dev, dtype) -> Report:
+        def tot(f):
+            return sympy.expand(sum((getattr(b, f) for b in an.boxes), sympy.Integer(0)))
+
+        peak = maximum(an.peak_candidates)
+        f = {
+            "flops": tot("flops"),
+            "flops_backward": tot("flops_bwd"),
+            "mm_flops": tot("mm_flops"),
+            "mm_flops_backward": tot("mm_flops_bwd"),
+            "params": tot("params"),
+            "param_bytes": tot("param_bytes"),
+            "activation_bytes": sympy.expand(an.activation),
+            "peak_bytes": peak,
+            "io_bytes": tot("io_bytes"),
+            "io_bytes_backward": tot("io_bytes_bwd"),
+            "time_s": sum((b.time_s for b in an.boxes), sympy.Integer(0)),
+            "time_bwd_s": sum((b.time_bwd_s for b in an.boxes), sympy.Integer(0)),
+        }
+        f["time_train_s"] = f["time_s"] + f["time_bwd_s"]
+        return cls(
+            circuit.name, lowering, dev, dtype, dict(binding), f, an.boxes,
+            an.peak_candidates, an,
+        )  # fmt: skip
+
+    # -- numbers
+    def _sub(self):
+        return {symbol(k): sympy.Integer(v) for k, v in self.sizes.items()}
+
+    def number(self, expr):
+        """The value of a formula under the report's sizes (None where sizes stay free)."""
+        e = sympy.sympify(expr).xreplace(self._sub())
+        if e.free_symbols:
+            return None
+        e = sympy.N(e, 30)
+        v = float(e)
+        return int(round(v)) if abs(v - round(v)) < 1e-6 * max(1.0, abs(v)) and v > 1 else v
+
+    @property
+    def numbers(self) -> dict:
+        out = {k: self.number(v) for k, v in self.formulas.items()}
+        cands = [self.number(c) for c in self.peak_candidates]
+        if cands and None not in cands:
+            out["peak_bytes"] = max(cands)
+        return out
+
+    def peak_formula(self) -> sympy.Expr:
+        """The step of the schedule that holds the most memory at the report's sizes (the
+        whole symbolic maximum `formulas["peak_bytes"]` when sizes are free)."""
+        vals = [self.number(c) for c in self.peak_candidates]
+        if not vals or None in vals:
+            return self.formulas["peak_bytes"]
+        return sympy.expand(self.peak_candidates[vals.index(max(vals))])
+
+    def unbound(self) -> list[str]:
+        free = set()
+        for k in ("flops", "activation_bytes", "io_bytes", "params"):
+            free |= {s.name for s in self.formulas[k].free_symbols}
+        return sorted(free - set(self.sizes))
+
+    def leading(self, key: str = "flops") -> sympy.Expr:
+        return leading(self.formulas[key])
+
+    def big_o(self, key: str = "flops") -> str:
+        return big_o(self.formulas[key])
+
+    def degree(self, axis: str, key: str = "flops") -> int | None:
+        """Degree of a figure in one size: 2 for softmax attention's FLOPs in T (with S = T)."""
+        return degree(self.formulas[key], axis)
+
+    def at(self, key: str = "flops", **sizes) -> float | None:
+        """A figure under other sizes: `report.at("flops", T=2048, S=2048)`."""
+        sub = {symbol(k): sympy.Integer(v) for k, v in {**self.sizes, **sizes}.items()}
+        e = sympy.sympify(self.formulas[key]).xreplace(sub)
+        if key == "peak_bytes":
+            vals = [sympy.sympify(c).xreplace(sub) for c in self.peak_candidates]
+            return float(max(vals)) if all(not v.free_symbols for v in vals) else None
+        return None if e.free_symbols else float(e)
+
+    @property
+    def flop_counter_zero(self) -> list[dict]:
+        """Boxes whose FLOPs torch's FlopCounterMode counts as zero (elementwise work)."""
+        out = []
+        for b in self.boxes:
+            rest = sympy.expand(b.flops - b.mm_flops)
+            if rest != 0:
+                out.append({"box": b.name, "kind": b.kind, "flops": self.number(rest),
+                            "formula": pretty(rest)})  # fmt: skip
+        return out
+
+    # -- output
+    def box_rows(self) -> list[dict]:
+        rows = []
+        for b in self.boxes:
+            rows.append(
+                {
+                    "name": b.name,
+                    "kind": b.kind,
+                    "label": b.label,
+                    "group": b.group,
+                    "repeat": self.number(b.repeat),
+                    "flops": self.number(b.flops),
+                    "flops_formula": pretty(sympy.expand(b.flops)),
+                    "mm_flops": self.number(b.mm_flops),
+                    "flops_backward": self.number(b.flops_bwd),
+                    "mm_flops_backward": self.number(b.mm_flops_bwd),
+                    "params": self.number(b.params),
+                    "activation_bytes": self.number(b.activation_bytes),
+                    "saved": [
+                        {"tensor": what, "storage": sid, "bytes": self.number(nb)}
+                        for what, sid, nb in b.saved
+                    ],
+                    "io_bytes": self.number(b.io_bytes),
+                    "io_bytes_backward": self.number(b.io_bytes_bwd),
+                    "time_s": self.number(b.time_s),
+                    "time_backward_s": self.number(b.time_bwd_s),
+                    "kernel": b.kernel,
+                    "notes": b.notes,
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict:
+        n = self.numbers
+        total = {
+            "flops": n["flops"],
+            "flops_formula": pretty(self.formulas["flops"]),
+            "flops_leading": pretty(self.leading("flops")),
+            "flops_big_o": self.big_o("flops"),
+            "params": n["params"],
+            "activation_bytes": n["activation_bytes"],
+            "peak_bytes": n["peak_bytes"],
+            "peak_formula": pretty(self.peak_formula()),
+            "io_bytes": n["io_bytes"],
+            "time_s": n["time_s"],
+        }
+        for k in self.formulas:
+            if k not in total:
+                total[k] = n[k]
+        formulas = {k: pretty(v) for k, v in self.formulas.items() if not k.startswith("time")}
+        formulas["peak_bytes"] = pretty(self.peak_formula())
+        return {
+            "circuit": self.circuit,
+            "conventions": CONVENTIONS,
+            "lowering": self.lowering,
+            "device": {
+                "name": self.device.name,
+                "matmul_flops": self.device.matmul_flops,
+                "bandwidth": self.device.bandwidth,
+                "vector_flops": self.device.vector_flops,
+                "source": self.device.source,
+            },
+            "dtype": self.dtype,
+            "sizes": self.sizes,
+            "total": total,
+            "formulas": formulas,
+            "leading": {
+                k: pretty(leading(self.peak_formula() if k == "peak_bytes" else self.formulas[k]))
+                for k in formulas
+            },
+            "flop_counter_zero": self.flop_counter_zero,
+            "boxes": self.box_rows(),
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self) -> str:
+        """The terminal table: one row per box, then the totals with formulas."""
+        head = ["box", "kind", "FLOPs", "params", "kept", "IO", "time", "kernel"]
+        rows = []
+        for r, b in zip(self.box_rows(), self.boxes):
+            kind = b.kind + (f" ×{pretty(b.repeat)}" if b.kind == "call" else "")
+            rows.append(
+                [
+                    r["name"],
+                    kind,
+                    human(r["flops"], "flop"),
+                    human(r["params"]) if r["params"] else "",
+                    human(r["activation_bytes"], "B") if r["activation_bytes"] else "",
+                    human(r["io_bytes"], "B") if r["io_bytes"] else "",
+                    human(r["time_s"], "s"),
+                    r["kernel"],
+                ]
+            )
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+        line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
+        out = [
+            f"{self.circuit}: lowering {self.lowering}, device {self.device.name}, sizes "
+            + (", ".join(f"{k}={v}" for k, v in sorted(self.sizes.items())) or "symbolic")
+            + (f", counted as {self.dtype}" if self.dtype else ""),
+            line,
+            "-" * len(line),
+        ]
+        out += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
+        out.append("")
+        n = self.numbers
+        for key, (title, unit) in FIGURES.items():
+            f = self.peak_formula() if key == "peak_bytes" else self.formulas[key]
+            val = human(n.get(key), unit)
+            if key.startswith("time"):
+                out.append(f"{title:28} {val}")
+                continue
+            out.append(f"{title:28} {val:>12}   = {pretty(f)}")
+            if not f.is_number:
+                out.append(f"{'':28} {'':>12}   leading {pretty(leading(f))}  {big_o(f)}")
+        out.append("")
+        out.append(CONVENTIONS)
+        zero = self.flop_counter_zero
+        if zero:
+            out.append(
+                "FlopCounterMode counts as zero: "
+                + ", ".join(f"{z['box']} ({z['kind']})" for z in zero)
+            )
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        n = self.numbers
+        head = ["box", "kind", "FLOPs", "params", "kept", "IO", "time", "kernel"]
+        rows = []
+        for r in self.box_rows():
+            cells = [
+                r["name"],
+                r["kind"],
+                human(r["flops"], "flop"),
+                human(r["params"]) if r["params"] else "",
+                human(r["activation_bytes"], "B") if r["activation_bytes"] else "",
+                human(r["io_bytes"], "B") if r["io_bytes"] else "",
+                human(r["time_s"], "s"),
+                r["kernel"],
+            ]
+            rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
+        tot = []
+        for key, (title, unit) in FIGURES.items():
+            f = self.peak_formula() if key == "peak_bytes" else self.formulas[key]
+            formula = "" if key.startswith("time") else e(pretty(f))
+            lead = "" if key.startswith("time") or f.is_number else e(big_o(f))
+            tot.append(
+                f"<tr><th>{e(title)}</th><td>{e(human(n.get(key), unit))}</td>"
+                f"<td><code>{formula}</code></td><td>{lead}</td></tr>"
+            )
+        return (
+            f"<div><b>{e(self.circuit)}</b> — lowering {e(self.lowering)}, device "
+            f"{e(self.device.name)}, sizes {e(str(self.sizes))}"
+            "<table><thead><tr>"
+            + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table><table>"
+            + "".join(tot)
+            + f"</table><p><small>{e(CONVENTIONS)}</small></p></div>"
+        )

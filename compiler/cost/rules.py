@@ -1,0 +1,689 @@
+"""One cost rule per box kind: FLOPs, what autograd keeps for the backward pass, aliasing.
+
+A rule reads a `BoxView` (the box's resolved input/output types, which inputs need a
+gradient, the memory layout of each input) and returns a `Rule`. Conventions, stated in
+every report:
+
+- A multiply-add counts 2 FLOPs; a contraction of wires a, b, c summed over c costs 2·a·b·c.
+- An elementwise function counts 1 FLOP per element per arithmetic step; a transcendental
+  (exp, log, tanh, erf) counts 1.
+- `mm` is the part a matrix engine does (contractions, linear maps, convolutions): the part
+  `torch.utils.flop_counter.FlopCounterMode` counts. It counts elementwise work as zero.
+- `saved` names the tensors PyTorch autograd keeps for the backward pass of the eager
+  lowering (as torch 2.x `derivatives.yaml` says, checked with saved-tensor hooks).
+
+Contractions and linear maps lower to `torch.einsum`, which permutes each operand to
+(batch, free, summed) and flattens the groups for one batched matrix product; where the
+operand's memory layout does not allow a view, einsum copies it and autograd keeps the copy.
+The rules model that from the layout of each wire (axis order in memory), because it
+decides whether a T×S score matrix is kept once or twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy
+
+from ncd.circuits.sizes import parse_size
+from ncd.circuits.types import TensorType
+from ncd.ops import attention_cost, linear_attention_cost
+
+Expr = sympy.Expr
+ZERO = sympy.Integer(0)
+
+DTYPE_BYTES = {
+    "float64": 8,
+    "float32": 4,
+    "bfloat16": 2,
+    "float16": 2,
+    "int64": 8,
+    "int32": 4,
+    "int8": 1,
+    "uint8": 1,
+    "bool": 1,
+}
+
+# FLOPs per element of each unary function (forward).
+UNARY_FLOPS = {
+    "identity": 0,
+    "neg": 1,
+    "abs": 1,
+    "relu": 1,
+    "sign": 1,
+    "square": 1,
+    "reciprocal": 1,
+    "exp": 1,
+    "log": 1,
+    "sqrt": 1,
+    "rsqrt": 1,
+    "sin": 1,
+    "cos": 1,
+    "tanh": 1,
+    "sigmoid": 3,  # exp, add, divide
+    "logsigmoid": 4,
+    "softplus": 3,
+    "elu": 3,
+    "elu_plus_one": 4,
+    "silu": 4,
+    "gelu": 5,  # erf, scale, add, two multiplies
+    "gelu_tanh": 8,
+}
+# What autograd keeps for each unary function: its input, its result, or nothing.
+UNARY_SAVES = {
+    **dict.fromkeys(["identity", "neg", "sign"], ()),
+    **dict.fromkeys(["relu", "sigmoid", "tanh", "exp", "sqrt", "rsqrt", "reciprocal"], ("out",)),
+    **dict.fromkeys(
+        ["gelu", "gelu_tanh", "silu", "log", "abs", "square", "softplus", "elu"], ("in",)
+    ),
+    **dict.fromkeys(["sin", "cos", "elu_plus_one"], ("in",)),
+    "logsigmoid": ("in", "buffer"),
+}
+SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
+POINTWISE = {"unary", "binary", "scale", "cast", "dropout", "mask"}
+ALIAS_KINDS = {
+    "split_axis",
+    "permute",
+    "rename",
+    "copy",
+    "pack",
+    "unpack",
+    "index",
+    "slice",
+    "split",
+    "diagonal",
+    "param",
+}
+
+
+@dataclass
+class Saved:
+    """A tensor kept for the backward pass: an input (`in`, port), an output (`out`, port), or
+    a tensor the op makes itself (`own`, key) of `nbytes`."""
+
+    what: str
+    where: str
+    ref: str
+    nbytes: Expr = ZERO
+
+
+@dataclass
+class Rule:
+    flops: Expr = ZERO
+    """Forward FLOPs, all of them (mm included)."""
+    mm: Expr = ZERO
+    """Forward FLOPs of matrix-engine work (what FlopCounterMode counts)."""
+    flops_bwd: Expr | None = None
+    """Backward FLOPs; by default 2× the elementwise part plus mm_bwd."""
+    mm_bwd: Expr = ZERO
+    saved: list[Saved] = field(default_factory=list)
+    alias: dict[str, str] = field(default_factory=dict)
+    """Output port -> input port whose storage it shares (views, copies, tuples)."""
+    layout: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Output port -> axis order in memory (default: the output's own order)."""
+    extra_io: Expr = ZERO
+    """Bytes moved by copies the lowering makes inside the box (einsum relayouts)."""
+    temps: Expr = ZERO
+    """Bytes allocated and freed inside the box's forward (copies not kept)."""
+    io: Expr | None = None
+    io_bwd: Expr | None = None
+    fused: str = ""
+    """Name of the fused kernel whose formulas the rule used (ops/)."""
+    notes: list[str] = field(default_factory=list)
+
+
+class BoxView:
+    """What a rule may read about one box (sizes already resolved)."""
+
+    def __init__(self, box, ins, outs, params, grads, layouts, nbytes):
+        self.box = box
+        self.ins: dict[str, TensorType] = ins
+        self.outs = outs
+        self.params: dict[str, TensorType] = params
+        self.grads: dict[str, bool] = grads
+        self.layouts: dict[str, tuple[str, ...]] = layouts
+        self.nbytes: Callable[[TensorType], Expr] = nbytes
+
+    def x(self, port: str = "x") -> TensorType:
+        return self.ins[port]
+
+    def out(self, port: str = "out") -> TensorType:
+        return self.outs[port]
+
+    def size(self, t: TensorType, axis: str) -> Expr:
+        return t.axis(axis).size
+
+    def grad(self, port: str) -> bool:
+        return self.grads.get(port, False)
+
+    def any_grad(self) -> bool:
+        return any(self.grads.values()) or bool(self.params)
+
+    def sizes_of(self, t: TensorType, axes) -> Expr:
+        return sympy.Mul(*[t.axis(a).size for a in axes]) if axes else sympy.Integer(1)
+
+
+def numel(t: TensorType) -> Expr:
+    return t.numel()
+
+
+def _in(port: str, what: str = "") -> Saved:
+    return Saved(what or f"input {port}", "in", port)
+
+
+def _out(port: str = "out", what: str = "") -> Saved:
+    return Saved(what or "output", "out", port)
+
+
+def _own(key: str, nbytes: Expr, what: str) -> Saved:
+    return Saved(what, "own", key, nbytes)
+
+
+def _if(cond: bool, *items):
+    return list(items) if cond else []
+
+
+# -- learned
+def linear(v: BoxView) -> Rule:
+    b, x, y = v.box, v.x(), v.out()
+    k = v.sizes_of(x, b.over)
+    mm = 2 * numel(y) * k
+    w_layout = (*b.out, *b.over)
+    ein = einsum_pair(v, "x", x, v.layouts["x"], "weight", v.params["weight"], w_layout, y, b.over)
+    saved = []
+    if ein.copy[0]:
+        saved.append(_own("x_copy", v.nbytes(x), "relaid-out copy of input x"))
+    else:
+        saved.append(_in("x"))
+    bias = numel(y) if b.bias else ZERO
+    return Rule(
+        flops=mm + bias,
+        mm=mm,
+        mm_bwd=mm * (2 if v.grad("x") else 1),
+        flops_bwd=mm * (2 if v.grad("x") else 1) + bias,
+        saved=saved,
+        layout={"out": ein.out_layout},
+        extra_io=ein.copy_io,
+        temps=ZERO,
+    )
+
+
+def param(v: BoxView) -> Rule:
+    return Rule(alias={"out": "@weight"})
+
+
+def embedding(v: BoxView) -> Rule:
+    y = v.out()
+    return Rule(
+        flops_bwd=numel(y),  # scatter-add into the table's gradient
+        saved=[_in("x", "indices x")],
+        io=v.nbytes(v.x()) + 2 * v.nbytes(y),  # indices, gathered rows, output
+    )
+
+
+# -- contractions
+@dataclass
+class Einsum:
+    copy: tuple[bool, bool]
+    copy_io: Expr
+    out_layout: tuple[str, ...]
+
+
+def _is_view(layout: tuple[str, ...], groups: list[list[str]]) -> bool:
+    """Whether permuting a tensor stored in `layout` order and flattening each group of axes
+    is a view (each group's axes adjacent in memory, in the group's order)."""
+    pos = {a: i for i, a in enumerate(layout)}
+    return all(all(pos[g[i + 1]] == pos[g[i]] + 1 for i in range(len(g) - 1)) for g in groups)
+
+
+def einsum_pair(v, pa, a, la, pb, b, lb, out: TensorType, over) -> Einsum:
+    """torch.einsum's two-operand path (sumproduct_pair): left -> (lro, lo, sum), right ->
+    (lro, sum, ro), one bmm; the result is laid out (lro, lo, ro) in the output's order."""
+    order = list(out.names)
+    summed = [s for s in over if a.axis(s) and b.axis(s)]
+    lro = [n for n in order if a.axis(n) and b.axis(n)]
+    lo = [n for n in order if a.axis(n) and not b.axis(n)]
+    ro = [n for n in order if b.axis(n) and not a.axis(n)]
+    if not summed:  # einsum multiplies broadcast views: no copy, result in the output's order
+        return Einsum((False, False), ZERO, tuple(order))
+    ca = not _is_view(la, [lro, lo, summed])
+    cb = not _is_view(lb, [lro, summed, ro])
+    io = (2 * v.nbytes(a) if ca else 0) + (2 * v.nbytes(b) if cb else 0)
+    return Einsum((ca, cb), sympy.sympify(io), tuple(lro + lo + ro))
+
+
+def contract(v: BoxView) -> Rule:
+    b, y = v.box, v.out()
+    ports = list(b.operands)
+    ts = [v.x(p) for p in ports]
+    axes: dict[str, Expr] = {}
+    for t in ts:
+        for ax in t.axes:
+            axes.setdefault(ax.name, ax.size)
+    total = sympy.Mul(*axes.values())
+    if len(ports) == 1:  # a sum over `over`
+        return Rule(flops=numel(ts[0]), flops_bwd=numel(ts[0]))
+    if len(ports) > 2:
+        mm = 2 * (len(ports) - 1) * total if b.over else ZERO
+        flops = mm if b.over else (len(ports) - 1) * total
+        saved = [_in(p) for p in ports if any(v.grad(q) for q in ports if q != p)]
+        return Rule(
+            flops=flops,
+            mm=mm,
+            mm_bwd=2 * mm,
+            flops_bwd=2 * flops,
+            saved=saved,
+            notes=["more than two operands: FLOPs of a left-to-right pairwise order"],
+        )
+    (pa, a), (pb, bt) = zip(ports, ts)
+    ein = einsum_pair(v, pa, a, v.layouts[pa], pb, bt, v.layouts[pb], y, b.over)
+    summed = [s for s in b.over if a.axis(s) and bt.axis(s)]
+    saved = []
+    for i, (p, other) in enumerate(((pa, pb), (pb, pa))):
+        if v.grad(other):
+            if ein.copy[i]:
+                saved.append(_own(f"{p}_copy", v.nbytes(ts[i]), f"relaid-out copy of input {p}"))
+            else:
+                saved.append(_in(p))
+    if not summed:  # an outer / elementwise product: multiplies only
+        flops = total
+        return Rule(flops=flops, flops_bwd=2 * flops, saved=saved, layout={"out": ein.out_layout})
+    mm = 2 * total
+    n_grads = int(v.grad(pa)) + int(v.grad(pb))
+    kept = {f"{p}_copy" for p, c in zip((pa, pb), ein.copy) if c}
+    temps = sum(
+        (v.nbytes(t) for p, t, c in zip((pa, pb), ts, ein.copy) if c and f"{p}_copy" not in kept),
+        ZERO,
+    )
+    return Rule(
+        flops=mm,
+        mm=mm,
+        mm_bwd=mm * n_grads,
+        flops_bwd=mm * n_grads,
+        saved=saved,
+        layout={"out": ein.out_layout},
+        extra_io=ein.copy_io,
+        temps=temps,
+    )
+
+
+def diagonal(v: BoxView) -> Rule:
+    b = v.box
+    lay = tuple(b.into if a == b.axes[0] else a for a in v.layouts["x"] if a != b.axes[1])
+    return Rule(alias={"out": "x"}, layout={"out": lay})
+
+
+# -- elementwise
+def _follow(v: BoxView, port: str = "x") -> dict[str, tuple[str, ...]]:
+    return {"out": v.layouts[port]}
+
+
+def unary(v: BoxView) -> Rule:
+    fn = v.box.fn
+    n = numel(v.x())
+    saved = []
+    if v.grad("x"):
+        for what in UNARY_SAVES[fn]:
+            if what == "in":
+                saved.append(_in("x"))
+            elif what == "out":
+                saved.append(_out())
+            else:
+                saved.append(_own("buffer", v.nbytes(v.x()), "log-sigmoid buffer"))
+    return Rule(flops=UNARY_FLOPS[fn] * n, saved=saved, layout=_follow(v))
+
+
+def binary(v: BoxView) -> Rule:
+    fn = v.box.fn
+    a, b, y = v.x("a"), v.x("b"), v.out()
+    ga, gb = v.grad("a"), v.grad("b")
+    saved: list[Saved] = []
+    if fn == "mul":
+        saved = _if(gb, _in("a")) + _if(ga, _in("b"))
+    elif fn == "div":
+        saved = _if(gb, _in("a")) + _if(ga or gb, _in("b"))
+    elif fn in ("maximum", "minimum"):
+        saved = _if(ga or gb, _in("a"), _in("b"))
+    elif fn == "pow":
+        saved = _if(ga or gb, _in("a"), _in("b")) + _if(gb, _out())
+    names = set(y.names)
+    lay = (
+        v.layouts["a"]
+        if set(a.names) == names
+        else v.layouts["b"]
+        if set(b.names) == names
+        else y.names
+    )
+    return Rule(flops=numel(y), saved=saved, layout={"out": lay})
+
+
+def scale(v: BoxView) -> Rule:
+    return Rule(flops=numel(v.x()), layout=_follow(v))
+
+
+def cast(v: BoxView) -> Rule:
+    return Rule(layout=_follow(v))
+
+
+def dropout(v: BoxView) -> Rule:
+    x = v.x()
+    return Rule(
+        flops=2 * numel(x),
+        saved=[_own("mask", v.nbytes(x), "dropout mask (scaled, dtype of x)")],
+        layout=_follow(v),
+    )
+
+
+def mask(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    t, s = v.size(x, b.query), v.size(x, b.key)
+    return Rule(
+        flops=numel(x),
+        saved=_if(v.grad("x"), _own("mask", t * s, f"bool mask {b.query}×{b.key}")),
+        layout=_follow(v),
+        extra_io=t * s,
+    )
+
+
+# -- normalisation
+def _stat_bytes(v: BoxView, count: Expr) -> Expr:
+    return count * max(4, DTYPE_BYTES.get(v.x().dtype, 4))
+
+
+def softmax(v: BoxView) -> Rule:
+    return Rule(flops=SOFTMAX_FLOPS * numel(v.x()), saved=[_out()])
+
+
+def layernorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    rows = numel(x) / v.sizes_of(x, b.over)
+    return Rule(
+        flops=(5 + 2 * b.affine) * numel(x),
+        saved=[
+            _in("x"),
+            _own("mean", _stat_bytes(v, rows), "mean"),
+            _own("rstd", _stat_bytes(v, rows), "1/std"),
+        ],
+    )
+
+
+def rmsnorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    rows = numel(x) / v.sizes_of(x, b.over)
+    saved = [_in("x"), _own("rstd", _stat_bytes(v, rows), "1/rms")]
+    if b.affine:
+        saved.append(_own("normed", v.nbytes(x), "x/rms (for the weight's gradient)"))
+    return Rule(flops=(3 + b.affine) * numel(x), saved=saved)
+
+
+def channelnorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    c = v.size(x, b.channel)
+    return Rule(
+        flops=(5 + 2 * b.affine) * numel(x),
+        saved=[_in("x"), _own("stats", _stat_bytes(v, 2 * c), "per-channel mean and 1/std")],
+    )
+
+
+def unifiednorm(v: BoxView) -> Rule:
+    x = v.x()
+    return Rule(
+        flops=4 * numel(x),
+        saved=[_own("normed", v.nbytes(x), "x normalised by the running statistics")],
+    )
+
+
+def groupnorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    rows = numel(x) / v.sizes_of(x, (b.channel, *b.over)) * b.groups
+    return Rule(
+        flops=(5 + 2 * b.affine) * numel(x),
+        saved=[
+            _in("x"),
+            _own("stats", _stat_bytes(v, 2 * rows), "per-group mean and 1/std"),
+        ],
+    )
+
+
+def normalize(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    rows = numel(x) / v.size(x, b.over)
+    return Rule(
+        flops=3 * numel(x),
+        saved=[_in("x"), _own("norm", _stat_bytes(v, 2 * rows), "the norm and its clamp")],
+    )
+
+
+# -- reductions
+def reduce(v: BoxView) -> Rule:
+    op = v.box.op
+    saved = [_in("x"), _out()] if op in ("max", "min", "prod", "logsumexp") else []
+    per = 3 if op == "logsumexp" else 1
+    return Rule(flops=per * numel(v.x()), saved=_if(v.grad("x"), *saved))
+
+
+def scan(v: BoxView) -> Rule:
+    op, x = v.box.op, v.x()
+    saved: list[Saved] = []
+    if op == "prod":
+        saved = [_in("x"), _out()]
+    elif op == "max":
+        saved = [_own("indices", numel(x) * 8, "argmax indices (int64)")]
+    return Rule(flops=numel(x), saved=_if(v.grad("x"), *saved), layout=_follow(v))
+
+
+def topk(v: BoxView) -> Rule:
+    v.out("values")
+    return Rule(
+        flops=numel(v.x()),
+        saved=_if(v.grad("x"), _out("indices", "indices (int64)")),
+    )
+
+
+# -- rearrangements (views, aliases) and copies
+def split_axis(v: BoxView) -> Rule:
+    b = v.box
+    lay = []
+    for a in v.layouts["x"]:
+        lay += list(b.into) if a == b.axis else [a]
+    return Rule(alias={"out": "x"}, layout={"out": tuple(lay)})
+
+
+def merge_axes(v: BoxView) -> Rule:
+    b = v.box
+    lay = v.layouts["x"]
+    if _is_view(lay, [list(b.axes)]):
+        i = lay.index(b.axes[0])
+        new = (*[a for a in lay[:i]], b.into, *[a for a in lay[i:] if a not in b.axes])
+        return Rule(alias={"out": "x"}, layout={"out": tuple(new)})
+    return Rule(notes=["axes not adjacent in memory: reshape copies"])
+
+
+def permute(v: BoxView) -> Rule:
+    return Rule(alias={"out": "x"}, layout=_follow(v))
+
+
+def rename(v: BoxView) -> Rule:
+    m = v.box.mapping
+    return Rule(alias={"out": "x"}, layout={"out": tuple(m.get(a, a) for a in v.layouts["x"])})
+
+
+def copy(v: BoxView) -> Rule:
+    return Rule(alias={str(i): "x" for i in range(v.box.n)})
+
+
+def pack(v: BoxView) -> Rule:
+    return Rule(alias={"out": "*"})
+
+
+def unpack(v: BoxView) -> Rule:
+    return Rule(alias={p: "x" for p in v.outs})
+
+
+def index(v: BoxView) -> Rule:
+    return Rule(
+        alias={"out": "x"}, layout={"out": tuple(a for a in v.layouts["x"] if a != v.box.axis)}
+    )
+
+
+def slice_(v: BoxView) -> Rule:
+    return Rule(alias={"out": "x"}, layout=_follow(v))
+
+
+def split(v: BoxView) -> Rule:
+    return Rule(alias={p: "x" for p in v.outs}, layout={p: v.layouts["x"] for p in v.outs})
+
+
+def concat(v: BoxView) -> Rule:
+    return Rule()
+
+
+# -- convolutions
+def conv(v: BoxView) -> Rule:
+    b, x, y = v.box, v.x(), v.out()
+    k = sympy.Integer(1)
+    for n in b._norm("kernel"):
+        k *= n
+    if b.transposed:
+        mm = 2 * numel(x) * v.size(y, b.out) / b.groups * k
+    else:
+        mm = 2 * numel(y) * v.size(x, b.channel) / b.groups * k
+    bias = numel(y) if b.bias else ZERO
+    mm_bwd = mm * (2 if v.grad("x") else 1)
+    return Rule(flops=mm + bias, mm=mm, mm_bwd=mm_bwd, flops_bwd=mm_bwd + bias, saved=[_in("x")])
+
+
+def pool(v: BoxView) -> Rule:
+    b, y = v.box, v.out()
+    w = sympy.Integer(1)
+    for n in b._norm("window"):
+        w *= n
+    saved = [_in("x")]
+    if b.op == "max":
+        saved.append(_own("indices", numel(y) * 8, "argmax indices (int64)"))
+    return Rule(flops=numel(y) * w, saved=_if(v.grad("x"), *saved))
+
+
+def upsample(v: BoxView) -> Rule:
+    b, y = v.box, v.out()
+    per = 0 if b.mode == "nearest" else 2 * 2 ** len(b.spatial)
+    return Rule(flops=per * numel(y))
+
+
+# -- fused kernels (ops/): formulas of the op library
+def _attention_dims(v: BoxView):
+    b = v.box
+    q, k, vv = v.x("q"), v.x("k"), v.x("v")
+    T, S = v.size(q, b.query), v.size(k, b.key)
+    K, V = v.size(q, b.head), v.size(vv, b.value)
+    batch = numel(q) / (T * K)
+    return batch, T, S, K, V
+
+
+def _bytes_per(v: BoxView) -> Expr:
+    return v.nbytes(TensorType((), v.x("q").dtype))
+
+
+def attention(v: BoxView) -> Rule:
+    b = v.box
+    B, T, S, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    # ops' formulas take (B, T, H, ...); the batch axes of the box, whatever they are, are B.
+    flops = attention_cost.flops_forward(B, T, 1, K, V, S, causal=b.causal)
+    return Rule(
+        flops=flops,
+        mm=2 * B * T * S * (K + V),  # FlopCounterMode counts every (query, key) pair
+        flops_bwd=attention_cost.flops_backward(B, T, 1, K, V, S, causal=b.causal),
+        mm_bwd=2 * B * T * S * (2 * K + 3 * V),
+        saved=[
+            _in("q"),
+            _in("k"),
+            _in("v"),
+            _out(),
+            _own("lse", 4 * B * T, "log-sum-exp per query (float32)"),
+        ],
+        io=attention_cost.io_forward(B, T, 1, K, V, S, causal=b.causal, bytes_per=bp),
+        io_bwd=attention_cost.io_backward(B, T, 1, K, V, S, causal=b.causal, bytes_per=bp),
+        fused="ncd.ops.softmax_attention",
+        notes=["FLOPs, IO and saved tensors: ops/attention/cost.py (FlashAttention-2 kernel)"],
+    )
+
+
+def linear_attention_box(v: BoxView) -> Rule:
+    b = v.box
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    notes = ["FLOPs, IO and saved tensors: ops/linear_attention/cost.py (chunked kernel, C=64)"]
+    if b.variant != "linear":
+        notes.append(f"variant {b.variant}: costed as plain linear attention (gates not counted)")
+    extra = [_in(p) for p in ("g", "beta") if p in v.ins]
+    flops = linear_attention_cost.flops_forward(B, T, 1, K, V)
+    return Rule(
+        flops=flops,
+        mm=flops,
+        flops_bwd=linear_attention_cost.flops_backward(B, T, 1, K, V),
+        mm_bwd=linear_attention_cost.flops_backward(B, T, 1, K, V),
+        saved=[_in("q"), _in("k"), _in("v"), *extra],
+        io=linear_attention_cost.io_forward(B, T, 1, K, V, bytes_per=bp),
+        io_bwd=linear_attention_cost.io_backward(B, T, 1, K, V, bytes_per=bp),
+        fused="ncd.ops.linear_attention",
+        notes=notes,
+    )
+
+
+# -- structure
+def opaque(v: BoxView) -> Rule:
+    flops = parse_size(v.box.flops)
+    return Rule(
+        flops=flops,
+        saved=[_in(p) for p in v.ins],
+        notes=["opaque: FLOPs as stated on the box; assumed to keep its inputs"],
+    )
+
+
+def call(v: BoxView) -> Rule:  # pragma: no cover - the analyser expands calls itself
+    raise AssertionError("calls are analysed recursively")
+
+
+RULES: dict[str, Callable[[BoxView], Rule]] = {
+    "linear": linear,
+    "param": param,
+    "embedding": embedding,
+    "contract": contract,
+    "diagonal": diagonal,
+    "unary": unary,
+    "binary": binary,
+    "scale": scale,
+    "cast": cast,
+    "dropout": dropout,
+    "mask": mask,
+    "softmax": softmax,
+    "layernorm": layernorm,
+    "rmsnorm": rmsnorm,
+    "batchnorm": channelnorm,
+    "groupnorm": groupnorm,
+    "unifiednorm": unifiednorm,
+    "normalize": normalize,
+    "reduce": reduce,
+    "scan": scan,
+    "topk": topk,
+    "split_axis": split_axis,
+    "merge_axes": merge_axes,
+    "permute": permute,
+    "rename": rename,
+    "copy": copy,
+    "pack": pack,
+    "unpack": unpack,
+    "concat": concat,
+    "split": split,
+    "index": index,
+    "slice": slice_,
+    "conv": conv,
+    "pool": pool,
+    "upsample": upsample,
+    "attention": attention,
+    "linear_attention": linear_attention_box,
+    "call": call,
+    "opaque": opaque,
+}
