@@ -24,10 +24,10 @@ def prepare(
     device = torch.device(device or "cpu")
     if rewrites is None:
         rewrites = device.type == "cuda"  # the fused kernels pay off on the GPU
-    if rewrites:
-        circuit = apply_rewrites(circuit)
-    checked: Checked = check(circuit, sizes, require_bound=True)
     fns = {**attached.callables(circuit), **(opaque or {})}
+    if rewrites:
+        circuit = apply_rewrites(circuit, sizes)
+    checked: Checked = check(circuit, sizes, require_bound=True)
     opts = Options(device=device, opaque=fns, fused=fused or "ncd")
     return lower(checked, opts)
 
