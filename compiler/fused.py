@@ -96,7 +96,7 @@ def lower_linear_attention(L, b, x, tin, tout):
         decay = None
         if b.variant == "lightning":
             heads = L.num(q.axis(batch[-1]).size) if batch else 1
-            decay = L.fn(runtime.lightning_decay, heads)
+            decay = L.fn(runtime.lightning_decay, heads, qq)
         r = L.fn(ops.linear_attention, qq, kk, vv, decay=decay, normalize=b.normalize, scale=scale)
         o = L.fn(operator.getitem, r, 0)
     elif b.variant == "gla":

@@ -418,11 +418,12 @@ class _Run:
         k, s, p, d, op = (
             tuple(b._norm(f)) for f in ("kernel", "stride", "padding", "dilation", "output_padding")
         )
+        groups = self.num(b.n_groups(tin["x"].axis(b.channel).size))
         if b.transposed:
             fn = getattr(F, f"conv_transpose{n}d")
-            y = fn(t, w, bias, s, p, op, b.groups, d)
+            y = fn(t, w, bias, s, p, op, groups, d)
         else:
-            y = getattr(F, f"conv{n}d")(t, w, bias, s, p, d, b.groups)
+            y = getattr(F, f"conv{n}d")(t, w, bias, s, p, d, groups)
         y = NT(y.reshape(*rs, *y.shape[1:]), (*rest, b.out, *b.spatial))
         return {"out": _as(y, tout["out"])}
 
@@ -494,8 +495,7 @@ class _Run:
         decay = None
         if b.variant == "lightning":
             heads = qt.shape[len(batch) - 1] if batch else 1
-            decay = 1 - 2.0 ** (-5 - torch.arange(heads, dtype=qt.dtype))
-            decay = decay[:, None, None]
+            decay = torch.tensor(b.lightning_decay(heads), dtype=qt.dtype)[:, None, None]
         gate = x["g"].to([*batch, b.key, b.head]) if b.variant == "gla" else None
         beta = x["beta"].to([*batch, b.key]) if b.variant == "delta" else None
         outs = []

@@ -590,25 +590,26 @@ def _conv(L: Lowerer, b, x, tin, tout):
     k, s, p, d, op = (
         tuple(b._norm(f)) for f in ("kernel", "stride", "padding", "dilation", "output_padding")
     )
+    groups = L.num(b.n_groups(t.axis(b.channel).size))  # depthwise: one group per channel
     if b.transposed:
         name = f"ConvTranspose{n}d"
-        mod = getattr(nn, name)(cin, cout, k, s, p, op, b.groups, b.bias, d)
+        mod = getattr(nn, name)(cin, cout, k, s, p, op, groups, b.bias, d)
         src = (
             f"nn.{name}({cin}, {cout}, {k}, stride={s}, padding={p}, output_padding={op}, "
-            f"groups={b.groups}, bias={b.bias}, dilation={d})"
+            f"groups={groups}, bias={b.bias}, dilation={d})"
         )
     else:
         name = f"Conv{n}d"
-        mod = getattr(nn, name)(cin, cout, k, s, p, d, b.groups, b.bias)
+        mod = getattr(nn, name)(cin, cout, k, s, p, d, groups, b.bias)
         src = (
             f"nn.{name}({cin}, {cout}, {k}, stride={s}, padding={p}, dilation={d}, "
-            f"groups={b.groups}, bias={b.bias})"
+            f"groups={groups}, bias={b.bias})"
         )
     ident = L.hold(mod, src)
     w = L.param(ident, "weight")
     bias = L.param(ident, "bias") if b.bias else None
     sp = tuple(_dim(t, a) for a in b.spatial)
-    args = (x["x"], w, bias, _dim(t, b.channel), sp, s, p, d, b.groups)
+    args = (x["x"], w, bias, _dim(t, b.channel), sp, s, p, d, groups)
     if b.transposed:
         return {"out": L.fn(runtime.conv, *args, True, op)}
     return {"out": L.fn(runtime.conv, *args)}

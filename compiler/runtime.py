@@ -155,9 +155,15 @@ def group_norm(x, groups: int, weight, bias, eps, channel: int, over):
     return channels_back(F.group_norm(y, groups, weight, bias, eps), perm, rest)
 
 
-def lightning_decay(heads: int, device=None):
-    """Fixed per-head decay 1 - 2^(-5-h) (RetNet's schedule), h = 0 .. heads-1."""
-    return 1 - 2.0 ** (-5 - torch.arange(heads, dtype=torch.float32, device=device))
+def lightning_decay(heads: int, like: torch.Tensor | None = None):
+    """Fixed per-head decay of the `lightning` variant, as the language defines it
+    (`LinearAttention.lightning_decay`: exp(-2^(-8h/H)), the ALiBi slopes)."""
+    from ncd.circuits.kinds import LinearAttention
+
+    values = LinearAttention.lightning_decay(heads)
+    # float32 for the kernels; float64 when the model runs in float64 (checks against references)
+    dtype = torch.float64 if like is not None and like.dtype == torch.float64 else torch.float32
+    return torch.tensor(values, dtype=dtype, device=None if like is None else like.device)
 
 
 def gated_linear_attention(q, k, v, g, scale=1.0):
