@@ -90,6 +90,33 @@ class Circuit(BaseModel):
 
         return check(self, sizes, require_bound=require_bound)
 
+    def _repr_svg_(self) -> str | None:
+        """The diagram, for Jupyter; None (Jupyter then shows text) when it cannot be drawn."""
+        from .draw import render
+        from .errors import NcdError
+
+        try:
+            return render(self)
+        except NcdError:
+            return None
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        """SVG and a one-line text summary; the text says why when the circuit cannot be drawn."""
+        from .draw import render
+        from .errors import NcdError
+
+        text = f"Circuit {self.name!r}: {len(self.boxes)} boxes"
+        bundle = {"text/plain": text}
+        wanted = (include is None or "image/svg+xml" in include) and not (
+            exclude and "image/svg+xml" in exclude
+        )
+        if wanted:
+            try:
+                bundle["image/svg+xml"] = render(self)
+            except NcdError as e:
+                bundle["text/plain"] = f"{text} (cannot draw: {e})"
+        return bundle
+
     def to_json(self, indent: int | None = 2) -> str:
         from .io import dumps
 

@@ -13,8 +13,9 @@ import sympy
 
 from ..sizes import show
 
-# `L^Q`, `L^{QK}`, `x_t`, `W_{in}`: one character or a braced group after ^ or _.
-_SCRIPT = re.compile(r"([\^_])(\{[^{}]*\}|[^\s{}^_])")
+# `L^Q`, `E^pos`, `L^{Q K}`, `x_t`, `W_in`: a braced group, a run of letters and digits, or
+# one other character after ^ or _.
+_SCRIPT = re.compile(r"([\^_])(\{[^{}]*\}|[A-Za-z0-9]+|[^\s{}^_])")
 
 
 def esc(s: str) -> str:

@@ -1,0 +1,14 @@
+"""Drawing circuits as neural circuit diagrams with Graphviz (NOTATION.md, "How ncd draws it").
+
+`render(circuit, path=None, theme="paper", collapse=(), depth=None, sizes=None, overlay=None)`
+returns SVG text and writes SVG, PDF, PNG or DOT by the path's suffix. The pipeline:
+checked circuit → scene (scene.py: nodes with one lane per axis, wires, blocks) → DOT text
+(dot.py) → Graphviz `dot`.
+"""
+
+from .errors import RenderError
+from .glyphs import GLYPHS, Drawing, drawing
+from .render import FORMATS, render
+from .themes import THEMES
+
+__all__ = ["FORMATS", "GLYPHS", "THEMES", "Drawing", "RenderError", "drawing", "render"]

@@ -1,0 +1,292 @@
+"""From a scene to Graphviz DOT text: HTML-like tables with one port per axis row.
+
+A box is a table of three columns: input stubs, the body (the operation's pictogram), output
+stubs. Broadcast axes are rows above or below the body holding a drawn line, so the wire visibly
+passes alongside the operation. The text is built by hand (not through graphviz.Digraph) to keep
+it byte-stable and fast on circuits of thousands of boxes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from .markup import esc
+from .scene import Cluster, Lane, Node, Scene
+from .themes import OVERLAY, Theme, overlay_colour
+
+ROW = 15  # height of one axis row (points)
+STUB = 5  # width of the stub a wire enters or leaves by
+GLYPH_PT = 13
+TITLE_PT = 12
+NOTE_PT = 8
+WIRE_PT = 8
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _plain_len(markup: str) -> int:
+    s = _TAG.sub("", markup)
+    return len(re.sub(r"&[a-z#0-9]+;", "x", s))
+
+
+def _body_width(node: Node) -> int:
+    d = node.drawing
+    w = max(
+        _plain_len(d.glyph) * GLYPH_PT * 0.72,
+        _plain_len(d.title) * TITLE_PT * 0.62,
+        _plain_len(d.note) * NOTE_PT * 0.6,
+        _plain_len(node.repeat) * NOTE_PT * 0.7 + 14,
+    )
+    return int(max(w + 10, 24))
+
+
+def _bar(width: int, colour: str) -> str:
+    # A 1-point high filled cell: the broadcast wire drawn across the box.
+    return (
+        '<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
+        f'<TD BGCOLOR="{colour}" HEIGHT="1" WIDTH="{width}" FIXEDSIZE="TRUE"></TD>'
+        "</TR></TABLE>"
+    )
+
+
+def _body(node: Node, theme: Theme, colour: str = "") -> str:
+    d = node.drawing
+    parts = []
+    if d.glyph:
+        parts.append(f'<FONT POINT-SIZE="{GLYPH_PT}">{d.glyph}</FONT>')
+    if d.title:
+        t = f"<B>{d.title}</B>" if node.learned or node.role in ("group", "call") else d.title
+        parts.append(f'<FONT POINT-SIZE="{TITLE_PT}">{t}</FONT>')
+    if d.note:
+        parts.append(f'<FONT POINT-SIZE="{NOTE_PT}">{d.note}</FONT>')
+    if node.repeat:
+        parts.append(f'<FONT POINT-SIZE="{NOTE_PT + 1}">× {esc(node.repeat)}</FONT>')
+    text = "<BR/>".join(parts) or " "
+    return f'<FONT COLOR="{colour}">{text}</FONT>' if colour else text
+
+
+def _spans(k: int, n: int) -> list[int]:
+    """Split n rows among k cells as evenly as possible (extra rows to the middle cells)."""
+    base, extra = divmod(n, k)
+    spans = [base] * k
+    mid = (k - extra) // 2
+    for i in range(extra):
+        spans[mid + i] += 1
+    return spans
+
+
+def _stub(ln: Lane, side: str, theme: Theme, span: int = 1) -> str:
+    # The wire is drawn on into the body, so that it visibly enters it.
+    attrs = f'PORT="{ln.port}" WIDTH="{STUB}" HEIGHT="{ROW * span}"'
+    if span > 1:
+        attrs += f' ROWSPAN="{span}"'
+    if ln.sep:
+        attrs += f' BORDER="1" SIDES="T" STYLE="dashed" COLOR="{theme.ink}"'
+    return f"<TD {attrs}>{_bar(STUB, theme.wire)}</TD>"
+
+
+def node_label(node: Node, theme: Theme, scale: float = 1.0) -> str:
+    if node.role in ("input", "output"):
+        return _terminal(node, theme)
+    width = _body_width(node)
+    n = max(len(node.ins), len(node.outs), 1)
+    rows = []
+    total = width + 2 * STUB
+    for ln in node.above:
+        rows.append(_through_row(ln, total, theme))
+    fill, ink = theme.box_fill.get(node.family, ""), ""
+    if node.share is not None:
+        fill = overlay_colour(min(node.share / scale, 1.0))
+        ink = "white" if node.share / scale > 0.7 else ""  # readable on the dark reds
+    if node.role == "copy":
+        # The copy dot of a whole bundle: a bar the wires meet and leave in copies.
+        body = (
+            f'<TD ROWSPAN="{n}" WIDTH="4" HEIGHT="{ROW * n}" FIXEDSIZE="FALSE" '
+            f'BGCOLOR="{theme.ink}" STYLE="rounded"></TD>'
+        )
+    else:
+        body_attrs = (
+            f'ROWSPAN="{n}" WIDTH="{width}" HEIGHT="{ROW * n}" CELLPADDING="2" '
+            f'BORDER="1" COLOR="{theme.ink}" STYLE="rounded"'
+        )
+        if fill:
+            body_attrs += f' BGCOLOR="{fill}"'
+        body = f"<TD {body_attrs}>{_body(node, theme, ink)}</TD>"
+    left = _column(node.ins, n, theme, "w")
+    right = _column(node.outs, n, theme, "e")
+    for r in range(n):
+        rows.append("<TR>" + left[r] + (body if r == 0 else "") + right[r] + "</TR>")
+    for ln in node.below:
+        rows.append(_through_row(ln, total, theme))
+    return (
+        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">'
+        + "".join(rows)
+        + "</TABLE>>"
+    )
+
+
+def _through_row(ln: Lane, width: int, theme: Theme) -> str:
+    bar = _bar(width, theme.wire)
+    return f'<TR><TD PORT="{ln.port}" COLSPAN="3" HEIGHT="{ROW}">{bar}</TD></TR>'
+
+
+def _column(lanes: list[Lane], n: int, theme: Theme, side: str) -> list[str]:
+    """Cells of the stub column, one string per body row ('' where a rowspan covers it)."""
+    if not lanes:
+        return [f'<TD ROWSPAN="{n}" WIDTH="{STUB}"></TD>'] + [""] * (n - 1)
+    cells = []
+    for ln, span in zip(lanes, _spans(len(lanes), n), strict=True):
+        cells.append(_stub(ln, side, theme, span))
+        cells += [""] * (span - 1)
+    return cells
+
+
+def _terminal(node: Node, theme: Theme) -> str:
+    """An input or output: its name beside the stubs of its wires."""
+    lanes = node.outs if node.role == "input" else node.ins
+    n = max(len(lanes), 1)
+    name = (
+        f'<TD ROWSPAN="{n}" CELLPADDING="3"><FONT POINT-SIZE="{TITLE_PT}">'
+        f"<I>{node.drawing.title}</I></FONT></TD>"
+    )
+    rows = []
+    for r, ln in enumerate(lanes or [None]):
+        stub = _stub(ln, "", theme) if ln else f'<TD WIDTH="{STUB}"></TD>'
+        cells = (
+            (name if r == 0 else "") + stub
+            if node.role == "input"
+            else stub + (name if r == 0 else "")
+        )
+        rows.append(f"<TR>{cells}</TR>")
+    return (
+        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0">'
+        + "".join(rows)
+        + "</TABLE>>"
+    )
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def _cls(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", s)
+
+
+def to_dot(
+    scene: Scene, theme: Theme, *, dpi: int | None = None, legend: str = "", scale: float = 1.0
+) -> str:
+    """DOT source of the scene. `legend`: a title for the cost-overlay legend (none when empty);
+    `scale`: the share drawn in the darkest colour."""
+    f = _q(theme.font)
+    lines = [
+        "digraph ncd {",
+        f"  graph [rankdir=LR newrank=true nodesep=0.06 ranksep=0.2 splines=true "
+        f'fontname={f} bgcolor="{theme.background}" pad=0.15'
+        + (f" dpi={dpi}" if dpi else "")
+        + "]",
+        f'  node [shape=plain fontname={f} fontcolor="{theme.ink}"]',
+        f'  edge [arrowhead=none fontname={f} fontsize={WIRE_PT} color="{theme.wire}" '
+        f'fontcolor="{theme.wire_label}" penwidth=0.9]',
+    ]
+    if legend:
+        lines.append(f"  label={_legend(legend, theme, scale)} labelloc=b labeljust=r")
+    children: dict[str | None, list[Cluster]] = {}
+    for c in scene.clusters:
+        children.setdefault(c.parent, []).append(c)
+    by_id = {n.id: n for n in scene.nodes}
+    placed = {nid for c in scene.clusters for nid in c.nodes}
+
+    def emit_node(node: Node, indent: str) -> None:
+        cls = f"box kind-{_cls(node.kind)} family-{_cls(node.family)} role-{node.role}"
+        if node.learned:
+            cls += " learned"
+        lines.append(
+            f"{indent}{node.id} [id={_q('box:' + node.path)} class={_q(cls)} "
+            f"tooltip={_q(node.tooltip or node.path)} label={node_label(node, theme, scale)}]"
+        )
+
+    def emit_cluster(c: Cluster, indent: str) -> None:
+        fill = theme.cluster_fill[c.depth % len(theme.cluster_fill)]
+        title = c.title + (
+            f'  <FONT POINT-SIZE="{TITLE_PT}">× {esc(c.repeat)}</FONT>' if c.repeat else ""
+        )
+        line = theme.repeat_line if c.repeat else theme.cluster_line
+        style = '"filled,rounded,bold"' if c.repeat else '"filled,rounded"'
+        lines.append(f"{indent}subgraph {c.id} {{")
+        lines.append(
+            f'{indent}  graph [id={_q("block:" + c.path)} class="block block-{c.kind}" '
+            f"label=<<B>{title}</B>> labeljust=l labelloc=t fontsize=11 style={style} "
+            f'fillcolor="{fill}" color="{line}" margin=10]'
+        )
+        for nid in c.nodes:
+            emit_node(by_id[nid], indent + "  ")
+        for child in children.get(c.id, []):
+            emit_cluster(child, indent + "  ")
+        lines.append(f"{indent}}}")
+
+    # Columns as in the paper's figures: each box as far left as its inputs allow, inputs in
+    # the first column and outputs in the last (dot alone would drift boxes rightwards).
+    for column in columns(scene):
+        lines.append("  {rank=same " + " ".join(column) + "}")
+    for node in scene.nodes:
+        if node.id not in placed:
+            emit_node(node, "  ")
+    for c in children.get(None, []):
+        emit_cluster(c, "  ")
+    for w in scene.wires:
+        attrs = f"id={_q('wire:' + w.id)} class={_q('wire axis-' + _cls(w.axis))} label=<{w.label}>"
+        lines.append(
+            f"  {w.tail[0]}:{w.tail[1].port}:e -> {w.head[0]}:{w.head[1].port}:w [{attrs}]"
+        )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _legend(title: str, theme: Theme, scale: float) -> str:
+    cells = "".join(
+        f'<TD BGCOLOR="{c}" WIDTH="22" HEIGHT="10" BORDER="1" COLOR="{theme.ink}"></TD>'
+        for c in OVERLAY
+    )
+    n = len(OVERLAY)
+    return (
+        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
+        f'<TR><TD COLSPAN="{n + 2}"><FONT POINT-SIZE="10"><B>{esc(title)}</B></FONT></TD></TR>'
+        f'<TR><TD><FONT POINT-SIZE="8">0%</FONT></TD>{cells}'
+        f'<TD><FONT POINT-SIZE="8">{scale:.0%}</FONT></TD></TR></TABLE>>'
+    )
+
+
+def columns(scene: Scene) -> list[list[str]]:
+    """Node ids by column: longest path from the inputs; a box without inputs sits just
+    before its first consumer; outputs share the last column. (A collapsed block can close a
+    loop; the nodes on it keep column 0 and Graphviz places them freely.)"""
+    succ: dict[str, dict[str, None]] = {n.id: {} for n in scene.nodes}
+    for w in scene.wires:
+        succ[w.tail[0]][w.head[0]] = None
+    indeg = {n.id: 0 for n in scene.nodes}
+    for u in succ:
+        for v in succ[u]:
+            indeg[v] += 1
+    has_in = {v for v, d in indeg.items() if d}
+    col = {n.id: 0 for n in scene.nodes}
+    order, ready = [], deque(n.id for n in scene.nodes if indeg[n.id] == 0)
+    while ready:
+        u = ready.popleft()
+        order.append(u)
+        for v in succ[u]:
+            col[v] = max(col[v], col[u] + 1)
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                ready.append(v)
+    inputs = {n.id for n in scene.inputs}
+    for u in reversed(order):
+        if u not in has_in and u not in inputs and succ[u]:
+            col[u] = min(col[v] for v in succ[u]) - 1
+    last = max(col.values(), default=0)
+    for n in scene.outputs:
+        col[n.id] = last
+    out: dict[int, list[str]] = {}
+    for n in scene.nodes:
+        out.setdefault(col[n.id], []).append(n.id)
+    return [out[k] for k in sorted(out)]

@@ -1,0 +1,495 @@
+"""From a checked circuit to a scene: nodes with one lane per axis, wires, nested blocks.
+
+The scene is what the diagram shows, before Graphviz: every box (or collapsed block) is a
+node whose lanes are its axis rows; a wire joins an output lane to an input lane, one wire per
+axis. Subcircuit calls are inlined into a cluster, so a wire runs from the caller's box straight
+to the first box inside; collapsed blocks and calls become one node whose lanes are the wires
+crossing their border.
+
+Order is deterministic: scopes in evaluation order, boxes in `Checked.order`, lanes in axis
+order, so ids (`n3`, `o2`, `w17`) are the same on every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..types import TensorType, TupleType, Value
+from .glyphs import Drawing, drawing
+from .markup import esc, text
+
+
+@dataclass
+class Lane:
+    """One axis row of a node; a wire ends or starts at it."""
+
+    axis: str
+    label: str
+    """Markup of the wire's label: the axis' name, and its size when shown."""
+    port: str = ""
+    sep: bool = False
+    """First lane of a new operand or tuple member (a dashed line above it)."""
+    ends: bool = False
+    """The wire stops in the box (a contracted or reduced axis)."""
+
+
+@dataclass
+class Node:
+    id: str
+    path: str
+    """Readable name: `blocks/ln1` for box `ln1` inside call `blocks`."""
+    role: str
+    """box | input | output | copy | group | call"""
+    kind: str
+    family: str
+    learned: bool
+    drawing: Drawing
+    cluster: str | None
+    tooltip: str = ""
+    above: list[Lane] = field(default_factory=list)
+    """Pass-through (broadcast) lanes drawn above the body."""
+    ins: list[Lane] = field(default_factory=list)
+    outs: list[Lane] = field(default_factory=list)
+    below: list[Lane] = field(default_factory=list)
+    out_map: dict[tuple[str, str], list[Lane]] = field(default_factory=dict)
+    """(box, port) of a value this node produces -> its lanes, in the value's axis order."""
+    feeds: list[tuple[Scope, tuple[str, str], list[Lane]]] = field(default_factory=list)
+    """What flows in: (scope, source (box or '', port), the lanes it lands on)."""
+    share: float | None = None
+    repeat: str = ""
+    groups: list[tuple[str, list[Lane]]] = field(default_factory=list)
+    """A copy's output bundles: (consumer node id, lanes), top to bottom."""
+
+
+@dataclass
+class Wire:
+    id: str
+    tail: tuple[str, Lane]
+    """(node id, the lane it leaves by); the lane's port is read when the DOT is written."""
+    head: tuple[str, Lane]
+    axis: str
+    label: str
+
+
+@dataclass
+class Cluster:
+    id: str
+    title: str
+    """Markup."""
+    parent: str | None
+    kind: str
+    """group | call"""
+    depth: int
+    repeat: str = ""
+    nodes: list[str] = field(default_factory=list)
+    path: str = ""
+    """Readable name: `blocks/MLP` for block MLP inside call `blocks`."""
+
+
+@dataclass
+class Scope:
+    """One circuit being drawn: the top circuit or an expanded call."""
+
+    path: str
+    checked: object
+    parent: Scope | None = None
+    call: str = ""
+    cluster: str | None = None
+    level: int = 0
+    nodes: dict[str, Node] = field(default_factory=dict)
+    subs: dict[str, Scope] = field(default_factory=dict)
+
+
+@dataclass
+class Scene:
+    title: str
+    nodes: list[Node] = field(default_factory=list)
+    wires: list[Wire] = field(default_factory=list)
+    clusters: list[Cluster] = field(default_factory=list)
+    inputs: list[Node] = field(default_factory=list)
+    outputs: list[Node] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Options:
+    collapse: frozenset[str] = frozenset()
+    depth: int | None = None
+    show_sizes: bool = False
+    overlay: dict[str, float] | None = None
+
+
+def flat(v: Value) -> list[tuple[str, object]]:
+    """The wires of a value: (tuple member or '', Axis), in order."""
+    if isinstance(v, TensorType):
+        return [("", a) for a in v.axes]
+    return [(m, a) for m, t in v.items for a in t.axes]
+
+
+def blocks(checked, out: set[str] | None = None) -> set[str]:
+    """Every name `collapse` accepts: group titles and call box names, at every depth."""
+    out = set() if out is None else out
+    for b in checked.circuit.boxes:
+        if b.group:
+            out.add(b.group)
+        if b.kind == "call":
+            out.add(b.name)
+    for sub in checked.calls.values():
+        blocks(sub, out)
+    return out
+
+
+class _Builder:
+    def __init__(self, top, opts: Options):
+        self.top = top
+        self.opts = opts
+        self.scene = Scene(title=text(top.circuit.title or top.circuit.name))
+        self.clusters: dict[tuple[str, str], Cluster] = {}
+        self.n_nodes = 0
+        self._by_id: dict[str, Cluster] = {}
+
+    # -- labels
+    def label(self, scope: Scope, axis) -> str:
+        name = esc(axis.name)
+        if not self.opts.show_sizes:
+            return name
+        n = scope.checked.number(axis.size)
+        return name if n is None else f"{name}={esc(n)}"
+
+    def lanes(self, scope: Scope, v: Value) -> list[Lane]:
+        """One lane per wire of `v`; a dashed line separates tuple members."""
+        out, member = [], None
+        for i, (m, a) in enumerate(flat(v)):
+            out.append(Lane(a.name, self.label(scope, a), sep=m != member and i > 0))
+            member = m
+        return out
+
+    def cluster(
+        self, scope: Scope, key: str, title: str, kind: str, parent: str | None, repeat: str = ""
+    ) -> str:
+        k = (scope.path, key)
+        if k not in self.clusters:
+            depth = 0 if parent is None else self._by_id[parent].depth + 1
+            c = Cluster(f"cluster_{len(self.clusters)}", title, parent, kind, depth, repeat)
+            c.path = scope.path + key.partition(":")[2]
+            self.clusters[k] = c
+            self.scene.clusters.append(c)
+            self._by_id[c.id] = c
+        return self.clusters[k].id
+
+    # -- the walk
+    def build(self) -> Scene:
+        root = Scope("", self.top)
+        for name, v in self.top.inputs.items():
+            node = self._add(
+                root, name, "input", "input", "structure", False, Drawing(title=text(name)), None
+            )
+            node.outs = self.lanes(root, v)
+            node.out_map[("", name)] = node.outs
+            node.tooltip = f"input {name} {v}"
+            self.scene.inputs.append(node)
+        self.scope(root)
+        for name, src in self.top.output_sources.items():
+            v = self.top.outputs[name]
+            node = self._add(
+                root, name, "output", "output", "structure", False, Drawing(title=text(name)), None
+            )
+            node.ins = self.lanes(root, v)
+            node.feeds.append((root, src, node.ins))
+            node.tooltip = f"output {name} {v}"
+            self.scene.outputs.append(node)
+        self.wire()
+        return self.scene
+
+    def _add(self, scope, path, role, kind, family, learned, d, cluster) -> Node:
+        node = Node(f"n{self.n_nodes}", path, role, kind, family, learned, d, cluster)
+        self.n_nodes += 1
+        self.scene.nodes.append(node)
+        if cluster is not None:
+            self._by_id[cluster].nodes.append(node.id)
+        return node
+
+    def scope(self, s: Scope) -> None:
+        c = s.checked
+        collapsed = {b.group for b in c.circuit.boxes if b.group in self.opts.collapse}
+        group_nodes: dict[str, Node] = {}
+        for name in c.order:
+            b = c.box(name)
+            path = s.path + name
+            if b.group in collapsed:
+                node = group_nodes.get(b.group)
+                if node is None:
+                    node = self._group_node(s, b.group)
+                    group_nodes[b.group] = node
+                s.nodes[name] = node
+                continue
+            cluster = s.cluster
+            if b.group:
+                cluster = self.cluster(s, "group:" + b.group, text(b.group), "group", s.cluster)
+            if b.kind == "call" and self._expand(s, b):
+                sub = c.calls[name]
+                title = text(b.label or sub.circuit.title or sub.circuit.name)
+                reps = _repeat(c, b)
+                cid = self.cluster(s, "call:" + name, title, "call", cluster, reps)
+                s.subs[name] = Scope(path + "/", sub, s, name, cid, s.level + 1)
+                self.scope(s.subs[name])
+                continue
+            s.nodes[name] = self._box_node(s, b, path, cluster)
+
+    def _expand(self, s: Scope, b) -> bool:
+        if b.name in self.opts.collapse:
+            return False
+        return self.opts.depth is None or s.level < self.opts.depth
+
+    def _share(self, *paths: str) -> float | None:
+        ov = self.opts.overlay
+        if ov is None:
+            return None
+        found = [ov[p] for p in paths if p in ov]
+        return sum(found) if found else None
+
+    def _box_node(self, s: Scope, b, path: str, cluster: str | None) -> Node:
+        c = s.checked
+        ins, outs = c.ins[b.name], c.outs[b.name]
+        role = "copy" if b.kind == "copy" else "call" if b.kind == "call" else "box"
+        d = drawing(b)
+        if b.kind == "call":
+            sub = c.calls[b.name]
+            d = Drawing(title=text(b.label or sub.circuit.title or sub.circuit.name))
+        node = self._add(s, path, role, b.kind, type(b).family, type(b).learned, d, cluster)
+        node.repeat = _repeat(c, b) if b.kind == "call" else ""
+        node.share = self._share(path)
+        node.tooltip = _tooltip(b, ins, outs, c.params[b.name])
+        ports = list(ins)
+        srcs = c.sources[b.name]
+        through = _through(b, ins, outs, c)
+        if role == "copy":
+            # The dot where a bundle splits: one group of output lanes per copy.
+            node.ins = self.lanes(s, ins["x"])
+            node.feeds.append((s, srcs["x"], node.ins))
+            for p in outs:
+                lanes = self.lanes(s, outs[p])
+                node.outs += lanes
+                node.out_map[(b.name, p)] = lanes
+            return node
+        if through is not None:
+            x, y = ins[ports[0]], outs[next(iter(outs))]
+            acted_in = [a for a in x.axes if a.name not in through]
+            first = x.names.index(acted_in[0].name) if acted_in else 0
+            lanes = {a.name: Lane(a.name, self.label(s, a)) for a in x.axes if a.name in through}
+            node.above = [lanes[a.name] for a in x.axes[:first] if a.name in through]
+            node.below = [lanes[a.name] for a in x.axes[first:] if a.name in through]
+            node.ins = [
+                Lane(a.name, self.label(s, a), ends=a.name not in y.names) for a in acted_in
+            ]
+            node.outs = [Lane(a.name, self.label(s, a)) for a in y.axes if a.name not in through]
+            by_in = {ln.axis: ln for ln in node.ins}
+            by_out = {ln.axis: ln for ln in node.outs}
+            node.feeds.append(
+                (s, srcs[ports[0]], [lanes.get(a.name) or by_in[a.name] for a in x.axes])
+            )
+            node.out_map[(b.name, next(iter(outs)))] = [
+                lanes.get(a.name) or by_out[a.name] for a in y.axes
+            ]
+            return node
+        kept = {ax.name for v in outs.values() for _, ax in flat(v)}
+        if b.kind == "binary" and all(isinstance(v, TensorType) for v in ins.values()):
+            # Wires of one name are one wire: they merge at a single row (NCD's + where wires
+            # merge). Contractions keep a row per operand wire: merging there makes funnels.
+            rows: dict[str, Lane] = {}
+            for p in ports:
+                for a in ins[p].axes:
+                    rows.setdefault(a.name, Lane(a.name, self.label(s, a), ends=a.name not in kept))
+                node.feeds.append((s, srcs[p], [rows[a.name] for a in ins[p].axes]))
+            node.ins = list(rows.values())
+            for p, v in outs.items():
+                node.outs += self.lanes(s, v)
+                node.out_map[(b.name, p)] = node.outs
+            return node
+        for p in ports:
+            lanes = self.lanes(s, ins[p])
+            for ln in lanes:
+                ln.ends = ln.axis not in kept
+            node.ins += lanes
+            node.feeds.append((s, srcs[p], lanes))
+        for i, (p, v) in enumerate(outs.items()):
+            lanes = self.lanes(s, v)
+            # Several results are a tuple: a dashed line between them, as in NCDs.
+            lanes[0].sep = lanes[0].sep or (i > 0 and bool(lanes))
+            node.outs += lanes
+            node.out_map[(b.name, p)] = lanes
+        return node
+
+    def _group_node(self, s: Scope, title: str) -> Node:
+        """One box for a collapsed block: its lanes are the wires crossing its border."""
+        c = s.checked
+        members = [n for n in c.order if c.box(n).group == title]
+        inside = set(members)
+        path = s.path + title
+        node = self._add(
+            s, path, "group", "group", "block", False, Drawing(title=text(title)), s.cluster
+        )
+        node.share = self._share(path, *(s.path + m for m in members))
+        node.tooltip = f"block {title}: {', '.join(members)}"
+        seen_in: list[tuple[str, str]] = []
+        for m in members:
+            for src in c.sources[m].values():
+                if src[0] not in inside and src not in seen_in:
+                    seen_in.append(src)
+        for src in seen_in:
+            lanes = self.lanes(s, c.value(src))
+            node.ins += lanes
+            node.feeds.append((s, src, lanes))
+        consumed = {src for n in c.order if n not in inside for src in c.sources[n].values()}
+        consumed |= set(c.output_sources.values())
+        i = 0
+        for m in members:
+            for p, v in c.outs[m].items():
+                if (m, p) in consumed:
+                    lanes = self.lanes(s, v)
+                    node.outs += lanes
+                    node.out_map[(m, p)] = lanes
+                    i += 1
+        return node
+
+    # -- wires
+    def ends(self, s: Scope, src: tuple[str, str]) -> tuple[Node, list[Lane]]:
+        box, port = src
+        if box == "":
+            if s.parent is None:
+                node = next(n for n in self.scene.inputs if n.path == port)
+                return node, node.outs
+            return self.ends(s.parent, s.parent.checked.sources[s.call][port])
+        if box in s.subs:
+            sub = s.subs[box]
+            return self.ends(sub, sub.checked.output_sources[port])
+        node = s.nodes[box]
+        return node, node.out_map[(box, port)]
+
+    def _common(self, clusters: list[str | None]) -> str | None:
+        """The innermost cluster holding all of `clusters` (None: the top level)."""
+
+        def chain(c):
+            out = []
+            while c is not None:
+                out.append(c)
+                c = self._by_id[c].parent
+            return out[::-1]
+
+        chains = [chain(c) for c in clusters]
+        common = None
+        for level in zip(*chains, strict=False):
+            if len(set(level)) != 1:
+                break
+            common = level[0]
+        return common
+
+    def wire(self) -> None:
+        feeds = []
+        for node in list(self.scene.nodes):
+            for s, src, lanes in node.feeds:
+                tail, tails = self.ends(s, src)
+                feeds.append((tail, tails, node, lanes))
+        # A value used in several places is split by a copy dot, one bundle per use, so that
+        # each bundle runs to its consumer without crossing the others (NCD's copy).
+        uses: dict[tuple[str, int], list[int]] = {}
+        for i, (tail, tails, _, _) in enumerate(feeds):
+            uses.setdefault((tail.id, id(tails)), []).append(i)
+        pairs = []
+        for idx in uses.values():
+            tail, tails = feeds[idx[0]][0], feeds[idx[0]][1]
+            if len(idx) == 1:
+                pairs.append((tail, tails, feeds[idx[0]][2], feeds[idx[0]][3]))
+                continue
+            dot = self._add(
+                None,
+                tail.path + "/copy",
+                "copy",
+                "copy",
+                "structure",
+                False,
+                Drawing(),
+                self._common([feeds[i][2].cluster for i in idx]),
+            )
+            dot.tooltip = f"copy of {tail.path} to {len(idx)} places"
+            dot.ins = [Lane(t.axis, t.label) for t in tails]
+            pairs.append((tail, tails, dot, dot.ins))
+            for i in idx:
+                group = [Lane(t.axis, t.label, sep=t.sep) for t in tails]
+                dot.outs += group
+                dot.groups.append((feeds[i][2].id, group))
+                pairs.append((dot, group, feeds[i][2], feeds[i][3]))
+        # Ports are named once every lane is known: o/i/t + index within the node.
+        for node in self.scene.nodes:
+            for k, ln in enumerate(node.above + node.below):
+                ln.port = f"t{k}"
+            for k, ln in enumerate(node.ins):
+                ln.port = f"i{k}"
+            for k, ln in enumerate(node.outs):
+                ln.port = f"o{k}"
+        for tail, tails, head, heads in pairs:
+            for t, h in zip(tails, heads, strict=True):
+                self.scene.wires.append(
+                    Wire(f"w{len(self.scene.wires)}", (tail.id, t), (head.id, h), h.axis, t.label)
+                )
+
+
+def reorder_copies(scene: Scene, height: dict[str, float]) -> bool:
+    """Stack each copy's bundles in the vertical order of their consumers (`height`: node id ->
+    y of a first layout, larger is higher), so that the bundles leave without crossing.
+    Returns whether anything moved."""
+    moved = False
+    for node in scene.nodes:
+        if len(node.groups) < 2:
+            continue
+        groups = sorted(node.groups, key=lambda g: -height.get(g[0], 0.0))
+        if [g[1] for g in groups] != [g[1] for g in node.groups]:
+            moved = True
+            node.groups = groups
+            node.outs = [ln for _, lanes in groups for ln in lanes]
+            for k, ln in enumerate(node.outs):
+                ln.port = f"o{k}"
+    return moved
+
+
+def _repeat(c, b) -> str:
+    from ..sizes import parse_size, show
+
+    r = c.resolve(parse_size(b.repeat))
+    return "" if r == 1 else show(r)
+
+
+def _through(b, ins, outs, c) -> set[str] | None:
+    """Axes broadcast through a one-in, one-out box (not named by the operation), or None."""
+    if len(ins) != 1 or len(outs) != 1 or b.kind in ("call", "opaque"):
+        return None
+    x, y = next(iter(ins.values())), next(iter(outs.values()))
+    if not isinstance(x, TensorType) or not isinstance(y, TensorType):
+        return None
+    acts = set(b.acts_on())
+    keep = set()
+    for a in x.axes:
+        o = y.axis(a.name)
+        if a.name not in acts and o is not None and c.resolve(o.size) == c.resolve(a.size):
+            keep.add(a.name)
+    return keep
+
+
+def _tooltip(b, ins, outs, params) -> str:
+    def sig(d):
+        return ", ".join(f"{p} {v}" for p, v in d.items())
+
+    t = f"{b.name} ({b.kind})"
+    if ins:
+        t += f": {sig(ins)}"
+    t += f" → {sig(outs)}"
+    if params:
+        t += f"; params {sig(params)}"
+    return t
+
+
+def build(checked, opts: Options) -> Scene:
+    """The scene of a checked circuit under the drawing options."""
+    return _Builder(checked, opts).build()
+
+
+__all__ = ["Cluster", "Lane", "Node", "Options", "Scene", "TupleType", "Wire", "blocks", "build"]

@@ -1,0 +1,124 @@
+"""`ncd render`: draw a circuit as a neural circuit diagram (SVG, PDF, PNG or DOT); the demo
+step draws every gallery circuit into build/gallery/."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ncd.spec import load_spec, parse_sizes
+
+# --overlay choice -> the BoxCost field and Report formula it reads.
+OVERLAYS = {"flops": "flops", "memory": "activation_bytes", "io": "io_bytes"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "render",
+        help="draw a circuit as a neural circuit diagram (.svg .pdf .png .dot)",
+        description="Draw a circuit: one wire per axis, learned maps bold, blocks as shaded "
+        "regions. The output's suffix picks the format; without -o the SVG goes to stdout.",
+    )
+    p.add_argument("spec", help="a JSON file or a gallery name")
+    p.add_argument("-o", "--out", help="FILE.svg, FILE.pdf, FILE.png or FILE.dot")
+    p.add_argument("--theme", default="paper", help="paper (print, serif) or notebook (colour)")
+    p.add_argument(
+        "--collapse",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="draw these blocks (group titles) or call boxes as single boxes",
+    )
+    p.add_argument("--depth", type=int, help="expand subcircuit calls this deep (0: none)")
+    p.add_argument(
+        "--sizes",
+        help="label wires with sizes: B=2,T=128 binds sizes, 'default' shows the circuit's own",
+    )
+    p.add_argument(
+        "--overlay",
+        choices=sorted(OVERLAYS),
+        help="colour boxes by their share of FLOPs, kept activation memory or HBM traffic "
+        "(from ncd analyse, at the bound sizes)",
+    )
+    p.set_defaults(run=cmd_render)
+
+
+def _sizes(text: str | None):
+    if text is None:
+        return None
+    if text.strip() == "default":
+        return True
+    return parse_sizes(text)
+
+
+def cmd_render(args) -> int:
+    from ncd.circuits.draw import render
+
+    c = load_spec(args.spec)
+    sizes = _sizes(args.sizes)
+    overlay, title = None, "cost share"
+    if args.overlay:
+        overlay = overlay_shares(c, sizes if isinstance(sizes, dict) else None, args.overlay)
+        title = {"flops": "FLOP share", "memory": "activation memory share", "io": "HBM traffic"}[
+            args.overlay
+        ] + " (fused lowering)"
+    svg = render(
+        c,
+        args.out,
+        theme=args.theme,
+        collapse=args.collapse,
+        depth=args.depth,
+        sizes=sizes,
+        overlay=overlay,
+        overlay_title=title,
+    )
+    if args.out:
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(svg)
+    return 0
+
+
+def overlay_shares(circuit, sizes, what: str) -> dict[str, float]:
+    """Box path -> share of the circuit's total `what` (flops, memory or io), from ncd.analyse.
+    Boxes inside a call are named `call/box`; a call's own share covers all its repetitions."""
+    from ncd.compiler.cost import analyse
+
+    report = analyse(circuit, sizes)
+    key = OVERLAYS[what]
+    total = report.number(report.formulas[key])
+    shares: dict[str, float] = {}
+    if not total:
+        return shares
+
+    def walk(rep, prefix: str, times) -> None:
+        for b in rep.boxes:
+            v = report.number(getattr(b, key) * times)
+            if v is not None:
+                shares[prefix + b.name] = min(max(float(v) / total, 0.0), 1.0)
+            if b.sub is not None:
+                # A called circuit's report is one repetition.
+                walk(b.sub, prefix + b.name + "/", times * b.repeat)
+
+    walk(report, "", 1)
+    return shares
+
+
+def demo(out_dir) -> None:
+    """Draw every gallery circuit as SVG, PDF and PNG (paper theme) into out_dir/gallery/."""
+    from ncd import gallery
+    from ncd.circuits.draw import render
+
+    folder = Path(out_dir) / "gallery"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"== render: every gallery circuit as a neural circuit diagram -> {folder}/")
+    for name in gallery.names():
+        c = gallery.get(name)
+        t0 = time.perf_counter()
+        for fmt in ("svg", "pdf", "png"):
+            render(c, folder / f"{name}.{fmt}")
+        render(c, folder / f"{name}.notebook.svg", theme="notebook")
+        print(f"  {name:22} svg pdf png  ({time.perf_counter() - t0:.1f} s)")
+    sys.stdout.flush()
