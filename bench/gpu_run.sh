@@ -6,4 +6,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 mkdir -p /tmp/shim/ncd && touch /tmp/shim/ncd/__init__.py && ln -sfn "$PWD/ops" /tmp/shim/ncd/ops
 export PYTHONPATH=/tmp/shim:/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv,noheader
-python3 bench/ops_gpu.py "$@" 2>&1 | tee "${OUT:-/tmp}/log.txt"
+python3 "${SCRIPT:-bench/ops_gpu.py}" "$@" 2>&1 | tee "${OUT:-/tmp}/log.txt"

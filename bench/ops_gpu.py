@@ -122,6 +122,31 @@ def measure(fn, xs, do):
     return fwd, both, peak
 
 
+def choose_backward(mode, B, H, K, T=8192):
+    """Pick the softmax backward schedule (separate dQ pass or atomic dQ) by timing both."""
+    from ncd.ops.attention import fused
+
+    if mode != "auto":
+        fused.ATOMIC_DQ = mode == "1"
+        return {"atomic_dq": fused.ATOMIC_DQ}
+    (q, k, v), do = inputs("softmax_attention", B, T, H, K, torch.bfloat16, 3)
+    q, k, v = q.detach(), k.detach(), v.detach()
+    s = K**-0.5
+    o, lse = fused._forward(q, k, v, True, s)
+    ms = {}
+    for atomic in (False, True):
+        ms[atomic] = do_bench(
+            lambda a=atomic: fused._backward(q, k, v, o, lse, do, True, s, a), return_mode="median"
+        )
+    fused.ATOMIC_DQ = ms[True] < ms[False]
+    return {
+        "atomic_dq": fused.ATOMIC_DQ,
+        "T": T,
+        "split_bwd_ms": ms[False],
+        "atomic_bwd_ms": ms[True],
+    }
+
+
 def ncd_breakdown(B, T, H, K):
     """Per-kernel times of our two families at one shape (bf16, causal)."""
     from ncd.ops.attention import fused
@@ -135,13 +160,12 @@ def ncd_breakdown(B, T, H, K):
     out["softmax_bwd_all"] = do_bench(
         lambda: fused._backward(q, k, v, o, lse, do, True, s), return_mode="median"
     )
-    for name, kern in (
-        ("fwd", fused._fwd_kernel),
-        ("dkdv", fused._bwd_dkdv_kernel),
-        ("dq", fused._bwd_dq_kernel),
-    ):
-        t = fused._tuned.get(kern)
-        out[f"softmax_{name}_config"] = str(getattr(t, "best_config", None))
+    for (kern, reset), t in fused._tuned.items():
+        name = kern.fn.__name__ + ("_atomic_dq" if reset else "")
+        out[f"softmax{name}_config"] = str(getattr(t, "best_config", None))
+    out["softmax_kernels_fwd_bwd_ms"] = kernel_times(
+        lambda: (fused._forward(q, k, v, True, s), fused._backward(q, k, v, o, lse, do, True, s))
+    )
     out["linear_fwd"] = do_bench(
         lambda: chunk._forward(q, k, v, None, s, None, False, None), return_mode="median"
     )
@@ -152,6 +176,30 @@ def ncd_breakdown(B, T, H, K):
     for name, kern in (("fwd", chunk._fwd_kernel), ("bwd", chunk._bwd_kernel)):
         t = chunk._tuned.get(kern)
         out[f"linear_{name}_config"] = str(getattr(t, "best_config", None))
+    out["linear_kernels_fwd_bwd_ms"] = kernel_times(
+        lambda: (
+            chunk._forward(q, k, v, None, s, None, False, None),
+            chunk._backward(q, k, v, do, None, s, None, None, False, None),
+        )
+    )
+    return out
+
+
+def kernel_times(fn, n=5):
+    """Mean device time per call of each kernel that fn launches, from the PyTorch profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t > 0:
+            out[e.key[:60]] = round(t / n / 1e3, 4)
     return out
 
 
@@ -164,6 +212,12 @@ def main():
     ap.add_argument("--ops", default="softmax_attention,linear_attention")
     ap.add_argument("--out", default=None)
     ap.add_argument("--breakdown-T", type=int, default=8192)
+    ap.add_argument(
+        "--atomic-dq",
+        default="auto",
+        choices=["auto", "0", "1"],
+        help="softmax backward: auto times both schedules at T=8192, keeps the faster",
+    )
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 references stay float32
     B, H, K, dtype = args.B, args.H, args.K, torch.bfloat16
@@ -180,6 +234,8 @@ def main():
         "torch": torch.__version__,
         "triton": triton.__version__,
     }
+    meta["softmax_backward"] = choose_backward(args.atomic_dq, B, H, K)
+    print(meta["softmax_backward"], flush=True)
     rows = []
     for T in [int(t) for t in args.T.split(",")]:
         for op in args.ops.split(","):

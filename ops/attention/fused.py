@@ -21,6 +21,20 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _load_tile(
+    ptrs, rows, n_rows, cols, n_cols: tl.constexpr, BOUNDS: tl.constexpr, FULL_COLS: tl.constexpr
+):
+    """Load a (rows, cols) tile; masks only where the tile can cross an edge."""
+    if BOUNDS:
+        if FULL_COLS:
+            return tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
+        return tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols), other=0.0)
+    if FULL_COLS:
+        return tl.load(ptrs)
+    return tl.load(ptrs, mask=cols[None, :] < n_cols, other=0.0)
+
+
+@triton.jit
 def _fwd_tiles(
     acc,
     l_i,
@@ -42,28 +56,33 @@ def _fwd_tiles(
     BLOCK_N: tl.constexpr,
     MASK: tl.constexpr,
     CAUSAL: tl.constexpr,
+    FULL_D: tl.constexpr,
+    FULL_DV: tl.constexpr,
 ):
     for n0 in range(lo, hi, BLOCK_N):
         cols = n0 + offs_n
-        k = tl.load(
-            K_base + cols[:, None] * stride_kn + offs_d[None, :],
-            mask=(cols[:, None] < S) & (offs_d[None, :] < D),
-            other=0.0,
+        k = _load_tile(
+            K_base + cols[:, None] * stride_kn + offs_d[None, :], cols, S, offs_d, D, MASK, FULL_D
         )
-        qk = tl.dot(q, tl.trans(k)) * qk_scale  # (BM, BN), log2 units
+        qk = tl.dot(q, tl.trans(k))  # (BM, BN), unscaled
         if MASK:
             keep = cols[None, :] < S
             if CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None])
             qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_new[:, None])
+        # Scaling inside the max and the exponent lets each element cost one fused multiply-add.
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(
+        v = _load_tile(
             V_base + cols[:, None] * stride_kn + offs_dv[None, :],
-            mask=(cols[:, None] < S) & (offs_dv[None, :] < DV),
-            other=0.0,
+            cols,
+            S,
+            offs_dv,
+            DV,
+            MASK,
+            FULL_DV,
         )
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
@@ -90,7 +109,8 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    # Causal rows near the end do the most work: start them first so the last wave is light.
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = pid_bh % H
@@ -101,10 +121,14 @@ def _fwd_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < T
-    q = tl.load(
+    q = _load_tile(
         Q + b * T * H * D + h * D + offs_m[:, None] * (H * D) + offs_d[None, :],
-        mask=row_ok[:, None] & (offs_d[None, :] < D),
-        other=0.0,
+        offs_m,
+        T,
+        offs_d,
+        D,
+        True,
+        D == BLOCK_D,
     )
     K_base = K + b * S * HKV * D + hk * D
     V_base = V + b * S * HKV * DV + hk * DV
@@ -139,6 +163,8 @@ def _fwd_kernel(
         BLOCK_N,
         False,
         CAUSAL,
+        D == BLOCK_D,
+        DV == BLOCK_DV,
     )
     acc, l_i, m_i = _fwd_tiles(
         acc,
@@ -161,6 +187,8 @@ def _fwd_kernel(
         BLOCK_N,
         True,
         CAUSAL,
+        D == BLOCK_D,
+        DV == BLOCK_DV,
     )
     o = acc / l_i[:, None]
     tl.store(
@@ -198,6 +226,7 @@ def _bwd_dkdv_tiles(
     DO_base,
     LSE_base,
     DELTA_base,
+    DQ_base,
     stride_qm,
     stride_om,
     lo,
@@ -208,34 +237,72 @@ def _bwd_dkdv_tiles(
     offs_dv,
     T,
     qk_scale,
+    sm_scale,
     D: tl.constexpr,
     DV: tl.constexpr,
     BLOCK_M: tl.constexpr,
-    MASK: tl.constexpr,
+    CAUSAL_MASK: tl.constexpr,
+    BOUNDS: tl.constexpr,
+    FULL_D: tl.constexpr,
+    FULL_DV: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+    KV_SMEM: tl.constexpr,
 ):
     for m0 in range(lo, hi, BLOCK_M):
         rows = m0 + offs_m
-        row_ok = rows < T
-        q = tl.load(
-            Q_base + rows[:, None] * stride_qm + offs_d[None, :],
-            mask=row_ok[:, None] & (offs_d[None, :] < D),
-            other=0.0,
+        q = _load_tile(
+            Q_base + rows[:, None] * stride_qm + offs_d[None, :], rows, T, offs_d, D, BOUNDS, FULL_D
         )
-        do = tl.load(
+        do = _load_tile(
             DO_base + rows[:, None] * stride_om + offs_dv[None, :],
-            mask=row_ok[:, None] & (offs_dv[None, :] < DV),
-            other=0.0,
+            rows,
+            T,
+            offs_dv,
+            DV,
+            BOUNDS,
+            FULL_DV,
         )
-        # Rows past T get lse = +inf, so their probabilities are exactly 0.
-        lse = tl.load(LSE_base + rows, mask=row_ok, other=float("inf"))
-        delta = tl.load(DELTA_base + rows, mask=row_ok, other=0.0)
-        pT = tl.math.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
-        if MASK:
-            pT = tl.where(rows[None, :] >= offs_n[:, None], pT, 0.0)
-        dv = tl.dot(pT.to(do.dtype), do, dv)
-        dpT = tl.dot(v, tl.trans(do))
-        dsT = pT * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(q.dtype), q, dk)
+        if BOUNDS:
+            # Rows past T get lse = +inf, so their probabilities are exactly 0.
+            lse = tl.load(LSE_base + rows, mask=rows < T, other=float("inf"))
+            delta = tl.load(DELTA_base + rows, mask=rows < T, other=0.0)
+        else:
+            lse = tl.load(LSE_base + rows)
+            delta = tl.load(DELTA_base + rows)
+        if KV_SMEM:
+            # Scores as (BM, BN): k and v are the right-hand operands, which the tensor cores
+            # read from shared memory, so they hold no registers across the loop.
+            p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
+            if CAUSAL_MASK:
+                p = tl.where(rows[:, None] >= offs_n[None, :], p, 0.0)
+            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
+            dp = tl.dot(do, tl.trans(v))
+            ds = p * (dp - delta[:, None])
+            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
+            if ATOMIC_DQ:
+                dq = tl.dot(ds.to(k.dtype), k) * sm_scale  # (BM, D)
+                tl.atomic_add(
+                    DQ_base + rows[:, None] * stride_qm + offs_d[None, :],
+                    dq,
+                    mask=(rows[:, None] < T) & (offs_d[None, :] < D),
+                    sem="relaxed",
+                )
+        else:
+            pT = tl.math.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
+            if CAUSAL_MASK:
+                pT = tl.where(rows[None, :] >= offs_n[:, None], pT, 0.0)
+            dv = tl.dot(pT.to(do.dtype), do, dv)
+            dpT = tl.dot(v, tl.trans(do))
+            dsT = pT * (dpT - delta[None, :])
+            dk = tl.dot(dsT.to(q.dtype), q, dk)
+            if ATOMIC_DQ:
+                dq = tl.dot(tl.trans(dsT.to(k.dtype)), k) * sm_scale  # (BM, D)
+                tl.atomic_add(
+                    DQ_base + rows[:, None] * stride_qm + offs_d[None, :],
+                    dq,
+                    mask=(rows[:, None] < T) & (offs_d[None, :] < D),
+                    sem="relaxed",
+                )
     return dk, dv
 
 
@@ -249,6 +316,7 @@ def _bwd_dkdv_kernel(
     DELTA,
     DK,
     DV_,
+    DQ,
     T,
     S,
     H,
@@ -260,6 +328,8 @@ def _bwd_dkdv_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr,
     CAUSAL: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
+    KV_SMEM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -280,16 +350,19 @@ def _bwd_dkdv_kernel(
     v = tl.load(V + v_ptrs, mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
-    # Query blocks in [lo, mid) cross the diagonal and need the causal mask.
+    # Query blocks in [lo, mid) cross the diagonal; [mid, full_end) are whole and unmasked;
+    # [full_end, T) is the ragged tail.
     if CAUSAL:
         lo = n0 // BLOCK_M * BLOCK_M
-        mid = tl.cdiv(n0 + BLOCK_N, BLOCK_M) * BLOCK_M
+        mid = tl.minimum(tl.cdiv(n0 + BLOCK_N, BLOCK_M) * BLOCK_M, T)
     else:
         lo = 0
         mid = 0
+    full_end = tl.maximum(T // BLOCK_M * BLOCK_M, mid)
     for g in range(G):
         h = hk * G + g
         Q_base = Q + b * T * H * D + h * D
+        DQ_base = DQ + b * T * H * D + h * D
         DO_base = DO + b * T * H * DV + h * DV
         LSE_base = LSE + (b * H + h) * T
         DELTA_base = DELTA + (b * H + h) * T
@@ -302,6 +375,7 @@ def _bwd_dkdv_kernel(
             DO_base,
             LSE_base,
             DELTA_base,
+            DQ_base,
             H * D,
             H * DV,
             lo,
@@ -312,10 +386,16 @@ def _bwd_dkdv_kernel(
             offs_dv,
             T,
             qk_scale,
+            sm_scale,
             D,
             DV,
             BLOCK_M,
+            CAUSAL,
             True,
+            D == BLOCK_D,
+            DV == BLOCK_DV,
+            ATOMIC_DQ,
+            KV_SMEM,
         )
         dk, dv = _bwd_dkdv_tiles(
             dk,
@@ -326,9 +406,41 @@ def _bwd_dkdv_kernel(
             DO_base,
             LSE_base,
             DELTA_base,
+            DQ_base,
             H * D,
             H * DV,
             mid,
+            full_end,
+            offs_n,
+            offs_m,
+            offs_d,
+            offs_dv,
+            T,
+            qk_scale,
+            sm_scale,
+            D,
+            DV,
+            BLOCK_M,
+            False,
+            False,
+            D == BLOCK_D,
+            DV == BLOCK_DV,
+            ATOMIC_DQ,
+            KV_SMEM,
+        )
+        dk, dv = _bwd_dkdv_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            Q_base,
+            DO_base,
+            LSE_base,
+            DELTA_base,
+            DQ_base,
+            H * D,
+            H * DV,
+            full_end,
             T,
             offs_n,
             offs_m,
@@ -336,10 +448,16 @@ def _bwd_dkdv_kernel(
             offs_dv,
             T,
             qk_scale,
+            sm_scale,
             D,
             DV,
             BLOCK_M,
             False,
+            True,
+            D == BLOCK_D,
+            DV == BLOCK_DV,
+            ATOMIC_DQ,
+            KV_SMEM,
         )
     tl.store(
         DK + k_ptrs,
@@ -373,23 +491,28 @@ def _bwd_dq_tiles(
     D: tl.constexpr,
     DV: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    MASK: tl.constexpr,
+    CAUSAL_MASK: tl.constexpr,
+    BOUNDS: tl.constexpr,
+    FULL_D: tl.constexpr,
+    FULL_DV: tl.constexpr,
 ):
     for n0 in range(lo, hi, BLOCK_N):
         cols = n0 + offs_n
         # Keys past S load as zeros and so add nothing to dQ.
-        k = tl.load(
-            K_base + cols[:, None] * stride_kn + offs_d[None, :],
-            mask=(cols[:, None] < S) & (offs_d[None, :] < D),
-            other=0.0,
+        k = _load_tile(
+            K_base + cols[:, None] * stride_kn + offs_d[None, :], cols, S, offs_d, D, BOUNDS, FULL_D
         )
-        v = tl.load(
+        v = _load_tile(
             V_base + cols[:, None] * stride_vn + offs_dv[None, :],
-            mask=(cols[:, None] < S) & (offs_dv[None, :] < DV),
-            other=0.0,
+            cols,
+            S,
+            offs_dv,
+            DV,
+            BOUNDS,
+            FULL_DV,
         )
         p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
-        if MASK:
+        if CAUSAL_MASK:
             p = tl.where(cols[None, :] <= offs_m[:, None], p, 0.0)
         dp = tl.dot(do, tl.trans(v))
         ds = p * (dp - delta[:, None])
@@ -420,7 +543,7 @@ def _bwd_dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # heaviest causal rows first
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = pid_bh % H
@@ -447,7 +570,7 @@ def _bwd_dq_kernel(
         full_end = tl.minimum(m0, S) // BLOCK_N * BLOCK_N
         end = tl.minimum(m0 + BLOCK_M, S)
     else:
-        full_end = S
+        full_end = S // BLOCK_N * BLOCK_N
         end = S
     dq = _bwd_dq_tiles(
         dq,
@@ -471,6 +594,9 @@ def _bwd_dq_kernel(
         DV,
         BLOCK_N,
         False,
+        False,
+        D == BLOCK_D,
+        DV == BLOCK_DV,
     )
     dq = _bwd_dq_tiles(
         dq,
@@ -493,7 +619,10 @@ def _bwd_dq_kernel(
         D,
         DV,
         BLOCK_N,
+        CAUSAL,
         True,
+        D == BLOCK_D,
+        DV == BLOCK_DV,
     )
     tl.store(
         DQ + q_ptrs,
@@ -502,31 +631,52 @@ def _bwd_dq_kernel(
     )
 
 
-def _configs(pairs):
+def _configs(rows):
     return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-        for m, n, w, s in pairs
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, **extra}, num_warps=w, num_stages=s)
+        for m, n, w, s, *rest in rows
+        for extra in [rest[0] if rest else {}]
     ]
 
 
-# Small lists, measured on the H200 (bench/ops_gpu.py); autotuning is keyed on the shape.
-FWD_CONFIGS = [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)]
-DKDV_CONFIGS = [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 3)]
-DQ_CONFIGS = [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 3)]
+# Small lists of (BLOCK_M, BLOCK_N, warps, stages[, constexprs]) measured on the H200 with
+# bench/ops_sweep.py; autotuning picks among them per shape.
+FWD_CONFIGS = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3)]
+# KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
+# tensor cores read from shared memory; the (key, query) form keeps them in registers, which
+# spilled at head width 128 (bench/ops_sweep.py, 2026-11-28).
+DKDV_CONFIGS = [
+    (64, 128, 8, 2, {"KV_SMEM": True}),
+    (64, 128, 8, 3, {"KV_SMEM": True}),
+    (32, 128, 8, 3, {"KV_SMEM": True}),
+    (64, 64, 4, 3, {"KV_SMEM": True}),
+    (128, 64, 8, 2, {"KV_SMEM": True}),
+    (32, 64, 4, 3, {"KV_SMEM": False}),
+    (64, 128, 8, 3, {"KV_SMEM": False}),
+]
+DQ_CONFIGS = [(128, 64, 8, 3), (128, 32, 8, 4), (64, 64, 4, 3)]
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 KEY = ["T", "S", "D", "DV", "CAUSAL"]
+# FlashAttention-2's own backward: the dK/dV programs also add their share of dQ into a
+# float32 buffer with atomics, saving the dQ pass's two recomputed products (not
+# bit-reproducible from run to run). Off: a separate dQ pass. Set from measurement.
+ATOMIC_DQ = False
+# The backward layout used under the interpreter (on the GPU the autotuner chooses).
+INTERPRET_KV_SMEM = True
 
 _tuned = {}
 
 
-def _launch(kernel, configs, grid, *args, **kwargs):
+def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None):
     """Launch with block sizes chosen by autotuning, or fixed small ones under the interpreter."""
     if interpreting():
-        kernel[grid(INTERPRET_CONFIG)](*args, **kwargs, **INTERPRET_CONFIG)
+        fixed = dict(INTERPRET_CONFIG, **(interpret_extra or {}))
+        kernel[grid(fixed)](*args, **meta, **fixed)
         return
-    if kernel not in _tuned:
-        _tuned[kernel] = triton.autotune(_configs(configs), key=KEY)(kernel)
-    _tuned[kernel][grid](*args, **kwargs)
+    key = (kernel, reset)
+    if key not in _tuned:
+        _tuned[key] = triton.autotune(_configs(configs), key=KEY, reset_to_zero=reset)(kernel)
+    _tuned[key][grid](*args, **meta)
 
 
 def _pow2(n: int) -> int:
@@ -538,83 +688,64 @@ def _forward(q, k, v, causal: bool, scale: float):
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
-
-    def grid(meta):
-        return (triton.cdiv(T, meta["BLOCK_M"]), B * H)
-
+    meta = dict(D=D, DV=DV, BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal)
     _launch(
         _fwd_kernel,
         FWD_CONFIGS,
-        grid,
-        q,
-        k,
-        v,
-        o,
-        lse,
-        T,
-        S,
-        H,
-        HKV,
-        scale * LOG2E,
-        D=D,
-        DV=DV,
-        BLOCK_D=_pow2(D),
-        BLOCK_DV=_pow2(DV),
-        CAUSAL=causal,
+        lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H),
+        (q, k, v, o, lse, T, S, H, HKV, scale * LOG2E),
+        meta,
     )
     return o, lse
 
 
-def _backward(q, k, v, o, lse, do, causal: bool, scale: float):
+def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool | None = None):
     B, T, H, D = q.shape
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
+    atomic_dq = ATOMIC_DQ if atomic_dq is None else atomic_dq
     delta = torch.empty_like(lse)
     block = 64 if not interpreting() else 16
     _bwd_delta_kernel[(triton.cdiv(T, block), B * H)](
         o, do, delta, T, H, DV=DV, BLOCK_DV=_pow2(DV), BLOCK_M=block
     )
-    dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
+    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
     meta = dict(D=D, DV=DV, BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal)
     _launch(
         _bwd_dkdv_kernel,
         DKDV_CONFIGS,
         lambda m: (triton.cdiv(S, m["BLOCK_N"]), B * HKV),
-        q,
-        k,
-        v,
-        do,
-        lse,
-        delta,
-        dk,
-        dv,
-        T,
-        S,
-        H,
-        HKV,
-        scale * LOG2E,
-        scale,
-        **meta,
+        (
+            q,
+            k,
+            v,
+            do,
+            lse,
+            delta,
+            dk,
+            dv,
+            dk if dq is None else dq,
+            T,
+            S,
+            H,
+            HKV,
+            scale * LOG2E,
+            scale,
+        ),
+        dict(meta, ATOMIC_DQ=atomic_dq),
+        reset=("DQ",) if atomic_dq else None,
+        interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM},
     )
+    if atomic_dq:
+        return dq.to(q.dtype), dk, dv
+    dq = torch.empty_like(q)
     _launch(
         _bwd_dq_kernel,
         DQ_CONFIGS,
         lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H),
-        q,
-        k,
-        v,
-        do,
-        lse,
-        delta,
-        dq,
-        T,
-        S,
-        H,
-        HKV,
-        scale * LOG2E,
-        scale,
-        **meta,
+        (q, k, v, do, lse, delta, dq, T, S, H, HKV, scale * LOG2E, scale),
+        meta,
     )
     return dq, dk, dv
 
@@ -680,10 +811,10 @@ def _check_args(q, k, v, scale):
     check(H % k.shape[2] == 0, op, "heads", f"H={H} a multiple of k's heads", k.shape[2])
     check(D <= 256 and v.shape[3] <= 256, op, "head widths", "at most 256", (D, v.shape[3]))
     check(
-        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale)),
+        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0),
         op,
         "scale",
-        "None or a finite number",
+        "None or a positive finite number",
         scale,
     )
 
