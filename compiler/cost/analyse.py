@@ -482,9 +482,13 @@ def _unknown_sizes(circuit, checked, sizes: dict[str, int]) -> list[str]:
     known = set(checked.symbols()) | set(circuit.sizes) | set(circuit.axes)
     for sub in circuit.subcircuits.values():
         known |= set(sub.axes) | set(sub.sizes)
-    for b in circuit.boxes:
-        if b.kind == "call":
-            known |= {s.name for s in parse_size(b.repeat).free_symbols}
+    for c in [circuit, *circuit.subcircuits.values()]:
+        for b in c.boxes:
+            for f in ("factor", "stop", "sizes", "repeat", "flops", "scale"):
+                v = getattr(b, f, None)
+                for text in v if isinstance(v, tuple) else [v]:
+                    if isinstance(text, str):
+                        known |= {s.name for s in parse_size(text).free_symbols}
     return sorted(set(sizes) - known)
 
 

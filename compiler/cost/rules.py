@@ -69,6 +69,8 @@ UNARY_FLOPS = {
     "silu": 4,
     "gelu": 5,  # erf, scale, add, two multiplies
     "gelu_tanh": 8,
+    "relu6": 2,  # two comparisons
+    "hardswish": 4,  # add, clamp, multiply, divide
 }
 # What autograd keeps for each unary function: its input, its result, or nothing.
 UNARY_SAVES = {
@@ -77,7 +79,7 @@ UNARY_SAVES = {
     **dict.fromkeys(
         ["gelu", "gelu_tanh", "silu", "log", "abs", "square", "softplus", "elu"], ("in",)
     ),
-    **dict.fromkeys(["sin", "cos", "elu_plus_one"], ("in",)),
+    **dict.fromkeys(["sin", "cos", "elu_plus_one", "relu6", "hardswish"], ("in",)),
     "logsigmoid": ("in", "buffer"),
 }
 SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
@@ -186,26 +188,25 @@ def _if(cond: bool, *items):
 
 # -- learned
 def linear(v: BoxView) -> Rule:
-    b, x, y = v.box, v.x(), v.out()
-    k = v.sizes_of(x, b.over)
-    mm = 2 * numel(y) * k
-    w_layout = (*b.out, *b.over)
-    ein = einsum_pair(v, "x", x, v.layouts["x"], "weight", v.params["weight"], w_layout, y, b.over)
-    saved = []
-    if ein.copy[0]:
-        saved.append(_own("x_copy", v.nbytes(x), "relaid-out copy of input x"))
-    else:
-        saved.append(_in("x"))
+    b, y = v.box, v.out()
+    w = v.params["weight"]
+    ops = [
+        _operand(v, "x"),
+        _Operand(
+            (*b.out, *b.over), (*b.out, *b.over), None, True, {a.name: a.size for a in w.axes}
+        ),
+    ]
+    e = einsum(v, ops, y, y.dtype)
     bias = numel(y) if b.bias else ZERO
     return Rule(
-        flops=mm + bias,
-        mm=mm,
-        mm_bwd=mm * (2 if v.grad("x") else 1),
-        flops_bwd=mm * (2 if v.grad("x") else 1) + bias,
-        saved=saved,
-        layout={"out": ein.out_layout},
-        extra_io=ein.copy_io,
-        temps=ZERO,
+        flops=e.flops + bias,
+        mm=e.mm,
+        mm_bwd=e.mm_bwd,
+        flops_bwd=e.mm_bwd + bias,
+        saved=e.saved,
+        layout={"out": e.layout},
+        extra_io=e.io,
+        temps=e.temps,
     )
 
 
@@ -224,10 +225,12 @@ def embedding(v: BoxView) -> Rule:
 
 # -- contractions
 @dataclass
-class Einsum:
-    copy: tuple[bool, bool]
-    copy_io: Expr
-    out_layout: tuple[str, ...]
+class _Operand:
+    axes: tuple[str, ...]  # names, any order
+    layout: tuple[str, ...]  # order in memory
+    ref: Saved | None  # what autograd keeps if this operand is kept (None: a parameter)
+    grad: bool
+    sizes: dict[str, Expr]
 
 
 def _is_view(layout: tuple[str, ...], groups: list[list[str]]) -> bool:
@@ -237,74 +240,118 @@ def _is_view(layout: tuple[str, ...], groups: list[list[str]]) -> bool:
     return all(all(pos[g[i + 1]] == pos[g[i]] + 1 for i in range(len(g) - 1)) for g in groups)
 
 
-def einsum_pair(v, pa, a, la, pb, b, lb, out: TensorType, over) -> Einsum:
-    """torch.einsum's two-operand path (sumproduct_pair): left -> (lro, lo, sum), right ->
-    (lro, sum, ro), one bmm; the result is laid out (lro, lo, ro) in the output's order."""
-    order = list(out.names)
-    summed = [s for s in over if a.axis(s) and b.axis(s)]
-    lro = [n for n in order if a.axis(n) and b.axis(n)]
-    lo = [n for n in order if a.axis(n) and not b.axis(n)]
-    ro = [n for n in order if b.axis(n) and not a.axis(n)]
-    if not summed:  # einsum multiplies broadcast views: no copy, result in the output's order
-        return Einsum((False, False), ZERO, tuple(order))
-    ca = not _is_view(la, [lro, lo, summed])
-    cb = not _is_view(lb, [lro, summed, ro])
-    io = (2 * v.nbytes(a) if ca else 0) + (2 * v.nbytes(b) if cb else 0)
-    return Einsum((ca, cb), sympy.sympify(io), tuple(lro + lo + ro))
+def _label_key(letter: str) -> int:
+    # torch.einsum numbers labels A-Z then a-z; contraction dims follow that order
+    return ord(letter) - ord("A") if letter.isupper() else 26 + ord(letter) - ord("a")
+
+
+@dataclass
+class Einsum:
+    flops: Expr
+    mm: Expr
+    mm_bwd: Expr
+    saved: list[Saved]
+    layout: tuple[str, ...]
+    io: Expr
+    temps: Expr
+
+
+def einsum(v: BoxView, ops: list[_Operand], out: TensorType, dtype: str) -> Einsum:
+    """torch.einsum as PyTorch runs it without opt_einsum: operands contracted left to right
+    (sumproduct_pair); each pair is one batched matrix product of left -> (lro, lo, summed)
+    and right -> (lro, summed, ro), or a broadcast multiply when nothing is summed. An
+    operand whose groups are not adjacent in memory is copied, and autograd keeps the copy."""
+    from ncd.compiler.names import letters
+
+    order = [a for o in ops for a in o.axes] + list(out.names)
+    lab = letters(order)
+    contraction = sorted({a for o in ops for a in o.axes} - set(out.names), key=lambda a:
+                         _label_key(lab[a]))  # fmt: skip
+    canon = [*out.names, *contraction]
+    sizes: dict[str, Expr] = {}
+    for o in ops:
+        sizes.update(o.sizes)
+
+    def prod(axes) -> Expr:
+        return sympy.Mul(*[sizes[a] for a in axes]) if axes else sympy.Integer(1)
+
+    def nbytes(axes) -> Expr:
+        return v.nbytes(TensorType((), dtype)) * prod(axes)
+
+    flops = mm = mm_bwd = io = temps = ZERO
+    saved: list[Saved] = []
+    cur = ops[0]
+    for j in range(1, len(ops)):
+        nxt = ops[j]
+        later = set(out.names).union(*[set(o.axes) for o in ops[j + 1 :]])
+        pair = [a for a in canon if a in cur.axes or a in nxt.axes]
+        summed = [a for a in pair if a not in later]
+        lro = [a for a in pair if a in cur.axes and a in nxt.axes and a not in summed]
+        lo = [a for a in pair if a in cur.axes and a not in nxt.axes and a not in summed]
+        ro = [a for a in pair if a in nxt.axes and a not in cur.axes and a not in summed]
+        keep = [a for a in pair if a not in summed]
+        step = f"step{j}"
+        if summed:
+            mm_j = 2 * prod(pair)
+            mm += mm_j
+            mm_bwd += mm_j * (int(cur.grad) + int(nxt.grad))
+            layout = tuple(lro + lo + ro)
+            copies = (
+                not _is_view(cur.layout, [lro, lo, summed]),
+                not _is_view(nxt.layout, [lro, summed, ro]),
+            )
+        else:
+            flops += prod(pair)
+            layout = tuple(keep)
+            copies = (False, False)
+        for k, (o, other) in enumerate(((cur, nxt), (nxt, cur))):
+            if copies[k]:
+                io += 2 * nbytes(o.axes)
+            if not other.grad or o.ref is None:
+                if copies[k]:
+                    temps += nbytes(o.axes)
+                continue
+            if copies[k]:
+                what = f"relaid-out copy of {o.ref.what}"
+                saved.append(_own(f"{step}_copy{k}", nbytes(o.axes), what))
+            else:
+                saved.append(o.ref)
+        if j < len(ops) - 1:
+            key = f"{step}_out"
+            ref = _own(key, nbytes(keep), f"intermediate ({' '.join(keep)})")
+            cur = _Operand(tuple(keep), layout, ref, cur.grad or nxt.grad, sizes)
+            temps += nbytes(keep)  # counted once kept tensors are known (see contract)
+        else:
+            cur = _Operand(tuple(keep), layout, None, cur.grad or nxt.grad, sizes)
+    flops += mm
+    return Einsum(flops, mm, mm_bwd, saved, cur.layout, io, temps)
+
+
+def _operand(v: BoxView, port: str) -> _Operand:
+    t = v.x(port)
+    return _Operand(
+        t.names, v.layouts[port], _in(port), v.grad(port), {a.name: a.size for a in t.axes}
+    )
 
 
 def contract(v: BoxView) -> Rule:
     b, y = v.box, v.out()
     ports = list(b.operands)
-    ts = [v.x(p) for p in ports]
-    axes: dict[str, Expr] = {}
-    for t in ts:
-        for ax in t.axes:
-            axes.setdefault(ax.name, ax.size)
-    total = sympy.Mul(*axes.values())
     if len(ports) == 1:  # a sum over `over`
-        return Rule(flops=numel(ts[0]), flops_bwd=numel(ts[0]))
-    if len(ports) > 2:
-        mm = 2 * (len(ports) - 1) * total if b.over else ZERO
-        flops = mm if b.over else (len(ports) - 1) * total
-        saved = [_in(p) for p in ports if any(v.grad(q) for q in ports if q != p)]
-        return Rule(
-            flops=flops,
-            mm=mm,
-            mm_bwd=2 * mm,
-            flops_bwd=2 * flops,
-            saved=saved,
-            notes=["more than two operands: FLOPs of a left-to-right pairwise order"],
-        )
-    (pa, a), (pb, bt) = zip(ports, ts)
-    ein = einsum_pair(v, pa, a, v.layouts[pa], pb, bt, v.layouts[pb], y, b.over)
-    summed = [s for s in b.over if a.axis(s) and bt.axis(s)]
-    saved = []
-    for i, (p, other) in enumerate(((pa, pb), (pb, pa))):
-        if v.grad(other):
-            if ein.copy[i]:
-                saved.append(_own(f"{p}_copy", v.nbytes(ts[i]), f"relaid-out copy of input {p}"))
-            else:
-                saved.append(_in(p))
-    if not summed:  # an outer / elementwise product: multiplies only
-        flops = total
-        return Rule(flops=flops, flops_bwd=2 * flops, saved=saved, layout={"out": ein.out_layout})
-    mm = 2 * total
-    n_grads = int(v.grad(pa)) + int(v.grad(pb))
-    kept = {f"{p}_copy" for p, c in zip((pa, pb), ein.copy) if c}
-    temps = sum(
-        (v.nbytes(t) for p, t, c in zip((pa, pb), ts, ein.copy) if c and f"{p}_copy" not in kept),
-        ZERO,
-    )
+        n = numel(v.x(ports[0]))
+        return Rule(flops=n, flops_bwd=n)
+    e = einsum(v, [_operand(v, p) for p in ports], y, y.dtype)
+    # intermediates that autograd keeps are not temporary
+    kept = sum((s.nbytes for s in e.saved if s.where == "own" and s.ref.endswith("_out")), ZERO)
     return Rule(
-        flops=mm,
-        mm=mm,
-        mm_bwd=mm * n_grads,
-        flops_bwd=mm * n_grads,
-        saved=saved,
-        layout={"out": ein.out_layout},
-        extra_io=ein.copy_io,
-        temps=temps,
+        flops=e.flops,
+        mm=e.mm,
+        mm_bwd=e.mm_bwd,
+        flops_bwd=e.mm_bwd + 2 * (e.flops - e.mm),
+        saved=e.saved,
+        layout={"out": e.layout},
+        extra_io=e.io,
+        temps=e.temps - kept,
     )
 
 
@@ -545,10 +592,11 @@ def conv(v: BoxView) -> Rule:
     k = sympy.Integer(1)
     for n in b._norm("kernel"):
         k *= n
+    groups = b.n_groups(v.size(x, b.channel)) if hasattr(b, "n_groups") else b.groups
     if b.transposed:
-        mm = 2 * numel(x) * v.size(y, b.out) / b.groups * k
+        mm = 2 * numel(x) * v.size(y, b.out) / groups * k
     else:
-        mm = 2 * numel(y) * v.size(x, b.channel) / b.groups * k
+        mm = 2 * numel(y) * v.size(x, b.channel) / groups * k
     bias = numel(y) if b.bias else ZERO
     mm_bwd = mm * (2 if v.grad("x") else 1)
     return Rule(flops=mm + bias, mm=mm, mm_bwd=mm_bwd, flops_bwd=mm_bwd + bias, saved=[_in("x")])

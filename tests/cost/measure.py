@@ -1,0 +1,143 @@
+"""Measuring a compiled module on the CPU: FLOPs with FlopCounterMode, kept tensors with
+saved-tensor hooks. Shared by the tests and bench/cost_gpu.py."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def make_inputs(circuit, sizes=None, dtype=torch.float32, device="cpu", seed=0):
+    """Random inputs with the circuit's axes; floats need gradients, integers index the
+    smallest axis that could be a vocabulary (the embedding's rows)."""
+    checked = circuit.check(sizes=sizes)
+    g = torch.Generator().manual_seed(seed)
+    xs = []
+    for inp in circuit.inputs:
+        t = checked.inputs[inp.name]
+        shape = [int(checked.number(a.size)) for a in t.axes]
+        if t.dtype.startswith("int"):
+            vocab = min(
+                int(checked.number(p.axes[0].size))
+                for ps in checked.params.values()
+                for p in ps.values()
+            )
+            xs.append(torch.randint(0, vocab, shape, generator=g).to(device))
+        else:
+            x = torch.randn(shape, generator=g, dtype=torch.float32).to(device, dtype)
+            xs.append(x.requires_grad_(True))
+    return xs
+
+
+def _loss(y):
+    if isinstance(y, dict):
+        return sum(_loss(v) for v in y.values())
+    if isinstance(y, (tuple, list)):
+        return sum(_loss(v) for v in y)
+    return y.float().sum() if y.is_floating_point() and y.requires_grad else 0
+
+
+def flop_counts(module, xs) -> tuple[int, int, dict]:
+    """(forward FLOPs, backward FLOPs, {op: FLOPs}) as FlopCounterMode counts them."""
+    with FlopCounterMode(display=False) as fwd:
+        y = module(*xs)
+    loss = _loss(y)
+    with FlopCounterMode(display=False) as bwd:
+        loss.backward()
+    ops = {}
+    for mode in (fwd, bwd):
+        for op, n in mode.get_flop_counts().get("Global", {}).items():
+            ops[str(op)] = ops.get(str(op), 0) + n
+    return fwd.get_total_flops(), bwd.get_total_flops(), ops
+
+
+def saved_bytes(module, xs) -> tuple[int, list]:
+    """Bytes of the unique storages autograd keeps during the forward pass, parameters
+    excluded; and the list of (shape, dtype, bytes) kept."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    params |= {b.untyped_storage().data_ptr() for b in module.buffers()}
+    seen: dict[int, int] = {}
+    kept = []
+
+    def pack(t):
+        s = t.untyped_storage()
+        ptr = s.data_ptr()
+        if ptr not in params and ptr not in seen:
+            seen[ptr] = s.nbytes()
+            kept.append((tuple(t.shape), str(t.dtype), s.nbytes()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = module(*xs)
+    del y
+    return sum(seen.values()), kept
+
+
+def _detach(a):
+    if isinstance(a, torch.Tensor):
+        return a.detach().clone().requires_grad_(a.requires_grad)
+    if isinstance(a, (list, tuple)):
+        return type(a)(_detach(x) for x in a)
+    return a
+
+
+def measure_split(module, xs, boxes: set[str]):
+    """FLOPs and kept bytes of the fx nodes of `boxes` (fused boxes: their CPU fallback is
+    not the kernel the model prices) apart from the rest of the module.
+
+    Kept bytes: a saved-tensor hook knows whether a fused box's node is running. FLOPs: the
+    fused nodes are run again on their own (detached copies of the same arguments) under
+    FlopCounterMode, forward and backward, and subtracted from the whole module's count.
+    Returns {"rest": {"fwd", "bwd", "saved"}, "boxes": {...}}.
+    """
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    state = {"inside": False}
+    seen: dict[int, str] = {}
+    sizes: dict[int, int] = {}
+    calls = []
+
+    class Run(torch.fx.Interpreter):
+        def run_node(self, n):
+            if n.op == "call_function" and n.meta.get("ncd_box") in boxes:
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                calls.append((n.target, _detach(args), _detach(kwargs)))
+                state["inside"] = True
+                try:
+                    return super().run_node(n)
+                finally:
+                    state["inside"] = False
+            return super().run_node(n)
+
+    def pack(t):
+        s = t.untyped_storage()
+        ptr = s.data_ptr()
+        if ptr not in params:
+            where = "boxes" if state["inside"] else "rest"
+            seen[ptr] = where if seen.get(ptr, where) == where else "both"
+            sizes[ptr] = s.nbytes()
+        return t
+
+    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+    with FlopCounterMode(display=False) as fwd, hooks:
+        y = Run(module).run(*xs)
+    loss = _loss(y)
+    with FlopCounterMode(display=False) as bwd:
+        loss.backward()
+    bf = bb = 0
+    for fn, args, kwargs in calls:
+        with FlopCounterMode(display=False) as f1:
+            out = fn(*args, **kwargs)
+        tensors = [o for o in (out if isinstance(out, (tuple, list)) else [out])
+                   if isinstance(o, torch.Tensor) and o.requires_grad]  # fmt: skip
+        with FlopCounterMode(display=False) as b1:
+            if tensors:
+                sum(o.float().sum() for o in tensors).backward()
+        bf += f1.get_total_flops()
+        bb += b1.get_total_flops()
+    out = {
+        "rest": {"fwd": fwd.get_total_flops() - bf, "bwd": bwd.get_total_flops() - bb},
+        "boxes": {"fwd": bf, "bwd": bb},
+    }
+    for part in ("rest", "boxes"):
+        out[part]["saved"] = sum(n for p, n in sizes.items() if seen[p] in (part, "both"))
+    return out
