@@ -1,0 +1,823 @@
+"""Import: a PyTorch model → a circuit, its weights named after the circuit's boxes.
+
+The model is traced with torch.fx (standard layers stay whole: a `nn.Linear` is one node, a
+`nn.MultiheadAttention` one node), and run once on the example inputs to learn every
+tensor's shape. Each node is then mapped to boxes of the vocabulary through the Builder, so
+every box is checked as it is made. Axes get readable names by role and size (B, T, D, F, H,
+K, C, Y, X …; one name per size and role). Torch tensors are positional and circuits are not,
+so the importer keeps one invariant: a wire's axes are listed in the torch tensor's order
+(a `permute` box is added where a box's natural order differs).
+
+Anything it cannot map becomes an `opaque` box with its output axes stated; its callable (the
+original module or function, with its constant arguments) is kept in memory beside the
+circuit (`attached`), never in the JSON, so the imported circuit still compiles and runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ncd.circuits.builder import Builder, Wire
+from ncd.circuits.errors import BuildError
+
+from . import attached
+from .errors import ImportError_
+from .names import scope_names
+
+_ROLES = {
+    "batch": ["B", "B2", "B3"],
+    "seq": ["T", "T2", "T3"],
+    "key": ["S", "S2", "S3"],
+    "feature": ["D", "F", "E", "G", "M", "P", "Q", "R"],
+    "channel": ["C", "O", "C2", "C3", "C4", "C5", "C6"],
+    "spatial": ["Y", "X", "Z", "Y2", "X2", "Z2"],
+    "heads": ["H", "H2"],
+    "head": ["K", "K2"],
+    "value": ["V", "V2"],
+    "vocab": ["W", "W2"],
+    "unit": ["U"],
+}
+_UNARY_FNS = {
+    F.relu: "relu",
+    torch.relu: "relu",
+    F.gelu: "gelu",
+    F.silu: "silu",
+    torch.sigmoid: "sigmoid",
+    torch.tanh: "tanh",
+    torch.exp: "exp",
+    F.softplus: "softplus",
+    F.elu: "elu",
+    F.relu6: "relu6",
+    F.hardswish: "hardswish",
+    torch.neg: "neg",
+    torch.abs: "abs",
+    torch.sqrt: "sqrt",
+    torch.rsqrt: "rsqrt",
+    F.logsigmoid: "logsigmoid",
+}
+_UNARY_MODULES = {
+    nn.ReLU: "relu",
+    nn.GELU: "gelu",
+    nn.SiLU: "silu",
+    nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh",
+    nn.ReLU6: "relu6",
+    nn.Hardswish: "hardswish",
+    nn.ELU: "elu",
+    nn.Softplus: "softplus",
+}
+_UNARY_METHODS = {"relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "rsqrt"}
+_BINARY = {
+    operator.add: "add",
+    torch.add: "add",
+    operator.sub: "sub",
+    torch.sub: "sub",
+    operator.mul: "mul",
+    torch.mul: "mul",
+    operator.truediv: "div",
+    torch.div: "div",
+}
+_BINARY_METHODS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div"}
+_MAPPED_MODULES = (
+    nn.Linear,
+    nn.LayerNorm,
+    nn.RMSNorm,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.Embedding,
+    nn.Dropout,
+    nn.MultiheadAttention,
+    nn.Softmax,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+    nn.Identity,
+    *_UNARY_MODULES,
+)
+
+
+class _Tracer(fx.Tracer):
+    """Keeps the layers the importer maps (and any module fx cannot see into) whole."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, _MAPPED_MODULES) or super().is_leaf_module(m, qualname)
+
+
+class _Values(fx.Interpreter):
+    """Runs the traced graph once, keeping every node's value (shapes and constants)."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.values: dict[fx.Node, Any] = {}
+
+    def run_node(self, n):
+        v = super().run_node(n)
+        self.values[n] = v
+        return v
+
+
+class _Unmapped(Exception):
+    """This node has no mapping: it becomes an opaque box."""
+
+
+def from_torch(model: nn.Module, example_inputs, name: str | None = None):
+    """Import `model` as a circuit; `example_inputs` is a tensor or a tuple of tensors.
+
+    Returns the `Circuit`. Its weights (named after its boxes) and the callables of its
+    opaque boxes are attached in memory, so `ncd.compile(circuit)` gives a module that computes
+    what `model` computes (the weights are loaded into it); `ncd.compiler.attached.weights`
+    returns them.
+
+    >>> c = from_torch(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval(),
+    ...                torch.randn(2, 16, 32))
+    >>> [b.kind for b in c.boxes][:4]
+    ['linear', 'linear', 'linear', 'rename']
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    example_inputs = tuple(example_inputs)
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fast path branches on tensor values
+    try:
+        graph = _Tracer().trace(model, concrete_args=_defaults(model, len(example_inputs)))
+    except Exception as e:
+        raise ImportError_(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
+            "wrap data-dependent parts in a submodule"
+        ) from None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+    gm = fx.GraphModule(model, graph)
+    values = _Values(gm)
+    with torch.no_grad():
+        values.run(*example_inputs)
+    cname = name or _snake(type(model).__name__)
+    imp = _Importer(model, gm, values.values, cname)
+    return imp.run()
+
+
+def _defaults(model: nn.Module, n: int) -> dict:
+    """Arguments of forward past the example inputs, fixed at their defaults (so that
+    `mask=None` is None while tracing, not a placeholder)."""
+    import inspect
+
+    params = list(inspect.signature(model.forward).parameters.values())[n:]
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _snake(text: str) -> str:
+    out = "".join("_" + c.lower() if c.isupper() else c for c in text).strip("_")
+    return out or "model"
+
+
+class _Importer:
+    def __init__(self, model, gm, values, name):
+        self.model, self.gm, self.values = model, gm, values
+        self.b = Builder(name, title=f"Imported {type(model).__name__}", doc="ncd.from_torch")
+        self.sizes: dict[str, int] = {}
+        self.by_role: dict[tuple[str, int], str] = {}
+        self.wires: dict[fx.Node, Any] = {}
+        self.weights: dict[str, dict[str, torch.Tensor]] = {}
+        self.callables: dict[str, Any] = {}
+        self.names: set[str] = set()
+
+    # -- names
+    def axis(self, role: str, size: int, avoid=()) -> str:
+        """A name for a new axis: one per (role, size), distinct from `avoid`."""
+        key = (role, size)
+        if key in self.by_role and self.by_role[key] not in avoid:
+            return self.by_role[key]
+        for cand in _ROLES[role] + [f"{_ROLES[role][0]}{i}" for i in range(4, 64)]:
+            if cand in self.sizes or cand in avoid:
+                continue
+            self.sizes[cand] = size
+            self.by_role.setdefault(key, cand)
+            return cand
+        raise ImportError_(f"ran out of axis names for role {role}")
+
+    def box_name(self, node: fx.Node, suffix: str = "") -> str:
+        base = str(node.target) if node.op == "call_module" else node.name
+        base = base.replace(".", "_") + (f"_{suffix}" if suffix else "")
+        name, i = base, 2
+        while name in self.names:
+            name, i = f"{base}_{i}", i + 1
+        self.names.add(name)
+        return name
+
+    # -- the walk
+    def run(self):
+        inputs = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        for n in inputs:
+            v = self.values.get(n)
+            if not isinstance(v, torch.Tensor):
+                continue  # an argument fixed at its default while tracing
+            self.wires[n] = self.b.input(n.name, " ".join(self.input_axes(v)), _dtype(v))
+        for n in self.gm.graph.nodes:
+            if n.op in ("placeholder", "output"):
+                continue
+            v = self.values.get(n)
+            if not isinstance(v, torch.Tensor) and not (
+                isinstance(v, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in v)
+            ):
+                continue  # sizes, guards, None: constants that ops read through `const`
+            if n.op == "get_attr":
+                raise ImportError_(f"node '{n.name}': parameters used outside a layer")
+            mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights))
+            try:
+                w = self.map(n)
+            except (_Unmapped, BuildError):
+                # undo the boxes this node's mapping made before it failed
+                del self.b._boxes[mark[0] :]
+                self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
+                w = self.opaque(n)
+            self.wires[n] = w
+        out = next(n for n in self.gm.graph.nodes if n.op == "output").args[0]
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for i, o in enumerate(outs):
+            self.b.output("y" if len(outs) == 1 else f"y{i}", self.wires[o])
+        self.b.sizes = dict(self.sizes)
+        circuit = self.b.build()
+        checked = circuit.check()
+        _, idents = scope_names(circuit, checked.order)
+        state = {}
+        for box, ws in self.weights.items():
+            for p, t in ws.items():
+                state[f"{idents[box]}.{p}"] = t.detach().clone()
+        attached.attach(circuit, self.callables, state)
+        return circuit
+
+    def input_axes(self, v: torch.Tensor) -> list[str]:
+        s = list(v.shape)
+        if v.dim() == 1:
+            roles = ["seq"]
+        elif v.dim() == 2:
+            roles = ["batch", "seq"] if not v.is_floating_point() else ["batch", "feature"]
+        elif v.dim() == 3:
+            roles = ["batch", "seq", "feature"]
+        elif v.dim() in (4, 5):
+            roles = ["batch", "channel"] + ["spatial"] * (v.dim() - 2)
+        else:
+            roles = ["batch"] * v.dim()
+        names: list[str] = []
+        for r, n in zip(roles, s, strict=True):
+            names.append(self.axis(r, n, avoid=names))
+        return names
+
+    def shape(self, n) -> tuple[int, ...]:
+        return tuple(self.values[n].shape)
+
+    def const(self, a):
+        """A node argument as a plain value (sizes computed by the graph become numbers)."""
+        if isinstance(a, fx.Node):
+            v = self.values[a]
+            if isinstance(v, torch.Tensor):
+                raise _Unmapped
+            return v
+        if isinstance(a, (tuple, list)):
+            return type(a)(self.const(x) for x in a)
+        return a
+
+    def arg(self, n: fx.Node, i: int, key: str, default=None):
+        if len(n.args) > i:
+            return n.args[i]
+        return n.kwargs.get(key, default)
+
+    def wire(self, a) -> Wire:
+        if not isinstance(a, fx.Node) or a not in self.wires:
+            raise _Unmapped
+        w = self.wires[a]
+        if not isinstance(w, Wire):
+            raise _Unmapped
+        return w
+
+    def order(self, w: Wire, names, node, suffix="order") -> Wire:
+        """`w` with its axes in the order `names` (a permute box when they differ)."""
+        if list(w.axes) == list(names):
+            return w
+        return self.b.permute(w, list(names), name=self.box_name(node, suffix))
+
+    # -- mapping one node
+    def map(self, n: fx.Node):
+        if n.op == "call_module":
+            return self.map_module(n, self.gm.get_submodule(n.target))
+        if n.op == "call_function":
+            return self.map_function(n, n.target)
+        if n.op == "call_method":
+            return self.map_method(n, n.target)
+        raise _Unmapped
+
+    def map_module(self, n, m):
+        x = self.wire(n.args[0]) if n.args else None
+        if isinstance(m, nn.Identity):
+            return x
+        if isinstance(m, nn.Linear):
+            out = self.axis("feature", m.out_features, avoid=x.axes[:-1])
+            name = self.box_name(n)
+            y = self.b.linear(x, x.axes[-1], out, bias=m.bias is not None, name=name)
+            self.keep(name, m, "weight", "bias")
+            return y
+        if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+            over = list(x.axes[-len(m.normalized_shape) :])
+            name = self.box_name(n)
+            kind = "layernorm" if isinstance(m, nn.LayerNorm) else "rmsnorm"
+            affine = m.elementwise_affine and (kind == "rmsnorm" or m.bias is not None)
+            if m.elementwise_affine and not affine:
+                raise _Unmapped
+            eps = m.eps if m.eps is not None else torch.finfo(torch.float32).eps
+            y = self.b.box(kind, {"x": x}, name, over=over, affine=affine, eps=eps)
+            self.keep(name, m, "weight", "bias")
+            return y
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            if m.padding_mode != "zeros" or isinstance(m.padding, str):
+                raise _Unmapped
+            nsp = len(m.kernel_size)
+            chan, spatial = x.axes[-nsp - 1], list(x.axes[-nsp:])
+            out = self.axis("channel", m.out_channels, avoid=x.axes)
+            name = self.box_name(n)
+            y = self.b.conv(
+                x,
+                spatial,
+                chan,
+                out,
+                list(m.kernel_size),
+                name=name,
+                stride=list(m.stride),
+                padding=list(m.padding),
+                dilation=list(m.dilation),
+                groups=m.groups,
+                bias=m.bias is not None,
+            )
+            self.keep(name, m, "weight", "bias")
+            return self.resize(y, n)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+            if not m.track_running_stats:
+                raise _Unmapped
+            name = self.box_name(n)
+            y = self.b.box(
+                "batchnorm",
+                {"x": x},
+                name,
+                channel=x.axes[1],
+                eps=m.eps,
+                momentum=m.momentum or 0.1,
+                affine=m.affine,
+            )
+            self.keep(name, m, "weight", "bias", "running_mean", "running_var")
+            return y
+        if isinstance(m, nn.GroupNorm):
+            name = self.box_name(n)
+            y = self.b.groupnorm(x, x.axes[1], m.num_groups, list(x.axes[2:]), name=name)
+            if not m.affine or m.eps != 1e-5:
+                raise _Unmapped
+            self.keep(name, m, "weight", "bias")
+            return y
+        if isinstance(m, nn.Embedding):
+            vocab = self.axis("vocab", m.num_embeddings)
+            out = self.axis("feature", m.embedding_dim, avoid=x.axes)
+            name = self.box_name(n)
+            y = self.b.embedding(x, vocab, out, name=name)
+            self.keep(name, m, "weight")
+            return y
+        if isinstance(m, nn.Dropout):
+            return self.b.dropout(x, m.p, name=self.box_name(n))
+        if type(m) in _UNARY_MODULES:
+            if isinstance(m, nn.GELU) and m.approximate == "tanh":
+                return self.b.unary(x, "gelu_tanh", name=self.box_name(n))
+            return self.b.unary(x, _UNARY_MODULES[type(m)], name=self.box_name(n))
+        if isinstance(m, nn.Softmax):
+            return self.b.softmax(x, x.axes[m.dim], name=self.box_name(n))
+        if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)):
+            return self.pool(n, x, m)
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            want = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,) * 2
+            if tuple(want) != (1, 1):
+                raise _Unmapped
+            sp = list(x.axes[-2:])
+            win = [self.sizes_of(x)[a] for a in sp]
+            y = self.b.pool(x, sp, win, op="avg", name=self.box_name(n))
+            return self.resize(y, n)
+        if isinstance(m, nn.Flatten):
+            return self.view(n, x, self.shape(n))
+        if isinstance(m, nn.MultiheadAttention):
+            return self.mha(n, m)
+        raise _Unmapped
+
+    def sizes_of(self, w: Wire) -> dict[str, int]:
+        return {a: self.sizes[a] for a in w.axes}
+
+    def resize(self, y: Wire, n) -> Wire:
+        """After a box whose output axes keep their names but change size (conv, pool), gives
+        the changed axes fresh names so that one name keeps one size."""
+        shape = self.shape(n)
+        mapping = {}
+        for a, s in zip(y.axes, shape, strict=True):
+            if self.sizes.get(a) != s:
+                role = "spatial" if a[0] in "XYZ" else "unit" if s == 1 else "feature"
+                mapping[a] = self.axis(role, s, avoid=[*y.axes, *mapping.values()])
+        if not mapping:
+            return y
+        # the box's output already carries the new sizes symbolically; a rename pins names
+        return self.b.rename(y, mapping, name=self.box_name(n, "sizes"))
+
+    def pool(self, n, x, m):
+        nsp = 1 if isinstance(m, (nn.MaxPool1d, nn.AvgPool1d)) else 2
+        if getattr(m, "ceil_mode", False) or getattr(m, "dilation", 1) not in (1, (1, 1)):
+            raise _Unmapped
+        if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)) and not m.count_include_pad:
+            raise _Unmapped
+        op = "max" if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) else "avg"
+
+        def per(v):
+            return list(v) if isinstance(v, (tuple, list)) else [v] * nsp
+
+        y = self.b.pool(
+            x,
+            list(x.axes[-nsp:]),
+            per(m.kernel_size),
+            op=op,
+            stride=per(m.stride or m.kernel_size),
+            padding=per(m.padding),
+            name=self.box_name(n),
+        )
+        return self.resize(y, n)
+
+    def keep(self, box: str, m: nn.Module, *names):
+        ws = {}
+        for p in names:
+            t = getattr(m, p, None)
+            if isinstance(t, torch.Tensor):
+                ws[p] = t
+        self.weights[box] = ws
+
+    def mha(self, n, m: nn.MultiheadAttention):
+        q_in, k_in, v_in = (self.wire(n.args[i]) for i in range(3))
+        kw = dict(n.kwargs)
+        for i, key in enumerate(
+            ["key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal"],
+            start=3,
+        ):
+            if len(n.args) > i:
+                kw[key] = n.args[i]
+        if kw.get("key_padding_mask") is not None or kw.get("attn_mask") is not None:
+            raise _Unmapped
+        if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
+            raise _Unmapped
+        if m.dropout and m.training:
+            raise _Unmapped
+        users = list(n.users)
+        if any(u.target is not operator.getitem or u.args[1] != 0 for u in users):
+            raise _Unmapped  # attention weights are used: not a plain attention
+        H, E = m.num_heads, m.embed_dim
+        hd = E // H
+        base = str(n.target).replace(".", "_")
+        D = q_in.axes[-1]
+        heads = self.axis("heads", H)
+        K = self.axis("head", hd, avoid=(heads,))
+        V = self.axis("value", hd, avoid=(heads, K))
+        seq_q = q_in.axes[0] if not m.batch_first else q_in.axes[1]
+        wq, wk, wv = m.in_proj_weight.chunk(3)
+        bq, bk, bv = m.in_proj_bias.chunk(3) if m.in_proj_bias is not None else (None,) * 3
+        bias = m.in_proj_bias is not None
+        projs = []
+        for role, x, w, b_, out in (("q", q_in, wq, bq, K), ("k", k_in, wk, bk, K)):
+            name = self._fresh(f"{base}_{role}_proj")
+            projs.append(self.b.linear(x, D, [heads, out], bias=bias, name=name))
+            self.weights[name] = {"weight": w.reshape(H, hd, E)}
+            if bias:
+                self.weights[name]["bias"] = b_.reshape(H, hd)
+        name = self._fresh(f"{base}_v_proj")
+        v = self.b.linear(v_in, D, [heads, V], bias=bias, name=name)
+        self.weights[name] = {"weight": wv.reshape(H, hd, E)}
+        if bias:
+            self.weights[name]["bias"] = bv.reshape(H, hd)
+        q, k = projs
+        S = self.axis("key", self.sizes[k.axes[0 if not m.batch_first else 1]], avoid=q.axes)
+        seq_k = k.axes[0] if not m.batch_first else k.axes[1]
+        k = self.b.rename(k, {seq_k: S}, name=self._fresh(f"{base}_k_keys"))
+        v = self.b.rename(v, {seq_k: S}, name=self._fresh(f"{base}_v_keys"))
+        o = self.b.attention(
+            q,
+            k,
+            v,
+            name=self._fresh(f"{base}_attention"),
+            query=seq_q,
+            key=S,
+            head=K,
+            value=V,
+            causal=bool(kw.get("is_causal", False)),
+        )
+        name = self._fresh(f"{base}_out_proj")
+        y = self.b.linear(o, [heads, V], D, bias=m.out_proj.bias is not None, name=name)
+        self.weights[name] = {"weight": m.out_proj.weight.reshape(E, H, hd)}
+        if m.out_proj.bias is not None:
+            self.weights[name]["bias"] = m.out_proj.bias
+        return (y,)  # MHA returns (output, weights); getitem 0 reads it
+
+    def _fresh(self, base: str) -> str:
+        name, i = base, 2
+        while name in self.names:
+            name, i = f"{base}_{i}", i + 1
+        self.names.add(name)
+        return name
+
+    def map_function(self, n, fn):
+        if fn is operator.getitem:
+            src = self.wires.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
+            if isinstance(src, tuple) and isinstance(n.args[1], int):
+                return src[n.args[1]]
+            raise _Unmapped
+        if fn in _BINARY:
+            return self.binary(n, _BINARY[fn], n.args[0], n.args[1])
+        if fn in _UNARY_FNS:
+            x = self.wire(n.args[0])
+            name = _UNARY_FNS[fn]
+            if fn is F.gelu and n.kwargs.get("approximate", "none") == "tanh":
+                name = "gelu_tanh"
+            return self.b.unary(x, name, name=self.box_name(n))
+        if fn in (F.softmax, torch.softmax):
+            x = self.wire(n.args[0])
+            d = self.const(self.arg(n, 1, "dim"))
+            return self.b.softmax(x, x.axes[d], name=self.box_name(n))
+        if fn in (torch.matmul, operator.matmul, torch.bmm):
+            return self.matmul(n, self.wire(n.args[0]), self.wire(n.args[1]))
+        if fn is F.scaled_dot_product_attention:
+            return self.sdpa(n)
+        if fn in (torch.flatten, torch.reshape):
+            return self.view(n, self.wire(n.args[0]), self.shape(n))
+        if fn is torch.transpose:
+            return self.transpose(n, self.wire(n.args[0]), n.args[1], n.args[2])
+        if fn is torch.cat:
+            return self.cat(n)
+        raise _Unmapped
+
+    def map_method(self, n, meth):
+        x = self.wire(n.args[0])
+        if meth in ("contiguous", "clone"):
+            return x
+        if meth in _UNARY_METHODS:
+            return self.b.unary(x, meth, name=self.box_name(n))
+        if meth in _BINARY_METHODS:
+            return self.binary(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
+        if meth == "softmax":
+            d = self.const(self.arg(n, 1, "dim"))
+            return self.b.softmax(x, x.axes[d], name=self.box_name(n))
+        if meth in ("view", "reshape", "flatten", "unflatten"):
+            return self.view(n, x, self.shape(n))
+        if meth == "permute":
+            dims = self.const(list(n.args[1:]))
+            dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
+            return self.order(x, [x.axes[d] for d in dims], n, "permute")
+        if meth == "transpose":
+            return self.transpose(n, x, n.args[1], n.args[2])
+        if meth in ("mean", "sum"):
+            dims = self.const(self.arg(n, 1, "dim"))
+            if dims is None or n.kwargs.get("keepdim") or (len(n.args) > 2 and n.args[2]):
+                raise _Unmapped
+            dims = [dims] if isinstance(dims, int) else dims
+            over = [x.axes[d] for d in dims]
+            return self.b.reduce(x, over, meth, name=self.box_name(n))
+        raise _Unmapped
+
+    def transpose(self, n, x, a, b):
+        a, b = self.const(a) % len(x.axes), self.const(b) % len(x.axes)
+        names = list(x.axes)
+        names[a], names[b] = names[b], names[a]
+        return self.order(x, names, n, "transpose")
+
+    def binary(self, n, fn, a, b):
+        if not isinstance(b, fx.Node) and isinstance(a, fx.Node) and fn in ("mul", "div"):
+            f = float(b) if fn == "mul" else 1.0 / float(b)
+            return self.b.scale(self.wire(a), repr(f), name=self.box_name(n))
+        if not isinstance(a, fx.Node) and isinstance(b, fx.Node) and fn == "mul":
+            return self.b.scale(self.wire(b), repr(float(a)), name=self.box_name(n))
+        wa, wb = self.wire(a), self.wire(b)
+        sa, sb = self.shape(a), self.shape(b)
+        if sa != self.shape(n):
+            raise _Unmapped  # the first operand is broadcast: keep torch's order simple
+        mapping = {}
+        for i in range(1, len(sb) + 1):
+            na, nb = wa.axes[-i], wb.axes[-i]
+            if sb[-i] != sa[-i] or na == nb:
+                if sb[-i] != sa[-i]:
+                    raise _Unmapped  # size-1 broadcasting: not mapped
+                continue
+            mapping[nb] = na
+        if mapping:
+            wb = self.b.rename(wb, mapping, name=self.box_name(n, "align"))
+        y = self.b.binary(wa, wb, fn, name=self.box_name(n))
+        return self.order(y, wa.axes, n)
+
+    def matmul(self, n, a: Wire, b: Wire):
+        if len(a.axes) < 2 or len(b.axes) < 2 or len(a.axes) != len(b.axes):
+            raise _Unmapped
+        ka, kb = a.axes[-1], b.axes[-2]
+        if ka != kb:
+            b = self.b.rename(b, {kb: ka}, name=self.box_name(n, "align"))
+        m_, n_ = a.axes[-2], b.axes[-1]
+        if n_ == m_ or n_ in a.axes[:-2]:
+            b = self.b.rename(b, {n_: self.axis("key", self.sizes[n_], avoid=a.axes)},
+                              name=self.box_name(n, "keys"))  # fmt: skip
+        batch_a, batch_b = a.axes[:-2], b.axes[:-2]
+        if batch_a != batch_b:
+            b = self.b.rename(b, dict(zip(batch_b, batch_a, strict=True)),
+                              name=self.box_name(n, "batch"))  # fmt: skip
+        out = [*batch_a, m_, b.axes[-1]]
+        return self.b.contract(a, b, over=ka, out=out, name=self.box_name(n))
+
+    def sdpa(self, n):
+        q, k, v = (self.wire(n.args[i]) for i in range(3))
+        if self.arg(n, 3, "attn_mask") is not None or self.arg(n, 4, "dropout_p", 0.0):
+            raise _Unmapped
+        causal = bool(self.const(self.arg(n, 5, "is_causal", False)))
+        scale = self.const(n.kwargs.get("scale"))
+        T, K = q.axes[-2], q.axes[-1]
+        S = k.axes[-2]
+        if S == T:
+            S = self.axis("key", self.sizes[T], avoid=q.axes)
+        ren = {k.axes[-2]: S} if k.axes[-2] != S else {}
+        if k.axes[-1] != K:
+            ren[k.axes[-1]] = K
+        if ren:
+            k = self.b.rename(k, ren, name=self.box_name(n, "keys"))
+        V = v.axes[-1]
+        ren = {v.axes[-2]: S} if v.axes[-2] != S else {}
+        if V == K:
+            V = self.axis("value", self.sizes[K], avoid=q.axes)
+            ren[v.axes[-1]] = V
+        if ren:
+            v = self.b.rename(v, ren, name=self.box_name(n, "values"))
+        kw = {"scale": repr(float(scale))} if scale is not None else {}
+        y = self.b.attention(
+            q, k, v, name=self.box_name(n), query=T, key=S, head=K, value=V, causal=causal, **kw
+        )
+        return y
+
+    def cat(self, n):
+        xs = [self.wire(a) for a in n.args[0]]
+        d = self.const(self.arg(n, 1, "dim", 0))
+        first = xs[0]
+        axis = first.axes[d]
+        for w in xs[1:]:
+            if w.axes != first.axes:
+                raise _Unmapped
+        y = self.b.concat(*xs, axis=axis, name=self.box_name(n))
+        new = self.axis("feature", self.shape(n)[d % len(first.axes)], avoid=first.axes)
+        return self.b.rename(y, {axis: new}, name=self.box_name(n, "sizes"))
+
+    def view(self, n, x: Wire, out_shape):
+        """A reshape as splits and merges of axes, when it is one (else opaque)."""
+        in_shape = [self.sizes[a] for a in x.axes]
+        out_shape = list(out_shape)
+        groups, i, j = [], 0, 0
+        while i < len(in_shape) or j < len(out_shape):
+            gi, gj = [i], [j]
+            if i >= len(in_shape) or j >= len(out_shape):
+                raise _Unmapped
+            pi, pj = in_shape[i], out_shape[j]
+            i, j = i + 1, j + 1
+            while pi != pj:
+                if pi < pj and i < len(in_shape):
+                    pi *= in_shape[i]
+                    gi.append(i)
+                    i += 1
+                elif pj < pi and j < len(out_shape):
+                    pj *= out_shape[j]
+                    gj.append(j)
+                    j += 1
+                else:
+                    raise _Unmapped
+            while (
+                i < len(in_shape)
+                and in_shape[i] == 1
+                and (j >= len(out_shape) or out_shape[j] != 1)
+            ):
+                gi.append(i)  # unit axes folded into the group before them
+                i += 1
+            while (
+                j < len(out_shape)
+                and out_shape[j] == 1
+                and (i >= len(in_shape) or in_shape[i] != 1)
+            ):
+                gj.append(j)
+                j += 1
+            groups.append((gi, gj))
+        y = x
+        for gi, gj in groups:
+            if len(gi) == 1 and len(gj) == 1:
+                continue
+            if len(gi) > 1 and len(gj) > 1:
+                raise _Unmapped
+            if len(gi) == 1:  # split
+                a = x.axes[gi[0]]
+                roles = ["heads", "head"] if len(gj) == 2 else ["feature"] * len(gj)
+                names: list[str] = []
+                for r, j_ in zip(roles, gj, strict=True):
+                    names.append(self.axis(r, out_shape[j_], avoid=[*y.axes, *names]))
+                y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
+            else:  # merge
+                parts = [x.axes[k] for k in gi]
+                into = self.axis("feature", out_shape[gj[0]], avoid=y.axes)
+                y = self.b.merge_axes(y, parts, into, name=self.box_name(n, "merge"))
+        if y is x:
+            return x
+        return y
+
+    def opaque(self, n: fx.Node):
+        """A box that runs the node as it was (module or function), by its tensor inputs."""
+        tensors = [a for a in _flat(n.args) + _flat(list(n.kwargs.values())) if _is_t(self, a)]
+        tensors = list(dict.fromkeys(tensors))
+        v = self.values[n]
+        outs = v if isinstance(v, (tuple, list)) else (v,)
+        if not all(isinstance(t, torch.Tensor) for t in outs):
+            raise ImportError_(f"node '{n.name}' ({n.target}): returns non-tensors")
+        ins = [self.wire(a) if isinstance(self.wires.get(a), Wire) else None for a in tensors]
+        if any(w is None for w in ins):
+            raise ImportError_(f"node '{n.name}' ({n.target}): reads a value ncd cannot wire")
+        ports = [f"x{i}" if len(ins) > 1 else "x" for i in range(len(ins))]
+        outputs = {}
+        for i, t in enumerate(outs):
+            base = ins[0].axes if ins and tuple(t.shape) == self.shape(tensors[0]) else None
+            if base is None:
+                names: list[str] = []
+                for s in t.shape:
+                    names.append(self.axis("feature", s, avoid=names))
+                base = names
+            outputs["out" if len(outs) == 1 else f"out{i}"] = list(base)
+        name = self.box_name(n)
+        consts = {a: self.values[a] for a in _flat(n.args) + _flat(list(n.kwargs.values()))
+                  if isinstance(a, fx.Node) and a not in tensors}  # fmt: skip
+        self.callables[name] = _Replay(self.gm, n, tensors, consts, len(outs) > 1)
+        r = self.b.box(
+            "opaque",
+            dict(zip(ports, ins, strict=True)),
+            name,
+            target=str(n.target)[:200],
+            in_ports=ports,
+            outputs=outputs,
+            dtype=_dtype(outs[0]),
+        )
+        if len(outs) == 1:
+            return r
+        return tuple(r[p] for p in outputs)
+
+
+class _Replay(nn.Module):
+    """Runs one traced node again, with new values for its tensor arguments."""
+
+    def __init__(self, gm, node: fx.Node, tensors, consts, multi: bool):
+        super().__init__()
+        self.consts = consts
+        self.node_op, self.target = node.op, node.target
+        self.args_, self.kwargs_ = node.args, node.kwargs
+        self.tensors = tensors
+        self.multi = multi
+        if node.op == "call_module":
+            self.mod = copy.deepcopy(gm.get_submodule(node.target))
+
+    def forward(self, *xs):
+        env = {**self.consts, **dict(zip(self.tensors, xs, strict=True))}
+        args = fx.node.map_arg(self.args_, lambda a: env[a])
+        kwargs = fx.node.map_arg(self.kwargs_, lambda a: env[a])
+        if self.node_op == "call_module":
+            out = self.mod(*args, **kwargs)
+        elif self.node_op == "call_method":
+            out = getattr(args[0], self.target)(*args[1:], **kwargs)
+        else:
+            out = self.target(*args, **kwargs)
+        return tuple(out) if self.multi else out
+
+
+def _flat(a) -> list:
+    if isinstance(a, (tuple, list)):
+        return [x for y in a for x in _flat(y)]
+    return [a]
+
+
+def _is_t(imp: _Importer, a) -> bool:
+    return isinstance(a, fx.Node) and isinstance(imp.values.get(a), torch.Tensor)
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def to_spec(model: nn.Module, example_inputs, name: str | None = None) -> str:
+    """The imported circuit as JSON (callables and weights stay behind)."""
+    return from_torch(model, example_inputs, name).to_json()
+
+
+__all__ = ["from_torch", "to_spec"]

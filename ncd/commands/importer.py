@@ -1,0 +1,73 @@
+"""`ncd import MODULE:FACTORY -o spec.json`: a PyTorch model as a circuit spec."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+from ncd.circuits.errors import NcdError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "import",
+        help="import a PyTorch model as a circuit (MODULE:FACTORY returns the model, or the "
+        "model and its example inputs)",
+    )
+    p.add_argument("target", help="e.g. mypkg.models:make_model (imported and called)")
+    p.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        help="shape of an example input, e.g. 2,16,32 (repeat per input; float32)",
+    )
+    p.add_argument("--name", help="circuit name (default: from the model's class)")
+    p.add_argument("-o", "--out", help="output JSON file (default: stdout)")
+    p.set_defaults(run=cmd_import)
+
+
+def load_factory(target: str):
+    mod_name, sep, attr = target.partition(":")
+    if not sep or not mod_name or not attr:
+        raise NcdError(f"expected MODULE:FACTORY, found {target!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise NcdError(f"cannot import module {mod_name!r}: {e}") from None
+    finally:
+        sys.path.pop(0)
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise NcdError(f"{mod_name} has no callable {attr!r}")
+    return fn
+
+
+def cmd_import(args) -> int:
+    import torch
+
+    from ncd.compiler.importer import from_torch
+
+    made = load_factory(args.target)()
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
+        model, inputs = made
+    else:
+        model = made
+        if not args.shape:
+            raise NcdError("the factory returned a model only: give --shape for each input")
+        inputs = tuple(torch.randn(*[int(s) for s in sh.split(",")]) for sh in args.shape)
+    if not isinstance(model, torch.nn.Module):
+        raise NcdError(f"the factory returned {type(model).__name__}, not an nn.Module")
+    circuit = from_torch(model.eval(), inputs, name=args.name)
+    text = circuit.to_json()
+    opaque = [b.name for b in circuit.boxes if b.kind == "opaque"]
+    if args.out:
+        Path(args.out).write_text(text)
+        print(
+            f"wrote {args.out}: circuit '{circuit.name}', {len(circuit.boxes)} boxes"
+            + (f", opaque: {', '.join(opaque)}" if opaque else "")
+        )
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
