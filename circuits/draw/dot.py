@@ -17,6 +17,7 @@ from .themes import OVERLAY, Theme, overlay_colour
 
 ROW = 15  # height of one axis row (points)
 STUB = 5  # width of the stub a wire enters or leaves by
+TUPLE_STUB = 14  # wider where a dashed line must show between tuple members
 GLYPH_PT = 13
 TITLE_PT = 12
 NOTE_PT = 8
@@ -75,14 +76,18 @@ def _spans(k: int, n: int) -> list[int]:
     return spans
 
 
-def _stub(ln: Lane, side: str, theme: Theme, span: int = 1) -> str:
+def _stub_width(lanes: list[Lane]) -> int:
+    return TUPLE_STUB if any(ln.sep for ln in lanes) else STUB
+
+
+def _stub(ln: Lane, side: str, theme: Theme, span: int = 1, width: int = STUB) -> str:
     # The wire is drawn on into the body, so that it visibly enters it.
-    attrs = f'PORT="{ln.port}" WIDTH="{STUB}" HEIGHT="{ROW * span}"'
+    attrs = f'PORT="{ln.port}" WIDTH="{width}" HEIGHT="{ROW * span}"'
     if span > 1:
         attrs += f' ROWSPAN="{span}"'
     if ln.sep:
         attrs += f' BORDER="1" SIDES="T" STYLE="dashed" COLOR="{theme.ink}"'
-    return f"<TD {attrs}>{_bar(STUB, theme.wire)}</TD>"
+    return f"<TD {attrs}>{_bar(width, theme.wire)}</TD>"
 
 
 def node_label(node: Node, theme: Theme, scale: float = 1.0) -> str:
@@ -91,7 +96,7 @@ def node_label(node: Node, theme: Theme, scale: float = 1.0) -> str:
     width = _body_width(node)
     n = max(len(node.ins), len(node.outs), 1)
     rows = []
-    total = width + 2 * STUB
+    total = width + _stub_width(node.ins) + _stub_width(node.outs)
     for ln in node.above:
         rows.append(_through_row(ln, total, theme))
     fill, ink = theme.box_fill.get(node.family, ""), ""
@@ -134,9 +139,9 @@ def _column(lanes: list[Lane], n: int, theme: Theme, side: str) -> list[str]:
     """Cells of the stub column, one string per body row ('' where a rowspan covers it)."""
     if not lanes:
         return [f'<TD ROWSPAN="{n}" WIDTH="{STUB}"></TD>'] + [""] * (n - 1)
-    cells = []
+    cells, w = [], _stub_width(lanes)
     for ln, span in zip(lanes, _spans(len(lanes), n), strict=True):
-        cells.append(_stub(ln, side, theme, span))
+        cells.append(_stub(ln, side, theme, span, w))
         cells += [""] * (span - 1)
     return cells
 
@@ -151,7 +156,7 @@ def _terminal(node: Node, theme: Theme) -> str:
     )
     rows = []
     for r, ln in enumerate(lanes or [None]):
-        stub = _stub(ln, "", theme) if ln else f'<TD WIDTH="{STUB}"></TD>'
+        stub = _stub(ln, "", theme, 1, _stub_width(lanes)) if ln else f'<TD WIDTH="{STUB}"></TD>'
         cells = (
             (name if r == 0 else "") + stub
             if node.role == "input"
@@ -235,7 +240,9 @@ def to_dot(
     for c in children.get(None, []):
         emit_cluster(c, "  ")
     for w in scene.wires:
-        attrs = f"id={_q('wire:' + w.id)} class={_q('wire axis-' + _cls(w.axis))} label=<{w.label}>"
+        # Classes name the axis and the ports, so that the SVG can be styled and checked.
+        cls = f"wire axis-{_cls(w.axis)} from-{w.tail[1].port} to-{w.head[1].port}"
+        attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{w.label}>"
         lines.append(
             f"  {w.tail[0]}:{w.tail[1].port}:e -> {w.head[0]}:{w.head[1].port}:w [{attrs}]"
         )

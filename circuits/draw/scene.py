@@ -142,7 +142,7 @@ class _Builder:
     def __init__(self, top, opts: Options):
         self.top = top
         self.opts = opts
-        self.scene = Scene(title=text(top.circuit.title or top.circuit.name))
+        self.scene = Scene(title=esc(top.circuit.title or top.circuit.name))
         self.clusters: dict[tuple[str, str], Cluster] = {}
         self.n_nodes = 0
         self._by_id: dict[str, Cluster] = {}
@@ -181,7 +181,7 @@ class _Builder:
         root = Scope("", self.top)
         for name, v in self.top.inputs.items():
             node = self._add(
-                root, name, "input", "input", "structure", False, Drawing(title=text(name)), None
+                root, name, "input", "input", "structure", False, Drawing(title=esc(name)), None
             )
             node.outs = self.lanes(root, v)
             node.out_map[("", name)] = node.outs
@@ -191,7 +191,7 @@ class _Builder:
         for name, src in self.top.output_sources.items():
             v = self.top.outputs[name]
             node = self._add(
-                root, name, "output", "output", "structure", False, Drawing(title=text(name)), None
+                root, name, "output", "output", "structure", False, Drawing(title=esc(name)), None
             )
             node.ins = self.lanes(root, v)
             node.feeds.append((root, src, node.ins))
@@ -224,10 +224,10 @@ class _Builder:
                 continue
             cluster = s.cluster
             if b.group:
-                cluster = self.cluster(s, "group:" + b.group, text(b.group), "group", s.cluster)
+                cluster = self.cluster(s, "group:" + b.group, esc(b.group), "group", s.cluster)
             if b.kind == "call" and self._expand(s, b):
                 sub = c.calls[name]
-                title = text(b.label or sub.circuit.title or sub.circuit.name)
+                title = text(b.label) if b.label else esc(sub.circuit.title or sub.circuit.name)
                 reps = _repeat(c, b)
                 cid = self.cluster(s, "call:" + name, title, "call", cluster, reps)
                 s.subs[name] = Scope(path + "/", sub, s, name, cid, s.level + 1)
@@ -254,7 +254,9 @@ class _Builder:
         d = drawing(b)
         if b.kind == "call":
             sub = c.calls[b.name]
-            d = Drawing(title=text(b.label or sub.circuit.title or sub.circuit.name))
+            d = Drawing(
+                title=text(b.label) if b.label else esc(sub.circuit.title or sub.circuit.name)
+            )
         node = self._add(s, path, role, b.kind, type(b).family, type(b).learned, d, cluster)
         node.repeat = _repeat(c, b) if b.kind == "call" else ""
         node.share = self._share(path)
@@ -274,10 +276,17 @@ class _Builder:
         if through is not None:
             x, y = ins[ports[0]], outs[next(iter(outs))]
             acted_in = [a for a in x.axes if a.name not in through]
-            first = x.names.index(acted_in[0].name) if acted_in else 0
+            acted_out = [a for a in y.axes if a.name not in through]
+            # The body sits where the axes it makes stand in the output (else where the axes
+            # it consumes stood in the input), so that the bundle keeps its order.
+            ref, acted = (y, acted_out) if acted_out else (x, acted_in)
+            first = ref.names.index(acted[0].name) if acted else 0
+            before = set(ref.names[:first])
             lanes = {a.name: Lane(a.name, self.label(s, a)) for a in x.axes if a.name in through}
-            node.above = [lanes[a.name] for a in x.axes[:first] if a.name in through]
-            node.below = [lanes[a.name] for a in x.axes[first:] if a.name in through]
+            node.above = [lanes[a.name] for a in x.axes if a.name in through and a.name in before]
+            node.below = [
+                lanes[a.name] for a in x.axes if a.name in through and a.name not in before
+            ]
             node.ins = [
                 Lane(a.name, self.label(s, a), ends=a.name not in y.names) for a in acted_in
             ]
@@ -326,7 +335,7 @@ class _Builder:
         inside = set(members)
         path = s.path + title
         node = self._add(
-            s, path, "group", "group", "block", False, Drawing(title=text(title)), s.cluster
+            s, path, "group", "group", "block", False, Drawing(title=esc(title)), s.cluster
         )
         node.share = self._share(path, *(s.path + m for m in members))
         node.tooltip = f"block {title}: {', '.join(members)}"
