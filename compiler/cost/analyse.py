@@ -478,7 +478,9 @@ def _schedule(c, boxes, storages, wires):
     return fwd, bwd, base
 
 
-def _unknown_sizes(circuit, checked, sizes: dict[str, int]) -> list[str]:
+def known_sizes(circuit, checked=None) -> set[str]:
+    """Every size name the circuit uses: axes, bound sizes, sizes named in expressions."""
+    checked = checked or circuit.check()
     known = set(checked.symbols()) | set(circuit.sizes) | set(circuit.axes)
     for sub in circuit.subcircuits.values():
         known |= set(sub.axes) | set(sub.sizes)
@@ -489,7 +491,7 @@ def _unknown_sizes(circuit, checked, sizes: dict[str, int]) -> list[str]:
                 for text in v if isinstance(v, tuple) else [v]:
                     if isinstance(text, str):
                         known |= {s.name for s in parse_size(text).free_symbols}
-    return sorted(set(sizes) - known)
+    return known
 
 
 def analyse(
@@ -527,7 +529,7 @@ def analyse(
         checked = circuit.check(sizes=None)
     except NcdError:
         raise
-    unknown = _unknown_sizes(circuit, checked, sizes)
+    unknown = sorted(set(sizes) - known_sizes(circuit, checked))
     if unknown:
         raise CostError(
             f"circuit '{circuit.name}' has no size {', '.join(unknown)}; its sizes are "
@@ -551,4 +553,4 @@ def _no_grads(checked) -> dict[str, bool]:
     return dict.fromkeys(checked.inputs, False)
 
 
-__all__ = ["BoxCost", "analyse"]
+__all__ = ["BoxCost", "analyse", "known_sizes"]

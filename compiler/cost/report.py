@@ -106,9 +106,9 @@ class Report:
         e = sympy.sympify(expr).xreplace(self._sub())
         if e.free_symbols:
             return None
-        e = sympy.N(e, 30)
-        v = float(e)
-        return int(round(v)) if abs(v - round(v)) < 1e-6 * max(1.0, abs(v)) and v > 1 else v
+        if e.is_Integer:
+            return int(e)
+        return float(sympy.N(e, 30))
 
     @property
     def numbers(self) -> dict:

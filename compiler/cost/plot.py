@@ -1,0 +1,134 @@
+"""Scaling plots: how the cost of one or several circuits grows along one axis, and the
+per-box shares that colour the diagram (the cost overlay)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .analyse import analyse, known_sizes
+from .devices import CostError
+from .report import human
+
+PANELS = (
+    ("flops", "FLOPs, forward (multiply-add = 2)", "flop"),
+    ("activation_bytes", "activation memory kept for backward", "B"),
+    ("io_bytes", "HBM traffic, forward", "B"),
+    ("time_train_s", "roofline time, fwd + bwd", "s"),
+)
+
+
+def sweep_points(lo: int, hi: int, n: int | None = None) -> list[int]:
+    """Powers of two from lo to hi (both kept), or n points spaced evenly in log scale."""
+    if lo < 1 or hi <= lo:
+        raise CostError(f"a sweep needs 1 <= LO < HI, found {lo}..{hi}")
+    if n is None:
+        pts = [lo]
+        p = 2 ** math.ceil(math.log2(lo))
+        while p < hi:
+            if p > lo:
+                pts.append(p)
+            p *= 2
+        return [*pts, hi]
+    return sorted({round(lo * (hi / lo) ** (i / (n - 1))) for i in range(n)})
+
+
+def sweep(circuits, axis: str, points, *, sizes=None, tie=None, **options) -> dict:
+    """{circuit name: {figure: [value per point]}} with `axis` (and the axes tied to it,
+    e.g. S following T in self-attention) set to each point."""
+    tie = dict(tie or {})
+    out = {}
+    for c in circuits:
+        known = known_sizes(c)
+        if axis not in known:
+            raise CostError(f"circuit '{c.name}' has no axis {axis}; its sizes: {sorted(known)}")
+        given = {k: v for k, v in (sizes or {}).items() if k in known}
+        tied = [
+            a for a, follows in tie.items() if follows == axis and a in known and a not in given
+        ]
+        base = {k: v for k, v in given.items() if k != axis and k not in tied}
+        report = analyse(c, sizes=base, symbolic=True, **options)
+        data = {key: [] for key, _, _ in PANELS}
+        data["peak_bytes"] = []
+        for p in points:
+            at = {axis: p, **dict.fromkeys(tied, p)}
+            for key in data:
+                data[key].append(report.at(key, **at))
+        data["tied"] = tied
+        data["degree"] = report.degree(axis) if not tied else _degree_tied(report, axis, tied)
+        data["leading"] = str(report.big_o("flops"))
+        out[c.name] = data
+    return out
+
+
+def _degree_tied(report, axis, tied):
+    import sympy
+
+    from ncd.circuits.sizes import symbol
+
+    f = report.formulas["flops"].xreplace({symbol(t): symbol(axis) for t in tied})
+    try:
+        return sympy.Poly(sympy.expand(f), symbol(axis)).degree()
+    except sympy.PolynomialError:
+        return None
+
+
+def scaling_plot(circuits, axis: str, lo: int, hi: int, path, *, sizes=None, tie=None,
+                 **options) -> dict:  # fmt: skip
+    """Plot FLOPs, kept memory, HBM traffic and roofline time of `circuits` against `axis`
+    from lo to hi (log-log), side by side; writes `path` (.png or .svg). Returns the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if path.suffix not in (".png", ".svg", ".pdf"):
+        raise CostError(f"plot file must end in .png, .svg or .pdf, found {path.name!r}")
+    points = sweep_points(lo, hi)
+    data = sweep(circuits, axis, points, sizes=sizes, tie=tie, **options)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.8))
+    for ax, (key, title, unit) in zip(axes, PANELS):
+        for name, d in data.items():
+            ys = d[key]
+            label = f"{name} ({d['leading']})" if key == "flops" else name
+            ax.loglog(points, ys, marker="o", ms=3, label=label)
+        ax.set_title(title, fontsize=10)
+        xl = axis + "".join(f" = {t}" for t in next(iter(data.values()))["tied"])
+        ax.set_xlabel(xl)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.yaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda v, _p, u=unit: human(v, u))
+        )
+    axes[0].legend(fontsize=8)
+    dev = options.get("device", "h200")
+    fig.suptitle(
+        f"Cost against {axis} ({options.get('lowering', 'fused')} lowering, roofline "
+        f"{getattr(dev, 'name', dev)}); other sizes: the circuits' defaults",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return {"points": points, "circuits": data, "path": str(path)}
+
+
+def overlay_shares(report, figure: str = "flops") -> dict[str, float]:
+    """Box name -> share of the circuit's total `figure` ("flops" or "memory": activation kept),
+    with the boxes inside a call named `call/box` (the renderer's overlay)."""
+    attr = {"flops": "flops", "memory": "activation_bytes"}.get(figure)
+    if attr is None:
+        raise CostError(f"overlay is 'flops' or 'memory', found {figure!r}")
+    total = report.numbers["flops" if attr == "flops" else "activation_bytes"] or 0
+    shares: dict[str, float] = {}
+    if not total:
+        return shares
+    for b in report.boxes:
+        val = report.number(getattr(b, attr)) or 0
+        shares[b.name] = val / total
+        if b.sub is not None:
+            n = report.number(b.repeat) or 1
+            for s in b.sub.boxes:
+                shares[f"{b.name}/{s.name}"] = n * (report.number(getattr(s, attr)) or 0) / total
+    return shares

@@ -1,0 +1,148 @@
+"""`ncd analyse`: what a circuit costs, read from the diagram (FLOPs, memory, IO, time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ncd.circuits.errors import NcdError
+from ncd.spec import load_spec, parse_sizes
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "analyse",
+        help="FLOPs, parameters, kept and peak memory, HBM traffic and roofline time",
+        description="Cost of one or more circuits: per box and in total, as formulas in the "
+        "axis sizes, their leading terms and numbers under the sizes. A multiply-add counts "
+        "2 FLOPs.",
+    )
+    p.add_argument("spec", nargs="+", help="JSON files or gallery names")
+    p.add_argument("--sizes", help="bind sizes, e.g. B=2,T=128 (on top of the defaults)")
+    p.add_argument(
+        "--lowering",
+        default="fused",
+        choices=["fused", "unfused"],
+        help="fused: fused regions move only the wires crossing their border",
+    )
+    p.add_argument("--device", default="h200", help="roofline profile (default h200)")
+    p.add_argument("--dtype", help="count floating tensors as this dtype (e.g. bfloat16)")
+    p.add_argument("--symbolic", action="store_true", help="formulas only; sizes may be free")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='{"total": {...}, "boxes": [...]} (a list for several specs)',
+    )
+    p.add_argument(
+        "--plot", metavar="AXIS=LO..HI", help="scaling plot along one axis, e.g. T=256..65536"
+    )
+    p.add_argument(
+        "--tie",
+        default=None,
+        metavar="A=AXIS,...",
+        help="axes that follow the plotted one (default when plotting T: S=T, "
+        "self-attention); '' for none",
+    )
+    p.add_argument(
+        "--overlay",
+        choices=["flops", "memory"],
+        help="write the diagram coloured by each box's share of FLOPs or memory",
+    )
+    p.add_argument("-o", "--output", help="file for --plot or --overlay (.png, .svg, .pdf)")
+    p.set_defaults(run=cmd_analyse)  # fmt: skip
+
+
+def _sweep_arg(text: str) -> tuple[str, int, int]:
+    axis, eq, rng = text.partition("=")
+    lo, dots, hi = rng.partition("..")
+    if not eq or not dots or not axis.isidentifier() or not lo.isdigit() or not hi.isdigit():
+        raise NcdError(f"--plot expects AXIS=LO..HI such as T=256..65536, found {text!r}")
+    return axis, int(lo), int(hi)
+
+
+def _tie_arg(text: str | None, axis: str | None) -> dict[str, str]:
+    if text is None:
+        return {"S": "T"} if axis == "T" else {}
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        a, eq, b = item.partition("=")
+        if not eq or not a.isidentifier() or not b.isidentifier():
+            raise NcdError(f"--tie expects A=AXIS pairs such as S=T, found {item!r}")
+        out[a] = b
+    return out
+
+
+def cmd_analyse(args) -> int:
+    from ncd.compiler.cost import analyse
+    from ncd.compiler.cost.analyse import known_sizes
+    from ncd.compiler.cost.plot import overlay_shares, scaling_plot
+
+    circuits = [load_spec(s) for s in args.spec]
+    sizes = parse_sizes(args.sizes)
+    if len(circuits) > 1:  # each circuit takes the sizes it has; a size none has is an error
+        known = set().union(*(known_sizes(c) for c in circuits))
+        unknown = sorted(set(sizes) - known)
+        if unknown:
+            raise NcdError(f"no circuit has size {', '.join(unknown)}")
+    opts = dict(lowering=args.lowering, device=args.device, dtype=args.dtype)
+    reports = []
+    for c in circuits:
+        mine = sizes if len(circuits) == 1 else {
+            k: v for k, v in sizes.items() if k in known_sizes(c)
+        }  # fmt: skip
+        reports.append(analyse(c, sizes=mine, symbolic=args.symbolic, **opts))
+    if args.json:
+        data = [r.to_dict() for r in reports]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        print("\n\n".join(r.table() for r in reports))
+    if args.plot:
+        axis, lo, hi = _sweep_arg(args.plot)
+        names = "_".join(c.name for c in circuits)
+        out = Path(args.output or f"build/analysis/scaling_{names}_{axis}.png")
+        tie = _tie_arg(args.tie, axis)
+        data = scaling_plot(circuits, axis, lo, hi, out, sizes=sizes, tie=tie, **opts)
+        for name, d in data["circuits"].items():
+            tied = f" (with {', '.join(d['tied'])} = {axis})" if d["tied"] else ""
+            print(f"{name}: FLOPs grow as {axis}^{d['degree']}{tied}; leading {d['leading']}")
+        print(f"wrote {out}")
+    if args.overlay:
+        from ncd.circuits.draw import render
+
+        for c, r in zip(circuits, reports):
+            out = Path(args.output or f"build/analysis/{c.name}_{args.overlay}.svg")
+            if len(circuits) > 1 and args.output:
+                out = out.with_name(f"{out.stem}_{c.name}{out.suffix}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            title = "share of FLOPs" if args.overlay == "flops" else "share of kept memory"
+            render(c, out, overlay=overlay_shares(r, args.overlay), overlay_title=title,
+                   sizes=True)  # fmt: skip
+            print(f"wrote {out}")
+    return 0
+
+
+def demo(out_dir: Path) -> None:
+    """The cost table of every gallery circuit; softmax against linear attention along T;
+    the transformer block coloured by its FLOPs."""
+    from ncd import gallery
+    from ncd.circuits.draw import render
+    from ncd.compiler.cost import analyse
+    from ncd.compiler.cost.plot import overlay_shares, scaling_plot
+
+    out = Path(out_dir) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in gallery.names():
+        report = analyse(gallery.get(name))
+        print(report.table())
+        print()
+        (out / f"{name}.json").write_text(report.to_json())
+    circuits = [gallery.get("attention"), gallery.get("linear_attention")]
+    for suffix in (".png", ".svg"):
+        path = out / f"scaling_attention_linear_attention_T{suffix}"
+        scaling_plot(circuits, "T", 256, 65536, path, tie={"S": "T"})
+    print(f"wrote {path.with_suffix('.png')} and .svg")
+    block = gallery.get("transformer_block")
+    path = out / "transformer_block_flops.svg"
+    render(block, path, overlay=overlay_shares(analyse(block), "flops"),
+           overlay_title="share of FLOPs", sizes=True)  # fmt: skip
+    print(f"wrote {path}")
