@@ -110,6 +110,13 @@ def lower_linear_attention(L, b, x, tin, tout):
 
 
 def _to_bthk_beta(L, node, names, batch, seq):
-    """beta with axes (batch..., seq) -> [B, T, H]."""
-    y = L.method("unsqueeze", node, -1)  # a unit feature axis, then the same layout as k
-    return L.fn(operator.getitem, _to_bthk(L, y, [*names, "_f"], batch, seq, "_f"), (Ellipsis, 0))
+    """beta with axes (batch..., seq) -> [B, T, H] (the layout of k without its features)."""
+    if not batch:
+        y = L.permute(node, names, [seq])
+        return L.fn(operator.getitem, y, (None, slice(None), None))
+    y = L.permute(node, names, [*batch[:-1], seq, batch[-1]])
+    if len(batch) == 1:
+        return L.fn(operator.getitem, y, (None,))
+    if len(batch) > 2:
+        y = L.method("flatten", y, 0, len(batch) - 2)
+    return y

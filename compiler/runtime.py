@@ -156,14 +156,13 @@ def group_norm(x, groups: int, weight, bias, eps, channel: int, over):
 
 
 def lightning_decay(heads: int, like: torch.Tensor | None = None):
-    """Fixed per-head decay of the `lightning` variant, as the language defines it
-    (`LinearAttention.lightning_decay`: exp(-2^(-8h/H)), the ALiBi slopes)."""
-    from ncd.circuits.kinds import LinearAttention
-
-    values = LinearAttention.lightning_decay(heads)
-    # float32 for the kernels; float64 when the model runs in float64 (checks against references)
+    """Fixed per-head decay of the `lightning` variant, exp(-2^(-8h/H)) for h = 1 .. H (the
+    ALiBi slopes; as `ncd.circuits.kinds.LinearAttention.lightning_decay`, written in torch so
+    that generated files stay standalone). float64 when `like` is, else float32."""
+    h = torch.arange(1, heads + 1, dtype=torch.float64)
     dtype = torch.float64 if like is not None and like.dtype == torch.float64 else torch.float32
-    return torch.tensor(values, dtype=dtype, device=None if like is None else like.device)
+    decay = torch.exp(-(2.0 ** (-8.0 * h / heads))).to(dtype)
+    return decay if like is None else decay.to(like.device)
 
 
 def gated_linear_attention(q, k, v, g, scale=1.0):
