@@ -6,9 +6,9 @@ checked circuit → scene (scene.py: nodes with one lane per axis, wires, blocks
 (dot.py) → Graphviz `dot`.
 """
 
+from .api import FORMATS, render
 from .errors import RenderError
 from .glyphs import GLYPHS, Drawing, drawing
-from .render import FORMATS, render
 from .themes import THEMES
 
 __all__ = ["FORMATS", "GLYPHS", "THEMES", "Drawing", "RenderError", "drawing", "render"]

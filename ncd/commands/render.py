@@ -120,5 +120,5 @@ def demo(out_dir) -> None:
         for fmt in ("svg", "pdf", "png"):
             render(c, folder / f"{name}.{fmt}")
         render(c, folder / f"{name}.notebook.svg", theme="notebook")
-        print(f"  {name:22} svg pdf png  ({time.perf_counter() - t0:.1f} s)")
+        print(f"  {name:22} .svg .pdf .png .notebook.svg  ({time.perf_counter() - t0:.1f} s)")
     sys.stdout.flush()
