@@ -197,6 +197,9 @@ class Lowerer:
         self.g.output(out)
         cls = class_name(c.circuit.name)
         gm = fx.GraphModule(self.root, self.g, class_name=cls)
+        for ident, n, _ in self.calls.values():
+            if n > 1:  # GraphModule rebuilt `blocks` as a plain Module; keep the ModuleList
+                setattr(gm, ident, self.root.get_submodule(ident))
         return Lowered(
             c, gm, cls, self.holders, self.box_idents, self.input_idents, self.calls, kept, aliases
         )
@@ -261,7 +264,10 @@ def _linear(L: Lowerer, b, x, tin, tout):
         f"Linear({out_shape}, {in_shape}, bias={b.bias})",
     )
     w = L.param(ident, "weight")
-    y = L.einsum([(x["x"], t.names), (w, (*b.out, *b.over))], tout["out"].names)
+    # a map D -> D has a weight [D D]: the consumed axis gets its own einsum letter
+    inner = {a: f"{a}_in" if a in b.out else a for a in b.over}
+    xs = [inner.get(a, a) for a in t.names]
+    y = L.einsum([(x["x"], xs), (w, (*b.out, *inner.values()))], tout["out"].names)
     if b.bias:
         bias = L.align(L.param(ident, "bias"), b.out, tout["out"].names)
         y = L.fn(operator.add, y, bias)

@@ -45,7 +45,7 @@ def class_name(text: str) -> str:
     s = "".join(p[:1].upper() + p[1:] for p in parts) or "Circuit"
     if s[0].isdigit():
         s = f"C{s}"
-    if keyword.iskeyword(s) or s in _RESERVED or s in {"Linear", "Param", "Opaque"}:
+    if keyword.iskeyword(s) or s in _RESERVED or s in globals_of_generated():
         s = f"{s}Circuit"
     return s[:60]
 
@@ -92,9 +92,19 @@ def letters(axis_names) -> dict[str, str]:
     return out
 
 
+def globals_of_generated() -> set[str]:
+    """Names a generated file defines at module level (helpers, imports): locals of
+    `forward` must not shadow them."""
+    from . import runtime
+
+    return {n for n in vars(runtime) if not n.startswith("_")} | {"torch", "F", "nn", "math"}
+
+
 def scope_names(circuit, order) -> tuple[dict[str, str], dict[str, str]]:
     """Identifiers of a circuit's inputs and boxes (box names name parameter holders, so the
-    compiler, the interpreter and the source emitter all take them from here)."""
-    namer = Namer()
+    compiler, the interpreter and the source emitter all take them from here). Inputs are
+    locals of `forward`, so they avoid the generated file's global names."""
+    namer = Namer(globals_of_generated())
     inputs = {i.name: namer.ident(i.name, "x") for i in circuit.inputs}
+    namer.taken -= globals_of_generated()
     return inputs, {b: namer.ident(b, "box") for b in order}

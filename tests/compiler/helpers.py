@@ -1,0 +1,40 @@
+"""Inputs and comparisons shared by the compiler tests."""
+
+from __future__ import annotations
+
+import torch
+
+
+def example_inputs(checked, seed=0, dtype=torch.float64, requires_grad=False):
+    """Random inputs at the bound sizes: floats normal, integers below the smallest axis."""
+    g = torch.Generator().manual_seed(seed)
+    xs = []
+    for i in checked.circuit.inputs:
+        shape = [checked.number(a.size) for a in checked.inputs[i.name].axes]
+        if i.dtype.startswith("int"):
+            xs.append(torch.randint(0, 5, shape, generator=g))
+        else:
+            x = torch.randn(shape, generator=g, dtype=dtype)
+            xs.append(x.requires_grad_(requires_grad))
+    return xs
+
+
+def as_dict(y, checked):
+    return y if isinstance(y, dict) else {next(iter(checked.outputs)): y}
+
+
+def randomise(module, seed=1):
+    """Non-trivial values for every parameter (norm weights start at 1, biases at 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3 + 0.1)
+    return module
+
+
+def load_source(text: str, class_name: str, opaque=None):
+    """Run a generated file in a fresh namespace; an instance of its class."""
+    ns: dict = {"__name__": "ncd_generated"}
+    exec(compile(text, "<generated>", "exec"), ns)  # our own generated code, under test
+    cls = ns[class_name]
+    return cls(opaque=opaque) if opaque is not None else cls()

@@ -1,0 +1,317 @@
+"""One small circuit per box kind (several for kinds with options), for the lowering tests.
+
+Each entry builds a circuit with the Builder; sizes are small and odd so that a mixed-up axis
+shows as a shape error or a wrong number.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ncd.circuits.builder import Builder
+
+SIZES = {"B": 2, "T": 5, "S": 5, "D": 6, "E": 12, "H": 2, "K": 3, "V": 4, "C": 4, "O": 6, "Y": 7,
+         "X": 6, "W": 9, "F": 5, "N": 2}  # fmt: skip
+
+
+def _b(name, **axes):
+    return Builder(name, sizes=dict(SIZES), axes=axes)
+
+
+def linear():
+    b = _b("linear")
+    x = b.input("x", "B T D")
+    b.output("y", b.linear(x, "D", "H K", name="proj"))
+    return b.build()
+
+
+def linear_inner():  # consumes an axis in the middle, no bias
+    b = _b("linear_inner")
+    x = b.input("x", "B D T")
+    b.output("y", b.linear(x, "D", "F", bias=False, name="proj"))
+    return b.build()
+
+
+def param():
+    b = _b("param")
+    x = b.input("x", "B T D")
+    p = b.param("T D", name="pos")
+    b.output("y", b.add(x, p))
+    return b.build()
+
+
+def embedding():
+    b = _b("embedding")
+    x = b.input("tokens", "B T", dtype="int64")
+    b.output("y", b.embedding(x, "W", "D", name="embed"))
+    return b.build()
+
+
+def embedding_multi():
+    b = _b("embedding_multi")
+    x = b.input("tokens", "B T", dtype="int64")
+    b.output("y", b.embedding(x, "W", "H K", name="embed"))
+    return b.build()
+
+
+def contract():
+    b = _b("contract")
+    q, k = b.input("q", "B T K"), b.input("k", "B S K")
+    b.output("y", b.contract(q, k, over="K", out="S B T"))
+    return b.build()
+
+
+def diagonal():
+    b = _b("diagonal")
+    x = b.input("x", "B T S")
+    b.output("y", b.diagonal(x, "T S", "N"))
+    return b.build()
+
+
+def unary():
+    b = _b("unary")
+    x = b.input("x", "B T D")
+    outs = [b.unary(x, fn, name=f"f_{fn}") for fn in
+            ("gelu", "gelu_tanh", "silu", "tanh", "softplus", "elu", "elu_plus_one",
+             "logsigmoid", "relu6", "hardswish", "sign", "square", "identity", "neg")]  # fmt: skip
+    for i, o in enumerate(outs):
+        b.output(f"y{i}", o)
+    return b.build()
+
+
+def positive_unary():
+    b = _b("positive_unary")
+    x = b.input("x", "B T D")
+    a = b.unary(b.unary(x, "exp"), "sqrt")
+    a = b.unary(b.unary(a, "rsqrt"), "log")
+    b.output("y", b.unary(b.unary(a, "abs"), "reciprocal"))
+    return b.build()
+
+
+def binary():
+    b = _b("binary")
+    x, z = b.input("x", "B T D"), b.input("z", "D T")
+    outs = [b.binary(x, z, fn, name=f"f_{fn}") for fn in ("add", "sub", "mul", "maximum")]
+    outs.append(b.binary(z, x, "minimum"))  # the other order broadcasts the other way
+    for i, o in enumerate(outs):
+        b.output(f"y{i}", o)
+    return b.build()
+
+
+def scale_cast():
+    b = _b("scale_cast")
+    x = b.input("x", "B T D")
+    y = b.scale(x, "D**-0.5")
+    b.output("y", b.cast(y, "float64"))
+    return b.build()
+
+
+def dropout():
+    b = _b("dropout")
+    x = b.input("x", "B T D")
+    b.output("y", b.dropout(x, 0.5))
+    return b.build()
+
+
+def mask():
+    b = _b("mask")
+    x = b.input("x", "B S T")  # key axis before the query axis
+    y = b.mask(x, "T", "S", name="causal")
+    b.output("y", b.mask(y, "T", "S", pattern="window", window=2, fill="0", name="window"))
+    return b.build()
+
+
+def softmax():
+    b = _b("softmax")
+    x = b.input("x", "B T D")
+    b.output("y0", b.softmax(x, "T"))
+    b.output("y1", b.softmax(x, "D", variant="log_softmax"))
+    b.output("y2", b.softmax(x, "B", variant="softmin"))
+    return b.build()
+
+
+def norms():
+    b = _b("norms")
+    x = b.input("x", "B D T")  # normalised axes not last: the lowering permutes
+    b.output("y0", b.layernorm(x, "D", name="ln"))
+    b.output("y1", b.rmsnorm(x, "D T", name="rms"))
+    b.output("y2", b.layernorm(x, "T", affine=False, name="ln_plain"))
+    return b.build()
+
+
+def channel_norms():
+    b = _b("channel_norms")
+    x = b.input("x", "B Y C X")
+    b.output("y0", b.batchnorm(x, "C", name="bn"))
+    b.output("y1", b.unifiednorm(x, "C", name="un"))
+    b.output("y2", b.groupnorm(x, "C", 2, "Y X", name="gn"))
+    return b.build()
+
+
+def normalize():
+    b = _b("normalize")
+    x = b.input("x", "B T D")
+    b.output("y0", b.normalize(x, "T"))
+    b.output("y1", b.normalize(x, "D", p=1))
+    return b.build()
+
+
+def reduce():
+    b = _b("reduce")
+    x = b.input("x", "B T D")
+    for i, op in enumerate(("sum", "mean", "max", "min", "prod", "logsumexp")):
+        b.output(f"y{i}", b.reduce(x, "B D" if op != "max" else "T", op, name=f"r_{op}"))
+    return b.build()
+
+
+def scan():
+    b = _b("scan")
+    x = b.input("x", "B T D")
+    b.output("y0", b.scan(x, "T"))
+    b.output("y1", b.scan(x, "D", "prod", reverse=True))
+    b.output("y2", b.scan(x, "T", "max"))
+    return b.build()
+
+
+def topk():
+    b = _b("topk")
+    x = b.input("x", "B T D")
+    r = b.topk(x, "T", 3, into="N")
+    b.output("values", r["values"])
+    b.output("indices", r["indices"])
+    return b.build()
+
+
+def rearrange():
+    b = _b("rearrange", D="H*K", G="T*H")
+    x = b.input("x", "B T D")
+    y = b.split_axis(x, "D", "H K")  # B T H K
+    y = b.permute(y, "K B H T")
+    y = b.merge_axes(y, "T H", "G")  # merged from axes not next to each other
+    b.output("y", y)
+    return b.build()
+
+
+def copy_rename_pack():
+    b = _b("copy_rename_pack")
+    x = b.input("x", "B T D")
+    c = b.copy(x, 2)
+    r = b.rename(c[0], T="S")
+    t = b.pack(a=r, b=c[1])
+    u = b.unpack(t)
+    b.output("y", b.contract(u["a"], u["b"], over="D"))
+    return b.build()
+
+
+def concat_split():
+    b = _b("concat_split")
+    x, z = b.input("x", "B T D"), b.input("z", "B T D")
+    y = b.concat(x, z, axis="D")
+    parts = b.split(y, "D", ["D-2", "D+2"], names=("p", "q"))
+    b.output("p", parts["p"])
+    b.output("q", parts["q"])
+    return b.build()
+
+
+def index_slice():
+    b = _b("index_slice")
+    x = b.input("x", "B T D")
+    b.output("y0", b.index(x, "T", -2))
+    b.output("y1", b.slice(x, "D", 1, "D-1", 2))
+    b.output("y2", b.slice(x, "T", 2))
+    return b.build()
+
+
+def conv():
+    b = _b("conv")
+    x = b.input("x", "B Y X C")  # channels last: the lowering permutes
+    y = b.conv(x, "Y X", "C", "O", 3, stride=2, padding=1, name="conv")
+    b.output("y", y)
+    return b.build()
+
+
+def conv_more():
+    b = _b("conv_more")
+    x = b.input("x", "B C T")
+    y = b.conv(x, "T", "C", "O", 3, dilation=2, groups=2, bias=False, name="grouped")
+    y = b.conv(y, "T", "O", "C", 2, stride=2, transposed=True, output_padding=1, name="up")
+    b.output("y", y)
+    return b.build()
+
+
+def pool_upsample():
+    b = _b("pool_upsample")
+    x = b.input("x", "B C Y X")
+    b.output("y0", b.pool(x, "Y X", 2, "max"))
+    b.output("y1", b.pool(x, "Y", 3, "avg", stride=2, padding=1))
+    b.output("y2", b.upsample(x, "Y X", 2))
+    b.output("y3", b.upsample(x, "X", 3, mode="linear"))
+    return b.build()
+
+
+def attention():
+    b = _b("attention")
+    q, k, v = b.input("q", "T H B K"), b.input("k", "S H B K"), b.input("v", "H S B V")
+    b.output("y", b.attention(q, k, v, query="T", key="S", head="K", value="V", causal=True))
+    return b.build()
+
+
+def attention_nobatch():
+    b = _b("attention_nobatch")
+    q, k, v = b.input("q", "T K"), b.input("k", "S K"), b.input("v", "S V")
+    b.output("y", b.attention(q, k, v, scale="0.3"))
+    return b.build()
+
+
+def linear_attention():
+    b = _b("linear_attention")
+    q, k, v = b.input("q", "B T H K"), b.input("k", "B T H K"), b.input("v", "B T H V")
+    q, k = b.unary(q, "elu_plus_one"), b.unary(k, "elu_plus_one")
+    kw = {"query": "T", "key": "T", "head": "K", "value": "V"}
+    b.output("plain", b.linear_attention(q, k, v, name="plain", **kw))
+    b.output("normed", b.linear_attention(q, k, v, normalize=True, scale="0.5", name="n", **kw))
+    b.output("light", b.linear_attention(q, k, v, variant="lightning", name="light", **kw))
+    g = b.unary(b.input("g", "B T H K"), "logsigmoid")
+    b.output("gla", b.linear_attention(q, k, v, variant="gla", g=g, name="gla", **kw))
+    beta = b.unary(b.input("beta", "B T H"), "sigmoid")
+    b.output("delta", b.linear_attention(q, k, v, variant="delta", beta=beta, name="dl", **kw))
+    b.output("both", b.linear_attention(q, k, v, causal=False, normalize=True, name="nc", **kw))
+    return b.build()
+
+
+def call():
+    inner = Builder("inner", sizes=dict(SIZES))
+    x = inner.input("x", "B T D")
+    inner.output("x", inner.add(x, inner.linear(inner.unary(x, "tanh"), "D", "D", name="lin")))
+    inner = inner.build()
+    b = _b("call")
+    x = b.input("x", "B T D")
+    y = b.call(inner, x=x, repeat="N", name="blocks")
+    b.output("y", b.call(inner, x=y, name="once"))
+    return b.build()
+
+
+def opaque():
+    b = _b("opaque")
+    x = b.input("x", "B T D")
+    outs = {"out": ["B", "T", "D"]}
+    y = b.box("opaque", {"x": x}, "mystery", target="torch.cumsum", outputs=outs)
+    b.output("y", b.relu(y))
+    return b.build()
+
+
+OPAQUE = {"mystery": lambda x: torch.cumsum(x, 1)}
+
+TABLE = {f.__name__: f for f in (
+    linear, linear_inner, param, embedding, embedding_multi, contract, diagonal, unary,
+    positive_unary, binary, scale_cast, dropout, mask, softmax, norms, channel_norms, normalize,
+    reduce, scan, topk, rearrange, copy_rename_pack, concat_split, index_slice, conv, conv_more,
+    pool_upsample, attention, attention_nobatch, linear_attention, call, opaque,
+)}  # fmt: skip
+
+
+def kinds_of(circuit) -> set[str]:
+    out = {b.kind for b in circuit.boxes}
+    for s in circuit.subcircuits.values():
+        out |= kinds_of(s)
+    return out
