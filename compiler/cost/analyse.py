@@ -482,6 +482,7 @@ def known_sizes(circuit, checked=None) -> set[str]:
     """Every size name the circuit uses: axes, bound sizes, sizes named in expressions."""
     checked = checked or circuit.check()
     known = set(checked.symbols()) | set(circuit.sizes) | set(circuit.axes)
+    known |= {s.name for s in checked.unifier.subst}  # sizes unified with others (S = T)
     for sub in circuit.subcircuits.values():
         known |= set(sub.axes) | set(sub.sizes)
     for c in [circuit, *circuit.subcircuits.values()]:
