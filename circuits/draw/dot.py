@@ -110,11 +110,12 @@ def node_label(node: Node, theme: Theme, scale: float = 1.0) -> str:
             f'BGCOLOR="{theme.ink}" STYLE="rounded"></TD>'
         )
     else:
+        bare = node.kind == "rename" and node.share is None
         body_attrs = (
             f'ROWSPAN="{n}" WIDTH="{width}" HEIGHT="{ROW * n}" CELLPADDING="2" '
-            f'BORDER="1" COLOR="{theme.ink}" STYLE="rounded"'
+            f'BORDER="{0 if bare else 1}" COLOR="{theme.ink}" STYLE="rounded"'
         )
-        if fill:
+        if fill and not bare:
             body_attrs += f' BGCOLOR="{fill}"'
         body = f"<TD {body_attrs}>{_body(node, theme, ink)}</TD>"
     left = _column(node.ins, n, theme, "w")
@@ -150,9 +151,11 @@ def _terminal(node: Node, theme: Theme) -> str:
     """An input or output: its name beside the stubs of its wires."""
     lanes = node.outs if node.role == "input" else node.ins
     n = max(len(lanes), 1)
+    note = node.drawing.note
+    note = f'<BR/><FONT POINT-SIZE="{NOTE_PT}">{note}</FONT>' if note else ""
     name = (
         f'<TD ROWSPAN="{n}" CELLPADDING="3"><FONT POINT-SIZE="{TITLE_PT}">'
-        f"<I>{node.drawing.title}</I></FONT></TD>"
+        f"<I>{node.drawing.title}</I></FONT>{note}</TD>"
     )
     rows = []
     for r, ln in enumerate(lanes or [None]):
@@ -186,7 +189,7 @@ def to_dot(
     f = _q(theme.font)
     lines = [
         "digraph ncd {",
-        f"  graph [rankdir=LR newrank=true nodesep=0.06 ranksep=0.2 splines=true "
+        f"  graph [rankdir=LR newrank=true nodesep=0.05 ranksep=0.2 splines=true "
         f'fontname={f} bgcolor="{theme.background}" pad=0.15'
         + (f" dpi={dpi}" if dpi else "")
         + "]",

@@ -174,8 +174,9 @@ GLYPHS: dict[str, Callable[..., Drawing]] = {
     "split_axis": lambda b: Drawing(glyph="≺", note=esc(b.axis) + " → " + _axes(b.into)),
     "merge_axes": lambda b: Drawing(glyph="≻", note=_axes(b.axes) + " → " + esc(b.into)),
     "permute": lambda b: Drawing(glyph="╳"),
+    # A renaming is no operation in NCDs, only a wire changing its label: drawn without a box.
     "rename": lambda b: Drawing(
-        glyph="↦", note=esc(", ".join(f"{k}→{v}" for k, v in sorted(b.mapping.items())))
+        note=esc(", ".join(f"{k}↦{v}" for k, v in sorted(b.mapping.items())))
     ),
     "copy": lambda b: Drawing(glyph="●"),
     "pack": lambda b: Drawing(glyph="(,)"),

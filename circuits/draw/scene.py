@@ -181,7 +181,14 @@ class _Builder:
         root = Scope("", self.top)
         for name, v in self.top.inputs.items():
             node = self._add(
-                root, name, "input", "input", "structure", False, Drawing(title=esc(name)), None
+                root,
+                name,
+                "input",
+                "input",
+                "structure",
+                False,
+                Drawing(title=esc(name), note=_dtype(v)),
+                None,
             )
             node.outs = self.lanes(root, v)
             node.out_map[("", name)] = node.outs
@@ -458,6 +465,11 @@ def reorder_copies(scene: Scene, height: dict[str, float]) -> bool:
             for k, ln in enumerate(node.outs):
                 ln.port = f"o{k}"
     return moved
+
+
+def _dtype(v: Value) -> str:
+    """The element type of an input, when it is not the usual float32 (`int64` tokens)."""
+    return "" if not isinstance(v, TensorType) or v.dtype == "float32" else esc(v.dtype)
 
 
 def _repeat(c, b) -> str:
