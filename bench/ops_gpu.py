@@ -23,6 +23,7 @@ import triton
 from triton.testing import do_bench
 
 from ncd.ops import linear_attention, softmax_attention
+from ncd.ops._backend import tuned_configs
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention.reference import linear_attention_reference
 
@@ -160,9 +161,6 @@ def ncd_breakdown(B, T, H, K):
     out["softmax_bwd_all"] = do_bench(
         lambda: fused._backward(q, k, v, o, lse, do, True, s), return_mode="median"
     )
-    for (kern, reset), t in fused._tuned.items():
-        name = kern.fn.__name__ + ("_atomic_dq" if reset else "")
-        out[f"softmax{name}_config"] = str(getattr(t, "best_config", None))
     out["softmax_kernels_fwd_bwd_ms"] = kernel_times(
         lambda: (fused._forward(q, k, v, True, s), fused._backward(q, k, v, o, lse, do, True, s))
     )
@@ -173,15 +171,13 @@ def ncd_breakdown(B, T, H, K):
         lambda: chunk._backward(q, k, v, do, None, s, None, None, False, None),
         return_mode="median",
     )
-    for name, kern in (("fwd", chunk._fwd_kernel), ("bwd", chunk._bwd_kernel)):
-        t = chunk._tuned.get(kern)
-        out[f"linear_{name}_config"] = str(getattr(t, "best_config", None))
     out["linear_kernels_fwd_bwd_ms"] = kernel_times(
         lambda: (
             chunk._forward(q, k, v, None, s, None, False, None),
             chunk._backward(q, k, v, do, None, s, None, None, False, None),
         )
     )
+    out["configs"] = tuned_configs()
     return out
 
 

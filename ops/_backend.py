@@ -9,6 +9,7 @@ kernel is compiled or interpreted.
 import os
 
 import torch
+import triton
 
 BACKENDS = ("auto", "triton", "reference")
 
@@ -36,3 +37,46 @@ def check(cond: bool, op: str, what: str, expected: str, found) -> None:
     """Raise a ValueError saying what was expected and what was found."""
     if not cond:
         raise ValueError(f"{op}: {what}: expected {expected}, found {found}")
+
+
+_tuners: dict = {}
+_best: dict = {}
+
+
+def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=()):
+    """Launch a Triton kernel with its block sizes chosen by autotuning.
+
+    Under the interpreter the small fixed `interpret_config` is used. On the GPU the first
+    call for a shape runs Triton's autotuner over `configs` (keyed on `key`, names of
+    arguments); later calls with the same scalar arguments, dtypes and `meta` reuse the
+    winning config and launch the kernel directly, skipping the autotuner's per-call cost.
+    `grid(config_kwargs)` gives the launch grid; `reset` names outputs to zero between trials.
+    """
+    if interpreting():
+        kernel[grid(interpret_config)](*args, **meta, **interpret_config)
+        return
+    sig = (
+        kernel,
+        reset,
+        tuple(str(a.dtype) if isinstance(a, torch.Tensor) else a for a in args),
+        tuple(sorted(meta.items())),
+    )
+    cfg = _best.get(sig)
+    if cfg is None:
+        tkey = (kernel, reset)
+        if tkey not in _tuners:
+            _tuners[tkey] = triton.autotune(configs, key=list(key), reset_to_zero=reset)(kernel)
+        tuner = _tuners[tkey]
+        tuner[grid](*args, **meta)
+        _best[sig] = tuner.best_config
+        return
+    kw = dict(cfg.kwargs)
+    kernel[grid(kw)](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def tuned_configs() -> dict:
+    """{kernel name (+ '_reset' for zero-reset variants): winning config} for reports."""
+    return {
+        f"{k.fn.__name__}{'_reset' if r else ''}": str(getattr(t, "best_config", None))
+        for (k, r), t in _tuners.items()
+    }

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import check, interpreting, use_triton
+from .._backend import check, interpreting, launch, use_triton
 from .reference import softmax_attention_reference
 
 LOG2E = 1.4426950408889634
@@ -664,19 +664,10 @@ ATOMIC_DQ = False
 # The backward layout used under the interpreter (on the GPU the autotuner chooses).
 INTERPRET_KV_SMEM = True
 
-_tuned = {}
-
 
 def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None):
-    """Launch with block sizes chosen by autotuning, or fixed small ones under the interpreter."""
-    if interpreting():
-        fixed = dict(INTERPRET_CONFIG, **(interpret_extra or {}))
-        kernel[grid(fixed)](*args, **meta, **fixed)
-        return
-    key = (kernel, reset)
-    if key not in _tuned:
-        _tuned[key] = triton.autotune(_configs(configs), key=KEY, reset_to_zero=reset)(kernel)
-    _tuned[key][grid](*args, **meta)
+    fixed = dict(INTERPRET_CONFIG, **(interpret_extra or {}))
+    launch(kernel, _configs(configs), grid, args, meta, fixed, reset=reset, key=KEY)
 
 
 def _pow2(n: int) -> int:

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import check, interpreting, use_triton
+from .._backend import check, launch, use_triton
 from .reference import EPS, linear_attention_reference
 
 
@@ -456,16 +456,10 @@ BWD_CONFIGS = [
 INTERPRET_FWD = {"BLOCK_T": 16, "BLOCK_V": 16}
 INTERPRET_BWD = {"BLOCK_T": 16, "BLOCK_KS": 16, "BLOCK_VS": 16}
 KEY = ["T", "H", "K_DIM", "V_DIM", "HAS_DECAY", "VARLEN"]
-_tuned = {}
 
 
 def _launch(kernel, configs, fixed, grid, *args, **kwargs):
-    if interpreting():
-        kernel[grid(fixed)](*args, **kwargs, **fixed)
-        return
-    if kernel not in _tuned:
-        _tuned[kernel] = triton.autotune(configs, key=KEY)(kernel)
-    _tuned[kernel][grid](*args, **kwargs)
+    launch(kernel, configs, grid, args, kwargs, fixed, key=KEY)
 
 
 def _pow2(n: int) -> int:
