@@ -170,8 +170,9 @@ def _attention_box(c, mix, scores, p_v, S, K, mask, factor):
             continue
         if mask:
             tq, ts = c.ins[scores.name][p_q].axis(T), c.ins[scores.name][p_k].axis(S)
-            if not same(c.resolve(tq.size), c.resolve(ts.size)):
-                continue
+            nq, ns = c.number(tq.size), c.number(ts.size)
+            if not (same(c.resolve(tq.size), c.resolve(ts.size)) or (nq is not None and nq == ns)):
+                continue  # the fused kernel's causal mask is square
         return KINDS["attention"](
             name=mix.name,
             inputs={
