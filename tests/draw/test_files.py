@@ -119,3 +119,18 @@ def test_cli_overlay_from_the_cost_model(tmp_path):
     assert main(["render", "transformer_block", "-o", str(out), "--overlay", "flops"]) == 0
     svg = out.read_text()
     assert "FLOP share" in svg
+
+
+def test_pdf_and_png_are_byte_identical_run_after_run(tmp_path, monkeypatch):
+    import time as clock
+
+    c = gallery.get("attention")
+    first = {}
+    for fmt in ("pdf", "png"):
+        render(c, tmp_path / f"a.{fmt}")
+        first[fmt] = (tmp_path / f"a.{fmt}").read_bytes()
+    clock.sleep(1.1)  # the PDF's creation time would move by a second
+    for fmt in ("pdf", "png"):
+        render(c, tmp_path / f"b.{fmt}")
+        assert (tmp_path / f"b.{fmt}").read_bytes() == first[fmt], fmt
+    assert b"/CreationDate (D:19700101000000" in first["pdf"]
