@@ -1,0 +1,105 @@
+"""A compiled circuit is a plain nn.Module: torch.compile, torch.func, autocast, state_dict
+and pickling work on it; parameters are named and initialised like PyTorch's layers."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ncd import gallery
+from ncd.circuits.errors import NcdError
+from ncd.compiler import compile as ncd_compile
+
+from .helpers import example_inputs
+
+
+@pytest.fixture(scope="module")
+def block():
+    c = gallery.get("transformer_block")
+    return c, ncd_compile(c), example_inputs(c.check(), dtype=torch.float32)[0]
+
+
+def test_parameter_names_follow_boxes():
+    m = ncd_compile(gallery.get("transformer"))
+    keys = list(m.state_dict())
+    assert keys[:3] == ["embed.weight", "blocks.0.ln1.weight", "blocks.0.ln1.bias"]
+    assert "blocks.1.ff_up.weight" in keys and "unembed.weight" in keys
+    assert isinstance(m.blocks, nn.ModuleList) and len(m.blocks) == 2
+    assert m.get_submodule("blocks.0.q_proj").weight.shape == (4, 8, 32)  # [H K D]
+
+
+def test_initialisation_like_pytorch():
+    torch.manual_seed(0)
+    m = ncd_compile(gallery.get("transformer_block"))
+    w = m.ff_up.weight  # [F D]: nn.Linear(D, F) draws from U(-1/sqrt(D), 1/sqrt(D))
+    bound = 1 / math.sqrt(32)
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    assert abs(w.std().item() - bound / math.sqrt(3)) < 0.1 * bound
+    assert torch.equal(m.ln1.weight, torch.ones(32)) and torch.equal(m.ln1.bias, torch.zeros(32))
+
+
+def test_torch_compile(block):
+    c, m, x = block
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    y = compiled(x)
+    torch.testing.assert_close(y, m(x))
+    y.sum().backward()
+    assert m.q_proj.weight.grad is not None
+
+
+def test_torch_func(block):
+    c, m, x = block
+    params = {k: v.detach() for k, v in m.named_parameters()}
+
+    def loss(p):
+        return torch.func.functional_call(m, p, (x,)).square().mean()
+
+    grads = torch.func.grad(loss)(params)
+    ref = torch.autograd.grad(m(x).square().mean(), list(m.parameters()))
+    for (name, g), r in zip(grads.items(), ref, strict=True):
+        torch.testing.assert_close(g, r, msg=name)
+    batched = torch.func.vmap(lambda xi: m(xi[None])[0])(x)
+    torch.testing.assert_close(batched, m(x), rtol=1e-5, atol=1e-5)
+
+
+def test_autocast(block):
+    c, m, x = block
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert y.dtype in (torch.bfloat16, torch.float32)
+    torch.testing.assert_close(y.float(), m(x), rtol=0.05, atol=0.05)
+
+
+def test_state_dict_and_pickle_round_trip(block):
+    c, m, x = block
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)
+    fresh = ncd_compile(c)
+    assert not torch.equal(fresh(x), m(x))
+    buf.seek(0)
+    fresh.load_state_dict(torch.load(buf))
+    assert torch.equal(fresh(x), m(x))
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    again = torch.load(buf, weights_only=False)
+    assert torch.equal(again(x), m(x))
+    assert torch.equal(copy.deepcopy(m)(x), m(x))
+
+
+def test_dtype_and_sizes():
+    c = gallery.get("transformer")
+    m = ncd_compile(c, sizes={"N": 3, "T": 5}, dtype=torch.float64)
+    assert len(m.blocks) == 3 and m.embed.weight.dtype == torch.float64
+    assert m(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 5, 50)
+
+
+def test_unbound_sizes_are_a_clear_error():
+    c = gallery.get("attention").model_copy(update={"sizes": {}})
+    with pytest.raises(NcdError, match="not bound"):
+        ncd_compile(c)
