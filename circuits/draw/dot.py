@@ -188,7 +188,7 @@ def to_dot(
     `scale`: the share drawn in the darkest colour."""
     f = _q(theme.font)
     lines = [
-        "digraph ncd {",
+        f"digraph {_q(scene.title)} {{",
         f"  graph [rankdir=LR newrank=true nodesep=0.05 ranksep=0.2 splines=true "
         f'fontname={f} bgcolor="{theme.background}" pad=0.15'
         + (f" dpi={dpi}" if dpi else "")

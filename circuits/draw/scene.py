@@ -103,6 +103,7 @@ class Scope:
 @dataclass
 class Scene:
     title: str
+    """The circuit's title (plain text), the SVG's <title>."""
     nodes: list[Node] = field(default_factory=list)
     wires: list[Wire] = field(default_factory=list)
     clusters: list[Cluster] = field(default_factory=list)
@@ -142,7 +143,7 @@ class _Builder:
     def __init__(self, top, opts: Options):
         self.top = top
         self.opts = opts
-        self.scene = Scene(title=esc(top.circuit.title or top.circuit.name))
+        self.scene = Scene(title=top.circuit.title or top.circuit.name)
         self.clusters: dict[tuple[str, str], Cluster] = {}
         self.n_nodes = 0
         self._by_id: dict[str, Cluster] = {}
@@ -181,7 +182,6 @@ class _Builder:
         root = Scope("", self.top)
         for name, v in self.top.inputs.items():
             node = self._add(
-                root,
                 name,
                 "input",
                 "input",
@@ -198,7 +198,7 @@ class _Builder:
         for name, src in self.top.output_sources.items():
             v = self.top.outputs[name]
             node = self._add(
-                root, name, "output", "output", "structure", False, Drawing(title=esc(name)), None
+                name, "output", "output", "structure", False, Drawing(title=esc(name)), None
             )
             node.ins = self.lanes(root, v)
             node.feeds.append((root, src, node.ins))
@@ -207,7 +207,7 @@ class _Builder:
         self.wire()
         return self.scene
 
-    def _add(self, scope, path, role, kind, family, learned, d, cluster) -> Node:
+    def _add(self, path, role, kind, family, learned, d, cluster) -> Node:
         node = Node(f"n{self.n_nodes}", path, role, kind, family, learned, d, cluster)
         self.n_nodes += 1
         self.scene.nodes.append(node)
@@ -264,7 +264,7 @@ class _Builder:
             d = Drawing(
                 title=text(b.label) if b.label else esc(sub.circuit.title or sub.circuit.name)
             )
-        node = self._add(s, path, role, b.kind, type(b).family, type(b).learned, d, cluster)
+        node = self._add(path, role, b.kind, type(b).family, type(b).learned, d, cluster)
         node.repeat = _repeat(c, b) if b.kind == "call" else ""
         node.share = self._share(path)
         node.tooltip = _tooltip(b, ins, outs, c.params[b.name])
@@ -342,7 +342,7 @@ class _Builder:
         inside = set(members)
         path = s.path + title
         node = self._add(
-            s, path, "group", "group", "block", False, Drawing(title=esc(title)), s.cluster
+            path, "group", "group", "block", False, Drawing(title=esc(title)), s.cluster
         )
         node.share = self._share(path, *(s.path + m for m in members))
         node.tooltip = f"block {title}: {', '.join(members)}"
@@ -417,7 +417,6 @@ class _Builder:
                 pairs.append((tail, tails, feeds[idx[0]][2], feeds[idx[0]][3]))
                 continue
             dot = self._add(
-                None,
                 tail.path + "/copy",
                 "copy",
                 "copy",
