@@ -765,7 +765,7 @@ class _Importer:
             "opaque",
             dict(zip(ports, ins, strict=True)),
             name,
-            target=str(n.target)[:200],
+            target=_target_name(self.gm, n)[:200],
             in_ports=ports,
             outputs=outputs,
             dtype=_dtype(outs[0]),
@@ -799,6 +799,17 @@ class _Replay(nn.Module):
         else:
             out = self.target(*args, **kwargs)
         return tuple(out) if self.multi else out
+
+
+def _target_name(gm, n: fx.Node) -> str:
+    """What an opaque box stands for, for people: `torch.nn.GRU`, `torch.cumsum`."""
+    if n.op == "call_module":
+        t = type(gm.get_submodule(n.target))
+        return f"{t.__module__}.{t.__qualname__}"
+    if n.op == "call_method":
+        return f"torch.Tensor.{n.target}"
+    mod = getattr(n.target, "__module__", None) or "torch"
+    return f"{mod}.{getattr(n.target, '__qualname__', getattr(n.target, '__name__', 'op'))}"
 
 
 def _flat(a) -> list:

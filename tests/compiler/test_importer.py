@@ -1,0 +1,123 @@
+"""Import from PyTorch: import -> compile -> the original weights -> the original outputs.
+
+Models: nn.TransformerEncoderLayer (both layouts, post- and pre-norm) and a ResNet-style block
+written here; an op the importer does not know becomes an opaque box that still runs."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+from ncd.cli import main
+from ncd.compiler import attached, from_torch
+from ncd.compiler import compile as ncd_compile
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm, identity shortcut, then a strided 1x1
+    projection, global average pooling and a classifier."""
+
+    def __init__(self, c=8, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.down = nn.Conv2d(c, 2 * c, 1, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * c, classes)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        h = torch.relu(h + x)
+        return self.fc(self.pool(self.down(h)).flatten(1))
+
+
+def _same(model, x, rtol=1e-10, atol=1e-10):
+    model = model.double().eval()
+    x = x.double()
+    circuit = from_torch(model, x)
+    compiled = ncd_compile(circuit, dtype=torch.float64).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=rtol, atol=atol)
+    return circuit, compiled
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_layer(batch_first, norm_first):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(
+        32, 4, 64, dropout=0.1, batch_first=batch_first, norm_first=norm_first, activation="gelu"
+    )
+    circuit, compiled = _same(layer, torch.randn(2, 16, 32))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and kinds.count("linear") == 6 and "attention" in kinds
+    assert {"B", "T", "D", "H", "K", "F"} <= set(circuit.sizes)
+    keys = set(compiled.state_dict())
+    assert {"self_attn_q_proj.weight", "linear1.weight", "norm2.bias"} <= keys
+
+
+def test_resnet_style_block():
+    torch.manual_seed(0)
+    block = ResBlock()
+    for m in block.modules():  # non-trivial running statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    circuit, compiled = _same(block, torch.randn(2, 8, 12, 12))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds
+    assert kinds.count("conv") == 3 and kinds.count("batchnorm") == 2 and "pool" in kinds
+    assert compiled.get_submodule("bn1").running_var.sum() != 8  # the original statistics
+
+
+class Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+
+    def forward(self, x):
+        return self.lin(torch.cumsum(x, dim=1)).softmax(-1)
+
+
+def test_unknown_ops_become_opaque_boxes_that_still_run_and_draw():
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    circuit, compiled = _same(Odd(), x)
+    opaque = [b for b in circuit.boxes if b.kind == "opaque"]
+    assert len(opaque) == 1 and "cumsum" in opaque[0].target
+    text = circuit.to_json()
+    assert "function" not in text and "0x" not in text  # no callable in the spec
+    reloaded = ncd.Circuit.from_json(text)
+    assert not attached.callables(reloaded)
+    with pytest.raises(RuntimeError, match="no callable"):
+        ncd_compile(reloaded)(x.float())
+    assert "<svg" in ncd.render(circuit)
+    assert ncd.analyse(circuit) is not None
+
+
+def test_cli_import(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mymodels.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "def layer():\n"
+        "    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)\n"
+        "    return layer, torch.randn(2, 5, 16)\n"
+        "def mlp():\n"
+        "    return nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    out = tmp_path / "spec.json"
+    assert main(["import", "mymodels:layer", "-o", str(out)]) == 0
+    c = ncd.Circuit.from_json(out.read_text())
+    assert [b.kind for b in c.boxes].count("linear") == 6
+    assert main(["import", "mymodels:mlp", "--shape", "3,8", "-o", str(out)]) == 0
+    assert main(["validate", str(out)]) == 0
+    assert main(["import", "mymodels:mlp"]) == 1
+    assert "--shape" in capsys.readouterr().err
