@@ -110,7 +110,7 @@ def node_label(node: Node, theme: Theme, scale: float = 1.0) -> str:
             f'BGCOLOR="{theme.ink}" STYLE="rounded"></TD>'
         )
     else:
-        bare = node.kind == "rename" and node.share is None
+        bare = node.kind == "rename"  # drawn as a relabelled wire, even under an overlay
         body_attrs = (
             f'ROWSPAN="{n}" WIDTH="{width}" HEIGHT="{ROW * n}" CELLPADDING="2" '
             f'BORDER="{0 if bare else 1}" COLOR="{theme.ink}" STYLE="rounded"'

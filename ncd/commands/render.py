@@ -9,8 +9,7 @@ from pathlib import Path
 
 from ncd.spec import load_spec, parse_sizes
 
-# --overlay choice -> the BoxCost field and Report formula it reads.
-OVERLAYS = {"flops": "flops", "memory": "activation_bytes", "io": "io_bytes"}
+OVERLAYS = ("flops", "memory")
 
 
 def register(sub) -> None:
@@ -39,8 +38,8 @@ def register(sub) -> None:
     p.add_argument(
         "--overlay",
         choices=sorted(OVERLAYS),
-        help="colour boxes by their share of FLOPs, kept activation memory or HBM traffic "
-        "(from ncd analyse, at the bound sizes)",
+        help="colour boxes by their share of FLOPs or of the activation memory kept for the "
+        "backward pass (from ncd analyse, at the bound sizes)",
     )
     p.set_defaults(run=cmd_render)
 
@@ -61,9 +60,7 @@ def cmd_render(args) -> int:
     overlay, title = None, "cost share"
     if args.overlay:
         overlay = overlay_shares(c, sizes if isinstance(sizes, dict) else None, args.overlay)
-        title = {"flops": "FLOP share", "memory": "activation memory share", "io": "HBM traffic"}[
-            args.overlay
-        ] + " (fused lowering)"
+        title = {"flops": "FLOP share", "memory": "activation memory share"}[args.overlay]
     svg = render(
         c,
         args.out,
@@ -82,28 +79,12 @@ def cmd_render(args) -> int:
 
 
 def overlay_shares(circuit, sizes, what: str) -> dict[str, float]:
-    """Box path -> share of the circuit's total `what` (flops, memory or io), from ncd.analyse.
-    Boxes inside a call are named `call/box`; a call's own share covers all its repetitions."""
+    """Box path -> share of the circuit's FLOPs or kept activation memory, from the cost
+    model (ncd.analyse, fused lowering, at the bound sizes); boxes in a call are `call/box`."""
     from ncd.compiler.cost import analyse
+    from ncd.compiler.cost.plot import overlay_shares as shares
 
-    report = analyse(circuit, sizes)
-    key = OVERLAYS[what]
-    total = report.number(report.formulas[key])
-    shares: dict[str, float] = {}
-    if not total:
-        return shares
-
-    def walk(rep, prefix: str, times) -> None:
-        for b in rep.boxes:
-            v = report.number(getattr(b, key) * times)
-            if v is not None:
-                shares[prefix + b.name] = min(max(float(v) / total, 0.0), 1.0)
-            if b.sub is not None:
-                # A called circuit's report is one repetition.
-                walk(b.sub, prefix + b.name + "/", times * b.repeat)
-
-    walk(report, "", 1)
-    return shares
+    return shares(analyse(circuit, sizes), what)
 
 
 def demo(out_dir) -> None:
