@@ -274,6 +274,7 @@ class _Walker:
         bc.kernel = rule.fused
         bc.notes = list(rule.notes)
         bc._temps = rule.temps  # type: ignore[attr-defined]
+        bc._bwd_temps = rule.bwd_temps if grad_out else ZERO  # type: ignore[attr-defined]
         return bc
 
     def call(self, i, box, bc, in_wires, outs) -> BoxCost:
@@ -378,7 +379,7 @@ class _Walker:
                     if self.storages[sid].kind == "own":
                         self.storages[sid].virtual = True
                 bc.saved, bc.activation_bytes = [], ZERO
-                bc._temps = ZERO  # type: ignore[attr-defined]
+                bc._temps = bc._bwd_temps = ZERO  # type: ignore[attr-defined]
                 if b != r.boxes[-1]:
                     for p in c.outs[b]:
                         self.storages[f"{b}.{p}"].virtual = True
@@ -465,7 +466,7 @@ def _schedule(c, boxes, storages, wires):
             held = sum((nb for _, sid, nb in bc.saved if keep_until.get(sid) == i), ZERO)
             bwd += [live - new - pgrad - held + e for e in extra]
         else:
-            bwd.append(live)
+            bwd.append(live + getattr(bc, "_bwd_temps", ZERO))
         # the gradients of what this box produced are consumed; its kept tensors are released
         for sid in list(grads):
             s = storages[sid]

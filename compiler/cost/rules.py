@@ -128,6 +128,9 @@ class Rule:
     """Bytes moved by copies the lowering makes inside the box (einsum relayouts)."""
     temps: Expr = ZERO
     """Bytes allocated and freed inside the box's forward (copies not kept)."""
+    bwd_temps: Expr = ZERO
+    """Bytes allocated and freed inside the box's backward, beyond the input gradients
+    (products before a broadcast is summed away, flipped copies of a reverse scan)."""
     io: Expr | None = None
     io_bwd: Expr | None = None
     fused: str = ""
@@ -206,7 +209,11 @@ def linear(v: BoxView) -> Rule:
         saved=e.saved,
         layout={"out": e.layout},
         extra_io=e.io,
-        temps=e.temps,
+        # the einsum's result before the bias is added
+        temps=e.temps + (v.nbytes(y) if b.bias else ZERO),
+        # the weight's gradient leaves the batched product laid out (over, out) and is copied
+        # into the weight's own layout when autograd accumulates it
+        bwd_temps=v.nbytes(w),
     )
 
 
@@ -341,6 +348,12 @@ def contract(v: BoxView) -> Rule:
         n = numel(v.x(ports[0]))
         return Rule(flops=n, flops_bwd=n)
     e = einsum(v, [_operand(v, p) for p in ports], y, y.dtype)
+    # a broadcast product's backward forms grad·other at the full size, then sums it down
+    bwd_temps = ZERO
+    if e.mm == 0:
+        for p in ports:
+            if v.grad(p) and set(v.x(p).names) < set(y.names):
+                bwd_temps += v.nbytes(y)
     # intermediates that autograd keeps are not temporary
     kept = sum((s.nbytes for s in e.saved if s.where == "own" and s.ref.endswith("_out")), ZERO)
     return Rule(
@@ -352,6 +365,7 @@ def contract(v: BoxView) -> Rule:
         layout={"out": e.layout},
         extra_io=e.io,
         temps=e.temps - kept,
+        bwd_temps=bwd_temps,
     )
 
 
@@ -378,7 +392,8 @@ def unary(v: BoxView) -> Rule:
                 saved.append(_out())
             else:
                 saved.append(_own("buffer", v.nbytes(v.x()), "log-sigmoid buffer"))
-    return Rule(flops=UNARY_FLOPS[fn] * n, saved=saved, layout=_follow(v))
+    temps = v.nbytes(v.x()) if fn == "elu_plus_one" else ZERO  # elu's result, before + 1
+    return Rule(flops=UNARY_FLOPS[fn] * n, saved=saved, layout=_follow(v), temps=temps)
 
 
 def binary(v: BoxView) -> Rule:
@@ -402,7 +417,14 @@ def binary(v: BoxView) -> Rule:
         if set(b.names) == names
         else y.names
     )
-    return Rule(flops=numel(y), saved=saved, layout={"out": lay})
+    bwd_temps = ZERO
+    if fn in ("mul", "div", "maximum", "minimum", "pow"):
+        for p, t in (("a", a), ("b", b)):
+            if v.grad(p) and set(t.names) < set(y.names):
+                bwd_temps += v.nbytes(y)  # the full-size product, before the sum
+        if fn == "div" and gb:
+            bwd_temps += 2 * v.nbytes(y)  # -grad·a / b², in steps
+    return Rule(flops=numel(y), saved=saved, layout={"out": lay}, bwd_temps=bwd_temps)
 
 
 def scale(v: BoxView) -> Rule:
@@ -517,7 +539,10 @@ def scan(v: BoxView) -> Rule:
         saved = [_in("x"), _out()]
     elif op == "max":
         saved = [_own("indices", numel(x) * 8, "argmax indices (int64)")]
-    return Rule(flops=numel(x), saved=_if(v.grad("x"), *saved), layout=_follow(v))
+    # a running sum's backward is a reverse running sum: flip, cumsum, flip
+    bwd_temps = 2 * v.nbytes(x) if op == "sum" and v.grad("x") else ZERO
+    return Rule(flops=numel(x), saved=_if(v.grad("x"), *saved), layout=_follow(v),
+                bwd_temps=bwd_temps)  # fmt: skip
 
 
 def topk(v: BoxView) -> Rule:

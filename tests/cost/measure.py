@@ -141,3 +141,29 @@ def measure_split(module, xs, boxes: set[str]):
     for part in ("rest", "boxes"):
         out[part]["saved"] = sum(n for p, n in sizes.items() if seen[p] in (part, "both"))
     return out
+
+
+def peak_bytes(module, xs) -> tuple[int, int]:
+    """Peak bytes of one forward + backward on the CPU, from the profiler's allocation events
+    (torch.profiler, profile_memory=True), counting what exists before the step (parameters,
+    inputs, the output's gradient) as the baseline. Returns (peak, baseline)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    y = module(*xs)
+    grads = [torch.ones_like(t) for t in (y.values() if isinstance(y, dict) else [y])]
+    del y
+    base = sum(x.untyped_storage().nbytes() for x in xs)
+    base += sum(p.untyped_storage().nbytes() for p in module.parameters())
+    base += sum(g.untyped_storage().nbytes() for g in grads)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        y = module(*xs)
+        ys = list(y.values()) if isinstance(y, dict) else [y]
+        torch.autograd.backward(ys, grads)
+        del y, ys
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return base + peak, base

@@ -69,3 +69,25 @@ def test_flops_and_kept_memory_match_measurement(name):
     if not fused:  # the whole circuit: totals as the report prints them
         assert report.numbers["mm_flops"] == got["fwd"]
         assert abs(report.numbers["activation_bytes"] - got["saved"]) <= 0.10 * got["saved"]
+
+
+PEAK_SKIP = {
+    # convolutions on the CPU run through oneDNN, whose weight reorders and workspaces (and
+    # the batch norm's channel-first copies of this lowering) the model does not know
+    "conv": "oneDNN convolution workspaces",
+    "attention": "CPU reference of the fused kernel",
+    "linear_attention": "CPU reference of the fused kernel",
+}
+
+
+@pytest.mark.parametrize("name", gallery.names())
+def test_peak_memory_within_20_percent_of_the_cpu_allocator(name):
+    """Peak of one forward + backward from the profiler's allocation events (inputs,
+    parameters and the output's gradient included) against the model's liveness peak."""
+    c = gallery.get(name)
+    skip = sorted({PEAK_SKIP[b.kind] for b in c.boxes if b.kind in PEAK_SKIP})
+    if skip:
+        pytest.skip("; ".join(skip))
+    got, _ = measure.peak_bytes(ncd.compile(c), measure.make_inputs(c))
+    model = ncd.analyse(c, lowering="unfused").numbers["peak_bytes"]
+    assert abs(model - got) <= 0.20 * got, (name, model, got)
