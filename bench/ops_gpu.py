@@ -206,7 +206,9 @@ def main():
     ap.add_argument("--H", type=int, default=16)
     ap.add_argument("--K", type=int, default=128)
     ap.add_argument("--ops", default="softmax_attention,linear_attention")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="results JSON (the bench/results layout)")
+    ap.add_argument("--details", default=None, help="JSON of the schedule choice and breakdown")
+    ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")
     ap.add_argument("--breakdown-T", type=int, default=8192)
     ap.add_argument(
         "--atomic-dq",
@@ -230,8 +232,8 @@ def main():
         "torch": torch.__version__,
         "triton": triton.__version__,
     }
-    meta["softmax_backward"] = choose_backward(args.atomic_dq, B, H, K)
-    print(meta["softmax_backward"], flush=True)
+    details = {"softmax_backward": choose_backward(args.atomic_dq, B, H, K)}
+    print(details, flush=True)
     rows = []
     for T in [int(t) for t in args.T.split(",")]:
         for op in args.ops.split(","):
@@ -254,9 +256,8 @@ def main():
                 try:
                     row["rel_err"], errs = check(fn, ref, xs, do, heads=2 if T <= 8192 else 1)
                     row["fwd_ms"], row["fwdbwd_ms"], row["peak_mib"] = measure(fn, xs, do)
-                except torch.OutOfMemoryError:
-                    row["note"] = "out of memory"
-                    errs = None
+                except torch.OutOfMemoryError:  # left as nulls
+                    errs = "out of memory"
                 del xs, do
                 torch.cuda.empty_cache()
                 rows.append(row)
@@ -267,16 +268,15 @@ def main():
                     f"peak {row['peak_mib'] or math.nan:8.0f} MiB  errs {errs}",
                     flush=True,
                 )
-    result = {"meta": meta, "rows": rows}
     if args.breakdown_T:
-        result["meta"]["breakdown"] = {
-            "T": args.breakdown_T,
-            **ncd_breakdown(B, args.breakdown_T, H, K),
-        }
-        print(json.dumps(result["meta"]["breakdown"], indent=1))
+        details["breakdown"] = {"T": args.breakdown_T, **ncd_breakdown(B, args.breakdown_T, H, K)}
+        print(json.dumps(details, indent=1))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    if args.details:
+        with open(args.details, "w") as f:
+            json.dump(details, f, indent=1)
     summary(rows)
 
 

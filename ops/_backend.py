@@ -6,16 +6,20 @@ before `ncd.ops` is first imported, because Triton decides at decoration time wh
 kernel is compiled or interpreted.
 """
 
-import os
-
 import torch
 import triton
 
 BACKENDS = ("auto", "triton", "reference")
 
 
+@triton.jit
+def _probe():
+    pass
+
+
 def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether this import of ncd.ops built its kernels for Triton's CPU interpreter."""
+    return not isinstance(_probe, triton.runtime.JITFunction)
 
 
 def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:

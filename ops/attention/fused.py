@@ -43,6 +43,7 @@ def _fwd_tiles(
     K_base,
     V_base,
     stride_kn,
+    stride_vn,
     lo,
     hi,
     offs_m,
@@ -76,7 +77,7 @@ def _fwd_tiles(
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _load_tile(
-            V_base + cols[:, None] * stride_kn + offs_dv[None, :],
+            V_base + cols[:, None] * stride_vn + offs_dv[None, :],
             cols,
             S,
             offs_dv,
@@ -150,6 +151,7 @@ def _fwd_kernel(
         K_base,
         V_base,
         HKV * D,
+        HKV * DV,
         0,
         full_end,
         offs_m,
@@ -174,6 +176,7 @@ def _fwd_kernel(
         K_base,
         V_base,
         HKV * D,
+        HKV * DV,
         full_end,
         end,
         offs_m,

@@ -1,0 +1,104 @@
+"""Fused softmax attention: the Triton kernels (interpreted on the CPU) against the float64
+reference, outputs and every gradient, and the argument checks."""
+
+import pytest
+import torch
+
+from ncd.ops import softmax_attention
+from ncd.ops.attention import fused
+from ncd.ops.attention.reference import softmax_attention_reference
+
+
+def rel_rms(x, ref):
+    x, ref = x.double(), ref.double()
+    return ((x - ref).norm() / ref.norm()).item()
+
+
+TOL = {torch.float32: 1e-4, torch.float16: 3e-3}
+
+# (B, T, S, H, Hkv, D, Dv, causal, dtype): odd lengths, grouped heads, uneven head widths.
+CASES = [
+    (2, 63, 63, 4, 2, 32, 32, True, torch.float32),
+    (1, 37, 50, 2, 1, 64, 64, False, torch.float16),
+    (1, 64, 64, 2, 2, 64, 32, True, torch.float16),
+    (1, 45, 45, 3, 1, 24, 24, True, torch.float32),
+    (1, 33, 33, 1, 1, 128, 128, True, torch.float16),
+    (2, 17, 40, 2, 2, 32, 16, True, torch.float32),
+]
+
+
+def run_case(B, T, S, H, Hkv, D, Dv, causal, dtype, seed=0, scale=None):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, D, generator=g).to(dtype).requires_grad_()
+    k = torch.randn(B, S, Hkv, D, generator=g).to(dtype).requires_grad_()
+    v = torch.randn(B, S, Hkv, Dv, generator=g).to(dtype).requires_grad_()
+    o = softmax_attention(q, k, v, causal=causal, scale=scale, backend="triton")
+    do = torch.randn(o.shape, generator=g).to(dtype)
+    grads = torch.autograd.grad(o, (q, k, v), do)
+    ref_in = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    o_ref = softmax_attention_reference(*ref_in, causal=causal, scale=scale)
+    ref_grads = torch.autograd.grad(o_ref, ref_in, do.double())
+    assert o.dtype == dtype and o.shape == (B, T, H, Dv)
+    errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    return errs
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_matches_reference(case, nan_alloc):
+    errs = run_case(*case)
+    assert max(errs) < TOL[case[-1]], errs
+
+
+@pytest.mark.interpret
+def test_scale_option(nan_alloc):
+    errs = run_case(1, 20, 20, 2, 1, 32, 32, True, torch.float32, scale=0.3)
+    assert max(errs) < TOL[torch.float32], errs
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("atomic_dq", [False, True])
+@pytest.mark.parametrize("kv_smem", [False, True])
+def test_backward_schedules(atomic_dq, kv_smem, monkeypatch, nan_alloc):
+    """Both tile layouts of the dK/dV pass, with dQ separate or added atomically."""
+    monkeypatch.setattr(fused, "ATOMIC_DQ", atomic_dq)
+    monkeypatch.setattr(fused, "INTERPRET_KV_SMEM", kv_smem)
+    errs = run_case(1, 47, 47, 2, 1, 32, 32, True, torch.float16, seed=1)
+    assert max(errs) < TOL[torch.float16], errs
+
+
+def test_cpu_dispatch_runs_reference():
+    q, k, v = (torch.randn(1, 9, 2, 16) for _ in range(3))
+    torch.testing.assert_close(
+        softmax_attention(q, k, v, causal=True),
+        softmax_attention_reference(q, k, v, causal=True),
+        rtol=0,
+        atol=0,
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda q, k, v: (q[0], k, v), "expected 4 dims"),
+        (lambda q, k, v: (q, k.half(), v), "dtypes"),
+        (lambda q, k, v: (q, k[:, :, :1].expand(-1, -1, 3, -1), v), "v.shape[1:3]"),
+        (lambda q, k, v: (q, k[..., :8], v), "head width"),
+        (lambda q, k, v: (q[:, :, :3], k[:, :, :2], v[:, :, :2]), "a multiple of"),
+        (lambda q, k, v: (q.int(), k.int(), v.int()), "float16, bfloat16 or float32"),
+    ],
+)
+def test_bad_arguments(change, message):
+    q, k, v = (torch.randn(1, 5, 4, 16) for _ in range(3))
+    with pytest.raises(ValueError, match="softmax_attention") as err:
+        softmax_attention(*change(q, k, v))
+    assert message in str(err.value) and "expected" in str(err.value)
+    assert "found" in str(err.value)
+
+
+def test_bad_scale_and_backend():
+    q = torch.randn(1, 5, 2, 16)
+    with pytest.raises(ValueError, match="positive"):
+        softmax_attention(q, q, q, scale=-1.0)
+    with pytest.raises(ValueError, match="backend"):
+        softmax_attention(q, q, q, backend="cuda")
