@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from .dot import to_dot
 from .errors import RenderError
-from .scene import Options, blocks, build, reorder_copies
+from .scene import Options, blocks, build, restack
 from .themes import THEMES
 
 FORMATS = ("svg", "pdf", "png", "dot")
@@ -79,16 +80,17 @@ def render(
     legend = overlay_title if overlay is not None else ""
     # Only drawn boxes count: an expanded call's own share is not on the figure.
     scale = _nice(max((n.share for n in scene.nodes if n.share is not None), default=0.0))
-    source = to_dot(scene, THEMES[theme], legend=legend, scale=scale)
-    # Copy bundles are stacked in an order only a layout can tell: lay out once, stack them
-    # as their consumers came out, lay out again.
-    small = len(scene.nodes) <= RELAYOUT_MAX_NODES
-    if (
-        small
-        and any(len(n.groups) > 1 for n in scene.nodes)
-        and reorder_copies(scene, _heights(_run(source, "plain").decode("utf-8")))
-    ):
-        source = to_dot(scene, THEMES[theme], legend=legend, scale=scale)
+    kw = {"legend": legend, "scale": scale}
+    source = to_dot(scene, THEMES[theme], **kw)
+    # Copies and operands are stacked in an order only a layout can tell: lay out once,
+    # restack them as their other ends came out, lay out again with the columns kept in the
+    # first layout's order (the order the restacking assumed).
+    free = any(len(n.out_groups) > 1 or len(n.in_groups) > 1 for n in scene.nodes)
+    if free and len(scene.nodes) <= RELAYOUT_MAX_NODES:
+        heights, ends = _layout(_run(source, "json").decode("utf-8"))
+        if restack(scene, ends):
+            kw["order"] = heights
+            source = to_dot(scene, THEMES[theme], **kw)
     svg = _run(source, "svg").decode("utf-8")
     svg = _VERSION_COMMENT.sub("", svg)
     if path is not None:
@@ -97,22 +99,31 @@ def render(
         elif fmt == "dot":
             data = source.encode("utf-8")
         else:
-            dpi = PNG_DPI if fmt == "png" else None
-            data = _run(to_dot(scene, THEMES[theme], dpi=dpi, legend=legend, scale=scale), fmt)
+            # The very layout of the SVG; PNG only adds its resolution.
+            dpi = f"  graph [dpi={PNG_DPI}]\n" if fmt == "png" else ""
+            data = _run(source.replace("\n", "\n" + dpi, 1), fmt)
             if fmt == "pdf":
                 data = _PDF_DATE.sub(b"/CreationDate (D:19700101000000", data)
         _write(Path(path), data)
     return svg
 
 
-def _heights(plain: str) -> dict[str, float]:
-    """Node id -> y from Graphviz's `plain` output (lines `node NAME X Y ...`)."""
-    out = {}
-    for line in plain.splitlines():
-        parts = line.split(" ", 4)
-        if parts[0] == "node" and len(parts) > 3:
-            out[parts[1].strip('"')] = float(parts[3])
-    return out
+def _layout(layout: str) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """From Graphviz's JSON output: node id -> y, and wire id -> (y of its first point, y of
+    its last); larger y is higher."""
+    data = json.loads(layout)
+    heights = {
+        o["name"]: float(o["pos"].split(",")[1])
+        for o in data.get("objects", [])
+        if "pos" in o and "nodes" not in o
+    }
+    ends = {}
+    for e in data.get("edges", []):
+        wid, pos = e.get("id", ""), e.get("pos", "")
+        points = [p for p in pos.split() if not p.startswith(("s,", "e,"))]
+        if wid.startswith("wire:") and points:
+            ends[wid[5:]] = (float(points[0].split(",")[1]), float(points[-1].split(",")[1]))
+    return heights, ends
 
 
 def _nice(m: float) -> float:

@@ -181,18 +181,25 @@ def _cls(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", s)
 
 
+FREEZE = ""  # experiment: "all" columns, "inputs" only, or "" (none)
+
+
 def to_dot(
-    scene: Scene, theme: Theme, *, dpi: int | None = None, legend: str = "", scale: float = 1.0
+    scene: Scene,
+    theme: Theme,
+    *,
+    legend: str = "",
+    scale: float = 1.0,
+    order: dict[str, float] | None = None,
 ) -> str:
     """DOT source of the scene. `legend`: a title for the cost-overlay legend (none when empty);
-    `scale`: the share drawn in the darkest colour."""
+    `scale`: the share drawn in the darkest colour; `order`: node id -> height in an earlier
+    layout, which each column keeps (top to bottom)."""
     f = _q(theme.font)
     lines = [
         f"digraph {_q(scene.title)} {{",
         f"  graph [rankdir=LR newrank=true nodesep=0.05 ranksep=0.2 splines=true "
-        f'fontname={f} bgcolor="{theme.background}" pad=0.15'
-        + (f" dpi={dpi}" if dpi else "")
-        + "]",
+        f'fontname={f} bgcolor="{theme.background}" pad=0.15' + "]",
         f'  node [shape=plain fontname={f} fontcolor="{theme.ink}"]',
         f'  edge [arrowhead=none fontname={f} fontsize={WIRE_PT} color="{theme.wire}" '
         f'fontcolor="{theme.wire_label}" penwidth=0.9]',
@@ -235,8 +242,14 @@ def to_dot(
 
     # Columns as in the paper's figures: each box as far left as its inputs allow, inputs in
     # the first column and outputs in the last (dot alone would drift boxes rightwards).
+    chains = []
     for column in columns(scene):
         lines.append("  {rank=same " + " ".join(column) + "}")
+        if order and len(column) > 1:
+            # Invisible edges within a column keep its nodes in the order of the first layout,
+            # for which bundles were restacked (dot places an edge's tail above its head).
+            ranked = sorted(column, key=lambda n: -order.get(n, 0.0))
+            chains.append("  " + " -> ".join(ranked) + " [style=invis]")
     for node in scene.nodes:
         if node.id not in placed:
             emit_node(node, "  ")
@@ -249,6 +262,7 @@ def to_dot(
         lines.append(
             f"  {w.tail[0]}:{w.tail[1].port}:e -> {w.head[0]}:{w.head[1].port}:w [{attrs}]"
         )
+    lines += chains
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -57,8 +57,10 @@ class Node:
     """What flows in: (scope, source (box or '', port), the lanes it lands on)."""
     share: float | None = None
     repeat: str = ""
-    groups: list[tuple[str, list[Lane]]] = field(default_factory=list)
-    """A copy's output bundles: (consumer node id, lanes), top to bottom."""
+    out_groups: list[list[Lane]] = field(default_factory=list)
+    """Output bundles whose order is free (a copy's copies), top to bottom."""
+    in_groups: list[list[Lane]] = field(default_factory=list)
+    """Input bundles whose order is free (a contraction's operands), top to bottom."""
 
 
 @dataclass
@@ -327,6 +329,8 @@ class _Builder:
                 ln.ends = ln.axis not in kept
             node.ins += lanes
             node.feeds.append((s, srcs[p], lanes))
+            if b.kind == "contract":  # a product does not care in which order its factors come
+                node.in_groups.append(lanes)
         for i, (p, v) in enumerate(outs.items()):
             lanes = self.lanes(s, v)
             # Several results are a tuple: a dashed line between them, as in NCDs.
@@ -431,7 +435,7 @@ class _Builder:
             for i in idx:
                 group = [Lane(t.axis, t.label, sep=t.sep) for t in tails]
                 dot.outs += group
-                dot.groups.append((feeds[i][2].id, group))
+                dot.out_groups.append(group)
                 pairs.append((dot, group, feeds[i][2], feeds[i][3]))
         # Ports are named once every lane is known: o/i/t + index within the node.
         for node in self.scene.nodes:
@@ -448,21 +452,40 @@ class _Builder:
                 )
 
 
-def reorder_copies(scene: Scene, height: dict[str, float]) -> bool:
-    """Stack each copy's bundles in the vertical order of their consumers (`height`: node id ->
-    y of a first layout, larger is higher), so that the bundles leave without crossing.
-    Returns whether anything moved."""
+def restack(scene: Scene, ends: dict[str, tuple[float, float]]) -> bool:
+    """Stack bundles whose order is free as a first layout placed their other ends: a copy's
+    copies in the order their wires arrive, a contraction's operands in the order their wires
+    leave, so that bundles do not cross on the way. `ends`: wire id -> (y where it starts,
+    y where it ends), larger is higher. Returns whether anything moved."""
+    start: dict[int, list[float]] = {}
+    stop: dict[int, list[float]] = {}
+    for w in scene.wires:
+        if w.id in ends:
+            start.setdefault(id(w.head[1]), []).append(ends[w.id][0])
+            stop.setdefault(id(w.tail[1]), []).append(ends[w.id][1])
+
+    def height(lanes: list[Lane], at: dict[int, list[float]]) -> float:
+        ys = [y for ln in lanes for y in at.get(id(ln), [])]
+        return sum(ys) / len(ys) if ys else 0.0
+
     moved = False
     for node in scene.nodes:
-        if len(node.groups) < 2:
-            continue
-        groups = sorted(node.groups, key=lambda g: -height.get(g[0], 0.0))
-        if [g[1] for g in groups] != [g[1] for g in node.groups]:
+        for attr, lanes_attr, at, prefix in (
+            ("out_groups", "outs", stop, "o"),
+            ("in_groups", "ins", start, "i"),
+        ):
+            groups = getattr(node, attr)
+            if len(groups) < 2:
+                continue
+            new = sorted(groups, key=lambda g, at=at: -height(g, at))
+            if [id(g) for g in new] == [id(g) for g in groups]:
+                continue
             moved = True
-            node.groups = groups
-            node.outs = [ln for _, lanes in groups for ln in lanes]
-            for k, ln in enumerate(node.outs):
-                ln.port = f"o{k}"
+            setattr(node, attr, new)
+            lanes = [ln for g in new for ln in g]
+            setattr(node, lanes_attr, lanes)
+            for k, ln in enumerate(lanes):
+                ln.port = f"{prefix}{k}"
     return moved
 
 
