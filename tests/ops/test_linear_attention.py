@@ -1,0 +1,139 @@
+"""Chunked causal linear attention: the Triton kernels (interpreted on the CPU) against the
+float64 quadratic reference, outputs, final states and every gradient; the one-token step
+against the same reference; the argument checks."""
+
+import pytest
+import torch
+
+from ncd.ops import linear_attention, linear_attention_step
+from ncd.ops.linear_attention import linear_attention_reference
+
+
+def rel_rms(x, ref):
+    x, ref = x.double(), ref.double()
+    return ((x - ref).norm() / ref.norm()).item()
+
+
+TOL = {torch.float32: 1e-4, torch.float16: 3e-3}
+
+
+def make(B, T, H, K, V, dtype, seed, positive=False):
+    g = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(B, T, H, K, generator=g) for _ in range(2))
+    if positive:  # a positive feature map keeps the normaliser away from zero
+        q, k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+    v = torch.randn(B, T, H, V, generator=g)
+    return [x.to(dtype).requires_grad_() for x in (q, k, v)], g
+
+
+# (B, T, H, K, V, dtype, decay, initial state, final state, normalize, cu_seqlens)
+CASES = [
+    (2, 63, 2, 32, 16, torch.float32, False, False, False, False, None),
+    (2, 63, 2, 32, 48, torch.float32, True, True, True, False, None),
+    (1, 50, 2, 16, 32, torch.float32, True, True, True, False, [0, 7, 7, 40, 50]),
+    (1, 70, 2, 64, 64, torch.float16, False, False, True, False, None),
+    (1, 45, 3, 24, 20, torch.float16, True, False, False, False, [0, 16, 45]),
+    (2, 37, 2, 32, 32, torch.float32, True, True, True, True, None),
+]
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_matches_reference(case, nan_alloc):
+    B, T, H, K, V, dtype, use_decay, use_s0, want_state, normalize, cu = case
+    (q, k, v), g = make(B, T, H, K, V, dtype, seed=T, positive=normalize)
+    cu = None if cu is None else torch.tensor(cu)
+    N = B if cu is None else len(cu) - 1
+    decay = (0.8 + 0.2 * torch.rand(H, generator=g)) if use_decay else None
+    inputs = [q, k, v]
+    s0 = None
+    if use_s0:
+        s0 = torch.randn(N, H, K, V, generator=g).requires_grad_()
+        inputs.append(s0)
+        if normalize:
+            z0 = torch.rand(N, H, K, generator=g).requires_grad_()
+            inputs.append(z0)
+            s0 = (s0, z0)
+    kw = dict(decay=decay, initial_state=s0, output_final_state=want_state,
+              normalize=normalize, cu_seqlens=cu, scale=0.3)  # fmt: skip
+    o, st = linear_attention(q, k, v, backend="triton", **kw)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    ref_s0 = None if s0 is None else (tuple(ref_in[3:]) if normalize else ref_in[3])
+    o_ref, st_ref = linear_attention_reference(*ref_in[:3], **dict(kw, initial_state=ref_s0))
+    assert o.shape == (B, T, H, V) and o.dtype == dtype
+    outs, refs = [o], [o_ref]
+    if want_state:
+        st, st_ref = (st, st_ref) if normalize else ((st,), (st_ref,))
+        outs += list(st)
+        refs += list(st_ref)
+        assert st[0].dtype == torch.float32 and st[0].shape == (N, H, K, V)
+    cotangents = [torch.randn(x.shape, generator=g).to(x.dtype) for x in outs]
+    grads = torch.autograd.grad(outs, inputs, cotangents)
+    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cotangents])
+    errs = [rel_rms(a, b) for a, b in zip(outs, refs)]
+    errs += [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    assert max(errs) < TOL[dtype], errs
+
+
+def test_cpu_dispatch_runs_reference():
+    (q, k, v), _ = make(1, 9, 2, 8, 8, torch.float32, 0)
+    o, _ = linear_attention(q, k, v)
+    o_ref, _ = linear_attention_reference(q, k, v)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_step_continues_a_prompt(normalize):
+    """Prompt through the chunked op with its final state, then one token at a time: the same
+    outputs as the reference on the whole sequence."""
+    (q, k, v), g = make(2, 12, 3, 8, 5, torch.float64, 1, positive=True)
+    q, k, v = q.detach(), k.detach(), v.detach()
+    decay = torch.tensor([1.0, 0.9, 0.7], dtype=torch.float64)
+    kw = dict(decay=decay, normalize=normalize, scale=0.5)
+    o_ref, _ = linear_attention_reference(q, k, v, **kw)
+    _, state = linear_attention(q[:, :7], k[:, :7], v[:, :7], output_final_state=True, **kw)
+    for t in range(7, 12):
+        o_t, state = linear_attention_step(q[:, t], k[:, t], v[:, t], state, **kw)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+
+
+def test_step_from_nothing():
+    (q, k, v), _ = make(1, 3, 2, 4, 4, torch.float32, 2)
+    q, k, v = q.detach(), k.detach(), v.detach()
+    o_ref, _ = linear_attention_reference(q, k, v)
+    state = None
+    for t in range(3):
+        o_t, state = linear_attention_step(q[:, t], k[:, t], v[:, t], state)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(causal=False), "causal"),
+        (dict(decay=torch.ones(3)), "decay.shape"),
+        (dict(decay=torch.full((2,), 1.5)), "in (0, 1]"),
+        (dict(decay=torch.full((2,), 0.9, requires_grad=True)), "requires_grad"),
+        (dict(initial_state=torch.zeros(2, 2, 8, 3)), "initial_state shape"),
+        (dict(initial_state=torch.zeros(2, 2, 8, 4), normalize=True), "tuple"),
+        (dict(cu_seqlens=torch.tensor([0, 3, 5])), "batch size with cu_seqlens"),
+        (dict(scale=float("nan")), "scale"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    (q, k, v), _ = make(2, 5, 2, 8, 4, torch.float32, 0)
+    with pytest.raises(ValueError, match="linear_attention") as err:
+        linear_attention(q, k, v, **kwargs)
+    assert message in str(err.value) and "expected" in str(err.value)
+
+
+def test_bad_shapes_and_packing():
+    (q, k, v), _ = make(1, 6, 2, 8, 4, torch.float32, 0)
+    with pytest.raises(ValueError, match="k.shape"):
+        linear_attention(q, k[..., :4], v)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        linear_attention(q, k, v, cu_seqlens=torch.tensor([0, 2, 5]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        linear_attention(q, k, v, cu_seqlens=torch.tensor([0, 4, 2, 6]))
+    with pytest.raises(ValueError, match="state shape"):
+        linear_attention_step(q[:, 0], k[:, 0], v[:, 0], torch.zeros(1, 2, 8, 5))
