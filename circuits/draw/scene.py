@@ -270,74 +270,70 @@ class _Builder:
         node.repeat = _repeat(c, b) if b.kind == "call" else ""
         node.share = self._share(path)
         node.tooltip = _tooltip(b, ins, outs, c.params[b.name])
-        ports = list(ins)
-        srcs = c.sources[b.name]
         through = _through(b, ins, outs, c)
-        if role == "copy":
-            # The dot where a bundle splits: one group of output lanes per copy.
-            node.ins = self.lanes(s, ins["x"])
-            node.feeds.append((s, srcs["x"], node.ins))
-            for p in outs:
-                lanes = self.lanes(s, outs[p])
-                node.outs += lanes
-                node.out_map[(b.name, p)] = lanes
-            return node
         if through is not None:
-            x, y = ins[ports[0]], outs[next(iter(outs))]
-            acted_in = [a for a in x.axes if a.name not in through]
-            acted_out = [a for a in y.axes if a.name not in through]
-            # The body sits where the axes it makes stand in the output (else where the axes
-            # it consumes stood in the input), so that the bundle keeps its order.
-            ref, acted = (y, acted_out) if acted_out else (x, acted_in)
-            first = ref.names.index(acted[0].name) if acted else 0
-            before = set(ref.names[:first])
-            lanes = {a.name: Lane(a.name, self.label(s, a)) for a in x.axes if a.name in through}
-            node.above = [lanes[a.name] for a in x.axes if a.name in through and a.name in before]
-            node.below = [
-                lanes[a.name] for a in x.axes if a.name in through and a.name not in before
-            ]
-            node.ins = [
-                Lane(a.name, self.label(s, a), ends=a.name not in y.names) for a in acted_in
-            ]
-            node.outs = [Lane(a.name, self.label(s, a)) for a in y.axes if a.name not in through]
-            by_in = {ln.axis: ln for ln in node.ins}
-            by_out = {ln.axis: ln for ln in node.outs}
-            node.feeds.append(
-                (s, srcs[ports[0]], [lanes.get(a.name) or by_in[a.name] for a in x.axes])
-            )
-            node.out_map[(b.name, next(iter(outs)))] = [
-                lanes.get(a.name) or by_out[a.name] for a in y.axes
-            ]
-            return node
+            self._pass_through(s, b, node, through)
+        elif b.kind == "binary" and all(isinstance(v, TensorType) for v in ins.values()):
+            self._merging(s, b, node)
+        else:
+            self._ports(s, b, node)
+        return node
+
+    def _pass_through(self, s: Scope, b, node: Node, through: set[str]) -> None:
+        """One input, one output: broadcast axes are lines above and below the body."""
+        c = s.checked
+        (port, x), (out, y) = next(iter(c.ins[b.name].items())), next(iter(c.outs[b.name].items()))
+        acted_in = [a for a in x.axes if a.name not in through]
+        acted_out = [a for a in y.axes if a.name not in through]
+        # The body sits where the axes it makes stand in the output (else where the axes it
+        # consumes stood in the input), so that the bundle keeps its order.
+        ref, acted = (y, acted_out) if acted_out else (x, acted_in)
+        before = set(ref.names[: ref.names.index(acted[0].name)] if acted else ())
+        lanes = {a.name: Lane(a.name, self.label(s, a)) for a in x.axes if a.name in through}
+        node.above = [lanes[a.name] for a in x.axes if a.name in before and a.name in lanes]
+        node.below = [lanes[a.name] for a in x.axes if a.name not in before and a.name in lanes]
+        node.ins = [Lane(a.name, self.label(s, a), ends=a.name not in y.names) for a in acted_in]
+        node.outs = [Lane(a.name, self.label(s, a)) for a in acted_out]
+        by_in = {ln.axis: ln for ln in node.ins}
+        by_out = {ln.axis: ln for ln in node.outs}
+        src = c.sources[b.name][port]
+        node.feeds.append((s, src, [lanes.get(a.name) or by_in[a.name] for a in x.axes]))
+        node.out_map[(b.name, out)] = [lanes.get(a.name) or by_out[a.name] for a in y.axes]
+
+    def _merging(self, s: Scope, b, node: Node) -> None:
+        """Wires of one name are one wire: they merge at a single row (NCD's + where wires
+        merge). Contractions keep a row per operand wire: merging there makes funnels."""
+        c = s.checked
+        rows: dict[str, Lane] = {}
+        for p, v in c.ins[b.name].items():
+            for a in v.axes:
+                rows.setdefault(a.name, Lane(a.name, self.label(s, a)))
+            node.feeds.append((s, c.sources[b.name][p], [rows[a.name] for a in v.axes]))
+        node.ins = list(rows.values())
+        for p, v in c.outs[b.name].items():
+            node.outs = self.lanes(s, v)
+            node.out_map[(b.name, p)] = node.outs
+
+    def _ports(self, s: Scope, b, node: Node) -> None:
+        """A row per wire of every input port and every output port, stacked in port order."""
+        c = s.checked
+        outs = c.outs[b.name]
         kept = {ax.name for v in outs.values() for _, ax in flat(v)}
-        if b.kind == "binary" and all(isinstance(v, TensorType) for v in ins.values()):
-            # Wires of one name are one wire: they merge at a single row (NCD's + where wires
-            # merge). Contractions keep a row per operand wire: merging there makes funnels.
-            rows: dict[str, Lane] = {}
-            for p in ports:
-                for a in ins[p].axes:
-                    rows.setdefault(a.name, Lane(a.name, self.label(s, a), ends=a.name not in kept))
-                node.feeds.append((s, srcs[p], [rows[a.name] for a in ins[p].axes]))
-            node.ins = list(rows.values())
-            for p, v in outs.items():
-                node.outs += self.lanes(s, v)
-                node.out_map[(b.name, p)] = node.outs
-            return node
-        for p in ports:
-            lanes = self.lanes(s, ins[p])
+        for p, v in c.ins[b.name].items():
+            lanes = self.lanes(s, v)
             for ln in lanes:
                 ln.ends = ln.axis not in kept
             node.ins += lanes
-            node.feeds.append((s, srcs[p], lanes))
+            node.feeds.append((s, c.sources[b.name][p], lanes))
             if b.kind == "contract":  # a product does not care in which order its factors come
                 node.in_groups.append(lanes)
         for i, (p, v) in enumerate(outs.items()):
             lanes = self.lanes(s, v)
-            # Several results are a tuple: a dashed line between them, as in NCDs.
-            lanes[0].sep = lanes[0].sep or (i > 0 and bool(lanes))
+            # Several results are a tuple: a dashed line between them, as in NCDs (not between
+            # copies, which leave a copy bar like the copies the renderer inserts).
+            lanes[0].sep = lanes[0].sep or (i > 0 and b.kind != "copy")
             node.outs += lanes
             node.out_map[(b.name, p)] = lanes
-        return node
 
     def _group_node(self, s: Scope, title: str) -> Node:
         """One box for a collapsed block: its lanes are the wires crossing its border."""
@@ -361,14 +357,13 @@ class _Builder:
             node.feeds.append((s, src, lanes))
         consumed = {src for n in c.order if n not in inside for src in c.sources[n].values()}
         consumed |= set(c.output_sources.values())
-        i = 0
         for m in members:
             for p, v in c.outs[m].items():
                 if (m, p) in consumed:
                     lanes = self.lanes(s, v)
+                    lanes[0].sep = lanes[0].sep or bool(node.outs)  # several results: a tuple
                     node.outs += lanes
                     node.out_map[(m, p)] = lanes
-                    i += 1
         return node
 
     # -- wires
