@@ -191,8 +191,28 @@ def _if(cond: bool, *items):
 
 # -- learned
 def linear(v: BoxView) -> Rule:
-    b, y = v.box, v.out()
+    """As the compiler lowers it: `F.linear` on the weight viewed as a matrix when the map
+    consumes the input's trailing axes (nn.Linear's one fused matmul with the bias), einsum
+    otherwise."""
+    b, x, y = v.box, v.x(), v.out()
     w = v.params["weight"]
+    bias = numel(y) if b.bias else ZERO
+    mm = 2 * numel(y) * v.sizes_of(x, b.over)
+    mm_bwd = mm * (2 if v.grad("x") else 1)
+    n_in = len(b.over)
+    if tuple(x.names[-n_in:]) == tuple(b.over):
+        lead = [a for a in x.names if a not in b.over]
+        copied = not _is_view(v.layouts["x"], [lead, list(b.over)])
+        kept = _own("x_copy", v.nbytes(x), "relaid-out copy of input x") if copied else _in("x")
+        return Rule(
+            flops=mm + bias,
+            mm=mm,
+            mm_bwd=mm_bwd,
+            flops_bwd=mm_bwd + bias,
+            saved=[kept],
+            layout={"out": y.names},
+            extra_io=2 * v.nbytes(x) if copied else ZERO,
+        )
     ops = [
         _operand(v, "x"),
         _Operand(
@@ -200,7 +220,6 @@ def linear(v: BoxView) -> Rule:
         ),
     ]
     e = einsum(v, ops, y, y.dtype)
-    bias = numel(y) if b.bias else ZERO
     return Rule(
         flops=e.flops + bias,
         mm=e.mm,
@@ -461,7 +480,10 @@ def _stat_bytes(v: BoxView, count: Expr) -> Expr:
 
 
 def softmax(v: BoxView) -> Rule:
-    return Rule(flops=SOFTMAX_FLOPS * numel(v.x()), saved=[_out()])
+    # the compiler's softmax runs in the input's memory order (a contraction's result is a
+    # permuted view), so its output keeps that layout; softmin is torch's, row-major
+    lay = v.x().names if v.box.variant == "softmin" else v.layouts["x"]
+    return Rule(flops=SOFTMAX_FLOPS * numel(v.x()), saved=[_out()], layout={"out": lay})
 
 
 def layernorm(v: BoxView) -> Rule:
