@@ -257,8 +257,11 @@ def to_dot(
         emit_cluster(c, "  ")
     for w in scene.wires:
         # Classes name the axis and the ports, so that the SVG can be styled and checked.
-        cls = f"wire axis-{_cls(w.axis)} from-{w.tail[1].port} to-{w.head[1].port}"
+        kind = f"axis-{_cls(w.axis)}" if w.axis else "scalar"
+        cls = f"wire {kind} from-{w.tail[1].port} to-{w.head[1].port}"
         attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{w.label}>"
+        if not w.axis:
+            attrs += " style=dotted"
         lines.append(
             f"  {w.tail[0]}:{w.tail[1].port}:e -> {w.head[0]}:{w.head[1].port}:w [{attrs}]"
         )

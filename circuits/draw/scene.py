@@ -159,7 +159,10 @@ class _Builder:
         return name if n is None else f"{name}={esc(n)}"
 
     def lanes(self, scope: Scope, v: Value) -> list[Lane]:
-        """One lane per wire of `v`; a dashed line separates tuple members."""
+        """One lane per wire of `v`; a dashed line separates tuple members. A scalar has no
+        wires in NCDs; it gets one unlabelled dotted lane, so that one can see where it goes."""
+        if not flat(v):
+            return [Lane("", "")]
         out, member = [], None
         for i, (m, a) in enumerate(flat(v)):
             out.append(Lane(a.name, self.label(scope, a), sep=m != member and i > 0))
@@ -293,12 +296,19 @@ class _Builder:
         node.above = [lanes[a.name] for a in x.axes if a.name in before and a.name in lanes]
         node.below = [lanes[a.name] for a in x.axes if a.name not in before and a.name in lanes]
         node.ins = [Lane(a.name, self.label(s, a), ends=a.name not in y.names) for a in acted_in]
-        node.outs = [Lane(a.name, self.label(s, a)) for a in acted_out]
+        node.outs = [Lane(a.name, self.label(s, a)) for a in acted_out] or (
+            self.lanes(s, y) if not y.axes else []
+        )
         by_in = {ln.axis: ln for ln in node.ins}
         by_out = {ln.axis: ln for ln in node.outs}
+        if not x.axes:  # a scalar comes in on its one dotted lane
+            node.ins = self.lanes(s, x)
         src = c.sources[b.name][port]
-        node.feeds.append((s, src, [lanes.get(a.name) or by_in[a.name] for a in x.axes]))
-        node.out_map[(b.name, out)] = [lanes.get(a.name) or by_out[a.name] for a in y.axes]
+        feed = [lanes.get(a.name) or by_in[a.name] for a in x.axes] or node.ins
+        node.feeds.append((s, src, feed))
+        node.out_map[(b.name, out)] = [
+            lanes.get(a.name) or by_out[a.name] for a in y.axes
+        ] or node.outs  # a scalar: its one dotted lane
 
     def _merging(self, s: Scope, b, node: Node) -> None:
         """Wires of one name are one wire: they merge at a single row (NCD's + where wires
@@ -308,7 +318,10 @@ class _Builder:
         for p, v in c.ins[b.name].items():
             for a in v.axes:
                 rows.setdefault(a.name, Lane(a.name, self.label(s, a)))
-            node.feeds.append((s, c.sources[b.name][p], [rows[a.name] for a in v.axes]))
+            if not v.axes:  # a scalar operand: its own dotted lane
+                rows.setdefault("", Lane("", ""))
+            feed = [rows[a.name] for a in v.axes] if v.axes else [rows[""]]
+            node.feeds.append((s, c.sources[b.name][p], feed))
         node.ins = list(rows.values())
         for p, v in c.outs[b.name].items():
             node.outs = self.lanes(s, v)
@@ -331,7 +344,8 @@ class _Builder:
             lanes = self.lanes(s, v)
             # Several results are a tuple: a dashed line between them, as in NCDs (not between
             # copies, which leave a copy bar like the copies the renderer inserts).
-            lanes[0].sep = lanes[0].sep or (i > 0 and b.kind != "copy")
+            if lanes:
+                lanes[0].sep = lanes[0].sep or (i > 0 and b.kind != "copy")
             node.outs += lanes
             node.out_map[(b.name, p)] = lanes
 
@@ -361,7 +375,8 @@ class _Builder:
             for p, v in c.outs[m].items():
                 if (m, p) in consumed:
                     lanes = self.lanes(s, v)
-                    lanes[0].sep = lanes[0].sep or bool(node.outs)  # several results: a tuple
+                    if lanes and node.outs:  # several results: a tuple
+                        lanes[0].sep = True
                     node.outs += lanes
                     node.out_map[(m, p)] = lanes
         return node

@@ -45,7 +45,8 @@ class Drawing:
                 label = "".join(t.text or "" for t in g.iter(SVG + "text"))
                 self.wires.append(
                     {"tail": tail, "tport": tport, "head": head, "hport": hport, "label": label,
-                     "axis": next(c[5:] for c in cls if c.startswith("axis-"))}
+                     "axis": next((c[5:] for c in cls if c.startswith("axis-")), ""),
+                     "scalar": "scalar" in cls}
                 )  # fmt: skip
             elif "cluster" in cls:
                 self.blocks[g.get("id")] = g
@@ -258,3 +259,17 @@ def test_circuit_shows_itself_in_jupyter():
     bundle = c._repr_mimebundle_()
     assert bundle["image/svg+xml"] == render(c) and "attention" in bundle["text/plain"]
     assert "image/svg+xml" not in c._repr_mimebundle_(include=["text/plain"])
+
+
+def test_a_scalar_has_one_dotted_unlabelled_wire():
+    b = Builder("loss")
+    x = b.input("x", "B T")
+    loss = b.scale(b.reduce(x, "B T", "mean", name="mean"), 2, name="twice")
+    b.output("loss", loss)
+    b.output("y", b.mul(x, loss, name="weighted"))
+    d = draw(b.build())
+    scalar = [w for w in d.wires if w["scalar"]]
+    # mean -> twice -> copy -> (loss, weighted): four dotted wires, no label, no axis
+    assert len(scalar) == 4 and all(w["label"] == "" for w in scalar)
+    assert sorted(w["label"] for w in d.into("box:mean")) == ["B", "T"]
+    assert sorted(w["label"] for w in d.into("box:weighted")) == ["", "B", "T"]
