@@ -264,6 +264,8 @@ def _linear(L: Lowerer, b, x, tin, tout):
         f"Linear({out_shape}, {in_shape}, bias={b.bias})",
     )
     w = L.param(ident, "weight")
+    if tuple(t.names[-len(b.over) :]) == tuple(b.over):
+        return {"out": _linear_trailing(L, b, x["x"], w, ident, out_shape)}
     # a map D -> D has a weight [D D]: the consumed axis gets its own einsum letter
     inner = {a: f"{a}_in" if a in b.out else a for a in b.over}
     xs = [inner.get(a, a) for a in t.names]
@@ -272,6 +274,24 @@ def _linear(L: Lowerer, b, x, tin, tout):
         bias = L.align(L.param(ident, "bias"), b.out, tout["out"].names)
         y = L.fn(operator.add, y, bias)
     return {"out": y}
+
+
+def _linear_trailing(L: Lowerer, b, x, w, ident, out_shape):
+    """The map acts on the trailing axes (the common case): PyTorch's F.linear on the weight
+    viewed as a matrix [out, in], as nn.Linear runs it (one fused matmul with the bias)."""
+    n_out, n_in = len(b.out), len(b.over)
+    if n_out > 1:
+        w = L.method("flatten", w, 0, n_out - 1)
+    if n_in > 1:
+        w = L.method("flatten", w, 1)
+        x = L.method("flatten", x, -n_in)
+    bias = None
+    if b.bias:
+        bias = L.param(ident, "bias")
+        if n_out > 1:
+            bias = L.method("flatten", bias)
+    y = L.fn(F.linear, x, w, bias)
+    return L.method("unflatten", y, -1, out_shape) if n_out > 1 else y
 
 
 @lowers("param")
@@ -411,8 +431,11 @@ def _mask(L: Lowerer, b, x, tin, tout):
 @lowers("softmax")
 def _softmax(L: Lowerer, b, x, tin, tout):
     d = _dim(tin["x"], b.over)
-    fn = {"softmax": torch.softmax, "log_softmax": torch.log_softmax, "softmin": F.softmin}
-    return {"out": L.fn(fn[b.variant], x["x"], d)}
+    if b.variant == "softmin":
+        return {"out": L.fn(F.softmin, x["x"], d)}
+    if b.variant == "log_softmax":
+        return {"out": L.fn(runtime.softmax, x["x"], d, log=True)}
+    return {"out": L.fn(runtime.softmax, x["x"], d)}
 
 
 def _last(L: Lowerer, node, names, axes, call):

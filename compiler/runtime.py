@@ -76,6 +76,20 @@ class UnifiedNorm(nn.Module):
         return y.movedim(-1, self.dim)
 
 
+def softmax(x, dim: int, log: bool = False):
+    """(log-)softmax over `dim`, computed in the tensor's memory order: a contraction returns
+    a permuted view, and torch.softmax would copy it to row-major first (and the next
+    contraction would copy it back)."""
+    fn = torch.log_softmax if log else torch.softmax
+    if isinstance(x, torch.fx.Proxy) or x.is_contiguous():  # (fx retraces when unpickling)
+        return fn(x, dim)
+    order = sorted(range(x.dim()), key=lambda d: x.stride(d), reverse=True)
+    y = x.permute(order)
+    if not y.is_contiguous():
+        return fn(x, dim)
+    return fn(y, order.index(dim)).permute([order.index(d) for d in range(x.dim())])
+
+
 def causal_mask(x, query: int, key: int, window: int = 0, fill: float = float("-inf")):
     """x with entries where key > query (or key <= query - window) set to `fill`."""
     i = torch.arange(x.shape[query], device=x.device)[:, None]
