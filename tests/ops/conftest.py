@@ -1,37 +1,70 @@
 """Runs the op library's Triton kernels on the CPU through Triton's interpreter.
 
-Triton decides between compiled and interpreted kernels when a kernel is decorated, that is
-when ncd.ops is imported. So TRITON_INTERPRET=1 is set here before the import (and, if a test
-elsewhere imported ncd.ops first, its modules are imported afresh); the variable is then put
-back, so that other tests do not see it, and set again around each test of this folder
-(Triton reads it at run time too). Interpreted bf16 dots were seen to give
-garbage with Triton 3.9 on the CPU, so these tests use float32 and float16; bf16 is checked on
-the GPU by bench/ops_gpu.py.
+Triton decides between compiled and interpreted kernels when a function is decorated: its
+own library functions (tl.zeros, ...) when triton is first imported, ours when ncd.ops is.
+So TRITON_INTERPRET=1 has to be set before either import. When this folder's tests are the
+first to import triton, that is done here (ncd.ops is imported afresh if something imported
+it earlier), the variable is put back for the rest of the session, and set again around each
+test of this folder (Triton reads it at run time too). When another test imported triton
+first, the tests marked `interpret` are skipped here and run instead in a fresh Python
+process by test_interpreter.py.
+
+Interpreted bf16 dots were seen to give garbage with Triton 3.9 on the CPU, so these tests use
+float32 and float16; bf16 is checked on the GPU by bench/ops_gpu.py.
 """
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-_saved = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
-for _name in [m for m in sys.modules if m == "ncd.ops" or m.startswith("ncd.ops.")]:
-    del sys.modules[_name]
-import triton.experimental.gluon  # noqa: E402, F401  (imported lazily by Triton; same rule)
 
-import ncd.ops  # noqa: E402, F401
+def _triton_compiled_already() -> bool:
+    if "triton.language" not in sys.modules:
+        return False
+    import triton
 
-if _saved is None:
-    del os.environ["TRITON_INTERPRET"]
-else:
-    os.environ["TRITON_INTERPRET"] = _saved
+    return isinstance(triton.language.standard.zeros, triton.runtime.JITFunction)
+
+
+IN_PROCESS = not _triton_compiled_already()
+HERE = Path(__file__).parent
+
+if IN_PROCESS:
+    _saved = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    for _name in [m for m in sys.modules if m == "ncd.ops" or m.startswith("ncd.ops.")]:
+        del sys.modules[_name]
+    import triton.experimental.gluon  # noqa: F401  (Triton imports it lazily; same rule)
+
+    import ncd.ops  # noqa: F401
+
+    if _saved is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _saved
+
+
+def pytest_collection_modifyitems(config, items):
+    if IN_PROCESS:
+        return
+    skip = pytest.mark.skip(reason="triton was imported compiled; run by test_interpreter.py")
+    for item in items:
+        if HERE in Path(item.fspath).parents and item.get_closest_marker("interpret"):
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def interpret_in_process():
+    return IN_PROCESS
 
 
 @pytest.fixture(autouse=True)
 def _interpret(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    if IN_PROCESS:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture
