@@ -6,7 +6,6 @@ mapping by name, interleaved timing, and the result file layout
 
 from __future__ import annotations
 
-import datetime
 import json
 import platform
 import statistics
@@ -93,7 +92,7 @@ def meta(device: str) -> dict:
         tv = None
     return {
         "device": device,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": commit,
         "torch": torch.__version__,
         "triton": tv,
@@ -105,7 +104,7 @@ def meta(device: str) -> dict:
 def write(out_dir: str | Path, stem: str, result: dict) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    day = time.strftime("%Y-%m-%d", time.gmtime())
     path = out / f"{stem}_{day}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
