@@ -259,7 +259,10 @@ def to_dot(
         # Classes name the axis and the ports, so that the SVG can be styled and checked.
         kind = f"axis-{_cls(w.axis)}" if w.axis else "scalar"
         cls = f"wire {kind} from-{w.tail[1].port} to-{w.head[1].port}"
-        attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{w.label}>"
+        label = w.label  # the axis' name in italics, as size symbols are set in the paper
+        if w.axis:
+            label = label.replace(esc(w.axis), f"<I>{esc(w.axis)}</I>", 1)
+        attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{label}>"
         if not w.axis:
             attrs += " style=dotted"
         lines.append(

@@ -25,7 +25,8 @@ class Drawing:
 
 
 def _axes(names) -> str:
-    return esc(" ".join(names))
+    """Axis names as size symbols are set in the paper: italic."""
+    return " ".join(f"<I>{esc(n)}</I>" for n in names)
 
 
 def _learned(default: str):
@@ -100,7 +101,7 @@ def _reduce(b) -> Drawing:
 
 def _scan(b) -> Drawing:
     op = {"sum": "Σ", "prod": "Π", "max": "max"}[b.op]
-    return Drawing(glyph=f"{op}<SUB>{'≥' if b.reverse else '≤'}</SUB>", note=esc(b.over))
+    return Drawing(glyph=f"{op}<SUB>{'≥' if b.reverse else '≤'}</SUB>", note=_axes([b.over]))
 
 
 def _topk(b) -> Drawing:
@@ -154,7 +155,7 @@ GLYPHS: dict[str, Callable[..., Drawing]] = {
     "param": _param,
     "embedding": _learned("E"),
     "contract": _contract,
-    "diagonal": lambda b: Drawing(glyph="●", note=_axes(b.axes) + " → " + esc(b.into)),
+    "diagonal": lambda b: Drawing(glyph="●", note=_axes(b.axes) + " → " + _axes([b.into])),
     "unary": _unary,
     "binary": _binary,
     "scale": _scale,
@@ -171,22 +172,23 @@ GLYPHS: dict[str, Callable[..., Drawing]] = {
     "reduce": _reduce,
     "scan": _scan,
     "topk": _topk,
-    "split_axis": lambda b: Drawing(glyph="≺", note=esc(b.axis) + " → " + _axes(b.into)),
-    "merge_axes": lambda b: Drawing(glyph="≻", note=_axes(b.axes) + " → " + esc(b.into)),
+    "split_axis": lambda b: Drawing(glyph="≺", note=_axes([b.axis]) + " → " + _axes(b.into)),
+    "merge_axes": lambda b: Drawing(glyph="≻", note=_axes(b.axes) + " → " + _axes([b.into])),
     "permute": lambda b: Drawing(glyph="╳"),
     # A renaming is no operation in NCDs, only a wire changing its label: drawn without a box.
     "rename": lambda b: Drawing(
-        note=esc(", ".join(f"{k}↦{v}" for k, v in sorted(b.mapping.items())))
+        note=", ".join(f"{_axes([k])}↦{_axes([v])}" for k, v in sorted(b.mapping.items()))
     ),
     "copy": lambda b: Drawing(glyph="●"),
     "pack": lambda b: Drawing(glyph="(,)"),
     "unpack": lambda b: Drawing(glyph=")("),
-    "concat": lambda b: Drawing(glyph="‖", note=esc(b.axis)),
-    "split": lambda b: Drawing(glyph="⋔", note=esc(b.axis)),
-    "index": lambda b: Drawing(glyph="⬠", note=esc(f"{b.axis}={b.index}")),
+    "concat": lambda b: Drawing(glyph="‖", note=_axes([b.axis])),
+    "split": lambda b: Drawing(glyph="⋔", note=_axes([b.axis])),
+    "index": lambda b: Drawing(glyph="⬠", note=_axes([b.axis]) + esc(f"={b.index}")),
     "slice": lambda b: Drawing(
         glyph="⬠",
-        note=esc(f"{b.axis}[{b.start}:{b.stop or ''}" + (f":{b.step}]" if b.step > 1 else "]")),
+        note=_axes([b.axis])
+        + esc(f"[{b.start}:{b.stop or ''}" + (f":{b.step}]" if b.step > 1 else "]")),
     ),
     "conv": _conv,
     "pool": _pool,

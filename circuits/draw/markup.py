@@ -46,7 +46,9 @@ def size(expr: sympy.Expr) -> str:
 
 
 def _fmt(e: sympy.Expr) -> str:
-    if e.is_Integer or e.is_Symbol:
+    if e.is_Symbol:  # a size symbol, set in italics as in the paper
+        return f"<I>{esc(str(e))}</I>"
+    if e.is_Integer:
         return esc(str(e))
     if e.is_Rational:
         return esc(f"{e.p}/{e.q}")
