@@ -46,7 +46,7 @@ def io_backward(
     delta = bytes_per * 2 * B * T * H * V + 4 * B * H * T
     dkdv = B * H * (S / block_n) * T * (K + V) * frac * bytes_per + 8 * B * H * T * S / block_n
     dq = B * H * (T / block_m) * S * (K + V) * frac * bytes_per
-    writes = bytes_per * (B * T * H * K + 2 * B * S * Hkv * (K + V) / 2)
+    writes = bytes_per * (B * T * H * K + B * S * Hkv * (K + V))
     reads_once = bytes_per * B * S * Hkv * (K + V) + 8 * B * H * T
     return delta + dkdv + dq + writes + reads_once
 
