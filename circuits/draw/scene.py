@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..sizes import parse_size, show
 from ..types import TensorType, TupleType, Value
 from .glyphs import Drawing, drawing
 from .markup import esc, text
@@ -240,7 +241,7 @@ class _Builder:
             if b.kind == "call" and self._expand(s, b):
                 sub = c.calls[name]
                 title = text(b.label) if b.label else esc(sub.circuit.title or sub.circuit.name)
-                reps = _repeat(c, b)
+                reps = _repeat(c, b, self.opts.show_sizes)
                 cid = self.cluster(s, "call:" + name, title, "call", cluster, reps)
                 s.subs[name] = Scope(path + "/", sub, s, name, cid, s.level + 1)
                 self.scope(s.subs[name])
@@ -270,7 +271,7 @@ class _Builder:
                 title=text(b.label) if b.label else esc(sub.circuit.title or sub.circuit.name)
             )
         node = self._add(path, role, b.kind, type(b).family, type(b).learned, d, cluster)
-        node.repeat = _repeat(c, b) if b.kind == "call" else ""
+        node.repeat = _repeat(c, b, self.opts.show_sizes) if b.kind == "call" else ""
         node.share = self._share(path)
         node.tooltip = _tooltip(b, ins, outs, c.params[b.name])
         through = _through(b, ins, outs, c)
@@ -504,11 +505,13 @@ def _dtype(v: Value) -> str:
     return "" if not isinstance(v, TensorType) or v.dtype == "float32" else esc(v.dtype)
 
 
-def _repeat(c, b) -> str:
-    from ..sizes import parse_size, show
-
+def _repeat(c, b, show_sizes: bool = False) -> str:
+    """`N` for a call repeated N times (`N=2` with sizes shown), '' for a single call."""
     r = c.resolve(parse_size(b.repeat))
-    return "" if r == 1 else show(r)
+    if r == 1:
+        return ""
+    n = c.number(r) if show_sizes and not r.is_number else None
+    return show(r) + (f"={n}" if n is not None else "")
 
 
 def _through(b, ins, outs, c) -> set[str] | None:
