@@ -36,30 +36,10 @@ def _load_tile(
 
 @triton.jit
 def _fwd_tiles(
-    acc,
-    l_i,
-    m_i,
-    q,
-    K_base,
-    V_base,
-    stride_kn,
-    stride_vn,
-    lo,
-    hi,
-    offs_m,
-    offs_n,
-    offs_d,
-    offs_dv,
-    S,
-    qk_scale,
-    D: tl.constexpr,
-    DV: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    FULL_D: tl.constexpr,
-    FULL_DV: tl.constexpr,
-):
+    acc, l_i, m_i, q, K_base, V_base, stride_kn, stride_vn, lo, hi, offs_m, offs_n, offs_d, offs_dv,
+    S, qk_scale, D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr,
+    CAUSAL: tl.constexpr, FULL_D: tl.constexpr, FULL_DV: tl.constexpr,
+):  # fmt: skip
     for n0 in range(lo, hi, BLOCK_N):
         cols = n0 + offs_n
         k = _load_tile(
@@ -77,14 +57,9 @@ def _fwd_tiles(
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = _load_tile(
-            V_base + cols[:, None] * stride_vn + offs_dv[None, :],
-            cols,
-            S,
-            offs_dv,
-            DV,
-            MASK,
+            V_base + cols[:, None] * stride_vn + offs_dv[None, :], cols, S, offs_dv, DV, MASK,
             FULL_DV,
-        )
+        )  # fmt: skip
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
     return acc, l_i, m_i
@@ -92,24 +67,10 @@ def _fwd_tiles(
 
 @triton.jit
 def _fwd_kernel(
-    Q,
-    K,
-    V,
-    O,
-    LSE,
-    T,
-    S,
-    H,
-    HKV,
-    qk_scale,
-    D: tl.constexpr,
-    DV: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr,
+    Q, K, V, O, LSE, T, S, H, HKV, qk_scale, D: tl.constexpr, DV: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
-):
+):  # fmt: skip
     # Causal rows near the end do the most work: start them first so the last wave is light.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -123,14 +84,9 @@ def _fwd_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < T
     q = _load_tile(
-        Q + b * T * H * D + h * D + offs_m[:, None] * (H * D) + offs_d[None, :],
-        offs_m,
-        T,
-        offs_d,
-        D,
-        True,
-        D == BLOCK_D,
-    )
+        Q + b * T * H * D + h * D + offs_m[:, None] * (H * D) + offs_d[None, :], offs_m, T, offs_d,
+        D, True, D == BLOCK_D,
+    )  # fmt: skip
     K_base = K + b * S * HKV * D + hk * D
     V_base = V + b * S * HKV * DV + hk * DV
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -144,55 +100,13 @@ def _fwd_kernel(
         full_end = S // BLOCK_N * BLOCK_N
         end = S
     acc, l_i, m_i = _fwd_tiles(
-        acc,
-        l_i,
-        m_i,
-        q,
-        K_base,
-        V_base,
-        HKV * D,
-        HKV * DV,
-        0,
-        full_end,
-        offs_m,
-        offs_n,
-        offs_d,
-        offs_dv,
-        S,
-        qk_scale,
-        D,
-        DV,
-        BLOCK_N,
-        False,
-        CAUSAL,
-        D == BLOCK_D,
-        DV == BLOCK_DV,
-    )
+        acc, l_i, m_i, q, K_base, V_base, HKV * D, HKV * DV, 0, full_end, offs_m, offs_n, offs_d,
+        offs_dv, S, qk_scale, D, DV, BLOCK_N, False, CAUSAL, D == BLOCK_D, DV == BLOCK_DV,
+    )  # fmt: skip
     acc, l_i, m_i = _fwd_tiles(
-        acc,
-        l_i,
-        m_i,
-        q,
-        K_base,
-        V_base,
-        HKV * D,
-        HKV * DV,
-        full_end,
-        end,
-        offs_m,
-        offs_n,
-        offs_d,
-        offs_dv,
-        S,
-        qk_scale,
-        D,
-        DV,
-        BLOCK_N,
-        True,
-        CAUSAL,
-        D == BLOCK_D,
-        DV == BLOCK_DV,
-    )
+        acc, l_i, m_i, q, K_base, V_base, HKV * D, HKV * DV, full_end, end, offs_m, offs_n, offs_d,
+        offs_dv, S, qk_scale, D, DV, BLOCK_N, True, CAUSAL, D == BLOCK_D, DV == BLOCK_DV,
+    )  # fmt: skip
     o = acc / l_i[:, None]
     tl.store(
         O + b * T * H * DV + h * DV + offs_m[:, None] * (H * DV) + offs_dv[None, :],
@@ -221,50 +135,20 @@ def _bwd_delta_kernel(
 
 @triton.jit
 def _bwd_dkdv_tiles(
-    dk,
-    dv,
-    k,
-    v,
-    Q_base,
-    DO_base,
-    LSE_base,
-    DELTA_base,
-    DQ_base,
-    stride_qm,
-    stride_om,
-    lo,
-    hi,
-    offs_n,
-    offs_m,
-    offs_d,
-    offs_dv,
-    T,
-    qk_scale,
-    sm_scale,
-    D: tl.constexpr,
-    DV: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    CAUSAL_MASK: tl.constexpr,
-    BOUNDS: tl.constexpr,
-    FULL_D: tl.constexpr,
-    FULL_DV: tl.constexpr,
-    ATOMIC_DQ: tl.constexpr,
-    KV_SMEM: tl.constexpr,
-):
+    dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base, DQ_base, stride_qm, stride_om, lo, hi,
+    offs_n, offs_m, offs_d, offs_dv, T, qk_scale, sm_scale, D: tl.constexpr, DV: tl.constexpr,
+    BLOCK_M: tl.constexpr, CAUSAL_MASK: tl.constexpr, BOUNDS: tl.constexpr, FULL_D: tl.constexpr,
+    FULL_DV: tl.constexpr, ATOMIC_DQ: tl.constexpr, KV_SMEM: tl.constexpr,
+):  # fmt: skip
     for m0 in range(lo, hi, BLOCK_M):
         rows = m0 + offs_m
         q = _load_tile(
             Q_base + rows[:, None] * stride_qm + offs_d[None, :], rows, T, offs_d, D, BOUNDS, FULL_D
         )
         do = _load_tile(
-            DO_base + rows[:, None] * stride_om + offs_dv[None, :],
-            rows,
-            T,
-            offs_dv,
-            DV,
-            BOUNDS,
+            DO_base + rows[:, None] * stride_om + offs_dv[None, :], rows, T, offs_dv, DV, BOUNDS,
             FULL_DV,
-        )
+        )  # fmt: skip
         if BOUNDS:
             # Rows past T get lse = +inf, so their probabilities are exactly 0.
             lse = tl.load(LSE_base + rows, mask=rows < T, other=float("inf"))
@@ -311,31 +195,10 @@ def _bwd_dkdv_tiles(
 
 @triton.jit
 def _bwd_dkdv_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    LSE,
-    DELTA,
-    DK,
-    DV_,
-    DQ,
-    T,
-    S,
-    H,
-    HKV,
-    qk_scale,
-    sm_scale,
-    D: tl.constexpr,
-    DV: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    ATOMIC_DQ: tl.constexpr,
-    KV_SMEM: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
+    Q, K, V, DO, LSE, DELTA, DK, DV_, DQ, T, S, H, HKV, qk_scale, sm_scale, D: tl.constexpr,
+    DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr, KV_SMEM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // HKV).to(tl.int64)
@@ -370,98 +233,20 @@ def _bwd_dkdv_kernel(
         LSE_base = LSE + (b * H + h) * T
         DELTA_base = DELTA + (b * H + h) * T
         dk, dv = _bwd_dkdv_tiles(
-            dk,
-            dv,
-            k,
-            v,
-            Q_base,
-            DO_base,
-            LSE_base,
-            DELTA_base,
-            DQ_base,
-            H * D,
-            H * DV,
-            lo,
-            mid,
-            offs_n,
-            offs_m,
-            offs_d,
-            offs_dv,
-            T,
-            qk_scale,
-            sm_scale,
-            D,
-            DV,
-            BLOCK_M,
-            CAUSAL,
-            True,
-            D == BLOCK_D,
-            DV == BLOCK_DV,
-            ATOMIC_DQ,
-            KV_SMEM,
-        )
+            dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base, DQ_base, H * D, H * DV, lo, mid,
+            offs_n, offs_m, offs_d, offs_dv, T, qk_scale, sm_scale, D, DV, BLOCK_M, CAUSAL, True,
+            D == BLOCK_D, DV == BLOCK_DV, ATOMIC_DQ, KV_SMEM,
+        )  # fmt: skip
         dk, dv = _bwd_dkdv_tiles(
-            dk,
-            dv,
-            k,
-            v,
-            Q_base,
-            DO_base,
-            LSE_base,
-            DELTA_base,
-            DQ_base,
-            H * D,
-            H * DV,
-            mid,
-            full_end,
-            offs_n,
-            offs_m,
-            offs_d,
-            offs_dv,
-            T,
-            qk_scale,
-            sm_scale,
-            D,
-            DV,
-            BLOCK_M,
-            False,
-            False,
-            D == BLOCK_D,
-            DV == BLOCK_DV,
-            ATOMIC_DQ,
-            KV_SMEM,
-        )
+            dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base, DQ_base, H * D, H * DV, mid,
+            full_end, offs_n, offs_m, offs_d, offs_dv, T, qk_scale, sm_scale, D, DV, BLOCK_M, False,
+            False, D == BLOCK_D, DV == BLOCK_DV, ATOMIC_DQ, KV_SMEM,
+        )  # fmt: skip
         dk, dv = _bwd_dkdv_tiles(
-            dk,
-            dv,
-            k,
-            v,
-            Q_base,
-            DO_base,
-            LSE_base,
-            DELTA_base,
-            DQ_base,
-            H * D,
-            H * DV,
-            full_end,
-            T,
-            offs_n,
-            offs_m,
-            offs_d,
-            offs_dv,
-            T,
-            qk_scale,
-            sm_scale,
-            D,
-            DV,
-            BLOCK_M,
-            False,
-            True,
-            D == BLOCK_D,
-            DV == BLOCK_DV,
-            ATOMIC_DQ,
-            KV_SMEM,
-        )
+            dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base, DQ_base, H * D, H * DV, full_end,
+            T, offs_n, offs_m, offs_d, offs_dv, T, qk_scale, sm_scale, D, DV, BLOCK_M, False, True,
+            D == BLOCK_D, DV == BLOCK_DV, ATOMIC_DQ, KV_SMEM,
+        )  # fmt: skip
     tl.store(
         DK + k_ptrs,
         (dk * sm_scale).to(DK.dtype.element_ty),
@@ -474,31 +259,10 @@ def _bwd_dkdv_kernel(
 
 @triton.jit
 def _bwd_dq_tiles(
-    dq,
-    q,
-    do,
-    lse,
-    delta,
-    K_base,
-    V_base,
-    stride_kn,
-    stride_vn,
-    lo,
-    hi,
-    offs_m,
-    offs_n,
-    offs_d,
-    offs_dv,
-    S,
-    qk_scale,
-    D: tl.constexpr,
-    DV: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    CAUSAL_MASK: tl.constexpr,
-    BOUNDS: tl.constexpr,
-    FULL_D: tl.constexpr,
-    FULL_DV: tl.constexpr,
-):
+    dq, q, do, lse, delta, K_base, V_base, stride_kn, stride_vn, lo, hi, offs_m, offs_n, offs_d,
+    offs_dv, S, qk_scale, D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL_MASK: tl.constexpr, BOUNDS: tl.constexpr, FULL_D: tl.constexpr, FULL_DV: tl.constexpr,
+):  # fmt: skip
     for n0 in range(lo, hi, BLOCK_N):
         cols = n0 + offs_n
         # Keys past S load as zeros and so add nothing to dQ.
@@ -506,14 +270,9 @@ def _bwd_dq_tiles(
             K_base + cols[:, None] * stride_kn + offs_d[None, :], cols, S, offs_d, D, BOUNDS, FULL_D
         )
         v = _load_tile(
-            V_base + cols[:, None] * stride_vn + offs_dv[None, :],
-            cols,
-            S,
-            offs_dv,
-            DV,
-            BOUNDS,
+            V_base + cols[:, None] * stride_vn + offs_dv[None, :], cols, S, offs_dv, DV, BOUNDS,
             FULL_DV,
-        )
+        )  # fmt: skip
         p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
         if CAUSAL_MASK:
             p = tl.where(cols[None, :] <= offs_m[:, None], p, 0.0)
@@ -525,27 +284,10 @@ def _bwd_dq_tiles(
 
 @triton.jit
 def _bwd_dq_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    LSE,
-    DELTA,
-    DQ,
-    T,
-    S,
-    H,
-    HKV,
-    qk_scale,
-    sm_scale,
-    D: tl.constexpr,
-    DV: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
+    Q, K, V, DO, LSE, DELTA, DQ, T, S, H, HKV, qk_scale, sm_scale, D: tl.constexpr,
+    DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # heaviest causal rows first
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
@@ -576,57 +318,13 @@ def _bwd_dq_kernel(
         full_end = S // BLOCK_N * BLOCK_N
         end = S
     dq = _bwd_dq_tiles(
-        dq,
-        q,
-        do,
-        lse,
-        delta,
-        K_base,
-        V_base,
-        HKV * D,
-        HKV * DV,
-        0,
-        full_end,
-        offs_m,
-        offs_n,
-        offs_d,
-        offs_dv,
-        S,
-        qk_scale,
-        D,
-        DV,
-        BLOCK_N,
-        False,
-        False,
-        D == BLOCK_D,
-        DV == BLOCK_DV,
-    )
+        dq, q, do, lse, delta, K_base, V_base, HKV * D, HKV * DV, 0, full_end, offs_m, offs_n,
+        offs_d, offs_dv, S, qk_scale, D, DV, BLOCK_N, False, False, D == BLOCK_D, DV == BLOCK_DV,
+    )  # fmt: skip
     dq = _bwd_dq_tiles(
-        dq,
-        q,
-        do,
-        lse,
-        delta,
-        K_base,
-        V_base,
-        HKV * D,
-        HKV * DV,
-        full_end,
-        end,
-        offs_m,
-        offs_n,
-        offs_d,
-        offs_dv,
-        S,
-        qk_scale,
-        D,
-        DV,
-        BLOCK_N,
-        CAUSAL,
-        True,
-        D == BLOCK_D,
-        DV == BLOCK_DV,
-    )
+        dq, q, do, lse, delta, K_base, V_base, HKV * D, HKV * DV, full_end, end, offs_m, offs_n,
+        offs_d, offs_dv, S, qk_scale, D, DV, BLOCK_N, CAUSAL, True, D == BLOCK_D, DV == BLOCK_DV,
+    )  # fmt: skip
     tl.store(
         DQ + q_ptrs,
         (dq * sm_scale).to(DQ.dtype.element_ty),
@@ -726,7 +424,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
             HKV,
             scale * LOG2E,
             scale,
-        ),
+        ),  # fmt: skip
         dict(meta, ATOMIC_DQ=atomic_dq),
         reset=("DQ",) if atomic_dq else None,
         interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM},
@@ -814,13 +512,9 @@ def _check_args(q, k, v, scale):
 
 
 def softmax_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    causal: bool = False,
-    scale: float | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+    scale: float | None = None, backend: str = "auto",
+) -> torch.Tensor:  # fmt: skip
     """Softmax attention, fused (FlashAttention-2): ``softmax(scale * q k^T [+ mask]) v``.
 
     Args:

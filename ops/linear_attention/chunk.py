@@ -23,27 +23,10 @@ from .reference import EPS, linear_attention_reference
 
 @triton.jit
 def _fwd_kernel(
-    Q,
-    K,
-    V,
-    O,
-    S0,
-    ST,
-    LOG2_DECAY,
-    CU,
-    T,
-    H,
-    scale,
-    K_DIM: tl.constexpr,
-    V_DIM: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
-    USE_S0: tl.constexpr,
-    STORE_ST: tl.constexpr,
-    VARLEN: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_V: tl.constexpr,
-):
+    Q, K, V, O, S0, ST, LOG2_DECAY, CU, T, H, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr,
+    BLOCK_K: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr,
+    VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
+):  # fmt: skip
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -121,27 +104,10 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_dq(
-    K,
-    V,
-    DO,
-    DQ,
-    S0,
-    bos,
-    L,
-    i_nh,
-    i_h,
-    i_k,
-    H,
-    scale,
-    b,
-    K_DIM: tl.constexpr,
-    V_DIM: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
-    USE_S0: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_KB: tl.constexpr,
+    K, V, DO, DQ, S0, bos, L, i_nh, i_h, i_k, H, scale, b, K_DIM: tl.constexpr, V_DIM: tl.constexpr,
+    HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KB: tl.constexpr,
     BLOCK_VF: tl.constexpr,
-):
+):  # fmt: skip
     """dq_i = c sum_{j<=i} lam^(i-j) (do_i . v_j) k_j + c lam^(i+1) do_i S^T, S scanned forward."""
     offs_t = tl.arange(0, BLOCK_T)
     offs_k = i_k * BLOCK_KB + tl.arange(0, BLOCK_KB)
@@ -202,33 +168,11 @@ def _bwd_dq(
 
 @triton.jit
 def _bwd_dkdv(
-    Q,
-    K,
-    V,
-    DO,
-    DX,
-    DST,
-    DS0,
-    bos,
-    L,
-    i_nh,
-    i_h,
-    i_blk,
-    H,
-    scale,
-    b,
-    K_DIM: tl.constexpr,
-    V_DIM: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
-    USE_DST: tl.constexpr,
-    STORE_DS0: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_KS: tl.constexpr,
-    BLOCK_VS: tl.constexpr,
-    BLOCK_KF: tl.constexpr,
-    BLOCK_VF: tl.constexpr,
-    FOR_DK: tl.constexpr,
-):
+    Q, K, V, DO, DX, DST, DS0, bos, L, i_nh, i_h, i_blk, H, scale, b, K_DIM: tl.constexpr,
+    V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, BLOCK_KF: tl.constexpr,
+    BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr,
+):  # fmt: skip
     """Scans dS = sum_i c lam^(..) q_i^T do_i backwards over the chunks.
 
     FOR_DK: this program owns key rows [i_blk * BLOCK_KS, +BLOCK_KS) of dS and writes dk;
@@ -317,34 +261,11 @@ def _bwd_dkdv(
 
 @triton.jit
 def _bwd_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    DQ,
-    DK,
-    DV,
-    S0,
-    DST,
-    DS0,
-    LOG2_DECAY,
-    CU,
-    T,
-    H,
-    scale,
-    K_DIM: tl.constexpr,
-    V_DIM: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
-    USE_S0: tl.constexpr,
-    USE_DST: tl.constexpr,
-    STORE_DS0: tl.constexpr,
-    VARLEN: tl.constexpr,
-    BLOCK_KF: tl.constexpr,
-    BLOCK_VF: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_KS: tl.constexpr,
-    BLOCK_VS: tl.constexpr,
-):
+    Q, K, V, DO, DQ, DK, DV, S0, DST, DS0, LOG2_DECAY, CU, T, H, scale, K_DIM: tl.constexpr,
+    V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, USE_DST: tl.constexpr,
+    STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
+):  # fmt: skip
     pid = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -363,85 +284,19 @@ def _bwd_kernel(
     nk = tl.cdiv(K_DIM, BLOCK_KS)
     if pid < nk:
         _bwd_dq(
-            K,
-            V,
-            DO,
-            DQ,
-            S0,
-            bos,
-            L,
-            i_nh,
-            i_h,
-            pid,
-            H,
-            scale,
-            b,
-            K_DIM,
-            V_DIM,
-            HAS_DECAY,
-            USE_S0,
-            BLOCK_T,
-            BLOCK_KS,
-            BLOCK_VF,
-        )
+            K, V, DO, DQ, S0, bos, L, i_nh, i_h, pid, H, scale, b, K_DIM, V_DIM, HAS_DECAY, USE_S0,
+            BLOCK_T, BLOCK_KS, BLOCK_VF,
+        )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
-            Q,
-            K,
-            V,
-            DO,
-            DK,
-            DST,
-            DS0,
-            bos,
-            L,
-            i_nh,
-            i_h,
-            pid - nk,
-            H,
-            scale,
-            b,
-            K_DIM,
-            V_DIM,
-            HAS_DECAY,
-            USE_DST,
-            STORE_DS0,
-            BLOCK_T,
-            BLOCK_KS,
-            BLOCK_VS,
-            BLOCK_KF,
-            BLOCK_VF,
-            True,
-        )
+            Q, K, V, DO, DK, DST, DS0, bos, L, i_nh, i_h, pid - nk, H, scale, b, K_DIM, V_DIM,
+            HAS_DECAY, USE_DST, STORE_DS0, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, True,
+        )  # fmt: skip
     else:
         _bwd_dkdv(
-            Q,
-            K,
-            V,
-            DO,
-            DV,
-            DST,
-            DS0,
-            bos,
-            L,
-            i_nh,
-            i_h,
-            pid - 2 * nk,
-            H,
-            scale,
-            b,
-            K_DIM,
-            V_DIM,
-            HAS_DECAY,
-            USE_DST,
-            False,
-            BLOCK_T,
-            BLOCK_KS,
-            BLOCK_VS,
-            BLOCK_KF,
-            BLOCK_VF,
-            False,
-        )
+            Q, K, V, DO, DV, DST, DS0, bos, L, i_nh, i_h, pid - 2 * nk, H, scale, b, K_DIM, V_DIM,
+            HAS_DECAY, USE_DST, False, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False,
+        )  # fmt: skip
 
 
 # Measured on the H200 at T = 8192 (bench/ops_sweep.py): three stages of prefetch pay most.
@@ -481,29 +336,12 @@ def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens):
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
     dummy = o
     _launch(
-        _fwd_kernel,
-        FWD_CONFIGS,
-        INTERPRET_FWD,
-        lambda m: (triton.cdiv(V, m["BLOCK_V"]), N * H),
-        q,
-        k,
-        v,
-        o,
-        dummy if s0 is None else s0,
-        dummy if s_t is None else s_t,
-        dummy if log2_decay is None else log2_decay,
-        cu,
-        T_arg,
-        H,
-        scale,
-        K_DIM=K,
-        V_DIM=V,
-        BLOCK_K=_pow2(K),
-        HAS_DECAY=log2_decay is not None,
-        USE_S0=s0 is not None,
-        STORE_ST=want_state,
-        VARLEN=cu_seqlens is not None,
-    )
+        _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (triton.cdiv(V, m["BLOCK_V"]), N * H), q,
+        k, v, o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
+        dummy if log2_decay is None else log2_decay, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
+        BLOCK_K=_pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
+        STORE_ST=want_state, VARLEN=cu_seqlens is not None,
+    )  # fmt: skip
     return o, s_t
 
 
@@ -519,35 +357,12 @@ def _backward(q, k, v, do, log2_decay, scale, s0, d_st, want_ds0, cu_seqlens):
         return (2 * triton.cdiv(K, m["BLOCK_KS"]) + triton.cdiv(V, m["BLOCK_VS"]), N * H)
 
     _launch(
-        _bwd_kernel,
-        BWD_CONFIGS,
-        INTERPRET_BWD,
-        grid,
-        q,
-        k,
-        v,
-        do,
-        dq,
-        dk,
-        dv,
-        dummy if s0 is None else s0,
-        dummy if d_st is None else d_st,
-        dummy if ds0 is None else ds0,
-        dummy if log2_decay is None else log2_decay,
-        cu,
-        T_arg,
-        H,
-        scale,
-        K_DIM=K,
-        V_DIM=V,
-        HAS_DECAY=log2_decay is not None,
-        USE_S0=s0 is not None,
-        USE_DST=d_st is not None,
-        STORE_DS0=want_ds0,
-        VARLEN=cu_seqlens is not None,
-        BLOCK_KF=_pow2(K),
-        BLOCK_VF=_pow2(V),
-    )
+        _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, do, dq, dk, dv,
+        dummy if s0 is None else s0, dummy if d_st is None else d_st, dummy if ds0 is None else ds0,
+        dummy if log2_decay is None else log2_decay, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
+        HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None, USE_DST=d_st is not None,
+        STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None, BLOCK_KF=_pow2(K), BLOCK_VF=_pow2(V),
+    )  # fmt: skip
     return dq, dk, dv, ds0
 
 
@@ -566,17 +381,9 @@ class LinearAttentionFunction(torch.autograd.Function):
     def backward(ctx, do, d_st):
         q, k, v, log2_decay, s0, cu_seqlens = ctx.saved_tensors
         dq, dk, dv, ds0 = _backward(
-            q,
-            k,
-            v,
-            do.contiguous(),
-            log2_decay,
-            ctx.scale,
-            s0,
-            None if d_st is None else d_st.contiguous(),
-            ctx.want_ds0,
-            cu_seqlens,
-        )
+            q, k, v, do.contiguous(), log2_decay, ctx.scale, s0,
+            None if d_st is None else d_st.contiguous(), ctx.want_ds0, cu_seqlens,
+        )  # fmt: skip
         return dq, dk, dv, None, None, ds0, None, None
 
 
@@ -704,18 +511,11 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
 
 
 def linear_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    decay: torch.Tensor | None = None,
-    causal: bool = True,
-    initial_state=None,
-    output_final_state: bool = False,
-    normalize: bool = False,
-    cu_seqlens: torch.Tensor | None = None,
-    scale: float = 1.0,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor | None = None,
+    causal: bool = True, initial_state=None, output_final_state: bool = False,
+    normalize: bool = False, cu_seqlens: torch.Tensor | None = None, scale: float = 1.0,
     backend: str = "auto",
-):
+):  # fmt: skip
     """Causal linear attention, chunked (Lightning Attention-2 form).
 
     ``o_t = scale * sum_{s<=t} decay^(t-s) (q_t . k_s) v_s (+ scale * decay^(t+1) q_t S0)``,
@@ -759,16 +559,9 @@ def linear_attention(
     _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens)
     if not use_triton(q, backend, OP) or q.dtype == torch.float64:
         return linear_attention_reference(
-            q,
-            k,
-            v,
-            decay=decay,
-            scale=scale,
-            initial_state=initial_state,
-            output_final_state=output_final_state,
-            normalize=normalize,
-            cu_seqlens=cu_seqlens,
-        )
+            q, k, v, decay=decay, scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state, normalize=normalize, cu_seqlens=cu_seqlens,
+        )  # fmt: skip
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     log2_decay = None if decay is None else decay.float().log2().contiguous()
     s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
