@@ -41,7 +41,8 @@ def render(
     `True` shows the circuit's own binding, a dict binds more). `collapse` names blocks (group
     titles) and call boxes to draw as single boxes; `depth` limits how deep calls are expanded
     (0: none). `overlay` maps box names (`blocks/ln1` inside a call) to a share in [0, 1] of
-    some cost, which colours the boxes; a legend titled `overlay_title` is added.
+    some cost, which colours the boxes; a collapsed block takes the sum of its boxes' shares,
+    names of boxes not drawn are ignored, and a legend titled `overlay_title` is added.
     With `path`, also writes the figure; its suffix picks the format (.svg .pdf .png .dot).
 
     >>> svg = render(ncd.gallery.get("attention"))          # doctest: +SKIP

@@ -80,7 +80,7 @@ def _stub_width(lanes: list[Lane]) -> int:
     return TUPLE_STUB if any(ln.sep for ln in lanes) else STUB
 
 
-def _stub(ln: Lane, side: str, theme: Theme, span: int = 1, width: int = STUB) -> str:
+def _stub(ln: Lane, theme: Theme, span: int = 1, width: int = STUB) -> str:
     # The wire is drawn on into the body, so that it visibly enters it.
     attrs = f'PORT="{ln.port}" WIDTH="{width}" HEIGHT="{ROW * span}"'
     if span > 1:
@@ -118,8 +118,8 @@ def node_label(node: Node, theme: Theme, scale: float = 1.0) -> str:
         if fill and not bare:
             body_attrs += f' BGCOLOR="{fill}"'
         body = f"<TD {body_attrs}>{_body(node, theme, ink)}</TD>"
-    left = _column(node.ins, n, theme, "w")
-    right = _column(node.outs, n, theme, "e")
+    left = _column(node.ins, n, theme)
+    right = _column(node.outs, n, theme)
     for r in range(n):
         rows.append("<TR>" + left[r] + (body if r == 0 else "") + right[r] + "</TR>")
     for ln in node.below:
@@ -136,13 +136,13 @@ def _through_row(ln: Lane, width: int, theme: Theme) -> str:
     return f'<TR><TD PORT="{ln.port}" COLSPAN="3" HEIGHT="{ROW}">{bar}</TD></TR>'
 
 
-def _column(lanes: list[Lane], n: int, theme: Theme, side: str) -> list[str]:
+def _column(lanes: list[Lane], n: int, theme: Theme) -> list[str]:
     """Cells of the stub column, one string per body row ('' where a rowspan covers it)."""
     if not lanes:
         return [f'<TD ROWSPAN="{n}" WIDTH="{STUB}"></TD>'] + [""] * (n - 1)
     cells, w = [], _stub_width(lanes)
     for ln, span in zip(lanes, _spans(len(lanes), n), strict=True):
-        cells.append(_stub(ln, side, theme, span, w))
+        cells.append(_stub(ln, theme, span, w))
         cells += [""] * (span - 1)
     return cells
 
@@ -159,7 +159,7 @@ def _terminal(node: Node, theme: Theme) -> str:
     )
     rows = []
     for r, ln in enumerate(lanes or [None]):
-        stub = _stub(ln, "", theme, 1, _stub_width(lanes)) if ln else f'<TD WIDTH="{STUB}"></TD>'
+        stub = _stub(ln, theme, 1, _stub_width(lanes)) if ln else f'<TD WIDTH="{STUB}"></TD>'
         cells = (
             (name if r == 0 else "") + stub
             if node.role == "input"
