@@ -22,6 +22,7 @@ GLYPH_PT = 13
 TITLE_PT = 12
 NOTE_PT = 8
 WIRE_PT = 8
+GLYPH_FONT = "DejaVu Sans"
 _TAG = re.compile(r"<[^>]*>")
 
 
@@ -54,7 +55,9 @@ def _body(node: Node, theme: Theme, colour: str = "") -> str:
     d = node.drawing
     parts = []
     if d.glyph:
-        parts.append(f'<FONT POINT-SIZE="{GLYPH_PT}">{d.glyph}</FONT>')
+        # Pictograms from a font that has them all at one size (◗ ◁ ○ ★ ⬠ …); text fonts
+        # either lack them or fall back to tiny ones.
+        parts.append(f'<FONT POINT-SIZE="{GLYPH_PT}" FACE="{GLYPH_FONT}">{d.glyph}</FONT>')
     if d.title:
         t = f"<B>{d.title}</B>" if node.learned or node.role in ("group", "call") else d.title
         parts.append(f'<FONT POINT-SIZE="{TITLE_PT}">{t}</FONT>')

@@ -25,7 +25,7 @@ class Theme:
 
 PAPER = Theme(
     name="paper",
-    font="Times-Roman",
+    font="Times",  # Liberation Serif or Times where installed; "Times-Roman" fell back to DejaVu
     ink="#000000",
     wire="#000000",
     wire_label="#000000",
