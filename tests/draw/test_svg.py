@@ -207,7 +207,7 @@ def test_tuple_members_are_separated_by_a_dashed_line():
 def test_themes():
     c = gallery.get("transformer_block")
     paper, notebook = render(c), render(c, theme="notebook")
-    assert 'font-family="Times,serif"' in paper
+    assert 'font-family="Times"' in paper
     assert not any(colour in paper for colour in NOTEBOOK.box_fill.values() if colour != "#ffffff")
     d = Drawing(notebook)
     q = ET.tostring(d.nodes["box:q_proj"], encoding="unicode")
