@@ -45,6 +45,9 @@ def compile_time(reps: int = 5) -> dict:
     t0 = time.perf_counter()
     c = big_circuit()
     build_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    ncd_compile(c)  # the first compile in the process: size-parser caches are cold
+    cold_s = time.perf_counter() - t
     rows = {"check_s": [], "compile_s": [], "source_s": []}
     for _ in range(reps):
         t = time.perf_counter()
@@ -65,6 +68,7 @@ def compile_time(reps: int = 5) -> dict:
         "impl": "ncd",
         "boxes": len(c.boxes),
         "build_s": round(build_s, 4),
+        "compile_s_first": round(cold_s, 4),
         **best,
         "lower_s": round(best["compile_s"] - best["check_s"], 4),
         "prepare_s": round(prepare_s, 4),
@@ -113,7 +117,8 @@ def main() -> None:
 
     rows = [compile_time()]
     print(
-        f"compile 1000 boxes: {rows[0]['compile_s']:.3f} s (check {rows[0]['check_s']:.3f} s, "
+        f"compile 1000 boxes: {rows[0]['compile_s']:.3f} s, first in process "
+        f"{rows[0]['compile_s_first']:.3f} s (check {rows[0]['check_s']:.3f} s, "
         f"lower {rows[0]['lower_s']:.3f} s), source {rows[0]['source_s']:.3f} s"
     )
     rows += forward_rows(args.reps)
