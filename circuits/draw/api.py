@@ -55,8 +55,7 @@ def render(
         )
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
         raise RenderError("depth must be a whole number >= 0 or None", ">= 0", repr(depth))
-    if isinstance(collapse, str):
-        collapse = [collapse]
+    collapse = [collapse] if isinstance(collapse, str) else list(collapse)
     bind = dict(sizes) if isinstance(sizes, Mapping) else None
     checked = circuit.check(bind)
     known = blocks(checked)
