@@ -562,6 +562,8 @@ class _Importer:
             return self.transpose(n, self.wire(n.args[0]), n.args[1], n.args[2])
         if fn is torch.cat:
             return self.cat(n)
+        if fn in (torch.split, torch.chunk):
+            return self.split(n, self.wire(n.args[0]), fn.__name__)
         raise _Unmapped
 
     def map_method(self, n, meth):
@@ -583,6 +585,8 @@ class _Importer:
             return self.order(x, [x.axes[d] for d in dims], n, "permute")
         if meth == "transpose":
             return self.transpose(n, x, n.args[1], n.args[2])
+        if meth in ("split", "chunk"):
+            return self.split(n, x, meth)
         if meth in ("mean", "sum"):
             dims = self.const(self.arg(n, 1, "dim"))
             if dims is None or n.kwargs.get("keepdim") or (len(n.args) > 2 and n.args[2]):
@@ -665,6 +669,25 @@ class _Importer:
             q, k, v, name=self.box_name(n), query=T, key=S, head=K, value=V, causal=causal, **kw
         )
         return y
+
+    def split(self, n, x: Wire, how: str):
+        """split / chunk along one axis: a split box, each piece's axis renamed by its size."""
+        pieces = self.values[n]
+        d = self.const(self.arg(n, 2, "dim", 0)) % len(x.axes)
+        axis = x.axes[d]
+        sizes = [p.shape[d] for p in pieces]
+        # pieces sized by their axis names, so that sizes stay symbols the next boxes can
+        # split further (96 = 3 D, then D = H K), rather than numbers they cannot
+        names = [self.axis("feature", s, avoid=[a for a in x.axes if a != axis]) for s in sizes]
+        r = self.b.split(x, axis, names, name=self.box_name(n))
+        r = r if isinstance(r, dict) else {"0": r}
+        out = []
+        for i, w in enumerate(r.values()):
+            new = names[i]
+            if new != axis:
+                w = self.b.rename(w, {axis: new}, name=self.box_name(n, f"piece{i}"))
+            out.append(w)
+        return tuple(out)
 
     def cat(self, n):
         xs = [self.wire(a) for a in n.args[0]]
@@ -750,12 +773,14 @@ class _Importer:
         ports = [f"x{i}" if len(ins) > 1 else "x" for i in range(len(ins))]
         outputs = {}
         for i, t in enumerate(outs):
-            base = ins[0].axes if ins and tuple(t.shape) == self.shape(tensors[0]) else None
-            if base is None:
-                names: list[str] = []
-                for s in t.shape:
-                    names.append(self.axis("feature", s, avoid=names))
-                base = names
+            # axes keep their input's names where rank and size agree position by position
+            first = ins[0].axes if ins else ()
+            names: list[str] = []
+            for j, s in enumerate(t.shape):
+                same = len(first) == t.dim() and self.sizes.get(first[j]) == s
+                fresh = None if same else self.axis("feature", s, avoid=names + list(first))
+                names.append(first[j] if same else fresh)
+            base = names
             outputs["out" if len(outs) == 1 else f"out{i}"] = list(base)
         name = self.box_name(n)
         consts = {a: self.values[a] for a in _flat(n.args) + _flat(list(n.kwargs.values()))
@@ -795,7 +820,9 @@ class _Replay(nn.Module):
         if self.node_op == "call_module":
             out = self.mod(*args, **kwargs)
         elif self.node_op == "call_method":
-            out = getattr(args[0], self.target)(*args[1:], **kwargs)
+            # `view` -> `reshape`: the circuit does not keep `contiguous()` calls
+            method = "reshape" if self.target == "view" else self.target
+            out = getattr(args[0], method)(*args[1:], **kwargs)
         else:
             out = self.target(*args, **kwargs)
         return tuple(out) if self.multi else out
