@@ -426,7 +426,6 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
     )
     B, T, H, K = q.shape
     V = v.shape[3]
-    check(K <= 256 and V <= 256, OP, "head widths K, V", "at most 256", (K, V))
     check(
         isinstance(scale, (int, float)) and math.isfinite(scale),
         OP,
@@ -538,7 +537,7 @@ def linear_attention(
         ``(o, final_state)``: ``o`` is ``[B, T, H, V]`` in the dtype of ``v``; ``final_state``
         is None unless ``output_final_state``.
 
-    dtypes float16, bfloat16, float32 (tf32 products); K, V up to 256.
+    dtypes float16, bfloat16, float32 (tf32 products); K, V up to 128 on the Triton path.
 
     >>> q = k = torch.rand(2, 63, 4, 32); v = torch.randn(2, 63, 4, 16)
     >>> o, s = linear_attention(q, k, v, output_final_state=True)
@@ -556,6 +555,8 @@ def linear_attention(
             q, k, v, decay=decay, scale=scale, initial_state=initial_state,
             output_final_state=output_final_state, normalize=normalize, cu_seqlens=cu_seqlens,
         )  # fmt: skip
+    check(q.shape[-1] <= 128 and v.shape[-1] <= 128, OP, "head widths K, V for the Triton kernels",
+          "at most 128 (else backend='reference')", (q.shape[-1], v.shape[-1]))  # fmt: skip
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     log2_decay = None if decay is None else decay.float().log2().contiguous()
     s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)

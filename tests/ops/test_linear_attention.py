@@ -137,3 +137,11 @@ def test_bad_shapes_and_packing():
         linear_attention(q, k, v, cu_seqlens=torch.tensor([0, 4, 2, 6]))
     with pytest.raises(ValueError, match="state shape"):
         linear_attention_step(q[:, 0], k[:, 0], v[:, 0], torch.zeros(1, 2, 8, 5))
+
+
+@pytest.mark.interpret
+def test_wide_heads_need_the_reference():
+    q = torch.randn(1, 4, 1, 160)
+    with pytest.raises(ValueError, match="at most 128"):
+        linear_attention(q, q, q, backend="triton")
+    assert linear_attention(q, q, q)[0].shape == (1, 4, 1, 160)  # CPU: the reference

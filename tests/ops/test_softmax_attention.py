@@ -102,3 +102,11 @@ def test_bad_scale_and_backend():
         softmax_attention(q, q, q, scale=-1.0)
     with pytest.raises(ValueError, match="backend"):
         softmax_attention(q, q, q, backend="cuda")
+
+
+@pytest.mark.interpret
+def test_wide_heads_need_the_reference():
+    q = torch.randn(1, 4, 1, 160)
+    with pytest.raises(ValueError, match="at most 128"):
+        softmax_attention(q, q, q, backend="triton")
+    assert softmax_attention(q, q, q).shape == (1, 4, 1, 160)  # CPU: the reference
