@@ -344,8 +344,9 @@ def _configs(rows):
 # bench/ops_sweep.py; autotuning picks among them per shape.
 FWD_CONFIGS = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3)]
 # KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
-# tensor cores read from shared memory; the (key, query) form keeps them in registers, which
-# spilled at head width 128 (bench/ops_sweep.py, 2026-11-28).
+# tensor cores read from shared memory; the (key, query) form keeps them in registers and
+# spilled at head width 128 (bench/ops_sweep.py, 2026-11-28), yet the autotuner still chose it
+# at T = 8k on the H200 (bench/RESULTS.md): both stay candidates.
 DKDV_CONFIGS = [
     (64, 128, 8, 2, {"KV_SMEM": True}),
     (64, 128, 8, 3, {"KV_SMEM": True}),
