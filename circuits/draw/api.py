@@ -81,17 +81,33 @@ def render(
     # Only drawn boxes count: an expanded call's own share is not on the figure.
     scale = _nice(max((n.share for n in scene.nodes if n.share is not None), default=0.0))
     kw = {"legend": legend, "scale": scale}
-    source = to_dot(scene, THEMES[theme], **kw)
+    first = to_dot(scene, THEMES[theme], **kw)
     # Copies and operands are stacked in an order only a layout can tell: lay out once,
     # restack them as their other ends came out, lay out again with the columns kept in the
-    # first layout's order (the order the restacking assumed).
+    # first layout's order (the order the restacking assumed). Graphviz's spline router
+    # sometimes fails on what the constraints ask ("triangulation failed"): each source is
+    # then given up for a less constrained one, and straight wires are the last resort.
+    candidates = [first]
     free = any(len(n.out_groups) > 1 or len(n.in_groups) > 1 for n in scene.nodes)
     if free and len(scene.nodes) <= RELAYOUT_MAX_NODES:
-        heights, ends = _layout(_run(source, "json").decode("utf-8"))
-        if restack(scene, ends):
-            kw["order"] = heights
-            source = to_dot(scene, THEMES[theme], **kw)
-    svg = _run(source, "svg").decode("utf-8")
+        try:
+            heights, ends = _layout(_run(first, "json").decode("utf-8"))
+        except _LayoutFailed:
+            heights, ends = {}, {}
+        if ends and restack(scene, ends):
+            candidates = [
+                to_dot(scene, THEMES[theme], **kw, order=heights),
+                to_dot(scene, THEMES[theme], **kw),
+                first,
+            ]
+    candidates.append(first.replace("splines=true", "splines=line", 1))
+    for source in candidates:
+        try:
+            svg = _run(source, "svg").decode("utf-8")
+            break
+        except _LayoutFailed:
+            if source is candidates[-1]:
+                raise
     svg = _VERSION_COMMENT.sub("", svg)
     if path is not None:
         if fmt == "svg":
@@ -124,6 +140,10 @@ def _layout(layout: str) -> tuple[dict[str, float], dict[str, tuple[float, float
         if wid.startswith("wire:") and points:
             ends[wid[5:]] = (float(points[0].split(",")[1]), float(points[-1].split(",")[1]))
     return heights, ends
+
+
+class _LayoutFailed(RenderError):
+    """Graphviz gave up on a layout (the caller may try a less constrained one)."""
 
 
 def _nice(m: float) -> float:
@@ -168,7 +188,7 @@ def _run(source: str, fmt: str) -> bytes:
         ) from None
     except graphviz.CalledProcessError as e:
         err = (e.stderr or b"").decode("utf-8", "replace").strip()[:500]
-        raise RenderError(f"Graphviz failed to draw the circuit ({fmt}): {err}") from None
+        raise _LayoutFailed(f"Graphviz failed to draw the circuit ({fmt}): {err}") from None
 
 
 def _write(path: Path, data: bytes) -> None:

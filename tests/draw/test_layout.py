@@ -80,3 +80,24 @@ def test_crossing_counter_sees_a_crossing():
 )
 def test_no_crossing_spaghetti(name, most):
     assert crossings(render(gallery.get(name))) <= most
+
+
+def test_a_layout_graphviz_cannot_route_falls_back_to_a_looser_one():
+    # Found by the property test: with the columns kept in order, Graphviz's spline router
+    # fails on this circuit ("triangulation failed", exit 1); the drawing must still come.
+    from ncd.circuits.builder import Builder
+
+    b = Builder("fan")
+    x = b.input("x", "B")
+    b0 = b.relu(x, name="b0")
+    with b.group("Block A"):
+        b1 = b.relu(x, name="b1")
+    b.relu(x, name="b2")
+    b.relu(b1, name="b3")
+    for i in (4, 5, 6, 7):
+        b.relu(x, name=f"b{i}")
+    with b.group("Block A"):
+        b.relu(b0, name="b8")
+    b.output("y0", b0)
+    svg = render(b.build())
+    assert svg.count('class="edge wire axis-B') >= 10
