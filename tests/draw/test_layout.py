@@ -100,4 +100,4 @@ def test_a_layout_graphviz_cannot_route_falls_back_to_a_looser_one():
         b.relu(b0, name="b8")
     b.output("y0", b0)
     svg = render(b.build())
-    assert svg.count('class="edge wire axis-B') >= 10
+    assert svg.count("wire axis&#45;B") >= 10  # graphviz writes '-' as &#45; in attributes
