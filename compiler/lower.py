@@ -423,7 +423,14 @@ def _mask(L: Lowerer, b, x, tin, tout):
     window = b.window if b.pattern == "window" else 0
     fill = float("-inf") if b.fill == "-inf" else 0.0
     return {
-        "out": L.fn(runtime.causal_mask, x["x"], _dim(t, b.query), _dim(t, b.key), window, fill)
+        "out": L.fn(
+            runtime.causal_mask,
+            x["x"],
+            query=_dim(t, b.query),
+            key=_dim(t, b.key),
+            window=window,
+            fill=fill,
+        )  # fmt: skip
     }
 
 
@@ -465,6 +472,13 @@ def _layernorm(L: Lowerer, b, x, tin, tout):
 def _channelnorm(L: Lowerer, b, x, tin, tout):
     t = tin["x"]
     c, d = L.num(t.axis(b.channel).size), _dim(t, b.channel)
+    if b.kind == "batchnorm" and d == 1 and 2 <= len(t.names) <= 5:  # PyTorch's own layout
+        name = f"BatchNorm{max(1, len(t.names) - 2)}d"
+        ident = L.hold(
+            getattr(nn, name)(c, eps=b.eps, momentum=b.momentum, affine=b.affine),
+            f"nn.{name}({c}, eps={b.eps!r}, momentum={b.momentum!r}, affine={b.affine})",
+        )
+        return {"out": L.module(ident, x["x"])}
     cls = runtime.ChannelBatchNorm if b.kind == "batchnorm" else runtime.UnifiedNorm
     ident = L.hold(
         cls(c, d, eps=b.eps, momentum=b.momentum, affine=b.affine),
@@ -485,7 +499,16 @@ def _groupnorm(L: Lowerer, b, x, tin, tout):
     bias = L.param(ident, "bias") if b.affine else None
     over = tuple(_dim(t, a) for a in b.over)
     return {
-        "out": L.fn(runtime.group_norm, x["x"], b.groups, w, bias, b.eps, _dim(t, b.channel), over)
+        "out": L.fn(
+            runtime.group_norm,
+            x["x"],
+            b.groups,
+            w,
+            bias,
+            b.eps,
+            channel=_dim(t, b.channel),
+            over=over,
+        )  # fmt: skip
     }
 
 
@@ -638,10 +661,14 @@ def _conv(L: Lowerer, b, x, tin, tout):
     w = L.param(ident, "weight")
     bias = L.param(ident, "bias") if b.bias else None
     sp = tuple(_dim(t, a) for a in b.spatial)
-    args = (x["x"], w, bias, _dim(t, b.channel), sp, s, p, d, groups)
+    n_sp = len(sp)
+    if len(t.names) == n_sp + 2 and _dim(t, b.channel) == 1 and sp == tuple(range(2, n_sp + 2)):
+        return {"out": L.module(ident, x["x"])}  # PyTorch's own layout: call the layer
+    kw = {"channel": _dim(t, b.channel), "spatial": sp, "stride": s, "padding": p,
+          "dilation": d, "groups": groups}  # fmt: skip
     if b.transposed:
-        return {"out": L.fn(runtime.conv, *args, True, op)}
-    return {"out": L.fn(runtime.conv, *args)}
+        kw.update(transposed=True, output_padding=op)
+    return {"out": L.fn(runtime.conv, x["x"], w, bias, **kw)}
 
 
 @lowers("pool")
@@ -651,13 +678,16 @@ def _pool(L: Lowerer, b, x, tin, tout):
     s = tuple(b._norm("stride")) if b.stride else w
     p = tuple(b._norm("padding"))
     sp = tuple(_dim(t, a) for a in b.spatial)
-    return {"out": L.fn(runtime.pool, x["x"], sp, b.op, w, s, p)}
+    if len(t.names) == len(sp) + 2 and sp == tuple(range(2, len(sp) + 2)):
+        fn = getattr(F, f"{b.op}_pool{len(sp)}d")  # PyTorch's own layout
+        return {"out": L.fn(fn, x["x"], w, s, p)}
+    return {"out": L.fn(runtime.pool, x["x"], sp, b.op, window=w, stride=s, padding=p)}
 
 
 @lowers("upsample")
 def _upsample(L: Lowerer, b, x, tin, tout):
     sp = tuple(_dim(tin["x"], a) for a in b.spatial)
-    return {"out": L.fn(runtime.upsample, x["x"], sp, b.factor, b.mode)}
+    return {"out": L.fn(runtime.upsample, x["x"], sp, factor=b.factor, mode=b.mode)}
 
 
 # ---------------------------------------------------------------- fused
