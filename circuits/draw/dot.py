@@ -34,7 +34,7 @@ def _plain_len(markup: str) -> int:
 def _body_width(node: Node) -> int:
     d = node.drawing
     w = max(
-        _plain_len(d.glyph) * GLYPH_PT * 0.72,
+        _plain_len(d.glyph) * (GLYPH_PT if _plain_len(d.glyph) <= 3 else GLYPH_PT - 2) * 0.72,
         _plain_len(d.title) * TITLE_PT * 0.62,
         _plain_len(d.note) * NOTE_PT * 0.6,
         _plain_len(node.repeat) * NOTE_PT * 0.7 + 14,
@@ -57,7 +57,9 @@ def _body(node: Node, theme: Theme, colour: str = "") -> str:
     if d.glyph:
         # Pictograms from a font that has them all at one size (◗ ◁ ○ ★ ⬠ …); text fonts
         # either lack them or fall back to tiny ones.
-        parts.append(f'<FONT POINT-SIZE="{GLYPH_PT}" FACE="{GLYPH_FONT}">{d.glyph}</FONT>')
+        # A word-like pictogram (➤gelu➤, ∗K^−1/2) a size smaller than a symbol (◗, ◁).
+        pt = GLYPH_PT if _plain_len(d.glyph) <= 3 else GLYPH_PT - 2
+        parts.append(f'<FONT POINT-SIZE="{pt}" FACE="{GLYPH_FONT}">{d.glyph}</FONT>')
     if d.title:
         t = f"<B>{d.title}</B>" if node.learned or node.role in ("group", "call") else d.title
         parts.append(f'<FONT POINT-SIZE="{TITLE_PT}">{t}</FONT>')
