@@ -1,0 +1,521 @@
+"""One lowering per box kind: fx nodes for the box, emitted through a `Lowerer`.
+
+A lowering gets the box, its input values (fx nodes, or tuples for tuple wires), and the input
+and output types; it returns a node per output port. Dimensions are read off the types by
+axis name. Where a kind has a PyTorch layer or function in PyTorch's own layout, the lowering
+uses it (`F.linear`, `self.conv1(x)`), so the generated source reads as people write it.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ncd.circuits.types import TensorType
+
+from . import runtime
+from .fused import lower_attention, lower_linear_attention
+from .lower import LOWERINGS, Holder, Lowerer, lower, lowers
+from .names import letters
+
+
+def _dim(t: TensorType, axis: str) -> int:
+    return t.names.index(axis)
+
+
+# ---------------------------------------------------------------- learned
+@lowers("linear")
+def _linear(L: Lowerer, b, x, tin, tout):
+    t = tin["x"]
+    out_shape = tuple(L.num(a.size) for a in L.c.params[b.name]["weight"].axes[: len(b.out)])
+    in_shape = tuple(L.num(t.axis(a).size) for a in b.over)
+    ident = L.hold(
+        runtime.Linear(out_shape, in_shape, bias=b.bias),
+        f"Linear({out_shape}, {in_shape}, bias={b.bias})",
+    )
+    w = L.param(ident, "weight")
+    if tuple(t.names[-len(b.over) :]) == tuple(b.over):
+        return {"out": _linear_trailing(L, b, x["x"], w, ident, out_shape)}
+    # a map D -> D has a weight [D D]: the consumed axis gets its own einsum letter
+    inner = {a: f"{a}_in" if a in b.out else a for a in b.over}
+    xs = [inner.get(a, a) for a in t.names]
+    y = L.einsum([(x["x"], xs), (w, (*b.out, *inner.values()))], tout["out"].names)
+    if b.bias:
+        bias = L.align(L.param(ident, "bias"), b.out, tout["out"].names)
+        y = L.fn(operator.add, y, bias)
+    return {"out": y}
+
+
+def _linear_trailing(L: Lowerer, b, x, w, ident, out_shape):
+    """The map acts on the trailing axes (the common case): PyTorch's F.linear on the weight
+    viewed as a matrix [out, in], as nn.Linear runs it (one fused matmul with the bias)."""
+    n_out, n_in = len(b.out), len(b.over)
+    if n_out > 1:
+        w = L.method("flatten", w, 0, n_out - 1)
+    if n_in > 1:
+        w = L.method("flatten", w, 1)
+        x = L.method("flatten", x, -n_in)
+    bias = None
+    if b.bias:
+        bias = L.param(ident, "bias")
+        if n_out > 1:
+            bias = L.method("flatten", bias)
+    y = L.fn(F.linear, x, w, bias)
+    return L.method("unflatten", y, -1, out_shape) if n_out > 1 else y
+
+
+@lowers("param")
+def _param(L: Lowerer, b, x, tin, tout):
+    shape = tuple(L.num(a.size) for a in tout["out"].axes)
+    ident = L.hold(runtime.Param(shape, b.init), f"Param({shape}, {b.init!r})")
+    return {"out": L.param(ident, "weight")}
+
+
+@lowers("embedding")
+def _embedding(L: Lowerer, b, x, tin, tout):
+    rows = L.num(L.c.params[b.name]["weight"].axes[0].size)
+    out = [L.num(a.size) for a in L.c.params[b.name]["weight"].axes[1:]]
+    if len(out) == 1:
+        ident = L.hold(nn.Embedding(rows, out[0]), f"nn.Embedding({rows}, {out[0]})")
+        return {"out": L.module(ident, x["x"])}
+    shape = (rows, *out)
+    ident = L.hold(runtime.Param(shape, "normal", 1.0), f"Param({shape}, 'normal', 1.0)")
+    w = L.param(ident, "weight")
+    return {"out": L.fn(operator.getitem, w, x["x"])}
+
+
+# ---------------------------------------------------------------- contraction
+@lowers("contract")
+def _contract(L: Lowerer, b, x, tin, tout):
+    ops = [(x[p], tin[p].names) for p in b.operands]
+    return {"out": L.einsum(ops, tout["out"].names)}
+
+
+@lowers("diagonal")
+def _diagonal(L: Lowerer, b, x, tin, tout):
+    a1, a2 = b.axes
+    names = [b.into if a in (a1, a2) else a for a in tin["x"].names]
+    m = letters([*names, *tout["out"].names])
+    spec = "".join(m[a] for a in names) + "->" + "".join(m[a] for a in tout["out"].names)
+    return {"out": L.fn(torch.einsum, spec, x["x"])}
+
+
+# ---------------------------------------------------------------- elementwise
+UNARY = {
+    "relu": (F.relu, {}),
+    "gelu": (F.gelu, {}),
+    "gelu_tanh": (F.gelu, {"approximate": "tanh"}),
+    "silu": (F.silu, {}),
+    "sigmoid": (torch.sigmoid, {}),
+    "tanh": (torch.tanh, {}),
+    "exp": (torch.exp, {}),
+    "log": (torch.log, {}),
+    "neg": (torch.neg, {}),
+    "abs": (torch.abs, {}),
+    "sqrt": (torch.sqrt, {}),
+    "rsqrt": (torch.rsqrt, {}),
+    "square": (torch.square, {}),
+    "reciprocal": (torch.reciprocal, {}),
+    "softplus": (F.softplus, {}),
+    "elu": (F.elu, {}),
+    "sin": (torch.sin, {}),
+    "cos": (torch.cos, {}),
+    "logsigmoid": (F.logsigmoid, {}),
+    "sign": (torch.sign, {}),
+    "relu6": (F.relu6, {}),
+    "hardswish": (F.hardswish, {}),
+}
+BINARY = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+    "maximum": torch.maximum,
+    "minimum": torch.minimum,
+    "pow": torch.pow,
+}
+
+
+@lowers("unary")
+def _unary(L: Lowerer, b, x, tin, tout):
+    if b.fn == "identity":
+        return {"out": x["x"]}
+    if b.fn == "elu_plus_one":
+        return {"out": L.fn(operator.add, L.fn(F.elu, x["x"]), 1.0)}
+    fn, kw = UNARY[b.fn]
+    return {"out": L.fn(fn, x["x"], **kw)}
+
+
+@lowers("binary")
+def _binary(L: Lowerer, b, x, tin, tout):
+    out = tout["out"].names
+    a = L.align(x["a"], tin["a"].names, out)
+    c = L.align(x["b"], tin["b"].names, out)
+    return {"out": L.fn(BINARY[b.fn], a, c)}
+
+
+@lowers("scale")
+def _scale(L: Lowerer, b, x, tin, tout):
+    from ncd.circuits.sizes import parse_size
+
+    f = L.num(parse_size(b.factor))
+    if f == 1:
+        return {"out": x["x"]}
+    return {"out": L.fn(operator.mul, x["x"], float(f))}
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int8": torch.int8,
+    "bool": torch.bool,
+}
+
+
+@lowers("cast")
+def _cast(L: Lowerer, b, x, tin, tout):
+    return {"out": L.method("to", x["x"], _DTYPES[b.dtype])}
+
+
+@lowers("dropout")
+def _dropout(L: Lowerer, b, x, tin, tout):
+    ident = L.hold(nn.Dropout(b.p), f"nn.Dropout({b.p!r})")
+    return {"out": L.module(ident, x["x"])}
+
+
+@lowers("mask")
+def _mask(L: Lowerer, b, x, tin, tout):
+    t = tin["x"]
+    window = b.window if b.pattern == "window" else 0
+    fill = float("-inf") if b.fill == "-inf" else 0.0
+    return {
+        "out": L.fn(
+            runtime.causal_mask,
+            x["x"],
+            query=_dim(t, b.query),
+            key=_dim(t, b.key),
+            window=window,
+            fill=fill,
+        )  # fmt: skip
+    }
+
+
+# ---------------------------------------------------------------- normalisation
+@lowers("softmax")
+def _softmax(L: Lowerer, b, x, tin, tout):
+    d = _dim(tin["x"], b.over)
+    if b.variant == "softmin":
+        return {"out": L.fn(F.softmin, x["x"], d)}
+    if b.variant == "log_softmax":
+        return {"out": L.fn(runtime.softmax, x["x"], d, log=True)}
+    return {"out": L.fn(runtime.softmax, x["x"], d)}
+
+
+def _last(L: Lowerer, node, names, axes, call):
+    """Applies `call(node)` (which acts on the trailing axes) with `axes` moved last."""
+    names = list(names)
+    rest = [a for a in names if a not in axes]
+    want = [*rest, *axes]
+    y = call(L.permute(node, names, want))
+    return L.permute(y, want, names)
+
+
+@lowers("layernorm", "rmsnorm")
+def _layernorm(L: Lowerer, b, x, tin, tout):
+    t = tin["x"]
+    shape = tuple(L.num(t.axis(a).size) for a in b.over)
+    if b.kind == "layernorm":
+        mod = nn.LayerNorm(shape, eps=b.eps, elementwise_affine=b.affine)
+        src = f"nn.LayerNorm({shape}, eps={b.eps!r}, elementwise_affine={b.affine})"
+    else:
+        mod = nn.RMSNorm(shape, eps=b.eps, elementwise_affine=b.affine)
+        src = f"nn.RMSNorm({shape}, eps={b.eps!r}, elementwise_affine={b.affine})"
+    ident = L.hold(mod, src)
+    return {"out": _last(L, x["x"], t.names, b.over, lambda n: L.module(ident, n))}
+
+
+@lowers("batchnorm", "unifiednorm")
+def _channelnorm(L: Lowerer, b, x, tin, tout):
+    t = tin["x"]
+    c, d = L.num(t.axis(b.channel).size), _dim(t, b.channel)
+    if b.kind == "batchnorm" and d == 1 and 2 <= len(t.names) <= 5:  # PyTorch's own layout
+        name = f"BatchNorm{max(1, len(t.names) - 2)}d"
+        ident = L.hold(
+            getattr(nn, name)(c, eps=b.eps, momentum=b.momentum, affine=b.affine),
+            f"nn.{name}({c}, eps={b.eps!r}, momentum={b.momentum!r}, affine={b.affine})",
+        )
+        return {"out": L.module(ident, x["x"])}
+    cls = runtime.ChannelBatchNorm if b.kind == "batchnorm" else runtime.UnifiedNorm
+    ident = L.hold(
+        cls(c, d, eps=b.eps, momentum=b.momentum, affine=b.affine),
+        f"{cls.__name__}({c}, dim={d}, eps={b.eps!r}, momentum={b.momentum!r}, affine={b.affine})",
+    )
+    return {"out": L.module(ident, x["x"])}
+
+
+@lowers("groupnorm")
+def _groupnorm(L: Lowerer, b, x, tin, tout):
+    t = tin["x"]
+    c = L.num(t.axis(b.channel).size)
+    ident = L.hold(
+        nn.GroupNorm(b.groups, c, eps=b.eps, affine=b.affine),
+        f"nn.GroupNorm({b.groups}, {c}, eps={b.eps!r}, affine={b.affine})",
+    )
+    w = L.param(ident, "weight") if b.affine else None
+    bias = L.param(ident, "bias") if b.affine else None
+    over = tuple(_dim(t, a) for a in b.over)
+    return {
+        "out": L.fn(
+            runtime.group_norm,
+            x["x"],
+            b.groups,
+            w,
+            bias,
+            b.eps,
+            channel=_dim(t, b.channel),
+            over=over,
+        )  # fmt: skip
+    }
+
+
+@lowers("normalize")
+def _normalize(L: Lowerer, b, x, tin, tout):
+    return {"out": L.fn(F.normalize, x["x"], p=float(b.p), dim=_dim(tin["x"], b.over), eps=b.eps)}
+
+
+# ---------------------------------------------------------------- reductions
+@lowers("reduce")
+def _reduce(L: Lowerer, b, x, tin, tout):
+    dims = tuple(_dim(tin["x"], a) for a in b.over)
+    if b.op == "prod":
+        y = x["x"]
+        for d in sorted(dims, reverse=True):
+            y = L.fn(torch.prod, y, d)
+        return {"out": y}
+    fn = {
+        "sum": torch.sum,
+        "mean": torch.mean,
+        "max": torch.amax,
+        "min": torch.amin,
+        "logsumexp": torch.logsumexp,
+    }[b.op]
+    return {"out": L.fn(fn, x["x"], dims)}
+
+
+@lowers("scan")
+def _scan(L: Lowerer, b, x, tin, tout):
+    d = _dim(tin["x"], b.over)
+    y = L.fn(torch.flip, x["x"], (d,)) if b.reverse else x["x"]
+    if b.op == "max":
+        y = L.fn(operator.getitem, L.fn(torch.cummax, y, d), 0)
+    else:
+        y = L.fn(torch.cumsum if b.op == "sum" else torch.cumprod, y, d)
+    if b.reverse:
+        y = L.fn(torch.flip, y, (d,))
+    return {"out": y}
+
+
+@lowers("topk")
+def _topk(L: Lowerer, b, x, tin, tout):
+    r = L.fn(torch.topk, x["x"], b.k, _dim(tin["x"], b.over))
+    return {"values": L.fn(operator.getitem, r, 0), "indices": L.fn(operator.getitem, r, 1)}
+
+
+# ---------------------------------------------------------------- rearrangements
+@lowers("split_axis")
+def _split_axis(L: Lowerer, b, x, tin, tout):
+    sizes = tuple(L.num(tout["out"].axis(a).size) for a in b.into)
+    return {"out": L.method("unflatten", x["x"], _dim(tin["x"], b.axis), sizes)}
+
+
+@lowers("merge_axes")
+def _merge_axes(L: Lowerer, b, x, tin, tout):
+    names = list(tin["x"].names)
+    first = min(names.index(a) for a in b.axes)
+    rest = [a for a in names if a not in b.axes]
+    at = sum(1 for a in names[:first] if a not in b.axes)
+    want = rest[:at] + list(b.axes) + rest[at:]
+    y = L.permute(x["x"], names, want)
+    return {"out": L.method("flatten", y, at, at + len(b.axes) - 1)}
+
+
+@lowers("permute")
+def _permute(L: Lowerer, b, x, tin, tout):
+    return {"out": L.permute(x["x"], tin["x"].names, b.order)}
+
+
+@lowers("rename")
+def _rename(L: Lowerer, b, x, tin, tout):
+    return {"out": x["x"]}
+
+
+@lowers("copy")
+def _copy(L: Lowerer, b, x, tin, tout):
+    return {p: x["x"] for p in tout}
+
+
+@lowers("pack")
+def _pack(L: Lowerer, b, x, tin, tout):
+    return {"out": tuple(x[n] for n in b.items)}
+
+
+@lowers("unpack")
+def _unpack(L: Lowerer, b, x, tin, tout):
+    v = x["x"]
+    items = [n for n, _ in tin["x"].items]
+    if isinstance(v, tuple):
+        return {n: v[i] for i, n in enumerate(items)}
+    return {n: L.fn(operator.getitem, v, i) for i, n in enumerate(items)}
+
+
+@lowers("concat")
+def _concat(L: Lowerer, b, x, tin, tout):
+    d = _dim(tin[b.operands[0]], b.axis)
+    return {"out": L.fn(torch.cat, [x[p] for p in b.operands], d)}
+
+
+@lowers("split")
+def _split(L: Lowerer, b, x, tin, tout):
+    d = _dim(tin["x"], b.axis)
+    ports = list(tout)
+    sizes = [L.num(tout[p].axis(b.axis).size) for p in ports]
+    r = L.fn(torch.split, x["x"], sizes, d)
+    return {p: L.fn(operator.getitem, r, i) for i, p in enumerate(ports)}
+
+
+@lowers("index")
+def _index(L: Lowerer, b, x, tin, tout):
+    return {"out": L.fn(torch.select, x["x"], _dim(tin["x"], b.axis), b.index)}
+
+
+@lowers("slice")
+def _slice(L: Lowerer, b, x, tin, tout):
+    from ncd.circuits.sizes import parse_size
+
+    t = tin["x"]
+    d = _dim(t, b.axis)
+    stop = None if b.stop is None else L.num(parse_size(b.stop))
+    idx = (slice(None),) * d + (slice(b.start or None, stop, b.step if b.step != 1 else None),)
+    return {"out": L.fn(operator.getitem, x["x"], idx)}
+
+
+# ---------------------------------------------------------------- spatial
+@lowers("conv")
+def _conv(L: Lowerer, b, x, tin, tout):
+    t = tin["x"]
+    n = len(b.spatial)
+    cin, cout = L.num(t.axis(b.channel).size), L.num(tout["out"].axis(b.out).size)
+    k, s, p, d, op = (
+        tuple(b._norm(f)) for f in ("kernel", "stride", "padding", "dilation", "output_padding")
+    )
+    groups = L.num(b.n_groups(t.axis(b.channel).size))  # depthwise: one group per channel
+    if b.transposed:
+        name = f"ConvTranspose{n}d"
+        mod = getattr(nn, name)(cin, cout, k, s, p, op, groups, b.bias, d)
+        src = (
+            f"nn.{name}({cin}, {cout}, {k}, stride={s}, padding={p}, output_padding={op}, "
+            f"groups={groups}, bias={b.bias}, dilation={d})"
+        )
+    else:
+        name = f"Conv{n}d"
+        mod = getattr(nn, name)(cin, cout, k, s, p, d, groups, b.bias)
+        src = (
+            f"nn.{name}({cin}, {cout}, {k}, stride={s}, padding={p}, dilation={d}, "
+            f"groups={groups}, bias={b.bias})"
+        )
+    ident = L.hold(mod, src)
+    w = L.param(ident, "weight")
+    bias = L.param(ident, "bias") if b.bias else None
+    sp = tuple(_dim(t, a) for a in b.spatial)
+    n_sp = len(sp)
+    if len(t.names) == n_sp + 2 and _dim(t, b.channel) == 1 and sp == tuple(range(2, n_sp + 2)):
+        return {"out": L.module(ident, x["x"])}  # PyTorch's own layout: call the layer
+    kw = {"channel": _dim(t, b.channel), "spatial": sp, "stride": s, "padding": p,
+          "dilation": d, "groups": groups}  # fmt: skip
+    if b.transposed:
+        kw.update(transposed=True, output_padding=op)
+    return {"out": L.fn(runtime.conv, x["x"], w, bias, **kw)}
+
+
+@lowers("pool")
+def _pool(L: Lowerer, b, x, tin, tout):
+    t = tin["x"]
+    w = tuple(b._norm("window"))
+    s = tuple(b._norm("stride")) if b.stride else w
+    p = tuple(b._norm("padding"))
+    sp = tuple(_dim(t, a) for a in b.spatial)
+    if len(t.names) == len(sp) + 2 and sp == tuple(range(2, len(sp) + 2)):
+        fn = getattr(F, f"{b.op}_pool{len(sp)}d")  # PyTorch's own layout
+        return {"out": L.fn(fn, x["x"], w, s, p)}
+    return {"out": L.fn(runtime.pool, x["x"], sp, b.op, window=w, stride=s, padding=p)}
+
+
+@lowers("upsample")
+def _upsample(L: Lowerer, b, x, tin, tout):
+    sp = tuple(_dim(tin["x"], a) for a in b.spatial)
+    return {"out": L.fn(runtime.upsample, x["x"], sp, factor=b.factor, mode=b.mode)}
+
+
+# ---------------------------------------------------------------- fused
+LOWERINGS["attention"] = lower_attention
+LOWERINGS["linear_attention"] = lower_linear_attention
+
+
+# ---------------------------------------------------------------- structure
+@lowers("call")
+def _call(L: Lowerer, b, x, tin, tout):
+    from ncd.circuits.sizes import parse_size
+
+    sub = L.c.calls[b.name]
+    n = int(L.num(parse_size(b.repeat)))
+    prefix = f"{L.prefix}in subcircuit '{sub.circuit.name}' (called by box '{b.name}'), "
+    parts = [lower(sub, L.opts, prefix) for _ in range(n)]
+    ident = L.box_idents[b.name]
+    if n == 1:
+        L.root.add_module(ident, parts[0].module)
+        L.holders.append(Holder(ident, b.name, parts[0].module, f"{parts[0].class_name}()"))
+        paths = [ident]
+    else:
+        L.root.add_module(ident, nn.ModuleList([p.module for p in parts]))
+        L.holders.append(
+            Holder(
+                ident,
+                b.name,
+                L.root.get_submodule(ident),
+                f"nn.ModuleList([{parts[0].class_name}() for _ in range({n})])",
+            )
+        )
+        paths = [f"{ident}.{i}" for i in range(n)]
+    L.calls[b.name] = (ident, n, parts[0])
+    in_names = [i.name for i in sub.circuit.inputs]
+    out_names = list(sub.outputs)
+    vals = {p: x[p] for p in in_names}
+    for path in paths:
+        r = L.module(path, *[vals[p] for p in in_names])
+        if len(out_names) == 1:
+            outs = {out_names[0]: r}
+        else:
+            outs = {o: L.fn(operator.getitem, r, o) for o in out_names}
+        if len(out_names) == 1 and len(in_names) == 1:
+            vals = {in_names[0]: r}
+        else:
+            vals = {**vals, **{o: v for o, v in outs.items() if o in vals}}
+    return outs
+
+
+@lowers("opaque")
+def _opaque(L: Lowerer, b, x, tin, tout):
+    fn = L.opts.opaque.get(b.name)
+    ident = L.hold(runtime.Opaque(fn), f"Opaque(opaque.get({L.box_idents[b.name]!r}))")
+    r = L.module(ident, *[x[p] for p in b.in_ports])
+    ports = list(b.outputs)
+    if len(ports) == 1:
+        return {ports[0]: r}
+    return {p: L.fn(operator.getitem, r, i) for i, p in enumerate(ports)}
