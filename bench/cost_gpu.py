@@ -181,6 +181,7 @@ def run_point(ncd, name, circuit, sizes, dtype, device):
            "ncd_ops_calls": calls_ops, "expected_lowering": expected}  # fmt: skip
     measured = {}
     if device == "cuda":
+        step()  # warm-up: kernels compiled and autotuned, library workspaces allocated
         for t in [*xs, *params]:
             t.grad = None
         torch.cuda.synchronize()

@@ -34,7 +34,10 @@ class Device:
         compute = sympy.sympify(matmul_flops) / sympy.Float(self.matmul_flops) + sympy.sympify(
             other_flops
         ) / sympy.Float(self.vector_flops)
-        return sympy.Max(compute, sympy.sympify(io_bytes) / sympy.Float(self.bandwidth))
+        memory = sympy.sympify(io_bytes) / sympy.Float(self.bandwidth)
+        if compute.is_number and memory.is_number:
+            return sympy.Max(compute, memory)
+        return sympy.Max(compute, memory, evaluate=False)  # compared once sizes are bound
 
 
 DEVICES = {

@@ -25,20 +25,46 @@ def dominates(a: sympy.Expr, b: sympy.Expr) -> bool:
     return p is not None and all(c >= 0 for c in p.coeffs())
 
 
+_SAMPLES = (7, 101, 1009)
+
+
+def _values(c: sympy.Expr, syms) -> tuple[float, ...]:
+    """c at a few size points (every size the same prime, then mixed), for a cheap test of
+    which candidate can dominate which before the exact one."""
+    pts = [dict.fromkeys(syms, sympy.Integer(p)) for p in _SAMPLES]
+    pts.append({s: sympy.Integer(_SAMPLES[i % 3]) for i, s in enumerate(syms)})
+    out = []
+    for pt in pts:
+        v = sympy.sympify(c).xreplace(pt)
+        out.append(float(v) if v.is_number else float("nan"))
+    return tuple(out)
+
+
 def prune(cands: list[sympy.Expr]) -> list[sympy.Expr]:
-    """The candidates that no other candidate dominates (first of equals kept)."""
-    out: list[sympy.Expr] = []
-    for c in cands:
-        c = sympy.expand(c)
-        if any(dominates(k, c) for k in out):
+    """The candidates that no other candidate dominates (one of equals kept), in their order.
+
+    Candidates are visited from the largest at sample sizes down; the exact test (`dominates`)
+    runs only where the samples allow it, so that long schedules stay fast."""
+    if len(cands) <= 1:
+        return list(cands)
+    syms = sorted(set().union(*(sympy.sympify(c).free_symbols for c in cands)), key=str)
+    vals = [_values(c, syms) for c in cands]
+    order = sorted(range(len(cands)), key=lambda i: -vals[i][0] if vals[i][0] == vals[i][0]
+                   else 0.0)  # fmt: skip
+    kept: list[int] = []
+    for i in order:
+        if any(
+            all(a >= b for a, b in zip(vals[k], vals[i])) and dominates(cands[k], cands[i])
+            for k in kept
+        ):
             continue
-        out = [k for k in out if not dominates(c, k)] + [c]
-    return out
+        kept.append(i)
+    return [sympy.expand(cands[i]) for i in sorted(kept)]
 
 
 def maximum(cands: list[sympy.Expr]) -> sympy.Expr:
-    kept = prune(cands) if len(cands) < 400 else cands
-    return kept[0] if len(kept) == 1 else sympy.Max(*kept)
+    kept = prune(cands)
+    return kept[0] if len(kept) == 1 else sympy.Max(*kept, evaluate=False)
 
 
 def leading(expr: sympy.Expr) -> sympy.Expr:
