@@ -23,6 +23,7 @@ from ncd.circuits.validate import Checked, check
 
 from .errors import CompileError
 from .names import scope_names
+from .passes import live_boxes
 
 
 @dataclass
@@ -86,7 +87,10 @@ class _Run:
         env: dict[tuple[str, str], object] = {}
         for name, t in c.inputs.items():
             env[("", name)] = NT(inputs[name], t.names)
+        live = live_boxes(c)  # dead boxes have no parameters in a compiled module
         for name in c.order:
+            if name not in live:
+                continue
             b = c.box(name)
             ins = {p: env[src] for p, src in c.sources[name].items()}
             fn = getattr(self, f"k_{b.kind}")

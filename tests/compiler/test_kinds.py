@@ -76,3 +76,22 @@ def test_dropout_drops_in_training_only():
     assert torch.equal(model.eval()(x), x)
     y = model.train()(x)
     assert set(y.unique().tolist()) <= {0.0, 2.0} and (y == 0).any()
+
+
+def test_dead_boxes_and_common_subexpressions_are_removed():
+    from ncd.circuits.builder import Builder
+
+    b = Builder("passes", sizes={"B": 2, "T": 3, "D": 4})
+    x = b.input("x", "B T D")
+    b.linear(x, "D", "D", name="unused")  # dead: no output depends on it
+    s1 = b.softmax(x, "D", name="first")
+    s2 = b.softmax(x, "D", name="again")  # the same computation as `first`
+    b.output("y", b.add(s1, s2, name="sum"))
+    c = b.build()
+    m = ncd_compile(c, dtype=torch.float64)
+    assert not list(m.parameters())
+    calls = [n for n in m.graph.nodes if n.op == "call_function"]
+    assert len(calls) == 2  # one softmax, one add
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    torch.testing.assert_close(m(x), interpret(c, [x], {}))
+    torch.testing.assert_close(m(x), 2 * torch.softmax(x, -1))
