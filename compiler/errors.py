@@ -16,5 +16,5 @@ class CompileError(NcdError):
         self.where, self.expected, self.found = where, expected, found
 
 
-class ImportError_(NcdError):
+class TorchImportError(NcdError):
     """A PyTorch model cannot be traced or mapped to a circuit."""

@@ -27,7 +27,7 @@ from ncd.circuits.builder import Builder, Wire
 from ncd.circuits.errors import BuildError
 
 from . import attached
-from .errors import ImportError_
+from .errors import TorchImportError
 from .names import scope_names
 
 _ROLES = {
@@ -155,7 +155,7 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None):
     try:
         graph = _Tracer().trace(model, concrete_args=_defaults(model, len(example_inputs)))
     except Exception as e:
-        raise ImportError_(
+        raise TorchImportError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
             "wrap data-dependent parts in a submodule"
         ) from None
@@ -207,7 +207,7 @@ class _Importer:
             self.sizes[cand] = size
             self.by_role.setdefault(key, cand)
             return cand
-        raise ImportError_(f"ran out of axis names for role {role}")
+        raise TorchImportError(f"ran out of axis names for role {role}")
 
     def box_name(self, node: fx.Node, suffix: str = "") -> str:
         base = str(node.target) if node.op == "call_module" else node.name
@@ -235,7 +235,7 @@ class _Importer:
             ):
                 continue  # sizes, guards, None: constants that ops read through `const`
             if n.op == "get_attr":
-                raise ImportError_(f"node '{n.name}': parameters used outside a layer")
+                raise TorchImportError(f"node '{n.name}': parameters used outside a layer")
             mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights))
             try:
                 w = self.map(n)
@@ -766,10 +766,10 @@ class _Importer:
         v = self.values[n]
         outs = v if isinstance(v, (tuple, list)) else (v,)
         if not all(isinstance(t, torch.Tensor) for t in outs):
-            raise ImportError_(f"node '{n.name}' ({n.target}): returns non-tensors")
+            raise TorchImportError(f"node '{n.name}' ({n.target}): returns non-tensors")
         ins = [self.wire(a) if isinstance(self.wires.get(a), Wire) else None for a in tensors]
         if any(w is None for w in ins):
-            raise ImportError_(f"node '{n.name}' ({n.target}): reads a value ncd cannot wire")
+            raise TorchImportError(f"node '{n.name}' ({n.target}): reads a value ncd cannot wire")
         ports = [f"x{i}" if len(ins) > 1 else "x" for i in range(len(ins))]
         outputs = {}
         for i, t in enumerate(outs):

@@ -24,7 +24,7 @@ from ncd.circuits.types import TensorType
 
 from . import runtime
 from .lower import Lowered
-from .names import Namer, comment, globals_of_generated, identifier
+from .names import Namer, comment, globals_of_generated
 
 _INFIX = {
     operator.add: "+",
@@ -370,4 +370,4 @@ def emit(lw: Lowered) -> str:
     return text
 
 
-__all__ = ["emit", "identifier"]
+__all__ = ["emit"]
