@@ -546,7 +546,8 @@ def analyse(
         raise CostError(
             f"sizes not bound for circuit '{circuit.name}': {', '.join(missing)}; pass "
             + ",".join(f"{m}=…" for m in missing)
-            + " (--sizes on the command line), or symbolic=True for formulas only"
+            + " (--sizes on the command line), or ask for formulas only (symbolic=True, "
+            "--symbolic)"
         )
     return report
 

@@ -79,6 +79,18 @@ def cmd_analyse(args) -> int:
 
     circuits = [load_spec(s) for s in args.spec]
     sizes = parse_sizes(args.sizes)
+    # check the options before any output
+    sweep = _sweep_arg(args.plot) if args.plot else None
+    if sweep:
+        from ncd.compiler.cost.plot import sweep_points
+
+        sweep_points(sweep[1], sweep[2])
+    for flag, suffixes in (
+        ("plot", (".png", ".svg", ".pdf")),
+        ("overlay", (".svg", ".pdf", ".png")),
+    ):
+        if getattr(args, flag) and args.output and Path(args.output).suffix not in suffixes:
+            raise NcdError(f"-o for --{flag} must end in {', '.join(suffixes)}: {args.output!r}")
     if len(circuits) > 1:  # each circuit takes the sizes it has; a size none has is an error
         known = set().union(*(known_sizes(c) for c in circuits))
         unknown = sorted(set(sizes) - known)
@@ -96,8 +108,8 @@ def cmd_analyse(args) -> int:
         print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
     else:
         print("\n\n".join(r.table() for r in reports))
-    if args.plot:
-        axis, lo, hi = _sweep_arg(args.plot)
+    if sweep:
+        axis, lo, hi = sweep
         names = "_".join(c.name for c in circuits)
         out = Path(args.output or f"build/analysis/scaling_{names}_{axis}.png")
         tie = _tie_arg(args.tie, axis)
