@@ -21,6 +21,14 @@ def _own(b):
     return {b.query, b.key, b.head, b.value}
 
 
+MAX_WIDTH = 256  # the widest head the kernels of ncd.ops take (K and V)
+
+
+def _fits(L, q, k, v, b) -> bool:
+    """Whether the kernels of ncd.ops take these head widths (else a plain PyTorch path)."""
+    return max(L.num(q.axis(b.head).size), L.num(v.axis(b.value).size)) <= MAX_WIDTH
+
+
 def _scale(L, b):
     return None if b.scale is None else float(L.num(parse_size(b.scale)))
 
@@ -59,7 +67,8 @@ def lower_attention(L, b, x, tin, tout):
     batch = [a for a in q.names if a not in _own(b)]
     out = tout["out"].names
     scale = _scale(L, b)
-    if L.opts.fused == "torch":  # PyTorch's own fused kernel takes any leading batch axes
+    if L.opts.fused == "torch" or not _fits(L, q, k, v, b):
+        # PyTorch's own fused kernel: any leading batch axes, any head width
         qq = L.permute(x["q"], q.names, [*batch, b.query, b.head])
         kk = L.permute(x["k"], k.names, [*batch, b.key, b.head])
         vv = L.permute(x["v"], v.names, [*batch, b.key, b.value])
@@ -97,7 +106,8 @@ def lower_linear_attention(L, b, x, tin, tout):
         if b.variant == "lightning":
             heads = L.num(q.axis(batch[-1]).size) if batch else 1
             decay = L.fn(runtime.lightning_decay, heads, qq)
-        r = L.fn(ops.linear_attention, qq, kk, vv, decay=decay, normalize=b.normalize, scale=scale)
+        fn = ops.linear_attention if _fits(L, q, k, v, b) else runtime.linear_attention
+        r = L.fn(fn, qq, kk, vv, decay=decay, normalize=b.normalize, scale=scale)
         o = L.fn(operator.getitem, r, 0)
     elif b.variant == "gla":
         g = _to_bthk(L, x["g"], tin["g"].names, batch, b.key, b.head)

@@ -156,3 +156,12 @@ def test_training_lowers_the_loss(name):
         value.backward()
         opt.step()
     assert loss().item() < 0.95 * first
+
+
+def test_heads_wider_than_the_kernels_take_stay_in_pytorch():
+    c = gallery.get("attention")
+    m = ncd_compile(c, sizes={"K": 300}, rewrites=True)
+    targets = {getattr(n.target, "__module__", "") for n in m.graph.nodes}
+    assert not any(t.startswith("ncd.ops") for t in targets)
+    xs = example_inputs(c.check({"K": 300}), dtype=torch.float32)
+    torch.testing.assert_close(m(*xs), ncd_compile(c, sizes={"K": 300})(*xs))
