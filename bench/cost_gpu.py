@@ -52,8 +52,12 @@ def _import_ncd():
         sys.path.insert(0, str(shim.parent))
         for m in [m for m in sys.modules if m == "ncd" or m.startswith("ncd.")]:
             del sys.modules[m]
-    import ncd
-
+    try:
+        import ncd
+        import ncd.compiler.cost  # noqa: F401  (sympy, pydantic, networkx: ncd's dependencies)
+    except ImportError as e:
+        sys.exit(f"cost_gpu: cannot import ncd from {ROOT}: {e} (ncd needs sympy, pydantic and "
+                 "networkx; pip install them, or the package: pip install -e .)")  # fmt: skip
     return ncd
 
 
@@ -253,7 +257,7 @@ def main(argv=None) -> int:
         for sizes in points:
             try:
                 rec = run_point(ncd, name, make(), sizes, dtype, args.device)
-            except torch.OutOfMemoryError as e:  # a point too big is recorded, not fatal
+            except getattr(torch, "OutOfMemoryError", MemoryError) as e:  # recorded, not fatal
                 rec = {"case": name, "sizes": sizes, "error": f"out of memory: {e}"[:300]}
                 torch.cuda.empty_cache()
             records.append(rec)
