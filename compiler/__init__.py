@@ -6,14 +6,16 @@
 
 `compile` returns a `torch.fx.GraphModule`; `to_source` writes the same module as one
 standalone Python file; `interpret` runs a circuit box by box (the reference both are checked
-against); `from_torch` imports a PyTorch model as a circuit.
+against); `from_torch` imports a PyTorch model as a circuit; `collapse` folds chains of linear
+maps into one (with their weights) for inference.
 """
 
 from .build import compile, to_source
+from .collapse import collapse
 from .errors import CompileError
 from .interpret import interpret
 
-__all__ = ["CompileError", "compile", "from_torch", "interpret", "to_source"]
+__all__ = ["CompileError", "collapse", "compile", "from_torch", "interpret", "to_source"]
 
 
 def __getattr__(name):

@@ -1,0 +1,126 @@
+"""Algebraic collapse of linear chains (SESR's trick): two learned linear maps with nothing
+non-linear between them are one linear map, so a model trained over-parameterised (a wide
+expand followed by a project) runs at inference as the single map they compose to.
+
+    >>> small, weights = collapse(circuit, model.state_dict())
+    >>> ncd.compile(small).load_state_dict(weights)     # same outputs, fewer FLOPs
+
+Chains collapsed: linear → linear (the second reads exactly the axes the first makes), and a
+convolution → a 1×1 convolution (stride 1, no padding, one group). The first box must have no
+other reader. The fused box keeps the second box's name, so every reference still holds.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ncd.circuits.circuit import Circuit
+from ncd.circuits.kinds import KINDS
+from ncd.circuits.validate import check
+
+from .names import scope_names
+
+
+def collapse(
+    circuit: Circuit, state: dict[str, torch.Tensor], sizes: dict[str, int] | None = None
+) -> tuple[Circuit, dict[str, torch.Tensor]]:
+    """The circuit with its linear chains collapsed, and the weights of the collapsed
+    circuit (keys as `ncd.compile` names them) computed from `state`."""
+    state = dict(state)
+    while True:
+        checked = check(circuit, sizes)
+        _, idents = scope_names(circuit, checked.order)
+        readers: dict[str, list[str]] = {}
+        for box, srcs in checked.sources.items():
+            for sb, _ in srcs.values():
+                readers.setdefault(sb, []).append(box)
+        for sb, _ in checked.output_sources.values():
+            readers.setdefault(sb, []).append("")
+        found = None
+        for name in checked.order:
+            b = checked.box(name)
+            src = checked.sources[name].get("x", ("", ""))[0]
+            if not src or readers.get(src) != [name]:
+                continue
+            a = checked.box(src)
+            if a.kind == b.kind == "linear" and set(b.over) == set(a.out):
+                found = _linear(a, b, idents, state)
+            elif a.kind == b.kind == "conv" and _pointwise(b) and b.channel == a.out:
+                found = _conv(a, b, idents, state)
+            if found:
+                break
+        if not found:
+            return circuit, state
+        new_box, new_weights, removed = found
+        boxes = [
+            new_box if x.name == new_box.name else x for x in circuit.boxes if x.name != removed
+        ]
+        old_idents = idents
+        circuit = circuit.model_copy(update={"boxes": boxes})
+        state = _rename_keys(circuit, sizes, old_idents, state, removed, new_box.name, new_weights)
+
+
+def _pointwise(b) -> bool:
+    ones = all(k == 1 for k in b._norm("kernel"))
+    plain = all(s == 1 for s in b._norm("stride")) and all(p == 0 for p in b._norm("padding"))
+    return ones and plain and b.groups == 1 and not b.transposed and not b.depthwise
+
+
+def _linear(a, b, idents, state):
+    """y = Wb (Wa x + ba) + bb: weight [*b.out, *a.over], bias Wb ba + bb."""
+    wa, wb = state[f"{idents[a.name]}.weight"], state[f"{idents[b.name]}.weight"]
+    n_out_b, n_mid = len(b.out), len(a.out)
+    # b's weight lists the middle axes in b.over's order; bring them to a.out's order
+    perm = [b.over.index(x) for x in a.out]
+    wb = wb.permute(*range(n_out_b), *[n_out_b + p for p in perm])
+    mid = list(range(n_out_b, n_out_b + n_mid))
+    w = torch.tensordot(wb, wa, dims=(mid, list(range(n_mid))))
+    bias = None
+    if a.bias:
+        bias = torch.tensordot(wb, state[f"{idents[a.name]}.bias"], dims=(mid, list(range(n_mid))))
+    if b.bias:
+        bb = state[f"{idents[b.name]}.bias"]
+        bias = bb if bias is None else bias + bb
+    box = KINDS["linear"](
+        name=b.name, inputs=a.inputs, label=b.label, group=b.group, over=a.over, out=b.out,
+        bias=bias is not None,
+    )  # fmt: skip
+    weights = {"weight": w} | ({"bias": bias} if bias is not None else {})
+    return box, weights, a.name
+
+
+def _conv(a, b, idents, state):
+    """A 1×1 convolution after a convolution: W[o, c, k...] = Σ_e Wb[o, e] Wa[e, c, k...]."""
+    wa, wb = state[f"{idents[a.name]}.weight"], state[f"{idents[b.name]}.weight"]
+    wb2 = wb.flatten(1)  # [O, E]
+    if a.transposed or a.depthwise or a.groups != 1:
+        return None
+    w = torch.einsum("oe,e...->o...", wb2, wa)
+    bias = None
+    if a.bias:
+        bias = wb2 @ state[f"{idents[a.name]}.bias"]
+    if b.bias:
+        bb = state[f"{idents[b.name]}.bias"]
+        bias = bb if bias is None else bias + bb
+    fields = a.model_dump(exclude={"name", "inputs", "label", "group", "out", "bias", "kind"})
+    box = KINDS["conv"](
+        name=b.name, inputs=a.inputs, label=b.label, group=b.group, out=b.out,
+        bias=bias is not None, **fields,
+    )  # fmt: skip
+    weights = {"weight": w} | ({"bias": bias} if bias is not None else {})
+    return box, weights, a.name
+
+
+def _rename_keys(circuit, sizes, old_idents, state, removed, fused, new_weights):
+    """Weights keyed by the new circuit's names (removing a box can renumber identifiers)."""
+    _, new_idents = scope_names(circuit, check(circuit, sizes).order)
+    out = {}
+    for key, t in state.items():
+        head, _, rest = key.partition(".")
+        box = next((b for b, i in old_idents.items() if i == head), None)
+        if box in (removed, fused):
+            continue
+        out[f"{new_idents[box]}.{rest}" if box in new_idents else key] = t
+    for p, t in new_weights.items():
+        out[f"{new_idents[fused]}.{p}"] = t
+    return out
