@@ -211,6 +211,9 @@ class _Walker:
             return self.call(i, box, bc, in_wires, outs)
         view = R.BoxView(box, ins, outs, params, grads, layouts, self.nbytes)
         rule = R.RULES[box.kind](view)
+        if region is not None and region.kind != "pointwise" and name == region.boxes[-1]:
+            # a fused kernel writes its output in the output's own (row-major) order
+            rule.layout = {p: t.names for p, t in outs.items() if isinstance(t, TensorType)}
         grad_out = any(grads.values()) or bool(params)
         # outputs: shared storage (views, tuples) or a new one
         new_bytes = ZERO

@@ -268,6 +268,16 @@ class Report:
         ]
         out += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
         out.append("")
+        kept = [
+            f"  {b.name}: "
+            + ", ".join(f"{what} {human(self.number(nb), 'B')}" for what, _, nb in b.saved)
+            for b in self.boxes
+            if b.saved
+        ]
+        if kept:
+            out += ["kept for the backward pass (a tensor kept twice counts once in the total):"]
+            out += kept
+            out.append("")
         n = self.numbers
         for key, (title, unit) in FIGURES.items():
             f = self.peak_formula() if key == "peak_bytes" else self.formulas[key]
