@@ -234,8 +234,9 @@ class _Importer:
                 isinstance(v, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in v)
             ):
                 continue  # sizes, guards, None: constants that ops read through `const`
-            if n.op == "get_attr":
-                raise TorchImportError(f"node '{n.name}': parameters used outside a layer")
+            if n.op == "get_attr":  # a tensor the model holds outside a layer: a param box
+                self.wires[n] = self.tensor_attr(n, v)
+                continue
             mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights))
             try:
                 w = self.map(n)
@@ -259,6 +260,15 @@ class _Importer:
                 state[f"{idents[box]}.{p}"] = t.detach().clone()
         attached.attach(circuit, self.callables, state)
         return circuit
+
+    def tensor_attr(self, n: fx.Node, v: torch.Tensor) -> Wire:
+        names: list[str] = []
+        for size in v.shape:
+            names.append(self.axis("feature", size, avoid=names))
+        name = self.box_name(n)
+        w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
+        self.weights[name] = {"weight": v}
+        return w
 
     def input_axes(self, v: torch.Tensor) -> list[str]:
         s = list(v.shape)

@@ -160,3 +160,22 @@ def test_cli_import(tmp_path, monkeypatch, capsys):
     assert main(["validate", str(out)]) == 0
     assert main(["import", "mymodels:mlp"]) == 1
     assert "--shape" in capsys.readouterr().err
+
+
+class ScaledNorm(nn.Module):
+    """An RMS norm written with its own parameter (a `get_attr` in the traced graph)."""
+
+    def __init__(self, d=6):
+        super().__init__()
+        self.gain = nn.Parameter(torch.rand(d) + 0.5)
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.gain
+
+
+def test_free_parameters_become_param_boxes():
+    norm = ScaledNorm()
+    circuit, compiled = _same(norm, torch.randn(2, 5, 6))  # (the pow/mean/rsqrt run opaque)
+    params = [b for b in circuit.boxes if b.kind == "param"]
+    assert len(params) == 1 and params[0].name == "gain"
+    assert torch.equal(compiled.gain.weight, norm.gain.detach())
