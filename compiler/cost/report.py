@@ -14,7 +14,8 @@ from .devices import Device
 from .symbolic import big_o, degree, leading, maximum, pretty
 
 CONVENTIONS = (
-    "FLOPs: a multiply-add counts 2. Forward pass unless marked backward. Bytes: element size "
+    "FLOPs: a multiply-add counts 2. Training mode; forward pass unless marked backward. "
+    "Bytes: element size "
     "of each wire's dtype. Activation: unique tensors autograd keeps for the backward pass. "
     "Peak: liveness over forward + backward in the compiled order, inputs and parameters "
     "included. IO: bytes between HBM and the chip. Time: roofline max(FLOPs/rate, bytes/bw) "

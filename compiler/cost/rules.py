@@ -456,6 +456,8 @@ def cast(v: BoxView) -> Rule:
 
 def dropout(v: BoxView) -> Rule:
     x = v.x()
+    if v.box.p == 0:  # torch returns its input unchanged
+        return Rule(alias={"out": "x"}, layout=_follow(v))
     return Rule(
         flops=2 * numel(x),
         saved=[_own("mask", v.nbytes(x), "dropout mask (scaled, dtype of x)")],
