@@ -91,3 +91,25 @@ def test_peak_memory_within_20_percent_of_the_cpu_allocator(name):
     got, _ = measure.peak_bytes(ncd.compile(c), measure.make_inputs(c))
     model = ncd.analyse(c, lowering="unfused").numbers["peak_bytes"]
     assert abs(model - got) <= 0.20 * got, (name, model, got)
+
+
+def test_an_imported_pytorch_layer_is_costed_like_a_drawn_one():
+    """nn.TransformerEncoderLayer imported with ncd.from_torch (its SDPA becomes a fused
+    attention box): the other boxes' matmul FLOPs and kept bytes equal the measurement."""
+    import torch
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+    c = ncd.from_torch(layer, (torch.randn(2, 10, 32),))
+    fused = _fused(c)
+    assert fused, "the importer maps SDPA to an attention box"
+    got = measure.measure_split(ncd.compile(c), measure.make_inputs(c), fused)["rest"]
+    report = ncd.analyse(c, lowering="unfused")
+    rest = [b for b in report.boxes if b.name not in fused]
+    assert got["fwd"] == sum(report.number(b.mm_flops) for b in rest)
+    assert got["bwd"] == sum(report.number(b.mm_flops_bwd) for b in rest)
+    st = report.analysis.storages
+    kept = {sid for b in rest for _, sid, _ in b.saved if st[sid].kind != "param"}
+    model = sum(report.number(st[s].nbytes) for s in kept)
+    assert abs(model - got["saved"]) <= 0.10 * got["saved"], (model, got)
+    assert report.numbers["params"] == sum(p.numel() for p in layer.parameters())
