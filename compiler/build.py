@@ -72,7 +72,29 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     if weights:
         module.load_state_dict(weights, strict=False)
     module.ncd_circuit = circuit.name  # for people reading repr; holds no state
+    if not any(b.kind == "opaque" for b in _all_boxes(circuit)):
+        spec = (circuit.to_json(None), dict(sizes or {}), rewrites, fused, str(device or "cpu"))
+        # Unpickling a GraphModule traces its code again, which cannot go through ncd.ops'
+        # argument checks; this module pickles as its circuit and weights instead (each
+        # GraphModule instance has a class of its own, so this touches no other module).
+        type(module).__reduce__ = lambda self: (_rebuild, (*spec, self.state_dict(), self.training))
     return module
+
+
+def _all_boxes(circuit: Circuit):
+    yield from circuit.boxes
+    for sub in circuit.subcircuits.values():
+        yield from _all_boxes(sub)
+
+
+def _rebuild(spec, sizes, rewrites, fused, device, state, training):
+    """Unpickling: compile the circuit again and load the weights."""
+    from ncd.circuits.io import loads
+
+    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
+    module = compile(loads(spec), sizes, dtype, device, rewrites=rewrites, fused=fused)
+    module.load_state_dict(state)
+    return module.train(training)
 
 
 def to_source(

@@ -103,3 +103,14 @@ def test_unbound_sizes_are_a_clear_error():
     c = gallery.get("attention").model_copy(update={"sizes": {}})
     with pytest.raises(NcdError, match="not bound"):
         ncd_compile(c)
+
+
+def test_pickle_of_a_module_with_fused_kernels():
+    c = gallery.get("transformer")
+    m = ncd_compile(c, rewrites=True, dtype=torch.float64).eval()
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    again = torch.load(buf, weights_only=False)
+    tokens = torch.randint(0, 50, (2, 16))
+    assert torch.equal(again(tokens), m(tokens)) and not again.training
