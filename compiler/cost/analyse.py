@@ -319,8 +319,13 @@ class _Walker:
         bc._peak_fwd = [  # type: ignore[attr-defined]
             (n - 1) * sub.activation + p - sub.base for p in prune(sub.peak_fwd)
         ]
+        # going backward through repetition k, the k-1 before it still hold their tensors
+        # and the N-k after it hold their parameters' gradients: the worst k is the first or
+        # the last
         bc._peak_bwd = [  # type: ignore[attr-defined]
-            (n - 1) * (sub.activation + sub_pbytes) + p - sub.base for p in prune(sub.peak_bwd)
+            (n - 1) * held + p - sub.base
+            for p in prune(sub.peak_bwd)
+            for held in (sub.activation, sub_pbytes)
         ]
         bc._temps = ZERO  # type: ignore[attr-defined]
         bc.notes = [f"{n} × subcircuit {sub_checked.circuit.name}; peak inside it approximated"]

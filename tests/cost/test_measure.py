@@ -113,3 +113,12 @@ def test_an_imported_pytorch_layer_is_costed_like_a_drawn_one():
     model = sum(report.number(st[s].nbytes) for s in kept)
     assert abs(model - got["saved"]) <= 0.10 * got["saved"], (model, got)
     assert report.numbers["params"] == sum(p.numel() for p in layer.parameters())
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_peak_of_a_repeated_block_follows_n(n):
+    """The transformer's N blocks (a `call` with repeat N, costed once, symbolically)."""
+    c = gallery.get("transformer")
+    got, _ = measure.peak_bytes(ncd.compile(c, sizes={"N": n}), measure.make_inputs(c, {"N": n}))
+    model = ncd.analyse(c, sizes={"N": n}, lowering="unfused").numbers["peak_bytes"]
+    assert abs(model - got) <= 0.10 * got, (n, model, got)
