@@ -178,7 +178,13 @@ class _Walker:
                 if not self.storages[sid].savers:
                     self.storages[sid].virtual = True
         for bc in boxes:
-            if bc.kind != "call":
+            if bc.kind == "call":
+                continue
+            kernel = getattr(bc, "_time_flops", None)
+            if kernel is not None:  # inside a fused region: the kernel's FLOPs (ops/*/cost.py)
+                bc.time_s = self.dev.time(kernel[0], ZERO, bc.io_bytes)
+                bc.time_bwd_s = self.dev.time(kernel[1], ZERO, bc.io_bytes_bwd)
+            else:
                 bc.time_s = self.dev.time(bc.mm_flops, bc.flops - bc.mm_flops, bc.io_bytes)
                 bc.time_bwd_s = self.dev.time(
                     bc.mm_flops_bwd, bc.flops_bwd - bc.mm_flops_bwd, bc.io_bytes_bwd
@@ -374,14 +380,21 @@ class _Walker:
             if r.kind == "attention":
                 io = attention_cost.io_forward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
                 io_b = attention_cost.io_backward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
+                kf = attention_cost.flops_forward(B, T, 1, K, V, S, causal=r.causal)
+                kb = attention_cost.flops_backward(B, T, 1, K, V, S, causal=r.causal)
                 kernel = "ncd.ops.softmax_attention"
             else:
                 io = linear_attention_cost.io_forward(B, T, 1, K, V, bytes_per=bp)
                 io_b = linear_attention_cost.io_backward(B, T, 1, K, V, bytes_per=bp)
+                kf = linear_attention_cost.flops_forward(B, T, 1, K, V)
+                kb = linear_attention_cost.flops_backward(B, T, 1, K, V)
                 kernel = "ncd.ops.linear_attention"
             for b in r.boxes:
                 bc = by_name[b]
                 bc.io_bytes = bc.io_bytes_bwd = ZERO
+                # the FLOP figures stay the diagram's; the time is the kernel's own work
+                last_box = b == r.boxes[-1]
+                bc._time_flops = (kf if last_box else ZERO, kb if last_box else ZERO)
                 bc.kernel = f"{kernel} ({r.name})"
                 for _, sid, _ in bc.saved:
                     if self.storages[sid].kind == "own":
