@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .dot import to_dot
+from .dot import ROW, to_dot
 from .errors import RenderError
 from .scene import Options, blocks, build, restack
 from .themes import THEMES
@@ -94,7 +94,7 @@ def render(
             heights, ends = _layout(_run(first, "json").decode("utf-8"))
         except _LayoutFailed:
             heights, ends = {}, {}
-        if ends and restack(scene, ends):
+        if ends and restack(scene, ends, ROW, heights):
             candidates = [
                 to_dot(scene, THEMES[theme], **kw, order=heights),
                 to_dot(scene, THEMES[theme], **kw),

@@ -277,8 +277,6 @@ class _Builder:
         through = _through(b, ins, outs, c)
         if through is not None:
             self._pass_through(s, b, node, through)
-        elif b.kind == "binary" and all(isinstance(v, TensorType) for v in ins.values()):
-            self._merging(s, b, node)
         else:
             self._ports(s, b, node)
         return node
@@ -311,23 +309,6 @@ class _Builder:
             lanes.get(a.name) or by_out[a.name] for a in y.axes
         ] or node.outs  # a scalar: its one dotted lane
 
-    def _merging(self, s: Scope, b, node: Node) -> None:
-        """Wires of one name are one wire: they merge at a single row (NCD's + where wires
-        merge). Contractions keep a row per operand wire: merging there makes funnels."""
-        c = s.checked
-        rows: dict[str, Lane] = {}
-        for p, v in c.ins[b.name].items():
-            for a in v.axes:
-                rows.setdefault(a.name, Lane(a.name, self.label(s, a)))
-            if not v.axes:  # a scalar operand: its own dotted lane
-                rows.setdefault("", Lane("", ""))
-            feed = [rows[a.name] for a in v.axes] if v.axes else [rows[""]]
-            node.feeds.append((s, c.sources[b.name][p], feed))
-        node.ins = list(rows.values())
-        for p, v in c.outs[b.name].items():
-            node.outs = self.lanes(s, v)
-            node.out_map[(b.name, p)] = node.outs
-
     def _ports(self, s: Scope, b, node: Node) -> None:
         """A row per wire of every input port and every output port, stacked in port order."""
         c = s.checked
@@ -339,7 +320,8 @@ class _Builder:
                 ln.ends = ln.axis not in kept
             node.ins += lanes
             node.feeds.append((s, c.sources[b.name][p], lanes))
-            if b.kind == "contract":  # a product does not care in which order its factors come
+            if b.kind == "contract" or (b.kind == "binary" and b.fn in _COMMUTATIVE):
+                # A product (a sum) does not care in which order its operands come.
                 node.in_groups.append(lanes)
         for i, (p, v) in enumerate(outs.items()):
             lanes = self.lanes(s, v)
@@ -463,41 +445,73 @@ class _Builder:
                 )
 
 
-def restack(scene: Scene, ends: dict[str, tuple[float, float]]) -> bool:
+def restack(
+    scene: Scene,
+    ends: dict[str, tuple[float, float]],
+    row: float = 15.0,
+    heights: dict[str, float] | None = None,
+) -> bool:
     """Stack bundles whose order is free as a first layout placed their other ends: a copy's
-    copies in the order their wires arrive, a contraction's operands in the order their wires
-    leave, so that bundles do not cross on the way. `ends`: wire id -> (y where it starts,
-    y where it ends), larger is higher. Returns whether anything moved."""
-    start: dict[int, list[float]] = {}
+    copies in the order their wires arrive, then a contraction's (a sum's) operands in the order
+    their wires leave, so that bundles do not cross on the way. `ends`: wire id -> (y where it
+    starts, y where it ends), larger is higher; `row`: the height of a lane; `heights`: node id
+    -> y. Returns whether anything moved.
+
+    A copy's bundles go in the order of their consumers' heights (then of where their wires
+    land): where the wires land depends on the order of the consumer's own operands, which the
+    first layout chose blindly, and a near tie there once sent a residual's skip bundle over
+    its branch.
+
+    The operands are stacked after the copies, from where the restacked copies now send their
+    wires (each moved lane shifted by the rows it moved): both ends decided at once from the
+    first layout flip together and cross again (a residual's skip and branch did)."""
+    heights = heights or {}
     stop: dict[int, list[float]] = {}
+    consumer: dict[int, list[float]] = {}
     for w in scene.wires:
         if w.id in ends:
-            start.setdefault(id(w.head[1]), []).append(ends[w.id][0])
             stop.setdefault(id(w.tail[1]), []).append(ends[w.id][1])
+            if w.head[0] in heights:
+                consumer.setdefault(id(w.tail[1]), []).append(heights[w.head[0]])
 
     def height(lanes: list[Lane], at: dict[int, list[float]]) -> float:
         ys = [y for ln in lanes for y in at.get(id(ln), [])]
         return sum(ys) / len(ys) if ys else 0.0
 
-    moved = False
+    def stack(node: Node, attr: str, lanes_attr: str, at, prefix: str) -> dict[int, int]:
+        """Sort the node's free groups; returns lane id -> rows it moved down."""
+        groups = getattr(node, attr)
+        if len(groups) < 2:
+            return {}
+        if attr == "out_groups":
+            new = sorted(groups, key=lambda g: (-height(g, consumer), -height(g, at)))
+        else:
+            new = sorted(groups, key=lambda g: -height(g, at))
+        if [id(g) for g in new] == [id(g) for g in groups]:
+            return {}
+        old = {id(ln): k for k, ln in enumerate(getattr(node, lanes_attr))}
+        setattr(node, attr, new)
+        lanes = [ln for g in new for ln in g]
+        setattr(node, lanes_attr, lanes)
+        for k, ln in enumerate(lanes):
+            ln.port = f"{prefix}{k}"
+        return {id(ln): k - old[id(ln)] for k, ln in enumerate(lanes)}
+
+    down: dict[int, int] = {}
     for node in scene.nodes:
-        for attr, lanes_attr, at, prefix in (
-            ("out_groups", "outs", stop, "o"),
-            ("in_groups", "ins", start, "i"),
-        ):
-            groups = getattr(node, attr)
-            if len(groups) < 2:
-                continue
-            new = sorted(groups, key=lambda g, at=at: -height(g, at))
-            if [id(g) for g in new] == [id(g) for g in groups]:
-                continue
-            moved = True
-            setattr(node, attr, new)
-            lanes = [ln for g in new for ln in g]
-            setattr(node, lanes_attr, lanes)
-            for k, ln in enumerate(lanes):
-                ln.port = f"{prefix}{k}"
+        down.update(stack(node, "out_groups", "outs", stop, "o"))
+    start: dict[int, list[float]] = {}
+    for w in scene.wires:
+        if w.id in ends:
+            y = ends[w.id][0] - row * down.get(id(w.tail[1]), 0)
+            start.setdefault(id(w.head[1]), []).append(y)
+    moved = bool(down)
+    for node in scene.nodes:
+        moved = bool(stack(node, "in_groups", "ins", start, "i")) or moved
     return moved
+
+
+_COMMUTATIVE = ("add", "mul", "maximum", "minimum")
 
 
 def _dtype(v: Value) -> str:
@@ -515,18 +529,32 @@ def _repeat(c, b, show_sizes: bool = False) -> str:
 
 
 def _through(b, ins, outs, c) -> set[str] | None:
-    """Axes broadcast through a one-in, one-out box (not named by the operation), or None."""
+    """Axes broadcast through a one-in, one-out box (not named by the operation), or None.
+
+    An elementwise box (➤R➤, ∗K^−1/2, cast, dropout, mask) has the whole bundle go through
+    its body: it applies to every element, and a body with no wire in it floats detached
+    from the data it transforms. So does a box none of whose input wires it names (an
+    embedding looks its whole index tensor up). Axes between two named ones go through the
+    body too, so that the body is one block of rows and the bundle keeps its order."""
     if len(ins) != 1 or len(outs) != 1 or b.kind in ("call", "opaque"):
         return None
     x, y = next(iter(ins.values())), next(iter(outs.values()))
     if not isinstance(x, TensorType) or not isinstance(y, TensorType):
         return None
+    if type(b).family == "elementwise":
+        return set()
     acts = set(b.acts_on())
     keep = set()
     for a in x.axes:
         o = y.axis(a.name)
         if a.name not in acts and o is not None and c.resolve(o.size) == c.resolve(a.size):
             keep.add(a.name)
+    if not [a for a in x.axes if a.name not in keep]:
+        return set()
+    for t in (x, y):
+        acted = [i for i, n in enumerate(t.names) if n not in keep]
+        if acted:
+            keep -= set(t.names[min(acted) : max(acted) + 1])
     return keep
 
 

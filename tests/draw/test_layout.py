@@ -72,10 +72,18 @@ def test_crossing_counter_sees_a_crossing():
         ("multihead_attention", 0),  # copies, projections, both contractions: no crossing
         ("kronecker_attention", 0),  # operands restacked to where their wires come from
         ("mlp", 0),
-        # Each residual add merges two B T D bundles, one from above and one from below: B
-        # from below crosses T and D from above, T crosses D, so 3 per add, 6 in all; the
-        # attention block adds none. Measured: 8.
-        ("transformer_block", 8),
+        # A sum keeps a row per operand wire (the branch's bundle above the skip's), and a
+        # copy stacks its bundles in the order of its consumers: no residual crosses.
+        ("transformer_block", 0),
+        ("transformer", 0),
+        ("resnet_block", 0),
+        ("mobilenetv2_block", 0),
+        ("sesr_block", 0),
+        ("vision_transformer", 0),
+        ("transnormer_block", 0),
+        # The gate's bundle L^G → logsigmoid crosses two wires on its way into the fused box.
+        ("gla_block", 2),
+        ("deltanet_block", 2),
     ],
 )
 def test_no_crossing_spaghetti(name, most):

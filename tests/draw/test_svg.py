@@ -43,10 +43,12 @@ class Drawing:
                 tport = next(c[5:] for c in cls if c.startswith("from-"))
                 hport = next(c[3:] for c in cls if c.startswith("to-"))
                 label = "".join(t.text or "" for t in g.iter(SVG + "text"))
+                d = g.find(SVG + "path").get("d")
+                xy = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", d)]
                 self.wires.append(
                     {"tail": tail, "tport": tport, "head": head, "hport": hport, "label": label,
                      "axis": next((c[5:] for c in cls if c.startswith("axis-")), ""),
-                     "scalar": "scalar" in cls}
+                     "scalar": "scalar" in cls, "path": list(zip(xy[0::2], xy[1::2]))}
                 )  # fmt: skip
             elif "cluster" in cls:
                 self.blocks[g.get("id")] = g
@@ -273,3 +275,65 @@ def test_a_scalar_has_one_dotted_unlabelled_wire():
     assert len(scalar) == 4 and all(w["label"] == "" for w in scalar)
     assert sorted(w["label"] for w in d.into("box:mean")) == ["B", "T"]
     assert sorted(w["label"] for w in d.into("box:weighted")) == ["", "B", "T"]
+
+
+@pytest.mark.parametrize(
+    "name, box, axes",
+    [
+        ("transformer_block", "scale", "BTHS"),  # ∗K^−1/2 on the scores B T H S
+        ("transformer_block", "act", "BTF"),  # ➤gelu➤
+        ("linear_attention", "phi_q", "BHTK"),  # ➤φ➤
+        ("linear_attention", "phi_k", "BHTK"),
+        ("gla_block", "log_gate", "BTHK"),
+        ("transformer", "embed", "BT"),  # E looks the whole index tensor up
+    ],
+)
+def test_elementwise_boxes_have_their_whole_bundle_go_through(name, box, axes):
+    # An elementwise function applies to every element: each wire of the bundle enters the
+    # body on an input row (i*) and leaves it on an output row (o*); none passes by on a
+    # pass-through row (t*), which left the box floating above its wires.
+    d = draw(gallery.get(name))
+    into, out = d.into(f"box:{box}"), d.out_of(f"box:{box}")
+    assert sorted(w["label"] for w in into) == sorted(axes)
+    assert all(w["hport"].startswith("i") for w in into)
+    assert all(w["tport"].startswith("o") for w in out)
+    assert sorted(w["label"] for w in out) == sorted(axes + ("D" if box == "embed" else ""))
+    # Geometrically: the wires end at the box's left side and start at its right side.
+    x0, _, x1, _ = d.bbox(d.nodes[f"box:{box}"])
+    assert all(abs(w["path"][-1][0] - x0) <= 2 for w in into)
+    assert all(abs(w["path"][0][0] - x1) <= 2 for w in out)
+
+
+def test_a_sum_keeps_a_row_per_operand_wire():
+    # The residual + takes the branch's B T D and the skip's B T D on rows of their own (one
+    # bundle above the other): merging wires of one name made 3 crossings per add.
+    d = draw(gallery.get("transformer_block"))
+    into = d.into("box:res1")
+    assert sorted(w["label"] for w in into) == sorted("BTDBTD")
+    assert len({w["hport"] for w in into}) == 6
+    assert sorted(w["label"] for w in d.out_of("box:res1")) == sorted("BDT")
+
+
+def test_the_embedding_is_outside_the_repeated_block(tmp_path):
+    # transformer: E, then the block × N. E must not be drawn inside the block's frame: its
+    # node is outside the call's cluster in the DOT, its box left of the frame, and its wires
+    # enter the cluster.
+    c = gallery.get("transformer")
+    render(c, tmp_path / "t.dot")
+    stack, where = [], {}
+    for line in (tmp_path / "t.dot").read_text().splitlines():
+        s = line.strip()
+        if s.startswith("subgraph cluster_"):
+            stack.append(s.split()[1])
+        elif s == "}" and stack:
+            stack.pop()
+        m = re.match(r'(n\d+) \[id="box:([^"]+)"', s)
+        if m:
+            where[m.group(2)] = list(stack)
+    assert where["embed"] == [] and where["tokens"] == []
+    assert where["blocks/ln1"][:1] == ["cluster_0"]
+    d = draw(c)
+    frame = d.bbox(d.blocks["block:blocks"])
+    assert d.bbox(d.nodes["box:embed"])[2] < frame[0]
+    assert {w["head"] for w in d.out_of("box:embed")} == {"box:embed/copy"}
+    assert d.bbox(d.nodes["box:embed/copy"])[0] > frame[0]  # the copy dot is inside
