@@ -7,10 +7,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 
-from .dot import ROW, to_dot
+from .dot import ROW, columns, to_dot
 from .errors import RenderError
+from .order import crossings, improve, wire_paths
 from .scene import Options, blocks, build, restack
 from .themes import THEMES
 
@@ -84,23 +86,13 @@ def render(
     first = to_dot(scene, THEMES[theme], **kw)
     # Copies and operands are stacked in an order only a layout can tell: lay out once,
     # restack them as their other ends came out, lay out again with the columns kept in the
-    # first layout's order (the order the restacking assumed). Graphviz's spline router
-    # sometimes fails on what the constraints ask ("triangulation failed"): each source is
-    # then given up for a less constrained one, and straight wires are the last resort.
-    candidates = [first]
-    free = any(len(n.out_groups) > 1 or len(n.in_groups) > 1 for n in scene.nodes)
-    if free and len(scene.nodes) <= RELAYOUT_MAX_NODES:
-        try:
-            heights, ends = _layout(_run(first, "json").decode("utf-8"))
-        except _LayoutFailed:
-            heights, ends = {}, {}
-        if ends and restack(scene, ends, ROW, heights):
-            candidates = [
-                to_dot(scene, THEMES[theme], **kw, order=heights),
-                to_dot(scene, THEMES[theme], **kw),
-                first,
-            ]
-    candidates.append(first.replace("splines=true", "splines=line", 1))
+    # first layout's order (the order the restacking assumed). Then the order within columns
+    # is searched on a model of the drawing (order.py), which Graphviz's own order does not
+    # always minimise; of the two, the layout drawn with fewer wire crossings wins.
+    # Graphviz's spline router sometimes fails on what the constraints ask ("triangulation
+    # failed"): each source is then given up for a less constrained one, and straight wires
+    # are the last resort.
+    candidates = _sources(scene, partial(to_dot, scene, THEMES[theme], **kw), first)
     for source in candidates:
         try:
             svg = _run(source, "svg").decode("utf-8")
@@ -124,10 +116,57 @@ def render(
     return svg
 
 
-def _layout(layout: str) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """From Graphviz's JSON output: node id -> y, and wire id -> (y of its first point, y of
-    its last); larger y is higher."""
-    data = json.loads(layout)
+def _sources(scene, dot, first: str) -> list[str]:
+    """DOT sources to lay out, best first. `dot(order=None)` writes the scene as it is now
+    stacked; `first` is the scene as built."""
+    loose = first.replace("splines=true", "splines=line", 1)
+    free = any(len(n.out_groups) > 1 or len(n.in_groups) > 1 for n in scene.nodes)
+    if not free or len(scene.nodes) > RELAYOUT_MAX_NODES:
+        return [first, loose]
+    try:
+        layout, heights, ends = _attempt(first)
+    except _LayoutFailed:
+        return [first, loose]
+    if not ends:
+        return [first, loose]
+    rivals: list[tuple[dict | None, str]] = [(layout, first)]
+    if restack(scene, ends, ROW, heights):
+        rivals = [(None, dot(order=heights))]
+    better, reordered = improve(scene, columns(scene), heights)
+    if reordered:
+        # The model stacks bundles roughly: restack from layouts in the new order while that
+        # changes anything (twice at most); each of these layouts is a rival.
+        for k in range(3):
+            source = dot(order=better)
+            try:
+                lay, h2, e2 = _attempt(source)
+            except _LayoutFailed:
+                break
+            rivals.append((lay, source))
+            if k == 2 or not restack(scene, e2, ROW, h2):
+                break
+    if len(rivals) > 1:
+        counted = []
+        for k, (lay, source) in enumerate(rivals):
+            try:
+                lay = lay if lay is not None else _attempt(source)[0]
+            except _LayoutFailed:
+                continue
+            counted.append((crossings(wire_paths(lay)), k, source))
+        rivals = [(None, min(counted)[2])] if counted else []
+    out = [source for _, source in rivals] + [dot(), first, loose]
+    return list(dict.fromkeys(out))  # each once, in order
+
+
+def _attempt(source: str) -> tuple[dict, dict[str, float], dict[str, tuple[float, float]]]:
+    """Lay `source` out: the layout, and `_layout`'s heights and wire ends."""
+    data = json.loads(_run(source, "json").decode("utf-8"))
+    return (data, *_layout(data))
+
+
+def _layout(data: dict) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """From Graphviz's JSON output (parsed): node id -> y, and wire id -> (y of its first
+    point, y of its last); larger y is higher."""
     heights = {
         o["name"]: float(o["pos"].split(",")[1])
         for o in data.get("objects", [])

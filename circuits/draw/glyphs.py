@@ -51,7 +51,14 @@ def _contract(b) -> Drawing:
     return Drawing(glyph="◗", title=text(b.label), note=note)
 
 
-_UNARY_SHORT = {"relu": "R", "elu_plus_one": "φ", "identity": "id", "reciprocal": "1/x"}
+_UNARY_SHORT = {
+    "relu": "R",
+    "elu_plus_one": "φ",
+    "identity": "id",
+    "reciprocal": "1/x",
+    "sigmoid": "σ",
+    "logsigmoid": "log σ",
+}
 
 
 def _unary(b) -> Drawing:

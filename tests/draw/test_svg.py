@@ -337,3 +337,18 @@ def test_the_embedding_is_outside_the_repeated_block(tmp_path):
     assert d.bbox(d.nodes["box:embed"])[2] < frame[0]
     assert {w["head"] for w in d.out_of("box:embed")} == {"box:embed/copy"}
     assert d.bbox(d.nodes["box:embed/copy"])[0] > frame[0]  # the copy dot is inside
+
+
+@pytest.mark.parametrize("name", gallery.names())
+def test_no_box_floats_detached_from_its_wires(name):
+    # Every box's body is touched by a wire: one entering it on an input row (i*) or leaving
+    # it on an output row (o*), not only pass-through rows (t*) going by; a body with none
+    # floated above its bundle (the old ∗K^−1/2, ➤gelu➤, ➤φ➤ and E). (A mean over T has only
+    # T enter and end in it.) Notebook theme, so that both themes are drawn across the
+    # gallery (the paper theme: test_files).
+    d = draw(gallery.get(name), theme="notebook")
+    for box in d.nodes:
+        if {"role-input", "role-output"} & set(d.classes(box)):
+            continue
+        touching = [w["hport"] for w in d.into(box)] + [w["tport"] for w in d.out_of(box)]
+        assert any(p[0] in "io" for p in touching), box
