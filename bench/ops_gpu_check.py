@@ -5,8 +5,8 @@ float64 references; a check to run on a CUDA machine, where the CPU tests cannot
     TRITON_INTERPRET=1 python bench/ops_gpu_check.py --device cpu --dtypes float32,float16
 
 Prints one line per case with the largest relative RMS error over the outputs and every
-gradient, and exits 1 if any case exceeds its bound (5e-3 for 16-bit types, 1e-3 for float32,
-whose products run as tf32 on the GPU).
+gradient (and which one it was), and exits 1 if any case exceeds its bound (5e-3 for 16-bit
+types, 1e-3 for float32, whose products run as tf32 on the GPU).
 """
 
 import argparse
@@ -26,12 +26,15 @@ def rel_rms(x, ref):
     return ((x - ref).norm() / ref.norm()).item()
 
 
-def grads_err(outs, refs, inputs, ref_inputs, g):
+def grads_err(outs, refs, inputs, ref_inputs, g, names):
+    """(largest error, its name) over the outputs and the gradients; names: outputs' then
+    inputs' names."""
     cot = [torch.randn(o.shape, generator=g, device=o.device).to(o.dtype) for o in outs]
     grads = torch.autograd.grad(outs, inputs, cot)
     ref_grads = torch.autograd.grad(refs, ref_inputs, [c.double() for c in cot])
     errs = [rel_rms(a, b) for a, b in zip(outs, refs)]
-    return max(errs + [rel_rms(a, b) for a, b in zip(grads, ref_grads)])
+    errs += [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    return max(zip(errs, names))
 
 
 def softmax_case(dev, dtype, B, T, S, H, Hkv, D, causal, seed):
@@ -42,7 +45,7 @@ def softmax_case(dev, dtype, B, T, S, H, Hkv, D, causal, seed):
     o = softmax_attention(q, k, v, causal=causal, backend="triton")
     ref_in = [x.detach().double().requires_grad_() for x in (q, k, v)]
     o_ref = softmax_attention_reference(*ref_in, causal=causal)
-    return grads_err([o], [o_ref], [q, k, v], ref_in, g)
+    return grads_err([o], [o_ref], [q, k, v], ref_in, g, ["o", "dq", "dk", "dv"])
 
 
 def linear_case(dev, dtype, B, T, H, K, V, decay, state, normalize, cu, seed):
@@ -71,10 +74,13 @@ def linear_case(dev, dtype, B, T, H, K, V, decay, state, normalize, cu, seed):
     ref_s0 = None if s0 is None else (tuple(ref_in[3:]) if normalize else ref_in[3])
     o_ref, st_ref = linear_attention_reference(*ref_in[:3], initial_state=ref_s0, **kw)
     outs, refs = [o], [o_ref]
+    names = ["o"]
     if state:
         outs += list(st) if normalize else [st]
         refs += list(st_ref) if normalize else [st_ref]
-    return grads_err(outs, refs, inputs, ref_in, g)
+        names += ["S_T", "z_T"] if normalize else ["S_T"]
+    names += ["dq", "dk", "dv", "dS0", "dz0"]  # zip stops at the inputs there are
+    return grads_err(outs, refs, inputs, ref_in, g, names)
 
 
 def main():
@@ -147,11 +153,11 @@ def main():
                 )
             )
         for label, fn, a in cases:
-            err = fn(*a)
+            err, worst = fn(*a)
             ok = err <= BOUND[dtype]
             failed += not ok
             print(
-                f"{'ok  ' if ok else 'FAIL'} {name:9s} {label:55s} max rel err {err:.2e}",
+                f"{'ok  ' if ok else 'FAIL'} {name:9s} {label:55s} max rel err {err:.2e} ({worst})",
                 flush=True,
             )
     print(f"{failed} case(s) over the bound")

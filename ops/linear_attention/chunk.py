@@ -9,6 +9,8 @@ Forward: one program per (value block, sequence x head).
 Backward: one launch whose programs take one of three roles, so that the three scans run
 side by side: dq (forward scan of S, one program per key block), dk and dv (backward scans
 of dS = sum lam^(..) q^T do, one program per key block and per value block).
+normalize=True runs the scan twice (values, then all-ones values for the denominator) inside
+one autograd Function, in float32 where the two parts' gradients cancel.
 """
 
 import math
@@ -21,11 +23,36 @@ from .._backend import check, launch, use_triton
 from .reference import EPS, linear_attention_reference
 
 
+# The kernels keep S (and the backward's G) in float32 but multiply in the input dtype. Rounding
+# a float32 operand to bf16/fp16 costs a relative 2^-9 / 2^-12 per element, which is harmless
+# unless the product is later cancelled against another large one: with normalize=True the
+# gradients of the numerator and denominator cancel (o = num / den does not change when q is
+# scaled), so that path (PRECISE) multiplies a float32 operand as a hi + lo pair of the input
+# dtype: two products instead of one, about 16 mantissa bits for bf16.
+@triton.jit
+def _dot_rhs32(a, b, PRECISE: tl.constexpr):
+    """a @ b with a in the input dtype and b float32."""
+    b_hi = b.to(a.dtype)
+    out = tl.dot(a, b_hi)
+    if PRECISE:
+        out = tl.dot(a, (b - b_hi.to(tl.float32)).to(a.dtype), out)
+    return out
+
+
+@triton.jit
+def _dot_lhs32(a, b, acc, PRECISE: tl.constexpr):
+    """acc + a @ b with a float32 and b in the input dtype."""
+    a_hi = a.to(b.dtype)
+    if PRECISE:
+        acc = tl.dot((a - a_hi.to(tl.float32)).to(b.dtype), b, acc)
+    return tl.dot(a_hi, b, acc)
+
+
 @triton.jit
 def _fwd_kernel(
     Q, K, V, O, S0, ST, LOG2_DECAY, CU, T, H, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr,
     BLOCK_K: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr,
-    VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
+    VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
 ):  # fmt: skip
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -78,14 +105,14 @@ def _fwd_kernel(
             other=0.0,
         )
         a = tl.dot(q, tl.trans(k)) * scale  # (BT, BT)
-        qs = tl.dot(q, S.to(q.dtype))  # (BT, BV): the chunks before this one
+        qs = _dot_rhs32(q, S, PRECISE)  # (BT, BV): the chunks before this one
         if HAS_DECAY:
             a = a * decay_tt
             o = qs * q_decay[:, None]
         else:
             a = tl.where(causal, a, 0.0)
             o = qs * scale
-        o = tl.dot(a.to(v.dtype), v, o)
+        o = _dot_lhs32(a, v, o, PRECISE)
         tl.store(
             o_base + rows[:, None] * (H * V_DIM) + offs_v[None, :],
             o.to(O.dtype.element_ty),
@@ -105,8 +132,8 @@ def _fwd_kernel(
 @triton.jit
 def _bwd_dq(
     K, V, DO, DQ, S0, bos, L, i_nh, i_h, i_k, H, scale, b, K_DIM: tl.constexpr, V_DIM: tl.constexpr,
-    HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KB: tl.constexpr,
-    BLOCK_VF: tl.constexpr,
+    HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr,
+    BLOCK_KB: tl.constexpr, BLOCK_VF: tl.constexpr,
 ):  # fmt: skip
     """dq_i = c sum_{j<=i} lam^(i-j) (do_i . v_j) k_j + c lam^(i+1) do_i S^T, S scanned forward."""
     offs_t = tl.arange(0, BLOCK_T)
@@ -144,14 +171,14 @@ def _bwd_dq(
             DO + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
         )
         da = tl.dot(do, tl.trans(v)) * scale
-        dss = tl.dot(do, tl.trans(S.to(do.dtype)))  # (BT, BKB)
+        dss = _dot_rhs32(do, tl.trans(S), PRECISE)  # (BT, BKB)
         if HAS_DECAY:
             da = da * decay_tt
             dq = dss * q_decay[:, None]
         else:
             da = tl.where(causal, da, 0.0)
             dq = dss * scale
-        dq = tl.dot(da.to(k.dtype), k, dq)
+        dq = _dot_lhs32(da, k, dq, PRECISE)
         tl.store(
             DQ + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
             dq.to(DQ.dtype.element_ty),
@@ -170,8 +197,8 @@ def _bwd_dq(
 def _bwd_dkdv(
     Q, K, V, DO, DX, DST, DS0, bos, L, i_nh, i_h, i_blk, H, scale, b, K_DIM: tl.constexpr,
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, BLOCK_KF: tl.constexpr,
-    BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr,
+    PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
+    BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr,
 ):  # fmt: skip
     """Scans dS = sum_i c lam^(..) q_i^T do_i backwards over the chunks.
 
@@ -221,14 +248,14 @@ def _bwd_dkdv(
                 V + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
             )
             at = tl.dot(x, tl.trans(do)) * scale  # (j, i) = v_j . do_i
-            dx_inter = tl.dot(x, tl.trans(G.to(x.dtype)))  # (BT, BKS)
+            dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE)  # (BT, BKS)
             rhs = q
         else:
             x = tl.load(
                 K + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :], mask=kmask, other=0.0
             )
             at = tl.dot(x, tl.trans(q)) * scale  # (j, i) = k_j . q_i
-            dx_inter = tl.dot(x, G.to(x.dtype))  # (BT, BVS)
+            dx_inter = _dot_rhs32(x, G, PRECISE)  # (BT, BVS)
             rhs = do
         n = tl.minimum(L - t0, BLOCK_T)
         if HAS_DECAY:
@@ -263,8 +290,8 @@ def _bwd_dkdv(
 def _bwd_kernel(
     Q, K, V, DO, DQ, DK, DV, S0, DST, DS0, LOG2_DECAY, CU, T, H, scale, K_DIM: tl.constexpr,
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, USE_DST: tl.constexpr,
-    STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
+    STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr,
+    BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -285,17 +312,19 @@ def _bwd_kernel(
     if pid < nk:
         _bwd_dq(
             K, V, DO, DQ, S0, bos, L, i_nh, i_h, pid, H, scale, b, K_DIM, V_DIM, HAS_DECAY, USE_S0,
-            BLOCK_T, BLOCK_KS, BLOCK_VF,
+            PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VF,
         )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
             Q, K, V, DO, DK, DST, DS0, bos, L, i_nh, i_h, pid - nk, H, scale, b, K_DIM, V_DIM,
-            HAS_DECAY, USE_DST, STORE_DS0, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, True,
+            HAS_DECAY, USE_DST, STORE_DS0, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF,
+            True,
         )  # fmt: skip
     else:
         _bwd_dkdv(
             Q, K, V, DO, DV, DST, DS0, bos, L, i_nh, i_h, pid - 2 * nk, H, scale, b, K_DIM, V_DIM,
-            HAS_DECAY, USE_DST, False, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False,
+            HAS_DECAY, USE_DST, False, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF,
+            False,
         )  # fmt: skip
 
 
@@ -311,7 +340,7 @@ BWD_CONFIGS = [
 ]
 INTERPRET_FWD = {"BLOCK_T": 16, "BLOCK_V": 16}
 INTERPRET_BWD = {"BLOCK_T": 16, "BLOCK_KS": 16, "BLOCK_VS": 16}
-KEY = ["T", "H", "K_DIM", "V_DIM", "HAS_DECAY", "VARLEN"]
+KEY = ["T", "H", "K_DIM", "V_DIM", "HAS_DECAY", "VARLEN", "PRECISE"]
 
 
 def _launch(kernel, configs, fixed, grid, *args, **kwargs):
@@ -329,11 +358,11 @@ def _layout(q, cu_seqlens):
     return cu_seqlens.numel() - 1, 0, cu_seqlens
 
 
-def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens):
+def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, out_dtype=None, precise=False):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
-    o = torch.empty_like(v)
+    o = torch.empty(v.shape, device=v.device, dtype=out_dtype or v.dtype)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
     dummy = o
     _launch(
@@ -341,16 +370,20 @@ def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens):
         k, v, o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
         dummy if log2_decay is None else log2_decay, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
         BLOCK_K=_pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
-        STORE_ST=want_state, VARLEN=cu_seqlens is not None,
+        STORE_ST=want_state, VARLEN=cu_seqlens is not None, PRECISE=precise,
     )  # fmt: skip
     return o, s_t
 
 
-def _backward(q, k, v, do, log2_decay, scale, s0, d_st, want_ds0, cu_seqlens):
+def _backward(
+    q, k, v, do, log2_decay, scale, s0, d_st, want_ds0, cu_seqlens, grad_dtype=None, precise=False
+):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = (
+        torch.empty(x.shape, device=x.device, dtype=grad_dtype or x.dtype) for x in (q, k, v)
+    )
     ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
     dummy = dq
 
@@ -362,7 +395,8 @@ def _backward(q, k, v, do, log2_decay, scale, s0, d_st, want_ds0, cu_seqlens):
         dummy if s0 is None else s0, dummy if d_st is None else d_st, dummy if ds0 is None else ds0,
         dummy if log2_decay is None else log2_decay, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
         HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None, USE_DST=d_st is not None,
-        STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None, BLOCK_KF=_pow2(K), BLOCK_VF=_pow2(V),
+        STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None, PRECISE=precise, BLOCK_KF=_pow2(K),
+        BLOCK_VF=_pow2(V),
     )  # fmt: skip
     return dq, dk, dv, ds0
 
@@ -386,6 +420,61 @@ class LinearAttentionFunction(torch.autograd.Function):
             None if d_st is None else d_st.contiguous(), ctx.want_ds0, cu_seqlens,
         )  # fmt: skip
         return dq, dk, dv, None, None, ds0, None, None
+
+
+class NormalizedLinearAttentionFunction(torch.autograd.Function):
+    """``o = num / (den + EPS)``: num is the scan of v, den the same scan of all-ones values
+    (16 columns, the narrowest tile) from z0, in one autograd node.
+
+    The gradients of num and den cancel (o does not change when q is scaled, so q . dq = 0),
+    so they must meet in float32: both scans write float32 (num, den, dq, dk), multiply their
+    float32 operands in PRECISE mode, and den's cotangent is formed from the rounded
+    cotangent of num (-(dnum . o), float32, passed as a hi + lo pair of columns). Rounding each
+    part to the input dtype and adding them there (two separate nodes) made dq ~5x the error
+    of one rounding of the exact gradient (bf16 8.2e-3 on the H200).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, log2_decay, scale, s0, z0, want_state, cu_seqlens):
+        precise = q.dtype != torch.float32  # float32 operands need no split
+        ones = torch.ones(*v.shape[:3], 16, device=v.device, dtype=v.dtype)
+        z0 = None if z0 is None else z0[..., None].expand(*z0.shape, 16).contiguous()
+        f32 = torch.float32
+        num, s_t = _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, f32, precise)
+        den, z_t = _forward(q, k, ones, log2_decay, scale, z0, want_state, cu_seqlens, f32, precise)
+        den = den[..., :1] + EPS  # (B, T, H, 1)
+        o32 = num / den
+        ctx.save_for_backward(q, k, v, log2_decay, s0, z0, cu_seqlens, o32, den)
+        ctx.scale, ctx.precise = scale, precise
+        z_t = None if z_t is None else z_t[..., 0].contiguous()
+        return o32.to(v.dtype), s_t, z_t
+
+    @staticmethod
+    def backward(ctx, do, d_st, d_zt):
+        q, k, v, log2_decay, s0, z0, cu, o32, den = ctx.saved_tensors
+        dt, f32 = v.dtype, torch.float32
+        dnum = (do.float() / den).to(dt)
+        # From the rounded dnum, so that the two parts cancel as the exact ones do.
+        dden = -(dnum.float() * o32).sum(-1, keepdim=True)
+        hi = dden.to(dt)
+        d_den = torch.cat([hi, (dden - hi.float()).to(dt), hi.new_zeros(*hi.shape[:3], 14)], -1)
+        dz_t = None
+        if d_zt is not None:
+            dz_t = d_zt.new_zeros(*d_zt.shape, 16)
+            dz_t[..., 0] = d_zt
+        want_ds0 = s0 is not None and ctx.needs_input_grad[5]
+        want_dz0 = z0 is not None and ctx.needs_input_grad[6]
+        ones = torch.ones(*v.shape[:3], 16, device=v.device, dtype=dt)
+        dq, dk, dv, ds0 = _backward(
+            q, k, v, dnum, log2_decay, ctx.scale, s0, None if d_st is None else d_st.contiguous(),
+            want_ds0, cu, f32, ctx.precise,
+        )  # fmt: skip
+        dq2, dk2, _, dz0 = _backward(
+            q, k, ones, d_den.contiguous(), log2_decay, ctx.scale, z0, dz_t, want_dz0, cu, f32,
+            ctx.precise,
+        )  # fmt: skip
+        dz0 = None if dz0 is None else dz0.sum(-1)  # z0 was expanded over the 16 columns
+        return (dq + dq2).to(dt), (dk + dk2).to(dt), dv.to(dt), None, None, ds0, dz0, None, None
 
 
 OP = "linear_attention"
@@ -524,7 +613,8 @@ def linear_attention(
             layout of ``initial_state``.
         normalize: divide by ``scale * q_t . z_t + 1e-10`` with ``z_t = decay z_{t-1} + k_t``
             (the denominator of linear attention, as fla's ``normalize=True``); use positive
-            feature maps for q and k.
+            feature maps for q and k. Numerator and denominator are kept in float32 and their
+            cancelling gradients meet in float32 (see NormalizedLinearAttentionFunction).
         cu_seqlens: ``[N + 1]`` integer offsets of N sequences packed along T (then B = 1);
             no chunk crosses a boundary and every sequence starts from its own state. (The values
             of ``cu_seqlens`` and ``decay`` are checked when they are CPU tensors; CUDA ones are
@@ -562,16 +652,12 @@ def linear_attention(
     s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
     s0 = None if s0 is None else s0.float().contiguous()
     cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
-    o, s_t = LinearAttentionFunction.apply(
-        q, k, v, log2_decay, float(scale), s0, output_final_state, cu
-    )
     if not normalize:
-        return o, s_t
-    # The denominator is the same scan with all-ones values; 16 columns is the narrowest tile.
-    ones = torch.ones(*v.shape[:3], 16, device=v.device, dtype=v.dtype)
-    z0 = None if z0 is None else z0.float()[..., None].expand(*z0.shape, 16).contiguous()
-    den, z_t = LinearAttentionFunction.apply(
-        q, k, ones, log2_decay, float(scale), z0, output_final_state, cu
+        return LinearAttentionFunction.apply(
+            q, k, v, log2_decay, float(scale), s0, output_final_state, cu
+        )
+    z0 = None if z0 is None else z0.float().contiguous()
+    o, s_t, z_t = NormalizedLinearAttentionFunction.apply(
+        q, k, v, log2_decay, float(scale), s0, z0, output_final_state, cu
     )
-    o = (o.float() / (den[..., :1].float() + EPS)).to(v.dtype)
-    return o, ((s_t, z_t[..., 0]) if output_final_state else None)
+    return o, ((s_t, z_t) if output_final_state else None)
