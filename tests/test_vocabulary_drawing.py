@@ -119,3 +119,21 @@ def test_kind_draws_its_glyph(kind):
     n_wires += sum(len(t.axes) for t in checked.outputs.values() if hasattr(t, "axes"))
     drawn = sum(1 for g in root.iter(SVG + "g") if "wire" in g.get("class", "").split())
     assert drawn >= n_wires
+    # The body is touched by a wire: one enters it (to-i*) or leaves it (from-o*), not only
+    # pass-through rows (t*) going by; an elementwise kind has every wire enter its body.
+    gv = {g.find(SVG + "title").text: g.get("id") for g in root.iter(SVG + "g")
+          if "node" in g.get("class", "").split()}  # fmt: skip
+    ports = []
+    for g in root.iter(SVG + "g"):
+        cls = g.get("class", "").split()
+        if "wire" in cls:
+            tail, head = (t.split(":")[0] for t in g.find(SVG + "title").text.split("->"))
+            to = next(c[3:] for c in cls if c.startswith("to-"))
+            fr = next(c[5:] for c in cls if c.startswith("from-"))
+            if gv[head] == f"box:{box.name}":
+                ports.append(("in", to))
+            if gv[tail] == f"box:{box.name}":
+                ports.append(("out", fr))
+    assert any(p[0] in "io" for _, p in ports), ports
+    if KINDS[kind].family == "elementwise":
+        assert all(p.startswith("i") for d, p in ports if d == "in"), ports

@@ -124,3 +124,30 @@ def test_the_order_search_beats_graphvizs_own_order_on_linear_attention(monkeypa
     searched = crossings(render(c))
     monkeypatch.setattr(api, "improve", lambda scene, cols, heights: (heights, False))
     assert 2 * searched < crossings(render(c))
+
+
+def test_the_renderers_own_crossing_count_agrees_with_the_tests():
+    # order.crossings picks between layouts; on gallery drawings it must count what the
+    # SVG reader above counts (within 20 %: the curves are sampled more coarsely, and the
+    # pieces left out next to a shared port differ), and see a plain crossing.
+    import numpy as np
+
+    from ncd.circuits.draw.order import _bezier
+    from ncd.circuits.draw.order import crossings as model_count
+
+    x = [np.array([[0, 0], [10, 0], [20, 10], [30, 10.0]])]
+    x.append(np.array([[0, 10], [10, 10], [20, 0], [30, 0.0]]))
+    assert model_count(x) == 1
+    fan = [np.array([[0, 0], [5, 0], [10, 5], [30, 5.0]]), np.array([[0, 0], [30, -5.0]])]
+    assert model_count(fan) == 0  # two wires leaving one port (a copy) do not cross there
+    for name in ("linear_attention", "gla_block", "transformer_block"):
+        svg = render(gallery.get(name))
+        paths = [
+            np.array(
+                [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", g.find(SVG + "path").get("d"))]
+            ).reshape(-1, 2)
+            for g in ET.fromstring(svg).iter(SVG + "g")
+            if "wire" in g.get("class", "").split()
+        ]
+        ours = model_count([_bezier(p) for p in paths])
+        assert abs(ours - crossings(svg)) <= max(2, crossings(svg) // 5), name
