@@ -1,7 +1,8 @@
 """ncd: neural circuit diagrams. Draw an architecture, read what it costs, compile it.
 
 The root API is small: `Circuit`, `Builder`, `render`, `analyse`, `compile`, `from_torch`,
-and one base error `NcdError` (the editor widget, `Studio`, is not built yet). Everything else lives in its subpackage.
+and one base error `NcdError` (the editor widget, `Studio`, is not built yet). Everything
+else lives in its subpackage.
 """
 
 from __future__ import annotations
