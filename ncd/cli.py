@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except OSError as e:  # the file system said no: the user's to fix, not a bug of ours
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"ncd: error: cannot use{where}: {e.strerror or e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - the CLI promises no traceback
         if os.environ.get("NCD_DEBUG"):
             raise

@@ -44,3 +44,19 @@ def parse_sizes(text: str | None) -> dict[str, int]:
             raise SizeError(f"--sizes: {name} must be between 1 and 2**40, found {n}")
         out[name] = n
     return out
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a CLI output file atomically (a temp file renamed into place), so that a failure
+    never leaves a half-written file; unwritable places give one clear NcdError."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise NcdError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+    return path

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ncd.circuits.errors import NcdError
-from ncd.spec import load_spec, parse_sizes
+from ncd.spec import load_spec, parse_sizes, write_text
 
 
 def register(sub) -> None:
@@ -48,7 +48,9 @@ def register(sub) -> None:
         choices=["flops", "memory"],
         help="write the diagram coloured by each box's share of FLOPs or memory",
     )
-    p.add_argument("-o", "--output", help="file for --plot or --overlay (.png, .svg, .pdf)")
+    p.add_argument(
+        "-o", "--output", help="file for --plot or --overlay (.png, .svg, .pdf) or --json (.json)"
+    )
     p.set_defaults(run=cmd_analyse)  # fmt: skip
 
 
@@ -105,7 +107,11 @@ def cmd_analyse(args) -> int:
         reports.append(analyse(c, sizes=mine, symbolic=args.symbolic, **opts))
     if args.json:
         data = [r.to_dict() for r in reports]
-        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+        text = json.dumps(data[0] if len(data) == 1 else data, indent=2)
+        if args.output and Path(args.output).suffix == ".json":
+            print(f"wrote {write_text(args.output, text + chr(10))}")
+        else:
+            print(text)
     else:
         print("\n\n".join(r.table() for r in reports))
     if sweep:
@@ -143,11 +149,20 @@ def demo(out_dir: Path) -> None:
 
     out = Path(out_dir) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
+    print("== cost of every gallery circuit at its default sizes (a multiply-add counts 2 FLOPs)")
+    print(
+        f"  {'circuit':20} {'FLOPs fwd':>10} {'params':>8} {'kept':>10} {'peak':>10}  leading term"
+    )
     for name in gallery.names():
         report = analyse(gallery.get(name))
-        print(report.table())
-        print()
         (out / f"{name}.json").write_text(report.to_json())
+        t = report.to_dict()["total"]
+        print(f"  {name:20} {_si(t['flops']):>10} {_si(t['params']):>8} "
+              f"{_bytes(t['activation_bytes']):>10} {_bytes(t['peak_bytes']):>10}  "
+              f"{_short(t['flops_big_o'])}")  # fmt: skip
+    print(f"  (per-box tables: ncd analyse NAME; JSON reports in {out}/)")
+    print()
+    print(analyse(gallery.get("transformer_block")).table())
     circuits = [gallery.get("attention"), gallery.get("linear_attention")]
     for suffix in (".png", ".svg"):
         path = out / f"scaling_attention_linear_attention_T{suffix}"
@@ -158,3 +173,21 @@ def demo(out_dir: Path) -> None:
     render(block, path, overlay=overlay_shares(analyse(block), "flops"),
            overlay_title="share of FLOPs", sizes=True)  # fmt: skip
     print(f"wrote {path}")
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.3g}"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ncd.spec import load_spec, parse_sizes
+from ncd.spec import load_spec, parse_sizes, write_text
 
 
 def register(sub) -> None:
@@ -36,9 +36,7 @@ def cmd_compile(args) -> int:
     rewrites = {"auto": None, "on": True, "off": False}[args.rewrites]
     text = to_source(c, parse_sizes(args.sizes), rewrites=rewrites, fused=args.fused)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        out = write_text(args.out, text)
         print(f"wrote {out} ({text.count(chr(10))} lines, class {_class(c)})")
     else:
         sys.stdout.write(text)

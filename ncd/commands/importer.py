@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ncd.circuits.errors import NcdError
+from ncd.spec import write_text
 
 
 def register(sub) -> None:
@@ -63,7 +64,7 @@ def cmd_import(args) -> int:
     text = circuit.to_json()
     opaque = [b.name for b in circuit.boxes if b.kind == "opaque"]
     if args.out:
-        Path(args.out).write_text(text)
+        write_text(args.out, text)
         print(
             f"wrote {args.out}: circuit '{circuit.name}', {len(circuit.boxes)} boxes"
             + (f", opaque: {', '.join(opaque)}" if opaque else "")
