@@ -15,3 +15,13 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     for code in blocks:
         exec(compile(code, str(README), "exec"), {"__name__": "readme"})  # noqa: S102 - our own docs
     assert (tmp_path / "block.pdf").stat().st_size > 1000
+
+
+def test_readme_figure_is_current():
+    """The README's figure is what the renderer draws today (regenerate with
+    `ncd render transformer_block -o docs/figures/transformer_block.svg`)."""
+    from ncd import gallery, render
+
+    figure = README.parent / "docs" / "figures" / "transformer_block.svg"
+    assert figure.name in README.read_text()
+    assert render(gallery.get("transformer_block")) == figure.read_text()
