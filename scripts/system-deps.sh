@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Installs the system programs ncd needs and pip cannot provide: Graphviz's `dot`.
+# Installs the system programs ncd needs and pip cannot provide: Graphviz's `dot`, and the
+# fonts the drawings are set in (Times → Liberation Serif; glyphs in DejaVu Sans), whose
+# metrics decide the layout.
 # As root on Debian/Ubuntu it installs them; otherwise it names the command to run and fails.
 set -euo pipefail
 missing=()
 command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+if command -v fc-list >/dev/null 2>&1; then
+  fc-list | grep -qi "DejaVu Sans" || missing+=(fonts-dejavu-core)
+  fc-list | grep -qi "Liberation Serif" || missing+=(fonts-liberation2)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "ncd: installing ${missing[*]} (Debian packages)"
