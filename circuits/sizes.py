@@ -157,6 +157,8 @@ class Unifier:
             self.subst[symbol(name)] = sympy.Integer(value)
 
     def resolve(self, expr: sympy.Expr) -> sympy.Expr:
+        if isinstance(expr, str):  # text goes through parse_size, never through sympify
+            raise TypeError("resolve takes a parsed size, not text")
         expr = sympy.sympify(expr)
         for _ in range(8):  # substitutions are acyclic; a few rounds reach the fixed point
             new = expr.xreplace(self.subst) if self.subst else expr
@@ -187,6 +189,8 @@ def same(a: sympy.Expr, b: sympy.Expr) -> bool:
 
 def evaluate(expr: sympy.Expr, values: dict[str, int]) -> int | float | None:
     """The number an expression takes under `values`, or None where symbols stay free."""
+    if isinstance(expr, str):
+        raise TypeError("evaluate takes a parsed size, not text")
     sub = {symbol(k): sympy.Integer(v) for k, v in values.items()}
     out = sympy.sympify(expr).xreplace(sub)
     if out.free_symbols:
