@@ -4,6 +4,8 @@
 and in total, FLOPs (a multiply-add counts 2), parameters, activation memory kept for the
 backward pass (the tensors named), peak memory over forward + backward, HBM traffic under the
 lowering, and a roofline time; each as a sympy formula, its leading term and a number.
+Formulas are shown with derived sizes written as the axes that carry them (names.py: the vision
+transformer's T for floor(X/4)·floor(Y/4)); the numbers come from the formulas in base sizes.
 """
 
 from .analyse import LOWERINGS, BoxCost, analyse

@@ -20,6 +20,7 @@ from . import rules as R
 from .devices import CostError, Device
 from .devices import device as get_device
 from .fusion import Region, find_regions
+from .names import derived_axes
 from .symbolic import prune
 
 LOWERINGS = ("fused", "unfused")
@@ -561,7 +562,7 @@ def analyse(
     binding = {**circuit.sizes, **sizes}
     checked = circuit.check(sizes=binding)
     an = _Walker(checked, lowering, dev, dtype, {} if grad_inputs else _no_grads(checked)).run()
-    report = Report.build(circuit, an, binding, lowering, dev, dtype)
+    report = Report.build(circuit, an, binding, lowering, dev, dtype, derived_axes(an.checked))
     missing = report.unbound()
     if missing and not symbolic:
         raise CostError(

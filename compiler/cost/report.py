@@ -11,6 +11,7 @@ import sympy
 from ncd.circuits.sizes import symbol
 
 from .devices import Device
+from .names import readable
 from .symbolic import big_o, degree, leading, maximum, pretty
 
 CONVENTIONS = (
@@ -59,7 +60,11 @@ def human(x, unit: str = "") -> str:
 @dataclass
 class Report:
     """What `ncd.analyse` returns. Every figure is a sympy formula (`formulas`), with its
-    leading term (`leading(key)`) and its number under `sizes` (`numbers`, None if unbound)."""
+    leading term (`leading(key)`) and its number under `sizes` (`numbers`, None if unbound).
+
+    `formulas` are in base sizes; what is shown (leading terms, big-O, printed formulas)
+    writes derived sizes by the axes that carry them (`derived`, e.g. the vision
+    transformer's T for floor(X/4)·floor(Y/4); names.py says which qualify)."""
 
     circuit: str
     lowering: str
@@ -70,10 +75,12 @@ class Report:
     boxes: list = field(default_factory=list)
     peak_candidates: list[sympy.Expr] = field(default_factory=list)
     analysis: object = None
+    derived: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
+    _shown: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- construction
     @classmethod
-    def build(cls, circuit, an, binding, lowering, dev, dtype) -> Report:
+    def build(cls, circuit, an, binding, lowering, dev, dtype, derived=None) -> Report:
         def tot(f):
             return sympy.expand(sum((getattr(b, f) for b in an.boxes), sympy.Integer(0)))
 
@@ -95,7 +102,7 @@ class Report:
         f["time_train_s"] = f["time_s"] + f["time_bwd_s"]
         return cls(
             circuit.name, lowering, dev, dtype, dict(binding), f, an.boxes,
-            an.peak_candidates, an,
+            an.peak_candidates, an, dict(derived or {}),
         )  # fmt: skip
 
     # -- numbers
@@ -133,15 +140,30 @@ class Report:
             free |= {s.name for s in self.formulas[k].free_symbols}
         return sorted(free - set(self.sizes))
 
+    def readable(self, expr) -> sympy.Expr:
+        """A formula with derived sizes written as their axes (floor(X/4)·floor(Y/4) -> T);
+        equal to `expr` once each axis in `derived` is replaced by its size."""
+        key = (sympy.sympify(expr), tuple(sorted(self.derived.items(), key=str)))
+        if key not in self._shown:  # tables and JSON show the same formulas several times
+            self._shown[key] = readable(expr, self.derived)
+        return self._shown[key]
+
+    def show(self, expr) -> str:
+        """A formula as printed: derived sizes by name, `·` for products."""
+        return pretty(self.readable(expr))
+
     def leading(self, key: str = "flops") -> sympy.Expr:
-        return leading(self.formulas[key])
+        """The leading term of a figure, derived sizes by name: 4·B·H²·K·N·T·(K + V)."""
+        return leading(self.readable(self.formulas[key]))
 
     def big_o(self, key: str = "flops") -> str:
-        return big_o(self.formulas[key])
+        return big_o(self.readable(self.formulas[key]))
 
     def degree(self, axis: str, key: str = "flops") -> int | None:
-        """Degree of a figure in one size: 2 for softmax attention's FLOPs in T (with S = T)."""
-        return degree(self.formulas[key], axis)
+        """Degree of a figure in one size: 2 for softmax attention's FLOPs in T (with S = T);
+        for a derived axis (the vision transformer's T), in that axis."""
+        f = self.formulas[key]
+        return degree(self.readable(f) if symbol(axis) in self.derived else f, axis)
 
     def at(self, key: str = "flops", **sizes) -> float | None:
         """A figure under other sizes: `report.at("flops", T=2048, S=2048)`."""
@@ -160,7 +182,7 @@ class Report:
             rest = sympy.expand(b.flops - b.mm_flops)
             if rest != 0:
                 out.append({"box": b.name, "kind": b.kind, "flops": self.number(rest),
-                            "formula": pretty(rest)})  # fmt: skip
+                            "formula": self.show(rest)})  # fmt: skip
         return out
 
     # -- output
@@ -175,7 +197,7 @@ class Report:
                     "group": b.group,
                     "repeat": self.number(b.repeat),
                     "flops": self.number(b.flops),
-                    "flops_formula": pretty(sympy.expand(b.flops)),
+                    "flops_formula": self.show(sympy.expand(b.flops)),
                     "mm_flops": self.number(b.mm_flops),
                     "flops_backward": self.number(b.flops_bwd),
                     "mm_flops_backward": self.number(b.mm_flops_bwd),
@@ -199,21 +221,22 @@ class Report:
         n = self.numbers
         total = {
             "flops": n["flops"],
-            "flops_formula": pretty(self.formulas["flops"]),
+            "flops_formula": self.show(self.formulas["flops"]),
             "flops_leading": pretty(self.leading("flops")),
             "flops_big_o": self.big_o("flops"),
             "params": n["params"],
             "activation_bytes": n["activation_bytes"],
             "peak_bytes": n["peak_bytes"],
-            "peak_formula": pretty(self.peak_formula()),
+            "peak_formula": self.show(self.peak_formula()),
             "io_bytes": n["io_bytes"],
             "time_s": n["time_s"],
         }
         for k in self.formulas:
             if k not in total:
                 total[k] = n[k]
-        formulas = {k: pretty(v) for k, v in self.formulas.items() if not k.startswith("time")}
-        formulas["peak_bytes"] = pretty(self.peak_formula())
+        shown = {k: self.readable(v) for k, v in self.formulas.items() if not k.startswith("time")}
+        shown["peak_bytes"] = self.readable(self.peak_formula())
+        formulas = {k: pretty(v) for k, v in shown.items()}
         return {
             "circuit": self.circuit,
             "conventions": CONVENTIONS,
@@ -229,10 +252,8 @@ class Report:
             "sizes": self.sizes,
             "total": total,
             "formulas": formulas,
-            "leading": {
-                k: pretty(leading(self.peak_formula() if k == "peak_bytes" else self.formulas[k]))
-                for k in formulas
-            },
+            "derived_sizes": self.derived_sizes(),
+            "leading": {k: pretty(leading(v)) for k, v in shown.items()},
             "flop_counter_zero": self.flop_counter_zero,
             "boxes": self.box_rows(),
         }
@@ -280,8 +301,10 @@ class Report:
             out += kept
             out.append("")
         n = self.numbers
+        if self.derived:
+            out.append("in the formulas, " + self._derived_text())
         for key, (title, unit) in FIGURES.items():
-            f = self.peak_formula() if key == "peak_bytes" else self.formulas[key]
+            f = self.readable(self.peak_formula() if key == "peak_bytes" else self.formulas[key])
             val = human(n.get(key), unit)
             if key.startswith("time"):
                 out.append(f"{title:28} {val}")
@@ -298,6 +321,15 @@ class Report:
                 + ", ".join(f"{z['box']} ({z['kind']})" for z in zero)
             )
         return "\n".join(out)
+
+    def derived_sizes(self) -> dict[str, str]:
+        """{axis: its size} for the axes the formulas name: {"T": "floor(X/4)·floor(Y/4)"}."""
+        return {a.name: pretty(sympy.factor(v)) for a, v in sorted(self.derived.items(), key=str)}
+
+    def _derived_text(self) -> str:
+        """'T = floor(X/4)·floor(Y/4) (the size of axis T)'."""
+        sizes = self.derived_sizes().items()
+        return "; ".join(f"{a} = {v} (the size of axis {a})" for a, v in sizes)
 
     def __str__(self) -> str:
         return self.table()
@@ -321,7 +353,7 @@ class Report:
             rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
         tot = []
         for key, (title, unit) in FIGURES.items():
-            f = self.peak_formula() if key == "peak_bytes" else self.formulas[key]
+            f = self.readable(self.peak_formula() if key == "peak_bytes" else self.formulas[key])
             formula = "" if key.startswith("time") else e(pretty(f))
             lead = "" if key.startswith("time") or f.is_number else e(big_o(f))
             tot.append(
@@ -337,5 +369,7 @@ class Report:
             + "".join(rows)
             + "</tbody></table><table>"
             + "".join(tot)
-            + f"</table><p><small>{e(CONVENTIONS)}</small></p></div>"
+            + "</table>"
+            + (f"<p>In the formulas, {e(self._derived_text())}</p>" if self.derived else "")
+            + f"<p><small>{e(CONVENTIONS)}</small></p></div>"
         )

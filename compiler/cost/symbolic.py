@@ -67,13 +67,25 @@ def maximum(cands: list[sympy.Expr]) -> sympy.Expr:
     return kept[0] if len(kept) == 1 else sympy.Max(*kept, evaluate=False)
 
 
+def _opaque(expr: sympy.Expr) -> dict[sympy.Symbol, sympy.Expr]:
+    """A stand-in symbol for each floor/ceiling in `expr` (`floor(X/4)` counts as a size of
+    degree 1), so that a cost with a strided convolution's output size is still a polynomial."""
+    atoms = sorted(expr.atoms(sympy.floor, sympy.ceiling), key=sympy.default_sort_key)
+    return {a: sympy.Symbol(sympy.sstr(a), positive=True, integer=True) for a in atoms}
+
+
 def leading(expr: sympy.Expr) -> sympy.Expr:
     """The terms of highest total degree in the sizes, factored: 2·B·H·S·T·(K + V).
 
-    For a maximum of several candidates, the maximum of their leading terms."""
+    For a maximum of several candidates, the maximum of their leading terms. A floor or
+    ceiling of sizes counts as one size (degree 1)."""
     expr = sympy.sympify(expr)
     if isinstance(expr, sympy.Max):
         return maximum([leading(a) for a in expr.args])
+    stand = _opaque(expr)
+    if stand:
+        back = {s: a for a, s in stand.items()}
+        return leading(expr.xreplace(stand)).xreplace(back)
     p = _poly(expr)
     if p is None:
         return expr
