@@ -1,8 +1,8 @@
 """ncd: neural circuit diagrams. Draw an architecture, read what it costs, compile it.
 
 The root API is small: `Circuit`, `Builder`, `render`, `analyse`, `compile`, `from_torch`,
-and one base error `NcdError` (the editor widget, `Studio`, is not built yet). Everything
-else lives in its subpackage.
+the JupyterLab editor `Studio`, and one base error `NcdError`. Everything else lives in its
+subpackage.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ _LAZY = {
     "analyse": "ncd.compiler.cost:analyse",
     "compile": "ncd.compiler:compile",
     "from_torch": "ncd.compiler.importer:from_torch",
+    "Studio": "ncd.widgets:Studio",
 }
 
 __all__ = ["Builder", "Circuit", "NcdError", *_LAZY]

@@ -1,0 +1,247 @@
+"""The Studio driven as a user drives it: set widget values, click buttons, read panels.
+
+Expectations come from elsewhere: circuits built with the Builder directly, the renderer,
+cost model and compiler called on those, and the JSON files on disk.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import pytest
+
+from ncd import Builder
+from ncd.circuits import io
+from ncd.circuits.draw import render
+from ncd.compiler import to_source
+from ncd.compiler.cost import analyse
+from ncd.widgets import Studio
+
+SIZES = {"B": 2, "T": 4, "D": 8, "F": 16}
+
+
+def base(extra=None):
+    """x: B T D -> proj (linear D -> F) -> y, optionally more boxes via `extra(b, proj)`."""
+    b = Builder("block", sizes=SIZES)
+    x = b.input("x", "B T D")
+    proj = b.linear(x, over="D", out="F", name="proj")
+    b.output("y", extra(b, proj) if extra else proj)
+    return b.build()
+
+
+def add_box(studio, kind, name, ports, **fields):
+    studio.palette.value = kind
+    studio.box_name.value = name
+    for field, value in fields.items():
+        studio.form.fields[field][1].value = value
+    for port, source in ports.items():
+        studio.port_widgets[port].value = source
+    studio.add_box_button.click()
+
+
+def set_output(studio, name, source):
+    studio.output_name.value = name
+    studio.output_source.value = source
+    studio.set_output_button.click()
+
+
+def same(a, b) -> bool:
+    return io.to_dict(a) == io.to_dict(b)
+
+
+def errors(studio) -> str:
+    return html.unescape(studio.messages.value)
+
+
+def test_add_boxes_through_palette_form_and_wiring():
+    studio = Studio(base())
+    add_box(studio, "unary", "act", {"x": "proj"}, fn="gelu")
+    add_box(studio, "binary", "res", {"a": "proj", "b": "act"}, fn="add")
+    set_output(studio, "y", "res")
+
+    expected = base(lambda b, proj: b.add(proj, b.gelu(proj, name="act"), name="res"))
+    assert same(studio.circuit, expected), errors(studio)
+    assert "ncd-problems" not in studio.messages.value
+    assert render(expected) in studio.diagram.value  # the diagram is the circuit's drawing
+    assert html.escape(to_source(expected)) in studio.code.value
+    assert "res" in studio.box_select.options and "res" in studio.output_source.options
+
+
+def test_empty_start_builds_a_circuit_step_by_step():
+    studio = Studio()
+    studio.input_name.value, studio.input_axes.value = "x", "B T D"
+    studio.add_input_button.click()
+    assert "draft" in studio.messages.value  # no outputs yet: accepted as a draft
+    add_box(studio, "linear", "proj", {"x": "x"}, over="D", out="F")
+    set_output(studio, "y", "proj")
+    studio.sizes.value = "B=2, T=4, D=8, F=16"
+    studio.default_sizes_button.click()
+    expected = base().model_copy(update={"name": "untitled"})
+    assert same(studio.circuit, expected), errors(studio)
+    assert "class" in studio.code.value and "proj" in studio.code.value
+
+
+def test_invalid_edit_is_located_and_keeps_the_circuit():
+    studio = Studio(base())
+    before = studio.circuit
+    add_box(studio, "softmax", "sm", {"x": "proj"}, over="S")  # proj has no axis S
+    msg = errors(studio)
+    assert "box 'sm'" in msg and "S" in msg and "unchanged" in msg
+    assert studio.circuit is before
+    add_box(studio, "linear", "l2", {"x": "proj"}, over="F 1x", out="G")  # not an axis name
+    assert "new linear box 'l2', field 'over.1'" in errors(studio)
+    assert studio.circuit is before
+    assert render(before) in studio.diagram.value
+
+
+def test_undo_redo_round_trip():
+    studio = Studio(base())
+    first = studio.circuit
+    add_box(studio, "unary", "act", {"x": "proj"}, fn="relu")
+    second = studio.circuit
+    set_output(studio, "z", "act")
+    third = studio.circuit
+    assert len(third.outputs) == 2
+    studio.undo_button.click()
+    studio.undo_button.click()
+    assert same(studio.circuit, first) and studio.undo_button.disabled
+    studio.undo_button.click()  # at the start: a no-op
+    assert same(studio.circuit, first)
+    studio.redo_button.click()
+    assert same(studio.circuit, second)
+    assert render(second) in studio.diagram.value
+    studio.redo_button.click()
+    assert same(studio.circuit, third) and studio.redo_button.disabled
+    studio.undo_button.click()
+    studio.input_name.value, studio.input_axes.value = "m", "B T"
+    studio.add_input_button.click()  # a new edit drops the redo branch
+    assert studio.redo_button.disabled and [i.name for i in studio.circuit.inputs] == ["x", "m"]
+
+
+def test_json_panel_round_trip():
+    studio = Studio(base())
+    assert json.loads(studio.json_text.value) == io.to_dict(base())
+    data = json.loads(studio.json_text.value)
+    data["boxes"][0]["out"] = ["G"]
+    data["sizes"]["G"] = 3
+    studio.json_text.value = json.dumps(data)
+    studio.apply_json_button.click()
+    assert studio.circuit.box("proj").out == ("G",)
+    assert json.loads(studio.json_text.value) == data
+    edited = studio.circuit
+    for bad in ["{not json", '{"name": "c", "boxes": [{"kind": "nope"}]}', "[]"]:
+        studio.json_text.value = bad
+        studio.apply_json_button.click()
+        assert "unchanged" in errors(studio) and studio.circuit is edited
+
+
+def test_save_and_load_file(tmp_path):
+    path = tmp_path / "block.json"
+    studio = Studio(base())
+    add_box(studio, "unary", "act", {"x": "proj"}, fn="tanh")
+    studio.path.value = str(path)
+    studio.save_button.click()
+    assert same(io.load(path), studio.circuit)
+    saved = studio.circuit
+
+    other = Studio("attention")
+    other.path.value = str(path)
+    other.load_button.click()
+    assert same(other.circuit, saved)
+    assert same(Studio(path).circuit, saved)
+    other.undo_button.click()  # loading is an edit like any other
+    assert other.circuit.name == "attention"
+
+    other.path.value = str(tmp_path / "missing.json")
+    other.load_button.click()
+    assert "cannot read" in errors(other) and other.circuit.name == "attention"
+
+
+def matmul_flops(cost_html: str) -> str:
+    return re.search(r"matmul FLOPs \(forward\)</th><td>([^<]*)<", cost_html).group(1)
+
+
+def test_cost_panel_follows_sizes():
+    circuit = base()
+    studio = Studio(circuit)
+    assert studio.cost.value == analyse(circuit)._repr_html_()
+    # independent: the linear map's matmul FLOPs are 2·B·T·D·F (B=2, D=8, F=16)
+    assert matmul_flops(studio.cost.value) == f"{2 * 2 * 4 * 8 * 16 / 1e3:.2f} k"  # T=4
+    studio.sizes.value = "T=128"
+    assert matmul_flops(studio.cost.value) == f"{2 * 2 * 128 * 8 * 16 / 1e3:.1f} k"
+    assert studio.cost.value == analyse(circuit, {"T": 128})._repr_html_()
+    studio.sizes.value = "T=abc"  # shown where the numbers were, nothing raised
+    assert "T=abc" in html.unescape(studio.cost.value)
+    assert studio.circuit is not None and "ncd-problems" not in studio.messages.value
+
+
+def test_export(tmp_path):
+    studio = Studio(base())
+    for suffix in ["svg", "png"]:
+        studio.export_path.value = str(tmp_path / f"d.{suffix}")
+        studio.export_button.click()
+        assert (tmp_path / f"d.{suffix}").stat().st_size > 100, errors(studio)
+    assert (tmp_path / "d.svg").read_text() == render(base())
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        lambda s: add_box(s, "unary", "", {"x": "proj"}, fn="relu"),  # empty name
+        lambda s: add_box(s, "unary", "proj", {"x": "proj"}, fn="relu"),  # name taken
+        lambda s: add_box(s, "layernorm", "ln", {"x": "proj"}, over="Q"),  # unknown axis
+        lambda s: add_box(s, "unary", "u", {"x": "—"}, fn="relu"),  # unwired port
+        lambda s: add_box(s, "rename", "r", {"x": "proj"}, mapping="{oops"),  # bad JSON field
+        lambda s: add_box(s, "topk", "t", {"x": "proj"}, over="F", k="many"),  # not a number
+        lambda s: (setattr(s.input_name, "value", ""), s.add_input_button.click()),
+        lambda s: (setattr(s.input_name, "value", "x"), s.add_input_button.click()),  # taken
+        lambda s: (
+            setattr(s.input_name, "value", "m"),
+            setattr(s.input_axes, "value", "B 1x"),  # not an axis name
+            s.add_input_button.click(),
+        ),
+        lambda s: (setattr(s.output_name, "value", ""), s.set_output_button.click()),
+        lambda s: (setattr(s.json_text, "value", ""), s.apply_json_button.click()),
+        lambda s: (setattr(s.sizes, "value", "B=0"), s.default_sizes_button.click()),
+        lambda s: (setattr(s.path, "value", ""), s.save_button.click()),
+        lambda s: (setattr(s.path, "value", "/nonexistent/dir/c.json"), s.save_button.click()),
+        lambda s: (setattr(s.path, "value", "no_such_gallery_entry"), s.load_button.click()),
+        lambda s: (setattr(s.export_path, "value", "d.xyz"), s.export_button.click()),
+        lambda s: (setattr(s.box_select, "value", "proj"), s.delete_box_button.click()),
+    ],
+)
+def test_bad_input_never_raises(action, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    studio = Studio(base())
+    before = studio.circuit
+    action(studio)  # would raise out of the callback if any error escaped
+    assert studio.circuit is before
+    msg = studio.messages.value
+    assert "#c62828" in msg and "internal error" not in msg  # shown as an error, a known one
+
+
+def test_every_kind_has_a_form_and_every_gallery_circuit_opens():
+    from ncd import gallery
+    from ncd.circuits.kinds import KINDS
+
+    studio = Studio()
+    assert {k for _, k in studio.palette.options} == set(KINDS)
+    for _, kind in studio.palette.options:
+        studio.palette.value = kind
+        # a param has no inputs; a call has those of its subcircuit (there are none here)
+        assert bool(studio.port_widgets) == (kind not in ("param", "call")), kind
+    for name in gallery.names():
+        assert studio.load(name), errors(studio)
+        assert "<svg" in studio.diagram.value, name
+
+
+def test_call_box_is_wired_by_its_subcircuit_inputs():
+    from ncd import gallery
+
+    studio = Studio("transformer")
+    sub = gallery.get("transformer").subcircuits["transformer_block"]
+    studio.palette.value = "call"
+    studio.form.fields["circuit"][1].value = "transformer_block"
+    assert list(studio.port_widgets) == [i.name for i in sub.inputs]

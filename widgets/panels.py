@@ -1,0 +1,118 @@
+"""The Studio's views: pure functions of a circuit (and view options) to HTML text.
+
+Each returns HTML that explains the problem instead of raising, so a view that cannot be
+drawn (no outputs yet, unbound sizes) says why while the other views stay live.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from ncd.circuits.errors import NcdError, Problem
+
+_SIZE_ITEM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([0-9]{1,13})\s*$")
+
+
+def parse_sizes(text: str) -> dict[str, int]:
+    """`"B=2, T=128"` -> {"B": 2, "T": 128}; raises SizeError saying which item is wrong."""
+    from ncd.circuits.errors import SizeError
+
+    out: dict[str, int] = {}
+    for item in filter(str.strip, text.split(",")):
+        m = _SIZE_ITEM.match(item)
+        if not m:
+            raise SizeError(
+                f"sizes: cannot read {item.strip()!r} (expected NAME=INTEGER, e.g. T=128)"
+            )
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def problems_of(err: BaseException) -> list[Problem]:
+    """Every located problem an error carries (ValidationError, FormError), else one."""
+    found = getattr(err, "problems", None)
+    if found:
+        return list(found)
+    where = "internal error" if not isinstance(err, NcdError) else "error"
+    return [Problem(where, str(err) or type(err).__name__)]
+
+
+def messages_html(problems: list[Problem], note: str = "", ok: bool = True) -> str:
+    """The messages panel: a status line, then one line per problem (place in bold)."""
+    colour = "#2e7d32" if ok else "#c62828"
+    parts = [f'<div style="color:{colour}">{html.escape(note)}</div>'] if note else []
+    if problems:
+        items = "".join(
+            f"<li><b>{html.escape(p.where)}</b>: {html.escape(str(p)[len(p.where) + 2 :])}</li>"
+            for p in problems
+        )
+        parts.append(f'<ul class="ncd-problems" style="margin:2px 0">{items}</ul>')
+    return "".join(parts)
+
+
+def _error(title: str, err: BaseException) -> str:
+    lines = "<br>".join(html.escape(str(p)) for p in problems_of(err))
+    return f'<div style="color:#c62828"><b>{html.escape(title)}</b><br>{lines}</div>'
+
+
+def diagram_html(circuit, theme: str = "paper") -> str:
+    """The circuit drawn by ncd.render (SVG inline)."""
+    from ncd.circuits.draw import render
+
+    try:
+        svg = render(circuit, theme=theme)
+    except NcdError as e:
+        return _error("cannot draw the circuit", e)
+    return f'<div class="ncd-diagram" style="overflow:auto">{svg}</div>'
+
+
+def cost_html(circuit, sizes: dict[str, int]) -> str:
+    """The cost model's table (ncd.analyse) at the circuit's sizes updated by `sizes`."""
+    from ncd.compiler.cost import analyse
+
+    try:
+        return analyse(circuit, sizes or None)._repr_html_()
+    except NcdError as e:
+        return _error("no cost report", e)
+
+
+def code_html(circuit, sizes: dict[str, int] | None = None) -> str:
+    """The standalone PyTorch source the compiler writes (default sizes updated by `sizes`)."""
+    from ncd.compiler import to_source
+
+    try:
+        code = to_source(circuit, sizes or None)
+    except NcdError as e:
+        return _error("no code", e)
+    return f'<pre class="ncd-code" style="font-size:11px">{html.escape(code)}</pre>'
+
+
+def sources(circuit, checked) -> list[str]:
+    """References a box input may take: the circuit's inputs, then each box's outputs
+    (`box` when it has one, `box.port` for each otherwise), in evaluation order."""
+    refs = [i.name for i in circuit.inputs]
+    if checked is None:
+        return refs + [b.name for b in circuit.boxes]
+    for b in checked.order:
+        outs = list(checked.outs.get(b, {}))
+        refs += [b] if len(outs) <= 1 else [f"{b}.{p}" for p in outs]
+    return refs
+
+
+def check_draft(circuit):
+    """Validate `circuit` as a circuit under construction; raises ValidationError.
+
+    A circuit with inputs but no outputs yet is a draft: it is checked with a stand-in output
+    (its first input) so that its boxes are typed. The empty circuit checks to None."""
+    from ncd.circuits.circuit import Output
+
+    if not (circuit.inputs or circuit.boxes or circuit.outputs):
+        return None
+    if circuit.outputs or not circuit.inputs:
+        return circuit.check()
+    stand_in = Output(name=DRAFT_OUTPUT, source=circuit.inputs[0].name)
+    return circuit.model_copy(update={"outputs": [stand_in]}).check()
+
+
+DRAFT_OUTPUT = "(draft)"
