@@ -1,7 +1,8 @@
 """The Studio's views: pure functions of a circuit (and view options) to HTML text.
 
 Each returns HTML that explains the problem instead of raising, so a view that cannot be
-drawn (no outputs yet, unbound sizes) says why while the other views stay live.
+drawn (no outputs yet, unbound sizes) says why while the other views stay live. An error that
+is not an NcdError (a bug in a view) is shown as an internal error, and the editor goes on.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def diagram_html(circuit, theme: str = "paper") -> str:
 
     try:
         svg = render(circuit, theme=theme)
-    except NcdError as e:
+    except Exception as e:  # noqa: BLE001 - a view that fails says why; the others stay live
         return _error("cannot draw the circuit", e)
     return f'<div class="ncd-diagram" style="overflow:auto">{svg}</div>'
 
@@ -73,7 +74,7 @@ def cost_html(circuit, sizes: dict[str, int]) -> str:
 
     try:
         return analyse(circuit, sizes or None)._repr_html_()
-    except NcdError as e:
+    except Exception as e:  # noqa: BLE001 - a view that fails says why; the others stay live
         return _error("no cost report", e)
 
 
@@ -83,7 +84,7 @@ def code_html(circuit, sizes: dict[str, int] | None = None) -> str:
 
     try:
         code = to_source(circuit, sizes or None)
-    except NcdError as e:
+    except Exception as e:  # noqa: BLE001 - a view that fails says why; the others stay live
         return _error("no code", e)
     return f'<pre class="ncd-code" style="font-size:11px">{html.escape(code)}</pre>'
 

@@ -245,6 +245,7 @@ class Studio(w.VBox):
         self.form_box.children = [self.form.widget]
         self._rewire()
 
+    @_guarded
     def _rewire(self) -> None:
         """One source dropdown per input port of the box the form describes."""
         refs = [r for r in panels.sources(self.circuit, self._checked) if r != panels.DRAFT_OUTPUT]

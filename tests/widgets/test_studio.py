@@ -15,6 +15,7 @@ import pytest
 from ncd import Builder
 from ncd.circuits import io
 from ncd.circuits.draw import render
+from ncd.circuits.errors import ValidationError
 from ncd.compiler import to_source
 from ncd.compiler.cost import analyse
 from ncd.widgets import Studio
@@ -245,3 +246,51 @@ def test_call_box_is_wired_by_its_subcircuit_inputs():
     studio.palette.value = "call"
     studio.form.fields["circuit"][1].value = "transformer_block"
     assert list(studio.port_widgets) == [i.name for i in sub.inputs]
+
+
+def test_every_problem_of_a_rejected_edit_is_listed():
+    data = io.to_dict(base())
+    data["boxes"] += [
+        {"name": "sm", "kind": "softmax", "inputs": {"x": "proj"}, "over": "S"},
+        {"name": "ln", "kind": "layernorm", "inputs": {"x": "nowhere"}, "over": ["F"]},
+    ]
+    studio = Studio(base())
+    studio.json_text.value = json.dumps(data)
+    studio.apply_json_button.click()
+    with pytest.raises(ValidationError) as err:  # independent: the validator on the same spec
+        io.from_dict(data).check()
+    listed = re.findall(r"<li><b>([^<]*)</b>", errors(studio))
+    assert listed == [p.where for p in err.value.problems] and len(listed) == 2
+    assert any("'sm'" in w for w in listed) and any("'ln'" in w for w in listed)
+    assert same(studio.circuit, base())
+
+
+def test_an_invalid_file_is_not_taken(tmp_path):
+    data = io.to_dict(base())
+    data["outputs"] = [{"name": "y", "source": "missing_box"}]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    studio = Studio(base())
+    assert not studio.load(path)
+    assert "missing_box" in errors(studio) and same(studio.circuit, base())
+
+
+def test_theme_toggle_redraws():
+    studio = Studio(base())
+    studio.theme.value = "notebook"
+    assert render(base(), theme="notebook") in studio.diagram.value
+    assert render(base(), theme="notebook") != render(base(), theme="paper")
+
+
+def test_a_failing_view_does_not_stop_the_editor(monkeypatch):
+    import ncd.compiler
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("compiler bug")
+
+    monkeypatch.setattr(ncd.compiler, "to_source", broken)
+    studio = Studio(base())
+    add_box(studio, "unary", "act", {"x": "proj"}, fn="relu")
+    assert [b.name for b in studio.circuit.boxes] == ["proj", "act"]
+    assert "internal error" in studio.code.value and "compiler bug" in studio.code.value
+    assert "<svg" in studio.diagram.value
