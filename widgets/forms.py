@@ -42,12 +42,14 @@ def palette_options() -> list[tuple[str, str]]:
 
 
 def _shape(annotation) -> tuple[str, Any]:
-    """(widget shape, extra) of a field: bool, choice (Literal options), list, dict, text."""
+    """(widget shape, extra) of a field: bool, choice (Literal options), list, dict, number
+    (extra: int or float), text."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):  # Optional[X]: empty text means None
         inner = [a for a in args if a is not type(None)]
-        return _shape(inner[0]) if len(inner) == 1 else ("text", None)
+        shape = _shape(inner[0]) if len(inner) == 1 else ("text", None)
+        return ("text", None) if shape[0] == "number" else shape  # a number box has no "None"
     if origin is typing.Annotated:
         return _shape(args[0])
     if annotation is bool:
@@ -58,6 +60,8 @@ def _shape(annotation) -> tuple[str, Any]:
         return "list", None
     if origin is dict:
         return "dict", None
+    if annotation in (int, float):
+        return "number", annotation
     return "text", None
 
 
@@ -96,6 +100,9 @@ class BoxForm:
                     description=fname,
                     style=style,
                 )
+            elif shape == "number":
+                number = w.IntText if extra is int else w.FloatText
+                widget = number(value=default or 0, description=fname, style=style)
             else:
                 hint = {"list": "space-separated, e.g. B T D", "dict": 'JSON, e.g. {"T": "S"}'}
                 widget = w.Text(

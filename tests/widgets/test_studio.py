@@ -7,6 +7,7 @@ cost model and compiler called on those, and the JSON files on disk.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import re
 
@@ -195,7 +196,8 @@ def test_export(tmp_path):
         lambda s: add_box(s, "layernorm", "ln", {"x": "proj"}, over="Q"),  # unknown axis
         lambda s: add_box(s, "unary", "u", {"x": "—"}, fn="relu"),  # unwired port
         lambda s: add_box(s, "rename", "r", {"x": "proj"}, mapping="{oops"),  # bad JSON field
-        lambda s: add_box(s, "topk", "t", {"x": "proj"}, over="F", k="many"),  # not a number
+        lambda s: add_box(s, "topk", "t", {"x": "proj"}, over="F", k=0),  # k out of range
+        lambda s: add_box(s, "dropout", "d", {"x": "proj"}, p=1.5),  # p out of range
         lambda s: (setattr(s.input_name, "value", ""), s.add_input_button.click()),
         lambda s: (setattr(s.input_name, "value", "x"), s.add_input_button.click()),  # taken
         lambda s: (
@@ -294,3 +296,20 @@ def test_a_failing_view_does_not_stop_the_editor(monkeypatch):
     assert [b.name for b in studio.circuit.boxes] == ["proj", "act"]
     assert "internal error" in studio.code.value and "compiler bug" in studio.code.value
     assert "<svg" in studio.diagram.value
+
+
+def test_forms_follow_the_schema():
+    import ipywidgets as w
+
+    from ncd.circuits.kinds import KINDS, UNARY
+    from ncd.widgets.forms import BoxForm, palette_options
+
+    ln = BoxForm("layernorm").fields
+    assert isinstance(ln["over"][1], w.Text) and isinstance(ln["affine"][1], w.Checkbox)
+    assert isinstance(ln["eps"][1], w.FloatText) and ln["eps"][1].value == 1e-5
+    fn = BoxForm("unary").fields["fn"][1]
+    assert isinstance(fn, w.Dropdown) and set(fn.options) == {(f, f) for f in UNARY}
+    assert isinstance(BoxForm("conv").fields["kernel"][1], w.Text)  # a list of ints: "3 3"
+    families = [KINDS[k].family for _, k in palette_options()]
+    runs = [f for f, _ in itertools.groupby(families)]
+    assert len(runs) == len(set(families))  # each family's kinds sit together
