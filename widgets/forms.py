@@ -132,6 +132,12 @@ class BoxForm:
             out[fname] = v
         return out
 
+    def fill(self, box) -> None:
+        """Show an existing box of this kind in the form (the inverse of `build`)."""
+        for fname, (shape, widget) in self.fields.items():
+            value = getattr(box, fname)
+            widget.value = value if shape in ("bool", "choice", "number") else _text(value)
+
     def _required(self, fname: str) -> bool:
         return self.cls.model_fields[fname].is_required()
 

@@ -130,6 +130,10 @@ class Studio(w.VBox):
         self.box_select = w.Dropdown(description="box", style=wide)
         self.delete_box_button = button(description="delete box")
         self.delete_box_button.on_click(lambda _: self._delete_box())
+        self.edit_box_button = button(description="edit in form")
+        self.edit_box_button.on_click(lambda _: self._edit_box())
+        self.replace_box_button = button(description="replace box")
+        self.replace_box_button.on_click(lambda _: self._replace_box())
         self.input_name = w.Text(description="input", placeholder="name", style=wide)
         self.input_axes = w.Text(description="axes", placeholder="B T D", style=wide)
         self.input_dtype = w.Dropdown(options=_DTYPES, description="dtype", style=wide)
@@ -185,7 +189,8 @@ class Studio(w.VBox):
             [
                 section("Add a box", self.palette, self.box_name, self.form_box),
                 section("Wiring", self.wiring, self.add_box_button),
-                section("Delete", self.box_select, self.delete_box_button),
+                section("A box of the circuit", self.box_select),
+                w.HBox([self.edit_box_button, self.replace_box_button, self.delete_box_button]),
                 section("Inputs", self.input_name, self.input_axes, self.input_dtype),
                 self.add_input_button,
                 section("Outputs", self.output_name, self.output_source, self.set_output_button),
@@ -277,14 +282,45 @@ class Studio(w.VBox):
         if self.edit(lambda c: c.model_copy(update={"boxes": [*c.boxes, box]}), f"added {name}"):
             self.box_name.value = ""
 
+    @_guarded
+    def _edit_box(self) -> None:
+        """Load the selected box into the palette, form and wiring (then `replace box`)."""
+        box = self.circuit.box(self._selected())
+        self.palette.value = box.kind  # a new form for the kind
+        self.form.fill(box)
+        self.box_name.value = box.name
+        self._rewire()
+        for port, dd in self.port_widgets.items():
+            ref = box.inputs.get(port, _NONE)
+            if ref not in dd.options:  # written `box.port` where the list has `box`
+                dd.options = [*dd.options, ref]
+            dd.value = ref
+        self._show([], f"editing {box.name}: change the form, then replace box")
+
+    @_guarded
+    def _replace_box(self) -> None:
+        """The selected box becomes the form's box, in the same place (the name may change)."""
+        old = self._selected()
+        inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
+        box = self.form.build(self.box_name.value.strip(), inputs)
+        self.edit(
+            lambda c: c.model_copy(
+                update={"boxes": [box if b.name == old else b for b in c.boxes]}
+            ),
+            f"replaced {old}",
+        )
+
+    def _selected(self) -> str:
+        if not self.box_select.value:
+            raise SchemaError("no box selected (expected one chosen in the box list)")
+        return self.box_select.value
+
     def _input_names(self) -> set[str]:
         return {i.name for i in self.circuit.inputs}
 
     @_guarded
     def _delete_box(self) -> None:
-        name = self.box_select.value
-        if not name:
-            raise SchemaError("delete box: no box selected")
+        name = self._selected()
         self.edit(
             lambda c: c.model_copy(update={"boxes": [b for b in c.boxes if b.name != name]}),
             f"deleted {name}",

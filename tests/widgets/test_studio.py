@@ -313,3 +313,21 @@ def test_forms_follow_the_schema():
     families = [KINDS[k].family for _, k in palette_options()]
     runs = [f for f, _ in itertools.groupby(families)]
     assert len(runs) == len(set(families))  # each family's kinds sit together
+
+
+def test_edit_a_box_in_the_form_and_replace_it():
+    studio = Studio(base())
+    studio.box_select.value = "proj"
+    studio.edit_box_button.click()
+    assert studio.palette.value == "linear" and studio.box_name.value == "proj"
+    assert studio.form.fields["over"][1].value == "D" and studio.port_widgets["x"].value == "x"
+    studio.form.fields["out"][1].value = "G"
+    studio.form.fields["bias"][1].value = False
+    studio.replace_box_button.click()
+
+    b = Builder("block", sizes=SIZES)
+    b.output("y", b.linear(b.input("x", "B T D"), over="D", out="G", bias=False, name="proj"))
+    assert same(studio.circuit, b.build()), errors(studio)
+    studio.box_name.value = "renamed"  # the output still names proj: not taken
+    studio.replace_box_button.click()
+    assert "unchanged" in errors(studio) and same(studio.circuit, b.build())
