@@ -26,6 +26,7 @@ from . import panels
 from .forms import BoxForm, palette_options
 
 _NONE = "—"  # a port left unwired
+MAX_UNDO = 200
 _DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "bool"]
 
 
@@ -48,7 +49,9 @@ class Studio(w.VBox):
     """Editor of one circuit: palette, box form, wiring, inputs/outputs, undo/redo,
     save/load/export on the left; diagram, messages, cost, code and JSON on the right.
 
-    circuit: None (an empty circuit), a Circuit, a gallery name, or a path to a JSON spec.
+    circuit: None (an empty circuit), a Circuit, a gallery name, or a path to a JSON spec;
+    one that cannot be read or does not validate raises its NcdError here (later, `load`
+    reports it in the messages panel instead). Keeps the last MAX_UNDO circuits for undo.
     """
 
     def __init__(self, circuit: Circuit | str | Path | None = None):
@@ -100,7 +103,8 @@ class Studio(w.VBox):
         try:
             return self._accept(change(self.circuit), what)
         except Exception as e:  # noqa: BLE001 - shown, located; the last valid circuit stays
-            self._show(panels.problems_of(e), f"not {what}: the circuit is unchanged", ok=False)
+            note = f"edit not taken ({what}): the circuit is unchanged"
+            self._show(panels.problems_of(e), note, ok=False)
             return None
 
     def _accept(self, new: Circuit, what: str) -> Circuit:
@@ -109,6 +113,7 @@ class Studio(w.VBox):
         checked = panels.check_draft(new)  # raises ValidationError: the edit is not taken
         del self._history[self._at + 1 :]
         self._history.append(new)
+        del self._history[:-MAX_UNDO]  # circuits are small, but a session can be long
         self._at = len(self._history) - 1
         self._checked = checked
         self._refresh(f"{what}: {new.name} ({len(new.boxes)} boxes)")

@@ -331,3 +331,17 @@ def test_edit_a_box_in_the_form_and_replace_it():
     studio.box_name.value = "renamed"  # the output still names proj: not taken
     studio.replace_box_button.click()
     assert "unchanged" in errors(studio) and same(studio.circuit, b.build())
+
+
+def test_undo_history_is_bounded(monkeypatch):
+    import ncd.widgets.studio as studio_module
+
+    monkeypatch.setattr(studio_module, "MAX_UNDO", 3)
+    studio = Studio(base())
+    for n in range(5):
+        studio.sizes.value = f"B={n + 1}"
+        studio.default_sizes_button.click()
+    assert studio.circuit.sizes["B"] == 5
+    for _ in range(5):
+        studio.undo_button.click()
+    assert studio.circuit.sizes["B"] == 3  # the three latest circuits are kept
