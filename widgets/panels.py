@@ -65,7 +65,17 @@ def diagram_html(circuit, theme: str = "paper") -> str:
         svg = render(circuit, theme=theme)
     except Exception as e:  # noqa: BLE001 - a view that fails says why; the others stay live
         return _error("cannot draw the circuit", e)
-    return f'<div class="ncd-diagram" style="overflow:auto">{svg}</div>'
+    return f'<div class="ncd-diagram" style="overflow:auto">{_fit_width(svg)}</div>'
+
+
+def _fit_width(svg: str) -> str:
+    """Let a wide diagram shrink to the panel (down from its natural size, never up): seen in
+    JupyterLab, the transformer block was cut off at the panel's right edge."""
+    m = re.search(r'<svg width="([0-9.]+)pt" height="([0-9.]+)pt"', svg)
+    if not m:
+        return svg
+    w = m.group(1)
+    return svg.replace(m.group(0), f'<svg width="100%" style="max-width:{w}pt;height:auto"', 1)
 
 
 def cost_html(circuit, sizes: dict[str, int]) -> str:
