@@ -88,11 +88,7 @@ class _ChannelNorm(BoxBase):
         return {"out": x}
 
     def params(self, ins, ctx):
-        if not self.affine:
-            return {}
-        x = tensor(ins, "x")
-        t = TensorType((x.axis(self.channel),), x.dtype)
-        return {"weight": t, "bias": t}
+        return _per_channel(self, ins)
 
     def acts_on(self):
         return (self.channel,)
@@ -142,11 +138,7 @@ class GroupNorm(BoxBase):
         return {"out": x}
 
     def params(self, ins, ctx):
-        if not self.affine:
-            return {}
-        x = tensor(ins, "x")
-        t = TensorType((x.axis(self.channel),), x.dtype)
-        return {"weight": t, "bias": t}
+        return _per_channel(self, ins)
 
     def acts_on(self):
         return (self.channel, *self.over)
@@ -171,3 +163,12 @@ class Normalize(BoxBase):
 
     def acts_on(self):
         return (self.over,)
+
+
+def _per_channel(box, ins) -> dict[str, TensorType]:
+    """A learned scale and shift per channel (batch, group and unified norms)."""
+    if not box.affine:
+        return {}
+    x = tensor(ins, "x")
+    t = TensorType((x.axis(box.channel),), x.dtype)
+    return {"weight": t, "bias": t}
