@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import sympy
 from pydantic import Field, field_validator, model_validator
@@ -11,7 +11,9 @@ from ..errors import ShapeProblem
 from ..types import Axis, TensorType
 from .base import AxisList, AxisName, BoxBase, need, new_axes, tensor
 
-Ints = tuple[int, ...]
+# Per-axis integers, bounded so that sizes stay sane whatever a spec says.
+PosInts = tuple[Annotated[int, Field(ge=1, le=2**20)], ...]
+NonNegInts = tuple[Annotated[int, Field(ge=0, le=2**20)], ...]
 
 
 def _per_axis(v):
@@ -50,15 +52,15 @@ class Conv(_Spatial):
     """Input channel axis (contracted)."""
     out: AxisName
     """Output channel axis; its size comes from the circuit's axis table."""
-    kernel: Ints = Field(min_length=1, max_length=3)
+    kernel: PosInts = Field(min_length=1, max_length=3)
     """Kernel size per spatial axis (one number for all)."""
-    stride: Ints = (1,)
+    stride: PosInts = (1,)
     """Stride per spatial axis."""
-    padding: Ints = (0,)
+    padding: NonNegInts = (0,)
     """Zero padding per spatial axis."""
-    dilation: Ints = (1,)
+    dilation: PosInts = (1,)
     """Dilation per spatial axis."""
-    output_padding: Ints = (0,)
+    output_padding: NonNegInts = (0,)
     """Extra size on one side of a transposed convolution's output."""
     groups: int = Field(default=1, ge=1, le=2**20)
     """Channel groups (groups = channels: depthwise)."""
@@ -74,20 +76,6 @@ class Conv(_Spatial):
     _v = field_validator(
         "kernel", "stride", "padding", "dilation", "output_padding", mode="before"
     )(_per_axis)
-
-    @field_validator("kernel", "stride", "dilation")
-    @classmethod
-    def _positive(cls, v):
-        if any(i < 1 or i > 2**20 for i in v):
-            raise ValueError("must be between 1 and 2**20")
-        return v
-
-    @field_validator("padding", "output_padding")
-    @classmethod
-    def _non_negative(cls, v):
-        if any(i < 0 or i > 2**20 for i in v):
-            raise ValueError("must be between 0 and 2**20")
-        return v
 
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
@@ -149,22 +137,15 @@ class Pool(_Spatial):
     kind: Literal["pool"] = "pool"
     op: Literal["max", "avg"] = "max"
     """The pooling function."""
-    window: Ints = Field(min_length=1, max_length=3)
+    window: PosInts = Field(min_length=1, max_length=3)
     """Window size per spatial axis."""
-    stride: Ints = ()
+    stride: PosInts = ()
     """Stride per axis (the window when empty)."""
-    padding: Ints = (0,)
+    padding: NonNegInts = (0,)
     """Padding per axis."""
     family = "reduction"
 
     _v = field_validator("window", "stride", "padding", mode="before")(_per_axis)
-
-    @field_validator("window", "stride")
-    @classmethod
-    def _positive(cls, v):
-        if any(i < 1 or i > 2**20 for i in v):
-            raise ValueError("must be between 1 and 2**20")
-        return v
 
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
