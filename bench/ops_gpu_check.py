@@ -15,6 +15,7 @@ import sys
 import torch
 
 from ncd.ops import linear_attention, softmax_attention
+from ncd.ops.attention import fused
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention import linear_attention_reference
 
@@ -37,7 +38,13 @@ def grads_err(outs, refs, inputs, ref_inputs, g, names):
     return max(zip(errs, names))
 
 
-def softmax_case(dev, dtype, B, T, S, H, Hkv, D, causal, seed):
+def softmax_case(dev, dtype, B, T, S, H, Hkv, D, causal, seed, atomic_dq=None):
+    if atomic_dq is not None:  # the backward schedule under test, else the library's default
+        fused.ATOMIC_DQ, default = atomic_dq, fused.ATOMIC_DQ
+        try:
+            return softmax_case(dev, dtype, B, T, S, H, Hkv, D, causal, seed)
+        finally:
+            fused.ATOMIC_DQ = default
     g = torch.Generator(device=dev).manual_seed(seed)
     q = torch.randn(B, T, H, D, device=dev, generator=g).to(dtype).requires_grad_()
     k = torch.randn(B, S, Hkv, D, device=dev, generator=g).to(dtype).requires_grad_()
@@ -120,6 +127,15 @@ def main():
                         False,
                         2,
                     ),
+                )
+            )
+        for D, atomic in ((60 if not small else 20, None), (128 if not small else 32, True),
+                          (128 if not small else 32, False)):  # fmt: skip
+            cases.append(
+                (
+                    f"softmax D={D} causal GQA 4/2 atomic_dq={atomic}",
+                    softmax_case,
+                    (dev, dtype, 2, T, T, 4, 2, D, True, 4, atomic),
                 )
             )
         K = 32 if small else 128

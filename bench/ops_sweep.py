@@ -18,19 +18,26 @@ from triton.testing import do_bench
 from ncd.ops.attention import fused
 from ncd.ops.linear_attention import chunk
 
-FWD = [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4), (64, 64, 4, 3)]
-DKDV = [
-    (64, 128, 8, 2),
-    (64, 128, 8, 3),
-    (32, 128, 8, 3),
-    (32, 64, 4, 3),
+# (BLOCK_M, BLOCK_N, warps, stages[, constexprs]) candidates. The atomic-dQ dK/dV variants
+# spilled 20-474 registers and ran 1.9-4x slower than the split schedule on 2026-11-28.
+ATOMIC = False
+FWD = [
     (64, 64, 4, 3),
-    (64, 64, 8, 3),
-    (128, 64, 8, 2),
-    (128, 128, 8, 2),
+    (64, 64, 4, 2),
+    (64, 128, 4, 3),
+    (128, 64, 8, 3),
+    (128, 128, 8, 3),
+    (128, 128, 8, 3, {"WS": True}),
+    (128, 64, 4, 3),
 ]
-DKDV_OLD = [(32, 64, 4, 3), (64, 128, 8, 3)]
-DQ = [(128, 64, 8, 3), (128, 128, 8, 2), (128, 32, 8, 4)]
+DKDV_SMEM = [(128, 64, 8, 2), (64, 64, 4, 2)]
+# (config, RELOAD): k and v read once (kept in registers) or every step (shared memory).
+DKDV_REG = [((32, 64, 4, 2), False), ((32, 64, 4, 3), False), ((32, 128, 8, 2), False),
+            ((32, 64, 4, 2), True), ((32, 64, 4, 3), True), ((64, 64, 4, 2), True),
+            ((64, 128, 8, 2), True), ((32, 128, 8, 2), True), ((32, 128, 8, 3), True),
+            ((64, 64, 8, 2), True), ((16, 64, 4, 3), True)]  # fmt: skip
+DQ = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2), (128, 128, 8, 3),
+      (64, 128, 4, 3)]  # fmt: skip
 LA_FWD = [
     (64, 64, 4, 3),
     (64, 64, 4, 4),
@@ -58,23 +65,36 @@ def run(name, launch, cfgs, flops=None):
             wg = "wgmma" in compiled.asm.get("ptx", "")
             res.append((ms, cfg, compiled.n_regs, compiled.n_spills, wg))
         except Exception as e:  # a config that does not compile or fit is reported, not fatal
-            print(f"  {name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
+            print(f"  {name} {cfg}: {type(e).__name__}: {str(e)[:160]}")
     res.sort(key=lambda r: r[0])
     for ms, cfg, regs, spills, wg in res:
         tf = f"{flops / ms / 1e9:6.0f} TFLOP/s" if flops else ""
-        print(f"  {name:12s} {cfg!s:24s} {ms:8.3f} ms {tf} regs {regs} spills {spills} wgmma {wg}")
+        print(f"  {name:12s} {cfg!s:40s} {ms:8.3f} ms {tf} regs {regs} spills {spills} wgmma {wg}")
     return res
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--T", default="4096,16384")
+    ap.add_argument("--what", default="attn,lin")
     args = ap.parse_args()
     for T in [int(t) for t in args.T.split(",")]:
-        sweep(T)
+        sweep(T, args.what.split(","))
 
 
-def sweep(T, B=4, H=16, D=128):
+def _kw(c, extra=()):
+    meta = dict(c[4] if len(c) > 4 else {})
+    meta.update(extra)
+    return dict(BLOCK_M=c[0], BLOCK_N=c[1], num_warps=c[2], num_stages=c[3], **meta)
+
+
+def _go(kernel, grid, descs, rest, meta, c, extra=()):
+    kw = _kw(c, extra)
+    fused._set_blocks({**descs, **meta, **kw})
+    return kernel[grid](*descs.values(), *rest, **meta, **kw)
+
+
+def sweep_attention(T, B=4, H=16, D=128):
     s = D**-0.5
     g = torch.Generator(device="cuda").manual_seed(T)
     q, k, v, do = (
@@ -82,62 +102,89 @@ def sweep(T, B=4, H=16, D=128):
     )
     pairs = B * H * T * (T + 1) / 2
     print(f"T={T}")
-    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    qt, kt, vt, dot = (x.transpose(1, 2).requires_grad_() for x in (q, k, v, do))
     sd = do_bench(
         lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True), return_mode="median"
     )
-    print(f"  sdpa fwd {sd:.3f} ms {4 * pairs * D / sd / 1e9:.0f} TFLOP/s")
+    sb = do_bench(
+        lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True).backward(dot),
+        return_mode="median",
+        grad_to_none=[qt, kt, vt],
+    )
+    print(f"  sdpa fwd {sd:.3f} ms {4 * pairs * D / sd / 1e9:.0f} TFLOP/s; fwd+bwd {sb:.3f} ms")
     o, lse = fused._forward(q, k, v, True, s)
     delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device="cuda", dtype=torch.float32)
-    meta = dict(D=D, DV=D, BLOCK_D=D, BLOCK_DV=D, CAUSAL=True)
-
-    def kw(c):
-        return dict(BLOCK_M=c[0], BLOCK_N=c[1], num_warps=c[2], num_stages=c[3])
-
-    run(
+    d = fused._desc  # inputs 2-d (FLAT, D a power of two), outputs 4-d
+    meta = dict(BLOCK_D=D, BLOCK_DV=D, CAUSAL=True, FLAT=True)
+    sc = (s * fused.LOG2E, s)
+    fwd = run(
         "attn fwd",
-        lambda c: fused._fwd_kernel[(triton.cdiv(T, c[0]), B * H)](
-            q, k, v, o, lse, T, T, H, H, s * fused.LOG2E, **meta, **kw(c)
+        lambda c: _go(
+            fused._fwd_kernel, (triton.cdiv(T, c[0]), B * H),
+            dict(q_desc=d(q, True), k_desc=d(k, True), v_desc=d(v, True), o_desc=d(o)),
+            (lse, T, T, H, H, sc[0]), meta, c, {"WS": c[4]["WS"] if len(c) > 4 else False},
         ),
         FWD,
         4 * pairs * D,
-    )
+    )  # fmt: skip
 
     def dkdv(c, atomic, kv_smem):
-        return fused._bwd_dkdv_kernel[(triton.cdiv(T, c[1]), B * H)](
-            q, k, v, do, lse, delta, dk, dv, dq32, T, T, H, H, s * fused.LOG2E, s, **meta,
-            ATOMIC_DQ=atomic, KV_SMEM=kv_smem, **kw(c),
+        c, reload = c if kv_smem is False else (c, False)
+        descs = dict(q_desc=d(q, True), k_desc=d(k, True), v_desc=d(v, True),
+                     do_desc=d(do, True), dk_desc=d(dk), dv_desc=d(dv),
+                     dq_desc=d(dq32))  # fmt: skip
+        extra = dict(ATOMIC_DQ=atomic, DQ_TMA=True, KV_SMEM=kv_smem, RELOAD=reload)
+        return _go(
+            fused._bwd_dkdv_kernel, (triton.cdiv(T, c[1]), B * H), descs,
+            (dq32, lse, delta, T, T, H, H, *sc, D, 0), meta, c, extra,
         )  # fmt: skip
 
     best = {}
-    for atomic, kv_smem, cfgs in (
-        (False, False, DKDV_OLD),
-        (False, True, DKDV),
-        (True, True, DKDV),
-        (True, False, DKDV_OLD),
-    ):
-        name = f"dkdv{'+dq' if atomic else ''}{' kv_smem' if kv_smem else ''}"
-        res = run(
-            name,
-            lambda c, a=atomic, m=kv_smem: dkdv(c, a, m),
-            cfgs,
-            (10 if atomic else 8) * pairs * D,
-        )
-        best[(atomic, kv_smem)] = res[0][0] if res else float("nan")
+    for atomic in (False, True) if ATOMIC else (False,):
+        for kv_smem, cfgs in ((True, DKDV_SMEM), (False, DKDV_REG)):
+            name = f"dkdv{'+dq' if atomic else ''}{' smem' if kv_smem else ' reg'}"
+            res = run(
+                name,
+                lambda c, a=atomic, m=kv_smem: dkdv(c, a, m),
+                cfgs,
+                (10 if atomic else 8) * pairs * D,
+            )
+            best[(atomic, kv_smem)] = res[0][0] if res else float("nan")
     res = run(
         "attn dq",
-        lambda c: fused._bwd_dq_kernel[(triton.cdiv(T, c[0]), B * H)](
-            q, k, v, do, lse, delta, dq, T, T, H, H, s * fused.LOG2E, s, **meta, **kw(c)
+        lambda c: _go(
+            fused._bwd_dq_kernel, (triton.cdiv(T, c[0]), B * H),
+            dict(q_desc=d(q, True), k_desc=d(k, True), v_desc=d(v, True), do_desc=d(do, True),
+                 dq_desc=d(dq)),
+            (lse, delta, T, T, H, H, *sc), meta, c,
         ),
         DQ,
         6 * pairs * D,
-    )
+    )  # fmt: skip
+    cast = do_bench(lambda: dq32.to(torch.bfloat16), return_mode="median")
+    split = min(best[(False, True)], best[(False, False)]) + res[0][0]
+    atom = min(best.get((True, True), 9e9), best.get((True, False), 9e9)) + cast
+    f0 = fwd[0][0] if fwd else float("nan")
     print(
-        f"  best split bwd (dkdv kv_smem + dq) {best[(False, True)] + res[0][0]:.3f} ms; "
-        f"best atomic bwd {best[(True, True)]:.3f} ms (+ zero fill and cast)"
+        f"  best fwd {f0:.3f}; split bwd {split:.3f} ms; atomic bwd {atom:.3f} ms (incl. cast "
+        f"{cast:.3f}); est fwd+bwd {f0 + min(split, atom):.3f} vs sdpa {sb:.3f}: "
+        f"{sb / (f0 + min(split, atom)):.3f}x"
     )
+
+
+def sweep(T, what, B=4, H=16, D=128):
+    if "attn" in what:
+        sweep_attention(T, B, H, D)
+    if "lin" not in what:
+        return
+    s = D**-0.5
+    g = torch.Generator(device="cuda").manual_seed(T)
+    q, k, v, do = (
+        torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
+    )
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     lmeta = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, VARLEN=False)
     lo = torch.empty_like(v)
     run(

@@ -8,6 +8,7 @@ kernel is compiled or interpreted.
 
 import torch
 import triton
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 BACKENDS = ("auto", "triton", "reference")
 
@@ -47,24 +48,35 @@ _tuners: dict = {}
 _best: dict = {}
 
 
-def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=()):
+def _sig(a):
+    if isinstance(a, torch.Tensor):
+        return str(a.dtype)
+    if isinstance(a, TensorDescriptor):  # its shape and strides travel with each launch
+        return ("desc", str(a.base.dtype))
+    return a
+
+
+def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=(), pre_hook=None):
     """Launch a Triton kernel with its block sizes chosen by autotuning.
 
     Under the interpreter the small fixed `interpret_config` is used. On the GPU the first
     call for a shape runs Triton's autotuner over `configs` (keyed on `key`, names of
     arguments); later calls with the same scalar arguments, dtypes and `meta` reuse the
     winning config and launch the kernel directly, skipping the autotuner's per-call cost.
-    `grid(config_kwargs)` gives the launch grid; `reset` names outputs to zero between trials.
+    `grid(config_kwargs)` gives the launch grid; `reset` names outputs to zero between trials;
+    `pre_hook(named_args)`, also set on the configs, runs before every launch (it gives tensor
+    descriptors the block shape of the configuration).
     """
+
+    def hook(kw):
+        if pre_hook is not None:
+            pre_hook({**dict(zip(kernel.arg_names, args)), **meta, **kw})
+
     if interpreting():
+        hook(interpret_config)
         kernel[grid(interpret_config)](*args, **meta, **interpret_config)
         return
-    sig = (
-        kernel,
-        reset,
-        tuple(str(a.dtype) if isinstance(a, torch.Tensor) else a for a in args),
-        tuple(sorted(meta.items())),
-    )
+    sig = (kernel, reset, tuple(_sig(a) for a in args), tuple(sorted(meta.items())))
     cfg = _best.get(sig)
     if cfg is None:
         tkey = (kernel, reset)
@@ -75,6 +87,7 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         _best[sig] = tuner.best_config
         return
     kw = dict(cfg.kwargs)
+    hook(kw)
     kernel[grid(kw)](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 

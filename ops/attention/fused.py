@@ -1,18 +1,24 @@
 """Fused softmax attention (FlashAttention-2): Triton kernels, launch wrappers, autograd.
 
+Every tile moves through a tensor descriptor over the 4-d ``[B, T, H, D]`` tensor: on Hopper
+the copies run on the bulk tensor copy engine (TMA) straight into shared memory, with no
+per-element addresses held in registers, and rows past ``T`` (or columns past ``D``) read as
+zeros and are never written, per batch and per head.
 Forward: one program per (query block, batch x head) streams the key/value blocks through
 on-chip memory with the online softmax, and writes O and the base-2 log-sum-exp per row.
 Backward: `delta = rowsum(dO * O)`, then one program per (key block, batch x kv head) that
-loops over the query blocks of every query head in its group and accumulates dK and dV, and
-one program per (query block, batch x head) that accumulates dQ. Nothing of size T x S is
-written to memory and no atomics are used.
+loops over the query blocks of every query head in its group and accumulates dK and dV; dQ
+either comes from its own pass, one program per (query block, batch x head), or is added by
+the dK/dV programs into a float32 buffer (`ATOMIC_DQ`). Nothing of size T x S is written.
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._backend import check, interpreting, launch, use_triton
 from .reference import softmax_attention_reference
@@ -21,32 +27,35 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _load_tile(
-    ptrs, rows, n_rows, cols, n_cols: tl.constexpr, BOUNDS: tl.constexpr, FULL_COLS: tl.constexpr
-):
-    """Load a (rows, cols) tile; masks only where the tile can cross an edge."""
-    if BOUNDS:
-        if FULL_COLS:
-            return tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
-        return tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols), other=0.0)
-    if FULL_COLS:
-        return tl.load(ptrs)
-    return tl.load(ptrs, mask=cols[None, :] < n_cols, other=0.0)
+def _tile(desc, b, r0, h, N, R: tl.constexpr, C: tl.constexpr, FLAT: tl.constexpr,
+          TAIL: tl.constexpr):  # fmt: skip
+    """Rows [r0, r0 + R) of head h of batch b, as an (R, C) tile; rows past N read as zeros.
+
+    FLAT: `desc` views the tensor as 2-d ``[B * N, H * C]`` (C is the head width), so the copy
+    lands in shared memory in the layout the tensor cores read, with no reshape; rows past N
+    then belong to the next batch and are zeroed here when TAIL says the tile can reach them.
+    Otherwise `desc` is 4-d ``[B, N, H, C']`` and the copy engine itself fills the zeros.
+    """
+    if FLAT:
+        x = desc.load([b * N + r0, h * C])
+        if TAIL:
+            x = tl.where((r0 + tl.arange(0, R))[:, None] < N, x, 0.0)
+    else:
+        x = desc.load([b, r0, h, 0]).reshape(R, C)
+    return x
 
 
 @triton.jit
 def _fwd_tiles(
-    acc, l_i, m_i, q, K_base, V_base, stride_kn, stride_vn, lo, hi, offs_m, offs_n, offs_d, offs_dv,
-    S, qk_scale, D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr,
-    CAUSAL: tl.constexpr, FULL_D: tl.constexpr, FULL_DV: tl.constexpr,
+    acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, offs_m, offs_n, S, qk_scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, MASK: tl.constexpr,
+    CAUSAL: tl.constexpr, WS: tl.constexpr, FLAT: tl.constexpr,
 ):  # fmt: skip
-    for n0 in range(lo, hi, BLOCK_N):
-        cols = n0 + offs_n
-        k = _load_tile(
-            K_base + cols[:, None] * stride_kn + offs_d[None, :], cols, S, offs_d, D, MASK, FULL_D
-        )
+    for n0 in tl.range(lo, hi, BLOCK_N, warp_specialize=WS):
+        k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
         qk = tl.dot(q, tl.trans(k))  # (BM, BN), unscaled
         if MASK:
+            cols = n0 + offs_n
             keep = cols[None, :] < S
             if CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None])
@@ -56,10 +65,7 @@ def _fwd_tiles(
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(
-            V_base + cols[:, None] * stride_vn + offs_dv[None, :], cols, S, offs_dv, DV, MASK,
-            FULL_DV,
-        )  # fmt: skip
+        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, MASK)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
     return acc, l_i, m_i
@@ -67,28 +73,20 @@ def _fwd_tiles(
 
 @triton.jit
 def _fwd_kernel(
-    Q, K, V, O, LSE, T, S, H, HKV, qk_scale, D: tl.constexpr, DV: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    q_desc, k_desc, v_desc, o_desc, LSE, T, S, H, HKV, qk_scale, BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WS: tl.constexpr, FLAT: tl.constexpr,
 ):  # fmt: skip
     # Causal rows near the end do the most work: start them first so the last wave is light.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
+    b = pid_bh // H
     h = pid_bh % H
     hk = h // (H // HKV)
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
-    row_ok = offs_m < T
-    q = _load_tile(
-        Q + b * T * H * D + h * D + offs_m[:, None] * (H * D) + offs_d[None, :], offs_m, T, offs_d,
-        D, True, D == BLOCK_D,
-    )  # fmt: skip
-    K_base = K + b * S * HKV * D + hk * D
-    V_base = V + b * S * HKV * DV + hk * DV
+    q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, False)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
@@ -100,20 +98,16 @@ def _fwd_kernel(
         full_end = S // BLOCK_N * BLOCK_N
         end = S
     acc, l_i, m_i = _fwd_tiles(
-        acc, l_i, m_i, q, K_base, V_base, HKV * D, HKV * DV, 0, full_end, offs_m, offs_n, offs_d,
-        offs_dv, S, qk_scale, D, DV, BLOCK_N, False, CAUSAL, D == BLOCK_D, DV == BLOCK_DV,
+        acc, l_i, m_i, q, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
+        BLOCK_N, BLOCK_D, BLOCK_DV, False, CAUSAL, WS, FLAT,
     )  # fmt: skip
     acc, l_i, m_i = _fwd_tiles(
-        acc, l_i, m_i, q, K_base, V_base, HKV * D, HKV * DV, full_end, end, offs_m, offs_n, offs_d,
-        offs_dv, S, qk_scale, D, DV, BLOCK_N, True, CAUSAL, D == BLOCK_D, DV == BLOCK_DV,
+        acc, l_i, m_i, q, k_desc, v_desc, b, hk, full_end, end, offs_m, offs_n, S, qk_scale,
+        BLOCK_N, BLOCK_D, BLOCK_DV, True, CAUSAL, False, FLAT,
     )  # fmt: skip
     o = acc / l_i[:, None]
-    tl.store(
-        O + b * T * H * DV + h * DV + offs_m[:, None] * (H * DV) + offs_dv[None, :],
-        o.to(O.dtype.element_ty),
-        mask=row_ok[:, None] & (offs_dv[None, :] < DV),
-    )
-    tl.store(LSE + pid_bh.to(tl.int64) * T + offs_m, m_i + tl.math.log2(l_i), mask=row_ok)
+    o_desc.store([b, m0, h, 0], o.to(o_desc.dtype).reshape(1, BLOCK_M, 1, BLOCK_DV))
+    tl.store(LSE + pid_bh.to(tl.int64) * T + offs_m, m_i + tl.math.log2(l_i), mask=offs_m < T)
 
 
 @triton.jit
@@ -135,20 +129,26 @@ def _bwd_delta_kernel(
 
 @triton.jit
 def _bwd_dkdv_tiles(
-    dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base, DQ_base, stride_qm, stride_om, lo, hi,
-    offs_n, offs_m, offs_d, offs_dv, T, qk_scale, sm_scale, D: tl.constexpr, DV: tl.constexpr,
-    BLOCK_M: tl.constexpr, CAUSAL_MASK: tl.constexpr, BOUNDS: tl.constexpr, FULL_D: tl.constexpr,
-    FULL_DV: tl.constexpr, ATOMIC_DQ: tl.constexpr, KV_SMEM: tl.constexpr,
+    dk, dv, k_keep, v_keep, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, hi,
+    offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, ZERO, k_desc, v_desc, n0, hk,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL_MASK: tl.constexpr, BOUNDS: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, RELOAD: tl.constexpr, FLAT: tl.constexpr,
 ):  # fmt: skip
     for m0 in range(lo, hi, BLOCK_M):
         rows = m0 + offs_m
-        q = _load_tile(
-            Q_base + rows[:, None] * stride_qm + offs_d[None, :], rows, T, offs_d, D, BOUNDS, FULL_D
-        )
-        do = _load_tile(
-            DO_base + rows[:, None] * stride_om + offs_dv[None, :], rows, T, offs_dv, DV, BOUNDS,
-            FULL_DV,
-        )  # fmt: skip
+        if RELOAD:
+            # Read k and v again each step (from L2): loaded once, the compiler keeps them in
+            # registers as the left operands, which with dK and dV spills; loaded here they
+            # stay in shared memory, where the tensor cores read them. `m0 * ZERO` (ZERO = 0 at
+            # run time) stops the compiler hoisting the loads out of the loop.
+            k = _tile(k_desc, b, n0 + m0 * ZERO, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
+            v = _tile(v_desc, b, n0 + m0 * ZERO, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
+        else:
+            k = k_keep
+            v = v_keep
+        q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, BOUNDS)
+        do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, FLAT, BOUNDS)
         if BOUNDS:
             # Rows past T get lse = +inf, so their probabilities are exactly 0.
             lse = tl.load(LSE_base + rows, mask=rows < T, other=float("inf"))
@@ -167,13 +167,9 @@ def _bwd_dkdv_tiles(
             ds = p * (dp - delta[:, None])
             dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
             if ATOMIC_DQ:
-                dq = tl.dot(ds.to(k.dtype), k) * sm_scale  # (BM, D)
-                tl.atomic_add(
-                    DQ_base + rows[:, None] * stride_qm + offs_d[None, :],
-                    dq,
-                    mask=(rows[:, None] < T) & (offs_d[None, :] < D),
-                    sem="relaxed",
-                )
+                if FLAT:  # key rows past S hold the next batch's keys: they add nothing
+                    ds = tl.where(offs_n[None, :] < S, ds, 0.0)
+                dq = tl.dot(ds.to(k.dtype), k) * sm_scale  # (BM, BD)
         else:
             pT = tl.math.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
             if CAUSAL_MASK:
@@ -183,9 +179,15 @@ def _bwd_dkdv_tiles(
             dsT = pT * (dpT - delta[None, :])
             dk = tl.dot(dsT.to(q.dtype), q, dk)
             if ATOMIC_DQ:
-                dq = tl.dot(tl.trans(dsT.to(k.dtype)), k) * sm_scale  # (BM, D)
+                if FLAT:  # key rows past S hold the next batch's keys: they add nothing
+                    dsT = tl.where(offs_n[:, None] < S, dsT, 0.0)
+                dq = tl.dot(tl.trans(dsT.to(k.dtype)), k) * sm_scale  # (BM, BD)
+        if ATOMIC_DQ:
+            if DQ_TMA:  # one bulk reduction into global memory, done by the copy engine
+                dq_desc.atomic_add([b, m0, h, 0], dq.reshape(1, BLOCK_M, 1, BLOCK_D))
+            else:
                 tl.atomic_add(
-                    DQ_base + rows[:, None] * stride_qm + offs_d[None, :],
+                    DQ + ((b * T + rows)[:, None] * H + h) * D + offs_d[None, :],
                     dq,
                     mask=(rows[:, None] < T) & (offs_d[None, :] < D),
                     sem="relaxed",
@@ -193,27 +195,28 @@ def _bwd_dkdv_tiles(
     return dk, dv
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["ZERO"])
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV_, DQ, T, S, H, HKV, qk_scale, sm_scale, D: tl.constexpr,
-    DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr,
-    ATOMIC_DQ: tl.constexpr, KV_SMEM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, DQ, LSE, DELTA, T, S, H, HKV,
+    qk_scale, sm_scale, D, ZERO, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr,
+    RELOAD: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = (pid_bh // HKV).to(tl.int64)
+    b = pid_bh // HKV
     hk = pid_bh % HKV
     G = H // HKV
     n0 = pid_n * BLOCK_N
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
-    col_ok = offs_n < S
-    k_ptrs = b * S * HKV * D + hk * D + offs_n[:, None] * (HKV * D) + offs_d[None, :]
-    v_ptrs = b * S * HKV * DV + hk * DV + offs_n[:, None] * (HKV * DV) + offs_dv[None, :]
-    k = tl.load(K + k_ptrs, mask=col_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-    v = tl.load(V + v_ptrs, mask=col_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+    if RELOAD:
+        k = 0.0  # both read in the loop
+        v = 0.0
+    else:
+        k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
+        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     # Query blocks in [lo, mid) cross the diagonal; [mid, full_end) are whole and unmasked;
@@ -227,55 +230,43 @@ def _bwd_dkdv_kernel(
     full_end = tl.maximum(T // BLOCK_M * BLOCK_M, mid)
     for g in range(G):
         h = hk * G + g
-        Q_base = Q + b * T * H * D + h * D
-        DQ_base = DQ + b * T * H * D + h * D
-        DO_base = DO + b * T * H * DV + h * DV
-        LSE_base = LSE + (b * H + h) * T
-        DELTA_base = DELTA + (b * H + h) * T
+        LSE_base = LSE + (b * H + h).to(tl.int64) * T
+        DELTA_base = DELTA + (b * H + h).to(tl.int64) * T
         dk, dv = _bwd_dkdv_tiles(
-            dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base, DQ_base, H * D, H * DV, lo, mid,
-            offs_n, offs_m, offs_d, offs_dv, T, qk_scale, sm_scale, D, DV, BLOCK_M, CAUSAL, True,
-            D == BLOCK_D, DV == BLOCK_DV, ATOMIC_DQ, KV_SMEM,
+            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, mid,
+            offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, ZERO, k_desc, v_desc, n0, hk,
+            BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, CAUSAL, True, ATOMIC_DQ, DQ_TMA, KV_SMEM, RELOAD,
+            FLAT,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_tiles(
-            dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base, DQ_base, H * D, H * DV, mid,
-            full_end, offs_n, offs_m, offs_d, offs_dv, T, qk_scale, sm_scale, D, DV, BLOCK_M, False,
-            False, D == BLOCK_D, DV == BLOCK_DV, ATOMIC_DQ, KV_SMEM,
+            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, mid,
+            full_end, offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, ZERO, k_desc, v_desc,
+            n0, hk, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, False, False, ATOMIC_DQ, DQ_TMA, KV_SMEM,
+            RELOAD, FLAT,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_tiles(
-            dk, dv, k, v, Q_base, DO_base, LSE_base, DELTA_base, DQ_base, H * D, H * DV, full_end,
-            T, offs_n, offs_m, offs_d, offs_dv, T, qk_scale, sm_scale, D, DV, BLOCK_M, False, True,
-            D == BLOCK_D, DV == BLOCK_DV, ATOMIC_DQ, KV_SMEM,
+            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, full_end, T,
+            offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, ZERO, k_desc, v_desc, n0, hk,
+            BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, False, True, ATOMIC_DQ, DQ_TMA, KV_SMEM, RELOAD,
+            FLAT,
         )  # fmt: skip
-    tl.store(
-        DK + k_ptrs,
-        (dk * sm_scale).to(DK.dtype.element_ty),
-        mask=col_ok[:, None] & (offs_d[None, :] < D),
-    )
-    tl.store(
-        DV_ + v_ptrs, dv.to(DV_.dtype.element_ty), mask=col_ok[:, None] & (offs_dv[None, :] < DV)
-    )
+    dk_desc.store([b, n0, hk, 0], (dk * sm_scale).to(dk_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_D))
+    dv_desc.store([b, n0, hk, 0], dv.to(dv_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_DV))
 
 
 @triton.jit
 def _bwd_dq_tiles(
-    dq, q, do, lse, delta, K_base, V_base, stride_kn, stride_vn, lo, hi, offs_m, offs_n, offs_d,
-    offs_dv, S, qk_scale, D: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL_MASK: tl.constexpr, BOUNDS: tl.constexpr, FULL_D: tl.constexpr, FULL_DV: tl.constexpr,
+    dq, q, do, lse, delta, k_desc, v_desc, b, hk, lo, hi, offs_m, offs_n, S, qk_scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL_MASK: tl.constexpr, BOUNDS: tl.constexpr, FLAT: tl.constexpr,
 ):  # fmt: skip
     for n0 in range(lo, hi, BLOCK_N):
-        cols = n0 + offs_n
-        # Keys past S load as zeros and so add nothing to dQ.
-        k = _load_tile(
-            K_base + cols[:, None] * stride_kn + offs_d[None, :], cols, S, offs_d, D, BOUNDS, FULL_D
-        )
-        v = _load_tile(
-            V_base + cols[:, None] * stride_vn + offs_dv[None, :], cols, S, offs_dv, DV, BOUNDS,
-            FULL_DV,
-        )  # fmt: skip
+        # Keys past S read as zeros and so add nothing to dQ.
+        k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, BOUNDS)
+        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, BOUNDS)
         p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
         if CAUSAL_MASK:
-            p = tl.where(cols[None, :] <= offs_m[:, None], p, 0.0)
+            p = tl.where((n0 + offs_n)[None, :] <= offs_m[:, None], p, 0.0)
         dp = tl.dot(do, tl.trans(v))
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq)
@@ -284,32 +275,23 @@ def _bwd_dq_tiles(
 
 @triton.jit
 def _bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, T, S, H, HKV, qk_scale, sm_scale, D: tl.constexpr,
-    DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    q_desc, k_desc, v_desc, do_desc, dq_desc, LSE, DELTA, T, S, H, HKV, qk_scale, sm_scale,
+    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, FLAT: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # heaviest causal rows first
     pid_bh = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
+    b = pid_bh // H
     h = pid_bh % H
     hk = h // (H // HKV)
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = offs_m < T
-    q_ptrs = b * T * H * D + h * D + offs_m[:, None] * (H * D) + offs_d[None, :]
-    q = tl.load(Q + q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-    do = tl.load(
-        DO + b * T * H * DV + h * DV + offs_m[:, None] * (H * DV) + offs_dv[None, :],
-        mask=row_ok[:, None] & (offs_dv[None, :] < DV),
-        other=0.0,
-    )
+    q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, False)
+    do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, FLAT, False)
     lse = tl.load(LSE + pid_bh.to(tl.int64) * T + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * T + offs_m, mask=row_ok, other=0.0)
-    K_base = K + b * S * HKV * D + hk * D
-    V_base = V + b * S * HKV * DV + hk * DV
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if CAUSAL:
         full_end = tl.minimum(m0, S) // BLOCK_N * BLOCK_N
@@ -318,58 +300,105 @@ def _bwd_dq_kernel(
         full_end = S // BLOCK_N * BLOCK_N
         end = S
     dq = _bwd_dq_tiles(
-        dq, q, do, lse, delta, K_base, V_base, HKV * D, HKV * DV, 0, full_end, offs_m, offs_n,
-        offs_d, offs_dv, S, qk_scale, D, DV, BLOCK_N, False, False, D == BLOCK_D, DV == BLOCK_DV,
+        dq, q, do, lse, delta, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
+        BLOCK_N, BLOCK_D, BLOCK_DV, False, False, FLAT,
     )  # fmt: skip
     dq = _bwd_dq_tiles(
-        dq, q, do, lse, delta, K_base, V_base, HKV * D, HKV * DV, full_end, end, offs_m, offs_n,
-        offs_d, offs_dv, S, qk_scale, D, DV, BLOCK_N, CAUSAL, True, D == BLOCK_D, DV == BLOCK_DV,
+        dq, q, do, lse, delta, k_desc, v_desc, b, hk, full_end, end, offs_m, offs_n, S,
+        qk_scale, BLOCK_N, BLOCK_D, BLOCK_DV, CAUSAL, True, FLAT,
     )  # fmt: skip
-    tl.store(
-        DQ + q_ptrs,
-        (dq * sm_scale).to(DQ.dtype.element_ty),
-        mask=row_ok[:, None] & (offs_d[None, :] < D),
-    )
+    dq_desc.store([b, m0, h, 0], (dq * sm_scale).to(dq_desc.dtype).reshape(1, BLOCK_M, 1, BLOCK_D))
+
+
+# Which block size (rows, columns) each tensor descriptor argument moves.
+_BLOCKS = {
+    "q_desc": ("BLOCK_M", "BLOCK_D"),
+    "do_desc": ("BLOCK_M", "BLOCK_DV"),
+    "o_desc": ("BLOCK_M", "BLOCK_DV"),
+    "dq_desc": ("BLOCK_M", "BLOCK_D"),
+    "k_desc": ("BLOCK_N", "BLOCK_D"),
+    "v_desc": ("BLOCK_N", "BLOCK_DV"),
+    "dk_desc": ("BLOCK_N", "BLOCK_D"),
+    "dv_desc": ("BLOCK_N", "BLOCK_DV"),
+}
+
+
+def _set_blocks(nargs):
+    """Give each descriptor the tile shape of the configuration about to run."""
+    for name, (rows, cols) in _BLOCKS.items():
+        d = nargs.get(name)
+        if d is not None:
+            if len(d.shape) == 2:
+                d.block_shape = [nargs[rows], nargs[cols]]
+            else:
+                d.block_shape = [1, nargs[rows], 1, nargs[cols]]
+
+
+def _desc(x: torch.Tensor, flat: bool = False) -> TensorDescriptor:
+    """A descriptor of ``[B, N, H, C]`` x: 4-d, or 2-d ``[B * N, H * C]`` (`_tile`'s FLAT).
+
+    The block shape is a placeholder until _set_blocks sees the configuration."""
+    if flat:
+        B, N, H, C = x.shape
+        return TensorDescriptor(x, [B * N, H * C], [H * C, 1], [16, 16])
+    return TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 16, 1, 16])
+
+
+def _flat(D: int, DV: int) -> bool:
+    # Head widths that are whole tiles (powers of two): a 2-d tile never reaches the next head.
+    return _pow2(D) == D and _pow2(DV) == DV
 
 
 def _configs(rows):
     return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, **extra}, num_warps=w, num_stages=s)
+        triton.Config(
+            {"BLOCK_M": m, "BLOCK_N": n, **extra}, num_warps=w, num_stages=s, pre_hook=_set_blocks
+        )
         for m, n, w, s, *rest in rows
         for extra in [rest[0] if rest else {}]
     ]
 
 
-# Small lists of (BLOCK_M, BLOCK_N, warps, stages[, constexprs]) measured on the H200 with
-# bench/ops_sweep.py; autotuning picks among them per shape.
-FWD_CONFIGS = [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3)]
-# KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
-# tensor cores read from shared memory; the (key, query) form keeps them in registers and
-# spilled at head width 128 (bench/ops_sweep.py, 2026-11-28), yet the autotuner still chose it
-# at T = 8k on the H200 (bench/RESULTS.md): both stay candidates.
-DKDV_CONFIGS = [
-    (64, 128, 8, 2, {"KV_SMEM": True}),
-    (64, 128, 8, 3, {"KV_SMEM": True}),
-    (32, 128, 8, 3, {"KV_SMEM": True}),
-    (64, 64, 4, 3, {"KV_SMEM": True}),
-    (128, 64, 8, 2, {"KV_SMEM": True}),
-    (32, 64, 4, 3, {"KV_SMEM": False}),
-    (64, 128, 8, 3, {"KV_SMEM": False}),
+# Small lists of (BLOCK_M, BLOCK_N, warps, stages[, constexprs]), the fastest of
+# bench/ops_sweep.py on the H200 (T = 8k, D = 128, bf16); autotuning picks among them per shape.
+# WS: Triton's warp specialisation of the key loop (compiles on Hopper with 8 warps).
+FWD_CONFIGS = [
+    (64, 64, 4, 3, {"WS": False}),
+    (128, 128, 8, 3, {"WS": True}),
+    (128, 128, 8, 3, {"WS": False}),
+    (128, 64, 8, 3, {"WS": False}),
 ]
-DQ_CONFIGS = [(128, 64, 8, 3), (128, 32, 8, 4), (64, 64, 4, 3)]
+# KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
+# tensor cores read from shared memory; the (key, query) form keeps them in registers unless
+# RELOAD reads them in the loop (then, with 2-d tiles, they stay in shared memory).
+_REG = {"KV_SMEM": False, "RELOAD": False}
+_RELOAD = {"KV_SMEM": False, "RELOAD": True}
+DKDV_CONFIGS = [
+    (32, 64, 4, 2, _REG),
+    (32, 64, 4, 3, _REG),
+    (32, 64, 4, 2, _RELOAD),
+    (32, 128, 8, 2, _RELOAD),
+    (64, 128, 8, 2, _RELOAD),
+]
+DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
-KEY = ["T", "S", "D", "DV", "CAUSAL"]
+KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
 # FlashAttention-2's own backward: the dK/dV programs also add their share of dQ into a
-# float32 buffer with atomics, saving the dQ pass's two recomputed products (not
-# bit-reproducible from run to run). Off: a separate dQ pass. Set from measurement.
+# float32 buffer (on the GPU with the copy engine's bulk reductions, `DQ_TMA`), saving the dQ
+# pass's two recomputed products (not bit-reproducible from run to run). Off: a separate dQ
+# pass. Set from measurement.
 ATOMIC_DQ = False
 # The backward layout used under the interpreter (on the GPU the autotuner chooses).
 INTERPRET_KV_SMEM = True
+INTERPRET_RELOAD = False
 
 
 def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None):
     fixed = dict(INTERPRET_CONFIG, **(interpret_extra or {}))
-    launch(kernel, _configs(configs), grid, args, meta, fixed, reset=reset, key=KEY)
+    launch(
+        kernel, _configs(configs), grid, args, meta, fixed, reset=reset, key=KEY,
+        pre_hook=_set_blocks,
+    )  # fmt: skip
 
 
 def _pow2(n: int) -> int:
@@ -381,13 +410,26 @@ def _forward(q, k, v, causal: bool, scale: float):
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
-    meta = dict(D=D, DV=DV, BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal)
+    flat = _flat(D, DV)
+    meta = dict(BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _fwd_kernel,
         FWD_CONFIGS,
         lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H),
-        (q, k, v, o, lse, T, S, H, HKV, scale * LOG2E),
+        (
+            _desc(q, flat),
+            _desc(k, flat),
+            _desc(v, flat),
+            _desc(o),
+            lse,
+            T,
+            S,
+            H,
+            HKV,
+            scale * LOG2E,
+        ),  # fmt: skip
         meta,
+        interpret_extra={"WS": False},
     )
     return o, lse
 
@@ -403,41 +445,46 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     )
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
-    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
-    meta = dict(D=D, DV=DV, BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal)
+    dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
+    flat = _flat(D, DV)
+    qd, kd, vd, dod = (_desc(x, flat) for x in (q, k, v, do))
+    meta = dict(BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _bwd_dkdv_kernel,
         DKDV_CONFIGS,
         lambda m: (triton.cdiv(S, m["BLOCK_N"]), B * HKV),
         (
-            q,
-            k,
-            v,
-            do,
+            qd,
+            kd,
+            vd,
+            dod,
+            _desc(dk),
+            _desc(dv),
+            None if dq32 is None else _desc(dq32),
+            dq32,
             lse,
             delta,
-            dk,
-            dv,
-            dk if dq is None else dq,
             T,
             S,
             H,
             HKV,
             scale * LOG2E,
             scale,
-        ),  # fmt: skip
-        dict(meta, ATOMIC_DQ=atomic_dq),
+            D,
+            0,  # ZERO
+        ),
+        dict(meta, ATOMIC_DQ=atomic_dq, DQ_TMA=atomic_dq and not interpreting()),
         reset=("DQ",) if atomic_dq else None,
-        interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM},
+        interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM, "RELOAD": INTERPRET_RELOAD},
     )
     if atomic_dq:
-        return dq.to(q.dtype), dk, dv
+        return dq32.to(q.dtype), dk, dv
     dq = torch.empty_like(q)
     _launch(
         _bwd_dq_kernel,
         DQ_CONFIGS,
         lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H),
-        (q, k, v, do, lse, delta, dq, T, S, H, HKV, scale * LOG2E, scale),
+        (qd, kd, vd, dod, _desc(dq), lse, delta, T, S, H, HKV, scale * LOG2E, scale),
         meta,
     )
     return dq, dk, dv
@@ -454,8 +501,14 @@ class SoftmaxAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _backward(q, k, v, o, lse, do.contiguous(), ctx.causal, ctx.scale)
+        dq, dk, dv = _backward(q, k, v, o, lse, _aligned(do), ctx.causal, ctx.scale)
         return dq, dk, dv, None, None
+
+
+def _aligned(x: torch.Tensor) -> torch.Tensor:
+    """Contiguous, with a 16-byte aligned start, as the tensor copy engine needs."""
+    x = x.contiguous()
+    return x if x.data_ptr() % 16 == 0 else x.clone()
 
 
 def _check_args(q, k, v, scale):
@@ -546,5 +599,14 @@ def softmax_attention(
     check(q.shape[-1] <= 128 and v.shape[-1] <= 128, "softmax_attention",
           "head widths D, Dv for the Triton kernels", "at most 128 (else backend='reference')",
           (q.shape[-1], v.shape[-1]))  # fmt: skip
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    return SoftmaxAttentionFunction.apply(q, k, v, bool(causal), scale)
+    # The copy engine moves rows of whole 16-byte units: odd head widths are padded with
+    # zeros (which change no score) and the extra output columns dropped.
+    D, DV = q.shape[-1], v.shape[-1]
+    unit = 16 // q.element_size()
+    pd, pdv = -D % unit, -DV % unit
+    if pd:
+        q, k = F.pad(q, (0, pd)), F.pad(k, (0, pd))
+    if pdv:
+        v = F.pad(v, (0, pdv))
+    o = SoftmaxAttentionFunction.apply(_aligned(q), _aligned(k), _aligned(v), bool(causal), scale)
+    return o[..., :DV] if pdv else o

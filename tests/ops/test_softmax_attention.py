@@ -24,6 +24,8 @@ CASES = [
     (1, 45, 45, 3, 1, 24, 24, True, torch.float32),
     (1, 33, 33, 1, 1, 128, 128, True, torch.float16),
     (2, 17, 40, 2, 2, 32, 16, True, torch.float32),
+    (1, 21, 21, 2, 1, 20, 12, True, torch.float16),  # widths padded to 16-byte rows
+    (2, 19, 37, 2, 1, 32, 32, False, torch.float16),
 ]
 
 
@@ -58,12 +60,15 @@ def test_scale_option(nan_alloc):
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("atomic_dq", [False, True])
-@pytest.mark.parametrize("kv_smem", [False, True])
-def test_backward_schedules(atomic_dq, kv_smem, monkeypatch, nan_alloc):
-    """Both tile layouts of the dK/dV pass, with dQ separate or added atomically."""
+@pytest.mark.parametrize("kv_smem, reload", [(False, False), (True, False), (False, True)])
+def test_backward_schedules(atomic_dq, kv_smem, reload, monkeypatch, nan_alloc):
+    """Both tile layouts of the dK/dV pass (k, v read once or every step), with dQ separate or
+    added atomically."""
     monkeypatch.setattr(fused, "ATOMIC_DQ", atomic_dq)
     monkeypatch.setattr(fused, "INTERPRET_KV_SMEM", kv_smem)
-    errs = run_case(1, 47, 47, 2, 1, 32, 32, True, torch.float16, seed=1)
+    monkeypatch.setattr(fused, "INTERPRET_RELOAD", reload)
+    # Two batches, ragged and non-causal: 2-d tiles that reach the next batch's rows.
+    errs = run_case(2, 47, 45, 2, 1, 32, 32, False, torch.float16, seed=1)
     assert max(errs) < TOL[torch.float16], errs
 
 
