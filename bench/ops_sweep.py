@@ -31,11 +31,7 @@ FWD = [
     (128, 64, 4, 3),
 ]
 DKDV_SMEM = [(128, 64, 8, 2), (64, 64, 4, 2)]
-# (config, RELOAD): k and v read once (kept in registers) or every step (shared memory).
-DKDV_REG = [((32, 64, 4, 2), False), ((32, 64, 4, 3), False), ((32, 128, 8, 2), False),
-            ((32, 64, 4, 2), True), ((32, 64, 4, 3), True), ((64, 64, 4, 2), True),
-            ((64, 128, 8, 2), True), ((32, 128, 8, 2), True), ((32, 128, 8, 3), True),
-            ((64, 64, 8, 2), True), ((16, 64, 4, 3), True)]  # fmt: skip
+DKDV_REG = [(32, 64, 4, 2), (32, 64, 4, 3), (32, 128, 8, 2), (64, 128, 8, 2), (16, 64, 4, 3)]
 DQ = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2), (128, 128, 8, 3),
       (64, 128, 4, 3)]  # fmt: skip
 LA_FWD = [
@@ -116,61 +112,65 @@ def sweep_attention(T, B=4, H=16, D=128):
     delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device="cuda", dtype=torch.float32)
-    d = fused._desc  # inputs 2-d (FLAT, D a power of two), outputs 4-d
-    meta = dict(BLOCK_D=D, BLOCK_DV=D, CAUSAL=True, FLAT=True)
     sc = (s * fused.LOG2E, s)
-    fwd = run(
-        "attn fwd",
-        lambda c: _go(
-            fused._fwd_kernel, (triton.cdiv(T, c[0]), B * H),
-            dict(q_desc=d(q, True), k_desc=d(k, True), v_desc=d(v, True), o_desc=d(o)),
-            (lse, T, T, H, H, sc[0]), meta, c, {"WS": c[4]["WS"] if len(c) > 4 else False},
-        ),
-        FWD,
-        4 * pairs * D,
-    )  # fmt: skip
+    best = {}
+    for flat in (True, False):  # inputs through 2-d or 4-d tiles (outputs always 4-d)
 
-    def dkdv(c, atomic, kv_smem):
-        c, reload = c if kv_smem is False else (c, False)
-        descs = dict(q_desc=d(q, True), k_desc=d(k, True), v_desc=d(v, True),
-                     do_desc=d(do, True), dk_desc=d(dk), dv_desc=d(dv),
-                     dq_desc=d(dq32))  # fmt: skip
-        extra = dict(ATOMIC_DQ=atomic, DQ_TMA=True, KV_SMEM=kv_smem, RELOAD=reload)
-        return _go(
-            fused._bwd_dkdv_kernel, (triton.cdiv(T, c[1]), B * H), descs,
-            (dq32, lse, delta, T, T, H, H, *sc, D, 0), meta, c, extra,
+        def d(x, inp=True, flat=flat):
+            return fused._desc(x, flat and inp)
+
+        meta = dict(BLOCK_D=D, BLOCK_DV=D, CAUSAL=True, FLAT=flat)
+        tag = "2d" if flat else "4d"
+        fwd = run(
+            f"fwd {tag}",
+            lambda c, d=d, meta=meta: _go(
+                fused._fwd_kernel, (triton.cdiv(T, c[0]), B * H),
+                dict(q_desc=d(q), k_desc=d(k), v_desc=d(v), o_desc=d(o, False)),
+                (lse, T, T, H, H, sc[0]), meta, c, {"WS": c[4]["WS"] if len(c) > 4 else False},
+            ),
+            FWD,
+            4 * pairs * D,
         )  # fmt: skip
 
-    best = {}
-    for atomic in (False, True) if ATOMIC else (False,):
-        for kv_smem, cfgs in ((True, DKDV_SMEM), (False, DKDV_REG)):
-            name = f"dkdv{'+dq' if atomic else ''}{' smem' if kv_smem else ' reg'}"
-            res = run(
-                name,
-                lambda c, a=atomic, m=kv_smem: dkdv(c, a, m),
-                cfgs,
-                (10 if atomic else 8) * pairs * D,
-            )
-            best[(atomic, kv_smem)] = res[0][0] if res else float("nan")
-    res = run(
-        "attn dq",
-        lambda c: _go(
-            fused._bwd_dq_kernel, (triton.cdiv(T, c[0]), B * H),
-            dict(q_desc=d(q, True), k_desc=d(k, True), v_desc=d(v, True), do_desc=d(do, True),
-                 dq_desc=d(dq)),
-            (lse, delta, T, T, H, H, *sc), meta, c,
-        ),
-        DQ,
-        6 * pairs * D,
-    )  # fmt: skip
-    cast = do_bench(lambda: dq32.to(torch.bfloat16), return_mode="median")
-    split = min(best[(False, True)], best[(False, False)]) + res[0][0]
-    atom = min(best.get((True, True), 9e9), best.get((True, False), 9e9)) + cast
-    f0 = fwd[0][0] if fwd else float("nan")
+        def dkdv(c, atomic, kv_smem, d=d, meta=meta):
+            descs = dict(q_desc=d(q), k_desc=d(k), v_desc=d(v), do_desc=d(do),
+                         dk_desc=d(dk, False), dv_desc=d(dv, False),
+                         dq_desc=d(dq32, False))  # fmt: skip
+            extra = dict(ATOMIC_DQ=atomic, DQ_TMA=True, KV_SMEM=kv_smem)
+            return _go(
+                fused._bwd_dkdv_kernel, (triton.cdiv(T, c[1]), B * H), descs,
+                (dq32, lse, delta, T, T, H, H, *sc, D), meta, c, extra,
+            )  # fmt: skip
+
+        for atomic in (False, True) if ATOMIC else (False,):
+            for kv_smem, cfgs in ((True, DKDV_SMEM), (False, DKDV_REG)):
+                name = f"dkdv{'+dq' if atomic else ''} {'smem' if kv_smem else 'reg'} {tag}"
+                res = run(
+                    name,
+                    lambda c, a=atomic, m=kv_smem: dkdv(c, a, m),
+                    cfgs,
+                    (10 if atomic else 8) * pairs * D,
+                )
+                best[(flat, atomic, kv_smem)] = res[0][0] if res else float("nan")
+        dqs = run(
+            f"dq {tag}",
+            lambda c, d=d, meta=meta: _go(
+                fused._bwd_dq_kernel, (triton.cdiv(T, c[0]), B * H),
+                dict(q_desc=d(q), k_desc=d(k), v_desc=d(v), do_desc=d(do), dq_desc=d(dq, False)),
+                (lse, delta, T, T, H, H, *sc), meta, c,
+            ),
+            DQ,
+            6 * pairs * D,
+        )  # fmt: skip
+        best[(flat, "fwd")] = fwd[0][0] if fwd else float("nan")
+        best[(flat, "dq")] = dqs[0][0] if dqs else float("nan")
+    f0 = min(best[(f, "fwd")] for f in (True, False))
+    dkdv_best = min(best[(f, False, m)] for f in (True, False) for m in (True, False))
+    dq_best = min(best[(f, "dq")] for f in (True, False))
+    est = f0 + dkdv_best + dq_best
     print(
-        f"  best fwd {f0:.3f}; split bwd {split:.3f} ms; atomic bwd {atom:.3f} ms (incl. cast "
-        f"{cast:.3f}); est fwd+bwd {f0 + min(split, atom):.3f} vs sdpa {sb:.3f}: "
-        f"{sb / (f0 + min(split, atom)):.3f}x"
+        f"  best fwd {f0:.3f}, dK/dV {dkdv_best:.3f}, dQ {dq_best:.3f} ms; kernels "
+        f"{est:.3f} ms (+ delta) vs sdpa fwd+bwd {sb:.3f}: {sb / est:.3f}x"
     )
 
 

@@ -129,24 +129,14 @@ def _bwd_delta_kernel(
 
 @triton.jit
 def _bwd_dkdv_tiles(
-    dk, dv, k_keep, v_keep, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, hi,
-    offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, ZERO, k_desc, v_desc, n0, hk,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    CAUSAL_MASK: tl.constexpr, BOUNDS: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-    DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, RELOAD: tl.constexpr, FLAT: tl.constexpr,
+    dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, hi,
+    offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL_MASK: tl.constexpr,
+    BOUNDS: tl.constexpr, ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr,
+    FLAT: tl.constexpr,
 ):  # fmt: skip
     for m0 in range(lo, hi, BLOCK_M):
         rows = m0 + offs_m
-        if RELOAD:
-            # Read k and v again each step (from L2): loaded once, the compiler keeps them in
-            # registers as the left operands, which with dK and dV spills; loaded here they
-            # stay in shared memory, where the tensor cores read them. `m0 * ZERO` (ZERO = 0 at
-            # run time) stops the compiler hoisting the loads out of the loop.
-            k = _tile(k_desc, b, n0 + m0 * ZERO, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
-            v = _tile(v_desc, b, n0 + m0 * ZERO, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
-        else:
-            k = k_keep
-            v = v_keep
         q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, BOUNDS)
         do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, FLAT, BOUNDS)
         if BOUNDS:
@@ -195,12 +185,12 @@ def _bwd_dkdv_tiles(
     return dk, dv
 
 
-@triton.jit(do_not_specialize=["ZERO"])
+@triton.jit
 def _bwd_dkdv_kernel(
     q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, DQ, LSE, DELTA, T, S, H, HKV,
-    qk_scale, sm_scale, D, ZERO, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    CAUSAL: tl.constexpr, ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr,
-    RELOAD: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    qk_scale, sm_scale, D, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, FLAT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -211,12 +201,8 @@ def _bwd_dkdv_kernel(
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    if RELOAD:
-        k = 0.0  # both read in the loop
-        v = 0.0
-    else:
-        k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
-        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
+    k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
+    v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     # Query blocks in [lo, mid) cross the diagonal; [mid, full_end) are whole and unmasked;
@@ -234,21 +220,18 @@ def _bwd_dkdv_kernel(
         DELTA_base = DELTA + (b * H + h).to(tl.int64) * T
         dk, dv = _bwd_dkdv_tiles(
             dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, mid,
-            offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, ZERO, k_desc, v_desc, n0, hk,
-            BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, CAUSAL, True, ATOMIC_DQ, DQ_TMA, KV_SMEM, RELOAD,
-            FLAT,
+            offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M, BLOCK_D, BLOCK_DV,
+            CAUSAL, True, ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_tiles(
             dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, mid,
-            full_end, offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, ZERO, k_desc, v_desc,
-            n0, hk, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, False, False, ATOMIC_DQ, DQ_TMA, KV_SMEM,
-            RELOAD, FLAT,
+            full_end, offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale,
+            BLOCK_M, BLOCK_D, BLOCK_DV, False, False, ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_tiles(
             dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, full_end, T,
-            offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, ZERO, k_desc, v_desc, n0, hk,
-            BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DV, False, True, ATOMIC_DQ, DQ_TMA, KV_SMEM, RELOAD,
-            FLAT,
+            offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M, BLOCK_D, BLOCK_DV,
+            False, True, ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT,
         )  # fmt: skip
     dk_desc.store([b, n0, hk, 0], (dk * sm_scale).to(dk_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_D))
     dv_desc.store([b, n0, hk, 0], dv.to(dv_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_DV))
@@ -344,9 +327,16 @@ def _desc(x: torch.Tensor, flat: bool = False) -> TensorDescriptor:
     return TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 16, 1, 16])
 
 
-def _flat(D: int, DV: int) -> bool:
+# Which kernels read 2-d tiles where the head widths allow (`_tile`'s FLAT), from the H200 sweep
+# of 2026-11-28 (T = 8k, D = 128, bf16, best configuration of each): forward 2.12 ms 2-d
+# against 2.19 ms 4-d; dQ 2.67 ms against 2.20 ms and dK/dV 4.41 ms against 4.06 ms, where
+# 4-d wins.
+FLAT_FORWARD, FLAT_BACKWARD = True, False
+
+
+def _flat(D: int, DV: int, wanted: bool) -> bool:
     # Head widths that are whole tiles (powers of two): a 2-d tile never reaches the next head.
-    return _pow2(D) == D and _pow2(DV) == DV
+    return wanted and _pow2(D) == D and _pow2(DV) == DV
 
 
 def _configs(rows):
@@ -369,17 +359,10 @@ FWD_CONFIGS = [
     (128, 64, 8, 3, {"WS": False}),
 ]
 # KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
-# tensor cores read from shared memory; the (key, query) form keeps them in registers unless
-# RELOAD reads them in the loop (then, with 2-d tiles, they stay in shared memory).
-_REG = {"KV_SMEM": False, "RELOAD": False}
-_RELOAD = {"KV_SMEM": False, "RELOAD": True}
-DKDV_CONFIGS = [
-    (32, 64, 4, 2, _REG),
-    (32, 64, 4, 3, _REG),
-    (32, 64, 4, 2, _RELOAD),
-    (32, 128, 8, 2, _RELOAD),
-    (64, 128, 8, 2, _RELOAD),
-]
+# tensor cores read from shared memory; the (key, query) form keeps them in registers. Both
+# spill at D = 128 (bench/RESULTS.md); the (key, query) form is the faster.
+_REG = {"KV_SMEM": False}
+DKDV_CONFIGS = [(32, 64, 4, 2, _REG), (32, 64, 4, 3, _REG), (32, 128, 8, 2, _REG)]
 DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
@@ -390,7 +373,6 @@ KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
 ATOMIC_DQ = False
 # The backward layout used under the interpreter (on the GPU the autotuner chooses).
 INTERPRET_KV_SMEM = True
-INTERPRET_RELOAD = False
 
 
 def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None):
@@ -410,7 +392,7 @@ def _forward(q, k, v, causal: bool, scale: float):
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
-    flat = _flat(D, DV)
+    flat = _flat(D, DV, FLAT_FORWARD)
     meta = dict(BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _fwd_kernel,
@@ -446,7 +428,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
-    flat = _flat(D, DV)
+    flat = _flat(D, DV, FLAT_BACKWARD)
     qd, kd, vd, dod = (_desc(x, flat) for x in (q, k, v, do))
     meta = dict(BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
@@ -471,11 +453,10 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
             scale * LOG2E,
             scale,
             D,
-            0,  # ZERO
         ),
         dict(meta, ATOMIC_DQ=atomic_dq, DQ_TMA=atomic_dq and not interpreting()),
         reset=("DQ",) if atomic_dq else None,
-        interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM, "RELOAD": INTERPRET_RELOAD},
+        interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM},
     )
     if atomic_dq:
         return dq32.to(q.dtype), dk, dv

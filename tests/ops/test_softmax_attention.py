@@ -60,13 +60,15 @@ def test_scale_option(nan_alloc):
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("atomic_dq", [False, True])
-@pytest.mark.parametrize("kv_smem, reload", [(False, False), (True, False), (False, True)])
-def test_backward_schedules(atomic_dq, kv_smem, reload, monkeypatch, nan_alloc):
-    """Both tile layouts of the dK/dV pass (k, v read once or every step), with dQ separate or
-    added atomically."""
+@pytest.mark.parametrize("kv_smem", [False, True])
+@pytest.mark.parametrize("flat", [False, True])
+def test_backward_schedules(atomic_dq, kv_smem, flat, monkeypatch, nan_alloc):
+    """Both score layouts of the dK/dV pass, with dQ separate or added atomically, through
+    2-d or 4-d tiles (forward and backward)."""
     monkeypatch.setattr(fused, "ATOMIC_DQ", atomic_dq)
     monkeypatch.setattr(fused, "INTERPRET_KV_SMEM", kv_smem)
-    monkeypatch.setattr(fused, "INTERPRET_RELOAD", reload)
+    monkeypatch.setattr(fused, "FLAT_FORWARD", flat)
+    monkeypatch.setattr(fused, "FLAT_BACKWARD", flat)
     # Two batches, ragged and non-causal: 2-d tiles that reach the next batch's rows.
     errs = run_case(2, 47, 45, 2, 1, 32, 32, False, torch.float16, seed=1)
     assert max(errs) < TOL[torch.float16], errs
