@@ -94,6 +94,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtypes", default="bfloat16,float16,float32")
+    ap.add_argument("--ops", default="softmax,linear", help="families to check")
     args = ap.parse_args()
     dev = args.device
     small = dev == "cpu"  # the interpreter is slow: smaller shapes
@@ -168,6 +169,7 @@ def main():
                     ),
                 )
             )
+        cases = [c for c in cases if c[0].split()[0] in args.ops.split(",")]
         for label, fn, a in cases:
             err, worst = fn(*a)
             ok = err <= BOUND[dtype]

@@ -79,7 +79,7 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     sig = (kernel, reset, tuple(_sig(a) for a in args), tuple(sorted(meta.items())))
     cfg = _best.get(sig)
     if cfg is None:
-        tkey = (kernel, reset)
+        tkey = (kernel, reset, tuple(str(c) for c in configs))  # one tuner per config list
         if tkey not in _tuners:
             _tuners[tkey] = triton.autotune(configs, key=list(key), reset_to_zero=reset)(kernel)
         tuner = _tuners[tkey]
@@ -95,5 +95,5 @@ def tuned_configs() -> dict:
     """{kernel name (+ '_reset' for zero-reset variants): winning config} for reports."""
     return {
         f"{k.fn.__name__}{'_reset' if r else ''}": str(getattr(t, "best_config", None))
-        for (k, r), t in _tuners.items()
+        for (k, r, _), t in _tuners.items()
     }
