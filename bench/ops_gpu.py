@@ -219,7 +219,7 @@ def main():
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 references stay float32
     B, H, K, dtype = args.B, args.H, args.K, torch.bfloat16
-    commit = (
+    commit = args.commit or (  # the copy on the GPU machine may carry another .git
         subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
