@@ -334,9 +334,10 @@ def _desc(x: torch.Tensor, flat: bool = False) -> TensorDescriptor:
 FLAT_FORWARD, FLAT_BACKWARD = True, False
 
 
-def _flat(D: int, DV: int, wanted: bool) -> bool:
-    # Head widths that are whole tiles (powers of two): a 2-d tile never reaches the next head.
-    return wanted and _pow2(D) == D and _pow2(DV) == DV
+def _flat(wanted: bool, *xs: torch.Tensor) -> bool:
+    # Contiguous, with head widths that are whole tiles (powers of two): then the 2-d view
+    # exists and a 2-d tile never reaches the next head.
+    return wanted and all(_pow2(x.shape[-1]) == x.shape[-1] and x.is_contiguous() for x in xs)
 
 
 def _configs(rows):
@@ -392,7 +393,7 @@ def _forward(q, k, v, causal: bool, scale: float):
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
-    flat = _flat(D, DV, FLAT_FORWARD)
+    flat = _flat(FLAT_FORWARD, q, k, v)
     meta = dict(BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _fwd_kernel,
@@ -428,7 +429,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
-    flat = _flat(D, DV, FLAT_BACKWARD)
+    flat = _flat(FLAT_BACKWARD, q, k, v, do)
     qd, kd, vd, dod = (_desc(x, flat) for x in (q, k, v, do))
     meta = dict(BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
@@ -490,6 +491,16 @@ def _aligned(x: torch.Tensor) -> torch.Tensor:
     """Contiguous, with a 16-byte aligned start, as the tensor copy engine needs."""
     x = x.contiguous()
     return x if x.data_ptr() % 16 == 0 else x.clone()
+
+
+def _tma_ready(x: torch.Tensor) -> torch.Tensor:
+    """x itself when the copy engine can read it in place (unit stride along the head width,
+    16-byte aligned start and strides), else an aligned contiguous copy. So a permuted view
+    such as ``[B, H, T, D].transpose(1, 2)`` is read where it lies, with no relayout copy."""
+    unit = 16 // x.element_size()
+    if x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and all(s % unit == 0 for s in x.stride()[:-1]):
+        return x
+    return _aligned(x)
 
 
 def _check_args(q, k, v, scale):
@@ -589,5 +600,6 @@ def softmax_attention(
         q, k = F.pad(q, (0, pd)), F.pad(k, (0, pd))
     if pdv:
         v = F.pad(v, (0, pdv))
-    o = SoftmaxAttentionFunction.apply(_aligned(q), _aligned(k), _aligned(v), bool(causal), scale)
+    q, k, v = _tma_ready(q), _tma_ready(k), _tma_ready(v)
+    o = SoftmaxAttentionFunction.apply(q, k, v, bool(causal), scale)
     return o[..., :DV] if pdv else o
