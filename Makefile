@@ -30,6 +30,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: lint
+	@scripts/system-deps.sh --browser
 	$(PY) -m pytest
 
 lab: setup

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Installs the system programs ncd needs and pip cannot provide: Graphviz's `dot`, and the
 # fonts the drawings are set in (Times → Liberation Serif; glyphs in DejaVu Sans), whose
-# metrics decide the layout.
+# metrics decide the layout. With --browser (make test) also Chromium, in which the suite drives
+# the JupyterLab widget (tests/widgets/test_browser.py).
 # As root on Debian/Ubuntu it installs them; otherwise it names the command to run and fails.
 set -euo pipefail
 missing=()
 command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+if [ "${1:-}" = --browser ]; then
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
+    missing+=(chromium)
+fi
 if command -v fc-list >/dev/null 2>&1; then
   fc-list | grep -qi "DejaVu Sans" || missing+=(fonts-dejavu-core)
   fc-list | grep -qi "Liberation Serif" || missing+=(fonts-liberation2)
