@@ -185,7 +185,7 @@ def sweep(T, what, B=4, H=16, D=128):
         torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
     )
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    lmeta = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, VARLEN=False)
+    lmeta = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, VARLEN=False, PRECISE=False)
     lo = torch.empty_like(v)
     run(
         "lin fwd",
@@ -200,6 +200,7 @@ def sweep(T, what, B=4, H=16, D=128):
             q,
             T,
             H,
+            *chunk._strides(q, v),
             s,
             BLOCK_K=D,
             STORE_ST=False,
@@ -228,6 +229,7 @@ def sweep(T, what, B=4, H=16, D=128):
             q,
             T,
             H,
+            *chunk._strides(q, v),
             s,
             **lmeta,
             USE_DST=False,

@@ -49,8 +49,22 @@ def _dot_lhs32(a, b, acc, PRECISE: tl.constexpr):
 
 
 @triton.jit
+def _starts(bos, i_n, SQB, SQT, SVB, SVT, VARLEN: tl.constexpr):
+    """Offsets of sequence i_n's first token in the q/k/dq/dk layout (strides SQ*) and in the
+    v/o/do/dv layout (SV*): packed sequences start at token `bos` along T, else at batch i_n."""
+    if VARLEN:
+        qk0 = bos * SQT
+        v0 = bos * SVT
+    else:
+        qk0 = i_n.to(tl.int64) * SQB
+        v0 = i_n.to(tl.int64) * SVB
+    return qk0, v0
+
+
+@triton.jit
 def _fwd_kernel(
-    Q, K, V, O, S0, ST, LOG2_DECAY, CU, T, H, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr,
+    Q, K, V, O, S0, ST, LOG2_DECAY, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr,
     BLOCK_K: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr,
     VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
 ):  # fmt: skip
@@ -70,10 +84,11 @@ def _fwd_kernel(
     offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    q_base = Q + bos * H * K_DIM + i_h * K_DIM
-    k_base = K + bos * H * K_DIM + i_h * K_DIM
-    v_base = V + bos * H * V_DIM + i_h * V_DIM
-    o_base = O + bos * H * V_DIM + i_h * V_DIM
+    qk0, v0 = _starts(bos, i_n, SQB, SQT, SVB, SVT, VARLEN)
+    q_base = Q + qk0 + i_h * SQH
+    k_base = K + qk0 + i_h * SQH
+    v_base = V + v0 + i_h * SVH
+    o_base = O + v0 + i_h * SVH
     s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
     if USE_S0:
@@ -90,17 +105,17 @@ def _fwd_kernel(
         rows = t0 + offs_t
         r_ok = rows < L
         q = tl.load(
-            q_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
+            q_base + rows[:, None] * SQT + offs_k[None, :],
             mask=r_ok[:, None] & k_ok[None, :],
             other=0.0,
         )
         k = tl.load(
-            k_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
+            k_base + rows[:, None] * SQT + offs_k[None, :],
             mask=r_ok[:, None] & k_ok[None, :],
             other=0.0,
         )
         v = tl.load(
-            v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :],
+            v_base + rows[:, None] * SVT + offs_v[None, :],
             mask=r_ok[:, None] & v_ok[None, :],
             other=0.0,
         )
@@ -114,7 +129,7 @@ def _fwd_kernel(
             o = qs * scale
         o = _dot_lhs32(a, v, o, PRECISE)
         tl.store(
-            o_base + rows[:, None] * (H * V_DIM) + offs_v[None, :],
+            o_base + rows[:, None] * SVT + offs_v[None, :],
             o.to(O.dtype.element_ty),
             mask=r_ok[:, None] & v_ok[None, :],
         )
@@ -131,7 +146,8 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_dq(
-    K, V, DO, DQ, S0, bos, L, i_nh, i_h, i_k, H, scale, b, K_DIM: tl.constexpr, V_DIM: tl.constexpr,
+    K, V, DO, DQ, S0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_k, scale, b,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr,
     HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_KB: tl.constexpr, BLOCK_VF: tl.constexpr,
 ):  # fmt: skip
@@ -141,8 +157,8 @@ def _bwd_dq(
     offs_v = tl.arange(0, BLOCK_VF)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    kq_base = bos * H * K_DIM + i_h * K_DIM
-    v_base = bos * H * V_DIM + i_h * V_DIM
+    kq_base = qk0 + i_h * SQH
+    v_base = v0 + i_h * SVH
     if USE_S0:
         S = tl.load(
             S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :],
@@ -161,15 +177,9 @@ def _bwd_dq(
         r_ok = rows < L
         kmask = r_ok[:, None] & k_ok[None, :]
         vmask = r_ok[:, None] & v_ok[None, :]
-        k = tl.load(
-            K + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :], mask=kmask, other=0.0
-        )
-        v = tl.load(
-            V + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
-        )
-        do = tl.load(
-            DO + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
-        )
+        k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        v = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+        do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         da = tl.dot(do, tl.trans(v)) * scale
         dss = _dot_rhs32(do, tl.trans(S), PRECISE)  # (BT, BKB)
         if HAS_DECAY:
@@ -180,7 +190,7 @@ def _bwd_dq(
             dq = dss * scale
         dq = _dot_lhs32(da, k, dq, PRECISE)
         tl.store(
-            DQ + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
+            DQ + kq_base + rows[:, None] * SQT + offs_k[None, :],
             dq.to(DQ.dtype.element_ty),
             mask=kmask,
         )
@@ -195,7 +205,8 @@ def _bwd_dq(
 
 @triton.jit
 def _bwd_dkdv(
-    Q, K, V, DO, DX, DST, DS0, bos, L, i_nh, i_h, i_blk, H, scale, b, K_DIM: tl.constexpr,
+    Q, K, V, DO, DX, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_blk, scale, b,
+    K_DIM: tl.constexpr,
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
     BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr,
@@ -216,8 +227,8 @@ def _bwd_dkdv(
         offs_v = i_blk * BLOCK_VS + tl.arange(0, BLOCK_VS)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    kq_base = bos * H * K_DIM + i_h * K_DIM
-    v_base = bos * H * V_DIM + i_h * V_DIM
+    kq_base = qk0 + i_h * SQH
+    v_base = v0 + i_h * SVH
     s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
     if USE_DST:
@@ -237,23 +248,15 @@ def _bwd_dkdv(
         r_ok = rows < L
         kmask = r_ok[:, None] & k_ok[None, :]
         vmask = r_ok[:, None] & v_ok[None, :]
-        q = tl.load(
-            Q + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :], mask=kmask, other=0.0
-        )
-        do = tl.load(
-            DO + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
-        )
+        q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         if FOR_DK:
-            x = tl.load(
-                V + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :], mask=vmask, other=0.0
-            )
+            x = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
             at = tl.dot(x, tl.trans(do)) * scale  # (j, i) = v_j . do_i
             dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE)  # (BT, BKS)
             rhs = q
         else:
-            x = tl.load(
-                K + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :], mask=kmask, other=0.0
-            )
+            x = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
             at = tl.dot(x, tl.trans(q)) * scale  # (j, i) = k_j . q_i
             dx_inter = _dot_rhs32(x, G, PRECISE)  # (BT, BVS)
             rhs = do
@@ -271,13 +274,13 @@ def _bwd_dkdv(
         dx = tl.dot(at.to(rhs.dtype), rhs, dx)
         if FOR_DK:
             tl.store(
-                DX + kq_base + rows[:, None] * (H * K_DIM) + offs_k[None, :],
+                DX + kq_base + rows[:, None] * SQT + offs_k[None, :],
                 dx.to(DX.dtype.element_ty),
                 mask=kmask,
             )
         else:
             tl.store(
-                DX + v_base + rows[:, None] * (H * V_DIM) + offs_v[None, :],
+                DX + v_base + rows[:, None] * SVT + offs_v[None, :],
                 dx.to(DX.dtype.element_ty),
                 mask=vmask,
             )
@@ -288,7 +291,8 @@ def _bwd_dkdv(
 
 @triton.jit
 def _bwd_kernel(
-    Q, K, V, DO, DQ, DK, DV, S0, DST, DS0, LOG2_DECAY, CU, T, H, scale, K_DIM: tl.constexpr,
+    Q, K, V, DO, DQ, DK, DV, S0, DST, DS0, LOG2_DECAY, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
+    scale, K_DIM: tl.constexpr,
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, USE_DST: tl.constexpr,
     STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr,
     BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
@@ -304,6 +308,7 @@ def _bwd_kernel(
         bos = i_n.to(tl.int64) * T
         eos = bos + T
     L = (eos - bos).to(tl.int32)
+    qk0, v0 = _starts(bos, i_n, SQB, SQT, SVB, SVT, VARLEN)
     if HAS_DECAY:
         b = tl.load(LOG2_DECAY + i_h)
     else:
@@ -311,18 +316,20 @@ def _bwd_kernel(
     nk = tl.cdiv(K_DIM, BLOCK_KS)
     if pid < nk:
         _bwd_dq(
-            K, V, DO, DQ, S0, bos, L, i_nh, i_h, pid, H, scale, b, K_DIM, V_DIM, HAS_DECAY, USE_S0,
-            PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VF,
+            K, V, DO, DQ, S0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid, scale, b, K_DIM,
+            V_DIM, HAS_DECAY, USE_S0, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VF,
         )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
-            Q, K, V, DO, DK, DST, DS0, bos, L, i_nh, i_h, pid - nk, H, scale, b, K_DIM, V_DIM,
+            Q, K, V, DO, DK, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid - nk, scale,
+            b, K_DIM, V_DIM,
             HAS_DECAY, USE_DST, STORE_DS0, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF,
             True,
         )  # fmt: skip
     else:
         _bwd_dkdv(
-            Q, K, V, DO, DV, DST, DS0, bos, L, i_nh, i_h, pid - 2 * nk, H, scale, b, K_DIM, V_DIM,
+            Q, K, V, DO, DV, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid - 2 * nk,
+            scale, b, K_DIM, V_DIM,
             HAS_DECAY, USE_DST, False, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF,
             False,
         )  # fmt: skip
@@ -366,18 +373,28 @@ def _layout(q, cu_seqlens):
     return cu_seqlens.numel() - 1, 0, cu_seqlens
 
 
+def _strides(q, v):
+    """(batch, token, head) strides of the q/k layout, then of the v/o layout."""
+    return (*q.stride()[:3], *v.stride()[:3])
+
+
+def _like(x, dtype=None):
+    """An empty tensor with x's shape and strides (its layout), optionally another dtype."""
+    return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
+
+
 def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, out_dtype=None, precise=False):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
-    o = torch.empty(v.shape, device=v.device, dtype=out_dtype or v.dtype)
+    o = _like(v, out_dtype)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
     dummy = o
     _launch(
         _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (triton.cdiv(V, m["BLOCK_V"]), N * H), q,
         k, v, o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
-        dummy if log2_decay is None else log2_decay, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
-        BLOCK_K=_pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
+        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *_strides(q, v), scale,
+        K_DIM=K, V_DIM=V, BLOCK_K=_pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
         STORE_ST=want_state, VARLEN=cu_seqlens is not None, PRECISE=precise,
     )  # fmt: skip
     return o, s_t
@@ -389,9 +406,9 @@ def _backward(
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
-    dq, dk, dv = (
-        torch.empty(x.shape, device=x.device, dtype=grad_dtype or x.dtype) for x in (q, k, v)
-    )
+    dq, dk, dv = (_like(x, grad_dtype) for x in (q, k, v))
+    if do.stride() != v.stride():  # the kernels read do in v's layout
+        do = _like(v, do.dtype).copy_(do)
     ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
     dummy = dq
 
@@ -401,10 +418,10 @@ def _backward(
     _launch(
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, do, dq, dk, dv,
         dummy if s0 is None else s0, dummy if d_st is None else d_st, dummy if ds0 is None else ds0,
-        dummy if log2_decay is None else log2_decay, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
-        HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None, USE_DST=d_st is not None,
-        STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None, PRECISE=precise, BLOCK_KF=_pow2(K),
-        BLOCK_VF=_pow2(V),
+        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *_strides(q, v), scale,
+        K_DIM=K, V_DIM=V, HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
+        USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
+        PRECISE=precise, BLOCK_KF=_pow2(K), BLOCK_VF=_pow2(V),
     )  # fmt: skip
     return dq, dk, dv, ds0
 
@@ -424,7 +441,7 @@ class LinearAttentionFunction(torch.autograd.Function):
     def backward(ctx, do, d_st):
         q, k, v, log2_decay, s0, cu_seqlens = ctx.saved_tensors
         dq, dk, dv, ds0 = _backward(
-            q, k, v, do.contiguous(), log2_decay, ctx.scale, s0,
+            q, k, v, do, log2_decay, ctx.scale, s0,
             None if d_st is None else d_st.contiguous(), ctx.want_ds0, cu_seqlens,
         )  # fmt: skip
         return dq, dk, dv, None, None, ds0, None, None
@@ -486,6 +503,22 @@ class NormalizedLinearAttentionFunction(torch.autograd.Function):
 
 
 OP = "linear_attention"
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Unit stride along the features and a permutation of a contiguous tensor (such as
+    ``[B, H, T, K].transpose(1, 2)``): the kernels read it through its strides."""
+    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    return x.stride(-1) == 1 and x.permute(order).is_contiguous()
+
+
+def _readable(q, k, v):
+    """q, k, v as the kernels take them: in place where they can (q and k in one layout), else
+    contiguous copies. Compiled circuits pass permuted views; reading them in place spares the
+    relayout copies that the backward would otherwise keep."""
+    if not (_dense(q) and q.stride() == k.stride()):
+        q, k = q.contiguous(), k.contiguous()
+    return q, k, (v if _dense(v) else v.contiguous())
 
 
 def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
@@ -655,7 +688,7 @@ def linear_attention(
         )  # fmt: skip
     check(q.shape[-1] <= 128 and v.shape[-1] <= 128, OP, "head widths K, V for the Triton kernels",
           "at most 128 (else backend='reference')", (q.shape[-1], v.shape[-1]))  # fmt: skip
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    q, k, v = _readable(q, k, v)
     log2_decay = None if decay is None else decay.float().log2().contiguous()
     s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
     s0 = None if s0 is None else s0.float().contiguous()

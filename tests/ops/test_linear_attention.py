@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ncd.ops import linear_attention, linear_attention_step
-from ncd.ops.linear_attention import linear_attention_reference
+from ncd.ops.linear_attention import chunk, linear_attention_reference
 
 
 def rel_rms(x, ref):
@@ -17,12 +17,17 @@ def rel_rms(x, ref):
 TOL = {torch.float32: 1e-4, torch.float16: 3e-3}
 
 
-def make(B, T, H, K, V, dtype, seed, positive=False):
+def make(B, T, H, K, V, dtype, seed, positive=False, permuted=False):
+    """q, k, v; permuted: ``[B, H, T, .]`` leaves seen through transpose(1, 2), as compiled
+    circuits pass them."""
     g = torch.Generator().manual_seed(seed)
     q, k = (torch.randn(B, T, H, K, generator=g) for _ in range(2))
     if positive:  # a positive feature map keeps the normaliser away from zero
         q, k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
     v = torch.randn(B, T, H, V, generator=g)
+    if permuted:
+        return [x.transpose(1, 2).contiguous().to(dtype).requires_grad_().transpose(1, 2)
+                for x in (q, k, v)], g  # fmt: skip
     return [x.to(dtype).requires_grad_() for x in (q, k, v)], g
 
 
@@ -40,8 +45,30 @@ CASES = [
 @pytest.mark.interpret
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_matches_reference(case, nan_alloc):
+    run_case(case)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[5]], ids=str)
+def test_permuted_inputs_are_read_in_place(case, monkeypatch, nan_alloc):
+    """``[B, H, T, .]`` tensors seen through transpose(1, 2) reach the kernels as they are (no
+    relayout copy), and outputs and gradients still match the reference."""
+    seen = []
+    forward = chunk._forward
+
+    def spy(q, k, v, *a, **kw):
+        seen.append(q.is_contiguous() or k.is_contiguous())
+        return forward(q, k, v, *a, **kw)
+
+    monkeypatch.setattr(chunk, "_forward", spy)
+    grads, inputs = run_case(case, permuted=True)
+    assert seen and not any(seen)
+    assert all(gr.stride() == x.stride() for gr, x in zip(grads[:3], inputs[:3]))
+
+
+def run_case(case, permuted=False):
     B, T, H, K, V, dtype, use_decay, use_s0, want_state, normalize, cu = case
-    (q, k, v), g = make(B, T, H, K, V, dtype, seed=T, positive=normalize)
+    (q, k, v), g = make(B, T, H, K, V, dtype, seed=T, positive=normalize, permuted=permuted)
     cu = None if cu is None else torch.tensor(cu)
     N = B if cu is None else len(cu) - 1
     decay = (0.8 + 0.2 * torch.rand(H, generator=g)) if use_decay else None
@@ -73,6 +100,7 @@ def test_matches_reference(case, nan_alloc):
     errs = [rel_rms(a, b) for a, b in zip(outs, refs)]
     errs += [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
     assert max(errs) < TOL[dtype], errs
+    return grads, inputs
 
 
 def test_cpu_dispatch_runs_reference():
