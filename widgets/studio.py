@@ -221,8 +221,11 @@ class Studio(w.VBox):
             keep = dd.value
             dd.options = [_NONE, *refs]
             dd.value = keep if keep in refs else (refs[-1] if refs else _NONE)
-        self.output_source.options = refs
-        self.box_select.options = [b.name for b in c.boxes]
+        # A choice the user made survives the refresh after an edit, while it still exists.
+        for dd, names in ((self.output_source, refs), (self.box_select, [b.name for b in c.boxes])):
+            keep = dd.value
+            dd.options = names
+            dd.value = keep if keep in names else None
         self.undo_button.disabled = self._at <= 0
         self.redo_button.disabled = self._at >= len(self._history) - 1
         problems = []

@@ -350,3 +350,19 @@ def test_undo_history_is_bounded(monkeypatch):
     for _ in range(5):
         studio.undo_button.click()
     assert studio.circuit.sizes["B"] == 3  # the three latest circuits are kept
+
+
+def test_box_choice_survives_an_edit():
+    """Choosing a box, then making an unrelated edit, leaves that box chosen."""
+    studio = Studio("transformer_block")
+    studio.box_select.value = "q_proj"
+    studio.sizes.value = "B=4"  # a refresh that is not an edit of the box list
+    studio.palette.value = "unary"
+    studio.box_name.value = "extra_act"
+    studio.form.fields["fn"][1].value = "gelu"
+    studio.port_widgets["x"].value = studio.circuit.outputs[0].source
+    studio.add_box_button.click()
+    assert "extra_act" in [b.name for b in studio.circuit.boxes]
+    assert studio.box_select.value == "q_proj"
+    studio.delete_box_button.click()  # the kept choice is the one acted on
+    assert "q_proj" in studio.messages.value
