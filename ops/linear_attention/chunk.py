@@ -85,10 +85,10 @@ def _fwd_kernel(
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
     qk0, v0 = _starts(bos, i_n, SQB, SQT, SVB, SVT, VARLEN)
-    q_base = Q + qk0 + i_h * SQH
-    k_base = K + qk0 + i_h * SQH
-    v_base = V + v0 + i_h * SVH
-    o_base = O + v0 + i_h * SVH
+    q_base = Q + qk0 + i_h.to(tl.int64) * SQH
+    k_base = K + qk0 + i_h.to(tl.int64) * SQH
+    v_base = V + v0 + i_h.to(tl.int64) * SVH
+    o_base = O + v0 + i_h.to(tl.int64) * SVH
     s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
     if USE_S0:
@@ -157,8 +157,8 @@ def _bwd_dq(
     offs_v = tl.arange(0, BLOCK_VF)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    kq_base = qk0 + i_h * SQH
-    v_base = v0 + i_h * SVH
+    kq_base = qk0 + i_h.to(tl.int64) * SQH
+    v_base = v0 + i_h.to(tl.int64) * SVH
     if USE_S0:
         S = tl.load(
             S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :],
@@ -227,8 +227,8 @@ def _bwd_dkdv(
         offs_v = i_blk * BLOCK_VS + tl.arange(0, BLOCK_VS)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    kq_base = qk0 + i_h * SQH
-    v_base = v0 + i_h * SVH
+    kq_base = qk0 + i_h.to(tl.int64) * SQH
+    v_base = v0 + i_h.to(tl.int64) * SVH
     s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
     if USE_DST:
