@@ -1,0 +1,51 @@
+#!/bin/bash
+# Every GPU figure of bench/RESULTS.md in two calls on the lent GPU machine, each step
+# time-limited so that a call ends inside the device tool's 10 minutes:
+#   bash bench/gpu_all.sh ops COMMIT       # ops_gpu.py (all T) and ops_gpu_check.py (all dtypes)
+#   bash bench/gpu_all.sh compiler COMMIT  # compiler_gpu.py, cost_gpu.py, host_overhead.py
+#   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
+# Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
+# is imported through a shim package made of this checkout. Logs and results go to $OUT.
+set -o pipefail
+PART=${1:?ops, compiler or imports}
+COMMIT=${2:-unknown}
+PY=${PY:-python3}
+OUT=${OUT:-/tmp/gpu_all}
+REPO=$PWD
+mkdir -p "$OUT"
+wheels=(.whl/*.whl .whl-ncd/*.whl)
+if [ -z "${NO_WHEELS:-}" ] && [ -e "${wheels[0]}" ]; then  # NO_WHEELS=1: use what PY has
+  $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
+    "${wheels[@]}" || exit 1
+fi
+rm -rf /tmp/shim && mkdir -p /tmp/shim/ncd
+for e in "$REPO"/ncd/*; do ln -s "$e" /tmp/shim/ncd/; done
+for d in circuits compiler ops widgets gallery; do ln -s "$REPO/$d" "/tmp/shim/ncd/$d"; done
+export PYTHONPATH=/tmp/shim:/tmp/site PYTHONUNBUFFERED=1
+cd /tmp || exit 1  # the checkout's own ncd/ folder would shadow the shim
+
+step() {  # step NAME SECONDS COMMAND...: run, keep its log, say how it ended
+  local name=$1 secs=$2
+  shift 2
+  echo "== $name (limit ${secs}s)"
+  timeout "$secs" "$@" >"$OUT/$name.log" 2>&1
+  echo "== $name rc=$?"
+  tail -n 12 "$OUT/$name.log"
+}
+
+$PY -c "import ncd, ncd.compiler, ncd.ops; print('ncd from', ncd.__file__)" || exit 1
+case $PART in
+  imports) ;;
+  ops)
+    nvidia-smi --query-gpu=name,clocks.sm,memory.used --format=csv,noheader
+    step ops_gpu 330 $PY "$REPO/bench/ops_gpu.py" --out "$OUT/ops_gpu.json" \
+      --details "$OUT/ops_details.json" --commit "$COMMIT"
+    step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py"
+    ;;
+  compiler)
+    step compiler_gpu 200 $PY "$REPO/bench/compiler_gpu.py" --out "$OUT"
+    step cost_gpu 250 $PY "$REPO/bench/cost_gpu.py" --out "$OUT"
+    step host 60 $PY "$REPO/bench/host_overhead.py"
+    ;;
+  *) echo "unknown part: $PART" >&2; exit 2 ;;
+esac
