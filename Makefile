@@ -33,8 +33,9 @@ test: lint
 	@scripts/system-deps.sh --browser
 	$(PY) -m pytest
 
+# Jupyter refuses to start as root unless told to (containers and CI machines run as root).
 lab: setup
-	$(VENV)/bin/jupyter lab
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis
