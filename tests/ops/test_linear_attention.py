@@ -66,6 +66,21 @@ def test_permuted_inputs_are_read_in_place(case, monkeypatch, nan_alloc):
     assert all(gr.stride() == x.stride() for gr, x in zip(grads[:3], inputs[:3]))
 
 
+@pytest.mark.interpret
+def test_q_and_k_in_different_layouts(nan_alloc):
+    """q permuted, k contiguous: the kernels take one layout for both, so both are copied."""
+    (q, k, v), g = make(2, 33, 2, 16, 16, torch.float32, seed=5)
+    qp = q.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    o, _ = linear_attention(qp, k, v, scale=0.5, backend="triton")
+    do = torch.randn(o.shape, generator=g)
+    grads = torch.autograd.grad(o, (qp, k, v), do)
+    ref_in = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    o_ref, _ = linear_attention_reference(*ref_in, scale=0.5)
+    ref_grads = torch.autograd.grad(o_ref, ref_in, do.double())
+    errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    assert max(errs) < TOL[torch.float32], errs
+
+
 def run_case(case, permuted=False):
     B, T, H, K, V, dtype, use_decay, use_s0, want_state, normalize, cu = case
     (q, k, v), g = make(B, T, H, K, V, dtype, seed=T, positive=normalize, permuted=permuted)
