@@ -494,11 +494,22 @@ def _aligned(x: torch.Tensor) -> torch.Tensor:
 
 
 def _tma_ready(x: torch.Tensor) -> torch.Tensor:
-    """x itself when the copy engine can read it in place (unit stride along the head width,
-    16-byte aligned start and strides), else an aligned contiguous copy. So a permuted view
-    such as ``[B, H, T, D].transpose(1, 2)`` is read where it lies, with no relayout copy."""
+    """x itself when the copy engine can read it in place, else an aligned contiguous copy.
+
+    In place: unit stride along the head width, 16-byte aligned start and strides, and the
+    strides in `[B, T, H, D]` order each spanning the dimensions inside it (row-major with
+    padding, such as q cut from a wider tensor). Permuted views (``[B, H, T, D]`` seen through
+    a transpose) are copied: the CUDA documentation describes tensor maps with each stride
+    spanning the dimension inside it, and reading them in place has not been tried on a GPU.
+    """
     unit = 16 // x.element_size()
-    if x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and all(s % unit == 0 for s in x.stride()[:-1]):
+    st, n = x.stride(), x.shape
+    if (
+        st[-1] == 1
+        and x.data_ptr() % 16 == 0
+        and all(s % unit == 0 for s in st[:-1])
+        and all(st[i] >= st[i + 1] * n[i + 1] for i in range(x.dim() - 1))
+    ):
         return x
     return _aligned(x)
 
