@@ -44,6 +44,32 @@ def check(cond: bool, op: str, what: str, expected: str, found) -> None:
         raise ValueError(f"{op}: {what}: expected {expected}, found {found}")
 
 
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_qkv(op: str, q, k, v, layout: str) -> None:
+    """The checks every attention-like op makes first: q, k, v are 4-d tensors (`layout`, such
+    as "[B, T, H, D]") of one floating dtype on one device."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check(isinstance(x, torch.Tensor), op, name, "a torch.Tensor", type(x).__name__)
+        check(x.dim() == 4, op, f"{name}.shape", f"4 dims {layout}", tuple(x.shape))
+        check(x.dtype in FLOATS, op, f"{name}.dtype", "float16, bfloat16 or float32", x.dtype)
+    check(
+        k.dtype == q.dtype and v.dtype == q.dtype,
+        op,
+        "dtypes",
+        f"q, k, v all {q.dtype}",
+        (q.dtype, k.dtype, v.dtype),
+    )
+    check(
+        k.device == q.device and v.device == q.device,
+        op,
+        "devices",
+        f"all on {q.device}",
+        (q.device, k.device, v.device),
+    )
+
+
 _tuners: dict = {}
 _best: dict = {}
 

@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from .._backend import check, interpreting, launch, use_triton
+from .._backend import check, check_qkv, interpreting, launch, use_triton
 from .reference import softmax_attention_reference
 
 LOG2E = 1.4426950408889634
@@ -43,6 +43,19 @@ def _tile(desc, b, r0, h, N, R: tl.constexpr, C: tl.constexpr, FLAT: tl.constexp
     else:
         x = desc.load([b, r0, h, 0]).reshape(R, C)
     return x
+
+
+@triton.jit
+def _key_range(m0, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+    """Key blocks of query rows [m0, m0 + BLOCK_M): those left of `full_end` need no mask;
+    [full_end, end) holds the diagonal and the ragged tail."""
+    if CAUSAL:
+        full_end = tl.minimum(m0, S) // BLOCK_N * BLOCK_N
+        end = tl.minimum(m0 + BLOCK_M, S)
+    else:
+        full_end = S // BLOCK_N * BLOCK_N
+        end = S
+    return full_end, end
 
 
 @triton.jit
@@ -90,13 +103,7 @@ def _fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
-    # Blocks left of `full_end` need no mask; [full_end, end) holds the diagonal and the tail.
-    if CAUSAL:
-        full_end = tl.minimum(m0, S) // BLOCK_N * BLOCK_N
-        end = tl.minimum(m0 + BLOCK_M, S)
-    else:
-        full_end = S // BLOCK_N * BLOCK_N
-        end = S
+    full_end, end = _key_range(m0, S, BLOCK_M, BLOCK_N, CAUSAL)
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
         BLOCK_N, BLOCK_D, BLOCK_DV, False, CAUSAL, WS, FLAT,
@@ -276,12 +283,7 @@ def _bwd_dq_kernel(
     lse = tl.load(LSE + pid_bh.to(tl.int64) * T + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * T + offs_m, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    if CAUSAL:
-        full_end = tl.minimum(m0, S) // BLOCK_N * BLOCK_N
-        end = tl.minimum(m0 + BLOCK_M, S)
-    else:
-        full_end = S // BLOCK_N * BLOCK_N
-        end = S
+    full_end, end = _key_range(m0, S, BLOCK_M, BLOCK_N, CAUSAL)
     dq = _bwd_dq_tiles(
         dq, q, do, lse, delta, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
         BLOCK_N, BLOCK_D, BLOCK_DV, False, False, FLAT,
@@ -516,30 +518,7 @@ def _tma_ready(x: torch.Tensor) -> torch.Tensor:
 
 def _check_args(q, k, v, scale):
     op = "softmax_attention"
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check(isinstance(x, torch.Tensor), op, name, "a torch.Tensor", type(x).__name__)
-        check(x.dim() == 4, op, f"{name}.shape", "4 dims [B, T, H, D]", tuple(x.shape))
-        check(
-            x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-            op,
-            f"{name}.dtype",
-            "float16, bfloat16 or float32",
-            x.dtype,
-        )
-    check(
-        k.dtype == q.dtype and v.dtype == q.dtype,
-        op,
-        "dtypes",
-        f"q, k, v all {q.dtype}",
-        (q.dtype, k.dtype, v.dtype),
-    )
-    check(
-        k.device == q.device and v.device == q.device,
-        op,
-        "devices",
-        f"all on {q.device}",
-        (q.device, k.device, v.device),
-    )
+    check_qkv(op, q, k, v, "[B, T, H, D]")
     B, T, H, D = q.shape
     check(
         k.shape[0] == B and v.shape[0] == B,

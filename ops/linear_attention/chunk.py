@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import check, launch, use_triton
+from .._backend import check, check_qkv, launch, use_triton
 from .reference import EPS, linear_attention_reference
 
 
@@ -49,16 +49,20 @@ def _dot_lhs32(a, b, acc, PRECISE: tl.constexpr):
 
 
 @triton.jit
-def _starts(bos, i_n, SQB, SQT, SVB, SVT, VARLEN: tl.constexpr):
-    """Offsets of sequence i_n's first token in the q/k/dq/dk layout (strides SQ*) and in the
-    v/o/do/dv layout (SV*): packed sequences start at token `bos` along T, else at batch i_n."""
+def _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN: tl.constexpr):
+    """Sequence i_n: its length L, and the offsets of its first token in the q/k/dq/dk layout
+    (strides SQ*) and in the v/o/do/dv layout (SV*). Packed sequences lie along T between
+    offsets in CU; otherwise sequence i_n is batch row i_n."""
     if VARLEN:
+        bos = tl.load(CU + i_n).to(tl.int64)
+        L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
         qk0 = bos * SQT
         v0 = bos * SVT
     else:
+        L = T
         qk0 = i_n.to(tl.int64) * SQB
         v0 = i_n.to(tl.int64) * SVB
-    return qk0, v0
+    return L, qk0, v0
 
 
 @triton.jit
@@ -72,19 +76,12 @@ def _fwd_kernel(
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
-    if VARLEN:
-        bos = tl.load(CU + i_n).to(tl.int64)
-        eos = tl.load(CU + i_n + 1).to(tl.int64)
-    else:
-        bos = i_n.to(tl.int64) * T
-        eos = bos + T
-    L = (eos - bos).to(tl.int32)
+    L, qk0, v0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
     offs_t = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
     offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    qk0, v0 = _starts(bos, i_n, SQB, SQT, SVB, SVT, VARLEN)
     q_base = Q + qk0 + i_h.to(tl.int64) * SQH
     k_base = K + qk0 + i_h.to(tl.int64) * SQH
     v_base = V + v0 + i_h.to(tl.int64) * SVH
@@ -301,14 +298,7 @@ def _bwd_kernel(
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
-    if VARLEN:
-        bos = tl.load(CU + i_n).to(tl.int64)
-        eos = tl.load(CU + i_n + 1).to(tl.int64)
-    else:
-        bos = i_n.to(tl.int64) * T
-        eos = bos + T
-    L = (eos - bos).to(tl.int32)
-    qk0, v0 = _starts(bos, i_n, SQB, SQT, SVB, SVT, VARLEN)
+    L, qk0, v0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
     if HAS_DECAY:
         b = tl.load(LOG2_DECAY + i_h)
     else:
@@ -522,30 +512,7 @@ def _readable(q, k, v):
 
 
 def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check(isinstance(x, torch.Tensor), OP, name, "a torch.Tensor", type(x).__name__)
-        check(x.dim() == 4, OP, f"{name}.shape", "4 dims [B, T, H, K]", tuple(x.shape))
-    check(
-        q.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-        OP,
-        "q.dtype",
-        "float16, bfloat16 or float32",
-        q.dtype,
-    )
-    check(
-        k.dtype == q.dtype and v.dtype == q.dtype,
-        OP,
-        "dtypes",
-        f"q, k, v all {q.dtype}",
-        (q.dtype, k.dtype, v.dtype),
-    )
-    check(
-        k.device == q.device and v.device == q.device,
-        OP,
-        "devices",
-        f"all on {q.device}",
-        (q.device, k.device, v.device),
-    )
+    check_qkv(OP, q, k, v, "[B, T, H, K]")
     check(k.shape == q.shape, OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
     check(
         v.shape[:3] == q.shape[:3],
