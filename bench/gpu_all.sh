@@ -3,11 +3,12 @@
 # time-limited so that a call ends inside the device tool's 10 minutes:
 #   bash bench/gpu_all.sh ops COMMIT       # ops_gpu.py (all T) and ops_gpu_check.py (all dtypes)
 #   bash bench/gpu_all.sh compiler COMMIT  # compiler_gpu.py, cost_gpu.py, host_overhead.py
+#   bash bench/gpu_all.sh diag COMMIT      # ops_gpu_check.py, host_overhead.py, ops_sweep.py 8k
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
 set -o pipefail
-PART=${1:?ops, compiler or imports}
+PART=${1:?ops, diag, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -41,6 +42,11 @@ case $PART in
     step ops_gpu 330 $PY "$REPO/bench/ops_gpu.py" --out "$OUT/ops_gpu.json" \
       --details "$OUT/ops_details.json" --commit "$COMMIT"
     step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py"
+    ;;
+  diag)  # correctness of every dtype, host cost, kernel sweep at 8k
+    step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py"
+    step host 100 $PY "$REPO/bench/host_overhead.py"
+    step sweep 240 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what attn
     ;;
   compiler)
     step compiler_gpu 200 $PY "$REPO/bench/compiler_gpu.py" --out "$OUT"

@@ -1,77 +1,173 @@
 """Host-side cost of one forward + backward of each op (a diagnosis aid, not a test).
 
 Small shapes, where the GPU finishes first: the time to issue N steps without waiting is the
-host's cost per step, set beside the GPU time of the same step (CUDA events) and the hottest
-Python functions (cProfile).
+host's cost per step. Set side by side in one run: our ops with Triton's JIT launch path and
+with direct launches of the compiled kernels (`ncd.ops._backend.FAST_LAUNCH`), our ops with
+kernel launches replaced by nothing (our Python and autograd alone), an empty
+autograd.Function (the engine's own cost), an empty Triton kernel launched both ways, SDPA
+and fla (when installed); then the hottest host operations of one op (torch.profiler).
 
     python bench/host_overhead.py
 """
 
-import cProfile
-import pstats
+import contextlib
 import time
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
-from ncd.ops import linear_attention, softmax_attention
+from ncd.ops import _backend, linear_attention, softmax_attention
+from ncd.ops.attention import fused
+from ncd.ops.linear_attention import chunk
 
 
-def per_step(step, n):
+def per_step(step, n=200):
+    for _ in range(3):
+        step()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(n):
         step()
     host = (time.perf_counter() - t0) / n
     torch.cuda.synchronize()
-    wall = (time.perf_counter() - t0) / n
-    return host, wall
+    return host * 1e6
 
 
-def main(B=4, T=1024, H=16, K=128, n=100):
+@contextlib.contextmanager
+def no_launches():
+    """Kernel launches do nothing: what is left is our Python, allocations and autograd."""
+    saved = chunk.launch, fused.launch, fused._bwd_delta_kernel
+    chunk.launch = fused.launch = lambda *a, **k: None
+
+    class _Skip:
+        def __getitem__(self, grid):
+            return lambda *a, **k: None
+
+    fused._bwd_delta_kernel = _Skip()
+    try:
+        yield
+    finally:
+        chunk.launch, fused.launch, fused._bwd_delta_kernel = saved
+
+
+@contextlib.contextmanager
+def fast_launch(on: bool):
+    saved = _backend.FAST_LAUNCH
+    _backend.FAST_LAUNCH = on
+    try:
+        yield
+    finally:
+        _backend.FAST_LAUNCH = saved
+
+
+class Empty(torch.autograd.Function):
+    """As many allocations as linear attention, no kernels."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        ctx.save_for_backward(q, k, v)
+        return torch.empty_like(v), None
+
+    @staticmethod
+    def backward(ctx, do, ds):
+        q, k, v = ctx.saved_tensors
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+@triton.jit
+def _nop(a, b, c, d, e, f, g, h, i, j, T, H, s0, s1, s2, s3, s4, s5, scale, X: tl.constexpr):
+    pass
+
+
+def triton_launch_costs(x):
+    args = (x,) * 10 + (1024, 16, 32768, 128, 2048, 32768, 128, 2048, 0.5)
+    ck = _nop[(1,)](*args, X=1)
+    jit = per_step(lambda: _nop[(4, 64)](*args, X=1), 1000)
+    direct = per_step(lambda: ck[(4, 64, 1)](*args, 1), 1000)
+    print(f"empty Triton kernel, 20 arguments: JIT path {jit:.1f} us, compiled {direct:.1f} us")
+
+
+def main(B=4, T=1024, H=16, K=128):
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v, do = (
         torch.randn(B, T, H, K, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
     )
     q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
     xs = [x.requires_grad_() for x in (q, k, v)]
-    ops = {
-        "linear": lambda: linear_attention(*xs, scale=K**-0.5)[0],
-        "softmax": lambda: softmax_attention(*xs, causal=True),
-    }
-    for name, fn in ops.items():
+    triton_launch_costs(q)
 
-        def fwd(fn=fn):
-            with torch.no_grad():
-                fn()
-
-        def step(fn=fn):
+    def fwd_bwd(fn):
+        def step():
             fn().backward(do)
             for x in xs:
                 x.grad = None
 
-        for f in (fwd, step):
-            f()
-        for label, f in (("forward (no grad)", fwd), ("forward + backward", step)):
-            host, wall = per_step(f, n)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            f()
-            end.record()
-            torch.cuda.synchronize()
-            print(
-                f"{name:8s} {label:20s} host issue {host * 1e6:7.1f} us/step, wall "
-                f"{wall * 1e6:7.1f} us/step, one step's events "
-                f"{start.elapsed_time(end) * 1e3:7.1f} us"
-            )
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(n):
-            step()
-        prof.disable()
+        return step
+
+    def fwd_only(fn):
+        def step():
+            with torch.no_grad():
+                fn()
+
+        return step
+
+    ops = {
+        "linear": lambda: linear_attention(*xs, scale=K**-0.5)[0],
+        "softmax": lambda: softmax_attention(*xs, causal=True),
+        "empty Function": lambda: Empty.apply(*xs)[0],
+        "sdpa": lambda: F.scaled_dot_product_attention(
+            *(x.transpose(1, 2) for x in xs), is_causal=True
+        ).transpose(1, 2),
+    }
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+
+        ops["fla linear"] = lambda: chunk_linear_attn(*xs, scale=K**-0.5, normalize=False)[0]
+    except ImportError:
+        pass
+    for name in ("linear", "softmax"):  # the direct launches compute what the JIT path does
+        outs = {}
+        for on in (False, True):
+            with fast_launch(on):
+                for _ in range(3):  # autotune, compile, then (when on) the direct launch
+                    o = ops[name]()
+                    grads = torch.autograd.grad(o, xs, do)
+            outs[on] = [o, *grads]
+        same = all(torch.equal(a, b) for a, b in zip(outs[False], outs[True]))
+        print(f"{name}: direct launches give bitwise the JIT path's output and gradients: {same}")
+    print(f"host issue time per step, us (B={B}, T={T}, H={H}, K={K}, bf16)")
+    print(f"{'op':16s} {'mode':28s} {'forward':>9s} {'fwd+bwd':>9s}")
+    for name, fn in ops.items():
+        modes = {"": contextlib.nullcontext}
+        if name in ("linear", "softmax"):
+            modes = {
+                "JIT launches": lambda: fast_launch(False),
+                "direct launches": lambda: fast_launch(True),
+                "no launches": no_launches,
+            }
+        for mode, ctx in modes.items():
+            with ctx():
+                f, b = per_step(fwd_only(fn)), per_step(fwd_bwd(fn))
+            print(f"{name:16s} {mode:28s} {f:9.1f} {b:9.1f}")
+    torch.autograd.set_multithreading_enabled(False)
+    for name in ("linear", "empty Function"):
+        b = per_step(fwd_bwd(ops[name]))
+        print(f"{name:16s} {'one-thread autograd':28s} {'':9s} {b:9.1f}")
+    torch.autograd.set_multithreading_enabled(True)
+
+    from torch.profiler import ProfilerActivity, profile
+
+    for name in ("linear", "softmax"):
+        step = fwd_bwd(ops[name])
+        step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(20):
+                step()
         torch.cuda.synchronize()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+        print(f"\n{name}: host operations of 20 steps (torch.profiler, self CPU time)")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ FWD = [
     (128, 128, 8, 3),
     (128, 128, 8, 3, {"WS": True}),
     (128, 64, 4, 3),
+    (64, 64, 4, 3, {"AHEAD": True}),
+    (64, 64, 4, 2, {"AHEAD": True}),
+    (128, 64, 8, 3, {"AHEAD": True}),
+    (128, 128, 8, 3, {"AHEAD": True}),
+    (128, 128, 8, 2, {"AHEAD": True}),
 ]
 DKDV_SMEM = [(128, 64, 8, 2), (64, 64, 4, 2)]
 DKDV_REG = [(32, 64, 4, 2), (32, 64, 4, 3), (32, 128, 8, 2), (64, 128, 8, 2), (16, 64, 4, 3)]
@@ -126,7 +131,8 @@ def sweep_attention(T, B=4, H=16, D=128):
             lambda c, d=d, meta=meta: _go(
                 fused._fwd_kernel, (triton.cdiv(T, c[0]), B * H),
                 dict(q_desc=d(q), k_desc=d(k), v_desc=d(v), o_desc=d(o, False)),
-                (lse, T, T, H, H, sc[0]), meta, c, {"WS": c[4]["WS"] if len(c) > 4 else False},
+                (lse, T, T, H, H, sc[0]), meta, c,
+                {"WS": False, "AHEAD": False, **(c[4:] or [{}])[0]},
             ),
             FWD,
             4 * pairs * D,

@@ -6,6 +6,8 @@ before `ncd.ops` is first imported, because Triton decides at decoration time wh
 kernel is compiled or interpreted.
 """
 
+import os
+
 import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
@@ -72,6 +74,26 @@ def check_qkv(op: str, q, k, v, layout: str) -> None:
 
 _tuners: dict = {}
 _best: dict = {}
+# Direct launches: Triton's JIT path binds and specialises every argument on every call
+# (tens of microseconds a launch, host time the GPU waits for at short lengths). Once a
+# kernel has been compiled for a configuration, later calls whose arguments specialise the
+# same way (`_spec`) launch the compiled kernel itself. NCD_FAST_LAUNCH=0 turns this off.
+FAST_LAUNCH = os.environ.get("NCD_FAST_LAUNCH", "1") != "0"
+_fast: dict = {}
+
+
+def _spec(a):
+    """What a compiled kernel depends on in argument `a`, conservatively: Triton specialises
+    pointers on 16-byte alignment and integers on their value (1, multiples of 16); this key
+    takes integers exactly, and descriptors' shapes, strides and block shapes whole."""
+    if isinstance(a, torch.Tensor):
+        return (a.dtype, a.data_ptr() % 16 == 0)
+    if isinstance(a, TensorDescriptor):
+        b = a.base
+        return (b.dtype, b.data_ptr() % 16 == 0, *a.shape, *a.strides, *a.block_shape)
+    if isinstance(a, float):
+        return float
+    return a
 
 
 def _sig(a):
@@ -114,7 +136,16 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         return
     kw = dict(cfg.kwargs)
     hook(kw)
-    kernel[grid(kw)](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    g = grid(kw)
+    ckey = (sig, tuple(_spec(a) for a in args)) if FAST_LAUNCH else None
+    ck = _fast.get(ckey)
+    if ck is not None:
+        given = {**meta, **kw}
+        ck[(*g, 1, 1)[:3]](*args, *(given[n] for n in kernel.arg_names[len(args) :]))
+        return
+    ck = kernel[g](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if ckey is not None and hasattr(ck, "packed_metadata"):
+        _fast[ckey] = ck
 
 
 def tuned_configs() -> dict:

@@ -85,10 +85,40 @@ def _fwd_tiles(
 
 
 @triton.jit
+def _fwd_tiles_ahead(
+    acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, S, qk_scale, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FLAT: tl.constexpr,
+):  # fmt: skip
+    """`_fwd_tiles` for unmasked blocks with the scores of block j + 1 asked for before the
+    softmax of block j (FlashAttention-3's intra-warpgroup overlap): the tensor cores work on
+    the next product while the same warps exponentiate. Needs hi > lo."""
+    k = _tile(k_desc, b, lo, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
+    qk = tl.dot(q, tl.trans(k))
+    for n0 in range(lo, hi - BLOCK_N, BLOCK_N):
+        k = _tile(k_desc, b, n0 + BLOCK_N, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
+        qk_next = tl.dot(q, tl.trans(k))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        m_i = m_new
+        qk = qk_next
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+    p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = _tile(v_desc, b, hi - BLOCK_N, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _fwd_kernel(
     q_desc, k_desc, v_desc, o_desc, LSE, T, S, H, HKV, qk_scale, BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    WS: tl.constexpr, FLAT: tl.constexpr,
+    WS: tl.constexpr, FLAT: tl.constexpr, AHEAD: tl.constexpr,
 ):  # fmt: skip
     # Causal rows near the end do the most work: start them first so the last wave is light.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -104,10 +134,17 @@ def _fwd_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     full_end, end = _key_range(m0, S, BLOCK_M, BLOCK_N, CAUSAL)
-    acc, l_i, m_i = _fwd_tiles(
-        acc, l_i, m_i, q, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
-        BLOCK_N, BLOCK_D, BLOCK_DV, False, CAUSAL, WS, FLAT,
-    )  # fmt: skip
+    if AHEAD:
+        if full_end > 0:
+            acc, l_i, m_i = _fwd_tiles_ahead(
+                acc, l_i, m_i, q, k_desc, v_desc, b, hk, 0, full_end, S, qk_scale, BLOCK_N,
+                BLOCK_D, BLOCK_DV, FLAT,
+            )  # fmt: skip
+    else:
+        acc, l_i, m_i = _fwd_tiles(
+            acc, l_i, m_i, q, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
+            BLOCK_N, BLOCK_D, BLOCK_DV, False, CAUSAL, WS, FLAT,
+        )  # fmt: skip
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_desc, v_desc, b, hk, full_end, end, offs_m, offs_n, S, qk_scale,
         BLOCK_N, BLOCK_D, BLOCK_DV, True, CAUSAL, False, FLAT,
@@ -356,10 +393,10 @@ def _configs(rows):
 # bench/ops_sweep.py on the H200 (T = 8k, D = 128, bf16); autotuning picks among them per shape.
 # WS: Triton's warp specialisation of the key loop (compiles on Hopper with 8 warps).
 FWD_CONFIGS = [
-    (64, 64, 4, 3, {"WS": False}),
-    (128, 128, 8, 3, {"WS": True}),
-    (128, 128, 8, 3, {"WS": False}),
-    (128, 64, 8, 3, {"WS": False}),
+    (64, 64, 4, 3, {"WS": False, "AHEAD": False}),
+    (128, 128, 8, 3, {"WS": True, "AHEAD": False}),
+    (128, 128, 8, 3, {"WS": False, "AHEAD": False}),
+    (128, 64, 8, 3, {"WS": False, "AHEAD": False}),
 ]
 # KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
 # tensor cores read from shared memory; the (key, query) form keeps them in registers. Both
@@ -374,6 +411,8 @@ KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
 # pass's two recomputed products (not bit-reproducible from run to run). Off: a separate dQ
 # pass. Set from measurement.
 ATOMIC_DQ = False
+# The forward loop form used under the interpreter (tests set both).
+INTERPRET_AHEAD = False
 # The backward layout used under the interpreter (on the GPU the autotuner chooses).
 INTERPRET_KV_SMEM = True
 
@@ -414,7 +453,7 @@ def _forward(q, k, v, causal: bool, scale: float):
             scale * LOG2E,
         ),  # fmt: skip
         meta,
-        interpret_extra={"WS": False},
+        interpret_extra={"WS": False, "AHEAD": INTERPRET_AHEAD},
     )
     return o, lse
 

@@ -75,6 +75,17 @@ def test_backward_schedules(atomic_dq, kv_smem, flat, monkeypatch, nan_alloc):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("causal", [True, False])
+def test_forward_look_ahead(causal, monkeypatch, nan_alloc):
+    """The forward loop that asks for the next block's scores before this block's softmax
+    (`_fwd_tiles_ahead`): long enough for several unmasked key blocks per query block, and
+    query blocks with none (the first ones, causal)."""
+    monkeypatch.setattr(fused, "INTERPRET_AHEAD", True)
+    errs = run_case(1, 83, 83, 2, 1, 32, 32, causal, torch.float32, seed=5)
+    assert max(errs) < TOL[torch.float32], errs
+
+
+@pytest.mark.interpret
 def test_what_is_read_in_place(monkeypatch, nan_alloc):
     """A q cut from a wider tensor (padded rows) reaches the kernels as it is; permuted
     ``[B, H, T, D]`` views are copied (see `_tma_ready`). Values right either way, gradients in
