@@ -39,6 +39,7 @@ case $PART in
   imports) ;;
   ops)
     nvidia-smi --query-gpu=name,clocks.sm,memory.used --format=csv,noheader
+    [ -n "${HOST:-}" ] && step host 90 $PY "$REPO/bench/host_overhead.py"  # HOST=1: first
     step ops_gpu 330 $PY "$REPO/bench/ops_gpu.py" --out "$OUT/ops_gpu.json" \
       --details "$OUT/ops_details.json" --commit "$COMMIT"
     step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py"

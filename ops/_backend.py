@@ -127,7 +127,13 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     sig = (kernel, reset, tuple(_sig(a) for a in args), tuple(sorted(meta.items())))
     cfg = _best.get(sig)
     if cfg is None:
-        tkey = (kernel, reset, tuple(str(c) for c in configs))  # one tuner per config list
+        # One tuner per config list and argument dtypes: Triton's autotuner keys its cache on
+        # `key` and the dtypes of tensor arguments, but not of tensor descriptors, so a
+        # float32 call would reuse a config tuned for bfloat16 (too much shared memory).
+        dtypes = tuple(
+            s for a, s in zip(args, sig[2]) if isinstance(a, (torch.Tensor, TensorDescriptor))
+        )
+        tkey = (kernel, reset, tuple(str(c) for c in configs), dtypes)
         if tkey not in _tuners:
             _tuners[tkey] = triton.autotune(configs, key=list(key), reset_to_zero=reset)(kernel)
         tuner = _tuners[tkey]
