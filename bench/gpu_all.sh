@@ -42,7 +42,7 @@ case $PART in
     [ -n "${HOST:-}" ] && step host 90 $PY "$REPO/bench/host_overhead.py"  # HOST=1: first
     step ops_gpu 330 $PY "$REPO/bench/ops_gpu.py" --out "$OUT/ops_gpu.json" \
       --details "$OUT/ops_details.json" --commit "$COMMIT"
-    step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py"
+    step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py" ${CHECK_ARGS:-}
     ;;
   diag)  # correctness of every dtype, host cost, kernel sweep at 8k
     step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py"

@@ -10,6 +10,8 @@ import os
 
 import torch
 import triton
+from triton import knobs
+from triton.runtime import driver
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 BACKENDS = ("auto", "triton", "reference")
@@ -38,6 +40,17 @@ def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
             "TRITON_INTERPRET=1 before importing ncd.ops, or pass CUDA tensors"
         )
     return True
+
+
+# Plain Python on the host: triton.cdiv and triton.next_power_of_2 are constexpr functions
+# whose calls cost microseconds each, on every launch.
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def pow2(n: int) -> int:
+    """The tile width for n columns: the next power of two, at least 16."""
+    return max(16, 1 << (n - 1).bit_length())
 
 
 def check(cond: bool, op: str, what: str, expected: str, found) -> None:
@@ -73,35 +86,54 @@ def check_qkv(op: str, q, k, v, layout: str) -> None:
 
 
 _tuners: dict = {}
-_best: dict = {}
-# Direct launches: Triton's JIT path binds and specialises every argument on every call
-# (tens of microseconds a launch, host time the GPU waits for at short lengths). Once a
-# kernel has been compiled for a configuration, later calls whose arguments specialise the
-# same way (`_spec`) launch the compiled kernel itself. NCD_FAST_LAUNCH=0 turns this off.
+_plans: dict = {}
+# Direct launches: Triton's JIT path binds and specialises every argument on every call, and
+# at short lengths that host time is what the GPU waits for (bench/host_overhead.py). Once a
+# kernel has been compiled for a configuration, calls whose arguments key the same way
+# (`_key`) launch the compiled kernel through its launcher. NCD_FAST_LAUNCH=0 turns this off.
 FAST_LAUNCH = os.environ.get("NCD_FAST_LAUNCH", "1") != "0"
-_fast: dict = {}
 
 
-def _spec(a):
-    """What a compiled kernel depends on in argument `a`, conservatively: Triton specialises
-    pointers on 16-byte alignment and integers on their value (1, multiples of 16); this key
-    takes integers exactly, and descriptors' shapes, strides and block shapes whole."""
-    if isinstance(a, torch.Tensor):
-        return (a.dtype, a.data_ptr() % 16 == 0)
-    if isinstance(a, TensorDescriptor):
-        b = a.base
-        return (b.dtype, b.data_ptr() % 16 == 0, *a.shape, *a.strides, *a.block_shape)
-    if isinstance(a, float):
-        return float
-    return a
+def _key(args) -> tuple:
+    """What the choice of configuration and the compiled kernel depend on, conservatively:
+    dtypes and 16-byte alignment of pointers and descriptor bases (Triton specialises on
+    alignment), descriptor shapes and strides, integers exactly (Triton specialises on 1 and
+    on multiples of 16), floats by type only."""
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append((a.dtype, a.data_ptr() % 16 == 0))
+        elif isinstance(a, TensorDescriptor):
+            b = a.base
+            out.append((b.dtype, b.data_ptr() % 16 == 0, *a.shape, *a.strides))
+        elif isinstance(a, float):
+            out.append(float)
+        else:
+            out.append(a)
+    return tuple(out)
 
 
-def _sig(a):
-    if isinstance(a, torch.Tensor):
-        return str(a.dtype)
-    if isinstance(a, TensorDescriptor):  # its shape and strides travel with each launch
-        return ("desc", str(a.base.dtype))
-    return a
+def _dtypes(args) -> tuple:
+    return tuple(
+        (a.base if isinstance(a, TensorDescriptor) else a).dtype
+        for a in args
+        if isinstance(a, (torch.Tensor, TensorDescriptor))
+    )
+
+
+class _Plan:
+    """A call site's tuned configuration and, once compiled, its kernel and launcher."""
+
+    __slots__ = ("cfg", "kw", "ck", "tail")
+
+    def __init__(self, cfg):
+        self.cfg, self.kw = cfg, dict(cfg.kwargs)
+        self.ck = self.tail = None
+
+
+def _stream():
+    """The current CUDA stream, as Triton's own launches find it."""
+    return driver.active.get_current_stream(driver.active.get_current_device())
 
 
 def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=(), pre_hook=None):
@@ -109,11 +141,11 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
 
     Under the interpreter the small fixed `interpret_config` is used. On the GPU the first
     call for a shape runs Triton's autotuner over `configs` (keyed on `key`, names of
-    arguments); later calls with the same scalar arguments, dtypes and `meta` reuse the
-    winning config and launch the kernel directly, skipping the autotuner's per-call cost.
-    `grid(config_kwargs)` gives the launch grid; `reset` names outputs to zero between trials;
-    `pre_hook(named_args)`, also set on the configs, runs before every launch (it gives tensor
-    descriptors the block shape of the configuration).
+    arguments); later calls with the same `_key` and `meta` reuse the winning config, and
+    from the third on launch the compiled kernel directly, skipping Triton's per-call
+    binding. `grid(config_kwargs)` gives the launch grid; `reset` names outputs to zero
+    between trials; `pre_hook(named_args)`, also set on the configs, runs before every launch
+    (it gives tensor descriptors the block shape of the configuration).
     """
 
     def hook(kw):
@@ -124,39 +156,41 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         hook(interpret_config)
         kernel[grid(interpret_config)](*args, **meta, **interpret_config)
         return
-    sig = (kernel, reset, tuple(_sig(a) for a in args), tuple(sorted(meta.items())))
-    cfg = _best.get(sig)
-    if cfg is None:
+    pkey = (kernel, reset, _key(args), *meta.items())
+    plan = _plans.get(pkey)
+    if plan is None:
         # One tuner per config list and argument dtypes: Triton's autotuner keys its cache on
         # `key` and the dtypes of tensor arguments, but not of tensor descriptors, so a
         # float32 call would reuse a config tuned for bfloat16 (too much shared memory).
-        dtypes = tuple(
-            s for a, s in zip(args, sig[2]) if isinstance(a, (torch.Tensor, TensorDescriptor))
-        )
-        tkey = (kernel, reset, tuple(str(c) for c in configs), dtypes)
+        tkey = (kernel, reset, tuple(str(c) for c in configs), _dtypes(args))
         if tkey not in _tuners:
             _tuners[tkey] = triton.autotune(configs, key=list(key), reset_to_zero=reset)(kernel)
         tuner = _tuners[tkey]
         tuner[grid](*args, **meta)
-        _best[sig] = tuner.best_config
+        _plans[pkey] = _Plan(tuner.best_config)
         return
-    kw = dict(cfg.kwargs)
+    kw = plan.kw
     hook(kw)
-    g = grid(kw)
-    ckey = (sig, tuple(_spec(a) for a in args)) if FAST_LAUNCH else None
-    ck = _fast.get(ckey)
-    if ck is not None:
-        given = {**meta, **kw}
-        ck[(*g, 1, 1)[:3]](*args, *(given[n] for n in kernel.arg_names[len(args) :]))
+    if plan.ck is not None:
+        ck = plan.ck
+        enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+        stream = _stream()
+        g = (*grid(kw), 1, 1)
+        lm = ck.launch_metadata(g[:3], stream, *args, *plan.tail)  # None unless hooks are set
+        ck.run(g[0], g[1], g[2], stream, ck.function, ck.packed_metadata, lm, enter, leave,
+               *args, *plan.tail)  # fmt: skip
         return
-    ck = kernel[g](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    if ckey is not None and hasattr(ck, "packed_metadata"):
-        _fast[ckey] = ck
+    cfg = plan.cfg
+    ck = kernel[grid(kw)](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if FAST_LAUNCH and all(hasattr(ck, a) for a in ("run", "function", "packed_metadata")):
+        given = {**meta, **kw}
+        plan.tail = tuple(given[n] for n in kernel.arg_names[len(args) :])
+        plan.ck = ck
 
 
 def tuned_configs() -> dict:
     """{kernel name (+ '_reset' for zero-reset variants): winning config} for reports."""
     return {
         f"{k.fn.__name__}{'_reset' if r else ''}": str(getattr(t, "best_config", None))
-        for (k, r, _), t in _tuners.items()
+        for (k, r, *_), t in _tuners.items()
     }

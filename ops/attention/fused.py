@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from .._backend import check, check_qkv, interpreting, launch, use_triton
+from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
 from .reference import softmax_attention_reference
 
 LOG2E = 1.4426950408889634
@@ -376,7 +376,7 @@ FLAT_FORWARD, FLAT_BACKWARD = True, False
 def _flat(wanted: bool, *xs: torch.Tensor) -> bool:
     # Contiguous, with head widths that are whole tiles (powers of two): then the 2-d view
     # exists and a 2-d tile never reaches the next head.
-    return wanted and all(_pow2(x.shape[-1]) == x.shape[-1] and x.is_contiguous() for x in xs)
+    return wanted and all(pow2(x.shape[-1]) == x.shape[-1] and x.is_contiguous() for x in xs)
 
 
 def _configs(rows):
@@ -407,6 +407,7 @@ FWD_CONFIGS = [
 _REG = {"KV_SMEM": False}
 DKDV_CONFIGS = [(32, 64, 4, 2, _REG), (32, 64, 4, 3, _REG), (32, 128, 8, 2, _REG)]
 DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
+DELTA_CONFIGS = [triton.Config({"BLOCK_M": 64}, num_warps=4)]
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
 # FlashAttention-2's own backward: the dK/dV programs also add their share of dQ into a
@@ -428,21 +429,17 @@ def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None)
     )  # fmt: skip
 
 
-def _pow2(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
-
-
 def _forward(q, k, v, causal: bool, scale: float):
     B, T, H, D = q.shape
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
     flat = _flat(FLAT_FORWARD, q, k, v)
-    meta = dict(BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal, FLAT=flat)
+    meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _fwd_kernel,
         FWD_CONFIGS,
-        lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H),
+        lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (
             _desc(q, flat),
             _desc(k, flat),
@@ -466,20 +463,20 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     atomic_dq = ATOMIC_DQ if atomic_dq is None else atomic_dq
     delta = torch.empty_like(lse)
-    block = 64 if not interpreting() else 16
-    _bwd_delta_kernel[(triton.cdiv(T, block), B * H)](
-        o, do, delta, T, H, DV=DV, BLOCK_DV=_pow2(DV), BLOCK_M=block
-    )
+    launch(
+        _bwd_delta_kernel, DELTA_CONFIGS, lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
+        (o, do, delta, T, H), dict(DV=DV, BLOCK_DV=pow2(DV)), {"BLOCK_M": 16}, key=["T"],
+    )  # fmt: skip
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
     flat = _flat(FLAT_BACKWARD, q, k, v, do)
     qd, kd, vd, dod = (_desc(x, flat) for x in (q, k, v, do))
-    meta = dict(BLOCK_D=_pow2(D), BLOCK_DV=_pow2(DV), CAUSAL=causal, FLAT=flat)
+    meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _bwd_dkdv_kernel,
         DKDV_CONFIGS,
-        lambda m: (triton.cdiv(S, m["BLOCK_N"]), B * HKV),
+        lambda m: (cdiv(S, m["BLOCK_N"]), B * HKV),
         (
             qd,
             kd,
@@ -509,7 +506,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     _launch(
         _bwd_dq_kernel,
         DQ_CONFIGS,
-        lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H),
+        lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (qd, kd, vd, dod, _desc(dq), lse, delta, T, S, H, HKV, scale * LOG2E, scale),
         meta,
     )
@@ -571,7 +568,7 @@ def _check_args(q, k, v, scale):
     )
     check(k.shape[3] == D, op, "k.shape[3] (head width)", f"{D} as in q", k.shape[3])
     check(
-        v.shape[1:3] == k.shape[1:3],
+        tuple(v.shape[1:3]) == tuple(k.shape[1:3]),
         op,
         "v.shape[1:3] (S, Hkv)",
         f"{tuple(k.shape[1:3])} as k",

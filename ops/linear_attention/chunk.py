@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import check, check_qkv, launch, use_triton
+from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
 from .reference import EPS, linear_attention_reference
 
 
@@ -352,10 +352,6 @@ def _launch(kernel, configs, fixed, grid, *args, **kwargs):
     launch(kernel, configs, grid, args, kwargs, fixed, key=KEY)
 
 
-def _pow2(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
-
-
 def _layout(q, cu_seqlens):
     """(number of sequences N, padded length T or 0 for packed, cu pointer or a dummy)."""
     if cu_seqlens is None:
@@ -381,10 +377,10 @@ def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, out_dtype=N
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
     dummy = o
     _launch(
-        _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (triton.cdiv(V, m["BLOCK_V"]), N * H), q,
+        _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q,
         k, v, o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
         dummy if log2_decay is None else log2_decay, cu, T_arg, H, *_strides(q, v), scale,
-        K_DIM=K, V_DIM=V, BLOCK_K=_pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
+        K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
         STORE_ST=want_state, VARLEN=cu_seqlens is not None, PRECISE=precise,
     )  # fmt: skip
     return o, s_t
@@ -403,7 +399,7 @@ def _backward(
     dummy = dq
 
     def grid(m):
-        return (2 * triton.cdiv(K, m["BLOCK_KS"]) + triton.cdiv(V, m["BLOCK_VS"]), N * H)
+        return (2 * cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H)
 
     _launch(
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, do, dq, dk, dv,
@@ -411,7 +407,7 @@ def _backward(
         dummy if log2_decay is None else log2_decay, cu, T_arg, H, *_strides(q, v), scale,
         K_DIM=K, V_DIM=V, HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
-        PRECISE=precise, BLOCK_KF=_pow2(K), BLOCK_VF=_pow2(V),
+        PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V),
     )  # fmt: skip
     return dq, dk, dv, ds0
 
@@ -498,8 +494,17 @@ OP = "linear_attention"
 def _dense(x: torch.Tensor) -> bool:
     """Unit stride along the features and a permutation of a contiguous tensor (such as
     ``[B, H, T, K].transpose(1, 2)``): the kernels read it through its strides."""
-    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
-    return x.stride(-1) == 1 and x.permute(order).is_contiguous()
+    # Arithmetic on the strides, not x.permute(...).is_contiguous(): each tensor op costs the
+    # host ~10 us on CUDA tensors, and this runs on every call.
+    st, n = x.stride(), x.shape
+    if st[-1] != 1:
+        return False
+    span = n[-1]
+    for d in sorted(range(x.dim() - 1), key=lambda d: st[d]):  # innermost first
+        if n[d] != 1 and st[d] != span:
+            return False
+        span *= n[d]
+    return True
 
 
 def _readable(q, k, v):
@@ -513,9 +518,9 @@ def _readable(q, k, v):
 
 def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
     check_qkv(OP, q, k, v, "[B, T, H, K]")
-    check(k.shape == q.shape, OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(tuple(k.shape) == tuple(q.shape), OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
     check(
-        v.shape[:3] == q.shape[:3],
+        tuple(v.shape[:3]) == tuple(q.shape[:3]),
         OP,
         "v.shape[:3] (B, T, H)",
         f"{tuple(q.shape[:3])}",

@@ -1,0 +1,113 @@
+"""The GPU launch path of ncd.ops._backend.launch, with Triton's kernel, autotuner and compiled
+kernel replaced by recording fakes (no GPU here): which configuration runs, which tuner is
+asked, and what the direct launches pass to the compiled kernel's launcher."""
+
+import pytest
+import torch
+import triton
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from ncd.ops import _backend
+
+
+class FakeCompiled:
+    function, packed_metadata = "fn", "meta"
+
+    def __init__(self, log):
+        self.log = log
+
+    def run(self, g0, g1, g2, stream, function, packed, lm, enter, leave, *args):
+        self.log.append(("direct", (g0, g1, g2), args))
+
+    def launch_metadata(self, grid, stream, *args):
+        return None
+
+
+class FakeKernel:
+    arg_names = ["X", "T", "scale", "WIDE", "BLOCK"]
+
+    def __init__(self):
+        self.log = []
+        self.compiled = FakeCompiled(self.log)
+
+    def __getitem__(self, grid):
+        def jit(*args, num_warps=None, num_stages=None, **kw):
+            self.log.append(("jit", tuple(grid), args, kw))
+            return self.compiled
+
+        return jit
+
+
+class FakeTuner:
+    made = []
+
+    def __init__(self, configs, key, reset_to_zero):
+        self.best_config = configs[0]
+        FakeTuner.made.append(self)
+
+    def __call__(self, kernel):
+        self.kernel = kernel
+        return self
+
+    def __getitem__(self, grid):
+        def run(*args, **meta):
+            self.kernel.log.append(("tune", args))
+
+        return run
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    monkeypatch.setattr(_backend, "interpreting", lambda: False)
+    monkeypatch.setattr(triton, "autotune", FakeTuner)
+    monkeypatch.setattr(_backend, "_plans", {})
+    monkeypatch.setattr(_backend, "_tuners", {})
+    monkeypatch.setattr(_backend, "_stream", lambda: 7)
+    FakeTuner.made = []
+
+
+CONFIGS = [triton.Config({"BLOCK": 32}, num_warps=4, num_stages=2)]
+
+
+def call(kernel, x, T=64, rows=4):
+    _backend.launch(kernel, CONFIGS, lambda m: (rows, T // m["BLOCK"]), (x, T, 0.5),
+                    {"WIDE": True}, {"BLOCK": 16})  # fmt: skip
+
+
+def test_tune_then_compile_then_launch_directly(fake_gpu):
+    k, x = FakeKernel(), torch.zeros(8)
+    for rows in (4, 4, 4, 5):
+        call(k, x, rows=rows)
+    kinds = [e[0] for e in k.log]
+    assert kinds == ["tune", "jit", "direct", "direct"]
+    # The direct launch passes every argument in the kernel's order, the constexprs last,
+    # and the grid of this call (the last call has another row count, same key).
+    assert k.log[2] == ("direct", (4, 2, 1), (x, 64, 0.5, True, 32))
+    assert k.log[3][1] == (5, 2, 1)
+
+
+def test_new_integer_or_alignment_means_a_new_plan(fake_gpu):
+    k, x = FakeKernel(), torch.zeros(8)
+    for _ in range(3):
+        call(k, x)
+    call(k, x, T=128)  # integers are keyed exactly (Triton specialises on them)
+    call(k, torch.zeros(9)[1:])  # a pointer 4 bytes off 16-byte alignment
+    assert [e[0] for e in k.log] == ["tune", "jit", "direct", "tune", "tune"]
+
+
+def test_fast_launch_off(fake_gpu, monkeypatch):
+    monkeypatch.setattr(_backend, "FAST_LAUNCH", False)
+    k, x = FakeKernel(), torch.zeros(8)
+    for _ in range(3):
+        call(k, x)
+    assert [e[0] for e in k.log] == ["tune", "jit", "jit"]
+
+
+def test_one_tuner_per_descriptor_dtype(fake_gpu):
+    """Descriptor dtypes are not in Triton's autotuning key: float32 must not reuse the
+    configuration tuned for bfloat16."""
+    k = FakeKernel()
+    for dt in (torch.bfloat16, torch.float32, torch.bfloat16):
+        d = TensorDescriptor(torch.zeros(64, 64, dtype=dt), [64, 64], [64, 1], [16, 16])
+        _backend.launch(k, CONFIGS, lambda m: (1,), (d, 64, 0.5), {"WIDE": True}, {})
+    assert len(FakeTuner.made) == 2
