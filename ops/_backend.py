@@ -189,8 +189,10 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
 
 
 def tuned_configs() -> dict:
-    """{kernel name (+ '_reset' for zero-reset variants): winning config} for reports."""
+    """{module.kernel (+ '_reset' for zero-reset variants): last winning config} for reports."""
     return {
-        f"{k.fn.__name__}{'_reset' if r else ''}": str(getattr(t, "best_config", None))
+        f"{k.fn.__module__.rsplit('.', 1)[-1]}.{k.fn.__name__}{'_reset' if r else ''}": str(
+            getattr(t, "best_config", None)
+        )
         for (k, r, *_), t in _tuners.items()
     }
