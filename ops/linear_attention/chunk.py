@@ -14,6 +14,7 @@ one autograd Function, in float32 where the two parts' gradients cancel.
 """
 
 import math
+import os
 
 import torch
 import triton
@@ -507,10 +508,19 @@ def _dense(x: torch.Tensor) -> bool:
     return True
 
 
+# Read permuted q, k, v (as compiled circuits pass them) through their strides instead of
+# copying them to [B, T, H, K]. On the H200 (2026-11-28, bench/cost_gpu.py, the gallery's
+# compiled linear_attention circuit, one run for each setting) reading in place measured
+# peak 0.784 GiB and fwd+bwd 2.33 ms at T = 16k, the copies 0.815 GiB and 2.69 ms.
+# NCD_LINEAR_IN_PLACE=0 turns it off.
+IN_PLACE = os.environ.get("NCD_LINEAR_IN_PLACE", "1") != "0"
+
+
 def _readable(q, k, v):
-    """q, k, v as the kernels take them: in place where they can (q and k in one layout), else
-    contiguous copies. Compiled circuits pass permuted views; reading them in place spares the
-    relayout copies that the backward would otherwise keep."""
+    """q, k, v as the kernels take them: contiguous copies, or with `IN_PLACE` the tensors
+    themselves where the kernels can read them (q and k in one layout)."""
+    if not IN_PLACE:
+        return q.contiguous(), k.contiguous(), v.contiguous()
     if not (_dense(q) and q.stride() == k.stride()):
         q, k = q.contiguous(), k.contiguous()
     return q, k, (v if _dense(v) else v.contiguous())

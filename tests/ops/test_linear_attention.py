@@ -52,7 +52,9 @@ def test_matches_reference(case, nan_alloc):
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[5]], ids=str)
 def test_permuted_inputs_are_read_in_place(case, monkeypatch, nan_alloc):
     """``[B, H, T, .]`` tensors seen through transpose(1, 2) reach the kernels as they are (no
-    relayout copy), and outputs and gradients still match the reference."""
+    relayout copy) when `IN_PLACE` is on, and outputs and gradients still match the
+    reference."""
+    monkeypatch.setattr(chunk, "IN_PLACE", True)
     seen = []
     forward = chunk._forward
 
@@ -67,8 +69,10 @@ def test_permuted_inputs_are_read_in_place(case, monkeypatch, nan_alloc):
 
 
 @pytest.mark.interpret
-def test_q_and_k_in_different_layouts(nan_alloc):
+@pytest.mark.parametrize("in_place", [False, True])
+def test_q_and_k_in_different_layouts(in_place, monkeypatch, nan_alloc):
     """q permuted, k contiguous: the kernels take one layout for both, so both are copied."""
+    monkeypatch.setattr(chunk, "IN_PLACE", in_place)
     (q, k, v), g = make(2, 33, 2, 16, 16, torch.float32, seed=5)
     qp = q.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
     o, _ = linear_attention(qp, k, v, scale=0.5, backend="triton")
