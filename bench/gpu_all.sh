@@ -8,7 +8,7 @@
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
 set -o pipefail
-PART=${1:?ops, diag, compiler or imports}
+PART=${1:?ops, diag, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -48,6 +48,9 @@ case $PART in
     step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py"
     step host 100 $PY "$REPO/bench/host_overhead.py"
     step sweep 240 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what attn
+    ;;
+  layers)  # host time of each layer of a linear-attention launch
+    step layers 120 $PY "$REPO/bench/host_layers.py"
     ;;
   compiler)
     step compiler_gpu 200 $PY "$REPO/bench/compiler_gpu.py" --out "$OUT"

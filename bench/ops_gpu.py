@@ -209,7 +209,8 @@ def main():
     ap.add_argument("--out", default=None, help="results JSON (the bench/results layout)")
     ap.add_argument("--details", default=None, help="JSON of the schedule choice and breakdown")
     ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")
-    ap.add_argument("--breakdown-T", type=int, default=8192)
+    ap.add_argument("--breakdown-T", type=int, default=8192, help="0: no per-kernel breakdown")
+    ap.add_argument("--skip", default="", help="op:impl pairs left out, comma-separated")
     ap.add_argument(
         "--atomic-dq",
         default="auto",
@@ -232,13 +233,18 @@ def main():
         "torch": torch.__version__,
         "triton": triton.__version__,
     }
-    details = {"softmax_backward": choose_backward(args.atomic_dq, B, H, K)}
+    skip = set(filter(None, args.skip.split(",")))
+    details = {}
+    if "softmax_attention" in args.ops and "softmax_attention:ncd" not in skip:
+        details["softmax_backward"] = choose_backward(args.atomic_dq, B, H, K)
     print(details, flush=True)
     rows = []
     for T in [int(t) for t in args.T.split(",")]:
         for op in args.ops.split(","):
             fns, ref = impls(op, K**-0.5)
             for name, fn in fns.items():
+                if f"{op}:{name}" in skip:
+                    continue
                 xs, do = inputs(op, B, T, H, K, dtype, seed=T)
                 row = {
                     "op": op,

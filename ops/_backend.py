@@ -65,6 +65,14 @@ FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def check_qkv(op: str, q, k, v, layout: str) -> None:
     """The checks every attention-like op makes first: q, k, v are 4-d tensors (`layout`, such
     as "[B, T, H, D]") of one floating dtype on one device."""
+    T = torch.Tensor
+    if (  # the common case without building any message (this runs on every call)
+        isinstance(q, T) and isinstance(k, T) and isinstance(v, T)
+        and q.dim() == 4 and k.dim() == 4 and v.dim() == 4
+        and q.dtype in FLOATS and k.dtype == q.dtype and v.dtype == q.dtype
+        and k.device == q.device and v.device == q.device
+    ):  # fmt: skip
+        return
     for name, x in (("q", q), ("k", k), ("v", v)):
         check(isinstance(x, torch.Tensor), op, name, "a torch.Tensor", type(x).__name__)
         check(x.dim() == 4, op, f"{name}.shape", f"4 dims {layout}", tuple(x.shape))
@@ -101,13 +109,16 @@ def _key(args) -> tuple:
     on multiples of 16), floats by type only."""
     out = []
     for a in args:
-        if isinstance(a, torch.Tensor):
-            out.append((a.dtype, a.data_ptr() % 16 == 0))
+        t = type(a)
+        if t is int or t is bool or a is None:
+            out.append(a)
+        elif t is float:
+            out.append(float)
+        elif isinstance(a, torch.Tensor):
+            out.append((a.dtype, not a.data_ptr() & 15))
         elif isinstance(a, TensorDescriptor):
             b = a.base
-            out.append((b.dtype, b.data_ptr() % 16 == 0, *a.shape, *a.strides))
-        elif isinstance(a, float):
-            out.append(float)
+            out.append((b.dtype, not b.data_ptr() & 15, *a.shape, *a.strides))
         else:
             out.append(a)
     return tuple(out)
