@@ -385,11 +385,12 @@ class _Walker:
                 kb = attention_cost.flops_backward(B, T, 1, K, V, S, causal=r.causal)
                 kernel = "ncd.ops.softmax_attention"
             else:
-                io = linear_attention_cost.io_forward(B, T, 1, K, V, bytes_per=bp)
-                io_b = linear_attention_cost.io_backward(B, T, 1, K, V, bytes_per=bp)
-                kf = linear_attention_cost.flops_forward(B, T, 1, K, V)
-                kb = linear_attention_cost.flops_backward(B, T, 1, K, V)
-                kernel = "ncd.ops.linear_attention"
+                la, nz = linear_attention_cost, r.normalize
+                io = la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz)
+                io_b = la.io_backward(B, T, 1, K, V, bytes_per=bp, normalize=nz)
+                kf = la.flops_forward(B, T, 1, K, V, normalize=nz)
+                kb = la.flops_backward(B, T, 1, K, V, normalize=nz)
+                kernel = "ncd.ops.linear_attention" + (" (normalize)" if nz else "")
             for b in r.boxes:
                 bc = by_name[b]
                 bc.io_bytes = bc.io_bytes_bwd = ZERO
@@ -415,6 +416,13 @@ class _Walker:
                 sid = f"{last.name}:lse"
                 self.storages[sid] = _Storage(sid, 4 * B * T, "own", index[last.name])
                 last.saved.append(("log-sum-exp per query (float32)", sid, 4 * B * T))
+            if r.normalize:  # the float32 output and denominator (ops/linear_attention/cost.py)
+                sid, nb = f"{last.name}:o32_den", 4 * B * T * (V + 1)
+                self.storages[sid] = _Storage(sid, nb, "own", index[last.name])
+                last.saved.append(("output and denominator (float32)", sid, nb))
+                last._bwd_temps = linear_attention_cost.backward_temp_bytes(  # type: ignore[attr-defined]
+                    B, T, 1, K, V, bytes_per=bp, normalize=True
+                )
             last.notes.append(f"fused: IO and kept tensors of {kernel} (ops/*/cost.py)")
 
 

@@ -7,7 +7,9 @@ between HBM and the chip ("FlashAttention on a napkin"). Three kinds of region:
   softmax over the key axis → contract over the key axis; runs as `ncd.ops.softmax_attention`
   (ops/attention/cost.py gives its IO, and what it keeps: q, k, v, o, log-sum-exp);
 - linear attention in recurrent form: outer product (contract over nothing) → running sum
-  (scan) → contract with the query; runs as `ncd.ops.linear_attention` (keeps q, k, v);
+  (scan) → contract with the query, optionally divided by the query's product with the
+  running sum of the keys; runs as `ncd.ops.linear_attention` (keeps q, k, v; normalised,
+  also the float32 output and denominator);
 - chains of pointwise boxes whose inner wires have no other reader (as torch.compile fuses).
 """
 
@@ -29,6 +31,8 @@ class Region:
     causal: bool = False
     dims: dict[str, str] = field(default_factory=dict)
     """Role -> axis names (query, key, head, value) for the attention regions."""
+    normalize: bool = False
+    """Linear attention divided by q . (running sum of k), as `normalize=True` runs it."""
 
     @property
     def name(self) -> str:
@@ -55,6 +59,31 @@ def find_regions(checked) -> list[Region]:
 
     def producer(box: str, port: str) -> str:
         return c.sources[box][port][0]
+
+    def normaliser(num: str, state: str, q_src, k_src) -> list[str] | None:
+        """[z, den, div] when `num` is divided by q . z with z the running sum of k (the
+        classic normaliser, which the compiler's rewrite fuses into the same kernel)."""
+        div = only_reader(num)
+        if not div or kind[div] != "binary" or c.box(div).fn != "div":
+            return None
+        if c.sources[div].get("a") != (num, "out"):
+            return None
+        den = producer(div, "b")
+        if not den or kind[den] != "contract" or only_reader(den) != div:
+            return None
+        rn = c.box(den)
+        if len(rn.operands) != 2 or tuple(rn.over) != tuple(c.box(num).over):
+            return None
+        for p_q, p_z in (rn.operands, rn.operands[::-1]):
+            z = producer(den, p_z)
+            if not z or kind[z] != "scan" or only_reader(z) != den:
+                continue
+            zb = c.box(z)
+            if zb.op != "sum" or zb.reverse or zb.over != c.box(state).over:
+                continue
+            if c.sources[den][p_q] == q_src and c.sources[z]["x"] == k_src:
+                return [z, den, div]
+        return None
 
     taken: set[str] = set()
     regions: list[Region] = []
@@ -129,20 +158,22 @@ def find_regions(checked) -> list[Region]:
             if taken & set(members):
                 continue
             other = next(p for p in box.operands if p != port)
+            q_src, k_src = c.sources[b][other], c.sources[outer][kport]
+            norm = normaliser(b, sc, q_src, k_src)
+            if norm and taken & set(norm):
+                norm = None
             regions.append(
                 Region(
                     "linear_attention",
-                    members,
-                    {
-                        "q": c.sources[b][other],
-                        "k": c.sources[outer][kport],
-                        "v": c.sources[outer][vport],
-                    },
-                    (b, "out"),
+                    members + (norm or []),
+                    {"q": q_src, "k": k_src, "v": c.sources[outer][vport]},
+                    (norm[-1] if norm else b, "out"),
                     True,
                     {"head": head, "key": c.box(sc).over, "query": c.box(sc).over},
+                    normalize=bool(norm),
                 )
             )
+            members += norm or []
             taken |= set(members)
             break
     # pointwise chains: join a pointwise box to its pointwise producer when it is the only reader

@@ -715,15 +715,18 @@ def linear_attention_box(v: BoxView) -> Rule:
     if b.variant != "linear":
         notes.append(f"variant {b.variant}: costed as plain linear attention (gates not counted)")
     extra = [_in(p) for p in ("g", "beta") if p in v.ins]
-    flops = linear_attention_cost.flops_forward(B, T, 1, K, V)
+    la, nz = linear_attention_cost, bool(b.normalize)
+    flops = la.flops_forward(B, T, 1, K, V, normalize=nz)
+    norm = _own("o32_den", 4 * B * T * (V + 1), "output and denominator (float32)")
     return Rule(
         flops=flops,
         mm=flops,
-        flops_bwd=linear_attention_cost.flops_backward(B, T, 1, K, V),
-        mm_bwd=linear_attention_cost.flops_backward(B, T, 1, K, V),
-        saved=[_in("q"), _in("k"), _in("v"), *extra],
-        io=linear_attention_cost.io_forward(B, T, 1, K, V, bytes_per=bp),
-        io_bwd=linear_attention_cost.io_backward(B, T, 1, K, V, bytes_per=bp),
+        flops_bwd=la.flops_backward(B, T, 1, K, V, normalize=nz),
+        mm_bwd=la.flops_backward(B, T, 1, K, V, normalize=nz),
+        saved=[_in("q"), _in("k"), _in("v"), *extra, *_if(nz, norm)],
+        bwd_temps=la.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, normalize=nz),
+        io=la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz),
+        io_bwd=la.io_backward(B, T, 1, K, V, bytes_per=bp, normalize=nz),
         fused="ncd.ops.linear_attention",
         notes=notes,
     )

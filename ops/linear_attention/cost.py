@@ -5,18 +5,33 @@ multiply-add counts 2 FLOPs. ``C`` is the chunk length (64 in the tuned kernels)
 of C tokens and head: intra-chunk scores q k^T (2 C^2 K), their product with v (2 C^2 V),
 the inter-chunk read q S (2 C K V) and the state update k^T v (2 C K V); causal masking
 halves the useful part of the first two but the kernels compute whole tiles.
+
+``normalize=True`` (``o = num / (q . z)``, z the running sum of k) runs a second scan on a
+tile of ``NORM_COLUMNS`` columns of ones for the denominator, forward and backward, writes
+num and den in float32, and keeps the float32 output and denominator for the backward. Not
+counted: the extra products of its PRECISE mode (float32 operands multiplied as hi + lo
+pairs of the input dtype).
 """
 
+NORM_COLUMNS = 16
 
-def flops_forward(B, T, H, K, V=None, C=64):
+
+def flops_forward(B, T, H, K, V=None, C=64, normalize=False):
     V = K if V is None else V
-    return B * H * T * (2 * C * (K + V) + 4 * K * V)
+    f = B * H * T * (2 * C * (K + V) + 4 * K * V)
+    if normalize:  # the denominator's scan, then the division
+        f += flops_forward(B, T, H, K, NORM_COLUMNS, C) + B * H * T * V
+    return f
 
 
-def flops_backward(B, T, H, K, V=None, C=64):
-    """Three scans: dq (do v^T, its product with k, do S^T, k^T v), dk and dv likewise."""
+def flops_backward(B, T, H, K, V=None, C=64, normalize=False):
+    """Three scans: dq (do v^T, its product with k, do S^T, k^T v), dk and dv likewise (and
+    the same three for the denominator when normalised)."""
     V = K if V is None else V
-    return 3 * flops_forward(B, T, H, K, V, C)
+    f = 3 * flops_forward(B, T, H, K, V, C)
+    if normalize:
+        f += 3 * flops_forward(B, T, H, K, NORM_COLUMNS, C)
+    return f
 
 
 def flops_minimal(B, T, H, K, V=None):
@@ -25,23 +40,53 @@ def flops_minimal(B, T, H, K, V=None):
     return B * H * T * 4 * K * V
 
 
-def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64):
-    """q and k once per value block of ``block_v``, v read and o written once."""
+def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, normalize=False):
+    """q and k once per value block of ``block_v``, v read and o written once. Normalised:
+    num written in float32, the denominator's scan (its own q, k reads, 16 float32 columns
+    out), and the division (num, den read; float32 o kept and o in the input dtype written)."""
     V = K if V is None else V
-    return bytes_per * B * T * H * (2 * K * (V / block_v) + 2 * V)
+    io = bytes_per * B * T * H * (2 * K * (V / block_v) + 2 * V)
+    if normalize:
+        io += B * T * H * (
+            (4 - bytes_per) * V
+            + bytes_per * 2 * K + (bytes_per + 4) * NORM_COLUMNS
+            + 4 * V + 4 * NORM_COLUMNS + 4 * V + bytes_per * V
+        )  # fmt: skip
+    return io
 
 
-def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64):
+def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64, normalize=False):
     """dq programs (K/block_k) read k, v, do; dk programs read q, v, do; dv programs
-    (V/block_v) read q, k, do; each writes its gradient once."""
+    (V/block_v) read q, k, do; each writes its gradient once. Normalised: the same for the
+    denominator's scan, gradients written in float32."""
     V = K if V is None else V
     nk = K / block_k
     nv = V / block_v
     reads = nk * (block_k + 2 * V) * 2 + nv * (2 * K + block_v)
-    return bytes_per * B * T * H * (reads + 2 * K + V)
+    if not normalize:
+        return bytes_per * B * T * H * (reads + 2 * K + V)
+    n = NORM_COLUMNS
+    reads_den = nk * (block_k + 2 * n) * 2 + (n / block_v) * (2 * K + block_v)
+    return B * T * H * (bytes_per * (reads + reads_den) + 4 * (2 * K + V) + 4 * 2 * K)
 
 
-def activation_bytes(B, T, H, K, V=None, bytes_per=2):
-    """Kept for the backward: q, k, v only (no chunk states)."""
+def activation_bytes(B, T, H, K, V=None, bytes_per=2, normalize=False):
+    """Kept for the backward: q, k, v only (no chunk states); normalised, also the float32
+    output and denominator."""
     V = K if V is None else V
-    return bytes_per * B * T * H * (2 * K + V)
+    kept = bytes_per * B * T * H * (2 * K + V)
+    return kept + (4 * B * T * H * (V + 1) if normalize else 0)
+
+
+def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, normalize=False):
+    """Memory the backward holds at its peak beyond the gradients it returns. None for the
+    plain op (its kernels write dq, dk, dv directly). Normalised (read off
+    `NormalizedLinearAttentionFunction.backward`, at its last sum): float32 dq, dk, dv of the
+    numerator's scan and dq, dk (and the 16-column dv) of the denominator's, one float32 sum,
+    the rescaled cotangent, and the denominator's 16-column cotangent and ones."""
+    if not normalize:
+        return 0
+    V = K if V is None else V
+    n = NORM_COLUMNS
+    f32 = 4 * (2 * K + V) + 4 * (2 * K + n) + 4 * K
+    return B * T * H * (f32 + bytes_per * V + 4 + bytes_per * (2 * n + 1))

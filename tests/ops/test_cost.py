@@ -1,11 +1,12 @@
 """The op families' cost formulas: numbers, sympy symbols, and FLOPs against PyTorch's own
 count of the reference."""
 
+import pytest
 import sympy
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ncd.ops import attention_cost, linear_attention_cost
+from ncd.ops import attention_cost, linear_attention, linear_attention_cost
 from ncd.ops.attention.reference import softmax_attention_reference
 
 FUNCS = [
@@ -47,3 +48,34 @@ def test_linear_attention_is_linear_in_T():
     assert linear_attention_cost.io_forward(4, 2048, 16, 128) == 2 * (
         linear_attention_cost.io_forward(4, 1024, 16, 128)
     )
+
+
+def test_normalised_linear_attention_costs_more():
+    la, args = linear_attention_cost, (4, 1024, 16, 128)
+    for f in (la.flops_forward, la.flops_backward, la.io_forward, la.io_backward):
+        assert f(*args, normalize=True) > f(*args), f.__name__
+    B, T, H, K = sympy.symbols("B T H K", positive=True)
+    kept = la.activation_bytes(B, T, H, K, normalize=True)
+    assert sympy.simplify(kept - la.activation_bytes(B, T, H, K) - 4 * B * T * H * (K + 1)) == 0
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("normalize", [False, True])
+def test_linear_attention_kept_bytes_are_what_autograd_saves(normalize):
+    """`activation_bytes` against the storages autograd keeps for the op's backward (the
+    kernels run under the interpreter): q, k, v, and when normalised the float32 output and
+    denominator."""
+    B, T, H, K, V = 2, 40, 3, 16, 32
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.rand(B, T, H, K, generator=g).half().requires_grad_() for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=g).half().requires_grad_()
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        linear_attention(q, k, v, normalize=normalize, backend="triton")
+    want = linear_attention_cost.activation_bytes(B, T, H, K, V, 2, normalize=normalize)
+    assert sum(kept.values()) == want
