@@ -12,8 +12,7 @@ import ncd
 from ncd import gallery
 
 RECORDED = (
-    Path(__file__).parents[2]
-    / "bench/results/cost_gpu_2026-11-28_linear_in_place/in_place_1.json"
+    Path(__file__).parents[2] / "bench/results/cost_gpu_2026-11-28_linear_in_place/in_place_1.json"
 )
 
 
