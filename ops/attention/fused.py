@@ -85,6 +85,22 @@ def _fwd_tiles(
 
 
 @triton.jit
+def _softmax_pv(
+    acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N: tl.constexpr,
+    BLOCK_DV: tl.constexpr, FLAT: tl.constexpr,
+):  # fmt: skip
+    """One unmasked key block of the online softmax, its scores `qk` given: rescale what came
+    before, add its probabilities times its values."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+    p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _fwd_tiles_ahead(
     acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, S, qk_scale, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FLAT: tl.constexpr,
@@ -97,21 +113,13 @@ def _fwd_tiles_ahead(
     for n0 in range(lo, hi - BLOCK_N, BLOCK_N):
         k = _tile(k_desc, b, n0 + BLOCK_N, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
         qk_next = tl.dot(q, tl.trans(k))
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-        m_i = m_new
+        acc, l_i, m_i = _softmax_pv(
+            acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N, BLOCK_DV, FLAT
+        )
         qk = qk_next
-    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-    p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    v = _tile(v_desc, b, hi - BLOCK_N, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
-    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-    return acc, l_i, m_new
+    return _softmax_pv(
+        acc, l_i, m_i, qk, v_desc, b, hk, hi - BLOCK_N, S, qk_scale, BLOCK_N, BLOCK_DV, FLAT
+    )
 
 
 @triton.jit
