@@ -407,11 +407,26 @@ class _Walker:
                     for p in c.outs[b]:
                         self.storages[f"{b}.{p}"].virtual = True
             last.io_bytes, last.io_bytes_bwd = io, io_b
-            kept = [("q", q.storage), ("k", k.storage), ("v", v.storage)]
+            out = self.wires[r.output]
+            copied, do_copy = _relayouts(r, q, k, v, out)
+            for role, w in (("q", q), ("k", k), ("v", v)):
+                if role in copied:  # the op keeps its own [B, T, H, K] copy
+                    sid = f"{last.name}:{role}_copy"
+                    nb = self.storages[w.storage].nbytes
+                    self.storages[sid] = _Storage(sid, nb, "own", index[last.name])
+                    last.saved.append((f"{role}, copied to [B, T, H, K]", sid, nb))
+                else:
+                    last.saved.append((role, w.storage, self.storages[w.storage].nbytes))
             if r.kind == "attention":
-                kept.append(("output o", self.wires[r.output].storage))
-            for what, sid in kept:
-                last.saved.append((what, sid, self.storages[sid].nbytes))
+                sid = self.wires[r.output].storage
+                last.saved.append(("output o", sid, self.storages[sid].nbytes))
+            if do_copy:
+                # the output's gradient reaches the op as a permuted view: copied for the kernels
+                extra = self.nbytes(out.type)
+                last._bwd_temps = getattr(last, "_bwd_temps", ZERO) + extra  # type: ignore[attr-defined]
+                last.notes.append("its output's gradient is copied to [B, T, H, V] in the backward")
+            if copied:
+                last.notes.append(f"{', '.join(copied)} copied to [B, T, H, K] by the op and kept")
             if r.kind == "attention":
                 sid = f"{last.name}:lse"
                 self.storages[sid] = _Storage(sid, 4 * B * T, "own", index[last.name])
@@ -420,10 +435,21 @@ class _Walker:
                 sid, nb = f"{last.name}:o32_den", 4 * B * T * (V + 1)
                 self.storages[sid] = _Storage(sid, nb, "own", index[last.name])
                 last.saved.append(("output and denominator (float32)", sid, nb))
-                last._bwd_temps = linear_attention_cost.backward_temp_bytes(  # type: ignore[attr-defined]
-                    B, T, 1, K, V, bytes_per=bp, normalize=True
+                last._bwd_temps = getattr(last, "_bwd_temps", ZERO) + (  # type: ignore[attr-defined]
+                    linear_attention_cost.backward_temp_bytes(
+                        B, T, 1, K, V, bytes_per=bp, normalize=True
+                    )
                 )
             last.notes.append(f"fused: IO and kept tensors of {kernel} (ops/*/cost.py)")
+
+
+def _relayouts(r: Region, q: _Wire, k: _Wire, v: _Wire, o: _Wire) -> tuple[list[str], bool]:
+    """(which of q, k, v the op copies and keeps, whether its output's gradient is copied)
+    for a fused region (`rules.relayouts`)."""
+    d, ws = r.dims, {"q": q, "k": k, "v": v, "out": o}
+    names = {p: w.type.names for p, w in ws.items()}
+    layouts = {p: w.layout for p, w in ws.items()}
+    return R.relayouts(r.kind, d["query"], d["key"], d["head"], names, layouts)
 
 
 def _float(t) -> bool:

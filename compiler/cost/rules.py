@@ -682,10 +682,63 @@ def _bytes_per(v: BoxView) -> Expr:
     return v.nbytes(TensorType((), v.x("q").dtype))
 
 
+def kernel_order(batch: list[str], seq: str, feat: str) -> tuple[str, ...]:
+    """The axis order the kernels of ncd.ops read a tensor in (compiler/fused.py, `_to_bthk`):
+    batch axes in q's own order, the last of them after the sequence axis."""
+    if not batch:
+        return (seq, feat)
+    return (*batch[:-1], seq, batch[-1], feat)
+
+
+def relayouts(kind, query, key, head, names, layouts) -> tuple[list[str], bool]:
+    """Copies the fused attention ops make because of memory order: (which of q, k, v are
+    copied into the kernels' ``[B, T, H, K]`` and kept for the backward, whether the output's
+    gradient is copied). `names` and `layouts`: role (q, k, v, out) -> axis names in type
+    order and in memory order; the output's gradient is taken to come in its names' order.
+    Softmax attention copies every input the kernels would see permuted, and a cotangent not
+    in the kernels' order; linear attention reads permuted inputs through their strides,
+    copying q and k only when their layouts differ, and a cotangent not in v's layout
+    (ops/linear_attention/chunk.py, `_readable`, `_backward`)."""
+    if len(query.split()) != 1:  # several query axes are folded: treat as copied
+        return ["q", "k", "v"], True
+    batch = [a for a in names["q"] if a not in (query, key, head)]
+    rest = [a for a in names["v"] if a not in batch and a != key]
+    value = rest[0] if len(rest) == 1 else head
+    want = {
+        "q": kernel_order(batch, query, head),
+        "k": kernel_order(batch, key, head),
+        "v": kernel_order(batch, key, value),
+    }
+    grad_order = tuple(names["out"])
+    if kind == "attention":
+        permuted = [p for p in ("q", "k", "v") if tuple(layouts[p]) != want[p]]
+        return permuted, grad_order != kernel_order(batch, query, value)
+    order = [a for a in want["q"] if a != query]
+    same = [a for a in layouts["q"] if a in order] == [a for a in layouts["k"] if a in order]
+    return ([] if same else ["q", "k"]), grad_order != tuple(layouts["v"])
+
+
+def _copies(v: BoxView) -> tuple[list[Saved], Expr]:
+    """Kept tensors for q, k, v (the op's copies where it makes them) and the bytes of a
+    copied cotangent, from the box's input layouts (`relayouts`)."""
+    b = v.box
+    names = {p: v.x(p).names for p in ("q", "k", "v")} | {"out": v.out().names}
+    layouts = {p: v.layouts.get(p, names[p]) for p in ("q", "k", "v")}
+    copied, do_copy = relayouts(b.kind, b.query, b.key, b.head, names, layouts)
+    saved = [
+        _own(f"{p}_copy", v.nbytes(v.x(p)), f"{p}, copied to [B, T, H, K]")
+        if p in copied
+        else _in(p)
+        for p in ("q", "k", "v")
+    ]
+    return saved, (v.nbytes(v.out()) if do_copy else ZERO)
+
+
 def attention(v: BoxView) -> Rule:
     b = v.box
     B, T, S, K, V = _attention_dims(v)
     bp = _bytes_per(v)
+    kept, do_copy = _copies(v)
     # ops' formulas take (B, T, H, ...); the batch axes of the box, whatever they are, are B.
     flops = attention_cost.flops_forward(B, T, 1, K, V, S, causal=b.causal)
     return Rule(
@@ -693,13 +746,8 @@ def attention(v: BoxView) -> Rule:
         mm=2 * B * T * S * (K + V),  # FlopCounterMode counts every (query, key) pair
         flops_bwd=attention_cost.flops_backward(B, T, 1, K, V, S, causal=b.causal),
         mm_bwd=2 * B * T * S * (2 * K + 3 * V),
-        saved=[
-            _in("q"),
-            _in("k"),
-            _in("v"),
-            _out(),
-            _own("lse", 4 * B * T, "log-sum-exp per query (float32)"),
-        ],
+        saved=[*kept, _out(), _own("lse", 4 * B * T, "log-sum-exp per query (float32)")],
+        bwd_temps=do_copy,
         io=attention_cost.io_forward(B, T, 1, K, V, S, causal=b.causal, bytes_per=bp),
         io_bwd=attention_cost.io_backward(B, T, 1, K, V, S, causal=b.causal, bytes_per=bp),
         fused="ncd.ops.softmax_attention",
@@ -716,6 +764,11 @@ def linear_attention_box(v: BoxView) -> Rule:
         notes.append(f"variant {b.variant}: costed as plain linear attention (gates not counted)")
     extra = [_in(p) for p in ("g", "beta") if p in v.ins]
     la, nz = linear_attention_cost, bool(b.normalize)
+    kept, do_copy = (
+        _copies(v)
+        if b.variant in ("linear", "lightning")
+        else ([_in("q"), _in("k"), _in("v")], ZERO)
+    )
     flops = la.flops_forward(B, T, 1, K, V, normalize=nz)
     norm = _own("o32_den", 4 * B * T * (V + 1), "output and denominator (float32)")
     return Rule(
@@ -723,8 +776,8 @@ def linear_attention_box(v: BoxView) -> Rule:
         mm=flops,
         flops_bwd=la.flops_backward(B, T, 1, K, V, normalize=nz),
         mm_bwd=la.flops_backward(B, T, 1, K, V, normalize=nz),
-        saved=[_in("q"), _in("k"), _in("v"), *extra, *_if(nz, norm)],
-        bwd_temps=la.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, normalize=nz),
+        saved=[*kept, *extra, *_if(nz, norm)],
+        bwd_temps=la.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, normalize=nz) + do_copy,
         io=la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz),
         io_bwd=la.io_backward(B, T, 1, K, V, bytes_per=bp, normalize=nz),
         fused="ncd.ops.linear_attention",
