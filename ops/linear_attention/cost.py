@@ -80,13 +80,24 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, normalize=False):
 
 def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, normalize=False):
     """Memory the backward holds at its peak beyond the gradients it returns. None for the
-    plain op (its kernels write dq, dk, dv directly). Normalised (read off
-    `NormalizedLinearAttentionFunction.backward`, at its last sum): float32 dq, dk, dv of the
-    numerator's scan and dq, dk (and the 16-column dv) of the denominator's, one float32 sum,
-    the rescaled cotangent, and the denominator's 16-column cotangent and ones."""
+    plain op (its kernels write dq, dk, dv directly). Normalised
+    (`NormalizedLinearAttentionFunction.backward`), per token and head: the float32 dq, dk,
+    dv of the numerator's scan and dq, dk, dv of the denominator's (16 K + 4 V + 64), the
+    rescaled cotangent, its float32 part and the denominator's 16-column operands (2 V + 70
+    in a 2-byte dtype), and at the peak either the sum dk + dk2 beside the rounded dq (at
+    2-byte dtypes: 24 K + 4 V + 64 with the gradients) or, when V > 2 K, the rounded dv
+    (20 K + 6 V + 64); less the gradients, max(20 K + 4 V, 16 K + 6 V) + 134. In float32 the
+    roundings copy nothing: 16 K + 4 V + 196. Checked allocation by allocation on the CPU with
+    the kernel launches stubbed (tests/ops/test_cost.py). With symbolic sizes (no order
+    between the two), 2-byte dtypes take 20 K + 6 V + 134, at least either."""
     if not normalize:
         return 0
     V = K if V is None else V
-    n = NORM_COLUMNS
-    f32 = 4 * (2 * K + V) + 4 * (2 * K + n) + 4 * K
-    return B * T * H * (f32 + bytes_per * V + 4 + bytes_per * (2 * n + 1))
+    if bytes_per == 4:
+        return B * T * H * (16 * K + 4 * V + 196)
+    a, b = 20 * K + 4 * V, 16 * K + 6 * V
+    try:
+        peak = max(a, b)
+    except TypeError:  # symbols: no order between the two
+        peak = 20 * K + 6 * V
+    return B * T * H * (peak + 134)

@@ -79,3 +79,38 @@ def test_linear_attention_kept_bytes_are_what_autograd_saves(normalize):
         linear_attention(q, k, v, normalize=normalize, backend="triton")
     want = linear_attention_cost.activation_bytes(B, T, H, K, V, 2, normalize=normalize)
     assert sum(kept.values()) == want
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("K, V", [(32, 32), (64, 32), (16, 48)])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_linear_attention_backward_buffers(normalize, K, V, dtype, monkeypatch):
+    """`backward_temp_bytes` against the backward's own allocations (torch.profiler's CPU
+    allocator events), less the gradients it returns; the kernel launches are stubbed (on
+    the GPU they allocate nothing), so only the op's Python-level tensors count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ncd.ops.linear_attention import chunk
+
+    monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
+    B, T, H = 1, 48, 2
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.rand(B, T, H, K, generator=g).to(dtype).requires_grad_() for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=g).to(dtype).requires_grad_()
+    o, _ = linear_attention(q, k, v, normalize=normalize, backend="triton")
+    do = torch.ones_like(o)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        o.backward(do)
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    bp = q.element_size()
+    grads = bp * B * T * H * (2 * K + V)
+    want = linear_attention_cost.backward_temp_bytes(B, T, H, K, V, bp, normalize=normalize)
+    assert peak - grads == want
