@@ -428,6 +428,9 @@ class _Walker:
             if copied:
                 last.notes.append(f"{', '.join(copied)} copied to [B, T, H, K] by the op and kept")
             if r.kind == "attention":
+                last._bwd_temps = getattr(last, "_bwd_temps", ZERO) + (  # type: ignore[attr-defined]
+                    attention_cost.backward_temp_bytes(B, T, 1)
+                )
                 sid = f"{last.name}:lse"
                 self.storages[sid] = _Storage(sid, 4 * B * T, "own", index[last.name])
                 last.saved.append(("log-sum-exp per query (float32)", sid, 4 * B * T))

@@ -747,7 +747,7 @@ def attention(v: BoxView) -> Rule:
         flops_bwd=attention_cost.flops_backward(B, T, 1, K, V, S, causal=b.causal),
         mm_bwd=2 * B * T * S * (2 * K + 3 * V),
         saved=[*kept, _out(), _own("lse", 4 * B * T, "log-sum-exp per query (float32)")],
-        bwd_temps=do_copy,
+        bwd_temps=attention_cost.backward_temp_bytes(B, T, 1) + do_copy,
         io=attention_cost.io_forward(B, T, 1, K, V, S, causal=b.causal, bytes_per=bp),
         io_bwd=attention_cost.io_backward(B, T, 1, K, V, S, causal=b.causal, bytes_per=bp),
         fused="ncd.ops.softmax_attention",

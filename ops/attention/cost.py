@@ -57,3 +57,13 @@ def activation_bytes(B, T, H, K, V=None, S=None, Hkv=None, bytes_per=2):
     S = T if S is None else S
     Hkv = H if Hkv is None else Hkv
     return bytes_per * (B * T * H * (K + V) + B * S * Hkv * (K + V)) + 4 * B * H * T
+
+
+def backward_temp_bytes(B, T, H, K=None, V=None, atomic_dq=False, bytes_per=2):
+    """Memory the backward holds beyond the gradients it returns (and beyond a copy of a
+    permuted cotangent, which depends on the caller's layout): the float32 ``rowsum(dO * O)``
+    per query row; with the atomic-dQ schedule also a float32 dQ buffer, rounded at the end."""
+    rows = 4 * B * H * T
+    if not atomic_dq:
+        return rows
+    return rows + 4 * B * T * H * K

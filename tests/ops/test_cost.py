@@ -114,3 +114,42 @@ def test_linear_attention_backward_buffers(normalize, K, V, dtype, monkeypatch):
     grads = bp * B * T * H * (2 * K + V)
     want = linear_attention_cost.backward_temp_bytes(B, T, H, K, V, bp, normalize=normalize)
     assert peak - grads == want
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("Hkv", [4, 2])
+def test_softmax_attention_kept_and_backward_bytes(Hkv, monkeypatch):
+    """`activation_bytes` against what autograd keeps, `backward_temp_bytes` against the
+    backward's own allocations less the gradients (kernel launches stubbed, as above)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ncd.ops import softmax_attention
+    from ncd.ops.attention import fused
+
+    monkeypatch.setattr(fused, "launch", lambda *a, **kw: None)
+    B, T, S, H, K, V = 2, 40, 24, 4, 32, 16
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(B, T, H, K, generator=g).half().requires_grad_()
+    k = torch.randn(B, S, Hkv, K, generator=g).half().requires_grad_()
+    v = torch.randn(B, S, Hkv, V, generator=g).half().requires_grad_()
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        o = softmax_attention(q, k, v, causal=False, backend="triton")
+    assert sum(kept.values()) == attention_cost.activation_bytes(B, T, H, K, V, S, Hkv)
+    do = torch.ones_like(o)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        o.backward(do)
+    live = peak = 0
+    for e in sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    ):
+        live += e.nbytes()
+        peak = max(peak, live)
+    grads = 2 * (B * T * H * K + B * S * Hkv * (K + V))
+    assert peak - grads == attention_cost.backward_temp_bytes(B, T, H, K, V)
