@@ -182,7 +182,7 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         return
     kw = plan.kw
     hook(kw)
-    if plan.ck is not None:
+    if plan.ck is not None and FAST_LAUNCH:
         ck = plan.ck
         enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
         stream = _stream()

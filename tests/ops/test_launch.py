@@ -103,6 +103,16 @@ def test_fast_launch_off(fake_gpu, monkeypatch):
     assert [e[0] for e in k.log] == ["tune", "jit", "jit"]
 
 
+def test_fast_launch_turned_off_later(fake_gpu, monkeypatch):
+    """Switching FAST_LAUNCH off after a kernel was cached goes back to the JIT path."""
+    k, x = FakeKernel(), torch.zeros(8)
+    for _ in range(3):
+        call(k, x)
+    monkeypatch.setattr(_backend, "FAST_LAUNCH", False)
+    call(k, x)
+    assert [e[0] for e in k.log] == ["tune", "jit", "direct", "jit"]
+
+
 def test_one_tuner_per_descriptor_dtype(fake_gpu):
     """Descriptor dtypes are not in Triton's autotuning key: float32 must not reuse the
     configuration tuned for bfloat16."""
