@@ -423,12 +423,12 @@ class _Walker:
             if do_copy:
                 # the output's gradient reaches the op as a permuted view: copied for the kernels
                 extra = self.nbytes(out.type)
-                last._bwd_temps = getattr(last, "_bwd_temps", ZERO) + extra  # type: ignore[attr-defined]
+                last._bwd_temps += extra  # type: ignore[attr-defined]
                 last.notes.append("its output's gradient is copied to [B, T, H, V] in the backward")
             if copied:
                 last.notes.append(f"{', '.join(copied)} copied to [B, T, H, K] by the op and kept")
             if r.kind == "attention":
-                last._bwd_temps = getattr(last, "_bwd_temps", ZERO) + (  # type: ignore[attr-defined]
+                last._bwd_temps += (  # type: ignore[attr-defined]
                     attention_cost.backward_temp_bytes(B, T, 1)
                 )
                 sid = f"{last.name}:lse"
@@ -438,7 +438,7 @@ class _Walker:
                 sid, nb = f"{last.name}:o32_den", 4 * B * T * (V + 1)
                 self.storages[sid] = _Storage(sid, nb, "own", index[last.name])
                 last.saved.append(("output and denominator (float32)", sid, nb))
-                last._bwd_temps = getattr(last, "_bwd_temps", ZERO) + (  # type: ignore[attr-defined]
+                last._bwd_temps += (  # type: ignore[attr-defined]
                     linear_attention_cost.backward_temp_bytes(
                         B, T, 1, K, V, bytes_per=bp, normalize=True
                     )

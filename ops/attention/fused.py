@@ -73,29 +73,25 @@ def _fwd_tiles(
             if CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None])
             qk = tl.where(keep, qk, float("-inf"))
-        # Scaling inside the max and the exponent lets each element cost one fused multiply-add.
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, MASK)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-        m_i = m_new
+        acc, l_i, m_i = _softmax_pv(
+            acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N, BLOCK_DV, FLAT, MASK
+        )
     return acc, l_i, m_i
 
 
 @triton.jit
 def _softmax_pv(
     acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N: tl.constexpr,
-    BLOCK_DV: tl.constexpr, FLAT: tl.constexpr,
+    BLOCK_DV: tl.constexpr, FLAT: tl.constexpr, TAIL: tl.constexpr = False,
 ):  # fmt: skip
-    """One unmasked key block of the online softmax, its scores `qk` given: rescale what came
-    before, add its probabilities times its values."""
+    """One key block of the online softmax, its (masked) scores `qk` given: rescale what came
+    before, add its probabilities times its values (`TAIL`: value rows may pass S)."""
+    # Scaling inside the max and the exponent lets each element cost one fused multiply-add.
     m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
     p = tl.math.exp2(qk * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
+    v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, TAIL)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return acc, l_i, m_new
 

@@ -59,6 +59,34 @@ def test_normalised_linear_attention_costs_more():
     assert sympy.simplify(kept - la.activation_bytes(B, T, H, K) - 4 * B * T * H * (K + 1)) == 0
 
 
+def kept_bytes(fn):
+    """(fn(), bytes of the unique storages autograd keeps for its backward)."""
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(kept.values())
+
+
+def backward_peak(out, grad):
+    """Peak bytes the backward of `out` allocates, from torch.profiler's CPU allocator
+    events (the gradients it returns included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out.backward(grad)
+    events = (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
 @pytest.mark.interpret
 @pytest.mark.parametrize("normalize", [False, True])
 def test_linear_attention_kept_bytes_are_what_autograd_saves(normalize):
@@ -69,16 +97,8 @@ def test_linear_attention_kept_bytes_are_what_autograd_saves(normalize):
     g = torch.Generator().manual_seed(0)
     q, k = (torch.rand(B, T, H, K, generator=g).half().requires_grad_() for _ in range(2))
     v = torch.randn(B, T, H, V, generator=g).half().requires_grad_()
-    kept = {}
-
-    def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        linear_attention(q, k, v, normalize=normalize, backend="triton")
-    want = linear_attention_cost.activation_bytes(B, T, H, K, V, 2, normalize=normalize)
-    assert sum(kept.values()) == want
+    _, kept = kept_bytes(lambda: linear_attention(q, k, v, normalize=normalize, backend="triton"))
+    assert kept == linear_attention_cost.activation_bytes(B, T, H, K, V, 2, normalize=normalize)
 
 
 @pytest.mark.interpret
@@ -89,8 +109,6 @@ def test_linear_attention_backward_buffers(normalize, K, V, dtype, monkeypatch):
     """`backward_temp_bytes` against the backward's own allocations (torch.profiler's CPU
     allocator events), less the gradients it returns; the kernel launches are stubbed (on
     the GPU they allocate nothing), so only the op's Python-level tensors count."""
-    from torch.profiler import ProfilerActivity, profile
-
     from ncd.ops.linear_attention import chunk
 
     monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
@@ -99,17 +117,7 @@ def test_linear_attention_backward_buffers(normalize, K, V, dtype, monkeypatch):
     q, k = (torch.rand(B, T, H, K, generator=g).to(dtype).requires_grad_() for _ in range(2))
     v = torch.randn(B, T, H, V, generator=g).to(dtype).requires_grad_()
     o, _ = linear_attention(q, k, v, normalize=normalize, backend="triton")
-    do = torch.ones_like(o)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        o.backward(do)
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-        key=lambda e: e.start_ns(),
-    )
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
+    peak = backward_peak(o, torch.ones_like(o))
     bp = q.element_size()
     grads = bp * B * T * H * (2 * K + V)
     want = linear_attention_cost.backward_temp_bytes(B, T, H, K, V, bp, normalize=normalize)
@@ -121,8 +129,6 @@ def test_linear_attention_backward_buffers(normalize, K, V, dtype, monkeypatch):
 def test_softmax_attention_kept_and_backward_bytes(Hkv, monkeypatch):
     """`activation_bytes` against what autograd keeps, `backward_temp_bytes` against the
     backward's own allocations less the gradients (kernel launches stubbed, as above)."""
-    from torch.profiler import ProfilerActivity, profile
-
     from ncd.ops import softmax_attention
     from ncd.ops.attention import fused
 
@@ -132,24 +138,8 @@ def test_softmax_attention_kept_and_backward_bytes(Hkv, monkeypatch):
     q = torch.randn(B, T, H, K, generator=g).half().requires_grad_()
     k = torch.randn(B, S, Hkv, K, generator=g).half().requires_grad_()
     v = torch.randn(B, S, Hkv, V, generator=g).half().requires_grad_()
-    kept = {}
-
-    def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        o = softmax_attention(q, k, v, causal=False, backend="triton")
-    assert sum(kept.values()) == attention_cost.activation_bytes(B, T, H, K, V, S, Hkv)
-    do = torch.ones_like(o)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        o.backward(do)
-    live = peak = 0
-    for e in sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-        key=lambda e: e.start_ns(),
-    ):
-        live += e.nbytes()
-        peak = max(peak, live)
+    o, kept = kept_bytes(lambda: softmax_attention(q, k, v, causal=False, backend="triton"))
+    assert kept == attention_cost.activation_bytes(B, T, H, K, V, S, Hkv)
+    peak = backward_peak(o, torch.ones_like(o))
     grads = 2 * (B * T * H * K + B * S * Hkv * (K + V))
     assert peak - grads == attention_cost.backward_temp_bytes(B, T, H, K, V)
