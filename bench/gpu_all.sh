@@ -4,11 +4,12 @@
 #   bash bench/gpu_all.sh ops COMMIT       # ops_gpu.py (all T) and ops_gpu_check.py (all dtypes)
 #   bash bench/gpu_all.sh compiler COMMIT  # compiler_gpu.py, cost_gpu.py, host_overhead.py
 #   bash bench/gpu_all.sh diag COMMIT      # ops_gpu_check.py, host_overhead.py, ops_sweep.py 8k
+#   bash bench/gpu_all.sh kernels COMMIT   # softmax check, ops_sweep.py 8k, ops_gpu.py 4k and 8k
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
 set -o pipefail
-PART=${1:?ops, diag, layers, compiler or imports}
+PART=${1:?ops, diag, kernels, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -48,6 +49,13 @@ case $PART in
     step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py"
     step host 100 $PY "$REPO/bench/host_overhead.py"
     step sweep 240 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what attn
+    ;;
+  kernels)  # after a kernel change: softmax correctness, the 8k sweep, both ops at 4k and 8k
+    step ops_check 150 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16,float32 --ops softmax
+    step sweep 300 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what attn
+    step ops_gpu 120 $PY "$REPO/bench/ops_gpu.py" --T 4096,8192 --out "$OUT/ops_gpu.json" \
+      --details "$OUT/ops_details.json" --commit "$COMMIT" --breakdown-T 0 \
+      --skip softmax_attention:naive,linear_attention:naive
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

@@ -177,28 +177,30 @@ def _bwd_delta_kernel(
 
 @triton.jit
 def _bwd_dkdv_tiles(
-    dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, hi,
-    offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL_MASK: tl.constexpr,
-    BOUNDS: tl.constexpr, ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr,
-    FLAT: tl.constexpr,
+    dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, offs_n, offs_m,
+    offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+    DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, FLAT: tl.constexpr,
 ):  # fmt: skip
-    for m0 in range(lo, hi, BLOCK_M):
+    """dK and dV of one key block over the query blocks [lo, T), in one loop.
+
+    One loop, not one per kind of block (diagonal, whole, ragged tail): with three loops Triton
+    holds more registers across them and the kernel spilled in every configuration; one loop
+    with the causal mask on every block fits (Triton 3.6, sm_90: 235 registers, no spills, at
+    (32, 64, 4 warps), against 255 and spills). Rows past T read as zeros and get lse = +inf,
+    so they add exactly nothing (2-d tiles are used only when T is a whole number of blocks,
+    since there those rows would be the next batch's, and zero times infinity is not zero)."""
+    for m0 in range(lo, T, BLOCK_M):
         rows = m0 + offs_m
-        q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, BOUNDS)
-        do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, FLAT, BOUNDS)
-        if BOUNDS:
-            # Rows past T get lse = +inf, so their probabilities are exactly 0.
-            lse = tl.load(LSE_base + rows, mask=rows < T, other=float("inf"))
-            delta = tl.load(DELTA_base + rows, mask=rows < T, other=0.0)
-        else:
-            lse = tl.load(LSE_base + rows)
-            delta = tl.load(DELTA_base + rows)
+        q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, False)
+        do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, FLAT, False)
+        lse = tl.load(LSE_base + rows, mask=rows < T, other=float("inf"))
+        delta = tl.load(DELTA_base + rows, mask=rows < T, other=0.0)
         if KV_SMEM:
             # Scores as (BM, BN): k and v are the right-hand operands, which the tensor cores
             # read from shared memory, so they hold no registers across the loop.
             p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
-            if CAUSAL_MASK:
+            if CAUSAL:
                 p = tl.where(rows[:, None] >= offs_n[None, :], p, 0.0)
             dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
             dp = tl.dot(do, tl.trans(v))
@@ -210,7 +212,7 @@ def _bwd_dkdv_tiles(
                 dq = tl.dot(ds.to(k.dtype), k) * sm_scale  # (BM, BD)
         else:
             pT = tl.math.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
-            if CAUSAL_MASK:
+            if CAUSAL:
                 pT = tl.where(rows[None, :] >= offs_n[:, None], pT, 0.0)
             dv = tl.dot(pT.to(do.dtype), do, dv)
             dpT = tl.dot(v, tl.trans(do))
@@ -253,33 +255,17 @@ def _bwd_dkdv_kernel(
     v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
-    # Query blocks in [lo, mid) cross the diagonal; [mid, full_end) are whole and unmasked;
-    # [full_end, T) is the ragged tail.
-    if CAUSAL:
-        lo = n0 // BLOCK_M * BLOCK_M
-        mid = tl.minimum(tl.cdiv(n0 + BLOCK_N, BLOCK_M) * BLOCK_M, T)
-    else:
-        lo = 0
-        mid = 0
-    full_end = tl.maximum(T // BLOCK_M * BLOCK_M, mid)
+    # Causal: query blocks before the one holding query n0 see none of these keys. Key rows
+    # past S only make dK and dV rows that the store drops.
+    lo = n0 // BLOCK_M * BLOCK_M if CAUSAL else 0
     for g in range(G):
         h = hk * G + g
         LSE_base = LSE + (b * H + h).to(tl.int64) * T
         DELTA_base = DELTA + (b * H + h).to(tl.int64) * T
         dk, dv = _bwd_dkdv_tiles(
-            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, mid,
-            offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M, BLOCK_D, BLOCK_DV,
-            CAUSAL, True, ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT,
-        )  # fmt: skip
-        dk, dv = _bwd_dkdv_tiles(
-            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, mid,
-            full_end, offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale,
-            BLOCK_M, BLOCK_D, BLOCK_DV, False, False, ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT,
-        )  # fmt: skip
-        dk, dv = _bwd_dkdv_tiles(
-            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, full_end, T,
-            offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M, BLOCK_D, BLOCK_DV,
-            False, True, ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT,
+            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, offs_n,
+            offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M, BLOCK_D, BLOCK_DV, CAUSAL,
+            ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT,
         )  # fmt: skip
     dk_desc.store([b, n0, hk, 0], (dk * sm_scale).to(dk_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_D))
     dv_desc.store([b, n0, hk, 0], dv.to(dv_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_DV))
@@ -372,9 +358,10 @@ def _desc(x: torch.Tensor, flat: bool = False) -> TensorDescriptor:
 
 # Which kernels read 2-d tiles where the head widths allow (`_tile`'s FLAT), from the H200 sweep
 # of 2026-11-28 (T = 8k, D = 128, bf16, best configuration of each): forward 2.12 ms 2-d
-# against 2.19 ms 4-d; dQ 2.67 ms against 2.20 ms and dK/dV 4.41 ms against 4.06 ms, where
-# 4-d wins.
-FLAT_FORWARD, FLAT_BACKWARD = True, False
+# against 2.19 ms 4-d; dQ 2.67 ms against 2.20 ms, where 4-d wins. dK/dV: 4-d won (4.06
+# against 4.41 ms) with its three loops; in one loop, 2-d tiles let k and v stay in shared
+# memory as the tensor cores' left operands, which is what makes it fit in registers.
+FLAT_FORWARD, FLAT_DKDV, FLAT_DQ = True, True, False
 
 
 def _flat(wanted: bool, *xs: torch.Tensor) -> bool:
@@ -406,10 +393,19 @@ FWD_CONFIGS = [
     (128, 64, 8, 3, {"WS": False, "AHEAD": False}),
 ]
 # KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
-# tensor cores read from shared memory; the (key, query) form keeps them in registers. Both
-# spill at D = 128 (bench/RESULTS.md); the (key, query) form is the faster.
+# tensor cores read from shared memory; the (key, query) form (`_REG`) reads them as left
+# operands, from shared memory too through 2-d tiles. The dK/dV lists hold the configurations
+# that fit in registers in one loop (Triton 3.6, sm_90, cross-compiled: 217-240 registers, no
+# spills; with three loops every one spilled); ATOMIC_DKDV_CONFIGS also add dQ (238-255).
 _REG = {"KV_SMEM": False}
-DKDV_CONFIGS = [(32, 64, 4, 2, _REG), (32, 64, 4, 3, _REG), (32, 128, 8, 2, _REG)]
+DKDV_CONFIGS = [
+    (32, 64, 4, 2, _REG),
+    (32, 64, 4, 3, _REG),
+    (16, 64, 4, 3, _REG),
+    (32, 128, 8, 2, _REG),
+    (32, 128, 8, 3, _REG),
+]
+ATOMIC_DKDV_CONFIGS = [(16, 64, 4, 2, _REG), (16, 64, 4, 3, _REG), (32, 128, 8, 2, _REG)]
 DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
 DELTA_CONFIGS = [triton.Config({"BLOCK_M": 64}, num_warps=4)]
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
@@ -474,12 +470,13 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
-    flat = _flat(FLAT_BACKWARD, q, k, v, do)
+    # 2-d tiles of whole blocks only (no block size exceeds 128): see `_bwd_dkdv_tiles`.
+    flat = _flat(FLAT_DKDV and T % 128 == 0 and S % 128 == 0, q, k, v, do)
     qd, kd, vd, dod = (_desc(x, flat) for x in (q, k, v, do))
     meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _bwd_dkdv_kernel,
-        DKDV_CONFIGS,
+        ATOMIC_DKDV_CONFIGS if atomic_dq else DKDV_CONFIGS,
         lambda m: (cdiv(S, m["BLOCK_N"]), B * HKV),
         (
             qd,
@@ -507,6 +504,10 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     if atomic_dq:
         return dq32.to(q.dtype), dk, dv
     dq = torch.empty_like(q)
+    dq_flat = _flat(FLAT_DQ, q, k, v, do)
+    if dq_flat != flat:
+        qd, kd, vd, dod = (_desc(x, dq_flat) for x in (q, k, v, do))
+    meta["FLAT"] = dq_flat
     _launch(
         _bwd_dq_kernel,
         DQ_CONFIGS,
