@@ -5,11 +5,12 @@
 #   bash bench/gpu_all.sh compiler COMMIT  # compiler_gpu.py, cost_gpu.py, host_overhead.py
 #   bash bench/gpu_all.sh diag COMMIT      # ops_gpu_check.py, host_overhead.py, ops_sweep.py 8k
 #   bash bench/gpu_all.sh kernels COMMIT   # softmax check, ops_sweep.py 8k, ops_gpu.py 4k and 8k
+#   bash bench/gpu_all.sh timeline COMMIT  # step_timeline.py 4k and 8k, ops_gpu.py (no naive)
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
 set -o pipefail
-PART=${1:?ops, diag, kernels, layers, compiler or imports}
+PART=${1:?ops, diag, kernels, timeline, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -55,6 +56,12 @@ case $PART in
     step sweep 300 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what attn
     step ops_gpu 120 $PY "$REPO/bench/ops_gpu.py" --T 4096,8192 --out "$OUT/ops_gpu.json" \
       --details "$OUT/ops_details.json" --commit "$COMMIT" --breakdown-T 0 \
+      --skip softmax_attention:naive,linear_attention:naive
+    ;;
+  timeline)  # where a step's GPU time goes, then ops_gpu.py at every T (no naive forms)
+    step timeline 120 $PY "$REPO/bench/step_timeline.py" --T 4096,8192
+    step ops_gpu 380 $PY "$REPO/bench/ops_gpu.py" --out "$OUT/ops_gpu.json" \
+      --details "$OUT/ops_details.json" --commit "$COMMIT" \
       --skip softmax_attention:naive,linear_attention:naive
     ;;
   layers)  # host time of each layer of a linear-attention launch

@@ -356,12 +356,13 @@ def _desc(x: torch.Tensor, flat: bool = False) -> TensorDescriptor:
     return TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 16, 1, 16])
 
 
-# Which kernels read 2-d tiles where the head widths allow (`_tile`'s FLAT), from the H200 sweep
-# of 2026-11-28 (T = 8k, D = 128, bf16, best configuration of each): forward 2.12 ms 2-d
-# against 2.19 ms 4-d; dQ 2.67 ms against 2.20 ms, where 4-d wins. dK/dV: 4-d won (4.06
-# against 4.41 ms) with its three loops; in one loop, 2-d tiles let k and v stay in shared
-# memory as the tensor cores' left operands, which is what makes it fit in registers.
-FLAT_FORWARD, FLAT_DKDV, FLAT_DQ = True, True, False
+# Which kernels read 2-d tiles where the head widths allow (`_tile`'s FLAT), from the H200
+# sweeps at T = 8k, D = 128, bf16 (best configuration of each; bench/results/ops_sweep_*):
+# forward: 4-d, where the look-ahead loop runs best (2.02 ms against 2.28 ms for the best 2-d
+# configuration, 386f2f3; 2.04 against 2.10 at ebc9598). dQ: 4-d (2.30 against 2.47 ms).
+# dK/dV: 2-d, which lets k and v stay in shared memory as the tensor cores' left operands in
+# its one loop (4.04 ms against 4.17 ms 4-d, 386f2f3; the three-loop kernel, 4-d, 4.17).
+FLAT_FORWARD, FLAT_DKDV, FLAT_DQ = False, True, False
 
 
 def _flat(wanted: bool, *xs: torch.Tensor) -> bool:
@@ -394,17 +395,20 @@ FWD_CONFIGS = [
 ]
 # KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
 # tensor cores read from shared memory; the (key, query) form (`_REG`) reads them as left
-# operands, from shared memory too through 2-d tiles. The dK/dV lists hold the configurations
-# that fit in registers in one loop (Triton 3.6, sm_90, cross-compiled: 217-240 registers, no
-# spills; with three loops every one spilled); ATOMIC_DKDV_CONFIGS also add dQ (238-255).
-_REG = {"KV_SMEM": False}
+# operands, from shared memory too through 2-d tiles. In one loop the (key, query) form fits
+# in registers (Triton 3.6, sm_90: 215-240 registers, no spills, where with three loops every
+# configuration spilled) yet runs no faster: 4.62 ms at (32, 64, 4, 3) against 4.04 ms for
+# the (query, key) form at (64, 64, 4, 2), which spills 6 (386f2f3). Autotuning picks.
+_REG, _SMEM = {"KV_SMEM": False}, {"KV_SMEM": True}
 DKDV_CONFIGS = [
-    (32, 64, 4, 2, _REG),
+    (64, 64, 4, 2, _SMEM),
+    (64, 64, 4, 3, _SMEM),
     (32, 64, 4, 3, _REG),
-    (16, 64, 4, 3, _REG),
-    (32, 128, 8, 2, _REG),
-    (32, 128, 8, 3, _REG),
+    (32, 64, 4, 2, _REG),
+    (64, 128, 8, 2, _REG),
 ]
+# Adding dQ atomically (copy-engine reductions) fits in registers now but ran 2.5x slower
+# than the separate pass (10.1 ms for dK/dV + dQ against 4.04 + 2.30, 386f2f3).
 ATOMIC_DKDV_CONFIGS = [(16, 64, 4, 2, _REG), (16, 64, 4, 3, _REG), (32, 128, 8, 2, _REG)]
 DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
 DELTA_CONFIGS = [triton.Config({"BLOCK_M": 64}, num_warps=4)]
