@@ -10,7 +10,7 @@
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
 set -o pipefail
-PART=${1:?ops, diag, kernels, timeline, layers, compiler or imports}
+PART=${1:?ops, diag, kernels, timeline, atomic, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -63,6 +63,9 @@ case $PART in
     step ops_gpu 380 $PY "$REPO/bench/ops_gpu.py" --out "$OUT/ops_gpu.json" \
       --details "$OUT/ops_details.json" --commit "$COMMIT" \
       --skip softmax_attention:naive,linear_attention:naive
+    ;;
+  atomic)  # the atomic-dQ backward's kernels and the look-ahead forward's at 8k
+    step sweep 400 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what atomic
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

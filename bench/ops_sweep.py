@@ -35,6 +35,15 @@ DKDV_SMEM = [(64, 64, 4, 2), (64, 64, 4, 3), (16, 64, 4, 3)]
 DKDV_REG = [c[:4] for c in fused.DKDV_CONFIGS] + [(64, 128, 8, 2), (16, 64, 4, 2)]
 ATOMIC_SMEM = [(16, 64, 4, 3)]
 ATOMIC_REG = [c[:4] for c in fused.ATOMIC_DKDV_CONFIGS] + [(32, 64, 4, 2)]
+# --what atomic: only the dK/dV + dQ kernels, with copy-engine reductions (TMA) or per-element
+# reductions from registers (FlashAttention-2's way), 2-d tiles, against the split best.
+ATOMIC_ONLY = [
+    (64, 64, 4, 2, {"KV_SMEM": True}),
+    (64, 128, 8, 2, {"KV_SMEM": False}),
+    (32, 128, 8, 2, {"KV_SMEM": False}),
+    (32, 64, 4, 2, {"KV_SMEM": False}),
+    (16, 64, 4, 3, {"KV_SMEM": False}),
+]
 DQ = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2), (128, 128, 8, 3),
       (64, 128, 4, 3)]  # fmt: skip
 LA_FWD = [
@@ -188,7 +197,59 @@ def sweep_attention(T, B=4, H=16, D=128):
         )
 
 
+def sweep_atomic(T, B=4, H=16, D=128):
+    s = D**-0.5
+    g = torch.Generator(device="cuda").manual_seed(T)
+    q, k, v, do = (
+        torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
+    )
+    pairs = B * H * T * (T + 1) / 2
+    o, lse = fused._forward(q, k, v, True, s)
+    delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    dq32 = torch.zeros(q.shape, device="cuda", dtype=torch.float32)
+    meta = dict(BLOCK_D=D, BLOCK_DV=D, CAUSAL=True, FLAT=True)
+    print(f"T={T} (dK/dV + dQ added atomically; 10 products' FLOPs counted)")
+    for tma in (True, False):
+        descs = {
+            f"{n}_desc": fused._desc(x, True) for n, x in zip(("q", "k", "v", "do"), (q, k, v, do))
+        }
+        descs.update(dk_desc=fused._desc(dk), dv_desc=fused._desc(dv), dq_desc=fused._desc(dq32))
+        run(
+            f"atomic {'tma' if tma else 'red'}",
+            lambda c, descs=descs, tma=tma: _go(
+                fused._bwd_dkdv_kernel, (triton.cdiv(T, c[1]), B * H), descs,
+                (dq32, lse, delta, T, T, H, H, s * fused.LOG2E, s, D), meta, c,
+                dict(ATOMIC_DQ=True, DQ_TMA=tma),
+            ),
+            ATOMIC_ONLY,
+            10 * pairs * D,
+        )  # fmt: skip
+    fwd4 = [(64, 64, 4, 3, {"AHEAD": True}), (64, 64, 4, 4, {"AHEAD": True}),
+            (128, 64, 8, 3, {"AHEAD": True}), (64, 128, 4, 2, {"AHEAD": True}),
+            (128, 128, 8, 3, {"AHEAD": True}), (64, 64, 4, 3)]  # fmt: skip
+    fdescs = dict(q_desc=fused._desc(q), k_desc=fused._desc(k), v_desc=fused._desc(v),
+                  o_desc=fused._desc(o))  # fmt: skip
+    run(
+        "fwd 4d",
+        lambda c: _go(
+            fused._fwd_kernel, (triton.cdiv(T, c[0]), B * H), fdescs,
+            (lse, T, T, H, H, s * fused.LOG2E), dict(meta, FLAT=False), c,
+            {"WS": False, "AHEAD": False, **(c[4:] or [{}])[0]},
+        ),
+        fwd4,
+        4 * pairs * D,
+    )  # fmt: skip
+    for atomic in (False, True):  # the library's whole backward, each schedule
+        ms = do_bench(
+            lambda a=atomic: fused._backward(q, k, v, o, lse, do, True, s, a), return_mode="median"
+        )
+        print(f"  fused._backward atomic_dq={atomic}: {ms:.3f} ms")
+
+
 def sweep(T, what, B=4, H=16, D=128):
+    if "atomic" in what:
+        sweep_atomic(T, B, H, D)
     if "attn" in what:
         sweep_attention(T, B, H, D)
     if "lin" not in what:
