@@ -10,7 +10,7 @@
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
 set -o pipefail
-PART=${1:?ops, diag, kernels, timeline, atomic, layers, compiler or imports}
+PART=${1:?ops, diag, kernels, timeline, atomic, f32, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -66,6 +66,14 @@ case $PART in
     ;;
   atomic)  # the atomic-dQ backward's kernels and the look-ahead forward's at 8k
     step sweep 400 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what atomic
+    ;;
+  f32)  # every dtype's check, float32 timing at 4k, the linear op (bf16) at every T again
+    step ops_check 290 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32,bfloat16,float16
+    step ops_f32 140 $PY "$REPO/bench/ops_gpu.py" --T 4096 --dtype float32 --atomic-dq 0 \
+      --breakdown-T 0 --skip softmax_attention:naive,linear_attention:naive \
+      --out "$OUT/ops_gpu_f32.json" --commit "$COMMIT"
+    step ops_linear 100 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
+      --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

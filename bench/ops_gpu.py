@@ -208,6 +208,7 @@ def main():
     ap.add_argument("--H", type=int, default=16)
     ap.add_argument("--K", type=int, default=128)
     ap.add_argument("--ops", default="softmax_attention,linear_attention")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--out", default=None, help="results JSON (the bench/results layout)")
     ap.add_argument("--details", default=None, help="JSON of the schedule choice and breakdown")
     ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")
@@ -221,7 +222,7 @@ def main():
     )
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 references stay float32
-    B, H, K, dtype = args.B, args.H, args.K, torch.bfloat16
+    B, H, K, dtype = args.B, args.H, args.K, getattr(torch, args.dtype)
     commit = args.commit or (  # the copy on the GPU machine may carry another .git
         subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -255,7 +256,7 @@ def main():
                     "T": T,
                     "H": H,
                     "K": K,
-                    "dtype": "bfloat16",
+                    "dtype": args.dtype,
                     "fwd_ms": None,
                     "fwdbwd_ms": None,
                     "peak_mib": None,

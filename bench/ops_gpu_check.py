@@ -6,7 +6,8 @@ float64 references; a check to run on a CUDA machine, where the CPU tests cannot
 
 Prints one line per case with the largest relative RMS error over the outputs and every
 gradient (and which one it was), and exits 1 if any case exceeds its bound (5e-3 for 16-bit
-types, 1e-3 for float32, whose products run as tf32 on the GPU).
+types; 1e-4 for float32, whose products run as three tf32 products on the GPU: one tf32
+product, Triton's default, left 1-2.3e-3).
 """
 
 import argparse
@@ -19,7 +20,7 @@ from ncd.ops.attention import fused
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention import linear_attention_reference
 
-BOUND = {torch.float32: 1e-3, torch.float16: 5e-3, torch.bfloat16: 5e-3}
+BOUND = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 5e-3}
 
 
 def rel_rms(x, ref):

@@ -21,6 +21,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
+from .._kernels import mm
 from .reference import softmax_attention_reference
 
 LOG2E = 1.4426950408889634
@@ -66,7 +67,7 @@ def _fwd_tiles(
 ):  # fmt: skip
     for n0 in tl.range(lo, hi, BLOCK_N, warp_specialize=WS):
         k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
-        qk = tl.dot(q, tl.trans(k))  # (BM, BN), unscaled
+        qk = mm(q, tl.trans(k))  # (BM, BN), unscaled
         if MASK:
             cols = n0 + offs_n
             keep = cols[None, :] < S
@@ -92,7 +93,7 @@ def _softmax_pv(
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, TAIL)
-    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    acc = mm(p.to(v.dtype), v, acc * alpha[:, None])
     return acc, l_i, m_new
 
 
@@ -105,10 +106,10 @@ def _fwd_tiles_ahead(
     softmax of block j (FlashAttention-3's intra-warpgroup overlap): the tensor cores work on
     the next product while the same warps exponentiate. Needs hi > lo."""
     k = _tile(k_desc, b, lo, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
-    qk = tl.dot(q, tl.trans(k))
+    qk = mm(q, tl.trans(k))
     for n0 in range(lo, hi - BLOCK_N, BLOCK_N):
         k = _tile(k_desc, b, n0 + BLOCK_N, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
-        qk_next = tl.dot(q, tl.trans(k))
+        qk_next = mm(q, tl.trans(k))
         acc, l_i, m_i = _softmax_pv(
             acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N, BLOCK_DV, FLAT
         )
@@ -199,29 +200,29 @@ def _bwd_dkdv_tiles(
         if KV_SMEM:
             # Scores as (BM, BN): k and v are the right-hand operands, which the tensor cores
             # read from shared memory, so they hold no registers across the loop.
-            p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
+            p = tl.math.exp2(mm(q, tl.trans(k)) * qk_scale - lse[:, None])
             if CAUSAL:
                 p = tl.where(rows[:, None] >= offs_n[None, :], p, 0.0)
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)
-            dp = tl.dot(do, tl.trans(v))
+            dv = mm(tl.trans(p.to(do.dtype)), do, dv)
+            dp = mm(do, tl.trans(v))
             ds = p * (dp - delta[:, None])
-            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk)
+            dk = mm(tl.trans(ds.to(q.dtype)), q, dk)
             if ATOMIC_DQ:
                 if FLAT:  # key rows past S hold the next batch's keys: they add nothing
                     ds = tl.where(offs_n[None, :] < S, ds, 0.0)
-                dq = tl.dot(ds.to(k.dtype), k) * sm_scale  # (BM, BD)
+                dq = mm(ds.to(k.dtype), k) * sm_scale  # (BM, BD)
         else:
-            pT = tl.math.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
+            pT = tl.math.exp2(mm(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
             if CAUSAL:
                 pT = tl.where(rows[None, :] >= offs_n[:, None], pT, 0.0)
-            dv = tl.dot(pT.to(do.dtype), do, dv)
-            dpT = tl.dot(v, tl.trans(do))
+            dv = mm(pT.to(do.dtype), do, dv)
+            dpT = mm(v, tl.trans(do))
             dsT = pT * (dpT - delta[None, :])
-            dk = tl.dot(dsT.to(q.dtype), q, dk)
+            dk = mm(dsT.to(q.dtype), q, dk)
             if ATOMIC_DQ:
                 if FLAT:  # key rows past S hold the next batch's keys: they add nothing
                     dsT = tl.where(offs_n[:, None] < S, dsT, 0.0)
-                dq = tl.dot(tl.trans(dsT.to(k.dtype)), k) * sm_scale  # (BM, BD)
+                dq = mm(tl.trans(dsT.to(k.dtype)), k) * sm_scale  # (BM, BD)
         if ATOMIC_DQ:
             if DQ_TMA:  # one bulk reduction into global memory, done by the copy engine
                 dq_desc.atomic_add([b, m0, h, 0], dq.reshape(1, BLOCK_M, 1, BLOCK_D))
@@ -281,12 +282,12 @@ def _bwd_dq_tiles(
         # Keys past S read as zeros and so add nothing to dQ.
         k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, BOUNDS)
         v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, BOUNDS)
-        p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
+        p = tl.math.exp2(mm(q, tl.trans(k)) * qk_scale - lse[:, None])
         if CAUSAL_MASK:
             p = tl.where((n0 + offs_n)[None, :] <= offs_m[:, None], p, 0.0)
-        dp = tl.dot(do, tl.trans(v))
+        dp = mm(do, tl.trans(v))
         ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq)
+        dq = mm(ds.to(k.dtype), k, dq)
     return dq
 
 

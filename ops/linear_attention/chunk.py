@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
+from .._kernels import mm
 from .reference import EPS, linear_attention_reference
 
 
@@ -34,9 +35,9 @@ from .reference import EPS, linear_attention_reference
 def _dot_rhs32(a, b, PRECISE: tl.constexpr):
     """a @ b with a in the input dtype and b float32."""
     b_hi = b.to(a.dtype)
-    out = tl.dot(a, b_hi)
+    out = mm(a, b_hi)
     if PRECISE:
-        out = tl.dot(a, (b - b_hi.to(tl.float32)).to(a.dtype), out)
+        out = mm(a, (b - b_hi.to(tl.float32)).to(a.dtype), out)
     return out
 
 
@@ -45,8 +46,8 @@ def _dot_lhs32(a, b, acc, PRECISE: tl.constexpr):
     """acc + a @ b with a float32 and b in the input dtype."""
     a_hi = a.to(b.dtype)
     if PRECISE:
-        acc = tl.dot((a - a_hi.to(tl.float32)).to(b.dtype), b, acc)
-    return tl.dot(a_hi, b, acc)
+        acc = mm((a - a_hi.to(tl.float32)).to(b.dtype), b, acc)
+    return mm(a_hi, b, acc)
 
 
 @triton.jit
@@ -117,7 +118,7 @@ def _fwd_kernel(
             mask=r_ok[:, None] & v_ok[None, :],
             other=0.0,
         )
-        a = tl.dot(q, tl.trans(k)) * scale  # (BT, BT)
+        a = mm(q, tl.trans(k)) * scale  # (BT, BT)
         qs = _dot_rhs32(q, S, PRECISE)  # (BT, BV): the chunks before this one
         if HAS_DECAY:
             a = a * decay_tt
@@ -135,9 +136,9 @@ def _fwd_kernel(
             n = tl.minimum(L - t0, BLOCK_T)
             k_decay = tl.where(r_ok, tl.math.exp2((n - 1 - offs_t).to(tl.float32) * b), 0.0)
             kd = (k * k_decay[:, None]).to(v.dtype)
-            S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b))
+            S = mm(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b))
         else:
-            S = tl.dot(tl.trans(k), v, S)
+            S = mm(tl.trans(k), v, S)
     if STORE_ST:
         tl.store(ST + s_ptrs, S, mask=s_mask)
 
@@ -178,7 +179,7 @@ def _bwd_dq(
         k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
         v = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-        da = tl.dot(do, tl.trans(v)) * scale
+        da = mm(do, tl.trans(v)) * scale
         dss = _dot_rhs32(do, tl.trans(S), PRECISE)  # (BT, BKB)
         if HAS_DECAY:
             da = da * decay_tt
@@ -196,9 +197,9 @@ def _bwd_dq(
             n = tl.minimum(L - t0, BLOCK_T)
             k_decay = tl.where(r_ok, tl.math.exp2((n - 1 - offs_t).to(tl.float32) * b), 0.0)
             kd = (k * k_decay[:, None]).to(v.dtype)
-            S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b))
+            S = mm(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b))
         else:
-            S = tl.dot(tl.trans(k), v, S)
+            S = mm(tl.trans(k), v, S)
 
 
 @triton.jit
@@ -250,12 +251,12 @@ def _bwd_dkdv(
         do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         if FOR_DK:
             x = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-            at = tl.dot(x, tl.trans(do)) * scale  # (j, i) = v_j . do_i
+            at = mm(x, tl.trans(do)) * scale  # (j, i) = v_j . do_i
             dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE)  # (BT, BKS)
             rhs = q
         else:
             x = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-            at = tl.dot(x, tl.trans(q)) * scale  # (j, i) = k_j . q_i
+            at = mm(x, tl.trans(q)) * scale  # (j, i) = k_j . q_i
             dx_inter = _dot_rhs32(x, G, PRECISE)  # (BT, BVS)
             rhs = do
         n = tl.minimum(L - t0, BLOCK_T)
@@ -269,7 +270,7 @@ def _bwd_dkdv(
             at = tl.where(causal_t, at, 0.0)
             dx = dx_inter
             qd = (q * scale).to(do.dtype)
-        dx = tl.dot(at.to(rhs.dtype), rhs, dx)
+        dx = mm(at.to(rhs.dtype), rhs, dx)
         if FOR_DK:
             tl.store(
                 DX + kq_base + rows[:, None] * SQT + offs_k[None, :],
@@ -282,7 +283,7 @@ def _bwd_dkdv(
                 dx.to(DX.dtype.element_ty),
                 mask=vmask,
             )
-        G = tl.dot(tl.trans(qd), do, G)
+        G = mm(tl.trans(qd), do, G)
     if STORE_DS0:
         tl.store(DS0 + s_ptrs, G, mask=s_mask)
 
