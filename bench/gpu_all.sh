@@ -10,7 +10,7 @@
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
 set -o pipefail
-PART=${1:?ops, diag, kernels, timeline, atomic, f32, layers, compiler or imports}
+PART=${1:?ops, diag, kernels, timeline, atomic, f32, final, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -74,6 +74,12 @@ case $PART in
       --out "$OUT/ops_gpu_f32.json" --commit "$COMMIT"
     step ops_linear 100 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
       --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
+    ;;
+  final)  # 16-bit checks, the linear op (bf16) at every T again, then the float32 checks
+    step ops_check 100 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16,float16
+    step ops_linear 90 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
+      --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
+    step ops_check_f32 170 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

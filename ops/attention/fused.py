@@ -412,6 +412,13 @@ DKDV_CONFIGS = [
 # than the separate pass (10.1 ms for dK/dV + dQ against 4.04 + 2.30, 386f2f3).
 ATOMIC_DKDV_CONFIGS = [(16, 64, 4, 2, _REG), (16, 64, 4, 3, _REG), (32, 128, 8, 2, _REG)]
 DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
+# float32 (three tf32 products each, ops/_kernels.mm) spills in every configuration at D = 128
+# (sm_90 cross-compile); the two that spill least per kernel, so that the first float32 call
+# compiles two slow kernels per pass instead of four or five (4-5 minutes on the H200 host).
+_PLAIN = {"WS": False, "AHEAD": False}
+F32_FWD_CONFIGS = [(64, 64, 4, 3, _PLAIN), (64, 32, 4, 2, _PLAIN)]
+F32_DKDV_CONFIGS = [(32, 64, 4, 2, _REG), (32, 32, 4, 2, _SMEM)]
+F32_DQ_CONFIGS = [(64, 32, 4, 3), (64, 16, 4, 2)]
 DELTA_CONFIGS = [triton.Config({"BLOCK_M": 64}, num_warps=4)]
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
@@ -443,7 +450,7 @@ def _forward(q, k, v, causal: bool, scale: float):
     meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _fwd_kernel,
-        FWD_CONFIGS,
+        F32_FWD_CONFIGS if q.dtype == torch.float32 else FWD_CONFIGS,
         lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (
             _desc(q, flat),
@@ -467,6 +474,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     B, T, H, D = q.shape
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     atomic_dq = ATOMIC_DQ if atomic_dq is None else atomic_dq
+    f32 = q.dtype == torch.float32
     delta = torch.empty_like(lse)
     launch(
         _bwd_delta_kernel, DELTA_CONFIGS, lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
@@ -481,7 +489,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=flat)
     _launch(
         _bwd_dkdv_kernel,
-        ATOMIC_DKDV_CONFIGS if atomic_dq else DKDV_CONFIGS,
+        ATOMIC_DKDV_CONFIGS if atomic_dq else F32_DKDV_CONFIGS if f32 else DKDV_CONFIGS,
         lambda m: (cdiv(S, m["BLOCK_N"]), B * HKV),
         (
             qd,
@@ -515,7 +523,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     meta["FLAT"] = dq_flat
     _launch(
         _bwd_dq_kernel,
-        DQ_CONFIGS,
+        F32_DQ_CONFIGS if f32 else DQ_CONFIGS,
         lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (qd, kd, vd, dod, _desc(dq), lse, delta, T, S, H, HKV, scale * LOG2E, scale),
         meta,
@@ -615,7 +623,8 @@ def softmax_attention(
     Returns:
         ``o`` of shape ``[B, T, H, Dv]`` and the dtype of ``q``.
 
-    dtypes float16, bfloat16 and float32 (float32 products run as tf32 on tensor cores);
+    dtypes float16, bfloat16 and float32 (float32 products as three tf32 products: about
+    float32's accuracy, several times slower than 16-bit);
     head widths up to 128 on the Triton path (64 and 128 are the tuned ones). Differentiable
     in q, k and v.
 

@@ -657,7 +657,8 @@ def linear_attention(
         ``(o, final_state)``: ``o`` is ``[B, T, H, V]`` in the dtype of ``v``; ``final_state``
         is None unless ``output_final_state``.
 
-    dtypes float16, bfloat16, float32 (tf32 products); K, V up to 128 on the Triton path.
+    dtypes float16, bfloat16, float32 (three tf32 products each: about float32's accuracy); K, V
+    up to 128 on the Triton path.
 
     >>> q = k = torch.rand(2, 63, 4, 32); v = torch.randn(2, 63, 4, 16)
     >>> o, s = linear_attention(q, k, v, output_final_state=True)
