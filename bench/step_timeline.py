@@ -46,34 +46,26 @@ def ops(scale):
 
 
 def timeline(step, n=5):
-    """Median over n profiled steps of (kernel sum, span first start..last end, per-kernel ms)."""
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
+    """Median over n steps, each profiled alone, of (kernel sum, span from the first kernel's
+    start to the last one's end, per-kernel ms)."""
+    sums, spans, per = [], [], {}
+    for _ in range(n):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
             step()
             torch.cuda.synchronize()
-    cuda = [e for e in prof.events() if e.device_type.name == "CUDA"]
-    kernels = sorted(
-        (e for e in cuda if e.time_range.elapsed_us() > 0), key=lambda e: e.time_range.start
-    )
-    # Steps are separated by the synchronize: split where the GPU idled for over 1 ms.
-    steps, cur = [], []
-    for e in kernels:
-        if cur and e.time_range.start - cur[-1].time_range.end > 1000:
-            steps.append(cur)
-            cur = []
-        cur.append(e)
-    steps.append(cur)
-    sums, spans, per = [], [], {}
-    for s in steps:
-        sums.append(sum(e.time_range.elapsed_us() for e in s) / 1e3)
-        spans.append((s[-1].time_range.end - s[0].time_range.start) / 1e3)
-        for e in s:
+        cuda = [e for e in prof.events() if e.device_type.name == "CUDA"]
+        ks = sorted(
+            (e for e in cuda if e.time_range.elapsed_us() > 0), key=lambda e: e.time_range.start
+        )
+        sums.append(sum(e.time_range.elapsed_us() for e in ks) / 1e3)
+        spans.append((ks[-1].time_range.end - ks[0].time_range.start) / 1e3)
+        for e in ks:
             per.setdefault(e.name[:50], []).append(e.time_range.elapsed_us() / 1e3)
     return (
         statistics.median(sums),
         statistics.median(spans),
         {k: statistics.median(v) for k, v in per.items()},
-        len(steps),
+        n,
     )
 
 
