@@ -102,13 +102,18 @@ def _go(kernel, grid, descs, rest, meta, c, extra=()):
     return kernel[grid](*descs.values(), *rest, **meta, **kw)
 
 
-def sweep_attention(T, B=4, H=16, D=128):
-    s = D**-0.5
+def _inputs(T, B, H, D):
+    """q, k, v, dO of the BENCHMARKS.md shapes (bf16, [B, T, H, D]) and the causal score count."""
     g = torch.Generator(device="cuda").manual_seed(T)
     q, k, v, do = (
         torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
     )
-    pairs = B * H * T * (T + 1) / 2
+    return q, k, v, do, B * H * T * (T + 1) / 2
+
+
+def sweep_attention(T, B=4, H=16, D=128):
+    s = D**-0.5
+    q, k, v, do, pairs = _inputs(T, B, H, D)
     print(f"T={T}")
     qt, kt, vt, dot = (x.transpose(1, 2).requires_grad_() for x in (q, k, v, do))
     sd = do_bench(
@@ -199,11 +204,7 @@ def sweep_attention(T, B=4, H=16, D=128):
 
 def sweep_atomic(T, B=4, H=16, D=128):
     s = D**-0.5
-    g = torch.Generator(device="cuda").manual_seed(T)
-    q, k, v, do = (
-        torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
-    )
-    pairs = B * H * T * (T + 1) / 2
+    q, k, v, do, pairs = _inputs(T, B, H, D)
     o, lse = fused._forward(q, k, v, True, s)
     delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
     dk, dv = torch.empty_like(k), torch.empty_like(v)
@@ -255,10 +256,7 @@ def sweep(T, what, B=4, H=16, D=128):
     if "lin" not in what:
         return
     s = D**-0.5
-    g = torch.Generator(device="cuda").manual_seed(T)
-    q, k, v, do = (
-        torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4)
-    )
+    q, k, v, do, _ = _inputs(T, B, H, D)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     lmeta = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, VARLEN=False, PRECISE=False)
     lo = torch.empty_like(v)
