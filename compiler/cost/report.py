@@ -316,9 +316,9 @@ class Report:
         out.append(CONVENTIONS)
         zero = self.flop_counter_zero
         if zero:
-            out.append(
-                "FlopCounterMode counts as zero: "
-                + ", ".join(f"{z['box']} ({z['kind']})" for z in zero)
+            out.append(  # the amount says which part: a linear box's is its bias add
+                "Elementwise FLOPs, which FlopCounterMode counts as zero: "
+                + ", ".join(f"{z['box']} ({z['kind']}) {human(z['flops'])}" for z in zero)
             )
         return "\n".join(out)
 
