@@ -6,9 +6,15 @@
 #   bash bench/gpu_all.sh diag COMMIT      # ops_gpu_check.py, host_overhead.py, ops_sweep.py 8k
 #   bash bench/gpu_all.sh kernels COMMIT   # softmax check, ops_sweep.py 8k, ops_gpu.py 4k and 8k
 #   bash bench/gpu_all.sh timeline COMMIT  # step_timeline.py 4k and 8k, ops_gpu.py (no naive)
+#   bash bench/gpu_all.sh atomic COMMIT    # ops_sweep.py --what atomic at 8k
+#   bash bench/gpu_all.sh f32 COMMIT       # every dtype's check, float32 timing at 4k, linear
+#   bash bench/gpu_all.sh final COMMIT     # 16-bit checks, linear at every T, float32 checks
+#   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
+# A fresh machine compiles every kernel first: the checks of all dtypes (float32's kernels
+# spill and compile slowly) did not fit their step limits on 2026-11-28; split them.
 set -o pipefail
 PART=${1:?ops, diag, kernels, timeline, atomic, f32, final, layers, compiler or imports}
 COMMIT=${2:-unknown}
