@@ -189,8 +189,9 @@ def _bwd_dkdv_tiles(
     holds more registers across them and the kernel spilled in every configuration; one loop
     with the causal mask on every block fits (Triton 3.6, sm_90: 235 registers, no spills, at
     (32, 64, 4 warps), against 255 and spills). Rows past T read as zeros and get lse = +inf,
-    so they add exactly nothing (2-d tiles are used only when T is a whole number of blocks,
-    since there those rows would be the next batch's, and zero times infinity is not zero)."""
+    so they add exactly nothing (2-d tiles are used only when T and S are whole numbers of
+    blocks, since there those rows would be the next batch's, and zero times infinity is not
+    zero)."""
     for m0 in range(lo, T, BLOCK_M):
         rows = m0 + offs_m
         q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, False)
@@ -408,8 +409,9 @@ DKDV_CONFIGS = [
     (32, 64, 4, 2, _REG),
     (64, 128, 8, 2, _REG),
 ]
-# Adding dQ atomically (copy-engine reductions) fits in registers now but ran 2.5x slower
-# than the separate pass (10.1 ms for dK/dV + dQ against 4.04 + 2.30, 386f2f3).
+# Adding dQ atomically fits in registers now but stays slower than the separate pass: 8.1-13.3
+# ms for dK/dV + dQ against 4.04 + 2.30 ms, copy-engine or per-element reductions alike
+# (386f2f3, 9a24291).
 ATOMIC_DKDV_CONFIGS = [(16, 64, 4, 2, _REG), (16, 64, 4, 3, _REG), (32, 128, 8, 2, _REG)]
 DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
 # float32 (three tf32 products each, ops/_kernels.mm) spills in every configuration at D = 128
