@@ -7,16 +7,15 @@
 #   bash bench/gpu_all.sh kernels COMMIT   # softmax check, ops_sweep.py 8k, ops_gpu.py 4k and 8k
 #   bash bench/gpu_all.sh timeline COMMIT  # step_timeline.py 4k and 8k, ops_gpu.py (no naive)
 #   bash bench/gpu_all.sh atomic COMMIT    # ops_sweep.py --what atomic at 8k
-#   bash bench/gpu_all.sh f32 COMMIT       # every dtype's check, float32 timing at 4k, linear
-#   bash bench/gpu_all.sh final COMMIT     # 16-bit checks, linear at every T, float32 checks
+#   bash bench/gpu_all.sh checks COMMIT    # checks by dtype, linear at every T, float32 at 4k
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
 # is imported through a shim package made of this checkout. Logs and results go to $OUT.
 # A fresh machine compiles every kernel first: the checks of all dtypes (float32's kernels
-# spill and compile slowly) did not fit their step limits on 2026-11-28; split them.
+# spill and compile slowly) did not fit their step limits on 2026-11-28; `checks` splits them.
 set -o pipefail
-PART=${1:?ops, diag, kernels, timeline, atomic, f32, final, layers, compiler or imports}
+PART=${1:?ops, diag, kernels, timeline, atomic, checks, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -73,19 +72,15 @@ case $PART in
   atomic)  # the atomic-dQ backward's kernels and the look-ahead forward's at 8k
     step sweep 400 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what atomic
     ;;
-  f32)  # every dtype's check, float32 timing at 4k, the linear op (bf16) at every T again
-    step ops_check 290 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32,bfloat16,float16
+  checks)  # the GPU checks split by dtype (each fits its limit on a fresh machine), then the
+    # linear op (bf16) at every T and float32 speed at 4k
+    step ops_check 100 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16,float16
+    step ops_check_f32 170 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32
+    step ops_linear 90 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
+      --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
     step ops_f32 140 $PY "$REPO/bench/ops_gpu.py" --T 4096 --dtype float32 --atomic-dq 0 \
       --breakdown-T 0 --skip softmax_attention:naive,linear_attention:naive \
       --out "$OUT/ops_gpu_f32.json" --commit "$COMMIT"
-    step ops_linear 100 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
-      --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
-    ;;
-  final)  # 16-bit checks, the linear op (bf16) at every T again, then the float32 checks
-    step ops_check 100 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16,float16
-    step ops_linear 90 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
-      --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
-    step ops_check_f32 170 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

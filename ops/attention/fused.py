@@ -209,8 +209,6 @@ def _bwd_dkdv_tiles(
             ds = p * (dp - delta[:, None])
             dk = mm(tl.trans(ds.to(q.dtype)), q, dk)
             if ATOMIC_DQ:
-                if FLAT:  # key rows past S hold the next batch's keys: they add nothing
-                    ds = tl.where(offs_n[None, :] < S, ds, 0.0)
                 dq = mm(ds.to(k.dtype), k) * sm_scale  # (BM, BD)
         else:
             pT = tl.math.exp2(mm(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
@@ -221,8 +219,6 @@ def _bwd_dkdv_tiles(
             dsT = pT * (dpT - delta[None, :])
             dk = mm(dsT.to(q.dtype), q, dk)
             if ATOMIC_DQ:
-                if FLAT:  # key rows past S hold the next batch's keys: they add nothing
-                    dsT = tl.where(offs_n[:, None] < S, dsT, 0.0)
                 dq = mm(tl.trans(dsT.to(k.dtype)), k) * sm_scale  # (BM, BD)
         if ATOMIC_DQ:
             if DQ_TMA:  # one bulk reduction into global memory, done by the copy engine
