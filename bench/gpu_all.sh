@@ -8,6 +8,7 @@
 #   bash bench/gpu_all.sh timeline COMMIT  # step_timeline.py 4k and 8k, ops_gpu.py (no naive)
 #   bash bench/gpu_all.sh atomic COMMIT    # ops_sweep.py --what atomic at 8k
 #   bash bench/gpu_all.sh checks COMMIT    # checks by dtype, linear at every T, float32 at 4k
+#   bash bench/gpu_all.sh dkdv COMMIT      # one-loop dK/dV sweep at 8k, 16-bit and linear checks
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
@@ -15,7 +16,7 @@
 # A fresh machine compiles every kernel first: the checks of all dtypes (float32's kernels
 # spill and compile slowly) did not fit their step limits on 2026-11-28; `checks` splits them.
 set -o pipefail
-PART=${1:?ops, diag, kernels, timeline, atomic, checks, layers, compiler or imports}
+PART=${1:?ops, diag, kernels, timeline, atomic, checks, dkdv, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -81,6 +82,12 @@ case $PART in
     step ops_f32 140 $PY "$REPO/bench/ops_gpu.py" --T 4096 --dtype float32 --atomic-dq 0 \
       --breakdown-T 0 --skip softmax_attention:naive,linear_attention:naive \
       --out "$OUT/ops_gpu_f32.json" --commit "$COMMIT"
+    ;;
+  dkdv)  # every no-spill one-loop dK/dV configuration at 8k, then the checks not yet re-run
+    step sweep_dkdv 300 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what dkdv
+    step ops_check 100 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16,float16
+    step ops_linear 90 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
+      --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

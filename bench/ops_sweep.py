@@ -248,7 +248,56 @@ def sweep_atomic(T, B=4, H=16, D=128):
         print(f"  fused._backward atomic_dq={atomic}: {ms:.3f} ms")
 
 
+# --what dkdv: the one-loop dK/dV kernel in every configuration that compiles for sm_90 with
+# no spills (bench/sm90_report.py, Triton 3.6), 2-d tiles, with the causal mask on every key
+# block or only on those that cross the diagonal (DIAG); each checked against the first.
+DKDV_ONE_LOOP = [
+    *[(*c, {"KV_SMEM": True}) for c in [(64, 64, 4, 2), (64, 64, 4, 1), (64, 64, 8, 1),
+      (64, 64, 8, 2), (64, 64, 8, 3), (128, 64, 8, 1), (128, 64, 8, 2), (128, 64, 8, 3),
+      (64, 32, 4, 2), (128, 32, 8, 2)]],
+    *[(*c, {"KV_SMEM": False}) for c in [(32, 64, 4, 2), (32, 64, 4, 3), (64, 64, 4, 1),
+      (64, 64, 8, 1), (64, 64, 8, 2), (64, 64, 8, 3), (64, 128, 8, 1), (64, 128, 8, 2),
+      (32, 128, 8, 2)]],
+]  # fmt: skip
+
+
+def sweep_dkdv(T, B=4, H=16, D=128):
+    s = D**-0.5
+    q, k, v, do, pairs = _inputs(T, B, H, D)
+    o, lse = fused._forward(q, k, v, True, s)
+    delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    meta = dict(BLOCK_D=D, BLOCK_DV=D, CAUSAL=True, FLAT=True)
+    names = ("q_desc", "k_desc", "v_desc", "do_desc")
+    descs = {n: fused._desc(x, True) for n, x in zip(names, (q, k, v, do))}
+    descs.update(dk_desc=fused._desc(dk), dv_desc=fused._desc(dv), dq_desc=None)
+    print(f"T={T} (one-loop dK/dV, 2-d tiles; 8 products' FLOPs counted)")
+    ref = None
+    for diag in (False, True):
+
+        def go(c, diag=diag):
+            return _go(
+                fused._bwd_dkdv_kernel, (triton.cdiv(T, c[1]), B * H), descs,
+                (None, lse, delta, T, T, H, H, s * fused.LOG2E, s, D), meta, c,
+                dict(ATOMIC_DQ=False, DQ_TMA=False, DIAG=diag),
+            )  # fmt: skip
+
+        for c in DKDV_ONE_LOOP:  # correctness first: each against the first configuration
+            dk.fill_(float("nan")), dv.fill_(float("nan"))
+            go(c)
+            got = torch.cat([dk.float().flatten(), dv.float().flatten()])
+            ref = got if ref is None else ref
+            err = ((got - ref).pow(2).mean() / ref.pow(2).mean()).sqrt().nan_to_num(float("inf"))
+            if err > 1e-2:
+                print(f"  WRONG diag={diag} {c}: rel rms {err:.2e} against {DKDV_ONE_LOOP[0]}")
+        run(f"dkdv diag={diag}", go, DKDV_ONE_LOOP, 8 * pairs * D)
+    ms = do_bench(lambda: fused._backward(q, k, v, o, lse, do, True, s), return_mode="median")
+    print(f"  fused._backward (library's lists): {ms:.3f} ms")
+
+
 def sweep(T, what, B=4, H=16, D=128):
+    if "dkdv" in what:
+        sweep_dkdv(T, B, H, D)
     if "atomic" in what:
         sweep_atomic(T, B, H, D)
     if "attn" in what:

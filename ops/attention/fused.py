@@ -178,10 +178,10 @@ def _bwd_delta_kernel(
 
 @triton.jit
 def _bwd_dkdv_tiles(
-    dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, offs_n, offs_m,
-    offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, n_end, offs_n,
+    offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-    DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, FLAT: tl.constexpr,
+    DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, FLAT: tl.constexpr, DIAG: tl.constexpr,
 ):  # fmt: skip
     """dK and dV of one key block over the query blocks [lo, T), in one loop.
 
@@ -203,7 +203,11 @@ def _bwd_dkdv_tiles(
             # read from shared memory, so they hold no registers across the loop.
             p = tl.math.exp2(mm(q, tl.trans(k)) * qk_scale - lse[:, None])
             if CAUSAL:
-                p = tl.where(rows[:, None] >= offs_n[None, :], p, 0.0)
+                if DIAG:  # only blocks that cross the diagonal need the mask
+                    if m0 < n_end:
+                        p = tl.where(rows[:, None] >= offs_n[None, :], p, 0.0)
+                else:
+                    p = tl.where(rows[:, None] >= offs_n[None, :], p, 0.0)
             dv = mm(tl.trans(p.to(do.dtype)), do, dv)
             dp = mm(do, tl.trans(v))
             ds = p * (dp - delta[:, None])
@@ -213,7 +217,11 @@ def _bwd_dkdv_tiles(
         else:
             pT = tl.math.exp2(mm(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
             if CAUSAL:
-                pT = tl.where(rows[None, :] >= offs_n[:, None], pT, 0.0)
+                if DIAG:
+                    if m0 < n_end:
+                        pT = tl.where(rows[None, :] >= offs_n[:, None], pT, 0.0)
+                else:
+                    pT = tl.where(rows[None, :] >= offs_n[:, None], pT, 0.0)
             dv = mm(pT.to(do.dtype), do, dv)
             dpT = mm(v, tl.trans(do))
             dsT = pT * (dpT - delta[None, :])
@@ -238,7 +246,7 @@ def _bwd_dkdv_kernel(
     q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, DQ, LSE, DELTA, T, S, H, HKV,
     qk_scale, sm_scale, D, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr,
     ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, FLAT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DIAG: tl.constexpr = False,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -261,9 +269,9 @@ def _bwd_dkdv_kernel(
         LSE_base = LSE + (b * H + h).to(tl.int64) * T
         DELTA_base = DELTA + (b * H + h).to(tl.int64) * T
         dk, dv = _bwd_dkdv_tiles(
-            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, offs_n,
-            offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M, BLOCK_D, BLOCK_DV, CAUSAL,
-            ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT,
+            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo,
+            n0 + BLOCK_N, offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M, BLOCK_D,
+            BLOCK_DV, CAUSAL, ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT, DIAG,
         )  # fmt: skip
     dk_desc.store([b, n0, hk, 0], (dk * sm_scale).to(dk_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_D))
     dv_desc.store([b, n0, hk, 0], dv.to(dv_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_DV))
@@ -429,6 +437,8 @@ ATOMIC_DQ = False
 INTERPRET_AHEAD = False
 # The backward layout used under the interpreter (on the GPU the autotuner chooses).
 INTERPRET_KV_SMEM = True
+# dK/dV: the causal mask only on key blocks that cross the diagonal, under the interpreter.
+INTERPRET_DIAG = False
 
 
 def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None):
@@ -510,7 +520,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
         ),
         dict(meta, ATOMIC_DQ=atomic_dq, DQ_TMA=atomic_dq and not interpreting()),
         reset=("DQ",) if atomic_dq else None,
-        interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM},
+        interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM, "DIAG": INTERPRET_DIAG},
     )
     if atomic_dq:
         return dq32.to(q.dtype), dk, dv

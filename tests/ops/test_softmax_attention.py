@@ -79,6 +79,19 @@ def test_backward_schedules(atomic_dq, kv_smem, flat, monkeypatch, nan_alloc):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("kv_smem", [False, True])
+def test_mask_only_on_diagonal_blocks(kv_smem, monkeypatch, nan_alloc):
+    """dK/dV with the causal mask applied only to the key blocks that cross the diagonal:
+    ragged and whole-block lengths, 2-d and 4-d tiles, several blocks either side."""
+    monkeypatch.setattr(fused, "INTERPRET_DIAG", True)
+    monkeypatch.setattr(fused, "INTERPRET_KV_SMEM", kv_smem)
+    for T, flat in ((47, False), (128, True)):
+        monkeypatch.setattr(fused, "FLAT_DKDV", flat)
+        errs = run_case(2, T, T, 2, 1, 32, 32, True, torch.float16, seed=3)
+        assert max(errs) < TOL[torch.float16], (T, flat, errs)
+
+
+@pytest.mark.interpret
 @pytest.mark.parametrize("causal", [True, False])
 def test_next_batch_cannot_leak(causal, monkeypatch, nan_alloc):
     """Through 2-d tiles the last query block of batch 0 also reads batch 1's first rows;
