@@ -86,7 +86,7 @@ case $PART in
   dkdv)  # every no-spill one-loop dK/dV configuration at 8k, then the checks not yet re-run
     step sweep_dkdv 300 $PY "$REPO/bench/ops_sweep.py" --T 8192 --what dkdv
     step ops_check 100 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16,float16
-    step ops_linear 90 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
+    step ops_linear 150 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
       --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
     ;;
   layers)  # host time of each layer of a linear-attention launch

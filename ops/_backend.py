@@ -194,7 +194,9 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     cfg = plan.cfg
     ck = kernel[grid(kw)](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     if FAST_LAUNCH and all(hasattr(ck, a) for a in ("run", "function", "packed_metadata")):
-        given = {**meta, **kw}
+        # Arguments left to their defaults in the signature are passed explicitly here.
+        defaults = {p.name: p.default for p in kernel.params if p.has_default}
+        given = {**defaults, **meta, **kw}
         plan.tail = tuple(given[n] for n in kernel.arg_names[len(args) :])
         plan.ck = ck
 

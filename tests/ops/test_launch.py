@@ -23,8 +23,15 @@ class FakeCompiled:
         return None
 
 
+class FakeParam:
+    def __init__(self, name, default=None):
+        self.name, self.default, self.has_default = name, default, default is not None
+
+
 class FakeKernel:
-    arg_names = ["X", "T", "scale", "WIDE", "BLOCK"]
+    arg_names = ["X", "T", "scale", "WIDE", "BLOCK", "EXTRA"]
+    # EXTRA keeps its default (as a constexpr option the library does not pass, e.g. DIAG).
+    params = [FakeParam(n) for n in arg_names[:-1]] + [FakeParam("EXTRA", default=3)]
 
     def __init__(self):
         self.log = []
@@ -80,9 +87,10 @@ def test_tune_then_compile_then_launch_directly(fake_gpu):
         call(k, x, rows=rows)
     kinds = [e[0] for e in k.log]
     assert kinds == ["tune", "jit", "direct", "direct"]
-    # The direct launch passes every argument in the kernel's order, the constexprs last,
-    # and the grid of this call (the last call has another row count, same key).
-    assert k.log[2] == ("direct", (4, 2, 1), (x, 64, 0.5, True, 32))
+    # The direct launch passes every argument in the kernel's order, the constexprs last
+    # (defaults included: the compiled kernel's launcher has no defaults), and the grid of
+    # this call (the last call has another row count, same key).
+    assert k.log[2] == ("direct", (4, 2, 1), (x, 64, 0.5, True, 32, 3))
     assert k.log[3][1] == (5, 2, 1)
 
 
