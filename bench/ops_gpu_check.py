@@ -150,6 +150,17 @@ def main():
                     (dev, dtype, 2, t, t, 4, 2, D, causal, 4, atomic),
                 )
             )
+        # No grouping, whole 128-row blocks, 16-bit: the Hopper (Gluon) dK/dV kernel there.
+        for D, t, s_len, causal in ((128, T2, T2, True), (128, T2, T2, False), (64, T2, T2, True),
+                                    (64, T2, T2 // 2, False)):  # fmt: skip
+            d = D if not small else 32
+            cases.append(
+                (
+                    f"softmax D={d} T={t} S={s_len} causal={causal} heads 4/4",
+                    softmax_case,
+                    (dev, dtype, 2, t, s_len, 4, 4, d, causal, 5),
+                )
+            )
         K = 32 if small else 128
         cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
         for decay, state, normalize, packed in [

@@ -10,6 +10,8 @@ Backward: `delta = rowsum(dO * O)`, then one program per (key block, batch x kv 
 loops over the query blocks of every query head in its group and accumulates dK and dV; dQ
 either comes from its own pass, one program per (query block, batch x head), or is added by
 the dK/dV programs into a float32 buffer (`ATOMIC_DQ`). Nothing of size T x S is written.
+On Hopper GPUs, where it applies, dK/dV runs the warp-specialized Gluon kernel of
+`hopper.py` instead (`HOPPER_DKDV`).
 """
 
 import math
@@ -22,6 +24,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
 from .._kernels import mm
+from . import hopper
 from .reference import softmax_attention_reference
 
 LOG2E = 1.4426950408889634
@@ -406,8 +409,11 @@ FWD_CONFIGS = [
 # configuration spilled) yet runs no faster: 4.62 ms at (32, 64, 4, 3) against 4.04 ms for
 # the (query, key) form at (64, 64, 4, 2), which spills 6 (386f2f3). Autotuning picks.
 _REG, _SMEM = {"KV_SMEM": False}, {"KV_SMEM": True}
+# DIAG: the causal mask only on key blocks that cross the diagonal (3.96 against 4.02 ms at
+# (64, 64, 4, 2), one sample each, 28ce7cc; the other no-spill configurations were all slower).
 DKDV_CONFIGS = [
     (64, 64, 4, 2, _SMEM),
+    (64, 64, 4, 2, {"KV_SMEM": True, "DIAG": True}),
     (64, 64, 4, 3, _SMEM),
     (32, 64, 4, 3, _REG),
     (32, 64, 4, 2, _REG),
@@ -433,6 +439,10 @@ KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
 # pass's two recomputed products (not bit-reproducible from run to run). Off: a separate dQ
 # pass. Set from measurement.
 ATOMIC_DQ = False
+# dK/dV on Hopper through the warp-specialized Gluon kernel (ops/attention/hopper.py) where it
+# applies (16-bit, D 64 or 128, whole 128-row blocks, no grouped heads): 3.29 ms against 4.04
+# for the best Triton configuration on the H200 (T = 8k, causal, bf16, bench/gluon_check.py).
+HOPPER_DKDV = True
 # The forward loop form used under the interpreter (tests set both).
 INTERPRET_AHEAD = False
 # The backward layout used under the interpreter (on the GPU the autotuner chooses).
@@ -488,6 +498,15 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
         _bwd_delta_kernel, DELTA_CONFIGS, lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (o, do, delta, T, H), dict(DV=DV, BLOCK_DV=pow2(DV)), {"BLOCK_M": 16}, key=["T"],
     )  # fmt: skip
+    if (
+        HOPPER_DKDV
+        and not atomic_dq
+        and not interpreting()
+        and hopper.usable(q)
+        and hopper.supported(q, k, v, do, causal)
+    ):
+        dk, dv = hopper.dkdv_hopper(q, k, v, do, lse, delta, causal, scale)
+        return _dq_pass(q, k, v, do, lse, delta, causal, scale, None), dk, dv
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
@@ -524,19 +543,29 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     )
     if atomic_dq:
         return dq32.to(q.dtype), dk, dv
+    return _dq_pass(q, k, v, do, lse, delta, causal, scale, (flat, qd, kd, vd, dod)), dk, dv
+
+
+def _dq_pass(q, k, v, do, lse, delta, causal: bool, scale: float, made):
+    """dQ, one program per (query block, batch x head); `made`: (flat, descriptors of q, k, v,
+    do) already built by the dK/dV pass, reused when the tile form is the same."""
+    B, T, H, D = q.shape
+    S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     dq = torch.empty_like(q)
     dq_flat = _flat(FLAT_DQ, q, k, v, do)
-    if dq_flat != flat:
+    if made is not None and made[0] == dq_flat:
+        qd, kd, vd, dod = made[1:]
+    else:
         qd, kd, vd, dod = (_desc(x, dq_flat) for x in (q, k, v, do))
-    meta["FLAT"] = dq_flat
+    meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=dq_flat)
     _launch(
         _bwd_dq_kernel,
-        F32_DQ_CONFIGS if f32 else DQ_CONFIGS,
+        F32_DQ_CONFIGS if q.dtype == torch.float32 else DQ_CONFIGS,
         lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (qd, kd, vd, dod, _desc(dq), lse, delta, T, S, H, HKV, scale * LOG2E, scale),
         meta,
     )
-    return dq, dk, dv
+    return dq
 
 
 class SoftmaxAttentionFunction(torch.autograd.Function):

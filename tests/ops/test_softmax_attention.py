@@ -216,3 +216,59 @@ def test_wide_heads_need_the_reference():
     with pytest.raises(ValueError, match="at most 128"):
         softmax_attention(q, q, q, backend="triton")
     assert softmax_attention(q, q, q).shape == (1, 4, 1, 160)  # CPU: the reference
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize(
+    "T, Hkv, dtype, taken",
+    [
+        (128, 2, torch.float16, True),  # whole blocks, no grouping, 16-bit: the Gluon kernel
+        (128, 1, torch.float16, False),  # grouped heads: the Triton kernel
+        (47, 2, torch.float16, False),  # ragged length
+        (128, 2, torch.float32, False),  # float32
+    ],
+)
+def test_hopper_dkdv_dispatch(T, Hkv, dtype, taken, monkeypatch, nan_alloc):
+    """Where `_backward` hands dK/dV to the Hopper (Gluon) kernel. The Gluon kernel cannot run
+    here (no GPU, no interpreter for Gluon): a stand-in records the call and returns dK, dV of
+    the float64 reference, so the gradients also check the arguments it was given (lse,
+    delta, scale) and the separate dQ pass that follows it."""
+    calls = []
+
+    def stand_in(q, k, v, do, lse, delta, causal, scale):
+        calls.append((tuple(q.shape), causal))
+        # delta as the kernel reads it: rowsum(dO * O), [B, H, T].
+        ref_in = [x.detach().double().requires_grad_() for x in (q, k, v)]
+        with torch.enable_grad():  # backward runs with gradients off
+            o = softmax_attention_reference(*ref_in, causal=causal, scale=scale)
+            _, dk, dv = torch.autograd.grad(o, ref_in, do.double())
+        o = o.detach()
+        assert torch.allclose(delta.double(), (o * do.double()).sum(-1).transpose(1, 2),
+                              atol=1e-2, rtol=1e-2)  # fmt: skip
+        return dk.to(k.dtype), dv.to(v.dtype)
+
+    monkeypatch.setattr(fused, "interpreting", lambda: False)  # _backend still interprets
+    monkeypatch.setattr(fused.hopper, "usable", lambda x: True)
+    monkeypatch.setattr(fused.hopper, "dkdv_hopper", stand_in)
+    errs = run_case(1, T, T, 2, Hkv, 64, 64, True, dtype, seed=6)
+    assert max(errs) < TOL[dtype], errs
+    assert bool(calls) == taken, calls
+
+
+def test_hopper_kernel_limits():
+    """`hopper.supported`: the shapes, dtypes and layouts the Gluon dK/dV kernel takes."""
+    from ncd.ops.attention import hopper
+
+    def ok(T=256, S=256, H=2, Hkv=2, D=128, dtype=torch.bfloat16, causal=True, dv=None):
+        q, do = torch.empty(1, T, H, D, dtype=dtype), torch.empty(1, T, H, dv or D, dtype=dtype)
+        k, v = torch.empty(1, S, Hkv, D, dtype=dtype), torch.empty(1, S, Hkv, dv or D, dtype=dtype)
+        return hopper.supported(q, k, v, do, causal)
+
+    assert ok() and ok(D=64, dtype=torch.float16) and ok(S=512, causal=False)
+    assert not ok(dtype=torch.float32)
+    assert not ok(T=200, S=200)  # not whole 128-row blocks
+    assert not ok(Hkv=1)  # grouped heads
+    assert not ok(D=96)
+    assert not ok(dv=64)  # v narrower than k
+    assert not ok(S=512)  # causal needs T == S
+    assert not hopper.usable(torch.empty(1))  # no Hopper GPU here
