@@ -311,7 +311,8 @@ def sweep(T, what, B=4, H=16, D=128):
     s = D**-0.5
     q, k, v, do, _ = _inputs(T, B, H, D)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    lmeta = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, VARLEN=False, PRECISE=False)
+    lmeta = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, VARLEN=False, PRECISE=False,
+                 DOT="tf32")  # fmt: skip
     lo = torch.empty_like(v)
     run(
         "lin fwd",

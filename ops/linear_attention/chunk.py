@@ -21,7 +21,6 @@ import triton
 import triton.language as tl
 
 from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
-from .._kernels import mm
 from .reference import EPS, linear_attention_reference
 
 
@@ -32,22 +31,22 @@ from .reference import EPS, linear_attention_reference
 # scaled), so that path (PRECISE) multiplies a float32 operand as a hi + lo pair of the input
 # dtype: two products instead of one, about 16 mantissa bits for bf16.
 @triton.jit
-def _dot_rhs32(a, b, PRECISE: tl.constexpr):
+def _dot_rhs32(a, b, PRECISE: tl.constexpr, DOT: tl.constexpr):
     """a @ b with a in the input dtype and b float32."""
     b_hi = b.to(a.dtype)
-    out = mm(a, b_hi)
+    out = tl.dot(a, b_hi, input_precision=DOT)
     if PRECISE:
-        out = mm(a, (b - b_hi.to(tl.float32)).to(a.dtype), out)
+        out = tl.dot(a, (b - b_hi.to(tl.float32)).to(a.dtype), out, input_precision=DOT)
     return out
 
 
 @triton.jit
-def _dot_lhs32(a, b, acc, PRECISE: tl.constexpr):
+def _dot_lhs32(a, b, acc, PRECISE: tl.constexpr, DOT: tl.constexpr):
     """acc + a @ b with a float32 and b in the input dtype."""
     a_hi = a.to(b.dtype)
     if PRECISE:
-        acc = mm((a - a_hi.to(tl.float32)).to(b.dtype), b, acc)
-    return mm(a_hi, b, acc)
+        acc = tl.dot((a - a_hi.to(tl.float32)).to(b.dtype), b, acc, input_precision=DOT)
+    return tl.dot(a_hi, b, acc, input_precision=DOT)
 
 
 @triton.jit
@@ -73,6 +72,7 @@ def _fwd_kernel(
     K_DIM: tl.constexpr, V_DIM: tl.constexpr,
     BLOCK_K: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr,
     VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
+    DOT: tl.constexpr,
 ):  # fmt: skip
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -118,15 +118,15 @@ def _fwd_kernel(
             mask=r_ok[:, None] & v_ok[None, :],
             other=0.0,
         )
-        a = mm(q, tl.trans(k)) * scale  # (BT, BT)
-        qs = _dot_rhs32(q, S, PRECISE)  # (BT, BV): the chunks before this one
+        a = tl.dot(q, tl.trans(k), input_precision=DOT) * scale  # (BT, BT)
+        qs = _dot_rhs32(q, S, PRECISE, DOT)  # (BT, BV): the chunks before this one
         if HAS_DECAY:
             a = a * decay_tt
             o = qs * q_decay[:, None]
         else:
             a = tl.where(causal, a, 0.0)
             o = qs * scale
-        o = _dot_lhs32(a, v, o, PRECISE)
+        o = _dot_lhs32(a, v, o, PRECISE, DOT)
         tl.store(
             o_base + rows[:, None] * SVT + offs_v[None, :],
             o.to(O.dtype.element_ty),
@@ -136,9 +136,9 @@ def _fwd_kernel(
             n = tl.minimum(L - t0, BLOCK_T)
             k_decay = tl.where(r_ok, tl.math.exp2((n - 1 - offs_t).to(tl.float32) * b), 0.0)
             kd = (k * k_decay[:, None]).to(v.dtype)
-            S = mm(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b))
+            S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b), input_precision=DOT)
         else:
-            S = mm(tl.trans(k), v, S)
+            S = tl.dot(tl.trans(k), v, S, input_precision=DOT)
     if STORE_ST:
         tl.store(ST + s_ptrs, S, mask=s_mask)
 
@@ -148,7 +148,7 @@ def _bwd_dq(
     K, V, DO, DQ, S0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_k, scale, b,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr,
     HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr,
-    BLOCK_KB: tl.constexpr, BLOCK_VF: tl.constexpr,
+    BLOCK_KB: tl.constexpr, BLOCK_VF: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     """dq_i = c sum_{j<=i} lam^(i-j) (do_i . v_j) k_j + c lam^(i+1) do_i S^T, S scanned forward."""
     offs_t = tl.arange(0, BLOCK_T)
@@ -179,15 +179,15 @@ def _bwd_dq(
         k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
         v = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-        da = mm(do, tl.trans(v)) * scale
-        dss = _dot_rhs32(do, tl.trans(S), PRECISE)  # (BT, BKB)
+        da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale
+        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
         if HAS_DECAY:
             da = da * decay_tt
             dq = dss * q_decay[:, None]
         else:
             da = tl.where(causal, da, 0.0)
             dq = dss * scale
-        dq = _dot_lhs32(da, k, dq, PRECISE)
+        dq = _dot_lhs32(da, k, dq, PRECISE, DOT)
         tl.store(
             DQ + kq_base + rows[:, None] * SQT + offs_k[None, :],
             dq.to(DQ.dtype.element_ty),
@@ -197,9 +197,9 @@ def _bwd_dq(
             n = tl.minimum(L - t0, BLOCK_T)
             k_decay = tl.where(r_ok, tl.math.exp2((n - 1 - offs_t).to(tl.float32) * b), 0.0)
             kd = (k * k_decay[:, None]).to(v.dtype)
-            S = mm(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b))
+            S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(n.to(tl.float32) * b), input_precision=DOT)
         else:
-            S = mm(tl.trans(k), v, S)
+            S = tl.dot(tl.trans(k), v, S, input_precision=DOT)
 
 
 @triton.jit
@@ -208,7 +208,7 @@ def _bwd_dkdv(
     K_DIM: tl.constexpr,
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
-    BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr,
+    BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
     """Scans dS = sum_i c lam^(..) q_i^T do_i backwards over the chunks.
 
@@ -251,13 +251,13 @@ def _bwd_dkdv(
         do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         if FOR_DK:
             x = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-            at = mm(x, tl.trans(do)) * scale  # (j, i) = v_j . do_i
-            dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE)  # (BT, BKS)
+            at = tl.dot(x, tl.trans(do), input_precision=DOT) * scale  # (j, i) = v_j . do_i
+            dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS)
             rhs = q
         else:
             x = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-            at = mm(x, tl.trans(q)) * scale  # (j, i) = k_j . q_i
-            dx_inter = _dot_rhs32(x, G, PRECISE)  # (BT, BVS)
+            at = tl.dot(x, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
+            dx_inter = _dot_rhs32(x, G, PRECISE, DOT)  # (BT, BVS)
             rhs = do
         n = tl.minimum(L - t0, BLOCK_T)
         if HAS_DECAY:
@@ -270,7 +270,7 @@ def _bwd_dkdv(
             at = tl.where(causal_t, at, 0.0)
             dx = dx_inter
             qd = (q * scale).to(do.dtype)
-        dx = mm(at.to(rhs.dtype), rhs, dx)
+        dx = tl.dot(at.to(rhs.dtype), rhs, dx, input_precision=DOT)
         if FOR_DK:
             tl.store(
                 DX + kq_base + rows[:, None] * SQT + offs_k[None, :],
@@ -283,7 +283,7 @@ def _bwd_dkdv(
                 dx.to(DX.dtype.element_ty),
                 mask=vmask,
             )
-        G = mm(tl.trans(qd), do, G)
+        G = tl.dot(tl.trans(qd), do, G, input_precision=DOT)
     if STORE_DS0:
         tl.store(DS0 + s_ptrs, G, mask=s_mask)
 
@@ -295,6 +295,7 @@ def _bwd_kernel(
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, USE_DST: tl.constexpr,
     STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr,
     BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
+    DOT: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -309,21 +310,21 @@ def _bwd_kernel(
     if pid < nk:
         _bwd_dq(
             K, V, DO, DQ, S0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid, scale, b, K_DIM,
-            V_DIM, HAS_DECAY, USE_S0, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VF,
+            V_DIM, HAS_DECAY, USE_S0, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VF, DOT,
         )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
             Q, K, V, DO, DK, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid - nk, scale,
             b, K_DIM, V_DIM,
             HAS_DECAY, USE_DST, STORE_DS0, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF,
-            True,
+            True, DOT,
         )  # fmt: skip
     else:
         _bwd_dkdv(
             Q, K, V, DO, DV, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid - 2 * nk,
             scale, b, K_DIM, V_DIM,
             HAS_DECAY, USE_DST, False, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF,
-            False,
+            False, DOT,
         )  # fmt: skip
 
 
@@ -352,6 +353,18 @@ def _launch(kernel, configs, fixed, grid, *args, **kwargs):
             for c in configs
         ]
     launch(kernel, configs, grid, args, kwargs, fixed, key=KEY)
+
+
+def _dot(x: torch.Tensor) -> str:
+    """The kernels' product precision (their DOT): float32 operands as three tf32 products
+    (Triton's "tf32x3", about float32's accuracy; one tf32 product left relative errors near
+    1e-3), 16-bit operands as they are ("tf32" is then Triton's default and changes nothing).
+
+    Passed as a constexpr rather than chosen inside a shared @triton.jit helper: wrapping
+    tl.dot in one (ops/_kernels.mm, 9f299f1) left the PTX instructions unchanged but added the
+    inlined call's debug labels, and ptxas then built a backward kernel 40% slower (0.74 ->
+    1.04 ms fwd+bwd at T = 8k on the H200, same process, 2026-11-28)."""
+    return "tf32x3" if x.dtype == torch.float32 else "tf32"
 
 
 def _layout(q, cu_seqlens):
@@ -383,7 +396,7 @@ def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, out_dtype=N
         k, v, o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
         dummy if log2_decay is None else log2_decay, cu, T_arg, H, *_strides(q, v), scale,
         K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
-        STORE_ST=want_state, VARLEN=cu_seqlens is not None, PRECISE=precise,
+        STORE_ST=want_state, VARLEN=cu_seqlens is not None, PRECISE=precise, DOT=_dot(q),
     )  # fmt: skip
     return o, s_t
 
@@ -409,7 +422,7 @@ def _backward(
         dummy if log2_decay is None else log2_decay, cu, T_arg, H, *_strides(q, v), scale,
         K_DIM=K, V_DIM=V, HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
-        PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V),
+        PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=_dot(q),
     )  # fmt: skip
     return dq, dk, dv, ds0
 
