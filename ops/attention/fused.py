@@ -440,8 +440,9 @@ KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
 # pass. Set from measurement.
 ATOMIC_DQ = False
 # dK/dV on Hopper through the warp-specialized Gluon kernel (ops/attention/hopper.py) where it
-# applies (16-bit, D 64 or 128, whole 128-row blocks, no grouped heads): 3.29 ms against 4.04
-# for the best Triton configuration on the H200 (T = 8k, causal, bf16, bench/gluon_check.py).
+# applies (16-bit, D 64 or 128, whole 128-row blocks, no grouped heads): 3.26 ms against 4.02
+# for the best Triton configuration on the H200 (T = 8k, causal, bf16, bench/gluon_check.py;
+# bench/results/gluon_check_2026-11-28_c3de9b9.txt).
 HOPPER_DKDV = True
 # The forward loop form used under the interpreter (tests set both).
 INTERPRET_AHEAD = False

@@ -41,9 +41,10 @@ BLOCK_M = 64  # query rows per step
 BLOCK_N = 128  # keys per program
 NUM_WARPS = 8  # two consumer warpgroups
 NUM_STAGES = 2  # Q / dO ring depth
-# H200, B=4 H=16 T=S=8192 D=128 causal bf16 (bench/gluon_check.py, 2026-11-28): plain 3.95 ms,
-# warp-specialized 3.47 ms, warp-specialized with lse/delta by TMA 3.29 ms (668 TFLOP/s),
-# against 4.08 ms for the Triton kernel (fused._bwd_dkdv_kernel); 3 stages no faster.
+# H200, B=4 H=16 T=S=8192 D=128 causal bf16, one process (bench/gluon_check.py; kept in
+# bench/results/gluon_check_2026-11-28_c3de9b9.txt): plain 3.92 ms, warp-specialized 3.42 ms,
+# warp-specialized with lse/delta by TMA 3.26 ms (675 TFLOP/s), 3 stages 3.31 ms, against
+# 4.02 ms for the best Triton configuration of fused._bwd_dkdv_kernel.
 WS = True  # the warp-specialized kernel by default
 CONSUMER_REGS = 240  # registers per thread of the second consumer warpgroup (setmaxnreg)
 PRODUCER_REGS = 24  # of the 1-warp TMA producer
