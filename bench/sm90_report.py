@@ -9,6 +9,12 @@ machine runs Triton 3.6; to see what that version does, install it apart and put
     pip install --no-deps --target /tmp/t36 triton==3.6.0
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/sm90_report.py --dtype bfloat16 --D 128
 
+`--kernels lin` compiles the linear-attention kernels (ops/linear_attention/chunk.py, bf16,
+K = V = 128, the library's configurations) with the argument divisibility the GPU's JIT
+specialises on, and counts SASS instructions: there this report reproduced the GPU's own
+build of a 40 % slower backward (250 registers, 4096 instructions, against 255 and 4000 for
+the fast one; bench/RESULTS.md) without device time.
+
 Configurations are the library's own lists (ops/attention/fused.py), with its 2-d/4-d tile
 choice per kernel; `--extra` adds (BLOCK_M, BLOCK_N, warps, stages) rows to try. The GPU's
 own compile can differ by a few registers (2026-11-28: forward (64, 64, 4, 3) 179 here, 170
@@ -27,6 +33,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from ncd.ops.attention import fused
+from ncd.ops.linear_attention import chunk
 
 SMEM_LIMIT = 232448  # bytes a block may ask for on the H200
 TY = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -80,6 +87,48 @@ def compile_one(kernel, ty, D, cfg, flat, causal=True):
     return regs, stack, ck.metadata.shared, "wgmma" in ck.asm["ptx"]
 
 
+def _cubin_report(ck):
+    """(registers, stack bytes, SASS instruction count) of a compiled kernel."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
+        f.write(ck.asm["cubin"])
+    use = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True)
+    sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+    os.unlink(f.name)
+    regs, stack = re.search(r"REG:(\d+) STACK:(\d+)", use.stdout).groups()
+    return int(regs), int(stack), len(re.findall(r"^\s+/\*[0-9a-f]{4}\*/", sass, re.M))
+
+
+def compile_linear(kernel, cfg, D=128):
+    """A linear-attention kernel as the GPU's JIT specialises it at the benchmark shapes:
+    pointers 16-byte aligned, sequence/batch strides and lengths multiples of 16."""
+    consts = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, USE_DST=False,
+                  STORE_DS0=False, STORE_ST=False, VARLEN=False, PRECISE=False, DOT="tf32",
+                  BLOCK_K=D, BLOCK_KF=D, BLOCK_VF=D, **cfg.kwargs)  # fmt: skip
+    consts = {k: v for k, v in consts.items() if k in kernel.arg_names}
+    sig, attrs = {}, {}
+    for i, n in enumerate(kernel.arg_names):
+        if n in consts:
+            sig[n] = "constexpr"
+            continue
+        sig[n] = "fp32" if n == "scale" else "*i32" if n == "CU" else "i32" if n == "H" or (
+            n.startswith("S") and len(n) == 3) or n == "T" else "*bf16"  # fmt: skip
+        if sig[n] != "fp32" and n != "H":
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(kernel, sig, {(kernel.arg_names.index(k),): v for k, v in consts.items()},
+                    attrs)  # fmt: skip
+    opts = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return _cubin_report(triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts))
+
+
+def linear_report():
+    print(f"{'kernel':14} {'configuration':44} {'regs':>4} {'stack B':>7} {'SASS instrs':>11}")
+    for name, cfgs in (("_fwd_kernel", chunk.FWD_CONFIGS), ("_bwd_kernel", chunk.BWD_CONFIGS)):
+        for cfg in cfgs:
+            regs, stack, n = compile_linear(getattr(chunk, name), cfg)
+            print(f"{name:14} {str(cfg.kwargs):44} {regs:4} {stack:7} {n:11}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kernels", default="fwd,dkdv,dq")
@@ -98,9 +147,13 @@ def main():
     }  # fmt: skip
     extra = [ast.literal_eval(r.strip()) for r in args.extra.split(";") if r.strip()]
     print(f"Triton {triton.__version__}, sm_90, {args.dtype}, D = {args.D}")
-    print(f"{'kernel':6} {'tiles':5} {'configuration':44} {'regs':>4} {'stack B':>7} "
-          f"{'smem KiB':>8}  wgmma")  # fmt: skip
+    if set(args.kernels.split(",")) - {"lin"}:
+        print(f"{'kernel':6} {'tiles':5} {'configuration':44} {'regs':>4} {'stack B':>7} "
+              f"{'smem KiB':>8}  wgmma")  # fmt: skip
     for name in args.kernels.split(","):
+        if name == "lin":
+            linear_report()
+            continue
         kernel, cfgs, flat = lists[name]
         for cfg in [*cfgs, *extra]:
             try:

@@ -13,9 +13,9 @@ def mm(a, b, acc=None):
 
     Used by the softmax kernels only. The linear-attention kernels pass the precision as a
     constexpr instead (chunk._dot): through this helper their backward kept the same PTX
-    instructions but gained the inlined call's debug labels, and ran 40% slower on the H200
-    (bench/results/linear_ab_2026-11-28_c3de9b9.txt); the softmax kernels' times did not move
-    when they took it (9f299f1)."""
+    instructions but its debug labels moved, ptxas built it differently, and it ran 40% slower
+    on the H200 (bench/results/linear_ab_2026-11-28_c3de9b9.txt); the softmax kernels' times
+    did not move when they took it (9f299f1)."""
     if a.dtype == tl.float32:
         return tl.dot(a, b, acc, input_precision="tf32x3")
     return tl.dot(a, b, acc)

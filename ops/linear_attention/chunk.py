@@ -361,9 +361,13 @@ def _dot(x: torch.Tensor) -> str:
     1e-3), 16-bit operands as they are ("tf32" is then Triton's default and changes nothing).
 
     Passed as a constexpr rather than chosen inside a shared @triton.jit helper: wrapping
-    tl.dot in one (ops/_kernels.mm, 9f299f1) left the PTX instructions unchanged but added the
-    inlined call's debug labels, and ptxas then built a backward kernel 40% slower (0.74 ->
-    1.04 ms fwd+bwd at T = 8k on the H200, same process, 2026-11-28)."""
+    tl.dot in one (ops/_kernels.mm, 9f299f1) left the PTX instructions unchanged but moved the
+    debug line labels, and ptxas then built the backward differently (250 registers, 4096
+    instructions, against 255 and 4000) and 40% slower (0.74 -> 1.04 ms fwd+bwd at T = 8k on
+    the H200, same process, 2026-11-28). ptxas is sensitive to those labels: compiled without
+    line information (TRITON_DISABLE_LINE_INFO=1) this same source also gives the slow build.
+    As written here the kernels compile for sm_90 to exactly 5ad38f9's SASS (Triton 3.6;
+    `bench/sm90_report.py --kernels lin` shows the figures without a GPU)."""
     return "tf32x3" if x.dtype == torch.float32 else "tf32"
 
 
