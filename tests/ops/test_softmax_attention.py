@@ -272,3 +272,19 @@ def test_hopper_kernel_limits():
     assert not ok(dv=64)  # v narrower than k
     assert not ok(S=512)  # causal needs T == S
     assert not hopper.usable(torch.empty(1))  # no Hopper GPU here
+
+
+def test_hopper_forward_limits():
+    """`hopper_fwd.supported` (the experimental Gluon forward, not yet used by the library:
+    unverified on a GPU) takes the same inputs as the Gluon dK/dV, and imports without one."""
+    from ncd.ops.attention import hopper_fwd
+
+    def ok(T=256, S=256, Hkv=2, D=128, dtype=torch.bfloat16, causal=True):
+        q = torch.empty(1, T, 2, D, dtype=dtype)
+        k = v = torch.empty(1, S, Hkv, D, dtype=dtype)
+        return hopper_fwd.supported(q, k, v, causal)
+
+    assert ok() and ok(D=64, dtype=torch.float16) and ok(S=512, causal=False)
+    assert not ok(dtype=torch.float32) and not ok(T=200, S=200) and not ok(Hkv=1)
+    assert not ok(D=96) and not ok(S=512)
+    assert not hopper_fwd.usable(torch.empty(1))

@@ -1,0 +1,488 @@
+"""Forward pass of softmax attention on Hopper (sm_90), written in Gluon. EXPERIMENTAL and
+UNVERIFIED ON A GPU: it was only cross-compiled for sm_90 (no spills, see `sm90_resources`);
+``bench/gluon_fwd_check.py`` checks it against `fused._forward` on the H200 and times it.
+
+FlashAttention-3's forward: one program per (block of BM = 128 query rows, batch x head),
+causal programs with the most work first (reverse program order, as `fused._fwd_kernel`).
+Warp-specialized with `gl.warp_specialize`:
+
+- a 1-warp producer (`PRODUCER_REGS` registers by setmaxnreg) loads the program's Q tile once
+  (two halves of 64 rows) and streams the key blocks (BN keys) of K and V by TMA through a
+  ring of `NUM_STAGES` shared-memory stages; K and V of a stage have their own ready barriers
+  (the scores can start before V has landed) and their own empty barriers: K_j's slot is
+  free again once both consumers have their scores S_j, V_j's once both have done P_j V_j
+  (so, with `AHEAD`, K_{j+1} is loaded while P_{j-1} V_{j-1} still reads its stage);
+- two consumer warpgroups, each its own partition (4 warps, `CONSUMER_REGS` registers),
+  each owning 64 of the 128 query rows. They never wait for each other, so the warp
+  scheduler overlaps one warpgroup's softmax with the other's tensor-core work (FA3's
+  "ping-pong", without its explicit named-barrier ordering).
+
+Per key block j in a consumer (`AHEAD`, FA3's intra-warpgroup overlap): issue
+S_j = Q K_j^T (async wgmma, Q and K^T from shared memory), issue O += P_{j-1} V_{j-1}
+(async wgmma, P from registers as the left operand), wait for S_j only, do the online
+softmax of block j (row max, exp2 with the scale folded into one FMA) while P V runs, then
+wait for P V, release V_{j-1} and rescale O by alpha_j. Without `AHEAD`: S_j, softmax,
+rescale, P_j V_j, in sequence. Causal: key blocks left of the diagonal are unmasked, those
+crossing it masked, those right of it never loaded (loop bound). Epilogue: O / l through
+shared memory (the consumer's half of Q) and a TMA store; lse = m + log2(l) by gl.store.
+
+Semantics are those of `fused._forward`: o ``[B, T, H, D]`` in q's dtype, lse float32
+``[B, H, T]``, the base-2 log-sum-exp of the scores times ``qk_scale = scale * log2(e)``.
+Restrictions (`supported`; the caller falls back otherwise): bf16 or fp16, contiguous
+``[B, T, H, D]`` / ``[B, S, H, D]``, D in (64, 128), T % 128 == S % 128 == 0, as many key/value
+heads as query heads, causal only with T == S.
+
+Written against Triton 3.6's Gluon (the H200 host's version); on other Triton versions or
+without a GPU the import still succeeds; ``usable(x)`` says whether the kernel can run on x.
+``python -m ncd.ops.attention.hopper_fwd`` (with Triton 3.6 first on the path) cross-compiles
+the variants for sm_90 and prints, per variant: regs (the launch allocation, before
+setmaxnreg), stack (spilled bytes; 0 everywhere as of writing), smem (bytes), max_reg (the
+highest register the SASS touches, i.e. the consumers' real use under their setmaxnreg of
+240), local (ld/st.local in the PTX) and the setmaxnreg values.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LOG2E = 1.4426950408889634
+BLOCK_M = 128  # query rows per program (64 per consumer warpgroup)
+BLOCK_N = 128  # keys per step (64 also compiles: `forward_hopper(..., block_n=64)`)
+NUM_STAGES = 2  # K / V ring depth (3 fits in shared memory too at BN = 128, D = 128)
+AHEAD = True  # scores of block j issued before P V of block j - 1 (FA3 intra-warpgroup overlap)
+CONSUMER_REGS = 240  # registers per thread of the consumer warpgroups (setmaxnreg)
+PRODUCER_REGS = 24  # of the 1-warp TMA producer
+
+try:  # Gluon's Hopper API as of Triton 3.6
+    import triton
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    _GLUON = triton.__version__.startswith("3.6")
+except Exception:  # pragma: no cover - other Triton versions
+    _GLUON = False
+
+# Whether this Triton has the Gluon API the kernel is written against; `usable` also asks
+# the tensor's device (not asked at import: that would initialise CUDA in every importer).
+AVAILABLE = _GLUON
+
+
+def usable(x: torch.Tensor) -> bool:
+    """The kernel can run on x's device: Gluon of Triton 3.6 and a Hopper GPU (sm_90)."""
+    return _GLUON and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] == 9
+
+
+if _GLUON:
+
+    @gluon.jit
+    def _fwd_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready,
+                      k_empty, v_empty, n_blocks, row_q, row_kv, col,
+                      NUM_STAGES: gl.constexpr):  # fmt: skip
+        BH: gl.constexpr = q_desc.block_type.shape[0]
+        BN: gl.constexpr = k_desc.block_type.shape[0]
+        mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [row_q, col], q_bar, q_smem.index(0))
+        tma.async_copy_global_to_shared(q_desc, [row_q + BH, col], q_bar, q_smem.index(1))
+        for j in range(n_blocks):
+            s = j % NUM_STAGES
+            # A fresh barrier counts as having completed the phase before phase 0: the first
+            # NUM_STAGES waits (parity 1) pass at once.
+            ph = ((j // NUM_STAGES) & 1) ^ 1
+            r = row_kv + j * BN
+            mbarrier.wait(k_empty.index(s), ph)
+            kb = k_ready.index(s)
+            mbarrier.expect(kb, k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [r, col], kb, k_smem.index(s))
+            mbarrier.wait(v_empty.index(s), ph)
+            vb = v_ready.index(s)
+            mbarrier.expect(vb, v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [r, col], vb, v_smem.index(s))
+
+    @gluon.jit
+    def _softmax(sc, m_i, l_i, rows, j, qk_scale, MASK: gl.constexpr):
+        """Online softmax of the raw scores sc (BH, BN) of key block j: the probabilities
+        (float32), the new row max and row sum, and alpha, the factor for what came before."""
+        BN: gl.constexpr = sc.type.shape[1]
+        if MASK:  # causal: row i sees key n only if n <= i
+            offs_n = j * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, sc.type.layout))
+            keep = gl.expand_dims(offs_n, 0) <= gl.expand_dims(rows, 1)
+            sc = gl.where(keep, sc, float("-inf"))
+        m_new = gl.maximum(m_i, gl.max(sc, 1) * qk_scale)
+        p = gl.exp2(sc * qk_scale - gl.expand_dims(m_new, 1))
+        alpha = gl.exp2(m_i - m_new)
+        l_i = l_i * alpha + gl.sum(p, 1)
+        return p, m_new, l_i, alpha
+
+    @gluon.jit
+    def _rescale(acc, alpha):
+        alpha = gl.convert_layout(alpha, gl.SliceLayout(1, acc.type.layout))
+        return acc * gl.expand_dims(alpha, 1)
+
+    @gluon.jit
+    def _step_ahead(acc, m_i, l_i, p_a, q_s, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty,
+                    j, rows, qk_scale, MASK: gl.constexpr,
+                    NUM_STAGES: gl.constexpr):  # fmt: skip
+        """Scores of key block j (j >= 1) while P V of block j - 1 (p_a) runs."""
+        BH: gl.constexpr = q_s.shape[0]
+        BN: gl.constexpr = k_smem.shape[1]
+        dtype: gl.constexpr = q_s.dtype
+        acc_layout: gl.constexpr = acc.type.layout
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16]
+        )
+        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+        s = j % NUM_STAGES
+        sp = (j - 1) % NUM_STAGES
+        mbarrier.wait(k_ready.index(s), (j // NUM_STAGES) & 1)
+        zero = gl.zeros([BH, BN], gl.float32, s_layout)
+        s_tok = warpgroup_mma(q_s, k_smem.index(s).permute((1, 0)), zero, use_acc=False,
+                              is_async=True)  # fmt: skip
+        mbarrier.wait(v_ready.index(sp), ((j - 1) // NUM_STAGES) & 1)
+        o_tok = warpgroup_mma(p_a, v_smem.index(sp), acc, is_async=True)
+        sc = warpgroup_mma_wait(num_outstanding=1, deps=(s_tok,))
+        mbarrier.arrive(k_empty.index(s), count=1)  # this consumer is done with K_j
+        p, m_i, l_i, alpha = _softmax(sc, m_i, l_i, rows, j, qk_scale, MASK)
+        acc, p_a = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p_a))
+        mbarrier.arrive(v_empty.index(sp), count=1)  # and with V_{j-1}
+        acc = _rescale(acc, alpha)
+        p_a = gl.convert_layout(p.to(dtype), a_layout)
+        return acc, m_i, l_i, p_a
+
+    @gluon.jit
+    def _step(acc, m_i, l_i, q_s, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, j, rows,
+              qk_scale, MASK: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
+        """Key block j in sequence: scores, softmax, rescale, P V."""
+        BH: gl.constexpr = q_s.shape[0]
+        BN: gl.constexpr = k_smem.shape[1]
+        dtype: gl.constexpr = q_s.dtype
+        acc_layout: gl.constexpr = acc.type.layout
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16]
+        )
+        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+        s = j % NUM_STAGES
+        ph = (j // NUM_STAGES) & 1
+        mbarrier.wait(k_ready.index(s), ph)
+        zero = gl.zeros([BH, BN], gl.float32, s_layout)
+        s_tok = warpgroup_mma(q_s, k_smem.index(s).permute((1, 0)), zero, use_acc=False,
+                              is_async=True)  # fmt: skip
+        sc = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok,))
+        mbarrier.arrive(k_empty.index(s), count=1)
+        p, m_i, l_i, alpha = _softmax(sc, m_i, l_i, rows, j, qk_scale, MASK)
+        acc = _rescale(acc, alpha)
+        p_a = gl.convert_layout(p.to(dtype), a_layout)
+        mbarrier.wait(v_ready.index(s), ph)
+        o_tok = warpgroup_mma(p_a, v_smem.index(s), acc, is_async=True)
+        acc, p_a = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p_a))
+        mbarrier.arrive(v_empty.index(s), count=1)
+        return acc, m_i, l_i
+
+    @gluon.jit
+    def _fwd_consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, o_desc,
+                      lse_ptr,
+                      n_full, n_blocks, m0, row_q, col, qk_scale, HALF: gl.constexpr,
+                      CAUSAL: gl.constexpr, NUM_STAGES: gl.constexpr,
+                      AHEAD: gl.constexpr):  # fmt: skip
+        """Query rows [m0 + HALF * BH, m0 + (HALF + 1) * BH) (BH = 64), one warpgroup.
+        Key blocks [0, n_full) need no mask, [n_full, n_blocks) cross the diagonal."""
+        BH: gl.constexpr = q_smem.shape[1]
+        D: gl.constexpr = q_smem.shape[2]
+        BN: gl.constexpr = k_smem.shape[1]
+        dtype: gl.constexpr = q_smem.dtype
+        acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, D, 16]
+        )
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16]
+        )
+        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+        row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+
+        q_s = q_smem.index(HALF)
+        rows = m0 + HALF * BH + gl.arange(0, BH, layout=row_layout)
+        acc = gl.zeros([BH, D], gl.float32, acc_layout)
+        m_i = gl.full([BH], float("-inf"), gl.float32, row_layout)
+        l_i = gl.zeros([BH], gl.float32, row_layout)
+        mbarrier.wait(q_bar, 0)
+
+        if AHEAD:
+            # Block 0 alone (masked if causal: a no-op left of the diagonal); n_blocks >= 1.
+            mbarrier.wait(k_ready.index(0), 0)
+            zero = gl.zeros([BH, BN], gl.float32, s_layout)
+            s_tok = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero, use_acc=False,
+                                  is_async=True)  # fmt: skip
+            sc = warpgroup_mma_wait(num_outstanding=0, deps=(s_tok,))
+            mbarrier.arrive(k_empty.index(0), count=1)
+            p, m_i, l_i, alpha = _softmax(sc, m_i, l_i, rows, 0, qk_scale, CAUSAL)
+            p_a = gl.convert_layout(p.to(dtype), a_layout)
+            for j in range(1, n_full):
+                acc, m_i, l_i, p_a = _step_ahead(acc, m_i, l_i, p_a, q_s, k_smem, v_smem,
+                                                 k_ready, v_ready, k_empty, v_empty, j, rows,
+                                                 qk_scale, False, NUM_STAGES)  # fmt: skip
+            if CAUSAL:
+                for j in range(gl.maximum(n_full, 1), n_blocks):
+                    acc, m_i, l_i, p_a = _step_ahead(acc, m_i, l_i, p_a, q_s, k_smem, v_smem,
+                                                     k_ready, v_ready, k_empty, v_empty, j, rows,
+                                                     qk_scale, True, NUM_STAGES)  # fmt: skip
+            # P V of the last block
+            jl = n_blocks - 1
+            sl = jl % NUM_STAGES
+            mbarrier.wait(v_ready.index(sl), (jl // NUM_STAGES) & 1)
+            o_tok = warpgroup_mma(p_a, v_smem.index(sl), acc, is_async=True)
+            acc, p_a = warpgroup_mma_wait(num_outstanding=0, deps=(o_tok, p_a))
+            mbarrier.arrive(v_empty.index(sl), count=1)
+        else:
+            for j in range(0, n_full):
+                acc, m_i, l_i = _step(acc, m_i, l_i, q_s, k_smem, v_smem, k_ready, v_ready,
+                                      k_empty, v_empty, j, rows, qk_scale, False,
+                                      NUM_STAGES)  # fmt: skip
+            if CAUSAL:
+                for j in range(n_full, n_blocks):
+                    acc, m_i, l_i = _step(acc, m_i, l_i, q_s, k_smem, v_smem, k_ready, v_ready,
+                                          k_empty, v_empty, j, rows, qk_scale, True,
+                                          NUM_STAGES)  # fmt: skip
+
+        # Epilogue: lse per row, O / l staged in this warpgroup's half of Q (no longer read).
+        gl.store(lse_ptr + rows, m_i + gl.log2(l_i))
+        l_o = gl.convert_layout(l_i, gl.SliceLayout(1, acc_layout))
+        o = acc / gl.expand_dims(l_o, 1)
+        q_s.store(o.to(dtype))
+        fence_async_shared()
+        gl.thread_barrier()
+        tma.async_copy_shared_to_global(o_desc, [row_q + HALF * BH, col], q_s)
+        tma.store_wait(pendings=0)
+
+    @gluon.jit
+    def _fwd_ws_kernel(q_desc, k_desc, v_desc, o_desc, LSE, T, S, H, qk_scale,
+                       CAUSAL: gl.constexpr, NUM_STAGES: gl.constexpr, AHEAD: gl.constexpr,
+                       PRODUCER_REGS: gl.constexpr,
+                       CONSUMER_REGS: gl.constexpr):  # fmt: skip
+        """q_desc, o_desc: tiles of BH = 64 query rows (a program has 2 * BH); k_desc, v_desc:
+        tiles of BN keys; all over the 2-d views ``[B * N, H * D]``."""
+        BH: gl.constexpr = q_desc.block_type.shape[0]
+        D: gl.constexpr = q_desc.block_type.shape[1]
+        BN: gl.constexpr = k_desc.block_type.shape[0]
+        BM: gl.constexpr = 2 * BH
+        dtype: gl.constexpr = q_desc.dtype
+
+        # Causal rows near the end do the most work: start them first.
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // H
+        h = pid_bh % H
+        m0 = pid_m * BM
+        col = h * D
+        lse_ptr = LSE + pid_bh.to(gl.int64) * T
+        if CAUSAL:  # T == S; m0 is a multiple of BM, hence of BN
+            n_full = m0 // BN
+            n_blocks = (m0 + BM) // BN
+        else:
+            n_full = S // BN
+            n_blocks = n_full
+
+        q_smem = gl.allocate_shared_memory(dtype, [2, BH, D], q_desc.layout)
+        k_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BN, D], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [NUM_STAGES, BN, D], v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for st in gl.static_range(NUM_STAGES):
+            mbarrier.init(k_ready.index(st), count=1)
+            mbarrier.init(v_ready.index(st), count=1)
+            mbarrier.init(k_empty.index(st), count=2)  # one arrive per consumer warpgroup
+            mbarrier.init(v_empty.index(st), count=2)
+        fence_async_shared()
+
+        row_q = b * T + m0
+        row_kv = b * S
+        gl.warp_specialize(
+            [
+                (_fwd_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty,
+                                 v_empty, o_desc, lse_ptr, n_full, n_blocks, m0, row_q, col,
+                                 qk_scale, 0, CAUSAL, NUM_STAGES, AHEAD)),
+                (_fwd_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty,
+                                 v_empty, o_desc, lse_ptr, n_full, n_blocks, m0, row_q, col,
+                                 qk_scale, 1, CAUSAL, NUM_STAGES, AHEAD)),
+                (_fwd_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready,
+                                 v_ready, k_empty, v_empty, n_blocks, row_q, row_kv, col,
+                                 NUM_STAGES)),
+            ],
+            [4, 1],
+            [CONSUMER_REGS, PRODUCER_REGS],
+        )  # fmt: skip
+
+
+_GL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def supported(q, k, v, causal: bool) -> bool:
+    """Whether `forward_hopper` takes these inputs (the caller falls back otherwise)."""
+    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
+        return False
+    B, T, H, D = q.shape
+    S = k.shape[1]
+    return (
+        q.dtype in _GL_DTYPES
+        and all(x.dtype == q.dtype and x.is_contiguous() for x in (k, v))
+        and q.is_contiguous()
+        and k.shape[0] == B
+        and k.shape[2] == H
+        and k.shape[3] == D
+        and D in (64, 128)
+        and T % BLOCK_M == 0
+        and S % 128 == 0
+        and T > 0
+        and S > 0
+        and (not causal or T == S)
+    )
+
+
+def _descs(q, k, v, o, block_n=BLOCK_N):
+    """2-d descriptors: Q, O tiles of BLOCK_M / 2 rows (one per consumer warpgroup); K, V
+    tiles of block_n rows."""
+    gdt = getattr(gl, _GL_DTYPES[q.dtype])
+    D = q.shape[-1]
+    bh = BLOCK_M // 2
+    lay_m = gl.NVMMASharedLayout.get_default_for([bh, D], gdt)
+    lay_n = gl.NVMMASharedLayout.get_default_for([block_n, D], gdt)
+
+    def d2(x, rows, lay):  # [B, N, H, D] viewed as [B * N, H * D]
+        B, N, H, C = x.shape
+        return TensorDescriptor(x, [B * N, H * C], [H * C, 1], [rows, C], lay)
+
+    return d2(q, bh, lay_m), d2(k, block_n, lay_n), d2(v, block_n, lay_n), d2(o, bh, lay_m)
+
+
+def forward_hopper(
+    q,
+    k,
+    v,
+    causal: bool,
+    scale: float,
+    stages: int = NUM_STAGES,
+    ahead: bool | None = None,
+    block_n: int = BLOCK_N,
+):
+    """o ``[B, T, H, D]`` (q's dtype) and lse float32 ``[B, H, T]`` of softmax attention,
+    as `fused._forward` returns them; q ``[B, T, H, D]``, k, v ``[B, S, H, D]``."""
+    if not _GLUON:
+        raise RuntimeError("ops.attention.hopper_fwd needs Triton 3.6's Gluon")
+    if not supported(q, k, v, causal):
+        raise ValueError("forward_hopper: unsupported shapes, dtypes or layout")
+    assert block_n in (64, 128)
+    ahead = AHEAD if ahead is None else ahead
+    B, T, H, D = q.shape
+    S = k.shape[1]
+    o = torch.empty_like(q)
+    lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
+    descs = _descs(q, k, v, o, block_n)
+    _fwd_ws_kernel[(T // BLOCK_M, B * H)](
+        *descs, lse, T, S, H, scale * LOG2E, CAUSAL=bool(causal), NUM_STAGES=stages,
+        AHEAD=bool(ahead), PRODUCER_REGS=PRODUCER_REGS, CONSUMER_REGS=CONSUMER_REGS,
+        num_warps=4,
+    )  # fmt: skip
+    return o, lse
+
+
+def sm90_resources(
+    D: int = 128,
+    dtype: str = "bfloat16",
+    stages: int = NUM_STAGES,
+    ahead: bool = AHEAD,
+    block_n: int = BLOCK_N,
+    consumer_regs=None,
+    producer_regs=None,
+    verbose=True,
+    dump=None,
+):
+    """Cross-compile the kernel for sm_90 (no GPU needed) and report, per causal / non-causal:
+    registers per thread, spilled (stack) bytes, shared memory, setmaxnreg values."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    tdt = getattr(torch, dtype)
+    x = torch.empty(256, 1, 1, D, dtype=tdt)  # only for the descriptors' types
+    descs = _descs(x, x, x, x, block_n)
+    fn = _fwd_ws_kernel
+    cregs = consumer_regs or CONSUMER_REGS
+    pregs = producer_regs or PRODUCER_REGS
+    rows = {}
+    for causal in (True, False):
+        sig, consts = {}, {}
+        vals = dict(zip(["q_desc", "k_desc", "v_desc", "o_desc"], descs))
+        for i, name in enumerate(fn.arg_names):
+            if name in vals:
+                sig[name] = mangle_type(vals[name])
+            elif name == "LSE":
+                sig[name] = "*fp32"
+            elif name == "qk_scale":
+                sig[name] = "fp32"
+            elif name in ("T", "S", "H"):
+                sig[name] = "i32"
+            else:
+                sig[name] = "constexpr"
+                consts[(i,)] = dict(CAUSAL=causal, NUM_STAGES=stages, AHEAD=ahead,
+                                    CONSUMER_REGS=cregs, PRODUCER_REGS=pregs)[name]  # fmt: skip
+        src = GluonASTSource(fn, sig, consts)
+        ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+        with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
+            f.write(ck.asm["cubin"])
+        tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+        out = subprocess.run(
+            [tool, "--dump-resource-usage", f.name], capture_output=True, text=True
+        )
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+        if dump:  # SASS, PTX and TTGIR, for reading where the spills are
+            tag = f"{dump}_{'causal' if causal else 'full'}"
+            with open(f"{tag}.sass", "w") as g:
+                g.write(sass)
+            with open(f"{tag}.ptx", "w") as g:
+                g.write(ck.asm["ptx"])
+            with open(f"{tag}.ttgir", "w") as g:
+                g.write(ck.asm["ttgir"])
+        os.unlink(f.name)
+        m = re.search(r"REG:(\d+) STACK:(\d+)", out.stdout)
+        ptx = ck.asm["ptx"]
+        row = dict(
+            regs=int(m.group(1)), stack=int(m.group(2)), smem=ck.metadata.shared,
+            wgmma=len(re.findall(r"wgmma.mma_async", ptx)),
+            local=len(re.findall(r"\b(?:ld|st)\.local", ptx)),
+            # highest register any partition touches (the consumers' setmaxnreg bounds it)
+            max_reg=1 + max((int(r) for r in re.findall(r"\bR(\d+)\b", sass)), default=-1),
+            setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)),
+                              key=int),
+        )  # fmt: skip
+        rows[f"causal={causal}"] = row
+        if verbose:
+            print(f"fwd ws D={D} {dtype} BN={block_n} stages={stages} ahead={ahead} "
+                  f"causal={causal}: {row}", flush=True)  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    if not _GLUON:
+        sys.exit("needs Triton 3.6 first on the path: PYTHONPATH=/tmp/t36 ...")
+    for D in (128, 64):
+        sm90_resources(D=D)  # the default
+        sm90_resources(D=D, ahead=not AHEAD)
+        sm90_resources(D=D, block_n=64)
+        sm90_resources(D=D, stages=3)
