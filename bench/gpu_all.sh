@@ -11,6 +11,7 @@
 #   bash bench/gpu_all.sh dkdv COMMIT      # one-loop dK/dV sweep at 8k, 16-bit and linear checks
 #   bash bench/gpu_all.sh final COMMIT     # ops_gpu.py (no naive), 16-bit checks, Gluon dK/dV
 #   bash bench/gpu_all.sh gluonfwd COMMIT  # the experimental Gluon forward: checks and timing
+#   bash bench/gpu_all.sh gluonfwd_bench COMMIT  # softmax benchmark and check with it switched on
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
@@ -18,7 +19,7 @@
 # A fresh machine compiles every kernel first: the checks of all dtypes (float32's kernels
 # spill and compile slowly) did not fit their step limits on 2026-11-28; `checks` splits them.
 set -o pipefail
-PART=${1:?ops, diag, kernels, timeline, atomic, checks, dkdv, final, gluonfwd, layers, compiler or imports}
+PART=${1:?ops, diag, kernels, timeline, atomic, checks, dkdv, final, gluonfwd, gluonfwd_bench, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -102,6 +103,13 @@ case $PART in
     ;;
   gluonfwd)  # ops/attention/hopper_fwd.py against fused._forward, then timed at 8k
     step gluon_fwd 400 $PY "$REPO/bench/gluon_fwd_check.py"
+    ;;
+  gluonfwd_bench)  # the library with the Gluon forward on (NCD_GLUON_FORWARD=1)
+    export NCD_GLUON_FORWARD=1
+    step ops_check 150 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16 --ops softmax
+    step ops_gpu 300 $PY "$REPO/bench/ops_gpu.py" --T 4096,8192,16384,32768 \
+      --ops softmax_attention --out "$OUT/ops_gpu.json" --details "$OUT/ops_details.json" \
+      --commit "$COMMIT" --skip softmax_attention:naive
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

@@ -15,6 +15,7 @@ On Hopper GPUs, where it applies, dK/dV runs the warp-specialized Gluon kernel o
 """
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
 from .._kernels import mm
-from . import hopper
+from . import hopper, hopper_fwd
 from .reference import softmax_attention_reference
 
 LOG2E = 1.4426950408889634
@@ -444,6 +445,10 @@ ATOMIC_DQ = False
 # for the best Triton configuration on the H200 (T = 8k, causal, bf16, bench/gluon_check.py;
 # bench/results/gluon_check_2026-11-28_c3de9b9.txt).
 HOPPER_DKDV = True
+# The forward in Gluon on Hopper (ops/attention/hopper_fwd.py): compiled for sm_90 without
+# spills but never run on a GPU, so off unless NCD_GLUON_FORWARD=1 (for its measurement:
+# `bash bench/gpu_all.sh gluonfwd`).
+HOPPER_FORWARD = os.environ.get("NCD_GLUON_FORWARD", "0") == "1"
 # The forward loop form used under the interpreter (tests set both).
 INTERPRET_AHEAD = False
 # The backward layout used under the interpreter (on the GPU the autotuner chooses).
@@ -461,6 +466,13 @@ def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None)
 
 
 def _forward(q, k, v, causal: bool, scale: float):
+    if (
+        HOPPER_FORWARD
+        and not interpreting()
+        and hopper_fwd.usable(q)
+        and hopper_fwd.supported(q, k, v, causal)
+    ):
+        return hopper_fwd.forward_hopper(q, k, v, causal, scale)
     B, T, H, D = q.shape
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)

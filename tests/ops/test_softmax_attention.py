@@ -288,3 +288,32 @@ def test_hopper_forward_limits():
     assert not ok(dtype=torch.float32) and not ok(T=200, S=200) and not ok(Hkv=1)
     assert not ok(D=96) and not ok(S=512)
     assert not hopper_fwd.usable(torch.empty(1))
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize(
+    "enabled, T, taken", [(True, 128, True), (True, 47, False), (False, 128, False)]
+)
+def test_hopper_forward_dispatch(enabled, T, taken, monkeypatch, nan_alloc):
+    """`_forward` hands whole-block 16-bit inputs to the Gluon forward only when switched on
+    (NCD_GLUON_FORWARD=1). A stand-in returns the float64 reference's o and lse, so the
+    backward that follows (Triton, interpreted) also checks the lse it was given."""
+    calls = []
+
+    def stand_in(q, k, v, causal, scale):
+        calls.append(tuple(q.shape))
+        qd, kd, vd = (x.detach().double() for x in (q, k, v))
+        s = torch.einsum("bthd,bshd->bhts", qd, kd) * scale
+        if causal:
+            s = s.masked_fill(torch.ones(s.shape[-2:]).triu(1).bool(), float("-inf"))
+        lse = torch.logsumexp(s, -1) / torch.log(torch.tensor(2.0, dtype=torch.float64))
+        o = torch.einsum("bhts,bshd->bthd", s.softmax(-1), vd)
+        return o.to(q.dtype).contiguous(), lse.float().contiguous()
+
+    monkeypatch.setattr(fused, "HOPPER_FORWARD", enabled)
+    monkeypatch.setattr(fused, "interpreting", lambda: False)  # _backend still interprets
+    monkeypatch.setattr(fused.hopper_fwd, "usable", lambda x: True)
+    monkeypatch.setattr(fused.hopper_fwd, "forward_hopper", stand_in)
+    errs = run_case(1, T, T, 2, 2, 64, 64, True, torch.float16, seed=8)
+    assert max(errs) < TOL[torch.float16], errs
+    assert bool(calls) == taken, calls
