@@ -18,35 +18,11 @@ wrong phase) is killed and reported as HUNG (its last line names the variant tha
 launched); the other cases still run. Exit status 1 if any case fails or hangs.
 """
 
-import argparse
 import math
-import os
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _import_ncd():
-    """ncd.ops importable: installed, or through a shim package over this checkout's ops/."""
-    try:
-        import ncd.ops.attention.hopper_fwd  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    shim = os.path.join("/tmp", f"gluon_check_shim_{os.getuid()}")
-    os.makedirs(os.path.join(shim, "ncd"), exist_ok=True)
-    open(os.path.join(shim, "ncd", "__init__.py"), "a").close()
-    link = os.path.join(shim, "ncd", "ops")
-    if not os.path.islink(link):
-        os.symlink(os.path.join(ROOT, "ops"), link)
-    sys.path.insert(0, shim)
-    for name in [m for m in sys.modules if m == "ncd" or m.startswith("ncd.")]:
-        del sys.modules[name]
-    import ncd.ops.attention.hopper_fwd  # noqa: F401
-
+from gluon_common import import_ncd, main, rel_rms
 
 BOUND_O = 5e-3
 BOUND_LSE = 1e-4
@@ -74,12 +50,6 @@ VARIANTS = [
 ]
 
 
-def rel_rms(x, ref):
-    x, ref = x.double(), ref.double()
-    err = ((x - ref).norm() / ref.norm()).item()
-    return err if err == err else float("inf")
-
-
 def lse_err(x, ref):
     x, ref = x.double(), ref.double()
     d = ((x - ref).abs() / ref.abs().clamp(min=1.0)).max().item()
@@ -87,11 +57,13 @@ def lse_err(x, ref):
 
 
 def run_case(name):
-    _import_ncd()
+    import_ncd()
     import torch
     import triton
 
     from ncd.ops.attention import fused, hopper_fwd
+
+    fused.HOPPER_FORWARD = False  # the reference is the Triton forward, whatever the switch
 
     B, H, T, S, D, causal, dtype, timed, _ = CASES[name]
     print(f"[{name}] B={B} H={H} T={T} S={S} D={D} causal={causal} {dtype} "
@@ -175,40 +147,5 @@ def run_case(name):
     return ok
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--case", help="run one case in this process")
-    ap.add_argument("--only", help="comma-separated cases to run (default: all)")
-    ap.add_argument("--list", action="store_true")
-    args = ap.parse_args()
-    if args.list:
-        for n, c in CASES.items():
-            print(n, c)
-        return 0
-    if args.case:
-        return 0 if run_case(args.case) else 1
-    names = args.only.split(",") if args.only else list(CASES)
-    status = {}
-    for n in names:
-        timeout = CASES[n][-1]
-        t0 = time.time()
-        try:
-            r = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", n], cwd=ROOT,
-                               capture_output=True, text=True, timeout=timeout)  # fmt: skip
-            out = r.stdout + r.stderr
-            status[n] = "ok" if r.returncode == 0 else f"FAIL (exit {r.returncode})"
-        except subprocess.TimeoutExpired as e:
-            out = e.stdout or ""
-            out = out.decode(errors="replace") if isinstance(out, bytes) else out
-            status[n] = f"HUNG (killed after {timeout} s)"
-        tail = out if len(out) < 6000 else "...\n" + out[-6000:]
-        print(tail.rstrip(), flush=True)
-        print(f"=== {n}: {status[n]} ({time.time() - t0:.0f} s)", flush=True)
-    print("\nSUMMARY")
-    for n, s in status.items():
-        print(f"  {n:18s} {s}")
-    return 0 if all(s == "ok" for s in status.values()) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(CASES, run_case, __file__))

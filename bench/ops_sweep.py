@@ -111,6 +111,12 @@ def _inputs(T, B, H, D):
     return q, k, v, do, B * H * T * (T + 1) / 2
 
 
+def _saved(q, k, v, do, s):
+    """What the backward kernels read: o, lse (the library's causal forward) and delta."""
+    o, lse = fused._forward(q, k, v, True, s)
+    return o, lse, (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
+
+
 def sweep_attention(T, B=4, H=16, D=128):
     s = D**-0.5
     q, k, v, do, pairs = _inputs(T, B, H, D)
@@ -125,8 +131,7 @@ def sweep_attention(T, B=4, H=16, D=128):
         grad_to_none=[qt, kt, vt],
     )
     print(f"  sdpa fwd {sd:.3f} ms {4 * pairs * D / sd / 1e9:.0f} TFLOP/s; fwd+bwd {sb:.3f} ms")
-    o, lse = fused._forward(q, k, v, True, s)
-    delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
+    o, lse, delta = _saved(q, k, v, do, s)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device="cuda", dtype=torch.float32)
     sc = (s * fused.LOG2E, s)
@@ -205,8 +210,7 @@ def sweep_attention(T, B=4, H=16, D=128):
 def sweep_atomic(T, B=4, H=16, D=128):
     s = D**-0.5
     q, k, v, do, pairs = _inputs(T, B, H, D)
-    o, lse = fused._forward(q, k, v, True, s)
-    delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
+    o, lse, delta = _saved(q, k, v, do, s)
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device="cuda", dtype=torch.float32)
     meta = dict(BLOCK_D=D, BLOCK_DV=D, CAUSAL=True, FLAT=True)
@@ -264,8 +268,7 @@ DKDV_ONE_LOOP = [
 def sweep_dkdv(T, B=4, H=16, D=128):
     s = D**-0.5
     q, k, v, do, pairs = _inputs(T, B, H, D)
-    o, lse = fused._forward(q, k, v, True, s)
-    delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
+    o, lse, delta = _saved(q, k, v, do, s)
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     meta = dict(BLOCK_D=D, BLOCK_DV=D, CAUSAL=True, FLAT=True)
     names = ("q_desc", "k_desc", "v_desc", "do_desc")

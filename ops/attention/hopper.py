@@ -34,6 +34,8 @@ kernels for sm_90 and prints registers, spilled bytes and shared memory (`sm90_r
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 LOG2E = 1.4426950408889634
@@ -74,7 +76,12 @@ AVAILABLE = _GLUON
 
 def usable(x: torch.Tensor) -> bool:
     """The kernels can run on x's device: Gluon of Triton 3.6 and a Hopper GPU (sm_90)."""
-    return _GLUON and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] == 9
+    return _GLUON and x.is_cuda and _major(x.device.index) == 9
+
+
+@functools.cache
+def _major(index) -> int:  # asked once per device: `usable` runs on every call
+    return torch.cuda.get_device_capability(index)[0]
 
 
 if _GLUON:
@@ -501,6 +508,40 @@ def dkdv_hopper(
     return dk, dv
 
 
+def cubin_resources(ck, dump=None) -> dict:
+    """Resources of a kernel compiled for sm_90: registers at launch, spilled (stack) bytes,
+    shared memory, wgmma count, local-memory accesses in the PTX, the highest register the
+    SASS touches (a warp-specialized partition's real use under its setmaxnreg), the
+    setmaxnreg values, and shared-memory allocations in the TTGIR. `dump`: a path prefix for
+    the SASS, PTX and TTGIR."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
+        f.write(ck.asm["cubin"])
+    use = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True)
+    sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+    os.unlink(f.name)
+    ptx = ck.asm["ptx"]
+    if dump:
+        for ext, text in (("sass", sass), ("ptx", ptx), ("ttgir", ck.asm["ttgir"])):
+            with open(f"{dump}.{ext}", "w") as g:
+                g.write(text)
+    m = re.search(r"REG:(\d+) STACK:(\d+)", use.stdout)
+    return dict(
+        regs=int(m.group(1)), stack=int(m.group(2)), smem=ck.metadata.shared,
+        wgmma=len(re.findall(r"wgmma.mma_async", ptx)),
+        local=len(re.findall(r"\b(?:ld|st)\.local", ptx)),
+        max_reg=1 + max((int(r) for r in re.findall(r"\bR(\d+)\b", sass)), default=-1),
+        setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)),
+                          key=int),
+        local_alloc=ck.asm["ttgir"].count("ttg.local_alloc"),
+    )  # fmt: skip
+
+
 def sm90_resources(
     D: int = 128,
     dtype: str = "bfloat16",
@@ -512,13 +553,8 @@ def sm90_resources(
     verbose=True,
     dump=None,
 ):
-    """Cross-compile the kernel for sm_90 (no GPU needed) and report, per causal / non-causal:
-    registers per thread, spilled (stack) bytes, shared memory, and ptxas's wgmma warnings."""
-    import os
-    import re
-    import subprocess
-    import tempfile
-
+    """Cross-compile the kernel for sm_90 (no GPU needed) and report, per causal / non-causal,
+    `cubin_resources`."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
@@ -554,26 +590,7 @@ def sm90_resources(
                                     delta_desc=None)[name]  # fmt: skip
         src = GluonASTSource(fn, sig, consts)
         ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
-        with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
-            f.write(ck.asm["cubin"])
-        tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-        out = subprocess.run(
-            [tool, "--dump-resource-usage", f.name], capture_output=True, text=True
-        )
-        if dump:  # SASS, for reading where the spills are
-            sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-            with open(f"{dump}_{'causal' if causal else 'full'}.sass", "w") as g:
-                g.write(sass)
-        os.unlink(f.name)
-        m = re.search(r"REG:(\d+) STACK:(\d+)", out.stdout)
-        ttgir = ck.asm["ttgir"]
-        row = dict(
-            regs=int(m.group(1)), stack=int(m.group(2)), smem=ck.metadata.shared,
-            wgmma=len(re.findall(r"wgmma.mma_async", ck.asm["ptx"])),
-            local_alloc=ttgir.count("ttg.local_alloc"),
-            setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)",
-                                             ck.asm["ptx"]))),
-        )  # fmt: skip
+        row = cubin_resources(ck, dump and f"{dump}_{'causal' if causal else 'full'}")
         rows[f"causal={causal}"] = row
         if verbose:
             print(f"{'ws' if ws else 'plain'}{' row_tma' if row_tma else ''} D={D} {dtype} "

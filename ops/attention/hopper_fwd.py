@@ -45,6 +45,9 @@ from __future__ import annotations
 
 import torch
 
+# The same Triton version check, device check and dtypes as the Gluon dK/dV kernel.
+from .hopper import _GL_DTYPES, _GLUON, AVAILABLE, cubin_resources, usable  # noqa: F401
+
 LOG2E = 1.4426950408889634
 BLOCK_M = 128  # query rows per program (64 per consumer warpgroup)
 BLOCK_N = 128  # keys per step (64 also compiles: `forward_hopper(..., block_n=64)`)
@@ -53,7 +56,7 @@ AHEAD = True  # scores of block j issued before P V of block j - 1 (FA3 intra-wa
 CONSUMER_REGS = 240  # registers per thread of the consumer warpgroups (setmaxnreg)
 PRODUCER_REGS = 24  # of the 1-warp TMA producer
 
-try:  # Gluon's Hopper API as of Triton 3.6
+if _GLUON:
     import triton
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -65,19 +68,6 @@ try:  # Gluon's Hopper API as of Triton 3.6
         warpgroup_mma_wait,
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-    _GLUON = triton.__version__.startswith("3.6")
-except Exception:  # pragma: no cover - other Triton versions
-    _GLUON = False
-
-# Whether this Triton has the Gluon API the kernel is written against; `usable` also asks
-# the tensor's device (not asked at import: that would initialise CUDA in every importer).
-AVAILABLE = _GLUON
-
-
-def usable(x: torch.Tensor) -> bool:
-    """The kernel can run on x's device: Gluon of Triton 3.6 and a Hopper GPU (sm_90)."""
-    return _GLUON and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] == 9
 
 
 if _GLUON:
@@ -323,9 +313,6 @@ if _GLUON:
         )  # fmt: skip
 
 
-_GL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
-
-
 def supported(q, k, v, causal: bool) -> bool:
     """Whether `forward_hopper` takes these inputs (the caller falls back otherwise)."""
     if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
@@ -406,13 +393,8 @@ def sm90_resources(
     verbose=True,
     dump=None,
 ):
-    """Cross-compile the kernel for sm_90 (no GPU needed) and report, per causal / non-causal:
-    registers per thread, spilled (stack) bytes, shared memory, setmaxnreg values."""
-    import os
-    import re
-    import subprocess
-    import tempfile
-
+    """Cross-compile the kernel for sm_90 (no GPU needed) and report, per causal / non-causal,
+    `hopper.cubin_resources`."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
@@ -442,33 +424,7 @@ def sm90_resources(
                                     CONSUMER_REGS=cregs, PRODUCER_REGS=pregs)[name]  # fmt: skip
         src = GluonASTSource(fn, sig, consts)
         ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-        with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
-            f.write(ck.asm["cubin"])
-        tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-        out = subprocess.run(
-            [tool, "--dump-resource-usage", f.name], capture_output=True, text=True
-        )
-        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-        if dump:  # SASS, PTX and TTGIR, for reading where the spills are
-            tag = f"{dump}_{'causal' if causal else 'full'}"
-            with open(f"{tag}.sass", "w") as g:
-                g.write(sass)
-            with open(f"{tag}.ptx", "w") as g:
-                g.write(ck.asm["ptx"])
-            with open(f"{tag}.ttgir", "w") as g:
-                g.write(ck.asm["ttgir"])
-        os.unlink(f.name)
-        m = re.search(r"REG:(\d+) STACK:(\d+)", out.stdout)
-        ptx = ck.asm["ptx"]
-        row = dict(
-            regs=int(m.group(1)), stack=int(m.group(2)), smem=ck.metadata.shared,
-            wgmma=len(re.findall(r"wgmma.mma_async", ptx)),
-            local=len(re.findall(r"\b(?:ld|st)\.local", ptx)),
-            # highest register any partition touches (the consumers' setmaxnreg bounds it)
-            max_reg=1 + max((int(r) for r in re.findall(r"\bR(\d+)\b", sass)), default=-1),
-            setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)),
-                              key=int),
-        )  # fmt: skip
+        row = cubin_resources(ck, dump and f"{dump}_{'causal' if causal else 'full'}")
         rows[f"causal={causal}"] = row
         if verbose:
             print(f"fwd ws D={D} {dtype} BN={block_n} stages={stages} ahead={ahead} "
