@@ -46,6 +46,8 @@ def main(cases, run_case, script):
     ap.add_argument("--case", help="run one case in this process")
     ap.add_argument("--only", help="comma-separated cases to run (default: all)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--stop-on-hang", action="store_true",
+                    help="skip the remaining cases after one hangs (they would likely hang too)")
     args = ap.parse_args()
     if args.list:
         for n, c in cases.items():
@@ -56,6 +58,9 @@ def main(cases, run_case, script):
     names = args.only.split(",") if args.only else list(cases)
     status = {}
     for n in names:
+        if args.stop_on_hang and any(s.startswith("HUNG") for s in status.values()):
+            status[n] = "not run (an earlier case hung)"
+            continue
         timeout = cases[n][-1]
         t0 = time.time()
         try:

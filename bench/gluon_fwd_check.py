@@ -28,18 +28,18 @@ BOUND_O = 5e-3
 BOUND_LSE = 1e-4
 # name: (B, H, T, S, D, causal, dtype, time it, timeout in seconds)
 CASES = {
-    "small_causal": (1, 2, 256, 256, 128, True, "bfloat16", False, 240),
-    "small": (1, 2, 256, 256, 128, False, "bfloat16", False, 240),
-    "small_causal_d64": (1, 2, 256, 256, 64, True, "bfloat16", False, 240),
-    "mid_causal": (2, 4, 1024, 1024, 128, True, "bfloat16", False, 240),
-    "mid": (2, 4, 1024, 1024, 128, False, "bfloat16", False, 240),
-    "mid_causal_d64": (2, 4, 1024, 1024, 64, True, "bfloat16", False, 240),
-    "mid_d64": (2, 4, 1024, 1024, 64, False, "bfloat16", False, 240),
-    "mid_fp16_causal": (2, 4, 1024, 1024, 128, True, "float16", False, 240),
-    "S_gt_T": (2, 4, 256, 768, 128, False, "bfloat16", False, 240),
-    "S_lt_T_d64": (2, 4, 768, 256, 64, False, "bfloat16", False, 240),
-    "big_causal": (4, 16, 8192, 8192, 128, True, "bfloat16", True, 480),
-    "big_full": (4, 16, 4096, 4096, 128, False, "bfloat16", True, 480),
+    "small_causal": (1, 2, 256, 256, 128, True, "bfloat16", False, 120),
+    "small": (1, 2, 256, 256, 128, False, "bfloat16", False, 120),
+    "small_causal_d64": (1, 2, 256, 256, 64, True, "bfloat16", False, 120),
+    "mid_causal": (2, 4, 1024, 1024, 128, True, "bfloat16", False, 120),
+    "mid": (2, 4, 1024, 1024, 128, False, "bfloat16", False, 120),
+    "mid_causal_d64": (2, 4, 1024, 1024, 64, True, "bfloat16", False, 120),
+    "mid_d64": (2, 4, 1024, 1024, 64, False, "bfloat16", False, 120),
+    "mid_fp16_causal": (2, 4, 1024, 1024, 128, True, "float16", False, 120),
+    "S_gt_T": (2, 4, 256, 768, 128, False, "bfloat16", False, 120),
+    "S_lt_T_d64": (2, 4, 768, 256, 64, False, "bfloat16", False, 120),
+    "big_causal": (4, 16, 8192, 8192, 128, True, "bfloat16", True, 200),
+    "big_full": (4, 16, 4096, 4096, 128, False, "bfloat16", True, 200),
 }
 # (tag, keyword arguments of forward_hopper); the first is the default configuration
 VARIANTS = [

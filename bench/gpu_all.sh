@@ -12,6 +12,8 @@
 #   bash bench/gpu_all.sh final COMMIT     # ops_gpu.py (no naive), 16-bit checks, Gluon dK/dV
 #   bash bench/gpu_all.sh gluonfwd COMMIT  # the experimental Gluon forward: checks and timing
 #   bash bench/gpu_all.sh gluonfwd_bench COMMIT  # softmax benchmark and check with it switched on
+#   bash bench/gpu_all.sh fwd_then COMMIT  # Gluon forward checks; linear bench; softmax bench
+#                                           with the Gluon forward if its checks passed
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
@@ -19,7 +21,7 @@
 # A fresh machine compiles every kernel first: the checks of all dtypes (float32's kernels
 # spill and compile slowly) did not fit their step limits on 2026-11-28; `checks` splits them.
 set -o pipefail
-PART=${1:?ops, diag, kernels, timeline, atomic, checks, dkdv, final, gluonfwd, gluonfwd_bench, layers, compiler or imports}
+PART=${1:?fwd_then, ops, diag, kernels, timeline, atomic, checks, dkdv, final, gluonfwd, gluonfwd_bench, layers, compiler or imports}
 COMMIT=${2:-unknown}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_all}
@@ -110,6 +112,21 @@ case $PART in
     step ops_gpu 300 $PY "$REPO/bench/ops_gpu.py" --T 4096,8192,16384,32768 \
       --ops softmax_attention --out "$OUT/ops_gpu.json" --details "$OUT/ops_details.json" \
       --commit "$COMMIT" --skip softmax_attention:naive
+    ;;
+  fwd_then)  # one call: the Gluon forward's checks (stopping at a hang), the linear benchmark,
+    # then the softmax benchmark with the Gluon forward on if every check passed (else off)
+    step gluon_fwd 260 $PY "$REPO/bench/gluon_fwd_check.py" --stop-on-hang \
+      --only small_causal,small,small_causal_d64,mid_causal,mid_d64,S_gt_T,mid_fp16_causal,big_causal
+    if grep -q "^SUMMARY" "$OUT/gluon_fwd.log" &&
+      ! grep -q "^  .*\(FAIL\|HUNG\|not run\)" "$OUT/gluon_fwd.log"; then
+      export NCD_GLUON_FORWARD=1
+    fi
+    echo "== NCD_GLUON_FORWARD=${NCD_GLUON_FORWARD:-0}"
+    step ops_linear 90 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
+      --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
+    step ops_softmax 200 $PY "$REPO/bench/ops_gpu.py" --T 4096,8192,16384,32768 \
+      --ops softmax_attention --out "$OUT/ops_gpu_softmax.json" \
+      --details "$OUT/ops_details.json" --commit "$COMMIT" --skip softmax_attention:naive
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

@@ -237,7 +237,10 @@ def main():
         "triton": triton.__version__,
     }
     skip = set(filter(None, args.skip.split(",")))
-    details = {}
+    # the library's switches, so a result says which kernels it measured
+    from ncd.ops.attention import fused
+
+    details = {"gluon_forward": fused.HOPPER_FORWARD, "gluon_dkdv": fused.HOPPER_DKDV}
     if "softmax_attention" in args.ops and "softmax_attention:ncd" not in skip:
         details["softmax_backward"] = choose_backward(args.atomic_dq, B, H, K)
     print(details, flush=True)
