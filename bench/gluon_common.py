@@ -46,8 +46,11 @@ def main(cases, run_case, script):
     ap.add_argument("--case", help="run one case in this process")
     ap.add_argument("--only", help="comma-separated cases to run (default: all)")
     ap.add_argument("--list", action="store_true")
-    ap.add_argument("--stop-on-hang", action="store_true",
-                    help="skip the remaining cases after one hangs (they would likely hang too)")
+    ap.add_argument(
+        "--stop-on-hang",
+        action="store_true",
+        help="skip the remaining cases after one hangs (they would likely hang too)",
+    )
     args = ap.parse_args()
     if args.list:
         for n, c in cases.items():
