@@ -38,9 +38,13 @@ CASES = {
     "mid_fp16_causal": (2, 4, 1024, 1024, 128, True, "float16", False, 120),
     "S_gt_T": (2, 4, 256, 768, 128, False, "bfloat16", False, 120),
     "S_lt_T_d64": (2, 4, 768, 256, 64, False, "bfloat16", False, 120),
+    "gqa_causal": (2, 8, 1024, 1024, 128, True, "bfloat16", False, 120),
+    "gqa_d64": (2, 8, 768, 512, 64, False, "bfloat16", False, 120),
     "big_causal": (4, 16, 8192, 8192, 128, True, "bfloat16", True, 200),
     "big_full": (4, 16, 4096, 4096, 128, False, "bfloat16", True, 200),
 }
+# key/value heads where fewer than the query heads (grouped heads)
+HKV = {"gqa_causal": 2, "gqa_d64": 4}
 # (tag, keyword arguments of forward_hopper); the first is the default configuration
 VARIANTS = [
     ("default", {}),
@@ -66,14 +70,15 @@ def run_case(name):
     fused.HOPPER_FORWARD = False  # the reference is the Triton forward, whatever the switch
 
     B, H, T, S, D, causal, dtype, timed, _ = CASES[name]
-    print(f"[{name}] B={B} H={H} T={T} S={S} D={D} causal={causal} {dtype} "
+    Hkv = HKV.get(name, H)
+    print(f"[{name}] B={B} H={H} Hkv={Hkv} T={T} S={S} D={D} causal={causal} {dtype} "
           f"triton {triton.__version__} torch {torch.__version__} "
           f"{torch.cuda.get_device_name()} Gluon={hopper_fwd.AVAILABLE}", flush=True)  # fmt: skip
     dt = getattr(torch, dtype)
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(B, T, H, D, device="cuda", dtype=dt, generator=g)
-    k = torch.randn(B, S, H, D, device="cuda", dtype=dt, generator=g)
-    v = torch.randn(B, S, H, D, device="cuda", dtype=dt, generator=g)
+    k = torch.randn(B, S, Hkv, D, device="cuda", dtype=dt, generator=g)
+    v = torch.randn(B, S, Hkv, D, device="cuda", dtype=dt, generator=g)
     scale = 1.0 / math.sqrt(D)
     assert hopper_fwd.usable(q), "needs Triton 3.6 (Gluon) and an sm_90 GPU"
     assert hopper_fwd.supported(q, k, v, causal), "case outside hopper_fwd.supported"

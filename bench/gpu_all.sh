@@ -14,6 +14,8 @@
 #   bash bench/gpu_all.sh gluonfwd_bench COMMIT  # softmax benchmark and check with it switched on
 #   bash bench/gpu_all.sh fwd_then COMMIT  # Gluon forward checks; linear bench; softmax bench
 #                                           with the Gluon forward if its checks passed
+#   bash bench/gpu_all.sh final2 COMMIT    # ops_gpu.py (no naive), Gluon forward (grouped
+#                                           heads) and dK/dV (independent reference) checks
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
@@ -127,6 +129,15 @@ case $PART in
     step ops_softmax 200 $PY "$REPO/bench/ops_gpu.py" --T 4096,8192,16384,32768 \
       --ops softmax_attention --out "$OUT/ops_gpu_softmax.json" \
       --details "$OUT/ops_details.json" --commit "$COMMIT" --skip softmax_attention:naive
+    ;;
+  final2)  # the benchmark with both Gluon kernels on by default, then their checks
+    nvidia-smi --query-gpu=name,clocks.sm,power.draw,utilization.gpu --format=csv,noheader
+    step ops_gpu 330 $PY "$REPO/bench/ops_gpu.py" --out "$OUT/ops_gpu.json" \
+      --details "$OUT/ops_details.json" --commit "$COMMIT" \
+      --skip softmax_attention:naive,linear_attention:naive
+    step gluon_fwd 110 $PY "$REPO/bench/gluon_fwd_check.py" --stop-on-hang \
+      --only gqa_causal,gqa_d64,small_causal,big_full
+    step gluon_dkdv 110 $PY "$REPO/bench/gluon_check.py" --only mid_causal,d64_causal,big_causal
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

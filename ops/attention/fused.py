@@ -445,10 +445,11 @@ ATOMIC_DQ = False
 # for the best Triton configuration on the H200 (T = 8k, causal, bf16, bench/gluon_check.py;
 # bench/results/gluon_check_2026-11-28_c3de9b9.txt).
 HOPPER_DKDV = True
-# The forward in Gluon on Hopper (ops/attention/hopper_fwd.py): compiled for sm_90 without
-# spills but never run on a GPU, so off unless NCD_GLUON_FORWARD=1 (for its measurement:
-# `bash bench/gpu_all.sh gluonfwd`).
-HOPPER_FORWARD = os.environ.get("NCD_GLUON_FORWARD", "0") == "1"
+# The forward in Gluon on Hopper (ops/attention/hopper_fwd.py) where it applies (16-bit,
+# D 64 or 128, whole 128-row blocks): 1.92 ms against 2.31 for the Triton forward on the
+# H200 (T = 8k, causal, bf16; bench/results/gluon_fwd_check_2026-11-29_ffb652a.txt).
+# NCD_GLUON_FORWARD=0 switches it off (the Triton forward everywhere).
+HOPPER_FORWARD = os.environ.get("NCD_GLUON_FORWARD", "1") != "0"
 # The forward loop form used under the interpreter (tests set both).
 INTERPRET_AHEAD = False
 # The backward layout used under the interpreter (on the GPU the autotuner chooses).

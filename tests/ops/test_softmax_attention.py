@@ -275,34 +275,39 @@ def test_hopper_kernel_limits():
 
 
 def test_hopper_forward_limits():
-    """`hopper_fwd.supported` (the experimental Gluon forward, not yet used by the library:
-    unverified on a GPU) takes the same inputs as the Gluon dK/dV, and imports without one."""
+    """`hopper_fwd.supported`: the Gluon forward takes whole-block 16-bit inputs with D 64 or
+    128, grouped heads too (H a multiple of Hkv), and imports without a GPU."""
     from ncd.ops.attention import hopper_fwd
 
-    def ok(T=256, S=256, Hkv=2, D=128, dtype=torch.bfloat16, causal=True):
-        q = torch.empty(1, T, 2, D, dtype=dtype)
+    def ok(T=256, S=256, Hkv=2, D=128, dtype=torch.bfloat16, causal=True, H=2):
+        q = torch.empty(1, T, H, D, dtype=dtype)
         k = v = torch.empty(1, S, Hkv, D, dtype=dtype)
         return hopper_fwd.supported(q, k, v, causal)
 
     assert ok() and ok(D=64, dtype=torch.float16) and ok(S=512, causal=False)
-    assert not ok(dtype=torch.float32) and not ok(T=200, S=200) and not ok(Hkv=1)
+    assert ok(Hkv=1) and ok(H=6, Hkv=2)  # grouped heads
+    assert not ok(dtype=torch.float32) and not ok(T=200, S=200) and not ok(H=6, Hkv=4)
     assert not ok(D=96) and not ok(S=512)
     assert not hopper_fwd.usable(torch.empty(1))
 
 
 @pytest.mark.interpret
 @pytest.mark.parametrize(
-    "enabled, T, taken", [(True, 128, True), (True, 47, False), (False, 128, False)]
+    "enabled, T, Hkv, taken",
+    [(True, 128, 2, True), (True, 128, 1, True), (True, 47, 2, False), (False, 128, 2, False)],
 )
-def test_hopper_forward_dispatch(enabled, T, taken, monkeypatch, nan_alloc):
-    """`_forward` hands whole-block 16-bit inputs to the Gluon forward only when switched on
-    (NCD_GLUON_FORWARD=1). A stand-in returns the float64 reference's o and lse, so the
-    backward that follows (Triton, interpreted) also checks the lse it was given."""
+def test_hopper_forward_dispatch(enabled, T, Hkv, taken, monkeypatch, nan_alloc):
+    """`_forward` hands whole-block 16-bit inputs, grouped heads too, to the Gluon forward
+    unless switched off (NCD_GLUON_FORWARD=0). A stand-in returns the float64 reference's o
+    and lse, so the backward that follows (Triton, interpreted) also checks the lse it was
+    given."""
     calls = []
 
     def stand_in(q, k, v, causal, scale):
         calls.append(tuple(q.shape))
         qd, kd, vd = (x.detach().double() for x in (q, k, v))
+        G = q.shape[2] // k.shape[2]
+        kd, vd = kd.repeat_interleave(G, 2), vd.repeat_interleave(G, 2)
         s = torch.einsum("bthd,bshd->bhts", qd, kd) * scale
         if causal:
             s = s.masked_fill(torch.ones(s.shape[-2:]).triu(1).bool(), float("-inf"))
@@ -314,6 +319,6 @@ def test_hopper_forward_dispatch(enabled, T, taken, monkeypatch, nan_alloc):
     monkeypatch.setattr(fused, "interpreting", lambda: False)  # _backend still interprets
     monkeypatch.setattr(fused.hopper_fwd, "usable", lambda x: True)
     monkeypatch.setattr(fused.hopper_fwd, "forward_hopper", stand_in)
-    errs = run_case(1, T, T, 2, 2, 64, 64, True, torch.float16, seed=8)
+    errs = run_case(1, T, T, 2, Hkv, 64, 64, True, torch.float16, seed=8)
     assert max(errs) < TOL[torch.float16], errs
     assert bool(calls) == taken, calls
