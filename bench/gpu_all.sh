@@ -16,6 +16,8 @@
 #                                           with the Gluon forward if its checks passed
 #   bash bench/gpu_all.sh final2 COMMIT    # ops_gpu.py (no naive), Gluon forward (grouped
 #                                           heads) and dK/dV (independent reference) checks
+#   bash bench/gpu_all.sh checks2 COMMIT   # 16-bit checks, host cost, 1k-4k with the naive
+#                                           forms, float32 checks
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
@@ -138,6 +140,13 @@ case $PART in
     step gluon_fwd 100 $PY "$REPO/bench/gluon_fwd_check.py" --stop-on-hang \
       --only gqa_causal,gqa_d64,small_causal,big_full
     step gluon_dkdv 130 $PY "$REPO/bench/gluon_check.py" --only d64_causal,big_causal
+    ;;
+  checks2)
+    step ops_check 190 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16,float16
+    step host 80 $PY "$REPO/bench/host_overhead.py"
+    step ops_short 120 $PY "$REPO/bench/ops_gpu.py" --T 1024,2048,4096 --breakdown-T 0 \
+      --out "$OUT/ops_gpu_short.json" --commit "$COMMIT"
+    step ops_check_f32 150 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

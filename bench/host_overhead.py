@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ncd.ops import _backend, linear_attention, softmax_attention
-from ncd.ops.attention import fused
+from ncd.ops.attention import fused, hopper, hopper_fwd
 from ncd.ops.linear_attention import chunk
 
 
@@ -43,12 +43,13 @@ def per_step(step, n=100, trials=5):
 @contextlib.contextmanager
 def no_launches():
     """Kernel launches do nothing: what is left is our Python, allocations and autograd."""
-    saved = chunk.launch, fused.launch
-    chunk.launch = fused.launch = lambda *a, **k: None
+    saved = chunk.launch, fused.launch, hopper.launch_compiled, hopper_fwd.launch_compiled
+    nop = lambda *a, **k: None  # noqa: E731
+    chunk.launch = fused.launch = hopper.launch_compiled = hopper_fwd.launch_compiled = nop
     try:
         yield
     finally:
-        chunk.launch, fused.launch = saved
+        chunk.launch, fused.launch, hopper.launch_compiled, hopper_fwd.launch_compiled = saved
 
 
 @contextlib.contextmanager

@@ -119,6 +119,9 @@ def _key(args) -> tuple:
         elif isinstance(a, TensorDescriptor):
             b = a.base
             out.append((b.dtype, not b.data_ptr() & 15, *a.shape, *a.strides))
+        elif hasattr(a, "layout") and hasattr(a, "block_shape"):  # Gluon's tensor descriptor
+            b = a.base
+            out.append((b.dtype, *a.shape, *a.strides, *a.block_shape, a.layout, a.padding))
         else:
             out.append(a)
     return tuple(out)
@@ -199,6 +202,31 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         given = {**defaults, **meta, **kw}
         plan.tail = tuple(given[n] for n in kernel.arg_names[len(args) :])
         plan.ck = ck
+
+
+_compiled: dict = {}
+
+
+def launch_compiled(kernel, grid, args, meta):
+    """Launch a kernel that has nothing to tune (the Gluon kernels): the first call for a
+    `_key` of the arguments and `meta` goes through the JIT, later ones launch its compiled
+    kernel directly (`FAST_LAUNCH`), as `launch` does once tuned. `meta` holds the
+    constexpr arguments and the launch options (num_warps)."""
+    key = (kernel, _key(args), *meta.items())
+    hit = _compiled.get(key) if FAST_LAUNCH else None
+    if hit is not None:
+        ck, tail = hit
+        enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+        stream = _stream()
+        g = (*grid, 1, 1)[:3]
+        lm = ck.launch_metadata(g, stream, *args, *tail)  # None unless hooks are set
+        ck.run(*g, stream, ck.function, ck.packed_metadata, lm, enter, leave, *args, *tail)
+        return
+    ck = kernel[grid](*args, **meta)
+    if FAST_LAUNCH and all(hasattr(ck, a) for a in ("run", "function", "packed_metadata")):
+        defaults = {p.name: p.default for p in kernel.params if p.has_default}
+        given = {**defaults, **meta}
+        _compiled[key] = (ck, tuple(given[n] for n in kernel.arg_names[len(args) :]))
 
 
 def tuned_configs() -> dict:

@@ -38,6 +38,8 @@ import functools
 
 import torch
 
+from .._backend import launch_compiled
+
 LOG2E = 1.4426950408889634
 BLOCK_M = 64  # query rows per step
 BLOCK_N = 128  # keys per program
@@ -495,15 +497,18 @@ def dkdv_hopper(
     if ws:
         row_tma = ROW_TMA if row_tma is None else row_tma
         rows = _row_descs(lse, delta) if row_tma else (None, None)
-        _dkdv_ws_kernel[(S // BLOCK_N, B * H)](
-            *descs, lse, delta, *rows, T, S, H, scale * LOG2E, scale, CAUSAL=bool(causal),
-            NUM_STAGES=stages, PRODUCER_REGS=PRODUCER_REGS, CONSUMER_REGS=CONSUMER_REGS,
-            ROW_TMA=row_tma, num_warps=4,
+        launch_compiled(
+            _dkdv_ws_kernel, (S // BLOCK_N, B * H),
+            (*descs, lse, delta, *rows, T, S, H, scale * LOG2E, scale),
+            dict(CAUSAL=bool(causal), NUM_STAGES=stages, PRODUCER_REGS=PRODUCER_REGS,
+                 CONSUMER_REGS=CONSUMER_REGS, ROW_TMA=row_tma, num_warps=4),
         )  # fmt: skip
     else:
-        _dkdv_kernel[(S // BLOCK_N, B * H)](
-            *descs, lse, delta, T, S, H, scale * LOG2E, scale,
-            CAUSAL=bool(causal), NUM_STAGES=stages, NUM_WARPS=NUM_WARPS, num_warps=NUM_WARPS,
+        launch_compiled(
+            _dkdv_kernel, (S // BLOCK_N, B * H),
+            (*descs, lse, delta, T, S, H, scale * LOG2E, scale),
+            dict(CAUSAL=bool(causal), NUM_STAGES=stages, NUM_WARPS=NUM_WARPS,
+                 num_warps=NUM_WARPS),
         )  # fmt: skip
     return dk, dv
 

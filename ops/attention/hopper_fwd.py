@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import torch
 
+from .._backend import launch_compiled
+
 # The same Triton version check, device check and dtypes as the Gluon dK/dV kernel.
 from .hopper import _GL_DTYPES, _GLUON, AVAILABLE, cubin_resources, usable  # noqa: F401
 
@@ -381,10 +383,11 @@ def forward_hopper(
     o = torch.empty_like(q)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
     descs = _descs(q, k, v, o, block_n)
-    _fwd_ws_kernel[(T // BLOCK_M, B * H)](
-        *descs, lse, T, S, H, k.shape[2], scale * LOG2E, CAUSAL=bool(causal), NUM_STAGES=stages,
-        AHEAD=bool(ahead), PRODUCER_REGS=PRODUCER_REGS, CONSUMER_REGS=CONSUMER_REGS,
-        num_warps=4,
+    launch_compiled(
+        _fwd_ws_kernel, (T // BLOCK_M, B * H),
+        (*descs, lse, T, S, H, k.shape[2], scale * LOG2E),
+        dict(CAUSAL=bool(causal), NUM_STAGES=stages, AHEAD=bool(ahead),
+             PRODUCER_REGS=PRODUCER_REGS, CONSUMER_REGS=CONSUMER_REGS, num_warps=4),
     )  # fmt: skip
     return o, lse
 

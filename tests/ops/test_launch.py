@@ -129,3 +129,41 @@ def test_one_tuner_per_descriptor_dtype(fake_gpu):
         d = TensorDescriptor(torch.zeros(64, 64, dtype=dt), [64, 64], [64, 1], [16, 16])
         _backend.launch(k, CONFIGS, lambda m: (1,), (d, 64, 0.5), {"WIDE": True}, {})
     assert len(FakeTuner.made) == 2
+
+
+def test_launch_compiled_for_gluon_kernels(fake_gpu, monkeypatch):
+    """Kernels with nothing to tune (the Gluon ones): JIT once per key, then direct launches
+    with the constexprs (defaults included) after the arguments and no launch options; a
+    Gluon tensor descriptor (block shape and layout) is part of the key."""
+    from dataclasses import dataclass
+
+    @dataclass  # Gluon's TensorDescriptor: a dataclass with a layout (unhashable itself)
+    class GluonDesc:
+        base: torch.Tensor
+        shape: list
+        strides: list
+        block_shape: list
+        layout: str
+        padding: str = "zero"
+
+    monkeypatch.setattr(_backend, "_compiled", {})
+    k, x = FakeKernel(), torch.zeros(64, 64)
+
+    def call(block=16, T=64):
+        d = GluonDesc(x, [64, 64], [64, 1], [block, 64], f"nvmma{block}")
+        meta = {"WIDE": True, "BLOCK": block, "num_warps": 4}
+        _backend.launch_compiled(k, (2, 3), (d, T, 0.5), meta)
+        return d
+
+    call()
+    d = call()
+    call(block=32)
+    call(T=128)
+    kinds = [e[0] for e in k.log]
+    assert kinds == ["jit", "direct", "jit", "jit"]
+    assert k.log[0][3] == {"WIDE": True, "BLOCK": 16}  # num_warps went to the JIT too
+    assert k.log[1][1] == (2, 3, 1) and k.log[1][2][1:] == (64, 0.5, True, 16, 3)
+    assert k.log[1][2][0] is d  # the call's own descriptor, not the first call's
+    monkeypatch.setattr(_backend, "FAST_LAUNCH", False)
+    call()
+    assert k.log[-1][0] == "jit"
