@@ -18,6 +18,7 @@
 #                                           heads) and dK/dV (independent reference) checks
 #   bash bench/gpu_all.sh checks2 COMMIT   # 16-bit checks, host cost, 1k-4k with the naive
 #                                           forms, float32 checks
+#   bash bench/gpu_all.sh checks3 COMMIT   # float16 then float32 checks (direct launches)
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
@@ -147,6 +148,10 @@ case $PART in
     step ops_short 120 $PY "$REPO/bench/ops_gpu.py" --T 1024,2048,4096 --breakdown-T 0 \
       --out "$OUT/ops_gpu_short.json" --commit "$COMMIT"
     step ops_check_f32 150 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32
+    ;;
+  checks3)  # each checked step follows two steps of the same shape (the direct launches)
+    step ops_check_f16 180 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float16
+    step ops_check_f32 190 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"
