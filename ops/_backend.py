@@ -186,22 +186,33 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     kw = plan.kw
     hook(kw)
     if plan.ck is not None and FAST_LAUNCH:
-        ck = plan.ck
-        enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
-        stream = _stream()
-        g = (*grid(kw), 1, 1)
-        lm = ck.launch_metadata(g[:3], stream, *args, *plan.tail)  # None unless hooks are set
-        ck.run(g[0], g[1], g[2], stream, ck.function, ck.packed_metadata, lm, enter, leave,
-               *args, *plan.tail)  # fmt: skip
+        _run(plan.ck, grid(kw), args, plan.tail)
         return
     cfg = plan.cfg
     ck = kernel[grid(kw)](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    if FAST_LAUNCH and all(hasattr(ck, a) for a in ("run", "function", "packed_metadata")):
-        # Arguments left to their defaults in the signature are passed explicitly here.
-        defaults = {p.name: p.default for p in kernel.params if p.has_default}
-        given = {**defaults, **meta, **kw}
-        plan.tail = tuple(given[n] for n in kernel.arg_names[len(args) :])
+    if FAST_LAUNCH and _runnable(ck):
+        plan.tail = _tail(kernel, len(args), {**meta, **kw})
         plan.ck = ck
+
+
+def _runnable(ck) -> bool:
+    return all(hasattr(ck, a) for a in ("run", "function", "packed_metadata"))
+
+
+def _tail(kernel, n_args: int, given: dict) -> tuple:
+    """The arguments after the first n_args positional ones, in the kernel's order, those left
+    to their signature defaults included (the compiled kernel's launcher has no defaults)."""
+    given = {**{p.name: p.default for p in kernel.params if p.has_default}, **given}
+    return tuple(given[n] for n in kernel.arg_names[n_args:])
+
+
+def _run(ck, grid, args, tail):
+    """Launch compiled kernel ck as Triton's JIT path does, without its per-call binding."""
+    enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+    stream = _stream()
+    g = (*grid, 1, 1)[:3]
+    lm = ck.launch_metadata(g, stream, *args, *tail)  # None unless hooks are set
+    ck.run(*g, stream, ck.function, ck.packed_metadata, lm, enter, leave, *args, *tail)
 
 
 _compiled: dict = {}
@@ -215,18 +226,11 @@ def launch_compiled(kernel, grid, args, meta):
     key = (kernel, _key(args), *meta.items())
     hit = _compiled.get(key) if FAST_LAUNCH else None
     if hit is not None:
-        ck, tail = hit
-        enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
-        stream = _stream()
-        g = (*grid, 1, 1)[:3]
-        lm = ck.launch_metadata(g, stream, *args, *tail)  # None unless hooks are set
-        ck.run(*g, stream, ck.function, ck.packed_metadata, lm, enter, leave, *args, *tail)
+        _run(hit[0], grid, args, hit[1])
         return
     ck = kernel[grid](*args, **meta)
-    if FAST_LAUNCH and all(hasattr(ck, a) for a in ("run", "function", "packed_metadata")):
-        defaults = {p.name: p.default for p in kernel.params if p.has_default}
-        given = {**defaults, **meta}
-        _compiled[key] = (ck, tuple(given[n] for n in kernel.arg_names[len(args) :]))
+    if FAST_LAUNCH and _runnable(ck):
+        _compiled[key] = (ck, _tail(kernel, len(args), meta))
 
 
 def tuned_configs() -> dict:
