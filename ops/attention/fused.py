@@ -16,6 +16,7 @@ On Hopper GPUs, where it applies, dK/dV runs the warp-specialized Gluon kernel o
 
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -466,14 +467,41 @@ def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None)
     )  # fmt: skip
 
 
+# Gluon kernels ("forward", "dkdv") that failed to build or launch in this process: Gluon is
+# Triton's experimental dialect, tied to one version, so a kernel that cannot be built here
+# (another ptxas, another Triton 3.6 build) warns once and leaves the Triton kernels in charge
+# rather than stopping the user's model.
+GLUON_FAILED: set = set()
+
+
+def _gluon(kind: str, fn, *args):
+    """fn(*args), or None (and a warning, once) if the Gluon kernel cannot run here."""
+    try:
+        return fn(*args)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as e:
+        GLUON_FAILED.add(kind)
+        warnings.warn(
+            f"ncd.ops.softmax_attention: the Gluon {kind} kernel failed here "
+            f"({type(e).__name__}: {str(e)[:300]}); using the Triton kernel from now on",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
 def _forward(q, k, v, causal: bool, scale: float):
     if (
         HOPPER_FORWARD
+        and "forward" not in GLUON_FAILED
         and not interpreting()
         and hopper_fwd.usable(q)
         and hopper_fwd.supported(q, k, v, causal)
     ):
-        return hopper_fwd.forward_hopper(q, k, v, causal, scale)
+        out = _gluon("forward", hopper_fwd.forward_hopper, q, k, v, causal, scale)
+        if out is not None:
+            return out
     B, T, H, D = q.shape
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)
@@ -514,13 +542,15 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
     )  # fmt: skip
     if (
         HOPPER_DKDV
+        and "dkdv" not in GLUON_FAILED
         and not atomic_dq
         and not interpreting()
         and hopper.usable(q)
         and hopper.supported(q, k, v, do, causal)
     ):
-        dk, dv = hopper.dkdv_hopper(q, k, v, do, lse, delta, causal, scale)
-        return _dq_pass(q, k, v, do, lse, delta, causal, scale, None), dk, dv
+        out = _gluon("dkdv", hopper.dkdv_hopper, q, k, v, do, lse, delta, causal, scale)
+        if out is not None:
+            return _dq_pass(q, k, v, do, lse, delta, causal, scale, None), *out
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
     dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None

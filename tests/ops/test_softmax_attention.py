@@ -322,3 +322,26 @@ def test_hopper_forward_dispatch(enabled, T, Hkv, taken, monkeypatch, nan_alloc)
     errs = run_case(1, T, T, 2, Hkv, 64, 64, True, torch.float16, seed=8)
     assert max(errs) < TOL[torch.float16], errs
     assert bool(calls) == taken, calls
+
+
+@pytest.mark.interpret
+def test_gluon_failure_falls_back_to_triton(monkeypatch, nan_alloc):
+    """A Gluon kernel that cannot be built here (another Triton 3.6 build, another ptxas)
+    warns once and leaves both passes to the Triton kernels, whose results are checked."""
+    calls = []
+
+    def broken(*args):
+        calls.append(len(args))
+        raise RuntimeError("PTXASError: ptxas fatal")
+
+    monkeypatch.setattr(fused, "GLUON_FAILED", set())
+    monkeypatch.setattr(fused, "interpreting", lambda: False)  # _backend still interprets
+    for mod, name in ((fused.hopper, "dkdv_hopper"), (fused.hopper_fwd, "forward_hopper")):
+        monkeypatch.setattr(mod, "usable", lambda x: True)
+        monkeypatch.setattr(mod, name, broken)
+    with pytest.warns(RuntimeWarning, match="Gluon forward kernel failed.*PTXASError"):
+        errs = run_case(1, 128, 128, 2, 2, 64, 64, True, torch.float16, seed=9)
+    assert max(errs) < TOL[torch.float16], errs
+    assert sorted(fused.GLUON_FAILED) == ["dkdv", "forward"] and len(calls) == 2
+    run_case(1, 128, 128, 2, 2, 64, 64, True, torch.float16, seed=9)  # no second try
+    assert len(calls) == 2
