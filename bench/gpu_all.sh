@@ -19,6 +19,8 @@
 #   bash bench/gpu_all.sh checks2 COMMIT   # 16-bit checks, host cost, 1k-4k with the naive
 #                                           forms, float32 checks
 #   bash bench/gpu_all.sh checks3 COMMIT   # float16 then float32 checks (direct launches)
+#   bash bench/gpu_all.sh f32 COMMIT       # every float32 check, then float32 speed at 4k (one
+#                                           call: float32's kernels compile slowest)
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
@@ -152,6 +154,12 @@ case $PART in
   checks3)  # each checked step follows two steps of the same shape (the direct launches)
     step ops_check_f16 180 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float16
     step ops_check_f32 190 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32
+    ;;
+  f32)  # float32 alone: on a fresh machine its checks outran 150-190 s steps twice (2026-11-29)
+    step ops_check_f32 330 $PY "$REPO/bench/ops_gpu_check.py" --dtypes float32
+    step ops_f32 200 $PY "$REPO/bench/ops_gpu.py" --T 4096 --dtype float32 --breakdown-T 0 \
+      --skip softmax_attention:naive,linear_attention:naive \
+      --out "$OUT/ops_gpu_f32.json" --commit "$COMMIT"
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"
