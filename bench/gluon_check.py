@@ -1,4 +1,4 @@
-"""Check and time the experimental Gluon dK/dV kernel (ops/attention/hopper.py) on the H200.
+"""Check and time the Gluon dK/dV kernel (ops/attention/hopper.py) on the H200.
 
     python bench/gluon_check.py              # every case, each in its own child process
     python bench/gluon_check.py --case NAME  # one case, in this process

@@ -1,4 +1,4 @@
-"""Check and time the experimental Gluon attention forward (ops/attention/hopper_fwd.py) on
+"""Check and time the Gluon attention forward (ops/attention/hopper_fwd.py) on
 the H200.
 
     python bench/gluon_fwd_check.py              # every case, each in its own child process
