@@ -32,7 +32,13 @@ CASES = {
     "d64_causal": (2, 4, 1024, 1024, 64, True, "bfloat16", False, 180),
     "big_causal": (4, 16, 8192, 8192, 128, True, "bfloat16", True, 420),
     "big_full": (4, 16, 4096, 4096, 128, False, "bfloat16", True, 420),
+    "gqa_causal": (2, 8, 1024, 1024, 128, True, "bfloat16", False, 180),
+    "gqa4_d64": (2, 8, 768, 512, 64, False, "float16", False, 180),
+    "gqa_big_causal": (4, 32, 8192, 8192, 128, True, "bfloat16", True, 420),
 }
+# key/value heads where fewer than the query heads (grouped heads: the warp-specialized
+# kernel with lse / delta by TMA only, `hopper.dkdv_hopper`'s GROUP)
+HKV = {"gqa_causal": 4, "gqa4_d64": 2, "gqa_big_causal": 8}
 
 
 def fused_dkdv(fused, q, k, v, do, lse, delta, causal, scale):
@@ -68,14 +74,15 @@ def run_case(name):
     fused.HOPPER_DKDV = False
 
     B, H, T, S, D, causal, dtype, timed, _ = CASES[name]
-    print(f"[{name}] B={B} H={H} T={T} S={S} D={D} causal={causal} {dtype} "
+    Hkv = HKV.get(name, H)
+    print(f"[{name}] B={B} H={H} Hkv={Hkv} T={T} S={S} D={D} causal={causal} {dtype} "
           f"triton {triton.__version__} torch {torch.__version__} "
           f"{torch.cuda.get_device_name()} Gluon={hopper.AVAILABLE}", flush=True)  # fmt: skip
     dt = getattr(torch, dtype)
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(B, T, H, D, device="cuda", dtype=dt, generator=g)
-    k = torch.randn(B, S, H, D, device="cuda", dtype=dt, generator=g)
-    v = torch.randn(B, S, H, D, device="cuda", dtype=dt, generator=g)
+    k = torch.randn(B, S, Hkv, D, device="cuda", dtype=dt, generator=g)
+    v = torch.randn(B, S, Hkv, D, device="cuda", dtype=dt, generator=g)
     do = torch.randn(B, T, H, D, device="cuda", dtype=dt, generator=g)
     scale = 1.0 / math.sqrt(D)
     o, lse = fused._forward(q, k, v, causal, scale)
@@ -85,7 +92,8 @@ def run_case(name):
 
     ok = True
     # the kernels: plain pipelined; warp-specialized, with lse / delta by plain loads or TMA
-    for ws, rt in ((False, False), (True, False), (True, True)):
+    kernels = ((False, False), (True, False), (True, True)) if Hkv == H else ((True, True),)
+    for ws, rt in kernels:
         tag = ("ws+row_tma" if rt else "ws") if ws else "plain"
         print(f"[{name}] {tag}: launching (no line after this one = this kernel hung)", flush=True)
         t0 = time.time()
@@ -110,6 +118,8 @@ def run_case(name):
         ms_g = {}
         variants = [(False, False, 2), (True, False, 2), (True, False, 3), (True, True, 2),
                     (True, True, 3)]  # fmt: skip
+        if Hkv != H:
+            variants = [(True, True, 2), (True, True, 3)]
         for ws, rt, st in variants:
             tag = f"{('ws+row_tma' if rt else 'ws') if ws else 'plain'}, {st} stages"
             ms_g[ws, rt, st] = do_bench(

@@ -21,6 +21,8 @@
 #   bash bench/gpu_all.sh checks3 COMMIT   # float16 then float32 checks (direct launches)
 #   bash bench/gpu_all.sh f32 COMMIT       # every float32 check, then float32 speed at 4k (one
 #                                           call: float32's kernels compile slowest)
+#   bash bench/gpu_all.sh gqa COMMIT       # the Gluon dK/dV for grouped heads: its checks and
+#                                           timing, then the library's checks with it on
 #   bash bench/gpu_all.sh layers COMMIT    # host_layers.py
 #   bash bench/gpu_all.sh imports          # only check that ncd imports through the shim
 # Carry .whl (fla-core) and .whl-ncd (pydantic and its needs): ncd is not installed there, it
@@ -160,6 +162,15 @@ case $PART in
     step ops_f32 200 $PY "$REPO/bench/ops_gpu.py" --T 4096 --dtype float32 --breakdown-T 0 \
       --skip softmax_attention:naive,linear_attention:naive \
       --out "$OUT/ops_gpu_f32.json" --commit "$COMMIT"
+    ;;
+  gqa)  # hopper.py's GROUP kernel (off by default until this passes: NCD_GLUON_DKDV_GROUPED)
+    step gluon_gqa 300 $PY "$REPO/bench/gluon_check.py" --stop-on-hang \
+      --only gqa_causal,gqa4_d64,gqa_big_causal
+    if grep -q "^SUMMARY" "$OUT/gluon_gqa.log" &&
+      ! grep -q "^  .*\(FAIL\|HUNG\|not run\)" "$OUT/gluon_gqa.log"; then
+      export NCD_GLUON_DKDV_GROUPED=1
+      step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16 --ops softmax
+    fi
     ;;
   layers)  # host time of each layer of a linear-attention launch
     step layers 120 $PY "$REPO/bench/host_layers.py"

@@ -446,6 +446,10 @@ ATOMIC_DQ = False
 # for the best Triton configuration on the H200 (T = 8k, causal, bf16, bench/gluon_check.py;
 # bench/results/gluon_check_2026-11-28_c3de9b9.txt).
 HOPPER_DKDV = True
+# ... and for grouped heads (each program sums the dK/dV of its key/value head over the group's
+# query heads): compiled for sm_90 (the ungrouped build's SASS unchanged, diffed), not yet run
+# on a GPU, so off unless NCD_GLUON_DKDV_GROUPED=1 (`bench/gluon_check.py --only gqa_causal,...`).
+HOPPER_DKDV_GROUPED = os.environ.get("NCD_GLUON_DKDV_GROUPED", "0") == "1"
 # The forward in Gluon on Hopper (ops/attention/hopper_fwd.py) where it applies (16-bit,
 # D 64 or 128, whole 128-row blocks): 1.92 ms against 2.31 for the Triton forward on the
 # H200 (T = 8k, causal, bf16; bench/results/gluon_fwd_check_2026-11-29_ffb652a.txt).
@@ -546,7 +550,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool |
         and not atomic_dq
         and not interpreting()
         and hopper.usable(q)
-        and hopper.supported(q, k, v, do, causal)
+        and hopper.supported(q, k, v, do, causal, grouped=HOPPER_DKDV_GROUPED)
     ):
         out = _gluon("dkdv", hopper.dkdv_hopper, q, k, v, do, lse, delta, causal, scale)
         if out is not None:

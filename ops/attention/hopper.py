@@ -1,4 +1,5 @@
-"""dK and dV of softmax attention on Hopper (sm_90), written in Gluon. EXPERIMENTAL.
+"""dK and dV of softmax attention on Hopper (sm_90), written in Gluon; `fused._backward` calls
+it where it applies (`fused.HOPPER_DKDV`).
 
 FlashAttention-3's backward without its dQ part: one program per (block of BN = 128 keys,
 batch x head) keeps K and V in shared memory (loaded once by the copy engine, TMA) and streams
@@ -21,10 +22,18 @@ asynchronous wgmma; the exponentials run while dP^T is still being computed. Two
   between the warpgroups), loads one stage ahead; its TMA issue needs CTA-wide barriers that
   keep the two warpgroups in lockstep (slower: 3.95 against 3.29 ms, see `WS`).
 
+Grouped heads (fewer key/value heads than query heads; the warp-specialized kernel with
+`ROW_TMA`, constexpr GROUP = H / Hkv): one program per (key block, batch x key/value head)
+streams the query blocks of the GROUP query heads of its group one head after the other
+through the same ring, summing dK and dV over them (`_ws_producer_grouped`). Compiled for
+sm_90 only (no GPU run yet), so `fused` uses it only with NCD_GLUON_DKDV_GROUPED=1; the
+ungrouped build is unchanged by it (same SASS).
+
 Restrictions (the caller falls back otherwise): bf16 or fp16, contiguous ``[B, T, H, D]``
-tensors with D in (64, 128), T % 128 == S % 128 == 0, as many key/value heads as query heads,
-causal only with T == S. ``lse`` is the base-2 log-sum-exp of the scaled scores, ``delta`` is
-rowsum(dO * O), both float32 ``[B, H, T]``.
+tensors with D in (64, 128), T % 128 == S % 128 == 0, as many key/value heads as query heads
+(or H a multiple of them, `supported(..., grouped=True)`), causal only with T == S. ``lse``
+is the base-2 log-sum-exp of the scaled scores, ``delta`` is rowsum(dO * O), both float32
+``[B, H, T]``.
 
 Written against Triton 3.6's Gluon (the H200 host's version); on other Triton versions or
 without a GPU the import still succeeds; ``usable(x)`` says whether the kernels can run on x.
@@ -257,10 +266,35 @@ if _GLUON:
             tma.async_copy_global_to_shared(do_desc, [row0 + j * BM, col], bar, do_smem.index(s))
 
     @gluon.jit
-    def _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, m_lo, n_lo, lse_src,
+    def _ws_producer_grouped(q_desc, do_desc, q_smem, do_smem, ready, empty, n_iter, row0,
+                             col0, lse_desc, delta_desc, lse_src, delta_src, row_lse0, T,
+                             BM: gl.constexpr, NUM_STAGES: gl.constexpr,
+                             GROUP: gl.constexpr):  # fmt: skip
+        """Grouped heads: the query blocks of the GROUP query heads that read this program's
+        key/value head, one head after the other (ring counter j = g * n_iter + i); lse and
+        delta by TMA (ROW_TMA). col0: the first query head's column; row_lse0: its lse row."""
+        D: gl.constexpr = q_desc.block_type.shape[1]
+        for j in range(GROUP * n_iter):
+            g = j // n_iter
+            i = j - g * n_iter
+            s = j % NUM_STAGES
+            mbarrier.wait(empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
+            bar = ready.index(s)
+            mbarrier.expect(bar, q_desc.block_type.nbytes + do_desc.block_type.nbytes
+                            + 2 * BM * 4)  # fmt: skip
+            rl = row_lse0 + g * T + i * BM
+            tma.async_copy_global_to_shared(lse_desc, [rl], bar, lse_src.index(s))
+            tma.async_copy_global_to_shared(delta_desc, [rl], bar, delta_src.index(s))
+            col = col0 + g * D
+            tma.async_copy_global_to_shared(q_desc, [row0 + i * BM, col], bar, q_smem.index(s))
+            tma.async_copy_global_to_shared(do_desc, [row0 + i * BM, col], bar, do_smem.index(s))
+
+    @gluon.jit
+    def _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, j, m_lo, n_lo, lse_src,
                  delta_src, qk_scale, MASK: gl.constexpr, BM: gl.constexpr,
                  NUM_STAGES: gl.constexpr, ROW_TMA: gl.constexpr):  # fmt: skip
-        """lse_src, delta_src: pointers to this head's rows, or (ROW_TMA) the shared-memory
+        """Query block i (rows m_lo + i * BM) from ring slot j (j = i but with grouped heads).
+        lse_src, delta_src: pointers to this head's rows, or (ROW_TMA) the shared-memory
         rings the producer fills along with Q and dO."""
         BN: gl.constexpr = dk.type.shape[0]
         dtype: gl.constexpr = q_smem.dtype
@@ -272,10 +306,10 @@ if _GLUON:
 
         m0 = m_lo + i * BM
         offs_m = m0 + gl.arange(0, BM, layout=gl.SliceLayout(0, s_layout))
-        s = i % NUM_STAGES
+        s = j % NUM_STAGES
         if not ROW_TMA:
             lse = gl.load(lse_src + offs_m)
-        mbarrier.wait(ready.index(s), (i // NUM_STAGES) & 1)
+        mbarrier.wait(ready.index(s), (j // NUM_STAGES) & 1)
         if ROW_TMA:
             lse = lse_src.index(s).load(gl.SliceLayout(0, s_layout))
         q_s = q_smem.index(s)
@@ -307,7 +341,8 @@ if _GLUON:
     def _ws_consumer(k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar, dk_desc, dv_desc,
                      lse_src, delta_src, n_iter, m_lo, n0, row_out, col, qk_scale, sm_scale,
                      HALF: gl.constexpr, CAUSAL: gl.constexpr, BM: gl.constexpr,
-                     NUM_STAGES: gl.constexpr, ROW_TMA: gl.constexpr):  # fmt: skip
+                     NUM_STAGES: gl.constexpr, ROW_TMA: gl.constexpr,
+                     GROUP: gl.constexpr):  # fmt: skip
         """Keys [n0 + HALF * BH, n0 + (HALF + 1) * BH) (BH = 64), one warpgroup."""
         BH: gl.constexpr = k_smem.shape[1]
         D: gl.constexpr = k_smem.shape[2]
@@ -321,21 +356,39 @@ if _GLUON:
         dk = gl.zeros([BH, D], gl.float32, acc_layout)
         dv = gl.zeros([BH, D], gl.float32, acc_layout)
         mbarrier.wait(kv_bar, 0)
-        if CAUSAL:
-            # The first 2 * BH // BM query blocks cross the diagonal of the program's keys.
-            for i in range(0, 2 * BH // BM):
-                dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, m_lo,
-                                  n_lo, lse_src, delta_src, qk_scale, True, BM, NUM_STAGES,
-                                  ROW_TMA)  # fmt: skip
-            for i in range(2 * BH // BM, n_iter):
-                dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, m_lo,
-                                  n_lo, lse_src, delta_src, qk_scale, False, BM, NUM_STAGES,
-                                  ROW_TMA)  # fmt: skip
-        else:
-            for i in range(0, n_iter):
-                dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, m_lo,
-                                  n_lo, lse_src, delta_src, qk_scale, False, BM, NUM_STAGES,
-                                  ROW_TMA)  # fmt: skip
+        if GROUP == 1:
+            if CAUSAL:
+                # The first 2 * BH // BM query blocks cross the diagonal of the program's keys.
+                for i in range(0, 2 * BH // BM):
+                    dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, i,
+                                      m_lo, n_lo, lse_src, delta_src, qk_scale, True, BM,
+                                      NUM_STAGES, ROW_TMA)  # fmt: skip
+                for i in range(2 * BH // BM, n_iter):
+                    dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, i,
+                                      m_lo, n_lo, lse_src, delta_src, qk_scale, False, BM,
+                                      NUM_STAGES, ROW_TMA)  # fmt: skip
+            else:
+                for i in range(0, n_iter):
+                    dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, i,
+                                      m_lo, n_lo, lse_src, delta_src, qk_scale, False, BM,
+                                      NUM_STAGES, ROW_TMA)  # fmt: skip
+        else:  # the group's query heads in turn, in the producer's order
+            for g in range(GROUP):
+                j0 = g * n_iter
+                if CAUSAL:
+                    for i in range(0, 2 * BH // BM):
+                        dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i,
+                                          j0 + i, m_lo, n_lo, lse_src, delta_src, qk_scale,
+                                          True, BM, NUM_STAGES, ROW_TMA)  # fmt: skip
+                    for i in range(2 * BH // BM, n_iter):
+                        dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i,
+                                          j0 + i, m_lo, n_lo, lse_src, delta_src, qk_scale,
+                                          False, BM, NUM_STAGES, ROW_TMA)  # fmt: skip
+                else:
+                    for i in range(0, n_iter):
+                        dk, dv = _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i,
+                                          j0 + i, m_lo, n_lo, lse_src, delta_src, qk_scale,
+                                          False, BM, NUM_STAGES, ROW_TMA)  # fmt: skip
         # Only this warpgroup reads its halves of K and V: they stage its dK and dV.
         k_s.store((dk * sm_scale).to(dtype))
         v_s.store(dv.to(dtype))
@@ -349,11 +402,13 @@ if _GLUON:
     def _dkdv_ws_kernel(q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, lse_desc,
                         delta_desc, T, S, H, qk_scale, sm_scale, CAUSAL: gl.constexpr,
                         NUM_STAGES: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                        CONSUMER_REGS: gl.constexpr, ROW_TMA: gl.constexpr):  # fmt: skip
+                        CONSUMER_REGS: gl.constexpr, ROW_TMA: gl.constexpr,
+                        GROUP: gl.constexpr = 1):  # fmt: skip
         """k_desc, v_desc, dk_desc, dv_desc: tiles of BH = 64 keys; a program has 2 * BH.
         ROW_TMA: lse and delta come through shared memory (1-d TMA over ``[B * H * T]``,
         lse_desc / delta_desc) with each query block; otherwise by plain loads from LSE,
-        DELTA."""
+        DELTA. GROUP > 1 (grouped heads, ROW_TMA only): programs run over (key block,
+        batch x key/value head), and each sums over the GROUP query heads of its head."""
         BM: gl.constexpr = q_desc.block_type.shape[0]
         D: gl.constexpr = q_desc.block_type.shape[1]
         BH: gl.constexpr = k_desc.block_type.shape[0]
@@ -361,8 +416,13 @@ if _GLUON:
 
         pid_n = gl.program_id(0)
         pid_bh = gl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
+        if GROUP == 1:
+            b = pid_bh // H
+            h = pid_bh % H
+        else:
+            gl.static_assert(ROW_TMA, "grouped heads read lse and delta by TMA")
+            b = pid_bh // (H // GROUP)
+            h = pid_bh % (H // GROUP)  # the key/value head
         n0 = pid_n * (2 * BH)
         col = h * D
         lse_ptr = LSE + pid_bh.to(gl.int64) * T
@@ -402,28 +462,52 @@ if _GLUON:
             lse_src = lse_ptr
             delta_src = delta_ptr
 
-        gl.warp_specialize(
-            [
-                (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar, dk_desc,
-                                dv_desc, lse_src, delta_src, n_iter, m_lo, n0, row_kv, col,
-                                qk_scale, sm_scale, 0, CAUSAL, BM, NUM_STAGES, ROW_TMA)),
-                (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar, dk_desc,
-                                dv_desc, lse_src, delta_src, n_iter, m_lo, n0, row_kv, col,
-                                qk_scale, sm_scale, 1, CAUSAL, BM, NUM_STAGES, ROW_TMA)),
-                (_ws_producer, (q_desc, do_desc, q_smem, do_smem, ready, empty, n_iter, row0,
-                                col, lse_desc, delta_desc, lse_src, delta_src, row_lse, BM,
-                                NUM_STAGES, ROW_TMA)),
-            ],
-            [4, 1],
-            [CONSUMER_REGS, PRODUCER_REGS],
-        )  # fmt: skip
+        if GROUP == 1:
+            gl.warp_specialize(
+                [
+                    (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar,
+                                    dk_desc, dv_desc, lse_src, delta_src, n_iter, m_lo, n0,
+                                    row_kv, col, qk_scale, sm_scale, 0, CAUSAL, BM, NUM_STAGES,
+                                    ROW_TMA, GROUP)),
+                    (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar,
+                                    dk_desc, dv_desc, lse_src, delta_src, n_iter, m_lo, n0,
+                                    row_kv, col, qk_scale, sm_scale, 1, CAUSAL, BM, NUM_STAGES,
+                                    ROW_TMA, GROUP)),
+                    (_ws_producer, (q_desc, do_desc, q_smem, do_smem, ready, empty, n_iter, row0,
+                                    col, lse_desc, delta_desc, lse_src, delta_src, row_lse, BM,
+                                    NUM_STAGES, ROW_TMA)),
+                ],
+                [4, 1],
+                [CONSUMER_REGS, PRODUCER_REGS],
+            )  # fmt: skip
+        else:
+            h0 = b * H + h * GROUP  # the group's first query head, as a row of lse
+            gl.warp_specialize(
+                [
+                    (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar,
+                                    dk_desc, dv_desc, lse_src, delta_src, n_iter, m_lo, n0,
+                                    row_kv, col, qk_scale, sm_scale, 0, CAUSAL, BM, NUM_STAGES,
+                                    ROW_TMA, GROUP)),
+                    (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar,
+                                    dk_desc, dv_desc, lse_src, delta_src, n_iter, m_lo, n0,
+                                    row_kv, col, qk_scale, sm_scale, 1, CAUSAL, BM, NUM_STAGES,
+                                    ROW_TMA, GROUP)),
+                    (_ws_producer_grouped, (q_desc, do_desc, q_smem, do_smem, ready, empty,
+                                            n_iter, row0, h * GROUP * D, lse_desc, delta_desc,
+                                            lse_src, delta_src, h0 * T + m_lo, T, BM,
+                                            NUM_STAGES, GROUP)),
+                ],
+                [4, 1],
+                [CONSUMER_REGS, PRODUCER_REGS],
+            )  # fmt: skip
 
 
 _GL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
-def supported(q, k, v, do, causal: bool) -> bool:
-    """Whether `dkdv_hopper` takes these inputs (the caller falls back otherwise)."""
+def supported(q, k, v, do, causal: bool, grouped: bool = False) -> bool:
+    """Whether `dkdv_hopper` takes these inputs (the caller falls back otherwise); grouped:
+    also fewer key/value heads than query heads (the warp-specialized kernel's GROUP)."""
     if q.dim() != 4 or k.shape != v.shape or q.shape != do.shape:
         return False
     B, T, H, D = q.shape
@@ -433,7 +517,8 @@ def supported(q, k, v, do, causal: bool) -> bool:
         and all(x.dtype == q.dtype and x.is_contiguous() for x in (k, v, do))
         and q.is_contiguous()
         and k.shape[0] == B
-        and k.shape[2] == H
+        and k.shape[2] > 0
+        and (k.shape[2] == H or (grouped and H % k.shape[2] == 0))
         and D in (64, 128)
         and T % 128 == 0
         and S % 128 == 0
@@ -477,17 +562,21 @@ def dkdv_hopper(
     ws: bool | None = None,
     row_tma: bool | None = None,
 ):
-    """dK, dV of softmax attention (see the module docstring); q, k, v, do ``[B, T, H, D]``.
+    """dK, dV of softmax attention (see the module docstring); q, do ``[B, T, H, D]``, k, v
+    ``[B, S, Hkv, D]`` (Hkv < H: grouped heads, the warp-specialized kernel with row_tma).
 
     ws: the warp-specialized kernel (default `WS`) or the plain pipelined one; row_tma (that
     kernel only, default `ROW_TMA`): lse and delta through shared memory by TMA."""
     ws = WS if ws is None else ws
     if not _GLUON:
         raise RuntimeError("ops.attention.hopper needs Triton 3.6's Gluon")
-    if not supported(q, k, v, do, causal):
+    if not supported(q, k, v, do, causal, grouped=True):
         raise ValueError("dkdv_hopper: unsupported shapes, dtypes or layout")
     B, T, H, D = q.shape
-    S = k.shape[1]
+    S, HKV = k.shape[1], k.shape[2]
+    group = {} if HKV == H else {"GROUP": H // HKV}
+    if group and not (ws and (ROW_TMA if row_tma is None else row_tma)):
+        raise ValueError("dkdv_hopper: grouped heads need the warp-specialized kernel, row_tma")
     lse = lse.contiguous().float()
     delta = delta.contiguous().float()
     assert lse.shape == (B, H, T) and delta.shape == (B, H, T)
@@ -498,10 +587,10 @@ def dkdv_hopper(
         row_tma = ROW_TMA if row_tma is None else row_tma
         rows = _row_descs(lse, delta) if row_tma else (None, None)
         launch_compiled(
-            _dkdv_ws_kernel, (S // BLOCK_N, B * H),
+            _dkdv_ws_kernel, (S // BLOCK_N, B * HKV),
             (*descs, lse, delta, *rows, T, S, H, scale * LOG2E, scale),
             dict(CAUSAL=bool(causal), NUM_STAGES=stages, PRODUCER_REGS=PRODUCER_REGS,
-                 CONSUMER_REGS=CONSUMER_REGS, ROW_TMA=row_tma, num_warps=4),
+                 CONSUMER_REGS=CONSUMER_REGS, ROW_TMA=row_tma, num_warps=4, **group),
         )  # fmt: skip
     else:
         launch_compiled(
@@ -557,9 +646,10 @@ def sm90_resources(
     row_tma=False,
     verbose=True,
     dump=None,
+    group: int = 1,
 ):
     """Cross-compile the kernel for sm_90 (no GPU needed) and report, per causal / non-causal,
-    `cubin_resources`."""
+    `cubin_resources`. group: query heads per key/value head (warp-specialized kernel)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
@@ -591,14 +681,15 @@ def sm90_resources(
                 sig[name] = "constexpr"
                 consts[(i,)] = dict(CAUSAL=causal, NUM_STAGES=stages, NUM_WARPS=NUM_WARPS,
                                     CONSUMER_REGS=cregs, PRODUCER_REGS=pregs,
-                                    ROW_TMA=row_tma, lse_desc=None,
-                                    delta_desc=None)[name]  # fmt: skip
+                                    ROW_TMA=row_tma, lse_desc=None, delta_desc=None,
+                                    GROUP=group)[name]  # fmt: skip
         src = GluonASTSource(fn, sig, consts)
         ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
         row = cubin_resources(ck, dump and f"{dump}_{'causal' if causal else 'full'}")
         rows[f"causal={causal}"] = row
         if verbose:
-            print(f"{'ws' if ws else 'plain'}{' row_tma' if row_tma else ''} D={D} {dtype} "
+            print(f"{'ws' if ws else 'plain'}{' row_tma' if row_tma else ''}"
+                  f"{f' group={group}' if group > 1 else ''} D={D} {dtype} "
                   f"stages={stages} causal={causal}: {row}",
                   flush=True)  # fmt: skip
     return rows
@@ -613,3 +704,4 @@ if __name__ == "__main__":
         sm90_resources(D=D, ws=True, row_tma=True)  # the default
         sm90_resources(D=D, ws=True, row_tma=False)
         sm90_resources(D=D, ws=False)
+        sm90_resources(D=D, ws=True, row_tma=True, group=4)  # grouped heads

@@ -220,15 +220,16 @@ def test_wide_heads_need_the_reference():
 
 @pytest.mark.interpret
 @pytest.mark.parametrize(
-    "T, Hkv, dtype, taken",
+    "T, Hkv, dtype, grouped, taken",
     [
-        (128, 2, torch.float16, True),  # whole blocks, no grouping, 16-bit: the Gluon kernel
-        (128, 1, torch.float16, False),  # grouped heads: the Triton kernel
-        (47, 2, torch.float16, False),  # ragged length
-        (128, 2, torch.float32, False),  # float32
+        (128, 2, torch.float16, False, True),  # whole blocks, no grouping, 16-bit: Gluon
+        (128, 1, torch.float16, False, False),  # grouped heads: Triton, unless switched on
+        (128, 1, torch.float16, True, True),  # (NCD_GLUON_DKDV_GROUPED=1)
+        (47, 2, torch.float16, True, False),  # ragged length
+        (128, 2, torch.float32, True, False),  # float32
     ],
 )
-def test_hopper_dkdv_dispatch(T, Hkv, dtype, taken, monkeypatch, nan_alloc):
+def test_hopper_dkdv_dispatch(T, Hkv, dtype, grouped, taken, monkeypatch, nan_alloc):
     """Where `_backward` hands dK/dV to the Hopper (Gluon) kernel. The Gluon kernel cannot run
     here (no GPU, no interpreter for Gluon): a stand-in records the call and returns dK, dV of
     the float64 reference, so the gradients also check the arguments it was given (lse,
@@ -250,6 +251,7 @@ def test_hopper_dkdv_dispatch(T, Hkv, dtype, taken, monkeypatch, nan_alloc):
     monkeypatch.setattr(fused, "interpreting", lambda: False)  # _backend still interprets
     monkeypatch.setattr(fused.hopper, "usable", lambda x: True)
     monkeypatch.setattr(fused.hopper, "dkdv_hopper", stand_in)
+    monkeypatch.setattr(fused, "HOPPER_DKDV_GROUPED", grouped)
     errs = run_case(1, T, T, 2, Hkv, 64, 64, True, dtype, seed=6)
     assert max(errs) < TOL[dtype], errs
     assert bool(calls) == taken, calls
@@ -267,7 +269,11 @@ def test_hopper_kernel_limits():
     assert ok() and ok(D=64, dtype=torch.float16) and ok(S=512, causal=False)
     assert not ok(dtype=torch.float32)
     assert not ok(T=200, S=200)  # not whole 128-row blocks
-    assert not ok(Hkv=1)  # grouped heads
+    assert not ok(Hkv=1)  # grouped heads: only when asked for
+    q = do = torch.empty(1, 256, 6, 128, dtype=torch.bfloat16)
+    kv = [torch.empty(1, 256, n, 128, dtype=torch.bfloat16) for n in (1, 2, 3, 4)]
+    assert [hopper.supported(q, k, k, do, True, grouped=True) for k in kv] == [
+        True, True, True, False]  # fmt: skip
     assert not ok(D=96)
     assert not ok(dv=64)  # v narrower than k
     assert not ok(S=512)  # causal needs T == S
