@@ -56,6 +56,10 @@ step() {  # step NAME SECONDS COMMAND...: run, keep its log, say how it ended
   tail -n 12 "$OUT/$name.log"
 }
 
+passed() {  # passed LOG: a check script's run ended with its SUMMARY and no failing case
+  grep -q "^SUMMARY" "$1" && ! grep -q "^  .*\(FAIL\|HUNG\|not run\)" "$1"
+}
+
 $PY -c "import ncd, ncd.compiler, ncd.ops; print('ncd from', ncd.__file__)" || exit 1
 case $PART in
   imports) ;;
@@ -126,10 +130,7 @@ case $PART in
     # then the softmax benchmark with the Gluon forward on if every check passed (else off)
     step gluon_fwd 260 $PY "$REPO/bench/gluon_fwd_check.py" --stop-on-hang \
       --only small_causal,small,small_causal_d64,mid_causal,mid_d64,S_gt_T,mid_fp16_causal,big_causal
-    if grep -q "^SUMMARY" "$OUT/gluon_fwd.log" &&
-      ! grep -q "^  .*\(FAIL\|HUNG\|not run\)" "$OUT/gluon_fwd.log"; then
-      export NCD_GLUON_FORWARD=1
-    fi
+    passed "$OUT/gluon_fwd.log" && export NCD_GLUON_FORWARD=1
     echo "== NCD_GLUON_FORWARD=${NCD_GLUON_FORWARD:-0}"
     step ops_linear 90 $PY "$REPO/bench/ops_gpu.py" --ops linear_attention --breakdown-T 0 \
       --skip linear_attention:naive --out "$OUT/ops_gpu_linear.json" --commit "$COMMIT"
@@ -166,8 +167,7 @@ case $PART in
   gqa)  # hopper.py's GROUP kernel (off by default until this passes: NCD_GLUON_DKDV_GROUPED)
     step gluon_gqa 300 $PY "$REPO/bench/gluon_check.py" --stop-on-hang \
       --only gqa_causal,gqa4_d64,gqa_big_causal
-    if grep -q "^SUMMARY" "$OUT/gluon_gqa.log" &&
-      ! grep -q "^  .*\(FAIL\|HUNG\|not run\)" "$OUT/gluon_gqa.log"; then
+    if passed "$OUT/gluon_gqa.log"; then
       export NCD_GLUON_DKDV_GROUPED=1
       step ops_check 200 $PY "$REPO/bench/ops_gpu_check.py" --dtypes bfloat16 --ops softmax
     fi

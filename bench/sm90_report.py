@@ -23,16 +23,13 @@ there; spills agreed in kind).
 
 import argparse
 import ast
-import os
-import re
-import subprocess
-import tempfile
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from ncd.ops.attention import fused
+from ncd.ops.attention.hopper import cubin_resources
 from ncd.ops.linear_attention import chunk
 
 SMEM_LIMIT = 232448  # bytes a block may ask for on the H200
@@ -77,26 +74,14 @@ def compile_one(kernel, ty, D, cfg, flat, causal=True):
     ck = triton.compile(
         src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages)
     )
-    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
-        f.write(ck.asm["cubin"])
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-    out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True)
-    os.unlink(f.name)
-    m = re.search(r"REG:(\d+) STACK:(\d+)", out.stdout)
-    regs, stack = (int(x) for x in m.groups()) if m else (None, None)
-    return regs, stack, ck.metadata.shared, "wgmma" in ck.asm["ptx"]
+    r = cubin_resources(ck)
+    return r["regs"], r["stack"], r["smem"], r["wgmma"] > 0
 
 
 def _cubin_report(ck):
     """(registers, stack bytes, SASS instruction count) of a compiled kernel."""
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
-        f.write(ck.asm["cubin"])
-    use = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True)
-    sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
-    os.unlink(f.name)
-    regs, stack = re.search(r"REG:(\d+) STACK:(\d+)", use.stdout).groups()
-    return int(regs), int(stack), len(re.findall(r"^\s+/\*[0-9a-f]{4}\*/", sass, re.M))
+    r = cubin_resources(ck)
+    return r["regs"], r["stack"], r["instrs"]
 
 
 def compile_linear(kernel, cfg, D=128):

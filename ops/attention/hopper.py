@@ -25,7 +25,7 @@ asynchronous wgmma; the exponentials run while dP^T is still being computed. Two
 Grouped heads (fewer key/value heads than query heads; the warp-specialized kernel with
 `ROW_TMA`, constexpr GROUP = H / Hkv): one program per (key block, batch x key/value head)
 streams the query blocks of the GROUP query heads of its group one head after the other
-through the same ring, summing dK and dV over them (`_ws_producer_grouped`). Compiled for
+through the same ring, summing dK and dV over them (`_ws_producer`'s GROUP branch). Compiled for
 sm_90 only (no GPU run yet), so `fused` uses it only with NCD_GLUON_DKDV_GROUPED=1; the
 ungrouped build is unchanged by it (same SASS).
 
@@ -245,49 +245,51 @@ if _GLUON:
 
     @gluon.jit
     def _ws_producer(q_desc, do_desc, q_smem, do_smem, ready, empty, n_iter, row0, col,
-                     lse_desc, delta_desc, lse_src, delta_src, row_lse,
-                     BM: gl.constexpr, NUM_STAGES: gl.constexpr,
-                     ROW_TMA: gl.constexpr):  # fmt: skip
-        for j in range(n_iter):
-            s = j % NUM_STAGES
-            # A fresh barrier counts as having completed the phase before phase 0: the first
-            # NUM_STAGES waits (parity 1) pass at once.
-            mbarrier.wait(empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
-            bar = ready.index(s)
-            if ROW_TMA:
+                     lse_desc, delta_desc, lse_src, delta_src, row_lse, T,
+                     BM: gl.constexpr, NUM_STAGES: gl.constexpr, ROW_TMA: gl.constexpr,
+                     GROUP: gl.constexpr):  # fmt: skip
+        """Fills the ring with the query blocks of Q, dO (and lse, delta) from row row0,
+        column col (lse row row_lse). GROUP > 1 (grouped heads, ROW_TMA): the blocks of the
+        GROUP query heads that read this program's key/value head, one head after the other
+        (ring counter j = g * n_iter + i); col and row_lse are then the first head's."""
+        if GROUP == 1:
+            for j in range(n_iter):
+                s = j % NUM_STAGES
+                # A fresh barrier counts as having completed the phase before phase 0: the
+                # first NUM_STAGES waits (parity 1) pass at once.
+                mbarrier.wait(empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
+                bar = ready.index(s)
+                if ROW_TMA:
+                    mbarrier.expect(bar, q_desc.block_type.nbytes + do_desc.block_type.nbytes
+                                    + 2 * BM * 4)  # fmt: skip
+                    tma.async_copy_global_to_shared(lse_desc, [row_lse + j * BM], bar,
+                                                    lse_src.index(s))  # fmt: skip
+                    tma.async_copy_global_to_shared(delta_desc, [row_lse + j * BM], bar,
+                                                    delta_src.index(s))  # fmt: skip
+                else:
+                    mbarrier.expect(bar, q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(q_desc, [row0 + j * BM, col], bar,
+                                                q_smem.index(s))  # fmt: skip
+                tma.async_copy_global_to_shared(do_desc, [row0 + j * BM, col], bar,
+                                                do_smem.index(s))  # fmt: skip
+        else:
+            D: gl.constexpr = q_desc.block_type.shape[1]
+            for j in range(GROUP * n_iter):
+                g = j // n_iter
+                i = j - g * n_iter
+                s = j % NUM_STAGES
+                mbarrier.wait(empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
+                bar = ready.index(s)
                 mbarrier.expect(bar, q_desc.block_type.nbytes + do_desc.block_type.nbytes
                                 + 2 * BM * 4)  # fmt: skip
-                tma.async_copy_global_to_shared(lse_desc, [row_lse + j * BM], bar, lse_src.index(s))
-                tma.async_copy_global_to_shared(delta_desc, [row_lse + j * BM], bar,
-                                                delta_src.index(s))  # fmt: skip
-            else:
-                mbarrier.expect(bar, q_desc.block_type.nbytes + do_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [row0 + j * BM, col], bar, q_smem.index(s))
-            tma.async_copy_global_to_shared(do_desc, [row0 + j * BM, col], bar, do_smem.index(s))
-
-    @gluon.jit
-    def _ws_producer_grouped(q_desc, do_desc, q_smem, do_smem, ready, empty, n_iter, row0,
-                             col0, lse_desc, delta_desc, lse_src, delta_src, row_lse0, T,
-                             BM: gl.constexpr, NUM_STAGES: gl.constexpr,
-                             GROUP: gl.constexpr):  # fmt: skip
-        """Grouped heads: the query blocks of the GROUP query heads that read this program's
-        key/value head, one head after the other (ring counter j = g * n_iter + i); lse and
-        delta by TMA (ROW_TMA). col0: the first query head's column; row_lse0: its lse row."""
-        D: gl.constexpr = q_desc.block_type.shape[1]
-        for j in range(GROUP * n_iter):
-            g = j // n_iter
-            i = j - g * n_iter
-            s = j % NUM_STAGES
-            mbarrier.wait(empty.index(s), ((j // NUM_STAGES) & 1) ^ 1)
-            bar = ready.index(s)
-            mbarrier.expect(bar, q_desc.block_type.nbytes + do_desc.block_type.nbytes
-                            + 2 * BM * 4)  # fmt: skip
-            rl = row_lse0 + g * T + i * BM
-            tma.async_copy_global_to_shared(lse_desc, [rl], bar, lse_src.index(s))
-            tma.async_copy_global_to_shared(delta_desc, [rl], bar, delta_src.index(s))
-            col = col0 + g * D
-            tma.async_copy_global_to_shared(q_desc, [row0 + i * BM, col], bar, q_smem.index(s))
-            tma.async_copy_global_to_shared(do_desc, [row0 + i * BM, col], bar, do_smem.index(s))
+                rl = row_lse + g * T + i * BM
+                tma.async_copy_global_to_shared(lse_desc, [rl], bar, lse_src.index(s))
+                tma.async_copy_global_to_shared(delta_desc, [rl], bar, delta_src.index(s))
+                cg = col + g * D
+                tma.async_copy_global_to_shared(q_desc, [row0 + i * BM, cg], bar,
+                                                q_smem.index(s))  # fmt: skip
+                tma.async_copy_global_to_shared(do_desc, [row0 + i * BM, cg], bar,
+                                                do_smem.index(s))  # fmt: skip
 
     @gluon.jit
     def _ws_step(dk, dv, k_s, v_s, q_smem, do_smem, ready, empty, i, j, m_lo, n_lo, lse_src,
@@ -463,43 +465,25 @@ if _GLUON:
             delta_src = delta_ptr
 
         if GROUP == 1:
-            gl.warp_specialize(
-                [
-                    (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar,
-                                    dk_desc, dv_desc, lse_src, delta_src, n_iter, m_lo, n0,
-                                    row_kv, col, qk_scale, sm_scale, 0, CAUSAL, BM, NUM_STAGES,
-                                    ROW_TMA, GROUP)),
-                    (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar,
-                                    dk_desc, dv_desc, lse_src, delta_src, n_iter, m_lo, n0,
-                                    row_kv, col, qk_scale, sm_scale, 1, CAUSAL, BM, NUM_STAGES,
-                                    ROW_TMA, GROUP)),
-                    (_ws_producer, (q_desc, do_desc, q_smem, do_smem, ready, empty, n_iter, row0,
-                                    col, lse_desc, delta_desc, lse_src, delta_src, row_lse, BM,
-                                    NUM_STAGES, ROW_TMA)),
-                ],
-                [4, 1],
-                [CONSUMER_REGS, PRODUCER_REGS],
-            )  # fmt: skip
-        else:
-            h0 = b * H + h * GROUP  # the group's first query head, as a row of lse
-            gl.warp_specialize(
-                [
-                    (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar,
-                                    dk_desc, dv_desc, lse_src, delta_src, n_iter, m_lo, n0,
-                                    row_kv, col, qk_scale, sm_scale, 0, CAUSAL, BM, NUM_STAGES,
-                                    ROW_TMA, GROUP)),
-                    (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar,
-                                    dk_desc, dv_desc, lse_src, delta_src, n_iter, m_lo, n0,
-                                    row_kv, col, qk_scale, sm_scale, 1, CAUSAL, BM, NUM_STAGES,
-                                    ROW_TMA, GROUP)),
-                    (_ws_producer_grouped, (q_desc, do_desc, q_smem, do_smem, ready, empty,
-                                            n_iter, row0, h * GROUP * D, lse_desc, delta_desc,
-                                            lse_src, delta_src, h0 * T + m_lo, T, BM,
-                                            NUM_STAGES, GROUP)),
-                ],
-                [4, 1],
-                [CONSUMER_REGS, PRODUCER_REGS],
-            )  # fmt: skip
+            col_q = col
+        else:  # the group's first query head: its column and lse row
+            col_q = h * GROUP * D
+            row_lse = (b * H + h * GROUP) * T + m_lo
+        gl.warp_specialize(
+            [
+                (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar, dk_desc,
+                                dv_desc, lse_src, delta_src, n_iter, m_lo, n0, row_kv, col,
+                                qk_scale, sm_scale, 0, CAUSAL, BM, NUM_STAGES, ROW_TMA, GROUP)),
+                (_ws_consumer, (k_smem, v_smem, q_smem, do_smem, ready, empty, kv_bar, dk_desc,
+                                dv_desc, lse_src, delta_src, n_iter, m_lo, n0, row_kv, col,
+                                qk_scale, sm_scale, 1, CAUSAL, BM, NUM_STAGES, ROW_TMA, GROUP)),
+                (_ws_producer, (q_desc, do_desc, q_smem, do_smem, ready, empty, n_iter, row0,
+                                col_q, lse_desc, delta_desc, lse_src, delta_src, row_lse, T, BM,
+                                NUM_STAGES, ROW_TMA, GROUP)),
+            ],
+            [4, 1],
+            [CONSUMER_REGS, PRODUCER_REGS],
+        )  # fmt: skip
 
 
 _GL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -606,8 +590,9 @@ def cubin_resources(ck, dump=None) -> dict:
     """Resources of a kernel compiled for sm_90: registers at launch, spilled (stack) bytes,
     shared memory, wgmma count, local-memory accesses in the PTX, the highest register the
     SASS touches (a warp-specialized partition's real use under its setmaxnreg), the
-    setmaxnreg values, and shared-memory allocations in the TTGIR. `dump`: a path prefix for
-    the SASS, PTX and TTGIR."""
+    setmaxnreg values, shared-memory allocations in the TTGIR and the SASS instruction count
+    (regs and stack None if cuobjdump reports none). `dump`: a path prefix for the SASS, PTX
+    and TTGIR."""
     import os
     import re
     import subprocess
@@ -625,14 +610,16 @@ def cubin_resources(ck, dump=None) -> dict:
             with open(f"{dump}.{ext}", "w") as g:
                 g.write(text)
     m = re.search(r"REG:(\d+) STACK:(\d+)", use.stdout)
+    regs, stack = (int(x) for x in m.groups()) if m else (None, None)
     return dict(
-        regs=int(m.group(1)), stack=int(m.group(2)), smem=ck.metadata.shared,
+        regs=regs, stack=stack, smem=ck.metadata.shared,
         wgmma=len(re.findall(r"wgmma.mma_async", ptx)),
         local=len(re.findall(r"\b(?:ld|st)\.local", ptx)),
         max_reg=1 + max((int(r) for r in re.findall(r"\bR(\d+)\b", sass)), default=-1),
         setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)),
                           key=int),
         local_alloc=ck.asm["ttgir"].count("ttg.local_alloc"),
+        instrs=len(re.findall(r"^\s+/\*[0-9a-f]{4}\*/", sass, re.M)),
     )  # fmt: skip
 
 
