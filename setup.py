@@ -1,7 +1,7 @@
 """Maps the design card's top-level folders to subpackages of the one import package `ncd`.
 
 The folders circuits/, compiler/, ops/, widgets/ and gallery/ sit at the top of the repository
-(DESIGN.md) but install as ncd.circuits, ncd.compiler, ...; the list is computed so that a new
+(docs/design.md) but install as ncd.circuits, ncd.compiler, ...; the list is computed so that a new
 op family folder needs no edit here.
 """
 

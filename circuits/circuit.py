@@ -1,17 +1,16 @@
-"""The `Circuit`: the single source of truth every view reads (DESIGN.md)."""
+"""The `Circuit`: the single source of truth every view reads (docs/design.md)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .kinds import Box
 from .kinds.base import AxisList, AxisName, Name, Ref, SizeExpr
+from .types import Dtype
 
 MAX_BOXES = 100_000
-
-Dtype = Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "bool"]
 
 
 class Input(BaseModel):

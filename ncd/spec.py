@@ -27,6 +27,16 @@ def load_spec(spec: str) -> Circuit:
     )
 
 
+def studio(circuit: Circuit | str | Path | None = None):
+    """The JupyterLab editor (`ncd.Studio`) on a Circuit, a JSON spec or a gallery name; its
+    load field takes the same (the widget itself knows neither the gallery nor the CLI)."""
+    from ncd.widgets import Studio
+
+    if isinstance(circuit, str):
+        circuit = load_spec(circuit)
+    return Studio(circuit, lookup=load_spec)
+
+
 def parse_sizes(text: str | None) -> dict[str, int]:
     """`"B=2,T=128"` -> {"B": 2, "T": 128}."""
     if not text:

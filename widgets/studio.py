@@ -14,6 +14,7 @@ raises: errors end up in the messages panel.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import ipywidgets as w
@@ -49,13 +50,20 @@ class Studio(w.VBox):
     """Editor of one circuit: palette, box form, wiring, inputs/outputs, undo/redo,
     save/load/export on the left; diagram, messages, cost, code and JSON on the right.
 
-    circuit: None (an empty circuit), a Circuit, a gallery name, or a path to a JSON spec;
-    one that cannot be read or does not validate raises its NcdError here (later, `load`
-    reports it in the messages panel instead). Keeps the last MAX_UNDO circuits for undo.
+    circuit: None (an empty circuit), a Circuit, or a path to a JSON spec; one that cannot be
+    read or does not validate raises its NcdError here (later, `load` reports it in the
+    messages panel instead). lookup: turns any other text (a gallery name) into a circuit;
+    `ncd.Studio` passes the CLI's, so that the editor itself knows no gallery.
+    Keeps the last MAX_UNDO circuits for undo.
     """
 
-    def __init__(self, circuit: Circuit | str | Path | None = None):
+    def __init__(
+        self,
+        circuit: Circuit | str | Path | None = None,
+        lookup: Callable[[str], Circuit] | None = None,
+    ):
         super().__init__()
+        self._lookup = lookup
         self._history: list[Circuit] = []
         self._at = -1
         self._checked = None
@@ -80,8 +88,7 @@ class Studio(w.VBox):
         """Apply `change` (a function Circuit -> Circuit); True when it was accepted."""
         return self._guarded_edit(change, what) is not None
 
-    @staticmethod
-    def _resolve(source) -> Circuit:
+    def _resolve(self, source) -> Circuit:
         if source is None:
             return Circuit(name="untitled")
         if isinstance(source, Circuit):
@@ -89,15 +96,9 @@ class Studio(w.VBox):
         text = str(source)
         if text.endswith(".json") or Path(text).is_file():
             return io.load(text)
-        from ncd import gallery  # the gallery only when asked for by name
-
-        try:
-            return gallery.get(text)
-        except KeyError:
-            raise SchemaError(
-                f"{text!r} is neither a JSON file nor a gallery name "
-                f"(gallery: {', '.join(gallery.names())})"
-            ) from None
+        if self._lookup is not None:
+            return self._lookup(text)
+        raise SchemaError(f"{text!r} is not a JSON file (ncd.Studio also takes gallery names)")
 
     def _guarded_edit(self, change, what):
         try:

@@ -1,4 +1,4 @@
-"""Drawing circuits as neural circuit diagrams with Graphviz (NOTATION.md, "How ncd draws it").
+"""Drawing circuits as neural circuit diagrams with Graphviz (docs/notation.md).
 
 `render(circuit, path=None, theme="paper", collapse=(), depth=None, sizes=None, overlay=None)`
 returns SVG text and writes SVG, PDF, PNG or DOT by the path's suffix. The pipeline:

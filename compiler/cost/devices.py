@@ -41,11 +41,11 @@ class Device:
 
 
 DEVICES = {
-    # BENCHMARKS.md, measured 2026-11-28: bf16 8192^3 cuBLAS 768 TFLOP/s; D2D copy 4.26 TB/s.
-    # The vector rate is the data-sheet FP32 figure (not measured); elementwise boxes are
-    # memory-bound on this device long before it matters.
+    # Matrix rate and bandwidth measured on the H200 (bf16 8192^3 cuBLAS product, device-to-device
+    # copy; bench/RESULTS.md, "Device"). The vector rate is the data-sheet FP32 figure (not
+    # measured); elementwise boxes are memory-bound on this device long before it matters.
     "h200": Device(
-        "h200", 768e12, 4.26e12, 67e12, "BENCHMARKS.md (measured); vector rate: data sheet"
+        "h200", 768e12, 4.26e12, 67e12, "bench/RESULTS.md (measured); vector rate: data sheet"
     ),
 }
 

@@ -19,7 +19,7 @@ from ncd.circuits.draw import render
 from ncd.circuits.errors import ValidationError
 from ncd.compiler import to_source
 from ncd.compiler.cost import analyse
-from ncd.widgets import Studio
+from ncd.spec import studio as Studio  # noqa: N812 - ncd.Studio, names and paths alike
 
 SIZES = {"B": 2, "T": 4, "D": 8, "F": 16}
 
