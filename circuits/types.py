@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import sympy
 
 from .sizes import show
 
-DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
-FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+# The element types: the one list of them. Name -> (bytes per element, promotion rank); the
+# order is the order specs and the schema list them, the rank orders `promote` (a mix of
+# bfloat16 and float16, of equal rank, promotes to float32).
+ELEMENT_TYPES: dict[str, tuple[int, int]] = {
+    "float32": (4, 7),
+    "float16": (2, 6),
+    "bfloat16": (2, 6),
+    "float64": (8, 8),
+    "int64": (8, 4),
+    "int32": (4, 3),
+    "int8": (1, 2),
+    "bool": (1, 1),
+}
+DTYPES = tuple(ELEMENT_TYPES)
+FLOAT_DTYPES = tuple(d for d in DTYPES if "float" in d)
+DTYPE_BYTES = {d: nbytes for d, (nbytes, _) in ELEMENT_TYPES.items()}
+Dtype = Literal[DTYPES]
+"""Any element type (a field of this type accepts exactly DTYPES)."""
+FloatDtype = Literal[FLOAT_DTYPES]
+"""A floating-point element type."""
+DTYPE_PATTERN = "^(float(16|32|64)|bfloat16|int(8|32|64)|bool)$"
+"""DTYPES as a regular expression, for fields the schema states as a pattern (tests check the
+two agree)."""
+
+
+def promote(dtypes) -> str:
+    """The element type of an elementwise result of operands of `dtypes`."""
+    ds = list(dtypes)
+    if "bfloat16" in ds and "float16" in ds:
+        return "float32"
+    return max(ds, key=lambda d: ELEMENT_TYPES[d][1])
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,30 @@ from torch import fx, nn
 
 from ncd.circuits.builder import Builder, Wire
 from ncd.circuits.errors import BuildError
+from ncd.circuits.kinds.registry import Registry
 
 from . import attached
 from .errors import TorchImportError
 from .names import scope_names
+
+# Kind -> the method that maps PyTorch calls to it. Kinds no PyTorch call maps to are exempt:
+# such calls import as opaque boxes.
+_UNMAPPED = "no PyTorch call maps to it yet (one imports as an opaque box)"
+IMPORTS = Registry(
+    "importer mapping",
+    "compiler/importer.py",
+    "@imports",
+    exempt={
+        **dict.fromkeys(
+            ("diagonal", "cast", "mask", "unifiednorm", "normalize", "scan", "topk", "copy",
+             "pack", "unpack", "index", "slice", "upsample", "linear_attention"),
+            _UNMAPPED,
+        ),
+        "rename": "made by the importer itself, to give axes of equal size one name",
+        "call": "an imported model is one flat circuit",
+    },
+)  # fmt: skip
+imports = IMPORTS.register
 
 _ROLES = {
     "batch": ["B", "B2", "B3"],
@@ -261,6 +281,7 @@ class _Importer:
         attached.attach(circuit, self.callables, state)
         return circuit
 
+    @imports("param")
     def tensor_attr(self, n: fx.Node, v: torch.Tensor) -> Wire:
         names: list[str] = []
         for size in v.shape:
@@ -314,6 +335,7 @@ class _Importer:
             raise _Unmapped
         return w
 
+    @imports("permute")
     def order(self, w: Wire, names, node, suffix="order") -> Wire:
         """`w` with its axes in the order `names` (a permute box when they differ)."""
         if list(w.axes) == list(names):
@@ -330,6 +352,18 @@ class _Importer:
             return self.map_method(n, n.target)
         raise _Unmapped
 
+    @imports(
+        "linear",
+        "layernorm",
+        "rmsnorm",
+        "conv",
+        "batchnorm",
+        "groupnorm",
+        "embedding",
+        "dropout",
+        "unary",
+        "softmax",
+    )
     def map_module(self, n, m):
         x = self.wire(n.args[0]) if n.args else None
         if isinstance(m, nn.Identity):
@@ -443,6 +477,7 @@ class _Importer:
         # the box's output already carries the new sizes symbolically; a rename pins names
         return self.b.rename(y, mapping, name=self.box_name(n, "sizes"))
 
+    @imports("pool")
     def pool(self, n, x, m):
         nsp = 1 if isinstance(m, (nn.MaxPool1d, nn.AvgPool1d)) else 2
         if getattr(m, "ceil_mode", False) or getattr(m, "dilation", 1) not in (1, (1, 1)):
@@ -576,6 +611,7 @@ class _Importer:
             return self.split(n, self.wire(n.args[0]), fn.__name__)
         raise _Unmapped
 
+    @imports("reduce")
     def map_method(self, n, meth):
         x = self.wire(n.args[0])
         if meth in ("contiguous", "clone"):
@@ -612,6 +648,7 @@ class _Importer:
         names[a], names[b] = names[b], names[a]
         return self.order(x, names, n, "transpose")
 
+    @imports("binary", "scale")
     def binary(self, n, fn, a, b):
         if not isinstance(b, fx.Node) and isinstance(a, fx.Node) and fn in ("mul", "div"):
             f = float(b) if fn == "mul" else 1.0 / float(b)
@@ -635,6 +672,7 @@ class _Importer:
         y = self.b.binary(wa, wb, fn, name=self.box_name(n))
         return self.order(y, wa.axes, n)
 
+    @imports("contract")
     def matmul(self, n, a: Wire, b: Wire):
         if len(a.axes) < 2 or len(b.axes) < 2 or len(a.axes) != len(b.axes):
             raise _Unmapped
@@ -652,6 +690,7 @@ class _Importer:
         out = [*batch_a, m_, b.axes[-1]]
         return self.b.contract(a, b, over=ka, out=out, name=self.box_name(n))
 
+    @imports("attention")
     def sdpa(self, n):
         q, k, v = (self.wire(n.args[i]) for i in range(3))
         if self.arg(n, 3, "attn_mask") is not None or self.arg(n, 4, "dropout_p", 0.0):
@@ -680,6 +719,7 @@ class _Importer:
         )
         return y
 
+    @imports("split")
     def split(self, n, x: Wire, how: str):
         """split / chunk along one axis: a split box, each piece's axis renamed by its size."""
         pieces = self.values[n]
@@ -699,6 +739,7 @@ class _Importer:
             out.append(w)
         return tuple(out)
 
+    @imports("concat")
     def cat(self, n):
         xs = [self.wire(a) for a in n.args[0]]
         d = self.const(self.arg(n, 1, "dim", 0))
@@ -711,6 +752,7 @@ class _Importer:
         new = self.axis("feature", self.shape(n)[d % len(first.axes)], avoid=first.axes)
         return self.b.rename(y, {axis: new}, name=self.box_name(n, "sizes"))
 
+    @imports("split_axis", "merge_axes")
     def view(self, n, x: Wire, out_shape):
         """A reshape as splits and merges of axes, when it is one (else opaque)."""
         in_shape = [self.sizes[a] for a in x.axes]
@@ -769,6 +811,7 @@ class _Importer:
             return x
         return y
 
+    @imports("opaque")
     def opaque(self, n: fx.Node):
         """A box that runs the node as it was (module or function), by its tensor inputs."""
         tensors = [a for a in _flat(n.args) + _flat(list(n.kwargs.values())) if _is_t(self, a)]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ncd.circuits.circuit import Circuit
+from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.sizes import parse_size
 from ncd.circuits.types import TensorType
 from ncd.circuits.validate import Checked, check
@@ -24,6 +25,9 @@ from ncd.circuits.validate import Checked, check
 from .errors import CompileError
 from .names import scope_names
 from .passes import live_boxes
+
+INTERPRETERS = Registry("interpreter rule", "compiler/interpret.py", "@interprets")
+interprets = INTERPRETERS.register
 
 
 @dataclass
@@ -93,8 +97,12 @@ class _Run:
                 continue
             b = c.box(name)
             ins = {p: env[src] for p, src in c.sources[name].items()}
-            fn = getattr(self, f"k_{b.kind}")
-            outs = fn(b, ins, c.ins[name], c.outs[name])
+            rule = INTERPRETERS.get(b.kind)
+            if rule is None:
+                raise CompileError(
+                    f"box '{name}'", "no interpreter rule for this kind", "a rule", b.kind
+                )
+            outs = rule(self, b, ins, c.ins[name], c.outs[name])
             for port, v in outs.items():
                 want = c.outs[name][port]
                 if isinstance(want, TensorType) and tuple(v.names) != want.names:
@@ -105,6 +113,7 @@ class _Run:
         return {o: _plain(env[src]) for o, src in c.output_sources.items()}
 
     # -- learned
+    @interprets("linear")
     def k_linear(self, b, x, tin, tout):
         x = x["x"]
         w = self.p(b.name, "weight")  # [*out, *over]
@@ -117,14 +126,17 @@ class _Run:
             y = y + self.p(b.name, "bias")
         return {"out": _as(NT(y, names), tout["out"])}
 
+    @interprets("param")
     def k_param(self, b, x, tin, tout):
         return {"out": NT(self.p(b.name, "weight"), tout["out"].names)}
 
+    @interprets("embedding")
     def k_embedding(self, b, x, tin, tout):
         w = self.p(b.name, "weight")
         return {"out": NT(w[x["x"].t], tout["out"].names)}
 
     # -- contraction
+    @interprets("contract")
     def k_contract(self, b, x, tin, tout):
         ops = [x[p] for p in b.operands]
         union = []
@@ -137,6 +149,7 @@ class _Run:
         y = prod.sum([union.index(a) for a in b.over]) if b.over else prod
         return {"out": _as(NT(y, tuple(keep)), tout["out"])}
 
+    @interprets("diagonal")
     def k_diagonal(self, b, x, tin, tout):
         x = x["x"]
         y = torch.diagonal(x.t, 0, x.dim(b.axes[0]), x.dim(b.axes[1]))
@@ -144,6 +157,7 @@ class _Run:
         return {"out": _as(NT(y, names), tout["out"])}
 
     # -- elementwise
+    @interprets("unary")
     def k_unary(self, b, x, tin, tout):
         t = x["x"].t
         f = {
@@ -176,6 +190,7 @@ class _Run:
         }[b.fn]
         return {"out": NT(f(t), x["x"].names)}
 
+    @interprets("binary")
     def k_binary(self, b, x, tin, tout):
         names = tout["out"].names
         a, c = x["a"].to(names), x["b"].to(names)
@@ -190,18 +205,22 @@ class _Run:
         }[b.fn]
         return {"out": NT(f(a, c), names)}
 
+    @interprets("scale")
     def k_scale(self, b, x, tin, tout):
         return {"out": NT(x["x"].t * self.num(parse_size(b.factor)), x["x"].names)}
 
+    @interprets("cast")
     def k_cast(self, b, x, tin, tout):
         return {"out": NT(x["x"].t.to(getattr(torch, b.dtype)), x["x"].names)}
 
+    @interprets("dropout")
     def k_dropout(self, b, x, tin, tout):
         t = x["x"].t
         if self.training and b.p > 0:
             t = t * (torch.rand_like(t) >= b.p) / (1 - b.p)
         return {"out": NT(t, x["x"].names)}
 
+    @interprets("mask")
     def k_mask(self, b, x, tin, tout):
         x = x["x"]
         i = torch.arange(x.t.shape[x.dim(b.query)])
@@ -214,6 +233,7 @@ class _Run:
         return {"out": NT(torch.where(keep, x.t, torch.full_like(x.t, fill)), x.names)}
 
     # -- normalisation
+    @interprets("softmax")
     def k_softmax(self, b, x, tin, tout):
         x = x["x"]
         d = x.dim(b.over)
@@ -233,6 +253,7 @@ class _Run:
                 y = y + NT(self.p(b.name, "bias"), tuple(over)).to(names)
         return y
 
+    @interprets("layernorm")
     def k_layernorm(self, b, x, tin, tout):
         x = x["x"]
         dims = [x.dim(a) for a in b.over]
@@ -241,6 +262,7 @@ class _Run:
         y = (x.t - mu) / torch.sqrt(var + b.eps)
         return {"out": NT(self._affine(b, y, x.names, b.over), x.names)}
 
+    @interprets("rmsnorm")
     def k_rmsnorm(self, b, x, tin, tout):
         x = x["x"]
         dims = [x.dim(a) for a in b.over]
@@ -254,6 +276,7 @@ class _Run:
         n = x.t.numel() // x.t.shape[x.dim(channel)]
         return mu, var, n
 
+    @interprets("batchnorm")
     def k_batchnorm(self, b, x, tin, tout):
         x = x["x"]
         rm, rv = self.p(b.name, "running_mean"), self.p(b.name, "running_var")
@@ -269,6 +292,7 @@ class _Run:
         )
         return {"out": NT(self._affine(b, y, x.names, (b.channel,)), x.names)}
 
+    @interprets("unifiednorm")
     def k_unifiednorm(self, b, x, tin, tout):
         x = x["x"]
         rm, rv = self.p(b.name, "running_mean"), self.p(b.name, "running_var")
@@ -282,6 +306,7 @@ class _Run:
         )
         return {"out": NT(self._affine(b, y, x.names, (b.channel,)), x.names)}
 
+    @interprets("groupnorm")
     def k_groupnorm(self, b, x, tin, tout):
         x = x["x"]
         c = x.t.shape[x.dim(b.channel)]
@@ -296,6 +321,7 @@ class _Run:
         y = ((t - mu) / torch.sqrt(var + b.eps)).flatten(names.index("_g"), names.index("_cg"))
         return {"out": NT(self._affine(b, y, x.names, (b.channel,)), x.names)}
 
+    @interprets("normalize")
     def k_normalize(self, b, x, tin, tout):
         x = x["x"]
         d = x.dim(b.over)
@@ -304,6 +330,7 @@ class _Run:
         return {"out": NT(x.t / norm.clamp(min=b.eps), x.names)}
 
     # -- reductions
+    @interprets("reduce")
     def k_reduce(self, b, x, tin, tout):
         x = x["x"]
         dims = [x.dim(a) for a in b.over]
@@ -319,6 +346,7 @@ class _Run:
                     t = getattr(t, b.op)(d)
         return {"out": NT(t, tout["out"].names)}
 
+    @interprets("scan")
     def k_scan(self, b, x, tin, tout):
         x = x["x"]
         d = x.dim(b.over)
@@ -340,6 +368,7 @@ class _Run:
             out = out[::-1]
         return {"out": NT(torch.stack(out, d), x.names)}
 
+    @interprets("topk")
     def k_topk(self, b, x, tin, tout):
         x = x["x"]
         vals, idx = torch.sort(x.t, dim=x.dim(b.over), descending=True, stable=True)
@@ -349,6 +378,7 @@ class _Run:
         return {"values": NT(vals[tuple(sl)], names), "indices": NT(idx[tuple(sl)], names)}
 
     # -- rearrangements
+    @interprets("split_axis")
     def k_split_axis(self, b, x, tin, tout):
         x = x["x"]
         sizes = [self.num(tout["out"].axis(a).size) for a in b.into]
@@ -357,6 +387,7 @@ class _Run:
         shape[d : d + 1] = sizes
         return {"out": NT(x.t.reshape(shape), tout["out"].names)}
 
+    @interprets("merge_axes")
     def k_merge_axes(self, b, x, tin, tout):
         x = x["x"]
         out = tout["out"].names
@@ -366,26 +397,33 @@ class _Run:
         t = x.t.permute([x.dim(a) for a in full])
         return {"out": NT(t.reshape([self.num(a.size) for a in tout["out"].axes]), out)}
 
+    @interprets("permute")
     def k_permute(self, b, x, tin, tout):
         x = x["x"]
         return {"out": NT(x.t.permute([x.dim(a) for a in b.order]), tuple(b.order))}
 
+    @interprets("rename")
     def k_rename(self, b, x, tin, tout):
         return {"out": NT(x["x"].t, tuple(b.mapping.get(a, a) for a in x["x"].names))}
 
+    @interprets("copy")
     def k_copy(self, b, x, tin, tout):
         return {p: x["x"] for p in tout}
 
+    @interprets("pack")
     def k_pack(self, b, x, tin, tout):
         return {"out": tuple(x[n] for n in b.items)}
 
+    @interprets("unpack")
     def k_unpack(self, b, x, tin, tout):
         return {n: v for (n, _), v in zip(tin["x"].items, x["x"], strict=True)}
 
+    @interprets("concat")
     def k_concat(self, b, x, tin, tout):
         ops = [x[p] for p in b.operands]
         return {"out": NT(torch.cat([o.t for o in ops], ops[0].dim(b.axis)), ops[0].names)}
 
+    @interprets("split")
     def k_split(self, b, x, tin, tout):
         x = x["x"]
         out, start = {}, 0
@@ -395,11 +433,13 @@ class _Run:
             start += n
         return out
 
+    @interprets("index")
     def k_index(self, b, x, tin, tout):
         x = x["x"]
         t = x.t.movedim(x.dim(b.axis), 0)[b.index]
         return {"out": NT(t, tuple(a for a in x.names if a != b.axis))}
 
+    @interprets("slice")
     def k_slice(self, b, x, tin, tout):
         x = x["x"]
         n = x.t.shape[x.dim(b.axis)]
@@ -413,6 +453,7 @@ class _Run:
         t = x.to([*rest, channel, *spatial])
         return t.reshape(-1, *t.shape[len(rest) :]), rest, [x.t.shape[x.dim(a)] for a in rest]
 
+    @interprets("conv")
     def k_conv(self, b, x, tin, tout):
         x = x["x"]
         t, rest, rs = self._nchw(x, b.channel, b.spatial)
@@ -431,6 +472,7 @@ class _Run:
         y = NT(y.reshape(*rs, *y.shape[1:]), (*rest, b.out, *b.spatial))
         return {"out": _as(y, tout["out"])}
 
+    @interprets("pool")
     def k_pool(self, b, x, tin, tout):
         x = x["x"]
         rest = [a for a in x.names if a not in b.spatial]
@@ -445,6 +487,7 @@ class _Run:
         y = NT(y.reshape(*rs, *y.shape[2:]), (*rest, *b.spatial))
         return {"out": _as(y, tout["out"])}
 
+    @interprets("upsample")
     def k_upsample(self, b, x, tin, tout):
         x = x["x"]
         t = x.t
@@ -465,6 +508,7 @@ class _Run:
     def _scale_of(self, b, default):
         return default if b.scale is None else self.num(parse_size(b.scale))
 
+    @interprets("attention")
     def k_attention(self, b, x, tin, tout):
         q, k, v = x["q"], x["k"], x["v"]
         batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value)]
@@ -480,6 +524,7 @@ class _Run:
         o = (p[..., None] * v.to([*batch, "_q", b.key, b.value])).sum(-2)
         return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}
 
+    @interprets("linear_attention")
     def k_linear_attention(self, b, x, tin, tout):
         q, k, v = x["q"], x["k"], x["v"]
         batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value)]
@@ -523,6 +568,7 @@ class _Run:
         return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}
 
     # -- structure
+    @interprets("call")
     def k_call(self, b, x, tin, tout):
         sub = self.c.calls[b.name]
         n = int(self.num(parse_size(b.repeat)))
@@ -538,6 +584,7 @@ class _Run:
                 vals = {**vals, **{o: t for o, t in outs.items() if o in vals}}
         return {o: NT(t, tout[o].names) for o, t in outs.items()}
 
+    @interprets("opaque")
     def k_opaque(self, b, x, tin, tout):
         fn = self.opaque.get(b.name)
         if fn is None:

@@ -16,22 +16,15 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.validate import Checked
 
 from .errors import CompileError
 from .names import class_name, letters, scope_names
 from .passes import common_subexpressions, live_boxes
 
-LOWERINGS: dict[str, Any] = {}
-
-
-def lowers(*kinds):
-    def register(fn):
-        for k in kinds:
-            LOWERINGS[k] = fn
-        return fn
-
-    return register
+LOWERINGS = Registry("lowering", "compiler/lowerings.py", "@lowers")
+lowers = LOWERINGS.register
 
 
 @dataclass

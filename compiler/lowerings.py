@@ -18,7 +18,7 @@ from ncd.circuits.types import TensorType
 
 from . import runtime
 from .fused import lower_attention, lower_linear_attention
-from .lower import LOWERINGS, Holder, Lowerer, lower, lowers
+from .lower import Holder, Lowerer, lower, lowers
 from .names import letters
 
 
@@ -167,21 +167,9 @@ def _scale(L: Lowerer, b, x, tin, tout):
     return {"out": L.fn(operator.mul, x["x"], float(f))}
 
 
-_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "int8": torch.int8,
-    "bool": torch.bool,
-}
-
-
 @lowers("cast")
 def _cast(L: Lowerer, b, x, tin, tout):
-    return {"out": L.method("to", x["x"], _DTYPES[b.dtype])}
+    return {"out": L.method("to", x["x"], getattr(torch, b.dtype))}  # torch names every dtype
 
 
 @lowers("dropout")
@@ -464,8 +452,8 @@ def _upsample(L: Lowerer, b, x, tin, tout):
 
 
 # ---------------------------------------------------------------- fused
-LOWERINGS["attention"] = lower_attention
-LOWERINGS["linear_attention"] = lower_linear_attention
+lowers("attention")(lower_attention)
+lowers("linear_attention")(lower_linear_attention)
 
 
 # ---------------------------------------------------------------- structure

@@ -1,15 +1,15 @@
 """A drawing for every box kind: the NCD pictogram, the bold name of learned maps, a caption.
 
-`GLYPHS[kind](box) -> Drawing`. Every kind of `ncd.circuits.kinds.KINDS` has an entry
-(tests/test_vocabulary_drawing.py walks the vocabulary). Fragments are HTML-like label markup;
-anything taken from the circuit goes through `markup.text`/`markup.esc`.
+`GLYPHS[kind](box) -> Drawing`; a kind's rule is filed with `@draws("kind")` (the registration
+idiom of `ncd.circuits.kinds`, whose checklist says what else a kind needs). Fragments are
+HTML-like label markup; anything taken from the circuit goes through `markup.text`/`markup.esc`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..kinds.registry import Registry
 from ..sizes import parse_size
 from .markup import esc, size, text
 
@@ -24,26 +24,33 @@ class Drawing:
     note: str = ""
 
 
+GLYPHS = Registry("drawing", "circuits/draw/glyphs.py", "@draws")
+draws = GLYPHS.register
+
+
 def _axes(names) -> str:
     """Axis names as size symbols are set in the paper: italic."""
     return " ".join(f"<I>{esc(n)}</I>" for n in names)
 
 
-def _learned(default: str):
-    def draw(b) -> Drawing:
-        return Drawing(title=text(b.label or default))
-
-    return draw
-
-
+# ---------------------------------------------------------------- learned
+@draws("linear")
 def _linear(b) -> Drawing:
     return Drawing(title=text(b.label or ("L₊" if b.bias else "L")))
 
 
+@draws("param")
 def _param(b) -> Drawing:
     return Drawing(title=text(b.label or b.name), note=_axes(b.axes))
 
 
+@draws("embedding")
+def _embedding(b) -> Drawing:
+    return Drawing(title=text(b.label or "E"))
+
+
+# ---------------------------------------------------------------- contraction
+@draws("contract")
 def _contract(b) -> Drawing:
     # The half-disc; the summed wires enter it and do not leave. An empty sum is an outer
     # product, where the wires only join.
@@ -51,6 +58,12 @@ def _contract(b) -> Drawing:
     return Drawing(glyph="◗", title=text(b.label), note=note)
 
 
+@draws("diagonal")
+def _diagonal(b) -> Drawing:
+    return Drawing(glyph="●", note=_axes(b.axes) + " → " + _axes([b.into]))
+
+
+# ---------------------------------------------------------------- elementwise
 _UNARY_SHORT = {
     "relu": "R",
     "elu_plus_one": "φ",
@@ -61,6 +74,7 @@ _UNARY_SHORT = {
 }
 
 
+@draws("unary")
 def _unary(b) -> Drawing:
     name = text(b.label) if b.label else esc(_UNARY_SHORT.get(b.fn, b.fn))
     return Drawing(glyph=f"➤{name}➤")  # NCD's arrowed letter: ➤R➤
@@ -69,52 +83,140 @@ def _unary(b) -> Drawing:
 _BINARY = {"add": "+", "sub": "−", "mul": "⊙", "div": "÷", "maximum": "max", "minimum": "min"}
 
 
+@draws("binary")
 def _binary(b) -> Drawing:
     return Drawing(glyph=text(b.label) if b.label else esc(_BINARY.get(b.fn, "^")))
 
 
+@draws("scale")
 def _scale(b) -> Drawing:
     return Drawing(glyph="∗" + size(parse_size(b.factor)))
 
 
+@draws("cast")
+def _cast(b) -> Drawing:
+    return Drawing(glyph="⇢", note=esc(b.dtype))
+
+
+@draws("dropout")
+def _dropout(b) -> Drawing:
+    return Drawing(glyph="Drop", note=esc(f"p={b.p:g}"))
+
+
+@draws("mask")
 def _mask(b) -> Drawing:
     note = "causal" if b.pattern == "causal" else f"window {b.window}"
     return Drawing(glyph="◣", note=esc(note))
 
 
+# ---------------------------------------------------------------- normalisation
 _SOFTMAX = {"softmax": "◁", "log_softmax": "log◁", "softmin": "◁<SUP>−</SUP>"}
 
 
+@draws("softmax")
 def _softmax(b) -> Drawing:
     return Drawing(glyph=_SOFTMAX[b.variant], title=text(b.label))
 
 
-def _norm(short: str):
-    def draw(b) -> Drawing:
-        note = short + (f" /{b.groups}" if b.kind == "groupnorm" else "")
-        if b.kind == "normalize":
-            note = f"ℓ{b.p}"
-        return Drawing(glyph="○", title=text(b.label), note=esc(note))
+_NORM_SHORT = {
+    "layernorm": "LN",
+    "rmsnorm": "RMS",
+    "batchnorm": "BN",
+    "groupnorm": "GN",
+    "unifiednorm": "UN",
+}
 
-    return draw
+
+@draws("layernorm", "rmsnorm", "batchnorm", "groupnorm", "unifiednorm", "normalize")
+def _norm(b) -> Drawing:
+    note = _NORM_SHORT.get(b.kind, "") + (f" /{b.groups}" if b.kind == "groupnorm" else "")
+    if b.kind == "normalize":
+        note = f"ℓ{b.p}"
+    return Drawing(glyph="○", title=text(b.label), note=esc(note))
 
 
+# ---------------------------------------------------------------- reduction
 _REDUCE = {"sum": "Σ", "mean": "μ", "max": "max", "min": "min", "prod": "Π", "logsumexp": "LSE"}
 
 
+@draws("reduce")
 def _reduce(b) -> Drawing:
     return Drawing(glyph=esc(_REDUCE[b.op]), note=_axes(b.over))
 
 
+@draws("scan")
 def _scan(b) -> Drawing:
     op = {"sum": "Σ", "prod": "Π", "max": "max"}[b.op]
     return Drawing(glyph=f"{op}<SUB>{'≥' if b.reverse else '≤'}</SUB>", note=_axes([b.over]))
 
 
+@draws("topk")
 def _topk(b) -> Drawing:
     return Drawing(glyph="top", note=esc(f"k={b.k}"))
 
 
+# ---------------------------------------------------------------- rearrangement
+@draws("split_axis")
+def _split_axis(b) -> Drawing:
+    return Drawing(glyph="≺", note=_axes([b.axis]) + " → " + _axes(b.into))
+
+
+@draws("merge_axes")
+def _merge_axes(b) -> Drawing:
+    return Drawing(glyph="≻", note=_axes(b.axes) + " → " + _axes([b.into]))
+
+
+@draws("permute")
+def _permute(b) -> Drawing:
+    return Drawing(glyph="╳")
+
+
+@draws("rename")
+def _rename(b) -> Drawing:
+    # A renaming is no operation in NCDs, only a wire changing its label: drawn without a box.
+    return Drawing(
+        note=", ".join(f"{_axes([k])}↦{_axes([v])}" for k, v in sorted(b.mapping.items()))
+    )
+
+
+@draws("copy")
+def _copy(b) -> Drawing:
+    return Drawing(glyph="●")
+
+
+@draws("pack")
+def _pack(b) -> Drawing:
+    return Drawing(glyph="(,)")
+
+
+@draws("unpack")
+def _unpack(b) -> Drawing:
+    return Drawing(glyph=")(")
+
+
+@draws("concat")
+def _concat(b) -> Drawing:
+    return Drawing(glyph="‖", note=_axes([b.axis]))
+
+
+@draws("split")
+def _split(b) -> Drawing:
+    return Drawing(glyph="⋔", note=_axes([b.axis]))
+
+
+@draws("index")
+def _index(b) -> Drawing:
+    return Drawing(glyph="⬠", note=_axes([b.axis]) + esc(f"={b.index}"))
+
+
+@draws("slice")
+def _slice(b) -> Drawing:
+    step = f":{b.step}]" if b.step > 1 else "]"
+    return Drawing(glyph="⬠", note=_axes([b.axis]) + esc(f"[{b.start}:{b.stop or ''}" + step))
+
+
+# ---------------------------------------------------------------- spatial
+@draws("conv")
 def _conv(b) -> Drawing:
     k = "×".join(str(i) for i in b.kernel)
     s = b._norm("stride")
@@ -135,76 +237,37 @@ def _conv(b) -> Drawing:
     return Drawing(glyph=glyph, note=esc(note))
 
 
+@draws("pool")
 def _pool(b) -> Drawing:
     w = "×".join(str(i) for i in b.window)
     return Drawing(glyph=("Max " if b.op == "max" else "Avg ") + w)
 
 
+@draws("upsample")
+def _upsample(b) -> Drawing:
+    return Drawing(glyph=f"↑{b.factor}", note=esc(b.mode))
+
+
+# ---------------------------------------------------------------- fused and structure
+@draws("attention")
 def _attention(b) -> Drawing:
     # Fused: contraction, softmax, contraction in one box.
     return Drawing(glyph="◗◁◗", title=text(b.label), note="causal" if b.causal else "")
 
 
+@draws("linear_attention")
 def _linear_attention(b) -> Drawing:
     return Drawing(glyph="◗◗", title=text(b.label), note=esc(b.variant))
 
 
+@draws("call")
 def _call(b) -> Drawing:
     return Drawing(title=text(b.label or b.circuit))
 
 
+@draws("opaque")
 def _opaque(b) -> Drawing:
     return Drawing(glyph="?", title=text(b.label or b.name), note=esc(b.target[:32]))
-
-
-GLYPHS: dict[str, Callable[..., Drawing]] = {
-    "linear": _linear,
-    "param": _param,
-    "embedding": _learned("E"),
-    "contract": _contract,
-    "diagonal": lambda b: Drawing(glyph="●", note=_axes(b.axes) + " → " + _axes([b.into])),
-    "unary": _unary,
-    "binary": _binary,
-    "scale": _scale,
-    "cast": lambda b: Drawing(glyph="⇢", note=esc(b.dtype)),
-    "dropout": lambda b: Drawing(glyph="Drop", note=esc(f"p={b.p:g}")),
-    "mask": _mask,
-    "softmax": _softmax,
-    "layernorm": _norm("LN"),
-    "rmsnorm": _norm("RMS"),
-    "batchnorm": _norm("BN"),
-    "groupnorm": _norm("GN"),
-    "unifiednorm": _norm("UN"),
-    "normalize": _norm(""),
-    "reduce": _reduce,
-    "scan": _scan,
-    "topk": _topk,
-    "split_axis": lambda b: Drawing(glyph="≺", note=_axes([b.axis]) + " → " + _axes(b.into)),
-    "merge_axes": lambda b: Drawing(glyph="≻", note=_axes(b.axes) + " → " + _axes([b.into])),
-    "permute": lambda b: Drawing(glyph="╳"),
-    # A renaming is no operation in NCDs, only a wire changing its label: drawn without a box.
-    "rename": lambda b: Drawing(
-        note=", ".join(f"{_axes([k])}↦{_axes([v])}" for k, v in sorted(b.mapping.items()))
-    ),
-    "copy": lambda b: Drawing(glyph="●"),
-    "pack": lambda b: Drawing(glyph="(,)"),
-    "unpack": lambda b: Drawing(glyph=")("),
-    "concat": lambda b: Drawing(glyph="‖", note=_axes([b.axis])),
-    "split": lambda b: Drawing(glyph="⋔", note=_axes([b.axis])),
-    "index": lambda b: Drawing(glyph="⬠", note=_axes([b.axis]) + esc(f"={b.index}")),
-    "slice": lambda b: Drawing(
-        glyph="⬠",
-        note=_axes([b.axis])
-        + esc(f"[{b.start}:{b.stop or ''}" + (f":{b.step}]" if b.step > 1 else "]")),
-    ),
-    "conv": _conv,
-    "pool": _pool,
-    "upsample": lambda b: Drawing(glyph=f"↑{b.factor}", note=esc(b.mode)),
-    "attention": _attention,
-    "linear_attention": _linear_attention,
-    "call": _call,
-    "opaque": _opaque,
-}
 
 
 def drawing(box) -> Drawing:

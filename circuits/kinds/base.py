@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from ..errors import ShapeProblem, SizeError
 from ..sizes import parse_size, show
-from ..types import Axis, TensorType, TupleType, Value
+from ..types import Axis, TensorType, TupleType, Value, promote
 
 MAX_NAME = 64
 _AXIS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -173,14 +173,6 @@ def broadcast(types: list[tuple[str, TensorType]], ctx: Context) -> list[Axis]:
             else:
                 seen[a.name] = a
     return list(seen.values())
-
-
-def promote(dtypes) -> str:
-    order = ["bool", "uint8", "int8", "int32", "int64", "bfloat16", "float16", "float32", "float64"]
-    ds = list(dtypes)
-    if "bfloat16" in ds and "float16" in ds:
-        return "float32"
-    return max(ds, key=order.index)
 
 
 def tuple_of(items) -> TupleType:

@@ -8,8 +8,10 @@ from pydantic import Field
 
 from ..errors import ShapeProblem
 from .base import AxisList, AxisName, BoxBase, broadcast, need, promote, tensor
+from .registry import box_kind
 
 
+@box_kind
 class Contract(BoxBase):
     """Multiply operands and sum over the axes `over`; axes of one name are one wire.
 
@@ -58,6 +60,7 @@ class Contract(BoxBase):
         return self.over
 
 
+@box_kind
 class Diagonal(BoxBase):
     """Keeps the diagonal of two axes of equal size, as one axis `into`."""
 

@@ -8,7 +8,9 @@ from pydantic import Field
 
 from ..errors import ShapeProblem
 from ..sizes import parse_size
+from ..types import Dtype
 from .base import AxisName, BoxBase, SizeExpr, broadcast, need, promote, tensor
+from .registry import box_kind
 
 UNARY = (
     "relu",
@@ -39,6 +41,7 @@ UNARY = (
 BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow")
 
 
+@box_kind
 class Unary(BoxBase):
     """An elementwise function of one tensor (`➤R➤` for ReLU)."""
 
@@ -51,6 +54,7 @@ class Unary(BoxBase):
         return {"out": tensor(ins, "x")}
 
 
+@box_kind
 class Binary(BoxBase):
     """An elementwise function of two tensors, broadcast by axis name (`+` where wires merge)."""
 
@@ -68,6 +72,7 @@ class Binary(BoxBase):
         return {"out": a.with_axes(axes, promote([a.dtype, b.dtype]))}
 
 
+@box_kind
 class Scale(BoxBase):
     """Multiplication by a constant, a size expression such as `K**-0.5` (`*k^{-1/2}`)."""
 
@@ -81,11 +86,12 @@ class Scale(BoxBase):
         return {"out": tensor(ins, "x")}
 
 
+@box_kind
 class Cast(BoxBase):
     """Converts the element type."""
 
     kind: Literal["cast"] = "cast"
-    dtype: Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "bool"]
+    dtype: Dtype
     """The new element type."""
     family = "elementwise"
 
@@ -94,6 +100,7 @@ class Cast(BoxBase):
         return {"out": x.with_axes(x.axes, self.dtype)}
 
 
+@box_kind
 class Dropout(BoxBase):
     """Zeroes elements with probability `p` while training, scaling the rest by 1/(1-p)."""
 
@@ -106,6 +113,7 @@ class Dropout(BoxBase):
         return {"out": tensor(ins, "x")}
 
 
+@box_kind
 class Mask(BoxBase):
     """Masks a score tensor over a query axis and a key axis: causal, or a causal window.
 

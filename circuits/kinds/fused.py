@@ -7,6 +7,7 @@ from typing import Literal
 
 from ..errors import ShapeProblem
 from .base import AxisName, BoxBase, SizeExpr, need, promote, replace_axes, tensor
+from .registry import box_kind
 
 
 class _AttentionLike(BoxBase):
@@ -61,6 +62,7 @@ class _AttentionLike(BoxBase):
         return (self.query, self.key, self.head, self.value)
 
 
+@box_kind
 class Attention(_AttentionLike):
     """Fused softmax attention softmax(q·k * scale [+ causal mask]) · v, one box.
 
@@ -72,6 +74,7 @@ class Attention(_AttentionLike):
     """Score scale; `K**-0.5` (in the head axis' size) when empty."""
 
 
+@box_kind
 class LinearAttention(_AttentionLike):
     """Fused causal linear attention: o_t = Σ_{s<=t} decay^(t-s) (q_t·k_s) v_s, chunked.
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 from ..errors import ShapeProblem
-from ..types import TensorType
+from ..types import FloatDtype, TensorType
 from .base import AxisList, AxisName, BoxBase, clash, need, new_axes, replace_axes, tensor
+from .registry import box_kind
 
 
+@box_kind
 class Linear(BoxBase):
     """A learned linear map from axes `over` to axes `out` (`L`, or `L₊` with a bias).
 
@@ -44,13 +46,14 @@ class Linear(BoxBase):
         return self.over + self.out
 
 
+@box_kind
 class Param(BoxBase):
     """A free learned tensor with named axes (positional embeddings, learned gates, tokens)."""
 
     kind: Literal["param"] = "param"
     axes: AxisList
     """Axes of the tensor."""
-    dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+    dtype: FloatDtype = "float32"
     """Element type."""
     init: Literal["normal", "zeros", "ones"] = "normal"
     """Initial values (normal: std 0.02)."""
@@ -70,6 +73,7 @@ class Param(BoxBase):
         return self.axes
 
 
+@box_kind
 class Embedding(BoxBase):
     """Looks integer indices up in a learned table of `vocab` rows; adds axes `out`."""
 
@@ -78,7 +82,7 @@ class Embedding(BoxBase):
     """Axis whose size is the number of rows of the table."""
     out: AxisList
     """Axes of one embedding vector."""
-    dtype: Literal["float32", "float16", "bfloat16", "float64"] = "float32"
+    dtype: FloatDtype = "float32"
     """Element type of the table."""
     family = "learned"
     learned = True

@@ -9,8 +9,10 @@ from pydantic import Field
 from ..errors import ShapeProblem
 from ..types import TensorType
 from .base import AxisList, AxisName, BoxBase, need, tensor
+from .registry import box_kind
 
 
+@box_kind
 class Softmax(BoxBase):
     """Softmax (or log-softmax, softmin) over one axis, broadcast over the rest."""
 
@@ -57,12 +59,14 @@ class _AffineNorm(BoxBase):
         return self.over
 
 
+@box_kind
 class LayerNorm(_AffineNorm):
     """Layer normalisation over `over` (mean and variance), with optional scale and shift."""
 
     kind: Literal["layernorm"] = "layernorm"
 
 
+@box_kind
 class RMSNorm(_AffineNorm):
     """Root-mean-square normalisation over `over`, with optional scale."""
 
@@ -94,19 +98,14 @@ class _ChannelNorm(BoxBase):
         return (self.channel,)
 
 
+@box_kind
 class BatchNorm(_ChannelNorm):
     """Batch normalisation: per channel, statistics over every other axis; running stats."""
 
     kind: Literal["batchnorm"] = "batchnorm"
 
 
-class UnifiedNorm(_ChannelNorm):
-    """Unified Normalization (Yang et al.): per channel, running statistics used in training
-    and inference alike, so that at inference it folds into the neighbouring linear map."""
-
-    kind: Literal["unifiednorm"] = "unifiednorm"
-
-
+@box_kind
 class GroupNorm(BoxBase):
     """Group normalisation: channels split into `groups`; statistics per group over `over`."""
 
@@ -144,6 +143,15 @@ class GroupNorm(BoxBase):
         return (self.channel, *self.over)
 
 
+@box_kind
+class UnifiedNorm(_ChannelNorm):
+    """Unified Normalization (Yang et al.): per channel, running statistics used in training
+    and inference alike, so that at inference it folds into the neighbouring linear map."""
+
+    kind: Literal["unifiednorm"] = "unifiednorm"
+
+
+@box_kind
 class Normalize(BoxBase):
     """Divides by the p-norm over one axis (l2 for delta-rule keys, l1 for re-weighting)."""
 

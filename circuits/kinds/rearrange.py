@@ -23,8 +23,10 @@ from .base import (
     tensor,
     tuple_of,
 )
+from .registry import box_kind
 
 
+@box_kind
 class SplitAxis(BoxBase):
     """Splits one axis into several (`D -> H K`); sizes must multiply to the original."""
 
@@ -53,6 +55,7 @@ class SplitAxis(BoxBase):
         return (self.axis, *self.into)
 
 
+@box_kind
 class MergeAxes(BoxBase):
     """Merges axes into one (`H K -> D`), at the place of the first."""
 
@@ -81,6 +84,7 @@ class MergeAxes(BoxBase):
         return (*self.axes, self.into)
 
 
+@box_kind
 class Permute(BoxBase):
     """Reorders axes (a crossing of wires). Only the stated axes move, in the given order."""
 
@@ -101,6 +105,7 @@ class Permute(BoxBase):
         return self.order
 
 
+@box_kind
 class Rename(BoxBase):
     """Gives axes new names, sizes unchanged (keys over `T` become keys over `S`)."""
 
@@ -127,6 +132,7 @@ class Rename(BoxBase):
         return tuple(self.mapping) + tuple(self.mapping.values())
 
 
+@box_kind
 class Copy(BoxBase):
     """Copies a value to `n` outputs `0 … n-1` (a dot where a wire splits)."""
 
@@ -139,6 +145,7 @@ class Copy(BoxBase):
         return {str(i): ins["x"] for i in range(self.n)}
 
 
+@box_kind
 class Pack(BoxBase):
     """Makes a tuple of tensors (members separated by a dashed line)."""
 
@@ -154,6 +161,7 @@ class Pack(BoxBase):
         return {"out": tuple_of((n, tensor(ins, n)) for n in self.items)}
 
 
+@box_kind
 class Unpack(BoxBase):
     """Opens a tuple; one output port per member."""
 
@@ -167,6 +175,7 @@ class Unpack(BoxBase):
         return dict(t.items)
 
 
+@box_kind
 class Concat(BoxBase):
     """Concatenates operands along `axis`; their other axes must agree."""
 
@@ -204,6 +213,7 @@ class Concat(BoxBase):
         return (self.axis,)
 
 
+@box_kind
 class Split(BoxBase):
     """Splits along `axis` into pieces of the given sizes, outputs named by `names`."""
 
@@ -242,6 +252,7 @@ class Split(BoxBase):
         return (self.axis,)
 
 
+@box_kind
 class Index(BoxBase):
     """Takes one position along `axis` (the pentagon tag); the axis leaves."""
 
@@ -264,6 +275,7 @@ class Index(BoxBase):
         return (self.axis,)
 
 
+@box_kind
 class Slice(BoxBase):
     """Keeps positions `start:stop:step` along `axis`."""
 

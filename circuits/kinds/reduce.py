@@ -10,8 +10,10 @@ from pydantic import Field
 from ..errors import ShapeProblem
 from ..types import Axis
 from .base import AxisList, AxisName, BoxBase, need, tensor
+from .registry import box_kind
 
 
+@box_kind
 class Reduce(BoxBase):
     """Reduces over axes `over`, which leave the box."""
 
@@ -31,6 +33,7 @@ class Reduce(BoxBase):
         return self.over
 
 
+@box_kind
 class Scan(BoxBase):
     """Cumulative sum / product / maximum along one axis (the running state of recurrences)."""
 
@@ -52,6 +55,7 @@ class Scan(BoxBase):
         return (self.over,)
 
 
+@box_kind
 class TopK(BoxBase):
     """The `k` largest entries along `over`; outputs `values` and `indices` with axis `into`."""
 

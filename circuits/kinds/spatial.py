@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from ..errors import ShapeProblem
 from ..types import Axis, TensorType
 from .base import AxisList, AxisName, BoxBase, need, new_axes, tensor
+from .registry import box_kind
 
 # Per-axis integers, bounded so that sizes stay sane whatever a spec says.
 PosInts = tuple[Annotated[int, Field(ge=1, le=2**20)], ...]
@@ -44,6 +45,7 @@ class _Spatial(BoxBase):
         return self
 
 
+@box_kind
 class Conv(_Spatial):
     """N-d convolution (`★k`), strided (trapezoid), dilated, grouped, or transposed (`★ᵀ`)."""
 
@@ -131,6 +133,7 @@ class Conv(_Spatial):
         return (*self.spatial, self.channel, self.out)
 
 
+@box_kind
 class Pool(_Spatial):
     """Max or average pooling over a window of the spatial axes."""
 
@@ -171,6 +174,7 @@ class Pool(_Spatial):
         return self.spatial
 
 
+@box_kind
 class Upsample(_Spatial):
     """Upsampling of the spatial axes by an integer factor."""
 

@@ -6,10 +6,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..types import TensorType
+from ..types import DTYPE_PATTERN, TensorType
 from .base import AxisList, BoxBase, Name, SizeExpr, new_axes
+from .registry import box_kind
 
 
+@box_kind
 class Call(BoxBase):
     """Calls a subcircuit of this circuit; `repeat` N > 1 chains N copies with separate
     parameters (the NCD parentheses `λ = 1 … N`). Ports are the subcircuit's inputs."""
@@ -28,6 +30,7 @@ class Call(BoxBase):
         return ctx.call(self, ins)
 
 
+@box_kind
 class Opaque(BoxBase):
     """A box ncd cannot see into (an imported module or function): it draws and runs, and its
     output axes are stated. The callable itself never comes from the spec."""
@@ -39,7 +42,7 @@ class Opaque(BoxBase):
     """Input ports."""
     outputs: dict[Name, AxisList] = Field(min_length=1, max_length=64)
     """Output port -> its axes."""
-    dtype: str = Field(default="float32", pattern="^(float(16|32|64)|bfloat16|int(8|32|64)|bool)$")
+    dtype: str = Field(default="float32", pattern=DTYPE_PATTERN)
     """Element type of the outputs."""
     flops: SizeExpr = "0"
     """Known FLOPs per call, if any (used by the cost model)."""

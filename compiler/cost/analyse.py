@@ -13,7 +13,7 @@ import sympy
 
 from ncd.circuits.errors import NcdError
 from ncd.circuits.sizes import parse_size
-from ncd.circuits.types import Axis, TensorType, TupleType
+from ncd.circuits.types import FLOAT_DTYPES, Axis, TensorType, TupleType
 from ncd.ops import attention_cost, linear_attention_cost
 
 from . import rules as R
@@ -110,7 +110,7 @@ class _Walker:
 
     def nbytes(self, t: TensorType) -> sympy.Expr:
         d = t.dtype
-        if self.dtype and d in ("float32", "float16", "bfloat16", "float64"):
+        if self.dtype and d in FLOAT_DTYPES:
             d = self.dtype
         return t.numel() * R.DTYPE_BYTES[d]
 

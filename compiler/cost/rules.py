@@ -26,24 +26,14 @@ from dataclasses import dataclass, field
 
 import sympy
 
+from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.sizes import parse_size
-from ncd.circuits.types import TensorType
+from ncd.circuits.types import DTYPE_BYTES, TensorType
 from ncd.ops import attention_cost, linear_attention_cost
 
 Expr = sympy.Expr
 ZERO = sympy.Integer(0)
 
-DTYPE_BYTES = {
-    "float64": 8,
-    "float32": 4,
-    "bfloat16": 2,
-    "float16": 2,
-    "int64": 8,
-    "int32": 4,
-    "int8": 1,
-    "uint8": 1,
-    "bool": 1,
-}
 
 # FLOPs per element of each unary function (forward).
 UNARY_FLOPS = {
@@ -97,6 +87,10 @@ ALIAS_KINDS = {
     "diagonal",
     "param",
 }
+
+
+RULES = Registry("cost rule", "compiler/cost/rules.py", "@costs")
+costs = RULES.register
 
 
 @dataclass
@@ -190,6 +184,7 @@ def _if(cond: bool, *items):
 
 
 # -- learned
+@costs("linear")
 def linear(v: BoxView) -> Rule:
     """As the compiler lowers it: `F.linear` on the weight viewed as a matrix when the map
     consumes the input's trailing axes (nn.Linear's one fused matmul with the bias), einsum
@@ -236,10 +231,12 @@ def linear(v: BoxView) -> Rule:
     )
 
 
+@costs("param")
 def param(v: BoxView) -> Rule:
     return Rule(alias={"out": "@weight"})
 
 
+@costs("embedding")
 def embedding(v: BoxView) -> Rule:
     y = v.out()
     return Rule(
@@ -360,6 +357,7 @@ def _operand(v: BoxView, port: str) -> _Operand:
     )
 
 
+@costs("contract")
 def contract(v: BoxView) -> Rule:
     b, y = v.box, v.out()
     ports = list(b.operands)
@@ -388,6 +386,7 @@ def contract(v: BoxView) -> Rule:
     )
 
 
+@costs("diagonal")
 def diagonal(v: BoxView) -> Rule:
     b = v.box
     lay = tuple(b.into if a == b.axes[0] else a for a in v.layouts["x"] if a != b.axes[1])
@@ -399,6 +398,7 @@ def _follow(v: BoxView, port: str = "x") -> dict[str, tuple[str, ...]]:
     return {"out": v.layouts[port]}
 
 
+@costs("unary")
 def unary(v: BoxView) -> Rule:
     fn = v.box.fn
     n = numel(v.x())
@@ -415,6 +415,7 @@ def unary(v: BoxView) -> Rule:
     return Rule(flops=UNARY_FLOPS[fn] * n, saved=saved, layout=_follow(v), temps=temps)
 
 
+@costs("binary")
 def binary(v: BoxView) -> Rule:
     fn = v.box.fn
     a, b, y = v.x("a"), v.x("b"), v.out()
@@ -446,14 +447,17 @@ def binary(v: BoxView) -> Rule:
     return Rule(flops=numel(y), saved=saved, layout={"out": lay}, bwd_temps=bwd_temps)
 
 
+@costs("scale")
 def scale(v: BoxView) -> Rule:
     return Rule(flops=numel(v.x()), layout=_follow(v))
 
 
+@costs("cast")
 def cast(v: BoxView) -> Rule:
     return Rule(layout=_follow(v))
 
 
+@costs("dropout")
 def dropout(v: BoxView) -> Rule:
     x = v.x()
     if v.box.p == 0:  # torch returns its input unchanged
@@ -465,6 +469,7 @@ def dropout(v: BoxView) -> Rule:
     )
 
 
+@costs("mask")
 def mask(v: BoxView) -> Rule:
     b, x = v.box, v.x()
     t, s = v.size(x, b.query), v.size(x, b.key)
@@ -481,6 +486,7 @@ def _stat_bytes(v: BoxView, count: Expr) -> Expr:
     return count * max(4, DTYPE_BYTES.get(v.x().dtype, 4))
 
 
+@costs("softmax")
 def softmax(v: BoxView) -> Rule:
     # the compiler's softmax runs in the input's memory order (a contraction's result is a
     # permuted view), so its output keeps that layout; softmin is torch's, row-major
@@ -488,6 +494,7 @@ def softmax(v: BoxView) -> Rule:
     return Rule(flops=SOFTMAX_FLOPS * numel(v.x()), saved=[_out()], layout={"out": lay})
 
 
+@costs("layernorm")
 def layernorm(v: BoxView) -> Rule:
     b, x = v.box, v.x()
     rows = numel(x) / v.sizes_of(x, b.over)
@@ -501,6 +508,7 @@ def layernorm(v: BoxView) -> Rule:
     )
 
 
+@costs("rmsnorm")
 def rmsnorm(v: BoxView) -> Rule:
     b, x = v.box, v.x()
     rows = numel(x) / v.sizes_of(x, b.over)
@@ -510,6 +518,7 @@ def rmsnorm(v: BoxView) -> Rule:
     return Rule(flops=(3 + b.affine) * numel(x), saved=saved)
 
 
+@costs("batchnorm")
 def channelnorm(v: BoxView) -> Rule:
     b, x = v.box, v.x()
     c = v.size(x, b.channel)
@@ -519,6 +528,7 @@ def channelnorm(v: BoxView) -> Rule:
     )
 
 
+@costs("unifiednorm")
 def unifiednorm(v: BoxView) -> Rule:
     x = v.x()
     return Rule(
@@ -527,6 +537,7 @@ def unifiednorm(v: BoxView) -> Rule:
     )
 
 
+@costs("groupnorm")
 def groupnorm(v: BoxView) -> Rule:
     b, x = v.box, v.x()
     rows = numel(x) / v.sizes_of(x, (b.channel, *b.over)) * b.groups
@@ -539,6 +550,7 @@ def groupnorm(v: BoxView) -> Rule:
     )
 
 
+@costs("normalize")
 def normalize(v: BoxView) -> Rule:
     b, x = v.box, v.x()
     rows = numel(x) / v.size(x, b.over)
@@ -549,6 +561,7 @@ def normalize(v: BoxView) -> Rule:
 
 
 # -- reductions
+@costs("reduce")
 def reduce(v: BoxView) -> Rule:
     op = v.box.op
     saved = [_in("x"), _out()] if op in ("max", "min", "prod", "logsumexp") else []
@@ -556,6 +569,7 @@ def reduce(v: BoxView) -> Rule:
     return Rule(flops=per * numel(v.x()), saved=_if(v.grad("x"), *saved))
 
 
+@costs("scan")
 def scan(v: BoxView) -> Rule:
     op, x = v.box.op, v.x()
     saved: list[Saved] = []
@@ -569,6 +583,7 @@ def scan(v: BoxView) -> Rule:
                 bwd_temps=bwd_temps)  # fmt: skip
 
 
+@costs("topk")
 def topk(v: BoxView) -> Rule:
     v.out("values")
     return Rule(
@@ -578,6 +593,7 @@ def topk(v: BoxView) -> Rule:
 
 
 # -- rearrangements (views, aliases) and copies
+@costs("split_axis")
 def split_axis(v: BoxView) -> Rule:
     b = v.box
     lay = []
@@ -586,6 +602,7 @@ def split_axis(v: BoxView) -> Rule:
     return Rule(alias={"out": "x"}, layout={"out": tuple(lay)})
 
 
+@costs("merge_axes")
 def merge_axes(v: BoxView) -> Rule:
     b = v.box
     lay = v.layouts["x"]
@@ -596,46 +613,56 @@ def merge_axes(v: BoxView) -> Rule:
     return Rule(notes=["axes not adjacent in memory: reshape copies"])
 
 
+@costs("permute")
 def permute(v: BoxView) -> Rule:
     return Rule(alias={"out": "x"}, layout=_follow(v))
 
 
+@costs("rename")
 def rename(v: BoxView) -> Rule:
     m = v.box.mapping
     return Rule(alias={"out": "x"}, layout={"out": tuple(m.get(a, a) for a in v.layouts["x"])})
 
 
+@costs("copy")
 def copy(v: BoxView) -> Rule:
     return Rule(alias={str(i): "x" for i in range(v.box.n)})
 
 
+@costs("pack")
 def pack(v: BoxView) -> Rule:
     return Rule(alias={"out": "*"})
 
 
+@costs("unpack")
 def unpack(v: BoxView) -> Rule:
     return Rule(alias={p: "x" for p in v.outs})
 
 
+@costs("index")
 def index(v: BoxView) -> Rule:
     return Rule(
         alias={"out": "x"}, layout={"out": tuple(a for a in v.layouts["x"] if a != v.box.axis)}
     )
 
 
+@costs("slice")
 def slice_(v: BoxView) -> Rule:
     return Rule(alias={"out": "x"}, layout=_follow(v))
 
 
+@costs("split")
 def split(v: BoxView) -> Rule:
     return Rule(alias={p: "x" for p in v.outs}, layout={p: v.layouts["x"] for p in v.outs})
 
 
+@costs("concat")
 def concat(v: BoxView) -> Rule:
     return Rule()
 
 
 # -- convolutions
+@costs("conv")
 def conv(v: BoxView) -> Rule:
     b, x, y = v.box, v.x(), v.out()
     k = sympy.Integer(1)
@@ -651,6 +678,7 @@ def conv(v: BoxView) -> Rule:
     return Rule(flops=mm + bias, mm=mm, mm_bwd=mm_bwd, flops_bwd=mm_bwd + bias, saved=[_in("x")])
 
 
+@costs("pool")
 def pool(v: BoxView) -> Rule:
     b, y = v.box, v.out()
     w = sympy.Integer(1)
@@ -662,6 +690,7 @@ def pool(v: BoxView) -> Rule:
     return Rule(flops=numel(y) * w, saved=_if(v.grad("x"), *saved))
 
 
+@costs("upsample")
 def upsample(v: BoxView) -> Rule:
     b, y = v.box, v.out()
     per = 0 if b.mode == "nearest" else 2 * 2 ** len(b.spatial)
@@ -734,6 +763,7 @@ def _copies(v: BoxView) -> tuple[list[Saved], Expr]:
     return saved, (v.nbytes(v.out()) if do_copy else ZERO)
 
 
+@costs("attention")
 def attention(v: BoxView) -> Rule:
     b = v.box
     B, T, S, K, V = _attention_dims(v)
@@ -755,6 +785,7 @@ def attention(v: BoxView) -> Rule:
     )
 
 
+@costs("linear_attention")
 def linear_attention_box(v: BoxView) -> Rule:
     b = v.box
     B, T, _, K, V = _attention_dims(v)
@@ -786,6 +817,7 @@ def linear_attention_box(v: BoxView) -> Rule:
 
 
 # -- structure
+@costs("opaque")
 def opaque(v: BoxView) -> Rule:
     flops = parse_size(v.box.flops)
     return Rule(
@@ -795,48 +827,6 @@ def opaque(v: BoxView) -> Rule:
     )
 
 
+@costs("call")
 def call(v: BoxView) -> Rule:  # pragma: no cover - the analyser expands calls itself
     raise AssertionError("calls are analysed recursively")
-
-
-RULES: dict[str, Callable[[BoxView], Rule]] = {
-    "linear": linear,
-    "param": param,
-    "embedding": embedding,
-    "contract": contract,
-    "diagonal": diagonal,
-    "unary": unary,
-    "binary": binary,
-    "scale": scale,
-    "cast": cast,
-    "dropout": dropout,
-    "mask": mask,
-    "softmax": softmax,
-    "layernorm": layernorm,
-    "rmsnorm": rmsnorm,
-    "batchnorm": channelnorm,
-    "groupnorm": groupnorm,
-    "unifiednorm": unifiednorm,
-    "normalize": normalize,
-    "reduce": reduce,
-    "scan": scan,
-    "topk": topk,
-    "split_axis": split_axis,
-    "merge_axes": merge_axes,
-    "permute": permute,
-    "rename": rename,
-    "copy": copy,
-    "pack": pack,
-    "unpack": unpack,
-    "concat": concat,
-    "split": split,
-    "index": index,
-    "slice": slice_,
-    "conv": conv,
-    "pool": pool,
-    "upsample": upsample,
-    "attention": attention,
-    "linear_attention": linear_attention_box,
-    "call": call,
-    "opaque": opaque,
-}
