@@ -1,0 +1,687 @@
+"""Chunked delta rule and gated delta rule (WY / UT-transform form): kernels, wrappers,
+autograd Function and the public functions.
+
+One kernel set serves both rules: ``HAS_G`` is a compile-time switch, so the ungated rule
+carries no decay arithmetic. Chunks of ``BT`` tokens (README.md has the maths):
+
+Forward (two launches):
+    _prep_kernel      chunk-parallel: A = strictly_lower(diag(beta) (K K^T * E)), its unit
+                      lower-triangular inverse T by forward substitution in registers,
+                      W = T diag(beta gamma) K and U = T diag(beta) V, written once.
+    _scan_fwd_kernel  one program per (value block, sequence x head) walks its chunks holding
+                      the state S (K x BV, float32) in registers: V' = U - W S, the output
+                      O = scale diag(gamma) Q S + (scale Q K^T * E * causal) V', S updated.
+Backward (four launches, nothing kept from the forward but its inputs):
+    _prep_kernel      again, also writing T.
+    _scan_fwd_kernel  in STATES mode: writes the state entering each chunk and V' (once).
+    _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
+    _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
+from .chunked import gated_delta_rule_chunked
+from .reference import l2norm
+
+# ---------------------------------------------------------------------------------------------
+# Configurations (retune on the GPU here). CHUNK is the chunk length of every kernel of a call;
+# BV the value-block width of each launch.
+CHUNK = 64
+PREP_CONFIGS = [triton.Config({"BV": 64}, num_warps=4, num_stages=2)]
+FWD_CONFIGS = [
+    triton.Config({"BV": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BV": 32}, num_warps=4, num_stages=2),
+]
+BWD_SCAN_CONFIGS = [
+    triton.Config({"BV": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BV": 32}, num_warps=4, num_stages=2),
+]
+BWD_CHUNK_CONFIGS = [
+    triton.Config({"BV": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BV": 32}, num_warps=4, num_stages=2),
+]
+# Under the interpreter: small chunks and blocks (the interpreter's cost is per operation).
+INTERPRET_CHUNK = 16
+INTERPRET_CONFIG = {"BV": 16}
+KEY = ["H", "K_DIM", "V_DIM", "HAS_G", "VARLEN"]
+
+
+@triton.jit
+def _sequence(CU, COFF, i_n, T, NT, VARLEN: tl.constexpr):
+    """Sequence i_n: its first token's flat index (over B*T), its length, its first chunk."""
+    if VARLEN:
+        bos = tl.load(CU + i_n).to(tl.int64)
+        L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+        c0 = tl.load(COFF + i_n)
+    else:
+        bos = i_n.to(tl.int64) * T
+        L = T
+        c0 = i_n * NT
+    return bos, L, c0
+
+
+@triton.jit
+def _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN: tl.constexpr):
+    """Chunk c (sequence-major order): its sequence's first token and length, its index there."""
+    if VARLEN:
+        i_n = tl.load(CHUNKS + 2 * c)
+        i_t = tl.load(CHUNKS + 2 * c + 1)
+    else:
+        i_n = c // NT
+        i_t = c % NT
+    bos, L, _ = _sequence(CU, COFF, i_n, T, NT, VARLEN)
+    return bos, L, i_t
+
+
+@triton.jit
+def _decays(GATE, tok, i_h, H, r_ok, offs_t):
+    """Chunk-local cumulative log decay G (rows past the end repeat the last), its exp, and
+    G at the chunk's last token."""
+    g = tl.load(GATE + tok * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
+    G = tl.cumsum(g, 0)
+    return G, tl.exp(G), tl.sum(g, 0)
+
+
+@triton.jit
+def _prep_kernel(
+    K, V, BETA, GATE, W, U, AI, CU, COFF, CHUNKS, T, NT, H,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_G: tl.constexpr, STORE_AI: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
+    BV: tl.constexpr,
+):  # fmt: skip
+    c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
+    offs_t = tl.arange(0, BT)
+    offs_k = tl.arange(0, BK)
+    rows = i_t * BT + offs_t
+    r_ok = rows < L
+    tok = bos + rows
+    kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
+    k = tl.load(K + (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :], mask=kmask, other=0.0)
+    beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
+    strict = offs_t[:, None] > offs_t[None, :]
+    a = tl.dot(k, tl.trans(k), input_precision=DOT)  # (BT, BT) k_i . k_j
+    bw = beta
+    if HAS_G:
+        G, gamma, _ = _decays(GATE, tok, i_h, H, r_ok, offs_t)
+        a = a * tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0))
+        bw = beta * gamma
+    a = tl.where(strict, a * beta[:, None], 0.0)
+    # T = (I + A)^{-1}, row by row: T_i = e_i - sum_{j<i} A_ij T_j (rows j < i are final).
+    ai = tl.where(offs_t[:, None] == offs_t[None, :], 1.0, 0.0)
+    for i in range(1, BT):
+        sel = offs_t == i
+        a_i = tl.sum(tl.where(sel[:, None], a, 0.0), 0)  # row i of A, along j
+        r = tl.sum(a_i[:, None] * ai, 0)  # sum_j A_ij T_j
+        ai = tl.where(sel[:, None], ai - r[None, :], ai)
+    ai_in = ai.to(k.dtype)
+    w = tl.dot(ai_in, (k * bw[:, None]).to(k.dtype), input_precision=DOT)
+    tl.store(
+        W + (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :], w.to(W.dtype.element_ty), mask=kmask
+    )
+    if STORE_AI:
+        tl.store(
+            AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :],
+            ai.to(AI.dtype.element_ty),
+            mask=r_ok[:, None],
+        )
+    for v0 in range(0, V_DIM, BV):
+        offs_v = v0 + tl.arange(0, BV)
+        vmask = r_ok[:, None] & (offs_v < V_DIM)[None, :]
+        vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
+        v = tl.load(V + vp, mask=vmask, other=0.0)
+        u = tl.dot(ai_in, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
+        tl.store(U + vp, u.to(U.dtype.element_ty), mask=vmask)
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    Q, K, W, U, GATE, O, S0, ST, HS, VN, CU, COFF, T, NT, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
+    VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """The state scan. STATES: write the state entering each chunk (HS) and V' (VN) instead of
+    the output."""
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    bos, L, c0 = _sequence(CU, COFF, i_n, T, NT, VARLEN)
+    offs_t = tl.arange(0, BT)
+    offs_k = tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    s_off = offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = k_ok[:, None] & v_ok[None, :]
+    if USE_S0:
+        S = tl.load(S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
+    else:
+        S = tl.zeros([BK, BV], tl.float32)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    for i in range(0, tl.cdiv(L, BT)):
+        rows = i * BT + offs_t
+        r_ok = rows < L
+        tok = bos + rows
+        kmask = r_ok[:, None] & k_ok[None, :]
+        vmask = r_ok[:, None] & v_ok[None, :]
+        kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+        vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
+        k = tl.load(K + kp, mask=kmask, other=0.0)
+        w = tl.load(W + kp, mask=kmask, other=0.0)
+        u = tl.load(U + vp, mask=vmask, other=0.0)
+        if STATES:
+            hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
+            tl.store(HS + hp + s_off, S.to(HS.dtype.element_ty), mask=s_mask)
+        v_new = u.to(tl.float32) - tl.dot(w, S.to(w.dtype), input_precision=DOT)
+        v_in = v_new.to(k.dtype)
+        if STATES:
+            tl.store(VN + vp, v_in, mask=vmask)
+        if HAS_G:
+            G, gamma, g_last = _decays(GATE, tok, i_h, H, r_ok, offs_t)
+        if not STATES:
+            q = tl.load(Q + kp, mask=kmask, other=0.0)
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
+            qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)
+            if HAS_G:
+                qk = qk * tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.0))
+                qs = qs * (gamma * scale)[:, None]
+            else:
+                qs = qs * scale
+            qk = tl.where(causal, qk, 0.0)
+            o = tl.dot(qk.to(k.dtype), v_in, qs, input_precision=DOT)
+            tl.store(O + vp, o.to(O.dtype.element_ty), mask=vmask)
+        if HAS_G:
+            kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
+            S = tl.dot(tl.trans(kd), v_in, S * tl.exp(g_last), input_precision=DOT)
+        else:
+            S = tl.dot(tl.trans(k), v_in, S, input_precision=DOT)
+    if STORE_ST:
+        tl.store(ST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, S, mask=s_mask)
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    Q, K, W, GATE, DO, VN, DVN, DHS, DST, DS0, CU, COFF, T, NT, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr,
+    DOT: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """The reverse scan of dS (the gradient of the state leaving a chunk), from the end:
+    dV' = (scale Q K^T * E * causal)^T dO + diag(gamma_C / gamma) K dS,
+    dS <- gamma_C dS + scale (diag(gamma) Q)^T dO - W^T dV'."""
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    bos, L, c0 = _sequence(CU, COFF, i_n, T, NT, VARLEN)
+    offs_t = tl.arange(0, BT)
+    offs_k = tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    s_off = offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = k_ok[:, None] & v_ok[None, :]
+    if USE_DST:
+        dS = tl.load(DST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
+    else:
+        dS = tl.zeros([BK, BV], tl.float32)
+    causal_t = offs_t[None, :] >= offs_t[:, None]  # (j, i): i >= j
+    n_chunks = tl.cdiv(L, BT)
+    for ii in range(0, n_chunks):
+        i = n_chunks - 1 - ii
+        rows = i * BT + offs_t
+        r_ok = rows < L
+        tok = bos + rows
+        kmask = r_ok[:, None] & k_ok[None, :]
+        vmask = r_ok[:, None] & v_ok[None, :]
+        kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+        vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
+        hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
+        tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
+        q = tl.load(Q + kp, mask=kmask, other=0.0)
+        k = tl.load(K + kp, mask=kmask, other=0.0)
+        w = tl.load(W + kp, mask=kmask, other=0.0)
+        do = tl.load(DO + vp, mask=vmask, other=0.0)
+        pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
+        if HAS_G:
+            G, gamma, g_last = _decays(GATE, tok, i_h, H, r_ok, offs_t)
+            pt = pt * tl.exp(tl.where(causal_t, G[None, :] - G[:, None], 0.0))
+            kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
+            qd = (q * (gamma * scale)[:, None]).to(q.dtype)
+        else:
+            kd = k
+            qd = (q * scale).to(q.dtype)
+        pt = tl.where(causal_t, pt, 0.0)
+        dv_new = tl.dot(pt.to(do.dtype), do, input_precision=DOT)
+        dv_new = tl.dot(kd, dS.to(k.dtype), dv_new, input_precision=DOT)
+        dv_in = dv_new.to(do.dtype)
+        tl.store(DVN + vp, dv_in, mask=vmask)
+        if HAS_G:
+            dS = dS * tl.exp(g_last)
+        dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
+        dS = dS - tl.dot(tl.trans(w), dv_in, input_precision=DOT)
+    if STORE_DS0:
+        tl.store(DS0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, dS, mask=s_mask)
+
+
+@triton.jit
+def _bwd_chunk_kernel(
+    Q, K, V, W, U, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
+    CU, COFF, CHUNKS, T, NT, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """Per chunk, with S entering and dS leaving it (from the scans), V' and dV':
+    dq, dk through the output and the state update, dW = -dV' S^T, then the WY backward
+    (dB = T^T dX for X = T B; dA = -(dB_w W^T + dB_u U^T) on the strict lower triangle) for dk,
+    dv, dbeta, and dg as the reverse cumulative sum of dG."""
+    c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
+    offs_t = tl.arange(0, BT)
+    offs_k = tl.arange(0, BK)
+    rows = i_t * BT + offs_t
+    r_ok = rows < L
+    tok = bos + rows
+    k_ok = offs_k < K_DIM
+    kmask = r_ok[:, None] & k_ok[None, :]
+    kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+    hp = (c.to(tl.int64) * H + i_h) * K_DIM * V_DIM
+    ai = tl.load(
+        AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None], other=0.0
+    )
+    beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
+    dq = tl.zeros([BT, BK], tl.float32)  # dO S^T
+    dks = tl.zeros([BT, BK], tl.float32)  # V' dS^T
+    dw = tl.zeros([BT, BK], tl.float32)  # dV' S^T
+    dp = tl.zeros([BT, BT], tl.float32)  # dO V'^T
+    da = tl.zeros([BT, BT], tl.float32)  # dB_u U^T
+    dbeta = tl.zeros([BT], tl.float32)
+    ds_dot = tl.zeros([BK], tl.float32)  # <S, dS> by key row
+    for v0 in range(0, V_DIM, BV):
+        offs_v = v0 + tl.arange(0, BV)
+        v_ok = offs_v < V_DIM
+        vmask = r_ok[:, None] & v_ok[None, :]
+        vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
+        s_off = offs_k[:, None] * V_DIM + offs_v[None, :]
+        s_mask = k_ok[:, None] & v_ok[None, :]
+        do = tl.load(DO + vp, mask=vmask, other=0.0)
+        v_new = tl.load(VN + vp, mask=vmask, other=0.0)
+        dv_new = tl.load(DVN + vp, mask=vmask, other=0.0)
+        S = tl.load(HS + hp + s_off, mask=s_mask, other=0.0)
+        dS = tl.load(DHS + hp + s_off, mask=s_mask, other=0.0)
+        dq = tl.dot(do, tl.trans(S), dq, input_precision=DOT)
+        dp = tl.dot(do, tl.trans(v_new), dp, input_precision=DOT)
+        dks = tl.dot(v_new, tl.trans(dS), dks, input_precision=DOT)
+        dw = tl.dot(dv_new, tl.trans(S), dw, input_precision=DOT)
+        ds_dot += tl.sum(S.to(tl.float32) * dS.to(tl.float32), 1)
+        db_u = tl.dot(tl.trans(ai), dv_new, input_precision=DOT)  # T^T dU, dU = dV'
+        v = tl.load(V + vp, mask=vmask, other=0.0)
+        tl.store(DV + vp, (db_u * beta[:, None]).to(DV.dtype.element_ty), mask=vmask)
+        dbeta += tl.sum(db_u * v.to(tl.float32), 1)
+        u = tl.load(U + vp, mask=vmask, other=0.0)
+        da = tl.dot(db_u.to(u.dtype), tl.trans(u), da, input_precision=DOT)
+    q = tl.load(Q + kp, mask=kmask, other=0.0)
+    k = tl.load(K + kp, mask=kmask, other=0.0)
+    w = tl.load(W + kp, mask=kmask, other=0.0)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    strict = offs_t[:, None] > offs_t[None, :]
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT)
+    kk = tl.dot(k, tl.trans(k), input_precision=DOT)
+    kf = k.to(tl.float32)
+    if HAS_G:
+        G, gamma, g_last = _decays(GATE, tok, i_h, H, r_ok, offs_t)
+        e = tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.0))
+        dq = dq * (gamma * scale)[:, None]
+        dks = dks * tl.exp(g_last - G)[:, None]
+        bw = beta * gamma
+    else:
+        e = 1.0
+        dq = dq * scale
+        bw = beta
+    dps = tl.where(causal, dp * e * scale, 0.0)  # the cotangent of Q K^T
+    if HAS_G:
+        m = dps * qk  # dP * P
+        d_g = tl.sum(m, 1) - tl.sum(m, 0)
+        d_g += tl.sum(q.to(tl.float32) * dq, 1)  # the output's diag(gamma) Q S
+        ks = tl.sum(kf * dks, 1)  # keys decayed to the chunk's end
+        d_g -= ks
+        d_g += tl.where(offs_t == BT - 1, tl.sum(ks, 0) + tl.exp(g_last) * tl.sum(ds_dot, 0), 0.0)
+    dq = tl.dot(dps.to(k.dtype), k, dq, input_precision=DOT)
+    dk = tl.dot(tl.trans(dps.to(q.dtype)), q, dks, input_precision=DOT)
+    # dW = -dV' S^T; W = T diag(beta gamma) K
+    db_w = -tl.dot(tl.trans(ai), dw.to(ai.dtype), input_precision=DOT)
+    dk += db_w * bw[:, None]
+    t_w = tl.sum(db_w * kf, 1)
+    if HAS_G:
+        dbeta += t_w * gamma
+    else:
+        dbeta += t_w
+    da = tl.dot(db_w.to(w.dtype), tl.trans(w), da, input_precision=DOT)
+    da = tl.where(strict, -da * e, 0.0)  # dA * E, dA = -(dB_w W^T + dB_u U^T)
+    dab = (da * beta[:, None]).to(k.dtype)
+    dk = tl.dot(dab, k, dk, input_precision=DOT)
+    dk = tl.dot(tl.trans(dab), k, dk, input_precision=DOT)
+    dbeta += tl.sum(da * kk, 1)
+    tl.store(DQ + kp, dq.to(DQ.dtype.element_ty), mask=kmask)
+    tl.store(DK + kp, dk.to(DK.dtype.element_ty), mask=kmask)
+    tl.store(DBETA + tok * H + i_h, dbeta, mask=r_ok)
+    if HAS_G:
+        d_g += t_w * bw
+        m = da * kk * beta[:, None]  # dA * A
+        d_g += tl.sum(m, 1) - tl.sum(m, 0)
+        tl.store(DG + tok * H + i_h, tl.cumsum(d_g, 0, reverse=True), mask=r_ok)
+
+
+def _dot(x: torch.Tensor) -> str:
+    """The products' precision: float32 operands as three tf32 products (about float32's
+    accuracy), 16-bit operands as they are."""
+    return "tf32x3" if x.dtype == torch.float32 else "tf32"
+
+
+class _Layout:
+    """How a call's tokens fall into sequences and chunks of BT: N sequences; non-packed,
+    sequence n is batch row n (T tokens, NT chunks); packed, cu (int32 [N + 1]), coff (first
+    chunk of each sequence, int32 [N + 1]) and chunks ((sequence, chunk in it) per chunk,
+    int32 [NC, 2]). NC chunks in all, in sequence-major order."""
+
+    __slots__ = ("N", "T", "NT", "NC", "BT", "cu", "coff", "chunks", "varlen")
+
+    def __init__(self, q, cu_seqlens, BT):
+        B, T = q.shape[:2]
+        self.BT, self.varlen = BT, cu_seqlens is not None
+        if cu_seqlens is None:
+            self.N, self.T, self.NT = B, T, cdiv(T, BT)
+            self.NC = B * self.NT
+            self.cu = self.coff = self.chunks = q  # not read
+            return
+        cu = cu_seqlens.to(device=q.device, dtype=torch.int64)
+        counts = (cu[1:] - cu[:-1] + BT - 1) // BT
+        coff = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        self.N, self.T, self.NT = cu.numel() - 1, 0, 0
+        self.NC = int(coff[-1])  # the launch grids need it on the host: one synchronisation
+        seq = torch.repeat_interleave(
+            torch.arange(self.N, device=q.device), counts, output_size=self.NC
+        )
+        idx = torch.arange(self.NC, device=q.device) - coff[seq]
+        self.cu, self.coff = cu.to(torch.int32), coff.to(torch.int32)
+        self.chunks = torch.stack([seq, idx], 1).to(torch.int32).contiguous()
+
+
+def _launch(kernel, configs, grid, args, lay, **meta):
+    meta = dict(meta, BT=lay.BT, VARLEN=lay.varlen)
+    launch(kernel, configs, grid, args, meta, INTERPRET_CONFIG, key=KEY)
+
+
+def _prepare(k, v, g, beta, lay, store_ai):
+    """W, U (and T, per token its row of the chunk's inverse) of every chunk."""
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    w, u = torch.empty_like(k), torch.empty_like(v)
+    ai = torch.empty(B, T, H, lay.BT, device=k.device, dtype=k.dtype) if store_ai else None
+    _launch(
+        _prep_kernel, PREP_CONFIGS, lambda m: (lay.NC, H),
+        (k, v, beta, beta if g is None else g, w, u, w if ai is None else ai, lay.cu, lay.coff,
+         lay.chunks, lay.T, lay.NT, H), lay,
+        K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, STORE_AI=store_ai, DOT=_dot(k),
+    )  # fmt: skip
+    return w, u, ai
+
+
+def _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states):
+    """states=False: (o, final state or None); states=True: (entering states [NC, H, K, V] in
+    the input dtype, V')."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    if states:
+        hs = torch.empty(lay.NC, H, K, V, device=q.device, dtype=q.dtype)
+        vn = torch.empty_like(v)
+        o = s_t = None
+    else:
+        o = torch.empty_like(v)
+        s_t = (
+            torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32)
+            if want_state
+            else None
+        )
+        hs = vn = None
+    dummy = u
+    _launch(
+        _scan_fwd_kernel, FWD_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
+        (q, k, w, u, dummy if g is None else g, dummy if o is None else o,
+         dummy if s0 is None else s0, dummy if s_t is None else s_t, dummy if hs is None else hs,
+         dummy if vn is None else vn, lay.cu, lay.coff, lay.T, lay.NT, H, scale), lay,
+        K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
+        STORE_ST=s_t is not None, STATES=states, DOT=_dot(q),
+    )  # fmt: skip
+    return (hs, vn) if states else (o, s_t)
+
+
+class GatedDeltaRuleFunction(torch.autograd.Function):
+    """g None: the ungated rule. q, k, v contiguous ``[B, T, H, .]``; g, beta float32
+    contiguous ``[B, T, H]``; s0 float32 ``[N, H, K, V]`` or None."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, scale, s0, want_state, lay):
+        w, u, _ = _prepare(k, v, g, beta, lay, store_ai=False)
+        o, s_t = _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states=False)
+        ctx.save_for_backward(q, k, v, g, beta, s0)
+        ctx.scale, ctx.lay = scale, lay
+        return o, s_t
+
+    @staticmethod
+    def backward(ctx, do, d_st):
+        q, k, v, g, beta, s0 = ctx.saved_tensors
+        lay, scale = ctx.lay, ctx.scale
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        do = do.contiguous()
+        w, u, ai = _prepare(k, v, g, beta, lay, store_ai=True)
+        hs, vn = _scan_forward(q, k, v, g, w, u, scale, s0, False, lay, states=True)
+        dhs = torch.empty_like(hs)
+        dvn = torch.empty_like(v)
+        want_ds0 = s0 is not None and ctx.needs_input_grad[6]
+        ds0 = (
+            torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
+        )
+        dummy = dvn
+        _launch(
+            _scan_bwd_kernel, BWD_SCAN_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
+            (q, k, w, dummy if g is None else g, do, vn, dvn, dhs,
+             dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0, lay.cu,
+             lay.coff, lay.T, lay.NT, H, scale), lay,
+            K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
+            STORE_DS0=want_ds0, DOT=_dot(q),
+        )  # fmt: skip
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dbeta = torch.empty_like(beta)
+        dg = None if g is None else torch.empty_like(g)
+        _launch(
+            _bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H),
+            (q, k, v, w, u, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
+             dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT, H,
+             scale), lay,
+            K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q),
+        )  # fmt: skip
+        return dq, dk, dv, dg, dbeta, None, ds0, None, None
+
+
+def _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, gated):
+    check_qkv(op, q, k, v, "[B, T, H, K]")
+    check(tuple(k.shape) == tuple(q.shape), op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(
+        tuple(v.shape[:3]) == tuple(q.shape[:3]),
+        op,
+        "v.shape[:3] (B, T, H)",
+        f"{tuple(q.shape[:3])}",
+        tuple(v.shape[:3]),
+    )
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    gates = (("g", g), ("beta", beta)) if gated else (("beta", beta),)
+    for name, x in gates:
+        check(
+            isinstance(x, torch.Tensor) and tuple(x.shape) == (B, T, H),
+            op,
+            f"{name}.shape",
+            f"({B}, {T}, {H}) = [B, T, H]",
+            tuple(getattr(x, "shape", ())) if isinstance(x, torch.Tensor) else type(x).__name__,
+        )
+        check(x.is_floating_point(), op, f"{name}.dtype", "a floating dtype", x.dtype)
+        check(x.device == q.device, op, f"{name}.device", f"{q.device} as q", x.device)
+    check(
+        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale)),
+        op,
+        "scale",
+        "None or a finite number",
+        scale,
+    )
+    N = B
+    if cu_seqlens is not None:
+        check(
+            isinstance(cu_seqlens, torch.Tensor)
+            and cu_seqlens.dim() == 1
+            and cu_seqlens.numel() >= 2
+            and not cu_seqlens.is_floating_point(),
+            op,
+            "cu_seqlens",
+            "a 1-D integer tensor [N + 1]",
+            cu_seqlens,
+        )
+        check(B == 1, op, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
+        if not cu_seqlens.is_cuda:
+            first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+            check(
+                first == 0 and last == T,
+                op,
+                "cu_seqlens[0], cu_seqlens[-1]",
+                f"0 and T={T}",
+                (first, last),
+            )
+            if not bool((cu_seqlens[1:] >= cu_seqlens[:-1]).all()):
+                check(False, op, "cu_seqlens", "non-decreasing", cu_seqlens.tolist())
+        N = cu_seqlens.numel() - 1
+    if initial_state is not None:
+        check(
+            isinstance(initial_state, torch.Tensor) and tuple(initial_state.shape) == (N, H, K, V),
+            op,
+            "initial_state shape",
+            f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
+            tuple(getattr(initial_state, "shape", ())),
+        )
+
+
+def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
+         use_qk_l2norm, backend):  # fmt: skip
+    _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, g is not None)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
+    if not use_triton(q, backend, op) or q.dtype == torch.float64:
+        return gated_delta_rule_chunked(
+            q, k, v, g, beta, scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+        )  # fmt: skip
+    check(q.shape[-1] <= 128, op, "key width K for the Triton kernels",
+          "at most 128 (else backend='reference')", q.shape[-1])  # fmt: skip
+    lay = _Layout(q, cu_seqlens, INTERPRET_CHUNK if interpreting() else CHUNK)
+    g = None if g is None else g.float().contiguous()
+    s0 = None if initial_state is None else initial_state.float().contiguous()
+    o, s_t = GatedDeltaRuleFunction.apply(
+        q.contiguous(), k.contiguous(), v.contiguous(), g, beta.float().contiguous(), scale, s0,
+        output_final_state, lay,
+    )  # fmt: skip
+    return o, (s_t if output_final_state else None)
+
+
+_DOC_ARGS = """
+    Args:
+        q, k: ``[B, T, H, K]`` (keys L2-normalised, or pass ``use_qk_l2norm=True``).
+        v: ``[B, T, H, V]``.
+        {gates}
+        scale: multiplies the output; None means ``K ** -0.5``.
+        initial_state: ``[N, H, K, V]`` (N = B, or the number of packed sequences).
+            Differentiable.
+        output_final_state: also return the state after the last token, float32
+            ``[N, H, K, V]``.
+        cu_seqlens: ``[N + 1]`` integer offsets of N sequences packed along T (then B = 1);
+            every sequence starts from its own state. (Checked when a CPU tensor; on the
+            Triton path its chunk table is built on the host, one synchronisation.)
+        use_qk_l2norm: normalise q and k (``x / sqrt(sum x^2 + 1e-6)``) inside the op, with
+            its gradient (fla's ``use_qk_l2norm_in_kernel``).
+        backend: ``"auto"`` (Triton on CUDA tensors, the chunked PyTorch form on CPU),
+            ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``) or ``"reference"`` (the
+            chunked PyTorch form, differentiable through autograd).
+
+    Returns:
+        ``(o, final_state)``: o ``[B, T, H, V]`` in the dtype of v; final_state float32 or
+        None.
+
+    dtypes float16, bfloat16, float32 (float64 takes the PyTorch form); gates of any float
+    dtype. K up to 128 on the Triton path, any V.
+"""
+
+
+def delta_rule(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+    scale: float | None = None, initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False, cu_seqlens: torch.Tensor | None = None,
+    use_qk_l2norm: bool = False, backend: str = "auto",
+):  # fmt: skip
+    """The delta rule (DeltaNet), chunked in the WY representation.
+
+    ``S_t = S_{t-1} + beta_t k_t^T (v_t - k_t S_{t-1})``, ``o_t = scale q_t S_t`` per head,
+    S a K x V state (``S_{-1}`` = initial_state, else 0).
+    {args}
+    >>> q = torch.randn(2, 63, 4, 32); v = torch.randn(2, 63, 4, 16)
+    >>> k = torch.nn.functional.normalize(torch.randn(2, 63, 4, 32), dim=-1)
+    >>> beta = torch.rand(2, 63, 4)
+    >>> o, s = delta_rule(q, k, v, beta, output_final_state=True)
+    >>> o.shape, s.shape
+    (torch.Size([2, 63, 4, 16]), torch.Size([2, 4, 32, 16]))
+    """
+    return _run(
+        "delta_rule", q, k, v, None, beta, scale, initial_state, output_final_state, cu_seqlens,
+        use_qk_l2norm, backend,
+    )  # fmt: skip
+
+
+def gated_delta_rule(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+    scale: float | None = None, initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False, cu_seqlens: torch.Tensor | None = None,
+    use_qk_l2norm: bool = False, backend: str = "auto",
+):  # fmt: skip
+    """The gated delta rule (Gated DeltaNet), chunked in the WY representation.
+
+    With ``a_t = exp(g_t)``: ``S_t = a_t S_{t-1} + beta_t k_t^T (v_t - a_t k_t S_{t-1})``,
+    ``o_t = scale q_t S_t`` per head, S a K x V state.
+    {args}
+    >>> q = torch.randn(2, 63, 4, 32); v = torch.randn(2, 63, 4, 16)
+    >>> k = torch.nn.functional.normalize(torch.randn(2, 63, 4, 32), dim=-1)
+    >>> g = -torch.rand(2, 63, 4); beta = torch.rand(2, 63, 4)
+    >>> o, s = gated_delta_rule(q, k, v, g, beta, output_final_state=True)
+    >>> o.shape, s.shape
+    (torch.Size([2, 63, 4, 16]), torch.Size([2, 4, 32, 16]))
+    """
+    return _run(
+        "gated_delta_rule", q, k, v, g, beta, scale, initial_state, output_final_state,
+        cu_seqlens, use_qk_l2norm, backend,
+    )  # fmt: skip
+
+
+delta_rule.__doc__ = delta_rule.__doc__.replace(
+    "{args}", _DOC_ARGS.format(gates="beta: ``[B, T, H]`` writing strengths in (0, 1).")
+)
+gated_delta_rule.__doc__ = gated_delta_rule.__doc__.replace(
+    "{args}",
+    _DOC_ARGS.format(gates="g: ``[B, T, H]`` log decay (<= 0); beta: ``[B, T, H]`` in (0, 1)."),
+)

@@ -1,0 +1,87 @@
+"""One-token steps of the delta rule and the gated delta rule, for decoding.
+
+A step is a few vector-matrix products per head on a K x V state, work that PyTorch already
+runs at memory speed, so it has no kernel of its own.
+"""
+
+import torch
+
+from .._backend import check
+from .reference import l2norm
+
+
+def _step(op, q, k, v, g, beta, state, scale, use_qk_l2norm):
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check(
+            isinstance(x, torch.Tensor) and x.dim() == 3,
+            op,
+            f"{name}.shape",
+            "3 dims [B, H, K]",
+            tuple(getattr(x, "shape", ())),
+        )
+    check(k.shape == q.shape, op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(
+        v.shape[:2] == q.shape[:2], op, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
+    )
+    B, H, K = q.shape
+    V = v.shape[2]
+    for name, x in (("beta", beta), ("g", g)):
+        if x is not None or name == "beta":
+            check(
+                isinstance(x, torch.Tensor) and tuple(x.shape) == (B, H),
+                op,
+                f"{name}.shape",
+                f"({B}, {H}) = [B, H]",
+                tuple(getattr(x, "shape", ())),
+            )
+    if state is None:
+        state = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
+    check(
+        isinstance(state, torch.Tensor) and tuple(state.shape) == (B, H, K, V),
+        op,
+        "state shape",
+        f"({B}, {H}, {K}, {V}) = [B, H, K, V]",
+        tuple(getattr(state, "shape", ())),
+    )
+    ct = torch.promote_types(state.dtype, torch.float32)
+    scale = K**-0.5 if scale is None else scale
+    if use_qk_l2norm:
+        q, k = l2norm(q.to(ct)), l2norm(k.to(ct))
+    qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)
+    s = state.to(ct)
+    if g is not None:
+        s = s * torch.exp(g.to(ct))[..., None, None]
+    err = vf - torch.einsum("bhk,bhkv->bhv", kf, s)
+    s = s + kf[..., :, None] * (beta.to(ct)[..., None] * err)[..., None, :]
+    o = scale * torch.einsum("bhk,bhkv->bhv", qf, s)
+    return o.to(v.dtype), s
+
+
+def delta_rule_step(q, k, v, beta, state=None, scale=None, use_qk_l2norm=False):
+    """Advance the delta-rule state by one token and read it:
+    ``S' = S + beta k^T (v - k S)``, ``o = scale q S'`` (the function of ``delta_rule`` one
+    token at a time, so a prompt run with ``output_final_state=True`` continues here).
+
+    Args:
+        q, k: ``[B, H, K]``; v: ``[B, H, V]``; beta: ``[B, H]``.
+        state: ``[B, H, K, V]`` (float32 suggested); None starts from zeros.
+        scale: None means ``K ** -0.5``.
+
+    Returns:
+        ``(o [B, H, V] in the dtype of v, new_state [B, H, K, V] float32)``.
+    """
+    return _step("delta_rule_step", q, k, v, None, beta, state, scale, use_qk_l2norm)
+
+
+def gated_delta_rule_step(q, k, v, g, beta, state=None, scale=None, use_qk_l2norm=False):
+    """Advance the gated delta-rule state by one token and read it: with ``a = exp(g)``,
+    ``S' = a S + beta k^T (v - a k S)``, ``o = scale q S'``.
+
+    Args:
+        q, k: ``[B, H, K]``; v: ``[B, H, V]``; g (log decay), beta: ``[B, H]``.
+        state: ``[B, H, K, V]`` (float32 suggested); None starts from zeros.
+
+    Returns:
+        ``(o [B, H, V] in the dtype of v, new_state [B, H, K, V] float32)``.
+    """
+    return _step("gated_delta_rule_step", q, k, v, g, beta, state, scale, use_qk_l2norm)
