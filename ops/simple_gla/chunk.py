@@ -1,0 +1,587 @@
+"""Chunked scalar-gate linear attention: kernels, wrappers, autograd Function, public function.
+
+The scheduling of ops/linear_attention/chunk.py with a data-dependent decay: one program walks
+its sequence chunk by chunk holding the state in registers; per chunk it loads the chunk's
+log-gates, takes their in-chunk cumulative sum G (float32, base 2) with tl.cumsum, and uses
+exp(G_i - G_j) for the intra-chunk decay matrix, exp(G_i) for the read of the entering state,
+exp(G_last - G_j) to weight the keys of the state update and exp(G_last) to decay the state.
+
+Forward: one program per (value block, sequence x head); writes o (and the final state).
+Backward: one launch, three roles side by side: dq (forward scan of S, one program per key
+block), dk and dv (backward scans of dS, one program per key block and per value block).
+When g needs a gradient, the dq and dk programs also write per-token partial sums
+q_i . dq_i and k_j . dk_j (float32, one row per key block), and dg is their difference
+reverse-cumsummed over each sequence afterwards in PyTorch (README.md, "Gradient of g").
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
+from .reference import expand_gates, simple_gla_chunked
+
+LOG2E = 1.4426950408889634
+
+
+# A float32 operand is multiplied as a hi + lo pair of the input dtype when PRECISE: two
+# products instead of one, about 16 mantissa bits for bf16. The backward does so for the state
+# reads whose per-token results are summed over the whole sequence into dg (README.md).
+@triton.jit
+def _dot_rhs32(a, b, PRECISE: tl.constexpr, DOT: tl.constexpr):
+    """a @ b with a in the input dtype and b float32."""
+    b_hi = b.to(a.dtype)
+    out = tl.dot(a, b_hi, input_precision=DOT)
+    if PRECISE:
+        out = tl.dot(a, (b - b_hi.to(tl.float32)).to(a.dtype), out, input_precision=DOT)
+    return out
+
+
+@triton.jit
+def _sequence(CU, T, H, i_n, SQB, SQT, SVB, SVT, SGB, VARLEN: tl.constexpr):
+    """Sequence i_n: its length L and the offsets of its first token in the q/k layout (strides
+    SQ*), the v/o layout (SV*) and the gates [B, T, H] (batch stride SGB, token stride H).
+    Packed sequences lie along T between offsets in CU; otherwise sequence i_n is batch row
+    i_n."""
+    if VARLEN:
+        bos = tl.load(CU + i_n).to(tl.int64)
+        L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+        return L, bos * SQT, bos * SVT, bos * H
+    return T, i_n.to(tl.int64) * SQB, i_n.to(tl.int64) * SVB, i_n.to(tl.int64) * SGB
+
+
+@triton.jit
+def _log2_gates(GATE, g_base, H, rows, r_ok, offs_t, BLOCK_T: tl.constexpr):
+    """The chunk's in-chunk cumulative log2-gates G (rows past the sequence add 0) and G_last,
+    the value at the chunk's last valid row."""
+    b = tl.load(GATE + g_base + rows.to(tl.int64) * H, mask=r_ok, other=0.0) * LOG2E
+    b = tl.cumsum(b, 0)
+    b_last = tl.sum(tl.where(offs_t == BLOCK_T - 1, b, 0.0), 0)
+    return b, b_last
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, GATE, O, S0, ST, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH, SGB, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, USE_S0: tl.constexpr,
+    STORE_ST: tl.constexpr, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
+    DOT: tl.constexpr,
+):  # fmt: skip
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, qk0, v0, g0 = _sequence(CU, T, H, i_n, SQB, SQT, SVB, SVT, SGB, VARLEN)
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    q_base = Q + qk0 + i_h.to(tl.int64) * SQH
+    k_base = K + qk0 + i_h.to(tl.int64) * SQH
+    v_base = V + v0 + i_h.to(tl.int64) * SVH
+    o_base = O + v0 + i_h.to(tl.int64) * SVH
+    g_base = g0 + i_h
+    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = k_ok[:, None] & v_ok[None, :]
+    if USE_S0:
+        S = tl.load(S0 + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BLOCK_K, BLOCK_V], tl.float32)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    for t0 in range(0, L, BLOCK_T):
+        rows = t0 + offs_t
+        r_ok = rows < L
+        kmask = r_ok[:, None] & k_ok[None, :]
+        q = tl.load(q_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        k = tl.load(k_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        v = tl.load(
+            v_base + rows[:, None] * SVT + offs_v[None, :],
+            mask=r_ok[:, None] & v_ok[None, :],
+            other=0.0,
+        )
+        b, b_last = _log2_gates(GATE, g_base, H, rows, r_ok, offs_t, BLOCK_T)
+        decay = tl.math.exp2(tl.where(causal, b[:, None] - b[None, :], float("-inf")))
+        a = tl.dot(q, tl.trans(k), input_precision=DOT) * scale * decay  # (BT, BT)
+        qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)  # (BT, BV): the chunks before
+        o = qs * (tl.math.exp2(b) * scale)[:, None]
+        o = tl.dot(a.to(v.dtype), v, o, input_precision=DOT)
+        tl.store(
+            o_base + rows[:, None] * SVT + offs_v[None, :],
+            o.to(O.dtype.element_ty),
+            mask=r_ok[:, None] & v_ok[None, :],
+        )
+        kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
+        S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(b_last), input_precision=DOT)
+    if STORE_ST:
+        tl.store(ST + s_ptrs, S, mask=s_mask)
+
+
+@triton.jit
+def _bwd_dq(
+    Q, K, V, DO, DQ, GATE, DG, S0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh, i_h, i_k,
+    scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr, WANT_DG: tl.constexpr,
+    PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KB: tl.constexpr,
+    BLOCK_VF: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """dq_i = c sum_{j<=i} exp(G_i - G_j) (do_i . v_j) k_j + c exp(G_i) do_i S^T, S scanned
+    forward. With WANT_DG it writes, per token, q_i . dq_i over this key block, its read of S
+    taken against the rounded (q_i c exp(G_i)) the dS scan accumulates."""
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_k = i_k * BLOCK_KB + tl.arange(0, BLOCK_KB)
+    offs_v = tl.arange(0, BLOCK_VF)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    kq_base = qk0 + i_h.to(tl.int64) * SQH
+    v_base = v0 + i_h.to(tl.int64) * SVH
+    if USE_S0:
+        S = tl.load(
+            S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :],
+            mask=k_ok[:, None] & v_ok[None, :],
+            other=0.0,
+        )
+    else:
+        S = tl.zeros([BLOCK_KB, BLOCK_VF], tl.float32)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    for t0 in range(0, L, BLOCK_T):
+        rows = t0 + offs_t
+        r_ok = rows < L
+        kmask = r_ok[:, None] & k_ok[None, :]
+        vmask = r_ok[:, None] & v_ok[None, :]
+        k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        v = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+        do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+        b, b_last = _log2_gates(GATE, g_base, H, rows, r_ok, offs_t, BLOCK_T)
+        decay = tl.math.exp2(tl.where(causal, b[:, None] - b[None, :], float("-inf")))
+        da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
+        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
+        q_decay = tl.math.exp2(b) * scale
+        if WANT_DG:
+            q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+            dq_intra = tl.dot(da.to(k.dtype), k, input_precision=DOT)
+            qd = (q * q_decay[:, None]).to(q.dtype)
+            dgq = tl.sum(dq_intra * q.to(tl.float32), 1) + tl.sum(dss * qd.to(tl.float32), 1)
+            tl.store(DG + g_base + rows.to(tl.int64) * H, dgq, mask=r_ok)
+            dq = dss * q_decay[:, None] + dq_intra
+        else:
+            dq = tl.dot(da.to(k.dtype), k, dss * q_decay[:, None], input_precision=DOT)
+        tl.store(
+            DQ + kq_base + rows[:, None] * SQT + offs_k[None, :],
+            dq.to(DQ.dtype.element_ty),
+            mask=kmask,
+        )
+        kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
+        S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(b_last), input_precision=DOT)
+
+
+@triton.jit
+def _bwd_dkdv(
+    Q, K, V, DO, DX, GATE, DG, DST, DS0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh, i_h,
+    i_blk, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_DST: tl.constexpr,
+    STORE_DS0: tl.constexpr, WANT_DG: tl.constexpr, PRECISE: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
+    BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Scans dS = sum_i c exp(G_i) q_i^T do_i (decayed by exp(G_last) per chunk) backwards.
+
+    FOR_DK: this program owns key rows [i_blk * BLOCK_KS, +BLOCK_KS) of dS and writes dk;
+        dk_j = c sum_{i>=j} exp(G_i - G_j) (do_i . v_j) q_i + exp(G_last - G_j) v_j dS^T,
+        and with WANT_DG k_j . dk_j over its key rows, its read of dS taken against the rounded
+        (k_j exp(G_last - G_j)) the S scan accumulates.
+    else: it owns value columns [i_blk * BLOCK_VS, +BLOCK_VS) and writes dv;
+        dv_j = c sum_{i>=j} exp(G_i - G_j) (q_i . k_j) do_i + exp(G_last - G_j) k_j dS.
+    """
+    offs_t = tl.arange(0, BLOCK_T)
+    if FOR_DK:
+        offs_k = i_blk * BLOCK_KS + tl.arange(0, BLOCK_KS)
+        offs_v = tl.arange(0, BLOCK_VF)
+    else:
+        offs_k = tl.arange(0, BLOCK_KF)
+        offs_v = i_blk * BLOCK_VS + tl.arange(0, BLOCK_VS)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    kq_base = qk0 + i_h.to(tl.int64) * SQH
+    v_base = v0 + i_h.to(tl.int64) * SVH
+    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = k_ok[:, None] & v_ok[None, :]
+    if USE_DST:
+        G = tl.load(DST + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        G = tl.zeros([offs_k.shape[0], offs_v.shape[0]], tl.float32)
+    # (j, i) layout: key position j down, query position i across.
+    causal_t = offs_t[None, :] >= offs_t[:, None]
+    n_chunks = tl.cdiv(L, BLOCK_T)
+    for i in range(0, n_chunks):
+        t0 = (n_chunks - 1 - i) * BLOCK_T
+        rows = t0 + offs_t
+        r_ok = rows < L
+        kmask = r_ok[:, None] & k_ok[None, :]
+        vmask = r_ok[:, None] & v_ok[None, :]
+        q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+        b, b_last = _log2_gates(GATE, g_base, H, rows, r_ok, offs_t, BLOCK_T)
+        decay_t = tl.math.exp2(tl.where(causal_t, b[None, :] - b[:, None], float("-inf")))
+        k_decay = tl.math.exp2(b_last - b)
+        if FOR_DK:
+            x = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+            at = tl.dot(x, tl.trans(do), input_precision=DOT) * scale * decay_t  # v_j . do_i
+            dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS)
+            rhs = q
+        else:
+            x = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+            at = tl.dot(x, tl.trans(q), input_precision=DOT) * scale * decay_t  # k_j . q_i
+            dx_inter = tl.dot(x, G.to(x.dtype), input_precision=DOT)  # (BT, BVS)
+            rhs = do
+        if FOR_DK and WANT_DG:
+            k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+            dk_intra = tl.dot(at.to(rhs.dtype), rhs, input_precision=DOT)
+            kd = (k * k_decay[:, None]).to(k.dtype)
+            dgk = tl.sum(dk_intra * k.to(tl.float32), 1) + tl.sum(dx_inter * kd.to(tl.float32), 1)
+            tl.store(DG + g_base + rows.to(tl.int64) * H, dgk, mask=r_ok)
+            dx = dx_inter * k_decay[:, None] + dk_intra
+        else:
+            dx = tl.dot(at.to(rhs.dtype), rhs, dx_inter * k_decay[:, None], input_precision=DOT)
+        if FOR_DK:
+            tl.store(
+                DX + kq_base + rows[:, None] * SQT + offs_k[None, :],
+                dx.to(DX.dtype.element_ty),
+                mask=kmask,
+            )
+        else:
+            tl.store(
+                DX + v_base + rows[:, None] * SVT + offs_v[None, :],
+                dx.to(DX.dtype.element_ty),
+                mask=vmask,
+            )
+        qd = (q * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
+        G = tl.dot(tl.trans(qd), do, G * tl.math.exp2(b_last), input_precision=DOT)
+    if STORE_DS0:
+        tl.store(DS0 + s_ptrs, G, mask=s_mask)
+
+
+@triton.jit
+def _bwd_kernel(
+    Q, K, V, GATE, DO, DQ, DK, DV, DG, S0, DST, DS0, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
+    SGB, SGS, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
+    USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, WANT_DG: tl.constexpr,
+    PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr,
+    BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, qk0, v0, g0 = _sequence(CU, T, H, i_n, SQB, SQT, SVB, SVT, SGB, VARLEN)
+    g_base = g0 + i_h
+    nk = tl.cdiv(K_DIM, BLOCK_KS)
+    if pid < nk:
+        _bwd_dq(
+            Q, K, V, DO, DQ, GATE, DG + pid.to(tl.int64) * SGS, S0, qk0, v0, g_base, SQT, SQH,
+            SVT, SVH, H, L, i_nh, i_h, pid, scale, K_DIM, V_DIM, USE_S0, WANT_DG, PRECISE,
+            BLOCK_T, BLOCK_KS, BLOCK_VF, DOT,
+        )  # fmt: skip
+    elif pid < 2 * nk:
+        _bwd_dkdv(
+            Q, K, V, DO, DK, GATE, DG + pid.to(tl.int64) * SGS, DST, DS0, qk0, v0, g_base, SQT,
+            SQH, SVT, SVH, H, L, i_nh, i_h, pid - nk, scale, K_DIM, V_DIM, USE_DST, STORE_DS0,
+            WANT_DG, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, True, DOT,
+        )  # fmt: skip
+    else:
+        _bwd_dkdv(
+            Q, K, V, DO, DV, GATE, DG, DST, DS0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh,
+            i_h, pid - 2 * nk, scale, K_DIM, V_DIM, USE_DST, False, False, False, BLOCK_T,
+            BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False, DOT,
+        )  # fmt: skip
+
+
+# ---- configurations (retune on the GPU here) ----------------------------------------------
+# Taken from ops/linear_attention (measured there on the H200 at T = 8192, bf16, K = V = 128);
+# not yet measured for this family. A program's work per chunk does not depend on T, so one
+# fixed choice serves every length.
+FWD_CONFIGS = [triton.Config({"BLOCK_T": 64, "BLOCK_V": 64}, num_warps=4, num_stages=4)]
+BWD_CONFIGS = [
+    triton.Config({"BLOCK_T": 64, "BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3)
+]
+F32_STAGES = 2  # float32 tiles take twice the shared memory
+INTERPRET_FWD = {"BLOCK_T": 16, "BLOCK_V": 16}
+INTERPRET_BWD = {"BLOCK_T": 16, "BLOCK_KS": 16, "BLOCK_VS": 16}
+KEY = ["T", "H", "K_DIM", "V_DIM", "VARLEN"]
+# The dq and dk programs read the state as a hi + lo pair when dg is wanted (16-bit inputs):
+# the per-token terms of dg are summed over the whole sequence, and one rounding of the state
+# per chunk left dg's error growing with the number of chunks (README.md). False trades that
+# accuracy for one product fewer per chunk in those two roles.
+PRECISE_DG = True
+
+
+def _launch(kernel, configs, fixed, grid, *args, **kwargs):
+    if args[0].dtype == torch.float32:
+        configs = [
+            triton.Config(c.kwargs, num_warps=c.num_warps, num_stages=min(c.num_stages, F32_STAGES))
+            for c in configs
+        ]
+    launch(kernel, configs, grid, args, kwargs, fixed, key=KEY)
+
+
+def _dot(x: torch.Tensor) -> str:
+    """float32 operands as three tf32 products (about float32's accuracy), 16-bit as they are."""
+    return "tf32x3" if x.dtype == torch.float32 else "tf32"
+
+
+def _layout(q, cu_seqlens):
+    """(number of sequences N, padded length T or 0 for packed, cu pointer or a dummy)."""
+    if cu_seqlens is None:
+        return q.shape[0], q.shape[1], q
+    return cu_seqlens.numel() - 1, 0, cu_seqlens
+
+
+def _strides(q, v, g):
+    """(batch, token, head) strides of the q/k layout, of the v/o layout, and the gates' batch
+    stride (they are contiguous [B, T, H])."""
+    return (*q.stride()[:3], *v.stride()[:3], g.stride(0))
+
+
+def _like(x, dtype=None):
+    """An empty tensor with x's shape and strides (its layout), optionally another dtype."""
+    return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
+
+
+def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N, T_arg, cu = _layout(q, cu_seqlens)
+    o = _like(v)
+    s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
+    dummy = o
+    _launch(
+        _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q,
+        k, v, g, o, dummy if s0 is None else s0, dummy if s_t is None else s_t, cu, T_arg, H,
+        *_strides(q, v, g), scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), USE_S0=s0 is not None,
+        STORE_ST=want_state, VARLEN=cu_seqlens is not None, DOT=_dot(q),
+    )  # fmt: skip
+    return o, s_t
+
+
+def _reverse_cumsum(x, cu_seqlens):
+    """sum_{t' >= t} x_t' within each sequence, along dim 1 of x [B, T, H] (float64)."""
+    r = x.flip(1).cumsum(1).flip(1)
+    if cu_seqlens is None:
+        return r
+    cu = cu_seqlens.long()
+    ends = torch.repeat_interleave(cu[1:], cu[1:] - cu[:-1])  # each token's sequence end
+    r_pad = torch.cat([r, r.new_zeros(1, 1, r.shape[2])], 1)
+    return r - r_pad[:, ends]
+
+
+def _backward(q, k, v, g, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqlens):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N, T_arg, cu = _layout(q, cu_seqlens)
+    dq, dk, dv = (_like(x) for x in (q, k, v))
+    if do.stride() != v.stride():  # the kernels read do in v's layout
+        do = _like(v, do.dtype).copy_(do)
+    ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
+    dummy = dq
+    precise = want_dg and PRECISE_DG and q.dtype != torch.float32
+    dgs, nk = None, 0
+    if want_dg:  # rows 0..nk-1: q . dq per key block; rows nk..2nk-1: k . dk
+        widths = {INTERPRET_BWD["BLOCK_KS"]} if interpreting() else {
+            c.kwargs["BLOCK_KS"] for c in BWD_CONFIGS
+        }  # fmt: skip
+        nk = cdiv(K, min(widths))
+        alloc = torch.empty if len(widths) == 1 else torch.zeros  # rows a wider block leaves
+        dgs = alloc(2 * nk, *g.shape, device=q.device, dtype=torch.float32)
+
+    def grid(m):
+        return (2 * cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H)
+
+    _launch(
+        _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, g, do, dq, dk, dv,
+        dummy if dgs is None else dgs, dummy if s0 is None else s0,
+        dummy if d_st is None else d_st, dummy if ds0 is None else ds0, cu, T_arg, H,
+        *_strides(q, v, g), g.numel(), scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
+        USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
+        WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=_dot(q),
+    )  # fmt: skip
+    dg = None
+    if want_dg:
+        x = dgs[:nk].sum(0, dtype=torch.float64) - dgs[nk:].sum(0, dtype=torch.float64)
+        if d_st is not None and T > 0:  # <S_T, dS_T>, on the last token of each sequence
+            term = (s_t.double() * d_st.double()).sum((-2, -1))  # [N, H]
+            if cu_seqlens is None:
+                x[:, -1] += term
+            else:
+                cu = cu_seqlens.long()
+                full = cu[1:] > cu[:-1]  # empty sequences have no token to carry it
+                x[0].index_add_(0, cu[1:][full] - 1, term[full])
+        dg = _reverse_cumsum(x, cu_seqlens).float()
+    return dq, dk, dv, dg, ds0
+
+
+class SimpleGLAFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, g, scale, s0, want_state, cu_seqlens):
+        o, s_t = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, g, s0, s_t, cu_seqlens)
+        ctx.scale = scale
+        ctx.want_ds0 = s0 is not None and ctx.needs_input_grad[5]
+        return o, s_t
+
+    @staticmethod
+    def backward(ctx, do, d_st):
+        q, k, v, g, s0, s_t, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv, dg, ds0 = _backward(
+            q, k, v, g, do, ctx.scale, s0, s_t, None if d_st is None else d_st.contiguous(),
+            ctx.want_ds0, ctx.needs_input_grad[3], cu_seqlens,
+        )  # fmt: skip
+        return dq, dk, dv, dg, None, ds0, None, None
+
+
+OP = "simple_gla"
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Unit stride along the features and a permutation of a contiguous tensor (such as
+    ``[B, H, T, K].transpose(1, 2)``): the kernels read it through its strides."""
+    st, n = x.stride(), x.shape
+    if st[-1] != 1:
+        return False
+    span = n[-1]
+    for d in sorted(range(x.dim() - 1), key=lambda d: st[d]):  # innermost first
+        if n[d] != 1 and st[d] != span:
+            return False
+        span *= n[d]
+    return True
+
+
+def _readable(q, k, v):
+    """q, k, v as the kernels take them: in place where they can be read through their strides
+    (q and k in one layout), else contiguous copies."""
+    if not (_dense(q) and q.stride() == k.stride()):
+        q, k = q.contiguous(), k.contiguous()
+    return q, k, (v if _dense(v) else v.contiguous())
+
+
+def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
+    check_qkv(OP, q, k, v, "[B, T, H, K]")
+    check(tuple(k.shape) == tuple(q.shape), OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(
+        tuple(v.shape[:3]) == tuple(q.shape[:3]),
+        OP,
+        "v.shape[:3] (B, T, H)",
+        f"{tuple(q.shape[:3])}",
+        tuple(v.shape[:3]),
+    )
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    check(
+        isinstance(g, torch.Tensor) and tuple(g.shape) in ((B, T, H), (H,)),
+        OP,
+        "g.shape",
+        f"({B}, {T}, {H}) = [B, T, H] (one log-decay per token and head) or ({H},) = [H]",
+        tuple(getattr(g, "shape", ())),
+    )
+    check(g.is_floating_point(), OP, "g.dtype", "a floating dtype", g.dtype)
+    check(g.device == q.device, OP, "g.device", f"{q.device} as q", g.device)
+    check(
+        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale)),
+        OP,
+        "scale",
+        "None or a finite number",
+        scale,
+    )
+    N = B
+    if cu_seqlens is not None:
+        check(
+            isinstance(cu_seqlens, torch.Tensor)
+            and cu_seqlens.dim() == 1
+            and cu_seqlens.numel() >= 2
+            and not cu_seqlens.is_floating_point(),
+            OP,
+            "cu_seqlens",
+            "a 1-D integer tensor [N + 1]",
+            cu_seqlens,
+        )
+        check(B == 1, OP, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
+        if not cu_seqlens.is_cuda:  # value checks read the host; CUDA calls never wait on them
+            first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+            check(
+                first == 0 and last == T,
+                OP,
+                "cu_seqlens[0], cu_seqlens[-1]",
+                f"0 and T={T}",
+                (first, last),
+            )
+            if not bool((cu_seqlens[1:] >= cu_seqlens[:-1]).all()):
+                check(False, OP, "cu_seqlens", "non-decreasing", cu_seqlens.tolist())
+        N = cu_seqlens.numel() - 1
+    if initial_state is not None:
+        check(
+            isinstance(initial_state, torch.Tensor) and tuple(initial_state.shape) == (N, H, K, V),
+            OP,
+            "initial_state shape",
+            f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
+            tuple(getattr(initial_state, "shape", ())),
+        )
+
+
+def simple_gla(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+    scale: float | None = None, initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False, cu_seqlens: torch.Tensor | None = None,
+    backend: str = "auto",
+):  # fmt: skip
+    """Linear attention with a scalar data-dependent decay per head and token (RetNet,
+    Lightning Attention, Mamba-2 style; fla's ``chunk_simple_gla``), chunked.
+
+    ``S_t = exp(g_t) S_{t-1} + k_t^T v_t``, ``o_t = scale q_t S_t``; that is
+    ``o_t = scale sum_{s<=t} exp(g_{s+1} + .. + g_t) (q_t . k_s) v_s`` (+ the initial state's
+    read ``scale exp(g_0 + .. + g_t) q_t S0``).
+
+    Args:
+        q, k: ``[B, T, H, K]``.
+        v: ``[B, T, H, V]``.
+        g: ``[B, T, H]`` log-decays (``<= 0``; e.g. ``logsigmoid`` of a projection), or
+            ``[H]``: one constant log-decay per head (RetNet / TransNormerLLM), broadcast over
+            B and T (its gradient is the sum over them). Any float dtype; differentiable.
+        scale: multiplies ``q . k``; None means ``K ** -0.5``.
+        initial_state: ``[N, H, K, V]`` (N = B, or the number of packed sequences).
+            Differentiable.
+        output_final_state: also return the state after the last token (float32).
+        cu_seqlens: ``[N + 1]`` integer offsets of N sequences packed along T (then B = 1);
+            every sequence starts from its own state. (Checked when on the CPU; CUDA values
+            are trusted, so that a call never waits for the GPU.)
+        backend: ``"auto"`` (Triton on CUDA tensors, the chunked PyTorch form on CPU),
+            ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``) or ``"reference"`` (the
+            chunked PyTorch form).
+
+    Returns:
+        ``(o, final_state)``: ``o`` is ``[B, T, H, V]`` in the dtype of ``v``; ``final_state``
+        is ``[N, H, K, V]`` float32, or None unless ``output_final_state``.
+
+    dtypes float16, bfloat16, float32; K, V up to 128 on the Triton path.
+
+    >>> q = k = torch.randn(2, 63, 4, 32); v = torch.randn(2, 63, 4, 16)
+    >>> g = torch.nn.functional.logsigmoid(torch.randn(2, 63, 4))
+    >>> o, s = simple_gla(q, k, v, g, output_final_state=True)
+    >>> o.shape, s.shape
+    (torch.Size([2, 63, 4, 16]), torch.Size([2, 4, 32, 16]))
+    """
+    _check_args(q, k, v, g, scale, initial_state, cu_seqlens)
+    if not use_triton(q, backend, OP) or q.dtype == torch.float64:
+        o, s_t = simple_gla_chunked(
+            q, k, v, g, scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+        )  # fmt: skip
+        return o, (None if s_t is None else s_t.float() if q.dtype != torch.float64 else s_t)
+    check(q.shape[-1] <= 128 and v.shape[-1] <= 128, OP, "head widths K, V for the Triton kernels",
+          "at most 128 (else backend='reference')", (q.shape[-1], v.shape[-1]))  # fmt: skip
+    B, T, H, K = q.shape
+    scale = K**-0.5 if scale is None else float(scale)
+    q, k, v = _readable(q, k, v)
+    g = expand_gates(g.float(), B, T, H).contiguous()
+    s0 = None if initial_state is None else initial_state.float().contiguous()
+    cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
+    o, s_t = SimpleGLAFunction.apply(q, k, v, g, scale, s0, output_final_state, cu)
+    return o, (s_t if output_final_state else None)

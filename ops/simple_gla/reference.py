@@ -1,0 +1,120 @@
+"""Scalar-gate linear attention in plain PyTorch: the token-by-token recurrence (the ground
+truth, written from the equations) and the chunked form (the CPU path).
+
+Per head, with ``g_t <= 0`` a log-decay per token and ``c`` the scale:
+
+    S_t = exp(g_t) S_{t-1} + k_t^T v_t,        o_t = c q_t S_t        (S_{-1} = initial state)
+
+The chunked form cuts each sequence into chunks of ``C`` tokens; with ``G_i`` the in-chunk
+cumulative sum of ``g`` and ``S`` the state entering the chunk:
+
+    o_i = c sum_{j<=i} exp(G_i - G_j) (q_i . k_j) v_j + c exp(G_i) q_i S
+    S'  = exp(G_last) S + sum_j exp(G_last - G_j) k_j^T v_j
+
+It loops over chunks (and over packed sequences), never over tokens, and is differentiable by
+autograd.
+"""
+
+import torch
+
+
+def expand_gates(g: torch.Tensor, B: int, T: int, H: int) -> torch.Tensor:
+    """``g`` as ``[B, T, H]``: a ``[H]`` constant per-head log-decay is broadcast over B and T."""
+    return g[None, None, :].expand(B, T, H) if g.dim() == 1 else g
+
+
+def _pieces(cu_seqlens):
+    """(token slice, state row) per sequence: the whole batch, or each packed sequence."""
+    if cu_seqlens is None:
+        return [(slice(None), slice(None))]
+    b = cu_seqlens.tolist()
+    return [(slice(s, e), slice(n, n + 1)) for n, (s, e) in enumerate(zip(b[:-1], b[1:]))]
+
+
+def _prepare(q, k, v, g, scale, initial_state):
+    ct = torch.promote_types(q.dtype, torch.float32)
+    B, T, H, K = q.shape
+    scale = K**-0.5 if scale is None else scale
+    g = expand_gates(g, B, T, H).to(ct)
+    s0 = None if initial_state is None else initial_state.to(ct)
+    return ct, scale, q.to(ct), k.to(ct), v.to(ct), g, s0
+
+
+def simple_gla_recurrent_reference(
+    q: torch.Tensor,  # [B, T, H, K]
+    k: torch.Tensor,  # [B, T, H, K]
+    v: torch.Tensor,  # [B, T, H, V]
+    g: torch.Tensor,  # [B, T, H] or [H]
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,  # [N, H, K, V]
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,  # [N + 1]
+):
+    """The recurrence one token at a time; returns ``(o, final_state or None)``."""
+    out_dtype = v.dtype
+    ct, scale, q, k, v, g, s0 = _prepare(q, k, v, g, scale, initial_state)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    outs, finals = [], []
+    for tok, row in _pieces(cu_seqlens):
+        qs, ks, vs, gs = q[:, tok], k[:, tok], v[:, tok], g[:, tok]
+        n = qs.shape[0]
+        S = s0[row] if s0 is not None else q.new_zeros(n, H, K, V)  # [n, H, K, V]
+        o = []
+        for t in range(qs.shape[1]):
+            S = gs[:, t].exp()[..., None, None] * S + ks[:, t, :, :, None] * vs[:, t, :, None, :]
+            o.append(scale * torch.einsum("bhk,bhkv->bhv", qs[:, t], S))
+        outs.append(torch.stack(o, 1) if o else vs.new_zeros(n, 0, H, V))
+        finals.append(S)
+    o = torch.cat(outs, 1).to(out_dtype)
+    return o, (torch.cat(finals, 0) if output_final_state else None)
+
+
+def _chunks(q, k, v, g, scale, S, C):
+    """Equal-length sequences q, k [n, T, H, K], v [n, T, H, V], g [n, T, H] from state S
+    [n, H, K, V], chunk by chunk; returns (o, final S)."""
+    T = q.shape[1]
+    outs = []
+    for t0 in range(0, T, C):
+        qc, kc, vc = q[:, t0 : t0 + C], k[:, t0 : t0 + C], v[:, t0 : t0 + C]
+        G = g[:, t0 : t0 + C].cumsum(1).transpose(1, 2)  # [n, H, c]
+        c = G.shape[-1]
+        causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+        decay = (G[..., :, None] - G[..., None, :]).masked_fill(~causal, float("-inf")).exp()
+        scores = torch.einsum("bihk,bjhk->bhij", qc, kc) * (scale * decay)  # [n, H, c, c]
+        o = torch.einsum("bhij,bjhv->bihv", scores, vc)
+        q_decay = (scale * G.exp()).transpose(1, 2)[..., None]  # [n, c, H, 1]
+        o = o + torch.einsum("bihk,bhkv->bihv", qc * q_decay, S)
+        G_last = G[..., -1]  # [n, H]
+        k_decay = (G_last[..., None] - G).exp().transpose(1, 2)[..., None]  # [n, c, H, 1]
+        S = G_last.exp()[..., None, None] * S + torch.einsum("bjhk,bjhv->bhkv", kc * k_decay, vc)
+        outs.append(o)
+    o = torch.cat(outs, 1) if outs else v.new_zeros(v.shape)
+    return o, S
+
+
+def simple_gla_chunked(
+    q: torch.Tensor,  # [B, T, H, K]
+    k: torch.Tensor,  # [B, T, H, K]
+    v: torch.Tensor,  # [B, T, H, V]
+    g: torch.Tensor,  # [B, T, H] or [H]
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,  # [N, H, K, V]
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,  # [N + 1]
+    chunk_size: int = 64,
+):
+    """The chunked form in PyTorch (float32 or float64 compute); returns ``(o, final_state)``."""
+    out_dtype = v.dtype
+    ct, scale, q, k, v, g, s0 = _prepare(q, k, v, g, scale, initial_state)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    outs, finals = [], []
+    for tok, row in _pieces(cu_seqlens):
+        qs = q[:, tok]
+        S = s0[row] if s0 is not None else q.new_zeros(qs.shape[0], H, K, V)
+        o, S = _chunks(qs, k[:, tok], v[:, tok], g[:, tok], scale, S, chunk_size)
+        outs.append(o)
+        finals.append(S)
+    o = torch.cat(outs, 1).to(out_dtype)
+    return o, (torch.cat(finals, 0) if output_final_state else None)
