@@ -1,53 +1,28 @@
-"""Every kind of the vocabulary has a cost rule, and on a one-box circuit of each kind the rule
-agrees with the compiled module: matmul FLOPs with FlopCounterMode, kept bytes with
-saved-tensor hooks (fused kinds excepted: on the CPU they run a reference, not the kernel)."""
+"""On a one-box circuit of each kind (tests/vocabulary.py) the cost rule agrees with the
+compiled module: matmul FLOPs with FlopCounterMode, kept bytes with saved-tensor hooks (fused
+kinds excepted: on the CPU they run a reference, not the kernel)."""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 import ncd
-from ncd.circuits.builder import Builder
 from ncd.circuits.kinds import KINDS, UNARY
-from ncd.compiler.cost import RULES
 from ncd.compiler.cost.rules import UNARY_FLOPS, UNARY_SAVES
 
-HERE = Path(__file__).parent
+from .cost import measure
+from .vocabulary import one_box
 
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-# the language's table of one case per kind (tests/language/test_vocabulary.py)
-vocab = _load("_ncd_vocab_cases", HERE / "language" / "test_vocabulary.py")
-measure = _load("_ncd_cost_measure", HERE / "cost" / "measure.py")
 FUSED = {"attention", "linear_attention"}
 
 
-def test_every_kind_has_a_cost_rule():
-    missing = sorted(set(KINDS) - set(RULES))
-    assert not missing, "kinds without a cost rule: " + " ".join(missing)
+def test_every_unary_function_has_a_cost():
     fns = sorted(set(UNARY) - set(UNARY_FLOPS) | set(UNARY) - set(UNARY_SAVES))
     assert not fns, "unary functions without FLOPs or kept tensors: " + " ".join(fns)
 
 
 def _case(kind):
-    spec, make, expected = vocab.CASES[kind]
-    b = Builder(f"case_{kind}")
-    out = make(b, vocab._inputs(b, spec))
-    outs = out if isinstance(out, dict) else {"out": out}
-    for i, w in enumerate(outs.values()):
-        b.output(f"o{i}", w)
-    c = b.build()
+    c = one_box(kind)
     sizes = dict.fromkeys(c.check().symbols(), 4)
     if kind == "scale":
         sizes["K"] = 4  # named only in the factor K**-0.5

@@ -49,7 +49,7 @@ class Registry(dict[str, Any]):
                         f"{self.where}: kind {k!r} already has a {self.aspect} "
                         f"({self[k].__qualname__}), found a second ({rule.__qualname__})"
                     )
-                self[k] = rule
+            self.update(dict.fromkeys(kinds, rule))
             return rule
 
         return add

@@ -14,22 +14,13 @@ the comparison covers every other box (the fused nodes are measured apart).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import sympy
 
 import ncd
 from ncd import gallery
 
-_spec = importlib.util.spec_from_file_location(
-    "_ncd_cost_measure", Path(__file__).parent / "measure.py"
-)
-measure = importlib.util.module_from_spec(_spec)
-sys.modules["_ncd_cost_measure"] = measure
-_spec.loader.exec_module(measure)
+from . import measure
 
 FUSED = {"attention", "linear_attention"}
 
