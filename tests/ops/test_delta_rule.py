@@ -1,0 +1,257 @@
+"""The delta rule and the gated delta rule: the chunked PyTorch form (float64) and the Triton
+kernels (interpreted on the CPU, float32 and float16) against the token-by-token recurrence
+written from the papers' equations; outputs, final states and every gradient (q, k, v, beta,
+g, initial state); the one-token steps chained against the whole sequence; argument checks."""
+
+import os
+import sys
+
+import pytest
+import torch
+
+from ncd.ops import _backend
+
+# ncd.ops does not import this family yet: import it with the interpreter switch that ncd.ops
+# itself was imported with (conftest.py), since Triton fixes the mode at decoration time.
+if _backend.interpreting() and "ncd.ops.delta_rule" not in sys.modules:
+    _saved = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    import ncd.ops.delta_rule  # noqa: F401
+
+    if _saved is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _saved
+
+from ncd.ops.delta_rule import (  # noqa: E402
+    chunk,
+    delta_rule,
+    delta_rule_step,
+    gated_delta_rule,
+    gated_delta_rule_chunked,
+    gated_delta_rule_reference,
+    gated_delta_rule_step,
+)
+
+
+def rel_rms(x, ref):
+    # NaN becomes inf: a NaN error would pass every `<` and be dropped by `max`.
+    x, ref = x.double(), ref.double()
+    err = ((x - ref).norm() / ref.norm()).item()
+    return err if err == err else float("inf")
+
+
+TOL = {torch.float32: 1e-4, torch.float16: 3e-3}
+
+
+def make(B, T, H, K, V, seed, gated, normalized=True, N=None):
+    """q, k, v, beta, g (None when not gated) and an initial state for N sequences, float32."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, H, K, generator=gen)
+    k = torch.randn(B, T, H, K, generator=gen)
+    if normalized:
+        k = torch.nn.functional.normalize(k, dim=-1)
+    v = torch.randn(B, T, H, V, generator=gen)
+    beta = torch.rand(B, T, H, generator=gen)
+    g = -0.3 * torch.rand(B, T, H, generator=gen) if gated else None
+    s0 = torch.randn(B if N is None else N, H, K, V, generator=gen)
+    return q, k, v, beta, g, s0, gen
+
+
+def call(fn, xs, gated, **kw):
+    """fn(q, k, v, [g,] beta, initial_state=s0, ...) on xs = [q, k, v, beta, s0, (g)]."""
+    q, k, v, beta, s0 = xs[:5]
+    if fn in (gated_delta_rule_reference, gated_delta_rule_chunked):
+        return fn(q, k, v, xs[5] if gated else None, beta, initial_state=s0, **kw)
+    if gated:
+        return fn(q, k, v, xs[5], beta, initial_state=s0, **kw)
+    return fn(q, k, v, beta, initial_state=s0, **kw)
+
+
+def compare(fn, case, dtype=torch.float32, tol=None, reference_dtype=torch.float64, **extra):
+    """Outputs and every gradient of fn against the float64 token-by-token reference."""
+    B, T, H, K, V, gated, cu, use_s0 = case
+    N = B if cu is None else len(cu) - 1
+    q, k, v, beta, g, s0, gen = make(B, T, H, K, V, seed=T + K, gated=gated, N=N)
+    xs = [q.to(dtype), k.to(dtype), v.to(dtype), beta, s0 if use_s0 else None]
+    if gated:
+        xs.append(g)
+    if dtype == torch.float64:  # else the gates and the state stay float32, as in models
+        xs = [None if x is None else x.double() for x in xs]
+    xs = [None if x is None else x.clone().requires_grad_() for x in xs]
+    kw = dict(
+        scale=0.4, output_final_state=True, cu_seqlens=None if cu is None else torch.tensor(cu)
+    )
+    o, s_t = call(fn, xs, gated, **kw, **extra)
+    assert o.shape == (B, T, H, V) and o.dtype == dtype
+    assert s_t.shape == (N, H, K, V)
+    do = torch.randn(o.shape, generator=gen).to(dtype)
+    ds = torch.randn(s_t.shape, generator=gen)
+    inputs = [x for x in xs if x is not None]
+    grads = torch.autograd.grad([o, s_t], inputs, [do, ds])
+    ref_xs = [None if x is None else x.detach().to(reference_dtype).requires_grad_() for x in xs]
+    ref_in = [x for x in ref_xs if x is not None]
+    o_ref, s_ref = call(gated_delta_rule_reference, ref_xs, gated, **kw)
+    ref_grads = torch.autograd.grad(
+        [o_ref, s_ref], ref_in, [do.to(o_ref.dtype), ds.to(s_ref.dtype)]
+    )
+    names = ["o", "S_T"] + [
+        n for n, x in zip(["dq", "dk", "dv", "dbeta", "dS0", "dg"], xs) if x is not None
+    ]
+    errs = {
+        n: rel_rms(a, b) for n, a, b in zip(names, [o, s_t, *grads], [o_ref, s_ref, *ref_grads])
+    }
+    for x, gr in zip(inputs, grads):
+        assert gr.dtype == x.dtype and gr.shape == x.shape
+    tol = TOL[dtype] if tol is None else tol
+    assert max(errs.values()) < tol, errs
+
+
+# (B, T, H, K, V, gated, cu_seqlens, initial state)
+CASES = [
+    (2, 63, 2, 32, 24, False, None, True),
+    (2, 63, 2, 32, 24, True, None, True),
+    (1, 50, 2, 16, 32, True, [0, 7, 7, 40, 50], True),
+    (1, 45, 3, 24, 20, False, [0, 16, 45], False),
+    (2, 37, 1, 16, 40, True, None, False),
+]
+
+
+@pytest.mark.parametrize("chunk_size", [16, 64])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_chunked_form_matches_recurrence(case, chunk_size):
+    """The PyTorch chunked form (the CPU path) in float64: the same function to rounding."""
+    compare(gated_delta_rule_chunked, case, torch.float64, tol=1e-11, chunk_size=chunk_size)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_kernels_match_recurrence(case, dtype, nan_alloc):
+    fn = gated_delta_rule if case[5] else delta_rule
+    compare(fn, case, dtype, backend="triton")
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("gated", [False, True])
+def test_kernels_at_the_gpu_chunk_length(gated, monkeypatch, nan_alloc):
+    """Chunks of 64 (the GPU's): several chunks, a short last one, packed sequences."""
+    monkeypatch.setattr(chunk, "INTERPRET_CHUNK", 64)
+    fn = gated_delta_rule if gated else delta_rule
+    compare(fn, (1, 150, 2, 32, 32, gated, [0, 130, 150], True), backend="triton")
+
+
+@pytest.mark.interpret
+def test_mixed_dtypes_and_l2norm(nan_alloc):
+    """float16 q, k, v with float32 g and bfloat16 beta, unnormalised keys normalised inside
+    the op: the gradients of the gates come back in their dtypes."""
+    q, k, v, beta, g, _, gen = make(2, 33, 2, 16, 16, seed=4, gated=True, normalized=False)
+    xs = [q.half(), k.half(), v.half(), g, beta.bfloat16()]
+    xs = [x.clone().requires_grad_() for x in xs]
+    o, _ = gated_delta_rule(*xs, use_qk_l2norm=True, backend="triton")
+    do = torch.randn(o.shape, generator=gen).half()
+    grads = torch.autograd.grad(o, xs, do)
+    ref = [x.detach().double().requires_grad_() for x in xs]
+    o_ref, _ = gated_delta_rule_reference(*ref, use_qk_l2norm=True)
+    ref_grads = torch.autograd.grad(o_ref, ref, do.double())
+    assert [gr.dtype for gr in grads] == [x.dtype for x in xs]
+    errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    assert max(errs[:-1]) < 3e-3 and errs[-1] < 1e-2, errs  # beta's gradient rounded to bf16
+
+
+def test_l2norm_on_the_cpu_path():
+    q, k, v, beta, g, s0, _ = make(1, 20, 2, 8, 8, seed=5, gated=True, normalized=False)
+    xs = [x.double().requires_grad_() for x in (q, k, v, g, beta)]
+    o, _ = gated_delta_rule(*xs, use_qk_l2norm=True)
+    o_ref, _ = gated_delta_rule_reference(*xs, use_qk_l2norm=True)
+    torch.testing.assert_close(o, o_ref)
+    grads = torch.autograd.grad(o.sum(), xs[:2])
+    ref_grads = torch.autograd.grad(o_ref.sum(), xs[:2])
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_cpu_dispatch_runs_the_chunked_form():
+    q, k, v, beta, g, s0, _ = make(1, 9, 2, 8, 8, seed=0, gated=True)
+    o, _ = gated_delta_rule(q, k, v, g, beta)
+    o_ref, _ = gated_delta_rule_chunked(q, k, v, g, beta)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_step_continues_a_prompt(gated):
+    """Prompt through the chunked op with its final state, then one token at a time: the same
+    outputs and final state as the recurrence on the whole sequence."""
+    q, k, v, beta, g, s0, _ = make(2, 12, 3, 8, 5, seed=1, gated=gated)
+    q, k, v, beta, s0 = (x.double() for x in (q, k, v, beta, s0))
+    g = None if g is None else g.double()
+    o_ref, s_ref = gated_delta_rule_reference(
+        q, k, v, g, beta, scale=0.5, initial_state=s0, output_final_state=True
+    )
+    p = slice(0, 7)
+    if gated:
+        _, state = gated_delta_rule(q[:, p], k[:, p], v[:, p], g[:, p], beta[:, p], scale=0.5,
+                                    initial_state=s0, output_final_state=True)  # fmt: skip
+    else:
+        _, state = delta_rule(q[:, p], k[:, p], v[:, p], beta[:, p], scale=0.5, initial_state=s0,
+                              output_final_state=True)  # fmt: skip
+    for t in range(7, 12):
+        if gated:
+            o_t, state = gated_delta_rule_step(q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t],
+                                               state, scale=0.5)  # fmt: skip
+        else:
+            o_t, state = delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], state, scale=0.5)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+    torch.testing.assert_close(state, s_ref)
+
+
+def test_step_from_nothing_with_default_scale():
+    q, k, v, beta, _, _, _ = make(1, 3, 2, 4, 4, seed=2, gated=False)
+    o_ref, _ = gated_delta_rule_reference(q, k, v, None, beta)
+    state = None
+    for t in range(3):
+        o_t, state = delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], state)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+    assert state.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(g=torch.zeros(2, 5)), "g.shape"),
+        (dict(beta=torch.zeros(2, 5, 3)), "beta.shape"),
+        (dict(beta=torch.zeros(2, 5, 2, dtype=torch.int32)), "beta.dtype"),
+        (dict(initial_state=torch.zeros(2, 2, 8, 3)), "initial_state shape"),
+        (dict(cu_seqlens=torch.tensor([0, 3, 5])), "batch size with cu_seqlens"),
+        (dict(scale=float("nan")), "scale"),
+        (dict(backend="cuda"), "backend"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    q, k, v, beta, g, _, _ = make(2, 5, 2, 8, 4, seed=0, gated=True)
+    args = dict(q=q, k=k, v=v, g=g, beta=beta)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match="gated_delta_rule") as err:
+        gated_delta_rule(**args)
+    assert message in str(err.value) and ("expected" in str(err.value) or "backend" in message)
+
+
+def test_bad_shapes_and_packing():
+    q, k, v, beta, _, _, _ = make(1, 6, 2, 8, 4, seed=0, gated=False)
+    with pytest.raises(ValueError, match="delta_rule: k.shape"):
+        delta_rule(q, k[..., :4], v, beta)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        delta_rule(q, k, v, beta, cu_seqlens=torch.tensor([0, 2, 5]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        delta_rule(q, k, v, beta, cu_seqlens=torch.tensor([0, 4, 2, 6]))
+    with pytest.raises(ValueError, match="state shape"):
+        delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0], torch.zeros(1, 2, 8, 5))
+
+
+@pytest.mark.interpret
+def test_wide_keys_need_the_pytorch_form():
+    q = torch.nn.functional.normalize(torch.randn(1, 4, 1, 160), dim=-1)
+    beta = torch.rand(1, 4, 1)
+    with pytest.raises(ValueError, match="at most 128"):
+        delta_rule(q, q, q, beta, backend="triton")
+    assert delta_rule(q, q, q, beta)[0].shape == (1, 4, 1, 160)  # CPU: the PyTorch form
