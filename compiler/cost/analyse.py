@@ -14,6 +14,7 @@ import sympy
 from ncd.circuits.errors import NcdError
 from ncd.circuits.sizes import parse_size
 from ncd.circuits.types import FLOAT_DTYPES, Axis, TensorType, TupleType
+from ncd.circuits.validate import check
 from ncd.ops import attention_cost, linear_attention_cost
 
 from . import rules as R
@@ -107,6 +108,7 @@ class _Walker:
         self.input_grads = input_grads
         self.storages: dict[str, _Storage] = {}
         self.wires: dict[tuple[str, str], _Wire] = {}
+        self.matched = None  # where the fused regions are matched (default: `checked`)
 
     def nbytes(self, t: TensorType) -> sympy.Expr:
         d = t.dtype
@@ -147,7 +149,7 @@ class _Walker:
             g = self.input_grads.get(name, True)
             self.new_storage(f"in:{name}", t, "input", -1, g and _float(t))
             self.wires[("", name)] = self.make_wire(t, f"in:{name}", t.names, g)
-        regions = find_regions(c) if self.lowering == "fused" else []
+        regions = find_regions(c, self.matched) if self.lowering == "fused" else []
         in_region = {b: r for r in regions for b in r.boxes}
         boxes: list[BoxCost] = []
         input_saved: dict[str, sympy.Expr] = {}
@@ -292,7 +294,9 @@ class _Walker:
         sub_checked = c.calls[box.name]
         n = c.resolve(parse_size(box.repeat))
         grads = {p: w.grad for p, w in in_wires.items()}
-        sub = _Walker(sub_checked, self.lowering, self.dev, self.dtype, grads).run()
+        walker = _Walker(sub_checked, self.lowering, self.dev, self.dtype, grads)
+        walker.matched = _on_its_own(sub_checked)
+        sub = walker.run()
         bc.repeat, bc.sub = n, sub
         for f in ("flops", "mm_flops", "flops_bwd", "mm_flops_bwd", "io_bytes", "io_bytes_bwd"):
             setattr(bc, f, n * sum((getattr(b, f) for b in sub.boxes), ZERO))
@@ -453,6 +457,15 @@ def _relayouts(r: Region, q: _Wire, k: _Wire, v: _Wire, o: _Wire) -> tuple[list[
     names = {p: w.type.names for p, w in ws.items()}
     layouts = {p: w.layout for p, w in ws.items()}
     return R.relayouts(r.kind, d["query"], d["key"], d["head"], names, layouts)
+
+
+def _on_its_own(sub_checked):
+    """A called subcircuit checked on its own, where its fused regions are matched (as the
+    compiler's rewrite matches them: a call site's types and sizes do not change them)."""
+    try:
+        return check(sub_checked.circuit)
+    except NcdError:
+        return sub_checked
 
 
 def _float(t) -> bool:

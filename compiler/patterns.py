@@ -1,0 +1,332 @@
+"""Fused regions: the chains of boxes that one kernel of ncd.ops runs, matched in one place.
+
+`find_matches(checked)` decides which boxes fuse. compiler/rewrites.py replaces each match by
+its fused box and compiler/cost/fusion.py prices each match as that kernel, so the compiled
+module and the cost report see the same regions. A chain matches only where the kernel
+computes what the chain computes:
+
+- `attention`: contract(q, k over K) → [scale | mask | cast]* → softmax over S →
+  contract(·, v over S), run by `ncd.ops.softmax_attention`. The scales multiply into the
+  kernel's one scale. At most one mask: causal, fill -inf, over (T, S) with T and S of one
+  size (the kernel's mask is square, top-left aligned); a scale after it must be positive
+  (then it keeps -inf, and the mask commutes with it). A cast must be to the type the scores
+  already have. Dropout anywhere in the chain, a window mask, a second summed axis, a second
+  query or value axis, or batch axes that differ between q, k and v: no match.
+- `linear_attention`: contract(φk, v over nothing) → running sum over T (forward) →
+  contract(φq, · over K), optionally divided by φq · (running sum of φk) over K; run by the
+  causal `ncd.ops.linear_attention`, with `normalize` for the divided form.
+
+Each inner wire of a match is read once, by a box of the same match; its last box's output
+is the region's output, in the axis order and element type the fused box gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ncd.circuits.sizes import parse_size, same
+from ncd.circuits.types import promote
+from ncd.circuits.validate import Checked
+
+SCORE_STEPS = ("scale", "mask", "cast")
+"""Kinds that may stand between the scores and the softmax of an attention match."""
+
+
+@dataclass
+class Match:
+    """One fused region of a circuit level."""
+
+    kind: str
+    """The fused box it becomes: "attention" or "linear_attention"."""
+    boxes: tuple[str, ...]
+    """The boxes consumed, producers first; the fused box takes the last one's name."""
+    entries: dict[str, tuple[str, str]]
+    """Role (q, k, v) -> (box, port) of the match where that input enters."""
+    inputs: dict[str, tuple[str, str]]
+    """Role (q, k, v) -> source wire (box, port); box '' for a circuit input."""
+    output: tuple[str, str]
+    dims: dict[str, str]
+    """Role (query, key, head, value) -> axis name."""
+    causal: bool = False
+    normalize: bool = False
+    """Linear attention divided by q · (running sum of k)."""
+    scale: str | None = None
+    """Attention: the product of the chain's scales ("1" without one)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}[{self.boxes[0]}…{self.boxes[-1]}]"
+
+
+class Graph:
+    """Who produces and who reads each wire of one checked circuit level."""
+
+    def __init__(self, c: Checked):
+        self.c = c
+        self.readers: dict[tuple[str, str], list[str]] = {}
+        """Wire -> the boxes reading it ('' for a circuit output), once per port."""
+        for b in c.order:
+            for src in c.sources[b].values():
+                self.readers.setdefault(src, []).append(b)
+        for src in c.output_sources.values():
+            self.readers.setdefault(src, []).append("")
+
+    def kind(self, box: str) -> str:
+        return self.c.box(box).kind if box else ""
+
+    def producer(self, box: str, port: str) -> str:
+        """The box whose output feeds `port` of `box` ('' for a circuit input)."""
+        return self.c.sources[box][port][0]
+
+    def only_reader(self, box: str) -> str | None:
+        """The one box that reads `box`'s one output, once; None otherwise (also where the
+        circuit's output is that one reader)."""
+        outs = list(self.c.outs[box])
+        if len(outs) != 1:
+            return None
+        r = self.readers.get((box, outs[0]), [])
+        return r[0] or None if len(r) == 1 else None
+
+
+def find_matches(c: Checked) -> list[Match]:
+    """The fused regions of one circuit level (a call's subcircuit is matched on its own),
+    in the circuit's order; no box is in two of them."""
+    g = Graph(c)
+    taken: set[str] = set()
+    found: list[Match] = []
+    for b in c.order:
+        for m in _candidates(g, b):
+            if not taken & set(m.boxes):
+                found.append(m)
+                taken |= set(m.boxes)
+                break
+    return found
+
+
+def _candidates(g: Graph, b: str) -> Iterator[Match]:
+    """Matches whose last contraction is `b`, the widest first."""
+    box = g.c.box(b)
+    if box.kind != "contract" or len(box.operands) != 2 or len(box.over) != 1:
+        return
+    yield from _attention(g, b)
+    yield from _linear(g, b)
+
+
+def _names(c: Checked, box: str, port: str) -> tuple[str, ...]:
+    return c.ins[box][port].names
+
+
+def _swaps(ports):
+    return ((ports[0], ports[1]), (ports[1], ports[0]))
+
+
+# ---------------------------------------------------------------- softmax attention
+def _attention(g: Graph, mix: str) -> Iterator[Match]:
+    c = g.c
+    mb = c.box(mix)
+    S = mb.over[0]
+    for p_sm, p_v in _swaps(mb.operands):
+        sm = g.producer(mix, p_sm)
+        if g.kind(sm) != "softmax" or g.only_reader(sm) != mix:
+            continue
+        if c.box(sm).over != S or c.box(sm).variant != "softmax":
+            continue
+        back = [sm]  # from the softmax towards the scores
+        cur = g.producer(sm, "x")
+        while g.kind(cur) in SCORE_STEPS and g.only_reader(cur) == back[-1]:
+            back.append(cur)
+            cur = g.producer(cur, "x")
+        if g.kind(cur) != "contract" or g.only_reader(cur) != back[-1]:
+            continue
+        m = _attention_match(g, cur, back[:0:-1], sm, mix, p_v)
+        if m is not None:
+            yield m
+
+
+def _attention_match(g: Graph, scores: str, steps, sm: str, mix: str, p_v: str):
+    c = g.c
+    sb = c.box(scores)
+    if len(sb.operands) != 2 or len(sb.over) != 1:
+        return None
+    K, S = sb.over[0], c.box(mix).over[0]
+    v = _names(c, mix, p_v)
+    out = c.outs[mix]["out"]
+    for p_q, p_k in _swaps(sb.operands):
+        q, k = _names(c, scores, p_q), _names(c, scores, p_k)
+        if S not in k or S in q or K not in q or K not in k or S not in v or K in v:
+            continue
+        T = [a for a in q if a not in k and a != K]
+        V = [a for a in v if a not in q and a != S]
+        if len(T) != 1 or len(V) != 1:
+            continue
+        T, V = T[0], V[0]
+        bq = [a for a in q if a not in (T, K)]
+        if bq != [a for a in k if a not in (S, K)] or bq != [a for a in v if a not in (S, V)]:
+            continue
+        if out.names != tuple(V if a == K else a for a in q):
+            continue
+        if out.dtype != promote([c.ins[scores][p_q].dtype, c.ins[mix][p_v].dtype]):
+            continue
+        scale = _score_steps(c, steps, scores, p_q, p_k, T, S)
+        if scale is None:
+            continue
+        causal = any(g.kind(s) == "mask" for s in steps)
+        return Match(
+            "attention",
+            (scores, *steps, sm, mix),
+            {"q": (scores, p_q), "k": (scores, p_k), "v": (mix, p_v)},
+            {
+                "q": c.sources[scores][p_q],
+                "k": c.sources[scores][p_k],
+                "v": c.sources[mix][p_v],
+            },
+            (mix, "out"),
+            {"query": T, "key": S, "head": K, "value": V},
+            causal=causal,
+            scale=scale,
+        )
+    return None
+
+
+def _score_steps(c: Checked, steps, scores, p_q, p_k, T, S) -> str | None:
+    """The kernel's scale for the boxes between scores and softmax, or None where the kernel
+    cannot run them."""
+    factors: list[str] = []
+    masked = False
+    for s in steps:
+        b = c.box(s)
+        if b.kind == "mask":
+            if masked or b.pattern != "causal" or b.fill != "-inf":
+                return None
+            if b.query != T or b.key != S or not _square(c, scores, p_q, p_k, T, S):
+                return None
+            masked = True
+        elif b.kind == "scale":
+            if masked and not _positive(c, b.factor):
+                return None
+            factors.append(b.factor)
+        elif b.kind == "cast":
+            if b.dtype != c.ins[s]["x"].dtype:
+                return None
+        else:
+            return None
+    if not factors:
+        return "1"
+    if len(factors) == 1:
+        return factors[0]
+    return "*".join(f"({f})" for f in factors)
+
+
+def _square(c: Checked, scores, p_q, p_k, T, S) -> bool:
+    tq, ts = c.ins[scores][p_q].axis(T), c.ins[scores][p_k].axis(S)
+    if same(c.resolve(tq.size), c.resolve(ts.size)):
+        return True
+    nq, ns = c.number(tq.size), c.number(ts.size)
+    return nq is not None and nq == ns
+
+
+def _positive(c: Checked, factor: str) -> bool:
+    e = c.resolve(parse_size(factor))
+    if e.is_positive:
+        return True
+    n = c.number(e)
+    return n is not None and n > 0
+
+
+# ---------------------------------------------------------------- linear attention
+def _linear(g: Graph, read: str) -> Iterator[Match]:
+    """contract(φq, scan_T(contract(φk, v over ())) over K), the normalised form first."""
+    c = g.c
+    rb = c.box(read)
+    K = rb.over[0]
+    out = c.outs[read]["out"]
+    for p_q, p_s in _swaps(rb.operands):
+        state = g.producer(read, p_s)
+        if g.kind(state) != "scan" or g.only_reader(state) != read:
+            continue
+        st = c.box(state)
+        if st.op != "sum" or st.reverse:
+            continue
+        T = st.over
+        outer = g.producer(state, "x")
+        if g.kind(outer) != "contract" or g.only_reader(outer) != state:
+            continue
+        ob = c.box(outer)
+        if ob.over or len(ob.operands) != 2:
+            continue
+        q = _names(c, read, p_q)
+        for p_k, p_v in _swaps(ob.operands):
+            k, v = _names(c, outer, p_k), _names(c, outer, p_v)
+            if K not in k or K in v or K not in q or T not in q or T not in k or T not in v:
+                continue
+            V = [a for a in v if a not in k]
+            if len(V) != 1:
+                continue
+            V = V[0]
+            batch = [a for a in q if a not in (T, K)]
+            if batch != [a for a in k if a not in (T, K)]:
+                continue
+            if batch != [a for a in v if a not in (T, V)]:
+                continue
+            if out.names != tuple(V if a == K else a for a in q):
+                continue
+            if out.dtype != promote([c.ins[read][p_q].dtype, c.ins[outer][p_v].dtype]):
+                continue
+            plain = Match(
+                "linear_attention",
+                (outer, state, read),
+                {"q": (read, p_q), "k": (outer, p_k), "v": (outer, p_v)},
+                {
+                    "q": c.sources[read][p_q],
+                    "k": c.sources[outer][p_k],
+                    "v": c.sources[outer][p_v],
+                },
+                (read, "out"),
+                {"query": T, "key": T, "head": K, "value": V},
+                causal=True,
+            )
+            norm = _normalised(g, plain)
+            if norm is not None:
+                yield norm
+            yield plain
+
+
+def _normalised(g: Graph, m: Match) -> Match | None:
+    """`m` divided by q · (running sum of k) over the head axis, as `normalize=True` runs."""
+    c = g.c
+    read = m.boxes[-1]
+    div = g.only_reader(read)
+    if g.kind(div) != "binary" or c.box(div).fn != "div":
+        return None
+    if c.sources[div].get("a") != (read, "out"):
+        return None
+    den = g.producer(div, "b")
+    if g.kind(den) != "contract" or g.only_reader(den) != div:
+        return None
+    rn = c.box(den)
+    if tuple(rn.over) != (m.dims["head"],) or len(rn.operands) != 2:
+        return None
+    for p_q, p_z in _swaps(rn.operands):
+        z = g.producer(den, p_z)
+        if g.kind(z) != "scan" or g.only_reader(z) != den:
+            continue
+        zb = c.box(z)
+        if zb.op != "sum" or zb.reverse or zb.over != m.dims["query"]:
+            continue
+        if c.sources[den][p_q] != m.inputs["q"] or c.sources[z]["x"] != m.inputs["k"]:
+            continue
+        o, r = c.outs[div]["out"], c.outs[read]["out"]
+        if o.names != r.names or o.dtype != r.dtype:
+            return None
+        return Match(
+            "linear_attention",
+            (*m.boxes, z, den, div),
+            m.entries,
+            m.inputs,
+            (div, "out"),
+            m.dims,
+            causal=True,
+            normalize=True,
+        )
+    return None
