@@ -1,4 +1,5 @@
-"""Choosing between a family's Triton kernels and its PyTorch reference.
+"""Choosing between a family's Triton kernels and its PyTorch reference, and launching the
+kernels.
 
 CUDA tensors run the Triton kernels; CPU tensors run the reference. `backend="triton"` forces
 the kernels, which on CPU tensors needs Triton's interpreter: TRITON_INTERPRET=1 must be set
@@ -6,13 +7,13 @@ before `ncd.ops` is first imported, because Triton decides at decoration time wh
 kernel is compiled or interpreted.
 """
 
-import os
-
 import torch
 import triton
 from triton import knobs
 from triton.runtime import driver
 from triton.tools.tensor_descriptor import TensorDescriptor
+
+from .config import settings as _settings
 
 BACKENDS = ("auto", "triton", "reference")
 
@@ -95,11 +96,10 @@ def check_qkv(op: str, q, k, v, layout: str) -> None:
 
 _tuners: dict = {}
 _plans: dict = {}
-# Direct launches: Triton's JIT path binds and specialises every argument on every call, and
-# at short lengths that host time is what the GPU waits for (bench/host_overhead.py). Once a
-# kernel has been compiled for a configuration, calls whose arguments key the same way
-# (`_key`) launch the compiled kernel through its launcher. NCD_FAST_LAUNCH=0 turns this off.
-FAST_LAUNCH = os.environ.get("NCD_FAST_LAUNCH", "1") != "0"
+# Direct launches (config fast_launch): once a kernel has been compiled for a configuration,
+# calls whose arguments key the same way (`_key`) launch the compiled kernel through its
+# launcher instead of Triton's JIT path, which binds and specialises every argument on every
+# call (README.md says what that costs).
 
 
 def _key(args) -> tuple:
@@ -185,12 +185,12 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         return
     kw = plan.kw
     hook(kw)
-    if plan.ck is not None and FAST_LAUNCH:
+    if plan.ck is not None and _settings.fast_launch:
         _run(plan.ck, grid(kw), args, plan.tail)
         return
     cfg = plan.cfg
     ck = kernel[grid(kw)](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    if FAST_LAUNCH and _runnable(ck):
+    if _settings.fast_launch and _runnable(ck):
         plan.tail = _tail(kernel, len(args), {**meta, **kw})
         plan.ck = ck
 
@@ -221,15 +221,15 @@ _compiled: dict = {}
 def launch_compiled(kernel, grid, args, meta):
     """Launch a kernel that has nothing to tune (the Gluon kernels): the first call for a
     `_key` of the arguments and `meta` goes through the JIT, later ones launch its compiled
-    kernel directly (`FAST_LAUNCH`), as `launch` does once tuned. `meta` holds the
+    kernel directly (config fast_launch), as `launch` does once tuned. `meta` holds the
     constexpr arguments and the launch options (num_warps)."""
     key = (kernel, _key(args), *meta.items())
-    hit = _compiled.get(key) if FAST_LAUNCH else None
+    hit = _compiled.get(key) if _settings.fast_launch else None
     if hit is not None:
         _run(hit[0], grid, args, hit[1])
         return
     ck = kernel[grid](*args, **meta)
-    if FAST_LAUNCH and _runnable(ck):
+    if _settings.fast_launch and _runnable(ck):
         _compiled[key] = (ck, _tail(kernel, len(args), meta))
 
 

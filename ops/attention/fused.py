@@ -1,21 +1,19 @@
-"""Fused softmax attention (FlashAttention-2): Triton kernels, launch wrappers, autograd.
+"""Fused softmax attention (FlashAttention-2): Triton kernels, launch wrappers, autograd, and
+the choice of backend for each pass.
 
 Every tile moves through a tensor descriptor over the 4-d ``[B, T, H, D]`` tensor: on Hopper
-the copies run on the bulk tensor copy engine (TMA) straight into shared memory, with no
-per-element addresses held in registers, and rows past ``T`` (or columns past ``D``) read as
-zeros and are never written, per batch and per head.
+the copies run on the bulk tensor copy engine (TMA) straight into shared memory, and rows past
+``T`` (or columns past ``D``) read as zeros and are never written, per batch and per head.
 Forward: one program per (query block, batch x head) streams the key/value blocks through
 on-chip memory with the online softmax, and writes O and the base-2 log-sum-exp per row.
 Backward: `delta = rowsum(dO * O)`, then one program per (key block, batch x kv head) that
-loops over the query blocks of every query head in its group and accumulates dK and dV; dQ
-either comes from its own pass, one program per (query block, batch x head), or is added by
-the dK/dV programs into a float32 buffer (`ATOMIC_DQ`). Nothing of size T x S is written.
-On Hopper GPUs, where it applies, dK/dV runs the warp-specialized Gluon kernel of
-`hopper.py` instead (`HOPPER_DKDV`).
+loops over the query blocks of every query head in its group and accumulates dK and dV, then
+one program per (query block, batch x head) that accumulates dQ. Nothing of size T x S is
+written. On Hopper GPUs the forward and dK/dV run the Gluon kernels of `gluon/` where they
+apply (`choose`).
 """
 
 import math
-import os
 import warnings
 
 import torch
@@ -24,28 +22,28 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
+from .. import config
+from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
 from .._kernels import mm
-from . import hopper, hopper_fwd
+from .gluon import common as gluon_common
+from .gluon import dkdv as gluon_dkdv
+from .gluon import forward as gluon_forward
 from .reference import softmax_attention_reference
 
 LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _tile(desc, b, r0, h, N, R: tl.constexpr, C: tl.constexpr, FLAT: tl.constexpr,
-          TAIL: tl.constexpr):  # fmt: skip
-    """Rows [r0, r0 + R) of head h of batch b, as an (R, C) tile; rows past N read as zeros.
+def _tile(desc, b, r0, h, N, R: tl.constexpr, C: tl.constexpr, FLAT: tl.constexpr):
+    """Rows [r0, r0 + R) of head h of batch b, as an (R, C) tile.
 
     FLAT: `desc` views the tensor as 2-d ``[B * N, H * C]`` (C is the head width), so the copy
     lands in shared memory in the layout the tensor cores read, with no reshape; rows past N
-    then belong to the next batch and are zeroed here when TAIL says the tile can reach them.
-    Otherwise `desc` is 4-d ``[B, N, H, C']`` and the copy engine itself fills the zeros.
+    then belong to the next batch (used only where N is a whole number of tiles). Otherwise
+    `desc` is 4-d ``[B, N, H, C']`` and the copy engine fills rows past N with zeros.
     """
     if FLAT:
         x = desc.load([b * N + r0, h * C])
-        if TAIL:
-            x = tl.where((r0 + tl.arange(0, R))[:, None] < N, x, 0.0)
     else:
         x = desc.load([b, r0, h, 0]).reshape(R, C)
     return x
@@ -68,10 +66,10 @@ def _key_range(m0, S, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.c
 def _fwd_tiles(
     acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, offs_m, offs_n, S, qk_scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, MASK: tl.constexpr,
-    CAUSAL: tl.constexpr, WS: tl.constexpr, FLAT: tl.constexpr,
+    CAUSAL: tl.constexpr,
 ):  # fmt: skip
-    for n0 in tl.range(lo, hi, BLOCK_N, warp_specialize=WS):
-        k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
+    for n0 in tl.range(lo, hi, BLOCK_N):
+        k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, False)
         qk = mm(q, tl.trans(k))  # (BM, BN), unscaled
         if MASK:
             cols = n0 + offs_n
@@ -79,56 +77,32 @@ def _fwd_tiles(
             if CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None])
             qk = tl.where(keep, qk, float("-inf"))
-        acc, l_i, m_i = _softmax_pv(
-            acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N, BLOCK_DV, FLAT, MASK
-        )
+        acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N,
+                                    BLOCK_DV)  # fmt: skip
     return acc, l_i, m_i
 
 
 @triton.jit
 def _softmax_pv(
     acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N: tl.constexpr,
-    BLOCK_DV: tl.constexpr, FLAT: tl.constexpr, TAIL: tl.constexpr = False,
+    BLOCK_DV: tl.constexpr,
 ):  # fmt: skip
     """One key block of the online softmax, its (masked) scores `qk` given: rescale what came
-    before, add its probabilities times its values (`TAIL`: value rows may pass S)."""
+    before, add its probabilities times its values."""
     # Scaling inside the max and the exponent lets each element cost one fused multiply-add.
     m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
     p = tl.math.exp2(qk * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, TAIL)
+    v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, False)
     acc = mm(p.to(v.dtype), v, acc * alpha[:, None])
     return acc, l_i, m_new
-
-
-@triton.jit
-def _fwd_tiles_ahead(
-    acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, S, qk_scale, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, FLAT: tl.constexpr,
-):  # fmt: skip
-    """`_fwd_tiles` for unmasked blocks with the scores of block j + 1 asked for before the
-    softmax of block j (FlashAttention-3's intra-warpgroup overlap): the tensor cores work on
-    the next product while the same warps exponentiate. Needs hi > lo."""
-    k = _tile(k_desc, b, lo, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
-    qk = mm(q, tl.trans(k))
-    for n0 in range(lo, hi - BLOCK_N, BLOCK_N):
-        k = _tile(k_desc, b, n0 + BLOCK_N, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
-        qk_next = mm(q, tl.trans(k))
-        acc, l_i, m_i = _softmax_pv(
-            acc, l_i, m_i, qk, v_desc, b, hk, n0, S, qk_scale, BLOCK_N, BLOCK_DV, FLAT
-        )
-        qk = qk_next
-    return _softmax_pv(
-        acc, l_i, m_i, qk, v_desc, b, hk, hi - BLOCK_N, S, qk_scale, BLOCK_N, BLOCK_DV, FLAT
-    )
 
 
 @triton.jit
 def _fwd_kernel(
     q_desc, k_desc, v_desc, o_desc, LSE, T, S, H, HKV, qk_scale, BLOCK_D: tl.constexpr,
     BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    WS: tl.constexpr, FLAT: tl.constexpr, AHEAD: tl.constexpr,
 ):  # fmt: skip
     # Causal rows near the end do the most work: start them first so the last wave is light.
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -139,25 +113,18 @@ def _fwd_kernel(
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, False)
+    q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, False)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     full_end, end = _key_range(m0, S, BLOCK_M, BLOCK_N, CAUSAL)
-    if AHEAD:
-        if full_end > 0:
-            acc, l_i, m_i = _fwd_tiles_ahead(
-                acc, l_i, m_i, q, k_desc, v_desc, b, hk, 0, full_end, S, qk_scale, BLOCK_N,
-                BLOCK_D, BLOCK_DV, FLAT,
-            )  # fmt: skip
-    else:
-        acc, l_i, m_i = _fwd_tiles(
-            acc, l_i, m_i, q, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
-            BLOCK_N, BLOCK_D, BLOCK_DV, False, CAUSAL, WS, FLAT,
-        )  # fmt: skip
+    acc, l_i, m_i = _fwd_tiles(
+        acc, l_i, m_i, q, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
+        BLOCK_N, BLOCK_D, BLOCK_DV, False, CAUSAL,
+    )  # fmt: skip
     acc, l_i, m_i = _fwd_tiles(
         acc, l_i, m_i, q, k_desc, v_desc, b, hk, full_end, end, offs_m, offs_n, S, qk_scale,
-        BLOCK_N, BLOCK_D, BLOCK_DV, True, CAUSAL, False, FLAT,
+        BLOCK_N, BLOCK_D, BLOCK_DV, True, CAUSAL,
     )  # fmt: skip
     o = acc / l_i[:, None]
     o_desc.store([b, m0, h, 0], o.to(o_desc.dtype).reshape(1, BLOCK_M, 1, BLOCK_DV))
@@ -183,24 +150,17 @@ def _bwd_delta_kernel(
 
 @triton.jit
 def _bwd_dkdv_tiles(
-    dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo, n_end, offs_n,
-    offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-    DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, FLAT: tl.constexpr, DIAG: tl.constexpr,
+    dk, dv, k, v, q_desc, do_desc, LSE_base, DELTA_base, b, h, lo, n_end, offs_n, offs_m, T,
+    qk_scale, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, KV_SMEM: tl.constexpr, FLAT: tl.constexpr, DIAG: tl.constexpr,
 ):  # fmt: skip
-    """dK and dV of one key block over the query blocks [lo, T), in one loop.
-
-    One loop, not one per kind of block (diagonal, whole, ragged tail): with three loops Triton
-    holds more registers across them and the kernel spilled in every configuration; one loop
-    with the causal mask on every block fits (Triton 3.6, sm_90: 235 registers, no spills, at
-    (32, 64, 4 warps), against 255 and spills). Rows past T read as zeros and get lse = +inf,
-    so they add exactly nothing (2-d tiles are used only when T and S are whole numbers of
-    blocks, since there those rows would be the next batch's, and zero times infinity is not
-    zero)."""
+    """dK and dV of one key block over the query blocks [lo, T), in one loop with the causal
+    mask on every block (`DIAG`: only on blocks that cross the diagonal). Rows past T read as
+    zeros and get lse = +inf, so they add exactly nothing."""
     for m0 in range(lo, T, BLOCK_M):
         rows = m0 + offs_m
-        q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, False)
-        do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, FLAT, False)
+        q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT)
+        do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, FLAT)
         lse = tl.load(LSE_base + rows, mask=rows < T, other=float("inf"))
         delta = tl.load(DELTA_base + rows, mask=rows < T, other=0.0)
         if KV_SMEM:
@@ -217,8 +177,6 @@ def _bwd_dkdv_tiles(
             dp = mm(do, tl.trans(v))
             ds = p * (dp - delta[:, None])
             dk = mm(tl.trans(ds.to(q.dtype)), q, dk)
-            if ATOMIC_DQ:
-                dq = mm(ds.to(k.dtype), k) * sm_scale  # (BM, BD)
         else:
             pT = tl.math.exp2(mm(k, tl.trans(q)) * qk_scale - lse[None, :])  # (BN, BM)
             if CAUSAL:
@@ -231,27 +189,15 @@ def _bwd_dkdv_tiles(
             dpT = mm(v, tl.trans(do))
             dsT = pT * (dpT - delta[None, :])
             dk = mm(dsT.to(q.dtype), q, dk)
-            if ATOMIC_DQ:
-                dq = mm(tl.trans(dsT.to(k.dtype)), k) * sm_scale  # (BM, BD)
-        if ATOMIC_DQ:
-            if DQ_TMA:  # one bulk reduction into global memory, done by the copy engine
-                dq_desc.atomic_add([b, m0, h, 0], dq.reshape(1, BLOCK_M, 1, BLOCK_D))
-            else:
-                tl.atomic_add(
-                    DQ + ((b * T + rows)[:, None] * H + h) * D + offs_d[None, :],
-                    dq,
-                    mask=(rows[:, None] < T) & (offs_d[None, :] < D),
-                    sem="relaxed",
-                )
     return dk, dv
 
 
 @triton.jit
 def _bwd_dkdv_kernel(
-    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, dq_desc, DQ, LSE, DELTA, T, S, H, HKV,
-    qk_scale, sm_scale, D, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr,
-    ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr, KV_SMEM: tl.constexpr, FLAT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DIAG: tl.constexpr = False,
+    q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, LSE, DELTA, T, S, H, HKV, qk_scale,
+    sm_scale, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr,
+    KV_SMEM: tl.constexpr, FLAT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    DIAG: tl.constexpr = False,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -261,9 +207,8 @@ def _bwd_dkdv_kernel(
     n0 = pid_n * BLOCK_N
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, False)
-    v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, False)
+    k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT)
+    v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     # Causal: query blocks before the one holding query n0 see none of these keys. Key rows
@@ -274,9 +219,8 @@ def _bwd_dkdv_kernel(
         LSE_base = LSE + (b * H + h).to(tl.int64) * T
         DELTA_base = DELTA + (b * H + h).to(tl.int64) * T
         dk, dv = _bwd_dkdv_tiles(
-            dk, dv, k, v, q_desc, do_desc, dq_desc, DQ, LSE_base, DELTA_base, b, h, lo,
-            n0 + BLOCK_N, offs_n, offs_m, offs_d, T, S, H, D, qk_scale, sm_scale, BLOCK_M, BLOCK_D,
-            BLOCK_DV, CAUSAL, ATOMIC_DQ, DQ_TMA, KV_SMEM, FLAT, DIAG,
+            dk, dv, k, v, q_desc, do_desc, LSE_base, DELTA_base, b, h, lo, n0 + BLOCK_N, offs_n,
+            offs_m, T, qk_scale, BLOCK_M, BLOCK_D, BLOCK_DV, CAUSAL, KV_SMEM, FLAT, DIAG,
         )  # fmt: skip
     dk_desc.store([b, n0, hk, 0], (dk * sm_scale).to(dk_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_D))
     dv_desc.store([b, n0, hk, 0], dv.to(dv_desc.dtype).reshape(1, BLOCK_N, 1, BLOCK_DV))
@@ -286,12 +230,12 @@ def _bwd_dkdv_kernel(
 def _bwd_dq_tiles(
     dq, q, do, lse, delta, k_desc, v_desc, b, hk, lo, hi, offs_m, offs_n, S, qk_scale,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    CAUSAL_MASK: tl.constexpr, BOUNDS: tl.constexpr, FLAT: tl.constexpr,
+    CAUSAL_MASK: tl.constexpr,
 ):  # fmt: skip
     for n0 in range(lo, hi, BLOCK_N):
         # Keys past S read as zeros and so add nothing to dQ.
-        k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, FLAT, BOUNDS)
-        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, FLAT, BOUNDS)
+        k = _tile(k_desc, b, n0, hk, S, BLOCK_N, BLOCK_D, False)
+        v = _tile(v_desc, b, n0, hk, S, BLOCK_N, BLOCK_DV, False)
         p = tl.math.exp2(mm(q, tl.trans(k)) * qk_scale - lse[:, None])
         if CAUSAL_MASK:
             p = tl.where((n0 + offs_n)[None, :] <= offs_m[:, None], p, 0.0)
@@ -305,7 +249,7 @@ def _bwd_dq_tiles(
 def _bwd_dq_kernel(
     q_desc, k_desc, v_desc, do_desc, dq_desc, LSE, DELTA, T, S, H, HKV, qk_scale, sm_scale,
     BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, FLAT: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # heaviest causal rows first
     pid_bh = tl.program_id(1)
@@ -316,19 +260,19 @@ def _bwd_dq_kernel(
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     row_ok = offs_m < T
-    q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, FLAT, False)
-    do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, FLAT, False)
+    q = _tile(q_desc, b, m0, h, T, BLOCK_M, BLOCK_D, False)
+    do = _tile(do_desc, b, m0, h, T, BLOCK_M, BLOCK_DV, False)
     lse = tl.load(LSE + pid_bh.to(tl.int64) * T + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + pid_bh.to(tl.int64) * T + offs_m, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     full_end, end = _key_range(m0, S, BLOCK_M, BLOCK_N, CAUSAL)
     dq = _bwd_dq_tiles(
         dq, q, do, lse, delta, k_desc, v_desc, b, hk, 0, full_end, offs_m, offs_n, S, qk_scale,
-        BLOCK_N, BLOCK_D, BLOCK_DV, False, False, FLAT,
+        BLOCK_N, BLOCK_D, BLOCK_DV, False,
     )  # fmt: skip
     dq = _bwd_dq_tiles(
         dq, q, do, lse, delta, k_desc, v_desc, b, hk, full_end, end, offs_m, offs_n, S,
-        qk_scale, BLOCK_N, BLOCK_D, BLOCK_DV, CAUSAL, True, FLAT,
+        qk_scale, BLOCK_N, BLOCK_D, BLOCK_DV, CAUSAL,
     )  # fmt: skip
     dq_desc.store([b, m0, h, 0], (dq * sm_scale).to(dq_desc.dtype).reshape(1, BLOCK_M, 1, BLOCK_D))
 
@@ -367,19 +311,15 @@ def _desc(x: torch.Tensor, flat: bool = False) -> TensorDescriptor:
     return TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 16, 1, 16])
 
 
-# Which kernels read 2-d tiles where the head widths allow (`_tile`'s FLAT), from the H200
-# sweeps at T = 8k, D = 128, bf16 (best configuration of each; bench/results/ops_sweep_*):
-# forward: 4-d, where the look-ahead loop runs best (2.02 ms against 2.28 ms for the best 2-d
-# configuration, 386f2f3; 2.04 against 2.10 at ebc9598). dQ: 4-d (2.30 against 2.47 ms).
-# dK/dV: 2-d, which lets k and v stay in shared memory as the tensor cores' left operands in
-# its one loop (4.04 ms against 4.17 ms 4-d, 386f2f3; the three-loop kernel, 4-d, 4.17).
-FLAT_FORWARD, FLAT_DKDV, FLAT_DQ = False, True, False
-
-
-def _flat(wanted: bool, *xs: torch.Tensor) -> bool:
-    # Contiguous, with head widths that are whole tiles (powers of two): then the 2-d view
-    # exists and a 2-d tile never reaches the next head.
-    return wanted and all(pow2(x.shape[-1]) == x.shape[-1] and x.is_contiguous() for x in xs)
+def _flat_dkdv(q, k, v, do) -> bool:
+    """Whether the dK/dV pass reads 2-d tiles (the forward and dQ read 4-d ones): T and S
+    whole numbers of 128-row blocks (no block size exceeds 128, so a tile never reaches the
+    next batch), contiguous inputs with head widths that are whole tiles (powers of two)."""
+    return (
+        q.shape[1] % 128 == 0
+        and k.shape[1] % 128 == 0
+        and all(pow2(x.shape[-1]) == x.shape[-1] and x.is_contiguous() for x in (q, k, v, do))
+    )
 
 
 def _configs(rows):
@@ -392,27 +332,13 @@ def _configs(rows):
     ]
 
 
-# Small lists of (BLOCK_M, BLOCK_N, warps, stages[, constexprs]), the fastest of
-# bench/ops_sweep.py on the H200 (T = 8k, D = 128, bf16); autotuning picks among them per shape.
-# WS: Triton's warp specialisation of the key loop (compiles on Hopper with 8 warps). AHEAD:
-# `_fwd_tiles_ahead` (2.04 ms against 2.10 at (64, 64, 4, 3), 4-d tiles, 2026-11-28 evening;
-# within run-to-run noise, so autotuning decides).
-FWD_CONFIGS = [
-    (64, 64, 4, 3, {"WS": False, "AHEAD": False}),
-    (64, 64, 4, 3, {"WS": False, "AHEAD": True}),
-    (128, 128, 8, 3, {"WS": True, "AHEAD": False}),
-    (128, 128, 8, 3, {"WS": False, "AHEAD": False}),
-    (128, 64, 8, 3, {"WS": False, "AHEAD": False}),
-]
-# KV_SMEM: backward scores as (query, key) tiles, so that k and v are right-hand operands the
-# tensor cores read from shared memory; the (key, query) form (`_REG`) reads them as left
-# operands, from shared memory too through 2-d tiles. In one loop the (key, query) form fits
-# in registers (Triton 3.6, sm_90: 215-240 registers, no spills, where with three loops every
-# configuration spilled) yet runs no faster: 4.62 ms at (32, 64, 4, 3) against 4.04 ms for
-# the (query, key) form at (64, 64, 4, 2), which spills 6 (386f2f3). Autotuning picks.
+# (BLOCK_M, BLOCK_N, warps, stages[, constexprs]) per kernel; autotuning picks among them per
+# shape (how the lists were chosen: README.md).
+FWD_CONFIGS = [(64, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3)]
+# KV_SMEM: the dK/dV scores as (query, key) tiles, k and v the tensor cores' right operands
+# from shared memory; otherwise as (key, query) tiles (`_REG`). DIAG: the causal mask only on
+# key blocks that cross the diagonal.
 _REG, _SMEM = {"KV_SMEM": False}, {"KV_SMEM": True}
-# DIAG: the causal mask only on key blocks that cross the diagonal (3.96 against 4.02 ms at
-# (64, 64, 4, 2), one sample each, 28ce7cc; the other no-spill configurations were all slower).
 DKDV_CONFIGS = [
     (64, 64, 4, 2, _SMEM),
     (64, 64, 4, 2, {"KV_SMEM": True, "DIAG": True}),
@@ -421,61 +347,50 @@ DKDV_CONFIGS = [
     (32, 64, 4, 2, _REG),
     (64, 128, 8, 2, _REG),
 ]
-# Adding dQ atomically fits in registers now but stays slower than the separate pass: 8.1-13.3
-# ms for dK/dV + dQ against 4.04 + 2.30 ms, copy-engine or per-element reductions alike
-# (386f2f3, 9a24291).
-ATOMIC_DKDV_CONFIGS = [(16, 64, 4, 2, _REG), (16, 64, 4, 3, _REG), (32, 128, 8, 2, _REG)]
 DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
-# float32 (three tf32 products each, ops/_kernels.mm) spills in every configuration at D = 128
-# (sm_90 cross-compile); the two that spill least per kernel, so that the first float32 call
-# compiles two slow kernels per pass instead of four or five (4-5 minutes on the H200 host).
-_PLAIN = {"WS": False, "AHEAD": False}
-F32_FWD_CONFIGS = [(64, 64, 4, 3, _PLAIN), (64, 32, 4, 2, _PLAIN)]
+# float32 (three tf32 products each, ops/_kernels.mm) spills at D = 128: the two
+# configurations per kernel that spill least.
+F32_FWD_CONFIGS = [(64, 64, 4, 3), (64, 32, 4, 2)]
 F32_DKDV_CONFIGS = [(32, 64, 4, 2, _REG), (32, 32, 4, 2, _SMEM)]
 F32_DQ_CONFIGS = [(64, 32, 4, 3), (64, 16, 4, 2)]
 DELTA_CONFIGS = [triton.Config({"BLOCK_M": 64}, num_warps=4)]
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]
-# FlashAttention-2's own backward: the dK/dV programs also add their share of dQ into a
-# float32 buffer (on the GPU with the copy engine's bulk reductions, `DQ_TMA`), saving the dQ
-# pass's two recomputed products (not bit-reproducible from run to run). Off: a separate dQ
-# pass. Set from measurement.
-ATOMIC_DQ = False
-# dK/dV on Hopper through the warp-specialized Gluon kernel (ops/attention/hopper.py) where it
-# applies (16-bit, D 64 or 128, whole 128-row blocks, no grouped heads): 3.26 ms against 4.02
-# for the best Triton configuration on the H200 (T = 8k, causal, bf16, bench/gluon_check.py;
-# bench/results/gluon_check_2026-11-28_c3de9b9.txt).
-HOPPER_DKDV = True
-# ... and for grouped heads (each program sums the dK/dV of its key/value head over the group's
-# query heads): compiled for sm_90 (the ungrouped build's SASS unchanged, diffed), not yet run
-# on a GPU, so off unless NCD_GLUON_DKDV_GROUPED=1 (`bench/gluon_check.py --only gqa_causal,...`).
-HOPPER_DKDV_GROUPED = os.environ.get("NCD_GLUON_DKDV_GROUPED", "0") == "1"
-# The forward in Gluon on Hopper (ops/attention/hopper_fwd.py) where it applies (16-bit,
-# D 64 or 128, whole 128-row blocks): 1.92 ms against 2.31 for the Triton forward on the
-# H200 (T = 8k, causal, bf16; bench/results/gluon_fwd_check_2026-11-29_ffb652a.txt).
-# NCD_GLUON_FORWARD=0 switches it off (the Triton forward everywhere).
-HOPPER_FORWARD = os.environ.get("NCD_GLUON_FORWARD", "1") != "0"
-# The forward loop form used under the interpreter (tests set both).
-INTERPRET_AHEAD = False
-# The backward layout used under the interpreter (on the GPU the autotuner chooses).
-INTERPRET_KV_SMEM = True
-# dK/dV: the causal mask only on key blocks that cross the diagonal, under the interpreter.
-INTERPRET_DIAG = False
 
 
-def _launch(kernel, configs, grid, args, meta, reset=None, interpret_extra=None):
+def _launch(kernel, configs, grid, args, meta, interpret_extra=None):
     fixed = dict(INTERPRET_CONFIG, **(interpret_extra or {}))
-    launch(
-        kernel, _configs(configs), grid, args, meta, fixed, reset=reset, key=KEY,
-        pre_hook=_set_blocks,
-    )  # fmt: skip
+    launch(kernel, _configs(configs), grid, args, meta, fixed, key=KEY, pre_hook=_set_blocks)
 
 
-# Gluon kernels ("forward", "dkdv") that failed to build or launch in this process: Gluon is
-# Triton's experimental dialect, tied to one version, so a kernel that cannot be built here
-# (another ptxas, another Triton 3.6 build) warns once and leaves the Triton kernels in charge
-# rather than stopping the user's model.
+# Gluon passes ("forward", "dkdv") that failed to build or launch in this process: they warn
+# once and leave their pass to the Triton kernels from then on (README.md, Gluon).
 GLUON_FAILED: set = set()
+
+
+def choose(kind: str, q, k, v, causal: bool) -> tuple[str, str]:
+    """The backend that runs pass `kind` ("forward" or "dkdv") of softmax attention on these
+    (CUDA or interpreted) inputs, and why not the Gluon one: ("gluon", "") where config
+    allows it, Gluon can run here, its kernel takes the inputs and has not failed in this
+    process; else ("triton", the reason)."""
+    s = config.settings
+    if kind == "forward":
+        if not s.gluon_forward:
+            return "triton", "switched off (config gluon_forward, NCD_GLUON_FORWARD=0)"
+    elif kind == "dkdv":
+        if not s.gluon_dkdv:
+            return "triton", "switched off (config gluon_dkdv, NCD_GLUON_DKDV=0)"
+    else:
+        raise ValueError(f"fused.choose: kind: expected 'forward' or 'dkdv', found {kind!r}")
+    if kind in GLUON_FAILED:
+        return "triton", f"the Gluon {kind} kernel failed earlier in this process"
+    if not gluon_common.available():
+        return "triton", "Gluon of Triton 3.6 cannot run here"
+    if kind == "forward":
+        ok, why = gluon_forward.supports(q, k, v, causal)
+    else:
+        ok, why = gluon_dkdv.supports(q, k, v, causal, s.gluon_dkdv_grouped)
+    return ("gluon", "") if ok else ("triton", why)
 
 
 def _gluon(kind: str, fn, *args):
@@ -496,122 +411,67 @@ def _gluon(kind: str, fn, *args):
 
 
 def _forward(q, k, v, causal: bool, scale: float):
-    if (
-        HOPPER_FORWARD
-        and "forward" not in GLUON_FAILED
-        and not interpreting()
-        and hopper_fwd.usable(q)
-        and hopper_fwd.supported(q, k, v, causal)
-    ):
-        out = _gluon("forward", hopper_fwd.forward_hopper, q, k, v, causal, scale)
+    if choose("forward", q, k, v, causal)[0] == "gluon":
+        out = _gluon("forward", gluon_forward.run, q, k, v, causal, scale)
         if out is not None:
             return out
     B, T, H, D = q.shape
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     o = torch.empty(B, T, H, DV, device=q.device, dtype=q.dtype)
     lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
-    flat = _flat(FLAT_FORWARD, q, k, v)
-    meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=flat)
+    meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal)
     _launch(
         _fwd_kernel,
         F32_FWD_CONFIGS if q.dtype == torch.float32 else FWD_CONFIGS,
         lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
-        (
-            _desc(q, flat),
-            _desc(k, flat),
-            _desc(v, flat),
-            _desc(o),
-            lse,
-            T,
-            S,
-            H,
-            HKV,
-            scale * LOG2E,
-        ),  # fmt: skip
+        (_desc(q), _desc(k), _desc(v), _desc(o), lse, T, S, H, HKV, scale * LOG2E),
         meta,
-        interpret_extra={"WS": False, "AHEAD": INTERPRET_AHEAD},
     )
     return o, lse
 
 
-def _backward(q, k, v, o, lse, do, causal: bool, scale: float, atomic_dq: bool | None = None):
+def _backward(q, k, v, o, lse, do, causal: bool, scale: float):
     B, T, H, D = q.shape
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
-    atomic_dq = ATOMIC_DQ if atomic_dq is None else atomic_dq
-    f32 = q.dtype == torch.float32
     delta = torch.empty_like(lse)
     launch(
         _bwd_delta_kernel, DELTA_CONFIGS, lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (o, do, delta, T, H), dict(DV=DV, BLOCK_DV=pow2(DV)), {"BLOCK_M": 16}, key=["T"],
     )  # fmt: skip
-    if (
-        HOPPER_DKDV
-        and "dkdv" not in GLUON_FAILED
-        and not atomic_dq
-        and not interpreting()
-        and hopper.usable(q)
-        and hopper.supported(q, k, v, do, causal, grouped=HOPPER_DKDV_GROUPED)
-    ):
-        out = _gluon("dkdv", hopper.dkdv_hopper, q, k, v, do, lse, delta, causal, scale)
+    if choose("dkdv", q, k, v, causal)[0] == "gluon":
+        out = _gluon("dkdv", gluon_dkdv.run, q, k, v, do, lse, delta, causal, scale)
         if out is not None:
             return _dq_pass(q, k, v, do, lse, delta, causal, scale, None), *out
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
-    dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic_dq else None
-    # 2-d tiles of whole blocks only (no block size exceeds 128): see `_bwd_dkdv_tiles`.
-    flat = _flat(FLAT_DKDV and T % 128 == 0 and S % 128 == 0, q, k, v, do)
+    flat = _flat_dkdv(q, k, v, do)
     qd, kd, vd, dod = (_desc(x, flat) for x in (q, k, v, do))
-    meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=flat)
+    s = config.settings
     _launch(
         _bwd_dkdv_kernel,
-        ATOMIC_DKDV_CONFIGS if atomic_dq else F32_DKDV_CONFIGS if f32 else DKDV_CONFIGS,
+        F32_DKDV_CONFIGS if q.dtype == torch.float32 else DKDV_CONFIGS,
         lambda m: (cdiv(S, m["BLOCK_N"]), B * HKV),
-        (
-            qd,
-            kd,
-            vd,
-            dod,
-            _desc(dk),
-            _desc(dv),
-            None if dq32 is None else _desc(dq32),
-            dq32,
-            lse,
-            delta,
-            T,
-            S,
-            H,
-            HKV,
-            scale * LOG2E,
-            scale,
-            D,
-        ),
-        dict(meta, ATOMIC_DQ=atomic_dq, DQ_TMA=atomic_dq and not interpreting()),
-        reset=("DQ",) if atomic_dq else None,
-        interpret_extra={"KV_SMEM": INTERPRET_KV_SMEM, "DIAG": INTERPRET_DIAG},
+        (qd, kd, vd, dod, _desc(dk), _desc(dv), lse, delta, T, S, H, HKV, scale * LOG2E, scale),
+        dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=flat),
+        interpret_extra={"KV_SMEM": s.interpret_kv_smem, "DIAG": s.interpret_diag},
     )
-    if atomic_dq:
-        return dq32.to(q.dtype), dk, dv
-    return _dq_pass(q, k, v, do, lse, delta, causal, scale, (flat, qd, kd, vd, dod)), dk, dv
+    made = None if flat else (qd, kd, vd, dod)
+    return _dq_pass(q, k, v, do, lse, delta, causal, scale, made), dk, dv
 
 
 def _dq_pass(q, k, v, do, lse, delta, causal: bool, scale: float, made):
-    """dQ, one program per (query block, batch x head); `made`: (flat, descriptors of q, k, v,
-    do) already built by the dK/dV pass, reused when the tile form is the same."""
+    """dQ, one program per (query block, batch x head); `made`: 4-d descriptors of q, k, v,
+    do already built by the dK/dV pass, or None."""
     B, T, H, D = q.shape
     S, HKV, DV = k.shape[1], k.shape[2], v.shape[3]
     dq = torch.empty_like(q)
-    dq_flat = _flat(FLAT_DQ, q, k, v, do)
-    if made is not None and made[0] == dq_flat:
-        qd, kd, vd, dod = made[1:]
-    else:
-        qd, kd, vd, dod = (_desc(x, dq_flat) for x in (q, k, v, do))
-    meta = dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal, FLAT=dq_flat)
+    qd, kd, vd, dod = made if made is not None else (_desc(x) for x in (q, k, v, do))
     _launch(
         _bwd_dq_kernel,
         F32_DQ_CONFIGS if q.dtype == torch.float32 else DQ_CONFIGS,
         lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (qd, kd, vd, dod, _desc(dq), lse, delta, T, S, H, HKV, scale * LOG2E, scale),
-        meta,
+        dict(BLOCK_D=pow2(D), BLOCK_DV=pow2(DV), CAUSAL=causal),
     )
     return dq
 

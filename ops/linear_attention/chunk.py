@@ -14,12 +14,12 @@ one autograd Function, in float32 where the two parts' gradients cancel.
 """
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from .. import config
 from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
 from .reference import EPS, linear_attention_reference
 
@@ -328,18 +328,13 @@ def _bwd_kernel(
         )  # fmt: skip
 
 
-# One configuration each, measured on the H200 (bench/ops_sweep.py, T = 8192, bf16, K = V = 128):
-# forward (BLOCK_T, BLOCK_V, warps, stages) = (64, 64, 4, 4) 0.169 ms, (64, 64, 4, 3) 0.176,
-# (64, 64, 8, 3) 0.263, (64, 32, 4, 3) 0.279; backward (BLOCK_T, BLOCK_KS, BLOCK_VS, warps,
-# stages) = (64, 64, 64, 4, 3) 0.560 ms, (64, 32, 32, 4, 3) 0.705, (64, 64, 64, 4, 2) 0.689.
-# A program's work per chunk does not depend on T, so neither does the ranking; a fixed
-# choice spares every new length an autotuning pass (and its noise at short lengths).
+# One configuration per kernel, not a list to autotune (README.md says why).
 FWD_CONFIGS = [triton.Config({"BLOCK_T": 64, "BLOCK_V": 64}, num_warps=4, num_stages=4)]
 BWD_CONFIGS = [
     triton.Config({"BLOCK_T": 64, "BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3)
 ]
-# float32 tiles take twice the shared memory: at those depths the forward asked for 288 KiB of
-# the H200's 227 (2026-11-28), so float32 runs shallower pipelines.
+# float32 tiles take twice the shared memory, more than the H200 has at those pipeline depths:
+# float32 runs at most this many stages.
 F32_STAGES = 2
 INTERPRET_FWD = {"BLOCK_T": 16, "BLOCK_V": 16}
 INTERPRET_BWD = {"BLOCK_T": 16, "BLOCK_KS": 16, "BLOCK_VS": 16}
@@ -356,18 +351,10 @@ def _launch(kernel, configs, fixed, grid, *args, **kwargs):
 
 
 def _dot(x: torch.Tensor) -> str:
-    """The kernels' product precision (their DOT): float32 operands as three tf32 products
-    (Triton's "tf32x3", about float32's accuracy; one tf32 product left relative errors near
-    1e-3), 16-bit operands as they are ("tf32" is then Triton's default and changes nothing).
-
-    Passed as a constexpr rather than chosen inside a shared @triton.jit helper: wrapping
-    tl.dot in one (ops/_kernels.mm, 9f299f1) left the PTX instructions unchanged but moved the
-    debug line labels, and ptxas then built the backward differently (250 registers, 4096
-    instructions, against 255 and 4000) and 40% slower (0.74 -> 1.04 ms fwd+bwd at T = 8k on
-    the H200, same process, 2026-11-28). ptxas is sensitive to those labels: compiled without
-    line information (TRITON_DISABLE_LINE_INFO=1) this same source also gives the slow build.
-    As written here the kernels compile for sm_90 to exactly 5ad38f9's SASS (Triton 3.6;
-    `bench/sm90_report.py --kernels lin` shows the figures without a GPU)."""
+    """The kernels' product precision (their DOT constexpr): float32 operands as three tf32
+    products (Triton's "tf32x3", about float32's accuracy), 16-bit operands as they are
+    ("tf32" is then Triton's default and changes nothing). A constexpr rather than a shared
+    @triton.jit helper around tl.dot: README.md says why."""
     return "tf32x3" if x.dtype == torch.float32 else "tf32"
 
 
@@ -526,18 +513,10 @@ def _dense(x: torch.Tensor) -> bool:
     return True
 
 
-# Read permuted q, k, v (as compiled circuits pass them) through their strides instead of
-# copying them to [B, T, H, K]. On the H200 (2026-11-28, bench/cost_gpu.py, the gallery's
-# compiled linear_attention circuit, one run for each setting) reading in place measured
-# peak 0.784 GiB and fwd+bwd 2.33 ms at T = 16k, the copies 0.815 GiB and 2.69 ms.
-# NCD_LINEAR_IN_PLACE=0 turns it off.
-IN_PLACE = os.environ.get("NCD_LINEAR_IN_PLACE", "1") != "0"
-
-
 def _readable(q, k, v):
-    """q, k, v as the kernels take them: contiguous copies, or with `IN_PLACE` the tensors
-    themselves where the kernels can read them (q and k in one layout)."""
-    if not IN_PLACE:
+    """q, k, v as the kernels take them: contiguous copies, or (config linear_in_place) the
+    tensors themselves where the kernels can read them (q and k in one layout)."""
+    if not config.settings.linear_in_place:
         return q.contiguous(), k.contiguous(), v.contiguous()
     if not (_dense(q) and q.stride() == k.stride()):
         q, k = q.contiguous(), k.contiguous()

@@ -7,7 +7,7 @@ import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from ncd.ops import _backend
+from ncd.ops import _backend, config
 
 
 class FakeCompiled:
@@ -103,21 +103,21 @@ def test_new_integer_or_alignment_means_a_new_plan(fake_gpu):
     assert [e[0] for e in k.log] == ["tune", "jit", "direct", "tune", "tune"]
 
 
-def test_fast_launch_off(fake_gpu, monkeypatch):
-    monkeypatch.setattr(_backend, "FAST_LAUNCH", False)
+def test_fast_launch_off(fake_gpu):
     k, x = FakeKernel(), torch.zeros(8)
-    for _ in range(3):
-        call(k, x)
+    with config.override(fast_launch=False):
+        for _ in range(3):
+            call(k, x)
     assert [e[0] for e in k.log] == ["tune", "jit", "jit"]
 
 
-def test_fast_launch_turned_off_later(fake_gpu, monkeypatch):
-    """Switching FAST_LAUNCH off after a kernel was cached goes back to the JIT path."""
+def test_fast_launch_turned_off_later(fake_gpu):
+    """Switching fast_launch off after a kernel was cached goes back to the JIT path."""
     k, x = FakeKernel(), torch.zeros(8)
     for _ in range(3):
         call(k, x)
-    monkeypatch.setattr(_backend, "FAST_LAUNCH", False)
-    call(k, x)
+    with config.override(fast_launch=False):
+        call(k, x)
     assert [e[0] for e in k.log] == ["tune", "jit", "direct", "jit"]
 
 
@@ -164,6 +164,6 @@ def test_launch_compiled_for_gluon_kernels(fake_gpu, monkeypatch):
     assert k.log[0][3] == {"WIDE": True, "BLOCK": 16}  # num_warps went to the JIT too
     assert k.log[1][1] == (2, 3, 1) and k.log[1][2][1:] == (64, 0.5, True, 16, 3)
     assert k.log[1][2][0] is d  # the call's own descriptor, not the first call's
-    monkeypatch.setattr(_backend, "FAST_LAUNCH", False)
-    call()
+    with config.override(fast_launch=False):
+        call()
     assert k.log[-1][0] == "jit"

@@ -5,7 +5,7 @@ against the same reference; the argument checks."""
 import pytest
 import torch
 
-from ncd.ops import linear_attention, linear_attention_step
+from ncd.ops import config, linear_attention, linear_attention_step
 from ncd.ops.linear_attention import chunk, linear_attention_reference
 
 
@@ -54,9 +54,8 @@ def test_matches_reference(case, nan_alloc):
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[5]], ids=str)
 def test_permuted_inputs_are_read_in_place(case, monkeypatch, nan_alloc):
     """``[B, H, T, .]`` tensors seen through transpose(1, 2) reach the kernels as they are (no
-    relayout copy) when `IN_PLACE` is on, and outputs and gradients still match the
-    reference."""
-    monkeypatch.setattr(chunk, "IN_PLACE", True)
+    relayout copy) when config linear_in_place is on, and outputs and gradients still match
+    the reference."""
     seen = []
     forward = chunk._forward
 
@@ -65,19 +64,20 @@ def test_permuted_inputs_are_read_in_place(case, monkeypatch, nan_alloc):
         return forward(q, k, v, *a, **kw)
 
     monkeypatch.setattr(chunk, "_forward", spy)
-    grads, inputs = run_case(case, permuted=True)
+    with config.override(linear_in_place=True):
+        grads, inputs = run_case(case, permuted=True)
     assert seen and not any(seen)
     assert all(gr.stride() == x.stride() for gr, x in zip(grads[:3], inputs[:3]))
 
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("in_place", [False, True])
-def test_q_and_k_in_different_layouts(in_place, monkeypatch, nan_alloc):
+def test_q_and_k_in_different_layouts(in_place, nan_alloc):
     """q permuted, k contiguous: the kernels take one layout for both, so both are copied."""
-    monkeypatch.setattr(chunk, "IN_PLACE", in_place)
     (q, k, v), g = make(2, 33, 2, 16, 16, torch.float32, seed=5)
     qp = q.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
-    o, _ = linear_attention(qp, k, v, scale=0.5, backend="triton")
+    with config.override(linear_in_place=in_place):
+        o, _ = linear_attention(qp, k, v, scale=0.5, backend="triton")
     do = torch.randn(o.shape, generator=g)
     grads = torch.autograd.grad(o, (qp, k, v), do)
     ref_in = [x.detach().double().requires_grad_() for x in (q, k, v)]

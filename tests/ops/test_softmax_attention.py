@@ -4,8 +4,11 @@ reference, outputs and every gradient, and the argument checks."""
 import pytest
 import torch
 
-from ncd.ops import softmax_attention
+from ncd.ops import config, softmax_attention
 from ncd.ops.attention import fused
+from ncd.ops.attention.gluon import common as gluon_common
+from ncd.ops.attention.gluon import dkdv as gluon_dkdv
+from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.attention.reference import softmax_attention_reference
 
 
@@ -61,43 +64,33 @@ def test_scale_option(nan_alloc):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("atomic_dq", [False, True])
 @pytest.mark.parametrize("kv_smem", [False, True])
-@pytest.mark.parametrize("flat", [False, True])
-def test_backward_schedules(atomic_dq, kv_smem, flat, monkeypatch, nan_alloc):
-    """Both score layouts of the dK/dV pass, with dQ separate or added atomically, through
-    2-d or 4-d tiles (forward and backward)."""
-    monkeypatch.setattr(fused, "ATOMIC_DQ", atomic_dq)
-    monkeypatch.setattr(fused, "INTERPRET_KV_SMEM", kv_smem)
-    monkeypatch.setattr(fused, "FLAT_FORWARD", flat)
-    monkeypatch.setattr(fused, "FLAT_DKDV", flat)
-    monkeypatch.setattr(fused, "FLAT_DQ", flat)
-    # Two batches, ragged (2-d tiles that reach the next batch's rows), then whole blocks.
-    for T, S, causal in ((47, 45, False), (47, 47, True), (128, 128, True), (128, 128, False)):
-        errs = run_case(2, T, S, 2, 1, 32, 32, causal, torch.float16, seed=1)
-        assert max(errs) < TOL[torch.float16], (T, S, causal, errs)
+def test_backward_schedules(kv_smem, nan_alloc):
+    """Both score layouts of the dK/dV pass, through 4-d tiles (ragged lengths) and 2-d tiles
+    (whole 128-row blocks), two batches."""
+    with config.override(interpret_kv_smem=kv_smem):
+        for T, S, causal in ((47, 45, False), (47, 47, True), (128, 128, True), (128, 128, False)):
+            errs = run_case(2, T, S, 2, 1, 32, 32, causal, torch.float16, seed=1)
+            assert max(errs) < TOL[torch.float16], (T, S, causal, errs)
 
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("kv_smem", [False, True])
-def test_mask_only_on_diagonal_blocks(kv_smem, monkeypatch, nan_alloc):
+def test_mask_only_on_diagonal_blocks(kv_smem, nan_alloc):
     """dK/dV with the causal mask applied only to the key blocks that cross the diagonal:
-    ragged and whole-block lengths, 2-d and 4-d tiles, several blocks either side."""
-    monkeypatch.setattr(fused, "INTERPRET_DIAG", True)
-    monkeypatch.setattr(fused, "INTERPRET_KV_SMEM", kv_smem)
-    for T, flat in ((47, False), (128, True)):
-        monkeypatch.setattr(fused, "FLAT_DKDV", flat)
-        errs = run_case(2, T, T, 2, 1, 32, 32, True, torch.float16, seed=3)
-        assert max(errs) < TOL[torch.float16], (T, flat, errs)
+    ragged (4-d tiles) and whole-block (2-d tiles) lengths, several blocks either side."""
+    with config.override(interpret_diag=True, interpret_kv_smem=kv_smem):
+        for T in (47, 128):
+            errs = run_case(2, T, T, 2, 1, 32, 32, True, torch.float16, seed=3)
+            assert max(errs) < TOL[torch.float16], (T, errs)
 
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("causal", [True, False])
-def test_next_batch_cannot_leak(causal, monkeypatch, nan_alloc):
-    """Through 2-d tiles the last query block of batch 0 also reads batch 1's first rows;
-    infinities there must not reach batch 0's gradients (they are masked, not only given
-    zero probability, which infinity times zero would undo)."""
-    monkeypatch.setattr(fused, "FLAT_DKDV", True)
+def test_next_batch_cannot_leak(causal, nan_alloc):
+    """Infinities in batch 1's first rows must not reach batch 0's outputs or gradients (a
+    tile of batch 0's last rows must not read them, or must mask them: zero probability
+    alone would not do, since infinity times zero is not zero)."""
     g = torch.Generator().manual_seed(7)
     B, T, H, D = 2, 39, 2, 32
     q, k, v = (torch.randn(B, T, H, D, generator=g).half() for _ in range(3))
@@ -112,17 +105,6 @@ def test_next_batch_cannot_leak(causal, monkeypatch, nan_alloc):
     ref_grads = torch.autograd.grad(o_ref, ref_in, do[:1].double())
     errs = [rel_rms(a[:1], b) for a, b in zip(grads, ref_grads)]
     assert max(errs) < TOL[torch.float16], errs
-
-
-@pytest.mark.interpret
-@pytest.mark.parametrize("causal", [True, False])
-def test_forward_look_ahead(causal, monkeypatch, nan_alloc):
-    """The forward loop that asks for the next block's scores before this block's softmax
-    (`_fwd_tiles_ahead`): long enough for several unmasked key blocks per query block, and
-    query blocks with none (the first ones, causal)."""
-    monkeypatch.setattr(fused, "INTERPRET_AHEAD", True)
-    errs = run_case(1, 83, 83, 2, 1, 32, 32, causal, torch.float32, seed=5)
-    assert max(errs) < TOL[torch.float32], errs
 
 
 @pytest.mark.interpret
@@ -218,22 +200,30 @@ def test_wide_heads_need_the_reference():
     assert softmax_attention(q, q, q).shape == (1, 4, 1, 160)  # CPU: the reference
 
 
+@pytest.fixture
+def gluon_here(monkeypatch):
+    """The Gluon backends pass their device checks here (they cannot run: no GPU, and Gluon
+    has no interpreter); tests put stand-ins in place of their kernels."""
+    monkeypatch.setattr(gluon_common, "available", lambda: True)
+    monkeypatch.setattr(gluon_common, "on_hopper", lambda x: True)
+    monkeypatch.setattr(fused, "GLUON_FAILED", set())
+
+
 @pytest.mark.interpret
 @pytest.mark.parametrize(
     "T, Hkv, dtype, grouped, taken",
     [
         (128, 2, torch.float16, False, True),  # whole blocks, no grouping, 16-bit: Gluon
         (128, 1, torch.float16, False, False),  # grouped heads: Triton, unless switched on
-        (128, 1, torch.float16, True, True),  # (NCD_GLUON_DKDV_GROUPED=1)
+        (128, 1, torch.float16, True, True),  # (config gluon_dkdv_grouped)
         (47, 2, torch.float16, True, False),  # ragged length
         (128, 2, torch.float32, True, False),  # float32
     ],
 )
-def test_hopper_dkdv_dispatch(T, Hkv, dtype, grouped, taken, monkeypatch, nan_alloc):
-    """Where `_backward` hands dK/dV to the Hopper (Gluon) kernel. The Gluon kernel cannot run
-    here (no GPU, no interpreter for Gluon): a stand-in records the call and returns dK, dV of
-    the float64 reference, so the gradients also check the arguments it was given (lse,
-    delta, scale) and the separate dQ pass that follows it."""
+def test_gluon_dkdv_dispatch(T, Hkv, dtype, grouped, taken, gluon_here, monkeypatch, nan_alloc):
+    """Where `_backward` hands dK/dV to the Gluon kernel. A stand-in records the call and
+    returns dK, dV of the float64 reference, so the gradients also check the arguments it was
+    given (lse, delta, scale) and the separate dQ pass that follows it."""
     calls = []
 
     def stand_in(q, k, v, do, lse, delta, causal, scale):
@@ -248,53 +238,76 @@ def test_hopper_dkdv_dispatch(T, Hkv, dtype, grouped, taken, monkeypatch, nan_al
                               atol=1e-2, rtol=1e-2)  # fmt: skip
         return dk.to(k.dtype), dv.to(v.dtype)
 
-    monkeypatch.setattr(fused, "interpreting", lambda: False)  # _backend still interprets
-    monkeypatch.setattr(fused.hopper, "usable", lambda x: True)
-    monkeypatch.setattr(fused.hopper, "dkdv_hopper", stand_in)
-    monkeypatch.setattr(fused, "HOPPER_DKDV_GROUPED", grouped)
-    errs = run_case(1, T, T, 2, Hkv, 64, 64, True, dtype, seed=6)
+    monkeypatch.setattr(gluon_dkdv, "run", stand_in)
+    with config.override(gluon_dkdv_grouped=grouped, gluon_forward=False):
+        errs = run_case(1, T, T, 2, Hkv, 64, 64, True, dtype, seed=6)
     assert max(errs) < TOL[dtype], errs
     assert bool(calls) == taken, calls
 
 
-def test_hopper_kernel_limits():
-    """`hopper.supported`: the shapes, dtypes and layouts the Gluon dK/dV kernel takes."""
-    from ncd.ops.attention import hopper
+def test_gluon_dkdv_limits(monkeypatch):
+    """`gluon.dkdv.supports`: the shapes, dtypes and layouts the Gluon dK/dV kernel takes,
+    with the reason when not."""
+    monkeypatch.setattr(gluon_common, "on_hopper", lambda x: True)
 
     def ok(T=256, S=256, H=2, Hkv=2, D=128, dtype=torch.bfloat16, causal=True, dv=None):
-        q, do = torch.empty(1, T, H, D, dtype=dtype), torch.empty(1, T, H, dv or D, dtype=dtype)
+        q = torch.empty(1, T, H, D, dtype=dtype)
         k, v = torch.empty(1, S, Hkv, D, dtype=dtype), torch.empty(1, S, Hkv, dv or D, dtype=dtype)
-        return hopper.supported(q, k, v, do, causal)
+        good, why = gluon_dkdv.supports(q, k, v, causal)
+        assert good == (why == ""), why
+        return good
 
     assert ok() and ok(D=64, dtype=torch.float16) and ok(S=512, causal=False)
     assert not ok(dtype=torch.float32)
     assert not ok(T=200, S=200)  # not whole 128-row blocks
     assert not ok(Hkv=1)  # grouped heads: only when asked for
-    q = do = torch.empty(1, 256, 6, 128, dtype=torch.bfloat16)
+    q = torch.empty(1, 256, 6, 128, dtype=torch.bfloat16)
     kv = [torch.empty(1, 256, n, 128, dtype=torch.bfloat16) for n in (1, 2, 3, 4)]
-    assert [hopper.supported(q, k, k, do, True, grouped=True) for k in kv] == [
+    assert [gluon_dkdv.supports(q, k, k, True, grouped=True)[0] for k in kv] == [
         True, True, True, False]  # fmt: skip
     assert not ok(D=96)
     assert not ok(dv=64)  # v narrower than k
     assert not ok(S=512)  # causal needs T == S
-    assert not hopper.usable(torch.empty(1))  # no Hopper GPU here
+    assert "T == S" in gluon_dkdv.supports(q, kv[0][:, :128], kv[0][:, :128], True, True)[1]
+    monkeypatch.undo()
+    good, why = gluon_dkdv.supports(q, kv[0], kv[0], True, grouped=True)
+    assert not good and "Hopper" in why  # no Hopper GPU here
 
 
-def test_hopper_forward_limits():
-    """`hopper_fwd.supported`: the Gluon forward takes whole-block 16-bit inputs with D 64 or
-    128, grouped heads too (H a multiple of Hkv), and imports without a GPU."""
-    from ncd.ops.attention import hopper_fwd
+def test_gluon_forward_limits(monkeypatch):
+    """`gluon.forward.supports`: the Gluon forward takes whole-block 16-bit inputs with D 64
+    or 128, grouped heads too (H a multiple of Hkv), and imports without a GPU."""
+    monkeypatch.setattr(gluon_common, "on_hopper", lambda x: True)
 
     def ok(T=256, S=256, Hkv=2, D=128, dtype=torch.bfloat16, causal=True, H=2):
         q = torch.empty(1, T, H, D, dtype=dtype)
         k = v = torch.empty(1, S, Hkv, D, dtype=dtype)
-        return hopper_fwd.supported(q, k, v, causal)
+        good, why = gluon_forward.supports(q, k, v, causal)
+        assert good == (why == ""), why
+        return good
 
     assert ok() and ok(D=64, dtype=torch.float16) and ok(S=512, causal=False)
     assert ok(Hkv=1) and ok(H=6, Hkv=2)  # grouped heads
     assert not ok(dtype=torch.float32) and not ok(T=200, S=200) and not ok(H=6, Hkv=4)
     assert not ok(D=96) and not ok(S=512)
-    assert not hopper_fwd.usable(torch.empty(1))
+    monkeypatch.undo()
+    q = torch.empty(1, 256, 2, 128, dtype=torch.bfloat16)
+    good, why = gluon_forward.supports(q, q, q, True)
+    assert not good and "Hopper" in why
+
+
+def test_choose_says_why():
+    """`fused.choose` names the backend of each pass and, when it is not Gluon, why."""
+    q = torch.empty(1, 256, 2, 128, dtype=torch.bfloat16)
+    for kind in ("forward", "dkdv"):
+        backend, why = fused.choose(kind, q, q, q, True)
+        assert backend == "triton" and why  # no Hopper GPU, or no Gluon here
+    with config.override(gluon_forward=False):
+        assert "gluon_forward" in fused.choose("forward", q, q, q, True)[1]
+    with config.override(gluon_dkdv=False):
+        assert "gluon_dkdv" in fused.choose("dkdv", q, q, q, True)[1]
+    with pytest.raises(ValueError, match="kind"):
+        fused.choose("dq", q, q, q, True)
 
 
 @pytest.mark.interpret
@@ -302,9 +315,9 @@ def test_hopper_forward_limits():
     "enabled, T, Hkv, taken",
     [(True, 128, 2, True), (True, 128, 1, True), (True, 47, 2, False), (False, 128, 2, False)],
 )
-def test_hopper_forward_dispatch(enabled, T, Hkv, taken, monkeypatch, nan_alloc):
+def test_gluon_forward_dispatch(enabled, T, Hkv, taken, gluon_here, monkeypatch, nan_alloc):
     """`_forward` hands whole-block 16-bit inputs, grouped heads too, to the Gluon forward
-    unless switched off (NCD_GLUON_FORWARD=0). A stand-in returns the float64 reference's o
+    unless switched off (config gluon_forward). A stand-in returns the float64 reference's o
     and lse, so the backward that follows (Triton, interpreted) also checks the lse it was
     given."""
     calls = []
@@ -321,17 +334,15 @@ def test_hopper_forward_dispatch(enabled, T, Hkv, taken, monkeypatch, nan_alloc)
         o = torch.einsum("bhts,bshd->bthd", s.softmax(-1), vd)
         return o.to(q.dtype).contiguous(), lse.float().contiguous()
 
-    monkeypatch.setattr(fused, "HOPPER_FORWARD", enabled)
-    monkeypatch.setattr(fused, "interpreting", lambda: False)  # _backend still interprets
-    monkeypatch.setattr(fused.hopper_fwd, "usable", lambda x: True)
-    monkeypatch.setattr(fused.hopper_fwd, "forward_hopper", stand_in)
-    errs = run_case(1, T, T, 2, Hkv, 64, 64, True, torch.float16, seed=8)
+    monkeypatch.setattr(gluon_forward, "run", stand_in)
+    with config.override(gluon_forward=enabled, gluon_dkdv=False):
+        errs = run_case(1, T, T, 2, Hkv, 64, 64, True, torch.float16, seed=8)
     assert max(errs) < TOL[torch.float16], errs
     assert bool(calls) == taken, calls
 
 
 @pytest.mark.interpret
-def test_gluon_failure_falls_back_to_triton(monkeypatch, nan_alloc):
+def test_gluon_failure_falls_back_to_triton(gluon_here, monkeypatch, nan_alloc):
     """A Gluon kernel that cannot be built here (another Triton 3.6 build, another ptxas)
     warns once and leaves both passes to the Triton kernels, whose results are checked."""
     calls = []
@@ -340,14 +351,12 @@ def test_gluon_failure_falls_back_to_triton(monkeypatch, nan_alloc):
         calls.append(len(args))
         raise RuntimeError("PTXASError: ptxas fatal")
 
-    monkeypatch.setattr(fused, "GLUON_FAILED", set())
-    monkeypatch.setattr(fused, "interpreting", lambda: False)  # _backend still interprets
-    for mod, name in ((fused.hopper, "dkdv_hopper"), (fused.hopper_fwd, "forward_hopper")):
-        monkeypatch.setattr(mod, "usable", lambda x: True)
-        monkeypatch.setattr(mod, name, broken)
+    monkeypatch.setattr(gluon_dkdv, "run", broken)
+    monkeypatch.setattr(gluon_forward, "run", broken)
     with pytest.warns(RuntimeWarning, match="Gluon forward kernel failed.*PTXASError"):
         errs = run_case(1, 128, 128, 2, 2, 64, 64, True, torch.float16, seed=9)
     assert max(errs) < TOL[torch.float16], errs
     assert sorted(fused.GLUON_FAILED) == ["dkdv", "forward"] and len(calls) == 2
+    assert "failed earlier" in fused.choose("forward", *[torch.empty(1, 128, 2, 64)] * 3, True)[1]
     run_case(1, 128, 128, 2, 2, 64, 64, True, torch.float16, seed=9)  # no second try
     assert len(calls) == 2

@@ -1,0 +1,8 @@
+"""Softmax attention's Hopper backends, written in Gluon (Triton 3.6's explicit-layout
+dialect): the forward (`forward`) and dK/dV (`dkdv`). Each has `available()`,
+`supports(...) -> (ok, reason)` and `run(...)`; `fused.choose` picks them where they apply.
+Why they exist and what they measured: ../README.md."""
+
+from . import common, dkdv, forward
+
+__all__ = ["common", "dkdv", "forward"]

@@ -1,0 +1,41 @@
+"""What the Gluon kernels share: whether Gluon can run here, the Hopper device check and the
+dtypes they take.
+
+The kernels are written against Triton 3.6's Gluon (the H200 host's version). On other
+Triton versions, under Triton's interpreter (Gluon has none) or without a GPU the import
+still succeeds and `available()` says False.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ..._backend import interpreting
+
+try:  # Gluon's Hopper API as of Triton 3.6
+    import triton
+    from triton.experimental import gluon  # noqa: F401
+
+    GLUON = triton.__version__.startswith("3.6")
+except Exception:  # pragma: no cover - other Triton versions
+    GLUON = False
+
+# The 16-bit dtypes the kernels take, by their names in Gluon.
+GL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def available() -> bool:
+    """Gluon of Triton 3.6 is importable and kernels compile (not Triton's interpreter)."""
+    return GLUON and not interpreting()
+
+
+def on_hopper(x: torch.Tensor) -> bool:
+    """x is on a Hopper GPU (sm_90)."""
+    return x.is_cuda and _major(x.device.index) == 9
+
+
+@functools.cache
+def _major(index) -> int:  # asked once per device: the dispatch runs on every call
+    return torch.cuda.get_device_capability(index)[0]

@@ -1,0 +1,105 @@
+"""The op library's switches, in one place.
+
+Each switch has a default, read once from an environment variable when `ncd.ops` is first
+imported (the table in ops/README.md lists them), and can be changed for a block of code:
+
+    from ncd.ops import config
+
+    with config.override(gluon_forward=False):  # the Triton forward on Hopper too
+        o = softmax_attention(q, k, v, causal=True)
+
+`config.settings` is the one live object the library reads on every call; `override` changes
+it in place and puts it back on leaving the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+
+
+@dataclasses.dataclass
+class Settings:
+    """Every switch of ncd.ops (names as `override` takes them)."""
+
+    # Launch a kernel's compiled form directly once it has been compiled for a call's
+    # arguments, instead of going through Triton's JIT on every call (_backend.launch).
+    fast_launch: bool = True
+    # Linear attention reads permuted q, k, v ([B, H, T, K] seen through a transpose) through
+    # their strides instead of copying them to [B, T, H, K] (linear_attention/chunk.py).
+    linear_in_place: bool = True
+    # Softmax attention on Hopper: the forward in the Gluon kernel where it applies.
+    gluon_forward: bool = True
+    # ... and dK/dV in the Gluon kernel where it applies.
+    gluon_dkdv: bool = True
+    # ... grouped key/value heads included (that kernel's grouped form).
+    gluon_dkdv_grouped: bool = False
+    # Under Triton's interpreter (the GPU autotunes these): the dK/dV pass's score layout
+    # ((query, key) tiles when True, (key, query) otherwise) and whether its causal mask is
+    # applied only on key blocks that cross the diagonal.
+    interpret_kv_smem: bool = True
+    interpret_diag: bool = False
+
+
+# switch name: (environment variable, what the variable's values mean); switches without
+# one (the interpreter's) are set by `override` only.
+ENVIRONMENT = {
+    "fast_launch": ("NCD_FAST_LAUNCH", "0: every launch through Triton's JIT"),
+    "linear_in_place": ("NCD_LINEAR_IN_PLACE", "0: copy permuted q, k, v to [B, T, H, K]"),
+    "gluon_forward": ("NCD_GLUON_FORWARD", "0: softmax forward in Triton on Hopper too"),
+    "gluon_dkdv": ("NCD_GLUON_DKDV", "0: softmax dK/dV in Triton on Hopper too"),
+    "gluon_dkdv_grouped": ("NCD_GLUON_DKDV_GROUPED", "1: grouped heads to the Gluon dK/dV"),
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def from_environment(env: Mapping[str, str] | None = None) -> Settings:
+    """The defaults, each replaced by its environment variable where that is set."""
+    env = os.environ if env is None else env
+    changes = {}
+    for name, (var, _) in ENVIRONMENT.items():
+        raw = env.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        value = raw.strip().lower()
+        if value not in _TRUE + _FALSE:
+            raise ValueError(
+                f"ncd.ops.config: environment variable {var}: expected one of "
+                f"{', '.join(_TRUE + _FALSE)}, found {raw!r}"
+            )
+        changes[name] = value in _TRUE
+    return Settings(**changes)
+
+
+settings = from_environment()
+_FIELDS = {f.name: f.type for f in dataclasses.fields(Settings)}
+
+
+@contextlib.contextmanager
+def override(**changes: bool) -> Iterator[Settings]:
+    """Change switches of `settings` for the block, and put the old values back after it."""
+    for name, value in changes.items():
+        if name not in _FIELDS:
+            raise ValueError(
+                f"ncd.ops.config.override: switch {name!r}: expected one of "
+                f"{', '.join(_FIELDS)}, found {name!r}"
+            )
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"ncd.ops.config.override: switch {name}: expected True or False, found {value!r}"
+            )
+    saved = {name: getattr(settings, name) for name in changes}
+    for name, value in changes.items():
+        setattr(settings, name, value)
+    try:
+        yield settings
+    finally:
+        for name, value in saved.items():
+            setattr(settings, name, value)
+
+
+def describe() -> dict:
+    """{switch: value} of the live settings (for benchmark records)."""
+    return dataclasses.asdict(settings)

@@ -1,0 +1,49 @@
+"""ncd.ops.config: defaults from the environment, changes for a block of code, errors that
+name the switch."""
+
+import pytest
+
+from ncd.ops import config
+
+
+def test_defaults_and_environment():
+    assert config.from_environment({}) == config.Settings()
+    s = config.from_environment(
+        {"NCD_FAST_LAUNCH": "0", "NCD_GLUON_DKDV_GROUPED": "1", "NCD_GLUON_FORWARD": " "}
+    )
+    assert not s.fast_launch and s.gluon_dkdv_grouped and s.gluon_forward
+    assert s.linear_in_place and s.gluon_dkdv  # unset: the defaults
+    assert not config.from_environment({"NCD_LINEAR_IN_PLACE": "off"}).linear_in_place
+    with pytest.raises(ValueError, match="NCD_GLUON_FORWARD.*found 'maybe'"):
+        config.from_environment({"NCD_GLUON_FORWARD": "maybe"})
+
+
+def test_every_environment_variable_names_a_switch():
+    fields = set(config.describe())
+    assert set(config.ENVIRONMENT) <= fields
+    assert len({var for var, _ in config.ENVIRONMENT.values()}) == len(config.ENVIRONMENT)
+
+
+def test_override_restores():
+    before = config.describe()
+    with config.override(gluon_forward=not before["gluon_forward"], fast_launch=False) as s:
+        assert s is config.settings
+        assert config.settings.gluon_forward is not before["gluon_forward"]
+        assert not config.settings.fast_launch
+    assert config.describe() == before
+    with pytest.raises(RuntimeError), config.override(linear_in_place=False):
+        raise RuntimeError("inside")
+    assert config.describe() == before
+
+
+def test_override_rejects_unknown_switches_and_values():
+    before = config.describe()
+    bad = [
+        ({"fast_lunch": False}, "'fast_lunch'.*expected one of"),
+        ({"gluon_forward": 0}, "gluon_forward: expected True or False, found 0"),
+        ({"linear_in_place": False, "fast_launch": "no"}, "fast_launch"),
+    ]
+    for changes, message in bad:
+        with pytest.raises(ValueError, match=message), config.override(**changes):
+            pass
+    assert config.describe() == before  # nothing was changed
