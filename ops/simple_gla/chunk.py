@@ -407,6 +407,7 @@ def _backward(q, k, v, g, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqlen
     dg = None
     if want_dg:
         x = dgs[:nk].sum(0, dtype=torch.float64) - dgs[nk:].sum(0, dtype=torch.float64)
+        del dgs
         if d_st is not None and T > 0:  # <S_T, dS_T>, on the last token of each sequence
             term = (s_t.double() * d_st.double()).sum((-2, -1))  # [N, H]
             if cu_seqlens is None:

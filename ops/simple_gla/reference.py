@@ -118,3 +118,10 @@ def simple_gla_chunked(
         finals.append(S)
     o = torch.cat(outs, 1).to(out_dtype)
     return o, (torch.cat(finals, 0) if output_final_state else None)
+
+
+def simple_gla_reference(q, k, v, g, scale=None, initial_state=None, output_final_state=False,
+                         cu_seqlens=None):  # fmt: skip
+    """The reference for benchmarks: the chunked PyTorch form (vectorised, so usable at long T;
+    the tests check it against the token-by-token recurrence)."""
+    return simple_gla_chunked(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
