@@ -1,0 +1,707 @@
+"""Chunked gated linear attention (GLA): kernels, launch wrappers, autograd, public function.
+
+The sequence is cut into chunks of CHUNK tokens and each chunk into sub-chunks of SUB tokens
+(secondary chunking, GLA paper section 4). Maths, the bounded exponents and the backward's
+derivation in README.md. Every exponent a kernel takes is <= 0 (clamped so where rounding
+could make it a hair above), so no factor exceeds 1 and nothing overflows in 16-bit.
+
+Forward, two launches:
+  _fwd_A     one program per (sub-chunk row block, chunk, sequence x head): the intra-chunk
+             score matrix A (float32, [B, T, H, CHUNK]); off-diagonal sub-blocks by tensor-core
+             products, diagonal sub-blocks exactly, elementwise over the key channels.
+  _fwd_walk  one program per (value block, sequence x head) walks its chunks carrying the
+             state S in registers: o = (q e^b) S + A v, S <- e^beta S + (k e^(beta-b))^T v.
+Backward, three launches:
+  _bwd_states  per (key block, sequence x head), forward scan of S: the inter-chunk part of
+               dq, and S after every chunk written once (float32) for dg's chunk term.
+  _bwd_scan    per key block (dk role) and per value block (dv role), backward scans of the
+               state gradient: the inter-chunk part of dk, dg's chunk term w, d initial_state;
+               dv whole (A^T dO + its inter-chunk part).
+  _bwd_intra   per (chunk, sequence x head): the intra-chunk parts of dq and dk (secondary
+               chunking again), then dg by a reverse cumulative sum within the chunk.
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
+from .reference import gla_chunked
+
+
+@triton.jit
+def _sequence(CU, T, i_n, VARLEN: tl.constexpr):
+    """Sequence i_n: its length L and the row of its first token in the flattened [B * T]
+    token rows. Packed sequences lie along T between offsets in CU."""
+    if VARLEN:
+        bos = tl.load(CU + i_n).to(tl.int64)
+        L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        L = T
+        bos = i_n.to(tl.int64) * T
+    return L, bos
+
+
+@triton.jit
+def _slot0(bos, i_n, T, C: tl.constexpr, VARLEN: tl.constexpr):
+    """Index of sequence i_n's first chunk in the per-chunk buffers. Packed: bos // C + i_n,
+    which never collides with the previous sequence's chunks (see README)."""
+    if VARLEN:
+        return bos // C + i_n
+    else:
+        return i_n.to(tl.int64) * tl.cdiv(T, C)
+
+
+@triton.jit
+def _tile(base, rows, cols, L, D, RS):
+    """rows x cols of a [rows, D] matrix with row stride RS; rows >= L and cols >= D read 0."""
+    mask = (rows < L)[:, None] & (cols < D)[None, :]
+    return tl.load(base + rows[:, None] * RS + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _row(base, row, cols, L, D, RS):
+    """One row as a float32 vector (zeros when row >= L)."""
+    mask = (cols < D) & (row + 0 * cols < L)
+    return tl.load(base + row * RS + cols, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _fwd_A(
+    Q, K, G, A, CU, T, H, scale,
+    K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
+    VARLEN: tl.constexpr, GDOT: tl.constexpr,
+):  # fmt: skip
+    """Rows [I * BC, +BC) of a chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i."""
+    NC: tl.constexpr = C // BC
+    i_ci = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_c = i_ci // NC
+    i_I = i_ci % NC
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, bos = _sequence(CU, T, i_n, VARLEN)
+    t0 = i_c * C
+    r0 = t0 + i_I * BC
+    if r0 < L:
+        offs_k = tl.arange(0, BLOCK_K)
+        offs_c = tl.arange(0, BC)
+        RS = H * K_DIM
+        qk = (bos * H + i_h) * K_DIM
+        RA = H * C
+        a_base = A + (bos * H + i_h) * C
+        rows_I = r0 + offs_c
+        q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+        g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+        b_I = tl.cumsum(g_I, 0)  # relative to the boundary before block I
+        qg = q_I * tl.exp(tl.minimum(b_I, 0.0)) * scale
+        # Blocks J < I, nearest first: d = (boundary before I) - (boundary after J) <= 0.
+        d = tl.zeros([BLOCK_K], tl.float32)
+        for jj in range(0, i_I):
+            J = i_I - 1 - jj
+            rows_J = t0 + J * BC + offs_c
+            k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+            g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+            after = tl.cumsum(g_J, 0, reverse=True) - g_J  # boundary after J minus b_j
+            kg = k_J * tl.exp(tl.minimum(d[None, :] + after, 0.0))
+            a = tl.dot(qg, tl.trans(kg), input_precision=GDOT)
+            tl.store(
+                a_base + rows_I[:, None] * RA + (J * BC + offs_c)[None, :],
+                a,
+                mask=(rows_I < L)[:, None],
+            )
+            d += tl.sum(g_J, 0)
+        # The diagonal block, exactly: column j is sum_k q_ik k_jk e^(b_ik - b_jk).
+        a = tl.zeros([BC, BC], tl.float32)
+        b_j = tl.zeros([BLOCK_K], tl.float32)
+        for j in range(0, BC):
+            k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
+            b_j += _row(G + qk, r0 + j, offs_k, L, K_DIM, RS)
+            col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
+            a = tl.where(offs_c[None, :] == j, col[:, None], a)
+        a = tl.where(offs_c[:, None] >= offs_c[None, :], a * scale, 0.0)
+        tl.store(
+            a_base + rows_I[:, None] * RA + (i_I * BC + offs_c)[None, :],
+            a,
+            mask=(rows_I < L)[:, None],
+        )
+
+
+@triton.jit
+def _fwd_walk(
+    Q, K, V, G, A, O, S0, ST, CU, T, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr,
+    USE_S0: tl.constexpr, STORE_ST: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):  # fmt: skip
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, bos = _sequence(CU, T, i_n, VARLEN)
+    offs_t = tl.arange(0, C)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    RS = H * K_DIM
+    RV = H * V_DIM
+    RA = H * C
+    qk = (bos * H + i_h) * K_DIM
+    vo = (bos * H + i_h) * V_DIM
+    ab = (bos * H + i_h) * C
+    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = (offs_k < K_DIM)[:, None] & (offs_v < V_DIM)[None, :]
+    if USE_S0:
+        S = tl.load(S0 + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros([BLOCK_K, BLOCK_V], tl.float32)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    for t0 in range(0, L, C):
+        rows = t0 + offs_t
+        q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
+        k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
+        g = _tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+        v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
+        a = tl.where(causal, _tile(A + ab, rows, offs_t, L, C, RA), 0.0)
+        b = tl.cumsum(g, 0)
+        beta = tl.sum(g, 0)
+        qg = (q * tl.exp(b) * scale).to(v.dtype)
+        o = tl.dot(qg, S.to(v.dtype), input_precision=DOT)
+        o = tl.dot(a.to(v.dtype), v, o, input_precision=DOT)
+        tl.store(
+            O + vo + rows[:, None] * RV + offs_v[None, :],
+            o.to(O.dtype.element_ty),
+            mask=(rows < L)[:, None] & (offs_v < V_DIM)[None, :],
+        )
+        kd = (k * tl.exp(tl.minimum(beta[None, :] - b, 0.0))).to(v.dtype)
+        S = tl.dot(tl.trans(kd), v, S * tl.exp(beta)[:, None], input_precision=DOT)
+    if STORE_ST:
+        tl.store(ST + s_ptrs, S, mask=s_mask)
+
+
+@triton.jit
+def _bwd_states(
+    K, V, G, DO, DQ32, S0, HB, CU, T, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_VF: tl.constexpr, C: tl.constexpr,
+    USE_S0: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BLOCK_KS: tl.constexpr,
+):  # fmt: skip
+    """Key rows [i_k * BLOCK_KS, +BLOCK_KS) of S scanned forward: dq's inter-chunk part
+    scale e^b (dO S^T) into DQ32, and S after each chunk into HB."""
+    i_k = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, bos = _sequence(CU, T, i_n, VARLEN)
+    slot0 = _slot0(bos, i_n, T, C, VARLEN)
+    offs_t = tl.arange(0, C)
+    offs_k = i_k * BLOCK_KS + tl.arange(0, BLOCK_KS)
+    offs_v = tl.arange(0, BLOCK_VF)
+    RS = H * K_DIM
+    RV = H * V_DIM
+    qk = (bos * H + i_h) * K_DIM
+    vo = (bos * H + i_h) * V_DIM
+    kv = offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = (offs_k < K_DIM)[:, None] & (offs_v < V_DIM)[None, :]
+    if USE_S0:
+        S = tl.load(S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + kv, mask=s_mask, other=0.0)
+    else:
+        S = tl.zeros([BLOCK_KS, BLOCK_VF], tl.float32)
+    for t0 in range(0, L, C):
+        rows = t0 + offs_t
+        k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
+        g = _tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+        v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
+        do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
+        b = tl.cumsum(g, 0)
+        beta = tl.sum(g, 0)
+        dq = tl.dot(do, tl.trans(S.to(do.dtype)), input_precision=DOT) * tl.exp(b) * scale
+        tl.store(
+            DQ32 + qk + rows[:, None] * RS + offs_k[None, :],
+            dq,
+            mask=(rows < L)[:, None] & (offs_k < K_DIM)[None, :],
+        )
+        kd = (k * tl.exp(tl.minimum(beta[None, :] - b, 0.0))).to(v.dtype)
+        S = tl.dot(tl.trans(kd), v, S * tl.exp(beta)[:, None], input_precision=DOT)
+        slot = slot0 + t0 // C
+        tl.store(HB + (slot * H + i_h) * K_DIM * V_DIM + kv, S, mask=s_mask)
+
+
+@triton.jit
+def _bwd_dk(
+    Q, G, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, i_k, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VF: tl.constexpr,
+    C: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Key rows of the state gradient U (= dL/dS after the chunk) scanned backward: dk's
+    inter-chunk part e^(beta-b) (v U^T), dg's chunk term w = sum_v S * U, d initial_state."""
+    offs_t = tl.arange(0, C)
+    offs_k = i_k * BLOCK_KS + tl.arange(0, BLOCK_KS)
+    offs_v = tl.arange(0, BLOCK_VF)
+    RS = H * K_DIM
+    RV = H * V_DIM
+    qk = (bos * H + i_h) * K_DIM
+    vo = (bos * H + i_h) * V_DIM
+    kv = offs_k[:, None] * V_DIM + offs_v[None, :]
+    k_ok = offs_k < K_DIM
+    s_mask = k_ok[:, None] & (offs_v < V_DIM)[None, :]
+    if USE_DST:
+        U = tl.load(DST + i_nh.to(tl.int64) * K_DIM * V_DIM + kv, mask=s_mask, other=0.0)
+    else:
+        U = tl.zeros([BLOCK_KS, BLOCK_VF], tl.float32)
+    n_chunks = tl.cdiv(L, C)
+    for i in range(0, n_chunks):
+        c = n_chunks - 1 - i
+        rows = c * C + offs_t
+        q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
+        g = _tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+        v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
+        do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
+        b = tl.cumsum(g, 0)
+        beta = tl.sum(g, 0)
+        slot = slot0 + c
+        S = tl.load(HB + (slot * H + i_h) * K_DIM * V_DIM + kv, mask=s_mask, other=0.0)
+        tl.store(W + (slot * H + i_h) * K_DIM + offs_k, tl.sum(S * U, 1), mask=k_ok)
+        dk = tl.dot(v, tl.trans(U.to(v.dtype)), input_precision=DOT)
+        dk = dk * tl.exp(tl.minimum(beta[None, :] - b, 0.0))
+        tl.store(
+            DK32 + qk + rows[:, None] * RS + offs_k[None, :],
+            dk,
+            mask=(rows < L)[:, None] & k_ok[None, :],
+        )
+        qg = (q * tl.exp(b) * scale).to(do.dtype)
+        U = tl.dot(tl.trans(qg), do, U * tl.exp(beta)[:, None], input_precision=DOT)
+    if STORE_DS0:
+        tl.store(DS0 + i_nh.to(tl.int64) * K_DIM * V_DIM + kv, U, mask=s_mask)
+
+
+@triton.jit
+def _bwd_dv(
+    Q, K, G, DO, A, DV, DST, L, bos, i_nh, i_h, i_v, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VS: tl.constexpr,
+    C: tl.constexpr, USE_DST: tl.constexpr, DOT: tl.constexpr,
+):  # fmt: skip
+    """Value columns of the state gradient U scanned backward: dv = A^T dO + (k e^(beta-b)) U."""
+    offs_t = tl.arange(0, C)
+    offs_k = tl.arange(0, BLOCK_KF)
+    offs_v = i_v * BLOCK_VS + tl.arange(0, BLOCK_VS)
+    RS = H * K_DIM
+    RV = H * V_DIM
+    RA = H * C
+    qk = (bos * H + i_h) * K_DIM
+    vo = (bos * H + i_h) * V_DIM
+    ab = (bos * H + i_h) * C
+    kv = offs_k[:, None] * V_DIM + offs_v[None, :]
+    v_ok = offs_v < V_DIM
+    if USE_DST:
+        U = tl.load(
+            DST + i_nh.to(tl.int64) * K_DIM * V_DIM + kv,
+            mask=(offs_k < K_DIM)[:, None] & v_ok[None, :],
+            other=0.0,
+        )
+    else:
+        U = tl.zeros([BLOCK_KF, BLOCK_VS], tl.float32)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    n_chunks = tl.cdiv(L, C)
+    for i in range(0, n_chunks):
+        c = n_chunks - 1 - i
+        rows = c * C + offs_t
+        q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
+        k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
+        g = _tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+        do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
+        a = tl.where(causal, _tile(A + ab, rows, offs_t, L, C, RA), 0.0)
+        b = tl.cumsum(g, 0)
+        beta = tl.sum(g, 0)
+        kd = (k * tl.exp(tl.minimum(beta[None, :] - b, 0.0))).to(do.dtype)
+        dv = tl.dot(kd, U.to(do.dtype), input_precision=DOT)
+        dv = tl.dot(tl.trans(a.to(do.dtype)), do, dv, input_precision=DOT)
+        tl.store(
+            DV + vo + rows[:, None] * RV + offs_v[None, :],
+            dv.to(DV.dtype.element_ty),
+            mask=(rows < L)[:, None] & v_ok[None, :],
+        )
+        qg = (q * tl.exp(b) * scale).to(do.dtype)
+        U = tl.dot(tl.trans(qg), do, U * tl.exp(beta)[:, None], input_precision=DOT)
+
+
+@triton.jit
+def _bwd_scan(
+    Q, K, V, G, DO, A, DK32, DV, W, HB, DST, DS0, CU, T, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr,
+    C: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr,
+    DOT: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, bos = _sequence(CU, T, i_n, VARLEN)
+    nk = tl.cdiv(K_DIM, BLOCK_KS)
+    if pid < nk:
+        slot0 = _slot0(bos, i_n, T, C, VARLEN)
+        _bwd_dk(
+            Q, G, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, pid, H, scale,
+            K_DIM, V_DIM, BLOCK_KS, BLOCK_VF, C, USE_DST, STORE_DS0, DOT,
+        )  # fmt: skip
+    else:
+        _bwd_dv(
+            Q, K, G, DO, A, DV, DST, L, bos, i_nh, i_h, pid - nk, H, scale,
+            K_DIM, V_DIM, BLOCK_KF, BLOCK_VS, C, USE_DST, DOT,
+        )  # fmt: skip
+
+
+@triton.jit
+def _bwd_intra(
+    Q, K, V, G, DO, DQ32, DK32, W, DQ, DK, DG, CU, T, H, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_VF: tl.constexpr,
+    C: tl.constexpr, BC: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
+    GDOT: tl.constexpr,
+):  # fmt: skip
+    """One chunk: dq_i += scale sum_{j<=i} dA_ij k_j e^(b_i-b_j) and dk_j += scale
+    sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = dO_i . v_j, in sub-chunk blocks as the
+    forward's A; then dg = (reverse cumsum within the chunk of q dq - k dk) + w.
+
+    Updates DQ32 in place (inter-chunk part in, whole float32 dq out), so it has one
+    configuration and is never autotuned (a trial would add the intra part twice)."""
+    NC: tl.constexpr = C // BC
+    i_c = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, bos = _sequence(CU, T, i_n, VARLEN)
+    t0 = i_c * C
+    if t0 < L:
+        slot = _slot0(bos, i_n, T, C, VARLEN) + i_c
+        offs_c = tl.arange(0, BC)
+        offs_k = tl.arange(0, BLOCK_K)
+        offs_v = tl.arange(0, BLOCK_VF)
+        RS = H * K_DIM
+        RV = H * V_DIM
+        qk = (bos * H + i_h) * K_DIM
+        vo = (bos * H + i_h) * V_DIM
+        k_ok = offs_k < K_DIM
+        lower = offs_c[:, None] >= offs_c[None, :]
+        for I in tl.static_range(NC):
+            rows_I = t0 + I * BC + offs_c
+            g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+            b_I = tl.cumsum(g_I, 0)
+            do_I = _tile(DO + vo, rows_I, offs_v, L, V_DIM, RV)
+            acc = tl.zeros([BC, BLOCK_K], tl.float32)
+            d = tl.zeros([BLOCK_K], tl.float32)
+            for jj in tl.static_range(I):
+                J: tl.constexpr = I - 1 - jj
+                rows_J = t0 + J * BC + offs_c
+                k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+                g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+                v_J = _tile(V + vo, rows_J, offs_v, L, V_DIM, RV)
+                after = tl.cumsum(g_J, 0, reverse=True) - g_J
+                kg = k_J * tl.exp(tl.minimum(d[None, :] + after, 0.0))
+                da = tl.dot(do_I, tl.trans(v_J), input_precision=DOT)
+                acc = tl.dot(da, kg, acc, input_precision=GDOT)
+                d += tl.sum(g_J, 0)
+            dq = acc * tl.exp(tl.minimum(b_I, 0.0))
+            v_I = _tile(V + vo, rows_I, offs_v, L, V_DIM, RV)
+            da = tl.where(lower, tl.dot(do_I, tl.trans(v_I), input_precision=DOT), 0.0)
+            b_j = tl.zeros([BLOCK_K], tl.float32)
+            for j in range(0, BC):
+                k_j = _row(K + qk, t0 + I * BC + j, offs_k, L, K_DIM, RS)
+                b_j += _row(G + qk, t0 + I * BC + j, offs_k, L, K_DIM, RS)
+                col = tl.sum(tl.where(offs_c[None, :] == j, da, 0.0), 1)
+                dq += col[:, None] * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0))
+            mask = (rows_I < L)[:, None] & k_ok[None, :]
+            ptrs = qk + rows_I[:, None] * RS + offs_k[None, :]
+            dq = dq * scale + tl.load(DQ32 + ptrs, mask=mask, other=0.0)
+            tl.store(DQ32 + ptrs, dq, mask=mask)
+            tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
+        # The whole-chunk float32 dq just written, read back by other threads of the program.
+        tl.debug_barrier()
+        carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
+        for JJ in tl.static_range(NC):
+            J: tl.constexpr = NC - 1 - JJ
+            rows_J = t0 + J * BC + offs_c
+            g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+            b_J = tl.cumsum(g_J, 0)
+            rho = tl.sum(g_J, 0)
+            v_J = _tile(V + vo, rows_J, offs_v, L, V_DIM, RV)
+            acc = tl.zeros([BC, BLOCK_K], tl.float32)
+            r = rho
+            for I in tl.static_range(J + 1, NC):
+                rows_I = t0 + I * BC + offs_c
+                q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                do_I = _tile(DO + vo, rows_I, offs_v, L, V_DIM, RV)
+                qg = q_I * tl.exp(tl.minimum(r[None, :] + tl.cumsum(g_I, 0) - rho[None, :], 0.0))
+                dat = tl.dot(v_J, tl.trans(do_I), input_precision=DOT)  # (j, i) = dA_ij
+                acc = tl.dot(dat, qg, acc, input_precision=GDOT)
+                r += tl.sum(g_I, 0)
+            dk = acc * tl.exp(tl.minimum(rho[None, :] - b_J, 0.0))
+            do_J = _tile(DO + vo, rows_J, offs_v, L, V_DIM, RV)
+            dat = tl.dot(v_J, tl.trans(do_J), input_precision=DOT)
+            dat = tl.where(offs_c[:, None] <= offs_c[None, :], dat, 0.0)
+            b_i = tl.zeros([BLOCK_K], tl.float32)
+            for i in range(0, BC):
+                q_i = _row(Q + qk, t0 + J * BC + i, offs_k, L, K_DIM, RS)
+                b_i += _row(G + qk, t0 + J * BC + i, offs_k, L, K_DIM, RS)
+                col = tl.sum(tl.where(offs_c[None, :] == i, dat, 0.0), 1)
+                dk += col[:, None] * q_i[None, :] * tl.exp(tl.minimum(b_i[None, :] - b_J, 0.0))
+            mask = (rows_J < L)[:, None] & k_ok[None, :]
+            ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
+            dk = dk * scale + tl.load(DK32 + ptrs, mask=mask, other=0.0)
+            tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
+            q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+            k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+            dq = tl.load(DQ32 + ptrs, mask=mask, other=0.0)
+            x = q_J * dq - k_J * dk
+            dg = tl.cumsum(x, 0, reverse=True) + carry[None, :]
+            carry += tl.sum(x, 0)
+            tl.store(DG + ptrs, dg.to(DG.dtype.element_ty), mask=mask)
+
+
+# Retuning on the GPU: the chunk and sub-chunk lengths are fixed constants (the forward's A
+# and the backward must agree on them); the value / key blocks and warps of the scans are
+# tuned per shape from these lists on the first call. Under the interpreter the chunk is 32
+# (two sub-chunks, so the off-diagonal blocks are exercised at test sizes).
+CHUNK, SUB = (32, 16) if interpreting() else (64, 16)
+A_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]
+WALK_CONFIGS = [
+    triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=3),
+]
+STATES_CONFIGS = [
+    triton.Config({"BLOCK_KS": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_KS": 32}, num_warps=4, num_stages=3),
+]
+SCAN_CONFIGS = [
+    triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=4, num_stages=3),
+]
+INTRA_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]  # one only: see _bwd_intra
+INTERPRET_WALK = {"BLOCK_V": 16}
+INTERPRET_STATES = {"BLOCK_KS": 16}
+INTERPRET_SCAN = {"BLOCK_KS": 16, "BLOCK_VS": 16}
+KEY = ["T", "H", "K_DIM", "V_DIM", "VARLEN"]
+
+
+def _launch(kernel, configs, interpret, grid, *args, **meta):
+    launch(kernel, configs, grid, args, meta, interpret, key=KEY)
+
+
+def _precision(x: torch.Tensor) -> tuple[str, str]:
+    """(DOT, GDOT): the precision of products of input-dtype operands, and of the gated
+    float32 operands of the sub-chunk blocks. float32 inputs: three tf32 products (about
+    float32's accuracy); 16-bit inputs: their own products, and tf32 for the gated ones."""
+    if x.dtype == torch.float32:
+        return "tf32x3", "tf32x3"
+    return "tf32", "tf32"
+
+
+def _layout(q, cu_seqlens):
+    """(N sequences, T, cu pointer or a dummy, number of per-chunk slots)."""
+    B, T = q.shape[:2]
+    if cu_seqlens is None:
+        return B, T, q, B * cdiv(T, CHUNK)
+    N = cu_seqlens.numel() - 1
+    return N, T, cu_seqlens, cdiv(T, CHUNK) + N
+
+
+def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N, T_arg, cu, _ = _layout(q, cu_seqlens)
+    varlen = cu_seqlens is not None
+    dot, gdot = _precision(q)
+    A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)
+    _launch(
+        _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK) * (CHUNK // SUB), N * H), q, k, g, A,
+        cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, BC=SUB, VARLEN=varlen,
+        GDOT=gdot,
+    )  # fmt: skip
+    o = torch.empty_like(v)
+    s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
+    _launch(
+        _fwd_walk, WALK_CONFIGS, INTERPRET_WALK, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q, k,
+        v, g, A, o, o if s0 is None else s0, o if s_t is None else s_t, cu, T_arg, H, scale,
+        K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), C=CHUNK, USE_S0=s0 is not None, STORE_ST=want_state,
+        VARLEN=varlen, DOT=dot,
+    )  # fmt: skip
+    return o, s_t, A
+
+
+def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N, T_arg, cu, slots = _layout(q, cu_seqlens)
+    varlen = cu_seqlens is not None
+    dot, gdot = _precision(q)
+    f32 = dict(device=q.device, dtype=torch.float32)
+    dq32 = torch.empty(B, T, H, K, **f32)
+    dk32 = torch.empty(B, T, H, K, **f32)
+    hb = torch.empty(slots, H, K, V, **f32)
+    w = torch.empty(slots, H, K, **f32)
+    _launch(
+        _bwd_states, STATES_CONFIGS, INTERPRET_STATES,
+        lambda m: (cdiv(K, m["BLOCK_KS"]), N * H), k, v, g, do, dq32,
+        hb if s0 is None else s0, hb, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
+        BLOCK_VF=pow2(V), C=CHUNK, USE_S0=s0 is not None, VARLEN=varlen, DOT=dot,
+    )  # fmt: skip
+    dv = torch.empty_like(v)
+    ds0 = torch.empty(N, H, K, V, **f32) if want_ds0 else None
+    _launch(
+        _bwd_scan, SCAN_CONFIGS, INTERPRET_SCAN,
+        lambda m: (cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H), q, k, v, g, do, A,
+        dk32, dv, w, hb, hb if d_st is None else d_st, hb if ds0 is None else ds0, cu, T_arg,
+        H, scale, K_DIM=K, V_DIM=V, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), C=CHUNK,
+        USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=varlen, DOT=dot,
+    )  # fmt: skip
+    del hb
+    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    dg = torch.empty_like(g)
+    _launch(
+        _bwd_intra, INTRA_CONFIGS, {}, lambda m: (cdiv(T, CHUNK), N * H), q, k, v, g, do, dq32,
+        dk32, w, dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K),
+        BLOCK_VF=pow2(V), C=CHUNK, BC=SUB, VARLEN=varlen, DOT=dot, GDOT=gdot,
+    )  # fmt: skip
+    return dq, dk, dv, dg, ds0
+
+
+class GLAFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, g, scale, s0, want_state, cu_seqlens):
+        o, s_t, A = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, g, A, s0, cu_seqlens)
+        ctx.scale = scale
+        ctx.want_ds0 = s0 is not None and ctx.needs_input_grad[5]
+        return o, s_t
+
+    @staticmethod
+    def backward(ctx, do, d_st):
+        q, k, v, g, A, s0, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv, dg, ds0 = _backward(
+            q, k, v, g, A, do.contiguous(), ctx.scale, s0,
+            None if d_st is None else d_st.float().contiguous(), ctx.want_ds0, cu_seqlens,
+        )  # fmt: skip
+        return dq, dk, dv, dg, None, ds0, None, None
+
+
+OP = "gla"
+
+
+def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
+    check_qkv(OP, q, k, v, "[B, T, H, K]")
+    check(tuple(k.shape) == tuple(q.shape), OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(
+        tuple(v.shape[:3]) == tuple(q.shape[:3]),
+        OP,
+        "v.shape[:3] (B, T, H)",
+        f"{tuple(q.shape[:3])}",
+        tuple(v.shape[:3]),
+    )
+    check(isinstance(g, torch.Tensor), OP, "g", "a torch.Tensor [B, T, H, K]", type(g).__name__)
+    check(tuple(g.shape) == tuple(q.shape), OP, "g.shape", f"{tuple(q.shape)} as q", tuple(g.shape))
+    check(g.is_floating_point(), OP, "g.dtype", "a floating dtype", g.dtype)
+    check(g.device == q.device, OP, "g.device", f"{q.device} as q", g.device)
+    check(
+        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale)),
+        OP,
+        "scale",
+        "None or a finite number",
+        scale,
+    )
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    N = B
+    if cu_seqlens is not None:
+        check(
+            isinstance(cu_seqlens, torch.Tensor)
+            and cu_seqlens.dim() == 1
+            and cu_seqlens.numel() >= 2
+            and not cu_seqlens.is_floating_point(),
+            OP,
+            "cu_seqlens",
+            "a 1-D integer tensor [N + 1]",
+            cu_seqlens,
+        )
+        check(B == 1, OP, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
+        if not cu_seqlens.is_cuda:  # value checks read the host; CUDA calls never wait on them
+            first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+            check(
+                first == 0 and last == T,
+                OP,
+                "cu_seqlens[0], cu_seqlens[-1]",
+                f"0 and T={T}",
+                (first, last),
+            )
+            if not bool((cu_seqlens[1:] >= cu_seqlens[:-1]).all()):
+                check(False, OP, "cu_seqlens", "non-decreasing", cu_seqlens.tolist())
+        N = cu_seqlens.numel() - 1
+    if initial_state is not None:
+        check(
+            isinstance(initial_state, torch.Tensor) and tuple(initial_state.shape) == (N, H, K, V),
+            OP,
+            "initial_state shape",
+            f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
+            tuple(getattr(initial_state, "shape", ())),
+        )
+
+
+def gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    backend: str = "auto",
+):
+    """Gated linear attention (GLA, Yang et al. 2024), chunked with secondary chunking.
+
+    ``S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t``, ``o_t = scale * q_t S_t``: per key channel a
+    data-dependent decay. The signature of fla's ``chunk_gla``.
+
+    Args:
+        q, k: ``[B, T, H, K]``.
+        v: ``[B, T, H, V]``.
+        g: ``[B, T, H, K]`` log-space gates (``<= 0``; such as ``logsigmoid`` of a projection),
+            any float dtype (float32 gates with bfloat16 q, k, v are fine). Differentiable.
+        scale: multiplies ``q``; None means ``K ** -0.5``.
+        initial_state: ``[N, H, K, V]`` (N = B, or the number of packed sequences).
+            Differentiable.
+        output_final_state: also return the state after the last token, float32
+            ``[N, H, K, V]``.
+        cu_seqlens: ``[N + 1]`` integer offsets of N sequences packed along T (then B = 1);
+            every sequence starts from its own state. (Values are checked when it is a CPU
+            tensor; CUDA ones are trusted, so that a call never waits for the GPU.)
+        backend: ``"auto"`` (Triton on CUDA tensors, the chunked PyTorch form on CPU),
+            ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``) or ``"reference"`` (the
+            chunked PyTorch form).
+
+    Returns:
+        ``(o, final_state)``: ``o`` is ``[B, T, H, V]`` in the dtype of ``v``; ``final_state``
+        is None unless ``output_final_state``.
+
+    dtypes float16, bfloat16, float32 (float64 runs the PyTorch form); K, V up to 128 on the
+    Triton path.
+
+    >>> q = k = torch.randn(2, 63, 4, 32); v = torch.randn(2, 63, 4, 16)
+    >>> g = torch.nn.functional.logsigmoid(torch.randn(2, 63, 4, 32))
+    >>> o, s = gla(q, k, v, g, output_final_state=True)
+    >>> o.shape, s.shape
+    (torch.Size([2, 63, 4, 16]), torch.Size([2, 4, 32, 16]))
+    """
+    _check_args(q, k, v, g, scale, initial_state, cu_seqlens)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if not use_triton(q, backend, OP) or q.dtype == torch.float64:
+        o, s_t = gla_chunked(
+            q, k, v, g, scale=scale, initial_state=initial_state,
+            output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+        )  # fmt: skip
+        return o, (None if s_t is None else s_t.float() if q.dtype != torch.float64 else s_t)
+    check(q.shape[-1] <= 128 and v.shape[-1] <= 128, OP, "head widths K, V for the Triton kernels",
+          "at most 128 (else backend='reference')", (q.shape[-1], v.shape[-1]))  # fmt: skip
+    q, k, v, g = q.contiguous(), k.contiguous(), v.contiguous(), g.contiguous()
+    s0 = None if initial_state is None else initial_state.float().contiguous()
+    cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
+    return GLAFunction.apply(q, k, v, g, scale, s0, output_final_state, cu)

@@ -1,0 +1,66 @@
+"""One-token step of gated linear attention, for decoding: an outer-product update and a
+vector-matrix product per head, which PyTorch runs at memory speed (no kernel of its own)."""
+
+import torch
+
+from .._backend import check
+
+OP = "gla_step"
+
+
+def gla_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    state: torch.Tensor | None,
+    scale: float | None = None,
+):
+    """Advance the GLA state by one token and read it.
+
+    ``S' = diag(exp(g)) S + k^T v``, ``o = scale * q S'``: the same function as ``gla`` one
+    token at a time, so a prompt run with ``output_final_state=True`` continues here.
+
+    Args:
+        q, k: ``[B, H, K]``; v: ``[B, H, V]``; g: ``[B, H, K]`` log gates (any float dtype).
+        state: ``[B, H, K, V]`` (float32 suggested); None starts from zeros.
+        scale: None means ``K ** -0.5``.
+
+    Returns:
+        ``(o [B, H, V] in the dtype of v, new_state [B, H, K, V] float32, or float64 when the
+        state is)``.
+
+    >>> q = k = g = torch.zeros(2, 4, 8); v = torch.ones(2, 4, 3)
+    >>> o, s = gla_step(q, k, v, -torch.ones(2, 4, 8), None)
+    >>> o.shape, s.shape
+    (torch.Size([2, 4, 3]), torch.Size([2, 4, 8, 3]))
+    """
+    for name, x in (("q", q), ("k", k), ("v", v), ("g", g)):
+        check(
+            isinstance(x, torch.Tensor) and x.dim() == 3,
+            OP,
+            f"{name}.shape",
+            "3 dims [B, H, K]",
+            tuple(getattr(x, "shape", ())),
+        )
+    check(k.shape == q.shape, OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(g.shape == q.shape, OP, "g.shape", f"{tuple(q.shape)} as q", tuple(g.shape))
+    check(
+        v.shape[:2] == q.shape[:2], OP, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
+    )
+    B, H, K = q.shape
+    V = v.shape[2]
+    if state is None:
+        state = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
+    check(
+        isinstance(state, torch.Tensor) and tuple(state.shape) == (B, H, K, V),
+        OP,
+        "state shape",
+        f"({B}, {H}, {K}, {V}) = [B, H, K, V]",
+        tuple(getattr(state, "shape", ())),
+    )
+    ct = torch.promote_types(state.dtype, torch.float32)
+    scale = K**-0.5 if scale is None else scale
+    s = g.to(ct).exp()[..., None] * state.to(ct) + k.to(ct)[..., None] * v.to(ct)[..., None, :]
+    o = scale * torch.einsum("bhk,bhkv->bhv", q.to(ct), s)
+    return o.to(v.dtype), s

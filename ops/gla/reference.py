@@ -1,0 +1,109 @@
+"""Plain PyTorch gated linear attention (GLA, Yang et al. 2024): the token-by-token
+recurrence, the ground truth for tests, and the chunked form, the CPU path.
+
+Per sequence and head, with per-key-channel log-space gates ``g_t`` (``<= 0``):
+
+    S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t,        o_t = scale * q_t S_t
+
+``S_{-1}`` is the initial state (zeros when absent). Both functions compute in float32 (float64
+when given float64), return ``o`` in v's dtype and the final state in the compute dtype.
+"""
+
+import torch
+
+
+def _pieces(cu_seqlens, T):
+    """(token slice, sequence index or None) for each sequence."""
+    if cu_seqlens is None:
+        return [(slice(0, T), None)]
+    bounds = cu_seqlens.tolist()
+    return [(slice(a, b), n) for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+
+
+def _prepare(q, k, v, g, scale):
+    ct = torch.promote_types(q.dtype, torch.float32)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return ct, scale, q.to(ct), k.to(ct), v.to(ct), g.to(ct)
+
+
+def gla_reference(
+    q: torch.Tensor,  # (B, T, H, K)
+    k: torch.Tensor,  # (B, T, H, K)
+    v: torch.Tensor,  # (B, T, H, V)
+    g: torch.Tensor,  # (B, T, H, K) log gates
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,  # (N, H, K, V)
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,  # (N + 1,) int
+):
+    """The recurrence one token at a time (a Python loop over T: for tests only).
+    Returns ``(o, final_state)``; ``final_state`` is None unless asked for."""
+    out_dtype = v.dtype
+    ct, scale, q, k, v, g = _prepare(q, k, v, g, scale)
+    B, T, H, K = q.shape
+    outs, states = [], []
+    for sl, n in _pieces(cu_seqlens, T):
+        if initial_state is None:
+            s = q.new_zeros(B, H, K, v.shape[-1])
+        else:
+            s = initial_state[slice(None) if n is None else slice(n, n + 1)].to(ct)
+        o = []
+        for t in range(sl.start, sl.stop):
+            s = g[:, t].exp()[..., None] * s + k[:, t, :, :, None] * v[:, t, :, None, :]
+            o.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], s))
+        outs.append(torch.stack(o, 1) if o else v.new_zeros(B, 0, H, v.shape[-1]))
+        states.append(s)
+    o = torch.cat(outs, 1).to(out_dtype)
+    return o, (torch.cat(states, 0) if output_final_state else None)
+
+
+def _chunk(q, k, v, g, s, scale):
+    """One chunk of n tokens of every sequence of a batch. q, k, g: (B, n, H, K); v: (B, n,
+    H, V); s: (B, H, K, V), the state entering the chunk. Exact in every exponent: each
+    factor exp(b_i - b_j) is formed from its own difference of cumulative gates, never split
+    into exp(b_i) exp(-b_j), so strong gates neither overflow nor lose precision."""
+    n = q.shape[1]
+    b = torch.cumsum(g, 1)  # (B, n, H, K): the cumulative log gate within the chunk
+    beta = b[:, -1]  # (B, H, K): the whole chunk's
+    o = scale * torch.einsum("bihk,bhkv->bihv", q * b.exp(), s)
+    lag = b[:, :, None] - b[:, None, :]  # (B, i, j, H, K)
+    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()[None, :, :, None, None]
+    decay = torch.where(causal, lag, float("-inf")).exp()
+    a = scale * torch.einsum("bihk,bjhk,bijhk->bhij", q, k, decay)  # (B, H, i, j)
+    o = o + torch.einsum("bhij,bjhv->bihv", a, v)
+    s = beta.exp()[..., None] * s + torch.einsum(
+        "bjhk,bjhv->bhkv", k * (beta[:, None] - b).exp(), v
+    )
+    return o, s
+
+
+def gla_chunked(
+    q: torch.Tensor,  # (B, T, H, K)
+    k: torch.Tensor,  # (B, T, H, K)
+    v: torch.Tensor,  # (B, T, H, V)
+    g: torch.Tensor,  # (B, T, H, K) log gates
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,  # (N, H, K, V)
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,  # (N + 1,) int
+    chunk: int = 16,
+):
+    """The chunked form in PyTorch: a loop over chunks of ``chunk`` tokens, each vectorised
+    (the intra-chunk weights ``exp(b_i - b_j)`` elementwise over the key channels, the state
+    passed between chunks). Differentiable by autograd. Returns ``(o, final_state)``."""
+    out_dtype = v.dtype
+    ct, scale, q, k, v, g = _prepare(q, k, v, g, scale)
+    B, T, H, K = q.shape
+    outs, states = [], []
+    for sl, n in _pieces(cu_seqlens, T):
+        if initial_state is None:
+            s = q.new_zeros(B, H, K, v.shape[-1])
+        else:
+            s = initial_state[slice(None) if n is None else slice(n, n + 1)].to(ct)
+        for t0 in range(sl.start, sl.stop, chunk):
+            c = slice(t0, min(t0 + chunk, sl.stop))
+            o, s = _chunk(q[:, c], k[:, c], v[:, c], g[:, c], s, scale)
+            outs.append(o)
+        states.append(s)
+    o = torch.cat(outs, 1) if outs else v.new_zeros(B, 0, H, v.shape[-1])
+    return o.to(out_dtype), (torch.cat(states, 0) if output_final_state else None)

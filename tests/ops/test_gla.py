@@ -1,0 +1,216 @@
+"""Gated linear attention: the Triton kernels (interpreted on the CPU) against the
+token-by-token recurrence in float64 (outputs, final states and every gradient: q, k, v, the
+gates, the initial state); the chunked PyTorch form against the same recurrence; the dg
+identity of the README; the one-token step; strong gates in float16; the argument checks."""
+
+import os
+
+import pytest
+import torch
+
+from ncd.ops._backend import interpreting
+
+# Triton fixes compiled or interpreted kernels at decoration: when conftest.py built ncd.ops
+# for the interpreter, build this family the same way (a no-op once ncd/ops/__init__.py
+# imports it, as conftest then imported it already).
+_saved = os.environ.get("TRITON_INTERPRET")
+if interpreting():
+    os.environ["TRITON_INTERPRET"] = "1"
+from ncd.ops.gla import chunk, gla, gla_chunked, gla_reference, gla_step  # noqa: E402
+
+if _saved is None:
+    os.environ.pop("TRITON_INTERPRET", None)
+else:
+    os.environ["TRITON_INTERPRET"] = _saved
+
+
+def rel_rms(x, ref):
+    # NaN becomes inf: a NaN error would pass every `<` and be dropped by `max`.
+    x, ref = x.double(), ref.double()
+    err = ((x - ref).norm() / ref.norm()).item()
+    return err if err == err else float("inf")
+
+
+TOL = {torch.float32: 1e-4, torch.float16: 3e-3, torch.float64: 1e-10}
+
+
+def make(B, T, H, K, V, dtype, seed, gate_dtype=None, gate_scale=1.0):
+    """q, k, v in dtype and log gates logsigmoid(x) * gate_scale in gate_dtype (default dtype),
+    leaves that require grad."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(B, T, H, K, generator=gen) for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=gen)
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, generator=gen)) * gate_scale
+    xs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+    return xs + [g.to(gate_dtype or dtype).requires_grad_()], gen
+
+
+def compare(fn, case, seed, **fn_kwargs):
+    """fn's outputs and gradients against the float64 token-by-token reference; the relative
+    RMS errors in the order o, (final state), dq, dk, dv, dg, (d initial state)."""
+    B, T, H, K, V, dtype, gate_dtype, use_s0, want_state, cu = case
+    (q, k, v, g), gen = make(B, T, H, K, V, dtype, seed, gate_dtype)
+    cu = None if cu is None else torch.tensor(cu)
+    N = B if cu is None else len(cu) - 1
+    inputs = [q, k, v, g]
+    s0 = None
+    if use_s0:
+        s0 = torch.randn(N, H, K, V, generator=gen)
+        s0 = s0.to(torch.promote_types(dtype, torch.float32)).requires_grad_()
+        inputs.append(s0)
+    kw = dict(scale=0.3, output_final_state=want_state, cu_seqlens=cu)
+    o, st = fn(q, k, v, g, initial_state=s0, **kw, **fn_kwargs)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    o_ref, st_ref = gla_reference(
+        *ref_in[:4], initial_state=ref_in[4] if use_s0 else None, **kw
+    )  # fmt: skip
+    assert o.shape == (B, T, H, V) and o.dtype == v.dtype
+    outs, refs = [o], [o_ref]
+    if want_state:
+        assert st.shape == (N, H, K, V) and st.dtype in (torch.float32, torch.float64)
+        outs.append(st)
+        refs.append(st_ref)
+    else:
+        assert st is None
+    cot = [torch.randn(x.shape, generator=gen).to(x.dtype) for x in outs]
+    grads = torch.autograd.grad(outs, inputs, cot)
+    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cot])
+    assert all(gr.dtype == x.dtype for gr, x in zip(grads, inputs))
+    return [rel_rms(a, b) for a, b in zip(outs + list(grads), refs + list(ref_grads))]
+
+
+# (B, T, H, K, V, dtype, gate dtype, initial state, final state, cu_seqlens)
+CASES = [
+    (2, 63, 2, 32, 16, torch.float32, None, True, True, None),
+    (1, 70, 2, 24, 20, torch.float32, None, False, False, None),
+    (1, 50, 2, 16, 32, torch.float32, None, True, True, [0, 7, 7, 40, 50]),
+    (1, 63, 2, 32, 32, torch.float16, torch.float32, True, True, None),
+    (1, 45, 3, 16, 16, torch.float16, None, False, True, [0, 16, 45]),
+]
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_kernels_match_the_recurrence(case, nan_alloc):
+    errs = compare(gla, case, seed=case[1], backend="triton")
+    assert max(errs) < TOL[case[5]], errs
+
+
+@pytest.mark.interpret
+def test_strong_gates_in_float16(monkeypatch, nan_alloc):
+    """Gates near -5 per token over chunks of 64 (four sub-chunks): a split exp(b_i) exp(-b_j)
+    would reach e^300; the secondary chunking keeps every factor <= 1. Outputs and all
+    gradients finite and accurate."""
+    monkeypatch.setattr(chunk, "CHUNK", 64)
+    B, T, H, K, V = 1, 100, 1, 32, 16
+    (q, k, v, g), gen = make(B, T, H, K, V, torch.float16, 7, torch.float32, gate_scale=7.0)
+    assert g.mean() < -4
+    s0 = torch.randn(B, H, K, V, generator=gen).requires_grad_()
+    inputs = [q, k, v, g, s0]
+    o, _ = gla(q, k, v, g, initial_state=s0, backend="triton")
+    do = torch.randn(o.shape, generator=gen).to(o.dtype)
+    grads = torch.autograd.grad(o, inputs, do)
+    assert all(torch.isfinite(x).all() for x in (o, *grads))
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    o_ref, _ = gla_reference(*ref_in[:4], initial_state=ref_in[4])
+    ref_grads = torch.autograd.grad(o_ref, ref_in, do.double())
+    errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    assert max(errs) < TOL[torch.float16], errs
+
+
+@pytest.mark.parametrize("case", CASES + [(2, 37, 2, 8, 5, torch.float64, None, True, True, None)])
+def test_chunked_form_matches_the_recurrence(case):
+    case = (*case[:5], torch.float64, torch.float64, *case[7:])
+    errs = compare(gla_chunked, case, seed=1, chunk=16)
+    assert max(errs) < TOL[torch.float64], errs
+
+
+def test_dg_is_the_reverse_cumsum_of_q_dq_minus_k_dk():
+    """README: dg_t = sum_{s>=t} (q_s dq_s - k_s dk_s) + sum_v S_T dS_T, per key channel, with
+    dq, dk the whole gradients (their initial-state parts included)."""
+    (q, k, v, g), gen = make(2, 29, 2, 6, 5, torch.float64, 3, gate_scale=3.0)
+    s0 = torch.randn(2, 2, 6, 5, dtype=torch.float64, generator=gen).requires_grad_()
+    o, st = gla_reference(q, k, v, g, initial_state=s0, output_final_state=True)
+    do, dst = torch.randn_like(o), torch.randn_like(st)
+    dq, dk, dg = torch.autograd.grad([o, st], [q, k, g], [do, dst])
+    x = q * dq - k * dk
+    dg_identity = x.flip(1).cumsum(1).flip(1) + (st * dst).sum(-1)[:, None]
+    torch.testing.assert_close(dg_identity, dg, rtol=1e-10, atol=1e-10)
+
+
+def test_cpu_dispatch_runs_the_chunked_form():
+    (q, k, v, g), _ = make(1, 20, 2, 8, 8, torch.float32, 0)
+    o, _ = gla(q, k, v, g)
+    o_ref, _ = gla_chunked(q, k, v, g)
+    torch.testing.assert_close(o, o_ref, rtol=0, atol=0)
+
+
+def test_bfloat16_q_k_v_with_float32_gates_on_the_cpu():
+    (q, k, v, g), _ = make(1, 20, 2, 8, 8, torch.bfloat16, 0, torch.float32)
+    o, _ = gla(q, k, v, g)
+    o.float().sum().backward()
+    assert o.dtype == torch.bfloat16 and g.grad.dtype == torch.float32
+
+
+def test_step_continues_a_prompt():
+    """Prompt through the op with its final state, then one token at a time: the outputs of
+    the recurrence on the whole sequence."""
+    (q, k, v, g), _ = make(2, 12, 3, 8, 5, torch.float64, 1)
+    q, k, v, g = (x.detach() for x in (q, k, v, g))
+    o_ref, s_ref = gla_reference(q, k, v, g, scale=0.5, output_final_state=True)
+    _, state = gla(q[:, :7], k[:, :7], v[:, :7], g[:, :7], scale=0.5, output_final_state=True)
+    for t in range(7, 12):
+        o_t, state = gla_step(q[:, t], k[:, t], v[:, t], g[:, t], state, scale=0.5)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+    torch.testing.assert_close(state, s_ref)
+
+
+def test_step_from_nothing_uses_the_default_scale():
+    (q, k, v, g), _ = make(1, 3, 2, 4, 4, torch.float32, 2)
+    q, k, v, g = (x.detach() for x in (q, k, v, g))
+    o_ref, _ = gla_reference(q, k, v, g)
+    state = None
+    for t in range(3):
+        o_t, state = gla_step(q[:, t], k[:, t], v[:, t], g[:, t], state)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(initial_state=torch.zeros(2, 2, 8, 3)), "initial_state shape"),
+        (dict(cu_seqlens=torch.tensor([0, 3, 5])), "batch size with cu_seqlens"),
+        (dict(scale=float("nan")), "scale"),
+        (dict(backend="cuda"), "backend"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    (q, k, v, g), _ = make(2, 5, 2, 8, 4, torch.float32, 0)
+    with pytest.raises(ValueError, match="gla") as err:
+        gla(q, k, v, g, **kwargs)
+    assert message in str(err.value)
+
+
+def test_bad_shapes_and_packing():
+    (q, k, v, g), _ = make(1, 6, 2, 8, 4, torch.float32, 0)
+    with pytest.raises(ValueError, match="g.shape"):
+        gla(q, k, v, g[..., :4])
+    with pytest.raises(ValueError, match="k.shape"):
+        gla(q, k[..., :4], v, g)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        gla(q, k, v, g, cu_seqlens=torch.tensor([0, 2, 5]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        gla(q, k, v, g, cu_seqlens=torch.tensor([0, 4, 2, 6]))
+    with pytest.raises(ValueError, match="state shape"):
+        gla_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], torch.zeros(1, 2, 8, 5))
+    with pytest.raises(ValueError, match="g.shape"):
+        gla_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0, :1], None)
+
+
+@pytest.mark.interpret
+def test_wide_heads_need_the_reference():
+    q = torch.randn(1, 4, 1, 160)
+    g = -torch.rand(1, 4, 1, 160)
+    with pytest.raises(ValueError, match="at most 128"):
+        gla(q, q, q, g, backend="triton")
+    assert gla(q, q, q, g)[0].shape == (1, 4, 1, 160)  # CPU: the chunked form
