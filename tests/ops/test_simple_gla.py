@@ -244,3 +244,19 @@ def test_wide_heads_need_the_reference():
     with pytest.raises(ValueError, match="at most 128"):
         simple_gla(q, q, q, g, backend="triton")
     assert simple_gla(q, q, q, g)[0].shape == (1, 4, 1, 160)  # CPU: the chunked form
+
+
+@pytest.mark.interpret
+def test_gates_without_gradient(nan_alloc):
+    """g that needs no gradient: the backward skips dg (its rows and hi + lo reads) and the
+    other gradients still match."""
+    (q, k, v), g, gen = make(2, 40, 2, 16, 24, torch.float16, 4)
+    g = g.detach()
+    o, _ = simple_gla(q, k, v, g, scale=0.3, backend="triton")
+    do = torch.randn(o.shape, generator=gen).to(o.dtype)
+    grads = torch.autograd.grad(o, (q, k, v), do)
+    ref_in = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    o_ref, _ = simple_gla_recurrent_reference(*ref_in, g.double(), scale=0.3)
+    ref_grads = torch.autograd.grad(o_ref, ref_in, do.double())
+    errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    assert max(errs) < TOL[torch.float16], errs
