@@ -22,13 +22,13 @@ import ipywidgets as w
 from ncd.circuits import io
 from ncd.circuits.circuit import Circuit, Input, Output
 from ncd.circuits.errors import NcdError, SchemaError
+from ncd.circuits.types import DTYPES
 
 from . import panels
 from .forms import BoxForm, palette_options
 
 _NONE = "—"  # a port left unwired
 MAX_UNDO = 200
-_DTYPES = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "bool"]
 
 
 def _guarded(method):
@@ -142,7 +142,7 @@ class Studio(w.VBox):
         self.replace_box_button.on_click(lambda _: self._replace_box())
         self.input_name = w.Text(description="input", placeholder="name", style=wide)
         self.input_axes = w.Text(description="axes", placeholder="B T D", style=wide)
-        self.input_dtype = w.Dropdown(options=_DTYPES, description="dtype", style=wide)
+        self.input_dtype = w.Dropdown(options=list(DTYPES), description="dtype", style=wide)
         self.add_input_button = button(description="add input")
         self.add_input_button.on_click(lambda _: self._add_input())
         self.output_name = w.Text(description="output", placeholder="name", style=wide)
