@@ -1,7 +1,7 @@
-"""Every kind of the vocabulary draws the pictogram NOTATION.md gives it.
+"""Every kind of the vocabulary draws the pictogram docs/notation.md gives it.
 
 The text each box must show is in the shared table (tests/vocabulary.py), written from
-NOTATION.md, not from the renderer: a drawing that loses its glyph fails.
+docs/notation.md, not from the renderer: a drawing that loses its glyph fails.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The vocabulary tests' one table: a case per box kind, written by hand from the kinds'
-definitions and NOTATION.md (not from the code under test).
+definitions and docs/notation.md (not from the code under test).
 
 A case gives the inputs of a one-box circuit (`{name: "axes[:dtype]"}`), the builder call
 that makes the box, the axes each output port must have (None: a tuple), the text the box's

@@ -12,7 +12,7 @@ Adding a box kind, in order:
    tensors), `acts_on()`, `family` (drawing colour and editor palette section), `learned`.
    Element types are `ncd.circuits.types.Dtype` / `FloatDtype` (the one list, `DTYPES`).
    A Builder shorthand (`circuits/builder.py`) is optional: `b.box("name", ...)` makes any kind.
-2. Its drawing: `@draws("name")` in `circuits/draw/glyphs.py` (the pictogram NOTATION.md
+2. Its drawing: `@draws("name")` in `circuits/draw/glyphs.py` (the pictogram docs/notation.md
    gives it).
 3. Its lowering to PyTorch: `@lowers("name")` in `compiler/lowerings.py`.
 4. Its interpreter rule (plain PyTorch by axis names, sharing no code with the lowering):
