@@ -18,7 +18,8 @@ marked `expected`. Writes JSON and prints a Markdown table.
     python3 bench/cost_gpu.py --out bench/results/cost_gpu
     python3 bench/cost_gpu.py --device cpu --tiny --out /tmp/cost_cpu   # runs anywhere, small
 
-`ncd` is imported from this checkout (installed or not).
+`ncd` is imported as bench/gpu.sh sets it up (PYTHONPATH holding the repository root), or
+installed.
 """
 
 from __future__ import annotations
@@ -29,35 +30,18 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _import_ncd():
-    """Import ncd; without an install, through a shim package made of this checkout."""
-    try:
-        import ncd.circuits  # noqa: F401
-        import ncd.compiler  # noqa: F401
-    except ImportError:
-        shim = Path(tempfile.mkdtemp(prefix="ncd_shim_")) / "ncd"
-        shim.mkdir()
-        for entry in (ROOT / "ncd").iterdir():
-            (shim / entry.name).symlink_to(entry)
-        for sub in ("circuits", "compiler", "ops", "gallery", "widgets"):
-            if (ROOT / sub).exists():
-                (shim / sub).symlink_to(ROOT / sub)
-        sys.path.insert(0, str(shim.parent))
-        for m in [m for m in sys.modules if m == "ncd" or m.startswith("ncd.")]:
-            del sys.modules[m]
+    """Import ncd (installed, or this checkout with its root on PYTHONPATH: bench/gpu.sh)."""
     try:
         import ncd
         import ncd.compiler.cost  # noqa: F401  (sympy, pydantic, networkx: ncd's dependencies)
     except ImportError as e:
-        sys.exit(f"cost_gpu: cannot import ncd from {ROOT}: {e} (ncd needs sympy, pydantic and "
-                 "networkx; pip install them, or the package: pip install -e .)")  # fmt: skip
+        sys.exit(f"cost_gpu: cannot import ncd: {e} (put the repository root on PYTHONPATH, "
+                 "as bench/gpu.sh does, with sympy, pydantic and networkx installed)")  # fmt: skip
     return ncd
 
 

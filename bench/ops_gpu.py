@@ -1,14 +1,18 @@
-"""GPU benchmark of the op library against PyTorch SDPA, the naive PyTorch forms and fla-core.
+"""GPU benchmark of the op library against PyTorch SDPA, fla-core and (optionally) the naive
+PyTorch forms.
 
 Not a test. On one CUDA device, per T, every implementation is checked and timed back to back
-in one process (BENCHMARKS.md, "How to compare"): relative RMS error of the output and of
-every gradient against the float32 reference (computed on a slice of batch 0 and the first
-heads, which is exact because heads are independent), `triton.testing.do_bench` medians of
-the forward and of forward + backward, and the peak extra memory of one forward + backward.
+in one process: relative RMS error of the output and of every gradient against the float32
+reference (computed on a slice of batch 0 and the first heads, which is exact because heads
+are independent), `triton.testing.do_bench` medians of the forward and of forward + backward,
+and the peak extra memory of one forward + backward. Causal, B = 4, H = 16, K = V = 128.
 
-    python bench/ops_gpu.py --out bench/results/ops_gpu_$(date +%F).json
+    bash bench/gpu.sh ops                          # on the GPU machine (bench/README.md)
+    python bench/ops_gpu.py --out ops_gpu.json     # where ncd imports
 
-`ncd.ops` must be importable (installed, or `ops/` linked as `ncd/ops` on PYTHONPATH).
+Writes {"meta": {device, date, commit, torch, triton}, "rows": [{op, impl, B, T, H, K, dtype,
+fwd_ms, fwdbwd_ms, peak_mib, rel_err}]} and, with --details, the library's switches, which
+backend ran each softmax pass, and a per-kernel profile at one T.
 """
 
 import argparse
@@ -22,7 +26,7 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
-from ncd.ops import linear_attention, softmax_attention
+from ncd.ops import config, linear_attention, softmax_attention
 from ncd.ops._backend import tuned_configs
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention.reference import linear_attention_reference
@@ -125,31 +129,6 @@ def measure(fn, xs, do):
     return fwd, both, peak
 
 
-def choose_backward(mode, B, H, K, T=8192):
-    """Pick the softmax backward schedule (separate dQ pass or atomic dQ) by timing both."""
-    from ncd.ops.attention import fused
-
-    if mode != "auto":
-        fused.ATOMIC_DQ = mode == "1"
-        return {"atomic_dq": fused.ATOMIC_DQ}
-    (q, k, v), do = inputs("softmax_attention", B, T, H, K, torch.bfloat16, 3)
-    q, k, v = q.detach(), k.detach(), v.detach()
-    s = K**-0.5
-    o, lse = fused._forward(q, k, v, True, s)
-    ms = {}
-    for atomic in (False, True):
-        ms[atomic] = do_bench(
-            lambda a=atomic: fused._backward(q, k, v, o, lse, do, True, s, a), return_mode="median"
-        )
-    fused.ATOMIC_DQ = ms[True] < ms[False]
-    return {
-        "atomic_dq": fused.ATOMIC_DQ,
-        "T": T,
-        "split_bwd_ms": ms[False],
-        "atomic_bwd_ms": ms[True],
-    }
-
-
 def ncd_breakdown(B, T, H, K):
     """Per-kernel times of our two families at one shape (bf16, causal)."""
     from ncd.ops.attention import fused
@@ -213,12 +192,10 @@ def main():
     ap.add_argument("--details", default=None, help="JSON of the schedule choice and breakdown")
     ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")
     ap.add_argument("--breakdown-T", type=int, default=8192, help="0: no per-kernel breakdown")
-    ap.add_argument("--skip", default="", help="op:impl pairs left out, comma-separated")
     ap.add_argument(
-        "--atomic-dq",
-        default="auto",
-        choices=["auto", "0", "1"],
-        help="softmax backward: auto times both schedules at T=8192, keeps the faster",
+        "--skip",
+        default="softmax_attention:naive,linear_attention:naive",
+        help="op:impl pairs left out, comma-separated ('' keeps the naive forms)",
     )
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 references stay float32
@@ -237,12 +214,17 @@ def main():
         "triton": triton.__version__,
     }
     skip = set(filter(None, args.skip.split(",")))
-    # the library's switches, so a result says which kernels it measured
+    # the library's switches and the backend of each softmax pass at these shapes, so that a
+    # result says which kernels it measured
     from ncd.ops.attention import fused
 
-    details = {"gluon_forward": fused.HOPPER_FORWARD, "gluon_dkdv": fused.HOPPER_DKDV}
-    if "softmax_attention" in args.ops and "softmax_attention:ncd" not in skip:
-        details["softmax_backward"] = choose_backward(args.atomic_dq, B, H, K)
+    details = {"config": config.describe(), "softmax_backends": {}}
+    if "softmax_attention" in args.ops:
+        for T in [int(t) for t in args.T.split(",")]:
+            q = torch.empty(B, T, H, K, device="cuda", dtype=dtype)
+            details["softmax_backends"][T] = {
+                kind: fused.choose(kind, q, q, q, True) for kind in ("forward", "dkdv")
+            }
     print(details, flush=True)
     rows = []
     for T in [int(t) for t in args.T.split(",")]:

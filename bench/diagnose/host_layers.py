@@ -6,7 +6,7 @@ layer between the op and the driver for the forward kernel and the backward kern
 the compiled kernel's launcher alone (`ck.run`), its launch metadata, the stream lookup,
 the plan key, `ncd.ops._backend.launch` whole, then `_forward` / `_backward` and the op.
 
-    python bench/host_layers.py
+    python bench/diagnose/host_layers.py
 """
 
 import time

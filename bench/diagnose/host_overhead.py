@@ -2,12 +2,12 @@
 
 Small shapes, where the GPU finishes first: the time to issue N steps without waiting is the
 host's cost per step. Set side by side in one run: our ops with Triton's JIT launch path and
-with direct launches of the compiled kernels (`ncd.ops._backend.FAST_LAUNCH`), our ops with
+with direct launches of the compiled kernels (config fast_launch), our ops with
 kernel launches replaced by nothing (our Python and autograd alone), an empty
 autograd.Function (the engine's own cost), an empty Triton kernel launched both ways, SDPA
 then the hottest host operations of one op (torch.profiler).
 
-    python bench/host_overhead.py
+    python bench/diagnose/host_overhead.py
 """
 
 import contextlib
@@ -20,8 +20,10 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ncd.ops import _backend, linear_attention, softmax_attention
-from ncd.ops.attention import fused, hopper, hopper_fwd
+from ncd.ops import config, linear_attention, softmax_attention
+from ncd.ops.attention import fused
+from ncd.ops.attention.gluon import dkdv as gluon_dkdv
+from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.linear_attention import chunk
 
 
@@ -43,23 +45,16 @@ def per_step(step, n=100, trials=5):
 @contextlib.contextmanager
 def no_launches():
     """Kernel launches do nothing: what is left is our Python, allocations and autograd."""
-    saved = chunk.launch, fused.launch, hopper.launch_compiled, hopper_fwd.launch_compiled
-    nop = lambda *a, **k: None  # noqa: E731
-    chunk.launch = fused.launch = hopper.launch_compiled = hopper_fwd.launch_compiled = nop
+    mods = (chunk, fused, gluon_dkdv, gluon_forward)
+    names = ("launch", "launch", "launch_compiled", "launch_compiled")
+    saved = [getattr(m, n) for m, n in zip(mods, names)]
+    for m, n in zip(mods, names):
+        setattr(m, n, lambda *a, **k: None)
     try:
         yield
     finally:
-        chunk.launch, fused.launch, hopper.launch_compiled, hopper_fwd.launch_compiled = saved
-
-
-@contextlib.contextmanager
-def fast_launch(on: bool):
-    saved = _backend.FAST_LAUNCH
-    _backend.FAST_LAUNCH = on
-    try:
-        yield
-    finally:
-        _backend.FAST_LAUNCH = saved
+        for m, n, f in zip(mods, names, saved):
+            setattr(m, n, f)
 
 
 class Empty(torch.autograd.Function):
@@ -127,8 +122,8 @@ def main(B=4, T=1024, H=16, K=128):
         modes = {"": contextlib.nullcontext}
         if name in ("linear", "softmax"):
             modes = {
-                "JIT launches": lambda: fast_launch(False),
-                "direct launches": lambda: fast_launch(True),
+                "JIT launches": lambda: config.override(fast_launch=False),
+                "direct launches": lambda: config.override(fast_launch=True),
                 "no launches": no_launches,
             }
         for mode, ctx in modes.items():

@@ -1,7 +1,7 @@
 """Where the time of one forward + backward step goes on the GPU (a diagnosis aid, not a test).
 
 For softmax attention the kernels' own times, timed one by one, add to less than the measured
-step (bench/RESULTS.md: about 0.5 ms at T = 8k); for linear attention at short T the host is
+step (bench/RESULTS.md); for linear attention at short T the host is
 the bound. This times, side by side in one process, for each op and T:
 
 - the step as ops_gpu.py times it (`do_bench`, L2 flushed, gradients set to None);
@@ -10,19 +10,23 @@ the bound. This times, side by side in one process, for each op and T:
   first kernel's start and the last one's end (launch gaps), median over the profiled steps;
 - the clocks that nvidia-smi reads before and after.
 
-    python bench/step_timeline.py --T 4096,8192
+    python bench/diagnose/step_timeline.py --T 4096,8192
 """
 
 import argparse
+import os
 import statistics
 import subprocess
+import sys
 
 import torch
-from ops_gpu import sdpa  # the SDPA call the benchmark times (bench/ is on the path)
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 from ncd.ops import linear_attention, softmax_attention
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ops_gpu import sdpa  # noqa: E402  (the SDPA call the benchmark times, bench/ops_gpu.py)
 
 
 def clocks() -> str:

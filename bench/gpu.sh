@@ -1,0 +1,88 @@
+#!/bin/bash
+# The GPU benchmarks in named suites, one call each, on a machine where ncd is not installed:
+#
+#   bash bench/gpu.sh SUITE [COMMIT]
+#
+#   ops       softmax and linear attention against SDPA and fla at every T (bf16), then every
+#             option of both ops checked in bfloat16 and float16
+#   f32       every option checked in float32, then float32 speed at T = 4k (float32's
+#             kernels spill and take minutes to compile on a fresh machine: a suite of its own)
+#   gluon     the Gluon kernels against the Triton kernels of the same pass, then the grouped
+#             Gluon dK/dV (config gluon_dkdv_grouped, not yet checked on a GPU) and the
+#             library's softmax checks with it on
+#   compiler  the compiled transformer block against hand-written PyTorch; the cost model
+#             against measured memory and time
+#   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
+#             softmax kernels' block-size sweep at 8k
+#   imports   only check that ncd imports
+#
+# Each step runs under `timeout` so that a suite ends within the device's 10 minutes on a
+# fresh machine (every kernel compiles first); its log and results go to $OUT (default
+# /tmp/gpu_out). ncd is imported from this checkout: PYTHONPATH holds the repository root
+# (ncd/__init__.py adds the top-level folders to the package) and /tmp/site, where the
+# carried wheels are installed (.whl/: fla-core; .whl-ncd/: pydantic and graphviz, which the
+# compiler suite needs). NO_WHEELS=1 skips the install. COMMIT names the measured commit in
+# the results, where the copy on the GPU machine has no .git.
+set -o pipefail
+SUITE=${1:?"suite: ops, f32, gluon, compiler, diagnose or imports"}
+COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+PY=${PY:-python3}
+OUT=${OUT:-/tmp/gpu_out}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$OUT"
+cd "$REPO" || exit 1
+
+wheels=(.whl/*.whl .whl-ncd/*.whl)
+if [ -z "${NO_WHEELS:-}" ] && [ -e "${wheels[0]}" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site \
+    "${wheels[@]}" || exit 1
+fi
+export PYTHONPATH=$REPO:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+
+step() {  # step NAME SECONDS COMMAND...: run under a time limit, keep the log, say how it ended
+  local name=$1 secs=$2 start=$SECONDS rc
+  shift 2
+  echo "== $name (limit ${secs} s)"
+  timeout "$secs" "$@" >"$OUT/$name.log" 2>&1
+  rc=$?
+  echo "== $name rc=$rc ($((SECONDS - start)) s)$([ $rc = 124 ] && echo ', TIME LIMIT')"
+  tail -n 15 "$OUT/$name.log"
+}
+
+$PY -c "import ncd.ops; print('ncd.ops from', ncd.ops.__file__)" || exit 1
+nvidia-smi --query-gpu=name,clocks.sm,memory.used --format=csv,noheader 2>/dev/null
+case $SUITE in
+  imports)
+    $PY -c "import ncd.compiler, ncd.circuits; print('ncd.compiler imports')"
+    ;;
+  ops)
+    step ops_gpu 300 $PY bench/ops_gpu.py --commit "$COMMIT" --out "$OUT/ops_gpu.json" \
+      --details "$OUT/ops_gpu_details.json"
+    step gpu_check 210 $PY bench/gpu_check.py --dtypes bfloat16,float16 --ops softmax,linear \
+      --commit "$COMMIT" --out "$OUT/gpu_check.json"
+    ;;
+  f32)
+    step gpu_check_f32 330 $PY bench/gpu_check.py --dtypes float32 --ops softmax,linear \
+      --commit "$COMMIT" --out "$OUT/gpu_check_f32.json"
+    step ops_gpu_f32 200 $PY bench/ops_gpu.py --T 4096 --dtype float32 --breakdown-T 0 \
+      --commit "$COMMIT" --out "$OUT/ops_gpu_f32.json"
+    ;;
+  gluon)
+    step gluon_check 200 $PY bench/gpu_check.py --dtypes bfloat16,float16 --ops gluon \
+      --commit "$COMMIT" --out "$OUT/gluon_check.json"
+    # Unchecked on a GPU so far: a hang ends this step only.
+    step gluon_grouped 150 $PY bench/gpu_check.py --dtypes bfloat16 --ops gluon_grouped \
+      --commit "$COMMIT" --out "$OUT/gluon_grouped.json"
+    ;;
+  compiler)
+    step compiler_gpu 220 $PY bench/compiler_gpu.py --out "$OUT"
+    step cost_gpu 280 $PY bench/cost_gpu.py --out "$OUT"
+    ;;
+  diagnose)
+    step host_overhead 90 $PY bench/diagnose/host_overhead.py
+    step host_layers 60 $PY bench/diagnose/host_layers.py
+    step step_timeline 120 $PY bench/diagnose/step_timeline.py --T 4096,8192
+    step ops_sweep 240 $PY bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon
+    ;;
+  *) echo "unknown suite: $SUITE (ops, f32, gluon, compiler, diagnose or imports)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,283 @@
+"""Correctness of the op library on the GPU, where the CPU tests cannot reach (bf16, the
+compiled kernels, the Gluon backends). Not a test of the suite: run on a CUDA machine.
+
+    bash bench/gpu.sh ops                                   # bf16 and fp16 (bench/README.md)
+    python bench/gpu_check.py --dtypes float32              # where ncd imports
+    TRITON_INTERPRET=1 python bench/gpu_check.py --device cpu --dtypes float32,float16
+
+Families of cases (--ops):
+
+- softmax, linear: every option of the public functions against the float64 references
+  (outputs, final states and every gradient); softmax at whole-block lengths both with the
+  library's choice of backend (the Gluon kernels on Hopper) and with the Triton kernels only.
+- gluon: each Gluon kernel against the Triton kernel of the same pass (forward: o and lse;
+  dK/dV: dk and dv from the same lse and delta), over dtypes, head widths, causal and not,
+  S != T and grouped heads (forward).
+- gluon_grouped: the grouped-heads Gluon dK/dV (config gluon_dkdv_grouped) against the Triton
+  dK/dV, then the library's softmax cases with it on.
+
+One line per case with the largest relative RMS error (and which output or gradient it was);
+exit status 1 if any case exceeds its bound: 5e-3 for 16-bit dtypes, 1e-4 for float32
+(three tf32 products per product on the GPU); Gluon against Triton 5e-3 for o, dk, dv and
+1e-4 for lse (max |lse - ref| / max(1, |ref|)). Each checked step follows --repeat steps of
+the same shape, so that it runs the compiled kernels' direct launches as training does.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import subprocess
+import sys
+
+import torch
+import triton
+
+from ncd.ops import config, linear_attention, softmax_attention
+from ncd.ops.attention import fused
+from ncd.ops.attention.gluon import common as gluon_common
+from ncd.ops.attention.gluon import dkdv as gluon_dkdv
+from ncd.ops.attention.gluon import forward as gluon_forward
+from ncd.ops.attention.reference import softmax_attention_reference
+from ncd.ops.linear_attention import linear_attention_reference
+
+BOUND = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 5e-3}
+BOUND_LSE = 1e-4
+TRITON_ONLY = {"gluon_forward": False, "gluon_dkdv": False}
+
+
+def rel_rms(x, ref):
+    """Relative RMS error; NaN counts as infinity (a NaN passes every `<`)."""
+    x, ref = x.double(), ref.double()
+    err = ((x - ref).norm() / ref.norm()).item()
+    return err if err == err else float("inf")
+
+
+def lse_err(x, ref):
+    d = ((x.double() - ref.double()).abs() / ref.double().abs().clamp(min=1.0)).max().item()
+    return d if d == d else float("inf")
+
+
+def grads_err(outs, refs, inputs, ref_inputs, g, names):
+    """(largest error, its name) over the outputs and the gradients; names: outputs' then
+    inputs' names."""
+    cot = [torch.randn(o.shape, generator=g, device=o.device).to(o.dtype) for o in outs]
+    grads = torch.autograd.grad(outs, inputs, cot)
+    ref_grads = torch.autograd.grad(refs, ref_inputs, [c.double() for c in cot])
+    errs = [rel_rms(a, b) for a, b in zip(outs, refs)]
+    errs += [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    return max(zip(errs, names))
+
+
+def softmax_case(dev, dtype, repeat, B, T, S, H, Hkv, D, causal, seed):
+    g = torch.Generator(device=dev).manual_seed(seed)
+    q = torch.randn(B, T, H, D, device=dev, generator=g).to(dtype).requires_grad_()
+    k = torch.randn(B, S, Hkv, D, device=dev, generator=g).to(dtype).requires_grad_()
+    v = torch.randn(B, S, Hkv, D, device=dev, generator=g).to(dtype).requires_grad_()
+    for _ in range(repeat):
+        softmax_attention(q, k, v, causal=causal, backend="triton").float().sum().backward()
+    o = softmax_attention(q, k, v, causal=causal, backend="triton")
+    ref_in = [x.detach().double().requires_grad_() for x in (q, k, v)]
+    o_ref = softmax_attention_reference(*ref_in, causal=causal)
+    return grads_err([o], [o_ref], [q, k, v], ref_in, g, ["o", "dq", "dk", "dv"])
+
+
+def linear_case(dev, dtype, repeat, B, T, H, K, V, decay, state, normalize, cu, seed):
+    g = torch.Generator(device=dev).manual_seed(seed)
+    q, k = (torch.randn(B, T, H, K, device=dev, generator=g) for _ in range(2))
+    if normalize:
+        q, k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
+    else:
+        q, k = (torch.nn.functional.normalize(x, dim=-1) for x in (q, k))
+    v = torch.randn(B, T, H, V, device=dev, generator=g)
+    inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+    cu = None if cu is None else torch.tensor(cu, device=dev)
+    N = B if cu is None else len(cu) - 1
+    lam = (0.9 + 0.1 * torch.rand(H, device=dev, generator=g)) if decay else None
+    s0 = None
+    if state:
+        s0 = torch.randn(N, H, K, V, device=dev, generator=g).requires_grad_()
+        inputs.append(s0)
+        if normalize:
+            z0 = torch.rand(N, H, K, device=dev, generator=g).requires_grad_()
+            inputs.append(z0)
+            s0 = (s0, z0)
+    kw = dict(decay=lam, output_final_state=state, normalize=normalize, cu_seqlens=cu, scale=0.2)
+    for _ in range(repeat):
+        o, _ = linear_attention(*inputs[:3], initial_state=s0, backend="triton", **kw)
+        o.float().sum().backward()
+    o, st = linear_attention(*inputs[:3], initial_state=s0, backend="triton", **kw)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    ref_s0 = None if s0 is None else (tuple(ref_in[3:]) if normalize else ref_in[3])
+    o_ref, st_ref = linear_attention_reference(*ref_in[:3], initial_state=ref_s0, **kw)
+    outs, refs, names = [o], [o_ref], ["o"]
+    if state:
+        outs += list(st) if normalize else [st]
+        refs += list(st_ref) if normalize else [st_ref]
+        names += ["S_T", "z_T"] if normalize else ["S_T"]
+    names += ["dq", "dk", "dv", "dS0", "dz0"]  # zip stops at the inputs there are
+    return grads_err(outs, refs, inputs, ref_in, g, names)
+
+
+def _qkv(dev, dtype, B, T, S, H, Hkv, D, seed=0):
+    g = torch.Generator(device=dev).manual_seed(seed)
+    q = torch.randn(B, T, H, D, device=dev, dtype=dtype, generator=g)
+    k = torch.randn(B, S, Hkv, D, device=dev, dtype=dtype, generator=g)
+    v = torch.randn(B, S, Hkv, D, device=dev, dtype=dtype, generator=g)
+    do = torch.randn(B, T, H, D, device=dev, dtype=dtype, generator=g)
+    return q, k, v, do
+
+
+def gluon_forward_case(dev, dtype, repeat, B, T, S, H, Hkv, D, causal):
+    """o and lse of the Gluon forward against the Triton forward's."""
+    q, k, v, _ = _qkv(dev, dtype, B, T, S, H, Hkv, D)
+    scale = D**-0.5
+    ok, why = gluon_forward.supports(q, k, v, causal)
+    assert ok, f"outside gluon.forward.supports: {why}"
+    with config.override(**TRITON_ONLY):
+        o_ref, lse_ref = fused._forward(q, k, v, causal, scale)
+    for _ in range(repeat + 1):
+        o, lse = gluon_forward.run(q, k, v, causal, scale)
+    e_o, e_l = rel_rms(o, o_ref), lse_err(lse, lse_ref)
+    # lse's bound is 50x tighter than o's: report it on o's scale
+    return max((e_o, "o"), (e_l * BOUND[dtype] / BOUND_LSE, "lse (scaled)"))
+
+
+def gluon_dkdv_case(dev, dtype, repeat, B, T, S, H, Hkv, D, causal):
+    """dK, dV of the Gluon kernel against the Triton dK/dV's, from the same lse and delta."""
+    q, k, v, do = _qkv(dev, dtype, B, T, S, H, Hkv, D)
+    scale = D**-0.5
+    with config.override(**TRITON_ONLY):
+        o, lse = fused._forward(q, k, v, causal, scale)
+        _, dk_ref, dv_ref = fused._backward(q, k, v, o, lse, do, causal, scale)
+    ok, why = gluon_dkdv.supports(q, k, v, causal, grouped=True)
+    assert ok, f"outside gluon.dkdv.supports: {why}"
+    delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()  # [B, H, T]
+    for _ in range(repeat + 1):
+        dk, dv = gluon_dkdv.run(q, k, v, do, lse, delta, causal, scale)
+    return max((rel_rms(dk, dk_ref), "dk"), (rel_rms(dv, dv_ref), "dv"))
+
+
+def cases(families, dev, dtype):
+    """(family, label, function, arguments, config changes) of every case."""
+    small = dev == "cpu"  # the interpreter is slow: smaller shapes
+    T = 63 if small else 1000
+    T2 = 128 if small else 1024  # whole 128-row blocks: 2-d dK/dV tiles, the Gluon kernels
+    D64, D128 = (32, 32) if small else (64, 128)
+    out = []
+    if "softmax" in families:
+        for D in sorted({D64, D128}):
+            for causal in (True, False):
+                out.append((f"D={D} T={T} causal={causal} GQA 4/2", (2, T, T, 4, 2, D, causal, 1)))
+            t, s_len = (20, 33) if small else (200, 333)
+            out.append((f"D={D} T={t} S={s_len} non-causal", (1, t, s_len, 2, 2, D, False, 2)))
+        d = 20 if small else 60
+        out.append((f"D={d} T={T} causal (padded width) GQA 4/2", (2, T, T, 4, 2, d, True, 4)))
+        whole = [(D128, T2, T2, True, 4, 2), (D64, T2, T2, False, 4, 2), (D128, T2, T2, True, 4, 4),
+                 (D128, T2, T2, False, 4, 4), (D64, T2, T2, True, 4, 4),
+                 (D64, T2, T2 // 2, False, 4, 4)]  # fmt: skip
+        for D, t, s_len, causal, H, Hkv in dict.fromkeys(whole):  # (the CPU's widths coincide)
+            args = (2, t, s_len, H, Hkv, D, causal, 5)
+            label = f"D={D} T={t} S={s_len} causal={causal} heads {H}/{Hkv}"
+            out.append((label, args))
+            out.append((label + " Triton only", args, TRITON_ONLY))
+        out = [("softmax", c[0], softmax_case, c[1], *c[2:]) for c in out]
+    if "linear" in families:
+        K = 32 if small else 128
+        cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
+        for decay, state, normalize, packed in [
+            (False, False, False, False),
+            (True, False, False, False),
+            (True, True, False, False),
+            (False, True, True, False),
+            (True, True, False, True),
+            (False, False, False, True),
+        ]:
+            label = f"decay={decay} state={state} normalize={normalize} packed={packed}"
+            args = (1 if packed else 2, T, 3, K, K, decay, state, normalize,
+                    cu if packed else None, 3)  # fmt: skip
+            out.append(("linear", label, linear_case, args))
+    if "gluon" in families and dtype != torch.float32:
+        fwd = [(1, 256, 256, 2, 2, 128, True), (1, 256, 256, 2, 2, 128, False),
+               (1, 256, 256, 2, 2, 64, True), (2, 1024, 1024, 4, 4, 128, True),
+               (2, 1024, 1024, 4, 4, 64, False), (2, 256, 768, 4, 4, 128, False),
+               (2, 768, 256, 4, 4, 64, False), (2, 1024, 1024, 8, 2, 128, True),
+               (2, 768, 512, 8, 4, 64, False)]  # fmt: skip
+        for B, t, s_len, H, Hkv, D, causal in fwd:
+            label = f"forward D={D} T={t} S={s_len} causal={causal} heads {H}/{Hkv}"
+            out.append(("gluon", label, gluon_forward_case, (B, t, s_len, H, Hkv, D, causal)))
+        dkdv = [(1, 256, 256, 2, 128, True), (1, 256, 256, 2, 128, False),
+                (2, 1024, 1024, 4, 128, True), (2, 256, 768, 4, 128, False),
+                (2, 1024, 1024, 4, 64, True), (2, 1024, 512, 4, 64, False)]  # fmt: skip
+        for B, t, s_len, H, D, causal in dkdv:
+            label = f"dkdv D={D} T={t} S={s_len} causal={causal} heads {H}/{H}"
+            out.append(("gluon", label, gluon_dkdv_case, (B, t, s_len, H, H, D, causal)))
+    if "gluon_grouped" in families and dtype != torch.float32:
+        grouped = {"gluon_dkdv_grouped": True}
+        for B, t, s_len, H, Hkv, D, causal in [(2, 1024, 1024, 8, 4, 128, True),
+                                               (2, 768, 512, 8, 2, 64, False)]:  # fmt: skip
+            label = f"dkdv D={D} T={t} S={s_len} causal={causal} heads {H}/{Hkv}"
+            out.append(("gluon_grouped", label, gluon_dkdv_case,
+                        (B, t, s_len, H, Hkv, D, causal), grouped))  # fmt: skip
+        for D, causal in ((128, True), (64, False)):
+            label = f"library D={D} T=1024 causal={causal} heads 8/2"
+            out.append(("gluon_grouped", label, softmax_case,
+                        (2, 1024, 1024, 8, 2, D, causal, 6), grouped))  # fmt: skip
+    return out
+
+
+def meta(commit):
+    if commit is None:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    return {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "date": datetime.date.today().isoformat(),
+        "commit": commit or None,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtypes", default="bfloat16,float16,float32")
+    ap.add_argument("--ops", default="softmax,linear", help="softmax, linear, gluon, gluon_grouped")
+    ap.add_argument("--repeat", type=int, help="steps before the checked one (GPU: 2, CPU: 0)")
+    ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")
+    ap.add_argument("--out", default=None, help="JSON of every case's result")
+    args = ap.parse_args()
+    dev = args.device
+    repeat = args.repeat if args.repeat is not None else (0 if dev == "cpu" else 2)
+    families = set(args.ops.split(","))
+    here = dev != "cpu" and gluon_common.available()
+    if families & {"gluon", "gluon_grouped"} and not (
+        here and gluon_common.on_hopper(torch.empty(1, device=dev))
+    ):
+        sys.exit("gpu_check: the gluon cases need Triton 3.6's Gluon and a Hopper GPU")
+    rows, failed = [], 0
+    for name in args.dtypes.split(","):
+        dtype = getattr(torch, name)
+        for family, label, fn, a, *changes in cases(families, dev, dtype):
+            with config.override(**(changes[0] if changes else {})):
+                try:
+                    err, worst = fn(dev, dtype, repeat, *a)
+                except torch.OutOfMemoryError:
+                    err, worst = math.inf, "out of memory"
+            ok = err <= BOUND[dtype]
+            failed += not ok
+            rows.append({"family": family, "case": label, "dtype": name, "rel_err": err,
+                         "worst": worst, "bound": BOUND[dtype], "ok": ok})  # fmt: skip
+            print(f"{'ok  ' if ok else 'FAIL'} {name:9s} {family:13s} {label:50s} "
+                  f"max rel err {err:.2e} ({worst})", flush=True)  # fmt: skip
+    print(f"{failed} case(s) over the bound, {len(rows)} checked")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta(args.commit), "rows": rows}, f, indent=1)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
