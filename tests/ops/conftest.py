@@ -10,7 +10,7 @@ first, the tests marked `interpret` are skipped here and run instead in a fresh 
 process by test_interpreter.py.
 
 Interpreted bf16 dots were seen to give garbage with Triton 3.9 on the CPU, so these tests use
-float32 and float16; bf16 is checked on the GPU by bench/ops_gpu.py.
+float32 and float16; bf16 is checked on the GPU by bench/gpu_check.py.
 """
 
 import os
