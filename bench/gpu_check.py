@@ -8,8 +8,9 @@ compiled kernels, the Gluon backends). Not a test of the suite: run on a CUDA ma
 Families of cases (--ops):
 
 - softmax, linear: every option of the public functions against the float64 references
-  (outputs, final states and every gradient); softmax at whole-block lengths both with the
-  library's choice of backend (the Gluon kernels on Hopper) and with the Triton kernels only.
+  (outputs, final states and every gradient); softmax at whole-block lengths with the
+  library's choice of backend (the Gluon kernels on Hopper), two of them also with the Triton
+  kernels only.
 - gluon: each Gluon kernel against the Triton kernel of the same pass (forward: o and lse;
   dK/dV: dk and dv from the same lse and delta), over dtypes, head widths, causal and not,
   S != T and grouped heads (forward).
@@ -180,7 +181,8 @@ def cases(families, dev, dtype):
             args = (2, t, s_len, H, Hkv, D, causal, 5)
             label = f"D={D} T={t} S={s_len} causal={causal} heads {H}/{Hkv}"
             out.append((label, args))
-            out.append((label + " Triton only", args, TRITON_ONLY))
+            if (D, s_len, causal, Hkv) in ((D128, t, True, 4), (D64, t // 2, False, 4)):
+                out.append((label + " Triton only", args, TRITON_ONLY))
         out = [("softmax", c[0], softmax_case, c[1], *c[2:]) for c in out]
     if "linear" in families:
         K = 32 if small else 128
