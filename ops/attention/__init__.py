@@ -1,5 +1,5 @@
-"""Fused softmax attention (FlashAttention-2): kernels in fused.py, the PyTorch reference in
-reference.py, cost formulas in cost.py. Maths in README.md."""
+"""Fused softmax attention (FlashAttention-2): Triton kernels in fused.py, the Hopper kernels in
+gluon/, the PyTorch reference in reference.py, cost formulas in cost.py. Maths in README.md."""
 
 from .fused import softmax_attention
 from .reference import softmax_attention_reference
