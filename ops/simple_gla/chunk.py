@@ -23,7 +23,7 @@ import triton.language as tl
 from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
 from .reference import expand_gates, simple_gla_chunked
 
-LOG2E = 1.4426950408889634
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 
 # A float32 operand is multiplied as a hi + lo pair of the input dtype when PRECISE: two
@@ -48,8 +48,15 @@ def _sequence(CU, T, H, i_n, SQB, SQT, SVB, SVT, SGB, VARLEN: tl.constexpr):
     if VARLEN:
         bos = tl.load(CU + i_n).to(tl.int64)
         L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
-        return L, bos * SQT, bos * SVT, bos * H
-    return T, i_n.to(tl.int64) * SQB, i_n.to(tl.int64) * SVB, i_n.to(tl.int64) * SGB
+        qk0 = bos * SQT
+        v0 = bos * SVT
+        g0 = bos * H
+    else:
+        L = T
+        qk0 = i_n.to(tl.int64) * SQB
+        v0 = i_n.to(tl.int64) * SVB
+        g0 = i_n.to(tl.int64) * SGB
+    return L, qk0, v0, g0
 
 
 @triton.jit
