@@ -43,6 +43,7 @@ BWD_SCAN_CONFIGS = [
 ]
 BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BV": 32}, num_warps=8, num_stages=2),
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
 ]
 # Under the interpreter: small chunks and blocks (the interpreter's cost is per operation).
@@ -88,6 +89,43 @@ def _decays(GATE, tok, i_h, H, r_ok, offs_t):
 
 
 @triton.jit
+def _unit_lower_inverse(a, BT: tl.constexpr):
+    """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile. The 16 x 16 diagonal
+    blocks are inverted together by forward substitution (row i of an inverse is
+    e_i - sum_{j<i} a_ij (row j)); with D their block-diagonal inverse and N = D (the blocks
+    below the diagonal of a), N is nilpotent of order BT / 16 and
+    (I + a)^{-1} = (I + N)^{-1} D = prod_j (I + (-N)^(2^j)) D, three products for BT = 64."""
+    NB: tl.constexpr = BT // 16
+    o16 = tl.arange(0, 16)
+    blk = tl.arange(0, NB)
+    same = blk[:, None, None, None] == blk[None, None, :, None]  # (NB, 1, NB, 1)
+    a4 = tl.reshape(a, [NB, 16, NB, 16])
+    diag = tl.sum(tl.where(same, a4, 0.0), 2)  # (NB, 16, 16): the diagonal blocks
+    eye16 = tl.where(o16[:, None] == o16[None, :], 1.0, 0.0)
+    d = tl.zeros([NB, 16, 16], tl.float32) + eye16[None, :, :]
+    for i in range(1, 16):
+        sel = (o16 == i)[None, :, None]
+        a_i = tl.sum(tl.where(sel, diag, 0.0), 1)  # (NB, 16): row i of each block, along j
+        r = tl.sum(a_i[:, :, None] * d, 1)  # sum_j a_ij (row j of the block's inverse)
+        d = tl.where(sel, d - r[:, None, :], d)
+    dd = tl.reshape(tl.where(same, d[:, :, None, :], 0.0), [BT, BT])  # block-diagonal D
+    if NB == 1:
+        return dd
+    offs = tl.arange(0, BT)
+    below = (offs[:, None] // 16) > (offs[None, :] // 16)
+    x = -tl.dot(dd, tl.where(below, a, 0.0), input_precision="tf32x3")  # -N
+    eye = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0)
+    r = eye + x
+    if NB >= 4:
+        x = tl.dot(x, x, input_precision="tf32x3")
+        r = tl.dot(r, x, r, input_precision="tf32x3")
+        if NB >= 8:
+            x = tl.dot(x, x, input_precision="tf32x3")
+            r = tl.dot(r, x, r, input_precision="tf32x3")
+    return tl.dot(r, dd, input_precision="tf32x3")
+
+
+@triton.jit
 def _prep_kernel(
     K, V, BETA, GATE, W, U, AI, CU, COFF, CHUNKS, T, NT, H,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
@@ -113,13 +151,7 @@ def _prep_kernel(
         a = a * tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0))
         bw = beta * gamma
     a = tl.where(strict, a * beta[:, None], 0.0)
-    # T = (I + A)^{-1}, row by row: T_i = e_i - sum_{j<i} A_ij T_j (rows j < i are final).
-    ai = tl.where(offs_t[:, None] == offs_t[None, :], 1.0, 0.0)
-    for i in range(1, BT):
-        sel = offs_t == i
-        a_i = tl.sum(tl.where(sel[:, None], a, 0.0), 0)  # row i of A, along j
-        r = tl.sum(a_i[:, None] * ai, 0)  # sum_j A_ij T_j
-        ai = tl.where(sel[:, None], ai - r[None, :], ai)
+    ai = _unit_lower_inverse(a, BT)
     ai_in = ai.to(k.dtype)
     w = tl.dot(ai_in, (k * bw[:, None]).to(k.dtype), input_precision=DOT)
     tl.store(
@@ -301,7 +333,7 @@ def _bwd_chunk_kernel(
     beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
     dq = tl.zeros([BT, BK], tl.float32)  # dO S^T
     dks = tl.zeros([BT, BK], tl.float32)  # V' dS^T
-    dw = tl.zeros([BT, BK], tl.float32)  # dV' S^T
+    db_w = tl.zeros([BT, BK], tl.float32)  # -T^T dW = T^T dV' S^T
     dp = tl.zeros([BT, BT], tl.float32)  # dO V'^T
     da = tl.zeros([BT, BT], tl.float32)  # dB_u U^T
     dbeta = tl.zeros([BT], tl.float32)
@@ -321,9 +353,9 @@ def _bwd_chunk_kernel(
         dq = tl.dot(do, tl.trans(S), dq, input_precision=DOT)
         dp = tl.dot(do, tl.trans(v_new), dp, input_precision=DOT)
         dks = tl.dot(v_new, tl.trans(dS), dks, input_precision=DOT)
-        dw = tl.dot(dv_new, tl.trans(S), dw, input_precision=DOT)
         ds_dot += tl.sum(S.to(tl.float32) * dS.to(tl.float32), 1)
         db_u = tl.dot(tl.trans(ai), dv_new, input_precision=DOT)  # T^T dU, dU = dV'
+        db_w = tl.dot(db_u.to(S.dtype), tl.trans(S), db_w, input_precision=DOT)
         v = tl.load(V + vp, mask=vmask, other=0.0)
         tl.store(DV + vp, (db_u * beta[:, None]).to(DV.dtype.element_ty), mask=vmask)
         dbeta += tl.sum(db_u * v.to(tl.float32), 1)
@@ -357,8 +389,8 @@ def _bwd_chunk_kernel(
         d_g += tl.where(offs_t == BT - 1, tl.sum(ks, 0) + tl.exp(g_last) * tl.sum(ds_dot, 0), 0.0)
     dq = tl.dot(dps.to(k.dtype), k, dq, input_precision=DOT)
     dk = tl.dot(tl.trans(dps.to(q.dtype)), q, dks, input_precision=DOT)
-    # dW = -dV' S^T; W = T diag(beta gamma) K
-    db_w = -tl.dot(tl.trans(ai), dw.to(ai.dtype), input_precision=DOT)
+    # dW = -dV' S^T, so T^T dW = -(T^T dV') S^T; W = T diag(beta gamma) K
+    db_w = -db_w
     dk += db_w * bw[:, None]
     t_w = tl.sum(db_w * kf, 1)
     if HAS_G:

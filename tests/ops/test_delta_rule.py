@@ -133,10 +133,11 @@ def test_kernels_match_recurrence(case, dtype, nan_alloc):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("gated", [False, True])
-def test_kernels_at_the_gpu_chunk_length(gated, monkeypatch, nan_alloc):
-    """Chunks of 64 (the GPU's): several chunks, a short last one, packed sequences."""
-    monkeypatch.setattr(chunk, "INTERPRET_CHUNK", 64)
+@pytest.mark.parametrize("gated, chunk_size", [(False, 64), (True, 64), (True, 32)])
+def test_kernels_at_the_gpu_chunk_length(gated, chunk_size, monkeypatch, nan_alloc):
+    """Chunks of 64 (the GPU's; the inverse's block series runs) and 32: several chunks, a
+    short last one, packed sequences."""
+    monkeypatch.setattr(chunk, "INTERPRET_CHUNK", chunk_size)
     fn = gated_delta_rule if gated else delta_rule
     compare(fn, (1, 150, 2, 32, 32, gated, [0, 130, 150], True), backend="triton")
 
@@ -255,3 +256,18 @@ def test_wide_keys_need_the_pytorch_form():
     with pytest.raises(ValueError, match="at most 128"):
         delta_rule(q, q, q, beta, backend="triton")
     assert delta_rule(q, q, q, beta)[0].shape == (1, 4, 1, 160)  # CPU: the PyTorch form
+
+
+def test_cost_formulas_take_symbols():
+    """The cost formulas are plain arithmetic in B, T, H, K, V (sympy symbols work), and the
+    chunked kernels do more than the recurrence's minimum."""
+    sympy = pytest.importorskip("sympy")
+    from ncd.ops.delta_rule import cost
+
+    B, T, H, K, V = sympy.symbols("B T H K V", positive=True)
+    for fn in (cost.flops_forward, cost.flops_backward, cost.io_forward, cost.io_backward,
+               cost.activation_bytes, cost.backward_temp_bytes):  # fmt: skip
+        assert isinstance(sympy.expand(fn(B, T, H, K, V)), sympy.Expr)
+    n = dict(B=4, T=8192, H=16, K=128, V=128)
+    assert cost.flops_forward(**n) > cost.flops_minimal(**n)
+    assert cost.inverse_products(16) == 0 and cost.inverse_products(64) == 4

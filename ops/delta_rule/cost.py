@@ -1,0 +1,104 @@
+"""FLOP, HBM-traffic and memory formulas of the chunked (gated) delta rule, for the cost model.
+
+Plain functions of the sizes; sympy symbols work for B, T, H, K, V (the chunk length ``C`` and
+the value-block width ``block_v`` must be numbers: the number of products in the chunk
+inverse depends on C). A multiply-add counts 2 FLOPs; the kernels compute whole tiles, so the
+masked halves of the C x C products count. Per chunk of C tokens and head (README.md):
+
+prepare (``_prep_kernel``): K K^T (2 C^2 K), the inverse's block products (``inverse_products``
+    of C^3 each, counted once although they run as three tf32 products), W (2 C^2 K), U (2 C^2 V).
+forward scan (``_scan_fwd_kernel``, one program per value block): W S (2 C K V), Q K^T
+    (2 C^2 K, repeated in each of the V / block_v programs), Q S (2 C K V), P V' (2 C^2 V),
+    K^T V' (2 C K V).
+backward: prepare again; the scan in STATES mode (W S, K^T V'); the reverse scan (its own
+    Q K^T per value block, P^T dO, K dS, Q^T dO, W^T dV'); the chunk kernel (dO S^T, dO V'^T,
+    V' dS^T, T^T dV', (T^T dV') S^T, (T^T dV') U^T per value block, then Q K^T, K K^T and
+    five C x C by C x K products).
+
+``gated`` adds only elementwise work (exponentials of C x C tiles) and the gate's reads.
+Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
+normalisation are not counted.
+"""
+
+
+def inverse_products(C=64):
+    """C x C x C products in the inverse of one chunk: none for C = 16 (one block), else
+    2 log2(C / 16) (the block Neumann series and the final product with the block inverse)."""
+    n, blocks = 0, C // 16
+    while blocks > 1:
+        n, blocks = n + 2, blocks // 2
+    return n
+
+
+def _prepare_flops(C, K, V):
+    """Per token."""
+    return 2 * C * (2 * K + V) + inverse_products(C) * 2 * C * C
+
+
+def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
+    V = K if V is None else V
+    scan = (V / block_v) * 2 * C * K + 6 * K * V + 2 * C * V
+    return B * H * T * (_prepare_flops(C, K, V) + scan)
+
+
+def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
+    V = K if V is None else V
+    states = 4 * K * V
+    reverse = (V / block_v) * 2 * C * K + 2 * C * V + 6 * K * V
+    chunk = 6 * K * V + 6 * C * V + 14 * C * K
+    return B * H * T * (_prepare_flops(C, K, V) + states + reverse + chunk)
+
+
+def flops_minimal(B, T, H, K, V=None, gated=False):
+    """The recurrence itself: k S, the rank-one update and q S per token (and the decay)."""
+    V = K if V is None else V
+    return B * H * T * (6 * K * V + (K * V if gated else 0))
+
+
+def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False):
+    """prepare: k, v, beta, g read, W and U written; scan: q, k, W (and g) read by each of
+    the V / block_v programs, U read and o written once. Gates are float32 in the kernels."""
+    V = K if V is None else V
+    gate = 4 if gated else 0
+    prep = bytes_per * (2 * K + 2 * V) + 4 + gate
+    scan = (V / block_v) * (3 * bytes_per * K + gate) + 2 * bytes_per * V
+    return B * T * H * (prep + scan)
+
+
+def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False):
+    """prepare (also writing T, C per token); the STATES scan (k, W, U read, V' and the
+    entering states written); the reverse scan (q, k, W, dO, V' read, dV' and the leaving
+    states' gradients written); the chunk kernel (everything read once, states and their
+    gradients included; dq, dk, dv, dbeta, dg written)."""
+    V = K if V is None else V
+    b, gate = bytes_per, (4 if gated else 0)
+    nv = V / block_v
+    states = b * K * V / C  # one K x V state per chunk, per token
+    prep = b * (2 * K + 2 * V + C) + 4 + gate
+    scan_states = nv * (2 * b * K + gate) + 2 * b * V + states
+    reverse = nv * (3 * b * K + gate) + 3 * b * V + states
+    chunk = b * C + 4 + gate + 5 * b * V + 2 * states + 3 * b * K + 2 * b * K + b * V + 4 + gate
+    return B * T * H * (prep + scan_states + reverse + chunk)
+
+
+def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False):
+    """Kept for the backward: q, k, v, and beta (and g) in float32; no chunk states. With
+    ``l2norm``, PyTorch's normalisation keeps float32 copies of q and k and their norms."""
+    V = K if V is None else V
+    kept = bytes_per * (2 * K + V) + 4 + (4 if gated else 0)
+    if l2norm:
+        kept += 2 * (4 * K + 4)
+    return B * T * H * kept
+
+
+def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2):
+    """W and U, written by the prepare kernel and freed when the forward returns."""
+    V = K if V is None else V
+    return B * T * H * bytes_per * (K + V)
+
+
+def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64):
+    """Held by the backward at its peak besides the gradients: W, U, T (C per token), V',
+    dV', and the entering states and their gradients (one K x V each per chunk)."""
+    V = K if V is None else V
+    return B * T * H * bytes_per * (K + V + C + 2 * V + 2 * K * V / C)
