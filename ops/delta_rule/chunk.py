@@ -363,11 +363,7 @@ def _bwd_chunk_kernel(
         da = tl.dot(db_u.to(u.dtype), tl.trans(u), da, input_precision=DOT)
     q = tl.load(Q + kp, mask=kmask, other=0.0)
     k = tl.load(K + kp, mask=kmask, other=0.0)
-    w = tl.load(W + kp, mask=kmask, other=0.0)
     causal = offs_t[:, None] >= offs_t[None, :]
-    strict = offs_t[:, None] > offs_t[None, :]
-    qk = tl.dot(q, tl.trans(k), input_precision=DOT)
-    kk = tl.dot(k, tl.trans(k), input_precision=DOT)
     kf = k.to(tl.float32)
     if HAS_G:
         G, gamma, g_last = _decays(GATE, tok, i_h, H, r_ok, offs_t)
@@ -375,19 +371,20 @@ def _bwd_chunk_kernel(
         dq = dq * (gamma * scale)[:, None]
         dks = dks * tl.exp(g_last - G)[:, None]
         bw = beta * gamma
+        d_g = tl.sum(q.to(tl.float32) * dq, 1)  # the output's diag(gamma) Q S
+        ks = tl.sum(kf * dks, 1)  # keys decayed to the chunk's end
+        d_g -= ks
+        d_g += tl.where(offs_t == BT - 1, tl.sum(ks, 0) + tl.exp(g_last) * tl.sum(ds_dot, 0), 0.0)
+        dps = tl.where(causal, dp * e * scale, 0.0)  # the cotangent of Q K^T
+        m = dps * tl.dot(q, tl.trans(k), input_precision=DOT)  # dP * P
+        d_g += tl.sum(m, 1) - tl.sum(m, 0)
     else:
         e = 1.0
         dq = dq * scale
         bw = beta
-    dps = tl.where(causal, dp * e * scale, 0.0)  # the cotangent of Q K^T
-    if HAS_G:
-        m = dps * qk  # dP * P
-        d_g = tl.sum(m, 1) - tl.sum(m, 0)
-        d_g += tl.sum(q.to(tl.float32) * dq, 1)  # the output's diag(gamma) Q S
-        ks = tl.sum(kf * dks, 1)  # keys decayed to the chunk's end
-        d_g -= ks
-        d_g += tl.where(offs_t == BT - 1, tl.sum(ks, 0) + tl.exp(g_last) * tl.sum(ds_dot, 0), 0.0)
+        dps = tl.where(causal, dp * scale, 0.0)
     dq = tl.dot(dps.to(k.dtype), k, dq, input_precision=DOT)
+    tl.store(DQ + kp, dq.to(DQ.dtype.element_ty), mask=kmask)
     dk = tl.dot(tl.trans(dps.to(q.dtype)), q, dks, input_precision=DOT)
     # dW = -dV' S^T, so T^T dW = -(T^T dV') S^T; W = T diag(beta gamma) K
     db_w = -db_w
@@ -395,20 +392,22 @@ def _bwd_chunk_kernel(
     t_w = tl.sum(db_w * kf, 1)
     if HAS_G:
         dbeta += t_w * gamma
+        d_g += t_w * bw
     else:
         dbeta += t_w
+    w = tl.load(W + kp, mask=kmask, other=0.0)
     da = tl.dot(db_w.to(w.dtype), tl.trans(w), da, input_precision=DOT)
+    strict = offs_t[:, None] > offs_t[None, :]
     da = tl.where(strict, -da * e, 0.0)  # dA * E, dA = -(dB_w W^T + dB_u U^T)
     dab = (da * beta[:, None]).to(k.dtype)
     dk = tl.dot(dab, k, dk, input_precision=DOT)
     dk = tl.dot(tl.trans(dab), k, dk, input_precision=DOT)
-    dbeta += tl.sum(da * kk, 1)
-    tl.store(DQ + kp, dq.to(DQ.dtype.element_ty), mask=kmask)
     tl.store(DK + kp, dk.to(DK.dtype.element_ty), mask=kmask)
+    dakk = da * tl.dot(k, tl.trans(k), input_precision=DOT)
+    dbeta += tl.sum(dakk, 1)
     tl.store(DBETA + tok * H + i_h, dbeta, mask=r_ok)
     if HAS_G:
-        d_g += t_w * bw
-        m = da * kk * beta[:, None]  # dA * A
+        m = dakk * beta[:, None]  # dA * A
         d_g += tl.sum(m, 1) - tl.sum(m, 0)
         tl.store(DG + tok * H + i_h, tl.cumsum(d_g, 0, reverse=True), mask=r_ok)
 
