@@ -318,12 +318,18 @@ class Builder:
     def attention(self, q, k, v, *, name=None, label="", **kw):
         return self.box("attention", {"q": q, "k": k, "v": v}, name, label=label, **kw)
 
-    def linear_attention(self, q, k, v, *, g=None, beta=None, name=None, label="", **kw):
+    def linear_attention(self, q, k, v, *, g=None, beta=None, offsets=None, name=None, label="",
+                         **kw):  # fmt: skip
+        """The `linear_attention` box; `offsets` (packed sequences' starts and the total
+        length, integers along one axis) sets `packed`."""
         ins = {"q": q, "k": k, "v": v}
         if g is not None:
             ins["g"] = g
         if beta is not None:
             ins["beta"] = beta
+        if offsets is not None:
+            ins["offsets"] = offsets
+            kw.setdefault("packed", True)
         return self.box("linear_attention", ins, name, label=label, **kw)
 
     def call(self, circuit: Circuit | str, *, repeat=1, name=None, label="", **inputs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 
+import torch
 import torch.nn.functional as F
 
 from ncd import ops
@@ -22,6 +23,7 @@ def _own(b):
 
 
 MAX_WIDTH = 256  # the widest head the kernels of ncd.ops take (K and V)
+MAX_GATED = 128  # ... the gated families' (K and V; the delta rules' K): wider, chunked PyTorch
 
 
 def _fits(L, q, k, v, b) -> bool:
@@ -98,25 +100,64 @@ def lower_linear_attention(L, b, x, tin, tout):
         if scale != 1.0:
             o = L.fn(operator.mul, o, scale)
         return {"out": o}
+    dtypes = {tin[p].dtype for p in ("q", "k", "v")}
+    if len(dtypes) > 1:  # the kernels take one dtype: that of the output (q's and v's promoted)
+        want = getattr(torch, tout["out"].dtype)
+        x = {**x, **{p: L.method("to", x[p], want) for p in ("q", "k", "v")}}
     qq = _to_bthk(L, x["q"], q.names, batch, b.query, b.head)
     kk = _to_bthk(L, x["k"], k.names, batch, b.key, b.head)
     vv = _to_bthk(L, x["v"], v.names, batch, b.key, b.value)
-    if b.variant in ("linear", "lightning"):
+    heads = L.num(q.axis(batch[-1]).size) if batch else 1
+    if b.variant in ("linear", "lightning") and not b.packed:
         decay = None
         if b.variant == "lightning":
-            heads = L.num(q.axis(batch[-1]).size) if batch else 1
             decay = L.fn(runtime.lightning_decay, heads, qq)
         fn = ops.linear_attention if _fits(L, q, k, v, b) else runtime.linear_attention
         r = L.fn(fn, qq, kk, vv, decay=decay, normalize=b.normalize, scale=scale)
-        o = L.fn(operator.getitem, r, 0)
+        return {"out": _from_bthk(L, L.fn(operator.getitem, r, 0), q, batch, b.query, b.value, out)}
+    kw = {"scale": scale}
+    if b.packed:
+        kw["cu_seqlens"] = x["offsets"]
+    widths = [q.axis(b.head).size] + ([] if "delta" in b.variant else [v.axis(b.value).size])
+    if max(L.num(w) for w in widths) > MAX_GATED:
+        kw["backend"] = "reference"  # wider than the Triton kernels take: the chunked form
+    tokens = [*batch[:-1], b.key, *batch[-1:]]  # [B, T, H] before the folding
+    if b.variant in ("linear", "lightning"):  # packed: as `decay` with a constant log-decay
+        if b.variant == "lightning":
+            g = L.method("log", L.fn(runtime.lightning_decay, heads, qq))
+        else:
+            g = L.method("new_zeros", qq, (heads,))
+        r = L.fn(ops.simple_gla, qq, kk, vv, g, **kw)
+    elif b.variant == "decay":
+        g = _scalar_gate(L, x["g"], tin["g"].names, batch, b.key, tokens, k)
+        r = L.fn(ops.simple_gla, qq, kk, vv, g, **kw)
     elif b.variant == "gla":
         g = _to_bthk(L, x["g"], tin["g"].names, batch, b.key, b.head)
-        o = L.fn(runtime.gated_linear_attention, qq, kk, vv, g, scale)
+        r = L.fn(ops.gla, qq, kk, vv, g, **kw)
     else:
-        bn = tin["beta"].names
-        beta = _to_bthk_beta(L, x["beta"], bn, batch, b.key)
-        o = L.fn(runtime.delta_rule_attention, qq, kk, vv, beta, scale)
+        beta = _scalar_gate(L, x["beta"], tin["beta"].names, batch, b.key, tokens, k)
+        if b.variant == "delta":
+            r = L.fn(ops.delta_rule, qq, kk, vv, beta, **kw)
+        else:
+            g = _scalar_gate(L, x["g"], tin["g"].names, batch, b.key, tokens, k)
+            r = L.fn(ops.gated_delta_rule, qq, kk, vv, g, beta, **kw)
+    o = L.fn(operator.getitem, r, 0)
     return {"out": _from_bthk(L, o, q, batch, b.query, b.value, out)}
+
+
+def _scalar_gate(L, node, names, batch, seq, tokens, k):
+    """A gate of the keys' axes without the feature axis -> [B, T, H] (as k without its
+    features); one without the key axis either (constant over tokens): as it is when its one
+    axis is the kernels' H (their [H] form), else broadcast to [B, T, H] first."""
+    names = list(names)
+    if seq not in names:
+        if batch and names == [batch[-1]]:
+            return node
+        node = L.align(node, names, tokens)
+        sizes = tuple(L.num(k.axis(a).size) for a in tokens)
+        node = L.method("expand", node, sizes)
+        names = list(tokens)
+    return _to_bthk_beta(L, node, names, batch, seq)
 
 
 def _to_bthk_beta(L, node, names, batch, seq):

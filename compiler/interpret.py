@@ -528,43 +528,57 @@ class _Run:
     def k_linear_attention(self, b, x, tin, tout):
         q, k, v = x["q"], x["k"], x["v"]
         batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value)]
+        out_dtype = torch.promote_types(q.t.dtype, v.t.dtype)
+        ct = torch.promote_types(out_dtype, torch.float32)  # the recurrence in float32 at least
         scale = self._scale_of(b, 1.0)
-        qt = q.to([*batch, b.query, b.head]) * scale
-        kt = k.to([*batch, b.key, b.head])
-        vt = v.to([*batch, b.key, b.value])
+        qt = q.to([*batch, b.query, b.head]).to(ct) * scale
+        kt = k.to([*batch, b.key, b.head]).to(ct)
+        vt = v.to([*batch, b.key, b.value]).to(ct)
         T = qt.shape[-2]
         if not b.causal:
             kv = (kt[..., :, None] * vt[..., None, :]).sum(-3)
             o = (qt[..., :, :, None] * kv[..., None, :, :]).sum(-2)
             if b.normalize:
                 o = o / (qt * kt.sum(-2, keepdim=True)).sum(-1, keepdim=True)
+            o = o.to(out_dtype)
             return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}
-        state = torch.zeros(*qt.shape[:-2], qt.shape[-1], vt.shape[-1], dtype=qt.dtype)
-        z = torch.zeros(*qt.shape[:-2], qt.shape[-1], dtype=qt.dtype)
+        state = torch.zeros(*qt.shape[:-2], qt.shape[-1], vt.shape[-1], dtype=ct)
+        z = torch.zeros(*qt.shape[:-2], qt.shape[-1], dtype=ct)
         decay = None
         if b.variant == "lightning":
             heads = qt.shape[len(batch) - 1] if batch else 1
-            decay = torch.tensor(b.lightning_decay(heads), dtype=qt.dtype)[:, None, None]
-        gate = x["g"].to([*batch, b.key, b.head]) if b.variant == "gla" else None
-        beta = x["beta"].to([*batch, b.key]) if b.variant == "delta" else None
+            decay = torch.tensor(b.lightning_decay(heads), dtype=ct)[:, None, None]
+        # gates by axis names: [*batch, T] (a constant one broadcast), gla's [*batch, T, K]
+        tokens = [*batch, b.key]
+        g = None
+        if b.variant == "gla":
+            g = x["g"].to([*tokens, b.head]).to(ct)
+        elif "g" in x:
+            g = x["g"].to(tokens).to(ct).expand(qt.shape[:-1])
+        beta = x["beta"].to(tokens).to(ct) if "beta" in x else None
+        starts = set(x["offsets"].t.tolist()[:-1]) if b.packed else set()
         outs = []
         for t in range(T):
+            if t in starts:  # a packed sequence begins: its own zero state
+                state, z = torch.zeros_like(state), torch.zeros_like(z)
             kk, vv = kt[..., t, :], vt[..., t, :]
-            if b.variant == "delta":
+            if decay is not None:
+                state, z = state * decay, z * decay[..., 0]
+            if b.variant == "gla":
+                state = state * torch.exp(g[..., t, :])[..., None]
+            elif g is not None:
+                state = state * torch.exp(g[..., t])[..., None, None]
+            if beta is not None:  # the delta rules: write beta (v - k S) at k
                 err = vv - (kk[..., :, None] * state).sum(-2)
                 state = state + beta[..., t, None, None] * kk[..., :, None] * err[..., None, :]
             else:
-                if decay is not None:
-                    state, z = state * decay, z * decay[..., 0]
-                if gate is not None:
-                    state = state * torch.exp(gate[..., t, :])[..., None]
                 state = state + kk[..., :, None] * vv[..., None, :]
                 z = z + kk
             o = (qt[..., t, :, None] * state).sum(-2)
             if b.normalize:
                 o = o / ((qt[..., t, :] * z).sum(-1, keepdim=True) + 1e-10)
             outs.append(o)
-        o = torch.stack(outs, -2)
+        o = torch.stack(outs, -2).to(out_dtype)
         return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}
 
     # -- structure

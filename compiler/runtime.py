@@ -179,30 +179,89 @@ def lightning_decay(heads: int, like: torch.Tensor | None = None):
     return decay if like is None else decay.to(like.device)
 
 
-def gated_linear_attention(q, k, v, g, scale=1.0):
-    """GLA recurrence on [B, T, H, K] / [B, T, H, V]: S_t = diag(exp g_t) S_{t-1} + k_t v_tᵀ,
-    o_t = scale q_t S_t, with log-gates g (<= 0) shaped like k. Plain loop over T."""
+def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=16):
+    """Gated linear attention, S_t = diag(exp g_t) S_{t-1} + k_tᵀ v_t and o_t = scale q_t S_t,
+    on q, k [B, T, H, K], v [B, T, H, V] and log-gates g [B, T, H, K] (or [B, T, H, 1], one per
+    token and head); scale None means K**-0.5; every sequence that `cu_seqlens` ([N + 1]
+    offsets, B = 1) packs along T starts from a zero state. The chunked form in plain PyTorch
+    (the fallback of ncd.ops.gla; `backend` is not read): a loop over chunks, within one the
+    weights exp(b_i - b_j) of the in-chunk cumulative gates b, each from its own difference.
+    Returns (o in v's dtype, None)."""
     B, T, H, K = q.shape
-    s = q.new_zeros(B, H, K, v.shape[-1])
-    out = []
-    for t in range(T):
-        s = s * g[:, t].exp()[..., None] + k[:, t, :, :, None] * v[:, t, :, None, :]
-        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, s))
-    return torch.stack(out, 1)
+    scale = K**-0.5 if scale is None else scale
+    out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
+    q, k, v, g = q.to(ct), k.to(ct), v.to(ct), g.to(ct)
+    bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
+    outs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        s = q.new_zeros(B, H, K, v.shape[-1])  # the state, K x V per head
+        for t0 in range(start, end, chunk):
+            c = slice(t0, min(t0 + chunk, end))
+            qc, kc, vc = q[:, c], k[:, c], v[:, c]
+            b = g[:, c].cumsum(1).expand_as(kc)  # [B, n, H, K]
+            n = b.shape[1]
+            causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()[..., None, None]
+            decay = torch.where(causal, b[:, :, None] - b[:, None, :], -math.inf).exp()
+            a = torch.einsum("bihk,bjhk,bijhk->bhij", qc, kc, decay)  # [B, H, i, j]
+            o = torch.einsum("bihk,bhkv->bihv", qc * b.exp(), s)
+            outs.append(scale * (o + torch.einsum("bhij,bjhv->bihv", a, vc)))
+            last = b[:, -1]  # [B, H, K]
+            kd = kc * (last[:, None] - b).exp()
+            s = last.exp()[..., None] * s + torch.einsum("bjhk,bjhv->bhkv", kd, vc)
+    o = torch.cat(outs, 1) if outs else v
+    return o.to(out_dtype), None
 
 
-def delta_rule_attention(q, k, v, beta, scale=1.0):
-    """Delta-rule recurrence: S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}ᵀ k_t)ᵀ,
-    o_t = scale q_t S_t; q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H]. Plain loop."""
+def simple_gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None):
+    """Linear attention with a scalar log-decay per token and head, g [B, T, H] (or [H], one
+    per head): S_t = exp(g_t) S_{t-1} + k_tᵀ v_t, o_t = scale q_t S_t; `gla` with the gate
+    the same for every key feature (the fallback of ncd.ops.simple_gla). Returns (o, None)."""
+    B, T, H, _ = q.shape
+    g = g.expand(B, T, H) if g.dim() == 1 else g
+    return gla(q, k, v, g[..., None], scale, cu_seqlens)
+
+
+def gated_delta_rule(q, k, v, g, beta, scale=None, cu_seqlens=None, backend=None, chunk=64):
+    """The gated delta rule, S_t = a_t S_{t-1} + β_t k_tᵀ (v_t - a_t k_t S_{t-1}) with
+    a_t = exp(g_t) and o_t = scale q_t S_t, on q, k [B, T, H, K], v [B, T, H, V], log-decays g
+    and strengths beta [B, T, H]; scale None means K**-0.5; sequences packed by `cu_seqlens`
+    as in `gla`. The chunked (WY) form in plain PyTorch (the fallback of
+    ncd.ops.gated_delta_rule): per chunk, with G the in-chunk cumulative log decay,
+    E_ij = exp(G_i - G_j) and S the entering state, the corrected values
+    V' = (I + strictly_lower(diag β (K Kᵀ ∘ E)))⁻¹ diag β (V - diag(exp G) K S), then
+    O = scale (diag(exp G) Q S + (Q Kᵀ ∘ E, causal) V') and
+    S ← exp(G_last) S + (exp(G_last - G) K)ᵀ V'. Returns (o in v's dtype, None)."""
     B, T, H, K = q.shape
-    s = q.new_zeros(B, H, K, v.shape[-1])
-    out = []
-    for t in range(T):
-        kt = k[:, t]
-        err = v[:, t] - torch.einsum("bhk,bhkv->bhv", kt, s)
-        s = s + beta[:, t, :, None, None] * kt[..., None] * err[..., None, :]
-        out.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, s))
-    return torch.stack(out, 1)
+    scale = K**-0.5 if scale is None else scale
+    out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
+    # [B, H, T, .] so that the chunk's products are batched matrix products
+    q, k, v = (x.to(ct).transpose(1, 2) for x in (q, k, v))
+    g, beta = g.to(ct).transpose(1, 2), beta.to(ct).transpose(1, 2)
+    bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
+    outs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        s = q.new_zeros(B, H, K, v.shape[-1])
+        for t0 in range(start, end, chunk):
+            c = slice(t0, min(t0 + chunk, end))
+            qc, kc, vc, bc = q[:, :, c], k[:, :, c], v[:, :, c], beta[:, :, c, None]
+            G = g[:, :, c].cumsum(-1)  # [B, H, n]
+            n = G.shape[-1]
+            causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+            E = torch.where(causal, G[..., :, None] - G[..., None, :], -math.inf).exp()
+            lower = torch.eye(n, dtype=ct, device=q.device) + (bc * (kc @ kc.mT) * E).tril(-1)
+            rhs = bc * (vc - G.exp()[..., None] * (kc @ s))
+            vn = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
+            outs.append(scale * (G.exp()[..., None] * (qc @ s) + (qc @ kc.mT * E) @ vn))
+            last = G[..., -1:]  # [B, H, 1]
+            s = last.exp()[..., None] * s + (kc * (last - G).exp()[..., None]).mT @ vn
+    o = torch.cat(outs, 2).transpose(1, 2) if outs else v.transpose(1, 2)
+    return o.to(out_dtype), None
+
+
+def delta_rule(q, k, v, beta, scale=None, cu_seqlens=None, backend=None):
+    """The delta rule, S_t = S_{t-1} + β_t k_tᵀ (v_t - k_t S_{t-1}), o_t = scale q_t S_t:
+    `gated_delta_rule` without decay (the fallback of ncd.ops.delta_rule). Returns (o, None)."""
+    return gated_delta_rule(q, k, v, torch.zeros_like(beta), beta, scale, cu_seqlens)
 
 
 def softmax_attention(q, k, v, causal=False, scale=None):
@@ -245,4 +304,4 @@ class Opaque(nn.Module):
 
 # Helpers that call other helpers: the source emitter copies these along.
 DEPS = {"conv": ["channels_first", "channels_back"], "group_norm": ["channels_first",
-        "channels_back"]}  # fmt: skip
+        "channels_back"], "simple_gla": ["gla"], "delta_rule": ["gated_delta_rule"]}  # fmt: skip

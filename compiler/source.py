@@ -32,7 +32,17 @@ _INFIX = {
     operator.mul: "*",
     operator.truediv: "/",
 }
-_FUSED = {ops.softmax_attention: "softmax_attention", ops.linear_attention: "linear_attention"}
+_FUSED = {
+    f: f.__name__
+    for f in (
+        ops.softmax_attention,
+        ops.linear_attention,
+        ops.simple_gla,
+        ops.gla,
+        ops.delta_rule,
+        ops.gated_delta_rule,
+    )
+}
 
 
 class _Expr:
@@ -352,7 +362,8 @@ def emit(lw: Lowered) -> str:
     ]
     fused = sorted(u.split(":", 1)[1] for u in used if u.startswith("fused:"))
     for name in fused:
-        src = inspect.getsource(getattr(runtime, name))
+        deps = [inspect.getsource(getattr(runtime, d)) for d in runtime.DEPS.get(name, [])]
+        src = "\n".join([*deps, inspect.getsource(getattr(runtime, name))])
         out += [
             "try:  # ncd's fused kernel (Triton on CUDA, its reference on CPU)",
             f"    from ncd.ops import {name}",

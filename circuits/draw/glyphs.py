@@ -257,7 +257,9 @@ def _attention(b) -> Drawing:
 
 @draws("linear_attention")
 def _linear_attention(b) -> Drawing:
-    return Drawing(glyph="◗◗", title=text(b.label), note=esc(b.variant))
+    return Drawing(
+        glyph="◗◗", title=text(b.label), note=esc(b.variant + (" packed" if b.packed else ""))
+    )
 
 
 @draws("call")

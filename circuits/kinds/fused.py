@@ -6,8 +6,13 @@ import math
 from typing import Literal
 
 from ..errors import ShapeProblem
+from ..types import FLOAT_DTYPES
 from .base import AxisName, BoxBase, SizeExpr, need, promote, replace_axes, tensor
 from .registry import box_kind
+
+GATES = {"decay": ["g"], "gla": ["g"], "delta": ["beta"], "gated_delta": ["g", "beta"]}
+"""The gate ports of each variant of `linear_attention`."""
+INT_DTYPES = ("int32", "int64")
 
 
 class _AttentionLike(BoxBase):
@@ -76,23 +81,40 @@ class Attention(_AttentionLike):
 
 @box_kind
 class LinearAttention(_AttentionLike):
-    """Fused causal linear attention: o_t = Σ_{s<=t} decay^(t-s) (q_t·k_s) v_s, chunked.
+    """Fused causal linear attention: o_t = scale q_t S_t with a running K×V state S, chunked.
 
-    Variants: `linear` (plain), `lightning` (fixed per-head decay λ_h = exp(-2^(-8h/H)),
-    h = 1 … H, the ALiBi slopes of Lightning Attention / TransNormerLLM; `lightning_decay`),
-    `gla` (data-dependent gates, port `g` shaped like k), `delta` (delta rule, port `beta` of the
-    query's axes without the feature axis). Feature maps are separate boxes before it.
+    Variants (the state update of each; g are log-decays, <= 0):
+    `linear`     S_t = S_{t-1} + k_tᵀ v_t;
+    `lightning`  S_t = λ_h S_{t-1} + k_tᵀ v_t, a fixed per-head decay λ_h = exp(-2^(-8h/H)),
+                 h = 1 … H (the ALiBi slopes of Lightning Attention / TransNormerLLM;
+                 `lightning_decay`);
+    `decay`      S_t = exp(g_t) S_{t-1} + k_tᵀ v_t, port `g` a scalar per token (the keys' axes
+                 without the feature axis) or a constant (some of the keys' other axes: one
+                 per head); RetNet, Mamba-2 style;
+    `gla`        S_t = diag(exp g_t) S_{t-1} + k_tᵀ v_t, port `g` shaped like k (GLA);
+    `delta`      S_t = S_{t-1} + β_t k_tᵀ (v_t - k_t S_{t-1}), port `beta` of the keys' axes
+                 without the feature axis (DeltaNet);
+    `gated_delta` S_t = a_t S_{t-1} + β_t k_tᵀ (v_t - a_t k_t S_{t-1}), a_t = exp(g_t), ports
+                 `g` and `beta` both of the keys' axes without the feature axis (Gated DeltaNet).
+    Gates may have any float element type; the output's is that of q and v. Feature maps
+    (and the keys' L2 normalisation the delta rules want) are separate boxes before it.
     """
 
     kind: Literal["linear_attention"] = "linear_attention"
-    variant: Literal["linear", "lightning", "gla", "delta"] = "linear"
+    variant: Literal["linear", "lightning", "decay", "gla", "delta", "gated_delta"] = "linear"
     """Which member of the family."""
     causal: bool = True
-    """Linear attention here is causal (the running-state form)."""
+    """Linear attention here is causal (the running-state form); only `linear` has a
+    non-causal form."""
     normalize: bool = False
-    """Divide by the running sum of q·k (the classic normaliser of linear attention)."""
+    """Divide by the running sum of q·k (the classic normaliser; `linear` and `lightning`)."""
     scale: SizeExpr | None = None
     """Query scale; 1 when empty."""
+    packed: bool = False
+    """The key (= query) axis holds several sequences end to end, each starting from a zero
+    state: port `offsets`, an integer tensor of one axis with each sequence's first position
+    and then the total length (N + 1 values for N sequences, as `cu_seqlens`). The inputs
+    then have no batch axis other than one head axis."""
 
     @staticmethod
     def lightning_decay(heads: int) -> list[float]:
@@ -100,25 +122,56 @@ class LinearAttention(_AttentionLike):
         return [math.exp(-(2.0 ** (-8.0 * h / heads))) for h in range(1, heads + 1)]
 
     def extra_ports(self):
-        return {"gla": ["g"], "delta": ["beta"]}.get(self.variant, [])
+        return [*GATES.get(self.variant, []), *(["offsets"] if self.packed else [])]
 
     def infer(self, ins, ctx):
         out = super().infer(ins, ctx)
         k = tensor(ins, "k")
-        if self.variant == "gla":
-            g = tensor(ins, "g")
-            if g.names != k.names:
+        gated = self.variant in GATES
+        if gated and not self.causal:
+            raise ShapeProblem(
+                f"variant {self.variant} is causal only", "", "causal", "causal=False"
+            )
+        if self.normalize and self.variant not in ("linear", "lightning"):
+            raise ShapeProblem(
+                f"variant {self.variant} has no normaliser", "", "normalize=False", "True"
+            )
+        per_token = [a for a in k.names if a != self.head]
+        batch = [a for a in per_token if a != self.key]
+        for port in GATES.get(self.variant, []):
+            t = tensor(ins, port)
+            if t.dtype not in FLOAT_DTYPES:
+                raise ShapeProblem("gates are floating point", port, "a float dtype", t.dtype)
+            if self.variant == "gla":
+                want, ok = " ".join(k.names), t.names == k.names
+            elif self.variant == "decay" and self.key not in t.names:
+                want = f"a subsequence of {' '.join(batch) or '(no axes)'} (constant over tokens)"
+                ok = [a for a in batch if a in t.names] == list(t.names)
+            else:
+                want, ok = " ".join(per_token), list(t.names) == per_token
+            if not ok:
+                what = {"g": "gates", "beta": "beta"}[port]
                 raise ShapeProblem(
-                    "gates must have the keys' axes", "g", " ".join(k.names), " ".join(g.names)
+                    f"{what} of variant {self.variant}", port, want, " ".join(t.names)
                 )
-        if self.variant == "delta":
-            beta = tensor(ins, "beta")
-            want = [a for a in k.names if a != self.head]
-            if list(beta.names) != want:
+            for a in t.names:
+                ctx.unify(k.axis(a).size, t.axis(a).size, port, f"size of {a}")
+        if self.packed:
+            if not self.causal or self.normalize:
                 raise ShapeProblem(
-                    "beta has the keys' axes without the feature axis",
-                    "beta",
-                    " ".join(want),
-                    " ".join(beta.names),
-                )
+                    "packed sequences: causal, without the normaliser", "offsets",
+                    "causal=True, normalize=False",
+                    f"causal={self.causal}, normalize={self.normalize}",
+                )  # fmt: skip
+            off = tensor(ins, "offsets")
+            if len(off.axes) != 1 or off.dtype not in INT_DTYPES:
+                raise ShapeProblem(
+                    "packed sequences: the offsets are integers along one axis", "offsets",
+                    "one axis, int32 or int64", str(off),
+                )  # fmt: skip
+            if len(batch) > 1:
+                raise ShapeProblem(
+                    "packed sequences: no batch axis other than one head axis", "q",
+                    f"{self.query}, at most one more axis, {self.head}", " ".join(batch),
+                )  # fmt: skip
         return out

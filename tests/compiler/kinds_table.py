@@ -275,6 +275,12 @@ def linear_attention():
     b.output("gla", b.linear_attention(q, k, v, variant="gla", g=g, name="gla", **kw))
     beta = b.unary(b.input("beta", "B T H"), "sigmoid")
     b.output("delta", b.linear_attention(q, k, v, variant="delta", beta=beta, name="dl", **kw))
+    gd = b.unary(b.input("gd", "B T H"), "logsigmoid")
+    b.output("decay", b.linear_attention(q, k, v, variant="decay", g=gd, name="dec", **kw))
+    gh = b.unary(b.param("H", name="head_decay"), "logsigmoid")  # one log-decay per head
+    b.output("decay_h", b.linear_attention(q, k, v, variant="decay", g=gh, name="dech", **kw))
+    b.output("gdelta", b.linear_attention(q, k, v, variant="gated_delta", g=gd, beta=beta,
+                                          name="gdl", **kw))  # fmt: skip
     b.output("both", b.linear_attention(q, k, v, causal=False, normalize=True, name="nc", **kw))
     return b.build()
 
