@@ -214,3 +214,19 @@ def test_wide_heads_need_the_reference():
     with pytest.raises(ValueError, match="at most 128"):
         gla(q, q, q, g, backend="triton")
     assert gla(q, q, q, g)[0].shape == (1, 4, 1, 160)  # CPU: the chunked form
+
+
+def test_cost_formulas_take_numbers_and_symbols():
+    import sympy
+
+    from ncd.ops.gla import cost
+
+    B, T, H, K = sympy.symbols("B T H K", positive=True)
+    for fn in (cost.flops_forward, cost.flops_backward, cost.io_forward, cost.io_backward,
+               cost.activation_bytes, cost.backward_temp_bytes):  # fmt: skip
+        assert fn(B, T, H, K).free_symbols <= {B, T, H, K}
+        assert fn(4, 8192, 16, 128) > 0
+    # The forward's tensor-core work is the recurrence's 4 K V per token plus A v and the
+    # off-diagonal sub-blocks; at K = V = 128 within 2x of the minimum.
+    assert cost.flops_minimal(4, 8192, 16, 128) < cost.flops_forward(4, 8192, 16, 128)
+    assert cost.flops_forward(4, 8192, 16, 128) < 2 * cost.flops_minimal(4, 8192, 16, 128)
