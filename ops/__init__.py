@@ -8,6 +8,7 @@ tensors the reference (see _backend.py). The library's switches are in `config`.
 from . import config
 from .attention import cost as attention_cost
 from .attention import softmax_attention
+from .delta_rule import cost as delta_rule_cost
 from .delta_rule import delta_rule, delta_rule_step, gated_delta_rule, gated_delta_rule_step
 from .gla import cost as gla_cost
 from .gla import gla, gla_step
@@ -33,4 +34,5 @@ __all__ = [
     "delta_rule_step",
     "gated_delta_rule",
     "gated_delta_rule_step",
+    "delta_rule_cost",
 ]

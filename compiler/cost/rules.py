@@ -29,7 +29,13 @@ import sympy
 from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.sizes import parse_size
 from ncd.circuits.types import DTYPE_BYTES, TensorType
-from ncd.ops import attention_cost, linear_attention_cost
+from ncd.ops import (
+    attention_cost,
+    delta_rule_cost,
+    gla_cost,
+    linear_attention_cost,
+    simple_gla_cost,
+)
 
 Expr = sympy.Expr
 ZERO = sympy.Integer(0)
@@ -747,13 +753,14 @@ def relayouts(kind, query, key, head, names, layouts) -> tuple[list[str], bool]:
     return ([] if same else ["q", "k"]), grad_order != tuple(layouts["v"])
 
 
-def _copies(v: BoxView) -> tuple[list[Saved], Expr]:
+def _copies(v: BoxView, kind: str = "") -> tuple[list[Saved], Expr]:
     """Kept tensors for q, k, v (the op's copies where it makes them) and the bytes of a
-    copied cotangent, from the box's input layouts (`relayouts`)."""
+    copied cotangent, from the box's input layouts (`relayouts`; `kind` "attention": the op
+    copies every permuted input, "linear_attention": it reads them through their strides)."""
     b = v.box
     names = {p: v.x(p).names for p in ("q", "k", "v")} | {"out": v.out().names}
     layouts = {p: v.layouts.get(p, names[p]) for p in ("q", "k", "v")}
-    copied, do_copy = relayouts(b.kind, b.query, b.key, b.head, names, layouts)
+    copied, do_copy = relayouts(kind or b.kind, b.query, b.key, b.head, names, layouts)
     saved = [
         _own(f"{p}_copy", v.nbytes(v.x(p)), f"{p}, copied to [B, T, H, K]")
         if p in copied
@@ -787,19 +794,27 @@ def attention(v: BoxView) -> Rule:
 
 @costs("linear_attention")
 def linear_attention_box(v: BoxView) -> Rule:
+    """Each variant with the formulas of the kernel it lowers to (compiler/fused.py), as on
+    CUDA: `linear` and `lightning` ncd.ops.linear_attention, `decay` (and packed `linear`,
+    `lightning`) simple_gla, `gla` gla, `delta` and `gated_delta` the delta rules. What each
+    keeps is what its autograd Function saves."""
+    b = v.box
+    if b.variant in ("linear", "lightning") and not b.packed:
+        return _plain_linear_attention(v)
+    if b.variant in ("linear", "lightning", "decay"):
+        return _simple_gla(v)
+    if b.variant == "gla":
+        return _gla(v)
+    return _delta_rule(v)
+
+
+def _plain_linear_attention(v: BoxView) -> Rule:
     b = v.box
     B, T, _, K, V = _attention_dims(v)
     bp = _bytes_per(v)
     notes = ["FLOPs, IO and saved tensors: ops/linear_attention/cost.py (chunked kernel, C=64)"]
-    if b.variant != "linear":
-        notes.append(f"variant {b.variant}: costed as plain linear attention (gates not counted)")
-    extra = [_in(p) for p in ("g", "beta") if p in v.ins]
     la, nz = linear_attention_cost, bool(b.normalize)
-    kept, do_copy = (
-        _copies(v)
-        if b.variant in ("linear", "lightning")
-        else ([_in("q"), _in("k"), _in("v")], ZERO)
-    )
+    kept, do_copy = _copies(v)
     flops = la.flops_forward(B, T, 1, K, V, normalize=nz)
     norm = _own("o32_den", 4 * B * T * (V + 1), "output and denominator (float32)")
     return Rule(
@@ -807,12 +822,119 @@ def linear_attention_box(v: BoxView) -> Rule:
         mm=flops,
         flops_bwd=la.flops_backward(B, T, 1, K, V, normalize=nz),
         mm_bwd=la.flops_backward(B, T, 1, K, V, normalize=nz),
-        saved=[*kept, *extra, *_if(nz, norm)],
+        saved=[*kept, *_if(nz, norm)],
         bwd_temps=la.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, normalize=nz) + do_copy,
         io=la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz),
         io_bwd=la.io_backward(B, T, 1, K, V, bytes_per=bp, normalize=nz),
         fused="ncd.ops.linear_attention",
         notes=notes,
+    )
+
+
+def _token_gate(v: BoxView, port: str, what: str) -> Saved:
+    """A scalar gate as the kernels keep it, float32 [B, T, H]: the input itself where it is
+    float32 and laid out so already, else the op's copy."""
+    b = v.box
+    t = v.x(port)
+    B, T, *_ = _attention_dims(v)
+    batch = [a for a in v.x("q").names if a not in (b.query, b.key, b.head, b.value)]
+    in_place = (
+        b.key in t.names
+        and v.nbytes(TensorType((), t.dtype)) == 4
+        and tuple(v.layouts.get(port, t.names)) == kernel_order(batch, b.key, b.head)[:-1]
+    )
+    return _in(port) if in_place else _own(f"{port}32", 4 * B * T, f"{what}, float32 [B, T, H]")
+
+
+def _packed_note(v: BoxView) -> list[str]:
+    return ["packed sequences: priced per token (a chunk per sequence end not counted)"] * bool(
+        v.box.packed
+    )
+
+
+def _simple_gla(v: BoxView) -> Rule:
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    sg = simple_gla_cost
+    dg = "g" in v.ins and v.grad("g")
+    kept, do_copy = _copies(v, "linear_attention")  # read through their strides, as linear's
+    gate = _token_gate(v, "g", "gates") if "g" in v.ins else _own("g32", 4 * B * T, "decay")
+    flops = sg.flops_forward(B, T, 1, K, V)
+    flops_bwd = sg.flops_backward(B, T, 1, K, V, want_dg=dg, precise=dg and bp != 4)
+    return Rule(
+        flops=flops,
+        mm=flops,
+        flops_bwd=flops_bwd,
+        mm_bwd=flops_bwd,
+        saved=[*kept, gate],
+        bwd_temps=sg.backward_temp_bytes(B, T, 1, K, V, want_dg=dg) + do_copy,
+        io=sg.io_forward(B, T, 1, K, V, bytes_per=bp),
+        io_bwd=sg.io_backward(B, T, 1, K, V, bytes_per=bp, want_dg=dg),
+        fused="ncd.ops.simple_gla",
+        notes=[
+            "FLOPs, IO and saved tensors: ops/simple_gla/cost.py (chunked kernel, C=64)",
+            *_packed_note(v),
+        ],  # fmt: skip
+    )
+
+
+def _gla(v: BoxView) -> Rule:
+    b = v.box
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    gb = v.nbytes(TensorType((), v.x("g").dtype))
+    kept, do_copy = _copies(v, "attention")  # contiguous copies of permuted inputs
+    g = v.x("g")
+    batch = [a for a in v.x("q").names if a not in (b.query, b.key, b.head, b.value)]
+    gate = (
+        _in("g")
+        if tuple(v.layouts.get("g", g.names)) == kernel_order(batch, b.key, b.head)
+        else _own("g_copy", v.nbytes(g), "g, copied to [B, T, H, K]")
+    )
+    C = 64
+    A = _own("A", 4 * B * T * C, "intra-chunk scores A, float32 [B, T, H, 64]")
+    return Rule(
+        flops=gla_cost.flops_forward(B, T, 1, K, V, C=C),
+        mm=gla_cost.flops_forward(B, T, 1, K, V, C=C),
+        flops_bwd=gla_cost.flops_backward(B, T, 1, K, V, C=C),
+        mm_bwd=gla_cost.flops_backward(B, T, 1, K, V, C=C),
+        saved=[*kept, gate, A],
+        bwd_temps=gla_cost.backward_temp_bytes(B, T, 1, K, V, C=C) + do_copy,
+        io=gla_cost.io_forward(B, T, 1, K, V, bytes_per=bp, gate_bytes=gb, C=C),
+        io_bwd=gla_cost.io_backward(B, T, 1, K, V, bytes_per=bp, gate_bytes=gb, C=C),
+        fused="ncd.ops.gla",
+        notes=[
+            "FLOPs, IO and saved tensors: ops/gla/cost.py (chunked kernel, C=64, BC=16)",
+            *_packed_note(v),
+        ],  # fmt: skip
+    )
+
+
+def _delta_rule(v: BoxView) -> Rule:
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    gated = v.box.variant == "gated_delta"
+    dr = delta_rule_cost
+    kept, do_copy = _copies(v, "attention")  # contiguous copies of permuted inputs
+    gates = [_token_gate(v, "beta", "beta")] + ([_token_gate(v, "g", "gates")] if gated else [])
+    flops = dr.flops_forward(B, T, 1, K, V, gated=gated)
+    flops_bwd = dr.flops_backward(B, T, 1, K, V, gated=gated)
+    name = "gated_delta_rule" if gated else "delta_rule"
+    return Rule(
+        flops=flops,
+        mm=flops,
+        flops_bwd=flops_bwd,
+        mm_bwd=flops_bwd,
+        saved=[*kept, *gates],
+        temps=dr.forward_temp_bytes(B, T, 1, K, V, bytes_per=bp),
+        bwd_temps=dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp) + do_copy,
+        io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated),
+        io_bwd=dr.io_backward(B, T, 1, K, V, bytes_per=bp, gated=gated),
+        fused=f"ncd.ops.{name}",
+        notes=[
+            "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",
+            *_packed_note(v),
+        ],  # fmt: skip
     )
 
 
