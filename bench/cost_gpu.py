@@ -1,7 +1,8 @@
 """The cost model against the GPU: peak memory and time, predicted and measured, in bf16.
 
 Not a test. For softmax attention, linear attention and the transformer block (drawn from
-primitives, as in the gallery, and as single fused boxes running ncd.ops kernels), at
+primitives, as in the gallery, and as single fused boxes running ncd.ops kernels), and the
+gallery's gated blocks (GLA and DeltaNet, whose mixers run the gated families' kernels), at
 several T, one process compiles the circuit (`ncd.compile`, bf16), and measures:
 
 - peak memory of one forward + backward: `torch.cuda.max_memory_allocated()` after a reset,
@@ -78,10 +79,14 @@ def cases(tiny: bool):
              [{**att, "T": t} for t in ts]),
             ("transformer_block", lambda: gallery.get("transformer_block"),
              [{**blk, "T": t} for t in ts]),
+            ("gla_block", lambda: gallery.get("gla_block"), [{**att, "T": t} for t in ts]),
+            ("deltanet_block", lambda: gallery.get("deltanet_block"),
+             [{**att, "T": t} for t in ts]),
         ]  # fmt: skip
     att = {"B": 4, "H": 16, "K": 128, "V": 128}
     lin = {"B": 2, "H": 8, "K": 64, "V": 64}  # the recurrent form keeps a K×V state per token
     blk = {"B": 4, "H": 16, "K": 64, "V": 64, "F": 4096}
+    gated = {"B": 4, "H": 16, "K": 128, "V": 128}  # the gated blocks (D = H K = 2048)
     return [
         ("attention", lambda: gallery.get("attention"),
          [{**att, "T": t, "S": t} for t in (1024, 2048, 4096)]),
@@ -93,6 +98,10 @@ def cases(tiny: bool):
          [{**att, "T": t} for t in (1024, 4096, 16384)]),
         ("transformer_block", lambda: gallery.get("transformer_block"),
          [{**blk, "T": t} for t in (1024, 4096)]),
+        ("gla_block", lambda: gallery.get("gla_block"),
+         [{**gated, "T": t} for t in (1024, 4096, 16384)]),
+        ("deltanet_block", lambda: gallery.get("deltanet_block"),
+         [{**gated, "T": t} for t in (1024, 4096, 16384)]),
     ]  # fmt: skip
 
 
