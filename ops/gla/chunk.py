@@ -390,7 +390,7 @@ def _bwd_intra(
             acc = tl.zeros([BC, BLOCK_K], tl.float32)
             d = tl.zeros([BLOCK_K], tl.float32)
             for jj in tl.static_range(I):
-                J: tl.constexpr = I - 1 - jj
+                J = I - 1 - jj
                 rows_J = t0 + J * BC + offs_c
                 k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
                 g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
@@ -418,7 +418,7 @@ def _bwd_intra(
         tl.debug_barrier()
         carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
         for JJ in tl.static_range(NC):
-            J: tl.constexpr = NC - 1 - JJ
+            J = NC - 1 - JJ
             rows_J = t0 + J * BC + offs_c
             g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
             b_J = tl.cumsum(g_J, 0)
