@@ -90,39 +90,35 @@ def _decays(GATE, tok, i_h, H, r_ok, offs_t):
 
 @triton.jit
 def _unit_lower_inverse(a, BT: tl.constexpr):
-    """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile. The 16 x 16 diagonal
-    blocks are inverted together by forward substitution (row i of an inverse is
-    e_i - sum_{j<i} a_ij (row j)); with D their block-diagonal inverse and N = D (the blocks
-    below the diagonal of a), N is nilpotent of order BT / 16 and
-    (I + a)^{-1} = (I + N)^{-1} D = prod_j (I + (-N)^(2^j)) D, three products for BT = 64."""
-    NB: tl.constexpr = BT // 16
-    o16 = tl.arange(0, 16)
-    blk = tl.arange(0, NB)
-    same = blk[:, None, None, None] == blk[None, None, :, None]  # (NB, 1, NB, 1)
-    a4 = tl.reshape(a, [NB, 16, NB, 16])
-    diag = tl.sum(tl.where(same, a4, 0.0), 2)  # (NB, 16, 16): the diagonal blocks
-    eye16 = tl.where(o16[:, None] == o16[None, :], 1.0, 0.0)
-    d = tl.zeros([NB, 16, 16], tl.float32) + eye16[None, :, :]
-    for i in range(1, 16):
-        sel = (o16 == i)[None, :, None]
-        a_i = tl.sum(tl.where(sel, diag, 0.0), 1)  # (NB, 16): row i of each block, along j
-        r = tl.sum(a_i[:, :, None] * d, 1)  # sum_j a_ij (row j of the block's inverse)
-        d = tl.where(sel, d - r[:, None, :], d)
-    dd = tl.reshape(tl.where(same, d[:, :, None, :], 0.0), [BT, BT])  # block-diagonal D
-    if NB == 1:
-        return dd
+    """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile, by products only.
+    The 8 x 8 diagonal blocks a_d are nilpotent of order 8, so
+    (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) (four products, all blocks at once as one
+    block-diagonal tile); with D that block-diagonal inverse and N = D (the blocks of a below
+    the block diagonal), N is nilpotent of order BT / 8 and
+    (I + a)^{-1} = (I + N)^{-1} D = prod_j (I + (-N)^(2^j)) D (six more products at BT = 64).
+    Blocks of 8 keep the series' terms small (at most C(7, 3) times the entries' size) when
+    keys are nearly parallel. Products as three tf32 products (about float32's accuracy)."""
     offs = tl.arange(0, BT)
-    below = (offs[:, None] // 16) > (offs[None, :] // 16)
-    x = -tl.dot(dd, tl.where(below, a, 0.0), input_precision="tf32x3")  # -N
+    blk_r = offs[:, None] // 8
+    blk_c = offs[None, :] // 8
     eye = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0)
+    x = -tl.where(blk_r == blk_c, a, 0.0)
+    d = eye + x
+    for _ in tl.static_range(2):
+        x = tl.dot(x, x, input_precision="tf32x3")
+        d = tl.dot(d, x, d, input_precision="tf32x3")
+    x = -tl.dot(d, tl.where(blk_r > blk_c, a, 0.0), input_precision="tf32x3")  # -N
     r = eye + x
-    if NB >= 4:
+    if BT >= 32:
         x = tl.dot(x, x, input_precision="tf32x3")
         r = tl.dot(r, x, r, input_precision="tf32x3")
-        if NB >= 8:
+        if BT >= 64:
             x = tl.dot(x, x, input_precision="tf32x3")
             r = tl.dot(r, x, r, input_precision="tf32x3")
-    return tl.dot(r, dd, input_precision="tf32x3")
+            if BT >= 128:
+                x = tl.dot(x, x, input_precision="tf32x3")
+                r = tl.dot(r, x, r, input_precision="tf32x3")
+    return tl.dot(r, d, input_precision="tf32x3")
 
 
 @triton.jit
