@@ -42,4 +42,4 @@ def get(name: str) -> Circuit:
     return ENTRIES[name].build()
 
 
-from . import ncd_paper, linear_family, vision, attention_family  # noqa: E402,F401,I001
+from . import ncd_paper, linear_family, vision, attention_family, conv_family  # noqa: E402,F401,I001

@@ -229,6 +229,8 @@ def _conv(b) -> Drawing:
             # says the axes shrink (or grow, transposed) by the stride.
             f"{'↑' if b.transposed else '↓'}{'×'.join(map(str, s))}" if strided else "",
             f"g={b.groups}" if b.groups > 1 else "",
+            f"d={'×'.join(map(str, b._norm('dilation')))}" if max(b.dilation) > 1 else "",
+            "dw" if b.depthwise and "dw" not in b.label else "",
         )
         if x
     )

@@ -1,0 +1,134 @@
+"""Hand-written PyTorch references for the convolution figures and the attention variants,
+written from the papers' equations (cited in each docstring), not from the circuits.
+
+Each reference takes the parameters by their circuit names (`box.param`, laid out in the order
+of the parameter's axes: a linear map D -> (H, K) has weight [H, K, D]) and the inputs by name,
+and returns the outputs by name. `check_equivalence` and `check_training` are the two checks the
+tests run on every entry.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ncd import gallery
+from ncd.compiler import compile as ncd_compile
+
+
+# ------------------------------------------------------------------ NCD paper: convolutions
+def convolutions(p, x):
+    """y[o, i] = Σ_{c, j} w[o, c, j] x[c, s·i + d·j - pad] + b[o] (the NCD paper's ★k):
+    strided s = 2, dilated d = 2, depthwise (one filter per channel), and the transposed
+    convolution, the adjoint of a strided one (its input scattered s apart, then convolved)."""
+    c = x.shape[1]
+    return {
+        "strided": F.conv2d(x, p["strided.weight"], p["strided.bias"], stride=2, padding=1),
+        "dilated": F.conv2d(x, p["dilated.weight"], p["dilated.bias"], dilation=2, padding=2),
+        "depthwise": F.conv2d(x, p["depthwise.weight"], p["depthwise.bias"], padding=1,
+                              groups=c),  # fmt: skip
+        "transposed": _conv_transpose_by_scatter(x, p["transposed.weight"],
+                                                 p["transposed.bias"], stride=2, padding=1),
+    }  # fmt: skip
+
+
+def _conv_transpose_by_scatter(x, w, bias, stride, padding):
+    """The transposed convolution from its definition: each input pixel scatters its kernel
+    w[c, o, :, :] times x[c] into the output at stride `stride`, then `padding` is cropped."""
+    b, c, h, wd = x.shape
+    _, o, kh, kw = w.shape
+    full = x.new_zeros(b, o, (h - 1) * stride + kh, (wd - 1) * stride + kw)
+    for i in range(kh):
+        for j in range(kw):
+            contrib = torch.einsum("bcyx,co->boyx", x, w[:, :, i, j])
+            full[
+                :, :, i : i + (h - 1) * stride + 1 : stride, j : j + (wd - 1) * stride + 1 : stride
+            ] += contrib  # noqa: E501
+    out = full[:, :, padding : full.shape[2] - padding, padding : full.shape[3] - padding]
+    return out + bias[None, :, None, None]
+
+
+# ------------------------------------------------------------------ the checks
+def random_inputs(checked, gen, dtype=torch.float64):
+    """A random float tensor for every input, shaped by the circuit's sizes, with gradients."""
+    out = {}
+    for name, t in checked.inputs.items():
+        shape = [checked.number(a.size) for a in t.axes]
+        out[name] = torch.randn(*shape, generator=gen, dtype=dtype, requires_grad=True)
+    return out
+
+
+def _outputs(checked, got):
+    return got if isinstance(got, dict) else {next(iter(checked.outputs)): got}
+
+
+def check_equivalence(name, reference, inputs=None, *, dtype=torch.float64, tol=1e-9, scale=0.3,
+                      sizes=None):  # fmt: skip
+    """Compile gallery entry `name`, give its parameters random values, and compare outputs
+    and the gradients of every input and parameter with `reference(params, **inputs)`.
+
+    `inputs(checked, gen)` makes the inputs (default: `random_inputs`); integer inputs get no
+    gradient.
+    """
+    circuit = gallery.get(name)
+    checked = circuit.check()
+    gen = torch.Generator().manual_seed(0)
+    model = ncd_compile(circuit, sizes=sizes, dtype=dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale + 0.1)
+    params = dict(model.named_parameters())
+    xs = (inputs or random_inputs)(checked, gen)
+    got = _outputs(checked, model(*xs.values()))
+    want = reference(params, **xs)
+    assert set(got) == set(want), (sorted(got), sorted(want))
+    for k in want:
+        assert got[k].shape == want[k].shape, (k, got[k].shape, want[k].shape)
+        torch.testing.assert_close(
+            got[k], want[k], rtol=tol, atol=tol, msg=lambda m, k=k: f"{k}: {m}"
+        )  # noqa: E501
+    weights = {k: torch.randn(want[k].shape, generator=gen, dtype=want[k].dtype) for k in want}
+    leaves = {n: t for n, t in xs.items() if t.requires_grad} | params
+    g_got = torch.autograd.grad(sum((got[k] * weights[k]).sum() for k in got),
+                                list(leaves.values()), allow_unused=True)  # fmt: skip
+    g_want = torch.autograd.grad(sum((want[k] * weights[k]).sum() for k in want),
+                                 list(leaves.values()), allow_unused=True)  # fmt: skip
+    for n, a, b in zip(leaves, g_got, g_want, strict=True):
+        assert (a is None) == (b is None), f"{n}: gradient {a is None} vs {b is None}"
+        if a is not None:
+            torch.testing.assert_close(
+                a, b, rtol=tol * 10, atol=tol * 10, msg=lambda m, n=n: f"{n}: {m}"
+            )  # noqa: E501
+
+
+def check_training(name, inputs=None, *, steps=30, lr=1e-2, sizes=None):
+    """A few Adam steps of the compiled entry (float32) towards fixed random targets of its
+    float outputs: the loss must fall."""
+    circuit = gallery.get(name)
+    checked = circuit.check()
+    gen = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    model = ncd_compile(circuit, sizes=sizes)
+    xs = {n: t.detach() for n, t in (inputs or random_inputs)(checked, gen).items()}
+    xs = {n: t.float() if t.is_floating_point() else t for n, t in xs.items()}
+    with torch.no_grad():
+        first = _outputs(checked, model(*xs.values()))
+    targets = {k: torch.randn(v.shape, generator=gen) for k, v in first.items()
+               if v.is_floating_point()}  # fmt: skip
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        out = _outputs(checked, model(*xs.values()))
+        loss = sum(F.mse_loss(out[k], t) for k, t in targets.items())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(map(torch.isfinite, map(torch.tensor, losses))), losses
+    assert losses[-1] < 0.9 * losses[0], losses
+    return losses
+
+
+REFERENCES = {
+    "convolutions": convolutions,
+}
