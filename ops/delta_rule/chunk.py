@@ -394,6 +394,8 @@ def _bwd_chunk_kernel(
     w = tl.load(W + kp, mask=kmask, other=0.0)
     da = tl.dot(db_w.to(w.dtype), tl.trans(w), da, input_precision=DOT)
     strict = offs_t[:, None] > offs_t[None, :]
+    if HAS_G:  # E again rather than held in registers through the products above
+        e = tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0))
     da = tl.where(strict, -da * e, 0.0)  # dA * E, dA = -(dB_w W^T + dB_u U^T)
     dab = (da * beta[:, None]).to(k.dtype)
     dk = tl.dot(dab, k, dk, input_precision=DOT)
