@@ -32,6 +32,32 @@ def convolutions(p, x):
     }  # fmt: skip
 
 
+def unet(p, image):
+    """U-Net (Ronneberger et al. 2015, Fig. 1; the NCD paper's U-Net figure), two levels, padded
+    3×3 convolutions each followed by batch normalisation (batch statistics) and a ReLU:
+    contracting path of (two such convolutions, max-pool 2), expansive path of (2×2
+    up-convolution halving the channels, concatenation with the contracting path's map at that
+    level, two such convolutions), and a 1×1 convolution to the classes."""
+
+    def level(h, tag):
+        for i in (1, 2):
+            h = F.conv2d(h, p[f"{tag}_conv{i}.weight"], padding=1)
+            h = F.batch_norm(h, None, None, p[f"{tag}_bn{i}.weight"], p[f"{tag}_bn{i}.bias"],
+                             training=True)  # fmt: skip
+            h = F.relu(h)
+        return h
+
+    def up(h, tag):
+        return F.conv_transpose2d(h, p[f"{tag}.weight"], p[f"{tag}.bias"], stride=2)
+
+    e1 = level(image, "down1")
+    e2 = level(F.max_pool2d(e1, 2), "down2")
+    h = level(F.max_pool2d(e2, 2), "bottom")
+    h = level(torch.cat([up(h, "up2"), e2], 1), "dec2")
+    h = level(torch.cat([up(h, "up1"), e1], 1), "dec1")
+    return {"logits": F.conv2d(h, p["head.weight"], p["head.bias"])}
+
+
 def _conv_transpose_by_scatter(x, w, bias, stride, padding):
     """The transposed convolution from its definition: each input pixel scatters its kernel
     w[c, o, :, :] times x[c] into the output at stride `stride`, then `padding` is cropped."""
@@ -101,7 +127,7 @@ def check_equivalence(name, reference, inputs=None, *, dtype=torch.float64, tol=
             )  # noqa: E501
 
 
-def check_training(name, inputs=None, *, steps=30, lr=1e-2, sizes=None):
+def check_training(name, inputs=None, *, steps=15, lr=1e-2, sizes=None):
     """A few Adam steps of the compiled entry (float32) towards fixed random targets of its
     float outputs: the loss must fall."""
     circuit = gallery.get(name)
@@ -131,4 +157,5 @@ def check_training(name, inputs=None, *, steps=30, lr=1e-2, sizes=None):
 
 REFERENCES = {
     "convolutions": convolutions,
+    "unet": unet,
 }

@@ -9,7 +9,7 @@ import pytest
 
 from . import ref_variants as ref
 
-NAMES = ["convolutions"]
+NAMES = ["convolutions", "unet"]
 
 
 @pytest.mark.parametrize("name", NAMES)
