@@ -135,7 +135,8 @@ def cost_table(report) -> str:
         f = report.readable(f)
         order = "" if f.is_number else big_o(f)
         rows.append(
-            f"<tr><th>{e(title)}</th><td class=num>{e(human(numbers.get(key), unit))}</td>"
+            f'<tr data-figure="{key}"><th>{e(title)}</th>'
+            f'<td class=num data-value="{numbers.get(key)}">{e(human(numbers.get(key), unit))}</td>'
             f"<td><code>{e(report.show(f))}</code></td><td>{e(order)}</td></tr>"
         )
     sizes = ", ".join(f"{k} = {v}" for k, v in sorted(report.sizes.items())) or "none"
@@ -328,7 +329,7 @@ def build_page(entries=None) -> Page:
     )
     if png:
         members = "".join(
-            f"<li>{e(FAMILIES[d])}: "
+            f"<li data-family={d}>{e(FAMILIES[d])}: "
             + ", ".join(f'<a href="#{e(n)}">{e(n)}</a>' for n, dd in drawn if dd == d)
             + "</li>"
             for d in FAMILIES
