@@ -28,9 +28,10 @@ def attention():
     return b.build()
 
 
-def _mha(b: Builder, x, causal: bool = False):
-    """Multi-head attention over x (B T D): the projections L^Q L^K L^V L^O around attention."""
-    with b.group("Multi-Head Attention"):
+def _mha(b: Builder, x, causal: bool = False, group: str = "Multi-Head Attention"):
+    """Multi-head attention over x (B T D): the projections L^Q L^K L^V L^O around attention;
+    `causal` masks the scores so that position t attends to positions s <= t only."""
+    with b.group(group):
         q = b.linear(x, "D", "H K", name="q_proj", label="L^Q")  # B T H K
         k = b.linear(x, "D", "H K", name="k_proj", label="L^K")
         v = b.linear(x, "D", "H V", name="v_proj", label="L^V")  # B T H V
@@ -60,20 +61,22 @@ def multihead_attention():
     return b.build()
 
 
-@entry("transformer_block", "Pre-norm transformer block", NCD)
-def transformer_block():
+def _transformer_block(causal: bool):
+    """The pre-norm block as a circuit named `transformer_block`: x + MHA(LN(x)), then
+    x + MLP(LN(x)); each residual branch is one group, its norm included."""
     b = Builder(
         "transformer_block",
-        title="Pre-norm transformer block",
+        title="Pre-norm transformer block" + (" (causal)" if causal else ""),
         paper=NCD,
-        doc="x + MHA(LN(x)), then + MLP(LN(.)) with a GELU MLP of width F.",
+        doc="x + MHA(LN(x)), then + MLP(LN(.)) with a GELU MLP of width F"
+        + ("; causal attention (position t sees s <= t)." if causal else "."),
         axes={"D": "H*K"},
         sizes={"B": 2, "T": 16, "H": 4, "K": 8, "V": 8, "F": 64},
     )
     x = b.input("x", "B T D")
     with b.group("Residual Component"):
         h = b.layernorm(x, "D", name="ln1")
-    h = _mha(b, h)
+    h = _mha(b, h, causal=causal, group="Residual Component")
     x = b.add(x, h, name="res1")
     with b.group("MLP"):
         h = b.layernorm(x, "D", name="ln2")
@@ -84,16 +87,25 @@ def transformer_block():
     return b.build()
 
 
+@entry("transformer_block", "Pre-norm transformer block", NCD)
+def transformer_block():
+    """The residual component LN → multi-head attention (one group, "Residual Component"),
+    added to its input, then the MLP component LN → L₊ → GELU → L₊, added likewise."""
+    return _transformer_block(causal=False)
+
+
 @entry("transformer", "Decoder-only transformer (N repeated blocks)", NCD)
 def transformer():
     """Token embedding, N pre-norm blocks with separate parameters (the NCD parentheses
-    λ = 1 … N), final norm and the unembedding to the vocabulary axis W."""
-    block = transformer_block()
+    λ = 1 … N), final norm and the unembedding to the vocabulary axis W. Decoder-only: the
+    blocks' attention is causal (a mask on the scores, key s <= query t), so the logits at
+    position t depend on tokens 0 … t only."""
+    block = _transformer_block(causal=True)
     b = Builder(
         "transformer",
         title="Transformer (N blocks)",
         paper=NCD,
-        doc="Embedding, N repeated transformer blocks, norm, unembedding.",
+        doc="Embedding, N repeated causal transformer blocks, norm, unembedding.",
         axes={"D": "H*K"},
         sizes={"B": 2, "T": 16, "H": 4, "K": 8, "V": 8, "F": 64, "W": 50, "N": 2},
     )

@@ -41,10 +41,10 @@ def multihead_attention(p, x):
     return {"y": mha(p, x)}
 
 
-def block(p, x, prefix=""):
+def block(p, x, prefix="", causal=False):
     d = x.shape[-1]
     h = F.layer_norm(x, (d,), p[f"{prefix}ln1.weight"], p[f"{prefix}ln1.bias"])
-    x = x + mha(p, h, prefix)
+    x = x + mha(p, h, prefix, causal)
     h = F.layer_norm(x, (d,), p[f"{prefix}ln2.weight"], p[f"{prefix}ln2.bias"])
     h = F.gelu(F.linear(h, p[f"{prefix}ff_up.weight"], p[f"{prefix}ff_up.bias"]))
     return x + F.linear(h, p[f"{prefix}ff_down.weight"], p[f"{prefix}ff_down.bias"])
@@ -55,9 +55,10 @@ def transformer_block(p, x):
 
 
 def transformer(p, tokens, n_blocks=2):
+    """Decoder-only: every block's attention is causal."""
     x = F.embedding(tokens, p["embed.weight"])
     for i in range(n_blocks):
-        x = block(p, x, f"blocks.{i}.")
+        x = block(p, x, f"blocks.{i}.", causal=True)
     x = F.layer_norm(x, (x.shape[-1],), p["ln_f.weight"], p["ln_f.bias"])
     return {"logits": x @ p["unembed.weight"].T}
 

@@ -138,15 +138,15 @@ def test_learned_boxes_bold_with_their_names_and_glyphs_per_kind():
 def test_blocks_are_titled_filled_clusters_around_their_boxes():
     d = draw(gallery.get("transformer_block"))
     titles = {d.text(g).strip() for g in d.blocks.values()}
-    assert titles == {"Residual Component", "Multi-Head Attention", "MLP"}
-    mha = d.bbox(d.blocks["block:Multi-Head Attention"])
+    assert titles == {"Residual Component", "MLP"}  # each residual branch, its norm included
+    mha = d.bbox(d.blocks["block:Residual Component"])
     mlp = d.bbox(d.blocks["block:MLP"])
 
     def inside(box, region):
         x0, y0, x1, y1 = d.bbox(d.nodes[box])
         return region[0] <= x0 and x1 <= region[2] and region[1] <= y0 and y1 <= region[3]
 
-    for box in ("q_proj", "k_proj", "v_proj", "scores", "softmax", "mix", "o_proj"):
+    for box in ("ln1", "q_proj", "k_proj", "v_proj", "scores", "softmax", "mix", "o_proj"):
         assert inside(f"box:{box}", mha) and not inside(f"box:{box}", mlp)
     for box in ("ln2", "ff_up", "ff_down"):
         assert inside(f"box:{box}", mlp) and not inside(f"box:{box}", mha)
@@ -164,11 +164,11 @@ def test_a_value_used_twice_splits_at_a_copy_dot():
 
 
 def test_collapsed_block_is_one_box_with_the_wires_crossing_its_border():
-    d = draw(gallery.get("transformer_block"), collapse=["Multi-Head Attention"])
-    assert "box:q_proj" not in d.nodes and "block:Multi-Head Attention" not in d.blocks
-    box = "box:Multi-Head Attention"
+    d = draw(gallery.get("transformer_block"), collapse=["Residual Component"])
+    assert "box:q_proj" not in d.nodes and "block:Residual Component" not in d.blocks
+    box = "box:Residual Component"
     assert "role-group" in d.classes(box)
-    assert "Multi-Head Attention" in d.text(d.nodes[box])
+    assert "Residual Component" in d.text(d.nodes[box])
     assert sorted(w["label"] for w in d.into(box)) == ["B", "D", "T"]
     assert sorted(w["label"] for w in d.out_of(box)) == ["B", "D", "T"]
     assert {w["head"] for w in d.out_of(box)} == {"box:res1"}
@@ -179,7 +179,7 @@ def test_calls_expand_into_a_repeated_cluster_or_collapse_to_one_box():
     d = draw(c)
     block = d.blocks["block:blocks"]
     assert "× N" in d.text(block)
-    assert "box:blocks/q_proj" in d.nodes and "block:blocks/Multi-Head Attention" in d.blocks
+    assert "box:blocks/q_proj" in d.nodes and "block:blocks/Residual Component" in d.blocks
     # The embedding's wires run straight into the called block, where a copy dot splits
     # them between the first layer norm and the residual add.
     assert {w["head"] for w in d.out_of("box:embed")} == {"box:embed/copy"}
