@@ -35,6 +35,11 @@ def _scale(L, b):
     return None if b.scale is None else float(L.num(parse_size(b.scale)))
 
 
+def _decay_rate(L, b):
+    """The `lightning` decay rates' factor (`decay_scale`), 1.0 when empty."""
+    return 1.0 if b.decay_scale is None else float(L.num(parse_size(b.decay_scale)))
+
+
 def _to_bthk(L, node, names, batch, seq, feat):
     """node with axes `names` -> [B, T, H, F] where H is batch[-1] and B folds batch[:-1]."""
     if not batch:
@@ -111,7 +116,7 @@ def lower_linear_attention(L, b, x, tin, tout):
     if b.variant in ("linear", "lightning") and not b.packed:
         decay = None
         if b.variant == "lightning":
-            decay = L.fn(runtime.lightning_decay, heads, qq)
+            decay = L.fn(runtime.lightning_decay, heads, qq, _decay_rate(L, b))
         fn = ops.linear_attention if _fits(L, q, k, v, b) else runtime.linear_attention
         r = L.fn(fn, qq, kk, vv, decay=decay, normalize=b.normalize, scale=scale)
         return {"out": _from_bthk(L, L.fn(operator.getitem, r, 0), q, batch, b.query, b.value, out)}
@@ -124,7 +129,7 @@ def lower_linear_attention(L, b, x, tin, tout):
     tokens = [*batch[:-1], b.key, *batch[-1:]]  # [B, T, H] before the folding
     if b.variant in ("linear", "lightning"):  # packed: as `decay` with a constant log-decay
         if b.variant == "lightning":
-            g = L.method("log", L.fn(runtime.lightning_decay, heads, qq))
+            g = L.method("log", L.fn(runtime.lightning_decay, heads, qq, _decay_rate(L, b)))
         else:
             g = L.method("new_zeros", qq, (heads,))
         r = L.fn(ops.simple_gla, qq, kk, vv, g, **kw)

@@ -547,7 +547,8 @@ class _Run:
         decay = None
         if b.variant == "lightning":
             heads = qt.shape[len(batch) - 1] if batch else 1
-            decay = torch.tensor(b.lightning_decay(heads), dtype=ct)[:, None, None]
+            rate = 1.0 if b.decay_scale is None else float(self.num(parse_size(b.decay_scale)))
+            decay = torch.tensor(b.lightning_decay(heads, rate), dtype=ct)[:, None, None]
         # gates by axis names: [*batch, T] (a constant one broadcast), gla's [*batch, T, K]
         tokens = [*batch, b.key]
         g = None

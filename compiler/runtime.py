@@ -169,13 +169,13 @@ def group_norm(x, groups: int, weight, bias, eps, channel: int, over):
     return channels_back(F.group_norm(y, groups, weight, bias, eps), perm, rest)
 
 
-def lightning_decay(heads: int, like: torch.Tensor | None = None):
-    """Fixed per-head decay of the `lightning` variant, exp(-2^(-8h/H)) for h = 1 .. H (the
-    ALiBi slopes; as `ncd.circuits.kinds.LinearAttention.lightning_decay`, written in torch so
-    that generated files stay standalone). float64 when `like` is, else float32."""
+def lightning_decay(heads: int, like: torch.Tensor | None = None, rate: float = 1.0):
+    """Fixed per-head decay of the `lightning` variant, exp(-rate 2^(-8h/H)) for h = 1 .. H
+    (the ALiBi slopes; as `ncd.circuits.kinds.LinearAttention.lightning_decay`, written in
+    torch so that generated files stay standalone). float64 when `like` is, else float32."""
     h = torch.arange(1, heads + 1, dtype=torch.float64)
     dtype = torch.float64 if like is not None and like.dtype == torch.float64 else torch.float32
-    decay = torch.exp(-(2.0 ** (-8.0 * h / heads))).to(dtype)
+    decay = torch.exp(-rate * 2.0 ** (-8.0 * h / heads)).to(dtype)
     return decay if like is None else decay.to(like.device)
 
 

@@ -85,9 +85,9 @@ class LinearAttention(_AttentionLike):
 
     Variants (the state update of each; g are log-decays, <= 0):
     `linear`     S_t = S_{t-1} + k_tᵀ v_t;
-    `lightning`  S_t = λ_h S_{t-1} + k_tᵀ v_t, a fixed per-head decay λ_h = exp(-2^(-8h/H)),
+    `lightning`  S_t = λ_h S_{t-1} + k_tᵀ v_t, a fixed per-head decay λ_h = exp(-c 2^(-8h/H)),
                  h = 1 … H (the ALiBi slopes of Lightning Attention / TransNormerLLM;
-                 `lightning_decay`);
+                 `lightning_decay`), c = `decay_scale` (1 when empty);
     `decay`      S_t = exp(g_t) S_{t-1} + k_tᵀ v_t, port `g` a scalar per token (the keys' axes
                  without the feature axis) or a constant (some of the keys' other axes: one
                  per head); RetNet, Mamba-2 style;
@@ -110,6 +110,9 @@ class LinearAttention(_AttentionLike):
     """Divide by the running sum of q·k (the classic normaliser; `linear` and `lightning`)."""
     scale: SizeExpr | None = None
     """Query scale; 1 when empty."""
+    decay_scale: SizeExpr | None = None
+    """`lightning` only: the factor c of the decay rates, λ_h = exp(-c 2^(-8h/H)); 1 when
+    empty. TransNormerLLM's per-layer decay takes c = 1 - l/L in layer l of L."""
     packed: bool = False
     """The key (= query) axis holds several sequences end to end, each starting from a zero
     state: port `offsets`, an integer tensor of one axis with each sequence's first position
@@ -117,9 +120,10 @@ class LinearAttention(_AttentionLike):
     then have no batch axis other than one head axis."""
 
     @staticmethod
-    def lightning_decay(heads: int) -> list[float]:
-        """Per-head decay factors of the `lightning` variant, for `heads` heads."""
-        return [math.exp(-(2.0 ** (-8.0 * h / heads))) for h in range(1, heads + 1)]
+    def lightning_decay(heads: int, rate: float = 1.0) -> list[float]:
+        """Per-head decay factors of the `lightning` variant, for `heads` heads, the rates
+        multiplied by `rate` (the box's `decay_scale`)."""
+        return [math.exp(-rate * 2.0 ** (-8.0 * h / heads)) for h in range(1, heads + 1)]
 
     def extra_ports(self):
         return [*GATES.get(self.variant, []), *(["offsets"] if self.packed else [])]
@@ -132,6 +136,11 @@ class LinearAttention(_AttentionLike):
             raise ShapeProblem(
                 f"variant {self.variant} is causal only", "", "causal", "causal=False"
             )
+        if self.decay_scale is not None and self.variant != "lightning":
+            raise ShapeProblem(
+                "decay_scale scales the lightning variant's decays", "",
+                "variant lightning", f"variant {self.variant}",
+            )  # fmt: skip
         if self.normalize and self.variant not in ("linear", "lightning"):
             raise ShapeProblem(
                 f"variant {self.variant} has no normaliser", "", "normalize=False", "True"

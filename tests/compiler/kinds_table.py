@@ -282,6 +282,8 @@ def linear_attention():
     b.output("gdelta", b.linear_attention(q, k, v, variant="gated_delta", g=gd, beta=beta,
                                           name="gdl", **kw))  # fmt: skip
     b.output("both", b.linear_attention(q, k, v, causal=False, normalize=True, name="nc", **kw))
+    b.output("light_l", b.linear_attention(q, k, v, variant="lightning", decay_scale="1/3",
+                                           name="light_l", **kw))  # fmt: skip
     return b.build()
 
 
