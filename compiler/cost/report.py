@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from ncd.circuits.sizes import symbol
+from ncd.circuits.sizes import evaluate, symbol
 
 from .devices import Device
 from .names import readable
-from .symbolic import big_o, degree, leading, maximum, pretty
+from .symbolic import big_o, degree, dominant, leading, maximum, per_doubling, pretty, terms
 
 CONVENTIONS = (
     "FLOPs: a multiply-add counts 2. Training mode; forward pass unless marked backward. "
@@ -157,7 +157,63 @@ class Report:
         return leading(self.readable(self.formulas[key]))
 
     def big_o(self, key: str = "flops") -> str:
+        """The leading term's big-O: how a figure grows when every size grows together."""
         return big_o(self.readable(self.formulas[key]))
+
+    # -- what dominates at the report's sizes
+    def _shown_formula(self, key: str) -> sympy.Expr:
+        f = self.peak_formula() if key == "peak_bytes" else self.formulas[key]
+        return self.readable(f)
+
+    def _values(self) -> dict[sympy.Symbol, int] | None:
+        """{size: value} for every size the shown formulas name (named derived axes at the
+        value of their size); None while some size is free."""
+        if self.unbound():
+            return None
+        values = {symbol(k): v for k, v in self.sizes.items()}
+        for a, size in self.derived.items():
+            v = evaluate(size, self.sizes)
+            if v is None or v != int(v):
+                return None
+            values[a] = int(v)
+        return values
+
+    def terms(self, key: str = "flops"):
+        """The terms of a figure at the report's sizes, largest first, each with its value and
+        share (`symbolic.Term`); None while sizes are free. Multi-head attention at T=4096:
+        2·T^2·B·H·(K + V) 83 %, 6·T^2·B·H 16 %, then the projections."""
+        values = self._values()
+        return None if values is None else terms(self._shown_formula(key), values)
+
+    def per_doubling(self, key: str = "flops") -> dict[str, float] | None:
+        """{size: factor by which the figure grows when that size alone doubles}, largest
+        first, at the report's sizes (None while sizes are free): T 3.97 for attention."""
+        values = self._values()
+        return None if values is None else per_doubling(self._shown_formula(key), values)
+
+    def dominant(self, key: str = "flops") -> str:
+        """The big-O of the figure's largest term at the report's sizes, highest powers first
+        (`O(T^2·B·H·(K + V))`); while sizes are free, the leading term's (`big_o`)."""
+        values = self._values()
+        found = None if values is None else dominant(self._shown_formula(key), values)
+        return found or big_o(self._shown_formula(key))
+
+    def scaling_lines(self, key: str = "flops", shown: int = 4) -> list[str]:
+        """Two lines: the dominant term with each size's factor per doubling, then the terms
+        with their shares (the first `shown`, then what the rest add up to)."""
+        ts, dbl = self.terms(key), self.per_doubling(key)
+        if not ts or dbl is None:
+            f = self._shown_formula(key)
+            return [f"leading {pretty(leading(f))}  {big_o(f)} (every size growing together)"]
+        factors = ", ".join(f"{a} ×{x:.3g}" for a, x in dbl.items() if abs(x - 1) >= 0.005)
+        out = [f"dominant {self.dominant(key)}" + (f"; per doubling {factors}" if factors else "")]
+        if len(ts) > 1:
+            head = ", ".join(f"{t} {_pct(t.share)}" for t in ts[:shown])
+            rest = ts[shown:]
+            if rest:
+                head += f", {len(rest)} more {_pct(sum(t.share for t in rest))}"
+            out.append(f"terms {head}")
+        return out
 
     def degree(self, axis: str, key: str = "flops") -> int | None:
         """Degree of a figure in one size: 2 for softmax attention's FLOPs in T (with S = T);
@@ -224,6 +280,7 @@ class Report:
             "flops_formula": self.show(self.formulas["flops"]),
             "flops_leading": pretty(self.leading("flops")),
             "flops_big_o": self.big_o("flops"),
+            "flops_dominant": self.dominant("flops"),
             "params": n["params"],
             "activation_bytes": n["activation_bytes"],
             "peak_bytes": n["peak_bytes"],
@@ -254,6 +311,9 @@ class Report:
             "formulas": formulas,
             "derived_sizes": self.derived_sizes(),
             "leading": {k: pretty(leading(v)) for k, v in shown.items()},
+            "dominant": {k: self.dominant(k) for k in shown},
+            "per_doubling": {k: self.per_doubling(k) for k in shown},
+            "terms": {k: _term_rows(self.terms(k)) for k in shown},
             "flop_counter_zero": self.flop_counter_zero,
             "boxes": self.box_rows(),
         }
@@ -311,7 +371,7 @@ class Report:
                 continue
             out.append(f"{title:28} {val:>12}   = {pretty(f)}")
             if not f.is_number:
-                out.append(f"{'':28} {'':>12}   leading {pretty(leading(f))}  {big_o(f)}")
+                out += [f"{'':28} {'':>12}   {line}" for line in self.scaling_lines(key)]
         out.append("")
         out.append(CONVENTIONS)
         zero = self.flop_counter_zero
@@ -355,7 +415,7 @@ class Report:
         for key, (title, unit) in FIGURES.items():
             f = self.readable(self.peak_formula() if key == "peak_bytes" else self.formulas[key])
             formula = "" if key.startswith("time") else e(pretty(f))
-            lead = "" if key.startswith("time") or f.is_number else e(big_o(f))
+            lead = "" if key.startswith("time") or f.is_number else e(self.dominant(key))
             tot.append(
                 f"<tr><th>{e(title)}</th><td>{e(human(n.get(key), unit))}</td>"
                 f"<td><code>{formula}</code></td><td>{lead}</td></tr>"
@@ -373,3 +433,18 @@ class Report:
             + (f"<p>In the formulas, {e(self._derived_text())}</p>" if self.derived else "")
             + f"<p><small>{e(CONVENTIONS)}</small></p></div>"
         )
+
+
+def _pct(share: float) -> str:
+    """83%, 4.2%, <0.1%."""
+    pct = 100 * share
+    if abs(pct) >= 9.95:
+        return f"{pct:.0f}%"
+    return f"{pct:.1f}%" if abs(pct) >= 0.05 else "<0.1%"
+
+
+def _term_rows(found) -> list[dict] | None:
+    """[{"term", "value", "share"}] of `Report.terms`, for JSON."""
+    if found is None:
+        return None
+    return [{"term": str(t), "value": t.value, "share": t.share} for t in found]

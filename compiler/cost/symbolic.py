@@ -1,6 +1,10 @@
-"""Small sympy helpers: the leading term of a cost, a maximum without dominated candidates."""
+"""Small sympy helpers: the leading term of a cost, its terms and how it scales at given sizes,
+a maximum without dominated candidates."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import sympy
 
@@ -43,10 +47,16 @@ def _values(c: sympy.Expr, syms) -> tuple[float, ...]:
 def prune(cands: list[sympy.Expr]) -> list[sympy.Expr]:
     """The candidates that no other candidate dominates (one of equals kept), in their order.
 
-    Candidates are visited from the largest at sample sizes down; the exact test (`dominates`)
-    runs only where the samples allow it, so that long schedules stay fast."""
+    Polynomials with integer coefficients (bytes) are compared by their coefficient vectors;
+    other candidates are visited from the largest at sample sizes down, the exact test
+    (`dominates`) running only where the samples allow it."""
     if len(cands) <= 1:
         return list(cands)
+    from .pareto import coefficient_vectors, prune_vectors
+
+    vectors = coefficient_vectors(cands)
+    if vectors is not None:
+        return [sympy.expand(cands[i]) for i in prune_vectors(*vectors)]
     syms = sorted(set().union(*(sympy.sympify(c).free_symbols for c in cands)), key=str)
     vals = [_values(c, syms) for c in cands]
     order = sorted(range(len(cands)), key=lambda i: -vals[i][0] if vals[i][0] == vals[i][0]
@@ -124,3 +134,166 @@ def degree(expr: sympy.Expr, axis: str) -> int | None:
 def pretty(expr: sympy.Expr) -> str:
     """A formula as people write it: `2·B·H·S·T·(K + V)`."""
     return sympy.sstr(expr).replace("**", "^").replace("*", "·")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One term of a cost at given sizes: its formula, its value there and its share of the
+    whole (a term may be negative, so shares can exceed 1)."""
+
+    expr: sympy.Expr
+    value: float
+    share: float
+
+    def __str__(self) -> str:
+        return ordered(self.expr)
+
+
+def _numeric(expr: sympy.Expr, values: dict[sympy.Symbol, int]) -> float:
+    v = sympy.sympify(expr).xreplace({s: sympy.Integer(n) for s, n in values.items()})
+    if v.free_symbols:
+        raise ValueError(f"free sizes {sorted(map(str, v.free_symbols))} in {expr}")
+    return float(v)
+
+
+def _monomials(expr: sympy.Expr) -> tuple[tuple, dict[tuple, sympy.Expr]] | None:
+    """(generators, {exponents: coefficient}) of `expr` expanded, each floor or ceiling of
+    sizes standing as one generator; None when `expr` is not a polynomial in them."""
+    expr = sympy.sympify(expr)
+    stand = _opaque(expr)
+    flat = sympy.expand(expr.xreplace(stand))
+    syms = sorted(flat.free_symbols, key=lambda s: s.name)
+    if not syms:
+        return (), {(): flat}
+    try:
+        p = sympy.Poly(flat, *syms)
+    except sympy.PolynomialError:
+        return None
+    back = {s: a for a, s in stand.items()}
+    gens = tuple(back.get(g, g) for g in p.gens)
+    return gens, dict(zip(p.monoms(), p.coeffs()))
+
+
+def _alike(ms: list[tuple[int, ...]]) -> bool:
+    """Whether monomials are one size standing for another over a common part: each is the
+    common part times one size of degree 1 that the common part does not hold."""
+    common = [min(col) for col in zip(*ms)]
+    for m in ms:
+        extra = [(e - c, c) for e, c in zip(m, common) if e != c]
+        if extra != [(1, 0)]:
+            return False
+    return True
+
+
+def _groups(monoms: list[tuple[int, ...]]) -> list[list[int]]:
+    """Monomials that differ by one size standing for another (B·H·K·T^2 and B·H·T^2·V: K and
+    V, neither in their common part) in one group, so that 2·B·H·T^2·(K + V) is one term;
+    B^2·T and B·T^2 differ by sizes in their common part and stay apart."""
+    groups: list[list[int]] = []
+    for i, m in enumerate(monoms):
+        for g in groups:
+            if _alike([monoms[j] for j in g] + [m]):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def terms(expr: sympy.Expr, values: dict[sympy.Symbol, int]) -> list[Term] | None:
+    """The terms of a cost, largest first at `values` (every size of `expr` bound), with
+    their shares: 2·T^2·B·H·(K + V) 83 %, 6·T^2·B·H 16 %, ... for multi-head attention at
+    T = 4096. Monomials are grouped as `_groups` says. None when `expr` is not a polynomial
+    in its sizes (a maximum, a fraction of sizes)."""
+    poly = _monomials(expr)
+    if poly is None:
+        return None
+    gens, coeffs = poly
+    gen_values = [_numeric(g, values) for g in gens]
+    monoms = list(coeffs)
+    total = 0.0
+    found = []
+    for group in _groups(monoms):
+        ms = [monoms[i] for i in group]
+        common = [min(col) for col in zip(*ms)] if gens else []
+        cs = [coeffs[m] for m in ms]
+        c = sympy.gcd_list(cs) if len(cs) > 1 else cs[0]
+        c = -c if all(x < 0 for x in cs) and c > 0 else c
+        rest = sympy.Add(
+            *[
+                x / c * sympy.Mul(*[g ** (e - k) for g, e, k in zip(gens, m, common)])
+                for x, m in zip(cs, ms)
+            ]
+        )
+        part = sympy.Mul(*[g**k for g, k in zip(gens, common)])
+        value = sum(
+            float(x) * math.prod(v**e for v, e in zip(gen_values, m)) for x, m in zip(cs, ms)
+        )
+        total += value
+        found.append((sympy.Mul(c, part, rest, evaluate=False), value))
+    found.sort(key=lambda t: -abs(t[1]))
+    return [Term(e, v, v / total if total else 0.0) for e, v in found]
+
+
+def per_doubling(expr: sympy.Expr, values: dict[sympy.Symbol, int]) -> dict[str, float]:
+    """{size: the factor by which `expr` grows when that size alone doubles} at `values`,
+    largest first: {"T": 3.97, "H": 2.05, "B": 2.0, ...} for multi-head attention at
+    T = 4096. Sizes the cost does not depend on are left out."""
+    expr = sympy.sympify(expr)
+    base = _numeric(expr, values)
+    out = {}
+    for s in sorted(expr.free_symbols, key=lambda s: s.name):
+        if not base:
+            break
+        factor = _numeric(expr, {**values, s: 2 * values[s]}) / base
+        if factor != 1.0:
+            out[s.name] = factor
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _factors(expr: sympy.Expr):
+    for f in sympy.Mul.make_args(expr):
+        if isinstance(f, sympy.Mul):
+            yield from _factors(f)
+        else:
+            yield f
+
+
+def ordered(expr: sympy.Expr, constant: bool = True) -> str:
+    """A product written with its highest powers first, sums last: `2·T^2·B·H·(K + V)`
+    (without the constant factor: `T^2·B·H·(K + V)`)."""
+    if not isinstance(expr, sympy.Mul):
+        return pretty(expr)
+    coeff, factors = sympy.Integer(1), []
+    for f in _factors(expr):
+        if f.is_number:
+            coeff *= f
+        else:
+            factors.append(f)
+    powers, sums = {}, []
+    for f in factors:
+        b, e = f.as_base_exp()
+        if isinstance(f, sympy.Add) or not (b.is_Symbol or b.is_Function) or not e.is_Integer:
+            sums.append(f)
+        else:
+            powers[b] = powers.get(b, 0) + int(e)
+    parts = [
+        pretty(b) + (f"^{e}" if e != 1 else "")
+        for b, e in sorted(powers.items(), key=lambda be: (-be[1], str(be[0])))
+    ]
+    parts += [f"({pretty(s)})" if isinstance(s, sympy.Add) else pretty(s) for s in sums]
+    if not constant or coeff == 1:
+        return "·".join(parts) or "1"
+    p, q = sympy.fraction(coeff)
+    text = "·".join([pretty(p)] * (p != 1) + parts) or "1"
+    return text if q == 1 else f"{text}/{pretty(q)}"
+
+
+def dominant(expr: sympy.Expr, values: dict[sympy.Symbol, int]) -> str | None:
+    """What a cost is made of at the sizes `values`: `O(T^2·B·H·(K + V))`, the largest term
+    without its constant and with its highest powers first (None when `expr` has no terms)."""
+    found = terms(expr, values)
+    if not found:
+        return None
+    lead = found[0].expr
+    return "O(1)" if lead.is_number else f"O({ordered(lead, constant=False)})"

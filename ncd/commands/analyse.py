@@ -151,7 +151,7 @@ def demo(out_dir: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     print("== cost of every gallery circuit at its default sizes (a multiply-add counts 2 FLOPs)")
     print(
-        f"  {'circuit':20} {'FLOPs fwd':>10} {'params':>8} {'kept':>10} {'peak':>10}  leading term"
+        f"  {'circuit':20} {'FLOPs fwd':>10} {'params':>8} {'kept':>10} {'peak':>10}  dominant term"
     )
     for name in gallery.names():
         report = analyse(gallery.get(name))
@@ -159,7 +159,7 @@ def demo(out_dir: Path) -> None:
         t = report.to_dict()["total"]
         print(f"  {name:20} {_si(t['flops']):>10} {_si(t['params']):>8} "
               f"{_bytes(t['activation_bytes']):>10} {_bytes(t['peak_bytes']):>10}  "
-              f"{_short(t['flops_big_o'])}")  # fmt: skip
+              f"{_short(t['flops_dominant'])}")  # fmt: skip
     print(f"  (per-box tables: ncd analyse NAME; JSON reports in {out}/)")
     print()
     print(analyse(gallery.get("transformer_block")).table())
