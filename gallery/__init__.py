@@ -42,4 +42,5 @@ def get(name: str) -> Circuit:
     return ENTRIES[name].build()
 
 
-from . import ncd_paper, linear_family, vision, attention_family, conv_family  # noqa: E402,F401,I001
+from . import ncd_paper, linear_family, vision, attention_family  # noqa: E402,F401,I001
+from . import conv_family, attention_variants  # noqa: E402,F401,I001

@@ -9,6 +9,8 @@ tests run on every entry.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -74,6 +76,62 @@ def _conv_transpose_by_scatter(x, w, bias, stride, padding):
     return out + bias[None, :, None, None]
 
 
+# ------------------------------------------------------------------ attention variants
+def causal_linear_attention(fq, fk, v):
+    """y_i = Σ_{j<=i} (fq_i·fk_j) v_j / Σ_{j<=i} fq_i·fk_j, by the quadratic form ([B, H, T, F])."""
+    a = torch.einsum("bhtf,bhsf->bhts", fq, fk).tril()
+    return torch.einsum("bhts,bhsv->bhtv", a, v) / a.sum(-1, keepdim=True)
+
+
+def hedgehog_attention(p, q, k, v):
+    """Hedgehog (Zhang et al. 2024): φ(x) = [softmax(Wx + b) ⊕ softmax(−Wx − b)] per head, its
+    own map for queries and keys (Sec. 4), in causal linear attention (Sec. 2)."""
+
+    def phi(x, tag):
+        z = (
+            torch.einsum("bhtk,hfk->bhtf", x, p[f"phi_{tag}_w.weight"])
+            + p[f"phi_{tag}_b.weight"][:, None]
+        )  # noqa: E501
+        return torch.cat([z.softmax(-1), (-z).softmax(-1)], -1)
+
+    return {"y": causal_linear_attention(phi(q, "q"), phi(k, "k"), v)}
+
+
+def softplus_attention(p, q, k, v, power=2):
+    """LSSA with re-weighting (Gao & Spratling 2025, Sec. 3): a_ij = Softplus(log(i) q_i·k_j
+    / √d) over the i keys j <= i (1-based), l1-normalised, then re-weighted a^p / Σ a^p."""
+    t, d = q.shape[2], q.shape[-1]
+    n = torch.arange(1, t + 1, dtype=q.dtype)
+    s = torch.einsum("bhtk,bhsk->bhts", q, k) * torch.log(n)[:, None] / math.sqrt(d)
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    a = torch.where(causal, F.softplus(s), torch.zeros_like(s))
+    a = a / a.sum(-1, keepdim=True)  # LSSA's l1 normalisation
+    w = a**power
+    w = w / w.sum(-1, keepdim=True)  # the re-weighting
+    return {"y": torch.einsum("bhts,bhsv->bhtv", w, v)}
+
+
+def ecoformer_attention(p, x):
+    """EcoFormer (Liu et al. 2022): h(x) = sign(Aᵀ κ(x)), κ_j(x) = exp(−‖x − a_j‖² / 2σ²)
+    (Sec. 3.2); attention weights the code agreements (b + h(q)·h(k)) / 2 (Sec. 3.3), as
+    non-causal normalised linear attention; σ² = K."""
+    q = torch.einsum("btd,hkd->bthk", x, p["q_proj.weight"])
+    k = torch.einsum("btd,hkd->bthk", x, p["k_proj.weight"])
+    v = torch.einsum("btd,hvd->bthv", x, p["v_proj.weight"])
+    anchors, proj = p["anchors.weight"], p["hash_proj.weight"]  # [H M K], [H C M]
+    d = q.shape[-1]
+
+    def hash_(t):
+        dist = ((t[:, :, :, None, :] - anchors[None, None]) ** 2).sum(-1)  # B T H M
+        return torch.sign(torch.einsum("bthm,hcm->bthc", torch.exp(-dist / (2 * d)), proj))
+
+    hq, hk = hash_(q), hash_(k)
+    bits = hq.shape[-1]
+    agree = (bits + torch.einsum("bthc,bshc->bhts", hq, hk)) / 2
+    y = torch.einsum("bhts,bshv->bthv", agree, v) / agree.sum(-1).transpose(1, 2)[..., None]
+    return {"y": torch.einsum("bthv,dhv->btd", y, p["o_proj.weight"])}
+
+
 # ------------------------------------------------------------------ the checks
 def random_inputs(checked, gen, dtype=torch.float64):
     """A random float tensor for every input, shaped by the circuit's sizes, with gradients."""
@@ -128,20 +186,28 @@ def check_equivalence(name, reference, inputs=None, *, dtype=torch.float64, tol=
 
 
 def check_training(name, inputs=None, *, steps=15, lr=1e-2, sizes=None):
-    """A few Adam steps of the compiled entry (float32) towards fixed random targets of its
-    float outputs: the loss must fall."""
+    """A few Adam steps of the compiled entry (float32) towards a teacher, the same circuit
+    with other random weights: the loss must fall. A circuit without parameters learns its
+    float inputs instead, towards half the teacher's outputs."""
     circuit = gallery.get(name)
     checked = circuit.check()
     gen = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     model = ncd_compile(circuit, sizes=sizes)
+    teacher = ncd_compile(circuit, sizes=sizes)
+    with torch.no_grad():
+        for t in teacher.parameters():
+            t.copy_(torch.randn(t.shape, generator=gen) * 0.3 + 0.1)
     xs = {n: t.detach() for n, t in (inputs or random_inputs)(checked, gen).items()}
     xs = {n: t.float() if t.is_floating_point() else t for n, t in xs.items()}
     with torch.no_grad():
-        first = _outputs(checked, model(*xs.values()))
-    targets = {k: torch.randn(v.shape, generator=gen) for k, v in first.items()
-               if v.is_floating_point()}  # fmt: skip
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+        targets = {k: v for k, v in _outputs(checked, teacher(*xs.values())).items()
+                   if v.is_floating_point()}  # fmt: skip
+    params = list(model.parameters())
+    if not params:
+        params = [t.requires_grad_() for t in xs.values() if t.is_floating_point()]
+        targets = {k: 0.5 * v for k, v in targets.items()}
+    opt = torch.optim.Adam(params, lr=lr)
     losses = []
     for _ in range(steps):
         out = _outputs(checked, model(*xs.values()))
@@ -158,4 +224,7 @@ def check_training(name, inputs=None, *, steps=15, lr=1e-2, sizes=None):
 REFERENCES = {
     "convolutions": convolutions,
     "unet": unet,
+    "hedgehog_attention": hedgehog_attention,
+    "softplus_attention": softplus_attention,
+    "ecoformer_attention": ecoformer_attention,
 }

@@ -1,0 +1,134 @@
+"""Attention variants of the efficiency papers: learned and hashed feature maps, kernel and
+sparse attention, re-weighted softplus attention, packed windows, mixtures of memories."""
+
+from __future__ import annotations
+
+from ncd.circuits.builder import Builder
+
+from . import entry
+
+HEDGEHOG = ("Zhang et al., The Hedgehog & the Porcupine: Expressive Linear Attentions with "
+            "Softmax Mimicry (ICLR 2024)")  # fmt: skip
+SOFTPLUS = ("Gao & Spratling, Softplus Attention with Re-weighting Boosts Length Extrapolation "
+            "in Large Language Models (2025)")  # fmt: skip
+ECOFORMER = "Liu et al., EcoFormer: Energy-Saving Attention with Linear Complexity (NeurIPS 2022)"
+SOFT = "Lu et al., SOFT: Softmax-free Transformer with Linear Complexity (NeurIPS 2021)"
+
+
+@entry("hedgehog_attention", "Hedgehog: linear attention with learned feature maps", HEDGEHOG)
+def hedgehog_attention():
+    """Causal linear attention whose feature map is a learned per-head linear map followed by
+    a softmax over the features, once of the map and once of its negation (Hedgehog's
+    φ_mlp(x) = [softmax(Wx + b), softmax(-Wx - b)]), queries and keys with their own maps,
+    feeding the normalised linear attention y_i = Σ_{j<=i} φ(q_i)·φ(k_j) v_j /
+    Σ_{j<=i} φ(q_i)·φ(k_j) (the paper's linear-attention equation, Sec. 2, and its feature
+    map, Sec. 4). The 2F features of the two softmaxes are one axis F of size 2F.
+    """
+    b = Builder("hedgehog_attention", title="Hedgehog attention", paper=HEDGEHOG,
+                doc="φ(x) = [softmax(Wx+b), softmax(−Wx−b)] per head, then linear attention.",
+                sizes={"B": 2, "H": 2, "T": 16, "K": 8, "F": 8, "V": 8})  # fmt: skip
+    q, k, v = b.input("q", "B H T K"), b.input("k", "B H T K"), b.input("v", "B H T V")
+    phis = []
+    for x, tag in ((q, "q"), (k, "k")):
+        with b.group(f"Feature map φ({tag})"):
+            w = b.param("H F K", name=f"phi_{tag}_w", label=f"W^{tag.upper()}")
+            z = b.contract(x, w, over="K", name=f"phi_{tag}_map")  # B H T F
+            z = b.add(z, b.param("H F", name=f"phi_{tag}_b", label=f"b^{tag.upper()}"),
+                      name=f"phi_{tag}_bias")  # fmt: skip
+            zp, zn = b.copy(z, name=f"phi_{tag}_split")
+            pos = b.softmax(zp, "F", name=f"phi_{tag}_pos")
+            neg = b.softmax(b.unary(zn, "neg", name=f"phi_{tag}_neg"), "F",
+                            name=f"phi_{tag}_negsm")  # fmt: skip
+            phis.append(b.concat(pos, neg, axis="F", name=f"phi_{tag}"))  # B H T (2F)
+    y = b.linear_attention(*phis, v, key="T", head="F", normalize=True, name="linear_attention")
+    b.output("y", y)
+    return b.build()
+
+
+@entry("softplus_attention", "Length-scaled softplus attention with re-weighting", SOFTPLUS)
+def softplus_attention():
+    """Softmax decomposed into a positive map and an l1 normalisation, the map replaced by
+    Softplus with a length-dependent scale (LSSA), then re-weighted (LSSAR):
+
+    s_ij = q_i·k_j / √d,  λ_i = log N_i with N_i = i the keys query i sees (causal),
+    a_ij = Softplus(λ_i s_ij) for j <= i, 0 otherwise, w_ij = a_ij^p / Σ_j a_ij^p (p = 2),
+    y_i = Σ_j w_ij v_j.
+
+    The l1 normalisation of a then of its p-th power is one normalisation of a^p. N_i is counted
+    from the causal mask (Σ_j of a mask of ones). Written from the paper's Sec. 3 (the
+    softmax decomposition, LSSA and the re-weighting); the exact form of the scale (here
+    log N_i / √d) and the power p are to be checked against the paper.
+    """
+    b = Builder("softplus_attention", title="Softplus attention (LSSAR)", paper=SOFTPLUS,
+                doc="l1-normalised Softplus(log N_i · q·k/√d), re-weighted by a power p = 2.",
+                sizes={"B": 2, "H": 2, "T": 16, "S": 16, "K": 8, "V": 8})  # fmt: skip
+    q, k, v = b.input("q", "B H T K"), b.input("k", "B H S K"), b.input("v", "B H S V")
+    s = b.contract(q, k, over="K", name="scores")  # B H T S
+    s, s_count = b.copy(s, name="scores_copy")
+    with b.group("Length scale λ = log N"):
+        ones = b.unary(b.scale(s_count, 0, name="zero"), "exp", name="ones")
+        seen = b.mask(ones, "T", "S", fill="0", name="keys_seen")
+        n = b.reduce(seen, "S", name="count")  # B H T: N_i
+        lam = b.unary(n, "log", name="log_n")
+    z = b.scale(b.mul(s, lam, name="length_scale"), "K**-0.5", name="scale")
+    with b.group("Softplus + l1 norm, re-weighted"):
+        a = b.unary(z, "softplus", name="softplus")
+        a = b.unary(a, "square", name="reweight", label="(·)^p")
+        a, a_sum = b.copy(b.mask(a, "T", "S", fill="0", name="causal"), name="weights")
+        w = b.div(a, b.reduce(a_sum, "S", name="l1"), name="l1_norm")
+    b.output("y", b.contract(w, v, over="S", name="mix"))
+    return b.build()
+
+
+def _gaussian_features(b, x, anchors, axis, tag, factor):
+    """exp(-‖x - a_j‖² · factor) for every anchor a_j (axis `axis`), from the dot products
+    and the squared norms: ‖x - a‖² = ‖x‖² + ‖a‖² - 2 x·a."""
+    xn = b.reduce(b.unary(x, "square", name=f"{tag}_sq"), "K", name=f"{tag}_norm")
+    an = b.reduce(b.unary(anchors, "square", name=f"{tag}_asq"), "K", name=f"{tag}_anorm")
+    dot = b.contract(x, anchors, over="K", name=f"{tag}_dot")
+    d2 = b.sub(b.add(xn, an, name=f"{tag}_norms"), b.scale(dot, 2, name=f"{tag}_2dot"),
+               name=f"{tag}_dist")  # fmt: skip
+    return b.unary(b.scale(d2, factor, name=f"{tag}_width"), "exp", name=f"{tag}_kernel")
+
+
+def _heads(b, x, names=("q", "k", "v")):
+    return [b.linear(x, "D", "H K" if n != "v" else "H V", bias=False, name=f"{n}_proj",
+                     label=f"L^{n.upper()}") for n in names]  # fmt: skip
+
+
+@entry("ecoformer_attention", "EcoFormer: linear attention on binary hash codes", ECOFORMER)
+def ecoformer_attention():
+    """Queries and keys are hashed to b-bit codes by kernelised hashing, h(x) = sign(Aᵀ κ(x)),
+    κ(x)_j = exp(-‖x - a_j‖² / 2σ²) to m anchors a_j, A a b-column projection (the paper's
+    kernelised hash function, Sec. 3.2); the attention similarity is the code agreement
+    (b + h(q)·h(k)) / 2 = b − Hamming(h(q), h(k)) (Sec. 3.3), a dot product of the features
+    ψ(h) = [relu(h), relu(−h)] (the one-hot of each bit), so that the attention is linear:
+    y_i = Σ_j ψ_i·ψ_j v_j / Σ_j ψ_i·ψ_j, computed as ψ_i (Σ_j ψ_jᵀ v_j). The hash functions
+    are learned by the paper's own objective, not by back-propagation: sign passes no gradient,
+    so the task trains the value and output maps. σ² = K.
+    """
+    b = Builder("ecoformer_attention", title="EcoFormer attention", paper=ECOFORMER,
+                axes={"D": "H*K"},
+                doc="Kernelised binary hashing of q and k (sign), linear attention on the codes.",
+                sizes={"B": 2, "T": 16, "H": 2, "K": 8, "V": 8, "M": 8, "C": 16})  # fmt: skip
+    x = b.input("x", "B T D")
+    q, k, v = _heads(b, x)
+    anchors = b.param("H M K", name="anchors", label="a")
+    proj = b.param("H C M", name="hash_proj", label="A")
+    codes = []
+    for t, tag in ((q, "q"), (k, "k")):
+        with b.group(f"Hash h({tag})"):
+            kq = _gaussian_features(b, t, anchors, "M", f"{tag}_rbf", "-0.5*K**-1")  # B T H M
+            h = b.unary(
+                b.contract(kq, proj, over="M", name=f"{tag}_hash_proj"), "sign", name=f"{tag}_sign"
+            )  # fmt: skip  B T H C
+            hp, hn = b.copy(h, name=f"{tag}_bits")
+            psi = b.concat(b.relu(hp, name=f"{tag}_one"),
+                           b.relu(b.unary(hn, "neg", name=f"{tag}_flip"), name=f"{tag}_zero"),
+                           axis="C", name=f"{tag}_code")  # fmt: skip
+            codes.append(psi)
+    cq, ck = codes
+    ck, v = b.rename(ck, T="S", name="k_keys"), b.rename(v, T="S", name="v_keys")
+    y = b.linear_attention(cq, ck, v, head="C", causal=False, normalize=True, name="hamming_attn")
+    b.output("y", b.linear(y, "H V", "D", bias=False, name="o_proj", label="L^O"))
+    return b.build()
