@@ -202,6 +202,11 @@ class _Run:
             "maximum": torch.maximum,
             "minimum": torch.minimum,
             "pow": lambda a, c: a**c,
+            "ge": lambda a, c: (a >= c).to(torch.promote_types(a.dtype, c.dtype)),
+            "gt": lambda a, c: (a > c).to(torch.promote_types(a.dtype, c.dtype)),
+            "le": lambda a, c: (a <= c).to(torch.promote_types(a.dtype, c.dtype)),
+            "lt": lambda a, c: (a < c).to(torch.promote_types(a.dtype, c.dtype)),
+            "eq": lambda a, c: (a == c).to(torch.promote_types(a.dtype, c.dtype)),
         }[b.fn]
         return {"out": NT(f(a, c), names)}
 

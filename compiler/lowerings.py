@@ -507,3 +507,8 @@ def _opaque(L: Lowerer, b, x, tin, tout):
     if len(ports) == 1:
         return {ports[0]: r}
     return {p: L.fn(operator.getitem, r, i) for i, p in enumerate(ports)}
+
+
+# ---------------------------------------------------------------- comparisons (binary)
+for _op in ("ge", "gt", "le", "lt", "eq"):
+    BINARY[_op] = getattr(runtime, f"compare_{_op}")

@@ -302,6 +302,27 @@ class Opaque(nn.Module):
         return self.fn(*args)
 
 
+# Comparisons: 1 where they hold, 0 elsewhere, in the operands' promoted type.
+def compare_ge(a, b):
+    return torch.ge(a, b).to(torch.promote_types(a.dtype, b.dtype))
+
+
+def compare_gt(a, b):
+    return torch.gt(a, b).to(torch.promote_types(a.dtype, b.dtype))
+
+
+def compare_le(a, b):
+    return torch.le(a, b).to(torch.promote_types(a.dtype, b.dtype))
+
+
+def compare_lt(a, b):
+    return torch.lt(a, b).to(torch.promote_types(a.dtype, b.dtype))
+
+
+def compare_eq(a, b):
+    return torch.eq(a, b).to(torch.promote_types(a.dtype, b.dtype))
+
+
 # Helpers that call other helpers: the source emitter copies these along.
 DEPS = {"conv": ["channels_first", "channels_back"], "group_norm": ["channels_first",
         "channels_back"], "simple_gla": ["gla"], "delta_rule": ["gated_delta_rule"]}  # fmt: skip

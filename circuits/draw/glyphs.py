@@ -277,3 +277,7 @@ def _opaque(b) -> Drawing:
 def drawing(box) -> Drawing:
     """The drawing of `box` (its kind's rule)."""
     return GLYPHS[box.kind](box)
+
+
+# Comparisons (binary): 1 where they hold, 0 elsewhere.
+_BINARY.update({"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "eq": "="})

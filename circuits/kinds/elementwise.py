@@ -38,7 +38,8 @@ UNARY = (
     "relu6",
     "hardswish",
 )
-BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow")
+# The comparisons give 1 where they hold and 0 elsewhere, in the operands' type (no gradient).
+BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "ge", "gt", "le", "lt", "eq")
 
 
 @box_kind

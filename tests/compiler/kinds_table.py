@@ -323,3 +323,19 @@ def kinds_of(circuit) -> set[str]:
     for s in circuit.subcircuits.values():
         out |= kinds_of(s)
     return out
+
+
+def comparisons():
+    """The comparison functions of `binary` (1 where they hold, 0 elsewhere), broadcast, as
+    masks of x (the comparisons pass no gradient; the masked x does)."""
+    b = _b("comparisons")
+    x, z = b.input("x", "B T D"), b.input("z", "D T")
+    xs = b.copy(x, 7)
+    for i, fn in enumerate(("ge", "gt", "le", "lt", "eq")):
+        m = b.binary(xs[i], z, fn, name=f"f_{fn}")
+        b.output(f"y_{fn}", b.mul(xs[5], m, name=f"masked_{fn}") if i == 0 else m)
+    b.output("y_self", b.mul(xs[6], b.binary(x, x, "eq", name="f_eq_self"), name="masked_self"))
+    return b.build()
+
+
+TABLE["comparisons"] = comparisons
