@@ -9,12 +9,17 @@ shared memory is found here before any device time is spent. The GPU machine run
     pip install --no-deps --target /tmp/t36 triton==3.6.0
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels fwd,dkdv,dq
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels lin,gluon
+    PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels lin,gated
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --sass /tmp/sass_a
 
 --kernels: `fwd`, `dkdv`, `dq` (the softmax Triton kernels in the library's configurations,
 with `--extra` rows to try), `lin` (the linear-attention kernels as the GPU's JIT specialises
 them at the benchmark shapes: pointers 16-byte aligned, strides and lengths multiples of 16),
-`gluon` (the Gluon forward and dK/dV, grouped or not). --sass DIR writes the SASS of every
+`lindecay` (the same with a constant per-head decay: the scalar-gate kernels' counterpart),
+`gluon` (the Gluon forward and dK/dV, grouped or not), `sgla` / `simple_gla`, `gla`,
+`delta` / `delta_rule` or `gated` (all three: every kernel of the gated families in each
+launch configuration, with and without the switches that change the code, gates as the
+launchers pass them). --sass DIR writes the SASS of every
 kernel in every listed configuration, one file each: diff two such folders (two commits, or
 a change to a kernel's source) to see whether the code the GPU runs changed at all.
 """
@@ -35,7 +40,10 @@ from ncd.ops.attention import fused
 from ncd.ops.attention.gluon import common as gluon_common
 from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
+from ncd.ops.delta_rule import chunk as delta_chunk
+from ncd.ops.gla import chunk as gla_chunk
 from ncd.ops.linear_attention import chunk
+from ncd.ops.simple_gla import chunk as sgla_chunk
 
 SMEM_LIMIT = 232448  # bytes a block may ask for on the H200
 TY = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -60,6 +68,9 @@ def cubin_resources(ck) -> dict:
     return dict(
         regs=regs, stack=stack, smem=ck.metadata.shared,
         wgmma=len(re.findall(r"wgmma.mma_async", ptx)),
+        mma=len(re.findall(r"\bmma\.sync", ptx)),
+        bar=len(re.findall(r"\bBAR\.(?:SYNC|ARV|RED)", sass)),
+        ldl_stl=len(re.findall(r"\b(?:LDL|STL)\b", sass)),
         local=len(re.findall(r"\b(?:ld|st)\.local", ptx)),
         max_reg=1 + max((int(r) for r in re.findall(r"\bR(\d+)\b", sass)), default=-1),
         setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)),
@@ -102,8 +113,8 @@ def softmax_kernel(name, ty, D, cfg, flat, causal=True):
     return _compile(kernel, sig, consts, warps, stages, ("LSE", "DELTA", "T", "S", "H", "HKV"))
 
 
-def linear_kernel(kernel, cfg, D=128):
-    consts = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, USE_DST=False,
+def linear_kernel(kernel, cfg, D=128, decay=False):
+    consts = dict(K_DIM=D, V_DIM=D, HAS_DECAY=decay, USE_S0=False, USE_DST=False,
                   STORE_DS0=False, STORE_ST=False, VARLEN=False, PRECISE=False, DOT="tf32",
                   BLOCK_K=D, BLOCK_KF=D, BLOCK_VF=D, **cfg.kwargs)  # fmt: skip
     sig, div = {}, []
@@ -113,7 +124,118 @@ def linear_kernel(kernel, cfg, D=128):
                   "i32" if n in ("H", "T") or strides else "*bf16")  # fmt: skip
         if sig[n] != "fp32" and n != "H":
             div.append(n)
+        if n == "LOG2_DECAY":
+            sig[n] = "*fp32"
     return _compile(kernel, sig, consts, cfg.num_warps, cfg.num_stages, div)
+
+
+# ---- the gated family (ops/simple_gla, ops/gla, ops/delta_rule) ----------------------------
+# Integer (non-pointer) arguments of the gated kernels; every other upper-case argument that is
+# not a constexpr is a pointer. At the benchmark shapes (B = 4, T = 4096, H = 16, K = V = 128)
+# all of them are multiples of 16, as the JIT sees them.
+GATED_INTS = {"T", "H", "NT", "SQB", "SQT", "SQH", "SVB", "SVT", "SVH", "SGB", "SGS"}
+# Pointers that are float32 whatever the inputs' dtype, per family (the launchers' buffers);
+# "gate" names take the gates' dtype (GLA reads g as given; the others convert it to float32).
+GATED_F32 = {
+    "sgla": {"GATE", "DG", "S0", "ST", "DST", "DS0"},
+    "gla": {"A", "DQ32", "DK32", "W", "HB", "S0", "ST", "DST", "DS0"},
+    "delta": {"BETA", "GATE", "DBETA", "DG", "S0", "ST", "DST", "DS0"},
+}
+GATED_GATE = {"gla": {"G", "DG"}}
+GATED_IPTR = {"CU", "COFF", "CHUNKS"}
+
+
+def gated_kernel(family, kernel, cfg, consts, ty, gate_ty):
+    """One gated-family kernel in one launch configuration (a triton.Config) and one set of
+    the launcher's compile-time switches."""
+    consts = {**consts, **cfg.kwargs}
+    sig, div = {}, []
+    for n in kernel.arg_names:
+        if n in consts:
+            continue
+        if n == "scale":
+            sig[n] = "fp32"
+            continue
+        if n in GATED_INTS:
+            sig[n] = "i32"
+        elif n in GATED_IPTR:
+            sig[n] = "*i32"
+        elif n in GATED_GATE.get(family, ()):
+            sig[n] = f"*{gate_ty}"
+        elif n in GATED_F32[family]:
+            sig[n] = "*fp32"
+        else:
+            sig[n] = f"*{ty}"
+        if n != "H":
+            div.append(n)
+    stages = cfg.num_stages
+    if family == "sgla" and ty == "fp32":  # the launcher's clamp
+        stages = min(stages, sgla_chunk.F32_STAGES)
+    return _compile(kernel, sig, consts, cfg.num_warps, stages, div)
+
+
+def _switches(names, *variants):
+    """Named variants of boolean switches: each variant lists the switches set True."""
+    for label, on in variants:
+        yield label, {n: n in on for n in names}
+
+
+def gated_rows(family, dtype, D):
+    """(label, compile function) of every kernel of one gated family as its launcher runs it:
+    each launch configuration, with the switches that change the code (state in/out, packed
+    sequences, gradients wanted, gated or not)."""
+    ty = TY[dtype]
+    f32 = dtype == "float32"
+    dot = "tf32x3" if f32 else "tf32"
+    rows = []
+
+    def add(name, cfgs, names, *variants, **consts):
+        kernel = getattr(c, name.split()[0])
+        for lab, sw in _switches(names, *variants):
+            for cfg in cfgs:
+                rows.append((f"{name} {lab}", kernel, cfg, {**base, **consts, **sw}))
+
+    none, varlen = ("", ()), ("varlen", ("VARLEN",))
+    if family == "sgla":
+        c, gate_ty = sgla_chunk, "fp32"
+        base = dict(K_DIM=D, V_DIM=D, DOT=dot)
+        add("_fwd_kernel", c.FWD_CONFIGS, ("USE_S0", "STORE_ST", "VARLEN"), none,
+            ("s0,st", ("USE_S0", "STORE_ST")), varlen, BLOCK_K=D)  # fmt: skip
+        precise = c.PRECISE_DG and not f32
+        for dg in (True, False):
+            add(f"_bwd_kernel{' dg' if dg else ''}{',precise' if dg and precise else ''}",
+                c.BWD_CONFIGS, ("USE_S0", "USE_DST", "STORE_DS0", "VARLEN"), none,
+                ("s0,dst,ds0", ("USE_S0", "USE_DST", "STORE_DS0")), varlen,
+                BLOCK_KF=D, BLOCK_VF=D, WANT_DG=dg, PRECISE=dg and precise)  # fmt: skip
+    elif family == "gla":
+        c, gate_ty = gla_chunk, ty
+        base = dict(K_DIM=D, V_DIM=D, DOT=dot, GDOT=dot, C=c.CHUNK, BC=c.SUB)
+        add("_fwd_A", c.A_CONFIGS, ("VARLEN",), none, varlen, BLOCK_K=D)
+        add("_fwd_walk", c.WALK_CONFIGS, ("USE_S0", "STORE_ST", "VARLEN"), none,
+            ("s0,st", ("USE_S0", "STORE_ST")), varlen, BLOCK_K=D)  # fmt: skip
+        add("_bwd_states", c.STATES_CONFIGS, ("USE_S0", "VARLEN"), none, ("s0", ("USE_S0",)),
+            varlen, BLOCK_VF=D)  # fmt: skip
+        add("_bwd_scan", c.SCAN_CONFIGS, ("USE_DST", "STORE_DS0", "VARLEN"), none,
+            ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, BLOCK_KF=D, BLOCK_VF=D)  # fmt: skip
+        add("_bwd_intra", c.INTRA_CONFIGS, ("VARLEN",), none, varlen, BLOCK_K=D, BLOCK_VF=D)
+    else:
+        c, gate_ty = delta_chunk, "fp32"
+        base = dict(K_DIM=D, V_DIM=D, DOT=dot, BK=D, BT=c.CHUNK)
+        for gated in (False, True):
+            g = "gated" if gated else "ungated"
+            add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_AI", "VARLEN"), none,
+                ("ai", ("STORE_AI",)), varlen, HAS_G=gated)  # fmt: skip
+            add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS, ("USE_S0", "STORE_ST", "STATES", "VARLEN"),
+                none, ("s0,st", ("USE_S0", "STORE_ST")), ("states", ("STATES",)), varlen,
+                HAS_G=gated)  # fmt: skip
+            add(f"_scan_bwd_kernel {g}", c.BWD_SCAN_CONFIGS, ("USE_DST", "STORE_DS0", "VARLEN"),
+                none, ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, HAS_G=gated)  # fmt: skip
+            add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
+                HAS_G=gated)  # fmt: skip
+    for lab, kernel, cfg, consts in rows:
+        tune = ",".join(f"{k}={v}" for k, v in cfg.kwargs.items())
+        label = f"{family} {lab.strip()} [{tune} w{cfg.num_warps} s{cfg.num_stages}]"
+        yield label, lambda k=kernel, c=cfg, cs=consts: gated_kernel(family, k, c, cs, ty, gate_ty)
 
 
 def gluon_kernel(which, D, dtype, causal, group=1):
@@ -157,6 +279,9 @@ def every_kernel(kernels, dtype, D, extra):
         "dkdv": (fused.F32_DKDV_CONFIGS if f32 else fused.DKDV_CONFIGS, (True, False)),
         "dq": (fused.F32_DQ_CONFIGS if f32 else fused.DQ_CONFIGS, (False,)),
     }
+    aliases = {"gated": ["sgla", "gla", "delta"], "simple_gla": ["sgla"],
+               "delta_rule": ["delta"]}  # fmt: skip
+    kernels = [n for name in kernels for n in aliases.get(name, [name])]
     for name in kernels:
         if name in lists:
             cfgs, tiles = lists[name]
@@ -172,6 +297,14 @@ def every_kernel(kernels, dtype, D, extra):
                 for cfg in cfgs:
                     yield f"lin {kname} {cfg.kwargs}", lambda k=kname, c=cfg: linear_kernel(
                         getattr(chunk, k), c, D)  # fmt: skip
+        elif name == "lindecay":  # the ungated kernels with a constant per-head decay
+            for kname in ("_fwd_kernel", "_bwd_kernel"):
+                cfgs = chunk.FWD_CONFIGS if kname == "_fwd_kernel" else chunk.BWD_CONFIGS
+                for cfg in cfgs:
+                    yield f"lin {kname} decay {cfg.kwargs}", lambda k=kname, c=cfg: linear_kernel(
+                        getattr(chunk, k), c, D, decay=True)  # fmt: skip
+        elif name in ("sgla", "gla", "delta"):
+            yield from gated_rows(name, dtype, D)
         elif name == "gluon" and not f32:
             for which, groups in (("forward", (1,)), ("dkdv", (1, 4))):
                 for group in groups:
@@ -183,12 +316,19 @@ def every_kernel(kernels, dtype, D, extra):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kernels", default="fwd,dkdv,dq", help="fwd, dkdv, dq, lin, gluon")
+    ap.add_argument(
+        "--kernels",
+        default="fwd,dkdv,dq",
+        help="fwd, dkdv, dq, lin, lindecay, gluon, "
+        "sgla (or simple_gla), gla, delta (or delta_rule), gated (the three)",
+    )
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(TY))
     ap.add_argument("--D", type=int, default=128, help="head width (a power of two)")
     ap.add_argument("--extra", default="", help='more rows, e.g. "(64, 32, 4, 2); (128, 64, 8, 3)"')
     ap.add_argument("--sass", help="write every kernel's SASS here (all kernels, both 16-bit "
                     "dtypes and float32, D 64 and 128) instead of the table")  # fmt: skip
+    ap.add_argument("--match", help="only the table's rows whose label matches this regex")
+    ap.add_argument("--dump", help="also write the SASS and PTX of the table's rows here")
     args = ap.parse_args()
     if "gluon" in args.kernels or args.sass:
         assert gluon_common.GLUON, "the Gluon kernels need Triton 3.6 first on the path"
@@ -205,17 +345,31 @@ def main():
                     print(name, flush=True)
         return
     print(f"Triton {triton.__version__}, sm_90, {args.dtype}, D = {args.D}")
-    print(f"{'kernel':52} {'regs':>4} {'stack B':>7} {'smem KiB':>8} {'max reg':>7} "
-          f"{'instrs':>6}  wgmma")  # fmt: skip
-    for label, make in every_kernel(args.kernels.split(","), args.dtype, args.D, extra):
+    rows = list(every_kernel(args.kernels.split(","), args.dtype, args.D, extra))
+    rows = [r for r in rows if not args.match or re.search(args.match, r[0])]
+    if args.dump:
+        os.makedirs(args.dump, exist_ok=True)
+    w = max([52] + [len(label) for label, _ in rows])
+    print(f"{'kernel':{w}} {'regs':>4} {'stack B':>7} {'smem KiB':>8} {'max reg':>7} "
+          f"{'instrs':>6} {'bar':>4} {'LDL+STL':>7}  wgmma (+mma.sync)")  # fmt: skip
+    for label, make in rows:
         try:
-            r = cubin_resources(make())
+            ck = make()
+            r = cubin_resources(ck)
         except Exception as e:  # a configuration that does not compile is reported
-            print(f"{label:52} {type(e).__name__}: {str(e)[:90]}")
+            msg = " ".join(str(e).split())
+            print(f"{label:{w}} {type(e).__name__}: {msg[:300]}", flush=True)
             continue
         over = "  over the H200's shared memory" if r["smem"] > SMEM_LIMIT else ""
-        print(f"{label:52} {r['regs']:4} {r['stack']:7} {r['smem'] / 1024:8.1f} "
-              f"{r['max_reg']:7} {r['instrs']:6}  {r['wgmma']}{over}")  # fmt: skip
+        mma = f" (+{r['mma']})" if r["mma"] else ""
+        print(f"{label:{w}} {r['regs']:4} {r['stack']:7} {r['smem'] / 1024:8.1f} "
+              f"{r['max_reg']:7} {r['instrs']:6} {r['bar']:4} {r['ldl_stl']:7}  {r['wgmma']}"
+              f"{mma}{over}", flush=True)  # fmt: skip
+        if args.dump:
+            name = re.sub(r"[^A-Za-z0-9=_.-]+", "_", f"{args.dtype}_D{args.D}_{label}")
+            for ext, text in (("sass", r["sass"]), ("ptx", ck.asm["ptx"])):
+                with open(os.path.join(args.dump, f"{name}.{ext}"), "w") as f:
+                    f.write(text)
 
 
 if __name__ == "__main__":

@@ -389,8 +389,7 @@ def _bwd_intra(
             do_I = _tile(DO + vo, rows_I, offs_v, L, V_DIM, RV)
             acc = tl.zeros([BC, BLOCK_K], tl.float32)
             d = tl.zeros([BLOCK_K], tl.float32)
-            for jj in tl.static_range(I):
-                J = I - 1 - jj
+            for J in tl.static_range(I - 1, -1, -1):
                 rows_J = t0 + J * BC + offs_c
                 k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
                 g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
@@ -417,8 +416,7 @@ def _bwd_intra(
         # The whole-chunk float32 dq just written, read back by other threads of the program.
         tl.debug_barrier()
         carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
-        for JJ in tl.static_range(NC):
-            J = NC - 1 - JJ
+        for J in tl.static_range(NC - 1, -1, -1):
             rows_J = t0 + J * BC + offs_c
             g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
             b_J = tl.cumsum(g_J, 0)
