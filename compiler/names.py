@@ -11,8 +11,6 @@ import keyword
 import re
 import string
 
-import torch
-
 _RESERVED = {
     "self", "torch", "nn", "F", "math", "super", "None", "True", "False", "forward",
     "layer", "outputs", "ncd_ops",
@@ -22,6 +20,8 @@ _RESERVED = {
 def _taken_by_modules(name: str) -> bool:
     # A parameter holder named like a Module attribute (`training`, `to`, `graph`) would
     # shadow it, so such names get a trailing underscore.
+    import torch  # here, so that the cost model's einsum letters load without torch
+
     return hasattr(torch.fx.GraphModule, name) or hasattr(torch.nn.Module, name)
 
 

@@ -5,17 +5,33 @@ Function, one public function and its cost formulas. CUDA tensors run the kernel
 tensors the reference (see _backend.py). The library's switches are in `config`.
 """
 
+import importlib
+
 from . import config
 from .attention import cost as attention_cost
-from .attention import softmax_attention
 from .delta_rule import cost as delta_rule_cost
-from .delta_rule import delta_rule, delta_rule_step, gated_delta_rule, gated_delta_rule_step
 from .gla import cost as gla_cost
-from .gla import gla, gla_step
 from .linear_attention import cost as linear_attention_cost
-from .linear_attention import linear_attention, linear_attention_step
 from .simple_gla import cost as simple_gla_cost
-from .simple_gla import simple_gla, simple_gla_step
+
+# The kernels are imported on first use (they load torch and triton); the cost formulas are
+# plain Python. A family's folder may have the name of its main function (ncd.ops.gla): the
+# function wins, as it did when the kernels were imported here.
+_LAZY = {
+    "softmax_attention": ".attention",
+    "linear_attention": ".linear_attention",
+    "linear_attention_step": ".linear_attention",
+    "simple_gla": ".simple_gla",
+    "simple_gla_step": ".simple_gla",
+    "gla": ".gla",
+    "gla_step": ".gla",
+    "delta_rule": ".delta_rule",
+    "delta_rule_step": ".delta_rule",
+    "gated_delta_rule": ".delta_rule",
+    "gated_delta_rule_step": ".delta_rule",
+}
+for _name in _LAZY:
+    globals().pop(_name, None)  # the folders the imports above bound
 
 __all__ = [
     "config",
@@ -36,3 +52,15 @@ __all__ = [
     "gated_delta_rule_step",
     "delta_rule_cost",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

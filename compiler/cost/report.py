@@ -12,7 +12,8 @@ from ncd.circuits.sizes import evaluate, symbol
 
 from .devices import Device
 from .names import readable
-from .symbolic import big_o, degree, dominant, leading, maximum, per_doubling, pretty, terms
+from .pareto import integer_value
+from .symbolic import big_o, degree, leading, maximum, ordered, per_doubling, pretty, terms
 
 CONVENTIONS = (
     "FLOPs: a multiply-add counts 2. Training mode; forward pass unless marked backward. "
@@ -77,12 +78,13 @@ class Report:
     analysis: object = None
     derived: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
     _shown: dict = field(default_factory=dict, repr=False, compare=False)
+    _numbers: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- construction
     @classmethod
     def build(cls, circuit, an, binding, lowering, dev, dtype, derived=None) -> Report:
         def tot(f):
-            return sympy.expand(sum((getattr(b, f) for b in an.boxes), sympy.Integer(0)))
+            return sympy.expand(sympy.Add(*[getattr(b, f) for b in an.boxes]))
 
         peak = maximum(an.peak_candidates)
         f = {
@@ -96,8 +98,8 @@ class Report:
             "peak_bytes": peak,
             "io_bytes": tot("io_bytes"),
             "io_bytes_backward": tot("io_bytes_bwd"),
-            "time_s": sum((b.time_s for b in an.boxes), sympy.Integer(0)),
-            "time_bwd_s": sum((b.time_bwd_s for b in an.boxes), sympy.Integer(0)),
+            "time_s": sympy.Add(*[b.time_s for b in an.boxes]),
+            "time_bwd_s": sympy.Add(*[b.time_bwd_s for b in an.boxes]),
         }
         f["time_train_s"] = f["time_s"] + f["time_bwd_s"]
         return cls(
@@ -111,6 +113,18 @@ class Report:
 
     def number(self, expr):
         """The value of a formula under the report's sizes (None where sizes stay free)."""
+        key = (expr, tuple(sorted(self.sizes.items())))
+        if key not in self._numbers:  # tables ask for the same formulas box after box
+            self._numbers[key] = self._number(expr)
+        return self._numbers[key]
+
+    def _number(self, expr):
+        if isinstance(expr, sympy.Max):  # the symbolic peak: its largest candidate
+            vals = [self._number(a) for a in expr.args]
+            return None if None in vals else max(vals)
+        exact = integer_value(expr, self.sizes)
+        if exact is not None:
+            return exact
         e = sympy.sympify(expr).xreplace(self._sub())
         if e.free_symbols:
             return None
@@ -182,8 +196,11 @@ class Report:
         """The terms of a figure at the report's sizes, largest first, each with its value and
         share (`symbolic.Term`); None while sizes are free. Multi-head attention at T=4096:
         2·T^2·B·H·(K + V) 83 %, 6·T^2·B·H 16 %, then the projections."""
-        values = self._values()
-        return None if values is None else terms(self._shown_formula(key), values)
+        if ("terms", key) not in self._shown:  # the table and JSON ask for each several times
+            values = self._values()
+            found = None if values is None else terms(self._shown_formula(key), values)
+            self._shown[("terms", key)] = found
+        return self._shown[("terms", key)]
 
     def per_doubling(self, key: str = "flops") -> dict[str, float] | None:
         """{size: factor by which the figure grows when that size alone doubles}, largest
@@ -194,9 +211,11 @@ class Report:
     def dominant(self, key: str = "flops") -> str:
         """The big-O of the figure's largest term at the report's sizes, highest powers first
         (`O(T^2·B·H·(K + V))`); while sizes are free, the leading term's (`big_o`)."""
-        values = self._values()
-        found = None if values is None else dominant(self._shown_formula(key), values)
-        return found or big_o(self._shown_formula(key))
+        found = self.terms(key)
+        if not found:
+            return big_o(self._shown_formula(key))
+        lead = found[0].expr
+        return "O(1)" if lead.is_number else f"O({ordered(lead, constant=False)})"
 
     def scaling_lines(self, key: str = "flops", shown: int = 4) -> list[str]:
         """Two lines: the dominant term with each size's factor per doubling, then the terms

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from ncd.circuits.errors import NcdError
-from ncd.spec import load_spec, parse_sizes, write_text
 
 
 def register(sub) -> None:
@@ -78,6 +77,7 @@ def cmd_analyse(args) -> int:
     from ncd.compiler.cost import analyse
     from ncd.compiler.cost.analyse import known_sizes
     from ncd.compiler.cost.plot import overlay_shares, scaling_plot
+    from ncd.spec import load_spec, parse_sizes, write_text
 
     circuits = [load_spec(s) for s in args.spec]
     sizes = parse_sizes(args.sizes)

@@ -6,8 +6,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ncd.spec import load_spec, parse_sizes, write_text
-
 
 def register(sub) -> None:
     p = sub.add_parser("compile", help="write a circuit as a standalone PyTorch module (.py)")
@@ -31,10 +29,13 @@ def register(sub) -> None:
 
 def cmd_compile(args) -> int:
     from ncd.compiler import to_source
+    from ncd.spec import write_text
 
-    c = load_spec(args.spec)
+    from .language import load_bound
+
+    c, sizes = load_bound(args.spec, args.sizes)
     rewrites = {"auto": None, "on": True, "off": False}[args.rewrites]
-    text = to_source(c, parse_sizes(args.sizes), rewrites=rewrites, fused=args.fused)
+    text = to_source(c, sizes, rewrites=rewrites, fused=args.fused)
     if args.out:
         out = write_text(args.out, text)
         print(f"wrote {out} ({text.count(chr(10))} lines, class {_class(c)})")

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from ncd.circuits.errors import NcdError
-from ncd.spec import write_text
 
 
 def register(sub) -> None:
@@ -49,6 +48,7 @@ def cmd_import(args) -> int:
     import torch
 
     from ncd.compiler.importer import from_torch
+    from ncd.spec import write_text
 
     made = load_factory(args.target)()
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import sys
+from pathlib import Path
 
-from ncd.circuits import io
-from ncd.circuits.sizes import show
-from ncd.circuits.types import TensorType
-from ncd.spec import load_spec, parse_sizes
+from ncd.circuits.errors import SizeError
 
 
 def register(sub) -> None:
@@ -37,21 +37,54 @@ def cmd_schema(args) -> int:
 
     if args.kinds:
         for kind, cls in KINDS.items():
-            print(f"{kind:18} {(cls.__doc__ or '').strip().splitlines()[0]}")
+            print(f"{kind:18} {first_sentence(cls.__doc__ or '')}")
         return 0
+    from ncd.circuits import io
+
     print(json.dumps(io.json_schema(), indent=2))
     return 0
 
 
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line (the paragraph if no
+    sentence ends in it)."""
+    para = " ".join(doc.strip().split("\n\n")[0].split())
+    m = re.match(r"(.+?[.!?])(?=\s+[A-Z`(]|$)", para)
+    return m.group(1) if m else para
+
+
+def load_bound(spec: str, sizes: str | None):
+    """The circuit named by SPEC and the sizes of --sizes, each checked to be one of the
+    circuit's sizes (a name it does not have is an error that lists those it has)."""
+    from ncd.spec import load_spec, parse_sizes
+
+    c = load_spec(spec)
+    bound = parse_sizes(sizes)
+    if bound:
+        from ncd.compiler.cost.analyse import known_sizes
+
+        known = known_sizes(c)
+        unknown = sorted(set(bound) - known)
+        if unknown:
+            raise SizeError(
+                f"--sizes: circuit '{c.name}' has no size {', '.join(unknown)}; its sizes "
+                f"are {', '.join(sorted(known))}"
+            )
+    return c, bound
+
+
 def cmd_validate(args) -> int:
-    c = load_spec(args.spec)
-    checked = c.check(parse_sizes(args.sizes))
+    c, sizes = load_bound(args.spec, args.sizes)
+    checked = c.check(sizes)
     outs = ", ".join(f"{n} {t}" for n, t in checked.outputs.items())
     print(f"ok: {c.name}: {len(c.boxes)} boxes -> {outs}")
     return 0
 
 
 def describe(c, checked) -> dict:
+    from ncd.circuits.sizes import show
+    from ncd.circuits.types import TensorType
+
     def t(v):
         if isinstance(v, TensorType):
             return {
@@ -77,10 +110,31 @@ def describe(c, checked) -> dict:
                 "inputs": {p: t(v) for p, v in checked.ins[n].items()},
                 "outputs": {p: t(v) for p, v in checked.outs[n].items()},
                 "params": {p: t(v) for p, v in checked.params[n].items()},
+                "settings": settings(checked.box(n)),
             }
             for n in checked.order
         ],
     }
+
+
+def settings(box) -> dict:
+    """Every field of a box but its name, kind and inputs (defaults included), as in JSON."""
+    return box.model_dump(mode="json", exclude={"name", "kind", "inputs"})
+
+
+def _setting_text(box) -> str:
+    """The settings that differ from the kind's defaults, as `over=D out=H,K bias=False`."""
+    shown = box.model_dump(mode="json", exclude={"name", "kind", "inputs"}, exclude_defaults=True)
+    parts = []
+    for k, v in shown.items():
+        if isinstance(v, list) and all(isinstance(x, str | int) for x in v):
+            v = ",".join(map(str, v)) or "[]"
+        elif isinstance(v, dict | list):
+            v = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+        elif isinstance(v, str) and (not v or " " in v):
+            v = json.dumps(v, ensure_ascii=False)
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
 
 
 def _sym(name):
@@ -90,8 +144,8 @@ def _sym(name):
 
 
 def cmd_show(args) -> int:
-    c = load_spec(args.spec)
-    checked = c.check(parse_sizes(args.sizes))
+    c, sizes = load_bound(args.spec, args.sizes)
+    checked = c.check(sizes)
     d = describe(c, checked)
     if args.json:
         print(json.dumps(d, indent=2))
@@ -127,15 +181,68 @@ def cmd_show(args) -> int:
             else ""
         )
         print(f"  {b['name']:{w}}  {b['kind']:16} {ins or '—'} -> {outs}{ps}")
+        text = _setting_text(checked.box(b["name"]))
+        if text:
+            print(f"  {'':{w}}  {'':16} {text}")
     return 0
 
 
-def cmd_list(args) -> int:
-    from ncd import gallery
+def gallery_listing() -> list[dict] | None:
+    """[{"name", "title", "paper"}] of every gallery entry, in registration order, read from
+    the gallery's source without importing it (which loads the language); None where an
+    `@entry(...)` is not made of literals and module constants, or the sources are not
+    found: then the caller imports the gallery."""
+    import importlib.util
 
-    entries = [
-        {"name": e.name, "title": e.title, "paper": e.paper} for e in gallery.ENTRIES.values()
+    spec = importlib.util.find_spec("ncd.gallery")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    init = ast.parse((folder / "__init__.py").read_text())
+    order = [
+        a.name
+        for node in init.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+        for a in node.names
     ]
+    trees = {m: ast.parse((folder / f"{m}.py").read_text()) for m in order}
+    constants = {}
+    for tree in trees.values():
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+                if isinstance(target, ast.Name) and isinstance(
+                    node.value, ast.Constant | ast.JoinedStr
+                ):
+                    constants[target.id] = node.value
+    out = []
+    for tree in trees.values():
+        for node in tree.body:
+            for d in getattr(node, "decorator_list", []):
+                if not (isinstance(d, ast.Call) and getattr(d.func, "id", None) == "entry"):
+                    continue
+                args = [constants.get(a.id, a) if isinstance(a, ast.Name) else a for a in d.args]
+                try:
+                    name, title, paper = (ast.literal_eval(a) for a in args)
+                except (ValueError, TypeError, SyntaxError):
+                    return None
+                out.append({"name": name, "title": title, "paper": paper})
+    calls = sum(
+        isinstance(n, ast.Call) and getattr(n.func, "id", None) == "entry"
+        for tree in trees.values()
+        for n in ast.walk(tree)
+    )
+    return out if calls == len(out) else None  # an entry registered some other way
+
+
+def cmd_list(args) -> int:
+    entries = gallery_listing()
+    if entries is None:
+        from ncd import gallery
+
+        entries = [
+            {"name": e.name, "title": e.title, "paper": e.paper} for e in gallery.ENTRIES.values()
+        ]
     if args.json:
         print(json.dumps({"entries": entries}, indent=2))
     else:

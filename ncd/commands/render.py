@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from ncd.spec import load_spec, parse_sizes
-
 OVERLAYS = ("flops", "memory")
 
 
@@ -44,19 +42,14 @@ def register(sub) -> None:
     p.set_defaults(run=cmd_render)
 
 
-def _sizes(text: str | None):
-    if text is None:
-        return None
-    if text.strip() == "default":
-        return True
-    return parse_sizes(text)
-
-
 def cmd_render(args) -> int:
     from ncd.circuits.draw import render
 
-    c = load_spec(args.spec)
-    sizes = _sizes(args.sizes)
+    from .language import load_bound
+
+    default = args.sizes is not None and args.sizes.strip() == "default"
+    c, bound = load_bound(args.spec, None if default else args.sizes)
+    sizes = True if default else (bound if args.sizes is not None else None)
     overlay, title = None, "cost share"
     if args.overlay:
         overlay = overlay_shares(c, sizes if isinstance(sizes, dict) else None, args.overlay)

@@ -1,0 +1,97 @@
+"""CLI speed: wall time of each `ncd` command, from process start to exit, on the 17-box
+transformer_block (issue 17: `--help`, `list`, `validate` under 0.3 s, `render` under 1 s,
+`analyse` under 1.5 s).
+
+Each command runs `--repeat` times in a fresh process; the figure is the median (the machine
+is shared: the load average before and after is recorded with the figures). The floor row is
+a process that only imports sympy and pydantic, which the language needs.
+
+    .venv/bin/python bench/cli_speed.py                 # 7 runs each
+    .venv/bin/python bench/cli_speed.py --repeat 11 --out bench/results/cli_speed_DATE.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CIRCUIT = "transformer_block"  # 17 boxes
+
+# op -> (arguments of `ncd`, target in seconds or None)
+COMMANDS = {
+    "cli_help": (["--help"], 0.3),
+    "cli_list": (["list"], 0.3),
+    "cli_validate": (["validate", CIRCUIT], 0.3),
+    "cli_show": (["show", CIRCUIT], None),
+    "cli_render": (["render", CIRCUIT, "-o", "{tmp}/c.svg"], 1.0),
+    "cli_render_overlay": (["render", CIRCUIT, "--overlay", "flops", "-o", "{tmp}/o.svg"], 1.0),
+    "cli_analyse": (["analyse", CIRCUIT], 1.5),
+}
+
+
+def ncd_command() -> list[str]:
+    """The installed `ncd` script beside this Python, else `python -m ncd.cli`."""
+    script = Path(sys.executable).with_name("ncd")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ncd.cli"]
+
+
+def wall(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=7, help="runs per command (median kept)")
+    ap.add_argument("--out", help="JSON file (default bench/results/cli_speed_<date>.json)")
+    args = ap.parse_args()
+
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        floor = [sys.executable, "-c", "import sympy, pydantic"]
+        cases = {"import_sympy_pydantic": (floor, None)}
+        for op, (cmd, target) in COMMANDS.items():
+            cases[op] = (ncd_command() + [a.format(tmp=tmp) for a in cmd], target)
+        for argv, _ in cases.values():  # warm the file cache and bytecode once
+            wall(argv)
+        for op, (argv, target) in cases.items():
+            runs = [wall(argv) for _ in range(args.repeat)]
+            med = statistics.median(runs)
+            rows.append({"op": op, "seconds": round(med, 3), "min": round(min(runs), 3),
+                         "runs": [round(r, 3) for r in runs], "target": target})  # fmt: skip
+            mark = "" if target is None else (" ok" if med < target else f" > {target}")
+            print(f"{op:24} median {med:6.3f} s  min {min(runs):6.3f} s{mark}", flush=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    data = {
+        "date": datetime.date.today().isoformat(),
+        "commit": commit,
+        "circuit": CIRCUIT,
+        "repeat": args.repeat,
+        "cpus": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "rows": rows,
+    }
+    out = Path(args.out or f"bench/results/cli_speed_{data['date']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {out} (load average {data['load_average_before']} before, "
+          f"{data['load_average_after']} after)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
