@@ -22,6 +22,7 @@ from .devices import CostError, Device
 from .devices import device as get_device
 from .fusion import Region, find_regions
 from .names import derived_axes
+from .pareto import monomial, prune_vectors
 from .symbolic import prune
 
 LOWERINGS = ("fused", "unfused")
@@ -194,7 +195,16 @@ class _Walker:
                 )
         fwd, bwd, base = _schedule(c, boxes, self.storages, self.wires)
         return Analysis(
-            c, boxes, self.storages, fwd, bwd, fwd + bwd, base, total, input_saved, regions
+            c,
+            boxes,
+            self.storages,
+            fwd,
+            bwd,
+            prune(fwd + bwd),
+            base,
+            total,
+            input_saved,
+            regions,
         )
 
     # -- one box
@@ -478,77 +488,158 @@ def _storages(w: _Wire) -> list[str]:
     return [w.storage]
 
 
+class _Sum:
+    """A running sum of byte counts as {monomial: coefficient}: adding a storage is a dict
+    update, so a schedule of n steps costs O(n) however many tensors are alive; sympy sees
+    only the candidates that survive pruning."""
+
+    def __init__(self, terms: dict | None = None):
+        self.terms: dict = dict(terms or {})
+
+    def add(self, expr, sign: int = 1) -> None:
+        for m, k in _terms(expr):
+            v = self.terms.get(m, 0) + sign * k
+            if v == 0:
+                self.terms.pop(m, None)
+            else:
+                self.terms[m] = v
+
+    def plus(self, *exprs, sign: int = 1) -> _Sum:
+        out = _Sum(self.terms)
+        for e in exprs:
+            out.add(e, sign)
+        return out
+
+
+_TERMS: dict = {}
+
+
+def _terms(expr) -> tuple:
+    """`expr` expanded, as ((monomial, coefficient), ...); coefficients are ints where they
+    are integers. Cached: a circuit's storages repeat a few byte counts many times."""
+    got = _TERMS.get(expr)
+    if got is None:
+        if len(_TERMS) > 100_000:
+            _TERMS.clear()
+        d = sympy.expand(expr).as_coefficients_dict() if expr != 0 else {}
+        got = tuple((m, int(k) if k.is_Integer else k) for m, k in d.items() if k != 0)
+        _TERMS[expr] = got
+    return got
+
+
+def _to_expr(s: _Sum) -> sympy.Expr:
+    return sympy.Add(*[k * m for m, k in s.terms.items()]) if s.terms else ZERO
+
+
+def _pareto(cands: list[_Sum]) -> list[sympy.Expr]:
+    """The candidates no other dominates, as sympy formulas, in their order (`prune`)."""
+    if len(cands) <= 1:
+        return [_to_expr(c) for c in cands]
+    monomials: dict = {}
+    fast = True
+    for c in cands:
+        for m, k in c.terms.items():
+            if m not in monomials:
+                monomials[m] = len(monomials)
+                fast = fast and monomial(m)
+            fast = fast and isinstance(k, int) and abs(k) < 2**62
+    if not fast:
+        return prune([_to_expr(c) for c in cands])
+    vecs = [[0] * len(monomials) for _ in cands]
+    for v, c in zip(vecs, cands):
+        for m, k in c.terms.items():
+            v[monomials[m]] = k
+    return [_to_expr(cands[i]) for i in prune_vectors(vecs, list(monomials))]
+
+
 def _schedule(c, boxes, storages, wires):
     """Liveness over forward then backward in the compiled order; returns the candidate peak
-    expressions of each step and the baseline (inputs and parameters)."""
+    expressions of each step (those no other step's dominates, forward then backward) and the
+    baseline (inputs and parameters)."""
     n = len(boxes)
-    base = sum(
-        (s.nbytes for s in storages.values() if s.kind in ("input", "param")),
-        ZERO,
-    )
-    live = base
-    fwd: list[sympy.Expr] = []
+    base = sympy.Add(*[s.nbytes for s in storages.values() if s.kind in ("input", "param")])
+    live = _Sum()
+    live.add(base)
+    fwd: list[_Sum] = []
     keep_until: dict[str, int] = {}  # storage -> backward step that frees it
     for s in storages.values():
         if s.savers and s.kind in ("act", "own"):
             keep_until[s.id] = min(s.savers)
+    out_storages = {sid for src in c.output_sources.values() for sid in _storages(wires[src])}
     produced: dict[int, list[_Storage]] = {}
+    released: dict[int, list[_Storage]] = {}  # forward step after which a storage is freed
     for s in storages.values():
         if s.kind in ("act", "own") and not s.virtual and s.producer >= 0:
             produced.setdefault(s.producer, []).append(s)
-    out_storages = {sid for src in c.output_sources.values() for sid in _storages(wires[src])}
-    alive: dict[str, sympy.Expr] = {}
+            if s.id not in keep_until and s.id not in out_storages:
+                released.setdefault(max(s.producer, s.last_use), []).append(s)
+    alive: set[str] = set()
     for i, bc in enumerate(boxes):
         for s in produced.get(i, []):
-            alive[s.id] = s.nbytes
-            live += s.nbytes
+            alive.add(s.id)
+            live.add(s.nbytes)
         extra = getattr(bc, "_peak_fwd", None)
         if extra is not None:
-            before = live - sum((s.nbytes for s in produced.get(i, [])), ZERO)
-            fwd += [before + e for e in extra]
-        fwd.append(live + getattr(bc, "_temps", ZERO))
-        for sid in list(alive):
-            s = storages[sid]
-            if s.last_use <= i and sid not in keep_until and sid not in out_storages:
-                live -= alive.pop(sid)
+            before = live.plus(*(s.nbytes for s in produced.get(i, [])), sign=-1)
+            fwd += [before.plus(e) for e in extra]
+        fwd.append(live.plus(getattr(bc, "_temps", ZERO)))
+        for s in released.get(i, []):
+            alive.discard(s.id)
+            live.add(s.nbytes, -1)
     # backward: seed the outputs' gradients, then each box in reverse order
-    bwd: list[sympy.Expr] = []
-    grads: dict[str, sympy.Expr] = {}
+    bwd: list[_Sum] = []
+    grads: set[str] = set()
+    consumed: dict[int, list[str]] = {}  # backward step at which a gradient is consumed
+
+    def new_grad(sid: str) -> None:
+        s = storages[sid]
+        grads.add(sid)
+        if s.kind == "act" and s.producer >= 0:
+            consumed.setdefault(s.producer, []).append(sid)
+
     for sid in sorted(out_storages):
         s = storages[sid]
         if s.grad and s.kind != "input":
-            grads[sid] = s.nbytes
-            live += s.nbytes
+            new_grad(sid)
+            live.add(s.nbytes)
+    until_at: dict[int, list[str]] = {}
+    for sid, until in keep_until.items():
+        until_at.setdefault(until, []).append(sid)
     order = c.order
     for i in range(n - 1, -1, -1):
         bc = boxes[i]
         name = order[i]
-        new = ZERO
+        new = []
         for _p, src in c.sources[name].items():
             w = wires[src]
             for sid in _storages(w):
                 s = storages[sid]
                 if s.grad and not s.virtual and sid not in grads:
-                    grads[sid] = s.nbytes
-                    new += s.nbytes
+                    new_grad(sid)
+                    new.append(s.nbytes)
         pgrad = bc.param_bytes if bc.param_bytes != 0 else ZERO
-        live += new + pgrad
+        before = _Sum(live.terms)
+        for nb in new:
+            live.add(nb)
+        live.add(pgrad)
         extra = getattr(bc, "_peak_bwd", None)
         if extra is not None:
-            held = sum((nb for _, sid, nb in bc.saved if keep_until.get(sid) == i), ZERO)
-            bwd += [live - new - pgrad - held + e for e in extra]
+            held = [nb for _, sid, nb in bc.saved if keep_until.get(sid) == i]
+            before = before.plus(*held, sign=-1)
+            bwd += [before.plus(e) for e in extra]
         else:
-            bwd.append(live + getattr(bc, "_bwd_temps", ZERO))
+            bwd.append(live.plus(getattr(bc, "_bwd_temps", ZERO)))
         # the gradients of what this box produced are consumed; its kept tensors are released
-        for sid in list(grads):
-            s = storages[sid]
-            if s.producer == i and s.kind == "act":
-                live -= grads.pop(sid)
-        for sid, until in list(keep_until.items()):
-            if until == i and sid in alive:
-                live -= alive.pop(sid)
+        for sid in consumed.pop(i, []):
+            if sid in grads:
+                grads.discard(sid)
+                live.add(storages[sid].nbytes, -1)
+        for sid in until_at.pop(i, []):
+            if sid in alive:
+                alive.discard(sid)
+                live.add(storages[sid].nbytes, -1)
                 del keep_until[sid]
-    return fwd, bwd, base
+    return _pareto(fwd), _pareto(bwd), base
 
 
 def known_sizes(circuit, checked=None) -> set[str]:
@@ -610,7 +701,8 @@ def analyse(
             f"{', '.join(sorted(set(checked.symbols()) | set(circuit.sizes))) or 'none'}"
         )
     binding = {**circuit.sizes, **sizes}
-    checked = circuit.check(sizes=binding)
+    if sizes:  # without sizes of its own the binding is the circuit's: checked already
+        checked = circuit.check(sizes=binding)
     an = _Walker(checked, lowering, dev, dtype, {} if grad_inputs else _no_grads(checked)).run()
     report = Report.build(circuit, an, binding, lowering, dev, dtype, derived_axes(an.checked))
     missing = report.unbound()

@@ -12,6 +12,7 @@ from ncd.circuits.sizes import evaluate, symbol
 
 from .devices import Device
 from .names import readable
+from .pareto import integer_value
 from .symbolic import big_o, degree, leading, maximum, ordered, per_doubling, pretty, terms
 
 CONVENTIONS = (
@@ -77,12 +78,13 @@ class Report:
     analysis: object = None
     derived: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
     _shown: dict = field(default_factory=dict, repr=False, compare=False)
+    _numbers: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- construction
     @classmethod
     def build(cls, circuit, an, binding, lowering, dev, dtype, derived=None) -> Report:
         def tot(f):
-            return sympy.expand(sum((getattr(b, f) for b in an.boxes), sympy.Integer(0)))
+            return sympy.expand(sympy.Add(*[getattr(b, f) for b in an.boxes]))
 
         peak = maximum(an.peak_candidates)
         f = {
@@ -96,8 +98,8 @@ class Report:
             "peak_bytes": peak,
             "io_bytes": tot("io_bytes"),
             "io_bytes_backward": tot("io_bytes_bwd"),
-            "time_s": sum((b.time_s for b in an.boxes), sympy.Integer(0)),
-            "time_bwd_s": sum((b.time_bwd_s for b in an.boxes), sympy.Integer(0)),
+            "time_s": sympy.Add(*[b.time_s for b in an.boxes]),
+            "time_bwd_s": sympy.Add(*[b.time_bwd_s for b in an.boxes]),
         }
         f["time_train_s"] = f["time_s"] + f["time_bwd_s"]
         return cls(
@@ -111,6 +113,18 @@ class Report:
 
     def number(self, expr):
         """The value of a formula under the report's sizes (None where sizes stay free)."""
+        key = (expr, tuple(sorted(self.sizes.items())))
+        if key not in self._numbers:  # tables ask for the same formulas box after box
+            self._numbers[key] = self._number(expr)
+        return self._numbers[key]
+
+    def _number(self, expr):
+        if isinstance(expr, sympy.Max):  # the symbolic peak: its largest candidate
+            vals = [self._number(a) for a in expr.args]
+            return None if None in vals else max(vals)
+        exact = integer_value(expr, self.sizes)
+        if exact is not None:
+            return exact
         e = sympy.sympify(expr).xreplace(self._sub())
         if e.free_symbols:
             return None

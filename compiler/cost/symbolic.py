@@ -52,11 +52,11 @@ def prune(cands: list[sympy.Expr]) -> list[sympy.Expr]:
     (`dominates`) running only where the samples allow it."""
     if len(cands) <= 1:
         return list(cands)
-    from .pareto import coefficient_vectors, prune_vectors
+    from .pareto import prune_polynomials
 
-    vectors = coefficient_vectors(cands)
-    if vectors is not None:
-        return [sympy.expand(cands[i]) for i in prune_vectors(*vectors)]
+    kept = prune_polynomials(cands)
+    if kept is not None:
+        return kept
     syms = sorted(set().union(*(sympy.sympify(c).free_symbols for c in cands)), key=str)
     vals = [_values(c, syms) for c in cands]
     order = sorted(range(len(cands)), key=lambda i: -vals[i][0] if vals[i][0] == vals[i][0]
