@@ -1,4 +1,10 @@
-"""The linear-attention family (Katharopoulos et al.; Lightning Attention; GLA; DeltaNet)."""
+"""The linear-attention family and the gated linear recurrences: Katharopoulos et al.;
+TransNormerLLM and Lightning Attention; GLA; DeltaNet; Gated DeltaNet; Mamba(-2).
+
+Each block's token mixer is one fused `linear_attention` box (its variant is the state
+update of the paper); what surrounds it (projections, short convolutions, gates, norms) is
+drawn box by box as the paper writes it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,24 @@ from ncd.circuits.builder import Builder
 from . import entry
 
 KATHAROPOULOS = "Katharopoulos et al., Transformers are RNNs (2020); Lightning Attention-2 (2024)"
+TRANSNORMER = (
+    "Qin et al., The Devil in Linear Transformer (2022); TransNormerLLM: A Faster and Better "
+    "Large Language Model with Improved TransNormer (2023)"
+)
+LIGHTNING = (
+    "Qin et al., Various Lengths, Constant Speed: Efficient Language Modeling with Lightning "
+    "Attention (2024); Lightning Attention-2 (2024)"
+)
+GLA = "Yang et al., Gated Linear Attention Transformers with Hardware-Efficient Training (2024)"
+DELTA = "Yang et al., Parallelizing Linear Transformers with the Delta Rule over Sequence Length"
+GATED_DELTA = "Yang, Kautz, Hatamizadeh, Gated Delta Networks: Improving Mamba2 with Delta Rule"
+MAMBA = (
+    'Ren et al., Can Mamba Always Enjoy the "Free Lunch"? (2024); Dao & Gu, Transformers are '
+    "SSMs (Mamba-2, 2024)"
+)
+
+CONV = 4
+"""Width of the short causal convolutions (DeltaNet, Gated DeltaNet, Mamba)."""
 
 
 @entry("linear_attention", "Causal linear attention", KATHAROPOULOS)
@@ -36,4 +60,242 @@ def linear_attention():
     z = b.scan(fk, "T", name="norm_state")  # B H T K
     den = b.contract(fq, z, over="K", name="read_norm")  # B H T
     b.output("y", b.div(num, den, name="normalise"))
+    return b.build()
+
+
+# ---------------------------------------------------------------- helpers
+def _short_conv(b: Builder, x, channel: str, name: str, *, bias: bool = False, heads=None):
+    """SiLU of a causal depthwise convolution of width CONV over T (padded CONV - 1 on both
+    sides, the first T outputs kept: output t sees x_{t-3} … x_t), then the channel axis
+    split into `heads` (e.g. "H K") when given."""
+    h = b.conv(x, "T", channel, channel, CONV, padding=CONV - 1, depthwise=True, bias=bias,
+               name=f"{name}_conv", label=f"★{CONV}")  # fmt: skip
+    h = b.slice(h, "T", 0, "T", name=f"{name}_causal")
+    h = b.silu(h, name=f"{name}_act")
+    return b.split_axis(h, channel, heads, name=f"{name}_heads") if heads else h
+
+
+# ---------------------------------------------------------------- TransNormerLLM / TNL
+TNL_SIZES = {"B": 2, "T": 32, "H": 2, "K": 8, "V": 8, "F": 32}
+
+
+def _tnl_layer(name: str, title: str, paper: str, decay_scale: str, sizes: dict):
+    """One TransNormerLLM layer on x (B T D): x + GLA(SRMSNorm(x)), then x + SGLU(SRMSNorm(x)).
+
+    GLA (Lightning Attention paper eq. 11): O = SRMSNorm(Q Kᵀ V ⊙ decay mask) ⊙ U,
+    Q = φ(X W_q), K = φ(X W_k), V = X W_v, U = X W_u, φ = Swish; SGLU (eq. 12):
+    O = [(X W_v) ⊙ (X W_u)] W_o; SRMSNorm (eq. 14) x / (‖x‖₂/√d), no learned scale.
+    """
+    doc = "Pre-SRMSNorm; gated NormAttention with per-head, per-layer decay; SGLU."
+    b = Builder(name, title=title, paper=paper, doc=doc, axes={"D": "H*K"}, sizes=sizes)
+    x = b.input("x", "B T D")
+    h = b.rmsnorm(x, "D", affine=False, name="norm1", label="SRMS")
+    with b.group("Gated Linear Attention"):
+        q = b.linear(h, "D", "H K", bias=False, name="q_proj", label="L^Q")
+        k = b.linear(h, "D", "H K", bias=False, name="k_proj", label="L^K")
+        q, k = b.silu(q, name="phi_q", label="φ"), b.silu(k, name="phi_k", label="φ")
+        v = b.linear(h, "D", "H V", bias=False, name="v_proj", label="L^V")
+        u = b.linear(h, "D", "H V", bias=False, name="u_proj", label="L^U")
+        o = b.linear_attention(q, k, v, key="T", variant="lightning", decay_scale=decay_scale,
+                               name="mixer")  # fmt: skip
+        o = b.rmsnorm(o, "H V", affine=False, name="out_norm", label="SRMS")
+        o = b.mul(o, u, name="gate")
+        o = b.linear(o, "H V", "D", bias=False, name="o_proj", label="L^O")
+    x = b.add(x, o, name="res1")
+    h = b.rmsnorm(x, "D", affine=False, name="norm2", label="SRMS")
+    with b.group("SGLU"):
+        v = b.linear(h, "D", "F", bias=False, name="glu_v", label="L^V")
+        u = b.linear(h, "D", "F", bias=False, name="glu_u", label="L^U")
+        o = b.mul(v, u, name="glu")
+        o = b.linear(o, "F", "D", bias=False, name="glu_o", label="L^O")
+    b.output("y", b.add(x, o, name="res2"))
+    return b.build()
+
+
+@entry("transnormer_block", "TransNormerLLM block (Lightning Attention)", TRANSNORMER)
+def transnormer_block():
+    """One TransNormerLLM layer, layer l of L (sizes `l`, `L`).
+
+    Token mixing, the gated NormAttention: O = SRMSNorm(Q Kᵀ V) ⊙ U with Q = Swish(X W_q),
+    K = Swish(X W_k), V = X W_v, U = X W_u (no scaling of the scores: The Devil in Linear
+    Transformer, §3, replaces it by the norm after the product); causal, with the exponential
+    decay of LRPE-d a_ts = q_tᵀ k_s λ^{t-s} (TransNormerLLM §3.1; the rotation part kept only
+    in the first layer is left out), λ of head h in layer l = exp(-(8h/H)(1 - l/L)) with the
+    head rate 8h/H taken, as TransNormerLLM's code and the `lightning` variant do, as the ALiBi
+    slope 2^(-8h/H): λ = exp(-2^(-8h/H) (1 - l/L)), not learned. Channel mixing, SGLU:
+    O = [(X W_v) ⊙ (X W_u)] W_o. Both pre-norm with SRMSNorm x / (‖x‖₂/√d). (Lightning
+    Attention paper eqs. 9–14 write the same layer.)
+    """
+    return _tnl_layer("transnormer_block", "TransNormerLLM layer l of L", TRANSNORMER,
+                      "1 - l/L", {**TNL_SIZES, "l": 1, "L": 4})  # fmt: skip
+
+
+@entry("lightning_block", "TNL: TransNormerLLM layers with Lightning Attention", LIGHTNING)
+def lightning_block():
+    """TNL as the Lightning Attention paper draws it (its Fig. 3): L = 2 layers, layer l with
+    its own decay λ = exp(-2^(-8h/H)(1 - l/L)) (eq. 10, the head rate read as the ALiBi slope
+    as in the released code), each x + GLA(SRMSNorm(x)) (eq. 11, φ = Swish, Norm = SRMSNorm
+    eq. 14), then x + SGLU(SRMSNorm(x)) (eq. 12). The token mixer is Lightning Attention
+    (Lightning Attention-2: O = [(Q Kᵀ) ⊙ M] V with M_ts = λ^{t-s}), one fused box per layer,
+    which the compiler lowers to the chunked kernel (intra-block quadratic, inter-block state).
+    """
+    b = Builder("lightning_block", title="TNL (Lightning Attention), L = 2 layers",
+                paper=LIGHTNING, doc="Two TransNormerLLM layers; the decay weakens with depth.",
+                axes={"D": "H*K"}, sizes=TNL_SIZES)  # fmt: skip
+    x = b.input("x", "B T D")
+    for layer, rate in ((1, "1/2"), (2, "0")):
+        sub = _tnl_layer(f"tnl_layer_{layer}", f"TNL layer l = {layer}", LIGHTNING, rate,
+                         TNL_SIZES)  # fmt: skip
+        x = b.call(sub, x=x, name=f"layer{layer}")
+    b.output("y", x)
+    return b.build()
+
+
+# ---------------------------------------------------------------- GLA
+@entry("gla_block", "Gated linear attention block", GLA)
+def gla_block():
+    """The GLA layer of Yang et al. (§4.1 gated recurrence, §4.4 GLA Transformer), pre-norm:
+    S_t = (α_tᵀ 1) ⊙ S_{t-1} + k_tᵀ v_t, o_t = q_t S_t per head, q = x W_Q, k = x W_K,
+    v = x W_V; the gate α_t = σ(x_t W_α1 W_α2 + b_α)^{1/τ} through a rank-16 projection
+    (W_α1: D → 16, W_α2: 16 → K per head) with temperature τ = 16, so log α = logsigmoid(.)/τ;
+    the output O' = LN(O^h) per head, R = Swish(X W_r + b_r), Y = (R ⊙ O') W_O; then + x.
+    The channel mixer of the layer (SwiGLU) is left out: the block is the token mixer."""
+    b = Builder("gla_block", title="Gated linear attention", paper=GLA, axes={"D": "H*K"},
+                sizes={"B": 2, "T": 32, "H": 2, "K": 8, "V": 8, "R": 16})  # fmt: skip
+    x = b.input("x", "B T D")
+    h = b.rmsnorm(x, "D", name="norm")
+    with b.group("Gated linear attention"):
+        q = b.linear(h, "D", "H K", bias=False, name="q_proj", label="L^Q")
+        k = b.linear(h, "D", "H K", bias=False, name="k_proj", label="L^K")
+        v = b.linear(h, "D", "H V", bias=False, name="v_proj", label="L^V")
+        g = b.linear(h, "D", "R", bias=False, name="g_down", label="L^{α1}")
+        g = b.linear(g, "R", "H K", name="g_up", label="L^{α2}")
+        g = b.unary(g, "logsigmoid", name="log_gate")
+        g = b.scale(g, "1/16", name="temperature", label="1/τ")
+        o = b.linear_attention(q, k, v, key="T", variant="gla", g=g, name="mixer")
+        o = b.layernorm(o, "V", name="out_norm")
+        r = b.silu(b.linear(h, "D", "H V", name="r_proj", label="L^R"), name="swish")
+        o = b.linear(b.mul(r, o, name="gate"), "H V", "D", bias=False, name="o_proj",
+                     label="L^O")  # fmt: skip
+    b.output("y", b.add(x, o, name="residual"))
+    return b.build()
+
+
+# ---------------------------------------------------------------- delta rules
+def _delta_qkv(b: Builder, h):
+    """q, k, v of DeltaNet and Gated DeltaNet: projections, short causal convolutions with
+    SiLU, and L2-normalised q and k."""
+    q = b.linear(h, "D", "E", bias=False, name="q_proj", label="L^Q")
+    k = b.linear(h, "D", "E", bias=False, name="k_proj", label="L^K")
+    v = b.linear(h, "D", "F", bias=False, name="v_proj", label="L^V")
+    q = b.normalize(_short_conv(b, q, "E", "q", heads="H K"), "K", name="l2_q")
+    k = b.normalize(_short_conv(b, k, "E", "k", heads="H K"), "K", name="l2_k")
+    v = _short_conv(b, v, "F", "v", heads="H V")
+    return q, k, v
+
+
+@entry("deltanet_block", "DeltaNet block", DELTA)
+def deltanet_block():
+    """The DeltaNet layer of Yang et al. (2024), pre-norm: the delta rule (§2.2, their eq. of
+    S_t = S_{t-1} - β_t (S_{t-1} k_t - v_t) k_tᵀ, o_t = S_t q_t; here in row form
+    S_t = S_{t-1} + β_t k_tᵀ (v_t - k_t S_{t-1})), with the layer of §3.3/§4: q, k, v from
+    linear maps each through a short causal depthwise convolution (width 4) and SiLU, q and k
+    L2-normalised per head, β_t = σ(x_t W_β) per head and token, the output RMS-normalised
+    per head before W_O; then + x."""
+    b = Builder("deltanet_block", title="DeltaNet", paper=DELTA,
+                axes={"D": "H*K", "E": "H*K", "F": "H*V"},
+                sizes={"B": 2, "T": 32, "H": 2, "K": 8, "V": 8})  # fmt: skip
+    x = b.input("x", "B T D")
+    h = b.rmsnorm(x, "D", name="norm")
+    with b.group("DeltaNet"):
+        q, k, v = _delta_qkv(b, h)
+        beta = b.unary(b.linear(h, "D", "H", bias=False, name="b_proj", label="L^β"),
+                       "sigmoid", name="beta")  # fmt: skip
+        o = b.linear_attention(q, k, v, key="T", variant="delta", beta=beta, name="mixer")
+        o = b.rmsnorm(o, "V", name="out_norm")
+        o = b.linear(o, "H V", "D", bias=False, name="o_proj", label="L^O")
+    b.output("y", b.add(x, o, name="residual"))
+    return b.build()
+
+
+def _mamba2_decay(b: Builder, h, name: str = "a"):
+    """g = -exp(A_log) · softplus(x W + b_Δ), per head and token (Mamba-2's Δ A): the log of
+    the decay α = exp(g) in (0, 1). Returns (g, Δ)."""
+    with b.group("Decay"):
+        dt = b.linear(h, "D", "H", bias=False, name=f"{name}_proj", label="L^Δ")
+        dt = b.add(dt, b.param("H", name="dt_bias", label="b^Δ"), name="dt_shift")
+        dt = b.unary(dt, "softplus", name="dt", label="Δ")
+        a = b.unary(b.param("H", name="A_log", label="log A"), "exp", name="A_exp")
+        g = b.unary(b.mul(dt, a, name="dt_A"), "neg", name="log_decay")
+    return g, dt
+
+
+@entry("gated_deltanet_block", "Gated DeltaNet block", GATED_DELTA)
+def gated_deltanet_block():
+    """The Gated DeltaNet layer (Yang, Kautz, Hatamizadeh), pre-norm: the gated delta rule
+    (their eq. 10) S_t = S_{t-1} (α_t (I - β_t k_t k_tᵀ)) + β_t v_t k_tᵀ, o_t = S_t q_t; in row
+    form S_t = α_t S_{t-1} + β_t k_tᵀ (v_t - α_t k_t S_{t-1}). The decay α_t = exp(g_t) with
+    Mamba-2's parametrisation g_t = -exp(A_log) · softplus(x_t W_a + b_Δ) (one per head and
+    token), β_t = σ(x_t W_β); q, k, v through short causal convolutions and SiLU, q and k
+    L2-normalised (the block of their Fig. 1); the output RMS-normalised per head and gated,
+    RMSNorm(o) ⊙ SiLU(x W_g), before W_O; then + x."""
+    b = Builder("gated_deltanet_block", title="Gated DeltaNet", paper=GATED_DELTA,
+                axes={"D": "H*K", "E": "H*K", "F": "H*V"},
+                sizes={"B": 2, "T": 32, "H": 2, "K": 8, "V": 8})  # fmt: skip
+    x = b.input("x", "B T D")
+    h = b.rmsnorm(x, "D", name="norm")
+    with b.group("Gated DeltaNet"):
+        q, k, v = _delta_qkv(b, h)
+        g, _ = _mamba2_decay(b, h)
+        beta = b.unary(b.linear(h, "D", "H", bias=False, name="b_proj", label="L^β"),
+                       "sigmoid", name="beta")  # fmt: skip
+        o = b.linear_attention(q, k, v, key="T", variant="gated_delta", g=g, beta=beta,
+                               name="mixer")  # fmt: skip
+        o = b.rmsnorm(o, "V", name="out_norm")
+        gate = b.silu(b.linear(h, "D", "H V", bias=False, name="g_proj", label="L^G"),
+                      name="gate_act")  # fmt: skip
+        o = b.linear(b.mul(o, gate, name="gate"), "H V", "D", bias=False, name="o_proj",
+                     label="L^O")  # fmt: skip
+    b.output("y", b.add(x, o, name="residual"))
+    return b.build()
+
+
+# ---------------------------------------------------------------- Mamba
+@entry("mamba_block", "Mamba block as a gated linear recurrence", MAMBA)
+def mamba_block():
+    """The selective state-space block drawn as gated linear attention, pre-norm.
+
+    The selective SSM h_t = Ā_t h_{t-1} + B̄_t x_t, y_t = C_t h_t with Ā_t = exp(Δ_t A),
+    B̄_t = Δ_t B_t (Mamba's discretisation; "Free Lunch" §3 writes it and its unrolled form
+    y_t = Σ_s C_tᵀ (Π_{r=s+1..t} Ā_r) B̄_s x_s, the linear-attention view) with Mamba-2's
+    scalar A per head: the state update S_t = exp(g_t) S_{t-1} + B_tᵀ (Δ_t x_t), read
+    y_t = C_t S_t, g_t = Δ_t A, A = -exp(A_log), Δ_t = softplus(x_t W_Δ + b_Δ) per head and
+    token; B_t (the keys) and C_t (the queries) depend on the input (one group per head).
+    x, B, C come through a short causal depthwise convolution (width 4, with bias) and SiLU;
+    y + D ⊙ x (the skip D per head), gated y ⊙ SiLU(z) and RMS-normalised per head (Mamba-2's
+    norm after the gate), then W_out; + the block's input.
+    """
+    b = Builder("mamba_block", title="Mamba (selective SSM as gated linear attention)",
+                paper=MAMBA, axes={"E": "H*P", "G": "H*N"},
+                sizes={"B": 2, "T": 32, "D": 16, "H": 2, "P": 8, "N": 8})  # fmt: skip
+    x = b.input("x", "B T D")
+    h = b.rmsnorm(x, "D", name="norm")
+    with b.group("Selective SSM"):
+        xs = b.linear(h, "D", "E", bias=False, name="x_proj", label="L^x")
+        bk = b.linear(h, "D", "G", bias=False, name="B_proj", label="L^B")
+        cq = b.linear(h, "D", "G", bias=False, name="C_proj", label="L^C")
+        xs = _short_conv(b, xs, "E", "x", bias=True, heads="H P")
+        bk = _short_conv(b, bk, "G", "B", bias=True, heads="H N")
+        cq = _short_conv(b, cq, "G", "C", bias=True, heads="H N")
+        g, dt = _mamba2_decay(b, h, name="dt")
+        v = b.mul(xs, dt, name="dt_x")
+        y = b.linear_attention(cq, bk, v, key="T", head="N", value="P", variant="decay", g=g,
+                               name="mixer")  # fmt: skip
+        skip = b.mul(xs, b.param("H", name="D_skip", label="D"), name="skip")
+        y = b.add(y, skip, name="with_skip")
+        z = b.linear(h, "D", "H P", bias=False, name="z_proj", label="L^z")
+        y = b.mul(y, b.silu(z, name="z_act"), name="gate")
+        y = b.rmsnorm(y, "P", name="out_norm")
+        y = b.linear(y, "H P", "D", bias=False, name="out_proj", label="L^out")
+    b.output("y", b.add(x, y, name="residual"))
     return b.build()

@@ -80,8 +80,9 @@ def test_crossing_counter_sees_a_crossing():
         ("mobilenetv2_block", 0),
         ("sesr_block", 0),
         ("vision_transformer", 0),
-        ("transnormer_block", 0),
-        # The gate's bundle L^G → logsigmoid crosses two wires on its way into the fused box.
+        # The output gate U's bundle passes the lightning box's output on its way to ⊙.
+        ("transnormer_block", 2),
+        # The gate's bundle L^α1 → L^α2 → logsigmoid crosses two wires into the fused box.
         ("gla_block", 2),
         ("deltanet_block", 2),
         # φ(q) feeds both contractions, which φ(k)'s two paths also reach: the state bundle

@@ -1,12 +1,11 @@
-"""Hand-written PyTorch references for gallery circuits, written from the papers, not generated.
+"""Hand-written PyTorch references for gallery circuits, written from the papers, not generated
+(the gated / linear-recurrence blocks are in ref_recurrent.py).
 
 Each takes the parameters by their circuit names (`box.param`, laid out in the order of the
 parameter's axes, e.g. a linear map D -> (H, K) has weight [H, K, D]) and the inputs by name.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -80,63 +79,6 @@ def kronecker_attention(p, q, k1, k2, v1, v2):
     return {"y": torch.einsum("btsu,bsv,buv->btv", a, v1, v2)}
 
 
-def recurrent(q, k, v, step):
-    """Run S_t = step(S_{t-1}, t); o_t = S_tᵀ q_t token by token: [B, T, H, K] layout."""
-    b, t, h, kk = q.shape
-    s = q.new_zeros(b, h, kk, v.shape[-1])
-    out = []
-    for i in range(t):
-        s = step(s, i)
-        out.append(torch.einsum("bhk,bhkv->bhv", q[:, i], s))
-    return torch.stack(out, 1)
-
-
-def _block(p, x, mixer):
-    h = F.rms_norm(x, (x.shape[-1],), p["norm.weight"], eps=1e-5)
-    q = linear(p, "q_proj", h, "btd,hkd->bthk", bias=False)
-    k = linear(p, "k_proj", h, "btd,hkd->bthk", bias=False)
-    v = linear(p, "v_proj", h, "btd,hvd->bthv", bias=False)
-    o = mixer(h, q, k, v)
-    o = F.rms_norm(o, (o.shape[-1],), p["out_norm.weight"], eps=1e-5)
-    return {"y": x + linear(p, "o_proj", o, "bthv,dhv->btd", bias=False)}
-
-
-def transnormer_block(p, x):
-    def mixer(h, q, k, v):
-        q, k = F.silu(q), F.silu(k)
-        heads = q.shape[2]
-        lam = torch.tensor([math.exp(-(2.0 ** (-8.0 * i / heads))) for i in range(1, heads + 1)],
-                           dtype=q.dtype)  # fmt: skip
-        return recurrent(q, k, v, lambda s, i: lam[None, :, None, None] * s
-                         + torch.einsum("bhk,bhv->bhkv", k[:, i], v[:, i]))  # fmt: skip
-
-    return _block(p, x, mixer)
-
-
-def gla_block(p, x):
-    def mixer(h, q, k, v):
-        g = F.logsigmoid(linear(p, "g_proj", h, "btd,hkd->bthk"))
-        return recurrent(q, k, v, lambda s, i: g[:, i].exp()[..., None] * s
-                         + torch.einsum("bhk,bhv->bhkv", k[:, i], v[:, i]))  # fmt: skip
-
-    return _block(p, x, mixer)
-
-
-def deltanet_block(p, x):
-    def mixer(h, q, k, v):
-        q, k = F.silu(q), F.normalize(F.silu(k), dim=-1, eps=1e-6)
-        beta = torch.sigmoid(linear(p, "b_proj", h, "btd,hd->bth"))
-
-        def step(s, i):
-            kt, vt, bt = k[:, i], v[:, i], beta[:, i]
-            err = vt - torch.einsum("bhkv,bhk->bhv", s, kt)
-            return s + torch.einsum("bh,bhk,bhv->bhkv", bt, kt, err)
-
-        return recurrent(q, k, v, step)
-
-    return _block(p, x, mixer)
-
-
 REFERENCES = {
     "mlp": mlp,
     "resnet_block": resnet_block,
@@ -144,7 +86,4 @@ REFERENCES = {
     "sesr_block": sesr_block,
     "vision_transformer": vision_transformer,
     "kronecker_attention": kronecker_attention,
-    "transnormer_block": transnormer_block,
-    "gla_block": gla_block,
-    "deltanet_block": deltanet_block,
 }
