@@ -132,3 +132,67 @@ def ecoformer_attention():
     y = b.linear_attention(cq, ck, v, head="C", causal=False, normalize=True, name="hamming_attn")
     b.output("y", b.linear(y, "H V", "D", bias=False, name="o_proj", label="L^O"))
     return b.build()
+
+
+def _newton_step():
+    """One Newton–Schulz step X ← 2X − X A X towards A⁺ (A passes through unchanged)."""
+    b = Builder("newton_step", title="Newton step X ← 2X − XAX",
+                doc="One Newton–Schulz step of the Moore–Penrose pseudo-inverse.")  # fmt: skip
+    x = b.input("X", "B N H M")  # X[m, n]
+    a = b.input("A", "B N H L")  # A[n, l]: the landmark kernel, its axes named for the product
+    x, x_left, x_right = b.copy(x, 3, name="x_copy")
+    xa = b.contract(x_left, a, over="N", name="xa")  # X A: [m, l]
+    xax = b.contract(xa, b.rename(x_right, M="L", name="x_rows"), over="L", name="xax")
+    b.output("X", b.sub(b.scale(x, 2, name="twice"), xax, name="step"))
+    b.output("A", a)
+    return b.build()
+
+
+@entry("soft_attention", "SOFT: softmax-free attention by a Gaussian kernel and landmarks", SOFT)
+def soft_attention():
+    """Softmax-free attention (SOFT, Sec. 3): queries and keys share one projection (K = Q),
+    the similarity is the Gaussian kernel S_ij = exp(−‖q_i − k_j‖² / 2√d) (Eq. 3), computed
+    from the squared norms and the dot products, and S is approximated through m landmarks
+    Q̃ (average pooling of Q over T; Sec. 3.2) as Ŝ = exp(Q ⊖ Q̃) A⁺ exp(Q̃ ⊖ K) with
+    A = exp(Q̃ ⊖ Q̃) (Eq. 6). The Moore–Penrose pseudo-inverse A⁺ is the unrolled Newton–Schulz
+    iteration X ← 2X − X A X from X₀ = Aᵀ / (‖A‖₁ ‖A‖∞) (Eq. 8, Sec. 3.3), N steps (the
+    repeated subcircuit). Aᵀ is A with its two landmark axes exchanged. y = Ŝ V, computed as
+    P (A⁺ (Pᵀ V)) with P = exp(Q ⊖ Q̃) (Pᵀ = exp(Q̃ ⊖ K) because K = Q), linear in T;
+    no normalisation (softmax-free). Value and output projections as in multi-head attention.
+    """
+    b = Builder("soft_attention", title="SOFT attention", paper=SOFT, axes={"D": "H*K"},
+                doc="Gaussian-kernel attention through pooled landmarks, A⁺ by Newton–Schulz.",
+                sizes={"B": 2, "T": 16, "H": 2, "K": 8, "V": 8, "N_iter": 20})  # fmt: skip
+    x = b.input("x", "B T D")
+    q, v = _heads(b, x, ("q", "v"))  # K = Q: one projection for both
+    q, q_pool = b.copy(q, name="q_copy")
+    with b.group("Landmarks Q̃ (average pooling)"):
+        marks = b.box("pool", {"x": q_pool}, "landmarks", spatial=["T"], window=[4], op="avg")
+        marks = b.rename(marks, T="M", name="landmark_axis")  # B M H K
+    with b.group("P = exp(Q ⊖ Q̃)"):
+        p = _gaussian_features(b, q, marks, "M", "p", "-0.5*K**-0.5")  # B T H M
+    with b.group("A = exp(Q̃ ⊖ Q̃)"):
+        a = _gaussian_features(
+            b, marks, b.rename(marks, M="N", name="landmarks_n"), "N", "a", "-0.5*K**-0.5"
+        )  # fmt: skip  A[m, n]: B M H N
+    with b.group("A⁺ by Newton–Schulz"):
+        a_abs = b.unary(a, "abs", name="a_abs")
+        norm_1 = b.reduce(b.reduce(a_abs, "M", name="col_sums"), "N", "max", name="norm_1")
+        norm_inf = b.reduce(b.reduce(a_abs, "N", name="row_sums"), "M", "max", name="norm_inf")
+        x0 = b.div(b.rename(a, M="N", N="M", name="a_t"), b.mul(norm_1, norm_inf, name="norms"),
+                   name="x0", label="X₀")  # fmt: skip
+        steps = b.call(_newton_step(), X=x0, A=b.rename(a, M="N", N="L", name="a_nl"),
+                       repeat="N_iter", name="newton")  # fmt: skip
+        pinv = steps["X"]  # A⁺[m, n]
+    with b.group("y = P A⁺ Pᵀ V"):
+        p, p_t = b.copy(p, name="p_copy")
+        pv = b.contract(
+            b.rename(p_t, T="S", M="N", name="p_t"),
+            b.rename(v, T="S", name="v_keys"),
+            over="S",
+            name="ptv",
+        )  # fmt: skip  B H N V
+        apv = b.contract(pinv, pv, over="N", name="apv")  # B H M V
+        y = b.contract(p, apv, over="M", name="pav")  # B T H V
+    b.output("y", b.linear(y, "H V", "D", bias=False, name="o_proj", label="L^O"))
+    return b.build()

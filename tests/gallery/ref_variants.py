@@ -132,6 +132,32 @@ def ecoformer_attention(p, x):
     return {"y": torch.einsum("bthv,dhv->btd", y, p["o_proj.weight"])}
 
 
+def soft_attention(p, x, window=4, steps=20):
+    """SOFT (Lu et al. 2021, Sec. 3): Q = K = X W_q, Gaussian kernel exp(−‖q − k‖² / 2√d)
+    (Eq. 3), landmarks Q̃ by average pooling windows of `window` tokens, Ŝ = exp(Q ⊖ Q̃) A⁺
+    exp(Q̃ ⊖ K) with A = exp(Q̃ ⊖ Q̃) (Eq. 6), A⁺ by `steps` Newton–Schulz iterations
+    X ← 2X − XAX from X₀ = Aᵀ / (‖A‖₁‖A‖∞) (Eq. 8); y = Ŝ V, then the output projection."""
+    q = torch.einsum("btd,hkd->bhtk", x, p["q_proj.weight"])
+    v = torch.einsum("btd,hvd->bhtv", x, p["v_proj.weight"])
+    d = q.shape[-1]
+    b, h, t, _ = q.shape
+    marks = q.reshape(b, h, t // window, window, d).mean(3)  # [B H M K]
+
+    def kernel(a, c):  # exp(-‖a_i - c_j‖² / 2√d), from the differences
+        return torch.exp(-((a[..., :, None, :] - c[..., None, :, :]) ** 2).sum(-1)
+                         / (2 * math.sqrt(d)))  # fmt: skip
+
+    a = kernel(marks, marks)
+    norm_1 = a.abs().sum(-2).amax(-1)  # max column sum
+    norm_inf = a.abs().sum(-1).amax(-1)  # max row sum
+    inv = a.transpose(-1, -2) / (norm_1 * norm_inf)[..., None, None]
+    for _ in range(steps):
+        inv = 2 * inv - inv @ a @ inv
+    s_hat = kernel(q, marks) @ inv @ kernel(marks, q)  # [B H T T]
+    y = s_hat @ v
+    return {"y": torch.einsum("bhtv,dhv->btd", y, p["o_proj.weight"])}
+
+
 # ------------------------------------------------------------------ the checks
 def random_inputs(checked, gen, dtype=torch.float64):
     """A random float tensor for every input, shaped by the circuit's sizes, with gradients."""
@@ -227,4 +253,5 @@ REFERENCES = {
     "hedgehog_attention": hedgehog_attention,
     "softplus_attention": softplus_attention,
     "ecoformer_attention": ecoformer_attention,
+    "soft_attention": soft_attention,
 }

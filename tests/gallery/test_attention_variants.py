@@ -9,7 +9,7 @@ import pytest
 
 from . import ref_variants as ref
 
-NAMES = ["hedgehog_attention", "softplus_attention", "ecoformer_attention"]
+NAMES = ["hedgehog_attention", "softplus_attention", "ecoformer_attention", "soft_attention"]
 
 
 @pytest.mark.parametrize("name", NAMES)
