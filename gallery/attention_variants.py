@@ -151,14 +151,15 @@ def _newton_step():
 @entry("soft_attention", "SOFT: softmax-free attention by a Gaussian kernel and landmarks", SOFT)
 def soft_attention():
     """Softmax-free attention (SOFT, Sec. 3): queries and keys share one projection (K = Q),
-    the similarity is the Gaussian kernel S_ij = exp(−‖q_i − k_j‖² / 2√d) (Eq. 3), computed
+    the similarity is the Gaussian kernel S_ij = exp(−‖q_i − k_j‖² / 2√d) (Sec. 3.1), computed
     from the squared norms and the dot products, and S is approximated through m landmarks
     Q̃ (average pooling of Q over T; Sec. 3.2) as Ŝ = exp(Q ⊖ Q̃) A⁺ exp(Q̃ ⊖ K) with
-    A = exp(Q̃ ⊖ Q̃) (Eq. 6). The Moore–Penrose pseudo-inverse A⁺ is the unrolled Newton–Schulz
-    iteration X ← 2X − X A X from X₀ = Aᵀ / (‖A‖₁ ‖A‖∞) (Eq. 8, Sec. 3.3), N steps (the
-    repeated subcircuit). Aᵀ is A with its two landmark axes exchanged. y = Ŝ V, computed as
-    P (A⁺ (Pᵀ V)) with P = exp(Q ⊖ Q̃) (Pᵀ = exp(Q̃ ⊖ K) because K = Q), linear in T;
-    no normalisation (softmax-free). Value and output projections as in multi-head attention.
+    A = exp(Q̃ ⊖ Q̃) (Sec. 3.2). The Moore–Penrose pseudo-inverse A⁺ is the unrolled Newton–Schulz
+    iteration X ← 2X − X A X from X₀ = Aᵀ / (‖A‖₁ ‖A‖∞) (Sec. 3.3), N_iter = 20 steps (the
+    repeated subcircuit; the paper's code iterates 20 times). Aᵀ is A with its two landmark
+    axes exchanged. y = Ŝ V, computed as P (A⁺ (Pᵀ V)) with P = exp(Q ⊖ Q̃)
+    (Pᵀ = exp(Q̃ ⊖ K) because K = Q), linear in T; no normalisation (softmax-free).
+    Value and output projections as in multi-head attention.
     """
     b = Builder("soft_attention", title="SOFT attention", paper=SOFT, axes={"D": "H*K"},
                 doc="Gaussian-kernel attention through pooled landmarks, A⁺ by Newton–Schulz.",

@@ -134,9 +134,9 @@ def ecoformer_attention(p, x):
 
 def soft_attention(p, x, window=4, steps=20):
     """SOFT (Lu et al. 2021, Sec. 3): Q = K = X W_q, Gaussian kernel exp(−‖q − k‖² / 2√d)
-    (Eq. 3), landmarks Q̃ by average pooling windows of `window` tokens, Ŝ = exp(Q ⊖ Q̃) A⁺
-    exp(Q̃ ⊖ K) with A = exp(Q̃ ⊖ Q̃) (Eq. 6), A⁺ by `steps` Newton–Schulz iterations
-    X ← 2X − XAX from X₀ = Aᵀ / (‖A‖₁‖A‖∞) (Eq. 8); y = Ŝ V, then the output projection."""
+    (Sec. 3.1), landmarks Q̃ by average pooling windows of `window` tokens, Ŝ = exp(Q ⊖ Q̃) A⁺
+    exp(Q̃ ⊖ K) with A = exp(Q̃ ⊖ Q̃) (Sec. 3.2), A⁺ by `steps` Newton–Schulz iterations
+    X ← 2X − XAX from X₀ = Aᵀ / (‖A‖₁‖A‖∞) (Sec. 3.3); y = Ŝ V, then the output projection."""
     q = torch.einsum("btd,hkd->bhtk", x, p["q_proj.weight"])
     v = torch.einsum("btd,hvd->bhtv", x, p["v_proj.weight"])
     d = q.shape[-1]
