@@ -8,6 +8,10 @@ a process that only imports sympy and pydantic, which the language needs.
 
     .venv/bin/python bench/cli_speed.py                 # 7 runs each
     .venv/bin/python bench/cli_speed.py --repeat 11 --out bench/results/cli_speed_DATE.json
+    .venv/bin/python bench/cli_speed.py --baseline /tmp/old   # a checkout of an older commit
+
+With --baseline, each command also runs from that checkout (PYTHONPATH, `python -m ncd.cli`),
+interleaved run by run with this one, so that both see the same load.
 """
 
 from __future__ import annotations
@@ -44,34 +48,61 @@ def ncd_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ncd.cli"]
 
 
-def wall(argv: list[str]) -> float:
+def wall(argv: list[str], env: dict | None = None, cwd: str | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        argv,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+    )
     return time.perf_counter() - t0
+
+
+def _row(op: str, runs: list[float], target) -> dict:
+    return {"op": op, "seconds": round(statistics.median(runs), 3), "min": round(min(runs), 3),
+            "runs": [round(r, 3) for r in runs], "target": target}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7, help="runs per command (median kept)")
     ap.add_argument("--out", help="JSON file (default bench/results/cli_speed_<date>.json)")
+    ap.add_argument("--baseline", help="a checkout of another commit to time side by side")
     args = ap.parse_args()
 
     load_before = os.getloadavg()
-    rows = []
+    rows, baseline = [], []
     with tempfile.TemporaryDirectory() as tmp:
         floor = [sys.executable, "-c", "import sympy, pydantic"]
         cases = {"import_sympy_pydantic": (floor, None)}
         for op, (cmd, target) in COMMANDS.items():
             cases[op] = (ncd_command() + [a.format(tmp=tmp) for a in cmd], target)
-        for argv, _ in cases.values():  # warm the file cache and bytecode once
-            wall(argv)
+        # the warm-up run writes the bytecode caches, whatever the shell says
+        mine = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env = None
+        if args.baseline:
+            env = {**mine, "PYTHONPATH": str(Path(args.baseline).resolve())}
         for op, (argv, target) in cases.items():
-            runs = [wall(argv) for _ in range(args.repeat)]
+            old = [sys.executable, "-m", "ncd.cli", *argv[len(ncd_command()) :]]
+            wall(argv, mine)  # warm the file cache and bytecode once
+            if env and op.startswith("cli_"):
+                wall(old, env, args.baseline)
+            runs, before = [], []
+            for _ in range(args.repeat):
+                runs.append(wall(argv, mine))
+                if env and op.startswith("cli_"):
+                    before.append(wall(old, env, args.baseline))
+            rows.append(_row(op, runs, target))
             med = statistics.median(runs)
-            rows.append({"op": op, "seconds": round(med, 3), "min": round(min(runs), 3),
-                         "runs": [round(r, 3) for r in runs], "target": target})  # fmt: skip
             mark = "" if target is None else (" ok" if med < target else f" > {target}")
-            print(f"{op:24} median {med:6.3f} s  min {min(runs):6.3f} s{mark}", flush=True)
+            line = f"{op:24} median {med:6.3f} s  min {min(runs):6.3f} s{mark}"
+            if before:
+                baseline.append(_row(op, before, target))
+                line += f"   baseline median {statistics.median(before):6.3f} s"
+            print(line, flush=True)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -86,6 +117,12 @@ def main() -> None:
         "python": platform.python_version(),
         "rows": rows,
     }
+    if args.baseline:
+        head = ["git", "-C", args.baseline, "rev-parse", "--short", "HEAD"]
+        data["baseline_commit"] = subprocess.run(
+            head, capture_output=True, text=True
+        ).stdout.strip()
+        data["baseline_rows"] = baseline
     out = Path(args.out or f"bench/results/cli_speed_{data['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
