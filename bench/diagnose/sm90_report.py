@@ -75,8 +75,33 @@ def cubin_resources(ck) -> dict:
         max_reg=1 + max((int(r) for r in re.findall(r"\bR(\d+)\b", sass)), default=-1),
         setmaxnreg=sorted(set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)),
                           key=int),
-        instrs=len(instrs), sass="\n".join(instrs) + "\n",
+        instrs=len(instrs), sass="\n".join(instrs) + "\n", loops=sass_loops(instrs),
     )  # fmt: skip
+
+
+def sass_loops(instrs) -> list:
+    """The outermost loops of a SASS listing (a backward branch to an earlier address, not
+    inside another such span): per loop its instruction count, barriers, local-memory
+    accesses and exponentials (MUFU) on one trip, the static figures the chunk loops' latency
+    follows. Loops of under 40 instructions (waits, small reductions) are left out."""
+    addr = [int(re.match(r"^\s+/\*([0-9a-f]+)\*/", ln).group(1), 16) for ln in instrs]
+    spans = []
+    for i, ln in enumerate(instrs):
+        m = re.search(r"\bBRA\s+(?:`\(\.L_x_\d+\)\s*)?0x([0-9a-f]+)", ln)
+        if m and int(m.group(1), 16) < addr[i]:
+            j = addr.index(int(m.group(1), 16)) if int(m.group(1), 16) in addr else None
+            if j is not None and i - j >= 40:
+                spans.append((j, i))
+    outer = [a for a in spans if not any(b != a and b[0] <= a[0] and a[1] <= b[1] for b in spans)]
+    out = []
+    for j, i in sorted(set(outer)):
+        body = "\n".join(instrs[j : i + 1])
+        out.append(dict(
+            instrs=i + 1 - j, bar=len(re.findall(r"\bBAR\.(?:SYNC|ARV|RED)", body)),
+            local=len(re.findall(r"\b(?:LDL|STL)\b", body)),
+            mufu=len(re.findall(r"\bMUFU\b", body)),
+        ))  # fmt: skip
+    return out
 
 
 def _compile(kernel, sig, consts, warps, stages=None, divisible=()):
@@ -133,7 +158,7 @@ def linear_kernel(kernel, cfg, D=128, decay=False):
 # Integer (non-pointer) arguments of the gated kernels; every other upper-case argument that is
 # not a constexpr is a pointer. At the benchmark shapes (B = 4, T = 4096, H = 16, K = V = 128)
 # all of them are multiples of 16, as the JIT sees them.
-GATED_INTS = {"T", "H", "NT", "SQB", "SQT", "SQH", "SVB", "SVT", "SVH", "SGB", "SGS"}
+GATED_INTS = {"T", "TT", "H", "NT", "SQB", "SQT", "SQH", "SVB", "SVT", "SVH", "SGB", "SGS"}
 # Pointers that are float32 whatever the inputs' dtype, per family (the launchers' buffers);
 # "gate" names take the gates' dtype (GLA reads g as given; the others convert it to float32).
 GATED_F32 = {
@@ -199,6 +224,10 @@ def gated_rows(family, dtype, D):
     if family == "sgla":
         c, gate_ty = sgla_chunk, "fp32"
         base = dict(K_DIM=D, V_DIM=D, DOT=dot)
+        if hasattr(c, "CHUNK"):  # the chunk is fixed; the gates' in-chunk cumsum, a pre-pass
+            base["BLOCK_T"] = c.CHUNK
+            add("_chunk_cumsum", [triton.Config({}, num_warps=4)], ("VARLEN",), none, varlen,
+                NB=c.CUMSUM_CHUNKS)  # fmt: skip
         add("_fwd_kernel", c.FWD_CONFIGS, ("USE_S0", "STORE_ST", "VARLEN"), none,
             ("s0,st", ("USE_S0", "STORE_ST")), varlen, BLOCK_K=D)  # fmt: skip
         precise = c.PRECISE_DG and not f32

@@ -40,9 +40,10 @@ def _dot_rhs32(a, b, PRECISE: tl.constexpr, DOT: tl.constexpr):
 
 
 @triton.jit
-def _sequence(CU, T, H, i_n, SQB, SQT, SVB, SVT, SGB, VARLEN: tl.constexpr):
-    """Sequence i_n: its length L and the offsets of its first token in the q/k layout (strides
-    SQ*), the v/o layout (SV*) and the gates [B, T, H] (batch stride SGB, token stride H).
+def _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN: tl.constexpr):
+    """Sequence i_n: its length L, the offsets of its first token in the q/k layout (strides
+    SQ*) and the v/o layout (SV*), and its first token's index c0 among the B * T tokens (the
+    head-major [H, B * T] layout of the cumulative gates and dg's rows).
     Packed sequences lie along T between offsets in CU; otherwise sequence i_n is batch row
     i_n."""
     if VARLEN:
@@ -50,28 +51,56 @@ def _sequence(CU, T, H, i_n, SQB, SQT, SVB, SVT, SGB, VARLEN: tl.constexpr):
         L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
         qk0 = bos * SQT
         v0 = bos * SVT
-        g0 = bos * H
+        c0 = bos
     else:
         L = T
         qk0 = i_n.to(tl.int64) * SQB
         v0 = i_n.to(tl.int64) * SVB
-        g0 = i_n.to(tl.int64) * SGB
-    return L, qk0, v0, g0
+        c0 = i_n.to(tl.int64) * T
+    return L, qk0, v0, c0
 
 
 @triton.jit
-def _log2_gates(GATE, g_base, H, rows, r_ok, offs_t, BLOCK_T: tl.constexpr):
-    """The chunk's in-chunk cumulative log2-gates G (rows past the sequence add 0) and G_last,
-    the value at the chunk's last valid row."""
-    b = tl.load(GATE + g_base + rows.to(tl.int64) * H, mask=r_ok, other=0.0) * LOG2E
-    b = tl.cumsum(b, 0)
-    b_last = tl.sum(tl.where(offs_t == BLOCK_T - 1, b, 0.0), 0)
-    return b, b_last
+def _chunk_cumsum(
+    GATE, GC, CU, T, TT, H, SGB, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, NB: tl.constexpr
+):  # fmt: skip
+    """GC [H, B * T]: the log-gates' (g [B, T, H], batch stride SGB) cumulative sums within
+    each chunk (tokens [c * BLOCK_T, +BLOCK_T) of a sequence), base 2, float32, head-major so
+    that a chunk's values are contiguous. One program per NB chunks of one sequence and head."""
+    i_b = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    if VARLEN:
+        bos = tl.load(CU + i_n).to(tl.int64)
+        L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+        g0 = bos * H
+        c0 = bos
+    else:
+        L = T
+        g0 = i_n.to(tl.int64) * SGB
+        c0 = i_n.to(tl.int64) * T
+    t = (i_b * NB + tl.arange(0, NB))[:, None] * BLOCK_T + tl.arange(0, BLOCK_T)[None, :]
+    ok = t < L
+    b = tl.load(GATE + g0 + i_h + t.to(tl.int64) * H, mask=ok, other=0.0).to(tl.float32)
+    tl.store(GC + i_h.to(tl.int64) * TT + c0 + t, tl.cumsum(b * LOG2E, 1), mask=ok)
+
+
+@triton.jit
+def _log2_gates(GC, g_base, t0, L, rows, BLOCK_T: tl.constexpr):
+    """The chunk's in-chunk cumulative log2-gates G twice (once for the rows i of
+    exp2(G_i - G_j), once for its columns j: two loads of 64 floats instead of a conversion
+    between the two layouts) and G_last, the value at the chunk's last valid row. Rows past
+    the sequence's end read G at its last token, which is G_last (only the last chunk has
+    such rows), so no load is masked."""
+    b_last = tl.load(GC + g_base + t0 + tl.minimum(L - t0, BLOCK_T) - 1)
+    ptrs = GC + g_base + tl.minimum(rows, L - 1)
+    return tl.load(ptrs), tl.load(ptrs), b_last
 
 
 @triton.jit
 def _fwd_kernel(
-    Q, K, V, GATE, O, S0, ST, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH, SGB, scale,
+    Q, K, V, GATE, O, S0, ST, CU, T, TT, H, SQB, SQT, SQH, SVB, SVT, SVH, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, USE_S0: tl.constexpr,
     STORE_ST: tl.constexpr, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
     DOT: tl.constexpr,
@@ -80,7 +109,7 @@ def _fwd_kernel(
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
-    L, qk0, v0, g0 = _sequence(CU, T, H, i_n, SQB, SQT, SVB, SVT, SGB, VARLEN)
+    L, qk0, v0, c0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
     offs_t = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
     offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
@@ -90,7 +119,7 @@ def _fwd_kernel(
     k_base = K + qk0 + i_h.to(tl.int64) * SQH
     v_base = V + v0 + i_h.to(tl.int64) * SVH
     o_base = O + v0 + i_h.to(tl.int64) * SVH
-    g_base = g0 + i_h
+    g_base = i_h.to(tl.int64) * TT + c0
     s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
     if USE_S0:
@@ -109,8 +138,8 @@ def _fwd_kernel(
             mask=r_ok[:, None] & v_ok[None, :],
             other=0.0,
         )
-        b, b_last = _log2_gates(GATE, g_base, H, rows, r_ok, offs_t, BLOCK_T)
-        decay = tl.math.exp2(tl.where(causal, b[:, None] - b[None, :], float("-inf")))
+        b, b_j, b_last = _log2_gates(GATE, g_base, t0, L, rows, BLOCK_T)
+        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
         a = tl.dot(q, tl.trans(k), input_precision=DOT) * scale * decay  # (BT, BT)
         qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)  # (BT, BV): the chunks before
         o = qs * (tl.math.exp2(b) * scale)[:, None]
@@ -160,8 +189,8 @@ def _bwd_dq(
         k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
         v = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-        b, b_last = _log2_gates(GATE, g_base, H, rows, r_ok, offs_t, BLOCK_T)
-        decay = tl.math.exp2(tl.where(causal, b[:, None] - b[None, :], float("-inf")))
+        b, b_j, b_last = _log2_gates(GATE, g_base, t0, L, rows, BLOCK_T)
+        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
         da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
         dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
         q_decay = tl.math.exp2(b) * scale
@@ -170,7 +199,7 @@ def _bwd_dq(
             dq_intra = tl.dot(da.to(k.dtype), k, input_precision=DOT)
             qd = (q * q_decay[:, None]).to(q.dtype)
             dgq = tl.sum(dq_intra * q.to(tl.float32), 1) + tl.sum(dss * qd.to(tl.float32), 1)
-            tl.store(DG + g_base + rows.to(tl.int64) * H, dgq, mask=r_ok)
+            tl.store(DG + g_base + rows, dgq, mask=r_ok)
             dq = dss * q_decay[:, None] + dq_intra
         else:
             dq = tl.dot(da.to(k.dtype), k, dss * q_decay[:, None], input_precision=DOT)
@@ -228,8 +257,8 @@ def _bwd_dkdv(
         vmask = r_ok[:, None] & v_ok[None, :]
         q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
         do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-        b, b_last = _log2_gates(GATE, g_base, H, rows, r_ok, offs_t, BLOCK_T)
-        decay_t = tl.math.exp2(tl.where(causal_t, b[None, :] - b[:, None], float("-inf")))
+        b, b_j, b_last = _log2_gates(GATE, g_base, t0, L, rows, BLOCK_T)
+        decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
         k_decay = tl.math.exp2(b_last - b)
         if FOR_DK:
             x = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
@@ -246,7 +275,7 @@ def _bwd_dkdv(
             dk_intra = tl.dot(at.to(rhs.dtype), rhs, input_precision=DOT)
             kd = (k * k_decay[:, None]).to(k.dtype)
             dgk = tl.sum(dk_intra * k.to(tl.float32), 1) + tl.sum(dx_inter * kd.to(tl.float32), 1)
-            tl.store(DG + g_base + rows.to(tl.int64) * H, dgk, mask=r_ok)
+            tl.store(DG + g_base + rows, dgk, mask=r_ok)
             dx = dx_inter * k_decay[:, None] + dk_intra
         else:
             dx = tl.dot(at.to(rhs.dtype), rhs, dx_inter * k_decay[:, None], input_precision=DOT)
@@ -271,7 +300,7 @@ def _bwd_dkdv(
 @triton.jit
 def _bwd_kernel(
     Q, K, V, GATE, DO, DQ, DK, DV, DG, S0, DST, DS0, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
-    SGB, SGS, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
+    TT, SGS, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
     USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, WANT_DG: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, DOT: tl.constexpr,
@@ -280,8 +309,8 @@ def _bwd_kernel(
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
-    L, qk0, v0, g0 = _sequence(CU, T, H, i_n, SQB, SQT, SVB, SVT, SGB, VARLEN)
-    g_base = g0 + i_h
+    L, qk0, v0, c0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
+    g_base = i_h.to(tl.int64) * TT + c0
     nk = tl.cdiv(K_DIM, BLOCK_KS)
     if pid < nk:
         _bwd_dq(
@@ -306,14 +335,21 @@ def _bwd_kernel(
 # ---- configurations (retune on the GPU here) ----------------------------------------------
 # Taken from ops/linear_attention (measured there on the H200 at T = 8192, bf16, K = V = 128);
 # not yet measured for this family. A program's work per chunk does not depend on T, so one
-# fixed choice serves every length.
-FWD_CONFIGS = [triton.Config({"BLOCK_T": 64, "BLOCK_V": 64}, num_warps=4, num_stages=4)]
+# fixed choice serves every length. CHUNK is the chunk length of every kernel of a call (the
+# forward's in-chunk cumulative gates serve the backward).
+CHUNK = 16 if interpreting() else 64
+CUMSUM_CHUNKS = 4 if interpreting() else 16  # chunks per program of _chunk_cumsum
+FWD_CONFIGS = [triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=4)]
+# The backward's three roles in one kernel are register-bound at 4 warps (255 registers and
+# some spilling with dg, README.md): 8 warps halve each thread's share of the tiles.
 BWD_CONFIGS = [
-    triton.Config({"BLOCK_T": 64, "BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3)
+    triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=8, num_stages=3),
 ]
 F32_STAGES = 2  # float32 tiles take twice the shared memory
-INTERPRET_FWD = {"BLOCK_T": 16, "BLOCK_V": 16}
-INTERPRET_BWD = {"BLOCK_T": 16, "BLOCK_KS": 16, "BLOCK_VS": 16}
+INTERPRET_FWD = {"BLOCK_V": 16}
+INTERPRET_BWD = {"BLOCK_KS": 16, "BLOCK_VS": 16}
 KEY = ["T", "H", "K_DIM", "V_DIM", "VARLEN"]
 # The dq and dk programs read the state as a hi + lo pair when dg is wanted (16-bit inputs):
 # the per-token terms of dg are summed over the whole sequence, and one rounding of the state
@@ -343,10 +379,9 @@ def _layout(q, cu_seqlens):
     return cu_seqlens.numel() - 1, 0, cu_seqlens
 
 
-def _strides(q, v, g):
-    """(batch, token, head) strides of the q/k layout, of the v/o layout, and the gates' batch
-    stride (they are contiguous [B, T, H])."""
-    return (*q.stride()[:3], *v.stride()[:3], g.stride(0))
+def _strides(q, v):
+    """(batch, token, head) strides of the q/k layout, then of the v/o layout."""
+    return (*q.stride()[:3], *v.stride()[:3])
 
 
 def _like(x, dtype=None):
@@ -354,34 +389,48 @@ def _like(x, dtype=None):
     return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
 
 
+def _chunk_gates(g, N, T_arg, cu, varlen):
+    """The in-chunk cumulative log2-gates of g (float32 [B, T, H], contiguous), head-major
+    [H, B * T] float32: one launch."""
+    B, T, H = g.shape
+    gc = torch.empty(H, B * T, device=g.device, dtype=torch.float32)
+    grid = (cdiv(T, CHUNK * CUMSUM_CHUNKS), N * H)
+    _chunk_cumsum[grid](
+        g, gc, cu, T_arg, B * T, H, g.stride(0), VARLEN=varlen, BLOCK_T=CHUNK, NB=CUMSUM_CHUNKS
+    )  # fmt: skip
+    return gc
+
+
 def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
+    """(o, final state or None, the in-chunk cumulative log2-gates for the backward)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
+    gc = _chunk_gates(g, N, T_arg, cu, cu_seqlens is not None)
     o = _like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
     dummy = o
     _launch(
         _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q,
-        k, v, g, o, dummy if s0 is None else s0, dummy if s_t is None else s_t, cu, T_arg, H,
-        *_strides(q, v, g), scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), USE_S0=s0 is not None,
-        STORE_ST=want_state, VARLEN=cu_seqlens is not None, DOT=_dot(q),
+        k, v, gc, o, dummy if s0 is None else s0, dummy if s_t is None else s_t, cu, T_arg,
+        B * T, H, *_strides(q, v), scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), USE_S0=s0 is not None,
+        STORE_ST=want_state, VARLEN=cu_seqlens is not None, DOT=_dot(q), BLOCK_T=CHUNK,
     )  # fmt: skip
-    return o, s_t
+    return o, s_t, gc
 
 
 def _reverse_cumsum(x, cu_seqlens):
-    """sum_{t' >= t} x_t' within each sequence, along dim 1 of x [B, T, H] (float64)."""
-    r = x.flip(1).cumsum(1).flip(1)
+    """sum_{t' >= t} x_t' within each sequence, along the last dim of x [H, B, T] (float64)."""
+    r = x.flip(-1).cumsum(-1).flip(-1)
     if cu_seqlens is None:
         return r
     cu = cu_seqlens.long()
     ends = torch.repeat_interleave(cu[1:], cu[1:] - cu[:-1])  # each token's sequence end
-    r_pad = torch.cat([r, r.new_zeros(1, 1, r.shape[2])], 1)
-    return r - r_pad[:, ends]
+    r_pad = torch.cat([r, r.new_zeros(*r.shape[:2], 1)], -1)
+    return r - r_pad[..., ends]
 
 
-def _backward(q, k, v, g, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqlens):
+def _backward(q, k, v, gc, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqlens):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
@@ -398,49 +447,51 @@ def _backward(q, k, v, g, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqlen
         }  # fmt: skip
         nk = cdiv(K, min(widths))
         alloc = torch.empty if len(widths) == 1 else torch.zeros  # rows a wider block leaves
-        dgs = alloc(2 * nk, *g.shape, device=q.device, dtype=torch.float32)
+        dgs = alloc(2 * nk, H, B * T, device=q.device, dtype=torch.float32)
 
     def grid(m):
         return (2 * cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H)
 
     _launch(
-        _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, g, do, dq, dk, dv,
+        _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, gc, do, dq, dk, dv,
         dummy if dgs is None else dgs, dummy if s0 is None else s0,
         dummy if d_st is None else d_st, dummy if ds0 is None else ds0, cu, T_arg, H,
-        *_strides(q, v, g), g.numel(), scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
+        *_strides(q, v), B * T, H * B * T, scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
         WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=_dot(q),
+        BLOCK_T=CHUNK,
     )  # fmt: skip
     dg = None
     if want_dg:
         x = dgs[:nk].sum(0, dtype=torch.float64) - dgs[nk:].sum(0, dtype=torch.float64)
         del dgs
+        x = x.view(H, B, T)
         if d_st is not None and T > 0:  # <S_T, dS_T>, on the last token of each sequence
             term = (s_t.double() * d_st.double()).sum((-2, -1))  # [N, H]
             if cu_seqlens is None:
-                x[:, -1] += term
+                x[:, :, -1] += term.t()
             else:
                 cu = cu_seqlens.long()
                 full = cu[1:] > cu[:-1]  # empty sequences have no token to carry it
-                x[0].index_add_(0, cu[1:][full] - 1, term[full])
-        dg = _reverse_cumsum(x, cu_seqlens).float()
+                x[:, 0].index_add_(1, cu[1:][full] - 1, term[full].t())
+        dg = _reverse_cumsum(x, cu_seqlens).permute(1, 2, 0).float()  # [B, T, H]
     return dq, dk, dv, dg, ds0
 
 
 class SimpleGLAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, scale, s0, want_state, cu_seqlens):
-        o, s_t = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, g, s0, s_t, cu_seqlens)
+        o, s_t, gc = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, gc, s0, s_t, cu_seqlens)
         ctx.scale = scale
         ctx.want_ds0 = s0 is not None and ctx.needs_input_grad[5]
         return o, s_t
 
     @staticmethod
     def backward(ctx, do, d_st):
-        q, k, v, g, s0, s_t, cu_seqlens = ctx.saved_tensors
+        q, k, v, gc, s0, s_t, cu_seqlens = ctx.saved_tensors
         dq, dk, dv, dg, ds0 = _backward(
-            q, k, v, g, do, ctx.scale, s0, s_t, None if d_st is None else d_st.contiguous(),
+            q, k, v, gc, do, ctx.scale, s0, s_t, None if d_st is None else d_st.contiguous(),
             ctx.want_ds0, ctx.needs_input_grad[3], cu_seqlens,
         )  # fmt: skip
         return dq, dk, dv, dg, None, ds0, None, None
