@@ -19,9 +19,13 @@ them at the benchmark shapes: pointers 16-byte aligned, strides and lengths mult
 `gluon` (the Gluon forward and dK/dV, grouped or not), `sgla` / `simple_gla`, `gla`,
 `delta` / `delta_rule` or `gated` (all three: every kernel of the gated families in each
 launch configuration, with and without the switches that change the code, gates as the
-launchers pass them). --sass DIR writes the SASS of every
-kernel in every listed configuration, one file each: diff two such folders (two commits, or
-a change to a kernel's source) to see whether the code the GPU runs changed at all.
+launchers pass them). The last column gives, per loop of the SASS (the chunk loops; one per
+role of a multi-role kernel), its instructions, barriers and local-memory accesses on one
+trip: in a kernel that runs one 4-warp program per SM these set the latency of a chunk.
+--sass DIR writes the SASS of every kernel in every listed configuration, one file each: diff
+two such folders (two commits, or a change to a kernel's source) to see whether the code the
+GPU runs changed at all; --dump DIR writes the SASS and PTX of the table's rows (--match
+REGEX narrows them).
 """
 
 import argparse
@@ -380,7 +384,8 @@ def main():
         os.makedirs(args.dump, exist_ok=True)
     w = max([52] + [len(label) for label, _ in rows])
     print(f"{'kernel':{w}} {'regs':>4} {'stack B':>7} {'smem KiB':>8} {'max reg':>7} "
-          f"{'instrs':>6} {'bar':>4} {'LDL+STL':>7}  wgmma (+mma.sync)")  # fmt: skip
+          f"{'instrs':>6} {'bar':>4} {'LDL+STL':>7}  wgmma (+mma.sync)"
+          "  loops: instrs/bar/local")  # fmt: skip
     for label, make in rows:
         try:
             ck = make()
@@ -391,9 +396,10 @@ def main():
             continue
         over = "  over the H200's shared memory" if r["smem"] > SMEM_LIMIT else ""
         mma = f" (+{r['mma']})" if r["mma"] else ""
+        loops = " ".join(f"{x['instrs']}/{x['bar']}/{x['local']}" for x in r["loops"])
         print(f"{label:{w}} {r['regs']:4} {r['stack']:7} {r['smem'] / 1024:8.1f} "
               f"{r['max_reg']:7} {r['instrs']:6} {r['bar']:4} {r['ldl_stl']:7}  {r['wgmma']}"
-              f"{mma}{over}", flush=True)  # fmt: skip
+              f"{mma}{over}  {loops}", flush=True)  # fmt: skip
         if args.dump:
             name = re.sub(r"[^A-Za-z0-9=_.-]+", "_", f"{args.dtype}_D{args.D}_{label}")
             for ext, text in (("sass", r["sass"]), ("ptx", ck.asm["ptx"])):

@@ -1,10 +1,11 @@
 """Chunked scalar-gate linear attention: kernels, wrappers, autograd Function, public function.
 
 The scheduling of ops/linear_attention/chunk.py with a data-dependent decay: one program walks
-its sequence chunk by chunk holding the state in registers; per chunk it loads the chunk's
-log-gates, takes their in-chunk cumulative sum G (float32, base 2) with tl.cumsum, and uses
-exp(G_i - G_j) for the intra-chunk decay matrix, exp(G_i) for the read of the entering state,
-exp(G_last - G_j) to weight the keys of the state update and exp(G_last) to decay the state.
+its sequence chunk by chunk holding the state in registers; per chunk it loads the in-chunk
+cumulative sums G of the log-gates (float32, base 2; a pre-pass, _chunk_cumsum, writes them
+once per forward and the backward reuses them) and uses exp(G_i - G_j) for the intra-chunk
+decay matrix, exp(G_i) for the read of the entering state, exp(G_last - G_j) to weight the
+keys of the state update and exp(G_last) to decay the state.
 
 Forward: one program per (value block, sequence x head); writes o (and the final state).
 Backward: one launch, three roles side by side: dq (forward scan of S, one program per key
