@@ -91,7 +91,8 @@ def softmax(x, dim: int, log: bool = False):
 
 
 def causal_mask(x, query: int, key: int, window: int = 0, fill: float = float("-inf")):
-    """x with entries where key > query (or key <= query - window) set to `fill`."""
+    """x with entries where key > query (or key <= query - window) set to `fill`, in x's
+    memory layout (`torch.where` keeps a permuted input's strides; masked_fill would copy)."""
     i = torch.arange(x.shape[query], device=x.device)[:, None]
     j = torch.arange(x.shape[key], device=x.device)[None, :]
     drop = (j > i) | (j <= i - window) if window else j > i
@@ -99,7 +100,7 @@ def causal_mask(x, query: int, key: int, window: int = 0, fill: float = float("-
         drop = drop.T
     shape = [1] * x.dim()
     shape[query], shape[key] = x.shape[query], x.shape[key]
-    return x.masked_fill(drop.reshape(shape), fill)
+    return torch.where(drop.reshape(shape), fill, x)
 
 
 def channels_first(x, channel: int, spatial):
@@ -326,3 +327,28 @@ def compare_eq(a, b):
 # Helpers that call other helpers: the source emitter copies these along.
 DEPS = {"conv": ["channels_first", "channels_back"], "group_norm": ["channels_first",
         "channels_back"], "simple_gla": ["gla"], "delta_rule": ["gated_delta_rule"]}  # fmt: skip
+
+
+def packed_window_attention(q, k, v, offsets, normalize=False, scale=1.0):
+    """Non-causal linear attention inside the windows of a packed sequence: q, k [T, H, K],
+    v [T, H, V], offsets the N window starts then T. o_t = scale q_t Σ_{s in w(t)} k_sᵀ v_s,
+    divided by scale q_t · Σ_{s in w(t)} k_s + 1e-10 when `normalize`. The windows are padded
+    to the longest and multiplied as one batch (no loop over windows or tokens)."""
+    T = q.shape[0]
+    offsets = offsets.to(device=q.device, dtype=torch.long)
+    t = torch.arange(T, device=q.device)
+    win = torch.searchsorted(offsets[1:], t, right=True)  # each token's window
+    pos = t - offsets[win]  # its place in the window
+    n = offsets.numel() - 1
+    width = int((offsets[1:] - offsets[:-1]).max()) if n > 0 else 0
+
+    def padded(x):  # [T, H, F] -> [N, width, H, F], zeros past each window's end
+        return x.new_zeros(n, width, *x.shape[1:]).index_put((win, pos), x)
+
+    q = q * scale
+    kv = torch.einsum("nlhk,nlhv->nhkv", padded(k), padded(v))  # Σ kᵀv per window
+    o = torch.einsum("nlhk,nhkv->nlhv", padded(q), kv)[win, pos]
+    if normalize:
+        z = k.new_zeros(n, *k.shape[1:]).index_add(0, win, k)  # Σ k per window
+        o = o / ((q * z[win]).sum(-1, keepdim=True) + 1e-10)
+    return o

@@ -79,37 +79,34 @@ def _short_conv(b: Builder, x, channel: str, name: str, *, bias: bool = False, h
 TNL_SIZES = {"B": 2, "T": 32, "H": 2, "K": 8, "V": 8, "F": 32}
 
 
-def _tnl_layer(name: str, title: str, paper: str, decay_scale: str, sizes: dict):
+def _tnl_layer(b: Builder, x, decay_scale: str, p: str = "", tag: str = ""):
     """One TransNormerLLM layer on x (B T D): x + GLA(SRMSNorm(x)), then x + SGLU(SRMSNorm(x)).
+    Box names start with `p`, group titles with `tag`.
 
     GLA (Lightning Attention paper eq. 11): O = SRMSNorm(Q Kᵀ V ⊙ decay mask) ⊙ U,
     Q = φ(X W_q), K = φ(X W_k), V = X W_v, U = X W_u, φ = Swish; SGLU (eq. 12):
     O = [(X W_v) ⊙ (X W_u)] W_o; SRMSNorm (eq. 14) x / (‖x‖₂/√d), no learned scale.
     """
-    doc = "Pre-SRMSNorm; gated NormAttention with per-head, per-layer decay; SGLU."
-    b = Builder(name, title=title, paper=paper, doc=doc, axes={"D": "H*K"}, sizes=sizes)
-    x = b.input("x", "B T D")
-    h = b.rmsnorm(x, "D", affine=False, name="norm1", label="SRMS")
-    with b.group("Gated Linear Attention"):
-        q = b.linear(h, "D", "H K", bias=False, name="q_proj", label="L^Q")
-        k = b.linear(h, "D", "H K", bias=False, name="k_proj", label="L^K")
-        q, k = b.silu(q, name="phi_q", label="φ"), b.silu(k, name="phi_k", label="φ")
-        v = b.linear(h, "D", "H V", bias=False, name="v_proj", label="L^V")
-        u = b.linear(h, "D", "H V", bias=False, name="u_proj", label="L^U")
+    h = b.rmsnorm(x, "D", affine=False, name=f"{p}norm1", label="SRMS")
+    with b.group(f"{tag}Gated Linear Attention"):
+        q = b.linear(h, "D", "H K", bias=False, name=f"{p}q_proj", label="L^Q")
+        k = b.linear(h, "D", "H K", bias=False, name=f"{p}k_proj", label="L^K")
+        q, k = b.silu(q, name=f"{p}phi_q", label="φ"), b.silu(k, name=f"{p}phi_k", label="φ")
+        v = b.linear(h, "D", "H V", bias=False, name=f"{p}v_proj", label="L^V")
+        u = b.linear(h, "D", "H V", bias=False, name=f"{p}u_proj", label="L^U")
         o = b.linear_attention(q, k, v, key="T", variant="lightning", decay_scale=decay_scale,
-                               name="mixer")  # fmt: skip
-        o = b.rmsnorm(o, "H V", affine=False, name="out_norm", label="SRMS")
-        o = b.mul(o, u, name="gate")
-        o = b.linear(o, "H V", "D", bias=False, name="o_proj", label="L^O")
-    x = b.add(x, o, name="res1")
-    h = b.rmsnorm(x, "D", affine=False, name="norm2", label="SRMS")
-    with b.group("SGLU"):
-        v = b.linear(h, "D", "F", bias=False, name="glu_v", label="L^V")
-        u = b.linear(h, "D", "F", bias=False, name="glu_u", label="L^U")
-        o = b.mul(v, u, name="glu")
-        o = b.linear(o, "F", "D", bias=False, name="glu_o", label="L^O")
-    b.output("y", b.add(x, o, name="res2"))
-    return b.build()
+                               name=f"{p}mixer")  # fmt: skip
+        o = b.rmsnorm(o, "H V", affine=False, name=f"{p}out_norm", label="SRMS")
+        o = b.mul(o, u, name=f"{p}gate")
+        o = b.linear(o, "H V", "D", bias=False, name=f"{p}o_proj", label="L^O")
+    x = b.add(x, o, name=f"{p}res1")
+    h = b.rmsnorm(x, "D", affine=False, name=f"{p}norm2", label="SRMS")
+    with b.group(f"{tag}SGLU"):
+        v = b.linear(h, "D", "F", bias=False, name=f"{p}glu_v", label="L^V")
+        u = b.linear(h, "D", "F", bias=False, name=f"{p}glu_u", label="L^U")
+        o = b.mul(v, u, name=f"{p}glu")
+        o = b.linear(o, "F", "D", bias=False, name=f"{p}glu_o", label="L^O")
+    return b.add(x, o, name=f"{p}res2")
 
 
 @entry("transnormer_block", "TransNormerLLM block (Lightning Attention)", TRANSNORMER)
@@ -126,8 +123,11 @@ def transnormer_block():
     O = [(X W_v) ⊙ (X W_u)] W_o. Both pre-norm with SRMSNorm x / (‖x‖₂/√d). (Lightning
     Attention paper eqs. 9–14 write the same layer.)
     """
-    return _tnl_layer("transnormer_block", "TransNormerLLM layer l of L", TRANSNORMER,
-                      "1 - l/L", {**TNL_SIZES, "l": 1, "L": 4})  # fmt: skip
+    b = Builder("transnormer_block", title="TransNormerLLM layer l of L", paper=TRANSNORMER,
+                doc="Pre-SRMSNorm; gated NormAttention with per-head, per-layer decay; SGLU.",
+                axes={"D": "H*K"}, sizes={**TNL_SIZES, "l": 1, "L": 4})  # fmt: skip
+    b.output("y", _tnl_layer(b, b.input("x", "B T D"), "1 - l/L"))
+    return b.build()
 
 
 @entry("lightning_block", "TNL: TransNormerLLM layers with Lightning Attention", LIGHTNING)
@@ -144,9 +144,7 @@ def lightning_block():
                 axes={"D": "H*K"}, sizes=TNL_SIZES)  # fmt: skip
     x = b.input("x", "B T D")
     for layer, rate in ((1, "1/2"), (2, "0")):
-        sub = _tnl_layer(f"tnl_layer_{layer}", f"TNL layer l = {layer}", LIGHTNING, rate,
-                         TNL_SIZES)  # fmt: skip
-        x = b.call(sub, x=x, name=f"layer{layer}")
+        x = _tnl_layer(b, x, rate, p=f"l{layer}_", tag=f"Layer {layer}: ")
     b.output("y", x)
     return b.build()
 

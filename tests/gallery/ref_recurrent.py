@@ -78,7 +78,7 @@ def transnormer_block(p, x, layer=1, layers=4):
 
 def lightning_block(p, x):
     for layer, rate in ((1, 0.5), (2, 0.0)):  # 1 - l/L for L = 2
-        x = tnl_layer(p, x, rate, prefix=f"layer{layer}.")
+        x = tnl_layer(p, x, rate, prefix=f"l{layer}_")
     return {"y": x}
 
 

@@ -92,5 +92,5 @@ def test_training_lowers_the_loss(name):
 def test_each_tnl_layer_has_its_own_decay():
     """lightning_block: layer 1 decays (rate 1/2), layer 2 does not (rate 1 - L/L = 0)."""
     c = gallery.get("lightning_block")
-    rates = [c.subcircuits[f"tnl_layer_{i}"].box("mixer").decay_scale for i in (1, 2)]
+    rates = [c.box(f"l{i}_mixer").decay_scale for i in (1, 2)]
     assert rates == ["1/2", "0"]
