@@ -94,6 +94,8 @@ def lower_linear_attention(L, b, x, tin, tout):
     out = tout["out"].names
     scale = _scale(L, b)
     scale = 1.0 if scale is None else scale
+    if b.packed and not b.causal:  # windows of a packed sequence
+        return {"out": _packed_windows(L, b, x, tin, tout, scale)}
     if not b.causal and b.variant == "linear":  # q (kᵀ v): two products, no kernel needed
         kv = L.einsum([(x["k"], k.names), (x["v"], v.names)], [*batch, b.head, b.value])
         o = L.einsum([(x["q"], q.names), (kv, [*batch, b.head, b.value])], out)
@@ -176,3 +178,41 @@ def _to_bthk_beta(L, node, names, batch, seq):
     if len(batch) > 2:
         y = L.method("flatten", y, 0, len(batch) - 2)
     return y
+
+
+def _packed_windows(L, b, x, tin, tout, scale):
+    """Non-causal linear attention within each window of a packed sequence, in PyTorch
+    (`runtime.packed_window_attention` on [T, H, K] tensors; no ncd.ops kernel)."""
+    q = tin["q"]
+    batch = [a for a in q.names if a not in _own(b)]  # at most the head axis
+    if len({tin[p].dtype for p in ("q", "k", "v")}) > 1:
+        want = getattr(torch, tout["out"].dtype)
+        x = {**x, **{p: L.method("to", x[p], want) for p in ("q", "k", "v")}}
+    roles = (("q", b.query, b.head), ("k", b.key, b.head), ("v", b.key, b.value))
+    t = {}
+    for p, seq, feat in roles:
+        t[p] = L.permute(x[p], tin[p].names, [seq, *batch, feat])
+        if not batch:
+            t[p] = L.fn(operator.getitem, t[p], (slice(None), None))
+    o = L.fn(runtime.packed_window_attention, t["q"], t["k"], t["v"], x["offsets"],
+             normalize=b.normalize, scale=scale)  # fmt: skip
+    if not batch:
+        o = L.fn(operator.getitem, o, (slice(None), 0))
+    return L.permute(o, [b.query, *batch, b.value], tout["out"].names)
+
+
+def example_offsets(checked, name, generator=None):
+    """Valid example offsets for input `name` where it is the `offsets` port of a packed
+    `linear_attention` box (sorted, from 0 to the packed length, windows of random nonzero
+    lengths), else None: for the makers of random example inputs."""
+    for box in checked.circuit.boxes:
+        if box.kind == "linear_attention" and box.packed and box.inputs["offsets"] == name:
+            total = int(checked.number(checked.ins[box.name]["q"].axis(box.query).size))
+            n = int(checked.number(checked.inputs[name].axes[0].size))
+            if n < 2 or total < n - 1:
+                return None
+            cuts = torch.randperm(total - 1, generator=generator)[: n - 2] + 1
+            ends = torch.tensor([0, total])
+            dtype = getattr(torch, checked.inputs[name].dtype)
+            return torch.cat([ends[:1], cuts.sort().values, ends[1:]]).to(dtype)
+    return None

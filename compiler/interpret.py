@@ -540,6 +540,15 @@ class _Run:
         kt = k.to([*batch, b.key, b.head]).to(ct)
         vt = v.to([*batch, b.key, b.value]).to(ct)
         T = qt.shape[-2]
+        if b.packed and not b.causal:  # every pair of tokens in one window
+            bounds = x["offsets"].t.tolist()[1:-1]
+            window = torch.tensor([sum(t >= e for e in bounds) for t in range(T)])
+            same = (window[:, None] == window[None, :]).to(ct)
+            a = (qt[..., :, None, :] * kt[..., None, :, :]).sum(-1) * same  # [..., T, S]
+            o = (a[..., None] * vt[..., None, :, :]).sum(-2)
+            if b.normalize:
+                o = o / (a.sum(-1, keepdim=True) + 1e-10)
+            return {"out": _as(NT(o.to(out_dtype), (*batch, b.query, b.value)), tout["out"])}
         if not b.causal:
             kv = (kt[..., :, None] * vt[..., None, :]).sum(-3)
             o = (qt[..., :, :, None] * kv[..., None, :, :]).sum(-2)

@@ -259,9 +259,8 @@ def _attention(b) -> Drawing:
 
 @draws("linear_attention")
 def _linear_attention(b) -> Drawing:
-    return Drawing(
-        glyph="◗◗", title=text(b.label), note=esc(b.variant + (" packed" if b.packed else ""))
-    )
+    packing = (" packed" if b.causal else " windows") if b.packed else ""
+    return Drawing(glyph="◗◗", title=text(b.label), note=esc(b.variant + packing))
 
 
 @draws("call")

@@ -117,7 +117,10 @@ class LinearAttention(_AttentionLike):
     """The key (= query) axis holds several sequences end to end, each starting from a zero
     state: port `offsets`, an integer tensor of one axis with each sequence's first position
     and then the total length (N + 1 values for N sequences, as `cu_seqlens`). The inputs
-    then have no batch axis other than one head axis."""
+    then have no batch axis other than one head axis. Non-causal (`linear` only): each
+    token attends to every token of its own sequence (variable-length windows,
+    o_t = q_t Σ_{s in w(t)} k_sᵀ v_s, normalised by q_t · Σ_{s in w(t)} k_s + 1e-10 with
+    `normalize`)."""
 
     @staticmethod
     def lightning_decay(heads: int, rate: float = 1.0) -> list[float]:
@@ -166,11 +169,18 @@ class LinearAttention(_AttentionLike):
             for a in t.names:
                 ctx.unify(k.axis(a).size, t.axis(a).size, port, f"size of {a}")
         if self.packed:
-            if not self.causal or self.normalize:
+            windows = not self.causal and self.variant == "linear"  # non-causal: each window
+            if not windows and (not self.causal or self.normalize):
                 raise ShapeProblem(
-                    "packed sequences: causal, without the normaliser", "offsets",
-                    "causal=True, normalize=False",
-                    f"causal={self.causal}, normalize={self.normalize}",
+                    "packed sequences: causal without the normaliser, or non-causal `linear`",
+                    "offsets", "causal=True, normalize=False; or causal=False, variant linear",
+                    f"causal={self.causal}, normalize={self.normalize}, variant {self.variant}",
+                )  # fmt: skip
+            if windows:
+                q = tensor(ins, "q")
+                ctx.unify(
+                    q.axis(self.query).size, k.axis(self.key).size, "k",
+                    f"packed: size of {self.key} = size of {self.query} (one packing)",
                 )  # fmt: skip
             off = tensor(ins, "offsets")
             if len(off.axes) != 1 or off.dtype not in INT_DTYPES:

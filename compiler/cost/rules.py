@@ -799,6 +799,8 @@ def linear_attention_box(v: BoxView) -> Rule:
     `lightning`) simple_gla, `gla` gla, `delta` and `gated_delta` the delta rules. What each
     keeps is what its autograd Function saves."""
     b = v.box
+    if b.packed and not b.causal:
+        return _packed_windows(v)
     if b.variant in ("linear", "lightning") and not b.packed:
         return _plain_linear_attention(v)
     if b.variant in ("linear", "lightning", "decay"):
@@ -952,3 +954,36 @@ def opaque(v: BoxView) -> Rule:
 @costs("call")
 def call(v: BoxView) -> Rule:  # pragma: no cover - the analyser expands calls itself
     raise AssertionError("calls are analysed recursively")
+
+
+# -- linear attention within the windows of a packed sequence (non-causal, packed)
+def _packed_windows(v: BoxView) -> Rule:
+    """`runtime.packed_window_attention`: q, k, v copied into windows padded to the longest
+    (priced as if no window were padded), Σ kᵀv per window, q (Σ kᵀv); with `normalize`, Σ k
+    per window and the per-token denominator. N windows: the offsets' length less one."""
+    B, T, _, K, V = _attention_dims(v)  # B: the head axis (packed inputs have no other)
+    n = numel(v.x("offsets")) - 1
+    bp = _bytes_per(v)
+    nz = bool(v.box.normalize)
+    mm = 4 * B * T * K * V
+    other = (3 * B * T * K + B * T * V) if nz else ZERO
+    qkv = bp * B * T * (2 * K + V)
+    kv = bp * n * B * K * V
+    saved = [
+        _own("padded", qkv, "q, k, v padded into windows"),
+        _own("kv", kv, "Σ kᵀv per window"),
+        _own("index", 16 * T, "each token's window and place (int64)"),
+        *_if(nz, _own("z", bp * B * T * K, "Σ k of each token's window"),
+             _own("den", bp * B * T, "denominators")),
+    ]  # fmt: skip
+    return Rule(
+        flops=mm + other,
+        mm=mm,
+        mm_bwd=2 * mm,
+        saved=saved,
+        extra_io=2 * qkv + 2 * kv,
+        fused="runtime.packed_window_attention",
+        notes=[
+            "packed windows: PyTorch (no ncd.ops kernel); padding of unequal windows not counted"
+        ],  # fmt: skip
+    )

@@ -54,12 +54,15 @@ def example_inputs(checked, seed: int = 0):
     """Random inputs of a checked circuit at its bound sizes (integers below 2 for indices)."""
     import torch
 
+    from ncd.compiler.fused import example_offsets
+
     g = torch.Generator().manual_seed(seed)
     xs = []
     for i in checked.circuit.inputs:
         shape = [checked.number(a.size) for a in checked.inputs[i.name].axes]
         if i.dtype.startswith("int"):
-            xs.append(torch.randint(0, 2, shape, generator=g))
+            off = example_offsets(checked, i.name, g)  # a packing's offsets: valid ones
+            xs.append(torch.randint(0, 2, shape, generator=g) if off is None else off)
         else:
             xs.append(torch.randn(shape, generator=g))
     return xs

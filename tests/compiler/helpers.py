@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ncd.compiler.fused import example_offsets
+
 
 def example_inputs(checked, seed=0, dtype=torch.float64, requires_grad=False):
     """Random inputs at the bound sizes: floats normal, integers below the smallest axis."""
@@ -12,7 +14,8 @@ def example_inputs(checked, seed=0, dtype=torch.float64, requires_grad=False):
     for i in checked.circuit.inputs:
         shape = [checked.number(a.size) for a in checked.inputs[i.name].axes]
         if i.dtype.startswith("int"):
-            xs.append(torch.randint(0, 5, shape, generator=g))
+            off = example_offsets(checked, i.name, g)  # a packing's offsets: valid ones
+            xs.append(torch.randint(0, 5, shape, generator=g) if off is None else off)
         else:
             x = torch.randn(shape, generator=g, dtype=dtype)
             xs.append(x.requires_grad_(requires_grad))

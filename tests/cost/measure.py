@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ncd.compiler.fused import example_offsets
+
 
 def make_inputs(circuit, sizes=None, dtype=torch.float32, device="cpu", seed=0):
     """Random inputs with the circuit's axes; floats need gradients, integers index the
@@ -22,7 +24,9 @@ def make_inputs(circuit, sizes=None, dtype=torch.float32, device="cpu", seed=0):
                 for ps in checked.params.values()
                 for p in ps.values()
             )
-            xs.append(torch.randint(0, vocab, shape, generator=g).to(device))
+            off = example_offsets(checked, inp.name, g)  # a packing's offsets: valid ones
+            x = torch.randint(0, vocab, shape, generator=g) if off is None else off
+            xs.append(x.to(device))
         else:
             x = torch.randn(shape, generator=g, dtype=torch.float32).to(device, dtype)
             xs.append(x.requires_grad_(True))
