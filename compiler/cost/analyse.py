@@ -176,6 +176,7 @@ class _Walker:
                 own += nb
             bc.activation_bytes = own
             total += own
+        self._cut_backward(boxes)
         # inner wires of a pointwise region that nothing keeps are never written to memory
         for r in regions:
             for sid in getattr(r, "internal", []):
@@ -233,7 +234,7 @@ class _Walker:
         if region is not None and region.kind != "pointwise" and name == region.boxes[-1]:
             # a fused kernel writes its output in the output's own (row-major) order
             rule.layout = {p: t.names for p, t in outs.items() if isinstance(t, TensorType)}
-        grad_out = any(grads.values()) or bool(params)
+        grad_out = (any(grads.values()) or bool(params)) and not _no_gradient(box)
         # outputs: shared storage (views, tuples) or a new one
         new_bytes = ZERO
         for p, t in outs.items():
@@ -352,6 +353,46 @@ class _Walker:
         bc.notes = [f"{n} × subcircuit {sub_checked.circuit.name}; peak inside it approximated"]
         return bc
 
+    # -- the backward pass autograd runs
+    def _cut_backward(self, boxes: list[BoxCost]) -> None:
+        """Autograd runs the backward of a box only where one of its outputs reaches an
+        output through wires with gradients (a comparison's result has none): the other boxes
+        get no backward FLOPs, IO or temporaries, and their wires no gradient. What they keep
+        is still saved in the forward (PyTorch saves it whenever an input needs a gradient),
+        but no backward holds it: it is freed with the last tensor of the cut-off branch."""
+        c = self.c
+        needed = {
+            sid
+            for src in c.output_sources.values()
+            for sid in _storages(self.wires[src])
+            if self.storages[sid].grad
+        }
+        index = {name: i for i, name in enumerate(c.order)}
+        death: dict[int, int] = {}  # unreached box -> forward step after which its node dies
+        for i in range(len(boxes) - 1, -1, -1):
+            name, bc = c.order[i], boxes[i]
+            outs = [sid for p in c.outs[name] for sid in _storages(self.wires[(name, p)])]
+            srcs = [s for src in c.sources[name].values() for s in _storages(self.wires[src])]
+            if any(sid in needed for sid in outs):
+                needed.update(s for s in srcs if self.storages[s].grad)
+                continue
+            bc.flops_bwd = bc.mm_flops_bwd = bc.io_bytes_bwd = ZERO
+            bc._bwd_temps = ZERO  # type: ignore[attr-defined]
+            if getattr(bc, "_time_flops", None) is not None:
+                bc._time_flops = (bc._time_flops[0], ZERO)  # type: ignore[attr-defined]
+            end = max([death.get(i, i), *(self.storages[s].last_use for s in outs)])
+            for box, _ in c.sources[name].values():  # its inputs' nodes live as long
+                if box in index:
+                    death[index[box]] = max(death.get(index[box], index[box]), end)
+            for _, sid, _ in bc.saved:
+                st = self.storages[sid]
+                if i in st.savers:
+                    st.savers.remove(i)
+                    st.last_use = max(st.last_use, end)
+        for sid, st in self.storages.items():
+            if st.kind in ("input", "act", "own") and sid not in needed:
+                st.grad = False
+
     # -- fused lowering
     def _apply_regions(self, regions: list[Region], boxes: list[BoxCost]) -> None:
         c = self.c
@@ -467,6 +508,11 @@ def _relayouts(r: Region, q: _Wire, k: _Wire, v: _Wire, o: _Wire) -> tuple[list[
     names = {p: w.type.names for p, w in ws.items()}
     layouts = {p: w.layout for p, w in ws.items()}
     return R.relayouts(r.kind, d["query"], d["key"], d["head"], names, layouts)
+
+
+def _no_gradient(box) -> bool:
+    """Whether the box's lowering gives results without autograd history (comparisons)."""
+    return box.kind == "binary" and box.fn in ("ge", "gt", "le", "lt", "eq")
 
 
 def _on_its_own(sub_checked):
