@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from .kinds import Box
 from .kinds.base import AxisList, AxisName, Name, Ref, SizeExpr
+from .limits import MAX_BOXES, MAX_PORTS, MAX_SIZE, MAX_SUBCIRCUITS
 from .types import Dtype
-
-MAX_BOXES = 100_000
 
 
 class Input(BaseModel):
@@ -54,15 +53,15 @@ class Circuit(BaseModel):
     """A short description."""
     axes: dict[AxisName, SizeExpr] = Field(default_factory=dict, max_length=1024)
     """Axis name -> size expression, for axes whose size is not their own symbol (`D: H*K`)."""
-    sizes: dict[AxisName, int] = Field(default_factory=dict, max_length=1024)
+    sizes: dict[AxisName, StrictInt] = Field(default_factory=dict, max_length=1024)
     """A default binding of sizes to numbers (an example configuration)."""
-    inputs: list[Input] = Field(default_factory=list, max_length=1024)
+    inputs: list[Input] = Field(default_factory=list, max_length=MAX_PORTS)
     """Input bundles."""
     boxes: list[Box] = Field(default_factory=list, max_length=MAX_BOXES)
     """Operations; their order is kept for display, evaluation order comes from the wiring."""
-    outputs: list[Output] = Field(default_factory=list, max_length=1024)
+    outputs: list[Output] = Field(default_factory=list, max_length=MAX_PORTS)
     """Outputs."""
-    subcircuits: dict[Name, Circuit] = Field(default_factory=dict, max_length=256)
+    subcircuits: dict[Name, Circuit] = Field(default_factory=dict, max_length=MAX_SUBCIRCUITS)
     """Circuits that `call` boxes may call, by name."""
     layout: dict[str, Any] = Field(default_factory=dict, max_length=4096)
     """View hints that must persist (editor positions, colours); no view keeps its own."""
@@ -70,9 +69,10 @@ class Circuit(BaseModel):
     @field_validator("sizes")
     @classmethod
     def _sizes_positive(cls, v):
-        bad = {k: n for k, n in v.items() if n < 1 or n > 2**40}
+        bad = {k: n if n.bit_length() < 64 else "a larger number" for k, n in v.items()
+               if n < 1 or n > MAX_SIZE}  # fmt: skip
         if bad:
-            raise ValueError(f"sizes must be between 1 and 2**40, found {bad}")
+            raise ValueError(f"sizes must be between 1 and 2**40 (limit MAX_SIZE), found {bad}")
         return v
 
     def box(self, name: str):

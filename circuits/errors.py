@@ -50,9 +50,13 @@ class ValidationError(NcdError):
     def __init__(self, circuit: str, problems: list[Problem]):
         self.circuit = circuit
         self.problems = list(problems)
+        from .limits import MAX_PROBLEMS_SHOWN
+
         n = len(self.problems)
-        lines = [f"circuit '{circuit}' has {n} problem{'s' if n != 1 else ''}:"]
-        lines += [f"  - {p}" for p in self.problems]
+        lines = [f"circuit '{circuit}' has {n:,} problem{'s' if n != 1 else ''}:"]
+        lines += [f"  - {p}" for p in self.problems[:MAX_PROBLEMS_SHOWN]]
+        if n > MAX_PROBLEMS_SHOWN:
+            lines.append(f"  - … and {n - MAX_PROBLEMS_SHOWN:,} more")
         super().__init__("\n".join(lines))
 
 

@@ -7,6 +7,7 @@ library after a size and nesting check, then validated by the pydantic schema.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import pydantic
 
 from .circuit import Circuit
 from .errors import SchemaError
+from .limits import MAX_INT_DIGITS, MAX_JSON_NESTING, MAX_PROBLEMS_SHOWN, MAX_SPEC_BYTES
 
-MAX_BYTES = 32 * 2**20
-MAX_NESTING = 64
+MAX_BYTES = MAX_SPEC_BYTES
+MAX_NESTING = MAX_JSON_NESTING
 
 
 def loads(text: str | bytes) -> Circuit:
@@ -30,7 +32,10 @@ def load(path: str | Path) -> Circuit:
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise SchemaError(f"{path}: file is {size} bytes, more than the {MAX_BYTES} allowed")
+            raise SchemaError(
+                f"{path}: file is {size:,} bytes, more than the {MAX_BYTES:,} allowed "
+                "(limit MAX_SPEC_BYTES)"
+            )
         raw = path.read_bytes()
     except OSError as e:
         raise SchemaError(f"{path}: cannot read ({e.strerror or e})") from None
@@ -43,20 +48,88 @@ def load(path: str | Path) -> Circuit:
 def parse_json(text: str | bytes) -> Any:
     if isinstance(text, bytes):
         if len(text) > MAX_BYTES:
-            raise SchemaError(f"spec is {len(text)} bytes, more than the {MAX_BYTES} allowed")
+            raise SchemaError(
+                f"spec is {len(text):,} bytes, more than the {MAX_BYTES:,} allowed "
+                "(limit MAX_SPEC_BYTES)"
+            )
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise SchemaError(f"spec is not UTF-8 text (byte {e.start})") from None
     if len(text) > MAX_BYTES:
-        raise SchemaError(f"spec is {len(text)} characters, more than the {MAX_BYTES} allowed")
+        raise SchemaError(
+            f"spec is {len(text):,} characters, more than the {MAX_BYTES:,} allowed "
+            "(limit MAX_SPEC_BYTES)"
+        )
     _check_nesting(text)
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        data = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_int=_int,
+            parse_float=_float,
+        )
     except json.JSONDecodeError as e:
         raise SchemaError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except RecursionError:
-        raise SchemaError(f"JSON nested deeper than {MAX_NESTING}") from None
+        raise SchemaError(
+            f"JSON nested deeper than {MAX_NESTING} (limit MAX_JSON_NESTING)"
+        ) from None
+    _check_text(data, "spec")
+    return data
+
+
+def _int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise SchemaError(
+            f"a number of {digits:,} digits ({text[:12]}…), more than the {MAX_INT_DIGITS} "
+            "allowed (limit MAX_INT_DIGITS)"
+        )
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise SchemaError(f"the number {text[:24]} is too large for a spec (not finite)")
+    return value
+
+
+def _check_text(data: Any, where: str) -> None:
+    """Refuses strings holding lone surrogates (JSON can write them; no file or terminal can
+    show them), naming where one is."""
+    stack = [(data, where)]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, str):
+            items = [(node, at)]
+        elif isinstance(node, dict):
+            items = [(k, f"{at}: a key") for k in node]
+            stack += [(v, f"{at}.{k}"[:200]) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(v, f"{at}[{i}]") for i, v in enumerate(node)]
+            items = []
+        else:
+            items = []
+        for s, at_s in items:
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise SchemaError(
+                    f"{_safe(at_s)}: text with a lone surrogate ({ascii(s[e.start])}) at "
+                    f"character {e.start + 1}"
+                ) from None
+
+
+def _safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _printable(text: str) -> str:
+    """`text` with every character a terminal would not show as itself escaped (`\\u202e`)."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _check_nesting(text: str) -> None:
@@ -74,7 +147,10 @@ def _check_nesting(text: str) -> None:
         elif ch in "[{":
             depth += 1
             if depth > MAX_NESTING:
-                raise SchemaError(f"JSON nested deeper than {MAX_NESTING} (at character {i})")
+                raise SchemaError(
+                    f"JSON nested deeper than {MAX_NESTING} (at character {i:,}; "
+                    "limit MAX_JSON_NESTING)"
+                )
         elif ch in "]}":
             depth -= 1
 
@@ -83,7 +159,7 @@ def _no_duplicates(pairs):
     out = {}
     for k, v in pairs:
         if k in out:
-            raise SchemaError(f"key {k[:40]!r} appears twice in one object")
+            raise SchemaError(f"key {_safe(k[:40])!r} appears twice in one object")
         out[k] = v
     return out
 
@@ -114,15 +190,21 @@ def _explain(err: pydantic.ValidationError, data: dict) -> str:
             continue
         seen.add(key)
         found = e.get("input")
-        found_s = "" if isinstance(found, dict | list) else f" (found {str(found)[:60]!r})"
+        found_s = "" if isinstance(found, dict | list) else f" (found {_short(found)!r})"
         lines.append(f"  - {loc}: {e['msg']}{found_s}")
-        if len(lines) >= 50:
-            lines.append("  - … (more problems not shown)")
+        if len(lines) >= MAX_PROBLEMS_SHOWN:
+            lines.append(f"  - … and {err.error_count() - len(lines):,} more")
             break
     n = err.error_count()
     return f"spec does not match the circuit schema ({n} problem{'s' * (n != 1)}):\n" + "\n".join(
         lines
     )
+
+
+def _short(found: Any) -> str:
+    if isinstance(found, int) and found.bit_length() > 64:
+        return f"an integer of {len(str(found)):,} digits"
+    return _safe(str(found)[:60])
 
 
 def _where(loc, data) -> str:
@@ -134,7 +216,7 @@ def _where(loc, data) -> str:
             parts.append(f"[{item}]")
             node = node[item] if isinstance(node, list) and item < len(node) else None
             if isinstance(node, dict) and isinstance(node.get("name"), str):
-                out.append(f"'{node['name'][:40]}'")
+                out.append(f"'{_printable(node['name'][:40])}'")
         else:
             if isinstance(node, dict):
                 node = node.get(item)
@@ -169,10 +251,9 @@ def dumps(circuit: Circuit, indent: int | None = 2) -> str:
 
 def save(circuit: Circuit, path: str | Path) -> None:
     """Write atomically, so an error never leaves a half-written spec behind."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(circuit) + "\n")
-    tmp.replace(path)
+    from .atomic import write_atomic
+
+    write_atomic(path, dumps(circuit) + "\n")
 
 
 def json_schema() -> dict:

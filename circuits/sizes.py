@@ -7,16 +7,28 @@ never by `sympify`/`eval`, so a hostile spec cannot run code.
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 
 import sympy
 
 from .errors import SizeError
+from .limits import (
+    MAX_ELEMENTS,  # noqa: F401 - validate reads it from here
+    MAX_EXPONENT,
+    MAX_EXPR_CHARS,
+    MAX_EXPR_DEPTH,
+    MAX_EXPR_TERMS,
+    MAX_INT_DIGITS,
+    MAX_NUMBER,
+    exceeded,
+)
 
-MAX_EXPR_CHARS = 200
-MAX_DEPTH = 32
-MAX_ELEMENTS = 2**40  # a tensor larger than this is a mistake, not a model
+MAX_DEPTH = MAX_EXPR_DEPTH
+# Names sympy or Python read as numbers: a size so named would read as one to people.
+_NOT_SIZES = {"nan", "inf", "infinity", "oo", "zoo", "i", "e", "pi"}
+_NOT_FINITE = (sympy.nan, sympy.zoo, sympy.oo, -sympy.oo, sympy.I)
 
 _TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\d*\.\d+|\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/^(),]))")
 FUNCTIONS = {"floor": sympy.floor, "ceiling": sympy.ceiling, "sqrt": sympy.sqrt}
@@ -48,13 +60,36 @@ def parse_size(text: str | int | float) -> sympy.Expr:
 @lru_cache(maxsize=4096)
 def _parse_cached(text: str) -> sympy.Expr:
     if len(text) > MAX_EXPR_CHARS:
-        raise SizeError(f"size expression longer than {MAX_EXPR_CHARS} characters")
+        raise SizeError(
+            f"size expression {text[:20]!r}… is "
+            + exceeded("characters long", "MAX_EXPR_CHARS", len(text))
+        )
     tokens = _tokenize(text)
     parser = _Parser(tokens, text)
     expr = parser.expr(0)
     if parser.pos != len(tokens):
         raise SizeError(f"unexpected {tokens[parser.pos][1]!r} in size expression {text!r}")
+    if expr.has(*_NOT_FINITE):
+        raise SizeError(f"size expression {text!r} is not a finite real number ({expr})")
     return expr
+
+
+def terms_bound(expr: sympy.Expr) -> int:
+    """An upper bound on the number of terms `expr` expands to (a sum of n terms to the power
+    k: n**k), computed without expanding."""
+    if expr.is_Add:
+        return sum(terms_bound(a) for a in expr.args)
+    if expr.is_Mul:
+        out = 1
+        for a in expr.args:
+            out *= terms_bound(a)
+            if out > MAX_EXPR_TERMS**2:
+                return out
+        return out
+    if expr.is_Pow and expr.exp.is_Integer and expr.exp > 0 and expr.base.is_Add:
+        n = terms_bound(expr.base)
+        return n ** min(int(expr.exp), 64)
+    return 1
 
 
 def _tokenize(text: str) -> list[tuple[str, str]]:
@@ -90,14 +125,29 @@ class _Parser:
         self.pos += 1
         return tok
 
+    def fail(self, what: str):
+        raise SizeError(f"size expression {self.text!r}: {what}")
+
+    def checked(self, value: sympy.Expr) -> sympy.Expr:
+        """`value`, refused where arithmetic on numbers left the finite reals or grew past
+        MAX_NUMBER, or where it would expand to more than MAX_EXPR_TERMS terms."""
+        if value.has(*_NOT_FINITE):
+            self.fail("not a finite real number (a division by zero or a root of a negative?)")
+        if value.is_Number and abs(value) > MAX_NUMBER:
+            self.fail("a number larger than 2**64 (limit MAX_NUMBER)")
+        n = terms_bound(value)
+        if n > MAX_EXPR_TERMS:
+            self.fail(exceeded("terms once expanded", "MAX_EXPR_TERMS", n))
+        return value
+
     def expr(self, depth):
         if depth > MAX_DEPTH:
-            raise SizeError(f"size expression nested deeper than {MAX_DEPTH}: {self.text[:40]!r}")
+            self.fail(f"nested deeper than {MAX_DEPTH} (limit MAX_EXPR_DEPTH)")
         left = self.term(depth)
         while self.peek()[1] in ("+", "-"):
             op = self.take()[1]
             right = self.term(depth)
-            left = left + right if op == "+" else left - right
+            left = self.checked(left + right if op == "+" else left - right)
         return left
 
     def term(self, depth):
@@ -105,7 +155,9 @@ class _Parser:
         while self.peek()[1] in ("*", "/"):
             op = self.take()[1]
             right = self.unary(depth)
-            left = left * right if op == "*" else left / right
+            if op == "/" and right == 0:
+                self.fail("division by zero")
+            left = self.checked(left * right if op == "*" else left / right)
         return left
 
     def unary(self, depth):
@@ -118,19 +170,36 @@ class _Parser:
         base = self.atom(depth)
         if self.peek()[1] in ("**", "^"):
             self.take()
-            return base ** self.unary(depth + 1)
+            exp = self.unary(depth + 1)
+            if not exp.is_Number:
+                self.fail(f"the exponent {show(exp)} is not a number (exponents are constants)")
+            if abs(exp) > MAX_EXPONENT:
+                self.fail(f"the exponent {show(exp)} is larger than {MAX_EXPONENT} "
+                          "(limit MAX_EXPONENT)")  # fmt: skip
+            if base == 0 and exp < 0:
+                self.fail("division by zero")
+            big = base.is_Number and abs(base) > 1 and exp > 0
+            if big and float(exp) * math.log2(abs(float(base))) > 64:
+                self.fail("a number larger than 2**64 (limit MAX_NUMBER)")
+            return self.checked(base**exp)
         return base
 
     def atom(self, depth):
         kind, value = self.take()
         if kind == "num":
+            digits = len(value.replace(".", "").lstrip("0"))
+            if digits > MAX_INT_DIGITS:
+                self.fail(f"a number of {digits} digits, more than {MAX_INT_DIGITS} "
+                          "(limit MAX_INT_DIGITS)")  # fmt: skip
             return sympy.Integer(int(value)) if value.isdigit() else sympy.Float(value)
         if kind == "name":
             if value in FUNCTIONS and self.peek()[1] == "(":
                 self.take("(")
                 arg = self.expr(depth + 1)
                 self.take(")")
-                return FUNCTIONS[value](arg)
+                return self.checked(FUNCTIONS[value](arg))
+            if value.lower() in _NOT_SIZES:
+                self.fail(f"{value!r} is not a size (a size is a positive whole number)")
             return symbol(value)
         if value == "(":
             inner = self.expr(depth + 1)

@@ -16,10 +16,36 @@ from .circuit import Circuit
 from .errors import Problem, ShapeProblem, SizeError, ValidationError
 from .kinds import Call
 from .kinds.base import Context
-from .sizes import MAX_ELEMENTS, Unifier, evaluate, parse_size, show, symbol
-from .types import Axis, TensorType, TupleType, Value
+from .limits import (
+    MAX_AXES,
+    MAX_BOX_AXES,
+    MAX_CALL_DEPTH,
+    MAX_ELEMENTS,
+    MAX_EXPR_TERMS,
+    MAX_REPEAT,
+    MAX_SIZE,
+    MAX_UNROLLED_BOXES,
+    exceeded,
+)
+from .sizes import Unifier, evaluate, parse_size, show, symbol, terms_bound
+from .types import FLOAT_DTYPES, Axis, TensorType, TupleType, Value
 
-MAX_CALL_DEPTH = 16
+# Kinds whose tensor inputs must be floating point (PyTorch refuses integer or boolean input
+# to them), by port; None means every port.
+FLOAT_INPUTS: dict[str, tuple[str, ...] | None] = {
+    "linear": None,
+    "softmax": None,
+    "layernorm": None,
+    "rmsnorm": None,
+    "batchnorm": None,
+    "groupnorm": None,
+    "unifiednorm": None,
+    "normalize": None,
+    "conv": None,
+    "dropout": None,
+    "attention": ("q", "k", "v"),
+    "linear_attention": ("q", "k", "v"),
+}
 
 
 @dataclass
@@ -107,10 +133,9 @@ def check(
     bindings = {**circuit.sizes, **(sizes or {})}
     problems: list[Problem] = []
     for k, v in bindings.items():
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 2**40:
-            problems.append(
-                Problem(f"size {k}", "must be a positive integer", "1 … 2**40", repr(v))
-            )
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_SIZE:
+            shown = repr(v) if not isinstance(v, int) or v.bit_length() < 64 else "a larger number"
+            problems.append(Problem(f"size {k}", "must be a positive integer", "1 … 2**40", shown))
     if problems:
         raise ValidationError(circuit.name, problems)
     # Inference is symbolic; the binding is checked against what it learned afterwards, so
@@ -120,6 +145,7 @@ def check(
     if result is not None:
         _check_bindings(result, problems)
         _check_sizes(result, problems, require_bound)
+        _check_unrolled(result, problems)
     if problems or result is None:
         raise ValidationError(circuit.name, problems)
     return result
@@ -147,6 +173,18 @@ def _check_sizes(c: Checked, problems: list[Problem], require_bound: bool) -> No
     items += [(f"box '{b}', parameter '{p}'", v) for b in c.order for p, v in c.params[b].items()]
     for where, v in items:
         for t in [v] if isinstance(v, TensorType) else [t for _, t in v.items]:
+            n_terms = 1
+            for a in t.axes:
+                n_terms *= terms_bound(c.resolve(a.size))
+            if n_terms > MAX_EXPR_TERMS:
+                problems.append(
+                    Problem(
+                        where,
+                        "its element count "
+                        + exceeded("terms once expanded", "MAX_EXPR_TERMS", n_terms),
+                    )  # fmt: skip
+                )
+                continue
             numel = sympy.Integer(1)
             for a in t.axes:
                 s = c.resolve(a.size)
@@ -169,7 +207,7 @@ def _check_sizes(c: Checked, problems: list[Problem], require_bound: bool) -> No
                 problems.append(
                     Problem(
                         where,
-                        "tensor is absurdly large",
+                        "tensor is absurdly large (limit MAX_ELEMENTS)",
                         "at most 2**40 elements",
                         f"{numel} ({t})",
                     )
@@ -184,6 +222,36 @@ def _check_sizes(c: Checked, problems: list[Problem], require_bound: bool) -> No
                 hint="pass e.g. --sizes " + ",".join(f"{s}=…" for s in sorted(seen_free)),
             )
         )
+
+
+def _check_unrolled(c: Checked, problems: list[Problem]) -> None:
+    n = _unrolled(c)
+    if n is not None and n > MAX_UNROLLED_BOXES:
+        problems.append(
+            Problem(
+                f"circuit '{c.circuit.name}'",
+                "with its calls expanded it has " + exceeded("boxes", "MAX_UNROLLED_BOXES", n),
+                hint="lower the repeat counts",
+            )
+        )
+
+
+def _unrolled(c: Checked) -> int | None:
+    """Boxes with every call expanded and repeats counted; None where a repeat is unbound."""
+    total = 0
+    for name in c.order:
+        box = c.box(name)
+        if box.kind != "call":
+            total += 1
+            continue
+        reps = c.number(parse_size(box.repeat))
+        inner = _unrolled(c.calls[name])
+        if reps is None or inner is None:
+            return None
+        total += int(reps) * inner
+        if total > MAX_UNROLLED_BOXES:
+            return total
+    return total
 
 
 class _Checker(Context):
@@ -218,6 +286,12 @@ class _Checker(Context):
         reps = self.resolve(parse_size(box.repeat))
         if reps.is_number and (not reps.is_integer or reps < 1):
             raise ShapeProblem("repeat must be a positive integer", "", "N >= 1", show(reps))
+        bound = reps.xreplace({symbol(k): sympy.Integer(v) for k, v in self.bindings.items()})
+        if bound.is_number and bound > MAX_REPEAT:
+            raise ShapeProblem(
+                "repeat count too large (limit MAX_REPEAT)", "", f"at most {MAX_REPEAT:,}",
+                show(bound) if bound < 10**20 else "a larger number",
+            )  # fmt: skip
         want = {i.name for i in sub.inputs}
         if set(ins) != want:
             raise ShapeProblem(
@@ -226,12 +300,19 @@ class _Checker(Context):
                 " ".join(sorted(want)),
                 " ".join(sorted(ins)),
             )
-        if self.depth + 1 > MAX_CALL_DEPTH or sub.name in self.stack:
+        if sub.name in self.stack:
             raise ShapeProblem(
                 "subcircuits call each other in a loop",
                 "",
                 "no recursion",
                 " -> ".join((*self.stack, sub.name)),
+            )
+        if self.depth + 1 > MAX_CALL_DEPTH:
+            raise ShapeProblem(
+                f"calls nest deeper than {MAX_CALL_DEPTH} (limit MAX_CALL_DEPTH)",
+                "",
+                f"at most {MAX_CALL_DEPTH} levels",
+                " -> ".join((*self.stack[:3], "…", *self.stack[-2:], sub.name)),
             )
         checker = _Checker(
             sub,
@@ -283,6 +364,12 @@ class _Checker(Context):
         for inp in c.inputs:
             if inp.name in index or inp.name in inputs:
                 self.problem(f"{self.prefix}input '{inp.name}'", "duplicate name")
+            if len(inp.axes) > MAX_AXES:
+                self.problem(
+                    f"{self.prefix}input '{inp.name}'",
+                    "it has " + exceeded("axes", "MAX_AXES", len(inp.axes)),
+                )
+                continue
             t = TensorType(tuple(Axis(a, self.size(a)) for a in inp.axes), inp.dtype)
             if self.input_types is not None and inp.name in self.input_types:
                 given = self.input_types[inp.name]
@@ -367,15 +454,14 @@ class _Checker(Context):
             self.problem(
                 f"{self.prefix}circuit '{c.name}'", "has no outputs", "at least one output", "none"
             )
-        cycles = list(nx.simple_cycles(graph)) if not nx.is_directed_acyclic_graph(graph) else []
-        for cyc in cycles[:10]:
-            first = min(range(len(cyc)), key=lambda i: index[cyc[i]])
-            cyc = cyc[first:] + cyc[:first]  # start at the box written first: stable messages
+        cycles = _cycles(graph, index)
+        for cyc in cycles:
+            shown = cyc if len(cyc) <= 12 else [*cyc[:6], f"… ({len(cyc) - 8} more)", *cyc[-2:]]
             self.problem(
                 self.where(cyc[0]),
                 "wires form a cycle",
                 "an acyclic circuit",
-                " -> ".join([*cyc, cyc[0]]),
+                " -> ".join([*shown, cyc[0]]),
             )
         if cycles:
             return None
@@ -411,10 +497,13 @@ class _Checker(Context):
                         ins[p] = outs[sb][port]
             if not ok:
                 continue
+            if not self._dtypes_ok(b, ins):
+                continue
             try:
                 outs[name] = b.infer(ins, self)
                 params[name] = b.params(ins, self)
                 ins_of[name] = ins
+                self._axes_ok(name, ins, outs[name])
             except ShapeProblem as e:
                 self.problem(self.where(name, e.port), e.message, e.expected, e.found)
             except SizeError as e:
@@ -457,6 +546,39 @@ class _Checker(Context):
             calls=self.calls,
         )
 
+    def _dtypes_ok(self, b, ins) -> bool:
+        ports = FLOAT_INPUTS.get(b.kind, ())
+        ok = True
+        for p, v in ins.items():
+            if ports is not None and p not in ports:
+                continue
+            for t in [v] if isinstance(v, TensorType) else [t for _, t in v.items]:
+                if t.dtype not in FLOAT_DTYPES:
+                    self.problem(
+                        self.where(b.name, p),
+                        f"{b.kind} takes floating-point tensors",
+                        "a float dtype (add a cast box)",
+                        t.dtype,
+                    )
+                    ok = False
+        return ok
+
+    def _axes_ok(self, name: str, ins, outs) -> None:
+        names: set[str] = set()
+        for port, v in outs.items():
+            for t in [v] if isinstance(v, TensorType) else [t for _, t in v.items]:
+                if len(t.axes) > MAX_AXES:
+                    raise ShapeProblem(
+                        "its output has " + exceeded("axes", "MAX_AXES", len(t.axes)), port
+                    )
+                names |= set(t.names)
+        for v in ins.values():
+            for t in [v] if isinstance(v, TensorType) else [t for _, t in v.items]:
+                names |= set(t.names)
+        if len(names) > MAX_BOX_AXES:
+            raise ShapeProblem("its wires carry " + exceeded(
+                "distinct axes", "MAX_BOX_AXES", len(names)))  # fmt: skip
+
     def _parse_ref(self, ref, index, inputs, where):
         box, _, port = ref.partition(".")
         if box in inputs and box not in index:
@@ -469,6 +591,22 @@ class _Checker(Context):
         known = sorted([*inputs, *index])
         self.problem(where, "unknown source", "an input or a box: " + _few(known), repr(ref))
         return None
+
+
+def _cycles(graph: nx.DiGraph, index: dict[str, int]) -> list[list[str]]:
+    """One cycle per strongly connected component that has one, in linear time; each starts
+    at its box written first (stable messages), the cycles in the order their first boxes
+    were written."""
+    out = []
+    for comp in nx.strongly_connected_components(graph):
+        first = min(comp, key=index.__getitem__)
+        if len(comp) == 1 and not graph.has_edge(first, first):
+            continue
+        edges = nx.find_cycle(graph.subgraph(comp), source=first)
+        cyc = [u for u, _ in edges]
+        start = min(range(len(cyc)), key=lambda i: index[cyc[i]])
+        out.append(cyc[start:] + cyc[:start])
+    return sorted(out, key=lambda cyc: index[cyc[0]])
 
 
 def srcs_ref(b, port):

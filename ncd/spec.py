@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ncd.circuits import io
+from ncd.circuits.atomic import write_atomic
 from ncd.circuits.circuit import Circuit
 from ncd.circuits.errors import NcdError, SizeError
+from ncd.circuits.limits import MAX_INT_DIGITS, MAX_SIZE
 
 
 def load_spec(spec: str) -> Circuit:
@@ -45,28 +47,30 @@ def parse_sizes(text: str | None) -> dict[str, int]:
     for item in text.split(","):
         name, eq, value = item.strip().partition("=")
         name, value = name.strip(), value.strip()
-        if not eq or not name.isidentifier() or not value.lstrip("-").isdigit():
+        digits = value.removeprefix("-")
+        if not eq or not name.isidentifier() or not (digits.isascii() and digits.isdigit()):
             raise SizeError(
-                f"--sizes expects NAME=INTEGER pairs separated by commas, found {item!r}"
+                f"--sizes expects NAME=INTEGER pairs separated by commas, found {_safe(item)!r}"
             )
+        if len(digits) > MAX_INT_DIGITS:
+            raise SizeError(f"--sizes: {name} has more than {MAX_INT_DIGITS} digits")
         n = int(value)
-        if not 1 <= n <= 2**40:
+        if not 1 <= n <= MAX_SIZE:
             raise SizeError(f"--sizes: {name} must be between 1 and 2**40, found {n}")
         out[name] = n
     return out
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a CLI output file atomically (a temp file renamed into place), so that a failure
-    never leaves a half-written file; unwritable places give one clear NcdError."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+def _safe(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def write_text(path: str | Path, data: str | bytes) -> Path:
+    """Write a file ncd produces (text or bytes) atomically: a temporary file renamed into
+    place, so that a failure or an interrupt never leaves a half-written file; a symbolic
+    link is written through and an existing file keeps its mode. Missing folders are
+    created; an unwritable place gives one clear NcdError."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(path)
+        return write_atomic(path, data)
     except OSError as e:
-        if tmp.parent.is_dir():
-            tmp.unlink(missing_ok=True)
         raise NcdError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
-    return path

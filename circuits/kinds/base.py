@@ -7,6 +7,7 @@ raise `ShapeProblem` (port, expected, found); the validator adds the box's name.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, ClassVar
 
@@ -14,14 +15,18 @@ import sympy
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import ShapeProblem, SizeError
+from ..limits import MAX_AXES, MAX_NAME
 from ..sizes import parse_size, show
 from ..types import Axis, TensorType, TupleType, Value, promote
 
-MAX_NAME = 64
 _AXIS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Box names are free text for people (they are sanitised wherever they reach code) but cannot
-# hold the reference separator '.' or control characters.
-_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f.]+$")
+# hold the reference separator '.', control characters, bidirectional or other invisible
+# formatting characters (which make text read other than it is) or lone surrogates.
+_NAME_RE = re.compile(
+    "^[^\x00-\x1f\x7f-\x9f.\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+    "\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]+$"
+)
 
 
 def _axis_name(v: str) -> str:
@@ -32,12 +37,15 @@ def _axis_name(v: str) -> str:
 
 def _split_axes(v: Any) -> Any:
     if isinstance(v, str):
-        return tuple(v.split())
-    return v
+        v = v.split(None, MAX_AXES)
+    if isinstance(v, list | tuple) and len(v) > MAX_AXES:
+        raise ValueError(f"more than {MAX_AXES} axes (limit MAX_AXES)")
+    return tuple(v) if isinstance(v, list) else v
 
 
 def _unique(v: tuple[str, ...]) -> tuple[str, ...]:
-    dup = sorted({a for a in v if v.count(a) > 1})
+    seen: set[str] = set()
+    dup = sorted({a for a in v if a in seen or seen.add(a)})
     if dup:
         raise ValueError(f"axis names repeat: {' '.join(dup)}")
     return v
@@ -45,11 +53,18 @@ def _unique(v: tuple[str, ...]) -> tuple[str, ...]:
 
 def _box_name(v: str) -> str:
     if not isinstance(v, str) or not v.strip() or len(v) > MAX_NAME or not _NAME_RE.match(v):
-        raise ValueError(f"a name is 1 to {MAX_NAME} characters without '.' or control characters")
+        raise ValueError(
+            f"a name is 1 to {MAX_NAME} characters without '.', control or invisible "
+            "formatting characters (limit MAX_NAME)"
+        )
     return v
 
 
 def _size_expr(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"a size is a finite number, found {v}")
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        raise ValueError("a number larger than 2**64 (limit MAX_NUMBER)")
     if isinstance(v, int | float) and not isinstance(v, bool):
         return str(v)
     if isinstance(v, str):
