@@ -13,6 +13,10 @@ SOFTPLUS = ("Gao & Spratling, Softplus Attention with Re-weighting Boosts Length
             "in Large Language Models (2025)")  # fmt: skip
 ECOFORMER = "Liu et al., EcoFormer: Energy-Saving Attention with Linear Complexity (NeurIPS 2022)"
 SOFT = "Lu et al., SOFT: Softmax-free Transformer with Linear Complexity (NeurIPS 2021)"
+SEA = "Lee et al., SEA: Sparse Linear Attention with Estimated Attention Mask (ICLR 2024)"
+SCATTER = ("He et al., ScatterFormer: Efficient Voxel Transformer with Scattered Linear Attention "
+           "(ECCV 2024)")  # fmt: skip
+MOM = "Du et al., MoM: Linear Sequence Modeling with Mixture-of-Memories (2025)"
 
 
 @entry("hedgehog_attention", "Hedgehog: linear attention with learned feature maps", HEDGEHOG)
@@ -175,7 +179,7 @@ def soft_attention():
     with b.group("A = exp(Q̃ ⊖ Q̃)"):
         a = _gaussian_features(
             b, marks, b.rename(marks, M="N", name="landmarks_n"), "N", "a", "-0.5*K**-0.5"
-        )  # fmt: skip  A[m, n]: B M H N
+        )  # A[m, n]: B M H N
     with b.group("A⁺ by Newton–Schulz"):
         a_abs = b.unary(a, "abs", name="a_abs")
         norm_1 = b.reduce(b.reduce(a_abs, "M", name="col_sums"), "N", "max", name="norm_1")
@@ -192,8 +196,128 @@ def soft_attention():
             b.rename(v, T="S", name="v_keys"),
             over="S",
             name="ptv",
-        )  # fmt: skip  B H N V
+        )  # B H N V
         apv = b.contract(pinv, pv, over="N", name="apv")  # B H M V
         y = b.contract(p, apv, over="M", name="pav")  # B T H V
     b.output("y", b.linear(y, "H V", "D", bias=False, name="o_proj", label="L^O"))
+    return b.build()
+
+
+@entry("mom_block", "MoM: mixture of linear-attention memories with a router", MOM)
+def mom_block():
+    """Mixture-of-Memories (MoM, Sec. 3): a router scores the M memories of each token,
+    p_t = softmax(x_t W_g), keeps the top k, and renormalises the kept scores,
+    g_t^m = p_t^m / Σ_{m' ∈ top-k(t)} p_t^{m'} (0 for memories not kept). Each memory has its
+    own key and value maps, k_t^m = x_t W_k^m, v_t^m = x_t W_v^m, and a linear-attention state
+    updated by its routed tokens only, M_t^m = M_{t-1}^m + [m ∈ top-k(t)] k_t^mᵀ v_t^m; a
+    shared memory M_t^s (its own keys and values) takes every token. The read mixes the
+    memories by the router's weights, o_t = q_t (M_t^s + Σ_m g_t^m M_t^m) with one query map
+    q_t = x_t W_q. Here the routing mask [m ∈ top-k(t)] (1 where p_t^m >= the k-th largest
+    score) multiplies the keys, and g_t^m the query of memory m (q_t Σ_m g_t^m M_t^m =
+    Σ_m (g_t^m q_t) M_t^m): the memories are a batch axis of one causal linear attention.
+    The auxiliary output is the load-balancing loss of the mixture-of-experts routers,
+    aux = M Σ_m f_m P_m, f_m the fraction of tokens routed to memory m, P_m its mean router
+    score (over B and T). Each memory is plain linear attention (the paper's basic memory;
+    its larger models use gated memories).
+    """
+    b = Builder("mom_block", title="Mixture-of-Memories", paper=MOM, axes={"D": "H*K"},
+                doc="Router top-k → memories updated by their routed tokens → mixed read.",
+                sizes={"B": 2, "T": 16, "H": 2, "K": 8, "V": 8, "M": 4})  # fmt: skip
+    top = 2
+    x = b.input("x", "B T D")
+    q = b.linear(x, "D", "H K", bias=False, name="q_proj", label="L^Q")
+    with b.group("Router (top-k)"):
+        probs = b.softmax(
+            b.linear(x, "D", "M", bias=False, name="router", label="L^G"),
+            "M",
+            name="router_softmax",
+        )  # B T M
+        probs, p_sel, p_gate, p_aux = b.copy(probs, 4, name="probs")
+        kth = b.reduce(
+            b.topk(p_sel, "M", top, into="k", name="topk")["values"], "k", "min", name="kth"
+        )  # B T
+        routed = b.binary(probs, kth, "ge", name="routed", label="≥")  # B T M: 1 if kept
+        routed, r_gate, r_aux = b.copy(routed, 3, name="routed_copy")
+        kept = b.mul(p_gate, r_gate, name="kept")
+        kept, kept_sum = b.copy(kept, name="kept_copy")
+        g = b.div(kept, b.reduce(kept_sum, "M", name="kept_total"), name="gate")  # g_t^m
+    with b.group("Memories (routed tokens only)"):
+        k = b.linear(x, "D", "M H K", bias=False, name="k_proj", label="L^K_m")
+        v = b.linear(x, "D", "M H V", bias=False, name="v_proj", label="L^V_m")
+        q, q_shared = b.copy(q, name="q_copy")
+        qm = b.mul(g, q, name="q_mix", label="g·q")  # B T M H K
+        km = b.mul(k, routed, name="k_routed", label="k·[routed]")
+        ym = b.linear_attention(qm, km, v, key="T", name="memories")  # B T M H V
+        ym = b.reduce(ym, "M", name="mix")
+    with b.group("Shared memory"):
+        ks = b.linear(x, "D", "H K", bias=False, name="k_shared", label="L^K_s")
+        vs = b.linear(x, "D", "H V", bias=False, name="v_shared", label="L^V_s")
+        ys = b.linear_attention(q_shared, ks, vs, key="T", name="shared_memory")
+    y = b.add(ym, ys, name="read")
+    b.output("y", b.linear(y, "H V", "D", bias=False, name="o_proj", label="L^O"))
+    with b.group("Load balance"):
+        f = b.reduce(r_aux, "B T", "mean", name="routed_share")  # f_m
+        pm = b.reduce(p_aux, "B T", "mean", name="mean_score")  # P_m
+        aux = b.scale(b.reduce(b.mul(f, pm, name="f_p"), "M", name="balance"), "M",
+                      name="aux_scale")  # fmt: skip
+    b.output("aux", aux)
+    return b.build()
+
+
+@entry("sea_attention", "SEA: sparse attention on an estimated top-k mask", SEA)
+def sea_attention():
+    """SEA's three steps (the paper's Sec. 3, Fig. 2): a kernel (linear-attention) estimate of
+    the attention matrix, Â_ij = φ(q_i)·φ(k_j) with φ = elu + 1; a top-k selection per query
+    row of the estimate, the mask M_ij = [Â_ij >= k-th largest of row i]; and softmax attention
+    on the selected keys only, y_i = Σ_j softmax_j(q_i·k_j / √d + log M_ij) v_j, causal as in
+    the paper's OPT models. The paper compresses the estimate to fewer columns with a CNN
+    decoder and interpolates the mask back; here the estimate has every column.
+    """
+    b = Builder("sea_attention", title="SEA attention", paper=SEA,
+                doc="Linear-attention estimate → top-k mask per query → sparse softmax attention.",
+                sizes={"B": 2, "H": 2, "T": 16, "S": 16, "K": 8, "V": 8})  # fmt: skip
+    q, k, v = b.input("q", "B H T K"), b.input("k", "B H S K"), b.input("v", "B H S V")
+    q, q_est = b.copy(q, name="q_copy")
+    k, k_est = b.copy(k, name="k_copy")
+    with b.group("Estimated attention (linear)"):
+        est = b.contract(b.unary(q_est, "elu_plus_one", name="phi_q", label="φ"),
+                         b.unary(k_est, "elu_plus_one", name="phi_k", label="φ"),
+                         over="K", name="estimate")  # fmt: skip
+        est = b.mask(est, "T", "S", name="est_causal")
+    with b.group("Top-k mask"):
+        est, est_sel = b.copy(est, name="est_copy")
+        top = b.topk(est_sel, "S", 4, into="k", name="topk")["values"]
+        kth = b.reduce(top, "k", "min", name="kth")  # B H T
+        keep = b.binary(est, kth, "ge", name="select")  # B H T S: 1 on the top k
+        bias = b.unary(keep, "log", name="mask_bias", label="log")  # 0 or −∞
+    with b.group("Sparse attention"):
+        s = b.scale(b.contract(q, k, over="K", name="scores"), "K**-0.5", name="scale")
+        s = b.add(b.mask(s, "T", "S", name="causal"), bias, name="sparse")
+        p = b.softmax(s, "S", name="softmax")
+    b.output("y", b.contract(p, v, over="S", name="mix"))
+    return b.build()
+
+
+@entry("scatterformer_attention", "ScatterFormer: linear attention over variable-length windows",
+       SCATTER)  # fmt: skip
+def scatterformer_attention():
+    """Scattered Linear Attention (ScatterFormer, Sec. 3.2): the voxels of all windows lie end
+    to end in one sequence, window w holding positions offsets[w] … offsets[w+1] − 1 (the
+    `cu_seqlens` packing, no padding), and each voxel attends to every voxel of its own window,
+    non-causally, by normalised linear attention with ReLU feature maps:
+    y_i = φ(q_i) Σ_{j ∈ w(i)} φ(k_j)ᵀ v_j / φ(q_i) · Σ_{j ∈ w(i)} φ(k_j), φ = ReLU, then the
+    output projection. Windows have any length (one `linear_attention` box, packed,
+    non-causal, normalised; the authors' code adds 1e-6 to the denominator, the box 1e-10).
+    """
+    b = Builder("scatterformer_attention", title="ScatterFormer attention", paper=SCATTER,
+                axes={"D": "H*K"},
+                doc="ReLU linear attention within each window of a packed voxel sequence.",
+                sizes={"T": 16, "W": 5, "H": 2, "K": 8, "V": 8})  # fmt: skip
+    x = b.input("x", "T D")
+    offsets = b.input("offsets", "W", dtype="int32")
+    q, k, v = _heads(b, x)
+    q, k = b.relu(q, name="phi_q", label="φ"), b.relu(k, name="phi_k", label="φ")
+    y = b.linear_attention(q, k, v, key="T", causal=False, normalize=True, offsets=offsets,
+                           name="window_attn")  # fmt: skip
+    b.output("y", b.linear(y, "H V", "D", name="o_proj", label="L^O"))
     return b.build()

@@ -158,6 +158,84 @@ def soft_attention(p, x, window=4, steps=20):
     return {"y": torch.einsum("bhtv,dhv->btd", y, p["o_proj.weight"])}
 
 
+def mom_block(p, x, top=2):
+    """MoM (Du et al. 2025, Sec. 3): router scores p_t = softmax(x_t W_g), the top-k memories of
+    each token with their scores renormalised to g_t; memory m's state sums k_t^mᵀ v_t^m over
+    the tokens routed to it only (here: each memory runs causal linear attention over the
+    subsequence of its routed tokens, gathered, and its outputs are scattered back); the read
+    o_t = q_t (M_t^s + Σ_m g_t^m M_t^m) with an always-active shared memory M^s; the
+    load-balancing loss M Σ_m f_m P_m (f_m the share of tokens routed to m, P_m the mean score)."""
+    q = torch.einsum("btd,hkd->bthk", x, p["q_proj.weight"])
+    k = torch.einsum("btd,ehkd->btehk", x, p["k_proj.weight"])
+    v = torch.einsum("btd,ehvd->btehv", x, p["v_proj.weight"])
+    probs = torch.einsum("btd,ed->bte", x, p["router.weight"]).softmax(-1)
+    scores, chosen = probs.topk(top, dim=-1)
+    gates = scores / scores.sum(-1, keepdim=True)  # renormalised over the kept memories
+    n_b, n_t, n_m = probs.shape
+
+    def causal_read(qq, kk, vv):  # o_i = q_i Σ_{j<=i} k_jᵀ v_j, [T H K] x2, [T H V]
+        state = torch.einsum("thk,thv->thkv", kk, vv).cumsum(0)
+        return torch.einsum("thk,thkv->thv", qq, state)
+
+    out = torch.zeros(n_b, n_t, *v.shape[-2:], dtype=x.dtype)
+    out = out + torch.stack(
+        [causal_read(q[i], torch.einsum("td,hkd->thk", x[i], p["k_shared.weight"]),
+                     torch.einsum("td,hvd->thv", x[i], p["v_shared.weight"]))
+         for i in range(n_b)]
+    )  # fmt: skip
+    for i in range(n_b):
+        for m in range(n_m):
+            slot = chosen[i] == m  # [T, top]
+            tokens = slot.any(-1).nonzero()[:, 0]
+            if len(tokens) == 0:
+                continue
+            g = (gates[i] * slot).sum(-1)[tokens]  # the token's weight for memory m
+            read = causal_read(q[i, tokens], k[i, tokens, m], v[i, tokens, m])
+            out[i] = out[i].index_add(0, tokens, g[:, None, None] * read)
+    routed = torch.zeros_like(probs).scatter(-1, chosen, 1.0)
+    aux = n_m * (routed.mean((0, 1)) * probs.mean((0, 1))).sum()
+    return {"y": torch.einsum("bthv,dhv->btd", out, p["o_proj.weight"]), "aux": aux}
+
+
+def sea_attention(p, q, k, v, top=4):
+    """SEA (Lee et al. 2024, Sec. 3): estimate Â = φ(Q)φ(K)ᵀ (φ = elu + 1), keep the top-k
+    keys of each causal row of Â, softmax attention of q·k / √d over the kept keys only."""
+    t, s_len = q.shape[2], k.shape[2]
+    causal = torch.ones(t, s_len, dtype=torch.bool).tril()
+    est = torch.einsum("bhtk,bhsk->bhts", F.elu(q) + 1, F.elu(k) + 1)
+    est = est.masked_fill(~causal, float("-inf"))
+    kth = est.topk(top, dim=-1).values[..., -1:]
+    keep = (est >= kth) & causal
+    s = torch.einsum("bhtk,bhsk->bhts", q, k) / math.sqrt(q.shape[-1])
+    a = s.masked_fill(~keep, float("-inf")).softmax(-1)
+    return {"y": torch.einsum("bhts,bhsv->bhtv", a, v)}
+
+
+def scatterformer_attention(p, x, offsets):
+    """Scattered Linear Attention (He et al. 2024, Sec. 3.2): per window w (positions
+    offsets[w] … offsets[w+1] − 1), q = ReLU(x W_q), k = ReLU(x W_k), v = x W_v per head,
+    y_i = q_i (Σ_j k_jᵀ v_j) / (q_i · Σ_j k_j + 1e-10) over the window's j, then the output
+    projection (with bias). Window by window, each on its own."""
+    q = F.relu(torch.einsum("td,hkd->thk", x, p["q_proj.weight"]))
+    k = F.relu(torch.einsum("td,hkd->thk", x, p["k_proj.weight"]))
+    v = torch.einsum("td,hvd->thv", x, p["v_proj.weight"])
+    bounds = offsets.tolist()
+    ys = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        qw, kw, vw = q[start:stop], k[start:stop], v[start:stop]
+        kv = torch.einsum("thk,thv->hkv", kw, vw)
+        den = torch.einsum("thk,hk->th", qw, kw.sum(0))[..., None] + 1e-10
+        ys.append(torch.einsum("thk,hkv->thv", qw, kv) / den)
+    y = torch.cat(ys)
+    return {"y": torch.einsum("thv,dhv->td", y, p["o_proj.weight"]) + p["o_proj.bias"]}
+
+
+def window_inputs(checked, gen, dtype=torch.float64):
+    """Random voxel features and windows of lengths 3, 5, 1 and 7 packed end to end."""
+    xs = random_inputs(checked, gen, dtype)  # the float offsets it makes are replaced
+    return {**xs, "offsets": torch.tensor([0, 3, 8, 9, 16], dtype=torch.int32)}
+
+
 # ------------------------------------------------------------------ the checks
 def random_inputs(checked, gen, dtype=torch.float64):
     """A random float tensor for every input, shaped by the circuit's sizes, with gradients."""
@@ -254,4 +332,10 @@ REFERENCES = {
     "softplus_attention": softplus_attention,
     "ecoformer_attention": ecoformer_attention,
     "soft_attention": soft_attention,
+    "mom_block": mom_block,
+    "sea_attention": sea_attention,
+    "scatterformer_attention": scatterformer_attention,
 }
+
+INPUTS = {"scatterformer_attention": window_inputs}
+"""Entries whose inputs are not all random floats: name -> inputs(checked, gen)."""

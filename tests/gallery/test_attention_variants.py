@@ -9,14 +9,22 @@ import pytest
 
 from . import ref_variants as ref
 
-NAMES = ["hedgehog_attention", "softplus_attention", "ecoformer_attention", "soft_attention"]
+NAMES = [
+    "hedgehog_attention",
+    "softplus_attention",
+    "ecoformer_attention",
+    "soft_attention",
+    "mom_block",
+    "sea_attention",
+    "scatterformer_attention",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_reference(name):
-    ref.check_equivalence(name, ref.REFERENCES[name])
+    ref.check_equivalence(name, ref.REFERENCES[name], ref.INPUTS.get(name))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_training_lowers_the_loss(name):
-    ref.check_training(name)
+    ref.check_training(name, ref.INPUTS.get(name))
