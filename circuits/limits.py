@@ -52,6 +52,9 @@ MAX_SIZE = 2**40
 MAX_ELEMENTS = 2**40
 """Elements of one tensor: a larger one is a mistake, not a model."""
 
+MAX_EXAMPLE_ELEMENTS = 2**26
+"""Elements of one example input that `ncd import --shape` makes (256 MiB of float32)."""
+
 # Reports
 MAX_PROBLEMS_SHOWN = 50
 """Problems an error lists in full; the rest are counted ("and 4,950 more")."""

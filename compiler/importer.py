@@ -167,6 +167,8 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None):
     >>> [b.kind for b in c.boxes][:4]
     ['linear', 'linear', 'linear', 'rename']
     """
+    if name is not None:
+        _check_name(name)
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
@@ -183,11 +185,33 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None):
         torch.backends.mha.set_fastpath_enabled(fast)
     gm = fx.GraphModule(model, graph)
     values = _Values(gm)
-    with torch.no_grad():
-        values.run(*example_inputs)
+    try:
+        with torch.no_grad():
+            values.run(*example_inputs)
+    except Exception as e:
+        raise TorchImportError(
+            f"running {type(model).__name__} on the example inputs failed "
+            f"({type(e).__name__}: {_first_line(e)})"
+        ) from None
     cname = name or _snake(type(model).__name__)
     imp = _Importer(model, gm, values.values, cname)
     return imp.run()
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:300]
+
+
+def _check_name(name) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from ncd.circuits.kinds.base import Name
+
+    try:
+        TypeAdapter(Name).validate_python(name)
+    except ValidationError as e:
+        msg = e.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise TorchImportError(f"circuit name {name!r}: {msg}") from None
 
 
 def _defaults(model: nn.Module, n: int) -> dict:
@@ -214,6 +238,36 @@ class _Importer:
         self.weights: dict[str, dict[str, torch.Tensor]] = {}
         self.callables: dict[str, Any] = {}
         self.names: set[str] = set()
+
+    def outputs(self, out) -> list[tuple[str, Any]]:
+        """(name, wire) of each tensor the model returns: one `y`; a tuple or list of them
+        `y0 y1 …`, also where one node holds the tuple (`x.chunk(2)`); a dict by its keys."""
+        if isinstance(out, dict):
+            named = [(str(k), v) for k, v in out.items()]
+        else:
+            items = list(out) if isinstance(out, (tuple, list)) else [out]
+            if len(items) == 1 and isinstance(self.wires.get(items[0]), (tuple, list)):
+                items = list(self.wires[items[0]])
+                named = [(f"y{i}", ("wire", w)) for i, w in enumerate(items)]
+            else:
+                named = [("y" if len(items) == 1 else f"y{i}", v) for i, v in enumerate(items)]
+        found = []
+        for oname, v in named:
+            if isinstance(v, tuple) and len(v) == 2 and v[0] == "wire":
+                wire = v[1]
+            elif isinstance(v, fx.Node) and v in self.wires:
+                wire = self.wires[v]
+            else:
+                raise TorchImportError(
+                    f"output {oname!r} of {type(self.model).__name__} is not a tensor ncd "
+                    f"can follow (found {type(v).__name__}); return tensors, a tuple or a dict "
+                    "of them"
+                )
+            if isinstance(wire, (tuple, list)):
+                found += [(f"{oname}_{i}", w) for i, w in enumerate(wire)]
+            else:
+                found.append((oname, wire))
+        return found
 
     # -- names
     def axis(self, role: str, size: int, avoid=()) -> str:
@@ -267,9 +321,8 @@ class _Importer:
                 w = self.opaque(n)
             self.wires[n] = w
         out = next(n for n in self.gm.graph.nodes if n.op == "output").args[0]
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        for i, o in enumerate(outs):
-            self.b.output("y" if len(outs) == 1 else f"y{i}", self.wires[o])
+        for oname, wire in self.outputs(out):
+            self.b.output(oname, wire)
         self.b.sizes = dict(self.sizes)
         circuit = self.b.build()
         checked = circuit.check()

@@ -36,6 +36,8 @@ def load_factory(target: str):
         mod = importlib.import_module(mod_name)
     except ImportError as e:
         raise NcdError(f"cannot import module {mod_name!r}: {e}") from None
+    except (Exception, SystemExit) as e:
+        raise NcdError(f"importing module {mod_name!r} failed: {_failure(e)}") from None
     finally:
         sys.path.pop(0)
     fn = getattr(mod, attr, None)
@@ -44,20 +46,56 @@ def load_factory(target: str):
     return fn
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    """`"2,16,32"` -> (2, 16, 32): positive whole numbers, an example small enough to make."""
+    from ncd.circuits.limits import MAX_AXES, MAX_EXAMPLE_ELEMENTS
+
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isascii() and p.isdigit() and len(p) <= 12 and int(p) > 0 for p in parts):
+        raise NcdError(f"--shape expects positive whole numbers separated by commas, found "
+                       f"{text.encode('utf-8', 'backslashreplace').decode()[:60]!r}")  # fmt: skip
+    dims = tuple(int(p) for p in parts)
+    if len(dims) > MAX_AXES:
+        raise NcdError(f"--shape {text[:40]}…: more than {MAX_AXES} axes (limit MAX_AXES)")
+    n = 1
+    for d in dims:
+        n *= d
+    if n > MAX_EXAMPLE_ELEMENTS:
+        raise NcdError(
+            f"--shape {text}: {n:,} elements, more than the {MAX_EXAMPLE_ELEMENTS:,} an "
+            "example input may have (limit MAX_EXAMPLE_ELEMENTS); sizes in the circuit stay "
+            "symbolic, so a small example is enough"
+        )
+    return dims
+
+
+def _failure(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"it exited (SystemExit {e.code!r})"
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
 def cmd_import(args) -> int:
     import torch
 
     from ncd.compiler.importer import from_torch
     from ncd.spec import write_text
 
-    made = load_factory(args.target)()
+    shapes = [_shape(sh) for sh in args.shape]
+    factory = load_factory(args.target)
+    try:
+        made = factory()
+    except (Exception, SystemExit) as e:
+        raise NcdError(f"the factory {args.target} failed: {_failure(e)}") from None
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         model, inputs = made
     else:
         model = made
-        if not args.shape:
+        if not isinstance(model, torch.nn.Module):
+            raise NcdError(f"the factory returned {type(model).__name__}, not an nn.Module")
+        if not shapes:
             raise NcdError("the factory returned a model only: give --shape for each input")
-        inputs = tuple(torch.randn(*[int(s) for s in sh.split(",")]) for sh in args.shape)
+        inputs = tuple(torch.randn(*s) for s in shapes)
     if not isinstance(model, torch.nn.Module):
         raise NcdError(f"the factory returned {type(model).__name__}, not an nn.Module")
     circuit = from_torch(model.eval(), inputs, name=args.name)
