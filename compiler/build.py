@@ -110,4 +110,10 @@ def to_source(
     module's state_dict into it gives identical outputs."""
     from .source import emit
 
-    return emit(prepare(circuit, sizes, device, rewrites, None, fused))
+    if rewrites is None:
+        rewrites = torch.device(device or "cpu").type == "cuda"
+    # The code is written from the lowered graph's shapes: parameters are made on the meta
+    # device, so that writing the code of a model of any size allocates none of it.
+    with torch.device("meta"):
+        lowered = prepare(circuit, sizes, "meta", rewrites, None, fused)
+    return emit(lowered)
