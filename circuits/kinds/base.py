@@ -24,7 +24,7 @@ _AXIS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # hold the reference separator '.', control characters, bidirectional or other invisible
 # formatting characters (which make text read other than it is) or lone surrogates.
 _NAME_RE = re.compile(
-    "^[^\x00-\x1f\x7f-\x9f.\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+    "^[^\x00-\x1f\x7f-\x9f.\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
     "\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]+$"
 )
 
