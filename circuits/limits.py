@@ -55,6 +55,10 @@ MAX_ELEMENTS = 2**40
 MAX_EXAMPLE_ELEMENTS = 2**26
 """Elements of one example input that `ncd import --shape` makes (256 MiB of float32)."""
 
+MAX_DRAWN_BOXES = 1_200
+"""Boxes a figure draws one by one; a larger circuit is drawn with its blocks collapsed, or
+as segments of consecutive boxes (Graphviz's layout time grows faster than the boxes)."""
+
 # Reports
 MAX_PROBLEMS_SHOWN = 50
 """Problems an error lists in full; the rest are counted ("and 4,950 more")."""

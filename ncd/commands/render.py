@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 OVERLAYS = ("flops", "memory")
@@ -44,6 +45,7 @@ def register(sub) -> None:
 
 def cmd_render(args) -> int:
     from ncd.circuits.draw import render
+    from ncd.circuits.draw.api import RenderNote
 
     from .language import load_bound
 
@@ -54,16 +56,20 @@ def cmd_render(args) -> int:
     if args.overlay:
         overlay = overlay_shares(c, sizes if isinstance(sizes, dict) else None, args.overlay)
         title = {"flops": "FLOP share", "memory": "activation memory share"}[args.overlay]
-    svg = render(
-        c,
-        args.out,
-        theme=args.theme,
-        collapse=args.collapse,
-        depth=args.depth,
-        sizes=sizes,
-        overlay=overlay,
-        overlay_title=title,
-    )
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", RenderNote)
+        svg = render(
+            c,
+            args.out,
+            theme=args.theme,
+            collapse=args.collapse,
+            depth=args.depth,
+            sizes=sizes,
+            overlay=overlay,
+            overlay_title=title,
+        )
+    for note in notes:
+        print(f"ncd: note: {note.message}", file=sys.stderr)
     if args.out:
         print(f"wrote {args.out}")
     else:
