@@ -8,9 +8,16 @@ expand followed by a project) runs at inference as the single map they compose t
 Chains collapsed: linear → linear (the second reads exactly the axes the first makes), and a
 convolution → a 1×1 convolution (stride 1, no padding, one group). The first box must have no
 other reader. The fused box keeps the second box's name, so every reference still holds.
+
+A residual around a linear map folds in too: `map(x) + x`, where the map gives its input's
+shape, is the map plus the identity (a linear map over the same axes out as in: W + I; a
+convolution C → C of stride 1 whose padding keeps the size: the identity added to the kernel's
+centre tap). The addition disappears and whatever read it reads the map.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -39,6 +46,10 @@ def collapse(
         found = None
         for name in checked.order:
             b = checked.box(name)
+            if b.kind == "binary" and b.fn == "add":
+                found = _residual(checked, b, readers, idents, state)
+                if found:
+                    break
             src = checked.sources[name].get("x", ("", ""))[0]
             if not src or readers.get(src) != [name]:
                 continue
@@ -57,6 +68,8 @@ def collapse(
         ]
         old_idents = idents
         circuit = circuit.model_copy(update={"boxes": boxes})
+        if checked.box(removed).kind == "binary":  # a folded residual: its readers read the map
+            circuit = _redirect(circuit, removed, new_box.name)
         state = _rename_keys(circuit, sizes, old_idents, state, removed, new_box.name, new_weights)
 
 
@@ -109,6 +122,78 @@ def _conv(a, b, idents, state):
     )  # fmt: skip
     weights = {"weight": w} | ({"bias": bias} if bias is not None else {})
     return box, weights, a.name
+
+
+def _residual(checked, add, readers, idents, state):
+    """`add` = map(x) + x with the map (linear or convolution) read by `add` only: the map
+    with the identity added to its weight, or None where the sum is not of that form."""
+    srcs = checked.sources[add.name]
+    for port, other in (("a", "b"), ("b", "a")):
+        m = srcs[port][0]
+        if not m or readers.get(m) != [add.name] or srcs[port][1] != "out":
+            continue
+        mb = checked.box(m)
+        if mb.kind not in ("linear", "conv") or checked.sources[m].get("x") != srcs[other]:
+            continue
+        x_t, y_t = checked.value(srcs[other]), checked.outs[m]["out"]
+        if y_t.names != checked.outs[add.name]["out"].names or x_t.dtype != y_t.dtype:
+            continue
+        if mb.kind == "linear" and set(mb.over) == set(mb.out):
+            return mb, _plus_identity(mb, idents, state, _linear_eye), add.name
+        if mb.kind == "conv" and _same_size(mb) and mb.out == mb.channel:
+            return mb, _plus_identity(mb, idents, state, _conv_eye), add.name
+    return None
+
+
+def _same_size(b) -> bool:
+    """A convolution of stride 1 whose padding keeps every spatial size (odd kernels)."""
+    if b.transposed or b.depthwise or b.groups != 1:
+        return False
+    k, s, p, d = (b._norm(f) for f in ("kernel", "stride", "padding", "dilation"))
+    return all(
+        ki % 2 == 1 and si == 1 and pi == di * (ki - 1) // 2
+        for ki, si, pi, di in zip(k, s, p, d, strict=True)
+    )
+
+
+def _plus_identity(b, idents, state, eye):
+    """The map's weights with `eye(b, weight)` added to its weight (its bias unchanged)."""
+    w = state[f"{idents[b.name]}.weight"]
+    weights = {"weight": w + eye(b, w)}
+    if b.bias:
+        weights["bias"] = state[f"{idents[b.name]}.bias"]
+    return weights
+
+
+def _linear_eye(b, w):
+    """δ over [out..., over...] (out axis a matched with over axis a)."""
+    n = len(b.out)
+    sizes = [w.shape[n + b.over.index(a)] for a in b.out]
+    eye = torch.eye(math.prod(sizes), dtype=w.dtype, device=w.device).reshape(*sizes, *sizes)
+    # eye is [out..., out...]; its second half brought to the order of `over`
+    return eye.permute(*range(n), *[n + b.out.index(a) for a in b.over])
+
+
+def _conv_eye(b, w):
+    """δ_oc at the kernel's centre tap, zero elsewhere: [O, C, k...]."""
+    eye = torch.zeros_like(w)
+    idx = torch.arange(w.shape[0], device=w.device)
+    eye[(idx, idx, *(k // 2 for k in w.shape[2:]))] = 1
+    return eye
+
+
+def _redirect(circuit, old, new):
+    """References to box `old`'s output (`old`, `old.out`) made references to box `new`."""
+
+    def ref(r):
+        return new if r in (old, f"{old}.out") else r
+
+    boxes = [
+        x.model_copy(update={"inputs": {p: ref(r) for p, r in x.inputs.items()}})
+        for x in circuit.boxes
+    ]
+    outputs = [o.model_copy(update={"source": ref(o.source)}) for o in circuit.outputs]
+    return circuit.model_copy(update={"boxes": boxes, "outputs": outputs})
 
 
 def _rename_keys(circuit, sizes, old_idents, state, removed, fused, new_weights):
