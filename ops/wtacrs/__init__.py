@@ -1,0 +1,29 @@
+"""Linear map with a winner-take-all column-row sampled weight gradient (WTA-CRS): the
+autograd Function and public function (sampled.py), the PyTorch reference estimators
+(reference.py) and the cost formulas (cost.py). Maths in README.md."""
+
+import importlib
+
+# The functions are imported on first use (they load torch); cost.py is plain Python, so the
+# cost model reads it without them.
+_LAZY = {
+    "wtacrs_linear": ".sampled",
+    "wtacrs_select": ".sampled",
+    "crs_estimate": ".reference",
+    "wtacrs_estimate": ".reference",
+    "exact_weight_grad": ".reference",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

@@ -1,0 +1,157 @@
+"""WTA-CRS linear map (ops/wtacrs): exact forward, unbiased weight-gradient estimate with
+less variance than plain column-row sampling, and less memory kept for the backward.
+
+Independent checks: the exact gradient dYᵀ X, reference.py's CRS estimator (the baseline
+the paper compares against), saved-tensor hooks for the kept bytes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ncd.ops.wtacrs import cost
+from ncd.ops.wtacrs.reference import crs_estimate, exact_weight_grad, wtacrs_estimate
+from ncd.ops.wtacrs.sampled import kept_rows, wtacrs_linear, wtacrs_select
+
+
+def _data(n=63, D=12, J=7, seed=0, skew=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, D, generator=g, dtype=torch.float64)
+    if skew:  # a few heavy rows, as activations of language models have (the paper's Fig. 3)
+        x = x * torch.exp(torch.randn(n, 1, generator=g, dtype=torch.float64))
+    w = torch.randn(J, D, generator=g, dtype=torch.float64)
+    dy = torch.randn(n, J, generator=g, dtype=torch.float64)
+    return x, w, dy
+
+
+def _estimate(x, w, dy, budget, gen, grad_norms=True):
+    w = w.clone().requires_grad_()
+    norms = torch.linalg.vector_norm(dy, dim=1) if grad_norms else None
+    y = wtacrs_linear(x, w, None, budget, grad_norms=norms, generator=gen)
+    (y * dy).sum().backward()
+    return w.grad
+
+
+def test_forward_is_exact_and_input_grads_too():
+    x, w, dy = _data()
+    x = x.reshape(7, 9, 12).requires_grad_()
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    y = wtacrs_linear(x, w, b, budget=0.2)
+    assert torch.equal(y, F.linear(x, w, b))
+    (y * dy.reshape(7, 9, 7)).sum().backward()
+    torch.testing.assert_close(x.grad, dy.reshape(7, 9, 7) @ w)
+    torch.testing.assert_close(b.grad, dy.sum(0))
+
+
+def test_full_budget_gives_the_exact_gradient():
+    x, w, dy = _data()
+    got = _estimate(x, w, dy, 1.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, exact_weight_grad(x, dy))
+
+
+def test_mean_of_many_estimates_converges_to_the_exact_gradient():
+    x, w, dy = _data()
+    exact = exact_weight_grad(x, dy)
+    gen = torch.Generator().manual_seed(1)
+    ests = torch.stack([_estimate(x, w, dy, 0.25, gen) for _ in range(4000)])
+    errs = {}
+    for N in (250, 1000, 4000):
+        errs[N] = float((ests[:N].mean(0) - exact).norm() / exact.norm())
+    # unbiased: the error of the mean falls like 1/sqrt(N) (4x the samples: about half)
+    assert errs[4000] < 0.03, errs
+    assert errs[4000] < 0.75 * errs[250], errs
+    one = float((ests[0] - exact).norm() / exact.norm())
+    assert errs[4000] < one / 10, (errs, one)
+
+
+def test_same_distribution_as_the_reference_estimator():
+    """The vectorised op and reference.py's loop (from the paper's eq. 5) have the same mean
+    and about the same spread."""
+    x, w, dy = _data(n=31)
+    p = torch.linalg.vector_norm(x, dim=1) * torch.linalg.vector_norm(dy, dim=1)
+    p = p / p.sum()
+    g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(3)
+    a = torch.stack([_estimate(x, w, dy, 0.3, g1) for _ in range(1500)])
+    b = torch.stack([wtacrs_estimate(x, dy, p, kept_rows(31, 0.3), g2) for _ in range(1500)])
+    exact = exact_weight_grad(x, dy)
+    assert float((a.mean(0) - b.mean(0)).norm() / exact.norm()) < 0.04
+    va, vb = float(a.var(0).sum()), float(b.var(0).sum())
+    assert 0.8 < va / vb < 1.25, (va, vb)
+
+
+@pytest.mark.parametrize("budget", [0.1, 0.25, 0.5])
+def test_variance_below_plain_column_row_sampling(budget):
+    """At budget 0.1 (k = 7 of 63) no pair is probable enough to win (|C| = 0): WTA-CRS is
+    CRS, and no worse; at 0.25 and 0.5 it keeps 2 and 13 winners and is well below."""
+    x, w, dy = _data()
+    n = x.shape[0]
+    k = kept_rows(n, budget)
+    p = torch.linalg.vector_norm(x, dim=1) * torch.linalg.vector_norm(dy, dim=1)
+    p = p / p.sum()
+    exact = exact_weight_grad(x, dy)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(5)
+    wta = torch.stack([_estimate(x, w, dy, budget, g1) for _ in range(800)])
+    crs = torch.stack([crs_estimate(x, dy, p, k, g2) for _ in range(800)])
+    mse_wta = float(((wta - exact) ** 2).sum(dim=(1, 2)).mean())
+    mse_crs = float(((crs - exact) ** 2).sum(dim=(1, 2)).mean())
+    _, weight = wtacrs_select(p, k)
+    winners = int((weight == 1).sum())
+    print(f"budget {budget}: k {k}, |C| {winners}, MSE WTA-CRS / CRS {mse_wta / mse_crs:.3f}")
+    assert mse_wta < (0.8 if winners else 1.1) * mse_crs, (budget, mse_wta, mse_crs)
+
+
+def test_unbiased_without_gradient_norms():
+    """The compiled box samples by ‖x_i‖ alone (dy is unknown at forward time): still
+    unbiased."""
+    x, w, dy = _data()
+    exact = exact_weight_grad(x, dy)
+    gen = torch.Generator().manual_seed(6)
+    est = torch.stack([_estimate(x, w, dy, 0.25, gen, grad_norms=False) for _ in range(3000)])
+    assert float((est.mean(0) - exact).norm() / exact.norm()) < 0.04
+
+
+def _saved_bytes(fn):
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+def test_saved_tensor_bytes_are_the_sampled_rows():
+    torch.manual_seed(0)
+    n, D, J = 512, 64, 32
+    x = torch.randn(n, D, requires_grad=True)
+    w = torch.randn(J, D, requires_grad=True)
+    full, _ = _saved_bytes(lambda: F.linear(x, w))
+    w_bytes = J * D * 4
+    assert full - w_bytes == n * D * 4  # F.linear keeps x (and the weight)
+    for budget in (0.1, 0.3):
+        got, y = _saved_bytes(lambda b=budget: wtacrs_linear(x, w, budget=b))
+        k = kept_rows(n, budget)
+        assert got - w_bytes == cost.kept_bytes(k, D, 4) == k * (D * 4 + 8)
+        assert got - w_bytes < (budget + 0.05) * n * D * 4
+        y.sum().backward()  # the kept rows suffice for the backward
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_allocations_between_forward_and_backward():
+    n, D, J = 8192, 1024, 1024
+    x = torch.randn(n, D, device="cuda", requires_grad=True)
+    w = torch.randn(J, D, device="cuda", requires_grad=True)
+    held = {}
+    for name, fn in (("exact", lambda: F.linear(x, w)), ("wtacrs", lambda: wtacrs_linear(x, w))):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        y = fn()
+        torch.cuda.synchronize()
+        held[name] = torch.cuda.memory_allocated() - before - y.numel() * 4
+        y.sum().backward()
+        del y
+    assert held["exact"] >= n * D * 4 - 4096
+    assert held["wtacrs"] <= cost.kept_bytes(kept_rows(n, 0.3), D, 4) + 65536, held
