@@ -1,0 +1,131 @@
+"""Hostile input through the Python entry points (Builder, Circuit, analyse, render,
+compile): an NcdError naming the limit or the place, in bounded time."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+import ncd
+from ncd.circuits.builder import Builder
+from ncd.circuits.errors import NcdError
+from ncd.circuits.io import from_dict
+from ncd.circuits.sizes import parse_size
+
+from .corpus import ring, spec, unary
+
+
+def _fails(fn, *words, seconds=5.0):
+    t0 = time.perf_counter()
+    with pytest.raises(NcdError) as e:
+        fn()
+    assert time.perf_counter() - t0 < seconds
+    for w in words:
+        assert w in str(e.value), str(e.value)
+    return str(e.value)
+
+
+def _builder():
+    b = Builder("c", sizes={"B": 2, "T": 3, "D": 4})
+    return b, b.input("x", "B T D")
+
+
+@pytest.mark.parametrize(
+    "factor,limit",
+    [
+        (float("nan"), "not a size"),
+        (float("inf"), "not a size"),
+        ("nan", "not a size"),
+        ("T/0", "division by zero"),
+        ("0/0", "division by zero"),
+        ("sqrt(0-1)", "not a finite real"),
+        ("10**5000", "MAX_EXPONENT"),
+        ("2**2**2**2**2**2", "MAX_EXPONENT"),
+        ("B**B", "not a number"),
+        ("9" * 30, "MAX_INT_DIGITS"),
+        ("(A+1)**8*(B+1)**8", "MAX_EXPR_TERMS"),
+        ("(" * 40 + "1" + ")" * 40, "MAX_EXPR_DEPTH"),
+        (2**80, "MAX_INT_DIGITS"),
+    ],
+)
+def test_builder_refuses_sizes_that_are_not_sizes(factor, limit):
+    b, x = _builder()
+    _fails(lambda: b.scale(x, factor, name="s"), limit)
+
+
+def test_parse_size_bounds_arithmetic():
+    assert parse_size("K**-0.5") == parse_size("K") ** parse_size("-0.5")
+    assert str(parse_size("(T+1)**3")) == "(T + 1)**3"
+    assert parse_size("2**63") == 2**63
+    with pytest.raises(NcdError, match="MAX_NUMBER"):
+        parse_size("2**63*2**63")
+
+
+@pytest.mark.parametrize("name", ["\ud800", "a\u202eb", "a\u2066b", "a\x85b", "n" * 65, "a.b"])
+def test_builder_refuses_names_that_mislead(name):
+    b, x = _builder()
+    _fails(lambda: b.relu(x, name=name))
+
+
+def test_sizes_are_true_integers():
+    for bad in (True, 1.5, -1, 2**41):
+        _fails(lambda bad=bad: from_dict(spec([unary("a", "x")], sizes={"B": bad})))
+    c = from_dict(spec([unary("a", "x")]))
+    _fails(lambda: c.check({"B": True}), "size B")
+
+
+def test_cycles_are_reported_once_per_component_in_linear_time():
+    c = from_dict(ring(20_000))
+    msg = _fails(c.check, "wires form a cycle", seconds=10)
+    assert msg.count("wires form a cycle") == 1 and len(msg) < 1000
+    two = spec([unary("a", "b"), unary("b", "a"), unary("c", "d"), unary("d", "c")])
+    msg = _fails(from_dict(two).check)
+    assert "a -> b -> a" in msg and "c -> d -> c" in msg
+
+
+def test_error_lists_are_capped():
+    from ncd.circuits.limits import MAX_PROBLEMS_SHOWN
+
+    c = from_dict(spec([unary(f"u{i}", f"nowhere{i}") for i in range(3000)]))
+    msg = _fails(c.check, "3,000 problems", f"and {3000 - MAX_PROBLEMS_SHOWN:,} more")
+    assert msg.count("\n") == MAX_PROBLEMS_SHOWN + 1
+
+
+def test_wide_wires_and_boxes_are_refused():
+    axes = " ".join(f"a{i}" for i in range(100_000))
+    msg = _fails(lambda: from_dict(spec([], inputs=[{"name": "x", "axes": axes}])),
+                 "MAX_AXES")  # fmt: skip
+    assert len(msg) < 2000
+
+
+def test_repeat_counts_are_bounded():
+    block = spec([unary("u", "x")], name="blk")
+    data = spec([{"name": "k", "kind": "call", "circuit": "blk", "repeat": "N",
+                  "inputs": {"x": "x"}}], subcircuits={"blk": block},
+                sizes={"B": 2, "T": 3, "D": 4})  # fmt: skip
+    c = from_dict(data)
+    c.check()  # a symbolic repeat is fine until bound
+    _fails(lambda: c.check({"N": 10**6}), "MAX_REPEAT")
+    _fails(lambda: ncd.compile(c, {"N": 10**6}), "MAX_REPEAT")
+
+
+def test_dtypes_the_operations_cannot_take():
+    for kind, params in (("linear", {"over": "D", "out": "E"}), ("softmax", {"over": "D"})):
+        for dtype in ("int64", "bool"):
+            data = spec([{"name": "o", "kind": kind, "inputs": {"x": "x"}, **params}],
+                        inputs=[{"name": "x", "axes": "B D", "dtype": dtype}])  # fmt: skip
+            _fails(from_dict(data).check, "floating-point", dtype)
+
+
+def test_writing_code_allocates_no_parameters():
+    """A model of 2 x 10**12 parameters (8 TB) has its code written and its cost read."""
+    data = spec([{"name": "l", "kind": "linear", "over": "D", "out": "F", "inputs": {"x": "x"}}],
+                 inputs=[{"name": "x", "axes": "B D"}],
+                 sizes={"B": 1, "D": 2**20, "F": 2**20})  # fmt: skip
+    c = from_dict(data)
+    text = ncd.compiler.to_source(c)
+    assert "class C(" in text
+    assert ncd.analyse(c).numbers["params"] == 2**40 + 2**20
+    assert math.isfinite(ncd.analyse(c).numbers["flops"])
