@@ -300,16 +300,17 @@ class _Run:
     @interprets("unifiednorm")
     def k_unifiednorm(self, b, x, tin, tout):
         x = x["x"]
-        rm, rv = self.p(b.name, "running_mean"), self.p(b.name, "running_var")
-        if self.training:
-            mu, var, _ = self._channel_stats(NT(x.t.detach(), x.names), b.channel)
-            with torch.no_grad():
-                rm.mul_(1 - b.momentum).add_(b.momentum * mu)
-                rv.mul_(1 - b.momentum).add_(b.momentum * var)
-        y = (x.t - NT(rm, (b.channel,)).to(x.names)) / torch.sqrt(
-            NT(rv, (b.channel,)).to(x.names) + b.eps
-        )
-        return {"out": NT(self._affine(b, y, x.names, (b.channel,)), x.names)}
+        per_channel = [1] * x.t.dim()
+        per_channel[x.dim(b.channel)] = -1
+        if not self.training:
+            rv = self.p(b.name, "running_var").reshape(per_channel)
+            y = x.t / torch.sqrt(rv + b.eps)
+            return {"out": NT(self._affine(b, y, x.names, (b.channel,)), x.names)}
+        state = {k: self.p(b.name, k) for k in _UN_STATE}
+        w = self.p(b.name, "weight").reshape(per_channel) if b.affine else None
+        bias = self.p(b.name, "bias").reshape(per_channel) if b.affine else None
+        y = _UnifiedNormStep.apply(x.t, w, bias, b, state, x.dim(b.channel))
+        return {"out": NT(y, x.names)}
 
     @interprets("groupnorm")
     def k_groupnorm(self, b, x, tin, tout):
@@ -644,3 +645,64 @@ def _plain(v):
     if isinstance(v, tuple):
         return tuple(_plain(i) for i in v)
     return v
+
+
+_UN_STATE = ("running_var", "running_gz", "window_var", "window_gz", "steps", "skips")
+
+
+class _UnifiedNormStep(torch.autograd.Function):
+    """One training step of Unified Normalization with the channel axis at `ch` in place:
+    statistics are means over every other axis, the state is updated in place."""
+
+    @staticmethod
+    def forward(ctx, x, w, bias, b, state, ch):
+        others = [d for d in range(x.dim()) if d != ch]
+        shape = [-1 if d == ch else 1 for d in range(x.dim())]
+        state["steps"] += 1
+        step, m = int(state["steps"]), b.window
+        slot = step % m
+        hist = state["window_var"]
+        sqrt_spread = torch.var(torch.sqrt(hist))
+        batch = (x * x).mean(others)
+        hist[slot] = batch
+        skipped = m == 1
+        if b.outlier and step >= b.warmup:
+            arith = hist.sum(0) / m
+            geo = torch.exp(torch.log(hist).sum(0) / m)
+            if torch.any(arith - geo > m * sqrt_spread):
+                hist[slot] = state["running_var"]
+                state["skips"] += 1
+                skipped = True
+        if skipped or step <= m or step < b.warmup:
+            stat = batch
+        else:
+            stat = torch.exp(torch.log(hist).sum(0) / m)
+        if skipped or step <= max(b.compensate_after, b.warmup):
+            ratio = torch.ones_like(stat)
+        else:
+            ratio = torch.sqrt((stat + b.eps) / (state["running_var"] + b.eps))
+            ratio = torch.clamp(ratio, 1 / 5, 5)
+        state["running_var"].copy_((1 - b.momentum) * state["running_var"] + b.momentum * stat)
+        z = x / torch.sqrt(stat + b.eps).reshape(shape)
+        ctx.info = (b, state, ch, slot, skipped, step)
+        ctx.save_for_backward(z, stat, ratio, w)
+        return z if w is None else w * z + bias
+
+    @staticmethod
+    def backward(ctx, dy):
+        b, state, ch, slot, skipped, step = ctx.info
+        z, stat, ratio, w = ctx.saved_tensors
+        others = [d for d in range(dy.dim()) if d != ch]
+        shape = [-1 if d == ch else 1 for d in range(dy.dim())]
+        g = dy * ratio.reshape(shape) * (1 if w is None else w)
+        gz = (g * z).mean(others)
+        state["window_gz"][slot] = state["running_gz"] if skipped else gz
+        own = skipped or step <= b.window or step < b.warmup
+        smoothed = gz if own else state["window_gz"].sum(0) / b.window
+        state["running_gz"].copy_((1 - b.momentum) * state["running_gz"] + b.momentum * smoothed)
+        sub = smoothed if skipped else state["running_gz"]
+        dx = (g - sub.reshape(shape) * z) / torch.sqrt(stat + b.eps).reshape(shape)
+        if w is None:
+            return dx, None, None, None, None, None
+        dw = (dy * ratio.reshape(shape) * z).sum(others, keepdim=True)
+        return dx, dw, dy.sum(others, keepdim=True), None, None, None

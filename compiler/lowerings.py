@@ -241,10 +241,11 @@ def _channelnorm(L: Lowerer, b, x, tin, tout):
         )
         return {"out": L.module(ident, x["x"])}
     cls = runtime.ChannelBatchNorm if b.kind == "batchnorm" else runtime.UnifiedNorm
-    ident = L.hold(
-        cls(c, d, eps=b.eps, momentum=b.momentum, affine=b.affine),
-        f"{cls.__name__}({c}, dim={d}, eps={b.eps!r}, momentum={b.momentum!r}, affine={b.affine})",
-    )
+    kw = {"eps": b.eps, "momentum": b.momentum, "affine": b.affine}
+    if b.kind == "unifiednorm":
+        kw |= {f: getattr(b, f) for f in ("window", "warmup", "outlier", "compensate_after")}
+    args = "".join(f", {k}={v!r}" for k, v in kw.items())
+    ident = L.hold(cls(c, d, **kw), f"{cls.__name__}({c}, dim={d}{args})")
     return {"out": L.module(ident, x["x"])}
 
 

@@ -50,27 +50,74 @@ class ChannelBatchNorm(nn.BatchNorm1d):
 
 
 class UnifiedNorm(nn.Module):
-    """Unified Normalization (Yang et al. 2022), simplified: per channel, the running
-    statistics normalise in training and inference alike (updated from each training batch
-    before use), so that at inference it is an affine map that folds into a neighbour."""
+    """Unified Normalization (Yang et al. 2022) of the channel axis at `dim`.
 
-    def __init__(self, channels, dim, eps=1e-5, momentum=0.1, affine=True):
+    Training: z = x / sqrt(v + eps) with v per channel the geometric mean of the last `window`
+    batches' mean of x² (each batch's own until `warmup` steps and the window have passed; its
+    own too when outlier filtration skips it); y = weight z + bias. Backward: g = dy weight r,
+    dx = (g - nu z) / sqrt(v + eps), nu a moving average of the window's mean of g·z and r the
+    clamped ratio sqrt(v + eps) / sqrt(running_var + eps). Inference: v = running_var."""
+
+    def __init__(self, channels, dim, eps=1e-5, momentum=0.1, affine=True, window=4,
+                 warmup=4000, outlier=True, compensate_after=1000):  # fmt: skip
         super().__init__()
-        self.dim, self.eps, self.momentum = dim, eps, momentum
+        self.dim, self.eps, self.momentum, self.window = dim, eps, momentum, window
+        self.warmup, self.outlier, self.compensate_after = warmup, outlier, compensate_after
         self.weight = nn.Parameter(torch.ones(channels)) if affine else None
         self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
-        self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
+        self.register_buffer("running_gz", torch.zeros(channels))
+        self.register_buffer("window_var", torch.zeros(window, channels))
+        self.register_buffer("window_gz", torch.zeros(window, channels))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("skips", torch.zeros((), dtype=torch.long))
+
+    class Train(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias, un):  # x [N, C]
+            t, n = int(un.steps) + 1, un.window
+            un.steps.fill_(t)
+            q = x.pow(2).mean(0)
+            spread = un.window_var.sqrt().var()  # of the window before this batch
+            un.window_var[t % n] = q
+            skip = n == 1
+            if un.outlier and t >= un.warmup:
+                gm = un.window_var.log().mean(0).exp()
+                if bool((un.window_var.mean(0) - gm > n * spread).any()):
+                    un.window_var[t % n] = un.running_var
+                    un.skips += 1
+                    skip = True
+            own = skip or t <= n or t < un.warmup
+            v = q if own else un.window_var.log().mean(0).exp()
+            r = ((v + un.eps) / (un.running_var + un.eps)).sqrt().clamp(0.2, 5.0)
+            if skip or t <= max(un.compensate_after, un.warmup):
+                r = torch.ones_like(r)
+            z = x * torch.rsqrt(v + un.eps)
+            un.running_var.mul_(1 - un.momentum).add_(un.momentum * v)
+            ctx.un, ctx.t, ctx.skip, ctx.own = un, t, skip, own
+            ctx.save_for_backward(z, v, r, weight)
+            return z if weight is None else z * weight + bias
+
+        @staticmethod
+        def backward(ctx, dy):
+            z, v, r, weight = ctx.saved_tensors
+            un, n = ctx.un, ctx.un.window
+            g = dy * r if weight is None else dy * weight * r
+            gz = (g * z).mean(0)
+            un.window_gz[ctx.t % n] = un.running_gz if ctx.skip else gz
+            nu = gz if ctx.own else un.window_gz.mean(0)
+            un.running_gz.mul_(1 - un.momentum).add_(un.momentum * nu)
+            dx = (g - (nu if ctx.skip else un.running_gz) * z) * torch.rsqrt(v + un.eps)
+            if weight is None:
+                return dx, None, None, None
+            return dx, (dy * r * z).sum(0), dy.sum(0), None
 
     def forward(self, x):
         y = x.movedim(self.dim, -1)
         if self.training:
-            with torch.no_grad():
-                flat = y.detach().reshape(-1, y.shape[-1])
-                m = self.momentum
-                self.running_mean.mul_(1 - m).add_(m * flat.mean(0))
-                self.running_var.mul_(1 - m).add_(m * flat.var(0, unbiased=False))
-        y = (y - self.running_mean) * torch.rsqrt(self.running_var + self.eps)
+            flat = self.Train.apply(y.reshape(-1, y.shape[-1]), self.weight, self.bias, self)
+            return flat.reshape(y.shape).movedim(-1, self.dim)
+        y = y * torch.rsqrt(self.running_var + self.eps)
         if self.weight is not None:
             y = y * self.weight + self.bias
         return y.movedim(-1, self.dim)

@@ -145,10 +145,25 @@ class GroupNorm(BoxBase):
 
 @box_kind
 class UnifiedNorm(_ChannelNorm):
-    """Unified Normalization (Yang et al.): per channel, running statistics used in training
-    and inference alike, so that at inference it folds into the neighbouring linear map."""
+    """Unified Normalization (Yang et al. 2022): x / sqrt(smoothed mean of x²) per channel, with
+    offline statistics, so that at inference it is a fixed scale that folds into a linear map.
+
+    In training the statistic is the geometric mean of the last `window` batches' quadratic
+    means (after `warmup` steps); a batch whose window shows an outlier (arithmetic minus
+    geometric mean above `window` times the window's spread) uses its own statistic; the
+    backward subtracts the smoothed mean of g·z (gradient compensation). At inference it is
+    weight · x / sqrt(running_var + eps) + bias."""
 
     kind: Literal["unifiednorm"] = "unifiednorm"
+    window: int = Field(default=4, ge=1, le=1024)
+    """Batches whose statistics are smoothed (forward: geometric mean; backward: mean)."""
+    warmup: int = Field(default=4000, ge=0, le=2**40)
+    """Training steps that use each batch's own statistics before smoothing starts."""
+    outlier: bool = True
+    """Adaptive outlier filtration: a batch that would make the window an outlier is skipped."""
+    compensate_after: int = Field(default=1000, ge=0, le=2**40)
+    """Steps (at least `warmup`) before the backward scales by the ratio of the smoothed to the
+    running statistic's root (clamped to [1/5, 5])."""
 
 
 @box_kind

@@ -536,10 +536,14 @@ def channelnorm(v: BoxView) -> Rule:
 
 @costs("unifiednorm")
 def unifiednorm(v: BoxView) -> Rule:
-    x = v.x()
+    b, x = v.box, v.x()
+    c = v.size(x, b.channel)
     return Rule(
         flops=4 * numel(x),
-        saved=[_own("normed", v.nbytes(x), "x normalised by the running statistics")],
+        saved=[
+            _own("normed", v.nbytes(x), "x normalised by the smoothed statistics"),
+            _own("stats", _stat_bytes(v, 2 * c), "per-channel statistic and backward scale"),
+        ],
     )
 
 
