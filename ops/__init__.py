@@ -12,7 +12,9 @@ from .attention import cost as attention_cost
 from .delta_rule import cost as delta_rule_cost
 from .gla import cost as gla_cost
 from .linear_attention import cost as linear_attention_cost
+from .lmul import cost as lmul_cost
 from .simple_gla import cost as simple_gla_cost
+from .wtacrs import cost as wtacrs_cost
 
 # The kernels are imported on first use (they load torch and triton); the cost formulas are
 # plain Python. A family's folder may have the name of its main function (ncd.ops.gla): the
@@ -29,6 +31,9 @@ _LAZY = {
     "delta_rule_step": ".delta_rule",
     "gated_delta_rule": ".delta_rule",
     "gated_delta_rule_step": ".delta_rule",
+    "wtacrs_linear": ".wtacrs",
+    "lmul": ".lmul",
+    "lmul_linear": ".lmul",
 }
 for _name in _LAZY:
     globals().pop(_name, None)  # the folders the imports above bound
@@ -51,6 +56,11 @@ __all__ = [
     "gated_delta_rule",
     "gated_delta_rule_step",
     "delta_rule_cost",
+    "wtacrs_linear",
+    "wtacrs_cost",
+    "lmul",
+    "lmul_linear",
+    "lmul_cost",
 ]
 
 

@@ -1,0 +1,180 @@
+"""L-Mul on bit patterns: the elementwise product and the matrix product, each an autograd
+Function whose backward is that of the exact product (straight-through). PyTorch integer
+arithmetic on every device; maths and choices in README.md.
+"""
+
+import torch
+
+# dtype -> (integer type of the same width, exponent bits, mantissa bits)
+_FORMATS = {torch.float32: (torch.int32, 8, 23), torch.float64: (torch.int64, 11, 52)}
+MANTISSA_BITS = (3, 4)
+CHUNK_ELEMENTS = 1 << 20  # products of one chunk of rows in the matrix product
+
+
+def offset_bits(m: int) -> int:
+    """l(m) of the paper: the offset term 2^{-l(m)} in units of the mantissa's last bit."""
+    return m if m <= 3 else (3 if m == 4 else 4)
+
+
+def _check(cond, op, what, expected, found):
+    if not cond:
+        raise ValueError(f"{op}: {what}: expected {expected}, found {found}")
+
+
+class _Parts:
+    """A float tensor split into int64 fields: sign bit, biased exponent, mantissa truncated
+    to m bits (an m-bit integer), and whether the value is inf or nan."""
+
+    def __init__(self, sign, exp, frac, special):
+        self.sign, self.exp, self.frac, self.special = sign, exp, frac, special
+
+    @classmethod
+    def of(cls, v, m):
+        itype, E, M = _FORMATS[v.dtype]
+        bits = v.view(itype).to(torch.int64)
+        exp = (bits >> M) & ((1 << E) - 1)
+        return cls((bits >> (E + M)) & 1, exp, (bits & ((1 << M) - 1)) >> (M - m),
+                   exp == (1 << E) - 1)  # fmt: skip
+
+    def __getitem__(self, idx):
+        return _Parts(self.sign[idx], self.exp[idx], self.frac[idx], self.special[idx])
+
+
+def _combine(a: _Parts, b: _Parts, m, dtype, exact):
+    """L-Mul of two split operands (broadcast): one integer addition of the (exponent,
+    mantissa) fields, r = ((e_a + e_b − bias) << m) + f_a + f_b + 2^{m − l(m)}; its high part
+    is the result's biased exponent (the mantissa's carry included), its low m bits the
+    result's mantissa. `exact` is a callable giving the IEEE product for special operands."""
+    itype, E, M = _FORMATS[dtype]
+    bias = (1 << (E - 1)) - 1
+    r = ((a.exp + b.exp - bias) << m) + a.frac + b.frac + (1 << (m - offset_bits(m)))
+    exp = r >> m
+    mag = (exp << M) | ((r & ((1 << m) - 1)) << (M - m))
+    over = exp >= (1 << E) - 1
+    under = (exp <= 0) | (a.exp == 0) | (b.exp == 0)  # underflow, zero or subnormal operand
+    mag = torch.where(over, (((1 << E) - 1) << M), mag)
+    mag = torch.where(under, 0, mag)
+    mag = torch.where(a.sign != b.sign, mag | (1 << (E + M)), mag)
+    if dtype == torch.float32:  # the sign bit set: the int32 of that pattern is negative
+        mag = torch.where(mag >= 1 << 31, mag - (1 << 32), mag)
+    out = mag.to(itype).view(dtype)
+    special = a.special | b.special
+    if bool(special.any()):
+        out = torch.where(special, exact(), out)
+    return out
+
+
+def _as_format(v, op):
+    _check(v.is_floating_point(), op, "operands", "floating point tensors", v.dtype)
+    return v if v.dtype in _FORMATS else v.float()
+
+
+class LMulFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y, m):
+        xs, ys = torch.broadcast_tensors(_as_format(x, "lmul"), _as_format(y, "lmul"))
+        out = _combine(_Parts.of(xs, m), _Parts.of(ys, m), m, xs.dtype, lambda: xs * ys)
+        ctx.save_for_backward(x, y)
+        return out.to(torch.promote_types(x.dtype, y.dtype))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        gx = gy = None
+        if ctx.needs_input_grad[0]:
+            gx = _unbroadcast(g * y, x.shape)
+        if ctx.needs_input_grad[1]:
+            gy = _unbroadcast(g * x, y.shape)
+        return gx, gy, None
+
+
+def _unbroadcast(g, shape):
+    while g.dim() > len(shape):
+        g = g.sum(0)
+    for i, n in enumerate(shape):
+        if n == 1 and g.shape[i] != 1:
+            g = g.sum(i, keepdim=True)
+    return g
+
+
+def lmul(x, y, mantissa_bits=4):
+    """Elementwise L-Mul: x · y approximated by one integer addition of the bit patterns
+    (Luo & Sun 2024, eq. 3), mantissas truncated to `mantissa_bits` bits.
+
+    x, y: broadcastable float tensors -> their broadcast shape, in their promoted dtype.
+    float32 and float64 are worked on in their own format; float16 and bfloat16 in float32
+    (8 exponent bits), then rounded back (the result has mantissa_bits + 1 significant bits,
+    so only the range can round). Backward: that of x · y (straight-through).
+
+    >>> lmul(torch.tensor([1.5]), torch.tensor([1.5]), 3)  # (1 + .5 + .5 + 1/8) carries
+    tensor([2.2500])
+    """
+    _check(mantissa_bits in MANTISSA_BITS, "lmul", "mantissa_bits", MANTISSA_BITS,
+           mantissa_bits)  # fmt: skip
+    return LMulFunction.apply(x, y, mantissa_bits)
+
+
+class LMulLinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, m):
+        # x: [n, K]; weight: [J, K]
+        dtype = torch.promote_types(x.dtype, weight.dtype)
+        xs, ws = _as_format(x.to(dtype), "lmul_linear"), _as_format(weight.to(dtype), "lmul_linear")
+        pw = _Parts.of(ws, m)[None]  # [1, J, K]
+        n, J, K = xs.shape[0], ws.shape[0], ws.shape[1]
+        rows = max(1, CHUNK_ELEMENTS // max(1, J * K))
+        out = xs.new_empty(n, J)
+        for start in range(0, n, rows):
+            xc = xs[start : start + rows]
+            px = _Parts.of(xc, m)[:, None, :]  # [r, 1, K]
+            prod = _combine(px, pw, m, xs.dtype, lambda xc=xc: xc[:, None, :] * ws[None])
+            out[start : start + rows] = prod.sum(-1)
+        if bias is not None:
+            out = out + bias.to(out.dtype)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out.to(dtype)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = dy @ weight.to(dy.dtype)
+        if ctx.needs_input_grad[1]:
+            dw = dy.transpose(0, 1) @ x.to(dy.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dy.sum(0)
+        return dx, dw, db, None
+
+
+def lmul_linear(x, weight, bias=None, mantissa_bits=4):
+    """y[..., j] = Σ_k L-Mul(x[..., k], weight[j, k]) + bias[j]: a linear map whose products
+    are L-Mul's integer additions; the sum over k in x's format (float32 or float64).
+
+    x: [..., K]; weight: [J, K]; bias: [J] or None -> y: [..., J].
+    The products are made for a chunk of rows at a time (at most CHUNK_ELEMENTS of them).
+    Backward: that of the exact linear map (straight-through), dx = dy W, dW = dyᵀ x.
+
+    >>> lmul_linear(torch.ones(2, 3), torch.ones(4, 3), mantissa_bits=3).shape
+    torch.Size([2, 4])
+    """
+    op = "lmul_linear"
+    _check(mantissa_bits in MANTISSA_BITS, op, "mantissa_bits", MANTISSA_BITS, mantissa_bits)
+    _check(
+        weight.dim() == 2 and x.dim() >= 1 and weight.shape[1] == x.shape[-1],
+        op,
+        "weight",
+        f"[J, {x.shape[-1] if x.dim() else '?'}] (K of x [..., K])",
+        tuple(weight.shape),
+    )
+    _check(
+        bias is None or tuple(bias.shape) == (weight.shape[0],),
+        op,
+        "bias",
+        f"[{weight.shape[0]}]",
+        None if bias is None else tuple(bias.shape),
+    )
+    lead = x.shape[:-1]
+    y = LMulLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, mantissa_bits)
+    return y.reshape(*lead, weight.shape[0])

@@ -1,0 +1,204 @@
+"""L-Mul (ops/lmul): bit-level against a scalar reference written on IEEE bit patterns with
+`struct`, the vectorised op against reference.py's value form, and its error against float32
+and float8 reproducing the paper's ordering (4-bit L-Mul about as precise as e4m3, 3-bit
+better than e5m2)."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ncd.ops.lmul.product import lmul, lmul_linear
+from ncd.ops.lmul.reference import lmul_linear_reference, lmul_reference
+
+
+def _bits(v: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", v))[0]
+
+
+def _float(b: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", b))[0]
+
+
+def scalar_lmul(a: float, b: float, m: int) -> float:
+    """The paper's adder on float32 bit patterns, one pair at a time: sign XOR; exponent and
+    m-bit truncated mantissa fields added as one integer with the offset 2^{-l(m)}."""
+    if math.isnan(a) or math.isnan(b) or math.isinf(a) or math.isinf(b):
+        return _float(_bits(a * b)) if not math.isnan(a * b) else float("nan")
+    ba, bb = _bits(a), _bits(b)
+    sign = (ba ^ bb) >> 31
+    ea, eb = (ba >> 23) & 0xFF, (bb >> 23) & 0xFF
+    if ea == 0 or eb == 0:
+        return -0.0 if sign else 0.0
+    fa, fb = (ba & 0x7FFFFF) >> (23 - m), (bb & 0x7FFFFF) >> (23 - m)
+    lm = m if m <= 3 else (3 if m == 4 else 4)
+    total = ((ea + eb - 127) << m) + fa + fb + (1 << (m - lm))
+    e, f = total >> m, total & ((1 << m) - 1)
+    if e >= 255:
+        return -math.inf if sign else math.inf
+    if e <= 0:
+        return -0.0 if sign else 0.0
+    return _float((sign << 31) | (e << 23) | (f << (23 - m)))
+
+
+SPECIAL = [
+    (1.0, 1.0), (1.5, 1.5), (-2.0, 3.0), (1.9999999, 1.9999999), (1.875, 1.875), (0.0, 5.0),
+    (-0.0, 3.0), (-0.0, -3.0), (1e-40, 1.0), (3e38, 3e38), (1e-30, 1e-30), (2.0**-63, 2.0**-63),
+    (math.inf, 2.0), (-math.inf, 2.0), (math.inf, 0.0), (math.nan, 1.0), (1.25, -0.75),
+    (3.4e38, 1.0), (1.1754944e-38, 0.5), (7.0, 1.0 / 7.0),
+]  # fmt: skip
+
+
+def _same(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return _bits(a) == _bits(b)
+
+
+@pytest.mark.parametrize("m", [3, 4])
+def test_special_cases_bit_for_bit(m):
+    x = torch.tensor([a for a, _ in SPECIAL], dtype=torch.float32)
+    y = torch.tensor([b for _, b in SPECIAL], dtype=torch.float32)
+    got = lmul(x, y, m).tolist()
+    ref = lmul_reference(x, y, m).tolist()
+    for (a, b), g, r in zip(SPECIAL, got, ref, strict=True):
+        a32, b32 = float(torch.tensor(a)), float(torch.tensor(b))
+        want = scalar_lmul(a32, b32, m)
+        assert _same(g, want), (a, b, m, g, want)
+        assert _same(r, want), ("reference.py", a, b, m, r, want)
+
+
+def test_worked_examples():
+    """By hand: 1.5 x 1.5 with m = 3: 0.5 + 0.5 + 1/8 = 1.125 carries: 1.125 x 2 = 2.25;
+    1.25 x 1.25 with m = 4: 0.25 + 0.25 + 1/8 = 0.625: 1.625 (exact 1.5625)."""
+    assert lmul(torch.tensor(1.5), torch.tensor(1.5), 3).item() == 2.25
+    assert lmul(torch.tensor(1.25), torch.tensor(1.25), 4).item() == 1.625
+    assert lmul(torch.tensor(-1.25), torch.tensor(1.25), 4).item() == -1.625
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("m", [3, 4])
+def test_random_against_value_reference(dtype, m):
+    g = torch.Generator().manual_seed(m)
+    x = torch.randn(4096, generator=g, dtype=dtype) * torch.exp(
+        4 * torch.randn(4096, generator=g, dtype=dtype))  # fmt: skip
+    y = torch.randn(4096, generator=g, dtype=dtype)
+    assert torch.equal(lmul(x, y, m), lmul_reference(x, y, m))
+    if dtype == torch.float32:
+        for i in range(0, 4096, 97):
+            a, b = x[i].item(), y[i].item()
+            assert _same(lmul(x[i], y[i], m).item(), scalar_lmul(a, b, m))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_formats_work_in_float32(dtype):
+    x, y = torch.randn(257).to(dtype), torch.randn(257).to(dtype)
+    got = lmul(x, y, 4)
+    assert got.dtype == dtype
+    assert torch.equal(got, lmul_reference(x.float(), y.float(), 4).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matrix_product_and_its_straight_through_gradient(dtype, monkeypatch):
+    import ncd.ops.lmul.product as impl
+
+    monkeypatch.setattr(impl, "CHUNK_ELEMENTS", 200)  # several chunks of rows
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 21, 9, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(5, 9, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(5, generator=g, dtype=dtype, requires_grad=True)
+    y = lmul_linear(x, w, b, 3)
+    want = lmul_linear_reference(x.detach(), w.detach(), b.detach(), 3)
+    if dtype == torch.float64:
+        assert torch.equal(y, want)
+    else:
+        torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
+    dy = torch.randn(y.shape, generator=g, dtype=dtype)
+    y.backward(dy)
+    exact = [x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_(),
+             b.detach().clone().requires_grad_()]  # fmt: skip
+    F.linear(*exact).backward(dy)
+    for a, e in zip((x, w, b), exact, strict=True):
+        torch.testing.assert_close(a.grad, e.grad)
+
+
+def test_errors_name_what_was_expected():
+    with pytest.raises(ValueError, match="mantissa_bits"):
+        lmul(torch.ones(2), torch.ones(2), 5)
+    with pytest.raises(ValueError, match=r"weight: expected \[J, 3\]"):
+        lmul_linear(torch.ones(2, 3), torch.ones(4, 5))
+
+
+# ------------------------------------------------------------------ error against float8
+def _relative_error(approx, exact):
+    nz = exact != 0
+    return float(((approx.double() - exact)[nz].abs() / exact[nz].abs()).mean())
+
+
+def _norm_error(approx, exact):
+    """‖approx − exact‖ / ‖exact‖: a matrix product's outputs near zero would dominate the
+    mean of elementwise relative errors."""
+    return float((approx.double() - exact).norm() / exact.norm())
+
+
+def _fp8(x, fmt):
+    return x.to(fmt).float()
+
+
+def _activations(g, n, d):
+    """LLM-like activations: tokens with a few outlier channels (about 20x the others, as in
+    the outlier features of large transformers), LayerNorm, then GELU."""
+    h = torch.randn(n, d, generator=g)
+    h[:, :: d // 4] *= 20
+    return F.gelu(F.layer_norm(h, (d,)))
+
+
+def _table():
+    g = torch.Generator().manual_seed(0)
+    rows = {}
+    x, y = torch.randn(1_000_000, generator=g), torch.randn(1_000_000, generator=g)
+    rows["normal, elementwise"] = (x, y, None)
+    a = _activations(g, 1000, 1000).reshape(-1)
+    w = torch.randn(1_000_000, generator=g) * 0.02
+    rows["activations x weights, elementwise"] = (a, w, None)
+    X, W = torch.randn(256, 256, generator=g), torch.randn(128, 256, generator=g)
+    rows["normal, matrix product K=256"] = (X, W, "mm")
+    A = _activations(g, 256, 256)
+    rows["activations, matrix product K=256"] = (A, W * 0.02, "mm")
+    out = {}
+    for name, (p, q, kind) in rows.items():
+        if kind is None:
+            exact = p.double() * q.double()
+            errs = {f"lmul{m}": _relative_error(lmul(p, q, m), exact) for m in (3, 4)}
+            for fmt, tag in ((torch.float8_e4m3fn, "e4m3"), (torch.float8_e5m2, "e5m2")):
+                errs[tag] = _relative_error(_fp8(p, fmt) * _fp8(q, fmt), exact)
+            errs["fp32"] = _relative_error(p * q, exact)
+        else:
+            exact = p.double() @ q.double().T
+            errs = {f"lmul{m}": _norm_error(lmul_linear(p, q, None, m), exact)
+                    for m in (3, 4)}  # fmt: skip
+            for fmt, tag in ((torch.float8_e4m3fn, "e4m3"), (torch.float8_e5m2, "e5m2")):
+                errs[tag] = _norm_error(_fp8(p, fmt) @ _fp8(q, fmt).T, exact)
+            errs["fp32"] = _norm_error(p @ q.T, exact)
+        out[name] = errs
+    return out
+
+
+def test_error_ordering_of_the_paper():
+    table = _table()
+    print()
+    print("mean relative error (elementwise), relative Frobenius error (matrix products)")
+    print(f"{'':38s} lmul4    e4m3     lmul3    e5m2     fp32")
+    for name, e in table.items():
+        print(f"{name:38s} {e['lmul4']:.5f}  {e['e4m3']:.5f}  {e['lmul3']:.5f}  "
+              f"{e['e5m2']:.5f}  {e['fp32']:.1e}")  # fmt: skip
+    for name, e in table.items():
+        # 4-bit L-Mul about as precise as e4m3 (within 15%), 3-bit better than e5m2
+        assert e["lmul4"] < 1.15 * e["e4m3"], (name, e)
+        assert e["lmul3"] < e["e5m2"], (name, e)
+        assert e["lmul4"] < e["lmul3"], (name, e)
+        assert e["fp32"] < 1e-5, (name, e)
