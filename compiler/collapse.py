@@ -70,7 +70,7 @@ def collapse(
         circuit = circuit.model_copy(update={"boxes": boxes})
         if checked.box(removed).kind == "binary":  # a folded residual: its readers read the map
             circuit = _redirect(circuit, removed, new_box.name)
-        state = _rename_keys(circuit, sizes, old_idents, state, removed, new_box.name, new_weights)
+        state = rename_keys(circuit, sizes, old_idents, state, removed, {new_box.name: new_weights})
 
 
 def _pointwise(b) -> bool:
@@ -196,16 +196,19 @@ def _redirect(circuit, old, new):
     return circuit.model_copy(update={"boxes": boxes, "outputs": outputs})
 
 
-def _rename_keys(circuit, sizes, old_idents, state, removed, fused, new_weights):
-    """Weights keyed by the new circuit's names (removing a box can renumber identifiers)."""
+def rename_keys(circuit, sizes, old_idents, state, removed, new_weights):
+    """Weights keyed by the new circuit's names (removing a box can renumber identifiers):
+    those of box `removed` dropped, those of each box in `new_weights` (box -> parameter ->
+    tensor) replaced by the given ones."""
     _, new_idents = scope_names(circuit, check(circuit, sizes).order)
     out = {}
     for key, t in state.items():
         head, _, rest = key.partition(".")
         box = next((b for b, i in old_idents.items() if i == head), None)
-        if box in (removed, fused):
+        if box == removed or box in new_weights:
             continue
         out[f"{new_idents[box]}.{rest}" if box in new_idents else key] = t
-    for p, t in new_weights.items():
-        out[f"{new_idents[fused]}.{p}"] = t
+    for box, weights in new_weights.items():
+        for p, t in weights.items():
+            out[f"{new_idents[box]}.{p}"] = t
     return out
