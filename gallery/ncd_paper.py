@@ -11,6 +11,10 @@ NCD = "Abbott, Neural Circuit Diagrams (TMLR 2024)"
 
 @entry("attention", "Scaled dot-product attention", NCD)
 def attention():
+    """Scaled dot-product attention, the NCD paper's attention figure; Vaswani et al. (2017),
+    eq. 1: Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V. By axis names: scores
+    s[b,h,t,s] = Σ_k q[b,h,t,k] k[b,h,s,k] · K^(-1/2), p = softmax over S, and
+    y[b,h,t,v] = Σ_s p[b,h,t,s] v[b,h,s,v]; the heads H and batch B are broadcast."""
     b = Builder(
         "attention",
         title="Scaled dot-product attention",
@@ -48,6 +52,11 @@ def _mha(b: Builder, x, causal: bool = False, group: str = "Multi-Head Attention
 
 @entry("multihead_attention", "Multi-head attention", NCD)
 def multihead_attention():
+    """Multi-head attention, the NCD paper's figure; Vaswani et al. (2017), Sec. 3.2.2:
+    MultiHead(x) = Concat(head_1, …, head_H) W^O with head_h = Attention(x W^Q_h, x W^K_h,
+    x W^V_h) (eq. 1 per head). The projections L^Q, L^K, L^V map D to (H, K) so the heads are
+    an axis, attention is broadcast over H, and L^O contracts (H, V) back to D (the
+    concatenation and W^O in one map); D = H·K."""
     b = Builder(
         "multihead_attention",
         title="Multi-head attention",
@@ -89,8 +98,12 @@ def _transformer_block(causal: bool):
 
 @entry("transformer_block", "Pre-norm transformer block", NCD)
 def transformer_block():
-    """The residual component LN → multi-head attention (one group, "Residual Component"),
-    added to its input, then the MLP component LN → L₊ → GELU → L₊, added likewise."""
+    """The NCD paper's transformer block in pre-norm form: Vaswani et al. (2017) Sec. 3.1's two
+    sub-layers, each wrapped in a residual connection, with the LayerNorm moved inside the
+    branch (Xiong et al. 2020, pre-LN): x' = x + MultiHead(LN(x)) (Sec. 3.2.2, eq. 1 per
+    head; the group "Residual Component" holds LN and attention), then
+    y = x' + FFN(LN(x')) with FFN(h) = GELU(h W₁ + b₁) W₂ + b₂ (eq. 2 with GELU for ReLU,
+    the MLP group L₊ → GELU → L₊)."""
     return _transformer_block(causal=False)
 
 

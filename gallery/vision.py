@@ -13,6 +13,8 @@ SESR = "Bhardwaj et al., Collapsible Linear Blocks for Super-Efficient Super Res
 
 @entry("mlp", "Basic MLP image recogniser", NCD)
 def mlp():
+    """The NCD paper's basic MLP: the image's pixel axes Y, X merged into one axis P, then
+    log_softmax(W₂ ReLU(W₁ x + b₁) + b₂) over the classes C."""
     b = Builder("mlp", title="Basic MLP image recogniser", paper=NCD,
                 doc="The image's pixel axes merge into one; two learned maps with a ReLU.",
                 sizes={"B": 4, "Y": 28, "X": 28, "F": 64, "C": 10})  # fmt: skip
@@ -26,6 +28,9 @@ def mlp():
 
 @entry("resnet_block", "Identity ResNet block", NCD)
 def resnet_block():
+    """The identity residual block of He et al. (2016), eq. 1: y = ReLU(F(x) + x) with
+    F(x) = BN(W₂ ★ ReLU(BN(W₁ ★ x))), two 3×3 convolutions (padding 1, no bias) each
+    followed by batch normalisation, the ReLU after the addition (their Fig. 2)."""
     b = Builder("resnet_block", title="Identity ResNet block", paper=NCD,
                 doc="conv3×3 → BN → ReLU → conv3×3 → BN, plus the identity, then ReLU.",
                 sizes={"B": 2, "C": 8, "Y": 12, "X": 12})  # fmt: skip
@@ -62,7 +67,9 @@ def mobilenetv2_block():
 @entry("sesr_block", "SESR collapsible linear block", SESR)
 def sesr_block():
     """Trained expanded (3×3 to E channels, then 1×1 back, with a residual), all linear, so it
-    collapses into one 3×3 convolution at export; a PReLU-free ReLU follows."""
+    collapses into one 3×3 convolution at export (Bhardwaj et al.: W = W₁ₓ₁ ★ W₃ₓ₃, the
+    residual added as the identity at the kernel's centre tap; `ncd.compiler.collapse`); a
+    PReLU-free ReLU follows."""
     b = Builder("sesr_block", title="Collapsible linear block", paper=SESR,
                 sizes={"B": 2, "C": 16, "E": 64, "Y": 12, "X": 12})  # fmt: skip
     x = b.input("x", "B C Y X")
