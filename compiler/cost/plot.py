@@ -108,9 +108,14 @@ def scaling_plot(circuits, axis: str, lo: int, hi: int, path, *, sizes=None, tie
         fontsize=10,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    import io
+
+    from ncd.circuits.atomic import write_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=130, format=path.suffix.lstrip(".").lower() or "png")
     plt.close(fig)
+    write_atomic(path, buf.getvalue())  # a full disk leaves the old figure, not a part
     return {"points": points, "circuits": data, "path": str(path)}
 
 
