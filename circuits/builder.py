@@ -167,8 +167,10 @@ class Builder:
         return next(iter(wires.values())) if len(wires) == 1 else wires
 
     # -- the vocabulary, one method per kind (sugar over `box`)
-    def linear(self, x, over, out, *, bias=True, name=None, label=""):
-        return self.box("linear", {"x": x}, name, over=over, out=out, bias=bias, label=label)
+    def linear(self, x, over, out, *, bias=True, name=None, label="", **kw):
+        """The `linear` box; `kw` its other fields (`backward`, `budget`, `product`)."""
+        return self.box("linear", {"x": x}, name, over=over, out=out, bias=bias, label=label,
+                        **kw)  # fmt: skip
 
     def param(self, axes, *, name=None, label="", **kw):
         return self.box("param", {}, name, axes=axes, label=label, **kw)

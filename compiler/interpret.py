@@ -117,6 +117,8 @@ class _Run:
     def k_linear(self, b, x, tin, tout):
         x = x["x"]
         w = self.p(b.name, "weight")  # [*out, *over]
+        if b.product != "exact":
+            return {"out": _lmul_linear_by_names(self, b, x, w, tout["out"])}
         n_out = len(b.out)
         y = torch.tensordot(
             x.t, w, dims=([x.dim(a) for a in b.over], [n_out + i for i in range(len(b.over))])
@@ -706,3 +708,40 @@ class _UnifiedNormStep(torch.autograd.Function):
             return dx, None, None, None, None, None
         dw = (dy * ratio.reshape(shape) * z).sum(others, keepdim=True)
         return dx, dw, dy.sum(others, keepdim=True), None, None, None
+
+
+def _lmul_linear_by_names(run, b, x: NT, w: torch.Tensor, want: TensorType) -> NT:
+    """`linear` with L-Mul products: every product x[.., over] · w[out, over] replaced by
+    (1 + x_m + w_m + 2^-l) 2^(x_e + w_e) (x_m, w_m cut to m bits; where the mantissa sum
+    s = x_m + w_m + 2^-l reaches 1 it carries: s 2^(x_e + w_e + 1)), then summed over `over`;
+    the gradient that of the exact map."""
+    m = int(b.product[-1])
+    lead = [a for a in x.names if a not in b.over]
+    inner = {a: f"{a} (in)" if a in b.out else a for a in b.over}  # a map D -> D: two D axes
+    over = list(inner.values())
+    names = [*lead, *b.out, *over]
+    xa = NT(x.t, tuple(inner.get(a, a) for a in x.names)).to(names)
+    wa = NT(w, (*b.out, *over)).to(names)
+    lo, hi = (-1022, 1023) if xa.dtype == torch.float64 else (-126, 127)
+
+    def cut(v):  # |v| = (1 + frac) 2^exp, frac to m bits; values below the normal range: 0
+        exp = torch.floor(torch.log2(v.abs()))
+        exp = exp + (v.abs() >= torch.exp2(exp + 1)).to(v.dtype)
+        exp = exp - (v.abs() < torch.exp2(exp)).to(v.dtype)
+        frac = torch.floor((v.abs() / torch.exp2(exp) - 1) * 2**m) / 2**m
+        return frac, exp, v.abs() < 2.0**lo
+
+    (fx, ex, zx), (fw, ew, zw) = cut(xa.detach()), cut(wa.detach())
+    s = fx + fw + 2.0 ** -(m if m <= 3 else 3)
+    carry = s >= 1
+    e = ex + ew + carry.to(s.dtype)
+    mag = torch.where(carry, s, 1 + s) * torch.exp2(e)
+    mag = torch.where(e > hi, torch.inf, mag).masked_fill((e < lo) | zx | zw, 0.0)
+    prod = torch.where((xa < 0) ^ (wa < 0), -mag, mag)
+    dims = [names.index(a) for a in over]
+    y = prod.sum(dims)
+    exact = (xa * wa).sum(dims)
+    y = y + (exact - exact.detach())
+    if b.bias:
+        y = y + NT(run.p(b.name, "bias"), tuple(b.out)).to([*lead, *b.out])
+    return _as(NT(y, (*lead, *b.out)), want)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ncd import ops
 from ncd.circuits.types import TensorType
 
 from . import runtime
@@ -37,6 +38,8 @@ def _linear(L: Lowerer, b, x, tin, tout):
         f"Linear({out_shape}, {in_shape}, bias={b.bias})",
     )
     w = L.param(ident, "weight")
+    if b.backward != "exact" or b.product != "exact":
+        return {"out": _linear_sampled_or_lmul(L, b, x["x"], t, tout, w, ident, out_shape)}
     if tuple(t.names[-len(b.over) :]) == tuple(b.over):
         return {"out": _linear_trailing(L, b, x["x"], w, ident, out_shape)}
     # a map D -> D has a weight [D D]: the consumed axis gets its own einsum letter
@@ -513,3 +516,27 @@ def _opaque(L: Lowerer, b, x, tin, tout):
 # ---------------------------------------------------------------- comparisons (binary)
 for _op in ("ge", "gt", "le", "lt", "eq"):
     BINARY[_op] = getattr(runtime, f"compare_{_op}")
+
+
+# ---------------------------------------------------------------- linear: backward and product
+def _linear_sampled_or_lmul(L: Lowerer, b, x, t, tout, w, ident, out_shape):
+    """`linear` with a WTA-CRS backward or L-Mul products: ncd.ops.wtacrs_linear or
+    ncd.ops.lmul_linear on x laid out [rows, over] and the weight viewed as [out, over]."""
+    if len(b.out) > 1:
+        w = L.method("flatten", w, 0, len(b.out) - 1)
+    if len(b.over) > 1:
+        w = L.method("flatten", w, 1)
+    bias = L.param(ident, "bias") if b.bias else None
+    if bias is not None and len(b.out) > 1:
+        bias = L.method("flatten", bias)
+    lead = [a for a in t.names if a not in b.over]
+    h = L.permute(x, t.names, [*lead, *b.over])
+    if len(b.over) > 1:
+        h = L.method("flatten", h, -len(b.over))
+    if b.backward == "wtacrs":
+        y = L.fn(ops.wtacrs_linear, h, w, bias, budget=float(b.budget))
+    else:
+        y = L.fn(ops.lmul_linear, h, w, bias, mantissa_bits=int(b.product[-1]))
+    if len(b.out) > 1:
+        y = L.method("unflatten", y, -1, out_shape)
+    return L.permute(y, [*lead, *b.out], tout["out"].names)

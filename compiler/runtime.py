@@ -399,3 +399,33 @@ def packed_window_attention(q, k, v, offsets, normalize=False, scale=1.0):
         z = k.new_zeros(n, *k.shape[1:]).index_add(0, win, k)  # Σ k per window
         o = o / ((q * z[win]).sum(-1, keepdim=True) + 1e-10)
     return o
+
+
+def wtacrs_linear(x, weight, bias=None, budget=0.3):
+    """x Wᵀ + b. With ncd, the weight's gradient is estimated from winner-take-all column-row
+    samples of x's rows and only those rows are kept (ncd.ops.wtacrs_linear); without it,
+    this exact map, whose gradient is that estimate's expectation."""
+    return F.linear(x, weight, bias)
+
+
+def lmul_linear(x, weight, bias=None, mantissa_bits=4):
+    """y[..., j] = Σ_k L-Mul(x[..., k], weight[j, k]) + bias[j] (Luo & Sun 2024): mantissas
+    truncated to m bits, (1 + x_m + y_m + 2^-l(m)) 2^(x_e + y_e), the mantissa sum carrying
+    into the exponent where it reaches 1; results outside the format's normal range are ±0
+    or ±inf. Gradients as for exact products. By value, for float32 and float64."""
+    m = mantissa_bits
+    emin, emax = (-126, 127) if x.dtype != torch.float64 else (-1022, 1023)
+    a, b = x[..., None, :].detach(), weight.detach()
+    fa, ea = torch.frexp(a.abs())
+    fb, eb = torch.frexp(b.abs())
+    fa, fb = torch.floor((2 * fa - 1) * 2**m) / 2**m, torch.floor((2 * fb - 1) * 2**m) / 2**m
+    s = fa + fb + 2.0 ** -(m if m <= 3 else 3)
+    e = (ea + eb - 2).to(x.dtype) + (s >= 1).to(x.dtype)
+    mag = torch.where(s < 1, 1 + s, s) * torch.exp2(e)
+    mag = torch.where(e > emax, float("inf"), mag)
+    small = (e < emin) | (a.abs() < 2.0**emin) | (b.abs() < 2.0**emin)
+    prod = torch.where(torch.signbit(a) ^ torch.signbit(b), -mag, mag).masked_fill(small, 0.0)
+    prod = torch.where(torch.isfinite(a) & torch.isfinite(b), prod, a * b)
+    exact = F.linear(x, weight)
+    y = prod.sum(-1) + (exact - exact.detach())  # the values of L-Mul, the gradient of x Wᵀ
+    return y if bias is None else y + bias

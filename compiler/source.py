@@ -41,6 +41,8 @@ _FUSED = {
         ops.gla,
         ops.delta_rule,
         ops.gated_delta_rule,
+        ops.wtacrs_linear,
+        ops.lmul_linear,
     )
 }
 

@@ -36,7 +36,7 @@ def _axes(names) -> str:
 # ---------------------------------------------------------------- learned
 @draws("linear")
 def _linear(b) -> Drawing:
-    return Drawing(title=text(b.label or ("L₊" if b.bias else "L")))
+    return Drawing(title=text(b.label or ("L₊" if b.bias else "L")), note=_linear_note(b))
 
 
 @draws("param")
@@ -280,3 +280,12 @@ def drawing(box) -> Drawing:
 
 # Comparisons (binary): 1 where they hold, 0 elsewhere.
 _BINARY.update({"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "eq": "="})
+
+
+def _linear_note(b) -> str:
+    """A linear map's non-default arithmetic: its sampled backward or its L-Mul products."""
+    if b.backward == "wtacrs":
+        return esc(f"∇ WTA-CRS {b.budget:.0%}")
+    if b.product != "exact":
+        return esc(f"L-Mul {b.product[-1]}-bit")
+    return ""

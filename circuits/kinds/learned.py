@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from ..errors import ShapeProblem
 from ..types import FloatDtype, TensorType
 from .base import AxisList, AxisName, BoxBase, clash, need, new_axes, replace_axes, tensor
@@ -24,11 +26,28 @@ class Linear(BoxBase):
     """Output axes the map produces, put where the first consumed axis stood."""
     bias: bool = True
     """Whether a bias over `out` is added (`L₊`)."""
+    backward: Literal["exact", "wtacrs"] = "exact"
+    """The weight's gradient: exact, or estimated from winner-take-all column-row samples of
+    the input's rows (WTA-CRS, Liu et al. 2023), keeping only the sampled rows for the
+    backward. The forward and the input's gradient stay exact."""
+    budget: float = Field(0.3, gt=0, le=1)
+    """With backward `wtacrs`: the fraction of the input's rows (every axis but `over`)
+    sampled and kept."""
+    product: Literal["exact", "lmul3", "lmul4"] = "exact"
+    """The products of the map: exact, or L-Mul (Luo & Sun 2024) with 3- or 4-bit mantissas,
+    one integer addition each (gradients as for exact products)."""
     family = "learned"
     learned = True
 
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
+        if self.backward != "exact" and self.product != "exact":
+            raise ShapeProblem(
+                "a sampled backward and L-Mul products are not combined",
+                "x",
+                'backward "exact" or product "exact"',
+                f"backward {self.backward!r}, product {self.product!r}",
+            )
         need(x, self.over, "x", "consumed by the map")
         y = replace_axes(x, self.over, new_axes(self.out, ctx))
         clash(list(y.axes), "x")

@@ -196,6 +196,8 @@ def linear(v: BoxView) -> Rule:
     consumes the input's trailing axes (nn.Linear's one fused matmul with the bias), einsum
     otherwise."""
     b, x, y = v.box, v.x(), v.out()
+    if b.backward != "exact" or b.product != "exact":
+        return _linear_sampled_or_lmul(v)
     w = v.params["weight"]
     bias = numel(y) if b.bias else ZERO
     mm = 2 * numel(y) * v.sizes_of(x, b.over)
@@ -990,4 +992,51 @@ def _packed_windows(v: BoxView) -> Rule:
         notes=[
             "packed windows: PyTorch (no ncd.ops kernel); padding of unequal windows not counted"
         ],  # fmt: skip
+    )
+
+
+# -- linear with a WTA-CRS backward or L-Mul products (ops/wtacrs, ops/lmul)
+def _linear_sampled_or_lmul(v: BoxView) -> Rule:
+    """As lowered: x laid out [rows, over] (a view where its layout allows, else a copy)
+    into ncd.ops.wtacrs_linear (exact F.linear forward; dW from the k = budget · rows sampled
+    rows, the only ones kept, with their int64 indices) or ncd.ops.lmul_linear (integer
+    additions, no matrix-engine work forward; x kept; the backward the exact map's)."""
+    from ncd.ops import lmul_cost, wtacrs_cost
+
+    b, x, y = v.box, v.x(), v.out()
+    lead = [a for a in x.names if a not in b.over]
+    n, D = v.sizes_of(x, lead), v.sizes_of(x, b.over)
+    J = numel(y) / n
+    per = sympy.Integer(DTYPE_BYTES[x.dtype])
+    copied = not _is_view(v.layouts["x"], [lead, list(b.over)])
+    grad_x = v.grad("x")
+    if b.backward == "wtacrs":
+        k = wtacrs_cost.rows(n, sympy.Rational(str(b.budget)))
+        mm = 2 * n * D * J
+        mm_bwd = 2 * k * D * J + (2 * n * J * D if grad_x else ZERO)
+        bias = n * J if b.bias else ZERO
+        return Rule(
+            flops=mm + bias,
+            mm=mm,
+            mm_bwd=mm_bwd,
+            flops_bwd=mm_bwd + bias,
+            saved=[_own("x_sampled", wtacrs_cost.kept_bytes(k, D, per), "sampled rows of x")],
+            layout={"out": (*lead, *b.out)},
+            extra_io=2 * v.nbytes(x) if copied else ZERO,
+            temps=(v.nbytes(x) if copied else ZERO) + k * D * per + n * per,
+            bwd_temps=k * J * per,  # dy's sampled rows
+            notes=[f"WTA-CRS backward: {b.budget:g} of the rows kept"],
+        )
+    mm_bwd = 2 * n * J * D * (2 if grad_x else 1)
+    kept = _own("x_copy", v.nbytes(x), "relaid-out copy of input x") if copied else _in("x")
+    return Rule(
+        flops=lmul_cost.flops_forward(n, D, J, b.bias),
+        mm=ZERO,
+        mm_bwd=mm_bwd,
+        flops_bwd=lmul_cost.flops_backward(n, D, J, grad_x, b.bias),
+        saved=[kept],
+        layout={"out": (*lead, *b.out)},
+        extra_io=2 * v.nbytes(x) if copied else ZERO,
+        temps=lmul_cost.temp_bytes(n, D, J, per),
+        notes=[f"L-Mul products ({b.product[-1]}-bit mantissas): integer additions, no mm"],
     )

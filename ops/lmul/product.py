@@ -44,20 +44,26 @@ def _combine(a: _Parts, b: _Parts, m, dtype, exact):
     """L-Mul of two split operands (broadcast): one integer addition of the (exponent,
     mantissa) fields, r = ((e_a + e_b − bias) << m) + f_a + f_b + 2^{m − l(m)}; its high part
     is the result's biased exponent (the mantissa's carry included), its low m bits the
-    result's mantissa. `exact` is a callable giving the IEEE product for special operands."""
+    result's mantissa. `exact` is a callable giving the IEEE product for special operands.
+    Worked in place on two int64 temporaries of the broadcast shape."""
     itype, E, M = _FORMATS[dtype]
     bias = (1 << (E - 1)) - 1
-    r = ((a.exp + b.exp - bias) << m) + a.frac + b.frac + (1 << (m - offset_bits(m)))
+    r = a.exp + b.exp
+    r.sub_(bias).mul_(1 << m).add_(a.frac).add_(b.frac).add_(1 << (m - offset_bits(m)))
     exp = r >> m
-    mag = (exp << M) | ((r & ((1 << m) - 1)) << (M - m))
+    r.bitwise_and_((1 << m) - 1).mul_(1 << (M - m))  # the result's mantissa field
     over = exp >= (1 << E) - 1
-    under = (exp <= 0) | (a.exp == 0) | (b.exp == 0)  # underflow, zero or subnormal operand
-    mag = torch.where(over, (((1 << E) - 1) << M), mag)
-    mag = torch.where(under, 0, mag)
-    mag = torch.where(a.sign != b.sign, mag | (1 << (E + M)), mag)
-    if dtype == torch.float32:  # the sign bit set: the int32 of that pattern is negative
-        mag = torch.where(mag >= 1 << 31, mag - (1 << 32), mag)
-    out = mag.to(itype).view(dtype)
+    under = exp <= 0
+    under |= a.exp == 0  # zero or subnormal operands
+    under |= b.exp == 0
+    mag = exp.mul_(1 << M).bitwise_or_(r)
+    del r
+    mag.masked_fill_(over, ((1 << E) - 1) << M)
+    mag.masked_fill_(under, 0)
+    del over, under
+    out = mag.to(itype).view(dtype)  # the magnitude's pattern: below the sign bit
+    del mag
+    out = torch.where(a.sign != b.sign, -out, out)
     special = a.special | b.special
     if bool(special.any()):
         out = torch.where(special, exact(), out)

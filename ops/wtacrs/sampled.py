@@ -115,6 +115,8 @@ def wtacrs_linear(x, weight, bias=None, budget=0.3, grad_norms=None, generator=N
         None if bias is None else tuple(bias.shape),
     )
     _check(0 < budget <= 1, "budget", "a fraction in (0, 1]", budget)
+    if not (torch.is_grad_enabled() and weight.requires_grad):  # no dW: nothing to sample
+        return F.linear(x, weight, bias)
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     if grad_norms is not None:

@@ -339,3 +339,18 @@ def comparisons():
 
 
 TABLE["comparisons"] = comparisons
+
+
+def linear_backward_and_product():
+    """`linear`'s options: a WTA-CRS backward (budget 1: every row kept, so the gradients
+    equal the interpreter's) on an inner axis into two axes, and L-Mul products (3 and 4 bits)
+    from two axes, with and without bias."""
+    b = _b("linear_backward_and_product")
+    x = b.input("x", "B D T")
+    h = b.linear(x, "D", "H K", name="sampled", backward="wtacrs", budget=1.0)
+    b.output("y_lmul3", b.linear(h, "H K", "F", name="lmul3", product="lmul3"))
+    b.output("y_lmul4", b.linear(x, "D", "D", bias=False, name="lmul4", product="lmul4"))
+    return b.build()
+
+
+TABLE["linear_backward_and_product"] = linear_backward_and_product

@@ -1,0 +1,51 @@
+"""Arithmetic of the efficiency papers on a transformer's feed-forward block: a weight
+gradient from sampled rows (WTA-CRS) and products by integer addition (L-Mul)."""
+
+from __future__ import annotations
+
+from ncd.circuits.builder import Builder
+
+from . import entry
+
+WTACRS = (
+    "Liu et al., Winner-Take-All Column Row Sampling for Memory Efficient Adaptation of "
+    "Language Model (NeurIPS 2023)"
+)
+LMUL = "Luo & Sun, Addition is All You Need for Energy-efficient Language Models (2024)"
+
+
+def _ffn(name, title, paper, doc, **linear):
+    b = Builder(name, title=title, paper=paper, doc=doc,
+                sizes={"B": 2, "T": 10, "D": 16, "F": 32})  # fmt: skip
+    x = b.input("x", "B T D")
+    with b.group("Feed-forward"):
+        h = b.linear(x, "D", "F", name="up", label="L₊", **linear)
+        h = b.unary(h, "gelu", name="act")
+        h = b.linear(h, "F", "D", name="down", label="L₊", **linear)
+    b.output("y", b.add(x, h, name="residual"))
+    return b.build()
+
+
+@entry("wtacrs_linear", "WTA-CRS linear maps (sampled weight gradient)", WTACRS)
+def wtacrs_linear():
+    """A feed-forward block y = x + W₂ GELU(W₁ x + b₁) + b₂ whose two linear maps run their
+    forward exactly and estimate the weight gradient dW = dYᵀ X = Σᵢ dyᵢᵀ xᵢ (the paper's
+    eq. 1c, over the B·T rows) by WTA-CRS (eq. 5): the |C| most probable column-row pairs
+    exactly, k − |C| more sampled from the rest with probabilities pᵢ ∝ ‖xᵢ‖ (‖dyᵢ‖ is not
+    known in the forward) and weighted (1 − Σ_C p)/((k − |C|) pⱼ), k = 30% of the rows. Only
+    the k sampled rows of each map's input are kept for the backward (the paper's Fig. 5),
+    so the cost table shows 6 of 20 rows kept; dx and the biases' gradients stay exact."""
+    return _ffn("wtacrs_linear", "WTA-CRS feed-forward block", WTACRS, wtacrs_linear.__doc__,
+                backward="wtacrs", budget=0.3)  # fmt: skip
+
+
+@entry("lmul_linear", "L-Mul linear maps (products by integer addition)", LMUL)
+def lmul_linear():
+    """A feed-forward block y = x + W₂ GELU(W₁ x + b₁) + b₂ whose every product is L-Mul with
+    3-bit mantissas (the paper's eq. 3: x·y ≈ (1 + x_m + y_m + 2^{−l(m)}) 2^{x_e + y_e},
+    l(3) = 3, one integer addition of the operands' bit patterns, the mantissa sum carrying
+    into the exponent), the setting in which the paper replaces all multiplications of a
+    transformer (its Section 4); the sums stay floating point. Gradients are those of the
+    exact products."""
+    return _ffn("lmul_linear", "L-Mul feed-forward block", LMUL, lmul_linear.__doc__,
+                product="lmul3")  # fmt: skip
