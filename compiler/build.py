@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 
 from ncd.circuits.circuit import Circuit
@@ -16,7 +18,7 @@ def prepare(
     circuit: Circuit,
     sizes: dict[str, int] | None = None,
     device=None,
-    rewrites: bool | None = None,
+    rewrites: bool | Collection[str] | None = None,
     opaque=None,
     fused: str | None = None,
 ) -> Lowered:
@@ -25,8 +27,8 @@ def prepare(
     if rewrites is None:
         rewrites = device.type == "cuda"  # the fused kernels pay off on the GPU
     fns = {**attached.callables(circuit), **(opaque or {})}
-    if rewrites:
-        circuit = apply_rewrites(circuit, sizes)
+    if rewrites:  # True: every rewrite; a collection: the rewrites of those match kinds
+        circuit = apply_rewrites(circuit, sizes, None if rewrites is True else rewrites)
     checked: Checked = check(circuit, sizes, require_bound=True)
     opts = Options(device=device, opaque=fns, fused=fused or "ncd")
     return lower(checked, opts)
@@ -101,13 +103,15 @@ def to_source(
     circuit: Circuit,
     sizes: dict[str, int] | None = None,
     *,
-    rewrites: bool | None = None,
+    rewrites: bool | Collection[str] | None = None,
     fused: str | None = None,
     device=None,
 ) -> str:
     """One standalone Python file defining the circuit as an nn.Module (imports only torch,
     and ncd.ops with a plain fallback where a fused kernel is used). Loading a compiled
-    module's state_dict into it gives identical outputs."""
+    module's state_dict into it gives identical outputs. `rewrites` as `compile`'s, or the
+    match kinds to rewrite (`{"attention"}`: softmax attention drawn from primitives is
+    written as one `F.scaled_dot_product_attention` with `fused="torch"`)."""
     from .source import emit
 
     if rewrites is None:

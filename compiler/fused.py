@@ -32,7 +32,7 @@ def _fits(L, q, k, v, b) -> bool:
 
 
 def _scale(L, b):
-    return None if b.scale is None else float(L.num(parse_size(b.scale)))
+    return None if b.scale is None else L.real(parse_size(b.scale))
 
 
 def _decay_rate(L, b):

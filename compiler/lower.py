@@ -27,14 +27,66 @@ LOWERINGS = Registry("lowering", "compiler/lowerings.py", "@lowers")
 lowers = LOWERINGS.register
 
 
+class Size(int):
+    """A whole number read off a size expression, carrying the expression (`expr`) so that
+    the source emitter writes `c.H` where the graph holds 4; behaves as the int otherwise."""
+
+    def __new__(cls, value, expr):
+        self = super().__new__(cls, value)
+        self.expr = expr
+        return self
+
+    def __repr__(self):
+        return int.__repr__(self)
+
+    def __reduce__(self):
+        return (type(self), (int(self), self.expr))
+
+
+class RealSize(float):
+    """A real number read off a size expression (`K**-0.5`), carrying the expression."""
+
+    def __new__(cls, value, expr):
+        self = super().__new__(cls, value)
+        self.expr = expr
+        return self
+
+    def __repr__(self):
+        return float.__repr__(self)
+
+    def __reduce__(self):
+        return (type(self), (float(self), self.expr))
+
+
+def plain(v):
+    """`v` with sizes made plain numbers (for modules' constructors: a module keeps plain
+    attributes, whatever traces it later)."""
+    if isinstance(v, Size):
+        return int(v)
+    if isinstance(v, RealSize):
+        return float(v)
+    if isinstance(v, tuple | list):
+        return type(v)(plain(x) for x in v)
+    return v
+
+
+class Call:
+    """The source of a holder's constructor, `fn(*args, **kwargs)`: the emitter writes each
+    argument, sizes by their expressions (`nn.LayerNorm(c.D)`)."""
+
+    def __init__(self, fn: str, *args, **kwargs):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+
 @dataclass
 class Holder:
-    """A submodule that owns a box's parameters, and the source line that builds it."""
+    """A submodule that owns a box's parameters, and the source that builds it (text, or a
+    `Call` whose sizes the emitter writes from their expressions)."""
 
     ident: str
     box: str
     module: nn.Module
-    source: str
+    source: str | Call
 
 
 @dataclass
@@ -82,7 +134,8 @@ class Lowerer:
         return f"{self.prefix}box '{box or self.box}'"
 
     def num(self, expr) -> int | float:
-        """A size (or constant) as a number under the bound sizes."""
+        """A size (or constant) as a number under the bound sizes; one read off an expression
+        with symbols carries it (`Size`, `RealSize`), for the source emitter."""
         if expr in self._sizes:
             return self._sizes[expr]
         n = self.c.number(expr)
@@ -90,8 +143,17 @@ class Lowerer:
             raise CompileError(
                 self.where(), "size is not bound", "a number", str(self.c.resolve(expr))
             )
+        if getattr(expr, "free_symbols", None):
+            n = Size(n, expr) if isinstance(n, int) else RealSize(n, expr)
         self._sizes[expr] = n
         return n
+
+    def real(self, expr) -> float:
+        """`num` as a real number (a scale factor), still carrying its expression."""
+        n = self.num(expr)
+        if isinstance(n, Size):
+            return RealSize(float(n), n.expr)
+        return n if isinstance(n, float) else float(n)
 
     def _node(self, op, target, args, kwargs):
         n = self.g.create_node(op, target, tuple(args), kwargs)
@@ -110,7 +172,7 @@ class Lowerer:
     def module(self, path: str, *args) -> fx.Node:
         return self._node("call_module", path, args, {})
 
-    def hold(self, module: nn.Module, source: str) -> str:
+    def hold(self, module: nn.Module, source: str | Call) -> str:
         """Registers the parameter holder of the current box; returns its attribute name."""
         ident = self.box_idents[self.box]
         self.root.add_module(ident, module)

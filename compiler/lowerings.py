@@ -19,7 +19,7 @@ from ncd.circuits.types import TensorType
 
 from . import runtime
 from .fused import lower_attention, lower_linear_attention
-from .lower import Holder, Lowerer, lower, lowers
+from .lower import Call, Holder, Lowerer, lower, lowers, plain
 from .names import letters
 
 
@@ -33,10 +33,11 @@ def _linear(L: Lowerer, b, x, tin, tout):
     t = tin["x"]
     out_shape = tuple(L.num(a.size) for a in L.c.params[b.name]["weight"].axes[: len(b.out)])
     in_shape = tuple(L.num(t.axis(a).size) for a in b.over)
-    ident = L.hold(
-        runtime.Linear(out_shape, in_shape, bias=b.bias),
-        f"Linear({out_shape}, {in_shape}, bias={b.bias})",
-    )
+    if len(out_shape) == len(in_shape) == 1:  # nn.Linear's layout: written as one
+        src = Call("nn.Linear", in_shape[0], out_shape[0], **({} if b.bias else {"bias": False}))
+    else:
+        src = Call("Linear", out_shape, in_shape, **({} if b.bias else {"bias": False}))
+    ident = L.hold(runtime.Linear(plain(out_shape), plain(in_shape), bias=b.bias), src)
     w = L.param(ident, "weight")
     if b.backward != "exact" or b.product != "exact":
         return {"out": _linear_sampled_or_lmul(L, b, x["x"], t, tout, w, ident, out_shape)}
@@ -73,7 +74,7 @@ def _linear_trailing(L: Lowerer, b, x, w, ident, out_shape):
 @lowers("param")
 def _param(L: Lowerer, b, x, tin, tout):
     shape = tuple(L.num(a.size) for a in tout["out"].axes)
-    ident = L.hold(runtime.Param(shape, b.init), f"Param({shape}, {b.init!r})")
+    ident = L.hold(runtime.Param(plain(shape), b.init), Call("Param", shape, b.init))
     return {"out": L.param(ident, "weight")}
 
 
@@ -82,10 +83,10 @@ def _embedding(L: Lowerer, b, x, tin, tout):
     rows = L.num(L.c.params[b.name]["weight"].axes[0].size)
     out = [L.num(a.size) for a in L.c.params[b.name]["weight"].axes[1:]]
     if len(out) == 1:
-        ident = L.hold(nn.Embedding(rows, out[0]), f"nn.Embedding({rows}, {out[0]})")
+        ident = L.hold(nn.Embedding(plain(rows), plain(out[0])), Call("nn.Embedding", rows, out[0]))
         return {"out": L.module(ident, x["x"])}
     shape = (rows, *out)
-    ident = L.hold(runtime.Param(shape, "normal", 1.0), f"Param({shape}, 'normal', 1.0)")
+    ident = L.hold(runtime.Param(plain(shape), "normal", 1.0), Call("Param", shape, "normal", 1.0))
     w = L.param(ident, "weight")
     return {"out": L.fn(operator.getitem, w, x["x"])}
 
@@ -164,10 +165,10 @@ def _binary(L: Lowerer, b, x, tin, tout):
 def _scale(L: Lowerer, b, x, tin, tout):
     from ncd.circuits.sizes import parse_size
 
-    f = L.num(parse_size(b.factor))
+    f = L.real(parse_size(b.factor))
     if f == 1:
         return {"out": x["x"]}
-    return {"out": L.fn(operator.mul, x["x"], float(f))}
+    return {"out": L.fn(operator.mul, x["x"], f)}
 
 
 @lowers("cast")
@@ -222,13 +223,12 @@ def _last(L: Lowerer, node, names, axes, call):
 def _layernorm(L: Lowerer, b, x, tin, tout):
     t = tin["x"]
     shape = tuple(L.num(t.axis(a).size) for a in b.over)
-    if b.kind == "layernorm":
-        mod = nn.LayerNorm(shape, eps=b.eps, elementwise_affine=b.affine)
-        src = f"nn.LayerNorm({shape}, eps={b.eps!r}, elementwise_affine={b.affine})"
-    else:
-        mod = nn.RMSNorm(shape, eps=b.eps, elementwise_affine=b.affine)
-        src = f"nn.RMSNorm({shape}, eps={b.eps!r}, elementwise_affine={b.affine})"
-    ident = L.hold(mod, src)
+    cls = nn.LayerNorm if b.kind == "layernorm" else nn.RMSNorm
+    mod = cls(plain(shape), eps=b.eps, elementwise_affine=b.affine)
+    kw = {} if b.kind == "layernorm" and b.eps == 1e-5 else {"eps": b.eps}
+    if not b.affine:
+        kw["elementwise_affine"] = False
+    ident = L.hold(mod, Call(f"nn.{cls.__name__}", shape[0] if len(shape) == 1 else shape, **kw))
     return {"out": _last(L, x["x"], t.names, b.over, lambda n: L.module(ident, n))}
 
 
@@ -239,16 +239,15 @@ def _channelnorm(L: Lowerer, b, x, tin, tout):
     if b.kind == "batchnorm" and d == 1 and 2 <= len(t.names) <= 5:  # PyTorch's own layout
         name = f"BatchNorm{max(1, len(t.names) - 2)}d"
         ident = L.hold(
-            getattr(nn, name)(c, eps=b.eps, momentum=b.momentum, affine=b.affine),
-            f"nn.{name}({c}, eps={b.eps!r}, momentum={b.momentum!r}, affine={b.affine})",
+            getattr(nn, name)(plain(c), eps=b.eps, momentum=b.momentum, affine=b.affine),
+            Call(f"nn.{name}", c, eps=b.eps, momentum=b.momentum, affine=b.affine),
         )
         return {"out": L.module(ident, x["x"])}
     cls = runtime.ChannelBatchNorm if b.kind == "batchnorm" else runtime.UnifiedNorm
     kw = {"eps": b.eps, "momentum": b.momentum, "affine": b.affine}
     if b.kind == "unifiednorm":
         kw |= {f: getattr(b, f) for f in ("window", "warmup", "outlier", "compensate_after")}
-    args = "".join(f", {k}={v!r}" for k, v in kw.items())
-    ident = L.hold(cls(c, d, **kw), f"{cls.__name__}({c}, dim={d}{args})")
+    ident = L.hold(cls(plain(c), d, **kw), Call(cls.__name__, c, dim=d, **kw))
     return {"out": L.module(ident, x["x"])}
 
 
@@ -257,8 +256,8 @@ def _groupnorm(L: Lowerer, b, x, tin, tout):
     t = tin["x"]
     c = L.num(t.axis(b.channel).size)
     ident = L.hold(
-        nn.GroupNorm(b.groups, c, eps=b.eps, affine=b.affine),
-        f"nn.GroupNorm({b.groups}, {c}, eps={b.eps!r}, affine={b.affine})",
+        nn.GroupNorm(b.groups, plain(c), eps=b.eps, affine=b.affine),
+        Call("nn.GroupNorm", b.groups, c, eps=b.eps, affine=b.affine),
     )
     w = L.param(ident, "weight") if b.affine else None
     bias = L.param(ident, "bias") if b.affine else None
@@ -410,18 +409,14 @@ def _conv(L: Lowerer, b, x, tin, tout):
     groups = L.num(b.n_groups(t.axis(b.channel).size))  # depthwise: one group per channel
     if b.transposed:
         name = f"ConvTranspose{n}d"
-        mod = getattr(nn, name)(cin, cout, k, s, p, op, groups, b.bias, d)
-        src = (
-            f"nn.{name}({cin}, {cout}, {k}, stride={s}, padding={p}, output_padding={op}, "
-            f"groups={groups}, bias={b.bias}, dilation={d})"
-        )
+        mod = getattr(nn, name)(*plain((cin, cout, k, s, p, op, groups)), b.bias, d)
+        src = Call(f"nn.{name}", cin, cout, k, stride=s, padding=p, output_padding=op,
+                   groups=groups, bias=b.bias, dilation=d)  # fmt: skip
     else:
         name = f"Conv{n}d"
-        mod = getattr(nn, name)(cin, cout, k, s, p, d, groups, b.bias)
-        src = (
-            f"nn.{name}({cin}, {cout}, {k}, stride={s}, padding={p}, dilation={d}, "
-            f"groups={groups}, bias={b.bias})"
-        )
+        mod = getattr(nn, name)(*plain((cin, cout, k, s, p, d, groups)), b.bias)
+        src = Call(f"nn.{name}", cin, cout, k, stride=s, padding=p, dilation=d, groups=groups,
+                   bias=b.bias)  # fmt: skip
     ident = L.hold(mod, src)
     w = L.param(ident, "weight")
     bias = L.param(ident, "bias") if b.bias else None
@@ -466,7 +461,7 @@ def _call(L: Lowerer, b, x, tin, tout):
     from ncd.circuits.sizes import parse_size
 
     sub = L.c.calls[b.name]
-    n = int(L.num(parse_size(b.repeat)))
+    n = L.num(parse_size(b.repeat))
     prefix = f"{L.prefix}in subcircuit '{sub.circuit.name}' (called by box '{b.name}'), "
     parts = [lower(sub, L.opts, prefix) for _ in range(n)]
     ident = L.box_idents[b.name]

@@ -128,7 +128,7 @@ def softmax(x, dim: int, log: bool = False):
     a permuted view, and torch.softmax would copy it to row-major first (and the next
     contraction would copy it back)."""
     fn = torch.log_softmax if log else torch.softmax
-    if isinstance(x, torch.fx.Proxy) or x.is_contiguous():  # (fx retraces when unpickling)
+    if not isinstance(x, torch.Tensor) or x.is_contiguous():  # (a traced value: plain call)
         return fn(x, dim)
     order = sorted(range(x.dim()), key=lambda d: x.stride(d), reverse=True)
     y = x.permute(order)

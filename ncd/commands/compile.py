@@ -14,15 +14,16 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", help="output file (default: stdout)")
     p.add_argument(
         "--rewrites",
-        choices=("auto", "on", "off"),
-        default="off",
-        help="pattern rewrites to ncd.ops fused kernels (default off: plain torch only)",
+        choices=("attention", "auto", "on", "off"),
+        default="attention",
+        help="pattern rewrites to fused boxes (default attention: softmax attention drawn from "
+        "primitives becomes one attention call; on: every rewrite, to ncd.ops kernels too)",
     )
     p.add_argument(
         "--fused",
         choices=("ncd", "torch"),
-        default="ncd",
-        help="fused attention through ncd.ops (with a fallback) or PyTorch's SDPA",
+        default="torch",
+        help="fused attention as PyTorch's SDPA (default) or through ncd.ops (with a fallback)",
     )
     p.set_defaults(run=cmd_compile)
 
@@ -34,7 +35,7 @@ def cmd_compile(args) -> int:
     from .language import load_bound
 
     c, sizes = load_bound(args.spec, args.sizes)
-    rewrites = {"auto": None, "on": True, "off": False}[args.rewrites]
+    rewrites = {"attention": {"attention"}, "auto": None, "on": True, "off": False}[args.rewrites]
     text = to_source(c, sizes, rewrites=rewrites, fused=args.fused)
     if args.out:
         out = write_text(args.out, text)

@@ -38,6 +38,6 @@ def randomise(module, seed=1):
 def load_source(text: str, class_name: str, opaque=None):
     """Run a generated file in a fresh namespace; an instance of its class."""
     ns: dict = {"__name__": "ncd_generated"}
-    exec(compile(text, "<generated>", "exec"), ns)  # our own generated code, under test
+    exec(compile(text, "<generated>", "exec", dont_inherit=True), ns)  # our generated code
     cls = ns[class_name]
     return cls(opaque=opaque) if opaque is not None else cls()

@@ -203,7 +203,7 @@ def test_packed_sequences_each_start_from_a_zero_state(variant):
         alone = ncd.compile(c, sizes={"T": e - s}, dtype=torch.float64)(*part)
         torch.testing.assert_close(y[s:e], alone, rtol=1e-10, atol=1e-10)
     ns: dict = {"__name__": "generated"}
-    exec(compile(to_source(c), "<generated>", "exec"), ns)
+    exec(compile(to_source(c), "<generated>", "exec", dont_inherit=True), ns)
     src = ns[class_name(c.name)]().to(torch.float64)
     assert torch.equal(src(*args), y)
 
@@ -282,7 +282,9 @@ def test_generated_file_runs_without_ncd(name, tmp_path):
     fn = "gla" if name == "gla_block" else "delta_rule"
     assert f"from ncd.ops import {fn}" in text
     imports = [ln for ln in text.splitlines() if ln.lstrip().startswith(("import ", "from "))]
-    assert all(ln.split()[1].split(".")[0] in ("torch", "math", "ncd") for ln in imports)
+    assert all(
+        ln.split()[1].split(".")[0] in ("torch", "math", "dataclasses", "ncd") for ln in imports
+    )
     path = tmp_path / "block.py"
     path.write_text(text)
     model = randomise(ncd.compile(c))

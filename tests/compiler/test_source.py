@@ -92,7 +92,9 @@ def test_fused_kernels_fall_back_without_ncd(tmp_path):
     text = to_source(c, rewrites=True)
     assert "from ncd.ops import softmax_attention" in text
     imports = [ln for ln in text.splitlines() if ln.lstrip().startswith(("import ", "from "))]
-    assert all(ln.split()[1].split(".")[0] in ("torch", "math", "ncd") for ln in imports)
+    assert all(
+        ln.split()[1].split(".")[0] in ("torch", "math", "dataclasses", "ncd") for ln in imports
+    )
     model = ncd_compile(c, rewrites=True).eval()
     path = tmp_path / "block.py"
     path.write_text(text)
@@ -118,12 +120,14 @@ def test_fused_kernels_fall_back_without_ncd(tmp_path):
 def test_source_reads_like_the_circuit():
     text = to_source(gallery.get("multihead_attention"))
     assert "class MultiheadAttention(nn.Module):" in text
-    assert "self.q_proj = Linear((4, 8), (32,), bias=True)" in text
-    line = next(ln for ln in text.splitlines() if ln.strip().startswith("scores ="))
-    assert "torch.einsum('bthk,bshk->bths', q_proj, k_proj)" in line
-    assert "# scores: contract over K: [B T H K], [B S H K] -> [B T H S]" in line
+    assert "self.q_proj = Linear((c.H, c.K), (c.H * c.K,))" in text  # D is H*K there
+    lines = text.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.strip().startswith("scores ="))
+    assert 'torch.einsum("bthk,bshk->bths", q_proj, k_proj)' in lines[at]
+    assert lines[at - 1].strip() == "# scores: contract over K: [B T H K], [B S H K] -> [B T H S]"
+    assert "scale = scores * c.K ** -0.5" in text
     forward = text.split("def forward")[1]
-    assert forward.count("\n        ") >= 8  # one line per box, plus comments
+    assert forward.count("\n        # ") >= 8  # a comment per box
 
 
 def test_cli_compile_writes_a_file(tmp_path, capsys):
