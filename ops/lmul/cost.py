@@ -25,7 +25,10 @@ def kept_bytes(n, K, bytes_per=4):
 
 
 def temp_bytes(rows, K, J, bytes_per=4):
-    """The forward's largest temporaries for a chunk of `rows` rows: the int64 fields of the
-    chunk's products (exponent sum, integer result, bit pattern: 3 x 8 bytes per product) and
-    the products themselves before the sum over K. `rows` is min(n, CHUNK_ELEMENTS // (J K))."""
+    """The forward's largest temporaries for a chunk of `rows` rows, per product: the integer
+    sum and the exponent (int64, 2 x 8 bytes), the overflow and underflow masks, the float
+    pattern and its signed copy (about 8 bytes more; checked against the CPU allocator's peak
+    by tests/cost/test_measure.py), and the products before the sum over K. `rows` is
+    min(n, CHUNK_ELEMENTS // (J K)); the cost model passes n (exact while n J K is at most
+    CHUNK_ELEMENTS, an overestimate above)."""
     return rows * J * K * (3 * 8 + bytes_per)
