@@ -54,7 +54,7 @@ def collapse(
             if not src or readers.get(src) != [name]:
                 continue
             a = checked.box(src)
-            if a.kind == b.kind == "linear" and set(b.over) == set(a.out):
+            if a.kind == b.kind == "linear" and exact(a) and exact(b) and set(b.over) == set(a.out):
                 found = _linear(a, b, idents, state)
             elif a.kind == b.kind == "conv" and _pointwise(b) and b.channel == a.out:
                 found = _conv(a, b, idents, state)
@@ -138,11 +138,18 @@ def _residual(checked, add, readers, idents, state):
         x_t, y_t = checked.value(srcs[other]), checked.outs[m]["out"]
         if y_t.names != checked.outs[add.name]["out"].names or x_t.dtype != y_t.dtype:
             continue
-        if mb.kind == "linear" and set(mb.over) == set(mb.out):
+        if mb.kind == "linear" and exact(mb) and set(mb.over) == set(mb.out):
             return mb, _plus_identity(mb, idents, state, _linear_eye), add.name
         if mb.kind == "conv" and _same_size(mb) and mb.out == mb.channel:
             return mb, _plus_identity(mb, idents, state, _conv_eye), add.name
     return None
+
+
+def exact(b) -> bool:
+    """A linear map whose products and gradients are exact: one that samples its backward
+    (WTA-CRS) or approximates its products (L-Mul) is no plain matrix, and merging it would drop
+    that option."""
+    return getattr(b, "backward", "exact") == "exact" and getattr(b, "product", "exact") == "exact"
 
 
 def _same_size(b) -> bool:

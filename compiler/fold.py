@@ -22,7 +22,7 @@ import torch
 from ncd.circuits.circuit import Circuit
 from ncd.circuits.validate import check
 
-from .collapse import rename_keys
+from .collapse import exact, rename_keys
 from .names import scope_names
 
 NORMS = ("unifiednorm", "batchnorm")
@@ -86,7 +86,7 @@ def _affine(norm, idents, state):
 
 def _absorbs(m, channel, shift) -> bool:
     if m.kind == "linear":
-        return channel in m.over
+        return exact(m) and channel in m.over
     if m.kind == "conv":
         plain = m.groups == 1 and not m.depthwise and not m.transposed
         unpadded = shift is None or all(p == 0 for p in m._norm("padding"))

@@ -81,3 +81,20 @@ def test_a_map_read_twice_is_kept():
     b.output("y", b.linear(h, "F", "D", name="b"))
     b.output("z", b.relu(h))
     _check(b.build(), ["linear", "linear", "unary"])
+
+
+def test_maps_with_sampled_gradients_or_approximate_products_stay():
+    """Merging a WTA-CRS or L-Mul map into its neighbour or its residual would silently drop its
+    option: a chain and a residual around such a map are both kept."""
+    for option in ({"backward": "wtacrs"}, {"product": "lmul4"}):
+        b = Builder("options", sizes={"B": 2, "D": 4, "E": 6})
+        x = b.input("x", "B D")
+        h = b.linear(x, "D", "E", name="a", **option)
+        b.output("y", b.linear(h, "E", "D", name="b"))
+        b.output("z", b.add(b.linear(x, "D", "D", name="c", **option), x, name="res"))
+        circuit = b.build()
+        model = randomise(ncd_compile(circuit, dtype=torch.float64))
+        small, _ = collapse(circuit, model.state_dict())
+        assert [bx.kind for bx in small.boxes] == ["linear", "linear", "linear", "binary"], option
+        ((field, value),) = option.items()
+        assert [getattr(bx, field) for bx in small.boxes if bx.name in ("a", "c")] == [value] * 2
