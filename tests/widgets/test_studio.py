@@ -214,7 +214,11 @@ def test_export(tmp_path):
         lambda s: (setattr(s.json_text, "value", ""), s.apply_json_button.click()),
         lambda s: (setattr(s.sizes, "value", "B=0"), s.default_sizes_button.click()),
         lambda s: (setattr(s.path, "value", ""), s.save_button.click()),
-        lambda s: (setattr(s.path, "value", "/nonexistent/dir/c.json"), s.save_button.click()),
+        lambda s: (  # a folder that cannot exist: its parent is a file (cwd is tmp_path)
+            open("a_file", "w").close(),
+            setattr(s.path, "value", "a_file/c.json"),
+            s.save_button.click(),
+        ),
         lambda s: (setattr(s.path, "value", "no_such_gallery_entry"), s.load_button.click()),
         lambda s: (setattr(s.export_path, "value", "d.xyz"), s.export_button.click()),
         lambda s: (setattr(s.box_select, "value", "proj"), s.delete_box_button.click()),
