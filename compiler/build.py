@@ -43,6 +43,7 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     rewrites: bool | None = None,
     fused: str | None = None,
     opaque: dict | None = None,
+    weights=None,
 ) -> torch.fx.GraphModule:
     """Compile `circuit` into a `torch.fx.GraphModule` (a plain `nn.Module`).
 
@@ -55,6 +56,9 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
         fused: how fused attention boxes run: "ncd" (ncd.ops; its Triton kernels on CUDA, its
             reference on CPU, the default) or "torch" (PyTorch's SDPA where it fits).
         opaque: callables for `opaque` boxes, by box name (imported circuits bring theirs).
+        weights: a state dict, or the path of a safetensors file (as `ncd import -o` writes
+            beside the spec), loaded into the module; default: the weights an imported circuit
+            carries in memory. Entries recorded as buffers become buffers, not parameters.
 
     Returns:
         A module whose `forward` takes the circuit's inputs in order (tensors with axes in the
@@ -70,17 +74,65 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     module.to(device=torch.device(device or "cpu"))
     if dtype is not None:
         module.to(dtype=dtype)
-    weights = attached.weights(circuit)
+    buffers = attached.buffers(circuit)
+    if weights is None:
+        weights, where = attached.weights(circuit), None
+    elif isinstance(weights, dict):
+        where = "the weights given"
+    else:
+        where = f"weights file {weights}"
+        weights, buffers = attached.load_weights(weights)
+    _as_buffers(module, buffers)
     if weights:
-        module.load_state_dict(weights, strict=False)
+        _load(module, weights, where)
     module.ncd_circuit = circuit.name  # for people reading repr; holds no state
     if not any(b.kind == "opaque" for b in _all_boxes(circuit)):
         spec = (circuit.to_json(None), dict(sizes or {}), rewrites, fused, str(device or "cpu"))
         # Unpickling a GraphModule traces its code again, which cannot go through ncd.ops'
         # argument checks; this module pickles as its circuit and weights instead (each
         # GraphModule instance has a class of its own, so this touches no other module).
-        type(module).__reduce__ = lambda self: (_rebuild, (*spec, self.state_dict(), self.training))
+        type(module).__reduce__ = lambda self: (
+            _rebuild,
+            (*spec, self.state_dict(), self.training, sorted(n for n, _ in self.named_buffers())),
+        )
     return module
+
+
+def _as_buffers(module: torch.nn.Module, names) -> None:
+    """The parameters named in `names` become (persistent) buffers under the same names."""
+    for key in sorted(names):
+        owner, _, leaf = key.rpartition(".")
+        try:
+            sub = module.get_submodule(owner)
+        except AttributeError:
+            continue
+        p = sub._parameters.get(leaf)
+        if p is not None:
+            del sub._parameters[leaf]
+            sub.register_buffer(leaf, p.detach())
+
+
+def _load(module: torch.nn.Module, state: dict, where: str | None) -> None:
+    """Load `state`; when it was given (`where` says by whom), every entry must name a
+    parameter or buffer of the same shape."""
+    if where is None:
+        module.load_state_dict(state, strict=False)
+        return
+    own = module.state_dict()
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise attached.WeightsError(
+            f"{where}: {len(extra)} entries the compiled circuit does not have "
+            f"({', '.join(extra[:5])}{', …' if len(extra) > 5 else ''}); expected names from "
+            f"{', '.join(sorted(own)[:5])}{', …' if len(own) > 5 else ''}"
+        )
+    for k, t in state.items():
+        if tuple(t.shape) != tuple(own[k].shape):
+            raise attached.WeightsError(
+                f"{where}: {k!r} has shape {tuple(t.shape)}, the compiled circuit expects "
+                f"{tuple(own[k].shape)}"
+            )
+    module.load_state_dict(state, strict=False)
 
 
 def _all_boxes(circuit: Circuit):
@@ -89,12 +141,13 @@ def _all_boxes(circuit: Circuit):
         yield from _all_boxes(sub)
 
 
-def _rebuild(spec, sizes, rewrites, fused, device, state, training):
-    """Unpickling: compile the circuit again and load the weights."""
+def _rebuild(spec, sizes, rewrites, fused, device, state, training, buffers=()):
+    """Unpickling: compile the circuit again, load the weights, buffers as they were."""
     from ncd.circuits.io import loads
 
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
     module = compile(loads(spec), sizes, dtype, device, rewrites=rewrites, fused=fused)
+    _as_buffers(module, buffers)
     module.load_state_dict(state)
     return module.train(training)
 

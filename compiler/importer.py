@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import warnings
 from typing import Any
 
 import torch
@@ -224,8 +225,30 @@ def _defaults(model: nn.Module, n: int) -> dict:
 
 
 def _snake(text: str) -> str:
-    out = "".join("_" + c.lower() if c.isupper() else c for c in text).strip("_")
-    return out or "model"
+    """A class name in snake case with acronyms whole: `GQAttention` -> `gq_attention`,
+    `RMSNorm` -> `rms_norm`, `Conv2d` -> `conv2d`. A short capitalised fragment (up to three
+    letters) joins the acronym after it (`SwiGLU` -> `swiglu`, `ViT` -> `vit`), and fragments of
+    two letters join each other (`ConvNeXt` -> `conv_next`)."""
+    import re
+
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z][a-z]*|[a-z]+|\d+", text)
+    out: list[str] = []
+    prev = ""
+    for w in words:
+        frag = prev[:1].isupper() and prev[1:].islower() and len(prev) <= 3
+        joins = out and (
+            w.isdigit()
+            or prev.isdigit()
+            or (frag and w.isupper())
+            or (frag and len(prev) <= 2 and w[:1].isupper() and len(w) <= 2)
+            or (w.islower() and not prev[:1].isupper())
+        )
+        if joins:
+            out[-1] += w.lower()
+        else:
+            out.append(w.lower())
+        prev = w
+    return "_".join(out) or "model"
 
 
 class _Importer:
@@ -238,6 +261,7 @@ class _Importer:
         self.weights: dict[str, dict[str, torch.Tensor]] = {}
         self.callables: dict[str, Any] = {}
         self.names: set[str] = set()
+        self.buffers: set[str] = set()  # boxes whose weight is a buffer of the model
 
     def outputs(self, out) -> list[tuple[str, Any]]:
         """(name, wire) of each tensor the model returns: one `y`; a tuple or list of them
@@ -327,11 +351,13 @@ class _Importer:
         circuit = self.b.build()
         checked = circuit.check()
         _, idents = scope_names(circuit, checked.order)
-        state = {}
+        state, buffers = {}, set()
         for box, ws in self.weights.items():
             for p, t in ws.items():
                 state[f"{idents[box]}.{p}"] = t.detach().clone()
-        attached.attach(circuit, self.callables, state)
+                if box in self.buffers:
+                    buffers.add(f"{idents[box]}.{p}")
+        attached.attach(circuit, self.callables, state, buffers)
         return circuit
 
     @imports("param")
@@ -342,6 +368,8 @@ class _Importer:
         name = self.box_name(n)
         w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
         self.weights[name] = {"weight": v}
+        if n.target not in dict(self.model.named_parameters()):
+            self.buffers.add(name)  # a buffer or a plain tensor attribute: not trained
         return w
 
     def input_axes(self, v: torch.Tensor) -> list[str]:
@@ -623,6 +651,12 @@ class _Importer:
         self.weights[name] = {"weight": m.out_proj.weight.reshape(E, H, hd)}
         if m.out_proj.bias is not None:
             self.weights[name]["bias"] = m.out_proj.bias
+        if m.dropout:
+            warnings.warn(
+                f"{n.target}: the attention dropout of nn.MultiheadAttention (p={m.dropout}) is "
+                "dropped: the circuit's attention box has none (in eval mode it does nothing)",
+                stacklevel=2,
+            )
         return (y,)  # MHA returns (output, weights); getitem 0 reads it
 
     def _fresh(self, base: str) -> str:

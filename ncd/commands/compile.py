@@ -25,6 +25,12 @@ def register(sub) -> None:
         default="torch",
         help="fused attention as PyTorch's SDPA (default) or through ncd.ops (with a fallback)",
     )
+    p.add_argument(
+        "--weights",
+        help="a safetensors file of the circuit's weights (default: SPEC.safetensors beside a "
+        "JSON spec, as `ncd import -o` writes, if there is one); checked against the module "
+        "and, with -o, written beside the file as OUT.safetensors for its state_dict",
+    )
     p.set_defaults(run=cmd_compile)
 
 
@@ -37,12 +43,37 @@ def cmd_compile(args) -> int:
     c, sizes = load_bound(args.spec, args.sizes)
     rewrites = {"attention": {"attention"}, "auto": None, "on": True, "off": False}[args.rewrites]
     text = to_source(c, sizes, rewrites=rewrites, fused=args.fused)
+    weights = _weights_file(args)
+    state = None
+    if weights is not None:  # loaded into the compiled module: names and shapes checked
+        from ncd.compiler import compile as ncd_compile
+
+        module = ncd_compile(c, sizes, rewrites=rewrites, fused=args.fused, weights=weights)
+        state = module.state_dict()
+        buffers = {k for k, _ in module.named_buffers()}
     if args.out:
         out = write_text(args.out, text)
-        print(f"wrote {out} ({text.count(chr(10))} lines, class {_class(c)})")
+        saved = ""
+        if state is not None:
+            from ncd.compiler.attached import save_state, weights_path
+
+            saved = f", weights {save_state(state, weights_path(out), buffers)}"
+        print(f"wrote {out} ({text.count(chr(10))} lines, class {_class(c)}{saved})")
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _weights_file(args):
+    """The weights to load: --weights, else SPEC.safetensors beside a JSON spec if present."""
+    if args.weights:
+        return Path(args.weights)
+    spec = Path(args.spec)
+    if spec.suffix == ".json" and spec.is_file():
+        beside = spec.with_suffix(".safetensors")
+        if beside.is_file():
+            return beside
+    return None
 
 
 def _class(c) -> str:

@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "import",
         help="import a PyTorch model as a circuit (MODULE:FACTORY returns the model, or the "
-        "model and its example inputs)",
+        "model and its example inputs, with or without more); -o spec.json also writes the "
+        "weights to spec.safetensors",
     )
     p.add_argument("target", help="e.g. mypkg.models:make_model (imported and called)")
     p.add_argument(
@@ -75,9 +76,53 @@ def _failure(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
-def cmd_import(args) -> int:
+def _describe(v) -> str:
+    """What a factory returned, in a few words: `tuple (Linear, int)`."""
+    if isinstance(v, (tuple, list)):
+        inner = ", ".join(type(x).__name__ for x in v[:4]) + (", …" if len(v) > 4 else "")
+        return f"{type(v).__name__} of {len(v)} ({inner})"
+    return type(v).__name__
+
+
+def model_and_inputs(made, shapes, target: str):
+    """(model, example inputs) from what a factory returned: a model; `(model, inputs)` with
+    inputs a tensor or a tuple/list of tensors; or `(model, inputs, anything more)`. Without
+    inputs from the factory, `shapes` (from --shape) make random ones; given, they win."""
     import torch
 
+    Module, Tensor = torch.nn.Module, torch.Tensor
+    if isinstance(made, Module):
+        model, inputs = made, None
+    elif isinstance(made, (tuple, list)) and made and isinstance(made[0], Module):
+        model = made[0]
+        inputs = made[1] if len(made) > 1 else None
+        if isinstance(inputs, list):
+            inputs = tuple(inputs)
+        ok = isinstance(inputs, Tensor) or (
+            isinstance(inputs, tuple) and inputs and all(isinstance(t, Tensor) for t in inputs)
+        )
+        if inputs is not None and not ok:
+            raise NcdError(
+                f"the factory {target} returned a model and then {_describe(inputs)} where the "
+                "example inputs go: expected a tensor or a tuple of tensors"
+            )
+    else:
+        raise NcdError(
+            f"the factory {target} returned {_describe(made)}, not an nn.Module nor "
+            "(model, example inputs[, anything more])"
+        )
+    if shapes:
+        inputs = tuple(torch.randn(*s) for s in shapes)
+    if inputs is None:
+        raise NcdError(
+            f"the factory {target} returned a model without example inputs: give --shape for "
+            "each input, or return (model, example inputs)"
+        )
+    return model, inputs
+
+
+def cmd_import(args) -> int:
+    from ncd.compiler import attached
     from ncd.compiler.importer import from_torch
     from ncd.spec import write_text
 
@@ -87,25 +132,16 @@ def cmd_import(args) -> int:
         made = factory()
     except (Exception, SystemExit) as e:
         raise NcdError(f"the factory {args.target} failed: {_failure(e)}") from None
-    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
-        model, inputs = made
-    else:
-        model = made
-        if not isinstance(model, torch.nn.Module):
-            raise NcdError(f"the factory returned {type(model).__name__}, not an nn.Module")
-        if not shapes:
-            raise NcdError("the factory returned a model only: give --shape for each input")
-        inputs = tuple(torch.randn(*s) for s in shapes)
-    if not isinstance(model, torch.nn.Module):
-        raise NcdError(f"the factory returned {type(model).__name__}, not an nn.Module")
+    model, inputs = model_and_inputs(made, shapes, args.target)
     circuit = from_torch(model.eval(), inputs, name=args.name)
     text = circuit.to_json()
     opaque = [b.name for b in circuit.boxes if b.kind == "opaque"]
     if args.out:
         write_text(args.out, text)
+        wpath = attached.save_weights(circuit, attached.weights_path(args.out))
         print(
-            f"wrote {args.out}: circuit '{circuit.name}', {len(circuit.boxes)} boxes"
-            + (f", opaque: {', '.join(opaque)}" if opaque else "")
+            f"wrote {args.out} and its weights {wpath}: circuit '{circuit.name}', "
+            f"{len(circuit.boxes)} boxes" + (f", opaque: {', '.join(opaque)}" if opaque else "")
         )
     else:
         sys.stdout.write(text + "\n")
