@@ -11,6 +11,10 @@ so the importer keeps one invariant: a wire's axes are listed in the torch tenso
 Anything it cannot map becomes an `opaque` box with its output axes stated; its callable (the
 original module or function, with its constant arguments) is kept in memory beside the
 circuit (`attached`), never in the JSON, so the imported circuit still compiles and runs.
+The weights are attached too, with the names of those that are buffers; `ncd import -o` also
+writes them to a safetensors file beside the spec, which `ncd.compile(weights=...)` loads.
+What the circuit cannot express (an attention dropout, a batch norm's cumulative average) is
+dropped with a warning that names the module.
 """
 
 from __future__ import annotations
@@ -502,6 +506,14 @@ class _Importer:
                 affine=m.affine,
             )
             self.keep(name, m, "weight", "bias", "running_mean", "running_var")
+            if not m.momentum:
+                warnings.warn(
+                    f"{n.target}: batch norm momentum={m.momentum} "
+                    f"({'a cumulative average' if m.momentum is None else 'frozen statistics'}"
+                    ") is dropped: the circuit's batchnorm box updates its running statistics "
+                    "with momentum 0.1 in training (eval outputs are unchanged)",
+                    stacklevel=2,
+                )
             return y
         if isinstance(m, nn.GroupNorm):
             name = self.box_name(n)

@@ -232,3 +232,15 @@ def test_attention_dropout_dropped_is_warned_with_its_path():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         from_torch(quiet, torch.randn(2, 5, 16))
+
+
+@pytest.mark.parametrize("momentum", [None, 0.0])
+def test_batchnorm_momentum_dropped_is_warned_with_its_path(momentum):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=momentum)).eval()
+    with pytest.warns(UserWarning, match=rf"^1: batch norm momentum={momentum} .* dropped"):
+        from_torch(net, torch.randn(2, 3, 6, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_torch(
+            nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval(), torch.randn(2, 3, 6, 6)
+        )
