@@ -4,6 +4,8 @@ autograd Function and the public functions.
 One kernel set serves both rules: ``HAS_G`` is a compile-time switch, so the ungated rule
 carries no decay arithmetic. Chunks of ``BT`` tokens (README.md has the maths):
 
+Gated, a pre-pass first: _chunk_cumsum writes the gates' in-chunk cumulative sums (float32,
+head-major), which every kernel loads and the backward keeps in the gates' place.
 Forward (two launches):
     _prep_kernel      chunk-parallel: A = strictly_lower(diag(beta) (K K^T * E)), its unit
                       lower-triangular inverse T by forward substitution in registers,
@@ -44,7 +46,6 @@ BWD_SCAN_CONFIGS = [
 BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
-    triton.Config({"BV": 32}, num_warps=4, num_stages=2),
 ]
 # Under the interpreter: small chunks and blocks (the interpreter's cost is per operation).
 INTERPRET_CHUNK = 16
@@ -80,12 +81,33 @@ def _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _decays(GATE, tok, i_h, H, r_ok, offs_t):
-    """Chunk-local cumulative log decay G (rows past the end repeat the last), its exp, and
-    G at the chunk's last token."""
-    g = tl.load(GATE + tok * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
-    G = tl.cumsum(g, 0)
-    return G, tl.exp(G), tl.sum(g, 0)
+def _chunk_cumsum(
+    GATE, GC, CU, COFF, CHUNKS, T, NT, H, TT, BT: tl.constexpr, VARLEN: tl.constexpr
+):  # fmt: skip
+    """GC [H, B * T] float32, head-major so that a chunk's values are contiguous: the log
+    decays' (GATE [B, T, H]) cumulative sums within each chunk. One program per (chunk, head).
+    """
+    c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
+    rows = i_t * BT + tl.arange(0, BT)
+    r_ok = rows < L
+    g = tl.load(GATE + (bos + rows) * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
+    tl.store(GC + i_h.to(tl.int64) * TT + bos + rows, tl.cumsum(g, 0), mask=r_ok)
+
+
+@triton.jit
+def _decays(GC, bos, i_h, TT, L, i_t, BT: tl.constexpr):
+    """Chunk i_t's cumulative log decays G from the pre-pass twice (once for the rows i of
+    G_i - G_j, once for its columns j: two loads instead of a conversion between the two
+    layouts), exp(G), and G at the chunk's last valid token. Rows past the sequence's end read
+    G at its last token (only the last chunk has such rows), so no load is masked."""
+    rows = i_t * BT + tl.arange(0, BT)
+    base = GC + i_h.to(tl.int64) * TT + bos
+    ptrs = base + tl.minimum(rows, L - 1)
+    G = tl.load(ptrs)
+    g_last = tl.load(base + tl.minimum(i_t * BT + BT, L) - 1)
+    return G, tl.load(ptrs), tl.exp(G), g_last
 
 
 @triton.jit
@@ -123,7 +145,7 @@ def _unit_lower_inverse(a, BT: tl.constexpr):
 
 @triton.jit
 def _prep_kernel(
-    K, V, BETA, GATE, W, U, AI, CU, COFF, CHUNKS, T, NT, H,
+    K, V, BETA, GATE, W, U, AI, CU, COFF, CHUNKS, T, NT, H, TT,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, STORE_AI: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
     BV: tl.constexpr,
@@ -143,8 +165,8 @@ def _prep_kernel(
     a = tl.dot(k, tl.trans(k), input_precision=DOT)  # (BT, BT) k_i . k_j
     bw = beta
     if HAS_G:
-        G, gamma, _ = _decays(GATE, tok, i_h, H, r_ok, offs_t)
-        a = a * tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0))
+        G, Gc, gamma, _ = _decays(GATE, bos, i_h, TT, L, i_t, BT)
+        a = a * tl.exp(tl.where(strict, G[:, None] - Gc[None, :], 0.0))
         bw = beta * gamma
     a = tl.where(strict, a * beta[:, None], 0.0)
     ai = _unit_lower_inverse(a, BT)
@@ -170,7 +192,7 @@ def _prep_kernel(
 
 @triton.jit
 def _scan_fwd_kernel(
-    Q, K, W, U, GATE, O, S0, ST, HS, VN, CU, COFF, T, NT, H, scale,
+    Q, K, W, U, GATE, O, S0, ST, HS, VN, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
     VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
@@ -213,13 +235,13 @@ def _scan_fwd_kernel(
         if STATES:
             tl.store(VN + vp, v_in, mask=vmask)
         if HAS_G:
-            G, gamma, g_last = _decays(GATE, tok, i_h, H, r_ok, offs_t)
+            G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
         if not STATES:
             q = tl.load(Q + kp, mask=kmask, other=0.0)
             qk = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
             qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)
             if HAS_G:
-                qk = qk * tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.0))
+                qk = qk * tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
                 qs = qs * (gamma * scale)[:, None]
             else:
                 qs = qs * scale
@@ -237,7 +259,7 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_kernel(
-    Q, K, W, GATE, DO, VN, DVN, DHS, DST, DS0, CU, COFF, T, NT, H, scale,
+    Q, K, W, GATE, DO, VN, DVN, DHS, DST, DS0, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr,
     DOT: tl.constexpr, BV: tl.constexpr,
@@ -280,8 +302,8 @@ def _scan_bwd_kernel(
         do = tl.load(DO + vp, mask=vmask, other=0.0)
         pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
         if HAS_G:
-            G, gamma, g_last = _decays(GATE, tok, i_h, H, r_ok, offs_t)
-            pt = pt * tl.exp(tl.where(causal_t, G[None, :] - G[:, None], 0.0))
+            G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+            pt = pt * tl.exp(tl.where(causal_t, Gc[None, :] - G[:, None], 0.0))
             kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
             qd = (q * (gamma * scale)[:, None]).to(q.dtype)
         else:
@@ -303,7 +325,7 @@ def _scan_bwd_kernel(
 @triton.jit
 def _bwd_chunk_kernel(
     Q, K, V, W, U, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
-    CU, COFF, CHUNKS, T, NT, H, scale,
+    CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
@@ -362,8 +384,8 @@ def _bwd_chunk_kernel(
     causal = offs_t[:, None] >= offs_t[None, :]
     kf = k.to(tl.float32)
     if HAS_G:
-        G, gamma, g_last = _decays(GATE, tok, i_h, H, r_ok, offs_t)
-        e = tl.exp(tl.where(causal, G[:, None] - G[None, :], 0.0))
+        G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i_t, BT)
+        e = tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
         dq = dq * (gamma * scale)[:, None]
         dks = dks * tl.exp(g_last - G)[:, None]
         bw = beta * gamma
@@ -395,7 +417,7 @@ def _bwd_chunk_kernel(
     da = tl.dot(db_w.to(w.dtype), tl.trans(w), da, input_precision=DOT)
     strict = offs_t[:, None] > offs_t[None, :]
     if HAS_G:  # E again rather than held in registers through the products above
-        e = tl.exp(tl.where(strict, G[:, None] - G[None, :], 0.0))
+        e = tl.exp(tl.where(strict, G[:, None] - Gc[None, :], 0.0))
     da = tl.where(strict, -da * e, 0.0)  # dA * E, dA = -(dB_w W^T + dB_u U^T)
     dab = (da * beta[:, None]).to(k.dtype)
     dk = tl.dot(dab, k, dk, input_precision=DOT)
@@ -450,6 +472,19 @@ def _launch(kernel, configs, grid, args, lay, **meta):
     launch(kernel, configs, grid, args, meta, INTERPRET_CONFIG, key=KEY)
 
 
+def _chunk_gates(g, lay):
+    """The in-chunk cumulative sums of the log decays g (float32 ``[B, T, H]``), head-major
+    float32 ``[H, B * T]``: one launch."""
+    B, T, H = g.shape
+    gc = torch.empty(H, B * T, device=g.device, dtype=torch.float32)
+    launch(
+        _chunk_cumsum, [triton.Config({}, num_warps=1)], lambda m: (lay.NC, H),
+        (g, gc, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT, H, B * T),
+        dict(BT=lay.BT, VARLEN=lay.varlen), {}, key=KEY[:1],
+    )  # fmt: skip
+    return gc
+
+
 def _prepare(k, v, g, beta, lay, store_ai):
     """W, U (and T, per token its row of the chunk's inverse) of every chunk."""
     B, T, H, K = k.shape
@@ -459,7 +494,7 @@ def _prepare(k, v, g, beta, lay, store_ai):
     _launch(
         _prep_kernel, PREP_CONFIGS, lambda m: (lay.NC, H),
         (k, v, beta, beta if g is None else g, w, u, w if ai is None else ai, lay.cu, lay.coff,
-         lay.chunks, lay.T, lay.NT, H), lay,
+         lay.chunks, lay.T, lay.NT, H, B * T), lay,
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, STORE_AI=store_ai, DOT=_dot(k),
     )  # fmt: skip
     return w, u, ai
@@ -487,7 +522,7 @@ def _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states):
         _scan_fwd_kernel, FWD_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
         (q, k, w, u, dummy if g is None else g, dummy if o is None else o,
          dummy if s0 is None else s0, dummy if s_t is None else s_t, dummy if hs is None else hs,
-         dummy if vn is None else vn, lay.cu, lay.coff, lay.T, lay.NT, H, scale), lay,
+         dummy if vn is None else vn, lay.cu, lay.coff, lay.T, lay.NT, H, B * T, scale), lay,
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
         STORE_ST=s_t is not None, STATES=states, DOT=_dot(q),
     )  # fmt: skip
@@ -496,10 +531,12 @@ def _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states):
 
 class GatedDeltaRuleFunction(torch.autograd.Function):
     """g None: the ungated rule. q, k, v contiguous ``[B, T, H, .]``; g, beta float32
-    contiguous ``[B, T, H]``; s0 float32 ``[N, H, K, V]`` or None."""
+    contiguous ``[B, T, H]``; s0 float32 ``[N, H, K, V]`` or None. The kernels read g's
+    in-chunk cumulative sums (a pre-pass), which the backward keeps in g's place."""
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, s0, want_state, lay):
+        g = None if g is None else _chunk_gates(g, lay)
         w, u, _ = _prepare(k, v, g, beta, lay, store_ai=False)
         o, s_t = _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states=False)
         ctx.save_for_backward(q, k, v, g, beta, s0)
@@ -526,18 +563,18 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             _scan_bwd_kernel, BWD_SCAN_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
             (q, k, w, dummy if g is None else g, do, vn, dvn, dhs,
              dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0, lay.cu,
-             lay.coff, lay.T, lay.NT, H, scale), lay,
+             lay.coff, lay.T, lay.NT, H, B * T, scale), lay,
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
             STORE_DS0=want_ds0, DOT=_dot(q),
         )  # fmt: skip
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
-        dg = None if g is None else torch.empty_like(g)
+        dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
         _launch(
             _bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H),
             (q, k, v, w, u, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
              dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT, H,
-             scale), lay,
+             B * T, scale), lay,
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q),
         )  # fmt: skip
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
