@@ -167,7 +167,7 @@ GATED_INTS = {"T", "TT", "H", "NT", "SQB", "SQT", "SQH", "SVB", "SVT", "SVH", "S
 # "gate" names take the gates' dtype (GLA reads g as given; the others convert it to float32).
 GATED_F32 = {
     "sgla": {"GATE", "DG", "S0", "ST", "DST", "DS0"},
-    "gla": {"A", "DQ32", "DK32", "W", "HB", "S0", "ST", "DST", "DS0"},
+    "gla": {"A", "DQ32", "DK32", "W", "HB", "GC", "S0", "ST", "DST", "DS0"},
     "delta": {"BETA", "GATE", "DBETA", "DG", "S0", "ST", "DST", "DS0"},
 }
 GATED_GATE = {"gla": {"G", "DG"}}

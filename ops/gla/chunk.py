@@ -5,13 +5,14 @@ The sequence is cut into chunks of CHUNK tokens and each chunk into sub-chunks o
 derivation in README.md. Every exponent a kernel takes is <= 0 (clamped so where rounding
 could make it a hair above), so no factor exceeds 1 and nothing overflows in 16-bit.
 
-Forward, two launches:
+Forward, three launches (the backward runs the first again rather than keep its output):
+  _chunk_cumsum  the gates' in-chunk cumulative sums b, float32, which the scans load.
   _fwd_A     one program per (sub-chunk row block, chunk, sequence x head): the intra-chunk
              score matrix A (float32, [B, T, H, CHUNK]); off-diagonal sub-blocks by tensor-core
              products, diagonal sub-blocks exactly, elementwise over the key channels.
   _fwd_walk  one program per (value block, sequence x head) walks its chunks carrying the
              state S in registers: o = (q e^b) S + A v, S <- e^beta S + (k e^(beta-b))^T v.
-Backward, three launches:
+Backward, four launches (_chunk_cumsum, then):
   _bwd_states  per (key block, sequence x head), forward scan of S: the inter-chunk part of
                dq, and S after every chunk written once (float32) for dg's chunk term.
   _bwd_scan    per key block (dk role) and per value block (dv role), backward scans of the
@@ -66,6 +67,37 @@ def _row(base, row, cols, L, D, RS):
     """One row as a float32 vector (zeros when row >= L)."""
     mask = (cols < D) & (row + 0 * cols < L)
     return tl.load(base + row * RS + cols, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _chunk_cumsum(
+    G, GC, CU, T, H, K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr,
+    VARLEN: tl.constexpr,
+):  # fmt: skip
+    """GC [B, T, H, K] float32: the log-gates' (G, same layout) cumulative sums over the
+    tokens of each chunk, b. One program per (chunk, sequence x head)."""
+    i_c = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, bos = _sequence(CU, T, i_n, VARLEN)
+    t0 = i_c * C
+    if t0 < L:
+        rows = t0 + tl.arange(0, C)
+        offs_k = tl.arange(0, BLOCK_K)
+        RS = H * K_DIM
+        qk = (bos * H + i_h) * K_DIM
+        b = tl.cumsum(_tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32), 0)
+        mask = (rows < L)[:, None] & (offs_k < K_DIM)[None, :]
+        tl.store(GC + qk + rows[:, None] * RS + offs_k[None, :], b, mask=mask)
+
+
+@triton.jit
+def _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM: tl.constexpr, RS, C: tl.constexpr):
+    """The chunk's b tile (rows past the sequence read 0) and beta, b at its last valid row."""
+    b = _tile(GC + qk, rows, offs_k, L, K_DIM, RS)
+    beta = _row(GC + qk, tl.minimum(t0 + C, L) - 1, offs_k, L, K_DIM, RS)
+    return b, beta
 
 
 @triton.jit
@@ -131,7 +163,7 @@ def _fwd_A(
 
 @triton.jit
 def _fwd_walk(
-    Q, K, V, G, A, O, S0, ST, CU, T, H, scale,
+    Q, K, V, GC, A, O, S0, ST, CU, T, H, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr,
     USE_S0: tl.constexpr, STORE_ST: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
     BLOCK_V: tl.constexpr,
@@ -161,11 +193,9 @@ def _fwd_walk(
         rows = t0 + offs_t
         q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
         k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
-        g = _tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
         v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
         a = tl.where(causal, _tile(A + ab, rows, offs_t, L, C, RA), 0.0)
-        b = tl.cumsum(g, 0)
-        beta = tl.sum(g, 0)
+        b, beta = _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM, RS, C)
         qg = (q * tl.exp(b) * scale).to(v.dtype)
         o = tl.dot(qg, S.to(v.dtype), input_precision=DOT)
         o = tl.dot(a.to(v.dtype), v, o, input_precision=DOT)
@@ -182,7 +212,7 @@ def _fwd_walk(
 
 @triton.jit
 def _bwd_states(
-    K, V, G, DO, DQ32, S0, HB, CU, T, H, scale,
+    K, V, GC, DO, DQ32, S0, HB, CU, T, H, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_VF: tl.constexpr, C: tl.constexpr,
     USE_S0: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BLOCK_KS: tl.constexpr,
 ):  # fmt: skip
@@ -210,11 +240,9 @@ def _bwd_states(
     for t0 in range(0, L, C):
         rows = t0 + offs_t
         k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
-        g = _tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
         v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
         do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
-        b = tl.cumsum(g, 0)
-        beta = tl.sum(g, 0)
+        b, beta = _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM, RS, C)
         dq = tl.dot(do, tl.trans(S.to(do.dtype)), input_precision=DOT) * tl.exp(b) * scale
         tl.store(
             DQ32 + qk + rows[:, None] * RS + offs_k[None, :],
@@ -229,7 +257,7 @@ def _bwd_states(
 
 @triton.jit
 def _bwd_dk(
-    Q, G, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, i_k, H, scale,
+    Q, GC, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, i_k, H, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VF: tl.constexpr,
     C: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
@@ -254,11 +282,9 @@ def _bwd_dk(
         c = n_chunks - 1 - i
         rows = c * C + offs_t
         q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
-        g = _tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
         v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
         do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
-        b = tl.cumsum(g, 0)
-        beta = tl.sum(g, 0)
+        b, beta = _chunk_gates(GC, qk, rows, offs_k, c * C, L, K_DIM, RS, C)
         slot = slot0 + c
         S = tl.load(HB + (slot * H + i_h) * K_DIM * V_DIM + kv, mask=s_mask, other=0.0)
         tl.store(W + (slot * H + i_h) * K_DIM + offs_k, tl.sum(S * U, 1), mask=k_ok)
@@ -277,7 +303,7 @@ def _bwd_dk(
 
 @triton.jit
 def _bwd_dv(
-    Q, K, G, DO, A, DV, DST, L, bos, i_nh, i_h, i_v, H, scale,
+    Q, K, GC, DO, A, DV, DST, L, bos, i_nh, i_h, i_v, H, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VS: tl.constexpr,
     C: tl.constexpr, USE_DST: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
@@ -308,11 +334,9 @@ def _bwd_dv(
         rows = c * C + offs_t
         q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
         k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
-        g = _tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
         do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
         a = tl.where(causal, _tile(A + ab, rows, offs_t, L, C, RA), 0.0)
-        b = tl.cumsum(g, 0)
-        beta = tl.sum(g, 0)
+        b, beta = _chunk_gates(GC, qk, rows, offs_k, c * C, L, K_DIM, RS, C)
         kd = (k * tl.exp(tl.minimum(beta[None, :] - b, 0.0))).to(do.dtype)
         dv = tl.dot(kd, U.to(do.dtype), input_precision=DOT)
         dv = tl.dot(tl.trans(a.to(do.dtype)), do, dv, input_precision=DOT)
@@ -327,7 +351,7 @@ def _bwd_dv(
 
 @triton.jit
 def _bwd_scan(
-    Q, K, V, G, DO, A, DK32, DV, W, HB, DST, DS0, CU, T, H, scale,
+    Q, K, V, GC, DO, A, DK32, DV, W, HB, DST, DS0, CU, T, H, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr,
     C: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr,
     DOT: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
@@ -341,12 +365,12 @@ def _bwd_scan(
     if pid < nk:
         slot0 = _slot0(bos, i_n, T, C, VARLEN)
         _bwd_dk(
-            Q, G, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, pid, H, scale,
+            Q, GC, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, pid, H, scale,
             K_DIM, V_DIM, BLOCK_KS, BLOCK_VF, C, USE_DST, STORE_DS0, DOT,
         )  # fmt: skip
     else:
         _bwd_dv(
-            Q, K, G, DO, A, DV, DST, L, bos, i_nh, i_h, pid - nk, H, scale,
+            Q, K, GC, DO, A, DV, DST, L, bos, i_nh, i_h, pid - nk, H, scale,
             K_DIM, V_DIM, BLOCK_KF, BLOCK_VS, C, USE_DST, DOT,
         )  # fmt: skip
 
@@ -462,6 +486,7 @@ def _bwd_intra(
 # (two sub-chunks, so the off-diagonal blocks are exercised at test sizes).
 CHUNK, SUB = (32, 16) if interpreting() else (64, 16)
 A_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]
+CUMSUM_CONFIGS = [triton.Config({}, num_warps=4, num_stages=1)]
 WALK_CONFIGS = [
     triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=3),
@@ -503,6 +528,17 @@ def _layout(q, cu_seqlens):
     return N, T, cu_seqlens, cdiv(T, CHUNK) + N
 
 
+def _gates_cumsum(g, N, T_arg, cu, varlen):
+    """b, the in-chunk cumulative sums of g, float32 ``[B, T, H, K]``: one launch."""
+    B, T, H, K = g.shape
+    gc = torch.empty(B, T, H, K, device=g.device, dtype=torch.float32)
+    _launch(
+        _chunk_cumsum, CUMSUM_CONFIGS, {}, lambda m: (cdiv(T, CHUNK), N * H), g, gc, cu, T_arg,
+        H, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, VARLEN=varlen,
+    )  # fmt: skip
+    return gc
+
+
 def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -517,9 +553,10 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     )  # fmt: skip
     o = torch.empty_like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
+    gc = _gates_cumsum(g, N, T_arg, cu, varlen)
     _launch(
         _fwd_walk, WALK_CONFIGS, INTERPRET_WALK, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q, k,
-        v, g, A, o, o if s0 is None else s0, o if s_t is None else s_t, cu, T_arg, H, scale,
+        v, gc, A, o, o if s0 is None else s0, o if s_t is None else s_t, cu, T_arg, H, scale,
         K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), C=CHUNK, USE_S0=s0 is not None, STORE_ST=want_state,
         VARLEN=varlen, DOT=dot,
     )  # fmt: skip
@@ -537,9 +574,10 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
     dk32 = torch.empty(B, T, H, K, **f32)
     hb = torch.empty(slots, H, K, V, **f32)
     w = torch.empty(slots, H, K, **f32)
+    gc = _gates_cumsum(g, N, T_arg, cu, varlen)
     _launch(
         _bwd_states, STATES_CONFIGS, INTERPRET_STATES,
-        lambda m: (cdiv(K, m["BLOCK_KS"]), N * H), k, v, g, do, dq32,
+        lambda m: (cdiv(K, m["BLOCK_KS"]), N * H), k, v, gc, do, dq32,
         hb if s0 is None else s0, hb, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
         BLOCK_VF=pow2(V), C=CHUNK, USE_S0=s0 is not None, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
@@ -547,12 +585,12 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
     ds0 = torch.empty(N, H, K, V, **f32) if want_ds0 else None
     _launch(
         _bwd_scan, SCAN_CONFIGS, INTERPRET_SCAN,
-        lambda m: (cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H), q, k, v, g, do, A,
+        lambda m: (cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H), q, k, v, gc, do, A,
         dk32, dv, w, hb, hb if d_st is None else d_st, hb if ds0 is None else ds0, cu, T_arg,
         H, scale, K_DIM=K, V_DIM=V, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), C=CHUNK,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
-    del hb
+    del hb, gc
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty_like(g)
     _launch(

@@ -38,16 +38,19 @@ def flops_minimal(B, T, H, K, V=None):
 
 def io_forward(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64, block_v=64):
     """_fwd_A reads q, k, g once (its sub-block re-reads hit the cache) and writes A in
-    float32 (C per token); _fwd_walk reads q, k, g and A once per value block, v once, and
-    writes o."""
+    float32 (C per token); _chunk_cumsum reads g and writes b in float32; _fwd_walk reads
+    q, k, b and A once per value block, v once, and writes o."""
     V = K if V is None else V
     gb = bytes_per if gate_bytes is None else gate_bytes
-    qkg = 2 * K * bytes_per + K * gb
-    return B * T * H * ((qkg + 4 * C) * (1 + V / block_v) + 2 * V * bytes_per)
+    fwd_a = 2 * K * bytes_per + K * gb + 4 * C
+    cumsum = K * gb + 4 * K
+    walk = (2 * K * bytes_per + 4 * K + 4 * C) * V / block_v + 2 * V * bytes_per
+    return B * T * H * (fwd_a + cumsum + walk)
 
 
 def io_backward(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64, block_k=64, block_v=64):
-    """_bwd_states: k, g once, v and dO once per key block, float32 dq part and the chunk
+    """_chunk_cumsum: g read, b written in float32 (b is what the scans read as "g" below);
+    _bwd_states: k, g once, v and dO once per key block, float32 dq part and the chunk
     states (K V per chunk) written; _bwd_scan: dk role q, g once, v and dO per key block,
     chunk states read, float32 dk part and w written; dv role q, k, g and A per value block,
     dO once, dv written; _bwd_intra: q, k, g, v, dO once, the float32 dq part read and
@@ -55,12 +58,13 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64, block_k=
     V = K if V is None else V
     gb = bytes_per if gate_bytes is None else gate_bytes
     nk, nv = K / block_k, V / block_v
-    states = K * (bytes_per + gb) + nk * 2 * V * bytes_per + 4 * K + 4 * K * V / C
-    scan_dk = K * (bytes_per + gb) + nk * 2 * V * bytes_per + 4 * K * V / C + 4 * K / C + 4 * K
-    scan_dv = nv * (2 * K * bytes_per + K * gb + 4 * C) + 2 * V * bytes_per
+    cumsum = K * gb + 4 * K
+    states = K * (bytes_per + 4) + nk * 2 * V * bytes_per + 4 * K + 4 * K * V / C
+    scan_dk = K * (bytes_per + 4) + nk * 2 * V * bytes_per + 4 * K * V / C + 4 * K / C + 4 * K
+    scan_dv = nv * (2 * K * bytes_per + 4 * K + 4 * C) + 2 * V * bytes_per
     intra = K * (2 * bytes_per + gb) + 2 * V * bytes_per + 4 * 4 * K + 4 * K / C
     intra += 2 * K * bytes_per + K * gb
-    return B * T * H * (states + scan_dk + scan_dv + intra)
+    return B * T * H * (cumsum + states + scan_dk + scan_dv + intra)
 
 
 def activation_bytes(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64):
@@ -72,7 +76,8 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64):
 
 def backward_temp_bytes(B, T, H, K, V=None, C=64):
     """Held by the backward beyond the gradients it returns: float32 dq and dk parts (8 K per
-    token), the float32 chunk states (K V per chunk) and w (K per chunk). The chunk states
-    are freed before _bwd_intra; their peak is with dq, dk parts and dv alive."""
+    token), the gates' in-chunk cumulative sums b (float32, 4 K per token), the float32 chunk
+    states (K V per chunk) and w (K per chunk). b and the chunk states are freed before
+    _bwd_intra; their peak is with dq, dk parts and dv alive."""
     V = K if V is None else V
-    return B * T * H * (8 * K + 4 * K * V / C + 4 * K / C)
+    return B * T * H * (12 * K + 4 * K * V / C + 4 * K / C)
