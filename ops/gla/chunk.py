@@ -487,7 +487,11 @@ def _bwd_intra(
 CHUNK, SUB = (32, 16) if interpreting() else (64, 16)
 A_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]
 CUMSUM_CONFIGS = [triton.Config({}, num_warps=4, num_stages=1)]
+# 8 warps: the walk and the backward scans carry a whole-K state beside 64-row tiles, which
+# spill at 4 warps (README.md); the 4-warp entries stay for the tuner to compare.
 WALK_CONFIGS = [
+    triton.Config({"BLOCK_V": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_V": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=3),
 ]
@@ -496,6 +500,8 @@ STATES_CONFIGS = [
     triton.Config({"BLOCK_KS": 32}, num_warps=4, num_stages=3),
 ]
 SCAN_CONFIGS = [
+    triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=4, num_stages=3),
 ]
