@@ -42,6 +42,8 @@ FWD_CONFIGS = [
 BWD_SCAN_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BV": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BV": 32}, num_warps=8, num_stages=2),
 ]
 BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
