@@ -505,7 +505,7 @@ SCAN_CONFIGS = [
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=4, num_stages=3),
 ]
-INTRA_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]  # one only: see _bwd_intra
+INTRA_CONFIGS = [triton.Config({}, num_warps=8, num_stages=2)]  # one only: see _bwd_intra
 INTERPRET_WALK = {"BLOCK_V": 16}
 INTERPRET_STATES = {"BLOCK_KS": 16}
 INTERPRET_SCAN = {"BLOCK_KS": 16, "BLOCK_VS": 16}
