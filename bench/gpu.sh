@@ -15,6 +15,9 @@
 #   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
 #             softmax kernels' block-size sweep at 8k
 #   imports   only check that ncd imports
+#   distributed  (the 2-GPU kind, nvidia-h200-x2) the compiled 12-block transformer trained on
+#             one GPU, then on two under DDP and under FSDP2 (torchrun, NCCL), each checked
+#             against the one-GPU losses; bench/distributed.py turns NVLink multicast off
 #
 # Each step runs under `timeout` so that a suite ends within the device's 10 minutes on a
 # fresh machine (every kernel compiles first); its log and results go to $OUT (default
@@ -24,7 +27,7 @@
 # compiler suite needs). NO_WHEELS=1 skips the install. COMMIT names the measured commit in
 # the results, where the copy on the GPU machine has no .git.
 set -o pipefail
-SUITE=${1:?"suite: ops, f32, gluon, compiler, diagnose or imports"}
+SUITE=${1:?"suite: ops, f32, gluon, compiler, diagnose, distributed or imports"}
 COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_out}
@@ -84,5 +87,17 @@ case $SUITE in
     step step_timeline 120 $PY bench/diagnose/step_timeline.py --T 4096,8192
     step ops_sweep 240 $PY bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon
     ;;
-  *) echo "unknown suite: $SUITE (ops, f32, gluon, compiler, diagnose or imports)" >&2; exit 2 ;;
+  distributed)  # needs two GPUs; DIST_ARGS=--dry runs it on the CPU
+    step distributed_single 170 $PY bench/distributed.py --impl single ${DIST_ARGS:-} \
+      --out "$OUT/distributed_single.json"
+    for impl in ddp fsdp2; do
+      step "distributed_$impl" 180 $PY -m torch.distributed.run --nproc_per_node 2 \
+        bench/distributed.py --impl "$impl" ${DIST_ARGS:-} --reference "$OUT/distributed_single.json" \
+        --out "$OUT/distributed_$impl.json"
+    done
+    ;;
+  *)
+    echo "unknown suite: $SUITE (ops, f32, gluon, compiler, diagnose, distributed or imports)" >&2
+    exit 2
+    ;;
 esac
