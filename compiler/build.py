@@ -10,6 +10,7 @@ from ncd.circuits.circuit import Circuit
 from ncd.circuits.validate import Checked, check
 
 from . import attached
+from .errors import InputError
 from .lower import Lowered, Options, lower
 from .rewrites import apply_rewrites
 
@@ -71,6 +72,7 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     """
     lowered = prepare(circuit, sizes, device, rewrites, opaque, fused)
     module = lowered.module
+    _keep_check(module, InputCheck.of(lowered))
     module.to(device=torch.device(device or "cpu"))
     if dtype is not None:
         module.to(dtype=dtype)
@@ -96,6 +98,106 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
             (*spec, self.state_dict(), self.training, sorted(n for n, _ in self.named_buffers())),
         )
     return module
+
+
+class InputCheck:
+    """A forward pre-hook that checks a compiled module's inputs against the circuit: the
+    rank, each axis' size where the module is specialised to it (a size the lowering read),
+    that axes of one free size (a batch axis) agree across inputs, and the dtype class.
+    Plain data, so that it pickles, deep-copies and traces under torch.compile."""
+
+    def __init__(self, circuit: str, inputs):
+        self.circuit = circuit
+        # (input name, dtype, ((axis name, size or None when free, size key), ...))
+        self.inputs = inputs
+
+    @classmethod
+    def of(cls, lowered: Lowered) -> InputCheck:
+        c = lowered.checked
+        inputs = []
+        for inp in c.circuit.inputs:
+            t = c.inputs[inp.name]
+            axes = []
+            for a in t.axes:
+                size = c.resolve(a.size)
+                symbols = {s.name for s in getattr(size, "free_symbols", ())}
+                fixed = not symbols or bool(symbols & lowered.read)
+                n = c.number(size) if fixed else None
+                axes.append((a.name, int(n) if isinstance(n, int) else None, str(size)))
+            inputs.append((inp.name, t.dtype, tuple(axes)))
+        return cls(c.circuit.name, tuple(inputs))
+
+    def __call__(self, module, args, kwargs):
+        free: dict[str, tuple[str, str, int]] = {}
+        for i, (name, dtype, axes) in enumerate(self.inputs):
+            if i < len(args):
+                x = args[i]
+            elif name in kwargs:
+                x = kwargs[name]
+            else:
+                continue  # forward itself says which argument is missing
+            if not isinstance(x, torch.Tensor):
+                raise InputError(
+                    f"input {name!r}: expected a tensor with axes {_names(axes)}, "
+                    f"found {type(x).__name__}"
+                )
+            if x.dim() != len(axes):
+                raise InputError(
+                    f"input {name!r}: expected {len(axes)} axes ({_names(axes)}), "
+                    f"found {x.dim()} ({name}.shape = {tuple(x.shape)})"
+                )
+            for d, (axis, n, key) in enumerate(axes):
+                found = x.shape[d]
+                if n is not None:
+                    if found != n:
+                        raise InputError(
+                            f"input {name!r}: axis {axis} has size {n} in the circuit, "
+                            f"found {found} ({name}.shape = {tuple(x.shape)})"
+                        )
+                elif key not in free:
+                    free[key] = (name, axis, found)
+                elif free[key][2] != found:
+                    other, other_axis, m = free[key]
+                    raise InputError(
+                        f"input {name!r}: axis {axis} has size {m} in input {other!r} "
+                        f"(axis {other_axis}), found {found} ({name}.shape = {tuple(x.shape)})"
+                    )
+            kind = _dtype_class(x.dtype)
+            want = _dtype_class(dtype)
+            if kind != want:
+                raise InputError(
+                    f"input {name!r}: the circuit declares {dtype} (a {want} dtype), "
+                    f"found {x.dtype} (a {kind} dtype)"
+                )
+
+
+def _keep_check(module: torch.fx.GraphModule, check: InputCheck) -> None:
+    """Registers `check` on `module`, and on its deep copies (GraphModule's deepcopy builds a
+    new module, of a class of its own, without the hooks)."""
+    module.register_forward_pre_hook(check, with_kwargs=True)
+
+    def deepcopy(self, memo):
+        copied = torch.fx.GraphModule.__deepcopy__(self, memo)
+        _keep_check(copied, check)
+        return copied
+
+    type(module).__deepcopy__ = deepcopy
+
+
+def _names(axes) -> str:
+    return " ".join(a for a, _, _ in axes) or "none"
+
+
+def _dtype_class(dtype) -> str:
+    """float, int or bool, of a torch dtype or a circuit dtype name."""
+    name = str(dtype).removeprefix("torch.")
+    if name == "bool":
+        return "bool"
+    if "float" in name:
+        return "float"
+    if "int" in name:
+        return "int"
+    return name
 
 
 def _as_buffers(module: torch.nn.Module, names) -> None:

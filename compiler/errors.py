@@ -18,3 +18,8 @@ class CompileError(NcdError):
 
 class TorchImportError(NcdError):
     """A PyTorch model cannot be traced or mapped to a circuit."""
+
+
+class InputError(NcdError, ValueError):
+    """A compiled module was called with an input whose shape or dtype does not match the
+    circuit: says which input, which axis, what the circuit expects and what was passed."""

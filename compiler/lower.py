@@ -111,6 +111,7 @@ class Lowered:
     calls: dict[str, tuple[str, int, Lowered]]  # box -> (holder ident, repeat, subcircuit)
     kept: list[str]  # boxes lowered, in order
     aliases: dict[str, str]  # box removed as a common subexpression -> the box it equals
+    read: frozenset[str] = frozenset()  # size symbols the graph is specialised to (here, in calls)
 
 
 class Lowerer:
@@ -127,6 +128,7 @@ class Lowerer:
         self.env: dict[tuple[str, str], Any] = {}
         self.box = ""
         self._sizes: dict[Any, int] = {}
+        self.read: set[str] = set()  # size symbols whose values the lowering used
         self.input_idents, self.box_idents = scope_names(checked.circuit, checked.order)
 
     # -- helpers for lowerings
@@ -144,6 +146,7 @@ class Lowerer:
                 self.where(), "size is not bound", "a number", str(self.c.resolve(expr))
             )
         if getattr(expr, "free_symbols", None):
+            self.read |= {s.name for s in self.c.resolve(expr).free_symbols}
             n = Size(n, expr) if isinstance(n, int) else RealSize(n, expr)
         self._sizes[expr] = n
         return n
@@ -252,8 +255,20 @@ class Lowerer:
         for ident, n, _ in self.calls.values():
             if n > 1:  # GraphModule rebuilt `blocks` as a plain Module; keep the ModuleList
                 setattr(gm, ident, self.root.get_submodule(ident))
+        read = set(self.read)
+        for _, _, sub in self.calls.values():
+            read |= sub.read
         return Lowered(
-            c, gm, cls, self.holders, self.box_idents, self.input_idents, self.calls, kept, aliases
+            c,
+            gm,
+            cls,
+            self.holders,
+            self.box_idents,
+            self.input_idents,
+            self.calls,
+            kept,
+            aliases,
+            frozenset(read),
         )
 
 

@@ -1,0 +1,107 @@
+"""A compiled module checks its inputs against the circuit's axes before running: the rank,
+the sizes the module is specialised to, that a free size (the batch) agrees across inputs, and
+the dtype class; each error names the input and the axis."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+from ncd.circuits.builder import Builder
+from ncd.circuits.errors import NcdError
+from ncd.compiler import compile as ncd_compile
+from ncd.compiler.errors import InputError
+
+
+def _circuit():
+    """y[b, t, d] = (x[b, t, d] + pos[t, d]) * gate[b, t]: the learned `pos` fixes T and D,
+    nothing fixes B."""
+    b = Builder("positions", sizes={"B": 2, "T": 16, "D": 32})
+    x, gate = b.input("x", "B T D"), b.input("gate", "B T")
+    pos = b.param("T D", name="pos")
+    b.output("y", b.mul(b.add(x, pos, name="shift"), gate, name="gated"))
+    return b.build()
+
+
+@pytest.fixture(scope="module")
+def module():
+    torch.manual_seed(0)
+    return ncd_compile(_circuit())
+
+
+def _error(module, *args) -> str:
+    with pytest.raises(InputError) as e:
+        module(*args)
+    assert isinstance(e.value, NcdError)
+    return str(e.value)
+
+
+def test_a_different_free_batch_size_runs(module):
+    x, gate = torch.randn(5, 16, 32), torch.randn(5, 16)
+    pos = dict(module.named_parameters())["pos.weight"]
+    want = (x + pos[None]) * gate[:, :, None]
+    torch.testing.assert_close(module(x, gate), want)
+
+
+def test_wrong_rank_names_the_axes(module):
+    msg = _error(module, torch.randn(16, 32), torch.randn(2, 16))
+    assert msg == "input 'x': expected 3 axes (B T D), found 2 (x.shape = (16, 32))"
+
+
+def test_wrong_bound_size_names_the_axis(module):
+    msg = _error(module, torch.randn(2, 12, 32), torch.randn(2, 12))
+    assert msg == "input 'x': axis T has size 16 in the circuit, found 12 (x.shape = (2, 12, 32))"
+
+
+def test_inconsistent_free_size_names_the_axis(module):
+    msg = _error(module, torch.randn(3, 16, 32), torch.randn(2, 16))
+    assert "input 'gate': axis B has size 3 in input 'x'" in msg
+    assert "found 2 (gate.shape = (2, 16))" in msg
+
+
+def test_wrong_dtype_class_names_the_input(module):
+    msg = _error(module, torch.zeros(2, 16, 32, dtype=torch.int64), torch.randn(2, 16))
+    assert "input 'x'" in msg and "float32" in msg and "torch.int64" in msg
+    msg = _error(module, torch.randn(2, 16, 32), torch.zeros(2, 16, dtype=torch.bool))
+    assert "input 'gate'" in msg and "torch.bool" in msg
+
+
+def test_other_float_dtypes_pass(module):
+    m = copy.deepcopy(module).double()
+    assert m(torch.randn(2, 16, 32).double(), torch.randn(2, 16).double()).dtype == torch.float64
+
+
+def test_keyword_inputs_are_checked(module):
+    msg = _error_kw(module, x=torch.randn(2, 16, 32), gate=torch.randn(2, 15))
+    assert msg.startswith("input 'gate': axis T has size 16 in the circuit, found 15")
+
+
+def _error_kw(module, **kwargs) -> str:
+    with pytest.raises(InputError) as e:
+        module(**kwargs)
+    return str(e.value)
+
+
+def test_not_a_tensor(module):
+    msg = _error(module, [[0.0]], torch.randn(2, 16))
+    assert msg == "input 'x': expected a tensor with axes B T D, found list"
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copies_check_too(module, how):
+    m = copy.deepcopy(module) if how == "deepcopy" else pickle.loads(pickle.dumps(module))
+    msg = _error(m, torch.randn(2, 12, 32), torch.randn(2, 12))
+    assert "axis T has size 16" in msg
+
+
+def test_tracing_and_torch_compile_still_work(module):
+    x, gate = torch.randn(2, 16, 32), torch.randn(2, 16)
+    traced = torch.fx.symbolic_trace(module)
+    torch.testing.assert_close(traced(x, gate), module(x, gate))
+    compiled = torch.compile(module, backend="eager")
+    torch.testing.assert_close(compiled(x, gate), module(x, gate))
+    with pytest.raises(InputError, match="axis T has size 16"):
+        compiled(torch.randn(2, 12, 32), torch.randn(2, 12))
