@@ -65,6 +65,9 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
         A module whose `forward` takes the circuit's inputs in order (tensors with axes in the
         order the inputs list them) and returns the output tensor, or a dict of them by name.
         Parameters are named after boxes: `q_proj.weight`, `blocks.0.ff_up.bias`.
+        Each call first checks its inputs (`InputCheck`): an input of the wrong rank, dtype
+        class, or size along an axis the module is specialised to raises `InputError`
+        naming the input and the axis; sizes the module never reads (a batch) may vary.
 
     >>> m = compile(ncd.gallery.get("multihead_attention"))
     >>> m(torch.randn(2, 16, 32)).shape
