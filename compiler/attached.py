@@ -62,11 +62,14 @@ def save_state(state: dict, path, buffer_names=()) -> Path:
     """Write `state` (and which of its entries are buffers) as safetensors, atomically."""
     from safetensors.torch import save
 
-    from ncd.spec import write_text
+    from ncd.circuits.atomic import write_atomic
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     meta = {"format": "pt", _BUFFERS_KEY: json.dumps(sorted(set(buffer_names) & set(tensors)))}
-    return write_text(path, save(tensors, metadata=meta))
+    try:
+        return write_atomic(path, save(tensors, metadata=meta))
+    except OSError as e:
+        raise WeightsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
 
 
 def load_weights(path) -> tuple[dict, set[str]]:

@@ -169,8 +169,8 @@ class InputCheck:
             want = _dtype_class(dtype)
             if kind != want:
                 raise InputError(
-                    f"input {name!r}: the circuit declares {dtype} (a {want} dtype), "
-                    f"found {x.dtype} (a {kind} dtype)"
+                    f"input {name!r}: the circuit declares {dtype} (kind {want}), "
+                    f"found {x.dtype} (kind {kind})"
                 )
 
 
