@@ -37,12 +37,7 @@ def collapse(
     while True:
         checked = check(circuit, sizes)
         _, idents = scope_names(circuit, checked.order)
-        readers: dict[str, list[str]] = {}
-        for box, srcs in checked.sources.items():
-            for sb, _ in srcs.values():
-                readers.setdefault(sb, []).append(box)
-        for sb, _ in checked.output_sources.values():
-            readers.setdefault(sb, []).append("")
+        readers = readers_of(checked)
         found = None
         for name in checked.order:
             b = checked.box(name)
@@ -143,6 +138,17 @@ def _residual(checked, add, readers, idents, state):
         if mb.kind == "conv" and _same_size(mb) and mb.out == mb.channel:
             return mb, _plus_identity(mb, idents, state, _conv_eye), add.name
     return None
+
+
+def readers_of(checked) -> dict[str, list[str]]:
+    """Box name -> the boxes that read its outputs, "" for each circuit output it feeds."""
+    readers: dict[str, list[str]] = {}
+    for box, srcs in checked.sources.items():
+        for sb, _ in srcs.values():
+            readers.setdefault(sb, []).append(box)
+    for sb, _ in checked.output_sources.values():
+        readers.setdefault(sb, []).append("")
+    return readers
 
 
 def exact(b) -> bool:

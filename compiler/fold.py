@@ -22,7 +22,7 @@ import torch
 from ncd.circuits.circuit import Circuit
 from ncd.circuits.validate import check
 
-from .collapse import exact, rename_keys
+from .collapse import exact, readers_of, rename_keys
 from .names import scope_names
 
 NORMS = ("unifiednorm", "batchnorm")
@@ -37,12 +37,7 @@ def fold_norms(
     while True:
         checked = check(circuit, sizes)
         _, idents = scope_names(circuit, checked.order)
-        readers: dict[str, list[str]] = {}
-        for box, srcs in checked.sources.items():
-            for sb, _ in srcs.values():
-                readers.setdefault(sb, []).append(box)
-        for sb, _ in checked.output_sources.values():
-            readers.setdefault(sb, []).append("")
+        readers = readers_of(checked)
         found = None
         for name in checked.order:
             norm = checked.box(name)

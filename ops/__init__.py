@@ -5,9 +5,8 @@ Function, one public function and its cost formulas. CUDA tensors run the kernel
 tensors the reference (see _backend.py). The library's switches are in `config`.
 """
 
-import importlib
-
 from . import config
+from ._lazy import lazy_exports
 from .attention import cost as attention_cost
 from .delta_rule import cost as delta_rule_cost
 from .gla import cost as gla_cost
@@ -64,13 +63,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -63,6 +63,34 @@ def check(cond: bool, op: str, what: str, expected: str, found) -> None:
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+def check_cu_seqlens(op: str, cu_seqlens, B: int, T: int) -> int:
+    """The number N of sequences: B, or with packed sequences (`cu_seqlens`, N + 1 integer
+    offsets along T, batch size 1) the number of offsets less one. Values are checked when they
+    lie on the host; CUDA offsets are trusted, so that a call never waits on the GPU."""
+    if cu_seqlens is None:
+        return B
+    check(
+        isinstance(cu_seqlens, torch.Tensor)
+        and cu_seqlens.dim() == 1
+        and cu_seqlens.numel() >= 2
+        and not cu_seqlens.is_floating_point(),
+        op,
+        "cu_seqlens",
+        "a 1-D integer tensor [N + 1]",
+        cu_seqlens,
+    )
+    check(B == 1, op, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
+    if not cu_seqlens.is_cuda:
+        first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+        check(
+            first == 0 and last == T, op, "cu_seqlens[0], cu_seqlens[-1]", f"0 and T={T}",
+            (first, last),
+        )  # fmt: skip
+        if not bool((cu_seqlens[1:] >= cu_seqlens[:-1]).all()):
+            check(False, op, "cu_seqlens", "non-decreasing", cu_seqlens.tolist())
+    return cu_seqlens.numel() - 1
+
+
 def check_qkv(op: str, q, k, v, layout: str) -> None:
     """The checks every attention-like op makes first: q, k, v are 4-d tensors (`layout`, such
     as "[B, T, H, D]") of one floating dtype on one device."""

@@ -3,7 +3,7 @@ WY representation (chunk.py), the chunked PyTorch form for the CPU (chunked.py),
 steps (recurrent.py), the token-by-token references (reference.py) and the cost formulas
 (cost.py). Maths in README.md."""
 
-import importlib
+from .._lazy import lazy_exports
 
 # The functions are imported on first use (the kernels load torch and triton); cost.py is
 # plain Python, so the cost model reads it without them.
@@ -28,13 +28,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

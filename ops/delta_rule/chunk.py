@@ -26,7 +26,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
+from .._backend import (
+    cdiv,
+    check,
+    check_cu_seqlens,
+    check_qkv,
+    interpreting,
+    launch,
+    pow2,
+    use_triton,
+)
 from .chunked import gated_delta_rule_chunked
 from .reference import l2norm
 
@@ -612,31 +621,7 @@ def _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, gated):
         "None or a finite number",
         scale,
     )
-    N = B
-    if cu_seqlens is not None:
-        check(
-            isinstance(cu_seqlens, torch.Tensor)
-            and cu_seqlens.dim() == 1
-            and cu_seqlens.numel() >= 2
-            and not cu_seqlens.is_floating_point(),
-            op,
-            "cu_seqlens",
-            "a 1-D integer tensor [N + 1]",
-            cu_seqlens,
-        )
-        check(B == 1, op, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
-        if not cu_seqlens.is_cuda:
-            first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
-            check(
-                first == 0 and last == T,
-                op,
-                "cu_seqlens[0], cu_seqlens[-1]",
-                f"0 and T={T}",
-                (first, last),
-            )
-            if not bool((cu_seqlens[1:] >= cu_seqlens[:-1]).all()):
-                check(False, op, "cu_seqlens", "non-decreasing", cu_seqlens.tolist())
-        N = cu_seqlens.numel() - 1
+    N = check_cu_seqlens(op, cu_seqlens, B, T)
     if initial_state is not None:
         check(
             isinstance(initial_state, torch.Tensor) and tuple(initial_state.shape) == (N, H, K, V),

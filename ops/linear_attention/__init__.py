@@ -1,7 +1,7 @@
 """Causal linear attention: chunked kernels (chunk.py), the one-token step (recurrent.py),
 the PyTorch reference (reference.py) and the cost formulas (cost.py). Maths in README.md."""
 
-import importlib
+from .._lazy import lazy_exports
 
 # The functions are imported on first use (the kernels load torch and triton); cost.py is
 # plain Python, so the cost model reads it without them.
@@ -14,13 +14,4 @@ _LAZY = {
 __all__ = ["linear_attention", "linear_attention_step", "linear_attention_reference"]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

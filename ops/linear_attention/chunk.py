@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .. import config
-from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
+from .._backend import cdiv, check, check_cu_seqlens, check_qkv, launch, pow2, use_triton
 from .reference import EPS, linear_attention_reference
 
 
@@ -547,31 +547,7 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
         "a finite number",
         scale,
     )
-    N = B
-    if cu_seqlens is not None:
-        check(
-            isinstance(cu_seqlens, torch.Tensor)
-            and cu_seqlens.dim() == 1
-            and cu_seqlens.numel() >= 2
-            and not cu_seqlens.is_floating_point(),
-            OP,
-            "cu_seqlens",
-            "a 1-D integer tensor [N + 1]",
-            cu_seqlens,
-        )
-        check(B == 1, OP, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
-        if not cu_seqlens.is_cuda:  # value checks read the host; CUDA calls never wait on them
-            first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
-            check(
-                first == 0 and last == T,
-                OP,
-                "cu_seqlens[0], cu_seqlens[-1]",
-                f"0 and T={T}",
-                (first, last),
-            )
-            if not bool((cu_seqlens[1:] >= cu_seqlens[:-1]).all()):
-                check(False, OP, "cu_seqlens", "non-decreasing", cu_seqlens.tolist())
-        N = cu_seqlens.numel() - 1
+    N = check_cu_seqlens(OP, cu_seqlens, B, T)
     if decay is not None:
         check(
             isinstance(decay, torch.Tensor) and tuple(decay.shape) == (H,),

@@ -3,7 +3,7 @@ elementwise product and the matrix product with their autograd Functions (produc
 value-level PyTorch reference (reference.py) and the cost formulas (cost.py). Maths in
 README.md."""
 
-import importlib
+from .._lazy import lazy_exports
 
 # The functions are imported on first use (they load torch); cost.py is plain Python.
 _LAZY = {
@@ -16,13 +16,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -21,7 +21,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import cdiv, check, check_qkv, interpreting, launch, pow2, use_triton
+from .._backend import (
+    cdiv,
+    check,
+    check_cu_seqlens,
+    check_qkv,
+    interpreting,
+    launch,
+    pow2,
+    use_triton,
+)
 from .reference import expand_gates, simple_gla_chunked
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
@@ -334,10 +343,9 @@ def _bwd_kernel(
 
 
 # ---- configurations (retune on the GPU here) ----------------------------------------------
-# Taken from ops/linear_attention (measured there on the H200 at T = 8192, bf16, K = V = 128);
-# not yet measured for this family. A program's work per chunk does not depend on T, so one
-# fixed choice serves every length. CHUNK is the chunk length of every kernel of a call (the
-# forward's in-chunk cumulative gates serve the backward).
+# The configurations of ops/linear_attention, not yet tuned for this family. A program's work
+# per chunk does not depend on T, so one fixed choice serves every length. CHUNK is the chunk
+# length of every kernel of a call (the forward's in-chunk cumulative gates serve the backward).
 CHUNK = 16 if interpreting() else 64
 CUMSUM_CHUNKS = 4 if interpreting() else 16  # chunks per program of _chunk_cumsum
 FWD_CONFIGS = [triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=4)]
@@ -551,31 +559,7 @@ def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
         "None or a finite number",
         scale,
     )
-    N = B
-    if cu_seqlens is not None:
-        check(
-            isinstance(cu_seqlens, torch.Tensor)
-            and cu_seqlens.dim() == 1
-            and cu_seqlens.numel() >= 2
-            and not cu_seqlens.is_floating_point(),
-            OP,
-            "cu_seqlens",
-            "a 1-D integer tensor [N + 1]",
-            cu_seqlens,
-        )
-        check(B == 1, OP, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
-        if not cu_seqlens.is_cuda:  # value checks read the host; CUDA calls never wait on them
-            first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
-            check(
-                first == 0 and last == T,
-                OP,
-                "cu_seqlens[0], cu_seqlens[-1]",
-                f"0 and T={T}",
-                (first, last),
-            )
-            if not bool((cu_seqlens[1:] >= cu_seqlens[:-1]).all()):
-                check(False, OP, "cu_seqlens", "non-decreasing", cu_seqlens.tolist())
-        N = cu_seqlens.numel() - 1
+    N = check_cu_seqlens(OP, cu_seqlens, B, T)
     if initial_state is not None:
         check(
             isinstance(initial_state, torch.Tensor) and tuple(initial_state.shape) == (N, H, K, V),

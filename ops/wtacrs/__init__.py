@@ -2,7 +2,7 @@
 autograd Function and public function (sampled.py), the PyTorch reference estimators
 (reference.py) and the cost formulas (cost.py). Maths in README.md."""
 
-import importlib
+from .._lazy import lazy_exports
 
 # The functions are imported on first use (they load torch); cost.py is plain Python, so the
 # cost model reads it without them.
@@ -17,13 +17,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
