@@ -12,6 +12,9 @@
 #             library's softmax checks with it on
 #   compiler  the compiled transformer block against hand-written PyTorch; the cost model
 #             against measured memory and time
+#   gated     the gated linear-attention family: each kernel's share of a step at 8k, ncd's
+#             rows at 2k-32k beside plain linear attention, then fla's (which autotunes for
+#             minutes on a fresh machine, each op under its own limit)
 #   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
 #             softmax kernels' block-size sweep at 8k
 #   imports   only check that ncd imports
@@ -27,7 +30,7 @@
 # compiler suite needs). NO_WHEELS=1 skips the install. COMMIT names the measured commit in
 # the results, where the copy on the GPU machine has no .git.
 set -o pipefail
-SUITE=${1:?"suite: ops, f32, gluon, compiler, diagnose, distributed or imports"}
+SUITE=${1:?"suite: ops, f32, gluon, gated, compiler, diagnose, distributed or imports"}
 COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_out}
@@ -81,6 +84,13 @@ case $SUITE in
     step compiler_gpu 220 $PY bench/compiler_gpu.py --out "$OUT"
     step cost_gpu 280 $PY bench/cost_gpu.py --out "$OUT"
     ;;
+  gated)  # the gated family: per-kernel profile, ncd at every T, then fla's anchors
+    step kernel_profile 150 $PY bench/diagnose/kernel_profile.py --T 8192 --out "$OUT/kernel_profile.json"
+    step ops_gated_ncd 200 $PY bench/ops_gated.py --impls ncd --T 2048 8192 32768 --limit 190 \
+      --out "$OUT/ops_gated_ncd.json"
+    step ops_gated_fla 230 $PY bench/ops_gated.py --impls fla --ops ${GATED_FLA_OPS:-linear_attention,simple_gla,delta_rule} \
+      --T 2048 8192 --limit 110 --out "$OUT/ops_gated_fla.json"
+    ;;
   diagnose)
     step host_overhead 90 $PY bench/diagnose/host_overhead.py
     step host_layers 60 $PY bench/diagnose/host_layers.py
@@ -97,7 +107,7 @@ case $SUITE in
     done
     ;;
   *)
-    echo "unknown suite: $SUITE (ops, f32, gluon, compiler, diagnose, distributed or imports)" >&2
+    echo "unknown suite: $SUITE (ops, f32, gluon, gated, compiler, diagnose, distributed or imports)" >&2
     exit 2
     ;;
 esac

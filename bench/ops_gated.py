@@ -1,6 +1,7 @@
 """GPU benchmark of the gated linear-attention family against fla-core, side by side.
 
-Ops: `simple_gla` (scalar log-decay per head and token), `gla` (per-key-channel log gates),
+Ops: `linear_attention` (plain causal, ungated: the baseline the gates' cost is read against),
+`simple_gla` (scalar log-decay per head and token), `gla` (per-key-channel log gates),
 `delta_rule`, `gated_delta_rule`; `impl`: `ncd` (ncd.ops), `fla` (fla-core's chunk_* kernel),
 `naive` (the token-by-token PyTorch recurrence, only at short T). For each op and T, every
 implementation is run in a child process under a time limit (an anchor that autotunes for
@@ -22,8 +23,9 @@ import subprocess
 import sys
 import time
 
-OPS = ["simple_gla", "gla", "delta_rule", "gated_delta_rule"]
+OPS = ["linear_attention", "simple_gla", "gla", "delta_rule", "gated_delta_rule"]
 FLA = {
+    "linear_attention": ("fla.ops.linear_attn", "chunk_linear_attn"),
     "simple_gla": ("fla.ops.simple_gla", "chunk_simple_gla"),
     "gla": ("fla.ops.gla", "chunk_gla"),
     "delta_rule": ("fla.ops.delta_rule", "chunk_delta_rule"),
@@ -73,6 +75,8 @@ def implementation(op, impl):
     if impl == "fla":
         module, name = FLA[op]
         fn = getattr(importlib.import_module(module), name)
+        if op == "linear_attention":  # fla's defaults normalise and scale by K^-0.5; ours do not
+            return (lambda q, k, v: fn(q, k, v, scale=1.0, normalize=False)[0]), reference
         return (lambda q, k, v, **x: fn(q, k, v, **x)[0]), reference
     return (lambda q, k, v, **x: reference(q, k, v, **x)[0]), reference
 
