@@ -12,6 +12,7 @@ from .delta_rule import cost as delta_rule_cost
 from .gla import cost as gla_cost
 from .linear_attention import cost as linear_attention_cost
 from .lmul import cost as lmul_cost
+from .norm import cost as norm_cost
 from .simple_gla import cost as simple_gla_cost
 from .wtacrs import cost as wtacrs_cost
 
@@ -33,6 +34,10 @@ _LAZY = {
     "wtacrs_linear": ".wtacrs",
     "lmul": ".lmul",
     "lmul_linear": ".lmul",
+    "layer_norm": ".norm",
+    "rms_norm": ".norm",
+    "add_layer_norm": ".norm",
+    "add_rms_norm": ".norm",
 }
 for _name in _LAZY:
     globals().pop(_name, None)  # the folders the imports above bound
@@ -60,6 +65,11 @@ __all__ = [
     "lmul",
     "lmul_linear",
     "lmul_cost",
+    "layer_norm",
+    "rms_norm",
+    "add_layer_norm",
+    "add_rms_norm",
+    "norm_cost",
 ]
 
 

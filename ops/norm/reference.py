@@ -1,0 +1,42 @@
+"""Plain PyTorch row normalisations over the last axis: what the CPU runs, and the form the
+compiler's unfused boxes compute (so a rewrite to the fused op changes no CPU result).
+
+With ``N`` features, ``x`` one row, ``w`` and ``b`` optional ``[N]``:
+
+    LayerNorm:  y = (x - mean(x)) / sqrt(var(x) + eps) * w + b     (var: biased, / N)
+    RMSNorm:    y = x / sqrt(mean(x^2) + eps) * w
+
+The residual-add forms take a second summand ``r`` of x's shape and dtype and return both
+``(norm(s), s)`` with ``s = x + r`` rounded to x's dtype (as the two separate ops give it).
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def layer_norm_reference(x, weight=None, bias=None, eps: float = 1e-5):
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+
+
+def rms_norm_reference(x, weight=None, eps: float = 1e-6):
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def add_layer_norm_reference(x, residual, weight=None, bias=None, eps: float = 1e-5):
+    s = x + residual
+    return layer_norm_reference(s, weight, bias, eps), s
+
+
+def add_rms_norm_reference(x, residual, weight=None, eps: float = 1e-6):
+    s = x + residual
+    return rms_norm_reference(s, weight, eps), s
+
+
+def stats_reference(x: torch.Tensor, eps: float, rms: bool):
+    """(mean, 1 / sqrt(var + eps)) per row in float32, the statistics the kernels keep
+    (mean None for RMSNorm, whose "variance" is mean(x^2))."""
+    xf = x.float()
+    if rms:
+        return None, torch.rsqrt(xf.pow(2).mean(-1) + eps)
+    mean = xf.mean(-1)
+    return mean, torch.rsqrt((xf - mean[..., None]).pow(2).mean(-1) + eps)

@@ -1,0 +1,454 @@
+"""LayerNorm and RMSNorm over the last axis, with an optional residual add before them:
+Triton kernels, launch wrappers, autograd Functions and the public functions.
+
+The input is seen as rows ``[M, N]`` (every leading axis folded into M). Forward: one program
+per block of BLOCK_M rows; a row of up to MAX_TILE features is one tile held in registers
+(read once), a wider one is streamed in chunks of MAX_TILE (read three times). Statistics in
+float32 (mean and 1/sqrt(var + eps) per row), kept for the backward with the normalised input
+(the residual sum for the add forms). Backward: a fixed number G of programs, each walking
+the row blocks g, g + G, ...: dx row by row, and its own partial sums of dy * xhat (dweight)
+and dy (dbias) in float32, written to a ``[G, N]`` buffer that one sum over G reduces.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import FLOATS, cdiv, check, launch, pow2, use_triton
+from .reference import (
+    add_layer_norm_reference,
+    add_rms_norm_reference,
+    layer_norm_reference,
+    rms_norm_reference,
+)
+
+MAX_TILE = 16384  # the widest row held as one tile; wider rows are streamed in chunks
+ROW_TILE = 4096  # rows are stacked into one program's tile up to this many elements
+PROGRAMS_PER_SM = 4  # backward programs per streaming multiprocessor
+
+
+@triton.jit
+def _fwd_kernel(
+    X, RES, W, B, Y, SUM, MEAN, RSTD,
+    M, N, sx, sres, sy, ssum, eps,
+    RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_TILE: tl.constexpr,
+):  # fmt: skip
+    """Rows [pid * BLOCK_M, + BLOCK_M): y = norm(x (+ res)), the sum stored when HAS_RES,
+    mean (LayerNorm) and rstd stored per row."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < M
+    r64 = rows.to(tl.int64)[:, None]
+    cols = tl.arange(0, BLOCK_N)
+    if ONE_TILE:
+        cmask = cols < N
+        mask = rmask[:, None] & cmask[None, :]
+        x = tl.load(X + r64 * sx + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_RES:
+            x += tl.load(RES + r64 * sres + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            s = x.to(SUM.dtype.element_ty)
+            tl.store(SUM + r64 * ssum + cols[None, :], s, mask=mask)
+            x = s.to(tl.float32)  # the rounded sum, as the separate ops normalise it
+        if RMS:
+            xc = x
+        else:
+            mean = tl.sum(x, 1) / N
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+            tl.store(MEAN + rows, mean, mask=rmask)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / N + eps)
+        tl.store(RSTD + rows, rstd, mask=rmask)
+        y = xc * rstd[:, None]
+        if HAS_W:
+            y *= tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if HAS_B:
+            y += tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        tl.store(Y + r64 * sy + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    else:
+        # pass 1: the sum of the row (the residual sum stored on the way)
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):
+            c = start + cols
+            mask = rmask[:, None] & (c < N)[None, :]
+            x = tl.load(X + r64 * sx + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            if HAS_RES:
+                x += tl.load(RES + r64 * sres + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                s = x.to(SUM.dtype.element_ty)
+                tl.store(SUM + r64 * ssum + c[None, :], s, mask=mask)
+                x = s.to(tl.float32)
+            acc += x
+        mean = tl.sum(acc, 1) / N
+        if RMS:
+            mean = mean * 0.0
+        else:
+            tl.store(MEAN + rows, mean, mask=rmask)
+        # pass 2: the variance about the mean
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for start in range(0, N, BLOCK_N):
+            c = start + cols
+            mask = rmask[:, None] & (c < N)[None, :]
+            if HAS_RES:
+                x = tl.load(SUM + r64 * ssum + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            else:
+                x = tl.load(X + r64 * sx + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            xc = tl.where(mask, x - mean[:, None], 0.0)
+            acc += xc * xc
+        rstd = 1.0 / tl.sqrt(tl.sum(acc, 1) / N + eps)
+        tl.store(RSTD + rows, rstd, mask=rmask)
+        # pass 3: the output
+        for start in range(0, N, BLOCK_N):
+            c = start + cols
+            cmask = c < N
+            mask = rmask[:, None] & cmask[None, :]
+            if HAS_RES:
+                x = tl.load(SUM + r64 * ssum + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            else:
+                x = tl.load(X + r64 * sx + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            y = (x - mean[:, None]) * rstd[:, None]
+            if HAS_W:
+                y *= tl.load(W + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            if HAS_B:
+                y += tl.load(B + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            tl.store(Y + r64 * sy + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_rows(X, W, DY, MEAN, RSTD, rows, rmask, r64, c, cmask, sx, sdy,
+              RMS: tl.constexpr, HAS_W: tl.constexpr):  # fmt: skip
+    """xhat, dy and w * dy of a tile of rows and columns c, in float32 (zeros outside)."""
+    mask = rmask[:, None] & cmask[None, :]
+    x = tl.load(X + r64 * sx + c[None, :], mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(DY + r64 * sdy + c[None, :], mask=mask, other=0.0).to(tl.float32)
+    rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
+    if RMS:
+        xhat = x * rstd[:, None]
+    else:
+        mean = tl.load(MEAN + rows, mask=rmask, other=0.0)
+        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+    if HAS_W:
+        wdy = dy * tl.load(W + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    else:
+        wdy = dy
+    return xhat, dy, wdy, rstd
+
+
+@triton.jit
+def _bwd_kernel(
+    X, W, DY, DSUM, DX, DW, DB, MEAN, RSTD,
+    M, N, sx, sdy, sdsum, sdx,
+    RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_DSUM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_TILE: tl.constexpr,
+):  # fmt: skip
+    """dx = rstd (w dy - xhat mean(xhat w dy) [- mean(w dy)]) (+ dsum) for the row blocks
+    pid, pid + G, ...; this program's partial sums of dy xhat and dy into row pid of DW, DB."""
+    pid = tl.program_id(0)
+    G = tl.num_programs(0)
+    n_blocks = tl.cdiv(M, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    if ONE_TILE:
+        cmask = cols < N
+        dw = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        db = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for blk in range(pid, n_blocks, G):
+            rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+            rmask = rows < M
+            r64 = rows.to(tl.int64)[:, None]
+            mask = rmask[:, None] & cmask[None, :]
+            xhat, dy, wdy, rstd = _bwd_rows(
+                X, W, DY, MEAN, RSTD, rows, rmask, r64, cols, cmask, sx, sdy, RMS, HAS_W
+            )
+            c1 = tl.sum(xhat * wdy, 1) / N
+            if RMS:
+                dx = (wdy - xhat * c1[:, None]) * rstd[:, None]
+            else:
+                c2 = tl.sum(wdy, 1) / N
+                dx = (wdy - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+            if HAS_DSUM:
+                dx += tl.load(DSUM + r64 * sdsum + cols[None, :], mask=mask, other=0.0).to(
+                    tl.float32
+                )
+            tl.store(DX + r64 * sdx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+            if HAS_W:
+                dw += dy * xhat
+            if HAS_B:
+                db += dy
+        if HAS_W:
+            tl.store(DW + pid * N + cols, tl.sum(dw, 0), mask=cmask)
+        if HAS_B:
+            tl.store(DB + pid * N + cols, tl.sum(db, 0), mask=cmask)
+    else:
+        # the partial sums live in this program's rows of DW, DB, updated chunk by chunk
+        for start in range(0, N, BLOCK_N):
+            c = start + cols
+            if HAS_W:
+                tl.store(DW + pid * N + c, tl.zeros([BLOCK_N], dtype=tl.float32), mask=c < N)
+            if HAS_B:
+                tl.store(DB + pid * N + c, tl.zeros([BLOCK_N], dtype=tl.float32), mask=c < N)
+        for blk in range(pid, n_blocks, G):
+            rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+            rmask = rows < M
+            r64 = rows.to(tl.int64)[:, None]
+            a1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            a2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for start in range(0, N, BLOCK_N):
+                c = start + cols
+                xhat, dy, wdy, rstd = _bwd_rows(
+                    X, W, DY, MEAN, RSTD, rows, rmask, r64, c, c < N, sx, sdy, RMS, HAS_W
+                )
+                a1 += xhat * wdy
+                a2 += wdy
+            c1 = tl.sum(a1, 1) / N
+            c2 = tl.sum(a2, 1) / N
+            for start in range(0, N, BLOCK_N):
+                c = start + cols
+                cmask = c < N
+                mask = rmask[:, None] & cmask[None, :]
+                xhat, dy, wdy, rstd = _bwd_rows(
+                    X, W, DY, MEAN, RSTD, rows, rmask, r64, c, cmask, sx, sdy, RMS, HAS_W
+                )
+                if RMS:
+                    dx = (wdy - xhat * c1[:, None]) * rstd[:, None]
+                else:
+                    dx = (wdy - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
+                if HAS_DSUM:
+                    dx += tl.load(DSUM + r64 * sdsum + c[None, :], mask=mask, other=0.0).to(
+                        tl.float32
+                    )
+                tl.store(DX + r64 * sdx + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+                if HAS_W:
+                    p = tl.load(DW + pid * N + c, mask=cmask, other=0.0)
+                    tl.store(DW + pid * N + c, p + tl.sum(dy * xhat, 0), mask=cmask)
+                if HAS_B:
+                    p = tl.load(DB + pid * N + c, mask=cmask, other=0.0)
+                    tl.store(DB + pid * N + c, p + tl.sum(dy, 0), mask=cmask)
+
+
+# ---------------------------------------------------------------- launch wrappers
+def _tiles(N: int) -> tuple[int, int, bool]:
+    """(BLOCK_M, BLOCK_N, ONE_TILE) for rows of N features: the whole row as one tile up to
+    MAX_TILE (and several rows per program while the tile stays within ROW_TILE), else
+    chunks of MAX_TILE."""
+    n = pow2(N)
+    if n > MAX_TILE:
+        return 1, MAX_TILE, False
+    return max(1, min(16, ROW_TILE // n)), n, True
+
+
+def _configs(tile: int) -> list:
+    """num_warps giving each thread 8 to 64 elements of the tile (at least one choice)."""
+    warps = [w for w in (1, 2, 4, 8, 16, 32) if 8 <= tile // (32 * w) <= 64]
+    return [triton.Config({}, num_warps=w) for w in warps or [4]]
+
+
+_sm_count: dict = {}
+
+
+def _programs(x: torch.Tensor, n_blocks: int) -> int:
+    """The backward's number of programs G: PROGRAMS_PER_SM per multiprocessor (4 under the
+    interpreter), at most one per row block."""
+    if not x.is_cuda:
+        return max(1, min(n_blocks, 4))
+    dev = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    if dev not in _sm_count:
+        _sm_count[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
+    return max(1, min(n_blocks, PROGRAMS_PER_SM * _sm_count[dev]))
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """t as [M, N] with unit stride along N (a view where the layout allows, else a copy)."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 or t2.shape[-1] == 1 else t2.contiguous()
+
+
+def _forward(x2, r2, weight, bias, eps: float, rms: bool):
+    M, N = x2.shape
+    y = torch.empty((M, N), device=x2.device, dtype=x2.dtype)
+    s = None if r2 is None else torch.empty((M, N), device=x2.device, dtype=x2.dtype)
+    mean = None if rms else torch.empty(M, device=x2.device, dtype=torch.float32)
+    rstd = torch.empty(M, device=x2.device, dtype=torch.float32)
+    if M == 0:
+        return y, s, mean, rstd
+    bm, bn, one = _tiles(N)
+    args = (
+        x2, r2, weight, bias, y, s, mean, rstd, M, N, x2.stride(0),
+        0 if r2 is None else r2.stride(0), y.stride(0), 0 if s is None else s.stride(0),
+        float(eps),
+    )  # fmt: skip
+    meta = dict(RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
+                HAS_RES=r2 is not None, BLOCK_M=bm, BLOCK_N=bn, ONE_TILE=one)  # fmt: skip
+    launch(_fwd_kernel, _configs(bm * bn), lambda kw: (cdiv(M, bm),), args, meta, {}, key=("N",))
+    return y, s, mean, rstd
+
+
+def _backward(xs, weight, bias, mean, rstd, dy2, dsum2, rms: bool):
+    """(dx, dweight, dbias) from the normalised input xs [M, N] and dy; dsum (the residual
+    sum's cotangent) added to dx when given."""
+    M, N = xs.shape
+    dx = torch.empty((M, N), device=xs.device, dtype=xs.dtype)
+    want_w = weight is not None and weight.requires_grad
+    want_b = bias is not None and bias.requires_grad
+    if M == 0:
+        zw = None if not want_w else torch.zeros_like(weight)
+        return dx, zw, None if not want_b else torch.zeros_like(bias)
+    bm, bn, one = _tiles(N)
+    G = _programs(xs, cdiv(M, bm))
+    f32 = dict(device=xs.device, dtype=torch.float32)
+    # partial sums: the kernel writes dweight's whenever there is a weight (it reads w dy)
+    dw = torch.empty((G, N), **f32) if weight is not None else None
+    db = torch.empty((G, N), **f32) if want_b else None
+    args = (
+        xs, weight, dy2, dsum2, dx, dw, db, mean, rstd, M, N, xs.stride(0), dy2.stride(0),
+        0 if dsum2 is None else dsum2.stride(0), dx.stride(0),
+    )  # fmt: skip
+    meta = dict(RMS=rms, HAS_W=weight is not None, HAS_B=want_b, HAS_DSUM=dsum2 is not None,
+                BLOCK_M=bm, BLOCK_N=bn, ONE_TILE=one)  # fmt: skip
+    launch(_bwd_kernel, _configs(bm * bn), lambda kw: (G,), args, meta, {}, key=("N",))
+    return (
+        dx,
+        dw.sum(0).to(weight.dtype) if want_w else None,
+        db.sum(0).to(bias.dtype) if want_b else None,
+    )
+
+
+class NormFunction(torch.autograd.Function):
+    """y = norm(x) over the last axis; keeps x, the weight and bias, mean and rstd."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, rms):
+        x2 = _rows(x)
+        y, _, mean, rstd = _forward(x2, None, weight, bias, eps, rms)
+        ctx.save_for_backward(x2, weight, bias, mean, rstd)
+        ctx.rms = rms
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, weight, bias, mean, rstd = ctx.saved_tensors
+        dx, dw, db = _backward(x2, weight, bias, mean, rstd, _rows(dy), None, ctx.rms)
+        return dx.view(dy.shape), dw, db, None, None
+
+
+class AddNormFunction(torch.autograd.Function):
+    """(norm(s), s) with s = x + residual; keeps s (not x and residual), the weight and bias,
+    mean and rstd. The backward adds the sum's cotangent to the norm's input gradient, which
+    is then the gradient of both summands."""
+
+    @staticmethod
+    def forward(ctx, x, residual, weight, bias, eps, rms):
+        x2, r2 = _rows(x), _rows(residual)
+        y, s, mean, rstd = _forward(x2, r2, weight, bias, eps, rms)
+        ctx.save_for_backward(s, weight, bias, mean, rstd)
+        ctx.rms, ctx.shape = rms, x.shape
+        return y.view(x.shape), s.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy, dsum):
+        s, weight, bias, mean, rstd = ctx.saved_tensors
+        dsum2 = None if dsum is None else _rows(dsum)
+        if dy is None:
+            dy = torch.zeros_like(s)
+        dx, dw, db = _backward(s, weight, bias, mean, rstd, _rows(dy), dsum2, ctx.rms)
+        dx = dx.view(ctx.shape)
+        return dx, dx, dw, db, None, None
+
+
+# ---------------------------------------------------------------- public functions
+def _check(op, x, residual, weight, bias, eps):
+    T = torch.Tensor
+    if (  # the common case without building any message (this runs on every call)
+        isinstance(x, T) and x.dtype in FLOATS and x.dim() >= 1
+        and (residual is None or (isinstance(residual, T) and residual.shape == x.shape
+                                  and residual.dtype == x.dtype and residual.device == x.device))
+        and (weight is None or (isinstance(weight, T) and weight.shape == x.shape[-1:]
+                                and weight.device == x.device))
+        and (bias is None or (isinstance(bias, T) and bias.shape == x.shape[-1:]
+                              and bias.device == x.device))
+        and isinstance(eps, (int, float)) and eps > 0
+    ):  # fmt: skip
+        return
+    check(isinstance(x, T), op, "x", "a torch.Tensor", type(x).__name__)
+    check(x.dim() >= 1, op, "x.shape", "at least 1 dim [..., N]", tuple(x.shape))
+    check(x.dtype in FLOATS, op, "x.dtype", "float16, bfloat16, float32 or float64", x.dtype)
+    n = tuple(x.shape[-1:])
+    if residual is not None:
+        check(isinstance(residual, T), op, "residual", "a torch.Tensor", type(residual).__name__)
+        check(residual.shape == x.shape, op, "residual.shape", f"{tuple(x.shape)} as x",
+              tuple(residual.shape))  # fmt: skip
+        check(residual.dtype == x.dtype, op, "residual.dtype", f"{x.dtype} as x", residual.dtype)
+        check(residual.device == x.device, op, "residual.device", f"{x.device} as x",
+              residual.device)  # fmt: skip
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is None:
+            continue
+        check(isinstance(p, T), op, name, "a torch.Tensor or None", type(p).__name__)
+        check(tuple(p.shape) == n, op, f"{name}.shape", f"{n}, the last axis of x",
+              tuple(p.shape))  # fmt: skip
+        check(p.device == x.device, op, f"{name}.device", f"{x.device} as x", p.device)
+    check(isinstance(eps, (int, float)) and eps > 0, op, "eps", "a positive number", eps)
+
+
+def _params(weight, bias):
+    """Contiguous weight and bias (they are read by column index)."""
+    w = None if weight is None else weight.contiguous()
+    return w, (None if bias is None else bias.contiguous())
+
+
+def _kernel(x, backend: str, op: str) -> bool:
+    return use_triton(x, backend, op) and x.dtype != torch.float64
+
+
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5, backend: str = "auto"):
+    """LayerNorm over the last axis: ``(x - mean) / sqrt(var + eps) * weight + bias``.
+
+    Args:
+        x: ``[..., N]``, float16, bfloat16 or float32 (float64 runs the reference).
+        weight, bias: optional ``[N]`` (any float dtype; read in float32).
+        eps: added to the (biased) variance.
+        backend: ``"auto"`` (Triton on CUDA tensors, PyTorch on CPU), ``"triton"`` (also on
+            CPU under ``TRITON_INTERPRET=1``) or ``"reference"``.
+
+    Returns:
+        ``y [..., N]`` in x's dtype. Statistics in float32; any N (one tile per row up to
+        16384 features, streamed beyond).
+    """
+    _check("layer_norm", x, None, weight, bias, eps)
+    if not _kernel(x, backend, "layer_norm"):
+        return layer_norm_reference(x, weight, bias, eps)
+    return NormFunction.apply(x, *_params(weight, bias), float(eps), False)
+
+
+def rms_norm(x, weight=None, eps: float = 1e-6, backend: str = "auto"):
+    """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * weight``.
+
+    Shapes, dtypes and ``backend`` as `layer_norm`'s. Returns ``y [..., N]`` in x's dtype.
+    """
+    _check("rms_norm", x, None, weight, None, eps)
+    if not _kernel(x, backend, "rms_norm"):
+        return rms_norm_reference(x, weight, eps)
+    return NormFunction.apply(x, _params(weight, None)[0], None, float(eps), True)
+
+
+def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5, backend="auto"):
+    """The pre-norm residual step ``s = x + residual; y = layer_norm(s)`` in one pass.
+
+    Args:
+        x, residual: ``[..., N]``, one shape and dtype; the rest as `layer_norm`'s.
+
+    Returns:
+        ``(y, s)``, both ``[..., N]`` in x's dtype: the normalised sum and the sum itself
+        (rounded to x's dtype, the value normalised). The gradient of both summands is
+        ``dnorm(dy) + ds``.
+    """
+    _check("add_layer_norm", x, residual, weight, bias, eps)
+    if not _kernel(x, backend, "add_layer_norm"):
+        return add_layer_norm_reference(x, residual, weight, bias, eps)
+    return AddNormFunction.apply(x, residual, *_params(weight, bias), float(eps), False)
+
+
+def add_rms_norm(x, residual, weight=None, eps: float = 1e-6, backend: str = "auto"):
+    """``s = x + residual; y = rms_norm(s)`` in one pass; returns ``(y, s)`` as
+    `add_layer_norm` does."""
+    _check("add_rms_norm", x, residual, weight, None, eps)
+    if not _kernel(x, backend, "add_rms_norm"):
+        return add_rms_norm_reference(x, residual, weight, eps)
+    return AddNormFunction.apply(x, residual, _params(weight, None)[0], None, float(eps), True)

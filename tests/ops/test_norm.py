@@ -1,0 +1,205 @@
+"""Row normalisations (ops/norm): the Triton kernels (interpreted on the CPU) against
+torch.nn.functional.layer_norm / rms_norm run on float32 (or float64) copies of the inputs,
+outputs and every gradient; the residual forms against the add followed by the norm.
+
+float32 and float16 only: the interpreter's bfloat16 is not trusted (conftest.py); bf16 is
+checked on the GPU by bench/ops_norm.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ncd import ops
+from ncd.ops.norm import cost, rowwise
+
+TOL = {torch.float32: 2e-5, torch.float16: 2e-3}
+
+
+def _torch_norm(s, w, b, eps, rms):
+    n = (s.shape[-1],)
+    return F.rms_norm(s, n, w, eps) if rms else F.layer_norm(s, n, w, b, eps)
+
+
+def _case(M, N, dtype, residual, rms, affine=True, bias=True, seed=0, lead=None):
+    g = torch.Generator().manual_seed(seed)
+    shape = (M, N) if lead is None else (*lead, N)
+    x = (torch.randn(shape, generator=g) * 2 + 3).to(dtype)  # a mean far from 0
+    r = torch.randn(shape, generator=g).to(dtype) if residual else None
+    w = torch.randn(N, generator=g) if affine else None
+    b = torch.randn(N, generator=g) if affine and bias and not rms else None
+    dy = torch.randn(shape, generator=g).to(dtype)
+    ds = torch.randn(shape, generator=g).to(dtype) if residual else None
+    return x, r, w, b, dy, ds
+
+
+def _run(fn, x, r, w, b, dy, ds, eps, rms, **kw):
+    """Outputs and gradients of (x, r, w, b) for the loss sum(y dy) (+ sum(s ds))."""
+    leaves = [t.clone().requires_grad_() if t is not None else None for t in (x, r, w, b)]
+    out = fn(*leaves, eps=eps, rms=rms, **kw)
+    y, s = out if isinstance(out, tuple) else (out, None)
+    loss = (y.float() * dy.float()).sum()
+    if s is not None:
+        loss = loss + (s.float() * ds.float()).sum()
+    loss.backward()
+    return y, s, [None if t is None else t.grad for t in leaves]
+
+
+def _ncd(x, r, w, b, eps, rms):
+    if r is None:
+        if rms:
+            return ops.rms_norm(x, w, eps=eps, backend="triton")
+        return ops.layer_norm(x, w, b, eps=eps, backend="triton")
+    if rms:
+        return ops.add_rms_norm(x, r, w, eps=eps, backend="triton")
+    return ops.add_layer_norm(x, r, w, b, eps=eps, backend="triton")
+
+
+def _expected(x, r, w, b, eps, rms):
+    """The separate ops on float32 copies: the sum rounded to x's dtype first (the value the
+    fused op normalises), then the norm in float32."""
+    if r is None:
+        return _torch_norm(x.float(), w, b, eps, rms)
+    s = (x.float() + r.float()).to(x.dtype).float()
+    # the rounding of the sum is not differentiated: its gradient is that of x + r
+    s = s.detach() + (x.float() + r.float() - (x.float() + r.float()).detach())
+    return _torch_norm(s, w, b, eps, rms), s
+
+
+def _check(got, want, dtype, scale=1.0):
+    tol = TOL[dtype] * scale
+    for a, e in zip(got, want):
+        assert (a is None) == (e is None)
+        if a is None:
+            continue
+        err = (a.float() - e.float()).abs().max().item()
+        ref = max(1.0, e.float().abs().max().item())
+        assert err <= tol * ref, f"max error {err:.3g} against {tol * ref:.3g}"
+
+
+def _compare(M, N, dtype, residual, rms, eps=1e-5, **kw):
+    x, r, w, b, dy, ds = _case(M, N, dtype, residual, rms, **kw)
+    y, s, grads = _run(_ncd, x, r, w, b, dy, ds, eps, rms)
+    ye, se, grads_e = _run(_expected, x, r, w, b, dy, ds, eps, rms)
+    assert y.dtype == dtype and y.shape == x.shape
+    _check([y, s], [ye, se], dtype)
+    # weight and bias gradients sum over every row: a looser bound in float16
+    _check(grads, grads_e, dtype, scale=1.0 if dtype == torch.float32 else 4.0)
+
+
+CASES = [  # (M, N): rows stacked per program, one row per program, N not a power of two
+    (1, 8), (37, 24), (5, 1000), (3, 4096),
+]  # fmt: skip
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("residual", [False, True], ids=["norm", "add"])
+@pytest.mark.parametrize("rms", [False, True], ids=["layer", "rms"])
+@pytest.mark.parametrize("shape", CASES, ids=str)
+def test_float32_against_torch(shape, rms, residual, nan_alloc):
+    _compare(*shape, torch.float32, residual, rms)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("residual", [False, True], ids=["norm", "add"])
+@pytest.mark.parametrize("rms", [False, True], ids=["layer", "rms"])
+def test_float16_against_torch(rms, residual, nan_alloc):
+    _compare(19, 300, torch.float16, residual, rms)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("residual", [False, True], ids=["norm", "add"])
+@pytest.mark.parametrize("rms", [False, True], ids=["layer", "rms"])
+def test_wide_rows_are_streamed(rms, residual, monkeypatch, nan_alloc):
+    """Rows wider than the tile (the tile lowered to 32 features): three passes forward,
+    partial sums updated in place backward."""
+    monkeypatch.setattr(rowwise, "MAX_TILE", 32)
+    assert rowwise._tiles(100) == (1, 32, False)
+    _compare(9, 100, torch.float32, residual, rms)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize(
+    "affine,bias", [(False, False), (True, False)], ids=["no_weight", "weight_only"]
+)
+def test_without_weight_or_bias(affine, bias, nan_alloc):
+    _compare(6, 48, torch.float32, True, False, affine=affine, bias=bias)
+    _compare(6, 48, torch.float32, False, True, affine=affine)
+
+
+@pytest.mark.interpret
+def test_leading_axes_and_eps(nan_alloc):
+    _compare(0, 40, torch.float32, True, False, lead=(2, 3, 5), eps=1e-2)
+    _compare(0, 40, torch.float32, False, True, lead=(4, 1), eps=0.5)
+
+
+@pytest.mark.interpret
+def test_strided_rows_are_read_in_place(nan_alloc):
+    """Rows of a wider tensor (a column slice): the kernel reads them through the row stride."""
+    big = torch.randn(7, 80)
+    x = big[:, 10:50]
+    assert x.stride() == (80, 1) and rowwise._rows(x).data_ptr() == x.data_ptr()
+    w, b = torch.randn(40), torch.randn(40)
+    y = ops.layer_norm(x, w, b, backend="triton")
+    torch.testing.assert_close(y, F.layer_norm(x, (40,), w, b), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.interpret
+def test_half_weights_with_float32_rows(nan_alloc):
+    """A weight in another dtype than x (as mixed-precision training keeps it): read in
+    float32, its gradient returned in its own dtype."""
+    x = torch.randn(8, 64)
+    w = torch.randn(64).half().requires_grad_()
+    y = ops.rms_norm(x, w, eps=1e-6, backend="triton")
+    y.sum().backward()
+    want = F.rms_norm(x, (64,), w.float(), 1e-6)
+    torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5)
+    assert w.grad.dtype == torch.float16
+    expected = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)).sum(0)
+    torch.testing.assert_close(w.grad.float(), expected, atol=2e-2, rtol=2e-3)
+
+
+def test_cpu_runs_the_same_calls_as_the_separate_ops():
+    """On CPU tensors the functions are F.layer_norm / F.rms_norm after the add, bit for bit
+    (what lets the compiler fuse the pair without changing a CPU result)."""
+    x, r = torch.randn(4, 6, 32), torch.randn(4, 6, 32)
+    w, b = torch.randn(32), torch.randn(32)
+    y, s = ops.add_layer_norm(x, r, w, b)
+    assert torch.equal(s, x + r) and torch.equal(y, F.layer_norm(x + r, (32,), w, b))
+    y, s = ops.add_rms_norm(x, r, w, eps=1e-5)
+    assert torch.equal(y, F.rms_norm(x + r, (32,), w, 1e-5))
+    assert torch.equal(ops.layer_norm(x, w, b), F.layer_norm(x, (32,), w, b))
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda x: ops.layer_norm(x, torch.ones(5)), "weight.shape: expected (8,)"),
+        (lambda x: ops.layer_norm(x, None, torch.ones(8, 1)), "bias.shape: expected (8,)"),
+        (lambda x: ops.add_rms_norm(x, x[:2]), "residual.shape: expected (3, 8) as x"),
+        (lambda x: ops.add_layer_norm(x, x.double()), "residual.dtype: expected torch.float32"),
+        (lambda x: ops.rms_norm(x.long()), "x.dtype: expected float16"),
+        (lambda x: ops.rms_norm(x, eps=0), "eps: expected a positive number"),
+        (lambda x: ops.layer_norm(x, backend="cuda"), "backend must be one of"),
+    ],
+)
+def test_bad_arguments(call, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(torch.randn(3, 8))
+
+
+def test_cost_formulas():
+    """The fused residual step moves 4 row-sized tensors where the add and the norm move 5;
+    symbols work as numbers."""
+    M, N = 16384, 4096
+    fused = cost.io_forward(M, N, 2, rms=True, residual=True)
+    assert cost.io_unfused_forward(M, N, 2, rms=True) - fused == M * N * 2
+    assert cost.io_forward(M, N, 2) == 2 * M * N * 2 + 2 * N * 2 + 8 * M
+    assert cost.activation_bytes(M, N, 2, rms=True) == M * N * 2 + 4 * M
+    assert cost.flops_forward(M, N, rms=True) == 4 * M * N
+    sympy = pytest.importorskip("sympy")
+    m, n = sympy.symbols("M N", positive=True)
+    assert sympy.expand(cost.io_backward(m, n, 2, residual=True) - cost.io_backward(m, n, 2)) == (
+        2 * m * n
+    )
