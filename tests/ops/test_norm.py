@@ -203,3 +203,28 @@ def test_cost_formulas():
     assert sympy.expand(cost.io_backward(m, n, 2, residual=True) - cost.io_backward(m, n, 2)) == (
         2 * m * n
     )
+
+
+def test_benchmark_dry_run(tmp_path):
+    """bench/ops_norm.py --dry-run: every (op, impl, shape) row measured without error, in
+    the results layout, errors against float32 at rounding level, ncd rows with ratios."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "ops_norm.py"
+    spec = importlib.util.spec_from_file_location("ops_norm_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "ops_norm.json"
+    bench.main(["--dry-run", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data["meta"]) >= {"device", "date", "commit", "torch", "triton"}
+    rows = data["rows"]
+    assert len(rows) == len(bench.OPS) * len(bench.IMPLS) * len(bench.DRY_SHAPES)
+    for r in rows:
+        assert "error" not in r, r
+        assert r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and r["rel_err"] < 1e-5
+        assert list(r["rel_err_parts"]) == bench.PARTS[r["op"]]
+        if r["impl"] == "ncd":
+            assert r["vs_torch"] > 0 and r["vs_compile"] > 0
