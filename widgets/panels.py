@@ -11,12 +11,15 @@ import html
 import re
 
 from ncd.circuits.errors import NcdError, Problem
+from ncd.circuits.limits import MAX_SIZE
 
 _SIZE_ITEM = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([0-9]{1,13})\s*$")
 
 
 def parse_sizes(text: str) -> dict[str, int]:
-    """`"B=2, T=128"` -> {"B": 2, "T": 128}; raises SizeError saying which item is wrong."""
+    """`"B=2, T=128"` -> {"B": 2, "T": 128}; raises SizeError saying which item is wrong.
+    Each size is at most MAX_SIZE: a size is a number in a formula here, never an
+    allocation (nothing in the Studio makes a model's parameters)."""
     from ncd.circuits.errors import SizeError
 
     out: dict[str, int] = {}
@@ -26,7 +29,12 @@ def parse_sizes(text: str) -> dict[str, int]:
             raise SizeError(
                 f"sizes: cannot read {item.strip()!r} (expected NAME=INTEGER, e.g. T=128)"
             )
-        out[m.group(1)] = int(m.group(2))
+        value = int(m.group(2))
+        if not 1 <= value <= MAX_SIZE:
+            raise SizeError(
+                f"sizes: {m.group(1)}={value} is out of range (expected 1 to 2**40, limit MAX_SIZE)"
+            )
+        out[m.group(1)] = value
     return out
 
 
@@ -66,6 +74,13 @@ def diagram_html(circuit, theme: str = "paper") -> str:
     except Exception as e:  # noqa: BLE001 - a view that fails says why; the others stay live
         return _error("cannot draw the circuit", e)
     return f'<div class="ncd-diagram" style="overflow:auto">{_fit_width(svg)}</div>'
+
+
+def diagram_svg(circuit, theme: str = "paper", collapse=()) -> str:
+    """The circuit drawn by ncd.render for the editor's canvas (raises what render raises)."""
+    from ncd.circuits.draw import render
+
+    return render(circuit, theme=theme, collapse=sorted(collapse))
 
 
 def _fit_width(svg: str) -> str:
@@ -127,3 +142,34 @@ def check_draft(circuit):
 
 
 DRAFT_OUTPUT = "(draft)"
+
+
+DANGLING = "\u2026"  # the name of an output drawn for a value nothing reads starts with it
+
+
+def drawable(circuit, checked):
+    """The circuit as the editor draws it: every value that nothing reads (a draft's last
+    box, a box whose result is not used yet) leaves by an output named `…box`, so that its
+    wires are drawn dangling rather than not at all. `checked` is `check_draft(circuit)`."""
+    from ncd.circuits.circuit import Output
+
+    if checked is None:
+        return circuit
+    read = {src for ports in checked.sources.values() for src in ports.values()}
+    read |= {src for name, src in checked.output_sources.items() if name != DRAFT_OUTPUT}
+    loose = [("", i.name) for i in circuit.inputs if ("", i.name) not in read]
+    for b in checked.order:
+        outs = list(checked.outs.get(b, {}))
+        loose += [(b, p) for p in outs if (b, p) not in read]
+    if not loose:
+        return circuit
+    taken = {o.name for o in circuit.outputs}
+    extra = []
+    for box, port in loose:
+        single = box == "" or len(checked.outs[box]) == 1
+        ref = (box or port) if single else f"{box}.{port}"
+        name = DANGLING + ref.replace(".", ":")
+        if name not in taken:
+            extra.append(Output(name=name, source=ref))
+    outputs = [o for o in circuit.outputs]
+    return circuit.model_copy(update={"outputs": outputs + extra})

@@ -1,10 +1,15 @@
-"""`Studio`: a JupyterLab editor of one circuit, built on ipywidgets (no Node build).
+"""`Studio`: a JupyterLab editor of one circuit: the diagram is the editor.
 
 The circuit is the single source of truth. The Studio holds the current circuit and an undo
-history of circuits; every edit is a pure function circuit -> circuit that is validated before
-it is accepted, and every panel is redrawn from the accepted circuit. An edit that fails is
-shown, located, in the messages panel and the last valid circuit stays. No button callback
-raises: errors end up in the messages panel.
+history of circuits; every edit is a pure function circuit -> circuit (widgets/edits.py) that
+is validated before it is accepted, and every view is redrawn from the accepted circuit. An
+edit that fails is shown, located (a mark on the box, the message on hover, and in the
+messages panel), and the last valid circuit stays. No callback raises.
+
+The diagram (widgets/canvas.py, an anywidget) sends intents: select, add from the palette,
+wire an output port to an input port, splice a box onto a wire, delete, collapse, enter a
+subcircuit; the form on the left edits the selected box. The Cost, Code and JSON panels are
+computed only while their tab is shown; the text view follows every edit (circuits/script.py).
 
     >>> studio = Studio("transformer_block")   # doctest: +SKIP
     >>> studio                                 # in JupyterLab: the editor
@@ -14,21 +19,33 @@ raises: errors end up in the messages panel.
 from __future__ import annotations
 
 import functools
+import html
 from collections.abc import Callable
 from pathlib import Path
 
 import ipywidgets as w
 
 from ncd.circuits import io
-from ncd.circuits.circuit import Circuit, Input, Output
+from ncd.circuits.circuit import Circuit
 from ncd.circuits.errors import NcdError, SchemaError
-from ncd.circuits.types import DTYPES
+from ncd.circuits.types import DTYPES, TensorType
 
-from . import panels
+from . import edits, panels
+from .canvas import Canvas
 from .forms import BoxForm, palette_options
 
 _NONE = "—"  # a port left unwired
 MAX_UNDO = 200
+TABS = ["Cost", "Code", "JSON"]
+
+
+def _script():
+    """circuits/script.py's (to_script, from_script), or None where it is not there."""
+    try:
+        from ncd.circuits import script
+    except ImportError:
+        return None
+    return script
 
 
 def _guarded(method):
@@ -47,8 +64,9 @@ def _guarded(method):
 
 
 class Studio(w.VBox):
-    """Editor of one circuit: palette, box form, wiring, inputs/outputs, undo/redo,
-    save/load/export on the left; diagram, messages, cost, code and JSON on the right.
+    """Editor of one circuit: the diagram (palette, selection, wiring, zoom, collapse,
+    subcircuits, undo) with the box form, inputs/outputs, files and export on the left;
+    messages, the text view, and the Cost, Code and JSON tabs below.
 
     circuit: None (an empty circuit), a Circuit, or a path to a JSON spec; one that cannot be
     read or does not validate raises its NcdError here (later, `load` reports it in the
@@ -64,9 +82,13 @@ class Studio(w.VBox):
     ):
         super().__init__()
         self._lookup = lookup
-        self._history: list[Circuit] = []
-        self._at = -1
-        self._checked = None
+        self._history: edits.History | None = None
+        self.scope: tuple[str, ...] = ()
+        self._collapsed: set[str] = set()
+        self._checked = None  # check_draft of the circuit being edited (self.view)
+        self._stale = set(TABS)  # tabs to recompute when next shown
+        self._confirm_save = ""  # a path the user was asked about overwriting
+        self._text_shown = ""  # what the text view last showed
         self.form: BoxForm | None = None
         self.port_widgets: dict[str, w.Dropdown] = {}
         self._build_widgets()
@@ -77,16 +99,33 @@ class Studio(w.VBox):
     @property
     def circuit(self) -> Circuit:
         """The current (last accepted) circuit."""
-        return self._history[self._at]
+        return self._history.current
+
+    @property
+    def view(self) -> Circuit:
+        """The circuit being edited: the top circuit, or the subcircuit `scope` leads to."""
+        return edits.at_scope(self.circuit, self.scope)
 
     def load(self, circuit: Circuit | str | Path | None) -> bool:
         """Replace the circuit (undoable). Returns whether it was accepted; a circuit that
-        cannot be read or is invalid is reported in the messages panel and not taken."""
-        return self._guarded_edit(lambda _: self._resolve(circuit), "loaded") is not None
+        cannot be read or is invalid is reported in the messages panel and not taken. The
+        sizes typed for the previous circuit are cleared: sizes belong to a circuit."""
+        ok = self._guarded_edit(lambda _: self._resolve(circuit), "loaded", loading=True)
+        return ok is not None
 
     def edit(self, change, what: str = "edited") -> bool:
-        """Apply `change` (a function Circuit -> Circuit); True when it was accepted."""
+        """Apply `change` (a function Circuit -> Circuit) to the top circuit; True when it
+        was accepted."""
         return self._guarded_edit(change, what) is not None
+
+    def edit_here(self, change, what: str = "edited") -> bool:
+        """Apply `change` to the circuit being edited (the subcircuit the breadcrumb shows)."""
+        scope = self.scope
+
+        def whole(top):
+            return edits.with_scope(top, scope, change(edits.at_scope(top, scope)))
+
+        return self.edit(whole, what)
 
     def _resolve(self, source) -> Circuit:
         if source is None:
@@ -100,30 +139,49 @@ class Studio(w.VBox):
             return self._lookup(text)
         raise SchemaError(f"{text!r} is not a JSON file (ncd.Studio also takes gallery names)")
 
-    def _guarded_edit(self, change, what):
+    def _guarded_edit(self, change, what, loading=False):
         try:
-            return self._accept(change(self.circuit), what)
+            return self._accept(change(self.circuit), what, loading)
         except Exception as e:  # noqa: BLE001 - shown, located; the last valid circuit stays
             note = f"edit not taken ({what}): the circuit is unchanged"
-            self._show(panels.problems_of(e), note, ok=False)
+            problems = panels.problems_of(e)
+            self.canvas.marks = edits.marks(problems)
+            self._show(problems, note, ok=False)
             return None
 
-    def _accept(self, new: Circuit, what: str) -> Circuit:
+    def _accept(self, new: Circuit, what: str, loading: bool = False) -> Circuit:
         # Round-trip through the schema so that edits made with model_copy are checked too.
         new = io.from_dict(io.to_dict(new))
-        checked = panels.check_draft(new)  # raises ValidationError: the edit is not taken
-        del self._history[self._at + 1 :]
-        self._history.append(new)
-        del self._history[:-MAX_UNDO]  # circuits are small, but a session can be long
-        self._at = len(self._history) - 1
-        self._checked = checked
+        panels.check_draft(new)  # raises ValidationError: the edit is not taken
+        if self._history is None:
+            self._history = edits.History(new, limit=lambda: MAX_UNDO)
+        else:
+            self._history.push(new)
+        if loading:
+            self.scope, self._collapsed = (), set()
+            self.sizes.value = ""  # the last circuit's sizes are not this one's
+        self._fit_scope()
         self._refresh(f"{what}: {new.name} ({len(new.boxes)} boxes)")
         return new
+
+    def _fit_scope(self) -> None:
+        """Keep the scope while the calls it goes through still exist (an undo may remove
+        them); otherwise go out as far as needed."""
+        for k in range(len(self.scope), -1, -1):
+            try:
+                edits.at_scope(self.circuit, self.scope[:k])
+            except (SchemaError, KeyError):
+                continue
+            self.scope = self.scope[:k]
+            return
 
     # ---- the layout ----------------------------------------------------------------------
     def _build_widgets(self) -> None:
         button = functools.partial(w.Button, layout=w.Layout(width="auto"))
         wide = {"description_width": "90px"}
+        # the diagram
+        self.canvas = Canvas(palette=_palette())
+        self.canvas.on_intent(self._intent)
         # palette, form, wiring
         self.palette = w.Dropdown(options=palette_options(), description="kind", style=wide)
         self.box_name = w.Text(description="name", placeholder="box name", style=wide)
@@ -138,7 +196,7 @@ class Studio(w.VBox):
         self.delete_box_button.on_click(lambda _: self._delete_box())
         self.edit_box_button = button(description="edit in form")
         self.edit_box_button.on_click(lambda _: self._edit_box())
-        self.replace_box_button = button(description="replace box")
+        self.replace_box_button = button(description="apply to box")
         self.replace_box_button.on_click(lambda _: self._replace_box())
         self.input_name = w.Text(description="input", placeholder="name", style=wide)
         self.input_axes = w.Text(description="axes", placeholder="B T D", style=wide)
@@ -155,22 +213,30 @@ class Studio(w.VBox):
         self.undo_button.on_click(lambda _: self.undo())
         self.redo_button.on_click(lambda _: self.redo())
         self.path = w.Text(description="file", placeholder="circuit.json", style=wide)
+        self.path.observe(lambda _: self._reset_confirm(), names="value")
         self.save_button = button(description="save")
         self.load_button = button(description="load")
         self.save_button.on_click(lambda _: self._save())
         self.load_button.on_click(lambda _: self.load(self.path.value.strip()))
         self.export_path = w.Text(
-            description="export", placeholder="diagram.svg|pdf|png", style=wide
+            description="export", placeholder="diagram.svg|pdf|png, model.py", style=wide
         )
         self.export_button = button(description="export")
         self.export_button.on_click(lambda _: self._export())
         # views
         self.theme = w.ToggleButtons(options=["paper", "notebook"], value="paper")
         self.theme.observe(lambda _: self._refresh_diagram(), names="value")
-        self.diagram = w.HTML()
         self.messages = w.HTML()
+        self.text = w.Textarea(
+            placeholder="the circuit as Builder code",
+            continuous_update=False,
+            layout=w.Layout(width="100%", height="260px"),
+        )
+        self.text.add_class("ncd-text")
+        self.text.observe(lambda _: self._apply_text(), names="value")
+        self.text_status = w.HTML()
         self.sizes = w.Text(description="sizes", placeholder="B=2,T=128", style=wide)
-        self.sizes.observe(lambda _: self._refresh_sized(), names="value")
+        self.sizes.observe(lambda _: self._sizes_changed(), names="value")
         self.default_sizes_button = button(description="make these the default sizes")
         self.default_sizes_button.on_click(lambda _: self._default_sizes())
         self.cost = w.HTML()
@@ -178,46 +244,51 @@ class Studio(w.VBox):
         self.json_text = w.Textarea(layout=w.Layout(width="100%", height="360px"))
         self.apply_json_button = button(description="apply JSON", button_style="primary")
         self.apply_json_button.on_click(lambda _: self._apply_json())
-        tabs = w.Tab(
+        self.tabs = w.Tab(
             [
                 w.VBox([w.HBox([self.sizes, self.default_sizes_button]), self.cost]),
                 self.code,
                 w.VBox([self.json_text, self.apply_json_button]),
-            ]
+            ],
+            titles=TABS,
+            selected_index=None,  # computed when shown, never on every edit
         )
-        for i, title in enumerate(["Cost", "Code", "JSON"]):
-            tabs.set_title(i, title)
+        self.tabs.observe(lambda _: self._refresh_tab(), names="selected_index")
 
         def section(title, *items):
             return w.VBox([w.HTML(f"<b>{title}</b>"), *items])
 
         left = w.VBox(
             [
-                section("Add a box", self.palette, self.box_name, self.form_box),
-                section("Wiring", self.wiring, self.add_box_button),
-                section("A box of the circuit", self.box_select),
-                w.HBox([self.edit_box_button, self.replace_box_button, self.delete_box_button]),
+                section("The selected box", self.box_select, self.form_box, self.wiring),
+                w.HBox([self.replace_box_button, self.delete_box_button]),
+                section("Add a box", self.palette, self.box_name, self.add_box_button),
                 section("Inputs", self.input_name, self.input_axes, self.input_dtype),
                 self.add_input_button,
                 section("Outputs", self.output_name, self.output_source, self.set_output_button),
-                w.HBox([self.undo_button, self.redo_button]),
+                w.HBox([self.undo_button, self.redo_button, self.edit_box_button]),
                 section("Files", self.path, w.HBox([self.save_button, self.load_button])),
                 self.export_path,
                 self.export_button,
             ],
-            layout=w.Layout(width="340px", min_width="340px"),
+            layout=w.Layout(width="330px", min_width="330px"),
         )
-        right = w.VBox([self.theme, self.diagram, self.messages, tabs], layout=w.Layout(flex="1"))
-        self.children = [w.HBox([left, right])]
+        text = w.VBox([w.HTML("<b>Text</b>"), self.text, self.text_status])
+        text.layout = w.Layout(width="380px", min_width="300px")
+        if _script() is None:
+            text.layout.display = "none"
+        middle = w.VBox([self.theme, self.canvas, self.messages], layout=w.Layout(flex="1"))
+        self.children = [w.HBox([left, middle, text]), self.tabs]
 
-    # ---- panels: pure functions of the current circuit ------------------------------------
+    # ---- views: pure functions of the current circuit -------------------------------------
     def _refresh(self, note: str = "") -> None:
-        c = self.circuit
+        c = self.view
+        self._checked = panels.check_draft(c)
         self._refresh_diagram()
-        self._refresh_sized()
-        self.json_text.value = io.dumps(c)
-        refs = panels.sources(c, self._checked)
-        refs = [r for r in refs if r != panels.DRAFT_OUTPUT]
+        self._stale = set(TABS)
+        self._refresh_tab()
+        self._refresh_text()
+        refs = [r for r in panels.sources(c, self._checked) if r != panels.DRAFT_OUTPUT]
         for dd in [*self.port_widgets.values()]:
             keep = dd.value
             dd.options = [_NONE, *refs]
@@ -227,18 +298,63 @@ class Studio(w.VBox):
             keep = dd.value
             dd.options = names
             dd.value = keep if keep in names else None
-        self.undo_button.disabled = self._at <= 0
-        self.redo_button.disabled = self._at >= len(self._history) - 1
-        problems = []
+        self.undo_button.disabled = not self._history.can_undo
+        self.redo_button.disabled = not self._history.can_redo
+        with self.canvas.hold_sync():
+            self.canvas.can_undo = self._history.can_undo
+            self.canvas.can_redo = self._history.can_redo
+            self.canvas.name, self.canvas.title = c.name, c.title
+            self.canvas.marks = {}
+            crumbs, at = [self.circuit.name], self.circuit
+            for call in self.scope:
+                at = edits.at_scope(at, [call])
+                crumbs.append(f"{call} ({at.name})")
+            self.canvas.crumbs = crumbs
         if not c.outputs and c.inputs:
-            note += "; a draft: set an output to draw, cost and compile it"
-        self._show(problems, note)
+            note += "; a draft: its loose ends are drawn dashed (set an output to finish it)"
+        self._show([], note)
 
     def _refresh_diagram(self) -> None:
-        self.diagram.value = panels.diagram_html(self.circuit, self.theme.value)
+        c = self.view
+        canvas = self.canvas
+        with canvas.hold_sync():
+            if self._checked is None:
+                canvas.svg = ""
+                canvas.placeholder = (
+                    "An empty circuit.\nAdd an input above (a name and its axes, e.g. x and "
+                    "B T D), then click boxes in the palette: each new box reads the selected one."
+                )
+                canvas.ports = {}
+            else:
+                drawn = panels.drawable(c, self._checked)
+                collapse = self._collapsed & _blocks(self._checked)
+                self._collapsed = collapse
+                try:
+                    canvas.svg = panels.diagram_svg(drawn, self.theme.value, collapse)
+                except Exception as e:  # noqa: BLE001 - a view that fails says why
+                    canvas.svg = ""
+                    canvas.placeholder = "cannot draw the circuit: " + str(e)[:2000]
+                canvas.ports = _ports(drawn, self._checked)
+                canvas.axis_sizes = _axis_sizes(c, self._checked)
+            if canvas.selected and not self._exists(canvas.selected):
+                canvas.selected = ""
+            canvas.version += 1
 
-    def _refresh_sized(self) -> None:
-        """Cost and code at the circuit's default sizes updated by the sizes field."""
+    def _exists(self, path: str) -> bool:
+        if path.startswith("wire:"):
+            return False  # wire ids change with every drawing
+        return path in edits.names(self.view) or path in {o.name for o in self.view.outputs}
+
+    def _refresh_tab(self) -> None:
+        """The tab shown, if its contents are stale (the others wait until shown)."""
+        index = self.tabs.selected_index
+        if index is None or TABS[index] not in self._stale:
+            return
+        tab = TABS[index]
+        self._stale.discard(tab)
+        if tab == "JSON":
+            self.json_text.value = io.dumps(self.circuit)
+            return
         try:
             sizes = panels.parse_sizes(self.sizes.value)
         except NcdError as e:
@@ -246,13 +362,241 @@ class Studio(w.VBox):
                 panels.problems_of(e), ok=False
             )
             return
-        self.cost.value = panels.cost_html(self.circuit, sizes)
-        self.code.value = panels.code_html(self.circuit, sizes)
+        if tab == "Cost":
+            self.cost.value = panels.cost_html(self.circuit, sizes)
+        else:
+            self.code.value = panels.code_html(self.circuit, sizes)
+
+    def _sizes_changed(self) -> None:
+        self._stale |= {"Cost", "Code"}
+        self._refresh_tab()
+
+    def _refresh_text(self) -> None:
+        script = _script()
+        if script is None:
+            return
+        try:
+            text = script.to_script(self.circuit)
+        except Exception as e:  # noqa: BLE001 - a view that fails says why
+            self.text_status.value = panels.messages_html(panels.problems_of(e), ok=False)
+            return
+        self._text_shown = text
+        self.text.value = text
+        self.text_status.value = ""
+
+    @_guarded
+    def _apply_text(self) -> None:
+        script = _script()
+        text = self.text.value
+        if script is None or text == self._text_shown:
+            return
+        try:
+            new = script.from_script(text)
+        except NcdError as e:
+            line = getattr(e, "line", None)
+            where = f"line {line}: " if line else ""
+            self.text_status.value = (
+                f'<div class="ncd-text-error" style="color:#c62828">{html.escape(where)}'
+                f"{html.escape(str(e))} (the diagram keeps the last valid circuit)</div>"
+            )
+            return
+        if self.edit(lambda _: new, "edited the text"):
+            self.text_status.value = ""
+        else:
+            self.text_status.value = self.messages.value
 
     def _show(self, problems, note: str, ok: bool = True) -> None:
         self.messages.value = panels.messages_html(problems, note, ok)
+        self.canvas.status_ok = ok and not problems
+        lines = [note] + [str(p) for p in problems[:3]]
+        if len(problems) > 3:
+            lines.append(f"… and {len(problems) - 3} more")
+        self.canvas.status = "\n".join(x for x in lines if x)
 
-    # ---- edits -----------------------------------------------------------------------------
+    # ---- intents from the diagram ---------------------------------------------------------
+    def _intent(self, msg: dict) -> None:
+        op = msg.get("op", "")
+        handler = getattr(self, f"_on_{op}", None)
+        if handler is None:
+            self._show([], f"unknown action {op!r} from the diagram", ok=False)
+            return
+        try:
+            handler(**{k: v for k, v in msg.items() if k != "op"})
+        except Exception as e:  # noqa: BLE001 - the diagram's actions never raise
+            self._show(panels.problems_of(e), f"{op}: not done; the circuit is unchanged", False)
+
+    def _on_select(self, path: str = "") -> None:
+        self.canvas.selected = path
+        if path in {b.name for b in self.view.boxes}:
+            self.box_select.value = path
+            self._edit_box()
+
+    def _on_undo(self) -> None:
+        self.undo()
+
+    def _on_redo(self) -> None:
+        self.redo()
+
+    def _ref_of(self, path: str) -> str:
+        """The value node `path` sends (a box's result, an input), or the last value."""
+        c, checked = self.view, self._checked
+        if path and path in {i.name for i in c.inputs}:
+            return path
+        if path and path in {o.name for o in c.outputs}:
+            return next(o.source for o in c.outputs if o.name == path)
+        if path.startswith(panels.DANGLING):
+            return path[1:].replace(":", ".")
+        if checked is not None and path in checked.outs:
+            outs = list(checked.outs[path])
+            return path if len(outs) == 1 else f"{path}.{outs[0]}"
+        if checked is not None and checked.order:
+            return self._ref_of(checked.order[-1])
+        return c.inputs[-1].name if c.inputs else ""
+
+    def _axes_of(self, ref: str) -> tuple[str, ...]:
+        if not ref or self._checked is None:
+            return ()
+        box, _, port = ref.partition(".")
+        try:
+            if box in self._checked.inputs:
+                v = self._checked.inputs[box]
+            else:
+                outs = self._checked.outs[box]
+                v = outs[port] if port else next(iter(outs.values()))
+        except (KeyError, StopIteration):
+            return ()
+        return v.names if isinstance(v, TensorType) else ()
+
+    def _on_add(self, kind: str, after: str = "") -> None:
+        if after.startswith("wire:"):
+            after = ""
+        ref = self._ref_of(after)
+        name = edits.fresh_name(self.view, kind)
+        axes = self._axes_of(ref)
+        if self.edit_here(
+            lambda c: edits.add_box(c, kind, source=ref or None, axes=axes, name=name),
+            f"added {name}",
+        ):
+            self._on_select(name)
+        else:  # the form takes it from here: the kind is chosen, the fields to fill shown
+            self.palette.value = kind
+            self.box_name.value = name
+
+    def _on_connect(self, ref: str, node: str, port: str = "") -> None:
+        c = self.view
+        if node in {o.name for o in c.outputs}:
+            self.edit_here(lambda c: edits.set_output(c, node, ref), f"output {node} <- {ref}")
+            return
+        if node.startswith(panels.DANGLING):
+            self._on_add_output("", ref)
+            return
+        box = edits._box(c, node)
+        if not port:  # dropped on the box: the last port reading one value twice, else the first
+            ports = edits.input_ports(box)
+            seen: dict[str, str] = {}
+            port = ports[0] if ports else ""
+            for p in ports:
+                src = box.inputs.get(p)
+                if src in seen.values():
+                    port = p
+                seen[p] = src
+        self.edit_here(lambda c: edits.connect(c, ref, node, port), f"wired {ref} -> {node}.{port}")
+
+    def _on_add_output(self, name: str = "", ref: str = "", path: str = "") -> None:
+        ref = ref or self._ref_of(path)
+        if not ref:
+            raise SchemaError("output: select a box first (its result becomes the output)")
+        name = name or edits.fresh_name(self.view, "y")
+        self.edit_here(lambda c: edits.set_output(c, name, ref), f"output {name} <- {ref}")
+
+    def _on_add_input(self, name: str = "", axes: str = "", dtype: str = "float32") -> None:
+        name = name or edits.fresh_name(self.view, "x")
+        self.edit_here(lambda c: edits.add_input(c, name, axes, dtype), f"added input {name}")
+
+    def _on_delete(self, path: str = "") -> None:
+        c = self.view
+        if not path or path.startswith("wire:"):
+            raise SchemaError("delete: select a box, an input or an output first")
+        if path in {b.name for b in c.boxes}:
+            if self.edit_here(lambda c: edits.delete_box(c, path), f"deleted {path}"):
+                self.canvas.selected = ""
+        elif path in {i.name for i in c.inputs}:
+            self.edit_here(lambda c: edits.remove_input(c, path), f"removed input {path}")
+        elif path in {o.name for o in c.outputs}:
+            self.edit_here(lambda c: edits.remove_output(c, path), f"removed output {path}")
+        else:
+            raise SchemaError(f"delete: '{path}' is not a box of this circuit (open its block)")
+
+    def _on_splice(self, kind: str, tail: str, head: str) -> None:
+        c = self.view
+        while tail.endswith("/copy"):
+            tail = tail[: -len("/copy")]
+        if "/" in tail or "/" in head:
+            raise SchemaError("splice: the wire is inside a subcircuit (double-click to open it)")
+        name = edits.fresh_name(c, kind)
+        outputs = {o.name: o.source for o in c.outputs}
+        if head.endswith("/copy") or head == tail + "/copy":
+            # the wire before a copy: the new box takes the value before it is shared
+            ref = self._ref_of(tail)
+
+            def change(c):
+                c = edits.add_box(c, kind, source=ref, axes=self._axes_of(ref), name=name)
+                others = [b.name for b in c.boxes if b.name != name]
+                return edits._replace_refs(c, edits.ref_box(ref), name, only=others)
+
+            self.edit_here(change, f"spliced {name} after {tail}")
+            return
+        if head in outputs:
+            ref = outputs[head]
+            self.edit_here(
+                lambda c: edits.splice(c, kind, ref, "output", head, axes=self._axes_of(ref),
+                                       name=name),
+                f"spliced {name} before output {head}",
+            )  # fmt: skip
+            return
+        box = edits._box(c, head)
+        port = next((p for p, r in box.inputs.items() if edits.ref_box(r) == tail), None)
+        if port is None:
+            raise SchemaError(f"splice: box '{head}' reads nothing from '{tail}'")
+        ref = box.inputs[port]
+        self.edit_here(
+            lambda c: edits.splice(c, kind, ref, head, port, axes=self._axes_of(ref), name=name),
+            f"spliced {name} into {tail} -> {head}",
+        )
+
+    def _on_toggle(self, path: str) -> None:
+        name = path.rsplit("/", 1)[-1]
+        self._collapsed ^= {name}
+        self._refresh_diagram()
+        shown = "collapsed" if name in self._collapsed else "expanded"
+        self._show([], f"{shown} {name}")
+
+    def _on_enter(self, path: str) -> None:
+        first, _, rest = path.partition("/")
+        c = self.view
+        box = next((b for b in c.boxes if b.name == first), None)
+        if box is None or box.kind != "call":
+            if box is not None:
+                self._on_select(first)
+            return
+        self.scope = (*self.scope, first)
+        self.canvas.selected = ""
+        self._refresh(f"editing {box.circuit} (called by {first}); the breadcrumb goes back")
+        if rest and "/" not in rest:
+            self._on_select(rest)
+
+    def _on_crumb(self, index: int = 0) -> None:
+        self.scope = self.scope[: max(int(index), 0)]
+        self.canvas.selected = ""
+        self._refresh(f"editing {self.view.name}")
+
+    def _on_rename(self, name: str) -> None:
+        self.edit_here(lambda c: edits.rename_circuit(c, name=name), f"renamed to {name}")
+
+    def _on_retitle(self, title: str) -> None:
+        self.edit_here(lambda c: edits.rename_circuit(c, title=title), "title changed")
+
+    # ---- the form ---------------------------------------------------------------------------
     @_guarded
     def _new_form(self) -> None:
         self.form = BoxForm(self.palette.value, on_change=lambda _: self._rewire())
@@ -262,7 +606,7 @@ class Studio(w.VBox):
     @_guarded
     def _rewire(self) -> None:
         """One source dropdown per input port of the box the form describes."""
-        refs = [r for r in panels.sources(self.circuit, self._checked) if r != panels.DRAFT_OUTPUT]
+        refs = [r for r in panels.sources(self.view, self._checked) if r != panels.DRAFT_OUTPUT]
         old = {p: dd.value for p, dd in self.port_widgets.items()}
         self.port_widgets = {}
         for port in self._ports():
@@ -277,7 +621,7 @@ class Studio(w.VBox):
 
     def _ports(self) -> list[str]:
         if self.form.kind == "call":  # a call takes the inputs of the subcircuit it names
-            sub = self.circuit.subcircuits.get(self.form.fields["circuit"][1].value.strip())
+            sub = self.view.subcircuits.get(self.form.fields["circuit"][1].value.strip())
             return [i.name for i in sub.inputs] if sub is not None else []
         return self.form.ports()
 
@@ -286,15 +630,17 @@ class Studio(w.VBox):
         name = self.box_name.value.strip()
         inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
         box = self.form.build(name, inputs)  # FormError: located per field
-        if any(b.name == name for b in self.circuit.boxes) or name in self._input_names():
+        if name in edits.names(self.view):
             raise SchemaError(f"box '{name}': the name is taken (choose another)")
-        if self.edit(lambda c: c.model_copy(update={"boxes": [*c.boxes, box]}), f"added {name}"):
+        if self.edit_here(
+            lambda c: c.model_copy(update={"boxes": [*c.boxes, box]}), f"added {name}"
+        ):
             self.box_name.value = ""
 
     @_guarded
     def _edit_box(self) -> None:
-        """Load the selected box into the palette, form and wiring (then `replace box`)."""
-        box = self.circuit.box(self._selected())
+        """Show the selected box in the form (change it there, then `apply to box`)."""
+        box = self.view.box(self._selected())
         self.palette.value = box.kind  # a new form for the kind
         self.form.fill(box)
         self.box_name.value = box.name
@@ -304,7 +650,7 @@ class Studio(w.VBox):
             if ref not in dd.options:  # written `box.port` where the list has `box`
                 dd.options = [*dd.options, ref]
             dd.value = ref
-        self._show([], f"editing {box.name}: change the form, then replace box")
+        self._show([], f"{box.name} ({box.kind}): change it in the form, then apply to box")
 
     @_guarded
     def _replace_box(self) -> None:
@@ -312,7 +658,7 @@ class Studio(w.VBox):
         old = self._selected()
         inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
         box = self.form.build(self.box_name.value.strip(), inputs)
-        self.edit(
+        self.edit_here(
             lambda c: c.model_copy(
                 update={"boxes": [box if b.name == old else b for b in c.boxes]}
             ),
@@ -324,13 +670,10 @@ class Studio(w.VBox):
             raise SchemaError("no box selected (expected one chosen in the box list)")
         return self.box_select.value
 
-    def _input_names(self) -> set[str]:
-        return {i.name for i in self.circuit.inputs}
-
     @_guarded
     def _delete_box(self) -> None:
         name = self._selected()
-        self.edit(
+        self.edit_here(
             lambda c: c.model_copy(update={"boxes": [b for b in c.boxes if b.name != name]}),
             f"deleted {name}",
         )
@@ -338,28 +681,16 @@ class Studio(w.VBox):
     @_guarded
     def _add_input(self) -> None:
         name = self.input_name.value.strip()
-        if name in self._input_names() or any(b.name == name for b in self.circuit.boxes):
-            raise SchemaError(f"input '{name}': the name is taken (choose another)")
-        try:
-            new = Input(name=name, axes=self.input_axes.value, dtype=self.input_dtype.value)
-        except Exception as e:  # pydantic: say which input and field
-            raise SchemaError(f"input '{name}': {_first_line(e)}") from None
-        if self.edit(lambda c: c.model_copy(update={"inputs": [*c.inputs, new]}), f"added {name}"):
+        axes, dtype = self.input_axes.value, self.input_dtype.value
+        if self.edit_here(lambda c: edits.add_input(c, name, axes, dtype), f"added {name}"):
             self.input_name.value = ""
 
     @_guarded
     def _set_output(self) -> None:
         name, source = self.output_name.value.strip(), self.output_source.value
-        try:
-            new = Output(name=name, source=source or "")
-        except Exception as e:
-            raise SchemaError(f"output '{name}': {_first_line(e)}") from None
-
-        def change(c):
-            outs = [o for o in c.outputs if o.name != name]
-            return c.model_copy(update={"outputs": [*outs, new]})
-
-        self.edit(change, f"output {name} <- {source}")
+        self.edit_here(
+            lambda c: edits.set_output(c, name, source or ""), f"output {name} <- {source}"
+        )
 
     @_guarded
     def _default_sizes(self) -> None:
@@ -372,47 +703,124 @@ class Studio(w.VBox):
     def _apply_json(self) -> None:
         self.edit(lambda _: io.loads(self.json_text.value), "applied JSON")
 
+    # ---- files ---------------------------------------------------------------------------------
+    def _reset_confirm(self) -> None:
+        self._confirm_save = ""
+        self.save_button.description = "save"
+
     @_guarded
     def _save(self) -> None:
         path = self.path.value.strip()
         if not path:
             raise SchemaError("save: no file given (expected a path such as circuit.json)")
+        if Path(path).exists() and self._confirm_save != path:
+            self._confirm_save = path
+            self.save_button.description = "overwrite"
+            self._show([], f"{path} exists: press overwrite to replace it (or change the name)")
+            return
         try:
-            io.save(self.circuit, path)
+            io.save(self.circuit, path)  # atomic: a temporary file, then renamed
         except OSError as e:
             raise SchemaError(f"{path}: cannot write ({e.strerror or e})") from None
+        self._reset_confirm()
         self._show([], f"saved {path}")
 
     @_guarded
     def _export(self) -> None:
+        from ncd.circuits.atomic import write_atomic
         from ncd.circuits.draw import render
 
         path = self.export_path.value.strip()
         if not path:
-            raise SchemaError("export: no file given (expected diagram.svg, .pdf or .png)")
-        render(self.circuit, path, theme=self.theme.value)
+            raise SchemaError("export: no file given (expected diagram.svg, .pdf, .png or .py)")
+        if path.endswith(".py"):
+            from ncd.compiler import to_source
+
+            sizes = panels.parse_sizes(self.sizes.value)
+            try:
+                write_atomic(path, to_source(self.circuit, sizes or None))
+            except OSError as e:
+                raise SchemaError(f"{path}: cannot write ({e.strerror or e})") from None
+        else:
+            render(self.circuit, path, theme=self.theme.value)
         self._show([], f"exported {path}")
 
     # ---- history ---------------------------------------------------------------------------
     @_guarded
     def undo(self) -> None:
         """Go back one accepted edit (a no-op at the first)."""
-        self._goto(max(self._at - 1, 0), "undo")
+        self._history.undo()
+        self._goto("undo")
 
     @_guarded
     def redo(self) -> None:
         """Go forward one undone edit (a no-op at the last)."""
-        self._goto(min(self._at + 1, len(self._history) - 1), "redo")
+        self._history.redo()
+        self._goto("redo")
 
-    def _goto(self, at: int, what: str) -> None:
-        self._at = at
-        self._checked = panels.check_draft(self.circuit)  # it was valid when accepted
-        self._refresh(f"{what}: {self._at + 1} of {len(self._history)}")
+    def _goto(self, what: str) -> None:
+        self._fit_scope()
+        self._refresh(f"{what}: {self._history.where()}")
 
 
-def _first_line(err: Exception) -> str:
-    errors = getattr(err, "errors", None)
-    if callable(errors):
-        e = errors(include_url=False)[0]
-        return f"field '{'.'.join(map(str, e['loc']))}': {e['msg']} (found {e.get('input')!r})"
-    return str(err).splitlines()[0]
+def _palette() -> list[dict]:
+    from ncd.circuits.kinds import KINDS
+
+    out = []
+    for _, kind in palette_options():
+        doc = (KINDS[kind].__doc__ or "").strip().split("\n")[0]
+        out.append({"kind": kind, "family": KINDS[kind].family, "doc": doc[:160]})
+    return out
+
+
+def _blocks(checked) -> set[str]:
+    from ncd.circuits.draw.scene import blocks
+
+    return blocks(checked) if checked is not None else set()
+
+
+def _ports(drawn: Circuit, checked) -> dict[str, dict[str, list[str]]]:
+    """What the diagram offers to wire: input ports of boxes and outputs, values sent by
+    boxes and inputs (a box of several results sends `box.port` for each)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for i in drawn.inputs:
+        out[i.name] = {"out": [i.name]}
+    for b in drawn.boxes:
+        outs = list(checked.outs.get(b.name, {}))
+        refs = [b.name] if len(outs) == 1 else [f"{b.name}.{p}" for p in outs]
+        out[b.name] = {"in": edits.input_ports(b), "out": refs}
+    for o in drawn.outputs:
+        if not o.name.startswith(panels.DANGLING):
+            out[o.name] = {"in": ["source"]}
+        else:
+            out[o.name] = {"in": []}
+    return out
+
+
+def _axis_sizes(c: Circuit, checked) -> dict[str, str]:
+    """Axis -> `T = 128` (bound), `D = H*K` (an expression), or `T (free)`."""
+    from ncd.circuits.sizes import show, symbol
+
+    axes: set[str] = set()
+    values = list(checked.inputs.values())
+    for ports in checked.outs.values():
+        values += list(ports.values())
+    for v in values:
+        items = [v] if isinstance(v, TensorType) else [t for _, t in getattr(v, "items", [])]
+        for t in items:
+            axes |= {a.name for a in t.axes}
+    out = {}
+    for a in sorted(axes)[:500]:
+        try:
+            expr = checked.resolve(symbol(a))
+            n = checked.number(expr)
+        except Exception:  # noqa: BLE001 - a size that cannot be shown is left out
+            continue
+        shown = show(expr)
+        text = f"{a} = {shown}" if shown != a else a
+        out[a] = (
+            f"{text} = {n}"
+            if n is not None and str(n) != shown
+            else (text if n is not None else f"{text} (free)")
+        )
+    return out

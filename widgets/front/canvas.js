@@ -1,0 +1,485 @@
+// The Studio's diagram: draws the renderer's SVG and sends intents to the kernel.
+// Plain ES module for anywidget (no build step). Python owns the circuit; this file keeps
+// only view state (zoom, pan, hover) and never edits the drawing's meaning itself.
+
+const SVGNS = "http://www.w3.org/2000/svg";
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v);
+  }
+  for (const c of children) el.append(c);
+  return el;
+}
+
+function s(tag, attrs = {}) {
+  const el = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+// The node path of an SVG group: `box:blocks/ln1` -> `blocks/ln1`.
+function pathOf(g) {
+  return g.id.replace(/^(box|block|wire):/, "");
+}
+
+function render({ model, el }) {
+  el.classList.add("ncd-studio");
+  el.tabIndex = 0;
+  // JupyterLab: keys pressed in the widget are the widget's (Ctrl+Z is not the notebook's).
+  el.dataset.lmSuppressShortcuts = "true";
+  let sentAt = 0;
+  const send = (op, args = {}) => {
+    sentAt = performance.now();
+    model.send({ op, ...args });
+  };
+
+  // ---- toolbar ----------------------------------------------------------------------------
+  const crumbs = h("span", { class: "ncd-crumbs" });
+  const name = h("input", { class: "ncd-name", title: "circuit name", "aria-label": "name" });
+  const title = h("input", {
+    class: "ncd-title", title: "circuit title", placeholder: "title", "aria-label": "title",
+  });
+  const undo = h("button", { class: "ncd-undo", title: "undo (Ctrl+Z)" }, "↶");
+  const redo = h("button", { class: "ncd-redo", title: "redo (Ctrl+Shift+Z)" }, "↷");
+  const fit = h("button", { class: "ncd-fit", title: "fit the diagram to the view" }, "fit");
+  const inName = h("input", { class: "ncd-input-name", placeholder: "input", size: 6 });
+  const inAxes = h("input", { class: "ncd-input-axes", placeholder: "B T D", size: 8 });
+  const addIn = h("button", { class: "ncd-add-input", title: "add an input" }, "+ input");
+  const outName = h("input", { class: "ncd-output-name", placeholder: "output", size: 6 });
+  const addOut = h("button", {
+    class: "ncd-add-output", title: "the selected box's result becomes an output",
+  }, "+ output");
+  const del = h("button", { class: "ncd-delete", title: "delete the selection (Delete)" }, "✕");
+  const toolbar = h("div", { class: "ncd-toolbar" }, crumbs, name, title, undo, redo, fit,
+    h("span", { class: "ncd-sep" }), inName, inAxes, addIn, outName, addOut, del);
+  name.addEventListener("change", () => send("rename", { name: name.value.trim() }));
+  title.addEventListener("change", () => send("retitle", { title: title.value }));
+  undo.addEventListener("click", () => send("undo"));
+  redo.addEventListener("click", () => send("redo"));
+  fit.addEventListener("click", () => fitView());
+  addIn.addEventListener("click", () =>
+    send("add_input", { name: inName.value.trim(), axes: inAxes.value.trim() }));
+  addOut.addEventListener("click", () =>
+    send("add_output", { name: outName.value.trim(), path: model.get("selected") }));
+  del.addEventListener("click", () => send("delete", { path: model.get("selected") }));
+
+  // ---- palette ----------------------------------------------------------------------------
+  const search = h("input", { class: "ncd-search", placeholder: "search boxes", type: "search" });
+  const list = h("div", { class: "ncd-palette-list" });
+  const palette = h("div", { class: "ncd-palette" }, search, list);
+  function drawPalette() {
+    const q = search.value.trim().toLowerCase();
+    list.replaceChildren();
+    let family = "";
+    for (const item of model.get("palette")) {
+      const text = `${item.kind} ${item.family} ${item.doc}`.toLowerCase();
+      if (q && !text.includes(q)) continue;
+      if (item.family !== family) {
+        family = item.family;
+        list.append(h("div", { class: "ncd-family" }, family));
+      }
+      const row = h("div", { class: "ncd-kind", "data-kind": item.kind, title: item.doc },
+        item.kind);
+      row.addEventListener("pointerdown", (e) => startPaletteDrag(e, item.kind));
+      list.append(row);
+    }
+  }
+  search.addEventListener("input", drawPalette);
+  search.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      const first = list.querySelector(".ncd-kind");
+      if (first) send("add", { kind: first.dataset.kind, after: model.get("selected") });
+    }
+  });
+
+  // ---- stage: pan and zoom ----------------------------------------------------------------
+  const holder = h("div", { class: "ncd-holder" });
+  const stage = h("div", { class: "ncd-stage" }, holder);
+  const info = h("div", { class: "ncd-info" });
+  const status = h("div", { class: "ncd-status" });
+  const tip = h("div", { class: "ncd-tip" });
+  el.append(toolbar, h("div", { class: "ncd-body" }, palette, stage), info, status, tip);
+  let view = { x: 10, y: 10, k: 1 };
+  let fitted = false;
+  const apply = () => {
+    holder.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.k})`;
+  };
+  function fitView() {
+    const svg = holder.querySelector("svg");
+    if (!svg) return;
+    const w = svg.width.baseVal.value || 1, hh = svg.height.baseVal.value || 1;
+    const sw = stage.clientWidth || 800, sh = stage.clientHeight || 500;
+    view.k = Math.min(1.5, Math.max(0.05, Math.min((sw - 20) / w, (sh - 20) / hh)));
+    view.x = 10;
+    view.y = Math.max(10, (sh - hh * view.k) / 2);
+    apply();
+  }
+  stage.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = stage.getBoundingClientRect();
+    const px = e.clientX - r.left, py = e.clientY - r.top;
+    const f = Math.exp(-e.deltaY * 0.0015);
+    const k = Math.min(8, Math.max(0.05, view.k * f));
+    view.x = px - ((px - view.x) * k) / view.k;
+    view.y = py - ((py - view.y) * k) / view.k;
+    view.k = k;
+    apply();
+  }, { passive: false });
+  let pan = null;
+  stage.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0 || e.target.closest(".ncd-handle, g.node, g.edge, .ncd-toggle")) return;
+    pan = { x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, moved: false };
+    stage.setPointerCapture(e.pointerId);
+  });
+  stage.addEventListener("pointermove", (e) => {
+    if (pan) {
+      const dx = e.clientX - pan.x, dy = e.clientY - pan.y;
+      if (Math.abs(dx) + Math.abs(dy) > 3) pan.moved = true;
+      view.x = pan.vx + dx;
+      view.y = pan.vy + dy;
+      apply();
+    }
+  });
+  stage.addEventListener("pointerup", (e) => {
+    if (pan && !pan.moved) select("");
+    pan = null;
+  });
+
+  // ---- the drawing --------------------------------------------------------------------------
+  let nodeById = {};  // Graphviz node id (n3) -> node path
+  function draw() {
+    const text = model.get("svg");
+    if (!text) {
+      holder.replaceChildren(h("div", { class: "ncd-placeholder" }, model.get("placeholder")));
+      return;
+    }
+    holder.innerHTML = text.slice(text.indexOf("<svg"));
+    const svg = holder.querySelector("svg");
+    nodeById = {};
+    for (const g of svg.querySelectorAll("g.node")) {
+      g.removeAttribute("title");
+      const t = g.querySelector("title");
+      if (t) nodeById[t.textContent] = pathOf(g);
+      // The renderer's hover text stays available as our tooltip, not the browser's.
+      const a = g.querySelector("a");
+      if (a) {
+        g.dataset.tip = a.getAttribute("xlink:title") || "";
+        a.removeAttribute("xlink:title");
+      }
+      if (pathOf(g).startsWith("\u2026")) g.classList.add("ncd-dangling");
+    }
+    for (const g of svg.querySelectorAll("g.edge")) {
+      const t = g.querySelector("title");
+      const [tail, head] = (t ? t.textContent : "").split("->").map((x) => x.split(":")[0]);
+      g.dataset.tail = nodeById[tail] || "";
+      g.dataset.head = nodeById[head] || "";
+      if (g.dataset.head.startsWith("\u2026")) g.classList.add("ncd-dangling");
+      const path = g.querySelector("path");
+      if (path) {  // a wide invisible stroke, so a thin wire is easy to hit and to drop on
+        const hit = path.cloneNode();
+        hit.setAttribute("class", "ncd-hit");
+        g.append(hit);
+      }
+      if (t) t.remove();
+    }
+    for (const g of svg.querySelectorAll("g.cluster title, g.node title")) g.remove();
+    decorate();
+    if (!fitted) {
+      fitView();
+      fitted = true;
+    }
+    el.dataset.version = String(model.get("version"));
+    if (sentAt) {
+      el.dataset.lastMs = String(Math.round(performance.now() - sentAt));
+      sentAt = 0;
+    }
+  }
+
+  // Handles, toggles, selection and marks: an overlay group inside the drawing.
+  function decorate() {
+    const svg = holder.querySelector("svg");
+    if (!svg) return;
+    const root = svg.querySelector("g.graph") || svg;
+    root.querySelector(".ncd-overlay")?.remove();
+    const over = s("g", { class: "ncd-overlay" });
+    root.append(over);
+    const ports = model.get("ports");
+    const marks = model.get("marks");
+    const sel = model.get("selected");
+    for (const g of svg.querySelectorAll("g.node")) {
+      const path = pathOf(g);
+      g.classList.toggle("ncd-selected", path === sel);
+      const b = g.getBBox();
+      if (path === sel) {
+        over.append(s("rect", {
+          class: "ncd-sel", x: b.x - 3, y: b.y - 3, width: b.width + 6, height: b.height + 6,
+          rx: 4,
+        }));
+      }
+      const p = ports[path];
+      if (p) {
+        (p.in || []).forEach((port, i, all) => {
+          const c = s("circle", {
+            class: "ncd-handle ncd-in", r: 4, cx: b.x, cy: b.y + (b.height * (i + 1)) / (all.length + 1),
+            "data-node": path, "data-port": port,
+          });
+          c.append(Object.assign(s("title"), { textContent: `${path}: input ${port}` }));
+          over.append(c);
+        });
+        (p.out || []).forEach((ref, i, all) => {
+          const c = s("circle", {
+            class: "ncd-handle ncd-out", r: 4, cx: b.x + b.width,
+            cy: b.y + (b.height * (i + 1)) / (all.length + 1), "data-node": path, "data-ref": ref,
+          });
+          c.append(Object.assign(s("title"), { textContent: `${ref}: drag to an input` }));
+          over.append(c);
+        });
+      }
+      if (marks[path]) {
+        g.classList.add("ncd-bad");
+        const m = s("g", { class: "ncd-mark", "data-node": path });
+        m.append(s("circle", { cx: b.x + b.width, cy: b.y, r: 6 }));
+        const tx = s("text", { x: b.x + b.width, y: b.y + 3.5, "text-anchor": "middle" });
+        tx.textContent = "!";
+        m.append(tx);
+        m.dataset.tip = marks[path];
+        over.append(m);
+      }
+      if (g.classList.contains("role-group") || g.classList.contains("role-call")) {
+        over.append(toggle(b.x, b.y, "+", path, "expand"));
+      }
+    }
+    for (const g of svg.querySelectorAll("g.cluster")) {
+      const b = g.getBBox();
+      over.append(toggle(b.x + 2, b.y + 2, "−", pathOf(g), "collapse"));
+    }
+    for (const g of svg.querySelectorAll("g.edge")) {
+      g.classList.toggle("ncd-selected", "wire:" + pathOf(g) === sel);
+    }
+  }
+
+  function toggle(x, y, sign, path, what) {
+    const t = s("g", { class: "ncd-toggle", "data-path": path, "data-what": what });
+    t.append(s("rect", { x: x - 1, y: y - 1, width: 11, height: 11, rx: 2 }));
+    const tx = s("text", { x: x + 4.5, y: y + 8, "text-anchor": "middle" });
+    tx.textContent = sign;
+    t.append(tx);
+    t.append(Object.assign(s("title"), { textContent: `${what} ${path}` }));
+    return t;
+  }
+
+  function select(path) {
+    model.set("selected", path);
+    model.save_changes();
+    if (!path.startsWith("wire:")) info.textContent = "";
+    send("select", { path });
+  }
+
+  // ---- clicks ---------------------------------------------------------------------------------
+  stage.addEventListener("click", (e) => {
+    const tg = e.target.closest(".ncd-toggle");
+    if (tg) {
+      send("toggle", { path: tg.dataset.path });
+      return;
+    }
+    const node = e.target.closest("g.node");
+    if (node) {
+      select(pathOf(node));
+      return;
+    }
+    const edge = e.target.closest("g.edge");
+    if (edge) {
+      const axis = [...edge.classList].find((c) => c.startsWith("axis-"));
+      const a = axis ? axis.slice(5) : "";
+      const size = model.get("axis_sizes")[a] || a;
+      info.textContent = a
+        ? `wire ${a}: ${size}, from ${edge.dataset.tail} to ${edge.dataset.head}`
+        : `scalar wire from ${edge.dataset.tail} to ${edge.dataset.head}`;
+      select("wire:" + pathOf(edge));
+    }
+  });
+  stage.addEventListener("dblclick", (e) => {
+    const node = e.target.closest("g.node");
+    const cluster = e.target.closest("g.cluster");
+    if (node) send("enter", { path: pathOf(node) });
+    else if (cluster) send("enter", { path: pathOf(cluster) });
+  });
+  stage.addEventListener("mousemove", (e) => {
+    const m = e.target.closest(".ncd-mark, g.node");
+    const text = m ? m.dataset.tip || "" : "";
+    const mark = m && m.classList.contains("ncd-mark");
+    const node = m && !mark ? model.get("marks")[pathOf(m)] : "";
+    const shown = mark ? text : node ? `${node}\n${text}` : text;
+    if (!shown) {
+      tip.style.display = "none";
+      return;
+    }
+    const r = el.getBoundingClientRect();
+    tip.textContent = shown;
+    tip.classList.toggle("ncd-tip-bad", Boolean(mark || node));
+    tip.style.display = "block";
+    tip.style.left = `${e.clientX - r.left + 12}px`;
+    tip.style.top = `${e.clientY - r.top + 12}px`;
+  });
+  stage.addEventListener("mouseleave", () => (tip.style.display = "none"));
+
+  // ---- drags: output port -> input port; palette box -> canvas or wire -----------------------
+  let line = null;
+  function toDrawing(e) {
+    const svg = holder.querySelector("svg");
+    const root = svg.querySelector("g.graph") || svg;
+    const pt = svg.createSVGPoint();
+    pt.x = e.clientX;
+    pt.y = e.clientY;
+    return pt.matrixTransform(root.getScreenCTM().inverse());
+  }
+  stage.addEventListener("pointerdown", (e) => {
+    const hd = e.target.closest(".ncd-handle.ncd-out");
+    if (!hd || e.button !== 0) return;
+    e.stopPropagation();
+    e.preventDefault();
+    const over = holder.querySelector(".ncd-overlay");
+    line = s("line", {
+      class: "ncd-drag", x1: hd.getAttribute("cx"), y1: hd.getAttribute("cy"),
+      x2: hd.getAttribute("cx"), y2: hd.getAttribute("cy"),
+    });
+    line.dataset.ref = hd.dataset.ref;
+    over.append(line);
+    const move = (ev) => {
+      const p = toDrawing(ev);
+      line.setAttribute("x2", p.x);
+      line.setAttribute("y2", p.y);
+    };
+    const up = (ev) => {
+      window.removeEventListener("pointermove", move);
+      window.removeEventListener("pointerup", up);
+      const ref = line.dataset.ref;
+      line.remove();
+      line = null;
+      const at = document.elementFromPoint(ev.clientX, ev.clientY);
+      const target = at && at.closest(".ncd-handle.ncd-in");
+      const node = at && at.closest("g.node");
+      if (target) send("connect", { ref, node: target.dataset.node, port: target.dataset.port });
+      else if (node) send("connect", { ref, node: pathOf(node), port: "" });
+      else if (at && stage.contains(at)) send("add_output", { name: "", ref });
+    };
+    window.addEventListener("pointermove", move);
+    window.addEventListener("pointerup", up);
+  }, true);
+
+  function startPaletteDrag(e, kind) {
+    if (e.button !== 0) return;
+    e.preventDefault();
+    const ghost = h("div", { class: "ncd-ghost" }, kind);
+    let moved = false;
+    const x0 = e.clientX, y0 = e.clientY;
+    const move = (ev) => {
+      if (!moved && Math.abs(ev.clientX - x0) + Math.abs(ev.clientY - y0) > 4) {
+        moved = true;
+        el.append(ghost);
+      }
+      if (moved) {
+        const r = el.getBoundingClientRect();
+        ghost.style.left = `${ev.clientX - r.left + 6}px`;
+        ghost.style.top = `${ev.clientY - r.top + 6}px`;
+        for (const g of holder.querySelectorAll("g.edge.ncd-target")) {
+          g.classList.remove("ncd-target");
+        }
+        const at = document.elementFromPoint(ev.clientX, ev.clientY);
+        const edge = at && at.closest("g.edge");
+        if (edge) edge.classList.add("ncd-target");
+      }
+    };
+    const up = (ev) => {
+      window.removeEventListener("pointermove", move);
+      window.removeEventListener("pointerup", up);
+      ghost.remove();
+      for (const g of holder.querySelectorAll("g.edge.ncd-target")) {
+        g.classList.remove("ncd-target");
+      }
+      if (!moved) {  // a click: the box follows the selection (or the last value)
+        send("add", { kind, after: model.get("selected") });
+        return;
+      }
+      const at = document.elementFromPoint(ev.clientX, ev.clientY);
+      const edge = at && at.closest("g.edge");
+      const node = at && at.closest("g.node");
+      if (edge) send("splice", { kind, tail: edge.dataset.tail, head: edge.dataset.head });
+      else if (node) send("add", { kind, after: pathOf(node) });
+      else if (at && stage.contains(at)) send("add", { kind, after: model.get("selected") });
+    };
+    window.addEventListener("pointermove", move);
+    window.addEventListener("pointerup", up);
+  }
+
+  // ---- keys -----------------------------------------------------------------------------------
+  el.addEventListener("keydown", (e) => {
+    if (e.target.closest("input, textarea, select")) return;  // typing in a field
+    const mod = e.ctrlKey || e.metaKey;
+    let done = true;
+    if (mod && e.key.toLowerCase() === "z" && e.shiftKey) send("redo");
+    else if (mod && e.key.toLowerCase() === "z") send("undo");
+    else if (mod && e.key.toLowerCase() === "y") send("redo");
+    else if (e.key === "Delete" || e.key === "Backspace") {
+      if (model.get("selected")) send("delete", { path: model.get("selected") });
+    } else if (e.key === "Escape") {
+      select("");
+      info.textContent = "";
+    } else if (e.key === "+" || e.key === "=") {
+      view.k = Math.min(8, view.k * 1.2);
+      apply();
+    } else if (e.key === "-") {
+      view.k = Math.max(0.05, view.k / 1.2);
+      apply();
+    } else done = false;
+    if (done) {
+      e.preventDefault();
+      e.stopPropagation();
+    }
+  });
+  el.addEventListener("pointerdown", (e) => {
+    if (!e.target.closest("input, textarea, select, button")) el.focus({ preventScroll: true });
+  });
+
+  // ---- model -> view ----------------------------------------------------------------------------
+  function drawCrumbs() {
+    crumbs.replaceChildren();
+    model.get("crumbs").forEach((c, i, all) => {
+      if (i) crumbs.append(" › ");
+      const last = i === all.length - 1;
+      const b = h("button", { class: last ? "ncd-crumb ncd-here" : "ncd-crumb" }, c);
+      if (!last) b.addEventListener("click", () => send("crumb", { index: i }));
+      crumbs.append(b);
+    });
+  }
+  function drawBar() {
+    name.value = model.get("name");
+    title.value = model.get("title");
+    undo.disabled = !model.get("can_undo");
+    redo.disabled = !model.get("can_redo");
+    status.textContent = model.get("status");
+    status.classList.toggle("ncd-error", !model.get("status_ok"));
+  }
+  model.on("change:svg", draw);
+  model.on("change:version", () => { el.dataset.version = String(model.get("version")); });
+  model.on("change:ports", decorate);
+  model.on("change:marks", decorate);
+  model.on("change:selected", decorate);
+  model.on("change:palette", drawPalette);
+  model.on("change:crumbs", () => { drawCrumbs(); fitted = false; });
+  for (const k of ["name", "title", "can_undo", "can_redo", "status", "status_ok"]) {
+    model.on(`change:${k}`, drawBar);
+  }
+  drawPalette();
+  drawCrumbs();
+  drawBar();
+  draw();
+  // The first fit needs the stage's size, known once the element is in the page.
+  requestAnimationFrame(() => fitView());
+}
+
+export default { render };
