@@ -1,0 +1,154 @@
+"""The int8 matrix product with int32 accumulation (HAWQ-V3's integer GEMM): a tiled Triton
+kernel on tl.dot of int8 tiles into an int32 accumulator, with an optional fused epilogue
+(int32 bias, then dyadic requantisation to int8), its launch wrapper and the public function
+(inference only: no autograd)."""
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import cdiv, check, launch, use_triton
+from .reference import MAX_ACC_K, int8_matmul_reference
+
+
+@triton.jit
+def _int8_mm_kernel(
+    a_ptr, b_ptr, c_ptr, bias_ptr, mult_ptr, shift_ptr, M, N, K,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn, QMIN, QMAX,
+    HAS_BIAS: tl.constexpr, REQUANT: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    # Programs walk the output tiles in groups of GROUP_M tile rows, so that a wave of
+    # programs shares the b tiles it reads in L2.
+    pid = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * grid_n
+    first_m = (pid // per_group) * GROUP_M
+    rows = tl.minimum(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % rows
+    pid_n = (pid % per_group) // rows
+    offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k * BLOCK_K
+        a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
+        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & (offs_n[None, :] < N), other=0)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    n_mask = offs_n < N
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0)[None, :]
+    c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    mask = (offs_m[:, None] < M) & n_mask[None, :]
+    if REQUANT:
+        mult = tl.load(mult_ptr + offs_n, mask=n_mask, other=0)
+        shift = tl.load(shift_ptr + offs_n, mask=n_mask, other=1)
+        half = tl.full([BLOCK_N], 1, tl.int64) << (shift - 1)
+        y = (acc.to(tl.int64) * mult[None, :] + half[None, :]) >> shift[None, :]
+        y = tl.minimum(tl.maximum(y, QMIN), QMAX)
+        tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=mask)
+    else:
+        tl.store(c_ptrs, acc, mask=mask)
+
+
+# int8 tiles are half the bytes of 16-bit ones: BLOCK_K 128 keeps one tile row at 128 bytes.
+CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+                  num_warps=w, num_stages=s)
+    for bm, bn, bk, w, s in (
+        (128, 256, 128, 8, 3), (256, 128, 128, 8, 3), (128, 128, 128, 8, 4),
+        (128, 128, 128, 4, 4), (128, 256, 64, 8, 4), (64, 128, 128, 4, 4),
+    )
+]  # fmt: skip
+INTERPRET = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2}
+KEY = ["M", "N", "K"]
+
+
+def _per_channel(v, N, name, device):
+    t = torch.as_tensor(v, device=device)
+    check(not t.is_floating_point() and t.dim() <= 1 and t.numel() in (1, N), OP, name,
+          f"an int or an integer tensor [{N}]", tuple(t.shape) if t.dim() else v)  # fmt: skip
+    return t.to(torch.int64).expand(N).contiguous()
+
+
+OP = "int8_matmul"
+
+
+def int8_matmul(
+    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, multiplier=None,
+    shift=None, bits: int = 8, backend: str = "auto",
+) -> torch.Tensor:  # fmt: skip
+    """``a @ b`` of int8 matrices with int32 accumulation (HAWQ-V3), optionally with an int32
+    bias and dyadic requantisation fused into the epilogue.
+
+    Args:
+        a: int8 ``[..., K]`` (activations; any strides).
+        b: int8 ``[K, N]`` (any strides; K-major, such as ``weight.t()`` of an ``[N, K]``
+            weight, is what Hopper's int8 tensor cores read directly). K <= 131071, so that
+            the int32 accumulator cannot overflow.
+        bias: int32 ``[N]`` in the accumulator's units (scale_a * scale_b), or None.
+        multiplier, shift: None (return the int32 accumulator), or ints / integer tensors
+            ``[N]`` (per output channel) from ``reference.dyadic(scale_a * scale_b /
+            scale_out)``: the output is ``clamp(round((acc + bias) * multiplier / 2^shift))``
+            to `bits` signed bits, rounded to nearest with halves upwards.
+        bits: output bits with requantisation (2..8).
+        backend: ``"auto"`` (Triton on CUDA tensors, the reference on CPU), ``"triton"`` or
+            ``"reference"``.
+
+    Returns:
+        int32 ``[..., N]``, or int8 ``[..., N]`` with requantisation.
+
+    >>> a = torch.full((2, 3), 100, dtype=torch.int8)
+    >>> b = torch.full((3, 4), -100, dtype=torch.int8)
+    >>> int8_matmul(a, b)[0, 0].item(), int8_matmul(a, b, None, 1 << 30, 40)[0, 0].item()
+    (-30000, -29)
+    """
+    for name, t in (("a", a), ("b", b)):
+        check(isinstance(t, torch.Tensor) and t.dtype == torch.int8, OP, f"{name}.dtype",
+              "torch.int8", getattr(t, "dtype", type(t).__name__))  # fmt: skip
+    check(a.dim() >= 1, OP, "a.shape", "[..., K]", tuple(a.shape))
+    check(b.dim() == 2 and b.shape[0] == a.shape[-1], OP, "b.shape",
+          f"[K, N] with K = {a.shape[-1]} (a's last axis)", tuple(b.shape))  # fmt: skip
+    check(b.device == a.device, OP, "b.device", str(a.device), b.device)
+    K, N = b.shape
+    check(K <= MAX_ACC_K, OP, "K", f"at most {MAX_ACC_K} (int32 accumulation)", K)
+    if bias is not None:
+        check(isinstance(bias, torch.Tensor) and bias.dtype == torch.int32
+              and tuple(bias.shape) == (N,), OP, "bias", f"int32 [{N}]",
+              (getattr(bias, "dtype", None), tuple(getattr(bias, "shape", ()))))  # fmt: skip
+    check((multiplier is None) == (shift is None), OP, "multiplier and shift",
+          "both given or both None", (multiplier, shift))  # fmt: skip
+    requant = multiplier is not None
+    if requant:
+        check(isinstance(bits, int) and 2 <= bits <= 8, OP, "bits", "an int from 2 to 8", bits)
+        mult = _per_channel(multiplier, N, "multiplier", a.device)
+        sh = _per_channel(shift, N, "shift", a.device)
+        if not a.is_cuda:  # host values: checked (on CUDA they are trusted, no sync)
+            check(bool(((mult.abs() < 2**31) & (sh >= 1) & (sh <= 62)).all()), OP,
+                  "multiplier, shift", "|multiplier| < 2^31 and shift in 1..62",
+                  (mult.tolist()[:4], sh.tolist()[:4]))  # fmt: skip
+    lead = a.shape[:-1]
+    a2 = a.reshape(-1, K)
+    if not use_triton(a, backend, OP):
+        out = int8_matmul_reference(a2, b, bias, mult if requant else None,
+                                    sh if requant else None, bits)  # fmt: skip
+        return out.reshape(*lead, N)
+    M = a2.shape[0]
+    c = torch.empty(M, N, dtype=torch.int8 if requant else torch.int32, device=a.device)
+    if M and N:
+        dummy = c
+        launch(
+            _int8_mm_kernel, CONFIGS,
+            lambda m: (cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"]),),
+            (a2, b, c, dummy if bias is None else bias, mult if requant else dummy,
+             sh if requant else dummy, M, N, K, *a2.stride(), *b.stride(), *c.stride(),
+             -(1 << (bits - 1)), (1 << (bits - 1)) - 1),
+            {"HAS_BIAS": bias is not None, "REQUANT": requant}, INTERPRET, key=KEY,
+        )  # fmt: skip
+    return c.reshape(*lead, N)
