@@ -39,7 +39,10 @@ if IN_PROCESS:
         del sys.modules[_name]
     import triton.experimental.gluon  # noqa: F401  (Triton imports it lazily; same rule)
 
-    import ncd.ops  # noqa: F401
+    import ncd.ops
+
+    for _name in ncd.ops.__all__:  # the families' kernels, which ncd.ops imports on first use
+        getattr(ncd.ops, _name)
 
     if _saved is None:
         del os.environ["TRITON_INTERPRET"]
