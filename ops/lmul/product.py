@@ -1,9 +1,12 @@
 """L-Mul on bit patterns: the elementwise product and the matrix product, each an autograd
-Function whose backward is that of the exact product (straight-through). PyTorch integer
-arithmetic on every device; maths and choices in README.md.
+Function whose backward is that of the exact product (straight-through). The forward runs the
+Triton kernels of kernels.py on CUDA tensors (float32 and 16-bit) and PyTorch integer
+arithmetic otherwise; maths and choices in README.md.
 """
 
 import torch
+
+from .._backend import use_triton
 
 # dtype -> (integer type of the same width, exponent bits, mantissa bits)
 _FORMATS = {torch.float32: (torch.int32, 8, 23), torch.float64: (torch.int64, 11, 52)}
@@ -75,13 +78,25 @@ def _as_format(v, op):
     return v if v.dtype in _FORMATS else v.float()
 
 
+def _kernel_dtype(dtype) -> bool:
+    """Whether the Triton kernels take operands of this dtype (float32 and 16-bit floats;
+    float64 keeps its own format in the PyTorch form)."""
+    return dtype in (torch.float32, torch.float16, torch.bfloat16)
+
+
 class LMulFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, y, m):
-        xs, ys = torch.broadcast_tensors(_as_format(x, "lmul"), _as_format(y, "lmul"))
-        out = _combine(_Parts.of(xs, m), _Parts.of(ys, m), m, xs.dtype, lambda: xs * ys)
+    def forward(ctx, x, y, m, kernel):
+        dtype = torch.promote_types(x.dtype, y.dtype)
+        if kernel:
+            from .kernels import lmul_elementwise
+
+            out = lmul_elementwise(*torch.broadcast_tensors(x, y), m, dtype)
+        else:
+            xs, ys = torch.broadcast_tensors(_as_format(x, "lmul"), _as_format(y, "lmul"))
+            out = _combine(_Parts.of(xs, m), _Parts.of(ys, m), m, xs.dtype, lambda: xs * ys)
         ctx.save_for_backward(x, y)
-        return out.to(torch.promote_types(x.dtype, y.dtype))
+        return out.to(dtype)
 
     @staticmethod
     def backward(ctx, g):
@@ -91,7 +106,7 @@ class LMulFunction(torch.autograd.Function):
             gx = _unbroadcast(g * y, x.shape)
         if ctx.needs_input_grad[1]:
             gy = _unbroadcast(g * x, y.shape)
-        return gx, gy, None
+        return gx, gy, None, None
 
 
 def _unbroadcast(g, shape):
@@ -103,7 +118,7 @@ def _unbroadcast(g, shape):
     return g
 
 
-def lmul(x, y, mantissa_bits=4):
+def lmul(x, y, mantissa_bits=4, backend="auto"):
     """Elementwise L-Mul: x · y approximated by one integer addition of the bit patterns
     (Luo & Sun 2024, eq. 3), mantissas truncated to `mantissa_bits` bits.
 
@@ -111,20 +126,37 @@ def lmul(x, y, mantissa_bits=4):
     float32 and float64 are worked on in their own format; float16 and bfloat16 in float32
     (8 exponent bits), then rounded back (the result has mantissa_bits + 1 significant bits,
     so only the range can round). Backward: that of x · y (straight-through).
+    backend: "auto" (the Triton kernel on CUDA tensors, PyTorch integer arithmetic on the
+    CPU), "triton" or "reference" (the PyTorch form); float64 always takes the PyTorch form.
 
     >>> lmul(torch.tensor([1.5]), torch.tensor([1.5]), 3)  # (1 + .5 + .5 + 1/8) carries
     tensor([2.2500])
     """
     _check(mantissa_bits in MANTISSA_BITS, "lmul", "mantissa_bits", MANTISSA_BITS,
            mantissa_bits)  # fmt: skip
-    return LMulFunction.apply(x, y, mantissa_bits)
+    _check(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor), "lmul", "x, y",
+           "tensors", (type(x).__name__, type(y).__name__))  # fmt: skip
+    kernel = use_triton(x, backend, "lmul")
+    if kernel:
+        for name, v in (("x", x), ("y", y)):
+            _check(v.is_floating_point(), "lmul", f"{name}.dtype", "a floating point dtype",
+                   v.dtype)  # fmt: skip
+        _check(y.device == x.device, "lmul", "y.device", f"{x.device} (x's)", y.device)
+        kernel = _kernel_dtype(x.dtype) and _kernel_dtype(y.dtype)
+    return LMulFunction.apply(x, y, mantissa_bits, kernel)
 
 
 class LMulLinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, m):
+    def forward(ctx, x, weight, bias, m, kernel):
         # x: [n, K]; weight: [J, K]
         dtype = torch.promote_types(x.dtype, weight.dtype)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        if kernel:
+            from .kernels import lmul_matmul
+
+            return lmul_matmul(x, weight, bias, m, dtype)
         xs, ws = _as_format(x.to(dtype), "lmul_linear"), _as_format(weight.to(dtype), "lmul_linear")
         pw = _Parts.of(ws, m)[None]  # [1, J, K]
         n, J, K = xs.shape[0], ws.shape[0], ws.shape[1]
@@ -137,8 +169,6 @@ class LMulLinearFunction(torch.autograd.Function):
             out[start : start + rows] = prod.sum(-1)
         if bias is not None:
             out = out + bias.to(out.dtype)
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return out.to(dtype)
 
     @staticmethod
@@ -151,16 +181,19 @@ class LMulLinearFunction(torch.autograd.Function):
             dw = dy.transpose(0, 1) @ x.to(dy.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum(0)
-        return dx, dw, db, None
+        return dx, dw, db, None, None
 
 
-def lmul_linear(x, weight, bias=None, mantissa_bits=4):
+def lmul_linear(x, weight, bias=None, mantissa_bits=4, backend="auto"):
     """y[..., j] = Σ_k L-Mul(x[..., k], weight[j, k]) + bias[j]: a linear map whose products
     are L-Mul's integer additions; the sum over k in x's format (float32 or float64).
 
     x: [..., K]; weight: [J, K]; bias: [J] or None -> y: [..., J].
-    The products are made for a chunk of rows at a time (at most CHUNK_ELEMENTS of them).
     Backward: that of the exact linear map (straight-through), dx = dy W, dW = dyᵀ x.
+    backend: "auto" (on CUDA tensors the Triton kernel, a tiled product summing the L-Mul
+    products in float32; on the CPU PyTorch integer arithmetic on a chunk of rows at a time,
+    at most CHUNK_ELEMENTS products, summed in x's format), "triton" or "reference" (the
+    PyTorch form); float64 always takes the PyTorch form.
 
     >>> lmul_linear(torch.ones(2, 3), torch.ones(4, 3), mantissa_bits=3).shape
     torch.Size([2, 4])
@@ -181,6 +214,14 @@ def lmul_linear(x, weight, bias=None, mantissa_bits=4):
         f"[{weight.shape[0]}]",
         None if bias is None else tuple(bias.shape),
     )
+    kernel = use_triton(x, backend, op)
+    if kernel:
+        for name, v in (("x", x), ("weight", weight), ("bias", bias)):
+            _check(v is None or v.is_floating_point(), op, f"{name}.dtype",
+                   "a floating point dtype", None if v is None else v.dtype)  # fmt: skip
+            _check(v is None or v.device == x.device, op, f"{name}.device", f"{x.device} (x's)",
+                   None if v is None else v.device)  # fmt: skip
+        kernel = _kernel_dtype(torch.promote_types(x.dtype, weight.dtype))
     lead = x.shape[:-1]
-    y = LMulLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, mantissa_bits)
+    y = LMulLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, mantissa_bits, kernel)
     return y.reshape(*lead, weight.shape[0])

@@ -1,13 +1,16 @@
 """WTA-CRS linear map: exact forward, weight gradient from winner-take-all column-row
-samples, only the sampled rows of the input kept for the backward. PyTorch on every device
-(the work is one gather and two matrix products; there is no kernel of its own). Maths and
-choices in README.md.
+samples, only the sampled rows of the input kept for the backward. The sampling is PyTorch on
+every device, without a host synchronisation; the gather of the sampled rows and the weight
+gradient from them run as the Triton kernels of kernels.py on CUDA tensors, as PyTorch
+indexing and a matrix product otherwise. Maths and choices in README.md.
 """
 
 import math
 
 import torch
 import torch.nn.functional as F
+
+from .._backend import use_triton
 
 
 def _check(cond, what, expected, found):
@@ -25,37 +28,32 @@ def wtacrs_select(scores, k, generator=None):
 
     scores: [n] -> (idx [k] int64, weight [k]) such that Σ_t weight_t · dy_{idx_t}ᵀ x_{idx_t}
     is the WTA-CRS estimate of Σ_i dy_iᵀ x_i: the |C| winners (largest p, weight 1) first,
-    then k − |C| draws from the rest with weight (1 − Σ_C p) / ((k − |C|) p_j)."""
+    then k − |C| draws from the rest with weight (Σ_{rest} s) / ((k − |C|) s_j).
+    Tensors of fixed shapes throughout (|C| stays on the device): positions t < |C| hold the
+    winners, the others draws by inverse transform of the rest's cumulative scores."""
     n = scores.shape[0]
     if k >= n:
         return torch.arange(n, device=scores.device), torch.ones_like(scores)
     s = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
-    total = s.sum()
-    if not bool(total > 0):  # every pair is zero: any rows, weight 0
-        return torch.arange(k, device=s.device), torch.zeros(k, dtype=s.dtype, device=s.device)
     top, order = torch.topk(s, k)  # the candidates for C, most probable first
-    before = torch.cumsum(top, 0) - top  # Σ s over the c largest, c = 0 .. k-1
-    rest = total - before
-    c = int(torch.argmin(rest / torch.arange(k, 0, -1, device=s.device, dtype=s.dtype)))
-    winners = order[:c]
-    mass = (total - top[:c].sum()).clamp(min=0)
-    q = s.clone()
-    q[winners] = 0
-    m = k - c
-    if not bool(q.sum() > 0):
-        draws = order[:m] if c == 0 else winners[:1].expand(m)
-        w = torch.zeros(m, dtype=s.dtype, device=s.device)
-    else:
-        draws = torch.multinomial(q, m, replacement=True, generator=generator)
-        w = mass / (m * s[draws])
-    idx = torch.cat([winners, draws])
-    weight = torch.cat([torch.ones(c, dtype=s.dtype, device=s.device), w])
+    rest = s.sum() - (torch.cumsum(top, 0) - top)  # Σ s outside the c largest, c = 0 .. k-1
+    t = torch.arange(k, device=s.device)
+    c = torch.argmin(rest / (k - t).to(s.dtype))  # |C|, the factor's minimiser
+    win = t < c
+    cdf = torch.cumsum(s.scatter(0, order, torch.where(win, 0, top)), 0)  # winners left out
+    mass = cdf[-1]
+    u = torch.rand(k, generator=generator, device=s.device, dtype=s.dtype)
+    # the first index whose cumulative score exceeds u · mass: one with s_j > 0
+    draws = torch.searchsorted(cdf, u * mass, right=True).clamp_(max=n - 1)
+    w = torch.where(mass > 0, mass / ((k - c).to(s.dtype) * s[draws]), 0)  # 0: nothing left
+    idx = torch.where(win, order, draws)
+    weight = torch.where(win, 1, w)
     return idx, weight.to(scores.dtype)
 
 
 class WTACRSLinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, k, grad_norms, generator):
+    def forward(ctx, x, weight, bias, k, grad_norms, generator, kernel):
         # x: [n, D]; weight: [J, D]; bias: [J] or None
         y = F.linear(x, weight, bias)
         with torch.no_grad():
@@ -66,9 +64,15 @@ class WTACRSLinearFunction(torch.autograd.Function):
                 if grad_norms is not None:
                     scores = scores * grad_norms.to(scores.dtype)
                 idx, w = wtacrs_select(scores, k, generator)
-                kept = x[idx] * w[:, None]  # the sampled rows, each times its weight
+                if kernel:
+                    from .kernels import gather_scale
+
+                    kept = gather_scale(x, idx, w)
+                else:
+                    kept = x[idx] * w[:, None]  # the sampled rows, each times its weight
         ctx.save_for_backward(kept, weight, idx)
         ctx.has_bias = bias is not None
+        ctx.kernel = kernel
         return y
 
     @staticmethod
@@ -78,14 +82,21 @@ class WTACRSLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dx = dy @ weight
         if ctx.needs_input_grad[1]:
-            rows = dy if idx is None else dy[idx]
-            dw = rows.transpose(0, 1) @ kept
+            if idx is not None and ctx.kernel:
+                from .kernels import sampled_weight_grad
+
+                dw = sampled_weight_grad(dy, idx, kept, weight.dtype)
+            else:
+                rows = dy if idx is None else dy[idx]
+                dw = rows.transpose(0, 1) @ kept
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum(0)
-        return dx, dw, db, None, None, None
+        return dx, dw, db, None, None, None, None
 
 
-def wtacrs_linear(x, weight, bias=None, budget=0.3, grad_norms=None, generator=None):
+def wtacrs_linear(
+    x, weight, bias=None, budget=0.3, grad_norms=None, generator=None, backend="auto"
+):
     """y = x Wᵀ + b, exactly; the weight gradient estimated from k = ceil(budget · n) sampled
     rows of the n = prod(x.shape[:-1]) rows of x, of which only those are kept (WTA-CRS).
 
@@ -96,6 +107,9 @@ def wtacrs_linear(x, weight, bias=None, budget=0.3, grad_norms=None, generator=N
     The estimate is unbiased for any such p; its variance is smallest when grad_norms are the
     true ‖dy_i‖. Input gradient and bias gradient are exact. Random draws from `generator`
     (default: torch's global generator).
+    backend: "auto" (on CUDA tensors the Triton kernels gather the sampled rows and make dW
+    from them; on the CPU PyTorch indexing and a matrix product), "triton" or "reference";
+    float64 always takes the PyTorch form.
 
     >>> y = wtacrs_linear(torch.randn(4, 16, 8, requires_grad=True), torch.randn(5, 8))
     >>> y.shape
@@ -115,6 +129,7 @@ def wtacrs_linear(x, weight, bias=None, budget=0.3, grad_norms=None, generator=N
         None if bias is None else tuple(bias.shape),
     )
     _check(0 < budget <= 1, "budget", "a fraction in (0, 1]", budget)
+    kernel = use_triton(x, backend, "wtacrs_linear") and x.dtype != torch.float64
     if not (torch.is_grad_enabled() and weight.requires_grad):  # no dW: nothing to sample
         return F.linear(x, weight, bias)
     lead = x.shape[:-1]
@@ -124,5 +139,5 @@ def wtacrs_linear(x, weight, bias=None, budget=0.3, grad_norms=None, generator=N
                tuple(grad_norms.shape))  # fmt: skip
         grad_norms = grad_norms.reshape(-1)
     k = kept_rows(x2.shape[0], budget)
-    y = WTACRSLinearFunction.apply(x2, weight, bias, k, grad_norms, generator)
+    y = WTACRSLinearFunction.apply(x2, weight, bias, k, grad_norms, generator, kernel)
     return y.reshape(*lead, weight.shape[0])
