@@ -50,7 +50,7 @@ def collapse(
                 continue
             a = checked.box(src)
             if a.kind == b.kind == "linear" and exact(a) and exact(b) and set(b.over) == set(a.out):
-                found = _linear(a, b, idents, state)
+                found = _linear(checked, a, b, idents, state)
             elif a.kind == b.kind == "conv" and _pointwise(b) and b.channel == a.out:
                 found = _conv(a, b, idents, state)
             if found:
@@ -74,18 +74,33 @@ def _pointwise(b) -> bool:
     return ones and plain and b.groups == 1 and not b.transposed and not b.depthwise
 
 
-def _linear(a, b, idents, state):
-    """y = Wb (Wa x + ba) + bb: weight [*b.out, *a.over], bias Wb ba + bb."""
-    wa, wb = state[f"{idents[a.name]}.weight"], state[f"{idents[b.name]}.weight"]
+def linear_axes(checked, b) -> tuple[list[int], list[int]]:
+    """The sizes of a linear map's `out` and `over` axes: its weight, nn.Linear's matrix
+    [prod(out), prod(over)], viewed [*out, *over]."""
+    x, y = checked.ins[b.name]["x"], checked.outs[b.name]["out"]
+    out = [checked.number(y.axis(a).size) for a in b.out]
+    return out, [checked.number(x.axis(a).size) for a in b.over]
+
+
+def _linear(checked, a, b, idents, state):
+    """y = Wb (Wa x + ba) + bb: weight [*b.out, *a.over], bias Wb ba + bb (computed over
+    the named axes, stored as nn.Linear's matrix and vector)."""
+    out_a, over_a = linear_axes(checked, a)
+    out_b, over_b = linear_axes(checked, b)
+    wa = state[f"{idents[a.name]}.weight"].reshape(*out_a, *over_a)
+    wb = state[f"{idents[b.name]}.weight"].reshape(*out_b, *over_b)
     n_out_b, n_mid = len(b.out), len(a.out)
     # b's weight lists the middle axes in b.over's order; bring them to a.out's order
     perm = [b.over.index(x) for x in a.out]
     wb = wb.permute(*range(n_out_b), *[n_out_b + p for p in perm])
     mid = list(range(n_out_b, n_out_b + n_mid))
-    w = torch.tensordot(wb, wa, dims=(mid, list(range(n_mid))))
+    w = torch.tensordot(wb, wa, dims=(mid, list(range(n_mid)))).reshape(
+        math.prod(out_b), math.prod(over_a)
+    )
     bias = None
     if a.bias:
-        bias = torch.tensordot(wb, state[f"{idents[a.name]}.bias"], dims=(mid, list(range(n_mid))))
+        ba = state[f"{idents[a.name]}.bias"].reshape(out_a)
+        bias = torch.tensordot(wb, ba, dims=(mid, list(range(n_mid)))).reshape(-1)
     if b.bias:
         bb = state[f"{idents[b.name]}.bias"]
         bias = bb if bias is None else bias + bb
@@ -134,9 +149,11 @@ def _residual(checked, add, readers, idents, state):
         if y_t.names != checked.outs[add.name]["out"].names or x_t.dtype != y_t.dtype:
             continue
         if mb.kind == "linear" and exact(mb) and set(mb.over) == set(mb.out):
-            return mb, _plus_identity(mb, idents, state, _linear_eye), add.name
+            eye = _linear_eye(mb, linear_axes(checked, mb)[0])
+            return mb, _plus_identity(mb, idents, state, eye), add.name
         if mb.kind == "conv" and _same_size(mb) and mb.out == mb.channel:
-            return mb, _plus_identity(mb, idents, state, _conv_eye), add.name
+            w = state[f"{idents[mb.name]}.weight"]
+            return mb, _plus_identity(mb, idents, state, _conv_eye(w)), add.name
     return None
 
 
@@ -170,24 +187,25 @@ def _same_size(b) -> bool:
 
 
 def _plus_identity(b, idents, state, eye):
-    """The map's weights with `eye(b, weight)` added to its weight (its bias unchanged)."""
+    """The map's weights with `eye` added to its weight (its bias unchanged)."""
     w = state[f"{idents[b.name]}.weight"]
-    weights = {"weight": w + eye(b, w)}
+    weights = {"weight": w + eye.to(w)}
     if b.bias:
         weights["bias"] = state[f"{idents[b.name]}.bias"]
     return weights
 
 
-def _linear_eye(b, w):
-    """δ over [out..., over...] (out axis a matched with over axis a)."""
+def _linear_eye(b, sizes):
+    """δ over [out..., over...] (out axis a matched with over axis a; `sizes` those of
+    `out`), as nn.Linear's matrix [prod(out), prod(over)]."""
     n = len(b.out)
-    sizes = [w.shape[n + b.over.index(a)] for a in b.out]
-    eye = torch.eye(math.prod(sizes), dtype=w.dtype, device=w.device).reshape(*sizes, *sizes)
+    eye = torch.eye(math.prod(sizes), dtype=torch.float64).reshape(*sizes, *sizes)
     # eye is [out..., out...]; its second half brought to the order of `over`
-    return eye.permute(*range(n), *[n + b.out.index(a) for a in b.over])
+    eye = eye.permute(*range(n), *[n + b.out.index(a) for a in b.over])
+    return eye.reshape(math.prod(sizes), math.prod(sizes))
 
 
-def _conv_eye(b, w):
+def _conv_eye(w):
     """δ_oc at the kernel's centre tap, zero elsewhere: [O, C, k...]."""
     eye = torch.zeros_like(w)
     idx = torch.arange(w.shape[0], device=w.device)

@@ -22,7 +22,7 @@ import torch
 from ncd.circuits.circuit import Circuit
 from ncd.circuits.validate import check
 
-from .collapse import exact, readers_of, rename_keys
+from .collapse import exact, linear_axes, readers_of, rename_keys
 from .names import scope_names
 
 NORMS = ("unifiednorm", "batchnorm")
@@ -46,8 +46,8 @@ def fold_norms(
             scale, shift = _affine(norm, idents, state)
             maps = [checked.box(r) if r else None for r in readers[name]]
             if all(m is not None and _absorbs(m, norm.channel, shift) for m in maps):
-                found = norm, {m.name: _fold(m, norm.channel, scale, shift, idents, state)
-                               for m in maps}  # fmt: skip
+                found = norm, {m.name: _fold(checked, m, norm.channel, scale, shift, idents,
+                                             state) for m in maps}  # fmt: skip
                 break
         if not found:
             return circuit, state
@@ -89,17 +89,21 @@ def _absorbs(m, channel, shift) -> bool:
     return False
 
 
-def _fold(m, channel, scale, shift, idents, state):
-    """The map's weight scaled along the channel; its bias plus the weight applied to t."""
+def _fold(checked, m, channel, scale, shift, idents, state):
+    """The map's weight scaled along the channel; its bias plus the weight applied to t (a
+    linear map's weight, nn.Linear's matrix, viewed [*out, *over] for this)."""
     w = state[f"{idents[m.name]}.weight"]
+    stored = w.shape
+    if m.kind == "linear":
+        w = w.reshape(*(n for sizes in linear_axes(checked, m) for n in sizes))
     first = len(m.out) if m.kind == "linear" else 1  # the weight's contracted dimensions
     dim = first + m.over.index(channel) if m.kind == "linear" else 1
     shape = [1] * w.dim()
     shape[dim] = -1
-    weights = {"weight": w * scale.reshape(shape)}
+    weights = {"weight": (w * scale.reshape(shape)).reshape(stored)}
     if m.bias:
         weights["bias"] = state[f"{idents[m.name]}.bias"]
     if shift is not None:
-        wt = (w * shift.reshape(shape)).sum(list(range(first, w.dim())))
+        wt = (w * shift.reshape(shape)).sum(list(range(first, w.dim()))).reshape(-1)
         weights["bias"] = weights["bias"] + wt if m.bias else wt
     return weights

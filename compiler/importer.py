@@ -634,14 +634,14 @@ class _Importer:
         for role, x, w, b_, out in (("q", q_in, wq, bq, K), ("k", k_in, wk, bk, K)):
             name = self._fresh(f"{base}_{role}_proj")
             projs.append(self.b.linear(x, D, [heads, out], bias=bias, name=name))
-            self.weights[name] = {"weight": w.reshape(H, hd, E)}
+            self.weights[name] = {"weight": w}
             if bias:
-                self.weights[name]["bias"] = b_.reshape(H, hd)
+                self.weights[name]["bias"] = b_
         name = self._fresh(f"{base}_v_proj")
         v = self.b.linear(v_in, D, [heads, V], bias=bias, name=name)
-        self.weights[name] = {"weight": wv.reshape(H, hd, E)}
+        self.weights[name] = {"weight": wv}
         if bias:
-            self.weights[name]["bias"] = bv.reshape(H, hd)
+            self.weights[name]["bias"] = bv
         q, k = projs
         S = self.axis("key", self.sizes[k.axes[0 if not m.batch_first else 1]], avoid=q.axes)
         seq_k = k.axes[0] if not m.batch_first else k.axes[1]
@@ -660,7 +660,7 @@ class _Importer:
         )
         name = self._fresh(f"{base}_out_proj")
         y = self.b.linear(o, [heads, V], D, bias=m.out_proj.bias is not None, name=name)
-        self.weights[name] = {"weight": m.out_proj.weight.reshape(E, H, hd)}
+        self.weights[name] = {"weight": m.out_proj.weight}
         if m.out_proj.bias is not None:
             self.weights[name]["bias"] = m.out_proj.bias
         if m.dropout:

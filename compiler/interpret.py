@@ -116,7 +116,9 @@ class _Run:
     @interprets("linear")
     def k_linear(self, b, x, tin, tout):
         x = x["x"]
-        w = self.p(b.name, "weight")  # [*out, *over]
+        out = [self.num(tout["out"].axis(a).size) for a in b.out]
+        over = [x.t.shape[x.dim(a)] for a in b.over]
+        w = self._matrix(b, "weight", (math.prod(out), math.prod(over))).reshape(*out, *over)
         if b.product != "exact":
             return {"out": _lmul_linear_by_names(self, b, x, w, tout["out"])}
         n_out = len(b.out)
@@ -125,8 +127,21 @@ class _Run:
         )
         names = tuple(a for a in x.names if a not in b.over) + tuple(b.out)
         if b.bias:
-            y = y + self.p(b.name, "bias")
+            y = y + self._matrix(b, "bias", (math.prod(out),)).reshape(out)
         return {"out": _as(NT(y, names), tout["out"])}
+
+    def _matrix(self, b, name, shape) -> torch.Tensor:
+        """A linear map's parameter as nn.Linear holds it: weight [prod(out), prod(over)],
+        bias [prod(out)]."""
+        t = self.p(b.name, name)
+        if tuple(t.shape) != tuple(shape):
+            raise CompileError(
+                f"box '{b.name}'",
+                f"parameter {self.prefix}{self.idents[b.name]}.{name} has the wrong shape",
+                f"nn.Linear's {list(shape)}",
+                str(list(t.shape)),
+            )
+        return t
 
     @interprets("param")
     def k_param(self, b, x, tin, tout):

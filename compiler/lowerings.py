@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,45 +31,52 @@ def _dim(t: TensorType, axis: str) -> int:
 # ---------------------------------------------------------------- learned
 @lowers("linear")
 def _linear(L: Lowerer, b, x, tin, tout):
+    """nn.Linear on the axes `over` merged into one, giving the axes `out` merged into one:
+    its weight is the matrix [prod(out), prod(over)], its bias [prod(out)]."""
     t = tin["x"]
-    out_shape = tuple(L.num(a.size) for a in L.c.params[b.name]["weight"].axes[: len(b.out)])
-    in_shape = tuple(L.num(t.axis(a).size) for a in b.over)
-    if len(out_shape) == len(in_shape) == 1:  # nn.Linear's layout: written as one
-        src = Call("nn.Linear", in_shape[0], out_shape[0], **({} if b.bias else {"bias": False}))
-    else:
-        src = Call("Linear", out_shape, in_shape, **({} if b.bias else {"bias": False}))
-    ident = L.hold(runtime.Linear(plain(out_shape), plain(in_shape), bias=b.bias), src)
+    out_sizes = [tout["out"].axis(a).size for a in b.out]
+    in_sizes = [t.axis(a).size for a in b.over]
+    out_shape = tuple(L.num(s) for s in out_sizes)
+    in_shape = tuple(L.num(s) for s in in_sizes)
+    n_out, n_in = L.num(sympy.Mul(*out_sizes)), L.num(sympy.Mul(*in_sizes))
+    kw = {} if b.bias else {"bias": False}
+    ident = L.hold(
+        nn.Linear(plain(n_in), plain(n_out), bias=b.bias), Call("nn.Linear", n_in, n_out, **kw)
+    )
     w = L.param(ident, "weight")
+    bias = L.param(ident, "bias") if b.bias else None
     if b.backward != "exact" or b.product != "exact":
-        return {"out": _linear_sampled_or_lmul(L, b, x["x"], t, tout, w, ident, out_shape)}
-    if tuple(t.names[-len(b.over) :]) == tuple(b.over):
-        return {"out": _linear_trailing(L, b, x["x"], w, ident, out_shape)}
-    # a map D -> D has a weight [D D]: the consumed axis gets its own einsum letter
+        return {"out": _linear_sampled_or_lmul(L, b, x["x"], t, tout, w, bias, out_shape)}
+    if tuple(t.names[len(t.names) - len(b.over) :]) == tuple(b.over):
+        # the map acts on the trailing axes (the common case): nn.Linear as PyTorch runs it
+        y = L.fn(F.linear, _merge_trailing(L, x["x"], len(b.over)), w, bias)
+        return {"out": _split_trailing(L, y, out_shape)}
+    # the weight viewed [*out, *over]; a map D -> D has a weight [D D]: the consumed axis gets
+    # its own einsum letter
+    if len(out_shape) != 1 or len(in_shape) != 1:
+        w = L.method("view", w, *out_shape, *in_shape)
     inner = {a: f"{a}_in" if a in b.out else a for a in b.over}
     xs = [inner.get(a, a) for a in t.names]
     y = L.einsum([(x["x"], xs), (w, (*b.out, *inner.values()))], tout["out"].names)
     if b.bias:
-        bias = L.align(L.param(ident, "bias"), b.out, tout["out"].names)
-        y = L.fn(operator.add, y, bias)
+        if len(out_shape) != 1:
+            bias = L.method("view", bias, *out_shape)
+        y = L.fn(operator.add, y, L.align(bias, b.out, tout["out"].names))
     return {"out": y}
 
 
-def _linear_trailing(L: Lowerer, b, x, w, ident, out_shape):
-    """The map acts on the trailing axes (the common case): PyTorch's F.linear on the weight
-    viewed as a matrix [out, in], as nn.Linear runs it (one fused matmul with the bias)."""
-    n_out, n_in = len(b.out), len(b.over)
-    if n_out > 1:
-        w = L.method("flatten", w, 0, n_out - 1)
-    if n_in > 1:
-        w = L.method("flatten", w, 1)
-        x = L.method("flatten", x, -n_in)
-    bias = None
-    if b.bias:
-        bias = L.param(ident, "bias")
-        if n_out > 1:
-            bias = L.method("flatten", bias)
-    y = L.fn(F.linear, x, w, bias)
-    return L.method("unflatten", y, -1, out_shape) if n_out > 1 else y
+def _merge_trailing(L: Lowerer, x, n: int):
+    """x's `n` trailing axes as one (a new one of size 1 where n is 0)."""
+    if n == 0:
+        return L.method("unsqueeze", x, -1)
+    return L.method("flatten", x, -n) if n > 1 else x
+
+
+def _split_trailing(L: Lowerer, y, shape):
+    """y's trailing axis split into `shape` (dropped where `shape` is empty)."""
+    if not shape:
+        return L.method("squeeze", y, -1)
+    return L.method("unflatten", y, -1, shape) if len(shape) > 1 else y
 
 
 @lowers("param")
@@ -514,24 +522,14 @@ for _op in ("ge", "gt", "le", "lt", "eq"):
 
 
 # ---------------------------------------------------------------- linear: backward and product
-def _linear_sampled_or_lmul(L: Lowerer, b, x, t, tout, w, ident, out_shape):
+def _linear_sampled_or_lmul(L: Lowerer, b, x, t, tout, w, bias, out_shape):
     """`linear` with a WTA-CRS backward or L-Mul products: ncd.ops.wtacrs_linear or
-    ncd.ops.lmul_linear on x laid out [rows, over] and the weight viewed as [out, over]."""
-    if len(b.out) > 1:
-        w = L.method("flatten", w, 0, len(b.out) - 1)
-    if len(b.over) > 1:
-        w = L.method("flatten", w, 1)
-    bias = L.param(ident, "bias") if b.bias else None
-    if bias is not None and len(b.out) > 1:
-        bias = L.method("flatten", bias)
+    ncd.ops.lmul_linear on x laid out [rows, over] and the weight [out, over]."""
     lead = [a for a in t.names if a not in b.over]
-    h = L.permute(x, t.names, [*lead, *b.over])
-    if len(b.over) > 1:
-        h = L.method("flatten", h, -len(b.over))
+    h = _merge_trailing(L, L.permute(x, t.names, [*lead, *b.over]), len(b.over))
     if b.backward == "wtacrs":
         y = L.fn(ops.wtacrs_linear, h, w, bias, budget=float(b.budget))
     else:
         y = L.fn(ops.lmul_linear, h, w, bias, mantissa_bits=int(b.product[-1]))
-    if len(b.out) > 1:
-        y = L.method("unflatten", y, -1, out_shape)
+    y = _split_trailing(L, y, out_shape)
     return L.permute(y, [*lead, *b.out], tout["out"].names)

@@ -12,19 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class Linear(nn.Module):
-    """A linear map over named axes: weight [*out, *over], bias [*out]; PyTorch's init."""
-
-    def __init__(self, out_shape, in_shape, bias=True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(*out_shape, *in_shape))
-        self.bias = nn.Parameter(torch.empty(*out_shape)) if bias else None
-        bound = 1 / math.sqrt(math.prod(in_shape))  # = nn.Linear's kaiming_uniform(a=sqrt(5))
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
-
-
 class Param(nn.Module):
     """A free learned tensor `weight` (initial values: normal(0, std), zeros or ones)."""
 

@@ -315,6 +315,24 @@ def _shape(t) -> str:
     return "(" + ", ".join(f"{n}: {_shape(x)}" for n, x in t.items) + ")"
 
 
+def _params_comment(b, ps) -> str:
+    """`weight [F D], bias [F]`: each parameter's axes; a linear map's merged ones in
+    parentheses, as its nn.Linear holds them (`weight [(H K) D]`)."""
+
+    def group(axes) -> str:
+        return axes[0] if len(axes) == 1 else "(" + " ".join(axes) + ")"
+
+    parts = []
+    for p, t in ps.items():
+        if b.kind == "linear":
+            groups = (b.out, b.over) if p == "weight" else (b.out,)
+            shape = "[" + " ".join(map(group, groups)) + "]"
+        else:
+            shape = _shape(t)
+        parts.append(f"{p} {shape}")
+    return ", ".join(parts)
+
+
 class _Printer:
     """Prints one Lowered circuit as a class whose constructor takes the file's config."""
 
@@ -584,8 +602,7 @@ class _Printer:
         self.cfg, self.cfg_used = "c", False
         body = []
         for h in lw.holders:
-            ps = c.params.get(h.box, {})
-            desc = ", ".join(f"{p} {_shape(t)}" for p, t in ps.items())
+            desc = _params_comment(c.box(h.box), c.params.get(h.box, {}))
             body += _comment_lines(comment(f"{h.box}: {desc}" if desc else h.box, 400),
                                    "        ")  # fmt: skip
             body += wrap(f"        self.{h.ident} = {self.holder(h)}")

@@ -17,6 +17,8 @@ class Linear(BoxBase):
     """A learned linear map from axes `over` to axes `out` (`L`, or `L₊` with a bias).
 
     The weight has axes `out + over`: a map from `(D,)` to `(H, K)` has a weight `(H, K, D)`.
+    A compiled module holds it as nn.Linear does, the axes of `out` and of `over` each merged
+    into one: `weight` [H·K, D] (`(H, K, D)` row-major), `bias` [H·K].
     """
 
     kind: Literal["linear"] = "linear"

@@ -1,7 +1,8 @@
 """Hand-written PyTorch for the attention entries of the gallery (the vision, linear-family and
 MLP entries are in tests/gallery/references.py). Written from the papers, in the style of
-nanoGPT, not generated: parameters by their circuit names (`q_proj.weight` is [H, K, D], the
-axes of the linear map D -> H K), inputs by name."""
+nanoGPT, not generated: parameters by their circuit names, linear maps' as nn.Linear's
+(`q_proj.weight` of the map D -> H K is [H*K, D], its rows split into heads as nanoGPT's
+`view(B, T, n_head, C // n_head)`), inputs by name."""
 
 from __future__ import annotations
 
@@ -15,26 +16,27 @@ def attention(p, q, k, v):
     return {"y": scores.softmax(-1) @ v}
 
 
-def _proj(p, name, x, bias=True):
-    w = p[f"{name}.weight"]  # [*out, *in]
-    out_shape = w.shape[: w.dim() - 1]
-    y = F.linear(x, w.reshape(-1, w.shape[-1]), p[f"{name}.bias"].reshape(-1) if bias else None)
-    return y.unflatten(-1, out_shape)
+N_HEAD = 4  # the gallery's attention entries: H = 4 heads
 
 
-def mha(p, x, prefix="", causal=False):
+def _proj(p, name, x, n_head):
+    """nn.Linear's x Wᵀ + b, its output channels split into `n_head` heads."""
+    y = F.linear(x, p[f"{name}.weight"], p[f"{name}.bias"])
+    return y.view(*y.shape[:-1], n_head, y.shape[-1] // n_head)
+
+
+def mha(p, x, prefix="", causal=False, n_head=N_HEAD):
     """Multi-head attention on x [B, T, D]: heads split off the projections, attention per
-    head, heads merged by the output map (weight [D, H, V])."""
-    q = _proj(p, f"{prefix}q_proj", x).transpose(1, 2)  # (B, H, T, K)
-    k = _proj(p, f"{prefix}k_proj", x).transpose(1, 2)
-    v = _proj(p, f"{prefix}v_proj", x).transpose(1, 2)  # (B, H, T, V)
+    head, heads merged (head-major) by the output map."""
+    q = _proj(p, f"{prefix}q_proj", x, n_head).transpose(1, 2)  # (B, H, T, K)
+    k = _proj(p, f"{prefix}k_proj", x, n_head).transpose(1, 2)
+    v = _proj(p, f"{prefix}v_proj", x, n_head).transpose(1, 2)  # (B, H, T, V)
     att = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, T, T)
     if causal:
         T = x.shape[1]
         att = att.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
     o = (att.softmax(-1) @ v).transpose(1, 2).flatten(2)  # (B, T, H*V)
-    w = p[f"{prefix}o_proj.weight"]
-    return F.linear(o, w.flatten(1), p[f"{prefix}o_proj.bias"])
+    return F.linear(o, p[f"{prefix}o_proj.weight"], p[f"{prefix}o_proj.bias"])
 
 
 def multihead_attention(p, x):

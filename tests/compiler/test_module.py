@@ -30,7 +30,8 @@ def test_parameter_names_follow_boxes():
     assert keys[:3] == ["embed.weight", "blocks.0.ln1.weight", "blocks.0.ln1.bias"]
     assert "blocks.1.ff_up.weight" in keys and "unembed.weight" in keys
     assert isinstance(m.blocks, nn.ModuleList) and len(m.blocks) == 2
-    assert m.get_submodule("blocks.0.q_proj").weight.shape == (4, 8, 32)  # [H K D]
+    q_proj = m.get_submodule("blocks.0.q_proj")  # D -> H K: nn.Linear(D, H*K)'s parameters
+    assert q_proj.weight.shape == (32, 32) and q_proj.bias.shape == (32,)
 
 
 def test_initialisation_like_pytorch():

@@ -120,7 +120,8 @@ def test_fused_kernels_fall_back_without_ncd(tmp_path):
 def test_source_reads_like_the_circuit():
     text = to_source(gallery.get("multihead_attention"))
     assert "class MultiheadAttention(nn.Module):" in text
-    assert "self.q_proj = Linear((c.H, c.K), (c.H * c.K,))" in text  # D is H*K there
+    assert "self.q_proj = nn.Linear(c.H * c.K, c.H * c.K)" in text  # D is H*K there
+    assert "q_proj = self.q_proj(x).unflatten(-1, (c.H, c.K))" in text
     lines = text.splitlines()
     at = next(i for i, ln in enumerate(lines) if ln.strip().startswith("scores ="))
     assert 'torch.einsum("bthk,bshk->bths", q_proj, k_proj)' in lines[at]

@@ -2,9 +2,10 @@
 written from the papers' equations (token by token where the paper defines a recurrence),
 not from the circuits.
 
-Each takes the parameters by their circuit names (a linear map D -> (H, K) has weight
-[H, K, D]; a depthwise convolution over T has weight [C, 1, width]) and the inputs by name,
-and returns the outputs by name. Layout inside: [B, T, ...].
+Each takes the parameters by their circuit names (a linear map's as nn.Linear's: D -> (H, K)
+has weight [H*K, D], its output channels head-major; a depthwise convolution over T has weight
+[C, 1, width]) and the inputs by name, and returns the outputs by name. Layout inside:
+[B, T, ...].
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-5  # the norms' epsilon (inside the square root, as in RMSNorm and LayerNorm)
+HEADS = 2  # the heads of the gallery's TransNormerLLM, Lightning and GLA blocks
 
 
-def _lin(x, w, b=None, n_in=1):
-    """x [..., *in] times a weight [*out, *in] over its `n_in` trailing input axes."""
-    out_shape = w.shape[: w.dim() - n_in]
-    y = x.flatten(x.dim() - n_in) @ w.reshape(out_shape.numel(), -1).T
-    y = y.reshape(*y.shape[:-1], *out_shape)
-    return y if b is None else y + b
+def _lin(x, w, b=None, n_in=1, heads=None):
+    """nn.Linear's x Wᵀ + b (W [out, in]) on x's `n_in` trailing axes taken as one; the
+    output split into `heads` heads (head-major channels) where given."""
+    y = F.linear(x.flatten(x.dim() - n_in), w, b)
+    return y if heads is None else _heads(y, heads)
 
 
 def _rms(x, dims, weight=None):
@@ -48,7 +49,7 @@ def _srms(x, dims=1):
     return _rms(x, dims)
 
 
-def tnl_layer(p, x, rate, prefix=""):
+def tnl_layer(p, x, rate, prefix="", heads=HEADS):
     """One TransNormerLLM layer. Token mixing (eq. 11): O = SRMSNorm(Lightning(Q, K, V)) ⊙ U
     with Q = Swish(X W_q), K = Swish(X W_k), V = X W_v, U = X W_u, the decayed causal linear
     attention o_t = Σ_{s<=t} λ^{t-s} (q_t·k_s) v_s run as its recurrence kv_t = λ kv_{t-1} +
@@ -56,8 +57,9 @@ def tnl_layer(p, x, rate, prefix=""):
     channel mixing (eq. 12) SGLU O = [(X W_v) ⊙ (X W_u)] W_o; pre-norm SRMSNorm both."""
     w = {k[len(prefix) :]: v for k, v in p.items() if k.startswith(prefix)}
     h = _srms(x)
-    q, k = F.silu(_lin(h, w["q_proj.weight"])), F.silu(_lin(h, w["k_proj.weight"]))
-    v, u = _lin(h, w["v_proj.weight"]), _lin(h, w["u_proj.weight"])  # [B, T, H, V]
+    q = F.silu(_lin(h, w["q_proj.weight"], heads=heads))
+    k = F.silu(_lin(h, w["k_proj.weight"], heads=heads))
+    v, u = (_lin(h, w[f"{n}.weight"], heads=heads) for n in ("v_proj", "u_proj"))  # [B T H V]
     B, T, H, K = q.shape
     lam = torch.exp(-rate * 2.0 ** (-8.0 * torch.arange(1, H + 1, dtype=x.dtype) / H))
     kv = x.new_zeros(B, H, K, v.shape[-1])
@@ -83,14 +85,13 @@ def lightning_block(p, x):
 
 
 # ---------------------------------------------------------------- GLA
-def gla_block(p, x, tau=16.0):
+def gla_block(p, x, tau=16.0, heads=HEADS):
     """GLA §4.1/§4.4: α_t = σ(x_t W_α1 W_α2 + b_α)^{1/τ}; S_t = (α_tᵀ 1) ⊙ S_{t-1} + k_tᵀ v_t,
     o_t = q_t S_t per head; O' = LN(O^h); Y = (Swish(X W_r + b_r) ⊙ O') W_O; + x."""
     h = F.rms_norm(x, (x.shape[-1],), p["norm.weight"], eps=EPS)
-    q, k = _lin(h, p["q_proj.weight"]), _lin(h, p["k_proj.weight"])
-    v = _lin(h, p["v_proj.weight"])
+    q, k, v = (_lin(h, p[f"{n}.weight"], heads=heads) for n in ("q_proj", "k_proj", "v_proj"))
     low = _lin(h, p["g_down.weight"])
-    alpha = torch.sigmoid(_lin(low, p["g_up.weight"], p["g_up.bias"])) ** (1.0 / tau)
+    alpha = torch.sigmoid(_lin(low, p["g_up.weight"], p["g_up.bias"], heads=heads)) ** (1.0 / tau)
     B, T, H, K = q.shape
     S = x.new_zeros(B, H, K, v.shape[-1])
     outs = []
@@ -99,7 +100,7 @@ def gla_block(p, x, tau=16.0):
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
     o = torch.stack(outs, 1)
     o = F.layer_norm(o, (o.shape[-1],), p["out_norm.weight"], p["out_norm.bias"], eps=EPS)
-    r = F.silu(_lin(h, p["r_proj.weight"], p["r_proj.bias"]))
+    r = F.silu(_lin(h, p["r_proj.weight"], p["r_proj.bias"], heads=heads))
     return {"y": x + _lin(r * o, p["o_proj.weight"], n_in=2)}
 
 
@@ -154,7 +155,7 @@ def gated_deltanet_block(p, x):
     alpha, _ = _mamba2_alpha(p, h, "a_proj")
     beta = torch.sigmoid(h @ p["b_proj.weight"].T)
     o = _rms(_gated_delta(q, k, v, alpha, beta), 1, p["out_norm.weight"])
-    o = o * F.silu(_lin(h, p["g_proj.weight"]))
+    o = o * F.silu(_lin(h, p["g_proj.weight"], heads=heads))
     return {"y": x + _lin(o, p["o_proj.weight"], n_in=2)}
 
 
@@ -181,7 +182,7 @@ def mamba_block(p, x):
         state = abar[:, t, :, None, None] * state + inp
         ys.append(torch.einsum("bhpn,bhn->bhp", state, Cm[:, t]))
     y = torch.stack(ys, 1) + p["D_skip.weight"][:, None] * xs
-    y = y * F.silu(_lin(u, p["z_proj.weight"]))
+    y = y * F.silu(_lin(u, p["z_proj.weight"], heads=heads))
     y = _rms(y, 1, p["out_norm.weight"])
     return {"y": x + _lin(y, p["out_proj.weight"], n_in=2)}
 

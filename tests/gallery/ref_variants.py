@@ -2,9 +2,9 @@
 written from the papers' equations (cited in each docstring), not from the circuits.
 
 Each reference takes the parameters by their circuit names (`box.param`, laid out in the order
-of the parameter's axes: a linear map D -> (H, K) has weight [H, K, D]) and the inputs by name,
-and returns the outputs by name. `check_equivalence` and `check_training` are the two checks the
-tests run on every entry.
+of the parameter's axes, a linear map's as nn.Linear's: D -> (H, K) has weight [H*K, D], its
+rows head-major) and the inputs by name, and returns the outputs by name.
+`check_equivalence` and `check_training` are the two checks the tests run on every entry.
 """
 
 from __future__ import annotations
@@ -16,6 +16,18 @@ import torch.nn.functional as F
 
 from ncd import gallery
 from ncd.compiler import compile as ncd_compile
+
+HEADS = 2  # the heads (H) of the gallery's attention variants
+
+
+def _rows(w, *sizes):
+    """nn.Linear's weight [out, in] of a map D -> (*sizes, F), viewed [*sizes, F, D]."""
+    return w.reshape(*sizes, -1, w.shape[-1])
+
+
+def _cols(w, *sizes):
+    """nn.Linear's weight [out, in] of a map (*sizes, F) -> D, viewed [D, *sizes, F]."""
+    return w.reshape(w.shape[0], *sizes, -1)
 
 
 # ------------------------------------------------------------------ NCD paper: convolutions
@@ -115,9 +127,9 @@ def ecoformer_attention(p, x):
     """EcoFormer (Liu et al. 2022): h(x) = sign(Aᵀ κ(x)), κ_j(x) = exp(−‖x − a_j‖² / 2σ²)
     (Sec. 3.2); attention weights the code agreements (b + h(q)·h(k)) / 2 (Sec. 3.3), as
     non-causal normalised linear attention; σ² = K."""
-    q = torch.einsum("btd,hkd->bthk", x, p["q_proj.weight"])
-    k = torch.einsum("btd,hkd->bthk", x, p["k_proj.weight"])
-    v = torch.einsum("btd,hvd->bthv", x, p["v_proj.weight"])
+    q = torch.einsum("btd,hkd->bthk", x, _rows(p["q_proj.weight"], HEADS))
+    k = torch.einsum("btd,hkd->bthk", x, _rows(p["k_proj.weight"], HEADS))
+    v = torch.einsum("btd,hvd->bthv", x, _rows(p["v_proj.weight"], HEADS))
     anchors, proj = p["anchors.weight"], p["hash_proj.weight"]  # [H M K], [H C M]
     d = q.shape[-1]
 
@@ -129,7 +141,7 @@ def ecoformer_attention(p, x):
     bits = hq.shape[-1]
     agree = (bits + torch.einsum("bthc,bshc->bhts", hq, hk)) / 2
     y = torch.einsum("bhts,bshv->bthv", agree, v) / agree.sum(-1).transpose(1, 2)[..., None]
-    return {"y": torch.einsum("bthv,dhv->btd", y, p["o_proj.weight"])}
+    return {"y": torch.einsum("bthv,dhv->btd", y, _cols(p["o_proj.weight"], HEADS))}
 
 
 def soft_attention(p, x, window=4, steps=20):
@@ -137,8 +149,8 @@ def soft_attention(p, x, window=4, steps=20):
     (Sec. 3.1), landmarks Q̃ by average pooling windows of `window` tokens, Ŝ = exp(Q ⊖ Q̃) A⁺
     exp(Q̃ ⊖ K) with A = exp(Q̃ ⊖ Q̃) (Sec. 3.2), A⁺ by `steps` Newton–Schulz iterations
     X ← 2X − XAX from X₀ = Aᵀ / (‖A‖₁‖A‖∞) (Sec. 3.3); y = Ŝ V, then the output projection."""
-    q = torch.einsum("btd,hkd->bhtk", x, p["q_proj.weight"])
-    v = torch.einsum("btd,hvd->bhtv", x, p["v_proj.weight"])
+    q = torch.einsum("btd,hkd->bhtk", x, _rows(p["q_proj.weight"], HEADS))
+    v = torch.einsum("btd,hvd->bhtv", x, _rows(p["v_proj.weight"], HEADS))
     d = q.shape[-1]
     b, h, t, _ = q.shape
     marks = q.reshape(b, h, t // window, window, d).mean(3)  # [B H M K]
@@ -155,7 +167,7 @@ def soft_attention(p, x, window=4, steps=20):
         inv = 2 * inv - inv @ a @ inv
     s_hat = kernel(q, marks) @ inv @ kernel(marks, q)  # [B H T T]
     y = s_hat @ v
-    return {"y": torch.einsum("bhtv,dhv->btd", y, p["o_proj.weight"])}
+    return {"y": torch.einsum("bhtv,dhv->btd", y, _cols(p["o_proj.weight"], HEADS))}
 
 
 def mom_block(p, x, top=2):
@@ -165,9 +177,10 @@ def mom_block(p, x, top=2):
     subsequence of its routed tokens, gathered, and its outputs are scattered back); the read
     o_t = q_t (M_t^s + Σ_m g_t^m M_t^m) with an always-active shared memory M^s; the
     load-balancing loss M Σ_m f_m P_m (f_m the share of tokens routed to m, P_m the mean score)."""
-    q = torch.einsum("btd,hkd->bthk", x, p["q_proj.weight"])
-    k = torch.einsum("btd,ehkd->btehk", x, p["k_proj.weight"])
-    v = torch.einsum("btd,ehvd->btehv", x, p["v_proj.weight"])
+    q = torch.einsum("btd,hkd->bthk", x, _rows(p["q_proj.weight"], HEADS))
+    n_mem = p["router.weight"].shape[0]  # the memories' maps D -> (M, H, F)
+    k = torch.einsum("btd,ehkd->btehk", x, _rows(p["k_proj.weight"], n_mem, HEADS))
+    v = torch.einsum("btd,ehvd->btehv", x, _rows(p["v_proj.weight"], n_mem, HEADS))
     probs = torch.einsum("btd,ed->bte", x, p["router.weight"]).softmax(-1)
     scores, chosen = probs.topk(top, dim=-1)
     gates = scores / scores.sum(-1, keepdim=True)  # renormalised over the kept memories
@@ -177,10 +190,11 @@ def mom_block(p, x, top=2):
         state = torch.einsum("thk,thv->thkv", kk, vv).cumsum(0)
         return torch.einsum("thk,thkv->thv", qq, state)
 
+    k_shared, v_shared = (_rows(p[f"{n}.weight"], HEADS) for n in ("k_shared", "v_shared"))
     out = torch.zeros(n_b, n_t, *v.shape[-2:], dtype=x.dtype)
     out = out + torch.stack(
-        [causal_read(q[i], torch.einsum("td,hkd->thk", x[i], p["k_shared.weight"]),
-                     torch.einsum("td,hvd->thv", x[i], p["v_shared.weight"]))
+        [causal_read(q[i], torch.einsum("td,hkd->thk", x[i], k_shared),
+                     torch.einsum("td,hvd->thv", x[i], v_shared))
          for i in range(n_b)]
     )  # fmt: skip
     for i in range(n_b):
@@ -194,7 +208,7 @@ def mom_block(p, x, top=2):
             out[i] = out[i].index_add(0, tokens, g[:, None, None] * read)
     routed = torch.zeros_like(probs).scatter(-1, chosen, 1.0)
     aux = n_m * (routed.mean((0, 1)) * probs.mean((0, 1))).sum()
-    return {"y": torch.einsum("bthv,dhv->btd", out, p["o_proj.weight"]), "aux": aux}
+    return {"y": torch.einsum("bthv,dhv->btd", out, _cols(p["o_proj.weight"], HEADS)), "aux": aux}
 
 
 def sea_attention(p, q, k, v, top=4):
@@ -216,9 +230,9 @@ def scatterformer_attention(p, x, offsets):
     offsets[w] … offsets[w+1] − 1), q = ReLU(x W_q), k = ReLU(x W_k), v = x W_v per head,
     y_i = q_i (Σ_j k_jᵀ v_j) / (q_i · Σ_j k_j + 1e-10) over the window's j, then the output
     projection (with bias). Window by window, each on its own."""
-    q = F.relu(torch.einsum("td,hkd->thk", x, p["q_proj.weight"]))
-    k = F.relu(torch.einsum("td,hkd->thk", x, p["k_proj.weight"]))
-    v = torch.einsum("td,hvd->thv", x, p["v_proj.weight"])
+    q = F.relu(torch.einsum("td,hkd->thk", x, _rows(p["q_proj.weight"], HEADS)))
+    k = F.relu(torch.einsum("td,hkd->thk", x, _rows(p["k_proj.weight"], HEADS)))
+    v = torch.einsum("td,hvd->thv", x, _rows(p["v_proj.weight"], HEADS))
     bounds = offsets.tolist()
     ys = []
     for start, stop in zip(bounds[:-1], bounds[1:]):
@@ -227,7 +241,9 @@ def scatterformer_attention(p, x, offsets):
         den = torch.einsum("thk,hk->th", qw, kw.sum(0))[..., None] + 1e-10
         ys.append(torch.einsum("thk,hkv->thv", qw, kv) / den)
     y = torch.cat(ys)
-    return {"y": torch.einsum("thv,dhv->td", y, p["o_proj.weight"]) + p["o_proj.bias"]}
+    return {
+        "y": torch.einsum("thv,dhv->td", y, _cols(p["o_proj.weight"], HEADS)) + p["o_proj.bias"]
+    }
 
 
 def window_inputs(checked, gen, dtype=torch.float64):

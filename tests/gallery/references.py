@@ -1,8 +1,9 @@
 """Hand-written PyTorch references for gallery circuits, written from the papers, not generated
 (the gated / linear-recurrence blocks are in ref_recurrent.py).
 
-Each takes the parameters by their circuit names (`box.param`, laid out in the order of the
-parameter's axes, e.g. a linear map D -> (H, K) has weight [H, K, D]) and the inputs by name.
+Each takes the parameters by their circuit names (`box.param`, a linear map's as nn.Linear's:
+D -> (H, K) has weight [H*K, D], heads split off its rows as nanoGPT's `view(B, T, H, K)`) and
+the inputs by name.
 """
 
 from __future__ import annotations
@@ -10,10 +11,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+HEADS = 4  # the attention heads of the gallery's transformer blocks
 
-def linear(p, name, x, eq, bias=True):
-    y = torch.einsum(eq, x, p[f"{name}.weight"])
-    return y + p[f"{name}.bias"] if bias else y
+
+def linear(p, name, x, eq, bias=True, **sizes):
+    """`einsum(eq, x, W)` with nn.Linear's weight [out, in] viewed over the equation's letters
+    for it (`hkd`: [H, K, D]); `sizes` gives those of letters x lacks, but for one, read off
+    the rows. The bias [out] is added over the output's trailing letters of W."""
+    xs, ws = eq.split("->")[0].split(",")
+    known = dict(zip(xs, x.shape, strict=True)) | sizes
+    y = torch.einsum(eq, x, p[f"{name}.weight"].reshape([known.get(c, -1) for c in ws]))
+    if not bias:
+        return y
+    out = eq.split("->")[1]
+    ys = dict(zip(out, y.shape, strict=True))
+    return y + p[f"{name}.bias"].reshape([ys[c] for c in ws if c in out])
 
 
 def mlp(p, image):
@@ -47,16 +59,16 @@ def sesr_block(p, x):
     return {"y": F.relu(h + x)}
 
 
-def transformer_block(p, x, prefix=""):
+def transformer_block(p, x, prefix="", heads=HEADS):
     pp = {k[len(prefix) :]: v for k, v in p.items() if k.startswith(prefix)}
     d = x.shape[-1]
     h = F.layer_norm(x, (d,), pp["ln1.weight"], pp["ln1.bias"])
-    qh = linear(pp, "q_proj", h, "btd,hkd->bthk")
-    kh = linear(pp, "k_proj", h, "btd,hkd->bthk")
-    vh = linear(pp, "v_proj", h, "btd,hvd->bthv")
+    qh = linear(pp, "q_proj", h, "btd,hkd->bthk", h=heads)
+    kh = linear(pp, "k_proj", h, "btd,hkd->bthk", h=heads)
+    vh = linear(pp, "v_proj", h, "btd,hvd->bthv", h=heads)
     s = torch.einsum("bthk,bshk->bths", qh, kh) * qh.shape[-1] ** -0.5
     o = torch.einsum("bths,bshv->bthv", s.softmax(-1), vh)
-    x = x + linear(pp, "o_proj", o, "bthv,dhv->btd")
+    x = x + linear(pp, "o_proj", o, "bthv,dhv->btd")  # h, v read off o
     h = F.layer_norm(x, (d,), pp["ln2.weight"], pp["ln2.bias"])
     h = F.gelu(h @ pp["ff_up.weight"].T + pp["ff_up.bias"])
     return x + h @ pp["ff_down.weight"].T + pp["ff_down.bias"]

@@ -19,7 +19,7 @@ from ncd.compiler.collapse import collapse
 from ncd.compiler.fold import fold_norms
 
 from . import ref_variants
-from .references import linear
+from .references import HEADS, linear
 from .references import sesr_block as sesr_reference
 
 # --- Unified Normalization, from Yang et al. 2022 (Sec. 3) and the authors' released code -----
@@ -99,9 +99,9 @@ def un_reference(p, name, x, s, cfg, training):
 def unified_norm_block_reference(p, x, states, cfg, training=True):
     """x + MHA(UN(x)), then + MLP(UN(.)) (Vaswani et al. eq. 1 and 2 inside the block)."""
     h = un_reference(p, "un1", x, states["un1"], cfg, training)
-    q = linear(p, "q_proj", h, "btd,hkd->bthk")
-    k = linear(p, "k_proj", h, "btd,hkd->bthk")
-    v = linear(p, "v_proj", h, "btd,hvd->bthv")
+    q = linear(p, "q_proj", h, "btd,hkd->bthk", h=HEADS)
+    k = linear(p, "k_proj", h, "btd,hkd->bthk", h=HEADS)
+    v = linear(p, "v_proj", h, "btd,hvd->bthv", h=HEADS)
     att = torch.softmax(torch.einsum("bthk,bshk->bths", q, k) / math.sqrt(q.shape[-1]), -1)
     x = x + linear(p, "o_proj", torch.einsum("bths,bshv->bthv", att, v), "bthv,dhv->btd")
     h = un_reference(p, "un2", x, states["un2"], cfg, training)
