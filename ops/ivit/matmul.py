@@ -13,10 +13,10 @@ from .reference import MAX_ACC_K, int8_matmul_reference
 
 @triton.jit
 def _int8_mm_kernel(
-    a_ptr, b_ptr, c_ptr, bias_ptr, mult_ptr, shift_ptr, M, N, K,
+    a_ptr, b_ptr, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s, shift_s, M, N, K,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn, QMIN, QMAX,
-    HAS_BIAS: tl.constexpr, REQUANT: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    HAS_BIAS: tl.constexpr, REQUANT: tl.constexpr, PER_CHANNEL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     # Programs walk the output tiles in groups of GROUP_M tile rows, so that a wave of
     # programs shares the b tiles it reads in L2.
@@ -47,10 +47,14 @@ def _int8_mm_kernel(
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     mask = (offs_m[:, None] < M) & n_mask[None, :]
     if REQUANT:
-        mult = tl.load(mult_ptr + offs_n, mask=n_mask, other=0)
-        shift = tl.load(shift_ptr + offs_n, mask=n_mask, other=1)
-        half = tl.full([BLOCK_N], 1, tl.int64) << (shift - 1)
-        y = (acc.to(tl.int64) * mult[None, :] + half[None, :]) >> shift[None, :]
+        if PER_CHANNEL:
+            mult = tl.load(mult_ptr + offs_n, mask=n_mask, other=0)[None, :]
+            shift = tl.load(shift_ptr + offs_n, mask=n_mask, other=1)[None, :]
+        else:
+            mult = tl.full([1, BLOCK_N], mult_s, tl.int64)
+            shift = tl.full([1, BLOCK_N], shift_s, tl.int64)
+        half = tl.full([1, BLOCK_N], 1, tl.int64) << (shift - 1)
+        y = (acc.to(tl.int64) * mult + half) >> shift
         y = tl.minimum(tl.maximum(y, QMIN), QMAX)
         tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=mask)
     else:
@@ -71,6 +75,9 @@ KEY = ["M", "N", "K"]
 
 
 def _per_channel(v, N, name, device):
+    """An int stays an int (a kernel argument); a tensor becomes int64 [N] on a's device."""
+    if isinstance(v, int):
+        return v
     t = torch.as_tensor(v, device=device)
     check(not t.is_floating_point() and t.dim() <= 1 and t.numel() in (1, N), OP, name,
           f"an int or an integer tensor [{N}]", tuple(t.shape) if t.dim() else v)  # fmt: skip
@@ -125,14 +132,20 @@ def int8_matmul(
     check((multiplier is None) == (shift is None), OP, "multiplier and shift",
           "both given or both None", (multiplier, shift))  # fmt: skip
     requant = multiplier is not None
+    per_channel, mult, sh = False, 0, 0
     if requant:
         check(isinstance(bits, int) and 2 <= bits <= 8, OP, "bits", "an int from 2 to 8", bits)
         mult = _per_channel(multiplier, N, "multiplier", a.device)
         sh = _per_channel(shift, N, "shift", a.device)
-        if not a.is_cuda:  # host values: checked (on CUDA they are trusted, no sync)
-            check(bool(((mult.abs() < 2**31) & (sh >= 1) & (sh <= 62)).all()), OP,
+        per_channel = isinstance(mult, torch.Tensor) or isinstance(sh, torch.Tensor)
+        if per_channel:
+            mult, sh = (_per_channel(torch.tensor(v), N, n, a.device) if isinstance(v, int)
+                        else v for v, n in ((mult, "multiplier"), (sh, "shift")))  # fmt: skip
+        if not a.is_cuda or not per_channel:  # host values: checked (CUDA ones trusted: no sync)
+            bm, bs = torch.as_tensor(mult), torch.as_tensor(sh)
+            check(bool(((bm.abs() < 2**31) & (bs >= 1) & (bs <= 62)).all()), OP,
                   "multiplier, shift", "|multiplier| < 2^31 and shift in 1..62",
-                  (mult.tolist()[:4], sh.tolist()[:4]))  # fmt: skip
+                  (bm.flatten().tolist()[:4], bs.flatten().tolist()[:4]))  # fmt: skip
     lead = a.shape[:-1]
     a2 = a.reshape(-1, K)
     if not use_triton(a, backend, OP):
@@ -146,9 +159,11 @@ def int8_matmul(
         launch(
             _int8_mm_kernel, CONFIGS,
             lambda m: (cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"]),),
-            (a2, b, c, dummy if bias is None else bias, mult if requant else dummy,
-             sh if requant else dummy, M, N, K, *a2.stride(), *b.stride(), *c.stride(),
+            (a2, b, c, dummy if bias is None else bias, mult if per_channel else dummy,
+             sh if per_channel else dummy, 0 if per_channel else mult,
+             0 if per_channel else sh, M, N, K, *a2.stride(), *b.stride(), *c.stride(),
              -(1 << (bits - 1)), (1 << (bits - 1)) - 1),
-            {"HAS_BIAS": bias is not None, "REQUANT": requant}, INTERPRET, key=KEY,
+            {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel},
+            INTERPRET, key=KEY,
         )  # fmt: skip
     return c.reshape(*lead, N)

@@ -167,6 +167,51 @@ def test_int8_matmul_batched_input():
     _same(got, int8_matmul(a, b, backend="reference"))
 
 
+@pytest.mark.interpret
+def test_i_layernorm_constants_follow_the_weights():
+    """The kernel path keeps the integer affine constants per weight tensor: an in-place update
+    of the weight is seen."""
+    x = _int8((3, 40), 23)
+    w, b = torch.ones(40), torch.zeros(40)
+    first = i_layernorm(x, w, b, 0.05, backend="triton")[0]
+    _same(first, R.i_layernorm_reference(x, w, b, 0.05)[0])
+    w.mul_(0.5)
+    _same(
+        i_layernorm(x, w, b, 0.05, backend="triton")[0], R.i_layernorm_reference(x, w, b, 0.05)[0]
+    )
+
+
+@pytest.mark.slow
+def test_bench_dry_run(tmp_path):
+    """bench/ops_ivit.py runs on the CPU (interpreter, tiny shape) and writes its rows: every
+    op, every implementation, ncd bit-exact against the integer reference."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    out = tmp_path / "ops_ivit.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, str(root / "bench" / "ops_ivit.py"), "--dry-run", "--shapes", "16x32",
+         "--out", str(out)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert set(data["meta"]) >= {"device", "date", "commit", "torch", "triton"}
+    rows = data["rows"]
+    assert not [r for r in rows if "error" in r], [r for r in rows if "error" in r]
+    got = {(r["op"], r["impl"], r.get("epilogue")) for r in rows}
+    for op in ("shiftmax", "shiftgelu", "i_layernorm"):
+        assert {(op, i, None) for i in ("ncd", "torch", "torch_compile", "float_bf16")} <= got
+    for ep in ("none", "requant"):
+        assert {("int8_matmul", i, ep) for i in ("ncd", "torch", "torch_compile")} <= got
+    assert ("int8_matmul", "bf16", "none") in got
+    assert all(r["bit_exact"] for r in rows if r["impl"] == "ncd")
+    assert all(r["rows"] == 16 and r["features"] == 32 and r["ms"] > 0 for r in rows)
+
+
 # ---------------------------------------------------------------------- independent checks
 
 
