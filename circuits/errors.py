@@ -69,3 +69,14 @@ class ShapeProblem(Exception):
         self.port = port
         self.expected = expected
         self.found = found
+
+
+class ScriptError(NcdError):
+    """Builder code read as text (`ncd.circuits.script.from_script`) that cannot be read or
+    built: `line` and `col` (both from 1) say where, the message what was expected and found."""
+
+    def __init__(self, message: str, line: int, col: int = 1):
+        self.message = message
+        self.line = line
+        self.col = col
+        super().__init__(f"line {line}, column {col}: {message}")

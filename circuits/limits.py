@@ -69,3 +69,10 @@ def exceeded(what: str, limit: str, value) -> str:
     allowed = globals()[limit]
     shown = f"2**{allowed.bit_length() - 1}" if allowed >= 2**32 else f"{allowed:,}"
     return f"{value:,} {what}, more than the {shown} allowed (limit {limit})"
+
+
+# Builder code read as text (circuits/script.py)
+MAX_SCRIPT_CHARS = 8 * 2**20
+"""Characters of Builder code that `from_script` reads."""
+MAX_SCRIPT_NESTING = 64
+"""Depth of nested statements and expressions in Builder code read as text."""

@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("spec", help="a JSON file or a gallery name")
     p.add_argument("--sizes", help="bind sizes, e.g. B=2,T=128")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--builder", action="store_true", help="the circuit as Builder code")
     p.set_defaults(run=cmd_show)
 
     p = sub.add_parser("list", help="list the gallery")
@@ -145,6 +146,11 @@ def _sym(name):
 
 def cmd_show(args) -> int:
     c, sizes = load_bound(args.spec, args.sizes)
+    if args.builder:
+        from ncd.circuits.script import to_script
+
+        print(to_script(c), end="")
+        return 0
     checked = c.check(sizes)
     d = describe(c, checked)
     if args.json:
