@@ -36,7 +36,7 @@ from .forms import BoxForm, palette_options
 
 _NONE = "—"  # a port left unwired
 MAX_UNDO = 200
-TABS = ["Cost", "Code", "JSON"]
+TABS = ["Messages", "Cost", "Code", "JSON"]
 
 
 def _script():
@@ -246,12 +246,13 @@ class Studio(w.VBox):
         self.apply_json_button.on_click(lambda _: self._apply_json())
         self.tabs = w.Tab(
             [
+                self.messages,
                 w.VBox([w.HBox([self.sizes, self.default_sizes_button]), self.cost]),
                 self.code,
                 w.VBox([self.json_text, self.apply_json_button]),
             ],
             titles=TABS,
-            selected_index=None,  # computed when shown, never on every edit
+            selected_index=0,  # the others are computed when shown, never on every edit
         )
         self.tabs.observe(lambda _: self._refresh_tab(), names="selected_index")
 
@@ -271,13 +272,13 @@ class Studio(w.VBox):
                 self.export_path,
                 self.export_button,
             ],
-            layout=w.Layout(width="330px", min_width="330px"),
+            layout=w.Layout(width="300px", min_width="300px"),
         )
         text = w.VBox([w.HTML("<b>Text</b>"), self.text, self.text_status])
-        text.layout = w.Layout(width="380px", min_width="300px")
+        text.layout = w.Layout(width="320px", min_width="260px")
         if _script() is None:
             text.layout.display = "none"
-        middle = w.VBox([self.theme, self.canvas, self.messages], layout=w.Layout(flex="1"))
+        middle = w.VBox([self.theme, self.canvas], layout=w.Layout(flex="1"))
         self.children = [w.HBox([left, middle, text]), self.tabs]
 
     # ---- views: pure functions of the current circuit -------------------------------------
@@ -352,6 +353,8 @@ class Studio(w.VBox):
             return
         tab = TABS[index]
         self._stale.discard(tab)
+        if tab == "Messages":
+            return
         if tab == "JSON":
             self.json_text.value = io.dumps(self.circuit)
             return

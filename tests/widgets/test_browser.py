@@ -1,13 +1,17 @@
-"""ncd.Studio in a real browser: JupyterLab serves a notebook that opens the transformer block,
-headless Chromium (driven by Playwright) runs the cell, sees the editor and its diagram, and
-clicks one of its buttons; the kernel's answer must come back into the page.
+"""ncd.Studio in a real browser: JupyterLab serves a notebook that opens two Studios (a blank
+one and the transformer), headless Chromium (driven by Playwright) runs the cell and uses the
+diagram as a user does: clicks, drags, keys, the text view; the kernel's answer must come back
+into the page.
 
-What the Python-side widget tests cannot see: that the widget state reaches the front end,
-that the diagram is drawn there, and that a click travels to the kernel and back.
+What the Python-side tests cannot see: that the widget state reaches the front end, that the
+diagram is drawn there with its handles, and that a click or a drag travels to the kernel and
+back. One JupyterLab and one page serve every test here (in file order); screenshots are kept
+under build/test-artifacts/ and are part of the test: look at them.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -22,7 +26,11 @@ import pytest
 
 pytestmark = pytest.mark.browser
 TOKEN = "ncd-browser-test"
-CELL = 'import ncd\nstudio = ncd.Studio("transformer_block")\nstudio'
+CELL = (
+    "import ncd\nfrom IPython.display import display\n"
+    'blank = ncd.Studio()\nstack = ncd.Studio("transformer")\ndisplay(blank, stack)'
+)
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 
 
 def _chromium() -> str:
@@ -82,34 +90,35 @@ def lab(tmp_path_factory):
         log.close()
 
 
-def test_studio_renders_and_answers_a_click(lab):
+@pytest.fixture(scope="module")
+def page(lab):
+    """The notebook open in Chromium, its cell run: both Studios drawn."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="dev dependency")
-    from ncd import gallery
-
     url, root = lab
-    boxes = gallery.get("transformer_block").boxes
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(60_000)
+            pg = browser.new_page(viewport={"width": 1700, "height": 1300})
+            pg.set_default_timeout(60_000)
             try:
-                _drive(page, url, boxes)
-            except Exception as err:  # say what the page showed, not only that it timed out
-                page.screenshot(path=str(root / "failed.png"))
-                shown = page.inner_text("body")[-3000:]
-                log = (root / "server.log").read_text()[-3000:]
-                raise AssertionError(
-                    f"{err}\n--- page ---\n{shown}\n--- server ---\n{log}"
-                ) from err
-            page.screenshot(path=str(root / "studio.png"))
+                _open(pg, url)
+            except Exception as err:
+                _explain(pg, root, err, "open")
+            yield pg
         finally:
             browser.close()
-    assert Path(root / "studio.png").stat().st_size > 10_000
 
 
-def _drive(page, url, boxes):
-    """Open the notebook, run its cell, check the editor, type and click in it."""
+def _explain(page, root, err, name):
+    """Say what the page showed, not only that something timed out."""
+    page.screenshot(path=str(ARTIFACTS / f"failed-{name}.png"))
+    shown = page.inner_text("body")[-3000:]
+    log = (root / "server.log").read_text()[-3000:]
+    raise AssertionError(f"{err}\n--- page ---\n{shown}\n--- server ---\n{log}") from err
+
+
+def _open(page, url):
     page.goto(f"{url}/lab/tree/studio.ipynb?token={TOKEN}")
     page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content")
     # Wait until the kernel says it is idle, then run the cell (Ctrl+Enter: run, stay). A run
@@ -126,22 +135,161 @@ def _drive(page, url, boxes):
         except Exception:
             if attempt == 5:
                 raise
-    add = page.wait_for_selector("button:has-text('add box')")
-    assert add.is_visible()
-    # The diagram: the renderer's SVG, with the block's boxes drawn in the page.
-    page.wait_for_selector(".jp-OutputArea-output svg g.node")
-    nodes = page.locator(".jp-OutputArea-output svg g.node").count()
-    assert nodes >= len(boxes)
-    # Typing sizes goes to the kernel; the cost table comes back priced at them.
-    page.fill("input[placeholder='B=2,T=128']", "B=4,T=256")
-    page.wait_for_selector(".jp-OutputArea-output :text(\"'T': 256\")")
-    # A button press with nothing chosen: the kernel's located error comes back.
-    page.click("button:has-text('delete box')")
-    page.wait_for_selector(".jp-OutputArea-output :text('no box selected')")
-    # Choose a box in the front end, press again: the kernel acts on that box.
-    name = boxes[1].name
-    page.select_option(".widget-dropdown:has(label:text-is('box')) select", name)
-    page.click("button:has-text('delete box')")
-    # (deleting it would leave its readers unwired: refused, with the reason)
-    page.wait_for_selector(f".jp-OutputArea-output :text('edit not taken (deleted {name})')")
-    page.wait_for_selector(f".jp-OutputArea-output :text(\"found '{name}'\")")
+    page.wait_for_selector(".ncd-studio >> nth=1")
+    page.wait_for_selector(".ncd-studio >> nth=1 >> g.node")
+
+
+@pytest.fixture
+def step(page, request):
+    """The shared page; a screenshot of it when the test failed."""
+    failed = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed:
+        page.screenshot(path=str(ARTIFACTS / f"failed-{request.node.name}.png"))
+
+
+def studio(page, k):
+    return page.locator(".ncd-studio").nth(k)
+
+
+def node(page, k, path):
+    return studio(page, k).locator(f'g.node[id="box:{path}"]')
+
+
+def wait_node(page, k, path, state="attached"):
+    node(page, k, path).wait_for(state=state)
+
+
+def centre(locator):
+    b = locator.bounding_box()
+    return b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
+
+
+def drag(page, source, target):
+    """Press on `source`, move in steps, release on `target` (as a hand does)."""
+    x0, y0 = centre(source)
+    x1, y1 = centre(target)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+
+
+def shot(page, k, name):
+    studio(page, k).screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_build_an_mlp_with_a_residual_by_clicking_and_dragging(step):
+    page = step
+    s = studio(page, 0)
+    s.locator(".ncd-input-name").fill("x")
+    s.locator(".ncd-input-axes").fill("B T D")
+    s.locator(".ncd-add-input").click()
+    wait_node(page, 0, "x")
+    # Each palette click adds a box reading the selected one (at first: the last value).
+    for kind, name in [("linear", "linear"), ("unary", "unary"), ("linear", "linear2")]:
+        s.locator(f'.ncd-kind[data-kind="{kind}"]').click()
+        wait_node(page, 0, name)
+    s.locator(".ncd-search").fill("binary")
+    assert s.locator(".ncd-kind").count() == 1  # the search keeps the one kind
+    s.locator('.ncd-kind[data-kind="binary"]').click()
+    wait_node(page, 0, "binary")
+    s.locator(".ncd-search").fill("")
+    # Both operands read linear2; drag x's output port onto the sum: the residual.
+    drag(page, s.locator('.ncd-handle.ncd-out[data-node="x"]'), node(page, 0, "binary"))
+    s.locator(".ncd-status:has-text('wired x -> binary.b')").wait_for()
+    # The sum is selected: its result becomes the output y.
+    node(page, 0, "binary").click()
+    s.locator(".ncd-output-name").fill("y")
+    s.locator(".ncd-add-output").click()
+    wait_node(page, 0, "y")
+    assert s.locator("g.node.ncd-dangling").count() == 0  # nothing left loose
+    assert s.locator('g.edge[data-tail="x/copy"][data-head="binary"]').count() == 3  # B T D
+    shot(page, 0, "mlp-residual")
+
+
+def test_splice_a_box_onto_a_wire(step):
+    page = step
+    s = studio(page, 0)
+    wire = s.locator('g.edge[data-head="linear"] path.ncd-hit').first
+    drag(page, s.locator('.ncd-kind[data-kind="layernorm"]'), wire)
+    wait_node(page, 0, "layernorm")
+    assert s.locator('g.edge[data-tail="layernorm"][data-head="linear"]').count() >= 1
+    shot(page, 0, "spliced")
+
+
+def test_undo_and_redo_with_the_keyboard(step):
+    page = step
+    s = studio(page, 0)
+    node(page, 0, "unary").click()
+    page.keyboard.press("Delete")  # a pass-through: linear2 now reads linear
+    node(page, 0, "unary").wait_for(state="detached")
+    assert s.locator('g.edge[data-tail="linear"][data-head="linear2"]').count() >= 1
+    page.keyboard.press("Control+z")
+    wait_node(page, 0, "unary")
+    page.keyboard.press("Control+Shift+z")
+    node(page, 0, "unary").wait_for(state="detached")
+    page.keyboard.press("Control+z")
+    wait_node(page, 0, "unary")
+    page.keyboard.press("Escape")
+    assert s.locator(".ncd-sel").count() == 0
+
+
+def test_a_refused_edit_marks_the_box(step):
+    page = step
+    s = studio(page, 0)
+    node(page, 0, "binary").click()
+    page.keyboard.press("Delete")  # two inputs and read by y: refused, located
+    s.locator(".ncd-status.ncd-error").wait_for()
+    assert "cannot delete" in s.locator(".ncd-status").inner_text()
+    wait_node(page, 0, "binary")
+
+
+def test_collapse_and_expand_a_group(step):
+    page = step
+    s = studio(page, 1)
+    s.locator('.ncd-toggle[data-path="blocks/MLP"]').click()
+    wait_node(page, 1, "blocks/MLP")
+    assert node(page, 1, "blocks/ff_up").count() == 0
+    shot(page, 1, "collapsed")
+    s.locator('.ncd-toggle[data-path="blocks/MLP"]').click()
+    wait_node(page, 1, "blocks/ff_up")
+    assert node(page, 1, "blocks/MLP").count() == 0
+
+
+def test_open_a_subcircuit_and_edit_inside_it(step):
+    page = step
+    s = studio(page, 1)
+    node(page, 1, "blocks/ln2").dblclick()
+    wait_node(page, 1, "ln2")  # inside: the block's own boxes, by their own names
+    assert "transformer_block" in s.locator(".ncd-crumbs").inner_text()
+    node(page, 1, "ln2").click()
+    s.locator(".ncd-search").fill("dropout")
+    s.locator(".ncd-search").press("Enter")  # the first match, after the selection
+    wait_node(page, 1, "dropout")
+    shot(page, 1, "inside")
+    s.locator(".ncd-crumb").first.click()  # back out: the edit is in the called block
+    wait_node(page, 1, "blocks/dropout")
+    shot(page, 1, "outside")
+
+
+def test_sizes_reach_the_cost_tab(step):
+    page = step
+    page.locator(".lm-TabBar-tab:has-text('Cost')").first.click()  # the MLP's
+    page.locator("input[placeholder='B=2,T=128']").first.fill("B=4,T=256,D=8")
+    page.locator(":text(\"'T': 256\")").first.wait_for()
+
+
+def test_export_py_and_import_it(step, lab):
+    page = step
+    root = lab[1]
+    field = page.locator("input[placeholder^='diagram.svg']").first  # the blank one's
+    field.fill(str(root / "mlp.py"))
+    field.press("Enter")
+    page.locator("button:has-text('export')").first.click()
+    studio(page, 0).locator(".ncd-status:has-text('exported')").wait_for()
+    spec = importlib.util.spec_from_file_location("mlp_export", root / "mlp.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # our own file, written by the compiler's source writer
+    assert any(isinstance(v, type) for v in vars(module).values())

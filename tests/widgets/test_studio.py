@@ -57,7 +57,7 @@ def set_output(studio, name, source):
 
 def shown(studio, tab: str) -> str:
     """Show a tab (its panel is computed then, not on every edit) and read it."""
-    studio.tabs.selected_index = ["Cost", "Code", "JSON"].index(tab)
+    studio.tabs.selected_index = ["Messages", "Cost", "Code", "JSON"].index(tab)
     return {"Cost": studio.cost, "Code": studio.code, "JSON": studio.json_text}[tab].value
 
 

@@ -60,7 +60,10 @@ function render({ model, el }) {
   title.addEventListener("change", () => send("retitle", { title: title.value }));
   undo.addEventListener("click", () => send("undo"));
   redo.addEventListener("click", () => send("redo"));
-  fit.addEventListener("click", () => fitView());
+  fit.addEventListener("click", () => {
+    steered = false;
+    fitView();
+  });
   addIn.addEventListener("click", () =>
     send("add_input", { name: inName.value.trim(), axes: inAxes.value.trim() }));
   addOut.addEventListener("click", () =>
@@ -105,6 +108,7 @@ function render({ model, el }) {
   el.append(toolbar, h("div", { class: "ncd-body" }, palette, stage), info, status, tip);
   let view = { x: 10, y: 10, k: 1 };
   let fitted = false;
+  let steered = false;  // the user zoomed or panned: the view is theirs until "fit"
   const apply = () => {
     holder.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.k})`;
   };
@@ -127,6 +131,7 @@ function render({ model, el }) {
     view.x = px - ((px - view.x) * k) / view.k;
     view.y = py - ((py - view.y) * k) / view.k;
     view.k = k;
+    steered = true;
     apply();
   }, { passive: false });
   let pan = null;
@@ -138,7 +143,7 @@ function render({ model, el }) {
   stage.addEventListener("pointermove", (e) => {
     if (pan) {
       const dx = e.clientX - pan.x, dy = e.clientY - pan.y;
-      if (Math.abs(dx) + Math.abs(dy) > 3) pan.moved = true;
+      if (Math.abs(dx) + Math.abs(dy) > 3) pan.moved = steered = true;
       view.x = pan.vx + dx;
       view.y = pan.vy + dy;
       apply();
@@ -188,7 +193,7 @@ function render({ model, el }) {
     }
     for (const g of svg.querySelectorAll("g.cluster title, g.node title")) g.remove();
     decorate();
-    if (!fitted) {
+    if (!fitted || !steered) {  // the drawing follows the circuit's growth until steered
       fitView();
       fitted = true;
     }
@@ -430,9 +435,11 @@ function render({ model, el }) {
       select("");
       info.textContent = "";
     } else if (e.key === "+" || e.key === "=") {
+      steered = true;
       view.k = Math.min(8, view.k * 1.2);
       apply();
     } else if (e.key === "-") {
+      steered = true;
       view.k = Math.max(0.05, view.k / 1.2);
       apply();
     } else done = false;
@@ -470,7 +477,10 @@ function render({ model, el }) {
   model.on("change:marks", decorate);
   model.on("change:selected", decorate);
   model.on("change:palette", drawPalette);
-  model.on("change:crumbs", () => { drawCrumbs(); fitted = false; });
+  model.on("change:crumbs", () => {
+    drawCrumbs();
+    fitted = steered = false;
+  });
   for (const k of ["name", "title", "can_undo", "can_redo", "status", "status_ok"]) {
     model.on(`change:${k}`, drawBar);
   }
