@@ -277,3 +277,34 @@ def test_kernel_path_statistics():
 def test_backend_is_checked():
     with pytest.raises(ValueError, match="backend must be one of"):
         wtacrs_linear(torch.ones(4, 3), torch.ones(2, 3, requires_grad=True), backend="gpu")
+
+
+@pytest.mark.interpret
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_benchmark_dry_run(tmp_path):
+    """bench/ops_effops.py --dry-run (the kernels interpreted): every row measured without
+    error in the results layout; the sampled layer keeps less than half the exact one's
+    activation bytes; L-Mul's kernel agrees with the PyTorch form."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "ops_effops.py"
+    spec = importlib.util.spec_from_file_location("ops_effops_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "ops_effops.json"
+    bench.main(["--dry-run", "--shapes", "24x16", "--estimates", "2", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data["meta"]) >= {"device", "date", "commit", "torch", "triton"}
+    rows = {(r["op"], r["impl"], r.get("mantissa_bits")): r for r in data["rows"]}
+    assert len(rows) == len(data["rows"]) == 5
+    for r in rows.values():
+        assert "error" not in r, r
+        assert r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and (r["rows"], r["features"]) == (24, 16)
+    ncd, exact = rows["wtacrs_linear", "ncd", None], rows["wtacrs_linear", "torch", None]
+    assert ncd["rel_err"] < 1e-6 and ncd["relative_variance"] > 0
+    assert ncd["saved_mib"] < exact["saved_mib"] / 2
+    for m in (3, 4):
+        r = rows["lmul_matmul", "ncd", m]
+        assert r["max_rel_diff_pytorch_form"] < 1e-5 and 0.01 < r["rel_err"] < 0.1
