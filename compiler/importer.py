@@ -1010,4 +1010,9 @@ def to_spec(model: nn.Module, example_inputs, name: str | None = None) -> str:
     return from_torch(model, example_inputs, name).to_json()
 
 
+# Integer-only inference: no float PyTorch layer is an integer map or a dyadic requantisation;
+# torch.clamp and quantised constants import as opaque boxes.
+IMPORTS.exempt.update(dict.fromkeys(("clamp", "constant", "requantize", "int_linear"), _UNMAPPED))
+
+
 __all__ = ["from_torch", "to_spec"]

@@ -204,6 +204,8 @@ class _Run:
             "elu_plus_one": lambda t: torch.where(t > 0, t + 1, torch.exp(t.clamp(max=0))),
             "relu6": lambda t: t.clamp(0, 6),
             "hardswish": lambda t: t * (t + 3).clamp(0, 6) / 6,
+            "round": _round_half_even,
+            "floor": _floor,
         }[b.fn]
         return {"out": NT(f(t), x["x"].names)}
 
@@ -224,6 +226,9 @@ class _Run:
             "le": lambda a, c: (a <= c).to(torch.promote_types(a.dtype, c.dtype)),
             "lt": lambda a, c: (a < c).to(torch.promote_types(a.dtype, c.dtype)),
             "eq": lambda a, c: (a == c).to(torch.promote_types(a.dtype, c.dtype)),
+            "shift_left": _shift_left,
+            "shift_right": _shift_right,
+            "floordiv": lambda a, c: torch.div(a, c, rounding_mode="floor"),
         }[b.fn]
         return {"out": NT(f(a, c), names)}
 
@@ -233,6 +238,9 @@ class _Run:
 
     @interprets("cast")
     def k_cast(self, b, x, tin, tout):
+        if b.bits:  # the same bytes read as the new type
+            t = x["x"].t.contiguous().view(torch.uint8).view(getattr(torch, b.dtype))
+            return {"out": NT(t, x["x"].names)}
         return {"out": NT(x["x"].t.to(getattr(torch, b.dtype)), x["x"].names)}
 
     @interprets("dropout")
@@ -367,6 +375,8 @@ class _Run:
                     t = getattr(t, b.op)(d).values
                 else:
                     t = getattr(t, b.op)(d)
+        if tout["out"].dtype.startswith("int"):  # the type's width, not torch's int64 sum
+            t = t.to(getattr(torch, tout["out"].dtype))
         return {"out": NT(t, tout["out"].names)}
 
     @interprets("scan")
@@ -760,3 +770,85 @@ def _lmul_linear_by_names(run, b, x: NT, w: torch.Tensor, want: TensorType) -> N
     if b.bias:
         y = y + NT(run.p(b.name, "bias"), tuple(b.out)).to([*lead, *b.out])
     return _as(NT(y, (*lead, *b.out)), want)
+
+
+# -- integer arithmetic: by value, in int64 where a step could leave int32
+def _round_half_even(t):
+    if not t.is_floating_point():
+        return t
+    r = torch.floor(t + 0.5)
+    tie = (r - t == 0.5) & (torch.remainder(r, 2) == 1)
+    return torch.copysign(r - tie.to(t.dtype), t)  # -0.3 rounds to -0
+
+
+def _floor(t):
+    if not t.is_floating_point():
+        return t
+    frac = torch.remainder(t, 1)
+    return torch.where(frac == 0, t, t - frac)  # whole numbers (and -0) as they are
+
+
+def _shift_left(a, c):
+    """a · 2^c, wrapped to a's width as a shift register drops the bits above it."""
+    dtype = torch.promote_types(a.dtype, c.dtype)
+    bits = torch.iinfo(dtype).bits
+    y = a.to(torch.int64) * torch.pow(2, c.to(torch.int64))
+    if bits < 64:
+        y = torch.remainder(y + 2 ** (bits - 1), 2**bits) - 2 ** (bits - 1)
+    return y.to(dtype)
+
+
+def _shift_right(a, c):
+    """⌊a / 2^c⌋: an arithmetic shift."""
+    dtype = torch.promote_types(a.dtype, c.dtype)
+    return torch.div(a.to(torch.int64), torch.pow(2, c.to(torch.int64)), rounding_mode="floor").to(
+        dtype
+    )
+
+
+@interprets("clamp")
+def _interpret_clamp(run, b, x, tin, tout):
+    t = x["x"].t
+    if b.low is not None:
+        t = torch.maximum(t, torch.tensor(run.num(parse_size(b.low)), dtype=t.dtype))
+    if b.high is not None:
+        t = torch.minimum(t, torch.tensor(run.num(parse_size(b.high)), dtype=t.dtype))
+    return {"out": NT(t, x["x"].names)}
+
+
+@interprets("constant")
+def _interpret_constant(run, b, x, tin, tout):
+    return {"out": NT(run.p(b.name, "value"), tout["out"].names)}
+
+
+@interprets("requantize")
+def _interpret_requantize(run, b, x, tin, tout):
+    """round(x · b / 2^c), halves up, then clipped to the range of the result's type."""
+    x = x["x"]
+    m = NT(run.p(b.name, "multiplier").to(torch.int64), tuple(b.axes)).to(x.names)
+    c = NT(run.p(b.name, "shift").to(torch.int64), tuple(b.axes)).to(x.names)
+    p = torch.pow(2, c)
+    y = torch.div(x.t.to(torch.int64) * m * 2 + p, 2 * p, rounding_mode="floor")
+    bits = 8 if b.dtype == "int8" else 32
+    y = y.clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return {"out": NT(y.to(getattr(torch, b.dtype)), x.names)}
+
+
+@interprets("int_linear")
+def _interpret_int_linear(run, b, x, tin, tout):
+    """Σ over `over` of int8 x times the int8 weight, in int64, checked to fit int32."""
+    x = x["x"]
+    w = run.p(b.name, "weight").to(torch.int64)
+    n_out = len(b.out)
+    y = torch.tensordot(
+        x.t.to(torch.int64),
+        w,
+        dims=([x.dim(a) for a in b.over], [n_out + i for i in range(len(b.over))]),
+    )
+    if b.bias:
+        y = y + run.p(b.name, "bias").to(torch.int64)
+    if y.numel() and (y.abs().max() >= 2**31):
+        raise CompileError(f"box '{b.name}'", "int32 accumulator overflows", "|y| < 2^31",
+                           str(int(y.abs().max())))  # fmt: skip
+    names = tuple(a for a in x.names if a not in b.over) + tuple(b.out)
+    return {"out": _as(NT(y.to(torch.int32), names), tout["out"])}

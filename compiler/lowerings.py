@@ -181,6 +181,8 @@ def _scale(L: Lowerer, b, x, tin, tout):
 
 @lowers("cast")
 def _cast(L: Lowerer, b, x, tin, tout):
+    if b.bits:  # the bit pattern reinterpreted: a view
+        return {"out": L.method("view", x["x"], getattr(torch, b.dtype))}
     return {"out": L.method("to", x["x"], getattr(torch, b.dtype))}  # torch names every dtype
 
 
@@ -305,6 +307,8 @@ def _reduce(L: Lowerer, b, x, tin, tout):
         "min": torch.amin,
         "logsumexp": torch.logsumexp,
     }[b.op]
+    if b.op == "sum" and tout["out"].dtype.startswith("int"):  # torch would sum in int64
+        return {"out": L.fn(fn, x["x"], dims, dtype=getattr(torch, tout["out"].dtype))}
     return {"out": L.fn(fn, x["x"], dims)}
 
 
@@ -533,3 +537,74 @@ def _linear_sampled_or_lmul(L: Lowerer, b, x, t, tout, w, bias, out_shape):
         y = L.fn(ops.lmul_linear, h, w, bias, mantissa_bits=int(b.product[-1]))
     y = _split_trailing(L, y, out_shape)
     return L.permute(y, [*lead, *b.out], tout["out"].names)
+
+
+# ---------------------------------------------------------------- integer arithmetic
+UNARY.update({"round": (torch.round, {}), "floor": (torch.floor, {})})
+BINARY.update(
+    {
+        "shift_left": torch.bitwise_left_shift,
+        "shift_right": torch.bitwise_right_shift,  # arithmetic: the sign bit shifts in
+        "floordiv": torch.floor_divide,  # an integer division of integers, rounding down
+    }
+)
+_RANGES = {"int8": (-(2**7), 2**7 - 1), "int32": (-(2**31), 2**31 - 1)}
+
+
+@lowers("clamp")
+def _clamp(L: Lowerer, b, x, tin, tout):
+    from ncd.circuits.sizes import parse_size
+
+    integer = not tin["x"].dtype.startswith(("float", "bfloat"))
+
+    def bound(v):
+        if v is None:
+            return None
+        n = L.num(parse_size(v))
+        return n if integer or isinstance(n, float) else float(n)
+
+    return {"out": L.fn(torch.clamp, x["x"], bound(b.low), bound(b.high))}
+
+
+@lowers("constant")
+def _constant(L: Lowerer, b, x, tin, tout):
+    from ncd.circuits.sizes import parse_size
+
+    shape = tuple(L.num(a.size) for a in tout["out"].axes)
+    fill = L.num(parse_size(b.value))
+    dtype = getattr(torch, b.dtype)
+    ident = L.hold(runtime.Constant(plain(shape), dtype, plain(fill)),
+                   Call("Constant", shape, dtype, fill))  # fmt: skip
+    return {"out": L.param(ident, "value")}
+
+
+@lowers("requantize")
+def _requantize(L: Lowerer, b, x, tin, tout):
+    t = tin["x"]
+    shape = tuple(L.num(t.axis(a).size) for a in b.axes)
+    ident = L.hold(runtime.Requantize(plain(shape)), Call("Requantize", shape))
+    m = L.align(L.param(ident, "multiplier"), b.axes, t.names)
+    c = L.align(L.param(ident, "shift"), b.axes, t.names)
+    low, high = _RANGES[b.dtype]
+    return {"out": L.fn(runtime.requantize, x["x"], m, c, low, high, getattr(torch, b.dtype))}
+
+
+@lowers("int_linear")
+def _int_linear(L: Lowerer, b, x, tin, tout):
+    """int8 operands widened to int32 and multiplied there: each product and the sum over
+    `over` in int32 (torch has no int8 x int8 -> int32 product on the CPU)."""
+    t = tin["x"]
+    out_shape = tuple(L.num(tout["out"].axis(a).size) for a in b.out)
+    in_shape = tuple(L.num(t.axis(a).size) for a in b.over)
+    ident = L.hold(
+        runtime.IntLinear(plain(out_shape), plain(in_shape), bias=b.bias),
+        Call("IntLinear", out_shape, in_shape, **({} if b.bias else {"bias": False})),
+    )
+    w = L.method("to", L.param(ident, "weight"), torch.int32)
+    h = L.method("to", x["x"], torch.int32)
+    inner = {a: f"{a}_in" if a in b.out else a for a in b.over}
+    xs = [inner.get(a, a) for a in t.names]
+    y = L.einsum([(h, xs), (w, (*b.out, *inner.values()))], tout["out"].names)
+    if b.bias:
+        y = L.fn(operator.add, y, L.align(L.param(ident, "bias"), b.out, tout["out"].names))
+    return {"out": y}

@@ -27,7 +27,8 @@ def live_boxes(c: Checked) -> set[str]:
     return live
 
 
-_NO_CSE = {"dropout", "call", "opaque"}
+# random, holding a subcircuit or a callable, or holding buffers of their own (integer kinds)
+_NO_CSE = {"dropout", "call", "opaque", "constant", "requantize", "int_linear"}
 
 
 def common_subexpressions(c: Checked, live: set[str]) -> dict[str, str]:

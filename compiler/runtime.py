@@ -416,3 +416,40 @@ def lmul_linear(x, weight, bias=None, mantissa_bits=4):
     exact = F.linear(x, weight)
     y = prod.sum(-1) + (exact - exact.detach())  # the values of L-Mul, the gradient of x Wᵀ
     return y if bias is None else y + bias
+
+
+# Integer-only inference: buffers loaded with the weights (quantised, not trained) and the
+# dyadic requantisation.
+class Constant(nn.Module):
+    """A fixed tensor `value` of `shape` and `dtype`, filled with `fill`."""
+
+    def __init__(self, shape, dtype=torch.int32, fill=0):
+        super().__init__()
+        self.register_buffer("value", torch.full(tuple(shape), fill, dtype=dtype))
+
+
+class IntLinear(nn.Module):
+    """An integer linear map's int8 `weight` [*out, *over] and int32 `bias` [*out]."""
+
+    def __init__(self, out_shape, in_shape, bias=True):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(*out_shape, *in_shape, dtype=torch.int8))
+        b = torch.zeros(*out_shape, dtype=torch.int32) if bias else None
+        self.register_buffer("bias", b)
+
+
+class Requantize(nn.Module):
+    """A dyadic requantisation's int32 `multiplier` b and `shift` c (of shape `shape`)."""
+
+    def __init__(self, shape=()):
+        super().__init__()
+        self.register_buffer("multiplier", torch.ones(tuple(shape), dtype=torch.int32))
+        self.register_buffer("shift", torch.zeros(tuple(shape), dtype=torch.int32))
+
+
+def requantize(x, multiplier, shift, low: int, high: int, dtype=torch.int8):
+    """clamp((x·b + 2^(c−1)) >> c, low, high) in int64, as `dtype`."""
+    b, c = multiplier.to(torch.int64), shift.to(torch.int64)
+    half = torch.bitwise_left_shift(torch.ones_like(c), c) >> 1
+    y = torch.bitwise_right_shift(x.to(torch.int64) * b + half, c)
+    return torch.clamp(y, low, high).to(dtype)

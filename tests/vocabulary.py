@@ -139,3 +139,18 @@ def one_box(kind: str, sizes: dict[str, int] | None = None):
     for port, wire in outs.items():
         b.output(f"y_{port}", wire)
     return b.build()
+
+
+# Integer arithmetic (I-ViT, HAWQ-V3): integer inputs, integer results.
+CASES.update({
+    "clamp": Case({"x": "B T:int32"}, lambda b, w: b.box("clamp", {"x": w["x"]}, low=-128,
+                  high=127), {"out": "B T"}, "clip", form={"low": "-2**7", "high": "2**7 - 1"}),
+    "constant": Case({}, lambda b, w: b.box("constant", {}, axes="D", value=7), {"out": "D"},
+                     "7", form={"axes": ["D"], "dtype": "int8", "value": "2**6"}),
+    "requantize": Case({"x": "B T D:int32"}, lambda b, w: b.box("requantize", {"x": w["x"]},
+                       axes="D"), {"out": "B T D"}, "∗b ≫c", form={"axes": ["D"],
+                       "dtype": "int32"}),
+    "int_linear": Case({"x": "B T D:int8"}, lambda b, w: b.box("int_linear", {"x": w["x"]},
+                       over="D", out="F"), {"out": "B T F"}, "L₊",
+                       form={"over": ["D"], "out": ["F"], "bias": False}),
+})  # fmt: skip

@@ -95,7 +95,7 @@ def _scale(b) -> Drawing:
 
 @draws("cast")
 def _cast(b) -> Drawing:
-    return Drawing(glyph="⇢", note=esc(b.dtype))
+    return Drawing(glyph="⇢", note=esc(b.dtype + (" bits" if b.bits else "")))
 
 
 @draws("dropout")
@@ -289,3 +289,34 @@ def _linear_note(b) -> str:
     if b.product != "exact":
         return esc(f"L-Mul {b.product[-1]}-bit")
     return ""
+
+
+# ---------------------------------------------------------------- integer arithmetic
+_UNARY_SHORT.update({"round": "⌊x⌉", "floor": "⌊x⌋"})
+_BINARY.update({"shift_left": "≪", "shift_right": "≫", "floordiv": "⌊÷⌋"})
+
+
+@draws("clamp")
+def _clamp(b) -> Drawing:
+    lo = "−∞" if b.low is None else size(parse_size(b.low))
+    hi = "∞" if b.high is None else size(parse_size(b.high))
+    return Drawing(glyph=text(b.label) if b.label else "clip", note=f"[{lo}, {hi}]")
+
+
+@draws("constant")
+def _constant(b) -> Drawing:
+    # A constant is a number written where it enters the circuit, not a box of its own.
+    glyph = text(b.label) if b.label else size(parse_size(b.value))
+    return Drawing(glyph=glyph, note=" ".join(x for x in (_axes(b.axes), esc(b.dtype)) if x))
+
+
+@draws("requantize")
+def _requantize(b) -> Drawing:
+    # Dyadic arithmetic: a multiply by b and a shift right by c.
+    per = (" per " + _axes(b.axes)) if b.axes else ""
+    return Drawing(glyph="∗b ≫c", title=text(b.label), note=esc(f"→ {b.dtype}") + per)
+
+
+@draws("int_linear")
+def _int_linear(b) -> Drawing:
+    return Drawing(title=text(b.label or ("L₊" if b.bias else "L")), note=esc("int8 → int32"))

@@ -8,8 +8,18 @@ from pydantic import Field
 
 from ..errors import ShapeProblem
 from ..sizes import parse_size
-from ..types import Dtype
-from .base import AxisName, BoxBase, SizeExpr, broadcast, need, promote, tensor
+from ..types import DTYPE_BYTES, Dtype, TensorType
+from .base import (
+    AxisList,
+    AxisName,
+    BoxBase,
+    SizeExpr,
+    broadcast,
+    need,
+    new_axes,
+    promote,
+    tensor,
+)
 from .registry import box_kind
 
 UNARY = (
@@ -37,9 +47,27 @@ UNARY = (
     "elu_plus_one",
     "relu6",
     "hardswish",
+    "round",
+    "floor",
 )
 # The comparisons give 1 where they hold and 0 elsewhere, in the operands' type (no gradient).
-BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "ge", "gt", "le", "lt", "eq")
+BINARY = (
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "maximum",
+    "minimum",
+    "pow",
+    "ge",
+    "gt",
+    "le",
+    "lt",
+    "eq",
+    "shift_left",
+    "shift_right",
+    "floordiv",
+)
 
 
 @box_kind
@@ -52,7 +80,13 @@ class Unary(BoxBase):
     family = "elementwise"
 
     def infer(self, ins, ctx):
-        return {"out": tensor(ins, "x")}
+        x = tensor(ins, "x")
+        if self.fn not in INTEGER_UNARY and not is_float(x.dtype):
+            raise ShapeProblem(
+                f"{self.fn} is defined on floating-point numbers only", "x", "a float tensor",
+                x.dtype,
+            )  # fmt: skip
+        return {"out": x}
 
 
 @box_kind
@@ -69,6 +103,7 @@ class Binary(BoxBase):
 
     def infer(self, ins, ctx):
         a, b = tensor(ins, "a"), tensor(ins, "b")
+        _integer_operands(self.fn, a, b)
         axes = broadcast([("a", a), ("b", b)], ctx)
         return {"out": a.with_axes(axes, promote([a.dtype, b.dtype]))}
 
@@ -83,8 +118,14 @@ class Scale(BoxBase):
     family = "elementwise"
 
     def infer(self, ins, ctx):
-        parse_size(self.factor)
-        return {"out": tensor(ins, "x")}
+        f = parse_size(self.factor)
+        x = tensor(ins, "x")
+        if not is_float(x.dtype) and f.is_number and not f.is_integer:
+            raise ShapeProblem(
+                "a non-integer factor would make an integer tensor floating-point", "x",
+                "a float tensor (or an integer factor)", f"{x.dtype} times {self.factor}",
+            )  # fmt: skip
+        return {"out": x}
 
 
 @box_kind
@@ -94,10 +135,19 @@ class Cast(BoxBase):
     kind: Literal["cast"] = "cast"
     dtype: Dtype
     """The new element type."""
+    bits: bool = False
+    """Reinterpret the bit pattern (float32 <-> int32, float64 <-> int64) instead of converting
+    the value (converting a float to an integer truncates toward zero)."""
     family = "elementwise"
 
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
+        if self.bits and (DTYPE_BYTES[x.dtype] != DTYPE_BYTES[self.dtype] or "bool" in
+                          (x.dtype, self.dtype)):  # fmt: skip
+            raise ShapeProblem(
+                "a bit reinterpretation keeps the element size", "x",
+                f"a {DTYPE_BYTES[self.dtype]}-byte element type other than bool", x.dtype,
+            )  # fmt: skip
         return {"out": x.with_axes(x.axes, self.dtype)}
 
 
@@ -143,3 +193,143 @@ class Mask(BoxBase):
 
     def acts_on(self):
         return (self.query, self.key)
+
+
+# ---------------------------------------------------------------- integer arithmetic
+# Integer-only inference (I-ViT, HAWQ-V3): the functions of `unary` that keep an integer an
+# integer, the checks that keep types honest, and the kinds that hold integer state.
+INTEGER_UNARY = ("relu", "neg", "abs", "square", "identity", "sign", "relu6", "round", "floor")
+INTEGER_DTYPES = ("int8", "int32", "int64")
+
+
+def is_float(dtype: str) -> bool:
+    return "float" in dtype
+
+
+def _integer_operands(fn: str, a: TensorType, b: TensorType) -> None:
+    """Bit shifts take integers; a true division of two integers is not an integer."""
+    if fn in ("shift_left", "shift_right"):
+        for port, t in (("a", a), ("b", b)):
+            if t.dtype not in INTEGER_DTYPES:
+                raise ShapeProblem(
+                    f"{fn} shifts integers by integers", port, "an integer tensor", t.dtype
+                )
+    if fn == "div" and not is_float(a.dtype) and not is_float(b.dtype):
+        raise ShapeProblem(
+            "a true division of integers is not an integer (floordiv divides integers)",
+            "a", "a float operand", f"{a.dtype} / {b.dtype}",
+        )  # fmt: skip
+
+
+def _integer_bound(x: TensorType, value, port: str, what: str) -> None:
+    v = parse_size(value)
+    if x.dtype in INTEGER_DTYPES and v.is_number and not v.is_integer:
+        raise ShapeProblem(f"{what} of an integer tensor is an integer", port, "an integer",
+                           str(value))  # fmt: skip
+
+
+@box_kind
+class Clamp(BoxBase):
+    """Clips every element to `[low, high]` (either bound may be left open)."""
+
+    kind: Literal["clamp"] = "clamp"
+    low: SizeExpr | None = None
+    """Lower bound (a number or size expression such as `-2**7`), or none."""
+    high: SizeExpr | None = None
+    """Upper bound, or none."""
+    family = "elementwise"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        if self.low is None and self.high is None:
+            raise ShapeProblem("a clamp needs a bound", "x", "low or high", "neither")
+        for v, what in ((self.low, "the lower bound"), (self.high, "the upper bound")):
+            if v is not None:
+                _integer_bound(x, v, "x", what)
+        return {"out": x}
+
+
+@box_kind
+class Constant(BoxBase):
+    """A fixed tensor with named axes (not trained): an integer constant, or one that
+    calibration sets (`x₀ = ⌊−1/S⌋`, an integer bias). It is a buffer loaded with the weights
+    (`<box>.value`), first filled with `value`."""
+
+    kind: Literal["constant"] = "constant"
+    axes: AxisList = ()
+    """Axes of the tensor (none: a scalar, broadcast wherever it is used)."""
+    dtype: Dtype = "int32"
+    """Element type."""
+    value: SizeExpr = "0"
+    """The value every element starts with (a number or size expression such as `2**30`)."""
+    family = "elementwise"
+
+    def ports(self):
+        return []
+
+    def infer(self, ins, ctx):
+        t = TensorType(tuple(new_axes(self.axes, ctx)), self.dtype)
+        _integer_bound(t, self.value, "value", "the value")
+        return {"out": t}
+
+    def acts_on(self):
+        return self.axes
+
+
+@box_kind
+class Requantize(BoxBase):
+    """Dyadic requantisation (HAWQ-V3): y = clamp(⌊(x·b + 2^(c−1)) / 2^c⌋) to the range of
+    `dtype`, computed in int64: an integer multiply by b and an arithmetic shift right by c,
+    rounding half up. b/2^c stands for the real ratio of scales S_in/S_out; b and c are buffers
+    (`<box>.multiplier`, `<box>.shift`, int32) over `axes` (per channel), first 1 and 0."""
+
+    kind: Literal["requantize"] = "requantize"
+    axes: AxisList = ()
+    """Axes the multiplier and shift vary over (none: one for the whole tensor)."""
+    dtype: Literal["int8", "int32"] = "int8"
+    """Element type of the result, whose range the result is clamped to."""
+    family = "elementwise"
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        if x.dtype not in INTEGER_DTYPES:
+            raise ShapeProblem(
+                "requantisation takes integers (quantise a float tensor first)", "x",
+                "an int8, int32 or int64 tensor", x.dtype,
+            )  # fmt: skip
+        need(x, self.axes, "x", "of the multipliers")
+        return {"out": x.with_axes(x.axes, self.dtype)}
+
+    def acts_on(self):
+        return self.axes
+
+
+@box_kind
+class IntLinear(BoxBase):
+    """An integer linear map (`L₊` on int8): int8 inputs times an int8 weight over axes `over`,
+    products accumulated in int32, plus an int32 bias; the weight (`[*out, *over]`) and bias
+    are buffers loaded with the weights (quantised, not trained)."""
+
+    kind: Literal["int_linear"] = "int_linear"
+    over: AxisList
+    """Input axes the map consumes."""
+    out: AxisList
+    """Output axes the map produces, put where the first consumed axis stood."""
+    bias: bool = True
+    """Whether an int32 bias over `out` is added."""
+    family = "learned"
+    learned = True  # a learned map, quantised: drawn bold (its buffers are not trained)
+
+    def infer(self, ins, ctx):
+        from .base import clash, replace_axes
+
+        x = tensor(ins, "x")
+        if x.dtype != "int8":
+            raise ShapeProblem("an integer linear map takes int8 inputs", "x", "int8", x.dtype)
+        need(x, self.over, "x", "consumed by the map")
+        y = replace_axes(x, self.over, new_axes(self.out, ctx), "int32")
+        clash(list(y.axes), "x")
+        return {"out": y}
+
+    def acts_on(self):
+        return self.over + self.out

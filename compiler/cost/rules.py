@@ -462,6 +462,8 @@ def scale(v: BoxView) -> Rule:
 
 @costs("cast")
 def cast(v: BoxView) -> Rule:
+    if v.box.bits:  # a view of the same bytes
+        return Rule(alias={"out": "x"}, layout=_follow(v))
     return Rule(layout=_follow(v))
 
 
@@ -1039,4 +1041,59 @@ def _linear_sampled_or_lmul(v: BoxView) -> Rule:
         extra_io=2 * v.nbytes(x) if copied else ZERO,
         temps=lmul_cost.temp_bytes(n, D, J, per),
         notes=[f"L-Mul products ({b.product[-1]}-bit mantissas): integer additions, no mm"],
+    )
+
+
+# -- integer arithmetic (I-ViT, HAWQ-V3): integer operations are counted as FLOPs, one per
+# element per step, as float ones are; the notes say the box's arithmetic is integer.
+UNARY_FLOPS.update({"round": 1, "floor": 1})
+UNARY_SAVES.update({"round": (), "floor": ()})
+POINTWISE |= {"clamp", "requantize"}
+_INTEGER = "integer arithmetic (its operations counted as FLOPs)"
+
+
+@costs("clamp")
+def clamp(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    bounds = (b.low is not None) + (b.high is not None)
+    return Rule(flops=bounds * numel(x), saved=_if(v.grad("x"), _in("x")), layout=_follow(v))
+
+
+@costs("constant")
+def constant(v: BoxView) -> Rule:
+    """A buffer read where it is used: no arithmetic, no traffic of its own."""
+    return Rule(io=ZERO, notes=[f"buffer of {v.nbytes(v.out())} bytes, loaded with the weights"])
+
+
+@costs("requantize")
+def requantize(v: BoxView) -> Rule:
+    """Per element: a multiply by b, the rounding add, a shift by c, two comparisons of the
+    clip; the products are int64 (two int64 temporaries), the multipliers read once."""
+    x, y = v.x(), v.out()
+    per = v.sizes_of(x, v.box.axes)
+    return Rule(
+        flops=5 * numel(x),
+        layout=_follow(v),
+        extra_io=8 * per,
+        temps=2 * 8 * numel(x),
+        notes=[_INTEGER, f"dyadic requantisation to {y.dtype}"],
+    )
+
+
+@costs("int_linear")
+def int_linear(v: BoxView) -> Rule:
+    """As lowered: x and the int8 weight widened to int32 (copies), one einsum in int32, the
+    int32 bias added; the weight and bias are buffers (read, not parameters)."""
+    b, x, y = v.box, v.x(), v.out()
+    lead = [a for a in x.names if a not in b.over]
+    n, D = v.sizes_of(x, lead), v.sizes_of(x, b.over)
+    J = numel(y) / n
+    mm = 2 * n * D * J
+    weights = J * D + (4 * J if b.bias else ZERO)
+    return Rule(
+        flops=mm + (n * J if b.bias else ZERO),
+        mm=mm,
+        extra_io=weights,
+        temps=4 * n * D + 4 * J * D,
+        notes=[_INTEGER, f"int8 products accumulated in int32; buffers of {weights} bytes"],
     )

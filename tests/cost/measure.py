@@ -20,9 +20,13 @@ def make_inputs(circuit, sizes=None, dtype=torch.float32, device="cpu", seed=0):
         shape = [int(checked.number(a.size)) for a in t.axes]
         if t.dtype.startswith("int"):
             vocab = min(
-                int(checked.number(p.axes[0].size))
-                for ps in checked.params.values()
-                for p in ps.values()
+                (
+                    int(checked.number(p.axes[0].size))
+                    for ps in checked.params.values()
+                    for p in ps.values()
+                    if p.axes
+                ),
+                default=5,  # no table to index (integer arithmetic): small values
             )
             off = example_offsets(checked, inp.name, g)  # a packing's offsets: valid ones
             x = torch.randint(0, vocab, shape, generator=g) if off is None else off
@@ -47,7 +51,8 @@ def flop_counts(module, xs) -> tuple[int, int, dict]:
         y = module(*xs)
     loss = _loss(y)
     with FlopCounterMode(display=False) as bwd:
-        loss.backward()
+        if isinstance(loss, torch.Tensor):  # else nothing to differentiate (integer outputs)
+            loss.backward()
     ops = {}
     for mode in (fwd, bwd):
         for op, n in mode.get_flop_counts().get("Global", {}).items():
