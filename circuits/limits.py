@@ -72,7 +72,8 @@ def exceeded(what: str, limit: str, value) -> str:
 
 
 # Builder code read as text (circuits/script.py)
-MAX_SCRIPT_CHARS = 8 * 2**20
-"""Characters of Builder code that `from_script` reads."""
+MAX_SCRIPT_CHARS = 2**20
+"""Characters of Builder code that `from_script` reads (about 15,000 lines; parsing a
+mebibyte takes about 150 MiB of memory)."""
 MAX_SCRIPT_NESTING = 64
 """Depth of nested statements and expressions in Builder code read as text."""

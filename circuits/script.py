@@ -15,7 +15,7 @@ is executed, imported or looked up beyond those methods; what is not of that sub
 >>> b = Builder("mlp")
 >>> x = b.input("x", "B D")
 >>> _ = b.output("y", b.relu(b.linear(x, "D", "F", name="up")))
->>> print(to_script(b.build()))
+>>> print(to_script(b.build()), end="")
 from ncd.circuits.builder import Builder
 <BLANKLINE>
 b = Builder("mlp")
