@@ -47,16 +47,15 @@ class Block(nn.Module):
 
 
 def load_from_compiled(ref: Block, compiled: nn.Module) -> Block:
-    """The compiled block's weights, by box name, in the hand-written layout."""
+    """The compiled block's weights, by box name: nn.Linear's and nn.LayerNorm's as they are."""
     sd = compiled.state_dict()
     names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "up": "ff_up",
              "down": "ff_down", "ln1": "ln1", "ln2": "ln2"}  # fmt: skip
     with torch.no_grad():
         for mine, box in names.items():
             layer = getattr(ref, mine)
-            w = sd[f"{box}.weight"]
-            layer.weight.copy_(w.reshape(layer.weight.shape))  # [H K D] -> [D, D]; [D H V] too
-            layer.bias.copy_(sd[f"{box}.bias"].reshape(layer.bias.shape))
+            layer.weight.copy_(sd[f"{box}.weight"])
+            layer.bias.copy_(sd[f"{box}.bias"])
     return ref
 
 

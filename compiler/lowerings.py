@@ -38,7 +38,9 @@ def _linear(L: Lowerer, b, x, tin, tout):
     in_sizes = [t.axis(a).size for a in b.over]
     out_shape = tuple(L.num(s) for s in out_sizes)
     in_shape = tuple(L.num(s) for s in in_sizes)
-    n_out, n_in = L.num(sympy.Mul(*out_sizes)), L.num(sympy.Mul(*in_sizes))
+    # the merged sizes written as the products of the axes' sizes, in the axes' order
+    n_out = L.num(sympy.Mul(*out_sizes, evaluate=False))
+    n_in = L.num(sympy.Mul(*in_sizes, evaluate=False))
     kw = {} if b.bias else {"bias": False}
     ident = L.hold(
         nn.Linear(plain(n_in), plain(n_out), bias=b.bias), Call("nn.Linear", n_in, n_out, **kw)
