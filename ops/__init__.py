@@ -10,6 +10,7 @@ from ._lazy import lazy_exports
 from .attention import cost as attention_cost
 from .delta_rule import cost as delta_rule_cost
 from .gla import cost as gla_cost
+from .ivit import cost as ivit_cost
 from .linear_attention import cost as linear_attention_cost
 from .lmul import cost as lmul_cost
 from .norm import cost as norm_cost
@@ -38,6 +39,11 @@ _LAZY = {
     "rms_norm": ".norm",
     "add_layer_norm": ".norm",
     "add_rms_norm": ".norm",
+    "shiftmax": ".ivit",
+    "shiftgelu": ".ivit",
+    "i_layernorm": ".ivit",
+    "requantize": ".ivit",
+    "int8_matmul": ".ivit",
 }
 for _name in _LAZY:
     globals().pop(_name, None)  # the folders the imports above bound
@@ -70,6 +76,12 @@ __all__ = [
     "add_layer_norm",
     "add_rms_norm",
     "norm_cost",
+    "shiftmax",
+    "shiftgelu",
+    "i_layernorm",
+    "requantize",
+    "int8_matmul",
+    "ivit_cost",
 ]
 
 

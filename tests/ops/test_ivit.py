@@ -397,9 +397,12 @@ def error_table():
 
 
 # Bounds, in output steps (README.md derives them): Shiftmax's exponential is 2^-f ~ 1 - f/2
-# (relative error up to 6.2%) with log2 e ~ 1.4375, so a probability p is off by up to about
-# 0.07 p plus one output step; ShiftGELU's sigmoid(1.6875 v) against erf GELU is off by up to
-# 0.021 |v|-scaled at |v| ~ 1.7 plus one step; I-LayerNorm is exact up to its rounding.
+# (relative error up to 6.15%) with log2 e ~ 1.4375, so a probability p is off by up to about
+# 0.07 p plus one output step. ShiftGELU: v sigmoid(1.6875 v) differs from erf GELU by at most
+# 0.022; the shift exponential's 6.15% on t = e^(-1.6875|v|) moves v sigmoid by at most
+# 0.0615 max |v| t / (1 + t)^2 = 0.0615 x 0.133; the 7-bit sigmoid floors by up to |x| / 128
+# (one step at |x| = 127) and the output rounds (half a step). I-LayerNorm is exact up to its
+# final rounding.
 @pytest.mark.parametrize("data", ["vit", "gaussian"])
 def test_shiftmax_error_against_softmax(data):
     v = vit_block()[1] if data == "vit" else gaussian_outliers()
@@ -412,8 +415,7 @@ def test_shiftgelu_error_against_gelu(data):
     v = vit_block()[2] if data == "vit" else gaussian_outliers()
     _, s = _quantize(v)
     e = gelu_errors(v)
-    # sigmoid(1.6875 v) v against GELU(v): at most 0.021 (|v| < 3), 0.0024 |v| beyond
-    bound = (0.021 + 0.0024 * v.abs().max().item()) / s + 1
+    bound = (0.022 + 0.0615 * 0.133) / s + 1.5
     assert e["max_own"] <= bound and e["mean_own"] <= 0.75, e
 
 
