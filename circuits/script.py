@@ -38,6 +38,7 @@ import keyword
 import math
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,11 +204,11 @@ class _Section:
         evaluation order, earliest written first."""
         c = self.c
         index: dict[str, int] = {}
+        inputs = {i.name for i in c.inputs}
         for i, b in enumerate(c.boxes):
-            if b.name in index or any(inp.name == b.name for inp in c.inputs):
+            if b.name in index or b.name in inputs:
                 raise _unwritable(c, f"box '{b.name}'", "a unique name", "the name used twice")
             index[b.name] = i
-        inputs = {i.name for i in c.inputs}
         deps: list[set[int]] = []
         for b in c.boxes:
             ds = set()
@@ -714,7 +715,9 @@ def from_script(text: str, *, subcircuits: dict[str, Circuit] | None = None) -> 
             1,
         )
     try:
-        tree = ast.parse(text, mode="exec")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the text's own oddities are not ncd's to report
+            tree = ast.parse(text, mode="exec")
     except SyntaxError as e:
         raise ScriptError(f"not valid Python: {e.msg}", e.lineno or 1, e.offset or 1) from None
     except (MemoryError, RecursionError):
@@ -1000,7 +1003,7 @@ class _Reader:
             return fn()
         except NcdError as e:
             raise self.error(node, f"{what}: {e}") from None
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError) as e:
             raise self.error(node, f"{what}: {type(e).__name__}: {e}"[:400]) from None
 
     def result(self, tree) -> Circuit:

@@ -4,6 +4,7 @@ the Builder run by Python makes it; everything outside the subset is refused at 
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from ncd import gallery
 from ncd.circuits import io
 from ncd.circuits.builder import Builder
+from ncd.circuits.circuit import Circuit
 from ncd.circuits.errors import NcdError, ScriptError, ValidationError
 from ncd.circuits.limits import MAX_SCRIPT_CHARS, MAX_SCRIPT_NESTING
 from ncd.circuits.script import from_script, to_script
@@ -285,6 +287,26 @@ def test_refused_at_its_line(text, line, col, words):
     assert words in str(e.value), str(e.value)
     assert str(e.value).startswith(f"line {line}, column {col}: ")
     assert isinstance(e.value, NcdError)
+
+
+def test_mangled_text_gives_a_circuit_or_a_script_error():
+    """Characters deleted, inserted and copied at random into gallery scripts: every result is
+    a circuit or a ScriptError with a place, never another exception."""
+    rng = random.Random(7)
+    texts = [to_script(gallery.get(n)) for n in ("transformer", "unet", "soft_attention")]
+    junk = ["(", ")", "[", "]", "{", ",", "=", ".", "'", "\n", "    ", "-", "**", ":", "1e999",
+            "None", "b.box", "b.copy(", "b.build()", "Builder(", "\\", "é", "__", '["out"]',
+            "with ", " as y", "b.group("]  # fmt: skip
+    for _ in range(300):
+        t = rng.choice(texts)
+        for _ in range(rng.randint(1, 4)):
+            p, q = rng.randrange(len(t)), rng.randrange(len(t))
+            t = rng.choice([t[:p] + t[p + rng.randint(1, 8) :], t[:p] + rng.choice(junk) + t[p:],
+                            t[:p] + t[q : q + rng.randint(1, 40)] + t[p:]])  # fmt: skip
+        try:
+            assert isinstance(from_script(t), Circuit)
+        except ScriptError as e:
+            assert e.line >= 1 and e.col >= 1
 
 
 def test_columns_count_characters_not_bytes():
