@@ -395,13 +395,12 @@ class Studio(w.VBox):
             return
         try:
             new = script.from_script(text)
-        except NcdError as e:
-            line = getattr(e, "line", None)
-            where = f"line {line}: " if line else ""
+        except NcdError as e:  # ScriptError says its line and column
             self.text_status.value = (
-                f'<div class="ncd-text-error" style="color:#c62828">{html.escape(where)}'
-                f"{html.escape(str(e))} (the diagram keeps the last valid circuit)</div>"
+                f'<div class="ncd-text-error" style="color:#c62828">{html.escape(str(e))} '
+                "(the diagram keeps the last valid circuit)</div>"
             )
+            self._show([], f"text not taken: {e}", ok=False)
             return
         if self.edit(lambda _: new, "edited the text"):
             self.text_status.value = ""
@@ -534,11 +533,12 @@ class Studio(w.VBox):
         c = self.view
         while tail.endswith("/copy"):
             tail = tail[: -len("/copy")]
-        if "/" in tail or "/" in head:
+        before_copy = head.endswith("/copy")
+        if "/" in tail or "/" in head.removesuffix("/copy"):
             raise SchemaError("splice: the wire is inside a subcircuit (double-click to open it)")
         name = edits.fresh_name(c, kind)
         outputs = {o.name: o.source for o in c.outputs}
-        if head.endswith("/copy") or head == tail + "/copy":
+        if before_copy:
             # the wire before a copy: the new box takes the value before it is shared
             ref = self._ref_of(tail)
 

@@ -293,3 +293,28 @@ def test_export_py_and_import_it(step, lab):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # our own file, written by the compiler's source writer
     assert any(isinstance(v, type) for v in vars(module).values())
+
+
+def test_the_text_view_and_the_diagram_follow_each_other(step):
+    pytest.importorskip("ncd.circuits.script")
+    page = step
+    area = page.locator(".ncd-text textarea").first
+    text = area.input_value()
+    assert 'name="unary"' in text and 'name="layernorm"' in text
+    area.fill(text.replace('name="unary"', 'name="act"'))
+    area.press("Tab")  # the text is read when the field is left
+    wait_node(page, 0, "act")
+    assert node(page, 0, "unary").count() == 0
+    # A line that is not Builder code: located, and the diagram keeps the last valid circuit.
+    area.fill(area.input_value() + "\nthis is not code\n")
+    area.press("Tab")
+    page.locator(".ncd-text-error:has-text('line')").first.wait_for()
+    wait_node(page, 0, "act")
+    # The reverse: an edit in the diagram rewrites the text.
+    node(page, 0, "act").click()
+    studio(page, 0).locator('.ncd-kind[data-kind="dropout"]').click()
+    wait_node(page, 0, "dropout")
+    page.wait_for_function(
+        "() => document.querySelector('.ncd-text textarea').value.includes('name=\"dropout\"')"
+    )
+    shot(page, 0, "text-follows")

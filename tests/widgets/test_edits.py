@@ -1,0 +1,235 @@
+"""Edits of the diagram without a browser: the intents the page sends, turned into circuits.
+
+Expectations are circuits written with the Builder directly (the code a user would write by
+hand), compared as JSON; the Studio is driven only through `canvas.intent`, as the page does.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ncd import Builder
+from ncd.circuits import io
+from ncd.circuits.errors import SchemaError
+from ncd.spec import studio as Studio  # noqa: N812 - ncd.Studio, names and paths alike
+from ncd.widgets import edits, panels
+
+
+def same(a, b) -> bool:
+    return io.to_dict(a) == io.to_dict(b)
+
+
+def mlp_by_intents():
+    s = Studio()
+    cv = s.canvas
+    cv.intent("add_input", name="x", axes="B T D")
+    for kind in ["linear", "unary", "linear", "binary"]:
+        cv.intent("add", kind=kind, after=cv.selected)
+    cv.intent("connect", ref="x", node="binary", port="")  # dropped on the box
+    cv.intent("add_output", name="y", path="binary")
+    return s
+
+
+def mlp_by_hand(extra=None):
+    b = Builder("untitled")
+    x = b.input("x", "B T D")
+    h = b.linear(x, over="D", out="D", name="linear")
+    h = b.gelu(h, name="unary")
+    h = b.linear(h, over="D", out="D", name="linear2")
+    b.output("y", b.add(h, x, name="binary"))
+    return b.build()
+
+
+def test_an_mlp_with_a_residual_from_intents():
+    s = mlp_by_intents()
+    assert same(s.circuit, mlp_by_hand()), s.messages.value
+    assert s.canvas.selected == "binary"
+    assert 'id="box:y"' in s.canvas.svg and panels.DANGLING not in s.canvas.svg
+
+
+def test_a_draft_is_drawn_with_its_loose_ends():
+    s = Studio()
+    assert s.canvas.svg == "" and "add an input" in s.canvas.placeholder.lower()
+    s.canvas.intent("add_input", name="x", axes="B D")
+    s.canvas.intent("add", kind="softmax", after="x")
+    assert not s.circuit.outputs
+    assert 'id="box:…softmax"' in s.canvas.svg  # drawn, leaving by a dangling output
+    assert s.canvas.ports["softmax"] == {"in": ["x"], "out": ["softmax"]}
+
+
+def test_splice_onto_a_wire_and_onto_the_wire_to_an_output():
+    s = mlp_by_intents()
+    s.canvas.intent("splice", kind="layernorm", tail="linear", head="unary")
+    s.canvas.intent("splice", kind="dropout", tail="binary", head="y")
+    b = Builder("untitled")
+    x = b.input("x", "B T D")
+    h = b.linear(x, over="D", out="D", name="linear")
+    h = b.gelu(b.layernorm(h, over="D", name="layernorm"), name="unary")
+    h = b.linear(h, over="D", out="D", name="linear2")
+    res = b.add(h, x, name="binary")
+    b.output("y", b.dropout(res, name="dropout"))
+    want = b.build()
+    # the Builder appends boxes in call order; the Studio appends new boxes at the end
+    order = [bx.name for bx in s.circuit.boxes]
+    want = want.model_copy(update={"boxes": sorted(want.boxes, key=lambda b: order.index(b.name))})
+    assert same(s.circuit, want), s.messages.value
+
+
+def test_splice_before_a_copy_takes_every_reader():
+    s = mlp_by_intents()
+    s.canvas.intent("splice", kind="layernorm", tail="x", head="x/copy")
+    c = s.circuit
+    assert c.box("linear").inputs == {"x": "layernorm"}
+    assert c.box("binary").inputs == {"a": "linear2", "b": "layernorm"}
+    assert c.box("layernorm").inputs == {"x": "x"}
+
+
+def test_delete_reconnects_a_pass_through_and_refuses_otherwise():
+    s = mlp_by_intents()
+    s.canvas.intent("delete", path="unary")
+    assert s.circuit.box("linear2").inputs == {"x": "linear"}
+    before = s.circuit
+    s.canvas.intent("delete", path="binary")  # two inputs, read by y
+    assert s.circuit is before and "cannot delete" in s.canvas.status
+    assert not s.canvas.status_ok
+
+
+def test_undo_redo_and_escape():
+    s = mlp_by_intents()
+    full = s.circuit
+    s.canvas.intent("delete", path="y")
+    assert not s.circuit.outputs
+    s.canvas.intent("undo")
+    assert same(s.circuit, full)
+    s.canvas.intent("redo")
+    assert not s.circuit.outputs
+    s.canvas.intent("select", path="")
+    assert s.canvas.selected == ""
+
+
+def test_a_refused_edit_marks_the_box_and_keeps_the_circuit():
+    s = mlp_by_intents()
+    before = s.circuit
+    s.canvas.intent("connect", ref="x", node="unary", port="x")  # fine: same shape
+    assert s.circuit.box("unary").inputs == {"x": "x"}
+    s.edit_here(lambda c: edits.update_box(c, "linear2", over=("T",), out=("D",)))
+    assert "linear2" in s.canvas.marks or "binary" in s.canvas.marks, s.canvas.marks
+    assert s.circuit.box("linear2").over == before.box("linear2").over
+
+
+def test_inputs_outputs_name_and_title():
+    s = mlp_by_intents()
+    s.canvas.intent("add_input", name="m", axes="B T")
+    s.canvas.intent("rename", name="mlp")
+    s.canvas.intent("retitle", title="An MLP")
+    assert s.circuit.name == "mlp" and s.circuit.title == "An MLP"
+    assert s.canvas.name == "mlp" and s.canvas.title == "An MLP"
+    s.canvas.intent("delete", path="m")
+    s.canvas.intent("delete", path="x")  # read by boxes: refused
+    assert [i.name for i in s.circuit.inputs] == ["x"]
+    s.canvas.intent("rename", name="bad.name")
+    assert s.circuit.name == "mlp" and not s.canvas.status_ok
+
+
+def test_collapse_and_expand_and_enter_a_subcircuit():
+    s = Studio("transformer")
+    assert 'id="box:blocks/ln1"' in s.canvas.svg
+    s.canvas.intent("toggle", path="blocks/MLP")
+    assert 'id="box:blocks/MLP"' in s.canvas.svg and 'id="box:blocks/ff_up"' not in s.canvas.svg
+    s.canvas.intent("toggle", path="blocks/MLP")
+    assert 'id="box:blocks/ff_up"' in s.canvas.svg
+    s.canvas.intent("enter", path="blocks/ln2")
+    assert s.scope == ("blocks",) and s.canvas.selected == "ln2"
+    assert 'id="box:ln2"' in s.canvas.svg and s.canvas.crumbs[-1].startswith("blocks")
+    s.canvas.intent("add", kind="dropout", after="ln2")
+    inner = s.circuit.subcircuits["transformer_block"]
+    assert inner.box("dropout").inputs == {"x": "ln2"}  # the edit is in the called block
+    s.canvas.intent("undo")
+    assert "dropout" not in {b.name for b in s.circuit.subcircuits["transformer_block"].boxes}
+    s.canvas.intent("crumb", index=0)
+    assert s.scope == () and 'id="box:blocks/ln1"' in s.canvas.svg
+
+
+def test_sizes_are_bounded_and_belong_to_the_loaded_circuit():
+    s = Studio(mlp_by_hand())
+    s.sizes.value = f"D={2**41}"
+    s.tabs.selected_index = 1  # Cost
+    assert "MAX_SIZE" in s.cost.value
+    s.load(mlp_by_hand())
+    assert s.sizes.value == ""
+
+
+def test_a_huge_size_allocates_nothing(tmp_path):
+    """F=20000000 with D=512 would be 40 GB of weights if anything made them: the Cost and
+    Code panels must stay small (measured in a fresh process: its peak memory)."""
+    script = tmp_path / "huge.py"
+    script.write_text(
+        "import resource\n"
+        "from ncd import Builder\n"
+        "from ncd.widgets import Studio\n"
+        "b = Builder('big', sizes={'B': 1, 'T': 8, 'D': 512})\n"
+        "x = b.input('x', 'B T D')\n"
+        "b.output('y', b.linear(b.linear(x, over='D', out='F'), over='F', out='D'))\n"
+        "s = Studio(b.build())\n"
+        "s.sizes.value = 'F=20000000'\n"
+        "for tab in (1, 2):\n"
+        "    s.tabs.selected_index = tab\n"
+        "assert '20000000' in s.code.value or '20_000_000' in s.code.value, s.code.value[:500]\n"
+        "assert 'no cost report' not in s.cost.value, s.cost.value[:500]\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert int(run.stdout.split()[-1]) < 2000  # MiB, far below the 40 GB of weights
+
+
+def test_save_asks_before_overwriting(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text("old")
+    s = Studio(mlp_by_hand())
+    s.path.value = str(path)
+    s.save_button.click()
+    assert path.read_text() == "old" and "overwrite" in s.messages.value
+    s.save_button.click()
+    assert same(io.load(path), s.circuit)
+
+
+def test_export_py_is_the_compilers_source(tmp_path):
+    from ncd.compiler import to_source
+
+    s = Studio(mlp_by_hand())
+    s.export_path.value = str(tmp_path / "m.py")
+    s.export_button.click()  # the code needs numbers: refused, saying which sizes
+    assert not (tmp_path / "m.py").exists() and "B D T" in s.messages.value
+    s.sizes.value = "B=2,T=4,D=8"
+    s.export_button.click()
+    want = to_source(mlp_by_hand(), {"B": 2, "T": 4, "D": 8})
+    assert (tmp_path / "m.py").read_text() == want
+
+
+def test_edits_refuse_with_a_located_reason():
+    c = mlp_by_hand()
+    with pytest.raises(SchemaError, match="box 'nope'"):
+        edits.delete_box(c, "nope")
+    with pytest.raises(SchemaError, match="no input port 'q'"):
+        edits.connect(c, "x", "linear", "q")
+    with pytest.raises(SchemaError, match="cannot read itself"):
+        edits.connect(c, "linear", "linear", "x")
+    with pytest.raises(SchemaError, match="name is taken"):
+        edits.add_input(c, "linear", "B")
+    assert edits.fresh_name(c, "linear") == "linear3"  # linear, linear2 taken
+
+
+def test_history_is_bounded_and_drops_the_redo_branch():
+    h = edits.History(0, limit=3)
+    for k in range(1, 6):
+        h.push(k)
+    assert h.current == 5
+    while h.undo():
+        pass
+    assert h.current == 3  # the three latest kept
+    h.push(9)
+    assert not h.can_redo and h.current == 9
