@@ -216,3 +216,55 @@ def example_offsets(checked, name, generator=None):
             dtype = getattr(torch, checked.inputs[name].dtype)
             return torch.cat([ends[:1], cuts.sort().values, ends[1:]]).to(dtype)
     return None
+
+
+# ---------------------------------------------------------------- normalisations
+def runs_norm_kernels(L) -> bool:
+    """Whether norms lower to ncd.ops' row kernels: `fused="ncd"` on a CUDA device. Elsewhere
+    (the CPU, the meta device that `to_source` writes from) they stay nn.LayerNorm / nn.RMSNorm
+    calls, which is what ncd.ops runs on the CPU anyway."""
+    return L.opts.fused == "ncd" and torch.device(L.opts.device).type == "cuda"
+
+
+def _flat_params(L, b, ident, n_over):
+    """The holder's weight and bias (None where absent), viewed as one axis of features."""
+    out = []
+    shift = getattr(b, "norm", b.kind) == "layernorm"
+    for name, present in (("weight", b.affine), ("bias", b.affine and shift)):
+        p = L.param(ident, name) if present else None
+        if p is not None and n_over > 1:
+            p = L.method("flatten", p)
+        out.append(p)
+    return out
+
+
+def lower_norm(L, b, ident, x, t, residual=None):
+    """A `layernorm` / `rmsnorm` (held by `ident`) on x of type `t`, and with `residual` (same
+    axes) added first, by ncd.ops: x laid out [rest..., over...], the normalised axes
+    flattened into one. Returns the normed node and, with `residual`, the sum's node."""
+    names = list(t.names)
+    over = list(b.over)
+    rest = [a for a in names if a not in over]
+    want = [*rest, *over]
+
+    def rows(node):
+        node = L.permute(node, names, want)
+        return L.method("flatten", node, len(rest)) if len(over) > 1 else node
+
+    h = rows(x)
+    w, bias = _flat_params(L, b, ident, len(over))
+    rms = getattr(b, "norm", b.kind) == "rmsnorm"  # `add_norm` boxes name their norm
+    if residual is None:
+        fn = ops.rms_norm if rms else ops.layer_norm
+        y, s = L.fn(fn, h, w, *([] if rms else [bias]), eps=float(b.eps)), None
+    else:
+        fn = ops.add_rms_norm if rms else ops.add_layer_norm
+        r = L.fn(fn, h, rows(residual), w, *([] if rms else [bias]), eps=float(b.eps))
+        y, s = L.fn(operator.getitem, r, 0), L.fn(operator.getitem, r, 1)
+
+    def back(node):
+        if len(over) > 1:
+            node = L.method("unflatten", node, -1, tuple(L.num(t.axis(a).size) for a in over))
+        return L.permute(node, want, names)
+
+    return back(y), (None if s is None else back(s))

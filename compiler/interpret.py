@@ -852,3 +852,12 @@ def _interpret_int_linear(run, b, x, tin, tout):
                            str(int(y.abs().max())))  # fmt: skip
     names = tuple(a for a in x.names if a not in b.over) + tuple(b.out)
     return {"out": _as(NT(y.to(torch.int32), names), tout["out"])}
+
+
+@interprets("add_norm")
+def _interpret_add_norm(run, b, x, tin, tout):
+    """The sum x + h (aligned by name), then the norm's own rule on it."""
+    xs = x["x"]
+    s = NT(xs.t + x["h"].to(xs.names), xs.names)
+    rule = run.k_layernorm if b.norm == "layernorm" else run.k_rmsnorm
+    return {"out": rule(b, {"x": s}, tin, tout)["out"], "sum": s}

@@ -19,7 +19,7 @@ from ncd import ops
 from ncd.circuits.types import TensorType
 
 from . import runtime
-from .fused import lower_attention, lower_linear_attention
+from .fused import lower_attention, lower_linear_attention, lower_norm, runs_norm_kernels
 from .lower import Call, Holder, Lowerer, lower, lowers, plain
 from .names import letters
 
@@ -241,6 +241,8 @@ def _layernorm(L: Lowerer, b, x, tin, tout):
     if not b.affine:
         kw["elementwise_affine"] = False
     ident = L.hold(mod, Call(f"nn.{cls.__name__}", shape[0] if len(shape) == 1 else shape, **kw))
+    if runs_norm_kernels(L):  # CUDA: ncd.ops' row kernels on the holder's parameters
+        return {"out": lower_norm(L, b, ident, x["x"], t)[0]}
     return {"out": _last(L, x["x"], t.names, b.over, lambda n: L.module(ident, n))}
 
 
@@ -610,3 +612,24 @@ def _int_linear(L: Lowerer, b, x, tin, tout):
     if b.bias:
         y = L.fn(operator.add, y, L.align(L.param(ident, "bias"), b.out, tout["out"].names))
     return {"out": y}
+
+
+# ---------------------------------------------------------------- add_norm (residual add + norm)
+@lowers("add_norm")
+def _add_norm(L: Lowerer, b, x, tin, tout):
+    """CUDA (`fused="ncd"`): ncd.ops.add_layer_norm / add_rms_norm, the sum and the normed sum
+    in one pass. Elsewhere: the add, then the norm's nn.LayerNorm / nn.RMSNorm, as the two
+    boxes it replaces lower (the same parameters, names and results)."""
+    t = tin["x"]
+    shape = tuple(L.num(t.axis(a).size) for a in b.over)
+    cls = nn.LayerNorm if b.norm == "layernorm" else nn.RMSNorm
+    mod = cls(plain(shape), eps=b.eps, elementwise_affine=b.affine)
+    kw = {} if b.norm == "layernorm" and b.eps == 1e-5 else {"eps": b.eps}
+    if not b.affine:
+        kw["elementwise_affine"] = False
+    ident = L.hold(mod, Call(f"nn.{cls.__name__}", shape[0] if len(shape) == 1 else shape, **kw))
+    if runs_norm_kernels(L):
+        y, s = lower_norm(L, b, ident, x["x"], t, residual=x["h"])
+        return {"out": y, "sum": s}
+    s = L.fn(operator.add, x["x"], x["h"])
+    return {"out": _last(L, s, t.names, b.over, lambda n: L.module(ident, n)), "sum": s}

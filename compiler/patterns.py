@@ -15,6 +15,11 @@ computes what the chain computes:
 - `linear_attention`: contract(φk, v over nothing) → running sum over T (forward) →
   contract(φq, · over K), optionally divided by φq · (running sum of φk) over K; run by the
   causal `ncd.ops.linear_attention`, with `normalize` for the divided form.
+- `add_norm`: add(x, h) → layernorm | rmsnorm (the pre-norm residual step), where both
+  summands and the sum have one axis order and one float type (no broadcast, no promotion);
+  run by `ncd.ops.add_layer_norm` / `add_rms_norm`. The sum may have any other readers (the
+  residual stream goes on): the fused box writes it as its second output, `sum`, which the
+  add's readers then read.
 
 Each inner wire of a match is read once, by a box of the same match; its last box's output
 is the region's output, in the axis order and element type the fused box gives.
@@ -26,9 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ncd.circuits.sizes import parse_size, same
-from ncd.circuits.types import promote
+from ncd.circuits.types import FLOAT_DTYPES, TensorType, promote
 from ncd.circuits.validate import Checked
 
+NORMS = ("layernorm", "rmsnorm")
+"""Norm kinds that an add before them fuses with (`add_norm`)."""
 SCORE_STEPS = ("scale", "mask", "cast")
 """Kinds that may stand between the scores and the softmax of an attention match."""
 
@@ -38,7 +45,7 @@ class Match:
     """One fused region of a circuit level."""
 
     kind: str
-    """The fused box it becomes: "attention" or "linear_attention"."""
+    """The fused box it becomes: "attention", "linear_attention" or "add_norm"."""
     boxes: tuple[str, ...]
     """The boxes consumed, producers first; the fused box takes the last one's name."""
     entries: dict[str, tuple[str, str]]
@@ -105,8 +112,11 @@ def find_matches(c: Checked) -> list[Match]:
 
 
 def _candidates(g: Graph, b: str) -> Iterator[Match]:
-    """Matches whose last contraction is `b`, the widest first."""
+    """Matches whose last contraction (or norm) is `b`, the widest first."""
     box = g.c.box(b)
+    if box.kind in NORMS:
+        yield from _add_norm(g, b)
+        return
     if box.kind != "contract" or len(box.operands) != 2 or len(box.over) != 1:
         return
     yield from _attention(g, b)
@@ -330,3 +340,39 @@ def _normalised(g: Graph, m: Match) -> Match | None:
             normalize=True,
         )
     return None
+
+
+# ---------------------------------------------------------------- residual add + norm
+def _add_norm(g: Graph, norm: str) -> Iterator[Match]:
+    """add(x, h) read by the norm `norm`, the add's inputs and output of one type."""
+    c = g.c
+    add = g.producer(norm, "x")
+    if g.kind(add) != "binary" or c.box(add).fn != "add":
+        return
+    s = c.outs[add]["out"]
+    a, b = c.ins[add]["a"], c.ins[add]["b"]
+    if not all(isinstance(t, TensorType) for t in (s, a, b)):
+        return
+    if a.names != s.names or b.names != s.names or a.dtype != s.dtype or b.dtype != s.dtype:
+        return
+    if s.dtype not in FLOAT_DTYPES:
+        return
+    for t in (a, b):
+        for ax in s.names:
+            if not _same_size(c, t.axis(ax).size, s.axis(ax).size):
+                return
+    yield Match(
+        "add_norm",
+        (add, norm),
+        {"x": (add, "a"), "h": (add, "b")},
+        {"x": c.sources[add]["a"], "h": c.sources[add]["b"]},
+        (norm, "out"),
+        {"over": " ".join(c.box(norm).over)},
+    )
+
+
+def _same_size(c: Checked, x, y) -> bool:
+    if same(c.resolve(x), c.resolve(y)):
+        return True
+    nx, ny = c.number(x), c.number(y)
+    return nx is not None and nx == ny

@@ -12,7 +12,10 @@ The builders here lower to the kernels of ncd.ops:
   contract(·, v over S) becomes an `attention` box;
 - `linear_attention`: contract(φk, v over nothing) → scan over T → contract(φq, · over K),
   with or without the normaliser (φq · scan(φk)) it is divided by, becomes a causal
-  `linear_attention` box.
+  `linear_attention` box;
+- `add_norm`: add(x, h) → layernorm | rmsnorm becomes an `add_norm` box named after the norm,
+  with outputs `out` (the norm's, read as `norm.out`) and `sum` (the add's, whose readers
+  now read `norm.sum`).
 """
 
 from __future__ import annotations
@@ -58,7 +61,23 @@ def apply_rewrites(
     fused = {m.boxes[-1]: REWRITES[m.kind](checked, m) for m in found}
     gone = {b for m in found for b in m.boxes[:-1]}
     boxes = [fused.get(b.name, b) for b in circuit.boxes if b.name not in gone]
-    return circuit.model_copy(update={"boxes": boxes})
+    moved = {k: v for m in found if m.kind in MOVED for k, v in MOVED[m.kind](m).items()}
+    if not moved:
+        return circuit.model_copy(update={"boxes": boxes})
+    boxes = [b.model_copy(update={"inputs": {p: _moved(r, moved) for p, r in b.inputs.items()}})
+             for b in boxes]  # fmt: skip
+    outputs = [o.model_copy(update={"source": _moved(o.source, moved)}) for o in circuit.outputs]
+    return circuit.model_copy(update={"boxes": boxes, "outputs": outputs})
+
+
+MOVED: dict[str, Callable[[Match], dict[str, str]]] = {}
+"""Match kind -> where the references to a match's boxes go when its fused box has more
+outputs than the box it is named after (`{old box: new reference}`)."""
+
+
+def _moved(ref: str, moved: dict[str, str]) -> str:
+    """`ref` (`box`, `box.port` or an input's name) after the boxes of `moved` went."""
+    return moved.get(ref.partition(".")[0], ref)
 
 
 def _inputs(c: Checked, m: Match) -> dict[str, str]:
@@ -98,3 +117,21 @@ def linear_attention_box(c: Checked, m: Match):
         causal=True,
         normalize=m.normalize,
     )
+
+
+@register("add_norm")
+def add_norm_box(c: Checked, m: Match):
+    add, norm = (c.box(b) for b in m.boxes)
+    return KINDS["add_norm"](
+        name=norm.name,
+        inputs={"x": add.inputs["a"], "h": add.inputs["b"]},
+        label=norm.label,
+        group=norm.group,
+        norm=norm.kind,
+        over=list(norm.over),
+        affine=norm.affine,
+        eps=norm.eps,
+    )
+
+
+MOVED["add_norm"] = lambda m: {m.boxes[0]: f"{m.boxes[1]}.sum", m.boxes[1]: f"{m.boxes[1]}.out"}

@@ -154,3 +154,11 @@ CASES.update({
                        over="D", out="F"), {"out": "B T F"}, "L₊",
                        form={"over": ["D"], "out": ["F"], "bias": False}),
 })  # fmt: skip
+
+CASES["add_norm"] = Case(
+    {"x": "B T D", "h": "B T D"},
+    lambda b, w: b.box("add_norm", {"x": w["x"], "h": w["h"]}, over=["D"]),
+    {"out": "B T D", "sum": "B T D"},
+    "+○",
+    form={"norm": "rmsnorm", "over": ["D"], "affine": False, "eps": 1e-6},
+)

@@ -320,3 +320,9 @@ def _requantize(b) -> Drawing:
 @draws("int_linear")
 def _int_linear(b) -> Drawing:
     return Drawing(title=text(b.label or ("L₊" if b.bias else "L")), note=esc("int8 → int32"))
+
+
+@draws("add_norm")
+def _add_norm(b) -> Drawing:
+    # Fused: the residual add, then the norm's circle.
+    return Drawing(glyph="+○", title=text(b.label), note=esc(_NORM_SHORT[b.norm]))

@@ -1,13 +1,16 @@
-"""Named fused boxes: softmax attention and the linear-attention family (ops/ kernels)."""
+"""Named fused boxes: softmax attention, the linear-attention family and the residual add +
+norm (ops/ kernels)."""
 
 from __future__ import annotations
 
 import math
 from typing import Literal
 
+from pydantic import Field
+
 from ..errors import ShapeProblem
-from ..types import FLOAT_DTYPES
-from .base import AxisName, BoxBase, SizeExpr, need, promote, replace_axes, tensor
+from ..types import FLOAT_DTYPES, TensorType
+from .base import AxisList, AxisName, BoxBase, SizeExpr, need, promote, replace_axes, tensor
 from .registry import box_kind
 
 GATES = {"decay": ["g"], "gla": ["g"], "delta": ["beta"], "gated_delta": ["g", "beta"]}
@@ -194,3 +197,50 @@ class LinearAttention(_AttentionLike):
                     f"{self.query}, at most one more axis, {self.head}", " ".join(batch),
                 )  # fmt: skip
         return out
+
+
+@box_kind
+class AddNorm(BoxBase):
+    """The pre-norm residual step in one box: `sum = x + h`, `out = norm(sum)` over `over`
+    (LayerNorm or RMSNorm, as the `layernorm` / `rmsnorm` boxes), both outputs read.
+
+    The compiler's rewrite makes it from an `add` whose result a norm reads
+    (compiler/patterns.py); it lowers to ncd.ops' `add_layer_norm` / `add_rms_norm` kernels on
+    CUDA, which write the sum and the normed sum in one pass over the rows.
+    """
+
+    kind: Literal["add_norm"] = "add_norm"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """Which normalisation follows the add."""
+    over: AxisList
+    """Axes the statistics are taken over."""
+    affine: bool = True
+    """Learned scale (and shift, for LayerNorm) over `over`."""
+    eps: float = Field(default=1e-5, gt=0, le=1)
+    """Added to the variance."""
+    family = "normalisation"
+    learned = True
+
+    def ports(self):
+        return ["x", "h"]
+
+    def infer(self, ins, ctx):
+        x, h = tensor(ins, "x"), tensor(ins, "h")
+        need(x, self.over, "x", "normalised")
+        if h.names != x.names or h.dtype != x.dtype:
+            raise ShapeProblem("the summands have one type", "h", str(x), str(h))
+        for a in x.names:
+            ctx.unify(x.axis(a).size, h.axis(a).size, "h", f"size of {a}")
+        if x.dtype not in FLOAT_DTYPES:
+            raise ShapeProblem("normalises floating point", "x", "a float dtype", x.dtype)
+        return {"out": x, "sum": x}
+
+    def params(self, ins, ctx):
+        if not self.affine:
+            return {}
+        x = tensor(ins, "x")
+        t = TensorType(tuple(x.axis(a) for a in self.over), x.dtype)
+        return {"weight": t, "bias": t} if self.norm == "layernorm" else {"weight": t}
+
+    def acts_on(self):
+        return tuple(self.over)

@@ -15,7 +15,7 @@ from ncd.circuits.errors import NcdError
 from ncd.circuits.sizes import parse_size
 from ncd.circuits.types import FLOAT_DTYPES, Axis, TensorType, TupleType
 from ncd.circuits.validate import check
-from ncd.ops import attention_cost, linear_attention_cost
+from ncd.ops import attention_cost, linear_attention_cost, norm_cost
 
 from . import rules as R
 from .devices import CostError, Device
@@ -423,6 +423,9 @@ class _Walker:
                     bc.kernel = r.name
                     bc.time_s = self.dev.time(bc.mm_flops, bc.flops - bc.mm_flops, io)
                 continue
+            if r.kind == "add_norm":
+                _add_norm_io(self, r, by_name)
+                continue
             q, k, v = (self.wires[r.inputs[p]] for p in ("q", "k", "v"))
             qt, kt, vt = q.type, k.type, v.type
             head, key = r.dims["head"], r.dims["key"]
@@ -499,6 +502,34 @@ class _Walker:
                     )
                 )
             last.notes.append(f"fused: IO and kept tensors of {kernel} (ops/*/cost.py)")
+
+
+def _add_norm_io(self: _Walker, r: Region, by_name) -> None:
+    """add → norm as ncd.ops.add_layer_norm / add_rms_norm (ops/norm/cost.py): reads x and h,
+    writes the sum (kept: the norm's input) and the output once; forward and backward bytes
+    on the norm, none on the add; RMSNorm keeps no x/rms."""
+    c = self.c
+    add, norm = r.boxes
+    nb = c.box(norm)
+    s = _resolve(c, c.outs[add]["out"])
+    N = sympy.Mul(*[s.axis(a).size for a in nb.over])
+    M = s.numel() / N
+    bp = R.DTYPE_BYTES[self.dtype or s.dtype]
+    kw = dict(rms=nb.kind == "rmsnorm", residual=True, affine=nb.affine)
+    a, last = by_name[add], by_name[norm]
+    a.io_bytes = a.io_bytes_bwd = ZERO
+    a._time_flops = (ZERO, ZERO)
+    last.io_bytes = norm_cost.io_forward(M, N, bp, **kw)
+    last.io_bytes_bwd = norm_cost.io_backward(M, N, bp, **kw)
+    last._time_flops = (norm_cost.flops_forward(M, N, **kw), norm_cost.flops_backward(M, N, **kw))
+    kernel = "ncd.ops.add_rms_norm" if kw["rms"] else "ncd.ops.add_layer_norm"
+    for bc in (a, last):
+        bc.kernel = f"{kernel} ({r.name})"
+    for what, sid, _ in list(last.saved):
+        if what.startswith("x/rms"):
+            self.storages[sid].virtual = True
+            last.saved.remove((what, sid, _))
+    last.notes.append(f"fused: IO of {kernel} (ops/norm/cost.py)")
 
 
 def _relayouts(r: Region, q: _Wire, k: _Wire, v: _Wire, o: _Wire) -> tuple[list[str], bool]:

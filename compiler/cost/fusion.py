@@ -1,13 +1,16 @@
 """Regions of the diagram that one kernel runs under the `fused` lowering.
 
 A fused region keeps its inner wires on chip: only the wires that cross its border move
-between HBM and the chip ("FlashAttention on a napkin"). Three kinds of region:
+between HBM and the chip ("FlashAttention on a napkin"). Four kinds of region:
 
 - softmax attention and linear attention: exactly the matches of compiler/patterns.py, the
   regions the compiler's rewrite replaces by a fused box (patterns.py says which chains
   qualify); priced as `ncd.ops.softmax_attention` (ops/attention/cost.py gives its IO, and
   what it keeps: q, k, v, o, log-sum-exp) and `ncd.ops.linear_attention` (keeps q, k, v;
   normalised, also the float32 output and denominator);
+- the pre-norm residual step add → layernorm | rmsnorm (the `add_norm` match), priced as
+  `ncd.ops.add_layer_norm` / `add_rms_norm` (ops/norm/cost.py: x and h read, the sum and the
+  output written once; the sum and the float32 statistics kept);
 - chains of pointwise boxes (`rules.POINTWISE`) whose inner wires have no other reader (as
   torch.compile fuses); no rewrite makes these.
 """
@@ -22,7 +25,7 @@ from .rules import POINTWISE
 
 @dataclass
 class Region:
-    kind: str  # "attention", "linear_attention", "pointwise"
+    kind: str  # "attention", "linear_attention", "add_norm", "pointwise"
     boxes: list[str]
     inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Role (q, k, v) -> source wire, for the attention regions."""

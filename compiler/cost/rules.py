@@ -1097,3 +1097,23 @@ def int_linear(v: BoxView) -> Rule:
         temps=4 * n * D + 4 * J * D,
         notes=[_INTEGER, f"int8 products accumulated in int32; buffers of {weights} bytes"],
     )
+
+
+@costs("add_norm")
+def add_norm(v: BoxView) -> Rule:
+    """The add (one FLOP an element) and the norm on the sum, which the norm keeps with its
+    float32 statistics (the summands are not kept); as lowered on the CPU, the add then the
+    norm's layer, the same kept tensors. Under the fused lowering the box is priced as
+    ncd.ops' kernel (analyse.py: reads x and h, writes the sum and the output once)."""
+    b, x = v.box, v.x()
+    rows = numel(x) / v.sizes_of(x, b.over)
+    if b.norm == "layernorm":
+        flops = (6 + 2 * b.affine) * numel(x)
+        stats = [_own("mean", _stat_bytes(v, rows), "mean"),
+                 _own("rstd", _stat_bytes(v, rows), "1/std")]  # fmt: skip
+    else:
+        flops = (4 + b.affine) * numel(x)
+        stats = [_own("rstd", _stat_bytes(v, rows), "1/rms")]
+        if b.affine:
+            stats.append(_own("normed", v.nbytes(x), "x/rms (for the weight's gradient)"))
+    return Rule(flops=flops, saved=[_out("sum", "the residual sum"), *stats])

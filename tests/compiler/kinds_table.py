@@ -378,3 +378,22 @@ def integer():
 
 
 TABLE["integer"] = integer
+
+
+def add_norm():
+    """The residual add + norm box: LayerNorm over the last axis, RMSNorm over two inner axes
+    without weight, the sum read on (as the residual stream is)."""
+    b = _b("add_norm")
+    x, h = b.input("x", "B T D"), b.input("h", "B T D")
+    r = b.box("add_norm", {"x": x, "h": h}, "an1", over=["D"])
+    b.output("y1", r["out"])
+    u, v = b.input("u", "H B T K"), b.input("w", "H B T K")
+    r2 = b.box("add_norm", {"x": u, "h": v}, "an2", norm="rmsnorm", over=["T", "K"],
+               affine=False, eps=1e-3)  # fmt: skip
+    b.output("y2", r2["out"])
+    b.output("s", b.add(r["sum"], r["sum"], name="stream"))
+    b.output("s2", r2["sum"])
+    return b.build()
+
+
+TABLE["add_norm"] = add_norm
