@@ -1,5 +1,6 @@
 """L-Mul as Triton kernels: the elementwise product and a tiled matrix product whose every
-product is L-Mul, summed in float32. Operands are float32 or 16-bit floats (read as float32,
+product is L-Mul, summed in float32 (outer products, one k at a time: integer work on the
+CUDA cores, no tensor cores). Operands are float32 or 16-bit floats (read as float32,
 exactly); the arithmetic is that of product.py on float32 bit patterns. README.md gives the
 maths and the field form used here.
 
@@ -57,50 +58,58 @@ def _lmul_kernel(X, Y, O, N, M: tl.constexpr, L: tl.constexpr, BLOCK: tl.constex
 
 
 @triton.jit
+def _mm_loop(x_ptr, w_ptr, rmask, cmask, K, sxk, swk, acc, M: tl.constexpr, L: tl.constexpr,
+             SPECIAL: tl.constexpr):  # fmt: skip
+    """acc + Σ_k L-Mul(x[:, k], w[:, k]) as outer products: per k, one column of the x tile
+    and one of the w tile make a [BLOCK_N, BLOCK_J] block of products, added to acc in order
+    of k. SPECIAL: some operand of the tile may be inf or nan (the IEEE product there)."""
+    for k in range(0, K):
+        a = tl.load(x_ptr + k * sxk, mask=rmask, other=0.0).to(tl.float32)
+        b = tl.load(w_ptr + k * swk, mask=cmask, other=0.0).to(tl.float32)
+        fa, sa, xa = _fields(a, M, L, False)
+        fb, sb, xb = _fields(b, M, L, True)
+        prod = _combine(fa[:, None], fb[None, :], sa[:, None] ^ sb[None, :], M)
+        if SPECIAL:
+            prod = tl.where(xa[:, None] | xb[None, :], a[:, None] * b[None, :], prod)
+        acc += prod
+    return acc
+
+
+@triton.jit
 def _lmul_mm_kernel(
-    X, W, B, O, n, J, K,
+    X, W, B, O, XS, WS, n, J, K,
     sxn, sxk, swj, swk, son, soj,
     HAS_BIAS: tl.constexpr, M: tl.constexpr, L: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr,
 ):  # fmt: skip
-    """O[i, j] = Σ_k L-Mul(X[i, k], W[j, k]) (+ B[j]) for one [BLOCK_N, BLOCK_J] tile of O:
-    the operands' fields are made once per loaded tile, the products as a
-    [BLOCK_N, BLOCK_J, BLOCK_K] block summed over k into a float32 accumulator."""
+    """O[i, j] = Σ_k L-Mul(X[i, k], W[j, k]) (+ B[j]) for one [BLOCK_N, BLOCK_J] tile of O,
+    summed in float32 in order of k. XS [n] and WS [J] flag the rows of X and W holding an inf
+    or nan: a tile with none runs the loop without the IEEE fallback (one branch per program,
+    the same for all its threads)."""
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
-    ks = tl.arange(0, BLOCK_K)
-    x_ptr = X + rows[:, None].to(tl.int64) * sxn + ks[None, :] * sxk
-    w_ptr = W + cols[:, None].to(tl.int64) * swj + ks[None, :] * swk
+    rmask, cmask = rows < n, cols < J
+    x_ptr = X + rows.to(tl.int64) * sxn
+    w_ptr = W + cols.to(tl.int64) * swj
+    special = tl.max(tl.load(XS + rows, mask=rmask, other=0).to(tl.int32)) + tl.max(
+        tl.load(WS + cols, mask=cmask, other=0).to(tl.int32)
+    )
     acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        kin = (k0 + ks)[None, :] < K
-        a = tl.load(x_ptr, mask=(rows[:, None] < n) & kin, other=0.0).to(tl.float32)
-        b = tl.load(w_ptr, mask=(cols[:, None] < J) & kin, other=0.0).to(tl.float32)
-        fa, sa, xa = _fields(a, M, L, False)  # [BLOCK_N, BLOCK_K]
-        fb, sb, xb = _fields(b, M, L, True)  # [BLOCK_J, BLOCK_K]
-        prod = _combine(fa[:, None, :], fb[None, :, :], sa[:, None, :] ^ sb[None, :, :], M)
-        if tl.max(xa.to(tl.int32)) + tl.max(xb.to(tl.int32)) > 0:  # an inf or nan operand
-            special = xa[:, None, :] | xb[None, :, :]
-            prod = tl.where(special, a[:, None, :] * b[None, :, :], prod)
-        acc += tl.sum(prod, axis=2)
-        x_ptr += BLOCK_K * sxk
-        w_ptr += BLOCK_K * swk
+    if special > 0:
+        acc = _mm_loop(x_ptr, w_ptr, rmask, cmask, K, sxk, swk, acc, M, L, True)
+    else:
+        acc = _mm_loop(x_ptr, w_ptr, rmask, cmask, K, sxk, swk, acc, M, L, False)
     if HAS_BIAS:
-        acc += tl.load(B + cols, mask=cols < J, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     o_ptr = O + rows[:, None].to(tl.int64) * son + cols[None, :] * soj
-    tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=(rows[:, None] < n) & (cols[None, :] < J))
+    tl.store(o_ptr, acc.to(O.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
 
 
 ELEMENTWISE_BLOCK = 1024
-INTERPRET_MM = {"BLOCK_N": 16, "BLOCK_J": 16, "BLOCK_K": 8}
+INTERPRET_MM = {"BLOCK_N": 16, "BLOCK_J": 16}
 MM_CONFIGS = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_J": bj, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-    for bn, bj, bk, w, s in (
-        (64, 64, 4, 4, 2),
-        (64, 64, 8, 8, 2),
-        (128, 64, 4, 8, 2),
-        (32, 32, 16, 4, 2),
-    )
+    triton.Config({"BLOCK_N": bn, "BLOCK_J": bj}, num_warps=w, num_stages=1)
+    for bn, bj, w in ((64, 64, 4), (128, 64, 4), (64, 128, 4))
 ]
 
 
@@ -133,8 +142,10 @@ def lmul_matmul(x: torch.Tensor, w: torch.Tensor, bias, m: int, out_dtype) -> to
     def grid(c):
         return (cdiv(n, c["BLOCK_N"]), cdiv(J, c["BLOCK_J"]))
 
-    args = (x, w, bias if bias is not None else x, out, n, J, K, *x.stride(), *w.stride(),
-            *out.stride())  # fmt: skip
+    x_special = ~torch.isfinite(x).all(dim=1)  # [n], on the device: no host read
+    w_special = ~torch.isfinite(w).all(dim=1)  # [J]
+    args = (x, w, bias if bias is not None else x, out, x_special, w_special, n, J, K,
+            *x.stride(), *w.stride(), *out.stride())  # fmt: skip
     meta = {"HAS_BIAS": bias is not None, "M": m, "L": offset_bits(m)}
     launch(_lmul_mm_kernel, MM_CONFIGS, grid, args, meta, INTERPRET_MM, key=["J", "K"])
     return out
