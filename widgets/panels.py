@@ -76,11 +76,27 @@ def diagram_html(circuit, theme: str = "paper") -> str:
     return f'<div class="ncd-diagram" style="overflow:auto">{_fit_width(svg)}</div>'
 
 
-def diagram_svg(circuit, theme: str = "paper", collapse=()) -> str:
-    """The circuit drawn by ncd.render for the editor's canvas (raises what render raises)."""
+def diagram_svg(circuit, theme: str = "paper", collapse=(), quick: bool = True) -> str:
+    """The circuit drawn for the editor's canvas: ncd.render's scene, DOT and ids, laid out
+    once (`quick`: without render's restacking and order search, which lay out three to six
+    times; the figure exported is render's own). Raises what render raises."""
     from ncd.circuits.draw import render
 
-    return render(circuit, theme=theme, collapse=sorted(collapse))
+    if not quick:
+        return render(circuit, theme=theme, collapse=sorted(collapse))
+    from ncd.circuits.draw import api
+    from ncd.circuits.draw.dot import to_dot
+    from ncd.circuits.draw.scene import Options, build
+    from ncd.circuits.draw.themes import THEMES
+
+    checked = circuit.check()
+    scene = build(checked, Options(collapse=frozenset(collapse)))
+    source = to_dot(scene, THEMES[theme])
+    try:
+        svg = api._run(source, "svg").decode("utf-8")
+    except api._LayoutFailed:  # as render does: straight wires when splines fail
+        svg = api._run(source.replace("splines=true", "splines=line", 1), "svg").decode("utf-8")
+    return api._VERSION_COMMENT.sub("", svg)
 
 
 def _fit_width(svg: str) -> str:

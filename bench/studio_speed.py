@@ -1,0 +1,197 @@
+"""The Studio's edit -> redraw time, measured in the browser (JupyterLab + Chromium/Playwright).
+
+Opens chains of 50 and 200 boxes (linear, GELU, linear, residual add, repeated: the shape of a
+stack of MLP blocks) in one notebook, and for each does what a user does: a palette click
+that adds a box after the selected one, Delete of that box, Ctrl+Z, Ctrl+Shift+Z, a collapse
+of a block. The time of one action is measured by the page itself: from the moment the intent
+is sent to the kernel until the new drawing is in the page with its handles (the canvas's
+`data-last-ms`). Targets: 150 ms at 50 boxes, 500 ms at 200 (issue #18).
+
+    .venv/bin/python bench/studio_speed.py [--repeat 5] [-o bench/results/studio_edit.json]
+
+Rows: {"op": "studio_edit", "action": ..., "boxes": N, "ms": median, "runs": [...],
+"target_ms": ...}; meta as the other results files (date, commit, cpus, load, device "cpu").
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+TOKEN = "ncd-bench"
+SIZES = (50, 200)
+TARGET_MS = {50: 150, 200: 500}
+CELL = """import ncd
+from ncd import Builder
+from IPython.display import display
+
+def chain(n):
+    b = Builder(f"chain{n}", sizes={"B": 2, "T": 16, "D": 32, "F": 64})
+    x = b.input("x", "B T D")
+    k = 0
+    while k + 4 <= n:
+        with b.group(f"block {k // 4}"):
+            h = b.linear(x, over="D", out="F", name=f"up{k}")
+            h = b.gelu(h, name=f"act{k}")
+            h = b.linear(h, over="F", out="D", name=f"down{k}")
+        x = b.add(x, h, name=f"res{k}")
+        k += 4
+    b.output("y", x)
+    return b.build()
+
+studios = [ncd.Studio(chain(n)) for n in SIZES]
+display(*studios)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lab(root: Path):
+    nb = {
+        "cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+                   "source": CELL.replace("SIZES", repr(SIZES))}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                    "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }  # fmt: skip
+    (root / "bench.ipynb").write_text(json.dumps(nb))
+    port = _free_port()
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".config"),
+               JUPYTER_RUNTIME_DIR=str(root / ".runtime"))  # fmt: skip
+    log = open(root / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
+         f"--port={port}", f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
+         "--ServerApp.port_retries=0"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
+            return server, url, log
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                text = (root / "server.log").read_text()
+                raise SystemExit("JupyterLab did not start:\n" + text) from None
+            time.sleep(0.5)
+
+
+def _timed(page, studio, act) -> float:
+    """Run `act`, wait for the page's next drawing, return its intent -> drawn time (ms)."""
+    studio.evaluate("el => { delete el.dataset.lastMs; }")
+    act()
+    page.wait_for_function("el => el.dataset.lastMs !== undefined", arg=studio.element_handle())
+    return float(studio.get_attribute("data-last-ms"))
+
+
+def measure(page, k: int, n: int, repeat: int) -> list[dict]:
+    s = page.locator(".ncd-studio").nth(k)
+    s.locator("g.node").first.wait_for()
+    box = 'g.node[id="box:act0"]'
+    actions = {
+        "add_box": lambda: s.locator('.ncd-kind[data-kind="dropout"]').click(),
+        "delete_box": lambda: (s.focus(), page.keyboard.press("Delete")),
+        "undo": lambda: (s.focus(), page.keyboard.press("Control+z")),
+        "redo": lambda: (s.focus(), page.keyboard.press("Control+Shift+z")),
+        "collapse": lambda: s.locator('.ncd-toggle[data-path="block 0"]').dispatch_event("click"),
+        "expand": lambda: s.locator('.ncd-toggle[data-path="block 0"]').dispatch_event("click"),
+    }
+    runs: dict[str, list[float]] = {a: [] for a in actions}
+    for _ in range(repeat):
+        s.locator(box).dispatch_event("click")  # select act0: the new box follows it
+        page.wait_for_function(
+            "el => el.querySelector('.ncd-sel') !== null", arg=s.element_handle()
+        )
+        for action in ("add_box", "delete_box", "undo", "redo", "collapse", "expand"):
+            if action == "delete_box":  # the added box is selected: Delete removes it
+                s.locator('g.node[id="box:dropout"]').wait_for()
+            runs[action].append(_timed(page, s, actions[action]))
+    return [
+        {
+            "op": "studio_edit",
+            "action": a,
+            "boxes": n,
+            "ms": statistics.median(r),
+            "runs": r,
+            "target_ms": TARGET_MS[n],
+        }
+        for a, r in runs.items()
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("-o", "--out", default="bench/results/studio_edit.json")
+    args = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("Chromium not found: run `make system` first")
+    load_before = list(os.getloadavg())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        server, url, log = _lab(Path(tmp))
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+                page = browser.new_page(viewport={"width": 1600, "height": 1200})
+                page.set_default_timeout(120_000)
+                page.goto(f"{url}/lab/tree/bench.ipynb?token={TOKEN}")
+                page.wait_for_selector(".jp-StatusBar-Widget :text('Idle')")
+                page.click(".jp-Notebook .jp-Cell .cm-content")
+                page.keyboard.press("Control+Enter")
+                page.locator(".ncd-studio").nth(len(SIZES) - 1).wait_for()
+                for k, n in enumerate(SIZES):
+                    rows += measure(page, k, n, args.repeat)
+                    print(*(f"{r['boxes']:>4} {r['action']:<10} {r['ms']:7.0f} ms" for r in
+                            rows[-6:]), sep="\n")  # fmt: skip
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+            log.close()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    data = {
+        "date": datetime.date.today().isoformat(),
+        "commit": commit,
+        "device": "cpu",
+        "browser": "Chromium (headless, Playwright), JupyterLab on the same machine",
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "repeat": args.repeat,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
