@@ -30,11 +30,11 @@ def _consts(b: Builder, **values):
 
 
 def _shift_exp(b: Builder, i, x0, c, tag: str = ""):
-    """ShiftExp (I-ViT Alg. 1), for I ≤ 0 at scale S, x₀ = ⌊−1/S⌋, n = c["n"]:
-    I_p = I + (I ≫ 1) − (I ≫ 4) (eq. 6: e^x = 2^(x log₂e), log₂e ≈ 1.0111b), clipped at n·x₀;
-    q = ⌊I_p / x₀⌋, r = I_p − q·x₀ (eq. 7: 2^(S I_p) = 2^(S r) ≫ q);
-    2^(S r) ≈ S r/2 + 1 = S ((r ≫ 1) − x₀) (eq. 8); the result ((r ≫ 1) − x₀) ≪ (n − q) has
-    scale S/2^n."""
+    """ShiftExp (I-ViT Sec. 3.3, the exponential within Shiftmax's eqs. 7 to 13), for I ≤ 0 at
+    scale S, x₀ = ⌊−1/S⌋, n = c["n"]: e^x = 2^(x log₂e) with log₂e ≈ 1.0111b, so
+    I_p = I + (I ≫ 1) − (I ≫ 4), clipped at n·x₀; q = ⌊I_p / x₀⌋, r = I_p − q·x₀, so
+    2^(S I_p) = 2^(S r) ≫ q; 2^(S r) ≈ S r/2 + 1 = S ((r ≫ 1) − x₀); the result
+    ((r ≫ 1) − x₀) ≪ (n − q) has scale S/2^n."""
     with b.group("ShiftExp"):
         ip = b.binary(i, b.binary(i, c["one"], "shift_right", name=f"half{tag}"), "add",
                       name=f"log2e_a{tag}")  # fmt: skip
@@ -49,15 +49,16 @@ def _shift_exp(b: Builder, i, x0, c, tag: str = ""):
 
 
 def _int_div(b: Builder, num, den, c, tag: str = ""):
-    """IntDiv (I-ViT eq. 9): ⌊(⌊(2^31 − 1)/den⌋ · num) ≫ (31 − (k_out − 1))⌋, num/den at
-    scale 2^−(k_out − 1), k_out = 8."""
+    """IntDiv (I-ViT Sec. 3.3, the division closing eqs. 7 to 13):
+    (⌊(2^31 − 1)/den⌋ · num) ≫ (31 − (k_out − 1)), num/den at scale 2^−(k_out − 1), k_out = 8."""
     f = b.binary(c["big"], den, "floordiv", name=f"factor{tag}", label="⌊(2³¹−1)/Σ⌋")
     return b.binary(b.mul(f, num, name=f"scaled{tag}"), c["out_shift"], "shift_right",
                     name=f"div{tag}")  # fmt: skip
 
 
 def shiftmax(axes: str = "B T H S", over: str = "S"):
-    """Shiftmax (I-ViT Alg. 2): softmax over `over` of int8 scores at scale S."""
+    """Shiftmax (I-ViT Sec. 3.3, eqs. 7 to 13): softmax over `over` of int8 scores at scale S,
+    the maximum subtracted (eq. 7), ShiftExp, the row sum and IntDiv."""
     b = Builder("shiftmax", title="Shiftmax", sizes=dict(SIZES))
     s = b.input("s", axes, dtype="int8")
     c = _consts(b, one=1, four=4, n=N_SOFTMAX, big="2**31 - 1", out_shift=INT_DIV_SHIFT)
@@ -71,9 +72,10 @@ def shiftmax(axes: str = "B T H S", over: str = "S"):
 
 
 def shiftgelu(axes: str = "B T F", over: str = "F"):
-    """ShiftGELU (I-ViT Alg. 3): GELU(x) ≈ x·σ(1.702x) (eq. 10), 1.702 ≈ 1.1011b as shifts,
-    σ(S I_p) = e^(S(I_p − I_max)) / (e^(S(I_p − I_max)) + e^(−S I_max)) (eq. 11), each
-    exponential by ShiftExp and the quotient by IntDiv; int32 out at scale S/2^7."""
+    """ShiftGELU (I-ViT Sec. 3.4, eqs. 14 to 16): GELU(x) ≈ x·σ(1.702x), 1.702 ≈ 1.1011b as
+    shifts, σ(S I_p) = e^(S(I_p − I_max)) / (e^(S(I_p − I_max)) + e^(−S I_max)) with I_max the
+    token's maximum, each exponential by ShiftExp and the quotient by IntDiv; int32 out at
+    scale S/2^7."""
     b = Builder("shiftgelu", title="ShiftGELU", sizes=dict(SIZES))
     u = b.input("u", axes, dtype="int8")
     c = _consts(b, one=1, three=3, four=4, n=N_GELU, big="2**31 - 1", out_shift=INT_DIV_SHIFT)
@@ -104,8 +106,9 @@ def newton_step():
 
 
 def ilayernorm():
-    """I-LayerNorm (I-ViT Sec. 3.5): mean μ = round(ΣI/D), y = I − μ, var = Σy², std by ten
-    integer Newton steps k ← (k + ⌊var/k⌋) ≫ 1 from 2¹⁶, then y·⌊2³⁰/std⌋ + ⌊β/(γ S)⌋ at scale
+    """I-LayerNorm (I-ViT Sec. 3.5, eqs. 17 to 19): mean μ = round(ΣI/D), y = I − μ,
+    var = Σy², std by the integer Newton iteration k ← (k + ⌊var/k⌋) ≫ 1 (eq. 19), ten steps
+    from 2¹⁶ as the authors' released code runs it, then y·⌊2³⁰/std⌋ + ⌊β/(γ S)⌋ at scale
     S = √D/2³⁰ (γ in the next requantisation's multipliers)."""
     b = Builder("ilayernorm", title="I-LayerNorm", sizes={**SIZES, "D": 32})
     x = b.input("x", "B T D", dtype="int8")
@@ -141,14 +144,14 @@ def ivit_block():
     """I-ViT's integer-only encoder block (Li & Gu 2023), pre-norm as ViT: x + MHA(LN(x)),
     then + MLP(LN(.)), with int8 activations and weights, every step integer:
 
-    - linear maps and both attention products: int8 × int8 accumulated in int32 (I-ViT
-      eq. 2; HAWQ-V3 eq. 2), then requantised dyadically, I' = (b · I) ≫ c with
-      b/2^c = S_in/S_out (I-ViT eq. 3 and 4; HAWQ-V3 eq. 3), rounding half up, clipped to
-      int8; the score scale 1/√K is folded into the scores' b/2^c;
-    - Shiftmax (Alg. 2: eq. 5 to 9) over the keys, int8 probabilities at scale 2⁻⁷;
-    - ShiftGELU (Alg. 3: eq. 10 and 11) in the MLP;
-    - I-LayerNorm (Sec. 3.5) with its integer Newton square root; γ rides in the per-channel
-      multipliers of the requantisation that follows it;
+    - linear maps and both attention products: int8 × int8 accumulated in int32, then
+      requantised dyadically, I' = (b · I) ≫ c with b/2^c = S_in/S_out (I-ViT Sec. 3.2,
+      dyadic arithmetic for linear operations; HAWQ-V3 Sec. 3, dyadic quantisation), rounding
+      half up, clipped to int8; the score scale 1/√K is folded into the scores' b/2^c;
+    - Shiftmax (I-ViT Sec. 3.3, eqs. 7 to 13) over the keys, int8 probabilities at scale 2⁻⁷;
+    - ShiftGELU (Sec. 3.4, eqs. 14 to 16) in the MLP;
+    - I-LayerNorm (Sec. 3.5, eqs. 17 to 19) with its integer Newton square root; γ rides in
+      the per-channel multipliers of the requantisation that follows it;
     - residual adds in int32: both branches requantised to one int32 scale, added, and the
       sum requantised to int8 (HAWQ-V3 Sec. 3.3).
 

@@ -167,7 +167,8 @@ def peak_bytes(module, xs) -> tuple[int, int]:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         y = module(*xs)
         ys = list(y.values()) if isinstance(y, dict) else [y]
-        torch.autograd.backward(ys, grads)
+        if any(t.requires_grad for t in ys):  # else inference only (integer arithmetic)
+            torch.autograd.backward(ys, grads)
         del y, ys
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda e: e.start_ns())

@@ -40,8 +40,8 @@ def dyadic(ratio: float) -> tuple[int, int]:
 
 
 def requant(x: torch.Tensor, b, c, bits: int) -> torch.Tensor:
-    """I' = clip(round(b · I / 2^c)) (I-ViT eq. 3 and 4, HAWQ-V3 eq. 3), halves rounded up,
-    clipped to `bits`-bit signed integers; by exact integer division, in int64."""
+    """I' = clip(round(b · I / 2^c)) (I-ViT Sec. 3.2, HAWQ-V3 Sec. 3: dyadic b/2^c), halves
+    rounded up, clipped to `bits`-bit signed integers; by exact integer division, in int64."""
     b = torch.as_tensor(b, dtype=torch.int64)
     c = torch.as_tensor(c, dtype=torch.int64)
     num = x.to(torch.int64) * b
@@ -51,9 +51,9 @@ def requant(x: torch.Tensor, b, c, bits: int) -> torch.Tensor:
 
 
 def shift_exp(i: torch.Tensor, x0: int, n: int) -> torch.Tensor:
-    """I-ViT Alg. 1 for I <= 0 at scale S with x0 = floor(-1/S): e^(S I) = 2^(S I log2 e),
-    I log2 e ~ I + I/2 - I/16 by shifts (eq. 6); S I_p = -q + S r with q = floor(I_p / x0)
-    (eq. 7); 2^(S r) ~ 1 + S r / 2 (eq. 8); the result scaled by 2^n."""
+    """Shiftmax's exponential (I-ViT Sec. 3.3, within eqs. 7 to 13) for I <= 0 at scale S with
+    x0 = floor(-1/S): e^(S I) = 2^(S I log2 e), I log2 e ~ I + I/2 - I/16 by shifts;
+    S I_p = -q + S r with q = floor(I_p / x0); 2^(S r) ~ 1 + S r / 2; scaled by 2^n."""
     ip = i + (i >> 1) - (i >> 4)
     ip = torch.maximum(ip, torch.tensor(n * x0))
     q = torch.div(ip, x0, rounding_mode="floor")
@@ -62,20 +62,20 @@ def shift_exp(i: torch.Tensor, x0: int, n: int) -> torch.Tensor:
 
 
 def int_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """I-ViT eq. 9: (floor(2^M / den) · num) >> (M - (k_out - 1)), M = 31 (2^31 - 1), k_out = 8."""
+    """IntDiv (I-ViT Sec. 3.3): (floor(2^M / den) num) >> (M - (k_out - 1)), 2^31 - 1, k_out 8."""
     f = torch.div(torch.full_like(den, 2**31 - 1), den, rounding_mode="floor")
     return fits32(f * num, "IntDiv") >> 24
 
 
 def shiftmax(s: torch.Tensor, x0: int, dim: int) -> torch.Tensor:
-    """I-ViT Alg. 2: softmax of S·s over `dim`, int8 out at scale 2^-7 (eq. 5 to 9)."""
+    """Shiftmax (I-ViT Sec. 3.3, eqs. 7 to 13): softmax of S·s over `dim`, out at 2^-7."""
     e = shift_exp(s - s.amax(dim, keepdim=True), x0, 16)
     return int_div(e, fits32(e.sum(dim, keepdim=True), "Shiftmax sum"))
 
 
 def shiftgelu(u: torch.Tensor, x0: int) -> torch.Tensor:
-    """I-ViT Alg. 3: GELU(x) ~ x·sigmoid(1.702 x) (eq. 10), 1.702 ~ 1.1011b by shifts,
-    sigmoid(S I) = e^(S (I - I_max)) / (e^(S (I - I_max)) + e^(-S I_max)) (eq. 11)."""
+    """ShiftGELU (I-ViT Sec. 3.4, eqs. 14 to 16): GELU(x) ~ x·sigmoid(1.702 x), 1.702 ~
+    1.1011b by shifts, sigmoid(S I) = e^(S (I - I_max)) / (e^(S (I - I_max)) + e^(-S I_max))."""
     ip = u + (u >> 1) + (u >> 3) + (u >> 4)
     m = ip.amax(-1, keepdim=True)
     e1, e2 = shift_exp(ip - m, x0, 23), shift_exp(-m, x0, 23)
@@ -83,7 +83,8 @@ def shiftgelu(u: torch.Tensor, x0: int) -> torch.Tensor:
 
 
 def isqrt(var: torch.Tensor) -> torch.Tensor:
-    """I-LayerNorm's square root: ten Newton steps k <- (k + floor(var/k)) / 2 from 2^16."""
+    """I-LayerNorm's square root (I-ViT eq. 19): ten Newton steps k <- (k + floor(var/k)) / 2
+    from 2^16 (the authors' released code; the paper starts at 2^floor(bits(var)/2))."""
     k = torch.full_like(var, 2**16)
     for _ in range(10):
         k = (k + torch.div(var, k, rounding_mode="floor")) // 2
@@ -91,8 +92,9 @@ def isqrt(var: torch.Tensor) -> torch.Tensor:
 
 
 def ilayernorm(x: torch.Tensor, bias_int: torch.Tensor) -> torch.Tensor:
-    """I-LayerNorm: y = I - round(mean I), std = isqrt(sum y^2), y·floor(2^30/std) + bias, at
-    scale sqrt(D)/2^30 times gamma (applied by the requantisation after it)."""
+    """I-LayerNorm (I-ViT Sec. 3.5, eqs. 17 to 19): y = I - round(mean I), std =
+    isqrt(sum y^2), y·floor(2^30/std) + bias, at scale sqrt(D)/2^30 times gamma (applied by the
+    requantisation after it)."""
     n = x.shape[-1]
     mean = torch.div(2 * x.sum(-1, keepdim=True) + n, 2 * n, rounding_mode="floor")
     y = x - mean
@@ -101,7 +103,7 @@ def ilayernorm(x: torch.Tensor, bias_int: torch.Tensor) -> torch.Tensor:
 
 
 def int_linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """int8 x int8 products summed in int32 (I-ViT eq. 2)."""
+    """int8 x int8 products summed in int32 (I-ViT Sec. 3.2)."""
     return fits32(x @ w.T + bias, "integer linear map")
 
 
