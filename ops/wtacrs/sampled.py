@@ -60,7 +60,10 @@ class WTACRSLinearFunction(torch.autograd.Function):
             if k >= x.shape[0]:
                 idx, kept = None, x
             else:
-                scores = torch.linalg.vector_norm(x, dim=1)
+                # float32 at least: 16-bit scores would round the draws' weights
+                scores = torch.linalg.vector_norm(
+                    x, dim=1, dtype=torch.promote_types(x.dtype, torch.float32)
+                )
                 if grad_norms is not None:
                     scores = scores * grad_norms.to(scores.dtype)
                 idx, w = wtacrs_select(scores, k, generator)
@@ -69,7 +72,7 @@ class WTACRSLinearFunction(torch.autograd.Function):
 
                     kept = gather_scale(x, idx, w)
                 else:
-                    kept = x[idx] * w[:, None]  # the sampled rows, each times its weight
+                    kept = (x[idx] * w[:, None]).to(x.dtype)  # sampled rows times weights
         ctx.save_for_backward(kept, weight, idx)
         ctx.has_bias = bias is not None
         ctx.kernel = kernel

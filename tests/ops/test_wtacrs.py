@@ -165,6 +165,25 @@ def test_saved_tensor_bytes_are_the_sampled_rows(backend):
         y.sum().backward()  # the kept rows suffice for the backward
 
 
+def test_sixteen_bit_rows_are_kept_in_their_dtype():
+    """bfloat16 x: the kept rows stay bfloat16 (k (D · 2 + 8) bytes), the weights of the draws
+    are made from float32 norms, and the mean of 500 estimates is near the exact dW."""
+    x, w, dy = (t.to(torch.bfloat16) for t in _data(n=64, D=16, J=8))
+    w = w.requires_grad_()
+    got, y = _saved_bytes(lambda: wtacrs_linear(x, w, budget=0.25))
+    assert got - w.numel() * 2 == cost.kept_bytes(kept_rows(64, 0.25), 16, 2)
+    gen = torch.Generator().manual_seed(12)
+    est = []
+    for _ in range(500):
+        w.grad = None
+        (wtacrs_linear(x, w, budget=0.25, generator=gen).float() * dy.float()).sum().backward()
+        est.append(w.grad.float())
+    exact = exact_weight_grad(x.float(), dy.float())
+    one = float((est[0] - exact).norm() / exact.norm())
+    mean = float((torch.stack(est).mean(0) - exact).norm() / exact.norm())
+    assert mean < one / 8, (mean, one)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_allocations_between_forward_and_backward():
     """The input of the linear map is made inside the measured step (an activation, not a
