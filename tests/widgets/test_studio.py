@@ -25,11 +25,6 @@ from ncd.spec import studio as Studio  # noqa: N812 - ncd.Studio, names and path
 SIZES = {"B": 2, "T": 4, "D": 8, "F": 16}
 
 
-def body(svg: str) -> str:
-    """What the drawing holds inside its <svg> element (the panel may resize the element)."""
-    return svg[svg.index("<svg") :].split(">", 1)[1]
-
-
 def base(extra=None):
     """x: B T D -> proj (linear D -> F) -> y, optionally more boxes via `extra(b, proj)`."""
     b = Builder("block", sizes=SIZES)
@@ -55,6 +50,14 @@ def set_output(studio, name, source):
     studio.set_output_button.click()
 
 
+def drawn(svg: str) -> tuple[list[str], list[str]]:
+    """What a drawing shows: its boxes (ids) and its wires' axes, sorted.
+    The editor lays out once, so positions may differ from ncd.render's figure."""
+    boxes = sorted(re.findall(r'<g id="(box:[^"]*)"', svg))
+    wires = sorted(re.findall(r'<g id="wire:[^"]*" class="edge wire ([^ "]*)', svg))
+    return boxes, wires
+
+
 def shown(studio, tab: str) -> str:
     """Show a tab (its panel is computed then, not on every edit) and read it."""
     studio.tabs.selected_index = ["Messages", "Cost", "Code", "JSON"].index(tab)
@@ -78,7 +81,7 @@ def test_add_boxes_through_palette_form_and_wiring():
     expected = base(lambda b, proj: b.add(proj, b.gelu(proj, name="act"), name="res"))
     assert same(studio.circuit, expected), errors(studio)
     assert "ncd-problems" not in studio.messages.value
-    assert body(render(expected)) in studio.canvas.svg  # the diagram is the circuit's drawing
+    assert drawn(render(expected)) == drawn(studio.canvas.svg)  # the circuit's drawing
     assert studio.code.value == ""  # not computed until its tab is shown
     assert html.escape(to_source(expected)) in shown(studio, "Code")
     assert "res" in studio.box_select.options and "res" in studio.output_source.options
@@ -109,7 +112,7 @@ def test_invalid_edit_is_located_and_keeps_the_circuit():
     add_box(studio, "linear", "l2", {"x": "proj"}, over="F 1x", out="G")  # not an axis name
     assert "new linear box 'l2', field 'over.1'" in errors(studio)
     assert studio.circuit is before
-    assert body(render(before)) in studio.canvas.svg
+    assert drawn(render(before)) == drawn(studio.canvas.svg)
 
 
 def test_undo_redo_round_trip():
@@ -131,7 +134,7 @@ def test_undo_redo_round_trip():
     loose = second.model_copy(
         update={"outputs": [*second.outputs, Output(name="…act", source="act")]}
     )
-    assert body(render(loose)) in studio.canvas.svg
+    assert drawn(render(loose)) == drawn(studio.canvas.svg)
     studio.redo_button.click()
     assert same(studio.circuit, third) and studio.redo_button.disabled
     studio.undo_button.click()
@@ -302,7 +305,8 @@ def test_an_invalid_file_is_not_taken(tmp_path):
 def test_theme_toggle_redraws():
     studio = Studio(base())
     studio.theme.value = "notebook"
-    assert body(render(base(), theme="notebook")) in studio.canvas.svg
+    assert drawn(render(base(), theme="notebook")) == drawn(studio.canvas.svg)
+    assert 'font-family="Helvetica' in studio.canvas.svg
     assert render(base(), theme="notebook") != render(base(), theme="paper")
 
 
