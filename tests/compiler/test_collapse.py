@@ -50,6 +50,14 @@ def test_residual_folds_into_a_multi_axis_linear_map():
     _check(b.build(), ["linear", "unary"])
 
 
+def test_residual_folds_into_a_map_that_reads_its_axes_in_another_order():
+    """W + I where W [(H K), (K H)] reads K H: the identity pairs H with H and K with K."""
+    b = Builder("lin_res_perm", sizes={"B": 2, "T": 3, "H": 2, "K": 3})
+    x = b.input("x", "B T H K")
+    b.output("y", b.add(b.linear(x, "K H", "H K", name="m"), x, name="res"))
+    _check(b.build(), ["linear"])
+
+
 def test_residuals_that_are_not_an_identity_stay():
     b = Builder("kept", sizes={"B": 2, "C": 3, "E": 4, "Y": 6, "X": 6})
     x = b.input("x", "B C Y X")
