@@ -300,7 +300,7 @@ def test_the_text_view_and_the_diagram_follow_each_other(step):
     page = step
     area = page.locator(".ncd-text textarea").first
     text = area.input_value()
-    assert 'name="unary"' in text and 'name="layernorm"' in text
+    assert 'name="unary"' in text and "b.layernorm(x" in text
     area.fill(text.replace('name="unary"', 'name="act"'))
     area.press("Tab")  # the text is read when the field is left
     wait_node(page, 0, "act")
@@ -315,6 +315,6 @@ def test_the_text_view_and_the_diagram_follow_each_other(step):
     studio(page, 0).locator('.ncd-kind[data-kind="dropout"]').click()
     wait_node(page, 0, "dropout")
     page.wait_for_function(
-        "() => document.querySelector('.ncd-text textarea').value.includes('name=\"dropout\"')"
+        "() => document.querySelector('.ncd-text textarea').value.includes('b.dropout(')"
     )
     shot(page, 0, "text-follows")
