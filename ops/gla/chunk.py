@@ -18,8 +18,10 @@ Backward, four launches (_chunk_cumsum, then):
   _bwd_scan    per key block (dk role) and per value block (dv role), backward scans of the
                state gradient: the inter-chunk part of dk, dg's chunk term w, d initial_state;
                dv whole (A^T dO + its inter-chunk part).
-  _bwd_intra   per (chunk, sequence x head): the intra-chunk parts of dq and dk (secondary
-               chunking again), then dg by a reverse cumulative sum within the chunk.
+  _bwd_intra   per (key-channel block, chunk, sequence x head): the intra-chunk parts of dq
+               and dk (secondary chunking again), then dg by a reverse cumulative sum within
+               the chunk; sub-chunks last to first, so each one's dq, dk and dg are written
+               together and the kernel only reads what the scans wrote (it can be tuned).
 """
 
 import math
@@ -113,7 +115,7 @@ def _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM: tl.constexpr, RS, C: tl.con
 def _fwd_A(
     Q, K, G, A, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
-    VARLEN: tl.constexpr, GDOT: tl.constexpr,
+    VARLEN: tl.constexpr, GDOT: tl.constexpr, BKD: tl.constexpr,
 ):  # fmt: skip
     """Rows [I * BC, +BC) of a chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i."""
     NC: tl.constexpr = C // BC
@@ -154,14 +156,17 @@ def _fwd_A(
                 mask=(rows_I < L)[:, None],
             )
             d += tl.sum(g_J, 0)
-        # The diagonal block, exactly: column j is sum_k q_ik k_jk e^(b_ik - b_jk).
+        # The diagonal block, exactly: A_ij = sum_k q_ik k_jk e^(b_ik - b_jk), as a
+        # [BC, BC, BKD] broadcast per block of BKD key channels (exponents clamped at 0, so
+        # the entries j > i, masked below, stay finite).
         a = tl.zeros([BC, BC], tl.float32)
-        b_j = tl.zeros([BLOCK_K], tl.float32)
-        for j in range(0, BC):
-            k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
-            b_j += _row(G + qk, r0 + j, offs_k, L, K_DIM, RS)
-            col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
-            a = tl.where(offs_c[None, :] == j, col[:, None], a)
+        for kb in tl.static_range(0, BLOCK_K // BKD):
+            offs_d = kb * BKD + tl.arange(0, BKD)
+            q_d = _tile(Q + qk, rows_I, offs_d, L, K_DIM, RS).to(tl.float32)
+            k_d = _tile(K + qk, rows_I, offs_d, L, K_DIM, RS).to(tl.float32)
+            b_d = tl.cumsum(_tile(G + qk, rows_I, offs_d, L, K_DIM, RS).to(tl.float32), 0)
+            e = tl.exp(tl.minimum(b_d[:, None, :] - b_d[None, :, :], 0.0))
+            a += tl.sum(q_d[:, None, :] * k_d[None, :, :] * e, 2)
         a = tl.where(offs_c[:, None] >= offs_c[None, :], a * scale, 0.0)
         tl.store(
             a_base + rows_I[:, None] * RA + (i_I * BC + offs_c)[None, :],
@@ -391,15 +396,17 @@ def _bwd_intra(
     C: tl.constexpr, BC: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
     GDOT: tl.constexpr,
 ):  # fmt: skip
-    """One chunk: dq_i += scale sum_{j<=i} dA_ij k_j e^(b_i-b_j) and dk_j += scale
-    sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = dO_i . v_j, in sub-chunk blocks as the
-    forward's A; then dg = (reverse cumsum within the chunk of q dq - k dk) + w.
-
-    Updates DQ32 in place (inter-chunk part in, whole float32 dq out), so it has one
-    configuration and is never autotuned (a trial would add the intra part twice)."""
+    """One chunk, key channels [i_k * BLOCK_K, +BLOCK_K): dq_i += scale sum_{j<=i} dA_ij k_j
+    e^(b_i-b_j) and dk_j += scale sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = dO_i . v_j,
+    in sub-chunk blocks as the forward's A, then dg = (reverse cumsum within the chunk of
+    q dq - k dk) + w. The sub-chunks are walked last to first so that each one's dq, dk and
+    dg come out together: every quantity is per key channel, so channel blocks are
+    independent programs. Diagonal blocks exactly, as one [BC, BC, BLOCK_K] broadcast.
+    Reads the inter-chunk parts in DQ32 / DK32 and writes DQ, DK and DG only."""
     NC: tl.constexpr = C // BC
-    i_c = tl.program_id(0)
-    i_nh = tl.program_id(1)
+    i_k = tl.program_id(0)
+    i_c = tl.program_id(1)
+    i_nh = tl.program_id(2)
     i_n = i_nh // H
     i_h = i_nh % H
     L, bos = _sequence(CU, T, i_n, VARLEN)
@@ -407,7 +414,7 @@ def _bwd_intra(
     if t0 < L:
         slot = _slot0(bos, i_n, T, C, VARLEN) + i_c
         offs_c = tl.arange(0, BC)
-        offs_k = tl.arange(0, BLOCK_K)
+        offs_k = i_k * BLOCK_K + tl.arange(0, BLOCK_K)
         offs_v = tl.arange(0, BLOCK_VF)
         RS = H * K_DIM
         RV = H * V_DIM
@@ -415,46 +422,39 @@ def _bwd_intra(
         vo = (bos * H + i_h) * V_DIM
         k_ok = offs_k < K_DIM
         lower = offs_c[:, None] >= offs_c[None, :]
-        for I in tl.static_range(NC):
-            rows_I = t0 + I * BC + offs_c
-            g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-            b_I = tl.cumsum(g_I, 0)
-            do_I = _tile(DO + vo, rows_I, offs_v, L, V_DIM, RV)
-            acc = tl.zeros([BC, BLOCK_K], tl.float32)
-            d = tl.zeros([BLOCK_K], tl.float32)
-            for J in tl.static_range(I - 1, -1, -1):
-                rows_J = t0 + J * BC + offs_c
-                k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-                g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-                v_J = _tile(V + vo, rows_J, offs_v, L, V_DIM, RV)
-                after = tl.cumsum(g_J, 0, reverse=True) - g_J
-                kg = k_J * tl.exp(tl.minimum(d[None, :] + after, 0.0))
-                da = tl.dot(do_I, tl.trans(v_J), input_precision=DOT)
-                acc = tl.dot(da, kg, acc, input_precision=GDOT)
-                d += tl.sum(g_J, 0)
-            dq = acc * tl.exp(tl.minimum(b_I, 0.0))
-            v_I = _tile(V + vo, rows_I, offs_v, L, V_DIM, RV)
-            da = tl.where(lower, tl.dot(do_I, tl.trans(v_I), input_precision=DOT), 0.0)
-            b_j = tl.zeros([BLOCK_K], tl.float32)
-            for j in range(0, BC):
-                k_j = _row(K + qk, t0 + I * BC + j, offs_k, L, K_DIM, RS)
-                b_j += _row(G + qk, t0 + I * BC + j, offs_k, L, K_DIM, RS)
-                col = tl.sum(tl.where(offs_c[None, :] == j, da, 0.0), 1)
-                dq += col[:, None] * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0))
-            mask = (rows_I < L)[:, None] & k_ok[None, :]
-            ptrs = qk + rows_I[:, None] * RS + offs_k[None, :]
-            dq = dq * scale + tl.load(DQ32 + ptrs, mask=mask, other=0.0)
-            tl.store(DQ32 + ptrs, dq, mask=mask)
-            tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
-        # The whole-chunk float32 dq just written, read back by other threads of the program.
-        tl.debug_barrier()
         carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
         for J in tl.static_range(NC - 1, -1, -1):
             rows_J = t0 + J * BC + offs_c
             g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
             b_J = tl.cumsum(g_J, 0)
             rho = tl.sum(g_J, 0)
+            q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+            k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
             v_J = _tile(V + vo, rows_J, offs_v, L, V_DIM, RV)
+            do_J = _tile(DO + vo, rows_J, offs_v, L, V_DIM, RV)
+            # dq of block J: blocks I < J, nearest first (d: the gates between I and J).
+            acc = tl.zeros([BC, BLOCK_K], tl.float32)
+            d = tl.zeros([BLOCK_K], tl.float32)
+            for I in tl.static_range(J - 1, -1, -1):
+                rows_I = t0 + I * BC + offs_c
+                k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                v_I = _tile(V + vo, rows_I, offs_v, L, V_DIM, RV)
+                after = tl.cumsum(g_I, 0, reverse=True) - g_I
+                kg = k_I * tl.exp(tl.minimum(d[None, :] + after, 0.0))
+                da = tl.dot(do_J, tl.trans(v_I), input_precision=DOT)
+                acc = tl.dot(da, kg, acc, input_precision=GDOT)
+                d += tl.sum(g_I, 0)
+            dq = acc * tl.exp(tl.minimum(b_J, 0.0))
+            # (i, j, channel) = e^(b_i - b_j), clamped: masked entries stay finite.
+            e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
+            da = tl.where(lower, tl.dot(do_J, tl.trans(v_J), input_precision=DOT), 0.0)
+            dq += tl.sum(da[:, :, None] * k_J[None, :, :] * e, 1)
+            mask = (rows_J < L)[:, None] & k_ok[None, :]
+            ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
+            dq = dq * scale + tl.load(DQ32 + ptrs, mask=mask, other=0.0)
+            tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
+            # dk of block J: blocks I > J (r: the gates from J's first row to I's start).
             acc = tl.zeros([BC, BLOCK_K], tl.float32)
             r = rho
             for I in tl.static_range(J + 1, NC):
@@ -467,22 +467,12 @@ def _bwd_intra(
                 acc = tl.dot(dat, qg, acc, input_precision=GDOT)
                 r += tl.sum(g_I, 0)
             dk = acc * tl.exp(tl.minimum(rho[None, :] - b_J, 0.0))
-            do_J = _tile(DO + vo, rows_J, offs_v, L, V_DIM, RV)
-            dat = tl.dot(v_J, tl.trans(do_J), input_precision=DOT)
-            dat = tl.where(offs_c[:, None] <= offs_c[None, :], dat, 0.0)
-            b_i = tl.zeros([BLOCK_K], tl.float32)
-            for i in range(0, BC):
-                q_i = _row(Q + qk, t0 + J * BC + i, offs_k, L, K_DIM, RS)
-                b_i += _row(G + qk, t0 + J * BC + i, offs_k, L, K_DIM, RS)
-                col = tl.sum(tl.where(offs_c[None, :] == i, dat, 0.0), 1)
-                dk += col[:, None] * q_i[None, :] * tl.exp(tl.minimum(b_i[None, :] - b_J, 0.0))
-            mask = (rows_J < L)[:, None] & k_ok[None, :]
-            ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
+            # The diagonal's dA (i, j) summed over i: dk_j += sum_i dA_ij q_i e^(b_i - b_j)
+            # (e computed again rather than kept live across the loop above).
+            e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
+            dk += tl.sum(da[:, :, None] * q_J[:, None, :] * e, 0)
             dk = dk * scale + tl.load(DK32 + ptrs, mask=mask, other=0.0)
             tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
-            q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            dq = tl.load(DQ32 + ptrs, mask=mask, other=0.0)
             x = q_J * dq - k_J * dk
             dg = tl.cumsum(x, 0, reverse=True) + carry[None, :]
             carry += tl.sum(x, 0)
@@ -514,7 +504,13 @@ SCAN_CONFIGS = [
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=4, num_stages=3),
 ]
-INTRA_CONFIGS = [triton.Config({}, num_warps=8, num_stages=2)]  # one only: see _bwd_intra
+INTRA_CONFIGS = [
+    triton.Config({"BLOCK_K": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_K": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_K": 32}, num_warps=2, num_stages=2),
+]
+INTERPRET_INTRA = {"BLOCK_K": 16}
+DIAG_K = 16 if interpreting() else 32  # key channels per step of _fwd_A's diagonal block
 INTERPRET_WALK = {"BLOCK_V": 16}
 INTERPRET_STATES = {"BLOCK_KS": 16}
 INTERPRET_SCAN = {"BLOCK_KS": 16, "BLOCK_VS": 16}
@@ -564,7 +560,7 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     _launch(
         _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK) * (CHUNK // SUB), N * H), q, k, g, A,
         cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, BC=SUB, VARLEN=varlen,
-        GDOT=gdot,
+        GDOT=gdot, BKD=min(pow2(K), DIAG_K),
     )  # fmt: skip
     o = torch.empty_like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
@@ -609,9 +605,10 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty_like(g)
     _launch(
-        _bwd_intra, INTRA_CONFIGS, {}, lambda m: (cdiv(T, CHUNK), N * H), q, k, v, g, do, dq32,
-        dk32, w, dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K),
-        BLOCK_VF=pow2(V), C=CHUNK, BC=SUB, VARLEN=varlen, DOT=dot, GDOT=gdot,
+        _bwd_intra, INTRA_CONFIGS, INTERPRET_INTRA,
+        lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H), q, k, v, g, do, dq32, dk32, w,
+        dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, V_DIM=V, BLOCK_VF=pow2(V), C=CHUNK, BC=SUB,
+        VARLEN=varlen, DOT=dot, GDOT=gdot,
     )  # fmt: skip
     return dq, dk, dv, dg, ds0
 
