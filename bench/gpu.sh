@@ -12,6 +12,7 @@
 #             library's softmax checks with it on
 #   compiler  the compiled transformer block against hand-written PyTorch; the cost model
 #             against measured memory and time
+#   ops3      op library III (norms, integer ViT, WTA-CRS, L-Mul): checks and speed
 #   gated     the gated linear-attention family: each kernel's share of a step at 8k, ncd's
 #             rows at 2k-32k beside plain linear attention, then fla's (which autotunes for
 #             minutes on a fresh machine, each op under its own limit)
@@ -30,7 +31,7 @@
 # compiler suite needs). NO_WHEELS=1 skips the install. COMMIT names the measured commit in
 # the results, where the copy on the GPU machine has no .git.
 set -o pipefail
-SUITE=${1:?"suite: ops, f32, gluon, gated, compiler, diagnose, distributed or imports"}
+SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, compiler, diagnose, distributed or imports"}
 COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_out}
@@ -84,6 +85,12 @@ case $SUITE in
     step compiler_gpu 220 $PY bench/compiler_gpu.py --out "$OUT"
     step cost_gpu 280 $PY bench/cost_gpu.py --out "$OUT"
     ;;
+  ops3)  # op library III: norms, integer ViT, WTA-CRS and L-Mul, each checked then timed
+    step ops_norm 125 $PY bench/ops_norm.py --out "$OUT/ops_norm.json"
+    step ops_ivit 120 $PY bench/ops_ivit.py --budget 105 --out "$OUT/ops_ivit.json"
+    step ops_effops 125 $PY bench/ops_effops.py --commit "$COMMIT" --out "$OUT/ops_effops.json"
+    step wtacrs_cuda 40 $PY -m pytest -q -p no:cacheprovider tests/ops/test_wtacrs.py -k cuda
+    ;;
   gated)  # the gated family: per-kernel profile, ncd at every T, then fla's anchors
     step kernel_profile 150 $PY bench/diagnose/kernel_profile.py --T 8192 --out "$OUT/kernel_profile.json"
     step ops_gated_ncd 200 $PY bench/ops_gated.py --impls ncd --T 2048 8192 32768 --limit 190 \
@@ -107,7 +114,7 @@ case $SUITE in
     done
     ;;
   *)
-    echo "unknown suite: $SUITE (ops, f32, gluon, gated, compiler, diagnose, distributed or imports)" >&2
+    echo "unknown suite: $SUITE (ops, f32, gluon, ops3, gated, compiler, diagnose, distributed or imports)" >&2
     exit 2
     ;;
 esac
