@@ -77,3 +77,7 @@ MAX_SCRIPT_CHARS = 2**20
 mebibyte takes about 150 MiB of memory)."""
 MAX_SCRIPT_NESTING = 64
 """Depth of nested statements and expressions in Builder code read as text."""
+
+# Wiring of one box
+MAX_BOX_INPUTS = 256
+"""Input ports of one box (its `inputs`, an opaque box's `in_ports`)."""

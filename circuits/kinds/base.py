@@ -15,7 +15,7 @@ import sympy
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import ShapeProblem, SizeError
-from ..limits import MAX_AXES, MAX_NAME
+from ..limits import MAX_AXES, MAX_BOX_INPUTS, MAX_NAME, exceeded
 from ..sizes import parse_size, show
 from ..types import Axis, TensorType, TupleType, Value, promote
 
@@ -41,6 +41,12 @@ def _split_axes(v: Any) -> Any:
     if isinstance(v, list | tuple) and len(v) > MAX_AXES:
         raise ValueError(f"more than {MAX_AXES} axes (limit MAX_AXES)")
     return tuple(v) if isinstance(v, list) else v
+
+
+def _few_ports(v: Any) -> Any:
+    if isinstance(v, dict | list | tuple) and len(v) > MAX_BOX_INPUTS:
+        raise ValueError(exceeded("input ports", "MAX_BOX_INPUTS", len(v)))
+    return v
 
 
 def _unique(v: tuple[str, ...]) -> tuple[str, ...]:
@@ -81,6 +87,10 @@ AxisList = Annotated[tuple[AxisName, ...], BeforeValidator(_split_axes), AfterVa
 Name = Annotated[str, AfterValidator(_box_name)]
 SizeExpr = Annotated[str, BeforeValidator(_size_expr)]
 Ref = Annotated[str, Field(max_length=2 * MAX_NAME + 1)]
+Wiring = Annotated[dict[str, Ref], Field(max_length=MAX_BOX_INPUTS), BeforeValidator(_few_ports)]
+PortNames = Annotated[
+    tuple[Name, ...], Field(max_length=MAX_BOX_INPUTS), BeforeValidator(_few_ports)
+]
 
 
 class Context:
@@ -106,7 +116,7 @@ class BoxBase(BaseModel):
 
     name: Name
     """Unique name of the box in its circuit; parameters and generated code are named after it."""
-    inputs: dict[str, Ref] = Field(default_factory=dict, max_length=256)
+    inputs: Wiring = Field(default_factory=dict)
     """Input port -> source, written `box` (its only output), `box.port`, or an input's name."""
     label: str = Field(default="", max_length=MAX_NAME)
     """What the drawing prints on the box (`L^Q`); the name when empty."""

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..types import DTYPE_PATTERN, TensorType
-from .base import AxisList, BoxBase, Name, SizeExpr, new_axes
+from .base import AxisList, BoxBase, Name, PortNames, SizeExpr, new_axes
 from .registry import box_kind
 
 
@@ -38,7 +38,7 @@ class Opaque(BoxBase):
     kind: Literal["opaque"] = "opaque"
     target: str = Field(default="", max_length=200)
     """What it stands for, for people (`torch.nn.GRU`); never imported or evaluated."""
-    in_ports: tuple[Name, ...] = ("x",)
+    in_ports: PortNames = ("x",)
     """Input ports."""
     outputs: dict[Name, AxisList] = Field(min_length=1, max_length=64)
     """Output port -> its axes."""

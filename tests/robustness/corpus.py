@@ -198,3 +198,7 @@ case("no_outputs", spec([unary("a", "x")], outputs=[]))
 case("many_errors", spec([unary(f"u{i}", f"missing{i}") for i in range(5000)]))
 case("many_schema_errors", spec([{"name": i, "kind": "unary"} for i in range(5000)]))
 case("ok_small", spec([unary("a", "x")], sizes={"B": 2, "T": 3, "D": 4}), "ok")
+# input ports of one box (limit MAX_BOX_INPUTS)
+case("box_ports_300", spec([unary("u", "x") | {"inputs": {f"p{i}": "x" for i in range(300)}}]))
+case("opaque_in_ports_3000", spec([{"name": "o", "kind": "opaque", "outputs": {"y": "B"},
+      "in_ports": [f"p{i}" for i in range(3000)], "inputs": {"x": "x"}}]))  # fmt: skip

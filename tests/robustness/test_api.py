@@ -129,3 +129,14 @@ def test_writing_code_allocates_no_parameters():
     assert "class C(" in text
     assert ncd.analyse(c).numbers["params"] == 2**40 + 2**20
     assert math.isfinite(ncd.analyse(c).numbers["flops"])
+
+
+def test_input_ports_of_a_box_are_bounded():
+    from ncd.circuits.limits import MAX_BOX_INPUTS
+
+    wide = unary("u", "x") | {"inputs": {f"p{i}": "x" for i in range(MAX_BOX_INPUTS + 1)}}
+    msg = _fails(lambda: from_dict(spec([wide])), "box", "'u'", "MAX_BOX_INPUTS")
+    assert f"{MAX_BOX_INPUTS + 1} input ports" in msg and len(msg) < 2000
+    opaque = {"name": "o", "kind": "opaque", "outputs": {"y": "B"}, "inputs": {"x": "x"},
+              "in_ports": [f"p{i}" for i in range(100_000)]}  # fmt: skip
+    _fails(lambda: from_dict(spec([opaque])), "'o'", "in_ports", "MAX_BOX_INPUTS")
