@@ -374,5 +374,5 @@ def write_page(out_dir, entries=None) -> tuple[Path, Page]:
     page = build_page(entries)
     path = write_text(out_dir / "index.html", page.html)
     if page.plot_png:
-        (out_dir / "scaling_T.png").write_bytes(page.plot_png)
+        write_text(out_dir / "scaling_T.png", page.plot_png)
     return path, page

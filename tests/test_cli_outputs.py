@@ -33,3 +33,34 @@ def test_outputs_written_whole(tmp_path):
     rc, out, err = ncd("compile", "attention", "-o", "sub/model.py", cwd=tmp_path)
     assert rc == 0, err
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["model.py"]
+
+
+def test_every_writer_creates_missing_folders(tmp_path, monkeypatch):
+    """`-o` into folders that do not exist yet: each command creates them, as `compile` does,
+    and a command that fails leaves no folder behind."""
+    import shutil
+    from pathlib import Path
+
+    from ncd import gallery
+    from ncd.cli import main
+    from ncd.page import write_page
+
+    shutil.copy(Path(__file__).parent / "robustness" / "hostile_models.py", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    writes = {
+        "r/a/fig.svg": ["render", "attention", "-o", "r/a/fig.svg"],
+        "p/a/fig.png": ["render", "attention", "-o", "p/a/fig.png"],
+        "j/a/cost.json": ["analyse", "attention", "--json", "-o", "j/a/cost.json"],
+        "o/a/cost.svg": ["analyse", "attention", "--overlay", "flops", "-o", "o/a/cost.svg"],
+        "s/a/plot.svg": ["analyse", "attention", "--plot", "T=64..256", "-o", "s/a/plot.svg"],
+        "c/a/m.py": ["compile", "attention", "-o", "c/a/m.py"],
+        "i/a/lin.json": ["import", "hostile_models:lin", "--shape", "2,4", "-o", "i/a/lin.json"],
+    }
+    for out, argv in writes.items():
+        assert main(argv) == 0, argv
+        assert (tmp_path / out).stat().st_size > 0, out
+    assert (tmp_path / "i/a/lin.safetensors").is_file()
+    path, _ = write_page(tmp_path / "g" / "a", [gallery.ENTRIES["attention"]])
+    assert path == tmp_path / "g/a/index.html" and path.stat().st_size > 0
+    assert main(["render", "attention", "-o", "bad/a/fig.svg", "--theme", "poster"]) == 1
+    assert not (tmp_path / "bad").exists()

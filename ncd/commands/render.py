@@ -56,18 +56,24 @@ def cmd_render(args) -> int:
     if args.overlay:
         overlay = overlay_shares(c, sizes if isinstance(sizes, dict) else None, args.overlay)
         title = {"flops": "FLOP share", "memory": "activation memory share"}[args.overlay]
-    with warnings.catch_warnings(record=True) as notes:
-        warnings.simplefilter("always", RenderNote)
-        svg = render(
-            c,
-            args.out,
-            theme=args.theme,
-            collapse=args.collapse,
-            depth=args.depth,
-            sizes=sizes,
-            overlay=overlay,
-            overlay_title=title,
-        )
+    made = _make_folders(args.out)
+    try:
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always", RenderNote)
+            svg = render(
+                c,
+                args.out,
+                theme=args.theme,
+                collapse=args.collapse,
+                depth=args.depth,
+                sizes=sizes,
+                overlay=overlay,
+                overlay_title=title,
+            )
+    except BaseException:
+        for folder in made:  # a failed render leaves no empty folders behind
+            folder.rmdir()
+        raise
     for note in notes:
         print(f"ncd: note: {note.message}", file=sys.stderr)
     if args.out:
@@ -75,6 +81,29 @@ def cmd_render(args) -> int:
     else:
         sys.stdout.write(svg)
     return 0
+
+
+def _make_folders(out: str | None) -> list[Path]:
+    """Create the missing folders above `out`, as every ncd writer does; returns those made,
+    innermost first."""
+    if not out:
+        return []
+    missing = []
+    folder = Path(out).parent
+    while str(folder) not in ("", ".") and not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        try:
+            f.mkdir()
+        except OSError as e:
+            from ncd.circuits.errors import NcdError
+
+            for g in missing[missing.index(f) + 1 :]:
+                g.rmdir()
+            raise NcdError(f"cannot write {out!r}: cannot create folder {str(f)!r}: "
+                           f"{e.strerror or e}") from None  # fmt: skip
+    return missing
 
 
 def overlay_shares(circuit, sizes, what: str) -> dict[str, float]:

@@ -102,7 +102,6 @@ def test_cli_writes_every_format(tmp_path, capsys):
         (["-o", "x.jpg"], "cannot tell the format"),
         (["-o", "x.svg", "--theme", "poster"], "unknown theme"),
         (["-o", "x.svg", "--collapse", "Nope"], "cannot collapse 'Nope'"),
-        (["-o", "missing/x.svg"], "no such folder"),
         (["-o", "x.svg", "--sizes", "T=zero"], "--sizes expects"),
     ],
 )
