@@ -1018,3 +1018,8 @@ IMPORTS.exempt.update(dict.fromkeys(("clamp", "constant", "requantize", "int_lin
 __all__ = ["from_torch", "to_spec"]
 
 IMPORTS.exempt["add_norm"] = "made by the compiler's rewrite of an add and a norm, not imported"
+
+# Routing: torch.gather, scatter_add, F.one_hot, torch.where and bool comparisons import as
+# opaque boxes for now.
+IMPORTS.exempt.update(dict.fromkeys(("gather", "scatter", "one_hot", "compare", "where"),
+                                    _UNMAPPED))  # fmt: skip

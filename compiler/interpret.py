@@ -861,3 +861,75 @@ def _interpret_add_norm(run, b, x, tin, tout):
     s = NT(xs.t + x["h"].to(xs.names), xs.names)
     rule = run.k_layernorm if b.norm == "layernorm" else run.k_rmsnorm
     return {"out": rule(b, {"x": s}, tin, tout)["out"], "sum": s}
+
+
+# -- routing: positions compared with every position of the axis (a one-hot), by names
+def _hits(index: NT, names, n: int) -> torch.Tensor:
+    """[index == p for p in 0 … n-1] laid out over `names` and a last axis of size n."""
+    return index.to(names)[..., None] == torch.arange(n, device=index.t.device)
+
+
+@interprets("gather")
+def _interpret_gather(run, b, x, tin, tout):
+    """out[…, j] = Σ_n x[…, n] · [index[…, j] = n] (the selected entry, exactly)."""
+    xs, index = x["x"], x["index"]
+    rest = [a for a in xs.names if a != b.axis]
+    names = [*rest, *b.into]
+    n = xs.t.shape[xs.dim(b.axis)]
+    data = xs.to([*names, b.axis])
+    y = torch.where(_hits(index, names, n), data, torch.zeros((), dtype=data.dtype)).sum(-1)
+    return {"out": _as(NT(y.to(data.dtype), tuple(names)), tout["out"])}
+
+
+@interprets("scatter")
+def _interpret_scatter(run, b, x, tin, tout):
+    """out[…, n] = Σ_over src[…, j] · [index[…, j] = n]."""
+    src, index = x["src"], x["index"]
+    rest = [a for a in src.names if a not in b.over]
+    names = [*rest, *b.over]
+    n = run.num(tout["out"].axis(b.axis).size)
+    data = src.to(names)[..., None]
+    y = torch.where(_hits(index, names, n), data, torch.zeros((), dtype=data.dtype))
+    y = y.sum(tuple(range(len(rest), len(names)))) if b.over else y
+    return {"out": _as(NT(y.to(data.dtype), (*rest, b.axis)), tout["out"])}
+
+
+@interprets("one_hot")
+def _interpret_one_hot(run, b, x, tin, tout):
+    xs = x["x"]
+    n = run.num(tout["out"].axis(b.into).size)
+    y = _hits(xs, xs.names, n).to(getattr(torch, b.dtype))
+    return {"out": NT(y, (*xs.names, b.into))}
+
+
+@interprets("compare")
+def _interpret_compare(run, b, x, tin, tout):
+    names = tout["out"].names
+    a, c = x["a"].to(names), x["b"].to(names)
+    f = {
+        "eq": lambda a, c: a == c,
+        "ne": lambda a, c: a != c,
+        "lt": lambda a, c: a < c,
+        "le": lambda a, c: a <= c,
+        "gt": lambda a, c: a > c,
+        "ge": lambda a, c: a >= c,
+    }[b.fn]
+    return {"out": NT(f(a, c), names)}
+
+
+@interprets("where")
+def _interpret_where(run, b, x, tin, tout):
+    """a where cond holds plus b where it does not, each zeroed elsewhere (masked_fill)."""
+    names = tout["out"].names
+    shape = [run.num(a.size) for a in tout["out"].axes]
+    cond = x["cond"].to(names).expand(shape)
+    dtype = (
+        x["a"].t.dtype
+        if b.fill is not None
+        else torch.promote_types(x["a"].t.dtype, x["b"].t.dtype)
+    )
+    a = x["a"].to(names).to(dtype).expand(shape)
+    if b.fill is not None:
+        return {"out": NT(a.masked_fill(~cond, float(b.fill)), names)}
+    c = x["b"].to(names).to(dtype).expand(shape)
+    return {"out": NT(a.masked_fill(~cond, 0) + c.masked_fill(cond, 0), names)}

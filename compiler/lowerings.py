@@ -633,3 +633,88 @@ def _add_norm(L: Lowerer, b, x, tin, tout):
         return {"out": y, "sum": s}
     s = L.fn(operator.add, x["x"], x["h"])
     return {"out": _last(L, s, t.names, b.over, lambda n: L.module(ident, n)), "sum": s}
+
+
+# ---------------------------------------------------------------- routing
+def _full(L: Lowerer, node, names, target):
+    """`node` (axes `names`, a subset of `target`) permuted into `target`'s order with a
+    size-1 axis wherever it has none: of `target`'s rank (torch.take_along_dim and
+    scatter_add want operands of one rank)."""
+    names = list(names)
+    node = L.permute(node, names, [a for a in target if a in names])
+    idx = tuple(slice(None) if a in names else None for a in target)
+    return node if None not in idx else L.fn(operator.getitem, node, idx)
+
+
+def _long(L: Lowerer, node, t: TensorType):
+    """Positions as int64, which torch's indexing functions take."""
+    return node if t.dtype == "int64" else L.method("long", node)
+
+
+@lowers("gather")
+def _gather(L: Lowerer, b, x, tin, tout):
+    """torch.gather along the last axis of x laid out [*rest, *into, axis] and the positions
+    laid out [*rest, *into, 1], each expanded where it has no such axis."""
+    t, ti = tin["x"], tin["index"]
+    rest = [a for a in t.names if a != b.axis]
+    target = [*rest, *b.into]
+    shape = [L.num(t.axis(a).size) for a in rest] + [L.num(ti.axis(a).size) for a in b.into]
+    xx = _full(L, x["x"], t.names, [*target, b.axis])
+    if b.into:
+        xx = L.method("expand", xx, *shape, L.num(t.axis(b.axis).size))
+    ii = _full(L, _long(L, x["index"], ti), ti.names, [*target, b.axis])
+    if set(ti.names) != set(target):
+        ii = L.method("expand", ii, *shape, 1)
+    y = L.method("squeeze", L.fn(torch.gather, xx, -1, ii), -1)
+    return {"out": L.permute(y, target, tout["out"].names)}
+
+
+@lowers("scatter")
+def _scatter(L: Lowerer, b, x, tin, tout):
+    """Tensor.scatter_add_ into zeros [*rest, axis] from src laid out [*rest, over] (the axes
+    `over` flattened into one) with the positions expanded to src's shape."""
+    t, ti = tin["src"], tin["index"]
+    rest = [a for a in t.names if a not in b.over]
+    target = [*rest, *b.over]
+    shape = tuple(L.num(t.axis(a).size) for a in target)
+    s = L.permute(x["src"], t.names, target)
+    i = _full(L, _long(L, x["index"], ti), ti.names, target)
+    if tuple(ti.names) != tuple(target):
+        i = L.method("expand", i, *shape)
+    if len(b.over) > 1:
+        s = L.method("flatten", s, len(rest))
+        i = L.method("flatten", i, len(rest))
+    n = L.num(tout["out"].axis(b.axis).size)
+    zeros = L.method("new_zeros", s, (*shape[: len(rest)], n))
+    y = L.method("scatter_add", zeros, -1, i, s)
+    return {"out": L.permute(y, [*rest, b.axis], tout["out"].names)}
+
+
+@lowers("one_hot")
+def _one_hot(L: Lowerer, b, x, tin, tout):
+    n = L.num(tout["out"].axis(b.into).size)
+    y = L.fn(F.one_hot, _long(L, x["x"], tin["x"]), n)
+    return {"out": L.method("to", y, getattr(torch, b.dtype))}
+
+
+COMPARE = {"eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt,
+           "ge": torch.ge}  # fmt: skip
+
+
+@lowers("compare")
+def _compare(L: Lowerer, b, x, tin, tout):
+    out = tout["out"].names
+    a = L.align(x["a"], tin["a"].names, out)
+    c = L.align(x["b"], tin["b"].names, out)
+    return {"out": L.fn(COMPARE[b.fn], a, c)}
+
+
+@lowers("where")
+def _where(L: Lowerer, b, x, tin, tout):
+    out = tout["out"].names
+    cond = L.align(x["cond"], tin["cond"].names, out)
+    a = L.align(x["a"], tin["a"].names, out)
+    if b.fill is not None:
+        return {"out": L.fn(torch.where, cond, a, float(b.fill))}
+    c = L.align(x["b"], tin["b"].names, out)
+    return {"out": L.fn(torch.where, cond, a, c)}

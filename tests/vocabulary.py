@@ -162,3 +162,31 @@ CASES["add_norm"] = Case(
     "+○",
     form={"norm": "rmsnorm", "over": ["D"], "affine": False, "eps": 1e-6},
 )
+
+
+# Routing (expert and top-k selection): positions from a top-k of scores s, so that they lie
+# within the indexed axis at any size.
+def _top2(b, w):
+    return b.topk(w["s"], "M", 2, name="top2")["indices"]  # B T k
+
+
+CASES.update({
+    "gather": Case({"x": "B T M", "s": "B T M"},
+                   lambda b, w: b.box("gather", {"x": w["x"], "index": _top2(b, w)}, axis="M",
+                                      into="k"),
+                   {"out": "B T k"}, "⬠", form={"axis": "M", "into": ["k", "j"]}),
+    "scatter": Case({"x": "B T k D", "s": "B T M"},
+                    lambda b, w: b.box("scatter", {"src": w["x"], "index": _top2(b, w)},
+                                       axis="M", over="k"),
+                    {"out": "B T M D"}, "⬠T", form={"axis": "E", "over": ["k", "j"]}),
+    "one_hot": Case({"s": "B T M"},
+                    lambda b, w: b.box("one_hot", {"x": _top2(b, w)}, into="E"),
+                    {"out": "B T k E"}, "1[·]", form={"into": "E", "dtype": "bool"}),
+    "compare": Case({"x": "B T", "y": "T D"},
+                    lambda b, w: b.box("compare", {"a": w["x"], "b": w["y"]}, fn="ne"),
+                    {"out": "B T D"}, "≠", form={"fn": "le"}),
+    "where": Case({"x": "B T", "y": "T D", "z": "B T D"},
+                  lambda b, w: b.box("where", {"cond": b.box("compare", {"a": w["x"],
+                                     "b": w["y"]}, fn="gt"), "a": w["z"], "b": w["y"]}),
+                  {"out": "B T D"}, "?:", form={"fill": "-inf"}),
+})  # fmt: skip

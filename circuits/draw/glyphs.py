@@ -326,3 +326,42 @@ def _int_linear(b) -> Drawing:
 def _add_norm(b) -> Drawing:
     # Fused: the residual add, then the norm's circle.
     return Drawing(glyph="+○", title=text(b.label), note=esc(_NORM_SHORT[b.norm]))
+
+
+# ---------------------------------------------------------------- routing
+# Indexing is NCD's pentagon tag: gather tags the indexed axis with the positions' axes,
+# scatter (its inverse) writes them back into the new axis.
+_COMPARE = {"eq": "=", "ne": "≠", "lt": "<", "le": "≤", "gt": ">", "ge": "≥"}
+
+
+@draws("gather")
+def _gather(b) -> Drawing:
+    into = _axes(b.into) if b.into else "·"
+    # brackets as character references: Graphviz misreads a bare ']' after markup
+    return Drawing(glyph="⬠", title=text(b.label),
+                   note=_axes([b.axis]) + "&#91;" + into + "&#93;")  # fmt: skip
+
+
+@draws("scatter")
+def _scatter(b) -> Drawing:
+    return Drawing(glyph="⬠<SUP>T</SUP>", title=text(b.label),
+                   note=_axes(b.over) + " → " + _axes([b.axis]))  # fmt: skip
+
+
+@draws("one_hot")
+def _one_hot(b) -> Drawing:
+    dtype = "" if b.dtype == "float32" else " " + esc(b.dtype)
+    return Drawing(
+        glyph="1<SUB>&#91;·&#93;</SUB>", title=text(b.label), note=_axes([b.into]) + dtype
+    )
+
+
+@draws("compare")
+def _compare(b) -> Drawing:
+    return Drawing(glyph=text(b.label) if b.label else esc(_COMPARE[b.fn]), note="bool")
+
+
+@draws("where")
+def _where(b) -> Drawing:
+    note = "" if b.fill is None else esc(f"else {b.fill}")
+    return Drawing(glyph=text(b.label) if b.label else "?:", note=note)

@@ -53,6 +53,7 @@ FAMILIES = (
     "spatial",
     "fused",
     "structure",
+    "routing",
 )
 for _family in FAMILIES:
     import_module(f".{_family}", __name__)  # runs the @box_kind decorators

@@ -397,3 +397,41 @@ def add_norm():
 
 
 TABLE["add_norm"] = add_norm
+
+
+def routing():
+    """Routing by positions (integer inputs below 5, the smallest indexed axis is 5 or more):
+    gathers along an inner axis with positions that lack one of x's axes (int32), with no
+    axis of positions (one entry per row), with positions whose axes run in another order;
+    scatter-adds over one axis (positions reordered, broadcast along D) and over two (int32,
+    flattened); one-hot encodings (float64, and bool for a `where`); the six comparisons;
+    `where` with two operands and with a -inf fill."""
+    b = _b("routing")
+    x, s, w = b.input("x", "B T D"), b.input("s", "B T S"), b.input("w", "B T W")
+    i_bf = b.input("i_bf", "B F", dtype="int32")
+    i_t = b.input("i_t", "T", dtype="int64")
+    i_ktb = b.input("i_ktb", "K T B", dtype="int64")
+    b.output("g_inner", b.box("gather", {"x": x, "index": i_bf}, "g_inner", axis="D",
+                              into="F"))  # fmt: skip
+    b.output("g_row", b.box("gather", {"x": s, "index": i_t}, "g_row", axis="S"))
+    b.output("g_order", b.box("gather", {"x": w, "index": i_ktb}, "g_order", axis="W",
+                              into="K"))  # fmt: skip
+    src = b.input("src", "B T K D")
+    b.output("s_one", b.box("scatter", {"src": src, "index": i_ktb}, "s_one", axis="S",
+                            over="K"))  # fmt: skip
+    src2, i_two = b.input("src2", "B T K"), b.input("i_two", "B T K", dtype="int32")
+    b.output("s_two", b.box("scatter", {"src": src2, "index": i_two}, "s_two", axis="W",
+                            over="T K"))  # fmt: skip
+    hot = b.box("one_hot", {"x": i_bf}, "hot", into="S", dtype="float64")  # B F S
+    b.output("mixed", b.contract(hot, s, over="S", name="pick"))  # B F T
+    z = b.input("z", "D T")
+    for fn in ("eq", "ne", "lt", "le", "gt", "ge"):
+        b.output(f"c_{fn}", b.box("compare", {"a": x, "b": z}, f"c_{fn}", fn=fn))
+    gt = b.box("compare", {"a": x, "b": z}, "c_sel", fn="gt")
+    b.output("w_two", b.box("where", {"cond": gt, "a": z, "b": x}, "w_two"))
+    mask = b.box("one_hot", {"x": i_t}, "mask", into="S", dtype="bool")  # T S
+    b.output("w_fill", b.box("where", {"cond": mask, "a": s}, "w_fill", fill="-inf"))
+    return b.build()
+
+
+TABLE["routing"] = routing
