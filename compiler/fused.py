@@ -72,18 +72,23 @@ def _from_bthk(L, node, t, batch, seq, feat, out_names):
 def lower_attention(L, b, x, tin, tout):
     q, k, v = tin["q"], tin["k"], tin["v"]
     batch = [a for a in q.names if a not in _own(b)]
+    kv_batch, gqa = batch, {}
+    if b.kv_heads is not None:  # grouped heads: the head axes last of the batch axes
+        batch = [a for a in batch if a != b.heads] + [b.heads]
+        kv_batch, gqa = [*batch[:-1], b.kv_heads], {"enable_gqa": True}
     out = tout["out"].names
     scale = _scale(L, b)
     if L.opts.fused == "torch" or not _fits(L, q, k, v, b):
         # PyTorch's own fused kernel: any leading batch axes, any head width
         qq = L.permute(x["q"], q.names, [*batch, b.query, b.head])
-        kk = L.permute(x["k"], k.names, [*batch, b.key, b.head])
-        vv = L.permute(x["v"], v.names, [*batch, b.key, b.value])
-        o = L.fn(F.scaled_dot_product_attention, qq, kk, vv, is_causal=b.causal, scale=scale)
+        kk = L.permute(x["k"], k.names, [*kv_batch, b.key, b.head])
+        vv = L.permute(x["v"], v.names, [*kv_batch, b.key, b.value])
+        o = L.fn(F.scaled_dot_product_attention, qq, kk, vv, is_causal=b.causal, scale=scale,
+                 **gqa)  # fmt: skip
         return {"out": L.permute(o, [*batch, b.query, b.value], out)}
     qq = _to_bthk(L, x["q"], q.names, batch, b.query, b.head)
-    kk = _to_bthk(L, x["k"], k.names, batch, b.key, b.head)
-    vv = _to_bthk(L, x["v"], v.names, batch, b.key, b.value)
+    kk = _to_bthk(L, x["k"], k.names, kv_batch, b.key, b.head)
+    vv = _to_bthk(L, x["v"], v.names, kv_batch, b.key, b.value)
     o = L.fn(ops.softmax_attention, qq, kk, vv, causal=b.causal, scale=scale)
     return {"out": _from_bthk(L, o, q, batch, b.query, b.value, out)}
 
@@ -220,10 +225,17 @@ def example_offsets(checked, name, generator=None):
 
 # ---------------------------------------------------------------- normalisations
 def runs_norm_kernels(L) -> bool:
-    """Whether norms lower to ncd.ops' row kernels: `fused="ncd"` on a CUDA device. Elsewhere
-    (the CPU, the meta device that `to_source` writes from) they stay nn.LayerNorm / nn.RMSNorm
-    calls, which is what ncd.ops runs on the CPU anyway."""
-    return L.opts.fused == "ncd" and torch.device(L.opts.device).type == "cuda"
+    """Whether norms lower to ncd.ops' row kernels: `fused="ncd"` on a CUDA device with the
+    op library's `norm_kernels` switch on (off by default: torch's norms measured faster).
+    Elsewhere (the CPU, the meta device that `to_source` writes from) they stay
+    nn.LayerNorm / nn.RMSNorm calls, which is what ncd.ops runs on the CPU anyway."""
+    from ncd.ops import config
+
+    return (
+        config.settings.norm_kernels
+        and L.opts.fused == "ncd"
+        and torch.device(L.opts.device).type == "cuda"
+    )
 
 
 def _flat_params(L, b, ident, n_over):

@@ -243,7 +243,7 @@ def gated_rows(family, dtype, D):
     elif family == "gla":
         c, gate_ty = gla_chunk, ty
         base = dict(K_DIM=D, V_DIM=D, DOT=dot, GDOT=dot, C=c.CHUNK, BC=c.SUB)
-        add("_fwd_A", c.A_CONFIGS, ("VARLEN",), none, varlen, BLOCK_K=D, BKD=c.DIAG_K)
+        add("_fwd_A", c.A_CONFIGS, ("VARLEN",), none, varlen, BLOCK_K=D)
         add("_fwd_walk", c.WALK_CONFIGS, ("USE_S0", "STORE_ST", "VARLEN"), none,
             ("s0,st", ("USE_S0", "STORE_ST")), varlen, BLOCK_K=D)  # fmt: skip
         add("_bwd_states", c.STATES_CONFIGS, ("USE_S0", "VARLEN"), none, ("s0", ("USE_S0",)),

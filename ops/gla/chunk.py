@@ -115,7 +115,7 @@ def _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM: tl.constexpr, RS, C: tl.con
 def _fwd_A(
     Q, K, G, A, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
-    VARLEN: tl.constexpr, GDOT: tl.constexpr, BKD: tl.constexpr,
+    VARLEN: tl.constexpr, GDOT: tl.constexpr,
 ):  # fmt: skip
     """Rows [I * BC, +BC) of a chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i."""
     NC: tl.constexpr = C // BC
@@ -156,17 +156,14 @@ def _fwd_A(
                 mask=(rows_I < L)[:, None],
             )
             d += tl.sum(g_J, 0)
-        # The diagonal block, exactly: A_ij = sum_k q_ik k_jk e^(b_ik - b_jk), as a
-        # [BC, BC, BKD] broadcast per block of BKD key channels (exponents clamped at 0, so
-        # the entries j > i, masked below, stay finite).
+        # The diagonal block, exactly: column j is sum_k q_ik k_jk e^(b_ik - b_jk).
         a = tl.zeros([BC, BC], tl.float32)
-        for kb in tl.static_range(0, BLOCK_K // BKD):
-            offs_d = kb * BKD + tl.arange(0, BKD)
-            q_d = _tile(Q + qk, rows_I, offs_d, L, K_DIM, RS).to(tl.float32)
-            k_d = _tile(K + qk, rows_I, offs_d, L, K_DIM, RS).to(tl.float32)
-            b_d = tl.cumsum(_tile(G + qk, rows_I, offs_d, L, K_DIM, RS).to(tl.float32), 0)
-            e = tl.exp(tl.minimum(b_d[:, None, :] - b_d[None, :, :], 0.0))
-            a += tl.sum(q_d[:, None, :] * k_d[None, :, :] * e, 2)
+        b_j = tl.zeros([BLOCK_K], tl.float32)
+        for j in range(0, BC):
+            k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
+            b_j += _row(G + qk, r0 + j, offs_k, L, K_DIM, RS)
+            col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
+            a = tl.where(offs_c[None, :] == j, col[:, None], a)
         a = tl.where(offs_c[:, None] >= offs_c[None, :], a * scale, 0.0)
         tl.store(
             a_base + rows_I[:, None] * RA + (i_I * BC + offs_c)[None, :],
@@ -510,7 +507,6 @@ INTRA_CONFIGS = [
     triton.Config({"BLOCK_K": 32}, num_warps=2, num_stages=2),
 ]
 INTERPRET_INTRA = {"BLOCK_K": 16}
-DIAG_K = 16 if interpreting() else 32  # key channels per step of _fwd_A's diagonal block
 INTERPRET_WALK = {"BLOCK_V": 16}
 INTERPRET_STATES = {"BLOCK_KS": 16}
 INTERPRET_SCAN = {"BLOCK_KS": 16, "BLOCK_VS": 16}
@@ -560,7 +556,7 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     _launch(
         _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK) * (CHUNK // SUB), N * H), q, k, g, A,
         cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, BC=SUB, VARLEN=varlen,
-        GDOT=gdot, BKD=min(pow2(K), DIAG_K),
+        GDOT=gdot,
     )  # fmt: skip
     o = torch.empty_like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None

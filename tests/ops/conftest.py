@@ -29,7 +29,9 @@ def _triton_compiled_already() -> bool:
     return isinstance(triton.language.standard.zeros, triton.runtime.JITFunction)
 
 
-IN_PROCESS = not _triton_compiled_already()
+# On a CUDA machine the kernels compile for the GPU (the CUDA tests need them); the tests
+# marked `interpret` then run in a fresh process by test_interpreter.py.
+IN_PROCESS = not _triton_compiled_already() and not torch.cuda.is_available()
 HERE = Path(__file__).parent
 
 if IN_PROCESS:
