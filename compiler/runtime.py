@@ -453,3 +453,54 @@ def requantize(x, multiplier, shift, low: int, high: int, dtype=torch.int8):
     half = torch.bitwise_left_shift(torch.ones_like(c), c) >> 1
     y = torch.bitwise_right_shift(x.to(torch.int64) * b + half, c)
     return torch.clamp(y, low, high).to(dtype)
+
+
+class CheckInputs:
+    """A forward pre-hook that checks a module's inputs against the circuit: `expected` maps
+    each input's name, in the order forward takes them, to its dtype and its axes (axis ->
+    the size it must have, or the name of a free size that must agree across inputs).
+    Raises ValueError naming the input and the axis."""
+
+    def __init__(self, expected):
+        self.expected = expected
+
+    def __call__(self, module, args, kwargs):
+        free = {}
+        for i, (name, (dtype, axes)) in enumerate(self.expected.items()):
+            x = args[i] if i < len(args) else kwargs.get(name)
+            if x is None:
+                continue  # forward itself says which argument is missing
+            names = " ".join(axes) or "none"
+            if not isinstance(x, torch.Tensor):
+                raise ValueError(
+                    f"input {name!r}: expected a tensor with axes {names}, found {type(x).__name__}"
+                )
+            shape = f"({name}.shape = {tuple(x.shape)})"
+            if x.dim() != len(axes):
+                raise ValueError(
+                    f"input {name!r}: expected {len(axes)} axes ({names}), found {x.dim()} {shape}"
+                )
+            for (axis, size), found in zip(axes.items(), x.shape):
+                if isinstance(size, int):
+                    if found != size:
+                        raise ValueError(
+                            f"input {name!r}: axis {axis} has size {size} in the "
+                            f"circuit, found {found} {shape}"
+                        )
+                elif size not in free:
+                    free[size] = (name, axis, found)
+                elif free[size][2] != found:
+                    other, other_axis, first = free[size]
+                    raise ValueError(
+                        f"input {name!r}: axis {axis} has size {first} in input "
+                        f"{other!r} (axis {other_axis}), found {found} {shape}"
+                    )
+            want, kind = (
+                "bool" if t == "bool" else "float" if "float" in t else "int" if "int" in t else t
+                for t in (dtype, str(x.dtype).removeprefix("torch."))
+            )
+            if kind != want:
+                raise ValueError(
+                    f"input {name!r}: the circuit declares {dtype} (kind {want}), "
+                    f"found {x.dtype} (kind {kind})"
+                )

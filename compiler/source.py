@@ -345,6 +345,7 @@ class _Printer:
         self.cfg_used = False
         holders = {h.ident for h in lw.holders} | set(lw.box_idents.values())
         self.attr = Namer(holders).ident("config")  # self.config, unless a box is so named
+        self.checks_inputs = False  # the file's main class checks its inputs on each call
 
     # -- expressions
     def const(self, v, operand: bool = False) -> str:
@@ -606,6 +607,7 @@ class _Printer:
             body += _comment_lines(comment(f"{h.box}: {desc}" if desc else h.box, 400),
                                    "        ")  # fmt: skip
             body += wrap(f"        self.{h.ident} = {self.holder(h)}")
+        check = self.input_check() if self.checks_inputs else []
         cls = self.sizes_class
         sig = f"self, config: {cls} | None = None" + (", opaque=None" if has_opaque else "")
         lines = wrap(f"    def __init__({sig}):")
@@ -614,7 +616,38 @@ class _Printer:
         lines.append(f"        self.{self.attr}{local} = config or {cls}()")
         if has_opaque:
             lines.append("        opaque = opaque or {}  # box name -> the callable it runs")
-        return lines + body
+        return lines + body + check
+
+    def input_check(self) -> list[str]:
+        """A forward pre-hook checking each call's inputs as `ncd.compile`'s module does: the
+        rank, the sizes the module is specialised to (written from the config), that a free
+        size (a batch) agrees across inputs, and the dtype class."""
+        c, read = self.c, self.lw.read
+        self.used.add("CheckInputs")
+        items = []
+        for inp in c.circuit.inputs:
+            t = c.inputs[inp.name]
+            axes = []
+            for a in t.axes:
+                size = c.resolve(a.size)
+                symbols = {s.name for s in getattr(size, "free_symbols", ())}
+                n = c.number(size) if not symbols or symbols & read else None
+                if isinstance(n, int):
+                    text = self.const(Size(n, size))
+                else:
+                    text = _const(str(size))
+                axes.append(f"{_const(a.name)}: {text}")
+            name = self.lw.input_idents[inp.name]
+            items.append(f"{_const(name)}: ({_const(t.dtype)}, {{{', '.join(axes)}}})")
+        lines = _comment_lines(
+            "each call first checks its inputs: dtype, and axis -> size (a number) or a free "
+            "size that must agree across inputs (a name)",
+            "        ",
+        )
+        return lines + wrap(
+            f"        self.register_forward_pre_hook(CheckInputs({{{', '.join(items)}}}), "
+            "with_kwargs=True)"
+        )
 
     def source(self) -> list[str]:
         c = self.c.circuit
@@ -687,6 +720,7 @@ def emit(lw: Lowered) -> str:
     bodies = []
     for cl in classes.values():
         printer = _Printer(cl, used, [*classes, config], sizes, config)
+        printer.checks_inputs = cl is lw
         bodies.append("\n".join(printer.source()))
     c = lw.checked.circuit
     head = [

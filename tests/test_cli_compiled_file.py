@@ -1,0 +1,107 @@
+"""The file `ncd compile -o` writes checks its inputs as `ncd.compile`'s module does, with
+torch alone: a wrong size, a missing batch axis or a wrong dtype is a ValueError that names
+the input and the axis; a free size (the batch) may vary but must agree across inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ncd.circuits.builder import Builder
+from ncd.cli import main
+from ncd.compiler import compile as ncd_compile
+from ncd.compiler.errors import InputError
+
+CASES = {
+    "ok": "model(torch.randn(2, 16, 32), torch.randn(2, 16))",
+    "other_batch": "model(torch.randn(5, 16, 32), torch.randn(5, 16))",
+    "wrong_size": "model(torch.randn(2, 12, 32), torch.randn(2, 12))",
+    "no_batch_axis": "model(torch.randn(16, 32), torch.randn(2, 16))",
+    "batch_disagrees": "model(torch.randn(3, 16, 32), torch.randn(2, 16))",
+    "int_input": "model(torch.zeros(2, 16, 32, dtype=torch.int64), torch.randn(2, 16))",
+    "bool_input": "model(torch.randn(2, 16, 32), torch.zeros(2, 16, dtype=torch.bool))",
+    "keyword": "model(x=torch.randn(2, 16, 32), gate=torch.randn(2, 15))",
+    "not_a_tensor": "model([[0.0]], torch.randn(2, 16))",
+    "config_T8": "m.PositionsConfig(T=8) and m.Positions(m.PositionsConfig(T=8))("
+    "torch.randn(2, 16, 32), torch.randn(2, 16))",
+    "traced": "torch.fx.symbolic_trace(model)(torch.randn(2, 16, 32), torch.randn(2, 16))",
+}
+
+# What each case must raise: the input, the axis, what the circuit expects and what was found.
+EXPECTED = {
+    "ok": None,
+    "other_batch": None,
+    "wrong_size": "input 'x': axis T has size 16 in the circuit, found 12 (x.shape = (2, 12, 32))",
+    "no_batch_axis": "input 'x': expected 3 axes (B T D), found 2 (x.shape = (16, 32))",
+    "batch_disagrees": "input 'gate': axis B has size 3 in input 'x' (axis B), found 2 "
+    "(gate.shape = (2, 16))",
+    "int_input": "input 'x': the circuit declares float32 (kind float), found torch.int64 "
+    "(kind int)",
+    "bool_input": "input 'gate': the circuit declares float32 (kind float), found torch.bool "
+    "(kind bool)",
+    "keyword": "input 'gate': axis T has size 16 in the circuit, found 15 (gate.shape = (2, 15))",
+    "not_a_tensor": "input 'x': expected a tensor with axes B T D, found list",
+    "config_T8": "input 'x': axis T has size 8 in the circuit, found 16 (x.shape = (2, 16, 32))",
+    "traced": None,
+}
+
+
+def _circuit():
+    """y[b, t, d] = (x[b, t, d] + pos[t, d]) * gate[b, t]: the learned `pos` fixes T and D,
+    nothing fixes B."""
+    b = Builder("positions", sizes={"B": 2, "T": 16, "D": 32})
+    x, gate = b.input("x", "B T D"), b.input("gate", "B T")
+    pos = b.param("T D", name="pos")
+    b.output("y", b.mul(b.add(x, pos, name="shift"), gate, name="gated"))
+    return b.build()
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Each case run against the written file in a Python where ncd cannot be imported."""
+    tmp = tmp_path_factory.mktemp("compiled")
+    spec = tmp / "positions.json"
+    spec.write_text(_circuit().to_json())
+    assert main(["compile", str(spec), "-o", str(tmp / "out" / "positions.py")]) == 0
+    cases = "\n".join(
+        f"""
+try:
+    {code}
+    seen[{name!r}] = None
+except ValueError as e:
+    seen[{name!r}] = str(e)"""
+        for name, code in CASES.items()
+    )
+    script = (
+        textwrap.dedent(f"""
+        import importlib.util, json, sys, torch
+        sys.modules["ncd"] = None
+        spec = importlib.util.spec_from_file_location("m", {str(tmp / "out" / "positions.py")!r})
+        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        model = m.Positions()
+        seen = {{}}
+    """)
+        + cases
+        + "\nprint(json.dumps(seen))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_written_file_checks_its_inputs(outcomes, case):
+    assert outcomes[case] == EXPECTED[case]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if EXPECTED[c] and c != "config_T8"])
+def test_the_file_and_the_compiled_module_say_the_same(outcomes, case):
+    model = ncd_compile(_circuit())
+    with pytest.raises(InputError) as e:
+        eval(CASES[case], {"torch": torch, "model": model})
+    assert str(e.value) == outcomes[case]
