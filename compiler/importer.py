@@ -20,6 +20,7 @@ dropped with a warning that names the module.
 from __future__ import annotations
 
 import copy
+import math
 import operator
 import warnings
 from typing import Any
@@ -45,8 +46,8 @@ IMPORTS = Registry(
     "@imports",
     exempt={
         **dict.fromkeys(
-            ("diagonal", "cast", "mask", "unifiednorm", "normalize", "scan", "topk", "copy",
-             "pack", "unpack", "index", "slice", "upsample", "linear_attention"),
+            ("diagonal", "mask", "unifiednorm", "normalize", "topk", "copy", "pack", "unpack",
+             "upsample", "linear_attention"),
             _UNMAPPED,
         ),
         "rename": "made by the importer itself, to give axes of equal size one name",
@@ -66,7 +67,7 @@ _ROLES = {
     "head": ["K", "K2"],
     "value": ["V", "V2"],
     "vocab": ["W", "W2"],
-    "unit": ["U"],
+    "unit": ["U", "U2", "U3"],
 }
 _UNARY_FNS = {
     F.relu: "relu",
@@ -85,6 +86,12 @@ _UNARY_FNS = {
     torch.sqrt: "sqrt",
     torch.rsqrt: "rsqrt",
     F.logsigmoid: "logsigmoid",
+    operator.neg: "neg",
+    torch.square: "square",
+    torch.log: "log",
+    torch.sin: "sin",
+    torch.cos: "cos",
+    torch.reciprocal: "reciprocal",
 }
 _UNARY_MODULES = {
     nn.ReLU: "relu",
@@ -97,7 +104,8 @@ _UNARY_MODULES = {
     nn.ELU: "elu",
     nn.Softplus: "softplus",
 }
-_UNARY_METHODS = {"relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "rsqrt"}
+_UNARY_METHODS = {"relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "rsqrt", "square",
+                  "log", "sin", "cos", "reciprocal"}  # fmt: skip
 _BINARY = {
     operator.add: "add",
     torch.add: "add",
@@ -108,7 +116,20 @@ _BINARY = {
     operator.truediv: "div",
     torch.div: "div",
 }
-_BINARY_METHODS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div"}
+_BINARY_METHODS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "pow": "pow",
+                   "ge": "ge", "gt": "gt", "le": "le", "lt": "lt", "eq": "eq",
+                   "maximum": "maximum", "minimum": "minimum"}  # fmt: skip
+_BINARY.update({
+    operator.pow: "pow", torch.pow: "pow", operator.ge: "ge", torch.ge: "ge",
+    operator.gt: "gt", torch.gt: "gt", operator.le: "le", torch.le: "le", operator.lt: "lt",
+    torch.lt: "lt", operator.eq: "eq", torch.eq: "eq", torch.maximum: "maximum",
+    torch.minimum: "minimum",
+})  # fmt: skip
+_COMPARE = ("ge", "gt", "le", "lt", "eq")
+# Tensors made from sizes alone: a constant box holding the values (a buffer)
+_MAKERS = (torch.arange, torch.ones, torch.zeros, torch.full, torch.eye, torch.linspace)
+_CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16,
+          "bfloat16": torch.bfloat16, "int": torch.int32, "long": torch.int64}  # fmt: skip
 _MAPPED_MODULES = (
     nn.Linear,
     nn.LayerNorm,
@@ -136,7 +157,10 @@ _MAPPED_MODULES = (
 
 
 class _Tracer(fx.Tracer):
-    """Keeps the layers the importer maps (and any module fx cannot see into) whole."""
+    """Keeps the layers the importer maps (and any module fx cannot see into) whole; a
+    buffer the model reads itself is a node (`get_attr`), so that it can be sliced by a size."""
+
+    proxy_buffer_attributes = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, _MAPPED_MODULES) or super().is_leaf_module(m, qualname)
@@ -157,6 +181,14 @@ class _Values(fx.Interpreter):
 
 class _Unmapped(Exception):
     """This node has no mapping: it becomes an opaque box."""
+
+
+class _Lazy:
+    """A tensor the model holds (`get_attr`), or a getitem of one, not yet a box: it becomes a
+    param box where it is first used, its axes named after what it is combined with."""
+
+    def __init__(self, node: fx.Node, value: torch.Tensor, parent=None, index=None):
+        self.node, self.value, self.parent, self.index = node, value, parent, index
 
 
 def from_torch(model: nn.Module, example_inputs, name: str | None = None):
@@ -201,6 +233,38 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None):
     cname = name or _snake(type(model).__name__)
     imp = _Importer(model, gm, values.values, cname)
     return imp.run()
+
+
+_COMMON_METHODS = {m: m for m in (
+    "mean", "sum", "clamp", "clamp_min", "clamp_max", "to", "type_as", *_CASTS, "cumsum",
+    "cumprod", "unbind", "unsqueeze", "repeat_interleave", "expand", "expand_as", "detach",
+)}  # fmt: skip
+_COMMON_FNS = {
+    torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
+    torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
+    torch.where: "where", torch.unbind: "unbind", torch.unsqueeze: "unsqueeze",
+    torch.repeat_interleave: "repeat_interleave", F.dropout: "dropout", F.pad: "pad",
+    **dict.fromkeys(_MAKERS, "make"),
+}  # fmt: skip
+
+
+def _num(v) -> str:
+    """A number as a size expression (`1e-06` as `1.0*10**-6`)."""
+    if isinstance(v, int):
+        return str(v)
+    text = repr(float(v))
+    if "e" in text:
+        m, e = text.split("e")
+        text = f"{m}*10**{int(e)}" if not m.startswith("-") else f"-{m[1:]}*10**{int(e)}"
+    return text
+
+
+def _role_of(name: str) -> str:
+    """The role an axis name was made for (`K2` -> head), feature where none is known."""
+    for role, names in _ROLES.items():
+        if name in names or (name.startswith(names[0]) and name[len(names[0]) :].isdigit()):
+            return role
+    return "feature"
 
 
 def _first_line(e: Exception) -> str:
@@ -266,6 +330,10 @@ class _Importer:
         self.callables: dict[str, Any] = {}
         self.names: set[str] = set()
         self.buffers: set[str] = set()  # boxes whose weight is a buffer of the model
+        # torch's size-1 dims a wire does not carry yet (a keepdim reduction, `x[:, None]`):
+        # node -> their positions in the torch tensor; made into unit axes only where needed
+        self.units: dict[fx.Node, tuple[int, ...]] = {}
+        self.made: dict[Any, tuple[Wire, tuple[int, ...]]] = {}  # lazy -> its param box
 
     def outputs(self, out) -> list[tuple[str, Any]]:
         """(name, wire) of each tensor the model returns: one `y`; a tuple or list of them
@@ -337,18 +405,32 @@ class _Importer:
             ):
                 continue  # sizes, guards, None: constants that ops read through `const`
             if n.op == "get_attr":  # a tensor the model holds outside a layer: a param box
-                self.wires[n] = self.tensor_attr(n, v)
+                self.wires[n] = _Lazy(n, v)  # made where it is first used
                 continue
-            mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights))
+            mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
+                    set(self.buffers), dict(self.units), dict(self.made))  # fmt: skip
             try:
                 w = self.map(n)
-            except (_Unmapped, BuildError):
+            except Exception as e:
                 # undo the boxes this node's mapping made before it failed
                 del self.b._boxes[mark[0] :]
                 self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
+                self.buffers, self.units, self.made = mark[4], mark[5], mark[6]
+                self.units.pop(n, None)
+                if isinstance(e, TorchImportError):
+                    raise TorchImportError(f"{self.where(n)}: {e}") from None
+                if not isinstance(e, (_Unmapped, BuildError)):
+                    warnings.warn(
+                        f"{self.where(n)}: could not map ({type(e).__name__}: {_first_line(e)});"
+                        " it runs as an opaque box",
+                        stacklevel=2,
+                    )
                 w = self.opaque(n)
             self.wires[n] = w
         out = next(n for n in self.gm.graph.nodes if n.op == "output").args[0]
+        for o in _flat(out if not isinstance(out, dict) else list(out.values())):
+            if isinstance(o, fx.Node) and o in self.wires and not isinstance(self.wires[o], tuple):
+                self.wires[o] = self.wire(o)  # a returned param, or size-1 dims made axes
         for oname, wire in self.outputs(out):
             self.b.output(oname, wire)
         self.b.sizes = dict(self.sizes)
@@ -365,16 +447,42 @@ class _Importer:
         return circuit
 
     @imports("param")
-    def tensor_attr(self, n: fx.Node, v: torch.Tensor) -> Wire:
-        names: list[str] = []
-        for size in v.shape:
-            names.append(self.axis("feature", size, avoid=names))
-        name = self.box_name(n)
-        w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
-        self.weights[name] = {"weight": v}
-        if n.target not in dict(self.model.named_parameters()):
-            self.buffers.add(name)  # a buffer or a plain tensor attribute: not trained
-        return w
+    def materialize(self, lazy: _Lazy, hints=None, drop=()) -> tuple[Wire, tuple[int, ...]]:
+        """The param box of a tensor the model holds (made once), as (wire, the positions of
+        torch's size-1 dims it leaves out). `hints` name its dims (a name, or None); dims in
+        `drop` (size 1) are left out of the box."""
+        if id(lazy) in self.made:
+            return self.made[id(lazy)]
+        v = lazy.value
+        hints = list(hints) if hints is not None else [None] * v.dim()
+        if lazy.parent is not None:
+            w, units = self.index_lazy(lazy, hints)
+        else:
+            n = lazy.node
+            if not v.is_floating_point():
+                raise _Unmapped  # an integer tensor attribute: not a parameter
+            names: list[str] = []
+            keep = [d for d in range(v.dim()) if d not in drop or v.shape[d] != 1]
+            for d in keep:
+                h = hints[d]
+                if not h or h in names or self.sizes.get(h) != v.shape[d]:
+                    h = self.axis("feature", v.shape[d], avoid=[*names, *hints])
+                names.append(h)
+            name = self.box_name(n)
+            w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
+            self.weights[name] = {"weight": v.reshape([v.shape[d] for d in keep])}
+            if n.target not in dict(self.model.named_parameters()):
+                self.buffers.add(name)  # a buffer or a plain tensor attribute: not trained
+            units = tuple(d for d in range(v.dim()) if d not in keep)
+        self.made[id(lazy)] = (w, units)
+        return w, units
+
+    def where(self, n: fx.Node) -> str:
+        """`module.path (op)` of a node, for messages."""
+        stack = n.meta.get("nn_module_stack") or {}
+        path = str(n.target) if n.op == "call_module" else (list(stack)[-1] if stack else "")
+        op = _target_name(self.gm, n) if n.op != "get_attr" else f"attribute {n.target}"
+        return f"{path or type(self.model).__name__} ({op}, node {n.name})"
 
     def input_axes(self, v: torch.Tensor) -> list[str]:
         s = list(v.shape)
@@ -413,11 +521,44 @@ class _Importer:
         return n.kwargs.get(key, default)
 
     def wire(self, a) -> Wire:
+        """The wire of a node's tensor, its axes in torch's order (size-1 dims included)."""
+        w, units = self.bare(a)
+        if units:
+            key = ("units", a)
+            if key not in self.made:
+                self.made[key] = (self.with_units(w, units, self.shape(a), a), ())
+            w = self.made[key][0]
+        return w
+
+    def bare(self, a) -> tuple[Wire, tuple[int, ...]]:
+        """A node's wire without the size-1 dims it does not carry, and their positions."""
         if not isinstance(a, fx.Node) or a not in self.wires:
             raise _Unmapped
         w = self.wires[a]
+        if isinstance(w, _Lazy):
+            return self.materialize(w)
         if not isinstance(w, Wire):
             raise _Unmapped
+        return w, self.units.get(a, ())
+
+    def unit(self, avoid) -> str:
+        """A unit axis to split off an axis (its size declared: `H = H U` holds as it is made)."""
+        u = self.axis("unit", 1, avoid=avoid)
+        self.b.axis(u, 1)
+        return u
+
+    def with_units(self, w: Wire, units, shape, node) -> Wire:
+        """`w` with unit axes where torch has the size-1 dims `units` (split off a neighbour)."""
+        axes = list(w.axes)
+        for p in sorted(units):
+            if not axes:
+                raise _Unmapped  # a tensor of size-1 dims only
+            u = self.unit(axes)
+            nb = axes[p - 1] if p > 0 else axes[0]
+            into = [nb, u] if p > 0 else [u, nb]
+            w = self.b.split_axis(w, nb, into, name=self.box_name(node, "unit"))
+            axes.insert(p, u)
+        assert len(axes) == len(shape)
         return w
 
     @imports("permute")
@@ -683,7 +824,11 @@ class _Importer:
             src = self.wires.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
             if isinstance(src, tuple) and isinstance(n.args[1], int):
                 return src[n.args[1]]
+            if _is_t(self, n.args[0]):
+                return self.getitem(n, n.args[0], n.args[1])
             raise _Unmapped
+        if fn in _COMMON_FNS:
+            return self.common(n, _COMMON_FNS[fn])
         if fn in _BINARY:
             return self.binary(n, _BINARY[fn], n.args[0], n.args[1])
         if fn in _UNARY_FNS:
@@ -712,6 +857,10 @@ class _Importer:
 
     @imports("reduce")
     def map_method(self, n, meth):
+        if meth in _BINARY_METHODS:
+            return self.binary(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
+        if meth in _COMMON_METHODS:
+            return self.common(n, meth)
         x = self.wire(n.args[0])
         if meth in ("contiguous", "clone"):
             return x
@@ -732,14 +881,178 @@ class _Importer:
             return self.transpose(n, x, n.args[1], n.args[2])
         if meth in ("split", "chunk"):
             return self.split(n, x, meth)
-        if meth in ("mean", "sum"):
-            dims = self.const(self.arg(n, 1, "dim"))
-            if dims is None or n.kwargs.get("keepdim") or (len(n.args) > 2 and n.args[2]):
-                raise _Unmapped
-            dims = [dims] if isinstance(dims, int) else dims
-            over = [x.axes[d] for d in dims]
-            return self.b.reduce(x, over, meth, name=self.box_name(n))
         raise _Unmapped
+
+    @imports("clamp", "cast", "scan")
+    def common(self, n, op: str):
+        """The tensor ops torch has as functions and methods alike (`torch.cumsum(x, 1)`,
+        `x.cumsum(1)`), arguments read by position or keyword."""
+        a0 = n.args[0] if n.args else n.kwargs.get("input")
+        if op in ("mean", "sum"):
+            x, dims = self.wire(a0), self.const(self.arg(n, 1, "dim"))
+            if dims is None or n.kwargs.get("dtype") is not None:
+                raise _Unmapped
+            dims = [dims] if isinstance(dims, int) else list(dims)
+            over = [x.axes[d] for d in dims]
+            y = self.b.reduce(x, over, op, name=self.box_name(n))
+            if self.const(self.arg(n, 2, "keepdim", False)):
+                self.units[n] = tuple(sorted(d % len(x.axes) for d in dims))
+            return y
+        if op in ("clamp", "clamp_min", "clamp_max"):
+            x = self.wire(a0)
+            low = self.const(self.arg(n, 1, "min")) if op != "clamp_max" else None
+            high = (
+                self.const(self.arg(n, 2 if op == "clamp" else 1, "max"))
+                if op != "clamp_min"
+                else None
+            )
+            for v in (low, high):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise _Unmapped  # a tensor bound
+            integer = not x.type.dtype.startswith(("float", "bfloat"))
+            bound = [
+                None if v is None else _num(int(v) if integer else float(v)) for v in (low, high)
+            ]
+            return self.b.box("clamp", {"x": x}, self.box_name(n), low=bound[0], high=bound[1])
+        if op in ("to", "type_as", *_CASTS):
+            x = self.wire(a0)
+            want = _dtype(self.values[n])
+            if want == x.type.dtype:
+                return x  # `.to(device)`, or a cast to the type it has
+            return self.b.cast(x, want, name=self.box_name(n))
+        if op in ("cumsum", "cumprod"):
+            x = self.wire(a0)
+            d = self.const(self.arg(n, 1, "dim")) % len(x.axes)
+            if n.kwargs.get("dtype") is not None:
+                raise _Unmapped
+            return self.b.scan(x, x.axes[d], "sum" if op == "cumsum" else "prod",
+                               name=self.box_name(n))  # fmt: skip
+        if op == "where":
+            return self.where_(n)
+        if op == "make":
+            return self.made_tensor(n)
+        if op == "unbind":
+            x = self.wire(a0)
+            d = self.const(self.arg(n, 1, "dim", 0)) % len(x.axes)
+            return tuple(self.b.index(x, x.axes[d], i, name=self.box_name(n, str(i)))
+                         for i in range(self.shape(a0)[d]))  # fmt: skip
+        if op == "unsqueeze":
+            w, units = self.bare(a0)
+            d = self.const(self.arg(n, 1, "dim")) % (len(self.shape(a0)) + 1)
+            shifted = tuple(u + (u >= d) for u in units)
+            self.units[n] = tuple(sorted((*shifted, d)))
+            return w
+        if op == "repeat_interleave":
+            x, r = self.wire(a0), self.const(self.arg(n, 1, "repeats"))
+            d = self.arg(n, 2, "dim")
+            if not isinstance(r, int) or d is None:
+                raise _Unmapped  # per-element counts, or the flattened form
+            return self.repeat(n, x, x.axes[self.const(d) % len(x.axes)], r)
+        if op in ("expand", "expand_as"):
+            return self.expand(n, a0)
+        if op == "detach":
+            warnings.warn(f"{self.where(n)}: detach is dropped: gradients flow through the "
+                          "circuit here", stacklevel=2)  # fmt: skip
+            return self.wire(a0)
+        if op == "dropout":
+            p = float(self.const(self.arg(n, 1, "p", 0.5)))
+            return self.b.dropout(self.wire(a0), p, name=self.box_name(n))
+        if op == "pad":
+            return self.pad(n)
+        raise _Unmapped
+
+    def made_tensor(self, n) -> Wire:
+        """A tensor made from sizes alone (`torch.arange(T)`, `torch.ones(T, T)`): a constant
+        box holding its values (a buffer), its axes named by size after the model's axes."""
+        v = self.values[n]
+        if v.dim() == 0:
+            raise _Unmapped
+        names: list[str] = []
+        for size in v.shape:
+            role = next((r for r in ("seq", "key", "feature") if (r, size) in self.by_role
+                         and self.by_role[(r, size)] not in names), "feature")  # fmt: skip
+            names.append(self.axis(role, size, avoid=names))
+        name = self.box_name(n)
+        dt = _dtype(v)
+        fill = 0 if not v.is_floating_point() else 0.0
+        w = self.b.box("constant", {}, name, axes=names, dtype=dt, value=_num(fill))
+        self.weights[name] = {"value": v}
+        self.buffers.add(name)
+        return w
+
+    def repeat(self, n, x: Wire, axis: str, r: int) -> Wire:
+        """Each position along `axis` repeated `r` times in place (repeat_interleave): a unit
+        axis split off, `r` copies concatenated along it, merged back."""
+        if r == 1:
+            return x
+        u = self.unit(x.axes)
+        y = self.b.split_axis(x, axis, [axis, u], name=self.box_name(n, "unit"))
+        y = self.copies(n, y, u, r)
+        into = self.axis(
+            _role_of(axis), self.sizes[axis] * r, avoid=[a for a in y.axes if a != axis]
+        )
+        return self.b.merge_axes(y, [axis, y.axes[y.axes.index(axis) + 1]], into,
+                                 name=self.box_name(n, "merge"))  # fmt: skip
+
+    def copies(self, n, y: Wire, u: str, r: int) -> Wire:
+        """`r` copies of `y` along its unit axis `u`, which becomes an axis of size r."""
+        y = self.b.concat(*[y] * r, axis=u, name=self.box_name(n, "copies"))
+        new = self.axis("feature", r, avoid=y.axes)
+        return self.b.rename(y, {u: new}, name=self.box_name(n, "sizes"))
+
+    def expand(self, n, a) -> Wire:
+        """x.expand(...): each size-1 dim broadcast to size r is r copies along it."""
+        shape, out = self.shape(a), self.shape(n)
+        if len(out) != len(shape):
+            raise _Unmapped  # new leading dims
+        y = self.wire(a)
+        for d, (s, t) in enumerate(zip(shape, out, strict=True)):
+            if s != t:
+                y = self.copies(n, y, y.axes[d], t)
+        return y
+
+    def pad(self, n) -> Wire:
+        """F.pad with zeros (constant mode, value 0, pads no larger than the axis): a zeros
+        constant sliced to each pad's width, concatenated on either side."""
+        x = self.wire(n.args[0])
+        pads = list(self.const(self.arg(n, 1, "pad")))
+        mode = self.const(self.arg(n, 2, "mode", "constant"))
+        value = self.const(self.arg(n, 3, "value", None))
+        if mode != "constant" or value not in (None, 0, 0.0) or any(p < 0 for p in pads):
+            raise _Unmapped
+        shape = self.shape(n.args[0])
+        zeros = None
+        y = x
+        for i in range(len(pads) // 2):
+            d = len(shape) - 1 - i
+            lo, hi = pads[2 * i], pads[2 * i + 1]
+            if not lo and not hi:
+                continue
+            ax = x.axes[d]
+            if max(lo, hi) > shape[d]:
+                raise _Unmapped
+            if zeros is None:
+                name = self.box_name(n, "zeros")
+                zeros = self.b.box("constant", {}, name, axes=list(x.axes), dtype=x.type.dtype,
+                                   value=_num(0.0))  # fmt: skip
+                self.weights[name] = {"value": torch.zeros(shape, dtype=self.values[n].dtype)}
+                self.buffers.add(name)
+            cur = list(y.axes)
+            # the zeros with y's axes: sizes along the axes padded before this one differ
+            z = zeros
+            for j in range(d + 1, len(shape)):
+                if cur[j] != x.axes[j]:
+                    raise _Unmapped  # pads of two axes: not mapped
+            parts = []
+            if lo:
+                parts.append(self.b.slice(z, ax, 0, lo, name=self.box_name(n, "left")))
+            parts.append(y)
+            if hi:
+                parts.append(self.b.slice(z, ax, 0, hi, name=self.box_name(n, "right")))
+            y = self.b.concat(*parts, axis=ax, name=self.box_name(n))
+            new = self.axis(_role_of(ax), shape[d] + lo + hi, avoid=y.axes)
+            y = self.b.rename(y, {ax: new}, name=self.box_name(n, "sizes"))
+        return y
 
     def transpose(self, n, x, a, b):
         a, b = self.const(a) % len(x.axes), self.const(b) % len(x.axes)
@@ -747,29 +1060,218 @@ class _Importer:
         names[a], names[b] = names[b], names[a]
         return self.order(x, names, n, "transpose")
 
-    @imports("binary", "scale")
+    @imports("binary", "scale", "constant")
     def binary(self, n, fn, a, b):
-        if not isinstance(b, fx.Node) and isinstance(a, fx.Node) and fn in ("mul", "div"):
-            f = float(b) if fn == "mul" else 1.0 / float(b)
-            return self.b.scale(self.wire(a), repr(f), name=self.box_name(n))
-        if not isinstance(a, fx.Node) and isinstance(b, fx.Node) and fn == "mul":
-            return self.b.scale(self.wire(b), repr(float(a)), name=self.box_name(n))
-        wa, wb = self.wire(a), self.wire(b)
-        sa, sb = self.shape(a), self.shape(b)
-        if sa != self.shape(n):
-            raise _Unmapped  # the first operand is broadcast: keep torch's order simple
-        mapping = {}
-        for i in range(1, len(sb) + 1):
-            na, nb = wa.axes[-i], wb.axes[-i]
-            if sb[-i] != sa[-i] or na == nb:
-                if sb[-i] != sa[-i]:
-                    raise _Unmapped  # size-1 broadcasting: not mapped
+        """An elementwise op of two tensors or a tensor and a number, broadcast as torch does:
+        size-1 dims that broadcast leave (an `index` box), axes meeting at one position take
+        one name (a `rename` box), a number is a scale or a constant box."""
+        ta, tb = _is_t(self, a), _is_t(self, b)
+        if fn in ("mul", "div") and ta and not tb:
+            f = float(self.const(b))
+            if fn == "div" and f == 0:
+                raise _Unmapped
+            return self.b.scale(self.wire(a), _num(f if fn == "mul" else 1.0 / f),
+                                name=self.box_name(n))  # fmt: skip
+        if fn == "mul" and tb and not ta:
+            return self.b.scale(self.wire(b), _num(float(self.const(a))), name=self.box_name(n))
+        if fn == "pow" and ta and not tb and self.const(b) == 2:
+            return self.b.unary(self.wire(a), "square", name=self.box_name(n))
+        return self.elementwise(n, fn, [self.operand(a), self.operand(b)], self.shape(n))
+
+    def operand(self, a):
+        """An operand of an elementwise op: ("const", number, ()), ("lazy", _Lazy, shape) or
+        ("wire", (wire, size-1 positions it leaves out), shape)."""
+        if not _is_t(self, a):
+            v = self.const(a)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise _Unmapped
+            return ("const", v, ())
+        w = self.wires.get(a)
+        if isinstance(w, _Lazy) and id(w) not in self.made:
+            return ("lazy", w, self.shape(a))
+        return ("wire", self.bare(a), self.shape(a))
+
+    def fresh(self, like: str, size: int, avoid) -> str:
+        """A new axis name of `like`'s role (a second sequence axis is a key axis)."""
+        role = _role_of(like)
+        return self.axis("key" if role == "seq" else role, size, avoid=avoid)
+
+    def elementwise(self, n, fn, ops, out_shape, suffix="", dtype=None) -> Wire:
+        """A binary box of two operands (see `operand`), its axes in torch's order."""
+        R = len(out_shape)
+        names: list = [None] * R
+        ready: list = [None] * len(ops)
+        rank = {"wire": 0, "lazy": 1, "const": 2}
+        for i in sorted(range(len(ops)), key=lambda i: rank[ops[i][0]]):
+            kind, x, shape = ops[i]
+            if kind == "const":
                 continue
-            mapping[nb] = na
-        if mapping:
-            wb = self.b.rename(wb, mapping, name=self.box_name(n, "align"))
-        y = self.b.binary(wa, wb, fn, name=self.box_name(n))
-        return self.order(y, wa.axes, n)
+            off = R - len(shape)
+            if kind == "lazy":
+                hints = [names[off + d] for d in range(len(shape))]
+                drop = [d for d in range(len(shape)) if shape[d] == 1 and out_shape[off + d] != 1]
+                w, units = self.materialize(x, hints, drop)
+            else:
+                w, units = x
+            pos = [d for d in range(len(shape)) if d not in units]
+            ren, cut = {}, []
+            for ax, d in zip(w.axes, pos, strict=True):
+                o = off + d
+                if shape[d] == 1 and out_shape[o] != 1:
+                    cut.append(ax)
+                    continue
+                want = names[o]
+                if want is None:
+                    taken = [*names, *w.axes]
+                    want = ax if ax not in names else self.fresh(ax, shape[d], taken)
+                    names[o] = want
+                if want != ax:
+                    ren[ax] = want
+            for ax in cut:
+                w = self.b.index(w, ax, 0, name=self.box_name(n, "squeeze"))
+            if ren:
+                w = self.b.rename(w, ren, name=self.box_name(n, "align"))
+            ready[i] = w
+        units = tuple(o for o in range(R) if names[o] is None)
+        if all(r is None for r in ready) or any(out_shape[o] != 1 for o in units):
+            raise _Unmapped
+        for i, (kind, v, _) in enumerate(ops):
+            if kind == "const":
+                other = next(r for r in ready if r is not None)
+                dt = dtype or (other.type.dtype if fn in _COMPARE else _dtype(self.values[n]))
+                if not dt.startswith(("float", "bfloat")) and fn not in _COMPARE:
+                    dt = other.type.dtype
+                ready[i] = self.constant(v, dt, n)
+        y = self.b.binary(ready[0], ready[1], fn, name=self.box_name(n, suffix))
+        y = self.order(y, [a for a in names if a is not None], n)
+        if suffix:  # an intermediate of a longer mapping: its size-1 dims made axes
+            return self.with_units(y, units, out_shape, n) if units else y
+        self.units[n] = units  # size-1 dims no operand carries stay off the wire
+        return y
+
+    def constant(self, value, dtype: str, n) -> Wire:
+        """A number as a constant box (a buffer holding it)."""
+        if not dtype.startswith(("float", "bfloat")):
+            if value != int(value):
+                raise _Unmapped
+            value = int(value)
+        name = self.box_name(n, "const")
+        w = self.b.box("constant", {}, name, axes=[], dtype=dtype, value=_num(value))
+        self.weights[name] = {"value": torch.tensor(value, dtype=getattr(torch, dtype))}
+        self.buffers.add(name)
+        return w
+
+    def where_(self, n):
+        """torch.where(c, x, y) as c·x + (1 − c)·y (c is 1 or 0; x and y finite)."""
+        c, x, y = (self.arg(n, i, k) for i, k in enumerate(("condition", "input", "other")))
+        for t in (x, y):
+            if _is_t(self, t) and not torch.isfinite(self.values[t]).all():
+                raise _Unmapped  # 0·inf is not 0: a where over infinities has no product form
+        oc, ox, oy = self.operand(c), self.operand(x), self.operand(y)
+        if oc[0] == "const":
+            raise _Unmapped
+        shape = self.shape(n)
+        if oy[0] == "const" and oy[1] == 0:
+            return self.elementwise(n, "mul", [oc, ox], shape)
+        cw = self.wire(c)
+        notc = self.elementwise(n, "sub", [("const", 1, ()), ("wire", (cw, ()), self.shape(c))],
+                                self.shape(c), "not", dtype=cw.type.dtype)  # fmt: skip
+        notc = ("wire", (notc, ()), self.shape(c))
+        if ox[0] == "const" and ox[1] == 0:
+            return self.elementwise(n, "mul", [notc, oy], shape)
+        sx = torch.broadcast_shapes(self.shape(c), self.shape(x) if ox[0] != "const" else ())
+        sy = torch.broadcast_shapes(self.shape(c), self.shape(y) if oy[0] != "const" else ())
+        px = self.elementwise(n, "mul", [("wire", (cw, ()), self.shape(c)), ox], sx, "then")
+        py = self.elementwise(n, "mul", [notc, oy], sy, "else")
+        return self.elementwise(n, "add", [("wire", (px, ()), sx), ("wire", (py, ()), sy)], shape)
+
+    @imports("index", "slice")
+    def getitem(self, n, a, idx):
+        """Basic indexing (slices, integers, None, ...) as slice and index boxes; None adds a
+        size-1 dim the wire carries only where needed."""
+        src = self.wires.get(a)
+        if isinstance(src, _Lazy) and id(src) not in self.made:
+            return _Lazy(n, self.values[n], src, idx)  # named where it is used
+        w = self.wire(a)
+        w, units = self.apply_index(n, w, self.shape(a), idx)
+        self.units[n] = units
+        return w
+
+    def apply_index(self, n, w: Wire, shape, idx, names=None) -> tuple[Wire, tuple[int, ...]]:
+        items = self.const(list(idx) if isinstance(idx, tuple) else [idx])
+        items = [slice(*self.const([i.start, i.stop, i.step])) if isinstance(i, slice) else i
+                 for i in items]  # fmt: skip
+        used = sum(1 for i in items if i is not None and i is not Ellipsis)
+        if used > len(shape) or sum(1 for i in items if i is Ellipsis) > 1:
+            raise _Unmapped
+        full = []
+        for i in items:
+            full += [slice(None)] * (len(shape) - used) if i is Ellipsis else [i]
+        full += [slice(None)] * (len(shape) - sum(1 for i in full if i is not None))
+        units: list[int] = []
+        d = o = 0
+        axes = list(w.axes)
+        for i in full:
+            if i is None:
+                units.append(o)
+                o += 1
+                continue
+            ax, size = axes[d], shape[d]
+            if isinstance(i, bool) or not isinstance(i, (int, slice)):
+                raise _Unmapped  # tensor (advanced) indexing
+            if isinstance(i, int):
+                w = self.b.index(w, ax, i, name=self.box_name(n, "index"))
+            else:
+                start, stop, step = i.indices(size)
+                new = len(range(start, stop, step))
+                if new == 0:
+                    raise _Unmapped
+                if (start, stop, step) != (0, size, 1):
+                    w = self.b.slice(w, ax, start, stop, step, name=self.box_name(n, "slice"))
+                    want = names[o] if names and names[o] else None
+                    if want is None or want in w.axes:
+                        want = self.axis(_role_of(ax), new, avoid=w.axes)
+                    w = self.b.rename(w, {ax: want}, name=self.box_name(n, "sizes"))
+                o += 1
+            d += 1
+        return w, tuple(units)
+
+    def index_lazy(self, lazy: _Lazy, hints) -> tuple[Wire, tuple[int, ...]]:
+        """A getitem of a tensor the model holds: the tensor's param box named after `hints`
+        (the dims sliced get a name of the hint's role), then the getitem."""
+        parent = lazy.parent
+        items = self.const(list(lazy.index) if isinstance(lazy.index, tuple) else [lazy.index])
+        pshape = tuple(parent.value.shape)
+        used = sum(1 for i in items if i is not None and i is not Ellipsis)
+        full = []
+        for i in items:
+            full += [slice(None)] * (len(pshape) - used) if i is Ellipsis else [i]
+        full += [slice(None)] * (len(pshape) - sum(1 for i in full if i is not None))
+        phints: list = []
+        o = 0
+        for i in full:
+            if i is None:
+                o += 1
+                continue
+            h = hints[o] if o < len(hints) and not isinstance(i, int) else None
+            if (
+                isinstance(i, slice)
+                and h
+                and slice(*self.const([i.start, i.stop, i.step])).indices(pshape[len(phints)])
+                != (0, pshape[len(phints)], 1)
+            ):
+                role = _role_of(h)
+                h = self.axis(role, pshape[len(phints)], avoid=hints)
+            phints.append(h)
+            o += 0 if isinstance(i, int) else 1
+        w = self.wire_of_lazy(parent, phints)
+        return self.apply_index(lazy.node, w, pshape, lazy.index, names=hints)
+
+    def wire_of_lazy(self, lazy: _Lazy, hints) -> Wire:
+        w, units = self.materialize(lazy, hints)
+        if units:
+            w = self.with_units(w, units, tuple(lazy.value.shape), lazy.node)
+        return w
 
     @imports("contract")
     def matmul(self, n, a: Wire, b: Wire):
@@ -792,8 +1294,14 @@ class _Importer:
     @imports("attention")
     def sdpa(self, n):
         q, k, v = (self.wire(n.args[i]) for i in range(3))
-        if self.arg(n, 3, "attn_mask") is not None or self.arg(n, 4, "dropout_p", 0.0):
+        if self.arg(n, 3, "attn_mask") is not None:
             raise _Unmapped
+        p = float(self.const(self.arg(n, 4, "dropout_p", 0.0)))
+        if self.const(self.arg(n, 7, "enable_gqa", False)) and len(q.axes) >= 3:
+            hq, hk = self.shape(n.args[0])[-3], self.shape(n.args[1])[-3]
+            if hq != hk:  # grouped heads: each key/value head read by hq/hk query heads
+                k = self.repeat(n, k, k.axes[-3], hq // hk)
+                v = self.repeat(n, v, v.axes[-3], hq // hk)
         causal = bool(self.const(self.arg(n, 5, "is_causal", False)))
         scale = self.const(n.kwargs.get("scale"))
         T, K = q.axes[-2], q.axes[-1]
@@ -803,10 +1311,15 @@ class _Importer:
         ren = {k.axes[-2]: S} if k.axes[-2] != S else {}
         if k.axes[-1] != K:
             ren[k.axes[-1]] = K
+        if len(k.axes) != len(q.axes) or len(v.axes) != len(q.axes):
+            raise _Unmapped
+        ren.update({a: b for a, b in zip(k.axes[:-2], q.axes[:-2], strict=True) if a != b})
         if ren:
             k = self.b.rename(k, ren, name=self.box_name(n, "keys"))
         V = v.axes[-1]
         ren = {v.axes[-2]: S} if v.axes[-2] != S else {}
+        batch = dict(zip(v.axes[:-2], q.axes[:-2], strict=True))
+        ren.update({a: b for a, b in batch.items() if a != b})
         if V == K:
             V = self.axis("value", self.sizes[K], avoid=q.axes)
             ren[v.axes[-1]] = V
@@ -816,6 +1329,12 @@ class _Importer:
         y = self.b.attention(
             q, k, v, name=self.box_name(n), query=T, key=S, head=K, value=V, causal=causal, **kw
         )
+        if p:
+            warnings.warn(
+                f"{self.where(n)}: the attention dropout (dropout_p={p}) is dropped: the "
+                "circuit's attention box has none",
+                stacklevel=2,
+            )
         return y
 
     @imports("split")
@@ -904,7 +1423,10 @@ class _Importer:
                 y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
             else:  # merge
                 parts = [x.axes[k] for k in gi]
-                into = self.axis("feature", out_shape[gj[0]], avoid=y.axes)
+                roles = [_role_of(a) for a in parts]
+                heads = roles[0] == "heads" and {"head", "value"} & set(roles[1:])
+                role = "feature" if heads else roles[0]
+                into = self.axis(role, out_shape[gj[0]], avoid=y.axes)
                 y = self.b.merge_axes(y, parts, into, name=self.box_name(n, "merge"))
         if y is x:
             return x
@@ -1010,9 +1532,8 @@ def to_spec(model: nn.Module, example_inputs, name: str | None = None) -> str:
     return from_torch(model, example_inputs, name).to_json()
 
 
-# Integer-only inference: no float PyTorch layer is an integer map or a dyadic requantisation;
-# torch.clamp and quantised constants import as opaque boxes.
-IMPORTS.exempt.update(dict.fromkeys(("clamp", "constant", "requantize", "int_linear"), _UNMAPPED))
+# Integer-only inference: no float PyTorch layer is an integer map or a dyadic requantisation.
+IMPORTS.exempt.update(dict.fromkeys(("requantize", "int_linear"), _UNMAPPED))
 
 
 __all__ = ["from_torch", "to_spec"]
