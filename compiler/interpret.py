@@ -544,6 +544,13 @@ class _Run:
     @interprets("attention")
     def k_attention(self, b, x, tin, tout):
         q, k, v = x["q"], x["k"], x["v"]
+        if b.kv_heads is not None:  # each key/value head repeated for its group of queries
+            group = q.t.shape[q.dim(b.heads)] // k.t.shape[k.dim(b.kv_heads)]
+            k, v = (
+                NT(t.t.repeat_interleave(group, t.dim(b.kv_heads)),
+                   tuple(b.heads if a == b.kv_heads else a for a in t.names))
+                for t in (k, v)
+            )  # fmt: skip
         batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value)]
         kq = q.t.shape[q.dim(b.head)]
         scale = self._scale_of(b, kq**-0.5)

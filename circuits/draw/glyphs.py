@@ -253,8 +253,12 @@ def _upsample(b) -> Drawing:
 # ---------------------------------------------------------------- fused and structure
 @draws("attention")
 def _attention(b) -> Drawing:
-    # Fused: contraction, softmax, contraction in one box.
-    return Drawing(glyph="◗◁◗", title=text(b.label), note="causal" if b.causal else "")
+    # Fused: contraction, softmax, contraction in one box; grouped heads as query heads per
+    # key/value head (H:G).
+    note = "causal" if b.causal else ""
+    if b.kv_heads is not None:
+        note = " ".join(x for x in (note, _axes([b.heads]) + ":" + _axes([b.kv_heads])) if x)
+    return Drawing(glyph="◗◁◗", title=text(b.label), note=note)
 
 
 @draws("linear_attention")

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import ShapeProblem
-from ..types import FLOAT_DTYPES, TensorType
+from ..types import FLOAT_DTYPES, Axis, TensorType
 from .base import AxisList, AxisName, BoxBase, SizeExpr, need, promote, replace_axes, tensor
 from .registry import box_kind
 
@@ -80,6 +80,51 @@ class Attention(_AttentionLike):
     kind: Literal["attention"] = "attention"
     scale: SizeExpr | None = None
     """Score scale; `K**-0.5` (in the head axis' size) when empty."""
+    heads: AxisName | None = None
+    """Grouped key/value heads: the query's head axis (size H), with `kv_heads`."""
+    kv_heads: AxisName | None = None
+    """Grouped key/value heads: the keys' and values' head axis (size G, H a multiple of G);
+    query head h reads key/value head ⌊h / (H/G)⌋ (GQA; G = 1 is multi-query attention)."""
+
+    def infer(self, ins, ctx):
+        if self.heads is None and self.kv_heads is None:
+            return super().infer(ins, ctx)
+        if self.heads is None or self.kv_heads is None or self.heads == self.kv_heads:
+            raise ShapeProblem(
+                "grouped heads name two axes", "", "heads and kv_heads, distinct",
+                f"heads={self.heads}, kv_heads={self.kv_heads}",
+            )  # fmt: skip
+        q = tensor(ins, "q")
+        need(q, (self.heads,), "q", "query heads")
+        if q.axis(self.kv_heads) is not None:
+            raise ShapeProblem("the queries have the query heads only", "q",
+                               f"no axis {self.kv_heads}", str(q))  # fmt: skip
+        n_heads = q.axis(self.heads).size
+        grouped = dict(ins)
+        for port in ("k", "v"):
+            t = tensor(ins, port)
+            need(t, (self.kv_heads,), port, "key/value heads")
+            if t.axis(self.heads) is not None:
+                raise ShapeProblem("keys and values have the key/value heads only", port,
+                                   f"no axis {self.heads}", str(t))  # fmt: skip
+            # seen by the shared rule with H heads, so that it checks every other axis
+            grouped[port] = t.with_axes(
+                [Axis(self.heads, n_heads) if a.name == self.kv_heads else a for a in t.axes]
+            )
+        k, v = tensor(ins, "k"), tensor(ins, "v")
+        n_kv = k.axis(self.kv_heads).size
+        ctx.unify(n_kv, v.axis(self.kv_heads).size, "v", f"size of {self.kv_heads}")
+        h, g = ctx.resolve(n_heads), ctx.resolve(n_kv)
+        if h.is_Integer and g.is_Integer and int(h) % int(g):
+            raise ShapeProblem(
+                "the query heads are groups of the key/value heads", "k",
+                f"size of {self.kv_heads} dividing {self.heads} = {h}", str(g),
+            )  # fmt: skip
+        return super().infer(grouped, ctx)
+
+    def acts_on(self):
+        grouping = tuple(a for a in (self.heads, self.kv_heads) if a is not None)
+        return (*super().acts_on(), *grouping)
 
 
 @box_kind

@@ -768,6 +768,13 @@ def _copies(v: BoxView, kind: str = "") -> tuple[list[Saved], Expr]:
     b = v.box
     names = {p: v.x(p).names for p in ("q", "k", "v")} | {"out": v.out().names}
     layouts = {p: v.layouts.get(p, names[p]) for p in ("q", "k", "v")}
+    if getattr(b, "kv_heads", None) is not None:  # grouped: the head axes last of the batch
+        rn = {b.kv_heads: b.heads}
+        own = (b.query, b.key, b.head, b.value, b.heads)
+        names["q"] = (*[a for a in names["q"] if a not in own], b.heads, b.query, b.head)
+        for p in ("k", "v"):
+            names[p] = tuple(rn.get(a, a) for a in names[p])
+            layouts[p] = tuple(rn.get(a, a) for a in layouts[p])
     copied, do_copy = relayouts(kind or b.kind, b.query, b.key, b.head, names, layouts)
     saved = [
         _own(f"{p}_copy", v.nbytes(v.x(p)), f"{p}, copied to [B, T, H, K]")
@@ -784,19 +791,30 @@ def attention(v: BoxView) -> Rule:
     B, T, S, K, V = _attention_dims(v)
     bp = _bytes_per(v)
     kept, do_copy = _copies(v)
-    # ops' formulas take (B, T, H, ...); the batch axes of the box, whatever they are, are B.
-    flops = attention_cost.flops_forward(B, T, 1, K, V, S, causal=b.causal)
+    # ops' formulas take (B, T, H, ...); the batch axes of the box, whatever they are, are B,
+    # except grouped heads: B the others, H the query heads, Hkv the key/value heads.
+    H, G, notes = 1, None, []
+    if b.kv_heads is not None:
+        H, G = v.size(v.x("q"), b.heads), v.size(v.x("k"), b.kv_heads)
+        B = B / H
+        notes = [f"grouped heads: FLOPs of {H} query heads, keys and values of {G} heads"]
+    flops = attention_cost.flops_forward(B, T, H, K, V, S, causal=b.causal)
     return Rule(
         flops=flops,
-        mm=2 * B * T * S * (K + V),  # FlopCounterMode counts every (query, key) pair
-        flops_bwd=attention_cost.flops_backward(B, T, 1, K, V, S, causal=b.causal),
-        mm_bwd=2 * B * T * S * (2 * K + 3 * V),
-        saved=[*kept, _out(), _own("lse", 4 * B * T, "log-sum-exp per query (float32)")],
-        bwd_temps=attention_cost.backward_temp_bytes(B, T, 1) + do_copy,
-        io=attention_cost.io_forward(B, T, 1, K, V, S, causal=b.causal, bytes_per=bp),
-        io_bwd=attention_cost.io_backward(B, T, 1, K, V, S, causal=b.causal, bytes_per=bp),
+        mm=2 * B * H * T * S * (K + V),  # FlopCounterMode counts every (query, key) pair
+        flops_bwd=attention_cost.flops_backward(B, T, H, K, V, S, causal=b.causal),
+        mm_bwd=2 * B * H * T * S * (2 * K + 3 * V),
+        saved=[*kept, _out(), _own("lse", 4 * B * H * T, "log-sum-exp per query (float32)")],
+        bwd_temps=attention_cost.backward_temp_bytes(B, T, H) + do_copy,
+        io=attention_cost.io_forward(B, T, H, K, V, S, Hkv=G, causal=b.causal, bytes_per=bp),
+        io_bwd=attention_cost.io_backward(
+            B, T, H, K, V, S, Hkv=G, causal=b.causal, bytes_per=bp
+        ),  # fmt: skip
         fused="ncd.ops.softmax_attention",
-        notes=["FLOPs, IO and saved tensors: ops/attention/cost.py (FlashAttention-2 kernel)"],
+        notes=[
+            "FLOPs, IO and saved tensors: ops/attention/cost.py (FlashAttention-2 kernel)",
+            *notes,
+        ],  # fmt: skip
     )
 
 

@@ -435,3 +435,18 @@ def routing():
 
 
 TABLE["routing"] = routing
+
+
+def attention_grouped():
+    """Grouped key/value heads (GQA): 4 query heads over 2 key/value heads, the head axes
+    first of the batch axes (k and v keep the query's order of batch axes); causal multi-query
+    attention (one key/value head) without a batch axis."""
+    b = _b("attention_grouped", Q=4, G=2, U=1)
+    q, k, v = b.input("q", "Q B T K"), b.input("k", "G B S K"), b.input("v", "G B S V")
+    b.output("y", b.attention(q, k, v, heads="Q", kv_heads="G", name="gqa"))
+    q1, k1, v1 = b.input("q1", "T Q K"), b.input("k1", "S U K"), b.input("v1", "U S V")
+    b.output("y1", b.attention(q1, k1, v1, heads="Q", kv_heads="U", causal=True, name="mqa"))
+    return b.build()
+
+
+TABLE["attention_grouped"] = attention_grouped
