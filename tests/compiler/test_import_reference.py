@@ -381,3 +381,56 @@ def test_reference_model_imports_round_trips_and_counts(factory, tmp_path, monke
     generated.load_state_dict(load_file(str(tmp_path / "block.safetensors")))
     with torch.no_grad():
         torch.testing.assert_close(generated(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+class CommonOps(nn.Module):
+    """Ops the reference models do not use: unbind, repeat_interleave, SDPA with grouped heads,
+    cumsum, F.pad, a where of two tensors, clamp from above, a cast."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(8, 3 * 8)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, 4, 2).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = k[:, :2], v[:, :2]  # 2 key/value heads for 4 query heads
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        r = F.scaled_dot_product_attention(
+            q, torch.repeat_interleave(k, 2, dim=1), torch.repeat_interleave(v, 2, dim=1)
+        )
+        y = (o + r).transpose(1, 2).reshape(B, T, 8).cumsum(1)
+        y = torch.where(y > 0, y, 0.5 * x).clamp(max=2.0)
+        return F.pad(y.float().double(), (1, 2))
+
+
+def test_common_ops_map_to_named_kinds():
+    torch.manual_seed(0)
+    model, x = CommonOps().double().eval(), torch.randn(2, 5, 8, dtype=torch.float64)
+    circuit = from_torch(model, x)
+    kinds = {b.kind for b in circuit.boxes}
+    assert "opaque" not in kinds
+    assert {"index", "concat", "scan", "clamp", "attention", "slice"} <= kinds
+    module = ncd.compile(ncd.Circuit.from_json(circuit.to_json()), dtype=torch.float64,
+                         weights=ncd.compiler.attached.weights(circuit)).eval()  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+class Dropping(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.Sequential(nn.Linear(4, 4))
+
+    def forward(self, x):
+        q = self.attn(x).unsqueeze(1)
+        return F.scaled_dot_product_attention(q, q, q, dropout_p=0.1).squeeze(1).detach()
+
+
+def test_what_the_import_drops_is_warned_with_its_place():
+    x = torch.randn(2, 3, 4)
+    with pytest.warns(UserWarning) as ws:
+        from_torch(Dropping().eval(), x)
+    text = [str(w.message) for w in ws]
+    assert any("dropout_p=0.1" in t and "scaled_dot_product_attention" in t for t in text)
+    assert any("detach" in t and t.startswith("Dropping") for t in text)
