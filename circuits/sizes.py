@@ -31,7 +31,29 @@ _NOT_SIZES = {"nan", "inf", "infinity", "oo", "zoo", "i", "e", "pi"}
 _NOT_FINITE = (sympy.nan, sympy.zoo, sympy.oo, -sympy.oo, sympy.I)
 
 _TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\d*\.\d+|\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/^(),]))")
-FUNCTIONS = {"floor": sympy.floor, "ceiling": sympy.ceiling, "sqrt": sympy.sqrt}
+
+
+class log2(sympy.Function):  # noqa: N801 - named as written in size expressions
+    """The base-2 logarithm, kept as `log2(T)` until its argument is a number (then exact:
+    log2(64) = 6), so that a size bound later to a power of two is a whole number."""
+
+    is_real = True
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return sympy.log(x, 2)
+        return None
+
+
+FUNCTIONS = {
+    "floor": sympy.floor,
+    "ceiling": sympy.ceiling,
+    "ceil": sympy.ceiling,
+    "sqrt": sympy.sqrt,
+    "log": sympy.log,  # natural logarithm
+    "log2": log2,
+}
 
 
 @lru_cache(maxsize=4096)
@@ -132,7 +154,10 @@ class _Parser:
         """`value`, refused where arithmetic on numbers left the finite reals or grew past
         MAX_NUMBER, or where it would expand to more than MAX_EXPR_TERMS terms."""
         if value.has(*_NOT_FINITE):
-            self.fail("not a finite real number (a division by zero or a root of a negative?)")
+            self.fail(
+                "not a finite real number (a division by zero, a root or a logarithm of a "
+                "negative number, or a logarithm of zero?)"
+            )
         if value.is_Number and abs(value) > MAX_NUMBER:
             self.fail("a number larger than 2**64 (limit MAX_NUMBER)")
         n = terms_bound(value)
