@@ -212,9 +212,12 @@ def mom_block():
     updated by its routed tokens only, M_t^m = M_{t-1}^m + [m ∈ top-k(t)] k_t^mᵀ v_t^m; a
     shared memory M_t^s (its own keys and values) takes every token. The read mixes the
     memories by the router's weights, o_t = q_t (M_t^s + Σ_m g_t^m M_t^m) with one query map
-    q_t = x_t W_q. Here the routing mask [m ∈ top-k(t)] (1 where p_t^m >= the k-th largest
-    score) multiplies the keys, and g_t^m the query of memory m (q_t Σ_m g_t^m M_t^m =
-    Σ_m (g_t^m q_t) M_t^m): the memories are a batch axis of one causal linear attention.
+    q_t = x_t W_q. Here the router's top-k gives each token's k memories and their scores;
+    the renormalised scores are scattered into the memory axis (g_t, 0 for memories not
+    kept) and the routing mask [m ∈ top-k(t)] is the one-hot of the chosen memories summed
+    over the k choices. The mask multiplies the keys, and g_t^m the query of memory m
+    (q_t Σ_m g_t^m M_t^m = Σ_m (g_t^m q_t) M_t^m): the memories are a batch axis of one causal
+    linear attention.
     The auxiliary output is the load-balancing loss of the mixture-of-experts routers,
     aux = M Σ_m f_m P_m, f_m the fraction of tokens routed to memory m, P_m its mean router
     score (over B and T). Each memory is plain linear attention (the paper's basic memory;
@@ -232,15 +235,16 @@ def mom_block():
             "M",
             name="router_softmax",
         )  # B T M
-        probs, p_sel, p_gate, p_aux = b.copy(probs, 4, name="probs")
-        kth = b.reduce(
-            b.topk(p_sel, "M", top, into="k", name="topk")["values"], "k", "min", name="kth"
-        )  # B T
-        routed = b.binary(probs, kth, "ge", name="routed", label="≥")  # B T M: 1 if kept
-        routed, r_gate, r_aux = b.copy(routed, 3, name="routed_copy")
-        kept = b.mul(p_gate, r_gate, name="kept")
-        kept, kept_sum = b.copy(kept, name="kept_copy")
-        g = b.div(kept, b.reduce(kept_sum, "M", name="kept_total"), name="gate")  # g_t^m
+        probs, p_sel, p_aux = b.copy(probs, 3, name="probs")
+        chosen = b.topk(p_sel, "M", top, into="k", name="topk")  # B T k: scores, memories
+        scores, s_sum = b.copy(chosen["values"], name="scores")
+        g_k = b.div(scores, b.reduce(s_sum, "k", name="kept_total"), name="renorm")
+        idx, idx_hot = b.copy(chosen["indices"], name="chosen")
+        # B T M: g_t^m, 0 where not kept
+        g = b.box("scatter", {"src": g_k, "index": idx}, "gate", axis="M", over="k", label="g")
+        hot = b.box("one_hot", {"x": idx_hot}, "routed_hot", into="M")  # B T k M
+        routed = b.reduce(hot, "k", name="routed")  # B T M: [m ∈ top-k(t)]
+        routed, r_aux = b.copy(routed, name="routed_copy")
     with b.group("Memories (routed tokens only)"):
         k = b.linear(x, "D", "M H K", bias=False, name="k_proj", label="L^K_m")
         v = b.linear(x, "D", "M H V", bias=False, name="v_proj", label="L^V_m")
@@ -268,10 +272,12 @@ def mom_block():
 def sea_attention():
     """SEA's three steps (the paper's Sec. 3, Fig. 2): a kernel (linear-attention) estimate of
     the attention matrix, Â_ij = φ(q_i)·φ(k_j) with φ = elu + 1; a top-k selection per query
-    row of the estimate, the mask M_ij = [Â_ij >= k-th largest of row i]; and softmax attention
-    on the selected keys only, y_i = Σ_j softmax_j(q_i·k_j / √d + log M_ij) v_j, causal as in
-    the paper's OPT models. The paper compresses the estimate to fewer columns with a CNN
-    decoder and interpolates the mask back; here the estimate has every column.
+    row of the estimate, the mask M_ij = [j among the k keys top-k picks in row i] (the
+    one-hot of the chosen keys, any over the k choices); and softmax attention on the selected
+    keys only, y_i = Σ_{j: M_ij} softmax_j(q_i·k_j / √d) v_j (the scores of keys not selected
+    set to −∞), causal as in the paper's OPT models. The paper compresses the estimate to
+    fewer columns with a CNN decoder and interpolates the mask back; here the estimate has
+    every column.
     """
     b = Builder("sea_attention", title="SEA attention", paper=SEA,
                 doc="Linear-attention estimate → top-k mask per query → sparse softmax attention.",
@@ -285,14 +291,13 @@ def sea_attention():
                          over="K", name="estimate")  # fmt: skip
         est = b.mask(est, "T", "S", name="est_causal")
     with b.group("Top-k mask"):
-        est, est_sel = b.copy(est, name="est_copy")
-        top = b.topk(est_sel, "S", 4, into="k", name="topk")["values"]
-        kth = b.reduce(top, "k", "min", name="kth")  # B H T
-        keep = b.binary(est, kth, "ge", name="select")  # B H T S: 1 on the top k
-        bias = b.unary(keep, "log", name="mask_bias", label="log")  # 0 or −∞
+        chosen = b.topk(est, "S", 4, into="k", name="topk")["indices"]  # B H T k
+        hot = b.box("one_hot", {"x": chosen}, "selected", into="S", dtype="bool")  # B H T k S
+        keep = b.reduce(hot, "k", "max", name="keep")  # B H T S: M_ij, the top k
     with b.group("Sparse attention"):
         s = b.scale(b.contract(q, k, over="K", name="scores"), "K**-0.5", name="scale")
-        s = b.add(b.mask(s, "T", "S", name="causal"), bias, name="sparse")
+        s = b.mask(s, "T", "S", name="causal")
+        s = b.box("where", {"cond": keep, "a": s}, "sparse", fill="-inf")
         p = b.softmax(s, "S", name="softmax")
     b.output("y", b.contract(p, v, over="S", name="mix"))
     return b.build()

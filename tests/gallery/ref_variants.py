@@ -213,13 +213,14 @@ def mom_block(p, x, top=2):
 
 def sea_attention(p, q, k, v, top=4):
     """SEA (Lee et al. 2024, Sec. 3): estimate Â = φ(Q)φ(K)ᵀ (φ = elu + 1), keep the top-k
-    keys of each causal row of Â, softmax attention of q·k / √d over the kept keys only."""
+    keys of each causal row of Â (the positions topk returns, set in a mask by scatter),
+    softmax attention of q·k / √d over the kept keys only."""
     t, s_len = q.shape[2], k.shape[2]
     causal = torch.ones(t, s_len, dtype=torch.bool).tril()
     est = torch.einsum("bhtk,bhsk->bhts", F.elu(q) + 1, F.elu(k) + 1)
     est = est.masked_fill(~causal, float("-inf"))
-    kth = est.topk(top, dim=-1).values[..., -1:]
-    keep = (est >= kth) & causal
+    chosen = est.topk(top, dim=-1).indices
+    keep = torch.zeros_like(est, dtype=torch.bool).scatter(-1, chosen, True) & causal
     s = torch.einsum("bhtk,bhsk->bhts", q, k) / math.sqrt(q.shape[-1])
     a = s.masked_fill(~keep, float("-inf")).softmax(-1)
     return {"y": torch.einsum("bhts,bhsv->bhtv", a, v)}
