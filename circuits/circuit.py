@@ -15,7 +15,7 @@ from .types import Dtype
 class Input(BaseModel):
     """An input wire bundle of the circuit."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")  # field docs: fielddocs.attach()
     name: Name
     """Name of the input; boxes refer to it by this name."""
     axes: AxisList
@@ -27,7 +27,7 @@ class Input(BaseModel):
 class Output(BaseModel):
     """An output of the circuit, taken from a box's port or an input."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")  # field docs: fielddocs.attach()
     name: Name
     """Name of the output."""
     source: Ref
@@ -41,7 +41,7 @@ class Circuit(BaseModel):
     its own name); `sizes` holds a default binding for running and for numbers in reports.
     """
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")  # field docs: fielddocs.attach()
 
     name: Name
     """Identifier of the circuit (gallery name, class name of compiled code)."""

@@ -258,4 +258,7 @@ def save(circuit: Circuit, path: str | Path) -> None:
 
 def json_schema() -> dict:
     """JSON Schema of a circuit spec (every box kind is a member of the `boxes` union)."""
+    from .fielddocs import attach
+
+    attach()
     return Circuit.model_json_schema()

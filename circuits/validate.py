@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
 import sympy
 
 from .circuit import Circuit
 from .errors import Problem, ShapeProblem, SizeError, ValidationError
+from .graph import Digraph
 from .kinds import Call
 from .kinds.base import Context
 from .limits import (
@@ -406,8 +406,7 @@ class _Checker(Context):
                     show(self.resolve(symbol(name))),
                 )
 
-        graph = nx.DiGraph()
-        graph.add_nodes_from(index)
+        graph = Digraph(index)
         sources: dict[str, dict[str, tuple[str, str]]] = {}
         for b in c.boxes:
             if index.get(b.name) is None:
@@ -454,7 +453,7 @@ class _Checker(Context):
             self.problem(
                 f"{self.prefix}circuit '{c.name}'", "has no outputs", "at least one output", "none"
             )
-        cycles = _cycles(graph, index)
+        cycles = graph.cycles(index)
         for cyc in cycles:
             shown = cyc if len(cyc) <= 12 else [*cyc[:6], f"… ({len(cyc) - 8} more)", *cyc[-2:]]
             self.problem(
@@ -465,7 +464,7 @@ class _Checker(Context):
             )
         if cycles:
             return None
-        order = list(nx.lexicographical_topological_sort(graph, key=lambda n: index[n]))
+        order = graph.order(index)
 
         outs: dict[str, dict[str, Value]] = {}
         ins_of: dict[str, dict[str, Value]] = {}
@@ -591,22 +590,6 @@ class _Checker(Context):
         known = sorted([*inputs, *index])
         self.problem(where, "unknown source", "an input or a box: " + _few(known), repr(ref))
         return None
-
-
-def _cycles(graph: nx.DiGraph, index: dict[str, int]) -> list[list[str]]:
-    """One cycle per strongly connected component that has one, in linear time; each starts
-    at its box written first (stable messages), the cycles in the order their first boxes
-    were written."""
-    out = []
-    for comp in nx.strongly_connected_components(graph):
-        first = min(comp, key=index.__getitem__)
-        if len(comp) == 1 and not graph.has_edge(first, first):
-            continue
-        edges = nx.find_cycle(graph.subgraph(comp), source=first)
-        cyc = [u for u, _ in edges]
-        start = min(range(len(cyc)), key=lambda i: index[cyc[i]])
-        out.append(cyc[start:] + cyc[:start])
-    return sorted(out, key=lambda cyc: index[cyc[0]])
 
 
 def srcs_ref(b, port):

@@ -14,6 +14,7 @@ import ipywidgets as w
 import pydantic
 
 from ncd.circuits.errors import Problem
+from ncd.circuits.fielddocs import attach
 from ncd.circuits.io import parse_json
 from ncd.circuits.kinds import KINDS
 
@@ -83,6 +84,7 @@ class BoxForm:
     def __init__(self, kind: str, on_change=None):
         self.kind = kind
         self.cls = KINDS[kind]
+        attach()  # the fields' descriptions, shown as tooltips
         self.fields: dict[str, tuple[str, w.ValueWidget]] = {}
         for fname, info in self.cls.model_fields.items():
             if fname in _OWN:

@@ -112,7 +112,7 @@ class Context:
 class BoxBase(BaseModel):
     """Fields every box has. Subclasses add `kind` and their parameters."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")  # field docs: fielddocs.attach()
 
     name: Name
     """Unique name of the box in its circuit; parameters and generated code are named after it."""

@@ -28,6 +28,9 @@ def test_shape_rule(kind):
 
 
 def test_every_kind_has_a_docstring_and_field_docstrings():
+    from ncd.circuits.fielddocs import attach
+
+    attach()
     for kind, cls in KINDS.items():
         assert cls.infer is not BoxBase.infer, f"{kind} has no shape rule"
         assert cls.__doc__ and cls.__doc__.strip(), f"{kind} has no docstring"
