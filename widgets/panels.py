@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
 
 from ncd.circuits.errors import NcdError, Problem
 from ncd.circuits.limits import MAX_SIZE
@@ -76,27 +77,20 @@ def diagram_html(circuit, theme: str = "paper") -> str:
     return f'<div class="ncd-diagram" style="overflow:auto">{_fit_width(svg)}</div>'
 
 
-def diagram_svg(circuit, theme: str = "paper", collapse=(), quick: bool = True) -> str:
-    """The circuit drawn for the editor's canvas: ncd.render's scene, DOT and ids, laid out
-    once (`quick`: without render's restacking and order search, which lay out three to six
-    times; the figure exported is render's own). Raises what render raises."""
-    from ncd.circuits.draw import render
+def diagram_svg(
+    circuit, theme: str = "paper", collapse=(), quick: bool = True, checked=None
+) -> str:
+    """The circuit drawn for the editor's canvas: ncd.render's scene, DOT and ids laid out in
+    one pass (`quick`: draw.layout_svg, which keeps the last drawings; otherwise render
+    itself, the figure exported). Outputs named `…x` (loose ends, see `drawable`) are drawn
+    next to their box, not in the last column. `checked`: the check of `circuit` where the
+    caller has it. Raises what render raises."""
+    from ncd.circuits.draw import layout_svg, render
 
     if not quick:
         return render(circuit, theme=theme, collapse=sorted(collapse))
-    from ncd.circuits.draw import api
-    from ncd.circuits.draw.dot import to_dot
-    from ncd.circuits.draw.scene import Options, build
-    from ncd.circuits.draw.themes import THEMES
-
-    checked = circuit.check()
-    scene = build(checked, Options(collapse=frozenset(collapse)))
-    source = to_dot(scene, THEMES[theme])
-    try:
-        svg = api._run(source, "svg").decode("utf-8")
-    except api._LayoutFailed:  # as render does: straight wires when splines fail
-        svg = api._run(source.replace("splines=true", "splines=line", 1), "svg").decode("utf-8")
-    return api._VERSION_COMMENT.sub("", svg)
+    loose = [o.name for o in circuit.outputs if o.name.startswith(DANGLING)]
+    return layout_svg(circuit, theme, sorted(collapse), loose=loose, checked=checked)
 
 
 def _fit_width(svg: str) -> str:
@@ -167,18 +161,23 @@ def drawable(circuit, checked):
     """The circuit as the editor draws it: every value that nothing reads (a draft's last
     box, a box whose result is not used yet) leaves by an output named `…box`, so that its
     wires are drawn dangling rather than not at all. `checked` is `check_draft(circuit)`."""
+    return drawing(circuit, checked)[0]
+
+
+def drawing(circuit, checked):
+    """(`drawable(circuit, checked)`, its check): the drawn circuit differs from `circuit`
+    only by outputs taken from values `checked` has typed, so its check is `checked` with
+    those outputs, not a second validation. (circuit, None) for the empty circuit."""
     from ncd.circuits.circuit import Output
 
     if checked is None:
-        return circuit
+        return circuit, None
     read = {src for ports in checked.sources.values() for src in ports.values()}
     read |= {src for name, src in checked.output_sources.items() if name != DRAFT_OUTPUT}
     loose = [("", i.name) for i in circuit.inputs if ("", i.name) not in read]
     for b in checked.order:
         outs = list(checked.outs.get(b, {}))
         loose += [(b, p) for p in outs if (b, p) not in read]
-    if not loose:
-        return circuit
     taken = {o.name for o in circuit.outputs}
     extra = []
     for box, port in loose:
@@ -186,6 +185,14 @@ def drawable(circuit, checked):
         ref = (box or port) if single else f"{box}.{port}"
         name = DANGLING + ref.replace(".", ":")
         if name not in taken:
-            extra.append(Output(name=name, source=ref))
-    outputs = [o for o in circuit.outputs]
-    return circuit.model_copy(update={"outputs": outputs + extra})
+            extra.append((Output(name=name, source=ref), (box, port)))
+    drawn = circuit
+    if extra:
+        outputs = [*circuit.outputs, *(o for o, _ in extra)]
+        drawn = circuit.model_copy(update={"outputs": outputs})
+    sources = {o.name: checked.output_sources[o.name] for o in circuit.outputs}
+    sources |= {o.name: src for o, src in extra}
+    if drawn is circuit and sources == checked.output_sources:
+        return circuit, checked
+    values = {name: checked.value(src) for name, src in sources.items()}
+    return drawn, replace(checked, circuit=drawn, outputs=values, output_sources=sources)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import html
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from .forms import BoxForm, palette_options
 
 _NONE = "—"  # a port left unwired
 MAX_UNDO = 200
+CHECKS_KEPT = 8  # circuits whose check_draft is kept (undo and redo check nothing again)
 TABS = ["Messages", "Cost", "Code", "JSON"]
 
 
@@ -86,6 +88,7 @@ class Studio(w.VBox):
         self.scope: tuple[str, ...] = ()
         self._collapsed: set[str] = set()
         self._checked = None  # check_draft of the circuit being edited (self.view)
+        self._checks: OrderedDict[int, tuple[Circuit, object]] = OrderedDict()
         self._stale = set(TABS)  # tabs to recompute when next shown
         self._confirm_save = ""  # a path the user was asked about overwriting
         self._text_shown = ""  # what the text view last showed
@@ -152,7 +155,7 @@ class Studio(w.VBox):
     def _accept(self, new: Circuit, what: str, loading: bool = False) -> Circuit:
         # Round-trip through the schema so that edits made with model_copy are checked too.
         new = io.from_dict(io.to_dict(new))
-        panels.check_draft(new)  # raises ValidationError: the edit is not taken
+        self._check(new)  # raises ValidationError: the edit is not taken
         if self._history is None:
             self._history = edits.History(new, limit=lambda: MAX_UNDO)
         else:
@@ -163,6 +166,18 @@ class Studio(w.VBox):
         self._fit_scope()
         self._refresh(f"{what}: {new.name} ({len(new.boxes)} boxes)")
         return new
+
+    def _check(self, c: Circuit):
+        """panels.check_draft(c), kept for the last CHECKS_KEPT circuit objects."""
+        hit = self._checks.get(id(c))
+        if hit is not None and hit[0] is c:
+            self._checks.move_to_end(id(c))
+            return hit[1]
+        checked = panels.check_draft(c)
+        self._checks[id(c)] = (c, checked)
+        while len(self._checks) > CHECKS_KEPT:
+            self._checks.popitem(last=False)
+        return checked
 
     def _fit_scope(self) -> None:
         """Keep the scope while the calls it goes through still exist (an undo may remove
@@ -284,7 +299,7 @@ class Studio(w.VBox):
     # ---- views: pure functions of the current circuit -------------------------------------
     def _refresh(self, note: str = "") -> None:
         c = self.view
-        self._checked = panels.check_draft(c)
+        self._checked = self._check(c)
         self._refresh_diagram()
         self._stale = set(TABS)
         self._refresh_tab()
@@ -327,11 +342,13 @@ class Studio(w.VBox):
                 )
                 canvas.ports = {}
             else:
-                drawn = panels.drawable(c, self._checked)
+                drawn, checked = panels.drawing(c, self._checked)
                 collapse = self._collapsed & _blocks(self._checked)
                 self._collapsed = collapse
                 try:
-                    canvas.svg = panels.diagram_svg(drawn, self.theme.value, collapse)
+                    canvas.svg = panels.diagram_svg(
+                        drawn, self.theme.value, collapse, checked=checked
+                    )
                 except Exception as e:  # noqa: BLE001 - a view that fails says why
                     canvas.svg = ""
                     canvas.placeholder = "cannot draw the circuit: " + str(e)[:2000]

@@ -1,14 +1,24 @@
 """Drawing circuits as neural circuit diagrams with Graphviz (docs/notation.md).
 
 `render(circuit, path=None, theme="paper", collapse=(), depth=None, sizes=None, overlay=None)`
-returns SVG text and writes SVG, PDF, PNG or DOT by the path's suffix. The pipeline:
-checked circuit → scene (scene.py: nodes with one lane per axis, wires, blocks) → DOT text
-(dot.py) → Graphviz `dot`.
+returns SVG text and writes SVG, PDF, PNG or DOT by the path's suffix; `layout_svg(circuit,
+theme, collapse, loose=(), quick=True)` is the same drawing laid out in one pass (the
+Studio's). The pipeline: checked circuit → scene (scene.py: nodes with one lane per axis,
+wires, blocks) → DOT text (dot.py) → Graphviz `dot`.
 """
 
-from .api import FORMATS, render
+from .api import FORMATS, layout_svg, render
 from .errors import RenderError
 from .glyphs import GLYPHS, Drawing, drawing
 from .themes import THEMES
 
-__all__ = ["FORMATS", "GLYPHS", "THEMES", "Drawing", "RenderError", "drawing", "render"]
+__all__ = [
+    "FORMATS",
+    "GLYPHS",
+    "THEMES",
+    "Drawing",
+    "RenderError",
+    "drawing",
+    "layout_svg",
+    "render",
+]

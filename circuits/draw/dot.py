@@ -196,15 +196,19 @@ def to_dot(
     legend: str = "",
     scale: float = 1.0,
     order: dict[str, float] | None = None,
+    graph_attrs: str = "",
 ) -> str:
     """DOT source of the scene. `legend`: a title for the cost-overlay legend (none when empty);
     `scale`: the share drawn in the darkest colour; `order`: node id -> height in an earlier
-    layout, which each column keeps (top to bottom)."""
+    layout, which each column keeps (top to bottom); `graph_attrs`: more graph attributes
+    (`nslimit=0.5`), written after the others."""
     f = _q(theme.font)
     lines = [
         f"digraph {_q(scene.title)} {{",
         f"  graph [rankdir=LR newrank=true nodesep=0.05 ranksep=0.2 splines=true "
-        f'fontname={f} bgcolor="{theme.background}" pad=0.15' + "]",
+        f'fontname={f} bgcolor="{theme.background}" pad=0.15'
+        + (" " + graph_attrs if graph_attrs else "")
+        + "]",
         f'  node [shape=plain fontname={f} fontcolor="{theme.ink}"]',
         f'  edge [arrowhead=none fontname={f} fontsize={WIRE_PT} color="{theme.wire}" '
         f'fontcolor="{theme.wire_label}" penwidth=0.9]',
@@ -294,7 +298,8 @@ def _legend(title: str, theme: Theme, scale: float) -> str:
 
 def columns(scene: Scene) -> list[list[str]]:
     """Node ids by column: longest path from the inputs; a box without inputs sits just
-    before its first consumer; outputs share the last column. (A collapsed block can close a
+    before its first consumer; outputs share the last column, except the scene's loose ones,
+    which stay in the column after their source. (A collapsed block can close a
     loop; the nodes on it keep column 0 and Graphviz places them freely.)"""
     succ: dict[str, dict[str, None]] = {n.id: {} for n in scene.nodes}
     for w in scene.wires:
@@ -320,7 +325,8 @@ def columns(scene: Scene) -> list[list[str]]:
             col[u] = min(col[v] for v in succ[u]) - 1
     last = max(col.values(), default=0)
     for n in scene.outputs:
-        col[n.id] = last
+        if n.id not in scene.loose:
+            col[n.id] = last
     out: dict[int, list[str]] = {}
     for n in scene.nodes:
         out.setdefault(col[n.id], []).append(n.id)

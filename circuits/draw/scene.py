@@ -13,6 +13,7 @@ order, so ids (`n3`, `o2`, `w17`) are the same on every run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..sizes import parse_size, show
 from ..types import TensorType, TupleType, Value
@@ -112,6 +113,8 @@ class Scene:
     clusters: list[Cluster] = field(default_factory=list)
     inputs: list[Node] = field(default_factory=list)
     outputs: list[Node] = field(default_factory=list)
+    loose: set[str] = field(default_factory=set)
+    """Ids of output nodes drawn beside their source rather than in the last column."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ class Options:
     depth: int | None = None
     show_sizes: bool = False
     overlay: dict[str, float] | None = None
+    loose: frozenset[str] = frozenset()
+    """Output names drawn in the column after their source (an editor's loose ends), not in
+    the last column with the circuit's outputs."""
 
 
 def flat(v: Value) -> list[tuple[str, object]]:
@@ -210,6 +216,8 @@ class _Builder:
             node.feeds.append((root, src, node.ins))
             node.tooltip = f"output {name} {v}"
             self.scene.outputs.append(node)
+            if name in self.opts.loose:
+                self.scene.loose.add(node.id)
         self.wire()
         return self.scene
 
@@ -558,9 +566,15 @@ def _through(b, ins, outs, c) -> set[str] | None:
     return keep
 
 
+@lru_cache(maxsize=4096)
+def _shown(v: Value | TensorType) -> str:
+    """str(v), kept: printing sizes through sympy is most of a tooltip's cost."""
+    return str(v)
+
+
 def _tooltip(b, ins, outs, params) -> str:
     def sig(d):
-        return ", ".join(f"{p} {v}" for p, v in d.items())
+        return ", ".join(f"{p} {_shown(v)}" for p, v in d.items())
 
     t = f"{b.name} ({b.kind})"
     if ins:
