@@ -31,7 +31,7 @@ def prepare(
     if rewrites:  # True: every rewrite; a collection: the rewrites of those match kinds
         circuit = apply_rewrites(circuit, sizes, None if rewrites is True else rewrites)
     checked: Checked = check(circuit, sizes, require_bound=True)
-    opts = Options(device=device, opaque=fns, fused=fused or "ncd")
+    opts = Options(device=device, opaque=fns, fused=fused or "auto")
     return lower(checked, opts)
 
 
@@ -54,8 +54,11 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
         dtype, device: of the parameters (default float32, CPU).
         rewrites: pattern rewrites to the fused kernels of ncd.ops (attention drawn from
             primitives, the causal linear-attention chain); default on for CUDA, off on CPU.
-        fused: how fused attention boxes run: "ncd" (ncd.ops; its Triton kernels on CUDA, its
-            reference on CPU, the default) or "torch" (PyTorch's SDPA where it fits).
+        fused: how fused boxes run: "auto" (the default: per box kind and device, the
+            implementation measured fastest, from the one table in compiler/choices.py: on
+            CUDA, SDPA for softmax attention, ncd.ops' kernels for linear attention, torch's
+            norms; on the CPU, ncd.ops' PyTorch forms), "ncd" (ncd.ops everywhere: its Triton
+            kernels on CUDA) or "torch" (PyTorch's SDPA and norms where they fit).
         opaque: callables for `opaque` boxes, by box name (imported circuits bring theirs).
         weights: a state dict, or the path of a safetensors file (as `ncd import -o` writes
             beside the spec), loaded into the module; default: the weights an imported circuit

@@ -16,6 +16,7 @@ from ncd import ops
 from ncd.circuits.sizes import parse_size
 
 from . import runtime
+from .choices import choose
 
 
 def _own(b):
@@ -78,7 +79,7 @@ def lower_attention(L, b, x, tin, tout):
         kv_batch, gqa = [*batch[:-1], b.kv_heads], {"enable_gqa": True}
     out = tout["out"].names
     scale = _scale(L, b)
-    if L.opts.fused == "torch" or not _fits(L, q, k, v, b):
+    if choose("attention", L.opts.device, L.opts.fused) == "torch" or not _fits(L, q, k, v, b):
         # PyTorch's own fused kernel: any leading batch axes, any head width
         qq = L.permute(x["q"], q.names, [*batch, b.query, b.head])
         kk = L.permute(x["k"], k.names, [*kv_batch, b.key, b.head])
@@ -225,17 +226,12 @@ def example_offsets(checked, name, generator=None):
 
 # ---------------------------------------------------------------- normalisations
 def runs_norm_kernels(L) -> bool:
-    """Whether norms lower to ncd.ops' row kernels: `fused="ncd"` on a CUDA device with the
-    op library's `norm_kernels` switch on (off by default: torch's norms measured faster).
-    Elsewhere (the CPU, the meta device that `to_source` writes from) they stay
-    nn.LayerNorm / nn.RMSNorm calls, which is what ncd.ops runs on the CPU anyway."""
-    from ncd.ops import config
-
-    return (
-        config.settings.norm_kernels
-        and L.opts.fused == "ncd"
-        and torch.device(L.opts.device).type == "cuda"
-    )
+    """Whether norms lower to ncd.ops' row kernels: on a CUDA device where `choices` picks
+    "ncd" for norms (`fused="ncd"`; "auto" keeps torch's, measured faster). Elsewhere (the
+    CPU, the meta device that `to_source` writes from) they stay nn.LayerNorm / nn.RMSNorm
+    calls, which is what ncd.ops runs on the CPU anyway."""
+    device = torch.device(L.opts.device)
+    return device.type == "cuda" and choose("norm", device, L.opts.fused) == "ncd"
 
 
 def _flat_params(L, b, ident, n_over):

@@ -95,7 +95,7 @@ class Options:
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     opaque: dict[str, Any] = field(default_factory=dict)
-    fused: str = "ncd"  # "ncd": ncd.ops kernels; "torch": PyTorch's SDPA where it fits
+    fused: str = "auto"  # "auto": compiler/choices.py's table; "ncd" / "torch": that one
 
 
 @dataclass

@@ -36,10 +36,6 @@ class Settings:
     gluon_dkdv: bool = True
     # ... grouped key/value heads included (that kernel's grouped form).
     gluon_dkdv_grouped: bool = False
-    # Compiled circuits' layer / RMS norms (and the residual add fused into them) on CUDA in
-    # ops/norm's row kernels; off: nn.LayerNorm / nn.RMSNorm, which measured faster on the
-    # H200 at 4096 rows (bench/RESULTS.md, "Op library III").
-    norm_kernels: bool = False
     # Under Triton's interpreter (the GPU autotunes these): the dK/dV pass's score layout
     # ((query, key) tiles when True, (key, query) otherwise) and whether its causal mask is
     # applied only on key blocks that cross the diagonal.
@@ -55,7 +51,6 @@ ENVIRONMENT = {
     "gluon_forward": ("NCD_GLUON_FORWARD", "0: softmax forward in Triton on Hopper too"),
     "gluon_dkdv": ("NCD_GLUON_DKDV", "0: softmax dK/dV in Triton on Hopper too"),
     "gluon_dkdv_grouped": ("NCD_GLUON_DKDV_GROUPED", "1: grouped heads to the Gluon dK/dV"),
-    "norm_kernels": ("NCD_NORM_KERNELS", "1: compiled circuits' norms in ops/norm's kernels"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

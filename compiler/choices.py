@@ -1,0 +1,38 @@
+"""Which implementation each fused box runs by default, per device: the one table of measured
+rules the lowering reads (`fused="auto"`, the default of `ncd.compile`).
+
+Each entry names the implementation that measured fastest for that box kind on that device
+type, side by side with the others in one run (bench/RESULTS.md, "Compiler" and "Op library"
+sections, say which run): "ncd" runs ncd.ops' kernels, "torch" PyTorch's own
+(`F.scaled_dot_product_attention`, `nn.LayerNorm` / `nn.RMSNorm`). A device type or kind
+missing from the table takes "ncd" (on the CPU ncd.ops runs its PyTorch forms, which are
+chunked, never a loop over tokens). `fused="ncd"` or `fused="torch"` asks for one everywhere
+(boxes with no PyTorch counterpart, such as linear attention, always run ncd.ops).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# kind of fused box -> {device type: implementation}
+FASTEST: dict[str, dict[str, str]] = {
+    # Compiled transformer blocks on the H200: SDPA (cuDNN / FlashAttention) 0.97-1.05x the
+    # hand-written block, ncd's softmax kernel 1.23-1.38x (forward).
+    "attention": {"cuda": "torch"},
+    # ncd's chunked kernels lead fla's by 2-4.7x; PyTorch has no fused counterpart.
+    "linear_attention": {"cuda": "ncd"},
+    # Layer / RMS norms, with or without the residual add fused in: torch's kernels measured
+    # faster than ops/norm's at 4096 x 4096 and equal at 16384 x 4096.
+    "norm": {"cuda": "torch"},
+}
+CHOICES = ("auto", "ncd", "torch")
+
+
+def choose(kind: str, device, fused: str = "auto") -> str:
+    """ "ncd" or "torch" for a fused box of `kind` on `device` under the compile option
+    `fused` ("auto": the table; "ncd" / "torch": that one)."""
+    if fused not in CHOICES:
+        raise ValueError(f"fused: expected one of {', '.join(CHOICES)}, found {fused!r}")
+    if fused != "auto":
+        return fused
+    return FASTEST.get(kind, {}).get(torch.device(device).type, "ncd")
