@@ -80,4 +80,5 @@ MAX_SCRIPT_NESTING = 64
 
 # Wiring of one box
 MAX_BOX_INPUTS = 256
-"""Input ports of one box (its `inputs`, an opaque box's `in_ports`)."""
+"""Input ports of one box: its `inputs`, an opaque box's `in_ports`, the inputs of the
+subcircuit a `call` box calls."""

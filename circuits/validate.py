@@ -19,6 +19,7 @@ from .kinds.base import Context
 from .limits import (
     MAX_AXES,
     MAX_BOX_AXES,
+    MAX_BOX_INPUTS,
     MAX_CALL_DEPTH,
     MAX_ELEMENTS,
     MAX_EXPR_TERMS,
@@ -423,6 +424,13 @@ class _Checker(Context):
                     )
                     continue
                 want = [i.name for i in c.subcircuits[b.circuit].inputs]
+                if len(want) > MAX_BOX_INPUTS:
+                    self.problem(
+                        self.where(b.name),
+                        f"calls subcircuit '{b.circuit}', whose "
+                        + exceeded("inputs would be its input ports", "MAX_BOX_INPUTS", len(want)),
+                    )
+                    continue
             for p in want:
                 if p not in b.inputs:
                     self.problem(self.where(b.name, p), "port not connected", "a source", "none")

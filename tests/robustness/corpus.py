@@ -202,3 +202,7 @@ case("ok_small", spec([unary("a", "x")], sizes={"B": 2, "T": 3, "D": 4}), "ok")
 case("box_ports_300", spec([unary("u", "x") | {"inputs": {f"p{i}": "x" for i in range(300)}}]))
 case("opaque_in_ports_3000", spec([{"name": "o", "kind": "opaque", "outputs": {"y": "B"},
       "in_ports": [f"p{i}" for i in range(3000)], "inputs": {"x": "x"}}]))  # fmt: skip
+WIDE = spec([unary("u", "i0")], name="wide",
+            inputs=[{"name": f"i{i}", "axes": "B"} for i in range(300)])  # fmt: skip
+case("call_of_300_inputs", spec([{"name": "k", "kind": "call", "circuit": "wide",
+                                  "inputs": {"x": "x"}}], subcircuits={"wide": WIDE}))  # fmt: skip

@@ -140,3 +140,8 @@ def test_input_ports_of_a_box_are_bounded():
     opaque = {"name": "o", "kind": "opaque", "outputs": {"y": "B"}, "inputs": {"x": "x"},
               "in_ports": [f"p{i}" for i in range(100_000)]}  # fmt: skip
     _fails(lambda: from_dict(spec([opaque])), "'o'", "in_ports", "MAX_BOX_INPUTS")
+    from .corpus import WIDE
+
+    call = {"name": "k", "kind": "call", "circuit": "wide", "inputs": {"x": "x"}}
+    c = from_dict(spec([call], subcircuits={"wide": WIDE}))
+    _fails(c.check, "box 'k'", "subcircuit 'wide'", "300 inputs", "MAX_BOX_INPUTS")
