@@ -126,11 +126,10 @@ def _isqrt(v, STEPS: tl.constexpr):
     """reference.isqrt_newton: floor(sqrt(v)) for int64 v in [0, 2^62)."""
     bits = tl.zeros_like(v)
     w = v
-    for k in tl.static_range(6):
-        sh: tl.constexpr = 32 >> k
-        hi = (w >> sh) > 0
-        w = tl.where(hi, w >> sh, w)
-        bits = bits + tl.where(hi, sh, 0)
+    for k in tl.static_range(6):  # shifts of 32, 16, ..., 1 (a constexpr is not reassigned)
+        hi = (w >> (32 >> k)) > 0
+        w = tl.where(hi, w >> (32 >> k), w)
+        bits = bits + tl.where(hi, 32 >> k, 0)
     bits = bits + (w > 0).to(tl.int64)
     s = tl.full(v.shape, 1, tl.int64) << ((bits + 1) >> 1)
     for _ in tl.static_range(STEPS):
