@@ -166,7 +166,9 @@ def centre(locator):
 
 
 def drag(page, source, target):
-    """Press on `source`, move in steps, release on `target` (as a hand does)."""
+    """Press on `source`, move in steps, release on `target` (as a hand does). The source is
+    scrolled into view first (a palette longer than its panel hides its last kinds)."""
+    source.scroll_into_view_if_needed()
     x0, y0 = centre(source)
     x1, y1 = centre(target)
     page.mouse.move(x0, y0)

@@ -157,6 +157,7 @@ function render({ model, el }) {
   // ---- the drawing --------------------------------------------------------------------------
   let nodeById = {};  // Graphviz node id (n3) -> node path
   function draw() {
+    const t0 = performance.now();
     const text = model.get("svg");
     if (!text) {
       holder.replaceChildren(h("div", { class: "ncd-placeholder" }, model.get("placeholder")));
@@ -192,33 +193,45 @@ function render({ model, el }) {
       if (t) t.remove();
     }
     for (const g of svg.querySelectorAll("g.cluster title, g.node title")) g.remove();
+    measure(svg);
     decorate();
     if (!fitted || !steered) {  // the drawing follows the circuit's growth until steered
       fitView();
       fitted = true;
     }
     el.dataset.version = String(model.get("version"));
+    el.dataset.drawMs = String(Math.round(performance.now() - t0));
     if (sentAt) {
       el.dataset.lastMs = String(Math.round(performance.now() - sentAt));
       sentAt = 0;
     }
   }
 
-  // Handles, toggles, selection and marks: an overlay group inside the drawing.
+  // Boxes of the drawing's nodes and blocks, read once per drawing: reading a box forces the
+  // browser to lay the SVG out, so all are read before anything is written.
+  let boxes = { nodes: [], clusters: [] };
+  function measure(svg) {
+    const nodes = [...svg.querySelectorAll("g.node")];
+    const clusters = [...svg.querySelectorAll("g.cluster")];
+    boxes = {
+      nodes: nodes.map((g) => ({ g, path: pathOf(g), b: g.getBBox() })),
+      clusters: clusters.map((g) => ({ path: pathOf(g), b: g.getBBox() })),
+    };
+  }
+
+  // Handles, toggles, selection and marks: an overlay group inside the drawing, built apart
+  // and added in one step.
   function decorate() {
     const svg = holder.querySelector("svg");
     if (!svg) return;
     const root = svg.querySelector("g.graph") || svg;
     root.querySelector(".ncd-overlay")?.remove();
     const over = s("g", { class: "ncd-overlay" });
-    root.append(over);
     const ports = model.get("ports");
     const marks = model.get("marks");
     const sel = model.get("selected");
-    for (const g of svg.querySelectorAll("g.node")) {
-      const path = pathOf(g);
+    for (const { g, path, b } of boxes.nodes) {
       g.classList.toggle("ncd-selected", path === sel);
-      const b = g.getBBox();
       if (path === sel) {
         over.append(s("rect", {
           class: "ncd-sel", x: b.x - 3, y: b.y - 3, width: b.width + 6, height: b.height + 6,
@@ -244,8 +257,8 @@ function render({ model, el }) {
           over.append(c);
         });
       }
+      g.classList.toggle("ncd-bad", Boolean(marks[path]));
       if (marks[path]) {
-        g.classList.add("ncd-bad");
         const m = s("g", { class: "ncd-mark", "data-node": path });
         m.append(s("circle", { cx: b.x + b.width, cy: b.y, r: 6 }));
         const tx = s("text", { x: b.x + b.width, y: b.y + 3.5, "text-anchor": "middle" });
@@ -258,13 +271,13 @@ function render({ model, el }) {
         over.append(toggle(b.x, b.y, "+", path, "expand"));
       }
     }
-    for (const g of svg.querySelectorAll("g.cluster")) {
-      const b = g.getBBox();
-      over.append(toggle(b.x + 2, b.y + 2, "−", pathOf(g), "collapse"));
+    for (const { path, b } of boxes.clusters) {
+      over.append(toggle(b.x + 2, b.y + 2, "−", path, "collapse"));
     }
     for (const g of svg.querySelectorAll("g.edge")) {
       g.classList.toggle("ncd-selected", "wire:" + pathOf(g) === sel);
     }
+    root.append(over);
   }
 
   function toggle(x, y, sign, path, what) {
