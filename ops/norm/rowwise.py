@@ -29,13 +29,17 @@ PROGRAMS_PER_SM = 4  # backward programs per streaming multiprocessor
 
 @triton.jit
 def _fwd_kernel(
-    X, RES, W, B, Y, SUM, MEAN, RSTD,
+    X, RES, W, B, Y, SUM, STATS,
     M, N, sx, sres, sy, ssum, eps,
     RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_TILE: tl.constexpr,
 ):  # fmt: skip
     """Rows [pid * BLOCK_M, + BLOCK_M): y = norm(x (+ res)), the sum stored when HAS_RES,
-    mean (LayerNorm) and rstd stored per row."""
+    mean (LayerNorm) and rstd stored per row in STATS ([mean, rstd] or [rstd], each [M])."""
+    MEAN = STATS
+    RSTD = STATS
+    if not RMS:
+        RSTD = STATS + M
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < M
@@ -134,15 +138,24 @@ def _bwd_rows(X, W, DY, MEAN, RSTD, rows, rmask, r64, c, cmask, sx, sdy,
 
 @triton.jit
 def _bwd_kernel(
-    X, W, DY, DSUM, DX, DW, DB, MEAN, RSTD,
+    X, W, DY, DSUM, DX, PART, STATS,
     M, N, sx, sdy, sdsum, sdx,
     RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_DSUM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_TILE: tl.constexpr,
 ):  # fmt: skip
     """dx = rstd (w dy - xhat mean(xhat w dy) [- mean(w dy)]) (+ dsum) for the row blocks
-    pid, pid + G, ...; this program's partial sums of dy xhat and dy into row pid of DW, DB."""
+    pid, pid + G, ...; this program's partial sums of dy xhat and dy into row pid of PART's
+    [G, N] planes (dweight's first when HAS_W, then dbias's)."""
     pid = tl.program_id(0)
     G = tl.num_programs(0)
+    MEAN = STATS
+    RSTD = STATS
+    if not RMS:
+        RSTD = STATS + M
+    DW = PART
+    DB = PART
+    if HAS_W:
+        DB = PART + G * N
     n_blocks = tl.cdiv(M, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     if ONE_TILE:
@@ -223,6 +236,30 @@ def _bwd_kernel(
                     tl.store(DB + pid * N + c, p + tl.sum(dy, 0), mask=cmask)
 
 
+@triton.jit
+def _sum_plane(P, OUT, G, N, c, cmask, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+    """OUT[c] = sum over g < G of P[g, c] (P a [G, N] float32 plane), in OUT's dtype."""
+    acc = tl.zeros([BLOCK_G, BLOCK_N], dtype=tl.float32)
+    for g0 in range(0, G, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        mask = (g < G)[:, None] & cmask[None, :]
+        acc += tl.load(P + g[:, None] * N + c[None, :], mask=mask, other=0.0)
+    tl.store(OUT + c, tl.sum(acc, 0).to(OUT.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def _sum_kernel(PART, OUT0, OUT1, plane0, plane1, G, N,
+                BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """The parameter gradients from the backward's partial sums: program (i, j) sums columns
+    [i * BLOCK_N, + BLOCK_N) of PART's plane `plane_j` ([G, N] each) into OUT_j."""
+    c = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cmask = c < N
+    if tl.program_id(1) == 0:
+        _sum_plane(PART + plane0 * G * N, OUT0, G, N, c, cmask, BLOCK_G, BLOCK_N)
+    else:
+        _sum_plane(PART + plane1 * G * N, OUT1, G, N, c, cmask, BLOCK_G, BLOCK_N)
+
+
 # ---------------------------------------------------------------- launch wrappers
 def _tiles(N: int) -> tuple[int, int, bool]:
     """(BLOCK_M, BLOCK_N, ONE_TILE) for rows of N features: the whole row as one tile up to
@@ -238,6 +275,28 @@ def _configs(tile: int) -> list:
     """num_warps giving each thread 8 to 64 elements of the tile (at least one choice)."""
     warps = [w for w in (1, 2, 4, 8, 16, 32) if 8 <= tile // (32 * w) <= 64]
     return [triton.Config({}, num_warps=w) for w in warps or [4]]
+
+
+SUM_BLOCK = (64, 64)  # (BLOCK_G, BLOCK_N) of the partial sums' reduction
+_SUM_META = dict(BLOCK_G=SUM_BLOCK[0], BLOCK_N=SUM_BLOCK[1])
+_SUM_CONFIGS = [triton.Config({}, num_warps=4)]
+
+# Per-call constants, built once per (direction, N, tile limits, flags): the row block, the
+# configurations to tune over and the constexpr arguments.
+_launch_plans: dict = {}
+
+
+def _plan(kind: str, N: int, rms: bool, has_w: bool, has_b: bool, extra: bool):
+    """(BLOCK_M, configs, meta) of the forward (kind "fwd", extra: a residual) or the
+    backward ("bwd", extra: the sum's cotangent)."""
+    key = (kind, N, MAX_TILE, ROW_TILE, rms, has_w, has_b, extra)
+    plan = _launch_plans.get(key)
+    if plan is None:
+        bm, bn, one = _tiles(N)
+        meta = dict(RMS=rms, HAS_W=has_w, HAS_B=has_b, BLOCK_M=bm, BLOCK_N=bn, ONE_TILE=one)
+        meta["HAS_RES" if kind == "fwd" else "HAS_DSUM"] = extra
+        plan = _launch_plans[key] = (bm, _configs(bm * bn), meta)
+    return plan
 
 
 _sm_count: dict = {}
@@ -256,99 +315,114 @@ def _programs(x: torch.Tensor, n_blocks: int) -> int:
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """t as [M, N] with unit stride along N (a view where the layout allows, else a copy)."""
+    if t.dim() == 2 and t.stride(1) == 1:
+        return t
     t2 = t.reshape(-1, t.shape[-1])
     return t2 if t2.stride(-1) == 1 or t2.shape[-1] == 1 else t2.contiguous()
 
 
 def _forward(x2, r2, weight, bias, eps: float, rms: bool):
+    """(y, s, stats): the output, the residual sum (None without a residual) and the float32
+    statistics [mean, rstd] ([rstd] for RMSNorm), each [M]."""
     M, N = x2.shape
-    y = torch.empty((M, N), device=x2.device, dtype=x2.dtype)
-    s = None if r2 is None else torch.empty((M, N), device=x2.device, dtype=x2.dtype)
-    mean = None if rms else torch.empty(M, device=x2.device, dtype=torch.float32)
-    rstd = torch.empty(M, device=x2.device, dtype=torch.float32)
+    dev, dt = x2.device, x2.dtype
+    y = torch.empty((M, N), device=dev, dtype=dt)
+    s = None if r2 is None else torch.empty((M, N), device=dev, dtype=dt)
+    stats = torch.empty((1 if rms else 2, M), device=dev, dtype=torch.float32)
     if M == 0:
-        return y, s, mean, rstd
-    bm, bn, one = _tiles(N)
+        return y, s, stats
+    bm, configs, meta = _plan("fwd", N, rms, weight is not None, bias is not None, s is not None)
     args = (
-        x2, r2, weight, bias, y, s, mean, rstd, M, N, x2.stride(0),
+        x2, r2, weight, bias, y, s, stats, M, N, x2.stride(0),
         0 if r2 is None else r2.stride(0), y.stride(0), 0 if s is None else s.stride(0),
         float(eps),
     )  # fmt: skip
-    meta = dict(RMS=rms, HAS_W=weight is not None, HAS_B=bias is not None,
-                HAS_RES=r2 is not None, BLOCK_M=bm, BLOCK_N=bn, ONE_TILE=one)  # fmt: skip
-    launch(_fwd_kernel, _configs(bm * bn), lambda kw: (cdiv(M, bm),), args, meta, {}, key=("N",))
-    return y, s, mean, rstd
+    grid = (cdiv(M, bm),)
+    launch(_fwd_kernel, configs, lambda kw: grid, args, meta, {}, key=("N",))
+    return y, s, stats
 
 
-def _backward(xs, weight, bias, mean, rstd, dy2, dsum2, rms: bool):
+def _backward(xs, weight, bias, stats, dy2, dsum2, rms: bool, want_w: bool, want_b: bool):
     """(dx, dweight, dbias) from the normalised input xs [M, N] and dy; dsum (the residual
-    sum's cotangent) added to dx when given."""
+    sum's cotangent) added to dx when given; dweight (dbias) only when want_w (want_b)."""
     M, N = xs.shape
-    dx = torch.empty((M, N), device=xs.device, dtype=xs.dtype)
-    want_w = weight is not None and weight.requires_grad
-    want_b = bias is not None and bias.requires_grad
+    dev = xs.device
+    dx = torch.empty((M, N), device=dev, dtype=xs.dtype)
+    dw = torch.empty(N, device=dev, dtype=weight.dtype) if want_w else None
+    db = torch.empty(N, device=dev, dtype=bias.dtype) if want_b else None
     if M == 0:
-        zw = None if not want_w else torch.zeros_like(weight)
-        return dx, zw, None if not want_b else torch.zeros_like(bias)
-    bm, bn, one = _tiles(N)
+        return dx, None if dw is None else dw.zero_(), None if db is None else db.zero_()
+    has_w = weight is not None
+    bm, configs, meta = _plan("bwd", N, rms, has_w, want_b, dsum2 is not None)
     G = _programs(xs, cdiv(M, bm))
-    f32 = dict(device=xs.device, dtype=torch.float32)
-    # partial sums: the kernel writes dweight's whenever there is a weight (it reads w dy)
-    dw = torch.empty((G, N), **f32) if weight is not None else None
-    db = torch.empty((G, N), **f32) if want_b else None
+    # partial sums, one [G, N] plane each: dweight's whenever there is a weight (the kernel
+    # reads w dy), then dbias's
+    planes = has_w + want_b
+    part = torch.empty((planes, G, N), device=dev, dtype=torch.float32) if planes else None
     args = (
-        xs, weight, dy2, dsum2, dx, dw, db, mean, rstd, M, N, xs.stride(0), dy2.stride(0),
+        xs, weight, dy2, dsum2, dx, part, stats, M, N, xs.stride(0), dy2.stride(0),
         0 if dsum2 is None else dsum2.stride(0), dx.stride(0),
     )  # fmt: skip
-    meta = dict(RMS=rms, HAS_W=weight is not None, HAS_B=want_b, HAS_DSUM=dsum2 is not None,
-                BLOCK_M=bm, BLOCK_N=bn, ONE_TILE=one)  # fmt: skip
-    launch(_bwd_kernel, _configs(bm * bn), lambda kw: (G,), args, meta, {}, key=("N",))
-    return (
-        dx,
-        dw.sum(0).to(weight.dtype) if want_w else None,
-        db.sum(0).to(bias.dtype) if want_b else None,
-    )
+    launch(_bwd_kernel, configs, lambda kw: (G,), args, meta, {}, key=("N",))
+    if want_w or want_b:
+        out0, plane0 = (dw, 0) if want_w else (db, int(has_w))
+        out1, plane1 = (db, int(has_w)) if want_w and want_b else (out0, plane0)
+        grid = (cdiv(N, SUM_BLOCK[1]), 1 + (want_w and want_b))
+        args = (part, out0, out1, plane0, plane1, G, N)
+        launch(_sum_kernel, _SUM_CONFIGS, lambda kw: grid, args, _SUM_META, {})
+    return dx, dw, db
 
 
 class NormFunction(torch.autograd.Function):
-    """y = norm(x) over the last axis; keeps x, the weight and bias, mean and rstd."""
+    """y = norm(x) over the last axis; keeps x, the weight and bias and the statistics."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, rms):
         x2 = _rows(x)
-        y, _, mean, rstd = _forward(x2, None, weight, bias, eps, rms)
-        ctx.save_for_backward(x2, weight, bias, mean, rstd)
+        y, _, stats = _forward(x2, None, weight, bias, eps, rms)
+        ctx.save_for_backward(x2, weight, bias, stats)
         ctx.rms = rms
-        return y.view(x.shape)
+        return y if x.dim() == 2 else y.view(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
-        x2, weight, bias, mean, rstd = ctx.saved_tensors
-        dx, dw, db = _backward(x2, weight, bias, mean, rstd, _rows(dy), None, ctx.rms)
-        return dx.view(dy.shape), dw, db, None, None
+        x2, weight, bias, stats = ctx.saved_tensors
+        _, want_w, want_b = ctx.needs_input_grad[:3]
+        dx, dw, db = _backward(
+            x2, weight, bias, stats, _rows(dy), None, ctx.rms, want_w and weight is not None,
+            want_b and bias is not None,
+        )  # fmt: skip
+        return dx if dy.dim() == 2 else dx.view(dy.shape), dw, db, None, None
 
 
 class AddNormFunction(torch.autograd.Function):
-    """(norm(s), s) with s = x + residual; keeps s (not x and residual), the weight and bias,
-    mean and rstd. The backward adds the sum's cotangent to the norm's input gradient, which
-    is then the gradient of both summands."""
+    """(norm(s), s) with s = x + residual; keeps s (not x and residual), the weight and bias
+    and the statistics. The backward adds the sum's cotangent to the norm's input gradient,
+    which is then the gradient of both summands."""
 
     @staticmethod
     def forward(ctx, x, residual, weight, bias, eps, rms):
         x2, r2 = _rows(x), _rows(residual)
-        y, s, mean, rstd = _forward(x2, r2, weight, bias, eps, rms)
-        ctx.save_for_backward(s, weight, bias, mean, rstd)
+        y, s, stats = _forward(x2, r2, weight, bias, eps, rms)
+        ctx.save_for_backward(s, weight, bias, stats)
         ctx.rms, ctx.shape = rms, x.shape
+        if x.dim() == 2:
+            return y, s
         return y.view(x.shape), s.view(x.shape)
 
     @staticmethod
     def backward(ctx, dy, dsum):
-        s, weight, bias, mean, rstd = ctx.saved_tensors
+        s, weight, bias, stats = ctx.saved_tensors
+        _, _, want_w, want_b = ctx.needs_input_grad[:4]
         dsum2 = None if dsum is None else _rows(dsum)
         if dy is None:
             dy = torch.zeros_like(s)
-        dx, dw, db = _backward(s, weight, bias, mean, rstd, _rows(dy), dsum2, ctx.rms)
-        dx = dx.view(ctx.shape)
+        dx, dw, db = _backward(
+            s, weight, bias, stats, _rows(dy), dsum2, ctx.rms, want_w and weight is not None,
+            want_b and bias is not None,
+        )  # fmt: skip
+        if len(ctx.shape) != 2:
+            dx = dx.view(ctx.shape)
         return dx, dx, dw, db, None, None
 
 
