@@ -24,6 +24,10 @@ FASTEST: dict[str, dict[str, str]] = {
     # Layer / RMS norms, with or without the residual add fused in: torch's kernels measured
     # faster than ops/norm's at 4096 x 4096 and equal at 16384 x 4096.
     "norm": {"cuda": "torch"},
+    # int8 x int8 -> int32 products (int_linear, contractions of int8 values): torch has no
+    # integer matrix product on CUDA ("torch" there multiplies in float64, exact for int8
+    # operands); on the CPU torch's int32 einsum.
+    "int_matmul": {"cuda": "ncd", "cpu": "torch"},
 }
 CHOICES = ("auto", "ncd", "torch")
 

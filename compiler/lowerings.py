@@ -19,6 +19,7 @@ from ncd import ops
 from ncd.circuits.types import TensorType
 
 from . import runtime
+from .choices import choose
 from .fused import lower_attention, lower_linear_attention, lower_norm, runs_norm_kernels
 from .lower import Call, Holder, Lowerer, lower, lowers, plain
 from .names import letters
@@ -104,6 +105,9 @@ def _embedding(L: Lowerer, b, x, tin, tout):
 # ---------------------------------------------------------------- contraction
 @lowers("contract")
 def _contract(L: Lowerer, b, x, tin, tout):
+    y = _int8_contract(L, b, x, tin, tout)  # products of int8 values (integer arithmetic)
+    if y is not None:
+        return {"out": y}
     ops = [(x[p], tin[p].names) for p in b.operands]
     return {"out": L.einsum(ops, tout["out"].names)}
 
@@ -593,25 +597,138 @@ def _requantize(L: Lowerer, b, x, tin, tout):
     return {"out": L.fn(runtime.requantize, x["x"], m, c, low, high, getattr(torch, b.dtype))}
 
 
+def _int_path(L: Lowerer) -> str:
+    """How int8 x int8 -> int32 products run (compiler/choices.py, "int_matmul"): "ncd"
+    (ncd.ops.int8_matmul: Triton on CUDA, its integer reference on the CPU), "int32" (torch's
+    einsum in int32, on the CPU) or "float64" (torch's einsum in float64, exact for int8
+    operands, elsewhere: torch has no integer matrix product on CUDA)."""
+    if choose("int_matmul", L.opts.device, L.opts.fused) == "ncd":
+        return "ncd"
+    return "int32" if L.opts.device.type == "cpu" else "float64"
+
+
 @lowers("int_linear")
 def _int_linear(L: Lowerer, b, x, tin, tout):
-    """int8 operands widened to int32 and multiplied there: each product and the sum over
-    `over` in int32 (torch has no int8 x int8 -> int32 product on the CPU)."""
+    """ "ncd": ncd.ops.int8_matmul on x laid out [rows, over] and the weight [out, over] read
+    as [over, out], the bias added in its epilogue. Otherwise the int8 operands widened
+    (`_int_path`) and multiplied by einsum, the int32 bias added after."""
     t = tin["x"]
-    out_shape = tuple(L.num(tout["out"].axis(a).size) for a in b.out)
-    in_shape = tuple(L.num(t.axis(a).size) for a in b.over)
+    out_sizes = [tout["out"].axis(a).size for a in b.out]
+    in_sizes = [t.axis(a).size for a in b.over]
+    out_shape = tuple(L.num(s) for s in out_sizes)
+    in_shape = tuple(L.num(s) for s in in_sizes)
     ident = L.hold(
         runtime.IntLinear(plain(out_shape), plain(in_shape), bias=b.bias),
         Call("IntLinear", out_shape, in_shape, **({} if b.bias else {"bias": False})),
     )
-    w = L.method("to", L.param(ident, "weight"), torch.int32)
-    h = L.method("to", x["x"], torch.int32)
+    path = _int_path(L)
+    if path == "ncd":
+        lead = [a for a in t.names if a not in b.over]
+        h = _merge_trailing(L, L.permute(x["x"], t.names, [*lead, *b.over]), len(b.over))
+        w = L.param(ident, "weight")
+        bias = L.param(ident, "bias") if b.bias else None
+        if len(out_shape) != 1 or len(in_shape) != 1:
+            n_out = L.num(sympy.Mul(*out_sizes, evaluate=False))
+            n_in = L.num(sympy.Mul(*in_sizes, evaluate=False))
+            w = L.method("reshape", w, n_out, n_in)
+            if bias is not None and len(out_shape) != 1:
+                bias = L.method("reshape", bias, n_out)
+        y = L.fn(ops.int8_matmul, h, L.method("t", w), bias)
+        y = _split_trailing(L, y, out_shape)
+        return {"out": L.permute(y, [*lead, *b.out], tout["out"].names)}
+    wide = torch.int32 if path == "int32" else torch.float64
+    w = L.method("to", L.param(ident, "weight"), wide)
+    h = L.method("to", x["x"], wide)
     inner = {a: f"{a}_in" if a in b.out else a for a in b.over}
     xs = [inner.get(a, a) for a in t.names]
     y = L.einsum([(h, xs), (w, (*b.out, *inner.values()))], tout["out"].names)
+    if path == "float64":
+        y = L.method("to", y, torch.int32)
     if b.bias:
         y = L.fn(operator.add, y, L.align(L.param(ident, "bias"), b.out, tout["out"].names))
     return {"out": y}
+
+
+def _int8_source(L: Lowerer, box: str, port: str, t):
+    """The int8 value behind an integer contract operand: the operand where it is int8; the
+    input of the cast where it is an int8 value widened by one (cast box, the int8 node);
+    else None."""
+    if t.dtype == "int8":
+        return None, L.env[L.c.sources[box][port]]
+    src, _ = L.c.sources[box][port]
+    if not src or not t.dtype.startswith("int"):
+        return None
+    cast = L.c.box(src)
+    if cast.kind != "cast" or cast.bits or L.c.ins[src]["x"].dtype != "int8":
+        return None
+    return src, L.env[L.c.sources[src]["x"]]
+
+
+def _only_consumer(L: Lowerer, src: str, box: str) -> bool:
+    """Whether `box` is the only reader of `src`'s outputs (boxes merged into `src` as common
+    subexpressions read them too; so does the circuit's output)."""
+    from .passes import common_subexpressions, live_boxes
+
+    c = L.c
+    alias = common_subexpressions(c, live_boxes(c))
+    root = alias.get(src, src)
+    same = {root} | {a for a, e in alias.items() if e == root}
+    if any(sb in same for sb, _ in c.output_sources.values()):
+        return False
+    return all(
+        sb not in same or reader == box
+        for reader, srcs in c.sources.items()
+        for sb, _ in srcs.values()
+    )
+
+
+def _int8_contract(L: Lowerer, b, x, tin, tout):
+    """A contraction of two int8 values (or int8 values widened by a cast) as a batched
+    matrix product on the "ncd" path (`_int_path`): ncd.ops.int8_matmul on a laid out
+    [*batch, *m, *k] and b [*batch, *k, *n] (each group of axes merged into one), one call
+    per batch element (runtime.BatchedMatmul). The widening casts it reads through, when
+    nothing else reads them, are dropped. None where this does not apply (other dtypes,
+    other paths, axes summed in one operand alone)."""
+    if len(b.operands) != 2 or tout["out"].dtype != "int32" or _int_path(L) != "ncd":
+        return None
+    p, q = b.operands
+    ta, tb, out = tin[p], tin[q], list(tout["out"].names)
+    srcs = [_int8_source(L, L.box, port, t) for port, t in ((p, ta), (q, tb))]
+    if None in srcs:
+        return None
+    an, bn = list(ta.names), list(tb.names)
+    batch = [a for a in out if a in an and a in bn]
+    m = [a for a in out if a in an and a not in bn]
+    n = [a for a in out if a in bn and a not in an]
+    k = [a for a in an if a in bn and a not in out]
+    if not k or len(an) != len(batch) + len(m) + len(k) or len(bn) != len(batch) + len(n) + len(k):
+        return None
+    for cast in {s for s, _ in srcs if s is not None}:
+        node = L.env[(cast, "out")]
+        if not node.users and _only_consumer(L, cast, L.box):
+            L.g.erase_node(node)
+
+    def matrix(node, names, rows, cols):  # [*batch, rows merged into one, cols into one]
+        y = L.permute(node, names, [*batch, *rows, *cols])
+        if len(cols) != 1:
+            y = L.method("flatten", y, -len(cols)) if cols else L.method("unsqueeze", y, -1)
+        if len(rows) != 1:
+            y = L.method("flatten", y, -len(rows) - 1, -2) if rows else L.method("unsqueeze", y, -2)
+        return y
+
+    a = matrix(srcs[0][1], an, m, k)
+    w = matrix(srcs[1][1], bn, k, n)
+    if batch:
+        ident = L.hold(runtime.BatchedMatmul(ops.int8_matmul),
+                       Call("BatchedMatmul", ops.int8_matmul))  # fmt: skip
+        y = L.module(ident, a, w)
+    else:
+        y = L.fn(ops.int8_matmul, a, w)
+    if len(m) != 1:
+        shape = tuple(L.num(tout["out"].axis(a).size) for a in m)
+        y = L.method("unflatten", y, -2, shape) if m else L.method("squeeze", y, -2)
+    y = _split_trailing(L, y, tuple(L.num(tout["out"].axis(a).size) for a in n))
+    return L.permute(y, [*batch, *m, *n], out)
 
 
 # ---------------------------------------------------------------- add_norm (residual add + norm)

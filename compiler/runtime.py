@@ -455,6 +455,31 @@ def requantize(x, multiplier, shift, low: int, high: int, dtype=torch.int8):
     return torch.clamp(y, low, high).to(dtype)
 
 
+def int8_matmul(a, b, bias=None):
+    """a [..., K] @ b [K, N] of int8 values as int32 [..., N], plus an int32 `bias` [N]. The
+    products are summed in float64, exact on any device (|sum| <= K 2^14 < 2^53)."""
+    y = torch.matmul(a.to(torch.float64), b.to(torch.float64)).to(torch.int32)
+    return y if bias is None else y + bias
+
+
+class BatchedMatmul(nn.Module):
+    """`matmul` (an integer product of [M, K] by [K, N], such as int8_matmul) over the
+    leading axes that a [..., M, K] and b [..., K, N] share, one call per batch element:
+    [..., M, N] (int32 where the batch is empty)."""
+
+    def __init__(self, matmul):
+        super().__init__()
+        self.matmul = matmul
+
+    def forward(self, a, b):
+        lead = a.shape[:-2]
+        a3, b3 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
+        if a3.shape[0] == 0:
+            return a.new_zeros(*lead, a.shape[-2], b.shape[-1], dtype=torch.int32)
+        y = torch.stack([self.matmul(x, w) for x, w in zip(a3, b3)])
+        return y.reshape(*lead, *y.shape[1:])
+
+
 class CheckInputs:
     """A forward pre-hook that checks a module's inputs against the circuit: `expected` maps
     each input's name, in the order forward takes them, to its dtype and its axes (axis ->

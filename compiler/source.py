@@ -55,6 +55,7 @@ _FUSED = {
         ops.gated_delta_rule,
         ops.wtacrs_linear,
         ops.lmul_linear,
+        ops.int8_matmul,
     )
 }
 
@@ -365,6 +366,8 @@ class _Printer:
             return f"({inner},)" if len(a) == 1 else f"({inner})"
         if isinstance(a, list):
             return "[" + ", ".join(self.arg(x) for x in a) + "]"
+        if callable(a) and a in _FUSED:  # a fused kernel passed to a helper
+            return self.fn_name(a)
         return self.const(a, operand)
 
     def index(self, idx) -> str:
