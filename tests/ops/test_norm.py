@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ncd import ops
+from ncd.ops import _backend
 from ncd.ops.norm import cost, rowwise
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3}
@@ -228,3 +229,44 @@ def test_benchmark_dry_run(tmp_path):
         assert list(r["rel_err_parts"]) == bench.PARTS[r["op"]]
         if r["impl"] == "ncd":
             assert r["vs_torch"] > 0 and r["vs_compile"] > 0
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("op", ["layer_norm", "add_rms_norm"])
+def test_repeated_calls_reuse_one_launch_plan(op, monkeypatch, nan_alloc):
+    """Calls of one shape build their constants once and launch with the same plan key
+    (`_backend.launch`'s: kernel, argument key, constexprs), which is what lets the GPU take
+    the direct launch from the third call on; the gradient reduction runs only for parameters
+    that want a gradient, and its result matches torch's."""
+    seen = []
+
+    def spy(kernel, configs, grid, args, meta, *rest, **kw):
+        seen.append((kernel, configs, _backend._key(args), meta))
+        return launch(kernel, configs, grid, args, meta, *rest, **kw)
+
+    launch = rowwise.launch
+    monkeypatch.setattr(rowwise, "launch", spy)
+    x, r, w, b, dy, ds = _case(6, 40, torch.float32, op != "layer_norm", op != "layer_norm")
+    for _ in range(3):
+        _, _, grads = _run(_ncd, x, r, w, b, dy, ds, 1e-5, op != "layer_norm")
+    names = [k.fn.__name__ if hasattr(k, "fn") else k.__name__ for k, *_ in seen[:3]]
+    assert names == ["_fwd_kernel", "_bwd_kernel", "_sum_kernel"] and len(seen) == 9
+    for i in range(3):
+        first, *later = seen[i::3]
+        for k, configs, key, meta in later:
+            assert k is first[0] and configs is first[1] and meta is first[3] and key == first[2]
+    _, _, want = _run(_expected, x, r, w, b, dy, ds, 1e-5, op != "layer_norm")
+    _check(grads, want, torch.float32)
+    # a frozen weight: no reduction launched, no weight gradient
+    seen.clear()
+    x2 = x.clone().requires_grad_()
+    ops.layer_norm(x2, w, None, backend="triton").sum().backward()
+    assert len(seen) == 2 and x2.grad is not None
+
+
+def test_launch_plans_follow_the_tile_limits(monkeypatch):
+    """The cached per-shape constants are keyed on the tile limits too (tests lower them)."""
+    wide = rowwise._plan("fwd", 100, False, True, True, False)
+    assert wide[2]["ONE_TILE"] and rowwise._plan("fwd", 100, False, True, True, False) is wide
+    monkeypatch.setattr(rowwise, "MAX_TILE", 32)
+    assert not rowwise._plan("fwd", 100, False, True, True, False)[2]["ONE_TILE"]
