@@ -11,6 +11,7 @@ there, so a wrap-around in the circuit would show as a mismatch, not hide in bot
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -342,3 +343,111 @@ def test_list_render_analyse_compile_and_integer_cost(tmp_path):
     assert r.numbers["flops_backward"] == 0
     src = to_source(gallery.get("ivit_block"))
     assert "requantize(" in src and "torch.bitwise_right_shift" in src
+
+
+# ---------------------------------------------------------------- the CUDA path, on the CPU
+def _loaded(model, state):
+    full = model.state_dict()
+    full.update({k: v.reshape(full[k].shape) for k, v in state.items()})
+    model.load_state_dict(full)
+    return model.eval()
+
+
+def _int_products(model):
+    """The calls of ncd.ops.int8_matmul in a compiled module and its batched products."""
+    from ncd import ops
+    from ncd.compiler import runtime
+
+    calls = [n for n in model.graph.nodes if n.target is ops.int8_matmul]
+    batched = [m for m in model.modules() if isinstance(m, runtime.BatchedMatmul)]
+    return calls, batched
+
+
+@pytest.mark.parametrize("how", ["table", "fused"])
+def test_the_cuda_rule_runs_int8_matmul_and_stays_bit_exact(setup, monkeypatch, how):
+    """The lowering CUDA gets (the table's int_matmul row, forced here for the CPU, or
+    fused="ncd"), run on CPU tensors, where ncd.ops.int8_matmul runs its integer reference:
+    the six linear maps and both attention products go through it, bit for bit the reference
+    block's integers."""
+    from ncd.compiler import choices
+
+    xi, p, state, _, _, _ = setup
+    if how == "table":
+        monkeypatch.setitem(choices.FASTEST, "int_matmul", {"cpu": "ncd"})
+        model = ncd.compile(gallery.get("ivit_block"))
+    else:
+        model = ncd.compile(gallery.get("ivit_block"), fused="ncd")
+    _loaded(model, state)
+    calls, batched = _int_products(model)
+    assert len(calls) == 6 and len(batched) == 2  # q k v o up down; scores and mix
+    assert not [n for n in model.graph.nodes if n.target is torch.einsum]
+    got = model(xi.to(torch.int8))
+    assert got.dtype == torch.int8 and torch.equal(got.to(torch.int64), int_block(xi, p))
+
+
+def test_the_default_cpu_rule_is_unchanged(setup):
+    """On the CPU the table keeps torch's int32 einsum: no call of ncd.ops."""
+    calls, batched = _int_products(setup[3])
+    assert not calls and not batched
+
+
+def _run_file(text: str, state, x):
+    ns: dict = {"__name__": "ncd_generated"}
+    exec(compile(text, "<generated>", "exec", dont_inherit=True), ns)  # our generated code
+    model = ns["IvitBlock"]().eval()
+    model.load_state_dict(state)
+    return model(x)
+
+
+def test_generated_file_runs_int8_matmul_or_its_fallback_bit_exactly(setup, monkeypatch):
+    """The file (written for any device) imports ncd.ops.int8_matmul, with a float64 fallback
+    where ncd is missing; the file with fused="torch" (as CUDA's torch rule: float64 einsum)
+    needs no ncd. Each runs on the CPU bit for bit as the reference block."""
+    from ncd.compiler import to_source
+
+    xi, p, state, _, _, _ = setup
+    want = int_block(xi, p)
+    x = xi.to(torch.int8)
+    text = to_source(gallery.get("ivit_block"))
+    assert "from ncd.ops import int8_matmul" in text and "BatchedMatmul(int8_matmul)" in text
+    assert torch.equal(_run_file(text, state, x).to(torch.int64), want)
+    plain = to_source(gallery.get("ivit_block"), fused="torch")
+    assert "int8_matmul" not in plain and "torch.float64" in plain
+    monkeypatch.setitem(sys.modules, "ncd.ops", None)  # `from ncd.ops import` fails
+    for t in (text, plain):
+        assert torch.equal(_run_file(t, state, x).to(torch.int64), want)
+
+
+def test_int8_contractions_of_any_layout_run_int8_matmul():
+    """Contractions of int8 values widened to int32, as the lowering CUDA gets: batch axes in
+    any order, several free axes, none, and a widened value read elsewhere too (its cast
+    kept), against the interpreter (which sums in int64); int32 values that are not widened
+    int8 stay einsums."""
+    from ncd.circuits.builder import Builder
+
+    b = Builder("contractions", sizes={"B": 2, "T": 3, "S": 5, "H": 2, "K": 7, "E": 4})
+    x = b.input("x", "B T H K", dtype="int8")
+    y = b.input("y", "H S K B", dtype="int8")
+    z = b.input("z", "K E", dtype="int32")
+    x32, y32 = b.cast(x, "int32", name="x32"), b.cast(y, "int32", name="y32")
+    b.output("s", b.contract(x32, y32, over="K", name="scores"))  # [B T H S]
+    b.output("t", b.contract(y32, x32, over="K H", name="no_heads"))  # batch B
+    b.output("u", b.contract(x32, b.cast(b.rename(x, T="U"), "int32"), over="B H K"))  # T U
+    e = b.cast(b.input("e", "K E", dtype="int8"), "int32", name="e32")
+    b.output("m", b.contract(x32, e, over="K", name="rows"))  # B T H rows, E columns
+    b.output("w", b.contract(x32, z, over="K", name="wide"))  # z is int32: einsum
+    b.output("x32", x32)
+    c = b.build()
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randint(-128, 128, (2, 3, 2, 7), generator=g, dtype=torch.int8),
+          torch.randint(-128, 128, (2, 5, 7, 2), generator=g, dtype=torch.int8),
+          torch.randint(-2**20, 2**20, (7, 4), generator=g, dtype=torch.int32),
+          torch.randint(-128, 128, (7, 4), generator=g, dtype=torch.int8)]  # fmt: skip
+    model = ncd.compile(c, fused="ncd")
+    calls, batched = _int_products(model)
+    assert len(calls) == 2 and len(batched) == 2  # u and rows have no batch axis
+    assert [n.target for n in model.graph.nodes].count(torch.einsum) == 1
+    got, want, plain = model(*xs), interpret(c, xs, {}), ncd.compile(c)(*xs)
+    for k in want:
+        assert got[k].dtype == plain[k].dtype == torch.int32, k  # the circuit's type
+        assert torch.equal(got[k].to(torch.int64), want[k].to(torch.int64)), k
