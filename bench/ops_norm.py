@@ -8,12 +8,15 @@ Ops: `layer_norm`, `rms_norm` (weight and bias / weight of the features' size) a
 4096 x 4096 and 16384 x 4096, bfloat16 inputs and parameters. For each row: the relative RMS
 error of every output and gradient against the same maths in float32 on the same inputs, the
 `do_bench` medians of the forward and of forward + backward, the peak extra memory of one
-forward + backward, and the HBM bandwidth the forward + backward reaches by the cost model's
-bytes (ops/norm/cost.py). ncd rows carry `vs_torch` and `vs_compile`: the others' forward +
-backward time over ncd's (the issue's targets: >= 2 and >= 1.0 for the norms, `vs_compile`
->= 1.2 for `add_rms_norm`). Rows follow bench/README.md's JSON format.
+forward + backward, the HBM bandwidth the forward + backward reaches by the cost model's
+bytes (ops/norm/cost.py), and the host's time to issue one forward and one forward + backward
+(`host_fwd_us`, `host_fwdbwd_us`: a time in ms close to it is host-bound). ncd rows carry
+`vs_torch` and `vs_compile`: the others' forward + backward time over ncd's (the issue's
+targets: >= 2 and >= 1.0 for the norms, `vs_compile` >= 1.2 for `add_rms_norm`). Rows
+follow bench/README.md's JSON format.
 
     PYTHONPATH=. python3 bench/ops_norm.py --out $OUT/ops_norm.json
+    PYTHONPATH=. python3 bench/ops_norm.py --impls ncd --programs-per-sm 2 --out ...  # G swept
     .venv/bin/python bench/ops_norm.py --dry-run --out /tmp/ops_norm.json   # CPU, tiny shapes
 """
 
@@ -129,6 +132,29 @@ def timer(device):
     return cpu
 
 
+def host_us(fn, leaves, device, n=50, trials=5):
+    """The host's time to issue one call (us): n calls issued without waiting, median of
+    `trials` (on the GPU the kernels finish behind the host when this exceeds their time, so
+    fwd_ms close to it means a host-bound call)."""
+    import torch
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    times = []
+    for _ in range(trials):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+            for a in leaves:
+                a.grad = None
+        times.append((time.perf_counter() - t0) / n)
+    sync()
+    return sorted(times)[trials // 2] * 1e6
+
+
 def hbm_bytes(op, M, N, bytes_per):
     """Forward + backward bytes of the fused op by ops/norm/cost.py (the floor every impl
     could reach)."""
@@ -165,6 +191,8 @@ def one(op, impl, M, N, dtype_name, device, backend="auto"):
         torch.autograd.backward(fn(*args), cots)
 
     row["fwdbwd_ms"] = bench(step, args)
+    row["host_fwd_us"] = host_us(lambda: fn(*args), args, device)
+    row["host_fwdbwd_us"] = host_us(step, args, device)
     for a in args:
         a.grad = None
     if device == "cuda":
@@ -196,6 +224,10 @@ def run(args):
     import triton
 
     _DRY["on"] = args.dry_run
+    if args.programs_per_sm:
+        from ncd.ops.norm import rowwise
+
+        rowwise.PROGRAMS_PER_SM = args.programs_per_sm
     device = "cpu" if args.dry_run else "cuda"
     shapes = DRY_SHAPES if args.dry_run else args.shapes
     dtype = "float32" if args.dry_run else args.dtype
@@ -223,6 +255,7 @@ def run(args):
         "commit": commit or "unknown",
         "torch": torch.__version__,
         "triton": triton.__version__,
+        "programs_per_sm": args.programs_per_sm or "default",
     }
     if args.out:
         with open(args.out, "w") as f:
@@ -231,7 +264,8 @@ def run(args):
         if r["impl"] == "ncd" and "vs_torch" in r:
             print(f"# {r['op']} {r['M']}x{r['N']}: fwd+bwd {r['fwdbwd_ms']:.3f} ms, "
                   f"x{r['vs_torch']:.2f} eager, x{r.get('vs_compile', float('nan')):.2f} compile, "
-                  f"{r['fwdbwd_gbps']:.0f} GB/s, rel_err {r['rel_err']:.2e}")  # fmt: skip
+                  f"{r['fwdbwd_gbps']:.0f} GB/s, rel_err {r['rel_err']:.2e}, host "
+                  f"{r['host_fwd_us']:.0f} / {r['host_fwdbwd_us']:.0f} us")  # fmt: skip
     return rows
 
 
@@ -251,6 +285,12 @@ def main(argv=None):
         "--dry-run",
         action="store_true",
         help="the CPU, float32, tiny shapes, torch.compile's eager backend: checks the plumbing",
+    )
+    p.add_argument(
+        "--programs-per-sm",
+        type=int,
+        default=0,
+        help="ncd's backward programs per multiprocessor (rowwise.PROGRAMS_PER_SM; 0: default)",
     )
     p.add_argument("--out")
     return run(p.parse_args(argv))

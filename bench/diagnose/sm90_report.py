@@ -11,6 +11,7 @@ shared memory is found here before any device time is spent. The GPU machine run
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels lin,gluon
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels lin,gated
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --sass /tmp/sass_a
+    PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels norm --D 4096
 
 --kernels: `fwd`, `dkdv`, `dq` (the softmax Triton kernels in the library's configurations,
 with `--extra` rows to try), `lin` (the linear-attention kernels as the GPU's JIT specialises
@@ -19,7 +20,9 @@ them at the benchmark shapes: pointers 16-byte aligned, strides and lengths mult
 `gluon` (the Gluon forward and dK/dV, grouped or not), `sgla` / `simple_gla`, `gla`,
 `delta` / `delta_rule` or `gated` (all three: every kernel of the gated families in each
 launch configuration, with and without the switches that change the code, gates as the
-launchers pass them). The last column gives, per loop of the SASS (the chunk loops; one per
+launchers pass them), `norm` (the row normalisations at rows of `--D` features: forward and
+backward of LayerNorm and of RMSNorm with a residual in each num_warps tried, and the
+gradient reduction). The last column gives, per loop of the SASS (the chunk loops; one per
 role of a multi-role kernel), its instructions, barriers and local-memory accesses on one
 trip: in a kernel that runs one 4-warp program per SM these set the latency of a chunk.
 --sass DIR writes the SASS of every kernel in every listed configuration, one file each: diff
@@ -47,6 +50,7 @@ from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.delta_rule import chunk as delta_chunk
 from ncd.ops.gla import chunk as gla_chunk
 from ncd.ops.linear_attention import chunk
+from ncd.ops.norm import rowwise as norm_rowwise
 from ncd.ops.simple_gla import chunk as sgla_chunk
 
 SMEM_LIMIT = 232448  # bytes a block may ask for on the H200
@@ -304,6 +308,47 @@ def gluon_kernel(which, D, dtype, causal, group=1):
     return triton.compile(GluonASTSource(fn, sig, cs), target=TARGET, options=dict(num_warps=4))
 
 
+def norm_rows(dtype, N):
+    """The row-normalisation kernels (ops/norm) for rows of N features, as the launchers pass
+    them: forward and backward of LayerNorm (weight, bias) and of RMSNorm with a residual
+    (weight), in every num_warps the autotuner tries; then the gradient reduction."""
+    ty = TY[dtype]
+    ints = ("M", "N", "G", "plane0", "plane1")
+    for kind, kernel in (("fwd", norm_rowwise._fwd_kernel), ("bwd", norm_rowwise._bwd_kernel)):
+        for rms, extra in ((False, False), (True, True)):
+            bm, configs, meta = norm_rowwise._plan(kind, N, rms, True, not rms, extra)
+            used = {"RES": extra, "SUM": extra, "DSUM": extra, "B": not rms}
+            sig, div = {}, []
+            for n in kernel.arg_names:
+                if n in meta:
+                    continue
+                if n in ("W", "B"):
+                    sig[n] = f"*{ty}"
+                elif n in ("STATS", "PART"):
+                    sig[n] = "*fp32"
+                elif n == "eps":
+                    sig[n] = "fp32"
+                elif n in ints or n.startswith("s"):
+                    sig[n] = "i32"
+                else:
+                    sig[n] = f"*{ty}"
+                if not used.get(n, True):
+                    sig[n] = "constexpr"
+                elif n != "eps":
+                    div.append(n)
+            consts = {**meta, **{n: None for n, v in sig.items() if v == "constexpr"}}
+            for cfg in configs:
+                label = f"norm {kind} {'rms+res' if rms else 'layer'} N={N} BLOCK_M={bm} {cfg}"
+                yield label, lambda k=kernel, s=sig, c=consts, w=cfg.num_warps, d=div: _compile(
+                    k, s, c, w, None, d)  # fmt: skip
+    k = norm_rowwise._sum_kernel
+    sig = {n: "i32" if n in ints else "*fp32" if n == "PART" else f"*{ty}" for n in k.arg_names}
+    meta = norm_rowwise._SUM_META
+    for cfg in norm_rowwise._SUM_CONFIGS:
+        yield f"norm sum {meta} {cfg}", lambda c=cfg: _compile(
+            k, sig, meta, c.num_warps, None, ("PART", "OUT0", "OUT1", "N"))  # fmt: skip
+
+
 def every_kernel(kernels, dtype, D, extra):
     """(name, compile function) of each kernel in each configuration asked for."""
     ty, f32 = TY[dtype], dtype == "float32"
@@ -338,6 +383,8 @@ def every_kernel(kernels, dtype, D, extra):
                         getattr(chunk, k), c, D, decay=True)  # fmt: skip
         elif name in ("sgla", "gla", "delta"):
             yield from gated_rows(name, dtype, D)
+        elif name == "norm":  # D is the row width here
+            yield from norm_rows(dtype, D)
         elif name == "gluon" and not f32:
             for which, groups in (("forward", (1,)), ("dkdv", (1, 4))):
                 for group in groups:
@@ -353,7 +400,8 @@ def main():
         "--kernels",
         default="fwd,dkdv,dq",
         help="fwd, dkdv, dq, lin, lindecay, gluon, "
-        "sgla (or simple_gla), gla, delta (or delta_rule), gated (the three)",
+        "sgla (or simple_gla), gla, delta (or delta_rule), gated (the three), "
+        "norm (ops/norm at rows of --D features)",
     )
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(TY))
     ap.add_argument("--D", type=int, default=128, help="head width (a power of two)")

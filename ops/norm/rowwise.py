@@ -7,7 +7,7 @@ per block of BLOCK_M rows; a row of up to MAX_TILE features is one tile held in 
 float32 (mean and 1/sqrt(var + eps) per row), kept for the backward with the normalised input
 (the residual sum for the add forms). Backward: a fixed number G of programs, each walking
 the row blocks g, g + G, ...: dx row by row, and its own partial sums of dy * xhat (dweight)
-and dy (dbias) in float32, written to a ``[G, N]`` buffer that one sum over G reduces.
+and dy (dbias) in float32, written to ``[G, N]`` planes that a second kernel sums over G.
 """
 
 import torch
@@ -25,6 +25,7 @@ from .reference import (
 MAX_TILE = 16384  # the widest row held as one tile; wider rows are streamed in chunks
 ROW_TILE = 4096  # rows are stacked into one program's tile up to this many elements
 PROGRAMS_PER_SM = 4  # backward programs per streaming multiprocessor
+BWD_MOST = 32  # the most tile elements per thread in the backward's configurations
 
 
 @triton.jit
@@ -271,9 +272,9 @@ def _tiles(N: int) -> tuple[int, int, bool]:
     return max(1, min(16, ROW_TILE // n)), n, True
 
 
-def _configs(tile: int) -> list:
-    """num_warps giving each thread 8 to 64 elements of the tile (at least one choice)."""
-    warps = [w for w in (1, 2, 4, 8, 16, 32) if 8 <= tile // (32 * w) <= 64]
+def _configs(tile: int, most: int = 64) -> list:
+    """num_warps giving each thread 8 to `most` elements of the tile (at least one choice)."""
+    warps = [w for w in (1, 2, 4, 8, 16, 32) if 8 <= tile // (32 * w) <= most]
     return [triton.Config({}, num_warps=w) for w in warps or [4]]
 
 
@@ -295,7 +296,9 @@ def _plan(kind: str, N: int, rms: bool, has_w: bool, has_b: bool, extra: bool):
         bm, bn, one = _tiles(N)
         meta = dict(RMS=rms, HAS_W=has_w, HAS_B=has_b, BLOCK_M=bm, BLOCK_N=bn, ONE_TILE=one)
         meta["HAS_RES" if kind == "fwd" else "HAS_DSUM"] = extra
-        plan = _launch_plans[key] = (bm, _configs(bm * bn), meta)
+        # the backward holds about six tiles per thread: 64 elements each spill (sm_90)
+        most = 64 if kind == "fwd" else BWD_MOST
+        plan = _launch_plans[key] = (bm, _configs(bm * bn, most), meta)
     return plan
 
 
