@@ -8,10 +8,10 @@ moment the intent is sent to the kernel until the new drawing is in the page wit
 (the canvas's `data-last-ms`; `data-draw-ms` is the page's own part). Targets: 150 ms at 50
 boxes, 500 ms at 200 (issue #18).
 
-Two passes: first with the kept drawings and checks off (draw.api.LAYOUT_CACHE_ENTRIES = 0,
-studio.CHECKS_KEPT = 1: every action lays out and validates what it shows, as an edit to a
-circuit never seen does), then with them on (as a user has them: undo, redo and expand show
-drawings made before).
+Two passes, each in a JupyterLab of its own: first with the kept drawings and checks off
+(draw.api.LAYOUT_CACHE_ENTRIES = 0, studio.CHECKS_KEPT = 1: every action lays out and
+validates what it shows, as an edit to a circuit never seen does), then with them on (as a
+user has them: undo, redo and expand show drawings made before).
 
     .venv/bin/python bench/studio_speed.py [--repeat 5] [-o bench/results/studio_edit.json]
 
@@ -46,8 +46,8 @@ from IPython.display import display
 from ncd.circuits.draw import api as draw_api
 from ncd.widgets import studio as studio_module
 
-KEPT = draw_api.LAYOUT_CACHE_ENTRIES, studio_module.CHECKS_KEPT
-draw_api.LAYOUT_CACHE_ENTRIES, studio_module.CHECKS_KEPT = 0, 1
+if not KEPT:
+    draw_api.LAYOUT_CACHE_ENTRIES, studio_module.CHECKS_KEPT = 0, 1
 
 def chain(n):
     b = Builder(f"chain{n}", sizes={"B": 2, "T": 16, "D": 32, "F": 64})
@@ -66,7 +66,6 @@ def chain(n):
 studios = [ncd.Studio(chain(n)) for n in SIZES]
 display(*studios)
 """
-KEEP_CELL = "draw_api.LAYOUT_CACHE_ENTRIES, studio_module.CHECKS_KEPT = KEPT"
 
 
 def _free_port() -> int:
@@ -75,10 +74,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _lab(root: Path):
+def _lab(root: Path, kept: bool):
+    source = CELL.replace("SIZES", repr(SIZES)).replace("KEPT", repr(kept))
     nb = {
         "cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-                   "source": source} for source in (CELL.replace("SIZES", repr(SIZES)), KEEP_CELL)],
+                   "source": source}],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                     "name": "python3"}},
         "nbformat": 4,
@@ -158,20 +158,12 @@ def measure(page, k: int, n: int, repeat: int, kept: bool) -> list[dict]:
     ]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("-o", "--out", default="bench/results/studio_edit.json")
-    args = ap.parse_args(argv)
+def _pass(chromium: str, kept: bool, repeat: int) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise SystemExit("Chromium not found: run `make system` first")
-    load_before = list(os.getloadavg())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        server, url, log = _lab(Path(tmp))
+        server, url, log = _lab(Path(tmp), kept)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -179,25 +171,34 @@ def main(argv=None) -> int:
                 page.set_default_timeout(120_000)
                 page.goto(f"{url}/lab/tree/bench.ipynb?token={TOKEN}")
                 page.wait_for_selector(".jp-StatusBar-Widget :text('Idle')")
-                cells = page.locator(".jp-Notebook .jp-Cell")
-                cells.nth(0).locator(".cm-content").click()
+                page.click(".jp-Notebook .jp-Cell .cm-content")
                 page.keyboard.press("Control+Enter")
                 page.locator(".ncd-studio").nth(len(SIZES) - 1).wait_for()
-                for kept in (False, True):
-                    if kept:  # the second cell turns the kept drawings and checks back on
-                        cells.nth(1).locator(".cm-content").click()
-                        page.keyboard.press("Control+Enter")
-                        cells.nth(1).locator(".jp-InputPrompt :text('[2]')").wait_for()
-                    for k, n in enumerate(SIZES):
-                        rows += measure(page, k, n, args.repeat, kept)
-                        print(*(f"{r['boxes']:>4} {r['action']:<10} kept={kept!s:<5} "
-                                f"min {r['ms']:5.0f} ms  median {r['median_ms']:5.0f} ms"
-                                for r in rows[-6:]), sep="\n")  # fmt: skip
+                for k, n in enumerate(SIZES):
+                    rows += measure(page, k, n, repeat, kept)
+                    print(*(f"{r['boxes']:>4} {r['action']:<10} kept={kept!s:<5} "
+                            f"min {r['ms']:5.0f} ms  median {r['median_ms']:5.0f} ms"
+                            for r in rows[-6:]), sep="\n")  # fmt: skip
                 browser.close()
         finally:
             server.terminate()
             server.wait(timeout=20)
             log.close()
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("-o", "--out", default="bench/results/studio_edit.json")
+    args = ap.parse_args(argv)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("Chromium not found: run `make system` first")
+    load_before = list(os.getloadavg())
+    rows = []
+    for kept in (False, True):  # a JupyterLab of its own for each pass
+        rows += _pass(chromium, kept, args.repeat)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
