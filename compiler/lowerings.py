@@ -109,6 +109,11 @@ def _contract(L: Lowerer, b, x, tin, tout):
     if y is not None:
         return {"out": y}
     ops = [(x[p], tin[p].names) for p in b.operands]
+    dtype = tout["out"].dtype
+    if dtype.startswith("int") and _int_path(L) == "float64":
+        # torch has no integer matrix product on CUDA: float64, exact while |sums| < 2^53
+        ops = [(L.method("to", node, torch.float64), names) for node, names in ops]
+        return {"out": L.method("to", L.einsum(ops, tout["out"].names), getattr(torch, dtype))}
     return {"out": L.einsum(ops, tout["out"].names)}
 
 

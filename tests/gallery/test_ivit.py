@@ -391,6 +391,21 @@ def test_the_default_cpu_rule_is_unchanged(setup):
     assert not calls and not batched
 
 
+def test_float64_products_where_torch_has_no_integer_product(setup, monkeypatch):
+    """Off the CPU with fused="torch" every integer product (linear maps and both attention
+    contractions) runs as float64 einsum cast back: forced here on the CPU, no integer einsum
+    is left and the block stays bit-exact (torch has no int32 matrix product on CUDA)."""
+    from ncd.compiler import lowerings
+
+    xi, p, state, _, _, _ = setup
+    monkeypatch.setattr(lowerings, "_int_path", lambda L: "float64")
+    model = _loaded(ncd.compile(gallery.get("ivit_block"), fused="torch"), state)
+    widened = [n for n in model.graph.nodes if n.target == "to" and torch.float64 in n.args]
+    assert len(widened) >= 16  # both operands of 6 linear maps and 2 contractions
+    got = model(xi.to(torch.int8))
+    assert got.dtype == torch.int8 and torch.equal(got.to(torch.int64), int_block(xi, p))
+
+
 def _run_file(text: str, state, x):
     ns: dict = {"__name__": "ncd_generated"}
     exec(compile(text, "<generated>", "exec", dont_inherit=True), ns)  # our generated code
