@@ -39,7 +39,9 @@ def circuits(draw) -> Circuit:
         if op == "unary":
             y = b.unary(x, draw(st.sampled_from(["relu", "gelu", "exp", "tanh"])), name=name)
         elif op == "scale":
-            y = b.scale(x, draw(st.sampled_from(["2", "K**-0.5", "0.5", "1/T"])), name=name)
+            factor = draw(st.sampled_from(["2", "K**-0.5", "0.5", "1/T"]))
+            y = b.scale(x, factor, name=name)
+            used |= {a for a in ("K", "T") if a in factor}  # its size symbols are taken now
         elif op == "softmax":
             y = b.softmax(x, draw(st.sampled_from(axes)), name=name)
         elif op == "norm":
@@ -68,7 +70,7 @@ def circuits(draw) -> Circuit:
             # a product is never split again: H*K = D*T is not something unification solves
             a = draw(st.sampled_from(_leaves(x, compound)))
             y = b.split_axis(x, a, free[:2], name=name)
-            compound.add(a)
+            compound |= {a, str(x.type.axis(a).size)}
         elif op == "slice":
             y = b.slice(x, draw(st.sampled_from(axes)), 0, None, draw(st.integers(1, 3)), name=name)
         elif op == "copy":
@@ -94,7 +96,12 @@ def test_random_circuits_round_trip(c):
 
 
 def _leaves(x, compound):
-    return [a.name for a in x.type.axes if a.size.is_Symbol and a.name not in compound]
+    # an axis renamed from a split one keeps its size symbol: it is a product too
+    return [
+        a.name
+        for a in x.type.axes
+        if a.size.is_Symbol and a.name not in compound and str(a.size) not in compound
+    ]
 
 
 def _mutations():
