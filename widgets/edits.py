@@ -259,6 +259,39 @@ def splice(
     return connect(c, name, box, port)
 
 
+def add_subcircuit(
+    c: Circuit, name: str, source: str, axes: tuple[str, ...], dtype: str = "float32"
+) -> Circuit:
+    """A new subcircuit `name` with one input `x` (`axes`, `dtype`) and the output `y` taken
+    straight from it (the identity, to be filled in inside), and a `call` box reading
+    `source` (a box, `box.port` or an input), named `name` or, when taken, `name2`, ..."""
+    if not name:
+        raise SchemaError("subcircuit: no name given (expected a name such as attention)")
+    if name in c.subcircuits:
+        raise SchemaError(
+            f"subcircuit '{name}': the name is taken (expected a new name; to call it again, "
+            "add a call box and type its name in the form's circuit field)"
+        )
+    if ref_box(source) not in names(c):
+        raise SchemaError(f"subcircuit '{name}': no source '{source}' in the circuit")
+    if not axes:
+        raise SchemaError(f"subcircuit '{name}': '{source}' is not one tensor (select a box)")
+    try:
+        inner = Circuit(
+            name=name,
+            inputs=[Input(name="x", axes=" ".join(axes), dtype=dtype)],
+            outputs=[Output(name="y", source="x")],
+        )
+    except Exception as e:  # noqa: BLE001 - pydantic: located by field
+        raise SchemaError(f"subcircuit '{name}': {_first_error(e)}") from None
+    call = KINDS["call"].model_validate(
+        {"kind": "call", "name": fresh_name(c, name), "circuit": name, "inputs": {"x": source}}
+    )
+    return c.model_copy(
+        update={"boxes": [*c.boxes, call], "subcircuits": {**c.subcircuits, name: inner}}
+    )
+
+
 # ---- inputs, outputs, names --------------------------------------------------------------
 def add_input(c: Circuit, name: str, axes: str, dtype: str = "float32") -> Circuit:
     if name in names(c):

@@ -106,12 +106,13 @@ class BoxForm:
                 number = w.IntText if extra is int else w.FloatText
                 widget = number(value=default or 0, description=fname, style=style)
             else:
-                hint = {"list": "space-separated, e.g. B T D", "dict": 'JSON, e.g. {"T": "S"}'}
+                hint = {"list": "space-separated, e.g. B T D", "dict": 'T=S, or JSON {"T": "S"}'}
                 widget = w.Text(
                     value=_text(default),
                     description=fname,
                     placeholder=hint.get(shape, "required" if info.is_required() else ""),
                     style=style,
+                    continuous_update=False,  # the value arrives on Enter or when left
                 )
             widget.tooltip = desc
             if on_change is not None:
@@ -127,7 +128,7 @@ class BoxForm:
             if shape == "list":
                 v = v.split()
             elif shape == "dict":
-                v = parse_json(v) if v.strip() else {}
+                v = _parse_dict(v)
             elif shape == "text" and not v.strip() and not self._required(fname):
                 continue  # an optional field left empty keeps its default (a required one
                 # stays empty, and the schema says it is missing)
@@ -161,6 +162,25 @@ class BoxForm:
                 return self.cls.model_construct().ports()
             except Exception:  # noqa: BLE001
                 return ["x"]
+
+
+def _parse_dict(text: str) -> dict:
+    """A dict field's text: JSON (`{"T": "S"}`), or `key=value` pairs separated by commas
+    (`T=S, U=V`); empty is {}."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        return parse_json(text)
+    out = {}
+    for item in text.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(
+                f"expected key=value pairs separated by commas or JSON, found {item.strip()!r}"
+            )
+        out[key.strip()] = value.strip()
+    return out
 
 
 class FormError(Exception):

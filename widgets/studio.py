@@ -93,6 +93,8 @@ class Studio(w.VBox):
         self._confirm_save = ""  # a path the user was asked about overwriting
         self._text_shown = ""  # what the text view last showed
         self.form: BoxForm | None = None
+        self._editing = ""  # the box the form shows (its fields apply on Enter)
+        self._filling = False
         self.port_widgets: dict[str, w.Dropdown] = {}
         self._build_widgets()
         self._accept(self._resolve(circuit), "opened")
@@ -532,6 +534,41 @@ class Studio(w.VBox):
         name = name or edits.fresh_name(self.view, "x")
         self.edit_here(lambda c: edits.add_input(c, name, axes, dtype), f"added input {name}")
 
+    def _on_add_subcircuit(self, name: str = "", after: str = "") -> None:
+        """A new subcircuit reading the selected value (or the last one), called from here
+        and opened: it starts as the identity (output y = its input x)."""
+        if after.startswith("wire:"):
+            after = ""
+        ref = self._ref_of(after)
+        if not ref:
+            raise SchemaError("subcircuit: add an input first (the subcircuit reads a value)")
+        name = name.strip()
+        dtype = self._dtype_of(ref)
+        call = edits.fresh_name(self.view, name) if name else ""
+        if self.edit_here(
+            lambda c: edits.add_subcircuit(c, name, ref, self._axes_of(ref), dtype),
+            f"added subcircuit {name}",
+        ):
+            self._on_enter(call)
+            self._show(
+                [],
+                f"editing {name} (called by {call} in {self.circuit.name}): its input x, its "
+                "output y = x until you set it (select the last box, type y, + output); "
+                "the breadcrumb goes back",
+            )
+
+    def _dtype_of(self, ref: str) -> str:
+        box, _, port = ref.partition(".")
+        try:
+            if box in self._checked.inputs:
+                v = self._checked.inputs[box]
+            else:
+                outs = self._checked.outs[box]
+                v = outs[port] if port else next(iter(outs.values()))
+        except (AttributeError, KeyError, StopIteration):
+            return "float32"
+        return getattr(v, "dtype", "float32")
+
     def _on_delete(self, path: str = "") -> None:
         c = self.view
         if not path or path.startswith("wire:"):
@@ -619,9 +656,25 @@ class Studio(w.VBox):
     # ---- the form ---------------------------------------------------------------------------
     @_guarded
     def _new_form(self) -> None:
-        self.form = BoxForm(self.palette.value, on_change=lambda _: self._rewire())
+        self._editing = ""  # a form for a new box until a selected box is shown in it
+        self.form = BoxForm(self.palette.value, on_change=lambda _: self._field_changed())
         self.form_box.children = [self.form.widget]
         self._rewire()
+
+    def _field_changed(self) -> None:
+        """A field was changed (typed and Enter, or a choice): the ports follow, and a form
+        showing the selected box applies to it at once."""
+        self._rewire()
+        if self._editing and not self._filling and self._editing == self.box_select.value:
+            self._apply_if_changed()
+
+    @_guarded
+    def _apply_if_changed(self) -> None:
+        old = self.view.box(self._editing)
+        inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
+        box = self.form.build(self.box_name.value.strip() or old.name, inputs)
+        if box.model_dump() != old.model_dump():
+            self._replace_box()
 
     @_guarded
     def _rewire(self) -> None:
@@ -662,15 +715,20 @@ class Studio(w.VBox):
         """Show the selected box in the form (change it there, then `apply to box`)."""
         box = self.view.box(self._selected())
         self.palette.value = box.kind  # a new form for the kind
-        self.form.fill(box)
+        self._filling = True
+        try:
+            self.form.fill(box)
+        finally:
+            self._filling = False
         self.box_name.value = box.name
         self._rewire()
+        self._editing = box.name
         for port, dd in self.port_widgets.items():
             ref = box.inputs.get(port, _NONE)
             if ref not in dd.options:  # written `box.port` where the list has `box`
                 dd.options = [*dd.options, ref]
             dd.value = ref
-        self._show([], f"{box.name} ({box.kind}): change it in the form, then apply to box")
+        self._show([], f"{box.name} ({box.kind}): change a field in the form and press Enter")
 
     @_guarded
     def _replace_box(self) -> None:

@@ -54,8 +54,14 @@ function render({ model, el }) {
     class: "ncd-add-output", title: "the selected box's result becomes an output",
   }, "+ output");
   const del = h("button", { class: "ncd-delete", title: "delete the selection (Delete)" }, "✕");
+  const subName = h("input", { class: "ncd-sub-name", placeholder: "subcircuit", size: 9 });
+  const addSub = h("button", {
+    class: "ncd-add-sub",
+    title: "a new subcircuit reading the selected box's result, called here and opened",
+  }, "+ subcircuit");
   const toolbar = h("div", { class: "ncd-toolbar" }, crumbs, name, title, undo, redo, fit,
-    h("span", { class: "ncd-sep" }), inName, inAxes, addIn, outName, addOut, del);
+    h("span", { class: "ncd-sep" }), inName, inAxes, addIn, outName, addOut, del,
+    h("span", { class: "ncd-sep" }), subName, addSub);
   name.addEventListener("change", () => send("rename", { name: name.value.trim() }));
   title.addEventListener("change", () => send("retitle", { title: title.value }));
   undo.addEventListener("click", () => send("undo"));
@@ -69,6 +75,8 @@ function render({ model, el }) {
   addOut.addEventListener("click", () =>
     send("add_output", { name: outName.value.trim(), path: model.get("selected") }));
   del.addEventListener("click", () => send("delete", { path: model.get("selected") }));
+  addSub.addEventListener("click", () =>
+    send("add_subcircuit", { name: subName.value.trim(), after: model.get("selected") }));
 
   // ---- palette ----------------------------------------------------------------------------
   const search = h("input", { class: "ncd-search", placeholder: "search boxes", type: "search" });
