@@ -83,6 +83,7 @@ class Studio(w.VBox):
         lookup: Callable[[str], Circuit] | None = None,
     ):
         super().__init__()
+        self.add_class("ncd-editor")
         self._lookup = lookup
         self._history: edits.History | None = None
         self.scope: tuple[str, ...] = ()

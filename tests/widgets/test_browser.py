@@ -28,8 +28,20 @@ pytestmark = pytest.mark.browser
 TOKEN = "ncd-browser-test"
 CELL = (
     "import ncd\nfrom IPython.display import display\n"
-    'blank = ncd.Studio()\nstack = ncd.Studio("transformer")\ndisplay(blank, stack)'
+    'blank = ncd.Studio()\nstack = ncd.Studio("transformer")\ntrial = ncd.Studio()\n'
+    "display(blank, stack, trial)"
 )
+# Run by the trial test once the block is drawn: checks, compiles and runs it in the kernel.
+CHECK_CELL = """import json, torch
+c = trial.circuit
+c.check()
+def kinds(c):
+    return [k for b in c.boxes
+            for k in (kinds(c.subcircuits[b.circuit]) if b.kind == "call" else [b.kind])]
+m = ncd.compile(c, dict(B=2, T=5, D=32, H=4, K=8, V=8, F=64))
+y = m(torch.randn(2, 5, 32))
+print("TRIAL", json.dumps({"kinds": kinds(c), "subcircuits": sorted(c.subcircuits),
+      "calls": [b.circuit for b in c.boxes if b.kind == "call"], "shape": list(y.shape)}))"""
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 
 
@@ -51,8 +63,8 @@ def lab(tmp_path_factory):
     """A JupyterLab server on a free port, rooted in a folder holding one notebook."""
     root = tmp_path_factory.mktemp("lab")
     nb = {
-        "cells": [{"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [],
-                   "execution_count": None}],
+        "cells": [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [],
+                   "execution_count": None} for source in (CELL, CHECK_CELL)],
         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                     "name": "python3"}},
         "nbformat": 4,
@@ -320,3 +332,157 @@ def test_the_text_view_and_the_diagram_follow_each_other(step):
         "() => document.querySelector('.ncd-text textarea').value.includes('b.dropout(')"
     )
     shot(page, 0, "text-follows")
+
+
+class Trial:
+    """A user's actions on one Studio, counted: clicks, drags, and keystroke groups (a field
+    typed, with its Enter)."""
+
+    def __init__(self, page, k):
+        self.page, self.k = page, k
+        self.s = studio(page, k)  # the diagram and its toolbar
+        self.ed = page.locator(".ncd-editor").nth(k)  # the whole editor, form included
+        self.counts = {"clicks": 0, "drags": 0, "keys": 0}
+
+    def _version(self):
+        return self.s.get_attribute("data-version")
+
+    def _redrawn(self, before):
+        self.s.evaluate(
+            "(el, v) => new Promise((ok) => { const t = () => el.dataset.version !== v ? ok() :"
+            " setTimeout(t, 20); t(); })",
+            before,
+        )
+
+    def type(self, selector, text, enter=False):
+        field = self.ed.locator(selector)
+        field.fill(text)
+        self.counts["keys"] += 1
+        if enter:
+            before = self._version()
+            field.press("Enter")
+            self._redrawn(before)
+
+    def field(self, label, text):
+        """Type into the form's field `label` and press Enter: the selected box changes."""
+        self.type(f".widget-text:has(label:text-is('{label}')) input", text, enter=True)
+
+    def click(self, selector, redraw=True):
+        before = self._version()
+        self.s.locator(selector).first.click()
+        self.counts["clicks"] += 1
+        if redraw:
+            self._redrawn(before)
+
+    def _shown(self, name):
+        """Wait until the form shows box `name` (its fields are filled before its name)."""
+        field = self.ed.locator(".widget-text:has(label:text-is('name')) input")
+        self.page.wait_for_function(
+            "([el, v]) => el.value === v", arg=[field.element_handle(), name]
+        )
+
+    def add(self, kind, name):
+        """Click a kind in the palette: a box reading the selected one, selected, in the form."""
+        self.click(f'.ncd-kind[data-kind="{kind}"]')
+        self._shown(name)
+
+    def select(self, path, box=True):
+        node(self.page, self.k, path).locator("text").first.click()  # on its label
+        self.counts["clicks"] += 1
+        if box:
+            self._shown(path)
+
+    def drag(self, ref, target):
+        before = self._version()
+        drag(self.page, self.s.locator(f'.ncd-handle.ncd-out[data-ref="{ref}"]'),
+             node(self.page, self.k, target))  # fmt: skip
+        self.counts["drags"] += 1
+        self._redrawn(before)
+
+    @property
+    def total(self):
+        return sum(self.counts.values())
+
+
+def test_a_prenorm_block_with_an_attention_subcircuit_from_blank(step):
+    """Issue #18's acceptance trial, as the README tells a newcomer: a pre-norm transformer
+    block, its attention a subcircuit, from a blank Studio by clicks, drags and typing in the
+    toolbar and the form; then checked, compiled and run in the kernel, and compared kind by
+    kind with the gallery's `transformer_block` (written with the Builder)."""
+    page = step
+    t = Trial(page, 2)
+    t.s.scroll_into_view_if_needed()
+    t0 = time.monotonic()
+    t.type(".ncd-input-name", "x")
+    t.type(".ncd-input-axes", "B T D")
+    t.click(".ncd-add-input")
+    t.add("layernorm", "layernorm")
+    t.type(".ncd-sub-name", "attention")
+    t.click(".ncd-add-sub")  # the new subcircuit is opened: input x, output y = x
+    t.s.locator(".ncd-crumbs:has-text('attention')").wait_for()
+    t.add("linear", "linear")  # q: reads x (the last value)
+    t.field("out", "H K")
+    t.select("x", box=False)
+    t.add("linear", "linear2")  # k
+    t.field("out", "H K")
+    t.select("x", box=False)
+    t.add("linear", "linear3")  # v
+    t.field("out", "H V")
+    t.select("linear2")
+    t.add("rename", "rename")  # keys: T -> S
+    t.field("mapping", "T=S")
+    t.select("linear3")
+    t.add("rename", "rename2")
+    t.field("mapping", "T=S")
+    t.select("linear")
+    t.add("contract", "contract")  # both operands read q; over K (guessed)
+    t.drag("rename", "contract")  # its second operand: the keys
+    t.add("scale", "scale")
+    t.field("factor", "K**-0.5")
+    t.add("softmax", "softmax")  # over S (guessed: the last axis)
+    t.add("contract", "contract2")
+    t.drag("rename2", "contract2")  # the values; over S (guessed)
+    t.add("linear", "linear4")  # the output projection
+    t.field("over", "H V")
+    t.field("out", "D")
+    t.type(".ncd-output-name", "y")
+    t.click(".ncd-add-output")  # the subcircuit's output y: the projection
+    shot(page, 2, "trial-attention")
+    t.click(".ncd-crumb")  # back out
+    t.add("binary", "binary")  # nothing selected: reads the last value, the call; + x
+    t.drag("x", "binary")
+    t.add("layernorm", "layernorm2")
+    t.add("linear", "linear")
+    t.field("out", "F")
+    t.add("unary", "unary")  # GELU (guessed)
+    t.add("linear", "linear2")
+    t.field("out", "D")
+    t.add("binary", "binary2")
+    t.drag("binary", "binary2")  # the second residual
+    t.type(".ncd-output-name", "y")
+    t.click(".ncd-add-output")
+    seconds = time.monotonic() - t0
+    shot(page, 2, "trial-block")
+    assert t.s.locator("g.node.ncd-dangling").count() == 0
+    assert t.s.locator(".ncd-status.ncd-error").count() == 0
+    # In the kernel: check, compile, run.
+    page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".cm-content").click()
+    page.keyboard.press("Control+Enter")
+    out = page.locator(".jp-Cell >> nth=1 >> .jp-OutputArea-output:has-text('TRIAL')")
+    out.wait_for()
+    got = json.loads(out.inner_text().split("TRIAL", 1)[1])
+    from ncd.spec import load_spec
+
+    def kinds(c):  # a call's subcircuit in its place
+        out = []
+        for b in c.boxes:
+            out += kinds(c.subcircuits[b.circuit]) if b.kind == "call" else [b.kind]
+        return out
+
+    assert got["kinds"] == kinds(load_spec("transformer_block"))
+    assert got["subcircuits"] == ["attention"] and got["calls"] == ["attention"]
+    assert got["shape"] == [2, 5, 32]
+    (ARTIFACTS / "trial.json").write_text(
+        json.dumps({**t.counts, "actions": t.total, "seconds": round(seconds, 1)})
+    )
+    print(f"trial: {t.total} actions {t.counts}, {seconds:.1f} s")
