@@ -9,7 +9,7 @@ import torch
 from ncd.circuits.circuit import Circuit
 from ncd.circuits.validate import Checked, check
 
-from . import attached
+from . import attached, runtime
 from .errors import InputError
 from .lower import Lowered, Options, lower
 from .rewrites import apply_rewrites
@@ -68,7 +68,7 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
         A module whose `forward` takes the circuit's inputs in order (tensors with axes in the
         order the inputs list them) and returns the output tensor, or a dict of them by name.
         Parameters are named after boxes: `q_proj.weight`, `blocks.0.ff_up.bias`.
-        Each call first checks its inputs (`InputCheck`): an input of the wrong rank, dtype
+        Each call first checks its inputs (`input_check`): an input of the wrong rank, dtype
         class, or size along an axis the module is specialised to raises `InputError`
         naming the input and the axis; sizes the module never reads (a batch) may vary.
 
@@ -78,7 +78,7 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     """
     lowered = prepare(circuit, sizes, device, rewrites, opaque, fused)
     module = lowered.module
-    _keep_check(module, InputCheck.of(lowered))
+    _keep_check(module, input_check(lowered))
     module.to(device=torch.device(device or "cpu"))
     if dtype is not None:
         module.to(dtype=dtype)
@@ -106,78 +106,20 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     return module
 
 
-class InputCheck:
-    """A forward pre-hook that checks a compiled module's inputs against the circuit: the
-    rank, each axis' size where the module is specialised to it (a size the lowering read),
-    that axes of one free size (a batch axis) agree across inputs, and the dtype class.
-    Plain data, so that it pickles, deep-copies and traces under torch.compile."""
-
-    def __init__(self, circuit: str, inputs):
-        self.circuit = circuit
-        # (input name, dtype, ((axis name, size or None when free, size key), ...))
-        self.inputs = inputs
-
-    @classmethod
-    def of(cls, lowered: Lowered) -> InputCheck:
-        c = lowered.checked
-        inputs = []
-        for inp in c.circuit.inputs:
-            t = c.inputs[inp.name]
-            axes = []
-            for a in t.axes:
-                size = c.resolve(a.size)
-                symbols = {s.name for s in getattr(size, "free_symbols", ())}
-                fixed = not symbols or bool(symbols & lowered.read)
-                n = c.number(size) if fixed else None
-                axes.append((a.name, int(n) if isinstance(n, int) else None, str(size)))
-            inputs.append((inp.name, t.dtype, tuple(axes)))
-        return cls(c.circuit.name, tuple(inputs))
-
-    def __call__(self, module, args, kwargs):
-        free: dict[str, tuple[str, str, int]] = {}
-        for i, (name, dtype, axes) in enumerate(self.inputs):
-            if i < len(args):
-                x = args[i]
-            elif name in kwargs:
-                x = kwargs[name]
-            else:
-                continue  # forward itself says which argument is missing
-            if not isinstance(x, torch.Tensor):
-                raise InputError(
-                    f"input {name!r}: expected a tensor with axes {_names(axes)}, "
-                    f"found {type(x).__name__}"
-                )
-            if x.dim() != len(axes):
-                raise InputError(
-                    f"input {name!r}: expected {len(axes)} axes ({_names(axes)}), "
-                    f"found {x.dim()} ({name}.shape = {tuple(x.shape)})"
-                )
-            for d, (axis, n, key) in enumerate(axes):
-                found = x.shape[d]
-                if n is not None:
-                    if found != n:
-                        raise InputError(
-                            f"input {name!r}: axis {axis} has size {n} in the circuit, "
-                            f"found {found} ({name}.shape = {tuple(x.shape)})"
-                        )
-                elif key not in free:
-                    free[key] = (name, axis, found)
-                elif free[key][2] != found:
-                    other, other_axis, m = free[key]
-                    raise InputError(
-                        f"input {name!r}: axis {axis} has size {m} in input {other!r} "
-                        f"(axis {other_axis}), found {found} ({name}.shape = {tuple(x.shape)})"
-                    )
-            kind = _dtype_class(x.dtype)
-            want = _dtype_class(dtype)
-            if kind != want:
-                raise InputError(
-                    f"input {name!r}: the circuit declares {dtype} (kind {want}), "
-                    f"found {x.dtype} (kind {kind})"
-                )
+def input_check(lowered: Lowered) -> runtime.CheckInputs:
+    """The forward pre-hook that checks a compiled module's inputs against the circuit (the
+    same check the written file runs: `runtime.CheckInputs`), raising InputError: the rank,
+    each axis' size where the module is specialised to it, that axes of one free size (a
+    batch axis) agree across inputs, and the dtype class. Plain data, so that it pickles,
+    deep-copies and traces under torch.compile."""
+    expected = {
+        name: (dtype, {axis: str(size) if n is None else n for axis, size, n in axes})
+        for name, dtype, axes in lowered.input_axes()
+    }
+    return runtime.CheckInputs(expected, InputError)
 
 
-def _keep_check(module: torch.fx.GraphModule, check: InputCheck) -> None:
+def _keep_check(module: torch.fx.GraphModule, check: runtime.CheckInputs) -> None:
     """Registers `check` on `module`, and on its deep copies (GraphModule's deepcopy builds a
     new module, of a class of its own, without the hooks)."""
     module.register_forward_pre_hook(check, with_kwargs=True)
@@ -188,22 +130,6 @@ def _keep_check(module: torch.fx.GraphModule, check: InputCheck) -> None:
         return copied
 
     type(module).__deepcopy__ = deepcopy
-
-
-def _names(axes) -> str:
-    return " ".join(a for a, _, _ in axes) or "none"
-
-
-def _dtype_class(dtype) -> str:
-    """float, int or bool, of a torch dtype or a circuit dtype name."""
-    name = str(dtype).removeprefix("torch.")
-    if name == "bool":
-        return "bool"
-    if "float" in name:
-        return "float"
-    if "int" in name:
-        return "int"
-    return name
 
 
 def _as_buffers(module: torch.nn.Module, names) -> None:

@@ -113,6 +113,24 @@ class Lowered:
     aliases: dict[str, str]  # box removed as a common subexpression -> the box it equals
     read: frozenset[str] = frozenset()  # size symbols the graph is specialised to (here, in calls)
 
+    def input_axes(self):
+        """What a call's inputs must be, for the checks of the compiled module and of the
+        written file alike: (input name, dtype, ((axis, size, n), ...)) per input, `size` the
+        axis' resolved size expression and `n` its number where the module is specialised to
+        it (a size the lowering read), else None: a free size that must agree across inputs."""
+        c = self.checked
+        out = []
+        for inp in c.circuit.inputs:
+            t = c.inputs[inp.name]
+            axes = []
+            for a in t.axes:
+                size = c.resolve(a.size)
+                symbols = {s.name for s in getattr(size, "free_symbols", ())}
+                n = c.number(size) if not symbols or symbols & self.read else None
+                axes.append((a.name, size, n if isinstance(n, int) else None))
+            out.append((inp.name, t.dtype, tuple(axes)))
+        return out
+
 
 class Lowerer:
     """Emits the fx graph of one checked circuit."""

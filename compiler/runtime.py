@@ -484,10 +484,11 @@ class CheckInputs:
     """A forward pre-hook that checks a module's inputs against the circuit: `expected` maps
     each input's name, in the order forward takes them, to its dtype and its axes (axis ->
     the size it must have, or the name of a free size that must agree across inputs).
-    Raises ValueError naming the input and the axis."""
+    Raises `error` (ValueError, or a subclass of it) naming the input and the axis."""
 
-    def __init__(self, expected):
+    def __init__(self, expected, error=ValueError):
         self.expected = expected
+        self.error = error
 
     def __call__(self, module, args, kwargs):
         free = {}
@@ -497,18 +498,18 @@ class CheckInputs:
                 continue  # forward itself says which argument is missing
             names = " ".join(axes) or "none"
             if not isinstance(x, torch.Tensor):
-                raise ValueError(
+                raise self.error(
                     f"input {name!r}: expected a tensor with axes {names}, found {type(x).__name__}"
                 )
             shape = f"({name}.shape = {tuple(x.shape)})"
             if x.dim() != len(axes):
-                raise ValueError(
+                raise self.error(
                     f"input {name!r}: expected {len(axes)} axes ({names}), found {x.dim()} {shape}"
                 )
             for (axis, size), found in zip(axes.items(), x.shape):
                 if isinstance(size, int):
                     if found != size:
-                        raise ValueError(
+                        raise self.error(
                             f"input {name!r}: axis {axis} has size {size} in the "
                             f"circuit, found {found} {shape}"
                         )
@@ -516,7 +517,7 @@ class CheckInputs:
                     free[size] = (name, axis, found)
                 elif free[size][2] != found:
                     other, other_axis, first = free[size]
-                    raise ValueError(
+                    raise self.error(
                         f"input {name!r}: axis {axis} has size {first} in input "
                         f"{other!r} (axis {other_axis}), found {found} {shape}"
                     )
@@ -525,7 +526,7 @@ class CheckInputs:
                 for t in (dtype, str(x.dtype).removeprefix("torch."))
             )
             if kind != want:
-                raise ValueError(
+                raise self.error(
                     f"input {name!r}: the circuit declares {dtype} (kind {want}), "
                     f"found {x.dtype} (kind {kind})"
                 )

@@ -625,23 +625,15 @@ class _Printer:
         """A forward pre-hook checking each call's inputs as `ncd.compile`'s module does: the
         rank, the sizes the module is specialised to (written from the config), that a free
         size (a batch) agrees across inputs, and the dtype class."""
-        c, read = self.c, self.lw.read
         self.used.add("CheckInputs")
         items = []
-        for inp in c.circuit.inputs:
-            t = c.inputs[inp.name]
+        for inp_name, dtype, input_axes in self.lw.input_axes():
             axes = []
-            for a in t.axes:
-                size = c.resolve(a.size)
-                symbols = {s.name for s in getattr(size, "free_symbols", ())}
-                n = c.number(size) if not symbols or symbols & read else None
-                if isinstance(n, int):
-                    text = self.const(Size(n, size))
-                else:
-                    text = _const(str(size))
-                axes.append(f"{_const(a.name)}: {text}")
-            name = self.lw.input_idents[inp.name]
-            items.append(f"{_const(name)}: ({_const(t.dtype)}, {{{', '.join(axes)}}})")
+            for axis, size, n in input_axes:
+                text = _const(str(size)) if n is None else self.const(Size(n, size))
+                axes.append(f"{_const(axis)}: {text}")
+            name = self.lw.input_idents[inp_name]
+            items.append(f"{_const(name)}: ({_const(dtype)}, {{{', '.join(axes)}}})")
         lines = _comment_lines(
             "each call first checks its inputs: dtype, and axis -> size (a number) or a free "
             "size that must agree across inputs (a name)",
