@@ -13,6 +13,7 @@ Interpreted bf16 dots were seen to give garbage with Triton 3.9 on the CPU, so t
 float32 and float16; bf16 is checked on the GPU by bench/gpu_check.py.
 """
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -39,12 +40,16 @@ if IN_PROCESS:
     os.environ["TRITON_INTERPRET"] = "1"
     for _name in [m for m in sys.modules if m == "ncd.ops" or m.startswith("ncd.ops.")]:
         del sys.modules[_name]
+    import pkgutil
+
     import triton.experimental.gluon  # noqa: F401  (Triton imports it lazily; same rule)
 
     import ncd.ops
 
-    for _name in ncd.ops.__all__:  # the families' kernels, which ncd.ops imports on first use
-        getattr(ncd.ops, _name)
+    # Every module of the op library, which ncd.ops otherwise imports on first use: the
+    # families' kernels are decorated here, interpreted, so no test file needs to.
+    for _info in pkgutil.walk_packages(ncd.ops.__path__, "ncd.ops."):
+        importlib.import_module(_info.name)
 
     if _saved is None:
         del os.environ["TRITON_INTERPRET"]

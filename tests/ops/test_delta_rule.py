@@ -3,27 +3,10 @@ kernels (interpreted on the CPU, float32 and float16) against the token-by-token
 written from the papers' equations; outputs, final states and every gradient (q, k, v, beta,
 g, initial state); the one-token steps chained against the whole sequence; argument checks."""
 
-import os
-import sys
-
 import pytest
 import torch
 
-from ncd.ops import _backend
-
-# ncd.ops does not import this family yet: import it with the interpreter switch that ncd.ops
-# itself was imported with (conftest.py), since Triton fixes the mode at decoration time.
-if _backend.interpreting() and "ncd.ops.delta_rule" not in sys.modules:
-    _saved = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    import ncd.ops.delta_rule  # noqa: F401
-
-    if _saved is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _saved
-
-from ncd.ops.delta_rule import (  # noqa: E402
+from ncd.ops.delta_rule import (
     chunk,
     delta_rule,
     delta_rule_step,

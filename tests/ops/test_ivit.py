@@ -18,25 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ncd.ops import _backend
-
-# The kernels are imported on first use: import them with the interpreter switch that ncd.ops
-# itself was imported with (conftest.py), since Triton fixes the mode at decoration time.
-if _backend.interpreting() and "ncd.ops.ivit.nonlinear" not in sys.modules:
-    _saved = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    import ncd.ops.ivit.matmul  # noqa: F401
-    import ncd.ops.ivit.nonlinear  # noqa: F401
-
-    if _saved is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _saved
-
-from ncd.ops.ivit import cost  # noqa: E402
-from ncd.ops.ivit import reference as R  # noqa: E402
-from ncd.ops.ivit.matmul import int8_matmul  # noqa: E402
-from ncd.ops.ivit.nonlinear import i_layernorm, requantize, shiftgelu, shiftmax  # noqa: E402
+from ncd.ops.ivit import cost
+from ncd.ops.ivit import reference as R
+from ncd.ops.ivit.matmul import int8_matmul
+from ncd.ops.ivit.nonlinear import i_layernorm, requantize, shiftgelu, shiftmax
 
 
 def _gen(seed):

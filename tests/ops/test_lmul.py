@@ -7,30 +7,14 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import struct
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ncd.ops import _backend
-
-# The kernels are imported on first use: import them with the interpreter switch that ncd.ops
-# itself was imported with (conftest.py), since Triton fixes the mode at decoration time.
-if _backend.interpreting() and "ncd.ops.lmul.kernels" not in sys.modules:
-    _saved = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    import ncd.ops.lmul.kernels  # noqa: F401
-
-    if _saved is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _saved
-
-from ncd.ops.lmul.product import lmul, lmul_linear  # noqa: E402
-from ncd.ops.lmul.reference import lmul_linear_reference, lmul_reference  # noqa: E402
+from ncd.ops.lmul.product import lmul, lmul_linear
+from ncd.ops.lmul.reference import lmul_linear_reference, lmul_reference
 
 
 def _bits(v: float) -> int:

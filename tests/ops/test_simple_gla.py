@@ -3,28 +3,11 @@ PyTorch form against the token-by-token float64 recurrence, outputs, final state
 gradient (q, k, v, g, initial state); the decode step chained against the full op; the
 argument checks."""
 
-import os
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ncd.ops import _backend
-
-# ncd.ops does not import this family yet: import it with the interpreter switch that ncd.ops
-# itself was imported with (conftest.py), since Triton fixes the mode at decoration time.
-if _backend.interpreting() and "ncd.ops.simple_gla" not in sys.modules:
-    _saved = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    import ncd.ops.simple_gla  # noqa: F401
-
-    if _saved is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _saved
-
-from ncd.ops.simple_gla import (  # noqa: E402
+from ncd.ops.simple_gla import (
     chunk,
     simple_gla,
     simple_gla_chunked,

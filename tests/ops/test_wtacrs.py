@@ -7,35 +7,18 @@ the paper compares against), saved-tensor hooks for the kept bytes."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ncd.ops import _backend
-
-# The kernels are imported on first use: import them with the interpreter switch that ncd.ops
-# itself was imported with (conftest.py), since Triton fixes the mode at decoration time.
-if _backend.interpreting() and "ncd.ops.wtacrs.kernels" not in sys.modules:
-    _saved = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    import ncd.ops.wtacrs.kernels  # noqa: F401
-
-    if _saved is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _saved
-
-from ncd.ops.wtacrs import cost  # noqa: E402
-from ncd.ops.wtacrs.kernels import gather_scale, sampled_weight_grad  # noqa: E402
-from ncd.ops.wtacrs.reference import (  # noqa: E402
+from ncd.ops.wtacrs import cost
+from ncd.ops.wtacrs.kernels import gather_scale, sampled_weight_grad
+from ncd.ops.wtacrs.reference import (
     crs_estimate,
     exact_weight_grad,
     wtacrs_estimate,
 )
-from ncd.ops.wtacrs.sampled import kept_rows, wtacrs_linear, wtacrs_select  # noqa: E402
+from ncd.ops.wtacrs.sampled import kept_rows, wtacrs_linear, wtacrs_select
 
 
 def _data(n=63, D=12, J=7, seed=0, skew=True):
