@@ -233,3 +233,63 @@ def test_history_is_bounded_and_drops_the_redo_branch():
     assert h.current == 3  # the three latest kept
     h.push(9)
     assert not h.can_redo and h.current == 9
+
+
+# ---- subcircuits made in the Studio, dict fields typed as T=S ------------------------------
+def test_a_new_subcircuit_is_called_on_the_selected_value_and_starts_as_the_identity():
+    """The intent `add_subcircuit` gives what a user writes by hand: a subcircuit with input x
+    of the selected value's axes and output y = x, called on that value."""
+    s = Studio()
+    cv = s.canvas
+    cv.intent("add_input", name="x", axes="B T D")
+    cv.intent("add", kind="layernorm", after=cv.selected)
+    cv.intent("add_subcircuit", name="attention", after="layernorm")
+
+    inner = Builder("attention")
+    inner.output("y", inner.input("x", "B T D"))
+    b = Builder("untitled")
+    h = b.layernorm(b.input("x", "B T D"), "D", name="layernorm")
+    sub = b.subcircuit(inner.build())
+    call = b.box("call", {"x": h}, name="attention", circuit=sub)
+    b.output("y", call)
+    want = b.build()
+    got = s.circuit
+    assert io.to_dict(got)["subcircuits"] == io.to_dict(want)["subcircuits"]
+    assert [(x.kind, x.name) for x in got.boxes] == [
+        ("layernorm", "layernorm"),
+        ("call", "attention"),
+    ]
+    assert got.boxes[1].inputs == {"x": "layernorm"}
+
+
+def test_a_subcircuit_name_taken_or_missing_is_refused_with_the_reason():
+    c = mlp_by_hand()
+    with pytest.raises(SchemaError, match="no name given"):
+        edits.add_subcircuit(c, "", "linear", ("B", "T", "D"))
+    c2 = edits.add_subcircuit(c, "attn", "linear", ("B", "T", "D"))
+    with pytest.raises(SchemaError, match="subcircuit 'attn': the name is taken"):
+        edits.add_subcircuit(c2, "attn", "linear", ("B", "T", "D"))
+    with pytest.raises(SchemaError, match="no source 'nowhere'"):
+        edits.add_subcircuit(c, "attn", "nowhere", ("B", "T", "D"))
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("T=S", {"T": "S"}),
+        (" T = S , U=V ", {"T": "S", "U": "V"}),
+        ('{"T": "S"}', {"T": "S"}),
+        ("", {}),
+    ],
+)
+def test_dict_fields_take_key_value_pairs_or_json(text, want):
+    from ncd.widgets.forms import _parse_dict
+
+    assert _parse_dict(text) == want
+
+
+def test_a_dict_field_without_an_equals_sign_says_what_it_expected():
+    from ncd.widgets.forms import _parse_dict
+
+    with pytest.raises(ValueError, match="expected key=value pairs .* found 'T S'"):
+        _parse_dict("T S")
