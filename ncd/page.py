@@ -46,6 +46,7 @@ class Card:
     equations: str = ""
     doc: str = ""
     svg: str = ""
+    parts: list[tuple[str, str]] = field(default_factory=list)  # (subcircuit, its figure)
     cost: str = ""
     code: str = ""
     report: object = None
@@ -86,7 +87,7 @@ def make_card(entry) -> Card:
         return card
     card.doc = circuit.doc.strip()
     for step, run in (
-        ("render", lambda: render(circuit)),
+        ("render", lambda: _figure(circuit, render)),
         ("analyse", lambda: analyse(circuit)),
         ("compile", lambda: to_source(circuit)),
     ):
@@ -96,7 +97,9 @@ def make_card(entry) -> Card:
             card.errors[step] = _message(err)
             continue
         if step == "render":
-            card.svg = inline_svg(value, prefix=entry.name)
+            svg, parts = value
+            card.svg = inline_svg(svg, prefix=entry.name)
+            card.parts = [(n, inline_svg(v, prefix=f"{entry.name}-{n}")) for n, v in parts]
         elif step == "analyse":
             card.report = value
             try:
@@ -106,6 +109,26 @@ def make_card(entry) -> Card:
         else:
             card.code = value
     return card
+
+
+MAX_FIGURE_PT = 4000  # wider drawings draw their calls as boxes, each subcircuit below
+
+
+def _figure(circuit, render) -> tuple[str, list[tuple[str, str]]]:
+    """The entry's drawing with every call expanded; where that would be wider than
+    MAX_FIGURE_PT (nested subcircuits of subcircuits), the calls drawn as boxes and each
+    subcircuit drawn on its own after it, in the order they are called."""
+    svg = render(circuit)
+    m = re.search(r'<svg[^>]*\bwidth="([\d.]+)pt"', svg)
+    if not m or float(m.group(1)) <= MAX_FIGURE_PT or not circuit.subcircuits:
+        return svg, []
+    parts, todo = {}, list(circuit.subcircuits.items())
+    while todo:  # subcircuits of subcircuits too, each once
+        name, sub = todo.pop(0)
+        if name not in parts:
+            parts[name] = render(sub, depth=0)
+            todo += sub.subcircuits.items()
+    return render(circuit, depth=0), list(parts.items())
 
 
 def inline_svg(svg: str, prefix: str) -> str:
@@ -282,6 +305,8 @@ def render_card(card: Card) -> str:
         parts.append(f"<pre class=error>{e(step)} failed: {e(msg)}</pre>")
     if card.svg:
         parts.append(f"<div class=figure>{card.svg}</div>")
+    for name, svg in card.parts:
+        parts.append(f"<h3>Subcircuit <code>{e(name)}</code></h3><div class=figure>{svg}</div>")
     parts.append("<h3>Equations it implements</h3>")
     if card.equations:
         parts.append(f"<div class=equations>{e(card.equations)}</div>")

@@ -225,3 +225,21 @@ def test_every_entry_shows_a_figure_in_chromium(tmp_path):
     assert plot is not None and plot[0] > 0 and plot[1] > 0
     assert [u for u in fetched if not u.startswith(("file:", "data:"))] == []
     assert shot.stat().st_size > 100_000
+
+
+def test_a_drawing_too_wide_for_the_page_draws_its_subcircuits_apart():
+    """ivit_block expanded is a figure of nested subcircuits many pages wide: the page draws
+    its calls as boxes and each subcircuit (nested ones included) on its own; entries that
+    fit are drawn whole, with nothing apart."""
+    from ncd.circuits.draw import render
+    from ncd.page import MAX_FIGURE_PT, _figure
+
+    def width(svg):
+        return float(re.search(r'<svg[^>]*\bwidth="([\d.]+)pt"', svg).group(1))
+
+    assert width(render(gallery.get("ivit_block"))) > MAX_FIGURE_PT
+    svg, parts = _figure(gallery.get("ivit_block"), render)
+    assert width(svg) <= MAX_FIGURE_PT
+    assert [n for n, _ in parts] == ["ilayernorm", "shiftmax", "shiftgelu", "isqrt_step"]
+    assert all(width(p) <= MAX_FIGURE_PT for _, p in parts)
+    assert _figure(gallery.get("transformer"), render)[1] == []
