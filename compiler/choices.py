@@ -16,13 +16,12 @@ import torch
 
 # kind of fused box -> {device type: implementation}
 FASTEST: dict[str, dict[str, str]] = {
-    # Compiled transformer blocks on the H200: SDPA (cuDNN / FlashAttention) 0.97-1.05x the
-    # hand-written block, ncd's softmax kernel 1.23-1.38x (forward).
+    # Softmax attention: PyTorch's SDPA (bench/RESULTS.md, "Compiler on the GPU").
     "attention": {"cuda": "torch"},
-    # ncd's chunked kernels lead fla's by 2-4.7x; PyTorch has no fused counterpart.
+    # Causal linear attention: ncd's chunked kernels ("Op library"); PyTorch has none.
     "linear_attention": {"cuda": "ncd"},
-    # Layer / RMS norms, with or without the residual add fused in: torch's kernels measured
-    # faster than ops/norm's at 4096 x 4096 and equal at 16384 x 4096.
+    # Layer / RMS norms, with or without the residual add fused in: torch's ("Op library
+    # III": ops/norm's backward is the slower one).
     "norm": {"cuda": "torch"},
     # int8 x int8 -> int32 products (int_linear, contractions of int8 values): torch has no
     # integer matrix product on CUDA ("torch" there multiplies in float64, exact for int8

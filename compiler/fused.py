@@ -227,7 +227,7 @@ def example_offsets(checked, name, generator=None):
 # ---------------------------------------------------------------- normalisations
 def runs_norm_kernels(L) -> bool:
     """Whether norms lower to ncd.ops' row kernels: on a CUDA device where `choices` picks
-    "ncd" for norms (`fused="ncd"`; "auto" keeps torch's, measured faster). Elsewhere (the
+    "ncd" for norms (`fused="ncd"`; "auto" keeps torch's: compiler/choices.py). Elsewhere (the
     CPU, the meta device that `to_source` writes from) they stay nn.LayerNorm / nn.RMSNorm
     calls, which is what ncd.ops runs on the CPU anyway."""
     device = torch.device(L.opts.device)
