@@ -32,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
+
 CIRCUIT = "transformer_block"  # 17 boxes
 
 # op -> (arguments of `ncd`, target in seconds or None)
@@ -124,12 +127,9 @@ def main() -> None:
                 line += (f"   baseline median {statistics.median(before):6.3f} s  "
                          f"min {min(before):6.3f} s")  # fmt: skip
             print(line, flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     data = {
         "date": datetime.date.today().isoformat(),
-        "commit": commit,
+        "commit": commit(),
         "circuit": CIRCUIT,
         "repeat": args.repeat,
         "cpus": os.cpu_count(),

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
 
 
 class Block(nn.Module):
@@ -78,12 +81,6 @@ def interleaved(fns: dict, reps: int, warmup: int = 3, sync=lambda: None) -> dic
 
 def meta(device: str) -> dict:
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    try:
         import triton
 
         tv = triton.__version__
@@ -92,7 +89,7 @@ def meta(device: str) -> dict:
     return {
         "device": device,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": commit,
+        "commit": commit(),
         "torch": torch.__version__,
         "triton": tv,
         "python": platform.python_version(),

@@ -28,8 +28,8 @@ import argparse
 import datetime
 import json
 import math
-import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import triton
@@ -41,6 +41,9 @@ from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention import linear_attention_reference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
 
 BOUND = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 5e-3}
 BOUND_LSE = 1e-4
@@ -228,15 +231,11 @@ def cases(families, dev, dtype):
     return out
 
 
-def meta(commit):
-    if commit is None:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
+def meta(given):
     return {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "date": datetime.date.today().isoformat(),
-        "commit": commit or None,
+        "commit": commit(given),
         "torch": torch.__version__,
         "triton": triton.__version__,
     }

@@ -32,9 +32,9 @@ import datetime
 import json
 import math
 import os
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 FULL_SHAPES = "4096x4096,16384x4096"
 DRY_SHAPES = "40x24,24x16"
@@ -69,6 +69,9 @@ import triton  # noqa: E402
 
 from ncd.ops.lmul import lmul_linear  # noqa: E402
 from ncd.ops.wtacrs import wtacrs_linear  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
 
 
 class Device:
@@ -314,16 +317,10 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = False  # the float32 references stay float32
     dtype = torch.float32 if args.dry_run else getattr(torch, args.dtype)
     shapes = args.shapes or (DRY_SHAPES if args.dry_run else FULL_SHAPES)
-    commit = args.commit or (
-        subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        or None
-    )
     meta = {
         "device": dev.name,
         "date": datetime.date.today().isoformat(),
-        "commit": commit,
+        "commit": commit(args.commit),
         "torch": torch.__version__,
         "triton": triton.__version__,
     }

@@ -18,10 +18,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
 
 OPS = ["linear_attention", "simple_gla", "gla", "delta_rule", "gated_delta_rule"]
 FLA = {
@@ -191,16 +194,10 @@ def parent(args):
             for r in got:
                 print(json.dumps(r), flush=True)
             print(f"# {op} {impl}: {status} in {time.time() - start:.0f} s {tail}", flush=True)
-    commit = (
-        os.environ.get("COMMIT")
-        or subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-    )
     meta = {
         "device": torch.cuda.get_device_name(),
         "date": datetime.date.today().isoformat(),
-        "commit": commit or "unknown",
+        "commit": commit(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "runs": notes,

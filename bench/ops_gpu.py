@@ -19,7 +19,8 @@ import argparse
 import datetime
 import json
 import math
-import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,9 @@ from ncd.ops import config, linear_attention, softmax_attention
 from ncd.ops._backend import tuned_configs
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention.reference import linear_attention_reference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
 
 try:
     from fla.ops.linear_attn import chunk_linear_attn
@@ -200,16 +204,10 @@ def main():
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 references stay float32
     B, H, K, dtype = args.B, args.H, args.K, getattr(torch, args.dtype)
-    commit = args.commit or (  # the copy on the GPU machine may carry another .git
-        subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        or None
-    )
     meta = {
         "device": torch.cuda.get_device_name(),
         "date": datetime.date.today().isoformat(),
-        "commit": commit,
+        "commit": commit(args.commit),
         "torch": torch.__version__,
         "triton": triton.__version__,
     }

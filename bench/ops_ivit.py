@@ -28,9 +28,12 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
 
 OPS = ["shiftmax", "shiftgelu", "i_layernorm", "int8_matmul"]
 SHAPES = [(4096, 4096), (16384, 4096)]
@@ -223,18 +226,12 @@ def main(argv=None):
             for r in got:
                 print(json.dumps(r), flush=True)
             rows += got
-    commit = (
-        os.environ.get("COMMIT")
-        or subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-    )
     from ncd.ops import config
 
     meta = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)",
         "date": datetime.date.today().isoformat(),
-        "commit": commit or "unknown",
+        "commit": commit(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "config": config.describe(),

@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -243,16 +244,10 @@ def run(args):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     ratios(rows)
-    commit = (
-        os.environ.get("COMMIT")
-        or subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-    )
     meta = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)",
         "date": datetime.date.today().isoformat(),
-        "commit": commit or "unknown",
+        "commit": commit(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "programs_per_sm": args.programs_per_sm or "default",

@@ -37,6 +37,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
+
 TOKEN = "ncd-bench"
 SIZES = (50, 200)
 TARGET_MS = {50: 150, 200: 500}
@@ -199,12 +202,9 @@ def main(argv=None) -> int:
     rows = []
     for kept in (False, True):  # a JupyterLab of its own for each pass
         rows += _pass(chromium, kept, args.repeat)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     data = {
         "date": datetime.date.today().isoformat(),
-        "commit": commit,
+        "commit": commit(),
         "device": "cpu",
         "browser": "Chromium (headless, Playwright), JupyterLab on the same machine",
         "cpus": os.cpu_count(),
