@@ -172,12 +172,17 @@ def _unary(L: Lowerer, b, x, tin, tout):
     return {"out": L.fn(fn, x["x"], **kw)}
 
 
-@lowers("binary")
-def _binary(L: Lowerer, b, x, tin, tout):
+def _pairwise(L: Lowerer, fn, x, tin, tout):
+    """fn(a, b) of the ports a and b, each aligned by axis name to the output's axes."""
     out = tout["out"].names
     a = L.align(x["a"], tin["a"].names, out)
     c = L.align(x["b"], tin["b"].names, out)
-    return {"out": L.fn(BINARY[b.fn], a, c)}
+    return {"out": L.fn(fn, a, c)}
+
+
+@lowers("binary")
+def _binary(L: Lowerer, b, x, tin, tout):
+    return _pairwise(L, BINARY[b.fn], x, tin, tout)
 
 
 @lowers("scale")
@@ -825,10 +830,7 @@ COMPARE = {"eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt":
 
 @lowers("compare")
 def _compare(L: Lowerer, b, x, tin, tout):
-    out = tout["out"].names
-    a = L.align(x["a"], tin["a"].names, out)
-    c = L.align(x["b"], tin["b"].names, out)
-    return {"out": L.fn(COMPARE[b.fn], a, c)}
+    return _pairwise(L, COMPARE[b.fn], x, tin, tout)
 
 
 @lowers("where")
