@@ -475,18 +475,22 @@ class Studio(w.VBox):
             return self._ref_of(checked.order[-1])
         return c.inputs[-1].name if c.inputs else ""
 
-    def _axes_of(self, ref: str) -> tuple[str, ...]:
+    def _value_of(self, ref: str):
+        """The type of the value `ref` (an input, `box` or `box.port`) in the last valid
+        circuit, or None."""
         if not ref or self._checked is None:
-            return ()
+            return None
         box, _, port = ref.partition(".")
         try:
             if box in self._checked.inputs:
-                v = self._checked.inputs[box]
-            else:
-                outs = self._checked.outs[box]
-                v = outs[port] if port else next(iter(outs.values()))
+                return self._checked.inputs[box]
+            outs = self._checked.outs[box]
+            return outs[port] if port else next(iter(outs.values()))
         except (KeyError, StopIteration):
-            return ()
+            return None
+
+    def _axes_of(self, ref: str) -> tuple[str, ...]:
+        v = self._value_of(ref)
         return v.names if isinstance(v, TensorType) else ()
 
     def _on_add(self, kind: str, after: str = "") -> None:
@@ -559,16 +563,7 @@ class Studio(w.VBox):
             )
 
     def _dtype_of(self, ref: str) -> str:
-        box, _, port = ref.partition(".")
-        try:
-            if box in self._checked.inputs:
-                v = self._checked.inputs[box]
-            else:
-                outs = self._checked.outs[box]
-                v = outs[port] if port else next(iter(outs.values()))
-        except (AttributeError, KeyError, StopIteration):
-            return "float32"
-        return getattr(v, "dtype", "float32")
+        return getattr(self._value_of(ref), "dtype", "float32")
 
     def _on_delete(self, path: str = "") -> None:
         c = self.view
