@@ -167,8 +167,17 @@ class Studio(w.VBox):
             self.scope, self._collapsed = (), set()
             self.sizes.value = ""  # the last circuit's sizes are not this one's
         self._fit_scope()
-        self._refresh(f"{what}: {new.name} ({len(new.boxes)} boxes)")
+        self._refresh(f"{what}: {self._here()}")
         return new
+
+    def _here(self) -> str:
+        """The circuit being edited, as the status line names it: `attention (3 boxes), in
+        untitled` inside a subcircuit (the breadcrumb's last name), `untitled (8 boxes)` at
+        the top."""
+        c = self.view
+        n = len(c.boxes)
+        text = f"{c.name} ({n} box{'' if n == 1 else 'es'})"
+        return f"{text}, in {self.circuit.name}" if self.scope else text
 
     def _check(self, c: Circuit):
         """panels.check_draft(c), kept for the last CHECKS_KEPT circuit objects."""
@@ -504,6 +513,8 @@ class Studio(w.VBox):
             f"added {name}",
         ):
             self._on_select(name)
+            self._show([], f"added {name}: {self._here()}; its fields are in the form (change "
+                       "one and press Enter)")  # fmt: skip
         else:  # the form takes it from here: the kind is chosen, the fields to fill shown
             self.palette.value = kind
             self.box_name.value = name
@@ -834,7 +845,7 @@ class Studio(w.VBox):
 
     def _goto(self, what: str) -> None:
         self._fit_scope()
-        self._refresh(f"{what}: {self._history.where()}")
+        self._refresh(f"{what}: {self._history.where()}, {self._here()}")
 
 
 def _palette() -> list[dict]:

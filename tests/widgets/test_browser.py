@@ -272,6 +272,26 @@ def test_collapse_and_expand_a_group(step):
     assert node(page, 1, "blocks/MLP").count() == 0
 
 
+def test_select_an_open_call_by_its_frame(step):
+    """`blocks` is a call drawn open (its subcircuit in place): a click on its title selects
+    the call box, outlined, in the form; a click on the background clears it."""
+    page = step
+    s = studio(page, 1)
+    frame = s.locator('g.cluster[id="block:blocks"]')
+    frame.locator("text").first.click()
+    s.locator('g.cluster.ncd-selected[id="block:blocks"]').wait_for()
+    assert s.locator(".ncd-sel").count() == 1
+    name = (
+        page.locator(".ncd-editor").nth(1).locator(".widget-text:has(label:text-is('name')) input")
+    )
+    page.wait_for_function("el => el.value === 'blocks'", arg=name.element_handle())
+    assert s.locator('.ncd-handle.ncd-out[data-node="blocks"]').count() == 1  # on the frame
+    box = frame.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] - 4)  # the background, above it
+    s.locator("g.cluster.ncd-selected").wait_for(state="detached")
+    assert s.locator(".ncd-sel").count() == 0
+
+
 def test_open_a_subcircuit_and_edit_inside_it(step):
     page = step
     s = studio(page, 1)
@@ -282,6 +302,10 @@ def test_open_a_subcircuit_and_edit_inside_it(step):
     s.locator(".ncd-search").fill("dropout")
     s.locator(".ncd-search").press("Enter")  # the first match, after the selection
     wait_node(page, 1, "dropout")
+    # The status line names the subcircuit being edited, as the breadcrumb does.
+    status = s.locator(".ncd-status")
+    status.locator(":scope:has-text('added dropout: transformer_block (')").wait_for()
+    assert "in transformer" in status.inner_text()
     shot(page, 1, "inside")
     s.locator(".ncd-crumb").first.click()  # back out: the edit is in the called block
     wait_node(page, 1, "blocks/dropout")
@@ -447,6 +471,7 @@ def test_a_prenorm_block_with_an_attention_subcircuit_from_blank(step):
     t.field("out", "D")
     t.type(".ncd-output-name", "y")
     t.click(".ncd-add-output")  # the subcircuit's output y: the projection
+    assert t.s.locator(".ncd-status").inner_text().startswith("output y <- linear4: attention (")
     shot(page, 2, "trial-attention")
     t.click(".ncd-crumb")  # back out
     t.add("binary", "binary")  # nothing selected: reads the last value, the call; + x

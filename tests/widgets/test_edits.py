@@ -142,6 +142,14 @@ def test_collapse_and_expand_and_enter_a_subcircuit():
     assert s.scope == ("blocks",) and s.canvas.selected == "ln2"
     assert 'id="box:ln2"' in s.canvas.svg and s.canvas.crumbs[-1].startswith("blocks")
     s.canvas.intent("add", kind="dropout", after="ln2")
+    # The status line names the circuit the breadcrumb ends at, not the top one.
+    assert s.canvas.status.startswith(
+        "added dropout: transformer_block (19 boxes), in transformer;"
+    )
+    s.canvas.intent("delete", path="dropout")
+    assert s.canvas.status == "deleted dropout: transformer_block (18 boxes), in transformer"
+    s.canvas.intent("undo")
+    assert s.canvas.status == "undo: 2 of 3, transformer_block (19 boxes), in transformer"
     inner = s.circuit.subcircuits["transformer_block"]
     assert inner.box("dropout").inputs == {"x": "ln2"}  # the edit is in the called block
     s.canvas.intent("undo")

@@ -142,10 +142,18 @@ function render({ model, el }) {
     steered = true;
     apply();
   }, { passive: false });
+  // A call drawn open (its subcircuit in place, a block with a frame) is selected by a click
+  // on its frame or title when it is a box of the circuit being edited (it has ports).
+  function openCall(target) {
+    const g = target.closest("g.cluster");
+    return g && g.classList.contains("block-call") && model.get("ports")[pathOf(g)] ? g : null;
+  }
   let pan = null;
   stage.addEventListener("pointerdown", (e) => {
     if (e.button !== 0 || e.target.closest(".ncd-handle, g.node, g.edge, .ncd-toggle")) return;
-    pan = { x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, moved: false };
+    pan = {
+      x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, moved: false, call: openCall(e.target),
+    };
     stage.setPointerCapture(e.pointerId);
   });
   stage.addEventListener("pointermove", (e) => {
@@ -158,7 +166,7 @@ function render({ model, el }) {
     }
   });
   stage.addEventListener("pointerup", (e) => {
-    if (pan && !pan.moved) select("");
+    if (pan && !pan.moved) select(pan.call ? pathOf(pan.call) : "");
     pan = null;
   });
 
@@ -223,7 +231,7 @@ function render({ model, el }) {
     const clusters = [...svg.querySelectorAll("g.cluster")];
     boxes = {
       nodes: nodes.map((g) => ({ g, path: pathOf(g), b: g.getBBox() })),
-      clusters: clusters.map((g) => ({ path: pathOf(g), b: g.getBBox() })),
+      clusters: clusters.map((g) => ({ g, path: pathOf(g), b: g.getBBox() })),
     };
   }
 
@@ -238,7 +246,8 @@ function render({ model, el }) {
     const ports = model.get("ports");
     const marks = model.get("marks");
     const sel = model.get("selected");
-    for (const { g, path, b } of boxes.nodes) {
+    // The selection's outline and the port handles of a box (or of an open call's frame).
+    const outline = (g, path, b) => {
       g.classList.toggle("ncd-selected", path === sel);
       if (path === sel) {
         over.append(s("rect", {
@@ -265,6 +274,9 @@ function render({ model, el }) {
           over.append(c);
         });
       }
+    };
+    for (const { g, path, b } of boxes.nodes) {
+      outline(g, path, b);
       g.classList.toggle("ncd-bad", Boolean(marks[path]));
       if (marks[path]) {
         const m = s("g", { class: "ncd-mark", "data-node": path });
@@ -279,7 +291,8 @@ function render({ model, el }) {
         over.append(toggle(b.x, b.y, "+", path, "expand"));
       }
     }
-    for (const { path, b } of boxes.clusters) {
+    for (const { g, path, b } of boxes.clusters) {
+      if (g.classList.contains("block-call") && ports[path]) outline(g, path, b);
       over.append(toggle(b.x + 2, b.y + 2, "−", path, "collapse"));
     }
     for (const g of svg.querySelectorAll("g.edge")) {
@@ -388,7 +401,7 @@ function render({ model, el }) {
       line = null;
       const at = document.elementFromPoint(ev.clientX, ev.clientY);
       const target = at && at.closest(".ncd-handle.ncd-in");
-      const node = at && at.closest("g.node");
+      const node = at && (at.closest("g.node") || openCall(at));
       if (target) send("connect", { ref, node: target.dataset.node, port: target.dataset.port });
       else if (node) send("connect", { ref, node: pathOf(node), port: "" });
       else if (at && stage.contains(at)) send("add_output", { name: "", ref });
