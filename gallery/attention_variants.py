@@ -21,12 +21,17 @@ MOM = "Du et al., MoM: Linear Sequence Modeling with Mixture-of-Memories (2025)"
 
 @entry("hedgehog_attention", "Hedgehog: linear attention with learned feature maps", HEDGEHOG)
 def hedgehog_attention():
-    """Causal linear attention whose feature map is a learned per-head linear map followed by
-    a softmax over the features, once of the map and once of its negation (Hedgehog's
-    φ_mlp(x) = [softmax(Wx + b), softmax(-Wx - b)]), queries and keys with their own maps,
-    feeding the normalised linear attention y_i = Σ_{j<=i} φ(q_i)·φ(k_j) v_j /
-    Σ_{j<=i} φ(q_i)·φ(k_j) (the paper's linear-attention equation, Sec. 2, and its feature
-    map, Sec. 4). The 2F features of the two softmaxes are one axis F of size 2F.
+    """Hedgehog: causal linear attention whose feature map is learned, per head, to mimic
+    softmax.
+
+    Implements: Zhang et al. (2024) Sec. 4, Hedgehog's feature map
+    φ_mlp(x) = [softmax(W x + b), softmax(-W x - b)] (a learned per-head linear map, then a
+    softmax over the features of the map and of its negation), queries and keys each with
+    their own W and b; Sec. 2, the normalised causal linear attention
+    y_i = Σ_{j<=i} (φ(q_i)·φ(k_j)) v_j / Σ_{j<=i} φ(q_i)·φ(k_j).
+
+    The 2F features of the two softmaxes are one axis of size 2F (a concatenation), the
+    head axis of one normalised `linear_attention` box.
     """
     b = Builder("hedgehog_attention", title="Hedgehog attention", paper=HEDGEHOG,
                 doc="φ(x) = [softmax(Wx+b), softmax(−Wx−b)] per head, then linear attention.",
@@ -51,17 +56,27 @@ def hedgehog_attention():
 
 @entry("softplus_attention", "Length-scaled softplus attention with re-weighting", SOFTPLUS)
 def softplus_attention():
-    """Softmax decomposed into a positive map and an l1 normalisation, the map replaced by
-    Softplus with a length-dependent scale (LSSA), then re-weighted (LSSAR):
+    """Length-scaled Softplus attention with re-weighting (LSSAR), causal.
 
-    s_ij = q_i·k_j / √d,  λ_i = log N_i with N_i = i the keys query i sees (causal),
-    a_ij = Softplus(λ_i s_ij) for j <= i, 0 otherwise, w_ij = a_ij^p / Σ_j a_ij^p (p = 2),
-    y_i = Σ_j w_ij v_j.
+    Implements: Gao & Spratling (2025) Sec. 3, softmax decomposed into a positivity map and
+    an l1 normalisation, the map replaced by Softplus with a length-dependent scale (LSSA),
+    then re-weighted (LSSAR): s_ij = q_i·k_j / √d, λ_i = log N_i with N_i = i the number of
+    keys query i sees (positions counted from 1), a_ij = Softplus(λ_i s_ij) for j <= i and 0
+    otherwise, w_ij = a_ij^p / Σ_j a_ij^p with p = 2, y_i = Σ_j w_ij v_j.
 
-    The l1 normalisation of a then of its p-th power is one normalisation of a^p. N_i is counted
-    from the causal mask (Σ_j of a mask of ones). Written from the paper's Sec. 3 (the
-    softmax decomposition, LSSA and the re-weighting); the exact form of the scale (here
-    log N_i / √d) and the power p are to be checked against the paper.
+    The l1 normalisation of a then of its p-th power is one normalisation of a^p. N_i is
+    counted from the causal mask (Σ_j of a mask of ones).
+
+    What was checked: the paper's abstract (arXiv 2501.13428, versions 2, 4 and 5, and the
+    opening of its ICML version) states the design as above: softmax split into a non-linear
+    positivity transformation and an l1 normalisation, the latter found essential; the
+    exponential replaced by Softplus with a dynamic scale factor based on invariance
+    entropy; and a re-weighting that amplifies the larger weights and diminishes the
+    smaller ones. What was not checked: the text of Sec. 3 and the authors' code
+    (github.com/iminfine/freeatten, named in the abstract, is not in the searchable code
+    index) were not available, so the exact form of the scale (here log N_i / √d, per query
+    row), the form of the re-weighting (here a^p, l1-normalised) and the power p = 2 are this
+    circuit's reading, not verified, and no equation numbers are given.
     """
     b = Builder("softplus_attention", title="Softplus attention (LSSAR)", paper=SOFTPLUS,
                 doc="l1-normalised Softplus(log N_i · q·k/√d), re-weighted by a power p = 2.",
@@ -102,14 +117,18 @@ def _heads(b, x, names=("q", "k", "v")):
 
 @entry("ecoformer_attention", "EcoFormer: linear attention on binary hash codes", ECOFORMER)
 def ecoformer_attention():
-    """Queries and keys are hashed to b-bit codes by kernelised hashing, h(x) = sign(Aᵀ κ(x)),
-    κ(x)_j = exp(-‖x - a_j‖² / 2σ²) to m anchors a_j, A a b-column projection (the paper's
-    kernelised hash function, Sec. 3.2); the attention similarity is the code agreement
-    (b + h(q)·h(k)) / 2 = b − Hamming(h(q), h(k)) (Sec. 3.3), a dot product of the features
-    ψ(h) = [relu(h), relu(−h)] (the one-hot of each bit), so that the attention is linear:
-    y_i = Σ_j ψ_i·ψ_j v_j / Σ_j ψ_i·ψ_j, computed as ψ_i (Σ_j ψ_jᵀ v_j). The hash functions
-    are learned by the paper's own objective, not by back-propagation: sign passes no gradient,
-    so the task trains the value and output maps. σ² = K.
+    """EcoFormer: linear attention on the binary codes of queries and keys.
+
+    Implements: Liu et al. (2022) Sec. 3.2, the kernelised hash function h(x) = sign(Aᵀ κ(x)),
+    κ(x)_j = exp(-‖x - a_j‖² / 2σ²) to m anchors a_j, A a projection to b bits; Sec. 3.3,
+    attention by the agreement of the codes, y_i = Σ_j s_ij v_j / Σ_j s_ij with
+    s_ij = (b + h(q_i)·h(k_j)) / 2 = b − Hamming(h(q_i), h(k_j)), which is linear:
+    s_ij = ψ(h(q_i))·ψ(h(k_j)) with ψ(h) = [relu(h), relu(−h)] (the one-hot of each bit), so
+    y_i = ψ_i (Σ_j ψ_jᵀ v_j) / ψ_i·Σ_j ψ_j; then W_O.
+
+    Non-causal, per head; σ² = K. The hash functions are learned by the paper's own
+    objective, not by back-propagation: sign passes no gradient, so the task trains the value
+    and output maps.
     """
     b = Builder("ecoformer_attention", title="EcoFormer attention", paper=ECOFORMER,
                 axes={"D": "H*K"},
@@ -154,16 +173,22 @@ def _newton_step():
 
 @entry("soft_attention", "SOFT: softmax-free attention by a Gaussian kernel and landmarks", SOFT)
 def soft_attention():
-    """Softmax-free attention (SOFT, Sec. 3): queries and keys share one projection (K = Q),
-    the similarity is the Gaussian kernel S_ij = exp(−‖q_i − k_j‖² / 2√d) (Sec. 3.1), computed
-    from the squared norms and the dot products, and S is approximated through m landmarks
-    Q̃ (average pooling of Q over T; Sec. 3.2) as Ŝ = exp(Q ⊖ Q̃) A⁺ exp(Q̃ ⊖ K) with
-    A = exp(Q̃ ⊖ Q̃) (Sec. 3.2). The Moore–Penrose pseudo-inverse A⁺ is the unrolled Newton–Schulz
-    iteration X ← 2X − X A X from X₀ = Aᵀ / (‖A‖₁ ‖A‖∞) (Sec. 3.3), N_iter = 20 steps (the
-    repeated subcircuit; the paper's code iterates 20 times). Aᵀ is A with its two landmark
-    axes exchanged. y = Ŝ V, computed as P (A⁺ (Pᵀ V)) with P = exp(Q ⊖ Q̃)
-    (Pᵀ = exp(Q̃ ⊖ K) because K = Q), linear in T; no normalisation (softmax-free).
-    Value and output projections as in multi-head attention.
+    """SOFT: softmax-free attention by a Gaussian kernel through landmarks, linear in T.
+
+    Implements: Lu et al. (2021) Sec. 3.1, the Gaussian-kernel similarity
+    S_ij = exp(−‖q_i − k_j‖² / 2√d) with queries and keys from one projection (K = Q);
+    Sec. 3.2, its low-rank form through m landmarks Q̃ (average pooling of Q over T),
+    Ŝ = exp(Q ⊖ Q̃) A⁺ exp(Q̃ ⊖ K) with A = exp(Q̃ ⊖ Q̃); Sec. 3.3, the Moore–Penrose
+    pseudo-inverse A⁺ by the Newton–Schulz iteration X ← 2X − X A X from
+    X₀ = Aᵀ / (‖A‖₁ ‖A‖∞); y = Ŝ V, then W_O.
+
+    The kernel is computed from the squared norms and the dot products. The iteration is
+    unrolled, N_iter = 20 steps (the repeated subcircuit); Aᵀ is A with its two landmark axes
+    exchanged. y is computed as P (A⁺ (Pᵀ V)) with P = exp(Q ⊖ Q̃) (Pᵀ = exp(Q̃ ⊖ K) because
+    K = Q), linear in T; no normalisation (softmax-free). Value and output projections as in
+    multi-head attention. The authors' released code (fudan-zvg/SOFT, SOFT/kernel/inverse.py)
+    also runs 20 steps, but on A + 0.01·I from X₀ = α (A + 0.01·I), α = 1.8 / (max_i Σ_j A_ij)²;
+    the circuit keeps the starting point written above.
     """
     b = Builder("soft_attention", title="SOFT attention", paper=SOFT, axes={"D": "H*K"},
                 doc="Gaussian-kernel attention through pooled landmarks, A⁺ by Newton–Schulz.",
@@ -205,23 +230,25 @@ def soft_attention():
 
 @entry("mom_block", "MoM: mixture of linear-attention memories with a router", MOM)
 def mom_block():
-    """Mixture-of-Memories (MoM, Sec. 3): a router scores the M memories of each token,
-    p_t = softmax(x_t W_g), keeps the top k, and renormalises the kept scores,
-    g_t^m = p_t^m / Σ_{m' ∈ top-k(t)} p_t^{m'} (0 for memories not kept). Each memory has its
-    own key and value maps, k_t^m = x_t W_k^m, v_t^m = x_t W_v^m, and a linear-attention state
-    updated by its routed tokens only, M_t^m = M_{t-1}^m + [m ∈ top-k(t)] k_t^mᵀ v_t^m; a
-    shared memory M_t^s (its own keys and values) takes every token. The read mixes the
-    memories by the router's weights, o_t = q_t (M_t^s + Σ_m g_t^m M_t^m) with one query map
-    q_t = x_t W_q. Here the router's top-k gives each token's k memories and their scores;
-    the renormalised scores are scattered into the memory axis (g_t, 0 for memories not
-    kept) and the routing mask [m ∈ top-k(t)] is the one-hot of the chosen memories summed
-    over the k choices. The mask multiplies the keys, and g_t^m the query of memory m
+    """MoM: a router sends each token to k of M linear-attention memories; a shared memory
+    takes every token; the read mixes them by the router's weights.
+
+    Implements: Du et al. (2025) Sec. 3, the router p_t = softmax(x_t W_g), top-k, with the
+    kept scores renormalised, g_t^m = p_t^m / Σ_{m' ∈ top-k(t)} p_t^{m'} (0 for memories not
+    kept); memory m with its own key and value maps, k_t^m = x_t W_k^m, v_t^m = x_t W_v^m,
+    updated by its routed tokens only, M_t^m = M_{t-1}^m + [m ∈ top-k(t)] k_t^mᵀ v_t^m; the
+    shared memory M_t^s = M_{t-1}^s + k_t^sᵀ v_t^s; the read o_t = q_t (M_t^s + Σ_m g_t^m M_t^m)
+    with one query map q_t = x_t W_q, then W_O; and the auxiliary load-balancing loss of the
+    mixture-of-experts routers, aux = M Σ_m f_m P_m, f_m the fraction of tokens routed to
+    memory m, P_m its mean router score (over B and T).
+
+    Here the router's top-k gives each token's k memories and their scores; the renormalised
+    scores are scattered into the memory axis (g_t, 0 for memories not kept) and the routing
+    mask [m ∈ top-k(t)] is the one-hot of the chosen memories summed over the k choices. The
+    mask multiplies the keys, and g_t^m the query of memory m
     (q_t Σ_m g_t^m M_t^m = Σ_m (g_t^m q_t) M_t^m): the memories are a batch axis of one causal
-    linear attention.
-    The auxiliary output is the load-balancing loss of the mixture-of-experts routers,
-    aux = M Σ_m f_m P_m, f_m the fraction of tokens routed to memory m, P_m its mean router
-    score (over B and T). Each memory is plain linear attention (the paper's basic memory;
-    its larger models use gated memories).
+    linear attention. Each memory is plain linear attention (the paper's basic memory; its
+    larger models use gated memories).
     """
     b = Builder("mom_block", title="Mixture-of-Memories", paper=MOM, axes={"D": "H*K"},
                 doc="Router top-k → memories updated by their routed tokens → mixed read.",
@@ -270,14 +297,17 @@ def mom_block():
 
 @entry("sea_attention", "SEA: sparse attention on an estimated top-k mask", SEA)
 def sea_attention():
-    """SEA's three steps (the paper's Sec. 3, Fig. 2): a kernel (linear-attention) estimate of
-    the attention matrix, Â_ij = φ(q_i)·φ(k_j) with φ = elu + 1; a top-k selection per query
-    row of the estimate, the mask M_ij = [j among the k keys top-k picks in row i] (the
-    one-hot of the chosen keys, any over the k choices); and softmax attention on the selected
-    keys only, y_i = Σ_{j: M_ij} softmax_j(q_i·k_j / √d) v_j (the scores of keys not selected
-    set to −∞), causal as in the paper's OPT models. The paper compresses the estimate to
-    fewer columns with a CNN decoder and interpolates the mask back; here the estimate has
-    every column.
+    """SEA: softmax attention on the keys picked by a linear-attention estimate, causal.
+
+    Implements: Lee et al. (2024) Sec. 3 (Fig. 2), its three steps: the kernel estimate of
+    the attention matrix Â_ij = φ(q_i)·φ(k_j), φ = elu + 1; the top-k mask per query row of
+    the estimate, M_ij = [j among the k largest Â_ij of row i]; and softmax attention on the
+    selected keys only, y_i = Σ_{j: M_ij} softmax_j(q_i·k_j / √d) v_j (the scores of keys not
+    selected set to −∞), causal as in the paper's OPT models.
+
+    The mask is the one-hot of the k = 4 chosen keys, any over the k choices. The paper
+    compresses the estimate to fewer columns with a CNN decoder and interpolates the mask
+    back; here the estimate has every column.
     """
     b = Builder("sea_attention", title="SEA attention", paper=SEA,
                 doc="Linear-attention estimate → top-k mask per query → sparse softmax attention.",
@@ -306,13 +336,18 @@ def sea_attention():
 @entry("scatterformer_attention", "ScatterFormer: linear attention over variable-length windows",
        SCATTER)  # fmt: skip
 def scatterformer_attention():
-    """Scattered Linear Attention (ScatterFormer, Sec. 3.2): the voxels of all windows lie end
-    to end in one sequence, window w holding positions offsets[w] … offsets[w+1] − 1 (the
-    `cu_seqlens` packing, no padding), and each voxel attends to every voxel of its own window,
-    non-causally, by normalised linear attention with ReLU feature maps:
-    y_i = φ(q_i) Σ_{j ∈ w(i)} φ(k_j)ᵀ v_j / φ(q_i) · Σ_{j ∈ w(i)} φ(k_j), φ = ReLU, then the
-    output projection. Windows have any length (one `linear_attention` box, packed,
-    non-causal, normalised; the authors' code adds 1e-6 to the denominator, the box 1e-10).
+    """ScatterFormer: linear attention within variable-length windows of a packed voxel
+    sequence.
+
+    Implements: He et al. (2024) Sec. 3.2, Scattered Linear Attention: each voxel attends to
+    every voxel of its own window w(i), non-causally, by normalised linear attention with
+    ReLU feature maps, y_i = φ(q_i) Σ_{j ∈ w(i)} φ(k_j)ᵀ v_j / φ(q_i)·Σ_{j ∈ w(i)} φ(k_j),
+    φ = ReLU, then the output projection W_O.
+
+    The voxels of all windows lie end to end in one sequence, window w holding positions
+    offsets[w] … offsets[w+1] − 1 (the `cu_seqlens` packing, no padding). Windows have any
+    length (one `linear_attention` box, packed, non-causal, normalised; the authors' code
+    adds 1e-6 to the denominator, the box 1e-10).
     """
     b = Builder("scatterformer_attention", title="ScatterFormer attention", paper=SCATTER,
                 axes={"D": "H*K"},

@@ -12,10 +12,15 @@ from .ncd_paper import NCD
 def convolutions():
     """One image through the four convolutions of the NCD paper's figure, side by side.
 
-    Each is y[o, i] = Σ_{c, j} w[o, c, j] x[c, s·i + d·j - p] (+ b[o]) over the spatial axes:
-    strided (s = 2, drawn as a trapezoid: the axes shrink by the stride), dilated (d = 2: the
-    kernel taps are spread), depthwise (one filter per channel, groups = C) and transposed
-    (★ᵀ, the adjoint of a strided convolution: the axes grow by the stride).
+    Implements: Abbott's convolution figure, y[o, i] = Σ_{c, j} w[o, c, j] x[c, s·i + d·j − p]
+    + b[o] over the spatial axes (i, j each a pair over Y, X), in its four variants: strided
+    (s = 2, kernel 4, p = 1), dilated (d = 2, kernel 3, p = 2), depthwise
+    y[c, i] = Σ_j w[c, j] x[c, i + j − 1] + b[c] (one filter per channel, groups = C), and
+    transposed, the adjoint of the strided one, y[o, s·i + j − p] += Σ_c w[c, o, j] x[c, i]
+    (+ b[o]; s = 2, kernel 4, p = 1).
+
+    The strided one is drawn as a trapezoid (the axes shrink by the stride), the dilated one
+    with its taps spread, the transposed one as ★ᵀ (the axes grow by the stride).
     """
     b = Builder("convolutions", title="Convolution variants", paper=NCD,
                 doc="Strided, dilated, depthwise and transposed ★k over the axes Y X.",
@@ -45,6 +50,11 @@ def _double_conv(b, h, cin, cout, tag):
 @entry("unet", "U-Net", NCD)
 def unet():
     """The NCD paper's U-Net (after Ronneberger et al., Fig. 1), two levels deep.
+
+    Implements: Abbott's U-Net figure of Ronneberger et al. (2015) Fig. 1, with
+    C(h) = ReLU(BN(W ★₃ h)) and D = C ∘ C at each level: down, s_l = D_l(h),
+    h = MaxPool₂(s_l) for l = 1, 2; bottom h = D_3(h); up, h = D'_l(concat_ch(W^up_l ★ᵀ₂ h,
+    s_l)) for l = 2, 1; logits = W ★₁ h + b.
 
     Down path: at each level two (★3, batch norm, ReLU), then Max 2×2 pooling, the width
     doubling (F1 → F2 → F3). Up path: a transposed ★ᵀ2 (stride 2, the paper's 2×2

@@ -22,21 +22,24 @@ def _un(b: Builder, x, name: str):
 
 @entry("unified_norm_block", "Transformer block with Unified Normalization", UN)
 def unified_norm_block():
-    """The pre-norm transformer block with both LayerNorms replaced by Unified Normalization
-    (Yang et al. 2022, Sec. 3): x + MHA(UN(x)), then + MLP(UN(.)).
+    """The pre-norm transformer block with both LayerNorms replaced by Unified Normalization.
 
-    UN normalises each channel c of D by a statistic taken over every token of the batch
-    (B and T), not over the token's own channels as LayerNorm does:
-    z = x / sqrt(σ̂²_c + ε), y = γ_c z + β_c, with ψ²_t = mean over (B, T) of x² (the quadratic
-    mean, no centring). Fluctuation smoothing: σ̂²_t is the geometric mean
-    (Π_{i<M} ψ²_{t-i})^{1/M} of the last M = 4 batches (each batch's own ψ²_t during warm-up),
-    and the backward is dx = (g - ν z) / sqrt(σ̂²_t + ε), g = r γ dy, with ν a moving average
-    of the arithmetic mean over the window of mean(g z) (gradient compensation; r the clamped
-    ratio of σ̂_t to the running σ). Adaptive outlier filtration: when the window's arithmetic
-    minus geometric mean exceeds M times the variance of its roots in some channel, the batch
-    uses ψ²_t and leaves the running statistic in its slot. At inference σ̂² is the running
-    statistic, a constant: UN is then y = (γ / sqrt(σ² + ε)) x + β, which
-    `ncd.compiler.fold.fold_norms` folds into L^Q, L^K, L^V and the MLP's first map."""
+    Implements: Yang et al. (2022) Sec. 3, Unified Normalization in the block
+    x + MHA(UN(x)), then + MLP(UN(.)): per channel c of D, z = x / sqrt(σ̂²_c + ε),
+    y = γ_c z + β_c, with ψ²_t = mean over (B, T) of x² at step t; fluctuation smoothing,
+    σ̂²_t = (Π_{i<M} ψ²_{t-i})^{1/M}, M = 4; gradient compensation in the backward,
+    dx = (g - ν z) / sqrt(σ̂²_t + ε), g = r γ dy; and at inference, with the running σ², the
+    affine map y = (γ / sqrt(σ² + ε)) x + β.
+
+    UN normalises each channel by a statistic taken over every token of the batch (B and T),
+    not over the token's own channels as LayerNorm does; ψ² is the quadratic mean, with no
+    centring. During warm-up σ̂²_t is each batch's own ψ²_t. In the backward, ν is a moving
+    average of the arithmetic mean over the window of mean(g z), and r the clamped ratio of
+    σ̂_t to the running σ. Adaptive outlier filtration: when the window's arithmetic minus
+    geometric mean exceeds M times the variance of its roots in some channel, the batch uses
+    ψ²_t and leaves the running statistic in its slot. At inference UN is affine, and
+    `ncd.compiler.fold.fold_norms` folds it into L^Q, L^K, L^V and the MLP's first map.
+    """
     b = Builder(
         "unified_norm_block",
         title="Transformer block with Unified Normalization",

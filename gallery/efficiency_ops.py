@@ -29,23 +29,33 @@ def _ffn(name, title, paper, doc, **linear):
 @entry("wtacrs_linear", "WTA-CRS linear maps (sampled weight gradient)", WTACRS)
 def wtacrs_linear():
     """A feed-forward block y = x + W₂ GELU(W₁ x + b₁) + b₂ whose two linear maps run their
-    forward exactly and estimate the weight gradient dW = dYᵀ X = Σᵢ dyᵢᵀ xᵢ (the paper's
-    eq. 1c, over the B·T rows) by WTA-CRS (eq. 5): the |C| most probable column-row pairs
-    exactly, k − |C| more sampled from the rest with probabilities pᵢ ∝ ‖xᵢ‖ (‖dyᵢ‖ is not
-    known in the forward) and weighted (1 − Σ_C p)/((k − |C|) pⱼ), k = 30% of the rows. Only
-    the k sampled rows of each map's input are kept for the backward (the paper's Fig. 5),
-    so the cost table shows 6 of 20 rows kept; dx and the biases' gradients stay exact."""
+    forward exactly and estimate their weight gradient from sampled rows.
+
+    Implements: Liu et al. (2023) eq. 1c, the weight gradient dW = dYᵀ X = Σᵢ dyᵢᵀ xᵢ over
+    the B·T rows, estimated by WTA-CRS (eq. 5): dW ≈ Σ_{i ∈ C} dyᵢᵀ xᵢ +
+    Σ_{j ∈ S} (1 − Σ_{i ∈ C} pᵢ) / ((k − |C|) pⱼ) · dyⱼᵀ xⱼ, C the |C| most probable
+    column-row pairs, S the k − |C| more sampled from the rest, with probabilities pᵢ ∝ ‖xᵢ‖.
+
+    ‖dyᵢ‖ is not known in the forward, so the probabilities use ‖xᵢ‖ only; k = 30% of the
+    rows. Only the k sampled rows of each map's input are kept for the backward (the paper's
+    Fig. 5), so the cost table shows 6 of 20 rows kept; dx and the biases' gradients stay
+    exact."""
     return _ffn("wtacrs_linear", "WTA-CRS feed-forward block", WTACRS, wtacrs_linear.__doc__,
                 backward="wtacrs", budget=0.3)  # fmt: skip
 
 
 @entry("lmul_linear", "L-Mul linear maps (products by integer addition)", LMUL)
 def lmul_linear():
-    """A feed-forward block y = x + W₂ GELU(W₁ x + b₁) + b₂ whose every product is L-Mul with
-    3-bit mantissas (the paper's eq. 3: x·y ≈ (1 + x_m + y_m + 2^{−l(m)}) 2^{x_e + y_e},
-    l(3) = 3, one integer addition of the operands' bit patterns, the mantissa sum carrying
-    into the exponent), the setting in which the paper replaces all multiplications of a
-    transformer (its Section 4); the sums stay floating point. Gradients are those of the
+    """A feed-forward block y = x + W₂ GELU(W₁ x + b₁) + b₂ whose linear maps multiply by
+    L-Mul with 3-bit mantissas.
+
+    Implements: Luo & Sun (2024) eq. 3, L-Mul, x·y ≈ (1 + x_m + y_m + 2^{−l(m)}) 2^{x_e + y_e}
+    with l(3) = 3, for every product inside the two linear maps of
+    y = x + W₂ GELU(W₁ x + b₁) + b₂, the setting in which the paper replaces all
+    multiplications of a transformer (its Section 4).
+
+    Each product is one integer addition of the operands' bit patterns, the mantissa sum
+    carrying into the exponent; the sums stay floating point. Gradients are those of the
     exact products."""
     return _ffn("lmul_linear", "L-Mul feed-forward block", LMUL, lmul_linear.__doc__,
                 product="lmul3")  # fmt: skip

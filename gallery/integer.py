@@ -142,7 +142,15 @@ def _int_linear(b: Builder, x, over, out, name, label):
 @entry("ivit_block", "I-ViT: integer-only ViT encoder block", IVIT)
 def ivit_block():
     """I-ViT's integer-only encoder block (Li & Gu 2023), pre-norm as ViT: x + MHA(LN(x)),
-    then + MLP(LN(.)), with int8 activations and weights, every step integer:
+    then + MLP(LN(.)), with int8 activations and weights, every step integer.
+
+    Implements: Li & Gu (2023), I-ViT, Shiftmax (Sec. 3.3, eqs. 7 to 13) for the attention's
+    softmax, ShiftGELU (Sec. 3.4, eqs. 14 to 16) for the MLP's GELU, I-LayerNorm (Sec. 3.5,
+    eqs. 17 to 19) for both LayerNorms, and the dyadic arithmetic of linear operations
+    (Sec. 3.2), I' = (b · I) ≫ c with b/2^c = S_in/S_out (Yao et al. 2021, HAWQ-V3 Sec. 3,
+    dyadic quantisation), after every integer product and around every residual add.
+
+    Step by step:
 
     - linear maps and both attention products: int8 × int8 accumulated in int32, then
       requantised dyadically, I' = (b · I) ≫ c with b/2^c = S_in/S_out (I-ViT Sec. 3.2,

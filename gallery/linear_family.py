@@ -35,11 +35,16 @@ CONV = 4
 
 @entry("linear_attention", "Causal linear attention", KATHAROPOULOS)
 def linear_attention():
-    """o_t = φ(q_t)·S_t / φ(q_t)·z_t with S_t = Σ_{s<=t} φ(k_s) v_sᵀ and z_t = Σ_{s<=t} φ(k_s).
+    """Causal linear attention, drawn in its recurrent form.
+
+    Implements: Katharopoulos et al. (2020), causal linear attention as a recurrence (their
+    section on causal masking), o_t = φ(q_t)·S_t / φ(q_t)·z_t with S_t = Σ_{s<=t} φ(k_s) v_sᵀ
+    and z_t = Σ_{s<=t} φ(k_s), and their feature map φ(x) = elu(x) + 1.
 
     Drawn in its recurrent form, so that its cost is visibly linear in T; the compiler lowers the
-    outer product → scan → contraction chain to the chunked kernel of ncd.ops, which never keeps
-    the running states in memory.
+    outer product → scan → contraction chain to the chunked kernel of ncd.ops (Lightning
+    Attention-2's split: quadratic within a block, the running state between blocks), which
+    never keeps the running states in memory.
     """
     b = Builder(
         "linear_attention",
@@ -111,17 +116,21 @@ def _tnl_layer(b: Builder, x, decay_scale: str, p: str = "", tag: str = ""):
 
 @entry("transnormer_block", "TransNormerLLM block (Lightning Attention)", TRANSNORMER)
 def transnormer_block():
-    """One TransNormerLLM layer, layer l of L (sizes `l`, `L`).
+    """One TransNormerLLM layer, layer l of L (sizes `l`, `L`), pre-norm.
 
-    Token mixing, the gated NormAttention: O = SRMSNorm(Q Kᵀ V) ⊙ U with Q = Swish(X W_q),
-    K = Swish(X W_k), V = X W_v, U = X W_u (no scaling of the scores: The Devil in Linear
-    Transformer, §3, replaces it by the norm after the product); causal, with the exponential
-    decay of LRPE-d a_ts = q_tᵀ k_s λ^{t-s} (TransNormerLLM §3.1; the rotation part kept only
-    in the first layer is left out), λ of head h in layer l = exp(-(8h/H)(1 - l/L)) with the
-    head rate 8h/H taken, as TransNormerLLM's code and the `lightning` variant do, as the ALiBi
-    slope 2^(-8h/H): λ = exp(-2^(-8h/H) (1 - l/L)), not learned. Channel mixing, SGLU:
-    O = [(X W_v) ⊙ (X W_u)] W_o. Both pre-norm with SRMSNorm x / (‖x‖₂/√d). (Lightning
-    Attention paper eqs. 9–14 write the same layer.)
+    Implements: The Devil in Linear Transformer (Qin et al. 2022) §3, NormAttention, the
+    scaling of the scores replaced by a norm after the product, here gated as TransNormerLLM
+    does: O = SRMSNorm(Q Kᵀ V) ⊙ U, then W_o, with Q = Swish(X W_q), K = Swish(X W_k),
+    V = X W_v, U = X W_u; TransNormerLLM (2023) §3.1, causal, with the exponential decay of
+    LRPE-d a_ts = q_tᵀ k_s λ^{t-s}, λ of head h in layer l = exp(-(8h/H)(1 - l/L)), not
+    learned; the channel mixer SGLU, O = [(X W_v) ⊙ (X W_u)] W_o; both pre-norm,
+    x + mixer(SRMSNorm(x)) with SRMSNorm(x) = x / (‖x‖₂/√d). The Lightning Attention paper's
+    eqs. 9–14 write the same layer.
+
+    The head rate 8h/H is taken, as TransNormerLLM's code and the `lightning` variant do, as
+    the ALiBi slope 2^(-8h/H): λ = exp(-2^(-8h/H) (1 - l/L)), h = 1 … H. The rotation part of
+    LRPE-d, kept only in the first layer, is left out. SRMSNorm has no learned scale and
+    normalises the attention output over all heads' values together.
     """
     b = Builder("transnormer_block", title="TransNormerLLM layer l of L", paper=TRANSNORMER,
                 doc="Pre-SRMSNorm; gated NormAttention with per-head, per-layer decay; SGLU.",
@@ -132,12 +141,19 @@ def transnormer_block():
 
 @entry("lightning_block", "TNL: TransNormerLLM layers with Lightning Attention", LIGHTNING)
 def lightning_block():
-    """TNL as the Lightning Attention paper draws it (its Fig. 3): L = 2 layers, layer l with
-    its own decay λ = exp(-2^(-8h/H)(1 - l/L)) (eq. 10, the head rate read as the ALiBi slope
-    as in the released code), each x + GLA(SRMSNorm(x)) (eq. 11, φ = Swish, Norm = SRMSNorm
-    eq. 14), then x + SGLU(SRMSNorm(x)) (eq. 12). The token mixer is Lightning Attention
-    (Lightning Attention-2: O = [(Q Kᵀ) ⊙ M] V with M_ts = λ^{t-s}), one fused box per layer,
-    which the compiler lowers to the chunked kernel (intra-block quadratic, inter-block state).
+    """TNL as the Lightning Attention paper draws it (its Fig. 3): L = 2 layers.
+
+    Implements: Qin et al. (2024), Various Lengths, Constant Speed, each layer
+    x + GLA(SRMSNorm(x)), then x + SGLU(SRMSNorm(x)): eq. 10, layer l's own decay
+    λ = exp(-2^(-8h/H)(1 - l/L)) per head h (the head rate read as the ALiBi slope, as in the
+    released code); eq. 11, GLA O = SRMSNorm([(Q Kᵀ) ⊙ M] V) ⊙ U, then W_o, with
+    Q = φ(X W_q), K = φ(X W_k), V = X W_v, U = X W_u, φ = Swish, M_ts = λ^{t-s} for s <= t
+    (Lightning Attention-2's O = [(Q Kᵀ) ⊙ M] V); eq. 12, SGLU O = [(X W_v) ⊙ (X W_u)] W_o;
+    eq. 14, SRMSNorm(x) = x / (‖x‖₂/√d).
+
+    The token mixer is one fused Lightning Attention box per layer, which the compiler lowers
+    to the chunked kernel (intra-block quadratic, inter-block state); the decay weakens with
+    depth (l = 1: rate 1/2; l = 2: rate 0, no decay).
     """
     b = Builder("lightning_block", title="TNL (Lightning Attention), L = 2 layers",
                 paper=LIGHTNING, doc="Two TransNormerLLM layers; the decay weakens with depth.",
@@ -152,12 +168,18 @@ def lightning_block():
 # ---------------------------------------------------------------- GLA
 @entry("gla_block", "Gated linear attention block", GLA)
 def gla_block():
-    """The GLA layer of Yang et al. (§4.1 gated recurrence, §4.4 GLA Transformer), pre-norm:
-    S_t = (α_tᵀ 1) ⊙ S_{t-1} + k_tᵀ v_t, o_t = q_t S_t per head, q = x W_Q, k = x W_K,
-    v = x W_V; the gate α_t = σ(x_t W_α1 W_α2 + b_α)^{1/τ} through a rank-16 projection
-    (W_α1: D → 16, W_α2: 16 → K per head) with temperature τ = 16, so log α = logsigmoid(.)/τ;
-    the output O' = LN(O^h) per head, R = Swish(X W_r + b_r), Y = (R ⊙ O') W_O; then + x.
-    The channel mixer of the layer (SwiGLU) is left out: the block is the token mixer."""
+    """The GLA layer of Yang et al., pre-norm, with its residual.
+
+    Implements: Yang et al. (2024) §4.1, the gated recurrence S_t = (α_tᵀ 1) ⊙ S_{t-1} +
+    k_tᵀ v_t, o_t = q_t S_t per head, q = x W_Q, k = x W_K, v = x W_V, with the gate
+    α_t = σ(x_t W_α1 W_α2 + b_α)^{1/τ}; §4.4 (GLA Transformer), the layer's output
+    O' = LN(O^h) per head, R = Swish(X W_r + b_r), Y = (R ⊙ O') W_O; then y = x + Y.
+
+    The gate's projection has rank 16 (W_α1: D → 16, W_α2: 16 → K per head) and temperature
+    τ = 16, so log α = logsigmoid(.)/τ, the log-gate the `gla` variant takes. The pre-norm is
+    an RMSNorm. The channel mixer of the layer (SwiGLU) is left out: the block is the token
+    mixer.
+    """
     b = Builder("gla_block", title="Gated linear attention", paper=GLA, axes={"D": "H*K"},
                 sizes={"B": 2, "T": 32, "H": 2, "K": 8, "V": 8, "R": 16})  # fmt: skip
     x = b.input("x", "B T D")
@@ -194,12 +216,17 @@ def _delta_qkv(b: Builder, h):
 
 @entry("deltanet_block", "DeltaNet block", DELTA)
 def deltanet_block():
-    """The DeltaNet layer of Yang et al. (2024), pre-norm: the delta rule (§2.2, their eq. of
-    S_t = S_{t-1} - β_t (S_{t-1} k_t - v_t) k_tᵀ, o_t = S_t q_t; here in row form
-    S_t = S_{t-1} + β_t k_tᵀ (v_t - k_t S_{t-1})), with the layer of §3.3/§4: q, k, v from
-    linear maps each through a short causal depthwise convolution (width 4) and SiLU, q and k
-    L2-normalised per head, β_t = σ(x_t W_β) per head and token, the output RMS-normalised
-    per head before W_O; then + x."""
+    """The DeltaNet layer of Yang et al. (2024), pre-norm, with its residual.
+
+    Implements: Yang et al. (2024) §2.2, the delta rule S_t = S_{t-1} - β_t (S_{t-1} k_t - v_t)
+    k_tᵀ, o_t = S_t q_t; the layer of §3.3/§4, q, k, v = SiLU(ShortConv(x W_Q)), …, q and k
+    L2-normalised per head, β_t = σ(x_t W_β) per head and token, y = x + RMSNorm(o) W_O with
+    the RMSNorm per head.
+
+    In row form (states K × V, keys as rows) the rule reads S_t = S_{t-1} + β_t k_tᵀ (v_t -
+    k_t S_{t-1}), the `delta` variant. ShortConv is a causal depthwise convolution of width 4
+    over T; the pre-norm is an RMSNorm.
+    """
     b = Builder("deltanet_block", title="DeltaNet", paper=DELTA,
                 axes={"D": "H*K", "E": "H*K", "F": "H*V"},
                 sizes={"B": 2, "T": 32, "H": 2, "K": 8, "V": 8})  # fmt: skip
@@ -230,13 +257,19 @@ def _mamba2_decay(b: Builder, h, name: str = "a"):
 
 @entry("gated_deltanet_block", "Gated DeltaNet block", GATED_DELTA)
 def gated_deltanet_block():
-    """The Gated DeltaNet layer (Yang, Kautz, Hatamizadeh), pre-norm: the gated delta rule
-    (their eq. 10) S_t = S_{t-1} (α_t (I - β_t k_t k_tᵀ)) + β_t v_t k_tᵀ, o_t = S_t q_t; in row
-    form S_t = α_t S_{t-1} + β_t k_tᵀ (v_t - α_t k_t S_{t-1}). The decay α_t = exp(g_t) with
-    Mamba-2's parametrisation g_t = -exp(A_log) · softplus(x_t W_a + b_Δ) (one per head and
-    token), β_t = σ(x_t W_β); q, k, v through short causal convolutions and SiLU, q and k
-    L2-normalised (the block of their Fig. 1); the output RMS-normalised per head and gated,
-    RMSNorm(o) ⊙ SiLU(x W_g), before W_O; then + x."""
+    """The Gated DeltaNet layer (Yang, Kautz, Hatamizadeh), pre-norm, with its residual.
+
+    Implements: Yang, Kautz, Hatamizadeh eq. 10, the gated delta rule
+    S_t = S_{t-1} (α_t (I - β_t k_t k_tᵀ)) + β_t v_t k_tᵀ, o_t = S_t q_t, with
+    α_t = exp(g_t), g_t = -exp(A_log) · softplus(x_t W_a + b_Δ) (Mamba-2's parametrisation,
+    one per head and token) and β_t = σ(x_t W_β); the block of their Fig. 1,
+    q, k, v = SiLU(ShortConv(x W_Q)), …, q and k L2-normalised,
+    y = x + (RMSNorm(o) ⊙ SiLU(x W_g)) W_O with the RMSNorm per head.
+
+    In row form the rule reads S_t = α_t S_{t-1} + β_t k_tᵀ (v_t - α_t k_t S_{t-1}), the
+    `gated_delta` variant. ShortConv is a causal depthwise convolution of width 4 over T; the
+    pre-norm is an RMSNorm.
+    """
     b = Builder("gated_deltanet_block", title="Gated DeltaNet", paper=GATED_DELTA,
                 axes={"D": "H*K", "E": "H*K", "F": "H*V"},
                 sizes={"B": 2, "T": 32, "H": 2, "K": 8, "V": 8})  # fmt: skip
@@ -263,15 +296,19 @@ def gated_deltanet_block():
 def mamba_block():
     """The selective state-space block drawn as gated linear attention, pre-norm.
 
-    The selective SSM h_t = Ā_t h_{t-1} + B̄_t x_t, y_t = C_t h_t with Ā_t = exp(Δ_t A),
-    B̄_t = Δ_t B_t (Mamba's discretisation; "Free Lunch" §3 writes it and its unrolled form
-    y_t = Σ_s C_tᵀ (Π_{r=s+1..t} Ā_r) B̄_s x_s, the linear-attention view) with Mamba-2's
-    scalar A per head: the state update S_t = exp(g_t) S_{t-1} + B_tᵀ (Δ_t x_t), read
-    y_t = C_t S_t, g_t = Δ_t A, A = -exp(A_log), Δ_t = softplus(x_t W_Δ + b_Δ) per head and
-    token; B_t (the keys) and C_t (the queries) depend on the input (one group per head).
-    x, B, C come through a short causal depthwise convolution (width 4, with bias) and SiLU;
-    y + D ⊙ x (the skip D per head), gated y ⊙ SiLU(z) and RMS-normalised per head (Mamba-2's
-    norm after the gate), then W_out; + the block's input.
+    Implements: the selective SSM as "Free Lunch" (Ren et al. 2024) §3 writes it,
+    h_t = Ā_t h_{t-1} + B̄_t u_t, y_t = C_t h_t with Ā_t = exp(Δ_t A), B̄_t = Δ_t B_t
+    (Mamba's discretisation), and its unrolled, linear-attention form
+    y_t = Σ_s C_tᵀ (Π_{r=s+1..t} Ā_r) B̄_s u_s; with Mamba-2's (Dao & Gu 2024) scalar A per
+    head, S_t = exp(g_t) S_{t-1} + B_tᵀ (Δ_t u_t), y_t = C_t S_t, g_t = Δ_t A,
+    A = -exp(A_log), Δ_t = softplus(x̂_t W_Δ + b_Δ); and Mamba-2's block,
+    out = x + W_out RMSNorm((y + D ⊙ u) ⊙ SiLU(x̂ W_z)) with x̂ = RMSNorm(x),
+    u = SiLU(ShortConv(x̂ W_x)), B = SiLU(ShortConv(x̂ W_B)), C = SiLU(ShortConv(x̂ W_C)).
+
+    Δ_t is one per head and token; B_t (the keys) and C_t (the queries) depend on the input,
+    one group per head. ShortConv is a causal depthwise convolution of width 4 over T, with
+    bias. The skip D is one per head; the output RMSNorm is per head and comes after the gate
+    (Mamba-2's norm placement).
     """
     b = Builder("mamba_block", title="Mamba (selective SSM as gated linear attention)",
                 paper=MAMBA, axes={"E": "H*P", "G": "H*N"},

@@ -11,10 +11,14 @@ NCD = "Abbott, Neural Circuit Diagrams (TMLR 2024)"
 
 @entry("attention", "Scaled dot-product attention", NCD)
 def attention():
-    """Scaled dot-product attention, the NCD paper's attention figure; Vaswani et al. (2017),
-    eq. 1: Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V. By axis names: scores
-    s[b,h,t,s] = Σ_k q[b,h,t,k] k[b,h,s,k] · K^(-1/2), p = softmax over S, and
-    y[b,h,t,v] = Σ_s p[b,h,t,s] v[b,h,s,v]; the heads H and batch B are broadcast."""
+    """Scaled dot-product attention, the NCD paper's attention figure.
+
+    Implements: Abbott's figure of Vaswani et al. (2017) eq. 1,
+    Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V.
+
+    By axis names: scores s[b,h,t,s] = Σ_k q[b,h,t,k] k[b,h,s,k] · K^(-1/2), p = softmax over
+    S, and y[b,h,t,v] = Σ_s p[b,h,t,s] v[b,h,s,v]; the heads H and batch B are broadcast.
+    """
     b = Builder(
         "attention",
         title="Scaled dot-product attention",
@@ -52,11 +56,16 @@ def _mha(b: Builder, x, causal: bool = False, group: str = "Multi-Head Attention
 
 @entry("multihead_attention", "Multi-head attention", NCD)
 def multihead_attention():
-    """Multi-head attention, the NCD paper's figure; Vaswani et al. (2017), Sec. 3.2.2:
+    """Multi-head attention, the NCD paper's figure.
+
+    Implements: Abbott's figure of Vaswani et al. (2017) Sec. 3.2.2,
     MultiHead(x) = Concat(head_1, …, head_H) W^O with head_h = Attention(x W^Q_h, x W^K_h,
-    x W^V_h) (eq. 1 per head). The projections L^Q, L^K, L^V map D to (H, K) so the heads are
-    an axis, attention is broadcast over H, and L^O contracts (H, V) back to D (the
-    concatenation and W^O in one map); D = H·K."""
+    x W^V_h), and eq. 1 per head, Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V.
+
+    The projections L^Q, L^K, L^V map D to (H, K) so the heads are an axis, attention is
+    broadcast over H, and L^O contracts (H, V) back to D (the concatenation and W^O in one
+    map); D = H·K.
+    """
     b = Builder(
         "multihead_attention",
         title="Multi-head attention",
@@ -98,21 +107,34 @@ def _transformer_block(causal: bool):
 
 @entry("transformer_block", "Pre-norm transformer block", NCD)
 def transformer_block():
-    """The NCD paper's transformer block in pre-norm form: Vaswani et al. (2017) Sec. 3.1's two
-    sub-layers, each wrapped in a residual connection, with the LayerNorm moved inside the
-    branch (Xiong et al. 2020, pre-LN): x' = x + MultiHead(LN(x)) (Sec. 3.2.2, eq. 1 per
-    head; the group "Residual Component" holds LN and attention), then
-    y = x' + FFN(LN(x')) with FFN(h) = GELU(h W₁ + b₁) W₂ + b₂ (eq. 2 with GELU for ReLU,
-    the MLP group L₊ → GELU → L₊)."""
+    """The NCD paper's transformer block, in pre-norm form.
+
+    Implements: Abbott's transformer block, Vaswani et al. (2017) Sec. 3.1's two sub-layers
+    each wrapped in a residual connection, with the LayerNorm moved inside the branch (Xiong
+    et al. 2020, pre-LN): x' = x + MultiHead(LN(x)) (Sec. 3.2.2, eq. 1 per head), then
+    y = x' + FFN(LN(x')) with FFN(h) = GELU(h W₁ + b₁) W₂ + b₂ (eq. 2 with GELU for ReLU).
+
+    The group "Residual Component" holds the first LN and the attention; the MLP group holds
+    the second LN and L₊ → GELU → L₊.
+    """
     return _transformer_block(causal=False)
 
 
 @entry("transformer", "Decoder-only transformer (N repeated blocks)", NCD)
 def transformer():
-    """Token embedding, N pre-norm blocks with separate parameters (the NCD parentheses
-    λ = 1 … N), final norm and the unembedding to the vocabulary axis W. Decoder-only: the
-    blocks' attention is causal (a mask on the scores, key s <= query t), so the logits at
-    position t depend on tokens 0 … t only."""
+    """The NCD paper's transformer: token embedding, N pre-norm blocks, final norm and the
+    unembedding to the vocabulary axis W; decoder-only.
+
+    Implements: Abbott's transformer figure as a decoder-only stack, x⁰_t = E[token_t],
+    x^λ = Block_λ(x^(λ-1)) for λ = 1 … N, logits = LN(x^N) W_U; each Block_λ the pre-norm
+    block of `transformer_block` (Vaswani et al. 2017 eqs. 1 and 2) with causal attention,
+    softmax(Q Kᵀ / √d_k + M) V with M_ts = 0 for s <= t and −∞ for s > t (Vaswani et al.'s
+    decoder masking of the illegal connections).
+
+    The blocks have separate parameters (the NCD parentheses λ = 1 … N, a repeated call); the
+    mask is a box on the scores, so the logits at position t depend on tokens 0 … t only. The
+    unembedding has no bias.
+    """
     block = _transformer_block(causal=True)
     b = Builder(
         "transformer",

@@ -13,8 +13,11 @@ SESR = "Bhardwaj et al., Collapsible Linear Blocks for Super-Efficient Super Res
 
 @entry("mlp", "Basic MLP image recogniser", NCD)
 def mlp():
-    """The NCD paper's basic MLP: the image's pixel axes Y, X merged into one axis P, then
-    log_softmax(W₂ ReLU(W₁ x + b₁) + b₂) over the classes C."""
+    """The NCD paper's basic MLP image recogniser.
+
+    Implements: Abbott's basic MLP, log p = log_softmax(W₂ ReLU(W₁ x + b₁) + b₂) over the
+    classes C, x the image with its pixel axes Y, X merged into one axis P.
+    """
     b = Builder("mlp", title="Basic MLP image recogniser", paper=NCD,
                 doc="The image's pixel axes merge into one; two learned maps with a ReLU.",
                 sizes={"B": 4, "Y": 28, "X": 28, "F": 64, "C": 10})  # fmt: skip
@@ -28,9 +31,15 @@ def mlp():
 
 @entry("resnet_block", "Identity ResNet block", NCD)
 def resnet_block():
-    """The identity residual block of He et al. (2016), eq. 1: y = ReLU(F(x) + x) with
-    F(x) = BN(W₂ ★ ReLU(BN(W₁ ★ x))), two 3×3 convolutions (padding 1, no bias) each
-    followed by batch normalisation, the ReLU after the addition (their Fig. 2)."""
+    """The identity residual block, as the NCD paper draws it.
+
+    Implements: Abbott's identity ResNet block, He et al. (2016) eq. 1, y = F(x) + x, with
+    the ReLU after the addition (their Fig. 2): out = ReLU(F(x) + x),
+    F(x) = BN(W₂ ★ ReLU(BN(W₁ ★ x))).
+
+    The two ★ are 3×3 convolutions (padding 1, no bias), each followed by batch
+    normalisation.
+    """
     b = Builder("resnet_block", title="Identity ResNet block", paper=NCD,
                 doc="conv3×3 → BN → ReLU → conv3×3 → BN, plus the identity, then ReLU.",
                 sizes={"B": 2, "C": 8, "Y": 12, "X": 12})  # fmt: skip
@@ -46,8 +55,16 @@ def resnet_block():
 
 @entry("mobilenetv2_block", "MobileNetV2 inverted residual", MOBILENET)
 def mobilenetv2_block():
-    """Expand 1×1 to E = 6C, depthwise 3×3, project 1×1 back to C with no activation (the
-    linear bottleneck), plus the identity."""
+    """MobileNetV2's inverted residual with a linear bottleneck (stride 1, so with the
+    identity).
+
+    Implements: Sandler et al. (2018), the bottleneck residual block with expansion factor 6,
+    y = x + BN(W_p ★₁ ReLU6(BN(W_d ★₃ ReLU6(BN(W_e ★₁ x))))), W_e expanding C to E = 6C
+    channels, W_d depthwise (one 3×3 filter per channel), W_p projecting back to C with no
+    activation after it (the linear bottleneck).
+
+    The convolutions have no bias (batch normalisation follows each).
+    """
     b = Builder("mobilenetv2_block", title="Inverted residual with linear bottleneck",
                 paper=MOBILENET, axes={"E": "6*C"},
                 sizes={"B": 2, "C": 8, "Y": 12, "X": 12})  # fmt: skip
@@ -66,10 +83,17 @@ def mobilenetv2_block():
 
 @entry("sesr_block", "SESR collapsible linear block", SESR)
 def sesr_block():
-    """Trained expanded (3×3 to E channels, then 1×1 back, with a residual), all linear, so it
-    collapses into one 3×3 convolution at export (Bhardwaj et al.: W = W₁ₓ₁ ★ W₃ₓ₃, the
-    residual added as the identity at the kernel's centre tap; `ncd.compiler.collapse`); a
-    PReLU-free ReLU follows."""
+    """SESR's collapsible linear block: trained expanded, collapsed to one convolution at
+    export.
+
+    Implements: Bhardwaj et al. (2022), the collapsible linear block with its residual,
+    y = W₁ₓ₁ ★ (W₃ₓ₃ ★ x + b₃) + b₁ + x (3×3 to E channels, then 1×1 back to C), which is
+    linear in x and so one 3×3 convolution, W = W₁ₓ₁ ★ W₃ₓ₃ + δ (the residual as the
+    identity at the kernel's centre tap), b = W₁ₓ₁ b₃ + b₁; then a ReLU.
+
+    The collapse at export is `ncd.compiler.collapse`; the activation is a plain ReLU (no
+    learned slope).
+    """
     b = Builder("sesr_block", title="Collapsible linear block", paper=SESR,
                 sizes={"B": 2, "C": 16, "E": 64, "Y": 12, "X": 12})  # fmt: skip
     x = b.input("x", "B C Y X")
@@ -83,8 +107,16 @@ def sesr_block():
 
 @entry("vision_transformer", "Vision transformer", NCD)
 def vision_transformer():
-    """Patches by a strided convolution (kernel = stride = P), a learned position embedding, N
-    transformer blocks, mean pooling over patches, and a linear classifier."""
+    """The NCD paper's vision transformer.
+
+    Implements: Abbott's vision transformer figure, z⁰ = patches(x) + E_pos with the patches
+    by a strided convolution (kernel = stride = P = 4, the patch embedding), z^λ =
+    Block_λ(z^(λ-1)) for λ = 1 … N (the pre-norm block of `transformer_block`, Vaswani et
+    al. 2017 eqs. 1 and 2), logits = W mean_t LN(z^N)_t + b.
+
+    Mean pooling over the patches T stands where the original ViT (Dosovitskiy et al.) reads
+    a class token; E_pos is a learned parameter over (T, D).
+    """
     block = transformer_block()
     b = Builder("vision_transformer", title="Vision transformer", paper=NCD, axes={"D": "H*K"},
                 sizes={"B": 2, "C": 3, "Y": 16, "X": 16, "H": 4, "K": 8, "V": 8, "F": 64,
