@@ -1,5 +1,6 @@
 """The gallery as one offline HTML page: for every entry of `ncd.gallery.ENTRIES`, its figure
-(inline SVG), its paper, the equations it implements (the builder's docstring), its cost at the
+(inline SVG), its paper, the equations it implements (the `Implements:` paragraph of the
+builder's docstring, the rest of the docstring below it), its cost at the
 default sizes (numbers and formulas, from `ncd.analyse`), and the generated PyTorch code; then
 the scaling plot of the entries along T, the softmax attention family against the linear family.
 
@@ -44,6 +45,7 @@ class Card:
     title: str
     paper: str
     equations: str = ""
+    description: str = ""  # the builder's docstring without its Implements: paragraph
     doc: str = ""
     svg: str = ""
     parts: list[tuple[str, str]] = field(default_factory=list)  # (subcircuit, its figure)
@@ -79,7 +81,7 @@ def make_card(entry) -> Card:
     from ncd.compiler.cost import analyse
 
     card = Card(entry.name, entry.title, entry.paper)
-    card.equations = inspect.getdoc(entry.build) or ""
+    card.equations, card.description = implements(inspect.getdoc(entry.build) or "")
     try:
         circuit = entry.build()
     except Exception as err:  # noqa: BLE001 - shown in the card, listed in the problems
@@ -109,6 +111,17 @@ def make_card(entry) -> Card:
         else:
             card.code = value
     return card
+
+
+def implements(doc: str) -> tuple[str, str]:
+    """(the paragraph of `doc` that starts with `Implements:`, the other paragraphs); the
+    first is empty when `doc` has no such paragraph. Paragraphs are separated by blank lines;
+    the Implements paragraph's lines are joined into one."""
+    paras = [p.strip() for p in re.split(r"\n[ \t]*\n", doc) if p.strip()]
+    for i, para in enumerate(paras):
+        if para.startswith("Implements:"):
+            return " ".join(para.split()), "\n\n".join(paras[:i] + paras[i + 1 :])
+    return "", "\n\n".join(paras)
 
 
 MAX_FIGURE_PT = 4000  # wider drawings draw their calls as boxes, each subcircuit below
@@ -279,6 +292,7 @@ nav ol { columns: 3; font-size: .9em; }
 .figure svg { max-width: 100%; height: auto; }
 .equations { white-space: pre-wrap; background: #f6f6f0; padding: .6em .8em;
              border-left: 3px solid #aa9; font-size: .95em; }
+.description { white-space: pre-wrap; font-size: .9em; margin: .5em 0; }
 .missing { color: #a60; }
 .error { white-space: pre-wrap; color: #900; background: #fee; padding: .5em .8em; }
 table { border-collapse: collapse; font-size: .85em; margin: .4em 0; }
@@ -309,10 +323,16 @@ def render_card(card: Card) -> str:
         parts.append(f"<h3>Subcircuit <code>{e(name)}</code></h3><div class=figure>{svg}</div>")
     parts.append("<h3>Equations it implements</h3>")
     if card.equations:
-        parts.append(f"<div class=equations>{e(card.equations)}</div>")
+        text = card.equations.removeprefix("Implements:").strip()
+        parts.append(f"<div class=equations>{e(text)}</div>")
+    elif card.description:
+        parts.append("<p class=missing>The builder's docstring has no Implements: paragraph.</p>")
     else:
         parts.append("<p class=missing>The builder function has no docstring.</p>")
-    if card.doc and card.doc != card.equations:
+    if card.description:
+        parts.append(f"<div class=description>{e(card.description)}</div>")
+    doc, shown = inspect.cleandoc(card.doc), (card.equations, card.description)
+    if doc and doc not in shown and implements(doc) != shown:  # the circuit's doc, when new
         parts.append(f"<p class=note>Circuit doc: {e(card.doc)}</p>")
     if card.cost:
         parts.append(f"<h3>Cost</h3>{card.cost}")

@@ -81,3 +81,26 @@ def test_the_check_rejects_incomplete_docstrings():
     assert problems("Implements: Linear attention, y = Ax.", "Li & Gu, I-ViT (2023)") == [
         "the Implements paragraph names none of the entry's papers ['Li']"
     ]
+
+
+def test_the_page_shows_the_implements_paragraph_as_the_equations():
+    from ncd.page import make_card, render_card
+
+    def build():
+        """A summary line.
+
+        Implements: Katharopoulos et al., o_t = φ(q_t) S_t / φ(q_t)·z_t with
+        S_t = Σ_{s<=t} φ(k_s)ᵀ v_s.
+
+        How it is drawn."""
+        raise ValueError("not built: the docstring is what is read")
+
+    entry = gallery.Entry("doc_only", "Docstring only", "Katharopoulos et al., T (2020)", build)
+    page = render_card(make_card(entry))
+    equations = re.search(r"<div class=equations>(.*?)</div>", page, re.S).group(1)
+    assert (
+        equations
+        == "Katharopoulos et al., o_t = φ(q_t) S_t / φ(q_t)·z_t with S_t = Σ_{s&lt;=t} φ(k_s)ᵀ v_s."
+    )
+    description = re.search(r"<div class=description>(.*?)</div>", page, re.S).group(1)
+    assert description == "A summary line.\n\nHow it is drawn."
