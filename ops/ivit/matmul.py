@@ -1,46 +1,41 @@
-"""The int8 matrix product with int32 accumulation (HAWQ-V3's integer GEMM): a tiled Triton
-kernel on tl.dot of int8 tiles into an int32 accumulator, with an optional fused epilogue
-(int32 bias, then dyadic requantisation to int8), its launch wrapper and the public function
-(inference only: no autograd)."""
+"""The int8 matrix product with int32 accumulation (HAWQ-V3's integer GEMM): tiled Triton
+kernels on tl.dot of int8 tiles into an int32 accumulator, with an optional fused epilogue
+(int32 bias, then dyadic requantisation to int8), their launch wrapper and the public function
+(inference only: no autograd).
+
+Two kernels compute the same thing. Where both operands can be read through tensor maps (a
+row-major with K contiguous, b K-major as ``weight.t()``, 16-byte aligned, K a multiple of
+16) on a GPU, `_int8_mm_tma_kernel` runs one program per multiprocessor walking the output
+tiles, the tiles loaded by the copy engine; otherwise `_int8_mm_kernel` runs one program per
+output tile reading through pointers (any strides). Both store the tile through pointers, so
+the epilogue is one helper.
+"""
 
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
-from .._backend import cdiv, check, launch, use_triton
+from .._backend import cdiv, check, interpreting, launch, use_triton
 from .reference import MAX_ACC_K, int8_matmul_reference
 
 
 @triton.jit
-def _int8_mm_kernel(
-    a_ptr, b_ptr, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s, shift_s, M, N, K,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn, QMIN, QMAX,
-    HAS_BIAS: tl.constexpr, REQUANT: tl.constexpr, PER_CHANNEL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-):  # fmt: skip
-    # Programs walk the output tiles in groups of GROUP_M tile rows, so that a wave of
-    # programs shares the b tiles it reads in L2.
-    pid = tl.program_id(0)
-    grid_m = tl.cdiv(M, BLOCK_M)
-    grid_n = tl.cdiv(N, BLOCK_N)
+def _tile_of(tile, grid_m, grid_n, GROUP_M: tl.constexpr):
+    """(row, column) of output tile `tile`: tiles are walked in groups of GROUP_M tile rows,
+    so that programs running at the same time share the b tiles they read in L2."""
     per_group = GROUP_M * grid_n
-    first_m = (pid // per_group) * GROUP_M
+    first_m = (tile // per_group) * GROUP_M
     rows = tl.minimum(grid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % rows
-    pid_n = (pid % per_group) // rows
-    offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
-    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        k_left = K - k * BLOCK_K
-        a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
-        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & (offs_n[None, :] < N), other=0)
-        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
+    return first_m + (tile % per_group) % rows, (tile % per_group) // rows
+
+
+@triton.jit
+def _epilogue(acc, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s, shift_s, M, N, offs_m, offs_n,
+              stride_cm, stride_cn, QMIN, QMAX, HAS_BIAS: tl.constexpr, REQUANT: tl.constexpr,
+              PER_CHANNEL: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """Store the int32 tile acc (rows offs_m, columns offs_n): plus the bias, then either as
+    it is or requantised to int8 (round(acc * mult / 2^shift), halves up, clamped)."""
     n_mask = offs_n < N
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0)[None, :]
@@ -61,6 +56,57 @@ def _int8_mm_kernel(
         tl.store(c_ptrs, acc, mask=mask)
 
 
+@triton.jit
+def _int8_mm_kernel(
+    a_ptr, b_ptr, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s, shift_s, M, N, K,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn, QMIN, QMAX,
+    HAS_BIAS: tl.constexpr, REQUANT: tl.constexpr, PER_CHANNEL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    pid_m, pid_n = _tile_of(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
+    b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k * BLOCK_K
+        a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & (offs_k[None, :] < k_left), other=0)
+        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & (offs_n[None, :] < N), other=0)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    _epilogue(acc, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s, shift_s, M, N, offs_m, offs_n,
+              stride_cm, stride_cn, QMIN, QMAX, HAS_BIAS, REQUANT, PER_CHANNEL,
+              BLOCK_N)  # fmt: skip
+
+
+@triton.jit
+def _int8_mm_tma_kernel(
+    a_desc, b_desc, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s, shift_s, M, N, K,
+    stride_cm, stride_cn, QMIN, QMAX, NUM_PROGRAMS,
+    HAS_BIAS: tl.constexpr, REQUANT: tl.constexpr, PER_CHANNEL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    # a_desc: a [M, K]; b_desc: b as [N, K] (K-major). Program p takes tiles p, p + P, ...
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), grid_m * grid_n, NUM_PROGRAMS, flatten=True):
+        pid_m, pid_n = _tile_of(tile, grid_m, grid_n, GROUP_M)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        for k in range(k_tiles):
+            a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
+            b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
+            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+        offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+        offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        _epilogue(acc, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s, shift_s, M, N, offs_m,
+                  offs_n, stride_cm, stride_cn, QMIN, QMAX, HAS_BIAS, REQUANT, PER_CHANNEL,
+                  BLOCK_N)  # fmt: skip
+
+
 # int8 tiles are half the bytes of 16-bit ones: BLOCK_K 128 keeps one tile row at 128 bytes.
 CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
@@ -68,6 +114,23 @@ CONFIGS = [
     for bm, bn, bk, w, s in (
         (128, 256, 128, 8, 3), (256, 128, 128, 8, 3), (128, 128, 128, 8, 4),
         (128, 128, 128, 4, 4), (128, 256, 64, 8, 4), (64, 128, 128, 4, 4),
+    )
+]  # fmt: skip
+
+
+def _set_blocks(nargs):
+    """Give the two tensor maps the tile shapes of the configuration about to run."""
+    nargs["a_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_K"]]
+    nargs["b_desc"].block_shape = [nargs["BLOCK_N"], nargs["BLOCK_K"]]
+
+
+# The tensor-map kernel: BLOCK_K 128 fills a 128-byte swizzled row; the first tile won the sweep
+# of bench/diagnose/int8_sweep.py at both benchmark shapes.
+TMA_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8},
+                  num_warps=w, num_stages=s, pre_hook=_set_blocks)
+    for bm, bn, bk, w, s in (
+        (256, 128, 128, 8, 3), (128, 128, 128, 4, 4), (128, 128, 128, 4, 5), (128, 256, 64, 8, 4),
     )
 ]  # fmt: skip
 INTERPRET = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2}
@@ -85,6 +148,28 @@ def _per_channel(v, N, name, device):
 
 
 OP = "int8_matmul"
+_sms: dict = {}
+
+
+def _sm_count(device) -> int:
+    """Multiprocessors of a CUDA device (4 programs under the interpreter)."""
+    if interpreting():
+        return 4
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _sms:
+        _sms[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _sms[idx]
+
+
+def _tma_ready(a2, b) -> bool:
+    """Whether the copy engine reads both operands in place: a [M, K] and b [K, N] both
+    K-contiguous (b a weight's transpose), rows 16-byte aligned, K a multiple of 16."""
+    K = a2.shape[1]
+    return (
+        K % 16 == 0
+        and a2.stride(1) == 1 and a2.stride(0) % 16 == 0 and a2.data_ptr() % 16 == 0
+        and b.stride(0) == 1 and b.stride(1) % 16 == 0 and b.data_ptr() % 16 == 0
+    )  # fmt: skip
 
 
 def int8_matmul(
@@ -156,14 +241,26 @@ def int8_matmul(
     c = torch.empty(M, N, dtype=torch.int8 if requant else torch.int32, device=a.device)
     if M and N:
         dummy = c
+        epilogue = (dummy if bias is None else bias, mult if per_channel else dummy,
+                    sh if per_channel else dummy, 0 if per_channel else mult,
+                    0 if per_channel else sh)  # fmt: skip
+        flags = {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel}
+        if _tma_ready(a2, b):
+            programs = _sm_count(a.device)
+            launch(
+                _int8_mm_tma_kernel, TMA_CONFIGS,
+                lambda m: (min(programs, cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"])),),
+                (TensorDescriptor(a2, [M, K], [K, 1], [16, 16]),
+                 TensorDescriptor(b.t(), [N, K], [K, 1], [16, 16]), c, *epilogue, M, N, K,
+                 *c.stride(), -(1 << (bits - 1)), (1 << (bits - 1)) - 1, programs),
+                flags, INTERPRET, key=KEY, pre_hook=_set_blocks,
+            )  # fmt: skip
+            return c.reshape(*lead, N)
         launch(
             _int8_mm_kernel, CONFIGS,
             lambda m: (cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"]),),
-            (a2, b, c, dummy if bias is None else bias, mult if per_channel else dummy,
-             sh if per_channel else dummy, 0 if per_channel else mult,
-             0 if per_channel else sh, M, N, K, *a2.stride(), *b.stride(), *c.stride(),
+            (a2, b, c, *epilogue, M, N, K, *a2.stride(), *b.stride(), *c.stride(),
              -(1 << (bits - 1)), (1 << (bits - 1)) - 1),
-            {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel},
-            INTERPRET, key=KEY,
+            flags, INTERPRET, key=KEY,
         )  # fmt: skip
     return c.reshape(*lead, N)

@@ -127,8 +127,12 @@ def test_requantize_kernel_is_bit_exact_per_channel():
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("M,K,N", [(19, 70, 23), (40, 129, 33), (1, 5, 1)], ids=str)
+@pytest.mark.parametrize(
+    "M,K,N", [(19, 70, 23), (40, 129, 33), (1, 5, 1), (37, 96, 40), (3, 32, 17)], ids=str
+)
 def test_int8_matmul_kernel_is_bit_exact(M, K, N):
+    """Both kernels: K a multiple of 16 with b K-major takes the tensor-map kernel, any other
+    layout the pointer kernel."""
     a, w = _int8((M, K), 10), _int8((N, K), 11)
     a[0] = -128
     w[0] = -128  # the largest products, 2^14 each

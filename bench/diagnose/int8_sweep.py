@@ -1,0 +1,180 @@
+# ruff: noqa: B023 (closures called before the loop moves on)
+"""int8 x int8 -> int32 matrix product on the GPU: the library's kernel (ops/ivit/matmul.py)
+against tensor-map (TMA) variants, tile by tile, beside the bf16 product and cuBLASLt's int8
+product (torch._int_mm) of the same shape (a tuning aid, not a test).
+
+    python3 bench/diagnose/int8_sweep.py [--rows 4096,16384] [--D 4096] [--out FILE]
+
+Variants, each over a list of tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages):
+`lib` the library's pointer kernel; `tma` one program per output tile reading both operands
+through host tensor maps (b K-major, as weight [N, K]); `tma_persistent` one program per SM
+walking the tiles (`_ptr`: the int32 tile stored through pointers, no shared-memory staging;
+`_ws`: also warp-specialised). Each row: ms (do_bench median), TOP/s, ratio to the bf16
+product and to torch._int_mm, bit-exact against torch._int_mm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+from triton.testing import do_bench
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: results_meta
+from results_meta import commit  # noqa: E402
+
+TILES = [
+    (128, 256, 128, 8, 3), (128, 256, 128, 8, 4), (256, 128, 128, 8, 3), (256, 128, 128, 8, 4),
+    (128, 128, 128, 4, 4), (128, 128, 128, 8, 5), (128, 256, 64, 8, 4), (128, 256, 64, 8, 5),
+    (256, 128, 64, 8, 5), (128, 128, 256, 8, 3), (256, 256, 64, 8, 3), (256, 256, 128, 16, 3),
+    (128, 256, 128, 8, 2), (256, 128, 128, 8, 2), (128, 128, 128, 4, 3), (128, 128, 128, 4, 5),
+    (128, 128, 256, 8, 2), (128, 256, 128, 16, 3),
+]  # fmt: skip
+
+
+@triton.jit
+def _tile_of(tile, num_m, num_n, GROUP_M: tl.constexpr):
+    per_group = GROUP_M * num_n
+    first_m = (tile // per_group) * GROUP_M
+    rows = tl.minimum(num_m - first_m, GROUP_M)
+    return first_m + (tile % per_group) % rows, (tile % per_group) // rows
+
+
+@triton.jit
+def _tma_kernel(a_desc, b_desc, c_desc, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):  # fmt: skip
+    pid_m, pid_n = _tile_of(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
+        b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
+        acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+    c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc)
+
+
+@triton.jit
+def _tma_persistent_kernel(a_desc, b_desc, c_desc, C, M, N, K, NUM_SMS: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           GROUP_M: tl.constexpr, PTR_STORE: tl.constexpr,
+                           WS: tl.constexpr):  # fmt: skip
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_SMS, flatten=True,
+                         warp_specialize=WS):  # fmt: skip
+        pid_m, pid_n = _tile_of(tile, num_m, num_n, GROUP_M)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        for k in range(k_tiles):
+            a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
+            b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
+            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
+        if PTR_STORE:
+            rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+            cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            mask = (rows[:, None] < M) & (cols[None, :] < N)
+            tl.store(C + rows[:, None] * N + cols[None, :], acc, mask=mask)
+        else:
+            c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc)
+
+
+def tma(a, w, tile, persistent, ptr_store=False, ws=False):
+    bm, bn, bk, warps, stages = tile
+    M, K = a.shape
+    N = w.shape[0]
+    c = torch.empty(M, N, dtype=torch.int32, device=a.device)
+    ad = TensorDescriptor(a, [M, K], [K, 1], [bm, bk])
+    bd = TensorDescriptor(w, [N, K], [K, 1], [bn, bk])
+    cd = TensorDescriptor(c, [M, N], [N, 1], [bm, bn])
+    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
+    meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
+    if persistent:
+        sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+        _tma_persistent_kernel[(min(sms, tiles),)](ad, bd, cd, c, M, N, K, NUM_SMS=sms,
+                                                   PTR_STORE=ptr_store, WS=ws, **meta)  # fmt: skip
+    else:
+        _tma_kernel[(tiles,)](ad, bd, cd, M, N, K, **meta)
+    return c
+
+
+def lib(a, w, tile):
+    from ncd.ops.ivit import matmul as mm
+
+    bm, bn, bk, warps, stages = tile
+    M, K = a.shape
+    N = w.shape[0]
+    b = w.t()
+    c = torch.empty(M, N, dtype=torch.int32, device=a.device)
+    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+    mm._int8_mm_kernel[grid](
+        a, b, c, c, c, c, 0, 0, M, N, K, *a.stride(), *b.stride(), *c.stride(), -128, 127,
+        HAS_BIAS=False, REQUANT=False, PER_CHANNEL=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        GROUP_M=8, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return c
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", default="4096,16384")
+    p.add_argument("--D", type=int, default=4096)
+    p.add_argument("--out", default=None)
+    p.add_argument("--variants", default=None, help="comma list (default: all)")
+    args = p.parse_args()
+    dev = "cuda"
+    rows_out = []
+    for M in (int(r) for r in args.rows.split(",")):
+        D = args.D
+        g = torch.Generator(device=dev).manual_seed(0)
+        a = torch.randint(-128, 128, (M, D), dtype=torch.int8, device=dev, generator=g)
+        w = torch.randint(-128, 128, (D, D), dtype=torch.int8, device=dev, generator=g)
+        ref = torch._int_mm(a, w.t())
+        ab, wb = a.to(torch.bfloat16), w.to(torch.bfloat16)
+        ms_bf16 = do_bench(lambda: ab @ wb.t(), warmup=25, rep=100, return_mode="median")
+        ms_int_mm = do_bench(lambda: torch._int_mm(a, w.t()), warmup=25, rep=100,
+                             return_mode="median")  # fmt: skip
+        ops = 2 * M * D * D
+        base = {"M": M, "N": D, "K": D}
+        rows_out.append({**base, "impl": "bf16", "ms": ms_bf16, "tops": ops / ms_bf16 / 1e9})
+        rows_out.append({**base, "impl": "torch_int_mm", "ms": ms_int_mm,
+                         "tops": ops / ms_int_mm / 1e9})  # fmt: skip
+        print(f"M={M}: bf16 {ms_bf16:.4f} ms, _int_mm {ms_int_mm:.4f} ms", flush=True)
+        variants = {
+            "lib": lambda t: lib(a, w, t),
+            "tma": lambda t: tma(a, w, t, False),
+            "tma_persistent": lambda t: tma(a, w, t, True),
+            "tma_persistent_ptr": lambda t: tma(a, w, t, True, ptr_store=True),
+            "tma_persistent_ws": lambda t: tma(a, w, t, True, ptr_store=True, ws=True),
+        }
+        if args.variants:
+            variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
+        for name, fn in variants.items():
+            for tile in TILES:
+                row = {**base, "impl": name, "tile": list(tile)}
+                try:
+                    exact = bool(torch.equal(fn(tile), ref))
+                    ms = do_bench(lambda: fn(tile), warmup=25, rep=100, return_mode="median")
+                except Exception as e:  # a tile that does not fit (shared memory, registers)
+                    row["error"] = f"{type(e).__name__}: {str(e)[:120]}"
+                    print(name, tile, row["error"], flush=True)
+                    rows_out.append(row)
+                    continue
+                row.update(ms=ms, tops=ops / ms / 1e9, exact=exact, vs_bf16=ms_bf16 / ms,
+                           vs_int_mm=ms_int_mm / ms)  # fmt: skip
+                print(f"{name:15s} {tile} {ms:.4f} ms {row['tops']:.0f} TOP/s "
+                      f"{row['vs_bf16']:.2f}x bf16 {row['vs_int_mm']:.2f}x _int_mm exact={exact}",
+                      flush=True)  # fmt: skip
+                rows_out.append(row)
+    if args.out:
+        meta = {"device": torch.cuda.get_device_name(), "commit": commit(),
+                "torch": torch.__version__, "triton": triton.__version__}  # fmt: skip
+        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows_out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

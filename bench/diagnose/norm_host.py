@@ -1,0 +1,128 @@
+# ruff: noqa: B023 (closures called before the loop moves on)
+"""Where the host's time goes when it issues a row normalisation's forward and backward (a
+tuning aid, not a test): the host time per call of forward, backward and both, for ncd.ops'
+norms and torch's, then cProfile's top functions over many backward calls of ncd's.
+
+    python3 bench/diagnose/norm_host.py [--M 4096] [--N 4096] [--top 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def host_us(fn, n=200):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    t = (time.perf_counter() - t0) / n * 1e6
+    torch.cuda.synchronize()
+    return t
+
+
+def main() -> None:
+    from ncd.ops import norm
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--M", type=int, default=4096)
+    p.add_argument("--N", type=int, default=4096)
+    p.add_argument("--top", type=int, default=25)
+    args = p.parse_args()
+    dev, dt = "cuda", torch.bfloat16
+    x = torch.randn(args.M, args.N, device=dev, dtype=dt, requires_grad=True)
+    w = torch.randn(args.N, device=dev, dtype=dt, requires_grad=True)
+    b = torch.randn(args.N, device=dev, dtype=dt, requires_grad=True)
+    dy = torch.randn(args.M, args.N, device=dev, dtype=dt)
+    impls = {
+        "ncd layer_norm": lambda: norm.layer_norm(x, w, b),
+        "torch layer_norm": lambda: F.layer_norm(x, (args.N,), w, b),
+        "ncd rms_norm": lambda: norm.rms_norm(x, w),
+        "torch rms_norm": lambda: F.rms_norm(x, (args.N,), w),
+    }
+    for name, fn in impls.items():
+        for _ in range(5):
+            fn().backward(dy)
+        ys = [fn() for _ in range(200)]
+        fwd = host_us(fn)
+        it = iter(ys)
+        bwd = host_us(lambda: next(it).backward(dy))
+        both = host_us(lambda: fn().backward(dy))
+        launch = host_us(lambda: torch.empty_like(dy))
+        print(f"{name:18s} host us per call: forward {fwd:6.1f}, backward {bwd:6.1f}, "
+              f"both {both:6.1f} (torch.empty_like {launch:.1f})", flush=True)  # fmt: skip
+        del ys
+    # GPU time alone: each kernel's CUDA time per step (torch.profiler), and one step replayed
+    # from a CUDA graph (no host work per step) timed by do_bench
+    from torch.profiler import ProfilerActivity, profile
+    from triton.testing import do_bench
+
+    for name, fn in impls.items():
+        for _ in range(3):
+            fn().backward(dy)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                fn().backward(dy)
+            torch.cuda.synchronize()
+        kernels = {}
+        for e in prof.key_averages():
+            if e.device_type.name == "CUDA" and e.device_time_total > 0:
+                kernels[e.key[:60]] = e.device_time_total / 20
+        total = sum(kernels.values())
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda i: -i[1]))
+        print(f"{name:18s} GPU us per step {total:6.1f}: {parts}", flush=True)
+        leaves = [x, w, b]
+        g = torch.cuda.CUDAGraph()
+        s_ = torch.cuda.Stream()
+        s_.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s_):
+            for _ in range(3):
+                for t in leaves:
+                    t.grad = None
+                fn().backward(dy)
+        torch.cuda.current_stream().wait_stream(s_)
+        for t in leaves:
+            t.grad = None
+        with torch.cuda.graph(g):
+            fn().backward(dy)
+        ms = do_bench(g.replay, warmup=10, rep=100, return_mode="median")
+        print(f"{name:18s} CUDA-graph step {ms * 1e3:6.1f} us", flush=True)
+        for t in leaves:
+            t.grad = None
+
+    from ncd.ops.norm import rowwise
+
+    # the autograd engine runs a CUDA backward on its own thread, which cProfile does not see:
+    # the library's backward is called directly here
+    for rms in (False, True):
+        name = "rms_norm" if rms else "layer_norm"
+        x2 = x.detach()
+        _, _, stats = rowwise._forward(x2, None, w.detach(), None if rms else b.detach(), 1e-5, rms)
+
+        def call():
+            rowwise._backward(x2, w, None if rms else b, stats, dy, None, rms, True, not rms)
+
+        for _ in range(5):
+            call()
+        print(f"ncd {name} _backward called directly: {host_us(call):.1f} us", flush=True)
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(300):
+            call()
+        prof.disable()
+        torch.cuda.synchronize()
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.top)
+        print(f"== cProfile, 300 calls of ncd {name}'s _backward\n{s.getvalue()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
