@@ -5,7 +5,7 @@ so a gallery circuit is always valid against the current language).
 
 Each builder's docstring has one paragraph starting `Implements:` that names the entry's paper
 and the equations the circuit implements: by the paper's equation number where it is known
-from the paper, otherwise by its section with the equation written out in full (no number is
+from the paper, otherwise written out in full with its section where known (no number is
 cited that was not read in the paper). The gallery page (`ncd gallery`) shows that paragraph
 as the equations the entry implements; tests/gallery/test_docstrings.py checks that every
 entry has one.
