@@ -10,7 +10,7 @@
 #   gluon     the Gluon kernels against the Triton kernels of the same pass, then the grouped
 #             Gluon dK/dV (config gluon_dkdv_grouped, not yet checked on a GPU) and the
 #             library's softmax checks with it on
-#   compiler  the compiled transformer block against hand-written PyTorch; the cost model
+#   compiler  the compiled gallery blocks against hand-written PyTorch; the cost model
 #             against measured memory and time
 #   ops3      op library III (norms, integer ViT, WTA-CRS, L-Mul): checks and speed
 #   gated     the gated linear-attention family: each kernel's share of a step at 8k, ncd's
@@ -82,7 +82,7 @@ case $SUITE in
       --commit "$COMMIT" --out "$OUT/gluon_grouped.json"
     ;;
   compiler)
-    step compiler_gpu 220 $PY bench/compiler_gpu.py --out "$OUT"
+    step compiler_gpu 240 $PY bench/compiler_gpu.py --out "$OUT"
     step cost_gpu 280 $PY bench/cost_gpu.py --out "$OUT"
     ;;
   ops3)  # op library III: norms, integer ViT, WTA-CRS and L-Mul, each checked then timed
