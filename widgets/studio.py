@@ -305,8 +305,14 @@ class Studio(w.VBox):
         text.layout = w.Layout(width="320px", min_width="260px")
         if _script() is None:
             text.layout.display = "none"
-        middle = w.VBox([self.theme, self.canvas], layout=w.Layout(flex="1"))
-        self.children = [w.HBox([left, middle, text]), self.tabs]
+        # The diagram keeps a readable width: in a narrow notebook the text view goes below.
+        middle = w.VBox(
+            [self.theme, self.canvas], layout=w.Layout(flex="1 1 560px", min_width="480px")
+        )
+        self.children = [
+            w.HBox([left, middle, text], layout=w.Layout(flex_flow="row wrap")),
+            self.tabs,
+        ]
 
     # ---- views: pure functions of the current circuit -------------------------------------
     def _refresh(self, note: str = "") -> None:

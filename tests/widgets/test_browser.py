@@ -216,8 +216,11 @@ def test_build_an_mlp_with_a_residual_by_clicking_and_dragging(step):
     # The sum is selected: its result becomes the output y.
     node(page, 0, "binary").click()
     s.locator(".ncd-output-name").fill("y")
-    s.locator(".ncd-add-output").click()
+    s.locator(".ncd-output-name").press("Enter")  # as + output does
     wait_node(page, 0, "y")
+    page.wait_for_function(  # the name is cleared once taken (a second output would be yy)
+        "() => document.querySelector('.ncd-output-name').value === ''"
+    )
     assert s.locator("g.node.ncd-dangling").count() == 0  # nothing left loose
     assert s.locator('g.edge[data-tail="x/copy"][data-head="binary"]').count() == 3  # B T D
     shot(page, 0, "mlp-residual")

@@ -70,13 +70,29 @@ function render({ model, el }) {
     steered = false;
     fitView();
   });
-  addIn.addEventListener("click", () =>
-    send("add_input", { name: inName.value.trim(), axes: inAxes.value.trim() }));
-  addOut.addEventListener("click", () =>
-    send("add_output", { name: outName.value.trim(), path: model.get("selected") }));
+  // A name typed for an input, an output or a subcircuit is cleared once the edit is taken
+  // (the next drawing), and kept when it is refused.
+  let pending = null;
+  addIn.addEventListener("click", () => {
+    pending = inName;
+    send("add_input", { name: inName.value.trim(), axes: inAxes.value.trim() });
+  });
+  addOut.addEventListener("click", () => {
+    pending = outName;
+    send("add_output", { name: outName.value.trim(), path: model.get("selected") });
+  });
   del.addEventListener("click", () => send("delete", { path: model.get("selected") }));
-  addSub.addEventListener("click", () =>
-    send("add_subcircuit", { name: subName.value.trim(), after: model.get("selected") }));
+  addSub.addEventListener("click", () => {
+    pending = subName;
+    send("add_subcircuit", { name: subName.value.trim(), after: model.get("selected") });
+  });
+  // Enter in a toolbar field presses the button beside it.
+  for (const [field, button] of [[inName, addIn], [inAxes, addIn], [outName, addOut],
+    [subName, addSub]]) {
+    field.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") button.click();
+    });
+  }
 
   // ---- palette ----------------------------------------------------------------------------
   const search = h("input", { class: "ncd-search", placeholder: "search boxes", type: "search" });
@@ -506,7 +522,14 @@ function render({ model, el }) {
     status.classList.toggle("ncd-error", !model.get("status_ok"));
   }
   model.on("change:svg", draw);
-  model.on("change:version", () => { el.dataset.version = String(model.get("version")); });
+  model.on("change:version", () => {
+    el.dataset.version = String(model.get("version"));
+    if (pending) pending.value = "";
+    pending = null;
+  });
+  model.on("change:status", () => {
+    if (!model.get("status_ok")) pending = null;
+  });
   model.on("change:ports", decorate);
   model.on("change:marks", decorate);
   model.on("change:selected", decorate);
