@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import html
+import typing
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -508,14 +509,17 @@ class Studio(w.VBox):
         v = self._value_of(ref)
         return v.names if isinstance(v, TensorType) else ()
 
-    def _on_add(self, kind: str, after: str = "") -> None:
+    def _on_add(self, kind: str, after: str = "", fields: dict | None = None) -> None:
+        """A box of `kind` reading the value `after` names (or the last one), with `fields`
+        (a choice found by the palette's search, e.g. {"fn": "relu"}) and the rest guessed."""
         if after.startswith("wire:"):
             after = ""
         ref = self._ref_of(after)
         name = edits.fresh_name(self.view, kind)
         axes = self._axes_of(ref)
+        fields = {k: v for k, v in (fields or {}).items() if k not in {"kind", "name", "inputs"}}
         if self.edit_here(
-            lambda c: edits.add_box(c, kind, source=ref or None, axes=axes, name=name),
+            lambda c: edits.add_box(c, kind, source=ref or None, axes=axes, name=name, **fields),
             f"added {name}",
         ):
             self._on_select(name)
@@ -855,13 +859,32 @@ class Studio(w.VBox):
 
 
 def _palette() -> list[dict]:
+    """[{"kind", "family", "doc", "choices": {field: [values]}}]: `choices` are the values of
+    the kind's fields that take one of a fixed list (unary's `fn`: relu, gelu, ...; not the
+    dtype), so that searching `gelu` finds unary and adds it with `fn` gelu."""
     from ncd.circuits.kinds import KINDS
 
     out = []
     for _, kind in palette_options():
-        doc = (KINDS[kind].__doc__ or "").strip().split("\n")[0]
-        out.append({"kind": kind, "family": KINDS[kind].family, "doc": doc[:160]})
+        cls = KINDS[kind]
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        choices = {
+            name: values
+            for name, f in cls.model_fields.items()
+            if name not in {"kind", "dtype"} and (values := _literal_values(f.annotation))
+        }
+        out.append({"kind": kind, "family": cls.family, "doc": doc[:160], "choices": choices})
     return out
+
+
+def _literal_values(annotation) -> list:
+    """The values of a `Literal[...]` annotation (or of the Literal in an Optional), else []."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is typing.Literal:
+            return list(typing.get_args(arg))
+    return []
 
 
 def _blocks(checked) -> set[str]:

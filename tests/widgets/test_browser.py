@@ -205,6 +205,9 @@ def test_build_an_mlp_with_a_residual_by_clicking_and_dragging(step):
     for kind, name in [("linear", "linear"), ("unary", "unary"), ("linear", "linear2")]:
         s.locator(f'.ncd-kind[data-kind="{kind}"]').click()
         wait_node(page, 0, name)
+    s.locator(".ncd-search").fill("relu")  # a value of a field finds its kind, best first
+    first = s.locator(".ncd-kind").first
+    assert first.get_attribute("data-kind") == "unary" and "fn relu" in first.inner_text()
     s.locator(".ncd-search").fill("binary")
     assert s.locator(".ncd-kind").count() == 1  # the search keeps the one kind
     s.locator('.ncd-kind[data-kind="binary"]').click()

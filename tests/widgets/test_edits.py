@@ -13,6 +13,7 @@ from ncd.circuits import io
 from ncd.circuits.errors import SchemaError
 from ncd.spec import studio as Studio  # noqa: N812 - ncd.Studio, names and paths alike
 from ncd.widgets import edits, panels
+from ncd.widgets.studio import _palette
 
 
 def same(a, b) -> bool:
@@ -301,3 +302,17 @@ def test_a_dict_field_without_an_equals_sign_says_what_it_expected():
 
     with pytest.raises(ValueError, match="expected key=value pairs .* found 'T S'"):
         _parse_dict("T S")
+
+
+def test_the_palette_search_finds_a_kind_by_a_value_of_its_fields():
+    """`relu` is no kind: it is a value of unary's `fn`; the palette lists it, and an add with
+    that field gives what the Builder's `b.relu` writes."""
+    unary = next(p for p in _palette() if p["kind"] == "unary")
+    assert "relu" in unary["choices"]["fn"] and "dtype" not in unary["choices"]
+    s = Studio()
+    s.canvas.intent("add_input", name="x", axes="B D")
+    s.canvas.intent("add", kind="unary", after="x", fields={"fn": "relu"})
+    s.canvas.intent("add_output", name="y", path="unary")
+    b = Builder("untitled")
+    b.output("y", b.unary(b.input("x", "B D"), "relu", name="unary"))
+    assert same(s.circuit, b.build()), s.messages.value

@@ -98,28 +98,67 @@ function render({ model, el }) {
   const search = h("input", { class: "ncd-search", placeholder: "search boxes", type: "search" });
   const list = h("div", { class: "ncd-palette-list" });
   const palette = h("div", { class: "ncd-palette" }, search, list);
+  // Without a search: every kind, by family. With one: the kinds that match, best first:
+  // the kind's name, a value of one of its fields (`gelu`: unary with fn gelu, added so),
+  // a name that starts or contains it, a field value that contains it, the family or the doc.
+  function matches(q) {
+    const found = [];
+    model.get("palette").forEach((item, order) => {
+      let best = null;
+      const take = (rank, field, value) => {
+        if (!best || rank < best.rank) best = { rank, field, value };
+      };
+      const kind = item.kind.toLowerCase();
+      if (kind === q) take(0);
+      else if (kind.startsWith(q)) take(2);
+      else if (kind.includes(q)) take(3);
+      for (const [field, values] of Object.entries(item.choices || {})) {
+        for (const v of values) {
+          const text = String(v).toLowerCase();
+          if (text === q) take(1, field, v);
+          else if (text.includes(q)) take(4, field, v);
+        }
+      }
+      if (`${item.family} ${item.doc}`.toLowerCase().includes(q)) take(5);
+      if (best) found.push({ item, order, ...best });
+    });
+    return found.sort((a, b) => a.rank - b.rank || a.order - b.order);
+  }
+  function row(item, field, value) {
+    const fields = field ? { [field]: value } : null;
+    const row = h("div", { class: "ncd-kind", "data-kind": item.kind, title: item.doc },
+      item.kind);
+    if (field) {
+      row.dataset.fields = JSON.stringify(fields);
+      row.append(h("span", { class: "ncd-choice" }, ` ${field} ${value}`));
+    }
+    row.addEventListener("pointerdown", (e) => startPaletteDrag(e, item.kind, fields));
+    return row;
+  }
   function drawPalette() {
     const q = search.value.trim().toLowerCase();
     list.replaceChildren();
+    if (q) {
+      for (const m of matches(q)) list.append(row(m.item, m.field, m.value));
+      return;
+    }
     let family = "";
     for (const item of model.get("palette")) {
-      const text = `${item.kind} ${item.family} ${item.doc}`.toLowerCase();
-      if (q && !text.includes(q)) continue;
       if (item.family !== family) {
         family = item.family;
         list.append(h("div", { class: "ncd-family" }, family));
       }
-      const row = h("div", { class: "ncd-kind", "data-kind": item.kind, title: item.doc },
-        item.kind);
-      row.addEventListener("pointerdown", (e) => startPaletteDrag(e, item.kind));
-      list.append(row);
+      list.append(row(item));
     }
   }
   search.addEventListener("input", drawPalette);
   search.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
       const first = list.querySelector(".ncd-kind");
-      if (first) send("add", { kind: first.dataset.kind, after: model.get("selected") });
+      if (first) {
+        const fields = first.dataset.fields ? JSON.parse(first.dataset.fields) : null;
+        send("add", { kind: first.dataset.kind, after: model.get("selected"), fields });
+      }
     }
   });
 
@@ -426,7 +465,7 @@ function render({ model, el }) {
     window.addEventListener("pointerup", up);
   }, true);
 
-  function startPaletteDrag(e, kind) {
+  function startPaletteDrag(e, kind, fields = null) {
     if (e.button !== 0) return;
     e.preventDefault();
     const ghost = h("div", { class: "ncd-ghost" }, kind);
@@ -457,15 +496,17 @@ function render({ model, el }) {
         g.classList.remove("ncd-target");
       }
       if (!moved) {  // a click: the box follows the selection (or the last value)
-        send("add", { kind, after: model.get("selected") });
+        send("add", { kind, after: model.get("selected"), fields });
         return;
       }
       const at = document.elementFromPoint(ev.clientX, ev.clientY);
       const edge = at && at.closest("g.edge");
       const node = at && at.closest("g.node");
       if (edge) send("splice", { kind, tail: edge.dataset.tail, head: edge.dataset.head });
-      else if (node) send("add", { kind, after: pathOf(node) });
-      else if (at && stage.contains(at)) send("add", { kind, after: model.get("selected") });
+      else if (node) send("add", { kind, after: pathOf(node), fields });
+      else if (at && stage.contains(at)) {
+        send("add", { kind, after: model.get("selected"), fields });
+      }
     };
     window.addEventListener("pointermove", move);
     window.addEventListener("pointerup", up);
