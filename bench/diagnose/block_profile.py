@@ -1,0 +1,87 @@
+"""A compiled gallery block against its hand-written counterpart on the GPU, call by call (a
+tuning aid, not a test): each CUDA kernel's time per forward (torch.profiler), the host's time
+to issue one forward without waiting, and the synchronised wall time per forward, the way
+bench/compiler_gpu.py times it.
+
+    python3 bench/diagnose/block_profile.py [--blocks multihead_attention,mlp] [--shape 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
+from compiler_gpu import BLOCKS, EXTRA, SHAPES, build, sizes_for  # noqa: E402
+
+
+def kernels(fn, n=20) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for e in prof.key_averages():
+        if e.device_type.name == "CUDA" and e.device_time_total > 0:
+            out[e.key[:70]] = (e.count / n, e.device_time_total / n)
+    return out
+
+
+def host_us(fn, n=100) -> float:
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    t = (time.perf_counter() - t0) / n * 1e6
+    torch.cuda.synchronize()
+    return t
+
+
+def wall_us(fn, n=100) -> float:
+    ts = []
+    for _ in range(n):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        ts.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--blocks", default="multihead_attention,mlp")
+    p.add_argument("--shape", type=int, default=0, help="index into compiler_gpu.SHAPES")
+    args = p.parse_args()
+    for op in args.blocks.split(","):
+        assert op in BLOCKS, op
+        sizes = sizes_for(op, SHAPES[args.shape], EXTRA)
+        models, x = build(op, sizes, "cuda")
+        models = {k: models[k].to("cuda", torch.bfloat16).eval() for k in ("ncd", "torch")}
+        x = x.to("cuda")
+        if x.is_floating_point():
+            x = x.to(torch.bfloat16)
+        print(f"== {op} {sizes}", flush=True)
+        with torch.no_grad():
+            for name, m in models.items():
+                for _ in range(5):
+                    m(x)
+                call = lambda m=m, x=x: m(x)  # noqa: E731
+                ks = kernels(call)
+                total = sum(t for _, t in ks.values())
+                print(f"  {name}: host {host_us(call):.1f} us, wall {wall_us(call):.1f} us, "
+                      f"GPU {total:.1f} us", flush=True)  # fmt: skip
+                for k, (c, t) in sorted(ks.items(), key=lambda i: -i[1][1]):
+                    print(f"      {t:8.1f} us x{c:.0f}  {k}", flush=True)
+        del models
+
+
+if __name__ == "__main__":
+    main()
