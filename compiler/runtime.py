@@ -489,8 +489,26 @@ class CheckInputs:
     def __init__(self, expected, error=ValueError):
         self.expected = expected
         self.error = error
+        self.accepted = None  # the (shape, dtype) of each input at the last call that passed
+
+    def _seen(self, args, kwargs):
+        """The inputs' shapes and dtypes, or None when one is not a tensor (checked then)."""
+        seen = []
+        for i, name in enumerate(self.expected):
+            x = args[i] if i < len(args) else kwargs.get(name)
+            if not isinstance(x, torch.Tensor):
+                return None
+            seen.append((x.shape, x.dtype))
+        return seen
 
     def __call__(self, module, args, kwargs):
+        seen = self._seen(args, kwargs)
+        if seen is not None and seen == self.accepted:
+            return  # the same shapes and dtypes as a call that passed
+        self.check(args, kwargs)
+        self.accepted = seen
+
+    def check(self, args, kwargs):
         free = {}
         for i, (name, (dtype, axes)) in enumerate(self.expected.items()):
             x = args[i] if i < len(args) else kwargs.get(name)

@@ -46,6 +46,17 @@ def test_a_different_free_batch_size_runs(module):
     torch.testing.assert_close(module(x, gate), want)
 
 
+def test_a_passing_call_does_not_excuse_the_next(module):
+    """The check remembers the shapes and dtypes of the last call that passed and skips them
+    when they repeat: a call with other shapes or dtypes is checked in full."""
+    x, gate = torch.randn(2, 16, 32), torch.randn(2, 16)
+    module(x, gate)
+    module(x, gate)
+    assert _error(module, x, torch.randn(3, 16)).startswith("input 'gate': axis B has size 2")
+    assert "kind int" in _error(module, x, torch.ones(2, 16, dtype=torch.int64))
+    module(x, gate)
+
+
 def test_wrong_rank_names_the_axes(module):
     msg = _error(module, torch.randn(16, 32), torch.randn(2, 16))
     assert msg == "input 'x': expected 3 axes (B T D), found 2 (x.shape = (16, 32))"
