@@ -287,9 +287,11 @@ class Studio(w.VBox):
         def section(title, *items):
             return w.VBox([w.HTML(f"<b>{title}</b>"), *items])
 
+        # The form's heading says whose fields it shows: the selected box's, or a new box's.
+        self.form_title = w.HTML()
         left = w.VBox(
             [
-                section("The selected box", self.box_select, self.form_box, self.wiring),
+                w.VBox([self.form_title, self.box_select, self.form_box, self.wiring]),
                 w.HBox([self.replace_box_button, self.delete_box_button]),
                 section("Add a box", self.palette, self.box_name, self.add_box_button),
                 section("Inputs", self.input_name, self.input_axes, self.input_dtype),
@@ -674,6 +676,7 @@ class Studio(w.VBox):
     @_guarded
     def _new_form(self) -> None:
         self._editing = ""  # a form for a new box until a selected box is shown in it
+        self.form_title.value = f"<b>A new {html.escape(self.palette.value)} box</b>"
         self.form = BoxForm(self.palette.value, on_change=lambda _: self._field_changed())
         self.form_box.children = [self.form.widget]
         self._rewire()
@@ -740,6 +743,7 @@ class Studio(w.VBox):
         self.box_name.value = box.name
         self._rewire()
         self._editing = box.name
+        self.form_title.value = f"<b>The selected box: {html.escape(box.name)}</b>"
         for port, dd in self.port_widgets.items():
             ref = box.inputs.get(port, _NONE)
             if ref not in dd.options:  # written `box.port` where the list has `box`

@@ -45,7 +45,9 @@ def test_an_mlp_with_a_residual_from_intents():
     s = mlp_by_intents()
     assert same(s.circuit, mlp_by_hand()), s.messages.value
     assert s.canvas.selected == "binary"
+    assert s.form_title.value == "<b>The selected box: binary</b>"  # whose fields the form shows
     assert 'id="box:y"' in s.canvas.svg and panels.DANGLING not in s.canvas.svg
+    assert Studio().form_title.value.startswith("<b>A new ")  # nothing selected yet
 
 
 def test_a_draft_is_drawn_with_its_loose_ends():
