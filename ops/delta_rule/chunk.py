@@ -13,8 +13,8 @@ Forward (two launches):
     _scan_fwd_kernel  one program per (value block, sequence x head) walks its chunks holding
                       the state S (K x BV, float32) in registers: V' = U - W S, the output
                       O = scale diag(gamma) Q S + (scale Q K^T * E * causal) V', S updated.
-Backward (four launches, nothing kept from the forward but its inputs):
-    _prep_kernel      again, also writing T.
+Backward (four launches, kept from the forward: its inputs and T):
+    _prep_kernel      W and U again, from the kept T (no inverse built).
     _scan_fwd_kernel  in STATES mode: writes the state entering each chunk and V' (once).
     _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
     _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
@@ -159,8 +159,9 @@ def _prep_kernel(
     K, V, BETA, GATE, W, U, AI, CU, COFF, CHUNKS, T, NT, H, TT,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, STORE_AI: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
-    BV: tl.constexpr,
+    BV: tl.constexpr, LOAD_AI: tl.constexpr = False,
 ):  # fmt: skip
+    # LOAD_AI: T is read from AI (written by an earlier call with STORE_AI) instead of built
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
@@ -172,16 +173,21 @@ def _prep_kernel(
     kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
     k = tl.load(K + (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :], mask=kmask, other=0.0)
     beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
-    strict = offs_t[:, None] > offs_t[None, :]
-    a = tl.dot(k, tl.trans(k), input_precision=DOT)  # (BT, BT) k_i . k_j
     bw = beta
     if HAS_G:
         G, Gc, gamma, _ = _decays(GATE, bos, i_h, TT, L, i_t, BT)
-        a = a * tl.exp(tl.where(strict, G[:, None] - Gc[None, :], 0.0))
         bw = beta * gamma
-    a = tl.where(strict, a * beta[:, None], 0.0)
-    ai = _unit_lower_inverse(a, BT)
-    ai_in = ai.to(k.dtype)
+    if LOAD_AI:
+        ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
+        ai_in = tl.load(ai_ptrs, mask=r_ok[:, None], other=0.0).to(k.dtype)
+    else:
+        strict = offs_t[:, None] > offs_t[None, :]
+        a = tl.dot(k, tl.trans(k), input_precision=DOT)  # (BT, BT) k_i . k_j
+        if HAS_G:
+            a = a * tl.exp(tl.where(strict, G[:, None] - Gc[None, :], 0.0))
+        a = tl.where(strict, a * beta[:, None], 0.0)
+        ai = _unit_lower_inverse(a, BT)
+        ai_in = ai.to(k.dtype)
     w = tl.dot(ai_in, (k * bw[:, None]).to(k.dtype), input_precision=DOT)
     tl.store(
         W + (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :], w.to(W.dtype.element_ty), mask=kmask
@@ -496,17 +502,21 @@ def _chunk_gates(g, lay):
     return gc
 
 
-def _prepare(k, v, g, beta, lay, store_ai):
-    """W, U (and T, per token its row of the chunk's inverse) of every chunk."""
+def _prepare(k, v, g, beta, lay, store_ai, ai=None):
+    """W, U (and T, per token its row of the chunk's inverse, when store_ai) of every chunk;
+    with `ai` (the T of an earlier call) given, W and U from it, T not built again."""
     B, T, H, K = k.shape
     V = v.shape[-1]
     w, u = torch.empty_like(k), torch.empty_like(v)
-    ai = torch.empty(B, T, H, lay.BT, device=k.device, dtype=k.dtype) if store_ai else None
+    load = ai is not None
+    if store_ai and not load:
+        ai = torch.empty(B, T, H, lay.BT, device=k.device, dtype=k.dtype)
     _launch(
         _prep_kernel, PREP_CONFIGS, lambda m: (lay.NC, H),
         (k, v, beta, beta if g is None else g, w, u, w if ai is None else ai, lay.cu, lay.coff,
          lay.chunks, lay.T, lay.NT, H, B * T), lay,
-        K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, STORE_AI=store_ai, DOT=_dot(k),
+        K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, STORE_AI=store_ai and not load,
+        DOT=_dot(k), LOAD_AI=load,
     )  # fmt: skip
     return w, u, ai
 
@@ -548,20 +558,22 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, s0, want_state, lay):
         g = None if g is None else _chunk_gates(g, lay)
-        w, u, _ = _prepare(k, v, g, beta, lay, store_ai=False)
+        # T (BT values per token and head) is kept for the backward, which then builds W and
+        # U from it instead of inverting every chunk again
+        w, u, ai = _prepare(k, v, g, beta, lay, store_ai=any(ctx.needs_input_grad))
         o, s_t = _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states=False)
-        ctx.save_for_backward(q, k, v, g, beta, s0)
+        ctx.save_for_backward(q, k, v, g, beta, s0, ai)
         ctx.scale, ctx.lay = scale, lay
         return o, s_t
 
     @staticmethod
     def backward(ctx, do, d_st):
-        q, k, v, g, beta, s0 = ctx.saved_tensors
+        q, k, v, g, beta, s0, ai = ctx.saved_tensors
         lay, scale = ctx.lay, ctx.scale
         B, T, H, K = q.shape
         V = v.shape[-1]
         do = do.contiguous()
-        w, u, ai = _prepare(k, v, g, beta, lay, store_ai=True)
+        w, u, ai = _prepare(k, v, g, beta, lay, store_ai=True, ai=ai)
         hs, vn = _scan_forward(q, k, v, g, w, u, scale, s0, False, lay, states=True)
         dhs = torch.empty_like(hs)
         dvn = torch.empty_like(v)

@@ -42,11 +42,13 @@ def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
 
 
 def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
+    """W and U again from the kept T (two products per token), then the three passes."""
     V = K if V is None else V
+    rebuild = 2 * C * (K + V)
     states = 4 * K * V
     reverse = (V / block_v) * 2 * C * K + 2 * C * V + 6 * K * V
     chunk = 6 * K * V + 6 * C * V + 14 * C * K
-    return B * H * T * (_prepare_flops(C, K, V) + states + reverse + chunk)
+    return B * H * T * (rebuild + states + reverse + chunk)
 
 
 def flops_minimal(B, T, H, K, V=None, gated=False):
@@ -55,21 +57,22 @@ def flops_minimal(B, T, H, K, V=None, gated=False):
     return B * H * T * (6 * K * V + (K * V if gated else 0))
 
 
-def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False):
-    """prepare: k, v, beta, g read, W and U written; scan: q, k, W (and g) read by each of
-    the V / block_v programs, U read and o written once. Gates are float32 in the kernels."""
+def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64):
+    """prepare: k, v, beta, g read, W, U and T (C per token, kept for the backward) written;
+    scan: q, k, W (and g) read by each of the V / block_v programs, U read and o written once.
+    Gates are float32 in the kernels."""
     V = K if V is None else V
     gate = 4 if gated else 0
-    prep = bytes_per * (2 * K + 2 * V) + 4 + gate
+    prep = bytes_per * (2 * K + 2 * V + C) + 4 + gate
     scan = (V / block_v) * (3 * bytes_per * K + gate) + 2 * bytes_per * V
     return B * T * H * (prep + scan)
 
 
 def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False):
-    """prepare (also writing T, C per token); the STATES scan (k, W, U read, V' and the
-    entering states written); the reverse scan (q, k, W, dO, V' read, dV' and the leaving
-    states' gradients written); the chunk kernel (everything read once, states and their
-    gradients included; dq, dk, dv, dbeta, dg written)."""
+    """prepare (W and U from the kept T, C per token, read); the STATES scan (k, W, U read,
+    V' and the entering states written); the reverse scan (q, k, W, dO, V' read, dV' and the
+    leaving states' gradients written); the chunk kernel (everything read once, states and
+    their gradients included; dq, dk, dv, dbeta, dg written)."""
     V = K if V is None else V
     b, gate = bytes_per, (4 if gated else 0)
     nv = V / block_v
@@ -81,11 +84,12 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False):
     return B * T * H * (prep + scan_states + reverse + chunk)
 
 
-def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False):
-    """Kept for the backward: q, k, v, and beta (and g) in float32; no chunk states. With
-    ``l2norm``, PyTorch's normalisation keeps float32 copies of q and k and their norms."""
+def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False, C=64):
+    """Kept for the backward: q, k, v, T (the chunk's inverse, C per token) and beta (and
+    g) in float32; no chunk states. With ``l2norm``, PyTorch's normalisation keeps float32
+    copies of q and k and their norms."""
     V = K if V is None else V
-    kept = bytes_per * (2 * K + V) + 4 + (4 if gated else 0)
+    kept = bytes_per * (2 * K + V + C) + 4 + (4 if gated else 0)
     if l2norm:
         kept += 2 * (4 * K + 4)
     return B * T * H * kept
@@ -98,7 +102,7 @@ def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2):
 
 
 def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64):
-    """Held by the backward at its peak besides the gradients: W, U, T (C per token), V',
-    dV', and the entering states and their gradients (one K x V each per chunk)."""
+    """Held by the backward at its peak besides the gradients and what the forward kept: W,
+    U, V', dV', and the entering states and their gradients (one K x V each per chunk)."""
     V = K if V is None else V
-    return B * T * H * bytes_per * (K + V + C + 2 * V + 2 * K * V / C)
+    return B * T * H * bytes_per * (K + V + 2 * V + 2 * K * V / C)

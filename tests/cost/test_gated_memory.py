@@ -36,6 +36,7 @@ SCRIPT = textwrap.dedent("""
     from ncd import ops
     from ncd.circuits.circuit import Circuit
     from ncd.ops.gla import chunk as gla_chunk
+    from ncd.ops.delta_rule import chunk as delta_chunk
     sys.path.insert(0, {root!r})
     from tests.cost import measure
 
@@ -73,7 +74,9 @@ SCRIPT = textwrap.dedent("""
         for b in where - {{None}}:
             boxes[b] = boxes.get(b, 0) + nbytes
     total = sum(n for n, _ in kept.values())
-    print(json.dumps({{"boxes": boxes, "total": total, "gla_chunk": gla_chunk.CHUNK}}))
+    delta = delta_chunk.INTERPRET_CHUNK if delta_chunk.interpreting() else delta_chunk.CHUNK
+    chunks = {{"gla": gla_chunk.CHUNK, "delta": delta}}
+    print(json.dumps({{"boxes": boxes, "total": total, "chunks": chunks}}))
 """)
 
 
@@ -104,14 +107,21 @@ def gated_box_circuit():
     return b.build()
 
 
-def model_kept(report, box, gla_chunk):
-    """The model's kept bytes of `box`, with GLA's A at the chunk the kernels ran with."""
+# Kept tensors the model prices per token at the GPU's chunk of 64, with the family whose
+# chunk the kernels ran with (smaller under the interpreter).
+PER_CHUNK = {"intra-chunk scores A": "gla", "T, each chunk's WY inverse": "delta"}
+
+
+def _at_chunk(what, n, chunks):
+    """n bytes of kept tensor `what` at the chunk the kernels ran with."""
+    family = next((f for prefix, f in PER_CHUNK.items() if what.startswith(prefix)), None)
+    return n if family is None else n * chunks[family] // 64
+
+
+def model_kept(report, box, chunks):
+    """The model's kept bytes of `box`, per-chunk tensors at the chunk the kernels ran with."""
     b = next(b for b in report.boxes if b.name == box)
-    total = 0
-    for what, _, nbytes in b.saved:
-        n = report.number(nbytes)
-        total += n * gla_chunk // 64 if what.startswith("intra-chunk scores A") else n
-    return total
+    return sum(_at_chunk(what, report.number(n), chunks) for what, _, n in b.saved)
 
 
 CASES = {
@@ -129,18 +139,17 @@ def test_kept_memory_is_what_the_kernels_save(case):
     got = measured(circuit, dtype)
     report = ncd.analyse(circuit, sizes=SIZES, lowering="unfused", dtype=dtype)
     for box in boxes:
-        model = model_kept(report, box, got["gla_chunk"])
+        model = model_kept(report, box, got["chunks"])
         assert abs(model - got["boxes"][box]) <= 0.10 * got["boxes"][box], (box, model, got)
     if dtype != "float32":  # the other boxes' CPU kernels in 16 bits keep float32 copies
         return
     # the whole module: every box's kept tensors (parameters excluded), the fused ones as
     # their kernels keep them (tests/cost/test_measure.py checks the other boxes alone)
-    b_gla = [b for b in report.boxes if b.kind == "linear_attention" and b.kernel == "ncd.ops.gla"]
     shrink = sum(
-        report.number(n) * (64 - got["gla_chunk"]) // 64
-        for b in b_gla
+        report.number(n) - _at_chunk(what, report.number(n), got["chunks"])
+        for b in report.boxes
+        if b.kind == "linear_attention"
         for what, _, n in b.saved
-        if what.startswith("intra-chunk scores A")
     )
     model_total = report.numbers["activation_bytes"] - shrink
     assert abs(model_total - got["total"]) <= 0.10 * got["total"], (model_total, got)
@@ -148,7 +157,8 @@ def test_kept_memory_is_what_the_kernels_save(case):
 
 def test_each_variant_is_priced_as_its_kernel():
     """The mixer of each gallery block names the kernel it lowers to and keeps no chunk
-    states: q, k, v and the gates (GLA: also its float32 intra-chunk scores A)."""
+    states: q, k, v and the gates (GLA: also its float32 intra-chunk scores A; the delta rule
+    its chunks' WY inverse T, 64 values per token)."""
     r = ncd.analyse(gallery.get("gla_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     assert mixer.kernel == "ncd.ops.gla"
@@ -159,4 +169,5 @@ def test_each_variant_is_priced_as_its_kernel():
     assert mixer.kernel == "ncd.ops.delta_rule"
     kept = {what: r.number(n) for what, _, n in mixer.saved}
     assert kept["beta, float32 [B, T, H]"] == 4 * B * T * H  # bf16 beta, converted
-    assert sum(kept.values()) == B * T * H * (2 * 3 * K + 4)
+    assert kept["T, each chunk's WY inverse (64 per token)"] == 2 * 64 * B * T * H
+    assert sum(kept.values()) == B * T * H * (2 * 3 * K + 4 + 2 * 64)
