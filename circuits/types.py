@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import sympy
-
-from .sizes import show
+from .sizes import Size, product, show
 
 # The element types: the one list of them. Name -> (bytes per element, promotion rank); the
 # order is the order specs and the schema list them, the rank orders `promote` (a mix of
@@ -47,7 +45,7 @@ class Axis:
     """One wire of the diagram: a name and a size."""
 
     name: str
-    size: sympy.Expr
+    size: Size
 
     def __str__(self) -> str:
         s = show(self.size)
@@ -68,8 +66,8 @@ class TensorType:
     def axis(self, name: str) -> Axis | None:
         return next((a for a in self.axes if a.name == name), None)
 
-    def numel(self) -> sympy.Expr:
-        return sympy.Mul(*[a.size for a in self.axes]) if self.axes else sympy.Integer(1)
+    def numel(self) -> Size:
+        return product(a.size for a in self.axes)
 
     def with_axes(self, axes, dtype: str | None = None) -> TensorType:
         return TensorType(tuple(axes), dtype or self.dtype)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sympy
-
 from .circuit import Circuit
 from .errors import Problem, ShapeProblem, SizeError, ValidationError
 from .graph import Digraph
@@ -28,7 +26,7 @@ from .limits import (
     MAX_UNROLLED_BOXES,
     exceeded,
 )
-from .sizes import Unifier, evaluate, parse_size, show, symbol, terms_bound
+from .sizes import Size, Unifier, evaluate, parse_size, show, terms_bound
 from .types import FLOAT_DTYPES, Axis, TensorType, TupleType, Value
 
 # Kinds whose tensor inputs must be floating point (PyTorch refuses integer or boolean input
@@ -75,7 +73,7 @@ class Checked:
     def __post_init__(self):
         self._boxes = {b.name: b for b in self.circuit.boxes}
 
-    def resolve(self, expr) -> sympy.Expr:
+    def resolve(self, expr) -> Size:
         """A size with everything learned by unification substituted (`D` -> `H*K`)."""
         return self.unifier.resolve(expr)
 
@@ -89,18 +87,18 @@ class Checked:
 
     def symbols(self) -> list[str]:
         """Free size symbols after unification, sorted."""
-        free: set[sympy.Symbol] = set()
+        free: set[str] = set()
         for t in _all_tensors(self):
             for a in t.axes:
-                free |= self.resolve(a.size).free_symbols
+                free |= self.resolve(a.size).names()
         for name, sub in self.calls.items():
-            free |= {symbol(s) for s in sub.symbols()}
-            free |= self.resolve(parse_size(self.box(name).repeat)).free_symbols
-        return sorted(s.name for s in free)
+            free |= set(sub.symbols())
+            free |= self.resolve(parse_size(self.box(name).repeat)).names()
+        return sorted(free)
 
-    def axis_sizes(self) -> dict[str, sympy.Expr]:
+    def axis_sizes(self) -> dict[str, Size]:
         """Every axis name that appears on a wire, with its (first seen) resolved size."""
-        out: dict[str, sympy.Expr] = {}
+        out: dict[str, Size] = {}
         for t in _all_tensors(self):
             for a in t.axes:
                 out.setdefault(a.name, self.resolve(a.size))
@@ -153,16 +151,16 @@ def check(
 
 
 def _check_bindings(c: Checked, problems: list[Problem]) -> None:
-    for sym, expr in sorted(c.unifier.subst.items(), key=lambda kv: kv[0].name):
-        a, b = evaluate(sym, c.sizes), evaluate(c.resolve(expr), c.sizes)
+    for name, expr in sorted(c.unifier.bound.items()):
+        a, b = evaluate(Size.of(name), c.sizes), evaluate(c.resolve(expr), c.sizes)
         if a is not None and b is not None and a != b:
             problems.append(
                 Problem(
-                    f"size {sym.name}",
+                    f"size {name}",
                     "the bound sizes disagree with the "
-                    f"circuit, where {sym.name} = {show(c.resolve(expr))}",
-                    f"{sym.name} = {b}",
-                    f"{sym.name} = {a}",
+                    f"circuit, where {name} = {show(c.resolve(expr))}",
+                    f"{name} = {b}",
+                    f"{name} = {a}",
                 )
             )
 
@@ -186,11 +184,11 @@ def _check_sizes(c: Checked, problems: list[Problem], require_bound: bool) -> No
                     )  # fmt: skip
                 )
                 continue
-            numel = sympy.Integer(1)
+            numel = Size.number(1)
             for a in t.axes:
                 s = c.resolve(a.size)
-                if s.free_symbols and c.sizes:
-                    s = s.xreplace({symbol(k): sympy.Integer(v) for k, v in c.sizes.items()})
+                if s.names() and c.sizes:
+                    s = Unifier(c.sizes).resolve(s)
                 numel *= s
                 if s.is_number:
                     if not (s.is_integer and s >= 1):
@@ -203,7 +201,7 @@ def _check_sizes(c: Checked, problems: list[Problem], require_bound: bool) -> No
                             )
                         )
                 else:
-                    seen_free |= {x.name for x in s.free_symbols}
+                    seen_free |= s.names()
             if numel.is_number and numel > MAX_ELEMENTS:
                 problems.append(
                     Problem(
@@ -268,10 +266,10 @@ class _Checker(Context):
         self.prefix = "" if depth == 0 else f"in subcircuit '{circuit.name}', "
 
     # -- Context for shape rules
-    def size(self, axis: str) -> sympy.Expr:
+    def size(self, axis: str) -> Size:
         if axis in self.c.axes:
             return self.unifier.resolve(parse_size(self.c.axes[axis]))
-        return self.unifier.resolve(symbol(axis))
+        return self.unifier.resolve(Size.of(axis))
 
     def resolve(self, e):
         return self.unifier.resolve(e)
@@ -287,7 +285,7 @@ class _Checker(Context):
         reps = self.resolve(parse_size(box.repeat))
         if reps.is_number and (not reps.is_integer or reps < 1):
             raise ShapeProblem("repeat must be a positive integer", "", "N >= 1", show(reps))
-        bound = reps.xreplace({symbol(k): sympy.Integer(v) for k, v in self.bindings.items()})
+        bound = Unifier(self.bindings).resolve(reps)
         if bound.is_number and bound > MAX_REPEAT:
             raise ShapeProblem(
                 "repeat count too large (limit MAX_REPEAT)", "", f"at most {MAX_REPEAT:,}",
@@ -399,12 +397,12 @@ class _Checker(Context):
                 )
             index.setdefault(b.name, i)
         for name, expr in sorted(c.axes.items()):
-            if not self.unifier.unify(symbol(name), parse_size(expr)):
+            if not self.unifier.unify(Size.of(name), parse_size(expr)):
                 self.problem(
                     f"{self.prefix}axis {name}",
                     "size disagrees with the bound sizes",
                     show(self.resolve(parse_size(expr))),
-                    show(self.resolve(symbol(name))),
+                    show(self.resolve(Size.of(name))),
                 )
 
         graph = Digraph(index)

@@ -41,6 +41,7 @@ def text(s: str) -> str:
 
 def size(expr: sympy.Expr) -> str:
     """A size or constant as a label fragment: `K<SUP>−1/2</SUP>`, `H·K`, `16`."""
+    expr = sympy.sympify(expr)  # a Size, through its one conversion
     expr = sympy.nsimplify(expr) if expr.has(sympy.Float) else expr
     return _fmt(expr)
 

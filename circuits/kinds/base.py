@@ -11,12 +11,11 @@ import math
 import re
 from typing import Annotated, Any, ClassVar
 
-import sympy
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..errors import ShapeProblem, SizeError
 from ..limits import MAX_AXES, MAX_BOX_INPUTS, MAX_NAME, exceeded
-from ..sizes import parse_size, show
+from ..sizes import Size, parse_size, show
 from ..types import Axis, TensorType, TupleType, Value, promote
 
 _AXIS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -96,13 +95,13 @@ PortNames = Annotated[
 class Context:
     """What a shape rule may ask of the circuit: sizes of new axes and size unification."""
 
-    def size(self, axis: str) -> sympy.Expr:  # pragma: no cover - interface
+    def size(self, axis: str) -> Size:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def unify(self, a: sympy.Expr, b: sympy.Expr, port: str, what: str) -> None:  # pragma: no cover
+    def unify(self, a: Size, b: Size, port: str, what: str) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def resolve(self, e: sympy.Expr) -> sympy.Expr:  # pragma: no cover - interface
+    def resolve(self, e: Size) -> Size:  # pragma: no cover - interface
         raise NotImplementedError
 
     def call(self, box, ins: dict[str, Value]) -> dict[str, Value]:  # pragma: no cover

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import sympy
 from pydantic import Field, model_validator
 
 from ..errors import ShapeProblem
-from ..sizes import parse_size
+from ..sizes import Size, ceiling, parse_size, product, simplify
 from ..types import Axis, TensorType
 from .base import (
     AxisList,
@@ -43,7 +42,7 @@ class SplitAxis(BoxBase):
         new = new_axes(self.into, ctx)
         ctx.unify(
             x.axis(self.axis).size,
-            sympy.Mul(*[a.size for a in new]),
+            product([a.size for a in new]),
             "x",
             f"size of {self.axis} = product of {' '.join(self.into)}",
         )
@@ -69,7 +68,7 @@ class MergeAxes(BoxBase):
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
         need(x, self.axes, "x")
-        size = sympy.Mul(*[x.axis(a).size for a in self.axes])
+        size = product([x.axis(a).size for a in self.axes])
         ctx.unify(
             ctx.size(self.into),
             size,
@@ -202,7 +201,7 @@ class Concat(BoxBase):
             for a, b in zip(first.axes, t.axes, strict=True):
                 if a.name != self.axis:
                     ctx.unify(a.size, b.size, p, f"size of {a.name}")
-        total = sympy.Add(*[t.axis(self.axis).size for _, t in ts])
+        total = sum((t.axis(self.axis).size for _, t in ts), Size.number(0))
         return {
             "out": first.with_axes(
                 [Axis(a.name, total) if a.name == self.axis else a for a in first.axes]
@@ -238,7 +237,7 @@ class Split(BoxBase):
         pieces = [parse_size(s) for s in self.sizes]
         ctx.unify(
             x.axis(self.axis).size,
-            sympy.Add(*pieces),
+            sum(pieces, Size.number(0)),
             "x",
             f"size of {self.axis} = sum of the pieces",
         )
@@ -295,8 +294,7 @@ class Slice(BoxBase):
         need(x, (self.axis,), "x")
         n = x.axis(self.axis).size
         stop = n if self.stop is None else parse_size(self.stop)
-        size = sympy.ceiling((stop - self.start) / sympy.Integer(self.step))
-        size = sympy.simplify(size)
+        size = simplify(ceiling((stop - self.start) / self.step))
         if size.is_number and size <= 0:
             raise ShapeProblem("the slice is empty", "x", "start < stop", f"{self.start}:{stop}")
         return {

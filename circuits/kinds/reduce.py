@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import sympy
 from pydantic import Field
 
 from ..errors import ShapeProblem
+from ..sizes import Size
 from ..types import Axis
 from .base import AxisList, AxisName, BoxBase, need, tensor
 from .registry import box_kind
@@ -74,9 +74,7 @@ class TopK(BoxBase):
         n = ctx.resolve(x.axis(self.over).size)
         if n.is_Integer and self.k > int(n):
             raise ShapeProblem("k exceeds the axis", "x", f"k <= {n}", str(self.k))
-        axes = [
-            Axis(self.into, sympy.Integer(self.k)) if a.name == self.over else a for a in x.axes
-        ]
+        axes = [Axis(self.into, Size.number(self.k)) if a.name == self.over else a for a in x.axes]
         return {"values": x.with_axes(axes), "indices": x.with_axes(axes, "int64")}
 
     def acts_on(self):

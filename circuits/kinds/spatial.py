@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import sympy
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import ShapeProblem
+from ..sizes import Size, floor, simplify
 from ..types import Axis, TensorType
 from .base import AxisList, AxisName, BoxBase, need, new_axes, tensor
 from .registry import box_kind
@@ -23,7 +23,7 @@ def _per_axis(v):
 
 def out_size(n, k, s, p, d=1):
     """floor((n + 2p - d(k-1) - 1) / s) + 1, PyTorch's rule."""
-    return sympy.floor((n + 2 * p - d * (k - 1) - 1) / sympy.Integer(s)) + 1
+    return floor((n + 2 * p - d * (k - 1) - 1) / s) + 1
 
 
 class _Spatial(BoxBase):
@@ -101,7 +101,7 @@ class Conv(_Spatial):
                     n = (a.size - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1
                 else:
                     n = out_size(a.size, k[i], s[i], p[i], d[i])
-                n = sympy.simplify(n)
+                n = simplify(n)
                 if n.is_number and n < 1:
                     raise ShapeProblem(
                         f"output axis {a.name} would be empty", "x", "a size >= 1", str(n)
@@ -111,9 +111,9 @@ class Conv(_Spatial):
                 axes.append(a)
         return {"out": x.with_axes(axes)}
 
-    def n_groups(self, cin: sympy.Expr) -> sympy.Expr:
+    def n_groups(self, cin: Size) -> Size:
         """The number of channel groups (the input channel count when depthwise)."""
-        return cin if self.depthwise else sympy.Integer(self.groups)
+        return cin if self.depthwise else Size.number(self.groups)
 
     def params(self, ins, ctx):
         x = tensor(ins, "x")
@@ -123,7 +123,7 @@ class Conv(_Spatial):
         first, other = (cin, cout) if self.transposed else (cout, cin)
         suffix = "_g" if g != 1 else ("_in" if first.name == other.name else "")
         per = Axis(f"{other.name}{suffix}", other.size / g)
-        ks = [Axis(f"k{n}", sympy.Integer(k)) for n, k in zip(self.spatial, self._norm("kernel"))]
+        ks = [Axis(f"k{n}", Size.number(k)) for n, k in zip(self.spatial, self._norm("kernel"))]
         ps = {"weight": TensorType((first, per, *ks), x.dtype)}
         if self.bias:
             ps["bias"] = TensorType((cout,), x.dtype)
@@ -160,7 +160,7 @@ class Pool(_Spatial):
         for a in x.axes:
             if a.name in self.spatial:
                 i = self.spatial.index(a.name)
-                n = sympy.simplify(out_size(a.size, w[i], s[i], p[i]))
+                n = simplify(out_size(a.size, w[i], s[i], p[i]))
                 if n.is_number and n < 1:
                     raise ShapeProblem(
                         f"pooled axis {a.name} would be empty", "x", "a size >= 1", str(n)
