@@ -171,7 +171,7 @@ GATED_INTS = {"T", "TT", "H", "NT", "SQB", "SQT", "SQH", "SVB", "SVT", "SVH", "S
 # "gate" names take the gates' dtype (GLA reads g as given; the others convert it to float32).
 GATED_F32 = {
     "sgla": {"GATE", "DG", "S0", "ST", "DST", "DS0"},
-    "gla": {"A", "DQ32", "DK32", "W", "HB", "GC", "S0", "ST", "DST", "DS0"},
+    "gla": {"A", "DA", "DQ32", "DK32", "W", "HB", "GC", "S0", "ST", "DST", "DS0"},
     "delta": {"BETA", "GATE", "DBETA", "DG", "S0", "ST", "DST", "DS0"},
 }
 GATED_GATE = {"gla": {"G", "DG"}}
@@ -254,7 +254,8 @@ def gated_rows(family, dtype, D):
             varlen, BLOCK_VF=D)  # fmt: skip
         add("_bwd_scan", c.SCAN_CONFIGS, ("USE_DST", "STORE_DS0", "VARLEN"), none,
             ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, BLOCK_KF=D, BLOCK_VF=D)  # fmt: skip
-        add("_bwd_intra", c.INTRA_CONFIGS, ("VARLEN",), none, varlen, BLOCK_VF=D)
+        add("_bwd_dA", c.DA_CONFIGS, ("VARLEN",), none, varlen)
+        add("_bwd_intra", c.INTRA_CONFIGS, ("VARLEN",), none, varlen)
     else:
         c, gate_ty = delta_chunk, "fp32"
         base = dict(K_DIM=D, V_DIM=D, DOT=dot, BK=D, BT=c.CHUNK)
@@ -440,7 +441,7 @@ def main():
             r = cubin_resources(ck)
         except Exception as e:  # a configuration that does not compile is reported
             msg = " ".join(str(e).split())
-            print(f"{label:{w}} {type(e).__name__}: {msg[:300]}", flush=True)
+            print(f"{label:{w}} {type(e).__name__}: {msg[:300]} ... {msg[-400:]}", flush=True)
             continue
         over = "  over the H200's shared memory" if r["smem"] > SMEM_LIMIT else ""
         mma = f" (+{r['mma']})" if r["mma"] else ""

@@ -12,12 +12,14 @@ Forward, three launches (the backward runs the first again rather than keep its 
              products, diagonal sub-blocks exactly, elementwise over the key channels.
   _fwd_walk  one program per (value block, sequence x head) walks its chunks carrying the
              state S in registers: o = (q e^b) S + A v, S <- e^beta S + (k e^(beta-b))^T v.
-Backward, four launches (_chunk_cumsum, then):
+Backward, five launches (_chunk_cumsum, then):
   _bwd_states  per (key block, sequence x head), forward scan of S: the inter-chunk part of
                dq, and S after every chunk written once (float32) for dg's chunk term.
   _bwd_scan    per key block (dk role) and per value block (dv role), backward scans of the
                state gradient: the inter-chunk part of dk, dg's chunk term w, d initial_state;
                dv whole (A^T dO + its inter-chunk part).
+  _bwd_dA      per (chunk, sequence x head): dA = dO V^T (lower triangle, float32, A's
+               layout), once for every key-channel block of _bwd_intra.
   _bwd_intra   per (key-channel block, chunk, sequence x head): the intra-chunk parts of dq
                and dk (secondary chunking again), then dg by a reverse cumulative sum within
                the chunk; sub-chunks last to first, so each one's dq, dk and dg are written
@@ -387,19 +389,49 @@ def _bwd_scan(
 
 
 @triton.jit
+def _bwd_dA(
+    V, DO, DA, CU, T, H,
+    V_DIM: tl.constexpr, BLOCK_V: tl.constexpr, C: tl.constexpr, VARLEN: tl.constexpr,
+    DOT: tl.constexpr,
+):  # fmt: skip
+    """One chunk's dA_ij = dO_i . v_j for j <= i (0 above the diagonal), float32, in A's
+    layout: every key-channel block of _bwd_intra reads it instead of forming it again."""
+    i_c = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    L, bos = _sequence(CU, T, i_n, VARLEN)
+    t0 = i_c * C
+    if t0 < L:
+        offs_c = tl.arange(0, C)
+        rows = t0 + offs_c
+        RV = H * V_DIM
+        vo = (bos * H + i_h) * V_DIM
+        da = tl.zeros([C, C], tl.float32)
+        for v0 in range(0, V_DIM, BLOCK_V):
+            offs_v = v0 + tl.arange(0, BLOCK_V)
+            do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
+            v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
+            da = tl.dot(do, tl.trans(v), da, input_precision=DOT)
+        da = tl.where(offs_c[:, None] >= offs_c[None, :], da, 0.0)
+        a_base = DA + (bos * H + i_h) * C
+        tl.store(a_base + rows[:, None] * (H * C) + offs_c[None, :], da, mask=(rows < L)[:, None])
+
+
+@triton.jit
 def _bwd_intra(
-    Q, K, V, G, DO, DQ32, DK32, W, DQ, DK, DG, CU, T, H, scale,
-    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_VF: tl.constexpr,
-    C: tl.constexpr, BC: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
-    GDOT: tl.constexpr,
+    Q, K, G, DA, DQ32, DK32, W, DQ, DK, DG, CU, T, H, scale,
+    K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
+    VARLEN: tl.constexpr, GDOT: tl.constexpr,
 ):  # fmt: skip
     """One chunk, key channels [i_k * BLOCK_K, +BLOCK_K): dq_i += scale sum_{j<=i} dA_ij k_j
-    e^(b_i-b_j) and dk_j += scale sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = dO_i . v_j,
-    in sub-chunk blocks as the forward's A, then dg = (reverse cumsum within the chunk of
-    q dq - k dk) + w. The sub-chunks are walked last to first so that each one's dq, dk and
-    dg come out together: every quantity is per key channel, so channel blocks are
-    independent programs. Diagonal blocks exactly, as one [BC, BC, BLOCK_K] broadcast.
-    Reads the inter-chunk parts in DQ32 / DK32 and writes DQ, DK and DG only."""
+    e^(b_i-b_j) and dk_j += scale sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = dO_i . v_j
+    (read from DA, written by _bwd_dA), in sub-chunk blocks as the forward's A, then dg =
+    (reverse cumsum within the chunk of q dq - k dk) + w. The sub-chunks are walked last to
+    first so that each one's dq, dk and dg come out together: every quantity is per key
+    channel, so channel blocks are independent programs. Diagonal blocks exactly, as one
+    [BC, BC, BLOCK_K] broadcast. Reads the inter-chunk parts in DQ32 / DK32 and writes DQ, DK
+    and DG only."""
     NC: tl.constexpr = C // BC
     i_k = tl.program_id(0)
     i_c = tl.program_id(1)
@@ -412,11 +444,10 @@ def _bwd_intra(
         slot = _slot0(bos, i_n, T, C, VARLEN) + i_c
         offs_c = tl.arange(0, BC)
         offs_k = i_k * BLOCK_K + tl.arange(0, BLOCK_K)
-        offs_v = tl.arange(0, BLOCK_VF)
         RS = H * K_DIM
-        RV = H * V_DIM
+        RA = H * C
         qk = (bos * H + i_h) * K_DIM
-        vo = (bos * H + i_h) * V_DIM
+        a_base = DA + (bos * H + i_h) * C
         k_ok = offs_k < K_DIM
         lower = offs_c[:, None] >= offs_c[None, :]
         carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
@@ -427,8 +458,6 @@ def _bwd_intra(
             rho = tl.sum(g_J, 0)
             q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
             k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            v_J = _tile(V + vo, rows_J, offs_v, L, V_DIM, RV)
-            do_J = _tile(DO + vo, rows_J, offs_v, L, V_DIM, RV)
             # dq of block J: blocks I < J, nearest first (d: the gates between I and J).
             acc = tl.zeros([BC, BLOCK_K], tl.float32)
             d = tl.zeros([BLOCK_K], tl.float32)
@@ -436,16 +465,17 @@ def _bwd_intra(
                 rows_I = t0 + I * BC + offs_c
                 k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
                 g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-                v_I = _tile(V + vo, rows_I, offs_v, L, V_DIM, RV)
                 after = tl.cumsum(g_I, 0, reverse=True) - g_I
                 kg = k_I * tl.exp(tl.minimum(d[None, :] + after, 0.0))
-                da = tl.dot(do_J, tl.trans(v_I), input_precision=DOT)
+                da = tl.load(a_base + rows_J[:, None] * RA + (I * BC + offs_c)[None, :],
+                             mask=(rows_J < L)[:, None], other=0.0)  # fmt: skip
                 acc = tl.dot(da, kg, acc, input_precision=GDOT)
                 d += tl.sum(g_I, 0)
             dq = acc * tl.exp(tl.minimum(b_J, 0.0))
             # (i, j, channel) = e^(b_i - b_j), clamped: masked entries stay finite.
             e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
-            da = tl.where(lower, tl.dot(do_J, tl.trans(v_J), input_precision=DOT), 0.0)
+            da = tl.load(a_base + rows_J[:, None] * RA + (J * BC + offs_c)[None, :],
+                         mask=(rows_J < L)[:, None] & lower, other=0.0)  # fmt: skip
             dq += tl.sum(da[:, :, None] * k_J[None, :, :] * e, 1)
             mask = (rows_J < L)[:, None] & k_ok[None, :]
             ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
@@ -458,9 +488,12 @@ def _bwd_intra(
                 rows_I = t0 + I * BC + offs_c
                 q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
                 g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-                do_I = _tile(DO + vo, rows_I, offs_v, L, V_DIM, RV)
                 qg = q_I * tl.exp(tl.minimum(r[None, :] + tl.cumsum(g_I, 0) - rho[None, :], 0.0))
-                dat = tl.dot(v_J, tl.trans(do_I), input_precision=DOT)  # (j, i) = dA_ij
+                dat = tl.load(
+                    a_base + rows_I[None, :] * RA + (J * BC + offs_c)[:, None],
+                    mask=(rows_I < L)[None, :],
+                    other=0.0,
+                )  # (j, i) = dA_ij
                 acc = tl.dot(dat, qg, acc, input_precision=GDOT)
                 r += tl.sum(g_I, 0)
             dk = acc * tl.exp(tl.minimum(rho[None, :] - b_J, 0.0))
@@ -504,9 +537,13 @@ SCAN_CONFIGS = [
 INTRA_CONFIGS = [
     triton.Config({"BLOCK_K": 32}, num_warps=4, num_stages=2),
     triton.Config({"BLOCK_K": 64}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_K": 32}, num_warps=2, num_stages=2),
+]
+DA_CONFIGS = [
+    triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=2),
 ]
 INTERPRET_INTRA = {"BLOCK_K": 16}
+INTERPRET_DA = {"BLOCK_V": 16}
 INTERPRET_WALK = {"BLOCK_V": 16}
 INTERPRET_STATES = {"BLOCK_KS": 16}
 INTERPRET_SCAN = {"BLOCK_KS": 16, "BLOCK_VS": 16}
@@ -514,7 +551,9 @@ KEY = ["T", "H", "K_DIM", "V_DIM", "VARLEN"]
 
 
 def _launch(kernel, configs, interpret, grid, *args, **meta):
-    launch(kernel, configs, grid, args, meta, interpret, key=KEY)
+    launch(
+        kernel, configs, grid, args, meta, interpret, key=[k for k in KEY if k in kernel.arg_names]
+    )
 
 
 def _precision(x: torch.Tensor) -> tuple[str, str]:
@@ -598,13 +637,17 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
     del hb, gc
+    dA = torch.empty(B, T, H, CHUNK, **f32)
+    _launch(
+        _bwd_dA, DA_CONFIGS, INTERPRET_DA, lambda m: (cdiv(T, CHUNK), N * H), v, do, dA, cu,
+        T_arg, H, V_DIM=V, C=CHUNK, VARLEN=varlen, DOT=dot,
+    )  # fmt: skip
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty_like(g)
     _launch(
         _bwd_intra, INTRA_CONFIGS, INTERPRET_INTRA,
-        lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H), q, k, v, g, do, dq32, dk32, w,
-        dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, V_DIM=V, BLOCK_VF=pow2(V), C=CHUNK, BC=SUB,
-        VARLEN=varlen, DOT=dot, GDOT=gdot,
+        lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H), q, k, g, dA, dq32, dk32, w,
+        dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, C=CHUNK, BC=SUB, VARLEN=varlen, GDOT=gdot,
     )  # fmt: skip
     return dq, dk, dv, dg, ds0
 

@@ -20,14 +20,16 @@ def flops_forward(B, T, H, K, V=None, C=64, BC=16):
 
 def flops_backward(B, T, H, K, V=None, C=64, BC=16):
     """_bwd_states (dO S^T, the state scan), _bwd_scan (dk role: v U^T, U scan, w; dv role:
-    k U, A^T dO, U scan), _bwd_intra (for dq and for dk: dA blocks and their products with
-    the gated keys / queries, the exact diagonal blocks; then dg)."""
+    k U, A^T dO, U scan), _bwd_dA (dO V^T, a whole C x C tile per chunk), _bwd_intra (for
+    dq and for dk: the dA blocks' products with the gated keys / queries, the exact diagonal
+    blocks; then dg)."""
     V = K if V is None else V
     states = 4 * K * V
     scan_dk = 4 * K * V + 2 * K * V / C
     scan_dv = 4 * K * V + 2 * C * V
-    intra = 2 * ((C - BC) * (V + K) + 2 * BC * V + 5 * BC * K) + 6 * K
-    return B * H * T * (states + scan_dk + scan_dv + intra)
+    da = 2 * C * V
+    intra = 2 * ((C - BC) * K + 5 * BC * K) + 6 * K
+    return B * H * T * (states + scan_dk + scan_dv + da + intra)
 
 
 def flops_minimal(B, T, H, K, V=None):
@@ -53,8 +55,9 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64, block_k=
     _bwd_states: k, g once, v and dO once per key block, float32 dq part and the chunk
     states (K V per chunk) written; _bwd_scan: dk role q, g once, v and dO per key block,
     chunk states read, float32 dk part and w written; dv role q, k, g and A per value block,
-    dO once, dv written; _bwd_intra: q, k, g, v, dO once, the float32 dq part read and
-    written and read again, the dk part and w read, dq, dk, dg written."""
+    dO once, dv written; _bwd_dA: v and dO read, dA written (float32, C per token);
+    _bwd_intra: q, k, g once, dA once per key block, the float32 dq and dk parts and w
+    read, dq, dk, dg written."""
     V = K if V is None else V
     gb = bytes_per if gate_bytes is None else gate_bytes
     nk, nv = K / block_k, V / block_v
@@ -62,9 +65,10 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64, block_k=
     states = K * (bytes_per + 4) + nk * 2 * V * bytes_per + 4 * K + 4 * K * V / C
     scan_dk = K * (bytes_per + 4) + nk * 2 * V * bytes_per + 4 * K * V / C + 4 * K / C + 4 * K
     scan_dv = nv * (2 * K * bytes_per + 4 * K + 4 * C) + 2 * V * bytes_per
-    intra = K * (2 * bytes_per + gb) + 2 * V * bytes_per + 4 * 4 * K + 4 * K / C
+    da = 2 * V * bytes_per + 4 * C
+    intra = K * (2 * bytes_per + gb) + nk * 4 * C + 4 * 4 * K + 4 * K / C
     intra += 2 * K * bytes_per + K * gb
-    return B * T * H * (cumsum + states + scan_dk + scan_dv + intra)
+    return B * T * H * (cumsum + states + scan_dk + scan_dv + da + intra)
 
 
 def activation_bytes(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64):
@@ -77,7 +81,17 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64):
 def backward_temp_bytes(B, T, H, K, V=None, C=64):
     """Held by the backward beyond the gradients it returns: float32 dq and dk parts (8 K per
     token), the gates' in-chunk cumulative sums b (float32, 4 K per token), the float32 chunk
-    states (K V per chunk) and w (K per chunk). b and the chunk states are freed before
-    _bwd_intra; their peak is with dq, dk parts and dv alive."""
+    states (K V per chunk) and w (K per chunk). b and the chunk states are freed before dA
+    (float32, C per token) is made for _bwd_intra; the peak is the larger of the two sets."""
     V = K if V is None else V
-    return B * T * H * (12 * K + 4 * K * V / C + 4 * K / C)
+    return B * T * H * (8 * K + 4 * K / C + _max(4 * K + 4 * K * V / C, 4 * C))
+
+
+def _max(a, b):
+    """max of two numbers, or sympy's Max where a size is a symbol."""
+    try:
+        return max(a, b)
+    except TypeError:  # a sympy comparison that has no truth value
+        import sympy
+
+        return sympy.Max(a, b)
