@@ -1,4 +1,4 @@
-"""The size form of circuits/sizes.py (`Size`: expanded polynomials over size symbols, held
+"""The size form of circuits/size_form.py (`Size`: expanded polynomials over size symbols, held
 without sympy) against sympy on random expressions: the same text, the same values, the same
 equalities; and `ncd validate`, `list` and `--help` run without importing sympy."""
 
