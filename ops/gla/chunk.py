@@ -114,6 +114,15 @@ def _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM: tl.constexpr, RS, C: tl.con
 
 
 @triton.jit
+def _diag_ref(b, offs_c, BC: tl.constexpr):
+    """For a diagonal sub-block with in-block cumulative gates b [BC, BLOCK_K]: its middle
+    row b_m, the reference of the split e^(b_i - b_j) = e^(b_i - b_m) e^(b_m - b_j), and the
+    largest |b_i - b_m| over rows and channels, which bounds both factors."""
+    b_m = tl.sum(tl.where(offs_c[:, None] == BC // 2, b, 0.0), 0)
+    return b_m, tl.max(tl.max(tl.abs(b - b_m[None, :]), 1), 0)
+
+
+@triton.jit
 def _fwd_A(
     Q, K, G, A, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
@@ -158,14 +167,23 @@ def _fwd_A(
                 mask=(rows_I < L)[:, None],
             )
             d += tl.sum(g_J, 0)
-        # The diagonal block, exactly: column j is sum_k q_ik k_jk e^(b_ik - b_jk).
-        a = tl.zeros([BC, BC], tl.float32)
-        b_j = tl.zeros([BLOCK_K], tl.float32)
-        for j in range(0, BC):
-            k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
-            b_j += _row(G + qk, r0 + j, offs_k, L, K_DIM, RS)
-            col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
-            a = tl.where(offs_c[None, :] == j, col[:, None], a)
+        # The diagonal block: column j is sum_k q_ik k_jk e^(b_ik - b_jk). One product of
+        # q e^(b - b_m) and k e^(b_m - b) while both factors stay within e^SAFE_SPAN, else
+        # exactly, column by column.
+        b_m, span = _diag_ref(b_I, offs_c, BC)
+        if span < SAFE_SPAN:
+            k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+            qt = q_I * tl.exp(b_I - b_m[None, :])
+            kt = k_I * tl.exp(b_m[None, :] - b_I)
+            a = tl.dot(qt, tl.trans(kt), input_precision=GDOT)
+        else:
+            a = tl.zeros([BC, BC], tl.float32)
+            b_j = tl.zeros([BLOCK_K], tl.float32)
+            for j in range(0, BC):
+                k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
+                b_j += _row(G + qk, r0 + j, offs_k, L, K_DIM, RS)
+                col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
+                a = tl.where(offs_c[None, :] == j, col[:, None], a)
         a = tl.where(offs_c[:, None] >= offs_c[None, :], a * scale, 0.0)
         tl.store(
             a_base + rows_I[:, None] * RA + (i_I * BC + offs_c)[None, :],
@@ -472,11 +490,18 @@ def _bwd_intra(
                 acc = tl.dot(da, kg, acc, input_precision=GDOT)
                 d += tl.sum(g_I, 0)
             dq = acc * tl.exp(tl.minimum(b_J, 0.0))
-            # (i, j, channel) = e^(b_i - b_j), clamped: masked entries stay finite.
-            e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
             da = tl.load(a_base + rows_J[:, None] * RA + (J * BC + offs_c)[None, :],
                          mask=(rows_J < L)[:, None] & lower, other=0.0)  # fmt: skip
-            dq += tl.sum(da[:, :, None] * k_J[None, :, :] * e, 1)
+            # The diagonal block as _fwd_A's: split at the middle row where safe, else exactly
+            # as a (i, j, channel) broadcast of e^(b_i - b_j), clamped so that masked entries
+            # stay finite.
+            b_m, span = _diag_ref(b_J, offs_c, BC)
+            if span < SAFE_SPAN:
+                kt = k_J * tl.exp(b_m[None, :] - b_J)
+                dq += tl.dot(da, kt, input_precision=GDOT) * tl.exp(b_J - b_m[None, :])
+            else:
+                e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
+                dq += tl.sum(da[:, :, None] * k_J[None, :, :] * e, 1)
             mask = (rows_J < L)[:, None] & k_ok[None, :]
             ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
             dq = dq * scale + tl.load(DQ32 + ptrs, mask=mask, other=0.0)
@@ -499,8 +524,12 @@ def _bwd_intra(
             dk = acc * tl.exp(tl.minimum(rho[None, :] - b_J, 0.0))
             # The diagonal's dA (i, j) summed over i: dk_j += sum_i dA_ij q_i e^(b_i - b_j)
             # (e computed again rather than kept live across the loop above).
-            e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
-            dk += tl.sum(da[:, :, None] * q_J[:, None, :] * e, 0)
+            if span < SAFE_SPAN:
+                qt = q_J * tl.exp(b_J - b_m[None, :])
+                dk += tl.dot(tl.trans(da), qt, input_precision=GDOT) * tl.exp(b_m[None, :] - b_J)
+            else:
+                e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
+                dk += tl.sum(da[:, :, None] * q_J[:, None, :] * e, 0)
             dk = dk * scale + tl.load(DK32 + ptrs, mask=mask, other=0.0)
             tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
             x = q_J * dq - k_J * dk
@@ -514,6 +543,10 @@ def _bwd_intra(
 # tuned per shape from these lists on the first call. Under the interpreter the chunk is 32
 # (two sub-chunks, so the off-diagonal blocks are exercised at test sizes).
 CHUNK, SUB = (32, 16) if interpreting() else (64, 16)
+# The diagonal sub-blocks are one tile product when the gates within a block span at most
+# this much (natural log) from its middle row: no factor exceeds e^SAFE_SPAN, and no entry of
+# the product, masked ones included, exceeds e^(2 SAFE_SPAN) < float32's largest (e^88).
+SAFE_SPAN: tl.constexpr = tl.constexpr(40.0)
 A_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]
 CUMSUM_CONFIGS = [triton.Config({}, num_warps=4, num_stages=1)]
 # 8 warps: the walk and the backward scans carry a whole-K state beside 64-row tiles, which
