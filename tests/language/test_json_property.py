@@ -145,7 +145,7 @@ def _corrupt(d, muts):
             boxes.append(copy.deepcopy(boxes[seed % len(boxes)]))
         elif how == "kind" and boxes and isinstance(boxes[seed % len(boxes)], dict):
             boxes[seed % len(boxes)]["kind"] = ["softmax", "conv", "nope", "call"][seed % 4]
-        elif how == "axes" and d.get("inputs"):
+        elif how == "axes" and isinstance(d.get("inputs"), list) and d["inputs"]:
             inp = d["inputs"][seed % len(d["inputs"])]
             if isinstance(inp, dict):
                 inp["axes"] = ["B B", "", "Q R", "1x", "T " * 40][seed % 5]
