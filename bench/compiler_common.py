@@ -146,14 +146,18 @@ def load_gpt(ref: GPT, compiled: nn.Module) -> GPT:
 
 
 def interleaved(fns: dict, reps: int, warmup: int = 3, sync=lambda: None) -> dict:
-    """Median and min milliseconds of each function, timed in turn (A B A B ...)."""
+    """Median and min milliseconds of each function, timed in turn, the order rotated every
+    round (A B C, B C A, C A B, ...) so that no function always takes the first place after
+    the wait, which identical modules showed to be slower."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     sync()
     times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
+    keys = list(fns)
+    for r in range(reps):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            f = fns[k]
             sync()
             t = time.perf_counter()
             f()
