@@ -33,6 +33,7 @@ from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention.reference import linear_attention_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+from profiling import kernel_table  # noqa: E402
 from results_meta import commit  # noqa: E402
 
 try:
@@ -167,21 +168,9 @@ def ncd_breakdown(B, T, H, K):
 
 
 def kernel_times(fn, n=5):
-    """Mean device time per call of each kernel that fn launches, from the PyTorch profiler."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    out = {}
-    for e in prof.key_averages():
-        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
-        if t > 0:
-            out[e.key[:60]] = round(t / n / 1e3, 4)
-    return out
+    """Mean device time per call (ms) of each kernel that fn launches, from the PyTorch
+    profiler."""
+    return {k: round(us / 1e3, 4) for k, (_, us) in kernel_table(fn, n, width=60).items()}
 
 
 def main():

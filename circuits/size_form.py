@@ -11,6 +11,7 @@ its sympy form, so that emitters' formulas take sizes as they are.
 
 from __future__ import annotations
 
+import operator
 from fractions import Fraction
 from functools import lru_cache
 
@@ -156,15 +157,20 @@ class Size:
 
     # -- arithmetic: the own form where the result is an expanded polynomial as sympy
     # would hold it, else sympy's
-    def __add__(self, other):
+    def _combine(self, other, own, with_sympy):
+        """own(self, o) on the polynomials where both are polynomials and own gives one (not
+        None), else with_sympy on the sympy forms; NotImplemented for a non-size."""
         o = _as_size(other)
         if o is None:
             return NotImplemented
         if self._poly is not None and o._poly is not None:
-            poly = _add(self._poly, o._poly)
+            poly = own(self._poly, o._poly)
             if poly is not None:
                 return Size(poly)
-        return Size.from_sympy(self._sympy_() + o._sympy_())
+        return Size.from_sympy(with_sympy(self._sympy_(), o._sympy_()))
+
+    def __add__(self, other):
+        return self._combine(other, _add, operator.add)
 
     __radd__ = __add__
 
@@ -182,14 +188,7 @@ class Size:
         return NotImplemented if o is None else o + (-self)
 
     def __mul__(self, other):
-        o = _as_size(other)
-        if o is None:
-            return NotImplemented
-        if self._poly is not None and o._poly is not None:
-            poly = _mul(self._poly, o._poly)
-            if poly is not None:
-                return Size(poly)
-        return Size.from_sympy(self._sympy_() * o._sympy_())
+        return self._combine(other, _mul, operator.mul)
 
     __rmul__ = __mul__
 

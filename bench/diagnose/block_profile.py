@@ -18,30 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 from compiler_gpu import BLOCKS, EXTRA, SHAPES, build, sizes_for  # noqa: E402
-
-
-def kernels(fn, n=20) -> dict:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    out = {}
-    for e in prof.key_averages():
-        if e.device_type.name == "CUDA" and e.device_time_total > 0:
-            out[e.key[:70]] = (e.count / n, e.device_time_total / n)
-    return out
-
-
-def host_us(fn, n=100) -> float:
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t = (time.perf_counter() - t0) / n * 1e6
-    torch.cuda.synchronize()
-    return t
+from profiling import host_us, kernel_table  # noqa: E402
 
 
 def wall_us(fn, n=100) -> float:
@@ -74,9 +51,9 @@ def main() -> None:
                 for _ in range(5):
                     m(x)
                 call = lambda m=m, x=x: m(x)  # noqa: E731
-                ks = kernels(call)
+                ks = kernel_table(call)
                 total = sum(t for _, t in ks.values())
-                print(f"  {name}: host {host_us(call):.1f} us, wall {wall_us(call):.1f} us, "
+                print(f"  {name}: host {host_us(call, 100):.1f} us, wall {wall_us(call):.1f} us, "
                       f"GPU {total:.1f} us", flush=True)  # fmt: skip
                 for k, (c, t) in sorted(ks.items(), key=lambda i: -i[1][1]):
                     print(f"      {t:8.1f} us x{c:.0f}  {k}", flush=True)

@@ -13,30 +13,13 @@ import cProfile
 import io
 import pstats
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 from compiler_gpu import DRY, DRY_EXTRA, EXTRA, SHAPES, build, sizes_for  # noqa: E402
-
-
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def host_us(fn, n=300, trials=7) -> float:
-    best = float("inf")
-    for _ in range(trials):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n * 1e6)
-        sync()
-    return best
+from profiling import host_us, sync  # noqa: E402
 
 
 def main() -> None:
@@ -57,15 +40,15 @@ def main() -> None:
         for _ in range(10):
             m(x)
             ref(x)
-        rows["hand-written, called"] = host_us(lambda: ref(x))
-        rows["compiled, called"] = host_us(lambda: m(x))
-        rows["compiled, forward directly"] = host_us(lambda: m.forward(x))
+        rows["hand-written, called"] = host_us(lambda: ref(x), 300, 7)
+        rows["compiled, called"] = host_us(lambda: m(x), 300, 7)
+        rows["compiled, forward directly"] = host_us(lambda: m.forward(x), 300, 7)
         hooks = dict(m._forward_pre_hooks)
         m._forward_pre_hooks.clear()
-        rows["compiled, called without the check"] = host_us(lambda: m(x))
+        rows["compiled, called without the check"] = host_us(lambda: m(x), 300, 7)
         m._forward_pre_hooks.update(hooks)
-        rows["hand-written, called again"] = host_us(lambda: ref(x))
-        rows["compiled, called again"] = host_us(lambda: m(x))
+        rows["hand-written, called again"] = host_us(lambda: ref(x), 300, 7)
+        rows["compiled, called again"] = host_us(lambda: m(x), 300, 7)
     print(f"== {args.block} {sizes} on {dev}: host us per forward (best of 7 x 300, no waiting)")
     for k, v in rows.items():
         print(f"  {k:38s} {v:7.1f}")

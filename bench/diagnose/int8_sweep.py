@@ -1,16 +1,17 @@
 # ruff: noqa: B023 (closures called before the loop moves on)
-"""int8 x int8 -> int32 matrix product on the GPU: the library's kernel (ops/ivit/matmul.py)
-against tensor-map (TMA) variants, tile by tile, beside the bf16 product and cuBLASLt's int8
-product (torch._int_mm) of the same shape (a tuning aid, not a test).
+"""int8 x int8 -> int32 matrix product on the GPU: the library's two kernels
+(ops/ivit/matmul.py) tile by tile, beside the bf16 product and cuBLASLt's int8 product
+(torch._int_mm) of the same shape (a tuning aid for their configurations, not a test).
 
-    python3 bench/diagnose/int8_sweep.py [--rows 4096,16384] [--D 4096] [--out FILE]
+    python3 bench/diagnose/int8_sweep.py [--rows 4096,16384] [--D 4096] [--variants lib_tma]
 
-Variants, each over a list of tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages):
-`lib` the library's pointer kernel; `tma` one program per output tile reading both operands
-through host tensor maps (b K-major, as weight [N, K]); `tma_persistent` one program per SM
-walking the tiles (`_ptr`: the int32 tile stored through pointers, no shared-memory staging;
-`_ws`: also warp-specialised). Each row: ms (do_bench median), TOP/s, ratio to the bf16
-product and to torch._int_mm, bit-exact against torch._int_mm.
+Variants, each over a list of tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): `lib`
+the pointer kernel (one program per output tile); `lib_tma` the tensor-map kernel (one program
+per SM, both operands read by the copy engine, b K-major as a weight [N, K]). Each row: ms
+(do_bench median), TOP/s, ratio to the bf16 product and to torch._int_mm, bit-exact against
+torch._int_mm. The sweep that chose the tensor-map kernel (also a one-program-per-tile
+variant, a staged tensor-map store and warp specialisation) is in
+results/int8_sweep_2026-12-03.json and this file's history.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import torch
 import triton
-import triton.language as tl
 from triton.testing import do_bench
 from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -38,67 +38,23 @@ TILES = [
 ]  # fmt: skip
 
 
-@triton.jit
-def _tile_of(tile, num_m, num_n, GROUP_M: tl.constexpr):
-    per_group = GROUP_M * num_n
-    first_m = (tile // per_group) * GROUP_M
-    rows = tl.minimum(num_m - first_m, GROUP_M)
-    return first_m + (tile % per_group) % rows, (tile % per_group) // rows
+def lib_tma(a, w, tile):
+    """The library's tensor-map kernel at one tile."""
+    from ncd.ops.ivit import matmul as mm
 
-
-@triton.jit
-def _tma_kernel(a_desc, b_desc, c_desc, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):  # fmt: skip
-    pid_m, pid_n = _tile_of(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
-        b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
-        acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
-    c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc)
-
-
-@triton.jit
-def _tma_persistent_kernel(a_desc, b_desc, c_desc, C, M, N, K, NUM_SMS: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                           GROUP_M: tl.constexpr, PTR_STORE: tl.constexpr,
-                           WS: tl.constexpr):  # fmt: skip
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    k_tiles = tl.cdiv(K, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_SMS, flatten=True,
-                         warp_specialize=WS):  # fmt: skip
-        pid_m, pid_n = _tile_of(tile, num_m, num_n, GROUP_M)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-        for k in range(k_tiles):
-            a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])
-            b = b_desc.load([pid_n * BLOCK_N, k * BLOCK_K])
-            acc = tl.dot(a, b.T, acc, out_dtype=tl.int32)
-        if PTR_STORE:
-            rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-            cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-            mask = (rows[:, None] < M) & (cols[None, :] < N)
-            tl.store(C + rows[:, None] * N + cols[None, :], acc, mask=mask)
-        else:
-            c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc)
-
-
-def tma(a, w, tile, persistent, ptr_store=False, ws=False):
     bm, bn, bk, warps, stages = tile
     M, K = a.shape
     N = w.shape[0]
     c = torch.empty(M, N, dtype=torch.int32, device=a.device)
+    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+    grid = (min(sms, triton.cdiv(M, bm) * triton.cdiv(N, bn)),)
     ad = TensorDescriptor(a, [M, K], [K, 1], [bm, bk])
     bd = TensorDescriptor(w, [N, K], [K, 1], [bn, bk])
-    cd = TensorDescriptor(c, [M, N], [N, 1], [bm, bn])
-    tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
-    meta = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=warps, num_stages=stages)
-    if persistent:
-        sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-        _tma_persistent_kernel[(min(sms, tiles),)](ad, bd, cd, c, M, N, K, NUM_SMS=sms,
-                                                   PTR_STORE=ptr_store, WS=ws, **meta)  # fmt: skip
-    else:
-        _tma_kernel[(tiles,)](ad, bd, cd, M, N, K, **meta)
+    mm._int8_mm_tma_kernel[grid](
+        ad, bd, c, c, c, c, 0, 0, M, N, K, *c.stride(), -128, 127, sms,
+        HAS_BIAS=False, REQUANT=False, PER_CHANNEL=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        GROUP_M=8, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
     return c
 
 
@@ -144,13 +100,7 @@ def main() -> None:
         rows_out.append({**base, "impl": "torch_int_mm", "ms": ms_int_mm,
                          "tops": ops / ms_int_mm / 1e9})  # fmt: skip
         print(f"M={M}: bf16 {ms_bf16:.4f} ms, _int_mm {ms_int_mm:.4f} ms", flush=True)
-        variants = {
-            "lib": lambda t: lib(a, w, t),
-            "tma": lambda t: tma(a, w, t, False),
-            "tma_persistent": lambda t: tma(a, w, t, True),
-            "tma_persistent_ptr": lambda t: tma(a, w, t, True, ptr_store=True),
-            "tma_persistent_ws": lambda t: tma(a, w, t, True, ptr_store=True, ws=True),
-        }
+        variants = {"lib": lambda t: lib(a, w, t), "lib_tma": lambda t: lib_tma(a, w, t)}
         if args.variants:
             variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
         for name, fn in variants.items():

@@ -12,20 +12,14 @@ import argparse
 import cProfile
 import io
 import pstats
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-
-def host_us(fn, n=200):
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t = (time.perf_counter() - t0) / n * 1e6
-    torch.cuda.synchronize()
-    return t
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
+from profiling import host_us, kernel_table  # noqa: E402
 
 
 def main() -> None:
@@ -59,44 +53,14 @@ def main() -> None:
         print(f"{name:18s} host us per call: forward {fwd:6.1f}, backward {bwd:6.1f}, "
               f"both {both:6.1f} (torch.empty_like {launch:.1f})", flush=True)  # fmt: skip
         del ys
-    # GPU time alone: each kernel's CUDA time per step (torch.profiler), and one step replayed
-    # from a CUDA graph (no host work per step) timed by do_bench
-    from torch.profiler import ProfilerActivity, profile
-    from triton.testing import do_bench
-
+    # GPU time alone: each kernel's CUDA time per step (torch.profiler)
     for name, fn in impls.items():
-        for _ in range(3):
-            fn().backward(dy)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(20):
-                fn().backward(dy)
-            torch.cuda.synchronize()
-        kernels = {}
-        for e in prof.key_averages():
-            if e.device_type.name == "CUDA" and e.device_time_total > 0:
-                kernels[e.key[:60]] = e.device_time_total / 20
-        total = sum(kernels.values())
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kernels.items(), key=lambda i: -i[1]))
+        ks = kernel_table(lambda fn=fn: fn().backward(dy), 20, width=60)
+        total = sum(us for _, us in ks.values())
+        parts = ", ".join(
+            f"{k} {us:.1f}" for k, (_, us) in sorted(ks.items(), key=lambda i: -i[1][1])
+        )
         print(f"{name:18s} GPU us per step {total:6.1f}: {parts}", flush=True)
-        leaves = [x, w, b]
-        g = torch.cuda.CUDAGraph()
-        s_ = torch.cuda.Stream()
-        s_.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s_):
-            for _ in range(3):
-                for t in leaves:
-                    t.grad = None
-                fn().backward(dy)
-        torch.cuda.current_stream().wait_stream(s_)
-        for t in leaves:
-            t.grad = None
-        with torch.cuda.graph(g):
-            fn().backward(dy)
-        ms = do_bench(g.replay, warmup=10, rep=100, return_mode="median")
-        print(f"{name:18s} CUDA-graph step {ms * 1e3:6.1f} us", flush=True)
-        for t in leaves:
-            t.grad = None
 
     from ncd.ops.norm import rowwise
 

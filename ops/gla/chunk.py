@@ -59,6 +59,15 @@ def _sequence(CU, T, i_n, VARLEN: tl.constexpr):
 
 
 @triton.jit
+def _chunk_program(CU, T, H, C: tl.constexpr, VARLEN: tl.constexpr):
+    """(head, sequence length, first token, chunk start) of a program (chunk, sequence x
+    head)."""
+    i_nh = tl.program_id(1)
+    L, bos = _sequence(CU, T, i_nh // H, VARLEN)
+    return i_nh % H, L, bos, tl.program_id(0) * C
+
+
+@triton.jit
 def _slot0(bos, i_n, T, C: tl.constexpr, VARLEN: tl.constexpr):
     """Index of sequence i_n's first chunk in the per-chunk buffers. Packed: bos // C + i_n,
     which never collides with the previous sequence's chunks (see README)."""
@@ -89,12 +98,7 @@ def _chunk_cumsum(
 ):  # fmt: skip
     """GC [B, T, H, K] float32: the log-gates' (G, same layout) cumulative sums over the
     tokens of each chunk, b. One program per (chunk, sequence x head)."""
-    i_c = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    L, bos = _sequence(CU, T, i_n, VARLEN)
-    t0 = i_c * C
+    i_h, L, bos, t0 = _chunk_program(CU, T, H, C, VARLEN)
     if t0 < L:
         rows = t0 + tl.arange(0, C)
         offs_k = tl.arange(0, BLOCK_K)
@@ -414,12 +418,7 @@ def _bwd_dA(
 ):  # fmt: skip
     """One chunk's dA_ij = dO_i . v_j for j <= i (0 above the diagonal), float32, in A's
     layout: every key-channel block of _bwd_intra reads it instead of forming it again."""
-    i_c = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    L, bos = _sequence(CU, T, i_n, VARLEN)
-    t0 = i_c * C
+    i_h, L, bos, t0 = _chunk_program(CU, T, H, C, VARLEN)
     if t0 < L:
         offs_c = tl.arange(0, C)
         rows = t0 + offs_c

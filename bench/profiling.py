@@ -1,0 +1,46 @@
+"""Shared by the GPU benchmarks and their diagnostics: the host's time to issue calls, and each
+CUDA kernel's device time per call from the PyTorch profiler."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def host_us(fn, n: int = 200, trials: int = 1) -> float:
+    """Microseconds the host takes to issue one call of fn: n calls without waiting for the
+    device, the least of `trials` rounds (the device catches up between rounds)."""
+    best = float("inf")
+    for _ in range(trials):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n * 1e6)
+        sync()
+    return best
+
+
+def kernel_table(fn, n: int = 20, width: int = 70) -> dict[str, tuple[float, float]]:
+    """{kernel name (its first `width` characters): (launches per call, device microseconds
+    per call)} for the CUDA kernels fn launches, over n calls after one unprofiled call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        sync()
+    out = {}
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t > 0:
+            out[e.key[:width]] = (e.count / n, t / n)
+    return out
