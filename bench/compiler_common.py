@@ -156,7 +156,7 @@ def interleaved(fns: dict, reps: int, warmup: int = 3, sync=lambda: None) -> dic
     times = {k: [] for k in fns}
     keys = list(fns)
     for r in range(reps):
-        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
             f = fns[k]
             sync()
             t = time.perf_counter()
