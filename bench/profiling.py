@@ -44,3 +44,21 @@ def kernel_table(fn, n: int = 20, width: int = 70) -> dict[str, tuple[float, flo
         if t > 0:
             out[e.key[:width]] = (e.count / n, t / n)
     return out
+
+
+def top_functions(fn, n: int = 100, top: int = 20) -> str:
+    """cProfile's table of the `top` functions by own time over n calls of fn (host side only:
+    work the autograd engine runs on its device threads is not seen)."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        fn()
+    prof.disable()
+    sync()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()

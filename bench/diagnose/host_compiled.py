@@ -9,9 +9,6 @@ and cProfile's top functions of both calls.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
-import pstats
 import sys
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 from compiler_gpu import DRY, DRY_EXTRA, EXTRA, SHAPES, build, sizes_for  # noqa: E402
-from profiling import host_us, sync  # noqa: E402
+from profiling import host_us, top_functions  # noqa: E402
 
 
 def main() -> None:
@@ -55,15 +52,8 @@ def main() -> None:
     print("== the compiled module's code\n" + m.code)
     for name, fn in (("compiled", lambda: m(x)), ("hand-written", lambda: ref(x))):
         with torch.no_grad():
-            prof = cProfile.Profile()
-            prof.enable()
-            for _ in range(300):
-                fn()
-            prof.disable()
-        sync()
-        s = io.StringIO()
-        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(18)
-        print(f"== cProfile, 300 calls, {name}\n{s.getvalue()}", flush=True)
+            table = top_functions(fn, 300, 18)
+        print(f"== cProfile, 300 calls, {name}\n{table}", flush=True)
 
 
 if __name__ == "__main__":

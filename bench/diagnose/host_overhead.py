@@ -11,9 +11,9 @@ then the hottest host operations of one op (torch.profiler).
 """
 
 import contextlib
-import cProfile
-import pstats
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from ncd.ops.attention import fused
 from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.linear_attention import chunk
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
+from profiling import top_functions  # noqa: E402
 
 
 def per_step(step, n=100, trials=5):
@@ -141,14 +144,8 @@ def main(B=4, T=1024, H=16, K=128):
     for name in ("linear", "softmax"):
         step = fwd_bwd(ops[name])
         step()
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(100):
-            step()
-        prof.disable()
-        torch.cuda.synchronize()
         print(f"\n{name}: 100 steps under cProfile, direct launches")
-        pstats.Stats(prof).sort_stats("tottime").print_stats(22)
+        print(top_functions(step, 100, 22))
         with profile(activities=[ProfilerActivity.CPU]) as tprof:
             for _ in range(20):
                 step()

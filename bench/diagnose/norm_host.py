@@ -9,9 +9,6 @@ norms and torch's, then cProfile's top functions over many backward calls of ncd
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
-import pstats
 import sys
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
-from profiling import host_us, kernel_table  # noqa: E402
+from profiling import host_us, kernel_table, top_functions  # noqa: E402
 
 
 def main() -> None:
@@ -77,15 +74,8 @@ def main() -> None:
         for _ in range(5):
             call()
         print(f"ncd {name} _backward called directly: {host_us(call):.1f} us", flush=True)
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(300):
-            call()
-        prof.disable()
-        torch.cuda.synchronize()
-        s = io.StringIO()
-        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.top)
-        print(f"== cProfile, 300 calls of ncd {name}'s _backward\n{s.getvalue()}", flush=True)
+        table = top_functions(call, 300, args.top)
+        print(f"== cProfile, 300 calls of ncd {name}'s _backward\n{table}", flush=True)
 
 
 if __name__ == "__main__":
