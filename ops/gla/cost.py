@@ -88,10 +88,5 @@ def backward_temp_bytes(B, T, H, K, V=None, C=64):
 
 
 def _max(a, b):
-    """max of two numbers, or sympy's Max where a size is a symbol."""
-    try:
-        return max(a, b)
-    except TypeError:  # a sympy comparison that has no truth value
-        import sympy
-
-        return sympy.Max(a, b)
+    """max of two sizes, numbers or sympy expressions alike: (a + b + |a - b|) / 2."""
+    return (a + b + abs(a - b)) / 2
