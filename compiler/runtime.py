@@ -491,6 +491,12 @@ class CheckInputs:
         self.error = error
         self.accepted = None  # the (shape, dtype) of each input at the last call that passed
 
+    @staticmethod
+    def _kind(t: str) -> str:
+        """The kind of a dtype name: bool, float, int, or the name itself (no generator
+        here: torch.compile with fullgraph=True cannot trace one)."""
+        return "bool" if t == "bool" else "float" if "float" in t else "int" if "int" in t else t
+
     def _seen(self, args, kwargs):
         """The inputs' shapes and dtypes, or None when one is not a tensor (checked then)."""
         seen = []
@@ -539,10 +545,7 @@ class CheckInputs:
                         f"input {name!r}: axis {axis} has size {first} in input "
                         f"{other!r} (axis {other_axis}), found {found} {shape}"
                     )
-            want, kind = (
-                "bool" if t == "bool" else "float" if "float" in t else "int" if "int" in t else t
-                for t in (dtype, str(x.dtype).removeprefix("torch."))
-            )
+            want, kind = self._kind(dtype), self._kind(str(x.dtype).removeprefix("torch."))
             if kind != want:
                 raise self.error(
                     f"input {name!r}: the circuit declares {dtype} (kind {want}), "
