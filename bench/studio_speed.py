@@ -28,17 +28,16 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
 from results_meta import commit  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests.widgets.lab
+from tests.widgets.lab import jupyter_lab  # noqa: E402
 
 TOKEN = "ncd-bench"
 SIZES = (50, 200)
@@ -69,46 +68,6 @@ def chain(n):
 studios = [ncd.Studio(chain(n)) for n in SIZES]
 display(*studios)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _lab(root: Path, kept: bool):
-    source = CELL.replace("SIZES", repr(SIZES)).replace("KEPT", repr(kept))
-    nb = {
-        "cells": [{"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-                   "source": source}],
-        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                    "name": "python3"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }  # fmt: skip
-    (root / "bench.ipynb").write_text(json.dumps(nb))
-    port = _free_port()
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".config"),
-               JUPYTER_RUNTIME_DIR=str(root / ".runtime"))  # fmt: skip
-    log = open(root / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-         f"--port={port}", f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
-         "--ServerApp.port_retries=0"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
-            return server, url, log
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                text = (root / "server.log").read_text()
-                raise SystemExit("JupyterLab did not start:\n" + text) from None
-            time.sleep(0.5)
 
 
 def _timed(page, studio, act) -> tuple[float, float]:
@@ -165,28 +124,26 @@ def _pass(chromium: str, kept: bool, repeat: int) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        server, url, log = _lab(Path(tmp), kept)
-        try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1600, "height": 1200})
-                page.set_default_timeout(120_000)
-                page.goto(f"{url}/lab/tree/bench.ipynb?token={TOKEN}")
-                page.wait_for_selector(".jp-StatusBar-Widget :text('Idle')")
-                page.click(".jp-Notebook .jp-Cell .cm-content")
-                page.keyboard.press("Control+Enter")
-                page.locator(".ncd-studio").nth(len(SIZES) - 1).wait_for()
-                for k, n in enumerate(SIZES):
-                    rows += measure(page, k, n, repeat, kept)
-                    print(*(f"{r['boxes']:>4} {r['action']:<10} kept={kept!s:<5} "
-                            f"min {r['ms']:5.0f} ms  median {r['median_ms']:5.0f} ms"
-                            for r in rows[-6:]), sep="\n")  # fmt: skip
-                browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
-            log.close()
+    cell = CELL.replace("SIZES", repr(SIZES)).replace("KEPT", repr(kept))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        jupyter_lab(Path(tmp), "bench.ipynb", [cell], TOKEN) as url,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.set_default_timeout(120_000)
+        page.goto(f"{url}/lab/tree/bench.ipynb?token={TOKEN}")
+        page.wait_for_selector(".jp-StatusBar-Widget :text('Idle')")
+        page.click(".jp-Notebook .jp-Cell .cm-content")
+        page.keyboard.press("Control+Enter")
+        page.locator(".ncd-studio").nth(len(SIZES) - 1).wait_for()
+        for k, n in enumerate(SIZES):
+            rows += measure(page, k, n, repeat, kept)
+            print(*(f"{r['boxes']:>4} {r['action']:<10} kept={kept!s:<5} "
+                    f"min {r['ms']:5.0f} ms  median {r['median_ms']:5.0f} ms"
+                    for r in rows[-6:]), sep="\n")  # fmt: skip
+        browser.close()
     return rows
 
 

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from .lab import jupyter_lab
 
 pytestmark = pytest.mark.browser
 TOKEN = "ncd-browser-test"
@@ -52,54 +49,15 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on a free port, rooted in a folder holding one notebook."""
     root = tmp_path_factory.mktemp("lab")
-    nb = {
-        "cells": [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [],
-                   "execution_count": None} for source in (CELL, CHECK_CELL)],
-        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                    "name": "python3"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }  # fmt: skip
-    (root / "studio.ipynb").write_text(json.dumps(nb))
-    port = _free_port()
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".config"),
-               JUPYTER_RUNTIME_DIR=str(root / ".runtime"))  # fmt: skip
-    log = open(root / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-         f"--port={port}", f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
-         "--ServerApp.port_retries=0"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("JupyterLab did not start:\n" + (root / "server.log").read_text())
-                time.sleep(0.5)
-        yield url, root
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        with jupyter_lab(root, "studio.ipynb", [CELL, CHECK_CELL], TOKEN) as url:
+            yield url, root
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="module")
