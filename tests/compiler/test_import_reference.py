@@ -29,6 +29,7 @@ import ncd
 from ncd.cli import main
 from ncd.compiler import from_torch
 from ncd.compiler.names import class_name
+from tests.compiler.nanogpt import GPTBlock
 
 
 class LlamaRMSNorm(nn.Module):
@@ -149,47 +150,6 @@ class Retention(nn.Module):
         o = (s @ v).transpose(1, 2)
         o = self.norm(o).reshape(B, T, self.h * self.vd)
         return self.out(F.silu(self.g(x)) * o)
-
-
-class CausalSelfAttention(nn.Module):
-    """nanoGPT's (Karpathy) causal self-attention: one q/k/v map, split, heads, SDPA."""
-
-    def __init__(self, d=32, heads=4):
-        super().__init__()
-        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.n_head, self.n_embd = heads, d
-
-    def forward(self, x):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-
-class MLP(nn.Module):
-    def __init__(self, d=32):
-        super().__init__()
-        self.c_fc, self.gelu, self.c_proj = nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)
-
-    def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
-
-
-class GPTBlock(nn.Module):
-    """nanoGPT's Block: pre-norm attention and MLP with residuals."""
-
-    def __init__(self, d=32):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = CausalSelfAttention(d)
-        self.mlp = MLP(d)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
 
 
 class BasicBlock(nn.Module):

@@ -16,6 +16,7 @@ import ncd
 from ncd.cli import main
 from ncd.compiler import attached, from_torch
 from ncd.compiler import compile as ncd_compile
+from tests.compiler.nanogpt import GPTBlock
 
 
 class ResBlock(nn.Module):
@@ -76,36 +77,6 @@ def test_resnet_style_block():
     assert "opaque" not in kinds
     assert kinds.count("conv") == 3 and kinds.count("batchnorm") == 2 and "pool" in kinds
     assert compiled.get_submodule("bn1").running_var.sum() != 8  # the original statistics
-
-
-class CausalSelfAttention(nn.Module):
-    """nanoGPT's attention: one fused q/k/v map, split, heads by view/transpose, SDPA."""
-
-    def __init__(self, d=32, heads=4):
-        super().__init__()
-        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.n_head, self.n_embd = heads, d
-
-    def forward(self, x):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-
-class GPTBlock(nn.Module):
-    def __init__(self, d=32):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = CausalSelfAttention(d)
-        self.fc, self.proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.proj(F.gelu(self.fc(self.ln_2(x))))
 
 
 def test_nanogpt_style_block():
