@@ -245,16 +245,22 @@ def _last(L: Lowerer, node, names, axes, call):
     return L.permute(y, want, names)
 
 
+def _norm_holder(L: Lowerer, b, norm: str, t):
+    """The nn.LayerNorm (norm "layernorm") or nn.RMSNorm holding the parameters of box b's
+    norm over its axes `b.over` of t, as the written file constructs it."""
+    shape = tuple(L.num(t.axis(a).size) for a in b.over)
+    cls = nn.LayerNorm if norm == "layernorm" else nn.RMSNorm
+    mod = cls(plain(shape), eps=b.eps, elementwise_affine=b.affine)
+    kw = {} if norm == "layernorm" and b.eps == 1e-5 else {"eps": b.eps}
+    if not b.affine:
+        kw["elementwise_affine"] = False
+    return L.hold(mod, Call(f"nn.{cls.__name__}", shape[0] if len(shape) == 1 else shape, **kw))
+
+
 @lowers("layernorm", "rmsnorm")
 def _layernorm(L: Lowerer, b, x, tin, tout):
     t = tin["x"]
-    shape = tuple(L.num(t.axis(a).size) for a in b.over)
-    cls = nn.LayerNorm if b.kind == "layernorm" else nn.RMSNorm
-    mod = cls(plain(shape), eps=b.eps, elementwise_affine=b.affine)
-    kw = {} if b.kind == "layernorm" and b.eps == 1e-5 else {"eps": b.eps}
-    if not b.affine:
-        kw["elementwise_affine"] = False
-    ident = L.hold(mod, Call(f"nn.{cls.__name__}", shape[0] if len(shape) == 1 else shape, **kw))
+    ident = _norm_holder(L, b, b.kind, t)
     if runs_norm_kernels(L):  # CUDA: ncd.ops' row kernels on the holder's parameters
         return {"out": lower_norm(L, b, ident, x["x"], t)[0]}
     return {"out": _last(L, x["x"], t.names, b.over, lambda n: L.module(ident, n))}
@@ -748,13 +754,7 @@ def _add_norm(L: Lowerer, b, x, tin, tout):
     in one pass. Elsewhere: the add, then the norm's nn.LayerNorm / nn.RMSNorm, as the two
     boxes it replaces lower (the same parameters, names and results)."""
     t = tin["x"]
-    shape = tuple(L.num(t.axis(a).size) for a in b.over)
-    cls = nn.LayerNorm if b.norm == "layernorm" else nn.RMSNorm
-    mod = cls(plain(shape), eps=b.eps, elementwise_affine=b.affine)
-    kw = {} if b.norm == "layernorm" and b.eps == 1e-5 else {"eps": b.eps}
-    if not b.affine:
-        kw["elementwise_affine"] = False
-    ident = L.hold(mod, Call(f"nn.{cls.__name__}", shape[0] if len(shape) == 1 else shape, **kw))
+    ident = _norm_holder(L, b, b.norm, t)
     if runs_norm_kernels(L):
         y, s = lower_norm(L, b, ident, x["x"], t, residual=x["h"])
         return {"out": y, "sum": s}

@@ -12,10 +12,10 @@ import textwrap
 import pytest
 import torch
 
-from ncd.circuits.builder import Builder
 from ncd.cli import main
 from ncd.compiler import compile as ncd_compile
 from ncd.compiler.errors import InputError
+from tests.compiler.helpers import positions_circuit
 
 CASES = {
     "ok": "model(torch.randn(2, 16, 32), torch.randn(2, 16))",
@@ -51,22 +51,12 @@ EXPECTED = {
 }
 
 
-def _circuit():
-    """y[b, t, d] = (x[b, t, d] + pos[t, d]) * gate[b, t]: the learned `pos` fixes T and D,
-    nothing fixes B."""
-    b = Builder("positions", sizes={"B": 2, "T": 16, "D": 32})
-    x, gate = b.input("x", "B T D"), b.input("gate", "B T")
-    pos = b.param("T D", name="pos")
-    b.output("y", b.mul(b.add(x, pos, name="shift"), gate, name="gated"))
-    return b.build()
-
-
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     """Each case run against the written file in a Python where ncd cannot be imported."""
     tmp = tmp_path_factory.mktemp("compiled")
     spec = tmp / "positions.json"
-    spec.write_text(_circuit().to_json())
+    spec.write_text(positions_circuit().to_json())
     assert main(["compile", str(spec), "-o", str(tmp / "out" / "positions.py")]) == 0
     cases = "\n".join(
         f"""
@@ -101,7 +91,7 @@ def test_the_written_file_checks_its_inputs(outcomes, case):
 
 @pytest.mark.parametrize("case", [c for c in CASES if EXPECTED[c] and c != "config_T8"])
 def test_the_file_and_the_compiled_module_say_the_same(outcomes, case):
-    model = ncd_compile(_circuit())
+    model = ncd_compile(positions_circuit())
     with pytest.raises(InputError) as e:
         eval(CASES[case], {"torch": torch, "model": model})
     assert str(e.value) == outcomes[case]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ncd.circuits.builder import Builder
 from ncd.compiler.fused import example_offsets
 
 
@@ -41,3 +42,13 @@ def load_source(text: str, class_name: str, opaque=None):
     exec(compile(text, "<generated>", "exec", dont_inherit=True), ns)  # our generated code
     cls = ns[class_name]
     return cls(opaque=opaque) if opaque is not None else cls()
+
+
+def positions_circuit():
+    """y[b, t, d] = (x[b, t, d] + pos[t, d]) * gate[b, t]: the learned `pos` fixes T and D,
+    nothing fixes B (the input-check tests' circuit)."""
+    b = Builder("positions", sizes={"B": 2, "T": 16, "D": 32})
+    x, gate = b.input("x", "B T D"), b.input("gate", "B T")
+    pos = b.param("T D", name="pos")
+    b.output("y", b.mul(b.add(x, pos, name="shift"), gate, name="gated"))
+    return b.build()

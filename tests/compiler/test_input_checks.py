@@ -10,26 +10,17 @@ import pickle
 import pytest
 import torch
 
-from ncd.circuits.builder import Builder
 from ncd.circuits.errors import NcdError
 from ncd.compiler import compile as ncd_compile
 from ncd.compiler.errors import InputError
 
-
-def _circuit():
-    """y[b, t, d] = (x[b, t, d] + pos[t, d]) * gate[b, t]: the learned `pos` fixes T and D,
-    nothing fixes B."""
-    b = Builder("positions", sizes={"B": 2, "T": 16, "D": 32})
-    x, gate = b.input("x", "B T D"), b.input("gate", "B T")
-    pos = b.param("T D", name="pos")
-    b.output("y", b.mul(b.add(x, pos, name="shift"), gate, name="gated"))
-    return b.build()
+from .helpers import positions_circuit
 
 
 @pytest.fixture(scope="module")
 def module():
     torch.manual_seed(0)
-    return ncd_compile(_circuit())
+    return ncd_compile(positions_circuit())
 
 
 def _error(module, *args) -> str:
