@@ -104,11 +104,11 @@ case $SUITE in
     step step_timeline 120 $PY bench/diagnose/step_timeline.py --T 4096,8192
     step ops_sweep 240 $PY bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon
     ;;
-  distributed)  # needs two GPUs; DIST_ARGS=--dry runs it on the CPU
+  distributed)  # two GPUs (NPROC=1: the one-GPU baseline); DIST_ARGS=--dry runs it on the CPU
     step distributed_single 170 $PY bench/distributed.py --impl single ${DIST_ARGS:-} \
       --out "$OUT/distributed_single.json"
     for impl in ddp fsdp2; do
-      step "distributed_$impl" 180 $PY -m torch.distributed.run --nproc_per_node 2 \
+      step "distributed_$impl" 180 $PY -m torch.distributed.run --nproc_per_node "${NPROC:-2}" \
         bench/distributed.py --impl "$impl" ${DIST_ARGS:-} --reference "$OUT/distributed_single.json" \
         --out "$OUT/distributed_$impl.json"
     done
