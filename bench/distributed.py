@@ -240,7 +240,8 @@ def main() -> int:
     if args.device == "cuda":
         torch.cuda.set_device(local_rank)
     if args.impl != "single":  # one process too: the wrapped model over the backend
-        dist.init_process_group(args.backend)
+        dev = torch.device("cuda", local_rank) if args.device == "cuda" else None
+        dist.init_process_group(args.backend, device_id=dev)
     say = print if rank == 0 else (lambda *a, **k: None)
     say(
         f"{args.impl}: {world} process(es), {'-' if args.impl == 'single' else args.backend}, "

@@ -32,7 +32,7 @@
 # the results, where the copy on the GPU machine has no .git.
 set -o pipefail
 SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, compiler, diagnose, distributed or imports"}
-COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+export COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_out}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
