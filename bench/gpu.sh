@@ -15,7 +15,9 @@
 #   ops3      op library III (norms, integer ViT, WTA-CRS, L-Mul): checks and speed
 #   gated     the gated linear-attention family: each kernel's share of a step at 8k, ncd's
 #             rows at 2k-32k beside plain linear attention, then fla's (which autotunes for
-#             minutes on a fresh machine, each op under its own limit)
+#             minutes on a fresh machine, each op under its own limit); then the compiled GLA and
+#             DeltaNet blocks' training step against the same blocks written with fla's kernels
+#             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks)
 #   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
 #             softmax kernels' block-size sweep at 8k
 #   imports   only check that ncd imports
@@ -29,7 +31,8 @@
 # (ncd/__init__.py adds the top-level folders to the package) and /tmp/site, where the
 # carried wheels are installed (.whl/: fla-core; .whl-ncd/: pydantic and graphviz, which the
 # compiler suite needs). NO_WHEELS=1 skips the install. COMMIT names the measured commit in
-# the results, where the copy on the GPU machine has no .git.
+# the results, where the copy on the GPU machine has no .git. STEPS (a comma list of step
+# names) runs only those steps of the suite.
 set -o pipefail
 SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, compiler, diagnose, distributed or imports"}
 export COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -49,6 +52,10 @@ export PYTHONPATH=$REPO:/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 step() {  # step NAME SECONDS COMMAND...: run under a time limit, keep the log, say how it ended
   local name=$1 secs=$2 start=$SECONDS rc
   shift 2
+  if [ -n "${STEPS:-}" ] && [[ ",$STEPS," != *",$name,"* ]]; then
+    echo "== $name skipped (not in STEPS=$STEPS)"
+    return 0
+  fi
   echo "== $name (limit ${secs} s)"
   timeout "$secs" "$@" >"$OUT/$name.log" 2>&1
   rc=$?
@@ -97,6 +104,9 @@ case $SUITE in
       --out "$OUT/ops_gated_ncd.json"
     step ops_gated_fla 230 $PY bench/ops_gated.py --impls fla --ops ${GATED_FLA_OPS:-linear_attention,simple_gla,delta_rule} \
       --T 2048 8192 --limit 110 --out "$OUT/ops_gated_fla.json"
+    # fla's warm-up (a child under --fla-warmup-s) and then about 2 minutes of measuring
+    step gated_blocks 540 $PY bench/gated_blocks_gpu.py --out "$OUT" \
+      --fla-warmup-s "${GATED_BLOCKS_WARMUP_S:-380}"
     ;;
   diagnose)
     step host_overhead 90 $PY bench/diagnose/host_overhead.py
