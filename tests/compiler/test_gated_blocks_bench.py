@@ -1,0 +1,52 @@
+"""bench/gated_blocks_gpu.py on the CPU (--dry: tiny sizes, float32, ncd's chunked PyTorch mixers
+in place of fla's): the hand-written GLA and DeltaNet blocks take the compiled gallery blocks'
+weights by box name and agree with them and with the token-by-token recurrence; a warm-up that
+runs out of time is recorded as an fla row with an error, the ncd row still measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "_gated_blocks", ROOT / "bench" / "gated_blocks_gpu.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rows(out: Path) -> list[dict]:
+    (path,) = out.glob("gated_blocks_gpu_dry_*.json")
+    return json.loads(path.read_text())["rows"]
+
+
+def test_dry_run_rows_agree(bench, tmp_path):
+    assert bench.main(["--dry", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path)
+    assert [(r["op"], r["impl"]) for r in rows] == [
+        (op, impl) for op in bench.BLOCKS for impl in ("ncd", "fla")
+    ]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["step_ms"] > 0 and r["fwd_ms"] > 0
+        assert r["rel_err"] < 1e-5, r  # against the recurrence, float32
+        if r["impl"] == "ncd":
+            assert r["rel_err_vs_fla"] < 1e-5 and r["grad_rel_err"] < 1e-4, r
+            assert r["step_ratio_fla_over_ncd"] > 0
+
+
+def test_warm_up_out_of_time(bench, tmp_path):
+    args = ["--dry", "--dry-warmup", "--fla-warmup-s", "0.5", "--blocks", "deltanet_block"]
+    assert bench.main([*args, "--out", str(tmp_path)]) == 0
+    ncd, fla = _rows(tmp_path)
+    assert ncd["impl"] == "ncd" and "error" not in ncd and ncd["rel_err"] < 1e-5
+    assert fla["impl"] == "fla" and fla["error"].startswith("fla warm-up did not finish within")
