@@ -261,8 +261,8 @@ def gated_rows(family, dtype, D):
         base = dict(K_DIM=D, V_DIM=D, DOT=dot, BK=D, BT=c.CHUNK)
         for gated in (False, True):
             g = "gated" if gated else "ungated"
-            add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_AI", "VARLEN"), none,
-                ("ai", ("STORE_AI",)), varlen, HAS_G=gated)  # fmt: skip
+            add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_AI", "LOAD_AI", "VARLEN"), none,
+                ("ai", ("STORE_AI",)), ("load", ("LOAD_AI",)), varlen, HAS_G=gated)  # fmt: skip
             add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS, ("USE_S0", "STORE_ST", "STATES", "VARLEN"),
                 none, ("s0,st", ("USE_S0", "STORE_ST")), ("states", ("STATES",)), varlen,
                 HAS_G=gated)  # fmt: skip

@@ -122,6 +122,26 @@ def _decays(GC, bos, i_h, TT, L, i_t, BT: tl.constexpr):
 
 
 @triton.jit
+def _tf32_split(x):
+    """x = hi + lo with hi x rounded to tf32 (10 mantissa bits, to nearest, ties away from
+    zero as cvt.rna) by integer arithmetic, lo the exact rest."""
+    hi = ((x.to(tl.int32, bitcast=True) + 0x1000) & -8192).to(tl.float32, bitcast=True)
+    return hi, x - hi
+
+
+@triton.jit
+def _dot3(x, y, acc):
+    """acc + x y for float32 (BT, BT) tiles as three tf32 products (lo hi + hi lo + hi hi,
+    about float32's accuracy): "tf32x3" written out, so that the split operands are formed
+    once per tile and no NaN guard is added."""
+    xh, xl = _tf32_split(x)
+    yh, yl = _tf32_split(y)
+    acc = tl.dot(xl, yh, acc, input_precision="tf32")
+    acc = tl.dot(xh, yl, acc, input_precision="tf32")
+    return tl.dot(xh, yh, acc, input_precision="tf32")
+
+
+@triton.jit
 def _unit_lower_inverse(a, BT: tl.constexpr):
     """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile, by products only.
     The 8 x 8 diagonal blocks a_d are nilpotent of order 8, so
@@ -134,24 +154,54 @@ def _unit_lower_inverse(a, BT: tl.constexpr):
     offs = tl.arange(0, BT)
     blk_r = offs[:, None] // 8
     blk_c = offs[None, :] // 8
-    eye = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0)
-    x = -tl.where(blk_r == blk_c, a, 0.0)
-    d = eye + x
+    d = _block_diag_inverse(tl.where(blk_r == blk_c, a, 0.0), BT)
+    return _below_inverse(d, tl.where(blk_r > blk_c, a, 0.0), BT)
+
+
+@triton.jit
+def _block_diag_inverse(a_d, BT: tl.constexpr):
+    """D = (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) for a_d the strictly lower 8 x 8
+    diagonal blocks of a (BT, BT) tile (zero elsewhere): four products."""
+    offs = tl.arange(0, BT)
+    zero = tl.zeros([BT, BT], tl.float32)
+    x = -a_d
+    d = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0) + x
     for _ in tl.static_range(2):
-        x = tl.dot(x, x, input_precision="tf32x3")
-        d = tl.dot(d, x, d, input_precision="tf32x3")
-    x = -tl.dot(d, tl.where(blk_r > blk_c, a, 0.0), input_precision="tf32x3")  # -N
-    r = eye + x
-    if BT >= 32:
-        x = tl.dot(x, x, input_precision="tf32x3")
-        r = tl.dot(r, x, r, input_precision="tf32x3")
-        if BT >= 64:
-            x = tl.dot(x, x, input_precision="tf32x3")
-            r = tl.dot(r, x, r, input_precision="tf32x3")
-            if BT >= 128:
-                x = tl.dot(x, x, input_precision="tf32x3")
-                r = tl.dot(r, x, r, input_precision="tf32x3")
-    return tl.dot(r, d, input_precision="tf32x3")
+        x = _dot3(x, x, zero)
+        d = _dot3(x, d, d)  # x d = d x (both polynomials in a_d)
+    return d
+
+
+@triton.jit
+def _below_inverse(d, a_b, BT: tl.constexpr):
+    """(I + a)^{-1} = (I + N)^{-1} D with D = _block_diag_inverse(a's diagonal blocks),
+    a_b the blocks of a below them and N = D a_b (nilpotent of order BT / 8):
+    prod_j (I + (-N)^(2^j)) D, products while (-N)^(2^j) is not zero."""
+    offs = tl.arange(0, BT)
+    zero = tl.zeros([BT, BT], tl.float32)
+    x = -_dot3(d, a_b, zero)  # -N
+    r = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0) + x
+    for j in tl.static_range(1, BT // 16 + 1):
+        if (1 << j) < BT // 8:
+            x = _dot3(x, x, zero)
+            r = _dot3(x, r, r)  # x r = r x (both polynomials in N)
+    return _dot3(r, d, zero)
+
+
+@triton.jit
+def _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, keep, K_DIM: tl.constexpr, BK: tl.constexpr,
+         BT: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """A = diag(beta) (K K^T * E) where `keep` (a strictly lower (BT, BT) mask), else 0; the
+    chunk's keys read BV columns at a time."""
+    a = tl.zeros([BT, BT], tl.float32)
+    for k0 in tl.static_range(0, BK, BV):
+        offs_k = k0 + tl.arange(0, BV)
+        kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
+        k = tl.load(K + (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :], mask=kmask, other=0.0)
+        a = tl.dot(k, tl.trans(k), a, input_precision=DOT)
+    if HAS_G:
+        a = a * tl.exp(tl.where(keep, G[:, None] - Gc[None, :], 0.0))
+    return tl.where(keep, a * beta[:, None], 0.0)
 
 
 @triton.jit
@@ -166,38 +216,39 @@ def _prep_kernel(
     i_h = tl.program_id(1)
     bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
     offs_t = tl.arange(0, BT)
-    offs_k = tl.arange(0, BK)
     rows = i_t * BT + offs_t
     r_ok = rows < L
     tok = bos + rows
-    kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
-    k = tl.load(K + (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :], mask=kmask, other=0.0)
     beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
     bw = beta
+    G, Gc = beta, beta  # not read when ungated
     if HAS_G:
         G, Gc, gamma, _ = _decays(GATE, bos, i_h, TT, L, i_t, BT)
         bw = beta * gamma
+    ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
     if LOAD_AI:
-        ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
-        ai_in = tl.load(ai_ptrs, mask=r_ok[:, None], other=0.0).to(k.dtype)
+        ai_in = tl.load(ai_ptrs, mask=r_ok[:, None], other=0.0).to(K.dtype.element_ty)
     else:
-        strict = offs_t[:, None] > offs_t[None, :]
-        a = tl.dot(k, tl.trans(k), input_precision=DOT)  # (BT, BT) k_i . k_j
-        if HAS_G:
-            a = a * tl.exp(tl.where(strict, G[:, None] - Gc[None, :], 0.0))
-        a = tl.where(strict, a * beta[:, None], 0.0)
-        ai = _unit_lower_inverse(a, BT)
-        ai_in = ai.to(k.dtype)
-    w = tl.dot(ai_in, (k * bw[:, None]).to(k.dtype), input_precision=DOT)
-    tl.store(
-        W + (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :], w.to(W.dtype.element_ty), mask=kmask
-    )
-    if STORE_AI:
-        tl.store(
-            AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :],
-            ai.to(AI.dtype.element_ty),
-            mask=r_ok[:, None],
+        # A twice (the 8 x 8 diagonal blocks, then the blocks below them) rather than held
+        # in registers through the diagonal blocks' inverse
+        blk_r = offs_t[:, None] // 8
+        blk_c = offs_t[None, :] // 8
+        diag = (blk_r == blk_c) & (offs_t[:, None] > offs_t[None, :])
+        d = _block_diag_inverse(
+            _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT), BT
         )
+        a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT)
+        ai_in = _below_inverse(d, a_b, BT).to(K.dtype.element_ty)
+        if STORE_AI:
+            tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
+    # W = T diag(beta gamma) K and U = T diag(beta) V, BV columns at a time (keys read again)
+    for k0 in tl.static_range(0, BK, BV):
+        offs_k = k0 + tl.arange(0, BV)
+        kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
+        kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+        k = tl.load(K + kp, mask=kmask, other=0.0)
+        w = tl.dot(ai_in, (k * bw[:, None]).to(k.dtype), input_precision=DOT)
+        tl.store(W + kp, w.to(W.dtype.element_ty), mask=kmask)
     for v0 in range(0, V_DIM, BV):
         offs_v = v0 + tl.arange(0, BV)
         vmask = r_ok[:, None] & (offs_v < V_DIM)[None, :]
