@@ -8,7 +8,7 @@ Gated, a pre-pass first: _chunk_cumsum writes the gates' in-chunk cumulative sum
 head-major), which every kernel loads and the backward keeps in the gates' place.
 Forward (two launches):
     _prep_kernel      chunk-parallel: A = strictly_lower(diag(beta) (K K^T * E)), its unit
-                      lower-triangular inverse T by forward substitution in registers,
+                      lower-triangular inverse T by tile products in registers,
                       W = T diag(beta gamma) K and U = T diag(beta) V, written once.
     _scan_fwd_kernel  one program per (value block, sequence x head) walks its chunks holding
                       the state S (K x BV, float32) in registers: V' = U - W S, the output
@@ -41,7 +41,8 @@ from .reference import l2norm
 
 # ---------------------------------------------------------------------------------------------
 # Configurations (retune on the GPU here). CHUNK is the chunk length of every kernel of a call;
-# BV the value-block width of each launch.
+# BV the value-block width of each launch (the prepare kernel's: the column blocks in which it
+# reads keys and values for K K^T, W and U).
 CHUNK = 64
 PREP_CONFIGS = [triton.Config({"BV": 64}, num_warps=4, num_stages=2)]
 FWD_CONFIGS = [

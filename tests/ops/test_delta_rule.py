@@ -5,6 +5,8 @@ g, initial state); the one-token steps chained against the whole sequence; argum
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from ncd.ops.delta_rule import (
     chunk,
@@ -278,3 +280,32 @@ def test_nearly_parallel_keys(monkeypatch, nan_alloc):
     ref_grads = torch.autograd.grad(o_ref, ref, do.double())
     errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
     assert max(errs) < 5e-5, errs
+
+
+@triton.jit
+def _inverse_tile(A, AI, X, HI, BT: tl.constexpr):
+    offs = tl.arange(0, BT)
+    p = offs[:, None] * BT + offs[None, :]
+    tl.store(AI + p, chunk._unit_lower_inverse(tl.load(A + p), BT))
+    tl.store(HI + p, chunk._tf32_split(tl.load(X + p))[0])
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("BT", [16, 32, 64])
+def test_inverse_tile_and_tf32_split(BT):
+    """The prepare kernel's in-register inverse of I + A (A strictly lower, entries as nearly
+    parallel keys with beta near 1 give them) against torch.linalg.inv in float64; and the
+    tf32 split's high part against the nearest number with 11 significant bits (ties away
+    from zero), computed from frexp."""
+    gen = torch.Generator().manual_seed(BT)
+    a = (0.9 + 0.1 * torch.rand(BT, BT, generator=gen)).tril(-1)
+    x = torch.randn(BT, BT, generator=gen) * 10.0 ** torch.randint(-3, 4, (BT, BT), generator=gen)
+    x[0, :4] = torch.tensor([1.5, -2.5, 1 + 2.0**-11, -(1 + 3 * 2.0**-11)])  # ties
+    ai, hi = torch.empty_like(a), torch.empty_like(x)
+    _inverse_tile[(1,)](a, ai, x, hi, BT=BT)
+    ref = torch.linalg.inv(torch.eye(BT, dtype=torch.float64) + a.double())
+    assert (ai.double() - ref).abs().max().item() < 1e-5 * ref.abs().max().item()
+    m, e = torch.frexp(x.double())  # x = m 2^e, 0.5 <= |m| < 1
+    y = m * 2.0**11
+    expected = torch.sign(y) * torch.floor(y.abs() + 0.5) * 2.0 ** (e - 11).double()
+    torch.testing.assert_close(hi.double(), expected, rtol=0, atol=0)
