@@ -12,6 +12,7 @@ shared memory is found here before any device time is spent. The GPU machine run
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels lin,gated
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --sass /tmp/sass_a
     PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels norm --D 4096
+    PYTHONPATH=/tmp/t36 .venv/bin/python bench/diagnose/sm90_report.py --kernels wtacrs --D 16384
 
 --kernels: `fwd`, `dkdv`, `dq` (the softmax Triton kernels in the library's configurations,
 with `--extra` rows to try), `lin` (the linear-attention kernels as the GPU's JIT specialises
@@ -22,7 +23,8 @@ them at the benchmark shapes: pointers 16-byte aligned, strides and lengths mult
 launch configuration, with and without the switches that change the code, gates as the
 launchers pass them), `norm` (the row normalisations at rows of `--D` features: forward and
 backward of LayerNorm and of RMSNorm with a residual in each num_warps tried, and the
-gradient reduction). The last column gives, per loop of the SASS (the chunk loops; one per
+gradient reduction), `wtacrs` (the WTA-CRS selection's three kernels and the gather of the
+kept rows, for `--D` rows). The last column gives, per loop of the SASS (the chunk loops; one per
 role of a multi-role kernel), its instructions, barriers and local-memory accesses on one
 trip: in a kernel that runs one 4-warp program per SM these set the latency of a chunk.
 --sass DIR writes the SASS of every kernel in every listed configuration, one file each: diff
@@ -393,6 +395,45 @@ def every_kernel(kernels, dtype, D, extra):
                         label = f"gluon {which} group={group} causal={causal:d}"
                         yield label, lambda w=which, ca=causal, g=group: gluon_kernel(
                             w, D, dtype, ca, g)  # fmt: skip
+        elif name == "wtacrs":  # D is the number of rows here
+            yield from wtacrs_rows(D)
+
+
+def wtacrs_rows(n):
+    """The WTA-CRS selection's three kernels (ops/wtacrs/selection.py) for n rows, with and
+    without gradient norms, as `select` launches them on the GPU; then the gather of the kept
+    rows (bfloat16)."""
+    from ncd.ops.wtacrs import kernels as wk
+    from ncd.ops.wtacrs import selection as ws
+
+    cfg = ws.GPU
+    B, BI = cfg["sort"]["B"], cfg["rank"]["BI"]
+    nch = -(-n // BI)
+    parts = (
+        ("sort", ws._block_sort_kernel, {"BI": BI}),
+        ("rank", ws._rank_kernel, {"B": B, "LOG_B": B.bit_length() - 1}),
+        ("draw", ws._draw_kernel, {"B": B, "BI": BI, "NCH": max(2, triton.next_power_of_2(nch))}),
+    )
+    ptrs = {"NRM": "*fp32", "G": "*fp16", "SCR": "*i64", "IDX": "*i64", "WT": "*fp32",
+            "U": "*fp64"}  # fmt: skip
+    for part, kernel, more in parts:
+        meta = {k: v for k, v in cfg[part].items() if k != "num_warps"}
+        for has_g in (False, True):
+            consts = {**meta, **more, "HAS_G": has_g, **({} if has_g else {"G": None})}
+            sig = {a: ptrs.get(a, "fp32" if a == "two_b" else "i32") for a in kernel.arg_names}
+            div = [a for a in kernel.arg_names if a in ptrs or a in ("n", "nb")]
+            label = f"wtacrs {kernel.fn.__name__} n={n} g={has_g:d} {cfg[part]}"
+            yield label, lambda kn=kernel, s=sig, c=consts, w=cfg[part]["num_warps"], d=div: (
+                _compile(kn, s, c, w, None, d))  # fmt: skip
+    g = wk.GATHER_BLOCK
+    sig = {a: {"X": "*bf16", "IDX": "*i64", "WT": "*fp32", "OUT": "*bf16"}.get(a, "i32")
+           for a in wk._gather_scale_kernel.arg_names}  # fmt: skip
+    yield (
+        f"wtacrs _gather_scale_kernel {g}",
+        lambda: _compile(
+            wk._gather_scale_kernel, sig, g, 4, None, ("X", "IDX", "WT", "OUT", "D", "sxn")
+        ),
+    )
 
 
 def main():
@@ -402,7 +443,7 @@ def main():
         default="fwd,dkdv,dq",
         help="fwd, dkdv, dq, lin, lindecay, gluon, "
         "sgla (or simple_gla), gla, delta (or delta_rule), gated (the three), "
-        "norm (ops/norm at rows of --D features)",
+        "norm (ops/norm at rows of --D features), wtacrs (the WTA-CRS selection at --D rows)",
     )
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(TY))
     ap.add_argument("--D", type=int, default=128, help="head width (a power of two)")

@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import cdiv, launch
+from .._backend import cdiv, launch, launch_compiled
 from .._kernels import mm
 
 
@@ -89,7 +89,7 @@ def gather_scale(x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> to
     if k and D:
         c = GATHER_BLOCK
         grid = (cdiv(k, c["BLOCK_T"]), cdiv(D, c["BLOCK_D"]))
-        _gather_scale_kernel[grid](x, idx, weight, out, k, D, *x.stride(), **c)
+        launch_compiled(_gather_scale_kernel, grid, (x, idx, weight, out, k, D, *x.stride()), c)
     return out
 
 

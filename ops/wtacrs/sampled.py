@@ -1,8 +1,10 @@
 """WTA-CRS linear map: exact forward, weight gradient from winner-take-all column-row
-samples, only the sampled rows of the input kept for the backward. The sampling is PyTorch on
-every device, without a host synchronisation; the gather of the sampled rows and the weight
-gradient from them run as the Triton kernels of kernels.py on CUDA tensors, as PyTorch
-indexing and a matrix product otherwise. Maths and choices in README.md.
+samples, only the sampled rows of the input kept for the backward. The selection of the rows
+never reads the device: on CUDA tensors it runs as selection.py's kernels, elsewhere (and
+above selection.MAX_ROWS rows) as `wtacrs_select` here, which gives the same rows and weights
+from the same random numbers. The gather of the sampled rows runs as kernels.py's kernel on
+CUDA tensors, as PyTorch indexing otherwise; dW from them as PyTorch's gather and product
+(or kernels.py's, DW_KERNEL). Maths and choices in README.md.
 """
 
 import math
@@ -11,6 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from .._backend import use_triton
+from . import selection
+
+# The kernel path's weight gradient from the samples: kernels.sampled_weight_grad (True) or
+# PyTorch's gather of dy's rows and matrix product (False: the faster on the H200 at
+# 4096 x 4096 in bfloat16, 0.073 ms against 0.111).
+DW_KERNEL = False
 
 
 def _check(cond, what, expected, found):
@@ -23,31 +31,55 @@ def kept_rows(n: int, budget: float) -> int:
     return max(1, min(n, math.ceil(budget * n - 1e-9)))
 
 
-def wtacrs_select(scores, k, generator=None):
-    """Pick k column-row pairs from their scores s_i ≥ 0 (p_i = s_i / Σ s).
+def score_bits(n: int) -> int:
+    """The integer scores' scale for n rows: the largest is 2^bits, so that n of them, and any
+    of them times a count below n, stay below 2^62 (int64 sums are exact in any order)."""
+    return 62 - n.bit_length()
+
+
+def integer_scores(s, bits):
+    """q_i = ceil(s_i · (2^bits · (1 / max s))) as int64, every product in float64; all 0
+    when every score is 0. A score > 0 gets q_i ≥ 1, so every pair that can be nonzero keeps
+    a positive probability."""
+    smax = s.max().double()
+    scale = torch.where(smax > 0, smax.reciprocal() * 2.0**bits, 0.0)
+    return (s.double() * scale).ceil().long()
+
+
+def wtacrs_select(scores, k, generator=None, uniforms=None):
+    """Pick k column-row pairs from their scores s_i ≥ 0 (p_i = q_i / Σ q, q the integer
+    scores of `integer_scores`).
 
     scores: [n] -> (idx [k] int64, weight [k]) such that Σ_t weight_t · dy_{idx_t}ᵀ x_{idx_t}
     is the WTA-CRS estimate of Σ_i dy_iᵀ x_i: the |C| winners (largest p, weight 1) first,
-    then k − |C| draws from the rest with weight (Σ_{rest} s) / ((k − |C|) s_j).
-    Tensors of fixed shapes throughout (|C| stays on the device): positions t < |C| hold the
-    winners, the others draws by inverse transform of the rest's cumulative scores."""
+    then k − |C| draws from the rest with weight (Σ_{rest} q) / ((k − |C|) q_j).
+    Pairs are ordered by score, the lower index first among equal scores; |C| is the number of
+    leading positions t < k with q_t (k − t) > Σ_{positions ≥ t} q (README.md: the minimiser
+    of the variance factor). uniforms: [k] float64 in [0, 1), the draws' random numbers
+    (default: torch.rand from `generator`); the ones at positions t < |C| go unused.
+    Tensors of fixed shapes throughout (|C| stays on the device): no host read. The Triton
+    form (selection.py) gives the same (idx, weight) bit for bit."""
     n = scores.shape[0]
     if k >= n:
         return torch.arange(n, device=scores.device), torch.ones_like(scores)
     s = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
-    top, order = torch.topk(s, k)  # the candidates for C, most probable first
-    rest = s.sum() - (torch.cumsum(top, 0) - top)  # Σ s outside the c largest, c = 0 .. k-1
+    q = integer_scores(s, score_bits(n))
+    order = torch.sort(s, descending=True, stable=True).indices[:k]  # candidates for C
+    v = q[order]
+    ahead = torch.cumsum(v, 0) - v  # Σ q over the t pairs ahead of position t
     t = torch.arange(k, device=s.device)
-    c = torch.argmin(rest / (k - t).to(s.dtype))  # |C|, the factor's minimiser
-    win = t < c
-    cdf = torch.cumsum(s.scatter(0, order, torch.where(win, 0, top)), 0)  # winners left out
+    win = v * (k - t) > q.sum() - ahead  # true on a prefix of t: the winners
+    c = win.sum()
+    cdf = torch.cumsum(q.scatter(0, order, torch.where(win, 0, v)), 0)  # winners left out
     mass = cdf[-1]
-    u = torch.rand(k, generator=generator, device=s.device, dtype=s.dtype)
-    # the first index whose cumulative score exceeds u · mass: one with s_j > 0
-    draws = torch.searchsorted(cdf, u * mass, right=True).clamp_(max=n - 1)
-    w = torch.where(mass > 0, mass / ((k - c).to(s.dtype) * s[draws]), 0)  # 0: nothing left
+    if uniforms is None:
+        uniforms = torch.rand(k, generator=generator, device=s.device, dtype=torch.float64)
+    # the first index whose cumulative score exceeds floor(u · mass): one with q_j > 0
+    target = torch.minimum((uniforms * mass.double()).long(), mass - 1)
+    draws = torch.searchsorted(cdf, target, right=True)
+    w = torch.where(mass > 0, mass.double() / ((k - c).double() * q[draws].double()), 0)
     idx = torch.where(win, order, draws)
-    weight = torch.where(win, 1, w)
+    weight = torch.where(win, 1, w)  # 0 for the draws when nothing is left outside C
     return idx, weight.to(scores.dtype)
 
 
@@ -64,9 +96,13 @@ class WTACRSLinearFunction(torch.autograd.Function):
                 scores = torch.linalg.vector_norm(
                     x, dim=1, dtype=torch.promote_types(x.dtype, torch.float32)
                 )
-                if grad_norms is not None:
-                    scores = scores * grad_norms.to(scores.dtype)
-                idx, w = wtacrs_select(scores, k, generator)
+                if kernel and x.shape[0] <= selection.MAX_ROWS:
+                    u = torch.rand(k, generator=generator, device=x.device, dtype=torch.float64)
+                    idx, w = selection.select(scores, k, u, grad_norms)
+                else:
+                    if grad_norms is not None:
+                        scores = scores * grad_norms.to(scores.dtype)
+                    idx, w = wtacrs_select(scores, k, generator)
                 if kernel:
                     from .kernels import gather_scale
 
@@ -85,7 +121,7 @@ class WTACRSLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dx = dy @ weight
         if ctx.needs_input_grad[1]:
-            if idx is not None and ctx.kernel:
+            if idx is not None and ctx.kernel and DW_KERNEL:
                 from .kernels import sampled_weight_grad
 
                 dw = sampled_weight_grad(dy, idx, kept, weight.dtype)

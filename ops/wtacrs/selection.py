@@ -1,0 +1,247 @@
+"""The WTA-CRS selection (sampled.py's `wtacrs_select`) as three Triton kernels, the same
+(idx, weight) bit for bit from the same uniforms, with no host read. README.md gives the
+maths and the design.
+
+1. `_block_sort_kernel`, one program per block of B rows: the block's rows in order of their
+   keys (score, then lower index first), with the running sum of their integer scores.
+2. `_rank_kernel`, one program per chunk of BI rows: each row's rank and the sum of the
+   integer scores ahead of it, by binary search in every sorted block; the winners (a prefix
+   of the ranks) write their index and weight 1 at their rank; per chunk, the number of
+   winners and the score left outside them.
+3. `_draw_kernel`, one program per BT positions: |C| and the rest's mass from the chunks'
+   sums, and each draw by locating floor(u · mass) among the chunks' cumulative sums, then
+   inside its chunk.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import cdiv, interpreting, launch_compiled
+
+# A key below every row's key (keys are ≥ -2^32), and a sum above every cumulative score.
+_NOKEY: tl.constexpr = tl.constexpr(-(1 << 40))
+_BIG: tl.constexpr = tl.constexpr((1 << 63) - 1)
+
+# Rows per sorted block (a power of two), and the largest n the kernels take: the draw
+# kernel holds one cumulative sum per chunk of RANK["BI"] rows in registers.
+GPU = {
+    "sort": {"B": 256, "BJ": 16, "num_warps": 4},
+    "rank": {"BI": 128, "NBB": 32, "num_warps": 4},
+    "draw": {"BT": 16, "num_warps": 4},
+}
+INTERPRET = {
+    "sort": {"B": 32, "BJ": 32},
+    "rank": {"BI": 32, "NBB": 16},
+    "draw": {"BT": 32},
+}
+MAX_ROWS = 32768
+
+
+@triton.jit
+def _scores(NRM, G, j, mask, HAS_G: tl.constexpr):
+    """s_j = NRM[j] (· G[j]), float32; 0 where masked."""
+    s = tl.load(NRM + j, mask=mask, other=0.0)
+    if HAS_G:
+        s = s * tl.load(G + j, mask=mask, other=0.0).to(tl.float32)
+    return s
+
+
+@triton.jit
+def _scale(smax, two_b):
+    """2^bits · (1 / max s) in float64 (0 when every score is 0): q = ceil(s · scale)."""
+    pos = smax > 0
+    return tl.where(pos, (1.0 / tl.where(pos, smax.to(tl.float64), 1.0)) * two_b, 0.0)
+
+
+@triton.jit
+def _integer(s, scale):
+    return tl.math.ceil(s.to(tl.float64) * scale).to(tl.int64)
+
+
+@triton.jit
+def _keys(s, j):
+    """Unique int64 keys in the selection's order: a larger score first, then the lower index
+    (non-negative float32 bits order as integers)."""
+    bits = s.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    return (bits.to(tl.int64) << 32) - j.to(tl.int64)
+
+
+@triton.jit
+def _layout(SCR, n, nb, B: tl.constexpr, BI: tl.constexpr):
+    """The scratch buffer's parts (int64): SKEY, SINC, TKEY, TQ [nb·B] each, TOT [nb],
+    SMAX [1], FLAG [n], CW, RS [cdiv(n, BI)] each."""
+    SINC = SCR + nb * B
+    TKEY = SINC + nb * B
+    TQ = TKEY + nb * B
+    TOT = TQ + nb * B
+    FLAG = TOT + nb + 1
+    CW = FLAG + n
+    RS = CW + tl.cdiv(n, BI)
+    return SINC, TKEY, TQ, TOT, FLAG, CW, RS
+
+
+@triton.jit
+def _block_sort_kernel(
+    NRM, G, SCR, n, nb, two_b,
+    HAS_G: tl.constexpr, B: tl.constexpr, BJ: tl.constexpr, BI: tl.constexpr,
+):  # fmt: skip
+    """Block b of B rows: SKEY[b·B + r] = the key of rank r in the block (_NOKEY past the last
+    row), SINC[b·B + r] = Σ q over ranks ≤ r, TOT[b] = Σ q of the block; program 0 also stores
+    max s (its float32 bits) at SMAX. The rows' keys and q go to TKEY, TQ first, from where
+    every thread reads them all."""
+    b = tl.program_id(0)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
+    m = tl.zeros([B], tl.float32)
+    for j0 in range(0, n, B):
+        j = j0 + tl.arange(0, B)
+        m = tl.maximum(m, _scores(NRM, G, j, j < n, HAS_G))
+    smax = tl.max(m, 0)
+    scale = _scale(smax, two_b)
+    i = b * B + tl.arange(0, B)
+    iin = i < n
+    si = _scores(NRM, G, i, iin, HAS_G)
+    ki = tl.where(iin, _keys(si, i), _NOKEY)
+    qi = _integer(si, scale)
+    tl.store(TKEY + i, ki)
+    tl.store(TQ + i, qi)
+    tl.debug_barrier()
+    rank = tl.zeros([B], tl.int32)
+    ahead = tl.zeros([B], tl.int64)
+    for j0 in range(0, B, BJ):
+        j = b * B + j0 + tl.arange(0, BJ)
+        kj = tl.load(TKEY + j)
+        gt = kj[:, None] > ki[None, :]  # [BJ, B]: row j ahead of row i
+        rank += tl.sum(gt.to(tl.int32), 0)
+        ahead += tl.sum(tl.where(gt, tl.load(TQ + j)[:, None], 0), 0)
+    # the ranks of the block's rows are 0 .. (rows - 1); the places past them, i >= n
+    pos = tl.where(iin, b * B + rank, i)
+    tl.store(SCR + pos, ki)
+    tl.store(SINC + pos, ahead + qi, mask=iin)
+    tl.store(TOT + b, tl.sum(qi, 0))
+    if b == 0:
+        tl.store(TOT + nb, smax.to(tl.int32, bitcast=True).to(tl.int64))
+
+
+@triton.jit
+def _rank_kernel(
+    NRM, G, SCR, IDX, WT, n, k, nb, two_b,
+    HAS_G: tl.constexpr, B: tl.constexpr, LOG_B: tl.constexpr, BI: tl.constexpr,
+    NBB: tl.constexpr,
+):  # fmt: skip
+    """Rows i of chunk p (BI rows): rank r_i = Σ_b #(keys of block b above key_i), ahead
+    P_i = Σ_b SINC[b·B + that count − 1]; winner iff r_i < k and q_i (k − r_i) > Σq − P_i.
+    A winner stores IDX[r_i] = i, WT[r_i] = 1. FLAG[i] = 1 for a winner, else 0; CW[p] = the
+    chunk's winners, RS[p] = Σ q over its other rows (after SMAX in SCR: FLAG [n], CW, RS)."""
+    p = tl.program_id(0)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
+    smax = tl.load(TOT + nb).to(tl.int32).to(tl.float32, bitcast=True)
+    scale = _scale(smax, two_b)
+    i = p * BI + tl.arange(0, BI)
+    iin = i < n
+    si = _scores(NRM, G, i, iin, HAS_G)
+    ki = _keys(si, i)
+    qi = _integer(si, scale)
+    rank = tl.zeros([BI], tl.int32)
+    ahead = tl.zeros([BI], tl.int64)
+    tot = tl.zeros([NBB], tl.int64)
+    for b0 in range(0, nb, NBB):
+        bb = b0 + tl.arange(0, NBB)
+        bin_ = bb < nb
+        tot += tl.load(TOT + bb, mask=bin_, other=0)
+        base = (bb * B)[None, :]
+        live = bin_[None, :]
+        lo = tl.zeros([BI, NBB], tl.int32)  # keys of block bb at places < lo are above key_i
+        for s in tl.static_range(LOG_B):
+            probe = tl.load(SCR + base + lo + ((B >> (s + 1)) - 1), mask=live, other=_NOKEY)
+            lo = tl.where(probe > ki[:, None], lo + (B >> (s + 1)), lo)
+        probe = tl.load(SCR + base + lo, mask=live, other=_NOKEY)
+        lo = tl.where(probe > ki[:, None], lo + 1, lo)
+        inc = tl.load(SINC + base + lo - 1, mask=live & (lo > 0), other=0)
+        rank += tl.sum(lo, 1)
+        ahead += tl.sum(inc, 1)
+    total = tl.sum(tot, 0)
+    win = iin & (rank < k) & (qi * (k - rank).to(tl.int64) > total - ahead)
+    tl.store(FLAG + i, win.to(tl.int64), mask=iin)
+    tl.store(IDX + rank, i.to(tl.int64), mask=win)
+    tl.store(WT + rank, tl.full([BI], 1.0, WT.dtype.element_ty), mask=win)
+    tl.store(CW + p, tl.sum(win.to(tl.int64), 0))
+    tl.store(RS + p, tl.sum(tl.where(win, 0, qi), 0))
+
+
+@triton.jit
+def _draw_kernel(
+    NRM, G, SCR, U, IDX, WT, n, k, nb, two_b,
+    HAS_G: tl.constexpr, B: tl.constexpr, BI: tl.constexpr, BT: tl.constexpr,
+    NCH: tl.constexpr,
+):  # fmt: skip
+    """Positions t of block p (BT of them), those t ≥ |C| = Σ CW: with mass = Σ RS and
+    T = min(floor(U[t] · mass), mass − 1), IDX[t] = #{j : cdf_j ≤ T}, cdf the running sum of q
+    over the rows outside C in index order, and WT[t] = mass / ((k − |C|) q_idx) (0 when
+    mass = 0): first the chunk (#chunks whose cumulative sum is ≤ T), then inside it."""
+    p = tl.program_id(0)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
+    nch = tl.cdiv(n, BI)
+    smax = tl.load(TOT + nb).to(tl.int32).to(tl.float32, bitcast=True)
+    scale = _scale(smax, two_b)
+    ch = tl.arange(0, NCH)
+    cw = tl.load(CW + ch, mask=ch < nch, other=0)
+    rs = tl.load(RS + ch, mask=ch < nch, other=0)
+    c = tl.sum(cw, 0)
+    ends = tl.cumsum(rs, 0)  # cdf at the end of each chunk
+    mass = tl.sum(rs, 0)
+    ends = tl.where(ch < nch, ends, _BIG)
+    t = p * BT + tl.arange(0, BT)
+    draw = (t < k) & (t >= c)
+    u = tl.load(U + t, mask=draw, other=0.0)
+    target = tl.minimum((u * mass.to(tl.float64)).to(tl.int64), mass - 1)  # [BT]
+    chunk = tl.sum((ends[None, :] <= target[:, None]).to(tl.int32), 1)
+    start = tl.sum(tl.where(ch[None, :] == chunk[:, None] - 1, ends[None, :], 0), 1)
+    j = chunk[:, None] * BI + tl.arange(0, BI)[None, :]  # [BT, BI]
+    jm = draw[:, None] & (j < n)
+    q = _integer(_scores(NRM, G, j, jm, HAS_G), scale)
+    rest = tl.where(tl.load(FLAG + j, mask=jm, other=1) != 0, 0, q)
+    cdf = start[:, None] + tl.cumsum(rest, 1)
+    row = chunk * BI + tl.sum(((cdf <= target[:, None]) & jm).to(tl.int32), 1)
+    qd = _integer(_scores(NRM, G, row, draw, HAS_G), scale)
+    qd = tl.where(qd > 0, qd, 1)  # a draw has q > 0 when mass > 0
+    w = tl.where(mass > 0, mass.to(tl.float64) / ((k - c).to(tl.float64) * qd.to(tl.float64)),
+                 0.0)  # fmt: skip
+    tl.store(IDX + t, row.to(tl.int64), mask=draw)
+    tl.store(WT + t, w.to(WT.dtype.element_ty), mask=draw)
+
+
+def select(norms, k, uniforms, grad_norms=None):
+    """The WTA-CRS selection of k of n rows, as `wtacrs_select(norms · grad_norms, k,
+    uniforms=uniforms)` gives it, in three kernel launches.
+
+    norms: [n] float32, contiguous (the rows' norms); k: rows kept (k < n); uniforms: [k]
+    float64 in [0, 1); grad_norms: optional [n] (any float dtype), multiplied in as float32
+    -> (idx [k] int64, weight [k] float32)."""
+    n = norms.shape[0]
+    if k >= n:
+        return torch.arange(n, device=norms.device), torch.ones(n, device=norms.device)
+    if n > MAX_ROWS:
+        raise ValueError(f"wtacrs select: rows: expected at most {MAX_ROWS}, found {n}")
+    cfg = INTERPRET if interpreting() else GPU
+    B, BI, BT = cfg["sort"]["B"], cfg["rank"]["BI"], cfg["draw"]["BT"]
+    nb, nch = cdiv(n, B), cdiv(n, BI)
+    scratch = torch.empty(4 * nb * B + nb + 1 + n + 2 * nch, device=norms.device,
+                          dtype=torch.int64)  # fmt: skip
+    idx = torch.empty(k, device=norms.device, dtype=torch.int64)
+    weight = torch.empty(k, device=norms.device, dtype=torch.float32)
+    g = grad_norms.contiguous() if grad_norms is not None else None
+    two_b = float(2 ** (62 - n.bit_length()))  # sampled.score_bits
+    has_g = g is not None
+    launch_compiled(_block_sort_kernel, (nb,), (norms, g, scratch, n, nb, two_b),
+                    {"HAS_G": has_g, "BI": BI, **cfg["sort"]})  # fmt: skip
+    launch_compiled(
+        _rank_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
+        {"HAS_G": has_g, "B": B, "LOG_B": B.bit_length() - 1, **cfg["rank"]},
+    )  # fmt: skip
+    launch_compiled(
+        _draw_kernel, (cdiv(k, BT),), (norms, g, scratch, uniforms, idx, weight, n, k, nb, two_b),
+        {"HAS_G": has_g, "B": B, "BI": BI, "NCH": max(2, triton.next_power_of_2(nch)),
+         **cfg["draw"]},
+    )  # fmt: skip
+    return idx, weight
