@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ncd.ops.wtacrs import cost
+from ncd.ops.wtacrs import cost, selection
 from ncd.ops.wtacrs.kernels import gather_scale, sampled_weight_grad
 from ncd.ops.wtacrs.reference import (
     crs_estimate,
@@ -215,6 +215,101 @@ def test_selection_edges():
     assert sorted(idx[:2].tolist()) == [2, 5] and weight.tolist() == [1.0, 1.0, 0.0]
 
 
+def test_winners_are_the_papers_argmin():
+    """|C| (the weights of 1 at the front) is the first minimiser over c = 0 .. k-1 of
+    (1 − Σ_{c largest} p) / (k − c), computed here in float64 from the paper's formula; the
+    winners are the |C| largest scores, largest first."""
+    g = torch.Generator().manual_seed(13)
+    sizes = set()
+    for _ in range(200):
+        n = int(torch.randint(2, 120, (1,), generator=g))
+        k = int(torch.randint(1, n, (1,), generator=g))
+        s = torch.exp(2 * torch.randn(n, generator=g, dtype=torch.float64))
+        idx, weight = wtacrs_select(s, k, g)
+        p = (s / s.sum()).sort(descending=True).values.tolist()
+        factor = [(1 - sum(p[:c])) / (k - c) for c in range(k)]
+        c = min(range(k), key=lambda t: (factor[t], t))
+        assert torch.equal(weight[:c], torch.ones(c, dtype=s.dtype)), (n, k, c)
+        assert not (weight[c:] == 1).any(), (n, k, c)
+        assert idx[:c].tolist() == s.argsort(descending=True)[:c].tolist()
+        sizes.add(c)
+    assert len(sizes) > 10  # many sizes of C seen, 0 among them
+    assert 0 in sizes
+
+
+def test_selection_order_ties_lower_index_first():
+    """Equal scores are taken in index order: winners 1, 2, 4 (score 9), then 0; no mass is
+    left outside them, so the draw weighs 0."""
+    s = torch.tensor([1.0, 9.0, 9.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    idx, weight = wtacrs_select(s, 5)
+    assert idx[:4].tolist() == [1, 2, 4, 0] and weight.tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def _selection_case(n, kind, g):
+    """Scores of one kind (the rows' norms, and gradient norms for "grad")."""
+    norms = torch.exp(torch.randn(n, generator=g))
+    grad = None
+    if kind == "zeros":
+        norms = torch.zeros(n)
+    elif kind == "huge":  # three rows with nearly all the mass: the winners
+        norms[[3, n // 2, n - 1]] = 1e30
+    elif kind == "ties":  # few distinct values, zeros among them
+        norms = torch.randint(0, 4, (n,), generator=g).float()
+    elif kind == "grad":
+        grad = torch.rand(n, generator=g).half()
+    return norms, grad
+
+
+SELECTION_CASES = [
+    *[(37, 12, kind) for kind in ("lognormal", "zeros", "huge", "ties", "grad")],
+    (37, 36, "ties"),
+    (50, 1, "lognormal"),
+    *[(200, 60, kind) for kind in ("lognormal", "ties", "grad")],
+    (1000, 300, "lognormal"),
+    (1000, 300, "ties"),
+]
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("n, k, kind", SELECTION_CASES)
+def test_kernel_selection_is_the_pytorch_form(n, k, kind, nan_alloc):
+    """selection.select (three kernels) gives wtacrs_select's (idx, weight) bit for bit from
+    the same uniforms, the gradient norms multiplied in inside the kernels."""
+    g = torch.Generator().manual_seed(n + k)
+    norms, grad = _selection_case(n, kind, g)
+    u = torch.rand(k, generator=g, dtype=torch.float64)
+    idx, weight = selection.select(norms, k, u, grad)
+    scores = norms if grad is None else norms * grad.float()
+    want_idx, want_weight = wtacrs_select(scores, k, uniforms=u)
+    assert torch.equal(idx, want_idx) and torch.equal(weight, want_weight), kind
+    winners = int((weight == 1).sum())
+    if kind == "huge":
+        assert winners == 3 and sorted(idx[:3].tolist()) == [3, n // 2, n - 1]
+    if kind == "zeros":
+        assert not weight.any()
+
+
+@pytest.mark.interpret
+def test_kernel_selection_keeps_every_row_when_k_reaches_n():
+    norms = torch.rand(9)
+    idx, weight = selection.select(norms, 9, torch.rand(9, dtype=torch.float64))
+    assert torch.equal(idx, torch.arange(9)) and torch.equal(weight, torch.ones(9))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("n", [4096, 16384])
+def test_cuda_selection_is_the_pytorch_form(n):
+    """On the GPU too (its float64 arithmetic IEEE-rounded like the CPU's): the kernels and
+    wtacrs_select on the same CUDA scores and uniforms agree bit for bit."""
+    g = torch.Generator(device="cuda").manual_seed(n)
+    norms = torch.exp(torch.randn(n, device="cuda", generator=g))
+    k = kept_rows(n, 0.3)
+    u = torch.rand(k, device="cuda", generator=g, dtype=torch.float64)
+    idx, weight = selection.select(norms, k, u)
+    want_idx, want_weight = wtacrs_select(norms, k, uniforms=u)
+    assert torch.equal(idx, want_idx) and torch.equal(weight, want_weight)
+
+
 @pytest.mark.interpret
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_kernel_gather_and_weight_gradient(dtype, nan_alloc):
@@ -239,9 +334,12 @@ def test_kernel_gather_and_weight_gradient(dtype, nan_alloc):
 
 
 @pytest.mark.interpret
-def test_kernel_path_draws_as_the_pytorch_path():
+@pytest.mark.parametrize("max_rows", [selection.MAX_ROWS, 64])
+def test_kernel_path_draws_as_the_pytorch_path(max_rows, monkeypatch):
     """With the same generator seed both paths sample the same rows: same output, input and
-    bias gradients, and dW equal up to float32 rounding."""
+    bias gradients, and dW equal up to float32 rounding; also above selection.MAX_ROWS rows
+    (64 here), where the kernel path selects in PyTorch."""
+    monkeypatch.setattr(selection, "MAX_ROWS", max_rows)
     x, w, dy = (t.float() for t in _data(n=90, D=20, J=33))
     b = torch.randn(33)
     grads = {}
