@@ -12,15 +12,17 @@ Not a test. On one CUDA device, per shape (rows x features: x [rows, features], 
   what the CUDA allocator still holds after the forward when x is made inside the step, the
   output left out), the error of y and dx against float32 (both exact maps), and for ncd the
   estimator's relative error of one dW and its relative variance E‖Ŵ − W‖² / ‖W‖² over
-  `--estimates` draws, and the time of its parts (selection, gather, dW kernel against
-  PyTorch's gather and matrix product). The rows of x are scaled by log-normal factors
-  (activations with a few heavy rows, as the paper's Fig. 3 shows); dy is standard normal.
+  `--estimates` draws, and the time of its parts (`parts_ms`: row norms, the selection and
+  each of its kernels, the PyTorch form of the selection, gather, dW kernel against PyTorch's
+  gather and matrix product). The rows of x are scaled by log-normal factors (activations
+  with a few heavy rows, as the paper's Fig. 3 shows); dy is standard normal.
 - lmul_matmul, impl ncd (lmul_linear's Triton kernel, mantissa_bits 4 and 3) and torch (the
   bf16 product, F.linear): forward and forward + backward times (L-Mul's backward is the exact
   product's), peak memory, the relative Frobenius error against the float32 product, and for
   ncd the largest difference from the PyTorch form (product.py) on the first rows.
 
     PYTHONPATH=$PWD python3 bench/ops_effops.py --out ops_effops.json  # on the GPU machine
+    PYTHONPATH=$PWD python3 bench/ops_effops.py --ops wtacrs_linear --out wtacrs.json  # one op
     python bench/ops_effops.py --dry-run     # tiny shapes, float32 on the CPU, interpreter
 
 Writes {"meta": {device, date, commit, torch, triton}, "rows": [{op, impl, rows, features,
@@ -226,26 +228,51 @@ def relative_variance(fn, x0, w0, b0, dy, dw_ref, estimates):
 
 
 def wtacrs_parts(dev, x, dy, budget):
-    """ms of the forward's row norms and selection, the gather of the kept rows, and dW from
-    them: the kernel against PyTorch's gather of dy and its matrix product."""
-    from ncd.ops.wtacrs import kernels
+    """ms of the forward's parts: the row norms, the selection as the layer runs it (the
+    uniforms and the kernels: `select`; with the norms: `norms_select`), each selection
+    kernel alone, and the PyTorch form of the selection on the same device; the gather of the
+    kept rows; dW from them, the kernel against PyTorch's gather of dy and its matrix product
+    (the layer's choice: sampled.DW_KERNEL)."""
+    from ncd.ops._backend import launch_compiled
+    from ncd.ops.wtacrs import kernels, selection
     from ncd.ops.wtacrs.sampled import kept_rows, wtacrs_select
 
-    k = kept_rows(x.shape[0], budget)
+    n = x.shape[0]
+    k = kept_rows(n, budget)
+    f64 = torch.float64
 
-    def select():
-        return wtacrs_select(torch.linalg.vector_norm(x, dim=1), k)
+    def norms_of(x):
+        return torch.linalg.vector_norm(x, dim=1, dtype=torch.float32)
 
-    idx, wt = select()
+    def select(norms):
+        u = torch.rand(k, device=x.device, dtype=f64)
+        if n <= selection.MAX_ROWS:
+            return selection.select(norms, k, u)
+        return wtacrs_select(norms, k, uniforms=u)
+
+    norms = norms_of(x)
+    idx, wt = select(norms)
     kept = kernels.gather_scale(x, idx, wt)
-    return {
+    parts = {
         "k": k,
-        "norms_select": dev.time(select),
+        "norms": dev.time(lambda: norms_of(x)),
+        "select": dev.time(lambda: select(norms)),
+        "norms_select": dev.time(lambda: select(norms_of(x))),
+        "select_torch": dev.time(lambda: wtacrs_select(norms, k)),
+    }
+    if k < n <= selection.MAX_ROWS:
+        u = torch.rand(k, device=x.device, dtype=f64)
+        _, _, launches = selection.plan(norms, k, u)
+        for launch in launches:  # in order: each reads what the ones before wrote
+            name = launch[0].fn.__name__.strip("_").removesuffix("_kernel")
+            parts[f"select_{name}_kernel"] = dev.time(lambda a=launch: launch_compiled(*a))
+    parts.update({
         "gather_kernel": dev.time(lambda: kernels.gather_scale(x, idx, wt)),
         "gather_torch": dev.time(lambda: x[idx] * wt[:, None]),
         "dw_kernel": dev.time(lambda: kernels.sampled_weight_grad(dy, idx, kept, x.dtype)),
         "dw_torch": dev.time(lambda: dy[idx].t() @ kept),
-    }
+    })  # fmt: skip
+    return parts
 
 
 # ------------------------------------------------------------------ L-Mul

@@ -215,12 +215,22 @@ def select(norms, k, uniforms, grad_norms=None):
     """The WTA-CRS selection of k of n rows, as `wtacrs_select(norms · grad_norms, k,
     uniforms=uniforms)` gives it, in three kernel launches.
 
-    norms: [n] float32, contiguous (the rows' norms); k: rows kept (k < n); uniforms: [k]
-    float64 in [0, 1); grad_norms: optional [n] (any float dtype), multiplied in as float32
+    norms: [n] float32, contiguous (the rows' norms); k: rows kept; uniforms: [k] float64 in
+    [0, 1); grad_norms: optional [n] (any float dtype), multiplied in as float32
     -> (idx [k] int64, weight [k] float32)."""
     n = norms.shape[0]
     if k >= n:
         return torch.arange(n, device=norms.device), torch.ones(n, device=norms.device)
+    idx, weight, launches = plan(norms, k, uniforms, grad_norms)
+    for kernel, grid, args, meta in launches:
+        launch_compiled(kernel, grid, args, meta)
+    return idx, weight
+
+
+def plan(norms, k, uniforms, grad_norms=None):
+    """The outputs `select` fills (k < n) and its launches, (kernel, grid, args, meta) each, in
+    order (each a function of the ones before: bench/ops_effops.py times them one by one)."""
+    n = norms.shape[0]
     if n > MAX_ROWS:
         raise ValueError(f"wtacrs select: rows: expected at most {MAX_ROWS}, found {n}")
     cfg = INTERPRET if interpreting() else GPU
@@ -233,15 +243,14 @@ def select(norms, k, uniforms, grad_norms=None):
     g = grad_norms.contiguous() if grad_norms is not None else None
     two_b = float(2 ** (62 - n.bit_length()))  # sampled.score_bits
     has_g = g is not None
-    launch_compiled(_block_sort_kernel, (nb,), (norms, g, scratch, n, nb, two_b),
-                    {"HAS_G": has_g, "BI": BI, **cfg["sort"]})  # fmt: skip
-    launch_compiled(
-        _rank_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
-        {"HAS_G": has_g, "B": B, "LOG_B": B.bit_length() - 1, **cfg["rank"]},
-    )  # fmt: skip
-    launch_compiled(
-        _draw_kernel, (cdiv(k, BT),), (norms, g, scratch, uniforms, idx, weight, n, k, nb, two_b),
-        {"HAS_G": has_g, "B": B, "BI": BI, "NCH": max(2, triton.next_power_of_2(nch)),
-         **cfg["draw"]},
-    )  # fmt: skip
-    return idx, weight
+    nch2 = max(2, triton.next_power_of_2(nch))
+    launches = [
+        (_block_sort_kernel, (nb,), (norms, g, scratch, n, nb, two_b),
+         {"HAS_G": has_g, "BI": BI, **cfg["sort"]}),
+        (_rank_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
+         {"HAS_G": has_g, "B": B, "LOG_B": B.bit_length() - 1, **cfg["rank"]}),
+        (_draw_kernel, (cdiv(k, BT),),
+         (norms, g, scratch, uniforms, idx, weight, n, k, nb, two_b),
+         {"HAS_G": has_g, "B": B, "BI": BI, "NCH": nch2, **cfg["draw"]}),
+    ]  # fmt: skip
+    return idx, weight, launches
