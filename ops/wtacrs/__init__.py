@@ -1,6 +1,7 @@
 """Linear map with a winner-take-all column-row sampled weight gradient (WTA-CRS): the
-autograd Function and public function (sampled.py), the PyTorch reference estimators
-(reference.py) and the cost formulas (cost.py). Maths in README.md."""
+autograd Function and public function (sampled.py), the selection's Triton kernels
+(selection.py), the PyTorch reference estimators (reference.py) and the cost formulas
+(cost.py). Maths in README.md."""
 
 from .._lazy import lazy_exports
 
