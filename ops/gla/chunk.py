@@ -118,6 +118,22 @@ def _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM: tl.constexpr, RS, C: tl.con
 
 
 @triton.jit
+def _gate_tile(GC, qk, rows, offs_k, L, K_DIM: tl.constexpr, RS):
+    """rows x channels of b, the in-chunk cumulative gates; rows past the sequence's end read
+    its last token's (b is flat there, as if their gates were 0)."""
+    r = tl.minimum(rows, L - 1)
+    return tl.load(GC + qk + r[:, None] * RS + offs_k[None, :], mask=(offs_k < K_DIM)[None, :],
+                   other=0.0)  # fmt: skip
+
+
+@triton.jit
+def _gate_row(GC, qk, row, offs_k, L, K_DIM: tl.constexpr, RS):
+    """One row of b (clamped to the sequence's tokens), the cumulative gate at a boundary."""
+    r = tl.maximum(tl.minimum(row, L - 1), 0)
+    return tl.load(GC + qk + r * RS + offs_k, mask=offs_k < K_DIM, other=0.0)
+
+
+@triton.jit
 def _diag_ref(b, offs_c, BC: tl.constexpr):
     """For a diagonal sub-block with in-block cumulative gates b [BC, BLOCK_K]: its middle
     row b_m, the reference of the split e^(b_i - b_j) = e^(b_i - b_m) e^(b_m - b_j), and the
@@ -128,11 +144,12 @@ def _diag_ref(b, offs_c, BC: tl.constexpr):
 
 @triton.jit
 def _fwd_A(
-    Q, K, G, A, CU, T, H, scale,
+    Q, K, GC, A, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
     VARLEN: tl.constexpr, GDOT: tl.constexpr,
 ):  # fmt: skip
-    """Rows [I * BC, +BC) of a chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i."""
+    """Rows [I * BC, +BC) of a chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i,
+    with b the in-chunk cumulative gates (GC, written by _chunk_cumsum)."""
     NC: tl.constexpr = C // BC
     i_ci = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -152,25 +169,22 @@ def _fwd_A(
         a_base = A + (bos * H + i_h) * C
         rows_I = r0 + offs_c
         q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-        g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-        b_I = tl.cumsum(g_I, 0)  # relative to the boundary before block I
-        qg = q_I * tl.exp(tl.minimum(b_I, 0.0)) * scale
-        # Blocks J < I, nearest first: d = (boundary before I) - (boundary after J) <= 0.
-        d = tl.zeros([BLOCK_K], tl.float32)
-        for jj in range(0, i_I):
-            J = i_I - 1 - jj
+        b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
+        # r: b at the boundary before block I (0 at the chunk's start). Off-diagonal blocks
+        # J < I: (q_I e^(b_I - r)) (k_J e^(r - b_J))^T, both exponents <= 0.
+        r = tl.where(i_I > 0, _gate_row(GC, qk, r0 - 1, offs_k, L, K_DIM, RS), 0.0)
+        qg = q_I * tl.exp(tl.minimum(b_I - r[None, :], 0.0)) * scale
+        for J in range(0, i_I):
             rows_J = t0 + J * BC + offs_c
             k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            after = tl.cumsum(g_J, 0, reverse=True) - g_J  # boundary after J minus b_j
-            kg = k_J * tl.exp(tl.minimum(d[None, :] + after, 0.0))
+            b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
+            kg = k_J * tl.exp(tl.minimum(r[None, :] - b_J, 0.0))
             a = tl.dot(qg, tl.trans(kg), input_precision=GDOT)
             tl.store(
                 a_base + rows_I[:, None] * RA + (J * BC + offs_c)[None, :],
                 a,
                 mask=(rows_I < L)[:, None],
             )
-            d += tl.sum(g_J, 0)
         # The diagonal block: column j is sum_k q_ik k_jk e^(b_ik - b_jk). One product of
         # q e^(b - b_m) and k e^(b_m - b) while both factors stay within e^SAFE_SPAN, else
         # exactly, column by column.
@@ -182,10 +196,9 @@ def _fwd_A(
             a = tl.dot(qt, tl.trans(kt), input_precision=GDOT)
         else:
             a = tl.zeros([BC, BC], tl.float32)
-            b_j = tl.zeros([BLOCK_K], tl.float32)
             for j in range(0, BC):
                 k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
-                b_j += _row(G + qk, r0 + j, offs_k, L, K_DIM, RS)
+                b_j = _gate_row(GC, qk, r0 + j, offs_k, L, K_DIM, RS)
                 col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
                 a = tl.where(offs_c[None, :] == j, col[:, None], a)
         a = tl.where(offs_c[:, None] >= offs_c[None, :], a * scale, 0.0)
@@ -437,18 +450,19 @@ def _bwd_dA(
 
 @triton.jit
 def _bwd_intra(
-    Q, K, G, DA, DQ32, DK32, W, DQ, DK, DG, CU, T, H, scale,
+    Q, K, GC, DA, DQ32, DK32, W, DQ, DK, DG, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
     VARLEN: tl.constexpr, GDOT: tl.constexpr,
 ):  # fmt: skip
     """One chunk, key channels [i_k * BLOCK_K, +BLOCK_K): dq_i += scale sum_{j<=i} dA_ij k_j
     e^(b_i-b_j) and dk_j += scale sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = dO_i . v_j
-    (read from DA, written by _bwd_dA), in sub-chunk blocks as the forward's A, then dg =
-    (reverse cumsum within the chunk of q dq - k dk) + w. The sub-chunks are walked last to
-    first so that each one's dq, dk and dg come out together: every quantity is per key
-    channel, so channel blocks are independent programs. Diagonal blocks exactly, as one
-    [BC, BC, BLOCK_K] broadcast. Reads the inter-chunk parts in DQ32 / DK32 and writes DQ, DK
-    and DG only."""
+    (read from DA, written by _bwd_dA) and b the in-chunk cumulative gates (GC), in sub-chunk
+    blocks as the forward's A, then dg = (reverse cumsum within the chunk of q dq - k dk) + w.
+    The sub-chunks are walked last to first so that each one's dq, dk and dg come out
+    together: every quantity is per key channel, so channel blocks are independent programs.
+    Off-diagonal pairs take their reference at a sub-chunk boundary (every exponent <= 0);
+    diagonal blocks are split at their middle row where safe, else exact. Reads the
+    inter-chunk parts in DQ32 / DK32 and writes DQ, DK and DG only."""
     NC: tl.constexpr = C // BC
     i_k = tl.program_id(0)
     i_c = tl.program_id(1)
@@ -470,65 +484,81 @@ def _bwd_intra(
         carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
         for J in tl.static_range(NC - 1, -1, -1):
             rows_J = t0 + J * BC + offs_c
-            g_J = _tile(G + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            b_J = tl.cumsum(g_J, 0)
-            rho = tl.sum(g_J, 0)
+            b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
             q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
             k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            # dq of block J: blocks I < J, nearest first (d: the gates between I and J).
+            # dq of block J from blocks I < J, referred to r, b at the boundary before J:
+            # dq_J = e^(b_J - r) sum_I dA_JI (k_I e^(r - b_I)).
             acc = tl.zeros([BC, BLOCK_K], tl.float32)
-            d = tl.zeros([BLOCK_K], tl.float32)
-            for I in tl.static_range(J - 1, -1, -1):
-                rows_I = t0 + I * BC + offs_c
-                k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-                g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-                after = tl.cumsum(g_I, 0, reverse=True) - g_I
-                kg = k_I * tl.exp(tl.minimum(d[None, :] + after, 0.0))
-                da = tl.load(a_base + rows_J[:, None] * RA + (I * BC + offs_c)[None, :],
-                             mask=(rows_J < L)[:, None], other=0.0)  # fmt: skip
-                acc = tl.dot(da, kg, acc, input_precision=GDOT)
-                d += tl.sum(g_I, 0)
-            dq = acc * tl.exp(tl.minimum(b_J, 0.0))
+            if J > 0:
+                r = _gate_row(GC, qk, t0 + J * BC - 1, offs_k, L, K_DIM, RS)
+                for I in tl.static_range(J - 1, -1, -1):
+                    rows_I = t0 + I * BC + offs_c
+                    k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                    b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
+                    kg = k_I * tl.exp(tl.minimum(r[None, :] - b_I, 0.0))
+                    da = tl.load(a_base + rows_J[:, None] * RA + (I * BC + offs_c)[None, :],
+                                 mask=(rows_J < L)[:, None], other=0.0)  # fmt: skip
+                    acc = tl.dot(da, kg, acc, input_precision=GDOT)
+                dq = acc * tl.exp(tl.minimum(b_J - r[None, :], 0.0))
+            else:
+                dq = acc
             da = tl.load(a_base + rows_J[:, None] * RA + (J * BC + offs_c)[None, :],
                          mask=(rows_J < L)[:, None] & lower, other=0.0)  # fmt: skip
-            # The diagonal block as _fwd_A's: split at the middle row where safe, else exactly
-            # as a (i, j, channel) broadcast of e^(b_i - b_j), clamped so that masked entries
-            # stay finite.
+            # The diagonal block as _fwd_A's: split at the middle row where safe, else exactly,
+            # one column of dA at a time, e^(b_i - b_j) clamped so that masked entries stay
+            # finite.
             b_m, span = _diag_ref(b_J, offs_c, BC)
             if span < SAFE_SPAN:
                 kt = k_J * tl.exp(b_m[None, :] - b_J)
                 dq += tl.dot(da, kt, input_precision=GDOT) * tl.exp(b_J - b_m[None, :])
             else:
-                e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
-                dq += tl.sum(da[:, :, None] * k_J[None, :, :] * e, 1)
+                for j in range(0, BC):  # column j of dA against key row j
+                    r_j = t0 + J * BC + j
+                    da_j = tl.load(a_base + rows_J * RA + J * BC + j,
+                                   mask=(rows_J < L) & (offs_c >= j), other=0.0)  # fmt: skip
+                    k_j = _row(K + qk, r_j, offs_k, L, K_DIM, RS)
+                    b_j = _gate_row(GC, qk, r_j, offs_k, L, K_DIM, RS)
+                    e = tl.exp(tl.minimum(b_J - b_j[None, :], 0.0))
+                    dq += da_j[:, None] * k_j[None, :] * e
             mask = (rows_J < L)[:, None] & k_ok[None, :]
             ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
             dq = dq * scale + tl.load(DQ32 + ptrs, mask=mask, other=0.0)
             tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
-            # dk of block J: blocks I > J (r: the gates from J's first row to I's start).
+            # dk of block J from blocks I > J, referred to e, b at J's last row:
+            # dk_J = e^(e - b_J) sum_I dA_IJ^T (q_I e^(b_I - e)).
             acc = tl.zeros([BC, BLOCK_K], tl.float32)
-            r = rho
-            for I in tl.static_range(J + 1, NC):
-                rows_I = t0 + I * BC + offs_c
-                q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-                g_I = _tile(G + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-                qg = q_I * tl.exp(tl.minimum(r[None, :] + tl.cumsum(g_I, 0) - rho[None, :], 0.0))
-                dat = tl.load(
-                    a_base + rows_I[None, :] * RA + (J * BC + offs_c)[:, None],
-                    mask=(rows_I < L)[None, :],
-                    other=0.0,
-                )  # (j, i) = dA_ij
-                acc = tl.dot(dat, qg, acc, input_precision=GDOT)
-                r += tl.sum(g_I, 0)
-            dk = acc * tl.exp(tl.minimum(rho[None, :] - b_J, 0.0))
+            if J < NC - 1:
+                e_J = _gate_row(GC, qk, t0 + J * BC + BC - 1, offs_k, L, K_DIM, RS)
+                for I in tl.static_range(J + 1, NC):
+                    rows_I = t0 + I * BC + offs_c
+                    q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                    b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
+                    qg = q_I * tl.exp(tl.minimum(b_I - e_J[None, :], 0.0))
+                    dat = tl.load(
+                        a_base + rows_I[None, :] * RA + (J * BC + offs_c)[:, None],
+                        mask=(rows_I < L)[None, :],
+                        other=0.0,
+                    )  # (j, i) = dA_ij
+                    acc = tl.dot(dat, qg, acc, input_precision=GDOT)
+                dk = acc * tl.exp(tl.minimum(e_J[None, :] - b_J, 0.0))
+            else:
+                dk = acc
             # The diagonal's dA (i, j) summed over i: dk_j += sum_i dA_ij q_i e^(b_i - b_j)
-            # (e computed again rather than kept live across the loop above).
+            # (the factors computed again rather than kept live across the loop above; the
+            # exact form one row of dA at a time).
             if span < SAFE_SPAN:
                 qt = q_J * tl.exp(b_J - b_m[None, :])
                 dk += tl.dot(tl.trans(da), qt, input_precision=GDOT) * tl.exp(b_m[None, :] - b_J)
             else:
-                e = tl.exp(tl.minimum(b_J[:, None, :] - b_J[None, :, :], 0.0))
-                dk += tl.sum(da[:, :, None] * q_J[:, None, :] * e, 0)
+                for i in range(0, BC):  # row i of dA against query row i
+                    r_i = t0 + J * BC + i
+                    ok_i = (offs_c <= i) & (r_i + 0 * offs_c < L)
+                    da_i = tl.load(a_base + r_i * RA + J * BC + offs_c, mask=ok_i, other=0.0)
+                    q_i = _row(Q + qk, r_i, offs_k, L, K_DIM, RS)
+                    b_i = _gate_row(GC, qk, r_i, offs_k, L, K_DIM, RS)
+                    e = tl.exp(tl.minimum(b_i[None, :] - b_J, 0.0))
+                    dk += da_i[:, None] * q_i[None, :] * e
             dk = dk * scale + tl.load(DK32 + ptrs, mask=mask, other=0.0)
             tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
             x = q_J * dq - k_J * dk
@@ -566,9 +596,15 @@ SCAN_CONFIGS = [
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=4, num_stages=3),
 ]
+# Compiled for sm_90 none of these spills (README.md); tiles of 16 rows give each thread few
+# elements, so fewer warps or wider channel blocks per program are tried beside the first two.
 INTRA_CONFIGS = [
     triton.Config({"BLOCK_K": 32}, num_warps=4, num_stages=2),
     triton.Config({"BLOCK_K": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_K": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_K": 128}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_K": 32}, num_warps=2, num_stages=2),
+    triton.Config({"BLOCK_K": 16}, num_warps=1, num_stages=2),
 ]
 DA_CONFIGS = [
     triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=2),
@@ -624,14 +660,14 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     varlen = cu_seqlens is not None
     dot, gdot = _precision(q)
     A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)
+    gc = _gates_cumsum(g, N, T_arg, cu, varlen)
     _launch(
-        _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK) * (CHUNK // SUB), N * H), q, k, g, A,
+        _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK) * (CHUNK // SUB), N * H), q, k, gc, A,
         cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, BC=SUB, VARLEN=varlen,
         GDOT=gdot,
     )  # fmt: skip
     o = torch.empty_like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
-    gc = _gates_cumsum(g, N, T_arg, cu, varlen)
     _launch(
         _fwd_walk, WALK_CONFIGS, INTERPRET_WALK, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q, k,
         v, gc, A, o, o if s0 is None else s0, o if s_t is None else s_t, cu, T_arg, H, scale,
@@ -668,7 +704,7 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
         H, scale, K_DIM=K, V_DIM=V, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), C=CHUNK,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
-    del hb, gc
+    del hb
     dA = torch.empty(B, T, H, CHUNK, **f32)
     _launch(
         _bwd_dA, DA_CONFIGS, INTERPRET_DA, lambda m: (cdiv(T, CHUNK), N * H), v, do, dA, cu,
@@ -678,7 +714,7 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
     dg = torch.empty_like(g)
     _launch(
         _bwd_intra, INTRA_CONFIGS, INTERPRET_INTRA,
-        lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H), q, k, g, dA, dq32, dk32, w,
+        lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H), q, k, gc, dA, dq32, dk32, w,
         dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, C=CHUNK, BC=SUB, VARLEN=varlen, GDOT=gdot,
     )  # fmt: skip
     return dq, dk, dv, dg, ds0
