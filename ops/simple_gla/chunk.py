@@ -159,8 +159,9 @@ def _fwd_kernel(
             o.to(O.dtype.element_ty),
             mask=r_ok[:, None] & v_ok[None, :],
         )
-        kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
-        S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(b_last), input_precision=DOT)
+        # k^T diag(exp(G_last - G)) v with the weights on v's rows: a BLOCK_V-wide tile, not K
+        vd = (v * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
+        S = tl.dot(tl.trans(k), vd, S * tl.math.exp2(b_last), input_precision=DOT)
     if STORE_ST:
         tl.store(ST + s_ptrs, S, mask=s_mask)
 
@@ -301,8 +302,12 @@ def _bwd_dkdv(
                 dx.to(DX.dtype.element_ty),
                 mask=vmask,
             )
-        qd = (q * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
-        G = tl.dot(tl.trans(qd), do, G * tl.math.exp2(b_last), input_precision=DOT)
+        if FOR_DK:  # the rounded (c exp(G_i) q_i) that dg's inter-chunk terms are taken against
+            qd = (q * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
+            G = tl.dot(tl.trans(qd), do, G * tl.math.exp2(b_last), input_precision=DOT)
+        else:  # the weights on dO's rows: a BLOCK_VS-wide tile, not K
+            dod = (do * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
+            G = tl.dot(tl.trans(q), dod, G * tl.math.exp2(b_last), input_precision=DOT)
     if STORE_DS0:
         tl.store(DS0 + s_ptrs, G, mask=s_mask)
 
