@@ -6,20 +6,23 @@ derivation in README.md. Every exponent a kernel takes is <= 0 (clamped so where
 could make it a hair above), so no factor exceeds 1 and nothing overflows in 16-bit.
 
 Forward, three launches (the backward runs the first again rather than keep its output):
-  _chunk_cumsum  the gates' in-chunk cumulative sums b, float32, which the scans load.
+  _gate_prep  one program per (chunk, sequence x head): the gates' in-chunk cumulative sums b
+             (float32) and the chunk's gated operands q e^b scale and k e^(beta - b) (input
+             dtype), so that no scan exponentiates a tile.
   _fwd_A     one program per (sub-chunk row block, chunk, sequence x head): the intra-chunk
              score matrix A (float32, [B, T, H, CHUNK]); off-diagonal sub-blocks by tensor-core
              products, diagonal sub-blocks exactly, elementwise over the key channels.
   _fwd_walk  one program per (value block, sequence x head) walks its chunks carrying the
-             state S in registers: o = (q e^b) S + A v, S <- e^beta S + (k e^(beta-b))^T v.
-Backward, five launches (_chunk_cumsum, then):
-  _bwd_states  per (key block, sequence x head), forward scan of S: the inter-chunk part of
-               dq, and S after every chunk written once (float32) for dg's chunk term.
+             state S in registers: o = (q e^b scale) S + A v, S <- e^beta S + (k e^(beta-b))^T v.
+Backward, five launches (_gate_prep, then):
+  _bwd_states  per (key block, sequence x head), forward scan of S: dO S^T (dq's inter-chunk
+               part before its gate factor), and S after every chunk written once (float32)
+               for dg's chunk term.
   _bwd_scan    per key block (dk role) and per value block (dv role), backward scans of the
-               state gradient: the inter-chunk part of dk, dg's chunk term w, d initial_state;
-               dv whole (A^T dO + its inter-chunk part).
-  _bwd_dA      per (chunk, sequence x head): dA = dO V^T (lower triangle, float32, A's
-               layout), once for every key-channel block of _bwd_intra.
+               state gradient U: v U^T (dk's inter-chunk part before its gate factor), dg's
+               chunk term w, d initial_state; dv whole (A^T dO + its inter-chunk part).
+  _bwd_dA      per (chunk, sequence x head): dA = scale dO V^T (lower triangle, float32,
+               A's layout), once for every key-channel block of _bwd_intra.
   _bwd_intra   per (key-channel block, chunk, sequence x head): the intra-chunk parts of dq
                and dk (secondary chunking again), then dg by a reverse cumulative sum within
                the chunk; sub-chunks last to first, so each one's dq, dk and dg are written
@@ -92,29 +95,37 @@ def _row(base, row, cols, L, D, RS):
 
 
 @triton.jit
-def _chunk_cumsum(
-    G, GC, CU, T, H, K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr,
-    VARLEN: tl.constexpr,
+def _gate_prep(
+    G, Q, K, GC, QG, KD, CU, T, H, scale, K_DIM: tl.constexpr, BLOCK_K: tl.constexpr,
+    C: tl.constexpr, VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """GC [B, T, H, K] float32: the log-gates' (G, same layout) cumulative sums over the
-    tokens of each chunk, b. One program per (chunk, sequence x head)."""
+    """One chunk (program (chunk, sequence x head)), all [B, T, H, K]: GC, float32, the
+    log-gates' (G) cumulative sums over the chunk's tokens, b; QG = q e^b scale and
+    KD = k e^(beta - b) in the inputs' dtype, beta = b at the chunk's last valid token."""
     i_h, L, bos, t0 = _chunk_program(CU, T, H, C, VARLEN)
     if t0 < L:
-        rows = t0 + tl.arange(0, C)
+        offs_t = tl.arange(0, C)
+        rows = t0 + offs_t
         offs_k = tl.arange(0, BLOCK_K)
         RS = H * K_DIM
         qk = (bos * H + i_h) * K_DIM
         b = tl.cumsum(_tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32), 0)
+        last = tl.minimum(C, L - t0) - 1
+        beta = tl.sum(tl.where((offs_t == last)[:, None], b, 0.0), 0)
+        q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
+        k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
         mask = (rows < L)[:, None] & (offs_k < K_DIM)[None, :]
-        tl.store(GC + qk + rows[:, None] * RS + offs_k[None, :], b, mask=mask)
+        ptrs = qk + rows[:, None] * RS + offs_k[None, :]
+        tl.store(GC + ptrs, b, mask=mask)
+        tl.store(QG + ptrs, (q * tl.exp(b) * scale).to(QG.dtype.element_ty), mask=mask)
+        kd = k * tl.exp(tl.minimum(beta[None, :] - b, 0.0))
+        tl.store(KD + ptrs, kd.to(KD.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM: tl.constexpr, RS, C: tl.constexpr):
-    """The chunk's b tile (rows past the sequence read 0) and beta, b at its last valid row."""
-    b = _tile(GC + qk, rows, offs_k, L, K_DIM, RS)
-    beta = _row(GC + qk, tl.minimum(t0 + C, L) - 1, offs_k, L, K_DIM, RS)
-    return b, beta
+def _beta(GC, qk, t0, offs_k, L, K_DIM: tl.constexpr, RS, C: tl.constexpr):
+    """beta, the chunk's b at its last valid token (the chunk's total log-decay)."""
+    return _row(GC + qk, tl.minimum(t0 + C, L) - 1, offs_k, L, K_DIM, RS)
 
 
 @triton.jit
@@ -149,7 +160,7 @@ def _fwd_A(
     VARLEN: tl.constexpr, GDOT: tl.constexpr,
 ):  # fmt: skip
     """Rows [I * BC, +BC) of a chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i,
-    with b the in-chunk cumulative gates (GC, written by _chunk_cumsum)."""
+    with b the in-chunk cumulative gates (GC, written by _gate_prep)."""
     NC: tl.constexpr = C // BC
     i_ci = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -211,11 +222,13 @@ def _fwd_A(
 
 @triton.jit
 def _fwd_walk(
-    Q, K, V, GC, A, O, S0, ST, CU, T, H, scale,
+    QG, KD, V, GC, A, O, S0, ST, CU, T, H,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr,
     USE_S0: tl.constexpr, STORE_ST: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):  # fmt: skip
+    """Value columns [i_v * BLOCK_V, +BLOCK_V) of S walked over the chunks: o = QG S + A v,
+    S <- e^beta S + KD^T v, with QG = q e^b scale and KD = k e^(beta - b) from _gate_prep."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -239,12 +252,11 @@ def _fwd_walk(
     causal = offs_t[:, None] >= offs_t[None, :]
     for t0 in range(0, L, C):
         rows = t0 + offs_t
-        q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
-        k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
+        qg = _tile(QG + qk, rows, offs_k, L, K_DIM, RS)
+        kd = _tile(KD + qk, rows, offs_k, L, K_DIM, RS)
         v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
         a = tl.where(causal, _tile(A + ab, rows, offs_t, L, C, RA), 0.0)
-        b, beta = _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM, RS, C)
-        qg = (q * tl.exp(b) * scale).to(v.dtype)
+        beta = _beta(GC, qk, t0, offs_k, L, K_DIM, RS, C)
         o = tl.dot(qg, S.to(v.dtype), input_precision=DOT)
         o = tl.dot(a.to(v.dtype), v, o, input_precision=DOT)
         tl.store(
@@ -252,7 +264,6 @@ def _fwd_walk(
             o.to(O.dtype.element_ty),
             mask=(rows < L)[:, None] & (offs_v < V_DIM)[None, :],
         )
-        kd = (k * tl.exp(tl.minimum(beta[None, :] - b, 0.0))).to(v.dtype)
         S = tl.dot(tl.trans(kd), v, S * tl.exp(beta)[:, None], input_precision=DOT)
     if STORE_ST:
         tl.store(ST + s_ptrs, S, mask=s_mask)
@@ -260,12 +271,13 @@ def _fwd_walk(
 
 @triton.jit
 def _bwd_states(
-    K, V, GC, DO, DQ32, S0, HB, CU, T, H, scale,
+    KD, V, GC, DO, DQ32, S0, HB, CU, T, H,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_VF: tl.constexpr, C: tl.constexpr,
     USE_S0: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BLOCK_KS: tl.constexpr,
 ):  # fmt: skip
-    """Key rows [i_k * BLOCK_KS, +BLOCK_KS) of S scanned forward: dq's inter-chunk part
-    scale e^b (dO S^T) into DQ32, and S after each chunk into HB."""
+    """Key rows [i_k * BLOCK_KS, +BLOCK_KS) of S scanned forward (S <- e^beta S + KD^T v):
+    dO S^T into DQ32 (dq's inter-chunk part before its factor scale e^b, which _bwd_intra
+    applies), and S after each chunk into HB."""
     i_k = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -287,17 +299,16 @@ def _bwd_states(
         S = tl.zeros([BLOCK_KS, BLOCK_VF], tl.float32)
     for t0 in range(0, L, C):
         rows = t0 + offs_t
-        k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
+        kd = _tile(KD + qk, rows, offs_k, L, K_DIM, RS)
         v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
         do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
-        b, beta = _chunk_gates(GC, qk, rows, offs_k, t0, L, K_DIM, RS, C)
-        dq = tl.dot(do, tl.trans(S.to(do.dtype)), input_precision=DOT) * tl.exp(b) * scale
+        beta = _beta(GC, qk, t0, offs_k, L, K_DIM, RS, C)
+        dq = tl.dot(do, tl.trans(S.to(do.dtype)), input_precision=DOT)
         tl.store(
             DQ32 + qk + rows[:, None] * RS + offs_k[None, :],
             dq,
             mask=(rows < L)[:, None] & (offs_k < K_DIM)[None, :],
         )
-        kd = (k * tl.exp(tl.minimum(beta[None, :] - b, 0.0))).to(v.dtype)
         S = tl.dot(tl.trans(kd), v, S * tl.exp(beta)[:, None], input_precision=DOT)
         slot = slot0 + t0 // C
         tl.store(HB + (slot * H + i_h) * K_DIM * V_DIM + kv, S, mask=s_mask)
@@ -305,12 +316,13 @@ def _bwd_states(
 
 @triton.jit
 def _bwd_dk(
-    Q, GC, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, i_k, H, scale,
+    QG, GC, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, i_k, H,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VF: tl.constexpr,
     C: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """Key rows of the state gradient U (= dL/dS after the chunk) scanned backward: dk's
-    inter-chunk part e^(beta-b) (v U^T), dg's chunk term w = sum_v S * U, d initial_state."""
+    """Key rows of the state gradient U (= dL/dS after the chunk) scanned backward,
+    U <- e^beta U + QG^T dO: v U^T into DK32 (dk's inter-chunk part before its factor
+    e^(beta - b), which _bwd_intra applies), dg's chunk term w = sum_v S * U, d initial_state."""
     offs_t = tl.arange(0, C)
     offs_k = i_k * BLOCK_KS + tl.arange(0, BLOCK_KS)
     offs_v = tl.arange(0, BLOCK_VF)
@@ -329,21 +341,19 @@ def _bwd_dk(
     for i in range(0, n_chunks):
         c = n_chunks - 1 - i
         rows = c * C + offs_t
-        q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
+        qg = _tile(QG + qk, rows, offs_k, L, K_DIM, RS)
         v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
         do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
-        b, beta = _chunk_gates(GC, qk, rows, offs_k, c * C, L, K_DIM, RS, C)
+        beta = _beta(GC, qk, c * C, offs_k, L, K_DIM, RS, C)
         slot = slot0 + c
         S = tl.load(HB + (slot * H + i_h) * K_DIM * V_DIM + kv, mask=s_mask, other=0.0)
         tl.store(W + (slot * H + i_h) * K_DIM + offs_k, tl.sum(S * U, 1), mask=k_ok)
         dk = tl.dot(v, tl.trans(U.to(v.dtype)), input_precision=DOT)
-        dk = dk * tl.exp(tl.minimum(beta[None, :] - b, 0.0))
         tl.store(
             DK32 + qk + rows[:, None] * RS + offs_k[None, :],
             dk,
             mask=(rows < L)[:, None] & k_ok[None, :],
         )
-        qg = (q * tl.exp(b) * scale).to(do.dtype)
         U = tl.dot(tl.trans(qg), do, U * tl.exp(beta)[:, None], input_precision=DOT)
     if STORE_DS0:
         tl.store(DS0 + i_nh.to(tl.int64) * K_DIM * V_DIM + kv, U, mask=s_mask)
@@ -351,11 +361,12 @@ def _bwd_dk(
 
 @triton.jit
 def _bwd_dv(
-    Q, K, GC, DO, A, DV, DST, L, bos, i_nh, i_h, i_v, H, scale,
+    QG, KD, GC, DO, A, DV, DST, L, bos, i_nh, i_h, i_v, H,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VS: tl.constexpr,
     C: tl.constexpr, USE_DST: tl.constexpr, DOT: tl.constexpr,
 ):  # fmt: skip
-    """Value columns of the state gradient U scanned backward: dv = A^T dO + (k e^(beta-b)) U."""
+    """Value columns of the state gradient U scanned backward, U <- e^beta U + QG^T dO:
+    dv = A^T dO + KD U, KD = k e^(beta - b)."""
     offs_t = tl.arange(0, C)
     offs_k = tl.arange(0, BLOCK_KF)
     offs_v = i_v * BLOCK_VS + tl.arange(0, BLOCK_VS)
@@ -380,12 +391,11 @@ def _bwd_dv(
     for i in range(0, n_chunks):
         c = n_chunks - 1 - i
         rows = c * C + offs_t
-        q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
-        k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
+        qg = _tile(QG + qk, rows, offs_k, L, K_DIM, RS)
+        kd = _tile(KD + qk, rows, offs_k, L, K_DIM, RS)
         do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
         a = tl.where(causal, _tile(A + ab, rows, offs_t, L, C, RA), 0.0)
-        b, beta = _chunk_gates(GC, qk, rows, offs_k, c * C, L, K_DIM, RS, C)
-        kd = (k * tl.exp(tl.minimum(beta[None, :] - b, 0.0))).to(do.dtype)
+        beta = _beta(GC, qk, c * C, offs_k, L, K_DIM, RS, C)
         dv = tl.dot(kd, U.to(do.dtype), input_precision=DOT)
         dv = tl.dot(tl.trans(a.to(do.dtype)), do, dv, input_precision=DOT)
         tl.store(
@@ -393,13 +403,12 @@ def _bwd_dv(
             dv.to(DV.dtype.element_ty),
             mask=(rows < L)[:, None] & v_ok[None, :],
         )
-        qg = (q * tl.exp(b) * scale).to(do.dtype)
         U = tl.dot(tl.trans(qg), do, U * tl.exp(beta)[:, None], input_precision=DOT)
 
 
 @triton.jit
 def _bwd_scan(
-    Q, K, V, GC, DO, A, DK32, DV, W, HB, DST, DS0, CU, T, H, scale,
+    QG, KD, V, GC, DO, A, DK32, DV, W, HB, DST, DS0, CU, T, H,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr,
     C: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr,
     DOT: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
@@ -413,24 +422,25 @@ def _bwd_scan(
     if pid < nk:
         slot0 = _slot0(bos, i_n, T, C, VARLEN)
         _bwd_dk(
-            Q, GC, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, pid, H, scale,
+            QG, GC, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, pid, H,
             K_DIM, V_DIM, BLOCK_KS, BLOCK_VF, C, USE_DST, STORE_DS0, DOT,
         )  # fmt: skip
     else:
         _bwd_dv(
-            Q, K, GC, DO, A, DV, DST, L, bos, i_nh, i_h, pid - nk, H, scale,
+            QG, KD, GC, DO, A, DV, DST, L, bos, i_nh, i_h, pid - nk, H,
             K_DIM, V_DIM, BLOCK_KF, BLOCK_VS, C, USE_DST, DOT,
         )  # fmt: skip
 
 
 @triton.jit
 def _bwd_dA(
-    V, DO, DA, CU, T, H,
+    V, DO, DA, CU, T, H, scale,
     V_DIM: tl.constexpr, BLOCK_V: tl.constexpr, C: tl.constexpr, VARLEN: tl.constexpr,
     DOT: tl.constexpr,
 ):  # fmt: skip
-    """One chunk's dA_ij = dO_i . v_j for j <= i (0 above the diagonal), float32, in A's
-    layout: every key-channel block of _bwd_intra reads it instead of forming it again."""
+    """One chunk's dA_ij = scale dO_i . v_j for j <= i (0 above the diagonal), float32, in
+    A's layout: every key-channel block of _bwd_intra reads it instead of forming it again
+    (scale folded in here, so _bwd_intra's products need none)."""
     i_h, L, bos, t0 = _chunk_program(CU, T, H, C, VARLEN)
     if t0 < L:
         offs_c = tl.arange(0, C)
@@ -443,7 +453,7 @@ def _bwd_dA(
             do = _tile(DO + vo, rows, offs_v, L, V_DIM, RV)
             v = _tile(V + vo, rows, offs_v, L, V_DIM, RV)
             da = tl.dot(do, tl.trans(v), da, input_precision=DOT)
-        da = tl.where(offs_c[:, None] >= offs_c[None, :], da, 0.0)
+        da = tl.where(offs_c[:, None] >= offs_c[None, :], da * scale, 0.0)
         a_base = DA + (bos * H + i_h) * C
         tl.store(a_base + rows[:, None] * (H * C) + offs_c[None, :], da, mask=(rows < L)[:, None])
 
@@ -454,10 +464,12 @@ def _bwd_intra(
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
     VARLEN: tl.constexpr, GDOT: tl.constexpr,
 ):  # fmt: skip
-    """One chunk, key channels [i_k * BLOCK_K, +BLOCK_K): dq_i += scale sum_{j<=i} dA_ij k_j
-    e^(b_i-b_j) and dk_j += scale sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = dO_i . v_j
+    """One chunk, key channels [i_k * BLOCK_K, +BLOCK_K): dq_i += sum_{j<=i} dA_ij k_j
+    e^(b_i-b_j) and dk_j += sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = scale dO_i . v_j
     (read from DA, written by _bwd_dA) and b the in-chunk cumulative gates (GC), in sub-chunk
     blocks as the forward's A, then dg = (reverse cumsum within the chunk of q dq - k dk) + w.
+    The inter-chunk parts come from the scans without their gate factors: dq's scale e^b
+    and dk's e^(beta - b) are applied here, folded into the blocks' own factors.
     The sub-chunks are walked last to first so that each one's dq, dk and dg come out
     together: every quantity is per key channel, so channel blocks are independent programs.
     Off-diagonal pairs take their reference at a sub-chunk boundary (every exponent <= 0);
@@ -482,16 +494,23 @@ def _bwd_intra(
         k_ok = offs_k < K_DIM
         lower = offs_c[:, None] >= offs_c[None, :]
         carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
+        beta = _gate_row(GC, qk, t0 + C - 1, offs_k, L, K_DIM, RS)
         for J in tl.static_range(NC - 1, -1, -1):
             rows_J = t0 + J * BC + offs_c
             b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
             q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
             k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            # dq of block J from blocks I < J, referred to r, b at the boundary before J:
-            # dq_J = e^(b_J - r) sum_I dA_JI (k_I e^(r - b_I)).
-            acc = tl.zeros([BC, BLOCK_K], tl.float32)
+            mask = (rows_J < L)[:, None] & k_ok[None, :]
+            ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
+            # dq of block J, the inter-chunk part scale e^(b_J) DQ32_J and blocks I < J,
+            # referred to r, b at the boundary before J (0 before the first block):
+            # dq_J = e^(b_J - r) (scale e^r DQ32_J + sum_I dA_JI (k_I e^(r - b_I))).
             if J > 0:
                 r = _gate_row(GC, qk, t0 + J * BC - 1, offs_k, L, K_DIM, RS)
+            else:
+                r = tl.zeros([BLOCK_K], tl.float32)
+            acc = tl.load(DQ32 + ptrs, mask=mask, other=0.0) * (scale * tl.exp(r))[None, :]
+            if J > 0:
                 for I in tl.static_range(J - 1, -1, -1):
                     rows_I = t0 + I * BC + offs_c
                     k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
@@ -500,9 +519,7 @@ def _bwd_intra(
                     da = tl.load(a_base + rows_J[:, None] * RA + (I * BC + offs_c)[None, :],
                                  mask=(rows_J < L)[:, None], other=0.0)  # fmt: skip
                     acc = tl.dot(da, kg, acc, input_precision=GDOT)
-                dq = acc * tl.exp(tl.minimum(b_J - r[None, :], 0.0))
-            else:
-                dq = acc
+            dq = acc * tl.exp(tl.minimum(b_J - r[None, :], 0.0))
             da = tl.load(a_base + rows_J[:, None] * RA + (J * BC + offs_c)[None, :],
                          mask=(rows_J < L)[:, None] & lower, other=0.0)  # fmt: skip
             # The diagonal block as _fwd_A's: split at the middle row where safe, else exactly,
@@ -521,15 +538,14 @@ def _bwd_intra(
                     b_j = _gate_row(GC, qk, r_j, offs_k, L, K_DIM, RS)
                     e = tl.exp(tl.minimum(b_J - b_j[None, :], 0.0))
                     dq += da_j[:, None] * k_j[None, :] * e
-            mask = (rows_J < L)[:, None] & k_ok[None, :]
-            ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
-            dq = dq * scale + tl.load(DQ32 + ptrs, mask=mask, other=0.0)
             tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
-            # dk of block J from blocks I > J, referred to e, b at J's last row:
-            # dk_J = e^(e - b_J) sum_I dA_IJ^T (q_I e^(b_I - e)).
-            acc = tl.zeros([BC, BLOCK_K], tl.float32)
+            # dk of block J, the inter-chunk part e^(beta - b_J) DK32_J and blocks I > J,
+            # referred to e, b at J's last row (beta for the last block):
+            # dk_J = e^(e - b_J) (e^(beta - e) DK32_J + sum_I dA_IJ^T (q_I e^(b_I - e))).
+            acc = tl.load(DK32 + ptrs, mask=mask, other=0.0)
             if J < NC - 1:
                 e_J = _gate_row(GC, qk, t0 + J * BC + BC - 1, offs_k, L, K_DIM, RS)
+                acc = acc * tl.exp(tl.minimum(beta - e_J, 0.0))[None, :]
                 for I in tl.static_range(J + 1, NC):
                     rows_I = t0 + I * BC + offs_c
                     q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
@@ -541,9 +557,9 @@ def _bwd_intra(
                         other=0.0,
                     )  # (j, i) = dA_ij
                     acc = tl.dot(dat, qg, acc, input_precision=GDOT)
-                dk = acc * tl.exp(tl.minimum(e_J[None, :] - b_J, 0.0))
             else:
-                dk = acc
+                e_J = beta
+            dk = acc * tl.exp(tl.minimum(e_J[None, :] - b_J, 0.0))
             # The diagonal's dA (i, j) summed over i: dk_j += sum_i dA_ij q_i e^(b_i - b_j)
             # (the factors computed again rather than kept live across the loop above; the
             # exact form one row of dA at a time).
@@ -559,7 +575,6 @@ def _bwd_intra(
                     b_i = _gate_row(GC, qk, r_i, offs_k, L, K_DIM, RS)
                     e = tl.exp(tl.minimum(b_i[None, :] - b_J, 0.0))
                     dk += da_i[:, None] * q_i[None, :] * e
-            dk = dk * scale + tl.load(DK32 + ptrs, mask=mask, other=0.0)
             tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
             x = q_J * dq - k_J * dk
             dg = tl.cumsum(x, 0, reverse=True) + carry[None, :]
@@ -577,7 +592,7 @@ CHUNK, SUB = (32, 16) if interpreting() else (64, 16)
 # the product, masked ones included, exceeds e^(2 SAFE_SPAN) < float32's largest (e^88).
 SAFE_SPAN: tl.constexpr = tl.constexpr(40.0)
 A_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]
-CUMSUM_CONFIGS = [triton.Config({}, num_warps=4, num_stages=1)]
+PREP_CONFIGS = [triton.Config({}, num_warps=4, num_stages=1)]
 # 8 warps: the walk and the backward scans carry a whole-K state beside 64-row tiles, which
 # spill at 4 warps (README.md); the 4-warp entries stay for the tuner to compare.
 WALK_CONFIGS = [
@@ -642,15 +657,17 @@ def _layout(q, cu_seqlens):
     return N, T, cu_seqlens, cdiv(T, CHUNK) + N
 
 
-def _gates_cumsum(g, N, T_arg, cu, varlen):
-    """b, the in-chunk cumulative sums of g, float32 ``[B, T, H, K]``: one launch."""
+def _gates_prep(g, q, k, scale, N, T_arg, cu, varlen):
+    """(b, q e^b scale, k e^(beta - b)), all ``[B, T, H, K]``: b, the in-chunk cumulative
+    sums of g, in float32, the gated operands in q's dtype. One launch."""
     B, T, H, K = g.shape
     gc = torch.empty(B, T, H, K, device=g.device, dtype=torch.float32)
+    qg, kd = torch.empty_like(q), torch.empty_like(k)
     _launch(
-        _chunk_cumsum, CUMSUM_CONFIGS, {}, lambda m: (cdiv(T, CHUNK), N * H), g, gc, cu, T_arg,
-        H, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, VARLEN=varlen,
+        _gate_prep, PREP_CONFIGS, {}, lambda m: (cdiv(T, CHUNK), N * H), g, q, k, gc, qg, kd,
+        cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, VARLEN=varlen,
     )  # fmt: skip
-    return gc
+    return gc, qg, kd
 
 
 def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
@@ -660,7 +677,7 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     varlen = cu_seqlens is not None
     dot, gdot = _precision(q)
     A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)
-    gc = _gates_cumsum(g, N, T_arg, cu, varlen)
+    gc, qg, kd = _gates_prep(g, q, k, scale, N, T_arg, cu, varlen)
     _launch(
         _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK) * (CHUNK // SUB), N * H), q, k, gc, A,
         cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, BC=SUB, VARLEN=varlen,
@@ -669,8 +686,8 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     o = torch.empty_like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
     _launch(
-        _fwd_walk, WALK_CONFIGS, INTERPRET_WALK, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q, k,
-        v, gc, A, o, o if s0 is None else s0, o if s_t is None else s_t, cu, T_arg, H, scale,
+        _fwd_walk, WALK_CONFIGS, INTERPRET_WALK, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), qg,
+        kd, v, gc, A, o, o if s0 is None else s0, o if s_t is None else s_t, cu, T_arg, H,
         K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), C=CHUNK, USE_S0=s0 is not None, STORE_ST=want_state,
         VARLEN=varlen, DOT=dot,
     )  # fmt: skip
@@ -688,27 +705,27 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
     dk32 = torch.empty(B, T, H, K, **f32)
     hb = torch.empty(slots, H, K, V, **f32)
     w = torch.empty(slots, H, K, **f32)
-    gc = _gates_cumsum(g, N, T_arg, cu, varlen)
+    gc, qg, kd = _gates_prep(g, q, k, scale, N, T_arg, cu, varlen)
     _launch(
         _bwd_states, STATES_CONFIGS, INTERPRET_STATES,
-        lambda m: (cdiv(K, m["BLOCK_KS"]), N * H), k, v, gc, do, dq32,
-        hb if s0 is None else s0, hb, cu, T_arg, H, scale, K_DIM=K, V_DIM=V,
+        lambda m: (cdiv(K, m["BLOCK_KS"]), N * H), kd, v, gc, do, dq32,
+        hb if s0 is None else s0, hb, cu, T_arg, H, K_DIM=K, V_DIM=V,
         BLOCK_VF=pow2(V), C=CHUNK, USE_S0=s0 is not None, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
     dv = torch.empty_like(v)
     ds0 = torch.empty(N, H, K, V, **f32) if want_ds0 else None
     _launch(
         _bwd_scan, SCAN_CONFIGS, INTERPRET_SCAN,
-        lambda m: (cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H), q, k, v, gc, do, A,
-        dk32, dv, w, hb, hb if d_st is None else d_st, hb if ds0 is None else ds0, cu, T_arg,
-        H, scale, K_DIM=K, V_DIM=V, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), C=CHUNK,
+        lambda m: (cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H), qg, kd, v, gc, do,
+        A, dk32, dv, w, hb, hb if d_st is None else d_st, hb if ds0 is None else ds0, cu, T_arg,
+        H, K_DIM=K, V_DIM=V, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), C=CHUNK,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
-    del hb
+    del hb, qg, kd
     dA = torch.empty(B, T, H, CHUNK, **f32)
     _launch(
         _bwd_dA, DA_CONFIGS, INTERPRET_DA, lambda m: (cdiv(T, CHUNK), N * H), v, do, dA, cu,
-        T_arg, H, V_DIM=V, C=CHUNK, VARLEN=varlen, DOT=dot,
+        T_arg, H, scale, V_DIM=V, C=CHUNK, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty_like(g)
