@@ -99,14 +99,15 @@ def _gate_prep(
     G, Q, K, GC, QG, KD, CU, T, H, scale, K_DIM: tl.constexpr, BLOCK_K: tl.constexpr,
     C: tl.constexpr, VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """One chunk (program (chunk, sequence x head)), all [B, T, H, K]: GC, float32, the
-    log-gates' (G) cumulative sums over the chunk's tokens, b; QG = q e^b scale and
-    KD = k e^(beta - b) in the inputs' dtype, beta = b at the chunk's last valid token."""
+    """One chunk and key block (program (chunk, sequence x head, key block)), all
+    [B, T, H, K]: GC, float32, the log-gates' (G) cumulative sums over the chunk's tokens, b;
+    QG = q e^b scale and KD = k e^(beta - b) in the inputs' dtype, beta = b at the chunk's
+    last valid token."""
     i_h, L, bos, t0 = _chunk_program(CU, T, H, C, VARLEN)
     if t0 < L:
         offs_t = tl.arange(0, C)
         rows = t0 + offs_t
-        offs_k = tl.arange(0, BLOCK_K)
+        offs_k = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K)
         RS = H * K_DIM
         qk = (bos * H + i_h) * K_DIM
         b = tl.cumsum(_tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32), 0)
@@ -592,24 +593,37 @@ CHUNK, SUB = (32, 16) if interpreting() else (64, 16)
 # the product, masked ones included, exceeds e^(2 SAFE_SPAN) < float32's largest (e^88).
 SAFE_SPAN: tl.constexpr = tl.constexpr(40.0)
 A_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]
-PREP_CONFIGS = [triton.Config({}, num_warps=4, num_stages=1)]
-# 8 warps: the walk and the backward scans carry a whole-K state beside 64-row tiles, which
-# spill at 4 warps (README.md); the 4-warp entries stay for the tuner to compare.
+# The pre-pass holds a chunk's g, b, q and k tiles; the whole head width at 4 warps takes
+# every register (README.md), so key blocks are tried.
+PREP_CONFIGS = [
+    triton.Config({"BLOCK_K": 64}, num_warps=4, num_stages=1),
+    triton.Config({"BLOCK_K": 32}, num_warps=4, num_stages=1),
+    triton.Config({"BLOCK_K": 128}, num_warps=8, num_stages=1),
+]
+# The scans read the gated operands from _gate_prep, so none spills at 4 warps either
+# (README.md, "Compiled for sm_90"). The two-stage entries take at most 112 KiB of shared
+# memory and 32K registers per program, so two programs share an SM: at B H = 64 all the
+# scan's programs (2 * 128 at 64-wide blocks) run at once instead of in two waves.
 WALK_CONFIGS = [
     triton.Config({"BLOCK_V": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_V": 32}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_V": 32}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=2),
     triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_V": 32}, num_warps=8, num_stages=3),
 ]
 STATES_CONFIGS = [
     triton.Config({"BLOCK_KS": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_KS": 64}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_KS": 32}, num_warps=4, num_stages=2),
     triton.Config({"BLOCK_KS": 32}, num_warps=4, num_stages=3),
 ]
 SCAN_CONFIGS = [
+    triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=8, num_stages=2),
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_KS": 32, "BLOCK_VS": 32}, num_warps=4, num_stages=2),
 ]
 # Compiled for sm_90 none of these spills (README.md); tiles of 16 rows give each thread few
 # elements, so fewer warps or wider channel blocks per program are tried beside the first two.
@@ -626,6 +640,7 @@ DA_CONFIGS = [
     triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=2),
 ]
 INTERPRET_INTRA = {"BLOCK_K": 16}
+INTERPRET_PREP = {"BLOCK_K": 16}
 INTERPRET_DA = {"BLOCK_V": 16}
 INTERPRET_WALK = {"BLOCK_V": 16}
 INTERPRET_STATES = {"BLOCK_KS": 16}
@@ -664,8 +679,9 @@ def _gates_prep(g, q, k, scale, N, T_arg, cu, varlen):
     gc = torch.empty(B, T, H, K, device=g.device, dtype=torch.float32)
     qg, kd = torch.empty_like(q), torch.empty_like(k)
     _launch(
-        _gate_prep, PREP_CONFIGS, {}, lambda m: (cdiv(T, CHUNK), N * H), g, q, k, gc, qg, kd,
-        cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, VARLEN=varlen,
+        _gate_prep, PREP_CONFIGS, INTERPRET_PREP,
+        lambda m: (cdiv(T, CHUNK), N * H, cdiv(K, m["BLOCK_K"])), g, q, k, gc, qg, kd, cu, T_arg,
+        H, scale, K_DIM=K, C=CHUNK, VARLEN=varlen,
     )  # fmt: skip
     return gc, qg, kd
 

@@ -40,31 +40,34 @@ def flops_minimal(B, T, H, K, V=None):
 
 def io_forward(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64, block_v=64):
     """_fwd_A reads q, k, g once (its sub-block re-reads hit the cache) and writes A in
-    float32 (C per token); _chunk_cumsum reads g and writes b in float32; _fwd_walk reads
-    q, k, b and A once per value block, v once, and writes o."""
+    float32 (C per token); _gate_prep reads g, q, k and writes b in float32 and the gated
+    q e^b, k e^(beta - b) in the inputs' dtype; _fwd_walk reads the gated q, k, one row of b
+    per chunk (beta) and A once per value block, v once, and writes o."""
     V = K if V is None else V
     gb = bytes_per if gate_bytes is None else gate_bytes
     fwd_a = 2 * K * bytes_per + K * gb + 4 * C
-    cumsum = K * gb + 4 * K
-    walk = (2 * K * bytes_per + 4 * K + 4 * C) * V / block_v + 2 * V * bytes_per
-    return B * T * H * (fwd_a + cumsum + walk)
+    prep = K * gb + 4 * K + 4 * K * bytes_per
+    walk = (2 * K * bytes_per + 4 * K / C + 4 * C) * V / block_v + 2 * V * bytes_per
+    return B * T * H * (fwd_a + prep + walk)
 
 
 def io_backward(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64, block_k=64, block_v=64):
-    """_chunk_cumsum: g read, b written in float32 (b is what the scans read as "g" below);
-    _bwd_states: k, g once, v and dO once per key block, float32 dq part and the chunk
-    states (K V per chunk) written; _bwd_scan: dk role q, g once, v and dO per key block,
-    chunk states read, float32 dk part and w written; dv role q, k, g and A per value block,
-    dO once, dv written; _bwd_dA: v and dO read, dA written (float32, C per token);
-    _bwd_intra: q, k, g once, dA once per key block, the float32 dq and dk parts and w
-    read, dq, dk, dg written."""
+    """_gate_prep: g, q, k read, b written in float32 and the gated q e^b, k e^(beta - b) in
+    the inputs' dtype (b is what _bwd_intra reads as "g" below; the scans read one row of it
+    per chunk, beta); _bwd_states: the gated k once, v and dO once per key block, float32
+    dq part and the chunk states (K V per chunk) written; _bwd_scan: dk role the gated q
+    once, v and dO per key block, chunk states read, float32 dk part and w written; dv role
+    the gated q and k and A per value block, dO once, dv written; _bwd_dA: v and dO read, dA
+    written (float32, C per token); _bwd_intra: q, k, g once, dA once per key block, the
+    float32 dq and dk parts and w read, dq, dk, dg written."""
     V = K if V is None else V
     gb = bytes_per if gate_bytes is None else gate_bytes
     nk, nv = K / block_k, V / block_v
-    cumsum = K * gb + 4 * K
-    states = K * (bytes_per + 4) + nk * 2 * V * bytes_per + 4 * K + 4 * K * V / C
-    scan_dk = K * (bytes_per + 4) + nk * 2 * V * bytes_per + 4 * K * V / C + 4 * K / C + 4 * K
-    scan_dv = nv * (2 * K * bytes_per + 4 * K + 4 * C) + 2 * V * bytes_per
+    beta = 4 * K / C
+    cumsum = K * gb + 4 * K + 4 * K * bytes_per
+    states = K * bytes_per + beta + nk * 2 * V * bytes_per + 4 * K + 4 * K * V / C
+    scan_dk = K * bytes_per + beta + nk * 2 * V * bytes_per + 4 * K * V / C + 4 * K / C + 4 * K
+    scan_dv = nv * (2 * K * bytes_per + beta + 4 * C) + 2 * V * bytes_per
     da = 2 * V * bytes_per + 4 * C
     intra = K * (2 * bytes_per + gb) + nk * 4 * C + 4 * 4 * K + 4 * K / C
     intra += 2 * K * bytes_per + K * gb
@@ -78,13 +81,21 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, gate_bytes=None, C=64):
     return B * T * H * (bytes_per * (2 * K + V) + gb * K + 4 * C)
 
 
-def backward_temp_bytes(B, T, H, K, V=None, C=64):
+def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2):
+    """Held by the forward while it runs: b (float32, 4 K per token) and the gated q and k
+    (the inputs' dtype, 2 K per token)."""
+    return B * T * H * (4 * K + 2 * K * bytes_per)
+
+
+def backward_temp_bytes(B, T, H, K, V=None, C=64, bytes_per=2):
     """Held by the backward beyond the gradients it returns: float32 dq and dk parts (8 K per
-    token), the gates' in-chunk cumulative sums b (float32, 4 K per token), the float32 chunk
-    states (K V per chunk) and w (K per chunk). b and the chunk states are freed before dA
-    (float32, C per token) is made for _bwd_intra; the peak is the larger of the two sets."""
+    token), the gates' in-chunk cumulative sums b (float32, 4 K per token, until the end),
+    w (K per chunk), and until _bwd_scan is done the float32 chunk states (K V per chunk)
+    and the gated q and k (the inputs' dtype, 2 K per token); these are freed before dA
+    (float32, C per token) is made for _bwd_intra: the peak is the larger of the two sets."""
     V = K if V is None else V
-    return B * T * H * (8 * K + 4 * K / C + _max(4 * K + 4 * K * V / C, 4 * C))
+    first = 4 * K * V / C + 2 * K * bytes_per
+    return B * T * H * (8 * K + 4 * K / C + 4 * K + _max(first, 4 * C))
 
 
 def _max(a, b):

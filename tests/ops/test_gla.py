@@ -223,7 +223,8 @@ def test_cost_formulas_take_numbers_and_symbols():
 
     B, T, H, K = sympy.symbols("B T H K", positive=True)
     for fn in (cost.flops_forward, cost.flops_backward, cost.io_forward, cost.io_backward,
-               cost.activation_bytes, cost.backward_temp_bytes):  # fmt: skip
+               cost.activation_bytes, cost.forward_temp_bytes,
+               cost.backward_temp_bytes):  # fmt: skip
         assert fn(B, T, H, K).free_symbols <= {B, T, H, K}
         assert fn(4, 8192, 16, 128) > 0
     # The forward's tensor-core work is the recurrence's 4 K V per token plus A v and the
