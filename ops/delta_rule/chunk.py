@@ -8,14 +8,14 @@ Gated, a pre-pass first: _chunk_cumsum writes the gates' in-chunk cumulative sum
 head-major), which every kernel loads and the backward keeps in the gates' place.
 Forward (two launches):
     _prep_kernel      chunk-parallel: A = strictly_lower(diag(beta) (K K^T * E)), its unit
-                      lower-triangular inverse T by tile products in registers,
-                      W = T diag(beta gamma) K and U = T diag(beta) V, written once.
+                      lower-triangular inverse T by tile products in registers, T written,
+                      -W = -T diag(beta gamma) K and U = T diag(beta) V written.
     _scan_fwd_kernel  one program per (value block, sequence x head) walks its chunks holding
                       the state S (K x BV, float32) in registers: V' = U - W S, the output
                       O = scale diag(gamma) Q S + (scale Q K^T * E * causal) V', S updated.
-Backward (four launches, kept from the forward: its inputs and T):
-    _prep_kernel      W and U again, from the kept T (no inverse built).
-    _scan_fwd_kernel  in STATES mode: writes the state entering each chunk and V' (once).
+Backward (three launches, kept from the forward: its inputs, T and -W):
+    _scan_fwd_kernel  in STATES mode, U formed from T: writes the state entering each chunk
+                      and V' (once).
     _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
     _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
 """
@@ -61,6 +61,8 @@ BWD_SCAN_CONFIGS = [
 BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
+    triton.Config({"BV": 64}, num_warps=8, num_stages=1),
+    triton.Config({"BV": 32}, num_warps=8, num_stages=1),
 ]
 # Under the interpreter: small chunks and blocks (the interpreter's cost is per operation).
 INTERPRET_CHUNK = 16
