@@ -27,6 +27,18 @@ def host_us(fn, n: int = 200, trials: int = 1) -> float:
     return best
 
 
+def wall_us(fn, n: int = 100) -> float:
+    """Median microseconds of one call of fn from a synchronised start to a synchronised end."""
+    ts = []
+    for _ in range(n):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ts.append((time.perf_counter() - t0) * 1e6)
+    return sorted(ts)[len(ts) // 2]
+
+
 def kernel_table(fn, n: int = 20, width: int = 70) -> dict[str, tuple[float, float]]:
     """{kernel name (its first `width` characters): (launches per call, device microseconds
     per call)} for the CUDA kernels fn launches, over n calls after one unprofiled call."""

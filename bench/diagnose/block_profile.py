@@ -9,27 +9,14 @@ bench/compiler_gpu.py times it.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 from compiler_gpu import BLOCKS, EXTRA, SHAPES, build, sizes_for  # noqa: E402
-from profiling import host_us, kernel_table  # noqa: E402
-
-
-def wall_us(fn, n=100) -> float:
-    ts = []
-    for _ in range(n):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        ts.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(ts)
+from profiling import host_us, kernel_table, wall_us  # noqa: E402
 
 
 def main() -> None:

@@ -18,27 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
-from profiling import host_us, kernel_table  # noqa: E402
-
-
-def wall_us(fn, n: int = 30) -> float:
-    ts = []
-    for _ in range(n):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        ts.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(ts)
+from profiling import host_us, kernel_table, wall_us  # noqa: E402
 
 
 def report(case: str, impl: str, what: str, fn) -> dict:
@@ -46,7 +33,7 @@ def report(case: str, impl: str, what: str, fn) -> dict:
     torch.cuda.synchronize()
     table = kernel_table(fn, n=10)
     row = {
-        "case": case, "impl": impl, "what": what, "wall_us": wall_us(fn),
+        "case": case, "impl": impl, "what": what, "wall_us": wall_us(fn, n=30),
         "host_us": host_us(fn, n=30), "device_us": sum(us for _, us in table.values()),
         "kernels": {k: [round(c, 2), round(us, 1)] for k, (c, us) in table.items()},
     }  # fmt: skip
