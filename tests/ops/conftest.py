@@ -7,13 +7,15 @@ first to import triton, that is done here (ncd.ops is imported afresh if somethi
 it earlier), the variable is put back for the rest of the session, and set again around each
 test of this folder (Triton reads it at run time too). When another test imported triton
 first, the tests marked `interpret` are skipped here and run instead in a fresh Python
-process by test_interpreter.py.
+process by test_interpreter.py. Every load and store of an interpreted kernel is checked
+against the buffers of its launch (memcheck.py).
 
 Interpreted bf16 dots were seen to give garbage with Triton 3.9 on the CPU, so these tests use
 float32 and float16; bf16 is checked on the GPU by bench/gpu_check.py.
 """
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -75,6 +77,26 @@ def interpret_in_process():
 def _interpret(monkeypatch):
     if IN_PROCESS:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _memcheck():
+    """Every load and store of an interpreted kernel inside the buffers of its launch
+    (memcheck.py): the GPU would report an illegal memory access."""
+    if not IN_PROCESS:
+        yield
+        return
+    with _memcheck_module().checking():
+        yield
+
+
+def _memcheck_module():
+    if "ncd_tests_memcheck" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("ncd_tests_memcheck", HERE / "memcheck.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["ncd_tests_memcheck"]
 
 
 @pytest.fixture
