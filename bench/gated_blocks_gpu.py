@@ -35,7 +35,9 @@ given what is left but a quarter of the budget for each block after it. Triton k
 compiled kernels and fla's autotuning results in its cache (TRITON_CACHE_DIR), where the timed
 process finds them. A block whose warm-up does not finish gets an fla row with `error` and its
 ncd row alone; an exception in one block is recorded in its rows and the next block still runs
-(exit 1 after writing).
+(exit 1 after writing). On the GPU each block is measured in a process of its own
+(`--isolate`, the default with several blocks): a CUDA error such as an illegal memory access
+leaves the process's context unusable, and would otherwise fail every block after it.
 
 `--dry` runs tiny sizes in float32 on the CPU, ncd's chunked PyTorch mixers in place of fla's,
 without the warm-up (`--dry-warmup` runs it too), to check the script itself.
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import subprocess
 import sys
 import time
@@ -428,6 +431,15 @@ def parse(argv):
     p.add_argument("--dry", action="store_true", help="tiny sizes on the CPU (script check)")
     p.add_argument("--dry-warmup", action="store_true", help="with --dry: run the warm-up too")
     p.add_argument("--warm-child", choices=BLOCKS, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure each block in a process of its own, so that a CUDA error in "
+        "one cannot end the others (default: on the GPU with several blocks)",
+    )
+    p.add_argument("--measure-child", choices=BLOCKS, help=argparse.SUPPRESS)
+    p.add_argument("--fla-skipped", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for a in ("B", "T", "H", "K"):
         if getattr(args, a) is None:
@@ -435,6 +447,8 @@ def parse(argv):
     if args.reps is None:
         args.reps = 2 if args.dry else 30
     args.block_list = [b.strip() for b in args.blocks.split(",") if b.strip()]
+    if args.isolate is None:
+        args.isolate = not args.dry and len(args.block_list) > 1
     unknown = [b for b in args.block_list if b not in BLOCKS]
     if unknown or not args.block_list:
         p.error(f"--blocks: expected names from {', '.join(BLOCKS)}, found {args.blocks!r}")
@@ -454,12 +468,60 @@ def show(r: dict) -> str:
     return line
 
 
+CHILD_ROWS = "ROWS "  # the prefix of a measuring child's result line
+
+
+def measure_block(op, sizes, device, dtype, args, ok, note) -> tuple[list, list]:
+    """(rows, failures) of one block: ncd and fla measured side by side, or ncd alone with an
+    fla row carrying `note` when fla's warm-up did not finish; an exception is recorded in
+    both rows."""
+    mixer = reference_mixer(op) if args.dry else None
+    try:
+        if ok:
+            return run_block(op, sizes, device, dtype, mixer or fla_mixer(op), args.reps), []
+        err = base_row(op, "fla", sizes, dtype) | {"error": note}
+        return [run_ncd_alone(op, sizes, device, dtype, args.reps), err], []
+    except Exception as e:  # noqa: BLE001 - recorded in the rows, the next block runs
+        traceback.print_exc()
+        msg = f"{type(e).__name__}: {e}"
+        rows = [base_row(op, k, sizes, dtype) | {"error": msg} for k in ("ncd", "fla")]
+        return rows, [f"{op}: {msg}"]
+    finally:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def measure_in_child(op, sizes, dtype, ok, note, argv) -> tuple[list, list]:
+    """measure_block in a process of its own (the same arguments, this block only)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--blocks", op,
+           "--measure-child", op, "--no-isolate"]  # fmt: skip
+    if not ok:
+        cmd += ["--fla-skipped", note]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    sys.stderr.write(done.stderr[-4000:])
+    for line in done.stdout.splitlines():
+        if line.startswith(CHILD_ROWS):
+            got = json.loads(line[len(CHILD_ROWS) :])
+            return got["rows"], got["failed"]
+    tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+    msg = f"the measuring process ended with rc={done.returncode} and no rows: {tail}"
+    rows = [base_row(op, k, sizes, dtype) | {"error": msg} for k in ("ncd", "fla")]
+    return rows, [f"{op}: {msg}"]
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     if args.warm_child:
         warm_child(args)
         return 0
     device, dtype, sizes, stem = setting(args)
+    if args.measure_child:  # one block's rows as one JSON line on stdout
+        note = args.fla_skipped
+        got, why = measure_block(args.measure_child, sizes, device, dtype, args, note is None,
+                                 note)  # fmt: skip
+        print(CHILD_ROWS + json.dumps({"rows": got, "failed": why}), flush=True)
+        return 0
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device; use --dry to check the script on the CPU")
     start = time.time()
@@ -476,26 +538,17 @@ def main(argv=None) -> int:
     rows, bad, failed = [], [], []
     for op in args.block_list:
         ok, note = warm.get(op, (True, "no warm-up (--dry)"))
-        mixer = reference_mixer(op) if args.dry else None
-        try:
-            if ok:
-                got = run_block(op, sizes, device, dtype, mixer or fla_mixer(op), args.reps)
-            else:
-                err = base_row(op, "fla", sizes, dtype) | {"error": note}
-                got = [run_ncd_alone(op, sizes, device, dtype, args.reps), err]
-        except Exception as e:  # noqa: BLE001 - recorded in the rows, the next block runs
-            traceback.print_exc()
-            msg = f"{type(e).__name__}: {e}"
-            got = [base_row(op, k, sizes, dtype) | {"error": msg} for k in ("ncd", "fla")]
-            failed.append(f"{op}: {msg}")
+        if args.isolate:
+            got, why = measure_in_child(op, sizes, dtype, ok, note, argv)
+        else:
+            got, why = measure_block(op, sizes, device, dtype, args, ok, note)
         rows += got
+        failed += why
         print(op)
         for r in got:
             print(show(r), flush=True)
             if r.get("rel_err_vs_fla") is not None and not r["rel_err_vs_fla"] <= TOL[dtype]:
                 bad.append(f"{op}: rel RMS of ncd's update against fla's {r['rel_err_vs_fla']:.2e}")
-        if device == "cuda":
-            torch.cuda.empty_cache()
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu (dry run)"
     info = meta(name) | {
         "sizes": sizes,

@@ -50,3 +50,27 @@ def test_warm_up_out_of_time(bench, tmp_path):
     ncd, fla = _rows(tmp_path)
     assert ncd["impl"] == "ncd" and "error" not in ncd and ncd["rel_err"] < 1e-5
     assert fla["impl"] == "fla" and fla["error"].startswith("fla warm-up did not finish within")
+
+
+def test_each_block_measured_in_a_process_of_its_own(bench, tmp_path):
+    assert bench.main(["--dry", "--isolate", "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path)
+    assert [(r["op"], r["impl"]) for r in rows] == [
+        (op, impl) for op in bench.BLOCKS for impl in ("ncd", "fla")
+    ]
+    assert all("error" not in r and r["rel_err"] < 1e-5 for r in rows), rows
+
+
+def test_a_measuring_process_that_dies_gives_error_rows(bench, tmp_path, monkeypatch):
+    import subprocess
+
+    def died(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, -11, stdout="", stderr="illegal memory access\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", died)
+    args = ["--dry", "--isolate", "--blocks", "deltanet_block", "--out", str(tmp_path)]
+    assert bench.main(args) == 1
+    ncd, fla = _rows(tmp_path)
+    for r in (ncd, fla):
+        assert r["error"].startswith("the measuring process ended with rc=-11 and no rows")
+        assert "illegal memory access" in r["error"]
