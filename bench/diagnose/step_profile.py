@@ -12,12 +12,14 @@ Cases:
   gla_block       kernels (bench/gated_blocks_gpu.py's models, weights loaded by name), one
                   step: forward, backward, AdamW, at gated_blocks_gpu.py's sizes; run that
                   script first on a fresh machine (fla autotunes for minutes on its first call)
+Each case runs in a process of its own, so that a CUDA error ends only that case.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,21 +86,39 @@ def block_rows(op: str) -> list[dict]:
     return rows
 
 
+def one_case(case: str) -> list[dict]:
+    try:
+        return wtacrs_rows() if case == "wtacrs" else block_rows(case)
+    except Exception as e:  # one case's failure is reported; the others still run
+        print(f"== {case}: {type(e).__name__}: {e}", flush=True)
+        return [{"case": case, "error": f"{type(e).__name__}: {e}"}]
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--cases", default="wtacrs,deltanet_block,gla_block")
     p.add_argument("--out", default=None, help="JSON file for the rows")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    cases = args.cases.split(",")
+    if args.child:  # one case, its rows as the last line of stdout
+        print(ROWS + json.dumps(one_case(cases[0])), flush=True)
+        return 0
     rows = []
-    for case in args.cases.split(","):
-        try:
-            rows += wtacrs_rows() if case == "wtacrs" else block_rows(case)
-        except Exception as e:  # one case's failure is reported; the others still run
-            print(f"== {case}: {type(e).__name__}: {e}", flush=True)
-            rows.append({"case": case, "error": f"{type(e).__name__}: {e}"})
+    for case in cases:  # each in a process of its own: a CUDA error ends only its case
+        done = subprocess.run([sys.executable, __file__, "--cases", case, "--child"],
+                              capture_output=True, text=True)  # fmt: skip
+        out = done.stdout.splitlines()
+        print("\n".join(line for line in out if not line.startswith(ROWS)), flush=True)
+        got = [json.loads(line[len(ROWS) :]) for line in out if line.startswith(ROWS)]
+        tail = " | ".join(done.stderr.strip().splitlines()[-2:])
+        rows += got[0] if got else [{"case": case, "error": f"rc={done.returncode}: {tail}"}]
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     return 0
+
+
+ROWS = "ROWS "
 
 
 if __name__ == "__main__":
