@@ -124,12 +124,6 @@ def _gate_prep(
 
 
 @triton.jit
-def _beta(GC, qk, t0, offs_k, L, K_DIM: tl.constexpr, RS, C: tl.constexpr):
-    """beta, the chunk's b at its last valid token (the chunk's total log-decay)."""
-    return _row(GC + qk, tl.minimum(t0 + C, L) - 1, offs_k, L, K_DIM, RS)
-
-
-@triton.jit
 def _gate_tile(GC, qk, rows, offs_k, L, K_DIM: tl.constexpr, RS):
     """rows x channels of b, the in-chunk cumulative gates; rows past the sequence's end read
     its last token's (b is flat there, as if their gates were 0)."""
@@ -143,6 +137,12 @@ def _gate_row(GC, qk, row, offs_k, L, K_DIM: tl.constexpr, RS):
     """One row of b (clamped to the sequence's tokens), the cumulative gate at a boundary."""
     r = tl.maximum(tl.minimum(row, L - 1), 0)
     return tl.load(GC + qk + r * RS + offs_k, mask=offs_k < K_DIM, other=0.0)
+
+
+@triton.jit
+def _beta(GC, qk, t0, offs_k, L, K_DIM: tl.constexpr, RS, C: tl.constexpr):
+    """beta, the chunk's b at its last valid token (the chunk's total log-decay)."""
+    return _gate_row(GC, qk, t0 + C - 1, offs_k, L, K_DIM, RS)
 
 
 @triton.jit
@@ -495,7 +495,7 @@ def _bwd_intra(
         k_ok = offs_k < K_DIM
         lower = offs_c[:, None] >= offs_c[None, :]
         carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
-        beta = _gate_row(GC, qk, t0 + C - 1, offs_k, L, K_DIM, RS)
+        beta = _beta(GC, qk, t0, offs_k, L, K_DIM, RS, C)
         for J in tl.static_range(NC - 1, -1, -1):
             rows_J = t0 + J * BC + offs_c
             b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)

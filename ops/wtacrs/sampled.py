@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .._backend import use_triton
 from . import selection
+from .selection import score_bits
 
 # The kernel path's weight gradient from the samples: kernels.sampled_weight_grad (True) or
 # PyTorch's gather of dy's rows and matrix product (False; README.md says why).
@@ -28,12 +29,6 @@ def _check(cond, what, expected, found):
 def kept_rows(n: int, budget: float) -> int:
     """k, the number of sampled rows: ceil(budget · n), at least 1 and at most n."""
     return max(1, min(n, math.ceil(budget * n - 1e-9)))
-
-
-def score_bits(n: int) -> int:
-    """The integer scores' scale for n rows: the largest is 2^bits, so that n of them, and any
-    of them times a count below n, stay below 2^62 (int64 sums are exact in any order)."""
-    return 62 - n.bit_length()
 
 
 def integer_scores(s, bits):

@@ -211,6 +211,12 @@ def _draw_kernel(
     tl.store(WT + t, w.to(WT.dtype.element_ty), mask=draw)
 
 
+def score_bits(n: int) -> int:
+    """The integer scores' scale for n rows: the largest is 2^bits, so that n of them, and any
+    of them times a count below n, stay below 2^62 (int64 sums are exact in any order)."""
+    return 62 - n.bit_length()
+
+
 def select(norms, k, uniforms, grad_norms=None):
     """The WTA-CRS selection of k of n rows, as `wtacrs_select(norms · grad_norms, k,
     uniforms=uniforms)` gives it, in three kernel launches.
@@ -241,7 +247,7 @@ def plan(norms, k, uniforms, grad_norms=None):
     idx = torch.empty(k, device=norms.device, dtype=torch.int64)
     weight = torch.empty(k, device=norms.device, dtype=torch.float32)
     g = grad_norms.contiguous() if grad_norms is not None else None
-    two_b = float(2 ** (62 - n.bit_length()))  # sampled.score_bits
+    two_b = float(2 ** score_bits(n))
     has_g = g is not None
     nch2 = max(2, triton.next_power_of_2(nch))
     launches = [
