@@ -228,10 +228,11 @@ def relative_variance(fn, x0, w0, b0, dy, dw_ref, estimates):
 
 
 def wtacrs_parts(dev, x, dy, budget):
-    """ms of the forward's parts: the row norms, the selection as the layer runs it (the
-    uniforms and the kernels: `select`; with the norms: `norms_select`), each selection
-    kernel alone, and the PyTorch form of the selection on the same device; the gather of the
-    kept rows; dW from them, the kernel against PyTorch's gather of dy and its matrix product
+    """ms of the forward's parts: the row norms, the selection (the uniforms and the kernels:
+    `select`; with the norms: `norms_select`; with the gather of the kept rows in its last
+    kernel, as the layer runs it: `select_gather`), each of the layer's selection kernels
+    alone, and the PyTorch form of the selection on the same device; the gather of the kept
+    rows alone; dW from them, the kernel against PyTorch's gather of dy and its matrix product
     (the layer's choice: sampled.DW_KERNEL)."""
     from ncd.ops._backend import launch_compiled
     from ncd.ops.wtacrs import kernels, selection
@@ -260,9 +261,12 @@ def wtacrs_parts(dev, x, dy, budget):
         "norms_select": dev.time(lambda: select(norms_of(x))),
         "select_torch": dev.time(lambda: wtacrs_select(norms, k)),
     }
+    if n <= selection.MAX_ROWS:
+        u = torch.rand(k, device=x.device, dtype=f64)
+        parts["select_gather"] = dev.time(lambda: selection.select(norms, k, u, x=x))
     if k < n <= selection.MAX_ROWS:
         u = torch.rand(k, device=x.device, dtype=f64)
-        _, _, launches = selection.plan(norms, k, u)
+        _, launches = selection.plan(norms, k, u, x=x)
         for launch in launches:  # in order: each reads what the ones before wrote
             name = launch[0].fn.__name__.strip("_").removesuffix("_kernel")
             parts[f"select_{name}_kernel"] = dev.time(lambda a=launch: launch_compiled(*a))

@@ -412,16 +412,17 @@ def wtacrs_rows(n):
     parts = (
         ("sort", ws._block_sort_kernel, {"BI": BI}),
         ("rank", ws._rank_kernel, {"B": B, "LOG_B": B.bit_length() - 1}),
-        ("draw", ws._draw_kernel, {"B": B, "BI": BI, "NCH": max(2, triton.next_power_of_2(nch))}),
+        ("draw", ws._draw_kernel, {"B": B, "BI": BI, "NCH": max(2, triton.next_power_of_2(nch)),
+                                   "GATHER": True}),
     )
     ptrs = {"NRM": "*fp32", "G": "*fp16", "SCR": "*i64", "IDX": "*i64", "WT": "*fp32",
-            "U": "*fp64"}  # fmt: skip
+            "U": "*fp64", "X": "*bf16", "OUT": "*bf16"}  # fmt: skip
     for part, kernel, more in parts:
         meta = {k: v for k, v in cfg[part].items() if k != "num_warps"}
         for has_g in (False, True):
             consts = {**meta, **more, "HAS_G": has_g, **({} if has_g else {"G": None})}
             sig = {a: ptrs.get(a, "fp32" if a == "two_b" else "i32") for a in kernel.arg_names}
-            div = [a for a in kernel.arg_names if a in ptrs or a in ("n", "nb")]
+            div = [a for a in kernel.arg_names if a in ptrs or a in ("n", "nb", "D", "sxn")]
             label = f"wtacrs {kernel.fn.__name__} n={n} g={has_g:d} {cfg[part]}"
             yield label, lambda kn=kernel, s=sig, c=consts, w=cfg[part]["num_warps"], d=div: (
                 _compile(kn, s, c, w, None, d))  # fmt: skip

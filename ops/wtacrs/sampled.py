@@ -2,8 +2,9 @@
 samples, only the sampled rows of the input kept for the backward. The selection of the rows
 never reads the device: on CUDA tensors it runs as selection.py's kernels, elsewhere (and
 above selection.MAX_ROWS rows) as `wtacrs_select` here, which gives the same rows and weights
-from the same random numbers. The gather of the sampled rows runs as kernels.py's kernel on
-CUDA tensors, as PyTorch indexing otherwise; dW from them as PyTorch's gather and product
+from the same random numbers. On CUDA tensors the gather of the sampled rows runs in the
+selection's last kernel (or kernels.py's, after the PyTorch selection), as PyTorch indexing
+otherwise; dW from them as PyTorch's gather and product
 (or kernels.py's, DW_KERNEL). Maths and choices in README.md.
 """
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from .._backend import use_triton
 from . import selection
+from .kernels import gather_scale, sampled_weight_grad
 from .selection import score_bits
 
 # The kernel path's weight gradient from the samples: kernels.sampled_weight_grad (True) or
@@ -92,17 +94,15 @@ class WTACRSLinearFunction(torch.autograd.Function):
                 )
                 if kernel and x.shape[0] <= selection.MAX_ROWS:
                     u = torch.rand(k, generator=generator, device=x.device, dtype=torch.float64)
-                    idx, w = selection.select(scores, k, u, grad_norms)
+                    idx, _, kept = selection.select(scores, k, u, grad_norms, x=x)
                 else:
                     if grad_norms is not None:
                         scores = scores * grad_norms.to(scores.dtype)
                     idx, w = wtacrs_select(scores, k, generator)
-                if kernel:
-                    from .kernels import gather_scale
-
-                    kept = gather_scale(x, idx, w)
-                else:
-                    kept = (x[idx] * w[:, None]).to(x.dtype)  # sampled rows times weights
+                    if kernel:
+                        kept = gather_scale(x, idx, w)
+                    else:
+                        kept = (x[idx] * w[:, None]).to(x.dtype)  # sampled rows times weights
         ctx.save_for_backward(kept, weight, idx)
         ctx.has_bias = bias is not None
         ctx.kernel = kernel
@@ -113,15 +113,13 @@ class WTACRSLinearFunction(torch.autograd.Function):
         kept, weight, idx = ctx.saved_tensors
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = dy @ weight
+            dx = torch.mm(dy, weight)
         if ctx.needs_input_grad[1]:
             if idx is not None and ctx.kernel and DW_KERNEL:
-                from .kernels import sampled_weight_grad
-
                 dw = sampled_weight_grad(dy, idx, kept, weight.dtype)
             else:
-                rows = dy if idx is None else dy[idx]
-                dw = rows.transpose(0, 1) @ kept
+                rows = dy if idx is None else dy.index_select(0, idx)
+                dw = torch.mm(rows.t(), kept)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy.sum(0)
         return dx, dw, db, None, None, None, None

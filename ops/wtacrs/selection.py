@@ -10,7 +10,8 @@ maths and the design.
    winners and the score left outside them.
 3. `_draw_kernel`, one program per BT positions: |C| and the rest's mass from the chunks'
    sums, and each draw by locating floor(u · mass) among the chunks' cumulative sums, then
-   inside its chunk.
+   inside its chunk; for the layer (`select(..., x=x)`) also the gather of the kept rows
+   times their weights, one program per BT positions and BD columns.
 """
 
 import torch
@@ -28,12 +29,12 @@ _BIG: tl.constexpr = tl.constexpr((1 << 63) - 1)
 GPU = {
     "sort": {"B": 256, "BJ": 16, "num_warps": 4},
     "rank": {"BI": 128, "NBB": 32, "num_warps": 4},
-    "draw": {"BT": 16, "num_warps": 4},
+    "draw": {"BT": 16, "BD": 256, "num_warps": 4},
 }
 INTERPRET = {
     "sort": {"B": 32, "BJ": 32},
     "rank": {"BI": 32, "NBB": 16},
-    "draw": {"BT": 32},
+    "draw": {"BT": 32, "BD": 32},
 }
 MAX_ROWS = 32768
 
@@ -171,14 +172,18 @@ def _rank_kernel(
 
 @triton.jit
 def _draw_kernel(
-    NRM, G, SCR, U, IDX, WT, n, k, nb, two_b,
+    NRM, G, SCR, U, IDX, WT, X, OUT, n, k, nb, two_b, D, sxn, sxd,
     HAS_G: tl.constexpr, B: tl.constexpr, BI: tl.constexpr, BT: tl.constexpr,
-    NCH: tl.constexpr,
+    NCH: tl.constexpr, GATHER: tl.constexpr, BD: tl.constexpr,
 ):  # fmt: skip
-    """Positions t of block p (BT of them), those t ≥ |C| = Σ CW: with mass = Σ RS and
-    T = min(floor(U[t] · mass), mass − 1), IDX[t] = #{j : cdf_j ≤ T}, cdf the running sum of q
-    over the rows outside C in index order, and WT[t] = mass / ((k − |C|) q_idx) (0 when
-    mass = 0): first the chunk (#chunks whose cumulative sum is ≤ T), then inside it."""
+    """Positions t of block p = program_id(0) (BT of them), those t ≥ |C| = Σ CW: with
+    mass = Σ RS and T = min(floor(U[t] · mass), mass − 1), IDX[t] = #{j : cdf_j ≤ T}, cdf the
+    running sum of q over the rows outside C in index order, and WT[t] = mass / ((k − |C|)
+    q_idx) (0 when mass = 0): first the chunk (#chunks whose cumulative sum is ≤ T), then
+    inside it. Programs with program_id(1) = 0 store them.
+    GATHER: also OUT[t, d] = X[IDX[t], d] · WT[t] (float32 product, OUT's dtype, contiguous
+    [k, D]) for columns d of block program_id(1) (BD of them), the winners' rows (t < |C|, weight
+    1) read from IDX, where the rank kernel wrote them."""
     p = tl.program_id(0)
     SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
     nch = tl.cdiv(n, BI)
@@ -207,8 +212,20 @@ def _draw_kernel(
     qd = tl.where(qd > 0, qd, 1)  # a draw has q > 0 when mass > 0
     w = tl.where(mass > 0, mass.to(tl.float64) / ((k - c).to(tl.float64) * qd.to(tl.float64)),
                  0.0)  # fmt: skip
-    tl.store(IDX + t, row.to(tl.int64), mask=draw)
-    tl.store(WT + t, w.to(WT.dtype.element_ty), mask=draw)
+    w = w.to(WT.dtype.element_ty)
+    if tl.program_id(1) == 0:
+        tl.store(IDX + t, row.to(tl.int64), mask=draw)
+        tl.store(WT + t, w, mask=draw)
+    if GATHER:
+        won = (t < k) & (t < c)
+        row = tl.where(won, tl.load(IDX + t, mask=won, other=0), row).to(tl.int64)
+        w = tl.where(won, 1.0, w.to(tl.float32))
+        d = tl.program_id(1) * BD + tl.arange(0, BD)
+        mask = (t < k)[:, None] & (d[None, :] < D)
+        x = tl.load(X + row[:, None] * sxn + d[None, :] * sxd, mask=mask, other=0.0)
+        out = x.to(tl.float32) * w[:, None]
+        tl.store(OUT + t[:, None].to(tl.int64) * D + d[None, :], out.to(OUT.dtype.element_ty),
+                 mask=mask)  # fmt: skip
 
 
 def score_bits(n: int) -> int:
@@ -217,23 +234,26 @@ def score_bits(n: int) -> int:
     return 62 - n.bit_length()
 
 
-def select(norms, k, uniforms, grad_norms=None):
+def select(norms, k, uniforms, grad_norms=None, x=None):
     """The WTA-CRS selection of k of n rows, as `wtacrs_select(norms · grad_norms, k,
-    uniforms=uniforms)` gives it, in three kernel launches.
+    uniforms=uniforms)` gives it, in three kernel launches; with x, the last one also gathers
+    the kept rows times their weights.
 
     norms: [n] float32, contiguous (the rows' norms); k: rows kept; uniforms: [k] float64 in
-    [0, 1); grad_norms: optional [n] (any float dtype), multiplied in as float32
-    -> (idx [k] int64, weight [k] float32)."""
+    [0, 1); grad_norms: optional [n] (any float dtype), multiplied in as float32; x: optional
+    [n, D] -> (idx [k] int64, weight [k] float32), and with x also kept [k, D] (x's dtype,
+    contiguous: x[idx] · weight[:, None], the product in float32)."""
     n = norms.shape[0]
     if k >= n:
-        return torch.arange(n, device=norms.device), torch.ones(n, device=norms.device)
-    idx, weight, launches = plan(norms, k, uniforms, grad_norms)
+        idx, weight = torch.arange(n, device=norms.device), torch.ones(n, device=norms.device)
+        return (idx, weight) if x is None else (idx, weight, x.contiguous())
+    outs, launches = plan(norms, k, uniforms, grad_norms, x)
     for kernel, grid, args, meta in launches:
         launch_compiled(kernel, grid, args, meta)
-    return idx, weight
+    return outs
 
 
-def plan(norms, k, uniforms, grad_norms=None):
+def plan(norms, k, uniforms, grad_norms=None, x=None):
     """The outputs `select` fills (k < n) and its launches, (kernel, grid, args, meta) each, in
     order (each a function of the ones before: bench/ops_effops.py times them one by one)."""
     n = norms.shape[0]
@@ -250,13 +270,21 @@ def plan(norms, k, uniforms, grad_norms=None):
     two_b = float(2 ** score_bits(n))
     has_g = g is not None
     nch2 = max(2, triton.next_power_of_2(nch))
+    if x is None:
+        outs, kept, gather, D, sx = (idx, weight), idx, (1,), 0, (0, 0)
+    else:
+        D = x.shape[1]
+        kept = torch.empty(k, D, device=x.device, dtype=x.dtype)
+        outs, gather, sx = (idx, weight, kept), (max(1, cdiv(D, cfg["draw"]["BD"])),), x.stride()
     launches = [
         (_block_sort_kernel, (nb,), (norms, g, scratch, n, nb, two_b),
          {"HAS_G": has_g, "BI": BI, **cfg["sort"]}),
         (_rank_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
          {"HAS_G": has_g, "B": B, "LOG_B": B.bit_length() - 1, **cfg["rank"]}),
-        (_draw_kernel, (cdiv(k, BT),),
-         (norms, g, scratch, uniforms, idx, weight, n, k, nb, two_b),
-         {"HAS_G": has_g, "B": B, "BI": BI, "NCH": nch2, **cfg["draw"]}),
+        (_draw_kernel, (cdiv(k, BT), *gather),
+         (norms, g, scratch, uniforms, idx, weight, norms if x is None else x, kept, n, k, nb,
+          two_b, D, *sx),
+         {"HAS_G": has_g, "B": B, "BI": BI, "NCH": nch2, "GATHER": x is not None,
+          **cfg["draw"]}),
     ]  # fmt: skip
-    return idx, weight, launches
+    return outs, launches

@@ -290,6 +290,24 @@ def test_kernel_selection_is_the_pytorch_form(n, k, kind, nan_alloc):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("n, k, kind", [(37, 12, "huge"), (200, 60, "ties"), (1000, 300, "grad")])
+def test_kernel_selection_with_the_gather(n, k, kind, nan_alloc):
+    """select(..., x=x), as the layer runs it (the gather of the kept rows in the last kernel):
+    the same (idx, weight) as wtacrs_select, and kept = x[idx] · weight by PyTorch indexing, bit
+    for bit, from a strided x whose D is not a multiple of the column tiles."""
+    g = torch.Generator().manual_seed(n + k + 1)
+    norms, grad = _selection_case(n, kind, g)
+    u = torch.rand(k, generator=g, dtype=torch.float64)
+    x = torch.randn(45, n, generator=g).half().t()  # [n, 45], strides (1, n)
+    idx, weight, kept = selection.select(norms, k, u, grad, x=x)
+    scores = norms if grad is None else norms * grad.float()
+    want_idx, want_weight = wtacrs_select(scores, k, uniforms=u)
+    assert torch.equal(idx, want_idx) and torch.equal(weight, want_weight), kind
+    assert kept.dtype == x.dtype and kept.is_contiguous()
+    assert torch.equal(kept, (x[want_idx].float() * want_weight[:, None]).half())
+
+
+@pytest.mark.interpret
 def test_kernel_selection_keeps_every_row_when_k_reaches_n():
     norms = torch.rand(9)
     idx, weight = selection.select(norms, 9, torch.rand(9, dtype=torch.float64))
