@@ -263,11 +263,12 @@ def gated_rows(family, dtype, D):
         base = dict(K_DIM=D, V_DIM=D, DOT=dot, BK=D, BT=c.CHUNK)
         for gated in (False, True):
             g = "gated" if gated else "ungated"
-            add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_AI", "LOAD_AI", "VARLEN"), none,
-                ("ai", ("STORE_AI",)), ("load", ("LOAD_AI",)), varlen, HAS_G=gated)  # fmt: skip
-            add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS, ("USE_S0", "STORE_ST", "STATES", "VARLEN"),
-                none, ("s0,st", ("USE_S0", "STORE_ST")), ("states", ("STATES",)), varlen,
-                HAS_G=gated)  # fmt: skip
+            add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_U", "VARLEN"), none,
+                ("u", ("STORE_U",)), varlen, HAS_G=gated)  # fmt: skip
+            add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS,
+                ("USE_S0", "STORE_ST", "STATES", "FORM_U", "VARLEN"), none,
+                ("s0,st", ("USE_S0", "STORE_ST")), ("form_u", ("FORM_U",)),
+                ("states", ("STATES", "FORM_U")), varlen, HAS_G=gated)  # fmt: skip
             add(f"_scan_bwd_kernel {g}", c.BWD_SCAN_CONFIGS, ("USE_DST", "STORE_DS0", "VARLEN"),
                 none, ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, HAS_G=gated)  # fmt: skip
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,

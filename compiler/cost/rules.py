@@ -947,6 +947,7 @@ def _delta_rule(v: BoxView) -> Rule:
     kept, do_copy = _copies(v, "attention")  # contiguous copies of permuted inputs
     gates = [_token_gate(v, "beta", "beta")] + ([_token_gate(v, "g", "gates")] if gated else [])
     inverse = _own("wy_inverse", B * T * 64 * bp, "T, each chunk's WY inverse (64 per token)")
+    wy_w = _own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")
     flops = dr.flops_forward(B, T, 1, K, V, gated=gated)
     flops_bwd = dr.flops_backward(B, T, 1, K, V, gated=gated)
     name = "gated_delta_rule" if gated else "delta_rule"
@@ -955,7 +956,7 @@ def _delta_rule(v: BoxView) -> Rule:
         mm=flops,
         flops_bwd=flops_bwd,
         mm_bwd=flops_bwd,
-        saved=[*kept, *gates, inverse],
+        saved=[*kept, *gates, inverse, wy_w],
         temps=dr.forward_temp_bytes(B, T, 1, K, V, bytes_per=bp),
         bwd_temps=dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp) + do_copy,
         io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated),

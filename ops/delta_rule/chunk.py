@@ -8,14 +8,14 @@ Gated, a pre-pass first: _chunk_cumsum writes the gates' in-chunk cumulative sum
 head-major), which every kernel loads and the backward keeps in the gates' place.
 Forward (two launches):
     _prep_kernel      chunk-parallel: A = strictly_lower(diag(beta) (K K^T * E)), its unit
-                      lower-triangular inverse T by tile products in registers,
-                      W = T diag(beta gamma) K and U = T diag(beta) V, written once.
+                      lower-triangular inverse T by tile products in registers, T written,
+                      -W = -T diag(beta gamma) K and U = T diag(beta) V written.
     _scan_fwd_kernel  one program per (value block, sequence x head) walks its chunks holding
                       the state S (K x BV, float32) in registers: V' = U - W S, the output
                       O = scale diag(gamma) Q S + (scale Q K^T * E * causal) V', S updated.
-Backward (four launches, kept from the forward: its inputs and T):
-    _prep_kernel      W and U again, from the kept T (no inverse built).
-    _scan_fwd_kernel  in STATES mode: writes the state entering each chunk and V' (once).
+Backward (three launches, kept from the forward: its inputs, T and -W):
+    _scan_fwd_kernel  in STATES mode, U formed from T: writes the state entering each chunk
+                      and V' (once).
     _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
     _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
 """
@@ -49,6 +49,9 @@ FWD_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
 ]
+# The forward's scan forms U = T diag(beta) V itself (True) or reads U written by the prepare
+# kernel (False); the backward's scan always forms it (U is not kept).
+FWD_FORM_U = False
 BWD_SCAN_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
@@ -58,7 +61,12 @@ BWD_SCAN_CONFIGS = [
 BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
+    triton.Config({"BV": 64}, num_warps=8, num_stages=1),
 ]
+# BV = 32 at one stage is not offered: the code Triton 3.6 compiles for sm_90 from it makes an
+# illegal memory access on the H200 for the ungated rule, where the interpreter (the kernel's
+# source, checked access by access against its buffers) and the other three configurations
+# are right (README.md, "Backward").
 # Under the interpreter: small chunks and blocks (the interpreter's cost is per operation).
 INTERPRET_CHUNK = 16
 INTERPRET_CONFIG = {"BV": 16}
@@ -207,12 +215,14 @@ def _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, keep, K_DIM: tl.constexpr, BK: tl.co
 
 @triton.jit
 def _prep_kernel(
-    K, V, BETA, GATE, W, U, AI, CU, COFF, CHUNKS, T, NT, H, TT,
+    K, V, BETA, GATE, WN, U, AI, CU, COFF, CHUNKS, T, NT, H, TT,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_G: tl.constexpr, STORE_AI: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
-    BV: tl.constexpr, LOAD_AI: tl.constexpr = False,
+    HAS_G: tl.constexpr, STORE_U: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
+    BV: tl.constexpr,
 ):  # fmt: skip
-    # LOAD_AI: T is read from AI (written by an earlier call with STORE_AI) instead of built
+    """T = (I + A)^{-1} (written to AI, one row of the chunk's tile per token),
+    WN = -W = -T diag(beta gamma) K and, with STORE_U, U = T diag(beta) V of one chunk and
+    head."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
@@ -226,48 +236,46 @@ def _prep_kernel(
     if HAS_G:
         G, Gc, gamma, _ = _decays(GATE, bos, i_h, TT, L, i_t, BT)
         bw = beta * gamma
+    # A twice (the 8 x 8 diagonal blocks, then the blocks below them) rather than held in
+    # registers through the diagonal blocks' inverse
+    blk_r = offs_t[:, None] // 8
+    blk_c = offs_t[None, :] // 8
+    diag = (blk_r == blk_c) & (offs_t[:, None] > offs_t[None, :])
+    d = _block_diag_inverse(
+        _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT), BT
+    )
+    a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT)
+    ai_in = _below_inverse(d, a_b, BT).to(K.dtype.element_ty)
     ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
-    if LOAD_AI:
-        ai_in = tl.load(ai_ptrs, mask=r_ok[:, None], other=0.0).to(K.dtype.element_ty)
-    else:
-        # A twice (the 8 x 8 diagonal blocks, then the blocks below them) rather than held
-        # in registers through the diagonal blocks' inverse
-        blk_r = offs_t[:, None] // 8
-        blk_c = offs_t[None, :] // 8
-        diag = (blk_r == blk_c) & (offs_t[:, None] > offs_t[None, :])
-        d = _block_diag_inverse(
-            _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT), BT
-        )
-        a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT)
-        ai_in = _below_inverse(d, a_b, BT).to(K.dtype.element_ty)
-        if STORE_AI:
-            tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
-    # W = T diag(beta gamma) K and U = T diag(beta) V, BV columns at a time (keys read again)
+    tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
+    # -W = T diag(-beta gamma) K, BV columns at a time (keys read again)
     for k0 in tl.static_range(0, BK, BV):
         offs_k = k0 + tl.arange(0, BV)
         kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
         kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
         k = tl.load(K + kp, mask=kmask, other=0.0)
-        w = tl.dot(ai_in, (k * bw[:, None]).to(k.dtype), input_precision=DOT)
-        tl.store(W + kp, w.to(W.dtype.element_ty), mask=kmask)
-    for v0 in range(0, V_DIM, BV):
-        offs_v = v0 + tl.arange(0, BV)
-        vmask = r_ok[:, None] & (offs_v < V_DIM)[None, :]
-        vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
-        v = tl.load(V + vp, mask=vmask, other=0.0)
-        u = tl.dot(ai_in, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
-        tl.store(U + vp, u.to(U.dtype.element_ty), mask=vmask)
+        w = tl.dot(ai_in, (k * -bw[:, None]).to(k.dtype), input_precision=DOT)
+        tl.store(WN + kp, w.to(WN.dtype.element_ty), mask=kmask)
+    if STORE_U:
+        for v0 in range(0, V_DIM, BV):
+            offs_v = v0 + tl.arange(0, BV)
+            vmask = r_ok[:, None] & (offs_v < V_DIM)[None, :]
+            vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
+            v = tl.load(V + vp, mask=vmask, other=0.0)
+            u = tl.dot(ai_in, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
+            tl.store(U + vp, u.to(U.dtype.element_ty), mask=vmask)
 
 
 @triton.jit
 def _scan_fwd_kernel(
-    Q, K, W, U, GATE, O, S0, ST, HS, VN, CU, COFF, T, NT, H, TT, scale,
+    Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
-    VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+    FORM_U: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
-    """The state scan. STATES: write the state entering each chunk (HS) and V' (VN) instead of
-    the output."""
+    """The state scan: per chunk V' = U - W S (WN = -W), the output, S updated. FORM_U: U =
+    T diag(beta) V formed here from T (AI), else read (U). STATES: write the state entering
+    each chunk (HS) and V' (VN) instead of the output."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -294,12 +302,24 @@ def _scan_fwd_kernel(
         kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
         vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
         k = tl.load(K + kp, mask=kmask, other=0.0)
-        w = tl.load(W + kp, mask=kmask, other=0.0)
-        u = tl.load(U + vp, mask=vmask, other=0.0)
+        wn = tl.load(WN + kp, mask=kmask, other=0.0)
+        if FORM_U:
+            ai = tl.load(
+                AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
+                other=0.0,
+            )  # fmt: skip
+            beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
+            v = tl.load(V + vp, mask=vmask, other=0.0)
+        else:
+            u = tl.load(U + vp, mask=vmask, other=0.0)
         if STATES:
             hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
             tl.store(HS + hp + s_off, S.to(HS.dtype.element_ty), mask=s_mask)
-        v_new = u.to(tl.float32) - tl.dot(w, S.to(w.dtype), input_precision=DOT)
+        if FORM_U:  # V' = U - W S, both products into one accumulator
+            v_new = tl.dot(ai, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
+            v_new = tl.dot(wn, S.to(wn.dtype), v_new, input_precision=DOT)
+        else:
+            v_new = tl.dot(wn, S.to(wn.dtype), u.to(tl.float32), input_precision=DOT)
         v_in = v_new.to(k.dtype)
         if STATES:
             tl.store(VN + vp, v_in, mask=vmask)
@@ -328,14 +348,14 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_kernel(
-    Q, K, W, GATE, DO, VN, DVN, DHS, DST, DS0, CU, COFF, T, NT, H, TT, scale,
+    Q, K, WN, GATE, DO, VN, DVN, DHS, DST, DS0, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr,
     DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """The reverse scan of dS (the gradient of the state leaving a chunk), from the end:
     dV' = (scale Q K^T * E * causal)^T dO + diag(gamma_C / gamma) K dS,
-    dS <- gamma_C dS + scale (diag(gamma) Q)^T dO - W^T dV'."""
+    dS <- gamma_C dS + scale (diag(gamma) Q)^T dO - W^T dV' (WN = -W)."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -367,7 +387,7 @@ def _scan_bwd_kernel(
         tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
         q = tl.load(Q + kp, mask=kmask, other=0.0)
         k = tl.load(K + kp, mask=kmask, other=0.0)
-        w = tl.load(W + kp, mask=kmask, other=0.0)
+        wn = tl.load(WN + kp, mask=kmask, other=0.0)
         do = tl.load(DO + vp, mask=vmask, other=0.0)
         pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
         if HAS_G:
@@ -386,22 +406,23 @@ def _scan_bwd_kernel(
         if HAS_G:
             dS = dS * tl.exp(g_last)
         dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
-        dS = dS - tl.dot(tl.trans(w), dv_in, input_precision=DOT)
+        dS = tl.dot(tl.trans(wn), dv_in, dS, input_precision=DOT)
     if STORE_DS0:
         tl.store(DS0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, dS, mask=s_mask)
 
 
 @triton.jit
 def _bwd_chunk_kernel(
-    Q, K, V, W, U, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
+    Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
     CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """Per chunk, with S entering and dS leaving it (from the scans), V' and dV':
     dq, dk through the output and the state update, dW = -dV' S^T, then the WY backward
-    (dB = T^T dX for X = T B; dA = -(dB_w W^T + dB_u U^T) on the strict lower triangle) for dk,
-    dv, dbeta, and dg as the reverse cumulative sum of dG."""
+    (dB = T^T dX for X = T B; dA = -(dB_w W^T + dB_u U^T) = -dB_u V'^T on the strict lower
+    triangle, since dB_w = -dB_u S^T and W S = U - V') for dk, dv, dbeta, and dg as the
+    reverse cumulative sum of dG."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
@@ -422,7 +443,7 @@ def _bwd_chunk_kernel(
     dks = tl.zeros([BT, BK], tl.float32)  # V' dS^T
     db_w = tl.zeros([BT, BK], tl.float32)  # -T^T dW = T^T dV' S^T
     dp = tl.zeros([BT, BT], tl.float32)  # dO V'^T
-    da = tl.zeros([BT, BT], tl.float32)  # dB_u U^T
+    da = tl.zeros([BT, BT], tl.float32)  # dB_u V'^T = -dA
     dbeta = tl.zeros([BT], tl.float32)
     ds_dot = tl.zeros([BK], tl.float32)  # <S, dS> by key row
     for v0 in range(0, V_DIM, BV):
@@ -446,8 +467,7 @@ def _bwd_chunk_kernel(
         v = tl.load(V + vp, mask=vmask, other=0.0)
         tl.store(DV + vp, (db_u * beta[:, None]).to(DV.dtype.element_ty), mask=vmask)
         dbeta += tl.sum(db_u * v.to(tl.float32), 1)
-        u = tl.load(U + vp, mask=vmask, other=0.0)
-        da = tl.dot(db_u.to(u.dtype), tl.trans(u), da, input_precision=DOT)
+        da = tl.dot(db_u.to(v_new.dtype), tl.trans(v_new), da, input_precision=DOT)
     q = tl.load(Q + kp, mask=kmask, other=0.0)
     k = tl.load(K + kp, mask=kmask, other=0.0)
     causal = offs_t[:, None] >= offs_t[None, :]
@@ -473,24 +493,21 @@ def _bwd_chunk_kernel(
     dq = tl.dot(dps.to(k.dtype), k, dq, input_precision=DOT)
     tl.store(DQ + kp, dq.to(DQ.dtype.element_ty), mask=kmask)
     dk = tl.dot(tl.trans(dps.to(q.dtype)), q, dks, input_precision=DOT)
-    # dW = -dV' S^T, so T^T dW = -(T^T dV') S^T; W = T diag(beta gamma) K
-    db_w = -db_w
-    dk += db_w * bw[:, None]
-    t_w = tl.sum(db_w * kf, 1)
+    # dW = -dV' S^T, so dB_w = T^T dW = -db_w; W = T diag(beta gamma) K
+    dk -= db_w * bw[:, None]
+    t_w = -tl.sum(db_w * kf, 1)
     if HAS_G:
         dbeta += t_w * gamma
         d_g += t_w * bw
     else:
         dbeta += t_w
-    w = tl.load(W + kp, mask=kmask, other=0.0)
-    da = tl.dot(db_w.to(w.dtype), tl.trans(w), da, input_precision=DOT)
     strict = offs_t[:, None] > offs_t[None, :]
     if HAS_G:  # E again rather than held in registers through the products above
         e = tl.exp(tl.where(strict, G[:, None] - Gc[None, :], 0.0))
-    da = tl.where(strict, -da * e, 0.0)  # dA * E, dA = -(dB_w W^T + dB_u U^T)
-    dab = (da * beta[:, None]).to(k.dtype)
-    dk = tl.dot(dab, k, dk, input_precision=DOT)
-    dk = tl.dot(tl.trans(dab), k, dk, input_precision=DOT)
+    da = tl.where(strict, -da * e, 0.0)  # dA * E
+    dab = da * beta[:, None]
+    # (dab + dab^T) K in one product: dab is strictly lower, so no entry has two terms
+    dk = tl.dot((dab + tl.trans(dab)).to(k.dtype), k, dk, input_precision=DOT)
     tl.store(DK + kp, dk.to(DK.dtype.element_ty), mask=kmask)
     dakk = da * tl.dot(k, tl.trans(k), input_precision=DOT)
     dbeta += tl.sum(dakk, 1)
@@ -554,28 +571,26 @@ def _chunk_gates(g, lay):
     return gc
 
 
-def _prepare(k, v, g, beta, lay, store_ai, ai=None):
-    """W, U (and T, per token its row of the chunk's inverse, when store_ai) of every chunk;
-    with `ai` (the T of an earlier call) given, W and U from it, T not built again."""
+def _prepare(k, v, g, beta, lay, store_u):
+    """T (per token its row of the chunk's inverse, ``[B, T, H, BT]``), -W and (store_u) U
+    of every chunk, in the inputs' dtype; u None without store_u."""
     B, T, H, K = k.shape
-    V = v.shape[-1]
-    w, u = torch.empty_like(k), torch.empty_like(v)
-    load = ai is not None
-    if store_ai and not load:
-        ai = torch.empty(B, T, H, lay.BT, device=k.device, dtype=k.dtype)
+    wn = torch.empty_like(k)
+    u = torch.empty_like(v) if store_u else None
+    ai = torch.empty(B, T, H, lay.BT, device=k.device, dtype=k.dtype)
     _launch(
         _prep_kernel, PREP_CONFIGS, lambda m: (lay.NC, H),
-        (k, v, beta, beta if g is None else g, w, u, w if ai is None else ai, lay.cu, lay.coff,
+        (k, v, beta, beta if g is None else g, wn, wn if u is None else u, ai, lay.cu, lay.coff,
          lay.chunks, lay.T, lay.NT, H, B * T), lay,
-        K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, STORE_AI=store_ai and not load,
-        DOT=_dot(k), LOAD_AI=load,
+        K_DIM=K, V_DIM=v.shape[-1], BK=pow2(K), HAS_G=g is not None, STORE_U=store_u,
+        DOT=_dot(k),
     )  # fmt: skip
-    return w, u, ai
+    return wn, u, ai
 
 
-def _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states):
+def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, states):
     """states=False: (o, final state or None); states=True: (entering states [NC, H, K, V] in
-    the input dtype, V')."""
+    the input dtype, V'). u None: U formed in the scan from T (ai), v and beta."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     if states:
@@ -590,14 +605,15 @@ def _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states):
             else None
         )
         hs = vn = None
-    dummy = u
+    dummy = v
     _launch(
         _scan_fwd_kernel, FWD_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
-        (q, k, w, u, dummy if g is None else g, dummy if o is None else o,
-         dummy if s0 is None else s0, dummy if s_t is None else s_t, dummy if hs is None else hs,
-         dummy if vn is None else vn, lay.cu, lay.coff, lay.T, lay.NT, H, B * T, scale), lay,
+        (q, k, v, wn, dummy if u is None else u, ai, beta, dummy if g is None else g,
+         dummy if o is None else o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
+         dummy if hs is None else hs, dummy if vn is None else vn, lay.cu, lay.coff, lay.T, lay.NT,
+         H, B * T, scale), lay,
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
-        STORE_ST=s_t is not None, STATES=states, DOT=_dot(q),
+        STORE_ST=s_t is not None, STATES=states, FORM_U=u is None, DOT=_dot(q),
     )  # fmt: skip
     return (hs, vn) if states else (o, s_t)
 
@@ -610,23 +626,23 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, s0, want_state, lay):
         g = None if g is None else _chunk_gates(g, lay)
-        # T (BT values per token and head) is kept for the backward, which then builds W and
-        # U from it instead of inverting every chunk again
-        w, u, ai = _prepare(k, v, g, beta, lay, store_ai=any(ctx.needs_input_grad))
-        o, s_t = _scan_forward(q, k, v, g, w, u, scale, s0, want_state, lay, states=False)
-        ctx.save_for_backward(q, k, v, g, beta, s0, ai)
+        # T (BT values per token and head) and -W (K) are kept for the backward, which then
+        # neither inverts a chunk nor forms W again
+        wn, u, ai = _prepare(k, v, g, beta, lay, store_u=not FWD_FORM_U)
+        o, s_t = _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, False)
+        ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn)
         ctx.scale, ctx.lay = scale, lay
         return o, s_t
 
     @staticmethod
     def backward(ctx, do, d_st):
-        q, k, v, g, beta, s0, ai = ctx.saved_tensors
+        q, k, v, g, beta, s0, ai, wn = ctx.saved_tensors
         lay, scale = ctx.lay, ctx.scale
         B, T, H, K = q.shape
         V = v.shape[-1]
         do = do.contiguous()
-        w, u, ai = _prepare(k, v, g, beta, lay, store_ai=True, ai=ai)
-        hs, vn = _scan_forward(q, k, v, g, w, u, scale, s0, False, lay, states=True)
+        # U (not kept) formed in the scan from T
+        hs, vn = _scan_forward(q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True)
         dhs = torch.empty_like(hs)
         dvn = torch.empty_like(v)
         want_ds0 = s0 is not None and ctx.needs_input_grad[6]
@@ -636,7 +652,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         dummy = dvn
         _launch(
             _scan_bwd_kernel, BWD_SCAN_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
-            (q, k, w, dummy if g is None else g, do, vn, dvn, dhs,
+            (q, k, wn, dummy if g is None else g, do, vn, dvn, dhs,
              dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0, lay.cu,
              lay.coff, lay.T, lay.NT, H, B * T, scale), lay,
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
@@ -647,7 +663,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
         _launch(
             _bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H),
-            (q, k, v, w, u, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
+            (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
              dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT, H,
              B * T, scale), lay,
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q),

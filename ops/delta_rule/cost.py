@@ -10,10 +10,10 @@ prepare (``_prep_kernel``): K K^T (2 C^2 K), the inverse's block products (``inv
 forward scan (``_scan_fwd_kernel``, one program per value block): W S (2 C K V), Q K^T
     (2 C^2 K, repeated in each of the V / block_v programs), Q S (2 C K V), P V' (2 C^2 V),
     K^T V' (2 C K V).
-backward: prepare again; the scan in STATES mode (W S, K^T V'); the reverse scan (its own
-    Q K^T per value block, P^T dO, K dS, Q^T dO, W^T dV'); the chunk kernel (dO S^T, dO V'^T,
-    V' dS^T, T^T dV', (T^T dV') S^T, (T^T dV') U^T per value block, then Q K^T, K K^T and
-    five C x C by C x K products).
+backward (W and T kept from the forward): the scan in STATES mode (U = T diag(beta) V, W S,
+    K^T V'); the reverse scan (its own Q K^T per value block, P^T dO, K dS, Q^T dO, W^T dV');
+    the chunk kernel (dO S^T, dO V'^T, V' dS^T, T^T dV', (T^T dV') S^T, (T^T dV') V'^T per
+    value block, then Q K^T, K K^T and three C x C by C x K products).
 
 ``gated`` adds only elementwise work (exponentials of C x C tiles) and the gate's reads.
 Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
@@ -42,13 +42,12 @@ def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
 
 
 def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
-    """W and U again from the kept T (two products per token), then the three passes."""
+    """The three passes (the STATES scan forms U from the kept T: one product per token)."""
     V = K if V is None else V
-    rebuild = 2 * C * (K + V)
-    states = 4 * K * V
+    states = 2 * C * V + 4 * K * V
     reverse = (V / block_v) * 2 * C * K + 2 * C * V + 6 * K * V
-    chunk = 6 * K * V + 6 * C * V + 14 * C * K
-    return B * H * T * (rebuild + states + reverse + chunk)
+    chunk = 6 * K * V + 6 * C * V + 10 * C * K
+    return B * H * T * (states + reverse + chunk)
 
 
 def flops_minimal(B, T, H, K, V=None, gated=False):
@@ -69,40 +68,40 @@ def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64):
 
 
 def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False):
-    """prepare (W and U from the kept T, C per token, read); the STATES scan (k, W, U read,
+    """The STATES scan (k, W, T and beta read by each of the V / block_v programs, v read,
     V' and the entering states written); the reverse scan (q, k, W, dO, V' read, dV' and the
-    leaving states' gradients written); the chunk kernel (everything read once, states and
-    their gradients included; dq, dk, dv, dbeta, dg written)."""
+    leaving states' gradients written); the chunk kernel (q, k, v, T, dO, V', dV', states and
+    their gradients read once; dq, dk, dv, dbeta, dg written)."""
     V = K if V is None else V
     b, gate = bytes_per, (4 if gated else 0)
     nv = V / block_v
     states = b * K * V / C  # one K x V state per chunk, per token
-    prep = b * (2 * K + 2 * V + C) + 4 + gate
-    scan_states = nv * (2 * b * K + gate) + 2 * b * V + states
+    scan_states = nv * (2 * b * K + b * C + 4 + gate) + 2 * b * V + states
     reverse = nv * (3 * b * K + gate) + 3 * b * V + states
-    chunk = b * C + 4 + gate + 5 * b * V + 2 * states + 3 * b * K + 2 * b * K + b * V + 4 + gate
-    return B * T * H * (prep + scan_states + reverse + chunk)
+    chunk = b * C + 4 + gate + 4 * b * V + 2 * states + 2 * b * K + 2 * b * K + b * V + 4 + gate
+    return B * T * H * (scan_states + reverse + chunk)
 
 
 def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False, C=64):
-    """Kept for the backward: q, k, v, T (the chunk's inverse, C per token) and beta (and
-    g) in float32; no chunk states. With ``l2norm``, PyTorch's normalisation keeps float32
-    copies of q and k and their norms."""
+    """Kept for the backward: q, k, v, T (the chunk's inverse, C per token), -W (K per token)
+    and beta (and g) in float32; no chunk states. With ``l2norm``, PyTorch's normalisation
+    keeps float32 copies of q and k and their norms."""
     V = K if V is None else V
-    kept = bytes_per * (2 * K + V + C) + 4 + (4 if gated else 0)
+    kept = bytes_per * (3 * K + V + C) + 4 + (4 if gated else 0)
     if l2norm:
         kept += 2 * (4 * K + 4)
     return B * T * H * kept
 
 
 def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2):
-    """W and U, written by the prepare kernel and freed when the forward returns."""
+    """U, written by the prepare kernel and freed when the forward returns (chunk.py's
+    FWD_FORM_U False: the forward's scan reads it)."""
     V = K if V is None else V
-    return B * T * H * bytes_per * (K + V)
+    return B * T * H * bytes_per * V
 
 
 def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64):
-    """Held by the backward at its peak besides the gradients and what the forward kept: W,
-    U, V', dV', and the entering states and their gradients (one K x V each per chunk)."""
+    """Held by the backward at its peak besides the gradients and what the forward kept: V',
+    dV', and the entering states and their gradients (one K x V each per chunk)."""
     V = K if V is None else V
-    return B * T * H * bytes_per * (K + V + 2 * V + 2 * K * V / C)
+    return B * T * H * bytes_per * (2 * V + 2 * K * V / C)

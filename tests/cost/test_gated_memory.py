@@ -158,7 +158,7 @@ def test_kept_memory_is_what_the_kernels_save(case):
 def test_each_variant_is_priced_as_its_kernel():
     """The mixer of each gallery block names the kernel it lowers to and keeps no chunk
     states: q, k, v and the gates (GLA: also its float32 intra-chunk scores A; the delta rule
-    its chunks' WY inverse T, 64 values per token)."""
+    its chunks' WY inverse T, 64 values per token, and -W, K per token)."""
     r = ncd.analyse(gallery.get("gla_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     assert mixer.kernel == "ncd.ops.gla"
@@ -170,4 +170,5 @@ def test_each_variant_is_priced_as_its_kernel():
     kept = {what: r.number(n) for what, _, n in mixer.saved}
     assert kept["beta, float32 [B, T, H]"] == 4 * B * T * H  # bf16 beta, converted
     assert kept["T, each chunk's WY inverse (64 per token)"] == 2 * 64 * B * T * H
-    assert sum(kept.values()) == B * T * H * (2 * 3 * K + 4 + 2 * 64)
+    assert kept["-W = -T diag(beta gamma) K (K per token)"] == 2 * K * B * T * H
+    assert sum(kept.values()) == B * T * H * (2 * 4 * K + 4 + 2 * 64)
