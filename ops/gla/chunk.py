@@ -155,70 +155,98 @@ def _diag_ref(b, offs_c, BC: tl.constexpr):
 
 
 @triton.jit
+def _fwd_A_block(
+    Q, K, GC, a_base, qk, t0, i_I, L, scale, RS, RA, offs_k, K_DIM: tl.constexpr,
+    BC: tl.constexpr, GDOT: tl.constexpr,
+):  # fmt: skip
+    """Rows [i_I * BC, +BC) of a chunk's A (first token t0), in sub-chunk blocks."""
+    offs_c = tl.arange(0, BC)
+    r0 = t0 + i_I * BC
+    rows_I = r0 + offs_c
+    q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+    b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
+    # r: b at the boundary before block I (0 at the chunk's start). Off-diagonal blocks
+    # J < I: (q_I e^(b_I - r)) (k_J e^(r - b_J))^T, both exponents <= 0.
+    r = tl.where(i_I > 0, _gate_row(GC, qk, r0 - 1, offs_k, L, K_DIM, RS), 0.0)
+    qg = q_I * tl.exp(tl.minimum(b_I - r[None, :], 0.0)) * scale
+    for J in range(0, i_I):
+        rows_J = t0 + J * BC + offs_c
+        k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+        b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
+        kg = k_J * tl.exp(tl.minimum(r[None, :] - b_J, 0.0))
+        a = tl.dot(qg, tl.trans(kg), input_precision=GDOT)
+        tl.store(
+            a_base + rows_I[:, None] * RA + (J * BC + offs_c)[None, :],
+            a,
+            mask=(rows_I < L)[:, None],
+        )
+    # The diagonal block: column j is sum_k q_ik k_jk e^(b_ik - b_jk). One product of
+    # q e^(b - b_m) and k e^(b_m - b) while both factors stay within e^SAFE_SPAN, else
+    # exactly, column by column.
+    b_m, span = _diag_ref(b_I, offs_c, BC)
+    if span < SAFE_SPAN:
+        k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+        qt = q_I * tl.exp(b_I - b_m[None, :])
+        kt = k_I * tl.exp(b_m[None, :] - b_I)
+        a = tl.dot(qt, tl.trans(kt), input_precision=GDOT)
+    else:
+        a = tl.zeros([BC, BC], tl.float32)
+        for j in range(0, BC):
+            k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
+            b_j = _gate_row(GC, qk, r0 + j, offs_k, L, K_DIM, RS)
+            col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
+            a = tl.where(offs_c[None, :] == j, col[:, None], a)
+    a = tl.where(offs_c[:, None] >= offs_c[None, :], a * scale, 0.0)
+    tl.store(
+        a_base + rows_I[:, None] * RA + (i_I * BC + offs_c)[None, :],
+        a,
+        mask=(rows_I < L)[:, None],
+    )
+
+
+@triton.jit
+def _fwd_A_whole(Q, K, a_base, qk, rows, offs_t, offs_k, b, b_m, L, scale, RS, RA,
+                 K_DIM: tl.constexpr, GDOT: tl.constexpr):  # fmt: skip
+    """A chunk's A as one product (its gates b span less than SAFE_SPAN from the middle row
+    b_m): (q e^(b - b_m)) (k e^(b_m - b))^T scale, 0 above the diagonal."""
+    q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+    k = _tile(K + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+    qt = q * tl.exp(b - b_m[None, :])
+    kt = k * tl.exp(b_m[None, :] - b)
+    a = tl.dot(qt, tl.trans(kt), input_precision=GDOT)
+    a = tl.where(offs_t[:, None] >= offs_t[None, :], a * scale, 0.0)
+    tl.store(a_base + rows[:, None] * RA + offs_t[None, :], a, mask=(rows < L)[:, None])
+
+
+@triton.jit
 def _fwd_A(
     Q, K, GC, A, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
-    VARLEN: tl.constexpr, GDOT: tl.constexpr,
+    VARLEN: tl.constexpr, GDOT: tl.constexpr, WHOLE: tl.constexpr,
 ):  # fmt: skip
-    """Rows [I * BC, +BC) of a chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i,
-    with b the in-chunk cumulative gates (GC, written by _gate_prep)."""
+    """One chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i, with b the in-chunk
+    cumulative gates (GC, written by _gate_prep): as one block where the gates span less than
+    SAFE_SPAN from the chunk's middle row (and WHOLE), else in sub-chunk row blocks."""
     NC: tl.constexpr = C // BC
-    i_ci = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_c = i_ci // NC
-    i_I = i_ci % NC
-    i_n = i_nh // H
-    i_h = i_nh % H
-    L, bos = _sequence(CU, T, i_n, VARLEN)
-    t0 = i_c * C
-    r0 = t0 + i_I * BC
-    if r0 < L:
+    i_h, L, bos, t0 = _chunk_program(CU, T, H, C, VARLEN)
+    if t0 < L:
         offs_k = tl.arange(0, BLOCK_K)
-        offs_c = tl.arange(0, BC)
+        offs_t = tl.arange(0, C)
+        rows = t0 + offs_t
         RS = H * K_DIM
         qk = (bos * H + i_h) * K_DIM
         RA = H * C
         a_base = A + (bos * H + i_h) * C
-        rows_I = r0 + offs_c
-        q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-        b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
-        # r: b at the boundary before block I (0 at the chunk's start). Off-diagonal blocks
-        # J < I: (q_I e^(b_I - r)) (k_J e^(r - b_J))^T, both exponents <= 0.
-        r = tl.where(i_I > 0, _gate_row(GC, qk, r0 - 1, offs_k, L, K_DIM, RS), 0.0)
-        qg = q_I * tl.exp(tl.minimum(b_I - r[None, :], 0.0)) * scale
-        for J in range(0, i_I):
-            rows_J = t0 + J * BC + offs_c
-            k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
-            kg = k_J * tl.exp(tl.minimum(r[None, :] - b_J, 0.0))
-            a = tl.dot(qg, tl.trans(kg), input_precision=GDOT)
-            tl.store(
-                a_base + rows_I[:, None] * RA + (J * BC + offs_c)[None, :],
-                a,
-                mask=(rows_I < L)[:, None],
-            )
-        # The diagonal block: column j is sum_k q_ik k_jk e^(b_ik - b_jk). One product of
-        # q e^(b - b_m) and k e^(b_m - b) while both factors stay within e^SAFE_SPAN, else
-        # exactly, column by column.
-        b_m, span = _diag_ref(b_I, offs_c, BC)
-        if span < SAFE_SPAN:
-            k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-            qt = q_I * tl.exp(b_I - b_m[None, :])
-            kt = k_I * tl.exp(b_m[None, :] - b_I)
-            a = tl.dot(qt, tl.trans(kt), input_precision=GDOT)
+        b = _gate_tile(GC, qk, rows, offs_k, L, K_DIM, RS)
+        b_m, span = _diag_ref(b, offs_t, C)
+        if WHOLE and span < SAFE_SPAN:
+            _fwd_A_whole(Q, K, a_base, qk, rows, offs_t, offs_k, b, b_m, L, scale, RS, RA, K_DIM,
+                         GDOT)  # fmt: skip
         else:
-            a = tl.zeros([BC, BC], tl.float32)
-            for j in range(0, BC):
-                k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
-                b_j = _gate_row(GC, qk, r0 + j, offs_k, L, K_DIM, RS)
-                col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
-                a = tl.where(offs_c[None, :] == j, col[:, None], a)
-        a = tl.where(offs_c[:, None] >= offs_c[None, :], a * scale, 0.0)
-        tl.store(
-            a_base + rows_I[:, None] * RA + (i_I * BC + offs_c)[None, :],
-            a,
-            mask=(rows_I < L)[:, None],
-        )
+            for i_I in tl.static_range(NC):
+                if t0 + i_I * BC < L:
+                    _fwd_A_block(Q, K, GC, a_base, qk, t0, i_I, L, scale, RS, RA, offs_k, K_DIM,
+                                 BC, GDOT)  # fmt: skip
 
 
 @triton.jit
@@ -460,10 +488,39 @@ def _bwd_dA(
 
 
 @triton.jit
+def _intra_whole(
+    Q, K, DA, DQ32, DK32, DQ, DK, DG, qk, a_base, rows, offs_t, offs_k, k_ok, b, b_m, beta,
+    carry, scale, L, K_DIM: tl.constexpr, RS, RA, GDOT: tl.constexpr,
+):  # fmt: skip
+    """_bwd_intra's chunk as one block (rows: its tokens, b [C, BLOCK_K] its gates, b_m their
+    middle row, every |b - b_m| < SAFE_SPAN): dq = (dA (k e^(b_m - b))) e^(b - b_m) + scale e^b
+    DQ32, dk = (dA^T (q e^(b - b_m))) e^(b_m - b) + e^(beta - b) DK32, dg = (reverse cumsum of
+    q dq - k dk) + carry."""
+    mask = (rows < L)[:, None] & k_ok[None, :]
+    ptrs = qk + rows[:, None] * RS + offs_k[None, :]
+    da = tl.load(a_base + rows[:, None] * RA + offs_t[None, :], mask=(rows < L)[:, None],
+                 other=0.0)  # fmt: skip
+    k = _tile(K + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+    kt = k * tl.exp(b_m[None, :] - b)
+    dq = tl.dot(da, kt, input_precision=GDOT) * tl.exp(b - b_m[None, :])
+    dq += tl.load(DQ32 + ptrs, mask=mask, other=0.0) * (scale * tl.exp(b))
+    tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
+    q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+    x = q * dq
+    qt = q * tl.exp(b - b_m[None, :])
+    dk = tl.dot(tl.trans(da), qt, input_precision=GDOT) * tl.exp(b_m[None, :] - b)
+    dk += tl.load(DK32 + ptrs, mask=mask, other=0.0) * tl.exp(tl.minimum(beta[None, :] - b, 0.0))
+    tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
+    x -= k * dk
+    dg = tl.cumsum(x, 0, reverse=True) + carry[None, :]
+    tl.store(DG + ptrs, dg.to(DG.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _bwd_intra(
     Q, K, GC, DA, DQ32, DK32, W, DQ, DK, DG, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
-    VARLEN: tl.constexpr, GDOT: tl.constexpr,
+    VARLEN: tl.constexpr, GDOT: tl.constexpr, WHOLE: tl.constexpr,
 ):  # fmt: skip
     """One chunk, key channels [i_k * BLOCK_K, +BLOCK_K): dq_i += sum_{j<=i} dA_ij k_j
     e^(b_i-b_j) and dk_j += sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = scale dO_i . v_j
@@ -496,91 +553,106 @@ def _bwd_intra(
         lower = offs_c[:, None] >= offs_c[None, :]
         carry = tl.load(W + (slot * H + i_h) * K_DIM + offs_k, mask=k_ok, other=0.0)
         beta = _beta(GC, qk, t0, offs_k, L, K_DIM, RS, C)
-        for J in tl.static_range(NC - 1, -1, -1):
-            rows_J = t0 + J * BC + offs_c
-            b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
-            q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-            mask = (rows_J < L)[:, None] & k_ok[None, :]
-            ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
-            # dq of block J, the inter-chunk part scale e^(b_J) DQ32_J and blocks I < J,
-            # referred to r, b at the boundary before J (0 before the first block):
-            # dq_J = e^(b_J - r) (scale e^r DQ32_J + sum_I dA_JI (k_I e^(r - b_I))).
-            if J > 0:
-                r = _gate_row(GC, qk, t0 + J * BC - 1, offs_k, L, K_DIM, RS)
-            else:
-                r = tl.zeros([BLOCK_K], tl.float32)
-            acc = tl.load(DQ32 + ptrs, mask=mask, other=0.0) * (scale * tl.exp(r))[None, :]
-            if J > 0:
-                for I in tl.static_range(J - 1, -1, -1):
-                    rows_I = t0 + I * BC + offs_c
-                    k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-                    b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
-                    kg = k_I * tl.exp(tl.minimum(r[None, :] - b_I, 0.0))
-                    da = tl.load(a_base + rows_J[:, None] * RA + (I * BC + offs_c)[None, :],
-                                 mask=(rows_J < L)[:, None], other=0.0)  # fmt: skip
-                    acc = tl.dot(da, kg, acc, input_precision=GDOT)
-            dq = acc * tl.exp(tl.minimum(b_J - r[None, :], 0.0))
-            da = tl.load(a_base + rows_J[:, None] * RA + (J * BC + offs_c)[None, :],
-                         mask=(rows_J < L)[:, None] & lower, other=0.0)  # fmt: skip
-            # The diagonal block as _fwd_A's: split at the middle row where safe, else exactly,
-            # one column of dA at a time, e^(b_i - b_j) clamped so that masked entries stay
-            # finite.
-            b_m, span = _diag_ref(b_J, offs_c, BC)
-            if span < SAFE_SPAN:
-                kt = k_J * tl.exp(b_m[None, :] - b_J)
-                dq += tl.dot(da, kt, input_precision=GDOT) * tl.exp(b_J - b_m[None, :])
-            else:
-                for j in range(0, BC):  # column j of dA against key row j
-                    r_j = t0 + J * BC + j
-                    da_j = tl.load(a_base + rows_J * RA + J * BC + j,
-                                   mask=(rows_J < L) & (offs_c >= j), other=0.0)  # fmt: skip
-                    k_j = _row(K + qk, r_j, offs_k, L, K_DIM, RS)
-                    b_j = _gate_row(GC, qk, r_j, offs_k, L, K_DIM, RS)
-                    e = tl.exp(tl.minimum(b_J - b_j[None, :], 0.0))
-                    dq += da_j[:, None] * k_j[None, :] * e
-            tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
-            # dk of block J, the inter-chunk part e^(beta - b_J) DK32_J and blocks I > J,
-            # referred to e, b at J's last row (beta for the last block):
-            # dk_J = e^(e - b_J) (e^(beta - e) DK32_J + sum_I dA_IJ^T (q_I e^(b_I - e))).
-            acc = tl.load(DK32 + ptrs, mask=mask, other=0.0)
-            if J < NC - 1:
-                e_J = _gate_row(GC, qk, t0 + J * BC + BC - 1, offs_k, L, K_DIM, RS)
-                acc = acc * tl.exp(tl.minimum(beta - e_J, 0.0))[None, :]
-                for I in tl.static_range(J + 1, NC):
-                    rows_I = t0 + I * BC + offs_c
-                    q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
-                    b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
-                    qg = q_I * tl.exp(tl.minimum(b_I - e_J[None, :], 0.0))
-                    dat = tl.load(
-                        a_base + rows_I[None, :] * RA + (J * BC + offs_c)[:, None],
-                        mask=(rows_I < L)[None, :],
-                        other=0.0,
-                    )  # (j, i) = dA_ij
-                    acc = tl.dot(dat, qg, acc, input_precision=GDOT)
-            else:
-                e_J = beta
-            dk = acc * tl.exp(tl.minimum(e_J[None, :] - b_J, 0.0))
-            # The diagonal's dA (i, j) summed over i: dk_j += sum_i dA_ij q_i e^(b_i - b_j)
-            # (the factors computed again rather than kept live across the loop above; the
-            # exact form one row of dA at a time).
-            if span < SAFE_SPAN:
-                qt = q_J * tl.exp(b_J - b_m[None, :])
-                dk += tl.dot(tl.trans(da), qt, input_precision=GDOT) * tl.exp(b_m[None, :] - b_J)
-            else:
-                for i in range(0, BC):  # row i of dA against query row i
-                    r_i = t0 + J * BC + i
-                    ok_i = (offs_c <= i) & (r_i + 0 * offs_c < L)
-                    da_i = tl.load(a_base + r_i * RA + J * BC + offs_c, mask=ok_i, other=0.0)
-                    q_i = _row(Q + qk, r_i, offs_k, L, K_DIM, RS)
-                    b_i = _gate_row(GC, qk, r_i, offs_k, L, K_DIM, RS)
-                    e = tl.exp(tl.minimum(b_i[None, :] - b_J, 0.0))
-                    dk += da_i[:, None] * q_i[None, :] * e
-            tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
-            x = q_J * dq - k_J * dk
-            dg = tl.cumsum(x, 0, reverse=True) + carry[None, :]
-            carry += tl.sum(x, 0)
-            tl.store(DG + ptrs, dg.to(DG.dtype.element_ty), mask=mask)
+        # The whole chunk as one block where its gates allow: e^(b_i - b_j) split at the
+        # chunk's middle row b_m when no |b - b_m| reaches SAFE_SPAN, so that dq and dk are one
+        # C-row product each; else the sub-chunk blocks below.
+        offs_t = tl.arange(0, C)
+        rows = t0 + offs_t
+        b = _gate_tile(GC, qk, rows, offs_k, L, K_DIM, RS)
+        b_m, span = _diag_ref(b, offs_t, C)
+        if WHOLE and span < SAFE_SPAN:
+            _intra_whole(
+                Q, K, DA, DQ32, DK32, DQ, DK, DG, qk, a_base, rows, offs_t, offs_k, k_ok, b, b_m,
+                beta, carry, scale, L, K_DIM, RS, RA, GDOT,
+            )  # fmt: skip
+        else:
+            for J in tl.static_range(NC - 1, -1, -1):
+                rows_J = t0 + J * BC + offs_c
+                b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
+                q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+                k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+                mask = (rows_J < L)[:, None] & k_ok[None, :]
+                ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
+                # dq of block J, the inter-chunk part scale e^(b_J) DQ32_J and blocks I < J,
+                # referred to r, b at the boundary before J (0 before the first block):
+                # dq_J = e^(b_J - r) (scale e^r DQ32_J + sum_I dA_JI (k_I e^(r - b_I))).
+                if J > 0:
+                    r = _gate_row(GC, qk, t0 + J * BC - 1, offs_k, L, K_DIM, RS)
+                else:
+                    r = tl.zeros([BLOCK_K], tl.float32)
+                acc = tl.load(DQ32 + ptrs, mask=mask, other=0.0) * (scale * tl.exp(r))[None, :]
+                if J > 0:
+                    for I in tl.static_range(J - 1, -1, -1):
+                        rows_I = t0 + I * BC + offs_c
+                        k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                        b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
+                        kg = k_I * tl.exp(tl.minimum(r[None, :] - b_I, 0.0))
+                        da = tl.load(a_base + rows_J[:, None] * RA + (I * BC + offs_c)[None, :],
+                                     mask=(rows_J < L)[:, None], other=0.0)  # fmt: skip
+                        acc = tl.dot(da, kg, acc, input_precision=GDOT)
+                dq = acc * tl.exp(tl.minimum(b_J - r[None, :], 0.0))
+                da = tl.load(a_base + rows_J[:, None] * RA + (J * BC + offs_c)[None, :],
+                             mask=(rows_J < L)[:, None] & lower, other=0.0)  # fmt: skip
+                # The diagonal block as _fwd_A's: split at the middle row where safe, else exactly,
+                # one column of dA at a time, e^(b_i - b_j) clamped so that masked entries stay
+                # finite.
+                b_m, span = _diag_ref(b_J, offs_c, BC)
+                if span < SAFE_SPAN:
+                    kt = k_J * tl.exp(b_m[None, :] - b_J)
+                    dq += tl.dot(da, kt, input_precision=GDOT) * tl.exp(b_J - b_m[None, :])
+                else:
+                    for j in range(0, BC):  # column j of dA against key row j
+                        r_j = t0 + J * BC + j
+                        da_j = tl.load(a_base + rows_J * RA + J * BC + j,
+                                       mask=(rows_J < L) & (offs_c >= j), other=0.0)  # fmt: skip
+                        k_j = _row(K + qk, r_j, offs_k, L, K_DIM, RS)
+                        b_j = _gate_row(GC, qk, r_j, offs_k, L, K_DIM, RS)
+                        e = tl.exp(tl.minimum(b_J - b_j[None, :], 0.0))
+                        dq += da_j[:, None] * k_j[None, :] * e
+                tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
+                # dk of block J, the inter-chunk part e^(beta - b_J) DK32_J and blocks I > J,
+                # referred to e, b at J's last row (beta for the last block):
+                # dk_J = e^(e - b_J) (e^(beta - e) DK32_J + sum_I dA_IJ^T (q_I e^(b_I - e))).
+                acc = tl.load(DK32 + ptrs, mask=mask, other=0.0)
+                if J < NC - 1:
+                    e_J = _gate_row(GC, qk, t0 + J * BC + BC - 1, offs_k, L, K_DIM, RS)
+                    acc = acc * tl.exp(tl.minimum(beta - e_J, 0.0))[None, :]
+                    for I in tl.static_range(J + 1, NC):
+                        rows_I = t0 + I * BC + offs_c
+                        q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                        b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
+                        qg = q_I * tl.exp(tl.minimum(b_I - e_J[None, :], 0.0))
+                        dat = tl.load(
+                            a_base + rows_I[None, :] * RA + (J * BC + offs_c)[:, None],
+                            mask=(rows_I < L)[None, :],
+                            other=0.0,
+                        )  # (j, i) = dA_ij
+                        acc = tl.dot(dat, qg, acc, input_precision=GDOT)
+                else:
+                    e_J = beta
+                dk = acc * tl.exp(tl.minimum(e_J[None, :] - b_J, 0.0))
+                # The diagonal's dA (i, j) summed over i: dk_j += sum_i dA_ij q_i e^(b_i - b_j)
+                # (the factors computed again rather than kept live across the loop above; the
+                # exact form one row of dA at a time).
+                if span < SAFE_SPAN:
+                    qt = q_J * tl.exp(b_J - b_m[None, :])
+                    dk += tl.dot(tl.trans(da), qt, input_precision=GDOT) * tl.exp(
+                        b_m[None, :] - b_J
+                    )
+                else:
+                    for i in range(0, BC):  # row i of dA against query row i
+                        r_i = t0 + J * BC + i
+                        ok_i = (offs_c <= i) & (r_i + 0 * offs_c < L)
+                        da_i = tl.load(a_base + r_i * RA + J * BC + offs_c, mask=ok_i, other=0.0)
+                        q_i = _row(Q + qk, r_i, offs_k, L, K_DIM, RS)
+                        b_i = _gate_row(GC, qk, r_i, offs_k, L, K_DIM, RS)
+                        e = tl.exp(tl.minimum(b_i[None, :] - b_J, 0.0))
+                        dk += da_i[:, None] * q_i[None, :] * e
+                tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
+                x = q_J * dq - k_J * dk
+                dg = tl.cumsum(x, 0, reverse=True) + carry[None, :]
+                carry += tl.sum(x, 0)
+                tl.store(DG + ptrs, dg.to(DG.dtype.element_ty), mask=mask)
 
 
 # Retuning on the GPU: the chunk and sub-chunk lengths are fixed constants (the forward's A
@@ -592,7 +664,13 @@ CHUNK, SUB = (32, 16) if interpreting() else (64, 16)
 # this much (natural log) from its middle row: no factor exceeds e^SAFE_SPAN, and no entry of
 # the product, masked ones included, exceeds e^(2 SAFE_SPAN) < float32's largest (e^88).
 SAFE_SPAN: tl.constexpr = tl.constexpr(40.0)
-A_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)]
+# _fwd_A and _bwd_intra take a chunk as one block where its gates span less than SAFE_SPAN
+# from its middle row (else, and with False always, the sub-chunk blocks).
+WHOLE_CHUNK = True
+A_CONFIGS = [
+    triton.Config({}, num_warps=4, num_stages=2),
+    triton.Config({}, num_warps=8, num_stages=2),
+]
 # The pre-pass holds a chunk's g, b, q and k tiles; the whole head width at 4 warps takes
 # every register (README.md), so key blocks are tried.
 PREP_CONFIGS = [
@@ -695,9 +773,9 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     A = torch.empty(B, T, H, CHUNK, device=q.device, dtype=torch.float32)
     gc, qg, kd = _gates_prep(g, q, k, scale, N, T_arg, cu, varlen)
     _launch(
-        _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK) * (CHUNK // SUB), N * H), q, k, gc, A,
+        _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK), N * H), q, k, gc, A,
         cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, BC=SUB, VARLEN=varlen,
-        GDOT=gdot,
+        GDOT=gdot, WHOLE=WHOLE_CHUNK,
     )  # fmt: skip
     o = torch.empty_like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
@@ -749,6 +827,7 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
         _bwd_intra, INTRA_CONFIGS, INTERPRET_INTRA,
         lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H), q, k, gc, dA, dq32, dk32, w,
         dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, C=CHUNK, BC=SUB, VARLEN=varlen, GDOT=gdot,
+        WHOLE=WHOLE_CHUNK,
     )  # fmt: skip
     return dq, dk, dv, dg, ds0
 

@@ -90,10 +90,37 @@ CASES = [
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("whole", [True, False], ids=["whole-chunks", "sub-chunks"])
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_kernels_match_the_recurrence(case, nan_alloc):
+def test_kernels_match_the_recurrence(case, whole, monkeypatch, nan_alloc):
+    """Both forms of the backward's intra-chunk part: whole chunks where the gates allow
+    (these gates do), and sub-chunk blocks."""
+    monkeypatch.setattr(chunk, "WHOLE_CHUNK", whole)
     errs = compare(gla, case, seed=case[1], backend="triton")
     assert max(errs) < TOL[case[5]], errs
+
+
+@pytest.mark.interpret
+def test_chunks_of_both_forms_in_one_sequence(monkeypatch, nan_alloc):
+    """Chunks of 64 tokens: weak gates in the first two (whole-chunk form), gates near -2 per
+    token in the rest, whose span from a chunk's middle row (about 64 nats) is too wide for
+    one block but not for a 16-row sub-block (sub-chunk form, diagonal blocks as one product):
+    outputs and every gradient against the float64 recurrence."""
+    monkeypatch.setattr(chunk, "CHUNK", 64)
+    B, T, H, K, V = 1, 200, 1, 32, 16
+    (q, k, v, g), gen = make(B, T, H, K, V, torch.float16, 11, torch.float32)
+    with torch.no_grad():
+        g[:, 128:] = g[:, 128:] * 2.5 - 0.5
+    assert g[:, 128:].mean() < -1.5 and g[:, :128].mean() > -1.0
+    inputs = [q, k, v, g]
+    o, _ = gla(q, k, v, g, backend="triton")
+    do = torch.randn(o.shape, generator=gen).to(o.dtype)
+    grads = torch.autograd.grad(o, inputs, do)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    o_ref, _ = gla_reference(*ref_in)
+    ref_grads = torch.autograd.grad(o_ref, ref_in, do.double())
+    errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    assert max(errs) < TOL[torch.float16], errs
 
 
 @pytest.mark.interpret
