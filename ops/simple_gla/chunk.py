@@ -97,15 +97,75 @@ def _chunk_cumsum(
 
 
 @triton.jit
-def _log2_gates(GC, g_base, t0, L, rows, BLOCK_T: tl.constexpr):
-    """The chunk's in-chunk cumulative log2-gates G twice (once for the rows i of
-    exp2(G_i - G_j), once for its columns j: two loads of 64 floats instead of a conversion
-    between the two layouts) and G_last, the value at the chunk's last valid row. Rows past
-    the sequence's end read G at its last token, which is G_last (only the last chunk has
-    such rows), so no load is masked."""
-    b_last = tl.load(GC + g_base + t0 + tl.minimum(L - t0, BLOCK_T) - 1)
-    ptrs = GC + g_base + tl.minimum(rows, L - 1)
-    return tl.load(ptrs), tl.load(ptrs), b_last
+def _log2_gates(GC, g_base, t0, L, rows):
+    """The chunk's in-chunk cumulative log2-gates G (one per row of `rows`) and G_last, the
+    value at the chunk's last valid row. Rows past the sequence's end read G at its last
+    token, which is G_last (only the last chunk has such rows), so no load is masked."""
+    b_last = tl.load(GC + g_base + tl.minimum(t0 + rows.shape[0], L) - 1)
+    return tl.load(GC + g_base + tl.minimum(rows, L - 1)), b_last
+
+
+@triton.jit
+def _log2_gates_cols(GC, g_base, L, rows):
+    """G once more, for the columns j of the exact decay matrix exp2(G_i - G_j): a second load
+    of 64 floats instead of a conversion between the two layouts."""
+    return tl.load(GC + g_base + tl.minimum(rows, L - 1))
+
+
+@triton.jit
+def _all_factored(GC, g_base, L, BOUND: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Whether every chunk of the sequence has G_last > -BOUND (then all of them take the
+    factored form): a pass over the chunks' last values, 4 bytes per chunk."""
+    n = tl.cdiv(L, BLOCK_T)
+    lo = tl.zeros([128], tl.float32)
+    for c in range(0, n, 128):
+        idx = c + tl.arange(0, 128)
+        ends = tl.minimum((idx + 1) * BLOCK_T, L) - 1
+        lo = tl.minimum(lo, tl.load(GC + g_base + ends, mask=idx < n, other=0.0))
+    return tl.min(lo, 0) > -BOUND
+
+
+@triton.jit
+def _fwd_chunk(
+    q_base, k_base, v_base, o_base, GC, g_base, S, t0, L, SQT, SVT, scale, offs_k, offs_v,
+    k_ok, v_ok, BLOCK_T: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
+    MIXED: tl.constexpr,
+):  # fmt: skip
+    """One chunk of the forward: writes its o rows and returns the state after it. Factored
+    (exp(G_i - G_j) = exp(G_i - G_last) exp(G_last - G_j): the rows of q S + (q k^T) v scaled
+    by exp(G_i - G_last), the columns through the state update's exp(G_last - G_j) v and
+    exp(G_last) S) unless MIXED and G_last <= -BOUND (then the decay matrix itself)."""
+    offs_t = tl.arange(0, BLOCK_T)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    rows = t0 + offs_t
+    r_ok = rows < L
+    kmask = r_ok[:, None] & k_ok[None, :]
+    vmask = r_ok[:, None] & v_ok[None, :]
+    q = tl.load(q_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+    k = tl.load(k_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+    v = tl.load(v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+    b, b_last = _log2_gates(GC, g_base, t0, L, rows)
+    # k^T diag(exp(G_last - G)) v with the weights on v's rows: a BLOCK_V-wide tile, not K
+    vd = (v * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
+    exact = False
+    if MIXED:
+        exact = b_last <= -BOUND
+    if exact:
+        b_j = _log2_gates_cols(GC, g_base, L, rows)
+        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
+        a = tl.dot(q, tl.trans(k), input_precision=DOT) * scale * decay  # (BT, BT)
+        o = tl.dot(q, S.to(q.dtype), input_precision=DOT)  # (BT, BV): the chunks before
+        o = tl.dot(a.to(v.dtype), v, o * (tl.math.exp2(b) * scale)[:, None], input_precision=DOT)
+        Sd = S * tl.math.exp2(b_last)
+    else:
+        Sd = S * tl.math.exp2(b_last)
+        o = tl.dot(q, Sd.to(q.dtype), input_precision=DOT)  # (BT, BV): the chunks before
+        a = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=DOT), 0.0)
+        o = tl.dot(a.to(v.dtype), vd, o, input_precision=DOT)
+        o = o * (tl.math.exp2(b - b_last) * scale)[:, None]
+    tl.store(o_base + rows[:, None] * SVT + offs_v[None, :], o.to(o_base.dtype.element_ty),
+             mask=vmask)  # fmt: skip
+    return tl.dot(tl.trans(k), vd, Sd, input_precision=DOT)
 
 
 @triton.jit
@@ -113,14 +173,13 @@ def _fwd_kernel(
     Q, K, V, GATE, O, S0, ST, CU, T, TT, H, SQB, SQT, SQH, SVB, SVT, SVH, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, USE_S0: tl.constexpr,
     STORE_ST: tl.constexpr, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
-    DOT: tl.constexpr,
+    DOT: tl.constexpr, BOUND: tl.constexpr,
 ):  # fmt: skip
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
     L, qk0, v0, c0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
-    offs_t = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
     offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
     k_ok = offs_k < K_DIM
@@ -136,34 +195,77 @@ def _fwd_kernel(
         S = tl.load(S0 + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
     else:
         S = tl.zeros([BLOCK_K, BLOCK_V], tl.float32)
-    causal = offs_t[:, None] >= offs_t[None, :]
-    for t0 in range(0, L, BLOCK_T):
-        rows = t0 + offs_t
-        r_ok = rows < L
-        kmask = r_ok[:, None] & k_ok[None, :]
-        q = tl.load(q_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-        k = tl.load(k_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-        v = tl.load(
-            v_base + rows[:, None] * SVT + offs_v[None, :],
-            mask=r_ok[:, None] & v_ok[None, :],
-            other=0.0,
-        )
-        b, b_j, b_last = _log2_gates(GATE, g_base, t0, L, rows, BLOCK_T)
-        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
-        a = tl.dot(q, tl.trans(k), input_precision=DOT) * scale * decay  # (BT, BT)
-        qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)  # (BT, BV): the chunks before
-        o = qs * (tl.math.exp2(b) * scale)[:, None]
-        o = tl.dot(a.to(v.dtype), v, o, input_precision=DOT)
-        tl.store(
-            o_base + rows[:, None] * SVT + offs_v[None, :],
-            o.to(O.dtype.element_ty),
-            mask=r_ok[:, None] & v_ok[None, :],
-        )
-        # k^T diag(exp(G_last - G)) v with the weights on v's rows: a BLOCK_V-wide tile, not K
-        vd = (v * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
-        S = tl.dot(tl.trans(k), vd, S * tl.math.exp2(b_last), input_precision=DOT)
+    # Two loops, so that the factored one is compiled without the exact form's registers.
+    if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+        for t0 in range(0, L, BLOCK_T):
+            S = _fwd_chunk(
+                q_base, k_base, v_base, o_base, GATE, g_base, S, t0, L, SQT, SVT, scale, offs_k,
+                offs_v, k_ok, v_ok, BLOCK_T, DOT, BOUND, False,
+            )  # fmt: skip
+    else:
+        for t0 in range(0, L, BLOCK_T):
+            S = _fwd_chunk(
+                q_base, k_base, v_base, o_base, GATE, g_base, S, t0, L, SQT, SVT, scale, offs_k,
+                offs_v, k_ok, v_ok, BLOCK_T, DOT, BOUND, True,
+            )  # fmt: skip
     if STORE_ST:
         tl.store(ST + s_ptrs, S, mask=s_mask)
+
+
+@triton.jit
+def _dq_chunk(
+    Q, K, V, DO, DQ, GC, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale, offs_k, offs_v,
+    k_ok, v_ok, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, DOT: tl.constexpr,
+    BOUND: tl.constexpr, MODE: tl.constexpr,
+):  # fmt: skip
+    """One chunk of a dq program: writes its dq rows (MODE 2: and q_i . dq_i to DG) and returns
+    S after it. MODE 0: factored (dq_i = c exp(G_i - G_last) (do_i (exp(G_last) S)^T +
+    sum_j (do_i . v_j) exp(G_last - G_j) k_j), the weighted k of the S update); 1: factored
+    unless G_last <= -BOUND; 2: the decay matrix itself, dg's terms."""
+    offs_t = tl.arange(0, BLOCK_T)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    rows = t0 + offs_t
+    r_ok = rows < L
+    kmask = r_ok[:, None] & k_ok[None, :]
+    vmask = r_ok[:, None] & v_ok[None, :]
+    k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+    v = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+    do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+    b, b_last = _log2_gates(GC, g_base, t0, L, rows)
+    kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
+    exact = False
+    if MODE == 1:
+        exact = b_last <= -BOUND
+    if MODE == 2:
+        b_j = _log2_gates_cols(GC, g_base, L, rows)
+        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
+        da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
+        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
+        q_decay = tl.math.exp2(b) * scale
+        q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        dq_intra = tl.dot(da.to(k.dtype), k, input_precision=DOT)
+        qd = (q * q_decay[:, None]).to(q.dtype)
+        dgq = tl.sum(dq_intra * q.to(tl.float32), 1) + tl.sum(dss * qd.to(tl.float32), 1)
+        tl.store(DG + g_base + rows, dgq, mask=r_ok)
+        dq = dss * q_decay[:, None] + dq_intra
+        Sd = S * tl.math.exp2(b_last)
+    elif exact:
+        b_j = _log2_gates_cols(GC, g_base, L, rows)
+        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
+        da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
+        dss = tl.dot(do, tl.trans(S).to(do.dtype), input_precision=DOT)  # (BT, BKB)
+        dq = tl.dot(da.to(k.dtype), k, dss * (tl.math.exp2(b) * scale)[:, None],
+                    input_precision=DOT)  # fmt: skip
+        Sd = S * tl.math.exp2(b_last)
+    else:
+        Sd = S * tl.math.exp2(b_last)
+        dq = tl.dot(do, tl.trans(Sd).to(do.dtype), input_precision=DOT)
+        da = tl.where(causal, tl.dot(do, tl.trans(v), input_precision=DOT), 0.0)
+        dq = tl.dot(da.to(kd.dtype), kd, dq, input_precision=DOT)
+        dq = dq * (tl.math.exp2(b - b_last) * scale)[:, None]
+    tl.store(DQ + kq_base + rows[:, None] * SQT + offs_k[None, :], dq.to(DQ.dtype.element_ty),
+             mask=kmask)  # fmt: skip
+    return tl.dot(tl.trans(kd), v, Sd, input_precision=DOT)
 
 
 @triton.jit
@@ -171,12 +273,11 @@ def _bwd_dq(
     Q, K, V, DO, DQ, GATE, DG, S0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh, i_h, i_k,
     scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr, WANT_DG: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KB: tl.constexpr,
-    BLOCK_VF: tl.constexpr, DOT: tl.constexpr,
+    BLOCK_VF: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
 ):  # fmt: skip
     """dq_i = c sum_{j<=i} exp(G_i - G_j) (do_i . v_j) k_j + c exp(G_i) do_i S^T, S scanned
     forward. With WANT_DG it writes, per token, q_i . dq_i over this key block, its read of S
     taken against the rounded (q_i c exp(G_i)) the dS scan accumulates."""
-    offs_t = tl.arange(0, BLOCK_T)
     offs_k = i_k * BLOCK_KB + tl.arange(0, BLOCK_KB)
     offs_v = tl.arange(0, BLOCK_VF)
     k_ok = offs_k < K_DIM
@@ -191,36 +292,102 @@ def _bwd_dq(
         )
     else:
         S = tl.zeros([BLOCK_KB, BLOCK_VF], tl.float32)
-    causal = offs_t[:, None] >= offs_t[None, :]
-    for t0 in range(0, L, BLOCK_T):
-        rows = t0 + offs_t
-        r_ok = rows < L
-        kmask = r_ok[:, None] & k_ok[None, :]
-        vmask = r_ok[:, None] & v_ok[None, :]
+    if WANT_DG:
+        for t0 in range(0, L, BLOCK_T):
+            S = _dq_chunk(
+                Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 2,
+            )  # fmt: skip
+    elif _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+        for t0 in range(0, L, BLOCK_T):
+            S = _dq_chunk(
+                Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 0,
+            )  # fmt: skip
+    else:
+        for t0 in range(0, L, BLOCK_T):
+            S = _dq_chunk(
+                Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 1,
+            )  # fmt: skip
+
+
+@triton.jit
+def _dkdv_chunk(
+    Q, K, V, DO, DX, GC, DG, G, t0, kq_base, v_base, g_base, SQT, SVT, L, scale, offs_k, offs_v,
+    k_ok, v_ok, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, FOR_DK: tl.constexpr,
+    DOT: tl.constexpr, BOUND: tl.constexpr, MODE: tl.constexpr,
+):  # fmt: skip
+    """One chunk of a dk or dv program (_bwd_dkdv): writes its dk or dv rows (MODE 2, FOR_DK:
+    and k_j . dk_j to DG) and returns dS before it. MODE 0: factored (dx_j = exp(-G_j)
+    (x_j (exp(G_last) dS) + sum_i at_ji c exp(G_i) rhs_i), the weighted rows of the dS update);
+    1: factored unless G_last <= -BOUND; 2: the decay matrix itself, dg's terms."""
+    offs_t = tl.arange(0, BLOCK_T)
+    # (j, i) layout: key position j down, query position i across.
+    causal_t = offs_t[None, :] >= offs_t[:, None]
+    rows = t0 + offs_t
+    r_ok = rows < L
+    kmask = r_ok[:, None] & k_ok[None, :]
+    vmask = r_ok[:, None] & v_ok[None, :]
+    q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+    do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+    b, b_last = _log2_gates(GC, g_base, t0, L, rows)
+    if FOR_DK:
+        x = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+        y = do  # at = x y^T: v_j . do_i
+        rhs = q
+    else:
+        x = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        y = q  # at = x y^T: k_j . q_i
+        rhs = do
+    # c exp(G_i) rhs_i, rounded: the rows the dS update accumulates (FOR_DK: q's, which dg's
+    # inter-chunk terms are taken against; else dO's, a BLOCK_VS-wide tile, not K)
+    rhs_d = (rhs * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
+    exact = False
+    if MODE == 1:
+        exact = b_last <= -BOUND
+    if MODE == 2:  # FOR_DK only
+        b_j = _log2_gates_cols(GC, g_base, L, rows)
+        decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
+        k_decay = tl.math.exp2(b_last - b)
+        at = tl.dot(x, tl.trans(y), input_precision=DOT) * scale * decay_t
+        dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS)
         k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-        v = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-        do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-        b, b_j, b_last = _log2_gates(GATE, g_base, t0, L, rows, BLOCK_T)
-        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
-        da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
-        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
-        q_decay = tl.math.exp2(b) * scale
-        if WANT_DG:
-            q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-            dq_intra = tl.dot(da.to(k.dtype), k, input_precision=DOT)
-            qd = (q * q_decay[:, None]).to(q.dtype)
-            dgq = tl.sum(dq_intra * q.to(tl.float32), 1) + tl.sum(dss * qd.to(tl.float32), 1)
-            tl.store(DG + g_base + rows, dgq, mask=r_ok)
-            dq = dss * q_decay[:, None] + dq_intra
+        dk_intra = tl.dot(at.to(rhs.dtype), rhs, input_precision=DOT)
+        kd = (k * k_decay[:, None]).to(k.dtype)
+        dgk = tl.sum(dk_intra * k.to(tl.float32), 1) + tl.sum(dx_inter * kd.to(tl.float32), 1)
+        tl.store(DG + g_base + rows, dgk, mask=r_ok)
+        dx = dx_inter * k_decay[:, None] + dk_intra
+        Gd = G * tl.math.exp2(b_last)
+    elif exact:
+        b_j = _log2_gates_cols(GC, g_base, L, rows)
+        decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
+        at = tl.dot(x, tl.trans(y), input_precision=DOT) * scale * decay_t
+        if FOR_DK:
+            dx = tl.dot(x, tl.trans(G).to(x.dtype), input_precision=DOT)  # (BT, BKS)
         else:
-            dq = tl.dot(da.to(k.dtype), k, dss * q_decay[:, None], input_precision=DOT)
-        tl.store(
-            DQ + kq_base + rows[:, None] * SQT + offs_k[None, :],
-            dq.to(DQ.dtype.element_ty),
-            mask=kmask,
-        )
-        kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
-        S = tl.dot(tl.trans(kd), v, S * tl.math.exp2(b_last), input_precision=DOT)
+            dx = tl.dot(x, G.to(x.dtype), input_precision=DOT)  # (BT, BVS)
+        dx = tl.dot(at.to(rhs.dtype), rhs, dx * tl.math.exp2(b_last - b)[:, None],
+                    input_precision=DOT)  # fmt: skip
+        Gd = G * tl.math.exp2(b_last)
+    else:
+        Gd = G * tl.math.exp2(b_last)
+        if FOR_DK:
+            dx = tl.dot(x, tl.trans(Gd).to(x.dtype), input_precision=DOT)  # (BT, BKS)
+        else:
+            dx = tl.dot(x, Gd.to(x.dtype), input_precision=DOT)  # (BT, BVS)
+        at = tl.where(causal_t, tl.dot(x, tl.trans(y), input_precision=DOT), 0.0)
+        dx = tl.dot(at.to(rhs_d.dtype), rhs_d, dx, input_precision=DOT)
+        dx = dx * tl.math.exp2(-b)[:, None]
+    if FOR_DK:
+        tl.store(DX + kq_base + rows[:, None] * SQT + offs_k[None, :],
+                 dx.to(DX.dtype.element_ty), mask=kmask)  # fmt: skip
+        G = tl.dot(tl.trans(rhs_d), do, Gd, input_precision=DOT)
+    else:
+        tl.store(DX + v_base + rows[:, None] * SVT + offs_v[None, :],
+                 dx.to(DX.dtype.element_ty), mask=vmask)  # fmt: skip
+        G = tl.dot(tl.trans(q), rhs_d, Gd, input_precision=DOT)
+    return G
 
 
 @triton.jit
@@ -230,6 +397,7 @@ def _bwd_dkdv(
     STORE_DS0: tl.constexpr, WANT_DG: tl.constexpr, PRECISE: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
     BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr, DOT: tl.constexpr,
+    BOUND: tl.constexpr,
 ):  # fmt: skip
     """Scans dS = sum_i c exp(G_i) q_i^T do_i (decayed by exp(G_last) per chunk) backwards.
 
@@ -240,7 +408,6 @@ def _bwd_dkdv(
     else: it owns value columns [i_blk * BLOCK_VS, +BLOCK_VS) and writes dv;
         dv_j = c sum_{i>=j} exp(G_i - G_j) (q_i . k_j) do_i + exp(G_last - G_j) k_j dS.
     """
-    offs_t = tl.arange(0, BLOCK_T)
     if FOR_DK:
         offs_k = i_blk * BLOCK_KS + tl.arange(0, BLOCK_KS)
         offs_v = tl.arange(0, BLOCK_VF)
@@ -257,57 +424,28 @@ def _bwd_dkdv(
         G = tl.load(DST + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
     else:
         G = tl.zeros([offs_k.shape[0], offs_v.shape[0]], tl.float32)
-    # (j, i) layout: key position j down, query position i across.
-    causal_t = offs_t[None, :] >= offs_t[:, None]
     n_chunks = tl.cdiv(L, BLOCK_T)
-    for i in range(0, n_chunks):
-        t0 = (n_chunks - 1 - i) * BLOCK_T
-        rows = t0 + offs_t
-        r_ok = rows < L
-        kmask = r_ok[:, None] & k_ok[None, :]
-        vmask = r_ok[:, None] & v_ok[None, :]
-        q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-        do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-        b, b_j, b_last = _log2_gates(GATE, g_base, t0, L, rows, BLOCK_T)
-        decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
-        k_decay = tl.math.exp2(b_last - b)
-        if FOR_DK:
-            x = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
-            at = tl.dot(x, tl.trans(do), input_precision=DOT) * scale * decay_t  # v_j . do_i
-            dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS)
-            rhs = q
-        else:
-            x = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-            at = tl.dot(x, tl.trans(q), input_precision=DOT) * scale * decay_t  # k_j . q_i
-            dx_inter = tl.dot(x, G.to(x.dtype), input_precision=DOT)  # (BT, BVS)
-            rhs = do
-        if FOR_DK and WANT_DG:
-            k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-            dk_intra = tl.dot(at.to(rhs.dtype), rhs, input_precision=DOT)
-            kd = (k * k_decay[:, None]).to(k.dtype)
-            dgk = tl.sum(dk_intra * k.to(tl.float32), 1) + tl.sum(dx_inter * kd.to(tl.float32), 1)
-            tl.store(DG + g_base + rows, dgk, mask=r_ok)
-            dx = dx_inter * k_decay[:, None] + dk_intra
-        else:
-            dx = tl.dot(at.to(rhs.dtype), rhs, dx_inter * k_decay[:, None], input_precision=DOT)
-        if FOR_DK:
-            tl.store(
-                DX + kq_base + rows[:, None] * SQT + offs_k[None, :],
-                dx.to(DX.dtype.element_ty),
-                mask=kmask,
-            )
-        else:
-            tl.store(
-                DX + v_base + rows[:, None] * SVT + offs_v[None, :],
-                dx.to(DX.dtype.element_ty),
-                mask=vmask,
-            )
-        if FOR_DK:  # the rounded (c exp(G_i) q_i) that dg's inter-chunk terms are taken against
-            qd = (q * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
-            G = tl.dot(tl.trans(qd), do, G * tl.math.exp2(b_last), input_precision=DOT)
-        else:  # the weights on dO's rows: a BLOCK_VS-wide tile, not K
-            dod = (do * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
-            G = tl.dot(tl.trans(q), dod, G * tl.math.exp2(b_last), input_precision=DOT)
+    if WANT_DG:
+        for i in range(0, n_chunks):
+            G = _dkdv_chunk(
+                Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
+                g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
+                DOT, BOUND, 2,
+            )  # fmt: skip
+    elif _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+        for i in range(0, n_chunks):
+            G = _dkdv_chunk(
+                Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
+                g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
+                DOT, BOUND, 0,
+            )  # fmt: skip
+    else:
+        for i in range(0, n_chunks):
+            G = _dkdv_chunk(
+                Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
+                g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
+                DOT, BOUND, 1,
+            )  # fmt: skip
     if STORE_DS0:
         tl.store(DS0 + s_ptrs, G, mask=s_mask)
 
@@ -318,7 +456,7 @@ def _bwd_kernel(
     TT, SGS, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
     USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, WANT_DG: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr,
-    BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, DOT: tl.constexpr,
+    BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -331,19 +469,19 @@ def _bwd_kernel(
         _bwd_dq(
             Q, K, V, DO, DQ, GATE, DG + pid.to(tl.int64) * SGS, S0, qk0, v0, g_base, SQT, SQH,
             SVT, SVH, H, L, i_nh, i_h, pid, scale, K_DIM, V_DIM, USE_S0, WANT_DG, PRECISE,
-            BLOCK_T, BLOCK_KS, BLOCK_VF, DOT,
+            BLOCK_T, BLOCK_KS, BLOCK_VF, DOT, BOUND,
         )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
             Q, K, V, DO, DK, GATE, DG + pid.to(tl.int64) * SGS, DST, DS0, qk0, v0, g_base, SQT,
             SQH, SVT, SVH, H, L, i_nh, i_h, pid - nk, scale, K_DIM, V_DIM, USE_DST, STORE_DS0,
-            WANT_DG, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, True, DOT,
+            WANT_DG, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, True, DOT, BOUND,
         )  # fmt: skip
     else:
         _bwd_dkdv(
             Q, K, V, DO, DV, GATE, DG, DST, DS0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh,
             i_h, pid - 2 * nk, scale, K_DIM, V_DIM, USE_DST, False, False, False, BLOCK_T,
-            BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False, DOT,
+            BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False, DOT, BOUND,
         )  # fmt: skip
 
 
@@ -370,6 +508,12 @@ KEY = ["T", "H", "K_DIM", "V_DIM", "VARLEN"]
 # per chunk left dg's error growing with the number of chunks (README.md). False trades that
 # accuracy for one product fewer per chunk in those two roles.
 PRECISE_DG = True
+# A chunk whose gates sum to more than -BOUND (log2) takes the factored form: the decay matrix
+# exp(G_i - G_j) as a scaling of its rows by exp(G_i - G_last) and of its columns, through the
+# state update's rounded operands, by exp(G_last - G_j). Those operands then span 2^BOUND:
+# float16 keeps about 2^-14 .. 2^15 at full precision (a few powers of two), bfloat16 and
+# float32 (tf32 products) 2^-126 .. 2^127. A stronger chunk takes the exact decay matrix.
+BOUND = {torch.float16: 8.0, torch.bfloat16: 64.0, torch.float32: 64.0}
 
 
 def _launch(kernel, configs, fixed, grid, *args, **kwargs):
@@ -429,6 +573,7 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
         k, v, gc, o, dummy if s0 is None else s0, dummy if s_t is None else s_t, cu, T_arg,
         B * T, H, *_strides(q, v), scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), USE_S0=s0 is not None,
         STORE_ST=want_state, VARLEN=cu_seqlens is not None, DOT=_dot(q), BLOCK_T=CHUNK,
+        BOUND=BOUND[q.dtype],
     )  # fmt: skip
     return o, s_t, gc
 
@@ -473,7 +618,7 @@ def _backward(q, k, v, gc, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqle
         *_strides(q, v), B * T, H * B * T, scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
         WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=_dot(q),
-        BLOCK_T=CHUNK,
+        BLOCK_T=CHUNK, BOUND=BOUND[q.dtype],
     )  # fmt: skip
     dg = None
     if want_dg:

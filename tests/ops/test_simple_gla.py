@@ -243,3 +243,46 @@ def test_gates_without_gradient(nan_alloc):
     ref_grads = torch.autograd.grad(o_ref, ref_in, do.double())
     errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
     assert max(errs) < TOL[torch.float16], errs
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("want_dg", [True, False])
+def test_strong_and_weak_chunks(dtype, want_dg, nan_alloc):
+    """A chunk whose gates sum to more than -chunk.BOUND (log2) takes the factored decay (its
+    operands scaled by up to 2^BOUND), a stronger one the decay matrix itself: a sequence
+    alternating weak and strong chunks, one of strong chunks only and one whose chunks sum to
+    about -BOUND (on either side), against the float64 recurrence: outputs, final state and
+    the gradients (dq and dk take the exact form when g needs a gradient)."""
+    B, T, H, K, V, C = 3, 4 * chunk.CHUNK, 2, 16, 16, chunk.CHUNK
+    gen = torch.Generator().manual_seed(7)
+    q, k = (torch.randn(B, T, H, K, generator=gen) for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=gen)
+    x = torch.randn(B, T, H, generator=gen)
+    strong = (torch.arange(T) // C) % 2 == 1
+    g = torch.empty(B, T, H)
+    g[0] = F.logsigmoid(torch.where(strong[:, None], x[0] - 6, x[0] + 1.5))
+    g[1] = F.logsigmoid(x[1] - 6)
+    edge = chunk.BOUND[dtype] * 0.6931471805599453 / C  # per token, nats
+    side = torch.where(strong, 0.1, -0.1)[:, None]  # chunks alternately past and short of it
+    g[2] = -edge * (1 + side + 0.05 * (torch.rand(T, H, generator=gen) - 0.5))
+    sums = g.view(B, T // C, C, H).sum(2) / 0.6931471805599453
+    assert (sums[0, 1::2] < -chunk.BOUND[dtype]).all() and (sums[1] < -chunk.BOUND[dtype]).all()
+    assert (sums[2, 1::2] < -chunk.BOUND[dtype]).all() and (
+        sums[2, ::2] > -chunk.BOUND[dtype]
+    ).all()
+    s0 = torch.randn(B, H, K, V, generator=gen)
+    inputs = [t.to(dtype).requires_grad_() for t in (q, k, v)] + [g.requires_grad_(want_dg)]
+    inputs.append(s0.requires_grad_())
+    kw = dict(scale=0.3, output_final_state=True)
+    o, st = simple_gla(*inputs[:4], initial_state=inputs[4], backend="triton", **kw)
+    ref_in = [t.detach().double().requires_grad_(t.requires_grad) for t in inputs]
+    o_ref, st_ref = simple_gla_recurrent_reference(*ref_in[:4], initial_state=ref_in[4], **kw)
+    cot = [torch.randn(t.shape, generator=gen).to(t.dtype) for t in (o, st)]
+    wrt = [t for t in inputs if t.requires_grad]
+    grads = torch.autograd.grad((o, st), wrt, cot)
+    refs = torch.autograd.grad((o_ref, st_ref), [t for t in ref_in if t.requires_grad],
+                               [c.double() for c in cot])  # fmt: skip
+    errs = [rel_rms(o, o_ref), rel_rms(st, st_ref)]
+    errs += [rel_rms(a, b) for a, b in zip(grads, refs)]
+    assert len(grads) == 4 + want_dg and max(errs) < TOL[dtype], errs
