@@ -234,6 +234,8 @@ def gated_rows(family, dtype, D):
     if family == "sgla":
         c, gate_ty = sgla_chunk, "fp32"
         base = dict(K_DIM=D, V_DIM=D, DOT=dot)
+        if hasattr(c, "BOUND"):  # the factored decay's bound, per input dtype
+            base["BOUND"] = c.BOUND[getattr(torch, dtype)]
         if hasattr(c, "CHUNK"):  # the chunk is fixed; the gates' in-chunk cumsum, a pre-pass
             base["BLOCK_T"] = c.CHUNK
             add("_chunk_cumsum", [triton.Config({}, num_warps=4)], ("VARLEN",), none, varlen,
