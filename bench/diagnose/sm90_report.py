@@ -415,8 +415,11 @@ def wtacrs_rows(n):
     parts = (
         ("sort", ws._block_sort_kernel, {"BI": BI}),
         ("rank", ws._rank_kernel, {"B": B, "LOG_B": B.bit_length() - 1}),
-        ("draw", ws._draw_kernel, {"B": B, "BI": BI, "NCH": max(2, triton.next_power_of_2(nch)),
-                                   "GATHER": True}),
+        (
+            "draw",
+            ws._draw_kernel,
+            {"B": B, "BI": BI, "NCH": max(2, triton.next_power_of_2(nch)), "GATHER": True},
+        ),
     )
     ptrs = {"NRM": "*fp32", "G": "*fp16", "SCR": "*i64", "IDX": "*i64", "WT": "*fp32",
             "U": "*fp64", "X": "*bf16", "OUT": "*bf16"}  # fmt: skip
