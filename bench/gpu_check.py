@@ -11,6 +11,10 @@ Families of cases (--ops):
   (outputs, final states and every gradient); softmax at whole-block lengths with the
   library's choice of backend (the Gluon kernels on Hopper), two of them also with the Triton
   kernels only.
+- simple_gla: scalar-gate linear attention's kernels against its chunked float64 PyTorch form
+  (itself tested against the recurrence), with gates per token or per head, weak (the
+  factored chunks), strong (past the bound: the exact decay matrix) and mixed, initial and
+  final states, packed sequences; every gradient, dg included.
 - gluon: each Gluon kernel against the Triton kernel of the same pass (forward: o and lse;
   dK/dV: dk and dv from the same lse and delta), over dtypes, head widths, causal and not,
   S != T and grouped heads (forward).
@@ -41,6 +45,7 @@ from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention import linear_attention_reference
+from ncd.ops.simple_gla import simple_gla, simple_gla_chunked
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
 from results_meta import commit  # noqa: E402
@@ -162,6 +167,40 @@ def gluon_dkdv_case(dev, dtype, repeat, B, T, S, H, Hkv, D, causal):
     return max((rel_rms(dk, dk_ref), "dk"), (rel_rms(dv, dv_ref), "dv"))
 
 
+def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state, cu, seed):
+    """strength: the log-gates' scale (logsigmoid(x) times it); 'mixed' alternates weak and
+    strong stretches of 100 tokens."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    q, k = (torch.randn(B, T, H, K, device=dev, generator=g) for _ in range(2))
+    q, k = (torch.nn.functional.normalize(x, dim=-1) for x in (q, k))
+    v = torch.randn(B, T, H, V, device=dev, generator=g)
+    inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+    x = torch.randn(H if per_head else (B, T, H), device=dev, generator=g)
+    if strength == "mixed":
+        scale = (torch.arange(T, device=dev) // 100 % 2 * 4.0 + 1 / 16)[None, :, None]
+    else:
+        scale = strength
+    gates = (torch.nn.functional.logsigmoid(x + 2.0) * scale).requires_grad_()
+    inputs.append(gates)
+    cu = None if cu is None else torch.tensor(cu, device=dev)
+    N = B if cu is None else len(cu) - 1
+    s0 = None
+    if state:
+        s0 = torch.randn(N, H, K, V, device=dev, generator=g).requires_grad_()
+        inputs.append(s0)
+    kw = dict(output_final_state=state, cu_seqlens=cu, scale=0.5)
+    for _ in range(repeat):
+        o, _ = simple_gla(*inputs[:4], initial_state=s0, backend="triton", **kw)
+        o.float().sum().backward()
+    o, st = simple_gla(*inputs[:4], initial_state=s0, backend="triton", **kw)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    o_ref, st_ref = simple_gla_chunked(*ref_in[:4], initial_state=ref_in[4] if state else None,
+                                       **kw)  # fmt: skip
+    outs, refs = ([o, st], [o_ref, st_ref]) if state else ([o], [o_ref])
+    names = ["o", "S_T"][: len(outs)] + ["dq", "dk", "dv", "dg", "dS0"]
+    return grads_err(outs, refs, inputs, ref_in, g, names)
+
+
 def cases(families, dev, dtype):
     """(family, label, function, arguments, config changes) of every case."""
     small = dev == "cpu"  # the interpreter is slow: smaller shapes
@@ -202,6 +241,23 @@ def cases(families, dev, dtype):
             args = (1 if packed else 2, T, 3, K, K, decay, state, normalize,
                     cu if packed else None, 3)  # fmt: skip
             out.append(("linear", label, linear_case, args))
+    if "simple_gla" in families:
+        K = 32 if small else 128
+        cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
+        for per_head, strength, state, packed in [
+            (False, 1 / 16, False, False),
+            (False, 1.0, True, False),
+            (False, 8.0, True, False),
+            (False, "mixed", True, False),
+            (True, 1 / 16, True, False),
+            (False, 1 / 16, True, True),
+            (False, "mixed", False, True),
+        ]:
+            label = f"gates per {'head' if per_head else 'token'} x{strength} state={state} "
+            label += f"packed={packed}"
+            args = (1 if packed else 2, T, 3, K, K, per_head, strength, state,
+                    cu if packed else None, 7)  # fmt: skip
+            out.append(("simple_gla", label, simple_gla_case, args))
     if "gluon" in families and dtype != torch.float32:
         fwd = [(1, 256, 256, 2, 2, 128, True), (1, 256, 256, 2, 2, 128, False),
                (1, 256, 256, 2, 2, 64, True), (2, 1024, 1024, 4, 4, 128, True),
@@ -245,7 +301,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtypes", default="bfloat16,float16,float32")
-    ap.add_argument("--ops", default="softmax,linear", help="softmax, linear, gluon, gluon_grouped")
+    ap.add_argument(
+        "--ops", default="softmax,linear", help="softmax, linear, simple_gla, gluon, gluon_grouped"
+    )
     ap.add_argument("--repeat", type=int, help="steps before the checked one (GPU: 2, CPU: 0)")
     ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")
     ap.add_argument("--out", default=None, help="JSON of every case's result")

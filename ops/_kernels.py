@@ -16,3 +16,17 @@ def mm(a, b, acc=None):
     if a.dtype == tl.float32:
         return tl.dot(a, b, acc, input_precision="tf32x3")
     return tl.dot(a, b, acc)
+
+
+@triton.jit
+def chunk_slot0(bos, i_n, T, C: tl.constexpr, VARLEN: tl.constexpr):
+    """Index of sequence i_n's first chunk in a per-chunk buffer (chunks of C tokens). Padded
+    batches: i_n * cdiv(T, C). Packed (VARLEN, bos the sequence's first token): bos // C + i_n,
+    which never collides with the previous sequence's chunks (that one, of length L from
+    bos', starts at bos' // C + i_n - 1 and needs cdiv(L, C) <= L // C + 1 slots, while
+    (bos' + L) // C >= bos' // C + L // C). A buffer of cdiv(total tokens, C) + N slots holds
+    every packed sequence's chunks."""
+    if VARLEN:
+        return bos // C + i_n
+    else:
+        return i_n.to(tl.int64) * tl.cdiv(T, C)

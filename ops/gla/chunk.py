@@ -45,6 +45,7 @@ from .._backend import (
     pow2,
     use_triton,
 )
+from .._kernels import chunk_slot0
 from .reference import gla_chunked
 
 
@@ -68,16 +69,6 @@ def _chunk_program(CU, T, H, C: tl.constexpr, VARLEN: tl.constexpr):
     i_nh = tl.program_id(1)
     L, bos = _sequence(CU, T, i_nh // H, VARLEN)
     return i_nh % H, L, bos, tl.program_id(0) * C
-
-
-@triton.jit
-def _slot0(bos, i_n, T, C: tl.constexpr, VARLEN: tl.constexpr):
-    """Index of sequence i_n's first chunk in the per-chunk buffers. Packed: bos // C + i_n,
-    which never collides with the previous sequence's chunks (see README)."""
-    if VARLEN:
-        return bos // C + i_n
-    else:
-        return i_n.to(tl.int64) * tl.cdiv(T, C)
 
 
 @triton.jit
@@ -312,7 +303,7 @@ def _bwd_states(
     i_n = i_nh // H
     i_h = i_nh % H
     L, bos = _sequence(CU, T, i_n, VARLEN)
-    slot0 = _slot0(bos, i_n, T, C, VARLEN)
+    slot0 = chunk_slot0(bos, i_n, T, C, VARLEN)
     offs_t = tl.arange(0, C)
     offs_k = i_k * BLOCK_KS + tl.arange(0, BLOCK_KS)
     offs_v = tl.arange(0, BLOCK_VF)
@@ -449,7 +440,7 @@ def _bwd_scan(
     L, bos = _sequence(CU, T, i_n, VARLEN)
     nk = tl.cdiv(K_DIM, BLOCK_KS)
     if pid < nk:
-        slot0 = _slot0(bos, i_n, T, C, VARLEN)
+        slot0 = chunk_slot0(bos, i_n, T, C, VARLEN)
         _bwd_dk(
             QG, GC, V, DO, DK32, W, HB, DST, DS0, L, bos, slot0, i_nh, i_h, pid, H,
             K_DIM, V_DIM, BLOCK_KS, BLOCK_VF, C, USE_DST, STORE_DS0, DOT,
@@ -542,7 +533,7 @@ def _bwd_intra(
     L, bos = _sequence(CU, T, i_n, VARLEN)
     t0 = i_c * C
     if t0 < L:
-        slot = _slot0(bos, i_n, T, C, VARLEN) + i_c
+        slot = chunk_slot0(bos, i_n, T, C, VARLEN) + i_c
         offs_c = tl.arange(0, BC)
         offs_k = i_k * BLOCK_K + tl.arange(0, BLOCK_K)
         RS = H * K_DIM
