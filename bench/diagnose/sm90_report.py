@@ -240,14 +240,14 @@ def gated_rows(family, dtype, D):
             base["BLOCK_T"] = c.CHUNK
             add("_chunk_cumsum", [triton.Config({}, num_warps=4)], ("VARLEN",), none, varlen,
                 NB=c.CUMSUM_CHUNKS)  # fmt: skip
-        add("_fwd_kernel", c.FWD_CONFIGS, ("USE_S0", "STORE_ST", "STORE_HS", "VARLEN"), none,
-            ("s0,st", ("USE_S0", "STORE_ST")), ("hs", ("STORE_HS",)), varlen,
-            BLOCK_K=D)  # fmt: skip
+        add("_fwd_kernel", c.FWD_CONFIGS, ("USE_S0", "STORE_ST", "VARLEN"), none,
+            ("s0,st", ("USE_S0", "STORE_ST")), varlen, BLOCK_K=D)  # fmt: skip
+        precise = c.PRECISE_DG and not f32
         for dg in (True, False):
-            add(f"_bwd_kernel{' dg' if dg else ''}", c.BWD_DG_CONFIGS if dg else c.BWD_CONFIGS,
-                ("USE_S0", "USE_DST", "STORE_DS0", "VARLEN"), none,
+            add(f"_bwd_kernel{' dg' if dg else ''}{',precise' if dg and precise else ''}",
+                c.BWD_CONFIGS, ("USE_S0", "USE_DST", "STORE_DS0", "VARLEN"), none,
                 ("s0,dst,ds0", ("USE_S0", "USE_DST", "STORE_DS0")), varlen,
-                BLOCK_KF=D, BLOCK_VF=D, WANT_DG=dg)  # fmt: skip
+                BLOCK_KF=D, BLOCK_VF=D, WANT_DG=dg, PRECISE=dg and precise)  # fmt: skip
     elif family == "gla":
         c, gate_ty = gla_chunk, ty
         base = dict(K_DIM=D, V_DIM=D, DOT=dot, GDOT=dot, C=c.CHUNK, BC=c.SUB)

@@ -888,17 +888,15 @@ def _simple_gla(v: BoxView) -> Rule:
     kept, do_copy = _copies(v, "linear_attention")  # read through their strides, as linear's
     gate = _token_gate(v, "g", "gates") if "g" in v.ins else _own("g32", 4 * B * T, "decay")
     flops = sg.flops_forward(B, T, 1, K, V)
-    flops_bwd = sg.flops_backward(B, T, 1, K, V, want_dg=dg)
-    what = "chunk states: S after every chunk, [T / 64, K, V] (dg's terms)"
-    states = _if(dg, _own("hs", B * T * K * V * bp / 64, what))
+    flops_bwd = sg.flops_backward(B, T, 1, K, V, want_dg=dg, precise=dg and bp != 4)
     return Rule(
         flops=flops,
         mm=flops,
         flops_bwd=flops_bwd,
         mm_bwd=flops_bwd,
-        saved=[*kept, gate, *states],
+        saved=[*kept, gate],
         bwd_temps=sg.backward_temp_bytes(B, T, 1, K, V, want_dg=dg) + do_copy,
-        io=sg.io_forward(B, T, 1, K, V, bytes_per=bp, want_dg=dg),
+        io=sg.io_forward(B, T, 1, K, V, bytes_per=bp),
         io_bwd=sg.io_backward(B, T, 1, K, V, bytes_per=bp, want_dg=dg),
         fused="ncd.ops.simple_gla",
         notes=[

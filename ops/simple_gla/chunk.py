@@ -10,10 +10,9 @@ keys of the state update and exp(G_last) to decay the state.
 Forward: one program per (value block, sequence x head); writes o (and the final state).
 Backward: one launch, three roles side by side: dq (forward scan of S, one program per key
 block), dk and dv (backward scans of dS, one program per key block and per value block).
-When g needs a gradient, the forward also keeps the state after every chunk (input dtype),
-the dq and dk programs write per-token partial sums q_i . dq_i and k_j . dk_j (float32, one
-row per key block), the dk programs add each chunk's boundary term <S, dS> on its last row,
-and _dg_kernel reverse-cumsums the difference within each chunk (README.md, "Gradient of g").
+When g needs a gradient, the dq and dk programs also write per-token partial sums
+q_i . dq_i and k_j . dk_j (float32, one row per key block), and dg is their difference
+reverse-cumsummed over each sequence afterwards in PyTorch (README.md, "Gradient of g").
 """
 
 import math
@@ -32,10 +31,22 @@ from .._backend import (
     pow2,
     use_triton,
 )
-from .._kernels import chunk_slot0
 from .reference import expand_gates, simple_gla_chunked
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+
+
+# A float32 operand is multiplied as a hi + lo pair of the input dtype when PRECISE: two
+# products instead of one, about 16 mantissa bits for bf16. The backward does so for the state
+# reads whose per-token results are summed over the whole sequence into dg (README.md).
+@triton.jit
+def _dot_rhs32(a, b, PRECISE: tl.constexpr, DOT: tl.constexpr):
+    """a @ b with a in the input dtype and b float32."""
+    b_hi = b.to(a.dtype)
+    out = tl.dot(a, b_hi, input_precision=DOT)
+    if PRECISE:
+        out = tl.dot(a, (b - b_hi.to(tl.float32)).to(a.dtype), out, input_precision=DOT)
+    return out
 
 
 @triton.jit
@@ -158,19 +169,11 @@ def _fwd_chunk(
 
 
 @triton.jit
-def _keep_state(HS, S, slot, H, i_h, hs_ptrs, s_mask, KV: tl.constexpr):
-    """The state after chunk `slot` (its rows and columns of this program) into HS
-    [slots, H, K, V], in HS's dtype: the boundary terms of dg (_bwd_dkdv) read it."""
-    base = (slot * H + i_h).to(tl.int64) * KV
-    tl.store(HS + base + hs_ptrs, S.to(HS.dtype.element_ty), mask=s_mask)
-
-
-@triton.jit
 def _fwd_kernel(
-    Q, K, V, GATE, O, S0, ST, HS, CU, T, TT, H, SQB, SQT, SQH, SVB, SVT, SVH, scale,
+    Q, K, V, GATE, O, S0, ST, CU, T, TT, H, SQB, SQT, SQH, SVB, SVT, SVH, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, USE_S0: tl.constexpr,
-    STORE_ST: tl.constexpr, STORE_HS: tl.constexpr, VARLEN: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
+    STORE_ST: tl.constexpr, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
+    DOT: tl.constexpr, BOUND: tl.constexpr,
 ):  # fmt: skip
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
@@ -186,10 +189,8 @@ def _fwd_kernel(
     v_base = V + v0 + i_h.to(tl.int64) * SVH
     o_base = O + v0 + i_h.to(tl.int64) * SVH
     g_base = i_h.to(tl.int64) * TT + c0
-    kv_ptrs = offs_k[:, None] * V_DIM + offs_v[None, :]
-    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + kv_ptrs
+    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
-    slot = chunk_slot0(c0, i_n, T, BLOCK_T, VARLEN)
     if USE_S0:
         S = tl.load(S0 + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
     else:
@@ -201,16 +202,12 @@ def _fwd_kernel(
                 q_base, k_base, v_base, o_base, GATE, g_base, S, t0, L, SQT, SVT, scale, offs_k,
                 offs_v, k_ok, v_ok, BLOCK_T, DOT, BOUND, False,
             )  # fmt: skip
-            if STORE_HS:
-                _keep_state(HS, S, slot + t0 // BLOCK_T, H, i_h, kv_ptrs, s_mask, K_DIM * V_DIM)
     else:
         for t0 in range(0, L, BLOCK_T):
             S = _fwd_chunk(
                 q_base, k_base, v_base, o_base, GATE, g_base, S, t0, L, SQT, SVT, scale, offs_k,
                 offs_v, k_ok, v_ok, BLOCK_T, DOT, BOUND, True,
             )  # fmt: skip
-            if STORE_HS:
-                _keep_state(HS, S, slot + t0 // BLOCK_T, H, i_h, kv_ptrs, s_mask, K_DIM * V_DIM)
     if STORE_ST:
         tl.store(ST + s_ptrs, S, mask=s_mask)
 
@@ -218,13 +215,13 @@ def _fwd_kernel(
 @triton.jit
 def _dq_chunk(
     Q, K, V, DO, DQ, GC, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale, offs_k, offs_v,
-    k_ok, v_ok, WANT_DG: tl.constexpr, BLOCK_T: tl.constexpr, DOT: tl.constexpr,
-    BOUND: tl.constexpr, MIXED: tl.constexpr,
+    k_ok, v_ok, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, DOT: tl.constexpr,
+    BOUND: tl.constexpr, MODE: tl.constexpr,
 ):  # fmt: skip
-    """One chunk of a dq program: writes its dq rows (WANT_DG: and q_i . dq_i over the key
-    block to DG) and returns S after it. Factored (dq_i = c exp(G_i - G_last) (do_i
-    (exp(G_last) S)^T + sum_j (do_i . v_j) exp(G_last - G_j) k_j), the weighted k of the S
-    update) unless MIXED and G_last <= -BOUND (then the decay matrix itself)."""
+    """One chunk of a dq program: writes its dq rows (MODE 2: and q_i . dq_i to DG) and returns
+    S after it. MODE 0: factored (dq_i = c exp(G_i - G_last) (do_i (exp(G_last) S)^T +
+    sum_j (do_i . v_j) exp(G_last - G_j) k_j), the weighted k of the S update); 1: factored
+    unless G_last <= -BOUND; 2: the decay matrix itself, dg's terms."""
     offs_t = tl.arange(0, BLOCK_T)
     causal = offs_t[:, None] >= offs_t[None, :]
     rows = t0 + offs_t
@@ -236,40 +233,38 @@ def _dq_chunk(
     do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
     b, b_last = _log2_gates(GC, g_base, t0, L, rows)
     kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
-    if WANT_DG:
-        q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT)  # (i, j), this key block's share
     exact = False
-    if MIXED:
+    if MODE == 1:
         exact = b_last <= -BOUND
-    Sd = S * tl.math.exp2(b_last)
-    if exact:
+    if MODE == 2:
+        b_j = _log2_gates_cols(GC, g_base, L, rows)
+        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
+        da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
+        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
+        q_decay = tl.math.exp2(b) * scale
+        q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
+        dq_intra = tl.dot(da.to(k.dtype), k, input_precision=DOT)
+        qd = (q * q_decay[:, None]).to(q.dtype)
+        dgq = tl.sum(dq_intra * q.to(tl.float32), 1) + tl.sum(dss * qd.to(tl.float32), 1)
+        tl.store(DG + g_base + rows, dgq, mask=r_ok)
+        dq = dss * q_decay[:, None] + dq_intra
+        Sd = S * tl.math.exp2(b_last)
+    elif exact:
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
         da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
         dss = tl.dot(do, tl.trans(S).to(do.dtype), input_precision=DOT)  # (BT, BKB)
-        q_decay = tl.math.exp2(b) * scale
-        dq = tl.dot(da.to(k.dtype), k, dss * q_decay[:, None], input_precision=DOT)
-        if WANT_DG:
-            p = qk * da  # the pairs' terms of dL/dΓ
-            xdg = tl.sum(p, 1) - tl.sum(p, 0) + tl.sum(dss * q.to(tl.float32), 1) * q_decay
+        dq = tl.dot(da.to(k.dtype), k, dss * (tl.math.exp2(b) * scale)[:, None],
+                    input_precision=DOT)  # fmt: skip
+        Sd = S * tl.math.exp2(b_last)
     else:
+        Sd = S * tl.math.exp2(b_last)
         dq = tl.dot(do, tl.trans(Sd).to(do.dtype), input_precision=DOT)
-        if WANT_DG:
-            u = tl.sum(dq * q.to(tl.float32), 1)
         da = tl.where(causal, tl.dot(do, tl.trans(v), input_precision=DOT), 0.0)
         dq = tl.dot(da.to(kd.dtype), kd, dq, input_precision=DOT)
-        rf = tl.math.exp2(b - b_last)
-        if WANT_DG:  # the pairs' terms m_ij rf_i cf_j of dL/dΓ, summed by row and by column
-            m = qk * da
-            cf = tl.math.exp2(b_last - b)
-            xdg = rf * (tl.sum(m * cf[None, :], 1) + u) - cf * tl.sum(m * rf[:, None], 0)
-            xdg = xdg * scale
-        dq = dq * (rf * scale)[:, None]
+        dq = dq * (tl.math.exp2(b - b_last) * scale)[:, None]
     tl.store(DQ + kq_base + rows[:, None] * SQT + offs_k[None, :], dq.to(DQ.dtype.element_ty),
              mask=kmask)  # fmt: skip
-    if WANT_DG:
-        tl.store(DG + g_base + rows, xdg, mask=r_ok)
     return tl.dot(tl.trans(kd), v, Sd, input_precision=DOT)
 
 
@@ -277,11 +272,12 @@ def _dq_chunk(
 def _bwd_dq(
     Q, K, V, DO, DQ, GATE, DG, S0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh, i_h, i_k,
     scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr, WANT_DG: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_KB: tl.constexpr, BLOCK_VF: tl.constexpr, DOT: tl.constexpr,
-    BOUND: tl.constexpr,
+    PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KB: tl.constexpr,
+    BLOCK_VF: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
 ):  # fmt: skip
     """dq_i = c sum_{j<=i} exp(G_i - G_j) (do_i . v_j) k_j + c exp(G_i) do_i S^T, S scanned
-    forward; with WANT_DG also q_i . dq_i over this key block, per token."""
+    forward. With WANT_DG it writes, per token, q_i . dq_i over this key block, its read of S
+    taken against the rounded (q_i c exp(G_i)) the dS scan accumulates."""
     offs_k = i_k * BLOCK_KB + tl.arange(0, BLOCK_KB)
     offs_v = tl.arange(0, BLOCK_VF)
     k_ok = offs_k < K_DIM
@@ -296,33 +292,36 @@ def _bwd_dq(
         )
     else:
         S = tl.zeros([BLOCK_KB, BLOCK_VF], tl.float32)
-    if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+    if WANT_DG:
         for t0 in range(0, L, BLOCK_T):
             S = _dq_chunk(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
-                offs_k, offs_v, k_ok, v_ok, WANT_DG, BLOCK_T, DOT, BOUND, False,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 2,
+            )  # fmt: skip
+    elif _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+        for t0 in range(0, L, BLOCK_T):
+            S = _dq_chunk(
+                Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 0,
             )  # fmt: skip
     else:
         for t0 in range(0, L, BLOCK_T):
             S = _dq_chunk(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
-                offs_k, offs_v, k_ok, v_ok, WANT_DG, BLOCK_T, DOT, BOUND, True,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 1,
             )  # fmt: skip
 
 
 @triton.jit
 def _dkdv_chunk(
-    Q, K, V, DO, DX, GC, DG, HS, G, t0, slot, kq_base, v_base, g_base, SQT, SVT, L, H, i_h, scale,
-    offs_k, offs_v, k_ok, v_ok, hs_ptrs, s_mask, WANT_DG: tl.constexpr, BLOCK_T: tl.constexpr,
-    FOR_DK: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr, MIXED: tl.constexpr,
-    KV: tl.constexpr,
+    Q, K, V, DO, DX, GC, DG, G, t0, kq_base, v_base, g_base, SQT, SVT, L, scale, offs_k, offs_v,
+    k_ok, v_ok, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, FOR_DK: tl.constexpr,
+    DOT: tl.constexpr, BOUND: tl.constexpr, MODE: tl.constexpr,
 ):  # fmt: skip
-    """One chunk of a dk or dv program (_bwd_dkdv): writes its dk or dv rows and returns dS
-    before it. Factored (dx_j = exp(-G_j) (x_j (exp(G_last) dS) + sum_i at_ji c exp(G_i)
-    rhs_i), the weighted rows of the dS update) unless MIXED and G_last <= -BOUND (then the
-    decay matrix itself). WANT_DG (FOR_DK): also k_j . dk_j over the key block, less, on the
-    chunk's last row, the boundary term <S, dS> of the state after the chunk (HS[slot]) and
-    its gradient (G on entry), over the same key rows."""
+    """One chunk of a dk or dv program (_bwd_dkdv): writes its dk or dv rows (MODE 2, FOR_DK:
+    and k_j . dk_j to DG) and returns dS before it. MODE 0: factored (dx_j = exp(-G_j)
+    (x_j (exp(G_last) dS) + sum_i at_ji c exp(G_i) rhs_i), the weighted rows of the dS update);
+    1: factored unless G_last <= -BOUND; 2: the decay matrix itself, dg's terms."""
     offs_t = tl.arange(0, BLOCK_T)
     # (j, i) layout: key position j down, query position i across.
     causal_t = offs_t[None, :] >= offs_t[:, None]
@@ -341,16 +340,26 @@ def _dkdv_chunk(
         x = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
         y = q  # at = x y^T: k_j . q_i
         rhs = do
-    # c exp(G_i) rhs_i, rounded: the rows the dS update accumulates (FOR_DK: q's; else dO's,
-    # a BLOCK_VS-wide tile, not K)
+    # c exp(G_i) rhs_i, rounded: the rows the dS update accumulates (FOR_DK: q's, which dg's
+    # inter-chunk terms are taken against; else dO's, a BLOCK_VS-wide tile, not K)
     rhs_d = (rhs * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
     exact = False
-    if MIXED:
+    if MODE == 1:
         exact = b_last <= -BOUND
-    Gd = G * tl.math.exp2(b_last)
-    if FOR_DK and WANT_DG:
+    if MODE == 2:  # FOR_DK only
+        b_j = _log2_gates_cols(GC, g_base, L, rows)
+        decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
+        k_decay = tl.math.exp2(b_last - b)
+        at = tl.dot(x, tl.trans(y), input_precision=DOT) * scale * decay_t
+        dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS)
         k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-    if exact:
+        dk_intra = tl.dot(at.to(rhs.dtype), rhs, input_precision=DOT)
+        kd = (k * k_decay[:, None]).to(k.dtype)
+        dgk = tl.sum(dk_intra * k.to(tl.float32), 1) + tl.sum(dx_inter * kd.to(tl.float32), 1)
+        tl.store(DG + g_base + rows, dgk, mask=r_ok)
+        dx = dx_inter * k_decay[:, None] + dk_intra
+        Gd = G * tl.math.exp2(b_last)
+    elif exact:
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
         at = tl.dot(x, tl.trans(y), input_precision=DOT) * scale * decay_t
@@ -358,29 +367,21 @@ def _dkdv_chunk(
             dx = tl.dot(x, tl.trans(G).to(x.dtype), input_precision=DOT)  # (BT, BKS)
         else:
             dx = tl.dot(x, G.to(x.dtype), input_precision=DOT)  # (BT, BVS)
-        k_decay = tl.math.exp2(b_last - b)
-        if FOR_DK and WANT_DG:
-            w = tl.sum(dx * k.to(tl.float32), 1) * k_decay
-        dx = tl.dot(at.to(rhs.dtype), rhs, dx * k_decay[:, None], input_precision=DOT)
+        dx = tl.dot(at.to(rhs.dtype), rhs, dx * tl.math.exp2(b_last - b)[:, None],
+                    input_precision=DOT)  # fmt: skip
+        Gd = G * tl.math.exp2(b_last)
     else:
+        Gd = G * tl.math.exp2(b_last)
         if FOR_DK:
             dx = tl.dot(x, tl.trans(Gd).to(x.dtype), input_precision=DOT)  # (BT, BKS)
         else:
             dx = tl.dot(x, Gd.to(x.dtype), input_precision=DOT)  # (BT, BVS)
-        if FOR_DK and WANT_DG:
-            w = tl.sum(dx * k.to(tl.float32), 1) * tl.math.exp2(-b)
         at = tl.where(causal_t, tl.dot(x, tl.trans(y), input_precision=DOT), 0.0)
         dx = tl.dot(at.to(rhs_d.dtype), rhs_d, dx, input_precision=DOT)
         dx = dx * tl.math.exp2(-b)[:, None]
     if FOR_DK:
         tl.store(DX + kq_base + rows[:, None] * SQT + offs_k[None, :],
                  dx.to(DX.dtype.element_ty), mask=kmask)  # fmt: skip
-        if WANT_DG:
-            hs = tl.load(HS + (slot * H + i_h).to(tl.int64) * KV + hs_ptrs, mask=s_mask,
-                         other=0.0)  # fmt: skip
-            term = tl.sum(tl.sum(hs.to(tl.float32) * G, 1), 0)
-            last = tl.minimum(t0 + BLOCK_T, L) - 1
-            tl.store(DG + g_base + rows, w - tl.where(rows == last, term, 0.0), mask=r_ok)
         G = tl.dot(tl.trans(rhs_d), do, Gd, input_precision=DOT)
     else:
         tl.store(DX + v_base + rows[:, None] * SVT + offs_v[None, :],
@@ -391,18 +392,19 @@ def _dkdv_chunk(
 
 @triton.jit
 def _bwd_dkdv(
-    Q, K, V, DO, DX, GATE, DG, HS, DST, DS0, qk0, v0, c0, g_base, SQT, SQH, SVT, SVH, T, H, L,
-    i_n, i_nh, i_h, i_blk, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr,
-    USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, WANT_DG: tl.constexpr,
-    VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr,
-    BLOCK_VS: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr,
-    FOR_DK: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
+    Q, K, V, DO, DX, GATE, DG, DST, DS0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh, i_h,
+    i_blk, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_DST: tl.constexpr,
+    STORE_DS0: tl.constexpr, WANT_DG: tl.constexpr, PRECISE: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
+    BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr, DOT: tl.constexpr,
+    BOUND: tl.constexpr,
 ):  # fmt: skip
     """Scans dS = sum_i c exp(G_i) q_i^T do_i (decayed by exp(G_last) per chunk) backwards.
 
     FOR_DK: this program owns key rows [i_blk * BLOCK_KS, +BLOCK_KS) of dS and writes dk;
         dk_j = c sum_{i>=j} exp(G_i - G_j) (do_i . v_j) q_i + exp(G_last - G_j) v_j dS^T,
-        and with WANT_DG k_j . dk_j and the chunks' boundary terms over its key rows.
+        and with WANT_DG k_j . dk_j over its key rows, its read of dS taken against the rounded
+        (k_j exp(G_last - G_j)) the S scan accumulates.
     else: it owns value columns [i_blk * BLOCK_VS, +BLOCK_VS) and writes dv;
         dv_j = c sum_{i>=j} exp(G_i - G_j) (q_i . k_j) do_i + exp(G_last - G_j) k_j dS.
     """
@@ -416,30 +418,33 @@ def _bwd_dkdv(
     v_ok = offs_v < V_DIM
     kq_base = qk0 + i_h.to(tl.int64) * SQH
     v_base = v0 + i_h.to(tl.int64) * SVH
-    kv_ptrs = offs_k[:, None] * V_DIM + offs_v[None, :]
-    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + kv_ptrs
+    s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
-    slot = chunk_slot0(c0, i_n, T, BLOCK_T, VARLEN)
     if USE_DST:
         G = tl.load(DST + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
     else:
         G = tl.zeros([offs_k.shape[0], offs_v.shape[0]], tl.float32)
     n_chunks = tl.cdiv(L, BLOCK_T)
-    if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+    if WANT_DG:
         for i in range(0, n_chunks):
-            c = n_chunks - 1 - i
             G = _dkdv_chunk(
-                Q, K, V, DO, DX, GATE, DG, HS, G, c * BLOCK_T, slot + c, kq_base, v_base, g_base,
-                SQT, SVT, L, H, i_h, scale, offs_k, offs_v, k_ok, v_ok, kv_ptrs, s_mask, WANT_DG,
-                BLOCK_T, FOR_DK, DOT, BOUND, False, K_DIM * V_DIM,
+                Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
+                g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
+                DOT, BOUND, 2,
+            )  # fmt: skip
+    elif _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+        for i in range(0, n_chunks):
+            G = _dkdv_chunk(
+                Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
+                g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
+                DOT, BOUND, 0,
             )  # fmt: skip
     else:
         for i in range(0, n_chunks):
-            c = n_chunks - 1 - i
             G = _dkdv_chunk(
-                Q, K, V, DO, DX, GATE, DG, HS, G, c * BLOCK_T, slot + c, kq_base, v_base, g_base,
-                SQT, SVT, L, H, i_h, scale, offs_k, offs_v, k_ok, v_ok, kv_ptrs, s_mask, WANT_DG,
-                BLOCK_T, FOR_DK, DOT, BOUND, True, K_DIM * V_DIM,
+                Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
+                g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
+                DOT, BOUND, 1,
             )  # fmt: skip
     if STORE_DS0:
         tl.store(DS0 + s_ptrs, G, mask=s_mask)
@@ -447,10 +452,10 @@ def _bwd_dkdv(
 
 @triton.jit
 def _bwd_kernel(
-    Q, K, V, GATE, DO, DQ, DK, DV, DG, HS, S0, DST, DS0, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
+    Q, K, V, GATE, DO, DQ, DK, DV, DG, S0, DST, DS0, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
     TT, SGS, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
     USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, WANT_DG: tl.constexpr,
-    BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr,
+    PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
@@ -463,51 +468,21 @@ def _bwd_kernel(
     if pid < nk:
         _bwd_dq(
             Q, K, V, DO, DQ, GATE, DG + pid.to(tl.int64) * SGS, S0, qk0, v0, g_base, SQT, SQH,
-            SVT, SVH, H, L, i_nh, i_h, pid, scale, K_DIM, V_DIM, USE_S0, WANT_DG, BLOCK_T,
-            BLOCK_KS, BLOCK_VF, DOT, BOUND,
+            SVT, SVH, H, L, i_nh, i_h, pid, scale, K_DIM, V_DIM, USE_S0, WANT_DG, PRECISE,
+            BLOCK_T, BLOCK_KS, BLOCK_VF, DOT, BOUND,
         )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
-            Q, K, V, DO, DK, GATE, DG + pid.to(tl.int64) * SGS, HS, DST, DS0, qk0, v0, c0,
-            g_base, SQT, SQH, SVT, SVH, T, H, L, i_n, i_nh, i_h, pid - nk, scale, K_DIM, V_DIM,
-            USE_DST, STORE_DS0, WANT_DG, VARLEN, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF,
-            BLOCK_VF, True, DOT, BOUND,
+            Q, K, V, DO, DK, GATE, DG + pid.to(tl.int64) * SGS, DST, DS0, qk0, v0, g_base, SQT,
+            SQH, SVT, SVH, H, L, i_nh, i_h, pid - nk, scale, K_DIM, V_DIM, USE_DST, STORE_DS0,
+            WANT_DG, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, True, DOT, BOUND,
         )  # fmt: skip
     else:
         _bwd_dkdv(
-            Q, K, V, DO, DV, GATE, DG, HS, DST, DS0, qk0, v0, c0, g_base, SQT, SQH, SVT, SVH, T,
-            H, L, i_n, i_nh, i_h, pid - 2 * nk, scale, K_DIM, V_DIM, USE_DST, False, False,
-            VARLEN, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False, DOT, BOUND,
+            Q, K, V, DO, DV, GATE, DG, DST, DS0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh,
+            i_h, pid - 2 * nk, scale, K_DIM, V_DIM, USE_DST, False, False, False, BLOCK_T,
+            BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False, DOT, BOUND,
         )  # fmt: skip
-
-
-@triton.jit
-def _dg_kernel(
-    DG, OUT, CU, T, TT, H, SGS, NK: tl.constexpr, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr,
-    NB: tl.constexpr,
-):  # fmt: skip
-    """dg [B, T, H] float32 from the backward's rows DG [2 NK, H, B * T] (NK rows of
-    q_i . dq_i, then NK of k_j . dk_j less the boundary terms on each chunk's last row): the
-    difference reverse-cumsummed within each chunk. One program per NB chunks of one
-    sequence and head."""
-    i_b = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    if VARLEN:
-        bos = tl.load(CU + i_n).to(tl.int64)
-        L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
-    else:
-        L = T
-        bos = i_n.to(tl.int64) * T
-    t = (i_b * NB + tl.arange(0, NB))[:, None] * BLOCK_T + tl.arange(0, BLOCK_T)[None, :]
-    ok = t < L
-    rows = DG + i_h.to(tl.int64) * TT + bos + t
-    x = tl.zeros([NB, BLOCK_T], tl.float32)
-    for r in tl.static_range(NK):
-        x += tl.load(rows + r * SGS, mask=ok, other=0.0)
-        x -= tl.load(rows + (NK + r) * SGS, mask=ok, other=0.0)
-    tl.store(OUT + (bos + t) * H + i_h, tl.cumsum(x, 1, reverse=True), mask=ok)
 
 
 # ---- configurations (retune on the GPU here) ----------------------------------------------
@@ -524,13 +499,15 @@ BWD_CONFIGS = [
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=8, num_stages=2),
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=8, num_stages=3),
 ]
-# With dg the 4-warp configuration fails Triton 3.6's sm_90 software pipeliner (a compiler
-# error, not a resource limit the autotuner would skip).
-BWD_DG_CONFIGS = [c for c in BWD_CONFIGS if c.num_warps == 8]
 F32_STAGES = 2  # float32 tiles take twice the shared memory
 INTERPRET_FWD = {"BLOCK_V": 16}
 INTERPRET_BWD = {"BLOCK_KS": 16, "BLOCK_VS": 16}
 KEY = ["T", "H", "K_DIM", "V_DIM", "VARLEN"]
+# The dq and dk programs read the state as a hi + lo pair when dg is wanted (16-bit inputs):
+# the per-token terms of dg are summed over the whole sequence, and one rounding of the state
+# per chunk left dg's error growing with the number of chunks (README.md). False trades that
+# accuracy for one product fewer per chunk in those two roles.
+PRECISE_DG = True
 # A chunk whose gates sum to more than -BOUND (log2) takes the factored form: the decay matrix
 # exp(G_i - G_j) as a scaling of its rows by exp(G_i - G_last) and of its columns, through the
 # state update's rounded operands, by exp(G_last - G_j). Those operands then span 2^BOUND:
@@ -582,34 +559,37 @@ def _chunk_gates(g, N, T_arg, cu, varlen):
     return gc
 
 
-def _forward(q, k, v, g, scale, s0, want_state, keep_states, cu_seqlens):
-    """(o, final state or None, the in-chunk cumulative log2-gates for the backward, and with
-    keep_states the state after every chunk [slots, H, K, V] in q's dtype, else None)."""
+def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
+    """(o, final state or None, the in-chunk cumulative log2-gates for the backward)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
     gc = _chunk_gates(g, N, T_arg, cu, cu_seqlens is not None)
     o = _like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
-    hs = None
-    if keep_states:
-        slots = N * cdiv(T, CHUNK) if cu_seqlens is None else cdiv(T, CHUNK) + N
-        hs = torch.empty(slots, H, K, V, device=q.device, dtype=q.dtype)
     dummy = o
     _launch(
         _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q,
-        k, v, gc, o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
-        dummy if hs is None else hs, cu, T_arg, B * T, H, *_strides(q, v), scale, K_DIM=K,
-        V_DIM=V, BLOCK_K=pow2(K), USE_S0=s0 is not None, STORE_ST=want_state,
-        STORE_HS=keep_states, VARLEN=cu_seqlens is not None, DOT=_dot(q), BLOCK_T=CHUNK,
+        k, v, gc, o, dummy if s0 is None else s0, dummy if s_t is None else s_t, cu, T_arg,
+        B * T, H, *_strides(q, v), scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), USE_S0=s0 is not None,
+        STORE_ST=want_state, VARLEN=cu_seqlens is not None, DOT=_dot(q), BLOCK_T=CHUNK,
         BOUND=BOUND[q.dtype],
     )  # fmt: skip
-    return o, s_t, gc, hs
+    return o, s_t, gc
 
 
-def _backward(q, k, v, gc, hs, do, scale, s0, d_st, want_ds0, cu_seqlens):
-    """(dq, dk, dv, dg or None, d initial_state or None); dg is wanted when the forward kept
-    the chunk states hs."""
+def _reverse_cumsum(x, cu_seqlens):
+    """sum_{t' >= t} x_t' within each sequence, along the last dim of x [H, B, T] (float64)."""
+    r = x.flip(-1).cumsum(-1).flip(-1)
+    if cu_seqlens is None:
+        return r
+    cu = cu_seqlens.long()
+    ends = torch.repeat_interleave(cu[1:], cu[1:] - cu[:-1])  # each token's sequence end
+    r_pad = torch.cat([r, r.new_zeros(*r.shape[:2], 1)], -1)
+    return r - r_pad[..., ends]
+
+
+def _backward(q, k, v, gc, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqlens):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
@@ -618,11 +598,11 @@ def _backward(q, k, v, gc, hs, do, scale, s0, d_st, want_ds0, cu_seqlens):
         do = _like(v, do.dtype).copy_(do)
     ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
     dummy = dq
-    want_dg = hs is not None
+    precise = want_dg and PRECISE_DG and q.dtype != torch.float32
     dgs, nk = None, 0
-    if want_dg:  # rows 0..nk-1: q . dq per key block; rows nk..2nk-1: k . dk less <S, dS>
+    if want_dg:  # rows 0..nk-1: q . dq per key block; rows nk..2nk-1: k . dk
         widths = {INTERPRET_BWD["BLOCK_KS"]} if interpreting() else {
-            c.kwargs["BLOCK_KS"] for c in BWD_DG_CONFIGS
+            c.kwargs["BLOCK_KS"] for c in BWD_CONFIGS
         }  # fmt: skip
         nk = cdiv(K, min(widths))
         alloc = torch.empty if len(widths) == 1 else torch.zeros  # rows a wider block leaves
@@ -632,40 +612,46 @@ def _backward(q, k, v, gc, hs, do, scale, s0, d_st, want_ds0, cu_seqlens):
         return (2 * cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H)
 
     _launch(
-        _bwd_kernel, BWD_DG_CONFIGS if want_dg else BWD_CONFIGS, INTERPRET_BWD, grid, q, k,
-        v, gc, do, dq, dk, dv, dummy if dgs is None else dgs, dummy if hs is None else hs,
-        dummy if s0 is None else s0, dummy if d_st is None else d_st,
-        dummy if ds0 is None else ds0, cu, T_arg, H, *_strides(q, v), B * T, H * B * T, scale,
-        K_DIM=K, V_DIM=V, USE_S0=s0 is not None, USE_DST=d_st is not None, STORE_DS0=want_ds0,
-        VARLEN=cu_seqlens is not None, WANT_DG=want_dg, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V),
-        DOT=_dot(q), BLOCK_T=CHUNK, BOUND=BOUND[q.dtype],
+        _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, gc, do, dq, dk, dv,
+        dummy if dgs is None else dgs, dummy if s0 is None else s0,
+        dummy if d_st is None else d_st, dummy if ds0 is None else ds0, cu, T_arg, H,
+        *_strides(q, v), B * T, H * B * T, scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
+        USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
+        WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=_dot(q),
+        BLOCK_T=CHUNK, BOUND=BOUND[q.dtype],
     )  # fmt: skip
     dg = None
     if want_dg:
-        dg = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
-        _dg_kernel[(cdiv(T, CHUNK * CUMSUM_CHUNKS), N * H)](
-            dgs, dg, cu, T_arg, B * T, H, H * B * T, NK=nk, VARLEN=cu_seqlens is not None,
-            BLOCK_T=CHUNK, NB=CUMSUM_CHUNKS,
-        )  # fmt: skip
+        x = dgs[:nk].sum(0, dtype=torch.float64) - dgs[nk:].sum(0, dtype=torch.float64)
+        del dgs
+        x = x.view(H, B, T)
+        if d_st is not None and T > 0:  # <S_T, dS_T>, on the last token of each sequence
+            term = (s_t.double() * d_st.double()).sum((-2, -1))  # [N, H]
+            if cu_seqlens is None:
+                x[:, :, -1] += term.t()
+            else:
+                cu = cu_seqlens.long()
+                full = cu[1:] > cu[:-1]  # empty sequences have no token to carry it
+                x[:, 0].index_add_(1, cu[1:][full] - 1, term[full].t())
+        dg = _reverse_cumsum(x, cu_seqlens).permute(1, 2, 0).float()  # [B, T, H]
     return dq, dk, dv, dg, ds0
 
 
 class SimpleGLAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, scale, s0, want_state, cu_seqlens):
-        want_dg = ctx.needs_input_grad[3]
-        o, s_t, gc, hs = _forward(q, k, v, g, scale, s0, want_state, want_dg, cu_seqlens)
-        ctx.save_for_backward(q, k, v, gc, hs, s0, cu_seqlens)
+        o, s_t, gc = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, gc, s0, s_t, cu_seqlens)
         ctx.scale = scale
         ctx.want_ds0 = s0 is not None and ctx.needs_input_grad[5]
         return o, s_t
 
     @staticmethod
     def backward(ctx, do, d_st):
-        q, k, v, gc, hs, s0, cu_seqlens = ctx.saved_tensors
+        q, k, v, gc, s0, s_t, cu_seqlens = ctx.saved_tensors
         dq, dk, dv, dg, ds0 = _backward(
-            q, k, v, gc, hs, do, ctx.scale, s0, None if d_st is None else d_st.contiguous(),
-            ctx.want_ds0, cu_seqlens,
+            q, k, v, gc, do, ctx.scale, s0, s_t, None if d_st is None else d_st.contiguous(),
+            ctx.want_ds0, ctx.needs_input_grad[3], cu_seqlens,
         )  # fmt: skip
         return dq, dk, dv, dg, None, ds0, None, None
 

@@ -8,10 +8,9 @@ widths (64). Every program loads its chunk of q, k whole along K (or v, do whole
 the intra-chunk score matrices are recomputed once per block: ``K / block_k`` and
 ``V / block_v`` appear as factors.
 
-``want_dg``: g needs a gradient. The forward then also keeps the state after every chunk (in
-the input dtype); the dq programs read q and form q k^T over their key block (one small product
-per chunk), the dk programs read k and the kept states, both write a float32 row per token,
-and one more launch sums the rows and reverse-cumsums them within each chunk.
+``want_dg``: g needs a gradient. The dq and dk programs then also read q (resp. k) and write a
+float32 per-token row, and with 16-bit inputs (``precise``) read the state as a hi + lo pair
+(one more product each per chunk); dg is then summed and reverse-cumsummed in PyTorch.
 """
 
 
@@ -23,16 +22,17 @@ def flops_forward(B, T, H, K, V=None, C=64, block_v=64):
     return B * H * T * (2 * C * K * nv + 2 * C * V + 4 * K * V)
 
 
-def flops_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64, want_dg=True):
+def flops_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64, want_dg=True, precise=True):
     """dq programs (per key block): do v^T, do S^T, its product with k, k^T v; dk programs
     (per key block): v do^T, v dS^T, its product with q, q^T do; dv programs (per value block):
-    k q^T, k dS, its product with do, q^T do. ``want_dg``: the dq programs' q k^T over their
-    key block."""
+    k q^T, k dS, its product with do, q^T do. ``precise`` (with ``want_dg``): the S and dS reads
+    of the dq and dk programs twice."""
     V = K if V is None else V
     nk, nv = K / block_k, V / block_v
-    dq = 2 * C * V * nk + 2 * V * K + 2 * C * K + 2 * K * V
+    extra = 1 if (want_dg and precise) else 0
+    dq = 2 * C * V * nk + 2 * V * K * (1 + extra) + 2 * C * K + 2 * K * V
     dv = 2 * C * K * nv + 2 * K * V + 2 * C * V + 2 * K * V
-    return B * H * T * (2 * dq + dv + (2 * C * K if want_dg else 0))
+    return B * H * T * (2 * dq + dv)
 
 
 def flops_minimal(B, T, H, K, V=None):
@@ -55,54 +55,51 @@ def exp2_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64):
 
 
 def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, N=None, initial_state=False,
-               final_state=False, want_dg=False, C=64):  # fmt: skip
+               final_state=False):  # fmt: skip
     """Per value block q and k whole, the v block and g (float32) read, the o block written;
-    float32 states [N, H, K, V] read/written once (N = B unless packed); with ``want_dg`` the
-    state after every chunk written in the input dtype."""
+    float32 states [N, H, K, V] read/written once (N = B unless packed)."""
     V = K if V is None else V
     N = B if N is None else N
     nv = V / block_v
     io = B * T * H * (bytes_per * (2 * K * nv + 2 * V) + 4 * nv)
-    if want_dg:
-        io += B * T * H * bytes_per * K * V / C
     states = (1 if initial_state else 0) + (1 if final_state else 0)
     return io + states * 4 * N * H * K * V
 
 
 def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64, want_dg=True, N=None,
-                initial_state=False, final_state=False, C=64):  # fmt: skip
+                initial_state=False, final_state=False):  # fmt: skip
     """dq programs read k (their block), v, do; dk programs q (their block), v, do; dv
     programs q, k, do (their block); all read g; each gradient written once. ``want_dg``: the
-    dq/dk programs also read q/k (their block), the dk programs the kept chunk states, each
-    writes a float32 row per token and key block, and the dg launch reads those rows and writes
-    dg (float32). States: the initial state read and dS0 written, the final state's gradient
-    read (float32)."""
+    dq/dk programs also read q/k (their block) and write a float32 row each per token and key
+    block, and PyTorch sums those rows (float64) and reverse-cumsums them (about 7 float64
+    passes and one float32 write per token and head). States: the initial state read and dS0
+    written, the final state's gradient read (float32)."""
     V = K if V is None else V
     N = B if N is None else N
     nk, nv = K / block_k, V / block_v
     reads = 2 * nk * (block_k + 2 * V) + nv * (2 * K + block_v)
     io = bytes_per * (reads + 2 * K + V) + 4 * (2 * nk + nv)
     if want_dg:
-        io += bytes_per * (2 * K + K * V / C) + 4 * 2 * nk + (4 * 2 * nk + 4)
+        io += bytes_per * 2 * K + 4 * 2 * nk + (4 * 2 * nk + 8 * 7 + 4)
     states = (2 if initial_state else 0) + (1 if final_state else 0)
     return B * T * H * io + states * 4 * N * H * K * V
 
 
-def activation_bytes(B, T, H, K, V=None, bytes_per=2, N=None, final_state=False, want_dg=False,
-                     C=64):  # fmt: skip
+def activation_bytes(B, T, H, K, V=None, bytes_per=2, N=None, final_state=False):
     """Kept for the backward: q, k, v, the gates as float32 [B, T, H] (a copy unless they were
-    float32 [B, T, H] already); with ``want_dg`` the state after every chunk, [T / C, H, K, V]
-    per sequence in the input dtype (dg's boundary terms). The returned final state is not
-    kept."""
+    float32 [B, T, H] already), and the float32 final state when it is returned (its
+    gradient's term in dg needs it). No chunk states."""
     V = K if V is None else V
+    N = B if N is None else N
     kept = B * T * H * (bytes_per * (2 * K + V) + 4)
-    return kept + (B * T * H * bytes_per * K * V / C if want_dg else 0)
+    return kept + (4 * N * H * K * V if final_state else 0)
 
 
 def backward_temp_bytes(B, T, H, K, V=None, block_k=64, want_dg=True):
     """Memory the backward holds beyond the gradients it returns: with ``want_dg`` the
-    float32 rows, 2 per key block and token. None otherwise: the kernels write dq, dk, dv
-    directly."""
+    float32 rows (2 per key block and token), their float64 difference and the reverse
+    cumsum's float64 temporaries (an upper bound: 8 K / block_k + 32 bytes per token and
+    head). None otherwise: the kernels write dq, dk, dv directly."""
     if not want_dg:
         return 0
-    return B * T * H * 8 * K / block_k
+    return B * T * H * (8 * K / block_k + 32)

@@ -37,7 +37,6 @@ SCRIPT = textwrap.dedent("""
     from ncd.circuits.circuit import Circuit
     from ncd.ops.gla import chunk as gla_chunk
     from ncd.ops.delta_rule import chunk as delta_chunk
-    from ncd.ops.simple_gla import chunk as simple_chunk
     sys.path.insert(0, {root!r})
     from tests.cost import measure
 
@@ -76,7 +75,7 @@ SCRIPT = textwrap.dedent("""
             boxes[b] = boxes.get(b, 0) + nbytes
     total = sum(n for n, _ in kept.values())
     delta = delta_chunk.INTERPRET_CHUNK if delta_chunk.interpreting() else delta_chunk.CHUNK
-    chunks = {{"gla": gla_chunk.CHUNK, "delta": delta, "simple": simple_chunk.CHUNK}}
+    chunks = {{"gla": gla_chunk.CHUNK, "delta": delta}}
     print(json.dumps({{"boxes": boxes, "total": total, "chunks": chunks}}))
 """)
 
@@ -110,19 +109,13 @@ def gated_box_circuit():
 
 # Kept tensors the model prices per token at the GPU's chunk of 64, with the family whose
 # chunk the kernels ran with (smaller under the interpreter).
-# Per-chunk tensors grow with the chunk (PER_CHUNK), chunk states with the number of chunks
-# (PER_STATE).
 PER_CHUNK = {"intra-chunk scores A": "gla", "T, each chunk's WY inverse": "delta"}
-PER_STATE = {"chunk states": "simple"}
 
 
 def _at_chunk(what, n, chunks):
     """n bytes of kept tensor `what` at the chunk the kernels ran with."""
     family = next((f for prefix, f in PER_CHUNK.items() if what.startswith(prefix)), None)
-    if family is not None:
-        return n * chunks[family] // 64
-    family = next((f for prefix, f in PER_STATE.items() if what.startswith(prefix)), None)
-    return n if family is None else n * 64 // chunks[family]
+    return n if family is None else n * chunks[family] // 64
 
 
 def model_kept(report, box, chunks):
