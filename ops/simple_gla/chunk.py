@@ -129,12 +129,12 @@ def _all_factored(GC, g_base, L, BOUND: tl.constexpr, BLOCK_T: tl.constexpr):
 def _fwd_chunk(
     q_base, k_base, v_base, o_base, GC, g_base, S, t0, L, SQT, SVT, scale, offs_k, offs_v,
     k_ok, v_ok, BLOCK_T: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
-    MIXED: tl.constexpr,
+    EXACT: tl.constexpr,
 ):  # fmt: skip
     """One chunk of the forward: writes its o rows and returns the state after it. Factored
     (exp(G_i - G_j) = exp(G_i - G_last) exp(G_last - G_j): the rows of q S + (q k^T) v scaled
     by exp(G_i - G_last), the columns through the state update's exp(G_last - G_j) v and
-    exp(G_last) S) unless MIXED and G_last <= -BOUND (then the decay matrix itself)."""
+    exp(G_last) S), or with EXACT the decay matrix itself."""
     offs_t = tl.arange(0, BLOCK_T)
     causal = offs_t[:, None] >= offs_t[None, :]
     rows = t0 + offs_t
@@ -147,10 +147,7 @@ def _fwd_chunk(
     b, b_last = _log2_gates(GC, g_base, t0, L, rows)
     # k^T diag(exp(G_last - G)) v with the weights on v's rows: a BLOCK_V-wide tile, not K
     vd = (v * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
-    exact = False
-    if MIXED:
-        exact = b_last <= -BOUND
-    if exact:
+    if EXACT:
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
         a = tl.dot(q, tl.trans(k), input_precision=DOT) * scale * decay  # (BT, BT)
@@ -195,7 +192,8 @@ def _fwd_kernel(
         S = tl.load(S0 + s_ptrs, mask=s_mask, other=0.0).to(tl.float32)
     else:
         S = tl.zeros([BLOCK_K, BLOCK_V], tl.float32)
-    # Two loops, so that the factored one is compiled without the exact form's registers.
+    # Every chunk factored when all are within the bound, else every chunk exact: no branch
+    # per chunk inside the loop (Triton 3.6's sm_90 pipeliner miscompiled one, README.md).
     if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
         for t0 in range(0, L, BLOCK_T):
             S = _fwd_chunk(
@@ -220,8 +218,8 @@ def _dq_chunk(
 ):  # fmt: skip
     """One chunk of a dq program: writes its dq rows (MODE 2: and q_i . dq_i to DG) and returns
     S after it. MODE 0: factored (dq_i = c exp(G_i - G_last) (do_i (exp(G_last) S)^T +
-    sum_j (do_i . v_j) exp(G_last - G_j) k_j), the weighted k of the S update); 1: factored
-    unless G_last <= -BOUND; 2: the decay matrix itself, dg's terms."""
+    sum_j (do_i . v_j) exp(G_last - G_j) k_j), the weighted k of the S update); 1: the decay
+    matrix itself; 2: the same, and dg's terms."""
     offs_t = tl.arange(0, BLOCK_T)
     causal = offs_t[:, None] >= offs_t[None, :]
     rows = t0 + offs_t
@@ -233,9 +231,7 @@ def _dq_chunk(
     do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
     b, b_last = _log2_gates(GC, g_base, t0, L, rows)
     kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
-    exact = False
-    if MODE == 1:
-        exact = b_last <= -BOUND
+    exact = MODE == 1
     if MODE == 2:
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
@@ -321,7 +317,7 @@ def _dkdv_chunk(
     """One chunk of a dk or dv program (_bwd_dkdv): writes its dk or dv rows (MODE 2, FOR_DK:
     and k_j . dk_j to DG) and returns dS before it. MODE 0: factored (dx_j = exp(-G_j)
     (x_j (exp(G_last) dS) + sum_i at_ji c exp(G_i) rhs_i), the weighted rows of the dS update);
-    1: factored unless G_last <= -BOUND; 2: the decay matrix itself, dg's terms."""
+    1: the decay matrix itself; 2: the same, and dg's terms."""
     offs_t = tl.arange(0, BLOCK_T)
     # (j, i) layout: key position j down, query position i across.
     causal_t = offs_t[None, :] >= offs_t[:, None]
@@ -343,9 +339,7 @@ def _dkdv_chunk(
     # c exp(G_i) rhs_i, rounded: the rows the dS update accumulates (FOR_DK: q's, which dg's
     # inter-chunk terms are taken against; else dO's, a BLOCK_VS-wide tile, not K)
     rhs_d = (rhs * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
-    exact = False
-    if MODE == 1:
-        exact = b_last <= -BOUND
+    exact = MODE == 1
     if MODE == 2:  # FOR_DK only
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
@@ -512,7 +506,8 @@ PRECISE_DG = True
 # exp(G_i - G_j) as a scaling of its rows by exp(G_i - G_last) and of its columns, through the
 # state update's rounded operands, by exp(G_last - G_j). Those operands then span 2^BOUND:
 # float16 keeps about 2^-14 .. 2^15 at full precision (a few powers of two), bfloat16 and
-# float32 (tf32 products) 2^-126 .. 2^127. A stronger chunk takes the exact decay matrix.
+# float32 (tf32 products) 2^-126 .. 2^127. A program whose sequence has a stronger chunk takes
+# the exact decay matrix in every chunk.
 BOUND = {torch.float16: 8.0, torch.bfloat16: 64.0, torch.float32: 64.0}
 
 
