@@ -266,14 +266,18 @@ def _dq_chunk(
 
 @triton.jit
 def _bwd_dq(
-    Q, K, V, DO, DQ, GATE, DG, S0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh, i_h, i_k,
-    scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr, WANT_DG: tl.constexpr,
+    Q, K, V, DO, DQ, GATE, DG, S0, DST, FIN, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh,
+    i_h, i_k, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
+    USE_DST: tl.constexpr, WANT_DG: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KB: tl.constexpr,
     BLOCK_VF: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
 ):  # fmt: skip
     """dq_i = c sum_{j<=i} exp(G_i - G_j) (do_i . v_j) k_j + c exp(G_i) do_i S^T, S scanned
     forward. With WANT_DG it writes, per token, q_i . dq_i over this key block, its read of S
-    taken against the rounded (q_i c exp(G_i)) the dS scan accumulates."""
+    taken against the rounded (q_i c exp(G_i)) the dS scan accumulates, and with USE_DST the
+    final state's term <S_T, dS_T> over the key block to FIN [key blocks, N * H], from the S_T
+    of this scan (the forward's S_T rounds its update differently: the term must belong to
+    the same rounded system as the per-token terms it cancels against, README.md)."""
     offs_k = i_k * BLOCK_KB + tl.arange(0, BLOCK_KB)
     offs_v = tl.arange(0, BLOCK_VF)
     k_ok = offs_k < K_DIM
@@ -306,6 +310,11 @@ def _bwd_dq(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
                 offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 1,
             )  # fmt: skip
+    if WANT_DG and USE_DST:  # <S_T, dS_T> over this key block, S_T as this scan rounded it
+        s_ptrs = offs_k[:, None] * V_DIM + offs_v[None, :]
+        d_st = tl.load(DST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_ptrs,
+                       mask=k_ok[:, None] & v_ok[None, :], other=0.0)  # fmt: skip
+        tl.store(FIN + i_k * tl.num_programs(1) + i_nh, tl.sum(tl.sum(S * d_st, 1), 0))
 
 
 @triton.jit
@@ -446,7 +455,7 @@ def _bwd_dkdv(
 
 @triton.jit
 def _bwd_kernel(
-    Q, K, V, GATE, DO, DQ, DK, DV, DG, S0, DST, DS0, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
+    Q, K, V, GATE, DO, DQ, DK, DV, DG, FIN, S0, DST, DS0, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
     TT, SGS, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
     USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, WANT_DG: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr,
@@ -461,9 +470,9 @@ def _bwd_kernel(
     nk = tl.cdiv(K_DIM, BLOCK_KS)
     if pid < nk:
         _bwd_dq(
-            Q, K, V, DO, DQ, GATE, DG + pid.to(tl.int64) * SGS, S0, qk0, v0, g_base, SQT, SQH,
-            SVT, SVH, H, L, i_nh, i_h, pid, scale, K_DIM, V_DIM, USE_S0, WANT_DG, PRECISE,
-            BLOCK_T, BLOCK_KS, BLOCK_VF, DOT, BOUND,
+            Q, K, V, DO, DQ, GATE, DG + pid.to(tl.int64) * SGS, S0, DST, FIN, qk0, v0, g_base,
+            SQT, SQH, SVT, SVH, H, L, i_nh, i_h, pid, scale, K_DIM, V_DIM, USE_S0, USE_DST,
+            WANT_DG, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VF, DOT, BOUND,
         )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
@@ -584,7 +593,7 @@ def _reverse_cumsum(x, cu_seqlens):
     return r - r_pad[..., ends]
 
 
-def _backward(q, k, v, gc, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqlens):
+def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
     B, T, H, K = q.shape
     V = v.shape[-1]
     N, T_arg, cu = _layout(q, cu_seqlens)
@@ -594,7 +603,7 @@ def _backward(q, k, v, gc, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqle
     ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
     dummy = dq
     precise = want_dg and PRECISE_DG and q.dtype != torch.float32
-    dgs, nk = None, 0
+    dgs, fin, nk = None, None, 0
     if want_dg:  # rows 0..nk-1: q . dq per key block; rows nk..2nk-1: k . dk
         widths = {INTERPRET_BWD["BLOCK_KS"]} if interpreting() else {
             c.kwargs["BLOCK_KS"] for c in BWD_CONFIGS
@@ -602,13 +611,15 @@ def _backward(q, k, v, gc, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqle
         nk = cdiv(K, min(widths))
         alloc = torch.empty if len(widths) == 1 else torch.zeros  # rows a wider block leaves
         dgs = alloc(2 * nk, H, B * T, device=q.device, dtype=torch.float32)
+        if d_st is not None:  # the final state's term per key block, sequence and head
+            fin = alloc(nk, N * H, device=q.device, dtype=torch.float32)
 
     def grid(m):
         return (2 * cdiv(K, m["BLOCK_KS"]) + cdiv(V, m["BLOCK_VS"]), N * H)
 
     _launch(
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, gc, do, dq, dk, dv,
-        dummy if dgs is None else dgs, dummy if s0 is None else s0,
+        dummy if dgs is None else dgs, dummy if fin is None else fin, dummy if s0 is None else s0,
         dummy if d_st is None else d_st, dummy if ds0 is None else ds0, cu, T_arg, H,
         *_strides(q, v), B * T, H * B * T, scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
@@ -621,7 +632,7 @@ def _backward(q, k, v, gc, do, scale, s0, s_t, d_st, want_ds0, want_dg, cu_seqle
         del dgs
         x = x.view(H, B, T)
         if d_st is not None and T > 0:  # <S_T, dS_T>, on the last token of each sequence
-            term = (s_t.double() * d_st.double()).sum((-2, -1))  # [N, H]
+            term = fin.view(nk, N, H).sum(0, dtype=torch.float64)  # [N, H]
             if cu_seqlens is None:
                 x[:, :, -1] += term.t()
             else:
@@ -636,16 +647,16 @@ class SimpleGLAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, scale, s0, want_state, cu_seqlens):
         o, s_t, gc = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, gc, s0, s_t, cu_seqlens)
+        ctx.save_for_backward(q, k, v, gc, s0, cu_seqlens)
         ctx.scale = scale
         ctx.want_ds0 = s0 is not None and ctx.needs_input_grad[5]
         return o, s_t
 
     @staticmethod
     def backward(ctx, do, d_st):
-        q, k, v, gc, s0, s_t, cu_seqlens = ctx.saved_tensors
+        q, k, v, gc, s0, cu_seqlens = ctx.saved_tensors
         dq, dk, dv, dg, ds0 = _backward(
-            q, k, v, gc, do, ctx.scale, s0, s_t, None if d_st is None else d_st.contiguous(),
+            q, k, v, gc, do, ctx.scale, s0, None if d_st is None else d_st.contiguous(),
             ctx.want_ds0, ctx.needs_input_grad[3], cu_seqlens,
         )  # fmt: skip
         return dq, dk, dv, dg, None, ds0, None, None
