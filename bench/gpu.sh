@@ -98,7 +98,9 @@ case $SUITE in
     step ops_effops 125 $PY bench/ops_effops.py --commit "$COMMIT" --out "$OUT/ops_effops.json"
     step wtacrs_cuda 40 $PY -m pytest -q -p no:cacheprovider tests/ops/test_wtacrs.py -k cuda
     ;;
-  gated)  # the gated family: per-kernel profile, ncd at every T, then fla's anchors
+  gated)  # the gated family: correctness, per-kernel profile, ncd at every T, fla's anchors
+    step gated_check 200 $PY bench/gpu_check.py --ops simple_gla --dtypes bfloat16,float16 \
+      --out "$OUT/gated_check.json"
     step kernel_profile 150 $PY bench/diagnose/kernel_profile.py --T 8192 --out "$OUT/kernel_profile.json"
     step ops_gated_ncd 200 $PY bench/ops_gated.py --impls ncd --T 2048 8192 32768 --limit 190 \
       --out "$OUT/ops_gated_ncd.json"
