@@ -128,8 +128,7 @@ def _all_factored(GC, g_base, L, BOUND: tl.constexpr, BLOCK_T: tl.constexpr):
 @triton.jit
 def _fwd_chunk(
     q_base, k_base, v_base, o_base, GC, g_base, S, t0, L, SQT, SVT, scale, offs_k, offs_v,
-    k_ok, v_ok, BLOCK_T: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
-    EXACT: tl.constexpr,
+    k_ok, v_ok, BLOCK_T: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
 ):  # fmt: skip
     """One chunk of the forward: writes its o rows and returns the state after it. Factored
     (exp(G_i - G_j) = exp(G_i - G_last) exp(G_last - G_j): the rows of q S + (q k^T) v scaled
@@ -198,13 +197,13 @@ def _fwd_kernel(
         for t0 in range(0, L, BLOCK_T):
             S = _fwd_chunk(
                 q_base, k_base, v_base, o_base, GATE, g_base, S, t0, L, SQT, SVT, scale, offs_k,
-                offs_v, k_ok, v_ok, BLOCK_T, DOT, BOUND, False,
+                offs_v, k_ok, v_ok, BLOCK_T, DOT, False,
             )  # fmt: skip
     else:
         for t0 in range(0, L, BLOCK_T):
             S = _fwd_chunk(
                 q_base, k_base, v_base, o_base, GATE, g_base, S, t0, L, SQT, SVT, scale, offs_k,
-                offs_v, k_ok, v_ok, BLOCK_T, DOT, BOUND, True,
+                offs_v, k_ok, v_ok, BLOCK_T, DOT, True,
             )  # fmt: skip
     if STORE_ST:
         tl.store(ST + s_ptrs, S, mask=s_mask)
@@ -214,7 +213,7 @@ def _fwd_kernel(
 def _dq_chunk(
     Q, K, V, DO, DQ, GC, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale, offs_k, offs_v,
     k_ok, v_ok, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, DOT: tl.constexpr,
-    BOUND: tl.constexpr, MODE: tl.constexpr,
+    MODE: tl.constexpr,
 ):  # fmt: skip
     """One chunk of a dq program: writes its dq rows (MODE 2: and q_i . dq_i to DG) and returns
     S after it. MODE 0: factored (dq_i = c exp(G_i - G_last) (do_i (exp(G_last) S)^T +
@@ -231,7 +230,6 @@ def _dq_chunk(
     do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
     b, b_last = _log2_gates(GC, g_base, t0, L, rows)
     kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
-    exact = MODE == 1
     if MODE == 2:
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
@@ -245,7 +243,7 @@ def _dq_chunk(
         tl.store(DG + g_base + rows, dgq, mask=r_ok)
         dq = dss * q_decay[:, None] + dq_intra
         Sd = S * tl.math.exp2(b_last)
-    elif exact:
+    elif MODE == 1:
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
         da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
@@ -296,19 +294,19 @@ def _bwd_dq(
         for t0 in range(0, L, BLOCK_T):
             S = _dq_chunk(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
-                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 2,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, 2,
             )  # fmt: skip
     elif _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
         for t0 in range(0, L, BLOCK_T):
             S = _dq_chunk(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
-                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 0,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, 0,
             )  # fmt: skip
     else:
         for t0 in range(0, L, BLOCK_T):
             S = _dq_chunk(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
-                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, BOUND, 1,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, 1,
             )  # fmt: skip
     if WANT_DG and USE_DST:  # <S_T, dS_T> over this key block, S_T as this scan rounded it
         s_ptrs = offs_k[:, None] * V_DIM + offs_v[None, :]
@@ -321,7 +319,7 @@ def _bwd_dq(
 def _dkdv_chunk(
     Q, K, V, DO, DX, GC, DG, G, t0, kq_base, v_base, g_base, SQT, SVT, L, scale, offs_k, offs_v,
     k_ok, v_ok, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, FOR_DK: tl.constexpr,
-    DOT: tl.constexpr, BOUND: tl.constexpr, MODE: tl.constexpr,
+    DOT: tl.constexpr, MODE: tl.constexpr,
 ):  # fmt: skip
     """One chunk of a dk or dv program (_bwd_dkdv): writes its dk or dv rows (MODE 2, FOR_DK:
     and k_j . dk_j to DG) and returns dS before it. MODE 0: factored (dx_j = exp(-G_j)
@@ -348,7 +346,6 @@ def _dkdv_chunk(
     # c exp(G_i) rhs_i, rounded: the rows the dS update accumulates (FOR_DK: q's, which dg's
     # inter-chunk terms are taken against; else dO's, a BLOCK_VS-wide tile, not K)
     rhs_d = (rhs * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
-    exact = MODE == 1
     if MODE == 2:  # FOR_DK only
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
@@ -362,7 +359,7 @@ def _dkdv_chunk(
         tl.store(DG + g_base + rows, dgk, mask=r_ok)
         dx = dx_inter * k_decay[:, None] + dk_intra
         Gd = G * tl.math.exp2(b_last)
-    elif exact:
+    elif MODE == 1:
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
         at = tl.dot(x, tl.trans(y), input_precision=DOT) * scale * decay_t
@@ -433,21 +430,21 @@ def _bwd_dkdv(
             G = _dkdv_chunk(
                 Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
                 g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
-                DOT, BOUND, 2,
+                DOT, 2,
             )  # fmt: skip
     elif _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
         for i in range(0, n_chunks):
             G = _dkdv_chunk(
                 Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
                 g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
-                DOT, BOUND, 0,
+                DOT, 0,
             )  # fmt: skip
     else:
         for i in range(0, n_chunks):
             G = _dkdv_chunk(
                 Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
                 g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
-                DOT, BOUND, 1,
+                DOT, 1,
             )  # fmt: skip
     if STORE_DS0:
         tl.store(DS0 + s_ptrs, G, mask=s_mask)

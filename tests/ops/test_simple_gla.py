@@ -130,26 +130,39 @@ def test_permuted_inputs_are_read_in_place(monkeypatch, nan_alloc):
     assert all(gr.stride() == x.stride() for gr, x in zip(grads[:3], inputs[:3]))
 
 
+def dg_error_and_floor(T, seed, strength=1.0, final_state=False):
+    """(dg's rel RMS error, the floor) of the float16 kernels on one head (K = V = 16) against
+    the float64 chunked form; the floor is float16 dq from the float32 form on the same
+    inputs, rounded once. With final_state the final state gets a gradient too."""
+    B, H, K, V = 1, 1, 16, 16
+    (q, k, v), g, gen = make(B, T, H, K, V, torch.float16, seed=seed)
+    g = (g.detach() * strength).requires_grad_()
+    do = torch.randn(B, T, H, V, generator=gen).to(torch.float16)
+    dst = torch.randn(B, H, K, V, generator=gen) if final_state else None
+
+    def grads(fn, xs, ct, **kw):
+        o, st = fn(*xs, scale=0.25, output_final_state=final_state, **kw)
+        outs = (o, st) if final_state else (o,)
+        cots = (do.to(ct), dst.to(st.dtype)) if final_state else (do.to(ct),)
+        return torch.autograd.grad(outs, xs, cots)
+
+    got = grads(simple_gla, [q, k, v, g], torch.float16, backend="triton")
+    refs = {}
+    for ct in (torch.float64, torch.float32):
+        xs = [x.detach().to(ct).requires_grad_() for x in (q, k, v, g)]
+        refs[ct] = grads(simple_gla_chunked, xs, ct)
+    floor = rel_rms(refs[torch.float32][0].to(torch.float16), refs[torch.float64][0])
+    return rel_rms(got[3], refs[torch.float64][3]), floor
+
+
 @pytest.mark.interpret
 def test_dg_at_the_rounding_floor_over_many_chunks(monkeypatch):
     """dg sums per-token terms over the whole sequence. Regression: with the state rounded to
     the input dtype once per chunk in the dq and dk programs' reads (PRECISE_DG = False), dg's
     error grew with the number of chunks (float16, 32 chunks: 9.3e-4, 4.5x the floor, and as
-    the square root of the chunk count beyond). dg must stay within 2x the floor: float16 dq
-    from the float32 form on the same inputs, rounded once."""
+    the square root of the chunk count beyond). dg must stay within 2x the floor."""
     monkeypatch.setattr(chunk, "PRECISE_DG", True)
-    B, T, H, K, V = 1, 512, 1, 16, 16
-    (q, k, v), g, gen = make(B, T, H, K, V, torch.float16, seed=0)
-    do = torch.randn(B, T, H, V, generator=gen).to(torch.float16)
-    o, _ = simple_gla(q, k, v, g, scale=0.25, backend="triton")
-    grads = torch.autograd.grad(o, (q, k, v, g), do)
-    refs = {}
-    for ct in (torch.float64, torch.float32):
-        xs = [x.detach().to(ct).requires_grad_() for x in (q, k, v, g)]
-        o_ref, _ = simple_gla_chunked(*xs, scale=0.25)
-        refs[ct] = torch.autograd.grad(o_ref, xs, do.to(ct))
-    floor = rel_rms(refs[torch.float32][0].to(torch.float16), refs[torch.float64][0])
-    err = rel_rms(grads[3], refs[torch.float64][3])
+    err, floor = dg_error_and_floor(T=512, seed=0)
     assert err < 2 * floor, (err, floor)
 
 
@@ -160,22 +173,8 @@ def test_dg_with_a_final_state_gradient(strength):
     Regression: that term was taken from the forward's S_T, whose update rounds the weighted
     values, while the backward's scan rounds the weighted keys; the mismatch, times |S_T|,
     left dg far above its floor (bf16 on the H200: 1.3e-2 with gates x1, 2.9e-2 with x8;
-    float16 here: 1.6x and 1.15x the floor, now 1.07x and 0.94x). dg within 1.25x the floor:
-    float16 dq from the float32 form, rounded once."""
-    B, T, H, K, V = 1, 256, 1, 16, 16
-    (q, k, v), g, gen = make(B, T, H, K, V, torch.float16, seed=3)
-    g = (g.detach() * strength).requires_grad_()
-    do = torch.randn(B, T, H, V, generator=gen).to(torch.float16)
-    dst = torch.randn(B, H, K, V, generator=gen)
-    o, st = simple_gla(q, k, v, g, scale=0.25, output_final_state=True, backend="triton")
-    grads = torch.autograd.grad((o, st), (q, k, v, g), (do, dst))
-    refs = {}
-    for ct in (torch.float64, torch.float32):
-        xs = [x.detach().to(ct).requires_grad_() for x in (q, k, v, g)]
-        o_ref, st_ref = simple_gla_chunked(*xs, scale=0.25, output_final_state=True)
-        refs[ct] = torch.autograd.grad((o_ref, st_ref), xs, (do.to(ct), dst.to(ct)))
-    floor = rel_rms(refs[torch.float32][0].to(torch.float16), refs[torch.float64][0])
-    err = rel_rms(grads[3], refs[torch.float64][3])
+    float16 here: 1.6x and 1.15x the floor, now 1.07x and 0.94x). dg within 1.25x the floor."""
+    err, floor = dg_error_and_floor(T=256, seed=3, strength=strength, final_state=True)
     assert err < 1.25 * floor, (err, floor)
 
 
