@@ -319,42 +319,46 @@ class Studio(w.VBox):
 
     # ---- views: pure functions of the current circuit -------------------------------------
     def _refresh(self, note: str = "") -> None:
-        c = self.view
-        self._checked = self._check(c)
-        self._refresh_diagram()
-        self._stale = set(TABS)
-        self._refresh_tab()
-        self._refresh_text()
-        refs = [r for r in panels.sources(c, self._checked) if r != panels.DRAFT_OUTPUT]
-        for dd in [*self.port_widgets.values()]:
-            keep = dd.value
-            dd.options = [_NONE, *refs]
-            dd.value = keep if keep in refs else (refs[-1] if refs else _NONE)
-        # A choice the user made survives the refresh after an edit, while it still exists.
-        for dd, names in ((self.output_source, refs), (self.box_select, [b.name for b in c.boxes])):
-            keep = dd.value
-            dd.options = names
-            dd.value = keep if keep in names else None
-        self.undo_button.disabled = not self._history.can_undo
-        self.redo_button.disabled = not self._history.can_redo
+        # One message to the page: the drawing, its breadcrumb, version and status together.
         with self.canvas.hold_sync():
+            c = self.view
+            self._checked = self._check(c)
+            self._refresh_diagram()
+            self._stale = set(TABS)
+            self._refresh_tab()
+            self._refresh_text()
+            refs = [r for r in panels.sources(c, self._checked) if r != panels.DRAFT_OUTPUT]
+            for dd in [*self.port_widgets.values()]:
+                keep = dd.value
+                dd.options = [_NONE, *refs]
+                dd.value = keep if keep in refs else (refs[-1] if refs else _NONE)
+            # A choice the user made survives the refresh after an edit, while it still exists.
+            for dd, names in (
+                (self.output_source, refs),
+                (self.box_select, [b.name for b in c.boxes]),
+            ):
+                keep = dd.value
+                dd.options = names
+                dd.value = keep if keep in names else None
+            self.undo_button.disabled = not self._history.can_undo
+            self.redo_button.disabled = not self._history.can_redo
             self.canvas.can_undo = self._history.can_undo
             self.canvas.can_redo = self._history.can_redo
             self.canvas.name, self.canvas.title = c.name, c.title
             self.canvas.marks = {}
-            crumbs, at = [self.circuit.name], self.circuit
-            for call in self.scope:
-                at = edits.at_scope(at, [call])
-                crumbs.append(f"{call} ({at.name})")
-            self.canvas.crumbs = crumbs
-        if not c.outputs and c.inputs:
-            note += "; a draft: its loose ends are drawn dashed (set an output to finish it)"
-        self._show([], note)
+            if not c.outputs and c.inputs:
+                note += "; a draft: its loose ends are drawn dashed (set an output to finish it)"
+            self._show([], note)
 
     def _refresh_diagram(self) -> None:
         c = self.view
         canvas = self.canvas
-        with canvas.hold_sync():
+        with canvas.hold_sync():  # the drawing and its breadcrumb reach the page together
+            crumbs, at = [self.circuit.name], self.circuit
+            for call in self.scope:
+                at = edits.at_scope(at, [call])
+                crumbs.append(f"{call} ({at.name})")
+            canvas.crumbs = crumbs
             if self._checked is None:
                 canvas.svg = ""
                 canvas.placeholder = (
@@ -447,11 +451,12 @@ class Studio(w.VBox):
 
     def _show(self, problems, note: str, ok: bool = True) -> None:
         self.messages.value = panels.messages_html(problems, note, ok)
-        self.canvas.status_ok = ok and not problems
         lines = [note] + [str(p) for p in problems[:3]]
         if len(problems) > 3:
             lines.append(f"… and {len(problems) - 3} more")
-        self.canvas.status = "\n".join(x for x in lines if x)
+        with self.canvas.hold_sync():  # the status and its colour together
+            self.canvas.status_ok = ok and not problems
+            self.canvas.status = "\n".join(x for x in lines if x)
 
     # ---- intents from the diagram ---------------------------------------------------------
     def _intent(self, msg: dict) -> None:

@@ -261,7 +261,7 @@ def test_open_a_subcircuit_and_edit_inside_it(step):
     s = studio(page, 1)
     node(page, 1, "blocks/ln2").dblclick()
     wait_node(page, 1, "ln2")  # inside: the block's own boxes, by their own names
-    assert "transformer_block" in s.locator(".ncd-crumbs").inner_text()
+    s.locator(".ncd-crumbs:has-text('transformer_block')").wait_for()
     node(page, 1, "ln2").click()
     s.locator(".ncd-search").fill("dropout")
     s.locator(".ncd-search").press("Enter")  # the first match, after the selection
