@@ -27,6 +27,10 @@ FASTEST: dict[str, dict[str, str]] = {
     # integer matrix product on CUDA ("torch" there multiplies in float64, exact for int8
     # operands); on the CPU torch's int32 einsum.
     "int_matmul": {"cuda": "ncd", "cpu": "torch"},
+    # Causal depthwise short convolution (+ SiLU): PyTorch's conv1d until ncd.ops.short_conv's
+    # kernels are measured on the GPU against it; on the CPU the conv1d the boxes it replaces
+    # ran.
+    "short_conv": {"cuda": "torch", "cpu": "torch"},
 }
 CHOICES = ("auto", "ncd", "torch")
 

@@ -1539,6 +1539,9 @@ IMPORTS.exempt.update(dict.fromkeys(("requantize", "int_linear"), _UNMAPPED))
 __all__ = ["from_torch", "to_spec"]
 
 IMPORTS.exempt["add_norm"] = "made by the compiler's rewrite of an add and a norm, not imported"
+IMPORTS.exempt["short_conv"] = (
+    "made by the compiler's rewrite of a depthwise conv, its causal slice and SiLU; those import"
+)
 
 # Routing: torch.gather, scatter_add, F.one_hot, torch.where and bool comparisons import as
 # opaque boxes for now.

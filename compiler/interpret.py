@@ -505,6 +505,23 @@ class _Run:
         y = NT(y.reshape(*rs, *y.shape[1:]), (*rest, b.out, *b.spatial))
         return {"out": _as(y, tout["out"])}
 
+    @interprets("short_conv")
+    def k_short_conv(self, b, x, tin, tout):
+        """Σ_j w[c, j] x[t - kernel + 1 + j] (+ bias) over zero-padded positions before the
+        first, then x σ(x) for SiLU."""
+        x = x["x"]
+        t, rest, rs = self._nchw(x, b.channel, [b.axis])  # [N, C, T]
+        w = self.p(b.name, "weight")[:, 0]  # [C, kernel]
+        T, W = t.shape[-1], b.kernel
+        padded = torch.cat([t.new_zeros((*t.shape[:-1], W - 1)), t], dim=-1)
+        y = sum(padded[..., j : j + T] * w[:, j, None] for j in range(W))
+        if b.bias:
+            y = y + self.p(b.name, "bias")[:, None]
+        if b.activation == "silu":
+            y = y / (1 + torch.exp(-y))
+        y = NT(y.reshape(*rs, *y.shape[1:]), (*rest, b.channel, b.axis))
+        return {"out": _as(y, tout["out"])}
+
     @interprets("pool")
     def k_pool(self, b, x, tin, tout):
         x = x["x"]

@@ -762,6 +762,34 @@ def _add_norm(L: Lowerer, b, x, tin, tout):
     return {"out": _last(L, s, t.names, b.over, lambda n: L.module(ident, n)), "sum": s}
 
 
+# ---------------------------------------------------------------- short_conv (conv + slice + SiLU)
+@lowers("short_conv")
+def _short_conv(L: Lowerer, b, x, tin, tout):
+    """x laid out [rest..., axis, channel] (rest folded into one batch axis), then
+    ncd.ops.short_conv (`fused="ncd"`: the Triton kernels on CUDA, the reference elsewhere) or
+    the conv1d, slice and SiLU of the boxes it replaces (`runtime.short_conv`). The weights are
+    held by an nn.Conv1d named after the box, as the `conv` box held them."""
+    t = tin["x"]
+    C = L.num(t.axis(b.channel).size)
+    mod = nn.Conv1d(*plain((C, C, b.kernel)), padding=b.kernel - 1, groups=plain(C), bias=b.bias)
+    ident = L.hold(mod, Call("nn.Conv1d", C, C, b.kernel, padding=b.kernel - 1, groups=C,
+                             bias=b.bias))  # fmt: skip
+    w = L.param(ident, "weight")
+    bias = L.param(ident, "bias") if b.bias else None
+    rest = [a for a in t.names if a not in (b.axis, b.channel)]
+    want = [*rest, b.axis, b.channel]
+    h = L.permute(x["x"], t.names, want)
+    if len(rest) != 1:
+        h = L.method("flatten", h, 0, len(rest) - 1) if rest else L.method("unsqueeze", h, 0)
+    fn = ops.short_conv if choose("short_conv", L.opts.device, L.opts.fused) == "ncd" else None
+    act = "silu" if b.activation == "silu" else None
+    y = L.fn(fn or runtime.short_conv, h, w, bias, activation=act)
+    if len(rest) != 1:
+        shape = tuple(L.num(t.axis(a).size) for a in rest)
+        y = L.method("unflatten", y, 0, shape) if rest else L.method("squeeze", y, 0)
+    return {"out": L.permute(y, want, tout["out"].names)}
+
+
 # ---------------------------------------------------------------- routing
 def _full(L: Lowerer, node, names, target):
     """`node` (axes `names`, a subset of `target`) permuted into `target`'s order with a

@@ -21,6 +21,12 @@ computes what the chain computes:
   residual stream goes on): the fused box writes it as its second output, `sum`, which the
   add's readers then read.
 
+- `short_conv`: conv (depthwise over one axis, channels kept, width W <= 64, stride and
+  dilation 1, padded W - 1 on both sides) → slice of that axis keeping its first positions (as
+  many as the input has) → [unary silu]; run by `ncd.ops.short_conv`, the causal short
+  convolution. The fused box keeps the conv's name and parameters, and the readers of the
+  chain's last box read it (`rewrites.MOVED`).
+
 Each inner wire of a match is read once, by a box of the same match; its last box's output
 is the region's output, in the axis order and element type the fused box gives.
 """
@@ -45,7 +51,7 @@ class Match:
     """One fused region of a circuit level."""
 
     kind: str
-    """The fused box it becomes: "attention", "linear_attention" or "add_norm"."""
+    """The fused box it becomes: "attention", "linear_attention", "add_norm" or "short_conv"."""
     boxes: tuple[str, ...]
     """The boxes consumed, producers first; the fused box takes the last one's name."""
     entries: dict[str, tuple[str, str]]
@@ -112,10 +118,14 @@ def find_matches(c: Checked) -> list[Match]:
 
 
 def _candidates(g: Graph, b: str) -> Iterator[Match]:
-    """Matches whose last contraction (or norm) is `b`, the widest first."""
+    """Matches whose last contraction (or norm) is `b`, or whose first box is the conv `b`,
+    the widest first."""
     box = g.c.box(b)
     if box.kind in NORMS:
         yield from _add_norm(g, b)
+        return
+    if box.kind == "conv":
+        yield from _short_conv(g, b)
         return
     if box.kind != "contract" or len(box.operands) != 2 or len(box.over) != 1:
         return
@@ -368,6 +378,50 @@ def _add_norm(g: Graph, norm: str) -> Iterator[Match]:
         {"x": c.sources[add]["a"], "h": c.sources[add]["b"]},
         (norm, "out"),
         {"over": " ".join(c.box(norm).over)},
+    )
+
+
+# ---------------------------------------------------------------- causal short convolution
+SHORT_CONV_WIDEST = 64
+"""The widest filter a `short_conv` box takes (its `kernel` field's bound)."""
+
+
+def _short_conv(g: Graph, conv: str) -> Iterator[Match]:
+    """conv → slice → [silu] as described in the module's docstring."""
+    c = g.c
+    b = c.box(conv)
+    if b.transposed or len(b.spatial) != 1 or b.out != b.channel:
+        return
+    (axis,) = b.spatial
+    (w,), (s,), (p,), (d,) = (b._norm(f) for f in ("kernel", "stride", "padding", "dilation"))
+    if s != 1 or d != 1 or p != w - 1 or w > SHORT_CONV_WIDEST:
+        return
+    x, y = c.ins[conv]["x"], c.outs[conv]["out"]
+    if not isinstance(x, TensorType) or x.dtype not in FLOAT_DTYPES:
+        return
+    cin = x.axis(b.channel).size
+    if not b.depthwise and not _same_size(c, cin, parse_size(str(b.groups))):
+        return
+    cut = g.only_reader(conv)
+    if cut is None or g.kind(cut) != "slice":
+        return
+    sl = c.box(cut)
+    kept = c.outs[cut]["out"]
+    if sl.axis != axis or sl.start != 0 or sl.step != 1 or kept.names != x.names:
+        return
+    if not _same_size(c, kept.axis(axis).size, x.axis(axis).size) or y.names != x.names:
+        return
+    boxes = [conv, cut]
+    act = g.only_reader(cut)
+    if act is not None and g.kind(act) == "unary" and c.box(act).fn == "silu":
+        boxes.append(act)
+    yield Match(
+        "short_conv",
+        tuple(boxes),
+        {"x": (conv, "x")},
+        {"x": c.sources[conv]["x"]},
+        (boxes[-1], "out"),
+        {"axis": axis, "channel": b.channel},
     )
 
 

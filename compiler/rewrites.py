@@ -15,7 +15,10 @@ The builders here lower to the kernels of ncd.ops:
   `linear_attention` box;
 - `add_norm`: add(x, h) → layernorm | rmsnorm becomes an `add_norm` box named after the norm,
   with outputs `out` (the norm's, read as `norm.out`) and `sum` (the add's, whose readers
-  now read `norm.sum`).
+  now read `norm.sum`);
+- `short_conv`: a depthwise conv padded on both sides → the slice keeping its first positions
+  → [silu] becomes a `short_conv` box named after the conv (it holds the conv's parameters),
+  which the readers of the chain's last box now read.
 """
 
 from __future__ import annotations
@@ -134,4 +137,21 @@ def add_norm_box(c: Checked, m: Match):
     )
 
 
+@register("short_conv")
+def short_conv_box(c: Checked, m: Match):
+    conv, last = c.box(m.boxes[0]), c.box(m.boxes[-1])
+    return KINDS["short_conv"](
+        name=conv.name,
+        inputs={"x": conv.inputs["x"]},
+        label=conv.label,
+        group=conv.group,
+        axis=m.dims["axis"],
+        channel=m.dims["channel"],
+        kernel=conv._norm("kernel")[0],
+        bias=conv.bias,
+        activation="silu" if last.kind == "unary" else "none",
+    )
+
+
+MOVED["short_conv"] = lambda m: {b: m.boxes[0] for b in m.boxes[1:]}
 MOVED["add_norm"] = lambda m: {m.boxes[0]: f"{m.boxes[1]}.sum", m.boxes[1]: f"{m.boxes[1]}.out"}

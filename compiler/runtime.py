@@ -168,6 +168,19 @@ def conv(x, weight, bias, channel: int, spatial, stride, padding, dilation, grou
     return channels_back(y, perm, rest)
 
 
+def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None):
+    """act(causal depthwise convolution over T) of x [B, T, C] (channels last), weight
+    [C, 1, W] (nn.Conv1d's): PyTorch's conv1d padded W - 1 on both sides, the first T outputs
+    kept, then SiLU when activation is "silu" (the fallback of ncd.ops.short_conv, which also
+    takes packed sequences; this one takes none)."""
+    if cu_seqlens is not None:
+        raise NotImplementedError("short_conv: packed sequences need ncd.ops")
+    T, W = x.shape[1], weight.shape[-1]
+    y = F.conv1d(x.transpose(1, 2), weight, bias, padding=W - 1, groups=x.shape[2])
+    y = y[..., :T].transpose(1, 2)
+    return F.silu(y) if activation == "silu" else y
+
+
 def pool(x, spatial, op, window, stride, padding):
     """Max or average pooling over the axes at `spatial`, in any layout."""
     keep = [d for d in range(x.dim()) if d not in spatial]

@@ -56,6 +56,7 @@ _FUSED = {
         ops.wtacrs_linear,
         ops.lmul_linear,
         ops.int8_matmul,
+        ops.short_conv,
     )
 }
 

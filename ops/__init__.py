@@ -14,6 +14,7 @@ from .ivit import cost as ivit_cost
 from .linear_attention import cost as linear_attention_cost
 from .lmul import cost as lmul_cost
 from .norm import cost as norm_cost
+from .short_conv import cost as short_conv_cost
 from .simple_gla import cost as simple_gla_cost
 from .wtacrs import cost as wtacrs_cost
 
@@ -44,6 +45,8 @@ _LAZY = {
     "i_layernorm": ".ivit",
     "requantize": ".ivit",
     "int8_matmul": ".ivit",
+    "short_conv": ".short_conv",
+    "short_conv_step": ".short_conv",
 }
 for _name in _LAZY:
     globals().pop(_name, None)  # the folders the imports above bound
@@ -76,6 +79,9 @@ __all__ = [
     "add_layer_norm",
     "add_rms_norm",
     "norm_cost",
+    "short_conv",
+    "short_conv_step",
+    "short_conv_cost",
     "shiftmax",
     "shiftgelu",
     "i_layernorm",

@@ -163,6 +163,13 @@ CASES["add_norm"] = Case(
     form={"norm": "rmsnorm", "over": ["D"], "affine": False, "eps": 1e-6},
 )
 
+CASES["short_conv"] = Case(
+    {"x": "B T E"},
+    lambda b, w: b.box("short_conv", {"x": w["x"]}, axis="T", channel="E", kernel=4),
+    {"out": "B T E"},
+    "★4",
+    form={"axis": "T", "channel": "E", "kernel": 3, "bias": True, "activation": "silu"},
+)
 
 # Routing (expert and top-k selection): positions from a top-k of scores s, so that they lie
 # within the indexed axis at any size.

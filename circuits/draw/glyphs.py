@@ -326,6 +326,15 @@ def _int_linear(b) -> Drawing:
     return Drawing(title=text(b.label or ("L₊" if b.bias else "L")), note=esc("int8 → int32"))
 
 
+@draws("short_conv")
+def _short_conv(b) -> Drawing:
+    # Fused: the causal depthwise star, and SiLU when it follows.
+    note = "causal dw" + (", SiLU" if b.activation == "silu" else "")
+    if b.label:
+        return Drawing(title=text(b.label), note=esc(note))
+    return Drawing(glyph=f"★{b.kernel}", note=esc(note))
+
+
 @draws("add_norm")
 def _add_norm(b) -> Drawing:
     # Fused: the residual add, then the norm's circle.

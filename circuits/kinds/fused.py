@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import ShapeProblem
+from ..sizes import Size
 from ..types import FLOAT_DTYPES, Axis, TensorType
 from .base import AxisList, AxisName, BoxBase, SizeExpr, need, promote, replace_axes, tensor
 from .registry import box_kind
@@ -289,3 +290,55 @@ class AddNorm(BoxBase):
 
     def acts_on(self):
         return tuple(self.over)
+
+
+@box_kind
+class ShortConv(BoxBase):
+    """A causal depthwise convolution of width `kernel` over `axis`, each `channel` with its own
+    filter, optionally followed by SiLU: out[t] = act(bias + Σ_j w[j] x[t - kernel + 1 + j]),
+    zeros before the first position (the short convolution of Mamba, DeltaNet and Gated
+    DeltaNet).
+
+    The compiler's rewrite makes it from a depthwise `conv` over one axis padded `kernel - 1` on
+    both sides, the `slice` keeping its first positions and an optional `silu` after them
+    (compiler/patterns.py); it keeps the conv's name and parameters. It lowers to ncd.ops'
+    `short_conv` kernels (`fused="ncd"`) or to the convolution, slice and SiLU it replaces.
+    """
+
+    kind: Literal["short_conv"] = "short_conv"
+    axis: AxisName = "T"
+    """Axis convolved over (causally: position t sees t - kernel + 1 … t)."""
+    channel: AxisName
+    """Channel axis; one filter per channel (depthwise)."""
+    kernel: int = Field(default=4, ge=1, le=64)
+    """Width of the filters."""
+    bias: bool = False
+    """A learned bias per channel."""
+    activation: Literal["none", "silu"] = "none"
+    """Applied to the convolution's output."""
+    family = "convolution"
+    learned = True
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.axis, self.channel), "x")
+        if self.axis == self.channel:
+            raise ShapeProblem("convolves over an axis other than its channels", "x",
+                               "two different axes", self.axis)  # fmt: skip
+        if x.dtype not in FLOAT_DTYPES:
+            raise ShapeProblem("convolves floating point", "x", "a float dtype", x.dtype)
+        return {"out": x}
+
+    def params(self, ins, ctx):
+        # nn.Conv1d's depthwise layout (channels, 1, kernel), as the `conv` box it replaces
+        x = tensor(ins, "x")
+        c = x.axis(self.channel)
+        w = (c, Axis(f"{self.channel}_g", Size.number(1)),
+             Axis(f"k{self.axis}", Size.number(self.kernel)))  # fmt: skip
+        ps = {"weight": TensorType(w, x.dtype)}
+        if self.bias:
+            ps["bias"] = TensorType((c,), x.dtype)
+        return ps
+
+    def acts_on(self):
+        return (self.axis, self.channel)

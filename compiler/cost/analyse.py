@@ -15,7 +15,7 @@ from ncd.circuits.errors import NcdError
 from ncd.circuits.sizes import parse_size
 from ncd.circuits.types import FLOAT_DTYPES, Axis, TensorType, TupleType
 from ncd.circuits.validate import check
-from ncd.ops import attention_cost, linear_attention_cost, norm_cost
+from ncd.ops import attention_cost, linear_attention_cost, norm_cost, short_conv_cost
 
 from . import rules as R
 from .devices import CostError, Device
@@ -426,6 +426,9 @@ class _Walker:
             if r.kind == "add_norm":
                 _add_norm_io(self, r, by_name)
                 continue
+            if r.kind == "short_conv":
+                _short_conv_io(self, r, by_name)
+                continue
             q, k, v = (self.wires[r.inputs[p]] for p in ("q", "k", "v"))
             qt, kt, vt = q.type, k.type, v.type
             head, key = r.dims["head"], r.dims["key"]
@@ -530,6 +533,42 @@ def _add_norm_io(self: _Walker, r: Region, by_name) -> None:
             self.storages[sid].virtual = True
             last.saved.remove((what, sid, _))
     last.notes.append(f"fused: IO of {kernel} (ops/norm/cost.py)")
+
+
+def _short_conv_io(self: _Walker, r: Region, by_name) -> None:
+    """conv → slice → [silu] as ncd.ops.short_conv (ops/short_conv/cost.py): x read and the
+    output written once, x the only tensor kept (the SiLU's input is recomputed); forward and
+    backward bytes and time on the last box, none on the others."""
+    c = self.c
+    conv = c.box(r.boxes[0])
+    x = _resolve(c, c.ins[r.boxes[0]]["x"])
+    C = x.axis(r.dims["channel"]).size
+    M = x.numel() / C
+    W = conv._norm("kernel")[0]
+    bp = R.DTYPE_BYTES[self.dtype or x.dtype]
+    silu = len(r.boxes) == 3
+    kw = dict(silu=silu, bias=conv.bias)
+    kernel = "ncd.ops.short_conv"
+    for name in r.boxes:
+        bc = by_name[name]
+        bc.io_bytes = bc.io_bytes_bwd = ZERO
+        bc._time_flops = (ZERO, ZERO)
+        bc.kernel = f"{kernel} ({r.name})"
+        if name != r.boxes[0]:  # what SiLU keeps, and the padded output, are never written
+            for _, sid, _ in bc.saved:
+                if self.storages[sid].kind == "own":
+                    self.storages[sid].virtual = True
+            bc.saved = []
+        if name != r.boxes[-1]:  # the padded output (the slice is a view of it)
+            for p in c.outs[name]:
+                self.storages[self.wires[(name, p)].storage].virtual = True
+    last = by_name[r.boxes[-1]]
+    last.io_bytes = short_conv_cost.io_forward(M, C, W, bp, bias=conv.bias)
+    last.io_bytes_bwd = short_conv_cost.io_backward(M, C, W, bp, bias=conv.bias)
+    last._time_flops = (short_conv_cost.flops_forward(M, C, W, **kw),
+                        short_conv_cost.flops_backward(M, C, W, **kw))  # fmt: skip
+    last._bwd_temps += short_conv_cost.workspace_backward(M, C, W)  # type: ignore[attr-defined]
+    last.notes.append(f"fused: IO and kept tensors of {kernel} (ops/short_conv/cost.py)")
 
 
 def _relayouts(r: Region, q: _Wire, k: _Wire, v: _Wire, o: _Wire) -> tuple[list[str], bool]:

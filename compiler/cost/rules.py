@@ -1140,6 +1140,28 @@ def add_norm(v: BoxView) -> Rule:
     return Rule(flops=flops, saved=[_out("sum", "the residual sum"), *stats])
 
 
+@costs("short_conv")
+def short_conv(v: BoxView) -> Rule:
+    """As lowered by default (PyTorch's conv1d padded kernel - 1 on both sides, the first
+    positions kept, SiLU): the products over the padded length (what FlopCounterMode counts),
+    the bias's add and SiLU; kept: the input, and for SiLU the convolution's whole padded output
+    (SiLU keeps its input, a view of it). Under the fused lowering the box is priced as
+    ncd.ops.short_conv (analyse.py: x read and y written once, only x kept)."""
+    b, x = v.box, v.x()
+    T = v.size(x, b.axis)
+    padded = numel(x) / T * (T + b.kernel - 1)
+    mm = 2 * padded * b.kernel
+    mm_bwd = mm * (2 if v.grad("x") else 1)
+    extra = (numel(x) if b.bias else ZERO) + (
+        UNARY_FLOPS["silu"] * numel(x) if b.activation == "silu" else ZERO
+    )
+    saved = [_in("x")]
+    if b.activation == "silu":
+        saved.append(_own("padded", padded * v.nbytes(x) / numel(x),
+                          "the convolution's padded output (SiLU's input)"))  # fmt: skip
+    return Rule(flops=mm + extra, mm=mm, mm_bwd=mm_bwd, flops_bwd=mm_bwd + 2 * extra, saved=saved)
+
+
 # -- routing: data movement (no arithmetic) for gather and scatter's placement; the index
 # positions are what autograd keeps (as int64, torch's index type).
 POINTWISE |= {"compare", "where"}

@@ -399,6 +399,21 @@ def add_norm():
 TABLE["add_norm"] = add_norm
 
 
+def short_conv():
+    """The causal short convolution: over T with the channels last, no bias; over an inner
+    axis with a bias and SiLU, the channels first, a width longer than the sequence."""
+    b = _b("short_conv")
+    x = b.input("x", "B T E")
+    b.output("y", b.box("short_conv", {"x": x}, "sc1", axis="T", channel="E", kernel=4))
+    u = b.input("u", "C B T K")
+    b.output("z", b.box("short_conv", {"x": u}, "sc2", axis="T", channel="C", kernel=7,
+                        bias=True, activation="silu"))  # fmt: skip
+    return b.build()
+
+
+TABLE["short_conv"] = short_conv
+
+
 def routing():
     """Routing by positions (integer inputs below 5, the smallest indexed axis is 5 or more):
     gathers along an inner axis with positions that lack one of x's axes (int32), with no

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import pytest
 import sympy
-import torch
 
 from ncd import ops
 from ncd.circuits.builder import Builder
 from ncd.circuits.validate import check
-from ncd.compiler import compile as ncd_compile
 from ncd.compiler import lowerings
 from ncd.compiler.cost import analyse
 from ncd.compiler.patterns import find_matches
@@ -22,7 +20,7 @@ from ncd.compiler.rewrites import apply_rewrites
 from ncd.gallery.ncd_paper import transformer, transformer_block
 from ncd.ops.norm import cost as norm_cost
 
-from .helpers import as_dict, example_inputs, randomise
+from .helpers import same_with_rewrites
 
 
 def _add_norms(checked):
@@ -79,51 +77,13 @@ def test_no_match_where_the_add_broadcasts_promotes_or_is_not_an_add():
     assert all(_no_match(f) for f in (broadcast, promoted, product, permuted))
 
 
-def _run(model, xs, checked):
-    out = as_dict(model(*xs), checked)
-    loss = sum(
-        (v * torch.linspace(-1, 1, v.numel(), dtype=v.dtype).view(v.shape)).sum()
-        for v in out.values()
-    )
-    floats = [x for x in xs if x.is_floating_point()]
-    grads = torch.autograd.grad(loss, [*floats, *model.parameters()])
-    return out, grads, [n for n, _ in model.named_parameters()]
-
-
-def _same(circuit, rewrites, kernels=False, monkeypatch=None, exact=True):
-    """The compiled circuit without rewrites and with `rewrites`, one state_dict, one input:
-    outputs and gradients (inputs and parameters) equal bit for bit (`exact`), else to
-    float64 rounding."""
-
-    def eq(x, y):
-        if exact:
-            return torch.equal(x, y)
-        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
-        return True
-
-    checked = circuit.check()
-    plain = randomise(ncd_compile(circuit, dtype=torch.float64, rewrites=False))
-    if kernels:
-        monkeypatch.setattr(lowerings, "runs_norm_kernels", lambda L: True)
-    fused = ncd_compile(circuit, dtype=torch.float64, rewrites=rewrites)
-    fused.load_state_dict(plain.state_dict())
-    assert set(fused.state_dict()) == set(plain.state_dict())
-    xs = example_inputs(checked, requires_grad=True)
-    a, ga, na = _run(plain, xs, checked)
-    b, gb, nb = _run(fused, xs, checked)
-    assert a.keys() == b.keys() and all(eq(a[k], b[k]) for k in a)
-    k = sum(x.is_floating_point() for x in xs)
-    order = dict(zip(nb, gb[k:]))
-    for x, y in zip(ga[:k], gb[:k]):
-        assert eq(x, y)
-    for n, g in zip(na, ga[k:]):
-        assert eq(g, order[n]), n
-    return fused
+def _norm_kernels(monkeypatch):
+    return lambda: monkeypatch.setattr(lowerings, "runs_norm_kernels", lambda L: True)
 
 
 @pytest.mark.parametrize("entry", [transformer_block, transformer], ids=lambda f: f.__name__)
 def test_rewrite_changes_nothing_on_the_cpu(entry):
-    fused = _same(entry(), {"add_norm"})
+    fused = same_with_rewrites(entry(), {"add_norm"})
     targets = {n.target for n in fused.graph.nodes} | {
         n.target for m in fused.modules() if hasattr(m, "graph") for n in m.graph.nodes
     }
@@ -134,7 +94,7 @@ def test_kernel_lowering_changes_nothing_on_cpu_tensors(monkeypatch):
     """The lowering chosen on CUDA (ncd.ops.layer_norm / add_layer_norm on the holders'
     parameters) run on CPU tensors, where ncd.ops runs F.layer_norm after the add: the same
     bits as nn.LayerNorm after the add, and the same parameter names."""
-    fused = _same(transformer_block(), True, kernels=True, monkeypatch=monkeypatch)
+    fused = same_with_rewrites(transformer_block(), True, patch=_norm_kernels(monkeypatch))
     targets = {n.target for n in fused.graph.nodes}
     assert ops.add_layer_norm in targets and ops.layer_norm in targets
 
@@ -148,7 +108,7 @@ def test_rms_and_multi_axis_kernel_lowering(monkeypatch):
     s = b.add(x, h, name="res")
     b.output("y", b.rmsnorm(s, "H K", name="norm"))
     b.output("s", b.scale(s, 2, name="on"))
-    fused = _same(b.build(), True, kernels=True, monkeypatch=monkeypatch, exact=False)
+    fused = same_with_rewrites(b.build(), True, patch=_norm_kernels(monkeypatch), exact=False)
     assert ops.add_rms_norm in {n.target for n in fused.graph.nodes}
 
 

@@ -1,0 +1,61 @@
+"""FLOP and HBM-traffic formulas of the short convolution (kernels.py), for the cost model.
+
+Plain functions of the sizes (numbers or sympy symbols): ``M`` tokens (B T), ``C`` channels,
+``W`` the kernel width, ``bytes_per`` the bytes of an element of x (and y, dx),
+``w_bytes`` those of the weight and bias. ``silu`` when SiLU follows the convolution,
+``bias`` with a bias. The backward's partial sums are float32 rows of ``W + 1`` channels
+vectors, one per block of ``BWD_BT`` tokens.
+"""
+
+BWD_BT = 64
+"""Tokens per backward program (kernels.BWD_BT): one float32 row of partial sums each."""
+
+SILU_FLOPS = 4
+"""SiLU counted as 4 operations per element (exp, add, divide, multiply)."""
+
+
+def flops_forward(M, C, W, silu=False, bias=False):
+    """Per element: W multiply-adds, the bias's add, SiLU."""
+    return M * C * (2 * W + (1 if bias else 0) + (SILU_FLOPS if silu else 0))
+
+
+def flops_backward(M, C, W, silu=False, bias=False):
+    """Per element: dx's W multiply-adds, dw's W, db's add; with SiLU the pre-activation is
+    recomputed at each of the W shifts dy is read at (W multiply-adds and SiLU's derivative,
+    about 6 operations, each time)."""
+    per = 4 * W + (1 if bias else 0)
+    if silu:
+        per += W * (2 * W + (1 if bias else 0) + SILU_FLOPS + 2)
+    return M * C * per
+
+
+def io_forward(M, C, W, bytes_per=2, bias=False, w_bytes=None):
+    """x read once (the halo of W - 1 tokens per block comes from the cache) and y written;
+    the weight (and bias) once."""
+    w_bytes = bytes_per if w_bytes is None else w_bytes
+    return 2 * M * C * bytes_per + C * (W + (1 if bias else 0)) * w_bytes
+
+
+def _blocks(M):
+    """Backward programs along the tokens: ceil(M / BWD_BT) for a number, M / BWD_BT for a
+    symbol."""
+    return -(-M // BWD_BT) if isinstance(M, int) else M / BWD_BT
+
+
+def io_backward(M, C, W, bytes_per=2, bias=False, w_bytes=None):
+    """x and dout read, dx written; the float32 partial sums written and read back once by
+    their sum; dw (and db) written."""
+    w_bytes = bytes_per if w_bytes is None else w_bytes
+    partial = _blocks(M) * (W + 1) * C * 4
+    params = C * (W + (1 if bias else 0)) * w_bytes
+    return 3 * M * C * bytes_per + 2 * partial + 2 * params
+
+
+def kept_bytes(M, C, bytes_per=2):
+    """What the backward keeps: x (the weight and bias are parameters, kept anyway)."""
+    return M * C * bytes_per
+
+
+def workspace_backward(M, C, W):
+    """The backward's float32 partial sums (freed after their sum)."""
+    return _blocks(M) * (W + 1) * C * 4

@@ -1,0 +1,248 @@
+"""Causal depthwise short convolution over T, with an optional SiLU after it: Triton kernels,
+launch wrappers, the autograd Function and the public function.
+
+x is ``[B, T, C]`` with unit stride along C (channels last: the layout the projections before
+it write, so no transpose). Forward: one program per (block of BT tokens, block of BC
+channels, sequence of the batch): the W taps are W shifted loads of the same tile (the halo of
+W - 1 tokens before it comes from L1/L2), accumulated in float32, the bias and SiLU applied,
+y written in x's dtype. Only x is kept for the backward.
+
+Backward, one kernel: with dy(t) = dout(t) * act'(y(t)) (y recomputed from x; dy = dout
+without an activation),
+
+    dx(t)   = sum_s w[W - 1 - s] dy(t + s)           s = 0 .. W - 1
+    dw[j]   = sum_t dy(t) x(t - (W - 1) + j)
+    db      = sum_t dy(t)
+
+so a program reads dout (and, with SiLU, x) at W shifts, writes dx, and writes its float32
+partial sums of dw and db to its own row of a ``[programs along T, W + 1, C]`` buffer that one
+sum over its first axis reduces: no atomics, deterministic. Packed sequences (cu_seqlens) pass
+a per-token start position: a tap before its token's start reads zero, and a dy after its
+sequence's end is zero.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import FLOATS, cdiv, check, check_cu_seqlens, launch, use_triton
+from .reference import ACTIVATIONS, sequence_starts, short_conv_reference, weight_2d
+
+MAX_WIDTH = 8  # the widest kernel the Triton kernels take (their loads grow as W^2)
+
+_CONFIGS = [
+    triton.Config({"BT": bt, "BC": bc}, num_warps=w)
+    for bt, bc, w in ((64, 128, 4), (32, 256, 4), (128, 64, 4), (64, 256, 8))
+]
+_INTERPRET = {"BT": 16, "BC": 32}
+BWD_BT = 64  # the backward's token block: fixed, so its partial sums' buffer has a known size
+_BWD_CONFIGS = [
+    triton.Config({"BT": BWD_BT, "BC": bc}, num_warps=w) for bc, w in ((64, 4), (128, 4), (256, 8))
+]
+
+
+@triton.jit
+def _tap(X, START, b_start, rows, cols, T, C, sxt, shift, VARLEN: tl.constexpr):
+    """x at tokens `rows - shift` of the tile's channels, zero before the sequence's start."""
+    src = rows - shift
+    ok = (src >= 0) & (rows < T)
+    if VARLEN:
+        ok = ok & (src >= b_start)
+    return tl.load(X + src[:, None] * sxt + cols[None, :], mask=ok[:, None] & (cols < C)[None, :],
+                   other=0.0).to(tl.float32)  # fmt: skip
+
+
+@triton.jit
+def _preact(X, Wt, BIAS, START, b_start, rows, cols, T, C, sxt, swc,
+            KW: tl.constexpr, HAS_B: tl.constexpr, VARLEN: tl.constexpr, BT: tl.constexpr,
+            BC: tl.constexpr):  # fmt: skip
+    """bias + sum_j w[:, j] x(rows - (KW - 1) + j), float32 [BT, BC]."""
+    cmask = cols < C
+    acc = tl.zeros((BT, BC), dtype=tl.float32)
+    for j in tl.static_range(KW):
+        wj = tl.load(Wt + cols * swc + j, mask=cmask, other=0.0).to(tl.float32)
+        acc += _tap(X, START, b_start, rows, cols, T, C, sxt, KW - 1 - j, VARLEN) * wj[None, :]
+    if HAS_B:
+        acc += tl.load(BIAS + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    return acc
+
+
+@triton.jit
+def _fwd_kernel(
+    X, Wt, BIAS, Y, START, T, C, sxb, sxt, syb, syt, swc,
+    KW: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, VARLEN: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows = i_t * BT + tl.arange(0, BT)
+    cols = i_c * BC + tl.arange(0, BC)
+    X += i_b * sxb
+    b_start = 0
+    if VARLEN:
+        b_start = tl.load(START + rows, mask=rows < T, other=0)
+    acc = _preact(X, Wt, BIAS, START, b_start, rows, cols, T, C, sxt, swc, KW, HAS_B, VARLEN,
+                  BT, BC)  # fmt: skip
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    mask = (rows < T)[:, None] & (cols < C)[None, :]
+    tl.store(Y + i_b * syb + rows[:, None] * syt + cols[None, :], acc.to(Y.dtype.element_ty),
+             mask=mask)  # fmt: skip
+
+
+@triton.jit
+def _bwd_kernel(
+    X, Wt, BIAS, DO, DX, PART, START, T, C, sxb, sxt, sdb, sdt, swc,
+    KW: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, VARLEN: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    base = i_t * BT + tl.arange(0, BT)
+    cols = i_c * BC + tl.arange(0, BC)
+    cmask = cols < C
+    X += i_b * sxb
+    DO += i_b * sdb
+    b_start = 0
+    if VARLEN:
+        b_start = tl.load(START + base, mask=base < T, other=0)
+    dx = tl.zeros((BT, BC), dtype=tl.float32)
+    for s in tl.static_range(KW):  # dy at tokens base + s, read by dx(base) through tap KW-1-s
+        rows = base + s
+        ok = rows < T
+        if VARLEN:  # the same sequence as the token it flows back to
+            r_start = tl.load(START + rows, mask=ok, other=-1)
+            ok = ok & (r_start == b_start)
+        else:
+            r_start = b_start
+        dy = tl.load(DO + rows[:, None] * sdt + cols[None, :], mask=ok[:, None] & cmask[None, :],
+                     other=0.0).to(tl.float32)  # fmt: skip
+        if SILU:
+            y = _preact(X, Wt, BIAS, START, r_start, rows, cols, T, C, sxt, swc, KW, HAS_B,
+                        VARLEN, BT, BC)  # fmt: skip
+            sig = tl.sigmoid(y)
+            dy = dy * sig * (1.0 + y * (1.0 - sig))
+        if s == 0:  # the program's own tokens: the weight's and bias's partial sums
+            prow = PART + ((i_b * tl.num_programs(0) + i_t) * (KW + 1)) * C + cols
+            for j in tl.static_range(KW):
+                xj = _tap(X, START, b_start, base, cols, T, C, sxt, KW - 1 - j, VARLEN)
+                tl.store(prow + j * C, tl.sum(dy * xj, axis=0), mask=cmask)
+            tl.store(prow + KW * C, tl.sum(dy, axis=0), mask=cmask)
+        w = tl.load(Wt + cols * swc + (KW - 1 - s), mask=cmask, other=0.0).to(tl.float32)
+        dx += dy * w[None, :]
+    mask = (base < T)[:, None] & cmask[None, :]
+    tl.store(DX + i_b * sxb + base[:, None] * sxt + cols[None, :], dx.to(DX.dtype.element_ty),
+             mask=mask)  # fmt: skip
+
+
+def _starts(x, cu_seqlens):
+    if cu_seqlens is None:
+        return None
+    return sequence_starts(cu_seqlens.to(x.device), x.shape[1])
+
+
+def _meta(W, bias, silu, start):
+    return {"KW": W, "HAS_B": bias is not None, "SILU": silu, "VARLEN": start is not None}
+
+
+def _forward(x, w, bias, silu, start):
+    B, T, C = x.shape
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    args = (x, w, bias, y, start, T, C, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+            w.stride(0))  # fmt: skip
+    launch(_fwd_kernel, _CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B), args,
+           _meta(w.shape[1], bias, silu, start), _INTERPRET, key=("T", "C"))  # fmt: skip
+    return y
+
+
+def _backward(x, w, bias, silu, start, dout, want_w, want_b):
+    """(dx, dw, db): dw [C, W] and db [C] in float32 (None unless wanted)."""
+    B, T, C = x.shape
+    W = w.shape[1]
+    dx = torch.empty_like(x)
+    if x.numel() == 0:
+        zeros = torch.zeros((C, W + 1), device=x.device, dtype=torch.float32)
+        return dx, zeros[:, :W] if want_w else None, zeros[:, W] if want_b else None
+    interp = {"BT": _INTERPRET["BT"], "BC": _INTERPRET["BC"]}
+    bt = interp["BT"] if not x.is_cuda else BWD_BT
+    part = torch.empty((B * cdiv(T, bt), W + 1, C), device=x.device, dtype=torch.float32)
+    args = (x, w, bias, dout, dx, part, start, T, C, x.stride(0), x.stride(1), dout.stride(0),
+            dout.stride(1), w.stride(0))  # fmt: skip
+    launch(_bwd_kernel, _BWD_CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B), args,
+           _meta(W, bias, silu, start), interp, key=("T", "C"))  # fmt: skip
+    sums = part.sum(0) if want_w or want_b else None  # [W + 1, C]
+    dw = sums[:W].t() if want_w else None
+    db = sums[W] if want_b else None
+    return dx, dw, db
+
+
+class ShortConvFunction(torch.autograd.Function):
+    """act(causal depthwise conv of x over T); keeps x, the weight and the bias."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu, cu_seqlens):
+        w = weight_2d(weight)
+        start = _starts(x, cu_seqlens)
+        y = _forward(x, w, bias, silu, start)
+        ctx.save_for_backward(x, w, bias, start)
+        ctx.silu, ctx.wshape = silu, weight.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, w, bias, start = ctx.saved_tensors
+        _, want_w, want_b = ctx.needs_input_grad[:3]
+        if dout.stride(-1) != 1:
+            dout = dout.contiguous()
+        dx, dw, db = _backward(
+            x, w, bias, ctx.silu, start, dout, want_w, want_b and bias is not None
+        )
+        if dw is not None:
+            dw = dw.to(w.dtype).reshape(ctx.wshape)
+        if db is not None:
+            db = db.to(bias.dtype)
+        return dx, dw, db, None, None
+
+
+# ---------------------------------------------------------------- public functions
+def _check(op, x, weight, bias, activation, cu_seqlens):
+    T = torch.Tensor
+    check(isinstance(x, T), op, "x", "a torch.Tensor", type(x).__name__)
+    check(x.dim() == 3, op, "x.shape", "[B, T, C] (channels last)", tuple(x.shape))
+    check(x.dtype in FLOATS, op, "x.dtype", "float16, bfloat16, float32 or float64", x.dtype)
+    C = x.shape[2]
+    check(isinstance(weight, T), op, "weight", "a torch.Tensor", type(weight).__name__)
+    ok = (weight.dim() == 2 and weight.shape[0] == C) or (
+        weight.dim() == 3 and weight.shape[0] == C and weight.shape[1] == 1
+    )
+    check(ok, op, "weight.shape", f"[C, W] or [C, 1, W] with C={C}", tuple(weight.shape))
+    check(weight.shape[-1] >= 1, op, "kernel width W", "at least 1", weight.shape[-1])
+    check(weight.dtype.is_floating_point, op, "weight.dtype", "a float dtype", weight.dtype)
+    check(weight.device == x.device, op, "weight.device", f"{x.device} as x", weight.device)
+    if bias is not None:
+        check(isinstance(bias, T), op, "bias", "a torch.Tensor or None", type(bias).__name__)
+        check(tuple(bias.shape) == (C,), op, "bias.shape", f"[C] = ({C},)", tuple(bias.shape))
+        check(bias.device == x.device, op, "bias.device", f"{x.device} as x", bias.device)
+    check(activation in ACTIVATIONS, op, "activation", "None or 'silu'", repr(activation))
+    check_cu_seqlens(op, cu_seqlens, x.shape[0], x.shape[1])
+
+
+def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None, backend="auto"):
+    """Causal depthwise convolution over T, optionally followed by SiLU (the short convolution
+    of Mamba, DeltaNet and Gated DeltaNet).
+
+    x: ``[B, T, C]``, channels last; weight: ``[C, W]`` or nn.Conv1d's depthwise ``[C, 1, W]``;
+    bias: ``[C]`` or None; activation: None or ``"silu"``; cu_seqlens: N + 1 offsets of packed
+    sequences along T (x ``[1, total, C]``), none of which sees another's inputs. Returns y of
+    x's shape and dtype, ``y[b, t, c] = act(bias[c] + sum_j weight[c, j] x[b, t - W + 1 + j, c])``
+    with zeros before each sequence's start. CUDA tensors run the Triton kernels (W <= 8),
+    others the PyTorch reference (reference.py).
+    """
+    op = "short_conv"
+    _check(op, x, weight, bias, activation, cu_seqlens)
+    triton_ok = weight.shape[-1] <= MAX_WIDTH and x.dtype != torch.float64
+    if not (triton_ok and use_triton(x, backend, op)):
+        return short_conv_reference(x, weight, bias, activation, cu_seqlens)
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    return ShortConvFunction.apply(x, weight, bias, activation == "silu", cu_seqlens)

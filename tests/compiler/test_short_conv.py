@@ -1,0 +1,171 @@
+"""The causal short convolution `conv (depthwise, padded W - 1 on both sides) → slice → silu`:
+matched once per chain (compiler/patterns.py) in the gallery's DeltaNet and Mamba blocks; the
+rewritten circuit (a `short_conv` box named after the conv, holding its parameters) computes
+what the original does on the CPU, outputs and gradients, through PyTorch's conv1d and through
+ncd.ops.short_conv (the lowering `fused="ncd"` chooses, its reference on CPU tensors); near
+misses are left alone; the fused region is priced as ops/short_conv/cost.py says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import sympy
+import torch
+
+import ncd
+from ncd import ops
+from ncd.circuits.builder import Builder
+from ncd.circuits.validate import check
+from ncd.compiler import choices, to_source
+from ncd.compiler.cost import analyse
+from ncd.compiler.names import class_name
+from ncd.compiler.patterns import find_matches
+from ncd.compiler.rewrites import apply_rewrites
+from ncd.gallery.linear_family import deltanet_block, mamba_block
+from ncd.ops.short_conv import cost as sc_cost
+
+from .helpers import randomise, same_with_rewrites
+
+
+def _short_convs(checked):
+    return [m for m in find_matches(checked) if m.kind == "short_conv"]
+
+
+def test_matches_the_three_short_convolutions_of_deltanet():
+    ms = _short_convs(check(deltanet_block()))
+    assert [m.boxes for m in ms] == [
+        (f"{p}_conv", f"{p}_causal", f"{p}_act") for p in ("q", "k", "v")
+    ]
+    r = apply_rewrites(deltanet_block(), names={"short_conv"})
+    boxes = {b.name: b for b in r.boxes}
+    q = boxes["q_conv"]
+    assert (q.kind, q.axis, q.channel, q.kernel, q.bias, q.activation) == (
+        "short_conv", "T", "E", 4, False, "silu"
+    )  # fmt: skip
+    assert "q_causal" not in boxes and "q_act" not in boxes
+    assert boxes["q_heads"].inputs == {"x": "q_conv"}  # the SiLU's reader reads the fused box
+    assert not _short_convs(r.check())  # nothing left to match
+
+
+def test_mamba_keeps_its_biases():
+    r = apply_rewrites(mamba_block(), names={"short_conv"})
+    fused = [b for b in r.boxes if b.kind == "short_conv"]
+    assert len(fused) == 3 and all(b.bias and b.activation == "silu" for b in fused)
+
+
+def _chain(b, x, *, pad=3, stride=1, start=0, depthwise=True, width=4, silu=True):
+    h = b.conv(x, "T", "E", "E", width, padding=pad, stride=stride, depthwise=depthwise,
+               bias=False, groups=1, name="conv")  # fmt: skip
+    h = b.slice(h, "T", start, "T" if start == 0 else None, name="cut")
+    return b.silu(h, name="act") if silu else h
+
+
+def _circuit(**kw):
+    b = Builder("t", sizes={"B": 2, "T": 7, "E": 6})
+    b.output("y", _chain(b, b.input("x", "B T E"), **kw))
+    return b.build()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(pad=2), dict(pad=4), dict(stride=2), dict(start=1), dict(depthwise=False)],
+    ids=["short-pad", "long-pad", "strided", "not-from-start", "dense"],
+)
+def test_no_match_where_the_chain_is_not_a_causal_depthwise_convolution(kw):
+    assert not _short_convs(check(_circuit(**kw)))
+
+
+def test_a_silu_with_another_reader_stays_out_and_no_silu_is_fine():
+    b = Builder("t", sizes={"B": 2, "T": 7, "E": 6})
+    x = b.input("x", "B T E")
+    h = _chain(b, x, silu=False)
+    b.output("y", b.silu(h, name="act"))
+    b.output("z", h)  # the slice read twice: the SiLU is not fused
+    (m,) = _short_convs(check(b.build()))
+    assert m.boxes == ("conv", "cut")
+    (m,) = _short_convs(check(_circuit(silu=False)))
+    assert m.boxes == ("conv", "cut")
+
+
+def _targets(module):
+    return {n.target for m in module.modules() if hasattr(m, "graph") for n in m.graph.nodes}
+
+
+@pytest.mark.parametrize("entry", [deltanet_block, mamba_block], ids=lambda f: f.__name__)
+def test_rewrite_changes_nothing_on_the_cpu(entry):
+    """The default lowering (PyTorch's conv1d, `choices.FASTEST`) gives the bits the three
+    boxes gave; the parameter names are the conv's."""
+    fused = same_with_rewrites(entry(), {"short_conv"})
+    assert ops.short_conv not in _targets(fused)
+
+
+@pytest.mark.parametrize("entry", [deltanet_block, mamba_block], ids=lambda f: f.__name__)
+def test_the_kernel_lowering_computes_the_same(entry, monkeypatch):
+    """`fused="ncd"` on CPU tensors: ncd.ops.short_conv's reference (the W shifted copies
+    summed), equal to conv1d to float64 rounding, gradients included."""
+    monkeypatch.setitem(choices.FASTEST, "short_conv", {"cpu": "ncd"})
+    fused = same_with_rewrites(entry(), {"short_conv"}, exact=False)
+    assert ops.short_conv in _targets(fused)
+
+
+def test_an_inner_axis_and_channels_first():
+    """The box on an input laid out [E, T, B]: moved to [B, T, E] for the op and back."""
+    b = Builder("t", sizes={"B": 3, "T": 9, "E": 5})
+    x = b.input("x", "E T B")
+    h = b.conv(x, "T", "E", "E", 3, padding=2, depthwise=True, bias=True, name="conv")
+    b.output("y", b.silu(b.slice(h, "T", 0, "T", name="cut"), name="act"))
+    same_with_rewrites(b.build(), {"short_conv"}, exact=False)
+
+
+def test_generated_file_runs_its_fallback_without_ncd(tmp_path):
+    """The rewritten block's file calls short_conv; with ncd made unimportable it runs its
+    inlined PyTorch fallback and agrees with ncd.compile's module."""
+    text = to_source(deltanet_block(), rewrites=True)
+    assert "from ncd.ops import short_conv" in text and "q_conv = short_conv(" in text
+    (tmp_path / "block.py").write_text(text)
+    model = randomise(ncd.compile(deltanet_block()))
+    x = torch.randn(2, 32, 16)
+    torch.save({"w": model.state_dict(), "x": x, "y": model(x).detach()}, tmp_path / "io.pt")
+    script = textwrap.dedent(f"""
+        import importlib.util, sys, torch
+        sys.modules["ncd"] = None  # the file must stand alone
+        spec = importlib.util.spec_from_file_location("m", {str(tmp_path / "block.py")!r})
+        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        assert m.short_conv.__module__ == "m", m.short_conv.__module__
+        io = torch.load({str(tmp_path / "io.pt")!r})
+        model = m.{class_name("deltanet_block")}()
+        model.load_state_dict(io["w"])
+        torch.testing.assert_close(model(io["x"]), io["y"], rtol=1e-5, atol=1e-5)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_fused_region_is_priced_as_the_kernel():
+    """Fused: x read and y written once on the last box, only x kept (the SiLU's input and the
+    padded output never reach memory); unfused: the conv's padded output is also kept (by the
+    SiLU, whose input is a view of it)."""
+    sizes = {"B": 2, "T": 64, "E": 32}
+    b = Builder("t", sizes=sizes)
+    b.output("y", _chain(b, b.input("x", "B T E")))
+    c = b.build()
+    fused = analyse(c, dict(sizes), lowering="fused")
+    plain = analyse(c, dict(sizes), lowering="unfused")
+
+    def num(expr):
+        e = sympy.sympify(expr)
+        return e.subs({s: sizes[s.name] for s in e.free_symbols})
+
+    per = {x.name: x for x in fused.boxes}
+    M, C, W = 2 * 64, 32, 4
+    assert num(per["act"].io_bytes) == sc_cost.io_forward(M, C, W, 4)
+    assert num(per["conv"].io_bytes) == 0 and num(per["cut"].io_bytes) == 0
+    assert num(per["act"].io_bytes_bwd) == sc_cost.io_backward(M, C, W, 4)
+    assert "ncd.ops.short_conv" in per["act"].kernel
+    assert num(fused.numbers["activation_bytes"]) == M * C * 4  # x only
+    padded = 2 * (64 + W - 1) * C * 4
+    assert num(plain.numbers["activation_bytes"]) == M * C * 4 + padded
