@@ -171,6 +171,7 @@ CASES["short_conv"] = Case(
     form={"axis": "T", "channel": "E", "kernel": 3, "bias": True, "activation": "silu"},
 )
 
+
 # Routing (expert and top-k selection): positions from a top-k of scores s, so that they lie
 # within the indexed axis at any size.
 def _top2(b, w):
