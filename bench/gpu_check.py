@@ -15,6 +15,9 @@ Families of cases (--ops):
   (itself tested against the recurrence), with gates per token or per head, weak (the
   factored chunks), strong (past the bound: the exact decay matrix) and mixed, initial and
   final states, packed sequences; every gradient, dg included.
+- short_conv: the causal short convolution's kernels against its float64 PyTorch reference
+  (itself tested against F.conv1d): widths 1 to 8, with and without bias and SiLU, packed
+  sequences, the channel counts of the gallery's blocks; outputs and every gradient.
 - gluon: each Gluon kernel against the Triton kernel of the same pass (forward: o and lse;
   dK/dV: dk and dv from the same lse and delta), over dtypes, head widths, causal and not,
   S != T and grouped heads (forward).
@@ -45,6 +48,7 @@ from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.linear_attention import linear_attention_reference
+from ncd.ops.short_conv import short_conv, short_conv_reference
 from ncd.ops.simple_gla import simple_gla, simple_gla_chunked
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
@@ -201,6 +205,27 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
     return grads_err(outs, refs, inputs, ref_in, g, names)
 
 
+def short_conv_case(dev, dtype, repeat, B, T, C, W, bias, silu, cu, seed):
+    g = torch.Generator(device=dev).manual_seed(seed)
+    x = torch.randn(B, T, C, device=dev, generator=g).to(dtype).requires_grad_()
+    w = (torch.randn(C, 1, W, device=dev, generator=g) / W**0.5).to(dtype).requires_grad_()
+    inputs = [x, w]
+    b = None
+    if bias:
+        b = torch.randn(C, device=dev, generator=g).to(dtype).requires_grad_()
+        inputs.append(b)
+    act = "silu" if silu else None
+    cu = None if cu is None else torch.tensor(cu, device=dev)
+    for _ in range(repeat):
+        short_conv(
+            x, w, b, activation=act, cu_seqlens=cu, backend="triton"
+        ).float().sum().backward()
+    y = short_conv(x, w, b, activation=act, cu_seqlens=cu, backend="triton")
+    ref_in = [t.detach().double().requires_grad_() for t in inputs]
+    y_ref = short_conv_reference(ref_in[0], ref_in[1], ref_in[2] if bias else None, act, cu)
+    return grads_err([y], [y_ref], inputs, ref_in, g, ["y", "dx", "dw", "db"])
+
+
 def cases(families, dev, dtype):
     """(family, label, function, arguments, config changes) of every case."""
     small = dev == "cpu"  # the interpreter is slow: smaller shapes
@@ -241,6 +266,15 @@ def cases(families, dev, dtype):
             args = (1 if packed else 2, T, 3, K, K, decay, state, normalize,
                     cu if packed else None, 3)  # fmt: skip
             out.append(("linear", label, linear_case, args))
+    if "short_conv" in families:
+        C = 40 if small else 2048
+        cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
+        for W, bias, silu, packed in [(4, False, True, False), (4, True, True, False),
+                                      (4, False, False, True), (1, True, False, False),
+                                      (3, False, True, True), (8, True, True, False)]:  # fmt: skip
+            label = f"W={W} bias={bias} silu={silu} packed={packed} C={C}"
+            args = (1 if packed else 2, T, C, W, bias, silu, cu if packed else None, 7)
+            out.append(("short_conv", label, short_conv_case, args))
     if "simple_gla" in families:
         K = 32 if small else 128
         cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
@@ -302,7 +336,9 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtypes", default="bfloat16,float16,float32")
     ap.add_argument(
-        "--ops", default="softmax,linear", help="softmax, linear, simple_gla, gluon, gluon_grouped"
+        "--ops",
+        default="softmax,linear",
+        help="softmax, linear, simple_gla, short_conv, gluon, gluon_grouped",
     )
     ap.add_argument("--repeat", type=int, help="steps before the checked one (GPU: 2, CPU: 0)")
     ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")

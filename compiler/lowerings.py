@@ -766,9 +766,11 @@ def _add_norm(L: Lowerer, b, x, tin, tout):
 @lowers("short_conv")
 def _short_conv(L: Lowerer, b, x, tin, tout):
     """x laid out [rest..., axis, channel] (rest folded into one batch axis), then
-    ncd.ops.short_conv (`fused="ncd"`: the Triton kernels on CUDA, the reference elsewhere) or
-    the conv1d, slice and SiLU of the boxes it replaces (`runtime.short_conv`). The weights are
-    held by an nn.Conv1d named after the box, as the `conv` box held them."""
+    ncd.ops.short_conv (`fused="ncd"`, or on CUDA where `choices` picks it: the Triton kernels
+    on CUDA, the reference elsewhere) or the conv1d, slice and SiLU of the boxes it replaces
+    (`runtime.short_conv`; also on the meta device that `to_source` writes from, unless
+    `fused="ncd"`). The weights are held by an nn.Conv1d named after the box, as the `conv`
+    box held them."""
     t = tin["x"]
     C = L.num(t.axis(b.channel).size)
     mod = nn.Conv1d(*plain((C, C, b.kernel)), padding=b.kernel - 1, groups=plain(C), bias=b.bias)
@@ -781,9 +783,12 @@ def _short_conv(L: Lowerer, b, x, tin, tout):
     h = L.permute(x["x"], t.names, want)
     if len(rest) != 1:
         h = L.method("flatten", h, 0, len(rest) - 1) if rest else L.method("unsqueeze", h, 0)
-    fn = ops.short_conv if choose("short_conv", L.opts.device, L.opts.fused) == "ncd" else None
+    device = torch.device(L.opts.device)
+    kernels = L.opts.fused == "ncd" or (
+        device.type == "cuda" and choose("short_conv", device, L.opts.fused) == "ncd"
+    )
     act = "silu" if b.activation == "silu" else None
-    y = L.fn(fn or runtime.short_conv, h, w, bias, activation=act)
+    y = L.fn(ops.short_conv if kernels else runtime.short_conv, h, w, bias, activation=act)
     if len(rest) != 1:
         shape = tuple(L.num(t.axis(a).size) for a in rest)
         y = L.method("unflatten", y, 0, shape) if rest else L.method("squeeze", y, 0)

@@ -66,11 +66,11 @@ def outputs_and_grads(model, xs, checked):
     return out, grads, [n for n, _ in model.named_parameters()]
 
 
-def same_with_rewrites(circuit, rewrites, patch=None, exact=True):
+def same_with_rewrites(circuit, rewrites, patch=None, exact=True, **options):
     """The compiled circuit without rewrites and with `rewrites` (compiled after `patch()`,
-    which may choose another lowering), one state_dict, one input: outputs and gradients
-    (inputs and parameters) equal bit for bit (`exact`), else to float64 rounding. Returns
-    the rewritten module."""
+    which may choose another lowering, and with compile `options`), one state_dict, one
+    input: outputs and gradients (inputs and parameters) equal bit for bit (`exact`), else to
+    float64 rounding. Returns the rewritten module."""
 
     def eq(x, y):
         if exact:
@@ -82,7 +82,7 @@ def same_with_rewrites(circuit, rewrites, patch=None, exact=True):
     plain = randomise(ncd_compile(circuit, dtype=torch.float64, rewrites=False))
     if patch is not None:
         patch()
-    fused = ncd_compile(circuit, dtype=torch.float64, rewrites=rewrites)
+    fused = ncd_compile(circuit, dtype=torch.float64, rewrites=rewrites, **options)
     fused.load_state_dict(plain.state_dict())
     assert set(fused.state_dict()) == set(plain.state_dict())
     xs = example_inputs(checked, requires_grad=True)

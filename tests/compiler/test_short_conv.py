@@ -19,7 +19,7 @@ import ncd
 from ncd import ops
 from ncd.circuits.builder import Builder
 from ncd.circuits.validate import check
-from ncd.compiler import choices, to_source
+from ncd.compiler import to_source
 from ncd.compiler.cost import analyse
 from ncd.compiler.names import class_name
 from ncd.compiler.patterns import find_matches
@@ -96,18 +96,17 @@ def _targets(module):
 
 @pytest.mark.parametrize("entry", [deltanet_block, mamba_block], ids=lambda f: f.__name__)
 def test_rewrite_changes_nothing_on_the_cpu(entry):
-    """The default lowering (PyTorch's conv1d, `choices.FASTEST`) gives the bits the three
-    boxes gave; the parameter names are the conv's."""
+    """The default lowering on the CPU (PyTorch's conv1d) gives the bits the three boxes
+    gave; the parameter names are the conv's."""
     fused = same_with_rewrites(entry(), {"short_conv"})
     assert ops.short_conv not in _targets(fused)
 
 
 @pytest.mark.parametrize("entry", [deltanet_block, mamba_block], ids=lambda f: f.__name__)
-def test_the_kernel_lowering_computes_the_same(entry, monkeypatch):
+def test_the_kernel_lowering_computes_the_same(entry):
     """`fused="ncd"` on CPU tensors: ncd.ops.short_conv's reference (the W shifted copies
     summed), equal to conv1d to float64 rounding, gradients included."""
-    monkeypatch.setitem(choices.FASTEST, "short_conv", {"cpu": "ncd"})
-    fused = same_with_rewrites(entry(), {"short_conv"}, exact=False)
+    fused = same_with_rewrites(entry(), {"short_conv"}, exact=False, fused="ncd")
     assert ops.short_conv in _targets(fused)
 
 
@@ -117,13 +116,13 @@ def test_an_inner_axis_and_channels_first():
     x = b.input("x", "E T B")
     h = b.conv(x, "T", "E", "E", 3, padding=2, depthwise=True, bias=True, name="conv")
     b.output("y", b.silu(b.slice(h, "T", 0, "T", name="cut"), name="act"))
-    same_with_rewrites(b.build(), {"short_conv"}, exact=False)
+    same_with_rewrites(b.build(), {"short_conv"}, exact=False, fused="ncd")
 
 
 def test_generated_file_runs_its_fallback_without_ncd(tmp_path):
     """The rewritten block's file calls short_conv; with ncd made unimportable it runs its
     inlined PyTorch fallback and agrees with ncd.compile's module."""
-    text = to_source(deltanet_block(), rewrites=True)
+    text = to_source(deltanet_block(), rewrites=True, fused="ncd")
     assert "from ncd.ops import short_conv" in text and "q_conv = short_conv(" in text
     (tmp_path / "block.py").write_text(text)
     model = randomise(ncd.compile(deltanet_block()))
