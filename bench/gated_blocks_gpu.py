@@ -65,6 +65,7 @@ from compiler_common import interleaved, meta, write  # noqa: E402
 from results_meta import commit  # noqa: E402
 
 from ncd import gallery  # noqa: E402
+from ncd.compiler import choices  # noqa: E402
 from ncd.compiler import compile as ncd_compile  # noqa: E402
 
 # In warm-up order: the delta rule's fla warm-up is the shorter one; GLA's gets what is left.
@@ -428,6 +429,9 @@ def parse(argv):
         p.add_argument(f"--{a}", type=int, default=None, help=f"default {SIZES[a]}")
     p.add_argument("--fla-warmup-s", type=float, default=420.0,
                    help="seconds for all blocks' warm-up children together")  # fmt: skip
+    p.add_argument("--short-conv", choices=("auto", "ncd", "torch"), default="auto",
+                   help="the compiled blocks' short convolutions on CUDA: ncd.ops.short_conv's "
+                   "kernels or PyTorch's conv1d (default: compiler/choices.py)")  # fmt: skip
     p.add_argument("--dry", action="store_true", help="tiny sizes on the CPU (script check)")
     p.add_argument("--dry-warmup", action="store_true", help="with --dry: run the warm-up too")
     p.add_argument("--warm-child", choices=BLOCKS, help=argparse.SUPPRESS)
@@ -512,6 +516,8 @@ def measure_in_child(op, sizes, dtype, ok, note, argv) -> tuple[list, list]:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.short_conv != "auto":
+        choices.FASTEST["short_conv"] = {"cuda": args.short_conv, "cpu": "torch"}
     if args.warm_child:
         warm_child(args)
         return 0
@@ -553,6 +559,7 @@ def main(argv=None) -> int:
     info = meta(name) | {
         "sizes": sizes,
         "reps": args.reps,
+        "short_conv": args.short_conv,
         "warmup": {o: w[1] for o, w in warm.items()},
         "warmup_s": round(warm_s, 1),
         "measure_s": round(time.time() - start - warm_s, 1),

@@ -18,6 +18,9 @@
 #             minutes on a fresh machine, each op under its own limit); then the compiled GLA and
 #             DeltaNet blocks' training step against the same blocks written with fla's kernels
 #             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks)
+#   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
+#             fp32, its speed against conv1d and torch.compile, then deltanet_block's step with
+#             its kernels (--short-conv ncd) against the fla block
 #   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
 #             softmax kernels' block-size sweep at 8k
 #   imports   only check that ncd imports
@@ -34,7 +37,7 @@
 # the results, where the copy on the GPU machine has no .git. STEPS (a comma list of step
 # names) runs only those steps of the suite.
 set -o pipefail
-SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, compiler, diagnose, distributed or imports"}
+SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, conv, compiler, diagnose, distributed or imports"}
 export COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_out}
@@ -109,6 +112,13 @@ case $SUITE in
     # fla's warm-up (a child under --fla-warmup-s) and then about 2 minutes of measuring
     step gated_blocks 540 $PY bench/gated_blocks_gpu.py --out "$OUT" \
       --fla-warmup-s "${GATED_BLOCKS_WARMUP_S:-380}"
+    ;;
+  conv)  # the short convolution: correctness, against conv1d, deltanet_block with its kernels
+    step conv_check 120 $PY bench/gpu_check.py --ops short_conv --dtypes bfloat16,float16,float32 \
+      --out "$OUT/conv_check.json"
+    step ops_conv 120 $PY bench/ops_conv.py --out "$OUT/ops_conv.json"
+    step conv_block 300 $PY bench/gated_blocks_gpu.py --blocks deltanet_block --short-conv ncd \
+      --out "$OUT" --fla-warmup-s 150
     ;;
   diagnose)
     step host_overhead 90 $PY bench/diagnose/host_overhead.py
