@@ -24,8 +24,9 @@ launch configuration, with and without the switches that change the code, gates 
 launchers pass them), `norm` (the row normalisations at rows of `--D` features: forward and
 backward of LayerNorm and of RMSNorm with a residual in each num_warps tried, and the
 gradient reduction), `wtacrs` (the WTA-CRS selection's three kernels and the gather of the
-kept rows, for `--D` rows). The last column gives, per loop of the SASS (the chunk loops; one per
-role of a multi-role kernel), its instructions, barriers and local-memory accesses on one
+kept rows, for `--D` rows), `conv` (the short convolution's forward and backward at W = 4).
+The last column gives, per loop of the SASS (the chunk loops; one per role of a multi-role
+kernel), its instructions, barriers and local-memory accesses on one
 trip: in a kernel that runs one 4-warp program per SM these set the latency of a chunk.
 --sass DIR writes the SASS of every kernel in every listed configuration, one file each: diff
 two such folders (two commits, or a change to a kernel's source) to see whether the code the
@@ -355,6 +356,28 @@ def norm_rows(dtype, N):
             k, sig, meta, c.num_warps, None, ("PART", "OUT0", "OUT1", "N"))  # fmt: skip
 
 
+def conv_rows(dtype, W=4):
+    """The short convolution's forward and backward (ops/short_conv) at width W, with and
+    without SiLU and bias and packed sequences, in every configuration the autotuner tries."""
+    from ncd.ops.short_conv import kernels as sc
+
+    ty = TY[dtype]
+    ptrs = {"X": f"*{ty}", "Wt": f"*{ty}", "BIAS": f"*{ty}", "Y": f"*{ty}", "DO": f"*{ty}",
+            "DX": f"*{ty}", "PART": "*fp32", "START": "*i32"}  # fmt: skip
+    for kname, configs in (("_fwd_kernel", sc._CONFIGS), ("_bwd_kernel", sc._BWD_CONFIGS)):
+        kernel = getattr(sc, kname)
+        for silu, bias, varlen in ((True, False, False), (True, True, False), (False, False, True)):
+            meta = dict(KW=W, HAS_B=bias, SILU=silu, VARLEN=varlen)
+            sig = {a: ptrs.get(a, "i32") for a in kernel.arg_names}
+            strides = ("C", "sxb", "sxt", "syb", "syt", "sdb", "sdt")
+            div = [a for a in kernel.arg_names if a in ptrs or a in strides]
+            for cfg in configs:
+                consts = {**meta, **cfg.kwargs}
+                label = f"conv {kname} W={W} silu={silu:d} bias={bias:d} varlen={varlen:d} {cfg}"
+                yield label, lambda k=kernel, s=sig, c=consts, w=cfg.num_warps, d=div: _compile(
+                    k, s, c, w, None, d)  # fmt: skip
+
+
 def every_kernel(kernels, dtype, D, extra):
     """(name, compile function) of each kernel in each configuration asked for."""
     ty, f32 = TY[dtype], dtype == "float32"
@@ -400,6 +423,8 @@ def every_kernel(kernels, dtype, D, extra):
                             w, D, dtype, ca, g)  # fmt: skip
         elif name == "wtacrs":  # D is the number of rows here
             yield from wtacrs_rows(D)
+        elif name == "conv":
+            yield from conv_rows(dtype)
 
 
 def wtacrs_rows(n):
@@ -450,7 +475,8 @@ def main():
         default="fwd,dkdv,dq",
         help="fwd, dkdv, dq, lin, lindecay, gluon, "
         "sgla (or simple_gla), gla, delta (or delta_rule), gated (the three), "
-        "norm (ops/norm at rows of --D features), wtacrs (the WTA-CRS selection at --D rows)",
+        "norm (ops/norm at rows of --D features), wtacrs (the WTA-CRS selection at --D rows), "
+        "conv (the short convolution, W = 4)",
     )
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(TY))
     ap.add_argument("--D", type=int, default=128, help="head width (a power of two)")

@@ -7,7 +7,7 @@ Plain functions of the sizes (numbers or sympy symbols): ``M`` tokens (B T), ``C
 vectors, one per block of ``BWD_BT`` tokens.
 """
 
-BWD_BT = 64
+BWD_BT = 32
 """Tokens per backward program (kernels.BWD_BT): one float32 row of partial sums each."""
 
 SILU_FLOPS = 4

@@ -35,9 +35,12 @@ _CONFIGS = [
     for bt, bc, w in ((64, 128, 4), (32, 256, 4), (128, 64, 4), (64, 256, 8))
 ]
 _INTERPRET = {"BT": 16, "BC": 32}
-BWD_BT = 64  # the backward's token block: fixed, so its partial sums' buffer has a known size
+# The backward's token block: fixed, so that its partial sums' buffer has a known size. With
+# SiLU the backward recomputes the pre-activation at W shifts: wider tiles (BT 64, or BC 128
+# at 4 warps) spill registers for sm_90 (bench/diagnose/sm90_report.py --kernels conv).
+BWD_BT = 32
 _BWD_CONFIGS = [
-    triton.Config({"BT": BWD_BT, "BC": bc}, num_warps=w) for bc, w in ((64, 4), (128, 4), (256, 8))
+    triton.Config({"BT": BWD_BT, "BC": bc}, num_warps=w) for bc, w in ((32, 4), (64, 4), (128, 8))
 ]
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ncd import ops
-from ncd.ops.short_conv import cost
+from ncd.ops.short_conv import cost, kernels
 from ncd.ops.short_conv.reference import short_conv_reference, short_conv_step
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
@@ -147,3 +147,4 @@ def test_cost_formulas_count_the_kernels_work():
     parts = (M // cost.BWD_BT) * (W + 1) * C * 4
     assert cost.io_backward(M, C, W, bytes_per=2) == 3 * M * C * 2 + 2 * parts + 2 * C * W * 2
     assert cost.kept_bytes(M, C, 2) == M * C * 2
+    assert cost.BWD_BT == kernels.BWD_BT  # the formulas' block is the kernel's
