@@ -77,18 +77,14 @@ def one(impl, B, T, C, dtype, device, dry):
         fn(x, w).backward(dy)
 
     if device == "cuda":
+        from profiling import peak_mib
         from triton.testing import do_bench
 
         row["fwd_ms"] = do_bench(fwd, warmup=10, rep=50, return_mode="median")
         row["fwdbwd_ms"] = do_bench(step, warmup=10, rep=50, grad_to_none=[x, w],
                                     return_mode="median")  # fmt: skip
         x.grad = w.grad = None
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        row["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        row["peak_mib"] = peak_mib(step)
     else:
         t0 = time.perf_counter()
         step()

@@ -92,6 +92,7 @@ def rel_rms(x, ref):
 def one(op, impl, B, T, H, K, dtype_name, check):
     """Runs in the child: error, times and memory of one implementation at one size."""
     import torch
+    from profiling import peak_mib
     from triton.testing import do_bench
 
     dtype = getattr(torch, dtype_name)
@@ -123,12 +124,7 @@ def one(op, impl, B, T, H, K, dtype_name, check):
     row["fwdbwd_ms"] = do_bench(step, warmup=10, rep=50, grad_to_none=leaves, return_mode="median")
     for x in leaves:
         x.grad = None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    row["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    row["peak_mib"] = peak_mib(step)
     row["mtok_s"] = B * T / row["fwdbwd_ms"] / 1e3
     return row
 

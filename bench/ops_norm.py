@@ -167,6 +167,7 @@ def hbm_bytes(op, M, N, bytes_per):
 
 def one(op, impl, M, N, dtype_name, device, backend="auto"):
     import torch
+    from profiling import peak_mib
 
     dtype = getattr(torch, dtype_name)
     fn = implementation(op, impl, backend)
@@ -197,12 +198,7 @@ def one(op, impl, M, N, dtype_name, device, backend="auto"):
     for a in args:
         a.grad = None
     if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        row["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        row["peak_mib"] = peak_mib(step)
     row["fwdbwd_gbps"] = hbm_bytes(op, M, N, dtype.itemsize) / (row["fwdbwd_ms"] * 1e6)
     return row
 

@@ -13,6 +13,17 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def peak_mib(fn) -> float:
+    """MiB of CUDA memory one call of fn allocates at its peak beyond what was allocated before
+    it (its outputs, gradients and workspaces)."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
 def host_us(fn, n: int = 200, trials: int = 1) -> float:
     """Microseconds the host takes to issue one call of fn: n calls without waiting for the
     device, the least of `trials` rounds (the device catches up between rounds)."""
