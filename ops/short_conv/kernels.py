@@ -45,7 +45,7 @@ _BWD_CONFIGS = [
 
 
 @triton.jit
-def _tap(X, START, b_start, rows, cols, T, C, sxt, shift, VARLEN: tl.constexpr):
+def _tap(X, b_start, rows, cols, T, C, sxt, shift, VARLEN: tl.constexpr):
     """x at tokens `rows - shift` of the tile's channels, zero before the sequence's start."""
     src = rows - shift
     ok = (src >= 0) & (rows < T)
@@ -56,7 +56,7 @@ def _tap(X, START, b_start, rows, cols, T, C, sxt, shift, VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _preact(X, Wt, BIAS, START, b_start, rows, cols, T, C, sxt, swc,
+def _preact(X, Wt, BIAS, b_start, rows, cols, T, C, sxt, swc,
             KW: tl.constexpr, HAS_B: tl.constexpr, VARLEN: tl.constexpr, BT: tl.constexpr,
             BC: tl.constexpr):  # fmt: skip
     """bias + sum_j w[:, j] x(rows - (KW - 1) + j), float32 [BT, BC]."""
@@ -64,7 +64,7 @@ def _preact(X, Wt, BIAS, START, b_start, rows, cols, T, C, sxt, swc,
     acc = tl.zeros((BT, BC), dtype=tl.float32)
     for j in tl.static_range(KW):
         wj = tl.load(Wt + cols * swc + j, mask=cmask, other=0.0).to(tl.float32)
-        acc += _tap(X, START, b_start, rows, cols, T, C, sxt, KW - 1 - j, VARLEN) * wj[None, :]
+        acc += _tap(X, b_start, rows, cols, T, C, sxt, KW - 1 - j, VARLEN) * wj[None, :]
     if HAS_B:
         acc += tl.load(BIAS + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     return acc
@@ -83,7 +83,7 @@ def _fwd_kernel(
     b_start = 0
     if VARLEN:
         b_start = tl.load(START + rows, mask=rows < T, other=0)
-    acc = _preact(X, Wt, BIAS, START, b_start, rows, cols, T, C, sxt, swc, KW, HAS_B, VARLEN,
+    acc = _preact(X, Wt, BIAS, b_start, rows, cols, T, C, sxt, swc, KW, HAS_B, VARLEN,
                   BT, BC)  # fmt: skip
     if SILU:
         acc = acc * tl.sigmoid(acc)
@@ -119,14 +119,14 @@ def _bwd_kernel(
         dy = tl.load(DO + rows[:, None] * sdt + cols[None, :], mask=ok[:, None] & cmask[None, :],
                      other=0.0).to(tl.float32)  # fmt: skip
         if SILU:
-            y = _preact(X, Wt, BIAS, START, r_start, rows, cols, T, C, sxt, swc, KW, HAS_B,
+            y = _preact(X, Wt, BIAS, r_start, rows, cols, T, C, sxt, swc, KW, HAS_B,
                         VARLEN, BT, BC)  # fmt: skip
             sig = tl.sigmoid(y)
             dy = dy * sig * (1.0 + y * (1.0 - sig))
         if s == 0:  # the program's own tokens: the weight's and bias's partial sums
             prow = PART + ((i_b * tl.num_programs(0) + i_t) * (KW + 1)) * C + cols
             for j in tl.static_range(KW):
-                xj = _tap(X, START, b_start, base, cols, T, C, sxt, KW - 1 - j, VARLEN)
+                xj = _tap(X, b_start, base, cols, T, C, sxt, KW - 1 - j, VARLEN)
                 tl.store(prow + j * C, tl.sum(dy * xj, axis=0), mask=cmask)
             tl.store(prow + KW * C, tl.sum(dy, axis=0), mask=cmask)
         w = tl.load(Wt + cols * swc + (KW - 1 - s), mask=cmask, other=0.0).to(tl.float32)
