@@ -209,11 +209,14 @@ def _packed_windows(L, b, x, tin, tout, scale):
 
 def example_offsets(checked, name, generator=None):
     """Valid example offsets for input `name` where it is the `offsets` port of a packed
-    `linear_attention` box (sorted, from 0 to the packed length, windows of random nonzero
-    lengths), else None: for the makers of random example inputs."""
+    `linear_attention` or `short_conv` box (sorted, from 0 to the packed length, windows of
+    random nonzero lengths), else None: for the makers of random example inputs."""
     for box in checked.circuit.boxes:
-        if box.kind == "linear_attention" and box.packed and box.inputs["offsets"] == name:
-            total = int(checked.number(checked.ins[box.name]["q"].axis(box.query).size))
+        if not (getattr(box, "packed", False) and box.inputs.get("offsets") == name):
+            continue
+        if box.kind in ("linear_attention", "short_conv"):
+            port, axis = ("x", box.axis) if box.kind == "short_conv" else ("q", box.query)
+            total = int(checked.number(checked.ins[box.name][port].axis(axis).size))
             n = int(checked.number(checked.inputs[name].axes[0].size))
             if n < 2 or total < n - 1:
                 return None

@@ -508,13 +508,20 @@ class _Run:
     @interprets("short_conv")
     def k_short_conv(self, b, x, tin, tout):
         """Σ_j w[c, j] x[t - kernel + 1 + j] (+ bias) over zero-padded positions before the
-        first, then x σ(x) for SiLU."""
+        first (packed: before the first of t's sequence), then x σ(x) for SiLU."""
+        offsets = x.get("offsets")
         x = x["x"]
         t, rest, rs = self._nchw(x, b.channel, [b.axis])  # [N, C, T]
         w = self.p(b.name, "weight")[:, 0]  # [C, kernel]
         T, W = t.shape[-1], b.kernel
         padded = torch.cat([t.new_zeros((*t.shape[:-1], W - 1)), t], dim=-1)
-        y = sum(padded[..., j : j + T] * w[:, j, None] for j in range(W))
+        keep = torch.ones(W, T, dtype=torch.bool)  # tap j at position p reads p - (W - 1 - j)
+        if b.packed:  # ... only from p's own sequence
+            pos = torch.arange(T)
+            off = offsets.t.to(torch.int64)
+            start = off[(torch.searchsorted(off, pos, right=True) - 1).clamp(min=0)]
+            keep = torch.stack([pos - (W - 1 - j) >= start for j in range(W)])
+        y = sum(padded[..., j : j + T] * w[:, j, None] * keep[j] for j in range(W))
         if b.bias:
             y = y + self.p(b.name, "bias")[:, None]
         if b.activation == "silu":

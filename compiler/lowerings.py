@@ -788,7 +788,9 @@ def _short_conv(L: Lowerer, b, x, tin, tout):
         device.type == "cuda" and choose("short_conv", device, L.opts.fused) == "ncd"
     )
     act = "silu" if b.activation == "silu" else None
-    y = L.fn(ops.short_conv if kernels else runtime.short_conv, h, w, bias, activation=act)
+    packed = {"cu_seqlens": x["offsets"]} if b.packed else {}
+    fn = ops.short_conv if kernels else runtime.short_conv
+    y = L.fn(fn, h, w, bias, activation=act, **packed)
     if len(rest) != 1:
         shape = tuple(L.num(t.axis(a).size) for a in rest)
         y = L.method("unflatten", y, 0, shape) if rest else L.method("squeeze", y, 0)

@@ -171,10 +171,12 @@ def conv(x, weight, bias, channel: int, spatial, stride, padding, dilation, grou
 def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None):
     """act(causal depthwise convolution over T) of x [B, T, C] (channels last), weight
     [C, 1, W] (nn.Conv1d's): PyTorch's conv1d padded W - 1 on both sides, the first T outputs
-    kept, then SiLU when activation is "silu" (the fallback of ncd.ops.short_conv, which also
-    takes packed sequences; this one takes none)."""
-    if cu_seqlens is not None:
-        raise NotImplementedError("short_conv: packed sequences need ncd.ops")
+    kept, then SiLU when activation is "silu" (the fallback of ncd.ops.short_conv). Packed
+    sequences (cu_seqlens, batch 1): each sequence convolved alone."""
+    if cu_seqlens is not None:  # packed along T (batch 1): each sequence on its own
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+        parts = x.split(lengths, dim=1)
+        return torch.cat([short_conv(p, weight, bias, activation=activation) for p in parts], 1)
     T, W = x.shape[1], weight.shape[-1]
     y = F.conv1d(x.transpose(1, 2), weight, bias, padding=W - 1, groups=x.shape[2])
     y = y[..., :T].transpose(1, 2)

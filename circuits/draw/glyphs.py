@@ -330,6 +330,7 @@ def _int_linear(b) -> Drawing:
 def _short_conv(b) -> Drawing:
     # Fused: the causal depthwise star, and SiLU when it follows.
     note = "causal dw" + (", SiLU" if b.activation == "silu" else "")
+    note += ", packed" if b.packed else ""
     if b.label:
         return Drawing(title=text(b.label), note=esc(note))
     return Drawing(glyph=f"★{b.kernel}", note=esc(note))

@@ -316,8 +316,16 @@ class ShortConv(BoxBase):
     """A learned bias per channel."""
     activation: Literal["none", "silu"] = "none"
     """Applied to the convolution's output."""
+    packed: bool = False
+    """`axis` holds several sequences end to end, none seeing another's inputs: port
+    `offsets`, an integer tensor of one axis with each sequence's first position and then the
+    total length (N + 1 values, as `cu_seqlens` and a packed `linear_attention` take them).
+    The input then has no axis but `axis` and `channel`."""
     family = "convolution"
     learned = True
+
+    def ports(self):
+        return ["x", "offsets"] if self.packed else ["x"]
 
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
@@ -327,6 +335,18 @@ class ShortConv(BoxBase):
                                "two different axes", self.axis)  # fmt: skip
         if x.dtype not in FLOAT_DTYPES:
             raise ShapeProblem("convolves floating point", "x", "a float dtype", x.dtype)
+        if self.packed:
+            off = tensor(ins, "offsets")
+            if len(off.axes) != 1 or off.dtype not in INT_DTYPES:
+                raise ShapeProblem(
+                    "packed sequences: the offsets are integers along one axis", "offsets",
+                    "one axis, int32 or int64", str(off),
+                )  # fmt: skip
+            if len(x.axes) != 2:
+                raise ShapeProblem(
+                    "packed sequences: no axis but the sequence's and the channels", "x",
+                    f"{self.axis} {self.channel}", " ".join(x.names),
+                )  # fmt: skip
         return {"out": x}
 
     def params(self, ins, ctx):

@@ -414,6 +414,19 @@ def short_conv():
 TABLE["short_conv"] = short_conv
 
 
+def short_conv_packed():
+    """Sequences packed along T (offsets, N + 1 = 4 values): the channels first."""
+    b = _b("short_conv_packed")
+    x = b.input("x", "E T")
+    off = b.input("offsets", "C", dtype="int64")  # C = 4: three sequences
+    b.output("y", b.box("short_conv", {"x": x, "offsets": off}, "sc", axis="T", channel="E",
+                        kernel=3, bias=True, activation="silu", packed=True))  # fmt: skip
+    return b.build()
+
+
+TABLE["short_conv_packed"] = short_conv_packed
+
+
 def routing():
     """Routing by positions (integer inputs below 5, the smallest indexed axis is 5 or more):
     gathers along an inner axis with positions that lack one of x's axes (int32), with no

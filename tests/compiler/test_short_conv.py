@@ -168,3 +168,26 @@ def test_fused_region_is_priced_as_the_kernel():
     assert num(fused.numbers["activation_bytes"]) == M * C * 4  # x only
     padded = 2 * (64 + W - 1) * C * 4
     assert num(plain.numbers["activation_bytes"]) == M * C * 4 + padded
+
+
+@pytest.mark.parametrize("fused", ["auto", "ncd"])
+def test_packed_sequences_are_convolved_apart(fused):
+    """A packed `short_conv` box (offsets 0, 3, 4, 11 along T): each sequence's output is that
+    of the same box on the sequence alone, through PyTorch's conv1d per sequence (`auto` on
+    the CPU) and through ncd.ops.short_conv with cu_seqlens (`ncd`: its reference here)."""
+
+    def circuit(packed, T):
+        b = Builder("p", sizes={"T": T, "E": 6, "N": 4})
+        x = b.input("x", "T E")
+        ins = {"x": x, **({"offsets": b.input("offsets", "N", dtype="int64")} if packed else {})}
+        b.output("y", b.box("short_conv", ins, "sc", axis="T", channel="E", kernel=4,
+                            bias=True, activation="silu", packed=packed))  # fmt: skip
+        return b.build()
+
+    packed = randomise(ncd.compile(circuit(True, 11), dtype=torch.float64, fused=fused))
+    x = torch.randn(11, 6, dtype=torch.float64)
+    y = packed(x, torch.tensor([0, 3, 4, 11]))
+    for a, z in ((0, 3), (3, 4), (4, 11)):
+        alone = ncd.compile(circuit(False, z - a), dtype=torch.float64)
+        alone.load_state_dict(packed.state_dict())
+        torch.testing.assert_close(y[a:z], alone(x[a:z]), rtol=1e-12, atol=1e-12)
