@@ -243,6 +243,45 @@ def deltanet_block():
     return b.build()
 
 
+@entry("deltanet_packed", "DeltaNet block on packed sequences", DELTA)
+def deltanet_packed():
+    """The DeltaNet block of `deltanet_block` on sequences packed end to end along T (no
+    padding; offsets as `cu_seqlens`, N + 1 values for N sequences), as variable-length
+    training batches are fed: each sequence starts from a zero state and its short
+    convolutions never read another sequence's tokens.
+
+    Implements: Yang et al. (2024) §2.2, S_t = S_{t-1} - β_t (S_{t-1} k_t - v_t) k_tᵀ,
+    o_t = S_t q_t with S = 0 at each sequence's first token, and the layer of §3.3/§4 as in
+    `deltanet_block`; the short convolutions are `short_conv` boxes (causal depthwise, width
+    4, SiLU) with the offsets, and the delta rule a packed `linear_attention` box.
+    """
+    b = Builder("deltanet_packed", title="DeltaNet, packed sequences", paper=DELTA,
+                axes={"D": "H*K", "E": "H*K", "F": "H*V"},
+                sizes={"T": 48, "N": 4, "H": 2, "K": 8, "V": 8})  # fmt: skip
+    x = b.input("x", "T D")
+    offsets = b.input("offsets", "N", dtype="int32")
+    h = b.rmsnorm(x, "D", name="norm")
+    with b.group("DeltaNet"):
+        convs = []
+        for p, proj, chan, heads in (("q", "L^Q", "E", "H K"), ("k", "L^K", "E", "H K"),
+                                     ("v", "L^V", "F", "H V")):  # fmt: skip
+            u = b.linear(h, "D", chan, bias=False, name=f"{p}_proj", label=proj)
+            u = b.box("short_conv", {"x": u, "offsets": offsets}, f"{p}_conv", axis="T",
+                      channel=chan, kernel=CONV, activation="silu", packed=True,
+                      label=f"★{CONV}")  # fmt: skip
+            convs.append(b.split_axis(u, chan, heads, name=f"{p}_heads"))
+        q = b.normalize(convs[0], "K", name="l2_q")
+        k = b.normalize(convs[1], "K", name="l2_k")
+        beta = b.unary(b.linear(h, "D", "H", bias=False, name="b_proj", label="L^β"),
+                       "sigmoid", name="beta")  # fmt: skip
+        o = b.linear_attention(q, k, convs[2], key="T", variant="delta", beta=beta,
+                               offsets=offsets, name="mixer")  # fmt: skip
+        o = b.rmsnorm(o, "V", name="out_norm")
+        o = b.linear(o, "H V", "D", bias=False, name="o_proj", label="L^O")
+    b.output("y", b.add(x, o, name="residual"))
+    return b.build()
+
+
 def _mamba2_decay(b: Builder, h, name: str = "a"):
     """g = -exp(A_log) · softplus(x W + b_Δ), per head and token (Mamba-2's Δ A): the log of
     the decay α = exp(g) in (0, 1). Returns (g, Δ)."""

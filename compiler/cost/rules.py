@@ -1143,13 +1143,16 @@ def add_norm(v: BoxView) -> Rule:
 @costs("short_conv")
 def short_conv(v: BoxView) -> Rule:
     """As lowered by default (PyTorch's conv1d padded kernel - 1 on both sides, the first
-    positions kept, SiLU): the products over the padded length (what FlopCounterMode counts),
+    positions kept, SiLU; packed, each sequence alone): the products over the padded length
+    (what FlopCounterMode counts),
     the bias's add and SiLU; kept: the input, and for SiLU the convolution's whole padded output
     (SiLU keeps its input, a view of it). Under the fused lowering the box is priced as
     ncd.ops.short_conv (analyse.py: x read and y written once, only x kept)."""
     b, x = v.box, v.x()
     T = v.size(x, b.axis)
-    padded = numel(x) / T * (T + b.kernel - 1)
+    # packed: each of the N - 1 sequences is padded on its own
+    seqs = v.x("offsets").axes[0].size - 1 if b.packed else 1
+    padded = numel(x) / T * (T + seqs * (b.kernel - 1))
     mm = 2 * padded * b.kernel
     mm_bwd = mm * (2 if v.grad("x") else 1)
     extra = (numel(x) if b.bias else ZERO) + (

@@ -94,3 +94,31 @@ def test_each_tnl_layer_has_its_own_decay():
     c = gallery.get("lightning_block")
     rates = [c.box(f"l{i}_mixer").decay_scale for i in (1, 2)]
     assert rates == ["1/2", "0"]
+
+
+@pytest.mark.parametrize("fused", ["auto", "ncd"])
+def test_packed_deltanet_is_deltanet_per_sequence(fused):
+    """deltanet_packed on three sequences packed along T (lengths 5, 1 and 42: shorter than the
+    convolutions' width, and several chunks): outputs and every gradient are those of the
+    paper's DeltaNet (ref_recurrent.deltanet_block) run on each sequence alone; through
+    PyTorch's per-sequence convolutions and ncd.ops (`fused="ncd"`: their CPU references)."""
+    from .ref_recurrent import deltanet_block
+
+    model = ncd_compile(gallery.get("deltanet_packed"), dtype=torch.float64, fused=fused)
+    seeded, _ = _setup("deltanet_packed", torch.float64)  # random non-trivial parameters
+    model.load_state_dict(seeded.state_dict())
+    params = dict(model.named_parameters())
+    cuts = [0, 5, 6, 48]
+    x = torch.randn(48, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x.requires_grad_(True)
+    got = model(x, torch.tensor(cuts, dtype=torch.int32))
+    ref_p = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    ref_x = x.detach().clone().requires_grad_(True)
+    want = torch.cat([deltanet_block(ref_p, ref_x[None, a:z])["y"][0]
+                      for a, z in zip(cuts, cuts[1:])])  # fmt: skip
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    w = torch.randn(want.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    g_got = torch.autograd.grad((got * w).sum(), [x, *params.values()])
+    g_want = torch.autograd.grad((want * w).sum(), [ref_x, *ref_p.values()])
+    for n, a, b in zip(["x", *params], g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=lambda m, n=n: f"d{n}: {m}")
