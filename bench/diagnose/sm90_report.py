@@ -369,7 +369,7 @@ def conv_rows(dtype, W=4):
         for silu, bias, varlen in ((True, False, False), (True, True, False), (False, False, True)):
             meta = dict(KW=W, HAS_B=bias, SILU=silu, VARLEN=varlen)
             sig = {a: ptrs.get(a, "i32") for a in kernel.arg_names}
-            strides = ("C", "sxb", "sxt", "syb", "syt", "sdb", "sdt")
+            strides = ("C", "sxb", "sxt", "syb", "syt", "sdb", "sdt", "sob", "sot")
             div = [a for a in kernel.arg_names if a in ptrs or a in strides]
             for cfg in configs:
                 consts = {**meta, **cfg.kwargs}

@@ -94,7 +94,7 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    X, Wt, BIAS, DO, DX, PART, START, T, C, sxb, sxt, sdb, sdt, swc,
+    X, Wt, BIAS, DO, DX, PART, START, T, C, sxb, sxt, sdb, sdt, sob, sot, swc,
     KW: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, VARLEN: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
@@ -132,7 +132,7 @@ def _bwd_kernel(
         w = tl.load(Wt + cols * swc + (KW - 1 - s), mask=cmask, other=0.0).to(tl.float32)
         dx += dy * w[None, :]
     mask = (base < T)[:, None] & cmask[None, :]
-    tl.store(DX + i_b * sxb + base[:, None] * sxt + cols[None, :], dx.to(DX.dtype.element_ty),
+    tl.store(DX + i_b * sob + base[:, None] * sot + cols[None, :], dx.to(DX.dtype.element_ty),
              mask=mask)  # fmt: skip
 
 
@@ -148,7 +148,7 @@ def _meta(W, bias, silu, start):
 
 def _forward(x, w, bias, silu, start):
     B, T, C = x.shape
-    y = torch.empty_like(x)
+    y = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     if x.numel() == 0:
         return y
     args = (x, w, bias, y, start, T, C, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
@@ -162,7 +162,7 @@ def _backward(x, w, bias, silu, start, dout, want_w, want_b):
     """(dx, dw, db): dw [C, W] and db [C] in float32 (None unless wanted)."""
     B, T, C = x.shape
     W = w.shape[1]
-    dx = torch.empty_like(x)
+    dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     if x.numel() == 0:
         zeros = torch.zeros((C, W + 1), device=x.device, dtype=torch.float32)
         return dx, zeros[:, :W] if want_w else None, zeros[:, W] if want_b else None
@@ -170,7 +170,7 @@ def _backward(x, w, bias, silu, start, dout, want_w, want_b):
     bt = interp["BT"] if not x.is_cuda else BWD_BT
     part = torch.empty((B * cdiv(T, bt), W + 1, C), device=x.device, dtype=torch.float32)
     args = (x, w, bias, dout, dx, part, start, T, C, x.stride(0), x.stride(1), dout.stride(0),
-            dout.stride(1), w.stride(0))  # fmt: skip
+            dout.stride(1), dx.stride(0), dx.stride(1), w.stride(0))  # fmt: skip
     launch(_bwd_kernel, _BWD_CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B), args,
            _meta(W, bias, silu, start), interp, key=("T", "C"))  # fmt: skip
     sums = part.sum(0) if want_w or want_b else None  # [W + 1, C]

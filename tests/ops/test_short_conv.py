@@ -82,6 +82,19 @@ def test_the_conv1d_weight_layout_and_a_strided_input():
 
 
 @pytest.mark.interpret
+def test_an_input_broadcast_over_the_batch():
+    """x expanded along B (stride 0): the output and the gradients of the one row it came
+    from (summed over the batch) are those of the three copies materialised."""
+    _, w, b, dy = _case(3, 11, 8, 4, torch.float32, True)
+    row = torch.randn(1, 11, 8)
+    y, g = _grads(lambda r, w_, b_: ops.short_conv(r.expand(3, 11, 8), w_, b_, activation="silu",
+                                                   backend="triton"), row, w, b, dy)  # fmt: skip
+    yr, gr = _grads(lambda r, w_, b_: conv1d_silu(r.expand(3, 11, 8).contiguous(), w_, b_,
+                                                  "silu"), row, w, b, dy)  # fmt: skip
+    assert rel(y, yr) < 1e-5 and rel(g[0], gr[0]) < 1e-5 and rel(g[1], gr[1]) < 1e-5
+
+
+@pytest.mark.interpret
 @pytest.mark.parametrize("act", [None, "silu"])
 def test_packed_sequences_do_not_see_each_other(act):
     """Sequences packed along T with cu_seqlens (lengths 5, 1, 19, 2, 10: shorter and longer
