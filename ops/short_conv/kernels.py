@@ -185,6 +185,8 @@ class ShortConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, silu, cu_seqlens):
         w = weight_2d(weight)
+        if w.stride(1) != 1 and w.shape[1] > 1:  # the kernels read a filter with unit stride
+            w = w.contiguous()
         start = _starts(x, cu_seqlens)
         y = _forward(x, w, bias, silu, start)
         ctx.save_for_backward(x, w, bias, start)
