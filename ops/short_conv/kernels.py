@@ -187,6 +187,8 @@ class ShortConvFunction(torch.autograd.Function):
         w = weight_2d(weight)
         if w.stride(1) != 1 and w.shape[1] > 1:  # the kernels read a filter with unit stride
             w = w.contiguous()
+        if bias is not None and bias.stride(0) != 1:  # ... and the bias
+            bias = bias.contiguous()
         start = _starts(x, cu_seqlens)
         y = _forward(x, w, bias, silu, start)
         ctx.save_for_backward(x, w, bias, start)

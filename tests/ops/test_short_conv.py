@@ -71,7 +71,8 @@ def test_kernels_match_conv1d(shape, dtype, bias, act):
 @pytest.mark.interpret
 def test_the_conv1d_weight_layout_and_a_strided_input():
     """nn.Conv1d's depthwise weight [C, 1, W] is taken as it is, its gradient has its shape; a
-    non-contiguous x (a slice along C) and a transposed [C, W] weight give the same result."""
+    non-contiguous x (a slice along C), a transposed [C, W] weight and a strided bias give the
+    same result."""
     x, w, b, dy = _case(2, 19, 24, 4, torch.float32, True, conv_weight=True)
     wide = torch.randn(2, 19, 48)
     wide[..., ::2] = x
@@ -80,9 +81,11 @@ def test_the_conv1d_weight_layout_and_a_strided_input():
     yr, gr = _grads(lambda *a: conv1d_silu(*a, "silu"), x, w, b, dy)
     assert rel(y, yr) < 1e-5 and rel(g[1], gr[1]) < 1e-5 and g[1].shape == (24, 1, 4)
     wt = w[:, 0].t().contiguous().t()  # [C, W] with the channels contiguous
-    y, g = _grads(lambda *a: ops.short_conv(*a, activation="silu", backend="triton"), x, wt, b, dy)
-    yr, gr = _grads(lambda *a: conv1d_silu(*a, "silu"), x, wt, b, dy)
-    assert rel(y, yr) < 1e-5 and rel(g[1], gr[1]) < 1e-5
+    bs = torch.stack([b, -b], 1)[:, 0]  # a bias with stride 2
+    y, g = _grads(lambda *a: ops.short_conv(*a, activation="silu", backend="triton"), x, wt, bs,
+                  dy)  # fmt: skip
+    yr, gr = _grads(lambda *a: conv1d_silu(*a, "silu"), x, wt, bs, dy)
+    assert rel(y, yr) < 1e-5 and rel(g[1], gr[1]) < 1e-5 and rel(g[2], gr[2]) < 1e-5
 
 
 @pytest.mark.interpret
