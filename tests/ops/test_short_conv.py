@@ -1,6 +1,7 @@
 """Short causal depthwise convolution (ops/short_conv): the Triton kernels (interpreted on the
 CPU) against PyTorch's own F.conv1d (padded W - 1 on both sides, the first T outputs kept, as
-nn.Conv1d-based blocks write it) run in float64, outputs and every gradient; packed sequences
+nn.Conv1d-based blocks write it) run in float64, outputs and every gradient, fresh buffers
+filled with NaN (an element a kernel forgets to write shows); packed sequences
 against each sequence run alone; the reference and the decode step against the same.
 
 float32 and float16 only: the interpreter's bfloat16 is not trusted (conftest.py)."""
@@ -54,7 +55,7 @@ def _grads(fn, x, w, b, dy):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
 @pytest.mark.parametrize("shape", [(2, 37, 40, 4), (1, 5, 7, 3), (3, 70, 33, 1), (1, 20, 16, 8)],
                          ids=str)  # fmt: skip
-def test_kernels_match_conv1d(shape, dtype, bias, act):
+def test_kernels_match_conv1d(shape, dtype, bias, act, nan_alloc):
     B, T, C, W = shape
     x, w, b, dy = _case(B, T, C, W, dtype, bias)
     y, g = _grads(lambda *a: ops.short_conv(*a, activation=act, backend="triton"), x, w, b, dy)
@@ -106,7 +107,7 @@ def test_an_input_broadcast_over_the_batch():
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("act", [None, "silu"])
-def test_packed_sequences_do_not_see_each_other(act):
+def test_packed_sequences_do_not_see_each_other(act, nan_alloc):
     """Sequences packed along T with cu_seqlens (lengths 5, 1, 19, 2, 10: shorter and longer
     than the kernel and than a block) give each sequence's own result, gradients included."""
     C, W = 24, 4
