@@ -93,6 +93,19 @@ def causal_short_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     return F.silu(conv(x.transpose(1, 2))[..., :T].transpose(1, 2))
 
 
+def fla_short_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """The same through fla-core's Triton `causal_conv1d` (its ShortConvolution's kernel):
+    x [B, T, C] read in place, the weight [C, W] of `conv`, SiLU fused."""
+    from fla.modules.causal_conv1d.ops import causal_conv1d
+
+    return causal_conv1d(x, conv.weight[:, 0], activation="silu", backend="triton")[0]
+
+
+# the hand-written blocks' short convolution (--hand-conv): PyTorch's conv1d or fla's kernel
+HAND_CONV = {"torch": causal_short_conv, "fla": fla_short_conv}
+SHORT_CONV = {"fn": causal_short_conv}
+
+
 class GLABlock(nn.Module):
     """The GLA layer (Yang et al. 2024, §4.1 and §4.4), pre-norm, with its residual:
     h = RMSNorm(x); q, k, v = h W_Q, h W_K, h W_V per head; log α = logsigmoid(h W_α1 W_α2 +
@@ -156,9 +169,10 @@ class DeltaNetBlock(nn.Module):
         B, T, _ = x.shape
         H, K, V = self.heads, self.k, self.v
         h = self.norm(x)
-        q = causal_short_conv(self.q_conv, self.q_proj(h)).view(B, T, H, K)
-        k = causal_short_conv(self.k_conv, self.k_proj(h)).view(B, T, H, K)
-        v = causal_short_conv(self.v_conv, self.v_proj(h)).view(B, T, H, V)
+        conv = SHORT_CONV["fn"]
+        q = conv(self.q_conv, self.q_proj(h)).view(B, T, H, K)
+        k = conv(self.k_conv, self.k_proj(h)).view(B, T, H, K)
+        v = conv(self.v_conv, self.v_proj(h)).view(B, T, H, V)
         q, k = F.normalize(q, dim=-1, eps=1e-6), F.normalize(k, dim=-1, eps=1e-6)
         beta = torch.sigmoid(self.b_proj(h))  # [B, T, H]
         o = self.mixer(q, k, v, beta, scale=1.0)[0]  # [B, T, H, V]
@@ -432,6 +446,9 @@ def parse(argv):
     p.add_argument("--short-conv", choices=("auto", "ncd", "torch"), default="auto",
                    help="the compiled blocks' short convolutions on CUDA: ncd.ops.short_conv's "
                    "kernels or PyTorch's conv1d (default: compiler/choices.py)")  # fmt: skip
+    p.add_argument("--hand-conv", choices=tuple(HAND_CONV), default="torch",
+                   help="the hand-written blocks' short convolutions: PyTorch's conv1d or "
+                   "fla-core's causal_conv1d kernel (CUDA only)")  # fmt: skip
     p.add_argument("--dry", action="store_true", help="tiny sizes on the CPU (script check)")
     p.add_argument("--dry-warmup", action="store_true", help="with --dry: run the warm-up too")
     p.add_argument("--warm-child", choices=BLOCKS, help=argparse.SUPPRESS)
@@ -450,6 +467,8 @@ def parse(argv):
             setattr(args, a, (DRY_SIZES if args.dry else SIZES)[a])
     if args.reps is None:
         args.reps = 2 if args.dry else 30
+    if args.dry and args.hand_conv == "fla":
+        p.error("--hand-conv fla needs CUDA (fla's kernel); not with --dry")
     args.block_list = [b.strip() for b in args.blocks.split(",") if b.strip()]
     if args.isolate is None:
         args.isolate = not args.dry and len(args.block_list) > 1
@@ -518,6 +537,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     if args.short_conv != "auto":
         choices.FASTEST["short_conv"] = {"cuda": args.short_conv, "cpu": "torch"}
+    SHORT_CONV["fn"] = HAND_CONV[args.hand_conv]
     if args.warm_child:
         warm_child(args)
         return 0
@@ -560,6 +580,7 @@ def main(argv=None) -> int:
         "sizes": sizes,
         "reps": args.reps,
         "short_conv": args.short_conv,
+        "hand_conv": args.hand_conv,
         "warmup": {o: w[1] for o, w in warm.items()},
         "warmup_s": round(warm_s, 1),
         "measure_s": round(time.time() - start - warm_s, 1),

@@ -19,8 +19,9 @@
 #             DeltaNet blocks' training step against the same blocks written with fla's kernels
 #             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks)
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
-#             fp32, its speed against conv1d and torch.compile, then deltanet_block's step with
-#             its kernels (--short-conv ncd) against the fla block
+#             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
+#             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
+#             with fla's convolution (HAND_CONV=torch: PyTorch's, as the gated suite has it)
 #   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
 #             softmax kernels' block-size sweep at 8k
 #   imports   only check that ncd imports
@@ -118,7 +119,7 @@ case $SUITE in
       --out "$OUT/conv_check.json"
     step ops_conv 120 $PY bench/ops_conv.py --out "$OUT/ops_conv.json"
     step conv_block 300 $PY bench/gated_blocks_gpu.py --blocks deltanet_block --short-conv ncd \
-      --out "$OUT" --fla-warmup-s 150
+      --hand-conv "${HAND_CONV:-fla}" --out "$OUT" --fla-warmup-s 150
     ;;
   diagnose)
     step host_overhead 90 $PY bench/diagnose/host_overhead.py

@@ -3,11 +3,13 @@ the compiler lowers it to by default (`runtime.short_conv`: conv1d on the transp
 padded W - 1 on both sides, the first T outputs kept, SiLU) and torch.compile of that form.
 
 Op `short_conv` (SiLU after it, no bias, W = 4: DeltaNet's); `impl`: `ncd`, `torch`,
-`torch_compile`. B = 4, T = 4096 and 16384, C = 2048 channels (`K` in the rows, `H` = 1),
-bfloat16. Per row: relative RMS error of y and every gradient against the float64 reference,
-`do_bench` medians of the forward and of forward + backward, the peak extra memory of one
-forward + backward. ncd rows carry `vs_torch`, `vs_compile` (their forward + backward time over
-ncd's). Rows follow bench/README.md's JSON format.
+`torch_compile`, `fla` (fla-core's Triton `causal_conv1d`, its ShortConvolution's kernel; an
+implementation that fails gets a row with its `error`). B = 4, T = 4096 and 16384, C = 2048
+channels (`K` in the rows, `H` = 1), bfloat16. Per row: relative RMS error of y and every
+gradient against the float64 reference, `do_bench` medians of the forward and of forward +
+backward, the peak extra memory of one forward + backward. ncd rows carry `vs_torch`,
+`vs_compile` and `vs_fla` (their forward + backward time over ncd's). Rows follow
+bench/README.md's JSON format.
 
     PYTHONPATH=. python3 bench/ops_conv.py --out $OUT/ops_conv.json
     .venv/bin/python bench/ops_conv.py --dry-run --out /tmp/ops_conv.json   # CPU, tiny shapes
@@ -27,7 +29,7 @@ from results_meta import commit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-IMPLS = ["ncd", "torch", "torch_compile"]
+IMPLS = ["ncd", "torch", "torch_compile", "fla"]
 SHAPES = [(4, 4096, 2048), (4, 16384, 2048)]
 DRY_SHAPES = [(2, 37, 40)]
 W = 4
@@ -43,6 +45,10 @@ def implementation(impl, dry):
         return lambda x, w: ops.short_conv(x, w, activation="silu")
     if impl == "torch":
         return lambda x, w: runtime.short_conv(x, w, activation="silu")
+    if impl == "fla":  # fla-core's Triton causal_conv1d (its ShortConvolution's kernel)
+        from fla.modules.causal_conv1d.ops import causal_conv1d
+
+        return lambda x, w: causal_conv1d(x, w[:, 0], activation="silu", backend="triton")[0]
     form = lambda x, w: runtime.short_conv(x, w, activation="silu")  # noqa: E731
     return torch.compile(form, dynamic=False, backend="eager" if dry else "inductor")
 
@@ -108,13 +114,20 @@ def main(argv=None) -> int:
     for B, T, C in DRY_SHAPES if args.dry_run else SHAPES:
         mine = {}
         for impl in args.impls:
-            r = one(impl, B, T, C, dtype, device, args.dry_run)
+            if impl == "fla" and args.dry_run:
+                continue  # fla's kernel needs CUDA
+            try:
+                r = one(impl, B, T, C, dtype, device, args.dry_run)
+            except Exception as e:  # noqa: BLE001 - an anchor that fails is reported, not fatal
+                r = {"op": "short_conv", "impl": impl, "B": B, "T": T, "H": 1, "K": C,
+                     "error": f"{type(e).__name__}: {str(e)[:300]}"}  # fmt: skip
             rows.append(r)
             mine[impl] = r
             print(json.dumps(r), flush=True)
-        if "ncd" in mine and mine["ncd"]["fwdbwd_ms"]:
-            for other, key in (("torch", "vs_torch"), ("torch_compile", "vs_compile")):
-                if other in mine and mine[other]["fwdbwd_ms"]:
+        if mine.get("ncd", {}).get("fwdbwd_ms"):
+            for other, key in (("torch", "vs_torch"), ("torch_compile", "vs_compile"),
+                               ("fla", "vs_fla")):  # fmt: skip
+                if mine.get(other, {}).get("fwdbwd_ms"):
                     mine["ncd"][key] = mine[other]["fwdbwd_ms"] / mine["ncd"]["fwdbwd_ms"]
     meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "date": datetime.date.today().isoformat(), "commit": commit(None),
