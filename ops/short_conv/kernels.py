@@ -248,6 +248,9 @@ def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None, backen
     op = "short_conv"
     _check(op, x, weight, bias, activation, cu_seqlens)
     triton_ok = weight.shape[-1] <= MAX_WIDTH and x.dtype != torch.float64
+    if backend == "triton" and not triton_ok:
+        check(False, op, "backend='triton'", f"W <= {MAX_WIDTH} and a 16- or 32-bit float x",
+              f"W={weight.shape[-1]}, {x.dtype}")  # fmt: skip
     if not (triton_ok and use_triton(x, backend, op)):
         return short_conv_reference(x, weight, bias, activation, cu_seqlens)
     if x.stride(2) != 1:

@@ -153,6 +153,8 @@ def test_reference_and_decode_step_match_conv1d(act):
         (lambda x, w: ops.short_conv(x.int(), w), "x.dtype"),
         (lambda x, w: ops.short_conv(x[:1], w, cu_seqlens=torch.tensor([0, 4])), "cu_seqlens"),
         (lambda x, w: ops.short_conv(x, w, cu_seqlens=torch.tensor([0, 9])), "batch size with"),
+        (lambda x, w: ops.short_conv(x, torch.randn(6, 9), backend="triton"), "backend='triton'"),
+        (lambda x, w: ops.short_conv(x, w, backend="gpu"), "backend must be one of"),
     ],
 )
 def test_bad_arguments_say_what_and_where(call, message):
