@@ -7,8 +7,8 @@ channels, sequence of the batch): the W taps are W shifted loads of the same til
 W - 1 tokens before it comes from L1/L2), accumulated in float32, the bias and SiLU applied,
 y written in x's dtype. Only x is kept for the backward.
 
-Backward, one kernel: with dy(t) = dout(t) * act'(y(t)) (y recomputed from x; dy = dout
-without an activation),
+Backward, one kernel: with dy(t) = dout(t) * act'(z(t)) (the pre-activation z recomputed
+from x; dy = dout without an activation),
 
     dx(t)   = sum_s w[W - 1 - s] dy(t + s)           s = 0 .. W - 1
     dw[j]   = sum_t dy(t) x(t - (W - 1) + j)
@@ -51,8 +51,8 @@ def _tap(X, b_start, rows, cols, T, C, sxt, shift, VARLEN: tl.constexpr):
     ok = (src >= 0) & (rows < T)
     if VARLEN:
         ok = ok & (src >= b_start)
-    return tl.load(X + src[:, None] * sxt + cols[None, :], mask=ok[:, None] & (cols < C)[None, :],
-                   other=0.0).to(tl.float32)  # fmt: skip
+    ptrs = X + src.to(tl.int64)[:, None] * sxt + cols[None, :]
+    return tl.load(ptrs, mask=ok[:, None] & (cols < C)[None, :], other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -79,7 +79,7 @@ def _fwd_kernel(
     i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows = i_t * BT + tl.arange(0, BT)
     cols = i_c * BC + tl.arange(0, BC)
-    X += i_b * sxb
+    X += i_b.to(tl.int64) * sxb
     b_start = 0
     if VARLEN:
         b_start = tl.load(START + rows, mask=rows < T, other=0)
@@ -88,8 +88,8 @@ def _fwd_kernel(
     if SILU:
         acc = acc * tl.sigmoid(acc)
     mask = (rows < T)[:, None] & (cols < C)[None, :]
-    tl.store(Y + i_b * syb + rows[:, None] * syt + cols[None, :], acc.to(Y.dtype.element_ty),
-             mask=mask)  # fmt: skip
+    out = Y + i_b.to(tl.int64) * syb + rows.to(tl.int64)[:, None] * syt + cols[None, :]
+    tl.store(out, acc.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -102,8 +102,8 @@ def _bwd_kernel(
     base = i_t * BT + tl.arange(0, BT)
     cols = i_c * BC + tl.arange(0, BC)
     cmask = cols < C
-    X += i_b * sxb
-    DO += i_b * sdb
+    X += i_b.to(tl.int64) * sxb
+    DO += i_b.to(tl.int64) * sdb
     b_start = 0
     if VARLEN:
         b_start = tl.load(START + base, mask=base < T, other=0)
@@ -116,15 +116,15 @@ def _bwd_kernel(
             ok = ok & (r_start == b_start)
         else:
             r_start = b_start
-        dy = tl.load(DO + rows[:, None] * sdt + cols[None, :], mask=ok[:, None] & cmask[None, :],
-                     other=0.0).to(tl.float32)  # fmt: skip
+        dptr = DO + rows.to(tl.int64)[:, None] * sdt + cols[None, :]
+        dy = tl.load(dptr, mask=ok[:, None] & cmask[None, :], other=0.0).to(tl.float32)
         if SILU:
-            y = _preact(X, Wt, BIAS, r_start, rows, cols, T, C, sxt, swc, KW, HAS_B,
+            z = _preact(X, Wt, BIAS, r_start, rows, cols, T, C, sxt, swc, KW, HAS_B,
                         VARLEN, BT, BC)  # fmt: skip
-            sig = tl.sigmoid(y)
-            dy = dy * sig * (1.0 + y * (1.0 - sig))
+            sig = tl.sigmoid(z)
+            dy = dy * sig * (1.0 + z * (1.0 - sig))
         if s == 0:  # the program's own tokens: the weight's and bias's partial sums
-            prow = PART + ((i_b * tl.num_programs(0) + i_t) * (KW + 1)) * C + cols
+            prow = PART + (i_b * tl.num_programs(0) + i_t).to(tl.int64) * (KW + 1) * C + cols
             for j in tl.static_range(KW):
                 xj = _tap(X, b_start, base, cols, T, C, sxt, KW - 1 - j, VARLEN)
                 tl.store(prow + j * C, tl.sum(dy * xj, axis=0), mask=cmask)
@@ -132,8 +132,8 @@ def _bwd_kernel(
         w = tl.load(Wt + cols * swc + (KW - 1 - s), mask=cmask, other=0.0).to(tl.float32)
         dx += dy * w[None, :]
     mask = (base < T)[:, None] & cmask[None, :]
-    tl.store(DX + i_b * sob + base[:, None] * sot + cols[None, :], dx.to(DX.dtype.element_ty),
-             mask=mask)  # fmt: skip
+    out = DX + i_b.to(tl.int64) * sob + base.to(tl.int64)[:, None] * sot + cols[None, :]
+    tl.store(out, dx.to(DX.dtype.element_ty), mask=mask)
 
 
 def _starts(x, cu_seqlens):
