@@ -12,8 +12,6 @@ chunked, never a loop over tokens). `fused="ncd"` or `fused="torch"` asks for on
 
 from __future__ import annotations
 
-import torch
-
 # kind of fused box -> {device type: implementation}
 FASTEST: dict[str, dict[str, str]] = {
     # Softmax attention: PyTorch's SDPA (bench/RESULTS.md, "Compiler on the GPU").
@@ -42,4 +40,6 @@ def choose(kind: str, device, fused: str = "auto") -> str:
         raise ValueError(f"fused: expected one of {', '.join(CHOICES)}, found {fused!r}")
     if fused != "auto":
         return fused
-    return FASTEST.get(kind, {}).get(torch.device(device).type, "ncd")
+    # the device's type from its name ("cuda:1" -> "cuda"); a torch.device prints the same,
+    # so the cost model reads this table without importing torch
+    return FASTEST.get(kind, {}).get(str(device).split(":")[0], "ncd")

@@ -11,6 +11,9 @@ between HBM and the chip ("FlashAttention on a napkin"). Four kinds of region:
 - the pre-norm residual step add → layernorm | rmsnorm (the `add_norm` match), priced as
   `ncd.ops.add_layer_norm` / `add_rms_norm` (ops/norm/cost.py: x and h read, the sum and the
   output written once; the sum and the float32 statistics kept);
+- the causal short convolution conv → slice → [silu] (the `short_conv` match), priced as
+  `ncd.ops.short_conv` (ops/short_conv/cost.py: x read, y written, only x kept) where the
+  compiler's choices run that kernel on CUDA;
 - chains of pointwise boxes (`rules.POINTWISE`) whose inner wires have no other reader (as
   torch.compile fuses); no rewrite makes these.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..choices import choose
 from ..patterns import Graph, Match, find_matches
 from .rules import POINTWISE
 
@@ -52,7 +56,12 @@ def find_regions(checked, matched=None) -> list[Region]:
     call, its subcircuit checked on its own, as the rewrite matches it)."""
     c = checked
     g = Graph(c)
-    regions = [Region.of(m) for m in find_matches(matched or c)]
+    # A short convolution is priced as ncd.ops.short_conv only where the compiler runs it on
+    # the GPU (compiler/choices.py): PyTorch's conv1d, the default until measured, keeps the
+    # padded output that the kernel does not.
+    conv_kernel = choose("short_conv", "cuda") == "ncd"
+    regions = [Region.of(m) for m in find_matches(matched or c)
+               if m.kind != "short_conv" or conv_kernel]  # fmt: skip
     taken = {b for r in regions for b in r.boxes}
     kind = {b: c.box(b).kind for b in c.order}
     only_reader = g.only_reader

@@ -19,7 +19,7 @@ import ncd
 from ncd import ops
 from ncd.circuits.builder import Builder
 from ncd.circuits.validate import check
-from ncd.compiler import to_source
+from ncd.compiler import choices, to_source
 from ncd.compiler.cost import analyse
 from ncd.compiler.names import class_name
 from ncd.compiler.patterns import find_matches
@@ -144,16 +144,21 @@ def test_generated_file_runs_its_fallback_without_ncd(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
 
 
-def test_fused_region_is_priced_as_the_kernel():
-    """Fused: x read and y written once on the last box, only x kept (the SiLU's input and the
-    padded output never reach memory); unfused: the conv's padded output is also kept (by the
-    SiLU, whose input is a view of it)."""
+def test_fused_region_is_priced_as_the_kernel(monkeypatch):
+    """Where the compiler runs the kernel on CUDA (the choices table), the fused lowering
+    prices the chain as it: x read and y written once on the last box, only x kept (the SiLU's
+    input and the padded output never reach memory); unfused, or while PyTorch's conv1d runs
+    it, the conv's padded output is also kept (by the SiLU, whose input is a view of it)."""
     sizes = {"B": 2, "T": 64, "E": 32}
     b = Builder("t", sizes=sizes)
     b.output("y", _chain(b, b.input("x", "B T E")))
     c = b.build()
+    as_torch = analyse(c, dict(sizes), lowering="fused")
+    assert "short_conv" not in as_torch.boxes[-1].kernel
+    monkeypatch.setitem(choices.FASTEST, "short_conv", {"cuda": "ncd"})
     fused = analyse(c, dict(sizes), lowering="fused")
     plain = analyse(c, dict(sizes), lowering="unfused")
+    assert plain.numbers["activation_bytes"] == as_torch.numbers["activation_bytes"]
 
     def num(expr):
         e = sympy.sympify(expr)
