@@ -400,7 +400,7 @@ def _short_conv(g: Graph, conv: str) -> Iterator[Match]:
     if not isinstance(x, TensorType) or x.dtype not in FLOAT_DTYPES:
         return
     cin = x.axis(b.channel).size
-    if not b.depthwise and not _same_size(c, cin, parse_size(str(b.groups))):
+    if not _same_size(c, cin, b.n_groups(cin)):  # one group per channel
         return
     cut = g.only_reader(conv)
     if cut is None or g.kind(cut) != "slice":

@@ -19,6 +19,16 @@ GATES = {"decay": ["g"], "gla": ["g"], "delta": ["beta"], "gated_delta": ["g", "
 INT_DTYPES = ("int32", "int64")
 
 
+def _check_offsets(ins) -> None:
+    """The `offsets` port of a packed box: integer positions along one axis (`cu_seqlens`)."""
+    off = tensor(ins, "offsets")
+    if len(off.axes) != 1 or off.dtype not in INT_DTYPES:
+        raise ShapeProblem(
+            "packed sequences: the offsets are integers along one axis", "offsets",
+            "one axis, int32 or int64", str(off),
+        )  # fmt: skip
+
+
 class _AttentionLike(BoxBase):
     query: AxisName = "T"
     """Axis of query positions."""
@@ -231,12 +241,7 @@ class LinearAttention(_AttentionLike):
                     q.axis(self.query).size, k.axis(self.key).size, "k",
                     f"packed: size of {self.key} = size of {self.query} (one packing)",
                 )  # fmt: skip
-            off = tensor(ins, "offsets")
-            if len(off.axes) != 1 or off.dtype not in INT_DTYPES:
-                raise ShapeProblem(
-                    "packed sequences: the offsets are integers along one axis", "offsets",
-                    "one axis, int32 or int64", str(off),
-                )  # fmt: skip
+            _check_offsets(ins)
             if len(batch) > 1:
                 raise ShapeProblem(
                     "packed sequences: no batch axis other than one head axis", "q",
@@ -336,12 +341,7 @@ class ShortConv(BoxBase):
         if x.dtype not in FLOAT_DTYPES:
             raise ShapeProblem("convolves floating point", "x", "a float dtype", x.dtype)
         if self.packed:
-            off = tensor(ins, "offsets")
-            if len(off.axes) != 1 or off.dtype not in INT_DTYPES:
-                raise ShapeProblem(
-                    "packed sequences: the offsets are integers along one axis", "offsets",
-                    "one axis, int32 or int64", str(off),
-                )  # fmt: skip
+            _check_offsets(ins)
             if len(x.axes) != 2:
                 raise ShapeProblem(
                     "packed sequences: no axis but the sequence's and the channels", "x",

@@ -166,13 +166,12 @@ def _backward(x, w, bias, silu, start, dout, want_w, want_b):
     if x.numel() == 0:
         zeros = torch.zeros((C, W + 1), device=x.device, dtype=torch.float32)
         return dx, zeros[:, :W] if want_w else None, zeros[:, W] if want_b else None
-    interp = {"BT": _INTERPRET["BT"], "BC": _INTERPRET["BC"]}
-    bt = interp["BT"] if not x.is_cuda else BWD_BT
+    bt = BWD_BT if x.is_cuda else _INTERPRET["BT"]
     part = torch.empty((B * cdiv(T, bt), W + 1, C), device=x.device, dtype=torch.float32)
     args = (x, w, bias, dout, dx, part, start, T, C, x.stride(0), x.stride(1), dout.stride(0),
             dout.stride(1), dx.stride(0), dx.stride(1), w.stride(0))  # fmt: skip
     launch(_bwd_kernel, _BWD_CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B), args,
-           _meta(W, bias, silu, start), interp, key=("T", "C"))  # fmt: skip
+           _meta(W, bias, silu, start), _INTERPRET, key=("T", "C"))  # fmt: skip
     sums = part.sum(0) if want_w or want_b else None  # [W + 1, C]
     dw = sums[:W].t() if want_w else None
     db = sums[W] if want_b else None
