@@ -11,7 +11,7 @@ backward, the peak extra memory of one forward + backward. ncd rows carry `vs_to
 `vs_compile` and `vs_fla` (their forward + backward time over ncd's). Rows follow
 bench/README.md's JSON format.
 
-    PYTHONPATH=. python3 bench/ops_conv.py --out $OUT/ops_conv.json
+    PYTHONPATH=. python3 bench/ops_conv.py --out $OUT/ops_conv.json [--breakdown]
     .venv/bin/python bench/ops_conv.py --dry-run --out /tmp/ops_conv.json   # CPU, tiny shapes
 """
 
@@ -99,16 +99,51 @@ def one(impl, B, T, C, dtype, device, dry):
     return row
 
 
+def kernels(impl, B, T, C, dtype, form=None):
+    """{impl, form, T, fwdbwd_ms, kernels: {name: device us per call}} of one forward + backward;
+    `form` "split" or "one" picks ncd's backward (kernels.SPLIT_BACKWARD)."""
+    import torch
+    from profiling import kernel_table
+    from triton.testing import do_bench
+
+    from ncd.ops.short_conv import kernels as sc
+
+    before = sc.SPLIT_BACKWARD
+    sc.SPLIT_BACKWARD = form != "one"
+    try:
+        x = torch.randn(B, T, C, device="cuda").to(dtype).requires_grad_()
+        w = (torch.randn(C, 1, W, device="cuda") / 2).to(dtype).requires_grad_()
+        dy = torch.randn(B, T, C, device="cuda").to(dtype)
+        fn = implementation(impl, False)
+
+        def step():
+            fn(x, w).backward(dy)
+
+        ms = do_bench(step, warmup=10, rep=50, grad_to_none=[x, w], return_mode="median")
+        table = {k: round(us, 1) for k, (_, us) in kernel_table(step).items()}
+    except Exception as e:  # noqa: BLE001 - an anchor that fails is reported, not fatal
+        return {"impl": impl, "form": form, "T": T, "error": f"{type(e).__name__}: {e}"[:300]}
+    finally:
+        sc.SPLIT_BACKWARD = before
+    out = {"impl": impl, "form": form, "T": T, "fwdbwd_ms": ms, "kernels": table}
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--impls", nargs="+", default=IMPLS, choices=IMPLS)
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes (the plumbing)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="per-kernel device time of one forward + backward of each implementation "
+                    "(ncd's backward as two kernels and as one)")  # fmt: skip
     args = ap.parse_args(argv)
     import torch
     import triton
 
     device = "cpu" if args.dry_run else "cuda"
+    breakdown = None
     dtype = torch.float32 if args.dry_run else torch.bfloat16
     rows = []
     for B, T, C in DRY_SHAPES if args.dry_run else SHAPES:
@@ -129,12 +164,20 @@ def main(argv=None) -> int:
                                ("fla", "vs_fla")):  # fmt: skip
                 if mine.get(other, {}).get("fwdbwd_ms"):
                     mine["ncd"][key] = mine[other]["fwdbwd_ms"] / mine["ncd"]["fwdbwd_ms"]
+    if args.breakdown and device == "cuda":
+        breakdown = [kernels(impl, B, T, C, dtype, form) for B, T, C in SHAPES
+                     for impl, form in (("ncd", "split"), ("ncd", "one"), ("torch", None),
+                                        ("fla", None))]  # fmt: skip
     meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "date": datetime.date.today().isoformat(), "commit": commit(None),
             "torch": torch.__version__, "triton": triton.__version__}  # fmt: skip
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+            json.dump(
+                {"meta": meta, "rows": rows, **({"breakdown": breakdown} if breakdown else {})},
+                f,
+                indent=1,
+            )
     return 0
 
 

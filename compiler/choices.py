@@ -25,10 +25,10 @@ FASTEST: dict[str, dict[str, str]] = {
     # integer matrix product on CUDA ("torch" there multiplies in float64, exact for int8
     # operands); on the CPU torch's int32 einsum.
     "int_matmul": {"cuda": "ncd", "cpu": "torch"},
-    # Causal depthwise short convolution (+ SiLU): PyTorch's conv1d until ncd.ops.short_conv's
-    # kernels are measured on the GPU against it; on the CPU the conv1d the boxes it replaces
-    # ran.
-    "short_conv": {"cuda": "torch", "cpu": "torch"},
+    # Causal depthwise short convolution (+ SiLU): ncd's kernels on CUDA ("Op library II":
+    # faster than conv1d, torch.compile and fla's causal_conv1d, and deltanet_block's step with
+    # them); on the CPU the conv1d the boxes it replaces ran.
+    "short_conv": {"cuda": "ncd", "cpu": "torch"},
 }
 CHOICES = ("auto", "ncd", "torch")
 

@@ -42,6 +42,13 @@ BWD_BT = 32
 _BWD_CONFIGS = [
     triton.Config({"BT": BWD_BT, "BC": bc}, num_warps=w) for bc, w in ((32, 4), (64, 4), (128, 8))
 ]
+# The split backward's first kernel (dy and the partial sums) reads x at W shifts of its own
+# tokens only: 64-token blocks (wider channel blocks per warp spill for sm_90).
+SPLIT_BT = 64
+_DY_CONFIGS = [
+    triton.Config({"BT": SPLIT_BT, "BC": bc}, num_warps=w) for bc, w in ((32, 4), (64, 4), (128, 8))
+]
+SPLIT_BACKWARD = True  # two kernels (dy, then dx); False: the one kernel above
 
 
 @triton.jit
@@ -136,6 +143,68 @@ def _bwd_kernel(
     tl.store(out, dx.to(DX.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _bwd_dy_kernel(
+    X, Wt, BIAS, DO, DY, PART, START, T, C, sxb, sxt, sdb, sdt, syb, syt, swc,
+    KW: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, VARLEN: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """dy = dout act'(z) of the program's tokens (written in x's dtype with SiLU), and its
+    float32 partial sums of dw and db (from dy before rounding)."""
+    i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows = i_t * BT + tl.arange(0, BT)
+    cols = i_c * BC + tl.arange(0, BC)
+    cmask = cols < C
+    mask = (rows < T)[:, None] & cmask[None, :]
+    X += i_b.to(tl.int64) * sxb
+    b_start = 0
+    if VARLEN:
+        b_start = tl.load(START + rows, mask=rows < T, other=0)
+    dptr = DO + i_b.to(tl.int64) * sdb + rows.to(tl.int64)[:, None] * sdt + cols[None, :]
+    dy = tl.load(dptr, mask=mask, other=0.0).to(tl.float32)
+    if SILU:
+        z = _preact(X, Wt, BIAS, b_start, rows, cols, T, C, sxt, swc, KW, HAS_B, VARLEN,
+                    BT, BC)  # fmt: skip
+        sig = tl.sigmoid(z)
+        dy = dy * sig * (1.0 + z * (1.0 - sig))
+        out = DY + i_b.to(tl.int64) * syb + rows.to(tl.int64)[:, None] * syt + cols[None, :]
+        tl.store(out, dy.to(DY.dtype.element_ty), mask=mask)
+    prow = PART + (i_b * tl.num_programs(0) + i_t).to(tl.int64) * (KW + 1) * C + cols
+    for j in tl.static_range(KW):
+        xj = _tap(X, b_start, rows, cols, T, C, sxt, KW - 1 - j, VARLEN)
+        tl.store(prow + j * C, tl.sum(dy * xj, axis=0), mask=cmask)
+    tl.store(prow + KW * C, tl.sum(dy, axis=0), mask=cmask)
+
+
+@triton.jit
+def _bwd_dx_kernel(
+    DY, Wt, DX, START, T, C, syb, syt, sob, sot, swc,
+    KW: tl.constexpr, VARLEN: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """dx(t) = sum_s w[W - 1 - s] dy(t + s), dy of the same sequence only."""
+    i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    base = i_t * BT + tl.arange(0, BT)
+    cols = i_c * BC + tl.arange(0, BC)
+    cmask = cols < C
+    DY += i_b.to(tl.int64) * syb
+    b_start = 0
+    if VARLEN:
+        b_start = tl.load(START + base, mask=base < T, other=0)
+    dx = tl.zeros((BT, BC), dtype=tl.float32)
+    for s in tl.static_range(KW):
+        rows = base + s
+        ok = rows < T
+        if VARLEN:
+            ok = ok & (tl.load(START + rows, mask=ok, other=-1) == b_start)
+        ptr = DY + rows.to(tl.int64)[:, None] * syt + cols[None, :]
+        dy = tl.load(ptr, mask=ok[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        w = tl.load(Wt + cols * swc + (KW - 1 - s), mask=cmask, other=0.0).to(tl.float32)
+        dx += dy * w[None, :]
+    mask = (base < T)[:, None] & cmask[None, :]
+    out = DX + i_b.to(tl.int64) * sob + base.to(tl.int64)[:, None] * sot + cols[None, :]
+    tl.store(out, dx.to(DX.dtype.element_ty), mask=mask)
+
+
 def _starts(x, cu_seqlens):
     if cu_seqlens is None:
         return None
@@ -166,16 +235,39 @@ def _backward(x, w, bias, silu, start, dout, want_w, want_b):
     if x.numel() == 0:
         zeros = torch.zeros((C, W + 1), device=x.device, dtype=torch.float32)
         return dx, zeros[:, :W] if want_w else None, zeros[:, W] if want_b else None
-    bt = BWD_BT if x.is_cuda else _INTERPRET["BT"]
-    part = torch.empty((B * cdiv(T, bt), W + 1, C), device=x.device, dtype=torch.float32)
-    args = (x, w, bias, dout, dx, part, start, T, C, x.stride(0), x.stride(1), dout.stride(0),
-            dout.stride(1), dx.stride(0), dx.stride(1), w.stride(0))  # fmt: skip
-    launch(_bwd_kernel, _BWD_CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B), args,
-           _meta(W, bias, silu, start), _INTERPRET, key=("T", "C"))  # fmt: skip
+    if SPLIT_BACKWARD:
+        part = _backward_split(x, w, bias, silu, start, dout, dx)
+    else:
+        bt = BWD_BT if x.is_cuda else _INTERPRET["BT"]
+        part = torch.empty((B * cdiv(T, bt), W + 1, C), device=x.device, dtype=torch.float32)
+        args = (x, w, bias, dout, dx, part, start, T, C, x.stride(0), x.stride(1),
+                dout.stride(0), dout.stride(1), dx.stride(0), dx.stride(1),
+                w.stride(0))  # fmt: skip
+        launch(_bwd_kernel, _BWD_CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B),
+               args, _meta(W, bias, silu, start), _INTERPRET, key=("T", "C"))  # fmt: skip
     sums = part.sum(0) if want_w or want_b else None  # [W + 1, C]
     dw = sums[:W].t() if want_w else None
     db = sums[W] if want_b else None
     return dx, dw, db
+
+
+def _backward_split(x, w, bias, silu, start, dout, dx):
+    """dy and the partial sums (one kernel), then dx from dy (another); returns the partial
+    sums' buffer. Without an activation dy is dout itself and nothing is written for it."""
+    B, T, C = x.shape
+    W = w.shape[1]
+    bt = SPLIT_BT if x.is_cuda else _INTERPRET["BT"]
+    part = torch.empty((B * cdiv(T, bt), W + 1, C), device=x.device, dtype=torch.float32)
+    dy = torch.empty(x.shape, device=x.device, dtype=x.dtype) if silu else dout
+    args = (x, w, bias, dout, dy, part, start, T, C, x.stride(0), x.stride(1), dout.stride(0),
+            dout.stride(1), dy.stride(0), dy.stride(1), w.stride(0))  # fmt: skip
+    launch(_bwd_dy_kernel, _DY_CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B),
+           args, _meta(W, bias, silu, start), _INTERPRET, key=("T", "C"))  # fmt: skip
+    args = (dy, w, dx, start, T, C, dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1),
+            w.stride(0))  # fmt: skip
+    launch(_bwd_dx_kernel, _CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B), args,
+           {"KW": W, "VARLEN": start is not None}, _INTERPRET, key=("T", "C"))  # fmt: skip
+    return part
 
 
 class ShortConvFunction(torch.autograd.Function):
