@@ -99,17 +99,15 @@ def one(impl, B, T, C, dtype, device, dry):
     return row
 
 
-def kernels(impl, B, T, C, dtype, form=None):
-    """{impl, form, T, fwdbwd_ms, kernels: {name: device us per call}} of one forward + backward;
-    `form` "split" or "one" picks ncd's backward (kernels.SPLIT_BACKWARD)."""
+def kernels(impl, B, T, C, dtype):
+    """{impl, T, fwdbwd_ms, kernels: {name: device us per call}} of one forward + backward
+    (ncd's: with the configurations its autotuner chose)."""
     import torch
     from profiling import kernel_table
     from triton.testing import do_bench
 
-    from ncd.ops.short_conv import kernels as sc
+    from ncd.ops._backend import tuned_configs
 
-    before = sc.SPLIT_BACKWARD
-    sc.SPLIT_BACKWARD = form != "one"
     try:
         x = torch.randn(B, T, C, device="cuda").to(dtype).requires_grad_()
         w = (torch.randn(C, 1, W, device="cuda") / 2).to(dtype).requires_grad_()
@@ -122,10 +120,10 @@ def kernels(impl, B, T, C, dtype, form=None):
         ms = do_bench(step, warmup=10, rep=50, grad_to_none=[x, w], return_mode="median")
         table = {k: round(us, 1) for k, (_, us) in kernel_table(step).items()}
     except Exception as e:  # noqa: BLE001 - an anchor that fails is reported, not fatal
-        return {"impl": impl, "form": form, "T": T, "error": f"{type(e).__name__}: {e}"[:300]}
-    finally:
-        sc.SPLIT_BACKWARD = before
-    out = {"impl": impl, "form": form, "T": T, "fwdbwd_ms": ms, "kernels": table}
+        return {"impl": impl, "T": T, "error": f"{type(e).__name__}: {e}"[:300]}
+    out = {"impl": impl, "T": T, "fwdbwd_ms": ms, "kernels": table}
+    if impl == "ncd":
+        out["configs"] = {k: v for k, v in tuned_configs().items() if k.startswith("kernels.")}
     print(json.dumps(out), flush=True)
     return out
 
@@ -136,8 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes (the plumbing)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--breakdown", action="store_true",
-                    help="per-kernel device time of one forward + backward of each implementation "
-                    "(ncd's backward as two kernels and as one)")  # fmt: skip
+                    help="per-kernel device time of one forward + backward of each "
+                    "implementation")  # fmt: skip
     args = ap.parse_args(argv)
     import torch
     import triton
@@ -165,9 +163,8 @@ def main(argv=None) -> int:
                 if mine.get(other, {}).get("fwdbwd_ms"):
                     mine["ncd"][key] = mine[other]["fwdbwd_ms"] / mine["ncd"]["fwdbwd_ms"]
     if args.breakdown and device == "cuda":
-        breakdown = [kernels(impl, B, T, C, dtype, form) for B, T, C in SHAPES
-                     for impl, form in (("ncd", "split"), ("ncd", "one"), ("torch", None),
-                                        ("fla", None))]  # fmt: skip
+        breakdown = [kernels(impl, B, T, C, dtype) for B, T, C in SHAPES
+                     for impl in ("ncd", "torch", "fla")]  # fmt: skip
     meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "date": datetime.date.today().isoformat(), "commit": commit(None),
             "torch": torch.__version__, "triton": triton.__version__}  # fmt: skip

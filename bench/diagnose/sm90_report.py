@@ -364,12 +364,12 @@ def conv_rows(dtype, W=4):
     ty = TY[dtype]
     ptrs = {"X": f"*{ty}", "Wt": f"*{ty}", "BIAS": f"*{ty}", "Y": f"*{ty}", "DO": f"*{ty}",
             "DX": f"*{ty}", "DY": f"*{ty}", "PART": "*fp32", "START": "*i32"}  # fmt: skip
-    kernels = (("_fwd_kernel", sc._CONFIGS), ("_bwd_kernel", sc._BWD_CONFIGS),
-               ("_bwd_dy_kernel", sc._DY_CONFIGS), ("_bwd_dx_kernel", sc._CONFIGS))  # fmt: skip
+    kernels = (("_fwd_kernel", sc._CONFIGS), ("_bwd_dy_kernel", sc._DY_CONFIGS),
+               ("_bwd_dx_kernel", sc._CONFIGS))  # fmt: skip
     for kname, configs in kernels:
         kernel = getattr(sc, kname)
         for silu, bias, varlen in ((True, False, False), (True, True, False), (False, False, True)):
-            meta = dict(KW=W, HAS_B=bias, SILU=silu, VARLEN=varlen)
+            meta = dict(KW=W, HAS_B=bias, SILU=silu, VARLEN=varlen, KP=W, SPAN=sc.SPAN)
             meta = {k: v for k, v in meta.items() if k in kernel.arg_names}
             sig = {a: ptrs.get(a, "i32") for a in kernel.arg_names}
             strides = ("C", "sxb", "sxt", "syb", "syt", "sdb", "sdt", "sob", "sot")

@@ -564,10 +564,10 @@ def _short_conv_io(self: _Walker, r: Region, by_name) -> None:
                 self.storages[self.wires[(name, p)].storage].virtual = True
     last = by_name[r.boxes[-1]]
     last.io_bytes = short_conv_cost.io_forward(M, C, W, bp, bias=conv.bias)
-    last.io_bytes_bwd = short_conv_cost.io_backward(M, C, W, bp, bias=conv.bias)
+    last.io_bytes_bwd = short_conv_cost.io_backward(M, C, W, bp, bias=conv.bias, silu=silu)
     last._time_flops = (short_conv_cost.flops_forward(M, C, W, **kw),
                         short_conv_cost.flops_backward(M, C, W, **kw))  # fmt: skip
-    last._bwd_temps += short_conv_cost.workspace_backward(M, C, W)  # type: ignore[attr-defined]
+    last._bwd_temps += short_conv_cost.workspace_backward(M, C, W, bp, silu)  # type: ignore[attr-defined]
     last.notes.append(f"fused: IO and kept tensors of {kernel} (ops/short_conv/cost.py)")
 
 

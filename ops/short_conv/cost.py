@@ -4,11 +4,12 @@ Plain functions of the sizes (numbers or sympy symbols): ``M`` tokens (B T), ``C
 ``W`` the kernel width, ``bytes_per`` the bytes of an element of x (and y, dx),
 ``w_bytes`` those of the weight and bias. ``silu`` when SiLU follows the convolution,
 ``bias`` with a bias. The backward's partial sums are float32 rows of ``W + 1`` channels
-vectors, one per block of ``BWD_BT`` tokens.
+vectors, one per ``SPAN`` tokens.
 """
 
-BWD_BT = 32
-"""Tokens per backward program (kernels.BWD_BT): one float32 row of partial sums each."""
+SPAN = 256
+"""Tokens per program of the backward's first kernel (kernels.SPAN): one float32 row of
+partial sums each."""
 
 SILU_FLOPS = 4
 """SiLU counted as 4 operations per element (exp, add, divide, multiply)."""
@@ -20,12 +21,11 @@ def flops_forward(M, C, W, silu=False, bias=False):
 
 
 def flops_backward(M, C, W, silu=False, bias=False):
-    """Per element: dx's W multiply-adds, dw's W, db's add; with SiLU the pre-activation is
-    recomputed at each of the W shifts dy is read at (W multiply-adds and SiLU's derivative,
-    about 6 operations, each time)."""
+    """Per element: dx's W multiply-adds, dw's W, db's add; with SiLU the pre-activation
+    recomputed (W multiply-adds, the bias) and SiLU's derivative (about 6 operations)."""
     per = 4 * W + (1 if bias else 0)
     if silu:
-        per += W * (2 * W + (1 if bias else 0) + SILU_FLOPS + 2)
+        per += 2 * W + (1 if bias else 0) + SILU_FLOPS + 2
     return M * C * per
 
 
@@ -37,18 +37,20 @@ def io_forward(M, C, W, bytes_per=2, bias=False, w_bytes=None):
 
 
 def _blocks(M):
-    """Backward programs along the tokens: ceil(M / BWD_BT) for a number, M / BWD_BT for a
-    symbol."""
-    return -(-M // BWD_BT) if isinstance(M, int) else M / BWD_BT
+    """Programs along the tokens of the backward's first kernel: ceil(M / SPAN) for a number,
+    M / SPAN for a symbol."""
+    return -(-M // SPAN) if isinstance(M, int) else M / SPAN
 
 
-def io_backward(M, C, W, bytes_per=2, bias=False, w_bytes=None):
-    """x and dout read, dx written; the float32 partial sums written and read back once by
+def io_backward(M, C, W, bytes_per=2, bias=False, w_bytes=None, silu=False):
+    """First kernel: x and dout read, with SiLU dy written; second: dy (dout without an
+    activation) read, dx written. The float32 partial sums written and read back once by
     their sum; dw (and db) written."""
     w_bytes = bytes_per if w_bytes is None else w_bytes
     partial = _blocks(M) * (W + 1) * C * 4
     params = C * (W + (1 if bias else 0)) * w_bytes
-    return 3 * M * C * bytes_per + 2 * partial + 2 * params
+    passes = 5 if silu else 4
+    return passes * M * C * bytes_per + 2 * partial + 2 * params
 
 
 def kept_bytes(M, C, bytes_per=2):
@@ -56,6 +58,7 @@ def kept_bytes(M, C, bytes_per=2):
     return M * C * bytes_per
 
 
-def workspace_backward(M, C, W):
-    """The backward's float32 partial sums (freed after their sum)."""
-    return _blocks(M) * (W + 1) * C * 4
+def workspace_backward(M, C, W, bytes_per=2, silu=False):
+    """The backward's float32 partial sums (freed after their sum) and, with SiLU, dy in x's
+    dtype (freed after dx)."""
+    return _blocks(M) * (W + 1) * C * 4 + (M * C * bytes_per if silu else 0)

@@ -7,18 +7,20 @@ channels, sequence of the batch): the W taps are W shifted loads of the same til
 W - 1 tokens before it comes from L1/L2), accumulated in float32, the bias and SiLU applied,
 y written in x's dtype. Only x is kept for the backward.
 
-Backward, one kernel: with dy(t) = dout(t) * act'(z(t)) (the pre-activation z recomputed
+Backward, two kernels: with dy(t) = dout(t) * act'(z(t)) (the pre-activation z recomputed
 from x; dy = dout without an activation),
 
     dx(t)   = sum_s w[W - 1 - s] dy(t + s)           s = 0 .. W - 1
     dw[j]   = sum_t dy(t) x(t - (W - 1) + j)
     db      = sum_t dy(t)
 
-so a program reads dout (and, with SiLU, x) at W shifts, writes dx, and writes its float32
-partial sums of dw and db to its own row of a ``[programs along T, W + 1, C]`` buffer that one
-sum over its first axis reduces: no atomics, deterministic. Packed sequences (cu_seqlens) pass
-a per-token start position: a tap before its token's start reads zero, and a dy after its
-sequence's end is zero.
+The first kernel computes dy of SPAN tokens per program (W shifted loads of x for z, one of
+dout), writes it in x's dtype (with SiLU; without, dy is dout and nothing is written), and
+writes its float32 partial sums of dw and db over those tokens to its own row of a
+``[programs along T, W + 1, C]`` buffer that one sum over its first axis reduces: no atomics,
+deterministic. The second reads dy at W shifts and writes dx. Packed sequences (cu_seqlens)
+pass a per-token start position: a tap before its token's start reads zero, and a dy after
+its sequence's end is zero.
 """
 
 import torch
@@ -35,20 +37,13 @@ _CONFIGS = [
     for bt, bc, w in ((64, 128, 4), (32, 256, 4), (128, 64, 4), (64, 256, 8))
 ]
 _INTERPRET = {"BT": 16, "BC": 32}
-# The backward's token block: fixed, so that its partial sums' buffer has a known size. With
-# SiLU the backward recomputes the pre-activation at W shifts: wider tiles (BT 64, or BC 128
-# at 4 warps) spill registers for sm_90 (bench/diagnose/sm90_report.py --kernels conv).
-BWD_BT = 32
-_BWD_CONFIGS = [
-    triton.Config({"BT": BWD_BT, "BC": bc}, num_warps=w) for bc, w in ((32, 4), (64, 4), (128, 8))
-]
-# The split backward's first kernel (dy and the partial sums) reads x at W shifts of its own
-# tokens only: 64-token blocks (wider channel blocks per warp spill for sm_90).
-SPLIT_BT = 64
+# The backward's first kernel walks SPAN tokens per program in blocks of BT, summing its
+# partial sums of dw and db over them: one float32 row of partial sums per SPAN tokens.
+SPAN = 256
 _DY_CONFIGS = [
-    triton.Config({"BT": SPLIT_BT, "BC": bc}, num_warps=w) for bc, w in ((32, 4), (64, 4), (128, 8))
+    triton.Config({"BT": bt, "BC": bc}, num_warps=w)
+    for bt, bc, w in ((32, 64, 4), (64, 32, 4), (64, 64, 4), (32, 128, 4), (64, 128, 8))
 ]
-SPLIT_BACKWARD = True  # two kernels (dy, then dx); False: the one kernel above
 
 
 @triton.jit
@@ -100,80 +95,44 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _bwd_kernel(
-    X, Wt, BIAS, DO, DX, PART, START, T, C, sxb, sxt, sdb, sdt, sob, sot, swc,
+def _bwd_dy_kernel(
+    X, Wt, BIAS, DO, DY, PART, START, T, C, sxb, sxt, sdb, sdt, syb, syt, swc,
     KW: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, VARLEN: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr,
+    KP: tl.constexpr, SPAN: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
+    """dy = dout act'(z) of the program's SPAN tokens (written in x's dtype with SiLU), and
+    its float32 partial sums of dw and db over them (from dy before rounding)."""
     i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    base = i_t * BT + tl.arange(0, BT)
     cols = i_c * BC + tl.arange(0, BC)
     cmask = cols < C
     X += i_b.to(tl.int64) * sxb
     DO += i_b.to(tl.int64) * sdb
-    b_start = 0
-    if VARLEN:
-        b_start = tl.load(START + base, mask=base < T, other=0)
-    dx = tl.zeros((BT, BC), dtype=tl.float32)
-    for s in tl.static_range(KW):  # dy at tokens base + s, read by dx(base) through tap KW-1-s
-        rows = base + s
-        ok = rows < T
-        if VARLEN:  # the same sequence as the token it flows back to
-            r_start = tl.load(START + rows, mask=ok, other=-1)
-            ok = ok & (r_start == b_start)
-        else:
-            r_start = b_start
+    DY += i_b.to(tl.int64) * syb
+    wsum = tl.zeros((KP, BC), dtype=tl.float32)  # row j: sum_t dy(t) x(t - (KW - 1) + j)
+    taps = tl.arange(0, KP)[:, None]  # KP: KW's next power of two
+    bsum = tl.zeros((BC,), dtype=tl.float32)
+    for i in tl.range(SPAN // BT):
+        rows = i_t * SPAN + i * BT + tl.arange(0, BT)
+        mask = (rows < T)[:, None] & cmask[None, :]
+        b_start = 0
+        if VARLEN:
+            b_start = tl.load(START + rows, mask=rows < T, other=0)
         dptr = DO + rows.to(tl.int64)[:, None] * sdt + cols[None, :]
-        dy = tl.load(dptr, mask=ok[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        dy = tl.load(dptr, mask=mask, other=0.0).to(tl.float32)
         if SILU:
-            z = _preact(X, Wt, BIAS, r_start, rows, cols, T, C, sxt, swc, KW, HAS_B,
-                        VARLEN, BT, BC)  # fmt: skip
+            z = _preact(X, Wt, BIAS, b_start, rows, cols, T, C, sxt, swc, KW, HAS_B, VARLEN,
+                        BT, BC)  # fmt: skip
             sig = tl.sigmoid(z)
             dy = dy * sig * (1.0 + z * (1.0 - sig))
-        if s == 0:  # the program's own tokens: the weight's and bias's partial sums
-            prow = PART + (i_b * tl.num_programs(0) + i_t).to(tl.int64) * (KW + 1) * C + cols
-            for j in tl.static_range(KW):
-                xj = _tap(X, b_start, base, cols, T, C, sxt, KW - 1 - j, VARLEN)
-                tl.store(prow + j * C, tl.sum(dy * xj, axis=0), mask=cmask)
-            tl.store(prow + KW * C, tl.sum(dy, axis=0), mask=cmask)
-        w = tl.load(Wt + cols * swc + (KW - 1 - s), mask=cmask, other=0.0).to(tl.float32)
-        dx += dy * w[None, :]
-    mask = (base < T)[:, None] & cmask[None, :]
-    out = DX + i_b.to(tl.int64) * sob + base.to(tl.int64)[:, None] * sot + cols[None, :]
-    tl.store(out, dx.to(DX.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _bwd_dy_kernel(
-    X, Wt, BIAS, DO, DY, PART, START, T, C, sxb, sxt, sdb, sdt, syb, syt, swc,
-    KW: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, VARLEN: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr,
-):  # fmt: skip
-    """dy = dout act'(z) of the program's tokens (written in x's dtype with SiLU), and its
-    float32 partial sums of dw and db (from dy before rounding)."""
-    i_t, i_c, i_b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    rows = i_t * BT + tl.arange(0, BT)
-    cols = i_c * BC + tl.arange(0, BC)
-    cmask = cols < C
-    mask = (rows < T)[:, None] & cmask[None, :]
-    X += i_b.to(tl.int64) * sxb
-    b_start = 0
-    if VARLEN:
-        b_start = tl.load(START + rows, mask=rows < T, other=0)
-    dptr = DO + i_b.to(tl.int64) * sdb + rows.to(tl.int64)[:, None] * sdt + cols[None, :]
-    dy = tl.load(dptr, mask=mask, other=0.0).to(tl.float32)
-    if SILU:
-        z = _preact(X, Wt, BIAS, b_start, rows, cols, T, C, sxt, swc, KW, HAS_B, VARLEN,
-                    BT, BC)  # fmt: skip
-        sig = tl.sigmoid(z)
-        dy = dy * sig * (1.0 + z * (1.0 - sig))
-        out = DY + i_b.to(tl.int64) * syb + rows.to(tl.int64)[:, None] * syt + cols[None, :]
-        tl.store(out, dy.to(DY.dtype.element_ty), mask=mask)
-    prow = PART + (i_b * tl.num_programs(0) + i_t).to(tl.int64) * (KW + 1) * C + cols
-    for j in tl.static_range(KW):
-        xj = _tap(X, b_start, rows, cols, T, C, sxt, KW - 1 - j, VARLEN)
-        tl.store(prow + j * C, tl.sum(dy * xj, axis=0), mask=cmask)
-    tl.store(prow + KW * C, tl.sum(dy, axis=0), mask=cmask)
+            out = DY + rows.to(tl.int64)[:, None] * syt + cols[None, :]
+            tl.store(out, dy.to(DY.dtype.element_ty), mask=mask)
+        for j in tl.static_range(KW):
+            xj = _tap(X, b_start, rows, cols, T, C, sxt, KW - 1 - j, VARLEN)
+            wsum += tl.where(taps == j, tl.sum(dy * xj, axis=0)[None, :], 0.0)
+        bsum += tl.sum(dy, axis=0)
+    prow = PART + (i_b * tl.num_programs(0) + i_t).to(tl.int64) * (KW + 1) * C
+    tl.store(prow + taps * C + cols[None, :], wsum, mask=(taps < KW) & cmask[None, :])
+    tl.store(prow + KW * C + cols, bsum, mask=cmask)
 
 
 @triton.jit
@@ -228,46 +187,31 @@ def _forward(x, w, bias, silu, start):
 
 
 def _backward(x, w, bias, silu, start, dout, want_w, want_b):
-    """(dx, dw, db): dw [C, W] and db [C] in float32 (None unless wanted)."""
+    """(dx, dw, db): dw [C, W] and db [C] in float32 (None unless wanted). Two kernels: dy and
+    the partial sums of dw and db, then dx from dy. Without an activation dy is dout itself
+    and nothing is written for it."""
     B, T, C = x.shape
     W = w.shape[1]
     dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     if x.numel() == 0:
         zeros = torch.zeros((C, W + 1), device=x.device, dtype=torch.float32)
         return dx, zeros[:, :W] if want_w else None, zeros[:, W] if want_b else None
-    if SPLIT_BACKWARD:
-        part = _backward_split(x, w, bias, silu, start, dout, dx)
-    else:
-        bt = BWD_BT if x.is_cuda else _INTERPRET["BT"]
-        part = torch.empty((B * cdiv(T, bt), W + 1, C), device=x.device, dtype=torch.float32)
-        args = (x, w, bias, dout, dx, part, start, T, C, x.stride(0), x.stride(1),
-                dout.stride(0), dout.stride(1), dx.stride(0), dx.stride(1),
-                w.stride(0))  # fmt: skip
-        launch(_bwd_kernel, _BWD_CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B),
-               args, _meta(W, bias, silu, start), _INTERPRET, key=("T", "C"))  # fmt: skip
-    sums = part.sum(0) if want_w or want_b else None  # [W + 1, C]
-    dw = sums[:W].t() if want_w else None
-    db = sums[W] if want_b else None
-    return dx, dw, db
-
-
-def _backward_split(x, w, bias, silu, start, dout, dx):
-    """dy and the partial sums (one kernel), then dx from dy (another); returns the partial
-    sums' buffer. Without an activation dy is dout itself and nothing is written for it."""
-    B, T, C = x.shape
-    W = w.shape[1]
-    bt = SPLIT_BT if x.is_cuda else _INTERPRET["BT"]
-    part = torch.empty((B * cdiv(T, bt), W + 1, C), device=x.device, dtype=torch.float32)
+    span = SPAN if x.is_cuda else 2 * _INTERPRET["BT"]
+    part = torch.empty((B * cdiv(T, span), W + 1, C), device=x.device, dtype=torch.float32)
     dy = torch.empty(x.shape, device=x.device, dtype=x.dtype) if silu else dout
     args = (x, w, bias, dout, dy, part, start, T, C, x.stride(0), x.stride(1), dout.stride(0),
             dout.stride(1), dy.stride(0), dy.stride(1), w.stride(0))  # fmt: skip
-    launch(_bwd_dy_kernel, _DY_CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B),
-           args, _meta(W, bias, silu, start), _INTERPRET, key=("T", "C"))  # fmt: skip
+    meta = {**_meta(W, bias, silu, start), "KP": triton.next_power_of_2(W), "SPAN": span}
+    launch(_bwd_dy_kernel, _DY_CONFIGS, lambda kw: (cdiv(T, span), cdiv(C, kw["BC"]), B), args,
+           meta, _INTERPRET, key=("T", "C"))  # fmt: skip
     args = (dy, w, dx, start, T, C, dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1),
             w.stride(0))  # fmt: skip
     launch(_bwd_dx_kernel, _CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B), args,
            {"KW": W, "VARLEN": start is not None}, _INTERPRET, key=("T", "C"))  # fmt: skip
-    return part
+    sums = part.sum(0) if want_w or want_b else None  # [W + 1, C]
+    dw = sums[:W].t() if want_w else None
+    db = sums[W] if want_b else None
+    return dx, dw, db
 
 
 class ShortConvFunction(torch.autograd.Function):

@@ -165,12 +165,16 @@ def test_bad_arguments_say_what_and_where(call, message):
 
 def test_cost_formulas_count_the_kernels_work():
     """Forward FLOPs: W multiply-adds, bias and SiLU per element; traffic: x read and y
-    written in the I/O dtype, the backward reading x and dout and writing dx."""
+    written in the I/O dtype; the backward reads x and dout, with SiLU writes dy and reads it
+    back, else reads dout again, and writes dx."""
     M, C, W = 4096, 2048, 4
     assert cost.flops_forward(M, C, W) == 2 * W * M * C
     assert cost.flops_forward(M, C, W, silu=True, bias=True) == (2 * W + 1 + 4) * M * C
     assert cost.io_forward(M, C, W, bytes_per=2) == 2 * M * C * 2 + C * W * 2
-    parts = (M // cost.BWD_BT) * (W + 1) * C * 4
-    assert cost.io_backward(M, C, W, bytes_per=2) == 3 * M * C * 2 + 2 * parts + 2 * C * W * 2
+    parts = (M // cost.SPAN) * (W + 1) * C * 4
+    assert cost.io_backward(M, C, W, bytes_per=2) == 4 * M * C * 2 + 2 * parts + 2 * C * W * 2
+    with_dy = 5 * M * C * 2 + 2 * parts + 2 * C * W * 2  # dy written and read back
+    assert cost.io_backward(M, C, W, bytes_per=2, silu=True) == with_dy
+    assert cost.workspace_backward(M, C, W, 2, silu=True) == parts + M * C * 2
     assert cost.kept_bytes(M, C, 2) == M * C * 2
-    assert cost.BWD_BT == kernels.BWD_BT  # the formulas' block is the kernel's
+    assert cost.SPAN == kernels.SPAN  # the formulas' block is the kernel's
