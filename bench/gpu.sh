@@ -115,9 +115,9 @@ case $SUITE in
       --fla-warmup-s "${GATED_BLOCKS_WARMUP_S:-380}"
     ;;
   conv)  # the short convolution: correctness, against conv1d, deltanet_block with its kernels
-    step conv_check 120 $PY bench/gpu_check.py --ops short_conv --dtypes bfloat16,float16,float32 \
+    step conv_check 150 $PY bench/gpu_check.py --ops short_conv --dtypes bfloat16,float16,float32 \
       --out "$OUT/conv_check.json"
-    step ops_conv 180 $PY bench/ops_conv.py --breakdown --out "$OUT/ops_conv.json"
+    step ops_conv 120 $PY bench/ops_conv.py --breakdown --out "$OUT/ops_conv.json"
     step conv_block 300 $PY bench/gated_blocks_gpu.py --blocks deltanet_block --short-conv ncd \
       --hand-conv "${HAND_CONV:-fla}" --out "$OUT" --fla-warmup-s 150
     ;;

@@ -1,6 +1,7 @@
 """GPU benchmark of the causal short convolution (ncd.ops.short_conv) against the PyTorch form
-the compiler lowers it to by default (`runtime.short_conv`: conv1d on the transposed input,
-padded W - 1 on both sides, the first T outputs kept, SiLU) and torch.compile of that form.
+the compiler lowers it to on the CPU and under `fused="torch"` (`runtime.short_conv`: conv1d
+on the transposed input, padded W - 1 on both sides, the first T outputs kept, SiLU) and
+torch.compile of that form.
 
 Op `short_conv` (SiLU after it, no bias, W = 4: DeltaNet's); `impl`: `ncd`, `torch`,
 `torch_compile`, `fla` (fla-core's Triton `causal_conv1d`, its ShortConvolution's kernel; an
@@ -9,7 +10,8 @@ channels (`K` in the rows, `H` = 1), bfloat16. Per row: relative RMS error of y 
 gradient against the float64 reference, `do_bench` medians of the forward and of forward +
 backward, the peak extra memory of one forward + backward. ncd rows carry `vs_torch`,
 `vs_compile` and `vs_fla` (their forward + backward time over ncd's). Rows follow
-bench/README.md's JSON format.
+bench/README.md's JSON format. `--breakdown` adds each implementation's kernels (device
+microseconds per forward + backward) and the configurations ncd's autotuner chose.
 
     PYTHONPATH=. python3 bench/ops_conv.py --out $OUT/ops_conv.json [--breakdown]
     .venv/bin/python bench/ops_conv.py --dry-run --out /tmp/ops_conv.json   # CPU, tiny shapes
