@@ -1,7 +1,7 @@
 #!/bin/bash
 # The GPU benchmarks in named suites, one call each, on a machine where ncd is not installed:
 #
-#   bash bench/gpu.sh SUITE [COMMIT]
+#   bash bench/gpu.sh SUITE [COMMIT]      (COMMIT: the argument, else $COMMIT, else git HEAD)
 #
 #   ops       softmax and linear attention against SDPA and fla at every T (bf16), then every
 #             option of both ops checked in bfloat16 and float16
@@ -39,7 +39,7 @@
 # names) runs only those steps of the suite.
 set -o pipefail
 SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, conv, compiler, diagnose, distributed or imports"}
-export COMMIT=${2:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+export COMMIT=${2:-${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_out}
 REPO=$(cd "$(dirname "$0")/.." && pwd)

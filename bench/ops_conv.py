@@ -101,18 +101,15 @@ def one(impl, B, T, C, dtype, device, dry):
     return row
 
 
-def kernels(impl, B, T, C, dtype, late=None):
+def kernels(impl, B, T, C, dtype):
     """{impl, T, fwdbwd_ms, kernels: {name: device us per call}} of one forward + backward
-    (ncd's: with the configurations its autotuner chose; `late` sets kernels.SUM_LATE)."""
+    (ncd's: with the configurations its autotuner chose)."""
     import torch
     from profiling import kernel_table
     from triton.testing import do_bench
 
     from ncd.ops._backend import tuned_configs
-    from ncd.ops.short_conv import kernels as sc
 
-    before = sc.SUM_LATE
-    sc.SUM_LATE = before if late is None else late
     try:
         x = torch.randn(B, T, C, device="cuda").to(dtype).requires_grad_()
         w = (torch.randn(C, 1, W, device="cuda") / 2).to(dtype).requires_grad_()
@@ -126,9 +123,7 @@ def kernels(impl, B, T, C, dtype, late=None):
         table = {k: round(us, 1) for k, (_, us) in kernel_table(step).items()}
     except Exception as e:  # noqa: BLE001 - an anchor that fails is reported, not fatal
         return {"impl": impl, "T": T, "error": f"{type(e).__name__}: {e}"[:300]}
-    finally:
-        sc.SUM_LATE = before
-    out = {"impl": impl, "T": T, "sum_late": late, "fwdbwd_ms": ms, "kernels": table}
+    out = {"impl": impl, "T": T, "fwdbwd_ms": ms, "kernels": table}
     if impl == "ncd":
         out["configs"] = {k: v for k, v in tuned_configs().items() if k.startswith("kernels.")}
     print(json.dumps(out), flush=True)
@@ -170,9 +165,8 @@ def main(argv=None) -> int:
                 if mine.get(other, {}).get("fwdbwd_ms"):
                     mine["ncd"][key] = mine[other]["fwdbwd_ms"] / mine["ncd"]["fwdbwd_ms"]
     if args.breakdown and device == "cuda":
-        breakdown = [kernels(impl, B, T, C, dtype, late) for B, T, C in SHAPES
-                     for impl, late in (("ncd", False), ("ncd", True), ("torch", None),
-                                        ("fla", None))]  # fmt: skip
+        breakdown = [kernels(impl, B, T, C, dtype) for B, T, C in SHAPES
+                     for impl in ("ncd", "torch", "fla")]  # fmt: skip
     meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "date": datetime.date.today().isoformat(), "commit": commit(None),
             "torch": torch.__version__, "triton": triton.__version__}  # fmt: skip

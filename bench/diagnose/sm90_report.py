@@ -364,22 +364,19 @@ def conv_rows(dtype, W=4):
     ty = TY[dtype]
     ptrs = {"X": f"*{ty}", "Wt": f"*{ty}", "BIAS": f"*{ty}", "Y": f"*{ty}", "DO": f"*{ty}",
             "DX": f"*{ty}", "DY": f"*{ty}", "PART": "*fp32", "START": "*i32"}  # fmt: skip
-    kernels = (("_fwd_kernel", sc._CONFIGS, False), ("_bwd_dy_kernel", sc._DY_CONFIGS, False),
-               ("_bwd_dy_kernel", sc._DY_LATE_CONFIGS, True),
-               ("_bwd_dx_kernel", sc._CONFIGS, False))  # fmt: skip
-    for kname, configs, late in kernels:
+    kernels = (("_fwd_kernel", sc._CONFIGS), ("_bwd_dy_kernel", sc._DY_CONFIGS),
+               ("_bwd_dx_kernel", sc._CONFIGS))  # fmt: skip
+    for kname, configs in kernels:
         kernel = getattr(sc, kname)
         for silu, bias, varlen in ((True, False, False), (True, True, False), (False, False, True)):
-            meta = dict(KW=W, HAS_B=bias, SILU=silu, VARLEN=varlen, KP=W, SPAN=sc.SPAN,
-                        SUM_LATE=late)  # fmt: skip
+            meta = dict(KW=W, HAS_B=bias, SILU=silu, VARLEN=varlen, KP=W, SPAN=sc.SPAN)
             meta = {k: v for k, v in meta.items() if k in kernel.arg_names}
             sig = {a: ptrs.get(a, "i32") for a in kernel.arg_names}
             strides = ("C", "sxb", "sxt", "syb", "syt", "sdb", "sdt", "sob", "sot")
             div = [a for a in kernel.arg_names if a in ptrs or a in strides]
             for cfg in configs:
                 consts = {**meta, **cfg.kwargs}
-                label = (f"conv {kname}{' late' * late} W={W} silu={silu:d} bias={bias:d} "
-                         f"varlen={varlen:d} {cfg}")  # fmt: skip
+                label = f"conv {kname} W={W} silu={silu:d} bias={bias:d} varlen={varlen:d} {cfg}"
                 yield label, lambda k=kernel, s=sig, c=consts, w=cfg.num_warps, d=div: _compile(
                     k, s, c, w, None, d)  # fmt: skip
 

@@ -15,8 +15,9 @@ from x; dy = dout without an activation),
     db      = sum_t dy(t)
 
 The first kernel computes dy of SPAN tokens per program (W shifted loads of x for z, one of
-dout), writes it in x's dtype (with SiLU; without, dy is dout and nothing is written), and
-writes its float32 partial sums of dw and db over those tokens to its own row of a
+dout), writes it in x's dtype (with SiLU; without, dy is dout and nothing is written),
+accumulates the terms of dw and db elementwise, and writes their float32 sums over its tokens
+to its own row of a
 ``[programs along T, W + 1, C]`` buffer that one sum over its first axis reduces: no atomics,
 deterministic. The second reads dy at W shifts and writes dx. Packed sequences (cu_seqlens)
 pass a per-token start position: a tap before its token's start reads zero, and a dy after
@@ -37,16 +38,12 @@ _CONFIGS = [
     for bt, bc, w in ((64, 128, 4), (32, 256, 4), (128, 64, 4), (64, 256, 8))
 ]
 _INTERPRET = {"BT": 16, "BC": 32}
-# The backward's first kernel walks SPAN tokens per program in blocks of BT, summing its
-# partial sums of dw and db over them: one float32 row of partial sums per SPAN tokens.
+# The backward's first kernel walks SPAN tokens per program in blocks of BT, accumulating its
+# dw and db terms elementwise and summing them over the tokens once, at the end: one float32
+# row of partial sums per SPAN tokens. Its [W, BT, BC] accumulator bounds the tiles (no spills
+# for sm_90: bench/diagnose/sm90_report.py --kernels conv).
 SPAN = 256
 _DY_CONFIGS = [
-    triton.Config({"BT": bt, "BC": bc}, num_warps=w)
-    for bt, bc, w in ((32, 64, 4), (64, 32, 4), (64, 64, 4), (32, 128, 4), (64, 128, 8))
-]
-
-SUM_LATE = False  # sum dw's terms over the tokens once per span (True) or once per block
-_DY_LATE_CONFIGS = [
     triton.Config({"BT": bt, "BC": bc}, num_warps=w)
     for bt, bc, w in ((32, 64, 4), (64, 32, 4), (16, 128, 4), (32, 128, 8), (64, 64, 8))
 ]
@@ -104,8 +101,7 @@ def _fwd_kernel(
 def _bwd_dy_kernel(
     X, Wt, BIAS, DO, DY, PART, START, T, C, sxb, sxt, sdb, sdt, syb, syt, swc,
     KW: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, VARLEN: tl.constexpr,
-    KP: tl.constexpr, SPAN: tl.constexpr, SUM_LATE: tl.constexpr, BT: tl.constexpr,
-    BC: tl.constexpr,
+    KP: tl.constexpr, SPAN: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
     """dy = dout act'(z) of the program's SPAN tokens (written in x's dtype with SiLU), and
     its float32 partial sums of dw and db over them (from dy before rounding)."""
@@ -115,10 +111,8 @@ def _bwd_dy_kernel(
     X += i_b.to(tl.int64) * sxb
     DO += i_b.to(tl.int64) * sdb
     DY += i_b.to(tl.int64) * syb
-    wsum = tl.zeros((KP, BC), dtype=tl.float32)  # row j: sum_t dy(t) x(t - (KW - 1) + j)
-    taps = tl.arange(0, KP)[:, None]  # KP: KW's next power of two
-    bsum = tl.zeros((BC,), dtype=tl.float32)
-    taps3 = tl.arange(0, KP)[:, None, None]
+    taps = tl.arange(0, KP)  # KP: KW's next power of two
+    # [j, t, c]: dy(t) x(t - (KW - 1) + j), summed over t after the loop
     wacc = tl.zeros((KP, BT, BC), dtype=tl.float32)
     bacc = tl.zeros((BT, BC), dtype=tl.float32)
     for i in tl.range(SPAN // BT):
@@ -138,19 +132,13 @@ def _bwd_dy_kernel(
             tl.store(out, dy.to(DY.dtype.element_ty), mask=mask)
         for j in tl.static_range(KW):
             xj = _tap(X, b_start, rows, cols, T, C, sxt, KW - 1 - j, VARLEN)
-            if SUM_LATE:
-                wacc += tl.where(taps3 == j, (dy * xj)[None, :, :], 0.0)
-            else:
-                wsum += tl.where(taps == j, tl.sum(dy * xj, axis=0)[None, :], 0.0)
-        if SUM_LATE:
-            bacc += dy
-        else:
-            bsum += tl.sum(dy, axis=0)
-    if SUM_LATE:
-        wsum = tl.sum(wacc, axis=1)
-        bsum = tl.sum(bacc, axis=0)
+            wacc += tl.where(taps[:, None, None] == j, (dy * xj)[None, :, :], 0.0)
+        bacc += dy
+    wsum = tl.sum(wacc, axis=1)
+    bsum = tl.sum(bacc, axis=0)
     prow = PART + (i_b * tl.num_programs(0) + i_t).to(tl.int64) * (KW + 1) * C
-    tl.store(prow + taps * C + cols[None, :], wsum, mask=(taps < KW) & cmask[None, :])
+    wmask = (taps < KW)[:, None] & cmask[None, :]
+    tl.store(prow + taps[:, None] * C + cols[None, :], wsum, mask=wmask)
     tl.store(prow + KW * C + cols, bsum, mask=cmask)
 
 
@@ -220,11 +208,9 @@ def _backward(x, w, bias, silu, start, dout, want_w, want_b):
     dy = torch.empty(x.shape, device=x.device, dtype=x.dtype) if silu else dout
     args = (x, w, bias, dout, dy, part, start, T, C, x.stride(0), x.stride(1), dout.stride(0),
             dout.stride(1), dy.stride(0), dy.stride(1), w.stride(0))  # fmt: skip
-    meta = {**_meta(W, bias, silu, start), "KP": triton.next_power_of_2(W), "SPAN": span,
-            "SUM_LATE": SUM_LATE}  # fmt: skip
-    configs = _DY_LATE_CONFIGS if SUM_LATE else _DY_CONFIGS
-    launch(_bwd_dy_kernel, configs, lambda kw: (cdiv(T, span), cdiv(C, kw["BC"]), B), args, meta,
-           _INTERPRET, key=("T", "C"))  # fmt: skip
+    meta = {**_meta(W, bias, silu, start), "KP": triton.next_power_of_2(W), "SPAN": span}
+    launch(_bwd_dy_kernel, _DY_CONFIGS, lambda kw: (cdiv(T, span), cdiv(C, kw["BC"]), B), args,
+           meta, _INTERPRET, key=("T", "C"))  # fmt: skip
     args = (dy, w, dx, start, T, C, dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1),
             w.stride(0))  # fmt: skip
     launch(_bwd_dx_kernel, _CONFIGS, lambda kw: (cdiv(T, kw["BT"]), cdiv(C, kw["BC"]), B), args,
