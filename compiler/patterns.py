@@ -21,11 +21,15 @@ computes what the chain computes:
   residual stream goes on): the fused box writes it as its second output, `sum`, which the
   add's readers then read.
 
-- `short_conv`: conv (depthwise over one axis, channels kept, width W <= 64, stride and
-  dilation 1, padded W - 1 on both sides) → slice of that axis keeping its first positions (as
-  many as the input has) → [unary silu]; run by `ncd.ops.short_conv`, the causal short
-  convolution. The fused box keeps the conv's name and parameters, and the readers of the
-  chain's last box read it (`rewrites.MOVED`).
+- `short_conv`: conv (depthwise over one axis, as many channels out as in, width W <= 64,
+  stride and dilation 1, padded W - 1 on both sides) → [rename]* → slice of that axis keeping
+  its first positions (as many as the input has) → [(rename | permute)* → unary silu]; run by
+  `ncd.ops.short_conv`, the causal short convolution. The fused box keeps the conv's name and
+  parameters. Without renames or permutes the readers of the chain's last box read it
+  (`rewrites.MOVED`); with them (the chains the importer writes: a conv names its output
+  channels anew, a slice's length gets a name of its own, transposes surround the conv) a
+  rename and a permute after the fused box give the region's output its names and order, the
+  last of them named after the chain's last box.
 
 Each inner wire of a match is read once, by a box of the same match; its last box's output
 is the region's output, in the axis order and element type the fused box gives.
@@ -62,6 +66,10 @@ class Match:
     dims: dict[str, str]
     """Role (query, key, head, value) -> axis name."""
     causal: bool = False
+    tail: tuple[tuple[str, object], ...] = ()
+    """short_conv: what follows the fused box so that the region's output keeps its names and
+    axis order: ("rename", {old: new}) and ("permute", order) steps, in that order (an
+    imported chain renames the sizes it changes and permutes around the convolution)."""
     normalize: bool = False
     """Linear attention divided by q · (running sum of k)."""
     scale: str | None = None
@@ -387,10 +395,12 @@ SHORT_CONV_WIDEST = 64
 
 
 def _short_conv(g: Graph, conv: str) -> Iterator[Match]:
-    """conv → slice → [silu] as described in the module's docstring."""
+    """conv → [rename]* → slice → [(rename | permute)* → silu], as described in the module's
+    docstring. The renames and permutes (an imported chain's: its conv names the channels it
+    writes anew, its slice's length gets a name of its own) become the match's `tail`."""
     c = g.c
     b = c.box(conv)
-    if b.transposed or len(b.spatial) != 1 or b.out != b.channel:
+    if b.transposed or len(b.spatial) != 1:
         return
     (axis,) = b.spatial
     (w,), (s,), (p,), (d,) = (b._norm(f) for f in ("kernel", "stride", "padding", "dilation"))
@@ -402,19 +412,33 @@ def _short_conv(g: Graph, conv: str) -> Iterator[Match]:
     cin = x.axis(b.channel).size
     if not _same_size(c, cin, b.n_groups(cin)):  # one group per channel
         return
-    cut = g.only_reader(conv)
+    if b.out != b.channel and not _same_size(c, y.axis(b.out).size, cin):
+        return
+    # x's names -> their names where the chain has reached
+    now = {a: (b.out if a == b.channel else a) for a in x.names}
+    if y.names != tuple(now[a] for a in x.names):
+        return
+    boxes = [conv]
+    cut = _through(g, conv, boxes, now, ("rename",))
     if cut is None or g.kind(cut) != "slice":
         return
     sl = c.box(cut)
     kept = c.outs[cut]["out"]
-    if sl.axis != axis or sl.start != 0 or sl.step != 1 or kept.names != x.names:
+    if sl.axis != now[axis] or sl.start != 0 or sl.step != 1:
         return
-    if not _same_size(c, kept.axis(axis).size, x.axis(axis).size) or y.names != x.names:
+    if not _same_size(c, kept.axis(sl.axis).size, x.axis(axis).size):
         return
-    boxes = [conv, cut]
-    act = g.only_reader(cut)
+    boxes.append(cut)
+    after, renamed = list(boxes), dict(now)
+    act = _through(g, cut, after, renamed, ("rename", "permute"))
     if act is not None and g.kind(act) == "unary" and c.box(act).fn == "silu":
-        boxes.append(act)
+        boxes, now = [*after, act], renamed
+    out = c.outs[boxes[-1]]["out"]
+    tail: list[tuple[str, object]] = []
+    if any(now[a] != a for a in x.names):
+        tail.append(("rename", {a: now[a] for a in x.names if now[a] != a}))
+    if out.names != tuple(now[a] for a in x.names):
+        tail.append(("permute", out.names))
     yield Match(
         "short_conv",
         tuple(boxes),
@@ -422,7 +446,23 @@ def _short_conv(g: Graph, conv: str) -> Iterator[Match]:
         {"x": c.sources[conv]["x"]},
         (boxes[-1], "out"),
         {"axis": axis, "channel": b.channel},
+        tail=tuple(tail),
     )
+
+
+def _through(g: Graph, box: str, boxes: list[str], now: dict[str, str], kinds) -> str | None:
+    """The first reader after a run of `kinds` (renames, permutes) that each read the one
+    before them alone, starting at `box`'s only reader; the run is appended to `boxes` and its
+    renames applied to `now`. None where a box of the run has other readers."""
+    nxt = g.only_reader(box)
+    while nxt is not None and g.kind(nxt) in kinds:
+        step = g.c.box(nxt)
+        if step.kind == "rename":
+            for a, name in now.items():
+                now[a] = step.mapping.get(name, name)
+        boxes.append(nxt)
+        nxt = g.only_reader(nxt)
+    return nxt
 
 
 def _same_size(c: Checked, x, y) -> bool:

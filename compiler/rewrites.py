@@ -18,7 +18,9 @@ The builders here lower to the kernels of ncd.ops:
   now read `norm.sum`);
 - `short_conv`: a depthwise conv padded on both sides → the slice keeping its first positions
   → [silu] becomes a `short_conv` box named after the conv (it holds the conv's parameters),
-  which the readers of the chain's last box now read.
+  which the readers of the chain's last box now read; where the chain renames or permutes
+  axes (as imported chains do), a rename and a permute follow the fused box, the last named
+  after the chain's last box.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def apply_rewrites(
         return circuit
     fused = {m.boxes[-1]: REWRITES[m.kind](checked, m) for m in found}
     gone = {b for m in found for b in m.boxes[:-1]}
-    boxes = [fused.get(b.name, b) for b in circuit.boxes if b.name not in gone]
+    boxes = [n for b in circuit.boxes if b.name not in gone for n in _listed(fused.get(b.name, b))]
     moved = {k: v for m in found if m.kind in MOVED for k, v in MOVED[m.kind](m).items()}
     if not moved:
         return circuit.model_copy(update={"boxes": boxes})
@@ -76,6 +78,11 @@ def apply_rewrites(
 MOVED: dict[str, Callable[[Match], dict[str, str]]] = {}
 """Match kind -> where the references to a match's boxes go when its fused box has more
 outputs than the box it is named after (`{old box: new reference}`)."""
+
+
+def _listed(box) -> list:
+    """A builder's result as a list: its fused box, or the boxes it wrote in its place."""
+    return box if isinstance(box, list) else [box]
 
 
 def _moved(ref: str, moved: dict[str, str]) -> str:
@@ -139,8 +146,10 @@ def add_norm_box(c: Checked, m: Match):
 
 @register("short_conv")
 def short_conv_box(c: Checked, m: Match):
+    """The short_conv box, then the match's tail (a rename, a permute), the last of them named
+    after the chain's last box and the one before it after the chain's second."""
     conv, last = c.box(m.boxes[0]), c.box(m.boxes[-1])
-    return KINDS["short_conv"](
+    fused = KINDS["short_conv"](
         name=conv.name,
         inputs={"x": conv.inputs["x"]},
         label=conv.label,
@@ -151,7 +160,16 @@ def short_conv_box(c: Checked, m: Match):
         bias=conv.bias,
         activation="silu" if last.kind == "unary" else "none",
     )
+    if not m.tail:
+        return fused
+    out, names = [fused], [m.boxes[1], m.boxes[-1]][-len(m.tail) :]
+    for (kind, arg), name in zip(m.tail, names):
+        field = "mapping" if kind == "rename" else "order"
+        step = {"name": name, "inputs": {"x": out[-1].name}, "group": conv.group, field: arg}
+        out.append(KINDS[kind](**step))
+    return out
 
 
-MOVED["short_conv"] = lambda m: {b: m.boxes[0] for b in m.boxes[1:]}
+# without a tail the readers of the chain's boxes read the fused box; with one, its last box
+MOVED["short_conv"] = lambda m: {} if m.tail else {b: m.boxes[0] for b in m.boxes[1:]}
 MOVED["add_norm"] = lambda m: {m.boxes[0]: f"{m.boxes[1]}.sum", m.boxes[1]: f"{m.boxes[1]}.out"}

@@ -546,7 +546,8 @@ def _short_conv_io(self: _Walker, r: Region, by_name) -> None:
     M = x.numel() / C
     W = conv._norm("kernel")[0]
     bp = R.DTYPE_BYTES[self.dtype or x.dtype]
-    silu = len(r.boxes) == 3
+    end = c.box(r.boxes[-1])
+    silu = end.kind == "unary" and end.fn == "silu"
     kw = dict(silu=silu, bias=conv.bias)
     kernel = "ncd.ops.short_conv"
     for name in r.boxes:

@@ -90,6 +90,74 @@ def test_a_silu_with_another_reader_stays_out_and_no_silu_is_fine():
     assert m.boxes == ("conv", "cut")
 
 
+class _Transposed(torch.nn.Module):
+    """x [B, T, C] through nn.Conv1d on its transpose, cut to T, transposed back, then SiLU."""
+
+    def __init__(self, C=6, W=4, bias=True):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(C, C, W, groups=C, padding=W - 1, bias=bias)
+
+    def forward(self, x):
+        h = self.conv(x.transpose(1, 2))[..., : x.shape[1]]
+        return torch.nn.functional.silu(h.transpose(1, 2))
+
+
+class _MambaStyle(torch.nn.Module):
+    """Mamba's slow path as written in PyTorch: projection, transpose, conv cut to T, SiLU on
+    the channels-first tensor, transpose back, projection."""
+
+    def __init__(self, C=6, W=4):
+        super().__init__()
+        self.inp, self.out = torch.nn.Linear(C, C), torch.nn.Linear(C, C)
+        self.conv = torch.nn.Conv1d(C, C, W, groups=C, padding=W - 1)
+
+    def forward(self, x):
+        h = self.inp(x).transpose(1, 2)
+        h = torch.nn.functional.silu(self.conv(h)[..., : x.shape[1]])
+        return self.out(h.transpose(1, 2))
+
+
+@pytest.mark.parametrize("model", [_Transposed, _MambaStyle], ids=lambda m: m.__name__)
+def test_imported_chains_match_through_their_renames_and_transposes(model):
+    """The importer's chain (the conv names its output channels anew, the cut length gets a
+    name of its own, transposes around it) becomes one short_conv box and a rename and
+    permute that give the output its names and order; compiled, it computes what the PyTorch
+    module computes, through conv1d and through ncd.ops.short_conv."""
+    torch.manual_seed(0)
+    m = model().double()
+    x = torch.randn(2, 11, 6, dtype=torch.float64)
+    c = ncd.compiler.from_torch(m, x)
+    (match,) = _short_convs(check(c))
+    assert match.boxes[-1] == "silu" and match.tail
+    r = apply_rewrites(c, names={"short_conv"})
+    kinds = [b.kind for b in r.boxes]
+    assert "short_conv" in kinds and "conv" not in kinds and "slice" not in kinds
+    assert not _short_convs(r.check())
+    for fused in ("auto", "ncd"):
+        module = ncd.compile(c, dtype=torch.float64, rewrites={"short_conv"}, fused=fused)
+        assert (ops.short_conv in _targets(module)) == (fused == "ncd")
+        torch.testing.assert_close(module(x), m(x), rtol=1e-12, atol=1e-12)
+    same_with_rewrites(c, {"short_conv"})
+    same_with_rewrites(c, {"short_conv"}, exact=False, fused="ncd")
+    priced = {b.name: b for b in analyse(c, {}, lowering="fused").boxes}
+    assert "ncd.ops.short_conv" in priced["silu"].kernel  # the cost model sees the same region
+    got = sympy.sympify(priced["silu"].io_bytes_bwd)
+    got = got.subs({s: c.sizes[s.name] for s in got.free_symbols})
+    M = sympy.Symbol("M")  # B T as the model writes it: a symbol, partial sums M / SPAN rows
+    assert got == sympy.sympify(sc_cost.io_backward(M, 6, 4, 8, True, silu=True)).subs(M, 22)
+
+
+def test_a_renamed_chain_read_elsewhere_stays_apart():
+    """A rename inside the chain that another box also reads: the chain is not fused there."""
+    b = Builder("t", sizes={"B": 2, "T": 7, "E": 6})
+    x = b.input("x", "B T E")
+    h = b.conv(x, "T", "E", "E", 4, padding=3, depthwise=True, bias=False, name="conv")
+    h = b.rename(h, {"T": "F"}, name="sizes")
+    b.output("z", h)
+    b.output("y", b.slice(h, "F", 0, "T", name="cut"))
+    assert not _short_convs(check(b.build()))
+
+
 def _targets(module):
     return {n.target for m in module.modules() if hasattr(m, "graph") for n in m.graph.nodes}
 
