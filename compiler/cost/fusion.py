@@ -57,7 +57,7 @@ def find_regions(checked, matched=None) -> list[Region]:
     c = checked
     g = Graph(c)
     # A short convolution is priced as ncd.ops.short_conv only where the compiler runs it on
-    # the GPU (compiler/choices.py): PyTorch's conv1d, the default until measured, keeps the
+    # the GPU (compiler/choices.py); PyTorch's conv1d, where the table says "torch", keeps the
     # padded output that the kernel does not.
     conv_kernel = choose("short_conv", "cuda") == "ncd"
     regions = [Region.of(m) for m in find_matches(matched or c)
