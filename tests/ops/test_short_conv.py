@@ -163,6 +163,28 @@ def test_bad_arguments_say_what_and_where(call, message):
         call(x, w)
 
 
+@pytest.mark.interpret
+@pytest.mark.parametrize("act", [None, "silu"])
+def test_the_forward_keeps_x_alone(act):
+    """What autograd holds for the backward (its saved-tensor hooks), parameters aside, is x
+    itself: `cost.kept_bytes` (the SiLU's input is recomputed, not kept)."""
+    x, w, b, _ = _case(2, 37, 24, 4, torch.float32, True)
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ops.short_conv(x, w, b, activation=act, backend="triton")
+    params = {w.data_ptr(), b.data_ptr()}
+    kept = [t for t in saved if t.data_ptr() not in params]
+    assert [t.data_ptr() for t in kept] == [x.data_ptr()]
+    M, C = 2 * 37, 24
+    assert sum(t.numel() * t.element_size() for t in kept) == cost.kept_bytes(M, C, 4)
+
+
 def test_cost_formulas_count_the_kernels_work():
     """Forward FLOPs: W multiply-adds, bias and SiLU per element; traffic: x read and y
     written in the I/O dtype; the backward reads x and dout, with SiLU writes dy and reads it
