@@ -22,6 +22,11 @@
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
 #             with fla's convolution (HAND_CONV=torch: PyTorch's, as the gated suite has it)
+#   ncu       Nsight Compute's counters (stall reasons, occupancy, memory throughput) of one
+#             launch of each kernel still far from its bound: the short convolution's dy kernel,
+#             simple_gla's backward, the delta rule's forward scan and prepare kernel
+#             (NCU_KERNELS="op:kernel ..." picks others; needs a machine whose runtime lets ncu
+#             read the counters, which the first step probes)
 #   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
 #             softmax kernels' block-size sweep at 8k
 #   imports   only check that ncd imports
@@ -38,7 +43,7 @@
 # the results, where the copy on the GPU machine has no .git. STEPS (a comma list of step
 # names) runs only those steps of the suite.
 set -o pipefail
-SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, conv, compiler, diagnose, distributed or imports"}
+SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, conv, ncu, compiler, diagnose, distributed or imports"}
 export COMMIT=${2:-${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_out}
@@ -121,6 +126,21 @@ case $SUITE in
     step conv_block 300 $PY bench/gated_blocks_gpu.py --blocks deltanet_block --short-conv ncd \
       --hand-conv "${HAND_CONV:-fla}" --out "$OUT" --fla-warmup-s 150
     ;;
+  ncu)  # Nsight Compute's counters for the kernels furthest from their bound (Firecracker
+    # machines read them; on gVisor ncu cannot: the probe says so first). One launch of each,
+    # from inside kernel_profile.py --bare's NVTX range, past the autotuner's trials.
+    NCU=${NCU:-ncu}
+    step ncu_probe 60 $NCU --version
+    for spec in ${NCU_KERNELS:-short_conv:_bwd_dy_kernel simple_gla:_bwd_kernel \
+                delta_rule:_scan_fwd_kernel delta_rule:_prep_kernel}; do
+      op=${spec%%:*} kernel=${spec#*:}
+      step "ncu_${op}_${kernel#_}" 150 $NCU --clock-control none --nvtx --nvtx-include "measure/" \
+        -k "regex:^${kernel}\$" --launch-count 1 --section SpeedOfLight --section Occupancy \
+        --section LaunchStats --section WarpStateStats --section SchedulerStats \
+        --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+        $PY bench/diagnose/kernel_profile.py --ops "$op" --T 8192 --bare 2
+    done
+    ;;
   diagnose)
     step host_overhead 90 $PY bench/diagnose/host_overhead.py
     step host_layers 60 $PY bench/diagnose/host_layers.py
@@ -137,7 +157,7 @@ case $SUITE in
     done
     ;;
   *)
-    echo "unknown suite: $SUITE (ops, f32, gluon, ops3, gated, compiler, diagnose, distributed or imports)" >&2
+    echo "unknown suite: $SUITE (ops, f32, gluon, ops3, gated, conv, ncu, compiler, diagnose, distributed or imports)" >&2
     exit 2
     ;;
 esac

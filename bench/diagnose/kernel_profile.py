@@ -1,11 +1,17 @@
 """Per-kernel GPU time of one forward + backward of the linear-attention families.
 
 For each op (plain causal linear attention, and the gated family with its gate's gradient on
-and off), torch.profiler records a few steps after warm-up; the table lists each CUDA kernel's
-time per step, so the cost of a family's extra passes (gate cumsums, dg reductions, the delta
-rule's WY pre-pass) reads directly against the plain kernel's.
+and off; `short_conv`, the short convolution on [B, T, H K] channels), torch.profiler records
+a few steps after warm-up; the table lists each CUDA kernel's time per step, so the cost of a
+family's extra passes (gate cumsums, dg reductions, the delta rule's WY pre-pass) reads
+directly against the plain kernel's.
 
     PYTHONPATH=. python3 bench/diagnose/kernel_profile.py --T 8192 [--ops simple_gla,linear]
+
+`--bare N` runs N steps after the warm-up inside an NVTX range named "measure" instead, with
+no profiler: for Nsight Compute's hardware counters of one kernel (`bash bench/gpu.sh ncu`:
+`ncu --nvtx --nvtx-include "measure/" -k regex:KERNEL --launch-count 1 ...`), which then
+skips the autotuner's trial launches.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ CASES = {
     "gla": ("gla", "gla", ("g_k",)),
     "delta_rule": ("delta_rule", "delta_rule", ("beta",)),
     "gated_delta_rule": ("delta_rule", "gated_delta_rule", ("g", "beta")),
+    "short_conv": ("short_conv", "short_conv", ()),
 }
 
 
@@ -48,20 +55,45 @@ def inputs(extras, B, T, H, K, dtype):
     return q, k, v, kw, rnd(B, T, H, K).to(dtype)
 
 
-def profile(case, B, T, H, K, dtype, steps=5):
+def step_of(case, B, T, H, K, dtype):
+    """One forward + backward of `case` at these sizes, as a function of no arguments."""
     import importlib
 
+    import torch
+
+    family, name, extras = CASES[case]
+    fn = getattr(importlib.import_module(f"ncd.ops.{family}"), name)
+    if case == "short_conv":  # width 4 and SiLU over H K channels, as DeltaNet's
+        x = torch.randn(B, T, H * K, device="cuda").to(dtype).requires_grad_()
+        w = (torch.randn(H * K, 4, device="cuda") / 2).to(dtype).requires_grad_()
+        dy = torch.randn(B, T, H * K, device="cuda").to(dtype)
+        return lambda: fn(x, w, activation="silu").backward(dy)
+    q, k, v, kw, do = inputs(extras, B, T, H, K, dtype)
+    return lambda: fn(q, k, v, **kw)[0].backward(do)
+
+
+def bare(case, B, T, H, K, dtype, steps):
+    """`steps` steps in an NVTX range "measure" after three outside it (compiles, autotunes)."""
+    import torch
+
+    step = step_of(case, B, T, H, K, dtype)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.nvtx.range_push("measure")
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.nvtx.range_pop()
+    print(f"{case} T={T}: {steps} steps in the NVTX range 'measure'")
+
+
+def profile(case, B, T, H, K, dtype, steps=5):
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
-    family, name, extras = CASES[case]
-    fn = getattr(importlib.import_module(f"ncd.ops.{family}"), name)
-    q, k, v, kw, do = inputs(extras, B, T, H, K, dtype)
-
-    def step():
-        fn(q, k, v, **kw)[0].backward(do)
-
+    step = step_of(case, B, T, H, K, dtype)
     for _ in range(3):
         step()
     torch.cuda.synchronize()
@@ -94,7 +126,14 @@ def main():
     p.add_argument("--K", type=int, default=128)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--out")
+    p.add_argument("--bare", type=int, default=0, metavar="N",
+                   help="N steps in an NVTX range 'measure', no profiler (for ncu)")  # fmt: skip
     a = p.parse_args()
+    if a.bare:
+        for T in a.T:
+            for case in a.ops:
+                bare(case, a.B, T, a.H, a.K, getattr(torch, a.dtype), a.bare)
+        return
     out = []
     for T in a.T:
         for case in a.ops:
