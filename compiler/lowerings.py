@@ -17,6 +17,7 @@ from torch import nn
 
 from ncd import ops
 from ncd.circuits.types import TensorType
+from ncd.ops import short_conv_cost
 
 from . import runtime
 from .choices import choose
@@ -766,11 +767,11 @@ def _add_norm(L: Lowerer, b, x, tin, tout):
 @lowers("short_conv")
 def _short_conv(L: Lowerer, b, x, tin, tout):
     """x laid out [rest..., axis, channel] (rest folded into one batch axis), then
-    ncd.ops.short_conv (`fused="ncd"`, or on CUDA where `choices` picks it: the Triton kernels
-    on CUDA, the reference elsewhere) or the conv1d, slice and SiLU of the boxes it replaces
-    (`runtime.short_conv`; also on the meta device that `to_source` writes from, unless
-    `fused="ncd"`). The weights are held by an nn.Conv1d named after the box, as the `conv`
-    box held them."""
+    ncd.ops.short_conv (`fused="ncd"`, or on CUDA where `choices` picks it and the filter is
+    no wider than its kernels take: the Triton kernels on CUDA, the reference elsewhere) or
+    the conv1d, slice and SiLU of the boxes it replaces (`runtime.short_conv`; also on the
+    meta device that `to_source` writes from, unless `fused="ncd"`). The weights are held
+    by an nn.Conv1d named after the box, as the `conv` box held them."""
     t = tin["x"]
     C = L.num(t.axis(b.channel).size)
     mod = nn.Conv1d(*plain((C, C, b.kernel)), padding=b.kernel - 1, groups=plain(C), bias=b.bias)
@@ -785,7 +786,9 @@ def _short_conv(L: Lowerer, b, x, tin, tout):
         h = L.method("flatten", h, 0, len(rest) - 1) if rest else L.method("unsqueeze", h, 0)
     device = torch.device(L.opts.device)
     kernels = L.opts.fused == "ncd" or (
-        device.type == "cuda" and choose("short_conv", device, L.opts.fused) == "ncd"
+        device.type == "cuda"
+        and choose("short_conv", device, L.opts.fused) == "ncd"
+        and b.kernel <= short_conv_cost.MAX_WIDTH  # wider: conv1d, not the op's reference
     )
     act = "silu" if b.activation == "silu" else None
     packed = {"cu_seqlens": x["offsets"]} if b.packed else {}

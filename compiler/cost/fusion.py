@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ncd.ops import short_conv_cost
+
 from ..choices import choose
 from ..patterns import Graph, Match, find_matches
 from .rules import POINTWISE
@@ -56,12 +58,16 @@ def find_regions(checked, matched=None) -> list[Region]:
     call, its subcircuit checked on its own, as the rewrite matches it)."""
     c = checked
     g = Graph(c)
+
     # A short convolution is priced as ncd.ops.short_conv only where the compiler runs it on
-    # the GPU (compiler/choices.py); PyTorch's conv1d, where the table says "torch", keeps the
-    # padded output that the kernel does not.
-    conv_kernel = choose("short_conv", "cuda") == "ncd"
+    # the GPU (compiler/choices.py, filters up to the kernels' widest); PyTorch's conv1d,
+    # where it runs instead, keeps the padded output that the kernel does not.
+    def conv_kernel(m: Match) -> bool:
+        width = c.box(m.boxes[0])._norm("kernel")[0]
+        return choose("short_conv", "cuda") == "ncd" and width <= short_conv_cost.MAX_WIDTH
+
     regions = [Region.of(m) for m in find_matches(matched or c)
-               if m.kind != "short_conv" or conv_kernel]  # fmt: skip
+               if m.kind != "short_conv" or conv_kernel(m)]  # fmt: skip
     taken = {b for r in regions for b in r.boxes}
     kind = {b: c.box(b).kind for b in c.order}
     only_reader = g.only_reader

@@ -7,6 +7,10 @@ Plain functions of the sizes (numbers or sympy symbols): ``M`` tokens (B T), ``C
 vectors, one per ``SPAN`` tokens.
 """
 
+MAX_WIDTH = 8
+"""The widest filter the Triton kernels take (kernels.py; wider ones run the PyTorch
+reference): the dy kernel's accumulator holds W rounded up to a power of two rows of its tile."""
+
 SPAN = 256
 """Tokens per program of the backward's first kernel (kernels.SPAN): one float32 row of
 partial sums each."""

@@ -29,9 +29,8 @@ import triton
 import triton.language as tl
 
 from .._backend import FLOATS, cdiv, check, check_cu_seqlens, launch, use_triton
+from .cost import MAX_WIDTH
 from .reference import ACTIVATIONS, sequence_starts, short_conv_reference, weight_2d
-
-MAX_WIDTH = 8  # the widest kernel the Triton kernels take (their loads grow as W^2)
 
 _CONFIGS = [
     triton.Config({"BT": bt, "BC": bc}, num_warps=w)

@@ -243,6 +243,21 @@ def test_fused_region_is_priced_as_the_kernel(monkeypatch):
     assert num(plain.numbers["activation_bytes"]) == M * C * 4 + padded
 
 
+def test_a_filter_wider_than_the_kernels_take_is_priced_as_conv1d():
+    """Past ops/short_conv's widest filter the compiler keeps PyTorch's conv1d on CUDA, and
+    the cost model prices what conv1d keeps (its padded output, SiLU's input)."""
+    W = sc_cost.MAX_WIDTH + 4
+    sizes = {"B": 2, "T": 64, "E": 8}
+    b = Builder("t", sizes=sizes)
+    b.output("y", _chain(b, b.input("x", "B T E"), pad=W - 1, width=W))
+    c = b.build()
+    assert _short_convs(check(c))  # the chain still matches: the rewrite still makes the box
+    fused = analyse(c, dict(sizes), lowering="fused")
+    assert all("short_conv" not in x.kernel for x in fused.boxes)
+    plain = analyse(c, dict(sizes), lowering="unfused")
+    assert fused.numbers["activation_bytes"] == plain.numbers["activation_bytes"]
+
+
 @pytest.mark.parametrize("fused", ["auto", "ncd"])
 def test_packed_sequences_are_convolved_apart(fused):
     """A packed `short_conv` box (offsets 0, 3, 4, 11 along T): each sequence's output is that
