@@ -66,10 +66,11 @@ class Match:
     dims: dict[str, str]
     """Role (query, key, head, value) -> axis name."""
     causal: bool = False
-    tail: tuple[tuple[str, object], ...] = ()
+    tail: tuple[tuple[str, object, str], ...] = ()
     """short_conv: what follows the fused box so that the region's output keeps its names and
-    axis order: ("rename", {old: new}) and ("permute", order) steps, in that order (an
-    imported chain renames the sizes it changes and permutes around the convolution)."""
+    axis order: ("rename", {old: new}, name) and ("permute", order, name) steps, in that order
+    (an imported chain renames the sizes it changes and permutes around the convolution), each
+    named after the chain's last box of its kind, else after the chain's last box."""
     normalize: bool = False
     """Linear attention divided by q · (running sum of k)."""
     scale: str | None = None
@@ -434,11 +435,15 @@ def _short_conv(g: Graph, conv: str) -> Iterator[Match]:
     if act is not None and g.kind(act) == "unary" and c.box(act).fn == "silu":
         boxes, now = [*after, act], renamed
     out = c.outs[boxes[-1]]["out"]
-    tail: list[tuple[str, object]] = []
+
+    def named(kind):  # the chain's last box of `kind`, else its last box
+        return next((n for n in reversed(boxes[1:]) if g.kind(n) == kind), boxes[-1])
+
+    tail: list[tuple[str, object, str]] = []
     if any(now[a] != a for a in x.names):
-        tail.append(("rename", {a: now[a] for a in x.names if now[a] != a}))
+        tail.append(("rename", {a: now[a] for a in x.names if now[a] != a}, named("rename")))
     if out.names != tuple(now[a] for a in x.names):
-        tail.append(("permute", out.names))
+        tail.append(("permute", out.names, named("permute")))
     yield Match(
         "short_conv",
         tuple(boxes),

@@ -19,8 +19,8 @@ The builders here lower to the kernels of ncd.ops:
 - `short_conv`: a depthwise conv padded on both sides → the slice keeping its first positions
   → [silu] becomes a `short_conv` box named after the conv (it holds the conv's parameters),
   which the readers of the chain's last box now read; where the chain renames or permutes
-  axes (as imported chains do), a rename and a permute follow the fused box, the last named
-  after the chain's last box.
+  axes (as imported chains do), a rename and a permute named after the chain's own follow the
+  fused box, and the readers of the chain's last box read the last of them.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def add_norm_box(c: Checked, m: Match):
 
 @register("short_conv")
 def short_conv_box(c: Checked, m: Match):
-    """The short_conv box, then the match's tail (a rename, a permute), the last of them named
-    after the chain's last box and the one before it after the chain's second."""
+    """The short_conv box, then the match's tail (a rename, a permute, named as the match
+    says)."""
     conv, last = c.box(m.boxes[0]), c.box(m.boxes[-1])
     fused = KINDS["short_conv"](
         name=conv.name,
@@ -162,14 +162,22 @@ def short_conv_box(c: Checked, m: Match):
     )
     if not m.tail:
         return fused
-    out, names = [fused], [m.boxes[1], m.boxes[-1]][-len(m.tail) :]
-    for (kind, arg), name in zip(m.tail, names):
+    out = [fused]
+    for kind, arg, name in m.tail:
         field = "mapping" if kind == "rename" else "order"
         step = {"name": name, "inputs": {"x": out[-1].name}, "group": conv.group, field: arg}
         out.append(KINDS[kind](**step))
     return out
 
 
-# without a tail the readers of the chain's boxes read the fused box; with one, its last box
-MOVED["short_conv"] = lambda m: {} if m.tail else {b: m.boxes[0] for b in m.boxes[1:]}
+def _short_conv_moved(m: Match) -> dict[str, str]:
+    """Without a tail the readers of the chain's boxes read the fused box (named after the
+    conv); with one, the readers of the chain's last box read the tail's last box."""
+    if not m.tail:
+        return {b: m.boxes[0] for b in m.boxes[1:]}
+    last = m.tail[-1][2]
+    return {m.boxes[-1]: last} if last != m.boxes[-1] else {}
+
+
+MOVED["short_conv"] = _short_conv_moved
 MOVED["add_norm"] = lambda m: {m.boxes[0]: f"{m.boxes[1]}.sum", m.boxes[1]: f"{m.boxes[1]}.out"}
