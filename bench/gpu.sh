@@ -111,10 +111,10 @@ case $SUITE in
     step gated_check 200 $PY bench/gpu_check.py --ops simple_gla --dtypes bfloat16,float16 \
       --out "$OUT/gated_check.json"
     step kernel_profile 150 $PY bench/diagnose/kernel_profile.py --T 8192 --out "$OUT/kernel_profile.json"
-    step ops_gated_ncd 200 $PY bench/ops_gated.py --impls ncd --T 2048 8192 32768 --limit 190 \
+    step ops_gated_ncd 200 $PY bench/ops_gated.py --impls ncd --T ${GATED_T:-1024 2048 8192 32768} --limit 190 \
       --out "$OUT/ops_gated_ncd.json"
     step ops_gated_fla 230 $PY bench/ops_gated.py --impls fla --ops ${GATED_FLA_OPS:-linear_attention,simple_gla,delta_rule} \
-      --T 2048 8192 --limit 110 --out "$OUT/ops_gated_fla.json"
+      --T ${GATED_FLA_T:-2048 8192} --limit 110 --out "$OUT/ops_gated_fla.json"
     # fla's warm-up (a child under --fla-warmup-s) and then about 2 minutes of measuring
     step gated_blocks 540 $PY bench/gated_blocks_gpu.py --out "$OUT" \
       --fla-warmup-s "${GATED_BLOCKS_WARMUP_S:-380}"
