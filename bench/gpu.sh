@@ -124,7 +124,7 @@ case $SUITE in
       --out "$OUT/conv_check.json"
     step ops_conv 120 $PY bench/ops_conv.py --breakdown --out "$OUT/ops_conv.json"
     step conv_block 300 $PY bench/gated_blocks_gpu.py --blocks deltanet_block --short-conv ncd \
-      --hand-conv "${HAND_CONV:-fla}" --out "$OUT" --fla-warmup-s 150
+      --hand-conv "${HAND_CONV:-fla}" --out "$OUT" --fla-warmup-s 200
     ;;
   ncu)  # Nsight Compute's counters for the kernels furthest from their bound (Firecracker
     # machines read them; on gVisor ncu cannot: the probe says so first). One launch of each,
