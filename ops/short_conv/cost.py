@@ -12,8 +12,8 @@ MAX_WIDTH = 8
 reference): the dy kernel's accumulator holds W rounded up to a power of two rows of its tile."""
 
 SPAN = 256
-"""Tokens per program of the backward's first kernel (kernels.SPAN): one float32 row of
-partial sums each."""
+"""Tokens per program of the backward's first kernel (kernels.py takes it from here): one
+float32 row of partial sums each."""
 
 SILU_FLOPS = 4
 """SiLU counted as 4 operations per element (exp, add, divide, multiply)."""

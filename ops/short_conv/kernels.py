@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from .._backend import FLOATS, cdiv, check, check_cu_seqlens, launch, use_triton
-from .cost import MAX_WIDTH
+from .cost import MAX_WIDTH, SPAN
 from .reference import ACTIVATIONS, sequence_starts, short_conv_reference, weight_2d
 
 _CONFIGS = [
@@ -37,11 +37,10 @@ _CONFIGS = [
     for bt, bc, w in ((64, 128, 4), (32, 256, 4), (128, 64, 4), (64, 256, 8))
 ]
 _INTERPRET = {"BT": 16, "BC": 32}
-# The backward's first kernel walks SPAN tokens per program in blocks of BT, accumulating its
-# dw and db terms elementwise and summing them over the tokens once, at the end: one float32
-# row of partial sums per SPAN tokens. Its [W, BT, BC] accumulator bounds the tiles (no spills
-# for sm_90: bench/diagnose/sm90_report.py --kernels conv).
-SPAN = 256
+# The backward's first kernel walks SPAN tokens (cost.py) per program in blocks of BT,
+# accumulating its dw and db terms elementwise and summing them over the tokens once, at the
+# end: one float32 row of partial sums per SPAN tokens. Its [W, BT, BC] accumulator bounds the
+# tiles (no spills for sm_90: bench/diagnose/sm90_report.py --kernels conv).
 _DY_CONFIGS = [
     triton.Config({"BT": bt, "BC": bc}, num_warps=w)
     for bt, bc, w in ((32, 64, 4), (64, 32, 4), (16, 128, 4), (32, 128, 8), (64, 64, 8))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ncd import ops
-from ncd.ops.short_conv import cost, kernels
+from ncd.ops.short_conv import cost
 from ncd.ops.short_conv.reference import short_conv_reference, short_conv_step
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
@@ -199,4 +199,3 @@ def test_cost_formulas_count_the_kernels_work():
     assert cost.io_backward(M, C, W, bytes_per=2, silu=True) == with_dy
     assert cost.workspace_backward(M, C, W, 2, silu=True) == parts + M * C * 2
     assert cost.kept_bytes(M, C, 2) == M * C * 2
-    assert cost.SPAN == kernels.SPAN  # the formulas' block is the kernel's
