@@ -17,7 +17,8 @@
 #             rows at 2k-32k beside plain linear attention, then fla's (which autotunes for
 #             minutes on a fresh machine, each op under its own limit); then the compiled GLA and
 #             DeltaNet blocks' training step against the same blocks written with fla's kernels
-#             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks)
+#             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks);
+#             PROFILE_OPS and GATED_OPS (comma lists) narrow the profile and the ncd rows
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
@@ -110,8 +111,8 @@ case $SUITE in
   gated)  # the gated family: correctness, per-kernel profile, ncd at every T, fla's anchors
     step gated_check 200 $PY bench/gpu_check.py --ops simple_gla --dtypes bfloat16,float16 \
       --out "$OUT/gated_check.json"
-    step kernel_profile 150 $PY bench/diagnose/kernel_profile.py --T 8192 --out "$OUT/kernel_profile.json"
-    step ops_gated_ncd 200 $PY bench/ops_gated.py --impls ncd --T ${GATED_T:-1024 2048 8192 32768} --limit 190 \
+    step kernel_profile 150 $PY bench/diagnose/kernel_profile.py --T 8192 ${PROFILE_OPS:+--ops $PROFILE_OPS} --out "$OUT/kernel_profile.json"
+    step ops_gated_ncd 200 $PY bench/ops_gated.py --impls ncd ${GATED_OPS:+--ops $GATED_OPS} --T ${GATED_T:-1024 2048 8192 32768} --limit 190 \
       --out "$OUT/ops_gated_ncd.json"
     step ops_gated_fla 230 $PY bench/ops_gated.py --impls fla --ops ${GATED_FLA_OPS:-linear_attention,simple_gla,delta_rule} \
       --T ${GATED_FLA_T:-2048 8192} --limit 110 --out "$OUT/ops_gated_fla.json"

@@ -73,9 +73,12 @@ def step_of(case, B, T, H, K, dtype):
 
 
 def bare(case, B, T, H, K, dtype, steps):
-    """`steps` steps in an NVTX range "measure" after three outside it (compiles, autotunes)."""
+    """`steps` steps in an NVTX range "measure" after three outside it (compiles, autotunes).
+    The backward runs on this thread (autograd's device threads would launch its kernels
+    outside the range: NVTX ranges are per thread)."""
     import torch
 
+    torch.autograd.set_multithreading_enabled(False)
     step = step_of(case, B, T, H, K, dtype)
     for _ in range(3):
         step()

@@ -213,12 +213,13 @@ def _fwd_kernel(
 def _dq_chunk(
     Q, K, V, DO, DQ, GC, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale, offs_k, offs_v,
     k_ok, v_ok, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, DOT: tl.constexpr,
-    MODE: tl.constexpr,
+    EXACT: tl.constexpr, DG_TERMS: tl.constexpr,
 ):  # fmt: skip
-    """One chunk of a dq program: writes its dq rows (MODE 2: and q_i . dq_i to DG) and returns
-    S after it. MODE 0: factored (dq_i = c exp(G_i - G_last) (do_i (exp(G_last) S)^T +
-    sum_j (do_i . v_j) exp(G_last - G_j) k_j), the weighted k of the S update); 1: the decay
-    matrix itself; 2: the same, and dg's terms."""
+    """One chunk of a dq program: writes its dq rows and returns S after it. Factored (dq_i =
+    c exp(G_i - G_last) (do_i (exp(G_last) S)^T + sum_j (do_i . v_j) exp(G_last - G_j) k_j),
+    the weighted k of the S update), or with EXACT the decay matrix itself. DG_TERMS: the read
+    of S as a float32-accurate product (hi + lo with PRECISE), and dg's inter-chunk query
+    term (c exp(G_i) q_i, rounded as the dS scan accumulates it) . (do_i S^T) to DG."""
     offs_t = tl.arange(0, BLOCK_T)
     causal = offs_t[:, None] >= offs_t[None, :]
     rows = t0 + offs_t
@@ -230,30 +231,25 @@ def _dq_chunk(
     do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
     b, b_last = _log2_gates(GC, g_base, t0, L, rows)
     kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
-    if MODE == 2:
-        b_j = _log2_gates_cols(GC, g_base, L, rows)
-        decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
-        da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
-        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
-        q_decay = tl.math.exp2(b) * scale
+    Sd = S * tl.math.exp2(b_last)
+    if DG_TERMS:
+        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB): do_i S^T
         q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-        dq_intra = tl.dot(da.to(k.dtype), k, input_precision=DOT)
-        qd = (q * q_decay[:, None]).to(q.dtype)
-        dgq = tl.sum(dq_intra * q.to(tl.float32), 1) + tl.sum(dss * qd.to(tl.float32), 1)
-        tl.store(DG + g_base + rows, dgq, mask=r_ok)
-        dq = dss * q_decay[:, None] + dq_intra
-        Sd = S * tl.math.exp2(b_last)
-    elif MODE == 1:
+        qd = (q * (tl.math.exp2(b) * scale)[:, None]).to(q.dtype)
+        tl.store(DG + g_base + rows, tl.sum(dss * qd.to(tl.float32), 1), mask=r_ok)
+    if EXACT:
+        if not DG_TERMS:
+            dss = tl.dot(do, tl.trans(S).to(do.dtype), input_precision=DOT)
         b_j = _log2_gates_cols(GC, g_base, L, rows)
         decay = tl.math.exp2(tl.where(causal, b[:, None] - b_j[None, :], float("-inf")))
         da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale * decay  # (i, j)
-        dss = tl.dot(do, tl.trans(S).to(do.dtype), input_precision=DOT)  # (BT, BKB)
         dq = tl.dot(da.to(k.dtype), k, dss * (tl.math.exp2(b) * scale)[:, None],
                     input_precision=DOT)  # fmt: skip
-        Sd = S * tl.math.exp2(b_last)
     else:
-        Sd = S * tl.math.exp2(b_last)
-        dq = tl.dot(do, tl.trans(Sd).to(do.dtype), input_precision=DOT)
+        if DG_TERMS:
+            dq = dss * tl.math.exp2(b_last)
+        else:
+            dq = tl.dot(do, tl.trans(Sd).to(do.dtype), input_precision=DOT)
         da = tl.where(causal, tl.dot(do, tl.trans(v), input_precision=DOT), 0.0)
         dq = tl.dot(da.to(kd.dtype), kd, dq, input_precision=DOT)
         dq = dq * (tl.math.exp2(b - b_last) * scale)[:, None]
@@ -271,11 +267,12 @@ def _bwd_dq(
     BLOCK_VF: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
 ):  # fmt: skip
     """dq_i = c sum_{j<=i} exp(G_i - G_j) (do_i . v_j) k_j + c exp(G_i) do_i S^T, S scanned
-    forward. With WANT_DG it writes, per token, q_i . dq_i over this key block, its read of S
-    taken against the rounded (q_i c exp(G_i)) the dS scan accumulates, and with USE_DST the
-    final state's term <S_T, dS_T> over the key block to FIN [key blocks, N * H], from the S_T
-    of this scan (the forward's S_T rounds its update differently: the term must belong to
-    the same rounded system as the per-token terms it cancels against, README.md)."""
+    forward. With WANT_DG it writes, per token, dg's inter-chunk query term over this key
+    block (c exp(G_i) q_i . do_i S^T, against the rounded c exp(G_i) q_i the dS scan
+    accumulates), and with USE_DST the final state's term <S_T, dS_T> over the key block to
+    FIN [key blocks, N * H], from the S_T of this scan (the forward's S_T rounds its update
+    differently: the term must belong to the same rounded system as the per-token terms it
+    cancels against, README.md)."""
     offs_k = i_k * BLOCK_KB + tl.arange(0, BLOCK_KB)
     offs_v = tl.arange(0, BLOCK_VF)
     k_ok = offs_k < K_DIM
@@ -290,23 +287,19 @@ def _bwd_dq(
         )
     else:
         S = tl.zeros([BLOCK_KB, BLOCK_VF], tl.float32)
-    if WANT_DG:
+    # Every chunk factored when all are within the bound, else every chunk exact (no branch
+    # per chunk inside the loop, README.md).
+    if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
         for t0 in range(0, L, BLOCK_T):
             S = _dq_chunk(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
-                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, 2,
-            )  # fmt: skip
-    elif _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
-        for t0 in range(0, L, BLOCK_T):
-            S = _dq_chunk(
-                Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
-                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, 0,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, False, WANT_DG,
             )  # fmt: skip
     else:
         for t0 in range(0, L, BLOCK_T):
             S = _dq_chunk(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
-                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, 1,
+                offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, DOT, True, WANT_DG,
             )  # fmt: skip
     if WANT_DG and USE_DST:  # <S_T, dS_T> over this key block, S_T as this scan rounded it
         s_ptrs = offs_k[:, None] * V_DIM + offs_v[None, :]
@@ -319,12 +312,15 @@ def _bwd_dq(
 def _dkdv_chunk(
     Q, K, V, DO, DX, GC, DG, G, t0, kq_base, v_base, g_base, SQT, SVT, L, scale, offs_k, offs_v,
     k_ok, v_ok, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, FOR_DK: tl.constexpr,
-    DOT: tl.constexpr, MODE: tl.constexpr,
+    DOT: tl.constexpr, EXACT: tl.constexpr, DG_TERMS: tl.constexpr,
 ):  # fmt: skip
-    """One chunk of a dk or dv program (_bwd_dkdv): writes its dk or dv rows (MODE 2, FOR_DK:
-    and k_j . dk_j to DG) and returns dS before it. MODE 0: factored (dx_j = exp(-G_j)
-    (x_j (exp(G_last) dS) + sum_i at_ji c exp(G_i) rhs_i), the weighted rows of the dS update);
-    1: the decay matrix itself; 2: the same, and dg's terms."""
+    """One chunk of a dk or dv program (_bwd_dkdv): writes its dk or dv rows and returns dS
+    before it. Factored (dx_j = exp(-G_j) (x_j (exp(G_last) dS) + sum_i at_ji c exp(G_i)
+    rhs_i), the weighted rows of the dS update), or with EXACT the decay matrix itself.
+    DG_TERMS, FOR_DK: the read of dS as a float32-accurate product (hi + lo with PRECISE) and
+    minus dg's inter-chunk key term (exp(G_last - G_j) k_j, rounded as the S scan accumulates
+    it) . (v_j dS^T) to DG; else the chunk's pair terms of dg over this value block (README.md,
+    "Gradient of g") to DG."""
     offs_t = tl.arange(0, BLOCK_T)
     # (j, i) layout: key position j down, query position i across.
     causal_t = offs_t[None, :] >= offs_t[:, None]
@@ -344,41 +340,50 @@ def _dkdv_chunk(
         y = q  # at = x y^T: k_j . q_i
         rhs = do
     # c exp(G_i) rhs_i, rounded: the rows the dS update accumulates (FOR_DK: q's, which dg's
-    # inter-chunk terms are taken against; else dO's, a BLOCK_VS-wide tile, not K)
+    # inter-chunk query terms are taken against; else dO's, a BLOCK_VS-wide tile, not K)
     rhs_d = (rhs * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
-    if MODE == 2:  # FOR_DK only
-        b_j = _log2_gates_cols(GC, g_base, L, rows)
-        decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
-        k_decay = tl.math.exp2(b_last - b)
-        at = tl.dot(x, tl.trans(y), input_precision=DOT) * scale * decay_t
-        dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS)
+    Gd = G * tl.math.exp2(b_last)
+    if FOR_DK and DG_TERMS:
+        dxs = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS): v_j dS^T
         k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
-        dk_intra = tl.dot(at.to(rhs.dtype), rhs, input_precision=DOT)
-        kd = (k * k_decay[:, None]).to(k.dtype)
-        dgk = tl.sum(dk_intra * k.to(tl.float32), 1) + tl.sum(dx_inter * kd.to(tl.float32), 1)
-        tl.store(DG + g_base + rows, dgk, mask=r_ok)
-        dx = dx_inter * k_decay[:, None] + dk_intra
-        Gd = G * tl.math.exp2(b_last)
-    elif MODE == 1:
-        b_j = _log2_gates_cols(GC, g_base, L, rows)
-        decay_t = tl.math.exp2(tl.where(causal_t, b_j[None, :] - b[:, None], float("-inf")))
+        kd = (k * tl.math.exp2(b_last - b)[:, None]).to(k.dtype)
+        tl.store(DG + g_base + rows, -tl.sum(dxs * kd.to(tl.float32), 1), mask=r_ok)
+    if EXACT:
+        b_i = _log2_gates_cols(GC, g_base, L, rows)
+        decay_t = tl.math.exp2(tl.where(causal_t, b_i[None, :] - b[:, None], float("-inf")))
         at = tl.dot(x, tl.trans(y), input_precision=DOT) * scale * decay_t
         if FOR_DK:
-            dx = tl.dot(x, tl.trans(G).to(x.dtype), input_precision=DOT)  # (BT, BKS)
+            if not DG_TERMS:
+                dxs = tl.dot(x, tl.trans(G).to(x.dtype), input_precision=DOT)  # (BT, BKS)
         else:
-            dx = tl.dot(x, G.to(x.dtype), input_precision=DOT)  # (BT, BVS)
-        dx = tl.dot(at.to(rhs.dtype), rhs, dx * tl.math.exp2(b_last - b)[:, None],
+            dxs = tl.dot(x, G.to(x.dtype), input_precision=DOT)  # (BT, BVS)
+        dx = tl.dot(at.to(rhs.dtype), rhs, dxs * tl.math.exp2(b_last - b)[:, None],
                     input_precision=DOT)  # fmt: skip
-        Gd = G * tl.math.exp2(b_last)
     else:
-        Gd = G * tl.math.exp2(b_last)
         if FOR_DK:
-            dx = tl.dot(x, tl.trans(Gd).to(x.dtype), input_precision=DOT)  # (BT, BKS)
+            if DG_TERMS:
+                dx = dxs * tl.math.exp2(b_last)
+            else:
+                dx = tl.dot(x, tl.trans(Gd).to(x.dtype), input_precision=DOT)  # (BT, BKS)
         else:
             dx = tl.dot(x, Gd.to(x.dtype), input_precision=DOT)  # (BT, BVS)
         at = tl.where(causal_t, tl.dot(x, tl.trans(y), input_precision=DOT), 0.0)
         dx = tl.dot(at.to(rhs_d.dtype), rhs_d, dx, input_precision=DOT)
         dx = dx * tl.math.exp2(-b)[:, None]
+    if not FOR_DK and DG_TERMS:
+        # P_ji = c exp(G_i - G_j) (k_j . q_i) (v_j . do_i) over this value block: + its sum over
+        # j for query i, - its sum over i for key j, from the one float32 matrix.
+        vb = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
+        w = at * tl.dot(vb, tl.trans(do), input_precision=DOT)
+        if EXACT:
+            d_q = tl.sum(w, 0)
+            d_k = tl.sum(w, 1)
+        else:  # exp(G_i - G_j) = exp(G_i - G_last) exp(G_last - G_j), both in float32 range
+            r = tl.math.exp2(_log2_gates_cols(GC, g_base, L, rows) - b_last) * scale
+            s = tl.math.exp2(b_last - b)
+            d_q = tl.sum(w * s[:, None], 0) * r
+            d_k = tl.sum(w * r[None, :], 1) * s
+        tl.store(DG + g_base + rows, d_q - d_k, mask=r_ok)
     if FOR_DK:
         tl.store(DX + kq_base + rows[:, None] * SQT + offs_k[None, :],
                  dx.to(DX.dtype.element_ty), mask=kmask)  # fmt: skip
@@ -403,10 +408,11 @@ def _bwd_dkdv(
 
     FOR_DK: this program owns key rows [i_blk * BLOCK_KS, +BLOCK_KS) of dS and writes dk;
         dk_j = c sum_{i>=j} exp(G_i - G_j) (do_i . v_j) q_i + exp(G_last - G_j) v_j dS^T,
-        and with WANT_DG k_j . dk_j over its key rows, its read of dS taken against the rounded
-        (k_j exp(G_last - G_j)) the S scan accumulates.
+        and with WANT_DG minus dg's inter-chunk key term over its key rows (exp(G_last - G_j)
+        k_j . v_j dS^T, against the rounded exp(G_last - G_j) k_j the S scan accumulates).
     else: it owns value columns [i_blk * BLOCK_VS, +BLOCK_VS) and writes dv;
-        dv_j = c sum_{i>=j} exp(G_i - G_j) (q_i . k_j) do_i + exp(G_last - G_j) k_j dS.
+        dv_j = c sum_{i>=j} exp(G_i - G_j) (q_i . k_j) do_i + exp(G_last - G_j) k_j dS,
+        and with WANT_DG dg's intra-chunk pair terms over its value columns.
     """
     if FOR_DK:
         offs_k = i_blk * BLOCK_KS + tl.arange(0, BLOCK_KS)
@@ -425,26 +431,19 @@ def _bwd_dkdv(
     else:
         G = tl.zeros([offs_k.shape[0], offs_v.shape[0]], tl.float32)
     n_chunks = tl.cdiv(L, BLOCK_T)
-    if WANT_DG:
+    if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
         for i in range(0, n_chunks):
             G = _dkdv_chunk(
                 Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
                 g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
-                DOT, 2,
-            )  # fmt: skip
-    elif _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
-        for i in range(0, n_chunks):
-            G = _dkdv_chunk(
-                Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
-                g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
-                DOT, 0,
+                DOT, False, WANT_DG,
             )  # fmt: skip
     else:
         for i in range(0, n_chunks):
             G = _dkdv_chunk(
                 Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
                 g_base, SQT, SVT, L, scale, offs_k, offs_v, k_ok, v_ok, PRECISE, BLOCK_T, FOR_DK,
-                DOT, 1,
+                DOT, True, WANT_DG,
             )  # fmt: skip
     if STORE_DS0:
         tl.store(DS0 + s_ptrs, G, mask=s_mask)
@@ -479,9 +478,9 @@ def _bwd_kernel(
         )  # fmt: skip
     else:
         _bwd_dkdv(
-            Q, K, V, DO, DV, GATE, DG, DST, DS0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh,
-            i_h, pid - 2 * nk, scale, K_DIM, V_DIM, USE_DST, False, False, False, BLOCK_T,
-            BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False, DOT, BOUND,
+            Q, K, V, DO, DV, GATE, DG + pid.to(tl.int64) * SGS, DST, DS0, qk0, v0, g_base, SQT,
+            SQH, SVT, SVH, H, L, i_nh, i_h, pid - 2 * nk, scale, K_DIM, V_DIM, USE_DST, False,
+            WANT_DG, False, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False, DOT, BOUND,
         )  # fmt: skip
 
 
@@ -601,13 +600,13 @@ def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
     dummy = dq
     precise = want_dg and PRECISE_DG and q.dtype != torch.float32
     dgs, fin, nk = None, None, 0
-    if want_dg:  # rows 0..nk-1: q . dq per key block; rows nk..2nk-1: k . dk
-        widths = {INTERPRET_BWD["BLOCK_KS"]} if interpreting() else {
-            c.kwargs["BLOCK_KS"] for c in BWD_CONFIGS
-        }  # fmt: skip
-        nk = cdiv(K, min(widths))
+    if want_dg:  # one row per program: the dq, dk and dv programs' terms of dL/dΓ (README.md)
+        blocks = [INTERPRET_BWD] if interpreting() else [c.kwargs for c in BWD_CONFIGS]
+        widths = {(m["BLOCK_KS"], m["BLOCK_VS"]) for m in blocks}
+        nk = cdiv(K, min(w[0] for w in widths))
+        rows = 2 * nk + cdiv(V, min(w[1] for w in widths))
         alloc = torch.empty if len(widths) == 1 else torch.zeros  # rows a wider block leaves
-        dgs = alloc(2 * nk, H, B * T, device=q.device, dtype=torch.float32)
+        dgs = alloc(rows, H, B * T, device=q.device, dtype=torch.float32)
         if d_st is not None:  # the final state's term per key block, sequence and head
             fin = alloc(nk, N * H, device=q.device, dtype=torch.float32)
 
@@ -625,7 +624,7 @@ def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
     )  # fmt: skip
     dg = None
     if want_dg:
-        x = dgs[:nk].sum(0, dtype=torch.float64) - dgs[nk:].sum(0, dtype=torch.float64)
+        x = dgs.sum(0, dtype=torch.float64)  # the dk programs' rows are negated
         del dgs
         x = x.view(H, B, T)
         if d_st is not None and T > 0:  # <S_T, dS_T>, on the last token of each sequence
