@@ -343,6 +343,12 @@ def main():
     ap.add_argument("--repeat", type=int, help="steps before the checked one (GPU: 2, CPU: 0)")
     ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")
     ap.add_argument("--out", default=None, help="JSON of every case's result")
+    ap.add_argument(
+        "--pin",
+        type=int,
+        default=-1,
+        help="every kernel in configuration N of its list, untuned (config pin_config)",
+    )
     args = ap.parse_args()
     dev = args.device
     repeat = args.repeat if args.repeat is not None else (0 if dev == "cpu" else 2)
@@ -356,7 +362,8 @@ def main():
     for name in args.dtypes.split(","):
         dtype = getattr(torch, name)
         for family, label, fn, a, *changes in cases(families, dev, dtype):
-            with config.override(**(changes[0] if changes else {})):
+            label += f" pin={args.pin}" if args.pin >= 0 else ""
+            with config.override(**(changes[0] if changes else {}), pin_config=args.pin):
                 try:
                     err, worst = fn(dev, dtype, repeat, *a)
                 except torch.OutOfMemoryError:

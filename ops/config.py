@@ -41,6 +41,10 @@ class Settings:
     # applied only on key blocks that cross the diagonal.
     interpret_kv_smem: bool = True
     interpret_diag: bool = False
+    # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
+    # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
+    # configuration of a kernel on its own (bench/gpu_check.py --pin).
+    pin_config: int = -1
 
 
 # switch name: (environment variable, what the variable's values mean); switches without
@@ -78,7 +82,7 @@ _FIELDS = {f.name: f.type for f in dataclasses.fields(Settings)}
 
 
 @contextlib.contextmanager
-def override(**changes: bool) -> Iterator[Settings]:
+def override(**changes: bool | int) -> Iterator[Settings]:
     """Change switches of `settings` for the block, and put the old values back after it."""
     for name, value in changes.items():
         if name not in _FIELDS:
@@ -86,7 +90,13 @@ def override(**changes: bool) -> Iterator[Settings]:
                 f"ncd.ops.config.override: switch {name!r}: expected one of "
                 f"{', '.join(_FIELDS)}, found {name!r}"
             )
-        if not isinstance(value, bool):
+        if _FIELDS[name] == "int":
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                raise ValueError(
+                    f"ncd.ops.config.override: switch {name}: expected an integer >= -1, "
+                    f"found {value!r}"
+                )
+        elif not isinstance(value, bool):
             raise ValueError(
                 f"ncd.ops.config.override: switch {name}: expected True or False, found {value!r}"
             )

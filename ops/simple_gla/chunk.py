@@ -490,13 +490,23 @@ def _bwd_kernel(
 # length of every kernel of a call (the forward's in-chunk cumulative gates serve the backward).
 CHUNK = 16 if interpreting() else 64
 CUMSUM_CHUNKS = 4 if interpreting() else 16  # chunks per program of _chunk_cumsum
-FWD_CONFIGS = [triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=4)]
+# Each program's chunk loop is a chain of dependent products, so what hides its latency is a
+# second program on the SM: 32-wide value blocks (twice the programs, 203 registers, 81 KiB of
+# shared memory at 2 stages: two per SM) beside one 64-wide program per SM (README.md).
+FWD_CONFIGS = [
+    triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=3),
+]
 # The backward's three roles in one kernel are register-bound at 4 warps (255 registers and
-# some spilling with dg, README.md): 8 warps halve each thread's share of the tiles.
+# some spilling with dg, README.md): 8 warps halve each thread's share of the tiles, one
+# program per SM; 4 warps at 1 or 2 stages fit two programs per SM (registers, shared memory).
 BWD_CONFIGS = [
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=3),
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=8, num_stages=2),
     triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_KS": 64, "BLOCK_VS": 64}, num_warps=4, num_stages=1),
 ]
 F32_STAGES = 2  # float32 tiles take twice the shared memory
 INTERPRET_FWD = {"BLOCK_V": 16}

@@ -8,9 +8,11 @@ widths (64). Every program loads its chunk of q, k whole along K (or v, do whole
 the intra-chunk score matrices are recomputed once per block: ``K / block_k`` and
 ``V / block_v`` appear as factors.
 
-``want_dg``: g needs a gradient. The dq and dk programs then also read q (resp. k) and write a
-float32 per-token row, and with 16-bit inputs (``precise``) read the state as a hi + lo pair
-(one more product each per chunk); dg is then summed and reverse-cumsummed in PyTorch.
+``want_dg``: g needs a gradient. Every backward program then writes a float32 per-token row of
+dg's terms: the dq and dk programs also read q (resp. k), and with 16-bit inputs (``precise``)
+read the state as a hi + lo pair (one more product each per chunk); the dv programs read their
+block of v and form the chunk's pair terms (one more product per chunk). The rows are then
+summed and reverse-cumsummed in PyTorch.
 """
 
 
@@ -26,12 +28,12 @@ def flops_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64, want_dg=Tru
     """dq programs (per key block): do v^T, do S^T, its product with k, k^T v; dk programs
     (per key block): v do^T, v dS^T, its product with q, q^T do; dv programs (per value block):
     k q^T, k dS, its product with do, q^T do. ``precise`` (with ``want_dg``): the S and dS reads
-    of the dq and dk programs twice."""
+    of the dq and dk programs twice; ``want_dg``: the dv programs' v do^T."""
     V = K if V is None else V
     nk, nv = K / block_k, V / block_v
     extra = 1 if (want_dg and precise) else 0
     dq = 2 * C * V * nk + 2 * V * K * (1 + extra) + 2 * C * K + 2 * K * V
-    dv = 2 * C * K * nv + 2 * K * V + 2 * C * V + 2 * K * V
+    dv = 2 * C * K * nv + 2 * K * V + 2 * C * V * (2 if want_dg else 1) + 2 * K * V
     return B * H * T * (2 * dq + dv)
 
 
@@ -70,17 +72,18 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64, want_dg
                 initial_state=False, final_state=False):  # fmt: skip
     """dq programs read k (their block), v, do; dk programs q (their block), v, do; dv
     programs q, k, do (their block); all read g; each gradient written once. ``want_dg``: the
-    dq/dk programs also read q/k (their block) and write a float32 row each per token and key
-    block, and PyTorch sums those rows (float64) and reverse-cumsums them (about 7 float64
-    passes and one float32 write per token and head). States: the initial state read and dS0
-    written, the final state's gradient read (float32)."""
+    dq/dk programs also read q/k (their block), the dv programs v (their block), every program
+    writes a float32 row per token, and PyTorch sums those rows (float64) and reverse-cumsums
+    them (about 5 float64 passes and one float32 write per token and head). States: the
+    initial state read and dS0 written, the final state's gradient read (float32)."""
     V = K if V is None else V
     N = B if N is None else N
     nk, nv = K / block_k, V / block_v
     reads = 2 * nk * (block_k + 2 * V) + nv * (2 * K + block_v)
     io = bytes_per * (reads + 2 * K + V) + 4 * (2 * nk + nv)
     if want_dg:
-        io += bytes_per * 2 * K + 4 * 2 * nk + (4 * 2 * nk + 8 * 7 + 4)
+        rows = 2 * nk + nv
+        io += bytes_per * (2 * K + V) + 4 * rows + (4 * rows + 8 * 5 + 4)
     states = (2 if initial_state else 0) + (1 if final_state else 0)
     return B * T * H * io + states * 4 * N * H * K * V
 
@@ -95,11 +98,12 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, N=None, final_state=False)
     return kept + (4 * N * H * K * V if final_state else 0)
 
 
-def backward_temp_bytes(B, T, H, K, V=None, block_k=64, want_dg=True):
+def backward_temp_bytes(B, T, H, K, V=None, block_k=64, block_v=64, want_dg=True):
     """Memory the backward holds beyond the gradients it returns: with ``want_dg`` the
-    float32 rows (2 per key block and token), their float64 difference and the reverse
-    cumsum's float64 temporaries (an upper bound: 8 K / block_k + 32 bytes per token and
-    head). None otherwise: the kernels write dq, dk, dv directly."""
+    float32 rows (one per backward program and token: 2 K / block_k + V / block_v), their
+    float64 sum and the reverse cumsum's float64 temporaries (an upper bound: 32 bytes per
+    token and head beyond the rows). None otherwise: the kernels write dq, dk, dv directly."""
     if not want_dg:
         return 0
-    return B * T * H * (8 * K / block_k + 32)
+    V = K if V is None else V
+    return B * T * H * (4 * (2 * K / block_k + V / block_v) + 32)

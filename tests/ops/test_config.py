@@ -42,6 +42,8 @@ def test_override_rejects_unknown_switches_and_values():
         ({"fast_lunch": False}, "'fast_lunch'.*expected one of"),
         ({"gluon_forward": 0}, "gluon_forward: expected True or False, found 0"),
         ({"linear_in_place": False, "fast_launch": "no"}, "fast_launch"),
+        ({"pin_config": True}, "pin_config: expected an integer >= -1, found True"),
+        ({"pin_config": -2}, "pin_config: expected an integer >= -1, found -2"),
     ]
     for changes, message in bad:
         with pytest.raises(ValueError, match=message), config.override(**changes):
