@@ -10,9 +10,10 @@ keys of the state update and exp(G_last) to decay the state.
 Forward: one program per (value block, sequence x head); writes o (and the final state).
 Backward: one launch, three roles side by side: dq (forward scan of S, one program per key
 block), dk and dv (backward scans of dS, one program per key block and per value block).
-When g needs a gradient, the dq and dk programs also write per-token partial sums
-q_i . dq_i and k_j . dk_j (float32, one row per key block), and dg is their difference
-reverse-cumsummed over each sequence afterwards in PyTorch (README.md, "Gradient of g").
+When g needs a gradient, every program also writes a float32 row of per-token terms of
+dL/dG (dq, dk: the inter-chunk reads of the state and its gradient; dv: the chunk's pairs),
+and one more launch, _dg_kernel, sums them and reverse-cumsums them over each sequence in
+float64 (README.md, "Gradient of g").
 """
 
 import math
@@ -28,6 +29,7 @@ from .._backend import (
     check_qkv,
     interpreting,
     launch,
+    launch_compiled,
     pow2,
     use_triton,
 )
@@ -484,12 +486,47 @@ def _bwd_kernel(
         )  # fmt: skip
 
 
+@triton.jit
+def _dg_kernel(
+    DGS, FIN, DG, CU, T, TT, H, ROWS: tl.constexpr, NFIN: tl.constexpr, VARLEN: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """dg [B, T, H] float32 of one sequence and head: the reverse cumulative sum (float64)
+    over the sequence of the ROWS per-token rows of DGS ([ROWS, H, TT = B * T]) and of the
+    final state's term on its last token (FIN [NFIN key blocks, N * H]; NFIN = 0: none).
+    Walks the sequence from its end, BLOCK tokens at a time."""
+    i_nh = tl.program_id(0)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    if VARLEN:
+        c0 = tl.load(CU + i_n).to(tl.int64)
+        L = (tl.load(CU + i_n + 1).to(tl.int64) - c0).to(tl.int32)
+    else:
+        L = T
+        c0 = i_n.to(tl.int64) * T
+    carry = tl.zeros([1], tl.float64)
+    for j in tl.static_range(NFIN):  # the last token's term: part of every token's sum
+        carry += tl.load(FIN + j * tl.num_programs(0) + i_nh).to(tl.float64)
+    row0 = DGS + i_h.to(tl.int64) * TT + c0
+    n = tl.cdiv(L, BLOCK)
+    for i in range(0, n):
+        t = (n - 1 - i) * BLOCK + tl.arange(0, BLOCK)
+        ok = t < L
+        x = tl.zeros([BLOCK], tl.float64)
+        for r in tl.static_range(ROWS):
+            x += tl.load(row0 + r * H * TT + t, mask=ok, other=0.0).to(tl.float64)
+        rc = tl.cumsum(x, 0, reverse=True) + carry
+        tl.store(DG + (c0 + t) * H + i_h, rc.to(tl.float32), mask=ok)
+        carry += tl.sum(x, 0)
+
+
 # ---- configurations (retune on the GPU here) ----------------------------------------------
 # The configurations of ops/linear_attention, not yet tuned for this family. A program's work
 # per chunk does not depend on T, so one fixed choice serves every length. CHUNK is the chunk
 # length of every kernel of a call (the forward's in-chunk cumulative gates serve the backward).
 CHUNK = 16 if interpreting() else 64
 CUMSUM_CHUNKS = 4 if interpreting() else 16  # chunks per program of _chunk_cumsum
+DG_BLOCK = 32 if interpreting() else 1024  # tokens per step of _dg_kernel's walk
 # Each program's chunk loop is a chain of dependent products, so what hides its latency is a
 # second program on the SM: 32-wide value blocks (twice the programs, 203 registers, 81 KiB of
 # shared memory at 2 stages: two per SM) beside one 64-wide program per SM (README.md).
@@ -588,17 +625,6 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     return o, s_t, gc
 
 
-def _reverse_cumsum(x, cu_seqlens):
-    """sum_{t' >= t} x_t' within each sequence, along the last dim of x [H, B, T] (float64)."""
-    r = x.flip(-1).cumsum(-1).flip(-1)
-    if cu_seqlens is None:
-        return r
-    cu = cu_seqlens.long()
-    ends = torch.repeat_interleave(cu[1:], cu[1:] - cu[:-1])  # each token's sequence end
-    r_pad = torch.cat([r, r.new_zeros(*r.shape[:2], 1)], -1)
-    return r - r_pad[..., ends]
-
-
 def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -633,19 +659,13 @@ def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
         BLOCK_T=CHUNK, BOUND=BOUND[q.dtype],
     )  # fmt: skip
     dg = None
-    if want_dg:
-        x = dgs.sum(0, dtype=torch.float64)  # the dk programs' rows are negated
-        del dgs
-        x = x.view(H, B, T)
-        if d_st is not None and T > 0:  # <S_T, dS_T>, on the last token of each sequence
-            term = fin.view(nk, N, H).sum(0, dtype=torch.float64)  # [N, H]
-            if cu_seqlens is None:
-                x[:, :, -1] += term.t()
-            else:
-                cu = cu_seqlens.long()
-                full = cu[1:] > cu[:-1]  # empty sequences have no token to carry it
-                x[:, 0].index_add_(1, cu[1:][full] - 1, term[full].t())
-        dg = _reverse_cumsum(x, cu_seqlens).permute(1, 2, 0).float()  # [B, T, H]
+    if want_dg:  # one launch: the rows summed, reverse-cumsummed per sequence (float64)
+        dg = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
+        launch_compiled(
+            _dg_kernel, (N * H,), (dgs, dummy if fin is None else fin, dg, cu, T_arg, B * T, H),
+            dict(ROWS=dgs.shape[0], NFIN=0 if fin is None else nk,
+                 VARLEN=cu_seqlens is not None, BLOCK=DG_BLOCK, num_warps=4),
+        )  # fmt: skip
     return dq, dk, dv, dg, ds0
 
 

@@ -11,8 +11,8 @@ the intra-chunk score matrices are recomputed once per block: ``K / block_k`` an
 ``want_dg``: g needs a gradient. Every backward program then writes a float32 per-token row of
 dg's terms: the dq and dk programs also read q (resp. k), and with 16-bit inputs (``precise``)
 read the state as a hi + lo pair (one more product each per chunk); the dv programs read their
-block of v and form the chunk's pair terms (one more product per chunk). The rows are then
-summed and reverse-cumsummed in PyTorch.
+block of v and form the chunk's pair terms (one more product per chunk). One more launch sums
+the rows and reverse-cumsums them (float64) into dg.
 """
 
 
@@ -73,9 +73,9 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64, want_dg
     """dq programs read k (their block), v, do; dk programs q (their block), v, do; dv
     programs q, k, do (their block); all read g; each gradient written once. ``want_dg``: the
     dq/dk programs also read q/k (their block), the dv programs v (their block), every program
-    writes a float32 row per token, and PyTorch sums those rows (float64) and reverse-cumsums
-    them (about 5 float64 passes and one float32 write per token and head). States: the
-    initial state read and dS0 written, the final state's gradient read (float32)."""
+    writes a float32 row per token, and one launch reads those rows back and writes dg (float32).
+    States: the initial state read and dS0 written, the final state's gradient read
+    (float32)."""
     V = K if V is None else V
     N = B if N is None else N
     nk, nv = K / block_k, V / block_v
@@ -83,7 +83,7 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64, want_dg
     io = bytes_per * (reads + 2 * K + V) + 4 * (2 * nk + nv)
     if want_dg:
         rows = 2 * nk + nv
-        io += bytes_per * (2 * K + V) + 4 * rows + (4 * rows + 8 * 5 + 4)
+        io += bytes_per * (2 * K + V) + 4 * rows + (4 * rows + 4)
     states = (2 if initial_state else 0) + (1 if final_state else 0)
     return B * T * H * io + states * 4 * N * H * K * V
 
@@ -100,10 +100,9 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, N=None, final_state=False)
 
 def backward_temp_bytes(B, T, H, K, V=None, block_k=64, block_v=64, want_dg=True):
     """Memory the backward holds beyond the gradients it returns: with ``want_dg`` the
-    float32 rows (one per backward program and token: 2 K / block_k + V / block_v), their
-    float64 sum and the reverse cumsum's float64 temporaries (an upper bound: 32 bytes per
-    token and head beyond the rows). None otherwise: the kernels write dq, dk, dv directly."""
+    float32 rows of dg's terms (one per backward program and token: 2 K / block_k +
+    V / block_v). None otherwise: the kernels write dq, dk, dv directly."""
     if not want_dg:
         return 0
     V = K if V is None else V
-    return B * T * H * (4 * (2 * K / block_k + V / block_v) + 32)
+    return B * T * H * 4 * (2 * K / block_k + V / block_v)

@@ -125,6 +125,32 @@ def test_linear_attention_backward_buffers(normalize, K, V, dtype, monkeypatch):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("K, V", [(32, 32), (64, 32), (16, 48)])
+@pytest.mark.parametrize("want_dg", [True, False])
+def test_simple_gla_backward_buffers(want_dg, K, V, monkeypatch):
+    """simple_gla's `backward_temp_bytes` against the backward's own allocations less the
+    gradients it returns (the backward kernel's launch stubbed, as above): with dg, the
+    float32 rows of its per-token terms, one per backward program (the interpreter's 16-wide
+    blocks)."""
+    from ncd.ops.simple_gla import chunk, simple_gla
+    from ncd.ops.simple_gla import cost as sg_cost
+
+    monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
+    B, T, H = 1, 48, 2
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.rand(B, T, H, K, generator=g).half().requires_grad_() for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=g).half().requires_grad_()
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=g))
+    o, _ = simple_gla(q, k, v, gates.requires_grad_(want_dg), backend="triton")
+    peak = backward_peak(o, torch.ones_like(o))
+    grads = 2 * B * T * H * (2 * K + V) + (4 * B * T * H if want_dg else 0)
+    block = chunk.INTERPRET_BWD["BLOCK_KS"]
+    assert block == chunk.INTERPRET_BWD["BLOCK_VS"]
+    want = sg_cost.backward_temp_bytes(B, T, H, K, V, block, block, want_dg=want_dg)
+    assert peak - grads == want
+
+
+@pytest.mark.interpret
 @pytest.mark.parametrize("Hkv", [4, 2])
 def test_softmax_attention_kept_and_backward_bytes(Hkv, monkeypatch):
     """`activation_bytes` against what autograd keeps, `backward_temp_bytes` against the
