@@ -115,7 +115,11 @@ def profile(case, B, T, H, K, dtype, steps=5):
     print(f"\n== {case}  B={B} T={T} H={H} K={K} {dtype}: {total:.3f} ms of kernels per step")
     for n, ms in rows:
         print(f"  {ms:8.3f} ms  {100 * ms / total:5.1f}%  x{calls[n] // steps:<3d} {n[:90]}")
-    return {"case": case, "T": T, "total_ms": total, "kernels": dict(rows)}
+    from ncd.ops._backend import tuned_configs
+
+    configs = tuned_configs()
+    print(f"  configurations: {configs}")
+    return {"case": case, "T": T, "total_ms": total, "kernels": dict(rows), "configs": configs}
 
 
 def main():
