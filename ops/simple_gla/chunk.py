@@ -600,8 +600,9 @@ def _chunk_gates(g, N, T_arg, cu, varlen):
     B, T, H = g.shape
     gc = torch.empty(H, B * T, device=g.device, dtype=torch.float32)
     grid = (cdiv(T, CHUNK * CUMSUM_CHUNKS), N * H)
-    _chunk_cumsum[grid](
-        g, gc, cu, T_arg, B * T, H, g.stride(0), VARLEN=varlen, BLOCK_T=CHUNK, NB=CUMSUM_CHUNKS
+    launch_compiled(
+        _chunk_cumsum, grid, (g, gc, cu, T_arg, B * T, H, g.stride(0)),
+        dict(VARLEN=varlen, BLOCK_T=CHUNK, NB=CUMSUM_CHUNKS, num_warps=4),
     )  # fmt: skip
     return gc
 
