@@ -15,6 +15,8 @@ Families of cases (--ops):
   (itself tested against the recurrence), with gates per token or per head, weak (the
   factored chunks), strong (past the bound: the exact decay matrix) and mixed, initial and
   final states, packed sequences; every gradient, dg included.
+- delta_rule: the delta rule's and gated delta rule's kernels against the chunked float64
+  PyTorch form (ungated and gated, keys spread or nearly parallel, states, packed sequences)
 - short_conv: the causal short convolution's kernels against its float64 PyTorch reference
   (itself tested against F.conv1d): widths 1 to 8, with and without bias and SiLU, packed
   sequences, the channel counts of the gallery's blocks; outputs and every gradient.
@@ -47,6 +49,7 @@ from ncd.ops.attention.gluon import common as gluon_common
 from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.attention.reference import softmax_attention_reference
+from ncd.ops.delta_rule import delta_rule, gated_delta_rule, gated_delta_rule_chunked
 from ncd.ops.linear_attention import linear_attention_reference
 from ncd.ops.short_conv import short_conv, short_conv_reference
 from ncd.ops.simple_gla import simple_gla, simple_gla_chunked
@@ -205,6 +208,48 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
     return grads_err(outs, refs, inputs, ref_in, g, names)
 
 
+def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, seed):
+    """The (gated) delta rule, keys L2-normalised; near: their share of one common direction
+    (nearly parallel keys give the chunks' inverses their largest terms)."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    q = torch.randn(B, T, H, K, device=dev, generator=g)
+    base = torch.randn(1, 1, H, K, device=dev, generator=g)
+    k = torch.randn(B, T, H, K, device=dev, generator=g) * (1 - near) + base * near
+    k = torch.nn.functional.normalize(k, dim=-1)
+    v = torch.randn(B, T, H, V, device=dev, generator=g)
+    inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev, generator=g) + 4)
+    beta = torch.sigmoid(torch.randn(B, T, H, device=dev, generator=g)).to(dtype)
+    inputs += [gates.requires_grad_(), beta.requires_grad_()]
+    cu = None if cu is None else torch.tensor(cu, device=dev)
+    N = B if cu is None else len(cu) - 1
+    s0 = None
+    if state:
+        s0 = torch.randn(N, H, K, V, device=dev, generator=g).requires_grad_()
+        inputs.append(s0)
+    kw = dict(output_final_state=state, cu_seqlens=cu, scale=0.5)
+
+    def run(q, k, v, g_, b, s):
+        if gated:
+            return gated_delta_rule(q, k, v, g_, b, initial_state=s, backend="triton", **kw)
+        return delta_rule(q, k, v, b, initial_state=s, backend="triton", **kw)
+
+    for _ in range(repeat):
+        o, _ = run(*inputs[:5], s0)
+        o.float().sum().backward()
+    o, st = run(*inputs[:5], s0)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    g_ref = ref_in[3] if gated else ref_in[3] * 0
+    o_ref, st_ref = gated_delta_rule_chunked(*ref_in[:3], g_ref, ref_in[4],
+                                             initial_state=ref_in[5] if state else None,
+                                             **kw)  # fmt: skip
+    outs, refs = ([o, st], [o_ref, st_ref]) if state else ([o], [o_ref])
+    used = inputs if gated else inputs[:3] + inputs[4:]
+    used_ref = ref_in if gated else ref_in[:3] + ref_in[4:]
+    names = ["o", "S_T"][: len(outs)] + ["dq", "dk", "dv"] + (["dg"] if gated else [])
+    return grads_err(outs, refs, used, used_ref, g, names + ["dbeta", "dS0"])
+
+
 def short_conv_case(dev, dtype, repeat, B, T, C, W, bias, silu, cu, seed):
     g = torch.Generator(device=dev).manual_seed(seed)
     x = torch.randn(B, T, C, device=dev, generator=g).to(dtype).requires_grad_()
@@ -292,6 +337,20 @@ def cases(families, dev, dtype):
             args = (1 if packed else 2, T, 3, K, K, per_head, strength, state,
                     cu if packed else None, 7)  # fmt: skip
             out.append(("simple_gla", label, simple_gla_case, args))
+    if "delta_rule" in families:
+        K = 32 if small else 128
+        cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
+        for gated, near, state, packed in [
+            (False, 0.0, False, False),
+            (False, 0.9, True, False),
+            (True, 0.0, True, False),
+            (True, 0.9, False, False),
+            (False, 0.0, True, True),
+            (True, 0.5, True, True),
+        ]:
+            label = f"{'gated ' if gated else ''}keys near={near} state={state} packed={packed}"
+            args = (1 if packed else 2, T, 3, K, K, gated, near, state, cu if packed else None, 9)
+            out.append(("delta_rule", label, delta_rule_case, args))
     if "gluon" in families and dtype != torch.float32:
         fwd = [(1, 256, 256, 2, 2, 128, True), (1, 256, 256, 2, 2, 128, False),
                (1, 256, 256, 2, 2, 64, True), (2, 1024, 1024, 4, 4, 128, True),
@@ -338,7 +397,7 @@ def main():
     ap.add_argument(
         "--ops",
         default="softmax,linear",
-        help="softmax, linear, simple_gla, short_conv, gluon, gluon_grouped",
+        help="softmax, linear, simple_gla, delta_rule, short_conv, gluon, gluon_grouped",
     )
     ap.add_argument("--repeat", type=int, help="steps before the checked one (GPU: 2, CPU: 0)")
     ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")

@@ -49,6 +49,11 @@ FWD_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
 ]
+# The products of the prepare kernel's inverse of I + A, as split operands (_dot3): bfloat16
+# halves for bfloat16 inputs (T is rounded to bfloat16 after; twice tf32's product rate),
+# tf32 halves otherwise (float32 keeps T in float32; float16 halves would overflow on nearly
+# parallel keys, whose inverse's series has large terms).
+INVERSE_SPLIT = {torch.bfloat16: "bf16", torch.float16: "tf32", torch.float32: "tf32"}
 # The forward's scan forms U = T diag(beta) V itself (True) or reads U written by the prepare
 # kernel (False); the backward's scan always forms it (U is not kept).
 FWD_FORM_U = False
@@ -139,19 +144,30 @@ def _tf32_split(x):
 
 
 @triton.jit
-def _dot3(x, y, acc):
-    """acc + x y for float32 (BT, BT) tiles as three tf32 products (lo hi + hi lo + hi hi,
-    about float32's accuracy): "tf32x3" written out, so that the split operands are formed
-    once per tile and no NaN guard is added."""
-    xh, xl = _tf32_split(x)
-    yh, yl = _tf32_split(y)
-    acc = tl.dot(xl, yh, acc, input_precision="tf32")
-    acc = tl.dot(xh, yl, acc, input_precision="tf32")
-    return tl.dot(xh, yh, acc, input_precision="tf32")
+def _dot3(x, y, acc, SPLIT: tl.constexpr):
+    """acc + x y for float32 (BT, BT) tiles as three products of split operands (lo hi + hi lo
+    + hi hi). SPLIT "tf32": tf32 halves, about float32's accuracy ("tf32x3" written out, so
+    that the split operands are formed once per tile and no NaN guard is added); "bf16":
+    bfloat16 halves, about 16 mantissa bits at twice tf32's product rate, for a result that is
+    rounded to bfloat16 after (README.md, "Prepare")."""
+    if SPLIT == "bf16":
+        xh = x.to(tl.bfloat16)
+        xl = (x - xh.to(tl.float32)).to(tl.bfloat16)
+        yh = y.to(tl.bfloat16)
+        yl = (y - yh.to(tl.float32)).to(tl.bfloat16)
+        acc = tl.dot(xl, yh, acc)
+        acc = tl.dot(xh, yl, acc)
+        return tl.dot(xh, yh, acc)
+    else:
+        xh, xl = _tf32_split(x)
+        yh, yl = _tf32_split(y)
+        acc = tl.dot(xl, yh, acc, input_precision="tf32")
+        acc = tl.dot(xh, yl, acc, input_precision="tf32")
+        return tl.dot(xh, yh, acc, input_precision="tf32")
 
 
 @triton.jit
-def _unit_lower_inverse(a, BT: tl.constexpr):
+def _unit_lower_inverse(a, BT: tl.constexpr, SPLIT: tl.constexpr):
     """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile, by products only.
     The 8 x 8 diagonal blocks a_d are nilpotent of order 8, so
     (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) (four products, all blocks at once as one
@@ -163,12 +179,12 @@ def _unit_lower_inverse(a, BT: tl.constexpr):
     offs = tl.arange(0, BT)
     blk_r = offs[:, None] // 8
     blk_c = offs[None, :] // 8
-    d = _block_diag_inverse(tl.where(blk_r == blk_c, a, 0.0), BT)
-    return _below_inverse(d, tl.where(blk_r > blk_c, a, 0.0), BT)
+    d = _block_diag_inverse(tl.where(blk_r == blk_c, a, 0.0), BT, SPLIT)
+    return _below_inverse(d, tl.where(blk_r > blk_c, a, 0.0), BT, SPLIT)
 
 
 @triton.jit
-def _block_diag_inverse(a_d, BT: tl.constexpr):
+def _block_diag_inverse(a_d, BT: tl.constexpr, SPLIT: tl.constexpr):
     """D = (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) for a_d the strictly lower 8 x 8
     diagonal blocks of a (BT, BT) tile (zero elsewhere): four products."""
     offs = tl.arange(0, BT)
@@ -176,25 +192,25 @@ def _block_diag_inverse(a_d, BT: tl.constexpr):
     x = -a_d
     d = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0) + x
     for _ in tl.static_range(2):
-        x = _dot3(x, x, zero)
-        d = _dot3(x, d, d)  # x d = d x (both polynomials in a_d)
+        x = _dot3(x, x, zero, SPLIT)
+        d = _dot3(x, d, d, SPLIT)  # x d = d x (both polynomials in a_d)
     return d
 
 
 @triton.jit
-def _below_inverse(d, a_b, BT: tl.constexpr):
+def _below_inverse(d, a_b, BT: tl.constexpr, SPLIT: tl.constexpr):
     """(I + a)^{-1} = (I + N)^{-1} D with D = _block_diag_inverse(a's diagonal blocks),
     a_b the blocks of a below them and N = D a_b (nilpotent of order BT / 8):
     prod_j (I + (-N)^(2^j)) D, products while (-N)^(2^j) is not zero."""
     offs = tl.arange(0, BT)
     zero = tl.zeros([BT, BT], tl.float32)
-    x = -_dot3(d, a_b, zero)  # -N
+    x = -_dot3(d, a_b, zero, SPLIT)  # -N
     r = tl.where(offs[:, None] == offs[None, :], 1.0, 0.0) + x
     for j in tl.static_range(1, BT // 16 + 1):
         if (1 << j) < BT // 8:
-            x = _dot3(x, x, zero)
-            r = _dot3(x, r, r)  # x r = r x (both polynomials in N)
-    return _dot3(r, d, zero)
+            x = _dot3(x, x, zero, SPLIT)
+            r = _dot3(x, r, r, SPLIT)  # x r = r x (both polynomials in N)
+    return _dot3(r, d, zero, SPLIT)
 
 
 @triton.jit
@@ -218,7 +234,7 @@ def _prep_kernel(
     K, V, BETA, GATE, WN, U, AI, CU, COFF, CHUNKS, T, NT, H, TT,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, STORE_U: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
-    BV: tl.constexpr,
+    SPLIT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """T = (I + A)^{-1} (written to AI, one row of the chunk's tile per token),
     WN = -W = -T diag(beta gamma) K and, with STORE_U, U = T diag(beta) V of one chunk and
@@ -242,10 +258,10 @@ def _prep_kernel(
     blk_c = offs_t[None, :] // 8
     diag = (blk_r == blk_c) & (offs_t[:, None] > offs_t[None, :])
     d = _block_diag_inverse(
-        _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT), BT
+        _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT), BT, SPLIT
     )
     a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT)
-    ai_in = _below_inverse(d, a_b, BT).to(K.dtype.element_ty)
+    ai_in = _below_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
     ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
     tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
     # -W = T diag(-beta gamma) K, BV columns at a time (keys read again)
@@ -583,7 +599,7 @@ def _prepare(k, v, g, beta, lay, store_u):
         (k, v, beta, beta if g is None else g, wn, wn if u is None else u, ai, lay.cu, lay.coff,
          lay.chunks, lay.T, lay.NT, H, B * T), lay,
         K_DIM=K, V_DIM=v.shape[-1], BK=pow2(K), HAS_G=g is not None, STORE_U=store_u,
-        DOT=_dot(k),
+        DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype],
     )  # fmt: skip
     return wn, u, ai
 
