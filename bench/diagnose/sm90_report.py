@@ -267,7 +267,8 @@ def gated_rows(family, dtype, D):
         for gated in (False, True):
             g = "gated" if gated else "ungated"
             add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_U", "VARLEN"), none,
-                ("u", ("STORE_U",)), varlen, HAS_G=gated)  # fmt: skip
+                ("u", ("STORE_U",)), varlen, HAS_G=gated,
+                SPLIT=c.INVERSE_SPLIT[getattr(torch, dtype)])  # fmt: skip
             add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS,
                 ("USE_S0", "STORE_ST", "STATES", "FORM_U", "VARLEN"), none,
                 ("s0,st", ("USE_S0", "STORE_ST")), ("form_u", ("FORM_U",)),
