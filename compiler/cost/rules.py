@@ -948,19 +948,24 @@ def _delta_rule(v: BoxView) -> Rule:
     gates = [_token_gate(v, "beta", "beta")] + ([_token_gate(v, "g", "gates")] if gated else [])
     inverse = _own("wy_inverse", B * T * 64 * bp, "T, each chunk's WY inverse (64 per token)")
     wy_w = _own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")
+    keep = dr.KEEP_STATES  # the forward's scan also writes the entering states and V'
+    states = [
+        _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)"),
+        _own("v_new", B * T * V * bp, "V' = U - W S (V per token)"),
+    ] if keep else []  # fmt: skip
     flops = dr.flops_forward(B, T, 1, K, V, gated=gated)
-    flops_bwd = dr.flops_backward(B, T, 1, K, V, gated=gated)
+    flops_bwd = dr.flops_backward(B, T, 1, K, V, gated=gated, keep_states=keep)
     name = "gated_delta_rule" if gated else "delta_rule"
     return Rule(
         flops=flops,
         mm=flops,
         flops_bwd=flops_bwd,
         mm_bwd=flops_bwd,
-        saved=[*kept, *gates, inverse, wy_w],
+        saved=[*kept, *gates, inverse, wy_w, *states],
         temps=dr.forward_temp_bytes(B, T, 1, K, V, bytes_per=bp),
-        bwd_temps=dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp) + do_copy,
-        io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated),
-        io_bwd=dr.io_backward(B, T, 1, K, V, bytes_per=bp, gated=gated),
+        bwd_temps=dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep) + do_copy,
+        io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep),
+        io_bwd=dr.io_backward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep),
         fused=f"ncd.ops.{name}",
         notes=[
             "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",

@@ -15,7 +15,8 @@ Forward (two launches):
                       O = scale diag(gamma) Q S + (scale Q K^T * E * causal) V', S updated.
 Backward (three launches, kept from the forward: its inputs, T and -W):
     _scan_fwd_kernel  in STATES mode, U formed from T: writes the state entering each chunk
-                      and V' (once).
+                      and V' (once). With cost.KEEP_STATES the forward's scan writes them
+                      beside the output and the backward skips this launch.
     _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
     _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
 """
@@ -36,6 +37,7 @@ from .._backend import (
     pow2,
     use_triton,
 )
+from . import cost as delta_cost
 from .chunked import gated_delta_rule_chunked
 from .reference import l2norm
 
@@ -287,11 +289,12 @@ def _scan_fwd_kernel(
     Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
-    FORM_U: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+    OUTPUT: tl.constexpr, FORM_U: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
+    BV: tl.constexpr,
 ):  # fmt: skip
     """The state scan: per chunk V' = U - W S (WN = -W), the output, S updated. FORM_U: U =
     T diag(beta) V formed here from T (AI), else read (U). STATES: write the state entering
-    each chunk (HS) and V' (VN) instead of the output."""
+    each chunk (HS) and V' (VN); OUTPUT: the output (and with STORE_ST the final state)."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -341,7 +344,7 @@ def _scan_fwd_kernel(
             tl.store(VN + vp, v_in, mask=vmask)
         if HAS_G:
             G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
-        if not STATES:
+        if OUTPUT:
             q = tl.load(Q + kp, mask=kmask, other=0.0)
             qk = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
             qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)
@@ -604,23 +607,21 @@ def _prepare(k, v, g, beta, lay, store_u):
     return wn, u, ai
 
 
-def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, states):
-    """states=False: (o, final state or None); states=True: (entering states [NC, H, K, V] in
-    the input dtype, V'). u None: U formed in the scan from T (ai), v and beta."""
+def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, states, output):
+    """(o, final state, entering states, V'), each None where not asked for: output, the
+    output and (want_state) the final state (float32 [N, H, K, V]); states, the state entering
+    each chunk ([NC, H, K, V] in the input dtype) and V' (as v). u None: U formed in the scan
+    from T (ai), v and beta."""
     B, T, H, K = q.shape
     V = v.shape[-1]
+    hs = vn = o = s_t = None
     if states:
         hs = torch.empty(lay.NC, H, K, V, device=q.device, dtype=q.dtype)
         vn = torch.empty_like(v)
-        o = s_t = None
-    else:
+    if output:
         o = torch.empty_like(v)
-        s_t = (
-            torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32)
-            if want_state
-            else None
-        )
-        hs = vn = None
+        if want_state:
+            s_t = torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32)
     dummy = v
     _launch(
         _scan_fwd_kernel, FWD_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
@@ -629,9 +630,9 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
          dummy if hs is None else hs, dummy if vn is None else vn, lay.cu, lay.coff, lay.T, lay.NT,
          H, B * T, scale), lay,
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
-        STORE_ST=s_t is not None, STATES=states, FORM_U=u is None, DOT=_dot(q),
+        STORE_ST=s_t is not None, STATES=states, OUTPUT=output, FORM_U=u is None, DOT=_dot(q),
     )  # fmt: skip
-    return (hs, vn) if states else (o, s_t)
+    return o, s_t, hs, vn
 
 
 class GatedDeltaRuleFunction(torch.autograd.Function):
@@ -645,20 +646,26 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         # T (BT values per token and head) and -W (K) are kept for the backward, which then
         # neither inverts a chunk nor forms W again
         wn, u, ai = _prepare(k, v, g, beta, lay, store_u=not FWD_FORM_U)
-        o, s_t = _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, False)
-        ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn)
+        # training: the scan also writes the entering states and V' (cost.KEEP_STATES)
+        keep = delta_cost.KEEP_STATES and any(ctx.needs_input_grad)
+        o, s_t, hs, vn = _scan_forward(
+            q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True
+        )  # fmt: skip
+        ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn, hs, vn)
         ctx.scale, ctx.lay = scale, lay
         return o, s_t
 
     @staticmethod
     def backward(ctx, do, d_st):
-        q, k, v, g, beta, s0, ai, wn = ctx.saved_tensors
+        q, k, v, g, beta, s0, ai, wn, hs, vn = ctx.saved_tensors
         lay, scale = ctx.lay, ctx.scale
         B, T, H, K = q.shape
         V = v.shape[-1]
         do = do.contiguous()
-        # U (not kept) formed in the scan from T
-        hs, vn = _scan_forward(q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True)
+        if hs is None:  # the states again, U (not kept) formed in the scan from T
+            _, _, hs, vn = _scan_forward(
+                q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False
+            )  # fmt: skip
         dhs = torch.empty_like(hs)
         dvn = torch.empty_like(v)
         want_ds0 = s0 is not None and ctx.needs_input_grad[6]

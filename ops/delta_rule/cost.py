@@ -15,10 +15,18 @@ backward (W and T kept from the forward): the scan in STATES mode (U = T diag(be
     the chunk kernel (dO S^T, dO V'^T, V' dS^T, T^T dV', (T^T dV') S^T, (T^T dV') V'^T per
     value block, then Q K^T, K K^T and three C x C by C x K products).
 
+``keep_states`` (``KEEP_STATES``, which chunk.py follows): in training the forward's scan also
+writes the state entering each chunk and V', autograd keeps them, and the backward has no
+STATES scan.
+
 ``gated`` adds only elementwise work (exponentials of C x C tiles) and the gate's reads.
 Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
 normalisation are not counted.
 """
+
+# The forward's scan writes the entering states and V' for the backward (chunk.py reads this
+# switch). Not yet run on a GPU: off.
+KEEP_STATES = False
 
 
 def inverse_products(C=64):
@@ -41,10 +49,11 @@ def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
     return B * H * T * (_prepare_flops(C, K, V) + scan)
 
 
-def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
-    """The three passes (the STATES scan forms U from the kept T: one product per token)."""
+def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False, keep_states=False):
+    """The three passes (the STATES scan forms U from the kept T: one product per token; none
+    with ``keep_states``)."""
     V = K if V is None else V
-    states = 2 * C * V + 4 * K * V
+    states = 0 if keep_states else 2 * C * V + 4 * K * V
     reverse = (V / block_v) * 2 * C * K + 2 * C * V + 6 * K * V
     chunk = 6 * K * V + 6 * C * V + 10 * C * K
     return B * H * T * (states + reverse + chunk)
@@ -56,38 +65,48 @@ def flops_minimal(B, T, H, K, V=None, gated=False):
     return B * H * T * (6 * K * V + (K * V if gated else 0))
 
 
-def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64):
+def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
+               keep_states=False):  # fmt: skip
     """prepare: k, v, beta, g read, W, U and T (C per token, kept for the backward) written;
-    scan: q, k, W (and g) read by each of the V / block_v programs, U read and o written once.
-    Gates are float32 in the kernels."""
+    scan: q, k, W (and g) read by each of the V / block_v programs, U read and o written once
+    (``keep_states``: V' and the entering states, one K x V per chunk, written too). Gates
+    are float32 in the kernels."""
     V = K if V is None else V
     gate = 4 if gated else 0
     prep = bytes_per * (2 * K + 2 * V + C) + 4 + gate
     scan = (V / block_v) * (3 * bytes_per * K + gate) + 2 * bytes_per * V
+    if keep_states:
+        scan += bytes_per * (V + K * V / C)
     return B * T * H * (prep + scan)
 
 
-def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False):
+def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
+                keep_states=False):  # fmt: skip
     """The STATES scan (k, W, T and beta read by each of the V / block_v programs, v read,
-    V' and the entering states written); the reverse scan (q, k, W, dO, V' read, dV' and the
-    leaving states' gradients written); the chunk kernel (q, k, v, T, dO, V', dV', states and
-    their gradients read once; dq, dk, dv, dbeta, dg written)."""
+    V' and the entering states written; none with ``keep_states``); the reverse scan (q, k,
+    W, dO, V' read, dV' and the leaving states' gradients written); the chunk kernel (q, k,
+    v, T, dO, V', dV', states and their gradients read once; dq, dk, dv, dbeta, dg
+    written)."""
     V = K if V is None else V
     b, gate = bytes_per, (4 if gated else 0)
     nv = V / block_v
     states = b * K * V / C  # one K x V state per chunk, per token
-    scan_states = nv * (2 * b * K + b * C + 4 + gate) + 2 * b * V + states
+    scan_states = 0 if keep_states else nv * (2 * b * K + b * C + 4 + gate) + 2 * b * V + states
     reverse = nv * (3 * b * K + gate) + 3 * b * V + states
     chunk = b * C + 4 + gate + 4 * b * V + 2 * states + 2 * b * K + 2 * b * K + b * V + 4 + gate
     return B * T * H * (scan_states + reverse + chunk)
 
 
-def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False, C=64):
+def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False, C=64,
+                     keep_states=False):  # fmt: skip
     """Kept for the backward: q, k, v, T (the chunk's inverse, C per token), -W (K per token)
-    and beta (and g) in float32; no chunk states. With ``l2norm``, PyTorch's normalisation
+    and beta (and g) in float32; no chunk states unless ``keep_states`` (then V' and the
+    state entering each chunk, in the input dtype). With ``l2norm``, PyTorch's normalisation
     keeps float32 copies of q and k and their norms."""
     V = K if V is None else V
     kept = bytes_per * (3 * K + V + C) + 4 + (4 if gated else 0)
+    if keep_states:
+        kept += bytes_per * (V + K * V / C)
     if l2norm:
         kept += 2 * (4 * K + 4)
     return B * T * H * kept
@@ -100,8 +119,10 @@ def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2):
     return B * T * H * bytes_per * V
 
 
-def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64):
+def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64, keep_states=False):
     """Held by the backward at its peak besides the gradients and what the forward kept: V',
-    dV', and the entering states and their gradients (one K x V each per chunk)."""
+    dV', and the entering states and their gradients (one K x V each per chunk); with
+    ``keep_states`` V' and the states were kept by the forward."""
     V = K if V is None else V
-    return B * T * H * bytes_per * (2 * V + 2 * K * V / C)
+    n = 1 if keep_states else 2
+    return B * T * H * bytes_per * (n * V + n * K * V / C)

@@ -24,6 +24,7 @@ import pytest
 import ncd
 from ncd import gallery
 from ncd.circuits.builder import Builder
+from ncd.ops.delta_rule import cost as delta_cost
 
 ROOT = Path(__file__).parents[2]
 # The sizes of the issue that reported kept memory modelled far below what was measured.
@@ -40,6 +41,8 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from tests.cost import measure
 
+    from ncd.ops.delta_rule import cost as delta_cost
+    delta_cost.KEEP_STATES = {keep!r}
     circuit = Circuit.model_validate_json({spec!r})
     sizes, dtype = {sizes!r}, getattr(torch, {dtype!r})
     m = ncd.compile(circuit, sizes=sizes, dtype=dtype)
@@ -80,8 +83,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def measured(circuit, dtype):
-    script = SCRIPT.format(root=str(ROOT), spec=circuit.model_dump_json(), sizes=SIZES, dtype=dtype)
+def measured(circuit, dtype, keep=False):
+    script = SCRIPT.format(root=str(ROOT), spec=circuit.model_dump_json(), sizes=SIZES,
+                           dtype=dtype, keep=keep)  # fmt: skip
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     r = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
@@ -110,12 +114,17 @@ def gated_box_circuit():
 # Kept tensors the model prices per token at the GPU's chunk of 64, with the family whose
 # chunk the kernels ran with (smaller under the interpreter).
 PER_CHUNK = {"intra-chunk scores A": "gla", "T, each chunk's WY inverse": "delta"}
+# ... and those it prices per chunk (one per 64 tokens).
+PER_64 = {"the state entering each chunk": "delta"}
 
 
 def _at_chunk(what, n, chunks):
     """n bytes of kept tensor `what` at the chunk the kernels ran with."""
     family = next((f for prefix, f in PER_CHUNK.items() if what.startswith(prefix)), None)
-    return n if family is None else n * chunks[family] // 64
+    if family is not None:
+        return n * chunks[family] // 64
+    family = next((f for prefix, f in PER_64.items() if what.startswith(prefix)), None)
+    return n if family is None else n * 64 // chunks[family]
 
 
 def model_kept(report, box, chunks):
@@ -125,18 +134,26 @@ def model_kept(report, box, chunks):
 
 
 CASES = {
-    "gla_block": (lambda: gallery.get("gla_block"), "float32", ["mixer"]),
-    "deltanet_block": (lambda: gallery.get("deltanet_block"), "float32", ["mixer"]),
-    "gated_boxes": (gated_box_circuit, "float16", ["dec", "dech", "gdl"]),
+    "gla_block": (lambda: gallery.get("gla_block"), "float32", ["mixer"], False),
+    "deltanet_block": (lambda: gallery.get("deltanet_block"), "float32", ["mixer"], False),
+    "gated_boxes": (gated_box_circuit, "float16", ["dec", "dech", "gdl"], False),
+    # the delta rule's forward keeping its chunk states (ops/delta_rule/cost.py KEEP_STATES)
+    "deltanet_block keeping states": (
+        lambda: gallery.get("deltanet_block"),
+        "float32",
+        ["mixer"],
+        True,
+    ),  # fmt: skip
 }
 
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_kept_memory_is_what_the_kernels_save(case):
-    make, dtype, boxes = CASES[case]
+def test_kept_memory_is_what_the_kernels_save(case, monkeypatch):
+    make, dtype, boxes, keep = CASES[case]
     circuit = make()
-    got = measured(circuit, dtype)
+    got = measured(circuit, dtype, keep)
+    monkeypatch.setattr(delta_cost, "KEEP_STATES", keep)
     report = ncd.analyse(circuit, sizes=SIZES, lowering="unfused", dtype=dtype)
     for box in boxes:
         model = model_kept(report, box, got["chunks"])

@@ -17,6 +17,7 @@ from ncd.ops.delta_rule import (
     gated_delta_rule_reference,
     gated_delta_rule_step,
 )
+from ncd.ops.delta_rule import cost as delta_cost
 
 
 def rel_rms(x, ref):
@@ -115,6 +116,27 @@ def test_chunked_form_matches_recurrence(case, chunk_size):
 def test_kernels_match_recurrence(case, dtype, nan_alloc):
     fn = gated_delta_rule if case[5] else delta_rule
     compare(fn, case, dtype, backend="triton")
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", CASES[1:4], ids=str)
+def test_forward_that_keeps_the_states(case, dtype, monkeypatch, nan_alloc):
+    """cost.KEEP_STATES: the forward's scan writes the entering states and V' beside the
+    output, autograd keeps them, and the backward runs without its own scan of them (one
+    launch of the forward scan per step, not two)."""
+    monkeypatch.setattr(delta_cost, "KEEP_STATES", True)
+    launches = []
+    real = chunk._launch
+
+    def counted(kernel, *args, **kw):
+        launches.append(kernel)
+        return real(kernel, *args, **kw)
+
+    monkeypatch.setattr(chunk, "_launch", counted)
+    fn = gated_delta_rule if case[5] else delta_rule
+    compare(fn, case, dtype, backend="triton")
+    assert launches.count(chunk._scan_fwd_kernel) == 1, launches
 
 
 @pytest.mark.interpret
