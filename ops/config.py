@@ -41,6 +41,10 @@ class Settings:
     # applied only on key blocks that cross the diagonal.
     interpret_kv_smem: bool = True
     interpret_diag: bool = False
+    # The delta rules in training: the forward's scan also writes the state entering each chunk
+    # and V' for the backward, which then skips its own scan of them (delta_rule/README.md).
+    # Not yet run on a GPU: off.
+    delta_keep_states: bool = False
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -55,6 +59,7 @@ ENVIRONMENT = {
     "gluon_forward": ("NCD_GLUON_FORWARD", "0: softmax forward in Triton on Hopper too"),
     "gluon_dkdv": ("NCD_GLUON_DKDV", "0: softmax dK/dV in Triton on Hopper too"),
     "gluon_dkdv_grouped": ("NCD_GLUON_DKDV_GROUPED", "1: grouped heads to the Gluon dK/dV"),
+    "delta_keep_states": ("NCD_DELTA_KEEP_STATES", "1: the delta rules' forward keeps states"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

@@ -36,6 +36,7 @@ from ncd.ops import (
     linear_attention_cost,
     simple_gla_cost,
 )
+from ncd.ops import config as ops_config
 
 Expr = sympy.Expr
 ZERO = sympy.Integer(0)
@@ -948,7 +949,7 @@ def _delta_rule(v: BoxView) -> Rule:
     gates = [_token_gate(v, "beta", "beta")] + ([_token_gate(v, "g", "gates")] if gated else [])
     inverse = _own("wy_inverse", B * T * 64 * bp, "T, each chunk's WY inverse (64 per token)")
     wy_w = _own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")
-    keep = dr.KEEP_STATES  # the forward's scan also writes the entering states and V'
+    keep = ops_config.settings.delta_keep_states  # the forward's scan also writes S and V'
     states = [
         _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)"),
         _own("v_new", B * T * V * bp, "V' = U - W S (V per token)"),

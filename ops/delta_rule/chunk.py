@@ -15,7 +15,7 @@ Forward (two launches):
                       O = scale diag(gamma) Q S + (scale Q K^T * E * causal) V', S updated.
 Backward (three launches, kept from the forward: its inputs, T and -W):
     _scan_fwd_kernel  in STATES mode, U formed from T: writes the state entering each chunk
-                      and V' (once). With cost.KEEP_STATES the forward's scan writes them
+                      and V' (once). With config delta_keep_states the forward's scan writes them
                       beside the output and the backward skips this launch.
     _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
     _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
@@ -37,7 +37,7 @@ from .._backend import (
     pow2,
     use_triton,
 )
-from . import cost as delta_cost
+from ..config import settings as _settings
 from .chunked import gated_delta_rule_chunked
 from .reference import l2norm
 
@@ -646,8 +646,8 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         # T (BT values per token and head) and -W (K) are kept for the backward, which then
         # neither inverts a chunk nor forms W again
         wn, u, ai = _prepare(k, v, g, beta, lay, store_u=not FWD_FORM_U)
-        # training: the scan also writes the entering states and V' (cost.KEEP_STATES)
-        keep = delta_cost.KEEP_STATES and any(ctx.needs_input_grad)
+        # training: the scan also writes the entering states and V' (config delta_keep_states)
+        keep = _settings.delta_keep_states and any(ctx.needs_input_grad)
         o, s_t, hs, vn = _scan_forward(
             q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True
         )  # fmt: skip

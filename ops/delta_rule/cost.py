@@ -15,7 +15,7 @@ backward (W and T kept from the forward): the scan in STATES mode (U = T diag(be
     the chunk kernel (dO S^T, dO V'^T, V' dS^T, T^T dV', (T^T dV') S^T, (T^T dV') V'^T per
     value block, then Q K^T, K K^T and three C x C by C x K products).
 
-``keep_states`` (``KEEP_STATES``, which chunk.py follows): in training the forward's scan also
+``keep_states`` (ops/config.py's ``delta_keep_states``): in training the forward's scan also
 writes the state entering each chunk and V', autograd keeps them, and the backward has no
 STATES scan.
 
@@ -23,10 +23,6 @@ STATES scan.
 Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
 normalisation are not counted.
 """
-
-# The forward's scan writes the entering states and V' for the backward (chunk.py reads this
-# switch). Not yet run on a GPU: off.
-KEEP_STATES = False
 
 
 def inverse_products(C=64):

@@ -24,7 +24,7 @@ import pytest
 import ncd
 from ncd import gallery
 from ncd.circuits.builder import Builder
-from ncd.ops.delta_rule import cost as delta_cost
+from ncd.ops import config as ops_config
 
 ROOT = Path(__file__).parents[2]
 # The sizes of the issue that reported kept memory modelled far below what was measured.
@@ -41,8 +41,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from tests.cost import measure
 
-    from ncd.ops.delta_rule import cost as delta_cost
-    delta_cost.KEEP_STATES = {keep!r}
+    ops.config.settings.delta_keep_states = {keep!r}
     circuit = Circuit.model_validate_json({spec!r})
     sizes, dtype = {sizes!r}, getattr(torch, {dtype!r})
     m = ncd.compile(circuit, sizes=sizes, dtype=dtype)
@@ -137,7 +136,7 @@ CASES = {
     "gla_block": (lambda: gallery.get("gla_block"), "float32", ["mixer"], False),
     "deltanet_block": (lambda: gallery.get("deltanet_block"), "float32", ["mixer"], False),
     "gated_boxes": (gated_box_circuit, "float16", ["dec", "dech", "gdl"], False),
-    # the delta rule's forward keeping its chunk states (ops/delta_rule/cost.py KEEP_STATES)
+    # the delta rule's forward keeping its chunk states (ops config delta_keep_states)
     "deltanet_block keeping states": (
         lambda: gallery.get("deltanet_block"),
         "float32",
@@ -149,12 +148,12 @@ CASES = {
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_kept_memory_is_what_the_kernels_save(case, monkeypatch):
+def test_kept_memory_is_what_the_kernels_save(case):
     make, dtype, boxes, keep = CASES[case]
     circuit = make()
     got = measured(circuit, dtype, keep)
-    monkeypatch.setattr(delta_cost, "KEEP_STATES", keep)
-    report = ncd.analyse(circuit, sizes=SIZES, lowering="unfused", dtype=dtype)
+    with ops_config.override(delta_keep_states=keep):
+        report = ncd.analyse(circuit, sizes=SIZES, lowering="unfused", dtype=dtype)
     for box in boxes:
         model = model_kept(report, box, got["chunks"])
         assert abs(model - got["boxes"][box]) <= 0.10 * got["boxes"][box], (box, model, got)

@@ -8,6 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ncd.ops import config
 from ncd.ops.delta_rule import (
     chunk,
     delta_rule,
@@ -17,7 +18,6 @@ from ncd.ops.delta_rule import (
     gated_delta_rule_reference,
     gated_delta_rule_step,
 )
-from ncd.ops.delta_rule import cost as delta_cost
 
 
 def rel_rms(x, ref):
@@ -122,10 +122,9 @@ def test_kernels_match_recurrence(case, dtype, nan_alloc):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES[1:4], ids=str)
 def test_forward_that_keeps_the_states(case, dtype, monkeypatch, nan_alloc):
-    """cost.KEEP_STATES: the forward's scan writes the entering states and V' beside the
-    output, autograd keeps them, and the backward runs without its own scan of them (one
+    """Config delta_keep_states: the forward's scan writes the entering states and V' beside
+    the output, autograd keeps them, and the backward runs without its own scan of them (one
     launch of the forward scan per step, not two)."""
-    monkeypatch.setattr(delta_cost, "KEEP_STATES", True)
     launches = []
     real = chunk._launch
 
@@ -135,7 +134,8 @@ def test_forward_that_keeps_the_states(case, dtype, monkeypatch, nan_alloc):
 
     monkeypatch.setattr(chunk, "_launch", counted)
     fn = gated_delta_rule if case[5] else delta_rule
-    compare(fn, case, dtype, backend="triton")
+    with config.override(delta_keep_states=True):
+        compare(fn, case, dtype, backend="triton")
     assert launches.count(chunk._scan_fwd_kernel) == 1, launches
 
 
