@@ -19,6 +19,9 @@
 #             DeltaNet blocks' training step against the same blocks written with fla's kernels
 #             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks);
 #             PROFILE_OPS and GATED_OPS (comma lists) narrow the profile and the ncd rows
+#   delta     the delta rule: its gpu_check cases (bf16, fp16; the forward keeping its chunk
+#             states among them), ncd at 2k-32k with the states recomputed and kept
+#             (NCD_DELTA_KEEP_STATES=1) beside fla, and each kernel's share at 8k both ways
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
@@ -44,7 +47,7 @@
 # the results, where the copy on the GPU machine has no .git. STEPS (a comma list of step
 # names) runs only those steps of the suite.
 set -o pipefail
-SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, conv, ncu, compiler, diagnose, distributed or imports"}
+SUITE=${1:?"suite: ops, f32, gluon, ops3, gated, delta, conv, ncu, compiler, diagnose, distributed or imports"}
 export COMMIT=${2:-${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}}
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu_out}
@@ -119,6 +122,23 @@ case $SUITE in
     # fla's warm-up (a child under --fla-warmup-s) and then about 2 minutes of measuring
     step gated_blocks 540 $PY bench/gated_blocks_gpu.py --out "$OUT" \
       --fla-warmup-s "${GATED_BLOCKS_WARMUP_S:-380}"
+    ;;
+  delta)  # the delta rule: every option checked in bf16 and fp16 (the forward that keeps its
+    # chunk states too), ncd beside fla at 2k-32k with the states recomputed and kept
+    # (NCD_DELTA_KEEP_STATES), each kernel's share at 8k both ways
+    step delta_check 200 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16,float16 \
+      --commit "$COMMIT" --out "$OUT/delta_check.json"
+    step delta_ncd 120 $PY bench/ops_gated.py --impls ncd --ops delta_rule,gated_delta_rule \
+      --T ${GATED_T:-2048 8192 32768} --limit 110 --out "$OUT/delta_ncd.json"
+    NCD_DELTA_KEEP_STATES=1 step delta_ncd_keep 120 $PY bench/ops_gated.py --impls ncd \
+      --ops delta_rule,gated_delta_rule --T ${GATED_T:-2048 8192 32768} --limit 110 \
+      --out "$OUT/delta_ncd_keep.json"
+    step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \
+      --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 --out "$OUT/delta_fla.json"
+    step delta_profile 60 $PY bench/diagnose/kernel_profile.py --ops delta_rule --T 8192 \
+      --out "$OUT/delta_profile.json"
+    NCD_DELTA_KEEP_STATES=1 step delta_profile_keep 60 $PY bench/diagnose/kernel_profile.py \
+      --ops delta_rule --T 8192 --out "$OUT/delta_profile_keep.json"
     ;;
   conv)  # the short convolution: correctness, against conv1d, deltanet_block with its kernels
     step conv_check 150 $PY bench/gpu_check.py --ops short_conv --dtypes bfloat16,float16,float32 \

@@ -351,6 +351,9 @@ def cases(families, dev, dtype):
             label = f"{'gated ' if gated else ''}keys near={near} state={state} packed={packed}"
             args = (1 if packed else 2, T, 3, K, K, gated, near, state, cu if packed else None, 9)
             out.append(("delta_rule", label, delta_rule_case, args))
+            if near == 0.0:  # the forward that keeps its chunk states for the backward
+                keep = {"delta_keep_states": True}
+                out.append(("delta_rule", label + " keep_states", delta_rule_case, args, keep))
     if "gluon" in families and dtype != torch.float32:
         fwd = [(1, 256, 256, 2, 2, 128, True), (1, 256, 256, 2, 2, 128, False),
                (1, 256, 256, 2, 2, 64, True), (2, 1024, 1024, 4, 4, 128, True),

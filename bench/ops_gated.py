@@ -190,12 +190,15 @@ def parent(args):
             for r in got:
                 print(json.dumps(r), flush=True)
             print(f"# {op} {impl}: {status} in {time.time() - start:.0f} s {tail}", flush=True)
+    from ncd.ops import config as ops_config
+
     meta = {
         "device": torch.cuda.get_device_name(),
         "date": datetime.date.today().isoformat(),
         "commit": commit(),
         "torch": torch.__version__,
         "triton": triton.__version__,
+        "config": ops_config.describe(),  # the ops switches, from the environment the children had
         "runs": notes,
     }
     if args.out:

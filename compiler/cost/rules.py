@@ -963,7 +963,7 @@ def _delta_rule(v: BoxView) -> Rule:
         flops_bwd=flops_bwd,
         mm_bwd=flops_bwd,
         saved=[*kept, *gates, inverse, wy_w, *states],
-        temps=dr.forward_temp_bytes(B, T, 1, K, V, bytes_per=bp),
+        temps=dr.forward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep),
         bwd_temps=dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep) + do_copy,
         io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep),
         io_bwd=dr.io_backward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep),

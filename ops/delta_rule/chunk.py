@@ -645,9 +645,10 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         g = None if g is None else _chunk_gates(g, lay)
         # T (BT values per token and head) and -W (K) are kept for the backward, which then
         # neither inverts a chunk nor forms W again
-        wn, u, ai = _prepare(k, v, g, beta, lay, store_u=not FWD_FORM_U)
-        # training: the scan also writes the entering states and V' (config delta_keep_states)
+        # training: the scan also writes the entering states and V' (config delta_keep_states),
+        # forming U itself as the backward's scan would (V' of the same rounding)
         keep = _settings.delta_keep_states and any(ctx.needs_input_grad)
+        wn, u, ai = _prepare(k, v, g, beta, lay, store_u=not (FWD_FORM_U or keep))
         o, s_t, hs, vn = _scan_forward(
             q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True
         )  # fmt: skip

@@ -17,7 +17,8 @@ backward (W and T kept from the forward): the scan in STATES mode (U = T diag(be
 
 ``keep_states`` (ops/config.py's ``delta_keep_states``): in training the forward's scan also
 writes the state entering each chunk and V', autograd keeps them, and the backward has no
-STATES scan.
+STATES scan; the forward's scan then forms U from T itself (the prepare kernel writes none:
+the same FLOPs, moved).
 
 ``gated`` adds only elementwise work (exponentials of C x C tiles) and the gate's reads.
 Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
@@ -64,15 +65,17 @@ def flops_minimal(B, T, H, K, V=None, gated=False):
 def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
                keep_states=False):  # fmt: skip
     """prepare: k, v, beta, g read, W, U and T (C per token, kept for the backward) written;
-    scan: q, k, W (and g) read by each of the V / block_v programs, U read and o written once
-    (``keep_states``: V' and the entering states, one K x V per chunk, written too). Gates
-    are float32 in the kernels."""
+    scan: q, k, W (and g) read by each of the V / block_v programs, U read and o written once.
+    ``keep_states``: the prepare kernel writes no U; each scan program reads T and beta, the
+    scan reads v instead of U and also writes V' and the entering states (one K x V per
+    chunk). Gates are float32 in the kernels."""
     V = K if V is None else V
     gate = 4 if gated else 0
     prep = bytes_per * (2 * K + 2 * V + C) + 4 + gate
     scan = (V / block_v) * (3 * bytes_per * K + gate) + 2 * bytes_per * V
     if keep_states:
-        scan += bytes_per * (V + K * V / C)
+        prep -= bytes_per * V
+        scan += (V / block_v) * (bytes_per * C + 4) + bytes_per * (V + K * V / C)
     return B * T * H * (prep + scan)
 
 
@@ -108,11 +111,11 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False,
     return B * T * H * kept
 
 
-def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2):
+def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2, keep_states=False):
     """U, written by the prepare kernel and freed when the forward returns (chunk.py's
-    FWD_FORM_U False: the forward's scan reads it)."""
+    FWD_FORM_U False: the forward's scan reads it); none with ``keep_states``."""
     V = K if V is None else V
-    return B * T * H * bytes_per * V
+    return 0 if keep_states else B * T * H * bytes_per * V
 
 
 def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64, keep_states=False):
