@@ -174,6 +174,18 @@ def gluon_dkdv_case(dev, dtype, repeat, B, T, S, H, Hkv, D, causal):
     return max((rel_rms(dk, dk_ref), "dk"), (rel_rms(dv, dv_ref), "dv"))
 
 
+def _state_and_packing(dev, g, inputs, B, H, K, V, state, cu):
+    """(initial state or None, the op's keyword arguments) of a case with packed-sequence
+    offsets cu (or None); a random initial state [N, H, K, V] is appended to inputs."""
+    cu = None if cu is None else torch.tensor(cu, device=dev)
+    N = B if cu is None else len(cu) - 1
+    s0 = None
+    if state:
+        s0 = torch.randn(N, H, K, V, device=dev, generator=g).requires_grad_()
+        inputs.append(s0)
+    return s0, dict(output_final_state=state, cu_seqlens=cu, scale=0.5)
+
+
 def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state, cu, seed):
     """strength: the log-gates' scale (logsigmoid(x) times it); 'mixed' alternates weak and
     strong stretches of 100 tokens."""
@@ -189,13 +201,7 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
         scale = strength
     gates = (torch.nn.functional.logsigmoid(x + 2.0) * scale).requires_grad_()
     inputs.append(gates)
-    cu = None if cu is None else torch.tensor(cu, device=dev)
-    N = B if cu is None else len(cu) - 1
-    s0 = None
-    if state:
-        s0 = torch.randn(N, H, K, V, device=dev, generator=g).requires_grad_()
-        inputs.append(s0)
-    kw = dict(output_final_state=state, cu_seqlens=cu, scale=0.5)
+    s0, kw = _state_and_packing(dev, g, inputs, B, H, K, V, state, cu)
     for _ in range(repeat):
         o, _ = simple_gla(*inputs[:4], initial_state=s0, backend="triton", **kw)
         o.float().sum().backward()
@@ -221,13 +227,7 @@ def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, s
     gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev, generator=g) + 4)
     beta = torch.sigmoid(torch.randn(B, T, H, device=dev, generator=g)).to(dtype)
     inputs += [gates.requires_grad_(), beta.requires_grad_()]
-    cu = None if cu is None else torch.tensor(cu, device=dev)
-    N = B if cu is None else len(cu) - 1
-    s0 = None
-    if state:
-        s0 = torch.randn(N, H, K, V, device=dev, generator=g).requires_grad_()
-        inputs.append(s0)
-    kw = dict(output_final_state=state, cu_seqlens=cu, scale=0.5)
+    s0, kw = _state_and_packing(dev, g, inputs, B, H, K, V, state, cu)
 
     def run(q, k, v, g_, b, s):
         if gated:

@@ -498,12 +498,7 @@ def _dg_kernel(
     i_nh = tl.program_id(0)
     i_n = i_nh // H
     i_h = i_nh % H
-    if VARLEN:
-        c0 = tl.load(CU + i_n).to(tl.int64)
-        L = (tl.load(CU + i_n + 1).to(tl.int64) - c0).to(tl.int32)
-    else:
-        L = T
-        c0 = i_n.to(tl.int64) * T
+    L, _, _, c0 = _sequence(CU, T, i_n, 0, 0, 0, 0, VARLEN)  # (no q/k or v/o layout here)
     carry = tl.zeros([1], tl.float64)
     for j in tl.static_range(NFIN):  # the last token's term: part of every token's sum
         carry += tl.load(FIN + j * tl.num_programs(0) + i_nh).to(tl.float64)
