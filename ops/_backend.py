@@ -49,9 +49,14 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1), as triton.next_power_of_2."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 def pow2(n: int) -> int:
     """The tile width for n columns: the next power of two, at least 16."""
-    return max(16, 1 << (n - 1).bit_length())
+    return max(16, next_pow2(n))
 
 
 def check(cond: bool, op: str, what: str, expected: str, found) -> None:

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import FLOATS, cdiv, check, check_cu_seqlens, launch, use_triton
+from .._backend import FLOATS, cdiv, check, check_cu_seqlens, launch, next_pow2, use_triton
 from .cost import MAX_WIDTH, SPAN
 from .reference import ACTIVATIONS, sequence_starts, short_conv_reference, weight_2d
 
@@ -206,7 +206,7 @@ def _backward(x, w, bias, silu, start, dout, want_w, want_b):
     dy = torch.empty(x.shape, device=x.device, dtype=x.dtype) if silu else dout
     args = (x, w, bias, dout, dy, part, start, T, C, x.stride(0), x.stride(1), dout.stride(0),
             dout.stride(1), dy.stride(0), dy.stride(1), w.stride(0))  # fmt: skip
-    meta = {**_meta(W, bias, silu, start), "KP": triton.next_power_of_2(W), "SPAN": span}
+    meta = {**_meta(W, bias, silu, start), "KP": next_pow2(W), "SPAN": span}
     launch(_bwd_dy_kernel, _DY_CONFIGS, lambda kw: (cdiv(T, span), cdiv(C, kw["BC"]), B), args,
            meta, _INTERPRET, key=("T", "C"))  # fmt: skip
     args = (dy, w, dx, start, T, C, dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1),

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._backend import cdiv, interpreting, launch_compiled
+from .._backend import cdiv, interpreting, launch_compiled, next_pow2
 
 # A key below every row's key (keys are ≥ -2^32), and a sum above every cumulative score.
 _NOKEY: tl.constexpr = tl.constexpr(-(1 << 40))
@@ -269,7 +269,7 @@ def plan(norms, k, uniforms, grad_norms=None, x=None):
     g = grad_norms.contiguous() if grad_norms is not None else None
     two_b = float(2 ** score_bits(n))
     has_g = g is not None
-    nch2 = max(2, triton.next_power_of_2(nch))
+    nch2 = max(2, next_pow2(nch))
     if x is None:
         outs, kept, gather, D, sx = (idx, weight), idx, (1,), 0, (0, 0)
     else:

@@ -49,6 +49,7 @@ class FakeTuner:
     made = []
 
     def __init__(self, configs, key, reset_to_zero):
+        self.configs = configs
         self.best_config = configs[0]
         FakeTuner.made.append(self)
 
@@ -167,3 +168,27 @@ def test_launch_compiled_for_gluon_kernels(fake_gpu, monkeypatch):
     with config.override(fast_launch=False):
         call()
     assert k.log[-1][0] == "jit"
+
+
+def test_pinned_configuration_is_launched_untuned(fake_gpu):
+    """config pin_config = i: every autotuned launch gets configuration i of its list (the
+    last where the list is shorter) as the one configuration its tuner sees, and a plan of
+    its own (the tuned plan of the same arguments is not reused)."""
+    k, x = FakeKernel(), torch.zeros(8)
+    three = [triton.Config({"BLOCK": b}, num_warps=4, num_stages=2) for b in (8, 16, 32)]
+
+    def go():
+        _backend.launch(k, three, lambda m: (1, 64 // m["BLOCK"]), (x, 64, 0.5), {"WIDE": True},
+                        {"BLOCK": 16})  # fmt: skip
+
+    go()  # tuned: the fake tuner picks its first configuration
+    for pin, block in ((1, 16), (5, 32)):
+        with config.override(pin_config=pin):
+            go()
+        assert [c.kwargs["BLOCK"] for c in FakeTuner.made[-1].configs] == [block]
+    assert len(FakeTuner.made) == 3
+
+
+def test_next_pow2_is_tritons():
+    for n in range(1, 3000):
+        assert _backend.next_pow2(n) == triton.next_power_of_2(n)
