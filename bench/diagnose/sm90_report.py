@@ -272,7 +272,7 @@ def gated_rows(family, dtype, D):
             add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS,
                 ("USE_S0", "STORE_ST", "STATES", "OUTPUT", "FORM_U", "VARLEN"), ("", ("OUTPUT",)),
                 ("s0,st", ("OUTPUT", "USE_S0", "STORE_ST")), ("form_u", ("OUTPUT", "FORM_U")),
-                ("states", ("STATES", "FORM_U")), ("output+states", ("OUTPUT", "STATES")),
+                ("states", ("STATES", "FORM_U")), ("output+states", ("OUTPUT", "STATES", "FORM_U")),
                 ("varlen", ("OUTPUT", "VARLEN")), HAS_G=gated)  # fmt: skip
             add(f"_scan_bwd_kernel {g}", c.BWD_SCAN_CONFIGS, ("USE_DST", "STORE_DS0", "VARLEN"),
                 none, ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, HAS_G=gated)  # fmt: skip
