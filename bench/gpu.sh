@@ -29,8 +29,9 @@
 #   ncu       Nsight Compute's counters (stall reasons, occupancy, memory throughput) of one
 #             launch of each kernel still far from its bound: the short convolution's dy kernel,
 #             simple_gla's backward, the delta rule's forward scan and prepare kernel
-#             (NCU_KERNELS="op:kernel ..." picks others; needs a machine whose runtime lets ncu
-#             read the counters, which the first step probes)
+#             (NCU_KERNELS="op:kernel ..." picks others; NCU_STALLS=1 adds a pass per kernel for
+#             the stall reasons; needs a machine whose runtime lets ncu read the counters, which
+#             the first step probes)
 #   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
 #             softmax kernels' block-size sweep at 8k
 #   imports   only check that ncd imports
@@ -160,6 +161,14 @@ case $SUITE in
         --section LaunchStats --section WarpStateStats --section SchedulerStats \
         --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
         $PY bench/diagnose/kernel_profile.py --ops "$op" --T 8192 --bare 2
+      # the stall reasons per issued instruction (the sections' text gives only their sum):
+      # a step of its own, so that a metric this ncu lacks fails it alone
+      if [ -n "${NCU_STALLS:-}" ]; then
+        step "ncu_stalls_${op}_${kernel#_}" 150 $NCU --clock-control none --nvtx \
+          --nvtx-include "measure/" -k "regex:^${kernel}\$" --launch-count 1 \
+          --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+          $PY bench/diagnose/kernel_profile.py --ops "$op" --T 8192 --bare 2
+      fi
     done
     ;;
   diagnose)
