@@ -43,17 +43,25 @@ def flops_minimal(B, T, H, K, V=None):
     return B * H * T * 4 * K * V
 
 
-def exp2_forward(B, T, H, K, V=None, C=64, block_v=64):
-    """Exponentials per forward: per token and program, a row of the C x C decay matrix and
-    the q and k decays."""
+def exp2_forward(B, T, H, K, V=None, C=64, block_v=64, exact=False):
+    """Exponentials per forward, per token and program: the factored decay's row weights
+    exp(G_last - G_i) and exp(G_i - G_last) and a chunk's exp(G_last) (2 + 1 / C); ``exact``
+    (a sequence with a chunk past the bound): a row of the C x C decay matrix, exp(G_i) and
+    the key weights (C + 2)."""
     V = K if V is None else V
-    return B * H * T * (V / block_v) * (C + 2)
+    per = (C + 2) if exact else (2 + 1 / C)
+    return B * H * T * (V / block_v) * per
 
 
-def exp2_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64):
+def exp2_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64, exact=False,
+                  want_dg=True):  # fmt: skip
+    """As `exp2_forward`, per token and backward program (with ``want_dg`` the dv programs'
+    pair sums add the query side's row weights: one more per token)."""
     V = K if V is None else V
     programs = 2 * K / block_k + V / block_v
-    return B * H * T * programs * (C + 2)
+    per = (C + 2) if exact else (2 + 1 / C)
+    extra = V / block_v if (want_dg and not exact) else 0
+    return B * H * T * (programs * per + extra)
 
 
 def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, N=None, initial_state=False,

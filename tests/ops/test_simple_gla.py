@@ -311,3 +311,21 @@ def test_strong_and_weak_chunks(dtype, want_dg, nan_alloc):
     errs = [rel_rms(o, o_ref), rel_rms(st, st_ref)]
     errs += [rel_rms(a, b) for a, b in zip(grads, refs)]
     assert len(grads) == 4 + want_dg and max(errs) < TOL[dtype], errs
+
+
+def test_cost_formulas_take_symbols():
+    """The cost formulas are plain arithmetic in B, T, H, K, V (sympy symbols work); the
+    factored decay's exponentials are a few per token and program, the exact form's a row of
+    the C x C decay matrix."""
+    import sympy
+
+    from ncd.ops.simple_gla import cost
+
+    B, T, H, K, V = sympy.symbols("B T H K V", positive=True)
+    for fn in (cost.flops_forward, cost.flops_backward, cost.io_forward, cost.io_backward,
+               cost.exp2_forward, cost.exp2_backward, cost.activation_bytes,
+               cost.backward_temp_bytes):  # fmt: skip
+        assert isinstance(sympy.sympify(fn(B, T, H, K, V)), sympy.Expr), fn
+    n = dict(B=4, T=8192, H=16, K=128)
+    assert cost.exp2_forward(**n) * 20 < cost.exp2_forward(**n, exact=True)
+    assert cost.flops_backward(**n, want_dg=True) > cost.flops_backward(**n, want_dg=False)
