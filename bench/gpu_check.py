@@ -19,8 +19,8 @@ Families of cases (--ops):
   PyTorch form (ungated and gated, keys spread or nearly parallel, states, packed sequences,
   the forward that keeps its chunk states). A quantity's floor is how far one rounding of
   the inputs to the dtype moves it in float64; nearly parallel keys make the problem
-  ill-conditioned (bf16, keys 90 % along one direction: dbeta and dv 2e-2), and a quantity
-  whose floor passes the dtype's bound is held to twice its floor instead.
+  ill-conditioned (bench/RESULTS.md gives the floors), and a quantity whose floor passes
+  the dtype's bound is held to twice its floor instead.
 - short_conv: the causal short convolution's kernels against its float64 PyTorch reference
   (itself tested against F.conv1d): widths 1 to 8, with and without bias and SiLU, packed
   sequences, the channel counts of the gallery's blocks; outputs and every gradient.

@@ -12,6 +12,8 @@ chunked, never a loop over tokens). `fused="ncd"` or `fused="torch"` asks for on
 
 from __future__ import annotations
 
+from ncd.ops import short_conv_cost
+
 # kind of fused box -> {device type: implementation}
 FASTEST: dict[str, dict[str, str]] = {
     # Softmax attention: PyTorch's SDPA (bench/RESULTS.md, "Compiler on the GPU").
@@ -43,3 +45,10 @@ def choose(kind: str, device, fused: str = "auto") -> str:
     # the device's type from its name ("cuda:1" -> "cuda"); a torch.device prints the same,
     # so the cost model reads this table without importing torch
     return FASTEST.get(kind, {}).get(str(device).split(":")[0], "ncd")
+
+
+def short_conv_kernels(width: int, device, fused: str = "auto") -> bool:
+    """Whether a short convolution of filter `width` runs ncd.ops.short_conv's kernels on
+    `device`: chosen there, and no wider than they take (a wider one stays on PyTorch's conv1d
+    rather than the op's PyTorch reference)."""
+    return choose("short_conv", device, fused) == "ncd" and width <= short_conv_cost.MAX_WIDTH

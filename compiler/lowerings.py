@@ -17,10 +17,9 @@ from torch import nn
 
 from ncd import ops
 from ncd.circuits.types import TensorType
-from ncd.ops import short_conv_cost
 
 from . import runtime
-from .choices import choose
+from .choices import choose, short_conv_kernels
 from .fused import lower_attention, lower_linear_attention, lower_norm, runs_norm_kernels
 from .lower import Call, Holder, Lowerer, lower, lowers, plain
 from .names import letters
@@ -786,9 +785,7 @@ def _short_conv(L: Lowerer, b, x, tin, tout):
         h = L.method("flatten", h, 0, len(rest) - 1) if rest else L.method("unsqueeze", h, 0)
     device = torch.device(L.opts.device)
     kernels = L.opts.fused == "ncd" or (
-        device.type == "cuda"
-        and choose("short_conv", device, L.opts.fused) == "ncd"
-        and b.kernel <= short_conv_cost.MAX_WIDTH  # wider: conv1d, not the op's reference
+        device.type == "cuda" and short_conv_kernels(b.kernel, device, L.opts.fused)
     )
     act = "silu" if b.activation == "silu" else None
     packed = {"cu_seqlens": x["offsets"]} if b.packed else {}

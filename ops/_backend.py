@@ -203,9 +203,10 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         hook(interpret_config)
         kernel[grid(interpret_config)](*args, **meta, **interpret_config)
         return
-    if _settings.pin_config >= 0:
-        configs = [configs[min(_settings.pin_config, len(configs) - 1)]]
-    pkey = (kernel, reset, _key(args), *meta.items(), str(configs[0]) if len(configs) == 1 else "")
+    pin = _settings.pin_config
+    if pin >= 0:
+        configs = [configs[min(pin, len(configs) - 1)]]
+    pkey = (kernel, reset, _key(args), *meta.items(), pin)  # a pinned plan is one of its own
     plan = _plans.get(pkey)
     if plan is None:
         # One tuner per config list and argument dtypes: Triton's autotuner keys its cache on

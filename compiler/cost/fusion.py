@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ncd.ops import short_conv_cost
-
-from ..choices import choose
+from ..choices import short_conv_kernels
 from ..patterns import Graph, Match, find_matches
 from .rules import POINTWISE
 
@@ -62,12 +60,9 @@ def find_regions(checked, matched=None) -> list[Region]:
     # A short convolution is priced as ncd.ops.short_conv only where the compiler runs it on
     # the GPU (compiler/choices.py, filters up to the kernels' widest); PyTorch's conv1d,
     # where it runs instead, keeps the padded output that the kernel does not.
-    def conv_kernel(m: Match) -> bool:
-        width = c.box(m.boxes[0])._norm("kernel")[0]
-        return choose("short_conv", "cuda") == "ncd" and width <= short_conv_cost.MAX_WIDTH
-
     regions = [Region.of(m) for m in find_matches(matched or c)
-               if m.kind != "short_conv" or conv_kernel(m)]  # fmt: skip
+               if m.kind != "short_conv"
+               or short_conv_kernels(c.box(m.boxes[0])._norm("kernel")[0], "cuda")]  # fmt: skip
     taken = {b for r in regions for b in r.boxes}
     kind = {b: c.box(b).kind for b in c.order}
     only_reader = g.only_reader

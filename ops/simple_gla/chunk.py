@@ -523,8 +523,8 @@ CHUNK = 16 if interpreting() else 64
 CUMSUM_CHUNKS = 4 if interpreting() else 16  # chunks per program of _chunk_cumsum
 DG_BLOCK = 32 if interpreting() else 1024  # tokens per step of _dg_kernel's walk
 # Each program's chunk loop is a chain of dependent products, so what hides its latency is a
-# second program on the SM: 32-wide value blocks (twice the programs, 203 registers, 81 KiB of
-# shared memory at 2 stages: two per SM) beside one 64-wide program per SM (README.md).
+# second program on the SM: 32-wide value blocks (twice the programs, each small enough in
+# registers and shared memory for two per SM) beside one 64-wide program per SM (README.md).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=4),
     triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=2),
