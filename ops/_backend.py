@@ -209,10 +209,12 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     pkey = (kernel, reset, _key(args), *meta.items(), pin)  # a pinned plan is one of its own
     plan = _plans.get(pkey)
     if plan is None:
-        # One tuner per config list and argument dtypes: Triton's autotuner keys its cache on
-        # `key` and the dtypes of tensor arguments, but not of tensor descriptors, so a
-        # float32 call would reuse a config tuned for bfloat16 (too much shared memory).
-        tkey = (kernel, reset, tuple(str(c) for c in configs), _dtypes(args))
+        # One tuner per config list, argument dtypes and meta: Triton's autotuner keys its
+        # cache on `key` and the dtypes of tensor arguments, but neither on the dtypes of
+        # tensor descriptors (a float32 call would reuse a config tuned for bfloat16, too
+        # much shared memory) nor on the constexpr options in `meta` (a kernel's variants,
+        # such as a scan that writes its states or not, would share the first one's choice).
+        tkey = (kernel, reset, tuple(str(c) for c in configs), _dtypes(args), *meta.items())
         if tkey not in _tuners:
             _tuners[tkey] = triton.autotune(configs, key=list(key), reset_to_zero=reset)(kernel)
         tuner = _tuners[tkey]

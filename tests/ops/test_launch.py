@@ -132,6 +132,16 @@ def test_one_tuner_per_descriptor_dtype(fake_gpu):
     assert len(FakeTuner.made) == 2
 
 
+def test_one_tuner_per_variant(fake_gpu):
+    """Constexpr options are not in Triton's autotuning key either: each variant of a kernel
+    (here WIDE on and off) is tuned on its own, and a variant seen again reuses its tuner."""
+    k, x = FakeKernel(), torch.zeros(8)
+    for wide in (True, False, True):
+        _backend.launch(k, CONFIGS, lambda m: (1,), (x, 64, 0.5), {"WIDE": wide}, {})
+    assert len(FakeTuner.made) == 2
+    assert [e[0] for e in k.log] == ["tune", "tune", "jit"]
+
+
 def test_launch_compiled_for_gluon_kernels(fake_gpu, monkeypatch):
     """Kernels with nothing to tune (the Gluon ones): JIT once per key, then direct launches
     with the constexprs (defaults included) after the arguments and no launch options; a
