@@ -127,7 +127,7 @@ case $SUITE in
   delta)  # the delta rule: every option checked in bf16 and fp16 (the forward that keeps its
     # chunk states too), ncd beside fla at 2k-32k with the states recomputed and kept
     # (NCD_DELTA_KEEP_STATES), each kernel's share at 8k both ways
-    step delta_check 200 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16,float16 \
+    step delta_check 300 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16,float16 \
       --commit "$COMMIT" --out "$OUT/delta_check.json"
     step delta_ncd 120 $PY bench/ops_gated.py --impls ncd --ops delta_rule,gated_delta_rule \
       --T ${GATED_T:-2048 8192 32768} --limit 110 --out "$OUT/delta_ncd.json"

@@ -271,7 +271,8 @@ def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, s
     errs = [rel_rms(a, b) for a, b in zip(got, ref)]
     bounds = [BOUND[dtype] if f <= BOUND[dtype] else 2 * f for f in floor]
     i = max(range(len(errs)), key=lambda j: errs[j] / bounds[j])
-    return errs[i], names[i], bounds[i]
+    held = {n: (e, f) for n, e, f in zip(names, errs, floor) if f > BOUND[dtype]}
+    return errs[i], names[i], bounds[i], held
 
 
 def short_conv_case(dev, dtype, repeat, B, T, C, W, bias, silu, cu, seed):
@@ -455,12 +456,17 @@ def main():
                 except torch.OutOfMemoryError:
                     err, worst, own = math.inf, "out of memory", []
             bound = own[0] if own else BOUND[dtype]  # a case's own floor, where it has one
+            held = own[1] if len(own) > 1 else {}  # quantities held to twice their floor
             ok = err <= bound
             failed += not ok
             rows.append({"family": family, "case": label, "dtype": name, "rel_err": err,
-                         "worst": worst, "bound": bound, "ok": ok})  # fmt: skip
+                         "worst": worst, "bound": bound, "ok": ok,
+                         "floor_held": {n: {"rel_err": e, "floor": f}
+                                        for n, (e, f) in held.items()}})  # fmt: skip
+            extra = "".join(f"; {n} {e:.2e} (floor {f:.1e})" for n, (e, f) in held.items())
             print(f"{'ok  ' if ok else 'FAIL'} {name:9s} {family:13s} {label:50s} "
-                  f"max rel err {err:.2e} ({worst}, bound {bound:.1e})", flush=True)  # fmt: skip
+                  f"max rel err {err:.2e} ({worst}, bound {bound:.1e}){extra}",
+                  flush=True)  # fmt: skip
     print(f"{failed} case(s) over the bound, {len(rows)} checked")
     if args.out:
         with open(args.out, "w") as f:

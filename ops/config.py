@@ -42,8 +42,9 @@ class Settings:
     interpret_kv_smem: bool = True
     interpret_diag: bool = False
     # The delta rules in training: the forward's scan also writes the state entering each chunk
-    # and V' for the backward, which then skips its own scan of them (delta_rule/README.md).
-    # Not yet run on a GPU: off.
+    # and V' for the backward, which then skips its own scan of them. Off: every layer would
+    # keep those states until its backward, for a small gain in a block's step
+    # (delta_rule/README.md).
     delta_keep_states: bool = False
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each

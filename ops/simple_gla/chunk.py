@@ -524,13 +524,11 @@ CUMSUM_CHUNKS = 4 if interpreting() else 16  # chunks per program of _chunk_cums
 DG_BLOCK = 32 if interpreting() else 1024  # tokens per step of _dg_kernel's walk
 # Each program's chunk loop is a chain of dependent products, so what hides its latency is a
 # second program on the SM: 32-wide value blocks (twice the programs, each small enough in
-# registers and shared memory for two per SM) beside one 64-wide program per SM (README.md),
-# and that program at 8 warps, which halves each thread's share of the chain.
+# registers and shared memory for two per SM) beside one 64-wide program per SM (README.md).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_V": 64}, num_warps=4, num_stages=4),
     triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=2),
     triton.Config({"BLOCK_V": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_V": 64}, num_warps=8, num_stages=2),
 ]
 # The backward's three roles in one kernel are register-bound at 4 warps (255 registers and
 # some spilling with dg, README.md): 8 warps halve each thread's share of the tiles, one

@@ -119,12 +119,13 @@ def test_kernels_match_recurrence(case, dtype, nan_alloc):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("keep", [True, False], ids=["keep", "recompute"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES[1:4], ids=str)
-def test_forward_that_keeps_the_states(case, dtype, monkeypatch, nan_alloc):
-    """Config delta_keep_states: the forward's scan writes the entering states and V' beside
-    the output, autograd keeps them, and the backward runs without its own scan of them (one
-    launch of the forward scan per step, not two)."""
+def test_forward_keeping_or_recomputing_states(case, dtype, keep, monkeypatch, nan_alloc):
+    """Config delta_keep_states on: the forward's scan writes the entering states and V'
+    beside the output, autograd keeps them, and the backward runs without its own scan of
+    them (one launch of the forward scan per step); off: the backward scans again (two)."""
     launches = []
     real = chunk._launch
 
@@ -134,9 +135,9 @@ def test_forward_that_keeps_the_states(case, dtype, monkeypatch, nan_alloc):
 
     monkeypatch.setattr(chunk, "_launch", counted)
     fn = gated_delta_rule if case[5] else delta_rule
-    with config.override(delta_keep_states=True):
+    with config.override(delta_keep_states=keep):
         compare(fn, case, dtype, backend="triton")
-    assert launches.count(chunk._scan_fwd_kernel) == 1, launches
+    assert launches.count(chunk._scan_fwd_kernel) == (1 if keep else 2), launches
 
 
 @pytest.mark.interpret
