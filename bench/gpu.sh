@@ -20,8 +20,10 @@
 #             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks);
 #             PROFILE_OPS and GATED_OPS (comma lists) narrow the profile and the ncd rows
 #   delta     the delta rule: its gpu_check cases (bf16, fp16; the forward keeping its chunk
-#             states among them), ncd at 2k-32k with the states recomputed and kept
-#             (NCD_DELTA_KEEP_STATES=1) beside fla, and each kernel's share at 8k both ways
+#             states and the scan reading prepared products among them), ncd at 2k-32k with
+#             the states recomputed and kept (NCD_DELTA_KEEP_STATES=1) beside fla, each
+#             kernel's share at 8k both ways, then ncd with NCD_DELTA_PREPARED_QK=1 (rows and
+#             kernels); more than one call's steps: STEPS picks
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
@@ -140,6 +142,12 @@ case $SUITE in
       --out "$OUT/delta_profile.json"
     NCD_DELTA_KEEP_STATES=1 step delta_profile_keep 60 $PY bench/diagnose/kernel_profile.py \
       --ops delta_rule --T 8192 --out "$OUT/delta_profile_keep.json"
+    # the scan reading the prepare kernel's Q K^T and decayed keys (NCD_DELTA_PREPARED_QK)
+    NCD_DELTA_PREPARED_QK=1 step delta_ncd_prep 120 $PY bench/ops_gated.py --impls ncd \
+      --ops delta_rule,gated_delta_rule --T ${GATED_T:-2048 8192 32768} --limit 110 \
+      --out "$OUT/delta_ncd_prep.json"
+    NCD_DELTA_PREPARED_QK=1 step delta_profile_prep 60 $PY bench/diagnose/kernel_profile.py \
+      --ops delta_rule,gated_delta_rule --T 8192 --out "$OUT/delta_profile_prep.json"
     ;;
   conv)  # the short convolution: correctness, against conv1d, deltanet_block with its kernels
     step conv_check 150 $PY bench/gpu_check.py --ops short_conv --dtypes bfloat16,float16,float32 \

@@ -17,7 +17,8 @@ Families of cases (--ops):
   final states, packed sequences; every gradient, dg included.
 - delta_rule: the delta rule's and gated delta rule's kernels against the chunked float64
   PyTorch form (ungated and gated, keys spread or nearly parallel, states, packed sequences,
-  the forward that keeps its chunk states). A quantity's floor is how far one rounding of
+  the forward that keeps its chunk states, the scan that reads the prepare kernel's Q K^T).
+  A quantity's floor is how far one rounding of
   the inputs to the dtype moves it in float64; nearly parallel keys make the problem
   ill-conditioned (bench/RESULTS.md gives the floors), and a quantity whose floor passes
   the dtype's bound is held to twice its floor instead.
@@ -379,6 +380,12 @@ def cases(families, dev, dtype):
             if near == 0.0:  # the forward that keeps its chunk states for the backward
                 keep = {"delta_keep_states": True}
                 out.append(("delta_rule", label + " keep_states", delta_rule_case, args, keep))
+            # the scan reading the prepare kernel's Q K^T and decayed keys, alone and keeping
+            prep = {"delta_prepared_qk": True}
+            out.append(("delta_rule", label + " prepared", delta_rule_case, args, prep))
+            if near == 0.0 and gated:
+                both = {**prep, "delta_keep_states": True}
+                out.append(("delta_rule", label + " prepared keep", delta_rule_case, args, both))
     if "gluon" in families and dtype != torch.float32:
         fwd = [(1, 256, 256, 2, 2, 128, True), (1, 256, 256, 2, 2, 128, False),
                (1, 256, 256, 2, 2, 64, True), (2, 1024, 1024, 4, 4, 128, True),

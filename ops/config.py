@@ -46,6 +46,10 @@ class Settings:
     # keep those states until its backward, for a small gain in a block's step
     # (delta_rule/README.md).
     delta_keep_states: bool = False
+    # The delta rules' forward: the prepare kernel also forms each chunk's Q K^T (decayed,
+    # masked) and the decayed keys, which the scan then reads instead of forming them in its
+    # sequential loop (delta_rule/README.md). Not yet run on a GPU: off.
+    delta_prepared_qk: bool = False
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -61,6 +65,7 @@ ENVIRONMENT = {
     "gluon_dkdv": ("NCD_GLUON_DKDV", "0: softmax dK/dV in Triton on Hopper too"),
     "gluon_dkdv_grouped": ("NCD_GLUON_DKDV_GROUPED", "1: grouped heads to the Gluon dK/dV"),
     "delta_keep_states": ("NCD_DELTA_KEEP_STATES", "1: the delta rules' forward keeps states"),
+    "delta_prepared_qk": ("NCD_DELTA_PREPARED_QK", "1: the delta rules' scan reads Q K^T"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

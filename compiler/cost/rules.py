@@ -954,7 +954,8 @@ def _delta_rule(v: BoxView) -> Rule:
         _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)"),
         _own("v_new", B * T * V * bp, "V' = U - W S (V per token)"),
     ] if keep else []  # fmt: skip
-    flops = dr.flops_forward(B, T, 1, K, V, gated=gated)
+    prep = ops_config.settings.delta_prepared_qk  # the prepare kernel also forms Q K^T
+    flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep)
     flops_bwd = dr.flops_backward(B, T, 1, K, V, gated=gated, keep_states=keep)
     name = "gated_delta_rule" if gated else "delta_rule"
     return Rule(
@@ -963,9 +964,11 @@ def _delta_rule(v: BoxView) -> Rule:
         flops_bwd=flops_bwd,
         mm_bwd=flops_bwd,
         saved=[*kept, *gates, inverse, wy_w, *states],
-        temps=dr.forward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep),
+        temps=dr.forward_temp_bytes(
+            B, T, 1, K, V, bytes_per=bp, keep_states=keep, gated=gated, prepared=prep
+        ),
         bwd_temps=dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep) + do_copy,
-        io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep),
+        io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep, prepared=prep),
         io_bwd=dr.io_backward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep),
         fused=f"ncd.ops.{name}",
         notes=[

@@ -59,6 +59,17 @@ INVERSE_SPLIT = {torch.bfloat16: "bf16", torch.float16: "tf32", torch.float32: "
 # The forward's scan forms U = T diag(beta) V itself (True) or reads U written by the prepare
 # kernel (False); the backward's scan always forms it (U is not kept).
 FWD_FORM_U = False
+# The scan's configurations when it reads the prepare kernel's Q K^T (config
+# delta_prepared_qk): its loop then needs fewer registers, and one stage (no prefetch
+# buffers) leaves room for more programs an SM, where narrower value blocks give more
+# programs. Each entry is still to be run alone on the GPU (gpu_check.py --pin).
+FWD_PREPARED_CONFIGS = [
+    triton.Config({"BV": 32}, num_warps=4, num_stages=1),
+    triton.Config({"BV": 16}, num_warps=4, num_stages=1),
+    triton.Config({"BV": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BV": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BV": 64}, num_warps=8, num_stages=2),
+]
 BWD_SCAN_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
@@ -233,14 +244,15 @@ def _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, keep, K_DIM: tl.constexpr, BK: tl.co
 
 @triton.jit
 def _prep_kernel(
-    K, V, BETA, GATE, WN, U, AI, CU, COFF, CHUNKS, T, NT, H, TT,
+    Q, K, V, BETA, GATE, WN, U, AI, AQK, KD, CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_G: tl.constexpr, STORE_U: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
-    SPLIT: tl.constexpr, BV: tl.constexpr,
+    HAS_G: tl.constexpr, STORE_U: tl.constexpr, STORE_QK: tl.constexpr, VARLEN: tl.constexpr,
+    DOT: tl.constexpr, SPLIT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """T = (I + A)^{-1} (written to AI, one row of the chunk's tile per token),
     WN = -W = -T diag(beta gamma) K and, with STORE_U, U = T diag(beta) V of one chunk and
-    head."""
+    head. STORE_QK: also scale (Q K^T * E * causal) to AQK (rows as AI) and, gated, the
+    decayed keys K * exp(g_last - G) to KD."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
@@ -250,9 +262,9 @@ def _prep_kernel(
     tok = bos + rows
     beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
     bw = beta
-    G, Gc = beta, beta  # not read when ungated
+    G, Gc, g_last = beta, beta, 0.0  # not read when ungated
     if HAS_G:
-        G, Gc, gamma, _ = _decays(GATE, bos, i_h, TT, L, i_t, BT)
+        G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i_t, BT)
         bw = beta * gamma
     # A twice (the 8 x 8 diagonal blocks, then the blocks below them) rather than held in
     # registers through the diagonal blocks' inverse
@@ -266,7 +278,9 @@ def _prep_kernel(
     ai_in = _below_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
     ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
     tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
-    # -W = T diag(-beta gamma) K, BV columns at a time (keys read again)
+    # -W = T diag(-beta gamma) K, BV columns at a time (keys read again); with STORE_QK the
+    # same columns of Q K^T and of the decayed keys
+    qk = tl.zeros([BT, BT], tl.float32)
     for k0 in tl.static_range(0, BK, BV):
         offs_k = k0 + tl.arange(0, BV)
         kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
@@ -274,6 +288,20 @@ def _prep_kernel(
         k = tl.load(K + kp, mask=kmask, other=0.0)
         w = tl.dot(ai_in, (k * -bw[:, None]).to(k.dtype), input_precision=DOT)
         tl.store(WN + kp, w.to(WN.dtype.element_ty), mask=kmask)
+        if STORE_QK:
+            q = tl.load(Q + kp, mask=kmask, other=0.0)
+            qk = tl.dot(q, tl.trans(k), qk, input_precision=DOT)
+            if HAS_G:
+                kd = k * tl.exp(g_last - G)[:, None]
+                tl.store(KD + kp, kd.to(KD.dtype.element_ty), mask=kmask)
+    if STORE_QK:
+        causal = offs_t[:, None] >= offs_t[None, :]
+        qk = qk * scale
+        if HAS_G:
+            qk = qk * tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
+        qk = tl.where(causal, qk, 0.0)
+        tl.store(AQK + (tok * H + i_h)[:, None] * BT + offs_t[None, :],
+                 qk.to(AQK.dtype.element_ty), mask=r_ok[:, None])  # fmt: skip
     if STORE_U:
         for v0 in range(0, V_DIM, BV):
             offs_v = v0 + tl.arange(0, BV)
@@ -286,15 +314,17 @@ def _prep_kernel(
 
 @triton.jit
 def _scan_fwd_kernel(
-    Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, CU, COFF, T, NT, H, TT, scale,
+    Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, AQK, KD, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
-    OUTPUT: tl.constexpr, FORM_U: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr,
-    BV: tl.constexpr,
+    OUTPUT: tl.constexpr, FORM_U: tl.constexpr, PREPARED: tl.constexpr, VARLEN: tl.constexpr,
+    DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """The state scan: per chunk V' = U - W S (WN = -W), the output, S updated. FORM_U: U =
     T diag(beta) V formed here from T (AI), else read (U). STATES: write the state entering
-    each chunk (HS) and V' (VN); OUTPUT: the output (and with STORE_ST the final state)."""
+    each chunk (HS) and V' (VN); OUTPUT: the output (and with STORE_ST the final state).
+    PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the decayed keys from KD
+    (the prepare kernel's STORE_QK) rather than formed here."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -320,7 +350,10 @@ def _scan_fwd_kernel(
         vmask = r_ok[:, None] & v_ok[None, :]
         kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
         vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
-        k = tl.load(K + kp, mask=kmask, other=0.0)
+        if PREPARED and HAS_G:  # the decayed keys: all the scan needs of K
+            k = tl.load(KD + kp, mask=kmask, other=0.0)
+        else:
+            k = tl.load(K + kp, mask=kmask, other=0.0)
         wn = tl.load(WN + kp, mask=kmask, other=0.0)
         if FORM_U:
             ai = tl.load(
@@ -346,18 +379,28 @@ def _scan_fwd_kernel(
             G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
         if OUTPUT:
             q = tl.load(Q + kp, mask=kmask, other=0.0)
-            qk = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
             qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)
             if HAS_G:
-                qk = qk * tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
                 qs = qs * (gamma * scale)[:, None]
             else:
                 qs = qs * scale
-            qk = tl.where(causal, qk, 0.0)
-            o = tl.dot(qk.to(k.dtype), v_in, qs, input_precision=DOT)
+            if PREPARED:
+                qk = tl.load(
+                    AQK + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
+                    other=0.0,
+                )  # fmt: skip
+            else:
+                qk = tl.dot(q, tl.trans(k), input_precision=DOT) * scale
+                if HAS_G:
+                    qk = qk * tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
+                qk = tl.where(causal, qk, 0.0).to(k.dtype)
+            o = tl.dot(qk, v_in, qs, input_precision=DOT)
             tl.store(O + vp, o.to(O.dtype.element_ty), mask=vmask)
         if HAS_G:
-            kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
+            if PREPARED:
+                kd = k
+            else:
+                kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
             S = tl.dot(tl.trans(kd), v_in, S * tl.exp(g_last), input_precision=DOT)
         else:
             S = tl.dot(tl.trans(k), v_in, S, input_precision=DOT)
@@ -590,28 +633,35 @@ def _chunk_gates(g, lay):
     return gc
 
 
-def _prepare(k, v, g, beta, lay, store_u):
+def _prepare(k, v, g, beta, lay, store_u, q=None, scale=1.0):
     """T (per token its row of the chunk's inverse, ``[B, T, H, BT]``), -W and (store_u) U
-    of every chunk, in the inputs' dtype; u None without store_u."""
+    of every chunk, in the inputs' dtype; u None without store_u. With q (delta_prepared_qk):
+    also scale (Q K^T * E * causal) (rows as T) and, gated, the decayed keys (as k), else
+    those two are None."""
     B, T, H, K = k.shape
     wn = torch.empty_like(k)
     u = torch.empty_like(v) if store_u else None
     ai = torch.empty(B, T, H, lay.BT, device=k.device, dtype=k.dtype)
+    aqk = torch.empty_like(ai) if q is not None else None
+    kd = torch.empty_like(k) if q is not None and g is not None else None
     _launch(
         _prep_kernel, PREP_CONFIGS, lambda m: (lay.NC, H),
-        (k, v, beta, beta if g is None else g, wn, wn if u is None else u, ai, lay.cu, lay.coff,
-         lay.chunks, lay.T, lay.NT, H, B * T), lay,
+        (k if q is None else q, k, v, beta, beta if g is None else g, wn, wn if u is None else u,
+         ai, ai if aqk is None else aqk, wn if kd is None else kd, lay.cu, lay.coff, lay.chunks,
+         lay.T, lay.NT, H, B * T, scale), lay,
         K_DIM=K, V_DIM=v.shape[-1], BK=pow2(K), HAS_G=g is not None, STORE_U=store_u,
-        DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype],
+        STORE_QK=q is not None, DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype],
     )  # fmt: skip
-    return wn, u, ai
+    return wn, u, ai, aqk, kd
 
 
-def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, states, output):
+def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, states, output,
+                  aqk=None, kd=None):  # fmt: skip
     """(o, final state, entering states, V'), each None where not asked for: output, the
     output and (want_state) the final state (float32 [N, H, K, V]); states, the state entering
     each chunk ([NC, H, K, V] in the input dtype) and V' (as v). u None: U formed in the scan
-    from T (ai), v and beta."""
+    from T (ai), v and beta. aqk (and kd, gated): the prepare kernel's Q K^T and decayed
+    keys, read rather than formed."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     hs = vn = o = s_t = None
@@ -624,13 +674,16 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
             s_t = torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32)
     dummy = v
     _launch(
-        _scan_fwd_kernel, FWD_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
+        _scan_fwd_kernel, FWD_CONFIGS if aqk is None else FWD_PREPARED_CONFIGS,
+        lambda m: (cdiv(V, m["BV"]), lay.N * H),
         (q, k, v, wn, dummy if u is None else u, ai, beta, dummy if g is None else g,
          dummy if o is None else o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
-         dummy if hs is None else hs, dummy if vn is None else vn, lay.cu, lay.coff, lay.T, lay.NT,
-         H, B * T, scale), lay,
+         dummy if hs is None else hs, dummy if vn is None else vn,
+         dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
+         lay.NT, H, B * T, scale), lay,
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
-        STORE_ST=s_t is not None, STATES=states, OUTPUT=output, FORM_U=u is None, DOT=_dot(q),
+        STORE_ST=s_t is not None, STATES=states, OUTPUT=output, FORM_U=u is None,
+        PREPARED=aqk is not None, DOT=_dot(q),
     )  # fmt: skip
     return o, s_t, hs, vn
 
@@ -648,10 +701,14 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         # training: the scan also writes the entering states and V' (config delta_keep_states),
         # forming U itself as the backward's scan would (V' of the same rounding)
         keep = _settings.delta_keep_states and any(ctx.needs_input_grad)
-        wn, u, ai = _prepare(k, v, g, beta, lay, store_u=not (FWD_FORM_U or keep))
+        # (config delta_prepared_qk) the prepare kernel also forms Q K^T and the decayed keys
+        prepared = _settings.delta_prepared_qk
+        wn, u, ai, aqk, kd = _prepare(k, v, g, beta, lay, store_u=not (FWD_FORM_U or keep),
+                                      q=q if prepared else None, scale=scale)  # fmt: skip
         o, s_t, hs, vn = _scan_forward(
-            q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True
+            q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd
         )  # fmt: skip
+        del aqk, kd
         ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn, hs, vn)
         ctx.scale, ctx.lay = scale, lay
         return o, s_t

@@ -20,6 +20,10 @@ writes the state entering each chunk and V', autograd keeps them, and the backwa
 STATES scan; the forward's scan then forms U from T itself (the prepare kernel writes none:
 the same FLOPs, moved).
 
+``prepared`` (ops/config.py's ``delta_prepared_qk``): the prepare kernel also forms Q K^T (once
+per chunk instead of once per value block in the scan) and writes it (C per token) and, gated,
+the decayed keys (K per token), which the scan reads.
+
 ``gated`` adds only elementwise work (exponentials of C x C tiles) and the gate's reads.
 Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
 normalisation are not counted.
@@ -40,9 +44,10 @@ def _prepare_flops(C, K, V):
     return 2 * C * (2 * K + V) + inverse_products(C) * 2 * C * C
 
 
-def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False):
+def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False, prepared=False):
     V = K if V is None else V
-    scan = (V / block_v) * 2 * C * K + 6 * K * V + 2 * C * V
+    qk = 2 * C * K if prepared else (V / block_v) * 2 * C * K
+    scan = qk + 6 * K * V + 2 * C * V
     return B * H * T * (_prepare_flops(C, K, V) + scan)
 
 
@@ -63,12 +68,14 @@ def flops_minimal(B, T, H, K, V=None, gated=False):
 
 
 def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
-               keep_states=False):  # fmt: skip
+               keep_states=False, prepared=False):  # fmt: skip
     """prepare: k, v, beta, g read, W, U and T (C per token, kept for the backward) written;
     scan: q, k, W (and g) read by each of the V / block_v programs, U read and o written once.
     ``keep_states``: the prepare kernel writes no U; each scan program reads T and beta, the
     scan reads v instead of U and also writes V' and the entering states (one K x V per
-    chunk). Gates are float32 in the kernels."""
+    chunk). ``prepared``: the prepare kernel also reads q and writes Q K^T (C per token) and,
+    gated, the decayed keys, which the scan reads in k's place; each scan program reads Q K^T.
+    Gates are float32 in the kernels."""
     V = K if V is None else V
     gate = 4 if gated else 0
     prep = bytes_per * (2 * K + 2 * V + C) + 4 + gate
@@ -76,6 +83,9 @@ def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
     if keep_states:
         prep -= bytes_per * V
         scan += (V / block_v) * (bytes_per * C + 4) + bytes_per * (V + K * V / C)
+    if prepared:
+        prep += bytes_per * (K + C + (K if gated else 0))
+        scan += (V / block_v) * bytes_per * C
     return B * T * H * (prep + scan)
 
 
@@ -111,11 +121,14 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False,
     return B * T * H * kept
 
 
-def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2, keep_states=False):
+def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2, keep_states=False, C=64, gated=False,
+                       prepared=False):  # fmt: skip
     """U, written by the prepare kernel and freed when the forward returns (chunk.py's
-    FWD_FORM_U False: the forward's scan reads it); none with ``keep_states``."""
+    FWD_FORM_U False: the forward's scan reads it); none with ``keep_states``. ``prepared``:
+    also Q K^T (C per token) and, gated, the decayed keys (K per token)."""
     V = K if V is None else V
-    return 0 if keep_states else B * T * H * bytes_per * V
+    u = 0 if keep_states else V
+    return B * T * H * bytes_per * (u + (C + (K if gated else 0) if prepared else 0))
 
 
 def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64, keep_states=False):

@@ -6,7 +6,7 @@ import sympy
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ncd.ops import attention_cost, linear_attention, linear_attention_cost
+from ncd.ops import attention_cost, config, linear_attention, linear_attention_cost
 from ncd.ops.attention.reference import softmax_attention_reference
 
 FUNCS = [
@@ -169,3 +169,46 @@ def test_softmax_attention_kept_and_backward_bytes(Hkv, monkeypatch):
     peak = backward_peak(o, torch.ones_like(o))
     grads = 2 * (B * T * H * K + B * S * Hkv * (K + V))
     assert peak - grads == attention_cost.backward_temp_bytes(B, T, H, K, V)
+
+
+def forward_temps(fn):
+    """Bytes the call allocates and frees again before it returns (its peak less what is
+    still live at its end), from torch.profiler's CPU allocator events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    events = (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    del out
+    return peak - live
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("prepared", [False, True], ids=["scan_forms_qk", "prepared"])
+@pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])
+def test_delta_rule_forward_buffers(gated, prepared, monkeypatch):
+    """The delta rules' `forward_temp_bytes` against the forward's own allocations that it
+    frees before returning (U; with config delta_prepared_qk, Q K^T and the decayed keys too);
+    launches stubbed."""
+    from ncd.ops.delta_rule import chunk, delta_rule, gated_delta_rule
+    from ncd.ops.delta_rule import cost as dr_cost
+
+    monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
+    monkeypatch.setattr(config.settings, "delta_prepared_qk", prepared)
+    B, T, H, K, V = 1, 40, 2, 16, 32
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.rand(B, T, H, K, generator=g).half().requires_grad_() for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=g).half().requires_grad_()
+    beta = torch.rand(B, T, H, generator=g).requires_grad_()
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=g)).requires_grad_()
+    if gated:
+        temps = forward_temps(lambda: gated_delta_rule(q, k, v, gates, beta, backend="triton"))
+    else:
+        temps = forward_temps(lambda: delta_rule(q, k, v, beta, backend="triton"))
+    C = chunk.INTERPRET_CHUNK
+    want = dr_cost.forward_temp_bytes(B, T, H, K, V, 2, C=C, gated=gated, prepared=prepared)
+    assert temps == want

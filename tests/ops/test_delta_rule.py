@@ -141,6 +141,29 @@ def test_forward_keeping_or_recomputing_states(case, dtype, keep, monkeypatch, n
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", CASES[:3] + [(2, 150, 2, 32, 16, True, None, False)], ids=str)
+def test_forward_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_alloc):
+    """Config delta_prepared_qk: the prepare kernel writes the chunk's scale (Q K^T * E *
+    causal) and the decayed keys, and the forward's scan reads them; outputs and every
+    gradient against the recurrence, the scan's output with the states kept or not, several
+    chunks, packed sequences (empty ones among them)."""
+    seen = []
+    real = chunk._launch
+
+    def counted(kernel, configs, grid, args, lay, **meta):
+        seen.append((kernel, meta.get("STORE_QK", meta.get("PREPARED"))))
+        return real(kernel, configs, grid, args, lay, **meta)
+
+    monkeypatch.setattr(chunk, "_launch", counted)
+    fn = gated_delta_rule if case[5] else delta_rule
+    with config.override(delta_keep_states=keep, delta_prepared_qk=True):
+        compare(fn, case, dtype, backend="triton")
+    assert (chunk._prep_kernel, True) in seen and (chunk._scan_fwd_kernel, True) in seen, seen
+
+
+@pytest.mark.interpret
 @pytest.mark.parametrize("gated, chunk_size", [(False, 64), (True, 64), (True, 32)])
 def test_kernels_at_the_gpu_chunk_length(gated, chunk_size, monkeypatch, nan_alloc):
     """Chunks of 64 (the GPU's; the inverse's block series runs) and 32: several chunks, a
