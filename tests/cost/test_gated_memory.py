@@ -188,3 +188,27 @@ def test_each_variant_is_priced_as_its_kernel():
     assert kept["T, each chunk's WY inverse (64 per token)"] == 2 * 64 * B * T * H
     assert kept["-W = -T diag(beta gamma) K (K per token)"] == 2 * K * B * T * H
     assert sum(kept.values()) == B * T * H * (2 * 4 * K + 4 + 2 * 64)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_prepared_products_are_priced(dtype):
+    """Config delta_prepared_qk: deltanet_block's forward FLOPs and HBM traffic move by what
+    ops/delta_rule/cost.py's prepared formulas add (Q K^T once per chunk instead of once per
+    value block; q read and Q K^T written by the prepare kernel, read by each scan program)."""
+    from ncd.ops.delta_rule import cost as dr
+
+    circuit = gallery.get("deltanet_block")
+    got = {}
+    for prepared in (False, True):
+        with ops_config.override(delta_prepared_qk=prepared):
+            r = ncd.analyse(circuit, sizes=SIZES, lowering="fused", dtype=dtype)
+        got[prepared] = (r.number(r.formulas["flops"]), r.number(r.formulas["io_bytes"]))
+        sizes = r.sizes
+    B, T, K, V = sizes["B"] * sizes["H"], sizes["T"], sizes["K"], sizes["V"]
+    bp = 2 if dtype == "bfloat16" else 4
+    want = [
+        f(B, T, 1, K, V, prepared=True) - f(B, T, 1, K, V)
+        for f in (dr.flops_forward, lambda *a, **kw: dr.io_forward(*a, bytes_per=bp, **kw))
+    ]
+    assert want[1] > 0
+    assert [t - f for t, f in zip(got[True], got[False])] == pytest.approx(want, rel=1e-9)
