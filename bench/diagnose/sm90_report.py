@@ -279,8 +279,11 @@ def gated_rows(family, dtype, D):
                 ("output+states prepared", ("OUTPUT", "STATES", "FORM_U", "PREPARED")),
                 ("s0,st prepared", ("OUTPUT", "USE_S0", "STORE_ST", "PREPARED")),
                 ("varlen prepared", ("OUTPUT", "VARLEN", "PREPARED")), HAS_G=gated)  # fmt: skip
-            add(f"_scan_bwd_kernel {g}", c.BWD_SCAN_CONFIGS, ("USE_DST", "STORE_DS0", "VARLEN"),
-                none, ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, HAS_G=gated)  # fmt: skip
+            add(f"_scan_bwd_kernel {g}", c.BWD_SCAN_CONFIGS,
+                ("USE_DST", "STORE_DS0", "PREPARED", "VARLEN"), none,
+                ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, ("prepared", ("PREPARED",)),
+                HAS_G=gated)  # fmt: skip
+            add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
                 HAS_G=gated)  # fmt: skip
     for lab, kernel, cfg, consts in rows:

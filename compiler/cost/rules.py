@@ -956,7 +956,7 @@ def _delta_rule(v: BoxView) -> Rule:
     ] if keep else []  # fmt: skip
     prep = ops_config.settings.delta_prepared_qk  # the prepare kernel also forms Q K^T
     flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep)
-    flops_bwd = dr.flops_backward(B, T, 1, K, V, gated=gated, keep_states=keep)
+    flops_bwd = dr.flops_backward(B, T, 1, K, V, gated=gated, keep_states=keep, prepared=prep)
     name = "gated_delta_rule" if gated else "delta_rule"
     return Rule(
         flops=flops,
@@ -969,7 +969,9 @@ def _delta_rule(v: BoxView) -> Rule:
         ),
         bwd_temps=dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep) + do_copy,
         io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep, prepared=prep),
-        io_bwd=dr.io_backward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep),
+        io_bwd=dr.io_backward(
+            B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep, prepared=prep
+        ),
         fused=f"ncd.ops.{name}",
         notes=[
             "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",

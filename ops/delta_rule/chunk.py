@@ -19,6 +19,10 @@ Backward (three launches, kept from the forward: its inputs, T and -W):
                       beside the output and the backward skips this launch.
     _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
     _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
+With config delta_prepared_qk the prepare kernel also writes each chunk's scale (Q K^T * E *
+causal) and, gated, the decayed keys, which the forward's scan reads (PREPARED) instead of
+forming them per value block; the backward writes them again in one more chunk-parallel
+launch (_qk_kernel) for its two scans.
 """
 
 import math
@@ -69,6 +73,11 @@ FWD_PREPARED_CONFIGS = [
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
+]
+# _qk_kernel (config delta_prepared_qk): chunk-parallel and light, BV the key columns a step.
+QK_CONFIGS = [
+    triton.Config({"BV": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BV": 32}, num_warps=4, num_stages=2),
 ]
 BWD_SCAN_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
@@ -243,6 +252,56 @@ def _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, keep, K_DIM: tl.constexpr, BK: tl.co
 
 
 @triton.jit
+def _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM: tl.constexpr,
+              BK: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr,
+              DOT: tl.constexpr):  # fmt: skip
+    """One chunk's scale (Q K^T * E * causal) to AQK (one row of BT per token, in the inputs'
+    dtype) and, gated, the decayed keys K * exp(g_last - G) to KD; keys and queries read BV
+    columns at a time."""
+    qk = tl.zeros([BT, BT], tl.float32)
+    for k0 in tl.static_range(0, BK, BV):
+        offs_k = k0 + tl.arange(0, BV)
+        kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
+        kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+        k = tl.load(K + kp, mask=kmask, other=0.0)
+        q = tl.load(Q + kp, mask=kmask, other=0.0)
+        qk = tl.dot(q, tl.trans(k), qk, input_precision=DOT)
+        if HAS_G:
+            kd = k * tl.exp(g_last - G)[:, None]
+            tl.store(KD + kp, kd.to(KD.dtype.element_ty), mask=kmask)
+    offs_t = tl.arange(0, BT)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    qk = qk * scale
+    if HAS_G:
+        qk = qk * tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
+    qk = tl.where(causal, qk, 0.0)
+    tl.store(AQK + (tok * H + i_h)[:, None] * BT + offs_t[None, :], qk.to(AQK.dtype.element_ty),
+             mask=r_ok[:, None])  # fmt: skip
+
+
+@triton.jit
+def _qk_kernel(
+    Q, K, GATE, AQK, KD, CU, COFF, CHUNKS, T, NT, H, TT, scale,
+    K_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
+    VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """The backward's chunk-parallel pass for the scans (config delta_prepared_qk): per chunk
+    and head scale (Q K^T * E * causal) and, gated, the decayed keys, as the prepare kernel's
+    STORE_QK writes them in the forward."""
+    c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
+    rows = i_t * BT + tl.arange(0, BT)
+    r_ok = rows < L
+    tok = bos + rows
+    G, Gc, g_last = r_ok, r_ok, 0.0  # not read when ungated
+    if HAS_G:
+        G, Gc, _, g_last = _decays(GATE, bos, i_h, TT, L, i_t, BT)
+    _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM, BK, BT, BV, HAS_G,
+              DOT)  # fmt: skip
+
+
+@triton.jit
 def _prep_kernel(
     Q, K, V, BETA, GATE, WN, U, AI, AQK, KD, CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
@@ -278,9 +337,7 @@ def _prep_kernel(
     ai_in = _below_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
     ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
     tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
-    # -W = T diag(-beta gamma) K, BV columns at a time (keys read again); with STORE_QK the
-    # same columns of Q K^T and of the decayed keys
-    qk = tl.zeros([BT, BT], tl.float32)
+    # -W = T diag(-beta gamma) K, BV columns at a time (keys read again)
     for k0 in tl.static_range(0, BK, BV):
         offs_k = k0 + tl.arange(0, BV)
         kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
@@ -288,20 +345,9 @@ def _prep_kernel(
         k = tl.load(K + kp, mask=kmask, other=0.0)
         w = tl.dot(ai_in, (k * -bw[:, None]).to(k.dtype), input_precision=DOT)
         tl.store(WN + kp, w.to(WN.dtype.element_ty), mask=kmask)
-        if STORE_QK:
-            q = tl.load(Q + kp, mask=kmask, other=0.0)
-            qk = tl.dot(q, tl.trans(k), qk, input_precision=DOT)
-            if HAS_G:
-                kd = k * tl.exp(g_last - G)[:, None]
-                tl.store(KD + kp, kd.to(KD.dtype.element_ty), mask=kmask)
     if STORE_QK:
-        causal = offs_t[:, None] >= offs_t[None, :]
-        qk = qk * scale
-        if HAS_G:
-            qk = qk * tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
-        qk = tl.where(causal, qk, 0.0)
-        tl.store(AQK + (tok * H + i_h)[:, None] * BT + offs_t[None, :],
-                 qk.to(AQK.dtype.element_ty), mask=r_ok[:, None])  # fmt: skip
+        _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM, BK, BT, BV,
+                  HAS_G, DOT)  # fmt: skip
     if STORE_U:
         for v0 in range(0, V_DIM, BV):
             offs_v = v0 + tl.arange(0, BV)
@@ -410,14 +456,16 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_kernel(
-    Q, K, WN, GATE, DO, VN, DVN, DHS, DST, DS0, CU, COFF, T, NT, H, TT, scale,
+    Q, K, WN, GATE, DO, VN, DVN, DHS, DST, DS0, AQK, KD, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr,
-    DOT: tl.constexpr, BV: tl.constexpr,
+    HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, PREPARED: tl.constexpr,
+    VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """The reverse scan of dS (the gradient of the state leaving a chunk), from the end:
     dV' = (scale Q K^T * E * causal)^T dO + diag(gamma_C / gamma) K dS,
-    dS <- gamma_C dS + scale (diag(gamma) Q)^T dO - W^T dV' (WN = -W)."""
+    dS <- gamma_C dS + scale (diag(gamma) Q)^T dO - W^T dV' (WN = -W).
+    PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the decayed keys from KD
+    (_qk_kernel) rather than formed here."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -448,20 +496,36 @@ def _scan_bwd_kernel(
         hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
         tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
         q = tl.load(Q + kp, mask=kmask, other=0.0)
-        k = tl.load(K + kp, mask=kmask, other=0.0)
+        if PREPARED and HAS_G:  # the decayed keys: all this scan needs of K
+            k = tl.load(KD + kp, mask=kmask, other=0.0)
+        else:
+            k = tl.load(K + kp, mask=kmask, other=0.0)
         wn = tl.load(WN + kp, mask=kmask, other=0.0)
         do = tl.load(DO + vp, mask=vmask, other=0.0)
-        pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
-        if HAS_G:
-            G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
-            pt = pt * tl.exp(tl.where(causal_t, Gc[None, :] - G[:, None], 0.0))
-            kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
-            qd = (q * (gamma * scale)[:, None]).to(q.dtype)
-        else:
+        if PREPARED:
+            a = tl.load(
+                AQK + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
+                other=0.0,
+            )  # fmt: skip
+            pt = tl.trans(a)  # (j, i)
             kd = k
-            qd = (q * scale).to(q.dtype)
-        pt = tl.where(causal_t, pt, 0.0)
-        dv_new = tl.dot(pt.to(do.dtype), do, input_precision=DOT)
+            if HAS_G:
+                G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+                qd = (q * (gamma * scale)[:, None]).to(q.dtype)
+            else:
+                qd = (q * scale).to(q.dtype)
+        else:
+            pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
+            if HAS_G:
+                G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+                pt = pt * tl.exp(tl.where(causal_t, Gc[None, :] - G[:, None], 0.0))
+                kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
+                qd = (q * (gamma * scale)[:, None]).to(q.dtype)
+            else:
+                kd = k
+                qd = (q * scale).to(q.dtype)
+            pt = tl.where(causal_t, pt, 0.0).to(do.dtype)
+        dv_new = tl.dot(pt, do, input_precision=DOT)
         dv_new = tl.dot(kd, dS.to(k.dtype), dv_new, input_precision=DOT)
         dv_in = dv_new.to(do.dtype)
         tl.store(DVN + vp, dv_in, mask=vmask)
@@ -655,6 +719,21 @@ def _prepare(k, v, g, beta, lay, store_u, q=None, scale=1.0):
     return wn, u, ai, aqk, kd
 
 
+def _qk(q, k, g, scale, lay):
+    """The backward's scale (Q K^T * E * causal) (rows as T) and, gated, decayed keys (as k;
+    None ungated): one launch of _qk_kernel."""
+    B, T, H, K = q.shape
+    aqk = torch.empty(B, T, H, lay.BT, device=q.device, dtype=q.dtype)
+    kd = torch.empty_like(k) if g is not None else None
+    _launch(
+        _qk_kernel, QK_CONFIGS, lambda m: (lay.NC, H),
+        (q, k, aqk if g is None else g, aqk, aqk if kd is None else kd, lay.cu, lay.coff,
+         lay.chunks, lay.T, lay.NT, H, B * T, scale), lay,
+        K_DIM=K, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q),
+    )  # fmt: skip
+    return aqk, kd
+
+
 def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, states, output,
                   aqk=None, kd=None):  # fmt: skip
     """(o, final state, entering states, V'), each None where not asked for: output, the
@@ -710,7 +789,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         )  # fmt: skip
         del aqk, kd
         ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn, hs, vn)
-        ctx.scale, ctx.lay = scale, lay
+        ctx.scale, ctx.lay, ctx.prepared = scale, lay, prepared
         return o, s_t
 
     @staticmethod
@@ -720,9 +799,12 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         B, T, H, K = q.shape
         V = v.shape[-1]
         do = do.contiguous()
+        aqk = kd = None
+        if ctx.prepared:  # the scans read Q K^T and the decayed keys: one chunk-parallel pass
+            aqk, kd = _qk(q, k, g, scale, lay)
         if hs is None:  # the states again, U (not kept) formed in the scan from T
             _, _, hs, vn = _scan_forward(
-                q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False
+                q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False, aqk, kd
             )  # fmt: skip
         dhs = torch.empty_like(hs)
         dvn = torch.empty_like(v)
@@ -734,11 +816,13 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         _launch(
             _scan_bwd_kernel, BWD_SCAN_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
             (q, k, wn, dummy if g is None else g, do, vn, dvn, dhs,
-             dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0, lay.cu,
-             lay.coff, lay.T, lay.NT, H, B * T, scale), lay,
+             dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0,
+             dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
+             lay.NT, H, B * T, scale), lay,
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
-            STORE_DS0=want_ds0, DOT=_dot(q),
+            STORE_DS0=want_ds0, PREPARED=aqk is not None, DOT=_dot(q),
         )  # fmt: skip
+        del aqk, kd
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
         dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32

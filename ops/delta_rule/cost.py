@@ -11,7 +11,8 @@ forward scan (``_scan_fwd_kernel``, one program per value block): W S (2 C K V),
     (2 C^2 K, repeated in each of the V / block_v programs), Q S (2 C K V), P V' (2 C^2 V),
     K^T V' (2 C K V).
 backward (W and T kept from the forward): the scan in STATES mode (U = T diag(beta) V, W S,
-    K^T V'); the reverse scan (its own Q K^T per value block, P^T dO, K dS, Q^T dO, W^T dV');
+    K^T V'); the reverse scan (its own Q K^T per value block, or with ``prepared`` one Q K^T
+    per chunk in ``_qk_kernel``; P^T dO, K dS, Q^T dO, W^T dV');
     the chunk kernel (dO S^T, dO V'^T, V' dS^T, T^T dV', (T^T dV') S^T, (T^T dV') V'^T per
     value block, then Q K^T, K K^T and three C x C by C x K products).
 
@@ -22,7 +23,8 @@ the same FLOPs, moved).
 
 ``prepared`` (ops/config.py's ``delta_prepared_qk``): the prepare kernel also forms Q K^T (once
 per chunk instead of once per value block in the scan) and writes it (C per token) and, gated,
-the decayed keys (K per token), which the scan reads.
+the decayed keys (K per token), which the scan reads; the backward's ``_qk_kernel`` forms
+them again (freed before the gradients are allocated) for its two scans.
 
 ``gated`` adds only elementwise work (exponentials of C x C tiles) and the gate's reads.
 Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
@@ -51,12 +53,15 @@ def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False, prepared=Fa
     return B * H * T * (_prepare_flops(C, K, V) + scan)
 
 
-def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False, keep_states=False):
+def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False, keep_states=False,
+                   prepared=False):  # fmt: skip
     """The three passes (the STATES scan forms U from the kept T: one product per token; none
-    with ``keep_states``)."""
+    with ``keep_states``). ``prepared``: Q K^T once per chunk in ``_qk_kernel`` instead of
+    once per value block in the reverse scan."""
     V = K if V is None else V
     states = 0 if keep_states else 2 * C * V + 4 * K * V
-    reverse = (V / block_v) * 2 * C * K + 2 * C * V + 6 * K * V
+    qk = 2 * C * K if prepared else (V / block_v) * 2 * C * K
+    reverse = qk + 2 * C * V + 6 * K * V
     chunk = 6 * K * V + 6 * C * V + 10 * C * K
     return B * H * T * (states + reverse + chunk)
 
@@ -90,12 +95,14 @@ def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
 
 
 def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
-                keep_states=False):  # fmt: skip
+                keep_states=False, prepared=False):  # fmt: skip
     """The STATES scan (k, W, T and beta read by each of the V / block_v programs, v read,
     V' and the entering states written; none with ``keep_states``); the reverse scan (q, k,
     W, dO, V' read, dV' and the leaving states' gradients written); the chunk kernel (q, k,
     v, T, dO, V', dV', states and their gradients read once; dq, dk, dv, dbeta, dg
-    written)."""
+    written). ``prepared``: ``_qk_kernel`` reads q, k (and g) once and writes Q K^T (C per
+    token) and, gated, the decayed keys, which the scans read in k's place; each reverse-scan
+    program also reads Q K^T."""
     V = K if V is None else V
     b, gate = bytes_per, (4 if gated else 0)
     nv = V / block_v
@@ -103,7 +110,11 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
     scan_states = 0 if keep_states else nv * (2 * b * K + b * C + 4 + gate) + 2 * b * V + states
     reverse = nv * (3 * b * K + gate) + 3 * b * V + states
     chunk = b * C + 4 + gate + 4 * b * V + 2 * states + 2 * b * K + 2 * b * K + b * V + 4 + gate
-    return B * T * H * (scan_states + reverse + chunk)
+    qk = 0
+    if prepared:
+        qk = 2 * b * K + gate + b * (C + (K if gated else 0))
+        reverse += nv * b * C
+    return B * T * H * (qk + scan_states + reverse + chunk)
 
 
 def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False, C=64,
@@ -134,7 +145,9 @@ def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2, keep_states=False, C=64,
 def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64, keep_states=False):
     """Held by the backward at its peak besides the gradients and what the forward kept: V',
     dV', and the entering states and their gradients (one K x V each per chunk); with
-    ``keep_states`` V' and the states were kept by the forward."""
+    ``keep_states`` V' and the states were kept by the forward. ``prepared`` adds nothing at
+    the peak: its Q K^T and decayed keys (C, and gated K, per token) are freed before the
+    gradients (2 K + V per token and more) are allocated."""
     V = K if V is None else V
     n = 1 if keep_states else 2
     return B * T * H * bytes_per * (n * V + n * K * V / C)

@@ -192,9 +192,10 @@ def test_each_variant_is_priced_as_its_kernel():
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_prepared_products_are_priced(dtype):
-    """Config delta_prepared_qk: deltanet_block's forward FLOPs and HBM traffic move by what
-    ops/delta_rule/cost.py's prepared formulas add (Q K^T once per chunk instead of once per
-    value block; q read and Q K^T written by the prepare kernel, read by each scan program)."""
+    """Config delta_prepared_qk: deltanet_block's forward and backward FLOPs and HBM traffic
+    move by what ops/delta_rule/cost.py's prepared formulas add (Q K^T once per chunk instead
+    of once per value block; q read and Q K^T written by the prepare kernel and by the
+    backward's _qk_kernel, read by each scan program)."""
     from ncd.ops.delta_rule import cost as dr
 
     circuit = gallery.get("deltanet_block")
@@ -202,13 +203,19 @@ def test_prepared_products_are_priced(dtype):
     for prepared in (False, True):
         with ops_config.override(delta_prepared_qk=prepared):
             r = ncd.analyse(circuit, sizes=SIZES, lowering="fused", dtype=dtype)
-        got[prepared] = (r.number(r.formulas["flops"]), r.number(r.formulas["io_bytes"]))
+        keys = ("flops", "io_bytes", "flops_backward", "io_bytes_backward")
+        got[prepared] = [r.number(r.formulas[key]) for key in keys]
         sizes = r.sizes
     B, T, K, V = sizes["B"] * sizes["H"], sizes["T"], sizes["K"], sizes["V"]
     bp = 2 if dtype == "bfloat16" else 4
     want = [
         f(B, T, 1, K, V, prepared=True) - f(B, T, 1, K, V)
-        for f in (dr.flops_forward, lambda *a, **kw: dr.io_forward(*a, bytes_per=bp, **kw))
+        for f in (
+            dr.flops_forward,
+            lambda *a, **kw: dr.io_forward(*a, bytes_per=bp, **kw),
+            dr.flops_backward,
+            lambda *a, **kw: dr.io_backward(*a, bytes_per=bp, **kw),
+        )
     ]
-    assert want[1] > 0
+    assert want[1] > 0 and want[3] > 0 and want[0] <= 0 and want[2] <= 0
     assert [t - f for t, f in zip(got[True], got[False])] == pytest.approx(want, rel=1e-9)

@@ -212,3 +212,35 @@ def test_delta_rule_forward_buffers(gated, prepared, monkeypatch):
     C = chunk.INTERPRET_CHUNK
     want = dr_cost.forward_temp_bytes(B, T, H, K, V, 2, C=C, gated=gated, prepared=prepared)
     assert temps == want
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("prepared", [False, True], ids=["scans_form_qk", "prepared"])
+@pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
+@pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])
+def test_delta_rule_backward_buffers(gated, keep, prepared, monkeypatch):
+    """The delta rules' `backward_temp_bytes` against the backward's own allocations less the
+    gradients it returns (launches stubbed): V', dV', the entering states and their
+    gradients; with config delta_prepared_qk the backward's Q K^T and decayed keys are freed
+    before the gradients are allocated, so they do not raise the peak."""
+    from ncd.ops.delta_rule import chunk, delta_rule, gated_delta_rule
+    from ncd.ops.delta_rule import cost as dr_cost
+
+    monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
+    monkeypatch.setattr(config.settings, "delta_prepared_qk", prepared)
+    monkeypatch.setattr(config.settings, "delta_keep_states", keep)
+    B, T, H, K, V = 1, 48, 2, 16, 32  # whole chunks: the formulas count T / C states
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.rand(B, T, H, K, generator=g).half().requires_grad_() for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=g).half().requires_grad_()
+    beta = torch.rand(B, T, H, generator=g).requires_grad_()
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=g)).requires_grad_()
+    if gated:
+        o, _ = gated_delta_rule(q, k, v, gates, beta, backend="triton")
+    else:
+        o, _ = delta_rule(q, k, v, beta, backend="triton")
+    peak = backward_peak(o, torch.ones_like(o))
+    grads = B * T * H * (2 * (2 * K + V) + 4 + (4 if gated else 0))
+    C = chunk.INTERPRET_CHUNK
+    want = dr_cost.backward_temp_bytes(B, T, H, K, V, 2, C=C, keep_states=keep)
+    assert peak - grads == want

@@ -144,9 +144,10 @@ def test_forward_keeping_or_recomputing_states(case, dtype, keep, monkeypatch, n
 @pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES[:3] + [(2, 150, 2, 32, 16, True, None, False)], ids=str)
-def test_forward_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_alloc):
+def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_alloc):
     """Config delta_prepared_qk: the prepare kernel writes the chunk's scale (Q K^T * E *
-    causal) and the decayed keys, and the forward's scan reads them; outputs and every
+    causal) and the decayed keys, and the forward's scan reads them (the backward's scans
+    read them from _qk_kernel); outputs and every
     gradient against the recurrence, the scan's output with the states kept or not, several
     chunks, packed sequences (empty ones among them)."""
     seen = []
@@ -161,6 +162,8 @@ def test_forward_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_
     with config.override(delta_keep_states=keep, delta_prepared_qk=True):
         compare(fn, case, dtype, backend="triton")
     assert (chunk._prep_kernel, True) in seen and (chunk._scan_fwd_kernel, True) in seen, seen
+    # the backward's scans read them too, from its own chunk-parallel pass
+    assert (chunk._qk_kernel, None) in seen and (chunk._scan_bwd_kernel, True) in seen, seen
 
 
 @pytest.mark.interpret
