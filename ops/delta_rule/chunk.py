@@ -594,39 +594,38 @@ def _bwd_chunk_kernel(
         tl.store(DV + vp, (db_u * beta[:, None]).to(DV.dtype.element_ty), mask=vmask)
         dbeta += tl.sum(db_u * v.to(tl.float32), 1)
         da = tl.dot(db_u.to(v_new.dtype), tl.trans(v_new), da, input_precision=DOT)
-    q = tl.load(Q + kp, mask=kmask, other=0.0)
+    # The key-side accumulators first, merged into dk's: dks and db_w free before Q K^T.
+    # dW = -dV' S^T, so dB_w = T^T dW = -db_w; W = T diag(beta gamma) K
     k = tl.load(K + kp, mask=kmask, other=0.0)
-    causal = offs_t[:, None] >= offs_t[None, :]
-    kf = k.to(tl.float32)
+    t_w = -tl.sum(db_w * k.to(tl.float32), 1)
     if HAS_G:
         G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i_t, BT)
-        e = tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
-        dq = dq * (gamma * scale)[:, None]
         dks = dks * tl.exp(g_last - G)[:, None]
         bw = beta * gamma
-        d_g = tl.sum(q.to(tl.float32) * dq, 1)  # the output's diag(gamma) Q S
-        ks = tl.sum(kf * dks, 1)  # keys decayed to the chunk's end
-        d_g -= ks
+        ks = tl.sum(k.to(tl.float32) * dks, 1)  # keys decayed to the chunk's end
+        dbeta += t_w * gamma
+        d_g = t_w * bw - ks
         d_g += tl.where(offs_t == BT - 1, tl.sum(ks, 0) + tl.exp(g_last) * tl.sum(ds_dot, 0), 0.0)
+    else:
+        bw = beta
+        dbeta += t_w
+    dk = dks - db_w * bw[:, None]
+    q = tl.load(Q + kp, mask=kmask, other=0.0)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    if HAS_G:
+        e = tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
+        dq = dq * (gamma * scale)[:, None]
+        d_g += tl.sum(q.to(tl.float32) * dq, 1)  # the output's diag(gamma) Q S
         dps = tl.where(causal, dp * e * scale, 0.0)  # the cotangent of Q K^T
         m = dps * tl.dot(q, tl.trans(k), input_precision=DOT)  # dP * P
         d_g += tl.sum(m, 1) - tl.sum(m, 0)
     else:
         e = 1.0
         dq = dq * scale
-        bw = beta
         dps = tl.where(causal, dp * scale, 0.0)
     dq = tl.dot(dps.to(k.dtype), k, dq, input_precision=DOT)
     tl.store(DQ + kp, dq.to(DQ.dtype.element_ty), mask=kmask)
-    dk = tl.dot(tl.trans(dps.to(q.dtype)), q, dks, input_precision=DOT)
-    # dW = -dV' S^T, so dB_w = T^T dW = -db_w; W = T diag(beta gamma) K
-    dk -= db_w * bw[:, None]
-    t_w = -tl.sum(db_w * kf, 1)
-    if HAS_G:
-        dbeta += t_w * gamma
-        d_g += t_w * bw
-    else:
-        dbeta += t_w
+    dk = tl.dot(tl.trans(dps.to(q.dtype)), q, dk, input_precision=DOT)
     strict = offs_t[:, None] > offs_t[None, :]
     if HAS_G:  # E again rather than held in registers through the products above
         e = tl.exp(tl.where(strict, G[:, None] - Gc[None, :], 0.0))
