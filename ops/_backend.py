@@ -226,8 +226,7 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     if plan.ck is not None and _settings.fast_launch:
         _run(plan.ck, grid(kw), args, plan.tail)
         return
-    cfg = plan.cfg
-    ck = kernel[grid(kw)](*args, **meta, **kw, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    ck = kernel[grid(kw)](*args, **meta, **plan.cfg.all_kwargs())  # block sizes and options
     if _settings.fast_launch and _runnable(ck):
         plan.tail = _tail(kernel, len(args), {**meta, **kw})
         plan.ck = ck

@@ -115,7 +115,7 @@ def sass_loops(instrs) -> list:
     return out
 
 
-def _compile(kernel, sig, consts, warps, stages=None, divisible=()):
+def _compile(kernel, sig, consts, warps, stages=None, divisible=(), maxnreg=None):
     """Compile a Triton kernel for sm_90; `divisible`: arguments the JIT would see as
     multiples of 16 (or 16-byte aligned pointers)."""
     names = kernel.arg_names
@@ -124,6 +124,8 @@ def _compile(kernel, sig, consts, warps, stages=None, divisible=()):
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in divisible}
     src = ASTSource(kernel, full, {(names.index(k),): v for k, v in consts.items()}, attrs)
     opts = dict(num_warps=warps) if stages is None else dict(num_warps=warps, num_stages=stages)
+    if maxnreg is not None:
+        opts["maxnreg"] = maxnreg
     return triton.compile(src, target=TARGET, options=opts)
 
 
@@ -207,7 +209,7 @@ def gated_kernel(family, kernel, cfg, consts, ty, gate_ty):
     stages = cfg.num_stages
     if family == "sgla" and ty == "fp32":  # the launcher's clamp
         stages = min(stages, sgla_chunk.F32_STAGES)
-    return _compile(kernel, sig, consts, cfg.num_warps, stages, div)
+    return _compile(kernel, sig, consts, cfg.num_warps, stages, div, cfg.maxnreg)
 
 
 def _switches(names, *variants):
@@ -288,7 +290,8 @@ def gated_rows(family, dtype, D):
                 HAS_G=gated)  # fmt: skip
     for lab, kernel, cfg, consts in rows:
         tune = ",".join(f"{k}={v}" for k, v in cfg.kwargs.items())
-        label = f"{family} {lab.strip()} [{tune} w{cfg.num_warps} s{cfg.num_stages}]"
+        regs = f" r{cfg.maxnreg}" if cfg.maxnreg else ""
+        label = f"{family} {lab.strip()} [{tune} w{cfg.num_warps} s{cfg.num_stages}{regs}]"
         yield label, lambda k=kernel, c=cfg, cs=consts: gated_kernel(family, k, c, cs, ty, gate_ty)
 
 

@@ -50,7 +50,13 @@ from .reference import l2norm
 # BV the value-block width of each launch (the prepare kernel's: the column blocks in which it
 # reads keys and values for K K^T, W and U).
 CHUNK = 64
-PREP_CONFIGS = [triton.Config({"BV": 64}, num_warps=4, num_stages=2)]
+# The prepare kernel at 168 registers too (maxnreg), three programs an SM instead of two, for
+# some spilled bytes outside its products (README.md); the tuner chooses.
+PREP_CONFIGS = [
+    triton.Config({"BV": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BV": 64}, num_warps=4, num_stages=1, maxnreg=168),
+    triton.Config({"BV": 64}, num_warps=4, num_stages=2, maxnreg=168),
+]
 FWD_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),

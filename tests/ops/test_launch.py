@@ -202,3 +202,14 @@ def test_pinned_configuration_is_launched_untuned(fake_gpu):
 def test_next_pow2_is_tritons():
     for n in range(1, 3000):
         assert _backend.next_pow2(n) == triton.next_power_of_2(n)
+
+
+def test_the_tuned_configuration_compiles_with_all_its_options(fake_gpu):
+    """The launch after tuning compiles the winning configuration with every option it
+    carries (a register cap, maxnreg, included), not a kernel the tuner never timed."""
+    k, x = FakeKernel(), torch.zeros(8)
+    capped = [triton.Config({"BLOCK": 32}, num_warps=4, num_stages=1, maxnreg=168)]
+    for _ in range(2):
+        _backend.launch(k, capped, lambda m: (1,), (x, 64, 0.5), {"WIDE": True}, {"BLOCK": 16})
+    assert k.log[1][0] == "jit"
+    assert k.log[1][3]["maxnreg"] == 168 and k.log[1][3]["BLOCK"] == 32
