@@ -72,19 +72,24 @@ def kept_bytes(fn):
     return out, sum(kept.values())
 
 
-def backward_peak(out, grad):
-    """Peak bytes the backward of `out` allocates, from torch.profiler's CPU allocator
-    events (the gradients it returns included)."""
+def allocations(fn):
+    """(fn(), peak bytes allocated during the call, bytes still allocated at its end), from
+    torch.profiler's CPU allocator events."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out.backward(grad)
+        out = fn()
     events = (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     live = peak = 0
     for e in sorted(events, key=lambda e: e.start_ns()):
         live += e.nbytes()
         peak = max(peak, live)
-    return peak
+    return out, peak, live
+
+
+def backward_peak(out, grad):
+    """Peak bytes the backward of `out` allocates (the gradients it returns included)."""
+    return allocations(lambda: out.backward(grad))[1]
 
 
 @pytest.mark.interpret
@@ -173,17 +178,8 @@ def test_softmax_attention_kept_and_backward_bytes(Hkv, monkeypatch):
 
 def forward_temps(fn):
     """Bytes the call allocates and frees again before it returns (its peak less what is
-    still live at its end), from torch.profiler's CPU allocator events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-    events = (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    del out
+    still live at its end)."""
+    _, peak, live = allocations(fn)
     return peak - live
 
 
