@@ -10,7 +10,8 @@ between HBM and the chip ("FlashAttention on a napkin"). Four kinds of region:
   normalised, also the float32 output and denominator);
 - the pre-norm residual step add → layernorm | rmsnorm (the `add_norm` match), priced as
   `ncd.ops.add_layer_norm` / `add_rms_norm` (ops/norm/cost.py: x and h read, the sum and the
-  output written once; the sum and the float32 statistics kept);
+  output written once; the sum and the float32 statistics kept) where the compiler's choices
+  run that kernel on CUDA (else the add and PyTorch's norm, each its own kernel);
 - the causal short convolution conv → slice → [silu] (the `short_conv` match), priced as
   `ncd.ops.short_conv` (ops/short_conv/cost.py: x read, y written, only x kept) where the
   compiler's choices run that kernel on CUDA;
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..choices import short_conv_kernels
+from ..choices import choose, short_conv_kernels
 from ..patterns import Graph, Match, find_matches
 from .rules import POINTWISE
 
@@ -57,12 +58,18 @@ def find_regions(checked, matched=None) -> list[Region]:
     c = checked
     g = Graph(c)
 
-    # A short convolution is priced as ncd.ops.short_conv only where the compiler runs it on
-    # the GPU (compiler/choices.py, filters up to the kernels' widest); PyTorch's conv1d,
-    # where it runs instead, keeps the padded output that the kernel does not.
-    regions = [Region.of(m) for m in find_matches(matched or c)
-               if m.kind != "short_conv"
-               or short_conv_kernels(c.box(m.boxes[0])._norm("kernel")[0], "cuda")]  # fmt: skip
+    # A short convolution or a residual add and norm is priced as ncd.ops' kernel only where
+    # the compiler runs it on the GPU (compiler/choices.py; short convolutions up to the
+    # kernels' widest filter): PyTorch's conv1d, where it runs instead, keeps the padded
+    # output that the kernel does not, and PyTorch's add and norm move the sum twice.
+    def runs_kernel(m) -> bool:
+        if m.kind == "short_conv":
+            return short_conv_kernels(c.box(m.boxes[0])._norm("kernel")[0], "cuda")
+        if m.kind == "add_norm":
+            return choose("norm", "cuda") == "ncd"
+        return True
+
+    regions = [Region.of(m) for m in find_matches(matched or c) if runs_kernel(m)]
     taken = {b for r in regions for b in r.boxes}
     kind = {b: c.box(b).kind for b in c.order}
     only_reader = g.only_reader

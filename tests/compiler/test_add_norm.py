@@ -112,10 +112,30 @@ def test_rms_and_multi_axis_kernel_lowering(monkeypatch):
     assert ops.add_rms_norm in {n.target for n in fused.graph.nodes}
 
 
-def test_fused_region_is_priced_as_the_kernel():
-    """Under the fused lowering the add moves nothing and the norm moves what
-    add_layer_norm moves (x and h read, the sum and y written once); unfused, the sum is
-    written by the add and read again by the norm."""
+def test_region_is_priced_as_what_the_compiler_runs(monkeypatch):
+    """Where the compiler's choices run PyTorch's norms on CUDA (the table as it stands), the
+    fused lowering prices the add and the norm as two kernels, as the unfused one does; the
+    region appears only where they run ncd.ops' add_layer_norm."""
+    from ncd.compiler import choices
+
+    c = transformer_block()
+    sizes = dict(c.sizes)
+    for kernel in ("torch", "ncd"):
+        monkeypatch.setitem(choices.FASTEST, "norm", {"cuda": kernel})
+        ln2 = {b.name: b for b in analyse(c, sizes, lowering="fused").boxes}["ln2"]
+        assert ("add_layer_norm" in ln2.kernel) == (kernel == "ncd")
+        if kernel == "torch":
+            unfused = {b.name: b for b in analyse(c, sizes, lowering="unfused").boxes}["ln2"]
+            assert sympy.simplify(ln2.io_bytes_bwd - unfused.io_bytes_bwd) == 0
+
+
+def test_fused_region_is_priced_as_the_kernel(monkeypatch):
+    """Under the fused lowering, where the kernel runs, the add moves nothing and the norm
+    moves what add_layer_norm moves (x and h read, the sum and y written once); unfused, the
+    sum is written by the add and read again by the norm."""
+    from ncd.compiler import choices
+
+    monkeypatch.setitem(choices.FASTEST, "norm", {"cuda": "ncd"})
     c = transformer_block()
     sizes = c.sizes
     M, N = sizes["B"] * sizes["T"], sizes["H"] * sizes["K"]
