@@ -20,10 +20,10 @@
 #             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks);
 #             PROFILE_OPS and GATED_OPS (comma lists) narrow the profile and the ncd rows
 #   delta     the delta rule: its gpu_check cases (bf16, fp16; the forward keeping its chunk
-#             states and the scan reading prepared products among them), ncd at 2k-32k with
-#             the states recomputed and kept (NCD_DELTA_KEEP_STATES=1) beside fla, each
-#             kernel's share at 8k both ways, then ncd with NCD_DELTA_PREPARED_QK=1 (rows and
-#             kernels); more than one call's steps: STEPS picks
+#             states and the scans reading prepared products among them), ncd at 2k-32k under
+#             the switches side by side in one process (DELTA_VARIANTS, default: none,
+#             delta_prepared_qk, delta_keep_states) beside fla, each kernel's share at 8k
+#             each way; more than one call's steps: STEPS picks
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
@@ -131,21 +131,22 @@ case $SUITE in
     # (NCD_DELTA_KEEP_STATES), each kernel's share at 8k both ways
     step delta_check 300 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16,float16 \
       --commit "$COMMIT" --out "$OUT/delta_check.json"
-    step delta_ncd 120 $PY bench/ops_gated.py --impls ncd --ops delta_rule,gated_delta_rule \
-      --T ${GATED_T:-2048 8192 32768} --limit 110 --out "$OUT/delta_ncd.json"
-    NCD_DELTA_KEEP_STATES=1 step delta_ncd_keep 120 $PY bench/ops_gated.py --impls ncd \
-      --ops delta_rule,gated_delta_rule --T ${GATED_T:-2048 8192 32768} --limit 110 \
-      --out "$OUT/delta_ncd_keep.json"
+    # ncd under each switch side by side in one process (rows name their variant)
+    step delta_ncd 240 $PY bench/ops_gated.py --impls ncd --ops delta_rule,gated_delta_rule \
+      --variants ${DELTA_VARIANTS:-default,delta_prepared_qk,delta_keep_states} \
+      --T ${GATED_T:-2048 8192 32768} --limit 115 --out "$OUT/delta_ncd.json"
     step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \
       --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 --out "$OUT/delta_fla.json"
+    # fla's gated rule refuses its backward under this Triton on Hopper: its guard lifted,
+    # its gradients checked in the same rows
+    step delta_fla_gated 200 $PY bench/ops_gated.py --impls fla --ops gated_delta_rule \
+      --fla-lift-guard --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 \
+      --out "$OUT/delta_fla_gated.json"
     step delta_profile 60 $PY bench/diagnose/kernel_profile.py --ops delta_rule --T 8192 \
       --out "$OUT/delta_profile.json"
     NCD_DELTA_KEEP_STATES=1 step delta_profile_keep 60 $PY bench/diagnose/kernel_profile.py \
       --ops delta_rule --T 8192 --out "$OUT/delta_profile_keep.json"
-    # the scan reading the prepare kernel's Q K^T and decayed keys (NCD_DELTA_PREPARED_QK)
-    NCD_DELTA_PREPARED_QK=1 step delta_ncd_prep 120 $PY bench/ops_gated.py --impls ncd \
-      --ops delta_rule,gated_delta_rule --T ${GATED_T:-2048 8192 32768} --limit 110 \
-      --out "$OUT/delta_ncd_prep.json"
+    # the scans reading Q K^T and the decayed keys prepared once per chunk
     NCD_DELTA_PREPARED_QK=1 step delta_profile_prep 60 $PY bench/diagnose/kernel_profile.py \
       --ops delta_rule,gated_delta_rule --T 8192 --out "$OUT/delta_profile_prep.json"
     ;;

@@ -16,6 +16,11 @@ Triton 3.4-3.7.0 on Hopper, for a miscompile it reports in its gated dq/dk/dg ke
 of its gradients against the float32 reference (the row says `guard_lifted`): the ratio is
 read against an anchor whose own check is in the same row.
 
+`--variants default,delta_prepared_qk,...` times ncd under each set of ops switches (`+`
+joins switches turned on together, `default` none) in one child process, the variants in a
+rotating order at each T, so that their ratios are read side by side; each row names its
+variant and is checked like the others.
+
     PYTHONPATH=. python3 bench/ops_gated.py --out $OUT/ops_gated.json [--ops gla,delta_rule]
 """
 
@@ -139,27 +144,32 @@ def one(op, impl, B, T, H, K, dtype_name, check, lift_guard=False):
     return row
 
 
+def switches(variant):
+    """The ops switches a variant turns on: "default" none, "a+b" a and b."""
+    return {} if variant == "default" else {name: True for name in variant.split("+")}
+
+
 def child(args):
-    """Every T of one (op, impl): prints one JSON row per line as soon as it is measured."""
-    for T in args.T:
+    """Every T of one (op, impl), and for ncd every variant (a rotating order per T): prints
+    one JSON row per line as soon as it is measured."""
+    from ncd.ops import config as ops_config
+
+    variants = args.variants if args.impl == "ncd" and args.variants else [None]
+    for i, T in enumerate(args.T):
         if args.impl == "naive" and T > NAIVE_MAX_T:
             continue
-        try:
-            check = args.check_max_t >= T
-            row = one(
-                args.op,
-                args.impl,
-                args.B,
-                T,
-                args.H,
-                args.K,
-                args.dtype,
-                check,
-                args.fla_lift_guard,
-            )
-        except Exception as e:  # noqa: BLE001 - recorded in the row, the run goes on
-            row = {"op": args.op, "impl": args.impl, "T": T, "error": f"{type(e).__name__}: {e}"}
-        print("ROW " + json.dumps(row), flush=True)
+        for variant in variants[i % len(variants) :] + variants[: i % len(variants)]:
+            try:
+                check = args.check_max_t >= T
+                with ops_config.override(**switches(variant or "default")):
+                    row = one(args.op, args.impl, args.B, T, args.H, args.K, args.dtype, check,
+                              args.fla_lift_guard)  # fmt: skip
+            except Exception as e:  # noqa: BLE001 - recorded in the row, the run goes on
+                row = {"op": args.op, "impl": args.impl, "T": T,
+                       "error": f"{type(e).__name__}: {e}"}  # fmt: skip
+            if variant is not None:
+                row["variant"] = variant
+            print("ROW " + json.dumps(row), flush=True)
 
 
 def parent(args):
@@ -180,6 +190,7 @@ def parent(args):
                 str(args.check_max_t),
             ]
             cmd += ["--fla-lift-guard"] if args.fla_lift_guard else []
+            cmd += ["--variants", ",".join(args.variants)] if args.variants else []
             start = time.time()
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.limit)
@@ -190,12 +201,14 @@ def parent(args):
                 err = (e.stderr or b"").decode() if isinstance(e.stderr, bytes) else e.stderr or ""
                 status = f"killed after {args.limit} s"
             got = [json.loads(line[4:]) for line in out.splitlines() if line.startswith("ROW ")]
-            measured = {r["T"] for r in got}
+            measured = {(r["T"], r.get("variant")) for r in got}
+            variants = args.variants if impl == "ncd" and args.variants else [None]
             for T in args.T:
-                if T not in measured and not (impl == "naive" and T > NAIVE_MAX_T):
-                    got.append(
-                        {"op": op, "impl": impl, "T": T, "error": f"not measured ({status})"}
-                    )
+                for variant in variants:
+                    if (T, variant) in measured or (impl == "naive" and T > NAIVE_MAX_T):
+                        continue
+                    row = {"op": op, "impl": impl, "T": T, "error": f"not measured ({status})"}
+                    got.append(row if variant is None else {**row, "variant": variant})
             rows += got
             tail = err.strip().splitlines()[-3:]
             notes.append(
@@ -241,6 +254,11 @@ def main():
         "--fla-lift-guard",
         action="store_true",
         help="run fla's gated backward where it refuses this Triton on Hopper (rows say so)",
+    )
+    p.add_argument(
+        "--variants",
+        type=lambda s: s.split(","),
+        help="ncd under these sets of ops switches, side by side (e.g. default,delta_keep_states)",
     )
     p.add_argument("--out")
     p.add_argument("--child", action="store_true")
