@@ -183,6 +183,20 @@ def forward_temps(fn):
     return peak - live
 
 
+def delta_rule_call(gated, B, T, H, K, V):
+    """A call of the (gated) delta rule's kernels on float16 inputs that need gradients."""
+    from ncd.ops.delta_rule import delta_rule, gated_delta_rule
+
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.rand(B, T, H, K, generator=g).half().requires_grad_() for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=g).half().requires_grad_()
+    beta = torch.rand(B, T, H, generator=g).requires_grad_()
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=g)).requires_grad_()
+    if gated:
+        return lambda: gated_delta_rule(q, k, v, gates, beta, backend="triton")
+    return lambda: delta_rule(q, k, v, beta, backend="triton")
+
+
 @pytest.mark.interpret
 @pytest.mark.parametrize("prepared", [False, True], ids=["scan_forms_qk", "prepared"])
 @pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])
@@ -190,21 +204,13 @@ def test_delta_rule_forward_buffers(gated, prepared, monkeypatch):
     """The delta rules' `forward_temp_bytes` against the forward's own allocations that it
     frees before returning (U; with config delta_prepared_qk, Q K^T and the decayed keys too);
     launches stubbed."""
-    from ncd.ops.delta_rule import chunk, delta_rule, gated_delta_rule
+    from ncd.ops.delta_rule import chunk
     from ncd.ops.delta_rule import cost as dr_cost
 
     monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
     monkeypatch.setattr(config.settings, "delta_prepared_qk", prepared)
     B, T, H, K, V = 1, 40, 2, 16, 32
-    g = torch.Generator().manual_seed(0)
-    q, k = (torch.rand(B, T, H, K, generator=g).half().requires_grad_() for _ in range(2))
-    v = torch.randn(B, T, H, V, generator=g).half().requires_grad_()
-    beta = torch.rand(B, T, H, generator=g).requires_grad_()
-    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=g)).requires_grad_()
-    if gated:
-        temps = forward_temps(lambda: gated_delta_rule(q, k, v, gates, beta, backend="triton"))
-    else:
-        temps = forward_temps(lambda: delta_rule(q, k, v, beta, backend="triton"))
+    temps = forward_temps(delta_rule_call(gated, B, T, H, K, V))
     C = chunk.INTERPRET_CHUNK
     want = dr_cost.forward_temp_bytes(B, T, H, K, V, 2, C=C, gated=gated, prepared=prepared)
     assert temps == want
@@ -219,22 +225,14 @@ def test_delta_rule_backward_buffers(gated, keep, prepared, monkeypatch):
     gradients it returns (launches stubbed): V', dV', the entering states and their
     gradients; with config delta_prepared_qk the backward's Q K^T and decayed keys are freed
     before the gradients are allocated, so they do not raise the peak."""
-    from ncd.ops.delta_rule import chunk, delta_rule, gated_delta_rule
+    from ncd.ops.delta_rule import chunk
     from ncd.ops.delta_rule import cost as dr_cost
 
     monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
     monkeypatch.setattr(config.settings, "delta_prepared_qk", prepared)
     monkeypatch.setattr(config.settings, "delta_keep_states", keep)
     B, T, H, K, V = 1, 48, 2, 16, 32  # whole chunks: the formulas count T / C states
-    g = torch.Generator().manual_seed(0)
-    q, k = (torch.rand(B, T, H, K, generator=g).half().requires_grad_() for _ in range(2))
-    v = torch.randn(B, T, H, V, generator=g).half().requires_grad_()
-    beta = torch.rand(B, T, H, generator=g).requires_grad_()
-    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=g)).requires_grad_()
-    if gated:
-        o, _ = gated_delta_rule(q, k, v, gates, beta, backend="triton")
-    else:
-        o, _ = delta_rule(q, k, v, beta, backend="triton")
+    o, _ = delta_rule_call(gated, B, T, H, K, V)()
     peak = backward_peak(o, torch.ones_like(o))
     grads = B * T * H * (2 * (2 * K + V) + 4 + (4 if gated else 0))
     C = chunk.INTERPRET_CHUNK
