@@ -142,8 +142,8 @@ case $SUITE in
     step delta_fla_gated 200 $PY bench/ops_gated.py --impls fla --ops gated_delta_rule \
       --fla-lift-guard --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 \
       --out "$OUT/delta_fla_gated.json"
-    step delta_profile 60 $PY bench/diagnose/kernel_profile.py --ops delta_rule --T 8192 \
-      --out "$OUT/delta_profile.json"
+    step delta_profile 90 $PY bench/diagnose/kernel_profile.py \
+      --ops delta_rule,gated_delta_rule --T 8192 --out "$OUT/delta_profile.json"
     NCD_DELTA_KEEP_STATES=1 step delta_profile_keep 60 $PY bench/diagnose/kernel_profile.py \
       --ops delta_rule --T 8192 --out "$OUT/delta_profile_keep.json"
     # the scans reading Q K^T and the decayed keys prepared once per chunk
