@@ -976,6 +976,8 @@ def _delta_rule(v: BoxView) -> Rule:
         notes=[
             "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",
             *_packed_note(v),
+            *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
+            *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
         ],  # fmt: skip
     )
 

@@ -205,6 +205,8 @@ def test_prepared_products_are_priced(dtype):
             r = ncd.analyse(circuit, sizes=SIZES, lowering="fused", dtype=dtype)
         keys = ("flops", "io_bytes", "flops_backward", "io_bytes_backward")
         got[prepared] = [r.number(r.formulas[key]) for key in keys]
+        notes = next(b for b in r.boxes if b.name == "mixer").notes
+        assert any("delta_prepared_qk on" in n for n in notes) == prepared  # the report says so
         sizes = r.sizes
     B, T, K, V = sizes["B"] * sizes["H"], sizes["T"], sizes["K"], sizes["V"]
     bp = 2 if dtype == "bfloat16" else 4
