@@ -42,6 +42,7 @@ import argparse
 import datetime
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -443,6 +444,7 @@ def main():
         default=-1,
         help="every kernel in configuration N of its list, untuned (config pin_config)",
     )
+    ap.add_argument("--match", default=None, help="only the cases whose label has this regex")
     args = ap.parse_args()
     dev = args.device
     repeat = args.repeat if args.repeat is not None else (0 if dev == "cpu" else 2)
@@ -456,6 +458,8 @@ def main():
     for name in args.dtypes.split(","):
         dtype = getattr(torch, name)
         for family, label, fn, a, *changes in cases(families, dev, dtype):
+            if args.match and not re.search(args.match, label):
+                continue
             label += f" pin={args.pin}" if args.pin >= 0 else ""
             with config.override(**(changes[0] if changes else {}), pin_config=args.pin):
                 try:
