@@ -134,8 +134,9 @@ case $SUITE in
     # each configuration alone (every kernel in entry N of its list, untuned), on the cases of
     # the switches whose lists have new entries
     for n in 0 1 2 3 4; do
-      step delta_pin$n 90 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16 --pin $n \
-        --match "${PIN_MATCH:-prepared|keep_states}" --commit "$COMMIT" --out "$OUT/delta_pin$n.json"
+      step delta_pin$n 120 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16 --pin $n \
+        --match "${PIN_MATCH:-prepared|keep_states|near=0.0 state=[a-zA-Z]* packed=False$}" \
+        --commit "$COMMIT" --out "$OUT/delta_pin$n.json"
     done
     # ncd under each switch side by side in one process (rows name their variant)
     step delta_ncd 240 $PY bench/ops_gated.py --impls ncd --ops delta_rule,gated_delta_rule \
