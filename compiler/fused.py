@@ -23,8 +23,10 @@ def _own(b):
     return {b.query, b.key, b.head, b.value}
 
 
-MAX_WIDTH = 256  # the widest head the kernels of ncd.ops take (K and V)
-MAX_GATED = 128  # ... the gated families' (K and V; the delta rules' K): wider, chunked PyTorch
+MAX_WIDTH = 256  # the widest head the softmax-attention kernels of ncd.ops take (K and V)
+# ... the linear-attention families' (K and V; the delta rules' K): wider heads run their
+# chunked PyTorch form (backend="reference")
+MAX_GATED = 128
 
 
 def _fits(L, q, k, v, b) -> bool:
@@ -121,19 +123,18 @@ def lower_linear_attention(L, b, x, tin, tout):
     kk = _to_bthk(L, x["k"], k.names, batch, b.key, b.head)
     vv = _to_bthk(L, x["v"], v.names, batch, b.key, b.value)
     heads = L.num(q.axis(batch[-1]).size) if batch else 1
+    kw = {"scale": scale}
+    widths = [q.axis(b.head).size] + ([] if "delta" in b.variant else [v.axis(b.value).size])
+    if max(L.num(w) for w in widths) > MAX_GATED:
+        kw["backend"] = "reference"  # wider than the Triton kernels take: the chunked form
     if b.variant in ("linear", "lightning") and not b.packed:
         decay = None
         if b.variant == "lightning":
             decay = L.fn(runtime.lightning_decay, heads, qq, _decay_rate(L, b))
-        fn = ops.linear_attention if _fits(L, q, k, v, b) else runtime.linear_attention
-        r = L.fn(fn, qq, kk, vv, decay=decay, normalize=b.normalize, scale=scale)
+        r = L.fn(ops.linear_attention, qq, kk, vv, decay=decay, normalize=b.normalize, **kw)
         return {"out": _from_bthk(L, L.fn(operator.getitem, r, 0), q, batch, b.query, b.value, out)}
-    kw = {"scale": scale}
     if b.packed:
         kw["cu_seqlens"] = x["offsets"]
-    widths = [q.axis(b.head).size] + ([] if "delta" in b.variant else [v.axis(b.value).size])
-    if max(L.num(w) for w in widths) > MAX_GATED:
-        kw["backend"] = "reference"  # wider than the Triton kernels take: the chunked form
     tokens = [*batch[:-1], b.key, *batch[-1:]]  # [B, T, H] before the folding
     if b.variant in ("linear", "lightning"):  # packed: as `decay` with a constant log-decay
         if b.variant == "lightning":

@@ -323,20 +323,36 @@ def softmax_attention(q, k, v, causal=False, scale=None):
     return o.transpose(1, 2)
 
 
-def linear_attention(q, k, v, decay=None, causal=True, normalize=False, scale=1.0):
-    """Causal linear attention on [B, T, H, K] tensors, quadratic masked form (the fallback
-    of ncd.ops.linear_attention). Returns (o, None)."""
-    T = q.shape[1]
-    t = torch.arange(T, device=q.device)
-    lag = (t[:, None] - t[None, :]).to(q.dtype)
-    w = (lag >= 0).to(q.dtype)
-    if decay is not None:
-        w = w * decay.to(q.dtype)[:, None, None] ** lag.clamp(min=0)
-    scores = torch.einsum("bthk,bshk->bhts", q, k) * scale * w
-    o = torch.einsum("bhts,bshv->bthv", scores, v)
+def linear_attention(q, k, v, decay=None, causal=True, normalize=False, scale=1.0,
+                     backend=None, chunk=64):  # fmt: skip
+    """Causal linear attention on [B, T, H, K] tensors,
+    o_t = scale Σ_{s≤t} λ^(t-s) (q_t·k_s) v_s with λ = `decay` [H] (1 when None);
+    `normalize` divides by the same sum with v = 1, carried as one more value column.
+    Chunk by chunk (the fallback of ncd.ops.linear_attention): with S the entering state
+    and D_ij = λ^(i-j) for i ≥ j, O = scale ((Q Kᵀ ∘ D) V + diag(λ^(i+1)) Q S) and
+    S ← λ^n S + (diag(λ^(n-1-j)) K)ᵀ V. Returns (o in v's dtype, None)."""
+    B, T, H, K = q.shape
+    out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
+    q, k, v = (x.to(ct).transpose(1, 2) for x in (q, k, v))  # [B, H, T, .]
     if normalize:
-        o = o / (scores.sum(-1).transpose(1, 2)[..., None] + 1e-10)
-    return o, None
+        v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
+    lg = q.new_zeros(H) if decay is None else decay.to(ct).log()  # log λ per head
+    s = q.new_zeros(B, H, K, v.shape[-1])
+    outs = []
+    for t0 in range(0, T, chunk):
+        qc, kc, vc = (x[:, :, t0 : t0 + chunk] for x in (q, k, v))
+        n = qc.shape[2]
+        i = torch.arange(n, device=q.device, dtype=ct)
+        lag = i[:, None] - i[None, :]
+        D = torch.where(lag >= 0, (lg[:, None, None] * lag.clamp(min=0)).exp(), 0.0)
+        qs = (lg[:, None] * (i + 1)).exp()[..., None] * (qc @ s)
+        outs.append(scale * ((qc @ kc.mT * D) @ vc + qs))
+        kd = kc * (lg[:, None] * (n - 1 - i)).exp()[..., None]
+        s = (lg * n).exp()[:, None, None] * s + kd.mT @ vc
+    o = torch.cat(outs, 2) if outs else v
+    if normalize:
+        o = o[..., :-1] / (o[..., -1:] + 1e-10)
+    return o.transpose(1, 2).to(out_dtype), None
 
 
 class Opaque(nn.Module):

@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .. import config
 from .._backend import cdiv, check, check_cu_seqlens, check_qkv, launch, pow2, use_triton
-from .reference import EPS, linear_attention_reference
+from .reference import EPS, linear_attention_chunked
 
 
 # The kernels keep S (and the backward's G) in float32 but multiply in the input dtype. Rounding
@@ -621,8 +621,9 @@ def linear_attention(
             of ``cu_seqlens`` and ``decay`` are checked when they are CPU tensors; CUDA ones are
             trusted, so that a call never waits for the GPU.)
         scale: multiplies ``q . k``; default 1.
-        backend: ``"auto"`` (Triton on CUDA tensors, the reference on CPU), ``"triton"``
-            (also on CPU under ``TRITON_INTERPRET=1``) or ``"reference"``.
+        backend: ``"auto"`` (Triton on CUDA tensors, the chunked PyTorch form on CPU),
+            ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``) or ``"reference"`` (the
+            chunked PyTorch form everywhere; float64 always takes it).
 
     Returns:
         ``(o, final_state)``: ``o`` is ``[B, T, H, V]`` in the dtype of ``v``; ``final_state``
@@ -642,8 +643,8 @@ def linear_attention(
             "q (k^T v): use two matrix products)"
         )
     _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens)
-    if not use_triton(q, backend, OP) or q.dtype == torch.float64:
-        return linear_attention_reference(
+    if not use_triton(q, backend, OP) or q.dtype == torch.float64:  # the chunked PyTorch form
+        return linear_attention_chunked(
             q, k, v, decay=decay, scale=scale, initial_state=initial_state,
             output_final_state=output_final_state, normalize=normalize, cu_seqlens=cu_seqlens,
         )  # fmt: skip

@@ -1,7 +1,10 @@
-"""Plain PyTorch causal linear attention: the ground truth for the chunked kernels.
+"""Plain PyTorch causal linear attention: the ground truth for the chunked kernels, and the
+chunked form that CPU tensors run.
 
-The quadratic masked form (a [T, T] score matrix per head), so only for tests and small
-inputs. With decay ``lam`` (one per head) and ``scale`` ``c``:
+`linear_attention_reference` is the quadratic masked form (a [T, T] score matrix per head),
+so only for tests and small inputs; `linear_attention_chunked` is linear in T (chunks of 64
+tokens, a loop over chunks, never over tokens). With decay ``lam`` (one per head) and
+``scale`` ``c``:
 
     S_t = lam * S_{t-1} + k_t^T v_t,          o_t = c * q_t S_t
     z_t = lam * z_{t-1} + k_t,                o_t <- o_t / (c * q_t . z_t + eps)   (normalize)
@@ -10,6 +13,8 @@ that is ``o_t = c * sum_{s<=t} lam^(t-s) (q_t . k_s) v_s + c * lam^(t+1) q_t S_{
 """
 
 import torch
+
+from ..simple_gla.reference import simple_gla_chunked
 
 EPS = 1e-10
 
@@ -85,3 +90,42 @@ def linear_attention_reference(
         return o, None
     s_t = torch.cat(states, 0)
     return o, ((s_t, torch.cat(zs, 0)) if normalize else s_t)
+
+
+def linear_attention_chunked(
+    q: torch.Tensor,  # (B, T, H, K)
+    k: torch.Tensor,  # (B, T, H, K)
+    v: torch.Tensor,  # (B, T, H, V)
+    decay: torch.Tensor | None = None,  # (H,) in (0, 1]
+    scale: float = 1.0,
+    initial_state=None,  # (N, H, K, V), or a tuple with z (N, H, K) when normalize
+    output_final_state: bool = False,
+    normalize: bool = False,
+    cu_seqlens: torch.Tensor | None = None,  # (N + 1,) int
+    chunk_size: int = 64,
+):
+    """The same maths and signature as `linear_attention_reference`, linear in T: scalar-gate
+    linear attention's chunked form (ops/simple_gla) with the constant per-head log-decay
+    ``log(lam)`` (0 without decay). With ``normalize`` the denominator rides along as one more
+    value column of ones, whose state is ``z``. float32 compute at least; differentiable by
+    autograd. Returns ``(o, final_state)``."""
+    ct = torch.promote_types(q.dtype, torch.float32)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    g = torch.zeros(H, device=q.device, dtype=ct) if decay is None else decay.to(ct).log()
+    s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
+    s0 = None if s0 is None else s0.to(ct)
+    vv = v.to(ct)
+    if normalize:
+        vv = torch.cat([vv, vv.new_ones(B, T, H, 1)], -1)
+        if s0 is not None or z0 is not None:
+            N = (s0 if s0 is not None else z0).shape[0]
+            s0 = q.new_zeros(N, H, K, V, dtype=ct) if s0 is None else s0
+            z0 = q.new_zeros(N, H, K, dtype=ct) if z0 is None else z0.to(ct)
+            s0 = torch.cat([s0, z0[..., None]], -1)
+    o, s_t = simple_gla_chunked(q.to(ct), k.to(ct), vv, g, scale, s0, output_final_state,
+                                cu_seqlens, chunk_size)  # fmt: skip
+    if normalize:
+        o = o[..., :V] / (o[..., V:] + EPS)
+        s_t = None if s_t is None else (s_t[..., :V], s_t[..., V])
+    return o.to(v.dtype), s_t

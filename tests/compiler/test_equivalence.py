@@ -171,3 +171,20 @@ def test_heads_wider_than_the_kernels_take_stay_in_pytorch():
     assert not any(t.startswith("ncd.ops") for t in targets)
     xs = example_inputs(c.check({"K": 300}), dtype=torch.float32)
     torch.testing.assert_close(m(*xs), ncd_compile(c, sizes={"K": 300})(*xs))
+
+
+def test_linear_attention_heads_wider_than_its_kernels_take_run_the_chunked_form():
+    """K = 192 is within the softmax kernels' widths but over the linear-attention kernels'
+    (128): the op is called with backend="reference" (its chunked PyTorch form on every
+    device), and agrees with the uncompiled maths."""
+    from ncd import ops
+
+    c = gallery.get("linear_attention")
+    m = ncd_compile(c, sizes={"K": 192}, rewrites=True)
+    calls = [n for n in m.graph.nodes if n.target is ops.linear_attention]
+    assert calls and all(n.kwargs.get("backend") == "reference" for n in calls)
+    narrow = ncd_compile(c, sizes={"K": 64}, rewrites=True)
+    calls = [n for n in narrow.graph.nodes if n.target is ops.linear_attention]
+    assert calls and all("backend" not in n.kwargs for n in calls)
+    xs = example_inputs(c.check({"K": 192}), dtype=torch.float32)
+    torch.testing.assert_close(m(*xs), ncd_compile(c, sizes={"K": 192})(*xs))

@@ -21,6 +21,7 @@ from ncd.compiler import interpret, runtime, to_source
 from ncd.compiler.names import class_name
 from ncd.ops.delta_rule import gated_delta_rule_reference
 from ncd.ops.gla import gla_reference
+from ncd.ops.linear_attention import linear_attention_reference
 from ncd.ops.simple_gla import simple_gla_recurrent_reference
 
 from .helpers import randomise
@@ -253,7 +254,8 @@ def _inputs(B, T, H, K, V, seed=0):
 def test_fallbacks_equal_the_token_by_token_references(packed_):
     """compiler/runtime.py's chunked forms (copied into generated files) against the op
     library's recurrences from the papers' equations: odd T over several chunks, per-head
-    gates, packed sequences of unequal lengths."""
+    gates, packed sequences of unequal lengths; plain linear attention (per-head decays, one of
+    them 1, normalised or not) against its quadratic masked form."""
     B, T = (1, 150) if packed_ else (2, 150)
     q, k, v, gk, gs, beta = _inputs(B, T, 3, 5, 4)
     cu = torch.tensor([0, 13, 13, 99, 150]) if packed_ else None
@@ -269,6 +271,13 @@ def test_fallbacks_equal_the_token_by_token_references(packed_):
         (runtime.delta_rule(q, k, v, beta, 0.7, cu),
          gated_delta_rule_reference(q, k, v, None, beta, scale=0.7, **kw)),
     ]  # fmt: skip
+    if not packed_:  # plain linear attention (with decay, normalised) takes no offsets
+        qp, kp = q.abs(), k.abs()  # a positive feature map keeps the normaliser from zero
+        decay = torch.tensor([1.0, 0.9, 0.5], dtype=q.dtype)
+        for normalize in (False, True):
+            kw = dict(decay=decay, normalize=normalize, scale=0.7)
+            pairs.append((runtime.linear_attention(qp, kp, v, chunk=64, **kw),
+                          linear_attention_reference(qp, kp, v, **kw)))  # fmt: skip
     for (got, _), (want, _) in pairs:
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 

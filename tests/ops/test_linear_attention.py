@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ncd.ops import config, linear_attention, linear_attention_step
-from ncd.ops.linear_attention import chunk, linear_attention_reference
+from ncd.ops.linear_attention import chunk, linear_attention_chunked, linear_attention_reference
 
 
 def rel_rms(x, ref):
@@ -124,11 +124,65 @@ def run_case(case, permuted=False):
     return grads, inputs
 
 
-def test_cpu_dispatch_runs_reference():
+def test_cpu_dispatch_runs_the_chunked_form():
     (q, k, v), _ = make(1, 9, 2, 8, 8, torch.float32, 0)
     o, _ = linear_attention(q, k, v)
-    o_ref, _ = linear_attention_reference(q, k, v)
-    torch.testing.assert_close(o, o_ref, rtol=0, atol=0)
+    torch.testing.assert_close(o, linear_attention_chunked(q, k, v)[0], rtol=0, atol=0)
+    torch.testing.assert_close(o, linear_attention_reference(q, k, v)[0])
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_chunked_form_matches_the_reference(case):
+    """The CPU path (chunks of 16 here, so that every case spans several) against the
+    quadratic reference in float64: outputs, final states and every gradient, with decay,
+    states in and out, the normaliser and packed sequences."""
+    B, T, H, K, V, _, use_decay, use_s0, want_state, normalize, cu = case
+    (q, k, v), g = make(B, T, H, K, V, torch.float64, seed=T, positive=normalize)
+    cu = None if cu is None else torch.tensor(cu)
+    N = B if cu is None else len(cu) - 1
+    decay = (0.8 + 0.2 * torch.rand(H, generator=g, dtype=torch.float64)) if use_decay else None
+    inputs = [q, k, v]
+    s0 = None
+    if use_s0:
+        s0 = torch.randn(N, H, K, V, generator=g, dtype=torch.float64).requires_grad_()
+        inputs.append(s0)
+        if normalize:
+            z0 = torch.rand(N, H, K, generator=g, dtype=torch.float64).requires_grad_()
+            inputs.append(z0)
+            s0 = (s0, z0)
+    kw = dict(decay=decay, initial_state=s0, output_final_state=want_state,
+              normalize=normalize, cu_seqlens=cu, scale=0.3)  # fmt: skip
+    got = linear_attention_chunked(q, k, v, chunk_size=16, **kw)
+    want = linear_attention_reference(q, k, v, **kw)
+
+    def flat(r):
+        o, st = r
+        return [o] + ([] if st is None else list(st) if isinstance(st, tuple) else [st])
+
+    got, want = flat(got), flat(want)
+    assert len(got) == len(want) == 1 + want_state * (1 + normalize)
+    cot = [torch.randn(x.shape, generator=g, dtype=torch.float64) for x in want]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    for a, b in zip(torch.autograd.grad(got, inputs, cot), torch.autograd.grad(want, inputs, cot)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_cpu_path_memory_is_linear_in_T():
+    """At T = 8192 the CPU path allocates a small multiple of its inputs (chunk-sized score
+    tiles), not the T x T score matrix of the quadratic form (512 MiB here)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    (q, k, v), _ = make(1, 8192, 2, 16, 16, torch.float32, 0)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+        linear_attention(q, k, v, decay=torch.tensor([0.9, 0.99]))
+    events = sorted((e for e in p.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())  # fmt: skip
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    assert peak < 16 * q.numel() * 4, peak  # inputs are 1 MiB each
 
 
 @pytest.mark.parametrize("normalize", [False, True])
