@@ -282,13 +282,13 @@ def test_fallbacks_equal_the_token_by_token_references(packed_):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["gla_block", "deltanet_block"])
+@pytest.mark.parametrize("name", ["gla_block", "deltanet_block", "lightning_block"])
 def test_generated_file_runs_without_ncd(name, tmp_path):
     """The generated file, with ncd made unimportable, uses its own chunked fallback and
     agrees with ncd.compile's module (outputs and the input's gradient)."""
     c = gallery.get(name)
     text = to_source(c)
-    fn = "gla" if name == "gla_block" else "delta_rule"
+    fn = {"gla_block": "gla", "deltanet_block": "delta_rule"}.get(name, "linear_attention")
     assert f"from ncd.ops import {fn}" in text
     imports = [ln for ln in text.splitlines() if ln.lstrip().startswith(("import ", "from "))]
     assert all(
