@@ -444,7 +444,7 @@ class _Walker:
                 io_b = attention_cost.io_backward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
                 kf = attention_cost.flops_forward(B, T, 1, K, V, S, causal=r.causal)
                 kb = attention_cost.flops_backward(B, T, 1, K, V, S, causal=r.causal)
-                kernel = "ncd.ops.softmax_attention"
+                kernel = R.softmax_attention_kernel()
             else:
                 la, nz = linear_attention_cost, r.normalize
                 io = la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz)

@@ -5,8 +5,9 @@ between HBM and the chip ("FlashAttention on a napkin"). Four kinds of region:
 
 - softmax attention and linear attention: exactly the matches of compiler/patterns.py, the
   regions the compiler's rewrite replaces by a fused box (patterns.py says which chains
-  qualify); priced as `ncd.ops.softmax_attention` (ops/attention/cost.py gives its IO, and
-  what it keeps: q, k, v, o, log-sum-exp) and `ncd.ops.linear_attention` (keeps q, k, v;
+  qualify); priced as a FlashAttention-2 kernel, which PyTorch's SDPA or
+  `ncd.ops.softmax_attention` runs by the compiler's choices (ops/attention/cost.py gives its
+  IO, and what it keeps: q, k, v, o, log-sum-exp), and `ncd.ops.linear_attention` (keeps q, k, v;
   normalised, also the float32 output and denominator);
 - the pre-norm residual step add → layernorm | rmsnorm (the `add_norm` match), priced as
   `ncd.ops.add_layer_norm` / `add_rms_norm` (ops/norm/cost.py: x and h read, the sum and the

@@ -38,6 +38,8 @@ from ncd.ops import (
 )
 from ncd.ops import config as ops_config
 
+from ..choices import choose
+
 Expr = sympy.Expr
 ZERO = sympy.Integer(0)
 
@@ -811,12 +813,19 @@ def attention(v: BoxView) -> Rule:
         io_bwd=attention_cost.io_backward(
             B, T, H, K, V, S, Hkv=G, causal=b.causal, bytes_per=bp
         ),  # fmt: skip
-        fused="ncd.ops.softmax_attention",
+        fused=softmax_attention_kernel(),
         notes=[
             "FLOPs, IO and saved tensors: ops/attention/cost.py (FlashAttention-2 kernel)",
             *notes,
         ],  # fmt: skip
     )
+
+
+def softmax_attention_kernel() -> str:
+    """What a fused softmax attention runs on CUDA by the compiler's choices (compiler/
+    choices.py): PyTorch's SDPA or ncd.ops' kernel, both priced as a FlashAttention-2 kernel."""
+    use_torch = choose("attention", "cuda") == "torch"
+    return "F.scaled_dot_product_attention" if use_torch else "ncd.ops.softmax_attention"
 
 
 @costs("linear_attention")

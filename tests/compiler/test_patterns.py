@@ -25,7 +25,11 @@ from ncd.compiler.rewrites import apply_rewrites
 from .helpers import as_dict, example_inputs, randomise
 
 FUSED = ("attention", "linear_attention")
-REGION = re.compile(r"^ncd\.ops\.\w+.* \((attention|linear_attention)\[[^\]]*\]\)$")
+# the kernel a fused region's boxes name: ncd.ops' or, for softmax attention, PyTorch's SDPA
+REGION = re.compile(
+    r"^(?:ncd\.ops\.\w+|F\.scaled_dot_product_attention).*"
+    r" \((attention|linear_attention)\[[^\]]*\]\)$"
+)
 
 
 def compiled_regions(circuit, sizes=None) -> set[tuple[str, str, frozenset[str]]]:

@@ -89,3 +89,16 @@ def test_copies_follow_the_memory_order():
     assert kept("attention", "B H T D")[:3] == copies
     assert kept("attention", "B T H D")[:3] == ["input q", "input k", "input v"]
     assert kept("linear_attention", "B H T D") == ["input q", "input k", "input v"]
+
+
+def test_softmax_attention_names_what_the_compiler_runs(monkeypatch):
+    """The fused softmax attention's kernel column says what the compiler's choices run on
+    CUDA (PyTorch's SDPA as the table stands, ncd.ops' kernel when it picks that one)."""
+    from ncd.compiler import choices
+
+    sizes = {"B": 2, "H": 4, "T": 256, "K": 64}
+    for impl, name in (("torch", "F.scaled_dot_product_attention"),
+                       ("ncd", "ncd.ops.softmax_attention")):  # fmt: skip
+        monkeypatch.setitem(choices.FASTEST, "attention", {"cuda": impl})
+        kernels = {b.kernel.split(" (")[0] for b in analyse(sizes, "attention").boxes}
+        assert name in kernels and len(kernels - {name, ""}) == 0, kernels
