@@ -26,7 +26,7 @@ def _own(b):
 MAX_WIDTH = 256  # the widest head the softmax-attention kernels of ncd.ops take (K and V)
 # ... the linear-attention families' (K and V; the delta rules' K): wider heads run their
 # chunked PyTorch form (backend="reference")
-MAX_GATED = 128
+MAX_LINEAR = 128
 
 
 def _fits(L, q, k, v, b) -> bool:
@@ -125,7 +125,7 @@ def lower_linear_attention(L, b, x, tin, tout):
     heads = L.num(q.axis(batch[-1]).size) if batch else 1
     kw = {"scale": scale}
     widths = [q.axis(b.head).size] + ([] if "delta" in b.variant else [v.axis(b.value).size])
-    if max(L.num(w) for w in widths) > MAX_GATED:
+    if max(L.num(w) for w in widths) > MAX_LINEAR:
         kw["backend"] = "reference"  # wider than the Triton kernels take: the chunked form
     if b.variant in ("linear", "lightning") and not b.packed:
         decay = None

@@ -72,7 +72,7 @@ FWD_FORM_U = False
 # The scan's configurations when it reads the prepare kernel's Q K^T (config
 # delta_prepared_qk): its loop then needs fewer registers, and one stage (no prefetch
 # buffers) leaves room for more programs an SM, where narrower value blocks give more
-# programs. Each entry is still to be run alone on the GPU (gpu_check.py --pin).
+# programs.
 FWD_PREPARED_CONFIGS = [
     triton.Config({"BV": 32}, num_warps=4, num_stages=1),
     triton.Config({"BV": 16}, num_warps=4, num_stages=1),

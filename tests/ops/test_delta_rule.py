@@ -147,9 +147,9 @@ def test_forward_keeping_or_recomputing_states(case, dtype, keep, monkeypatch, n
 def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_alloc):
     """Config delta_prepared_qk: the prepare kernel writes the chunk's scale (Q K^T * E *
     causal) and the decayed keys, and the forward's scan reads them (the backward's scans
-    read them from _qk_kernel); outputs and every
-    gradient against the recurrence, the scan's output with the states kept or not, several
-    chunks, packed sequences (empty ones among them)."""
+    read them from _qk_kernel); outputs and every gradient against the recurrence, the
+    scan's output with the states kept or not, several chunks, packed sequences (empty ones
+    among them)."""
     seen = []
     real = chunk._launch
 
