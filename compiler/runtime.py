@@ -168,14 +168,31 @@ def conv(x, weight, bias, channel: int, spatial, stride, padding, dilation, grou
     return channels_back(y, perm, rest)
 
 
+def check_offsets(offsets, T, what):
+    """Packed-sequence offsets [N + 1] along an axis of T positions: integers, from 0 to T,
+    non-decreasing; else a ValueError naming `what` (the helper reads them on the host)."""
+    if offsets.dim() != 1 or offsets.numel() < 2 or offsets.is_floating_point():
+        raise ValueError(
+            f"{what}: offsets: expected a 1-D integer tensor [N + 1], found "
+            f"{offsets.dtype} of shape {tuple(offsets.shape)}"
+        )
+    o = offsets.tolist()
+    if o[0] != 0 or o[-1] != T or any(b < a for a, b in zip(o, o[1:])):
+        shown = o if len(o) <= 8 else [*o[:4], "...", *o[-3:]]
+        raise ValueError(f"{what}: offsets: expected non-decreasing from 0 to T={T}, found {shown}")
+
+
 def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None):
     """act(causal depthwise convolution over T) of x [B, T, C] (channels last), weight
     [C, 1, W] (nn.Conv1d's): PyTorch's conv1d padded W - 1 on both sides, the first T outputs
     kept, then SiLU when activation is "silu" (the fallback of ncd.ops.short_conv). Packed
     sequences (cu_seqlens, batch 1): each sequence convolved alone."""
     if cu_seqlens is not None:  # packed along T (batch 1): each sequence on its own
+        check_offsets(cu_seqlens, x.shape[1], "short_conv")
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-        parts = x.split(lengths, dim=1)
+        parts = [p for p in x.split(lengths, dim=1) if p.shape[1]]  # empty ones add nothing
+        if not parts:
+            return x
         return torch.cat([short_conv(p, weight, bias, activation=activation) for p in parts], 1)
     T, W = x.shape[1], weight.shape[-1]
     y = F.conv1d(x.transpose(1, 2), weight, bias, padding=W - 1, groups=x.shape[2])
@@ -331,6 +348,8 @@ def linear_attention(q, k, v, decay=None, causal=True, normalize=False, scale=1.
     Chunk by chunk (the fallback of ncd.ops.linear_attention): with S the entering state
     and D_ij = λ^(i-j) for i ≥ j, O = scale ((Q Kᵀ ∘ D) V + diag(λ^(i+1)) Q S) and
     S ← λ^n S + (diag(λ^(n-1-j)) K)ᵀ V. Returns (o in v's dtype, None)."""
+    if not causal:  # as ncd.ops.linear_attention: the compiler lowers the rest as products
+        raise ValueError("linear_attention: causal: expected True, found False")
     B, T, H, K = q.shape
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
     q, k, v = (x.to(ct).transpose(1, 2) for x in (q, k, v))  # [B, H, T, .]
@@ -391,7 +410,8 @@ def compare_eq(a, b):
 
 # Helpers that call other helpers: the source emitter copies these along.
 DEPS = {"conv": ["channels_first", "channels_back"], "group_norm": ["channels_first",
-        "channels_back"], "simple_gla": ["gla"], "delta_rule": ["gated_delta_rule"]}  # fmt: skip
+        "channels_back"], "simple_gla": ["gla"], "delta_rule": ["gated_delta_rule"],
+        "short_conv": ["check_offsets"], "packed_window_attention": ["check_offsets"]}  # fmt: skip
 
 
 def packed_window_attention(q, k, v, offsets, normalize=False, scale=1.0):
@@ -400,6 +420,7 @@ def packed_window_attention(q, k, v, offsets, normalize=False, scale=1.0):
     divided by scale q_t · Σ_{s in w(t)} k_s + 1e-10 when `normalize`. The windows are padded
     to the longest and multiplied as one batch (no loop over windows or tokens)."""
     T = q.shape[0]
+    check_offsets(offsets, T, "packed_window_attention")
     offsets = offsets.to(device=q.device, dtype=torch.long)
     t = torch.arange(T, device=q.device)
     win = torch.searchsorted(offsets[1:], t, right=True)  # each token's window
@@ -528,6 +549,15 @@ class CheckInputs:
         here: torch.compile with fullgraph=True cannot trace one)."""
         return "bool" if t == "bool" else "float" if "float" in t else "int" if "int" in t else t
 
+    @staticmethod
+    def _multiple(size: str):
+        """(k, S) for a free size written `k*S` (an integer times a size name), else (1,
+        size): the axis must be a multiple of k, and S the same wherever it appears."""
+        head, star, tail = size.partition("*")
+        if star and head.isdigit() and tail.isidentifier():
+            return int(head), tail
+        return 1, size
+
     def _seen(self, args, kwargs):
         """The inputs' shapes and dtypes, or None when one is not a tensor (checked then)."""
         seen = []
@@ -568,13 +598,22 @@ class CheckInputs:
                             f"input {name!r}: axis {axis} has size {size} in the "
                             f"circuit, found {found} {shape}"
                         )
-                elif size not in free:
-                    free[size] = (name, axis, found)
-                elif free[size][2] != found:
-                    other, other_axis, first = free[size]
+                    continue
+                factor, symbol = self._multiple(size)
+                if found % factor:
                     raise self.error(
-                        f"input {name!r}: axis {axis} has size {first} in input "
-                        f"{other!r} (axis {other_axis}), found {found} {shape}"
+                        f"input {name!r}: axis {axis} has size {size} in the circuit, a "
+                        f"multiple of {factor}, found {found} {shape}"
+                    )
+                value = found // factor
+                if symbol not in free:
+                    free[symbol] = (name, axis, value)
+                elif free[symbol][2] != value:
+                    other, other_axis, first = free[symbol]
+                    wanted = f"{size} with {symbol}={first}" if factor > 1 else f"size {first}"
+                    raise self.error(
+                        f"input {name!r}: axis {axis} has {wanted} in input {other!r} (axis "
+                        f"{other_axis}), found {found} {shape}"
                     )
             want, kind = self._kind(dtype), self._kind(str(x.dtype).removeprefix("torch."))
             if kind != want:

@@ -148,6 +148,9 @@ class _Sizes:
         if e.is_Float:
             return (repr(float(e)), _ATOM if e >= 0 else _NEG, float(e))
         if e.is_Symbol:
+            learned = self.checked.resolve(symbol(e.name)).sympy
+            if learned != e:  # unification made it an expression (D -> H*K)
+                return self._expr(learned, cfg, whole)
             name = self.field(e.name)
             if name is None:
                 raise _NotWritten

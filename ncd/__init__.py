@@ -37,7 +37,13 @@ __all__ = list(_LAZY)
 __version__ = "0.1.0"
 
 
+# The subpackages, also imported on first use (`ncd.gallery.get(...)` after `import ncd`).
+_SUBPACKAGES = ("circuits", "compiler", "ops", "widgets", "gallery")
+
+
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"ncd.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name].split(":")
         value = getattr(importlib.import_module(module), attr)
@@ -47,4 +53,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_SUBPACKAGES])

@@ -84,6 +84,34 @@ except ValueError as e:
     return json.loads(r.stdout.splitlines()[-1])
 
 
+def test_the_written_file_checks_a_free_multiple(tmp_path):
+    """A free size written `4*M` (unet's image sides) is checked as a multiple of 4 by the
+    written file too, with the compiled module's message."""
+    from ncd import gallery
+
+    out = tmp_path / "unet.py"
+    assert main(["compile", "unet", "-o", str(out)]) == 0
+    script = textwrap.dedent(f"""
+        import importlib.util, sys, torch
+        sys.modules["ncd"] = None
+        spec = importlib.util.spec_from_file_location("m", {str(out)!r})
+        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        model = m.Unet()
+        print(tuple(model(torch.randn(1, 3, 12, 8)).shape))
+        try:
+            model(torch.randn(1, 3, 10, 8))
+        except ValueError as e:
+            print(e)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    shape, msg = r.stdout.splitlines()[-2:]
+    assert shape.endswith("12, 8)")
+    with pytest.raises(InputError) as e:
+        ncd_compile(gallery.get("unet"))(torch.randn(1, 3, 10, 8))
+    assert msg == str(e.value)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_written_file_checks_its_inputs(outcomes, case):
     assert outcomes[case] == EXPECTED[case]

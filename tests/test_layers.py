@@ -149,6 +149,17 @@ def test_the_root_package_is_light():
     assert not modules & {"torch", "pydantic", "sympy", "graphviz"}
 
 
+def test_subpackages_are_attributes_imported_on_first_use():
+    """`import ncd` then `ncd.gallery.get(...)` (as docstrings write it) imports the gallery
+    then and not before; an unknown name is still an AttributeError."""
+    modules = loaded_by("import ncd; ncd.gallery.get('attention')")
+    assert "ncd.gallery" in modules and "ncd.widgets" not in modules
+    r = subprocess.run(
+        [sys.executable, "-c", "import ncd; ncd.nothing"], capture_output=True, text=True
+    )
+    assert "AttributeError: module 'ncd' has no attribute 'nothing'" in r.stderr
+
+
 def test_the_language_runs_without_torch():
     modules = loaded_by("import ncd.circuits.builder, ncd.circuits.draw, ncd.circuits.validate")
     assert not modules & {"torch", "triton"}

@@ -112,6 +112,20 @@ def test_a_repeated_block_takes_the_config_too():
     assert model(torch.randint(0, 10, (2, 7))).shape == (2, 7, 10)
 
 
+def test_a_size_learned_in_a_subcircuit_follows_the_config():
+    """ivit_block's I-LayerNorm subcircuit names its width D, which the block unifies with
+    H*K: the file writes its constants from c.H and c.K (no D setting that H and K would not
+    move), and a config with other heads builds the constants ncd.compile builds there."""
+    text, ns = _generated("ivit_block")
+    cfg = ns["IvitBlockConfig"]
+    assert "D" not in cfg.__dataclass_fields__ and "c.D" not in text
+    written = ns["IvitBlock"](cfg(H=4)).state_dict()
+    compiled = ncd_compile(gallery.get("ivit_block"), sizes={"H": 4}).state_dict()
+    assert list(written) == list(compiled)
+    for key in compiled:
+        assert torch.equal(written[key], compiled[key]), key
+
+
 def test_expressions_are_written_exactly():
     """A size expression is written only where it gives the very number the graph holds."""
     from ncd.circuits.sizes import parse_size

@@ -107,3 +107,18 @@ def test_tracing_and_torch_compile_still_work(module):
     torch.testing.assert_close(compiled(x, gate), module(x, gate))
     with pytest.raises(InputError, match="axis T has size 16"):
         compiled(torch.randn(2, 12, 32), torch.randn(2, 12))
+
+
+def test_a_free_multiple_is_checked_as_one():
+    """unet's image sides are `4*M` and `4*N` (two poolings by 2): the module is not
+    specialised to M, so any multiple of 4 runs, and a side that is not one is refused
+    before torch.cat fails deep inside the skip connection."""
+    from ncd import gallery
+
+    m = ncd_compile(gallery.get("unet"))
+    assert m(torch.randn(1, 3, 12, 8)).shape[-2:] == (12, 8)
+    msg = _error(m, torch.randn(1, 3, 10, 8))
+    assert msg == (
+        "input 'image': axis Y has size 4*M in the circuit, a multiple of 4, found 10 "
+        "(image.shape = (1, 3, 10, 8))"
+    )
