@@ -8,7 +8,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from .kinds import Box
 from .kinds.base import AxisList, AxisName, Name, Ref, SizeExpr
-from .limits import MAX_BOXES, MAX_PORTS, MAX_SIZE, MAX_SUBCIRCUITS
+from .limits import (
+    MAX_BOXES,
+    MAX_DOC,
+    MAX_LAYOUT,
+    MAX_PORTS,
+    MAX_SIZE,
+    MAX_SUBCIRCUITS,
+    MAX_TABLE,
+    MAX_TEXT,
+)
 from .types import Dtype
 
 
@@ -45,15 +54,15 @@ class Circuit(BaseModel):
 
     name: Name
     """Identifier of the circuit (gallery name, class name of compiled code)."""
-    title: str = Field(default="", max_length=200)
+    title: str = Field(default="", max_length=MAX_TEXT)
     """Human title."""
-    paper: str = Field(default="", max_length=300)
+    paper: str = Field(default="", max_length=MAX_TEXT)
     """The paper it comes from."""
-    doc: str = Field(default="", max_length=4000)
+    doc: str = Field(default="", max_length=MAX_DOC)
     """A short description."""
-    axes: dict[AxisName, SizeExpr] = Field(default_factory=dict, max_length=1024)
+    axes: dict[AxisName, SizeExpr] = Field(default_factory=dict, max_length=MAX_TABLE)
     """Axis name -> size expression, for axes whose size is not their own symbol (`D: H*K`)."""
-    sizes: dict[AxisName, StrictInt] = Field(default_factory=dict, max_length=1024)
+    sizes: dict[AxisName, StrictInt] = Field(default_factory=dict, max_length=MAX_TABLE)
     """A default binding of sizes to numbers (an example configuration)."""
     inputs: list[Input] = Field(default_factory=list, max_length=MAX_PORTS)
     """Input bundles."""
@@ -63,7 +72,7 @@ class Circuit(BaseModel):
     """Outputs."""
     subcircuits: dict[Name, Circuit] = Field(default_factory=dict, max_length=MAX_SUBCIRCUITS)
     """Circuits that `call` boxes may call, by name."""
-    layout: dict[str, Any] = Field(default_factory=dict, max_length=4096)
+    layout: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LAYOUT)
     """View hints that must persist (editor positions, colours); no view keeps its own."""
 
     @field_validator("sizes")

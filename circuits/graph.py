@@ -1,6 +1,6 @@
 """The wiring of a circuit as a directed graph: a topological order that breaks ties by the
 order boxes were written in, and one cycle per strongly connected component, both in linear
-time and without recursion (a spec may hold 100,000 boxes in one chain)."""
+time and without recursion (a spec may hold 20,000 boxes in one chain)."""
 
 from __future__ import annotations
 

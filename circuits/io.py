@@ -36,7 +36,13 @@ def load(path: str | Path) -> Circuit:
                 f"{path}: file is {size:,} bytes, more than the {MAX_BYTES:,} allowed "
                 "(limit MAX_SPEC_BYTES)"
             )
-        raw = path.read_bytes()
+        # at most one byte past the limit: a device or a pipe (size 0 above) may not end
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise SchemaError(
+                f"{path}: spec is more than the {MAX_BYTES:,} bytes allowed (limit MAX_SPEC_BYTES)"
+            )
     except OSError as e:
         raise SchemaError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
@@ -179,6 +185,23 @@ def from_dict(data: Any) -> Circuit:
         raise SchemaError("spec nested too deeply") from None
 
 
+# The limit behind each field whose length the schema bounds (circuits/limits.py).
+_LIMITS = {
+    "boxes": "MAX_BOXES", "inputs": "MAX_PORTS", "outputs": "MAX_PORTS",
+    "subcircuits": "MAX_SUBCIRCUITS", "axes": "MAX_TABLE", "sizes": "MAX_TABLE",
+    "title": "MAX_TEXT", "paper": "MAX_TEXT", "doc": "MAX_DOC", "layout": "MAX_LAYOUT",
+}  # fmt: skip
+
+
+def _limit(e) -> str | None:
+    """The limit a too-long field of a circuit (the spec's or a subcircuit's) ran into."""
+    loc = e["loc"]
+    on_circuit = len(loc) == 1 or (len(loc) >= 3 and loc[-3] == "subcircuits")
+    if e["type"] in ("too_long", "string_too_long") and on_circuit:
+        return _LIMITS.get(str(loc[-1]))
+    return None
+
+
 def _explain(err: pydantic.ValidationError, data: dict) -> str:
     lines = []
     seen = set()
@@ -191,6 +214,8 @@ def _explain(err: pydantic.ValidationError, data: dict) -> str:
         seen.add(key)
         found = e.get("input")
         found_s = "" if isinstance(found, dict | list) else f" (found {_short(found)!r})"
+        limit = _limit(e)
+        found_s += f" (limit {limit})" if limit else ""
         lines.append(f"  - {loc}: {e['msg']}{found_s}")
         if len(lines) >= MAX_PROBLEMS_SHOWN:
             lines.append(f"  - … and {err.error_count() - len(lines):,} more")

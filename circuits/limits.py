@@ -19,15 +19,17 @@ MAX_INT_DIGITS = 20
 # Names and the circuit's extent
 MAX_NAME = 64
 """Characters of a name: circuit, input, box, output, axis, label, group."""
-MAX_BOXES = 100_000
-"""Boxes in one circuit (its own, not counting those of its subcircuits)."""
-MAX_UNROLLED_BOXES = 1_000_000
-"""Boxes of a circuit with every call expanded, repeats counted (what `compile` builds)."""
+MAX_BOXES = 20_000
+"""Boxes in one circuit (its own, not counting those of its subcircuits): the cost model's
+symbolic sums take about a minute there on one core."""
+MAX_UNROLLED_BOXES = 50_000
+"""Boxes of a circuit with every call expanded, repeats counted (what `compile` builds, a
+module per repetition)."""
 MAX_SUBCIRCUITS = 256
 """Subcircuits one circuit defines."""
 MAX_CALL_DEPTH = 16
 """Subcircuits calling subcircuits: how deep calls may nest."""
-MAX_REPEAT = 100_000
+MAX_REPEAT = 4096
 """Repetitions of one `call` box."""
 MAX_AXES = 32
 """Axes on one wire (PyTorch itself stops at 64)."""
@@ -35,6 +37,14 @@ MAX_BOX_AXES = 52
 """Distinct axes on the wires of one box (einsum names each by one of 52 letters)."""
 MAX_PORTS = 1024
 """Inputs, and outputs, of one circuit."""
+MAX_TABLE = 1024
+"""Entries of a circuit's size tables (`axes`, `sizes`)."""
+MAX_TEXT = 300
+"""Characters of a circuit's title, and of its paper."""
+MAX_DOC = 4000
+"""Characters of a circuit's description (`doc`)."""
+MAX_LAYOUT = 4096
+"""Entries of a circuit's view hints (`layout`: editor positions, colours)."""
 
 # Sizes
 MAX_EXPR_CHARS = 200

@@ -47,7 +47,7 @@ def _double_conv(b, h, cin, cout, tag):
     return h
 
 
-@entry("unet", "U-Net", NCD)
+@entry("unet", "U-Net", NCD + "; " + UNET)
 def unet():
     """The NCD paper's U-Net (after Ronneberger et al., Fig. 1), two levels deep.
 

@@ -3,6 +3,8 @@ gradient from sampled rows (WTA-CRS) and products by integer addition (L-Mul).""
 
 from __future__ import annotations
 
+import inspect
+
 from ncd.circuits.builder import Builder
 
 from . import entry
@@ -40,8 +42,9 @@ def wtacrs_linear():
     rows. Only the k sampled rows of each map's input are kept for the backward (the paper's
     Fig. 5), so the cost table shows 6 of 20 rows kept; dx and the biases' gradients stay
     exact."""
-    return _ffn("wtacrs_linear", "WTA-CRS feed-forward block", WTACRS, wtacrs_linear.__doc__,
-                backward="wtacrs", budget=0.3)  # fmt: skip
+    doc = inspect.getdoc(wtacrs_linear)
+    return _ffn("wtacrs_linear", "WTA-CRS feed-forward block", WTACRS, doc, backward="wtacrs",
+                budget=0.3)  # fmt: skip
 
 
 @entry("lmul_linear", "L-Mul linear maps (products by integer addition)", LMUL)
@@ -57,5 +60,5 @@ def lmul_linear():
     Each product is one integer addition of the operands' bit patterns, the mantissa sum
     carrying into the exponent; the sums stay floating point. Gradients are those of the
     exact products."""
-    return _ffn("lmul_linear", "L-Mul feed-forward block", LMUL, lmul_linear.__doc__,
+    return _ffn("lmul_linear", "L-Mul feed-forward block", LMUL, inspect.getdoc(lmul_linear),
                 product="lmul3")  # fmt: skip

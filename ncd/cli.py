@@ -27,7 +27,9 @@ def parser() -> argparse.ArgumentParser:
     for m in _modules():
         m.register(sub)
     d = sub.add_parser("demo", help="run every view on the built-in gallery")
-    d.add_argument("--out", default="build", help="where figures and code go (default: build)")
+    d.add_argument(
+        "-o", "--out", default="build", help="where figures and code go (default: build)"
+    )
     d.set_defaults(run=cmd_demo)
     return p
 

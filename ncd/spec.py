@@ -57,6 +57,8 @@ def parse_sizes(text: str | None) -> dict[str, int]:
         n = int(value)
         if not 1 <= n <= MAX_SIZE:
             raise SizeError(f"--sizes: {name} must be between 1 and 2**40, found {n}")
+        if name in out and out[name] != n:
+            raise SizeError(f"--sizes: {name} given twice, as {out[name]} and {n}")
         out[name] = n
     return out
 

@@ -19,6 +19,6 @@ def lazy_exports(package: str, table: dict[str, str]):
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__():  # noqa: N807
-        return sorted([*vars(module), *table])
+        return sorted({*vars(module), *table})
 
     return __getattr__, __dir__

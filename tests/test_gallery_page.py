@@ -184,6 +184,21 @@ def test_cli_writes_the_page_and_fails_on_a_broken_entry(tmp_path, monkeypatch, 
     assert "broken_on_purpose" in (tmp_path / "bad" / "index.html").read_text()
 
 
+def test_cli_refuses_an_unusable_folder_before_drawing(tmp_path, monkeypatch, capsys):
+    """A file, or a place where no folder can be made, is refused before any entry is built
+    (a broken entry would otherwise be reported first), and nothing is left behind."""
+    from ncd.cli import main
+
+    built = []
+    monkeypatch.setattr(gallery, "ENTRIES", {"b": gallery.Entry("b", "t", "p", built.append)})
+    (tmp_path / "file").write_text("")
+    for target, said in ((tmp_path / "file", "expected a folder, found a file"),
+                         (Path("/proc/ncd-test/g"), "cannot write in '/proc'")):  # fmt: skip
+        assert main(["gallery", "-o", str(target)]) == 1
+        assert said in capsys.readouterr().err
+    assert not built and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 @pytest.mark.browser
 def test_every_entry_shows_a_figure_in_chromium(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="dev dependency")

@@ -30,3 +30,12 @@ def test_readme_figure_is_current():
         return re.findall(r"<(?:title|text)[^>]*>([^<]*)<", svg)
 
     assert content(render(gallery.get("transformer_block"))) == content(figure.read_text())
+
+
+def test_the_language_section_names_every_kind():
+    """The README's list of box kinds (section "The language") names each kind there is."""
+    from ncd.circuits.kinds import KINDS
+
+    section = README.read_text().split("## The language", 1)[1].split("\n#", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)`", section))
+    assert not set(KINDS) - named, sorted(set(KINDS) - named)

@@ -77,8 +77,9 @@ def find_regions(checked, matched=None) -> list[Region]:
     # pointwise chains: join a pointwise box to its pointwise producer when it is the only reader
     parent: dict[str, str] = {}
 
-    def find(x):
+    def find(x):  # the group's root, halving the path on the way (a chain stays short)
         while parent.get(x, x) != x:
+            parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 

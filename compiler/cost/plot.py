@@ -20,8 +20,12 @@ PANELS = (
 
 def sweep_points(lo: int, hi: int, n: int | None = None) -> list[int]:
     """Powers of two from lo to hi (both kept), or n points spaced evenly in log scale."""
+    from ncd.circuits.limits import MAX_SIZE
+
     if lo < 1 or hi <= lo:
         raise CostError(f"a sweep needs 1 <= LO < HI, found {lo}..{hi}")
+    if hi > MAX_SIZE:
+        raise CostError(f"a sweep ends at most at {MAX_SIZE:,} (limit MAX_SIZE), found {hi:,}")
     if n is None:
         pts = [lo]
         p = 2 ** math.ceil(math.log2(lo))
@@ -55,22 +59,36 @@ def sweep(circuits, axis: str, points, *, sizes=None, tie=None, **options) -> di
             for key in data:
                 data[key].append(report.at(key, **at))
         data["tied"] = tied
-        data["degree"] = report.degree(axis) if not tied else _degree_tied(report, axis, tied)
-        data["leading"] = str(report.big_o("flops"))
+        data["degree"], data["leading"] = _along(report, axis, tied)
         out[c.name] = data
     return out
 
 
-def _degree_tied(report, axis, tied):
+def _along(report, axis, tied):
+    """(degree, leading) of the FLOPs along `axis`, the axes in `tied` following it: the
+    degree in that axis and the big-O of the part of that degree (softmax attention with
+    S = T: 2, O(T^2·B·H·(K + V))); (None, the every-size big-O) where the FLOPs are not a
+    polynomial in it."""
     import sympy
 
     from ncd.circuits.sizes import symbol
 
-    f = report.formulas["flops"].xreplace({symbol(t): symbol(axis) for t in tied})
+    from .symbolic import big_o
+
+    a = symbol(axis)
+    f = report.formulas["flops"]
+    if a in report.derived:  # an axis named for a size expression (the ViT's tokens)
+        f = report.readable(f)
+    f = f.xreplace({symbol(t): a for t in tied})
     try:
-        return sympy.Poly(sympy.expand(f), symbol(axis)).degree()
+        poly = sympy.Poly(sympy.expand(f), a)
     except sympy.PolynomialError:
-        return None
+        return None, report.big_o("flops")
+    d = poly.degree()
+    rest = big_o(report.readable(poly.coeff_monomial(a**d)))  # O(...) in the other sizes
+    power = "" if d == 0 else axis if d == 1 else f"{axis}^{d}"
+    inner = rest[2:-1]
+    return d, f"O({'·'.join(p for p in (power, '' if inner == '1' else inner) if p) or '1'})"
 
 
 def scaling_plot(circuits, axis: str, lo: int, hi: int, path, *, sizes=None, tie=None,

@@ -48,9 +48,15 @@ def register(sub) -> None:
         help="write the diagram coloured by each box's share of FLOPs or memory",
     )
     p.add_argument(
-        "-o", "--output", help="file for --plot or --overlay (.png, .svg, .pdf) or --json (.json)"
+        "-o",
+        "--output",
+        help="the file of --json (.json), or of --plot / --overlay (.png, .svg, .pdf; with "
+        "both, or several specs, each overlay's name ends in _NAME)",
     )
     p.set_defaults(run=cmd_analyse)  # fmt: skip
+
+
+FIGURES = (".png", ".svg", ".pdf")
 
 
 def _sweep_arg(text: str) -> tuple[str, int, int]:
@@ -87,12 +93,22 @@ def cmd_analyse(args) -> int:
         from ncd.compiler.cost.plot import sweep_points
 
         sweep_points(sweep[1], sweep[2])
-    for flag, suffixes in (
-        ("plot", (".png", ".svg", ".pdf")),
-        ("overlay", (".svg", ".pdf", ".png")),
-    ):
-        if getattr(args, flag) and args.output and Path(args.output).suffix not in suffixes:
-            raise NcdError(f"-o for --{flag} must end in {', '.join(suffixes)}: {args.output!r}")
+        for c in circuits:
+            if sweep[0] not in known_sizes(c):
+                raise NcdError(
+                    f"--plot: circuit '{c.name}' has no axis {sweep[0]}; its sizes: "
+                    f"{sorted(known_sizes(c))}"
+                )
+    if args.output:  # -o's suffix says which output it names: --json's or the figures'
+        suffix = Path(args.output).suffix
+        figures = args.plot or args.overlay
+        if not ((suffix == ".json" and args.json) or (suffix in FIGURES and figures)):
+            asked = [f"--{f}" for f in ("json", "plot", "overlay") if getattr(args, f)]
+            raise NcdError(
+                "-o names the file of --json (.json) or of --plot / --overlay ("
+                f"{', '.join(FIGURES)}), found {args.output!r} with "
+                f"{' and '.join(asked) or 'none of them'}"
+            )
     if len(circuits) > 1:  # each circuit takes the sizes it has; a size none has is an error
         known = set().union(*(known_sizes(c) for c in circuits))
         unknown = sorted(set(sizes) - known)
@@ -129,7 +145,7 @@ def cmd_analyse(args) -> int:
 
         for c, r in zip(circuits, reports):
             out = Path(args.output or f"build/analysis/{c.name}_{args.overlay}.svg")
-            if len(circuits) > 1 and args.output:
+            if args.output and (len(circuits) > 1 or sweep):  # the plot has -o's name
                 out = out.with_name(f"{out.stem}_{c.name}{out.suffix}")
             out.parent.mkdir(parents=True, exist_ok=True)
             title = "share of FLOPs" if args.overlay == "flops" else "share of kept memory"

@@ -23,9 +23,28 @@ def register(sub) -> None:
     p.set_defaults(run=cmd_gallery)
 
 
+def _check_folder(folder: Path) -> None:
+    """Refuses, before any entry is drawn, a folder that could not take the page: a path
+    that is a file, or one whose nearest existing parent does not take a new folder (tried
+    with a temporary one, removed at once: permissions alone do not tell, e.g. in /proc)."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise NcdError(f"-o {str(folder)!r}: expected a folder, found a file")
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        with tempfile.TemporaryDirectory(dir=parent, prefix=".ncd-"):
+            pass
+    except OSError as e:
+        raise NcdError(f"cannot write in {str(parent)!r}: {e.strerror or e}") from None
+
+
 def _write(folder: Path) -> Path:
     from ncd.page import write_page
 
+    _check_folder(folder)
     path, page = write_page(folder)
     print(f"wrote {path} ({len(page.cards)} entries)")
     if page.problems:

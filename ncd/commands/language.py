@@ -218,19 +218,26 @@ def gallery_listing() -> list[dict] | None:
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 target = node.targets[0]
                 if isinstance(target, ast.Name) and isinstance(
-                    node.value, ast.Constant | ast.JoinedStr
+                    node.value, ast.Constant | ast.JoinedStr | ast.BinOp
                 ):
                     constants[target.id] = node.value
+
+    def text(a):  # a string literal, a name of one, or their sum (`NCD + "; " + UNET`)
+        if isinstance(a, ast.Name) and a.id in constants:
+            return text(constants[a.id])
+        if isinstance(a, ast.BinOp) and isinstance(a.op, ast.Add):
+            return text(a.left) + text(a.right)
+        return ast.literal_eval(a)
+
     out = []
     for tree in trees.values():
         for node in tree.body:
             for d in getattr(node, "decorator_list", []):
                 if not (isinstance(d, ast.Call) and getattr(d.func, "id", None) == "entry"):
                     continue
-                args = [constants.get(a.id, a) if isinstance(a, ast.Name) else a for a in d.args]
                 try:
-                    name, title, paper = (ast.literal_eval(a) for a in args)
-                except (ValueError, TypeError, SyntaxError):
+                    name, title, paper = (text(a) for a in d.args)
+                except (ValueError, TypeError, SyntaxError, RecursionError):
                     return None
                 out.append({"name": name, "title": title, "paper": paper})
     calls = sum(

@@ -151,3 +151,22 @@ def test_cli_json_and_plot(tmp_path):
     assert (tmp_path / "s_attention.svg").exists()
     rc, out, err = ncd_cli("analyse", "attention", "--sizes", "Q=1")
     assert rc == 1 and "no size Q" in err and "Traceback" not in err
+    # one circuit, both figures: the overlay takes the circuit's name, the plot -o's
+    rc, out, err = ncd_cli("analyse", "transformer_block", "--plot", "T=256..4096", "-o",
+                           "one.svg", "--overlay", "flops")  # fmt: skip
+    assert rc == 0, err
+    assert (tmp_path / "one.svg").exists() and (tmp_path / "one_transformer_block.svg").exists()
+    # the leading term is that of the swept axis (T with S = T), not of every size together
+    assert "leading O(T^2·B·H·(K + V))" in out
+    for args, found in (
+        (["-o", "c.json"], "none of them"),
+        (["--json", "-o", "c.txt"], "--json"),
+        (["--overlay", "flops", "-o", "c.json"], "--overlay"),
+    ):
+        rc, out, err = ncd_cli("analyse", "attention", *args)
+        assert (
+            rc == 1 and err.startswith("ncd: error: -o names the file of --json") and found in err
+        )
+        assert not out and not list(tmp_path.glob("c.*"))
+    rc, out, err = ncd_cli("analyse", "attention", "--plot", "T=256..99999999999999999999")
+    assert rc == 1 and "(limit MAX_SIZE)" in err and not out

@@ -3,6 +3,7 @@ compile): an NcdError naming the limit or the place, in bounded time."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -10,7 +11,7 @@ import pytest
 
 import ncd
 from ncd.circuits.builder import Builder
-from ncd.circuits.errors import NcdError
+from ncd.circuits.errors import NcdError, SchemaError
 from ncd.circuits.io import from_dict
 from ncd.circuits.sizes import parse_size
 
@@ -109,6 +110,29 @@ def test_repeat_counts_are_bounded():
     c.check()  # a symbolic repeat is fine until bound
     _fails(lambda: c.check({"N": 10**6}), "MAX_REPEAT")
     _fails(lambda: ncd.compile(c, {"N": 10**6}), "MAX_REPEAT")
+
+
+def test_a_repeat_at_its_limit_compiles_in_bounded_time():
+    """MAX_REPEAT copies of a one-box block (a module each) compile within seconds."""
+    from ncd.circuits.limits import MAX_REPEAT
+
+    block = spec([unary("u", "x")], name="blk")
+    c = from_dict(spec([{"name": "k", "kind": "call", "circuit": "blk", "repeat": MAX_REPEAT,
+                         "inputs": {"x": "x"}}], subcircuits={"blk": block},
+                       sizes={"B": 2, "T": 3, "D": 4}))  # fmt: skip
+    t0 = time.perf_counter()
+    m = ncd.compile(c)
+    assert time.perf_counter() - t0 < 60
+    assert len(m.k) == MAX_REPEAT
+
+
+def test_too_long_circuit_fields_name_their_limit():
+    from ncd.circuits.io import loads
+
+    data = spec([unary(f"r{i}", "x") for i in range(20_001)], doc="d" * 4001)
+    with pytest.raises(SchemaError) as e:
+        loads(json.dumps(data))
+    assert "(limit MAX_BOXES)" in str(e.value) and "(limit MAX_DOC)" in str(e.value)
 
 
 def test_dtypes_the_operations_cannot_take():

@@ -146,3 +146,29 @@ def test_sizes_option_refuses_other_digits(tmp_path):
             bad,
             r.err,
         )
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
+def test_a_spec_that_never_ends_is_refused_at_the_limit(source, tmp_path):
+    """A device or a pipe reports size 0 and may never end: the spec is read up to
+    MAX_SPEC_BYTES and refused there, in bounded time and memory."""
+    import os
+    import threading
+
+    path = source
+    if source == "fifo":
+        path = str(tmp_path / "spec.json")
+        os.mkfifo(path)
+
+        def feed():  # more than the limit, then the end (or the reader stops at it)
+            try:
+                with open(path, "wb") as f:
+                    for _ in range(33):
+                        f.write(b" " * 2**20)
+            except BrokenPipeError:
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+    r = runner.run(["validate", path], timeout=CASE_SECONDS)
+    _check(r, "error", tmp_path)
+    assert "(limit MAX_SPEC_BYTES)" in r.err
