@@ -279,9 +279,19 @@ function render({ model, el }) {
   }
 
   // Boxes of the drawing's nodes and blocks, read once per drawing: reading a box forces the
-  // browser to lay the SVG out, so all are read before anything is written.
+  // browser to lay the SVG out, so all are read before anything is written. A drawing not
+  // laid out yet (the widget not in the page, or hidden) has no sizes: every box reads
+  // (0, 0, 0, 0). It is measured once it is shown (the observer below), and until then
+  // nothing is drawn over it.
   let boxes = { nodes: [], clusters: [] };
+  let measured = false;
+  const shown = () => el.isConnected && stage.clientWidth > 0;
   function measure(svg) {
+    measured = shown();
+    if (!measured) {
+      boxes = { nodes: [], clusters: [] };
+      return;
+    }
     const nodes = [...svg.querySelectorAll("g.node")];
     const clusters = [...svg.querySelectorAll("g.cluster")];
     boxes = {
@@ -586,8 +596,20 @@ function render({ model, el }) {
   drawCrumbs();
   drawBar();
   draw();
-  // The first fit needs the stage's size, known once the element is in the page.
-  requestAnimationFrame(() => fitView());
+  // The stage's size is known once the element is in the page and shown (render runs before
+  // that): then the drawing is measured, if it was drawn unseen, and fitted; and refitted
+  // when the stage changes size, until the user zooms or pans.
+  const observer = new ResizeObserver(() => {
+    if (!shown()) return;
+    const svg = holder.querySelector("svg");
+    if (svg && !measured) {
+      measure(svg);
+      decorate();
+    }
+    if (!steered) fitView();
+  });
+  observer.observe(stage);
+  return () => observer.disconnect();
 }
 
 export default { render };
