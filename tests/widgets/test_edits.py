@@ -318,3 +318,43 @@ def test_the_palette_search_finds_a_kind_by_a_value_of_its_fields():
     b = Builder("untitled")
     b.output("y", b.unary(b.input("x", "B D"), "relu", name="unary"))
     assert same(s.circuit, b.build()), s.messages.value
+
+
+# ---- boxes wired in steps: ports that read nothing yet ---------------------------------------
+def projections():
+    """A draft (no outputs yet): x: B T D and the projections of a gated linear attention."""
+    b = Builder("untitled")
+    x = b.input("x", "B T D")
+    q = b.linear(x, over="D", out="H K", name="q_proj")
+    k = b.linear(x, over="D", out="H K", name="k_proj")
+    v = b.linear(x, over="D", out="H V", name="v_proj")
+    g = b.linear(x, over="D", out="H K", name="g_proj")
+    b.output("y", x)  # the Builder wants an output; the draft below has none
+    return b, (q, k, v, g)
+
+
+def draft(b):
+    return b.build().model_copy(update={"outputs": []})
+
+
+def test_add_box_wires_the_chosen_ports_and_guesses_the_keys_axis():
+    c = draft(projections()[0])
+    got = edits.add_box(c, "linear_attention", source="q_proj", axes=("B", "T", "H", "K"),
+                        wire=["q"], variant="gla")  # fmt: skip
+    la = got.box("linear_attention")
+    assert la.inputs == {"q": "q_proj"} and edits.open_ports(la) == ["k", "v", "g"]
+    assert (la.key, la.query, la.head) == ("T", "T", "K")
+    with pytest.raises(Exception, match="not all wired"):  # read before it is complete
+        panels.check_draft(edits.set_output(got, "y", "linear_attention"))
+
+
+def test_renaming_a_box_keeps_the_ports_of_what_read_it():
+    b = Builder("untitled")
+    top = b.topk(b.input("x", "B T D"), over="D", k=2, name="tk")
+    b.output("y", top["indices"])
+    c = b.build()
+    renamed = c.box("tk").model_copy(update={"name": "best"})
+    got = edits.replace_box(c, "tk", renamed)
+    assert [o.source for o in got.outputs] == ["best.indices"]
+    with pytest.raises(SchemaError, match="the name is taken"):
+        edits.replace_box(c, "tk", c.box("tk").model_copy(update={"name": "x"}))
