@@ -512,3 +512,34 @@ def test_a_circuit_opened_in_the_studio_has_its_handles_on_its_boxes(step):
     s.locator(".ncd-status:has-text('wired k_proj -> mixer.q')").wait_for()
     s.locator(".ncd-undo").click()
     s.locator(".ncd-status:has-text('undo: 1 of 2')").wait_for()
+
+
+def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_ends(step):
+    """Audit bug 1, end to end: `gla` searched with q_proj selected adds a linear attention
+    reading q_proj (key T: the wire's sequence axis); k, v and g are loose ends, wired by a
+    drag onto the box, onto a loose end and onto a handle."""
+    page = step
+    s = studio(page, 3)
+    node(page, 3, "q_proj").locator("text").first.click()
+    s.locator(".ncd-search").fill("gla")
+    s.locator(".ncd-search").press("Enter")
+    wait_node(page, 3, "linear_attention")
+    status = s.locator(".ncd-status")
+    status.locator(":scope:has-text('k v g read nothing yet')").wait_for()
+    assert "ncd-error" not in status.get_attribute("class")
+    loose = s.locator('g.node.ncd-dangling[id^="box:\u2026linear_attention:"]')
+    assert loose.count() == 3
+    assert s.locator('.ncd-handle.ncd-open[data-node="linear_attention"]').count() == 3
+    page.mouse.move(0, 0)  # no tooltip over the shot
+    shot(page, 3, "la-loose-ends")
+    out = '.ncd-handle.ncd-out[data-ref="{}"]'
+    drag(page, s.locator(out.format("k_proj")), node(page, 3, "linear_attention"))
+    s.locator(".ncd-status:has-text('wired k_proj -> linear_attention.k')").wait_for()
+    drag(page, s.locator(out.format("v_proj")), node(page, 3, "\u2026linear_attention:v"))
+    s.locator(".ncd-status:has-text('wired v_proj -> linear_attention.v')").wait_for()
+    handle = '.ncd-handle.ncd-in[data-node="linear_attention"][data-port="g"]'
+    drag(page, s.locator(out.format("temperature")), s.locator(handle))
+    s.locator(".ncd-status:has-text('wired temperature -> linear_attention.g')").wait_for()
+    assert loose.count() == 0 and s.locator(".ncd-handle.ncd-open").count() == 0
+    assert "ncd-error" not in status.get_attribute("class")
+    shot(page, 3, "la-wired")

@@ -254,7 +254,10 @@ function render({ model, el }) {
       const [tail, head] = (t ? t.textContent : "").split("->").map((x) => x.split(":")[0]);
       g.dataset.tail = nodeById[tail] || "";
       g.dataset.head = nodeById[head] || "";
-      if (g.dataset.head.startsWith("\u2026")) g.classList.add("ncd-dangling");
+      // a loose end: a value nothing reads yet (head), or a port that reads nothing yet (tail)
+      if (g.dataset.head.startsWith("\u2026") || g.dataset.tail.startsWith("\u2026")) {
+        g.classList.add("ncd-dangling");
+      }
       const path = g.querySelector("path");
       if (path) {  // a wide invisible stroke, so a thin wire is easy to hit and to drop on
         const hit = path.cloneNode();
@@ -322,12 +325,15 @@ function render({ model, el }) {
       }
       const p = ports[path];
       if (p) {
+        const open = new Set(p.open || []);  // ports that read nothing yet
         (p.in || []).forEach((port, i, all) => {
           const c = s("circle", {
-            class: "ncd-handle ncd-in", r: 4, cx: b.x, cy: b.y + (b.height * (i + 1)) / (all.length + 1),
+            class: open.has(port) ? "ncd-handle ncd-in ncd-open" : "ncd-handle ncd-in",
+            r: open.has(port) ? 5 : 4, cx: b.x, cy: b.y + (b.height * (i + 1)) / (all.length + 1),
             "data-node": path, "data-port": port,
           });
-          c.append(Object.assign(s("title"), { textContent: `${path}: input ${port}` }));
+          const more = open.has(port) ? " (reads nothing yet: drag a value here)" : "";
+          c.append(Object.assign(s("title"), { textContent: `${path}: input ${port}${more}` }));
           over.append(c);
         });
         (p.out || []).forEach((ref, i, all) => {
