@@ -50,12 +50,17 @@ def fresh_name(c: Circuit, stem: str) -> str:
     return next(f"{stem}{k}" for k in itertools.count(2) if f"{stem}{k}" not in taken)
 
 
-def _replace_refs(c: Circuit, old: str, new: str, *, only: Iterable[str] | None = None):
-    """Every reference to `old` (or `old.port`) becomes `new`; `only`: boxes to touch."""
+def _replace_refs(
+    c: Circuit, old: str, new: str, *, only: Iterable[str] | None = None, rename: bool = False
+):
+    """Every reference to `old` (or `old.port`) becomes `new`; `only`: boxes to touch.
+    `rename`: `old` is renamed `new`, so `old.port` becomes `new.port`."""
     keep = None if only is None else set(only)
 
     def swap(ref: str) -> str:
-        return new if ref_box(ref) == old else ref
+        if ref_box(ref) != old:
+            return ref
+        return new + ref[len(old) :] if rename else new
 
     boxes = [
         b
@@ -99,6 +104,16 @@ def with_scope(top: Circuit, scope: Iterable[str], edited: Circuit) -> Circuit:
 
 
 # ---- boxes -------------------------------------------------------------------------------
+def _sequence_axis(axes: tuple[str, ...]) -> str:
+    """The wire's position axis: T where the wire has it, else the axis after the batch axis
+    of a wire of three axes or more (`B N H K`), else the first."""
+    if "T" in axes:
+        return "T"
+    if len(axes) > 2:
+        return axes[1]
+    return axes[0] if axes else "T"
+
+
 def _candidates(kind: str, axes: tuple[str, ...]) -> list[dict]:
     """Field values to try, in order, for a box of `kind` reading a wire with `axes`: the
     last axis is the usual one a box acts on (features), and a box made from the palette
@@ -138,7 +153,14 @@ def _candidates(kind: str, axes: tuple[str, ...]) -> list[dict]:
         if info.is_required() and f not in ("kind", "name", "inputs")
     ]
     options = [per_field.get(f, [None]) for f in required]
-    return [dict(zip(required, combo)) for combo in itertools.product(*options)][:12]
+    guessed = {}
+    if kind == "linear_attention" and axes:
+        # The box reads its queries (the selection): their positions are the keys' too (the
+        # running state is causal over one sequence), and their last axis the features
+        # (q `B T H K`: query and key T, head K), where the default key S never fits.
+        seq = _sequence_axis(axes)
+        guessed = {"query": seq, "key": seq, "head": last}
+    return [{**guessed, **dict(zip(required, combo))} for combo in itertools.product(*options)][:12]
 
 
 def new_box(kind: str, name: str, inputs: dict[str, str], axes: tuple[str, ...] = (), **fields):
@@ -175,17 +197,42 @@ def add_box(
     source: str | None = None,
     axes: tuple[str, ...] = (),
     name: str | None = None,
+    wire: Iterable[str] | None = None,
     **fields,
 ) -> Circuit:
-    """Append a box of `kind`; its input ports all read `source` when given (the wire the
-    user chose: a box, `box.port` or an input), named `name` or after its kind."""
+    """Append a box of `kind`; its input ports read `source` when given (the wire the user
+    chose: a box, `box.port` or an input): all of them, or those named in `wire` (the others
+    read nothing yet: loose ends to be wired). Named `name` or after its kind."""
     name = name or fresh_name(c, kind)
     if name in names(c):
         raise SchemaError(f"box '{name}': the name is taken (expected a new name)")
     probe = new_box(kind, name, {}, axes, **fields)
-    inputs = {p: source for p in input_ports(probe)} if source else {}
+    ports = input_ports(probe) if wire is None else [p for p in input_ports(probe) if p in wire]
+    inputs = {p: source for p in ports} if source else {}
     box = new_box(kind, name, inputs, axes, **fields)
     return c.model_copy(update={"boxes": [*c.boxes, box]})
+
+
+def open_ports(box) -> list[str]:
+    """Input ports of `box` that read nothing yet (a box being wired: its loose ends)."""
+    return [p for p in input_ports(box) if not box.inputs.get(p)]
+
+
+def open_boxes(c: Circuit) -> dict[str, list[str]]:
+    """Box name -> its input ports that read nothing yet, for every box with some."""
+    return {b.name: ports for b in c.boxes if (ports := open_ports(b))}
+
+
+def replace_box(c: Circuit, name: str, box) -> Circuit:
+    """Box `name` becomes `box`, in the same place. A new name (`box.name`) renames it:
+    every reference to it follows."""
+    _box(c, name)
+    if box.name != name and box.name in names(c):
+        raise SchemaError(
+            f"box '{name}': cannot rename to '{box.name}' (the name is taken; expected a new name)"
+        )
+    c = c.model_copy(update={"boxes": [box if b.name == name else b for b in c.boxes]})
+    return _replace_refs(c, name, box.name, rename=True) if box.name != name else c
 
 
 def update_box(c: Circuit, name: str, **fields) -> Circuit:
@@ -201,7 +248,7 @@ def update_box(c: Circuit, name: str, **fields) -> Circuit:
     except Exception as e:  # noqa: BLE001 - pydantic: located by box and field
         raise SchemaError(f"box '{name}': {_first_error(e)}") from None
     c = c.model_copy(update={"boxes": [box if b.name == name else b for b in c.boxes]})
-    return _replace_refs(c, name, new_name) if new_name != name else c
+    return _replace_refs(c, name, new_name, rename=True) if new_name != name else c
 
 
 def connect(c: Circuit, source: str, box: str, port: str) -> Circuit:

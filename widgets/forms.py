@@ -144,14 +144,15 @@ class BoxForm:
     def _required(self, fname: str) -> bool:
         return self.cls.model_fields[fname].is_required()
 
-    def build(self, name: str, inputs: dict[str, str]):
-        """The Box the form describes; raises FormError listing every field that is wrong."""
+    def build(self, name: str, inputs: dict[str, str], existing: str = ""):
+        """The Box the form describes; raises FormError listing every field that is wrong.
+        `existing`: the name of the box the form edits (none for a new box)."""
         data = {"kind": self.kind, "name": name, "inputs": inputs}
         try:
             data.update(self.values())
             return self.cls.model_validate(data)
         except pydantic.ValidationError as e:
-            raise FormError(name, self.kind, e) from None
+            raise FormError(name, self.kind, e, existing) from None
 
     def ports(self) -> list[str]:
         """Input ports of the box as the form stands (contract/concat/pack/opaque vary)."""
@@ -184,15 +185,29 @@ def _parse_dict(text: str) -> dict:
 
 
 class FormError(Exception):
-    """A box form that the kind's schema rejects; `.problems` are located per field."""
+    """A box form that the kind's schema rejects; `.problems` are located per field: the box
+    (`box 'q_proj' (linear)` when the form edits it, else `new linear box 'q2'`), the field,
+    what the schema asks for and what the form holds."""
 
-    def __init__(self, name: str, kind: str, err: pydantic.ValidationError):
+    def __init__(self, name: str, kind: str, err: pydantic.ValidationError, existing: str = ""):
+        if existing:
+            box = f"box '{existing}' ({kind})"
+        else:
+            box = f"new {kind} box '{name}'" if name else f"new {kind} box (no name yet)"
         self.problems = [
-            Problem(
-                f"new {kind} box '{name}', field '{'.'.join(str(x) for x in e['loc']) or 'box'}'",
-                e["msg"],
-                found=repr(e.get("input"))[:60] if not isinstance(e.get("input"), dict) else "",
-            )
+            Problem(f"{box}, field '{'.'.join(str(x) for x in e['loc']) or 'box'}'", _said(e))
             for e in err.errors(include_url=False)
         ]
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _said(e: dict) -> str:
+    """A pydantic error as one sentence that says what was expected and what was found:
+    `Input should be 'linear' or 'gla' (found 'glaa')`."""
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "missing":
+        return "a value is required (found none)"
+    value = e.get("input")
+    if isinstance(value, dict) or "(found " in msg:
+        return msg
+    return f"{msg} (found {repr(value)[:60]})"

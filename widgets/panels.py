@@ -140,15 +140,63 @@ def check_draft(circuit):
     """Validate `circuit` as a circuit under construction; raises ValidationError.
 
     A circuit with inputs but no outputs yet is a draft: it is checked with a stand-in output
-    (its first input) so that its boxes are typed. The empty circuit checks to None."""
+    (its first input) so that its boxes are typed. A box with input ports that read nothing
+    yet (being wired: `edits.open_boxes`) is set aside: the rest is checked without it, and
+    nothing may read it until it is complete. The empty circuit checks to None."""
     from ncd.circuits.circuit import Output
 
+    if not (circuit.inputs or circuit.boxes or circuit.outputs):
+        return None
+    circuit = complete_part(circuit)
     if not (circuit.inputs or circuit.boxes or circuit.outputs):
         return None
     if circuit.outputs or not circuit.inputs:
         return circuit.check()
     stand_in = Output(name=DRAFT_OUTPUT, source=circuit.inputs[0].name)
     return circuit.model_copy(update={"outputs": [stand_in]}).check()
+
+
+def complete_part(circuit):
+    """`circuit` (and its subcircuits) without the boxes whose ports are not all wired yet;
+    raises ValidationError where anything reads such a box, or where one of its wired ports
+    reads no known value (the validator, which never sees it, would not say so)."""
+    from ncd.circuits.errors import ValidationError
+
+    from .edits import input_ports, names, open_boxes, ref_box
+
+    opened = open_boxes(circuit)
+    subs = {k: complete_part(sub) for k, sub in circuit.subcircuits.items()}
+    if not opened:
+        if all(subs[k] is sub for k, sub in circuit.subcircuits.items()):
+            return circuit
+        return circuit.model_copy(update={"subcircuits": subs})
+    problems = []
+    known = names(circuit)
+    for b in circuit.boxes:
+        for port, ref in b.inputs.items():
+            src, where = ref_box(ref), f"box '{b.name}', port '{port}'"
+            if b.name in opened and port not in input_ports(b):
+                ports = " ".join(input_ports(b))
+                problems.append(Problem(f"box '{b.name}'", "no such input port", ports, port))
+            elif src in opened:
+                problems.append(_reads_open(where, src, opened[src]))
+            elif b.name in opened and ref and src not in known:
+                problems.append(Problem(where, "unknown source", "an input or a box", ref))
+    for o in circuit.outputs:
+        if ref_box(o.source) in opened:
+            src = ref_box(o.source)
+            problems.append(_reads_open(f"output '{o.name}'", src, opened[src]))
+    if problems:
+        raise ValidationError(circuit.name, problems)
+    boxes = [b for b in circuit.boxes if b.name not in opened]
+    return circuit.model_copy(update={"boxes": boxes, "subcircuits": subs})
+
+
+def _reads_open(where: str, box: str, ports: list[str]) -> Problem:
+    return Problem(
+        where, f"reads box '{box}', whose ports are not all wired yet",
+        f"ports {' '.join(ports)} of '{box}' wired first", "them unwired",
+    )  # fmt: skip
 
 
 DRAFT_OUTPUT = "(draft)"
@@ -167,13 +215,26 @@ def drawable(circuit, checked):
 def drawing(circuit, checked):
     """(`drawable(circuit, checked)`, its check): the drawn circuit differs from `circuit`
     only by outputs taken from values `checked` has typed, so its check is `checked` with
-    those outputs, not a second validation. (circuit, None) for the empty circuit."""
+    those outputs, not a second validation. (circuit, None) for the empty circuit.
+
+    A box whose ports are not all wired (`edits.open_boxes`; `checked` has set it aside) is
+    drawn as a stand-in that takes what it reads: an `opaque` box of its name (a `?`, its
+    kind, and the ports to wire as caption), each unwired port fed by a loose end, a scalar
+    `param` named `…box:port` (`loose_input`) labelled with the port (a box without inputs
+    is drawn just before its reader); that drawing is checked again."""
     from ncd.circuits.circuit import Output
 
     if checked is None:
         return circuit, None
+    from .edits import open_boxes
+
+    opened = open_boxes(circuit)
     read = {src for ports in checked.sources.values() for src in ports.values()}
     read |= {src for name, src in checked.output_sources.items() if name != DRAFT_OUTPUT}
+    # what a box being wired reads is not a loose end either
+    for b in circuit.boxes:
+        if b.name in opened:
+            read |= {_source(checked, r) for r in b.inputs.values() if r}
     loose = [("", i.name) for i in circuit.inputs if ("", i.name) not in read]
     for b in checked.order:
         outs = list(checked.outs.get(b, {}))
@@ -186,6 +247,11 @@ def drawing(circuit, checked):
         name = DANGLING + ref.replace(".", ":")
         if name not in taken:
             extra.append((Output(name=name, source=ref), (box, port)))
+    if opened:
+        drawn = _with_stand_ins(circuit, opened)
+        outputs = [*circuit.outputs, *(o for o, _ in extra)]
+        drawn = drawn.model_copy(update={"outputs": outputs})
+        return drawn, _check_drawn(drawn)
     drawn = circuit
     if extra:
         outputs = [*circuit.outputs, *(o for o, _ in extra)]
@@ -196,3 +262,52 @@ def drawing(circuit, checked):
         return circuit, checked
     values = {name: checked.value(src) for name, src in sources.items()}
     return drawn, replace(checked, circuit=drawn, outputs=values, output_sources=sources)
+
+
+def loose_input(box: str, port: str) -> str:
+    """The name of the loose end drawn for input `port` of `box` while it reads nothing."""
+    return f"{DANGLING}{box}:{port}"
+
+
+def _source(checked, ref: str) -> tuple[str, str]:
+    """(box, port) of a reference as `checked.sources` holds it (`('', x)` for an input)."""
+    box, _, port = ref.partition(".")
+    if box in checked.inputs:
+        return ("", box)
+    return (box, port or next(iter(checked.outs.get(box, {})), ""))
+
+
+def _with_stand_ins(circuit, opened: dict[str, list[str]]):
+    """`circuit` with each box being wired drawn as an opaque stand-in fed by loose ends."""
+    from ncd.circuits.kinds import KINDS
+
+    from .edits import input_ports
+
+    boxes = []
+    for b in circuit.boxes:
+        if b.name not in opened:
+            boxes.append(b)
+            continue
+        ports = input_ports(b)
+        for port in opened[b.name]:
+            boxes.append(KINDS["param"].model_validate(
+                {"kind": "param", "name": loose_input(b.name, port), "label": port, "axes": []}
+            ))  # fmt: skip
+        inputs = {p: b.inputs.get(p) or loose_input(b.name, p) for p in ports}
+        # titled by its kind (a name's `_` would be set as a subscript)
+        boxes.append(KINDS["opaque"].model_validate({
+            "kind": "opaque", "name": b.name, "label": b.label or b.kind.replace("_", " "),
+            "group": b.group, "in_ports": ports, "inputs": inputs, "outputs": {"out": []},
+            "target": f"wire {' '.join(opened[b.name])}",
+        }))  # fmt: skip
+    return circuit.model_copy(update={"boxes": boxes})
+
+
+def _check_drawn(drawn):
+    """The check of a drawing with stand-ins, without the draft's stand-in output."""
+    checked = check_draft(drawn)
+    if DRAFT_OUTPUT not in checked.output_sources:
+        return checked
+    outputs = {k: v for k, v in checked.outputs.items() if k != DRAFT_OUTPUT}
+    sources = {k: v for k, v in checked.output_sources.items() if k != DRAFT_OUTPUT}
+    return replace(checked, outputs=outputs, output_sources=sources)

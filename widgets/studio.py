@@ -4,12 +4,15 @@ The circuit is the single source of truth. The Studio holds the current circuit 
 history of circuits; every edit is a pure function circuit -> circuit (widgets/edits.py) that
 is validated before it is accepted, and every view is redrawn from the accepted circuit. An
 edit that fails is shown, located (a mark on the box, the message on hover, and in the
-messages panel), and the last valid circuit stays. No callback raises.
+messages panel), and the last valid circuit stays. No callback raises. A box may be accepted
+with ports that read nothing yet (being wired: drawn with loose ends); it is set aside by the
+check (panels.check_draft) and nothing may read it until they are wired.
 
 The diagram (widgets/canvas.py, an anywidget) sends intents: select, add from the palette,
 wire an output port to an input port, splice a box onto a wire, delete, collapse, enter a
-subcircuit; the form on the left edits the selected box. The Cost, Code and JSON panels are
-computed only while their tab is shown; the text view follows every edit (circuits/script.py).
+subcircuit; the form on the left edits the selected box, and follows the circuit (an edit, an
+undo or a redo refills it). The Cost, Code and JSON panels are computed only while their tab
+is shown; the text view follows every edit (circuits/script.py).
 
     >>> studio = Studio("transformer_block")   # doctest: +SKIP
     >>> studio                                 # in JupyterLab: the editor
@@ -34,12 +37,28 @@ from ncd.circuits.types import DTYPES, TensorType
 
 from . import edits, panels
 from .canvas import Canvas
-from .forms import BoxForm, palette_options
+from .forms import BoxForm, FormError, palette_options
 
 _NONE = "—"  # a port left unwired
 MAX_UNDO = 200
 CHECKS_KEPT = 8  # circuits whose check_draft is kept (undo and redo check nothing again)
 TABS = ["Messages", "Cost", "Code", "JSON"]
+# A refused edit says what was tried, not what would have been done: `added x` -> `add x`.
+_TRIED = {
+    "added": "add", "changed": "change", "wired": "wire", "deleted": "delete",
+    "removed": "remove", "spliced": "splice", "renamed": "rename", "loaded": "load",
+    "applied": "apply", "edited": "edit", "set": "set", "opened": "open",
+}  # fmt: skip
+
+
+def _tried(what: str) -> str:
+    """`added linear` -> `add linear`; `output y <- h` -> `set output y <- h`."""
+    verb, _, rest = what.partition(" ")
+    if verb in _TRIED:
+        return f"{_TRIED[verb]} {rest}".strip()
+    if verb == "output":
+        return f"set {what}"
+    return f"make the edit ({what})"
 
 
 def _script():
@@ -60,7 +79,7 @@ def _guarded(method):
             return method(self, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - a widget callback must never raise
             what = method.__name__.strip("_").replace("_", " ")
-            self._show(panels.problems_of(e), f"{what}: not done; the circuit is unchanged", False)
+            self._show(panels.problems_of(e), f"could not {what}: the circuit is unchanged", False)
             return None
 
     return run
@@ -96,7 +115,9 @@ class Studio(w.VBox):
         self._text_shown = ""  # what the text view last showed
         self.form: BoxForm | None = None
         self._editing = ""  # the box the form shows (its fields apply on Enter)
-        self._filling = False
+        self._editing_scope: tuple[str, ...] = ()  # where that box is
+        self._filling = False  # the form is being filled from the circuit: nothing applies
+        self._port_memory: dict[str, str] = {}  # port -> source, while the form shows one box
         self.port_widgets: dict[str, w.Dropdown] = {}
         self._build_widgets()
         self._accept(self._resolve(circuit), "opened")
@@ -105,7 +126,8 @@ class Studio(w.VBox):
     # ---- the state -----------------------------------------------------------------------
     @property
     def circuit(self) -> Circuit:
-        """The current (last accepted) circuit."""
+        """The current (last accepted) circuit. While a box has ports that read nothing yet
+        (being wired), it is a draft: `check()` refuses it until they are wired."""
         return self._history.current
 
     @property
@@ -120,19 +142,24 @@ class Studio(w.VBox):
         ok = self._guarded_edit(lambda _: self._resolve(circuit), "loaded", loading=True)
         return ok is not None
 
-    def edit(self, change, what: str = "edited") -> bool:
+    def edit(self, change, what: str = "edited", attempt: str = "", after: str = "") -> bool:
         """Apply `change` (a function Circuit -> Circuit) to the top circuit; True when it
-        was accepted."""
-        return self._guarded_edit(change, what) is not None
+        was accepted. `what`: the status line's words for it (`added x`); `attempt`: what a
+        refusal says was tried (`add x`, by default from `what`), `after` is added to it."""
+        return self._guarded_edit(change, what, attempt=attempt, after=after) is not None
 
-    def edit_here(self, change, what: str = "edited") -> bool:
+    def edit_here(self, change, what: str = "edited", attempt: str = "", after: str = "") -> bool:
         """Apply `change` to the circuit being edited (the subcircuit the breadcrumb shows)."""
+        return self.edit(self._whole(change), what, attempt, after)
+
+    def _whole(self, change):
+        """`change` of the circuit being edited, as a change of the top circuit."""
         scope = self.scope
 
         def whole(top):
             return edits.with_scope(top, scope, change(edits.at_scope(top, scope)))
 
-        return self.edit(whole, what)
+        return whole
 
     def _resolve(self, source) -> Circuit:
         if source is None:
@@ -146,15 +173,17 @@ class Studio(w.VBox):
             return self._lookup(text)
         raise SchemaError(f"{text!r} is not a JSON file (ncd.Studio also takes gallery names)")
 
-    def _guarded_edit(self, change, what, loading=False):
+    def _guarded_edit(self, change, what, loading=False, attempt="", after=""):
         try:
             return self._accept(change(self.circuit), what, loading)
         except Exception as e:  # noqa: BLE001 - shown, located; the last valid circuit stays
-            note = f"edit not taken ({what}): the circuit is unchanged"
-            problems = panels.problems_of(e)
-            self.canvas.marks = edits.marks(problems)
-            self._show(problems, note, ok=False)
+            self._refuse(panels.problems_of(e), attempt or _tried(what), after)
             return None
+
+    def _refuse(self, problems, attempt: str, after: str = "") -> None:
+        """An edit not taken: what was tried, why (located problems, marked on their boxes)."""
+        self.canvas.marks = edits.marks(problems)
+        self._show(problems, f"could not {attempt}: the circuit is unchanged{after}", ok=False)
 
     def _accept(self, new: Circuit, what: str, loading: bool = False) -> Circuit:
         # Round-trip through the schema so that edits made with model_copy are checked too.
@@ -212,11 +241,15 @@ class Studio(w.VBox):
         self.canvas.on_intent(self._intent)
         # palette, form, wiring
         self.palette = w.Dropdown(options=palette_options(), description="kind", style=wide)
-        self.box_name = w.Text(description="name", placeholder="box name", style=wide)
+        self.box_name = w.Text(
+            description="name", placeholder="box name", style=wide, continuous_update=False
+        )
         self.form_box = w.VBox()
         self.wiring = w.VBox()
         self.add_box_button = button(description="add box", button_style="primary")
         self.palette.observe(lambda _: self._new_form(), names="value")
+        # The name is a field like the others: Enter (or leaving it) renames the box shown.
+        self.box_name.observe(lambda _: self._field_changed("name"), names="value")
         self.add_box_button.on_click(lambda _: self._add_box())
         # delete, inputs, outputs
         self.box_select = w.Dropdown(description="box", style=wide)
@@ -328,10 +361,14 @@ class Studio(w.VBox):
             self._refresh_tab()
             self._refresh_text()
             refs = [r for r in panels.sources(c, self._checked) if r != panels.DRAFT_OUTPUT]
-            for dd in [*self.port_widgets.values()]:
-                keep = dd.value
-                dd.options = [_NONE, *refs]
-                dd.value = keep if keep in refs else (refs[-1] if refs else _NONE)
+            self._filling = True  # new choices, not the user's: nothing applies
+            try:
+                for dd in [*self.port_widgets.values()]:
+                    keep = dd.value
+                    dd.options = [_NONE, *refs]
+                    dd.value = keep if keep in refs else (refs[-1] if refs else _NONE)
+            finally:
+                self._filling = False
             # A choice the user made survives the refresh after an edit, while it still exists.
             for dd, names in (
                 (self.output_source, refs),
@@ -346,7 +383,11 @@ class Studio(w.VBox):
             self.canvas.can_redo = self._history.can_redo
             self.canvas.name, self.canvas.title = c.name, c.title
             self.canvas.marks = {}
-            if not c.outputs and c.inputs:
+            self._sync_form()
+            opened = edits.open_boxes(c)
+            if opened:
+                note += "; " + _open_note(opened)
+            elif not c.outputs and c.inputs:
                 note += "; a draft: its loose ends are drawn dashed (set an output to finish it)"
             self._show([], note)
 
@@ -377,7 +418,7 @@ class Studio(w.VBox):
                 except Exception as e:  # noqa: BLE001 - a view that fails says why
                     canvas.svg = ""
                     canvas.placeholder = "cannot draw the circuit: " + str(e)[:2000]
-                canvas.ports = _ports(drawn, self._checked)
+                canvas.ports = _ports(drawn, self._checked, edits.open_boxes(c))
                 canvas.axis_sizes = _axis_sizes(c, self._checked)
             if canvas.selected and not self._exists(canvas.selected):
                 canvas.selected = ""
@@ -426,14 +467,17 @@ class Studio(w.VBox):
             self.text_status.value = panels.messages_html(panels.problems_of(e), ok=False)
             return
         self._text_shown = text
+        self.text_status.value = ""  # before the text: its observer sees no error to clear
         self.text.value = text
-        self.text_status.value = ""
 
     @_guarded
     def _apply_text(self) -> None:
         script = _script()
         text = self.text.value
-        if script is None or text == self._text_shown:
+        if script is None:
+            return
+        if text == self._text_shown:  # put back as the circuit is: nothing left to refuse
+            self._text_unchanged()
             return
         try:
             new = script.from_script(text)
@@ -444,10 +488,22 @@ class Studio(w.VBox):
             )
             self._show([], f"text not taken: {e}", ok=False)
             return
+        if io.to_dict(new) == io.to_dict(self.circuit):  # the same circuit written otherwise
+            self._refresh_text()
+            self._text_unchanged()
+            return
         if self.edit(lambda _: new, "edited the text"):
             self.text_status.value = ""
         else:
             self.text_status.value = self.messages.value
+
+    def _text_unchanged(self) -> None:
+        """The text view shows the current circuit again: an error left from a text that was
+        not taken is cleared."""
+        if self.text_status.value:
+            self.text_status.value = ""
+            self.canvas.marks = {}
+            self._show([], f"the text is the circuit's: nothing to change, {self._here()}")
 
     def _show(self, problems, note: str, ok: bool = True) -> None:
         self.messages.value = panels.messages_html(problems, note, ok)
@@ -468,13 +524,49 @@ class Studio(w.VBox):
         try:
             handler(**{k: v for k, v in msg.items() if k != "op"})
         except Exception as e:  # noqa: BLE001 - the diagram's actions never raise
-            self._show(panels.problems_of(e), f"{op}: not done; the circuit is unchanged", False)
+            what = op.replace("_", " ")
+            self._refuse(panels.problems_of(e), what)
 
     def _on_select(self, path: str = "") -> None:
+        """The selection, and the form with it: a box is shown in the form to be edited;
+        anything else (an input, an output, a wire, nothing) leaves the form for a new box."""
+        loose = self._loose_end(path)
+        if loose is not None:  # a loose end of a box being wired selects that box
+            path = loose[0]
         self.canvas.selected = path
-        if path in {b.name for b in self.view.boxes}:
+        self.canvas.marks = {}  # the marks of a refused edit go with its message
+        c = self.view
+        if path in {b.name for b in c.boxes}:
             self.box_select.value = path
             self._edit_box()
+            return
+        if self._editing:
+            self._leave_box()
+        self.box_select.value = None
+        kind = html.escape(self.palette.value)
+        self.form_title.value = f"<b>A new {kind} box</b>"
+        inputs = {i.name: i for i in c.inputs}
+        outputs = {o.name: o for o in c.outputs}
+        if path in inputs:
+            i = inputs[path]
+            about = f"input {path}: {' '.join(i.axes) or 'a scalar'}, {i.dtype}"
+        elif path in outputs:
+            about = f"output {path}, taken from {outputs[path].source}"
+        else:
+            return
+        self.form_title.value = (
+            f"<b>Selected: {html.escape(about)}</b> (not a box: nothing to edit in the form; "
+            f"below, a new {kind} box)"
+        )
+        self._show([], f"{about}; not a box: the form makes a new {self.palette.value} box")
+
+    def _loose_end(self, path: str) -> tuple[str, str] | None:
+        """(box, port) when `path` is the loose end drawn for a port that reads nothing yet."""
+        if not path.startswith(panels.DANGLING):
+            return None
+        box, _, port = path[1:].rpartition(":")
+        b = next((b for b in self.view.boxes if b.name == box), None)
+        return (box, port) if b is not None and port in edits.open_ports(b) else None
 
     def _on_undo(self) -> None:
         self.undo()
@@ -486,6 +578,8 @@ class Studio(w.VBox):
         """The value node `path` sends (a box's result, an input), or the last value."""
         c, checked = self.view, self._checked
         if path and path in {i.name for i in c.inputs}:
+            return path
+        if path in edits.open_boxes(c):  # read it, to be told it is not finished
             return path
         if path and path in {o.name for o in c.outputs}:
             return next(o.source for o in c.outputs if o.name == path)
@@ -518,33 +612,86 @@ class Studio(w.VBox):
 
     def _on_add(self, kind: str, after: str = "", fields: dict | None = None) -> None:
         """A box of `kind` reading the value `after` names (or the last one), with `fields`
-        (a choice found by the palette's search, e.g. {"fn": "relu"}) and the rest guessed."""
+        (a choice found by the palette's search, e.g. {"fn": "relu"}) and the rest guessed.
+        Every input port reads that value, or, where that does not validate (a linear
+        attention reads its queries there, not its keys and values), the first port alone:
+        the others are left to wire, drawn as loose ends."""
         if after.startswith("wire:"):
             after = ""
         ref = self._ref_of(after)
         name = edits.fresh_name(self.view, kind)
         axes = self._axes_of(ref)
         fields = {k: v for k, v in (fields or {}).items() if k not in {"kind", "name", "inputs"}}
-        if self.edit_here(
-            lambda c: edits.add_box(c, kind, source=ref or None, axes=axes, name=name, **fields),
-            f"added {name}",
-        ):
+        try:
+            ports = edits.input_ports(edits.new_box(kind, name, {}, axes, **fields))
+        except SchemaError:
+            ports = []
+        if ports and not ref:
+            raise SchemaError(
+                f"add {kind}: nothing to read (expected an input first: type its name and "
+                "axes, then + input)"
+            )
+
+        def add(wire=None):
+            return lambda c: edits.add_box(
+                c, kind, source=ref or None, axes=axes, name=name, wire=wire, **fields
+            )
+
+        changes = [add()] + ([add(wire=ports[:1])] if len(ports) > 1 else [])
+        if self._first_accepted(changes, f"added {name}", f"add {kind} reading {ref or '-'}"):
             self._on_select(name)
-            self._show([], f"added {name}: {self._here()}; its fields are in the form (change "
-                       "one and press Enter)")  # fmt: skip
-        else:  # the form takes it from here: the kind is chosen, the fields to fill shown
-            self.palette.value = kind
-            self.box_name.value = name
+            opened = edits.open_boxes(self.view).get(name)
+            tail = (
+                _open_note({name: opened})
+                if opened
+                else "its fields are in the form (change one and press Enter)"
+            )
+            self._show([], f"added {name}: {self._here()}; {tail}")
+            return
+        # The form takes it from here: the kind, the searched fields and guesses, the ports
+        # reading the selection; the user finishes it and presses add box.
+        self._blank_form(kind)
+        self.box_name.value = name
+        self._filling = True
+        try:
+            try:
+                self.form.fill(edits.new_box(kind, name, {}, axes, **fields))
+            except SchemaError:  # no guess fits the schema: the searched fields alone
+                for f, v in fields.items():
+                    if f in self.form.fields:
+                        self.form.fields[f][1].value = v
+            for dd in self.port_widgets.values():
+                if ref in dd.options:
+                    dd.value = ref
+        finally:
+            self._filling = False
+
+    def _first_accepted(self, changes, what: str, attempt: str) -> bool:
+        """Take the first of `changes` (of the circuit being edited) whose result validates;
+        when none does, the last one's refusal is shown."""
+        for change in changes[:-1]:
+            try:
+                self._accept(self._whole(change)(self.circuit), what)
+                return True
+            except Exception:  # noqa: BLE001 - the next one is tried
+                continue
+        return self.edit_here(changes[-1], what, attempt)
 
     def _on_connect(self, ref: str, node: str, port: str = "") -> None:
         c = self.view
         if node in {o.name for o in c.outputs}:
             self.edit_here(lambda c: edits.set_output(c, node, ref), f"output {node} <- {ref}")
             return
-        if node.startswith(panels.DANGLING):
+        loose = self._loose_end(node)
+        if loose is not None:  # dropped on the loose end of a port that reads nothing yet
+            node, port = loose
+        elif node.startswith(panels.DANGLING):
             self._on_add_output("", ref)
             return
         box = edits._box(c, node)
+        opened = edits.open_ports(box)
+        if not port and opened:  # dropped on a box being wired: its first unwired port
+            port = opened[0]
         if not port:  # dropped on the box: the last port reading one value twice, else the first
             ports = edits.input_ports(box)
             seen: dict[str, str] = {}
@@ -565,6 +712,7 @@ class Studio(w.VBox):
 
     def _on_add_input(self, name: str = "", axes: str = "", dtype: str = "float32") -> None:
         name = name or edits.fresh_name(self.view, "x")
+        _need_axes(name, axes)
         self.edit_here(lambda c: edits.add_input(c, name, axes, dtype), f"added input {name}")
 
     def _on_add_subcircuit(self, name: str = "", after: str = "") -> None:
@@ -675,47 +823,120 @@ class Studio(w.VBox):
         self.edit_here(lambda c: edits.rename_circuit(c, name=name), f"renamed to {name}")
 
     def _on_retitle(self, title: str) -> None:
-        self.edit_here(lambda c: edits.rename_circuit(c, title=title), "title changed")
+        self.edit_here(lambda c: edits.rename_circuit(c, title=title), "changed the title")
 
     # ---- the form ---------------------------------------------------------------------------
     @_guarded
     def _new_form(self) -> None:
         self._editing = ""  # a form for a new box until a selected box is shown in it
+        self._port_memory = {}
         self.form_title.value = f"<b>A new {html.escape(self.palette.value)} box</b>"
-        self.form = BoxForm(self.palette.value, on_change=lambda _: self._field_changed())
+        self.form = BoxForm(self.palette.value, on_change=self._field_changed)
         self.form_box.children = [self.form.widget]
         self._rewire()
 
-    def _field_changed(self) -> None:
+    def _blank_form(self, kind: str) -> None:
+        """A form for a new box of `kind` (even where the form showed a box of that kind)."""
+        if self.palette.value != kind:
+            self.palette.value = kind  # its observer makes the new form
+        else:
+            self._new_form()
+
+    def _field_changed(self, change=None) -> None:
         """A field was changed (typed and Enter, or a choice): the ports follow, and a form
-        showing the selected box applies to it at once."""
+        showing the selected box applies to it at once. `change`: the field's name, or the
+        traitlets change of its widget."""
         self._rewire()
         if self._editing and not self._filling and self._editing == self.box_select.value:
-            self._apply_if_changed()
+            self._apply_if_changed(self._field_name(change))
+
+    def _field_name(self, change) -> str:
+        if isinstance(change, str):
+            return change
+        owner = getattr(change, "owner", None) or (change or {}).get("owner")
+        for name, (_, widget) in self.form.fields.items():
+            if widget is owner:
+                return name
+        return ""
+
+    def _field_text(self, field: str) -> str:
+        """`over = 'E'`: a field as the user set it, for a message."""
+        if field == "name":
+            value = self.box_name.value
+        elif field.startswith("port "):
+            value = self.port_widgets[field[5:]].value
+        elif field in self.form.fields:
+            value = self.form.fields[field][1].value
+        else:
+            return ""
+        return f" ({field} = {value!r})"
+
+    def _form_box(self):
+        """The box the form describes (raises FormError, located per field)."""
+        inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
+        return self.form.build(self.box_name.value.strip(), inputs, existing=self._editing)
 
     @_guarded
-    def _apply_if_changed(self) -> None:
+    def _apply_if_changed(self, field: str = "") -> None:
         old = self.view.box(self._editing)
-        inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
-        box = self.form.build(self.box_name.value.strip() or old.name, inputs)
+        try:
+            box = self._form_box()
+        except FormError as e:
+            self._refuse(e.problems, f"change box '{old.name}'{self._field_text(field)}",
+                         "; the form shows the box as it is")  # fmt: skip
+            self._sync_form()
+            return
+        new_ports = [p for p in edits.open_ports(box) if p not in edits.open_ports(old)]
+        users = sorted({b if b != "output" else f"output {p}" for b, p in edits.readers(
+            self.view, old.name)})  # fmt: skip
+        if new_ports and users:  # a box that others read changes once it is complete
+            ports = " ".join(new_ports)
+            self.form_title.value = (
+                f"<b>The selected box: {html.escape(old.name)}</b> (changed here, not yet in "
+                f"the circuit: choose a source for {html.escape(ports)})"
+            )
+            self._show([], f"{old.name}{self._field_text(field)}: port {ports} reads nothing yet; "
+                       f"{', '.join(users)} read{'s' if len(users) == 1 else ''} {old.name}, so "
+                       "it changes once every port is wired: choose a source for each in the "
+                       "form")  # fmt: skip
+            return
         if box.model_dump() != old.model_dump():
-            self._replace_box()
+            self._replace_box(box, field)
+        elif not self.canvas.status_ok:  # put back as the circuit has it: no error left
+            self.canvas.marks = {}
+            self._show([], f"{old.name} is as the circuit has it: {self._here()}")
 
     @_guarded
     def _rewire(self) -> None:
-        """One source dropdown per input port of the box the form describes."""
+        """One source dropdown per input port of the box the form describes. A port the form
+        had keeps its source; a new one of a box being edited takes the source it had while
+        the form showed that box, else reads nothing (a loose end to wire); a new box's
+        reads the last value."""
         refs = [r for r in panels.sources(self.view, self._checked) if r != panels.DRAFT_OUTPUT]
         old = {p: dd.value for p, dd in self.port_widgets.items()}
+        self._port_memory |= {p: v for p, v in old.items() if v != _NONE}
         self.port_widgets = {}
         for port in self._ports():
-            value = old.get(port, refs[-1] if refs else _NONE)
-            self.port_widgets[port] = w.Dropdown(
+            if port in old:
+                value = old[port]
+            elif self._editing:
+                value = self._port_memory.get(port, _NONE)
+            else:
+                value = refs[-1] if refs else _NONE
+            dd = w.Dropdown(
                 options=[_NONE, *refs],
                 value=value if value in refs else _NONE,
                 description=f"port {port}",
                 style={"description_width": "90px"},
             )
+            dd.observe(functools.partial(self._port_changed, port), names="value")
+            self.port_widgets[port] = dd
         self.wiring.children = list(self.port_widgets.values())
+
+    def _port_changed(self, port: str, _change=None) -> None:
+        """A port's source was chosen: a form showing the selected box applies to it."""
+        if self._editing and not self._filling and self._editing == self.box_select.value:
+            self._apply_if_changed(f"port {port}")
 
     def _ports(self) -> list[str]:
         if self.form.kind == "call":  # a call takes the inputs of the subcircuit it names
@@ -725,49 +946,111 @@ class Studio(w.VBox):
 
     @_guarded
     def _add_box(self) -> None:
+        """The form's box is added, and selected (the form then edits it)."""
         name = self.box_name.value.strip()
         inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
-        box = self.form.build(name, inputs)  # FormError: located per field
+        try:
+            box = self.form.build(name, inputs)
+        except FormError as e:
+            self._refuse(e.problems, f"add the form's {self.form.kind} box")
+            return
         if name in edits.names(self.view):
             raise SchemaError(f"box '{name}': the name is taken (choose another)")
         if self.edit_here(
             lambda c: c.model_copy(update={"boxes": [*c.boxes, box]}), f"added {name}"
         ):
-            self.box_name.value = ""
+            self._on_select(name)
 
     @_guarded
     def _edit_box(self) -> None:
-        """Show the selected box in the form (change it there, then `apply to box`)."""
+        """Show the box chosen in the box list in the form, selected (change a field there
+        and press Enter)."""
         box = self.view.box(self._selected())
-        self.palette.value = box.kind  # a new form for the kind
+        self.canvas.selected = box.name
+        self._fill_form(box)
+        opened = edits.open_ports(box)
+        tail = f"; {_open_note({box.name: opened})}" if opened else ""
+        self._show([], f"{box.name} ({box.kind}): change a field in the form and press Enter"
+                   + tail)  # fmt: skip
+
+    def _fill_form(self, box) -> None:
+        """The form shows `box` as the circuit has it (nothing applies while it is filled)."""
+        same = box.name == self._editing and self.scope == self._editing_scope
         self._filling = True
         try:
+            if self.palette.value != box.kind:
+                self.palette.value = box.kind  # a new form for the kind
             self.form.fill(box)
+            self.box_name.value = box.name
+            self._rewire()
+            for port, dd in self.port_widgets.items():
+                ref = box.inputs.get(port) or _NONE
+                if ref not in dd.options:  # written `box.port` where the list has `box`
+                    dd.options = [*dd.options, ref]
+                dd.value = ref
         finally:
             self._filling = False
-        self.box_name.value = box.name
-        self._rewire()
-        self._editing = box.name
+        # what the ports read, remembered while the form shows this box (a port a variant
+        # drops and the next brings back reads what it read)
+        kept = self._port_memory if same else {}
+        self._port_memory = kept | {p: r for p, r in box.inputs.items() if r}
+        self._editing, self._editing_scope = box.name, self.scope
         self.form_title.value = f"<b>The selected box: {html.escape(box.name)}</b>"
-        for port, dd in self.port_widgets.items():
-            ref = box.inputs.get(port, _NONE)
-            if ref not in dd.options:  # written `box.port` where the list has `box`
-                dd.options = [*dd.options, ref]
-            dd.value = ref
-        self._show([], f"{box.name} ({box.kind}): change a field in the form and press Enter")
+
+    def _sync_form(self) -> None:
+        """The form follows the circuit: after an edit, an undo or a redo it shows the box it
+        showed as the circuit now has it, or a new box's form once that box is gone."""
+        if not self._editing:
+            return
+        box = None
+        if self.scope == self._editing_scope:
+            box = next((b for b in self.view.boxes if b.name == self._editing), None)
+        if box is None:
+            self._leave_box()
+        else:
+            self._fill_form(box)
+
+    def _leave_box(self) -> None:
+        """The form stops showing a box: a new box's form, without that box's name."""
+        self._new_form()
+        self.box_name.value = ""
 
     @_guarded
-    def _replace_box(self) -> None:
-        """The selected box becomes the form's box, in the same place (the name may change)."""
-        old = self._selected()
-        inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
-        box = self.form.build(self.box_name.value.strip(), inputs)
-        self.edit_here(
-            lambda c: c.model_copy(
-                update={"boxes": [box if b.name == old else b for b in c.boxes]}
-            ),
-            f"replaced {old}",
+    def _replace_box(self, box=None, field: str = "") -> None:
+        """The box chosen in the box list becomes `box` (by default the form's), in the same
+        place; a new name renames it, and what read it reads it under the new name."""
+        old = self.view.box(self._selected())
+        if box is None:
+            try:
+                box = self._form_box()
+            except FormError as e:
+                self._refuse(e.problems, f"change box '{old.name}'")
+                return
+        if box.model_dump() == old.model_dump():
+            self._show([], f"{old.name} is as the circuit has it: {self._here()}")
+            return
+        what = f"changed {old.name}" + (f" (now {box.name})" if box.name != old.name else "")
+        ports = edits.input_ports(box)
+        dropped = [f"port {p} dropped (it read {r})" for p, r in old.inputs.items()
+                   if r and p not in ports]  # fmt: skip
+        if dropped:
+            what += "; " + ", ".join(dropped)
+        before = (self._editing, self.canvas.selected)
+        if self._editing == old.name:  # the form and the selection follow a new name
+            self._editing = box.name
+        if self.canvas.selected == old.name:
+            self.canvas.selected = box.name
+        taken = self.edit_here(
+            lambda c: edits.replace_box(c, old.name, box),
+            what,
+            attempt=f"change box '{old.name}'{self._field_text(field)}",
+            after="; the form shows the box as it is",
         )
+        if taken:
+            self.box_select.value = box.name
+            return
+        self._editing, self.canvas.selected = before
+        self._sync_form()
 
     def _selected(self) -> str:
         if not self.box_select.value:
@@ -786,6 +1069,7 @@ class Studio(w.VBox):
     def _add_input(self) -> None:
         name = self.input_name.value.strip()
         axes, dtype = self.input_axes.value, self.input_dtype.value
+        _need_axes(name, axes)
         if self.edit_here(lambda c: edits.add_input(c, name, axes, dtype), f"added {name}"):
             self.input_name.value = ""
 
@@ -852,19 +1136,44 @@ class Studio(w.VBox):
     # ---- history ---------------------------------------------------------------------------
     @_guarded
     def undo(self) -> None:
-        """Go back one accepted edit (a no-op at the first)."""
-        self._history.undo()
+        """Go back one accepted edit (at the first, say there is nothing to undo)."""
+        if not self._history.undo():
+            self._show(
+                [], f"nothing to undo: this is the oldest state kept ({self._history.where()})"
+            )
+            return
         self._goto("undo")
 
     @_guarded
     def redo(self) -> None:
-        """Go forward one undone edit (a no-op at the last)."""
-        self._history.redo()
+        """Go forward one undone edit (at the last, say there is nothing to redo)."""
+        if not self._history.redo():
+            self._show([], f"nothing to redo: this is the newest state ({self._history.where()})")
+            return
         self._goto("redo")
 
     def _goto(self, what: str) -> None:
         self._fit_scope()
         self._refresh(f"{what}: {self._history.where()}, {self._here()}")
+
+
+def _need_axes(name: str, axes: str) -> None:
+    """An input typed in the editor names its axes: an empty field is a forgotten one more
+    often than a scalar (a scalar input is written in the text view: `b.input("s", "")`)."""
+    if not axes.strip():
+        raise SchemaError(
+            f"input '{name or '?'}': no axes given (expected axis names such as B T D, found none)"
+        )
+
+
+def _open_note(opened: dict[str, list[str]]) -> str:
+    """What the status line says of boxes whose ports read nothing yet."""
+    parts = [f"{b}'s port{'s' if len(p) > 1 else ''} {' '.join(p)}" for b, p in opened.items()]
+    many = len(opened) > 1 or len(next(iter(opened.values()))) > 1
+    return (
+        f"{', '.join(parts)} read{'' if many else 's'} nothing yet: drag a value onto "
+        f"{'each' if many else 'it'} (drawn as a loose end; Cost, Code and export wait for it)"
+    )
 
 
 def _palette() -> list[dict]:
@@ -902,9 +1211,12 @@ def _blocks(checked) -> set[str]:
     return blocks(checked) if checked is not None else set()
 
 
-def _ports(drawn: Circuit, checked) -> dict[str, dict[str, list[str]]]:
+def _ports(drawn: Circuit, checked, opened=None) -> dict[str, dict[str, list[str]]]:
     """What the diagram offers to wire: input ports of boxes and outputs, values sent by
-    boxes and inputs (a box of several results sends `box.port` for each)."""
+    boxes and inputs (a box of several results sends `box.port` for each). `opened`: box ->
+    its ports that read nothing yet (`open` in its entry; such a box sends nothing yet, and
+    the loose ends drawn for those ports take nothing from the page)."""
+    opened = opened or {}
     out: dict[str, dict[str, list[str]]] = {}
     for i in drawn.inputs:
         out[i.name] = {"out": [i.name]}
@@ -912,6 +1224,8 @@ def _ports(drawn: Circuit, checked) -> dict[str, dict[str, list[str]]]:
         outs = list(checked.outs.get(b.name, {}))
         refs = [b.name] if len(outs) == 1 else [f"{b.name}.{p}" for p in outs]
         out[b.name] = {"in": edits.input_ports(b), "out": refs}
+        if b.name in opened:
+            out[b.name] = {"in": edits.input_ports(b), "out": [], "open": opened[b.name]}
     for o in drawn.outputs:
         if not o.name.startswith(panels.DANGLING):
             out[o.name] = {"in": ["source"]}

@@ -1,7 +1,7 @@
-"""ncd.Studio in a real browser: JupyterLab serves a notebook that opens two Studios (a blank
-one and the transformer), headless Chromium (driven by Playwright) runs the cell and uses the
-diagram as a user does: clicks, drags, keys, the text view; the kernel's answer must come back
-into the page.
+"""ncd.Studio in a real browser: JupyterLab serves a notebook that opens four Studios (two blank
+ones, the transformer and gla_block), headless Chromium (driven by Playwright) runs the cell
+and uses the diagram as a user does: clicks, drags, keys, the text view; the kernel's answer
+must come back into the page.
 
 What the Python-side tests cannot see: that the widget state reaches the front end, that the
 diagram is drawn there with its handles, and that a click or a drag travels to the kernel and
@@ -26,7 +26,7 @@ TOKEN = "ncd-browser-test"
 CELL = (
     "import ncd\nfrom IPython.display import display\n"
     'blank = ncd.Studio()\nstack = ncd.Studio("transformer")\ntrial = ncd.Studio()\n'
-    "display(blank, stack, trial)"
+    'gla = ncd.Studio("gla_block")\ndisplay(blank, stack, trial, gla)'
 )
 # Run by the trial test once the block is drawn: checks, compiles and runs it in the kernel.
 CHECK_CELL = """import json, torch
@@ -475,3 +475,71 @@ def test_a_prenorm_block_with_an_attention_subcircuit_from_blank(step):
         json.dumps({**t.counts, "actions": t.total, "seconds": round(seconds, 1)})
     )
     print(f"trial: {t.total} actions {t.counts}, {seconds:.1f} s")
+
+
+def test_a_circuit_opened_in_the_studio_has_its_handles_on_its_boxes(step):
+    """Audit bug 2: a Studio opened on a circuit measured its drawing before it was in the
+    page, so every handle, toggle and the selection sat at (0, 0) until a first edit, and
+    nothing could be dragged. Each handle must sit on its box's edge (inputs left, outputs
+    right), each toggle in its block, and a drag from one works at once."""
+    page = step
+    s = studio(page, 3)  # gla_block, never edited
+    s.scroll_into_view_if_needed()
+    s.locator(".ncd-handle").first.wait_for()
+    placed = s.evaluate(
+        """el => [...el.querySelectorAll('.ncd-handle')].map((h) => {
+          const c = h.getBoundingClientRect();
+          const g = el.querySelector(`g.node[id="box:${h.dataset.node}"]`);
+          const b = g.getBoundingClientRect();
+          return {node: h.dataset.node, input: h.classList.contains('ncd-in'),
+                  x: c.x + c.width / 2, y: c.y + c.height / 2,
+                  left: b.left, right: b.right, top: b.top, bottom: b.bottom};
+        })"""
+    )
+    assert len(placed) > 30
+    for h in placed:
+        edge = h["left"] if h["input"] else h["right"]
+        assert abs(h["x"] - edge) < 2 and h["top"] < h["y"] < h["bottom"], h
+    toggle = s.locator('.ncd-toggle[data-path="Gated linear attention"]').bounding_box()
+    block = s.locator('g.cluster[id="block:Gated linear attention"]').bounding_box()
+    assert 0 <= toggle["x"] - block["x"] < 20 and 0 <= toggle["y"] - block["y"] < 20
+    shot(page, 3, "opened-handles")
+    drag(
+        page,
+        s.locator('.ncd-handle.ncd-out[data-ref="k_proj"]'),
+        s.locator('.ncd-handle.ncd-in[data-node="mixer"][data-port="q"]'),
+    )
+    s.locator(".ncd-status:has-text('wired k_proj -> mixer.q')").wait_for()
+    s.locator(".ncd-undo").click()
+    s.locator(".ncd-status:has-text('undo: 1 of 2')").wait_for()
+
+
+def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_ends(step):
+    """Audit bug 1, end to end: `gla` searched with q_proj selected adds a linear attention
+    reading q_proj (key T: the wire's sequence axis); k, v and g are loose ends, wired by a
+    drag onto the box, onto a loose end and onto a handle."""
+    page = step
+    s = studio(page, 3)
+    node(page, 3, "q_proj").locator("text").first.click()
+    s.locator(".ncd-search").fill("gla")
+    s.locator(".ncd-search").press("Enter")
+    wait_node(page, 3, "linear_attention")
+    status = s.locator(".ncd-status")
+    status.locator(":scope:has-text('k v g read nothing yet')").wait_for()
+    assert "ncd-error" not in status.get_attribute("class")
+    loose = s.locator('g.node.ncd-dangling[id^="box:\u2026linear_attention:"]')
+    assert loose.count() == 3
+    assert s.locator('.ncd-handle.ncd-open[data-node="linear_attention"]').count() == 3
+    page.mouse.move(0, 0)  # no tooltip over the shot
+    shot(page, 3, "la-loose-ends")
+    out = '.ncd-handle.ncd-out[data-ref="{}"]'
+    drag(page, s.locator(out.format("k_proj")), node(page, 3, "linear_attention"))
+    s.locator(".ncd-status:has-text('wired k_proj -> linear_attention.k')").wait_for()
+    drag(page, s.locator(out.format("v_proj")), node(page, 3, "\u2026linear_attention:v"))
+    s.locator(".ncd-status:has-text('wired v_proj -> linear_attention.v')").wait_for()
+    handle = '.ncd-handle.ncd-in[data-node="linear_attention"][data-port="g"]'
+    drag(page, s.locator(out.format("temperature")), s.locator(handle))
+    s.locator(".ncd-status:has-text('wired temperature -> linear_attention.g')").wait_for()
+    assert loose.count() == 0 and s.locator(".ncd-handle.ncd-open").count() == 0
+    assert "ncd-error" not in status.get_attribute("class")
+    shot(page, 3, "la-wired")

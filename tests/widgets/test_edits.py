@@ -6,6 +6,8 @@ hand), compared as JSON; the Studio is driven only through `canvas.intent`, as t
 
 from __future__ import annotations
 
+import html
+
 import pytest
 
 from ncd import Builder
@@ -318,3 +320,150 @@ def test_the_palette_search_finds_a_kind_by_a_value_of_its_fields():
     b = Builder("untitled")
     b.output("y", b.unary(b.input("x", "B D"), "relu", name="unary"))
     assert same(s.circuit, b.build()), s.messages.value
+
+
+# ---- boxes wired in steps: ports that read nothing yet ---------------------------------------
+def projections():
+    """A draft (no outputs yet): x: B T D and the projections of a gated linear attention."""
+    b = Builder("untitled")
+    x = b.input("x", "B T D")
+    q = b.linear(x, over="D", out="H K", name="q_proj")
+    k = b.linear(x, over="D", out="H K", name="k_proj")
+    v = b.linear(x, over="D", out="H V", name="v_proj")
+    g = b.linear(x, over="D", out="H K", name="g_proj")
+    b.output("y", x)  # the Builder wants an output; the draft below has none
+    return b, (q, k, v, g)
+
+
+def draft(b):
+    return b.build().model_copy(update={"outputs": []})
+
+
+def test_linear_attention_from_the_palette_reads_its_queries_and_leaves_the_rest_loose():
+    """Audit bug 1: `gla` searched and added on q (B T H K) took key S, never on the wire, and
+    every port read q. Now: key is the wire's sequence axis, the searched variant is kept, q
+    reads the selection, and k, v, g are loose ends until values are dragged onto them."""
+    b, _ = projections()
+    s = Studio(draft(b))
+    cv = s.canvas
+    cv.intent("select", path="q_proj")
+    cv.intent("add", kind="linear_attention", after="q_proj", fields={"variant": "gla"})
+    assert cv.status_ok, cv.status
+    assert "k v g read nothing yet" in cv.status
+    la = s.circuit.box("linear_attention")
+    assert la.inputs == {"q": "q_proj"} and (la.variant, la.key, la.query) == ("gla", "T", "T")
+    assert cv.selected == "linear_attention"
+    assert cv.ports["linear_attention"]["open"] == ["k", "v", "g"]
+    for port in "kvg":  # each drawn as a loose end, a node that leads into the box
+        assert f'id="box:{panels.loose_input("linear_attention", port)}"' in cv.svg
+    assert {p: dd.value for p, dd in s.port_widgets.items()} == {
+        "q": "q_proj", "k": "—", "v": "—", "g": "—"
+    }  # fmt: skip
+    s.tabs.selected_index = 1  # Cost: says what is missing instead of a number
+    cost = html.unescape(s.cost.value)
+    assert "box 'linear_attention', port 'k': port not connected" in cost
+
+    before = s.circuit  # nothing may read a box until it is complete
+    cv.intent("add", kind="linear", after="linear_attention")
+    assert s.circuit is before and not cv.status_ok
+    assert cv.status.startswith("could not add linear reading linear_attention")
+    assert "whose ports are not all wired yet" in cv.status
+
+    cv.intent("connect", ref="k_proj", node="linear_attention", port="")  # onto the box
+    cv.intent("connect", ref="v_proj", node="…linear_attention:v", port="")  # onto its loose end
+    cv.intent("connect", ref="g_proj", node="linear_attention", port="g")  # onto the handle
+    b, (q, k, v, g) = projections()
+    b.linear_attention(q, k, v, g=g, key="T", variant="gla", name="linear_attention")
+    assert same(s.circuit, draft(b)), cv.status
+    assert "open" not in cv.ports["linear_attention"]
+    assert panels.loose_input("linear_attention", "k") not in cv.svg
+
+
+def test_add_box_wires_the_chosen_ports_and_guesses_the_keys_axis():
+    c = draft(projections()[0])
+    got = edits.add_box(c, "linear_attention", source="q_proj", axes=("B", "T", "H", "K"),
+                        wire=["q"], variant="gla")  # fmt: skip
+    la = got.box("linear_attention")
+    assert la.inputs == {"q": "q_proj"} and edits.open_ports(la) == ["k", "v", "g"]
+    assert (la.key, la.query, la.head) == ("T", "T", "K")
+    with pytest.raises(Exception, match="not all wired"):  # read before it is complete
+        panels.check_draft(edits.set_output(got, "y", "linear_attention"))
+
+
+def test_a_palette_add_that_does_not_fit_leaves_its_fields_and_the_selection_in_the_form():
+    """The fallback form keeps what the search chose and reads the selected box, not the last
+    value (audit bug 1, second half)."""
+    b, _ = projections()
+    s = Studio(draft(b))
+    before = s.circuit
+    s.canvas.intent("add", kind="softmax", after="q_proj", fields={"over": "Q"})  # no axis Q
+    assert s.circuit is before and not s.canvas.status_ok
+    assert s.canvas.status.startswith("could not add softmax reading q_proj")
+    assert s.form_title.value == "<b>A new softmax box</b>"
+    assert s.form.fields["over"][1].value == "Q" and s.port_widgets["x"].value == "q_proj"
+    assert s.box_name.value == "softmax"
+
+
+def test_renaming_a_box_keeps_the_ports_of_what_read_it():
+    b = Builder("untitled")
+    top = b.topk(b.input("x", "B T D"), over="D", k=2, name="tk")
+    b.output("y", top["indices"])
+    c = b.build()
+    renamed = c.box("tk").model_copy(update={"name": "best"})
+    got = edits.replace_box(c, "tk", renamed)
+    assert [o.source for o in got.outputs] == ["best.indices"]
+    with pytest.raises(SchemaError, match="the name is taken"):
+        edits.replace_box(c, "tk", c.box("tk").model_copy(update={"name": "x"}))
+
+
+def test_selecting_an_input_stops_the_form_editing_the_last_box():
+    """Audit bug 8: after a box, selecting an input left the form on that box."""
+    s = mlp_by_intents()
+    s.canvas.intent("select", path="unary")
+    assert s.form_title.value == "<b>The selected box: unary</b>"
+    s.canvas.intent("select", path="x")
+    assert "input x: B T D, float32" in s.form_title.value and s.box_select.value is None
+    before = s.circuit
+    s.form.fields["label"][1].value = "oops"  # the form is a new box's: nothing changes
+    assert same(s.circuit, before)
+    s.canvas.intent("select", path="")
+    assert s.form_title.value.startswith("<b>A new ")
+
+
+def test_undo_and_redo_at_the_ends_say_there_is_nothing_to_do():
+    """Audit bug 14: undo at the first state repeated `undo: 1 of 2`."""
+    s = mlp_by_intents()
+    n = len(s._history._items)
+    for _ in range(n - 1):
+        s.canvas.intent("undo")
+    s.canvas.intent("undo")
+    assert s.canvas.status == f"nothing to undo: this is the oldest state kept (1 of {n})"
+    for _ in range(n - 1):
+        s.canvas.intent("redo")
+    s.canvas.intent("redo")
+    assert s.canvas.status == f"nothing to redo: this is the newest state ({n} of {n})"
+    assert same(s.circuit, mlp_by_hand())
+
+
+def test_an_input_without_axes_is_refused():
+    """Audit bug 12: an empty name and axes added a scalar input x2."""
+    s = mlp_by_intents()
+    before = s.circuit
+    s.canvas.intent("add_input", name="", axes="")
+    assert s.circuit is before and not s.canvas.status_ok
+    assert "no axes given (expected axis names such as B T D, found none)" in s.canvas.status
+
+
+def test_a_refused_edit_says_what_was_tried_where_and_what_was_expected():
+    """Audit bug 11: `edit not taken (added ...)` read as if it happened; an empty name gave
+    `new linear box ''` for an existing box and `expected ?`."""
+    s = mlp_by_intents()
+    s.canvas.intent("delete", path="binary")
+    assert s.canvas.status.startswith("could not delete binary: the circuit is unchanged")
+    s.canvas.intent("select", path="linear")
+    s.box_name.value = ""
+    status = s.canvas.status
+    assert status.startswith("could not change box 'linear' (name = ''): the circuit is unchanged")
+    assert "box 'linear' (linear), field 'name': a name is 1 to 64 characters" in status
+    assert "(found '')" in status and "new " not in status and "expected ?" not in status
+    assert s.box_name.value == "linear"  # the form shows the box as it is

@@ -35,6 +35,9 @@ def base(extra=None):
 
 
 def add_box(studio, kind, name, ports, **fields):
+    """A new box through the form: nothing selected (a box added last is, and the form would
+    edit it), then the kind, name, fields and ports, and `add box`."""
+    studio.canvas.intent("select", path="")
     studio.palette.value = kind
     studio.box_name.value = name
     for field, value in fields.items():
@@ -215,7 +218,6 @@ def test_export(tmp_path):
         lambda s: add_box(s, "unary", "", {"x": "proj"}, fn="relu"),  # empty name
         lambda s: add_box(s, "unary", "proj", {"x": "proj"}, fn="relu"),  # name taken
         lambda s: add_box(s, "layernorm", "ln", {"x": "proj"}, over="Q"),  # unknown axis
-        lambda s: add_box(s, "unary", "u", {"x": "—"}, fn="relu"),  # unwired port
         lambda s: add_box(s, "rename", "r", {"x": "proj"}, mapping="{oops"),  # bad JSON field
         lambda s: add_box(s, "topk", "t", {"x": "proj"}, over="F", k=0),  # k out of range
         lambda s: add_box(s, "dropout", "d", {"x": "proj"}, p=1.5),  # p out of range
@@ -355,9 +357,12 @@ def test_edit_a_box_in_the_form_and_replace_it():
     b = Builder("block", sizes=SIZES)
     b.output("y", b.linear(b.input("x", "B T D"), over="D", out="G", bias=False, name="proj"))
     assert same(studio.circuit, b.build()), errors(studio)
-    studio.box_name.value = "renamed"  # the output still names proj: not taken
-    studio.replace_box_button.click()
-    assert "unchanged" in errors(studio) and same(studio.circuit, b.build())
+    studio.box_name.value = "renamed"  # the name is a field: it applies, and y follows it
+    b = Builder("block", sizes=SIZES)
+    x = b.input("x", "B T D")
+    b.output("y", b.linear(x, over="D", out="G", bias=False, name="renamed"))
+    assert same(studio.circuit, b.build()), errors(studio)
+    assert studio.form_title.value == "<b>The selected box: renamed</b>"
 
 
 def test_undo_history_is_bounded(monkeypatch):
@@ -379,12 +384,106 @@ def test_box_choice_survives_an_edit():
     studio = Studio("transformer_block")
     studio.box_select.value = "q_proj"
     studio.sizes.value = "B=4"  # a refresh that is not an edit of the box list
-    studio.palette.value = "unary"
-    studio.box_name.value = "extra_act"
-    studio.form.fields["fn"][1].value = "gelu"
-    studio.port_widgets["x"].value = studio.circuit.outputs[0].source
-    studio.add_box_button.click()
-    assert "extra_act" in [b.name for b in studio.circuit.boxes]
+    studio.input_name.value, studio.input_axes.value = "m", "B T"
+    studio.add_input_button.click()  # an edit, not of q_proj
+    assert "m" in [i.name for i in studio.circuit.inputs]
     assert studio.box_select.value == "q_proj"
     studio.delete_box_button.click()  # the kept choice is the one acted on
     assert "q_proj" in studio.messages.value
+
+
+# ---- the form follows the circuit (audit bugs 3-7) --------------------------------------------
+def gla_block(**mixer):
+    """Gallery gla_block as JSON, its mixer's fields updated by `mixer`."""
+    from ncd.spec import load_spec
+
+    data = io.to_dict(load_spec("gla_block"))
+    next(b for b in data["boxes"] if b["name"] == "mixer").update(mixer)
+    return data
+
+
+def form_of(studio):
+    return {f: wd.value for f, (_, wd) in studio.form.fields.items()}
+
+
+def test_undo_refills_the_form_and_the_next_field_edit_keeps_the_undone_change_undone():
+    """Audit bug 3: after an undo the form still showed the undone variant, and the next
+    field edit silently redid it."""
+    studio = Studio("gla_block")
+    studio.canvas.intent("select", path="mixer")
+    studio.form.fields["variant"][1].value = "lightning"
+    assert studio.circuit.box("mixer").variant == "lightning"
+    studio.canvas.intent("undo")
+    assert form_of(studio)["variant"] == "gla" and studio.port_widgets["g"].value == "temperature"
+    studio.form.fields["scale"][1].value = "0.5"
+    assert io.to_dict(studio.circuit) == gla_block(scale="0.5"), errors(studio)
+    studio.canvas.intent("undo")
+    studio.canvas.intent("redo")  # the redone edit is in the form too
+    assert form_of(studio)["scale"] == "0.5"
+
+
+def test_a_refused_field_edit_is_not_kept_and_leaves_no_error_behind():
+    """Audit bug 4: the form kept a refused value (every later edit failed with its error),
+    and a field or the text put back left the red status and marks on a valid circuit."""
+    studio = Studio("gla_block")
+    before = studio.circuit
+    studio.canvas.intent("select", path="q_proj")
+    studio.form.fields["over"][1].value = "E"  # no axis E on x
+    assert studio.circuit is before and not studio.canvas.status_ok
+    assert studio.canvas.status.startswith("could not change box 'q_proj' (over = 'E')")
+    assert "q_proj" in studio.canvas.marks
+    assert form_of(studio)["over"] == "D"  # the form shows the box as the circuit has it
+    studio.form.fields["label"][1].value = "Q"  # a later edit is taken on its own
+    assert studio.circuit.box("q_proj").label == "Q" and studio.canvas.status_ok
+    assert studio.canvas.marks == {}
+    text = studio.text.value
+    studio.text.value = text + "\nnot code(\n"
+    assert not studio.canvas.status_ok and studio.text_status.value
+    studio.text.value = text  # put back as it was
+    assert studio.canvas.status_ok and studio.text_status.value == ""
+    assert studio.canvas.marks == {}
+
+
+def test_a_box_that_others_read_is_renamed_in_the_form():
+    """Audit bug 5: renaming q_proj was refused (`unknown source 'q_proj'`): its readers now
+    follow the name, which applies like any field (on Enter: the field sends on Enter)."""
+    studio = Studio("gla_block")
+    assert studio.box_name.continuous_update is False
+    studio.canvas.intent("select", path="q_proj")
+    studio.box_name.value = "q"
+    want = json.loads(json.dumps(gla_block()).replace('"q_proj"', '"q"'))
+    assert io.to_dict(studio.circuit) == want, errors(studio)
+    assert studio.canvas.selected == "q" and studio.form_title.value == (
+        "<b>The selected box: q</b>"
+    )
+
+
+def test_add_box_selects_the_new_box():
+    """Audit bug 6: after add box the next palette click read the old selection."""
+    studio = Studio(base())
+    studio.canvas.intent("select", path="proj")
+    add_box(studio, "unary", "act", {"x": "proj"}, fn="gelu")
+    assert studio.canvas.selected == "act" and studio.box_select.value == "act"
+    assert studio.form_title.value == "<b>The selected box: act</b>"
+    studio.canvas.intent("add", kind="unary", after=studio.canvas.selected)
+    assert studio.circuit.box("unary").inputs == {"x": "act"}
+
+
+def test_a_variant_that_drops_a_port_says_so_and_one_that_adds_it_back_takes_its_source():
+    """Audit bug 7: gla -> lightning dropped port g silently; back to gla wired g to the last
+    value (a cycle the user did not make)."""
+    studio = Studio("gla_block")
+    studio.canvas.intent("select", path="mixer")
+    studio.form.fields["variant"][1].value = "lightning"
+    assert "port g dropped (it read temperature)" in studio.canvas.status
+    want = gla_block(variant="lightning")
+    del next(b for b in want["boxes"] if b["name"] == "mixer")["inputs"]["g"]
+    assert io.to_dict(studio.circuit) == want, errors(studio)
+    studio.form.fields["variant"][1].value = "gla"
+    assert io.to_dict(studio.circuit) == gla_block(), errors(studio)
+    # A port it never had reads nothing: the mixer is read (by out_norm), so it changes once
+    # that port has a source, chosen in the form.
+    studio.form.fields["variant"][1].value = "delta"
+    assert studio.circuit.box("mixer").variant == "gla"
+    assert studio.port_widgets["beta"].value == "—" and studio.canvas.status_ok
+    assert "port beta reads nothing yet; out_norm reads mixer" in studio.canvas.status

@@ -254,7 +254,10 @@ function render({ model, el }) {
       const [tail, head] = (t ? t.textContent : "").split("->").map((x) => x.split(":")[0]);
       g.dataset.tail = nodeById[tail] || "";
       g.dataset.head = nodeById[head] || "";
-      if (g.dataset.head.startsWith("\u2026")) g.classList.add("ncd-dangling");
+      // a loose end: a value nothing reads yet (head), or a port that reads nothing yet (tail)
+      if (g.dataset.head.startsWith("\u2026") || g.dataset.tail.startsWith("\u2026")) {
+        g.classList.add("ncd-dangling");
+      }
       const path = g.querySelector("path");
       if (path) {  // a wide invisible stroke, so a thin wire is easy to hit and to drop on
         const hit = path.cloneNode();
@@ -279,9 +282,19 @@ function render({ model, el }) {
   }
 
   // Boxes of the drawing's nodes and blocks, read once per drawing: reading a box forces the
-  // browser to lay the SVG out, so all are read before anything is written.
+  // browser to lay the SVG out, so all are read before anything is written. A drawing not
+  // laid out yet (the widget not in the page, or hidden) has no sizes: every box reads
+  // (0, 0, 0, 0). It is measured once it is shown (the observer below), and until then
+  // nothing is drawn over it.
   let boxes = { nodes: [], clusters: [] };
+  let measured = false;
+  const shown = () => el.isConnected && stage.clientWidth > 0;
   function measure(svg) {
+    measured = shown();
+    if (!measured) {
+      boxes = { nodes: [], clusters: [] };
+      return;
+    }
     const nodes = [...svg.querySelectorAll("g.node")];
     const clusters = [...svg.querySelectorAll("g.cluster")];
     boxes = {
@@ -312,12 +325,15 @@ function render({ model, el }) {
       }
       const p = ports[path];
       if (p) {
+        const open = new Set(p.open || []);  // ports that read nothing yet
         (p.in || []).forEach((port, i, all) => {
           const c = s("circle", {
-            class: "ncd-handle ncd-in", r: 4, cx: b.x, cy: b.y + (b.height * (i + 1)) / (all.length + 1),
+            class: open.has(port) ? "ncd-handle ncd-in ncd-open" : "ncd-handle ncd-in",
+            r: open.has(port) ? 5 : 4, cx: b.x, cy: b.y + (b.height * (i + 1)) / (all.length + 1),
             "data-node": path, "data-port": port,
           });
-          c.append(Object.assign(s("title"), { textContent: `${path}: input ${port}` }));
+          const more = open.has(port) ? " (reads nothing yet: drag a value here)" : "";
+          c.append(Object.assign(s("title"), { textContent: `${path}: input ${port}${more}` }));
           over.append(c);
         });
         (p.out || []).forEach((ref, i, all) => {
@@ -586,8 +602,20 @@ function render({ model, el }) {
   drawCrumbs();
   drawBar();
   draw();
-  // The first fit needs the stage's size, known once the element is in the page.
-  requestAnimationFrame(() => fitView());
+  // The stage's size is known once the element is in the page and shown (render runs before
+  // that): then the drawing is measured, if it was drawn unseen, and fitted; and refitted
+  // when the stage changes size, until the user zooms or pans.
+  const observer = new ResizeObserver(() => {
+    if (!shown()) return;
+    const svg = holder.querySelector("svg");
+    if (svg && !measured) {
+      measure(svg);
+      decorate();
+    }
+    if (!steered) fitView();
+  });
+  observer.observe(stage);
+  return () => observer.disconnect();
 }
 
 export default { render };
