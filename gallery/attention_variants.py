@@ -262,7 +262,7 @@ def mom_block():
             "M",
             name="router_softmax",
         )  # B T M
-        probs, p_sel, p_aux = b.copy(probs, 3, name="probs")
+        p_sel, p_aux = b.copy(probs, name="probs")
         chosen = b.topk(p_sel, "M", top, into="k", name="topk")  # B T k: scores, memories
         scores, s_sum = b.copy(chosen["values"], name="scores")
         g_k = b.div(scores, b.reduce(s_sum, "k", name="kept_total"), name="renorm")

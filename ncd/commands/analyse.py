@@ -26,7 +26,10 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default="h200", help="roofline profile (default h200)")
     p.add_argument("--dtype", help="count floating tensors as this dtype (e.g. bfloat16)")
-    p.add_argument("--symbolic", action="store_true", help="formulas only; sizes may be free")
+    p.add_argument(
+        "--symbolic", action="store_true",
+        help="sizes may stay free: formulas where no size binds them (the defaults still do)",
+    )  # fmt: skip
     p.add_argument(
         "--json",
         action="store_true",
