@@ -57,19 +57,35 @@ def gla_reference(
     return o, (torch.cat(states, 0) if output_final_state else None)
 
 
+# Chunk of the CPU form, and the largest |b_i - b_mid| (cumulative log gates against the
+# chunk's middle row) for which the factored form below is taken: its operands are scaled by
+# exp(±span), within float32's range with a wide margin.
+CHUNK = 64
+SAFE_SPAN = 40.0
+
+
 def _chunk(q, k, v, g, s, scale):
     """One chunk of n tokens of every sequence of a batch. q, k, g: (B, n, H, K); v: (B, n,
-    H, V); s: (B, H, K, V), the state entering the chunk. Exact in every exponent: each
-    factor exp(b_i - b_j) is formed from its own difference of cumulative gates, never split
-    into exp(b_i) exp(-b_j), so strong gates neither overflow nor lose precision."""
+    H, V); s: (B, H, K, V), the state entering the chunk.
+
+    The intra-chunk weights exp(b_i - b_j) (b the cumulative log gate within the chunk) are
+    factored as exp(b_i - b_m) exp(b_m - b_j) around the middle row m, so that the scores are
+    one product of scaled queries and keys, where every |b - b_m| of the chunk is within
+    SAFE_SPAN; otherwise each factor is formed from its own difference (exact in every
+    exponent: strong gates neither overflow nor lose precision)."""
     n = q.shape[1]
     b = torch.cumsum(g, 1)  # (B, n, H, K): the cumulative log gate within the chunk
     beta = b[:, -1]  # (B, H, K): the whole chunk's
     o = scale * torch.einsum("bihk,bhkv->bihv", q * b.exp(), s)
-    lag = b[:, :, None] - b[:, None, :]  # (B, i, j, H, K)
-    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()[None, :, :, None, None]
-    decay = torch.where(causal, lag, float("-inf")).exp()
-    a = scale * torch.einsum("bihk,bjhk,bijhk->bhij", q, k, decay)  # (B, H, i, j)
+    rel = b - b[:, n // 2 : n // 2 + 1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+    if float(rel.detach().abs().max()) <= SAFE_SPAN:
+        a = torch.einsum("bihk,bjhk->bhij", q * rel.exp(), k * (-rel).exp())
+        a = scale * a.masked_fill(~causal, 0.0)
+    else:
+        lag = b[:, :, None] - b[:, None, :]  # (B, i, j, H, K)
+        decay = torch.where(causal[None, :, :, None, None], lag, float("-inf")).exp()
+        a = scale * torch.einsum("bihk,bjhk,bijhk->bhij", q, k, decay)  # (B, H, i, j)
     o = o + torch.einsum("bhij,bjhv->bihv", a, v)
     s = beta.exp()[..., None] * s + torch.einsum(
         "bjhk,bjhv->bhkv", k * (beta[:, None] - b).exp(), v
@@ -86,11 +102,12 @@ def gla_chunked(
     initial_state: torch.Tensor | None = None,  # (N, H, K, V)
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,  # (N + 1,) int
-    chunk: int = 16,
+    chunk: int = CHUNK,
 ):
     """The chunked form in PyTorch: a loop over chunks of ``chunk`` tokens, each vectorised
-    (the intra-chunk weights ``exp(b_i - b_j)`` elementwise over the key channels, the state
-    passed between chunks). Differentiable by autograd. Returns ``(o, final_state)``."""
+    (the intra-chunk weights ``exp(b_i - b_j)`` as one product of scaled queries and keys, or
+    elementwise over the key channels where the gates are strong: `_chunk`), the state passed
+    between chunks. Differentiable by autograd. Returns ``(o, final_state)``."""
     out_dtype = v.dtype
     ct, scale, q, k, v, g = _prepare(q, k, v, g, scale)
     B, T, H, K = q.shape

@@ -255,13 +255,16 @@ def test_fallbacks_equal_the_token_by_token_references(packed_):
     """compiler/runtime.py's chunked forms (copied into generated files) against the op
     library's recurrences from the papers' equations: odd T over several chunks, per-head
     gates, packed sequences of unequal lengths; plain linear attention (per-head decays, one of
-    them 1, normalised or not) against its quadratic masked form."""
+    them 1, normalised or not) against its quadratic masked form. GLA with the usual gates
+    (scores factored around each chunk's middle row) and with strong ones (each weight exact)."""
     B, T = (1, 150) if packed_ else (2, 150)
     q, k, v, gk, gs, beta = _inputs(B, T, 3, 5, 4)
     cu = torch.tensor([0, 13, 13, 99, 150]) if packed_ else None
     kw = {"cu_seqlens": cu}
     pairs = [
         (runtime.gla(q, k, v, gk, 0.7, cu), gla_reference(q, k, v, gk, 0.7, **kw)),
+        # gates near -5 a token: chunks too wide for the factored scores, exact in each weight
+        (runtime.gla(q, k, v, 6 * gk, 0.7, cu), gla_reference(q, k, v, 6 * gk, 0.7, **kw)),
         (runtime.simple_gla(q, k, v, gs, 0.7, cu),
          simple_gla_recurrent_reference(q, k, v, gs, 0.7, **kw)),
         (runtime.simple_gla(q, k, v, gs[0, 0], None, cu),

@@ -145,11 +145,39 @@ def test_strong_gates_in_float16(monkeypatch, nan_alloc):
     assert max(errs) < TOL[torch.float16], errs
 
 
+@pytest.mark.parametrize("span", [1e9, 0.0], ids=["factored", "exact"])
+@pytest.mark.parametrize("chunk_len", [16, 64])
 @pytest.mark.parametrize("case", CASES + [(2, 37, 2, 8, 5, torch.float64, None, True, True, None)])
-def test_chunked_form_matches_the_recurrence(case):
+def test_chunked_form_matches_the_recurrence(case, chunk_len, span, monkeypatch):
+    """Both forms of a chunk's scores: factored around its middle row (every chunk here, the
+    span allowed without bound) and exact in every exponent (none)."""
+    from ncd.ops.gla import reference
+
+    monkeypatch.setattr(reference, "SAFE_SPAN", span)
     case = (*case[:5], torch.float64, torch.float64, *case[7:])
-    errs = compare(gla_chunked, case, seed=1, chunk=16)
+    errs = compare(gla_chunked, case, seed=1, chunk=chunk_len)
     assert max(errs) < TOL[torch.float64], errs
+
+
+@pytest.mark.parametrize("gate_scale", [1.0, 6.0])
+def test_chunked_form_in_float32_with_weak_and_strong_gates(gate_scale):
+    """float32, chunks of 64: weak gates take the factored form; gates near -4 per token span
+    about 130 nats from a chunk's middle row and take the exact one. Outputs and every
+    gradient against the float64 recurrence; the chunks' form is read off SAFE_SPAN."""
+    from ncd.ops.gla import reference
+
+    (q, k, v, g), gen = make(1, 150, 2, 16, 8, torch.float32, 5, gate_scale=gate_scale)
+    b = g.detach().cumsum(1)[:, :64]
+    spans = float((b - b[:, 32:33]).abs().max())
+    assert (spans <= reference.SAFE_SPAN) == (gate_scale == 1.0), spans
+    o, _ = gla_chunked(q, k, v, g)
+    do = torch.randn(o.shape, generator=gen)
+    grads = torch.autograd.grad(o, [q, k, v, g], do)
+    ref_in = [x.detach().double().requires_grad_() for x in (q, k, v, g)]
+    o_ref, _ = gla_reference(*ref_in)
+    ref_grads = torch.autograd.grad(o_ref, ref_in, do.double())
+    errs = [rel_rms(o, o_ref)] + [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    assert max(errs) < TOL[torch.float32], errs
 
 
 def test_dg_is_the_reverse_cumsum_of_q_dq_minus_k_dk():
