@@ -541,15 +541,17 @@ def _through(b, ins, outs, c) -> set[str] | None:
 
     An elementwise box (➤R➤, ∗K^−1/2, cast, dropout, mask) has the whole bundle go through
     its body: it applies to every element, and a body with no wire in it floats detached
-    from the data it transforms. So does a box none of whose input wires it names (an
-    embedding looks its whole index tensor up). Axes between two named ones go through the
-    body too, so that the body is one block of rows and the bundle keeps its order."""
+    from the data it transforms. So does a box that broadcasts over no axis (batch norm,
+    whose statistics couple every axis but the channel: `broadcasts` False) and a box none of
+    whose input wires it names (an embedding looks its whole index tensor up). Axes between
+    two named ones go through the body too, so that the body is one block of rows and the
+    bundle keeps its order."""
     if len(ins) != 1 or len(outs) != 1 or b.kind in ("call", "opaque"):
         return None
     x, y = next(iter(ins.values())), next(iter(outs.values()))
     if not isinstance(x, TensorType) or not isinstance(y, TensorType):
         return None
-    if type(b).family == "elementwise":
+    if type(b).family == "elementwise" or not type(b).broadcasts:
         return set()
     acts = set(b.acts_on())
     keep = set()

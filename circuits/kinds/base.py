@@ -124,6 +124,10 @@ class BoxBase(BaseModel):
 
     family: ClassVar[str] = "other"  # drawing colour and palette section
     learned: ClassVar[bool] = False
+    broadcasts: ClassVar[bool] = True
+    """Whether the axes `acts_on()` does not name are broadcast through the operation (it is
+    applied to each of their positions alone). False where the operation couples them: batch
+    norm's statistics are taken over every axis but the channel, so no axis passes it by."""
 
     def ports(self) -> list[str]:
         """Input port names, in the order the operation takes them."""
@@ -137,7 +141,8 @@ class BoxBase(BaseModel):
         return {}
 
     def acts_on(self) -> tuple[str, ...]:
-        """The axes the operation names (all others are broadcast through it)."""
+        """The axes the operation names (all others are broadcast through it, unless the kind
+        sets `broadcasts` False)."""
         return ()
 
 

@@ -85,6 +85,7 @@ class _ChannelNorm(BoxBase):
     """Update rate of the running statistics."""
     family = "normalisation"
     learned = True
+    broadcasts = False  # the statistics couple every axis but the channel
 
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
@@ -95,6 +96,8 @@ class _ChannelNorm(BoxBase):
         return _per_channel(self, ins)
 
     def acts_on(self):
+        """The channel, which the scale and shift are indexed by; the other axes are not
+        broadcast (`broadcasts`): the statistics are taken over all of them."""
         return (self.channel,)
 
 
