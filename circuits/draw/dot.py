@@ -59,7 +59,9 @@ def _body(node: Node, theme: Theme, colour: str = "") -> str:
         # either lack them or fall back to tiny ones.
         # A word-like pictogram (➤gelu➤, ∗K^−1/2) a size smaller than a symbol (◗, ◁).
         pt = GLYPH_PT if _plain_len(d.glyph) <= 3 else GLYPH_PT - 2
-        parts.append(f'<FONT POINT-SIZE="{pt}" FACE="{GLYPH_FONT}">{d.glyph}</FONT>')
+        # Bold marks a learned box: its title, or its pictogram where it has no title (`★3`).
+        g = f"<B>{d.glyph}</B>" if node.learned and not d.title else d.glyph
+        parts.append(f'<FONT POINT-SIZE="{pt}" FACE="{GLYPH_FONT}">{g}</FONT>')
     if d.title:
         t = f"<B>{d.title}</B>" if node.learned or node.role in ("group", "call") else d.title
         parts.append(f'<FONT POINT-SIZE="{TITLE_PT}">{t}</FONT>')

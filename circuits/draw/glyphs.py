@@ -16,8 +16,9 @@ from .markup import esc, size, text
 
 @dataclass(frozen=True)
 class Drawing:
-    """How a box looks: `glyph` (the pictogram, large), `title` (bold name of a learned map or a
-    block), `note` (small caption: the axes or the constant the box acts with)."""
+    """How a box looks: `glyph` (the pictogram, large), `title` (the box's name: `L^Q`, `LN`, a
+    block's title; bold where the box is learned), `note` (small caption: the axes or the
+    constant the box acts with). A learned box without a title has its glyph bold (`★3`)."""
 
     glyph: str = ""
     title: str = ""
@@ -36,7 +37,16 @@ def _axes(names) -> str:
 # ---------------------------------------------------------------- learned
 @draws("linear")
 def _linear(b) -> Drawing:
-    return Drawing(title=text(b.label or ("L₊" if b.bias else "L")), note=_linear_note(b))
+    return Drawing(title=text(_biased(b.label or "L", b.bias)), note=_linear_note(b))
+
+
+def _biased(label: str, bias: bool) -> str:
+    """A linear map's label with its bias marked as in `L₊`: `L^R` -> `L₊^R` (the ₊ before the
+    first script), unless the label marks it already."""
+    if not bias or "₊" in label:
+        return label
+    at = min((i for i in (label.find("^", 1), label.find("_", 1)) if i > 0), default=len(label))
+    return label[:at] + "₊" + label[at:]
 
 
 @draws("param")
@@ -127,12 +137,28 @@ _NORM_SHORT = {
 }
 
 
-@draws("layernorm", "rmsnorm", "batchnorm", "groupnorm", "unifiednorm", "normalize")
+@draws("layernorm", "rmsnorm", "batchnorm", "groupnorm", "unifiednorm")
 def _norm(b) -> Drawing:
-    note = _NORM_SHORT.get(b.kind, "") + (f" /{b.groups}" if b.kind == "groupnorm" else "")
-    if b.kind == "normalize":
-        note = f"ℓ{b.p}"
-    return Drawing(glyph="○", title=text(b.label), note=esc(note))
+    # The norm's name is its title (bold when it learns a scale); the kind is noted only where
+    # a label names it otherwise (`SRMS` says RMS already).
+    title, note = _norm_name(b.label, b.kind)
+    if b.kind == "groupnorm":
+        note = " ".join(x for x in (note, f"g={b.groups}") if x)
+    return Drawing(glyph="○", title=title, note=esc(note))
+
+
+@draws("normalize")
+def _normalize(b) -> Drawing:
+    return Drawing(glyph="○", title=text(b.label), note=esc(f"ℓ{b.p}"))
+
+
+def _norm_name(label: str, kind: str) -> tuple[str, str]:
+    """(title, note) of a norm: its label or short name, and the short name where the label
+    does not contain it."""
+    short = _NORM_SHORT[kind]
+    if not label:
+        return esc(short), ""
+    return text(label), "" if short in label else short
 
 
 # ---------------------------------------------------------------- reduction
@@ -323,7 +349,7 @@ def _requantize(b) -> Drawing:
 
 @draws("int_linear")
 def _int_linear(b) -> Drawing:
-    return Drawing(title=text(b.label or ("L₊" if b.bias else "L")), note=esc("int8 → int32"))
+    return Drawing(title=text(_biased(b.label or "L", b.bias)), note=esc("int8 → int32"))
 
 
 @draws("short_conv")
@@ -339,7 +365,8 @@ def _short_conv(b) -> Drawing:
 @draws("add_norm")
 def _add_norm(b) -> Drawing:
     # Fused: the residual add, then the norm's circle.
-    return Drawing(glyph="+○", title=text(b.label), note=esc(_NORM_SHORT[b.norm]))
+    title, note = _norm_name(b.label, b.norm)
+    return Drawing(glyph="+○", title=title, note=esc(note))
 
 
 # ---------------------------------------------------------------- routing

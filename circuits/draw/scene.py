@@ -45,6 +45,7 @@ class Node:
     kind: str
     family: str
     learned: bool
+    """The box holds learned tensors (`is_learned()`): drawn bold."""
     drawing: Drawing
     cluster: str | None
     tooltip: str = ""
@@ -278,7 +279,7 @@ class _Builder:
             d = Drawing(
                 title=text(b.label) if b.label else esc(sub.circuit.title or sub.circuit.name)
             )
-        node = self._add(path, role, b.kind, type(b).family, type(b).learned, d, cluster)
+        node = self._add(path, role, b.kind, type(b).family, b.is_learned(), d, cluster)
         node.repeat = _repeat(c, b, self.opts.show_sizes) if b.kind == "call" else ""
         node.share = self._share(path)
         node.tooltip = _tooltip(b, ins, outs, c.params[b.name])

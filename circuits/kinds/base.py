@@ -124,6 +124,7 @@ class BoxBase(BaseModel):
 
     family: ClassVar[str] = "other"  # drawing colour and palette section
     learned: ClassVar[bool] = False
+    """Whether boxes of the kind hold learned tensors; `is_learned()` says it of one box."""
     broadcasts: ClassVar[bool] = True
     """Whether the axes `acts_on()` does not name are broadcast through the operation (it is
     applied to each of their positions alone). False where the operation couples them: batch
@@ -144,6 +145,11 @@ class BoxBase(BaseModel):
         """The axes the operation names (all others are broadcast through it, unless the kind
         sets `broadcasts` False)."""
         return ()
+
+    def is_learned(self) -> bool:
+        """Whether this box holds learned tensors (drawn bold): the kind's `learned`, except
+        where an option decides (a norm with `affine` False learns nothing)."""
+        return type(self).learned
 
 
 def tensor(ins: dict[str, Value], port: str) -> TensorType:

@@ -296,6 +296,9 @@ class AddNorm(BoxBase):
     def acts_on(self):
         return tuple(self.over)
 
+    def is_learned(self):
+        return self.affine
+
 
 @box_kind
 class ShortConv(BoxBase):

@@ -58,6 +58,9 @@ class _AffineNorm(BoxBase):
     def acts_on(self):
         return self.over
 
+    def is_learned(self):
+        return self.affine
+
 
 @box_kind
 class LayerNorm(_AffineNorm):
@@ -99,6 +102,9 @@ class _ChannelNorm(BoxBase):
         """The channel, which the scale and shift are indexed by; the other axes are not
         broadcast (`broadcasts`): the statistics are taken over all of them."""
         return (self.channel,)
+
+    def is_learned(self):
+        return self.affine
 
 
 @box_kind
@@ -144,6 +150,9 @@ class GroupNorm(BoxBase):
 
     def acts_on(self):
         return (self.channel, *self.over)
+
+    def is_learned(self):
+        return self.affine
 
 
 @box_kind

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from ncd import gallery
 from ncd.circuits.builder import Builder
 from ncd.circuits.draw import render
@@ -18,7 +20,8 @@ _EDGE_TITLE = re.compile(r"^(n\d+):e->(n\d+):w$")
 
 
 class Figure:
-    """The SVG as boxes (by `box:path` id) and wires (tail box, head box, ports, label)."""
+    """The SVG as boxes (by `box:path` id; inputs and outputs `terminal:box:name`) and wires
+    (tail box, head box, ports, label)."""
 
     def __init__(self, svg: str):
         root = ET.fromstring(svg)
@@ -28,8 +31,11 @@ class Figure:
         for g in root.iter(SVG + "g"):
             cls = g.get("class", "").split()
             if "node" in cls:
-                self.nodes[g.get("id")] = g
-                gv[g.find(SVG + "title").text] = g.get("id")
+                key = g.get("id")  # an input or output may share its name with a box
+                if "role-input" in cls or "role-output" in cls:
+                    key = "terminal:" + key
+                self.nodes[key] = g
+                gv[g.find(SVG + "title").text] = key
             elif "wire" in cls:
                 tail, head = _EDGE_TITLE.match(g.find(SVG + "title").text).groups()
                 self.wires.append(
@@ -99,3 +105,61 @@ def test_layer_norm_still_broadcasts_over_the_positions():
     b.output("y", b.layernorm(b.input("x", "B T D"), "D", name="ln"))
     ln = {w["label"]: w["hport"][0] for w in figure(b.build()).into("ln")}
     assert ln == {"B": "t", "T": "t", "D": "i"}
+
+
+# ---------------------------------------------------------------- 2. bold means learned
+def _learned_and_not() -> Builder:
+    b = Builder("bold")
+    x = b.input("x", "B C T")
+    b.output("y1", b.rmsnorm(x, "C", affine=False, name="srms", label="SRMS"))
+    b.output("y2", b.rmsnorm(x, "C", name="rms"))
+    b.output("y3", b.box("batchnorm", {"x": x}, "bn_fixed", channel="C", affine=False))
+    b.output("y4", b.conv(x, "T", "C", "O", 3, padding=1, name="conv"))
+    b.output("y5", b.linear(x, "C", "O", name="biased", label="L^R"))
+    b.output("y6", b.linear(x, "C", "O", bias=False, name="plain", label="L^Q"))
+    b.output("y7", b.normalize(x, "C", name="l2"))
+    return b
+
+
+@pytest.mark.parametrize(
+    "box, bold",
+    [
+        ("srms", ""),  # RMS norm without a learned scale: nothing bold
+        ("rms", "RMS"),  # with one: its name bold
+        ("bn_fixed", ""),
+        ("conv", "★3"),  # a convolution has weights, labelled or not
+        ("biased", "L₊R"),  # L^R with a bias: the ₊ of L₊ is kept, before the superscript
+        ("plain", "LQ"),
+        ("l2", ""),  # dividing by the l2 norm learns nothing
+    ],
+)
+def test_bold_marks_exactly_the_boxes_that_hold_learned_tensors(box, bold):
+    c = _learned_and_not().build()
+    f = figure(c)
+    assert f.bold(box) == bold
+    checked = c.check()
+    holds = bool(checked.params[box])  # the box's learned tensors, from its shape rule
+    assert ("learned" in f.nodes[f"box:{box}"].get("class").split()) == holds == bool(bold)
+
+
+def test_srms_is_not_bold_and_says_rms_once():
+    # TransNormer's SRMSNorm has no learned scale (`affine=False`).
+    f = figure(gallery.get("transnormer_block"))
+    for box in ("norm1", "out_norm", "norm2"):
+        assert f.bold(box) == ""
+        assert f.text(box).count("RMS") == 1
+    assert f.bold("q_proj") == "LQ"  # no bias: no ₊
+
+
+def test_gla_labelled_maps_with_a_bias_keep_their_plus():
+    f = figure(gallery.get("gla_block"))
+    assert f.bold("g_up") == "L₊α2" and f.bold("r_proj") == "L₊R"
+    assert f.bold("g_down") == "Lα1"  # no bias
+    assert f.bold("norm") == "RMS"  # RMS norm with its learned scale
+
+
+def test_unlabelled_convolutions_are_bold():
+    f = figure(gallery.get("convolutions"))
+    for box, star in [("strided", "★4"), ("dilated", "★3"), ("depthwise", "★3")]:
+        assert f.bold(box) == star
+    assert f.bold("transposed") == "★T4"
