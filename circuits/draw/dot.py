@@ -270,10 +270,8 @@ def to_dot(
         # Classes name the axis and the ports, so that the SVG can be styled and checked.
         kind = f"axis-{_cls(w.axis)}" if w.axis else "scalar"
         cls = f"wire {kind} from-{w.tail[1].port} to-{w.head[1].port}"
-        label = w.label  # the axis' name in italics, as size symbols are set in the paper
-        if w.axis:
-            label = label.replace(esc(w.axis), f"<I>{esc(w.axis)}</I>", 1)
-        attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{label}>"
+        # the label is markup: the axis' name (or size) in italics, as the paper sets sizes
+        attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{w.label}>"
         if not w.axis:
             attrs += " style=dotted"
         lines.append(

@@ -40,15 +40,16 @@ def text(s: str) -> str:
 
 
 def size(expr: sympy.Expr) -> str:
-    """A size or constant as a label fragment: `K<SUP>−1/2</SUP>`, `H·K`, `16`."""
+    """A size or constant as a label fragment: `K<SUP>−1/2</SUP>`, `H·K`, `16`, `T+3`, `2F`,
+    `⌊Y/2⌋` (symbols in italics)."""
     expr = sympy.sympify(expr)  # a Size, through its one conversion
     expr = sympy.nsimplify(expr) if expr.has(sympy.Float) else expr
     return _fmt(expr)
 
 
 def _fmt(e: sympy.Expr) -> str:
-    if e.is_Symbol:  # a size symbol, set in italics as in the paper
-        return f"<I>{esc(str(e))}</I>"
+    if e.is_Symbol:  # a size symbol, set in italics as in the paper (`N_iter`: subscript)
+        return f"<I>{text(str(e))}</I>"
     if e.is_Integer:
         return esc(str(e))
     if e.is_Rational:
@@ -60,7 +61,25 @@ def _fmt(e: sympy.Expr) -> str:
         return f"{b}<SUP>{esc(ex.replace('-', '−'))}</SUP>"
     if isinstance(e, sympy.Mul):
         coeff, rest = e.as_coeff_Mul()
-        parts = [] if coeff == 1 else [_fmt(coeff)]
-        parts += [_fmt(f) for f in sympy.Mul.make_args(rest)]
-        return "·".join(parts)
+        if coeff.is_Rational and coeff < 0:
+            return "−" + _fmt(-e)
+        factors = "·".join(
+            f"({_fmt(f)})" if f.is_Add else _fmt(f) for f in sympy.Mul.make_args(rest)
+        )
+        if coeff.is_Rational and not coeff.is_Integer:
+            # Y/2, 3Y/2: the denominator after the product it divides
+            top = factors if coeff.p == 1 else f"{coeff.p}{factors}"
+            return f"{top}/{coeff.q}"
+        # 2F: a whole factor written before the symbols, as one writes it
+        return factors if coeff == 1 else f"{_fmt(coeff)}{factors}"
+    if isinstance(e, sympy.Add):
+        out = ""
+        for i, term in enumerate(e.as_ordered_terms()):
+            negative = term.could_extract_minus_sign()
+            body = _fmt(-term if negative else term)
+            out += ("−" if negative else "+" if i else "") + body
+        return out
+    if isinstance(e, sympy.floor | sympy.ceiling):
+        left, right = ("⌊", "⌋") if isinstance(e, sympy.floor) else ("⌈", "⌉")
+        return left + _fmt(e.args[0]) + right
     return esc(show(e))

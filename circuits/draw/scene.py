@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..sizes import parse_size, show
+from ..sizes import Size, parse_size, same, show
 from ..types import TensorType, TupleType, Value
 from .glyphs import Drawing, drawing
-from .markup import esc, text
+from .markup import esc, size, text
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Lane:
 
     axis: str
     label: str
-    """Markup of the wire's label: the axis' name, and its size when shown."""
+    """Markup of the wire's label: the axis' name in italics, and its size when shown; its size
+    where that is not the axis' own (`T+3`)."""
     port: str = ""
     sep: bool = False
     """First lane of a new operand or tuple member (a dashed line above it)."""
@@ -157,14 +158,46 @@ class _Builder:
         self.clusters: dict[tuple[str, str], Cluster] = {}
         self.n_nodes = 0
         self._by_id: dict[str, Cluster] = {}
+        self._labels: dict[tuple[int, object], str] = {}
+        self._owns: dict[int, dict[str, Size]] = {}
 
     # -- labels
     def label(self, scope: Scope, axis) -> str:
-        name = esc(axis.name)
-        if not self.opts.show_sizes:
+        """The axis' name in italics (`T`; `T=16` with sizes shown). A wire whose size is not
+        its axis' own size is labelled with its size instead, in terms of the axis where that
+        can be said (a padded convolution's `T+3`, a concatenation's `2F`, a pooled `Y/2`),
+        else as it is (a strided convolution's `⌊Y/2⌋`): under the axis' name alone it would
+        read as `T` positions."""
+        key = (id(scope.checked), axis)
+        if key not in self._labels:
+            self._labels[key] = self._label(scope.checked, axis)
+        return self._labels[key]
+
+    def _label(self, c, axis) -> str:
+        name = f"<I>{text(axis.name)}</I>"
+        if self.opts.show_sizes:
+            n = c.number(axis.size)
+            return name if n is None else f"{name}={esc(n)}"
+        own = self._own_size(c, axis.name)
+        here = c.resolve(axis.size)
+        if same(here, own):
             return name
-        n = scope.checked.number(axis.size)
-        return name if n is None else f"{name}={esc(n)}"
+        ratio, extra = (here / own).sympy, (here - own).sympy
+        if ratio.is_number:
+            return size(ratio * Size.of(axis.name).sympy)
+        if extra.is_number:
+            return size(Size.of(axis.name).sympy + extra)
+        return size(axis.size)
+
+    def _own_size(self, c, name: str) -> Size:
+        """The size an axis name stands for: its entry in the circuit's axis table, else the
+        size it has where it first appears (a top-k's `k` is 2 throughout)."""
+        if id(c) not in self._owns:
+            owns = c.axis_sizes()
+            owns.update({a: c.resolve(parse_size(e)) for a, e in c.circuit.axes.items()})
+            self._owns[id(c)] = owns
+        own = self._owns[id(c)].get(name)
+        return c.resolve(Size.of(name)) if own is None else own
 
     def lanes(self, scope: Scope, v: Value) -> list[Lane]:
         """One lane per wire of `v`; a dashed line separates tuple members. A scalar has no

@@ -163,3 +163,41 @@ def test_unlabelled_convolutions_are_bold():
     for box, star in [("strided", "★4"), ("dilated", "★3"), ("depthwise", "★3")]:
         assert f.bold(box) == star
     assert f.bold("transposed") == "★T4"
+
+
+# ---------------------------------------------------------------- 4. a wire's size
+def _labels(wires) -> list[str]:
+    return sorted(w["label"] for w in wires)
+
+
+def test_a_wire_whose_size_changed_is_labelled_with_its_size():
+    # DeltaNet's short convolution pads T by 3 at both ends: a kernel of 4 gives T + 6 - 3 =
+    # T + 3 positions, of which the causal slice keeps the first T. Under the name alone the
+    # slice read as T -> T, a no-op.
+    f = figure(gallery.get("deltanet_block"))
+    assert _labels(f.out_of("q_conv")) == ["B", "E", "T+3"]
+    assert "T+3" in _labels(f.into("q_causal"))
+    assert _labels(f.out_of("q_causal")) == ["B", "E", "T"]
+    # Hedgehog's feature map concatenates [softmax(x), softmax(-x)] along F: 2F features.
+    f = figure(gallery.get("hedgehog_attention"))
+    assert _labels(f.out_of("phi_q")) == ["2F", "B", "H", "T"]
+    # U-Net (Y = 4M): each 2×2 pool halves Y and X, said in terms of the axis.
+    f = figure(gallery.get("unet"))
+    assert _labels(f.out_of("pool1")) == ["B", "F1", "X/2", "Y/2"]
+    assert _labels(f.out_of("pool2")) == ["B", "F2", "X/4", "Y/4"]
+
+
+def test_a_strided_or_transposed_convolution_labels_its_new_sizes():
+    # Kernel 4, stride 2, padding 1: floor((Y + 2 - 4) / 2) + 1 = floor(Y / 2) positions;
+    # transposed: (Y - 1)·2 - 2 + 4 = 2Y.
+    f = figure(gallery.get("convolutions"))
+    assert _labels(f.out_of("strided")) == ["B", "O", "⌊X/2⌋", "⌊Y/2⌋"]
+    assert _labels(f.out_of("transposed")) == ["2X", "2Y", "B", "O"]
+    assert _labels(f.out_of("dilated")) == ["B", "O", "X", "Y"]  # padding 2 = dilation·1
+
+
+def test_with_sizes_shown_a_changed_wire_keeps_name_and_number():
+    # T = 32 (the gallery's default), padded by 3: 35.
+    f = figure(gallery.get("deltanet_block"), sizes=True)
+    assert _labels(f.out_of("q_conv")) == ["B=2", "E=16", "T=35"]
+    assert _labels(f.out_of("q_causal")) == ["B=2", "E=16", "T=32"]
