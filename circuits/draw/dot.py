@@ -21,6 +21,7 @@ TUPLE_STUB = 14  # wider where a dashed line must show between tuple members
 GLYPH_PT = 13
 TITLE_PT = 12
 NOTE_PT = 8
+PORT_PT = 7
 WIRE_PT = 8
 GLYPH_FONT = "DejaVu Sans"
 _TAG = re.compile(r"<[^>]*>")
@@ -84,6 +85,9 @@ def _spans(k: int, n: int) -> list[int]:
 
 
 def _stub_width(lanes: list[Lane]) -> int:
+    named = max((_plain_len(ln.name) for ln in lanes), default=0)
+    if named:  # wide enough for the port's name
+        return max(int(named * PORT_PT * 0.6) + 4, STUB)
     return TUPLE_STUB if any(ln.sep for ln in lanes) else STUB
 
 
@@ -94,7 +98,18 @@ def _stub(ln: Lane, theme: Theme, span: int = 1, width: int = STUB) -> str:
         attrs += f' ROWSPAN="{span}"'
     if ln.sep:
         attrs += f' BORDER="1" SIDES="T" STYLE="dashed" COLOR="{theme.ink}"'
-    return f"<TD {attrs}>{_bar(width, theme.wire)}</TD>"
+    bar = _bar(width, theme.wire)
+    if ln.name:
+        # The port's name just above the line, an empty row as high below it, so that the line
+        # stays in the middle of the row, where the wire arrives.
+        half = (ROW - 1) // 2
+        bar = (
+            '<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0">'
+            f'<TR><TD HEIGHT="{half}" VALIGN="BOTTOM"><FONT POINT-SIZE="{PORT_PT}">{ln.name}'
+            f"</FONT></TD></TR><TR><TD>{bar}</TD></TR>"
+            f'<TR><TD HEIGHT="{half}"></TD></TR></TABLE>'
+        )
+    return f"<TD {attrs}>{bar}</TD>"
 
 
 def node_label(node: Node, theme: Theme, scale: float = 1.0) -> str:

@@ -308,6 +308,14 @@ def drawing(box) -> Drawing:
     return GLYPHS[box.kind](box)
 
 
+_PORT_SYMBOLS = {"beta": "β"}
+
+
+def port_name(port: str) -> str:
+    """An input port's name as written on its stub (`q`, `g`, `β` for port `beta`)."""
+    return esc(_PORT_SYMBOLS.get(port, port))
+
+
 # Comparisons (binary): 1 where they hold, 0 elsewhere.
 _BINARY.update({"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "eq": "="})
 

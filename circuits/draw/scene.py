@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from ..sizes import Size, parse_size, same, show
 from ..types import TensorType, TupleType, Value
-from .glyphs import Drawing, drawing
+from .glyphs import Drawing, drawing, port_name
 from .markup import esc, size, text
 
 
@@ -34,6 +34,9 @@ class Lane:
     """First lane of a new operand or tuple member (a dashed line above it)."""
     ends: bool = False
     """The wire stops in the box (a contracted or reduced axis)."""
+    name: str = ""
+    """Markup of the input port's name, written on the stub of the port's first lane (boxes
+    whose kind has `named_ports`)."""
 
 
 @dataclass
@@ -360,6 +363,8 @@ class _Builder:
             lanes = self.lanes(s, v)
             for ln in lanes:
                 ln.ends = ln.axis not in kept
+            if type(b).named_ports:
+                lanes[0].name = port_name(p)
             node.ins += lanes
             node.feeds.append((s, c.sources[b.name][p], lanes))
             if b.kind == "contract" or (b.kind == "binary" and b.fn in _COMMUTATIVE):

@@ -130,6 +130,11 @@ class BoxBase(BaseModel):
     applied to each of their positions alone). False where the operation couples them: batch
     norm's statistics are taken over every axis but the channel, so no axis passes it by."""
 
+    named_ports: ClassVar[bool] = False
+    """Whether the drawing names the input ports on their stubs: the inputs play roles the
+    pictogram does not tell apart (a fused attention's q and k, or g and beta, may carry the
+    same axes)."""
+
     def ports(self) -> list[str]:
         """Input port names, in the order the operation takes them."""
         return ["x"]

@@ -41,6 +41,7 @@ class _AttentionLike(BoxBase):
     causal: bool = False
     """Query i attends to keys j <= i."""
     family = "attention"
+    named_ports = True
 
     def extra_ports(self) -> list[str]:
         return []

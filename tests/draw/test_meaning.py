@@ -201,3 +201,42 @@ def test_with_sizes_shown_a_changed_wire_keeps_name_and_number():
     f = figure(gallery.get("deltanet_block"), sizes=True)
     assert _labels(f.out_of("q_conv")) == ["B=2", "E=16", "T=35"]
     assert _labels(f.out_of("q_causal")) == ["B=2", "E=16", "T=32"]
+
+
+# ---------------------------------------------------------------- 7. port names
+_NAMED_STUB = re.compile(
+    r'<TD PORT="(i\d+)"[^>]*><TABLE[^>]*><TR><TD[^>]*><FONT POINT-SIZE="\d+">([^<]*)</FONT>'
+)
+
+
+def _stub_names(dot: str, box: str) -> dict[str, str]:
+    """Port id -> the name written on that input stub, from the box's DOT label."""
+    line = next(ln for ln in dot.splitlines() if f'[id="box:{box}"' in ln)
+    return {port: name for port, name in _NAMED_STUB.findall(line)}
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet_block", "deltanet_packed"])
+def test_a_fused_linear_attention_names_its_ports_on_their_stubs(name, tmp_path):
+    # Gated DeltaNet's g and beta are both B T H (q and k both B T H K): the stubs say which
+    # is which. Each name must sit on the stub of a wire coming from the box the circuit
+    # wires to that port.
+    c = gallery.get(name)
+    render(c, tmp_path / "c.dot")
+    names = _stub_names((tmp_path / "c.dot").read_text(), "mixer")
+    shown = {"beta": "β"}  # beta is written as in the papers
+    wiring = next(b for b in c.boxes if b.name == "mixer").inputs
+    assert sorted(names.values()) == sorted(shown.get(p, p) for p in wiring)
+    f = figure(c)
+    tails = {w["hport"]: w["tail"] for w in f.into("mixer")}
+    for port, source in wiring.items():
+        at = next(i for i, n in names.items() if n == shown.get(port, port))
+        # from the source itself, or from the copy dot that splits it (an input: a terminal)
+        tail = tails[at].removeprefix("terminal:").removesuffix("/copy")
+        assert tail == "box:" + source.split(".")[0], port
+
+
+def test_boxes_whose_inputs_are_told_apart_by_their_wires_name_no_ports(tmp_path):
+    render(gallery.get("transformer_block"), tmp_path / "t.dot")
+    dot = (tmp_path / "t.dot").read_text()
+    for box in ("res1", "scores", "mix", "q_proj"):
+        assert _stub_names(dot, box) == {}
