@@ -28,8 +28,9 @@ _TAG = re.compile(r"<[^>]*>")
 
 
 def _plain_len(markup: str) -> int:
-    s = _TAG.sub("", markup)
-    return len(re.sub(r"&[a-z#0-9]+;", "x", s))
+    """Characters of the longest line of `markup` (lines split at <BR/>)."""
+    lines = (_TAG.sub("", line) for line in markup.split("<BR/>"))
+    return max(len(re.sub(r"&[a-z#0-9]+;", "x", s)) for s in lines)
 
 
 def _body_width(node: Node) -> int:

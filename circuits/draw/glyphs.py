@@ -289,8 +289,19 @@ def _attention(b) -> Drawing:
 
 @draws("linear_attention")
 def _linear_attention(b) -> Drawing:
+    # The variant, then what else tells two such boxes apart: the lightning decay's factor c
+    # (λ_h = exp(−c·2^(−8h/H)); c = 0 is no decay at all), causal, the normaliser, the scale.
     packing = (" packed" if b.causal else " windows") if b.packed else ""
-    return Drawing(glyph="◗◗", title=text(b.label), note=esc(b.variant + packing))
+    options = ["causal" if b.causal else ""]
+    if b.variant == "lightning":
+        c = parse_size(b.decay_scale or "1")
+        options.append("no decay" if c.is_number and c == 0 else "decay c=" + size(c))
+    options.append("norm" if b.normalize else "")
+    options.append("∗" + size(parse_size(b.scale)) if b.scale is not None else "")
+    note = "<BR/>".join(
+        x for x in (esc(b.variant + packing), ", ".join(filter(None, options))) if x
+    )
+    return Drawing(glyph="◗◗", title=text(b.label), note=note)
 
 
 @draws("call")

@@ -61,17 +61,22 @@ def _fmt(e: sympy.Expr) -> str:
         return f"{b}<SUP>{esc(ex.replace('-', '−'))}</SUP>"
     if isinstance(e, sympy.Mul):
         coeff, rest = e.as_coeff_Mul()
-        if coeff.is_Rational and coeff < 0:
+        if coeff < 0:
             return "−" + _fmt(-e)
-        factors = "·".join(
-            f"({_fmt(f)})" if f.is_Add else _fmt(f) for f in sympy.Mul.make_args(rest)
-        )
-        if coeff.is_Rational and not coeff.is_Integer:
-            # Y/2, 3Y/2: the denominator after the product it divides
-            top = factors if coeff.p == 1 else f"{coeff.p}{factors}"
-            return f"{top}/{coeff.q}"
-        # 2F: a whole factor written before the symbols, as one writes it
-        return factors if coeff == 1 else f"{_fmt(coeff)}{factors}"
+        # a fraction: what is divided by a whole power (l/L, Y/2), the rest above the line
+        num, den = [], []
+        for f in sympy.Mul.make_args(rest):
+            base, ex = f.as_base_exp()
+            if ex.is_Integer and ex < 0:
+                den.append(base**-ex)
+            else:
+                num.append(f)
+        p, q = (coeff.p, coeff.q) if coeff.is_Rational else (coeff, 1)
+        top = _product(p, num)
+        if q == 1 and not den:
+            return top
+        bottom = _product(q, den)
+        return f"{top}/({bottom})" if len(den) + (q != 1) > 1 else f"{top}/{bottom}"
     if isinstance(e, sympy.Add):
         out = ""
         for i, term in enumerate(e.as_ordered_terms()):
@@ -83,3 +88,11 @@ def _fmt(e: sympy.Expr) -> str:
         left, right = ("⌊", "⌋") if isinstance(e, sympy.floor) else ("⌈", "⌉")
         return left + _fmt(e.args[0]) + right
     return esc(show(e))
+
+
+def _product(n, factors: list) -> str:
+    """A whole number times factors as one writes it: `2F`, `H·K`, `2(T+1)`, `3`."""
+    body = "·".join(f"({_fmt(f)})" if f.is_Add else _fmt(f) for f in factors)
+    if n == 1:
+        return body or "1"
+    return f"{_fmt(sympy.sympify(n))}{body}"

@@ -240,3 +240,28 @@ def test_boxes_whose_inputs_are_told_apart_by_their_wires_name_no_ports(tmp_path
     dot = (tmp_path / "t.dot").read_text()
     for box in ("res1", "scores", "mix", "q_proj"):
         assert _stub_names(dot, box) == {}
+
+
+# ---------------------------------------------------------------- 8. linear attention's options
+@pytest.mark.parametrize(
+    "name, box, shows, not_shown",
+    [
+        # the two layers differ only in their decay: c = 1/2 in layer 1, c = 0 in layer 2
+        ("lightning_block", "l1_mixer", ["lightning", "causal", "decay c=1/2"], ["no decay"]),
+        ("lightning_block", "l2_mixer", ["lightning", "causal", "no decay"], ["c="]),
+        # TransNormer: c = 1 - l/L in layer l of L
+        ("transnormer_block", "mixer", ["decay c=1−l/L"], []),
+        ("hedgehog_attention", "linear_attention", ["linear", "causal", "norm"], ["decay"]),
+        ("ecoformer_attention", "hamming_attn", ["linear", "norm"], ["causal"]),
+        ("gla_block", "mixer", ["gla", "causal"], ["norm", "decay"]),
+    ],
+)
+def test_linear_attention_shows_what_tells_two_apart(name, box, shows, not_shown):
+    c = gallery.get(name)
+    b = next(x for x in c.boxes if x.name == box)
+    assert b.kind == "linear_attention"
+    text = figure(c).text(box)
+    for part in shows:
+        assert part in text, (part, text)
+    for part in not_shown:
+        assert part not in text, (part, text)
