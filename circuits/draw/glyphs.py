@@ -411,9 +411,9 @@ def _scatter(b) -> Drawing:
 @draws("one_hot")
 def _one_hot(b) -> Drawing:
     dtype = "" if b.dtype == "float32" else " " + esc(b.dtype)
-    return Drawing(
-        glyph="1<SUB>&#91;·&#93;</SUB>", title=text(b.label), note=_axes([b.into]) + dtype
-    )
+    # On the line, not subscripted: Graphviz gives a subscript no room, and it ran into the
+    # note below.
+    return Drawing(glyph="1&#91;·&#93;", title=text(b.label), note=_axes([b.into]) + dtype)
 
 
 @draws("compare")

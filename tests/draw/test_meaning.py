@@ -265,3 +265,27 @@ def test_linear_attention_shows_what_tells_two_apart(name, box, shows, not_shown
         assert part in text, (part, text)
     for part in not_shown:
         assert part not in text, (part, text)
+
+
+# ---------------------------------------------------------------- 10. text that overlaps
+def _line_extents(texts: list[ET.Element]) -> list[tuple[float, float]]:
+    """(top, bottom) of each text run as a font sets it: capitals reach 0.72 of the size
+    above the baseline, brackets 0.22 below; a subscript is lowered by a third of the size."""
+    out = []
+    for t in texts:
+        y, pt = float(t.get("y")), float(t.get("font-size"))
+        y += pt / 3 if t.get("baseline-shift") == "sub" else 0
+        y -= pt / 3 if t.get("baseline-shift") == "super" else 0
+        out.append((y - 0.72 * pt, y + 0.22 * pt))
+    return out
+
+
+@pytest.mark.parametrize("name, box", [("sea_attention", "selected"), ("mom_block", "routed_hot")])
+def test_the_one_hot_glyph_does_not_run_into_its_note(name, box):
+    texts = figure(gallery.get(name)).texts(box)
+    glyph = [t for t in texts if t.get("font-family") == "DejaVu Sans"]
+    note = [t for t in texts if t.get("font-family") != "DejaVu Sans"]
+    assert "".join(t.text for t in glyph) == "1[·]" and note
+    lowest = max(bottom for _, bottom in _line_extents(glyph))
+    highest = min(top for top, _ in _line_extents(note))
+    assert lowest <= highest
