@@ -70,7 +70,7 @@ def _body(node: Node, theme: Theme, colour: str = "") -> str:
     if d.note:
         parts.append(f'<FONT POINT-SIZE="{NOTE_PT}">{d.note}</FONT>')
     if node.repeat:
-        parts.append(f'<FONT POINT-SIZE="{NOTE_PT + 1}">× {esc(node.repeat)}</FONT>')
+        parts.append(f'<FONT POINT-SIZE="{NOTE_PT + 1}">× {node.repeat}</FONT>')
     text = "<BR/>".join(parts) or " "
     return f'<FONT COLOR="{colour}">{text}</FONT>' if colour else text
 
@@ -251,7 +251,7 @@ def to_dot(
     def emit_cluster(c: Cluster, indent: str) -> None:
         fill = theme.cluster_fill[c.depth % len(theme.cluster_fill)]
         title = c.title + (
-            f'  <FONT POINT-SIZE="{TITLE_PT}">× {esc(c.repeat)}</FONT>' if c.repeat else ""
+            f'  <FONT POINT-SIZE="{TITLE_PT}">× {c.repeat}</FONT>' if c.repeat else ""
         )
         line = theme.repeat_line if c.repeat else theme.cluster_line
         style = '"filled,rounded,bold"' if c.repeat else '"filled,rounded"'

@@ -86,8 +86,15 @@ _UNARY_SHORT = {
 
 @draws("unary")
 def _unary(b) -> Drawing:
-    name = text(b.label) if b.label else esc(_UNARY_SHORT.get(b.fn, b.fn))
-    return Drawing(glyph=f"➤{name}➤")  # NCD's arrowed letter: ➤R➤
+    if not b.label:
+        return Drawing(glyph=f"➤{esc(_UNARY_SHORT.get(b.fn, b.fn))}➤")  # NCD's arrowed letter: ➤R➤
+    # A label names the role (φ, Δ); the function it is goes small below, unless it says it.
+    fn = _UNARY_NAME.get(b.fn, b.fn)
+    return Drawing(glyph=f"➤{text(b.label)}➤", note="" if b.label in (fn, b.fn) else esc(fn))
+
+
+# How a function is written under a label that names its role (`➤φ➤` over "elu+1").
+_UNARY_NAME = {"elu_plus_one": "elu+1", "logsigmoid": "log σ", "sigmoid": "σ"}
 
 
 _BINARY = {"add": "+", "sub": "−", "mul": "⊙", "div": "÷", "maximum": "max", "minimum": "min"}
@@ -100,7 +107,10 @@ def _binary(b) -> Drawing:
 
 @draws("scale")
 def _scale(b) -> Drawing:
-    return Drawing(glyph="∗" + size(parse_size(b.factor)))
+    factor = size(parse_size(b.factor))
+    if b.label:  # the label names the factor (`∗1/τ`); its value goes small below
+        return Drawing(glyph="∗" + text(b.label), note=factor)
+    return Drawing(glyph="∗" + factor)
 
 
 @draws("cast")

@@ -51,6 +51,9 @@ def _fmt(e: sympy.Expr) -> str:
     if e.is_Symbol:  # a size symbol, set in italics as in the paper (`N_iter`: subscript)
         return f"<I>{text(str(e))}</I>"
     if e.is_Integer:
+        n = abs(int(e))
+        if n > 10**5 and n & (n - 1) == 0:  # a large power of two, as one writes it: 2^30
+            return ("−" if e < 0 else "") + f"2<SUP>{n.bit_length() - 1}</SUP>"
         return esc(str(e))
     if e.is_Rational:
         return esc(f"{e.p}/{e.q}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..sizes import Size, parse_size, same, show
+from ..sizes import Size, parse_size, same
 from ..types import TensorType, TupleType, Value
 from .glyphs import Drawing, drawing, port_name
 from .markup import esc, size, text
@@ -64,6 +64,7 @@ class Node:
     """What flows in: (scope, source (box or '', port), the lanes it lands on)."""
     share: float | None = None
     repeat: str = ""
+    """Markup of a collapsed repeated call's count (`N`)."""
     out_groups: list[list[Lane]] = field(default_factory=list)
     """Output bundles whose order is free (a copy's copies), top to bottom."""
     in_groups: list[list[Lane]] = field(default_factory=list)
@@ -90,6 +91,7 @@ class Cluster:
     """group | call"""
     depth: int
     repeat: str = ""
+    """Markup of the repeat count (`N`), '' when not repeated."""
     nodes: list[str] = field(default_factory=list)
     path: str = ""
     """Readable name: `blocks/MLP` for block MLP inside call `blocks`."""
@@ -567,12 +569,13 @@ def _dtype(v: Value) -> str:
 
 
 def _repeat(c, b, show_sizes: bool = False) -> str:
-    """`N` for a call repeated N times (`N=2` with sizes shown), '' for a single call."""
+    """Markup of the count of a repeated call: `N` (`N=2` with sizes shown, `N_iter` with
+    `iter` as a subscript); '' for a single call."""
     r = c.resolve(parse_size(b.repeat))
     if r == 1:
         return ""
     n = c.number(r) if show_sizes and not r.is_number else None
-    return show(r) + (f"={n}" if n is not None else "")
+    return size(r) + (f"={esc(n)}" if n is not None else "")
 
 
 def _through(b, ins, outs, c) -> set[str] | None:

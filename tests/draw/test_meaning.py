@@ -289,3 +289,44 @@ def test_the_one_hot_glyph_does_not_run_into_its_note(name, box):
     lowest = max(bottom for _, bottom in _line_extents(glyph))
     highest = min(top for top, _ in _line_extents(note))
     assert lowest <= highest
+
+
+# ---------------------------------------------------------------- 13. small text
+def _block_texts(svg: str, block: str) -> list[ET.Element]:
+    g = next(g for g in ET.fromstring(svg).iter(SVG + "g") if g.get("id") == f"block:{block}")
+    return [t for t in g.iter(SVG + "text")]
+
+
+def test_a_repeat_count_writes_its_subscript_as_labels_do():
+    # soft_attention's Newton step repeats N_iter times: N with `iter` as a subscript.
+    for sizes, after in ((None, ""), (True, "=20")):
+        texts = _block_texts(render(gallery.get("soft_attention"), sizes=sizes), "newton")
+        title = "".join(t.text or "" for t in texts)
+        assert "_" not in title and title.endswith("× Niter" + after)
+        assert [t.text for t in texts if t.get("baseline-shift") == "sub"] == ["iter"]
+
+
+@pytest.mark.parametrize(
+    "name, box, shown",
+    [
+        ("gla_block", "temperature", "∗1/τ1/16"),  # the label, its value small below
+        ("transnormer_block", "phi_q", "➤φ➤silu"),  # a labelled function says which it is
+        ("sea_attention", "phi_q", "➤φ➤elu+1"),
+        ("gated_deltanet_block", "dt", "➤Δ➤softplus"),
+        ("gla_block", "swish", "➤silu➤"),  # unlabelled: the function is the glyph, once
+        ("vision_transformer", "patchify", "★4↓4×4"),  # the stride said once
+        ("unified_norm_block", "un1", "○UN"),
+        ("transnormer_block", "norm1", "○SRMS"),
+    ],
+)
+def test_each_fact_is_shown_once_and_labels_are_shown(name, box, shown):
+    assert figure(gallery.get(name)).text(box) == shown
+
+
+def test_a_large_power_of_two_is_written_as_one():
+    # I-ViT's integer layer norm divides by 2^30: written 2 with superscript 30.
+    svg = render(gallery.get("ivit_block"))
+    assert "1073741824" not in svg
+    texts = Figure(svg).texts("ln1/big")
+    assert [t.text for t in texts if t.get("baseline-shift") == "super"] == ["30"]
+    assert "".join(t.text or "" for t in texts).startswith("230")
