@@ -40,6 +40,8 @@ def common_subexpressions(c: Checked, live: set[str]) -> dict[str, str]:
         if name not in live:
             continue
         b = c.box(name)
+        # The kind's flag, not `is_learned()`: a batch norm without `affine` learns nothing
+        # but keeps running statistics of its own.
         if b.learned or b.kind in _NO_CSE:
             continue
         srcs = tuple(sorted((p, alias.get(sb, sb), sp) for p, (sb, sp) in c.sources[name].items()))

@@ -473,7 +473,10 @@ class _Printer:
         elif b.kind in ("unary", "binary"):
             what = b.fn
         elif b.acts_on():
-            what = f"{b.kind} over {' '.join(dict.fromkeys(b.acts_on()))}"
+            # A kind that broadcasts over no axis names the axes it is parametrised by: batch
+            # norm's statistics are over every axis but the channel ("batchnorm per C").
+            how = "over" if type(b).broadcasts else "per"
+            what = f"{b.kind} {how} {' '.join(dict.fromkeys(b.acts_on()))}"
         else:
             what = b.kind
         return comment(f"{box}{label}: {what}: {ins} -> {outs}", 400)

@@ -123,7 +123,7 @@ def vision_transformer():
                        "N": 2, "L": 10})  # fmt: skip
     img = b.input("image", "B C Y X")
     with b.group("Patch embedding"):
-        p = b.conv(img, "Y X", "C", "D", 4, stride=4, name="patchify", label="★4 /4")
+        p = b.conv(img, "Y X", "C", "D", 4, stride=4, name="patchify")  # ★4, noted ↓4×4
         p = b.merge_axes(p, "Y X", "T", name="patches")  # B D T
         p = b.permute(p, "B T D", name="tokens")
         p = b.add(p, b.param("T D", name="pos_embed", label="E^pos"), name="add_pos")

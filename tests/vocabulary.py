@@ -35,7 +35,7 @@ def _double():
 
 CASES: dict[str, Case] = {
     "linear": Case({"x": "B T D"}, lambda b, w: b.linear(w["x"], "D", "H K", label="L^Q"),
-                   {"out": "B T H K"}, "LQ"),
+                   {"out": "B T H K"}, "L₊Q"),  # a bias (the default): L₊, named Q
     "param": Case({}, lambda b, w: b.param("T D", label="E^pos"), {"out": "T D"}, "Epos"),
     "embedding": Case({"x": "B T:int64"}, lambda b, w: b.embedding(w["x"], "W", "D"),
                       {"out": "B T D"}, "E"),

@@ -21,14 +21,16 @@ TUPLE_STUB = 14  # wider where a dashed line must show between tuple members
 GLYPH_PT = 13
 TITLE_PT = 12
 NOTE_PT = 8
+PORT_PT = 7
 WIRE_PT = 8
 GLYPH_FONT = "DejaVu Sans"
 _TAG = re.compile(r"<[^>]*>")
 
 
 def _plain_len(markup: str) -> int:
-    s = _TAG.sub("", markup)
-    return len(re.sub(r"&[a-z#0-9]+;", "x", s))
+    """Characters of the longest line of `markup` (lines split at <BR/>)."""
+    lines = (_TAG.sub("", line) for line in markup.split("<BR/>"))
+    return max(len(re.sub(r"&[a-z#0-9]+;", "x", s)) for s in lines)
 
 
 def _body_width(node: Node) -> int:
@@ -59,14 +61,16 @@ def _body(node: Node, theme: Theme, colour: str = "") -> str:
         # either lack them or fall back to tiny ones.
         # A word-like pictogram (➤gelu➤, ∗K^−1/2) a size smaller than a symbol (◗, ◁).
         pt = GLYPH_PT if _plain_len(d.glyph) <= 3 else GLYPH_PT - 2
-        parts.append(f'<FONT POINT-SIZE="{pt}" FACE="{GLYPH_FONT}">{d.glyph}</FONT>')
+        # Bold marks a learned box: its title, or its pictogram where it has no title (`★3`).
+        g = f"<B>{d.glyph}</B>" if node.learned and not d.title else d.glyph
+        parts.append(f'<FONT POINT-SIZE="{pt}" FACE="{GLYPH_FONT}">{g}</FONT>')
     if d.title:
         t = f"<B>{d.title}</B>" if node.learned or node.role in ("group", "call") else d.title
         parts.append(f'<FONT POINT-SIZE="{TITLE_PT}">{t}</FONT>')
     if d.note:
         parts.append(f'<FONT POINT-SIZE="{NOTE_PT}">{d.note}</FONT>')
     if node.repeat:
-        parts.append(f'<FONT POINT-SIZE="{NOTE_PT + 1}">× {esc(node.repeat)}</FONT>')
+        parts.append(f'<FONT POINT-SIZE="{NOTE_PT + 1}">× {node.repeat}</FONT>')
     text = "<BR/>".join(parts) or " "
     return f'<FONT COLOR="{colour}">{text}</FONT>' if colour else text
 
@@ -82,6 +86,9 @@ def _spans(k: int, n: int) -> list[int]:
 
 
 def _stub_width(lanes: list[Lane]) -> int:
+    named = max((_plain_len(ln.name) for ln in lanes), default=0)
+    if named:  # wide enough for the port's name
+        return max(int(named * PORT_PT * 0.6) + 4, STUB)
     return TUPLE_STUB if any(ln.sep for ln in lanes) else STUB
 
 
@@ -92,7 +99,18 @@ def _stub(ln: Lane, theme: Theme, span: int = 1, width: int = STUB) -> str:
         attrs += f' ROWSPAN="{span}"'
     if ln.sep:
         attrs += f' BORDER="1" SIDES="T" STYLE="dashed" COLOR="{theme.ink}"'
-    return f"<TD {attrs}>{_bar(width, theme.wire)}</TD>"
+    bar = _bar(width, theme.wire)
+    if ln.name:
+        # The port's name just above the line, an empty row as high below it, so that the line
+        # stays in the middle of the row, where the wire arrives.
+        half = (ROW - 1) // 2
+        bar = (
+            '<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0">'
+            f'<TR><TD HEIGHT="{half}" VALIGN="BOTTOM"><FONT POINT-SIZE="{PORT_PT}">{ln.name}'
+            f"</FONT></TD></TR><TR><TD>{bar}</TD></TR>"
+            f'<TR><TD HEIGHT="{half}"></TD></TR></TABLE>'
+        )
+    return f"<TD {attrs}>{bar}</TD>"
 
 
 def node_label(node: Node, theme: Theme, scale: float = 1.0) -> str:
@@ -233,7 +251,7 @@ def to_dot(
     def emit_cluster(c: Cluster, indent: str) -> None:
         fill = theme.cluster_fill[c.depth % len(theme.cluster_fill)]
         title = c.title + (
-            f'  <FONT POINT-SIZE="{TITLE_PT}">× {esc(c.repeat)}</FONT>' if c.repeat else ""
+            f'  <FONT POINT-SIZE="{TITLE_PT}">× {c.repeat}</FONT>' if c.repeat else ""
         )
         line = theme.repeat_line if c.repeat else theme.cluster_line
         style = '"filled,rounded,bold"' if c.repeat else '"filled,rounded"'
@@ -268,10 +286,8 @@ def to_dot(
         # Classes name the axis and the ports, so that the SVG can be styled and checked.
         kind = f"axis-{_cls(w.axis)}" if w.axis else "scalar"
         cls = f"wire {kind} from-{w.tail[1].port} to-{w.head[1].port}"
-        label = w.label  # the axis' name in italics, as size symbols are set in the paper
-        if w.axis:
-            label = label.replace(esc(w.axis), f"<I>{esc(w.axis)}</I>", 1)
-        attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{label}>"
+        # the label is markup: the axis' name (or size) in italics, as the paper sets sizes
+        attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{w.label}>"
         if not w.axis:
             attrs += " style=dotted"
         lines.append(

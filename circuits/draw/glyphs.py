@@ -16,8 +16,9 @@ from .markup import esc, size, text
 
 @dataclass(frozen=True)
 class Drawing:
-    """How a box looks: `glyph` (the pictogram, large), `title` (bold name of a learned map or a
-    block), `note` (small caption: the axes or the constant the box acts with)."""
+    """How a box looks: `glyph` (the pictogram, large), `title` (the box's name: `L^Q`, `LN`, a
+    block's title; bold where the box is learned), `note` (small caption: the axes or the
+    constant the box acts with). A learned box without a title has its glyph bold (`★3`)."""
 
     glyph: str = ""
     title: str = ""
@@ -36,7 +37,16 @@ def _axes(names) -> str:
 # ---------------------------------------------------------------- learned
 @draws("linear")
 def _linear(b) -> Drawing:
-    return Drawing(title=text(b.label or ("L₊" if b.bias else "L")), note=_linear_note(b))
+    return Drawing(title=text(_biased(b.label or "L", b.bias)), note=_linear_note(b))
+
+
+def _biased(label: str, bias: bool) -> str:
+    """A linear map's label with its bias marked as in `L₊`: `L^R` -> `L₊^R` (the ₊ before the
+    first script), unless the label marks it already."""
+    if not bias or "₊" in label:
+        return label
+    at = min((i for i in (label.find("^", 1), label.find("_", 1)) if i > 0), default=len(label))
+    return label[:at] + "₊" + label[at:]
 
 
 @draws("param")
@@ -76,8 +86,15 @@ _UNARY_SHORT = {
 
 @draws("unary")
 def _unary(b) -> Drawing:
-    name = text(b.label) if b.label else esc(_UNARY_SHORT.get(b.fn, b.fn))
-    return Drawing(glyph=f"➤{name}➤")  # NCD's arrowed letter: ➤R➤
+    if not b.label:
+        return Drawing(glyph=f"➤{esc(_UNARY_SHORT.get(b.fn, b.fn))}➤")  # NCD's arrowed letter: ➤R➤
+    # A label names the role (φ, Δ); the function it is goes small below, unless it says it.
+    fn = _UNARY_NAME.get(b.fn, b.fn)
+    return Drawing(glyph=f"➤{text(b.label)}➤", note="" if b.label in (fn, b.fn) else esc(fn))
+
+
+# How a function is written under a label that names its role (`➤φ➤` over "elu+1").
+_UNARY_NAME = {"elu_plus_one": "elu+1", "logsigmoid": "log σ", "sigmoid": "σ"}
 
 
 _BINARY = {"add": "+", "sub": "−", "mul": "⊙", "div": "÷", "maximum": "max", "minimum": "min"}
@@ -90,7 +107,10 @@ def _binary(b) -> Drawing:
 
 @draws("scale")
 def _scale(b) -> Drawing:
-    return Drawing(glyph="∗" + size(parse_size(b.factor)))
+    factor = size(parse_size(b.factor))
+    if b.label:  # the label names the factor (`∗1/τ`); its value goes small below
+        return Drawing(glyph="∗" + text(b.label), note=factor)
+    return Drawing(glyph="∗" + factor)
 
 
 @draws("cast")
@@ -127,12 +147,28 @@ _NORM_SHORT = {
 }
 
 
-@draws("layernorm", "rmsnorm", "batchnorm", "groupnorm", "unifiednorm", "normalize")
+@draws("layernorm", "rmsnorm", "batchnorm", "groupnorm", "unifiednorm")
 def _norm(b) -> Drawing:
-    note = _NORM_SHORT.get(b.kind, "") + (f" /{b.groups}" if b.kind == "groupnorm" else "")
-    if b.kind == "normalize":
-        note = f"ℓ{b.p}"
-    return Drawing(glyph="○", title=text(b.label), note=esc(note))
+    # The norm's name is its title (bold when it learns a scale); the kind is noted only where
+    # a label names it otherwise (`SRMS` says RMS already).
+    title, note = _norm_name(b.label, b.kind)
+    if b.kind == "groupnorm":
+        note = " ".join(x for x in (note, f"g={b.groups}") if x)
+    return Drawing(glyph="○", title=title, note=esc(note))
+
+
+@draws("normalize")
+def _normalize(b) -> Drawing:
+    return Drawing(glyph="○", title=text(b.label), note=esc(f"ℓ{b.p}"))
+
+
+def _norm_name(label: str, kind: str) -> tuple[str, str]:
+    """(title, note) of a norm: its label or short name, and the short name where the label
+    does not contain it."""
+    short = _NORM_SHORT[kind]
+    if not label:
+        return esc(short), ""
+    return text(label), "" if short in label else short
 
 
 # ---------------------------------------------------------------- reduction
@@ -263,8 +299,19 @@ def _attention(b) -> Drawing:
 
 @draws("linear_attention")
 def _linear_attention(b) -> Drawing:
+    # The variant, then what else tells two such boxes apart: the lightning decay's factor c
+    # (λ_h = exp(−c·2^(−8h/H)); c = 0 is no decay at all), causal, the normaliser, the scale.
     packing = (" packed" if b.causal else " windows") if b.packed else ""
-    return Drawing(glyph="◗◗", title=text(b.label), note=esc(b.variant + packing))
+    options = ["causal" if b.causal else ""]
+    if b.variant == "lightning":
+        c = parse_size(b.decay_scale or "1")
+        options.append("no decay" if c.is_number and c == 0 else "decay c=" + size(c))
+    options.append("norm" if b.normalize else "")
+    options.append("∗" + size(parse_size(b.scale)) if b.scale is not None else "")
+    note = "<BR/>".join(
+        x for x in (esc(b.variant + packing), ", ".join(filter(None, options))) if x
+    )
+    return Drawing(glyph="◗◗", title=text(b.label), note=note)
 
 
 @draws("call")
@@ -280,6 +327,14 @@ def _opaque(b) -> Drawing:
 def drawing(box) -> Drawing:
     """The drawing of `box` (its kind's rule)."""
     return GLYPHS[box.kind](box)
+
+
+_PORT_SYMBOLS = {"beta": "β"}
+
+
+def port_name(port: str) -> str:
+    """An input port's name as written on its stub (`q`, `g`, `β` for port `beta`)."""
+    return esc(_PORT_SYMBOLS.get(port, port))
 
 
 # Comparisons (binary): 1 where they hold, 0 elsewhere.
@@ -323,7 +378,7 @@ def _requantize(b) -> Drawing:
 
 @draws("int_linear")
 def _int_linear(b) -> Drawing:
-    return Drawing(title=text(b.label or ("L₊" if b.bias else "L")), note=esc("int8 → int32"))
+    return Drawing(title=text(_biased(b.label or "L", b.bias)), note=esc("int8 → int32"))
 
 
 @draws("short_conv")
@@ -339,7 +394,8 @@ def _short_conv(b) -> Drawing:
 @draws("add_norm")
 def _add_norm(b) -> Drawing:
     # Fused: the residual add, then the norm's circle.
-    return Drawing(glyph="+○", title=text(b.label), note=esc(_NORM_SHORT[b.norm]))
+    title, note = _norm_name(b.label, b.norm)
+    return Drawing(glyph="+○", title=title, note=esc(note))
 
 
 # ---------------------------------------------------------------- routing
@@ -365,9 +421,9 @@ def _scatter(b) -> Drawing:
 @draws("one_hot")
 def _one_hot(b) -> Drawing:
     dtype = "" if b.dtype == "float32" else " " + esc(b.dtype)
-    return Drawing(
-        glyph="1<SUB>&#91;·&#93;</SUB>", title=text(b.label), note=_axes([b.into]) + dtype
-    )
+    # On the line, not subscripted: Graphviz gives a subscript no room, and it ran into the
+    # note below.
+    return Drawing(glyph="1&#91;·&#93;", title=text(b.label), note=_axes([b.into]) + dtype)
 
 
 @draws("compare")

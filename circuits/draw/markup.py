@@ -40,16 +40,20 @@ def text(s: str) -> str:
 
 
 def size(expr: sympy.Expr) -> str:
-    """A size or constant as a label fragment: `K<SUP>−1/2</SUP>`, `H·K`, `16`."""
+    """A size or constant as a label fragment: `K<SUP>−1/2</SUP>`, `H·K`, `16`, `T+3`, `2F`,
+    `⌊Y/2⌋` (symbols in italics)."""
     expr = sympy.sympify(expr)  # a Size, through its one conversion
     expr = sympy.nsimplify(expr) if expr.has(sympy.Float) else expr
     return _fmt(expr)
 
 
 def _fmt(e: sympy.Expr) -> str:
-    if e.is_Symbol:  # a size symbol, set in italics as in the paper
-        return f"<I>{esc(str(e))}</I>"
+    if e.is_Symbol:  # a size symbol, set in italics as in the paper (`N_iter`: subscript)
+        return f"<I>{text(str(e))}</I>"
     if e.is_Integer:
+        n = abs(int(e))
+        if n > 10**5 and n & (n - 1) == 0:  # a large power of two, as one writes it: 2^30
+            return ("−" if e < 0 else "") + f"2<SUP>{n.bit_length() - 1}</SUP>"
         return esc(str(e))
     if e.is_Rational:
         return esc(f"{e.p}/{e.q}")
@@ -60,7 +64,38 @@ def _fmt(e: sympy.Expr) -> str:
         return f"{b}<SUP>{esc(ex.replace('-', '−'))}</SUP>"
     if isinstance(e, sympy.Mul):
         coeff, rest = e.as_coeff_Mul()
-        parts = [] if coeff == 1 else [_fmt(coeff)]
-        parts += [_fmt(f) for f in sympy.Mul.make_args(rest)]
-        return "·".join(parts)
+        if coeff < 0:
+            return "−" + _fmt(-e)
+        # a fraction: what is divided by a whole power (l/L, Y/2), the rest above the line
+        num, den = [], []
+        for f in sympy.Mul.make_args(rest):
+            base, ex = f.as_base_exp()
+            if ex.is_Integer and ex < 0:
+                den.append(base**-ex)
+            else:
+                num.append(f)
+        p, q = (coeff.p, coeff.q) if coeff.is_Rational else (coeff, 1)
+        top = _product(p, num)
+        if q == 1 and not den:
+            return top
+        bottom = _product(q, den)
+        return f"{top}/({bottom})" if len(den) + (q != 1) > 1 else f"{top}/{bottom}"
+    if isinstance(e, sympy.Add):
+        out = ""
+        for i, term in enumerate(e.as_ordered_terms()):
+            negative = term.could_extract_minus_sign()
+            body = _fmt(-term if negative else term)
+            out += ("−" if negative else "+" if i else "") + body
+        return out
+    if isinstance(e, sympy.floor | sympy.ceiling):
+        left, right = ("⌊", "⌋") if isinstance(e, sympy.floor) else ("⌈", "⌉")
+        return left + _fmt(e.args[0]) + right
     return esc(show(e))
+
+
+def _product(n, factors: list) -> str:
+    """A whole number times factors as one writes it: `2F`, `H·K`, `2(T+1)`, `3`."""
+    body = "·".join(f"({_fmt(f)})" if f.is_Add else _fmt(f) for f in factors)
+    if n == 1:
+        return body or "1"
+    return f"{_fmt(sympy.sympify(n))}{body}"

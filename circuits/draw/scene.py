@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..sizes import parse_size, show
+from ..sizes import Size, parse_size, same
 from ..types import TensorType, TupleType, Value
-from .glyphs import Drawing, drawing
-from .markup import esc, text
+from .glyphs import Drawing, drawing, port_name
+from .markup import esc, size, text
 
 
 @dataclass
@@ -27,12 +27,16 @@ class Lane:
 
     axis: str
     label: str
-    """Markup of the wire's label: the axis' name, and its size when shown."""
+    """Markup of the wire's label: the axis' name in italics, and its size when shown; its size
+    where that is not the axis' own (`T+3`)."""
     port: str = ""
     sep: bool = False
     """First lane of a new operand or tuple member (a dashed line above it)."""
     ends: bool = False
     """The wire stops in the box (a contracted or reduced axis)."""
+    name: str = ""
+    """Markup of the input port's name, written on the stub of the port's first lane (boxes
+    whose kind has `named_ports`)."""
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Node:
     kind: str
     family: str
     learned: bool
+    """The box holds learned tensors (`is_learned()`): drawn bold."""
     drawing: Drawing
     cluster: str | None
     tooltip: str = ""
@@ -59,6 +64,7 @@ class Node:
     """What flows in: (scope, source (box or '', port), the lanes it lands on)."""
     share: float | None = None
     repeat: str = ""
+    """Markup of a collapsed repeated call's count (`N`)."""
     out_groups: list[list[Lane]] = field(default_factory=list)
     """Output bundles whose order is free (a copy's copies), top to bottom."""
     in_groups: list[list[Lane]] = field(default_factory=list)
@@ -85,6 +91,7 @@ class Cluster:
     """group | call"""
     depth: int
     repeat: str = ""
+    """Markup of the repeat count (`N`), '' when not repeated."""
     nodes: list[str] = field(default_factory=list)
     path: str = ""
     """Readable name: `blocks/MLP` for block MLP inside call `blocks`."""
@@ -156,14 +163,46 @@ class _Builder:
         self.clusters: dict[tuple[str, str], Cluster] = {}
         self.n_nodes = 0
         self._by_id: dict[str, Cluster] = {}
+        self._labels: dict[tuple[int, object], str] = {}
+        self._owns: dict[int, dict[str, Size]] = {}
 
     # -- labels
     def label(self, scope: Scope, axis) -> str:
-        name = esc(axis.name)
-        if not self.opts.show_sizes:
+        """The axis' name in italics (`T`; `T=16` with sizes shown). A wire whose size is not
+        its axis' own size is labelled with its size instead, in terms of the axis where that
+        can be said (a padded convolution's `T+3`, a concatenation's `2F`, a pooled `Y/2`),
+        else as it is (a strided convolution's `⌊Y/2⌋`): under the axis' name alone it would
+        read as `T` positions."""
+        key = (id(scope.checked), axis)
+        if key not in self._labels:
+            self._labels[key] = self._label(scope.checked, axis)
+        return self._labels[key]
+
+    def _label(self, c, axis) -> str:
+        name = f"<I>{text(axis.name)}</I>"
+        if self.opts.show_sizes:
+            n = c.number(axis.size)
+            return name if n is None else f"{name}={esc(n)}"
+        own = self._own_size(c, axis.name)
+        here = c.resolve(axis.size)
+        if same(here, own):
             return name
-        n = scope.checked.number(axis.size)
-        return name if n is None else f"{name}={esc(n)}"
+        ratio, extra = (here / own).sympy, (here - own).sympy
+        if ratio.is_number:
+            return size(ratio * Size.of(axis.name).sympy)
+        if extra.is_number:
+            return size(Size.of(axis.name).sympy + extra)
+        return size(axis.size)
+
+    def _own_size(self, c, name: str) -> Size:
+        """The size an axis name stands for: its entry in the circuit's axis table, else the
+        size it has where it first appears (a top-k's `k` is 2 throughout)."""
+        if id(c) not in self._owns:
+            owns = c.axis_sizes()
+            owns.update({a: c.resolve(parse_size(e)) for a, e in c.circuit.axes.items()})
+            self._owns[id(c)] = owns
+        own = self._owns[id(c)].get(name)
+        return c.resolve(Size.of(name)) if own is None else own
 
     def lanes(self, scope: Scope, v: Value) -> list[Lane]:
         """One lane per wire of `v`; a dashed line separates tuple members. A scalar has no
@@ -278,7 +317,7 @@ class _Builder:
             d = Drawing(
                 title=text(b.label) if b.label else esc(sub.circuit.title or sub.circuit.name)
             )
-        node = self._add(path, role, b.kind, type(b).family, type(b).learned, d, cluster)
+        node = self._add(path, role, b.kind, type(b).family, b.is_learned(), d, cluster)
         node.repeat = _repeat(c, b, self.opts.show_sizes) if b.kind == "call" else ""
         node.share = self._share(path)
         node.tooltip = _tooltip(b, ins, outs, c.params[b.name])
@@ -326,6 +365,8 @@ class _Builder:
             lanes = self.lanes(s, v)
             for ln in lanes:
                 ln.ends = ln.axis not in kept
+            if type(b).named_ports:
+                lanes[0].name = port_name(p)
             node.ins += lanes
             node.feeds.append((s, c.sources[b.name][p], lanes))
             if b.kind == "contract" or (b.kind == "binary" and b.fn in _COMMUTATIVE):
@@ -528,12 +569,13 @@ def _dtype(v: Value) -> str:
 
 
 def _repeat(c, b, show_sizes: bool = False) -> str:
-    """`N` for a call repeated N times (`N=2` with sizes shown), '' for a single call."""
+    """Markup of the count of a repeated call: `N` (`N=2` with sizes shown, `N_iter` with
+    `iter` as a subscript); '' for a single call."""
     r = c.resolve(parse_size(b.repeat))
     if r == 1:
         return ""
     n = c.number(r) if show_sizes and not r.is_number else None
-    return show(r) + (f"={n}" if n is not None else "")
+    return size(r) + (f"={esc(n)}" if n is not None else "")
 
 
 def _through(b, ins, outs, c) -> set[str] | None:
@@ -541,15 +583,17 @@ def _through(b, ins, outs, c) -> set[str] | None:
 
     An elementwise box (➤R➤, ∗K^−1/2, cast, dropout, mask) has the whole bundle go through
     its body: it applies to every element, and a body with no wire in it floats detached
-    from the data it transforms. So does a box none of whose input wires it names (an
-    embedding looks its whole index tensor up). Axes between two named ones go through the
-    body too, so that the body is one block of rows and the bundle keeps its order."""
+    from the data it transforms. So does a box that broadcasts over no axis (batch norm,
+    whose statistics couple every axis but the channel: `broadcasts` False) and a box none of
+    whose input wires it names (an embedding looks its whole index tensor up). Axes between
+    two named ones go through the body too, so that the body is one block of rows and the
+    bundle keeps its order."""
     if len(ins) != 1 or len(outs) != 1 or b.kind in ("call", "opaque"):
         return None
     x, y = next(iter(ins.values())), next(iter(outs.values()))
     if not isinstance(x, TensorType) or not isinstance(y, TensorType):
         return None
-    if type(b).family == "elementwise":
+    if type(b).family == "elementwise" or not type(b).broadcasts:
         return set()
     acts = set(b.acts_on())
     keep = set()

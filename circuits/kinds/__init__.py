@@ -9,7 +9,9 @@ Adding a box kind, in order:
    family module is also added to `FAMILIES` below), decorated `@box_kind`. It holds
    `kind: Literal["name"] = "name"`, typed parameters each with a docstring, the shape rule
    `infer(ins, ctx)`, and where they differ from `BoxBase`: `ports()`, `params()` (learned
-   tensors), `acts_on()`, `family` (drawing colour and editor palette section), `learned`.
+   tensors), `acts_on()`, `broadcasts` (False where the operation couples the axes it does not
+   name), `family` (drawing colour and editor palette section), `learned`, and `is_learned()`
+   where an option decides whether the box learns anything (a norm's `affine`).
    Element types are `ncd.circuits.types.Dtype` / `FloatDtype` (the one list, `DTYPES`).
    A Builder shorthand (`circuits/builder.py`) is optional: `b.box("name", ...)` makes any kind.
 2. Its drawing: `@draws("name")` in `circuits/draw/glyphs.py` (the pictogram docs/notation.md

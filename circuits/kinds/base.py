@@ -124,6 +124,16 @@ class BoxBase(BaseModel):
 
     family: ClassVar[str] = "other"  # drawing colour and palette section
     learned: ClassVar[bool] = False
+    """Whether boxes of the kind hold learned tensors; `is_learned()` says it of one box."""
+    broadcasts: ClassVar[bool] = True
+    """Whether the axes `acts_on()` does not name are broadcast through the operation (it is
+    applied to each of their positions alone). False where the operation couples them: batch
+    norm's statistics are taken over every axis but the channel, so no axis passes it by."""
+
+    named_ports: ClassVar[bool] = False
+    """Whether the drawing names the input ports on their stubs: the inputs play roles the
+    pictogram does not tell apart (a fused attention's q and k, or g and beta, may carry the
+    same axes)."""
 
     def ports(self) -> list[str]:
         """Input port names, in the order the operation takes them."""
@@ -137,8 +147,14 @@ class BoxBase(BaseModel):
         return {}
 
     def acts_on(self) -> tuple[str, ...]:
-        """The axes the operation names (all others are broadcast through it)."""
+        """The axes the operation names (all others are broadcast through it, unless the kind
+        sets `broadcasts` False)."""
         return ()
+
+    def is_learned(self) -> bool:
+        """Whether this box holds learned tensors (drawn bold): the kind's `learned`, except
+        where an option decides (a norm with `affine` False learns nothing)."""
+        return type(self).learned
 
 
 def tensor(ins: dict[str, Value], port: str) -> TensorType:

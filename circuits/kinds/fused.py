@@ -41,6 +41,7 @@ class _AttentionLike(BoxBase):
     causal: bool = False
     """Query i attends to keys j <= i."""
     family = "attention"
+    named_ports = True
 
     def extra_ports(self) -> list[str]:
         return []
@@ -295,6 +296,9 @@ class AddNorm(BoxBase):
 
     def acts_on(self):
         return tuple(self.over)
+
+    def is_learned(self):
+        return self.affine
 
 
 @box_kind

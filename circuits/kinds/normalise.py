@@ -58,6 +58,9 @@ class _AffineNorm(BoxBase):
     def acts_on(self):
         return self.over
 
+    def is_learned(self):
+        return self.affine
+
 
 @box_kind
 class LayerNorm(_AffineNorm):
@@ -85,6 +88,7 @@ class _ChannelNorm(BoxBase):
     """Update rate of the running statistics."""
     family = "normalisation"
     learned = True
+    broadcasts = False  # the statistics couple every axis but the channel
 
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
@@ -95,7 +99,12 @@ class _ChannelNorm(BoxBase):
         return _per_channel(self, ins)
 
     def acts_on(self):
+        """The channel, which the scale and shift are indexed by; the other axes are not
+        broadcast (`broadcasts`): the statistics are taken over all of them."""
         return (self.channel,)
+
+    def is_learned(self):
+        return self.affine
 
 
 @box_kind
@@ -141,6 +150,9 @@ class GroupNorm(BoxBase):
 
     def acts_on(self):
         return (self.channel, *self.over)
+
+    def is_learned(self):
+        return self.affine
 
 
 @box_kind

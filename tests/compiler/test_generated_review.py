@@ -126,6 +126,13 @@ def test_a_size_learned_in_a_subcircuit_follows_the_config():
         assert torch.equal(written[key], compiled[key]), key
 
 
+def test_box_comments_say_what_the_statistics_are_over():
+    # Layer norm's statistics are over D, per position; batch norm's are over every axis but
+    # the channel, with a scale and shift per channel: "over C" would say the opposite.
+    assert "# ln1: layernorm over D: [B T D]" in to_source(gallery.get("transformer_block"))
+    assert "# bn1: batchnorm per C: [B C Y X]" in to_source(gallery.get("resnet_block"))
+
+
 def test_expressions_are_written_exactly():
     """A size expression is written only where it gives the very number the graph holds."""
     from ncd.circuits.sizes import parse_size

@@ -93,7 +93,12 @@ def test_cli_writes_every_format(tmp_path, capsys):
     dot = (tmp_path / "block.dot").read_text()
     assert 'id="box:MLP"' in dot and 'id="box:ff_up"' not in dot and "<I>D</I>=32" in dot
     assert main(["render", "transformer", "--depth", "0"]) == 0
-    assert "× N" in capsys.readouterr().out
+    out = capsys.readouterr().out  # after the "wrote …" lines of the renders above
+    svg = ET.fromstring(out[out.index("<svg") :])
+    texts = [t for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    # the repeat count, its size symbol N in italics as on the wires
+    count = next(i for i, t in enumerate(texts) if t.text == "× ")
+    assert texts[count + 1].text == "N" and texts[count + 1].get("font-style") == "italic"
 
 
 @pytest.mark.parametrize(

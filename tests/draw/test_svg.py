@@ -127,7 +127,7 @@ def test_learned_boxes_bold_with_their_names_and_glyphs_per_kind():
     d = draw(gallery.get("multihead_attention"))
     q = d.nodes["box:q_proj"]
     bold = [t for t in q.iter(SVG + "text") if t.get("font-weight") == "bold"]
-    assert "".join(t.text or "" for t in bold) == "LQ"  # L^Q: Q as superscript
+    assert "".join(t.text or "" for t in bold) == "L₊Q"  # L^Q with a bias: ₊, Q superscript
     assert any(t.get("baseline-shift") == "super" for t in q.iter(SVG + "text"))
     assert "learned" in d.classes("box:q_proj") and "learned" not in d.classes("box:scores")
     assert "◗" in d.text(d.nodes["box:scores"]) and "Σ K" in d.text(d.nodes["box:scores"])

@@ -1,0 +1,332 @@
+"""What a box's drawing claims about the operation, read back from the SVG: which axes are
+broadcast past it, whether it is learned (bold), what its wires hold, what its ports are.
+
+The expectations are written from the operations' definitions (batch norm's statistics, which
+boxes hold weights, the sizes a convolution's padding makes), not from the renderer's code."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from ncd import gallery
+from ncd.circuits.builder import Builder
+from ncd.circuits.draw import render
+
+SVG = "{http://www.w3.org/2000/svg}"
+_EDGE_TITLE = re.compile(r"^(n\d+):e->(n\d+):w$")
+
+
+class Figure:
+    """The SVG as boxes (by `box:path` id; inputs and outputs `terminal:box:name`) and wires
+    (tail box, head box, ports, label)."""
+
+    def __init__(self, svg: str):
+        root = ET.fromstring(svg)
+        self.nodes: dict[str, ET.Element] = {}
+        gv: dict[str, str] = {}
+        self.wires: list[dict] = []
+        for g in root.iter(SVG + "g"):
+            cls = g.get("class", "").split()
+            if "node" in cls:
+                key = g.get("id")  # an input or output may share its name with a box
+                if "role-input" in cls or "role-output" in cls:
+                    key = "terminal:" + key
+                self.nodes[key] = g
+                gv[g.find(SVG + "title").text] = key
+            elif "wire" in cls:
+                tail, head = _EDGE_TITLE.match(g.find(SVG + "title").text).groups()
+                self.wires.append(
+                    {"tail": tail, "head": head,
+                     "tport": next(c[5:] for c in cls if c.startswith("from-")),
+                     "hport": next(c[3:] for c in cls if c.startswith("to-")),
+                     "label": "".join("".join(t.itertext()) for t in g.iter(SVG + "text"))}
+                )  # fmt: skip
+        for w in self.wires:
+            w["tail"], w["head"] = gv[w["tail"]], gv[w["head"]]
+
+    def into(self, box: str) -> list[dict]:
+        return [w for w in self.wires if w["head"] == f"box:{box}"]
+
+    def out_of(self, box: str) -> list[dict]:
+        return [w for w in self.wires if w["tail"] == f"box:{box}"]
+
+    def texts(self, box: str) -> list[ET.Element]:
+        return list(self.nodes[f"box:{box}"].iter(SVG + "text"))
+
+    def text(self, box: str) -> str:
+        return "".join("".join(t.itertext()) for t in self.texts(box))
+
+    def bold(self, box: str) -> str:
+        """The text of the box set in bold."""
+        return "".join(t.text or "" for t in self.texts(box) if t.get("font-weight") == "bold")
+
+
+def figure(circuit, **kw) -> Figure:
+    return Figure(render(circuit, **kw))
+
+
+# ---------------------------------------------------------------- 1. what is broadcast
+def _channel_norms() -> Builder:
+    b = Builder("norms")
+    x = b.input("x", "B C Y X")
+    b.output("y_bn", b.batchnorm(x, "C", name="bn"))
+    b.output("y_un", b.unifiednorm(x, "C", name="un"))
+    b.output("y_gn", b.groupnorm(x, "C", 2, "Y X", name="gn"))
+    return b
+
+
+def test_batch_and_unified_norm_take_the_whole_bundle_into_the_box():
+    # Batch (and unified) norm: per channel, statistics over every other axis, B included. No
+    # axis is applied to position by position, so none passes the box by on a pass-through
+    # row (t*): every wire enters the body on an input row (i*) and leaves on an output row.
+    f = figure(_channel_norms().build())
+    for box in ("bn", "un"):
+        assert sorted((w["label"], w["hport"][0]) for w in f.into(box)) == [
+            ("B", "i"), ("C", "i"), ("X", "i"), ("Y", "i")
+        ]  # fmt: skip
+        assert {w["tport"][0] for w in f.out_of(box)} == {"o"}
+    # Group norm is per sample: B is broadcast (passes by), C Y X enter.
+    gn = {w["label"]: w["hport"][0] for w in f.into("gn")}
+    assert gn == {"B": "t", "C": "i", "Y": "i", "X": "i"}
+
+
+def test_resnet_batch_norms_take_the_whole_bundle():
+    f = figure(gallery.get("resnet_block"))
+    for box in ("bn1", "bn2"):
+        assert sorted(w["label"] for w in f.into(box)) == sorted("BCYX")
+        assert all(w["hport"].startswith("i") for w in f.into(box))
+
+
+def test_layer_norm_still_broadcasts_over_the_positions():
+    b = Builder("ln")
+    b.output("y", b.layernorm(b.input("x", "B T D"), "D", name="ln"))
+    ln = {w["label"]: w["hport"][0] for w in figure(b.build()).into("ln")}
+    assert ln == {"B": "t", "T": "t", "D": "i"}
+
+
+# ---------------------------------------------------------------- 2. bold means learned
+def _learned_and_not() -> Builder:
+    b = Builder("bold")
+    x = b.input("x", "B C T")
+    b.output("y1", b.rmsnorm(x, "C", affine=False, name="srms", label="SRMS"))
+    b.output("y2", b.rmsnorm(x, "C", name="rms"))
+    b.output("y3", b.box("batchnorm", {"x": x}, "bn_fixed", channel="C", affine=False))
+    b.output("y4", b.conv(x, "T", "C", "O", 3, padding=1, name="conv"))
+    b.output("y5", b.linear(x, "C", "O", name="biased", label="L^R"))
+    b.output("y6", b.linear(x, "C", "O", bias=False, name="plain", label="L^Q"))
+    b.output("y7", b.normalize(x, "C", name="l2"))
+    return b
+
+
+@pytest.mark.parametrize(
+    "box, bold",
+    [
+        ("srms", ""),  # RMS norm without a learned scale: nothing bold
+        ("rms", "RMS"),  # with one: its name bold
+        ("bn_fixed", ""),
+        ("conv", "★3"),  # a convolution has weights, labelled or not
+        ("biased", "L₊R"),  # L^R with a bias: the ₊ of L₊ is kept, before the superscript
+        ("plain", "LQ"),
+        ("l2", ""),  # dividing by the l2 norm learns nothing
+    ],
+)
+def test_bold_marks_exactly_the_boxes_that_hold_learned_tensors(box, bold):
+    c = _learned_and_not().build()
+    f = figure(c)
+    assert f.bold(box) == bold
+    checked = c.check()
+    holds = bool(checked.params[box])  # the box's learned tensors, from its shape rule
+    assert ("learned" in f.nodes[f"box:{box}"].get("class").split()) == holds == bool(bold)
+
+
+def test_srms_is_not_bold_and_says_rms_once():
+    # TransNormer's SRMSNorm has no learned scale (`affine=False`).
+    f = figure(gallery.get("transnormer_block"))
+    for box in ("norm1", "out_norm", "norm2"):
+        assert f.bold(box) == ""
+        assert f.text(box).count("RMS") == 1
+    assert f.bold("q_proj") == "LQ"  # no bias: no ₊
+
+
+def test_gla_labelled_maps_with_a_bias_keep_their_plus():
+    f = figure(gallery.get("gla_block"))
+    assert f.bold("g_up") == "L₊α2" and f.bold("r_proj") == "L₊R"
+    assert f.bold("g_down") == "Lα1"  # no bias
+    assert f.bold("norm") == "RMS"  # RMS norm with its learned scale
+
+
+def test_unlabelled_convolutions_are_bold():
+    f = figure(gallery.get("convolutions"))
+    for box, star in [("strided", "★4"), ("dilated", "★3"), ("depthwise", "★3")]:
+        assert f.bold(box) == star
+    assert f.bold("transposed") == "★T4"
+
+
+# ---------------------------------------------------------------- 4. a wire's size
+def _labels(wires) -> list[str]:
+    return sorted(w["label"] for w in wires)
+
+
+def test_a_wire_whose_size_changed_is_labelled_with_its_size():
+    # DeltaNet's short convolution pads T by 3 at both ends: a kernel of 4 gives T + 6 - 3 =
+    # T + 3 positions, of which the causal slice keeps the first T. Under the name alone the
+    # slice read as T -> T, a no-op.
+    f = figure(gallery.get("deltanet_block"))
+    assert _labels(f.out_of("q_conv")) == ["B", "E", "T+3"]
+    assert "T+3" in _labels(f.into("q_causal"))
+    assert _labels(f.out_of("q_causal")) == ["B", "E", "T"]
+    # Hedgehog's feature map concatenates [softmax(x), softmax(-x)] along F: 2F features.
+    f = figure(gallery.get("hedgehog_attention"))
+    assert _labels(f.out_of("phi_q")) == ["2F", "B", "H", "T"]
+    # U-Net (Y = 4M): each 2×2 pool halves Y and X, said in terms of the axis.
+    f = figure(gallery.get("unet"))
+    assert _labels(f.out_of("pool1")) == ["B", "F1", "X/2", "Y/2"]
+    assert _labels(f.out_of("pool2")) == ["B", "F2", "X/4", "Y/4"]
+
+
+def test_a_strided_or_transposed_convolution_labels_its_new_sizes():
+    # Kernel 4, stride 2, padding 1: floor((Y + 2 - 4) / 2) + 1 = floor(Y / 2) positions;
+    # transposed: (Y - 1)·2 - 2 + 4 = 2Y.
+    f = figure(gallery.get("convolutions"))
+    assert _labels(f.out_of("strided")) == ["B", "O", "⌊X/2⌋", "⌊Y/2⌋"]
+    assert _labels(f.out_of("transposed")) == ["2X", "2Y", "B", "O"]
+    assert _labels(f.out_of("dilated")) == ["B", "O", "X", "Y"]  # padding 2 = dilation·1
+
+
+def test_with_sizes_shown_a_changed_wire_keeps_name_and_number():
+    # T = 32 (the gallery's default), padded by 3: 35.
+    f = figure(gallery.get("deltanet_block"), sizes=True)
+    assert _labels(f.out_of("q_conv")) == ["B=2", "E=16", "T=35"]
+    assert _labels(f.out_of("q_causal")) == ["B=2", "E=16", "T=32"]
+
+
+# ---------------------------------------------------------------- 7. port names
+_NAMED_STUB = re.compile(
+    r'<TD PORT="(i\d+)"[^>]*><TABLE[^>]*><TR><TD[^>]*><FONT POINT-SIZE="\d+">([^<]*)</FONT>'
+)
+
+
+def _stub_names(dot: str, box: str) -> dict[str, str]:
+    """Port id -> the name written on that input stub, from the box's DOT label."""
+    line = next(ln for ln in dot.splitlines() if f'[id="box:{box}"' in ln)
+    return {port: name for port, name in _NAMED_STUB.findall(line)}
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet_block", "deltanet_packed"])
+def test_a_fused_linear_attention_names_its_ports_on_their_stubs(name, tmp_path):
+    # Gated DeltaNet's g and beta are both B T H (q and k both B T H K): the stubs say which
+    # is which. Each name must sit on the stub of a wire coming from the box the circuit
+    # wires to that port.
+    c = gallery.get(name)
+    render(c, tmp_path / "c.dot")
+    names = _stub_names((tmp_path / "c.dot").read_text(), "mixer")
+    shown = {"beta": "β"}  # beta is written as in the papers
+    wiring = next(b for b in c.boxes if b.name == "mixer").inputs
+    assert sorted(names.values()) == sorted(shown.get(p, p) for p in wiring)
+    f = figure(c)
+    tails = {w["hport"]: w["tail"] for w in f.into("mixer")}
+    for port, source in wiring.items():
+        at = next(i for i, n in names.items() if n == shown.get(port, port))
+        # from the source itself, or from the copy dot that splits it (an input: a terminal)
+        tail = tails[at].removeprefix("terminal:").removesuffix("/copy")
+        assert tail == "box:" + source.split(".")[0], port
+
+
+def test_boxes_whose_inputs_are_told_apart_by_their_wires_name_no_ports(tmp_path):
+    render(gallery.get("transformer_block"), tmp_path / "t.dot")
+    dot = (tmp_path / "t.dot").read_text()
+    for box in ("res1", "scores", "mix", "q_proj"):
+        assert _stub_names(dot, box) == {}
+
+
+# ---------------------------------------------------------------- 8. linear attention's options
+@pytest.mark.parametrize(
+    "name, box, shows, not_shown",
+    [
+        # the two layers differ only in their decay: c = 1/2 in layer 1, c = 0 in layer 2
+        ("lightning_block", "l1_mixer", ["lightning", "causal", "decay c=1/2"], ["no decay"]),
+        ("lightning_block", "l2_mixer", ["lightning", "causal", "no decay"], ["c="]),
+        # TransNormer: c = 1 - l/L in layer l of L
+        ("transnormer_block", "mixer", ["decay c=1−l/L"], []),
+        ("hedgehog_attention", "linear_attention", ["linear", "causal", "norm"], ["decay"]),
+        ("ecoformer_attention", "hamming_attn", ["linear", "norm"], ["causal"]),
+        ("gla_block", "mixer", ["gla", "causal"], ["norm", "decay"]),
+    ],
+)
+def test_linear_attention_shows_what_tells_two_apart(name, box, shows, not_shown):
+    c = gallery.get(name)
+    b = next(x for x in c.boxes if x.name == box)
+    assert b.kind == "linear_attention"
+    text = figure(c).text(box)
+    for part in shows:
+        assert part in text, (part, text)
+    for part in not_shown:
+        assert part not in text, (part, text)
+
+
+# ---------------------------------------------------------------- 10. text that overlaps
+def _line_extents(texts: list[ET.Element]) -> list[tuple[float, float]]:
+    """(top, bottom) of each text run as a font sets it: capitals reach 0.72 of the size
+    above the baseline, brackets 0.22 below; a subscript is lowered by a third of the size."""
+    out = []
+    for t in texts:
+        y, pt = float(t.get("y")), float(t.get("font-size"))
+        y += pt / 3 if t.get("baseline-shift") == "sub" else 0
+        y -= pt / 3 if t.get("baseline-shift") == "super" else 0
+        out.append((y - 0.72 * pt, y + 0.22 * pt))
+    return out
+
+
+@pytest.mark.parametrize("name, box", [("sea_attention", "selected"), ("mom_block", "routed_hot")])
+def test_the_one_hot_glyph_does_not_run_into_its_note(name, box):
+    texts = figure(gallery.get(name)).texts(box)
+    glyph = [t for t in texts if t.get("font-family") == "DejaVu Sans"]
+    note = [t for t in texts if t.get("font-family") != "DejaVu Sans"]
+    assert "".join(t.text for t in glyph) == "1[·]" and note
+    lowest = max(bottom for _, bottom in _line_extents(glyph))
+    highest = min(top for top, _ in _line_extents(note))
+    assert lowest <= highest
+
+
+# ---------------------------------------------------------------- 13. small text
+def _block_texts(svg: str, block: str) -> list[ET.Element]:
+    g = next(g for g in ET.fromstring(svg).iter(SVG + "g") if g.get("id") == f"block:{block}")
+    return [t for t in g.iter(SVG + "text")]
+
+
+def test_a_repeat_count_writes_its_subscript_as_labels_do():
+    # soft_attention's Newton step repeats N_iter times: N with `iter` as a subscript.
+    for sizes, after in ((None, ""), (True, "=20")):
+        texts = _block_texts(render(gallery.get("soft_attention"), sizes=sizes), "newton")
+        title = "".join(t.text or "" for t in texts)
+        assert "_" not in title and title.endswith("× Niter" + after)
+        assert [t.text for t in texts if t.get("baseline-shift") == "sub"] == ["iter"]
+
+
+@pytest.mark.parametrize(
+    "name, box, shown",
+    [
+        ("gla_block", "temperature", "∗1/τ1/16"),  # the label, its value small below
+        ("transnormer_block", "phi_q", "➤φ➤silu"),  # a labelled function says which it is
+        ("sea_attention", "phi_q", "➤φ➤elu+1"),
+        ("gated_deltanet_block", "dt", "➤Δ➤softplus"),
+        ("gla_block", "swish", "➤silu➤"),  # unlabelled: the function is the glyph, once
+        ("vision_transformer", "patchify", "★4↓4×4"),  # the stride said once
+        ("unified_norm_block", "un1", "○UN"),
+        ("transnormer_block", "norm1", "○SRMS"),
+    ],
+)
+def test_each_fact_is_shown_once_and_labels_are_shown(name, box, shown):
+    assert figure(gallery.get(name)).text(box) == shown
+
+
+def test_a_large_power_of_two_is_written_as_one():
+    # I-ViT's integer layer norm divides by 2^30: written 2 with superscript 30.
+    svg = render(gallery.get("ivit_block"))
+    assert "1073741824" not in svg
+    texts = Figure(svg).texts("ln1/big")
+    assert [t.text for t in texts if t.get("baseline-shift") == "super"] == ["30"]
+    assert "".join(t.text or "" for t in texts).startswith("230")
