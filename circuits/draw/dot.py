@@ -313,10 +313,13 @@ def _legend(title: str, theme: Theme, scale: float) -> str:
 
 
 def columns(scene: Scene) -> list[list[str]]:
-    """Node ids by column: longest path from the inputs; a box without inputs sits just
-    before its first consumer; outputs share the last column, except the scene's loose ones,
-    which stay in the column after their source. (A collapsed block can close a
-    loop; the nodes on it keep column 0 and Graphviz places them freely.)"""
+    """Node ids by column: longest path from the inputs; a node that no circuit input reaches
+    (a parameter, a constant, and whatever is computed from such alone: a copy of a
+    constant, `exp` of a parameter) sits just before its earliest consumer, so that it is
+    drawn where it is used rather than in the first columns; outputs share the last column,
+    except the scene's loose ones, which stay in the column after their source. (A collapsed
+    block can close a loop; the nodes on it keep column 0 and Graphviz places them
+    freely.)"""
     succ: dict[str, dict[str, None]] = {n.id: {} for n in scene.nodes}
     for w in scene.wires:
         succ[w.tail[0]][w.head[0]] = None
@@ -324,7 +327,13 @@ def columns(scene: Scene) -> list[list[str]]:
     for u in succ:
         for v in succ[u]:
             indeg[v] += 1
-    has_in = {v for v, d in indeg.items() if d}
+    inputs = {n.id for n in scene.inputs}
+    reached, todo = set(inputs), list(inputs)
+    while todo:
+        for v in succ[todo.pop()]:
+            if v not in reached:
+                reached.add(v)
+                todo.append(v)
     col = {n.id: 0 for n in scene.nodes}
     order, ready = [], deque(n.id for n in scene.nodes if indeg[n.id] == 0)
     while ready:
@@ -335,9 +344,10 @@ def columns(scene: Scene) -> list[list[str]]:
             indeg[v] -= 1
             if indeg[v] == 0:
                 ready.append(v)
-    inputs = {n.id for n in scene.inputs}
+    # In reverse order a node's consumers are placed before it, so a chain of floating nodes
+    # (a constant, its copy bar) moves up to its consumer as a whole.
     for u in reversed(order):
-        if u not in has_in and u not in inputs and succ[u]:
+        if u not in reached and succ[u]:
             col[u] = min(col[v] for v in succ[u]) - 1
     last = max(col.values(), default=0)
     for n in scene.outputs:
@@ -347,3 +357,4 @@ def columns(scene: Scene) -> list[list[str]]:
     for n in scene.nodes:
         out.setdefault(col[n.id], []).append(n.id)
     return [out[k] for k in sorted(out)]
+
