@@ -18,7 +18,7 @@ from ..limits import MAX_DRAWN_BOXES
 from .dot import ROW, columns, to_dot
 from .errors import RenderError
 from .order import crossings, improve, wire_paths
-from .scene import Options, blocks, build, restack
+from .scene import Options, blocks, build, collapsible, restack
 from .themes import THEMES
 
 FORMATS = ("svg", "pdf", "png", "dot")
@@ -54,10 +54,11 @@ def render(
 
     One wire per axis, labelled with the axis' name (and its size when `sizes` is given:
     `True` shows the circuit's own binding, a dict binds more). `collapse` names blocks (group
-    titles) and call boxes to draw as single boxes; `depth` limits how deep calls are expanded
-    (0: none). `overlay` maps box names (`blocks/ln1` inside a call) to a share in [0, 1] of
-    some cost, which colours the boxes; a collapsed block takes the sum of its boxes' shares,
-    names of boxes not drawn are ignored, and a legend titled `overlay_title` is added.
+    titles) and call boxes (by name, or by the title the figure shows) to draw as single
+    boxes; `depth` limits how deep calls are expanded (0: none). `overlay` maps box names
+    (`blocks/ln1` inside a call) to a share in [0, 1] of some cost, which colours the boxes;
+    a collapsed block takes the sum of its boxes' shares, names of boxes not drawn are
+    ignored, and a legend titled `overlay_title` is added.
     With `path`, also writes the figure; its suffix picks the format (.svg .pdf .png .dot).
 
     >>> svg = render(ncd.gallery.get("attention"))          # doctest: +SKIP
@@ -186,14 +187,21 @@ def _check_theme(theme: str) -> None:
 
 
 def _check_collapse(collapse: list[str], checked) -> None:
-    known = blocks(checked)
-    unknown = sorted(set(collapse) - known)
-    if unknown:
-        raise RenderError(
-            f"cannot collapse {', '.join(map(repr, unknown))}: no such block or call",
-            "one of " + (", ".join(sorted(known)) or "(this circuit has no blocks or calls)"),
-            ", ".join(unknown),
-        )
+    unknown = sorted(set(collapse) - blocks(checked))
+    if not unknown:
+        return
+    groups, calls = collapsible(checked)
+    accepted = []
+    if groups:
+        accepted.append("a block title: " + ", ".join(map(repr, groups)))
+    if calls:
+        named = (f"{n!r}" + (f" or {t!r}" if t != n else "") for n, t in calls)
+        accepted.append("a call by name or title: " + ", ".join(named))
+    raise RenderError(
+        f"cannot collapse {', '.join(map(repr, unknown))}: no such block or call",
+        "; ".join(accepted) or "nothing (this circuit has no blocks or calls)",
+        ", ".join(unknown),
+    )
 
 
 def _overview(circuit, checked, opts: Options, bind, n: int):
@@ -202,9 +210,9 @@ def _overview(circuit, checked, opts: Options, bind, n: int):
     consecutive boxes. Says so in a `RenderNote` warning."""
     import warnings
 
-    titles = blocks(checked)
-    scene = build(checked, replace(opts, collapse=frozenset(titles), depth=0))
-    how = f"its {len(titles):,} blocks and calls collapsed"
+    groups, calls = collapsible(checked)
+    scene = build(checked, replace(opts, collapse=frozenset(blocks(checked)), depth=0))
+    how = f"its {len(groups) + len(calls):,} blocks and calls collapsed"
     if len(scene.nodes) > MAX_DRAWN_BOXES:
         order = checked.order
         per = -(-len(order) // OVERVIEW_SEGMENTS)

@@ -349,6 +349,7 @@ def columns(scene: Scene) -> list[list[str]]:
     for u in reversed(order):
         if u not in reached and succ[u]:
             col[u] = min(col[v] for v in succ[u]) - 1
+    _gather(scene, order, succ, col)
     last = max(col.values(), default=0)
     for n in scene.outputs:
         if n.id not in scene.loose:
@@ -358,3 +359,28 @@ def columns(scene: Scene) -> list[list[str]]:
         out.setdefault(col[n.id], []).append(n.id)
     return [out[k] for k in sorted(out)]
 
+
+def _gather(scene: Scene, order: list[str], succ, col: dict[str, int]) -> None:
+    """Move a block's stragglers right, in place: a box that sits in columns left of every
+    other box of its block (a residual's skip requantised as soon as x is known, while the
+    rest of the block waits for the branch) goes as late as its consumers allow, but no
+    later than the block's next box, so that the block does not stretch over columns where
+    it holds nothing else."""
+    parent = {c.id: c.parent for c in scene.clusters}
+    members: dict[str, list[str]] = {}
+    for n in scene.nodes:
+        c = n.cluster
+        while c is not None:
+            members.setdefault(c, []).append(n.id)
+            c = parent[c]
+    cluster = {n.id: n.cluster for n in scene.nodes}
+    for u in reversed(order):
+        c = cluster[u]
+        if c is None or not succ[u]:
+            continue
+        others = [col[v] for v in members[c] if v != u]
+        if not others:
+            continue
+        target = min(min(col[v] for v in succ[u]) - 1, min(others))
+        if target > col[u]:
+            col[u] = target

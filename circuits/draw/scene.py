@@ -142,17 +142,36 @@ def flat(v: Value) -> list[tuple[str, object]]:
     return [(m, a) for m, t in v.items for a in t.axes]
 
 
-def blocks(checked, out: set[str] | None = None) -> set[str]:
-    """Every name `collapse` accepts: group titles and call box names, at every depth."""
-    out = set() if out is None else out
-    for b in checked.circuit.boxes:
-        if b.group:
-            out.add(b.group)
-        if b.kind == "call":
-            out.add(b.name)
-    for sub in checked.calls.values():
-        blocks(sub, out)
-    return out
+def call_title(b, sub) -> str:
+    """The title a call's block (or box) is drawn with: its label, else the called circuit's
+    title, else that circuit's name (plain text, before markup)."""
+    return b.label or sub.circuit.title or sub.circuit.name
+
+
+def collapsible(checked) -> tuple[list[str], list[tuple[str, str]]]:
+    """What `collapse` accepts, at every depth, each once in drawing order: the group titles,
+    and (name, title) of the call boxes."""
+    groups: dict[str, None] = {}
+    calls: dict[tuple[str, str], None] = {}
+
+    def walk(c) -> None:
+        for b in c.circuit.boxes:
+            if b.group:
+                groups[b.group] = None
+            if b.kind == "call":
+                calls[(b.name, call_title(b, c.calls[b.name]))] = None
+        for sub in c.calls.values():
+            walk(sub)
+
+    walk(checked)
+    return list(groups), list(calls)
+
+
+def blocks(checked) -> set[str]:
+    """Every name `collapse` accepts: group titles, and call boxes by name or by the title
+    they are drawn with (`Shiftmax` for the call `softmax`), at every depth."""
+    groups, calls = collapsible(checked)
+    return set(groups) | {n for n, _ in calls} | {t for _, t in calls}
 
 
 class _Builder:
@@ -296,7 +315,8 @@ class _Builder:
             s.nodes[name] = self._box_node(s, b, path, cluster)
 
     def _expand(self, s: Scope, b) -> bool:
-        if b.name in self.opts.collapse:
+        collapse = self.opts.collapse
+        if b.name in collapse or call_title(b, s.checked.calls[b.name]) in collapse:
             return False
         return self.opts.depth is None or s.level < self.opts.depth
 
@@ -634,4 +654,16 @@ def build(checked, opts: Options) -> Scene:
     return _Builder(checked, opts).build()
 
 
-__all__ = ["Cluster", "Lane", "Node", "Options", "Scene", "TupleType", "Wire", "blocks", "build"]
+__all__ = [
+    "Cluster",
+    "Lane",
+    "Node",
+    "Options",
+    "Scene",
+    "TupleType",
+    "Wire",
+    "blocks",
+    "build",
+    "call_title",
+    "collapsible",
+]

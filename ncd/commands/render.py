@@ -27,7 +27,7 @@ def register(sub) -> None:
         action="extend",
         default=[],
         metavar="NAME",
-        help="draw these blocks (group titles) or call boxes as single boxes",
+        help="draw these blocks (group titles) or call boxes (by name or title) as single boxes",
     )
     p.add_argument("--depth", type=int, help="expand subcircuit calls this deep (0: none)")
     p.add_argument(

@@ -104,3 +104,29 @@ def test_ivit_block_mlp_does_not_stretch_over_the_attention():
     assert height < 1000
     mha, mlp = _extent(svg, "Multi-Head Attention"), _extent(svg, "MLP")
     assert mlp[0] > mha[1]
+
+
+def test_a_block_s_straggler_moves_next_to_the_rest_of_its_block():
+    # x is copied to a chain r0 … r3 (outside the block) and to the block's skip s; the
+    # block holds s and the add. s could sit in column 2 (x 0, copy 1), but the rest of its
+    # block is in column 6 (r3 in 5): it goes to column 5, so the block spans 5 … 6.
+    b = Builder("straggler")
+    x = b.input("x", "B D")
+    h = _chain(b, x, 4)
+    with b.group("Residual"):
+        y = b.add(h, b.unary(x, "neg", name="s"), name="add")
+    b.output("y", y)
+    col = columns_of(b.build())
+    assert (col["x"], col["x/copy"], col["r3"], col["add"]) == (0, 1, 5, 6)
+    assert col["s"] == 5
+
+
+def test_ivit_residual_adds_at_depth_0_are_not_bands_over_the_figure():
+    # At depth 0 the residual adds' skips were requantised in column 2, so each residual-add
+    # block was a grey band from the figure's left edge to its add. Now each begins past the
+    # middle of the block before it (attention, MLP).
+    svg = render(gallery.get("ivit_block"), depth=0)
+    for before, add in (("Multi-Head Attention", "Residual add (attention)"),
+                        ("MLP", "Residual add (MLP)")):  # fmt: skip
+        b0, b1 = _extent(svg, before)
+        assert _extent(svg, add)[0] > (b0 + b1) / 2
