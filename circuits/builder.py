@@ -73,6 +73,7 @@ class Builder:
         self._outputs: list[Output] = []
         self._names: set[str] = set()
         self._group = ""
+        self._placed: dict[str, str] = {}  # block title -> the block it was opened in ('' top)
         self._unifier = Unifier(self.sizes)
         self._ctx = _Checker(self._draft, self._unifier, self.sizes, [], depth=0)
 
@@ -83,8 +84,21 @@ class Builder:
 
     @contextlib.contextmanager
     def group(self, title: str):
-        """Boxes made inside belong to the block `title` (a shaded region in the drawing)."""
-        outer, self._group = self._group, title
+        """Boxes made inside belong to the block `title` (a shaded region in the drawing). A
+        group opened inside another is drawn inside it; a title names one block, so opened
+        again it must be inside the same block (opening the current one again changes
+        nothing)."""
+        outer = self._group
+        if title and title != outer:
+            placed = self._placed.setdefault(title, outer)
+            if placed != outer:
+                where = f"inside {placed!r}" if placed else "at the top level"
+                here = f"inside {outer!r}" if outer else "at the top level"
+                raise BuildError(
+                    f"group {title!r}: opened {here}, but it was opened {where} before; a "
+                    "block has one place (give this one another title)"
+                )
+        self._group = title
         try:
             yield
         finally:
@@ -124,9 +138,20 @@ class Builder:
             boxes=self._boxes,
             outputs=self._outputs,
             subcircuits=self._draft.subcircuits,
+            groups=self._nesting(),
         )
         c.check()
         return c
+
+    def _nesting(self) -> dict[str, str]:
+        """Block -> the block around it, for the blocks that hold a box (or such a block)."""
+        used: set[str] = set()
+        for b in self._boxes:
+            g = b.group
+            while g and g not in used:
+                used.add(g)
+                g = self._placed.get(g, "")
+        return {t: p for t, p in self._placed.items() if p and t in used}
 
     # -- the generic box
     def box(self, kind: str, inputs: dict[str, Wire], name: str | None = None, **params) -> Any:

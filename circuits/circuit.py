@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -12,6 +12,7 @@ from .limits import (
     MAX_BOXES,
     MAX_DOC,
     MAX_LAYOUT,
+    MAX_NAME,
     MAX_PORTS,
     MAX_SIZE,
     MAX_SUBCIRCUITS,
@@ -19,6 +20,8 @@ from .limits import (
     MAX_TEXT,
 )
 from .types import Dtype
+
+GroupTitle = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 
 
 class Input(BaseModel):
@@ -74,6 +77,23 @@ class Circuit(BaseModel):
     """Circuits that `call` boxes may call, by name."""
     layout: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LAYOUT)
     """View hints that must persist (editor positions, colours); no view keeps its own."""
+    groups: dict[GroupTitle, GroupTitle] = Field(default_factory=dict, max_length=MAX_BOXES)
+    """Nested blocks: a block's title -> the title of the block drawn around it
+    (`Decay: Gated DeltaNet`). A block not listed is at the top level; a box's `group` names
+    its innermost block."""
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_nest(cls, v):
+        for title in v:
+            seen, t = [title], v[title]
+            while t in v and t not in seen:
+                seen.append(t)
+                t = v[t]
+            if t in seen:
+                loop = " inside ".join(map(repr, [*seen[seen.index(t) :], t]))
+                raise ValueError(f"a block cannot be inside itself: {loop}")
+        return v
 
     @field_validator("sizes")
     @classmethod
@@ -83,6 +103,15 @@ class Circuit(BaseModel):
         if bad:
             raise ValueError(f"sizes must be between 1 and 2**40 (limit MAX_SIZE), found {bad}")
         return v
+
+    def group_path(self, group: str) -> tuple[str, ...]:
+        """The blocks a box of `group` is drawn in, outermost first (`('Gated DeltaNet',
+        'Decay')` for `Decay`); () for no group."""
+        path: list[str] = []
+        while group and group not in path:  # (a copy made without validation may loop)
+            path.append(group)
+            group = self.groups.get(group, "")
+        return tuple(reversed(path))
 
     def box(self, name: str):
         """The box called `name`, or KeyError."""

@@ -179,14 +179,16 @@ class _Section:
             if inp.dtype != "float32":
                 args.append(_Item("dtype=", _lit(inp.dtype)))
             out += _format(_call(f"{v} = b.input", args))
-        group = ""
+        opened: tuple[str, ...] = ()  # the blocks the `with` lines above have opened
         for box in boxes:
-            if box.group != group:
-                group = box.group
-                if group:
-                    out.append(f"with b.group({_quote(group)}):")
-            indent = 4 if group else 0
-            out += _format(self._box(box), indent)
+            path = c.group_path(box.group)
+            keep = 0
+            while keep < min(len(opened), len(path)) and opened[keep] == path[keep]:
+                keep += 1
+            for k in range(keep, len(path)):  # a nested block: `with` inside `with`
+                out.append(" " * 4 * k + f"with b.group({_quote(path[k])}):")
+            opened = path
+            out += _format(self._box(box), 4 * len(path))
             self.claimed.add(box.name)
         for o in c.outputs:
             out += _format(_call("b.output", [_lit(o.name), self._ref(o.source)]))

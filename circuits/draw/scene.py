@@ -156,8 +156,8 @@ def collapsible(checked) -> tuple[list[str], list[tuple[str, str]]]:
 
     def walk(c) -> None:
         for b in c.circuit.boxes:
-            if b.group:
-                groups[b.group] = None
+            for title in c.circuit.group_path(b.group):  # the blocks around it too
+                groups[title] = None
             if b.kind == "call":
                 calls[(b.name, call_title(b, c.calls[b.name]))] = None
         for sub in c.calls.values():
@@ -289,21 +289,21 @@ class _Builder:
 
     def scope(self, s: Scope) -> None:
         c = s.checked
-        collapsed = {b.group for b in c.circuit.boxes if b.group in self.opts.collapse}
         group_nodes: dict[str, Node] = {}
         for name in c.order:
             b = c.box(name)
             path = s.path + name
-            if b.group in collapsed:
-                node = group_nodes.get(b.group)
+            blocks = c.circuit.group_path(b.group)
+            # The outermost collapsed block around the box, which hides the blocks inside it.
+            shut = next((t for t in blocks if t in self.opts.collapse), None)
+            if shut is not None:
+                node = group_nodes.get(shut)
                 if node is None:
-                    node = self._group_node(s, b.group)
-                    group_nodes[b.group] = node
+                    node = self._group_node(s, shut)
+                    group_nodes[shut] = node
                 s.nodes[name] = node
                 continue
-            cluster = s.cluster
-            if b.group:
-                cluster = self.cluster(s, "group:" + b.group, esc(b.group), "group", s.cluster)
+            cluster = self._group_cluster(s, blocks)
             if b.kind == "call" and self._expand(s, b):
                 sub = c.calls[name]
                 title = text(b.label) if b.label else esc(sub.circuit.title or sub.circuit.name)
@@ -313,6 +313,14 @@ class _Builder:
                 self.scope(s.subs[name])
                 continue
             s.nodes[name] = self._box_node(s, b, path, cluster)
+
+    def _group_cluster(self, s: Scope, blocks: tuple[str, ...]) -> str | None:
+        """The cluster of the innermost of `blocks` (outermost first), each drawn inside the
+        one before it, in the scope's own cluster; that cluster when `blocks` is empty."""
+        cluster = s.cluster
+        for title in blocks:
+            cluster = self.cluster(s, "group:" + title, esc(title), "group", cluster)
+        return cluster
 
     def _expand(self, s: Scope, b) -> bool:
         collapse = self.opts.collapse
@@ -404,11 +412,18 @@ class _Builder:
     def _group_node(self, s: Scope, title: str) -> Node:
         """One box for a collapsed block: its lanes are the wires crossing its border."""
         c = s.checked
-        members = [n for n in c.order if c.box(n).group == title]
+        members = [n for n in c.order if title in c.circuit.group_path(c.box(n).group)]
         inside = set(members)
         path = s.path + title
+        around = c.circuit.group_path(title)[:-1]  # the blocks it is drawn in
         node = self._add(
-            path, "group", "group", "block", False, Drawing(title=esc(title)), s.cluster
+            path,
+            "group",
+            "group",
+            "block",
+            False,
+            Drawing(title=esc(title)),
+            self._group_cluster(s, around),
         )
         node.share = self._share(path, *(s.path + m for m in members))
         node.tooltip = f"block {title}: {', '.join(members)}"

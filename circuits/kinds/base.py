@@ -120,7 +120,8 @@ class BoxBase(BaseModel):
     label: str = Field(default="", max_length=MAX_NAME)
     """What the drawing prints on the box (`L^Q`); the name when empty."""
     group: str = Field(default="", max_length=MAX_NAME)
-    """Title of the block (shaded region) the box belongs to, e.g. `Multi-Head Attention`."""
+    """Title of the block (shaded region) the box belongs to, e.g. `Multi-Head Attention`;
+    where blocks nest (`Circuit.groups`), the innermost one."""
 
     family: ClassVar[str] = "other"  # drawing colour and palette section
     learned: ClassVar[bool] = False

@@ -136,6 +136,25 @@ def test_inputs_outputs_name_and_title():
     assert s.circuit.name == "mlp" and not s.canvas.status_ok
 
 
+def test_collapse_a_nested_block_and_the_block_around_it():
+    # gated_deltanet_block: Decay is drawn inside Gated DeltaNet. Its toggle collapses it to
+    # one box inside the outer block; the outer block's toggle hides both.
+    s = Studio("gated_deltanet_block")
+    assert 'id="block:Decay"' in s.canvas.svg and 'id="box:A_exp"' in s.canvas.svg
+    s.canvas.intent("toggle", path="Decay")
+    assert 'id="box:Decay"' in s.canvas.svg and 'id="box:A_exp"' not in s.canvas.svg
+    assert 'id="block:Gated DeltaNet"' in s.canvas.svg
+    s.canvas.intent("toggle", path="Gated DeltaNet")
+    assert 'id="box:Gated DeltaNet"' in s.canvas.svg
+    assert 'id="box:Decay"' not in s.canvas.svg and 'id="block:Decay"' not in s.canvas.svg
+    s.canvas.intent("toggle", path="Gated DeltaNet")
+    s.canvas.intent("toggle", path="Decay")
+    assert 'id="block:Decay"' in s.canvas.svg and 'id="box:A_exp"' in s.canvas.svg
+    # An edit keeps the nesting.
+    s.canvas.intent("add", kind="dropout", after="A_exp")
+    assert s.circuit.groups == {"Decay": "Gated DeltaNet"}
+
+
 def test_collapse_and_expand_and_enter_a_subcircuit():
     s = Studio("transformer")
     assert 'id="box:blocks/ln1"' in s.canvas.svg
