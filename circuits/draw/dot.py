@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from dataclasses import dataclass
 
 from .markup import esc
 from .scene import Cluster, Lane, Node, Scene
@@ -20,6 +21,7 @@ STUB = 5  # width of the stub a wire enters or leaves by
 TUPLE_STUB = 14  # wider where a dashed line must show between tuple members
 GLYPH_PT = 13
 TITLE_PT = 12
+GAP = 22  # points between two columns at the least: ranksep, and the wire labels' rank
 NOTE_PT = 8
 PORT_PT = 7
 WIRE_PT = 8
@@ -250,17 +252,22 @@ def to_dot(
 
     def emit_cluster(c: Cluster, indent: str) -> None:
         fill = theme.cluster_fill[c.depth % len(theme.cluster_fill)]
-        title = c.title + (
-            f'  <FONT POINT-SIZE="{TITLE_PT}">× {c.repeat}</FONT>' if c.repeat else ""
-        )
+        title = _cluster_title(c)
         line = theme.repeat_line if c.repeat else theme.cluster_line
         style = '"filled,rounded,bold"' if c.repeat else '"filled,rounded"'
+        place = titles.get(c.id)
         lines.append(f"{indent}subgraph {c.id} {{")
         lines.append(
             f'{indent}  graph [id={_q("block:" + c.path)} class="block block-{c.kind}" '
-            f"label=<<B>{title}</B>> labeljust=l labelloc=t fontsize=11 style={style} "
-            f'fillcolor="{fill}" color="{line}" margin=10]'
+            f"label=<<B>{title}</B>> labeljust={place.side if place else 'l'} labelloc=t "
+            f'fontsize=11 style={style} fillcolor="{fill}" color="{line}" margin=10]'
         )
+        if place and place.width:
+            lines.append(
+                f'{indent}  {place.id} [id={_q("title:" + c.path)} class="title-space" '
+                f'shape=box label="" width={place.width / 72:.3f} height=0.01 fixedsize=true '
+                "style=invis]"
+            )
         for nid in c.nodes:
             emit_node(by_id[nid], indent + "  ")
         for child in children.get(c.id, []):
@@ -269,9 +276,12 @@ def to_dot(
 
     # Columns as in the paper's figures: each box as far left as its inputs allow, inputs in
     # the first column and outputs in the last (dot alone would drift boxes rightwards).
+    cols = columns(scene)
+    titles = _titles(scene, cols, theme)
     chains = []
-    for column in columns(scene):
-        lines.append("  {rank=same " + " ".join(column) + "}")
+    for k, column in enumerate(cols):
+        spaces = [t.id for t in titles.values() if t.width and t.column == k]
+        lines.append("  {rank=same " + " ".join(column + spaces) + "}")
         if order and len(column) > 1:
             # Invisible edges within a column keep its nodes in the order of the first layout,
             # for which bundles were restacked (dot places an edge's tail above its head).
@@ -296,6 +306,140 @@ def to_dot(
     lines += chains
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _chains(scene: Scene) -> dict[str, list[str]]:
+    """Node id or cluster id -> the clusters it is in (a cluster: it and those around it),
+    outermost first."""
+    parent = {c.id: c.parent for c in scene.clusters}
+
+    def chain(c: str | None) -> list[str]:
+        out = []
+        while c is not None:
+            out.append(c)
+            c = parent[c]
+        return out[::-1]
+
+    out = {c.id: chain(c.id) for c in scene.clusters}
+    out.update({n.id: chain(n.cluster) for n in scene.nodes})
+    return out
+
+
+@dataclass(frozen=True)
+class _Title:
+    """Where a cluster's title goes: its side (`l` left, `r` right), and an invisible node
+    of the cluster (`id`, in `column`, `width` points wide; none when width is 0) that
+    widens the column under the title. Where in the column the node lies does not matter:
+    the column is as wide as its widest node."""
+
+    side: str
+    id: str = ""
+    column: int = 0
+    width: float = 0.0
+
+
+def _titles(scene: Scene, cols: list[list[str]], theme: Theme) -> dict[str, _Title]:
+    """Cluster id -> where its title goes, for the clusters whose title a wire could cross
+    at the top left; the others keep it there with nothing added.
+
+    Graphviz keeps wires off nodes, not off cluster labels, in two ways. A wire that enters
+    or leaves a cluster between two of its columns crosses the cluster's top edge there,
+    through the title when that gap lies under it (the wires from q into φ(q) in
+    hedgehog_attention): an invisible node in the cluster's first column, wide enough for
+    the first such gap to lie right of the title, keeps them off. And a wire into the
+    cluster that passes its first column bends at a point that Graphviz lets lie anywhere
+    in the cluster, the title's strip included (dot's keepout_othernodes spares the
+    cluster's own edges; two blocks of I-ViT's ShiftGELU): then the title goes to the top
+    right, where the same two checks are made mirrored, if no wire reaches it there. Widths
+    are lower bounds (a table cell's WIDTH is its least width; wire labels only widen a
+    gap), the title's an upper bound."""
+    col = {nid: k for k, column in enumerate(cols) for nid in column}
+    by_id = {n.id: n for n in scene.nodes}
+    width = [max((_node_width(by_id[n]) for n in column), default=0.0) for column in cols]
+    chains = _chains(scene)
+    span: dict[str, tuple[int, int]] = {}
+    for nid, chain in chains.items():
+        if nid in col:
+            for c in chain:
+                lo, hi = span.get(c, (col[nid], col[nid]))
+                span[c] = (min(lo, col[nid]), max(hi, col[nid]))
+    # Per cluster, the wires crossing its border: (column of the end inside, of the end
+    # outside).
+    border: dict[str, list[tuple[int, int]]] = {}
+    for w in scene.wires:
+        tail, head = set(chains[w.tail[0]]), set(chains[w.head[0]])
+        t, h = col[w.tail[0]], col[w.head[0]]
+        for c in tail ^ head:
+            border.setdefault(c, []).append((h, t) if c in head else (t, h))
+    out = {}
+    for k, c in enumerate(scene.clusters):
+        if c.id not in border:
+            continue
+        lo, hi = span[c.id]
+        need = _title_width(_cluster_title(c), theme)
+
+        def own(x: int, cid: str = c.id) -> float:  # the cluster's widest node in column x
+            return max(_node_width(by_id[n]) for n, ch in chains.items()
+                       if col.get(n) == x and cid in ch)  # fmt: skip
+
+        left = _side(lo, border[c.id], width, own(lo), need)
+        if left == 0.0:
+            continue
+        if left is not None:
+            out[c.id] = _Title("l", f"title_{k}", lo, left)
+            continue
+        # The right side is the left side of the cluster mirrored (column x -> lo + hi - x).
+        mirror = [(lo + hi - i, lo + hi - o) for i, o in border[c.id]]
+        right = _side(lo, mirror, {lo + hi - x: width[x] for x in range(lo, hi + 1)},
+                      own(hi), need)  # fmt: skip
+        if right is not None:
+            out[c.id] = _Title("r", f"title_{k}", hi, right)
+        else:  # reached on both sides: the left, kept off the wires in the gaps at least
+            gap_wires = [(i, o) for i, o in border[c.id] if not o < lo < i]
+            space = _side(lo, gap_wires, width, own(lo), need) or 0.0
+            out[c.id] = _Title("l", f"title_{k}", lo, space)
+    return out
+
+
+def _side(c0: int, border, width, own: float, need: float) -> float | None:
+    """For a title at the left of a cluster whose first column is c0: None when a wire into
+    the cluster passes column c0 (its bend may lie in the title's strip); else the width of
+    the invisible node that keeps the wires crossing the border in later gaps right of the
+    title (0: none needed). `border`: (column inside, column outside) of each wire crossing
+    the cluster's border; `width`: column -> least width; `own`: the least width of the
+    cluster's widest node in column c0; `need`: the title's width at the most."""
+    if any(o < c0 < i for i, o in border):
+        return None
+    gaps = [g for i, o in border if (g := i - 1 if o < i else i) >= c0]
+    if not gaps:
+        return 0.0
+    g = min(gaps)
+    # From the right of column c0 to gap g (which lies between columns g and g + 1); the
+    # title starts about where the cluster's widest node in column c0 does.
+    beyond = sum(width[x] for x in range(c0 + 1, g + 1)) + GAP * (g - c0)
+    return 0.0 if (width[c0] + own) / 2 + beyond >= need else need - beyond
+
+
+def _node_width(node: Node) -> float:
+    """Points a node's table takes at the least (its cells' WIDTHs; a name's letters at 0.4
+    em)."""
+    if node.role in ("input", "output"):
+        return STUB + _plain_len(node.drawing.title) * TITLE_PT * 0.4
+    body = 4 if node.role == "copy" else _body_width(node)
+    return body + _stub_width(node.ins) + _stub_width(node.outs)
+
+
+def _cluster_title(c: Cluster) -> str:
+    """The markup of a cluster's title: its title, and `× N` for a repeated call."""
+    return c.title + (f'  <FONT POINT-SIZE="{TITLE_PT}">× {c.repeat}</FONT>' if c.repeat else "")
+
+
+def _title_width(title: str, theme: Theme) -> float:
+    """Points a bold cluster title (markup) takes from the left of its cluster's first
+    column, a little more than Graphviz measures for the gallery's titles: Times about half
+    an em a character, Helvetica about 0.65 em, and Graphviz's margin."""
+    em = 0.5 if theme.font == "Times" else 0.65
+    return _plain_len(title) * 11 * em + 8
 
 
 def _legend(title: str, theme: Theme, scale: float) -> str:
