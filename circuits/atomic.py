@@ -29,7 +29,10 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
     tmp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:  # reported for the file asked for, not the temporary's name
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -67,7 +67,9 @@ def render(
     fmt = _format(path)
     _check_theme(theme)
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
-        raise RenderError("depth must be a whole number >= 0 or None", ">= 0", repr(depth))
+        raise RenderError(
+            "depth: calls drawn open to this depth", "a whole number >= 0", repr(depth)
+        )
     collapse = [collapse] if isinstance(collapse, str) else list(collapse)
     bind = dict(sizes) if isinstance(sizes, Mapping) else None
     checked = circuit.check(bind)
@@ -181,9 +183,7 @@ def layout_svg(
 
 def _check_theme(theme: str) -> None:
     if theme not in THEMES:
-        raise RenderError(
-            "unknown theme", " or ".join(THEMES), repr(theme), hint="e.g. theme='paper'"
-        )
+        raise RenderError("unknown theme", " or ".join(THEMES), repr(theme))
 
 
 def _check_collapse(collapse: list[str], checked) -> None:
