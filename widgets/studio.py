@@ -448,10 +448,14 @@ class Studio(w.VBox):
                 panels.problems_of(e), ok=False
             )
             return
+        # the widget shows the note at once (a value set is sent as it is set) while the
+        # panel is computed: a large block's code or cost takes seconds
+        view = self.cost if tab == "Cost" else self.code
+        view.value = f'<p class="ncd-computing">computing the {tab.lower()} …</p>'
         if tab == "Cost":
-            self.cost.value = panels.cost_html(self.circuit, sizes)
+            view.value = panels.cost_html(self.circuit, sizes)
         else:
-            self.code.value = panels.code_html(self.circuit, sizes)
+            view.value = panels.code_html(self.circuit, sizes)
 
     def _sizes_changed(self) -> None:
         self._stale |= {"Cost", "Code"}

@@ -487,3 +487,16 @@ def test_a_variant_that_drops_a_port_says_so_and_one_that_adds_it_back_takes_its
     assert studio.circuit.box("mixer").variant == "gla"
     assert studio.port_widgets["beta"].value == "—" and studio.canvas.status_ok
     assert "port beta reads nothing yet; out_norm reads mixer" in studio.canvas.status
+
+
+def test_a_tab_says_it_is_computing_before_its_contents_arrive():
+    """The Code and Cost panels first show a note (sent to the page as it is set), then the
+    panel: a large block's code takes seconds, and a blank tab would look broken."""
+    studio = Studio(base())
+    seen = {"Code": [], "Cost": []}
+    studio.code.observe(lambda ch: seen["Code"].append(ch["new"]), "value")
+    studio.cost.observe(lambda ch: seen["Cost"].append(ch["new"]), "value")
+    for tab in ("Code", "Cost"):
+        final = shown(studio, tab)
+        assert len(seen[tab]) == 2 and "computing the" in seen[tab][0], seen[tab][:1]
+        assert seen[tab][1] == final and "computing the" not in final
