@@ -428,7 +428,16 @@ def _slice(L: Lowerer, b, x, tin, tout):
 
     t = tin["x"]
     d = _dim(t, b.axis)
-    stop = None if b.stop is None else L.num(parse_size(b.stop))
+    stop = None
+    if b.stop is not None:
+        # a stop a fixed number of places before the axis' end (a causal convolution's
+        # padded output cut back to T: T+3 -> T) is written from the end, so that the
+        # module is not specialised to the length
+        short = L.c.resolve(t.axis(b.axis).size) - L.c.resolve(parse_size(b.stop))
+        if short.is_Integer and int(short) >= 0:
+            stop = -int(short) or None
+        else:
+            stop = L.num(parse_size(b.stop))
     idx = (slice(None),) * d + (slice(b.start or None, stop, b.step if b.step != 1 else None),)
     return {"out": L.fn(operator.getitem, x["x"], idx)}
 

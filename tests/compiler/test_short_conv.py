@@ -16,10 +16,11 @@ import sympy
 import torch
 
 import ncd
-from ncd import ops
+from ncd import gallery, ops
 from ncd.circuits.builder import Builder
 from ncd.circuits.validate import check
 from ncd.compiler import choices, to_source
+from ncd.compiler import compile as ncd_compile
 from ncd.compiler.cost import analyse
 from ncd.compiler.names import class_name
 from ncd.compiler.patterns import find_matches
@@ -281,3 +282,16 @@ def test_packed_sequences_are_convolved_apart(fused):
         alone = ncd.compile(circuit(False, z - a), dtype=torch.float64)
         alone.load_state_dict(packed.state_dict())
         torch.testing.assert_close(y[a:z], alone(x[a:z]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["deltanet_block", "gated_deltanet_block", "mamba_block"])
+def test_the_causal_cut_leaves_the_length_free(name):
+    """The convolution's padded output (T+3) cut back to T is written from its end (`[:, :-3]`),
+    so the module runs at any length, as one compiled at that length does (weights shared)."""
+    torch.manual_seed(0)
+    m = ncd_compile(gallery.get(name)).double()
+    at = ncd_compile(gallery.get(name), sizes={"T": 40}).double()
+    at.load_state_dict(m.state_dict())
+    x = torch.randn(2, 40, 16, dtype=torch.float64)
+    torch.testing.assert_close(m(x), at(x), rtol=0, atol=0)
+    assert "[:, :-3]" in to_source(gallery.get(name))
