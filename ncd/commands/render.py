@@ -76,11 +76,39 @@ def cmd_render(args) -> int:
         raise
     for note in notes:
         print(f"ncd: note: {note.message}", file=sys.stderr)
+    wide = _too_wide(svg, c, args)
+    if wide:
+        print(f"ncd: note: {wide}", file=sys.stderr)
     if args.out:
         print(f"wrote {args.out}")
     else:
         sys.stdout.write(svg)
     return 0
+
+
+# Widest figure drawn without a note: about two page widths of a paper (points).
+WIDE_PT = 1000
+
+
+def _too_wide(svg: str, circuit, args) -> str:
+    """A note for a figure wider than WIDE_PT that the user has not narrowed yet: how wide,
+    and which blocks or calls --collapse takes ('' otherwise)."""
+    import re
+
+    m = re.search(r'<svg[^>]*\bwidth="([0-9.]+)pt"', svg)
+    if not m or float(m.group(1)) <= WIDE_PT or args.collapse or args.depth is not None:
+        return ""
+    from ncd.circuits.draw.scene import collapsible
+
+    groups, calls = collapsible(circuit.check())
+    names = [*groups, *(t or n for n, t in calls)]
+    inches = float(m.group(1)) / 72
+    how = "--depth 0 or --collapse NAME" if calls else "--collapse NAME"
+    shown = ", ".join(repr(n) for n in names[:4]) + (", …" if len(names) > 4 else "")
+    return (
+        f"the figure is {inches:.0f} in wide (a page about 7): {how} draws a block as one box"
+        + (f" ({shown})" if names else "")
+    )
 
 
 def _make_folders(out: str | None) -> list[Path]:
