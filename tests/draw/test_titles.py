@@ -14,17 +14,7 @@ import pytest
 
 from ncd import gallery
 from ncd.circuits.draw import render
-
-
-def _bezier(pts: np.ndarray, n: int = 16) -> np.ndarray:
-    out = [pts[:1]]
-    t = np.linspace(0, 1, n + 1)[1:, None]
-    for i in range(1, len(pts) - 2, 3):
-        p0, p1, p2, p3 = pts[i - 1], pts[i], pts[i + 1], pts[i + 2]
-        out.append(
-            (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3
-        )
-    return np.concatenate(out)
+from ncd.circuits.draw.order import _bezier  # the renderer's own sampling of a wire
 
 
 def layout(circuit, **kw) -> dict:
@@ -42,8 +32,8 @@ def through_titles(data: dict) -> list[tuple[str, str]]:
     for e in data.get("edges", []):
         if e.get("id", "").startswith("wire:"):
             pts = [p for p in e["pos"].split() if not p.startswith(("s,", "e,"))]
-            wires.append((e["id"], _bezier(np.array([[float(v) for v in p.split(",")[:2]]
-                                                     for p in pts]))))  # fmt: skip
+            xy = np.array([[float(v) for v in p.split(",")[:2]] for p in pts])
+            wires.append((e["id"], _bezier(xy, 16)))
     hits = []
     for o in data.get("objects", []):
         if "lp" not in o or "bb" not in o:
