@@ -352,44 +352,46 @@ class Studio(w.VBox):
 
     # ---- views: pure functions of the current circuit -------------------------------------
     def _refresh(self, note: str = "") -> None:
-        # One message to the page: the drawing, its breadcrumb, version and status together.
+        # One message to the page: the drawing, its breadcrumb, version and undo state
+        # together, sent before the form and the lists are brought up to date (their widgets
+        # send messages of their own, which the page would otherwise handle first).
+        c = self.view
         with self.canvas.hold_sync():
-            c = self.view
             self._checked = self._check(c)
             self._refresh_diagram()
-            self._stale = set(TABS)
-            self._refresh_tab()
-            self._refresh_text()
-            refs = [r for r in panels.sources(c, self._checked) if r != panels.DRAFT_OUTPUT]
-            self._filling = True  # new choices, not the user's: nothing applies
-            try:
-                for dd in [*self.port_widgets.values()]:
-                    keep = dd.value
-                    dd.options = [_NONE, *refs]
-                    dd.value = keep if keep in refs else (refs[-1] if refs else _NONE)
-            finally:
-                self._filling = False
-            # A choice the user made survives the refresh after an edit, while it still exists.
-            for dd, names in (
-                (self.output_source, refs),
-                (self.box_select, [b.name for b in c.boxes]),
-            ):
-                keep = dd.value
-                dd.options = names
-                dd.value = keep if keep in names else None
-            self.undo_button.disabled = not self._history.can_undo
-            self.redo_button.disabled = not self._history.can_redo
             self.canvas.can_undo = self._history.can_undo
             self.canvas.can_redo = self._history.can_redo
             self.canvas.name, self.canvas.title = c.name, c.title
             self.canvas.marks = {}
-            self._sync_form()
-            opened = edits.open_boxes(c)
-            if opened:
-                note += "; " + _open_note(opened)
-            elif not c.outputs and c.inputs:
-                note += "; a draft: its loose ends are drawn dashed (set an output to finish it)"
-            self._show([], note)
+        self._stale = set(TABS)
+        self._refresh_tab()
+        self._refresh_text()
+        refs = [r for r in panels.sources(c, self._checked) if r != panels.DRAFT_OUTPUT]
+        self._filling = True  # new choices, not the user's: nothing applies
+        try:
+            for dd in [*self.port_widgets.values()]:
+                keep = dd.value
+                dd.options = [_NONE, *refs]
+                dd.value = keep if keep in refs else (refs[-1] if refs else _NONE)
+        finally:
+            self._filling = False
+        # A choice the user made survives the refresh after an edit, while it still exists.
+        for dd, names in (
+            (self.output_source, refs),
+            (self.box_select, [b.name for b in c.boxes]),
+        ):
+            keep = dd.value
+            dd.options = names
+            dd.value = keep if keep in names else None
+        self.undo_button.disabled = not self._history.can_undo
+        self.redo_button.disabled = not self._history.can_redo
+        self._sync_form()
+        opened = edits.open_boxes(c)
+        if opened:
+            note += "; " + _open_note(opened)
+        elif not c.outputs and c.inputs:
+            note += "; a draft: its loose ends are drawn dashed (set an output to finish it)"
+        self._show([], note)
 
     def _refresh_diagram(self) -> None:
         c = self.view
