@@ -20,8 +20,8 @@ MAX_INT_DIGITS = 20
 MAX_NAME = 64
 """Characters of a name: circuit, input, box, output, axis, label, group."""
 MAX_BOXES = 20_000
-"""Boxes in one circuit (its own, not counting those of its subcircuits): the cost model's
-symbolic sums take about a minute there on one core."""
+"""Boxes in one circuit (its own, not counting those of its subcircuits); the cost model's
+symbolic sums grow with it, so it bounds `analyse` too."""
 MAX_UNROLLED_BOXES = 50_000
 """Boxes of a circuit with every call expanded, repeats counted (what `compile` builds, a
 module per repetition)."""

@@ -93,15 +93,10 @@ def cmd_analyse(args) -> int:
     # check the options before any output
     sweep = _sweep_arg(args.plot) if args.plot else None
     if sweep:
-        from ncd.compiler.cost.plot import sweep_points
+        from ncd.compiler.cost.plot import check_axis, sweep_points
 
         sweep_points(sweep[1], sweep[2])
-        for c in circuits:
-            if sweep[0] not in known_sizes(c):
-                raise NcdError(
-                    f"--plot: circuit '{c.name}' has no axis {sweep[0]}; its sizes: "
-                    f"{sorted(known_sizes(c))}"
-                )
+        check_axis(circuits, sweep[0])
     if args.output:  # -o's suffix says which output it names: --json's or the figures'
         suffix = Path(args.output).suffix
         figures = args.plot or args.overlay
