@@ -35,6 +35,12 @@ FAMILY_ORDER = [
 ]
 
 
+def fitted() -> dict[str, Any]:
+    """A labelled field's look in the editor's column: the label 90 px wide, the input filling
+    the rest of the column (ipywidgets' own width would overflow it and clip the input)."""
+    return {"style": {"description_width": "90px"}, "layout": w.Layout(width="auto")}
+
+
 def palette_options() -> list[tuple[str, str]]:
     """Dropdown options (label, kind) for every kind in KINDS, grouped by family."""
     rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
@@ -92,7 +98,6 @@ class BoxForm:
             shape, extra = _shape(info.annotation)
             default = None if info.is_required() else info.get_default(call_default_factory=True)
             desc = (info.description or "").split("\n")[0]
-            style = {"description_width": "90px"}
             if shape == "bool":
                 widget = w.Checkbox(value=bool(default), description=fname, indent=False)
             elif shape == "choice":
@@ -100,18 +105,18 @@ class BoxForm:
                     options=[(str(o), o) for o in extra],
                     value=default if default in extra else extra[0],
                     description=fname,
-                    style=style,
+                    **fitted(),
                 )
             elif shape == "number":
                 number = w.IntText if extra is int else w.FloatText
-                widget = number(value=default or 0, description=fname, style=style)
+                widget = number(value=default or 0, description=fname, **fitted())
             else:
                 hint = {"list": "space-separated, e.g. B T D", "dict": 'T=S, or JSON {"T": "S"}'}
                 widget = w.Text(
                     value=_text(default),
                     description=fname,
                     placeholder=hint.get(shape, "required" if info.is_required() else ""),
-                    style=style,
+                    **fitted(),
                     continuous_update=False,  # the value arrives on Enter or when left
                 )
             widget.tooltip = desc

@@ -37,7 +37,7 @@ from ncd.circuits.types import DTYPES, TensorType
 
 from . import edits, panels
 from .canvas import Canvas
-from .forms import BoxForm, FormError, palette_options
+from .forms import BoxForm, FormError, fitted, palette_options
 
 _NONE = "—"  # a port left unwired
 MAX_UNDO = 200
@@ -235,14 +235,13 @@ class Studio(w.VBox):
     # ---- the layout ----------------------------------------------------------------------
     def _build_widgets(self) -> None:
         button = functools.partial(w.Button, layout=w.Layout(width="auto"))
-        wide = {"description_width": "90px"}
         # the diagram
         self.canvas = Canvas(palette=_palette())
         self.canvas.on_intent(self._intent)
         # palette, form, wiring
-        self.palette = w.Dropdown(options=palette_options(), description="kind", style=wide)
+        self.palette = w.Dropdown(options=palette_options(), description="kind", **fitted())
         self.box_name = w.Text(
-            description="name", placeholder="box name", style=wide, continuous_update=False
+            description="name", placeholder="box name", **fitted(), continuous_update=False
         )
         self.form_box = w.VBox()
         self.wiring = w.VBox()
@@ -252,20 +251,22 @@ class Studio(w.VBox):
         self.box_name.observe(lambda _: self._field_changed("name"), names="value")
         self.add_box_button.on_click(lambda _: self._add_box())
         # delete, inputs, outputs
-        self.box_select = w.Dropdown(description="box", style=wide)
+        self.box_select = w.Dropdown(description="box", **fitted())
+        # A box chosen in the list is selected as a click on it would: the form shows it.
+        self.box_select.observe(lambda _: self._box_chosen(), names="value")
         self.delete_box_button = button(description="delete box")
         self.delete_box_button.on_click(lambda _: self._delete_box())
         self.edit_box_button = button(description="edit in form")
         self.edit_box_button.on_click(lambda _: self._edit_box())
         self.replace_box_button = button(description="apply to box")
         self.replace_box_button.on_click(lambda _: self._replace_box())
-        self.input_name = w.Text(description="input", placeholder="name", style=wide)
-        self.input_axes = w.Text(description="axes", placeholder="B T D", style=wide)
-        self.input_dtype = w.Dropdown(options=list(DTYPES), description="dtype", style=wide)
+        self.input_name = w.Text(description="input", placeholder="name", **fitted())
+        self.input_axes = w.Text(description="axes", placeholder="B T D", **fitted())
+        self.input_dtype = w.Dropdown(options=list(DTYPES), description="dtype", **fitted())
         self.add_input_button = button(description="add input")
         self.add_input_button.on_click(lambda _: self._add_input())
-        self.output_name = w.Text(description="output", placeholder="name", style=wide)
-        self.output_source = w.Dropdown(description="from", style=wide)
+        self.output_name = w.Text(description="output", placeholder="name", **fitted())
+        self.output_source = w.Dropdown(description="from", **fitted())
         self.set_output_button = button(description="set output")
         self.set_output_button.on_click(lambda _: self._set_output())
         # history and files
@@ -273,14 +274,14 @@ class Studio(w.VBox):
         self.redo_button = button(description="redo", icon="repeat")
         self.undo_button.on_click(lambda _: self.undo())
         self.redo_button.on_click(lambda _: self.redo())
-        self.path = w.Text(description="file", placeholder="circuit.json", style=wide)
+        self.path = w.Text(description="file", placeholder="circuit.json", **fitted())
         self.path.observe(lambda _: self._reset_confirm(), names="value")
         self.save_button = button(description="save")
         self.load_button = button(description="load")
         self.save_button.on_click(lambda _: self._save())
         self.load_button.on_click(lambda _: self.load(self.path.value.strip()))
         self.export_path = w.Text(
-            description="export", placeholder="diagram.svg|pdf|png, model.py", style=wide
+            description="export", placeholder="diagram.svg|pdf|png, model.py", **fitted()
         )
         self.export_button = button(description="export")
         self.export_button.on_click(lambda _: self._export())
@@ -296,7 +297,9 @@ class Studio(w.VBox):
         self.text.add_class("ncd-text")
         self.text.observe(lambda _: self._apply_text(), names="value")
         self.text_status = w.HTML()
-        self.sizes = w.Text(description="sizes", placeholder="B=2,T=128", style=wide)
+        self.sizes = w.Text(
+            description="sizes", placeholder="B=2,T=128", style={"description_width": "90px"}
+        )
         self.sizes.observe(lambda _: self._sizes_changed(), names="value")
         self.default_sizes_button = button(description="make these the default sizes")
         self.default_sizes_button.on_click(lambda _: self._default_sizes())
@@ -337,6 +340,7 @@ class Studio(w.VBox):
             ],
             layout=w.Layout(width="300px", min_width="300px"),
         )
+        left.add_class("ncd-form")
         text = w.VBox([w.HTML("<b>Text</b>"), self.text, self.text_status])
         text.layout = w.Layout(width="320px", min_width="260px")
         if _script() is None:
@@ -373,16 +377,16 @@ class Studio(w.VBox):
                 keep = dd.value
                 dd.options = [_NONE, *refs]
                 dd.value = keep if keep in refs else (refs[-1] if refs else _NONE)
+            # A choice the user made survives the refresh after an edit, while it still exists.
+            for dd, names in (
+                (self.output_source, refs),
+                (self.box_select, [b.name for b in c.boxes]),
+            ):
+                keep = dd.value
+                dd.options = names
+                dd.value = keep if keep in names else None
         finally:
             self._filling = False
-        # A choice the user made survives the refresh after an edit, while it still exists.
-        for dd, names in (
-            (self.output_source, refs),
-            (self.box_select, [b.name for b in c.boxes]),
-        ):
-            keep = dd.value
-            dd.options = names
-            dd.value = keep if keep in names else None
         self.undo_button.disabled = not self._history.can_undo
         self.redo_button.disabled = not self._history.can_redo
         self._sync_form()
@@ -532,6 +536,11 @@ class Studio(w.VBox):
         except Exception as e:  # noqa: BLE001 - the diagram's actions never raise
             what = op.replace("_", " ")
             self._refuse(panels.problems_of(e), what)
+
+    def _box_chosen(self) -> None:
+        name = self.box_select.value
+        if not self._filling and name and name != self.canvas.selected:
+            self._on_select(name)
 
     def _on_select(self, path: str = "") -> None:
         """The selection, and the form with it: a box is shown in the form to be edited;
@@ -933,7 +942,7 @@ class Studio(w.VBox):
                 options=[_NONE, *refs],
                 value=value if value in refs else _NONE,
                 description=f"port {port}",
-                style={"description_width": "90px"},
+                **fitted(),
             )
             dd.observe(functools.partial(self._port_changed, port), names="value")
             self.port_widgets[port] = dd

@@ -514,6 +514,28 @@ def test_a_circuit_opened_in_the_studio_has_its_handles_on_its_boxes(step):
     s.locator(".ncd-status:has-text('undo: 1 of 2')").wait_for()
 
 
+def test_the_form_shows_a_box_chosen_in_its_list_and_every_field_fits_the_column(step):
+    """Audit: the form's text fields ran past the 300 px column (their right ends clipped under
+    the diagram), and a box chosen in the list left the form showing a new box."""
+    page = step
+    form = page.locator(".ncd-form").nth(3)  # gla_block's Studio
+    form.scroll_into_view_if_needed()
+    form.locator("select").first.select_option("v_proj")
+    form.locator(":text('The selected box: v_proj')").wait_for()
+    studio(page, 3).locator('g.node.ncd-selected[id="box:v_proj"]').wait_for()
+    spill = form.evaluate(
+        """el => {
+          const f = el.getBoundingClientRect();
+          return [...el.querySelectorAll('input, select')]
+            .map((e) => [e.closest('.widget-inline-hbox')?.innerText, e.getBoundingClientRect()])
+            .filter(([, r]) => r.width > 0 && (r.left < f.left - 0.5 || r.right > f.right + 0.5))
+            .map(([label, r]) => `${label}: ${r.left}-${r.right} outside ${f.left}-${f.right}`);
+        }"""
+    )
+    assert form.locator("input").count() > 10 and spill == [], spill
+    form.screenshot(path=str(ARTIFACTS / "form.png"))
+
+
 def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_ends(step):
     """Audit bug 1, end to end: `gla` searched with q_proj selected adds a linear attention
     reading q_proj (key T: the wire's sequence axis); k, v and g are loose ends, wired by a

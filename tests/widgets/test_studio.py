@@ -379,6 +379,20 @@ def test_undo_history_is_bounded(monkeypatch):
     assert studio.circuit.sizes["B"] == 3  # the three latest circuits are kept
 
 
+def test_a_box_chosen_in_the_list_is_selected_and_shown_in_the_form():
+    """Choosing a box in the list did nothing visible: the form went on showing a new box of
+    the palette's kind under the chosen name until "edit in form" was pressed."""
+    studio = Studio("transformer_block")
+    studio.box_select.value = "q_proj"
+    assert studio.canvas.selected == "q_proj"
+    assert studio.form_title.value == "<b>The selected box: q_proj</b>"
+    assert studio.palette.value == "linear" and studio.box_name.value == "q_proj"
+    assert studio.form.fields["out"][1].value == "H K"
+    node = next(b for b in studio.circuit.boxes if b.kind == "layernorm").name
+    studio.box_select.value = node  # another choice follows it
+    assert studio.canvas.selected == node and studio.palette.value == "layernorm"
+
+
 def test_box_choice_survives_an_edit():
     """Choosing a box, then making an unrelated edit, leaves that box chosen."""
     studio = Studio("transformer_block")
