@@ -19,16 +19,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Cost figures of an entry's table: report key -> (title, unit of `human`).
-COST_ROWS = {
-    "flops": ("FLOPs, forward (multiply-add = 2)", "flop"),
-    "flops_backward": ("FLOPs, backward", "flop"),
-    "params": ("parameters", ""),
-    "activation_bytes": ("memory kept for the backward pass", "B"),
-    "peak_bytes": ("peak memory, forward + backward", "B"),
-    "io_bytes": ("HBM traffic (IO), forward", "B"),
-    "io_bytes_backward": ("HBM traffic (IO), backward", "B"),
-}
+# Cost figures of an entry's table, titled as in the cost report (compiler.cost.report.FIGURES).
+COST_ROWS = (
+    "flops", "flops_backward", "params", "activation_bytes", "peak_bytes", "io_bytes",
+    "io_bytes_backward",
+)  # fmt: skip
 SWEEP_AXIS, SWEEP_LO, SWEEP_HI = "T", 256, 65536
 FAMILIES = {
     2: "softmax attention family (FLOPs grow as T², S = T)",
@@ -160,13 +155,14 @@ def inline_svg(svg: str, prefix: str) -> str:
 
 def cost_table(report) -> str:
     """The entry's totals at its default sizes: number, formula and leading order per figure."""
-    from ncd.compiler.cost.report import human
+    from ncd.compiler.cost.report import FIGURES, human
     from ncd.compiler.cost.symbolic import big_o
 
     e = html.escape
     numbers = report.numbers
     rows = []
-    for key, (title, unit) in COST_ROWS.items():
+    for key in COST_ROWS:
+        title, unit = FIGURES[key]
         f = report.peak_formula() if key == "peak_bytes" else report.formulas[key]
         f = report.readable(f)
         order = "" if f.is_number else big_o(f)
@@ -230,10 +226,8 @@ def scaling_png(cards: list[Card]) -> tuple[bytes | None, list[tuple[str, int]]]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
-    from ncd.compiler.cost.plot import PANELS, sweep_points
-    from ncd.compiler.cost.report import human
+    from ncd.compiler.cost.plot import PANELS, style_panel, sweep_points
 
     drawn = []
     for c in cards:
@@ -257,10 +251,7 @@ def scaling_png(cards: list[Card]) -> tuple[bytes | None, list[tuple[str, int]]]
             ys = [c.report.at(key, **{SWEEP_AXIS: p, "S": p}) for p in points]
             ax.loglog(points, ys, style, marker="o", ms=3, color=colour, label=c.name)
     for ax, (_key, title, unit) in zip(axes, PANELS):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(f"{SWEEP_AXIS} (= S)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p, u=unit: human(v, u)))
+        style_panel(ax, title, unit, f"{SWEEP_AXIS} (= S)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9,
                frameon=False)  # fmt: skip

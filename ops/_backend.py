@@ -7,6 +7,8 @@ before `ncd.ops` is first imported, because Triton decides at decoration time wh
 kernel is compiled or interpreted.
 """
 
+import math
+
 import torch
 import triton
 from triton import knobs
@@ -125,6 +127,109 @@ def check_qkv(op: str, q, k, v, layout: str) -> None:
         f"all on {q.device}",
         (q.device, k.device, v.device),
     )
+
+
+def check_sequences(op: str, q, k, v, scale, cu_seqlens, scale_optional: bool = True) -> tuple:
+    """The checks of the linear-attention family ([B, T, H, K] queries and keys, [B, T, H, V]
+    values): q, k, v (check_qkv), k shaped as q, v's (B, T, H) as q's, the scale (a finite
+    number, or None where the op has a default) and the packed offsets. Returns
+    (B, T, H, K, V, N), N the number of sequences."""
+    check_qkv(op, q, k, v, "[B, T, H, K]")
+    check(tuple(k.shape) == tuple(q.shape), op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(
+        tuple(v.shape[:3]) == tuple(q.shape[:3]),
+        op,
+        "v.shape[:3] (B, T, H)",
+        f"{tuple(q.shape[:3])}",
+        tuple(v.shape[:3]),
+    )
+    number = isinstance(scale, (int, float)) and math.isfinite(scale)
+    if scale_optional:
+        check(scale is None or number, op, "scale", "None or a finite number", scale)
+    else:
+        check(number, op, "scale", "a finite number", scale)
+    B, T, H, K = q.shape
+    return B, T, H, K, v.shape[3], check_cu_seqlens(op, cu_seqlens, B, T)
+
+
+def check_state(op: str, state, N: int, H: int, K: int, V: int) -> None:
+    """An initial state is a tensor [N, H, K, V], one K x V state per sequence and head."""
+    check(
+        isinstance(state, torch.Tensor) and tuple(state.shape) == (N, H, K, V),
+        op,
+        "initial_state shape",
+        f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
+        tuple(getattr(state, "shape", ())),
+    )
+
+
+def check_gate(op: str, name: str, x, shapes: tuple, expected: str, q) -> None:
+    """A gate-like argument (decays, beta): a floating tensor of one of `shapes`, on q's
+    device; `expected` says the shapes in words."""
+    check(
+        isinstance(x, torch.Tensor) and tuple(x.shape) in shapes,
+        op,
+        f"{name}.shape",
+        expected,
+        tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__,
+    )
+    check(x.is_floating_point(), op, f"{name}.dtype", "a floating dtype", x.dtype)
+    check(x.device == q.device, op, f"{name}.device", f"{q.device} as q", x.device)
+
+
+def check_step(op: str, q, k, v, state) -> tuple:
+    """The checks of a one-token step of the linear-attention family: q, k [B, H, K] (one
+    shape), v [B, H, V], and the state, None (zeros, float32, returned) or [B, H, K, V].
+    Returns (B, H, K, V, state)."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check(
+            isinstance(x, torch.Tensor) and x.dim() == 3,
+            op,
+            f"{name}.shape",
+            "3 dims [B, H, K]",
+            tuple(getattr(x, "shape", ())),
+        )
+    check(k.shape == q.shape, op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
+    check(
+        v.shape[:2] == q.shape[:2], op, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
+    )
+    B, H, K = q.shape
+    V = v.shape[2]
+    if state is None:
+        state = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
+    check(
+        isinstance(state, torch.Tensor) and tuple(state.shape) == (B, H, K, V),
+        op,
+        "state shape",
+        f"({B}, {H}, {K}, {V}) = [B, H, K, V]",
+        tuple(getattr(state, "shape", ())),
+    )
+    return B, H, K, V, state
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Unit stride along the features and a permutation of a contiguous tensor (such as
+    ``[B, H, T, K].transpose(1, 2)``): the kernels read it through its strides."""
+    # Arithmetic on the strides, not x.permute(...).is_contiguous(): each tensor op costs the
+    # host ~10 us on CUDA tensors, and this runs on every call.
+    st, n = x.stride(), x.shape
+    if st[-1] != 1:
+        return False
+    span = n[-1]
+    for d in sorted(range(x.dim() - 1), key=lambda d: st[d]):  # innermost first
+        if n[d] != 1 and st[d] != span:
+            return False
+        span *= n[d]
+    return True
+
+
+def readable(q, k, v) -> tuple:
+    """q, k, v as kernels that address q and k through one set of strides and v through its
+    own take them: in place where they can be read so (a permutation of a contiguous tensor,
+    unit feature stride, q and k in one layout), else contiguous copies."""
+    if not (_dense(q) and q.stride() == k.stride()):
+        q, k = q.contiguous(), k.contiguous()
+    return q, k, (v if _dense(v) else v.contiguous())
 
 
 _tuners: dict = {}

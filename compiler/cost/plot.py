@@ -8,14 +8,25 @@ from pathlib import Path
 
 from .analyse import analyse, known_sizes
 from .devices import CostError
-from .report import human
+from .report import FIGURES, human
 
-PANELS = (
-    ("flops", "FLOPs, forward (multiply-add = 2)", "flop"),
-    ("activation_bytes", "activation memory kept for backward", "B"),
-    ("io_bytes", "HBM traffic, forward", "B"),
-    ("time_train_s", "roofline time, fwd + bwd", "s"),
-)
+PANELS = tuple(
+    (key, *FIGURES[key]) for key in ("flops", "activation_bytes", "io_bytes", "time_train_s")
+)  # (key, title, unit), titled as in the cost report
+
+
+def style_panel(ax, title: str, unit: str, xlabel: str) -> None:
+    """A cost panel's title, axis label, grid and tick labels in `unit` (report.human); a
+    byte axis is ticked at powers of two, so that its labels are round binary sizes."""
+    import matplotlib.ticker as ticker
+
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.grid(True, which="both", alpha=0.3)
+    if unit == "B":
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=2, numticks=8))
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _p: human(v, unit)))
 
 
 def sweep_points(lo: int, hi: int, n: int | None = None) -> list[int]:
@@ -118,13 +129,8 @@ def scaling_plot(circuits, axis: str, lo: int, hi: int, path, *, sizes=None, tie
             ys = d[key]
             label = f"{name} ({d['leading']})" if key == "flops" else name
             ax.loglog(points, ys, marker="o", ms=3, label=label)
-        ax.set_title(title, fontsize=10)
         xl = axis + "".join(f" = {t}" for t in next(iter(data.values()))["tied"])
-        ax.set_xlabel(xl)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.yaxis.set_major_formatter(
-            matplotlib.ticker.FuncFormatter(lambda v, _p, u=unit: human(v, u))
-        )
+        style_panel(ax, title, unit, xl)
     axes[0].legend(fontsize=8)
     dev = options.get("device", "h200")
     fig.suptitle(

@@ -24,13 +24,14 @@ CONVENTIONS = (
     "per kernel, summed."
 )
 
-# Totals in the report, in the order shown: key -> (title, unit)
+# Totals in the report, in the order shown: key -> (title, unit); the gallery page's table and
+# the scaling plot's panels take their titles from here.
 FIGURES = {
-    "flops": ("FLOPs (forward)", "flop"),
+    "flops": ("FLOPs (forward, multiply-add = 2)", "flop"),
     "flops_backward": ("FLOPs (backward)", "flop"),
     "mm_flops": ("matmul FLOPs (forward)", "flop"),
     "params": ("parameters", ""),
-    "activation_bytes": ("activation memory kept", "B"),
+    "activation_bytes": ("activation memory kept for backward", "B"),
     "peak_bytes": ("peak memory, fwd+bwd", "B"),
     "io_bytes": ("HBM traffic (forward)", "B"),
     "io_bytes_backward": ("HBM traffic (backward)", "B"),

@@ -25,8 +25,6 @@ forming them per value block; the backward writes them again in one more chunk-p
 launch (_qk_kernel) for its two scans.
 """
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -34,8 +32,9 @@ import triton.language as tl
 from .._backend import (
     cdiv,
     check,
-    check_cu_seqlens,
-    check_qkv,
+    check_gate,
+    check_sequences,
+    check_state,
     interpreting,
     launch,
     pow2,
@@ -842,44 +841,11 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
 
 
 def _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, gated):
-    check_qkv(op, q, k, v, "[B, T, H, K]")
-    check(tuple(k.shape) == tuple(q.shape), op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        tuple(v.shape[:3]) == tuple(q.shape[:3]),
-        op,
-        "v.shape[:3] (B, T, H)",
-        f"{tuple(q.shape[:3])}",
-        tuple(v.shape[:3]),
-    )
-    B, T, H, K = q.shape
-    V = v.shape[3]
-    gates = (("g", g), ("beta", beta)) if gated else (("beta", beta),)
-    for name, x in gates:
-        check(
-            isinstance(x, torch.Tensor) and tuple(x.shape) == (B, T, H),
-            op,
-            f"{name}.shape",
-            f"({B}, {T}, {H}) = [B, T, H]",
-            tuple(getattr(x, "shape", ())) if isinstance(x, torch.Tensor) else type(x).__name__,
-        )
-        check(x.is_floating_point(), op, f"{name}.dtype", "a floating dtype", x.dtype)
-        check(x.device == q.device, op, f"{name}.device", f"{q.device} as q", x.device)
-    check(
-        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale)),
-        op,
-        "scale",
-        "None or a finite number",
-        scale,
-    )
-    N = check_cu_seqlens(op, cu_seqlens, B, T)
+    B, T, H, K, V, N = check_sequences(op, q, k, v, scale, cu_seqlens)
+    for name, x in (("g", g), ("beta", beta)) if gated else (("beta", beta),):
+        check_gate(op, name, x, ((B, T, H),), f"({B}, {T}, {H}) = [B, T, H]", q)
     if initial_state is not None:
-        check(
-            isinstance(initial_state, torch.Tensor) and tuple(initial_state.shape) == (N, H, K, V),
-            op,
-            "initial_state shape",
-            f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
-            tuple(getattr(initial_state, "shape", ())),
-        )
+        check_state(op, initial_state, N, H, K, V)
 
 
 def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,

@@ -6,25 +6,12 @@ runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import check
+from .._backend import check, check_step
 from .reference import l2norm
 
 
 def _step(op, q, k, v, g, beta, state, scale, use_qk_l2norm):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check(
-            isinstance(x, torch.Tensor) and x.dim() == 3,
-            op,
-            f"{name}.shape",
-            "3 dims [B, H, K]",
-            tuple(getattr(x, "shape", ())),
-        )
-    check(k.shape == q.shape, op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        v.shape[:2] == q.shape[:2], op, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
-    )
-    B, H, K = q.shape
-    V = v.shape[2]
+    B, H, K, V, state = check_step(op, q, k, v, state)
     for name, x in (("beta", beta), ("g", g)):
         if x is not None or name == "beta":
             check(
@@ -34,15 +21,6 @@ def _step(op, q, k, v, g, beta, state, scale, use_qk_l2norm):
                 f"({B}, {H}) = [B, H]",
                 tuple(getattr(x, "shape", ())),
             )
-    if state is None:
-        state = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
-    check(
-        isinstance(state, torch.Tensor) and tuple(state.shape) == (B, H, K, V),
-        op,
-        "state shape",
-        f"({B}, {H}, {K}, {V}) = [B, H, K, V]",
-        tuple(getattr(state, "shape", ())),
-    )
     ct = torch.promote_types(state.dtype, torch.float32)
     scale = K**-0.5 if scale is None else scale
     if use_qk_l2norm:

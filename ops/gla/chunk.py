@@ -29,8 +29,6 @@ Backward, five launches (_gate_prep, then):
                together and the kernel only reads what the scans wrote (it can be tuned).
 """
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -38,8 +36,9 @@ import triton.language as tl
 from .._backend import (
     cdiv,
     check,
-    check_cu_seqlens,
-    check_qkv,
+    check_gate,
+    check_sequences,
+    check_state,
     interpreting,
     launch,
     pow2,
@@ -846,37 +845,10 @@ OP = "gla"
 
 
 def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
-    check_qkv(OP, q, k, v, "[B, T, H, K]")
-    check(tuple(k.shape) == tuple(q.shape), OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        tuple(v.shape[:3]) == tuple(q.shape[:3]),
-        OP,
-        "v.shape[:3] (B, T, H)",
-        f"{tuple(q.shape[:3])}",
-        tuple(v.shape[:3]),
-    )
-    check(isinstance(g, torch.Tensor), OP, "g", "a torch.Tensor [B, T, H, K]", type(g).__name__)
-    check(tuple(g.shape) == tuple(q.shape), OP, "g.shape", f"{tuple(q.shape)} as q", tuple(g.shape))
-    check(g.is_floating_point(), OP, "g.dtype", "a floating dtype", g.dtype)
-    check(g.device == q.device, OP, "g.device", f"{q.device} as q", g.device)
-    check(
-        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale)),
-        OP,
-        "scale",
-        "None or a finite number",
-        scale,
-    )
-    B, T, H, K = q.shape
-    V = v.shape[3]
-    N = check_cu_seqlens(OP, cu_seqlens, B, T)
+    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens)
+    check_gate(OP, "g", g, (tuple(q.shape),), f"{tuple(q.shape)} as q", q)
     if initial_state is not None:
-        check(
-            isinstance(initial_state, torch.Tensor) and tuple(initial_state.shape) == (N, H, K, V),
-            OP,
-            "initial_state shape",
-            f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
-            tuple(getattr(initial_state, "shape", ())),
-        )
+        check_state(OP, initial_state, N, H, K, V)
 
 
 def gla(

@@ -3,7 +3,7 @@ vector-matrix product per head, which PyTorch runs at memory speed (no kernel of
 
 import torch
 
-from .._backend import check
+from .._backend import check, check_step
 
 OP = "gla_step"
 
@@ -35,29 +35,13 @@ def gla_step(
     >>> o.shape, s.shape
     (torch.Size([2, 4, 3]), torch.Size([2, 4, 8, 3]))
     """
-    for name, x in (("q", q), ("k", k), ("v", v), ("g", g)):
-        check(
-            isinstance(x, torch.Tensor) and x.dim() == 3,
-            OP,
-            f"{name}.shape",
-            "3 dims [B, H, K]",
-            tuple(getattr(x, "shape", ())),
-        )
-    check(k.shape == q.shape, OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(g.shape == q.shape, OP, "g.shape", f"{tuple(q.shape)} as q", tuple(g.shape))
+    B, H, K, V, state = check_step(OP, q, k, v, state)
     check(
-        v.shape[:2] == q.shape[:2], OP, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
-    )
-    B, H, K = q.shape
-    V = v.shape[2]
-    if state is None:
-        state = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
-    check(
-        isinstance(state, torch.Tensor) and tuple(state.shape) == (B, H, K, V),
+        isinstance(g, torch.Tensor) and g.shape == q.shape,
         OP,
-        "state shape",
-        f"({B}, {H}, {K}, {V}) = [B, H, K, V]",
-        tuple(getattr(state, "shape", ())),
+        "g.shape",
+        f"{tuple(q.shape)} as q",
+        tuple(getattr(g, "shape", ())),
     )
     ct = torch.promote_types(state.dtype, torch.float32)
     scale = K**-0.5 if scale is None else scale

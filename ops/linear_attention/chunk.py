@@ -20,7 +20,17 @@ import triton
 import triton.language as tl
 
 from .. import config
-from .._backend import cdiv, check, check_cu_seqlens, check_qkv, launch, pow2, use_triton
+from .._backend import (
+    cdiv,
+    check,
+    check_qkv,
+    check_sequences,
+    check_state,
+    launch,
+    pow2,
+    readable,
+    use_triton,
+)
 from .reference import EPS, linear_attention_chunked
 
 
@@ -496,30 +506,12 @@ class NormalizedLinearAttentionFunction(torch.autograd.Function):
 OP = "linear_attention"
 
 
-def _dense(x: torch.Tensor) -> bool:
-    """Unit stride along the features and a permutation of a contiguous tensor (such as
-    ``[B, H, T, K].transpose(1, 2)``): the kernels read it through its strides."""
-    # Arithmetic on the strides, not x.permute(...).is_contiguous(): each tensor op costs the
-    # host ~10 us on CUDA tensors, and this runs on every call.
-    st, n = x.stride(), x.shape
-    if st[-1] != 1:
-        return False
-    span = n[-1]
-    for d in sorted(range(x.dim() - 1), key=lambda d: st[d]):  # innermost first
-        if n[d] != 1 and st[d] != span:
-            return False
-        span *= n[d]
-    return True
-
-
 def _readable(q, k, v):
     """q, k, v as the kernels take them: contiguous copies, or (config linear_in_place) the
     tensors themselves where the kernels can read them (q and k in one layout)."""
     if not config.settings.linear_in_place:
         return q.contiguous(), k.contiguous(), v.contiguous()
-    if not (_dense(q) and q.stride() == k.stride()):
-        q, k = q.contiguous(), k.contiguous()
-    return q, k, (v if _dense(v) else v.contiguous())
+    return readable(q, k, v)
 
 
 def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
@@ -530,24 +522,7 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
         and k.shape == q.shape and v.shape[:3] == q.shape[:3]
     ):  # fmt: skip
         return
-    check(tuple(k.shape) == tuple(q.shape), OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        tuple(v.shape[:3]) == tuple(q.shape[:3]),
-        OP,
-        "v.shape[:3] (B, T, H)",
-        f"{tuple(q.shape[:3])}",
-        tuple(v.shape[:3]),
-    )
-    B, T, H, K = q.shape
-    V = v.shape[3]
-    check(
-        isinstance(scale, (int, float)) and math.isfinite(scale),
-        OP,
-        "scale",
-        "a finite number",
-        scale,
-    )
-    N = check_cu_seqlens(OP, cu_seqlens, B, T)
+    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens, scale_optional=False)
     if decay is not None:
         check(
             isinstance(decay, torch.Tensor) and tuple(decay.shape) == (H,),
@@ -567,13 +542,7 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
         )
     if initial_state is not None:
         s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
-        check(
-            isinstance(s0, torch.Tensor) and tuple(s0.shape) == (N, H, K, V),
-            OP,
-            "initial_state shape",
-            f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
-            tuple(getattr(s0, "shape", ())),
-        )
+        check_state(OP, s0, N, H, K, V)
         check(
             normalize == (z0 is not None),
             OP,

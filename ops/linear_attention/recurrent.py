@@ -6,7 +6,7 @@ work that PyTorch already runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import check
+from .._backend import check, check_step
 from .reference import EPS
 
 OP = "linear_attention_step"
@@ -36,32 +36,11 @@ def linear_attention_step(
     Returns:
         ``(o [B, H, V] in the dtype of v, new_state)``.
     """
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check(
-            isinstance(x, torch.Tensor) and x.dim() == 3,
-            OP,
-            f"{name}.shape",
-            "3 dims [B, H, K]",
-            tuple(getattr(x, "shape", ())),
-        )
-    check(k.shape == q.shape, OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        v.shape[:2] == q.shape[:2], OP, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
-    )
-    B, H, K = q.shape
-    V = v.shape[2]
+    s, z = state if isinstance(state, tuple) else (state, None)
+    B, H, K, V, s = check_step(OP, q, k, v, s)
     if state is None:
-        s = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
         z = torch.zeros(B, H, K, device=q.device, dtype=torch.float32) if normalize else None
     else:
-        s, z = state if isinstance(state, tuple) else (state, None)
-        check(
-            tuple(s.shape) == (B, H, K, V),
-            OP,
-            "state shape",
-            f"({B}, {H}, {K}, {V})",
-            tuple(s.shape),
-        )
         check(
             normalize == (z is not None),
             OP,

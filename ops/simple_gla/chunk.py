@@ -16,8 +16,6 @@ and one more launch, _dg_kernel, sums them and reverse-cumsums them over each se
 float64 (README.md, "Gradient of g").
 """
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -25,12 +23,14 @@ import triton.language as tl
 from .._backend import (
     cdiv,
     check,
-    check_cu_seqlens,
-    check_qkv,
+    check_gate,
+    check_sequences,
+    check_state,
     interpreting,
     launch,
     launch_compiled,
     pow2,
+    readable,
     use_triton,
 )
 from .reference import expand_gates, simple_gla_chunked
@@ -687,65 +687,13 @@ class SimpleGLAFunction(torch.autograd.Function):
 OP = "simple_gla"
 
 
-def _dense(x: torch.Tensor) -> bool:
-    """Unit stride along the features and a permutation of a contiguous tensor (such as
-    ``[B, H, T, K].transpose(1, 2)``): the kernels read it through its strides."""
-    st, n = x.stride(), x.shape
-    if st[-1] != 1:
-        return False
-    span = n[-1]
-    for d in sorted(range(x.dim() - 1), key=lambda d: st[d]):  # innermost first
-        if n[d] != 1 and st[d] != span:
-            return False
-        span *= n[d]
-    return True
-
-
-def _readable(q, k, v):
-    """q, k, v as the kernels take them: in place where they can be read through their strides
-    (q and k in one layout), else contiguous copies."""
-    if not (_dense(q) and q.stride() == k.stride()):
-        q, k = q.contiguous(), k.contiguous()
-    return q, k, (v if _dense(v) else v.contiguous())
-
-
 def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
-    check_qkv(OP, q, k, v, "[B, T, H, K]")
-    check(tuple(k.shape) == tuple(q.shape), OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        tuple(v.shape[:3]) == tuple(q.shape[:3]),
-        OP,
-        "v.shape[:3] (B, T, H)",
-        f"{tuple(q.shape[:3])}",
-        tuple(v.shape[:3]),
-    )
-    B, T, H, K = q.shape
-    V = v.shape[3]
-    check(
-        isinstance(g, torch.Tensor) and tuple(g.shape) in ((B, T, H), (H,)),
-        OP,
-        "g.shape",
-        f"({B}, {T}, {H}) = [B, T, H] (one log-decay per token and head) or ({H},) = [H]",
-        tuple(getattr(g, "shape", ())),
-    )
-    check(g.is_floating_point(), OP, "g.dtype", "a floating dtype", g.dtype)
-    check(g.device == q.device, OP, "g.device", f"{q.device} as q", g.device)
-    check(
-        scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale)),
-        OP,
-        "scale",
-        "None or a finite number",
-        scale,
-    )
-    N = check_cu_seqlens(OP, cu_seqlens, B, T)
+    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens)
+    check_gate(OP, "g", g, ((B, T, H), (H,)),
+               f"({B}, {T}, {H}) = [B, T, H] (one log-decay per token and head) or ({H},) = [H]",
+               q)  # fmt: skip
     if initial_state is not None:
-        check(
-            isinstance(initial_state, torch.Tensor) and tuple(initial_state.shape) == (N, H, K, V),
-            OP,
-            "initial_state shape",
-            f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
-            tuple(getattr(initial_state, "shape", ())),
-        )
+        check_state(OP, initial_state, N, H, K, V)
 
 
 def simple_gla(
@@ -801,7 +749,7 @@ def simple_gla(
           "at most 128 (else backend='reference')", (q.shape[-1], v.shape[-1]))  # fmt: skip
     B, T, H, K = q.shape
     scale = K**-0.5 if scale is None else float(scale)
-    q, k, v = _readable(q, k, v)
+    q, k, v = readable(q, k, v)
     g = expand_gates(g.float(), B, T, H).contiguous()
     s0 = None if initial_state is None else initial_state.float().contiguous()
     cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()

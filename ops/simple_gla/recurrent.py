@@ -6,7 +6,7 @@ PyTorch runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import check
+from .._backend import check, check_step
 
 OP = "simple_gla_step"
 
@@ -38,35 +38,13 @@ def simple_gla_step(
     >>> o.shape, s.shape
     (torch.Size([2, 4, 16]), torch.Size([2, 4, 8, 16]))
     """
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check(
-            isinstance(x, torch.Tensor) and x.dim() == 3,
-            OP,
-            f"{name}.shape",
-            "3 dims [B, H, K]",
-            tuple(getattr(x, "shape", ())),
-        )
-    check(k.shape == q.shape, OP, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        v.shape[:2] == q.shape[:2], OP, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
-    )
-    B, H, K = q.shape
-    V = v.shape[2]
+    B, H, K, V, state = check_step(OP, q, k, v, state)
     check(
         isinstance(g, torch.Tensor) and tuple(g.shape) in ((B, H), (H,)),
         OP,
         "g.shape",
         f"({B}, {H}) = [B, H] or ({H},) = [H]",
         tuple(getattr(g, "shape", ())),
-    )
-    if state is None:
-        state = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
-    check(
-        tuple(state.shape) == (B, H, K, V),
-        OP,
-        "state shape",
-        f"({B}, {H}, {K}, {V})",
-        tuple(state.shape),
     )
     scale = K**-0.5 if scale is None else scale
     ct = torch.promote_types(state.dtype, torch.float32)

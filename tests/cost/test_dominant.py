@@ -120,7 +120,7 @@ def test_free_sizes_fall_back_to_the_leading_term():
 def test_cli_names_t_squared(capsys):
     assert main(["analyse", "multihead_attention", "--sizes", "T=4096"]) == 0
     out = capsys.readouterr().out
-    flops = out[out.index("FLOPs (forward)") :].splitlines()
+    flops = out[out.index("FLOPs (forward") :].splitlines()
     assert flops[1].split()[:2] == ["dominant", "O(T^2·B·H·(K"]
     assert "per doubling T ×3.97" in flops[1]
     assert flops[2].startswith(" ") and "terms 2·T^2·B·H·(K + V) 83%, 6·T^2·B·H 16%" in flops[2]
