@@ -69,12 +69,10 @@ INVERSE_SPLIT = {torch.bfloat16: "bf16", torch.float16: "tf32", torch.float32: "
 # kernel (False); the backward's scan always forms it (U is not kept).
 FWD_FORM_U = False
 # The scan's configurations when it reads the prepare kernel's Q K^T (config
-# delta_prepared_qk): its loop then needs fewer registers, and one stage (no prefetch
-# buffers) leaves room for more programs an SM, where narrower value blocks give more
-# programs.
+# delta_prepared_qk): its loop then needs fewer registers. Two stages only: with the one-stage
+# entries (BV = 32 and 16) pinned, the H200 gave wrong gradients (dq, dk) and, tuned, an
+# illegal memory access, where the interpreter finds every access in bounds (README.md).
 FWD_PREPARED_CONFIGS = [
-    triton.Config({"BV": 32}, num_warps=4, num_stages=1),
-    triton.Config({"BV": 16}, num_warps=4, num_stages=1),
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
@@ -90,6 +88,10 @@ BWD_SCAN_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
 ]
+# The reverse scan reading the prepared products: 8 warps only (the 4-warp entries were
+# pinned together with the one-stage forward entries in the runs that went wrong, and are
+# not yet cleared alone).
+BWD_SCAN_PREPARED_CONFIGS = BWD_SCAN_CONFIGS[2:]
 BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
@@ -818,7 +820,8 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         )
         dummy = dvn
         _launch(
-            _scan_bwd_kernel, BWD_SCAN_CONFIGS, lambda m: (cdiv(V, m["BV"]), lay.N * H),
+            _scan_bwd_kernel, BWD_SCAN_CONFIGS if aqk is None else BWD_SCAN_PREPARED_CONFIGS,
+            lambda m: (cdiv(V, m["BV"]), lay.N * H),
             (q, k, wn, dummy if g is None else g, do, vn, dvn, dhs,
              dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0,
              dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
