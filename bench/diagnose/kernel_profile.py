@@ -56,7 +56,9 @@ def inputs(extras, B, T, H, K, dtype):
 
 
 def step_of(case, B, T, H, K, dtype):
-    """One forward + backward of `case` at these sizes, as a function of no arguments."""
+    """One forward + backward of `case` at these sizes, as a function of no arguments. The
+    inputs' gradients are returned, not accumulated into `.grad` (as the benchmarks' steps,
+    which set them to None: an accumulation would add a kernel per input to the profile)."""
     import importlib
 
     import torch
@@ -67,9 +69,10 @@ def step_of(case, B, T, H, K, dtype):
         x = torch.randn(B, T, H * K, device="cuda").to(dtype).requires_grad_()
         w = (torch.randn(H * K, 4, device="cuda") / 2).to(dtype).requires_grad_()
         dy = torch.randn(B, T, H * K, device="cuda").to(dtype)
-        return lambda: fn(x, w, activation="silu").backward(dy)
+        return lambda: torch.autograd.grad(fn(x, w, activation="silu"), (x, w), dy)
     q, k, v, kw, do = inputs(extras, B, T, H, K, dtype)
-    return lambda: fn(q, k, v, **kw)[0].backward(do)
+    leaves = [x for x in (q, k, v, *kw.values()) if x.requires_grad]
+    return lambda: torch.autograd.grad(fn(q, k, v, **kw)[0], leaves, do)
 
 
 def bare(case, B, T, H, K, dtype, steps):

@@ -69,9 +69,9 @@ INVERSE_SPLIT = {torch.bfloat16: "bf16", torch.float16: "tf32", torch.float32: "
 # kernel (False); the backward's scan always forms it (U is not kept).
 FWD_FORM_U = False
 # The scan's configurations when it reads the prepare kernel's Q K^T (config
-# delta_prepared_qk): its loop then needs fewer registers. Two stages only: with the one-stage
-# entries (BV = 32 and 16) pinned, the H200 gave wrong gradients (dq, dk) and, tuned, an
-# illegal memory access, where the interpreter finds every access in bounds (README.md).
+# delta_prepared_qk): its loop then needs fewer registers. Two stages only: at one stage
+# (BV = 32 and 16) the backward's states scan gave wrong states on the H200 (dq, dk wrong)
+# and, tuned, an illegal memory access, where the interpreter finds every access in bounds.
 FWD_PREPARED_CONFIGS = [
     triton.Config({"BV": 32}, num_warps=4, num_stages=2),
     triton.Config({"BV": 64}, num_warps=4, num_stages=2),
@@ -88,9 +88,8 @@ BWD_SCAN_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
 ]
-# The reverse scan reading the prepared products: 8 warps only (the 4-warp entries were
-# pinned together with the one-stage forward entries in the runs that went wrong, and are
-# not yet cleared alone).
+# The reverse scan reading the prepared products: 8 warps only (of the 4-warp entries, which
+# ran beside the faulty one-stage forward entries, only BV = 64 has been checked alone).
 BWD_SCAN_PREPARED_CONFIGS = BWD_SCAN_CONFIGS[2:]
 BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 64}, num_warps=8, num_stages=2),
