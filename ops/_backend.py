@@ -152,13 +152,14 @@ def check_sequences(op: str, q, k, v, scale, cu_seqlens, scale_optional: bool = 
     return B, T, H, K, v.shape[3], check_cu_seqlens(op, cu_seqlens, B, T)
 
 
-def check_state(op: str, state, N: int, H: int, K: int, V: int) -> None:
-    """An initial state is a tensor [N, H, K, V], one K x V state per sequence and head."""
+def check_state(op: str, state, N: int, H: int, K: int, V: int, what="initial_state", n="N"):
+    """A state is a tensor [N, H, K, V], one K x V state per sequence and head (`n` names the
+    first axis in the message: N sequences, or B for a step's batch)."""
     check(
         isinstance(state, torch.Tensor) and tuple(state.shape) == (N, H, K, V),
         op,
-        "initial_state shape",
-        f"({N}, {H}, {K}, {V}) = [N, H, K, V]",
+        f"{what} shape",
+        f"({N}, {H}, {K}, {V}) = [{n}, H, K, V]",
         tuple(getattr(state, "shape", ())),
     )
 
@@ -197,13 +198,7 @@ def check_step(op: str, q, k, v, state) -> tuple:
     V = v.shape[2]
     if state is None:
         state = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
-    check(
-        isinstance(state, torch.Tensor) and tuple(state.shape) == (B, H, K, V),
-        op,
-        "state shape",
-        f"({B}, {H}, {K}, {V}) = [B, H, K, V]",
-        tuple(getattr(state, "shape", ())),
-    )
+    check_state(op, state, B, H, K, V, what="state", n="B")
     return B, H, K, V, state
 
 
