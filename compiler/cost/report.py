@@ -383,15 +383,16 @@ class Report:
         n = self.numbers
         if self.derived:
             out.append("in the formulas, " + self._derived_text())
+        w = max(len(title) for title, _ in FIGURES.values())  # the titles' column
         for key, (title, unit) in FIGURES.items():
             f = self.readable(self.peak_formula() if key == "peak_bytes" else self.formulas[key])
             val = human(n.get(key), unit)
             if key.startswith("time"):
-                out.append(f"{title:28} {val}")
+                out.append(f"{title:{w}} {val:>10}")
                 continue
-            out.append(f"{title:28} {val:>12}   = {pretty(f)}")
+            out.append(f"{title:{w}} {val:>10}   = {pretty(f)}")
             if not f.is_number:
-                out += [f"{'':28} {'':>12}   {line}" for line in self.scaling_lines(key)]
+                out += [f"{'':{w}} {'':>10}   {line}" for line in self.scaling_lines(key)]
         out.append("")
         out.append(CONVENTIONS)
         zero = self.flop_counter_zero
