@@ -205,8 +205,8 @@ def check_step(op: str, q, k, v, state) -> tuple:
 def _dense(x: torch.Tensor) -> bool:
     """Unit stride along the features and a permutation of a contiguous tensor (such as
     ``[B, H, T, K].transpose(1, 2)``): the kernels read it through its strides."""
-    # Arithmetic on the strides, not x.permute(...).is_contiguous(): each tensor op costs the
-    # host ~10 us on CUDA tensors, and this runs on every call.
+    # Arithmetic on the strides, not x.permute(...).is_contiguous(): a tensor op is a dispatch
+    # the host pays on every call.
     st, n = x.stride(), x.shape
     if st[-1] != 1:
         return False
