@@ -1,5 +1,6 @@
-"""Choosing between a family's Triton kernels and its PyTorch reference, and launching the
-kernels.
+"""Choosing between a family's Triton kernels and its PyTorch reference, launching the
+kernels, and the argument checks the families share (q, k, v and packed offsets; for the
+linear-attention family its sequences, states, gates, one-token steps and in-place reads).
 
 CUDA tensors run the Triton kernels; CPU tensors run the reference. `backend="triton"` forces
 the kernels, which on CPU tensors needs Triton's interpreter: TRITON_INTERPRET=1 must be set
