@@ -48,12 +48,16 @@ def sweep_points(lo: int, hi: int, n: int | None = None) -> list[int]:
     return sorted({round(lo * (hi / lo) ** (i / (n - 1))) for i in range(n)})
 
 
-def check_axis(circuits, axis: str) -> None:
-    """Refuses a sweep along an axis some circuit does not have, naming the sizes it has."""
+def check_axis(circuits, axis: str) -> list[set[str]]:
+    """Refuses a sweep along an axis some circuit does not have, naming the sizes it has;
+    returns each circuit's size names (`known_sizes`)."""
+    out = []
     for c in circuits:
         known = known_sizes(c)
         if axis not in known:
             raise CostError(f"circuit '{c.name}' has no axis {axis}; its sizes: {sorted(known)}")
+        out.append(known)
+    return out
 
 
 def sweep(circuits, axis: str, points, *, sizes=None, tie=None, **options) -> dict:
@@ -61,9 +65,7 @@ def sweep(circuits, axis: str, points, *, sizes=None, tie=None, **options) -> di
     e.g. S following T in self-attention) set to each point."""
     tie = dict(tie or {})
     out = {}
-    check_axis(circuits, axis)
-    for c in circuits:
-        known = known_sizes(c)
+    for c, known in zip(circuits, check_axis(circuits, axis)):
         given = {k: v for k, v in (sizes or {}).items() if k in known}
         tied = [
             a for a, follows in tie.items() if follows == axis and a in known and a not in given

@@ -6,7 +6,7 @@ runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import check, check_step
+from .._backend import check_gate, check_step
 from .reference import l2norm
 
 
@@ -14,13 +14,7 @@ def _step(op, q, k, v, g, beta, state, scale, use_qk_l2norm):
     B, H, K, V, state = check_step(op, q, k, v, state)
     for name, x in (("beta", beta), ("g", g)):
         if x is not None or name == "beta":
-            check(
-                isinstance(x, torch.Tensor) and tuple(x.shape) == (B, H),
-                op,
-                f"{name}.shape",
-                f"({B}, {H}) = [B, H]",
-                tuple(getattr(x, "shape", ())),
-            )
+            check_gate(op, name, x, ((B, H),), f"({B}, {H}) = [B, H]", q)
     ct = torch.promote_types(state.dtype, torch.float32)
     scale = K**-0.5 if scale is None else scale
     if use_qk_l2norm:

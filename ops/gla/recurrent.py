@@ -3,7 +3,7 @@ vector-matrix product per head, which PyTorch runs at memory speed (no kernel of
 
 import torch
 
-from .._backend import check, check_step
+from .._backend import check_gate, check_step
 
 OP = "gla_step"
 
@@ -36,13 +36,7 @@ def gla_step(
     (torch.Size([2, 4, 3]), torch.Size([2, 4, 8, 3]))
     """
     B, H, K, V, state = check_step(OP, q, k, v, state)
-    check(
-        isinstance(g, torch.Tensor) and g.shape == q.shape,
-        OP,
-        "g.shape",
-        f"{tuple(q.shape)} as q",
-        tuple(getattr(g, "shape", ())),
-    )
+    check_gate(OP, "g", g, (tuple(q.shape),), f"{tuple(q.shape)} as q", q)
     ct = torch.promote_types(state.dtype, torch.float32)
     scale = K**-0.5 if scale is None else scale
     s = g.to(ct).exp()[..., None] * state.to(ct) + k.to(ct)[..., None] * v.to(ct)[..., None, :]

@@ -6,7 +6,7 @@ PyTorch runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import check, check_step
+from .._backend import check_gate, check_step
 
 OP = "simple_gla_step"
 
@@ -39,13 +39,7 @@ def simple_gla_step(
     (torch.Size([2, 4, 16]), torch.Size([2, 4, 8, 16]))
     """
     B, H, K, V, state = check_step(OP, q, k, v, state)
-    check(
-        isinstance(g, torch.Tensor) and tuple(g.shape) in ((B, H), (H,)),
-        OP,
-        "g.shape",
-        f"({B}, {H}) = [B, H] or ({H},) = [H]",
-        tuple(getattr(g, "shape", ())),
-    )
+    check_gate(OP, "g", g, ((B, H), (H,)), f"({B}, {H}) = [B, H] or ({H},) = [H]", q)
     scale = K**-0.5 if scale is None else scale
     ct = torch.promote_types(state.dtype, torch.float32)
     decay = g.to(ct).exp().expand(B, H)[..., None, None]  # [B, H, 1, 1]
