@@ -2,20 +2,29 @@
 kernels, and the argument checks the families share (q, k, v and packed offsets; for the
 linear-attention family its sequences, states, gates, one-token steps and in-place reads).
 
-CUDA tensors run the Triton kernels; CPU tensors run the reference. `backend="triton"` forces
-the kernels, which on CPU tensors needs Triton's interpreter: TRITON_INTERPRET=1 must be set
-before `ncd.ops` is first imported, because Triton decides at decoration time whether a
-kernel is compiled or interpreted.
+CUDA tensors run the Triton kernels on NVIDIA GPUs of compute capability 8.0 or newer
+(Ampere on: their products are tensor-core products of bf16, fp16 and tf32 tiles); CPU tensors,
+and CUDA tensors on other GPUs (older NVIDIA ones, ROCm builds of PyTorch) or without a usable
+Triton (`_triton.MISSING`), run the reference, with one warning saying so.
+`backend="triton"` forces the kernels, which on CPU tensors needs Triton's interpreter:
+TRITON_INTERPRET=1 must be set before `ncd.ops` is first imported, because Triton decides at
+decoration time whether a kernel is compiled or interpreted.
 """
 
 import math
+import warnings
 
 import torch
-import triton
-from triton import knobs
-from triton.runtime import driver
-from triton.tools.tensor_descriptor import TensorDescriptor
 
+from ._triton import (
+    MISSING,
+    JITFunction,
+    OutOfResources,
+    TensorDescriptor,
+    driver,
+    knobs,
+    triton,
+)
 from .config import settings as _settings
 
 BACKENDS = ("auto", "triton", "reference")
@@ -28,7 +37,49 @@ def _probe():
 
 def interpreting() -> bool:
     """Whether this import of ncd.ops built its kernels for Triton's CPU interpreter."""
-    return not isinstance(_probe, triton.runtime.JITFunction)
+    return MISSING is None and not isinstance(_probe, JITFunction)
+
+
+MIN_CAPABILITY = (8, 0)
+_unfit: dict = {}  # CUDA device index -> why the kernels do not run there, or None
+
+
+def unfit_gpu(device: torch.device) -> str | None:
+    """Why the Triton kernels do not run on this CUDA device, or None where they do. The
+    first call for an unfit device warns once that its ops run their PyTorch forms."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _unfit:
+        why = None
+        if torch.version.hip is not None:
+            why = "the kernels are written and checked for NVIDIA GPUs; this PyTorch is for ROCm"
+        else:
+            cap = tuple(torch.cuda.get_device_capability(idx))
+            if cap < MIN_CAPABILITY:
+                why = (
+                    "the kernels need an NVIDIA GPU of compute capability "
+                    f"{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer, found {cap[0]}.{cap[1]} "
+                    f"({torch.cuda.get_device_name(idx)})"
+                )
+        _unfit[idx] = why
+        if why is not None:
+            warnings.warn(
+                f"ncd.ops: {why}; ops on cuda:{idx} run their PyTorch forms", stacklevel=5
+            )
+    return _unfit[idx]
+
+
+_warned_missing = False
+
+
+def _no_kernels(x: torch.Tensor) -> str | None:
+    """Why the kernels do not run for x (a CUDA tensor): no usable Triton, or an unfit GPU."""
+    global _warned_missing
+    if MISSING is not None:
+        if not _warned_missing:
+            _warned_missing = True
+            warnings.warn(f"ncd.ops: {MISSING}; ops on CUDA run their PyTorch forms", stacklevel=4)
+        return MISSING
+    return unfit_gpu(x.device)
 
 
 def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
@@ -37,12 +88,16 @@ def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
     if backend == "reference":
         return False
     if backend == "auto":
-        return x.is_cuda
+        return x.is_cuda and _no_kernels(x) is None
+    if MISSING is not None:
+        raise RuntimeError(f"{op}: backend='triton': {MISSING}")
     if not x.is_cuda and not interpreting():
         raise RuntimeError(
             f"{op}: backend='triton' on {x.device} tensors needs Triton's interpreter; set "
             "TRITON_INTERPRET=1 before importing ncd.ops, or pass CUDA tensors"
         )
+    if x.is_cuda and (why := _no_kernels(x)) is not None:
+        raise RuntimeError(f"{op}: backend='triton' on {x.device}: {why}")
     return True
 
 
@@ -319,7 +374,16 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         if tkey not in _tuners:
             _tuners[tkey] = triton.autotune(configs, key=list(key), reset_to_zero=reset)(kernel)
         tuner = _tuners[tkey]
-        tuner[grid](*args, **meta)
+        try:
+            tuner[grid](*args, **meta)
+        except OutOfResources:
+            # No configuration fits this GPU (less shared memory than the H100 / H200 the
+            # lists are tuned on): the same ones without software pipelining (one stage)
+            # take far less; if even those do not fit, Triton's error stands.
+            tuner = _tuners[tkey] = triton.autotune(
+                one_stage(configs), key=list(key), reset_to_zero=reset
+            )(kernel)
+            tuner[grid](*args, **meta)
         _plans[pkey] = _Plan(tuner.best_config)
         return
     kw = plan.kw
@@ -331,6 +395,19 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     if _settings.fast_launch and _runnable(ck):
         plan.tail = _tail(kernel, len(args), {**meta, **kw})
         plan.ck = ck
+
+
+def one_stage(configs: list) -> list:
+    """The configurations at one stage (no software pipelining), duplicates dropped."""
+    out, seen = [], set()
+    for c in configs:
+        one = triton.Config(
+            c.kwargs, num_warps=c.num_warps, num_stages=1, maxnreg=c.maxnreg, pre_hook=c.pre_hook
+        )
+        if str(one) not in seen:
+            seen.add(str(one))
+            out.append(one)
+    return out
 
 
 def _runnable(ck) -> bool:

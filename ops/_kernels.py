@@ -1,7 +1,6 @@
 """Triton helpers shared by the op families' kernels."""
 
-import triton
-import triton.language as tl
+from ._triton import tl, triton
 
 
 @triton.jit

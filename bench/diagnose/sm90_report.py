@@ -24,10 +24,15 @@ launch configuration, with and without the switches that change the code, gates 
 launchers pass them), `norm` (the row normalisations at rows of `--D` features: forward and
 backward of LayerNorm and of RMSNorm with a residual in each num_warps tried, and the
 gradient reduction), `wtacrs` (the WTA-CRS selection's three kernels and the gather of the
-kept rows, for `--D` rows), `conv` (the short convolution's forward and backward at W = 4).
+kept rows, for `--D` rows), `conv` (the short convolution's forward and backward at W = 4),
+`int8` (the int8 matrix product, pointer and tensor-map kernels).
 The last column gives, per loop of the SASS (the chunk loops; one per role of a multi-role
 kernel), its instructions, barriers and local-memory accesses on one
 trip: in a kernel that runs one 4-warp program per SM these set the latency of a chunk.
+--arch 80 / 86 / 89 / 120 compiles for another GPU (A100; RTX 30xx and A-series; RTX 40xx, L4
+and L40; RTX 50xx) against its shared memory per block: a row over it is compiled again at one
+stage, as `ops._backend.launch` retries a launch that no configuration of its list fits, and
+the last lines list the kernels none of whose rows fit even so (they would fail there).
 --sass DIR writes the SASS of every kernel in every listed configuration, one file each: diff
 two such folders (two commits, or a change to a kernel's source) to see whether the code the
 GPU runs changed at all; --dump DIR writes the SASS and PTX of the table's rows (--match
@@ -56,9 +61,12 @@ from ncd.ops.linear_attention import chunk
 from ncd.ops.norm import rowwise as norm_rowwise
 from ncd.ops.simple_gla import chunk as sgla_chunk
 
-SMEM_LIMIT = 232448  # bytes a block may ask for on the H200
+# bytes of shared memory a block may ask for, per compute capability (sm_90: the H100 / H200)
+SMEM_LIMITS = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 120: 101376}
+SMEM_LIMIT = SMEM_LIMITS[90]
 TY = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 TARGET = GPUTarget("cuda", 90, 32)
+ONE_STAGE = False  # compile every configuration at one stage (the launcher's retry)
 TOOL = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
 
 
@@ -123,6 +131,8 @@ def _compile(kernel, sig, consts, warps, stages=None, divisible=(), maxnreg=None
     full = {n: "constexpr" if n in consts else sig[n] for n in names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n in divisible}
     src = ASTSource(kernel, full, {(names.index(k),): v for k, v in consts.items()}, attrs)
+    if ONE_STAGE:
+        stages = 1
     opts = dict(num_warps=warps) if stages is None else dict(num_warps=warps, num_stages=stages)
     if maxnreg is not None:
         opts["maxnreg"] = maxnreg
@@ -439,8 +449,35 @@ def every_kernel(kernels, dtype, D, extra):
                             w, D, dtype, ca, g)  # fmt: skip
         elif name == "wtacrs":  # D is the number of rows here
             yield from wtacrs_rows(D)
+        elif name == "int8":
+            yield from int8_rows()
         elif name == "conv":
             yield from conv_rows(dtype)
+
+
+def int8_rows():
+    """The int8 matrix product's two kernels (ops/ivit/matmul.py) in each configuration, with
+    the requantising epilogue (per-channel) and without (int32 out), at K = N = 4096."""
+    from ncd.ops.ivit import matmul as im
+
+    ptrs = {"a_ptr": "*i8", "b_ptr": "*i8", "c_ptr": "*i32", "bias_ptr": "*i32",
+            "mult_ptr": "*i64", "shift_ptr": "*i64"}  # fmt: skip
+    kernels = ((im._int8_mm_kernel, im.CONFIGS), (im._int8_mm_tma_kernel, im.TMA_CONFIGS))
+    for kernel, cfgs in kernels:
+        for requant in (False, True):
+            for cfg in cfgs:
+                kw = cfg.kwargs
+                consts = {"HAS_BIAS": False, "REQUANT": requant, "PER_CHANNEL": requant, **kw}
+                descs = {"a_desc": kw["BLOCK_M"], "b_desc": kw["BLOCK_N"]}
+                sig = {a: (f"tensordesc<i8[{descs[a]},{kw['BLOCK_K']}]>" if a in descs else
+                           ptrs.get(a, "i32")) for a in kernel.arg_names}  # fmt: skip
+                if requant:
+                    sig["c_ptr"] = "*i8"
+                div = [a for a in kernel.arg_names if a in ptrs or a in ("N", "K")]
+                name = kernel.fn.__name__
+                label = f"int8 {name} requant={requant:d} [{kw} w{cfg.num_warps} s{cfg.num_stages}]"
+                yield label, lambda kn=kernel, sg=sig, c=consts, g=cfg, d=div: _compile(
+                    kn, sg, c, g.num_warps, g.num_stages, d)  # fmt: skip
 
 
 def wtacrs_rows(n):
@@ -492,9 +529,16 @@ def main():
         help="fwd, dkdv, dq, lin, lindecay, gluon, "
         "sgla (or simple_gla), gla, delta (or delta_rule), gated (the three), "
         "norm (ops/norm at rows of --D features), wtacrs (the WTA-CRS selection at --D rows), "
-        "conv (the short convolution, W = 4)",
+        "conv (the short convolution, W = 4), int8 (the int8 matrix product's kernels)",
     )
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(TY))
+    ap.add_argument(
+        "--arch",
+        type=int,
+        default=90,
+        choices=sorted(SMEM_LIMITS),
+        help="compute capability to compile for (90: the H100 / H200)",
+    )
     ap.add_argument("--D", type=int, default=128, help="head width (a power of two)")
     ap.add_argument("--extra", default="", help='more rows, e.g. "(64, 32, 4, 2); (128, 64, 8, 3)"')
     ap.add_argument("--sass", help="write every kernel's SASS here (all kernels, both 16-bit "
@@ -502,6 +546,8 @@ def main():
     ap.add_argument("--match", help="only the table's rows whose label matches this regex")
     ap.add_argument("--dump", help="also write the SASS and PTX of the table's rows here")
     args = ap.parse_args()
+    global TARGET, SMEM_LIMIT, ONE_STAGE
+    TARGET, SMEM_LIMIT = GPUTarget("cuda", args.arch, 32), SMEM_LIMITS[args.arch]
     if "gluon" in args.kernels or args.sass:
         assert gluon_common.GLUON, "the Gluon kernels need Triton 3.6 first on the path"
     extra = [ast.literal_eval(r.strip()) for r in args.extra.split(";") if r.strip()]
@@ -516,7 +562,8 @@ def main():
                         f.write(cubin_resources(make())["sass"])
                     print(name, flush=True)
         return
-    print(f"Triton {triton.__version__}, sm_90, {args.dtype}, D = {args.D}")
+    print(f"Triton {triton.__version__}, sm_{args.arch} ({SMEM_LIMIT / 1024:.1f} KiB of shared "
+          f"memory a block), {args.dtype}, D = {args.D}")  # fmt: skip
     rows = list(every_kernel(args.kernels.split(","), args.dtype, args.D, extra))
     rows = [r for r in rows if not args.match or re.search(args.match, r[0])]
     if args.dump:
@@ -525,15 +572,25 @@ def main():
     print(f"{'kernel':{w}} {'regs':>4} {'stack B':>7} {'smem KiB':>8} {'max reg':>7} "
           f"{'instrs':>6} {'bar':>4} {'LDL+STL':>7}  wgmma (+mma.sync)"
           "  loops: instrs/bar/local")  # fmt: skip
+    fits: dict = {}  # kernel variant (the label up to its configuration) -> some row fits
     for label, make in rows:
+        kname = re.split(r" (?=[\[{(]|BLOCK_|BT:|num_warps)", label)[0]
         try:
             ck = make()
             r = cubin_resources(ck)
         except Exception as e:  # a configuration that does not compile is reported
             msg = " ".join(str(e).split())
             print(f"{label:{w}} {type(e).__name__}: {msg[:300]} ... {msg[-400:]}", flush=True)
+            fits.setdefault(kname, False)
             continue
-        over = "  over the H200's shared memory" if r["smem"] > SMEM_LIMIT else ""
+        over = f"  over sm_{args.arch}'s shared memory" if r["smem"] > SMEM_LIMIT else ""
+        fits[kname] = fits.get(kname, False) or not over
+        if over and args.arch != 90:
+            ONE_STAGE = True
+            one = cubin_resources(make())["smem"]
+            ONE_STAGE = False
+            over += f" (one stage: {one / 1024:.1f} KiB{', fits' if one <= SMEM_LIMIT else ''})"
+            fits[kname] = fits[kname] or one <= SMEM_LIMIT
         mma = f" (+{r['mma']})" if r["mma"] else ""
         loops = " ".join(f"{x['instrs']}/{x['bar']}/{x['local']}" for x in r["loops"])
         print(f"{label:{w}} {r['regs']:4} {r['stack']:7} {r['smem'] / 1024:8.1f} "
@@ -544,6 +601,9 @@ def main():
             for ext, text in (("sass", r["sass"]), ("ptx", ck.asm["ptx"])):
                 with open(os.path.join(args.dump, f"{name}.{ext}"), "w") as f:
                     f.write(text)
+    unfit = [n for n, ok in fits.items() if not ok]
+    print(f"kernel variants with no row that fits sm_{args.arch}, even at one stage: "
+          f"{', '.join(unfit) if unfit else 'none'}")  # fmt: skip
 
 
 if __name__ == "__main__":

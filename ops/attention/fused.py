@@ -18,13 +18,11 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .. import config
 from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
 from .._kernels import mm
+from .._triton import TensorDescriptor, tl, triton
 from .gluon import common as gluon_common
 from .gluon import dkdv as gluon_dkdv
 from .gluon import forward as gluon_forward
@@ -349,10 +347,11 @@ DKDV_CONFIGS = [
 ]
 DQ_CONFIGS = [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 2)]
 # float32 (three tf32 products each, ops/_kernels.mm) spills at D = 128: the two
-# configurations per kernel that spill least.
+# configurations per kernel that spill least. dQ's last is the one that fits a GPU of 99 KiB
+# of shared memory a block (RTX 30xx / 40xx, L4, L40: bench/diagnose/sm90_report.py --arch 89).
 F32_FWD_CONFIGS = [(64, 64, 4, 3), (64, 32, 4, 2)]
 F32_DKDV_CONFIGS = [(32, 64, 4, 2, _REG), (32, 32, 4, 2, _SMEM)]
-F32_DQ_CONFIGS = [(64, 32, 4, 3), (64, 16, 4, 2)]
+F32_DQ_CONFIGS = [(64, 32, 4, 3), (64, 16, 4, 2), (32, 16, 4, 1)]
 DELTA_CONFIGS = [triton.Config({"BLOCK_M": 64}, num_warps=4)]
 INTERPRET_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16}
 KEY = ["T", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL"]

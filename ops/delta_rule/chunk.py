@@ -26,8 +26,6 @@ launch (_qk_kernel) for its two scans.
 """
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import (
     cdiv,
@@ -40,6 +38,7 @@ from .._backend import (
     pow2,
     use_triton,
 )
+from .._triton import tl, triton
 from ..config import settings as _settings
 from .chunked import gated_delta_rule_chunked
 from .reference import l2norm

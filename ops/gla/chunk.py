@@ -30,8 +30,6 @@ Backward, five launches (_gate_prep, then):
 """
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import (
     cdiv,
@@ -45,6 +43,7 @@ from .._backend import (
     use_triton,
 )
 from .._kernels import chunk_slot0
+from .._triton import tl, triton
 from .reference import gla_chunked
 
 

@@ -12,11 +12,9 @@ the epilogue is one helper.
 """
 
 import torch
-import triton
-import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from .._backend import cdiv, check, interpreting, launch, use_triton
+from .._triton import TensorDescriptor, tl, triton
 from .reference import MAX_ACC_K, int8_matmul_reference
 
 

@@ -11,10 +11,9 @@ row per program; ShiftGELU and the requantisation are elementwise.
 import weakref
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import cdiv, check, launch, pow2, use_triton
+from .._triton import tl, triton
 from .reference import (
     DIV_BITS,
     EXP_BITS,

@@ -16,8 +16,6 @@ one autograd Function, in float32 where the two parts' gradients cancel.
 import math
 
 import torch
-import triton
-import triton.language as tl
 
 from .. import config
 from .._backend import (
@@ -31,6 +29,7 @@ from .._backend import (
     readable,
     use_triton,
 )
+from .._triton import tl, triton
 from .reference import EPS, linear_attention_chunked
 
 

@@ -14,10 +14,9 @@ IEEE product.
 """
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import cdiv, launch
+from .._triton import tl, triton
 
 ZERO = tl.constexpr(-(1 << 21))
 

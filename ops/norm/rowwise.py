@@ -11,10 +11,9 @@ and dy (dbias) in float32, written to ``[G, N]`` planes that a second kernel sum
 """
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import FLOATS, cdiv, check, launch, pow2, use_triton
+from .._triton import tl, triton
 from .reference import (
     add_layer_norm_reference,
     add_rms_norm_reference,

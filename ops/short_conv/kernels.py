@@ -25,10 +25,9 @@ its sequence's end is zero.
 """
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import FLOATS, cdiv, check, check_cu_seqlens, launch, next_pow2, use_triton
+from .._triton import tl, triton
 from .cost import MAX_WIDTH, SPAN
 from .reference import ACTIVATIONS, sequence_starts, short_conv_reference, weight_2d
 

@@ -17,8 +17,6 @@ float64 (README.md, "Gradient of g").
 """
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import (
     cdiv,
@@ -33,6 +31,7 @@ from .._backend import (
     readable,
     use_triton,
 )
+from .._triton import tl, triton
 from .reference import expand_gates, simple_gla_chunked
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)

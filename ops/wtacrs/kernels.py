@@ -4,11 +4,10 @@ gathered inside the matrix product (no [k, J] copy of them). README.md gives the
 """
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import cdiv, launch, launch_compiled
 from .._kernels import mm
+from .._triton import tl, triton
 
 
 @triton.jit

@@ -15,10 +15,9 @@ maths and the design.
 """
 
 import torch
-import triton
-import triton.language as tl
 
 from .._backend import cdiv, interpreting, launch_compiled, next_pow2
+from .._triton import tl, triton
 
 # A key below every row's key (keys are ≥ -2^32), and a sum above every cumulative score.
 _NOKEY: tl.constexpr = tl.constexpr(-(1 << 40))

@@ -2,9 +2,12 @@
 kernel replaced by recording fakes (no GPU here): which configuration runs, which tuner is
 asked, and what the direct launches pass to the compiled kernel's launcher."""
 
+import warnings
+
 import pytest
 import torch
 import triton
+from triton.runtime.errors import OutOfResources
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ncd.ops import _backend, config
@@ -213,3 +216,106 @@ def test_the_tuned_configuration_compiles_with_all_its_options(fake_gpu):
         _backend.launch(k, capped, lambda m: (1,), (x, 64, 0.5), {"WIDE": True}, {"BLOCK": 16})
     assert k.log[1][0] == "jit"
     assert k.log[1][3]["maxnreg"] == 168 and k.log[1][3]["BLOCK"] == 32
+
+
+class SmallGpuTuner(FakeTuner):
+    """A tuner on a GPU with less shared memory: a list with a pipelined configuration in it
+    fails as Triton's does when none of its configurations fits (`limit` bytes, each stage
+    taking 48 KiB)."""
+
+    limit = 64 * 1024
+
+    def __getitem__(self, grid):
+        def run(*args, **meta):
+            need = min(c.num_stages for c in self.configs) * 48 * 1024
+            if need > self.limit:
+                raise OutOfResources(need, self.limit, "shared memory")
+            self.kernel.log.append(("tune", [c.num_stages for c in self.configs]))
+
+        return run
+
+
+def test_a_list_none_of_which_fits_the_gpu_is_tuned_again_at_one_stage(fake_gpu, monkeypatch):
+    """On a GPU with less shared memory than the lists are written for (an RTX 4090's 99 KiB
+    against the H200's 227), the launch retries the same configurations at one stage, keeps
+    their other options, and the next calls use that plan without tuning again."""
+    monkeypatch.setattr(triton, "autotune", SmallGpuTuner)
+    k, x = FakeKernel(), torch.zeros(8)
+    configs = [
+        triton.Config({"BLOCK": 32}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK": 32}, num_warps=4, num_stages=2, maxnreg=168),
+        triton.Config({"BLOCK": 32}, num_warps=4, num_stages=4),  # the first at one stage
+    ]
+    for _ in range(3):
+        _backend.launch(k, configs, lambda m: (1,), (x, 64, 0.5), {"WIDE": True}, {"BLOCK": 16})
+    retry = FakeTuner.made[-1]
+    assert [(c.num_stages, c.maxnreg) for c in retry.configs] == [(1, None), (1, 168)]
+    assert [e[0] for e in k.log] == ["tune", "jit", "direct"]
+    (plan,) = _backend._plans.values()
+    assert (plan.cfg.num_stages, plan.cfg.maxnreg) == (1, None)
+    assert len(FakeTuner.made) == 2  # the first tuner, then its one-stage list
+
+
+def test_a_kernel_too_big_even_at_one_stage_raises_tritons_error(fake_gpu, monkeypatch):
+    monkeypatch.setattr(triton, "autotune", SmallGpuTuner)
+    monkeypatch.setattr(SmallGpuTuner, "limit", 16 * 1024)
+    with pytest.raises(OutOfResources, match="shared memory"):
+        call(FakeKernel(), torch.zeros(8))
+
+
+class FakeCudaTensor:
+    is_cuda = True
+
+    def __init__(self, index):
+        self.device = torch.device("cuda", index)
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """Two fake CUDA devices: 0 an RTX 4090 (8.9), 1 a Tesla T4 (7.5)."""
+    caps, names = {0: (8, 9), 1: (7, 5)}, {0: "NVIDIA GeForce RTX 4090", 1: "Tesla T4"}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: caps[i])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: names[i])
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(_backend, "_unfit", {})
+
+
+def test_kernels_run_on_ampere_and_newer_and_older_gpus_take_the_reference(gpus):
+    assert _backend.use_triton(FakeCudaTensor(0), "auto", "linear_attention")
+    assert _backend.use_triton(FakeCudaTensor(None), "auto", "linear_attention")
+    with pytest.warns(UserWarning, match=r"capability 8\.0 or newer, found 7\.5 \(Tesla T4\)"):
+        assert not _backend.use_triton(FakeCudaTensor(1), "auto", "linear_attention")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per device, not on every call
+        assert not _backend.use_triton(FakeCudaTensor(1), "auto", "gla")
+    with pytest.raises(RuntimeError, match=r"gla: backend='triton' on cuda:1: .*found 7\.5"):
+        _backend.use_triton(FakeCudaTensor(1), "triton", "gla")
+
+
+def test_a_rocm_build_takes_the_reference(gpus, monkeypatch):
+    monkeypatch.setattr(torch.version, "hip", "6.2")
+    with pytest.warns(UserWarning, match="for ROCm"):
+        assert not _backend.use_triton(FakeCudaTensor(0), "auto", "delta_rule")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_a_list_too_big_for_the_gpu_runs_at_one_stage(monkeypatch):
+    """On the GPU: linear attention's forward (with a decay) given only a configuration of
+    more pipeline stages than any GPU's shared memory holds runs at one stage, right."""
+    from ncd.ops import linear_attention
+    from ncd.ops.linear_attention import chunk
+
+    (cfg,) = chunk.FWD_CONFIGS
+    deep = triton.Config(cfg.kwargs, num_warps=4, num_stages=16)
+    monkeypatch.setattr(chunk, "FWD_CONFIGS", [deep])
+    monkeypatch.setattr(_backend, "_plans", {})
+    monkeypatch.setattr(_backend, "_tuners", {})
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 256, 4, 64, device="cuda", generator=g) / 8 for _ in range(3))
+    decay = torch.tensor([0.9, 0.95, 0.99, 1.0], device="cuda")
+    o, _ = linear_attention(*(x.bfloat16() for x in (q, k, v)), decay=decay)  # float32 caps stages
+    ref, _ = linear_attention(q, k, v, decay=decay, backend="reference")
+    assert ((o.float() - ref).norm() / ref.norm()).item() < 1e-2
+    stages = [p.cfg.num_stages for key, p in _backend._plans.items() if key[0] is chunk._fwd_kernel]
+    assert stages == [1]
