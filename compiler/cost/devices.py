@@ -40,6 +40,22 @@ class Device:
         return sympy.Max(compute, memory, evaluate=False)  # compared once sizes are bound
 
 
+# What the H200 reaches of its data-sheet peaks (989 TFLOP/s dense bf16, 4.8 TB/s): the other
+# profiles are data-sheet peaks scaled by these, so that devices compare on one footing.
+MATMUL_REACHED = 768e12 / 989e12
+BANDWIDTH_REACHED = 4.26e12 / 4.8e12
+
+
+def _sheet(name: str, bf16_dense: float, hbm: float, fp32: float, card: str) -> Device:
+    """A profile from a data sheet: dense bf16 tensor rate and memory bandwidth, scaled by what
+    the H200 reaches of its own; FP32 (non-tensor) rate as printed."""
+    return Device(
+        name, bf16_dense * MATMUL_REACHED, hbm * BANDWIDTH_REACHED, fp32,
+        f"{card} data sheet (dense bf16 {bf16_dense / 1e12:g} TFLOP/s, {hbm / 1e12:g} TB/s), "
+        "scaled by the H200's measured share of its own; not measured",
+    )  # fmt: skip
+
+
 DEVICES = {
     # Matrix rate and bandwidth measured on the H200 (bf16 8192^3 cuBLAS product, device-to-device
     # copy; bench/RESULTS.md, "Device"). The vector rate is the data-sheet FP32 figure (not
@@ -47,6 +63,11 @@ DEVICES = {
     "h200": Device(
         "h200", 768e12, 4.26e12, 67e12, "bench/RESULTS.md (measured); vector rate: data sheet"
     ),
+    "h100": _sheet("h100", 989e12, 3.35e12, 67e12, "H100 SXM"),
+    "b200": _sheet("b200", 2250e12, 8.0e12, 80e12, "HGX B200"),
+    "a100": _sheet("a100", 312e12, 2.039e12, 19.5e12, "A100 SXM 80 GB"),
+    "l4": _sheet("l4", 121e12, 0.3e12, 30.3e12, "L4"),
+    "rtx4090": _sheet("rtx4090", 165.2e12, 1.008e12, 82.6e12, "GeForce RTX 4090 (FP32 accumulate)"),
 }
 
 

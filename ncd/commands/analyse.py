@@ -24,7 +24,12 @@ def register(sub) -> None:
         choices=["fused", "unfused"],
         help="fused: fused regions move only the wires crossing their border",
     )
-    p.add_argument("--device", default="h200", help="roofline profile (default h200)")
+    p.add_argument(
+        "--device",
+        default="h200",
+        help="roofline profile: h200 (default, measured), h100, b200, a100, l4, rtx4090 (data "
+        "sheets scaled by what the H200 reaches of its own)",
+    )
     p.add_argument("--dtype", help="count floating tensors as this dtype (e.g. bfloat16)")
     p.add_argument(
         "--symbolic", action="store_true",

@@ -1,0 +1,62 @@
+"""The roofline's device profiles: the data-sheet figures (written out here again, from the
+vendors' sheets) set the ratios between devices, compute-bound and memory-bound alike; every
+profile is named in `ncd analyse --help`; an unknown name is one clear error."""
+
+import subprocess
+import sys
+
+import pytest
+
+import ncd
+from ncd import Builder
+from ncd.compiler.cost import DEVICES, CostError
+
+# dense bf16 tensor TFLOP/s and memory TB/s of each data sheet
+SHEETS = {
+    "h100": (989, 3.35),
+    "b200": (2250, 8.0),
+    "a100": (312, 2.039),
+    "l4": (121, 0.3),
+    "rtx4090": (165.2, 1.008),
+    "h200": (989, 4.8),  # measured in its profile; its data sheet gives the common scale
+}
+
+
+def product(n):
+    """A square float32 matrix product: compute-bound at large n."""
+    b = Builder("mm", sizes={"M": n, "N": n, "K": n})
+    x, w = b.input("x", "M K"), b.input("w", "K N")
+    b.output("y", b.contract(x, w, over="K"))
+    return b.build()
+
+
+def elementwise(n):
+    """exp over a long vector: memory-bound."""
+    b = Builder("ew", sizes={"N": n})
+    b.output("y", b.unary(b.input("x", "N"), "exp"))
+    return b.build()
+
+
+@pytest.mark.parametrize("name", [n for n in SHEETS if n != "h200"])
+def test_devices_compare_as_their_data_sheets(name):
+    h200, other = SHEETS["h200"], SHEETS[name]
+    t = {d: ncd.analyse(product(16384), device=d).numbers["time_s"] for d in ("h200", name)}
+    assert t[name] / t["h200"] == pytest.approx(h200[0] / other[0], rel=1e-3)
+    t = {d: ncd.analyse(elementwise(1 << 28), device=d).numbers["time_s"] for d in ("h200", name)}
+    assert t[name] / t["h200"] == pytest.approx(h200[1] / other[1], rel=1e-3)
+
+
+def test_every_profile_is_in_the_help():
+    run = subprocess.run([sys.executable, "-m", "ncd.cli", "analyse", "--help"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    text = " ".join(run.stdout.split())
+    assert all(name in text for name in DEVICES), text
+    assert set(DEVICES) == set(SHEETS)
+
+
+def test_an_unknown_device_names_the_known_ones():
+    with pytest.raises(CostError, match="unknown device 'v100'; known devices: h200, h100"):
+        ncd.analyse(product(64), device="v100")
+    run = subprocess.run([sys.executable, "-m", "ncd.cli", "analyse", "mlp", "--device", "v100"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 1 and "Traceback" not in run.stderr and "rtx4090" in run.stderr
