@@ -30,7 +30,11 @@ __all__ = ["Size", "as_size", "evaluate", "parse_size", "same", "show", "symbol"
 
 MAX_DEPTH = MAX_EXPR_DEPTH
 # Names sympy or Python read as numbers: a size so named would read as one to people.
+# Names that read as numbers rather than sizes: nan and inf in any case, sympy's spellings of
+# constants in lower case. `E` and `I` stay names (an embedding axis E, an input axis I): sizes
+# are parsed here into symbols, never by sympy, so they cannot turn into e or i.
 _NOT_SIZES = {"nan", "inf", "infinity", "oo", "zoo", "i", "e", "pi"}
+_NOT_SIZES_ANY_CASE = {"nan", "inf", "infinity"}
 
 _TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\d*\.\d+|\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|[-+*/^(),]))")
 
@@ -277,7 +281,7 @@ class _Parser:
                 arg = self.expr(depth + 1)
                 self.take(")")
                 return self.checked(apply(value, arg))
-            if value.lower() in _NOT_SIZES:
+            if value in _NOT_SIZES or value.lower() in _NOT_SIZES_ANY_CASE:
                 self.fail(f"{value!r} is not a size (a size is a positive whole number)")
             return Size.of(value)
         if value == "(":

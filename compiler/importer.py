@@ -8,6 +8,10 @@ K, C, Y, X …; one name per size and role). Torch tensors are positional and ci
 so the importer keeps one invariant: a wire's axes are listed in the torch tensor's order
 (a `permute` box is added where a box's natural order differs).
 
+The model's structure is kept as blocks: the boxes a submodule's forward made are drawn in
+a block titled by its path in the model (`layers.0.attn`, inside `layers.0`), so a figure of a
+deep model folds with `--collapse layers.0`.
+
 Anything it cannot map becomes an `opaque` box with its output axes stated; its callable (the
 original module or function, with its constant arguments) is kept in memory beside the
 circuit (`attached`), never in the JSON, so the imported circuit still compiles and runs.
@@ -19,6 +23,7 @@ dropped with a warning that names the module.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import operator
@@ -179,6 +184,15 @@ class _Values(fx.Interpreter):
         return v
 
 
+def _module_path(n: fx.Node) -> list[str]:
+    """The submodules whose forward made node n, outermost first, by their paths in the model
+    (fx records them while tracing); a kept layer's own node leaves the layer out."""
+    stack = [path for path, _ in (n.meta.get("nn_module_stack") or {}).values()]
+    if n.op == "call_module" and stack and stack[-1] == n.target:
+        stack = stack[:-1]
+    return [p for p in stack if p]
+
+
 class _Unmapped(Exception):
     """This node has no mapping: it becomes an opaque box."""
 
@@ -334,6 +348,11 @@ class _Importer:
         # node -> their positions in the torch tensor; made into unit axes only where needed
         self.units: dict[fx.Node, tuple[int, ...]] = {}
         self.made: dict[Any, tuple[Wire, tuple[int, ...]]] = {}  # lazy -> its param box
+        # submodule path -> how many nodes its forward made (theirs and its submodules')
+        self.made_by: dict[str, int] = {}
+        for node in gm.graph.nodes:
+            for path in _module_path(node):
+                self.made_by[path] = self.made_by.get(path, 0) + 1
 
     def outputs(self, out) -> list[tuple[str, Any]]:
         """(name, wire) of each tensor the model returns: one `y`; a tuple or list of them
@@ -407,26 +426,10 @@ class _Importer:
             if n.op == "get_attr":  # a tensor the model holds outside a layer: a param box
                 self.wires[n] = _Lazy(n, v)  # made where it is first used
                 continue
-            mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
-                    set(self.buffers), dict(self.units), dict(self.made))  # fmt: skip
-            try:
-                w = self.map(n)
-            except Exception as e:
-                # undo the boxes this node's mapping made before it failed
-                del self.b._boxes[mark[0] :]
-                self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
-                self.buffers, self.units, self.made = mark[4], mark[5], mark[6]
-                self.units.pop(n, None)
-                if isinstance(e, TorchImportError):
-                    raise TorchImportError(f"{self.where(n)}: {e}") from None
-                if not isinstance(e, (_Unmapped, BuildError)):
-                    warnings.warn(
-                        f"{self.where(n)}: could not map ({type(e).__name__}: {_first_line(e)});"
-                        " it runs as an opaque box",
-                        stacklevel=2,
-                    )
-                w = self.opaque(n)
-            self.wires[n] = w
+            with contextlib.ExitStack() as blocks:
+                for title in self.blocks_of(n):
+                    blocks.enter_context(self.b.group(title))
+                self.wires[n] = self.map_or_opaque(n)
         out = next(n for n in self.gm.graph.nodes if n.op == "output").args[0]
         for o in _flat(out if not isinstance(out, dict) else list(out.values())):
             if isinstance(o, fx.Node) and o in self.wires and not isinstance(self.wires[o], tuple):
@@ -445,6 +448,35 @@ class _Importer:
                     buffers.add(f"{idents[box]}.{p}")
         attached.attach(circuit, self.callables, state, buffers)
         return circuit
+
+    def map_or_opaque(self, n: fx.Node):
+        """The node's boxes, or where it cannot be mapped one opaque box."""
+        mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
+                set(self.buffers), dict(self.units), dict(self.made))  # fmt: skip
+        try:
+            return self.map(n)
+        except Exception as e:
+            # undo the boxes this node's mapping made before it failed
+            del self.b._boxes[mark[0] :]
+            self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
+            self.buffers, self.units, self.made = mark[4], mark[5], mark[6]
+            self.units.pop(n, None)
+            if isinstance(e, TorchImportError):
+                raise TorchImportError(f"{self.where(n)}: {e}") from None
+            if not isinstance(e, (_Unmapped, BuildError)):
+                warnings.warn(
+                    f"{self.where(n)}: could not map ({type(e).__name__}: {_first_line(e)});"
+                    " it runs as an opaque box",
+                    stacklevel=3,
+                )
+            return self.opaque(n)
+
+    def blocks_of(self, n: fx.Node) -> list[str]:
+        """The blocks the node's boxes are drawn in, outermost first: the submodules whose
+        forward made it (`layers.0`, then `layers.0.attn`), each a block titled by its path in
+        the model, where that submodule made more than one node (a layer the importer keeps
+        whole, such as `qkv`, is its own box, named after it)."""
+        return [p for p in _module_path(n) if self.made_by.get(p, 0) > 1]
 
     @imports("param")
     def materialize(self, lazy: _Lazy, hints=None, drop=()) -> tuple[Wire, tuple[int, ...]]:

@@ -29,10 +29,11 @@ kept rows, for `--D` rows), `conv` (the short convolution's forward and backward
 The last column gives, per loop of the SASS (the chunk loops; one per role of a multi-role
 kernel), its instructions, barriers and local-memory accesses on one
 trip: in a kernel that runs one 4-warp program per SM these set the latency of a chunk.
---arch 80 / 86 / 89 / 120 compiles for another GPU (A100; RTX 30xx and A-series; RTX 40xx, L4
-and L40; RTX 50xx) against its shared memory per block: a row over it is compiled again at one
-stage, as `ops._backend.launch` retries a launch that no configuration of its list fits, and
-the last lines list the kernels none of whose rows fit even so (they would fail there).
+--arch 80 / 86 / 89 / 100 / 120 compiles for another GPU (A100; RTX 30xx and A-series; RTX
+40xx, L4 and L40; B200; RTX 50xx) against its shared memory per block: a row over it is
+compiled again at one stage, as `ops._backend.launch` retries a launch that no configuration
+of its list fits, and the last line lists the kernels none of whose rows fit even so (they
+would fail there).
 --sass DIR writes the SASS of every kernel in every listed configuration, one file each: diff
 two such folders (two commits, or a change to a kernel's source) to see whether the code the
 GPU runs changed at all; --dump DIR writes the SASS and PTX of the table's rows (--match
@@ -62,7 +63,7 @@ from ncd.ops.norm import rowwise as norm_rowwise
 from ncd.ops.simple_gla import chunk as sgla_chunk
 
 # bytes of shared memory a block may ask for, per compute capability (sm_90: the H100 / H200)
-SMEM_LIMITS = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 120: 101376}
+SMEM_LIMITS = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 SMEM_LIMIT = SMEM_LIMITS[90]
 TY = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 TARGET = GPUTarget("cuda", 90, 32)

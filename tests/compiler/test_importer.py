@@ -151,3 +151,78 @@ def test_free_parameters_become_param_boxes():
     params = [b for b in circuit.boxes if b.kind == "param"]
     assert len(params) == 1 and params[0].name == "gain"
     assert torch.equal(compiled.gain.weight, norm.gain.detach())
+
+
+class Rms(nn.Module):
+    """RMSNorm written out, as models define their own."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(d) + 0.5)
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding, halves rotated by `x.chunk(2, dim=-1)` (LLaMA's form); cos
+    and sin are buffers."""
+
+    def __init__(self, k, t):
+        super().__init__()
+        angles = torch.outer(torch.arange(t).double(), 1e4 ** -(torch.arange(0, k, 2) / k))
+        self.register_buffer("cos", torch.cat([angles, angles], -1).cos())
+        self.register_buffer("sin", torch.cat([angles, angles], -1).sin())
+
+    def forward(self, x):
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * self.cos + torch.cat((-x2, x1), dim=-1) * self.sin
+
+
+class Layer(nn.Module):
+    def __init__(self, d=16, h=2, t=6):
+        super().__init__()
+        self.h = h
+        self.norm, self.rope = Rms(d), Rotary(d // h, t)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)  # fused, as LLaMA-style models have it
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q = self.qkv(self.norm(x)).split(D, -1)[0]
+        q = q.view(B, T, self.h, D // self.h).transpose(1, 2)
+        return x + self.rope(q).transpose(1, 2).reshape(B, T, D)
+
+
+class Stack(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([Layer(), Layer()])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_rotary_halves_import_as_a_split_and_buffers_stay_untrained():
+    circuit, compiled = _same(Layer(), torch.randn(2, 6, 16))
+    assert not [b.kind for b in circuit.boxes if b.kind == "opaque"]
+    assert "split" in {b.kind for b in circuit.boxes}
+    trained = {n.split(".")[0] for n, _ in compiled.named_parameters()}
+    assert trained == {"norm_weight", "qkv"}, trained  # cos and sin are buffers
+
+
+def test_submodules_become_nested_blocks_that_collapse(tmp_path):
+    """Each submodule whose forward made several nodes is a block titled by its path in the
+    model, inside its parent's block; kept layers (`qkv`) are boxes of their own."""
+    circuit, _ = _same(Stack(), torch.randn(2, 6, 16))
+    # (a ModuleList is iterated, never called: layers.0 and layers.1 are at the top level)
+    assert circuit.groups == {
+        f"layers.{i}.{m}": f"layers.{i}" for i in (0, 1) for m in ("norm", "rope")
+    }
+    by_block = {b.name: b.group for b in circuit.boxes}
+    assert by_block["layers_0_qkv"] == "layers.0"
+    assert {g for g in by_block.values()} >= {"layers.0.norm", "layers.1.rope"}
+    whole = ncd.render(circuit)
+    folded = ncd.render(circuit, collapse=["layers.0", "layers.1"])
+    assert len(folded) < len(whole) / 2

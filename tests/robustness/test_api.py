@@ -8,6 +8,7 @@ import math
 import time
 
 import pytest
+import torch
 
 import ncd
 from ncd.circuits.builder import Builder
@@ -54,6 +55,22 @@ def _builder():
 def test_builder_refuses_sizes_that_are_not_sizes(factor, limit):
     b, x = _builder()
     _fails(lambda: b.scale(x, factor, name="s"), limit)
+
+
+@pytest.mark.parametrize("name", ["e", "pi", "NaN", "Inf", "oo"])
+def test_names_of_numbers_are_not_sizes(name):
+    with pytest.raises(NcdError, match="not a size"):
+        parse_size(f"2*{name}")
+
+
+def test_upper_case_e_and_i_are_axis_names():
+    """An embedding axis E split in halves (rotary embeddings' `x.chunk(2)`), an axis I."""
+    b = Builder("c", sizes={"B": 2, "E": 8, "I": 3})
+    x = b.input("x", "B E I")
+    lo, hi = b.split(x, "E", ["E/2", "E/2"]).values()
+    b.output("y", lo)
+    y = ncd.compile(b.build())(torch.randn(2, 8, 3))
+    assert y.shape == (2, 4, 3)
 
 
 def test_parse_size_bounds_arithmetic():
