@@ -41,6 +41,7 @@ from ncd.circuits.kinds.registry import Registry
 from . import attached
 from .errors import TorchImportError
 from .names import scope_names
+from .passes import live_boxes
 
 # Kind -> the method that maps PyTorch calls to it. Kinds no PyTorch call maps to are exempt:
 # such calls import as opaque boxes.
@@ -51,7 +52,7 @@ IMPORTS = Registry(
     "@imports",
     exempt={
         **dict.fromkeys(
-            ("diagonal", "mask", "unifiednorm", "normalize", "topk", "copy", "pack", "unpack",
+            ("diagonal", "unifiednorm", "topk", "copy", "pack", "unpack",
              "upsample", "linear_attention"),
             _UNMAPPED,
         ),
@@ -170,6 +171,39 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, _MAPPED_MODULES) or super().is_leaf_module(m, qualname)
 
+    def trace(self, root, concrete_args=None):
+        with _sizes_as_one_tuple():
+            return super().trace(root, concrete_args)
+
+
+# torch's tensor makers that take sizes one by one (`torch.ones(T, T)`, the causal mask's
+# idiom): fx cannot trace them when the sizes are read off a traced tensor ("ones() takes 1
+# positional argument but 2 were given"), though it traces `torch.ones((T, T))`.
+_BY_SIZES = ("ones", "zeros", "empty", "rand", "randn")
+
+
+@contextlib.contextmanager
+def _sizes_as_one_tuple():
+    """While tracing, the makers of _BY_SIZES pass sizes given one by one as one tuple when
+    one of them is traced; the graph records the maker itself."""
+    saved = {name: getattr(torch, name) for name in _BY_SIZES}
+
+    def packing(make):
+        def call(*size, **kw):
+            if len(size) > 1 and any(isinstance(s, fx.Proxy) for s in size):
+                size = (tuple(size),)
+            return make(*size, **kw)
+
+        return call
+
+    try:
+        for name, make in saved.items():
+            setattr(torch, name, packing(make))
+        yield
+    finally:
+        for name, make in saved.items():
+            setattr(torch, name, make)
+
 
 class _Values(fx.Interpreter):
     """Runs the traced graph once, keeping every node's value (shapes and constants)."""
@@ -182,6 +216,24 @@ class _Values(fx.Interpreter):
         v = super().run_node(n)
         self.values[n] = v
         return v
+
+
+def _reads_values(n: fx.Node) -> bool:
+    """Whether node n depends on the values of a model input (not only on its sizes)."""
+    seen, todo = set(), [n]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        if m.op == "placeholder":
+            return True
+        sizes_only = (m.op == "call_function" and m.target is getattr and m.args[1] == "shape") or (
+            m.op == "call_method" and m.target in ("size", "dim")
+        )
+        if not sizes_only:
+            todo += m.all_input_nodes
+    return False
 
 
 def _module_path(n: fx.Node) -> list[str]:
@@ -439,6 +491,14 @@ class _Importer:
         self.b.sizes = dict(self.sizes)
         circuit = self.b.build()
         checked = circuit.check()
+        live = live_boxes(checked)
+        if len(live) < len(circuit.boxes):  # boxes no output reads (a mask's makers, replaced
+            # by a mask box): left out, with their weights and callables
+            self.b._boxes = [b for b in self.b._boxes if b.name in live]
+            self.weights = {k: v for k, v in self.weights.items() if k in live}
+            self.callables = {k: v for k, v in self.callables.items() if k in live}
+            circuit = self.b.build()
+            checked = circuit.check()
         _, idents = scope_names(circuit, checked.order)
         state, buffers = {}, set()
         for box, ws in self.weights.items():
@@ -885,6 +945,14 @@ class _Importer:
             return self.cat(n)
         if fn in (torch.split, torch.chunk):
             return self.split(n, self.wire(n.args[0]), fn.__name__)
+        if fn is torch.einsum:
+            return self.einsum(n)
+        if fn in (F.layer_norm, F.rms_norm):
+            return self.norm_fn(n, "layernorm" if fn is F.layer_norm else "rmsnorm")
+        if fn is F.normalize:
+            return self.normalize(n)
+        if fn is torch.masked_fill:
+            return self.masked_fill(n)
         raise _Unmapped
 
     @imports("reduce")
@@ -913,6 +981,8 @@ class _Importer:
             return self.transpose(n, x, n.args[1], n.args[2])
         if meth in ("split", "chunk"):
             return self.split(n, x, meth)
+        if meth == "masked_fill":
+            return self.masked_fill(n)
         raise _Unmapped
 
     @imports("clamp", "cast", "scan")
@@ -1322,6 +1392,109 @@ class _Importer:
                               name=self.box_name(n, "batch"))  # fmt: skip
         out = [*batch_a, m_, b.axes[-1]]
         return self.b.contract(a, b, over=ka, out=out, name=self.box_name(n))
+
+    def einsum(self, n):
+        """`torch.einsum("bhqd,bhkd->bhqk", q, k)`: one contraction, each letter one axis (an
+        operand's axis renamed where its letter already names another axis); ellipses and a
+        letter twice in one operand (diagonals) stay opaque."""
+        eq = str(self.const(n.args[0])).replace(" ", "")
+        ops = n.args[1:]
+        if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+            ops = ops[0]
+        lhs, arrow, rhs = eq.partition("->")
+        terms = lhs.split(",")
+        if "." in eq or len(terms) != len(ops) or not 1 <= len(ops) <= 8:
+            raise _Unmapped
+        if not arrow:  # implicit output: the letters seen once, in alphabetical order
+            rhs = "".join(sorted(c for c in set(lhs) - {","} if lhs.count(c) == 1))
+        axis_of: dict[str, str] = {}
+        wires = []
+        for i, (term, op) in enumerate(zip(terms, ops, strict=True)):
+            w = self.wire(op)
+            if len(term) != len(w.axes) or len(set(term)) != len(term):
+                raise _Unmapped
+            rename = {}
+            for letter, ax in zip(term, w.axes, strict=True):
+                if letter not in axis_of:
+                    taken = set(axis_of.values())
+                    axis_of[letter] = (
+                        ax
+                        if ax not in taken
+                        else self.fresh(ax, self.sizes[ax], avoid=taken | set(w.axes))
+                    )
+                if axis_of[letter] != ax:
+                    rename[ax] = axis_of[letter]
+            if rename:
+                w = self.b.rename(w, rename, name=self.box_name(n, f"axes{i}"))
+            wires.append(w)
+        if set(rhs) - set(axis_of) or len(set(rhs)) != len(rhs):
+            raise _Unmapped
+        over = [axis_of[c] for c in axis_of if c not in rhs]
+        out = [axis_of[c] for c in rhs]
+        return self.b.contract(*wires, over=over, out=out, name=self.box_name(n))
+
+    def norm_fn(self, n, kind: str):
+        """`F.layer_norm(x, shape, weight, bias, eps)` / `F.rms_norm(...)`: the norm without
+        its affine map, then the weight's product and the bias's sum as elementwise boxes."""
+        x = self.wire(n.args[0])
+        shape = self.const(self.arg(n, 1, "normalized_shape"))
+        over = list(x.axes[-len(shape) :])
+        eps = self.const(self.arg(n, 4 if kind == "layernorm" else 3, "eps"))
+        if eps is None:
+            eps = torch.finfo(torch.float32).eps
+        y = self.b.box(kind, {"x": x}, self.box_name(n), over=over, affine=False, eps=eps)
+        weight = self.arg(n, 2, "weight")
+        bias = self.arg(n, 3, "bias") if kind == "layernorm" else None
+        for fn, p in (("mul", weight), ("add", bias)):
+            if p is not None:
+                ops = [("wire", (y, ()), self.shape(n)), self.operand(p)]
+                suffix = "weight" if fn == "mul" else "bias"
+                y = self.elementwise(n, fn, ops, self.shape(n), suffix=suffix)
+        return y
+
+    @imports("mask")
+    def masked_fill(self, n):
+        """`scores.masked_fill(mask, float("-inf"))` (or 0) where the mask, made from sizes
+        alone (never from an input's values), is causal (key > query) or a causal window over
+        the last two axes: a mask box. Any other mask stays opaque."""
+        x, units = self.bare(n.args[0])
+        mask, value = n.args[1], self.const(self.arg(n, 2, "value"))
+        if units or not isinstance(mask, fx.Node) or _reads_values(mask):
+            raise _Unmapped
+        if value == float("-inf"):
+            fill = "-inf"
+        elif value == 0 and not isinstance(value, bool):
+            fill = "0"
+        else:
+            raise _Unmapped
+        shape, m = self.shape(n), self.values[mask]
+        if len(shape) < 2 or m.dim() > len(shape) or any(d != 1 for d in m.shape[:-2]):
+            raise _Unmapped
+        T, S = shape[-2:]
+        m = m.reshape(m.shape[-2:] if m.dim() >= 2 else m.shape).expand(T, S)
+        i, j = torch.arange(T)[:, None], torch.arange(S)[None, :]
+        later = j > i
+        if torch.equal(m, later):
+            pattern, window = "causal", 0
+        else:
+            outside = [w for w in range(1, T + 1) if torch.equal(m, later | (j <= i - w))]
+            if not outside:
+                raise _Unmapped
+            pattern, window = "window", outside[0]
+        return self.b.mask(x, x.axes[-2], x.axes[-1], pattern=pattern, window=window,
+                           fill=fill, name=self.box_name(n))  # fmt: skip
+
+    @imports("normalize")
+    def normalize(self, n):
+        """`F.normalize(x, p, dim)`: x over its p-norm along one axis."""
+        x = self.wire(n.args[0])
+        p = self.const(self.arg(n, 1, "p", 2.0))
+        d = self.const(self.arg(n, 2, "dim", 1))
+        eps = self.const(self.arg(n, 3, "eps", 1e-12))
+        if p not in (1, 2) or not 0 < eps <= 1:
+            raise _Unmapped
+        return self.b.box("normalize", {"x": x}, self.box_name(n), over=x.axes[d], p=int(p),
+                          eps=eps)  # fmt: skip
 
     @imports("attention")
     def sdpa(self, n):

@@ -226,3 +226,51 @@ def test_submodules_become_nested_blocks_that_collapse(tmp_path):
     whole = ncd.render(circuit)
     folded = ncd.render(circuit, collapse=["layers.0", "layers.1"])
     assert len(folded) < len(whole) / 2
+
+
+class HandAttention(nn.Module):
+    """Attention written out as research code writes it: the mask from `torch.ones(T, T)`
+    (sizes one by one), scores by einsum, functional norms."""
+
+    def __init__(self, d=16, h=2, window=0):
+        super().__init__()
+        self.h, self.window = h, window
+        self.qkv = nn.Linear(d, 3 * d)
+        self.w = nn.Parameter(torch.rand(d) + 0.5)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        x = F.layer_norm(x, (D,), self.w, None, 1e-5)
+        q, k, v = self.qkv(x).view(B, T, 3 * self.h, D // self.h).transpose(1, 2).chunk(3, 1)
+        s = torch.einsum("bhqd,bhkd->bhqk", q, k) * (D // self.h) ** -0.5
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+        if self.window:
+            mask = mask | torch.tril(torch.ones(T, T, dtype=torch.bool), -self.window)
+        p = F.softmax(s.masked_fill(mask, float("-inf")), dim=-1)
+        y = torch.einsum("bhqk,bhkd->bqhd", p, v).reshape(B, T, D)
+        return F.normalize(y, dim=-1)
+
+
+@pytest.mark.parametrize("window", [0, 3])
+def test_einsum_masks_and_functional_norms_import_as_boxes(window):
+    circuit, _ = _same(HandAttention(window=window), torch.randn(2, 7, 16))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and kinds.count("contract") == 2, kinds
+    (mask,) = [b for b in circuit.boxes if b.kind == "mask"]
+    assert (mask.pattern, mask.window) == (("window", 3) if window else ("causal", 0))
+    assert {"layernorm", "normalize"} <= set(kinds)
+    assert "constant" not in kinds  # the mask's makers are gone with the mask box
+
+
+class ValueMask(nn.Module):
+    """A mask computed from the input's values: triangular on the example, not in general."""
+
+    def forward(self, s, pad):
+        return s.masked_fill(pad > 0, float("-inf"))
+
+
+def test_a_mask_from_input_values_stays_opaque():
+    s = torch.randn(2, 5, 5, dtype=torch.float64)
+    pad = torch.triu(torch.ones(5, 5, dtype=torch.float64), 1).expand(2, 5, 5)
+    circuit = from_torch(ValueMask().double(), (s, pad))
+    assert [b.kind for b in circuit.boxes if b.kind in ("mask", "opaque")] == ["opaque"]
