@@ -609,8 +609,8 @@ def _bwd_chunk_kernel(
         bw = beta * gamma
         ks = tl.sum(k.to(tl.float32) * dks, 1)  # keys decayed to the chunk's end
         dbeta += t_w * gamma
-        d_g = t_w * bw - ks
-        d_g += tl.where(offs_t == BT - 1, tl.sum(ks, 0) + tl.exp(g_last) * tl.sum(ds_dot, 0), 0.0)
+        d_g = t_w * bw
+        d_g += tl.where(offs_t == BT - 1, tl.exp(g_last) * tl.sum(ds_dot, 0), 0.0)
     else:
         bw = beta
         dbeta += t_w
@@ -645,7 +645,11 @@ def _bwd_chunk_kernel(
     if HAS_G:
         m = dakk * beta[:, None]  # dA * A
         d_g += tl.sum(m, 1) - tl.sum(m, 0)
-        tl.store(DG + tok * H + i_h, tl.cumsum(d_g, 0, reverse=True), mask=r_ok)
+        # The keys' terms: -ks_t at each token and their total at the chunk's last, summed
+        # from the end, leave sum_{j < r} ks_j at token r: an exclusive cumsum of ks. (Its
+        # total as tl.sum(ks, 0) does not compile for sm_100 under Triton 3.6.)
+        dg = tl.cumsum(d_g, 0, reverse=True) + (tl.cumsum(ks, 0) - ks)
+        tl.store(DG + tok * H + i_h, dg, mask=r_ok)
 
 
 def _dot(x: torch.Tensor) -> str:
