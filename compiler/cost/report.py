@@ -78,6 +78,7 @@ class Report:
     peak_candidates: list[sympy.Expr] = field(default_factory=list)
     analysis: object = None
     derived: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)  # block -> the block around it
     _shown: dict = field(default_factory=dict, repr=False, compare=False)
     _numbers: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -105,7 +106,7 @@ class Report:
         f["time_train_s"] = f["time_s"] + f["time_bwd_s"]
         return cls(
             circuit.name, lowering, dev, dtype, dict(binding), f, an.boxes,
-            an.peak_candidates, an, dict(derived or {}),
+            an.peak_candidates, an, dict(derived or {}), dict(circuit.groups),
         )  # fmt: skip
 
     # -- numbers
@@ -293,6 +294,49 @@ class Report:
             )
         return rows
 
+    def block_rows(self) -> list[dict]:
+        """Per block of the circuit (a drawing's shaded region: a gallery block, an imported
+        submodule), in order of first appearance, each inside the blocks around it (`depth`):
+        the sums of its boxes' figures and its shares of the circuit's FLOPs and time. `kept`
+        sums the boxes' kept tensors (one kept by two boxes counts twice here)."""
+        keys = ("flops", "params", "activation_bytes", "io_bytes", "time_s", "time_backward_s")
+        blocks: dict[str, dict] = {}
+        for r in self.box_rows():
+            g, path = r["group"], []
+            while g and g not in path:
+                path.append(g)
+                g = self.groups.get(g, "")
+            for depth, title in enumerate(reversed(path)):
+                row = blocks.setdefault(
+                    title, {"block": title, "depth": depth, "boxes": 0, **dict.fromkeys(keys, 0)}
+                )
+                row["boxes"] += 1
+                for k in keys:
+                    row[k] = None if row[k] is None or r[k] is None else row[k] + r[k]
+        n = self.numbers
+        for row in blocks.values():
+            for k, total in (("flops", n["flops"]), ("time_s", n["time_s"])):
+                ok = row[k] is not None and total
+                row[f"{k}_share"] = row[k] / total if ok else None
+        # parents before their children, each child right after its parent's earlier ones
+        order: list[str] = []
+
+        def place(title):
+            if title in order:
+                return
+            parent = self.groups.get(title, "")
+            if parent in blocks:
+                place(parent)
+                after = max(i for i, t in enumerate(order) if t == parent or _inside(
+                    self.groups, t, parent))  # fmt: skip
+                order.insert(after + 1, title)
+            else:
+                order.append(title)
+
+        for title in blocks:
+            place(title)
+        return [blocks[t] for t in order]
+
     def to_dict(self) -> dict:
         n = self.numbers
         total = {
@@ -336,6 +380,7 @@ class Report:
             "terms": {k: _term_rows(self.terms(k)) for k in shown},
             "flop_counter_zero": self.flop_counter_zero,
             "boxes": self.box_rows(),
+            "blocks": self.block_rows(),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -370,6 +415,7 @@ class Report:
         ]
         out += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
         out.append("")
+        out += self._block_table()
         kept = [
             f"  {b.name}: "
             + ", ".join(f"{what} {human(self.number(nb), 'B')}" for what, _, nb in b.saved)
@@ -402,6 +448,33 @@ class Report:
                 + ", ".join(f"{z['box']} ({z['kind']}) {human(z['flops'])}" for z in zero)
             )
         return "\n".join(out)
+
+    def _block_table(self) -> list[str]:
+        """The blocks' sums (nested blocks indented), or nothing for a circuit without."""
+        blocks = self.block_rows()
+        if not blocks:
+            return []
+        head = ["block", "boxes", "FLOPs", "share", "params", "kept", "IO", "time", "share"]
+        rows = [
+            [
+                "  " * b["depth"] + b["block"],
+                str(b["boxes"]),
+                human(b["flops"], "flop"),
+                _pct(b["flops_share"]) if b["flops_share"] is not None else "",
+                human(b["params"]) if b["params"] else "",
+                human(b["activation_bytes"], "B") if b["activation_bytes"] else "",
+                human(b["io_bytes"], "B") if b["io_bytes"] else "",
+                human(b["time_s"], "s"),
+                _pct(b["time_s_share"]) if b["time_s_share"] is not None else "",
+            ]
+            for b in blocks
+        ]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+        line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
+        out = ["by block (a block's boxes summed, nested blocks indented; shares of the total):"]
+        out += [line, "-" * len(line)]
+        out += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
+        return [*out, ""]
 
     def derived_sizes(self) -> dict[str, str]:
         """{axis: its size} for the axes the formulas name: {"T": "floor(X/4)·floor(Y/4)"}."""
@@ -441,6 +514,18 @@ class Report:
                 f"<tr><th>{e(title)}</th><td>{e(human(n.get(key), unit))}</td>"
                 f"<td><code>{formula}</code></td><td>{lead}</td></tr>"
             )
+        blocks = "".join(
+            f"<tr><td>{'&nbsp;' * 4 * b['depth']}{e(b['block'])}</td>"
+            f"<td>{e(human(b['flops'], 'flop'))}</td>"
+            f"<td>{e(_pct(b['flops_share'])) if b['flops_share'] is not None else ''}</td>"
+            f"<td>{e(human(b['params']))}</td><td>{e(human(b['time_s'], 's'))}</td></tr>"
+            for b in self.block_rows()
+        )
+        if blocks:
+            blocks = (
+                "<table><thead><tr><th>block</th><th>FLOPs</th><th>share</th><th>params</th>"
+                f"<th>time</th></tr></thead><tbody>{blocks}</tbody></table>"
+            )
         return (
             f"<div><b>{e(self.circuit)}</b> — lowering {e(self.lowering)}, device "
             f"{e(self.device.name)}, sizes {e(str(self.sizes))}"
@@ -448,12 +533,25 @@ class Report:
             + "".join(f"<th>{h}</th>" for h in head)
             + "</tr></thead><tbody>"
             + "".join(rows)
-            + "</tbody></table><table>"
+            + "</tbody></table>"
+            + blocks
+            + "<table>"
             + "".join(tot)
             + "</table>"
             + (f"<p>In the formulas, {e(self._derived_text())}</p>" if self.derived else "")
             + f"<p><small>{e(CONVENTIONS)}</small></p></div>"
         )
+
+
+def _inside(groups: dict[str, str], title: str, outer: str) -> bool:
+    """Whether block `title` is drawn inside block `outer`, at any depth."""
+    seen = set()
+    while title and title not in seen:
+        seen.add(title)
+        title = groups.get(title, "")
+        if title == outer:
+            return True
+    return False
 
 
 def _pct(share: float) -> str:

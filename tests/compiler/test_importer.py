@@ -274,3 +274,21 @@ def test_a_mask_from_input_values_stays_opaque():
     pad = torch.triu(torch.ones(5, 5, dtype=torch.float64), 1).expand(2, 5, 5)
     circuit = from_torch(ValueMask().double(), (s, pad))
     assert [b.kind for b in circuit.boxes if b.kind in ("mask", "opaque")] == ["opaque"]
+
+
+def test_the_cost_report_sums_each_block():
+    """Two identical layers: their blocks cost the same, their sum is the whole model's
+    cost, and each block's nested blocks follow it, indented."""
+    circuit = from_torch(Stack().double(), torch.randn(2, 6, 16, dtype=torch.float64))
+    report = ncd.analyse(circuit)
+    rows = {r["block"]: r for r in report.block_rows()}
+    assert [(r["block"], r["depth"]) for r in report.block_rows()] == [
+        ("layers.0", 0), ("layers.0.norm", 1), ("layers.0.rope", 1),
+        ("layers.1", 0), ("layers.1.norm", 1), ("layers.1.rope", 1),
+    ]  # fmt: skip
+    assert rows["layers.0"]["flops"] == rows["layers.1"]["flops"] > 0
+    assert rows["layers.0"]["flops"] + rows["layers.1"]["flops"] == report.numbers["flops"]
+    assert rows["layers.0"]["flops_share"] == pytest.approx(0.5)
+    norm = sum(r["flops"] for r in report.box_rows() if r["group"] == "layers.0.norm")
+    assert rows["layers.0.norm"]["flops"] == norm
+    assert "  layers.0.rope" in report.table() and '"blocks"' in report.to_json()
