@@ -218,8 +218,26 @@ class _Values(fx.Interpreter):
         return v
 
 
+def _mask_pattern(drop: torch.Tensor, shape) -> tuple[str, int]:
+    """("causal", 0) or ("window", w) where `drop` (True: masked out), broadcast over the
+    last two dims of `shape`, is key > query or also key <= query - w; else _Unmapped."""
+    if len(shape) < 2 or drop.dim() > len(shape) or any(d != 1 for d in drop.shape[:-2]):
+        raise _Unmapped
+    T, S = shape[-2:]
+    m = drop.reshape(drop.shape[-2:] if drop.dim() >= 2 else drop.shape).expand(T, S)
+    i, j = torch.arange(T)[:, None], torch.arange(S)[None, :]
+    later = j > i
+    if torch.equal(m.cpu(), later):
+        return "causal", 0
+    for w in range(1, T + 1):
+        if torch.equal(m.cpu(), later | (j <= i - w)):
+            return "window", w
+    raise _Unmapped
+
+
 def _reads_values(n: fx.Node) -> bool:
-    """Whether node n depends on the values of a model input (not only on its sizes)."""
+    """Whether node n depends on the values of a model input (not only on its sizes, dtype
+    or device)."""
     seen, todo = set(), [n]
     while todo:
         m = todo.pop()
@@ -228,7 +246,8 @@ def _reads_values(n: fx.Node) -> bool:
         seen.add(m)
         if m.op == "placeholder":
             return True
-        sizes_only = (m.op == "call_function" and m.target is getattr and m.args[1] == "shape") or (
+        meta = {"shape", "dtype", "device", "ndim"}  # what a tensor is, not what it holds
+        sizes_only = (m.op == "call_function" and m.target is getattr and m.args[1] in meta) or (
             m.op == "call_method" and m.target in ("size", "dim")
         )
         if not sizes_only:
@@ -1467,20 +1486,7 @@ class _Importer:
             fill = "0"
         else:
             raise _Unmapped
-        shape, m = self.shape(n), self.values[mask]
-        if len(shape) < 2 or m.dim() > len(shape) or any(d != 1 for d in m.shape[:-2]):
-            raise _Unmapped
-        T, S = shape[-2:]
-        m = m.reshape(m.shape[-2:] if m.dim() >= 2 else m.shape).expand(T, S)
-        i, j = torch.arange(T)[:, None], torch.arange(S)[None, :]
-        later = j > i
-        if torch.equal(m, later):
-            pattern, window = "causal", 0
-        else:
-            outside = [w for w in range(1, T + 1) if torch.equal(m, later | (j <= i - w))]
-            if not outside:
-                raise _Unmapped
-            pattern, window = "window", outside[0]
+        pattern, window = _mask_pattern(self.values[mask], self.shape(n))
         return self.b.mask(x, x.axes[-2], x.axes[-1], pattern=pattern, window=window,
                            fill=fill, name=self.box_name(n))  # fmt: skip
 
@@ -1499,15 +1505,28 @@ class _Importer:
     @imports("attention")
     def sdpa(self, n):
         q, k, v = (self.wire(n.args[i]) for i in range(3))
-        if self.arg(n, 3, "attn_mask") is not None:
-            raise _Unmapped
+        causal = bool(self.const(self.arg(n, 5, "is_causal", False)))
+        mask = self.arg(n, 3, "attn_mask")
+        if mask is not None:  # a causal mask made from sizes: True (or 0.0) where attended
+            if causal or not isinstance(mask, fx.Node) or _reads_values(mask):
+                raise _Unmapped
+            m = self.values[mask]
+            if m.dtype == torch.bool:
+                drop = ~m
+            elif bool(((m == 0) | (m == float("-inf"))).all()):
+                drop = m == float("-inf")
+            else:
+                raise _Unmapped
+            if _mask_pattern(drop, self.shape(n.args[0])[:-1] + self.shape(n.args[1])[-2:-1]) != (
+                "causal", 0):  # fmt: skip
+                raise _Unmapped
+            causal = True
         p = float(self.const(self.arg(n, 4, "dropout_p", 0.0)))
         if self.const(self.arg(n, 7, "enable_gqa", False)) and len(q.axes) >= 3:
             hq, hk = self.shape(n.args[0])[-3], self.shape(n.args[1])[-3]
             if hq != hk:  # grouped heads: each key/value head read by hq/hk query heads
                 k = self.repeat(n, k, k.axes[-3], hq // hk)
                 v = self.repeat(n, v, v.axes[-3], hq // hk)
-        causal = bool(self.const(self.arg(n, 5, "is_causal", False)))
         scale = self.const(n.kwargs.get("scale"))
         T, K = q.axes[-2], q.axes[-1]
         S = k.axes[-2]

@@ -292,3 +292,29 @@ def test_the_cost_report_sums_each_block():
     norm = sum(r["flops"] for r in report.box_rows() if r["group"] == "layers.0.norm")
     assert rows["layers.0.norm"]["flops"] == norm
     assert "  layers.0.rope" in report.table() and '"blocks"' in report.to_json()
+
+
+class SdpaMasked(nn.Module):
+    """SDPA given a causal mask as research code builds it: boolean (True attends) or additive
+    (0 and -inf)."""
+
+    def __init__(self, additive):
+        super().__init__()
+        self.additive = additive
+
+    def forward(self, q, k, v):
+        T = q.shape[-2]
+        keep = torch.ones(T, T, dtype=torch.bool).tril()
+        if self.additive:
+            keep = torch.zeros(T, T, dtype=q.dtype).masked_fill(~keep, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+
+
+@pytest.mark.parametrize("additive", [False, True])
+def test_sdpa_with_a_causal_mask_is_causal_attention(additive):
+    q, k, v = (torch.randn(2, 3, 5, 4, dtype=torch.float64) for _ in range(3))
+    circuit = from_torch(SdpaMasked(additive), (q, k, v))
+    (att,) = [b for b in circuit.boxes if b.kind == "attention"]
+    assert att.causal and [b.kind for b in circuit.boxes] == ["rename", "rename", "attention"]
+    y = ncd_compile(circuit, dtype=torch.float64)(q, k, v)
+    torch.testing.assert_close(y, SdpaMasked(additive)(q, k, v))
