@@ -235,6 +235,37 @@ def _mask_pattern(drop: torch.Tensor, shape) -> tuple[str, int]:
     raise _Unmapped
 
 
+def _op(n: fx.Node) -> str | None:
+    """The elementwise op a node calls, by name (function, method or operator)."""
+    if n.op == "call_method":
+        return str(n.target)
+    if n.op == "call_function":
+        fn = n.target
+        return _BINARY.get(fn) or _UNARY_FNS.get(fn) or {torch.mean: "mean"}.get(fn)
+    return None
+
+
+def _call_arg(n: fx.Node, ops: set[str]) -> fx.Node | None:
+    """The argument node of a one-argument call n of one of `ops`, else None."""
+    if _op(n) in ops and n.args and isinstance(n.args[0], fx.Node):
+        return n.args[0]
+    return None
+
+
+def _squared_of(n) -> fx.Node | None:
+    """x where node n is x ** 2, x.pow(2), torch.square(x) or x * x; else None."""
+    if not isinstance(n, fx.Node):
+        return None
+    op = _op(n)
+    if op == "pow" and len(n.args) == 2 and n.args[1] == 2:
+        return n.args[0]
+    if op == "square":
+        return n.args[0]
+    if op == "mul" and len(n.args) == 2 and n.args[0] is n.args[1]:
+        return n.args[0]
+    return None
+
+
 def _reads_values(n: fx.Node) -> bool:
     """Whether node n depends on the values of a model input (not only on its sizes, dtype
     or device)."""
@@ -1185,7 +1216,12 @@ class _Importer:
     def binary(self, n, fn, a, b):
         """An elementwise op of two tensors or a tensor and a number, broadcast as torch does:
         size-1 dims that broadcast leave (an `index` box), axes meeting at one position take
-        one name (a `rename` box), a number is a scale or a constant box."""
+        one name (a `rename` box), a number is a scale or a constant box. An RMS norm written
+        out (`x * rsqrt(mean(x^2, -1, keepdim) + eps)`) is an rmsnorm box (without weight)."""
+        if fn in ("mul", "div") and (hit := self.rms_core(n, fn, a, b)) is not None:
+            x, eps = self.wire(hit[0]), hit[1]
+            return self.b.box("rmsnorm", {"x": x}, self.box_name(n), over=[x.axes[-1]],
+                              affine=False, eps=eps)  # fmt: skip
         ta, tb = _is_t(self, a), _is_t(self, b)
         if fn in ("mul", "div") and ta and not tb:
             f = float(self.const(b))
@@ -1198,6 +1234,32 @@ class _Importer:
         if fn == "pow" and ta and not tb and self.const(b) == 2:
             return self.b.unary(self.wire(a), "square", name=self.box_name(n))
         return self.elementwise(n, fn, [self.operand(a), self.operand(b)], self.shape(n))
+
+    def rms_core(self, n, fn, a, b) -> tuple[fx.Node, float] | None:
+        """(x, eps) where `a fn b` is x * rsqrt(r) or x / sqrt(r), r = mean of x squared over
+        x's last dim (keepdim) + eps, with x the very node squared; else None."""
+        pairs = [(a, b), (b, a)] if fn == "mul" else [(a, b)]
+        for x, r in pairs:
+            if not (isinstance(x, fx.Node) and isinstance(r, fx.Node)):
+                continue
+            root = _call_arg(r, {"rsqrt"} if fn == "mul" else {"sqrt"})
+            if root is None or root.op not in ("call_function", "call_method"):
+                continue
+            if _op(root) != "add" or len(root.args) != 2:
+                continue
+            for m, e in (root.args, root.args[::-1]):
+                eps = e if isinstance(e, (int, float)) and not isinstance(e, bool) else None
+                if eps is None or eps <= 0 or not isinstance(m, fx.Node) or _op(m) != "mean":
+                    continue
+                dim = self.const(self.arg(m, 1, "dim"))
+                dim = dim[0] if isinstance(dim, (list, tuple)) and len(dim) == 1 else dim
+                keep = self.const(self.arg(m, 2, "keepdim", False))
+                rank = len(self.shape(x)) if isinstance(self.values.get(x), torch.Tensor) else 0
+                if not keep or not isinstance(dim, int) or dim % max(rank, 1) != rank - 1:
+                    continue
+                if _squared_of(m.args[0]) is x:
+                    return x, float(eps)
+        return None
 
     def operand(self, a):
         """An operand of an elementwise op: ("const", number, ()), ("lazy", _Lazy, shape) or

@@ -318,3 +318,43 @@ def test_sdpa_with_a_causal_mask_is_causal_attention(additive):
     assert att.causal and [b.kind for b in circuit.boxes] == ["rename", "rename", "attention"]
     y = ncd_compile(circuit, dtype=torch.float64)(q, k, v)
     torch.testing.assert_close(y, SdpaMasked(additive)(q, k, v))
+
+
+class RmsWritten(nn.Module):
+    """RMS norms as models write them: x * rsqrt(mean(x^2) + eps) with pow, square or x * x,
+    eps on either side; x / sqrt(...); an fp32 upcast first (LLaMA's)."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+        self.weight = nn.Parameter(torch.rand(8) + 0.5)
+
+    def forward(self, x):
+        if self.form == "pow":
+            y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        elif self.form == "square":
+            y = torch.rsqrt(1e-5 + torch.square(x).mean(dim=-1, keepdim=True)) * x
+        elif self.form == "div":
+            y = x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-6)
+        else:  # "upcast"
+            h = x.to(torch.float32)
+            y = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
+        return self.weight * y
+
+
+@pytest.mark.parametrize("form", ["pow", "square", "div", "upcast"])
+def test_rms_norms_written_out_import_as_rmsnorm_boxes(form):
+    circuit, _ = _same(RmsWritten(form), torch.randn(2, 3, 8), rtol=1e-7, atol=1e-7)
+    kinds = [b.kind for b in circuit.boxes]
+    assert kinds.count("rmsnorm") == 1 and "reduce" not in kinds and "unary" not in kinds, kinds
+    (norm,) = [b for b in circuit.boxes if b.kind == "rmsnorm"]
+    assert norm.eps == (1e-5 if form == "square" else 1e-6) and not norm.affine
+
+
+def test_a_mean_over_another_axis_is_not_an_rms_norm():
+    class Other(nn.Module):
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-6)
+
+    circuit, _ = _same(Other(), torch.randn(2, 3, 8))
+    assert "rmsnorm" not in [b.kind for b in circuit.boxes]
