@@ -224,14 +224,14 @@ def _mask_pattern(drop: torch.Tensor, shape) -> tuple[str, int]:
     if len(shape) < 2 or drop.dim() > len(shape) or any(d != 1 for d in drop.shape[:-2]):
         raise _Unmapped
     T, S = shape[-2:]
-    m = drop.reshape(drop.shape[-2:] if drop.dim() >= 2 else drop.shape).expand(T, S)
+    m = drop.reshape(drop.shape[-2:] if drop.dim() >= 2 else drop.shape).expand(T, S).cpu()
     i, j = torch.arange(T)[:, None], torch.arange(S)[None, :]
     later = j > i
-    if torch.equal(m.cpu(), later):
+    if torch.equal(m, later):
         return "causal", 0
-    for w in range(1, T + 1):
-        if torch.equal(m.cpu(), later | (j <= i - w)):
-            return "window", w
+    w = int((~m[-1]).sum())  # a window keeps the last query's w latest keys
+    if 1 <= w and torch.equal(m, later | (j <= i - w)):
+        return "window", w
     raise _Unmapped
 
 
