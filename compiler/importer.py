@@ -230,7 +230,7 @@ def _mask_pattern(drop: torch.Tensor, shape) -> tuple[str, int]:
     if torch.equal(m, later):
         return "causal", 0
     w = int((~m[-1]).sum())  # a window keeps the last query's w latest keys
-    if 1 <= w and torch.equal(m, later | (j <= i - w)):
+    if w >= 1 and torch.equal(m, later | (j <= i - w)):
         return "window", w
     raise _Unmapped
 

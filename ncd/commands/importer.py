@@ -139,9 +139,12 @@ def cmd_import(args) -> int:
     if args.out:
         write_text(args.out, text)
         wpath = attached.save_weights(circuit, attached.weights_path(args.out))
+        blocks = {b.group for b in circuit.boxes if b.group} | set(circuit.groups.values())
         print(
             f"wrote {args.out} and its weights {wpath}: circuit '{circuit.name}', "
-            f"{len(circuit.boxes)} boxes" + (f", opaque: {', '.join(opaque)}" if opaque else "")
+            f"{len(circuit.boxes)} boxes"
+            + (f", {len(blocks)} blocks (ncd render --collapse BLOCK)" if blocks else "")
+            + (f", opaque: {', '.join(opaque)}" if opaque else "")
         )
     else:
         sys.stdout.write(text + "\n")
