@@ -1219,9 +1219,10 @@ class _Importer:
         one name (a `rename` box), a number is a scale or a constant box. An RMS norm written
         out (`x * rsqrt(mean(x^2, -1, keepdim) + eps)`) is an rmsnorm box (without weight)."""
         if fn in ("mul", "div") and (hit := self.rms_core(n, fn, a, b)) is not None:
-            x, eps = self.wire(hit[0]), hit[1]
-            return self.b.box("rmsnorm", {"x": x}, self.box_name(n), over=[x.axes[-1]],
-                              affine=False, eps=eps)  # fmt: skip
+            x, units = self.bare(hit[0])
+            if not units:  # (a size-1 dim off the wire: the elementwise boxes below)
+                return self.b.box("rmsnorm", {"x": x}, self.box_name(n), over=[x.axes[-1]],
+                                  affine=False, eps=hit[1])  # fmt: skip
         ta, tb = _is_t(self, a), _is_t(self, b)
         if fn in ("mul", "div") and ta and not tb:
             f = float(self.const(b))
