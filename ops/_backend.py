@@ -45,14 +45,15 @@ _unfit: dict = {}  # CUDA device index -> why the kernels do not run there, or N
 
 
 def unfit_gpu(device: torch.device) -> str | None:
-    """Why the Triton kernels do not run on this CUDA device, or None where they do. The
-    first call for an unfit device warns once that its ops run their PyTorch forms."""
+    """Why the Triton kernels do not run on this CUDA device (no usable Triton, a ROCm build
+    of PyTorch, a GPU before compute capability 8.0), or None where they do. The first call
+    for such a device warns once that its ops run their PyTorch forms."""
     idx = device.index if device.index is not None else torch.cuda.current_device()
     if idx not in _unfit:
-        why = None
-        if torch.version.hip is not None:
+        why = MISSING
+        if why is None and torch.version.hip is not None:
             why = "the kernels are written and checked for NVIDIA GPUs; this PyTorch is for ROCm"
-        else:
+        elif why is None:
             cap = tuple(torch.cuda.get_device_capability(idx))
             if cap < MIN_CAPABILITY:
                 why = (
@@ -63,23 +64,9 @@ def unfit_gpu(device: torch.device) -> str | None:
         _unfit[idx] = why
         if why is not None:
             warnings.warn(
-                f"ncd.ops: {why}; ops on cuda:{idx} run their PyTorch forms", stacklevel=5
+                f"ncd.ops: {why}; ops on cuda:{idx} run their PyTorch forms", stacklevel=4
             )
     return _unfit[idx]
-
-
-_warned_missing = False
-
-
-def _no_kernels(x: torch.Tensor) -> str | None:
-    """Why the kernels do not run for x (a CUDA tensor): no usable Triton, or an unfit GPU."""
-    global _warned_missing
-    if MISSING is not None:
-        if not _warned_missing:
-            _warned_missing = True
-            warnings.warn(f"ncd.ops: {MISSING}; ops on CUDA run their PyTorch forms", stacklevel=4)
-        return MISSING
-    return unfit_gpu(x.device)
 
 
 def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
@@ -88,7 +75,7 @@ def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
     if backend == "reference":
         return False
     if backend == "auto":
-        return x.is_cuda and _no_kernels(x) is None
+        return x.is_cuda and unfit_gpu(x.device) is None
     if MISSING is not None:
         raise RuntimeError(f"{op}: backend='triton': {MISSING}")
     if not x.is_cuda and not interpreting():
@@ -96,7 +83,7 @@ def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
             f"{op}: backend='triton' on {x.device} tensors needs Triton's interpreter; set "
             "TRITON_INTERPRET=1 before importing ncd.ops, or pass CUDA tensors"
         )
-    if x.is_cuda and (why := _no_kernels(x)) is not None:
+    if x.is_cuda and (why := unfit_gpu(x.device)) is not None:
         raise RuntimeError(f"{op}: backend='triton' on {x.device}: {why}")
     return True
 

@@ -299,42 +299,41 @@ class Report:
         submodule), in order of first appearance, each inside the blocks around it (`depth`):
         the sums of its boxes' figures and its shares of the circuit's FLOPs and time. `kept`
         sums the boxes' kept tensors (one kept by two boxes counts twice here)."""
-        keys = ("flops", "params", "activation_bytes", "io_bytes", "time_s", "time_backward_s")
+        figures = {  # row key -> the box's attribute
+            "flops": "flops", "params": "params", "activation_bytes": "activation_bytes",
+            "io_bytes": "io_bytes", "time_s": "time_s", "time_backward_s": "time_bwd_s",
+        }  # fmt: skip
         blocks: dict[str, dict] = {}
-        for r in self.box_rows():
-            g, path = r["group"], []
+        children: dict[str, list[str]] = {}  # block ('' the top) -> blocks inside, as met
+        for box in self.boxes:
+            g, path = box.group, []
             while g and g not in path:
                 path.append(g)
                 g = self.groups.get(g, "")
+            outer = ""
             for depth, title in enumerate(reversed(path)):
-                row = blocks.setdefault(
-                    title, {"block": title, "depth": depth, "boxes": 0, **dict.fromkeys(keys, 0)}
-                )
+                if title not in blocks:
+                    blocks[title] = {"block": title, "depth": depth, "boxes": 0,
+                                     **dict.fromkeys(figures, 0)}  # fmt: skip
+                    children.setdefault(outer, []).append(title)
+                row, outer = blocks[title], title
                 row["boxes"] += 1
-                for k in keys:
-                    row[k] = None if row[k] is None or r[k] is None else row[k] + r[k]
+                for k, attr in figures.items():
+                    v = self.number(getattr(box, attr))
+                    row[k] = None if row[k] is None or v is None else row[k] + v
         n = self.numbers
         for row in blocks.values():
             for k, total in (("flops", n["flops"]), ("time_s", n["time_s"])):
                 ok = row[k] is not None and total
                 row[f"{k}_share"] = row[k] / total if ok else None
-        # parents before their children, each child right after its parent's earlier ones
-        order: list[str] = []
+        order: list[str] = []  # each block, then the blocks inside it
 
-        def place(title):
-            if title in order:
-                return
-            parent = self.groups.get(title, "")
-            if parent in blocks:
-                place(parent)
-                after = max(i for i, t in enumerate(order) if t == parent or _inside(
-                    self.groups, t, parent))  # fmt: skip
-                order.insert(after + 1, title)
-            else:
-                order.append(title)
+        def walk(title):
+            for inner in children.get(title, []):
+                order.append(inner)
+                walk(inner)
 
-        for title in blocks:
-            place(title)
+        walk("")
         return [blocks[t] for t in order]
 
     def to_dict(self) -> dict:
@@ -404,17 +403,13 @@ class Report:
                     r["kernel"],
                 ]
             )
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-        line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
         out = [
             f"{self.circuit}: lowering {self.lowering}, device {self.device.name}, sizes "
             + (", ".join(f"{k}={v}" for k, v in sorted(self.sizes.items())) or "symbolic")
             + (f", counted as {self.dtype}" if self.dtype else ""),
-            line,
-            "-" * len(line),
+            *_columns(head, rows),
+            "",
         ]
-        out += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
-        out.append("")
         out += self._block_table()
         kept = [
             f"  {b.name}: "
@@ -469,12 +464,8 @@ class Report:
             ]
             for b in blocks
         ]
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-        line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
-        out = ["by block (a block's boxes summed, nested blocks indented; shares of the total):"]
-        out += [line, "-" * len(line)]
-        out += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
-        return [*out, ""]
+        title = "by block (a block's boxes summed, nested blocks indented; shares of the total):"
+        return [title, *_columns(head, rows), ""]
 
     def derived_sizes(self) -> dict[str, str]:
         """{axis: its size} for the axes the formulas name: {"T": "floor(X/4)·floor(Y/4)"}."""
@@ -543,15 +534,15 @@ class Report:
         )
 
 
-def _inside(groups: dict[str, str], title: str, outer: str) -> bool:
-    """Whether block `title` is drawn inside block `outer`, at any depth."""
-    seen = set()
-    while title and title not in seen:
-        seen.add(title)
-        title = groups.get(title, "")
-        if title == outer:
-            return True
-    return False
+def _columns(head: list[str], rows: list[list]) -> list[str]:
+    """A terminal table: the header, a rule, the rows, each column as wide as its widest."""
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
+    return [
+        line,
+        "-" * len(line),
+        *("  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows),
+    ]
 
 
 def _pct(share: float) -> str:
