@@ -10,8 +10,10 @@ computes what the chain computes:
   kernel's one scale. At most one mask: causal, fill -inf, over (T, S) with T and S of one
   size (the kernel's mask is square, top-left aligned); a scale after it must be positive
   (then it keeps -inf, and the mask commutes with it). A cast must be to the type the scores
-  already have. Dropout anywhere in the chain, a window mask, a second summed axis, a second
-  query or value axis, or batch axes that differ between q, k and v: no match.
+  already have. The value axis may have the head axis' name (one letter for both in an
+  einsum); the output may list its axes in any order (a permute follows the fused box).
+  Dropout anywhere in the chain, a window mask, a second summed axis, a second query or value
+  axis, or batch axes that differ between q, k and v: no match.
 - `linear_attention`: contract(φk, v over nothing) → running sum over T (forward) →
   contract(φq, · over K), optionally divided by φq · (running sum of φk) over K; run by the
   causal `ncd.ops.linear_attention`, with `normalize` for the divided form.
@@ -67,10 +69,13 @@ class Match:
     """Role (query, key, head, value) -> axis name."""
     causal: bool = False
     tail: tuple[tuple[str, object, str], ...] = ()
-    """short_conv: what follows the fused box so that the region's output keeps its names and
-    axis order: ("rename", {old: new}, name) and ("permute", order, name) steps, in that order
-    (an imported chain renames the sizes it changes and permutes around the convolution), each
-    named after the chain's last box of its kind, else after the chain's last box."""
+    """What follows the fused box so that the region's output keeps its names and axis order:
+    ("rename", {old: new}, name) and ("permute", order, name) steps, in that order. short_conv:
+    an imported chain renames the sizes it changes and permutes around the convolution, each
+    step named after the chain's last box of its kind, else after the chain's last box;
+    attention: a permute where the value product writes its axes in another order than the
+    query's (`einsum("bhts,bhsd->bthd")`), named after that product. With a tail the fused box
+    is named after the match's first box."""
     normalize: bool = False
     """Linear attention divided by q · (running sum of k)."""
     scale: str | None = None
@@ -183,17 +188,23 @@ def _attention_match(g: Graph, scores: str, steps, sm: str, mix: str, p_v: str):
     out = c.outs[mix]["out"]
     for p_q, p_k in _swaps(sb.operands):
         q, k = _names(c, scores, p_q), _names(c, scores, p_k)
-        if S not in k or S in q or K not in q or K not in k or S not in v or K in v:
+        if S not in k or S in q or K not in q or K not in k or S not in v:
             continue
         T = [a for a in q if a not in k and a != K]
-        V = [a for a in v if a not in q and a != S]
-        if len(T) != 1 or len(V) != 1:
+        if len(T) != 1:
             continue
-        T, V = T[0], V[0]
+        T = T[0]
         bq = [a for a in q if a not in (T, K)]
+        # the value axis: v's one axis that is neither a batch axis nor S; it may carry the
+        # head axis' name (an einsum's "bhkd" for both q and v), never the query's
+        V = [a for a in v if a not in bq and a != S]
+        if len(V) != 1 or V[0] == T:
+            continue
+        V = V[0]
         if bq != [a for a in k if a not in (S, K)] or bq != [a for a in v if a not in (S, V)]:
             continue
-        if out.names != tuple(V if a == K else a for a in q):
+        fused = tuple(V if a == K else a for a in q)
+        if sorted(out.names) != sorted(fused):
             continue
         if out.dtype != promote([c.ins[scores][p_q].dtype, c.ins[mix][p_v].dtype]):
             continue
@@ -213,6 +224,7 @@ def _attention_match(g: Graph, scores: str, steps, sm: str, mix: str, p_v: str):
             (mix, "out"),
             {"query": T, "key": S, "head": K, "value": V},
             causal=causal,
+            tail=(("permute", out.names, mix),) if out.names != fused else (),
             scale=scale,
         )
     return None

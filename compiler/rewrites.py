@@ -9,7 +9,9 @@ a match, so one pass leaves nothing to match.
 
 The builders here lower to the kernels of ncd.ops:
 - `attention`: contract(q, k over K) → [scale | causal mask | cast]* → softmax over S →
-  contract(·, v over S) becomes an `attention` box;
+  contract(·, v over S) becomes an `attention` box; where the value product writes its axes
+  in another order than the box does, the box is named after the scores and a permute named
+  after the value product follows it;
 - `linear_attention`: contract(φk, v over nothing) → scan over T → contract(φq, · over K),
   with or without the normaliser (φq · scan(φk)) it is divided by, becomes a causal
   `linear_attention` box;
@@ -97,9 +99,10 @@ def _inputs(c: Checked, m: Match) -> dict[str, str]:
 
 @register("attention")
 def attention_box(c: Checked, m: Match):
+    """The attention box, then the match's tail (a permute named after the value product)."""
     last = c.box(m.boxes[-1])
-    return KINDS["attention"](
-        name=last.name,
+    fused = KINDS["attention"](
+        name=m.boxes[0] if m.tail else last.name,
         inputs=_inputs(c, m),
         label=last.label,
         group=last.group,
@@ -110,6 +113,7 @@ def attention_box(c: Checked, m: Match):
         causal=m.causal,
         scale=m.scale,
     )
+    return _with_tail(fused, m.tail, last.group)
 
 
 @register("linear_attention")
@@ -160,12 +164,17 @@ def short_conv_box(c: Checked, m: Match):
         bias=conv.bias,
         activation="silu" if last.kind == "unary" else "none",
     )
-    if not m.tail:
+    return _with_tail(fused, m.tail, conv.group)
+
+
+def _with_tail(fused, tail, group):
+    """`fused`, or `fused` and the rename and permute boxes of a match's tail after it."""
+    if not tail:
         return fused
     out = [fused]
-    for kind, arg, name in m.tail:
+    for kind, arg, name in tail:
         field = "mapping" if kind == "rename" else "order"
-        step = {"name": name, "inputs": {"x": out[-1].name}, "group": conv.group, field: arg}
+        step = {"name": name, "inputs": {"x": out[-1].name}, "group": group, field: arg}
         out.append(KINDS[kind](**step))
     return out
 

@@ -16,6 +16,7 @@ import ncd
 from ncd.cli import main
 from ncd.compiler import attached, from_torch
 from ncd.compiler import compile as ncd_compile
+from ncd.compiler.rewrites import apply_rewrites
 from tests.compiler.nanogpt import GPTBlock
 
 
@@ -232,9 +233,9 @@ class HandAttention(nn.Module):
     """Attention written out as research code writes it: the mask from `torch.ones(T, T)`
     (sizes one by one), scores by einsum, functional norms."""
 
-    def __init__(self, d=16, h=2, window=0):
+    def __init__(self, d=16, h=2, window=0, permuted=True):
         super().__init__()
-        self.h, self.window = h, window
+        self.h, self.window, self.permuted = h, window, permuted
         self.qkv = nn.Linear(d, 3 * d)
         self.w = nn.Parameter(torch.rand(d) + 0.5)
 
@@ -247,8 +248,11 @@ class HandAttention(nn.Module):
         if self.window:
             mask = mask | torch.tril(torch.ones(T, T, dtype=torch.bool), -self.window)
         p = F.softmax(s.masked_fill(mask, float("-inf")), dim=-1)
-        y = torch.einsum("bhqk,bhkd->bqhd", p, v).reshape(B, T, D)
-        return F.normalize(y, dim=-1)
+        if self.permuted:
+            y = torch.einsum("bhqk,bhkd->bqhd", p, v)
+        else:
+            y = torch.einsum("bhqk,bhkd->bhqd", p, v).transpose(1, 2)
+        return F.normalize(y.reshape(B, T, D), dim=-1)
 
 
 @pytest.mark.parametrize("window", [0, 3])
@@ -260,6 +264,23 @@ def test_einsum_masks_and_functional_norms_import_as_boxes(window):
     assert (mask.pattern, mask.window) == (("window", 3) if window else ("causal", 0))
     assert {"layernorm", "normalize"} <= set(kinds)
     assert "constant" not in kinds  # the mask's makers are gone with the mask box
+
+
+@pytest.mark.parametrize("window,permuted", [(0, True), (0, False), (3, True)])
+def test_einsum_attention_compiles_to_the_fused_kernel(window, permuted):
+    """The two einsums (q and v read with one letter for their features, the output written
+    in another axis order or not) and the causal mask become one attention box; a window
+    mask does not (the kernel's mask is causal)."""
+    model = HandAttention(window=window, permuted=permuted).double()
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    circuit = from_torch(model, x)
+    fused = apply_rewrites(circuit)
+    att = [b for b in fused.boxes if b.kind == "attention"]
+    assert len(att) == (0 if window else 1)
+    if att:
+        assert att[0].causal and att[0].scale and "softmax" not in [b.kind for b in fused.boxes]
+    compiled = ncd_compile(circuit, dtype=torch.float64, rewrites=True)
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-10, atol=1e-10)
 
 
 class ValueMask(nn.Module):
