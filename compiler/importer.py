@@ -1,8 +1,8 @@
 """Import: a PyTorch model → a circuit, its weights named after the circuit's boxes.
 
-The model is traced with torch.fx (standard layers stay whole: a `nn.Linear` is one node, a
-`nn.MultiheadAttention` one node), and run once on the example inputs to learn every
-tensor's shape. Each node is then mapped to boxes of the vocabulary through the Builder, so
+The model is traced with torch.fx (compiler/tracing.py: standard layers stay whole, a
+`nn.Linear` is one node, a `nn.MultiheadAttention` one node, and so does any submodule named
+in `keep`), and run once on the example inputs to learn every tensor's shape. Each node is then mapped to boxes of the vocabulary through the Builder, so
 every box is checked as it is made. Axes get readable names by role and size (B, T, D, F, H,
 K, C, Y, X …; one name per size and role). Torch tensors are positional and circuits are not,
 so the importer keeps one invariant: a wire's axes are listed in the torch tensor's order
@@ -12,7 +12,9 @@ The model's structure is kept as blocks: the boxes a submodule's forward made ar
 a block titled by its path in the model (`layers.0.attn`, inside `layers.0`), so a figure of a
 deep model folds with `--collapse layers.0`.
 
-Anything it cannot map becomes an `opaque` box with its output axes stated; its callable (the
+Anything it cannot map becomes an `opaque` box with its output axes stated (computations on
+complex tensors, which have no type in a circuit, one box from the first complex value to the
+real result); its callable (the
 original module or function, with its constant arguments) is kept in memory beside the
 circuit (`attached`), never in the JSON, so the imported circuit still compiles and runs.
 The weights are attached too, with the names of those that are buffers; `ncd import -o` also
@@ -38,7 +40,7 @@ from ncd.circuits.builder import Builder, Wire
 from ncd.circuits.errors import BuildError
 from ncd.circuits.kinds.registry import Registry
 
-from . import attached
+from . import attached, tracing
 from .errors import TorchImportError
 from .names import scope_names
 from .passes import live_boxes
@@ -162,60 +164,33 @@ _MAPPED_MODULES = (
 )
 
 
-class _Tracer(fx.Tracer):
-    """Keeps the layers the importer maps (and any module fx cannot see into) whole; a
-    buffer the model reads itself is a node (`get_attr`), so that it can be sliced by a size."""
-
-    proxy_buffer_attributes = True
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, _MAPPED_MODULES) or super().is_leaf_module(m, qualname)
-
-    def trace(self, root, concrete_args=None):
-        with _sizes_as_one_tuple():
-            return super().trace(root, concrete_args)
+_TRACED_INTO = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+"""torch.nn layers that fx would keep whole (it keeps every torch.nn module but Sequential)
+and whose forward the importer traces, so that they become boxes."""
 
 
-# torch's tensor makers that take sizes one by one (`torch.ones(T, T)`, the causal mask's
-# idiom): fx cannot trace them when the sizes are read off a traced tensor ("ones() takes 1
-# positional argument but 2 were given"), though it traces `torch.ones((T, T))`.
-_BY_SIZES = ("ones", "zeros", "empty", "rand", "randn")
+def _keeps_whole(m: nn.Module, path: str, kept) -> bool | None:
+    """The layers the importer maps, and those the user keeps (`kept`: paths and classes),
+    stay one node of the trace; None leaves it to fx."""
+    if isinstance(m, _MAPPED_MODULES) or path in kept[0] or isinstance(m, kept[1]):
+        return True
+    return False if isinstance(m, _TRACED_INTO) else None
 
 
-@contextlib.contextmanager
-def _sizes_as_one_tuple():
-    """While tracing, the makers of _BY_SIZES pass sizes given one by one as one tuple when
-    one of them is traced; the graph records the maker itself."""
-    saved = {name: getattr(torch, name) for name in _BY_SIZES}
-
-    def packing(make):
-        def call(*size, **kw):
-            if len(size) > 1 and any(isinstance(s, fx.Proxy) for s in size):
-                size = (tuple(size),)
-            return make(*size, **kw)
-
-        return call
-
-    try:
-        for name, make in saved.items():
-            setattr(torch, name, packing(make))
-        yield
-    finally:
-        for name, make in saved.items():
-            setattr(torch, name, make)
-
-
-class _Values(fx.Interpreter):
-    """Runs the traced graph once, keeping every node's value (shapes and constants)."""
-
-    def __init__(self, gm):
-        super().__init__(gm)
-        self.values: dict[fx.Node, Any] = {}
-
-    def run_node(self, n):
-        v = super().run_node(n)
-        self.values[n] = v
-        return v
+def _kept(model: nn.Module, keep) -> tuple[set[str], tuple[type, ...]]:
+    """`keep` as (submodule paths, classes), each path checked against the model."""
+    if isinstance(keep, (str, type)):
+        keep = [keep]
+    paths = {k for k in keep if isinstance(k, str)}
+    classes = tuple(k for k in keep if isinstance(k, type))
+    if len(paths) + len(classes) != len(list(keep)):
+        raise TorchImportError("keep: expected submodule paths (str) or classes")
+    have = {p for p, _ in model.named_modules()}
+    for p in sorted(paths - have):
+        near = [h for h in have if h and h.split(".")[-1] == p.split(".")[-1]][:3]
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise TorchImportError(f"keep: {type(model).__name__} has no submodule {p!r}{hint}")
+    return paths, classes
 
 
 def _mask_pattern(drop: torch.Tensor, shape) -> tuple[str, int]:
@@ -233,6 +208,29 @@ def _mask_pattern(drop: torch.Tensor, shape) -> tuple[str, int]:
     if w >= 1 and torch.equal(m, later | (j <= i - w)):
         return "window", w
     raise _Unmapped
+
+
+_VERY_NEGATIVE = -1e4
+"""A mask fill at or below this, before a softmax, weighs its entries 0 as -inf does (exp
+underflows in every float type for scores of ordinary size)."""
+_SOFTMAXES = (F.softmax, torch.softmax)
+
+
+def _only_softmax_reads(n: fx.Node, ndim: int) -> bool:
+    """Whether every reader of node n (a tensor of `ndim` dims) is a softmax over its last
+    dim."""
+
+    def last_dim(u: fx.Node) -> bool:
+        d = u.kwargs.get("dim", u.args[1] if len(u.args) > 1 else None)
+        return d in (-1, ndim - 1)
+
+    readers = list(n.users)
+    return bool(readers) and all(
+        ((u.op == "call_function" and u.target in _SOFTMAXES)
+         or (u.op == "call_method" and u.target == "softmax"))
+        and u.args[0] is n and last_dim(u)
+        for u in readers
+    )  # fmt: skip
 
 
 def _op(n: fx.Node) -> str | None:
@@ -307,8 +305,11 @@ class _Lazy:
         self.node, self.value, self.parent, self.index = node, value, parent, index
 
 
-def from_torch(model: nn.Module, example_inputs, name: str | None = None):
+def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=()):
     """Import `model` as a circuit; `example_inputs` is a tensor or a tuple of tensors.
+    `keep` names submodules (paths such as `"layers.0.rope"`, or classes) kept whole: each
+    call is one opaque box that runs it (for code torch.fx cannot trace, which the error
+    names).
 
     Returns the `Circuit`. Its weights (named after its boxes) and the callables of its
     opaque boxes are attached in memory, so `ncd.compile(circuit)` gives a module that computes
@@ -327,27 +328,32 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None):
     example_inputs = tuple(example_inputs)
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fast path branches on tensor values
+    kept = _kept(model, keep)
     try:
-        graph = _Tracer().trace(model, concrete_args=_defaults(model, len(example_inputs)))
-    except Exception as e:
+        gm = tracing.trace(model, example_inputs, lambda m, path: _keeps_whole(m, path, kept))
+    except tracing.TraceFailure as e:
+        where = f" in `{e.path}`" if e.path else ""
+        how = (
+            f"keep that submodule whole (one opaque box): keep=[{e.path!r}], or "
+            f"`ncd import --keep {e.path}`"
+            if e.path
+            else "move that code into a submodule and keep it whole (keep=[path])"
+        )
         raise TorchImportError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
-            "wrap data-dependent parts in a submodule"
+            f"cannot trace {type(model).__name__} with torch.fx{where} "
+            f"({type(e.error).__name__}: {_first_line(e.error)}); {how}"
         ) from None
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
-    gm = fx.GraphModule(model, graph)
-    values = _Values(gm)
     try:
-        with torch.no_grad():
-            values.run(*example_inputs)
+        values = tracing.values(gm, example_inputs)
     except Exception as e:
         raise TorchImportError(
             f"running {type(model).__name__} on the example inputs failed "
             f"({type(e).__name__}: {_first_line(e)})"
         ) from None
     cname = name or _snake(type(model).__name__)
-    imp = _Importer(model, gm, values.values, cname)
+    imp = _Importer(model, gm, values, cname)
     return imp.run()
 
 
@@ -399,15 +405,6 @@ def _check_name(name) -> None:
         raise TorchImportError(f"circuit name {name!r}: {msg}") from None
 
 
-def _defaults(model: nn.Module, n: int) -> dict:
-    """Arguments of forward past the example inputs, fixed at their defaults (so that
-    `mask=None` is None while tracing, not a placeholder)."""
-    import inspect
-
-    params = list(inspect.signature(model.forward).parameters.values())[n:]
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-
-
 def _snake(text: str) -> str:
     """A class name in snake case with acronyms whole: `GQAttention` -> `gq_attention`,
     `RMSNorm` -> `rms_norm`, `Conv2d` -> `conv2d`. A short capitalised fragment (up to three
@@ -450,6 +447,11 @@ class _Importer:
         # node -> their positions in the torch tensor; made into unit axes only where needed
         self.units: dict[fx.Node, tuple[int, ...]] = {}
         self.made: dict[Any, tuple[Wire, tuple[int, ...]]] = {}  # lazy -> its param box
+        # node with a complex value -> the region of such nodes it ends, in graph order
+        self.islands: dict[fx.Node, list[fx.Node]] = {}
+        # axis made by a reshape's merge -> the axes merged (a later split of it into axes of
+        # those sizes, `x.view(-1, D) ... y.view(B, T, -1)`, gives them back)
+        self.merged: dict[str, tuple[str, ...]] = {}
         # submodule path -> how many nodes its forward made (theirs and its submodules')
         self.made_by: dict[str, int] = {}
         for node in gm.graph.nodes:
@@ -521,6 +523,10 @@ class _Importer:
             if n.op in ("placeholder", "output"):
                 continue
             v = self.values.get(n)
+            region = self.island(n)
+            if _complex(v):  # no type in a circuit: the node joins the region that ends
+                self.islands[n] = [*region, n]  # where a real tensor comes out
+                continue
             if not isinstance(v, torch.Tensor) and not (
                 isinstance(v, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in v)
             ):
@@ -531,8 +537,17 @@ class _Importer:
             with contextlib.ExitStack() as blocks:
                 for title in self.blocks_of(n):
                     blocks.enter_context(self.b.group(title))
-                self.wires[n] = self.map_or_opaque(n)
+                if region:  # the real result of computations on complex tensors: one box
+                    self.wires[n] = self.opaque(n, [*region, n])
+                else:
+                    self.wires[n] = self.map_or_opaque(n)
         out = next(n for n in self.gm.graph.nodes if n.op == "output").args[0]
+        for o in _flat(out if not isinstance(out, dict) else list(out.values())):
+            if o in self.islands:
+                raise TorchImportError(
+                    f"{self.where(o)}: the model returns a complex tensor; a circuit's "
+                    "outputs are real (return torch.view_as_real of it)"
+                )
         for o in _flat(out if not isinstance(out, dict) else list(out.values())):
             if isinstance(o, fx.Node) and o in self.wires and not isinstance(self.wires[o], tuple):
                 self.wires[o] = self.wire(o)  # a returned param, or size-1 dims made axes
@@ -559,17 +574,23 @@ class _Importer:
         attached.attach(circuit, self.callables, state, buffers)
         return circuit
 
+    def island(self, n: fx.Node) -> list[fx.Node]:
+        """The complex-valued nodes n reads, with those they read in turn, in graph order."""
+        found = {m for a in n.all_input_nodes for m in self.islands.get(a, ())}
+        return [m for m in self.gm.graph.nodes if m in found] if found else []
+
     def map_or_opaque(self, n: fx.Node):
         """The node's boxes, or where it cannot be mapped one opaque box."""
         mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
-                set(self.buffers), dict(self.units), dict(self.made))  # fmt: skip
+                set(self.buffers), dict(self.units), dict(self.made),
+                dict(self.merged))  # fmt: skip
         try:
             return self.map(n)
         except Exception as e:
             # undo the boxes this node's mapping made before it failed
             del self.b._boxes[mark[0] :]
             self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
-            self.buffers, self.units, self.made = mark[4], mark[5], mark[6]
+            self.buffers, self.units, self.made, self.merged = mark[4], mark[5], mark[6], mark[7]
             self.units.pop(n, None)
             if isinstance(e, TorchImportError):
                 raise TorchImportError(f"{self.where(n)}: {e}") from None
@@ -985,6 +1006,14 @@ class _Importer:
             return self.b.softmax(x, x.axes[d], name=self.box_name(n))
         if fn in (torch.matmul, operator.matmul, torch.bmm):
             return self.matmul(n, self.wire(n.args[0]), self.wire(n.args[1]))
+        if fn is F.linear:
+            return self.linear_fn(n, self.arg(n, 0, "input"), self.arg(n, 1, "weight"),
+                                  self.arg(n, 2, "bias"), transposed=False)  # fmt: skip
+        if fn is torch.addmm:
+            if any(self.const(n.kwargs.get(k, 1)) != 1 for k in ("beta", "alpha")):
+                raise _Unmapped
+            return self.linear_fn(n, self.arg(n, 1, "mat1"), self.arg(n, 2, "mat2"),
+                                  self.arg(n, 0, "input"), transposed=True)  # fmt: skip
         if fn is F.scaled_dot_product_attention:
             return self.sdpa(n)
         if fn in (torch.flatten, torch.reshape):
@@ -1062,6 +1091,12 @@ class _Importer:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                     raise _Unmapped  # a tensor bound
             integer = not x.type.dtype.startswith(("float", "bfloat"))
+            if not integer:  # a bound at the type's limit (HF's finfo(dtype).min) bounds nothing
+                lim = torch.finfo(self.values[n].dtype)
+                low = None if low is not None and low <= lim.min else low
+                high = None if high is not None and high >= lim.max else high
+                if low is None and high is None:
+                    return x
             bound = [
                 None if v is None else _num(int(v) if integer else float(v)) for v in (low, high)
             ]
@@ -1223,16 +1258,16 @@ class _Importer:
             if not units:  # (a size-1 dim off the wire: the elementwise boxes below)
                 return self.b.box("rmsnorm", {"x": x}, self.box_name(n), over=[x.axes[-1]],
                                   affine=False, eps=hit[1])  # fmt: skip
-        ta, tb = _is_t(self, a), _is_t(self, b)
+        ta, tb = not self.is_number(a), not self.is_number(b)
         if fn in ("mul", "div") and ta and not tb:
-            f = float(self.const(b))
+            f = float(self.number(b))
             if fn == "div" and f == 0:
                 raise _Unmapped
             return self.b.scale(self.wire(a), _num(f if fn == "mul" else 1.0 / f),
                                 name=self.box_name(n))  # fmt: skip
         if fn == "mul" and tb and not ta:
-            return self.b.scale(self.wire(b), _num(float(self.const(a))), name=self.box_name(n))
-        if fn == "pow" and ta and not tb and self.const(b) == 2:
+            return self.b.scale(self.wire(b), _num(float(self.number(a))), name=self.box_name(n))
+        if fn == "pow" and ta and not tb and self.number(b) == 2:
             return self.b.unary(self.wire(a), "square", name=self.box_name(n))
         return self.elementwise(n, fn, [self.operand(a), self.operand(b)], self.shape(n))
 
@@ -1265,8 +1300,8 @@ class _Importer:
     def operand(self, a):
         """An operand of an elementwise op: ("const", number, ()), ("lazy", _Lazy, shape) or
         ("wire", (wire, size-1 positions it leaves out), shape)."""
-        if not _is_t(self, a):
-            v = self.const(a)
+        if self.is_number(a):
+            v = self.number(a)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise _Unmapped
             return ("const", v, ())
@@ -1274,6 +1309,16 @@ class _Importer:
         if isinstance(w, _Lazy) and id(w) not in self.made:
             return ("lazy", w, self.shape(a))
         return ("wire", self.bare(a), self.shape(a))
+
+    def is_number(self, a) -> bool:
+        """A number: a plain value, or a 0-dim tensor the model makes without reading its
+        inputs (`torch.full([], v.size(-1) ** 0.5)`, HF's GPT-2 score scale)."""
+        if not _is_t(self, a):
+            return True
+        return _is_const_tensor(self, a) and self.values[a].dim() == 0
+
+    def number(self, a):
+        return self.values[a].item() if _is_t(self, a) else self.const(a)
 
     def fresh(self, like: str, size: int, avoid) -> str:
         """A new axis name of `like`'s role (a second sequence axis is a key axis)."""
@@ -1348,6 +1393,11 @@ class _Importer:
     def where_(self, n):
         """torch.where(c, x, y) as c·x + (1 − c)·y (c is 1 or 0; x and y finite)."""
         c, x, y = (self.arg(n, i, k) for i, k in enumerate(("condition", "input", "other")))
+        with contextlib.suppress(_Unmapped):  # a causal mask: where(keep, scores, -inf)
+            if _is_t(self, x) and (not _is_t(self, y) or _is_const_tensor(self, y)):
+                return self.mask_of(n, x, c, y, keep=True)
+            if _is_t(self, y) and (not _is_t(self, x) or _is_const_tensor(self, x)):
+                return self.mask_of(n, y, c, x, keep=False)
         for t in (x, y):
             if _is_t(self, t) and not torch.isfinite(self.values[t]).all():
                 raise _Unmapped  # 0·inf is not 0: a where over infinities has no product form
@@ -1475,6 +1525,30 @@ class _Importer:
         out = [*batch_a, m_, b.axes[-1]]
         return self.b.contract(a, b, over=ka, out=out, name=self.box_name(n))
 
+    def linear_fn(self, n, x, weight, bias, transposed: bool) -> Wire:
+        """`F.linear(x, W, b)`, or `torch.addmm(b, x, W)` (HF's GPT-2 `Conv1D`: W stored
+        [in, out]), with W and b tensors the model holds: one linear box over x's last axis,
+        named after the module holding W, which keeps W as nn.Linear's [out, in]."""
+        lw = self.wires.get(weight) if isinstance(weight, fx.Node) else None
+        lb = self.wires.get(bias) if isinstance(bias, fx.Node) else None
+        if not isinstance(lw, _Lazy) or lw.parent is not None or lw.value.dim() != 2:
+            raise _Unmapped
+        w = lw.value.t() if transposed else lw.value
+        if bias is not None and (
+            not isinstance(lb, _Lazy) or lb.parent is not None
+            or tuple(lb.value.shape) != (w.shape[0],)
+        ):  # fmt: skip
+            raise _Unmapped
+        x = self.wire(x)
+        if self.sizes[x.axes[-1]] != w.shape[1]:
+            raise _Unmapped
+        out = self.axis("feature", w.shape[0], avoid=x.axes[:-1])
+        owner = str(weight.target).rpartition(".")[0]
+        name = self.box_name(n) if not owner else self._fresh(owner.replace(".", "_"))
+        y = self.b.linear(x, x.axes[-1], out, bias=bias is not None, name=name)
+        self.weights[name] = {"weight": w, **({"bias": lb.value} if bias is not None else {})}
+        return y
+
     def einsum(self, n):
         """`torch.einsum("bhqd,bhkd->bhqk", q, k)`: one contraction, each letter one axis (an
         operand's axis renamed where its letter already names another axis); ellipses and a
@@ -1539,17 +1613,36 @@ class _Importer:
         """`scores.masked_fill(mask, float("-inf"))` (or 0) where the mask, made from sizes
         alone (never from an input's values), is causal (key > query) or a causal window over
         the last two axes: a mask box. Any other mask stays opaque."""
-        x, units = self.bare(n.args[0])
-        mask, value = n.args[1], self.const(self.arg(n, 2, "value"))
+        mask, value = n.args[1], self.arg(n, 2, "value")
+        return self.mask_of(n, n.args[0], mask, value, keep=False)
+
+    def mask_of(self, n, scores, mask, value, keep: bool) -> Wire:
+        """The mask box of `masked_fill` (`keep` False: the mask's True entries are filled) or
+        of `torch.where(mask, scores, value)` (`keep` True). The fill is -inf or 0; a very
+        negative one (HF's `torch.finfo(dtype).min`, GPT-2's -1e4) counts as -inf where only
+        softmaxes read the result, whose weights it makes exactly 0 as -inf does."""
+        x, units = self.bare(scores)
         if units or not isinstance(mask, fx.Node) or _reads_values(mask):
             raise _Unmapped
-        if value == float("-inf"):
+        if isinstance(value, fx.Node):  # a number held in a tensor (torch.full([], v))
+            v = self.values[value]
+            if _reads_values(value) or not isinstance(v, torch.Tensor) or v.numel() != 1:
+                raise _Unmapped
+            value = v.item()
+        value = self.const(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Unmapped
+        low = value <= _VERY_NEGATIVE and _only_softmax_reads(n, len(self.shape(n)))
+        if value == float("-inf") or low:
             fill = "-inf"
-        elif value == 0 and not isinstance(value, bool):
+        elif value == 0:
             fill = "0"
         else:
             raise _Unmapped
-        pattern, window = _mask_pattern(self.values[mask], self.shape(n))
+        drop = self.values[mask]
+        if not isinstance(drop, torch.Tensor) or drop.dtype != torch.bool:
+            raise _Unmapped
+        pattern, window = _mask_pattern(~drop if keep else drop, self.shape(n))
         return self.b.mask(x, x.axes[-2], x.axes[-1], pattern=pattern, window=window,
                            fill=fill, name=self.box_name(n))  # fmt: skip
 
@@ -1703,10 +1796,16 @@ class _Importer:
                 raise _Unmapped
             if len(gi) == 1:  # split
                 a = x.axes[gi[0]]
-                roles = ["heads", "head"] if len(gj) == 2 else ["feature"] * len(gj)
-                names: list[str] = []
-                for r, j_ in zip(roles, gj, strict=True):
-                    names.append(self.axis(r, out_shape[j_], avoid=[*y.axes, *names]))
+                parts = self.merged.get(a, ())
+                if [self.sizes[p] for p in parts] == [out_shape[j_] for j_ in gj] and not (
+                    set(parts) & set(y.axes)
+                ):
+                    names = list(parts)  # the axes a merge made `a` of, back again
+                else:
+                    roles = ["heads", "head"] if len(gj) == 2 else ["feature"] * len(gj)
+                    names = []
+                    for r, j_ in zip(roles, gj, strict=True):
+                        names.append(self.axis(r, out_shape[j_], avoid=[*y.axes, *names]))
                 y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
             else:  # merge
                 parts = [x.axes[k] for k in gi]
@@ -1714,21 +1813,35 @@ class _Importer:
                 heads = roles[0] == "heads" and {"head", "value"} & set(roles[1:])
                 role = "feature" if heads else roles[0]
                 into = self.axis(role, out_shape[gj[0]], avoid=y.axes)
-                y = self.b.merge_axes(y, parts, into, name=self.box_name(n, "merge"))
+                name = self.box_name(n, "merge")
+                try:
+                    y2 = self.b.merge_axes(y, parts, into, name=name)
+                except BuildError:  # the name of that size stands for another product (the
+                    # input's Y for the conv's output Y' X'): a name of its own
+                    into = self.axis(role, out_shape[gj[0]], avoid=[*y.axes, into])
+                    y2 = self.b.merge_axes(y, parts, into, name=name)
+                y = y2
+                self.merged.setdefault(into, tuple(parts))
         if y is x:
             return x
         return y
 
     @imports("opaque")
-    def opaque(self, n: fx.Node):
-        """A box that runs the node as it was (module or function), by its tensor inputs."""
-        tensors = [a for a in _flat(n.args) + _flat(list(n.kwargs.values())) if _is_t(self, a)]
-        tensors = list(dict.fromkeys(tensors))
+    def opaque(self, n: fx.Node, region: list[fx.Node] | None = None):
+        """A box that runs the node as it was (module or function), by its tensor inputs; or
+        a `region` of nodes ending in n, in graph order (computations on complex tensors,
+        which have no type in a circuit), by the tensors the region reads."""
+        region = region or [n]
+        inside = set(region)
+        read = [a for m in region for a in _flat(m.args) + _flat(list(m.kwargs.values()))
+                if isinstance(a, fx.Node) and a not in inside]  # fmt: skip
+        tensors = list(dict.fromkeys(a for a in read if _is_t(self, a)))
         v = self.values[n]
         outs = v if isinstance(v, (tuple, list)) else (v,)
         if not all(isinstance(t, torch.Tensor) for t in outs):
             raise TorchImportError(f"node '{n.name}' ({n.target}): returns non-tensors")
-        ins = [self.wire(a) if isinstance(self.wires.get(a), Wire) else None for a in tensors]
+        ins = [self.wire(a) if isinstance(self.wires.get(a), (Wire, _Lazy)) else None
+               for a in tensors]  # fmt: skip
         if any(w is None for w in ins):
             raise TorchImportError(f"node '{n.name}' ({n.target}): reads a value ncd cannot wire")
         ports = [f"x{i}" if len(ins) > 1 else "x" for i in range(len(ins))]
@@ -1744,14 +1857,16 @@ class _Importer:
             base = names
             outputs["out" if len(outs) == 1 else f"out{i}"] = list(base)
         name = self.box_name(n)
-        consts = {a: self.values[a] for a in _flat(n.args) + _flat(list(n.kwargs.values()))
-                  if isinstance(a, fx.Node) and a not in tensors}  # fmt: skip
-        self.callables[name] = _Replay(self.gm, n, tensors, consts, len(outs) > 1)
+        consts = {a: self.values[a] for a in read if a not in tensors}
+        self.callables[name] = _Replay(self.gm, region, tensors, consts, len(outs) > 1)
+        target = _target_name(self.gm, n)
+        if len(region) > 1:
+            target = f"{_target_name(self.gm, region[0])} … {target} ({len(region)} ops)"
         r = self.b.box(
             "opaque",
             dict(zip(ports, ins, strict=True)),
             name,
-            target=_target_name(self.gm, n)[:200],
+            target=target[:200],
             in_ports=ports,
             outputs=outputs,
             dtype=_dtype(outs[0]),
@@ -1762,31 +1877,56 @@ class _Importer:
 
 
 class _Replay(nn.Module):
-    """Runs one traced node again, with new values for its tensor arguments."""
+    """Runs traced nodes again (one, or a region of them in graph order), with new values
+    for the tensors they read."""
 
-    def __init__(self, gm, node: fx.Node, tensors, consts, multi: bool):
+    def __init__(self, gm, nodes: list[fx.Node], tensors, consts, multi: bool):
         super().__init__()
         self.consts = consts
-        self.node_op, self.target = node.op, node.target
-        self.args_, self.kwargs_ = node.args, node.kwargs
+        self.steps = [(m, m.op, m.target, m.args, m.kwargs) for m in nodes]
         self.tensors = tensors
         self.multi = multi
-        if node.op == "call_module":
-            self.mod = copy.deepcopy(gm.get_submodule(node.target))
+        self.mods = nn.ModuleList()
+        self.held: dict[fx.Node, tuple[str, torch.dtype]] = {}
+        for m in nodes:
+            if m.op == "call_module":
+                self.mods.append(copy.deepcopy(gm.get_submodule(m.target)))
+            elif m.op == "get_attr":  # a tensor the model holds (a complex one: kept as
+                # real pairs, which a module's .to(dtype) casts without dropping a part)
+                t = tracing.fetch(gm, m.target).detach()
+                name = f"held{len(self.held)}"
+                self.register_buffer(name, torch.view_as_real(t) if t.is_complex() else t)
+                self.held[m] = (name, t.dtype)
 
     def forward(self, *xs):
         env = {**self.consts, **dict(zip(self.tensors, xs, strict=True))}
-        args = fx.node.map_arg(self.args_, lambda a: env[a])
-        kwargs = fx.node.map_arg(self.kwargs_, lambda a: env[a])
-        if self.node_op == "call_module":
-            out = self.mod(*args, **kwargs)
-        elif self.node_op == "call_method":
-            # `view` -> `reshape`: the circuit does not keep `contiguous()` calls
-            method = "reshape" if self.target == "view" else self.target
-            out = getattr(args[0], method)(*args[1:], **kwargs)
-        else:
-            out = self.target(*args, **kwargs)
+        mods = iter(self.mods)
+        for node, op, target, args, kwargs in self.steps:
+            args = fx.node.map_arg(args, lambda a: env[a])
+            kwargs = fx.node.map_arg(kwargs, lambda a: env[a])
+            if op == "get_attr":
+                name, dtype = self.held[node]
+                t = getattr(self, name)
+                out = t if not dtype.is_complex else torch.view_as_complex(
+                    t.to(torch.float64 if dtype == torch.complex128 else torch.float32)
+                    .contiguous()
+                )  # fmt: skip
+            elif op == "call_module":
+                out = next(mods)(*args, **kwargs)
+            elif op == "call_method":
+                # `view` -> `reshape`: the circuit does not keep `contiguous()` calls
+                method = "reshape" if target == "view" else target
+                out = getattr(args[0], method)(*args[1:], **kwargs)
+            else:
+                out = target(*args, **kwargs)
+            env[node] = out
         return tuple(out) if self.multi else out
+
+
+def _complex(v) -> bool:
+    if isinstance(v, (tuple, list)):
+        return any(_complex(t) for t in v)
+    return isinstance(v, torch.Tensor) and v.is_complex()
 
 
 def _target_name(gm, n: fx.Node) -> str:
@@ -1804,6 +1944,15 @@ def _flat(a) -> list:
     if isinstance(a, (tuple, list)):
         return [x for y in a for x in _flat(y)]
     return [a]
+
+
+def _is_const_tensor(imp: _Importer, a) -> bool:
+    """A one-element tensor the model makes without reading its inputs (`torch.full([], v)`,
+    a scalar buffer)."""
+    if not isinstance(a, fx.Node) or _reads_values(a):
+        return False
+    v = imp.values.get(a)
+    return isinstance(v, torch.Tensor) and v.numel() == 1
 
 
 def _is_t(imp: _Importer, a) -> bool:

@@ -24,6 +24,14 @@ def register(sub) -> None:
         help="shape of an example input, e.g. 2,16,32 (repeat per input; float32)",
     )
     p.add_argument("--name", help="circuit name (default: from the model's class)")
+    p.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a submodule kept whole as one opaque box, e.g. layers.0.rope (repeat; for code "
+        "torch.fx cannot trace, which the error names)",
+    )
     p.add_argument("-o", "--out", help="output JSON file (default: stdout)")
     p.set_defaults(run=cmd_import)
 
@@ -133,7 +141,7 @@ def cmd_import(args) -> int:
     except (Exception, SystemExit) as e:
         raise NcdError(f"the factory {args.target} failed: {_failure(e)}") from None
     model, inputs = model_and_inputs(made, shapes, args.target)
-    circuit = from_torch(model.eval(), inputs, name=args.name)
+    circuit = from_torch(model.eval(), inputs, name=args.name, keep=args.keep)
     text = circuit.to_json()
     opaque = [b.name for b in circuit.boxes if b.kind == "opaque"]
     if args.out:

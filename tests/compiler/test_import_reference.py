@@ -260,8 +260,9 @@ RETENTION = (
     2 * 2 * N * D * D  # q, k maps
     + N * D  # k·K^-1/2
     + 2 * 2 * N * D * 2 * D  # v and gate maps (2D outputs)
-    + (T * T + T * T + H * T * T + H * T * T + T * T + H * T * T)
-    # decay: n − m, clamp(min=0), ·log γ, exp, n − m >= 0, where as a product
+    + (T * T + T * T + H * T * T + H * T * T + H * T * T)
+    # decay: n − m, clamp(min=0), ·log γ, exp; the where over n − m >= 0 (a comparison of
+    # positions alone) is a causal mask with fill 0, one select per element
     + 2 * B * H * T * T * K  # Q Kᵀ
     + B * H * T * T  # ⊙ D
     + 2 * B * H * T * T * V  # · V
@@ -307,7 +308,7 @@ CASES = {
     # (the RMSNorm written out imports as an rmsnorm box, its eps no constant box)
     "llama": (LLAMA, {"attention", "rmsnorm", "param", "concat", "slice"}),
     "convnext": (CONVNEXT, {"conv", "layernorm", "param", "permute"}),
-    "retention": (RETENTION, {"constant", "clamp", "cast", "contract", "rmsnorm"}),
+    "retention": (RETENTION, {"constant", "clamp", "cast", "contract", "rmsnorm", "mask"}),
     "nanogpt": (NANOGPT, {"attention", "split", "split_axis", "merge_axes", "layernorm"}),
     "resnet_basic": (RESNET, {"conv", "batchnorm"}),
 }

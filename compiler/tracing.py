@@ -1,0 +1,254 @@
+"""Tracing a model for the importer: torch.fx's graph (`trace`), and every node's value on the
+example inputs (`values`).
+
+torch.fx traces with proxies that stand for tensors, so model code that asks a proxy for a
+concrete answer stops the trace: `x.reshape(*x.shape[:-1], -1, 2)` (iterating a size),
+`torch.finfo(x.dtype)` (HF's GPT-2 mask value), `len(x)`. The tracer here runs each node on
+the example inputs as it records it, so a proxy answers those from its value: a size, tuple
+or tensor iterates and has a length, and a tensor's `dtype`, `device` and `ndim` are the
+example's (the graph holds them as constants: the import is of the model at the example's
+dtype and device). Sizes themselves stay nodes of the graph. Questions whose answer would tie
+the model's control flow to one input's values (`if x.sum() > 0`) still stop the trace.
+
+Running the nodes while tracing runs the model's forward once more; buffers it changes in
+place (a batch norm's running statistics in training mode) are put back afterwards, as are
+the example inputs (each run reads copies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.node import map_aggregate
+
+_UNKNOWN = object()
+"""The value of a node that could not be run while tracing (the proxy then answers as fx's)."""
+_CONCRETE = ("dtype", "device", "ndim", "is_cuda")
+"""Tensor attributes a proxy answers with the example's value."""
+
+
+def trace(model: nn.Module, example_inputs: tuple, leaf) -> fx.GraphModule:
+    """The model's graph. `leaf(module, path)` says whether a submodule stays one node (True),
+    is traced into (False) or as fx decides (None: torch.nn's modules stay whole). Arguments
+    of forward past the example inputs are fixed at their defaults. Raises TraceFailure."""
+    concrete = _defaults(model, len(example_inputs))
+    tracer = _Tracer(leaf, model, example_inputs, concrete)
+    try:
+        with _buffers_kept(model), torch.no_grad(), _sizes_as_one_tuple():
+            graph = tracer.trace(model, concrete_args=concrete)
+    except Exception as e:
+        raise TraceFailure(e, tracer.failed_in or "") from None
+    return fx.GraphModule(model, graph)
+
+
+class TraceFailure(Exception):
+    """torch.fx could not trace the model: `error`, raised in the submodule at `path` (''
+    for the model's own forward)."""
+
+    def __init__(self, error: Exception, path: str):
+        super().__init__(f"{path or 'forward'}: {error}")
+        self.error, self.path = error, path
+
+
+def values(gm: fx.GraphModule, example_inputs: tuple) -> dict[fx.Node, Any]:
+    """Every node's value on the example inputs (shapes and constants)."""
+    run = _Values(gm)
+    with _buffers_kept(gm), torch.no_grad():
+        run.run(*_clones(example_inputs))
+    return run.values
+
+
+@contextlib.contextmanager
+def _buffers_kept(model: nn.Module):
+    """The model's buffers as they were before (a forward in training mode updates a batch
+    norm's running statistics; importing a model leaves it as it was)."""
+    saved = {k: b.detach().clone() for k, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                if k in saved and b.shape == saved[k].shape:
+                    b.copy_(saved[k])
+
+
+class _Proxy(fx.Proxy):
+    """A proxy that answers len, iteration and a tensor's dtype, device and ndim from the
+    value its node took on the example inputs."""
+
+    def _value(self):
+        return self.tracer.values.get(self.node, _UNKNOWN)
+
+    def __len__(self) -> int:
+        v = self._value()
+        if isinstance(v, (tuple, list, torch.Size, torch.Tensor)):
+            return len(v)
+        return super().__len__()
+
+    def __getattr__(self, k: str):
+        if k in _CONCRETE:
+            v = self._value()
+            if isinstance(v, torch.Tensor):
+                return getattr(v, k)
+        return _Attribute(self, k)
+
+
+class _Attribute(_Proxy, fx.proxy.Attribute):
+    """`x.shape`, `x.T` and the like (fx adds the node when it is used, not a method call)."""
+
+
+class _Tracer(fx.Tracer):
+    """Keeps the layers `leaf` names (and any module fx cannot see into) whole; a buffer the
+    model reads itself is a node (`get_attr`), so that it can be sliced by a size. Each node
+    is run on the example inputs as it is made (`values`)."""
+
+    proxy_buffer_attributes = True
+
+    def __init__(self, leaf, model: nn.Module, example_inputs: tuple, concrete: dict):
+        super().__init__()
+        self.leaf = leaf
+        self.values: dict[fx.Node, Any] = {}
+        self.failed_in: str | None = None
+        names = [p.lstrip("*") for p in inspect.signature(model.forward).parameters]
+        self.given = {**concrete, **dict(zip(names, _clones(example_inputs), strict=False))}
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        keep = self.leaf(m, qualname)
+        return super().is_leaf_module(m, qualname) if keep is None else keep
+
+    def call_module(self, m, forward, args, kwargs):
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:  # the innermost submodule the error came through
+                self.failed_in = self.path_of_module(m)
+            raise
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
+
+    def iter(self, obj: fx.Proxy):
+        v = self.values.get(obj.node, _UNKNOWN)
+        if isinstance(v, (tuple, list, torch.Size, torch.Tensor)):
+            return (obj[i] for i in range(len(v)))
+        return super().iter(obj)
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, *rest, **kw):
+        p = super().create_proxy(kind, target, args, kwargs, name, type_expr, *rest, **kw)
+        if isinstance(p, fx.Proxy) and kind != "output":
+            self.values[p.node] = self._run(kind, target, args, kwargs)
+        return p
+
+    def _run(self, kind: str, target, args, kwargs):
+        """The node's value on the example inputs, or _UNKNOWN where it cannot be had."""
+        if kind == "placeholder":
+            return self.given.get(target.lstrip("*"), _UNKNOWN)
+        unknown = False
+
+        def value(a):
+            nonlocal unknown
+            if isinstance(a, fx.Proxy):
+                v = self.values.get(a.node, _UNKNOWN)
+                unknown |= v is _UNKNOWN
+                return v
+            return a
+
+        args, kwargs = map_aggregate(args, value), map_aggregate(kwargs, value)
+        if unknown:
+            return _UNKNOWN
+        try:
+            with _unpatched():
+                if kind == "get_attr":
+                    return fetch(self.root, target)
+                if kind == "call_function":
+                    return target(*args, **kwargs)
+                if kind == "call_method":
+                    return getattr(args[0], target)(*args[1:], **kwargs)
+                if kind == "call_module":
+                    return self.root.get_submodule(target)(*args, **kwargs)
+        except Exception:
+            return _UNKNOWN
+        return _UNKNOWN
+
+
+# nn.Module's attribute lookup and call as they are outside a trace (fx patches both while it
+# traces, so that a module called inside a leaf's forward would add nodes)
+_MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
+
+
+@contextlib.contextmanager
+def _unpatched():
+    """Modules behave as outside a trace: a leaf run on the example values adds no node."""
+    call, get = nn.Module.__call__, nn.Module.__getattr__
+    nn.Module.__call__, nn.Module.__getattr__ = _MODULE_CALL, _MODULE_GETATTR
+    try:
+        yield
+    finally:
+        nn.Module.__call__, nn.Module.__getattr__ = call, get
+
+
+def fetch(root: nn.Module, target: str):
+    """The attribute at a dotted path (`layers.0.freqs`)."""
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _clones(xs: tuple) -> list:
+    """The example inputs as the tracer's run reads them: copies, so that a forward that
+    writes into its inputs leaves the caller's as they were."""
+    return [x.clone() if isinstance(x, torch.Tensor) else x for x in xs]
+
+
+def _defaults(model: nn.Module, n: int) -> dict:
+    """Arguments of forward past the example inputs, fixed at their defaults (so that
+    `mask=None` is None while tracing, not a placeholder)."""
+    params = list(inspect.signature(model.forward).parameters.values())[n:]
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+# torch's tensor makers that take sizes one by one (`torch.ones(T, T)`, the causal mask's
+# idiom): fx cannot trace them when the sizes are read off a traced tensor ("ones() takes 1
+# positional argument but 2 were given"), though it traces `torch.ones((T, T))`.
+_BY_SIZES = ("ones", "zeros", "empty", "rand", "randn")
+
+
+@contextlib.contextmanager
+def _sizes_as_one_tuple():
+    """While tracing, the makers of _BY_SIZES pass sizes given one by one as one tuple when
+    one of them is traced; the graph records the maker itself."""
+    saved = {name: getattr(torch, name) for name in _BY_SIZES}
+
+    def packing(make):
+        def call(*size, **kw):
+            if len(size) > 1 and any(isinstance(s, fx.Proxy) for s in size):
+                size = (tuple(size),)
+            return make(*size, **kw)
+
+        return call
+
+    try:
+        for name, make in saved.items():
+            setattr(torch, name, packing(make))
+        yield
+    finally:
+        for name, make in saved.items():
+            setattr(torch, name, make)
+
+
+class _Values(fx.Interpreter):
+    """Runs the traced graph once, keeping every node's value (shapes and constants)."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.values: dict[fx.Node, Any] = {}
+
+    def run_node(self, n):
+        v = super().run_node(n)
+        self.values[n] = v
+        return v

@@ -1,0 +1,241 @@
+"""Import of model code as it is found: code that asks its tensors concrete questions while it
+runs (`*x.shape[:-1]`, `len(x)`, `torch.finfo(x.dtype)`), Hugging Face's GPT-2 block, torch's
+transformer layers inside a model. Each is compared with the model it came from."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ncd
+from ncd.compiler import compile as ncd_compile
+from ncd.compiler import from_torch
+from ncd.compiler.errors import TorchImportError
+from ncd.compiler.rewrites import apply_rewrites
+from tests.compiler.helpers import randomise
+from tests.compiler.hf_gpt2 import GPT2Block
+
+
+def _imported(model, *xs, rewrites=False):
+    """The circuit of `model` in float64, after checking that its compiled module gives the
+    model's outputs."""
+    model = model.double().eval()
+    xs = tuple(x.double() for x in xs)
+    circuit = from_torch(model, xs)
+    compiled = ncd_compile(circuit, dtype=torch.float64, rewrites=rewrites).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*xs), model(*xs), rtol=1e-10, atol=1e-10)
+    return circuit
+
+
+class Questions(nn.Module):
+    """Star-unpacked sizes, len(), a dtype's limits, a loop over the chunks of a tensor."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.lin = nn.Linear(d, 2 * d)
+
+    def forward(self, x):
+        h = self.lin(x).reshape(*x.shape[:-1], 2, -1)
+        parts = [p * (i + 1) for i, p in enumerate(h.unbind(-2))]
+        lo = torch.finfo(x.dtype).min
+        return sum(parts).clamp(min=lo) / len(x)
+
+
+def test_sizes_lengths_and_dtypes_are_answered_while_tracing():
+    circuit = _imported(randomise(Questions()), torch.randn(3, 5, 8))
+    assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+def test_hf_gpt2_block_imports_whole_and_its_attention_fuses():
+    """Conv1D (addmm, weight [in, out]) is a linear box keeping the weight as [out, in]; the
+    boolean buffer's causal slice under torch.where with finfo.min is a causal mask; the
+    0-dim scale tensor is a scale. Under the rewrites the chain is one causal attention box."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 32)
+    circuit = _imported(GPT2Block(), x, rewrites=True)
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and kinds.count("linear") == 4
+    (mask,) = [b for b in circuit.boxes if b.kind == "mask"]
+    assert mask.pattern == "causal" and mask.fill == "-inf"
+    fused = apply_rewrites(circuit)
+    (att,) = [b for b in fused.boxes if b.kind == "attention"]
+    assert att.causal and "softmax" not in [b.kind for b in fused.boxes]
+    names = {b.name for b in circuit.boxes if b.kind == "linear"}
+    assert names == {"attn_c_attn", "attn_c_proj", "mlp_c_fc", "mlp_c_proj"}
+    state = ncd_compile(circuit).state_dict()
+    w = GPT2Block().attn.c_attn.weight  # [in, out] in the model, [out, in] in the box
+    assert state["attn_c_attn.weight"].shape == w.t().shape
+
+
+def test_a_very_negative_fill_is_a_mask_only_before_a_softmax():
+    """-1e9 (or finfo.min) weighs masked scores 0 in a softmax, as -inf does; read by
+    anything else it is a number, and the where stays elementwise boxes."""
+
+    class Fill(nn.Module):
+        def __init__(self, softmax):
+            super().__init__()
+            self.softmax = softmax
+
+        def forward(self, s):
+            T = s.shape[-1]
+            keep = torch.ones(T, T, dtype=torch.bool).tril()
+            s = torch.where(keep, s, -1e9)
+            return s.softmax(-1) if self.softmax else s.amax(-1)
+
+    s = torch.randn(2, 5, 5)
+    assert "mask" in [b.kind for b in _imported(Fill(True), s).boxes]
+    assert "mask" not in [b.kind for b in from_torch(Fill(False).double(), s.double()).boxes]
+
+
+class PatchEncoder(nn.Module):
+    """A ViT's trunk: patches by a strided convolution, flattened to tokens, a position
+    embedding, torch's encoder layer, a norm."""
+
+    def __init__(self, d=32, p=4, img=16):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, p, stride=p)
+        self.pos = nn.Parameter(torch.randn(1, (img // p) ** 2, d) * 0.02)
+        self.enc = nn.TransformerEncoderLayer(d, 4, 64, batch_first=True, norm_first=True)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        return self.norm(self.enc(x)).mean(1)
+
+
+def test_torch_encoder_layer_inside_a_model_becomes_boxes():
+    torch.manual_seed(0)
+    circuit = _imported(PatchEncoder(), torch.randn(2, 3, 16, 16))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and "attention" in kinds and kinds.count("layernorm") == 3
+    assert any(b.group == "enc" for b in circuit.boxes)  # the layer's boxes form its block
+
+
+def test_functional_linear_with_held_weights_is_a_linear_box():
+    class Fn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.b = nn.Parameter(torch.randn(6, 4)), nn.Parameter(torch.randn(6))
+
+        def forward(self, x):
+            return F.linear(x, self.w, self.b)
+
+    circuit = _imported(Fn(), torch.randn(3, 4))
+    assert [b.kind for b in circuit.boxes] == ["linear"]
+
+
+class BatchStats(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn(x) * 2
+
+
+def test_importing_leaves_the_model_and_the_inputs_as_they_were():
+    """A batch norm in training mode updates its running statistics on every forward; the
+    import runs the forward twice and puts them back; an in-place op leaves the inputs."""
+    model = BatchStats().train()
+    before = model.bn.running_mean.clone()
+    x = torch.randn(8, 4) + 3
+    x0 = x.clone()
+    from_torch(model, x)
+    torch.testing.assert_close(model.bn.running_mean, before, rtol=0, atol=0)
+    assert int(model.bn.num_batches_tracked) == 0
+
+    class InPlace(nn.Module):
+        def forward(self, x):
+            return x.mul_(2) + 1
+
+    from_torch(InPlace(), x)
+    torch.testing.assert_close(x, x0, rtol=0, atol=0)
+
+
+def test_imported_gpt2_block_prices_its_fused_attention():
+    circuit = from_torch(GPT2Block().eval(), torch.randn(2, 16, 32))
+    kernels = {r["name"]: r["kernel"] for r in ncd.analyse(circuit).box_rows()}
+    assert "attention" in kernels["where"] and "attention" in kernels["softmax"]
+
+
+class Branchy(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # control flow on values: fx cannot trace it
+            return x * 2
+        return x
+
+
+class WithBranch(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.gate = nn.Linear(4, 4), Branchy()
+
+    def forward(self, x):
+        return self.gate(self.lin(x))
+
+
+@pytest.mark.parametrize("keep", ["gate", Branchy])
+def test_an_untraceable_submodule_is_named_and_can_be_kept_whole(keep):
+    """The error names the submodule fx failed in; kept whole it is one opaque box running
+    the module itself, so both branches stay right."""
+    model, x = WithBranch(), torch.randn(2, 4)
+    with pytest.raises(TorchImportError, match=r"in `gate`.*keep=\['gate'\]"):
+        from_torch(model, x)
+    circuit = from_torch(model, x, keep=[keep])
+    assert [b.kind for b in circuit.boxes] == ["linear", "opaque"]
+    compiled = ncd_compile(circuit)
+    with torch.no_grad():
+        for sign in (1, -1):
+            torch.testing.assert_close(compiled(sign * x), model(sign * x))
+    with pytest.raises(TorchImportError, match="no submodule 'gat'"):
+        from_torch(model, x, keep=["gat"])
+
+
+def _freqs(dim, end, theta=10000.0):
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].double() / dim))
+    angles = torch.outer(torch.arange(end, dtype=torch.float64), freqs)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+class MetaRotary(nn.Module):
+    """Meta's LLaMA rotary embedding: pairs of features as complex numbers times a complex
+    buffer (`torch.polar`), back to real pairs."""
+
+    def __init__(self, d=32, heads=4, positions=16):
+        super().__init__()
+        self.h = heads
+        self.wq = nn.Linear(d, d, bias=False)
+        self.register_buffer("freqs_cis", _freqs(d // heads, positions), persistent=False)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        xq = self.wq(x).view(B, T, self.h, D // self.h)
+        xq_ = torch.view_as_complex(xq.reshape(*xq.shape[:-1], -1, 2))
+        fc = self.freqs_cis[:T].view(1, T, 1, xq_.shape[-1])
+        return torch.view_as_real(xq_ * fc).flatten(3).type_as(xq)
+
+
+def test_computations_on_complex_tensors_are_one_opaque_box():
+    """Complex tensors have no type in a circuit: the ops from the first complex value to the
+    real result are one box that runs them (the complex buffer travels with it)."""
+    torch.manual_seed(0)
+    model, x = MetaRotary(), torch.randn(2, 8, 32)
+    circuit = _imported(model, x)
+    (box,) = [b for b in circuit.boxes if b.kind == "opaque"]
+    assert "view_as_complex" in box.target and "view_as_real" in box.target
+    model = model.float()  # float32 parameters; the buffer keeps its complex128 values
+    compiled = ncd_compile(from_torch(model, x))
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_a_complex_output_is_refused_with_a_reason():
+    class Spectrum(nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x)
+
+    with pytest.raises(TorchImportError, match="complex tensor"):
+        from_torch(Spectrum(), torch.randn(2, 8))
