@@ -2,11 +2,14 @@
 
 The model is traced with torch.fx (compiler/tracing.py: standard layers stay whole, a
 `nn.Linear` is one node, a `nn.MultiheadAttention` one node, and so does any submodule named
-in `keep`), and run once on the example inputs to learn every tensor's shape. Each node is then mapped to boxes of the vocabulary through the Builder, so
-every box is checked as it is made. Axes get readable names by role and size (B, T, D, F, H,
-K, C, Y, X …; one name per size and role). Torch tensors are positional and circuits are not,
-so the importer keeps one invariant: a wire's axes are listed in the torch tensor's order
-(a `permute` box is added where a box's natural order differs).
+in `keep`), and run once on the example inputs to learn every tensor's shape. Each node is
+then mapped to boxes of the vocabulary through the Builder, so every box is checked as it is
+made. A chain of elementwise ops of one tensor that computes a function of the vocabulary
+(GELU written out) is recognised by its values and is that one box. Axes get readable names
+by role and size (B, T, D, F, H, K, C, Y, X …; one name per size and role). Torch tensors are
+positional and circuits are not, so the importer keeps one invariant: a wire's axes are
+listed in the torch tensor's order (a `permute` box is added where a box's natural order
+differs).
 
 The model's structure is kept as blocks: the boxes a submodule's forward made are drawn in
 a block titled by its path in the model (`layers.0.attn`, inside `layers.0`), so a figure of a
@@ -42,6 +45,7 @@ from ncd.circuits.kinds.registry import Registry
 
 from . import attached, tracing
 from .errors import TorchImportError
+from .lowerings import UNARY
 from .names import scope_names
 from .passes import live_boxes
 
@@ -231,6 +235,62 @@ def _only_softmax_reads(n: fx.Node, ndim: int) -> bool:
         and u.args[0] is n and last_dim(u)
         for u in readers
     )  # fmt: skip
+
+
+_BY_VALUE = ("gelu", "gelu_tanh", "silu", "sigmoid", "softplus", "logsigmoid", "elu",
+             "hardswish", "relu6", "tanh")  # fmt: skip
+"""Unary functions a chain of elementwise ops is recognised as (`unary_by_value`)."""
+_TREE_OPS = {"add", "sub", "mul", "div", "pow", "neg", "tanh", "sigmoid", "exp", "log",
+             "sqrt", "rsqrt", "reciprocal", "erf", "abs", "square", "softplus"}  # fmt: skip
+_TREE_FNS = {torch.erf: "erf", torch.special.erf: "erf", F.softplus: "softplus"}
+_TREE_MOST = 32  # ops of one recognised chain
+
+
+def _tree_op(n) -> str | None:
+    if not isinstance(n, fx.Node) or n.op not in ("call_function", "call_method"):
+        return None
+    op = _TREE_FNS.get(n.target) if n.op == "call_function" else None
+    op = op or _op(n)
+    return op if op in _TREE_OPS else None
+
+
+def _elementwise_tree(n: fx.Node, stop: fx.Node | None = None) -> set[fx.Node]:
+    """The elementwise ops (of `_TREE_OPS`, with numbers as other operands) that n computes
+    from, n included, walking back until `stop` or a node of another kind; empty where one
+    has an argument that is neither a node nor a number, or past _TREE_MOST ops."""
+    found: set[fx.Node] = set()
+    todo = [n]
+    while todo:
+        m = todo.pop()
+        if m in found or m is stop or _tree_op(m) is None:
+            continue
+        found.add(m)
+        if len(found) > _TREE_MOST:
+            return set()
+        for a in [*m.args, *m.kwargs.values()]:
+            if isinstance(a, fx.Node):
+                todo.append(a)
+            elif isinstance(a, bool) or not isinstance(a, (int, float)):
+                return set()
+    return found
+
+
+def _leaves(tree: set[fx.Node]) -> set[fx.Node]:
+    """The nodes the ops of `tree` read that are not in it."""
+    return {a for m in tree for a in m.all_input_nodes if a not in tree}
+
+
+def _replay_on(nodes: list[fx.Node], x: fx.Node, grid: torch.Tensor) -> torch.Tensor:
+    """The value of the last of `nodes` (in graph order) with x's value replaced by `grid`."""
+    env = {x: grid}
+    for m in nodes:
+        args = fx.node.map_arg(m.args, lambda a: env[a])
+        kwargs = fx.node.map_arg(m.kwargs, lambda a: env[a])
+        if m.op == "call_method":
+            env[m] = getattr(args[0], m.target)(*args[1:], **kwargs)
+        else:
+            env[m] = m.target(*args, **kwargs)
+    return env[nodes[-1]]
 
 
 def _op(n: fx.Node) -> str | None:
@@ -1253,6 +1313,10 @@ class _Importer:
         size-1 dims that broadcast leave (an `index` box), axes meeting at one position take
         one name (a `rename` box), a number is a scale or a constant box. An RMS norm written
         out (`x * rsqrt(mean(x^2, -1, keepdim) + eps)`) is an rmsnorm box (without weight)."""
+        if (hit := self.unary_by_value(n)) is not None:
+            x, units = self.bare(hit[0])
+            if not units:
+                return self.b.unary(x, hit[1], name=self.box_name(n))
         if fn in ("mul", "div") and (hit := self.rms_core(n, fn, a, b)) is not None:
             x, units = self.bare(hit[0])
             if not units:  # (a size-1 dim off the wire: the elementwise boxes below)
@@ -1270,6 +1334,40 @@ class _Importer:
         if fn == "pow" and ta and not tb and self.number(b) == 2:
             return self.b.unary(self.wire(a), "square", name=self.box_name(n))
         return self.elementwise(n, fn, [self.operand(a), self.operand(b)], self.shape(n))
+
+    def unary_by_value(self, n: fx.Node) -> tuple[fx.Node, str] | None:
+        """(x, name) where node n ends a chain of elementwise ops of one tensor x and numbers
+        that computes a function of the vocabulary (`0.5 * x * (1 + tanh(c (x + 0.044715
+        x^3)))` is gelu_tanh, `x * sigmoid(x)` silu), recognised by its values on a grid of
+        points; else None."""
+        inner = _elementwise_tree(n)
+        if len(inner) < 2:
+            return None
+        order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
+        best = None
+        for x in sorted({*inner, *_leaves(inner)} - {n}, key=order.get):
+            region = _elementwise_tree(n, stop=x)
+            if (
+                len(region) >= 2
+                and _leaves(region) == {x}
+                and (best is None or len(region) > len(best[1]))
+            ):
+                best = (x, region)
+        if best is None or not isinstance(self.values.get(best[0]), torch.Tensor):
+            return None
+        x, region = best
+        if not self.values[x].is_floating_point() or self.shape(x) != self.shape(n):
+            return None
+        grid = torch.linspace(-8, 8, 321, dtype=torch.float64)
+        try:
+            got = _replay_on(sorted(region, key=order.get), x, grid)
+        except Exception:
+            return None
+        for name in _BY_VALUE:
+            fn, kw = UNARY[name]
+            if torch.allclose(got, fn(grid, **kw), rtol=1e-6, atol=1e-7):
+                return x, name
+        return None
 
     def rms_core(self, n, fn, a, b) -> tuple[fx.Node, float] | None:
         """(x, eps) where `a fn b` is x * rsqrt(r) or x / sqrt(r), r = mean of x squared over

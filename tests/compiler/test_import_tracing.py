@@ -52,7 +52,8 @@ def test_sizes_lengths_and_dtypes_are_answered_while_tracing():
 def test_hf_gpt2_block_imports_whole_and_its_attention_fuses():
     """Conv1D (addmm, weight [in, out]) is a linear box keeping the weight as [out, in]; the
     boolean buffer's causal slice under torch.where with finfo.min is a causal mask; the
-    0-dim scale tensor is a scale. Under the rewrites the chain is one causal attention box."""
+    0-dim scale tensor is a scale; the tanh GELU written out is one box. Under the rewrites
+    the attention chain is one causal attention box."""
     torch.manual_seed(0)
     x = torch.randn(2, 16, 32)
     circuit = _imported(GPT2Block(), x, rewrites=True)
@@ -63,6 +64,7 @@ def test_hf_gpt2_block_imports_whole_and_its_attention_fuses():
     fused = apply_rewrites(circuit)
     (att,) = [b for b in fused.boxes if b.kind == "attention"]
     assert att.causal and "softmax" not in [b.kind for b in fused.boxes]
+    assert [b.fn for b in circuit.boxes if b.kind == "unary"] == ["gelu_tanh"]  # written out
     names = {b.name for b in circuit.boxes if b.kind == "linear"}
     assert names == {"attn_c_attn", "attn_c_proj", "mlp_c_fc", "mlp_c_proj"}
     state = ncd_compile(circuit).state_dict()
@@ -239,3 +241,32 @@ def test_a_complex_output_is_refused_with_a_reason():
 
     with pytest.raises(TorchImportError, match="complex tensor"):
         from_torch(Spectrum(), torch.randn(2, 8))
+
+
+class Written(nn.Module):
+    """Activations as code writes them out."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+
+    def forward(self, x):
+        if self.form == "gelu_tanh":  # GPT-2, BERT's gelu_new
+            return 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
+        if self.form == "gelu":  # BERT's gelu
+            return x * 0.5 * (1.0 + torch.erf(x / 1.4142135623730951))
+        if self.form == "silu":
+            return x * torch.sigmoid(x)
+        if self.form == "softplus":
+            return torch.log(1 + torch.exp(x)) * 1.0
+        return x * torch.sigmoid(1.702 * x)  # quick GELU: no function of the vocabulary
+
+
+@pytest.mark.parametrize("form", ["gelu_tanh", "gelu", "silu", "softplus", "quick"])
+def test_written_out_activations_are_recognised_by_value(form):
+    circuit = _imported(Written(form), torch.randn(3, 7))
+    kinds = [(b.kind, getattr(b, "fn", None)) for b in circuit.boxes]
+    if form == "quick":
+        assert ("unary", "sigmoid") in kinds and len(kinds) > 1
+    else:
+        assert kinds == [("unary", form)]
