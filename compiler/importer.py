@@ -893,8 +893,8 @@ class _Importer:
             y = self.b.embedding(x, vocab, out, name=name)
             self.keep(name, m, "weight")
             return y
-        if isinstance(m, nn.Dropout):
-            return self.b.dropout(x, m.p, name=self.box_name(n))
+        if isinstance(m, nn.Dropout):  # (timm writes Dropout(0.0): nothing to draw)
+            return x if m.p == 0 else self.b.dropout(x, m.p, name=self.box_name(n))
         if type(m) in _UNARY_MODULES:
             if isinstance(m, nn.GELU) and m.approximate == "tanh":
                 return self.b.unary(x, "gelu_tanh", name=self.box_name(n))
@@ -1203,7 +1203,8 @@ class _Importer:
             return self.wire(a0)
         if op == "dropout":
             p = float(self.const(self.arg(n, 1, "p", 0.5)))
-            return self.b.dropout(self.wire(a0), p, name=self.box_name(n))
+            x = self.wire(a0)
+            return x if p == 0 else self.b.dropout(x, p, name=self.box_name(n))
         if op == "pad":
             return self.pad(n)
         raise _Unmapped
@@ -1900,7 +1901,9 @@ class _Importer:
                 ):
                     names = list(parts)  # the axes a merge made `a` of, back again
                 else:
-                    roles = ["heads", "head"] if len(gj) == 2 else ["feature"] * len(gj)
+                    # the last two parts are heads and their features (`view(B, T, H, K)`,
+                    # timm's `reshape(B, N, 3, H, K)`)
+                    roles = ["feature"] * (len(gj) - 2) + ["heads", "head"]
                     names = []
                     for r, j_ in zip(roles, gj, strict=True):
                         names.append(self.axis(r, out_shape[j_], avoid=[*y.axes, *names]))

@@ -5,8 +5,9 @@ its fused box and compiler/cost/fusion.py prices each match as that kernel, so t
 module and the cost report see the same regions. A chain matches only where the kernel
 computes what the chain computes:
 
-- `attention`: contract(q, k over K) → [scale | mask | cast]* → softmax over S →
-  contract(·, v over S), run by `ncd.ops.softmax_attention`. The scales multiply into the
+- `attention`: [scale]* q, [scale]* k → contract(q, k over K) → [scale | mask | cast]* →
+  softmax over S → contract(·, v over S), run by `ncd.ops.softmax_attention`. The scales (of
+  the scores, and of q or k read by the scores alone: timm's `q = q * scale`) multiply into the
   kernel's one scale. At most one mask: causal, fill -inf, over (T, S) with T and S of one
   size (the kernel's mask is square, top-left aligned); a scale after it must be positive
   (then it keeps -inf, and the mask commutes with it). A cast must be to the type the scores
@@ -212,15 +213,24 @@ def _attention_match(g: Graph, scores: str, steps, sm: str, mix: str, p_v: str):
         if scale is None:
             continue
         causal = any(g.kind(s) == "mask" for s in steps)
+        entries = {"q": (scores, p_q), "k": (scores, p_k), "v": (mix, p_v)}
+        before: list[str] = []  # scales of q or k on their way into the scores (timm's q * s)
+        for role in ("q", "k"):
+            box, port = entries[role]
+            while g.kind(src := g.producer(box, port)) == "scale" and g.only_reader(src) == box:
+                before.insert(0, src)
+                box, port = src, "x"
+            entries[role] = (box, port)
+        factors = [c.box(b).factor for b in before] + ([scale] if scale != "1" else [])
+        if len(factors) > 1:
+            scale = "*".join(f"({f})" for f in factors)
+        elif factors:
+            scale = factors[0]
         return Match(
             "attention",
-            (scores, *steps, sm, mix),
-            {"q": (scores, p_q), "k": (scores, p_k), "v": (mix, p_v)},
-            {
-                "q": c.sources[scores][p_q],
-                "k": c.sources[scores][p_k],
-                "v": c.sources[mix][p_v],
-            },
+            (*before, scores, *steps, sm, mix),
+            entries,
+            {role: c.sources[box][port] for role, (box, port) in entries.items()},
             (mix, "out"),
             {"query": T, "key": S, "head": K, "value": V},
             causal=causal,

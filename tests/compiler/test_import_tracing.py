@@ -270,3 +270,36 @@ def test_written_out_activations_are_recognised_by_value(form):
         assert ("unary", "sigmoid") in kinds and len(kinds) > 1
     else:
         assert kinds == [("unary", form)]
+
+
+class TimmAttention(nn.Module):
+    """timm's vision-transformer attention: one qkv map reshaped to (3, heads, features),
+    unbound; the queries scaled before their product with the keys; dropouts of rate 0."""
+
+    def __init__(self, dim=32, num_heads=4):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv, self.proj = nn.Linear(dim, dim * 3), nn.Linear(dim, dim)
+        self.attn_drop, self.proj_drop = nn.Dropout(0.0), nn.Dropout(0.0)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        x = self.attn_drop(attn.softmax(dim=-1)) @ v
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+def test_timm_attention_fuses_with_its_query_scale():
+    """A scale of q (or k) read by the scores alone multiplies into the kernel's scale; the
+    heads and their features are named H and K; dropouts of rate 0 are no boxes."""
+    torch.manual_seed(0)
+    model, x = TimmAttention(), torch.randn(2, 16, 32)
+    circuit = _imported(model, x, rewrites=True)
+    kinds = [b.kind for b in circuit.boxes]
+    assert "dropout" not in kinds and {"H", "K"} <= set(circuit.sizes)
+    (att,) = [b for b in apply_rewrites(circuit).boxes if b.kind == "attention"]
+    assert not att.causal and float(att.scale) == pytest.approx(8**-0.5)
+    assert "scale" not in [b.kind for b in apply_rewrites(circuit).boxes]
