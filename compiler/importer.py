@@ -1838,13 +1838,29 @@ class _Importer:
 
     @imports("concat")
     def cat(self, n):
-        xs = [self.wire(a) for a in n.args[0]]
-        d = self.const(self.arg(n, 1, "dim", 0))
-        first = xs[0]
+        """torch.cat along one axis; an operand of size 1 there (a class token before the
+        patches) joins as one position, without that axis."""
+        args = list(self.arg(n, 0, "tensors"))
+        shapes = [self.shape(a) for a in args]
+        d = self.const(self.arg(n, 1, "dim", 0)) % len(shapes[0])
+        ref = next((i for i, sh in enumerate(shapes) if sh[d] != 1), 0)
+        first = self.wire(args[ref])
         axis = first.axes[d]
-        for w in xs[1:]:
-            if w.axes != first.axes:
+        rest = tuple(a for a in first.axes if a != axis)
+        xs = []
+        for i, a in enumerate(args):
+            w = first if i == ref else self.wire(a)
+            one = w.axes[d] != axis and shapes[i][d] == 1
+            # axes meeting at one position take the reference operand's names
+            ren = {w.axes[j]: first.axes[j] for j in range(len(w.axes))
+                   if j != d and w.axes[j] != first.axes[j]}  # fmt: skip
+            if one:
+                w = self.b.index(w, w.axes[d], 0, name=self.box_name(n, f"one{i}"))
+            if ren:
+                w = self.b.rename(w, ren, name=self.box_name(n, f"align{i}"))
+            if w.axes != (rest if one else first.axes):
                 raise _Unmapped
+            xs.append(w)
         y = self.b.concat(*xs, axis=axis, name=self.box_name(n))
         new = self.axis("feature", self.shape(n)[d % len(first.axes)], avoid=first.axes)
         return self.b.rename(y, {axis: new}, name=self.box_name(n, "sizes"))

@@ -453,8 +453,9 @@ class _Run:
 
     @interprets("concat")
     def k_concat(self, b, x, tin, tout):
-        ops = [x[p] for p in b.operands]
-        return {"out": NT(torch.cat([o.t for o in ops], ops[0].dim(b.axis)), ops[0].names)}
+        names = tout["out"].names  # an operand without the axis: one position along it
+        ops = [x[p].to(names) for p in b.operands]
+        return {"out": NT(torch.cat(ops, names.index(b.axis)), names)}
 
     @interprets("split")
     def k_split(self, b, x, tin, tout):

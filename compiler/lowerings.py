@@ -404,8 +404,11 @@ def _unpack(L: Lowerer, b, x, tin, tout):
 
 @lowers("concat")
 def _concat(L: Lowerer, b, x, tin, tout):
-    d = _dim(tin[b.operands[0]], b.axis)
-    return {"out": L.fn(torch.cat, [x[p] for p in b.operands], d)}
+    """torch.cat, an operand without the axis given it at its place (one position)."""
+    d = _dim(tout["out"], b.axis)
+    parts = [x[p] if b.axis in tin[p].names else L.fn(torch.unsqueeze, x[p], d)
+             for p in b.operands]  # fmt: skip
+    return {"out": L.fn(torch.cat, parts, d)}
 
 
 @lowers("split")

@@ -176,7 +176,8 @@ class Unpack(BoxBase):
 
 @box_kind
 class Concat(BoxBase):
-    """Concatenates operands along `axis`; their other axes must agree."""
+    """Concatenates operands along `axis`; their other axes must agree. An operand without
+    `axis` joins as one position along it (a class token before the patches)."""
 
     kind: Literal["concat"] = "concat"
     axis: AxisName
@@ -190,18 +191,33 @@ class Concat(BoxBase):
 
     def infer(self, ins, ctx):
         ts = [(p, tensor(ins, p)) for p in self.operands]
-        first_port, first = ts[0]
+        having = [(p, t) for p, t in ts if t.axis(self.axis) is not None]
+        first_port, first = having[0] if having else ts[0]
         need(first, (self.axis,), first_port)
-        for p, t in ts[1:]:
-            need(t, (self.axis,), p)
-            if t.names != first.names:
+        rest = tuple(n for n in first.names if n != self.axis)
+        for p, t in ts:
+            if t is first:
+                continue
+            names = t.names if t.axis(self.axis) is not None else (*t.names, self.axis)
+            if t.axis(self.axis) is None and t.names != rest:
+                raise ShapeProblem(
+                    f"an operand without {self.axis} has the others' axes (it joins as one "
+                    "position)", p, " ".join(rest), " ".join(t.names),
+                )  # fmt: skip
+            if sorted(names) != sorted(first.names) or (
+                t.axis(self.axis) is not None and t.names != first.names
+            ):
                 raise ShapeProblem(
                     "operands must have the same axes", p, " ".join(first.names), " ".join(t.names)
                 )
-            for a, b in zip(first.axes, t.axes, strict=True):
+            for a in t.axes:
                 if a.name != self.axis:
-                    ctx.unify(a.size, b.size, p, f"size of {a.name}")
-        total = sum((t.axis(self.axis).size for _, t in ts), Size.number(0))
+                    ctx.unify(first.axis(a.name).size, a.size, p, f"size of {a.name}")
+        total = sum(
+            (t.axis(self.axis).size if t.axis(self.axis) is not None else Size.number(1)
+             for _, t in ts),
+            Size.number(0),
+        )  # fmt: skip
         return {
             "out": first.with_axes(
                 [Axis(a.name, total) if a.name == self.axis else a for a in first.axes]

@@ -213,6 +213,14 @@ def concat_split():
     return b.build()
 
 
+def concat_one():
+    """An operand without the joined axis is one position (a class token before patches)."""
+    b = _b("concat_one")
+    x, c = b.input("x", "T B D"), b.input("c", "B D")
+    b.output("y", b.concat(c, x, c, axis="T"))
+    return b.build()
+
+
 def index_slice():
     b = _b("index_slice")
     x = b.input("x", "B T D")
@@ -313,7 +321,7 @@ OPAQUE = {"mystery": lambda x: torch.cumsum(x, 1)}
 TABLE = {f.__name__: f for f in (
     linear, linear_inner, param, embedding, embedding_multi, contract, diagonal, unary,
     positive_unary, binary, scale_cast, dropout, mask, softmax, norms, channel_norms, normalize,
-    reduce, scan, topk, rearrange, copy_rename_pack, concat_split, index_slice, conv, conv_more,
+    reduce, scan, topk, rearrange, copy_rename_pack, concat_split, concat_one, index_slice, conv, conv_more,
     pool_upsample, attention, attention_nobatch, linear_attention, call, opaque,
 )}  # fmt: skip
 

@@ -108,6 +108,28 @@ class PatchEncoder(nn.Module):
         return self.norm(self.enc(x)).mean(1)
 
 
+class ClassToken(nn.Module):
+    """The original ViT's input: a learned class token before the patch tokens, read out at
+    position 0."""
+
+    def __init__(self, d=32):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, d))
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.head(x[:, 0] + x[:, 1:].mean(1))
+
+
+def test_a_class_token_joins_the_patches_as_one_position():
+    circuit = _imported(ClassToken(), torch.randn(2, 3, 16, 16))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and "concat" in kinds
+
+
 def test_torch_encoder_layer_inside_a_model_becomes_boxes():
     torch.manual_seed(0)
     circuit = _imported(PatchEncoder(), torch.randn(2, 3, 16, 16))

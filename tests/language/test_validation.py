@@ -166,3 +166,16 @@ def test_rearrange_is_split_permute_merge():
     assert y.axes == ("B", "H", "T", "K")
     z = b.rearrange(y, "B H T K -> B T (H K)")
     assert z.axes == ("B", "T", "HK")
+
+
+def test_concat_takes_an_operand_without_the_axis_as_one_position():
+    b = Builder("cls", sizes={"B": 2, "T": 5, "D": 3})
+    x, c = b.input("x", "B T D"), b.input("c", "B D")
+    y = b.concat(c, x, axis="T")
+    assert y.axes == ("B", "T", "D") and str(y.type.axis("T").size) in ("T + 1", "6")
+    with pytest.raises(BuildError, match="without T has the others' axes"):
+        b.concat(b.input("d", "D B"), x, axis="T")  # other axes out of order
+    with pytest.raises(BuildError, match="operands must have the same axes"):
+        b.concat(x, b.input("e", "B T F"), axis="T")
+    with pytest.raises(BuildError, match="T"):
+        b.concat(c, c, axis="T")  # no operand has the axis
