@@ -321,8 +321,8 @@ OPAQUE = {"mystery": lambda x: torch.cumsum(x, 1)}
 TABLE = {f.__name__: f for f in (
     linear, linear_inner, param, embedding, embedding_multi, contract, diagonal, unary,
     positive_unary, binary, scale_cast, dropout, mask, softmax, norms, channel_norms, normalize,
-    reduce, scan, topk, rearrange, copy_rename_pack, concat_split, concat_one, index_slice, conv, conv_more,
-    pool_upsample, attention, attention_nobatch, linear_attention, call, opaque,
+    reduce, scan, topk, rearrange, copy_rename_pack, concat_split, concat_one, index_slice, conv,
+    conv_more, pool_upsample, attention, attention_nobatch, linear_attention, call, opaque,
 )}  # fmt: skip
 
 
