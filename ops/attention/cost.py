@@ -1,6 +1,7 @@
 """FLOP and HBM-traffic formulas of fused softmax attention, for the cost model.
 
-Plain functions of the sizes; they use only + - * / so sympy symbols work as well as numbers.
+Plain functions of the sizes; they use only + - * / so sympy symbols work as well as numbers
+(and no float constants, so that sympy's formulas stay exact).
 A multiply-add counts 2 FLOPs. ``bytes_per`` is the element size of q, k, v (2 for bf16).
 Causal counts assume ``T <= S`` (query i sees i + 1 keys), the usual self-attention case.
 """
@@ -29,8 +30,7 @@ def io_forward(B, T, H, K, V=None, S=None, Hkv=None, causal=True, bytes_per=2, b
     query block of ``block_m`` rows (half of them when causal)."""
     V = K if V is None else V
     S = T if S is None else S
-    frac = 0.5 if causal else 1
-    kv_reads = B * H * (T / block_m) * S * (K + V) * frac
+    kv_reads = B * H * (T / block_m) * S * (K + V) / (2 if causal else 1)
     return bytes_per * (B * T * H * (K + V) + kv_reads) + 4 * B * H * T
 
 
@@ -42,10 +42,10 @@ def io_backward(
     V = K if V is None else V
     S = T if S is None else S
     Hkv = H if Hkv is None else Hkv
-    frac = 0.5 if causal else 1
+    half = 2 if causal else 1  # (a divisor, so that sympy keeps the formulas exact)
     delta = bytes_per * 2 * B * T * H * V + 4 * B * H * T
-    dkdv = B * H * (S / block_n) * T * (K + V) * frac * bytes_per + 8 * B * H * T * S / block_n
-    dq = B * H * (T / block_m) * S * (K + V) * frac * bytes_per
+    dkdv = B * H * (S / block_n) * T * (K + V) * bytes_per / half + 8 * B * H * T * S / block_n
+    dq = B * H * (T / block_m) * S * (K + V) * bytes_per / half
     writes = bytes_per * (B * T * H * K + B * S * Hkv * (K + V))
     reads_once = bytes_per * B * S * Hkv * (K + V) + 8 * B * H * T
     return delta + dkdv + dq + writes + reads_once

@@ -66,7 +66,7 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64, normali
     if not normalize:
         return bytes_per * B * T * H * (reads + 2 * K + V)
     n = NORM_COLUMNS
-    reads_den = nk * (block_k + 2 * n) * 2 + (n / block_v) * (2 * K + block_v)
+    reads_den = nk * (block_k + 2 * n) * 2 + (2 * K + block_v) * n / block_v  # (exact in sympy)
     return B * T * H * (bytes_per * (reads + reads_den) + 4 * (2 * K + V) + 4 * 2 * K)
 
 

@@ -103,6 +103,17 @@ def test_peak_holds_at_least_inputs_parameters_and_kept_tensors(name):
     assert n["time_s"] > 0 and n["io_bytes"] > 0
 
 
+@pytest.mark.parametrize("name", gallery.names())
+def test_formulas_are_exact(name):
+    """No float coefficient in a formula (`62.0·B·H·K·T`): the op library's cost functions
+    divide sizes by integers, which sympy keeps as fractions."""
+    r = analyse(gallery.get(name))
+    inexact = {k: f for k, f in r.formulas.items()
+               if k not in ("time_s", "time_bwd_s", "time_train_s")
+               and isinstance(f, sympy.Expr) and f.atoms(sympy.Float)}  # fmt: skip
+    assert not inexact
+
+
 def test_errors_name_the_sizes():
     with pytest.raises(CostError, match="no size Q"):
         analyse(gallery.get("attention"), sizes={"Q": 3})
