@@ -1328,10 +1328,11 @@ class _Importer:
             f = float(self.number(b))
             if fn == "div" and f == 0:
                 raise _Unmapped
-            return self.b.scale(self.wire(a), _num(f if fn == "mul" else 1.0 / f),
+            return self.b.scale(self.wire(a), self.factor(f if fn == "mul" else 1.0 / f),
                                 name=self.box_name(n))  # fmt: skip
         if fn == "mul" and tb and not ta:
-            return self.b.scale(self.wire(b), _num(float(self.number(a))), name=self.box_name(n))
+            return self.b.scale(self.wire(b), self.factor(float(self.number(a))),
+                                name=self.box_name(n))  # fmt: skip
         if fn == "pow" and ta and not tb and self.number(b) == 2:
             return self.b.unary(self.wire(a), "square", name=self.box_name(n))
         return self.elementwise(n, fn, [self.operand(a), self.operand(b)], self.shape(n))
@@ -1408,6 +1409,22 @@ class _Importer:
         if isinstance(w, _Lazy) and id(w) not in self.made:
             return ("lazy", w, self.shape(a))
         return ("wire", self.bare(a), self.shape(a))
+
+    def factor(self, f: float) -> str:
+        """A scale factor as a size expression: `K**-0.5` where f is a square root (or its
+        inverse) of an axis size, head features first (an attention's score scale, which
+        code computes as a number); else the number."""
+        if f <= 0:
+            return _num(f)
+        heads = [a for a in self.sizes if _role_of(a) in ("head", "value")]
+        others = [a for a in self.sizes if a not in heads]
+        simple = float(f).is_integer() or float(1 / f).is_integer()  # 0.5, 2: a number reads
+        for name in heads if simple else [*heads, *others]:  # best, unless a head's scale
+            size = self.sizes[name]
+            for e in (-0.5, 0.5):  # to float32's precision (a scale held in a tensor)
+                if size > 1 and math.isclose(f, size**e, rel_tol=1e-6):
+                    return f"{name}**{e}"
+        return _num(f)
 
     def is_number(self, a) -> bool:
         """A number: a plain value, or a 0-dim tensor the model makes without reading its

@@ -327,5 +327,19 @@ def test_timm_attention_fuses_with_its_query_scale():
     kinds = [b.kind for b in circuit.boxes]
     assert "dropout" not in kinds and {"H", "K"} <= set(circuit.sizes)
     (att,) = [b for b in apply_rewrites(circuit).boxes if b.kind == "attention"]
-    assert not att.causal and float(att.scale) == pytest.approx(8**-0.5)
+    assert not att.causal and att.scale == "K**-0.5"  # the number, named by its size
     assert "scale" not in [b.kind for b in apply_rewrites(circuit).boxes]
+
+
+def test_a_scale_that_is_a_root_of_the_head_size_is_written_with_it():
+    """0.25 with heads of 16 features is K**-0.5; a 0.25 elsewhere stays a number."""
+    circuit = from_torch(TimmAttention(dim=64, num_heads=4), torch.randn(2, 5, 64))
+    (scale,) = [b.factor for b in circuit.boxes if b.kind == "scale"]
+    assert scale == "K**-0.5" and circuit.sizes["K"] == 16
+
+    class Quarter(nn.Module):
+        def forward(self, x):
+            return x * 0.25
+
+    (box,) = from_torch(Quarter(), torch.randn(16, 3)).boxes
+    assert box.factor == "0.25"
