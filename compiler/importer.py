@@ -58,8 +58,7 @@ IMPORTS = Registry(
     "@imports",
     exempt={
         **dict.fromkeys(
-            ("diagonal", "unifiednorm", "topk", "copy", "pack", "unpack",
-             "upsample", "linear_attention"),
+            ("diagonal", "unifiednorm", "copy", "pack", "unpack", "linear_attention"),
             _UNMAPPED,
         ),
         "rename": "made by the importer itself, to give axes of equal size one name",
@@ -164,6 +163,7 @@ _MAPPED_MODULES = (
     nn.AdaptiveAvgPool2d,
     nn.Flatten,
     nn.Identity,
+    nn.Upsample,
     *_UNARY_MODULES,
 )
 
@@ -420,13 +420,16 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
 _COMMON_METHODS = {m: m for m in (
     "mean", "sum", "clamp", "clamp_min", "clamp_max", "to", "type_as", *_CASTS, "cumsum",
     "cumprod", "unbind", "unsqueeze", "repeat_interleave", "expand", "expand_as", "detach",
+    "topk",
 )}  # fmt: skip
 _COMMON_FNS = {
     torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
     torch.where: "where", torch.unbind: "unbind", torch.unsqueeze: "unsqueeze",
     torch.repeat_interleave: "repeat_interleave", F.dropout: "dropout", F.pad: "pad",
+    torch.topk: "topk", F.interpolate: "interpolate",
     **dict.fromkeys(_MAKERS, "make"),
+    **dict.fromkeys((torch.zeros_like, torch.ones_like, torch.full_like), "like"),
 }  # fmt: skip
 
 
@@ -899,6 +902,8 @@ class _Importer:
             if isinstance(m, nn.GELU) and m.approximate == "tanh":
                 return self.b.unary(x, "gelu_tanh", name=self.box_name(n))
             return self.b.unary(x, _UNARY_MODULES[type(m)], name=self.box_name(n))
+        if isinstance(m, nn.Upsample):
+            return self.upsample(n, n.args[0], m.size, m.scale_factor, m.mode, m.align_corners)
         if isinstance(m, nn.Softmax):
             return self.b.softmax(x, x.axes[m.dim], name=self.box_name(n))
         if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)):
@@ -1178,6 +1183,14 @@ class _Importer:
             return self.where_(n)
         if op == "make":
             return self.made_tensor(n)
+        if op == "like":  # zeros_like(x), ones_like(x), full_like(x, v): x's shape filled
+            return self.filled_like(n, a0)
+        if op == "topk":
+            return self.topk(n, a0)
+        if op == "interpolate":
+            return self.upsample(n, a0, self.arg(n, 1, "size"), self.arg(n, 2, "scale_factor"),
+                                 self.arg(n, 3, "mode", "nearest"),
+                                 self.arg(n, 4, "align_corners"))  # fmt: skip
         if op == "unbind":
             x = self.wire(a0)
             d = self.const(self.arg(n, 1, "dim", 0)) % len(x.axes)
@@ -1208,6 +1221,53 @@ class _Importer:
         if op == "pad":
             return self.pad(n)
         raise _Unmapped
+
+    def filled_like(self, n, a) -> Wire:
+        """A tensor of x's shape with every element one number: a constant box over x's
+        axes (a buffer of the example's size)."""
+        x, v = self.wire(a), self.values[n]
+        fill = {torch.zeros_like: 0, torch.ones_like: 1}.get(n.target)
+        fill = fill if fill is not None else self.const(self.arg(n, 1, "fill_value"))
+        if tuple(v.shape) != self.shape(a) or isinstance(fill, bool):
+            raise _Unmapped
+        name = self.box_name(n)
+        w = self.b.box("constant", {}, name, axes=list(x.axes), dtype=_dtype(v), value=_num(fill))
+        self.weights[name] = {"value": v}
+        self.buffers.add(name)
+        return w
+
+    @imports("topk")
+    def topk(self, n, a) -> tuple[Wire, Wire]:
+        """`x.topk(k, dim)` (largest, sorted): the values and indices over a new axis of k."""
+        x = self.wire(a)
+        k = self.const(self.arg(n, 1, "k"))
+        d = self.const(self.arg(n, 2, "dim", -1)) % len(x.axes)
+        if not self.const(self.arg(n, 3, "largest", True)) or not self.const(
+            self.arg(n, 4, "sorted", True)
+        ):
+            raise _Unmapped
+        into = self.axis("feature", k, avoid=x.axes)
+        r = self.b.box("topk", {"x": x}, self.box_name(n), over=x.axes[d], k=k, into=into)
+        return r["values"], r["indices"]
+
+    @imports("upsample")
+    def upsample(self, n, a, size, factor, mode, align) -> Wire:
+        """`F.interpolate` / `nn.Upsample` of the spatial axes (all but the first two) by one
+        integer factor, nearest or (bi/tri)linear without aligned corners."""
+        x = self.wire(a)
+        shape, out = self.shape(a), self.shape(n)
+        mode = self.const(mode)
+        if mode not in ("nearest", "linear", "bilinear", "trilinear") or self.const(align):
+            raise _Unmapped
+        if len(shape) < 3 or any(o % i for i, o in zip(shape[2:], out[2:], strict=True)):
+            raise _Unmapped
+        factors = {o // i for i, o in zip(shape[2:], out[2:], strict=True)}
+        if len(factors) != 1 or out[:2] != shape[:2]:
+            raise _Unmapped
+        kind = "nearest" if mode == "nearest" else "linear"
+        y = self.b.box("upsample", {"x": x}, self.box_name(n), spatial=list(x.axes[2:]),
+                       factor=factors.pop(), mode=kind)  # fmt: skip
+        return self.resize(y, n)
 
     def made_tensor(self, n) -> Wire:
         """A tensor made from sizes alone (`torch.arange(T)`, `torch.ones(T, T)`): a constant

@@ -343,3 +343,51 @@ def test_a_scale_that_is_a_root_of_the_head_size_is_written_with_it():
 
     (box,) = from_torch(Quarter(), torch.randn(16, 3)).boxes
     assert box.factor == "0.25"
+
+
+class UpBlock(nn.Module):
+    """A U-Net decoder step: upsample, join the skip connection's channels, convolve."""
+
+    def __init__(self, mode, c=4):
+        super().__init__()
+        self.mode = mode
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.conv = nn.Conv2d(2 * c, c, 3, padding=1)
+
+    def forward(self, x, skip):
+        if self.mode == "module":
+            x = self.up(x)
+        else:
+            x = F.interpolate(x, scale_factor=2, mode=self.mode)
+        return self.conv(torch.cat([x, skip], dim=1))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "module"])
+def test_upsampling_is_an_upsample_box(mode):
+    circuit = _imported(UpBlock(mode), torch.randn(2, 4, 3, 5), torch.randn(2, 4, 6, 10))
+    (up,) = [b for b in circuit.boxes if b.kind == "upsample"]
+    assert up.factor == 2 and up.mode == ("linear" if mode == "bilinear" else "nearest")
+    assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+class Router(nn.Module):
+    """A mixture-of-experts router: the top-2 gate weights per token, an output begun as
+    zeros and summed over the experts."""
+
+    def __init__(self, d=8, experts=4):
+        super().__init__()
+        self.gate = nn.Linear(d, experts, bias=False)
+        self.experts = nn.ModuleList(nn.Linear(d, d) for _ in range(experts))
+
+    def forward(self, x):
+        top, idx = self.gate(x).softmax(-1).topk(2, dim=-1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            out = out + (top * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
+def test_topk_and_zeros_like_are_boxes():
+    circuit = _imported(Router(), torch.randn(2, 5, 8))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and "topk" in kinds and "constant" in kinds
