@@ -692,7 +692,8 @@ class _Importer:
             for d in keep:
                 h = hints[d]
                 if not h or h in names or self.sizes.get(h) != v.shape[d]:
-                    h = self.axis("feature", v.shape[d], avoid=[*names, *hints])
+                    role = "unit" if v.shape[d] == 1 else "feature"
+                    h = self.axis(role, v.shape[d], avoid=[*names, *hints])
                 names.append(h)
             name = self.box_name(n)
             w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
