@@ -357,6 +357,15 @@ class _Unmapped(Exception):
     """This node has no mapping: it becomes an opaque box."""
 
 
+class _Rename(Exception):
+    """Import again, the output axis of this linear map's node named apart from its size's
+    name."""
+
+    def __init__(self, node: fx.Node):
+        super().__init__(node.name)
+        self.node = node
+
+
 class _Lazy:
     """A tensor the model holds (`get_attr`), or a getitem of one, not yet a box: it becomes a
     param box where it is first used, its axes named after what it is combined with."""
@@ -413,8 +422,19 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
             f"({type(e).__name__}: {_first_line(e)})"
         ) from None
     cname = name or _snake(type(model).__name__)
-    imp = _Importer(model, gm, values, cname)
-    return imp.run()
+    own: set[fx.Node] = set()
+    for _ in range(16):  # (each round names one more output apart)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            try:
+                circuit = _Importer(model, gm, values, cname, own).run()
+            except _Rename as r:
+                own.add(r.node)
+                continue
+        for w in said:  # the warnings of the import that holds
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return circuit
+    raise TorchImportError(f"{type(model).__name__}: axis names kept clashing; import gave up")
 
 
 _COMMON_METHODS = {m: m for m in (
@@ -496,8 +516,10 @@ def _snake(text: str) -> str:
 
 
 class _Importer:
-    def __init__(self, model, gm, values, name):
+    def __init__(self, model, gm, values, name, own_names=frozenset()):
         self.model, self.gm, self.values = model, gm, values
+        self.own_names = own_names  # linear maps whose output axis gets a name of its own
+        self.linear_out: dict[fx.Node, str] = {}  # linear map's node -> its output axis
         self.b = Builder(name, title=f"Imported {type(model).__name__}", doc="ncd.from_torch")
         self.sizes: dict[str, int] = {}
         self.by_role: dict[tuple[str, int], str] = {}
@@ -564,6 +586,29 @@ class _Importer:
             self.by_role.setdefault(key, cand)
             return cand
         raise TorchImportError(f"ran out of axis names for role {role}")
+
+    def out_axis(self, n: fx.Node, size: int, x: Wire) -> str:
+        """The output axis of a linear map: the name of its size (D for a square map, so
+        that the residual stream keeps one name), or a name of its own where an earlier
+        import found that name stands for another product (`_Rename`)."""
+        if n not in self.own_names:
+            return self.axis("feature", size, avoid=x.axes[:-1])
+        taken = [a for a, s in self.sizes.items() if s == size]
+        return self.axis("feature", size, avoid=[*x.axes, *taken])
+
+    def renamed_maker(self, start: fx.Node, axis: str) -> fx.Node | None:
+        """The nearest linear map before `start` whose output axis is `axis` (not yet given a
+        name of its own), if any."""
+        seen, todo = set(), [start]
+        while todo and len(seen) < 256:
+            m = todo.pop(0)
+            if m in seen:
+                continue
+            seen.add(m)
+            if m in self.linear_out and self.linear_out[m] == axis and m not in self.own_names:
+                return m
+            todo += m.all_input_nodes
+        return None
 
     def box_name(self, node: fx.Node, suffix: str = "") -> str:
         base = str(node.target) if node.op == "call_module" else node.name
@@ -655,6 +700,8 @@ class _Importer:
             self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
             self.buffers, self.units, self.made, self.merged = mark[4], mark[5], mark[6], mark[7]
             self.units.pop(n, None)
+            if isinstance(e, _Rename):
+                raise
             if isinstance(e, TorchImportError):
                 raise TorchImportError(f"{self.where(n)}: {e}") from None
             if not isinstance(e, (_Unmapped, BuildError)):
@@ -822,10 +869,11 @@ class _Importer:
         if isinstance(m, nn.Identity):
             return x
         if isinstance(m, nn.Linear):
-            out = self.axis("feature", m.out_features, avoid=x.axes[:-1])
+            out = self.out_axis(n, m.out_features, x)
             name = self.box_name(n)
             y = self.b.linear(x, x.axes[-1], out, bias=m.bias is not None, name=name)
             self.keep(name, m, "weight", "bias")
+            self.linear_out[n] = out
             return y
         if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
             over = list(x.axes[-len(m.normalized_shape) :])
@@ -1719,11 +1767,12 @@ class _Importer:
         x = self.wire(x)
         if self.sizes[x.axes[-1]] != w.shape[1]:
             raise _Unmapped
-        out = self.axis("feature", w.shape[0], avoid=x.axes[:-1])
+        out = self.out_axis(n, w.shape[0], x)
         owner = str(weight.target).rpartition(".")[0]
         name = self.box_name(n) if not owner else self._fresh(owner.replace(".", "_"))
         y = self.b.linear(x, x.axes[-1], out, bias=bias is not None, name=name)
         self.weights[name] = {"weight": w, **({"bias": lb.value} if bias is not None else {})}
+        self.linear_out[n] = out
         return y
 
     def einsum(self, n):
@@ -2001,7 +2050,15 @@ class _Importer:
                     names = []
                     for r, j_ in zip(roles, gj, strict=True):
                         names.append(self.axis(r, out_shape[j_], avoid=[*y.axes, *names]))
-                y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
+                try:
+                    y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
+                except BuildError:  # `a` names a product of other sizes (D = H K) that a
+                    # linear map's output of the same width took by its size: again, with
+                    # a name of its own for that output (a kv map of width 2 G K = D)
+                    maker = self.renamed_maker(n.args[0], a)
+                    if maker is None:
+                        raise
+                    raise _Rename(maker) from None
             else:  # merge
                 parts = [x.axes[k] for k in gi]
                 roles = [_role_of(a) for a in parts]

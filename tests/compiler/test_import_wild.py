@@ -391,3 +391,36 @@ def test_topk_and_zeros_like_are_boxes():
     circuit = _imported(Router(), torch.randn(2, 5, 8))
     kinds = [b.kind for b in circuit.boxes]
     assert "opaque" not in kinds and "topk" in kinds and "constant" in kinds
+
+
+class FusedKV(nn.Module):
+    """Grouped-query attention with keys and values from one map of width 2 G K, which with
+    G = H / 2 equals the model's width D = H K."""
+
+    def __init__(self, d=32, heads=4, groups=2):
+        super().__init__()
+        self.h, self.g, self.k = heads, groups, d // heads
+        self.q, self.kv, self.o = (
+            nn.Linear(d, d),
+            nn.Linear(d, 2 * groups * self.k),
+            nn.Linear(d, d),
+        )
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.h, self.k).transpose(1, 2)
+        k, v = self.kv(x).view(B, T, 2, self.g, self.k).unbind(2)
+        k = k.transpose(1, 2).repeat_interleave(self.h // self.g, 1)
+        v = v.transpose(1, 2).repeat_interleave(self.h // self.g, 1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(B, T, D))
+
+
+def test_a_map_as_wide_as_the_model_split_otherwise_gets_its_own_axis_name():
+    """The kv map's output first takes D's name (same width), whose size is H K; its split
+    into (2, G, K) then cannot hold, and the import names that output apart."""
+    circuit = _imported(FusedKV(), torch.randn(2, 8, 32))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and "attention" in kinds
+    (kv,) = [b for b in circuit.boxes if b.name == "kv"]
+    assert kv.out != "D"
