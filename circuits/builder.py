@@ -74,6 +74,7 @@ class Builder:
         self._names: set[str] = set()
         self._group = ""
         self._placed: dict[str, str] = {}  # block title -> the block it was opened in ('' top)
+        self.tied: dict[str, str] = {}
         self._unifier = Unifier(self.sizes)
         self._ctx = _Checker(self._draft, self._unifier, self.sizes, [], depth=0)
 
@@ -138,10 +139,16 @@ class Builder:
             boxes=self._boxes,
             outputs=self._outputs,
             subcircuits=self._draft.subcircuits,
+            tied=self.tied,
             groups=self._nesting(),
         )
         c.check()
         return c
+
+    def tie(self, param: str, to: str) -> None:
+        """Makes `param` (`box.param`) the tensor `to` is: one parameter, trained and counted
+        once (`b.tie("lm_head.weight", "wte.weight")`). Checked when the circuit is built."""
+        self.tied[param] = to
 
     def _nesting(self) -> dict[str, str]:
         """Block -> the block around it, for the blocks that hold a box (or such a block)."""

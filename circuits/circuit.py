@@ -77,6 +77,10 @@ class Circuit(BaseModel):
     """Circuits that `call` boxes may call, by name."""
     layout: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LAYOUT)
     """View hints that must persist (editor positions, colours); no view keeps its own."""
+    tied: dict[Ref, Ref] = Field(default_factory=dict, max_length=MAX_TABLE)
+    """Shared parameters: `box.param` -> the `box.param` whose tensor it is (GPT-2's output map
+    reading the token embedding's weight), of one shape; one tensor, trained and counted
+    once."""
     groups: dict[GroupTitle, GroupTitle] = Field(default_factory=dict, max_length=MAX_BOXES)
     """Nested blocks: a block's title -> the title of the block drawn around it
     (`Decay: Gated DeltaNet`). A block not listed is at the top level; a box's `group` names

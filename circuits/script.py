@@ -192,6 +192,8 @@ class _Section:
             self.claimed.add(box.name)
         for o in c.outputs:
             out += _format(_call("b.output", [_lit(o.name), self._ref(o.source)]))
+        for param, to in c.tied.items():
+            out += _format(_call("b.tie", [_lit(param), _lit(to)]))
         out.append(f"{self.var} = b.build()")
         return out
 

@@ -145,9 +145,41 @@ def check(
         _check_bindings(result, problems)
         _check_sizes(result, problems, require_bound)
         _check_unrolled(result, problems)
+        _check_tied(result, problems)
     if problems or result is None:
         raise ValidationError(circuit.name, problems)
     return result
+
+
+def _check_tied(c: Checked, problems: list[Problem]) -> None:
+    """Each tied `box.param` names a parameter of a box of this circuit, ties it to another
+    of the same shape, and the one it reads is not tied itself; in subcircuits as well."""
+    for sub in {s.circuit.name: s for s in c.calls.values()}.values():
+        _check_tied(sub, problems)
+    for follower, owner in c.circuit.tied.items():
+        where = f"tied '{follower}'"
+        types = []
+        for ref in (follower, owner):
+            box, _, param = ref.partition(".")
+            t = c.params.get(box, {}).get(param)
+            if t is None:
+                have = sorted(f"{b}.{p}" for b in c.params for p in c.params[b])[:6]
+                problems.append(Problem(where, f"no parameter {ref!r} in this circuit",
+                                        "box.param of a box here",
+                                        ", ".join(have) or "none"))  # fmt: skip
+            types.append(t)
+        if None in types:
+            continue
+        if follower == owner or owner in c.circuit.tied:
+            problems.append(Problem(where, "a parameter is tied to one that is not tied itself",
+                                    "another parameter", owner))  # fmt: skip
+            continue
+        # sizes by their numbers where bound (the two maps may name one width apart)
+        shapes = [tuple(str(c.number(a.size) or show(c.resolve(a.size))) for a in t.axes)
+                  for t in types]  # fmt: skip
+        if shapes[0] != shapes[1]:
+            problems.append(Problem(where, f"the shapes differ from {owner!r}'s",
+                                    " x ".join(shapes[1]), " x ".join(shapes[0])))  # fmt: skip
 
 
 def _check_bindings(c: Checked, problems: list[Problem]) -> None:

@@ -662,6 +662,7 @@ class _Importer:
         for oname, wire in self.outputs(out):
             self.b.output(oname, wire)
         self.b.sizes = dict(self.sizes)
+        self.b.tied = self.tied()
         circuit = self.b.build()
         checked = circuit.check()
         live = live_boxes(checked)
@@ -670,6 +671,7 @@ class _Importer:
             self.b._boxes = [b for b in self.b._boxes if b.name in live]
             self.weights = {k: v for k, v in self.weights.items() if k in live}
             self.callables = {k: v for k, v in self.callables.items() if k in live}
+            self.b.tied = self.tied()
             circuit = self.b.build()
             checked = circuit.check()
         _, idents = scope_names(circuit, checked.order)
@@ -681,6 +683,23 @@ class _Importer:
                     buffers.add(f"{idents[box]}.{p}")
         attached.attach(circuit, self.callables, state, buffers)
         return circuit
+
+    def tied(self) -> dict[str, str]:
+        """`box.param` -> `box.param` for the weights that are one tensor of the model (an
+        output map reading the token embedding's weight), each tied to the first box holding
+        it."""
+        first: dict[tuple, str] = {}
+        tied = {}
+        for box, ws in self.weights.items():
+            for p, t in ws.items():
+                if box in self.buffers or t.numel() == 0:
+                    continue
+                key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype)
+                if key in first:
+                    tied[f"{box}.{p}"] = first[key]
+                else:
+                    first[key] = f"{box}.{p}"
+        return tied
 
     def island(self, n: fx.Node) -> list[fx.Node]:
         """The complex-valued nodes n reads, with those they read in turn, in graph order."""

@@ -200,6 +200,23 @@ class Lowerer:
         self.holders.append(Holder(ident, self.box, module, source))
         return ident
 
+    def tie(self) -> None:
+        """The circuit's tied parameters (`tied`) made one nn.Parameter: the follower's holder
+        takes the owner's (before the GraphModule copies the holders' attributes)."""
+        holders = {h.box: h for h in self.holders}
+        for follower, owner in self.c.circuit.tied.items():
+            (fb, _, fp), (ob, _, op) = follower.partition("."), owner.partition(".")
+            hf, ho = holders.get(fb), holders.get(ob)
+            pf = getattr(hf.module, fp, None) if hf else None
+            po = getattr(ho.module, op, None) if ho else None
+            if not isinstance(pf, nn.Parameter) or not isinstance(po, nn.Parameter):
+                raise CompileError(f"tied '{follower}'", "both sides are parameters of boxes "
+                                   "that hold them", f"a parameter {owner!r}", "none")  # fmt: skip
+            if pf.shape != po.shape:
+                raise CompileError(f"tied '{follower}'", "the lowered parameters differ in "
+                                   "shape", str(tuple(po.shape)), str(tuple(pf.shape)))  # fmt: skip
+            setattr(hf.module, fp, po)
+
     def param(self, ident: str, name: str) -> fx.Node:
         return self.attr(f"{ident}.{name}")
 
@@ -268,6 +285,7 @@ class Lowerer:
         results = {o: self.env[src] for o, src in c.output_sources.items()}
         out = next(iter(results.values())) if len(results) == 1 else results
         self.g.output(out)
+        self.tie()
         cls = class_name(c.circuit.name)
         gm = fx.GraphModule(self.root, self.g, class_name=cls)
         for ident, n, _ in self.calls.values():

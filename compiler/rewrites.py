@@ -9,9 +9,9 @@ a match, so one pass leaves nothing to match.
 
 The builders here lower to the kernels of ncd.ops:
 - `attention`: [scale]* q, [scale]* k → contract(q, k over K) → [scale | causal mask |
-  cast]* → softmax over S → contract(·, v over S) becomes an `attention` box; where the value product writes its axes
-  in another order than the box does, the box is named after the scores and a permute named
-  after the value product follows it;
+  cast]* → softmax over S → contract(·, v over S) becomes an `attention` box; where the value
+  product writes its axes in another order than the box does, the box is named after the
+  scores and a permute named after the value product follows it;
 - `linear_attention`: contract(φk, v over nothing) → scan over T → contract(φq, · over K),
   with or without the normaliser (φq · scan(φk)) it is divided by, becomes a causal
   `linear_attention` box;

@@ -617,6 +617,10 @@ class _Printer:
             body += _comment_lines(comment(f"{h.box}: {desc}" if desc else h.box, 400),
                                    "        ")  # fmt: skip
             body += wrap(f"        self.{h.ident} = {self.holder(h)}")
+        idents = {h.box: h.ident for h in lw.holders}
+        for follower, owner in c.circuit.tied.items():  # one tensor for both (`tied`)
+            (fb, _, fp), (ob, _, op) = follower.partition("."), owner.partition(".")
+            body.append(f"        self.{idents[fb]}.{fp} = self.{idents[ob]}.{op}  # tied")
         check = self.input_check() if self.checks_inputs else []
         cls = self.sizes_class
         sig = f"self, config: {cls} | None = None" + (", opaque=None" if has_opaque else "")

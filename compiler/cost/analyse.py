@@ -223,7 +223,11 @@ class _Walker:
         grads = {p: w.grad for p, w in in_wires.items()}
         layouts = {p: w.layout for p, w in in_wires.items()}
         bc = BoxCost(name, box.kind, box.label, box.group)
+        tied = c.circuit.tied
         for p, t in params.items():
+            if f"{name}.{p}" in tied:  # the owner's tensor, counted and kept there
+                bc.notes.append(f"{p} tied to {tied[f'{name}.{p}']}")
+                continue
             self.new_storage(f"param:{name}.{p}", t, "param", -1, True)
             bc.params += t.numel()
             bc.param_bytes += self.nbytes(t)
@@ -240,7 +244,8 @@ class _Walker:
         for p, t in outs.items():
             src = rule.alias.get(p)
             if src == "@weight":
-                self.wires[(name, p)] = _Wire(f"param:{name}.weight", t.names, True, t)
+                sid = f"param:{tied.get(f'{name}.weight', f'{name}.weight')}"
+                self.wires[(name, p)] = _Wire(sid, t.names, True, t)
             elif src == "*":  # pack: a tuple of its inputs' wires
                 self.wires[(name, p)] = _Wire(
                     f"tuple:{name}", (), grad_out, t, {n: in_wires[n] for n in box.items}
@@ -295,7 +300,7 @@ class _Walker:
             gin = sum((self.nbytes(ins[p]) for p, g in grads.items() if g and p in ins), ZERO)
             bc.io_bytes_bwd = saved_b + new_bytes + gin + 2 * bc.param_bytes
         bc.kernel = rule.fused
-        bc.notes = list(rule.notes)
+        bc.notes += list(rule.notes)
         bc._temps = rule.temps  # type: ignore[attr-defined]
         bc._bwd_temps = rule.bwd_temps if grad_out else ZERO  # type: ignore[attr-defined]
         return bc
