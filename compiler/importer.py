@@ -168,6 +168,16 @@ _MAPPED_MODULES = (
 )
 
 
+try:  # einops, as research code calls it: its functions and layers are nodes of the trace
+    import einops
+    from einops.layers.torch import Rearrange as _Rearrange
+    from einops.layers.torch import Reduce as _Reduce
+    from einops.parsing import ParsedExpression
+
+    EINOPS_FNS = {einops.rearrange: "rearrange", einops.reduce: "reduce"}
+    _EINOPS_LAYERS: tuple[type, ...] = (_Rearrange, _Reduce)
+except ImportError:  # pragma: no cover - einops is a dependency
+    EINOPS_FNS, _EINOPS_LAYERS = {}, ()
 _TRACED_INTO = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 """torch.nn layers that fx would keep whole (it keeps every torch.nn module but Sequential)
 and whose forward the importer traces, so that they become boxes."""
@@ -176,7 +186,9 @@ and whose forward the importer traces, so that they become boxes."""
 def _keeps_whole(m: nn.Module, path: str, kept) -> bool | None:
     """The layers the importer maps, and those the user keeps (`kept`: paths and classes),
     stay one node of the trace; None leaves it to fx."""
-    if isinstance(m, _MAPPED_MODULES) or path in kept[0] or isinstance(m, kept[1]):
+    if isinstance(m, (*_MAPPED_MODULES, *_EINOPS_LAYERS)) or path in kept[0]:
+        return True
+    if isinstance(m, kept[1]):
         return True
     return False if isinstance(m, _TRACED_INTO) else None
 
@@ -399,7 +411,8 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
     torch.backends.mha.set_fastpath_enabled(False)  # the fast path branches on tensor values
     kept = _kept(model, keep)
     try:
-        gm = tracing.trace(model, example_inputs, lambda m, path: _keeps_whole(m, path, kept))
+        gm = tracing.trace(model, example_inputs, lambda m, path: _keeps_whole(m, path, kept),
+                           functions=tuple(EINOPS_FNS))  # fmt: skip
     except tracing.TraceFailure as e:
         where = f" in `{e.path}`" if e.path else ""
         how = (
@@ -970,6 +983,9 @@ class _Importer:
             if isinstance(m, nn.GELU) and m.approximate == "tanh":
                 return self.b.unary(x, "gelu_tanh", name=self.box_name(n))
             return self.b.unary(x, _UNARY_MODULES[type(m)], name=self.box_name(n))
+        if isinstance(m, _EINOPS_LAYERS):
+            how = getattr(m, "reduction", None)
+            return self.einops(n, n.args[0], m.pattern, dict(m.axes_lengths), how)
         if isinstance(m, nn.Upsample):
             return self.upsample(n, n.args[0], m.size, m.scale_factor, m.mode, m.align_corners)
         if isinstance(m, nn.Softmax):
@@ -1159,6 +1175,11 @@ class _Importer:
             return self.split(n, self.wire(n.args[0]), fn.__name__)
         if fn is torch.einsum:
             return self.einsum(n)
+        if fn in EINOPS_FNS:
+            op = EINOPS_FNS[fn]
+            lengths = {k: self.const(v) for k, v in n.kwargs.items() if k != "reduction"}
+            how = self.arg(n, 2, "reduction") if op == "reduce" else None
+            return self.einops(n, n.args[0], self.const(self.arg(n, 1, "pattern")), lengths, how)
         if fn in (F.layer_norm, F.rms_norm):
             return self.norm_fn(n, "layernorm" if fn is F.layer_norm else "rmsnorm")
         if fn is F.normalize:
@@ -1833,6 +1854,43 @@ class _Importer:
         over = [axis_of[c] for c in axis_of if c not in rhs]
         out = [axis_of[c] for c in rhs]
         return self.b.contract(*wires, over=over, out=out, name=self.box_name(n))
+
+    def einops(self, n, a, pattern: str, lengths: dict, reduction) -> Wire:
+        """einops' `rearrange(x, "b n (h d) -> b h n d", h=4)` and `reduce(x, pattern, op)`:
+        the reshape splitting the left side's groups, a permute (and a reduce box over the
+        letters the right side leaves out), the reshape merging the right side's groups.
+        Ellipses, unit groups and new letters (`repeat`) stay opaque."""
+        left, arrow, right = str(pattern).partition("->")
+        L, R = ParsedExpression(left.strip()), ParsedExpression(right.strip())
+        shape = self.shape(a)
+        if not arrow or L.has_ellipsis or R.has_ellipsis or len(L.composition) != len(shape):
+            raise _Unmapped
+        if any(not g for g in (*L.composition, *R.composition)):
+            raise _Unmapped
+        size: dict[str, int] = {}
+        for group, s in zip(L.composition, shape, strict=True):
+            known = math.prod(int(lengths[c]) for c in group if c in lengths)
+            unknown = [c for c in group if c not in lengths]
+            if len(unknown) > 1 or known == 0 or s % known:
+                raise _Unmapped
+            size.update({c: int(lengths[c]) for c in group if c in lengths})
+            if unknown:
+                size[unknown[0]] = s // known
+        lefts = [c for g in L.composition for c in g]
+        rights = [c for g in R.composition for c in g]
+        gone = [c for c in lefts if c not in rights]
+        if set(rights) - set(lefts) or (gone and reduction is None):
+            raise _Unmapped
+        x = self.wire(a)
+        y = self.view(n, x, [size[c] for c in lefts])  # one axis per letter
+        named = dict(zip(lefts, y.axes, strict=True))
+        if gone:
+            op = self.const(reduction)
+            if op not in ("sum", "mean", "max", "min", "prod"):
+                raise _Unmapped
+            y = self.b.reduce(y, [named[c] for c in gone], op, name=self.box_name(n, "reduce"))
+        y = self.order(y, [named[c] for c in rights], n)
+        return self.view(n, y, [math.prod(size[c] for c in g) for g in R.composition])
 
     def norm_fn(self, n, kind: str):
         """`F.layer_norm(x, shape, weight, bias, eps)` / `F.rms_norm(...)`: the norm without

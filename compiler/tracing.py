@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from typing import Any
 
 import torch
@@ -31,14 +32,20 @@ _CONCRETE = ("dtype", "device", "ndim", "is_cuda")
 """Tensor attributes a proxy answers with the example's value."""
 
 
-def trace(model: nn.Module, example_inputs: tuple, leaf) -> fx.GraphModule:
+def trace(model: nn.Module, example_inputs: tuple, leaf, functions=()) -> fx.GraphModule:
     """The model's graph. `leaf(module, path)` says whether a submodule stays one node (True),
     is traced into (False) or as fx decides (None: torch.nn's modules stay whole). Arguments
-    of forward past the example inputs are fixed at their defaults. Raises TraceFailure."""
+    of forward past the example inputs are fixed at their defaults; calls of `functions`
+    (einops' rearrange) are nodes, not traced into. Raises TraceFailure."""
     concrete = _defaults(model, len(example_inputs))
-    tracer = _Tracer(leaf, model, example_inputs, concrete)
+    tracer = _Tracer(leaf, model, example_inputs, concrete, functions)
     try:
-        with _buffers_kept(model), torch.no_grad(), _sizes_as_one_tuple():
+        with (
+            _buffers_kept(model),
+            torch.no_grad(),
+            _sizes_as_one_tuple(),
+            _as_nodes(tracer, functions),
+        ):
             graph = tracer.trace(model, concrete_args=concrete)
     except Exception as e:
         raise TraceFailure(e, tracer.failed_in or "") from None
@@ -108,8 +115,8 @@ class _Tracer(fx.Tracer):
 
     proxy_buffer_attributes = True
 
-    def __init__(self, leaf, model: nn.Module, example_inputs: tuple, concrete: dict):
-        super().__init__()
+    def __init__(self, leaf, model: nn.Module, example_inputs: tuple, concrete: dict, functions=()):
+        super().__init__(autowrap_functions=tuple(functions))
         self.leaf = leaf
         self.values: dict[fx.Node, Any] = {}
         self.failed_in: str | None = None
@@ -173,6 +180,39 @@ class _Tracer(fx.Tracer):
         except Exception:
             return _UNKNOWN
         return _UNKNOWN
+
+
+@contextlib.contextmanager
+def _as_nodes(tracer: fx.Tracer, functions):
+    """While tracing, `functions` called through their module (`einops.rearrange(x, ...)`)
+    on a traced value are one node each; fx's autowrap covers the names code imported from
+    the module (`from einops import rearrange`)."""
+    saved = []
+    for fn in functions:
+        top = sys.modules.get(fn.__module__.partition(".")[0])
+        for mod in {sys.modules.get(fn.__module__), top} - {None}:
+            if getattr(mod, fn.__name__, None) is fn:
+                saved.append((mod, fn.__name__, fn))
+
+    def node(fn):
+        def call(*args, **kwargs):
+            found = []
+            map_aggregate(
+                (args, kwargs), lambda a: found.append(a) if isinstance(a, fx.Proxy) else a
+            )
+            if found:
+                return tracer.create_proxy("call_function", fn, args, kwargs)
+            return fn(*args, **kwargs)
+
+        return call
+
+    try:
+        for mod, name, fn in saved:
+            setattr(mod, name, node(fn))
+        yield
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
 
 
 # nn.Module's attribute lookup and call as they are outside a trace (fx patches both while it

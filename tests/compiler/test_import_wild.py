@@ -424,3 +424,35 @@ def test_a_map_as_wide_as_the_model_split_otherwise_gets_its_own_axis_name():
     assert "opaque" not in kinds and "attention" in kinds
     (kv,) = [b for b in circuit.boxes if b.name == "kv"]
     assert kv.out != "D"
+
+
+class EinopsAttention(nn.Module):
+    """Attention as einops code writes it: heads split by `rearrange` (imported by name and
+    through the module), patches by the `Rearrange` layer, pooling by `reduce`."""
+
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        import einops.layers.torch as el
+
+        self.h = heads
+        self.patches = nn.Sequential(
+            el.Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=4, p2=4), nn.Linear(48, d)
+        )
+        self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, img):
+        import einops
+        from einops import rearrange, reduce
+
+        x = self.patches(img)
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.h) for t in self.qkv(x).chunk(3, -1))
+        a = (torch.einsum("bhid,bhjd->bhij", q, k) * q.shape[-1] ** -0.5).softmax(-1)
+        y = einops.rearrange(torch.einsum("bhij,bhjd->bhid", a, v), "b h n d -> b n (h d)")
+        return reduce(self.o(y), "b n d -> b d", "mean")
+
+
+def test_einops_rearrange_and_reduce_are_boxes():
+    circuit = _imported(EinopsAttention(), torch.randn(2, 3, 16, 16), rewrites=True)
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and "reduce" in kinds
+    assert "attention" in [b.kind for b in apply_rewrites(circuit).boxes]
