@@ -174,7 +174,7 @@ try:  # einops, as research code calls it: its functions and layers are nodes of
     from einops.layers.torch import Reduce as _Reduce
     from einops.parsing import ParsedExpression
 
-    EINOPS_FNS = {einops.rearrange: "rearrange", einops.reduce: "reduce"}
+    EINOPS_FNS = {einops.rearrange: "rearrange", einops.reduce: "reduce", einops.repeat: "repeat"}
     _EINOPS_LAYERS: tuple[type, ...] = (_Rearrange, _Reduce)
 except ImportError:  # pragma: no cover - einops is a dependency
     EINOPS_FNS, _EINOPS_LAYERS = {}, ()
@@ -453,14 +453,14 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
 _COMMON_METHODS = {m: m for m in (
     "mean", "sum", "clamp", "clamp_min", "clamp_max", "to", "type_as", *_CASTS, "cumsum",
     "cumprod", "unbind", "unsqueeze", "repeat_interleave", "expand", "expand_as", "detach",
-    "topk",
+    "topk", "amax", "amin",
 )}  # fmt: skip
 _COMMON_FNS = {
     torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
     torch.where: "where", torch.unbind: "unbind", torch.unsqueeze: "unsqueeze",
     torch.repeat_interleave: "repeat_interleave", F.dropout: "dropout", F.pad: "pad",
-    torch.topk: "topk", F.interpolate: "interpolate",
+    torch.topk: "topk", F.interpolate: "interpolate", torch.amax: "amax", torch.amin: "amin",
     **dict.fromkeys(_MAKERS, "make"),
     **dict.fromkeys((torch.zeros_like, torch.ones_like, torch.full_like), "like"),
 }  # fmt: skip
@@ -1179,7 +1179,10 @@ class _Importer:
             op = EINOPS_FNS[fn]
             lengths = {k: self.const(v) for k, v in n.kwargs.items() if k != "reduction"}
             how = self.arg(n, 2, "reduction") if op == "reduce" else None
-            return self.einops(n, n.args[0], self.const(self.arg(n, 1, "pattern")), lengths, how)
+            pattern = self.const(self.arg(n, 1, "pattern"))
+            if op == "repeat":
+                return self.einops_repeat(n, n.args[0], pattern)
+            return self.einops(n, n.args[0], pattern, lengths, how)
         if fn in (F.layer_norm, F.rms_norm):
             return self.norm_fn(n, "layernorm" if fn is F.layer_norm else "rmsnorm")
         if fn is F.normalize:
@@ -1223,13 +1226,14 @@ class _Importer:
         """The tensor ops torch has as functions and methods alike (`torch.cumsum(x, 1)`,
         `x.cumsum(1)`), arguments read by position or keyword."""
         a0 = n.args[0] if n.args else n.kwargs.get("input")
-        if op in ("mean", "sum"):
+        if op in ("mean", "sum", "amax", "amin"):
             x, dims = self.wire(a0), self.const(self.arg(n, 1, "dim"))
             if dims is None or n.kwargs.get("dtype") is not None:
                 raise _Unmapped
             dims = [dims] if isinstance(dims, int) else list(dims)
             over = [x.axes[d] for d in dims]
-            y = self.b.reduce(x, over, op, name=self.box_name(n))
+            how = {"amax": "max", "amin": "min"}.get(op, op)
+            y = self.b.reduce(x, over, how, name=self.box_name(n))
             if self.const(self.arg(n, 2, "keepdim", False)):
                 self.units[n] = tuple(sorted(d % len(x.axes) for d in dims))
             return y
@@ -1891,6 +1895,19 @@ class _Importer:
             y = self.b.reduce(y, [named[c] for c in gone], op, name=self.box_name(n, "reduce"))
         y = self.order(y, [named[c] for c in rights], n)
         return self.view(n, y, [math.prod(size[c] for c in g) for g in R.composition])
+
+    def einops_repeat(self, n, a, pattern: str) -> Wire:
+        """einops' `repeat(cls, "1 1 d -> b 1 d", b=B)`: size-1 positions given a new letter
+        are copies along them (as `expand`); other repeats stay opaque."""
+        left, _, right = str(pattern).partition("->")
+        L, R = ParsedExpression(left.strip()), ParsedExpression(right.strip())
+        if L.has_ellipsis or R.has_ellipsis or len(L.composition) != len(R.composition):
+            raise _Unmapped
+        lefts = {c for g in L.composition for c in g}
+        for lg, rg in zip(L.composition, R.composition, strict=True):
+            if lg != rg and not (not lg and len(rg) == 1 and rg[0] not in lefts):
+                raise _Unmapped
+        return self.expand(n, a)
 
     def norm_fn(self, n, kind: str):
         """`F.layer_norm(x, shape, weight, bias, eps)` / `F.rms_norm(...)`: the norm without

@@ -456,3 +456,32 @@ def test_einops_rearrange_and_reduce_are_boxes():
     kinds = [b.kind for b in circuit.boxes]
     assert "opaque" not in kinds and "reduce" in kinds
     assert "attention" in [b.kind for b in apply_rewrites(circuit).boxes]
+
+
+class LucidViTInput(nn.Module):
+    """vit-pytorch's input (lucidrains): patches by the Rearrange layer, the class token
+    repeated over the batch by einops, joined, a sliced position table added in place."""
+
+    def __init__(self, d=32):
+        super().__init__()
+        import einops.layers.torch as el
+
+        self.to_patch = nn.Sequential(
+            el.Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=4, p2=4), nn.Linear(48, d)
+        )
+        self.pos = nn.Parameter(torch.randn(1, 17, d))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, d))
+
+    def forward(self, img):
+        from einops import repeat
+
+        x = self.to_patch(img)
+        b, n, _ = x.shape
+        x = torch.cat((repeat(self.cls_token, "1 1 d -> b 1 d", b=b), x), dim=1)
+        x += self.pos[:, : (n + 1)]
+        return x[:, 0] + x[:, 1:].amax(1)
+
+
+def test_einops_repeat_of_a_class_token_is_copies():
+    circuit = _imported(LucidViTInput(), torch.randn(2, 3, 16, 16))
+    assert "opaque" not in [b.kind for b in circuit.boxes]
