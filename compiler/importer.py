@@ -164,6 +164,12 @@ _MAPPED_MODULES = (
     nn.Flatten,
     nn.Identity,
     nn.Upsample,
+    nn.ZeroPad1d,
+    nn.ZeroPad2d,
+    nn.ZeroPad3d,
+    nn.ConstantPad1d,
+    nn.ConstantPad2d,
+    nn.ConstantPad3d,
     *_UNARY_MODULES,
 )
 
@@ -983,6 +989,9 @@ class _Importer:
             if isinstance(m, nn.GELU) and m.approximate == "tanh":
                 return self.b.unary(x, "gelu_tanh", name=self.box_name(n))
             return self.b.unary(x, _UNARY_MODULES[type(m)], name=self.box_name(n))
+        if isinstance(m, (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d,
+                          nn.ConstantPad2d, nn.ConstantPad3d)):  # fmt: skip
+            return self.pad(n, n.args[0], m.padding, m.value)
         if isinstance(m, _EINOPS_LAYERS):
             how = getattr(m, "reduction", None)
             return self.einops(n, n.args[0], m.pattern, dict(m.axes_lengths), how)
@@ -1412,16 +1421,34 @@ class _Importer:
                 y = self.copies(n, y, y.axes[d], t)
         return y
 
-    def pad(self, n) -> Wire:
-        """F.pad with zeros (constant mode, value 0, pads no larger than the axis): a zeros
-        constant sliced to each pad's width, concatenated on either side."""
-        x = self.wire(n.args[0])
-        pads = list(self.const(self.arg(n, 1, "pad")))
-        mode = self.const(self.arg(n, 2, "mode", "constant"))
-        value = self.const(self.arg(n, 3, "value", None))
-        if mode != "constant" or value not in (None, 0, 0.0) or any(p < 0 for p in pads):
+    def pad(self, n, a=None, pads=None, value=None) -> Wire:
+        """F.pad with zeros (constant mode, value 0, pads no larger than the axis), or a zero
+        padding layer (nn.ZeroPad2d, nn.ConstantPad1d with 0): a zeros constant sliced to
+        each pad's width, concatenated on either side; a negative pad crops (a slice: RWKV's
+        token shift `ZeroPad2d((0, 0, 1, -1))`)."""
+        a = n.args[0] if a is None else a
+        x = self.wire(a)
+        if pads is None:
+            pads = self.const(self.arg(n, 1, "pad"))
+            mode = self.const(self.arg(n, 2, "mode", "constant"))
+            value = self.const(self.arg(n, 3, "value", None))
+            if mode != "constant":
+                raise _Unmapped
+        pads = list(pads)
+        if value not in (None, 0, 0.0):
             raise _Unmapped
-        shape = self.shape(n.args[0])
+        shape = list(self.shape(a))
+        for i in range(len(pads) // 2):  # crops first: slices of the input
+            d = len(shape) - 1 - i
+            lo, hi = min(pads[2 * i], 0), min(pads[2 * i + 1], 0)
+            if lo or hi:
+                if shape[d] + lo + hi <= 0:
+                    raise _Unmapped
+                x = self.b.slice(x, x.axes[d], -lo, shape[d] + hi, name=self.box_name(n, "crop"))
+                new = self.axis(_role_of(x.axes[d]), shape[d] + lo + hi, avoid=x.axes)
+                x = self.b.rename(x, {x.axes[d]: new}, name=self.box_name(n, "cropped"))
+                shape[d] += lo + hi
+        pads = [max(p, 0) for p in pads]
         zeros = None
         y = x
         for i in range(len(pads) // 2):

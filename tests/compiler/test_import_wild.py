@@ -485,3 +485,22 @@ class LucidViTInput(nn.Module):
 def test_einops_repeat_of_a_class_token_is_copies():
     circuit = _imported(LucidViTInput(), torch.randn(2, 3, 16, 16))
     assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+class TokenShift(nn.Module):
+    """RWKV-4's token shift: each token mixed with the one before it, by a zero padding
+    layer that pads one position at the front and crops one at the end."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.shift = nn.ZeroPad2d((0, 0, 1, -1))
+        self.mix = nn.Parameter(torch.rand(1, 1, d))
+
+    def forward(self, x):
+        return x * self.mix + self.shift(x) * (1 - self.mix) + F.pad(x, (0, 0, -2, 2))
+
+
+def test_zero_padding_layers_and_crops_are_boxes():
+    circuit = _imported(TokenShift(), torch.randn(2, 6, 8))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and "slice" in kinds and "concat" in kinds
