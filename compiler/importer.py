@@ -1504,6 +1504,10 @@ class _Importer:
                 return self.b.box("rmsnorm", {"x": x}, self.box_name(n), over=[x.axes[-1]],
                                   affine=False, eps=hit[1])  # fmt: skip
         ta, tb = not self.is_number(a), not self.is_number(b)
+        if fn == "add" and ta and tb:  # scores + an additive causal mask (0 and -inf)
+            for x, m in ((a, b), (b, a)):
+                with contextlib.suppress(_Unmapped):
+                    return self.additive_mask(n, x, m)
         if fn in ("mul", "div") and ta and not tb:
             f = float(self.number(b))
             if fn == "div" and f == 0:
@@ -1992,6 +1996,28 @@ class _Importer:
         pattern, window = _mask_pattern(~drop if keep else drop, self.shape(n))
         return self.b.mask(x, x.axes[-2], x.axes[-1], pattern=pattern, window=window,
                            fill=fill, name=self.box_name(n))  # fmt: skip
+
+    def additive_mask(self, n, scores, mask) -> Wire:
+        """`scores + mask` where the mask, made from sizes alone, holds 0 and -inf (torch's
+        `generate_square_subsequent_mask`, `triu(full(-inf), 1)`), or 0 and a very negative
+        number read only by a softmax: a mask box filling -inf where it is not 0."""
+        v = self.values.get(mask)
+        if not isinstance(mask, fx.Node) or _reads_values(mask) or not isinstance(v, torch.Tensor):
+            raise _Unmapped
+        if not v.is_floating_point() or v.shape != self.shape(n)[-v.dim() :] or v.dim() < 2:
+            raise _Unmapped
+        low = v < 0
+        if not torch.all((v == 0) | torch.isneginf(v)) and not (
+            torch.all((v == 0) | (v <= _VERY_NEGATIVE))
+            and _only_softmax_reads(n, len(self.shape(n)))
+        ):
+            raise _Unmapped
+        x, units = self.bare(scores)
+        if units or tuple(self.shape(scores)) != tuple(self.shape(n)):
+            raise _Unmapped
+        pattern, window = _mask_pattern(low, self.shape(n))
+        return self.b.mask(x, x.axes[-2], x.axes[-1], pattern=pattern, window=window,
+                           fill="-inf", name=self.box_name(n))  # fmt: skip
 
     @imports("normalize")
     def normalize(self, n):

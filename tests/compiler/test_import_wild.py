@@ -504,3 +504,21 @@ def test_zero_padding_layers_and_crops_are_boxes():
     circuit = _imported(TokenShift(), torch.randn(2, 6, 8))
     kinds = [b.kind for b in circuit.boxes]
     assert "opaque" not in kinds and "slice" in kinds and "concat" in kinds
+
+
+class AdditiveMask(nn.Module):
+    """Scores plus torch's square subsequent mask (0 on and below the diagonal, -inf above)."""
+
+    def forward(self, q, k, v):
+        mask = nn.Transformer.generate_square_subsequent_mask(q.shape[-2], dtype=q.dtype)
+        s = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5 + mask
+        return s.softmax(-1) @ v
+
+
+def test_an_additive_causal_mask_is_a_mask_box_and_fuses():
+    q, k, v = (torch.randn(2, 3, 6, 4) for _ in range(3))
+    circuit = _imported(AdditiveMask(), q, k, v, rewrites=True)
+    (mask,) = [b for b in circuit.boxes if b.kind == "mask"]
+    assert mask.pattern == "causal" and mask.fill == "-inf"
+    (att,) = [b for b in apply_rewrites(circuit).boxes if b.kind == "attention"]
+    assert att.causal
