@@ -187,6 +187,8 @@ except ImportError:  # pragma: no cover - einops is a dependency
 _TRACED_INTO = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 """torch.nn layers that fx would keep whole (it keeps every torch.nn module but Sequential)
 and whose forward the importer traces, so that they become boxes."""
+_MASK_FNS = tuple(getattr(F, f) for f in ("_canonical_mask", "_none_or_dtype") if hasattr(F, f))
+"""torch's own checks of a mask inside those layers (they read its dtype): nodes of the trace."""
 
 
 def _keeps_whole(m: nn.Module, path: str, kept) -> bool | None:
@@ -197,6 +199,25 @@ def _keeps_whole(m: nn.Module, path: str, kept) -> bool | None:
     if isinstance(m, kept[1]):
         return True
     return False if isinstance(m, _TRACED_INTO) else None
+
+
+def _trace(model: nn.Module, example_inputs: tuple, kept) -> fx.GraphModule:
+    """The traced model. A torch layer traced into (`_TRACED_INTO`) whose code fx cannot
+    trace as called (an encoder layer given a mask tensor) is kept whole instead, as fx
+    keeps torch's layers."""
+    while True:
+        try:
+            return tracing.trace(model, example_inputs,
+                                 lambda m, path: _keeps_whole(m, path, kept),
+                                 functions=(*EINOPS_FNS, *_MASK_FNS))  # fmt: skip
+        except tracing.TraceFailure as e:
+            parts = e.path.split(".") if e.path else []
+            inner = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+            whole = next((p for p in inner if p not in kept[0]
+                          and isinstance(model.get_submodule(p), _TRACED_INTO)), None)  # fmt: skip
+            if whole is None:
+                raise
+            kept[0].add(whole)
 
 
 def _kept(model: nn.Module, keep) -> tuple[set[str], tuple[type, ...]]:
@@ -417,8 +438,7 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
     torch.backends.mha.set_fastpath_enabled(False)  # the fast path branches on tensor values
     kept = _kept(model, keep)
     try:
-        gm = tracing.trace(model, example_inputs, lambda m, path: _keeps_whole(m, path, kept),
-                           functions=tuple(EINOPS_FNS))  # fmt: skip
+        gm = _trace(model, example_inputs, kept)
     except tracing.TraceFailure as e:
         where = f" in `{e.path}`" if e.path else ""
         how = (
@@ -1072,8 +1092,21 @@ class _Importer:
         ):
             if len(n.args) > i:
                 kw[key] = n.args[i]
-        if kw.get("key_padding_mask") is not None or kw.get("attn_mask") is not None:
-            raise _Unmapped
+        pad = kw.get("key_padding_mask")
+        if pad is not None and (not isinstance(pad, fx.Node) or self.values.get(pad) is not None):
+            raise _Unmapped  # (a node may hold None: torch's own check of an absent mask)
+        causal = bool(self.const(kw.get("is_causal", False)))
+        if (mask := kw.get("attn_mask")) is not None:  # causal, made from sizes alone: True
+            # (or -inf) where not attended, nn.MultiheadAttention's convention
+            mv = self.values.get(mask) if isinstance(mask, fx.Node) else None
+            if not isinstance(mv, torch.Tensor) or _reads_values(mask) or mv.dim() != 2:
+                raise _Unmapped
+            if mv.dtype != torch.bool and not torch.all((mv == 0) | torch.isneginf(mv)):
+                raise _Unmapped
+            drop = mv if mv.dtype == torch.bool else mv < 0
+            if _mask_pattern(drop, tuple(mv.shape)) != ("causal", 0):
+                raise _Unmapped
+            causal = True
         if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
             raise _Unmapped
         if m.dropout and m.training:
@@ -1118,7 +1151,7 @@ class _Importer:
             key=S,
             head=K,
             value=V,
-            causal=bool(kw.get("is_causal", False)),
+            causal=causal,
         )
         name = self._fresh(f"{base}_out_proj")
         y = self.b.linear(o, [heads, V], D, bias=m.out_proj.bias is not None, name=name)
@@ -2236,8 +2269,12 @@ class _Importer:
                 if isinstance(a, fx.Node) and a not in inside]  # fmt: skip
         tensors = list(dict.fromkeys(a for a in read if _is_t(self, a)))
         v = self.values[n]
-        outs = v if isinstance(v, (tuple, list)) else (v,)
-        if not all(isinstance(t, torch.Tensor) for t in outs):
+        every = v if isinstance(v, (tuple, list)) else (v,)
+        # a tuple's None members (nn.MultiheadAttention's weights when not asked for) are
+        # no outputs; their positions read None
+        pick = tuple(i for i, t in enumerate(every) if isinstance(t, torch.Tensor))
+        outs = [every[i] for i in pick]
+        if not outs or any(t is not None for i, t in enumerate(every) if i not in pick):
             raise TorchImportError(f"node '{n.name}' ({n.target}): returns non-tensors")
         ins = [self.wire(a) if isinstance(self.wires.get(a), (Wire, _Lazy)) else None
                for a in tensors]  # fmt: skip
@@ -2257,7 +2294,10 @@ class _Importer:
             outputs["out" if len(outs) == 1 else f"out{i}"] = list(base)
         name = self.box_name(n)
         consts = {a: self.values[a] for a in read if a not in tensors}
-        self.callables[name] = _Replay(self.gm, region, tensors, consts, len(outs) > 1)
+        whole = None if not isinstance(v, (tuple, list)) else pick
+        # a comparison's wire holds 0 and 1 in a float type where the node read booleans
+        bools = tuple(i for i, a in enumerate(tensors) if self.values[a].dtype == torch.bool)
+        self.callables[name] = _Replay(self.gm, region, tensors, consts, whole, bools)
         target = _target_name(self.gm, n)
         if len(region) > 1:
             target = f"{_target_name(self.gm, region[0])} … {target} ({len(region)} ops)"
@@ -2270,21 +2310,23 @@ class _Importer:
             outputs=outputs,
             dtype=_dtype(outs[0]),
         )
-        if len(outs) == 1:
+        if not isinstance(v, (tuple, list)):
             return r
-        return tuple(r[p] for p in outputs)
+        got = iter([r] if len(outs) == 1 else [r[p] for p in outputs])
+        return tuple(next(got) if i in pick else None for i in range(len(every)))
 
 
 class _Replay(nn.Module):
     """Runs traced nodes again (one, or a region of them in graph order), with new values
     for the tensors they read."""
 
-    def __init__(self, gm, nodes: list[fx.Node], tensors, consts, multi: bool):
+    def __init__(self, gm, nodes: list[fx.Node], tensors, consts, pick=None, bools=()):
         super().__init__()
         self.consts = consts
         self.steps = [(m, m.op, m.target, m.args, m.kwargs) for m in nodes]
         self.tensors = tensors
-        self.multi = multi
+        self.pick = pick  # a tuple result: the positions of its tensors, the box's outputs
+        self.bools = bools  # inputs that were booleans where traced
         self.mods = nn.ModuleList()
         self.held: dict[fx.Node, tuple[str, torch.dtype]] = {}
         for m in nodes:
@@ -2298,6 +2340,8 @@ class _Replay(nn.Module):
                 self.held[m] = (name, t.dtype)
 
     def forward(self, *xs):
+        xs = tuple(x != 0 if i in self.bools and x.dtype != torch.bool else x
+                   for i, x in enumerate(xs))  # fmt: skip
         env = {**self.consts, **dict(zip(self.tensors, xs, strict=True))}
         mods = iter(self.mods)
         for node, op, target, args, kwargs in self.steps:
@@ -2319,7 +2363,10 @@ class _Replay(nn.Module):
             else:
                 out = target(*args, **kwargs)
             env[node] = out
-        return tuple(out) if self.multi else out
+        if self.pick is None:
+            return out
+        outs = tuple(out[i] for i in self.pick)
+        return outs if len(outs) > 1 else outs[0]
 
 
 def _complex(v) -> bool:

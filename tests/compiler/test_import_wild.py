@@ -522,3 +522,42 @@ def test_an_additive_causal_mask_is_a_mask_box_and_fuses():
     assert mask.pattern == "causal" and mask.fill == "-inf"
     (att,) = [b for b in apply_rewrites(circuit).boxes if b.kind == "attention"]
     assert att.causal
+
+
+class CausalEncoder(nn.Module):
+    """torch's encoder layer given the square subsequent mask, as nn.Transformer users write."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+
+    def forward(self, x):
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1])
+        return self.enc(x, src_mask=mask, is_causal=True)
+
+
+class MaskedMHA(nn.Module):
+    """nn.MultiheadAttention with a boolean causal mask (True: not attended), or with a key
+    padding mask from an input (no circuit box has one: an opaque box, which still runs)."""
+
+    def __init__(self, padding=False):
+        super().__init__()
+        self.padding = padding
+        self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x, pad):
+        if self.padding:
+            return self.mha(x, x, x, key_padding_mask=pad > 0, need_weights=False)[0]
+        mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)
+        return self.mha(x, x, x, attn_mask=mask, need_weights=False)[0]
+
+
+def test_causal_masks_given_to_torch_attention_layers_are_causal_attention():
+    x, pad = torch.randn(2, 6, 16), (torch.arange(6) > 3).float().expand(2, 6)
+    for model, xs in ((CausalEncoder(), (x,)), (MaskedMHA(), (x, pad))):
+        circuit = _imported(model, *xs)
+        kinds = [b.kind for b in circuit.boxes]
+        assert "opaque" not in kinds, kinds
+        assert [b.causal for b in circuit.boxes if b.kind == "attention"] == [True]
+    circuit = _imported(MaskedMHA(padding=True), x, pad)  # (output, None): the output
+    assert [b.kind for b in circuit.boxes if b.kind == "opaque"] == ["opaque"]
