@@ -7,8 +7,9 @@ concrete answer stops the trace: `x.reshape(*x.shape[:-1], -1, 2)` (iterating a 
 the example inputs as it records it, so a proxy answers those from its value: a size, tuple
 or tensor iterates and has a length, and a tensor's `dtype`, `device` and `ndim` are the
 example's (the graph holds them as constants: the import is of the model at the example's
-dtype and device). Sizes themselves stay nodes of the graph. Questions whose answer would tie
-the model's control flow to one input's values (`if x.sum() > 0`) still stop the trace.
+dtype and device). Sizes themselves stay nodes of the graph; a condition on sizes alone
+(`assert t <= block_size`) is the example's answer. Questions whose answer would tie the
+model's control flow to one input's values (`if x.sum() > 0`) still stop the trace.
 
 Running the nodes while tracing runs the model's forward once more; buffers it changes in
 place (a batch norm's running statistics in training mode) are put back afterwards, as are
@@ -138,6 +139,15 @@ class _Tracer(fx.Tracer):
     def proxy(self, node: fx.Node) -> fx.Proxy:
         return _Proxy(node, self)
 
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        """A condition on sizes alone (nanoGPT's `assert t <= block_size`) is the example's
+        answer: the graph is that of the example's sizes. One on tensor values still stops
+        the trace."""
+        v = self.values.get(obj.node, _UNKNOWN)
+        if isinstance(v, bool) and _sizes_only(obj.node):
+            return v
+        return super().to_bool(obj)
+
     def iter(self, obj: fx.Proxy):
         v = self.values.get(obj.node, _UNKNOWN)
         if isinstance(v, (tuple, list, torch.Size, torch.Tensor)):
@@ -229,6 +239,27 @@ def _unpatched():
         yield
     finally:
         nn.Module.__call__, nn.Module.__getattr__ = call, get
+
+
+_SIZE_READS = {"shape", "size", "dim", "ndim", "dtype", "device"}
+
+
+def _sizes_only(n: fx.Node) -> bool:
+    """Whether node n reads the inputs only through their sizes (shape, size(), dim())."""
+    seen, todo = set(), [n]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        if m.op == "placeholder":
+            return False
+        read = (m.op == "call_function" and m.target is getattr and m.args[1] in _SIZE_READS) or (
+            m.op == "call_method" and m.target in _SIZE_READS
+        )
+        if not read:
+            todo += m.all_input_nodes
+    return True
 
 
 def fetch(root: nn.Module, target: str):

@@ -3,6 +3,7 @@ design the importer tests import."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -46,3 +47,32 @@ class GPTBlock(nn.Module):
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """nanoGPT's model: token and position embeddings, blocks, the final norm, an output map
+    tied to the token embedding; its forward asserts the length fits the position table."""
+
+    def __init__(self, vocab=64, d=32, layers=2, block_size=32):
+        super().__init__()
+        self.block_size = block_size
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(vocab, d),
+                wpe=nn.Embedding(block_size, d),
+                drop=nn.Dropout(0.0),
+                h=nn.ModuleList([GPTBlock(d) for _ in range(layers)]),
+                ln_f=nn.LayerNorm(d),
+            )
+        )
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight
+
+    def forward(self, idx):
+        b, t = idx.size()
+        assert t <= self.block_size, f"Cannot forward sequence of length {t}"
+        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        return self.lm_head(self.transformer.ln_f(x))

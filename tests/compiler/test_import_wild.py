@@ -561,3 +561,20 @@ def test_causal_masks_given_to_torch_attention_layers_are_causal_attention():
         assert [b.causal for b in circuit.boxes if b.kind == "attention"] == [True]
     circuit = _imported(MaskedMHA(padding=True), x, pad)  # (output, None): the output
     assert [b.kind for b in circuit.boxes if b.kind == "opaque"] == ["opaque"]
+
+
+def test_nanogpt_whole_with_its_length_assert_and_tied_head():
+    """A condition on sizes alone (`assert t <= block_size`) takes the example's answer; the
+    output map tied to the token embedding stays one parameter."""
+    from tests.compiler.nanogpt import GPT
+
+    model, idx = GPT().eval(), torch.randint(0, 64, (2, 12))
+    circuit = from_torch(model, idx)
+    assert "opaque" not in [b.kind for b in circuit.boxes]
+    assert list(circuit.tied) == ["lm_head.weight"]
+    compiled = ncd_compile(circuit).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(idx), model(idx))
+    count = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in compiled.parameters()) == count
+    assert ncd.analyse(circuit).numbers["params"] == count
