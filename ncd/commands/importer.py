@@ -153,6 +153,8 @@ def cmd_import(args) -> int:
             f"{len(circuit.boxes)} boxes"
             + (f", {len(blocks)} blocks (ncd render --collapse BLOCK)" if blocks else "")
             + (f", opaque: {', '.join(opaque)}" if opaque else "")
+            + (f", tied: {', '.join(f'{k} = {v}' for k, v in circuit.tied.items())}"
+               if circuit.tied else "")  # fmt: skip
         )
     else:
         sys.stdout.write(text + "\n")
