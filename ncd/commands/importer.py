@@ -144,6 +144,7 @@ def cmd_import(args) -> int:
     circuit = from_torch(model.eval(), inputs, name=args.name, keep=args.keep)
     text = circuit.to_json()
     opaque = [b.name for b in circuit.boxes if b.kind == "opaque"]
+    tied = list(circuit.tied.items())
     if args.out:
         write_text(args.out, text)
         wpath = attached.save_weights(circuit, attached.weights_path(args.out))
@@ -153,8 +154,7 @@ def cmd_import(args) -> int:
             f"{len(circuit.boxes)} boxes"
             + (f", {len(blocks)} blocks (ncd render --collapse BLOCK)" if blocks else "")
             + (f", opaque: {', '.join(opaque)}" if opaque else "")
-            + (f", tied: {', '.join(f'{k} = {v}' for k, v in circuit.tied.items())}"
-               if circuit.tied else "")  # fmt: skip
+            + (f", tied: {', '.join(f'{k} = {v}' for k, v in tied)}" if tied else "")
         )
     else:
         sys.stdout.write(text + "\n")
