@@ -137,10 +137,21 @@ def centre(locator):
 
 def drag(page, source, target):
     """Press on `source`, move in steps, release on `target` (as a hand does). The source is
-    scrolled into view first (a palette longer than its panel hides its last kinds)."""
-    source.scroll_into_view_if_needed()
-    x0, y0 = centre(source)
-    x1, y1 = centre(target)
+    scrolled into view first (a palette longer than its panel hides its last kinds); where the
+    diagram redraws between finding the source and scrolling (its element replaced), found
+    again."""
+    from playwright.sync_api import Error
+
+    for attempt in range(5):
+        try:
+            source.scroll_into_view_if_needed()
+            x0, y0 = centre(source)
+            x1, y1 = centre(target)
+            break
+        except Error as e:
+            if "not attached" not in str(e) or attempt == 4:
+                raise
+            page.wait_for_timeout(200)
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
