@@ -194,9 +194,7 @@ _MASK_FNS = tuple(getattr(F, f) for f in ("_canonical_mask", "_none_or_dtype") i
 def _keeps_whole(m: nn.Module, path: str, kept) -> bool | None:
     """The layers the importer maps, and those the user keeps (`kept`: paths and classes),
     stay one node of the trace; None leaves it to fx."""
-    if isinstance(m, (*_MAPPED_MODULES, *_EINOPS_LAYERS)) or path in kept[0]:
-        return True
-    if isinstance(m, kept[1]):
+    if isinstance(m, (*_MAPPED_MODULES, *_EINOPS_LAYERS, *kept[1])) or path in kept[0]:
         return True
     return False if isinstance(m, _TRACED_INTO) else None
 
@@ -361,26 +359,6 @@ def _squared_of(n) -> fx.Node | None:
     if op == "mul" and len(n.args) == 2 and n.args[0] is n.args[1]:
         return n.args[0]
     return None
-
-
-def _reads_values(n: fx.Node) -> bool:
-    """Whether node n depends on the values of a model input (not only on its sizes, dtype
-    or device)."""
-    seen, todo = set(), [n]
-    while todo:
-        m = todo.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        if m.op == "placeholder":
-            return True
-        meta = {"shape", "dtype", "device", "ndim"}  # what a tensor is, not what it holds
-        sizes_only = (m.op == "call_function" and m.target is getattr and m.args[1] in meta) or (
-            m.op == "call_method" and m.target in ("size", "dim")
-        )
-        if not sizes_only:
-            todo += m.all_input_nodes
-    return False
 
 
 def _module_path(n: fx.Node) -> list[str]:
@@ -1098,13 +1076,8 @@ class _Importer:
         causal = bool(self.const(kw.get("is_causal", False)))
         if (mask := kw.get("attn_mask")) is not None:  # causal, made from sizes alone: True
             # (or -inf) where not attended, nn.MultiheadAttention's convention
-            mv = self.values.get(mask) if isinstance(mask, fx.Node) else None
-            if not isinstance(mv, torch.Tensor) or _reads_values(mask) or mv.dim() != 2:
-                raise _Unmapped
-            if mv.dtype != torch.bool and not torch.all((mv == 0) | torch.isneginf(mv)):
-                raise _Unmapped
-            drop = mv if mv.dtype == torch.bool else mv < 0
-            if _mask_pattern(drop, tuple(mv.shape)) != ("causal", 0):
+            drop = self.dropped(mask, keeps=False)
+            if drop.dim() != 2 or _mask_pattern(drop, tuple(drop.shape)) != ("causal", 0):
                 raise _Unmapped
             causal = True
         if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
@@ -2006,11 +1979,11 @@ class _Importer:
         negative one (HF's `torch.finfo(dtype).min`, GPT-2's -1e4) counts as -inf where only
         softmaxes read the result, whose weights it makes exactly 0 as -inf does."""
         x, units = self.bare(scores)
-        if units or not isinstance(mask, fx.Node) or _reads_values(mask):
+        if units or not isinstance(mask, fx.Node) or tracing.reads_values(mask):
             raise _Unmapped
         if isinstance(value, fx.Node):  # a number held in a tensor (torch.full([], v))
             v = self.values[value]
-            if _reads_values(value) or not isinstance(v, torch.Tensor) or v.numel() != 1:
+            if tracing.reads_values(value) or not isinstance(v, torch.Tensor) or v.numel() != 1:
                 raise _Unmapped
             value = v.item()
         value = self.const(value)
@@ -2030,12 +2003,29 @@ class _Importer:
         return self.b.mask(x, x.axes[-2], x.axes[-1], pattern=pattern, window=window,
                            fill=fill, name=self.box_name(n))  # fmt: skip
 
+    def dropped(self, mask, keeps: bool) -> torch.Tensor:
+        """The entries an attention mask made from sizes alone leaves out: a boolean one is
+        True where attended (`keeps`, SDPA's convention) or where not (nn.MultiheadAttention's);
+        an additive one holds 0 and -inf."""
+        m = self.values.get(mask) if isinstance(mask, fx.Node) else None
+        if not isinstance(m, torch.Tensor) or tracing.reads_values(mask):
+            raise _Unmapped
+        if m.dtype == torch.bool:
+            return ~m if keeps else m
+        if m.is_floating_point() and bool(((m == 0) | torch.isneginf(m)).all()):
+            return torch.isneginf(m)
+        raise _Unmapped
+
     def additive_mask(self, n, scores, mask) -> Wire:
         """`scores + mask` where the mask, made from sizes alone, holds 0 and -inf (torch's
         `generate_square_subsequent_mask`, `triu(full(-inf), 1)`), or 0 and a very negative
         number read only by a softmax: a mask box filling -inf where it is not 0."""
         v = self.values.get(mask)
-        if not isinstance(mask, fx.Node) or _reads_values(mask) or not isinstance(v, torch.Tensor):
+        if (
+            not isinstance(mask, fx.Node)
+            or tracing.reads_values(mask)
+            or not isinstance(v, torch.Tensor)
+        ):
             raise _Unmapped
         if not v.is_floating_point() or v.shape != self.shape(n)[-v.dim() :] or v.dim() < 2:
             raise _Unmapped
@@ -2070,15 +2060,9 @@ class _Importer:
         causal = bool(self.const(self.arg(n, 5, "is_causal", False)))
         mask = self.arg(n, 3, "attn_mask")
         if mask is not None:  # a causal mask made from sizes: True (or 0.0) where attended
-            if causal or not isinstance(mask, fx.Node) or _reads_values(mask):
+            if causal:
                 raise _Unmapped
-            m = self.values[mask]
-            if m.dtype == torch.bool:
-                drop = ~m
-            elif bool(((m == 0) | (m == float("-inf"))).all()):
-                drop = m == float("-inf")
-            else:
-                raise _Unmapped
+            drop = self.dropped(mask, keeps=True)
             if _mask_pattern(drop, self.shape(n.args[0])[:-1] + self.shape(n.args[1])[-2:-1]) != (
                 "causal", 0):  # fmt: skip
                 raise _Unmapped
@@ -2395,7 +2379,7 @@ def _flat(a) -> list:
 def _is_const_tensor(imp: _Importer, a) -> bool:
     """A one-element tensor the model makes without reading its inputs (`torch.full([], v)`,
     a scalar buffer)."""
-    if not isinstance(a, fx.Node) or _reads_values(a):
+    if not isinstance(a, fx.Node) or tracing.reads_values(a):
         return False
     v = imp.values.get(a)
     return isinstance(v, torch.Tensor) and v.numel() == 1

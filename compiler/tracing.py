@@ -144,7 +144,7 @@ class _Tracer(fx.Tracer):
         answer: the graph is that of the example's sizes. One on tensor values still stops
         the trace."""
         v = self.values.get(obj.node, _UNKNOWN)
-        if isinstance(v, bool) and _sizes_only(obj.node):
+        if isinstance(v, bool) and not reads_values(obj.node):
             return v
         return super().to_bool(obj)
 
@@ -241,11 +241,9 @@ def _unpatched():
         nn.Module.__call__, nn.Module.__getattr__ = call, get
 
 
-_SIZE_READS = {"shape", "size", "dim", "ndim", "dtype", "device"}
-
-
-def _sizes_only(n: fx.Node) -> bool:
-    """Whether node n reads the inputs only through their sizes (shape, size(), dim())."""
+def reads_values(n: fx.Node) -> bool:
+    """Whether node n depends on the values of a model input, not only on what a tensor is
+    (its shape, size(), dim(), dtype, device)."""
     seen, todo = set(), [n]
     while todo:
         m = todo.pop()
@@ -253,13 +251,16 @@ def _sizes_only(n: fx.Node) -> bool:
             continue
         seen.add(m)
         if m.op == "placeholder":
-            return False
-        read = (m.op == "call_function" and m.target is getattr and m.args[1] in _SIZE_READS) or (
-            m.op == "call_method" and m.target in _SIZE_READS
+            return True
+        meta = (m.op == "call_function" and m.target is getattr and m.args[1] in _META) or (
+            m.op == "call_method" and m.target in ("size", "dim")
         )
-        if not read:
+        if not meta:
             todo += m.all_input_nodes
-    return True
+    return False
+
+
+_META = {"shape", "dtype", "device", "ndim"}
 
 
 def fetch(root: nn.Module, target: str):
