@@ -42,6 +42,7 @@ from torch import fx, nn
 from ncd.circuits.builder import Builder, Wire
 from ncd.circuits.errors import BuildError
 from ncd.circuits.kinds.registry import Registry
+from ncd.circuits.limits import MAX_NUMBER
 
 from . import attached, tracing
 from .errors import TorchImportError
@@ -128,19 +129,25 @@ _BINARY = {
     torch.div: "div",
 }
 _BINARY_METHODS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "pow": "pow",
-                   "ge": "ge", "gt": "gt", "le": "le", "lt": "lt", "eq": "eq",
+                   "ge": "ge", "gt": "gt", "le": "le", "lt": "lt", "eq": "eq", "ne": "ne",
                    "maximum": "maximum", "minimum": "minimum"}  # fmt: skip
 _BINARY.update({
     operator.pow: "pow", torch.pow: "pow", operator.ge: "ge", torch.ge: "ge",
     operator.gt: "gt", torch.gt: "gt", operator.le: "le", torch.le: "le", operator.lt: "lt",
-    torch.lt: "lt", operator.eq: "eq", torch.eq: "eq", torch.maximum: "maximum",
+    torch.lt: "lt", operator.eq: "eq", torch.eq: "eq", operator.ne: "ne", torch.ne: "ne",
+    torch.maximum: "maximum",
     torch.minimum: "minimum",
 })  # fmt: skip
-_COMPARE = ("ge", "gt", "le", "lt", "eq")
 # Tensors made from sizes alone: a constant box holding the values (a buffer)
 _MAKERS = (torch.arange, torch.ones, torch.zeros, torch.full, torch.eye, torch.linspace)
 _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16,
-          "bfloat16": torch.bfloat16, "int": torch.int32, "long": torch.int64}  # fmt: skip
+          "bfloat16": torch.bfloat16, "int": torch.int32, "long": torch.int64,
+          "bool": torch.bool}  # fmt: skip
+_COMPARISONS = {operator.eq: "eq", torch.eq: "eq", operator.ne: "ne", torch.ne: "ne",
+                operator.lt: "lt", torch.lt: "lt", operator.le: "le", torch.le: "le",
+                operator.gt: "gt", torch.gt: "gt", operator.ge: "ge", torch.ge: "ge"}  # fmt: skip
+_NEGATED = {"eq": "ne", "ne": "eq", "lt": "ge", "ge": "lt", "gt": "le", "le": "gt"}
+_NOTS = (operator.invert, torch.logical_not, torch.bitwise_not)
 _MAPPED_MODULES = (
     nn.Linear,
     nn.LayerNorm,
@@ -257,21 +264,40 @@ underflows in every float type for scores of ordinary size)."""
 _SOFTMAXES = (F.softmax, torch.softmax)
 
 
-def _only_softmax_reads(n: fx.Node, ndim: int) -> bool:
-    """Whether every reader of node n (a tensor of `ndim` dims) is a softmax over its last
-    dim."""
+_VIEWS = {"to", "type_as", *_CASTS, "contiguous", "unsqueeze", "expand", "expand_as", "view",
+          "reshape", "getitem"}  # fmt: skip
+"""Ops whose every output entry is one of their input's entries (or the input cast)."""
 
-    def last_dim(u: fx.Node) -> bool:
-        d = u.kwargs.get("dim", u.args[1] if len(u.args) > 1 else None)
-        return d in (-1, ndim - 1)
+
+def _feeds_only_softmaxes(n: fx.Node, gm: fx.GraphModule, ndim, depth: int = 8) -> bool:
+    """Whether all that node n's value reaches goes into softmaxes over their last dim, added
+    to other terms (scores) or cast, viewed or indexed on the way (`ndim(node)`: a node's
+    number of dims). Then a very negative entry of n weighs 0 in every softmax, as -inf
+    does."""
+
+    def into_softmax(u: fx.Node, x: fx.Node) -> bool:
+        if u.op == "call_module":
+            m = gm.get_submodule(u.target)
+            d = m.dim if isinstance(m, nn.Softmax) else None
+        elif (u.op == "call_function" and u.target in _SOFTMAXES) or (
+            u.op == "call_method" and u.target == "softmax"
+        ):
+            d = u.kwargs.get("dim", u.args[1] if len(u.args) > 1 else None)
+        else:
+            return False
+        return u.args[0] is x and d in (-1, ndim(x) - 1)
 
     readers = list(n.users)
-    return bool(readers) and all(
-        ((u.op == "call_function" and u.target in _SOFTMAXES)
-         or (u.op == "call_method" and u.target == "softmax"))
-        and u.args[0] is n and last_dim(u)
-        for u in readers
-    )  # fmt: skip
+    if not readers or depth == 0:
+        return False
+    for u in readers:
+        op = "getitem" if u.target is operator.getitem else _op(u)
+        passes = op == "add" or (op in _VIEWS and u.args[0] is n)
+        if not into_softmax(u, n) and not (
+            passes and _feeds_only_softmaxes(u, gm, ndim, depth - 1)
+        ):
+            return False
+    return True
 
 
 _BY_VALUE = ("gelu", "gelu_tanh", "silu", "sigmoid", "softplus", "logsigmoid", "elu",
@@ -813,6 +839,17 @@ class _Importer:
 
     def shape(self, n) -> tuple[int, ...]:
         return tuple(self.values[n].shape)
+
+    def feeds_only_softmaxes(self, n: fx.Node) -> bool:
+        return _feeds_only_softmaxes(n, self.gm, lambda x: len(self.shape(x)))
+
+    def mask_factor(self, n: fx.Node, f: float) -> float:
+        """A factor past the language's number limit that makes a very negative additive mask
+        (BERT's `(1 - mask) * finfo(dtype).min`, read only by softmaxes): _VERY_NEGATIVE,
+        which weighs the masked entries 0 as it does. Any other factor as it is."""
+        if f < -MAX_NUMBER and self.feeds_only_softmaxes(n):
+            return _VERY_NEGATIVE
+        return f
 
     def const(self, a):
         """A node argument as a plain value (sizes computed by the graph become numbers)."""
@@ -1494,12 +1531,13 @@ class _Importer:
         names[a], names[b] = names[b], names[a]
         return self.order(x, names, n, "transpose")
 
-    @imports("binary", "scale", "constant")
+    @imports("binary", "scale", "constant", "compare")
     def binary(self, n, fn, a, b):
         """An elementwise op of two tensors or a tensor and a number, broadcast as torch does:
         size-1 dims that broadcast leave (an `index` box), axes meeting at one position take
-        one name (a `rename` box), a number is a scale or a constant box. An RMS norm written
-        out (`x * rsqrt(mean(x^2, -1, keepdim) + eps)`) is an rmsnorm box (without weight)."""
+        one name (a `rename` box), a number is a scale or a constant box; a comparison is a
+        compare box (boolean, as torch's). An RMS norm written out (`x * rsqrt(mean(x^2, -1,
+        keepdim) + eps)`) is an rmsnorm box (without weight)."""
         if (hit := self.unary_by_value(n)) is not None:
             x, units = self.bare(hit[0])
             if not units:
@@ -1518,14 +1556,23 @@ class _Importer:
             f = float(self.number(b))
             if fn == "div" and f == 0:
                 raise _Unmapped
-            return self.b.scale(self.wire(a), self.factor(f if fn == "mul" else 1.0 / f),
+            f = self.mask_factor(n, f if fn == "mul" else 1.0 / f)
+            return self.b.scale(self.wire(a), self.factor(f),
                                 name=self.box_name(n))  # fmt: skip
         if fn == "mul" and tb and not ta:
-            return self.b.scale(self.wire(b), self.factor(float(self.number(a))),
+            f = self.mask_factor(n, float(self.number(a)))
+            return self.b.scale(self.wire(b), self.factor(f),
                                 name=self.box_name(n))  # fmt: skip
         if fn == "pow" and ta and not tb and self.number(b) == 2:
             return self.b.unary(self.wire(a), "square", name=self.box_name(n))
-        return self.elementwise(n, fn, [self.operand(a), self.operand(b)], self.shape(n))
+        make = None
+        if fn in _NEGATED:  # a comparison: a boolean tensor, as torch's
+
+            def make(wires, name):
+                return self.b.box("compare", {"a": wires[0], "b": wires[1]}, name, fn=fn)
+
+        return self.elementwise(n, fn, [self.operand(a), self.operand(b)], self.shape(n),
+                                make=make)  # fmt: skip
 
     def unary_by_value(self, n: fx.Node) -> tuple[fx.Node, str] | None:
         """(x, name) where node n ends a chain of elementwise ops of one tensor x and numbers
@@ -1631,8 +1678,11 @@ class _Importer:
         role = _role_of(like)
         return self.axis("key" if role == "seq" else role, size, avoid=avoid)
 
-    def elementwise(self, n, fn, ops, out_shape, suffix="", dtype=None) -> Wire:
-        """A binary box of two operands (see `operand`), its axes in torch's order."""
+    def elementwise(self, n, fn, ops, out_shape, suffix="", dtype=None, make=None,
+                    bare=False):  # fmt: skip
+        """A binary box of fn on two operands (see `operand`), its axes in torch's order, or
+        the box `make(wires, name)` builds from the operands (a compare or where box).
+        `bare`: (wire, the size-1 dims it leaves out), an operand's pair."""
         R = len(out_shape)
         names: list = [None] * R
         ready: list = [None] * len(ops)
@@ -1673,12 +1723,16 @@ class _Importer:
         for i, (kind, v, _) in enumerate(ops):
             if kind == "const":
                 other = next(r for r in ready if r is not None)
-                dt = dtype or (other.type.dtype if fn in _COMPARE else _dtype(self.values[n]))
-                if not dt.startswith(("float", "bfloat")) and fn not in _COMPARE:
+                compares = fn in _NEGATED
+                dt = dtype or (other.type.dtype if compares else _dtype(self.values[n]))
+                if not dt.startswith(("float", "bfloat")) and not compares:
                     dt = other.type.dtype
                 ready[i] = self.constant(v, dt, n)
-        y = self.b.binary(ready[0], ready[1], fn, name=self.box_name(n, suffix))
+        name = self.box_name(n, suffix)
+        y = make(ready, name) if make else self.b.binary(ready[0], ready[1], fn, name=name)
         y = self.order(y, [a for a in names if a is not None], n)
+        if bare:
+            return y, units
         if suffix:  # an intermediate of a longer mapping: its size-1 dims made axes
             return self.with_units(y, units, out_shape, n) if units else y
         self.units[n] = units  # size-1 dims no operand carries stay off the wire
@@ -1696,34 +1750,74 @@ class _Importer:
         self.buffers.add(name)
         return w
 
+    @imports("where")
     def where_(self, n):
-        """torch.where(c, x, y) as c·x + (1 − c)·y (c is 1 or 0; x and y finite)."""
+        """torch.where(c, x, y): a mask box where c is made from sizes alone and y is -inf
+        (see `mask_of`), else a where box (`select`)."""
         c, x, y = (self.arg(n, i, k) for i, k in enumerate(("condition", "input", "other")))
         with contextlib.suppress(_Unmapped):  # a causal mask: where(keep, scores, -inf)
             if _is_t(self, x) and (not _is_t(self, y) or _is_const_tensor(self, y)):
                 return self.mask_of(n, x, c, y, keep=True)
             if _is_t(self, y) and (not _is_t(self, x) or _is_const_tensor(self, x)):
                 return self.mask_of(n, y, c, x, keep=False)
-        for t in (x, y):
-            if _is_t(self, t) and not torch.isfinite(self.values[t]).all():
-                raise _Unmapped  # 0·inf is not 0: a where over infinities has no product form
-        oc, ox, oy = self.operand(c), self.operand(x), self.operand(y)
-        if oc[0] == "const":
+        return self.select(n, c, x, y)
+
+    def select(self, n, c, x, y, negate: bool = False) -> Wire:
+        """A where box: x where condition c holds (`negate`: where it does not), y elsewhere.
+        A number y of -inf, 0 or inf is the box's fill, and so is a very negative one
+        (`finfo(dtype).min`, -1e9) where only softmaxes read the result, as -inf; any other
+        number is a constant box."""
+        if not _is_t(self, x) or self.is_number(x):  # where(c, number, t): c's complement
+            x, y, negate = y, x, not negate
+        if not _is_t(self, x) or self.is_number(x):
             raise _Unmapped
-        shape = self.shape(n)
-        if oy[0] == "const" and oy[1] == 0:
-            return self.elementwise(n, "mul", [oc, ox], shape)
-        cw = self.wire(c)
-        notc = self.elementwise(n, "sub", [("const", 1, ()), ("wire", (cw, ()), self.shape(c))],
-                                self.shape(c), "not", dtype=cw.type.dtype)  # fmt: skip
-        notc = ("wire", (notc, ()), self.shape(c))
-        if ox[0] == "const" and ox[1] == 0:
-            return self.elementwise(n, "mul", [notc, oy], shape)
-        sx = torch.broadcast_shapes(self.shape(c), self.shape(x) if ox[0] != "const" else ())
-        sy = torch.broadcast_shapes(self.shape(c), self.shape(y) if oy[0] != "const" else ())
-        px = self.elementwise(n, "mul", [("wire", (cw, ()), self.shape(c)), ox], sx, "then")
-        py = self.elementwise(n, "mul", [notc, oy], sy, "else")
-        return self.elementwise(n, "add", [("wire", (px, ()), sx), ("wire", (py, ()), sy)], shape)
+        ops = [self.condition(n, c, negate), self.operand(x)]
+        fill = None
+        if self.is_number(y):
+            v = self.number(y)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise _Unmapped
+            if v == float("-inf") or (v <= _VERY_NEGATIVE and self.feeds_only_softmaxes(n)):
+                fill = "-inf"
+            elif v in (0, float("inf")):
+                fill = "0" if v == 0 else "inf"
+        if fill is None:
+            ops.append(self.operand(y))
+
+        def make(wires, name):
+            return self.b.box("where", dict(zip(("cond", "a", "b"), wires)), name, fill=fill)
+
+        return self.elementwise(n, "where", ops, self.shape(n), make=make)
+
+    def condition(self, n, c, negate: bool) -> tuple:
+        """Condition c of node n's where (`negate`: its complement) as an operand holding a
+        boolean wire with all of c's dims: a comparison as a compare box of its two values
+        (negated by the opposite comparison), `~` flips, any other tensor compared with 0
+        (a boolean one as it is)."""
+        while isinstance(c, fx.Node) and (
+            c.target in _NOTS or (c.op == "call_method" and c.target in ("logical_not",
+                                                                         "bitwise_not"))
+        ):  # fmt: skip
+            c, negate = c.args[0], not negate
+        if not _is_t(self, c):
+            raise _Unmapped
+        fn = (
+            _COMPARISONS.get(c.target) if c.op == "call_function"
+            else c.target if c.op == "call_method" and c.target in _NEGATED else None
+        )  # fmt: skip
+        if fn is not None and len(c.args) == 2 and not c.kwargs:
+            ops = [self.operand(a) for a in c.args]
+        elif self.values[c].dtype == torch.bool and not negate:
+            return self.operand(c)
+        else:
+            fn, ops = "ne", [self.operand(c), ("const", 0, ())]
+        fn = _NEGATED[fn] if negate else fn
+
+        def make(wires, name):
+            return self.b.box("compare", {"a": wires[0], "b": wires[1]}, name, fn=fn)
+
+        return ("wire", self.elementwise(n, fn, ops, self.shape(c), "cond", make=make, bare=True),
+                self.shape(c))  # fmt: skip
 
     @imports("index", "slice")
     def getitem(self, n, a, idx):
@@ -1971,7 +2065,9 @@ class _Importer:
         alone (never from an input's values), is causal (key > query) or a causal window over
         the last two axes: a mask box. Any other mask stays opaque."""
         mask, value = n.args[1], self.arg(n, 2, "value")
-        return self.mask_of(n, n.args[0], mask, value, keep=False)
+        with contextlib.suppress(_Unmapped):
+            return self.mask_of(n, n.args[0], mask, value, keep=False)
+        return self.select(n, mask, n.args[0], value, negate=True)
 
     def mask_of(self, n, scores, mask, value, keep: bool) -> Wire:
         """The mask box of `masked_fill` (`keep` False: the mask's True entries are filled) or
@@ -1989,7 +2085,7 @@ class _Importer:
         value = self.const(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Unmapped
-        low = value <= _VERY_NEGATIVE and _only_softmax_reads(n, len(self.shape(n)))
+        low = value <= _VERY_NEGATIVE and self.feeds_only_softmaxes(n)
         if value == float("-inf") or low:
             fill = "-inf"
         elif value == 0:
@@ -2031,8 +2127,7 @@ class _Importer:
             raise _Unmapped
         low = v < 0
         if not torch.all((v == 0) | torch.isneginf(v)) and not (
-            torch.all((v == 0) | (v <= _VERY_NEGATIVE))
-            and _only_softmax_reads(n, len(self.shape(n)))
+            torch.all((v == 0) | (v <= _VERY_NEGATIVE)) and self.feeds_only_softmaxes(n)
         ):
             raise _Unmapped
         x, units = self.bare(scores)
@@ -2409,7 +2504,5 @@ IMPORTS.exempt["short_conv"] = (
     "made by the compiler's rewrite of a depthwise conv, its causal slice and SiLU; those import"
 )
 
-# Routing: torch.gather, scatter_add, F.one_hot, torch.where and bool comparisons import as
-# opaque boxes for now.
-IMPORTS.exempt.update(dict.fromkeys(("gather", "scatter", "one_hot", "compare", "where"),
-                                    _UNMAPPED))  # fmt: skip
+# Routing: torch.gather, scatter_add and F.one_hot import as opaque boxes for now.
+IMPORTS.exempt.update(dict.fromkeys(("gather", "scatter", "one_hot"), _UNMAPPED))

@@ -196,12 +196,12 @@ class Where(BoxBase):
         if cond.dtype != "bool":
             raise ShapeProblem("the condition is boolean (`compare` makes one)", "cond", "bool",
                                cond.dtype)  # fmt: skip
-        operands = [("cond", cond), ("a", a)]
+        operands = [("a", a)]
         if self.fill is None:
             operands.append(("b", tensor(ins, "b")))
         elif "float" not in a.dtype:
             raise ShapeProblem(f"the fill {self.fill} is a float", "a", "a float tensor",
                                a.dtype)  # fmt: skip
-        axes = broadcast(operands, ctx)
-        dtype = promote([t.dtype for p, t in operands if p != "cond"])
+        axes = broadcast([*operands, ("cond", cond)], ctx)  # the values' axes first
+        dtype = promote([t.dtype for _, t in operands])
         return {"out": TensorType(tuple(axes), dtype)}

@@ -578,3 +578,98 @@ def test_nanogpt_whole_with_its_length_assert_and_tied_head():
     count = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() for p in compiled.parameters()) == count
     assert ncd.analyse(circuit).numbers["params"] == count
+
+
+def _compiled_follows(model, circuit, *inputs):
+    """The compiled circuit gives the model's outputs on inputs other than the example's."""
+    compiled = ncd_compile(circuit, dtype=torch.float64).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs), rtol=1e-10, atol=1e-10)
+
+
+def test_hf_bert_layer_imports_whole_with_the_padding_mask_of_its_inputs():
+    """BERT's `(1 - mask) * finfo(dtype).min`, past the language's number limit, is read only
+    by the softmax (added to the scores): a scale by -1e4, which weighs the padded keys 0 as
+    the dtype's minimum does. The compiled layer follows other paddings."""
+    from tests.compiler.hf_bert import BertLayer
+
+    torch.manual_seed(0)
+    model = BertLayer().double().eval()
+    x = torch.randn(2, 7, 32, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    circuit = from_torch(model, (x, mask))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds, kinds
+    assert [b.factor for b in circuit.boxes if b.kind == "scale" and b.factor.startswith("-")] == [
+        "-10000.0"
+    ]
+    _compiled_follows(model, circuit, x, mask)
+    _compiled_follows(model, circuit, x, torch.tensor([[1, 1, 0, 0, 0, 0, 0], [1] * 6 + [0]]))
+
+
+class PaddedAttention(nn.Module):
+    """The Annotated Transformer's masking: keys of padding tokens (id 0) filled with -1e9
+    before the softmax, the mask made from the token ids; `how` picks the spelling."""
+
+    def __init__(self, how="masked_fill", d=16, vocab=11):
+        super().__init__()
+        self.how, self.emb = how, nn.Embedding(vocab, d)
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        scores = self.q(x) @ self.k(x).transpose(-2, -1) / 4
+        mask = (ids != 0).unsqueeze(-2)
+        if self.how == "masked_fill":
+            scores = scores.masked_fill(mask == 0, -1e9)
+        elif self.how == "where":
+            scores = torch.where(mask.int().bool(), scores, float("-inf"))
+        else:  # the complement, filled first
+            scores = torch.where(~mask, torch.finfo(scores.dtype).min, scores)
+        return scores.softmax(-1) @ self.v(x)
+
+
+@pytest.mark.parametrize("how, compares", [("masked_fill", 2), ("where", 1), ("not", 1)])
+def test_a_padding_mask_from_the_inputs_is_a_compare_and_a_where_box(how, compares):
+    """`mask == 0` of a boolean mask compares again (as the code does); `~mask` and a cast to
+    bool add no comparison."""
+    torch.manual_seed(0)
+    model = PaddedAttention(how).double().eval()
+    ids = torch.tensor([[3, 4, 5, 0, 0], [1, 2, 3, 4, 5]])
+    circuit = from_torch(model, (ids,))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and "mask" not in kinds, kinds
+    assert [b.fill for b in circuit.boxes if b.kind == "where"] == ["-inf"]
+    assert kinds.count("compare") == compares
+    _compiled_follows(model, circuit, ids)
+    _compiled_follows(model, circuit, torch.tensor([[7, 0, 0, 0, 0], [0, 2, 0, 4, 0]]))
+
+
+class Selects(nn.Module):
+    """where over two tensors, one of them infinite in places (no product form), and a
+    masked_fill by a value read only by a later sum (not a softmax: no fill)."""
+
+    def forward(self, x):
+        y = torch.where(x > 0, x, x.exp().masked_fill(x < -1, float("inf")))
+        return y.clamp(max=5) + x.masked_fill(x.abs() > 1, -1e9).sum(-1, keepdim=True)
+
+
+def test_where_of_two_tensors_and_a_fill_no_softmax_reads():
+    x = torch.randn(3, 8, dtype=torch.float64) * 2
+    circuit = _imported(Selects(), x)
+    wheres = [b for b in circuit.boxes if b.kind == "where"]
+    assert sorted(str(b.fill) for b in wheres) == ["None", "None", "inf"]
+
+
+class HugeFactor(nn.Module):
+    """The dtype's minimum as a factor whose product is returned (no softmax reads it)."""
+
+    def forward(self, x, m):
+        return x + (1.0 - m.to(x.dtype)) * torch.finfo(x.dtype).min
+
+
+def test_a_factor_past_the_number_limit_that_no_softmax_reads_stays_opaque():
+    x, m = torch.randn(2, 4, dtype=torch.float64), torch.tensor([[1, 0, 1, 1], [1, 1, 1, 0]])
+    circuit = from_torch(HugeFactor(), (x, m))
+    assert [b.kind for b in circuit.boxes if b.kind == "opaque"] == ["opaque"]
+    _compiled_follows(HugeFactor(), circuit, x, m)

@@ -290,11 +290,18 @@ class ValueMask(nn.Module):
         return s.masked_fill(pad > 0, float("-inf"))
 
 
-def test_a_mask_from_input_values_stays_opaque():
+def test_a_mask_from_input_values_is_a_where_box_not_a_causal_mask():
+    """A causal example of a mask read from an input is not taken for causality: the circuit
+    compares the input and selects (compare and where boxes), and follows any other mask."""
     s = torch.randn(2, 5, 5, dtype=torch.float64)
     pad = torch.triu(torch.ones(5, 5, dtype=torch.float64), 1).expand(2, 5, 5)
     circuit = from_torch(ValueMask().double(), (s, pad))
-    assert [b.kind for b in circuit.boxes if b.kind in ("mask", "opaque")] == ["opaque"]
+    kinds = [b.kind for b in circuit.boxes]
+    assert "mask" not in kinds and "opaque" not in kinds
+    assert {"compare", "where"} <= set(kinds)
+    compiled = ncd.compile(circuit, dtype=torch.float64)
+    other = (torch.rand(2, 5, 5, dtype=torch.float64) > 0.5).double()
+    torch.testing.assert_close(compiled(s, other), ValueMask()(s, other), rtol=0, atol=0)
 
 
 def test_the_cost_report_sums_each_block():
