@@ -146,6 +146,8 @@ _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16
 _COMPARISONS = {operator.eq: "eq", torch.eq: "eq", operator.ne: "ne", torch.ne: "ne",
                 operator.lt: "lt", torch.lt: "lt", operator.le: "le", torch.le: "le",
                 operator.gt: "gt", torch.gt: "gt", operator.ge: "ge", torch.ge: "ge"}  # fmt: skip
+_PAIRWISE = {"max": "maximum", "min": "minimum"}
+"""torch.max(a, b) and torch.min(a, b) of two tensors: elementwise."""
 _NEGATED = {"eq": "ne", "ne": "eq", "lt": "ge", "ge": "lt", "gt": "le", "le": "gt"}
 _NOTS = (operator.invert, torch.logical_not, torch.bitwise_not)
 _MAPPED_MODULES = (
@@ -1195,6 +1197,8 @@ class _Importer:
             return self.common(n, _COMMON_FNS[fn])
         if fn in _BINARY:
             return self.binary(n, _BINARY[fn], n.args[0], n.args[1])
+        if fn in (torch.max, torch.min) and len(n.args) == 2 and _is_t(self, n.args[1]):
+            return self.binary(n, _PAIRWISE[fn.__name__], n.args[0], n.args[1])
         if fn in _UNARY_FNS:
             x = self.wire(n.args[0])
             name = _UNARY_FNS[fn]
@@ -1247,6 +1251,8 @@ class _Importer:
     def map_method(self, n, meth):
         if meth in _BINARY_METHODS:
             return self.binary(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
+        if meth in ("max", "min") and len(n.args) == 2 and _is_t(self, n.args[1]):
+            return self.binary(n, _PAIRWISE[meth], n.args[0], n.args[1])
         if meth in _COMMON_METHODS:
             return self.common(n, meth)
         x = self.wire(n.args[0])
@@ -1254,8 +1260,6 @@ class _Importer:
             return x
         if meth in _UNARY_METHODS:
             return self.b.unary(x, meth, name=self.box_name(n))
-        if meth in _BINARY_METHODS:
-            return self.binary(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
         if meth == "softmax":
             d = self.const(self.arg(n, 1, "dim"))
             return self.b.softmax(x, x.axes[d], name=self.box_name(n))
@@ -1553,14 +1557,16 @@ class _Importer:
                 with contextlib.suppress(_Unmapped):
                     return self.additive_mask(n, x, m)
         if fn in ("mul", "div") and ta and not tb:
-            f = float(self.number(b))
+            f = self.number(b)
+            f = f if type(f) is int else float(f)  # an integer tensor times an integer stays one
             if fn == "div" and f == 0:
                 raise _Unmapped
             f = self.mask_factor(n, f if fn == "mul" else 1.0 / f)
             return self.b.scale(self.wire(a), self.factor(f),
                                 name=self.box_name(n))  # fmt: skip
         if fn == "mul" and tb and not ta:
-            f = self.mask_factor(n, float(self.number(a)))
+            f = self.number(a)
+            f = self.mask_factor(n, f if type(f) is int else float(f))
             return self.b.scale(self.wire(b), self.factor(f),
                                 name=self.box_name(n))  # fmt: skip
         if fn == "pow" and ta and not tb and self.number(b) == 2:

@@ -189,7 +189,9 @@ def _binary(L: Lowerer, b, x, tin, tout):
 def _scale(L: Lowerer, b, x, tin, tout):
     from ncd.circuits.sizes import parse_size
 
-    f = L.real(parse_size(b.factor))
+    expr = parse_size(b.factor)
+    # an integer tensor's factor is an integer (the kind's rule): the product stays integer
+    f = L.real(expr) if "float" in tin["x"].dtype else L.num(expr)
     if f == 1:
         return {"out": x["x"]}
     return {"out": L.fn(operator.mul, x["x"], f)}

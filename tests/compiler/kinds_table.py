@@ -367,7 +367,8 @@ TABLE["linear_backward_and_product"] = linear_backward_and_product
 def integer():
     """Integer arithmetic with honest types: a float cast to int32 (truncating) and to int8,
     an int8 linear map into int32, rounding floor division, bit shifts by a constant and by a
-    tensor, a dyadic requantisation per channel, clamps, and a float's bits read as int32."""
+    tensor, a dyadic requantisation per channel, clamps, an integer scale, and a float's bits
+    read as int32."""
     b = _b("integer")
     x = b.input("x", "B T D")
     i = b.cast(b.scale(x, 20), "int32", name="to_int")
@@ -379,6 +380,7 @@ def integer():
                  axes="F", value=1), "shift_right", name="shr")  # fmt: skip
     r = b.box("requantize", {"x": s}, "per_f", axes="F", dtype="int32")
     b.output("y", b.box("clamp", {"x": r}, "clip", low=-100, high="2**6"))
+    b.output("w", b.scale(d, 3, name="times3"))  # an integer times an integer stays integer
     f = b.unary(b.unary(b.scale(x, 2.5), "round", name="rnd"), "floor", name="flr")
     f = b.cast(f, "float32", name="single")  # the tests run in float64
     b.output("z", b.box("cast", {"x": f}, "bits", dtype="int32", bits=True))

@@ -4,6 +4,8 @@ transformer layers inside a model. Each is compared with the model it came from.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import sympy
 import torch
@@ -673,3 +675,39 @@ def test_a_factor_past_the_number_limit_that_no_softmax_reads_stays_opaque():
     circuit = from_torch(HugeFactor(), (x, m))
     assert [b.kind for b in circuit.boxes if b.kind == "opaque"] == ["opaque"]
     _compiled_follows(HugeFactor(), circuit, x, m)
+
+
+class T5RelativeBias(nn.Module):
+    """T5's relative position buckets (exact near, logarithmic far, capped by `torch.min` of
+    two tensors, `torch.where` between integer tensors, a sign bucket `(rel > 0).long() * n`),
+    looked up per head and added to the scores."""
+
+    def __init__(self, heads=2, buckets=8, max_distance=16):
+        super().__init__()
+        self.bias = nn.Embedding(buckets, heads)
+        self.buckets, self.max_distance = buckets, max_distance
+
+    def bucket(self, rel):
+        n = self.buckets // 2
+        out = (rel > 0).to(torch.long) * n
+        rel = torch.abs(rel)
+        exact = n // 2
+        far = exact + (
+            torch.log(rel.float() / exact) / math.log(self.max_distance / exact) * (n - exact)
+        ).to(torch.long)
+        far = torch.min(far, torch.full_like(far, n - 1))
+        return out + torch.where(rel < exact, rel, far)
+
+    def forward(self, x):
+        T = x.shape[2]
+        rel = torch.arange(T)[None, :] - torch.arange(T)[:, None]
+        scores = torch.einsum("bhtd,bhsd->bhts", x, x)
+        return (scores + self.bias(self.bucket(rel)).permute(2, 0, 1)).softmax(-1)
+
+
+def test_t5_relative_position_buckets_import_as_integer_boxes():
+    circuit = _imported(T5RelativeBias(), torch.randn(2, 2, 9, 4))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds, kinds
+    assert {"compare", "where", "embedding"} <= set(kinds)
+    assert [b.fn for b in circuit.boxes if b.kind == "binary" and b.fn == "minimum"] == ["minimum"]
