@@ -43,6 +43,7 @@ from ncd.circuits.builder import Builder, Wire
 from ncd.circuits.errors import BuildError
 from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.limits import MAX_NUMBER
+from ncd.circuits.sizes import show
 
 from . import attached, tracing
 from .errors import TorchImportError
@@ -356,6 +357,22 @@ def _replay_on(nodes: list[fx.Node], x: fx.Node, grid: torch.Tensor) -> torch.Te
         else:
             env[m] = m.target(*args, **kwargs)
     return env[nodes[-1]]
+
+
+def _runs(sizes: list[int], want: list[int]) -> list[list[int]] | None:
+    """The positions of `sizes`, cut into consecutive runs whose products are `want` in
+    order (each run at least one position), else None."""
+    runs, i = [], 0
+    for w in want:
+        run, p = [], 1
+        while i < len(sizes) and (not run or p < w):
+            run.append(i)
+            p *= sizes[i]
+            i += 1
+        if p != w:
+            return None
+        runs.append(run)
+    return runs if i == len(sizes) and sizes else None
 
 
 def _op(n: fx.Node) -> str | None:
@@ -785,8 +802,9 @@ class _Importer:
 
     @imports("param")
     def materialize(self, lazy: _Lazy, hints=None, drop=()) -> tuple[Wire, tuple[int, ...]]:
-        """The param box of a tensor the model holds (made once), as (wire, the positions of
-        torch's size-1 dims it leaves out). `hints` name its dims (a name, or None); dims in
+        """The param box of a tensor the model holds (made once; a constant box holding the
+        values of an integer or boolean one), as (wire, the positions of torch's size-1 dims
+        it leaves out). `hints` name its dims (a name, or None); dims in
         `drop` (size 1) are left out of the box."""
         if id(lazy) in self.made:
             return self.made[id(lazy)]
@@ -796,8 +814,6 @@ class _Importer:
             w, units = self.index_lazy(lazy, hints)
         else:
             n = lazy.node
-            if not v.is_floating_point():
-                raise _Unmapped  # an integer tensor attribute: not a parameter
             names: list[str] = []
             keep = [d for d in range(v.dim()) if d not in drop or v.shape[d] != 1]
             for d in keep:
@@ -807,8 +823,13 @@ class _Importer:
                     h = self.axis(role, v.shape[d], avoid=[*names, *hints])
                 names.append(h)
             name = self.box_name(n)
-            w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
-            self.weights[name] = {"weight": v.reshape([v.shape[d] for d in keep])}
+            held = v.reshape([v.shape[d] for d in keep])
+            if v.is_floating_point():
+                w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
+                self.weights[name] = {"weight": held}
+            else:  # an integer or boolean table (Swin's relative position index): a constant
+                w = self.b.box("constant", {}, name, axes=names, dtype=_dtype(v), value="0")
+                self.weights[name] = {"value": held}
             if n.target not in dict(self.model.named_parameters()):
                 self.buffers.add(name)  # a buffer or a plain tensor attribute: not trained
             units = tuple(d for d in range(v.dim()) if d not in keep)
@@ -1227,6 +1248,8 @@ class _Importer:
             return self.transpose(n, self.wire(n.args[0]), n.args[1], n.args[2])
         if fn is torch.cat:
             return self.cat(n)
+        if fn is torch.roll:
+            return self.roll(n)
         if fn in (torch.split, torch.chunk):
             return self.split(n, self.wire(n.args[0]), fn.__name__)
         if fn is torch.einsum:
@@ -1251,6 +1274,8 @@ class _Importer:
     def map_method(self, n, meth):
         if meth in _BINARY_METHODS:
             return self.binary(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
+        if meth == "roll":
+            return self.roll(n)
         if meth in ("max", "min") and len(n.args) == 2 and _is_t(self, n.args[1]):
             return self.binary(n, _PAIRWISE[meth], n.args[0], n.args[1])
         if meth in _COMMON_METHODS:
@@ -1830,12 +1855,39 @@ class _Importer:
         """Basic indexing (slices, integers, None, ...) as slice and index boxes; None adds a
         size-1 dim the wire carries only where needed."""
         src = self.wires.get(a)
+        items = list(idx) if isinstance(idx, tuple) else [idx]
         if isinstance(src, _Lazy) and id(src) not in self.made:
-            return _Lazy(n, self.values[n], src, idx)  # named where it is used
+            if len(items) == 1 and self.is_table(src, items[0]):
+                return self.lookup(n, src, items[0])
+            if not any(_is_t(self, i) for i in items):  # basic indexing: sliced in place
+                return _Lazy(n, self.values[n], src, idx)  # named where it is used
         w = self.wire(a)
         w, units = self.apply_index(n, w, self.shape(a), idx)
         self.units[n] = units
         return w
+
+    def is_table(self, src: _Lazy, i) -> bool:
+        """Whether `src[i]` reads rows of a 2-d float tensor the model holds by an integer
+        tensor of indices."""
+        v = self.values.get(i) if isinstance(i, fx.Node) else None
+        return (
+            src.parent is None and src.value.dim() == 2 and src.value.is_floating_point()
+            and isinstance(v, torch.Tensor) and v.dtype in (torch.int32, torch.int64)
+        )  # fmt: skip
+
+    def lookup(self, n, table: _Lazy, index: fx.Node) -> Wire:
+        """`table[index]`, rows of a 2-d float tensor the model holds read by an integer tensor
+        (Swin's relative position bias table by its index buffer): an embedding box holding
+        the table."""
+        t, x = table.value, self.wire(index)
+        vocab = self.axis("vocab", t.shape[0], avoid=x.axes)
+        out = self.axis("feature", t.shape[1], avoid=[*x.axes, vocab])
+        name = self.box_name(n)
+        y = self.b.embedding(x, vocab, out, name=name)
+        self.weights[name] = {"weight": t}
+        if table.node.target not in dict(self.model.named_parameters()):
+            self.buffers.add(name)
+        return y
 
     def apply_index(self, n, w: Wire, shape, idx, names=None) -> tuple[Wire, tuple[int, ...]]:
         items = self.const(list(idx) if isinstance(idx, tuple) else [idx])
@@ -2257,6 +2309,37 @@ class _Importer:
         new = self.axis("feature", self.shape(n)[d % len(first.axes)], avoid=first.axes)
         return self.b.rename(y, {axis: new}, name=self.box_name(n, "sizes"))
 
+    def parts(self, w: Wire, a: str) -> tuple[str, ...]:
+        """The axes a merge made axis `a` of wire w from: the factors of its size where that
+        is a product of sizes named by axes (renames since the merge included), else the
+        merge's record."""
+        factors = show(w.type.axis(a).size).split("*")
+        if len(factors) > 1 and all(f.isidentifier() and f in self.sizes for f in factors):
+            return tuple(factors)
+        return self.merged.get(a, ())
+
+    def roll(self, n) -> Wire:
+        """torch.roll(x, shifts, dims): along each dim the last `s` positions moved to the
+        front, as two slices and their concat (the axis keeps its name and size)."""
+        x = self.wire(n.args[0])
+        shifts, dims = self.const(self.arg(n, 1, "shifts")), self.const(self.arg(n, 2, "dims"))
+        if dims is None:  # a roll of the flattened tensor
+            raise _Unmapped
+        shifts = shifts if isinstance(shifts, (tuple, list)) else [shifts]
+        dims = dims if isinstance(dims, (tuple, list)) else [dims]
+        if len(shifts) != len(dims):
+            raise _Unmapped
+        for i, (s, d) in enumerate(zip(shifts, dims, strict=True)):
+            ax = x.axes[d % len(x.axes)]
+            size = self.sizes[ax]
+            cut = size - s % size
+            if cut == size:
+                continue
+            tail = self.b.slice(x, ax, cut, name=self.box_name(n, f"tail{i}"))
+            head = self.b.slice(x, ax, 0, cut, name=self.box_name(n, f"head{i}"))
+            x = self.b.concat(tail, head, axis=ax, name=self.box_name(n, str(i)))
+        return x
+
     @imports("split_axis", "merge_axes")
     def view(self, n, x: Wire, out_shape):
         """A reshape as splits and merges of axes, when it is one (else opaque)."""
@@ -2303,11 +2386,26 @@ class _Importer:
                 raise _Unmapped
             if len(gi) == 1:  # split
                 a = x.axes[gi[0]]
-                parts = self.merged.get(a, ())
-                if [self.sizes[p] for p in parts] == [out_shape[j_] for j_ in gj] and not (
-                    set(parts) & set(y.axes)
-                ):
-                    names = list(parts)  # the axes a merge made `a` of, back again
+                parts = self.parts(y, a)
+                want = [out_shape[j_] for j_ in gj]
+                runs = _runs([self.sizes[p] for p in parts], want)
+                if runs is not None:
+                    # the axes a merge made `a` of, back again; where a size is the product of
+                    # neighbouring parts (Swin's windows of a batch, `view(B, nW, ...)`), or a
+                    # part's name is taken on the wire, a new axis declared as that product
+                    names = []
+                    for k, run in enumerate(runs):
+                        group = [parts[r] for r in run]
+                        if len(group) == 1 and group[0] not in (*y.axes, *names):
+                            names.append(group[0])
+                            continue
+                        taken = [m for m, size in self.sizes.items() if size == want[k]]
+                        new = self.axis(_role_of(group[0]), want[k],
+                                        avoid=[*y.axes, *names, *parts, *taken])  # fmt: skip
+                        self.b.axis(new, "*".join(group))
+                        names.append(new)
+                    y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
+                    continue
                 else:
                     # the last two parts are heads and their features (`view(B, T, H, K)`,
                     # timm's `reshape(B, N, 3, H, K)`)
@@ -2361,8 +2459,11 @@ class _Importer:
         outs = [every[i] for i in pick]
         if not outs or any(t is not None for i, t in enumerate(every) if i not in pick):
             raise TorchImportError(f"node '{n.name}' ({n.target}): returns non-tensors")
-        ins = [self.wire(a) if isinstance(self.wires.get(a), (Wire, _Lazy)) else None
-               for a in tensors]  # fmt: skip
+        try:
+            ins = [self.wire(a) if isinstance(self.wires.get(a), (Wire, _Lazy)) else None
+                   for a in tensors]  # fmt: skip
+        except (_Unmapped, BuildError):  # a held tensor read in a way no box draws
+            ins = [None]
         if any(w is None for w in ins):
             raise TorchImportError(f"node '{n.name}' ({n.target}): reads a value ncd cannot wire")
         ports = [f"x{i}" if len(ins) > 1 else "x" for i in range(len(ins))]

@@ -97,6 +97,24 @@ class _Proxy(fx.Proxy):
             return len(v)
         return super().__len__()
 
+    def _number(self, cast):
+        """`int(n)`, `float(n)` of a number computed from sizes alone (Swin's
+        `int(windows.shape[0] / (H * W / ws / ws))`): the example's, as a condition on sizes
+        is; of anything read from tensor values, fx's error."""
+        v = self._value()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not reads_values(self.node):
+            return cast(v)
+        raise TypeError(f"{cast.__name__}() of a traced value that is not a size: {self.node}")
+
+    def __int__(self) -> int:
+        return self._number(int)
+
+    def __float__(self) -> float:
+        return self._number(float)
+
+    def __index__(self) -> int:
+        return self._number(int)
+
     def __getattr__(self, k: str):
         if k in _CONCRETE:
             v = self._value()

@@ -711,3 +711,66 @@ def test_t5_relative_position_buckets_import_as_integer_boxes():
     assert "opaque" not in kinds, kinds
     assert {"compare", "where", "embedding"} <= set(kinds)
     assert [b.fn for b in circuit.boxes if b.kind == "binary" and b.fn == "minimum"] == ["minimum"]
+
+
+class WindowShift(nn.Module):
+    """Swin's pieces: a cyclic shift (`torch.roll` and `.roll`), a relative position bias read
+    from its table by an integer index buffer, a batch of windows regrouped by `view(B, nW,
+    ...)` after a merge, and `int()` of a size computed from shapes."""
+
+    def __init__(self, ws=2, heads=2, d=8):
+        super().__init__()
+        self.ws = ws
+        self.table = nn.Parameter(torch.randn((2 * ws - 1) ** 2, heads))
+        i = torch.arange(ws * ws)
+        rel = (i[:, None] // ws - i[None, :] // ws + ws - 1) * (2 * ws - 1)
+        self.register_buffer("index", rel + i[:, None] % ws - i[None, :] % ws + ws - 1)
+        self.qk = nn.Linear(d, 2 * heads * d)
+
+    def forward(self, x):  # x [B, H, W, d]
+        B, H, W, d = x.shape
+        x = torch.roll(x, shifts=(-1, 1), dims=(1, 2)).roll(1, 2)
+        w = x.view(B, H // self.ws, self.ws, W // self.ws, self.ws, d).permute(0, 1, 3, 2, 4, 5)
+        w = w.reshape(-1, self.ws * self.ws, d)  # windows of every image, one batch
+        nw = int(w.shape[0] / B)
+        q, k = self.qk(w).view(w.shape[0], w.shape[1], 2, -1, d).permute(2, 0, 3, 1, 4)
+        bias = self.table[self.index.view(-1)].view(self.ws**2, self.ws**2, -1)
+        scores = q @ k.transpose(-2, -1) + bias.permute(2, 0, 1).unsqueeze(0)
+        return scores.softmax(-1).view(B, nw, -1, self.ws**2, self.ws**2).sum(1)
+
+
+def test_swin_shift_windows_and_bias_table_import_as_boxes():
+    circuit = _imported(WindowShift(), torch.randn(2, 4, 6, 8))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds, [b.name for b in circuit.boxes if b.kind == "opaque"]
+    assert kinds.count("concat") == 3 and "embedding" in kinds and "constant" in kinds
+
+
+class Regroup(nn.Module):
+    """Rows of every (batch, a, b) position through a linear map, then back as (batch, a b)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(5, 5)
+
+    def forward(self, x):
+        y = self.lin(x.reshape(-1, x.shape[-1]))
+        return y.view(x.shape[0], -1, x.shape[-1]).softmax(1)
+
+
+def test_a_split_into_products_of_merged_axes_regroups_them():
+    """(B, A, C) merged, then split as (B, A C): one split, its second axis declared A*C."""
+    circuit = _imported(Regroup(), torch.randn(2, 3, 4, 5))
+    kinds = [b.kind for b in circuit.boxes if b.kind in ("split_axis", "merge_axes", "opaque")]
+    assert kinds == ["merge_axes", "split_axis"]
+    split = next(b for b in circuit.boxes if b.kind == "split_axis")
+    merged = next(b for b in circuit.boxes if b.kind == "merge_axes")
+    assert sympy.sympify(circuit.axes[split.into[1]]) == sympy.sympify("*".join(merged.axes[1:]))
+
+
+def test_a_swin_block_imports_whole():
+    from tests.compiler.swin import SwinBlock
+
+    torch.manual_seed(0)
+    circuit = _imported(SwinBlock(), torch.randn(2, 64, 16))
+    assert "opaque" not in [b.kind for b in circuit.boxes]
