@@ -130,7 +130,10 @@ def model_and_inputs(made, shapes, target: str):
 
 
 def cmd_import(args) -> int:
+    from torch import Tensor
+
     from ncd.compiler import attached
+    from ncd.compiler.errors import TorchImportError
     from ncd.compiler.importer import from_torch
     from ncd.spec import write_text
 
@@ -141,7 +144,16 @@ def cmd_import(args) -> int:
     except (Exception, SystemExit) as e:
         raise NcdError(f"the factory {args.target} failed: {_failure(e)}") from None
     model, inputs = model_and_inputs(made, shapes, args.target)
-    circuit = from_torch(model.eval(), inputs, name=args.name, keep=args.keep)
+    try:
+        circuit = from_torch(model.eval(), inputs, name=args.name, keep=args.keep)
+    except TorchImportError as e:
+        more = made[2:] if isinstance(made, (tuple, list)) and not shapes else ()
+        if "on the example inputs failed" in str(e) and any(isinstance(t, Tensor) for t in more):
+            raise NcdError(
+                f"{e}; the factory returned {_describe(made)}: a model's inputs go together, "
+                "as its second item (return (model, (x, mask)) for forward(x, mask))"
+            ) from None
+        raise
     text = circuit.to_json()
     opaque = [b.name for b in circuit.boxes if b.kind == "opaque"]
     tied = list(circuit.tied.items())

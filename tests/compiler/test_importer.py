@@ -121,6 +121,13 @@ def test_cli_import(tmp_path, monkeypatch, capsys):
         "    return layer, torch.randn(2, 5, 16)\n"
         "def mlp():\n"
         "    return nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))\n"
+        "class Two(nn.Module):\n"
+        "    def forward(self, x, mask):\n"
+        "        return x * mask\n"
+        "def two_apart():\n"
+        "    return Two(), torch.randn(2, 3), torch.ones(2, 3)\n"
+        "def two():\n"
+        "    return Two(), (torch.randn(2, 3), torch.ones(2, 3))\n"
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
@@ -132,6 +139,10 @@ def test_cli_import(tmp_path, monkeypatch, capsys):
     assert main(["validate", str(out)]) == 0
     assert main(["import", "mymodels:mlp"]) == 1
     assert "--shape" in capsys.readouterr().err
+    # inputs given one by one after the model: the error says they go together
+    assert main(["import", "mymodels:two_apart"]) == 1
+    assert "return (model, (x, mask))" in capsys.readouterr().err
+    assert main(["import", "mymodels:two", "-o", str(out)]) == 0
 
 
 class ScaledNorm(nn.Module):
