@@ -105,6 +105,8 @@ _UNARY_FNS = {
     torch.sin: "sin",
     torch.cos: "cos",
     torch.reciprocal: "reciprocal",
+    torch.sign: "sign",
+    torch.floor: "floor",
 }
 _UNARY_MODULES = {
     nn.ReLU: "relu",
@@ -117,8 +119,10 @@ _UNARY_MODULES = {
     nn.ELU: "elu",
     nn.Softplus: "softplus",
 }
+_UNARY_DEFAULTS = {"softplus": {"beta": 1, "threshold": 20}, "elu": {"alpha": 1.0}}
+"""The options a unary box's function takes as torch's defaults: other values stay opaque."""
 _UNARY_METHODS = {"relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "rsqrt", "square",
-                  "log", "sin", "cos", "reciprocal"}  # fmt: skip
+                  "log", "sin", "cos", "reciprocal", "sign", "floor"}  # fmt: skip
 _BINARY = {
     operator.add: "add",
     torch.add: "add",
@@ -147,6 +151,8 @@ _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16
 _COMPARISONS = {operator.eq: "eq", torch.eq: "eq", operator.ne: "ne", torch.ne: "ne",
                 operator.lt: "lt", torch.lt: "lt", operator.le: "le", torch.le: "le",
                 operator.gt: "gt", torch.gt: "gt", operator.ge: "ge", torch.ge: "ge"}  # fmt: skip
+_MOVES = ("swapaxes", "swapdims", "movedim", "moveaxis", "t", "select", "narrow", "squeeze",
+          "view_as", "reshape_as")  # fmt: skip
 _PAIRWISE = {"max": "maximum", "min": "minimum"}
 """torch.max(a, b) and torch.min(a, b) of two tensors: elementwise."""
 _NEGATED = {"eq": "ne", "ne": "eq", "lt": "ge", "ge": "lt", "gt": "le", "le": "gt"}
@@ -502,9 +508,13 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
 _COMMON_METHODS = {m: m for m in (
     "mean", "sum", "clamp", "clamp_min", "clamp_max", "to", "type_as", *_CASTS, "cumsum",
     "cumprod", "unbind", "unsqueeze", "repeat_interleave", "expand", "expand_as", "detach",
-    "topk", "amax", "amin",
+    "topk", "amax", "amin", "logsumexp", "swapaxes", "swapdims", "movedim", "moveaxis", "t",
+    "select", "narrow", "squeeze", "view_as", "reshape_as",
 )}  # fmt: skip
 _COMMON_FNS = {
+    **{getattr(torch, m): m for m in ("logsumexp", "swapaxes", "swapdims", "movedim",
+                                      "moveaxis", "t", "select", "narrow", "squeeze", "stack")},
+
     torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
     torch.where: "where", torch.unbind: "unbind", torch.unsqueeze: "unsqueeze",
@@ -1046,7 +1056,10 @@ class _Importer:
         if type(m) in _UNARY_MODULES:
             if isinstance(m, nn.GELU) and m.approximate == "tanh":
                 return self.b.unary(x, "gelu_tanh", name=self.box_name(n))
-            return self.b.unary(x, _UNARY_MODULES[type(m)], name=self.box_name(n))
+            name = _UNARY_MODULES[type(m)]
+            if any(getattr(m, k) != v for k, v in _UNARY_DEFAULTS.get(name, {}).items()):
+                raise _Unmapped  # nn.Softplus(beta=2): not the box's function
+            return self.b.unary(x, name, name=self.box_name(n))
         if isinstance(m, (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d,
                           nn.ConstantPad2d, nn.ConstantPad3d)):  # fmt: skip
             return self.pad(n, n.args[0], m.padding, m.value)
@@ -1225,6 +1238,9 @@ class _Importer:
             name = _UNARY_FNS[fn]
             if fn is F.gelu and n.kwargs.get("approximate", "none") == "tanh":
                 name = "gelu_tanh"
+            for i, (k, v) in enumerate(_UNARY_DEFAULTS.get(name, {}).items(), start=1):
+                if self.const(self.arg(n, i, k, v)) != v:
+                    raise _Unmapped  # F.softplus(x, beta=2): not the box's function
             return self.b.unary(x, name, name=self.box_name(n))
         if fn in (F.softmax, torch.softmax):
             x = self.wire(n.args[0])
@@ -1307,7 +1323,7 @@ class _Importer:
         """The tensor ops torch has as functions and methods alike (`torch.cumsum(x, 1)`,
         `x.cumsum(1)`), arguments read by position or keyword."""
         a0 = n.args[0] if n.args else n.kwargs.get("input")
-        if op in ("mean", "sum", "amax", "amin"):
+        if op in ("mean", "sum", "amax", "amin", "logsumexp"):
             x, dims = self.wire(a0), self.const(self.arg(n, 1, "dim"))
             if dims is None or n.kwargs.get("dtype") is not None:
                 raise _Unmapped
@@ -1355,6 +1371,10 @@ class _Importer:
                                name=self.box_name(n))  # fmt: skip
         if op == "where":
             return self.where_(n)
+        if op in _MOVES:
+            return self.move(n, op, a0)
+        if op == "stack":
+            return self.stack(n)
         if op == "make":
             return self.made_tensor(n)
         if op == "like":  # zeros_like(x), ones_like(x), full_like(x, v): x's shape filled
@@ -1388,10 +1408,11 @@ class _Importer:
             warnings.warn(f"{self.where(n)}: detach is dropped: gradients flow through the "
                           "circuit here", stacklevel=2)  # fmt: skip
             return self.wire(a0)
-        if op == "dropout":
+        if op == "dropout":  # (training=False: the input as it is)
             p = float(self.const(self.arg(n, 1, "p", 0.5)))
             x = self.wire(a0)
-            return x if p == 0 else self.b.dropout(x, p, name=self.box_name(n))
+            off = p == 0 or not self.const(self.arg(n, 2, "training", True))
+            return x if off else self.b.dropout(x, p, name=self.box_name(n))
         if op == "pad":
             return self.pad(n)
         raise _Unmapped
@@ -2310,13 +2331,77 @@ class _Importer:
         return self.b.rename(y, {axis: new}, name=self.box_name(n, "sizes"))
 
     def parts(self, w: Wire, a: str) -> tuple[str, ...]:
-        """The axes a merge made axis `a` of wire w from: the factors of its size where that
-        is a product of sizes named by axes (renames since the merge included), else the
-        merge's record."""
+        """The axes a merge made axis `a` of wire w from, in the merge's order: its record,
+        where a rename since has not changed the names in `a`'s size; else the factors of
+        that size put in the record's order by their sizes, where those are distinct."""
+        record = self.merged.get(a, ())
         factors = show(w.type.axis(a).size).split("*")
-        if len(factors) > 1 and all(f.isidentifier() and f in self.sizes for f in factors):
-            return tuple(factors)
-        return self.merged.get(a, ())
+        if not record or sorted(factors) == sorted(record):
+            return record
+        if len(factors) != len(record) or not all(f in self.sizes for f in factors):
+            return record
+        by_size = {self.sizes[f]: f for f in factors}
+        if len(by_size) < len(factors) or any(self.sizes[r] not in by_size for r in record):
+            return record
+        return tuple(by_size[self.sizes[r]] for r in record)
+
+    def move(self, n, op: str, a) -> Wire:
+        """Axes swapped or moved (`swapaxes`, `movedim`, `t`), positions picked (`select`,
+        `narrow`, `squeeze`: index and slice boxes as indexing makes them) or the tensor
+        reshaped as another (`view_as`)."""
+        shape = self.shape(a)
+        nd = len(shape)
+        if op in ("view_as", "reshape_as"):
+            return self.view(n, self.wire(a), self.shape(n))
+        if op in ("select", "narrow"):
+            d = self.const(self.arg(n, 1, "dim")) % nd
+            start = self.const(self.arg(n, 2, "index" if op == "select" else "start"))
+            if op == "select":
+                item = start
+            else:
+                start %= shape[d]
+                item = slice(start, start + self.const(self.arg(n, 3, "length")))
+            return self.getitem(n, a, (*[slice(None)] * d, item))
+        if op == "squeeze":
+            dims = self.const(self.arg(n, 1, "dim"))
+            dims = range(nd) if dims is None else [dims] if isinstance(dims, int) else dims
+            drop = {d % nd for d in dims if shape[d % nd] == 1}
+            return self.getitem(n, a, tuple(0 if d in drop else slice(None) for d in range(nd)))
+        x = self.wire(a)
+        if op == "t":
+            return x if nd < 2 else self.transpose(n, x, 0, 1)
+        if op in ("swapaxes", "swapdims"):
+            return self.transpose(n, x, self.arg(n, 1, "axis0"), self.arg(n, 2, "axis1"))
+        src, dst = self.const(self.arg(n, 1, "source")), self.const(self.arg(n, 2, "destination"))
+        src = [src] if isinstance(src, int) else list(src)
+        dst = [dst] if isinstance(dst, int) else list(dst)
+        order: list = [None] * nd
+        for s_, d_ in zip(src, dst, strict=True):
+            order[d_ % nd] = s_ % nd
+        rest = iter(d for d in range(nd) if d not in {s_ % nd for s_ in src})
+        order = [next(rest) if o is None else o for o in order]
+        return self.order(x, [x.axes[d] for d in order], n, "permute")
+
+    def stack(self, n) -> Wire:
+        """torch.stack: the first operand given a unit axis at `dim`, the others joining it
+        there as one position each (a concat box), the new axis named by its size."""
+        args = list(self.arg(n, 0, "tensors"))
+        d = self.const(self.arg(n, 1, "dim", 0)) % (len(self.shape(args[0])) + 1)
+        first = self.wire(args[0])
+        u = self.unit(first.axes)
+        y = self.b.split_axis(first, first.axes[d - 1] if d else first.axes[0],
+                              [first.axes[d - 1], u] if d else [u, first.axes[0]],
+                              name=self.box_name(n, "unit"))  # fmt: skip
+        rest = []
+        for i, a in enumerate(args[1:], start=1):
+            w = self.wire(a)
+            if w.axes != first.axes:
+                w = self.b.rename(w, dict(zip(w.axes, first.axes, strict=True)),
+                                  name=self.box_name(n, f"align{i}"))  # fmt: skip
+            rest.append(w)
+        y = self.b.concat(y, *rest, axis=u, name=self.box_name(n))
+        new = self.axis("feature", len(args), avoid=y.axes)
+        return self.b.rename(y, {u: new}, name=self.box_name(n, "sizes"))
 
     def roll(self, n) -> Wire:
         """torch.roll(x, shifts, dims): along each dim the last `s` positions moved to the

@@ -774,3 +774,48 @@ def test_a_swin_block_imports_whole():
     torch.manual_seed(0)
     circuit = _imported(SwinBlock(), torch.randn(2, 64, 16))
     assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+class Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+MAPPED = {  # torch calls that import as boxes, each compared with torch
+    "squeeze": lambda x: x[:, :1, None].squeeze() + x[:, 0],
+    "squeeze_dim": lambda x: x[:, :1].squeeze(1),
+    "stack": lambda x: torch.stack([x, 2 * x]).sum(0),
+    "stack_last": lambda x: torch.stack([x, x.exp(), -x], -1).amax(-1),
+    "swapaxes": lambda x: x.swapaxes(1, 2),
+    "movedim": lambda x: torch.movedim(x, (0, 1), (2, 0)),
+    "t": lambda x: x[0].t(),
+    "select": lambda x: torch.select(x, -1, -1),
+    "narrow": lambda x: x.narrow(-1, -3, 2),
+    "logsumexp": lambda x: torch.logsumexp(x, (1, 2), keepdim=True) + x,
+    "view_as": lambda x: x.reshape(2, 48).view_as(x),
+    "unflatten": lambda x: x.flatten(1).unflatten(1, (6, 8)),
+    "sign_floor": lambda x: x.sign() + torch.floor(x),
+    "dropout_off": lambda x: F.dropout(x, 0.5, training=False),
+}
+
+
+@pytest.mark.parametrize("op", sorted(MAPPED))
+def test_common_torch_calls_import_as_boxes(op):
+    circuit = _imported(Call(MAPPED[op]), torch.randn(2, 6, 8))
+    assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+@pytest.mark.parametrize(
+    "model, opaque",
+    [(Call(lambda x: F.softplus(x, beta=2)), 1), (nn.Softplus(threshold=3), 1),
+     (Call(F.elu), 0), (nn.ELU(alpha=0.5), 1)],
+)  # fmt: skip
+def test_a_unary_call_with_options_the_box_lacks_is_not_taken_for_the_box(model, opaque):
+    """softplus with beta 2 (or another threshold) is not the box's softplus: opaque, still
+    right; elu with torch's default alpha is the box."""
+    circuit = _imported(model, torch.randn(2, 5) * 4)
+    assert [b.kind for b in circuit.boxes].count("opaque") == opaque
