@@ -1325,8 +1325,10 @@ class _Importer:
         a0 = n.args[0] if n.args else n.kwargs.get("input")
         if op in ("mean", "sum", "amax", "amin", "logsumexp"):
             x, dims = self.wire(a0), self.const(self.arg(n, 1, "dim"))
-            if dims is None or n.kwargs.get("dtype") is not None:
+            if n.kwargs.get("dtype") is not None or not x.axes:
                 raise _Unmapped
+            if dims is None:  # over every axis (a loss's `x.sum()`)
+                dims = list(range(len(x.axes)))
             dims = [dims] if isinstance(dims, int) else list(dims)
             over = [x.axes[d] for d in dims]
             how = {"amax": "max", "amin": "min"}.get(op, op)
@@ -2537,13 +2539,16 @@ class _Importer:
                 if isinstance(a, fx.Node) and a not in inside]  # fmt: skip
         tensors = list(dict.fromkeys(a for a in read if _is_t(self, a)))
         v = self.values[n]
-        every = v if isinstance(v, (tuple, list)) else (v,)
-        # a tuple's None members (nn.MultiheadAttention's weights when not asked for) are
-        # no outputs; their positions read None
-        pick = tuple(i for i, t in enumerate(every) if isinstance(t, torch.Tensor))
-        outs = [every[i] for i in pick]
-        if not outs or any(t is not None for i, t in enumerate(every) if i not in pick):
-            raise TorchImportError(f"node '{n.name}' ({n.target}): returns non-tensors")
+        # the tensors of a (nested) tuple result, by their paths in it (an LSTM's (out, (h,
+        # c))); None members (nn.MultiheadAttention's weights when not asked for) are no
+        # outputs, their positions read None
+        pick = _tensor_paths(v)
+        outs = [_at(v, p) for p in pick or ()]
+        if not outs:
+            raise TorchImportError(
+                f"{self.where(n)}: returns {type(v).__name__} values other than tensors and "
+                "None, which no box carries"
+            )
         try:
             ins = [self.wire(a) if isinstance(self.wires.get(a), (Wire, _Lazy)) else None
                    for a in tensors]  # fmt: skip
@@ -2583,8 +2588,38 @@ class _Importer:
         )
         if not isinstance(v, (tuple, list)):
             return r
-        got = iter([r] if len(outs) == 1 else [r[p] for p in outputs])
-        return tuple(next(got) if i in pick else None for i in range(len(every)))
+        got = dict(zip(pick, [r] if len(outs) == 1 else [r[p] for p in outputs], strict=True))
+
+        def rebuild(u, path):
+            if isinstance(u, (tuple, list)):
+                return tuple(rebuild(m, (*path, i)) for i, m in enumerate(u))
+            return got.get(path)
+
+        return rebuild(v, ())
+
+
+def _tensor_paths(v, path=()) -> list[tuple[int, ...]] | None:
+    """The index paths of the tensors in v (a tensor: [()]; a nested tuple or list: each
+    member's), None where v holds anything else but None."""
+    if isinstance(v, torch.Tensor):
+        return [path]
+    if v is None:
+        return []
+    if not isinstance(v, (tuple, list)):
+        return None
+    found: list = []
+    for i, m in enumerate(v):
+        sub = _tensor_paths(m, (*path, i))
+        if sub is None:
+            return None
+        found += sub
+    return found
+
+
+def _at(v, path: tuple[int, ...]):
+    for i in path:
+        v = v[i]
+    return v
 
 
 class _Replay(nn.Module):
@@ -2596,7 +2631,7 @@ class _Replay(nn.Module):
         self.consts = consts
         self.steps = [(m, m.op, m.target, m.args, m.kwargs) for m in nodes]
         self.tensors = tensors
-        self.pick = pick  # a tuple result: the positions of its tensors, the box's outputs
+        self.pick = pick  # a tuple result: the paths of its tensors, the box's outputs
         self.bools = bools  # inputs that were booleans where traced
         self.mods = nn.ModuleList()
         self.held: dict[fx.Node, tuple[str, torch.dtype]] = {}
@@ -2636,7 +2671,7 @@ class _Replay(nn.Module):
             env[node] = out
         if self.pick is None:
             return out
-        outs = tuple(out[i] for i in self.pick)
+        outs = tuple(_at(out, p) for p in self.pick)
         return outs if len(outs) > 1 else outs[0]
 
 

@@ -800,6 +800,7 @@ MAPPED = {  # torch calls that import as boxes, each compared with torch
     "unflatten": lambda x: x.flatten(1).unflatten(1, (6, 8)),
     "sign_floor": lambda x: x.sign() + torch.floor(x),
     "dropout_off": lambda x: F.dropout(x, 0.5, training=False),
+    "mean_all": lambda x: x - x.mean() + x.amax(),
 }
 
 
@@ -819,3 +820,22 @@ def test_a_unary_call_with_options_the_box_lacks_is_not_taken_for_the_box(model,
     right; elu with torch's default alpha is the box."""
     circuit = _imported(model, torch.randn(2, 5) * 4)
     assert [b.kind for b in circuit.boxes].count("opaque") == opaque
+
+
+class Recurrent(nn.Module):
+    """An LSTM (its result `(out, (h, c))`, a nested tuple) between two linear maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.lstm = nn.Linear(6, 8), nn.LSTM(8, 5, batch_first=True)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, x):
+        y, (h, c) = self.lstm(self.inp(x))
+        return self.out(y) + h[-1, :, None, :3] * c.sum()
+
+
+def test_a_layer_returning_a_nested_tuple_is_one_opaque_box_with_each_tensor_an_output():
+    circuit = _imported(Recurrent(), torch.randn(2, 7, 6))
+    opaque = [b for b in circuit.boxes if b.kind == "opaque"]
+    assert len(opaque) == 1 and len(opaque[0].outputs) == 3
