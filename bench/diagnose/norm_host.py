@@ -1,7 +1,8 @@
 # ruff: noqa: B023 (closures called before the loop moves on)
 """Where the host's time goes when it issues a row normalisation's forward and backward (a
 tuning aid, not a test): the host time per call of forward, backward and both, for ncd.ops'
-norms and torch's, then cProfile's top functions over many backward calls of ncd's.
+norms and torch's, whether a step waits for the device, then cProfile's top functions over
+many backward calls of ncd's.
 
     python3 bench/diagnose/norm_host.py [--M 4096] [--N 4096] [--top 25]
 """
@@ -50,6 +51,19 @@ def main() -> None:
         print(f"{name:18s} host us per call: forward {fwd:6.1f}, backward {bwd:6.1f}, "
               f"both {both:6.1f} (torch.empty_like {launch:.1f})", flush=True)  # fmt: skip
         del ys
+    # whether a step waits for the device (a host read of a device value): CUDA's sync
+    # debug mode raises at the first synchronising call
+    for name, fn in impls.items():
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            fn().backward(dy)
+            found = "none"
+        except RuntimeError as e:
+            found = str(e).strip().splitlines()[0][:160]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        print(f"{name:18s} synchronisations in a step: {found}", flush=True)
     # GPU time alone: each kernel's CUDA time per step (torch.profiler)
     for name, fn in impls.items():
         ks = kernel_table(lambda fn=fn: fn().backward(dy), 20, width=60)
