@@ -921,6 +921,14 @@ class _Importer:
             raise _Unmapped
         return w, self.units.get(a, ())
 
+    def pointwise(self, n, a, make) -> Wire:
+        """`make(wire)` of an op that keeps its input's shape (a cast, a scale, a unary
+        function) on node a's wire as it is: the size-1 dims a leaves off stay off n's."""
+        x, units = self.bare(a)
+        y = make(x)
+        self.units[n] = units
+        return y
+
     def unit(self, avoid) -> str:
         """A unit axis to split off an axis (its size declared: `H = H U` holds as it is made)."""
         u = self.axis("unit", 1, avoid=avoid)
@@ -1234,14 +1242,13 @@ class _Importer:
         if fn in (torch.max, torch.min) and len(n.args) == 2 and _is_t(self, n.args[1]):
             return self.binary(n, _PAIRWISE[fn.__name__], n.args[0], n.args[1])
         if fn in _UNARY_FNS:
-            x = self.wire(n.args[0])
-            name = _UNARY_FNS[fn]
+            name, box = _UNARY_FNS[fn], self.box_name(n)
             if fn is F.gelu and n.kwargs.get("approximate", "none") == "tanh":
                 name = "gelu_tanh"
             for i, (k, v) in enumerate(_UNARY_DEFAULTS.get(name, {}).items(), start=1):
                 if self.const(self.arg(n, i, k, v)) != v:
                     raise _Unmapped  # F.softplus(x, beta=2): not the box's function
-            return self.b.unary(x, name, name=self.box_name(n))
+            return self.pointwise(n, n.args[0], lambda x: self.b.unary(x, name, name=box))
         if fn in (F.softmax, torch.softmax):
             x = self.wire(n.args[0])
             d = self.const(self.arg(n, 1, "dim"))
@@ -1296,11 +1303,12 @@ class _Importer:
             return self.binary(n, _PAIRWISE[meth], n.args[0], n.args[1])
         if meth in _COMMON_METHODS:
             return self.common(n, meth)
+        if meth in _UNARY_METHODS:
+            box = self.box_name(n)
+            return self.pointwise(n, n.args[0], lambda x: self.b.unary(x, meth, name=box))
         x = self.wire(n.args[0])
         if meth in ("contiguous", "clone"):
             return x
-        if meth in _UNARY_METHODS:
-            return self.b.unary(x, meth, name=self.box_name(n))
         if meth == "softmax":
             d = self.const(self.arg(n, 1, "dim"))
             return self.b.softmax(x, x.axes[d], name=self.box_name(n))
@@ -1359,11 +1367,9 @@ class _Importer:
             ]
             return self.b.box("clamp", {"x": x}, self.box_name(n), low=bound[0], high=bound[1])
         if op in ("to", "type_as", *_CASTS):
-            x = self.wire(a0)
             want = _dtype(self.values[n])
-            if want == x.type.dtype:
-                return x  # `.to(device)`, or a cast to the type it has
-            return self.b.cast(x, want, name=self.box_name(n))
+            return self.pointwise(n, a0, lambda x: x if want == x.type.dtype else
+                                  self.b.cast(x, want, name=self.box_name(n)))  # fmt: skip
         if op in ("cumsum", "cumprod"):
             x = self.wire(a0)
             d = self.const(self.arg(n, 1, "dim")) % len(x.axes)
@@ -1609,14 +1615,12 @@ class _Importer:
             f = f if type(f) is int else float(f)  # an integer tensor times an integer stays one
             if fn == "div" and f == 0:
                 raise _Unmapped
-            f = self.mask_factor(n, f if fn == "mul" else 1.0 / f)
-            return self.b.scale(self.wire(a), self.factor(f),
-                                name=self.box_name(n))  # fmt: skip
+            f = self.factor(self.mask_factor(n, f if fn == "mul" else 1.0 / f))
+            return self.pointwise(n, a, lambda x: self.b.scale(x, f, name=self.box_name(n)))
         if fn == "mul" and tb and not ta:
             f = self.number(a)
-            f = self.mask_factor(n, f if type(f) is int else float(f))
-            return self.b.scale(self.wire(b), self.factor(f),
-                                name=self.box_name(n))  # fmt: skip
+            f = self.factor(self.mask_factor(n, f if type(f) is int else float(f)))
+            return self.pointwise(n, b, lambda x: self.b.scale(x, f, name=self.box_name(n)))
         if fn == "pow" and ta and not tb and self.number(b) == 2:
             return self.b.unary(self.wire(a), "square", name=self.box_name(n))
         make = None

@@ -602,6 +602,9 @@ def test_hf_bert_layer_imports_whole_with_the_padding_mask_of_its_inputs():
     circuit = from_torch(model, (x, mask))
     kinds = [b.kind for b in circuit.boxes]
     assert "opaque" not in kinds, kinds
+    # the mask's size-1 dims (`mask[:, None, None, :]`) stay off its wires through the cast,
+    # 1 - mask and the scale: no unit axes split off and indexed away again
+    assert "index" not in kinds and kinds.count("split_axis") == 3, kinds
     assert [b.factor for b in circuit.boxes if b.kind == "scale" and b.factor.startswith("-")] == [
         "-10000.0"
     ]
