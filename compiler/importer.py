@@ -178,6 +178,9 @@ _MAPPED_MODULES = (
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
     nn.Flatten,
+    nn.Unflatten,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
     nn.Identity,
     nn.Upsample,
     nn.ZeroPad1d,
@@ -1088,8 +1091,11 @@ class _Importer:
             win = [self.sizes_of(x)[a] for a in sp]
             y = self.b.pool(x, sp, win, op="avg", name=self.box_name(n))
             return self.resize(y, n)
-        if isinstance(m, nn.Flatten):
+        if isinstance(m, (nn.Flatten, nn.Unflatten)):
             return self.view(n, x, self.shape(n))
+        if isinstance(m, (nn.PixelShuffle, nn.PixelUnshuffle)):
+            up = isinstance(m, nn.PixelShuffle)
+            return self.pixel_shuffle(n, x, m.upscale_factor if up else m.downscale_factor, up)
         if isinstance(m, nn.MultiheadAttention):
             return self.mha(n, m)
         raise _Unmapped
@@ -2408,6 +2414,23 @@ class _Importer:
         y = self.b.concat(y, *rest, axis=u, name=self.box_name(n))
         new = self.axis("feature", len(args), avoid=y.axes)
         return self.b.rename(y, {u: new}, name=self.box_name(n, "sizes"))
+
+    def pixel_shuffle(self, n, x: Wire, r: int, up: bool) -> Wire:
+        """PixelShuffle (`up`: [.., C r r, H, W] -> [.., C, H r, W r]) or PixelUnshuffle (the
+        reverse): a split, a permute and a merge, as the reshapes that define it."""
+        *lead, c, h, w = self.shape(n.args[0])
+        if up:
+            c //= r * r
+            y = self.view(n, x, [*lead, c, r, r, h, w])
+            k = len(lead)
+            perm = [*range(k), k, k + 3, k + 1, k + 4, k + 2]
+            y = self.order(y, [y.axes[d] for d in perm], n, "permute")
+            return self.view(n, y, [*lead, c, h * r, w * r])
+        y = self.view(n, x, [*lead, c, h // r, r, w // r, r])
+        k = len(lead)
+        perm = [*range(k), k, k + 2, k + 4, k + 1, k + 3]
+        y = self.order(y, [y.axes[d] for d in perm], n, "permute")
+        return self.view(n, y, [*lead, c * r * r, h // r, w // r])
 
     def roll(self, n) -> Wire:
         """torch.roll(x, shifts, dims): along each dim the last `s` positions moved to the

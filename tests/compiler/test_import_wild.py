@@ -842,3 +842,13 @@ def test_a_layer_returning_a_nested_tuple_is_one_opaque_box_with_each_tensor_an_
     circuit = _imported(Recurrent(), torch.randn(2, 7, 6))
     opaque = [b for b in circuit.boxes if b.kind == "opaque"]
     assert len(opaque) == 1 and len(opaque[0].outputs) == 3
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [[nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2)],
+     [nn.PixelUnshuffle(2), nn.Conv2d(12, 4, 1)], [nn.Flatten(2), nn.Unflatten(2, (6, 6))]],
+)  # fmt: skip
+def test_pixel_shuffles_and_unflatten_import_as_reshapes(layers):
+    circuit = _imported(nn.Sequential(*layers), torch.randn(2, 3, 6, 6))
+    assert "opaque" not in [b.kind for b in circuit.boxes]
