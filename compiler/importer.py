@@ -1606,11 +1606,12 @@ class _Importer:
             x, units = self.bare(hit[0])
             if not units:
                 return self.b.unary(x, hit[1], name=self.box_name(n))
-        if fn in ("mul", "div") and (hit := self.rms_core(n, fn, a, b)) is not None:
-            x, units = self.bare(hit[0])
+        if fn in ("mul", "div") and (hit := self.norm_core(fn, a, b)) is not None:
+            kind, src, eps, dim = hit
+            x, units = self.bare(src)
             if not units:  # (a size-1 dim off the wire: the elementwise boxes below)
-                return self.b.box("rmsnorm", {"x": x}, self.box_name(n), over=[x.axes[-1]],
-                                  affine=False, eps=hit[1])  # fmt: skip
+                return self.b.box(kind, {"x": x}, self.box_name(n), over=[x.axes[dim]],
+                                  affine=False, eps=eps)  # fmt: skip
         ta, tb = not self.is_number(a), not self.is_number(b)
         if fn == "add" and ta and tb:  # scores + an additive causal mask (0 and -inf)
             for x, m in ((a, b), (b, a)):
@@ -1672,31 +1673,65 @@ class _Importer:
                 return x, name
         return None
 
-    def rms_core(self, n, fn, a, b) -> tuple[fx.Node, float] | None:
-        """(x, eps) where `a fn b` is x * rsqrt(r) or x / sqrt(r), r = mean of x squared over
-        x's last dim (keepdim) + eps, with x the very node squared; else None."""
+    def norm_core(self, fn, a, b) -> tuple[str, fx.Node, float, int] | None:
+        """(kind, x, eps, dim) where `a fn b` normalises x over one dim without an affine map,
+        `c * rsqrt(r)` or `c / sqrt(r)` with r = v + eps: an RMS norm over x's last dim
+        (c is x, v the mean of x squared) or a layer norm over any dim (c is x minus its mean,
+        v the mean of c squared or x's variance without correction), written out as
+        ConvNeXt's channels-first LayerNorm writes it; else None."""
         pairs = [(a, b), (b, a)] if fn == "mul" else [(a, b)]
-        for x, r in pairs:
-            if not (isinstance(x, fx.Node) and isinstance(r, fx.Node)):
+        for c, r in pairs:
+            if not (isinstance(c, fx.Node) and isinstance(r, fx.Node)):
                 continue
             root = _call_arg(r, {"rsqrt"} if fn == "mul" else {"sqrt"})
             if root is None or root.op not in ("call_function", "call_method"):
                 continue
             if _op(root) != "add" or len(root.args) != 2:
                 continue
+            rank = len(self.shape(c)) if isinstance(self.values.get(c), torch.Tensor) else 0
             for m, e in (root.args, root.args[::-1]):
                 eps = e if isinstance(e, (int, float)) and not isinstance(e, bool) else None
-                if eps is None or eps <= 0 or not isinstance(m, fx.Node) or _op(m) != "mean":
+                if eps is None or eps <= 0 or not isinstance(m, fx.Node) or not rank:
                     continue
-                dim = self.const(self.arg(m, 1, "dim"))
-                dim = dim[0] if isinstance(dim, (list, tuple)) and len(dim) == 1 else dim
-                keep = self.const(self.arg(m, 2, "keepdim", False))
-                rank = len(self.shape(x)) if isinstance(self.values.get(x), torch.Tensor) else 0
-                if not keep or not isinstance(dim, int) or dim % max(rank, 1) != rank - 1:
+                dim = self.reduced_dim(m, ("mean", "var"))
+                if dim is None:
                     continue
-                if _squared_of(m.args[0]) is x:
-                    return x, float(eps)
+                dim %= rank
+                if _op(m) == "mean" and _squared_of(m.args[0]) is c and dim == rank - 1:
+                    return "rmsnorm", c, float(eps), dim
+                x = self.centered(c, dim)
+                if x is None:
+                    continue
+                if _op(m) == "mean" and self.centered(_squared_of(m.args[0]), dim) is x:
+                    return "layernorm", x, float(eps), dim
+                uncorrected = self.const(self.arg(m, 2, "unbiased", True)) is False or (
+                    self.const(m.kwargs.get("correction", 1)) == 0
+                )
+                if _op(m) == "var" and m.args[0] is x and uncorrected:
+                    return "layernorm", x, float(eps), dim
         return None
+
+    def reduced_dim(self, m, ops) -> int | None:
+        """The one dim node m reduces over with keepdim, where m calls one of `ops` (`mean`,
+        `var`); else None."""
+        if not isinstance(m, fx.Node) or _op(m) not in ops or m.op == "call_module":
+            return None
+        dim = self.const(self.arg(m, 1, "dim"))
+        dim = dim[0] if isinstance(dim, (list, tuple)) and len(dim) == 1 else dim
+        keep = self.const(m.kwargs.get("keepdim", False)) or (
+            _op(m) == "mean" and self.const(self.arg(m, 2, "keepdim", False))
+        )
+        return dim if isinstance(dim, int) and keep else None
+
+    def centered(self, c, dim: int) -> fx.Node | None:
+        """x where node c is `x - x.mean(dim, keepdim=True)`; else None."""
+        if not isinstance(c, fx.Node) or _op(c) != "sub" or len(c.args) != 2:
+            return None
+        x, u = c.args
+        if not isinstance(x, fx.Node) or self.reduced_dim(u, ("mean",)) is None:
+            return None
+        rank = len(self.shape(x))
+        return x if u.args[0] is x and self.reduced_dim(u, ("mean",)) % rank == dim else None
 
     def operand(self, a):
         """An operand of an elementwise op: ("const", number, ()), ("lazy", _Lazy, shape) or

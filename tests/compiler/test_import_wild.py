@@ -852,3 +852,29 @@ def test_a_layer_returning_a_nested_tuple_is_one_opaque_box_with_each_tensor_an_
 def test_pixel_shuffles_and_unflatten_import_as_reshapes(layers):
     circuit = _imported(nn.Sequential(*layers), torch.randn(2, 3, 6, 6))
     assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+class ChannelsFirstNorm(nn.Module):
+    """ConvNeXt's LayerNorm over the channels of [B, C, H, W], written out (`how`: the mean
+    of the centred square under sqrt, `var(unbiased=False)` under rsqrt)."""
+
+    def __init__(self, how, c=4, eps=1e-6):
+        super().__init__()
+        self.how, self.eps = how, eps
+        self.weight, self.bias = nn.Parameter(torch.randn(c)), nn.Parameter(torch.randn(c))
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        if self.how == "sqrt":
+            x = (x - u) / torch.sqrt((x - u).pow(2).mean(1, keepdim=True) + self.eps)
+        else:
+            x = (x - u) * torch.rsqrt(x.var(1, keepdim=True, unbiased=False) + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+@pytest.mark.parametrize("how", ["sqrt", "var"])
+def test_a_layer_norm_written_out_over_channels_is_a_layernorm_box(how):
+    circuit = _imported(ChannelsFirstNorm(how), torch.randn(2, 4, 5, 5))
+    norms = [b for b in circuit.boxes if b.kind == "layernorm"]
+    assert len(norms) == 1 and not norms[0].affine and norms[0].eps == 1e-6
+    assert "reduce" not in [b.kind for b in circuit.boxes]
