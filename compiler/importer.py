@@ -512,11 +512,12 @@ _COMMON_METHODS = {m: m for m in (
     "mean", "sum", "clamp", "clamp_min", "clamp_max", "to", "type_as", *_CASTS, "cumsum",
     "cumprod", "unbind", "unsqueeze", "repeat_interleave", "expand", "expand_as", "detach",
     "topk", "amax", "amin", "logsumexp", "swapaxes", "swapdims", "movedim", "moveaxis", "t",
-    "select", "narrow", "squeeze", "view_as", "reshape_as",
+    "select", "narrow", "squeeze", "view_as", "reshape_as", "var", "std",
 )}  # fmt: skip
 _COMMON_FNS = {
     **{getattr(torch, m): m for m in ("logsumexp", "swapaxes", "swapdims", "movedim",
-                                      "moveaxis", "t", "select", "narrow", "squeeze", "stack")},
+                                      "moveaxis", "t", "select", "narrow", "squeeze", "stack",
+                                      "var", "std")},
 
     torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
@@ -1350,6 +1351,8 @@ class _Importer:
             if self.const(self.arg(n, 2, "keepdim", False)):
                 self.units[n] = tuple(sorted(d % len(x.axes) for d in dims))
             return y
+        if op in ("var", "std"):
+            return self.spread(n, op, a0)
         if op in ("clamp", "clamp_min", "clamp_max"):
             x = self.wire(a0)
             low = self.const(self.arg(n, 1, "min")) if op != "clamp_max" else None
@@ -2391,6 +2394,38 @@ class _Importer:
         if len(by_size) < len(factors) or any(self.sizes[r] not in by_size for r in record):
             return record
         return tuple(by_size[self.sizes[r]] for r in record)
+
+    def spread(self, n, op: str, a) -> Wire:
+        """`var` and `std` over some dims: the mean, the centred square's mean, scaled by
+        N / (N - correction) for the N positions reduced (a size expression), its root for
+        `std`."""
+        x = self.wire(a)
+        dims = self.const(self.arg(n, 1, "dim"))
+        third = self.const(n.args[2]) if len(n.args) > 2 else None
+        if isinstance(third, bool):  # var(x, dim, unbiased, keepdim)
+            corr = int(third)
+            keep = self.const(self.arg(n, 3, "keepdim", False))
+        else:
+            corr = n.kwargs.get("correction", n.kwargs.get("unbiased", True))
+            corr = int(self.const(corr) if corr is not None else 1)
+            keep = self.const(n.kwargs.get("keepdim", False))
+        if not x.axes or not isinstance(corr, int):
+            raise _Unmapped
+        dims = range(len(x.axes)) if dims is None else [dims] if isinstance(dims, int) else dims
+        dims = sorted({d % len(x.axes) for d in dims})
+        over = [x.axes[d] for d in dims]
+        mean = self.b.reduce(x, over, "mean", name=self.box_name(n, "mean"))
+        c = self.b.binary(x, mean, "sub", name=self.box_name(n, "centre"))
+        sq = self.b.unary(c, "square", name=self.box_name(n, "square"))
+        y = self.b.reduce(sq, over, "mean", name=self.box_name(n, "var" if op == "std" else ""))
+        if corr:
+            count = "*".join(over)
+            y = self.b.scale(y, f"({count})/({count} - {corr})", name=self.box_name(n, "correct"))
+        if op == "std":
+            y = self.b.unary(y, "sqrt", name=self.box_name(n))
+        if keep:
+            self.units[n] = tuple(dims)
+        return y
 
     def move(self, n, op: str, a) -> Wire:
         """Axes swapped or moved (`swapaxes`, `movedim`, `t`), positions picked (`select`,

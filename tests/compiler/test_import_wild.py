@@ -804,6 +804,10 @@ MAPPED = {  # torch calls that import as boxes, each compared with torch
     "sign_floor": lambda x: x.sign() + torch.floor(x),
     "dropout_off": lambda x: F.dropout(x, 0.5, training=False),
     "mean_all": lambda x: x - x.mean() + x.amax(),
+    "var": lambda x: x.var(-1, keepdim=True) + x,
+    "std": lambda x: x.std(1, keepdim=True) * x,
+    "var_biased": lambda x: torch.var(x, (1, 2), unbiased=False),
+    "std_all": lambda x: x.std(correction=0) + x.var(-1, True, True),
 }
 
 
