@@ -512,12 +512,12 @@ _COMMON_METHODS = {m: m for m in (
     "mean", "sum", "clamp", "clamp_min", "clamp_max", "to", "type_as", *_CASTS, "cumsum",
     "cumprod", "unbind", "unsqueeze", "repeat_interleave", "expand", "expand_as", "detach",
     "topk", "amax", "amin", "logsumexp", "swapaxes", "swapdims", "movedim", "moveaxis", "t",
-    "select", "narrow", "squeeze", "view_as", "reshape_as", "var", "std",
+    "select", "narrow", "squeeze", "view_as", "reshape_as", "var", "std", "any", "all",
 )}  # fmt: skip
 _COMMON_FNS = {
     **{getattr(torch, m): m for m in ("logsumexp", "swapaxes", "swapdims", "movedim",
                                       "moveaxis", "t", "select", "narrow", "squeeze", "stack",
-                                      "var", "std")},
+                                      "var", "std", "any", "all")},
 
     torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
@@ -1353,6 +1353,20 @@ class _Importer:
             return y
         if op in ("var", "std"):
             return self.spread(n, op, a0)
+        if op in ("any", "all"):  # the max (min) of booleans, x != 0 where x is not one
+            if self.values[a0].dtype != torch.bool:
+                a0 = self.condition(n, a0, negate=False)
+            x, units = self.bare(a0) if isinstance(a0, fx.Node) else a0[1]
+            if units or not x.axes:
+                raise _Unmapped
+            dims = self.const(self.arg(n, 1, "dim"))
+            dims = range(len(x.axes)) if dims is None else [dims] if isinstance(dims, int) else dims
+            dims = sorted({d % len(x.axes) for d in dims})
+            how = "max" if op == "any" else "min"
+            y = self.b.reduce(x, [x.axes[d] for d in dims], how, name=self.box_name(n))
+            if self.const(self.arg(n, 2, "keepdim", False)):
+                self.units[n] = tuple(dims)
+            return y
         if op in ("clamp", "clamp_min", "clamp_max"):
             x = self.wire(a0)
             low = self.const(self.arg(n, 1, "min")) if op != "clamp_max" else None

@@ -808,6 +808,8 @@ MAPPED = {  # torch calls that import as boxes, each compared with torch
     "std": lambda x: x.std(1, keepdim=True) * x,
     "var_biased": lambda x: torch.var(x, (1, 2), unbiased=False),
     "std_all": lambda x: x.std(correction=0) + x.var(-1, True, True),
+    "any": lambda x: x * (x > 0).any(-1, keepdim=True) + torch.any(x > 1, 1, keepdim=True),
+    "all": lambda x: x.all(-1, keepdim=True).double() + (x > -3).all().double() * x,
 }
 
 
