@@ -148,15 +148,13 @@ _MAKERS = (torch.arange, torch.ones, torch.zeros, torch.full, torch.eye, torch.l
 _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16,
           "bfloat16": torch.bfloat16, "int": torch.int32, "long": torch.int64,
           "bool": torch.bool}  # fmt: skip
-_COMPARISONS = {operator.eq: "eq", torch.eq: "eq", operator.ne: "ne", torch.ne: "ne",
-                operator.lt: "lt", torch.lt: "lt", operator.le: "le", torch.le: "le",
-                operator.gt: "gt", torch.gt: "gt", operator.ge: "ge", torch.ge: "ge"}  # fmt: skip
 _MOVES = ("swapaxes", "swapdims", "movedim", "moveaxis", "t", "select", "narrow", "squeeze",
           "view_as", "reshape_as")  # fmt: skip
 _PAIRWISE = {"max": "maximum", "min": "minimum"}
 """torch.max(a, b) and torch.min(a, b) of two tensors: elementwise."""
 _NEGATED = {"eq": "ne", "ne": "eq", "lt": "ge", "ge": "lt", "gt": "le", "le": "gt"}
 _NOTS = (operator.invert, torch.logical_not, torch.bitwise_not)
+_COMPARISONS = {f: op for f, op in _BINARY.items() if op in _NEGATED}
 _MAPPED_MODULES = (
     nn.Linear,
     nn.LayerNorm,
@@ -518,7 +516,6 @@ _COMMON_FNS = {
     **{getattr(torch, m): m for m in ("logsumexp", "swapaxes", "swapdims", "movedim",
                                       "moveaxis", "t", "select", "narrow", "squeeze", "stack",
                                       "var", "std", "any", "all")},
-
     torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
     torch.where: "where", torch.unbind: "unbind", torch.unsqueeze: "unsqueeze",
@@ -1356,7 +1353,7 @@ class _Importer:
         if op in ("any", "all"):  # the max (min) of booleans, x != 0 where x is not one
             if self.values[a0].dtype != torch.bool:
                 a0 = self.condition(n, a0, negate=False)
-            x, units = self.bare(a0) if isinstance(a0, fx.Node) else a0[1]
+            x, units = self.bare(a0) if isinstance(a0, fx.Node) else a0[1]  # (an operand)
             if units or not x.axes:
                 raise _Unmapped
             dims = self.const(self.arg(n, 1, "dim"))
@@ -1617,8 +1614,9 @@ class _Importer:
         """An elementwise op of two tensors or a tensor and a number, broadcast as torch does:
         size-1 dims that broadcast leave (an `index` box), axes meeting at one position take
         one name (a `rename` box), a number is a scale or a constant box; a comparison is a
-        compare box (boolean, as torch's). An RMS norm written out (`x * rsqrt(mean(x^2, -1,
-        keepdim) + eps)`) is an rmsnorm box (without weight)."""
+        compare box (boolean, as torch's). An RMS or layer norm written out (`x * rsqrt(mean(
+        x^2, -1, keepdim) + eps)`, see `norm_core`) is an rmsnorm or layernorm box (without
+        weight)."""
         if (hit := self.unary_by_value(n)) is not None:
             x, units = self.bare(hit[0])
             if not units:
@@ -2206,7 +2204,8 @@ class _Importer:
     def masked_fill(self, n):
         """`scores.masked_fill(mask, float("-inf"))` (or 0) where the mask, made from sizes
         alone (never from an input's values), is causal (key > query) or a causal window over
-        the last two axes: a mask box. Any other mask stays opaque."""
+        the last two axes: a mask box. Any other mask (a padding mask read from an input) is a
+        where box (`select`)."""
         mask, value = n.args[1], self.arg(n, 2, "value")
         with contextlib.suppress(_Unmapped):
             return self.mask_of(n, n.args[0], mask, value, keep=False)
