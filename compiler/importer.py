@@ -610,6 +610,8 @@ class _Importer:
         # axis made by a reshape's merge -> the axes merged (a later split of it into axes of
         # those sizes, `x.view(-1, D) ... y.view(B, T, -1)`, gives them back)
         self.merged: dict[str, tuple[str, ...]] = {}
+        # node -> {dim: size}: the size-1 dims an expand broadcast, off its wire (as units)
+        self.grown: dict[fx.Node, dict[int, int]] = {}
         # submodule path -> how many nodes its forward made (theirs and its submodules')
         self.made_by: dict[str, int] = {}
         for node in gm.graph.nodes:
@@ -783,7 +785,7 @@ class _Importer:
         """The node's boxes, or where it cannot be mapped one opaque box."""
         mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
                 set(self.buffers), dict(self.units), dict(self.made),
-                dict(self.merged))  # fmt: skip
+                dict(self.merged), dict(self.grown))  # fmt: skip
         try:
             return self.map(n)
         except Exception as e:
@@ -791,6 +793,7 @@ class _Importer:
             del self.b._boxes[mark[0] :]
             self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
             self.buffers, self.units, self.made, self.merged = mark[4], mark[5], mark[6], mark[7]
+            self.grown = mark[8]
             self.units.pop(n, None)
             if isinstance(e, _Rename):
                 raise
@@ -902,12 +905,16 @@ class _Importer:
         return n.kwargs.get(key, default)
 
     def wire(self, a) -> Wire:
-        """The wire of a node's tensor, its axes in torch's order (size-1 dims included)."""
+        """The wire of a node's tensor, its axes in torch's order (size-1 dims included, and
+        the dims an expand broadcast as that many copies)."""
         w, units = self.bare(a)
         if units:
             key = ("units", a)
             if key not in self.made:
-                self.made[key] = (self.with_units(w, units, self.shape(a), a), ())
+                y = self.with_units(w, units, self.shape(a), a)
+                for d, t in self.grown.get(a, {}).items():
+                    y = self.copies(a, y, y.axes[d], t)
+                self.made[key] = (y, ())
             w = self.made[key][0]
         return w
 
@@ -1532,15 +1539,27 @@ class _Importer:
         return self.b.rename(y, {u: new}, name=self.box_name(n, "sizes"))
 
     def expand(self, n, a) -> Wire:
-        """x.expand(...): each size-1 dim broadcast to size r is r copies along it."""
+        """x.expand(...): x's wire with the size-1 dims broadcast left off it (their sizes in
+        `grown`), so that a binary op or a concat repeats it by name; where a box needs them
+        on the wire (`wire`), each is that many copies along it."""
         shape, out = self.shape(a), self.shape(n)
         if len(out) != len(shape):
             raise _Unmapped  # new leading dims
-        y = self.wire(a)
-        for d, (s, t) in enumerate(zip(shape, out, strict=True)):
-            if s != t:
-                y = self.copies(n, y, y.axes[d], t)
-        return y
+        ones = [d for d in range(len(shape)) if shape[d] == 1]
+        src = self.wires.get(a)
+        if isinstance(src, _Lazy) and id(src) not in self.made and src.parent is None:
+            w, units = self.materialize(src, drop=ones)  # a held class token: [D], not [1, 1, D]
+        else:
+            w, units = self.bare(a)
+        grown = {d: t for d, (s_, t) in enumerate(zip(shape, out, strict=True)) if s_ != t}
+        for d in sorted(grown, reverse=True):
+            if d not in units:  # a size-1 axis on the wire: taken off
+                pos = [p for p in range(len(shape)) if p not in units]
+                w = self.b.index(w, w.axes[pos.index(d)], 0, name=self.box_name(n, "one"))
+                units = (*units, d)
+        self.units[n] = tuple(sorted(units))
+        self.grown[n] = grown
+        return w
 
     def pad(self, n, a=None, pads=None, value=None) -> Wire:
         """F.pad with zeros (constant mode, value 0, pads no larger than the axis), or a zero
@@ -2367,26 +2386,32 @@ class _Importer:
     @imports("concat")
     def cat(self, n):
         """torch.cat along one axis; an operand of size 1 there (a class token before the
-        patches) joins as one position, without that axis."""
+        patches) joins as one position, without that axis, and one expanded from size 1
+        (`cls.expand(B, -1, -1)`) repeats along the axes it was expanded over."""
         args = list(self.arg(n, 0, "tensors"))
         shapes = [self.shape(a) for a in args]
-        d = self.const(self.arg(n, 1, "dim", 0)) % len(shapes[0])
-        ref = next((i for i, sh in enumerate(shapes) if sh[d] != 1), 0)
+        R = len(shapes[0])
+        d = self.const(self.arg(n, 1, "dim", 0)) % R
+        ref = next((i for i, sh in enumerate(shapes) if sh[d] != 1 and args[i] not in self.grown),
+                   0)  # fmt: skip
         first = self.wire(args[ref])
         axis = first.axes[d]
-        rest = tuple(a for a in first.axes if a != axis)
         xs = []
         for i, a in enumerate(args):
-            w = first if i == ref else self.wire(a)
-            one = w.axes[d] != axis and shapes[i][d] == 1
+            w, units = (first, ()) if i == ref else self.bare(a)
+            grown = self.grown.get(a, {})
+            if any(u not in grown and u != d for u in units):
+                w, units = self.wire(a), ()  # its size-1 dims as axes
+            pos = [p for p in range(R) if p not in units]
+            if d in pos and w.axes[pos.index(d)] != axis and shapes[i][d] == 1:
+                w = self.b.index(w, w.axes[pos.index(d)], 0, name=self.box_name(n, f"one{i}"))
+                pos.remove(d)
             # axes meeting at one position take the reference operand's names
-            ren = {w.axes[j]: first.axes[j] for j in range(len(w.axes))
-                   if j != d and w.axes[j] != first.axes[j]}  # fmt: skip
-            if one:
-                w = self.b.index(w, w.axes[d], 0, name=self.box_name(n, f"one{i}"))
+            ren = {ax: first.axes[p] for ax, p in zip(w.axes, pos, strict=True)
+                   if ax != first.axes[p]}  # fmt: skip
             if ren:
                 w = self.b.rename(w, ren, name=self.box_name(n, f"align{i}"))
-            if w.axes != (rest if one else first.axes):
+            if any(ax not in first.axes for ax in w.axes):
                 raise _Unmapped
             xs.append(w)
         y = self.b.concat(*xs, axis=axis, name=self.box_name(n))

@@ -453,8 +453,11 @@ class _Run:
 
     @interprets("concat")
     def k_concat(self, b, x, tin, tout):
-        names = tout["out"].names  # an operand without the axis: one position along it
+        # an operand without the axis: one position along it; without another: repeated
+        names = tout["out"].names
+        shape = [1 if a.name == b.axis else self.num(a.size) for a in tout["out"].axes]
         ops = [x[p].to(names) for p in b.operands]
+        ops = [t.expand([-1 if s_ == 1 else s_ for s_ in shape]) for t in ops]
         return {"out": NT(torch.cat(ops, names.index(b.axis)), names)}
 
     @interprets("split")

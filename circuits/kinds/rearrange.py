@@ -176,8 +176,10 @@ class Unpack(BoxBase):
 
 @box_kind
 class Concat(BoxBase):
-    """Concatenates operands along `axis`; their other axes must agree. An operand without
-    `axis` joins as one position along it (a class token before the patches)."""
+    """Concatenates operands along `axis`, their other axes matched by name. An operand without
+    `axis` joins as one position along it (a class token before the patches); one without
+    another axis repeats along it (a class token shared by the batch), as binary ops broadcast.
+    The first operand with `axis` has every axis."""
 
     kind: Literal["concat"] = "concat"
     axis: AxisName
@@ -194,22 +196,16 @@ class Concat(BoxBase):
         having = [(p, t) for p, t in ts if t.axis(self.axis) is not None]
         first_port, first = having[0] if having else ts[0]
         need(first, (self.axis,), first_port)
-        rest = tuple(n for n in first.names if n != self.axis)
         for p, t in ts:
             if t is first:
                 continue
-            names = t.names if t.axis(self.axis) is not None else (*t.names, self.axis)
-            if t.axis(self.axis) is None and t.names != rest:
+            extra = [a for a in t.names if first.axis(a) is None]
+            if extra:
                 raise ShapeProblem(
-                    f"an operand without {self.axis} has the others' axes (it joins as one "
-                    "position)", p, " ".join(rest), " ".join(t.names),
+                    f"an operand's axes are among those of the first with {self.axis} (it "
+                    "repeats along the ones it lacks)", p, " ".join(first.names),
+                    " ".join(t.names),
                 )  # fmt: skip
-            if sorted(names) != sorted(first.names) or (
-                t.axis(self.axis) is not None and t.names != first.names
-            ):
-                raise ShapeProblem(
-                    "operands must have the same axes", p, " ".join(first.names), " ".join(t.names)
-                )
             for a in t.axes:
                 if a.name != self.axis:
                     ctx.unify(first.axis(a.name).size, a.size, p, f"size of {a.name}")

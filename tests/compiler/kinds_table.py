@@ -214,10 +214,14 @@ def concat_split():
 
 
 def concat_one():
-    """An operand without the joined axis is one position (a class token before patches)."""
+    """An operand without the joined axis is one position (a class token before patches);
+    one without another axis repeats along it (a class token shared by the batch, a table
+    shared by the heads), its other axes in any order."""
     b = _b("concat_one")
     x, c = b.input("x", "T B D"), b.input("c", "B D")
     b.output("y", b.concat(c, x, c, axis="T"))
+    shared, first = b.input("s", "D"), b.input("f", "D T")
+    b.output("z", b.concat(shared, x, first, axis="T"))
     return b.build()
 
 

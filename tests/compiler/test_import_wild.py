@@ -884,3 +884,27 @@ def test_a_layer_norm_written_out_over_channels_is_a_layernorm_box(how):
     norms = [b for b in circuit.boxes if b.kind == "layernorm"]
     assert len(norms) == 1 and not norms[0].affine and norms[0].eps == 1e-6
     assert "reduce" not in [b.kind for b in circuit.boxes]
+
+
+class ExpandedTable(nn.Module):
+    """A position table expanded over the batch, added (`pos.expand(B, -1, -1) + x`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(1, 6, 8))
+
+    def forward(self, x):
+        return self.pos.expand(x.shape[0], -1, -1) + x
+
+
+@pytest.mark.parametrize("model", ["ClassToken", "LucidViTInput", "ExpandedTable"])
+def test_a_tensor_expanded_over_the_batch_leaves_the_batch_free(model):
+    """An expand over the batch is a broadcast (a concat or a binary op repeats the class
+    token by name), not copies as many as the example's batch: the compiled module takes any
+    batch size."""
+    model = globals()[model]().double().eval()
+    x = torch.randn(2, 6, 8) if isinstance(model, ExpandedTable) else torch.randn(2, 3, 16, 16)
+    circuit = _imported(model, x)
+    assert not any(b.name.endswith("copies") for b in circuit.boxes)
+    other = torch.randn(5, *x.shape[1:], dtype=torch.float64)
+    _compiled_follows(model, circuit, other)
