@@ -511,11 +511,12 @@ _COMMON_METHODS = {m: m for m in (
     "cumprod", "unbind", "unsqueeze", "repeat_interleave", "expand", "expand_as", "detach",
     "topk", "amax", "amin", "logsumexp", "swapaxes", "swapdims", "movedim", "moveaxis", "t",
     "select", "narrow", "squeeze", "view_as", "reshape_as", "var", "std", "any", "all",
+    "repeat", "tile",
 )}  # fmt: skip
 _COMMON_FNS = {
     **{getattr(torch, m): m for m in ("logsumexp", "swapaxes", "swapdims", "movedim",
                                       "moveaxis", "t", "select", "narrow", "squeeze", "stack",
-                                      "var", "std", "any", "all")},
+                                      "var", "std", "any", "all", "tile")},
     torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
     torch.where: "where", torch.unbind: "unbind", torch.unsqueeze: "unsqueeze",
@@ -1410,6 +1411,8 @@ class _Importer:
             return self.move(n, op, a0)
         if op == "stack":
             return self.stack(n)
+        if op in ("repeat", "tile"):
+            return self.tile(n, a0)
         if op == "make":
             return self.made_tensor(n)
         if op == "like":  # zeros_like(x), ones_like(x), full_like(x, v): x's shape filled
@@ -2501,6 +2504,25 @@ class _Importer:
         rest = iter(d for d in range(nd) if d not in {s_ % nd for s_ in src})
         order = [next(rest) if o is None else o for o in order]
         return self.order(x, [x.axes[d] for d in order], n, "permute")
+
+    def tile(self, n, a) -> Wire:
+        """`x.repeat(r0, r1, ...)` / `torch.tile`: along each dim repeated r > 1 times, r
+        copies of the whole concatenated (no new leading dims)."""
+        reps = [self.const(r) for r in n.args[1:]] if len(n.args) > 2 else self.const(n.args[1])
+        reps = list(reps) if isinstance(reps, (list, tuple)) else [reps]
+        shape = self.shape(a)
+        if len(reps) < len(shape):  # tile pads the repeats with ones in front
+            reps = [1] * (len(shape) - len(reps)) + reps
+        if len(reps) != len(shape):
+            raise _Unmapped
+        y = self.wire(a)
+        for d, r in enumerate(reps):
+            if r > 1:
+                ax = y.axes[d]
+                y = self.b.concat(*[y] * r, axis=ax, name=self.box_name(n, f"tile{d}"))
+                new = self.axis(_role_of(ax), shape[d] * r, avoid=y.axes)
+                y = self.b.rename(y, {ax: new}, name=self.box_name(n, "sizes"))
+        return y
 
     def stack(self, n) -> Wire:
         """torch.stack: the first operand given a unit axis at `dim`, the others joining it

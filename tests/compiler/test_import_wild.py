@@ -810,6 +810,8 @@ MAPPED = {  # torch calls that import as boxes, each compared with torch
     "std_all": lambda x: x.std(correction=0) + x.var(-1, True, True),
     "any": lambda x: x * (x > 0).any(-1, keepdim=True) + torch.any(x > 1, 1, keepdim=True),
     "all": lambda x: x.all(-1, keepdim=True).double() + (x > -3).all().double() * x,
+    "repeat": lambda x: x.repeat(2, 1, 3).sum(0),
+    "tile": lambda x: torch.tile(x, (1, 2)).amax(-1),
 }
 
 
