@@ -119,6 +119,21 @@ _UNARY_MODULES = {
     nn.ELU: "elu",
     nn.Softplus: "softplus",
 }
+_COMPOSED_MODULES = {
+    nn.LeakyReLU: "leaky_relu",
+    nn.Hardtanh: "hardtanh",
+    nn.Hardsigmoid: "hardsigmoid",
+    nn.Mish: "mish",
+    nn.Softsign: "softsign",
+}
+_COMPOSED_FNS = {
+    F.leaky_relu: "leaky_relu",
+    F.hardtanh: "hardtanh",
+    F.hardsigmoid: "hardsigmoid",
+    F.mish: "mish",
+    F.softsign: "softsign",
+}
+"""Activations with no box of their own, imported as the boxes of their definition."""
 _UNARY_DEFAULTS = {"softplus": {"beta": 1, "threshold": 20}, "elu": {"alpha": 1.0}}
 """The options a unary box's function takes as torch's defaults: other values stay opaque."""
 _UNARY_METHODS = {"relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "rsqrt", "square",
@@ -175,6 +190,7 @@ _MAPPED_MODULES = (
     nn.AvgPool1d,
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
+    *_COMPOSED_MODULES,
     nn.Flatten,
     nn.Unflatten,
     nn.PixelShuffle,
@@ -1070,6 +1086,10 @@ class _Importer:
             return y
         if isinstance(m, nn.Dropout):  # (timm writes Dropout(0.0): nothing to draw)
             return x if m.p == 0 else self.b.dropout(x, m.p, name=self.box_name(n))
+        if type(m) in _COMPOSED_MODULES:
+            opts = {"leaky_relu": ("negative_slope",), "hardtanh": ("min_val", "max_val")}
+            kind = _COMPOSED_MODULES[type(m)]
+            return self.composed(n, x, kind, *(getattr(m, k) for k in opts.get(kind, ())))
         if type(m) in _UNARY_MODULES:
             if isinstance(m, nn.GELU) and m.approximate == "tanh":
                 return self.b.unary(x, "gelu_tanh", name=self.box_name(n))
@@ -1253,6 +1273,12 @@ class _Importer:
             return self.binary(n, _BINARY[fn], n.args[0], n.args[1])
         if fn in (torch.max, torch.min) and len(n.args) == 2 and _is_t(self, n.args[1]):
             return self.binary(n, _PAIRWISE[fn.__name__], n.args[0], n.args[1])
+        if fn in _COMPOSED_FNS:
+            kind = _COMPOSED_FNS[fn]
+            opts = {"leaky_relu": (("negative_slope", 0.01),),
+                    "hardtanh": (("min_val", -1.0), ("max_val", 1.0))}.get(kind, ())  # fmt: skip
+            args = [self.const(self.arg(n, i, k, v)) for i, (k, v) in enumerate(opts, start=1)]
+            return self.pointwise(n, n.args[0], lambda x: self.composed(n, x, kind, *args))
         if fn in _UNARY_FNS:
             name, box = _UNARY_FNS[fn], self.box_name(n)
             if fn is F.gelu and n.kwargs.get("approximate", "none") == "tanh":
@@ -2504,6 +2530,39 @@ class _Importer:
         rest = iter(d for d in range(nd) if d not in {s_ % nd for s_ in src})
         order = [next(rest) if o is None else o for o in order]
         return self.order(x, [x.axes[d] for d in order], n, "permute")
+
+    def composed(self, n, x: Wire, kind: str, *opts) -> Wire:
+        """An activation as the boxes of its definition: leaky ReLU with slope a as max(x, a x)
+        (min for a > 1), hardtanh as a clamp, hardsigmoid as clamp(x / 6 + 1/2, 0, 1), mish as
+        x tanh(softplus(x)), softsign as x / (1 + |x|)."""
+
+        def box(suffix):
+            return self.box_name(n, suffix)
+
+        dt = x.type.dtype
+        if kind == "leaky_relu":
+            (a,) = opts
+            if a < 0:  # (a negative slope: no max or min of the two)
+                raise _Unmapped
+            ax = self.b.scale(x, self.factor(float(a)), name=box("slope"))
+            return self.b.binary(x, ax, "maximum" if a <= 1 else "minimum", name=box(""))
+        if kind == "hardtanh":
+            lo, hi = opts
+            return self.b.box("clamp", {"x": x}, box(""), low=_num(float(lo)),
+                              high=_num(float(hi)))  # fmt: skip
+        if kind == "hardsigmoid":
+            y = self.b.binary(self.b.scale(x, "1/6", name=box("sixth")),
+                              self.constant(0.5, dt, n), "add", name=box("shift"))  # fmt: skip
+            return self.b.box("clamp", {"x": y}, box(""), low="0", high="1")
+        if kind == "mish":
+            t = self.b.unary(self.b.unary(x, "softplus", name=box("softplus")), "tanh",
+                             name=box("tanh"))  # fmt: skip
+            return self.b.binary(x, t, "mul", name=box(""))
+        if kind == "softsign":
+            d = self.b.binary(self.b.unary(x, "abs", name=box("abs")), self.constant(1, dt, n),
+                              "add", name=box("plus_one"))  # fmt: skip
+            return self.b.binary(x, d, "div", name=box(""))
+        raise _Unmapped
 
     def tile(self, n, a) -> Wire:
         """`x.repeat(r0, r1, ...)` / `torch.tile`: along each dim repeated r > 1 times, r

@@ -910,3 +910,15 @@ def test_a_tensor_expanded_over_the_batch_leaves_the_batch_free(model):
     assert not any(b.name.endswith("copies") for b in circuit.boxes)
     other = torch.randn(5, *x.shape[1:], dtype=torch.float64)
     _compiled_follows(model, circuit, other)
+
+
+@pytest.mark.parametrize(
+    "act",
+    [nn.LeakyReLU(0.2), nn.LeakyReLU(1.5), nn.Hardtanh(-0.5, 2.0), nn.Hardsigmoid(), nn.Mish(),
+     nn.Softsign(), Call(lambda x: F.leaky_relu(x, 0.1) + F.hardtanh(x) + F.hardsigmoid(x)),
+     Call(lambda x: F.mish(x[:, None]) + F.softsign(x))],
+)  # fmt: skip
+def test_activations_without_a_box_import_as_the_boxes_of_their_definition(act):
+    x = torch.randn(2, 4, 8) * 4
+    circuit = _imported(nn.Sequential(nn.Linear(8, 8), act), x)
+    assert "opaque" not in [b.kind for b in circuit.boxes]
