@@ -382,6 +382,13 @@ def _replay_on(nodes: list[fx.Node], x: fx.Node, grid: torch.Tensor) -> torch.Te
     return env[nodes[-1]]
 
 
+_ALIASES = {"view", "reshape", "permute", "transpose", "expand", "expand_as", "squeeze",
+            "unsqueeze", "flatten", "unflatten", "narrow", "select", "t", "view_as",
+            "swapaxes", "movedim", "chunk", "split", "unbind", "detach", "contiguous"}  # fmt: skip
+"""Methods whose result may share memory with their input (an in-place op on it mutates
+both)."""
+
+
 def _runs(sizes: list[int], want: list[int]) -> list[list[int]] | None:
     """The positions of `sizes`, cut into consecutive runs whose products are `want` in
     order (each run at least one position), else None."""
@@ -629,6 +636,8 @@ class _Importer:
         self.merged: dict[str, tuple[str, ...]] = {}
         # node -> {dim: size}: the size-1 dims an expand broadcast, off its wire (as units)
         self.grown: dict[fx.Node, dict[int, int]] = {}
+        # node -> the nodes that are one tensor with it (a tensor and its in-place results)
+        self.same_tensor: dict[fx.Node, list[fx.Node]] = {}
         # submodule path -> how many nodes its forward made (theirs and its submodules')
         self.made_by: dict[str, int] = {}
         for node in gm.graph.nodes:
@@ -1269,6 +1278,8 @@ class _Importer:
             raise _Unmapped
         if fn in _COMMON_FNS:
             return self.common(n, _COMMON_FNS[fn])
+        if fn in (torch.div, torch.true_divide, torch.floor_divide, operator.floordiv):
+            return self.binary(n, self.division(n, fn.__name__), n.args[0], n.args[1])
         if fn in _BINARY:
             return self.binary(n, _BINARY[fn], n.args[0], n.args[1])
         if fn in (torch.max, torch.min) and len(n.args) == 2 and _is_t(self, n.args[1]):
@@ -1333,6 +1344,10 @@ class _Importer:
 
     @imports("reduce")
     def map_method(self, n, meth):
+        if meth.endswith("_") and meth != "__getitem__":
+            return self.in_place(n, meth)
+        if meth in ("div", "true_divide", "floor_divide"):
+            return self.binary(n, self.division(n, meth), n.args[0], n.args[1])
         if meth in _BINARY_METHODS:
             return self.binary(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
         if meth == "roll":
@@ -2531,6 +2546,42 @@ class _Importer:
         order = [next(rest) if o is None else o for o in order]
         return self.order(x, [x.axes[d] for d in order], n, "permute")
 
+    def division(self, n, name: str) -> str:
+        """The binary op of a division: `div` (true division), or `floordiv` for
+        `rounding_mode="floor"`, `floor_divide` and `//`; truncation stays opaque."""
+        mode = "floor" if name in ("floor_divide", "floordiv") else None
+        mode = self.const(n.kwargs.get("rounding_mode", mode))
+        if mode not in (None, "floor"):
+            raise _Unmapped
+        return "div" if mode is None else "floordiv"
+
+    def in_place(self, n, meth: str) -> Wire:
+        """`y.add_(z)`, `y.relu_()`, ...: the op out of place, and y rebound to its result, so
+        that readers of y after it read the new value as in PyTorch; an input or a held tensor
+        changed in place is an opaque box (on a copy); where y is a view of another tensor or
+        has one, the import stops with that reason."""
+        y = n.args[0] if n.args else None
+        if not isinstance(y, fx.Node) or y.op in ("placeholder", "get_attr") or y in self.islands:
+            raise _Unmapped
+
+        def alias(m):
+            return _op(m) in _ALIASES or m.target is operator.getitem
+
+        if alias(y) or any(alias(u) for u in y.users if u is not n):
+            raise TorchImportError(
+                f"`{meth}` changes a tensor in place that {'is' if alias(y) else 'has'} a view "
+                "of another: a circuit has no shared memory to follow the change (write it "
+                "out of place, or keep the submodule whole)"
+            )
+        out = self.map_method(n, meth[:-1])
+        same = self.same_tensor.setdefault(self.same_tensor.get(y, [y])[0], [y])
+        same.append(n)  # y, and each in-place result of it: one tensor, all read the new value
+        for m in same:
+            self.same_tensor[m] = same
+            self.wires[m] = out
+            self.units[m] = self.units.get(n, ())
+        return out
+
     def composed(self, n, x: Wire, kind: str, *opts) -> Wire:
         """An activation as the boxes of its definition: leaky ReLU with slope a as max(x, a x)
         (min for a > 1), hardtanh as a clamp, hardsigmoid as clamp(x / 6 + 1/2, 0, 1), mish as
@@ -2879,9 +2930,16 @@ class _Replay(nn.Module):
             elif op == "call_module":
                 out = next(mods)(*args, **kwargs)
             elif op == "call_method":
-                # `view` -> `reshape`: the circuit does not keep `contiguous()` calls
+                # `view` -> `reshape`: the circuit does not keep `contiguous()` calls; an
+                # in-place method (`add_`) works on a copy: the box's input is another box's
+                # output, which others may read
                 method = "reshape" if target == "view" else target
-                out = getattr(args[0], method)(*args[1:], **kwargs)
+                this = (
+                    args[0].clone()
+                    if method.endswith("_") and node is self.steps[0][0]
+                    else (args[0])
+                )
+                out = getattr(this, method)(*args[1:], **kwargs)
             else:
                 out = target(*args, **kwargs)
             env[node] = out

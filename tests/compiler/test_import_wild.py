@@ -922,3 +922,34 @@ def test_activations_without_a_box_import_as_the_boxes_of_their_definition(act):
     x = torch.randn(2, 4, 8) * 4
     circuit = _imported(nn.Sequential(nn.Linear(8, 8), act), x)
     assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+class InPlace(nn.Module):
+    """In-place methods on a fresh tensor, the tensor read again after them, and `//` and
+    `torch.div(rounding_mode="floor")` (a floor division, not a true one)."""
+
+    def forward(self, x):
+        y = x * 2
+        y.add_(x.exp()).mul_(0.5)
+        z = (x * 1).relu_().clamp_(max=1.0)
+        q = torch.div(x, 0.7, rounding_mode="floor") + x // 0.3 + torch.true_divide(x, 3)
+        return y + z + q
+
+
+class InPlaceOnAView(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        first = y[:, 0]
+        y.add_(1)
+        return first + y.sum(1)
+
+
+def test_in_place_methods_and_floor_division_import_as_their_boxes():
+    circuit = _imported(InPlace(), torch.randn(2, 5, 3))
+    kinds = [b.kind for b in circuit.boxes]
+    assert (
+        "opaque" not in kinds
+        and [b.fn for b in circuit.boxes if b.kind == "binary"].count("floordiv") == 2
+    )
+    with pytest.raises(TorchImportError, match="has a view of another"):
+        from_torch(InPlaceOnAView(), (torch.randn(2, 5, 3),))
