@@ -2556,12 +2556,13 @@ class _Importer:
         return "div" if mode is None else "floordiv"
 
     def in_place(self, n, meth: str) -> Wire:
-        """`y.add_(z)`, `y.relu_()`, ...: the op out of place, and y rebound to its result, so
-        that readers of y after it read the new value as in PyTorch; an input or a held tensor
-        changed in place is an opaque box (on a copy); where y is a view of another tensor or
-        has one, the import stops with that reason."""
+        """`y.add_(z)`, `y.relu_()`, ...: the op out of place (an opaque box on a copy of y
+        where it has none), and y rebound to its result, so that readers of y after it read
+        the new value as in PyTorch (an input or a held tensor changed in place is not changed
+        for the caller); where y is a view of another tensor or has one, the import stops with
+        that reason."""
         y = n.args[0] if n.args else None
-        if not isinstance(y, fx.Node) or y.op in ("placeholder", "get_attr") or y in self.islands:
+        if not isinstance(y, fx.Node) or y in self.islands:
             raise _Unmapped
 
         def alias(m):
@@ -2573,7 +2574,10 @@ class _Importer:
                 "of another: a circuit has no shared memory to follow the change (write it "
                 "out of place, or keep the submodule whole)"
             )
-        out = self.map_method(n, meth[:-1])
+        try:
+            out = self.map_method(n, meth[:-1])
+        except (_Unmapped, BuildError):
+            out = self.opaque(n)
         same = self.same_tensor.setdefault(self.same_tensor.get(y, [y])[0], [y])
         same.append(n)  # y, and each in-place result of it: one tensor, all read the new value
         for m in same:

@@ -953,3 +953,26 @@ def test_in_place_methods_and_floor_division_import_as_their_boxes():
     )
     with pytest.raises(TorchImportError, match="has a view of another"):
         from_torch(InPlaceOnAView(), (torch.randn(2, 5, 3),))
+
+
+class MutatesItsInput(nn.Module):
+    """`add_` on the input, then the input read again; `copy_` (no box) on a fresh tensor."""
+
+    def forward(self, x):
+        y = x.add_(1) * 2 + x
+        z = x * 3
+        z.copy_(y.exp())
+        return y + z
+
+
+def test_an_input_changed_in_place_is_read_changed_after_and_left_alone_for_the_caller():
+    """The compiled module gives the model's output (readers after an in-place change read
+    the new value; `copy_`, an opaque box, works on a copy of its input) and leaves the
+    caller's tensor as it was."""
+    x = torch.randn(2, 3)
+    circuit = from_torch(MutatesItsInput(), (x.clone(),))
+    assert [b.kind for b in circuit.boxes].count("opaque") == 1
+    before = x.clone()
+    y = ncd_compile(circuit)(x)
+    torch.testing.assert_close(y, MutatesItsInput()(x.clone()))
+    torch.testing.assert_close(x, before)
