@@ -1281,7 +1281,7 @@ class _Importer:
         if fn in (torch.div, torch.true_divide, torch.floor_divide, operator.floordiv):
             return self.binary(n, self.division(n, fn.__name__), n.args[0], n.args[1])
         if fn in _BINARY:
-            return self.binary(n, _BINARY[fn], n.args[0], n.args[1])
+            return self.alpha(n, _BINARY[fn], n.args[0], n.args[1])
         if fn in (torch.max, torch.min) and len(n.args) == 2 and _is_t(self, n.args[1]):
             return self.binary(n, _PAIRWISE[fn.__name__], n.args[0], n.args[1])
         if fn in _COMPOSED_FNS:
@@ -1349,7 +1349,7 @@ class _Importer:
         if meth in ("div", "true_divide", "floor_divide"):
             return self.binary(n, self.division(n, meth), n.args[0], n.args[1])
         if meth in _BINARY_METHODS:
-            return self.binary(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
+            return self.alpha(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
         if meth == "roll":
             return self.roll(n)
         if meth in ("max", "min") and len(n.args) == 2 and _is_t(self, n.args[1]):
@@ -1671,6 +1671,22 @@ class _Importer:
         names = list(x.axes)
         names[a], names[b] = names[b], names[a]
         return self.order(x, names, n, "transpose")
+
+    def alpha(self, n, fn: str, a, b):
+        """`torch.add(a, b, alpha=s)` (and sub): a and s·b (a scale box, or the number
+        folded), then the op; without alpha (or 1) the op as it is."""
+        s_ = self.const(n.kwargs.get("alpha", 1))
+        if fn not in ("add", "sub") or s_ == 1:
+            return self.binary(n, fn, a, b)
+        if isinstance(s_, bool) or not isinstance(s_, (int, float)):
+            raise _Unmapped
+        if self.is_number(b):
+            ob = ("const", self.number(b) * s_, ())
+        else:
+            w, units = self.bare(b)
+            sb = self.b.scale(w, self.factor(float(s_)), name=self.box_name(n, "alpha"))
+            ob = ("wire", (sb, units), self.shape(b))
+        return self.elementwise(n, fn, [self.operand(a), ob], self.shape(n))
 
     @imports("binary", "scale", "constant", "compare")
     def binary(self, n, fn, a, b):

@@ -812,6 +812,8 @@ MAPPED = {  # torch calls that import as boxes, each compared with torch
     "all": lambda x: x.all(-1, keepdim=True).double() + (x > -3).all().double() * x,
     "repeat": lambda x: x.repeat(2, 1, 3).sum(0),
     "tile": lambda x: torch.tile(x, (1, 2)).amax(-1),
+    "add_alpha": lambda x: torch.add(x, x.exp(), alpha=2) + x.sub(3, alpha=0.5),
+    "sub_alpha": lambda x: torch.sub(x, x.exp(), alpha=0.5),
 }
 
 
