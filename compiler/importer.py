@@ -1157,7 +1157,11 @@ class _Importer:
         nsp = 1 if isinstance(m, (nn.MaxPool1d, nn.AvgPool1d)) else 2
         if getattr(m, "ceil_mode", False) or getattr(m, "dilation", 1) not in (1, (1, 1)):
             raise _Unmapped
-        if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)) and not m.count_include_pad:
+        if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)) and (
+            not m.count_include_pad or getattr(m, "divisor_override", None) is not None
+        ):
+            raise _Unmapped  # a divisor other than the window's size
+        if getattr(m, "return_indices", False):
             raise _Unmapped
         op = "max" if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)) else "avg"
 

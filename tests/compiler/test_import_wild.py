@@ -978,3 +978,9 @@ def test_an_input_changed_in_place_is_read_changed_after_and_left_alone_for_the_
     y = ncd_compile(circuit)(x)
     torch.testing.assert_close(y, MutatesItsInput()(x.clone()))
     torch.testing.assert_close(x, before)
+
+
+def test_an_average_pool_with_its_own_divisor_is_not_taken_for_the_pool_box():
+    model = nn.Sequential(nn.AvgPool2d(2, divisor_override=3))
+    circuit = _imported(model, torch.randn(2, 4, 9, 9))
+    assert [b.kind for b in circuit.boxes] == ["opaque"]
