@@ -134,6 +134,15 @@ _COMPOSED_FNS = {
     F.softsign: "softsign",
 }
 """Activations with no box of their own, imported as the boxes of their definition."""
+_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVG_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+             "divisor_override")  # fmt: skip
+_LAYER_FNS = {
+    F.max_pool1d: (nn.MaxPool1d, _POOL_ARGS), F.max_pool2d: (nn.MaxPool2d, _POOL_ARGS),
+    F.avg_pool1d: (nn.AvgPool1d, _AVG_ARGS), F.avg_pool2d: (nn.AvgPool2d, _AVG_ARGS),
+    F.adaptive_avg_pool2d: (nn.AdaptiveAvgPool2d, ("output_size",)),
+}  # fmt: skip
+"""Functions imported as the layer their arguments make, by the arguments' names."""
 _UNARY_DEFAULTS = {"softplus": {"beta": 1, "threshold": 20}, "elu": {"alpha": 1.0}}
 """The options a unary box's function takes as torch's defaults: other values stay opaque."""
 _UNARY_METHODS = {"relu", "sigmoid", "tanh", "exp", "neg", "abs", "sqrt", "rsqrt", "square",
@@ -1288,6 +1297,13 @@ class _Importer:
             return self.alpha(n, _BINARY[fn], n.args[0], n.args[1])
         if fn in (torch.max, torch.min) and len(n.args) == 2 and _is_t(self, n.args[1]):
             return self.binary(n, _PAIRWISE[fn.__name__], n.args[0], n.args[1])
+        if fn in _LAYER_FNS:  # F.max_pool2d(x, 3, 2, 1): the layer of those arguments
+            cls, names = _LAYER_FNS[fn]
+            given = {k: self.const(self.arg(n, i, k, None)) for i, k in enumerate(names, 1)}
+            return self.map_module(n, cls(**{k: v for k, v in given.items() if v is not None}))
+        if fn is F.pixel_shuffle:
+            r = self.const(self.arg(n, 1, "upscale_factor"))
+            return self.pixel_shuffle(n, self.wire(n.args[0]), r, True)
         if fn in _COMPOSED_FNS:
             kind = _COMPOSED_FNS[fn]
             opts = {"leaky_relu": (("negative_slope", 0.01),),

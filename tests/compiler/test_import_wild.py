@@ -984,3 +984,15 @@ def test_an_average_pool_with_its_own_divisor_is_not_taken_for_the_pool_box():
     model = nn.Sequential(nn.AvgPool2d(2, divisor_override=3))
     circuit = _imported(model, torch.randn(2, 4, 9, 9))
     assert [b.kind for b in circuit.boxes] == ["opaque"]
+
+
+@pytest.mark.parametrize(
+    "fn, opaque",
+    [(lambda x: F.max_pool2d(x, 3, 2, 1) + F.avg_pool2d(x, 3, 2, 1), 0),
+     (lambda x: F.adaptive_avg_pool2d(x, 1) * x, 0), (lambda x: F.pixel_shuffle(x, 2), 0),
+     (lambda x: F.avg_pool2d(x, 2, divisor_override=3), 1),
+     (lambda x: F.max_pool2d(x, 2, ceil_mode=True), 1)],
+)  # fmt: skip
+def test_pooling_functions_import_as_the_layer_of_their_arguments(fn, opaque):
+    circuit = _imported(Call(fn), torch.randn(2, 4, 9, 9))
+    assert [b.kind for b in circuit.boxes].count("opaque") == opaque
