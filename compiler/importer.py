@@ -1627,8 +1627,9 @@ class _Importer:
 
     def pad(self, n, a=None, pads=None, value=None) -> Wire:
         """F.pad with zeros (constant mode, value 0, pads no larger than the axis), or a zero
-        padding layer (nn.ZeroPad2d, nn.ConstantPad1d with 0): a zeros constant sliced to
-        each pad's width, concatenated on either side; a negative pad crops (a slice: RWKV's
+        padding layer (nn.ZeroPad2d, nn.ConstantPad1d with 0): per padded axis, zeros along it
+        sliced to each pad's width, concatenated on either side (repeated along the other
+        axes by the concat); a negative pad crops (a slice: RWKV's
         token shift `ZeroPad2d((0, 0, 1, -1))`)."""
         a = n.args[0] if a is None else a
         x = self.wire(a)
@@ -1653,7 +1654,6 @@ class _Importer:
                 x = self.b.rename(x, {x.axes[d]: new}, name=self.box_name(n, "cropped"))
                 shape[d] += lo + hi
         pads = [max(p, 0) for p in pads]
-        zeros = None
         y = x
         for i in range(len(pads) // 2):
             d = len(shape) - 1 - i
@@ -1663,18 +1663,11 @@ class _Importer:
             ax = x.axes[d]
             if max(lo, hi) > shape[d]:
                 raise _Unmapped
-            if zeros is None:
-                name = self.box_name(n, "zeros")
-                zeros = self.b.box("constant", {}, name, axes=list(x.axes), dtype=x.type.dtype,
-                                   value=_num(0.0))  # fmt: skip
-                self.weights[name] = {"value": torch.zeros(shape, dtype=self.values[n].dtype)}
-                self.buffers.add(name)
-            cur = list(y.axes)
-            # the zeros with y's axes: sizes along the axes padded before this one differ
-            z = zeros
-            for j in range(d + 1, len(shape)):
-                if cur[j] != x.axes[j]:
-                    raise _Unmapped  # pads of two axes: not mapped
+            # zeros along the padded axis alone: the concat repeats them along y's others
+            name = self.box_name(n, "zeros")
+            z = self.b.box("constant", {}, name, axes=[ax], dtype=x.type.dtype, value=_num(0.0))
+            self.weights[name] = {"value": torch.zeros(shape[d], dtype=self.values[n].dtype)}
+            self.buffers.add(name)
             parts = []
             if lo:
                 parts.append(self.b.slice(z, ax, 0, lo, name=self.box_name(n, "left")))

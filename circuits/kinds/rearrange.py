@@ -178,8 +178,9 @@ class Unpack(BoxBase):
 class Concat(BoxBase):
     """Concatenates operands along `axis`, their other axes matched by name. An operand without
     `axis` joins as one position along it (a class token before the patches); one without
-    another axis repeats along it (a class token shared by the batch), as binary ops broadcast.
-    The first operand with `axis` has every axis."""
+    another axis repeats along it (a class token shared by the batch, zeros padding every
+    row), as binary ops broadcast. The operand with `axis` and the most axes has every axis
+    (the output's, in its order)."""
 
     kind: Literal["concat"] = "concat"
     axis: AxisName
@@ -194,7 +195,8 @@ class Concat(BoxBase):
     def infer(self, ins, ctx):
         ts = [(p, tensor(ins, p)) for p in self.operands]
         having = [(p, t) for p, t in ts if t.axis(self.axis) is not None]
-        first_port, first = having[0] if having else ts[0]
+        # the output's axes: those of the operand with the joined axis and the most axes
+        first_port, first = max(having, key=lambda h: len(h[1].names)) if having else ts[0]
         need(first, (self.axis,), first_port)
         for p, t in ts:
             if t is first:
@@ -202,7 +204,7 @@ class Concat(BoxBase):
             extra = [a for a in t.names if first.axis(a) is None]
             if extra:
                 raise ShapeProblem(
-                    f"an operand's axes are among those of the first with {self.axis} (it "
+                    f"an operand's axes are among those of the widest with {self.axis} (it "
                     "repeats along the ones it lacks)", p, " ".join(first.names),
                     " ".join(t.names),
                 )  # fmt: skip

@@ -996,3 +996,12 @@ def test_an_average_pool_with_its_own_divisor_is_not_taken_for_the_pool_box():
 def test_pooling_functions_import_as_the_layer_of_their_arguments(fn, opaque):
     circuit = _imported(Call(fn), torch.randn(2, 4, 9, 9))
     assert [b.kind for b in circuit.boxes].count("opaque") == opaque
+
+
+def test_zero_padding_of_two_axes_is_zeros_concatenated_along_each():
+    """The zeros of each padded axis lie along it alone; the concat repeats them along the
+    others (those padded before included)."""
+    circuit = _imported(Call(lambda x: F.pad(x, (1, 2, 3, 0))), torch.randn(2, 4, 5, 6))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and kinds.count("concat") == 2
+    assert all(len(b.axes) == 1 for b in circuit.boxes if b.kind == "constant")

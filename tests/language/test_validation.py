@@ -176,7 +176,7 @@ def test_concat_takes_an_operand_without_the_axis_as_one_position():
     assert b.concat(b.input("d", "D B"), x, axis="T").axes == ("B", "T", "D")  # by name
     shared = b.concat(b.input("k", "D"), x, axis="T")  # one position, repeated over B
     assert shared.axes == ("B", "T", "D") and str(shared.type.axis("T").size) in ("T + 1", "6")
-    with pytest.raises(BuildError, match="among those of the first with T"):
+    with pytest.raises(BuildError, match="among those of the widest with T"):
         b.concat(x, b.input("e", "B T F"), axis="T")
     with pytest.raises(BuildError, match="T"):
         b.concat(c, c, axis="T")  # no operand has the axis
