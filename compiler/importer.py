@@ -174,6 +174,8 @@ _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16
           "bool": torch.bool}  # fmt: skip
 _MOVES = ("swapaxes", "swapdims", "movedim", "moveaxis", "t", "select", "narrow", "squeeze",
           "view_as", "reshape_as")  # fmt: skip
+_FIELDS = {"values": 0, "indices": 1}
+"""The fields of a (values, indices) result (max, min, topk, sort) by position."""
 _PAIRWISE = {"max": "maximum", "min": "minimum"}
 """torch.max(a, b) and torch.min(a, b) of two tensors: elementwise."""
 _NEGATED = {"eq": "ne", "ne": "eq", "lt": "ge", "ge": "lt", "gt": "le", "le": "gt"}
@@ -1282,10 +1284,15 @@ class _Importer:
         return name
 
     def map_function(self, n, fn):
-        if fn is operator.getitem:
+        if fn is operator.getitem or (fn is getattr and n.args[1] in _FIELDS):
             src = self.wires.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
-            if isinstance(src, tuple) and isinstance(n.args[1], int):
-                return src[n.args[1]]
+            i = _FIELDS.get(n.args[1], n.args[1]) if fn is getattr else n.args[1]
+            if isinstance(src, tuple) and isinstance(i, int):
+                if src[i] is None:
+                    raise _Unmapped
+                return src[i]
+            if fn is getattr:
+                raise _Unmapped
             if _is_t(self, n.args[0]):
                 return self.getitem(n, n.args[0], n.args[1])
             raise _Unmapped
@@ -1297,6 +1304,8 @@ class _Importer:
             return self.alpha(n, _BINARY[fn], n.args[0], n.args[1])
         if fn in (torch.max, torch.min) and len(n.args) == 2 and _is_t(self, n.args[1]):
             return self.binary(n, _PAIRWISE[fn.__name__], n.args[0], n.args[1])
+        if fn in (torch.max, torch.min):
+            return self.extreme(n, fn.__name__)
         if fn in _LAYER_FNS:  # F.max_pool2d(x, 3, 2, 1): the layer of those arguments
             cls, names = _LAYER_FNS[fn]
             given = {k: self.const(self.arg(n, i, k, None)) for i, k in enumerate(names, 1)}
@@ -1374,6 +1383,8 @@ class _Importer:
             return self.roll(n)
         if meth in ("max", "min") and len(n.args) == 2 and _is_t(self, n.args[1]):
             return self.binary(n, _PAIRWISE[meth], n.args[0], n.args[1])
+        if meth in ("max", "min"):
+            return self.extreme(n, meth)
         if meth in _COMMON_METHODS:
             return self.common(n, meth)
         if meth in _UNARY_METHODS:
@@ -2575,6 +2586,28 @@ class _Importer:
         order = [next(rest) if o is None else o for o in order]
         return self.order(x, [x.axes[d] for d in order], n, "permute")
 
+    def extreme(self, n, op: str):
+        """`x.max(dim)` / `x.min(dim)` (keepdim or not) read for its values alone (`[0]`,
+        `.values`): those values as a reduce box, the indices None; `x.max()` the reduce over
+        every axis. Read for its indices (ties broken as torch does), opaque."""
+        a0 = n.args[0]
+        dim = self.const(self.arg(n, 1, "dim"))
+        if dim is None:
+            x = self.wire(a0)
+            return self.b.reduce(x, list(x.axes), op, name=self.box_name(n))
+        if not isinstance(dim, int) or not all(
+            (u.target is operator.getitem and u.args[1] == 0)
+            or (u.target is getattr and u.args[1] == "values")
+            for u in n.users
+        ):
+            raise _Unmapped
+        x = self.wire(a0)
+        d = dim % len(x.axes)
+        y = self.b.reduce(x, [x.axes[d]], op, name=self.box_name(n))
+        if self.const(self.arg(n, 2, "keepdim", False)):  # the kept dim a unit axis
+            y = self.with_units(y, (d,), tuple(self.values[n][0].shape), n)
+        return (y, None)
+
     def division(self, n, name: str) -> str:
         """The binary op of a division: `div` (true division), or `floordiv` for
         `rounding_mode="floor"`, `floor_divide` and `//`; truncation stays opaque."""
@@ -2885,6 +2918,11 @@ class _Importer:
             in_ports=ports,
             outputs=outputs,
             dtype=_dtype(outs[0]),
+            dtypes={
+                p: _dtype(t)
+                for p, t in zip(outputs, outs, strict=True)
+                if _dtype(t) != _dtype(outs[0])
+            },  # fmt: skip
         )
         if not isinstance(v, (tuple, list)):
             return r

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -44,6 +44,10 @@ class Opaque(BoxBase):
     """Output port -> its axes."""
     dtype: str = Field(default="float32", pattern=DTYPE_PATTERN)
     """Element type of the outputs."""
+    dtypes: dict[Name, Annotated[str, Field(pattern=DTYPE_PATTERN)]] = Field(
+        default_factory=dict, max_length=64
+    )
+    """Output port -> its element type, where it is not `dtype` (a max's int64 indices)."""
     flops: SizeExpr = "0"
     """Known FLOPs per call, if any (used by the cost model)."""
     family = "opaque"
@@ -53,5 +57,6 @@ class Opaque(BoxBase):
 
     def infer(self, ins, ctx):
         return {
-            p: TensorType(tuple(new_axes(ax, ctx)), self.dtype) for p, ax in self.outputs.items()
+            p: TensorType(tuple(new_axes(ax, ctx)), self.dtypes.get(p, self.dtype))
+            for p, ax in self.outputs.items()
         }

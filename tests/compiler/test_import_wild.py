@@ -814,6 +814,8 @@ MAPPED = {  # torch calls that import as boxes, each compared with torch
     "tile": lambda x: torch.tile(x, (1, 2)).amax(-1),
     "add_alpha": lambda x: torch.add(x, x.exp(), alpha=2) + x.sub(3, alpha=0.5),
     "sub_alpha": lambda x: torch.sub(x, x.exp(), alpha=0.5),
+    "max_dim": lambda x: torch.max(x, 2, keepdim=True)[0] * x + x.max(1, True).values,
+    "min_dim": lambda x: x.min(-1)[0] + x.max() - x.min(dim=1).values.sum(-1, keepdim=True),
 }
 
 
@@ -821,6 +823,15 @@ MAPPED = {  # torch calls that import as boxes, each compared with torch
 def test_common_torch_calls_import_as_boxes(op):
     circuit = _imported(Call(MAPPED[op]), torch.randn(2, 6, 8))
     assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+def test_the_indices_of_a_max_stay_opaque():
+    """`x.max(1)[1]` (ties broken as torch breaks them) is not taken for a reduce; the opaque
+    box's indices output is int64 beside its float values (the cast after it was dropped
+    while the box gave every output one type)."""
+    circuit = _imported(Call(lambda x: x.max(1)[1].double()), torch.randn(2, 6, 8))
+    assert [b.kind for b in circuit.boxes] == ["opaque", "cast"]
+    assert list(circuit.boxes[0].dtypes.values()) == ["int64"]
 
 
 @pytest.mark.parametrize(
