@@ -134,6 +134,10 @@ _COMPOSED_FNS = {
     F.softsign: "softsign",
 }
 """Activations with no box of their own, imported as the boxes of their definition."""
+_COMPOSED_OPTIONS = {"leaky_relu": (("negative_slope", 0.01),),
+                     "hardtanh": (("min_val", -1.0), ("max_val", 1.0))}  # fmt: skip
+"""Their options, by the name the function's argument and the layer's attribute share, and
+the function's default."""
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _AVG_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
              "divisor_override")  # fmt: skip
@@ -174,6 +178,9 @@ _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16
           "bool": torch.bool}  # fmt: skip
 _MOVES = ("swapaxes", "swapdims", "movedim", "moveaxis", "t", "select", "narrow", "squeeze",
           "view_as", "reshape_as")  # fmt: skip
+_REDUCTIONS = {"mean": "mean", "sum": "sum", "amax": "max", "amin": "min",
+               "logsumexp": "logsumexp", "any": "max", "all": "min"}  # fmt: skip
+"""torch's reductions over dims and the reduce box's op (any, all: of booleans)."""
 _FIELDS = {"values": 0, "indices": 1}
 """The fields of a (values, indices) result (max, min, topk, sort) by position."""
 _PAIRWISE = {"max": "maximum", "min": "minimum"}
@@ -543,19 +550,16 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
 _COMMON_METHODS = {m: m for m in (
     "mean", "sum", "clamp", "clamp_min", "clamp_max", "to", "type_as", *_CASTS, "cumsum",
     "cumprod", "unbind", "unsqueeze", "repeat_interleave", "expand", "expand_as", "detach",
-    "topk", "amax", "amin", "logsumexp", "swapaxes", "swapdims", "movedim", "moveaxis", "t",
-    "select", "narrow", "squeeze", "view_as", "reshape_as", "var", "std", "any", "all",
-    "repeat", "tile",
+    "topk", *_REDUCTIONS, *_MOVES, "var", "std", "repeat", "tile",
 )}  # fmt: skip
 _COMMON_FNS = {
-    **{getattr(torch, m): m for m in ("logsumexp", "swapaxes", "swapdims", "movedim",
-                                      "moveaxis", "t", "select", "narrow", "squeeze", "stack",
-                                      "var", "std", "any", "all", "tile")},
-    torch.mean: "mean", torch.sum: "sum", torch.clamp: "clamp", torch.clamp_min: "clamp_min",
+    **{getattr(torch, m): m for m in (*_REDUCTIONS, *_MOVES, "stack", "var", "std", "tile")
+       if hasattr(torch, m)},
+    torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
     torch.where: "where", torch.unbind: "unbind", torch.unsqueeze: "unsqueeze",
     torch.repeat_interleave: "repeat_interleave", F.dropout: "dropout", F.pad: "pad",
-    torch.topk: "topk", F.interpolate: "interpolate", torch.amax: "amax", torch.amin: "amin",
+    torch.topk: "topk", F.interpolate: "interpolate",
     **dict.fromkeys(_MAKERS, "make"),
     **dict.fromkeys((torch.zeros_like, torch.ones_like, torch.full_like), "like"),
 }  # fmt: skip
@@ -914,6 +918,13 @@ class _Importer:
     def shape(self, n) -> tuple[int, ...]:
         return tuple(self.values[n].shape)
 
+    def dims_of(self, n, x: Wire) -> list[int]:
+        """The dims a reduction's `dim` argument names (every one where None), each once,
+        non-negative, in order."""
+        dims = self.const(self.arg(n, 1, "dim"))
+        dims = range(len(x.axes)) if dims is None else [dims] if isinstance(dims, int) else dims
+        return sorted({d % len(x.axes) for d in dims})
+
     def feeds_only_softmaxes(self, n: fx.Node) -> bool:
         return _feeds_only_softmaxes(n, self.gm, lambda x: len(self.shape(x)))
 
@@ -1107,9 +1118,9 @@ class _Importer:
         if isinstance(m, nn.Dropout):  # (timm writes Dropout(0.0): nothing to draw)
             return x if m.p == 0 else self.b.dropout(x, m.p, name=self.box_name(n))
         if type(m) in _COMPOSED_MODULES:
-            opts = {"leaky_relu": ("negative_slope",), "hardtanh": ("min_val", "max_val")}
             kind = _COMPOSED_MODULES[type(m)]
-            return self.composed(n, x, kind, *(getattr(m, k) for k in opts.get(kind, ())))
+            opts = (getattr(m, k) for k, _ in _COMPOSED_OPTIONS.get(kind, ()))
+            return self.composed(n, x, kind, *opts)
         if type(m) in _UNARY_MODULES:
             if isinstance(m, nn.GELU) and m.approximate == "tanh":
                 return self.b.unary(x, "gelu_tanh", name=self.box_name(n))
@@ -1315,9 +1326,8 @@ class _Importer:
             return self.pixel_shuffle(n, self.wire(n.args[0]), r, True)
         if fn in _COMPOSED_FNS:
             kind = _COMPOSED_FNS[fn]
-            opts = {"leaky_relu": (("negative_slope", 0.01),),
-                    "hardtanh": (("min_val", -1.0), ("max_val", 1.0))}.get(kind, ())  # fmt: skip
-            args = [self.const(self.arg(n, i, k, v)) for i, (k, v) in enumerate(opts, start=1)]
+            opts = enumerate(_COMPOSED_OPTIONS.get(kind, ()), start=1)
+            args = [self.const(self.arg(n, i, k, v)) for i, (k, v) in opts]
             return self.pointwise(n, n.args[0], lambda x: self.composed(n, x, kind, *args))
         if fn in _UNARY_FNS:
             name, box = _UNARY_FNS[fn], self.box_name(n)
@@ -1415,35 +1425,24 @@ class _Importer:
         """The tensor ops torch has as functions and methods alike (`torch.cumsum(x, 1)`,
         `x.cumsum(1)`), arguments read by position or keyword."""
         a0 = n.args[0] if n.args else n.kwargs.get("input")
-        if op in ("mean", "sum", "amax", "amin", "logsumexp"):
-            x, dims = self.wire(a0), self.const(self.arg(n, 1, "dim"))
-            if n.kwargs.get("dtype") is not None or not x.axes:
+        if op in _REDUCTIONS:  # over `dim` (every axis where None: a loss's `x.sum()`)
+            if n.kwargs.get("dtype") is not None:
                 raise _Unmapped
-            if dims is None:  # over every axis (a loss's `x.sum()`)
-                dims = list(range(len(x.axes)))
-            dims = [dims] if isinstance(dims, int) else list(dims)
-            over = [x.axes[d] for d in dims]
-            how = {"amax": "max", "amin": "min"}.get(op, op)
-            y = self.b.reduce(x, over, how, name=self.box_name(n))
-            if self.const(self.arg(n, 2, "keepdim", False)):
-                self.units[n] = tuple(sorted(d % len(x.axes) for d in dims))
-            return y
-        if op in ("var", "std"):
-            return self.spread(n, op, a0)
-        if op in ("any", "all"):  # the max (min) of booleans, x != 0 where x is not one
-            if self.values[a0].dtype != torch.bool:
-                a0 = self.condition(n, a0, negate=False)
-            x, units = self.bare(a0) if isinstance(a0, fx.Node) else a0[1]  # (an operand)
-            if units or not x.axes:
+            if op in ("any", "all") and self.values[a0].dtype != torch.bool:
+                x, units = self.condition(n, a0, negate=False)[1]  # x != 0
+                if units:
+                    raise _Unmapped
+            else:
+                x = self.wire(a0)
+            if not x.axes:
                 raise _Unmapped
-            dims = self.const(self.arg(n, 1, "dim"))
-            dims = range(len(x.axes)) if dims is None else [dims] if isinstance(dims, int) else dims
-            dims = sorted({d % len(x.axes) for d in dims})
-            how = "max" if op == "any" else "min"
-            y = self.b.reduce(x, [x.axes[d] for d in dims], how, name=self.box_name(n))
+            dims = self.dims_of(n, x)
+            y = self.b.reduce(x, [x.axes[d] for d in dims], _REDUCTIONS[op], name=self.box_name(n))
             if self.const(self.arg(n, 2, "keepdim", False)):
                 self.units[n] = tuple(dims)
             return y
+        if op in ("var", "std"):
+            return self.spread(n, op, a0)
         if op in ("clamp", "clamp_min", "clamp_max"):
             x = self.wire(a0)
             low = self.const(self.arg(n, 1, "min")) if op != "clamp_max" else None
@@ -1846,10 +1845,10 @@ class _Importer:
         if not isinstance(c, fx.Node) or _op(c) != "sub" or len(c.args) != 2:
             return None
         x, u = c.args
-        if not isinstance(x, fx.Node) or self.reduced_dim(u, ("mean",)) is None:
+        k = self.reduced_dim(u, ("mean",))
+        if not isinstance(x, fx.Node) or k is None or u.args[0] is not x:
             return None
-        rank = len(self.shape(x))
-        return x if u.args[0] is x and self.reduced_dim(u, ("mean",)) % rank == dim else None
+        return x if k % len(self.shape(x)) == dim else None
 
     def operand(self, a):
         """An operand of an elementwise op: ("const", number, ()), ("lazy", _Lazy, shape) or
@@ -2522,7 +2521,6 @@ class _Importer:
         N / (N - correction) for the N positions reduced (a size expression), its root for
         `std`."""
         x = self.wire(a)
-        dims = self.const(self.arg(n, 1, "dim"))
         third = self.const(n.args[2]) if len(n.args) > 2 else None
         if isinstance(third, bool):  # var(x, dim, unbiased, keepdim)
             corr = int(third)
@@ -2533,8 +2531,7 @@ class _Importer:
             keep = self.const(n.kwargs.get("keepdim", False))
         if not x.axes or not isinstance(corr, int):
             raise _Unmapped
-        dims = range(len(x.axes)) if dims is None else [dims] if isinstance(dims, int) else dims
-        dims = sorted({d % len(x.axes) for d in dims})
+        dims = self.dims_of(n, x)
         over = [x.axes[d] for d in dims]
         mean = self.b.reduce(x, over, "mean", name=self.box_name(n, "mean"))
         c = self.b.binary(x, mean, "sub", name=self.box_name(n, "centre"))
@@ -2590,10 +2587,8 @@ class _Importer:
         """`x.max(dim)` / `x.min(dim)` (keepdim or not) read for its values alone (`[0]`,
         `.values`): those values as a reduce box, the indices None; `x.max()` the reduce over
         every axis. Read for its indices (ties broken as torch does), opaque."""
-        a0 = n.args[0]
-        dim = self.const(self.arg(n, 1, "dim"))
+        x, dim = self.wire(n.args[0]), self.const(self.arg(n, 1, "dim"))
         if dim is None:
-            x = self.wire(a0)
             return self.b.reduce(x, list(x.axes), op, name=self.box_name(n))
         if not isinstance(dim, int) or not all(
             (u.target is operator.getitem and u.args[1] == 0)
@@ -2601,7 +2596,6 @@ class _Importer:
             for u in n.users
         ):
             raise _Unmapped
-        x = self.wire(a0)
         d = dim % len(x.axes)
         y = self.b.reduce(x, [x.axes[d]], op, name=self.box_name(n))
         if self.const(self.arg(n, 2, "keepdim", False)):  # the kept dim a unit axis
@@ -2701,15 +2695,14 @@ class _Importer:
         return y
 
     def stack(self, n) -> Wire:
-        """torch.stack: the first operand given a unit axis at `dim`, the others joining it
-        there as one position each (a concat box), the new axis named by its size."""
+        """torch.stack: the first operand given a unit axis at `dim` (`with_units`), the others
+        joining it there as one position each (a concat box), the new axis named by its
+        size."""
         args = list(self.arg(n, 0, "tensors"))
         d = self.const(self.arg(n, 1, "dim", 0)) % (len(self.shape(args[0])) + 1)
         first = self.wire(args[0])
-        u = self.unit(first.axes)
-        y = self.b.split_axis(first, first.axes[d - 1] if d else first.axes[0],
-                              [first.axes[d - 1], u] if d else [u, first.axes[0]],
-                              name=self.box_name(n, "unit"))  # fmt: skip
+        y = self.with_units(first, (d,), self.shape(n), n)
+        u = y.axes[d]
         rest = []
         for i, a in enumerate(args[1:], start=1):
             w = self.wire(a)
@@ -2725,18 +2718,14 @@ class _Importer:
         """PixelShuffle (`up`: [.., C r r, H, W] -> [.., C, H r, W r]) or PixelUnshuffle (the
         reverse): a split, a permute and a merge, as the reshapes that define it."""
         *lead, c, h, w = self.shape(n.args[0])
-        if up:
-            c //= r * r
-            y = self.view(n, x, [*lead, c, r, r, h, w])
-            k = len(lead)
-            perm = [*range(k), k, k + 3, k + 1, k + 4, k + 2]
-            y = self.order(y, [y.axes[d] for d in perm], n, "permute")
-            return self.view(n, y, [*lead, c, h * r, w * r])
-        y = self.view(n, x, [*lead, c, h // r, r, w // r, r])
         k = len(lead)
-        perm = [*range(k), k, k + 2, k + 4, k + 1, k + 3]
-        y = self.order(y, [y.axes[d] for d in perm], n, "permute")
-        return self.view(n, y, [*lead, c * r * r, h // r, w // r])
+        if up:  # (c r r) h w -> c h r w r -> c (h r) (w r)
+            split, perm = [c // (r * r), r, r, h, w], [k, k + 3, k + 1, k + 4, k + 2]
+        else:  # c (h r) (w r) -> c h r w r -> (c r r) h w
+            split, perm = [c, h // r, r, w // r, r], [k, k + 2, k + 4, k + 1, k + 3]
+        y = self.view(n, x, [*lead, *split])
+        y = self.order(y, [y.axes[d] for d in [*range(k), *perm]], n, "permute")
+        return self.view(n, y, self.shape(n))
 
     def roll(self, n) -> Wire:
         """torch.roll(x, shifts, dims): along each dim the last `s` positions moved to the

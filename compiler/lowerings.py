@@ -406,25 +406,21 @@ def _unpack(L: Lowerer, b, x, tin, tout):
 
 @lowers("concat")
 def _concat(L: Lowerer, b, x, tin, tout):
-    """torch.cat of the operands laid out as the output: one without the axis is one position
-    at its place, one without another axis is expanded along it to the size the first
-    operand with every axis has there."""
+    """torch.cat of the operands laid out as the output, each one lacking axes expanded (a
+    view): one position along the joined axis, along another axis the size an operand with
+    every axis has there."""
     out = tout["out"].names
-    d = out.index(b.axis)
     full = next(p for p in b.operands if len(tin[p].names) == len(out))
-    ref = L.align(x[full], tin[full].names, out)
     parts = []
     for p in b.operands:
         names = tin[p].names
         t = L.align(x[p], names, out)
-        if len(names) < len(out) - (b.axis not in names):  # repeats along an axis it lacks
-            sizes = [-1 if a in names else 1 if a == b.axis else L.method("size", ref, i)
-                     for i, a in enumerate(out)]  # fmt: skip
+        if len(names) < len(out):
+            sizes = [-1 if a in names else 1 if a == b.axis else
+                     L.method("size", x[full], tin[full].names.index(a)) for a in out]  # fmt: skip
             t = L.method("expand", t, *sizes)
-        elif b.axis not in names:
-            t = L.fn(torch.unsqueeze, L.align(x[p], names, [a for a in out if a != b.axis]), d)
         parts.append(t)
-    return {"out": L.fn(torch.cat, parts, d)}
+    return {"out": L.fn(torch.cat, parts, out.index(b.axis))}
 
 
 @lowers("split")

@@ -101,10 +101,10 @@ class _Proxy(fx.Proxy):
         """`int(n)`, `float(n)` of a number computed from sizes alone (Swin's
         `int(windows.shape[0] / (H * W / ws / ws))`): the example's, as a condition on sizes
         is; of anything read from tensor values, fx's error."""
-        v = self._value()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and not reads_values(self.node):
-            return cast(v)
-        raise TypeError(f"{cast.__name__}() of a traced value that is not a size: {self.node}")
+        v = self.tracer.of_sizes(self.node, (int, float))
+        if v is _UNKNOWN or isinstance(v, bool):
+            raise TypeError(f"{cast.__name__}() of a traced value that is not a size: {self.node}")
+        return cast(v)
 
     def __int__(self) -> int:
         return self._number(int)
@@ -161,10 +161,14 @@ class _Tracer(fx.Tracer):
         """A condition on sizes alone (nanoGPT's `assert t <= block_size`) is the example's
         answer: the graph is that of the example's sizes. One on tensor values still stops
         the trace."""
-        v = self.values.get(obj.node, _UNKNOWN)
-        if isinstance(v, bool) and not reads_values(obj.node):
-            return v
-        return super().to_bool(obj)
+        v = self.of_sizes(obj.node, bool)
+        return super().to_bool(obj) if v is _UNKNOWN else v
+
+    def of_sizes(self, node: fx.Node, types):
+        """The example's value of a node of one of `types` computed from sizes alone, else
+        _UNKNOWN."""
+        v = self.values.get(node, _UNKNOWN)
+        return v if isinstance(v, types) and not reads_values(node) else _UNKNOWN
 
     def iter(self, obj: fx.Proxy):
         v = self.values.get(obj.node, _UNKNOWN)
