@@ -378,9 +378,11 @@ def cases(families, dev, dtype):
             label = f"{'gated ' if gated else ''}keys near={near} state={state} packed={packed}"
             args = (1 if packed else 2, T, 3, K, K, gated, near, state, cu if packed else None, 9)
             out.append(("delta_rule", label, delta_rule_case, args))
-            if near == 0.0:  # the forward that keeps its chunk states for the backward
+            if near == 0.0:  # the forward that keeps its chunk states (or V') for the backward
                 keep = {"delta_keep_states": True}
                 out.append(("delta_rule", label + " keep_states", delta_rule_case, args, keep))
+                keep = {"delta_keep_values": True}
+                out.append(("delta_rule", label + " keep_values", delta_rule_case, args, keep))
             # the scan reading the prepare kernel's Q K^T and decayed keys, alone and keeping
             prep = {"delta_prepared_qk": True}
             out.append(("delta_rule", label + " prepared", delta_rule_case, args, prep))

@@ -963,10 +963,16 @@ def _delta_rule(v: BoxView) -> Rule:
         _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)"),
         _own("v_new", B * T * V * bp, "V' = U - W S (V per token)"),
     ] if keep else []  # fmt: skip
+    values = ops_config.settings.delta_keep_values and not keep  # the forward's scan writes V'
+    if values:
+        states = [_own("v_new", B * T * V * bp, "V' = U - W S (V per token)")]
     prep = ops_config.settings.delta_prepared_qk  # the prepare kernel also forms Q K^T
     flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep)
-    flops_bwd = dr.flops_backward(B, T, 1, K, V, gated=gated, keep_states=keep, prepared=prep)
+    flops_bwd = dr.flops_backward(
+        B, T, 1, K, V, gated=gated, keep_states=keep, prepared=prep, keep_values=values
+    )
     name = "gated_delta_rule" if gated else "delta_rule"
+    switches = dict(bytes_per=bp, gated=gated, keep_states=keep, prepared=prep, keep_values=values)
     return Rule(
         flops=flops,
         mm=flops,
@@ -976,16 +982,16 @@ def _delta_rule(v: BoxView) -> Rule:
         temps=dr.forward_temp_bytes(
             B, T, 1, K, V, bytes_per=bp, keep_states=keep, gated=gated, prepared=prep
         ),
-        bwd_temps=dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep) + do_copy,
-        io=dr.io_forward(B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep, prepared=prep),
-        io_bwd=dr.io_backward(
-            B, T, 1, K, V, bytes_per=bp, gated=gated, keep_states=keep, prepared=prep
-        ),
+        bwd_temps=do_copy
+        + dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep, keep_values=values),
+        io=dr.io_forward(B, T, 1, K, V, **switches),
+        io_bwd=dr.io_backward(B, T, 1, K, V, **switches),
         fused=f"ncd.ops.{name}",
         notes=[
             "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",
             *_packed_note(v),
             *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
+            *(["ops switch delta_keep_values on: V' kept"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
         ],  # fmt: skip
     )

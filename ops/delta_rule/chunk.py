@@ -16,7 +16,9 @@ Forward (two launches):
 Backward (three launches, kept from the forward: its inputs, T and -W):
     _scan_fwd_kernel  in STATES mode, U formed from T: writes the state entering each chunk
                       and V' (once). With config delta_keep_states the forward's scan writes them
-                      beside the output and the backward skips this launch.
+                      beside the output and the backward skips this launch; with
+                      delta_keep_values it writes V' and this launch reads it (LOAD_VN): one
+                      product a chunk, the state update.
     _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
     _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
 With config delta_prepared_qk the prepare kernel also writes each chunk's scale (Q K^T * E *
@@ -368,12 +370,14 @@ def _scan_fwd_kernel(
     Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, AQK, KD, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
-    OUTPUT: tl.constexpr, FORM_U: tl.constexpr, PREPARED: tl.constexpr, VARLEN: tl.constexpr,
-    DOT: tl.constexpr, BV: tl.constexpr,
+    STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr, FORM_U: tl.constexpr,
+    PREPARED: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """The state scan: per chunk V' = U - W S (WN = -W), the output, S updated. FORM_U: U =
-    T diag(beta) V formed here from T (AI), else read (U). STATES: write the state entering
-    each chunk (HS) and V' (VN); OUTPUT: the output (and with STORE_ST the final state).
+    T diag(beta) V formed here from T (AI), else read (U). LOAD_VN: V' read from VN (kept by
+    the forward) instead, so a chunk costs only the state update. STATES: write the state
+    entering each chunk (HS); STORE_VN: write V' (VN); OUTPUT: the output (and with STORE_ST
+    the final state).
     PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the decayed keys from KD
     (the prepare kernel's STORE_QK) rather than formed here."""
     i_v = tl.program_id(0)
@@ -405,27 +409,31 @@ def _scan_fwd_kernel(
             k = tl.load(KD + kp, mask=kmask, other=0.0)
         else:
             k = tl.load(K + kp, mask=kmask, other=0.0)
-        wn = tl.load(WN + kp, mask=kmask, other=0.0)
-        if FORM_U:
-            ai = tl.load(
-                AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
-                other=0.0,
-            )  # fmt: skip
-            beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
-            v = tl.load(V + vp, mask=vmask, other=0.0)
+        if LOAD_VN:
+            v_in = tl.load(VN + vp, mask=vmask, other=0.0)
         else:
-            u = tl.load(U + vp, mask=vmask, other=0.0)
+            wn = tl.load(WN + kp, mask=kmask, other=0.0)
+            if FORM_U:
+                ai = tl.load(
+                    AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
+                    other=0.0,
+                )  # fmt: skip
+                beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
+                v = tl.load(V + vp, mask=vmask, other=0.0)
+            else:
+                u = tl.load(U + vp, mask=vmask, other=0.0)
         if STATES:
             hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
             tl.store(HS + hp + s_off, S.to(HS.dtype.element_ty), mask=s_mask)
-        if FORM_U:  # V' = U - W S, both products into one accumulator
-            v_new = tl.dot(ai, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
-            v_new = tl.dot(wn, S.to(wn.dtype), v_new, input_precision=DOT)
-        else:
-            v_new = tl.dot(wn, S.to(wn.dtype), u.to(tl.float32), input_precision=DOT)
-        v_in = v_new.to(k.dtype)
-        if STATES:
-            tl.store(VN + vp, v_in, mask=vmask)
+        if not LOAD_VN:
+            if FORM_U:  # V' = U - W S, both products into one accumulator
+                v_new = tl.dot(ai, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
+                v_new = tl.dot(wn, S.to(wn.dtype), v_new, input_precision=DOT)
+            else:
+                v_new = tl.dot(wn, S.to(wn.dtype), u.to(tl.float32), input_precision=DOT)
+            v_in = v_new.to(k.dtype)
+            if STORE_VN:
+                tl.store(VN + vp, v_in, mask=vmask)
         if HAS_G:
             G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
         if OUTPUT:
@@ -743,19 +751,23 @@ def _qk(q, k, g, scale, lay):
 
 
 def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, states, output,
-                  aqk=None, kd=None):  # fmt: skip
+                  aqk=None, kd=None, values=False, vn=None):  # fmt: skip
     """(o, final state, entering states, V'), each None where not asked for: output, the
     output and (want_state) the final state (float32 [N, H, K, V]); states, the state entering
-    each chunk ([NC, H, K, V] in the input dtype) and V' (as v). u None: U formed in the scan
-    from T (ai), v and beta. aqk (and kd, gated): the prepare kernel's Q K^T and decayed
-    keys, read rather than formed."""
+    each chunk ([NC, H, K, V] in the input dtype); values (or states), V' (as v). u None: U
+    formed in the scan from T (ai), v and beta. vn: V' kept by the forward, read instead of
+    formed (the states alone then cost one product a chunk; returned as given). aqk (and kd,
+    gated): the prepare kernel's Q K^T and decayed keys, read rather than formed."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    hs = vn = o = s_t = None
+    hs = o = s_t = None
+    load_vn = vn is not None
+    if (states or values) and not load_vn:
+        vn = torch.empty_like(v)
     if states:
         hs = torch.empty(lay.NC, H, K, V, device=q.device, dtype=q.dtype)
-        vn = torch.empty_like(v)
     if output:
+        assert not load_vn, "the output scan forms V' itself"
         o = torch.empty_like(v)
         if want_state:
             s_t = torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32)
@@ -769,8 +781,8 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
          dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
          lay.NT, H, B * T, scale), lay,
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
-        STORE_ST=s_t is not None, STATES=states, OUTPUT=output, FORM_U=u is None,
-        PREPARED=aqk is not None, DOT=_dot(q),
+        STORE_ST=s_t is not None, STATES=states, STORE_VN=vn is not None and not load_vn,
+        LOAD_VN=load_vn, OUTPUT=output, FORM_U=u is None, PREPARED=aqk is not None, DOT=_dot(q),
     )  # fmt: skip
     return o, s_t, hs, vn
 
@@ -787,13 +799,17 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         # neither inverts a chunk nor forms W again
         # training: the scan also writes the entering states and V' (config delta_keep_states),
         # forming U itself as the backward's scan would (V' of the same rounding)
-        keep = _settings.delta_keep_states and any(ctx.needs_input_grad)
+        training = any(ctx.needs_input_grad)
+        keep = _settings.delta_keep_states and training
+        # training: the scan also writes V' (config delta_keep_values), and the backward's
+        # scan of the states then reads it instead of forming it
+        values = _settings.delta_keep_values and training
         # (config delta_prepared_qk) the prepare kernel also forms Q K^T and the decayed keys
         prepared = _settings.delta_prepared_qk
         wn, u, ai, aqk, kd = _prepare(k, v, g, beta, lay, store_u=not (FWD_FORM_U or keep),
                                       q=q if prepared else None, scale=scale)  # fmt: skip
         o, s_t, hs, vn = _scan_forward(
-            q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd
+            q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd, values
         )  # fmt: skip
         del aqk, kd
         ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn, hs, vn)
@@ -810,9 +826,10 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         aqk = kd = None
         if ctx.prepared:  # the scans read Q K^T and the decayed keys: one chunk-parallel pass
             aqk, kd = _qk(q, k, g, scale, lay)
-        if hs is None:  # the states again, U (not kept) formed in the scan from T
+        if hs is None:  # the states again: from the kept V', else U (not kept) formed from T
             _, _, hs, vn = _scan_forward(
-                q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False, aqk, kd
+                q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False, aqk, kd,
+                vn=vn,
             )  # fmt: skip
         dhs = torch.empty_like(hs)
         dvn = torch.empty_like(v)

@@ -21,6 +21,10 @@ writes the state entering each chunk and V', autograd keeps them, and the backwa
 STATES scan; the forward's scan then forms U from T itself (the prepare kernel writes none:
 the same FLOPs, moved).
 
+``keep_values`` (ops/config.py's ``delta_keep_values``): in training the forward's scan also
+writes V', autograd keeps it, and the backward's STATES scan reads it and only updates the
+state (K^T V', one product per token) instead of forming U and V' again.
+
 ``prepared`` (ops/config.py's ``delta_prepared_qk``): the prepare kernel also forms Q K^T (once
 per chunk instead of once per value block in the scan) and writes it (C per token) and, gated,
 the decayed keys (K per token), which the scan reads; the backward's ``_qk_kernel`` forms
@@ -54,12 +58,13 @@ def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False, prepared=Fa
 
 
 def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False, keep_states=False,
-                   prepared=False):  # fmt: skip
+                   prepared=False, keep_values=False):  # fmt: skip
     """The three passes (the STATES scan forms U from the kept T: one product per token; none
-    with ``keep_states``). ``prepared``: Q K^T once per chunk in ``_qk_kernel`` instead of
-    once per value block in the reverse scan."""
+    with ``keep_states``; only the state update K^T V' with ``keep_values``). ``prepared``:
+    Q K^T once per chunk in ``_qk_kernel`` instead of once per value block in the reverse
+    scan."""
     V = K if V is None else V
-    states = 0 if keep_states else 2 * C * V + 4 * K * V
+    states = 0 if keep_states else 2 * K * V if keep_values else 2 * C * V + 4 * K * V
     qk = 2 * C * K if prepared else (V / block_v) * 2 * C * K
     reverse = qk + 2 * C * V + 6 * K * V
     chunk = 6 * K * V + 6 * C * V + 10 * C * K
@@ -73,14 +78,14 @@ def flops_minimal(B, T, H, K, V=None, gated=False):
 
 
 def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
-               keep_states=False, prepared=False):  # fmt: skip
+               keep_states=False, prepared=False, keep_values=False):  # fmt: skip
     """prepare: k, v, beta, g read, W, U and T (C per token, kept for the backward) written;
     scan: q, k, W (and g) read by each of the V / block_v programs, U read and o written once.
     ``keep_states``: the prepare kernel writes no U; each scan program reads T and beta, the
     scan reads v instead of U and also writes V' and the entering states (one K x V per
-    chunk). ``prepared``: the prepare kernel also reads q and writes Q K^T (C per token) and,
-    gated, the decayed keys, which the scan reads in k's place; each scan program reads Q K^T.
-    Gates are float32 in the kernels."""
+    chunk). ``keep_values``: the scan also writes V'. ``prepared``: the prepare kernel also
+    reads q and writes Q K^T (C per token) and, gated, the decayed keys, which the scan reads
+    in k's place; each scan program reads Q K^T. Gates are float32 in the kernels."""
     V = K if V is None else V
     gate = 4 if gated else 0
     prep = bytes_per * (2 * K + 2 * V + C) + 4 + gate
@@ -88,6 +93,8 @@ def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
     if keep_states:
         prep -= bytes_per * V
         scan += (V / block_v) * (bytes_per * C + 4) + bytes_per * (V + K * V / C)
+    elif keep_values:
+        scan += bytes_per * V
     if prepared:
         prep += bytes_per * (K + C + (K if gated else 0))
         scan += (V / block_v) * bytes_per * C
@@ -95,9 +102,10 @@ def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
 
 
 def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
-                keep_states=False, prepared=False):  # fmt: skip
+                keep_states=False, prepared=False, keep_values=False):  # fmt: skip
     """The STATES scan (k, W, T and beta read by each of the V / block_v programs, v read,
-    V' and the entering states written; none with ``keep_states``); the reverse scan (q, k,
+    V' and the entering states written; none with ``keep_states``; with ``keep_values`` k
+    read by each program, V' read, the states written); the reverse scan (q, k,
     W, dO, V' read, dV' and the leaving states' gradients written); the chunk kernel (q, k,
     v, T, dO, V', dV', states and their gradients read once; dq, dk, dv, dbeta, dg
     written). ``prepared``: ``_qk_kernel`` reads q, k (and g) once and writes Q K^T (C per
@@ -107,7 +115,11 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
     b, gate = bytes_per, (4 if gated else 0)
     nv = V / block_v
     states = b * K * V / C  # one K x V state per chunk, per token
-    scan_states = 0 if keep_states else nv * (2 * b * K + b * C + 4 + gate) + 2 * b * V + states
+    scan_states = nv * (2 * b * K + b * C + 4 + gate) + 2 * b * V + states
+    if keep_states:
+        scan_states = 0
+    elif keep_values:
+        scan_states = nv * (b * K + gate) + b * V + states
     reverse = nv * (3 * b * K + gate) + 3 * b * V + states
     chunk = b * C + 4 + gate + 4 * b * V + 2 * states + 2 * b * K + 2 * b * K + b * V + 4 + gate
     qk = 0
@@ -118,15 +130,17 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
 
 
 def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False, C=64,
-                     keep_states=False):  # fmt: skip
+                     keep_states=False, keep_values=False):  # fmt: skip
     """Kept for the backward: q, k, v, T (the chunk's inverse, C per token), -W (K per token)
     and beta (and g) in float32; no chunk states unless ``keep_states`` (then V' and the
-    state entering each chunk, in the input dtype). With ``l2norm``, PyTorch's normalisation
-    keeps float32 copies of q and k and their norms."""
+    state entering each chunk, in the input dtype); V' with ``keep_values``. With ``l2norm``,
+    PyTorch's normalisation keeps float32 copies of q and k and their norms."""
     V = K if V is None else V
     kept = bytes_per * (3 * K + V + C) + 4 + (4 if gated else 0)
     if keep_states:
         kept += bytes_per * (V + K * V / C)
+    elif keep_values:
+        kept += bytes_per * V
     if l2norm:
         kept += 2 * (4 * K + 4)
     return B * T * H * kept
@@ -142,12 +156,14 @@ def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2, keep_states=False, C=64,
     return B * T * H * bytes_per * (u + (C + (K if gated else 0) if prepared else 0))
 
 
-def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64, keep_states=False):
+def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64, keep_states=False,
+                        keep_values=False):  # fmt: skip
     """Held by the backward at its peak besides the gradients and what the forward kept: V',
     dV', and the entering states and their gradients (one K x V each per chunk); with
-    ``keep_states`` V' and the states were kept by the forward. ``prepared`` adds nothing at
-    the peak: its Q K^T and decayed keys (C, and gated K, per token) are freed before the
-    gradients (2 K + V per token and more) are allocated."""
+    ``keep_states`` V' and the states were kept by the forward, with ``keep_values`` V'.
+    ``prepared`` adds nothing at the peak: its Q K^T and decayed keys (C, and gated K, per
+    token) are freed before the gradients (2 K + V per token and more) are allocated."""
     V = K if V is None else V
     n = 1 if keep_states else 2
-    return B * T * H * bytes_per * (n * V + n * K * V / C)
+    nv = 1 if keep_states or keep_values else 2
+    return B * T * H * bytes_per * (nv * V + n * K * V / C)

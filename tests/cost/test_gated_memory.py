@@ -41,7 +41,8 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from tests.cost import measure
 
-    ops.config.settings.delta_keep_states = {keep!r}
+    for name, on in {keep!r}.items():
+        setattr(ops.config.settings, name, on)
     circuit = Circuit.model_validate_json({spec!r})
     sizes, dtype = {sizes!r}, getattr(torch, {dtype!r})
     m = ncd.compile(circuit, sizes=sizes, dtype=dtype)
@@ -82,9 +83,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def measured(circuit, dtype, keep=False):
+def measured(circuit, dtype, keep=None):
     script = SCRIPT.format(root=str(ROOT), spec=circuit.model_dump_json(), sizes=SIZES,
-                           dtype=dtype, keep=keep)  # fmt: skip
+                           dtype=dtype, keep=keep or {})  # fmt: skip
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     r = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
@@ -133,15 +134,22 @@ def model_kept(report, box, chunks):
 
 
 CASES = {
-    "gla_block": (lambda: gallery.get("gla_block"), "float32", ["mixer"], False),
-    "deltanet_block": (lambda: gallery.get("deltanet_block"), "float32", ["mixer"], False),
-    "gated_boxes": (gated_box_circuit, "float16", ["dec", "dech", "gdl"], False),
-    # the delta rule's forward keeping its chunk states (ops config delta_keep_states)
+    "gla_block": (lambda: gallery.get("gla_block"), "float32", ["mixer"], {}),
+    "deltanet_block": (lambda: gallery.get("deltanet_block"), "float32", ["mixer"], {}),
+    "gated_boxes": (gated_box_circuit, "float16", ["dec", "dech", "gdl"], {}),
+    # the delta rule's forward keeping its chunk states and V' (ops config delta_keep_states)
     "deltanet_block keeping states": (
         lambda: gallery.get("deltanet_block"),
         "float32",
         ["mixer"],
-        True,
+        {"delta_keep_states": True},
+    ),  # fmt: skip
+    # ... or V' alone (delta_keep_values)
+    "deltanet_block keeping values": (
+        lambda: gallery.get("deltanet_block"),
+        "float32",
+        ["mixer"],
+        {"delta_keep_values": True},
     ),  # fmt: skip
 }
 
@@ -152,7 +160,7 @@ def test_kept_memory_is_what_the_kernels_save(case):
     make, dtype, boxes, keep = CASES[case]
     circuit = make()
     got = measured(circuit, dtype, keep)
-    with ops_config.override(delta_keep_states=keep):
+    with ops_config.override(**keep):
         report = ncd.analyse(circuit, sizes=SIZES, lowering="unfused", dtype=dtype)
     for box in boxes:
         model = model_kept(report, box, got["chunks"])

@@ -218,23 +218,26 @@ def test_delta_rule_forward_buffers(gated, prepared, monkeypatch):
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("prepared", [False, True], ids=["scans_form_qk", "prepared"])
-@pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
+@pytest.mark.parametrize("keep", ["none", "states", "values"])
 @pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])
 def test_delta_rule_backward_buffers(gated, keep, prepared, monkeypatch):
     """The delta rules' `backward_temp_bytes` against the backward's own allocations less the
     gradients it returns (launches stubbed): V', dV', the entering states and their
-    gradients; with config delta_prepared_qk the backward's Q K^T and decayed keys are freed
-    before the gradients are allocated, so they do not raise the peak."""
+    gradients (V' and the states kept by the forward under config delta_keep_states, V'
+    under delta_keep_values); with config delta_prepared_qk the backward's Q K^T and decayed
+    keys are freed before the gradients are allocated, so they do not raise the peak."""
     from ncd.ops.delta_rule import chunk
     from ncd.ops.delta_rule import cost as dr_cost
 
     monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
     monkeypatch.setattr(config.settings, "delta_prepared_qk", prepared)
-    monkeypatch.setattr(config.settings, "delta_keep_states", keep)
+    monkeypatch.setattr(config.settings, "delta_keep_states", keep == "states")
+    monkeypatch.setattr(config.settings, "delta_keep_values", keep == "values")
     B, T, H, K, V = 1, 48, 2, 16, 32  # whole chunks: the formulas count T / C states
     o, _ = delta_rule_call(gated, B, T, H, K, V)()
     peak = backward_peak(o, torch.ones_like(o))
     grads = B * T * H * (2 * (2 * K + V) + 4 + (4 if gated else 0))
     C = chunk.INTERPRET_CHUNK
-    want = dr_cost.backward_temp_bytes(B, T, H, K, V, 2, C=C, keep_states=keep)
+    kept = dict(keep_states=keep == "states", keep_values=keep == "values")
+    want = dr_cost.backward_temp_bytes(B, T, H, K, V, 2, C=C, **kept)
     assert peak - grads == want

@@ -119,29 +119,37 @@ def test_kernels_match_recurrence(case, dtype, nan_alloc):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("keep", [True, False], ids=["keep", "recompute"])
+@pytest.mark.parametrize("keep", ["states", "values", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES[1:4], ids=str)
 def test_forward_keeping_or_recomputing_states(case, dtype, keep, monkeypatch, nan_alloc):
     """Config delta_keep_states on: the forward's scan writes the entering states and V'
     beside the output, autograd keeps them, and the backward runs without its own scan of
-    them (one launch of the forward scan per step); off: the backward scans again (two)."""
+    them (one launch of the forward scan per step); delta_keep_values: the forward's scan
+    writes V' and the backward's scan reads it (LOAD_VN); neither: the backward's scan
+    forms V' again. Outputs and every gradient against the recurrence each way."""
     launches = []
     real = chunk._launch
 
-    def counted(kernel, *args, **kw):
-        launches.append(kernel)
-        return real(kernel, *args, **kw)
+    def counted(kernel, configs, grid, args, lay, **meta):
+        launches.append((kernel, meta.get("STORE_VN"), meta.get("LOAD_VN")))
+        return real(kernel, configs, grid, args, lay, **meta)
 
     monkeypatch.setattr(chunk, "_launch", counted)
     fn = gated_delta_rule if case[5] else delta_rule
-    with config.override(delta_keep_states=keep):
+    with config.override(delta_keep_states=keep == "states", delta_keep_values=keep == "values"):
         compare(fn, case, dtype, backend="triton")
-    assert launches.count(chunk._scan_fwd_kernel) == (1 if keep else 2), launches
+    scans = [(w, r) for kernel, w, r in launches if kernel is chunk._scan_fwd_kernel]
+    want = {
+        "states": [(True, False)],  # output, states and V' in one launch
+        "values": [(True, False), (False, True)],  # V' written, then read
+        "none": [(False, False), (True, False)],  # V' formed twice
+    }[keep]
+    assert scans == want, launches
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("keep", [False, True], ids=["recompute", "keep"])
+@pytest.mark.parametrize("keep", ["none", "states", "values"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES[:3] + [(2, 150, 2, 32, 16, True, None, False)], ids=str)
 def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_alloc):
@@ -159,7 +167,8 @@ def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_al
 
     monkeypatch.setattr(chunk, "_launch", counted)
     fn = gated_delta_rule if case[5] else delta_rule
-    with config.override(delta_keep_states=keep, delta_prepared_qk=True):
+    keeps = dict(delta_keep_states=keep == "states", delta_keep_values=keep == "values")
+    with config.override(**keeps, delta_prepared_qk=True):
         compare(fn, case, dtype, backend="triton")
     assert (chunk._prep_kernel, True) in seen and (chunk._scan_fwd_kernel, True) in seen, seen
     # the backward's scans read them too, from its own chunk-parallel pass
