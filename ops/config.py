@@ -47,8 +47,9 @@ class Settings:
     # (delta_rule/README.md).
     delta_keep_states: bool = False
     # The delta rules in training: the forward's scan also writes V' (V per token and head),
-    # kept for the backward, whose scan of the states then reads it and updates the state
-    # with one product a chunk instead of forming V' again (delta_rule/README.md).
+    # kept for the backward in place of -W (K per token and head): the backward's scan of the
+    # states reads it and updates the state with one product a chunk instead of forming V'
+    # again, and its reverse scan forms W^T dV' from T (delta_rule/README.md).
     delta_keep_values: bool = False
     # The delta rules' forward: the prepare kernel also forms each chunk's Q K^T (decayed,
     # masked) and the decayed keys, which the scan then reads instead of forming them in its

@@ -957,15 +957,16 @@ def _delta_rule(v: BoxView) -> Rule:
     kept, do_copy = _copies(v, "attention")  # contiguous copies of permuted inputs
     gates = [_token_gate(v, "beta", "beta")] + ([_token_gate(v, "g", "gates")] if gated else [])
     inverse = _own("wy_inverse", B * T * 64 * bp, "T, each chunk's WY inverse (64 per token)")
-    wy_w = _own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")
     keep = ops_config.settings.delta_keep_states  # the forward's scan also writes S and V'
-    states = [
-        _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)"),
-        _own("v_new", B * T * V * bp, "V' = U - W S (V per token)"),
-    ] if keep else []  # fmt: skip
-    values = ops_config.settings.delta_keep_values and not keep  # the forward's scan writes V'
-    if values:
-        states = [_own("v_new", B * T * V * bp, "V' = U - W S (V per token)")]
+    values = ops_config.settings.delta_keep_values  # ... V', kept in place of -W
+    wy_w = _own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")
+    saved = [] if values else [wy_w]
+    if keep or values:
+        saved.append(_own("v_new", B * T * V * bp, "V' = U - W S (V per token)"))
+    if keep:
+        saved.append(
+            _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)")
+        )
     prep = ops_config.settings.delta_prepared_qk  # the prepare kernel also forms Q K^T
     flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep)
     flops_bwd = dr.flops_backward(
@@ -978,7 +979,7 @@ def _delta_rule(v: BoxView) -> Rule:
         mm=flops,
         flops_bwd=flops_bwd,
         mm_bwd=flops_bwd,
-        saved=[*kept, *gates, inverse, wy_w, *states],
+        saved=[*kept, *gates, inverse, *saved],
         temps=dr.forward_temp_bytes(
             B, T, 1, K, V, bytes_per=bp, keep_states=keep, gated=gated, prepared=prep
         ),
@@ -991,7 +992,7 @@ def _delta_rule(v: BoxView) -> Rule:
             "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",
             *_packed_note(v),
             *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
-            *(["ops switch delta_keep_values on: V' kept"] if values else []),
+            *(["ops switch delta_keep_values on: V' kept in place of -W"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
         ],  # fmt: skip
     )

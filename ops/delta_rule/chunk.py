@@ -17,9 +17,10 @@ Backward (three launches, kept from the forward: its inputs, T and -W):
     _scan_fwd_kernel  in STATES mode, U formed from T: writes the state entering each chunk
                       and V' (once). With config delta_keep_states the forward's scan writes them
                       beside the output and the backward skips this launch; with
-                      delta_keep_values it writes V' and this launch reads it (LOAD_VN): one
-                      product a chunk, the state update.
-    _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'.
+                      delta_keep_values it writes V', kept in place of -W, and this launch
+                      reads it (LOAD_VN): one product a chunk, the state update.
+    _scan_bwd_kernel  the reverse scan of dS = dL/dS: writes dS leaving each chunk and dV'
+                      (with delta_keep_values W^T dV' formed from T: W_FROM_T).
     _bwd_chunk_kernel chunk-parallel: dq, dk, dv, dbeta, dg through the WY representation.
 With config delta_prepared_qk the prepare kernel also writes each chunk's scale (Q K^T * E *
 causal) and, gated, the decayed keys, which the forward's scan reads (PREPARED) instead of
@@ -469,16 +470,17 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_kernel(
-    Q, K, WN, GATE, DO, VN, DVN, DHS, DST, DS0, AQK, KD, CU, COFF, T, NT, H, TT, scale,
+    Q, K, WN, AI, BETA, GATE, DO, VN, DVN, DHS, DST, DS0, AQK, KD, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, PREPARED: tl.constexpr,
-    VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+    W_FROM_T: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """The reverse scan of dS (the gradient of the state leaving a chunk), from the end:
     dV' = (scale Q K^T * E * causal)^T dO + diag(gamma_C / gamma) K dS,
     dS <- gamma_C dS + scale (diag(gamma) Q)^T dO - W^T dV' (WN = -W).
-    PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the decayed keys from KD
-    (_qk_kernel) rather than formed here."""
+    W_FROM_T: W^T dV' = (diag(beta gamma) K)^T (T^T dV') from T (AI), beta and k, -W not
+    read (not kept). PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the
+    decayed keys from KD (_qk_kernel) rather than formed here."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -509,11 +511,22 @@ def _scan_bwd_kernel(
         hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
         tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
         q = tl.load(Q + kp, mask=kmask, other=0.0)
-        if PREPARED and HAS_G:  # the decayed keys: all this scan needs of K
+        if PREPARED and HAS_G:  # the decayed keys: all this scan needs of K but W's
             k = tl.load(KD + kp, mask=kmask, other=0.0)
         else:
             k = tl.load(K + kp, mask=kmask, other=0.0)
-        wn = tl.load(WN + kp, mask=kmask, other=0.0)
+        if W_FROM_T:
+            ai = tl.load(
+                AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
+                other=0.0,
+            )  # fmt: skip
+            beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
+            if PREPARED and HAS_G:
+                k_raw = tl.load(K + kp, mask=kmask, other=0.0)
+            else:
+                k_raw = k
+        else:
+            wn = tl.load(WN + kp, mask=kmask, other=0.0)
         do = tl.load(DO + vp, mask=vmask, other=0.0)
         if PREPARED:
             a = tl.load(
@@ -545,7 +558,15 @@ def _scan_bwd_kernel(
         if HAS_G:
             dS = dS * tl.exp(g_last)
         dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
-        dS = tl.dot(tl.trans(wn), dv_in, dS, input_precision=DOT)
+        if W_FROM_T:  # -W^T dV' = -(diag(beta gamma) K)^T (T^T dV')
+            tdv = -tl.dot(tl.trans(ai), dv_in, input_precision=DOT)
+            if HAS_G:
+                kb = (k_raw * (beta * gamma)[:, None]).to(k_raw.dtype)
+            else:
+                kb = (k_raw * beta[:, None]).to(k_raw.dtype)
+            dS = tl.dot(tl.trans(kb), tdv.to(do.dtype), dS, input_precision=DOT)
+        else:
+            dS = tl.dot(tl.trans(wn), dv_in, dS, input_precision=DOT)
     if STORE_DS0:
         tl.store(DS0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, dS, mask=s_mask)
 
@@ -801,8 +822,9 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         # forming U itself as the backward's scan would (V' of the same rounding)
         training = any(ctx.needs_input_grad)
         keep = _settings.delta_keep_states and training
-        # training: the scan also writes V' (config delta_keep_values), and the backward's
-        # scan of the states then reads it instead of forming it
+        # training: the scan also writes V', kept in place of -W (config delta_keep_values):
+        # the backward's scan of the states reads it instead of forming it, and its reverse
+        # scan forms W^T dV' from T
         values = _settings.delta_keep_values and training
         # (config delta_prepared_qk) the prepare kernel also forms Q K^T and the decayed keys
         prepared = _settings.delta_prepared_qk
@@ -812,6 +834,8 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd, values
         )  # fmt: skip
         del aqk, kd
+        if values:
+            wn = None
         ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn, hs, vn)
         ctx.scale, ctx.lay, ctx.prepared = scale, lay, prepared
         return o, s_t
@@ -841,12 +865,12 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         _launch(
             _scan_bwd_kernel, BWD_SCAN_CONFIGS if aqk is None else BWD_SCAN_PREPARED_CONFIGS,
             lambda m: (cdiv(V, m["BV"]), lay.N * H),
-            (q, k, wn, dummy if g is None else g, do, vn, dvn, dhs,
-             dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0,
+            (q, k, dummy if wn is None else wn, ai, beta, dummy if g is None else g, do, vn, dvn,
+             dhs, dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0,
              dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
              lay.NT, H, B * T, scale), lay,
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
-            STORE_DS0=want_ds0, PREPARED=aqk is not None, DOT=_dot(q),
+            STORE_DS0=want_ds0, PREPARED=aqk is not None, W_FROM_T=wn is None, DOT=_dot(q),
         )  # fmt: skip
         del aqk, kd
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)

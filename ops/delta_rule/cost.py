@@ -22,8 +22,10 @@ STATES scan; the forward's scan then forms U from T itself (the prepare kernel w
 the same FLOPs, moved).
 
 ``keep_values`` (ops/config.py's ``delta_keep_values``): in training the forward's scan also
-writes V', autograd keeps it, and the backward's STATES scan reads it and only updates the
-state (K^T V', one product per token) instead of forming U and V' again.
+writes V', autograd keeps it in place of -W, the backward's STATES scan reads it and only
+updates the state (K^T V', one product per token) instead of forming U and V' again, and
+the reverse scan forms W^T dV' as (diag(beta gamma) K)^T (T^T dV'): one more product,
+2 C V per token.
 
 ``prepared`` (ops/config.py's ``delta_prepared_qk``): the prepare kernel also forms Q K^T (once
 per chunk instead of once per value block in the scan) and writes it (C per token) and, gated,
@@ -66,7 +68,7 @@ def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False, keep_state
     V = K if V is None else V
     states = 0 if keep_states else 2 * K * V if keep_values else 2 * C * V + 4 * K * V
     qk = 2 * C * K if prepared else (V / block_v) * 2 * C * K
-    reverse = qk + 2 * C * V + 6 * K * V
+    reverse = qk + 2 * C * V + 6 * K * V + (2 * C * V if keep_values else 0)
     chunk = 6 * K * V + 6 * C * V + 10 * C * K
     return B * H * T * (states + reverse + chunk)
 
@@ -121,6 +123,8 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
     elif keep_values:
         scan_states = nv * (b * K + gate) + b * V + states
     reverse = nv * (3 * b * K + gate) + 3 * b * V + states
+    if keep_values:  # T and beta read in W's place (and gated prepared, k besides its decay)
+        reverse += nv * (b * C + 4 - b * K + (b * K if prepared and gated else 0))
     chunk = b * C + 4 + gate + 4 * b * V + 2 * states + 2 * b * K + 2 * b * K + b * V + 4 + gate
     qk = 0
     if prepared:
@@ -133,14 +137,16 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False,
                      keep_states=False, keep_values=False):  # fmt: skip
     """Kept for the backward: q, k, v, T (the chunk's inverse, C per token), -W (K per token)
     and beta (and g) in float32; no chunk states unless ``keep_states`` (then V' and the
-    state entering each chunk, in the input dtype); V' with ``keep_values``. With ``l2norm``,
-    PyTorch's normalisation keeps float32 copies of q and k and their norms."""
+    state entering each chunk, in the input dtype); V' in place of -W with ``keep_values``.
+    With ``l2norm``, PyTorch's normalisation keeps float32 copies of q and k and their norms."""
     V = K if V is None else V
     kept = bytes_per * (3 * K + V + C) + 4 + (4 if gated else 0)
     if keep_states:
         kept += bytes_per * (V + K * V / C)
     elif keep_values:
         kept += bytes_per * V
+    if keep_values:  # V' in place of -W
+        kept -= bytes_per * K
     if l2norm:
         kept += 2 * (4 * K + 4)
     return B * T * H * kept
@@ -160,7 +166,8 @@ def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64, keep_states=False
                         keep_values=False):  # fmt: skip
     """Held by the backward at its peak besides the gradients and what the forward kept: V',
     dV', and the entering states and their gradients (one K x V each per chunk); with
-    ``keep_states`` V' and the states were kept by the forward, with ``keep_values`` V'.
+    ``keep_states`` V' and the states were kept by the forward, with ``keep_values`` V'
+    (which the backward does not free: -W, which it replaces, was not freed either).
     ``prepared`` adds nothing at the peak: its Q K^T and decayed keys (C, and gated K, per
     token) are freed before the gradients (2 K + V per token and more) are allocated."""
     V = K if V is None else V
