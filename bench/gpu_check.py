@@ -381,8 +381,11 @@ def cases(families, dev, dtype):
             if near == 0.0:  # the forward that keeps its chunk states (or V') for the backward
                 keep = {"delta_keep_states": True}
                 out.append(("delta_rule", label + " keep_states", delta_rule_case, args, keep))
-                keep = {"delta_keep_values": True}
+                # V' in place of -W (config delta_keep_values, gated_delta_keep_values), and -W
+                keep = {"delta_keep_values": True, "gated_delta_keep_values": True}
                 out.append(("delta_rule", label + " keep_values", delta_rule_case, args, keep))
+                keep = {"delta_keep_values": False, "gated_delta_keep_values": False}
+                out.append(("delta_rule", label + " keep_w", delta_rule_case, args, keep))
             # the scan reading the prepare kernel's Q K^T and decayed keys, alone and keeping
             prep = {"delta_prepared_qk": True}
             out.append(("delta_rule", label + " prepared", delta_rule_case, args, prep))

@@ -17,9 +17,9 @@ of its gradients against the float32 reference (the row says `guard_lifted`): th
 read against an anchor whose own check is in the same row.
 
 `--variants default,delta_prepared_qk,...` times ncd under each set of ops switches (`+`
-joins switches turned on together, `default` none) in one child process, the variants in a
-rotating order at each T, so that their ratios are read side by side; each row names its
-variant and is checked like the others.
+joins switches turned on together, `name=0` turns one off, `default` changes none) in one
+child process, the variants in a rotating order at each T, so that their ratios are read
+side by side; each row names its variant and is checked like the others.
 
     PYTHONPATH=. python3 bench/ops_gated.py --out $OUT/ops_gated.json [--ops gla,delta_rule]
 """
@@ -145,8 +145,11 @@ def one(op, impl, B, T, H, K, dtype_name, check, lift_guard=False):
 
 
 def switches(variant):
-    """The ops switches a variant turns on: "default" none, "a+b" a and b."""
-    return {} if variant == "default" else {name: True for name in variant.split("+")}
+    """The ops switches a variant sets: "default" none, "a+b" a and b on, "a=0" a off."""
+    if variant == "default":
+        return {}
+    parts = (part.partition("=") for part in variant.split("+"))
+    return {name: value.strip().lower() not in ("0", "off", "false") for name, _, value in parts}
 
 
 def child(args):

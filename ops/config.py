@@ -46,11 +46,15 @@ class Settings:
     # keep those states until its backward, for a small gain in a block's step
     # (delta_rule/README.md).
     delta_keep_states: bool = False
-    # The delta rules in training: the forward's scan also writes V' (V per token and head),
+    # The delta rule in training: the forward's scan also writes V' (V per token and head),
     # kept for the backward in place of -W (K per token and head): the backward's scan of the
     # states reads it and updates the state with one product a chunk instead of forming V'
-    # again, and its reverse scan forms W^T dV' from T (delta_rule/README.md).
+    # again, and its reverse scan forms W^T dV' from T. The peak is lower and a long step no
+    # slower, but dK's rounding error is larger (past the bf16 target at some shapes), so
+    # off (delta_rule/README.md).
     delta_keep_values: bool = False
+    # ... the same for the gated delta rule (off for the same reason).
+    gated_delta_keep_values: bool = False
     # The delta rules' forward: the prepare kernel also forms each chunk's Q K^T (decayed,
     # masked) and the decayed keys, which the scan then reads instead of forming them in its
     # sequential loop (delta_rule/README.md). Not yet run on a GPU: off.
@@ -70,7 +74,11 @@ ENVIRONMENT = {
     "gluon_dkdv": ("NCD_GLUON_DKDV", "0: softmax dK/dV in Triton on Hopper too"),
     "gluon_dkdv_grouped": ("NCD_GLUON_DKDV_GROUPED", "1: grouped heads to the Gluon dK/dV"),
     "delta_keep_states": ("NCD_DELTA_KEEP_STATES", "1: the delta rules' forward keeps states"),
-    "delta_keep_values": ("NCD_DELTA_KEEP_VALUES", "1: the delta rules' forward keeps V'"),
+    "delta_keep_values": ("NCD_DELTA_KEEP_VALUES", "1: the delta rule's forward keeps V'"),
+    "gated_delta_keep_values": (
+        "NCD_GATED_DELTA_KEEP_VALUES",
+        "1: the gated delta rule's forward keeps V'",
+    ),
     "delta_prepared_qk": ("NCD_DELTA_PREPARED_QK", "1: the delta rules' scan reads Q K^T"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -958,7 +958,8 @@ def _delta_rule(v: BoxView) -> Rule:
     gates = [_token_gate(v, "beta", "beta")] + ([_token_gate(v, "g", "gates")] if gated else [])
     inverse = _own("wy_inverse", B * T * 64 * bp, "T, each chunk's WY inverse (64 per token)")
     keep = ops_config.settings.delta_keep_states  # the forward's scan also writes S and V'
-    values = ops_config.settings.delta_keep_values  # ... V', kept in place of -W
+    s = ops_config.settings  # ... V', kept in place of -W
+    values = s.gated_delta_keep_values if gated else s.delta_keep_values
     wy_w = _own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")
     saved = [] if values else [wy_w]
     if keep or values:
@@ -980,9 +981,7 @@ def _delta_rule(v: BoxView) -> Rule:
         flops_bwd=flops_bwd,
         mm_bwd=flops_bwd,
         saved=[*kept, *gates, inverse, *saved],
-        temps=dr.forward_temp_bytes(
-            B, T, 1, K, V, bytes_per=bp, keep_states=keep, gated=gated, prepared=prep
-        ),
+        temps=dr.forward_temp_bytes(B, T, 1, K, V, **switches),
         bwd_temps=do_copy
         + dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep, keep_values=values),
         io=dr.io_forward(B, T, 1, K, V, **switches),
@@ -992,7 +991,7 @@ def _delta_rule(v: BoxView) -> Rule:
             "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",
             *_packed_note(v),
             *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
-            *(["ops switch delta_keep_values on: V' kept in place of -W"] if values else []),
+            *([f"ops switch {name}_keep_values on: V' kept in place of -W"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
         ],  # fmt: skip
     )

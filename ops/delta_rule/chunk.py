@@ -13,7 +13,8 @@ Forward (two launches):
     _scan_fwd_kernel  one program per (value block, sequence x head) walks its chunks holding
                       the state S (K x BV, float32) in registers: V' = U - W S, the output
                       O = scale diag(gamma) Q S + (scale Q K^T * E * causal) V', S updated.
-Backward (three launches, kept from the forward: its inputs, T and -W):
+Backward (three launches, kept from the forward: its inputs, T and -W, or V' in place of -W
+under config delta_keep_values / gated_delta_keep_values):
     _scan_fwd_kernel  in STATES mode, U formed from T: writes the state entering each chunk
                       and V' (once). With config delta_keep_states the forward's scan writes them
                       beside the output and the backward skips this launch; with
@@ -478,7 +479,7 @@ def _scan_bwd_kernel(
     """The reverse scan of dS (the gradient of the state leaving a chunk), from the end:
     dV' = (scale Q K^T * E * causal)^T dO + diag(gamma_C / gamma) K dS,
     dS <- gamma_C dS + scale (diag(gamma) Q)^T dO - W^T dV' (WN = -W).
-    W_FROM_T: W^T dV' = (diag(beta gamma) K)^T (T^T dV') from T (AI), beta and k, -W not
+    W_FROM_T: W^T dV' = K^T (diag(beta gamma) T^T dV') from T (AI), beta and k, -W not
     read (not kept). PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the
     decayed keys from KD (_qk_kernel) rather than formed here."""
     i_v = tl.program_id(0)
@@ -558,13 +559,13 @@ def _scan_bwd_kernel(
         if HAS_G:
             dS = dS * tl.exp(g_last)
         dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
-        if W_FROM_T:  # -W^T dV' = -(diag(beta gamma) K)^T (T^T dV')
-            tdv = -tl.dot(tl.trans(ai), dv_in, input_precision=DOT)
+        if W_FROM_T:  # -W^T dV' = -K^T (diag(beta gamma) T^T dV'): one rounding, as W's
+            tdv = tl.dot(tl.trans(ai), dv_in, input_precision=DOT)
             if HAS_G:
-                kb = (k_raw * (beta * gamma)[:, None]).to(k_raw.dtype)
+                tdv = tdv * (-beta * gamma)[:, None]
             else:
-                kb = (k_raw * beta[:, None]).to(k_raw.dtype)
-            dS = tl.dot(tl.trans(kb), tdv.to(do.dtype), dS, input_precision=DOT)
+                tdv = tdv * -beta[:, None]
+            dS = tl.dot(tl.trans(k_raw), tdv.to(do.dtype), dS, input_precision=DOT)
         else:
             dS = tl.dot(tl.trans(wn), dv_in, dS, input_precision=DOT)
     if STORE_DS0:
@@ -822,10 +823,13 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         # forming U itself as the backward's scan would (V' of the same rounding)
         training = any(ctx.needs_input_grad)
         keep = _settings.delta_keep_states and training
-        # training: the scan also writes V', kept in place of -W (config delta_keep_values):
-        # the backward's scan of the states reads it instead of forming it, and its reverse
-        # scan forms W^T dV' from T
-        values = _settings.delta_keep_values and training
+        # training: the scan also writes V', kept in place of -W (config delta_keep_values,
+        # gated_delta_keep_values): the backward's scan of the states reads it instead of
+        # forming it, and its reverse scan forms W^T dV' from T
+        gated = g is not None
+        values = training and (
+            _settings.gated_delta_keep_values if gated else _settings.delta_keep_values
+        )
         # (config delta_prepared_qk) the prepare kernel also forms Q K^T and the decayed keys
         prepared = _settings.delta_prepared_qk
         wn, u, ai, aqk, kd = _prepare(k, v, g, beta, lay, store_u=not (FWD_FORM_U or keep),

@@ -21,11 +21,11 @@ writes the state entering each chunk and V', autograd keeps them, and the backwa
 STATES scan; the forward's scan then forms U from T itself (the prepare kernel writes none:
 the same FLOPs, moved).
 
-``keep_values`` (ops/config.py's ``delta_keep_values``): in training the forward's scan also
-writes V', autograd keeps it in place of -W, the backward's STATES scan reads it and only
-updates the state (K^T V', one product per token) instead of forming U and V' again, and
-the reverse scan forms W^T dV' as (diag(beta gamma) K)^T (T^T dV'): one more product,
-2 C V per token.
+``keep_values`` (ops/config.py's ``delta_keep_values``, ``gated_delta_keep_values``): in
+training the forward's scan also writes V', autograd keeps it in place of -W, the backward's
+STATES scan reads it and only updates the state (K^T V', one product per token) instead of
+forming U and V' again, and the reverse scan forms W^T dV' as K^T (diag(beta gamma) T^T dV'):
+one more product, 2 C V per token.
 
 ``prepared`` (ops/config.py's ``delta_prepared_qk``): the prepare kernel also forms Q K^T (once
 per chunk instead of once per value block in the scan) and writes it (C per token) and, gated,
@@ -153,12 +153,13 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False,
 
 
 def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2, keep_states=False, C=64, gated=False,
-                       prepared=False):  # fmt: skip
+                       prepared=False, keep_values=False):  # fmt: skip
     """U, written by the prepare kernel and freed when the forward returns (chunk.py's
-    FWD_FORM_U False: the forward's scan reads it); none with ``keep_states``. ``prepared``:
-    also Q K^T (C per token) and, gated, the decayed keys (K per token)."""
+    FWD_FORM_U False: the forward's scan reads it); none with ``keep_states``; and -W with
+    ``keep_values`` (V' kept in its place). ``prepared``: also Q K^T (C per token) and,
+    gated, the decayed keys (K per token)."""
     V = K if V is None else V
-    u = 0 if keep_states else V
+    u = (0 if keep_states else V) + (K if keep_values else 0)
     return B * T * H * bytes_per * (u + (C + (K if gated else 0) if prepared else 0))
 
 

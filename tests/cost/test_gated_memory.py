@@ -144,12 +144,19 @@ CASES = {
         ["mixer"],
         {"delta_keep_states": True},
     ),  # fmt: skip
-    # ... or V' alone (delta_keep_values)
+    # ... or V' in place of -W (delta_keep_values)
     "deltanet_block keeping values": (
         lambda: gallery.get("deltanet_block"),
         "float32",
         ["mixer"],
         {"delta_keep_values": True},
+    ),  # fmt: skip
+    # the gated rule keeping V' in place of -W (gated_delta_keep_values)
+    "gated_boxes keeping values": (
+        gated_box_circuit,
+        "float16",
+        ["dec", "dech", "gdl"],
+        {"gated_delta_keep_values": True},
     ),  # fmt: skip
 }
 
@@ -182,7 +189,8 @@ def test_kept_memory_is_what_the_kernels_save(case):
 def test_each_variant_is_priced_as_its_kernel():
     """The mixer of each gallery block names the kernel it lowers to and keeps no chunk
     states: q, k, v and the gates (GLA: also its float32 intra-chunk scores A; the delta rule
-    its chunks' WY inverse T, 64 values per token, and -W, K per token)."""
+    its chunks' WY inverse T, 64 values per token, and -W, K per token, or with config
+    delta_keep_values V', V per token, in its place)."""
     r = ncd.analyse(gallery.get("gla_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     assert mixer.kernel == "ncd.ops.gla"
@@ -195,6 +203,13 @@ def test_each_variant_is_priced_as_its_kernel():
     assert kept["beta, float32 [B, T, H]"] == 4 * B * T * H  # bf16 beta, converted
     assert kept["T, each chunk's WY inverse (64 per token)"] == 2 * 64 * B * T * H
     assert kept["-W = -T diag(beta gamma) K (K per token)"] == 2 * K * B * T * H
+    assert sum(kept.values()) == B * T * H * (2 * 4 * K + 4 + 2 * 64)
+    with ops_config.override(delta_keep_values=True):
+        r = ncd.analyse(gallery.get("deltanet_block"), sizes=SIZES, dtype="bfloat16")
+    mixer = next(b for b in r.boxes if b.name == "mixer")
+    kept = {what: r.number(n) for what, _, n in mixer.saved}
+    assert kept["V' = U - W S (V per token)"] == 2 * K * B * T * H
+    assert "-W = -T diag(beta gamma) K (K per token)" not in kept
     assert sum(kept.values()) == B * T * H * (2 * 4 * K + 4 + 2 * 64)
 
 

@@ -67,3 +67,20 @@ def test_anchors_ignore_the_variants(bench, capsys):
     mod, _ = bench
     rows = run(mod, capsys, ["default", "delta_prepared_qk"], impl="fla", T=(1024,))
     assert rows == [{"op": "delta_rule", "impl": "fla", "T": 1024}]
+
+
+def test_a_variant_turns_a_switch_off(bench, capsys, monkeypatch):
+    """`name=0` turns a switch off for its variant (the others keep the defaults)."""
+    mod, _ = bench
+    seen = []
+
+    def one(op, impl, B, T, *rest):
+        seen.append((config.settings.delta_keep_values, config.settings.delta_keep_states))
+        return {"op": op, "impl": impl, "T": T}
+
+    monkeypatch.setattr(mod, "one", one)
+    monkeypatch.setattr(config.settings, "delta_keep_values", True)
+    rows = run(mod, capsys, ["default", "delta_keep_values=0+delta_keep_states"], T=(1024,))
+    assert [r["variant"] for r in rows] == ["default", "delta_keep_values=0+delta_keep_states"]
+    assert seen == [(True, False), (False, True)]
+    assert config.settings.delta_keep_values

@@ -198,21 +198,26 @@ def delta_rule_call(gated, B, T, H, K, V):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("values", [False, True], ids=["keep_w", "keep_values"])
 @pytest.mark.parametrize("prepared", [False, True], ids=["scan_forms_qk", "prepared"])
 @pytest.mark.parametrize("gated", [False, True], ids=["ungated", "gated"])
-def test_delta_rule_forward_buffers(gated, prepared, monkeypatch):
+def test_delta_rule_forward_buffers(gated, prepared, values, monkeypatch):
     """The delta rules' `forward_temp_bytes` against the forward's own allocations that it
-    frees before returning (U; with config delta_prepared_qk, Q K^T and the decayed keys too);
-    launches stubbed."""
+    frees before returning (U; -W where V' is kept in its place; with config
+    delta_prepared_qk, Q K^T and the decayed keys too); launches stubbed."""
     from ncd.ops.delta_rule import chunk
     from ncd.ops.delta_rule import cost as dr_cost
 
     monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
     monkeypatch.setattr(config.settings, "delta_prepared_qk", prepared)
+    monkeypatch.setattr(config.settings, "delta_keep_values", values)
+    monkeypatch.setattr(config.settings, "gated_delta_keep_values", values)
     B, T, H, K, V = 1, 40, 2, 16, 32
     temps = forward_temps(delta_rule_call(gated, B, T, H, K, V))
     C = chunk.INTERPRET_CHUNK
-    want = dr_cost.forward_temp_bytes(B, T, H, K, V, 2, C=C, gated=gated, prepared=prepared)
+    want = dr_cost.forward_temp_bytes(
+        B, T, H, K, V, 2, C=C, gated=gated, prepared=prepared, keep_values=values
+    )
     assert temps == want
 
 
@@ -233,6 +238,7 @@ def test_delta_rule_backward_buffers(gated, keep, prepared, monkeypatch):
     monkeypatch.setattr(config.settings, "delta_prepared_qk", prepared)
     monkeypatch.setattr(config.settings, "delta_keep_states", keep == "states")
     monkeypatch.setattr(config.settings, "delta_keep_values", keep == "values")
+    monkeypatch.setattr(config.settings, "gated_delta_keep_values", keep == "values")
     B, T, H, K, V = 1, 48, 2, 16, 32  # whole chunks: the formulas count T / C states
     o, _ = delta_rule_call(gated, B, T, H, K, V)()
     peak = backward_peak(o, torch.ones_like(o))

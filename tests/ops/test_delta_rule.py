@@ -125,9 +125,10 @@ def test_kernels_match_recurrence(case, dtype, nan_alloc):
 def test_forward_keeping_or_recomputing_states(case, dtype, keep, monkeypatch, nan_alloc):
     """Config delta_keep_states on: the forward's scan writes the entering states and V'
     beside the output, autograd keeps them, and the backward runs without its own scan of
-    them (one launch of the forward scan per step); delta_keep_values: the forward's scan
-    writes V' and the backward's scan reads it (LOAD_VN); neither: the backward's scan
-    forms V' again. Outputs and every gradient against the recurrence each way."""
+    them (one launch of the forward scan per step); (gated_)delta_keep_values: the forward's
+    scan writes V', kept in place of -W, the backward's scan reads it (LOAD_VN) and its
+    reverse scan forms W^T dV' from T; neither: the backward's scan forms V' again. Outputs
+    and every gradient against the recurrence each way."""
     launches = []
     real = chunk._launch
 
@@ -137,7 +138,12 @@ def test_forward_keeping_or_recomputing_states(case, dtype, keep, monkeypatch, n
 
     monkeypatch.setattr(chunk, "_launch", counted)
     fn = gated_delta_rule if case[5] else delta_rule
-    with config.override(delta_keep_states=keep == "states", delta_keep_values=keep == "values"):
+    keeps = dict(
+        delta_keep_states=keep == "states",
+        delta_keep_values=keep == "values",
+        gated_delta_keep_values=keep == "values",
+    )
+    with config.override(**keeps):
         compare(fn, case, dtype, backend="triton")
     scans = [(w, r) for kernel, w, r in launches if kernel is chunk._scan_fwd_kernel]
     want = {
@@ -167,7 +173,11 @@ def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_al
 
     monkeypatch.setattr(chunk, "_launch", counted)
     fn = gated_delta_rule if case[5] else delta_rule
-    keeps = dict(delta_keep_states=keep == "states", delta_keep_values=keep == "values")
+    keeps = dict(
+        delta_keep_states=keep == "states",
+        delta_keep_values=keep == "values",
+        gated_delta_keep_values=keep == "values",
+    )
     with config.override(**keeps, delta_prepared_qk=True):
         compare(fn, case, dtype, backend="triton")
     assert (chunk._prep_kernel, True) in seen and (chunk._scan_fwd_kernel, True) in seen, seen
