@@ -82,6 +82,20 @@ step() {  # step NAME SECONDS COMMAND...: run under a time limit, keep the log, 
 
 $PY -c "import ncd.ops; print('ncd.ops from', ncd.ops.__file__)" || exit 1
 nvidia-smi --query-gpu=name,clocks.sm,memory.used --format=csv,noheader 2>/dev/null
+
+# Autotuning results carried between machines (bench/autotune_cache.py): loaded from
+# bench/autotune/<gpu>.json before the steps, every result of the run saved to
+# $OUT/autotune_<gpu>.json after them (copy it over the committed file to keep it).
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
+GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+GPU_SLUG=$($PY bench/autotune_cache.py slug "${GPU_NAME:-unknown}")
+[ -f "bench/autotune/$GPU_SLUG.json" ] && $PY bench/autotune_cache.py load "bench/autotune/$GPU_SLUG.json"
+save_autotune() {
+  cp "bench/autotune/$GPU_SLUG.json" "$OUT/autotune_$GPU_SLUG.json" 2>/dev/null
+  $PY bench/autotune_cache.py save "$OUT/autotune_$GPU_SLUG.json" \
+    --meta "{\"device\": \"$GPU_NAME\", \"commit\": \"$COMMIT\"}"
+}
+trap save_autotune EXIT
 case $SUITE in
   imports)
     $PY -c "import ncd.compiler, ncd.circuits; print('ncd.compiler imports')"

@@ -49,3 +49,24 @@ def test_override_rejects_unknown_switches_and_values():
         with pytest.raises(ValueError, match=message), config.override(**changes):
             pass
     assert config.describe() == before  # nothing was changed
+
+
+def test_the_readme_table_lists_every_switch_as_it_is():
+    """ops/README.md's table of switches names each one with its environment variable and
+    its default, as ops/config.py has them (a switch added or turned on shows there)."""
+    from pathlib import Path
+
+    readme = (Path(config.__file__).parent / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and cells[0].startswith("`") and cells[0].endswith("`"):
+            rows[cells[0].strip("`")] = (cells[1], cells[2])
+    defaults = config.Settings()
+    assert set(rows) == set(config.describe())
+    for name, (var, default) in rows.items():
+        env = config.ENVIRONMENT.get(name)
+        assert var == (f"`{env[0]}`" if env else "—"), name
+        value = getattr(defaults, name)
+        want = ("on" if value else "off") if isinstance(value, bool) else str(value)
+        assert default == want, name
