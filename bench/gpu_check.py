@@ -220,9 +220,11 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
     return grads_err(outs, refs, inputs, ref_in, g, names)
 
 
-def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, seed):
+def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, seed, shift=4.0):
     """The (gated) delta rule, keys L2-normalised; near: their share of one common direction
-    (nearly parallel keys give the chunks' inverses their largest terms)."""
+    (nearly parallel keys give the chunks' inverses their largest terms); log decays
+    logsigmoid(x + shift), x standard normal (shift 4: about -0.02 a token; -2: about -2.1,
+    chunks past the factored decay's bound)."""
     g = torch.Generator(device=dev).manual_seed(seed)
     q = torch.randn(B, T, H, K, device=dev, generator=g)
     base = torch.randn(1, 1, H, K, device=dev, generator=g)
@@ -230,7 +232,7 @@ def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, s
     k = torch.nn.functional.normalize(k, dim=-1)
     v = torch.randn(B, T, H, V, device=dev, generator=g)
     inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
-    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev, generator=g) + 4)
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev, generator=g) + shift)
     beta = torch.sigmoid(torch.randn(B, T, H, device=dev, generator=g)).to(dtype)
     inputs += [gates.requires_grad_(), beta.requires_grad_()]
     s0, kw = _state_and_packing(dev, g, inputs, B, H, K, V, state, cu)
@@ -392,6 +394,12 @@ def cases(families, dev, dtype):
             if near == 0.0 and gated:
                 both = {**prep, "delta_keep_states": True}
                 out.append(("delta_rule", label + " prepared keep", delta_rule_case, args, both))
+            if gated:  # the scans' factored decay; strong gates: every chunk past its bound
+                fac = {"gated_delta_factored": True}
+                out.append(("delta_rule", label + " factored", delta_rule_case, args, fac))
+                if near == 0.0:
+                    out.append(("delta_rule", label + " factored strong", delta_rule_case,
+                                (*args, -2.0), fac))  # fmt: skip
     if "gluon" in families and dtype != torch.float32:
         fwd = [(1, 256, 256, 2, 2, 128, True), (1, 256, 256, 2, 2, 128, False),
                (1, 256, 256, 2, 2, 64, True), (2, 1024, 1024, 4, 4, 128, True),

@@ -1,6 +1,17 @@
 """Triton helpers shared by the op families' kernels."""
 
+import torch
+
 from ._triton import tl, triton
+
+# The factored decay of the gated families (simple_gla/README.md, "Factored decay"): a chunk's
+# decay matrix exp(G_i - G_j) taken as a scaling of one operand's rows by exp(G_last - G_j)
+# (rounded to the input dtype) and of the product's rows by exp(G_i - G_last), so those
+# operands span 2^bound for a chunk whose log2-decays sum to -bound. float16 keeps about
+# 2^-14 .. 2^15 at full precision (a few powers of two), bfloat16 and float32 (tf32 products)
+# 2^-126 .. 2^127. In log2 units; a program whose sequence has a stronger chunk takes the exact
+# decay matrix in every chunk.
+FACTOR_BOUND_LOG2 = {torch.float16: 8.0, torch.bfloat16: 64.0, torch.float32: 64.0}
 
 
 @triton.jit
@@ -29,3 +40,18 @@ def chunk_slot0(bos, i_n, T, C: tl.constexpr, VARLEN: tl.constexpr):
         return bos // C + i_n
     else:
         return i_n.to(tl.int64) * tl.cdiv(T, C)
+
+
+@triton.jit
+def all_chunks_within(GC, g_base, L, BOUND: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Whether every chunk of a sequence of L tokens has its chunk-local cumulative log decay
+    G_last > -BOUND (GC + g_base: the sequence's per-token chunk-local cumulative sums, any log
+    base as BOUND's), so that all of them may take the factored decay: a pass over the chunks'
+    last values, 4 bytes per chunk."""
+    n = tl.cdiv(L, BLOCK_T)
+    lo = tl.zeros([128], tl.float32)
+    for c in range(0, n, 128):
+        idx = c + tl.arange(0, 128)
+        ends = tl.minimum((idx + 1) * BLOCK_T, L) - 1
+        lo = tl.minimum(lo, tl.load(GC + g_base + ends, mask=idx < n, other=0.0))
+    return tl.min(lo, 0) > -BOUND

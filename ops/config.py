@@ -55,6 +55,11 @@ class Settings:
     delta_keep_values: bool = False
     # ... the same for the gated delta rule (off for the same reason).
     gated_delta_keep_values: bool = False
+    # The gated delta rule's scans: where every chunk's log decays sum to more than a bound
+    # (per dtype), the decay matrix exp(G_i - G_j) is carried by the decayed keys the state
+    # update forms and a scaling of rows, with no C x C exponentials in the sequential loop
+    # (delta_rule/README.md). Not yet run on a GPU: off.
+    gated_delta_factored: bool = False
     # The delta rules' forward: the prepare kernel also forms each chunk's Q K^T (decayed,
     # masked) and the decayed keys, which the scan then reads instead of forming them in its
     # sequential loop (delta_rule/README.md). Measured: a little faster for the gated rule
@@ -81,6 +86,10 @@ ENVIRONMENT = {
         "1: the gated delta rule's forward keeps V'",
     ),
     "delta_prepared_qk": ("NCD_DELTA_PREPARED_QK", "1: the delta rules' scan reads Q K^T"),
+    "gated_delta_factored": (
+        "NCD_GATED_DELTA_FACTORED",
+        "1: the gated delta rule's scans take the factored decay",
+    ),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

@@ -276,28 +276,33 @@ def gated_rows(family, dtype, D):
         add("_bwd_intra", c.INTRA_CONFIGS, ("VARLEN",), none, varlen)
     else:
         c, gate_ty = delta_chunk, "fp32"
-        base = dict(K_DIM=D, V_DIM=D, DOT=dot, BK=D, BT=c.CHUNK)
+        base = dict(K_DIM=D, V_DIM=D, DOT=dot, BK=D, BT=c.CHUNK,
+                    BOUND=c._bound(torch.empty(0, dtype=getattr(torch, dtype))))  # fmt: skip
         for gated in (False, True):
             g = "gated" if gated else "ungated"
             add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_U", "STORE_QK", "VARLEN"), none,
                 ("u", ("STORE_U",)), ("u,qk", ("STORE_U", "STORE_QK")), ("qk", ("STORE_QK",)),
                 varlen, HAS_G=gated, SPLIT=c.INVERSE_SPLIT[getattr(torch, dtype)])  # fmt: skip
             fwd = ("USE_S0", "STORE_ST", "STATES", "OUTPUT", "FORM_U", "PREPARED", "VARLEN",
-                   "STORE_VN", "LOAD_VN")  # fmt: skip
+                   "STORE_VN", "LOAD_VN", "FACTOR")  # fmt: skip
             add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS, fwd, ("", ("OUTPUT",)),
                 ("s0,st", ("OUTPUT", "USE_S0", "STORE_ST")), ("form_u", ("OUTPUT", "FORM_U")),
                 ("states", ("STATES", "FORM_U")), ("output+states", ("OUTPUT", "STATES", "FORM_U")),
                 ("varlen", ("OUTPUT", "VARLEN")), ("values", ("OUTPUT", "STORE_VN")),
-                ("states from values", ("STATES", "LOAD_VN")), HAS_G=gated)  # fmt: skip
+                ("states from values", ("STATES", "LOAD_VN")),
+                *([("factored", ("OUTPUT", "FACTOR")),
+                   ("output+states factored", ("OUTPUT", "STATES", "FORM_U", "FACTOR"))]
+                  if gated else []), HAS_G=gated)  # fmt: skip
             add(f"_scan_fwd_kernel {g}", c.FWD_PREPARED_CONFIGS, fwd,
                 ("prepared", ("OUTPUT", "PREPARED")),
                 ("output+states prepared", ("OUTPUT", "STATES", "FORM_U", "PREPARED")),
                 ("s0,st prepared", ("OUTPUT", "USE_S0", "STORE_ST", "PREPARED")),
                 ("varlen prepared", ("OUTPUT", "VARLEN", "PREPARED")), HAS_G=gated)  # fmt: skip
             add(f"_scan_bwd_kernel {g}", c.BWD_SCAN_CONFIGS,
-                ("USE_DST", "STORE_DS0", "PREPARED", "W_FROM_T", "VARLEN"), none,
+                ("USE_DST", "STORE_DS0", "PREPARED", "W_FROM_T", "VARLEN", "FACTOR"), none,
                 ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, ("prepared", ("PREPARED",)),
-                ("w_from_t", ("W_FROM_T",)), HAS_G=gated)  # fmt: skip
+                ("w_from_t", ("W_FROM_T",)),
+                *([("factored", ("FACTOR",))] if gated else []), HAS_G=gated)  # fmt: skip
             add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
                 HAS_G=gated)  # fmt: skip

@@ -29,6 +29,8 @@ forming them per value block; the backward writes them again in one more chunk-p
 launch (_qk_kernel) for its two scans.
 """
 
+import math
+
 import torch
 
 from .._backend import (
@@ -42,6 +44,7 @@ from .._backend import (
     pow2,
     use_triton,
 )
+from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within
 from .._triton import tl, triton
 from ..config import settings as _settings
 from .chunked import gated_delta_rule_chunked
@@ -368,76 +371,66 @@ def _prep_kernel(
 
 
 @triton.jit
-def _scan_fwd_kernel(
-    Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, AQK, KD, CU, COFF, T, NT, H, TT, scale,
-    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
-    STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr, FORM_U: tl.constexpr,
-    PREPARED: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+def _scan_fwd_chunk(
+    Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H, TT, scale,
+    offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
+    STATES: tl.constexpr, STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr,
+    FORM_U: tl.constexpr, PREPARED: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
 ):  # fmt: skip
-    """The state scan: per chunk V' = U - W S (WN = -W), the output, S updated. FORM_U: U =
-    T diag(beta) V formed here from T (AI), else read (U). LOAD_VN: V' read from VN (kept by
-    the forward) instead, so a chunk costs only the state update. STATES: write the state
-    entering each chunk (HS); STORE_VN: write V' (VN); OUTPUT: the output (and with STORE_ST
-    the final state).
-    PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the decayed keys from KD
-    (the prepare kernel's STORE_QK) rather than formed here."""
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    bos, L, c0 = _sequence(CU, COFF, i_n, T, NT, VARLEN)
-    offs_t = tl.arange(0, BT)
-    offs_k = tl.arange(0, BK)
-    offs_v = i_v * BV + tl.arange(0, BV)
-    k_ok = offs_k < K_DIM
-    v_ok = offs_v < V_DIM
-    s_off = offs_k[:, None] * V_DIM + offs_v[None, :]
-    s_mask = k_ok[:, None] & v_ok[None, :]
-    if USE_S0:
-        S = tl.load(S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
-    else:
-        S = tl.zeros([BK, BV], tl.float32)
+    """Chunk i of the state scan (_scan_fwd_kernel): returns S after it. FACTORED (gated,
+    OUTPUT): the decay matrix as the decayed keys the state update forms and a scaling of the
+    output's rows, O = diag(scale exp(G - G_last)) (Q (gamma_C S) + (Q K'^T * causal) V')."""
+    rows = i * BT + offs_t
+    r_ok = rows < L
+    tok = bos + rows
+    kmask = r_ok[:, None] & k_ok[None, :]
+    vmask = r_ok[:, None] & v_ok[None, :]
+    kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+    vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
     causal = offs_t[:, None] >= offs_t[None, :]
-    for i in range(0, tl.cdiv(L, BT)):
-        rows = i * BT + offs_t
-        r_ok = rows < L
-        tok = bos + rows
-        kmask = r_ok[:, None] & k_ok[None, :]
-        vmask = r_ok[:, None] & v_ok[None, :]
-        kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
-        vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
-        if PREPARED and HAS_G:  # the decayed keys: all the scan needs of K
-            k = tl.load(KD + kp, mask=kmask, other=0.0)
+    if PREPARED and HAS_G:  # the decayed keys: all the scan needs of K
+        k = tl.load(KD + kp, mask=kmask, other=0.0)
+    else:
+        k = tl.load(K + kp, mask=kmask, other=0.0)
+    if LOAD_VN:
+        v_in = tl.load(VN + vp, mask=vmask, other=0.0)
+    else:
+        wn = tl.load(WN + kp, mask=kmask, other=0.0)
+        if FORM_U:
+            ai = tl.load(
+                AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
+                other=0.0,
+            )  # fmt: skip
+            beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
+            v = tl.load(V + vp, mask=vmask, other=0.0)
         else:
-            k = tl.load(K + kp, mask=kmask, other=0.0)
-        if LOAD_VN:
-            v_in = tl.load(VN + vp, mask=vmask, other=0.0)
+            u = tl.load(U + vp, mask=vmask, other=0.0)
+    if STATES:
+        hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
+        tl.store(HS + hp + s_off, S.to(HS.dtype.element_ty), mask=s_mask)
+    if not LOAD_VN:
+        if FORM_U:  # V' = U - W S, both products into one accumulator
+            v_new = tl.dot(ai, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
+            v_new = tl.dot(wn, S.to(wn.dtype), v_new, input_precision=DOT)
         else:
-            wn = tl.load(WN + kp, mask=kmask, other=0.0)
-            if FORM_U:
-                ai = tl.load(
-                    AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
-                    other=0.0,
-                )  # fmt: skip
-                beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
-                v = tl.load(V + vp, mask=vmask, other=0.0)
-            else:
-                u = tl.load(U + vp, mask=vmask, other=0.0)
-        if STATES:
-            hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
-            tl.store(HS + hp + s_off, S.to(HS.dtype.element_ty), mask=s_mask)
-        if not LOAD_VN:
-            if FORM_U:  # V' = U - W S, both products into one accumulator
-                v_new = tl.dot(ai, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
-                v_new = tl.dot(wn, S.to(wn.dtype), v_new, input_precision=DOT)
-            else:
-                v_new = tl.dot(wn, S.to(wn.dtype), u.to(tl.float32), input_precision=DOT)
-            v_in = v_new.to(k.dtype)
-            if STORE_VN:
-                tl.store(VN + vp, v_in, mask=vmask)
-        if HAS_G:
-            G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+            v_new = tl.dot(wn, S.to(wn.dtype), u.to(tl.float32), input_precision=DOT)
+        v_in = v_new.to(k.dtype)
+        if STORE_VN:
+            tl.store(VN + vp, v_in, mask=vmask)
+    if HAS_G:
+        G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+    if FACTORED:  # (q_i . k'_j) exp(G_i - G_last) = (q_i . k_j) exp(G_i - G_j)
+        kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
+        S = S * tl.exp(g_last)
+        q = tl.load(Q + kp, mask=kmask, other=0.0)
+        qk = tl.where(causal, tl.dot(q, tl.trans(kd), input_precision=DOT), 0.0)
+        o = tl.dot(q, S.to(q.dtype), input_precision=DOT)
+        o = tl.dot(qk.to(k.dtype), v_in, o, input_precision=DOT)
+        o = o * (tl.exp(G - g_last) * scale)[:, None]
+        tl.store(O + vp, o.to(O.dtype.element_ty), mask=vmask)
+        S = tl.dot(tl.trans(kd), v_in, S, input_precision=DOT)
+    else:
         if OUTPUT:
             q = tl.load(Q + kp, mask=kmask, other=0.0)
             qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)
@@ -465,8 +458,154 @@ def _scan_fwd_kernel(
             S = tl.dot(tl.trans(kd), v_in, S * tl.exp(g_last), input_precision=DOT)
         else:
             S = tl.dot(tl.trans(k), v_in, S, input_precision=DOT)
+    return S
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, AQK, KD, CU, COFF, T, NT, H, TT, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
+    STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr, FORM_U: tl.constexpr,
+    PREPARED: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, FACTOR: tl.constexpr,
+    BOUND: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """The state scan: per chunk V' = U - W S (WN = -W), the output, S updated. FORM_U: U =
+    T diag(beta) V formed here from T (AI), else read (U). LOAD_VN: V' read from VN (kept by
+    the forward) instead, so a chunk costs only the state update. STATES: write the state
+    entering each chunk (HS); STORE_VN: write V' (VN); OUTPUT: the output (and with STORE_ST
+    the final state).
+    PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the decayed keys from KD
+    (the prepare kernel's STORE_QK) rather than formed here. FACTOR (gated, OUTPUT): every
+    chunk takes the factored decay (_scan_fwd_chunk) when every chunk's log decays sum to more
+    than -BOUND, else every chunk the decay matrix (one loop each: no branch per chunk)."""
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_n = i_nh // H
+    i_h = i_nh % H
+    bos, L, c0 = _sequence(CU, COFF, i_n, T, NT, VARLEN)
+    offs_t = tl.arange(0, BT)
+    offs_k = tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    s_off = offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = k_ok[:, None] & v_ok[None, :]
+    if USE_S0:
+        S = tl.load(S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
+    else:
+        S = tl.zeros([BK, BV], tl.float32)
+    n_chunks = tl.cdiv(L, BT)
+    if FACTOR:
+        if all_chunks_within(GATE, i_h.to(tl.int64) * TT + bos, L, BOUND, BT):
+            for i in range(0, n_chunks):
+                S = _scan_fwd_chunk(
+                    Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h,
+                    H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, K_DIM,
+                    V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT,
+                    True,
+                )  # fmt: skip
+        else:
+            for i in range(0, n_chunks):
+                S = _scan_fwd_chunk(
+                    Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h,
+                    H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, K_DIM,
+                    V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT,
+                    False,
+                )  # fmt: skip
+    else:
+        for i in range(0, n_chunks):
+            S = _scan_fwd_chunk(
+                Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H,
+                TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, K_DIM, V_DIM, BT,
+                HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT, False,
+            )  # fmt: skip
     if STORE_ST:
         tl.store(ST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, S, mask=s_mask)
+
+
+@triton.jit
+def _scan_bwd_chunk(
+    Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, i, bos, L, c0, i_h, H, TT, scale,
+    offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
+    PREPARED: tl.constexpr, W_FROM_T: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
+):  # fmt: skip
+    """Chunk i of the reverse scan (_scan_bwd_kernel): returns dS entering it. FACTORED
+    (gated): (scale Q K^T * E)^T = gamma_C^{-1} K' (diag(scale gamma) Q)^T, the decayed keys K'
+    and queries the dS terms form, instead of the decay matrix."""
+    rows = i * BT + offs_t
+    r_ok = rows < L
+    tok = bos + rows
+    kmask = r_ok[:, None] & k_ok[None, :]
+    vmask = r_ok[:, None] & v_ok[None, :]
+    kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+    vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
+    causal_t = offs_t[None, :] >= offs_t[:, None]  # (j, i): i >= j
+    hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
+    tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
+    q = tl.load(Q + kp, mask=kmask, other=0.0)
+    if PREPARED and HAS_G:  # the decayed keys: all this scan needs of K but W's
+        k = tl.load(KD + kp, mask=kmask, other=0.0)
+    else:
+        k = tl.load(K + kp, mask=kmask, other=0.0)
+    if W_FROM_T:
+        ai = tl.load(
+            AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None], other=0.0
+        )
+        beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
+        if PREPARED and HAS_G:
+            k_raw = tl.load(K + kp, mask=kmask, other=0.0)
+        else:
+            k_raw = k
+    else:
+        wn = tl.load(WN + kp, mask=kmask, other=0.0)
+    do = tl.load(DO + vp, mask=vmask, other=0.0)
+    if PREPARED:
+        a = tl.load(
+            AQK + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None], other=0.0
+        )
+        pt = tl.trans(a)  # (j, i)
+        kd = k
+        if HAS_G:
+            G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+            qd = (q * (gamma * scale)[:, None]).to(q.dtype)
+        else:
+            qd = (q * scale).to(q.dtype)
+    elif FACTORED:
+        G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+        kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
+        qd = (q * (gamma * scale)[:, None]).to(q.dtype)
+        pt = tl.dot(kd, tl.trans(qd), input_precision=DOT) * tl.exp(-g_last)  # (j, i)
+        pt = tl.where(causal_t, pt, 0.0).to(do.dtype)
+    else:
+        pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
+        if HAS_G:
+            G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+            pt = pt * tl.exp(tl.where(causal_t, Gc[None, :] - G[:, None], 0.0))
+            kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
+            qd = (q * (gamma * scale)[:, None]).to(q.dtype)
+        else:
+            kd = k
+            qd = (q * scale).to(q.dtype)
+        pt = tl.where(causal_t, pt, 0.0).to(do.dtype)
+    dv_new = tl.dot(pt, do, input_precision=DOT)
+    dv_new = tl.dot(kd, dS.to(k.dtype), dv_new, input_precision=DOT)
+    dv_in = dv_new.to(do.dtype)
+    tl.store(DVN + vp, dv_in, mask=vmask)
+    if HAS_G:
+        dS = dS * tl.exp(g_last)
+    dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
+    if W_FROM_T:  # -W^T dV' = -K^T (diag(beta gamma) T^T dV'): one rounding, as W's
+        tdv = tl.dot(tl.trans(ai), dv_in, input_precision=DOT)
+        if HAS_G:
+            tdv = tdv * (-beta * gamma)[:, None]
+        else:
+            tdv = tdv * -beta[:, None]
+        dS = tl.dot(tl.trans(k_raw), tdv.to(do.dtype), dS, input_precision=DOT)
+    else:
+        dS = tl.dot(tl.trans(wn), dv_in, dS, input_precision=DOT)
+    return dS
 
 
 @triton.jit
@@ -474,14 +613,17 @@ def _scan_bwd_kernel(
     Q, K, WN, AI, BETA, GATE, DO, VN, DVN, DHS, DST, DS0, AQK, KD, CU, COFF, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, PREPARED: tl.constexpr,
-    W_FROM_T: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+    W_FROM_T: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, FACTOR: tl.constexpr,
+    BOUND: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """The reverse scan of dS (the gradient of the state leaving a chunk), from the end:
     dV' = (scale Q K^T * E * causal)^T dO + diag(gamma_C / gamma) K dS,
     dS <- gamma_C dS + scale (diag(gamma) Q)^T dO - W^T dV' (WN = -W).
     W_FROM_T: W^T dV' = K^T (diag(beta gamma) T^T dV') from T (AI), beta and k, -W not
     read (not kept). PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the
-    decayed keys from KD (_qk_kernel) rather than formed here."""
+    decayed keys from KD (_qk_kernel) rather than formed here. FACTOR (gated): every chunk
+    takes the factored decay (_scan_bwd_chunk) when every chunk's log decays sum to more than
+    -BOUND, else every chunk the decay matrix (one loop each: no branch per chunk)."""
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -498,76 +640,29 @@ def _scan_bwd_kernel(
         dS = tl.load(DST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
     else:
         dS = tl.zeros([BK, BV], tl.float32)
-    causal_t = offs_t[None, :] >= offs_t[:, None]  # (j, i): i >= j
     n_chunks = tl.cdiv(L, BT)
-    for ii in range(0, n_chunks):
-        i = n_chunks - 1 - ii
-        rows = i * BT + offs_t
-        r_ok = rows < L
-        tok = bos + rows
-        kmask = r_ok[:, None] & k_ok[None, :]
-        vmask = r_ok[:, None] & v_ok[None, :]
-        kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
-        vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
-        hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
-        tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
-        q = tl.load(Q + kp, mask=kmask, other=0.0)
-        if PREPARED and HAS_G:  # the decayed keys: all this scan needs of K but W's
-            k = tl.load(KD + kp, mask=kmask, other=0.0)
+    if FACTOR:
+        if all_chunks_within(GATE, i_h.to(tl.int64) * TT + bos, L, BOUND, BT):
+            for ii in range(0, n_chunks):
+                dS = _scan_bwd_chunk(
+                    Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos,
+                    L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
+                    K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, True,
+                )  # fmt: skip
         else:
-            k = tl.load(K + kp, mask=kmask, other=0.0)
-        if W_FROM_T:
-            ai = tl.load(
-                AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
-                other=0.0,
+            for ii in range(0, n_chunks):
+                dS = _scan_bwd_chunk(
+                    Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos,
+                    L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
+                    K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
+                )  # fmt: skip
+    else:
+        for ii in range(0, n_chunks):
+            dS = _scan_bwd_chunk(
+                Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos, L,
+                c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, K_DIM,
+                V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
             )  # fmt: skip
-            beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
-            if PREPARED and HAS_G:
-                k_raw = tl.load(K + kp, mask=kmask, other=0.0)
-            else:
-                k_raw = k
-        else:
-            wn = tl.load(WN + kp, mask=kmask, other=0.0)
-        do = tl.load(DO + vp, mask=vmask, other=0.0)
-        if PREPARED:
-            a = tl.load(
-                AQK + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None],
-                other=0.0,
-            )  # fmt: skip
-            pt = tl.trans(a)  # (j, i)
-            kd = k
-            if HAS_G:
-                G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
-                qd = (q * (gamma * scale)[:, None]).to(q.dtype)
-            else:
-                qd = (q * scale).to(q.dtype)
-        else:
-            pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
-            if HAS_G:
-                G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
-                pt = pt * tl.exp(tl.where(causal_t, Gc[None, :] - G[:, None], 0.0))
-                kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
-                qd = (q * (gamma * scale)[:, None]).to(q.dtype)
-            else:
-                kd = k
-                qd = (q * scale).to(q.dtype)
-            pt = tl.where(causal_t, pt, 0.0).to(do.dtype)
-        dv_new = tl.dot(pt, do, input_precision=DOT)
-        dv_new = tl.dot(kd, dS.to(k.dtype), dv_new, input_precision=DOT)
-        dv_in = dv_new.to(do.dtype)
-        tl.store(DVN + vp, dv_in, mask=vmask)
-        if HAS_G:
-            dS = dS * tl.exp(g_last)
-        dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
-        if W_FROM_T:  # -W^T dV' = -K^T (diag(beta gamma) T^T dV'): one rounding, as W's
-            tdv = tl.dot(tl.trans(ai), dv_in, input_precision=DOT)
-            if HAS_G:
-                tdv = tdv * (-beta * gamma)[:, None]
-            else:
-                tdv = tdv * -beta[:, None]
-            dS = tl.dot(tl.trans(k_raw), tdv.to(do.dtype), dS, input_precision=DOT)
-        else:
-            dS = tl.dot(tl.trans(wn), dv_in, dS, input_precision=DOT)
     if STORE_DS0:
         tl.store(DS0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, dS, mask=s_mask)
 
@@ -717,6 +812,18 @@ class _Layout:
         self.chunks = torch.stack([seq, idx], 1).to(torch.int32).contiguous()
 
 
+def _factored(g, aqk) -> bool:
+    """Whether the gated scans take the factored decay where every chunk is within the bound
+    (config gated_delta_factored; not with the prepared products, which carry the decay)."""
+    return g is not None and aqk is None and _settings.gated_delta_factored
+
+
+def _bound(q) -> float:
+    """The factored decay's bound on a chunk's summed log decays for q's dtype, in nats (the
+    gates' cumulative sums are natural logarithms)."""
+    return FACTOR_BOUND_LOG2[q.dtype] * math.log(2.0)
+
+
 def _launch(kernel, configs, grid, args, lay, **meta):
     meta = dict(meta, BT=lay.BT, VARLEN=lay.varlen)
     launch(kernel, configs, grid, args, meta, INTERPRET_CONFIG, key=KEY)
@@ -805,6 +912,7 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
         STORE_ST=s_t is not None, STATES=states, STORE_VN=vn is not None and not load_vn,
         LOAD_VN=load_vn, OUTPUT=output, FORM_U=u is None, PREPARED=aqk is not None, DOT=_dot(q),
+        FACTOR=output and _factored(g, aqk), BOUND=_bound(q),
     )  # fmt: skip
     return o, s_t, hs, vn
 
@@ -875,6 +983,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
              lay.NT, H, B * T, scale), lay,
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
             STORE_DS0=want_ds0, PREPARED=aqk is not None, W_FROM_T=wn is None, DOT=_dot(q),
+            FACTOR=_factored(g, aqk), BOUND=_bound(q),
         )  # fmt: skip
         del aqk, kd
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)

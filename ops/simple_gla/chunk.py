@@ -31,6 +31,7 @@ from .._backend import (
     readable,
     use_triton,
 )
+from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within
 from .._triton import tl, triton
 from .reference import expand_gates, simple_gla_chunked
 
@@ -114,19 +115,6 @@ def _log2_gates_cols(GC, g_base, L, rows):
 
 
 @triton.jit
-def _all_factored(GC, g_base, L, BOUND: tl.constexpr, BLOCK_T: tl.constexpr):
-    """Whether every chunk of the sequence has G_last > -BOUND (then all of them take the
-    factored form): a pass over the chunks' last values, 4 bytes per chunk."""
-    n = tl.cdiv(L, BLOCK_T)
-    lo = tl.zeros([128], tl.float32)
-    for c in range(0, n, 128):
-        idx = c + tl.arange(0, 128)
-        ends = tl.minimum((idx + 1) * BLOCK_T, L) - 1
-        lo = tl.minimum(lo, tl.load(GC + g_base + ends, mask=idx < n, other=0.0))
-    return tl.min(lo, 0) > -BOUND
-
-
-@triton.jit
 def _fwd_chunk(
     q_base, k_base, v_base, o_base, GC, g_base, S, t0, L, SQT, SVT, scale, offs_k, offs_v,
     k_ok, v_ok, BLOCK_T: tl.constexpr, DOT: tl.constexpr, EXACT: tl.constexpr,
@@ -194,7 +182,7 @@ def _fwd_kernel(
         S = tl.zeros([BLOCK_K, BLOCK_V], tl.float32)
     # Every chunk factored when all are within the bound, else every chunk exact: no branch
     # per chunk inside the loop (Triton 3.6's sm_90 pipeliner miscompiled one, README.md).
-    if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+    if all_chunks_within(GATE, g_base, L, BOUND, BLOCK_T):
         for t0 in range(0, L, BLOCK_T):
             S = _fwd_chunk(
                 q_base, k_base, v_base, o_base, GATE, g_base, S, t0, L, SQT, SVT, scale, offs_k,
@@ -290,7 +278,7 @@ def _bwd_dq(
         S = tl.zeros([BLOCK_KB, BLOCK_VF], tl.float32)
     # Every chunk factored when all are within the bound, else every chunk exact (no branch
     # per chunk inside the loop, README.md).
-    if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+    if all_chunks_within(GATE, g_base, L, BOUND, BLOCK_T):
         for t0 in range(0, L, BLOCK_T):
             S = _dq_chunk(
                 Q, K, V, DO, DQ, GATE, DG, S, t0, kq_base, v_base, g_base, SQT, SVT, L, scale,
@@ -432,7 +420,7 @@ def _bwd_dkdv(
     else:
         G = tl.zeros([offs_k.shape[0], offs_v.shape[0]], tl.float32)
     n_chunks = tl.cdiv(L, BLOCK_T)
-    if _all_factored(GATE, g_base, L, BOUND, BLOCK_T):
+    if all_chunks_within(GATE, g_base, L, BOUND, BLOCK_T):
         for i in range(0, n_chunks):
             G = _dkdv_chunk(
                 Q, K, V, DO, DX, GATE, DG, G, (n_chunks - 1 - i) * BLOCK_T, kq_base, v_base,
@@ -548,13 +536,8 @@ KEY = ["T", "H", "K_DIM", "V_DIM", "VARLEN"]
 # per chunk left dg's error growing with the number of chunks (README.md). False trades that
 # accuracy for one product fewer per chunk in those two roles.
 PRECISE_DG = True
-# A chunk whose gates sum to more than -BOUND (log2) takes the factored form: the decay matrix
-# exp(G_i - G_j) as a scaling of its rows by exp(G_i - G_last) and of its columns, through the
-# state update's rounded operands, by exp(G_last - G_j). Those operands then span 2^BOUND:
-# float16 keeps about 2^-14 .. 2^15 at full precision (a few powers of two), bfloat16 and
-# float32 (tf32 products) 2^-126 .. 2^127. A program whose sequence has a stronger chunk takes
-# the exact decay matrix in every chunk.
-BOUND = {torch.float16: 8.0, torch.bfloat16: 64.0, torch.float32: 64.0}
+# A chunk whose gates sum to more than -BOUND (log2) takes the factored form (_kernels.py).
+BOUND = FACTOR_BOUND_LOG2
 
 
 def _launch(kernel, configs, fixed, grid, *args, **kwargs):

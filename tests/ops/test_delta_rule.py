@@ -186,6 +186,73 @@ def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_al
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("keep", ["none", "states", "values"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[4]], ids=str)
+def test_scans_with_the_factored_decay(case, dtype, keep, monkeypatch, nan_alloc):
+    """Config gated_delta_factored: the gated rule's output scan and reverse scan take the
+    decay matrix as the decayed keys and a scaling of rows (every chunk here within the
+    bound); outputs and every gradient against the recurrence, with the states or V' kept or
+    not, packed sequences (an empty one among them)."""
+    seen = []
+    real = chunk._launch
+
+    def counted(kernel, configs, grid, args, lay, **meta):
+        seen.append((kernel, meta.get("FACTOR")))
+        return real(kernel, configs, grid, args, lay, **meta)
+
+    monkeypatch.setattr(chunk, "_launch", counted)
+    keeps = dict(
+        delta_keep_states=keep == "states",
+        delta_keep_values=keep == "values",
+        gated_delta_keep_values=keep == "values",
+    )
+    with config.override(**keeps, gated_delta_factored=True):
+        compare(gated_delta_rule, case, dtype, backend="triton")
+    assert (chunk._scan_fwd_kernel, True) in seen and (chunk._scan_bwd_kernel, True) in seen
+    # the backward's scan of the states writes no output: the decay matrix never enters it
+    assert keep == "states" or (chunk._scan_fwd_kernel, False) in seen, seen
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_factored_decay_only_within_the_bound(dtype, nan_alloc):
+    """A program whose sequence has a chunk whose log decays sum to less than -bound takes
+    the decay matrix in every chunk, the others the factored form: packed sequences, one of
+    weak chunks, one with a strong chunk. The strong one's outputs and gradients equal those
+    with the switch off bit for bit (the same loop); the weak one's output and dv differ (the
+    factored products) and both match the recurrence."""
+    C = chunk.INTERPRET_CHUNK
+    T, H, K, V = 5 * C, 2, 16, 16
+    cu = [0, 2 * C + 3, T]  # sequence 0 weak, sequence 1 with one strong chunk
+    q, k, v, beta, _, _, gen = make(1, T, H, K, V, seed=5, gated=True)
+    nats = chunk._bound(q.to(dtype))  # a chunk's bound on its summed log decays
+    g = -0.5 * nats / C * torch.rand(1, T, H, generator=gen)  # every chunk within
+    g[0, cu[1] + C : cu[1] + 2 * C] = -2.0 * nats / C  # one chunk of sequence 1 past it
+    offsets = torch.tensor(cu)
+    runs = []
+    for factored in (False, True):
+        xs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+        xs += [g.clone().requires_grad_(), beta.clone().requires_grad_()]
+        with config.override(gated_delta_factored=factored):
+            o, _ = gated_delta_rule(*xs, scale=0.4, cu_seqlens=offsets, backend="triton")
+            do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+            runs.append([o, *torch.autograd.grad(o, xs, do)])
+    weak, strong = slice(0, cu[1]), slice(cu[1], T)
+    for exact, factored in zip(*runs):
+        assert torch.equal(exact[:, strong], factored[:, strong])
+    # the forward's output and the reverse scan's dV' (in dv) through the factored products
+    for i in (0, 3):
+        assert not torch.equal(runs[0][i][:, weak], runs[1][i][:, weak])
+    ref_xs = [x.double().requires_grad_() for x in (q, k, v, g, beta)]
+    o_ref, _ = gated_delta_rule_reference(*ref_xs, scale=0.4, cu_seqlens=offsets)
+    do = torch.randn(o_ref.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    ref = [o_ref, *torch.autograd.grad(o_ref, ref_xs, do.double())]
+    errs = [rel_rms(a, b) for a, b in zip(runs[1], ref)]
+    assert max(errs) < TOL[dtype], errs
+
+
+@pytest.mark.interpret
 @pytest.mark.parametrize("gated, chunk_size", [(False, 64), (True, 64), (True, 32)])
 def test_kernels_at_the_gpu_chunk_length(gated, chunk_size, monkeypatch, nan_alloc):
     """Chunks of 64 (the GPU's; the inverse's block series runs) and 32: several chunks, a

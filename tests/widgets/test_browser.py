@@ -193,7 +193,8 @@ def test_build_an_mlp_with_a_residual_by_clicking_and_dragging(step):
     page.wait_for_function(  # the name is cleared once taken (a second output would be yy)
         "() => document.querySelector('.ncd-output-name').value === ''"
     )
-    assert s.locator("g.node.ncd-dangling").count() == 0  # nothing left loose
+    # nothing left loose, once the drawing with the output has replaced the one before it
+    s.locator("g.node.ncd-dangling").first.wait_for(state="detached", timeout=10_000)
     assert s.locator('g.edge[data-tail="x/copy"][data-head="binary"]').count() == 3  # B T D
     shot(page, 0, "mlp-residual")
 
