@@ -373,7 +373,7 @@ def _prep_kernel(
 @triton.jit
 def _scan_fwd_chunk(
     Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H, TT, scale,
-    offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
+    offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
     STATES: tl.constexpr, STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr,
     FORM_U: tl.constexpr, PREPARED: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
@@ -388,7 +388,6 @@ def _scan_fwd_chunk(
     vmask = r_ok[:, None] & v_ok[None, :]
     kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
     vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
-    causal = offs_t[:, None] >= offs_t[None, :]
     if PREPARED and HAS_G:  # the decayed keys: all the scan needs of K
         k = tl.load(KD + kp, mask=kmask, other=0.0)
     else:
@@ -495,30 +494,31 @@ def _scan_fwd_kernel(
         S = tl.load(S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
     else:
         S = tl.zeros([BK, BV], tl.float32)
+    causal = offs_t[:, None] >= offs_t[None, :]
     n_chunks = tl.cdiv(L, BT)
     if FACTOR:
         if all_chunks_within(GATE, i_h.to(tl.int64) * TT + bos, L, BOUND, BT):
             for i in range(0, n_chunks):
                 S = _scan_fwd_chunk(
                     Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h,
-                    H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, K_DIM,
-                    V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT,
-                    True,
+                    H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal,
+                    K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED,
+                    DOT, True,
                 )  # fmt: skip
         else:
             for i in range(0, n_chunks):
                 S = _scan_fwd_chunk(
                     Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h,
-                    H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, K_DIM,
-                    V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT,
-                    False,
+                    H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal,
+                    K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED,
+                    DOT, False,
                 )  # fmt: skip
     else:
         for i in range(0, n_chunks):
             S = _scan_fwd_chunk(
                 Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H,
-                TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, K_DIM, V_DIM, BT,
-                HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT, False,
+                TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal, K_DIM, V_DIM,
+                BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT, False,
             )  # fmt: skip
     if STORE_ST:
         tl.store(ST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, S, mask=s_mask)
@@ -527,7 +527,7 @@ def _scan_fwd_kernel(
 @triton.jit
 def _scan_bwd_chunk(
     Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, i, bos, L, c0, i_h, H, TT, scale,
-    offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
+    offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal_t,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
     PREPARED: tl.constexpr, W_FROM_T: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
 ):  # fmt: skip
@@ -541,7 +541,6 @@ def _scan_bwd_chunk(
     vmask = r_ok[:, None] & v_ok[None, :]
     kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
     vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
-    causal_t = offs_t[None, :] >= offs_t[:, None]  # (j, i): i >= j
     hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
     tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
     q = tl.load(Q + kp, mask=kmask, other=0.0)
@@ -640,6 +639,7 @@ def _scan_bwd_kernel(
         dS = tl.load(DST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
     else:
         dS = tl.zeros([BK, BV], tl.float32)
+    causal_t = offs_t[None, :] >= offs_t[:, None]  # (j, i): i >= j
     n_chunks = tl.cdiv(L, BT)
     if FACTOR:
         if all_chunks_within(GATE, i_h.to(tl.int64) * TT + bos, L, BOUND, BT):
@@ -647,21 +647,21 @@ def _scan_bwd_kernel(
                 dS = _scan_bwd_chunk(
                     Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos,
                     L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
-                    K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, True,
+                    causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, True,
                 )  # fmt: skip
         else:
             for ii in range(0, n_chunks):
                 dS = _scan_bwd_chunk(
                     Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos,
                     L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
-                    K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
+                    causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
                 )  # fmt: skip
     else:
         for ii in range(0, n_chunks):
             dS = _scan_bwd_chunk(
                 Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos, L,
-                c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, K_DIM,
-                V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
+                c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal_t,
+                K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
             )  # fmt: skip
     if STORE_DS0:
         tl.store(DS0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, dS, mask=s_mask)
