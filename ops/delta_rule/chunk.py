@@ -371,6 +371,28 @@ def _prep_kernel(
 
 
 @triton.jit
+def _scan_tiles(
+    CU, COFF, T, NT, H, K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr,
+    BT: tl.constexpr, BV: tl.constexpr, VARLEN: tl.constexpr,
+):  # fmt: skip
+    """A scan program's (value block, sequence x head) and its tiles: (i_nh, i_h, bos, L, c0,
+    the offsets of a chunk's tokens, key and value columns, the column masks, the state tile's
+    offsets and mask)."""
+    i_v = tl.program_id(0)
+    i_nh = tl.program_id(1)
+    i_h = i_nh % H
+    bos, L, c0 = _sequence(CU, COFF, i_nh // H, T, NT, VARLEN)
+    offs_t = tl.arange(0, BT)
+    offs_k = tl.arange(0, BK)
+    offs_v = i_v * BV + tl.arange(0, BV)
+    k_ok = offs_k < K_DIM
+    v_ok = offs_v < V_DIM
+    s_off = offs_k[:, None] * V_DIM + offs_v[None, :]
+    s_mask = k_ok[:, None] & v_ok[None, :]
+    return i_nh, i_h, bos, L, c0, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask
+
+
+@triton.jit
 def _scan_fwd_chunk(
     Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H, TT, scale,
     offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal,
@@ -478,18 +500,9 @@ def _scan_fwd_kernel(
     (the prepare kernel's STORE_QK) rather than formed here. FACTOR (gated, OUTPUT): every
     chunk takes the factored decay (_scan_fwd_chunk) when every chunk's log decays sum to more
     than -BOUND, else every chunk the decay matrix (one loop each: no branch per chunk)."""
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    bos, L, c0 = _sequence(CU, COFF, i_n, T, NT, VARLEN)
-    offs_t = tl.arange(0, BT)
-    offs_k = tl.arange(0, BK)
-    offs_v = i_v * BV + tl.arange(0, BV)
-    k_ok = offs_k < K_DIM
-    v_ok = offs_v < V_DIM
-    s_off = offs_k[:, None] * V_DIM + offs_v[None, :]
-    s_mask = k_ok[:, None] & v_ok[None, :]
+    i_nh, i_h, bos, L, c0, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask = _scan_tiles(
+        CU, COFF, T, NT, H, K_DIM, V_DIM, BK, BT, BV, VARLEN
+    )
     if USE_S0:
         S = tl.load(S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
     else:
@@ -623,18 +636,9 @@ def _scan_bwd_kernel(
     decayed keys from KD (_qk_kernel) rather than formed here. FACTOR (gated): every chunk
     takes the factored decay (_scan_bwd_chunk) when every chunk's log decays sum to more than
     -BOUND, else every chunk the decay matrix (one loop each: no branch per chunk)."""
-    i_v = tl.program_id(0)
-    i_nh = tl.program_id(1)
-    i_n = i_nh // H
-    i_h = i_nh % H
-    bos, L, c0 = _sequence(CU, COFF, i_n, T, NT, VARLEN)
-    offs_t = tl.arange(0, BT)
-    offs_k = tl.arange(0, BK)
-    offs_v = i_v * BV + tl.arange(0, BV)
-    k_ok = offs_k < K_DIM
-    v_ok = offs_v < V_DIM
-    s_off = offs_k[:, None] * V_DIM + offs_v[None, :]
-    s_mask = k_ok[:, None] & v_ok[None, :]
+    i_nh, i_h, bos, L, c0, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask = _scan_tiles(
+        CU, COFF, T, NT, H, K_DIM, V_DIM, BK, BT, BV, VARLEN
+    )
     if USE_DST:
         dS = tl.load(DST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
     else:

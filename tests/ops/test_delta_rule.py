@@ -93,6 +93,16 @@ def compare(fn, case, dtype=torch.float32, tol=None, reference_dtype=torch.float
     assert max(errs.values()) < tol, errs
 
 
+def keeping(keep):
+    """The ops switches that keep, for the backward, the chunk states and V' ("states"), V' in
+    place of -W ("values", both rules) or neither ("none")."""
+    return dict(
+        delta_keep_states=keep == "states",
+        delta_keep_values=keep == "values",
+        gated_delta_keep_values=keep == "values",
+    )
+
+
 # (B, T, H, K, V, gated, cu_seqlens, initial state)
 CASES = [
     (2, 63, 2, 32, 24, False, None, True),
@@ -138,12 +148,7 @@ def test_forward_keeping_or_recomputing_states(case, dtype, keep, monkeypatch, n
 
     monkeypatch.setattr(chunk, "_launch", counted)
     fn = gated_delta_rule if case[5] else delta_rule
-    keeps = dict(
-        delta_keep_states=keep == "states",
-        delta_keep_values=keep == "values",
-        gated_delta_keep_values=keep == "values",
-    )
-    with config.override(**keeps):
+    with config.override(**keeping(keep)):
         compare(fn, case, dtype, backend="triton")
     scans = [(w, r) for kernel, w, r in launches if kernel is chunk._scan_fwd_kernel]
     want = {
@@ -173,12 +178,7 @@ def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_al
 
     monkeypatch.setattr(chunk, "_launch", counted)
     fn = gated_delta_rule if case[5] else delta_rule
-    keeps = dict(
-        delta_keep_states=keep == "states",
-        delta_keep_values=keep == "values",
-        gated_delta_keep_values=keep == "values",
-    )
-    with config.override(**keeps, delta_prepared_qk=True):
+    with config.override(**keeping(keep), delta_prepared_qk=True):
         compare(fn, case, dtype, backend="triton")
     assert (chunk._prep_kernel, True) in seen and (chunk._scan_fwd_kernel, True) in seen, seen
     # the backward's scans read them too, from its own chunk-parallel pass
@@ -202,12 +202,7 @@ def test_scans_with_the_factored_decay(case, dtype, keep, monkeypatch, nan_alloc
         return real(kernel, configs, grid, args, lay, **meta)
 
     monkeypatch.setattr(chunk, "_launch", counted)
-    keeps = dict(
-        delta_keep_states=keep == "states",
-        delta_keep_values=keep == "values",
-        gated_delta_keep_values=keep == "values",
-    )
-    with config.override(**keeps, gated_delta_factored=True):
+    with config.override(**keeping(keep), gated_delta_factored=True):
         compare(gated_delta_rule, case, dtype, backend="triton")
     assert (chunk._scan_fwd_kernel, True) in seen and (chunk._scan_bwd_kernel, True) in seen
     # the backward's scan of the states writes no output: the decay matrix never enters it
