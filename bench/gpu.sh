@@ -146,7 +146,7 @@ case $SUITE in
     # chunk states or V' too), ncd beside fla at 2k-32k with the states recomputed and kept
     # (NCD_DELTA_KEEP_STATES, NCD_DELTA_KEEP_VALUES), each kernel's share at 8k each way
     step delta_check 300 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16,float16 \
-      --commit "$COMMIT" --out "$OUT/delta_check.json"
+      ${CHECK_MATCH:+--match "$CHECK_MATCH"} --commit "$COMMIT" --out "$OUT/delta_check.json"
     # each configuration alone (every kernel in entry N of its list, untuned), on the cases of
     # the switches whose lists have new entries
     for n in 0 1 2 3 4; do
