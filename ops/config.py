@@ -56,8 +56,8 @@ class Settings:
     # ... the same for the gated delta rule (off for the same reason).
     gated_delta_keep_values: bool = False
     # The gated delta rule's scans: where every chunk's log decays sum to more than a bound
-    # (per dtype), the decay matrix exp(G_i - G_j) is carried by the decayed keys the state
-    # update forms and a scaling of rows, with no C x C exponentials in the sequential loop
+    # (per dtype), the decay matrix exp(G_i - G_j) is carried by scalings of rows (of V' or dO
+    # and of the products), with no C x C exponentials in the sequential loops
     # (delta_rule/README.md). Not yet run on a GPU: off.
     gated_delta_factored: bool = False
     # The delta rules' forward: the prepare kernel also forms each chunk's Q K^T (decayed,

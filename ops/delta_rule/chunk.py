@@ -401,8 +401,9 @@ def _scan_fwd_chunk(
     FORM_U: tl.constexpr, PREPARED: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
 ):  # fmt: skip
     """Chunk i of the state scan (_scan_fwd_kernel): returns S after it. FACTORED (gated,
-    OUTPUT): the decay matrix as the decayed keys the state update forms and a scaling of the
-    output's rows, O = diag(scale exp(G - G_last)) (Q (gamma_C S) + (Q K'^T * causal) V')."""
+    OUTPUT): scale E_ij = a_i b_j (a = scale exp(G - G_last), b = exp(G_last - G)), so O =
+    diag(a) (Q (gamma_C S) + (Q K^T * causal) diag(b) V') and S <- gamma_C S + K^T diag(b) V':
+    no decay matrix, q and k as read."""
     rows = i * BT + offs_t
     r_ok = rows < L
     tok = bos + rows
@@ -441,16 +442,16 @@ def _scan_fwd_chunk(
             tl.store(VN + vp, v_in, mask=vmask)
     if HAS_G:
         G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
-    if FACTORED:  # (q_i . k'_j) exp(G_i - G_last) = (q_i . k_j) exp(G_i - G_j)
-        kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
+    if FACTORED:  # scale E_ij = a_i b_j: a = scale exp(G - G_last), b = exp(G_last - G)
+        vb = (v_new * tl.exp(g_last - G)[:, None]).to(k.dtype)  # diag(b) V'
         S = S * tl.exp(g_last)
         q = tl.load(Q + kp, mask=kmask, other=0.0)
-        qk = tl.where(causal, tl.dot(q, tl.trans(kd), input_precision=DOT), 0.0)
+        qk = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=DOT), 0.0).to(k.dtype)
         o = tl.dot(q, S.to(q.dtype), input_precision=DOT)
-        o = tl.dot(qk.to(k.dtype), v_in, o, input_precision=DOT)
+        o = tl.dot(qk, vb, o, input_precision=DOT)
         o = o * (tl.exp(G - g_last) * scale)[:, None]
         tl.store(O + vp, o.to(O.dtype.element_ty), mask=vmask)
-        S = tl.dot(tl.trans(kd), v_in, S, input_precision=DOT)
+        S = tl.dot(tl.trans(k), vb, S, input_precision=DOT)
     else:
         if OUTPUT:
             q = tl.load(Q + kp, mask=kmask, other=0.0)
@@ -545,8 +546,9 @@ def _scan_bwd_chunk(
     PREPARED: tl.constexpr, W_FROM_T: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
 ):  # fmt: skip
     """Chunk i of the reverse scan (_scan_bwd_kernel): returns dS entering it. FACTORED
-    (gated): (scale Q K^T * E)^T = gamma_C^{-1} K' (diag(scale gamma) Q)^T, the decayed keys K'
-    and queries the dS terms form, instead of the decay matrix."""
+    (gated): scale E_ij = a_i b_j (a = scale exp(G - G_last), b = exp(G_last - G)), so dV' =
+    diag(b) ((K Q^T * causal^T) diag(a) dO + K dS) and dS <- gamma_C (dS + Q^T diag(a) dO)
+    - W^T dV': no decay matrix, q and k as read."""
     rows = i * BT + offs_t
     r_ok = rows < L
     tok = bos + rows
@@ -584,13 +586,7 @@ def _scan_bwd_chunk(
             qd = (q * (gamma * scale)[:, None]).to(q.dtype)
         else:
             qd = (q * scale).to(q.dtype)
-    elif FACTORED:
-        G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
-        kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
-        qd = (q * (gamma * scale)[:, None]).to(q.dtype)
-        pt = tl.dot(kd, tl.trans(qd), input_precision=DOT) * tl.exp(-g_last)  # (j, i)
-        pt = tl.where(causal_t, pt, 0.0).to(do.dtype)
-    else:
+    elif not FACTORED:
         pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
         if HAS_G:
             G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
@@ -601,13 +597,23 @@ def _scan_bwd_chunk(
             kd = k
             qd = (q * scale).to(q.dtype)
         pt = tl.where(causal_t, pt, 0.0).to(do.dtype)
-    dv_new = tl.dot(pt, do, input_precision=DOT)
-    dv_new = tl.dot(kd, dS.to(k.dtype), dv_new, input_precision=DOT)
-    dv_in = dv_new.to(do.dtype)
-    tl.store(DVN + vp, dv_in, mask=vmask)
-    if HAS_G:
-        dS = dS * tl.exp(g_last)
-    dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
+    if FACTORED:  # scale E_ij = a_i b_j: a = scale exp(G - G_last), b = exp(G_last - G)
+        G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
+        da = (do * (tl.exp(G - g_last) * scale)[:, None]).to(do.dtype)  # diag(a) dO
+        pt = tl.where(causal_t, tl.dot(k, tl.trans(q), input_precision=DOT), 0.0).to(do.dtype)
+        dv_new = tl.dot(pt, da, input_precision=DOT)
+        dv_new = tl.dot(k, dS.to(k.dtype), dv_new, input_precision=DOT)
+        dv_in = (dv_new * tl.exp(g_last - G)[:, None]).to(do.dtype)  # rows times b
+        tl.store(DVN + vp, dv_in, mask=vmask)
+        dS = tl.dot(tl.trans(q), da, dS, input_precision=DOT) * tl.exp(g_last)
+    else:
+        dv_new = tl.dot(pt, do, input_precision=DOT)
+        dv_new = tl.dot(kd, dS.to(k.dtype), dv_new, input_precision=DOT)
+        dv_in = dv_new.to(do.dtype)
+        tl.store(DVN + vp, dv_in, mask=vmask)
+        if HAS_G:
+            dS = dS * tl.exp(g_last)
+        dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
     if W_FROM_T:  # -W^T dV' = -K^T (diag(beta gamma) T^T dV'): one rounding, as W's
         tdv = tl.dot(tl.trans(ai), dv_in, input_precision=DOT)
         if HAS_G:
