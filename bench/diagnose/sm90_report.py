@@ -291,7 +291,9 @@ def gated_rows(family, dtype, D):
                 ("varlen", ("OUTPUT", "VARLEN")), ("values", ("OUTPUT", "STORE_VN")),
                 ("states from values", ("STATES", "LOAD_VN")),
                 *([("factored", ("OUTPUT", "FACTOR")),
-                   ("output+states factored", ("OUTPUT", "STATES", "FORM_U", "FACTOR"))]
+                   ("output+states factored", ("OUTPUT", "STATES", "FORM_U", "FACTOR")),
+                   ("states factored", ("STATES", "FORM_U", "FACTOR")),
+                   ("states from values factored", ("STATES", "LOAD_VN", "FACTOR"))]
                   if gated else []), HAS_G=gated)  # fmt: skip
             add(f"_scan_fwd_kernel {g}", c.FWD_PREPARED_CONFIGS, fwd,
                 ("prepared", ("OUTPUT", "PREPARED")),

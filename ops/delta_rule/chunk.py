@@ -400,8 +400,8 @@ def _scan_fwd_chunk(
     STATES: tl.constexpr, STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr,
     FORM_U: tl.constexpr, PREPARED: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
 ):  # fmt: skip
-    """Chunk i of the state scan (_scan_fwd_kernel): returns S after it. FACTORED (gated,
-    OUTPUT): scale E_ij = a_i b_j (a = scale exp(G - G_last), b = exp(G_last - G)), so O =
+    """Chunk i of the state scan (_scan_fwd_kernel): returns S after it. FACTORED (gated):
+    scale E_ij = a_i b_j (a = scale exp(G - G_last), b = exp(G_last - G)), so O =
     diag(a) (Q (gamma_C S) + (Q K^T * causal) diag(b) V') and S <- gamma_C S + K^T diag(b) V':
     no decay matrix, q and k as read."""
     rows = i * BT + offs_t
@@ -443,14 +443,17 @@ def _scan_fwd_chunk(
     if HAS_G:
         G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
     if FACTORED:  # scale E_ij = a_i b_j: a = scale exp(G - G_last), b = exp(G_last - G)
+        if LOAD_VN:
+            v_new = v_in.to(tl.float32)
         vb = (v_new * tl.exp(g_last - G)[:, None]).to(k.dtype)  # diag(b) V'
         S = S * tl.exp(g_last)
-        q = tl.load(Q + kp, mask=kmask, other=0.0)
-        qk = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=DOT), 0.0).to(k.dtype)
-        o = tl.dot(q, S.to(q.dtype), input_precision=DOT)
-        o = tl.dot(qk, vb, o, input_precision=DOT)
-        o = o * (tl.exp(G - g_last) * scale)[:, None]
-        tl.store(O + vp, o.to(O.dtype.element_ty), mask=vmask)
+        if OUTPUT:
+            q = tl.load(Q + kp, mask=kmask, other=0.0)
+            qk = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=DOT), 0.0).to(k.dtype)
+            o = tl.dot(q, S.to(q.dtype), input_precision=DOT)
+            o = tl.dot(qk, vb, o, input_precision=DOT)
+            o = o * (tl.exp(G - g_last) * scale)[:, None]
+            tl.store(O + vp, o.to(O.dtype.element_ty), mask=vmask)
         S = tl.dot(tl.trans(k), vb, S, input_precision=DOT)
     else:
         if OUTPUT:
@@ -498,9 +501,9 @@ def _scan_fwd_kernel(
     entering each chunk (HS); STORE_VN: write V' (VN); OUTPUT: the output (and with STORE_ST
     the final state).
     PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the decayed keys from KD
-    (the prepare kernel's STORE_QK) rather than formed here. FACTOR (gated, OUTPUT): every
-    chunk takes the factored decay (_scan_fwd_chunk) when every chunk's log decays sum to more
-    than -BOUND, else every chunk the decay matrix (one loop each: no branch per chunk)."""
+    (the prepare kernel's STORE_QK) rather than formed here. FACTOR (gated): the factored decay
+    (_scan_fwd_chunk); with OUTPUT in every chunk when every chunk's log decays sum to more
+    than -BOUND, else the decay matrix in every chunk (one loop each: no branch per chunk)."""
     i_nh, i_h, bos, L, c0, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask = _scan_tiles(
         CU, COFF, T, NT, H, K_DIM, V_DIM, BK, BT, BV, VARLEN
     )
@@ -511,7 +514,13 @@ def _scan_fwd_kernel(
     causal = offs_t[:, None] >= offs_t[None, :]
     n_chunks = tl.cdiv(L, BT)
     if FACTOR:
-        if all_chunks_within(GATE, i_h.to(tl.int64) * TT + bos, L, BOUND, BT):
+        # b <= 1 scales V' for the state update in any chunk; the output's a >= 1 needs the
+        # bound (a runtime true without an output: its loop alone runs)
+        if OUTPUT:
+            factored = all_chunks_within(GATE, i_h.to(tl.int64) * TT + bos, L, BOUND, BT)
+        else:
+            factored = n_chunks >= 0
+        if factored:
             for i in range(0, n_chunks):
                 S = _scan_fwd_chunk(
                     Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h,
@@ -922,7 +931,7 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
         STORE_ST=s_t is not None, STATES=states, STORE_VN=vn is not None and not load_vn,
         LOAD_VN=load_vn, OUTPUT=output, FORM_U=u is None, PREPARED=aqk is not None, DOT=_dot(q),
-        FACTOR=output and _factored(g, aqk), BOUND=_bound(q),
+        FACTOR=_factored(g, aqk), BOUND=_bound(q),
     )  # fmt: skip
     return o, s_t, hs, vn
 
