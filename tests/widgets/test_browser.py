@@ -447,6 +447,8 @@ def test_a_prenorm_block_with_an_attention_subcircuit_from_blank(step):
     t.field("out", "D")
     t.type(".ncd-output-name", "y")
     t.click(".ncd-add-output")  # the subcircuit's output y: the projection
+    # the status line follows the redraw (it may still name the change before it)
+    t.s.locator(".ncd-status:has-text('output y <- linear4: attention (')").wait_for()
     assert t.s.locator(".ncd-status").inner_text().startswith("output y <- linear4: attention (")
     shot(page, 2, "trial-attention")
     t.click(".ncd-crumb")  # back out
