@@ -993,6 +993,11 @@ def _delta_rule(v: BoxView) -> Rule:
             *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
             *([f"ops switch {name}_keep_values on: V' kept in place of -W"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
+            *(
+                ["ops switch gated_delta_factored on: the scans' decay matrix as row scalings"]
+                if gated and s.gated_delta_factored
+                else []
+            ),
         ],  # fmt: skip
     )
 

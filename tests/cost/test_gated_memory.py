@@ -244,3 +244,25 @@ def test_prepared_products_are_priced(dtype):
     ]
     assert want[1] > 0 and want[3] > 0 and want[0] <= 0 and want[2] <= 0
     assert [t - f for t, f in zip(got[True], got[False])] == pytest.approx(want, rel=1e-9)
+
+
+def test_factored_decay_is_named_and_priced_as_the_decay_matrix():
+    """Config gated_delta_factored changes which elementwise work the gated scans do, not
+    their products, bytes or kept tensors: the gated delta box's report names the switch and
+    keeps every figure; the ungated rule's report does not name it."""
+    keys = ("flops", "io_bytes", "flops_backward", "io_bytes_backward", "activation_bytes")
+    reports = {}
+    for factored in (False, True):
+        with ops_config.override(gated_delta_factored=factored):
+            reports[factored] = (
+                ncd.analyse(gated_box_circuit(), sizes=SIZES, lowering="fused"),
+                ncd.analyse(gallery.get("deltanet_block"), sizes=SIZES, lowering="fused"),
+            )
+    for before, after in zip(reports[False], reports[True]):
+        assert [before.number(before.formulas[k]) for k in keys] == [
+            after.number(after.formulas[k]) for k in keys
+        ]
+    gated = next(b for b in reports[True][0].boxes if b.name == "gdl")
+    assert any("gated_delta_factored on" in n for n in gated.notes)
+    ungated = next(b for b in reports[True][1].boxes if b.name == "mixer")
+    assert not any("gated_delta_factored" in n for n in ungated.notes)
