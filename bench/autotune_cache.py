@@ -42,7 +42,10 @@ def read(path: Path) -> dict:
     """The results held in a saved file ({relative path: the result's text}); {} for none."""
     if not path.exists():
         return {}
-    files = json.loads(path.read_text()).get("files", {})
+    data = json.loads(path.read_text())
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(t, str) for t in files.values()):
+        raise ValueError(f'{path}: expected {{"files": {{path: text}}}}, found {str(data)[:80]!r}')
     bad = [p for p in files if not _PATH.match(p)]
     if bad:
         raise ValueError(f"{path}: not a path inside the cache: {bad[0]!r}")

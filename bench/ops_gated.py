@@ -145,11 +145,17 @@ def one(op, impl, B, T, H, K, dtype_name, check, lift_guard=False):
 
 
 def switches(variant):
-    """The ops switches a variant sets: "default" none, "a+b" a and b on, "a=0" a off."""
+    """The ops switches a variant sets: "default" none, "a+b" a and b on, "a=0" a off (the
+    values the environment variables take)."""
+    from ncd.ops.config import parse_switch
+
     if variant == "default":
         return {}
     parts = (part.partition("=") for part in variant.split("+"))
-    return {name: value.strip().lower() not in ("0", "off", "false") for name, _, value in parts}
+    return {
+        name: parse_switch(value, f"variant {variant!r}") if sep else True
+        for name, sep, value in parts
+    }
 
 
 def child(args):

@@ -94,6 +94,17 @@ ENVIRONMENT = {
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+def parse_switch(raw: str, where: str) -> bool:
+    """A switch's value written as text (1, true, yes, on or 0, false, no, off, any case);
+    anything else is an error naming `where`."""
+    value = raw.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise ValueError(
+            f"ncd.ops.config: {where}: expected one of {', '.join(_TRUE + _FALSE)}, found {raw!r}"
+        )
+    return value in _TRUE
+
+
 def from_environment(env: Mapping[str, str] | None = None) -> Settings:
     """The defaults, each replaced by its environment variable where that is set."""
     env = os.environ if env is None else env
@@ -102,13 +113,7 @@ def from_environment(env: Mapping[str, str] | None = None) -> Settings:
         raw = env.get(var)
         if raw is None or raw.strip() == "":
             continue
-        value = raw.strip().lower()
-        if value not in _TRUE + _FALSE:
-            raise ValueError(
-                f"ncd.ops.config: environment variable {var}: expected one of "
-                f"{', '.join(_TRUE + _FALSE)}, found {raw!r}"
-            )
-        changes[name] = value in _TRUE
+        changes[name] = parse_switch(raw, f"environment variable {var}")
     return Settings(**changes)
 
 

@@ -957,18 +957,19 @@ def _delta_rule(v: BoxView) -> Rule:
     kept, do_copy = _copies(v, "attention")  # contiguous copies of permuted inputs
     gates = [_token_gate(v, "beta", "beta")] + ([_token_gate(v, "g", "gates")] if gated else [])
     inverse = _own("wy_inverse", B * T * 64 * bp, "T, each chunk's WY inverse (64 per token)")
-    keep = ops_config.settings.delta_keep_states  # the forward's scan also writes S and V'
-    s = ops_config.settings  # ... V', kept in place of -W
-    values = s.gated_delta_keep_values if gated else s.delta_keep_values
-    wy_w = _own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")
-    saved = [] if values else [wy_w]
+    s = ops_config.settings
+    keep = s.delta_keep_states  # the forward's scan also writes S and V'
+    values = s.gated_delta_keep_values if gated else s.delta_keep_values  # V' in -W's place
+    saved = (
+        [] if values else [_own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")]
+    )
     if keep or values:
         saved.append(_own("v_new", B * T * V * bp, "V' = U - W S (V per token)"))
     if keep:
         saved.append(
             _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)")
         )
-    prep = ops_config.settings.delta_prepared_qk  # the prepare kernel also forms Q K^T
+    prep = s.delta_prepared_qk  # the prepare kernel also forms Q K^T
     flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep)
     flops_bwd = dr.flops_backward(
         B, T, 1, K, V, gated=gated, keep_states=keep, prepared=prep, keep_values=values

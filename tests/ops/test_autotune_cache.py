@@ -57,6 +57,8 @@ def test_cache_dir_and_names(ac, tmp_path):
         ('{"files": {"../../etc/x.autotune.json": "x"}}', "not a path inside the cache"),
         ('{"files": {"h/k.cubin": "x"}}', "not a path inside the cache"),
         ("not json", "autotune_cache:"),
+        ("[1, 2]", "expected"),
+        ('{"files": {"h/k.autotune.json": 3}}', "expected"),
     ],
 )
 def test_a_bad_file_is_refused_without_a_traceback(tmp_path, text, says):

@@ -84,3 +84,20 @@ def test_a_variant_turns_a_switch_off(bench, capsys, monkeypatch):
     assert [r["variant"] for r in rows] == ["default", "delta_keep_values=0+delta_keep_states"]
     assert seen == [(True, False), (False, True)]
     assert config.settings.delta_keep_values
+
+
+def test_a_variant_value_is_read_as_the_environment_reads_it(bench, capsys, monkeypatch):
+    """`name=no` is off as NCD_...=no is; a value that is neither on nor off is that
+    variant's error row, naming it, and the other variants are still measured."""
+    mod, _ = bench
+    seen = []
+
+    def one(op, impl, B, T, *rest):
+        seen.append(config.settings.delta_keep_values)
+        return {"op": op, "impl": impl, "T": T}
+
+    monkeypatch.setattr(mod, "one", one)
+    monkeypatch.setattr(config.settings, "delta_keep_values", True)
+    rows = run(mod, capsys, ["delta_keep_values=no", "delta_keep_values=maybe"], T=(1024,))
+    assert seen == [False]
+    assert "maybe" in rows[1]["error"] and rows[1]["variant"] == "delta_keep_values=maybe"
