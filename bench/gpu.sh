@@ -25,7 +25,7 @@
 #             gated_delta_factored, delta_keep_values, gated_delta_keep_values,
 #             delta_keep_states) beside fla,
 #             each kernel's share at 8k
-#             each way; more than one call's steps: STEPS picks
+#             each way; more than one call's steps: STEPS picks (DELTA_OPS narrows delta_ncd)
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
@@ -155,7 +155,7 @@ case $SUITE in
         --commit "$COMMIT" --out "$OUT/delta_pin$n.json"
     done
     # ncd under each switch side by side in one process (rows name their variant)
-    step delta_ncd 240 $PY bench/ops_gated.py --impls ncd --ops delta_rule,gated_delta_rule \
+    step delta_ncd 240 $PY bench/ops_gated.py --impls ncd --ops ${DELTA_OPS:-delta_rule,gated_delta_rule} \
       --variants ${DELTA_VARIANTS:-default,gated_delta_factored,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
       --T ${GATED_T:-2048 8192 32768} --limit 115 --out "$OUT/delta_ncd.json"
     step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \
