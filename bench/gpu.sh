@@ -22,7 +22,7 @@
 #   delta     the delta rule: its gpu_check cases (bf16, fp16; the forward keeping its chunk
 #             states and the scans reading prepared products among them), ncd at 2k-32k under
 #             the switches side by side in one process (DELTA_VARIANTS, default: none,
-#             gated_delta_factored, delta_keep_values, gated_delta_keep_values,
+#             gated_delta_factored=0, delta_keep_values, gated_delta_keep_values,
 #             delta_keep_states) beside fla,
 #             each kernel's share at 8k
 #             each way; more than one call's steps: STEPS picks (DELTA_OPS narrows delta_ncd)
@@ -151,12 +151,12 @@ case $SUITE in
     # the switches whose lists have new entries
     for n in 0 1 2 3 4; do
       step delta_pin$n 120 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16 --pin $n \
-        --match "${PIN_MATCH:-prepared|keep_states|keep_values|keep_w|factored|near=0.0 state=[a-zA-Z]* packed=False$}" \
+        --match "${PIN_MATCH:-prepared|keep_states|keep_values|keep_w|factored|decay_matrix|near=0.0 state=[a-zA-Z]* packed=False$}" \
         --commit "$COMMIT" --out "$OUT/delta_pin$n.json"
     done
     # ncd under each switch side by side in one process (rows name their variant)
     step delta_ncd 240 $PY bench/ops_gated.py --impls ncd --ops ${DELTA_OPS:-delta_rule,gated_delta_rule} \
-      --variants ${DELTA_VARIANTS:-default,gated_delta_factored,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
+      --variants ${DELTA_VARIANTS:-default,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
       --T ${GATED_T:-2048 8192 32768} --limit 115 --out "$OUT/delta_ncd.json"
     step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \
       --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 --out "$OUT/delta_fla.json"
@@ -174,9 +174,9 @@ case $SUITE in
     # the scans reading Q K^T and the decayed keys prepared once per chunk
     NCD_DELTA_PREPARED_QK=1 step delta_profile_prep 60 $PY bench/diagnose/kernel_profile.py \
       --ops delta_rule,gated_delta_rule --T 8192 --out "$OUT/delta_profile_prep.json"
-    # the gated scans with the factored decay
-    NCD_GATED_DELTA_FACTORED=1 step delta_profile_factored 60 $PY bench/diagnose/kernel_profile.py \
-      --ops gated_delta_rule --T 8192 --out "$OUT/delta_profile_factored.json"
+    # the gated scans forming the decay matrix (the factored decay off)
+    NCD_GATED_DELTA_FACTORED=0 step delta_profile_matrix 60 $PY bench/diagnose/kernel_profile.py \
+      --ops gated_delta_rule --T 8192 --out "$OUT/delta_profile_matrix.json"
     ;;
   conv)  # the short convolution: correctness, against conv1d, deltanet_block with its kernels
     step conv_check 150 $PY bench/gpu_check.py --ops short_conv --dtypes bfloat16,float16,float32 \

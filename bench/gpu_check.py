@@ -394,9 +394,12 @@ def cases(families, dev, dtype):
             if near == 0.0 and gated:
                 both = {**prep, "delta_keep_states": True}
                 out.append(("delta_rule", label + " prepared keep", delta_rule_case, args, both))
-            if gated:  # the scans' factored decay; strong gates: every chunk past its bound
+            if gated:  # the scans' factored decay (the default) and the decay matrix; strong
+                # gates: every chunk past its bound
                 fac = {"gated_delta_factored": True}
                 out.append(("delta_rule", label + " factored", delta_rule_case, args, fac))
+                mat = {"gated_delta_factored": False}
+                out.append(("delta_rule", label + " decay_matrix", delta_rule_case, args, mat))
                 if near == 0.0:
                     out.append(("delta_rule", label + " factored strong", delta_rule_case,
                                 (*args, -2.0), fac))  # fmt: skip

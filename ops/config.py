@@ -57,9 +57,9 @@ class Settings:
     gated_delta_keep_values: bool = False
     # The gated delta rule's scans: where every chunk's log decays sum to more than a bound
     # (per dtype), the decay matrix exp(G_i - G_j) is carried by scalings of rows (of V' or dO
-    # and of the products), with no C x C exponentials in the sequential loops
-    # (delta_rule/README.md). Not yet run on a GPU: off.
-    gated_delta_factored: bool = False
+    # and of the products), with no C x C exponentials in the sequential loops; off, every
+    # chunk forms the matrix (delta_rule/README.md).
+    gated_delta_factored: bool = True
     # The delta rules' forward: the prepare kernel also forms each chunk's Q K^T (decayed,
     # masked) and the decayed keys, which the scan then reads instead of forming them in its
     # sequential loop (delta_rule/README.md). Measured: a little faster for the gated rule
@@ -88,7 +88,7 @@ ENVIRONMENT = {
     "delta_prepared_qk": ("NCD_DELTA_PREPARED_QK", "1: the delta rules' scan reads Q K^T"),
     "gated_delta_factored": (
         "NCD_GATED_DELTA_FACTORED",
-        "1: the gated delta rule's scans take the factored decay",
+        "0: the gated delta rule's scans form the decay matrix",
     ),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -995,8 +995,8 @@ def _delta_rule(v: BoxView) -> Rule:
             *([f"ops switch {name}_keep_values on: V' kept in place of -W"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
             *(
-                ["ops switch gated_delta_factored on: the scans' decay matrix as row scalings"]
-                if gated and s.gated_delta_factored
+                ["ops switch gated_delta_factored off: the scans form the decay matrix"]
+                if gated and not s.gated_delta_factored
                 else []
             ),
         ],  # fmt: skip

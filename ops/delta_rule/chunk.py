@@ -833,7 +833,8 @@ class _Layout:
 
 def _factored(g, aqk) -> bool:
     """Whether the gated scans take the factored decay where every chunk is within the bound
-    (config gated_delta_factored; not with the prepared products, which carry the decay)."""
+    (config gated_delta_factored, on by default; not with the prepared products, which carry
+    the decay)."""
     return g is not None and aqk is None and _settings.gated_delta_factored
 
 

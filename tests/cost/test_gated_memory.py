@@ -262,7 +262,8 @@ def test_factored_decay_is_named_and_priced_as_the_decay_matrix():
         assert [before.number(before.formulas[k]) for k in keys] == [
             after.number(after.formulas[k]) for k in keys
         ]
-    gated = next(b for b in reports[True][0].boxes if b.name == "gdl")
-    assert any("gated_delta_factored on" in n for n in gated.notes)
-    ungated = next(b for b in reports[True][1].boxes if b.name == "mixer")
+    gated = {f: next(b for b in reports[f][0].boxes if b.name == "gdl") for f in reports}
+    assert any("gated_delta_factored off" in n for n in gated[False].notes)
+    assert not any("gated_delta_factored" in n for n in gated[True].notes)  # the default
+    ungated = next(b for b in reports[False][1].boxes if b.name == "mixer")
     assert not any("gated_delta_factored" in n for n in ungated.notes)

@@ -186,14 +186,17 @@ def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_al
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("factored", [True, False], ids=["factored", "decay_matrix"])
 @pytest.mark.parametrize("keep", ["none", "states", "values"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[4]], ids=str)
-def test_scans_with_the_factored_decay(case, dtype, keep, monkeypatch, nan_alloc):
-    """Config gated_delta_factored: the gated rule's scans take the decay matrix as scalings
-    of rows (every chunk here within the bound; the backward's scan of the states too, which
-    needs no bound); outputs and every gradient against the recurrence, with the states or V'
-    kept or not, packed sequences (an empty one among them)."""
+def test_scans_with_and_without_the_factored_decay(case, dtype, keep, factored, monkeypatch,
+                                                    nan_alloc):  # fmt: skip
+    """Config gated_delta_factored on (the default): the gated rule's scans take the decay
+    matrix as scalings of rows (every chunk here within the bound; the backward's scan of the
+    states too, which needs no bound); off: every scan forms the matrix. Outputs and every
+    gradient against the recurrence, with the states or V' kept or not, packed sequences (an
+    empty one among them)."""
     seen = []
     real = chunk._launch
 
@@ -202,10 +205,10 @@ def test_scans_with_the_factored_decay(case, dtype, keep, monkeypatch, nan_alloc
         return real(kernel, configs, grid, args, lay, **meta)
 
     monkeypatch.setattr(chunk, "_launch", counted)
-    with config.override(**keeping(keep), gated_delta_factored=True):
+    with config.override(**keeping(keep), gated_delta_factored=factored):
         compare(gated_delta_rule, case, dtype, backend="triton")
     scans = [f for kernel, f in seen if kernel in (chunk._scan_fwd_kernel, chunk._scan_bwd_kernel)]
-    assert scans == [True] * (2 if keep == "states" else 3), seen  # the states scan's too
+    assert scans == [factored] * (2 if keep == "states" else 3), seen  # the states scan's too
 
 
 @pytest.mark.interpret
