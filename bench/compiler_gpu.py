@@ -17,7 +17,9 @@ whose sizes repeat an earlier shape's is measured once).
 Rows (`impl`): "ncd" (the default compile, `ncd.compile(c, sizes=..., device=...)`), "torch"
 (the hand-written block with F.scaled_dot_product_attention; the reference of the ratios); for
 transformer_block also "ncd_sdpa" (rewrites on, fused="torch"), "ncd_primitives" (no
-rewrites) and "torch_explicit" (hand-written, softmax(q kᵀ) v). Every row's output is compared
+rewrites) and "torch_explicit" (hand-written, softmax(q kᵀ) v); for transformer_block and
+transformer also "ncd_norm" (the default compile with the norms on ncd.ops' kernels, where
+compiler/choices.py keeps torch's). Every row's output is compared
 with "torch" (rel RMS) before timing; a row over TOL is reported and the script exits 1 after
 writing the results. `--dry` runs tiny shapes in float32 on the CPU to check the script itself.
 """
@@ -47,6 +49,7 @@ from compiler_common import (  # noqa: E402
 )
 
 from ncd import gallery  # noqa: E402
+from ncd.compiler import choices  # noqa: E402
 from ncd.compiler import compile as ncd_compile  # noqa: E402
 
 SHAPES = [
@@ -83,6 +86,39 @@ def sizes_for(op: str, shape: dict, extra: dict) -> dict:
     return {a: pool[a] for a in free}
 
 
+def compile_choosing(c, device, kind: str, impl: str, **kw):
+    """ncd.compile with box kind `kind` on `impl` ("ncd" or "torch") on `device`'s type
+    instead of compiler/choices.py's entry, the other kinds as the table has them."""
+    table = choices.FASTEST.setdefault(kind, {})
+    dev = str(device).split(":")[0]
+    saved = table.get(dev)
+    table[dev] = impl
+    try:
+        return ncd_compile(c, device=device, **kw)
+    finally:
+        if saved is None:
+            del table[dev]
+        else:
+            table[dev] = saved
+
+
+def torch_norm_calls(model) -> int | None:
+    """How many times a compiled model's forward (its blocks' included) calls a torch norm
+    module (nn.LayerNorm, nn.RMSNorm) rather than ncd.ops' norm functions; None for a
+    hand-written model."""
+    if getattr(model, "code", None) is None:
+        return None
+    calls = 0
+    for m in model.modules():
+        code = getattr(m, "code", None)
+        if code is None:
+            continue
+        for name, child in m.named_children():
+            if isinstance(child, (torch.nn.LayerNorm, torch.nn.RMSNorm)):
+                calls += code.count(f"self.{name}(")
+    return calls
+
+
 def build(op: str, sizes: dict, device) -> tuple[dict, object]:
     """The compiled models and the hand-written ones (weights loaded from "ncd" by name) for
     `op` at `sizes`, in timing order, and the input they all take (on the CPU: run_block moves
@@ -95,6 +131,7 @@ def build(op: str, sizes: dict, device) -> tuple[dict, object]:
         d = s["H"] * s["K"]
         models["ncd_sdpa"] = ncd_compile(c, sizes=s, device=device, rewrites=True, fused="torch")
         models["ncd_primitives"] = ncd_compile(c, sizes=s, device=device, rewrites=False)
+        models["ncd_norm"] = compile_choosing(c, device, "norm", "ncd", sizes=s)
         for m in models.values():
             m.load_state_dict(ncd.state_dict())
         models["torch"] = load_from_compiled(Block(d, s["H"], s["F"], sdpa=True), ncd)
@@ -109,6 +146,8 @@ def build(op: str, sizes: dict, device) -> tuple[dict, object]:
         x = torch.randn(s["B"], s["Y"], s["X"])
     elif op == "transformer":
         d = s["H"] * s["K"]
+        models["ncd_norm"] = compile_choosing(c, device, "norm", "ncd", sizes=s)
+        models["ncd_norm"].load_state_dict(ncd.state_dict())
         models["torch"] = load_gpt(GPT(s["W"], d, s["H"], s["F"], s["N"]), ncd)
         x = torch.randint(0, s["W"], (s["B"], s["T"]))
     else:
@@ -149,6 +188,7 @@ def run_block(op, sizes, device, dtype, reps, backward) -> list[dict]:
             "fwd_ms_min": round(fwd[k][1], 4),
             "ratio_vs_torch": round(fwd[k][0] / base, 4),
             "rel_rms_vs_torch": errs[k],
+            "torch_norm_calls": torch_norm_calls(models[k]),
         }
         if both:
             row["fwdbwd_ms"] = round(both[k][0], 4)
@@ -197,6 +237,7 @@ def main() -> None:
                 print(
                     f"  {r['impl']:15} fwd {r['fwd_ms']:8.3f} ms x{r['ratio_vs_torch']:.3f}"
                     f"{extra_col}{ratio}  err {r['rel_rms_vs_torch']:.1e}"
+                    f"  torch norms {r['torch_norm_calls']}"
                 )
                 if not r["rel_rms_vs_torch"] <= TOL[dtype]:
                     bad.append(f"{op} {label} {r['impl']}: rel RMS {r['rel_rms_vs_torch']:.2e}")
