@@ -21,7 +21,8 @@ FASTEST: dict[str, dict[str, str]] = {
     # Causal linear attention: ncd's chunked kernels ("Op library"); PyTorch has none.
     "linear_attention": {"cuda": "ncd"},
     # Layer / RMS norms, with or without the residual add fused in: torch's ("Op library
-    # III": ops/norm's backward is the slower one).
+    # III": ops/norm's Python autograd Function costs the host more than torch's native op,
+    # which slows compiled blocks' steps wherever the host is the bound).
     "norm": {"cuda": "torch"},
     # int8 x int8 -> int32 products (int_linear, contractions of int8 values): torch has no
     # integer matrix product on CUDA ("torch" there multiplies in float64, exact for int8

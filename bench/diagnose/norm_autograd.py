@@ -1,0 +1,92 @@
+"""Where the host's time of an ncd norm's training step goes on CUDA, against an identity
+autograd Function (the floor of any Python Function) and torch's LayerNorm: the host's time to
+issue a step (forward + backward, no waiting), the backward alone called directly, and the CPU
+ops of one step on both threads (the autograd engine runs a CUDA backward on its own thread).
+
+    python3 bench/diagnose/norm_autograd.py [--M 8192] [--N 1024]
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ncd.ops import layer_norm  # noqa: E402
+from ncd.ops.norm import rowwise  # noqa: E402
+
+
+class Identity(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy, None, None
+
+
+def host_us(fn, leaves, n=100, trials=5):
+    """The host's time to issue one call (us), nothing waited for: median of `trials`."""
+    times = []
+    for _ in range(trials):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+            for a in leaves:
+                a.grad = None
+        times.append((time.perf_counter() - t0) / n)
+    torch.cuda.synchronize()
+    return sorted(times)[trials // 2] * 1e6
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--M", type=int, default=8192)
+    p.add_argument("--N", type=int, default=1024)
+    args = p.parse_args()
+    M, N = args.M, args.N
+    dt = torch.bfloat16
+    x = torch.randn(M, N, device="cuda", dtype=dt, requires_grad=True)
+    w = torch.randn(N, device="cuda", dtype=dt, requires_grad=True)
+    b = torch.randn(N, device="cuda", dtype=dt, requires_grad=True)
+    dy = torch.randn(M, N, device="cuda", dtype=dt)
+    leaves = (x, w, b)
+    impls = {
+        "identity Function": lambda: Identity.apply(x, w, b),
+        "torch layer_norm": lambda: F.layer_norm(x, (N,), w, b),
+        "ncd layer_norm": lambda: layer_norm(x, w, b),
+    }
+    for name, fn in impls.items():
+        for _ in range(10):
+            torch.autograd.backward(fn(), dy)
+        fwd = host_us(fn, leaves)
+        step = host_us(lambda fn=fn: torch.autograd.backward(fn(), dy), leaves)
+        print(f"{name:18s} host us: forward {fwd:7.1f}, step {step:7.1f}", flush=True)
+    xd = x.detach()
+    _, _, stats = rowwise._forward(xd, None, w.detach(), b.detach(), 1e-5, False)
+
+    def direct():
+        rowwise._backward(xd, w, b, stats, dy, None, False, True, True)
+
+    print(f"ncd _backward called directly: host {host_us(direct, ()):7.1f} us", flush=True)
+    # the CPU ops of a few steps, both threads
+    from torch.profiler import ProfilerActivity, profile
+
+    fn = impls["ncd layer_norm"]
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+        for _ in range(20):
+            torch.autograd.backward(fn(), dy)
+            for a in leaves:
+                a.grad = None
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
+
+
+if __name__ == "__main__":
+    main()
