@@ -60,10 +60,6 @@ class Settings:
     # and of the products), with no C x C exponentials in the sequential loops; off, every
     # chunk forms the matrix (delta_rule/README.md).
     gated_delta_factored: bool = True
-    # The delta rules' backward: the chunk kernel runs two programs per chunk, each for half
-    # of the key columns of dq and dk (both form the products over values), so that each
-    # holds half the accumulators (delta_rule/README.md). Not yet timed on a GPU: off.
-    delta_split_keys: bool = False
     # The delta rules' forward: the prepare kernel also forms each chunk's Q K^T (decayed,
     # masked) and the decayed keys, which the scan then reads instead of forming them in its
     # sequential loop (delta_rule/README.md). Measured: a little faster for the gated rule
@@ -90,7 +86,6 @@ ENVIRONMENT = {
         "1: the gated delta rule's forward keeps V'",
     ),
     "delta_prepared_qk": ("NCD_DELTA_PREPARED_QK", "1: the delta rules' scan reads Q K^T"),
-    "delta_split_keys": ("NCD_DELTA_SPLIT_KEYS", "1: two chunk-kernel programs per chunk"),
     "gated_delta_factored": (
         "NCD_GATED_DELTA_FACTORED",
         "0: the gated delta rule's scans form the decay matrix",

@@ -307,10 +307,7 @@ def gated_rows(family, dtype, D):
                 *([("factored", ("FACTOR",))] if gated else []), HAS_G=gated)  # fmt: skip
             add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
-                HAS_G=gated, NK=1)  # fmt: skip
-            # config delta_split_keys: two programs per chunk, half the key columns each
-            add(f"_bwd_chunk_kernel {g} split", c.BWD_CHUNK_SPLIT_CONFIGS, ("VARLEN",), none,
-                HAS_G=gated, NK=2, BK=D // 2)  # fmt: skip
+                HAS_G=gated)  # fmt: skip
     for lab, kernel, cfg, consts in rows:
         tune = ",".join(f"{k}={v}" for k, v in cfg.kwargs.items())
         regs = f" r{cfg.maxnreg}" if cfg.maxnreg else ""

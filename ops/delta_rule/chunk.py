@@ -102,13 +102,6 @@ BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
     triton.Config({"BV": 64}, num_warps=8, num_stages=1),
 ]
-# config delta_split_keys: half the accumulators a program, so 4 warps too (two programs an SM)
-BWD_CHUNK_SPLIT_CONFIGS = [
-    triton.Config({"BV": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BV": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BV": 64}, num_warps=8, num_stages=2),
-    triton.Config({"BV": 32}, num_warps=8, num_stages=2),
-]
 # BV = 32 at one stage is not offered: the code Triton 3.6 compiles for sm_90 from it makes an
 # illegal memory access on the H200 for the ungated rule, where the interpreter (the kernel's
 # source, checked access by access against its buffers) and the other three configurations
@@ -699,34 +692,19 @@ def _bwd_chunk_kernel(
     CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
-    NK: tl.constexpr,
 ):  # fmt: skip
     """Per chunk, with S entering and dS leaving it (from the scans), V' and dV':
     dq, dk through the output and the state update, dW = -dV' S^T, then the WY backward
     (dB = T^T dX for X = T B; dA = -(dB_w W^T + dB_u U^T) = -dB_u V'^T on the strict lower
     triangle, since dB_w = -dB_u S^T and W S = U - V') for dk, dv, dbeta, and dg as the
-    reverse cumulative sum of dG.
-
-    NK > 1 (config delta_split_keys): program_id(2) takes key columns [i_k BK, (i_k + 1) BK)
-    of dq and dk; the products over values (dO V'^T, T^T dV', dA) are formed by every one of
-    the chunk's NK programs, dv by the first only. dbeta and dg are sums over key columns (each
-    term linear in the program's columns: Q K^T, K K^T, S . dS and the rows of dW K): each
-    program writes its part to plane i_k of DBETA and DG ([NK, tokens x H]), summed after."""
+    reverse cumulative sum of dG."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
     offs_t = tl.arange(0, BT)
     offs_k = tl.arange(0, BK)
-    plane = 0  # DBETA / DG plane of this key block
-    if NK > 1:
-        i_k = tl.program_id(2)
-        offs_k += i_k * BK
-        plane = i_k.to(tl.int64) * TT * H
     rows = i_t * BT + offs_t
     r_ok = rows < L
-    first = r_ok  # rows whose dv and v . dU this program takes: the first key block's
-    if NK > 1:
-        first = r_ok & (offs_t * 0 + tl.program_id(2) == 0)
     tok = bos + rows
     k_ok = offs_k < K_DIM
     kmask = r_ok[:, None] & k_ok[None, :]
@@ -761,9 +739,8 @@ def _bwd_chunk_kernel(
         ds_dot += tl.sum(S.to(tl.float32) * dS.to(tl.float32), 1)
         db_u = tl.dot(tl.trans(ai), dv_new, input_precision=DOT)  # T^T dU, dU = dV'
         db_w = tl.dot(db_u.to(S.dtype), tl.trans(S), db_w, input_precision=DOT)
-        fmask = first[:, None] & v_ok[None, :]
-        v = tl.load(V + vp, mask=fmask, other=0.0)  # 0 past the first key block
-        tl.store(DV + vp, (db_u * beta[:, None]).to(DV.dtype.element_ty), mask=fmask)
+        v = tl.load(V + vp, mask=vmask, other=0.0)
+        tl.store(DV + vp, (db_u * beta[:, None]).to(DV.dtype.element_ty), mask=vmask)
         dbeta += tl.sum(db_u * v.to(tl.float32), 1)
         da = tl.dot(db_u.to(v_new.dtype), tl.trans(v_new), da, input_precision=DOT)
     # The key-side accumulators first, merged into dk's: dks and db_w free before Q K^T.
@@ -808,7 +785,7 @@ def _bwd_chunk_kernel(
     tl.store(DK + kp, dk.to(DK.dtype.element_ty), mask=kmask)
     dakk = da * tl.dot(k, tl.trans(k), input_precision=DOT)
     dbeta += tl.sum(dakk, 1)
-    tl.store(DBETA + plane + tok * H + i_h, dbeta, mask=r_ok)
+    tl.store(DBETA + tok * H + i_h, dbeta, mask=r_ok)
     if HAS_G:
         m = dakk * beta[:, None]  # dA * A
         d_g += tl.sum(m, 1) - tl.sum(m, 0)
@@ -816,7 +793,7 @@ def _bwd_chunk_kernel(
         # from the end, leave sum_{j < r} ks_j at token r: an exclusive cumsum of ks. (Its
         # total as tl.sum(ks, 0) does not compile for sm_100 under Triton 3.6.)
         dg = tl.cumsum(d_g, 0, reverse=True) + (tl.cumsum(ks, 0) - ks)
-        tl.store(DG + plane + tok * H + i_h, dg, mask=r_ok)
+        tl.store(DG + tok * H + i_h, dg, mask=r_ok)
 
 
 def _dot(x: torch.Tensor) -> str:
@@ -859,12 +836,6 @@ def _factored(g, aqk) -> bool:
     (config gated_delta_factored, on by default; not with the prepared products, which carry
     the decay)."""
     return g is not None and aqk is None and _settings.gated_delta_factored
-
-
-def _key_blocks(K: int) -> int:
-    """Key blocks of the backward's chunk kernel: 2 with config delta_split_keys where each
-    half is still a product's width (at least 16 columns), else 1."""
-    return 2 if _settings.delta_split_keys and pow2(K) >= 32 else 1
 
 
 def _bound(q) -> float:
@@ -1036,20 +1007,15 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         )  # fmt: skip
         del aqk, kd
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        nk = _key_blocks(K)
-        # [B, T, H] float32, one plane per key block (config delta_split_keys), summed below
-        dbeta = beta.new_empty(nk, *beta.shape)
-        dg = None if g is None else beta.new_empty(nk, *beta.shape)
+        dbeta = torch.empty_like(beta)
+        dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
         _launch(
-            _bwd_chunk_kernel, BWD_CHUNK_CONFIGS if nk == 1 else BWD_CHUNK_SPLIT_CONFIGS,
-            lambda m: (lay.NC, H, nk),
+            _bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H),
             (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
              dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT, H,
              B * T, scale), lay,
-            K_DIM=K, V_DIM=V, BK=pow2(K) // nk, HAS_G=g is not None, DOT=_dot(q), NK=nk,
+            K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q),
         )  # fmt: skip
-        dbeta = dbeta[0] if nk == 1 else dbeta.sum(0)
-        dg = None if dg is None else dg[0] if nk == 1 else dg.sum(0)
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
 
 

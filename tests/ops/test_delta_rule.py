@@ -213,33 +213,6 @@ def test_scans_with_and_without_the_factored_decay(case, dtype, keep, factored, 
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-@pytest.mark.parametrize(
-    "case",
-    [CASES[0], CASES[1], CASES[3], (1, 50, 2, 32, 16, True, [0, 7, 7, 40, 50], True)],
-    ids=str,
-)
-def test_chunk_kernel_with_split_keys(case, dtype, monkeypatch, nan_alloc):
-    """Config delta_split_keys: the backward's chunk kernel as two programs per chunk, each
-    for half the key columns (K = 24 leaves the second half part masked), their dbeta and dg
-    parts summed; outputs and every gradient against the recurrence, gated and not, packed
-    sequences with an empty one."""
-    seen = []
-    real = chunk._launch
-
-    def counted(kernel, configs, grid, args, lay, **meta):
-        if kernel is chunk._bwd_chunk_kernel:
-            seen.append((meta["NK"], meta["BK"], grid({})))
-        return real(kernel, configs, grid, args, lay, **meta)
-
-    monkeypatch.setattr(chunk, "_launch", counted)
-    fn = gated_delta_rule if case[5] else delta_rule
-    with config.override(delta_split_keys=True):
-        compare(fn, case, dtype, backend="triton")
-    assert [(nk, bk, grid[2]) for nk, bk, grid in seen] == [(2, 16, 2)], seen
-
-
-@pytest.mark.interpret
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_factored_decay_only_within_the_bound(dtype, nan_alloc):
     """A program whose sequence has a chunk whose log decays sum to less than -bound takes
     the decay matrix in every chunk, the others the factored form: packed sequences, one of
