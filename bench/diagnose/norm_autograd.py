@@ -8,16 +8,23 @@ ops of one step on both threads (the autograd engine runs a CUDA backward on its
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
+
+from ops_norm import host_us as _host_us  # noqa: E402
 
 from ncd.ops import layer_norm  # noqa: E402
 from ncd.ops.norm import rowwise  # noqa: E402
+
+
+def host_us(fn, leaves):
+    """The host's time to issue one call (us), nothing waited for (ops_norm.py's measure)."""
+    return _host_us(fn, leaves, "cuda", n=100)
 
 
 class Identity(torch.autograd.Function):
@@ -28,21 +35,6 @@ class Identity(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         return dy, None, None
-
-
-def host_us(fn, leaves, n=100, trials=5):
-    """The host's time to issue one call (us), nothing waited for: median of `trials`."""
-    times = []
-    for _ in range(trials):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-            for a in leaves:
-                a.grad = None
-        times.append((time.perf_counter() - t0) / n)
-    torch.cuda.synchronize()
-    return sorted(times)[trials // 2] * 1e6
 
 
 def main():
