@@ -1,7 +1,8 @@
 """Where the host's time of an ncd norm's training step goes on CUDA, against an identity
 autograd Function (the floor of any Python Function) and torch's LayerNorm: the host's time to
-issue a step (forward + backward, no waiting), the backward alone called directly, and the CPU
-ops of one step on both threads (the autograd engine runs a CUDA backward on its own thread).
+issue a step (forward + backward, no waiting), the backward alone called directly, the
+forward's launch layer by layer, and the CPU ops of one step on both threads (the autograd
+engine runs a CUDA backward on its own thread).
 
     python3 bench/diagnose/norm_autograd.py [--M 8192] [--N 1024]
 """
@@ -37,6 +38,43 @@ class Identity(torch.autograd.Function):
         return dy, None, None
 
 
+def launch_parts(x, w, b):
+    """The forward's host time layer by layer: the whole forward, the kernel's launch through
+    ops/_backend.launch, and the parts of its direct launch (the stream query, the launch
+    metadata, the compiled kernel's launcher), beside one CUDA allocation."""
+    from ncd.ops import _backend
+
+    rowwise._forward(x, None, w, b, 1e-5, False)
+    plan = next(
+        p for k, p in _backend._plans.items() if k[0] is rowwise._fwd_kernel and p.ck is not None
+    )
+    M, N = x.shape
+    y = torch.empty_like(x)
+    stats = torch.empty(2, M, device=x.device, dtype=torch.float32)
+    bm, configs, meta = rowwise._plan("fwd", N, False, True, True, False)
+    args = (x, None, w, b, y, None, stats, M, N, x.stride(0), 0, y.stride(0), 0, 1e-5)
+    grid = (_backend.cdiv(M, bm),)
+    ck, tail = plan.ck, plan.tail
+    stream = _backend._stream()
+    g = (*grid, 1, 1)[:3]
+    enter = leave = None
+    parts = {
+        "the forward (_forward)": lambda: rowwise._forward(x, None, w, b, 1e-5, False),
+        "launch()": lambda: _backend.launch(
+            rowwise._fwd_kernel, configs, lambda kw: grid, args, meta, {}, key=("N",)
+        ),
+        "_key(args)": lambda: _backend._key(args),
+        "_stream()": _backend._stream,
+        "ck.launch_metadata": lambda: ck.launch_metadata(g, stream, *args, *tail),
+        "ck.run": lambda: ck.run(
+            *g, stream, ck.function, ck.packed_metadata, None, enter, leave, *args, *tail
+        ),
+        "torch.empty (CUDA)": lambda: torch.empty(M, N, device=x.device, dtype=x.dtype),
+    }
+    for name, fn in parts.items():
+        print(f"  {name:24s} host {host_us(fn, ()):7.1f} us", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--M", type=int, default=8192)
@@ -67,6 +105,7 @@ def main():
         rowwise._backward(xd, w, b, stats, dy, None, False, True, True)
 
     print(f"ncd _backward called directly: host {host_us(direct, ()):7.1f} us", flush=True)
+    launch_parts(xd, w.detach(), b.detach())
     # the CPU ops of a few steps, both threads
     from torch.profiler import ProfilerActivity, profile
 
