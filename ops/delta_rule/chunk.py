@@ -536,7 +536,8 @@ def _scan_fwd_kernel(
                     K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED,
                     DOT, False,
                 )  # fmt: skip
-    else:
+    else:  # a loop of its own: a flag merged into the branch above becomes a runtime value,
+        # which would compile the factored loop into the ungated kernel too
         for i in range(0, n_chunks):
             S = _scan_fwd_chunk(
                 Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H,
@@ -675,7 +676,7 @@ def _scan_bwd_kernel(
                     L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
                     causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
                 )  # fmt: skip
-    else:
+    else:  # a loop of its own, as in _scan_fwd_kernel
         for ii in range(0, n_chunks):
             dS = _scan_bwd_chunk(
                 Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos, L,
