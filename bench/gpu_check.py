@@ -49,9 +49,9 @@ from pathlib import Path
 import torch
 import triton
 
+from ncd.ops import _gluon as gluon_common
 from ncd.ops import config, linear_attention, softmax_attention
 from ncd.ops.attention import fused
-from ncd.ops.attention.gluon import common as gluon_common
 from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.attention.reference import softmax_attention_reference

@@ -7,7 +7,8 @@
 
 Variants, each over a list of tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): `lib`
 the pointer kernel (one program per output tile); `lib_tma` the tensor-map kernel (one program
-per SM, both operands read by the copy engine, b K-major as a weight [N, K]). Each row: ms
+per SM, both operands read by the copy engine, b K-major as a weight [N, K]); `gluon` the
+warp-specialized Gluon kernel over (BLOCK_N, stages, persistent, ahead). Each row: ms
 (do_bench median), TOP/s, ratio to the bf16 product and to torch._int_mm, bit-exact against
 torch._int_mm. The sweep that chose the tensor-map kernel (also a one-program-per-tile
 variant, a staged tensor-map store and warp specialisation) is in
@@ -58,6 +59,27 @@ def lib_tma(a, w, tile):
     return c
 
 
+# The Gluon kernel (ops/ivit/matmul_gluon.py): (BLOCK_N, ring stages, persistent: one
+# program per SM walking its tiles, else one program per tile; a product kept in flight).
+GLUON_TILES = [
+    (128, 4, True, True), (128, 5, True, True), (128, 6, True, True), (128, 5, False, True),
+    (128, 5, True, False), (128, 6, True, False), (256, 3, True, True), (256, 4, True, False),
+]  # fmt: skip
+
+
+def gluon(a, w, tile):
+    """The library's warp-specialized Gluon kernel at one (BLOCK_N, stages, persistent, ahead)."""
+    from ncd.ops.ivit import matmul_gluon as mg
+
+    block_n, stages, persistent, ahead = tile
+    M, N = a.shape[0], w.shape[0]
+    c = torch.empty(M, N, dtype=torch.int32, device=a.device)
+    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+    flags = {"HAS_BIAS": False, "REQUANT": False, "PER_CHANNEL": False}
+    return mg.run(a, w.t(), c, (c, c, c, 0, 0), (-128, 127), flags, sms if persistent else 2**31,
+                  block_n, stages, ahead)  # fmt: skip
+
+
 def lib(a, w, tile):
     from ncd.ops.ivit import matmul as mm
 
@@ -100,11 +122,12 @@ def main() -> None:
         rows_out.append({**base, "impl": "torch_int_mm", "ms": ms_int_mm,
                          "tops": ops / ms_int_mm / 1e9})  # fmt: skip
         print(f"M={M}: bf16 {ms_bf16:.4f} ms, _int_mm {ms_int_mm:.4f} ms", flush=True)
-        variants = {"lib": lambda t: lib(a, w, t), "lib_tma": lambda t: lib_tma(a, w, t)}
+        variants = {"lib": lambda t: lib(a, w, t), "lib_tma": lambda t: lib_tma(a, w, t),
+                    "gluon": lambda t: gluon(a, w, t)}  # fmt: skip
         if args.variants:
             variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
         for name, fn in variants.items():
-            for tile in TILES:
+            for tile in GLUON_TILES if name == "gluon" else TILES:
                 row = {**base, "impl": name, "tile": list(tile)}
                 try:
                     exact = bool(torch.equal(fn(tile), ref))

@@ -52,8 +52,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from ncd.ops import _gluon as gluon_common
 from ncd.ops.attention import fused
-from ncd.ops.attention.gluon import common as gluon_common
 from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.delta_rule import chunk as delta_chunk
@@ -488,6 +488,39 @@ def int8_rows():
                 label = f"int8 {name} requant={requant:d} [{kw} w{cfg.num_warps} s{cfg.num_stages}]"
                 yield label, lambda kn=kernel, sg=sig, c=consts, g=cfg, d=div: _compile(
                     kn, sg, c, g.num_warps, g.num_stages, d)  # fmt: skip
+    if gluon_common.GLUON:  # the warp-specialized Gluon kernel (matmul_gluon.py)
+        for requant in (False, True):
+            for block_n in (128, 256):
+                for ahead in (True, False):
+                    label = (f"int8 gluon _int8_mm_ws_kernel requant={requant:d} "
+                             f"BLOCK_N={block_n} AHEAD={ahead:d}")  # fmt: skip
+                    yield label, lambda r=requant, n=block_n, a=ahead: int8_gluon_kernel(r, n, a)
+
+
+def int8_gluon_kernel(requant, block_n, ahead):
+    """The Gluon int8 product at K = N = 4096 (bias, requantisation per channel or none)."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
+    from ncd.ops.ivit import matmul_gluon as mg
+
+    x = torch.empty(256, 4096, dtype=torch.int8)
+    descs = dict(zip(("a_desc", "b_desc"), mg.descs(x, x.t(), block_n)))
+    consts = dict(HAS_BIAS=True, REQUANT=requant, PER_CHANNEL=requant, GROUP_M=mg.GROUP_M,
+                  NUM_STAGES=mg.NUM_STAGES if block_n == 256 else mg.NUM_STAGES + 1, AHEAD=ahead,
+                  PRODUCER_REGS=mg.PRODUCER_REGS, CONSUMER_REGS=mg.CONSUMER_REGS)  # fmt: skip
+    ptrs = {"c_ptr": "*i8" if requant else "*i32", "bias_ptr": "*i32", "mult_ptr": "*i64",
+            "shift_ptr": "*i64"}  # fmt: skip
+    fn = mg._int8_mm_ws_kernel
+    sig, cs = {}, {}
+    for i, n in enumerate(fn.arg_names):
+        if n in descs:
+            sig[n] = mangle_type(descs[n])
+        elif n in consts:
+            sig[n], cs[(i,)] = "constexpr", consts[n]
+        else:
+            sig[n] = ptrs.get(n, "i32")
+    return triton.compile(GluonASTSource(fn, sig, cs), target=TARGET, options=dict(num_warps=4))
 
 
 def wtacrs_rows(n):

@@ -14,16 +14,15 @@ apply (`choose`).
 """
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 
+from .. import _gluon as gluon_common
 from .. import config
 from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
 from .._kernels import mm
 from .._triton import TensorDescriptor, tl, triton
-from .gluon import common as gluon_common
 from .gluon import dkdv as gluon_dkdv
 from .gluon import forward as gluon_forward
 from .reference import softmax_attention_reference
@@ -362,11 +361,6 @@ def _launch(kernel, configs, grid, args, meta, interpret_extra=None):
     launch(kernel, _configs(configs), grid, args, meta, fixed, key=KEY, pre_hook=_set_blocks)
 
 
-# Gluon passes ("forward", "dkdv") that failed to build or launch in this process: they warn
-# once and leave their pass to the Triton kernels from then on (README.md, Gluon).
-GLUON_FAILED: set = set()
-
-
 def choose(kind: str, q, k, v, causal: bool) -> tuple[str, str]:
     """The backend that runs pass `kind` ("forward" or "dkdv") of softmax attention on these
     (CUDA or interpreted) inputs, and why not the Gluon one: ("gluon", "") where config
@@ -381,7 +375,7 @@ def choose(kind: str, q, k, v, causal: bool) -> tuple[str, str]:
             return "triton", "switched off (config gluon_dkdv, NCD_GLUON_DKDV=0)"
     else:
         raise ValueError(f"fused.choose: kind: expected 'forward' or 'dkdv', found {kind!r}")
-    if kind in GLUON_FAILED:
+    if f"softmax_attention {kind}" in gluon_common.FAILED:
         return "triton", f"the Gluon {kind} kernel failed earlier in this process"
     if not gluon_common.available():
         return "triton", "Gluon of Triton 3.6 cannot run here"
@@ -392,26 +386,11 @@ def choose(kind: str, q, k, v, causal: bool) -> tuple[str, str]:
     return ("gluon", "") if ok else ("triton", why)
 
 
-def _gluon(kind: str, fn, *args):
-    """fn(*args), or None (and a warning, once) if the Gluon kernel cannot run here."""
-    try:
-        return fn(*args)
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as e:
-        GLUON_FAILED.add(kind)
-        warnings.warn(
-            f"ncd.ops.softmax_attention: the Gluon {kind} kernel failed here "
-            f"({type(e).__name__}: {str(e)[:300]}); using the Triton kernel from now on",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-
-
 def _forward(q, k, v, causal: bool, scale: float):
     if choose("forward", q, k, v, causal)[0] == "gluon":
-        out = _gluon("forward", gluon_forward.run, q, k, v, causal, scale)
+        out = gluon_common.attempt(
+            "softmax_attention forward", gluon_forward.run, q, k, v, causal, scale
+        )
         if out is not None:
             return out
     B, T, H, D = q.shape
@@ -438,7 +417,9 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float):
         (o, do, delta, T, H), dict(DV=DV, BLOCK_DV=pow2(DV)), {"BLOCK_M": 16}, key=["T"],
     )  # fmt: skip
     if choose("dkdv", q, k, v, causal)[0] == "gluon":
-        out = _gluon("dkdv", gluon_dkdv.run, q, k, v, do, lse, delta, causal, scale)
+        out = gluon_common.attempt(
+            "softmax_attention dkdv", gluon_dkdv.run, q, k, v, do, lse, delta, causal, scale
+        )
         if out is not None:
             return _dq_pass(q, k, v, do, lse, delta, causal, scale, None), *out
     dk = torch.empty_like(k)

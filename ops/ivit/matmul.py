@@ -3,18 +3,21 @@ kernels on tl.dot of int8 tiles into an int32 accumulator, with an optional fuse
 (int32 bias, then dyadic requantisation to int8), their launch wrapper and the public function
 (inference only: no autograd).
 
-Two kernels compute the same thing. Where both operands can be read through tensor maps (a
+Three kernels compute the same thing. Where both operands can be read through tensor maps (a
 row-major with K contiguous, b K-major as ``weight.t()``, 16-byte aligned, K a multiple of
-16) on a GPU, `_int8_mm_tma_kernel` runs one program per multiprocessor walking the output
-tiles, the tiles loaded by the copy engine; otherwise `_int8_mm_kernel` runs one program per
-output tile reading through pointers (any strides). Both store the tile through pointers, so
-the epilogue is one helper.
+16): on Hopper, matmul_gluon.py's warp-specialized Gluon kernel; on other GPUs
+`_int8_mm_tma_kernel`, one program per multiprocessor walking the output tiles, the tiles
+loaded by the copy engine. Otherwise `_int8_mm_kernel` runs one program per output tile
+reading through pointers (any strides). All store the tile through pointers with the same
+epilogue (`_epilogue`; the Gluon kernel's is its transcription).
 """
 
 import torch
 
+from .. import _gluon
 from .._backend import cdiv, check, interpreting, launch, use_triton
 from .._triton import TensorDescriptor, tl, triton
+from . import matmul_gluon
 from .reference import MAX_ACC_K, int8_matmul_reference
 
 
@@ -243,6 +246,12 @@ def int8_matmul(
                     sh if per_channel else dummy, 0 if per_channel else mult,
                     0 if per_channel else sh)  # fmt: skip
         flags = {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel}
+        if _tma_ready(a2, b) and matmul_gluon.supports(a2, b):
+            bits_range = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+            done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, epilogue, bits_range, flags,
+                                  _sm_count(a.device))  # fmt: skip
+            if done is not None:
+                return c.reshape(*lead, N)
         if _tma_ready(a2, b):
             programs = _sm_count(a.device)
             launch(

@@ -149,6 +149,35 @@ def test_int8_matmul_kernel_is_bit_exact(M, K, N):
 
 
 @pytest.mark.interpret
+def test_int8_matmul_gluon_dispatch_and_fallback(monkeypatch):
+    """Operands the tensor maps take go to the Gluon kernel where it runs (Hopper; Gluon has
+    no interpreter, so a stand-in here); a kernel that fails warns once, the tensor-map kernel
+    gives the product, and the Gluon kernel is not tried again in the process."""
+    from ncd.ops import _gluon
+    from ncd.ops.ivit import matmul_gluon
+
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError("PTXASError: ptxas fatal")
+
+    monkeypatch.setattr(_gluon, "FAILED", set())
+    monkeypatch.setattr(_gluon, "available", lambda: True)
+    monkeypatch.setattr(_gluon, "on_hopper", lambda x: True)
+    monkeypatch.setattr(matmul_gluon, "run", broken)
+    a, w = _int8((37, 96), 16), _int8((40, 96), 17)
+    with pytest.warns(RuntimeWarning, match="Gluon kernel of int8_matmul failed.*PTXASError"):
+        got = int8_matmul(a, w.t(), backend="triton")
+    _same(got, R.int8_matmul_reference(a, w.t()))
+    assert len(calls) == 1 and _gluon.FAILED == {"int8_matmul"}
+    _same(int8_matmul(a, w.t(), backend="triton"), R.int8_matmul_reference(a, w.t()))
+    assert len(calls) == 1  # not tried again
+    int8_matmul(a, w.t().contiguous(), backend="triton")  # pointer kernel: never offered
+    assert len(calls) == 1
+
+
+@pytest.mark.interpret
 def test_int8_matmul_batched_input():
     a, b = _int8((2, 3, 40), 14), _int8((40, 17), 15)
     got = int8_matmul(a, b, backend="triton")

@@ -4,9 +4,9 @@ reference, outputs and every gradient, and the argument checks."""
 import pytest
 import torch
 
+from ncd.ops import _gluon as gluon_common
 from ncd.ops import config, softmax_attention
 from ncd.ops.attention import fused
-from ncd.ops.attention.gluon import common as gluon_common
 from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.attention.reference import softmax_attention_reference
@@ -206,7 +206,7 @@ def gluon_here(monkeypatch):
     has no interpreter); tests put stand-ins in place of their kernels."""
     monkeypatch.setattr(gluon_common, "available", lambda: True)
     monkeypatch.setattr(gluon_common, "on_hopper", lambda x: True)
-    monkeypatch.setattr(fused, "GLUON_FAILED", set())
+    monkeypatch.setattr(gluon_common, "FAILED", set())
 
 
 @pytest.mark.interpret
@@ -353,10 +353,14 @@ def test_gluon_failure_falls_back_to_triton(gluon_here, monkeypatch, nan_alloc):
 
     monkeypatch.setattr(gluon_dkdv, "run", broken)
     monkeypatch.setattr(gluon_forward, "run", broken)
-    with pytest.warns(RuntimeWarning, match="Gluon forward kernel failed.*PTXASError"):
+    failed = "Gluon kernel of softmax_attention forward failed.*PTXASError"
+    with pytest.warns(RuntimeWarning, match=failed):
         errs = run_case(1, 128, 128, 2, 2, 64, 64, True, torch.float16, seed=9)
     assert max(errs) < TOL[torch.float16], errs
-    assert sorted(fused.GLUON_FAILED) == ["dkdv", "forward"] and len(calls) == 2
+    assert (
+        sorted(gluon_common.FAILED) == ["softmax_attention dkdv", "softmax_attention forward"]
+        and len(calls) == 2
+    )
     assert "failed earlier" in fused.choose("forward", *[torch.empty(1, 128, 2, 64)] * 3, True)[1]
     run_case(1, 128, 128, 2, 2, 64, 64, True, torch.float16, seed=9)  # no second try
     assert len(calls) == 2

@@ -3,6 +3,6 @@ dialect): the forward (`forward`) and dK/dV (`dkdv`). Each has `available()`,
 `supports(...) -> (ok, reason)` and `run(...)`; `fused.choose` picks them where they apply.
 Why they exist and what they measured: ../README.md."""
 
-from . import common, dkdv, forward
+from . import dkdv, forward
 
-__all__ = ["common", "dkdv", "forward"]
+__all__ = ["dkdv", "forward"]

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from ... import _gluon as common
 from ..._backend import launch_compiled
-from . import common
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 64  # query rows per step

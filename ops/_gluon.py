@@ -1,5 +1,5 @@
-"""What the Gluon kernels share: whether Gluon can run here, the Hopper device check and the
-dtypes they take.
+"""What the Gluon kernels (attention/gluon/, ivit/matmul_gluon.py) share: whether Gluon can
+run here, the Hopper device check and the 16-bit dtypes they take.
 
 The kernels are written against Triton 3.6's Gluon (the H200 host's version). On other
 Triton versions, under Triton's interpreter (Gluon has none) or without a GPU the import
@@ -9,10 +9,11 @@ still succeeds and `available()` says False.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
-from ..._backend import interpreting
+from ._backend import interpreting
 
 try:  # Gluon's Hopper API as of Triton 3.6
     import triton
@@ -39,3 +40,26 @@ def on_hopper(x: torch.Tensor) -> bool:
 @functools.cache
 def _major(index) -> int:  # asked once per device: the dispatch runs on every call
     return torch.cuda.get_device_capability(index)[0]
+
+
+# Gluon kernels ("softmax_attention forward", "int8_matmul", ...) that failed to build or
+# launch in this process: they warn once and leave their work to the Triton kernels from then on.
+FAILED: set = set()
+
+
+def attempt(name: str, fn, *args):
+    """fn(*args), or None (and a warning, once: `name` joins FAILED) if the Gluon kernel
+    cannot run here; out-of-memory errors are raised, as from any kernel."""
+    try:
+        return fn(*args)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as e:
+        FAILED.add(name)
+        warnings.warn(
+            f"ncd.ops: the Gluon kernel of {name} failed here "
+            f"({type(e).__name__}: {str(e)[:300]}); using the Triton kernel from now on",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
