@@ -5,11 +5,11 @@ kernels on tl.dot of int8 tiles into an int32 accumulator, with an optional fuse
 
 Three kernels compute the same thing. Where both operands can be read through tensor maps (a
 row-major with K contiguous, b K-major as ``weight.t()``, 16-byte aligned, K a multiple of
-16): on Hopper, matmul_gluon.py's warp-specialized Gluon kernel; on other GPUs
-`_int8_mm_tma_kernel`, one program per multiprocessor walking the output tiles, the tiles
-loaded by the copy engine. Otherwise `_int8_mm_kernel` runs one program per output tile
-reading through pointers (any strides). All store the tile through pointers with the same
-epilogue (`_epilogue`; the Gluon kernel's is its transcription).
+16): on Hopper, matmul_gluon.py's warp-specialized Gluon kernel for the int32 product; for
+requantised outputs and on other GPUs `_int8_mm_tma_kernel`, one program per multiprocessor
+walking the output tiles, the tiles loaded by the copy engine. Otherwise `_int8_mm_kernel`
+runs one program per output tile reading through pointers (any strides). All store the tile
+through pointers with the same epilogue (`_epilogue`; the Gluon kernel's is its transcription).
 """
 
 import torch
@@ -246,7 +246,7 @@ def int8_matmul(
                     sh if per_channel else dummy, 0 if per_channel else mult,
                     0 if per_channel else sh)  # fmt: skip
         flags = {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel}
-        if _tma_ready(a2, b) and matmul_gluon.supports(a2, b):
+        if _tma_ready(a2, b) and matmul_gluon.supports(a2, b, requant):
             bits_range = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
             done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, epilogue, bits_range, flags,
                                   _sm_count(a.device))  # fmt: skip

@@ -207,14 +207,16 @@ if common.GLUON:
         )  # fmt: skip
 
 
-def supports(a2: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether `run` takes a ``[M, K]`` and b ``[K, N]`` (both read in place by the copy
-    engine: matmul.py's `_tma_ready`, checked by the caller): Gluon runs here, on a Hopper
-    GPU, 64 rows of the output ``[M, N]`` span fewer than 2^31 elements (the epilogue's
-    32-bit offsets), and the kernel has not failed in this process."""
+def supports(a2: torch.Tensor, b: torch.Tensor, requant: bool) -> bool:
+    """Whether `int8_matmul` gives a ``[M, K]`` and b ``[K, N]`` (both read in place by the
+    copy engine: matmul.py's `_tma_ready`, checked by the caller) to this kernel: Gluon runs
+    here, on a Hopper GPU; the int32 product (requantised outputs stay with matmul.py's
+    tensor-map kernel, faster there: this kernel's int64 requantisation spills, README.md);
+    64 rows of the output ``[M, N]`` span fewer than 2^31 elements (the epilogue's 32-bit
+    offsets); and the kernel has not failed in this process."""
     return (
-        common.available() and common.on_hopper(a2) and 64 * b.shape[1] < 2**31
-        and "int8_matmul" not in common.FAILED
+        common.available() and common.on_hopper(a2) and not requant
+        and 64 * b.shape[1] < 2**31 and "int8_matmul" not in common.FAILED
     )  # fmt: skip
 
 

@@ -150,9 +150,10 @@ def test_int8_matmul_kernel_is_bit_exact(M, K, N):
 
 @pytest.mark.interpret
 def test_int8_matmul_gluon_dispatch_and_fallback(monkeypatch):
-    """Operands the tensor maps take go to the Gluon kernel where it runs (Hopper; Gluon has
-    no interpreter, so a stand-in here); a kernel that fails warns once, the tensor-map kernel
-    gives the product, and the Gluon kernel is not tried again in the process."""
+    """int32 products of operands the tensor maps take go to the Gluon kernel where it runs
+    (Hopper; Gluon has no interpreter, so a stand-in here); a kernel that fails warns once,
+    the tensor-map kernel gives the product, and the Gluon kernel is not tried again in the
+    process."""
     from ncd.ops import _gluon
     from ncd.ops.ivit import matmul_gluon
 
@@ -170,10 +171,15 @@ def test_int8_matmul_gluon_dispatch_and_fallback(monkeypatch):
     with pytest.warns(RuntimeWarning, match="Gluon kernel of int8_matmul failed.*PTXASError"):
         got = int8_matmul(a, w.t(), backend="triton")
     _same(got, R.int8_matmul_reference(a, w.t()))
-    assert len(calls) == 1 and _gluon.FAILED == {"int8_matmul"}
+    assert len(calls) == 1 and "int8_matmul" in _gluon.FAILED
     _same(int8_matmul(a, w.t(), backend="triton"), R.int8_matmul_reference(a, w.t()))
     assert len(calls) == 1  # not tried again
     int8_matmul(a, w.t().contiguous(), backend="triton")  # pointer kernel: never offered
+    assert len(calls) == 1
+    _gluon.FAILED.clear()  # requantised outputs: the tensor-map kernel, never the Gluon one
+    bias = torch.randint(-(2**20), 2**20, (40,), dtype=torch.int32, generator=_gen(18))
+    got = int8_matmul(a, w.t(), bias, 1 << 30, 44, backend="triton")
+    _same(got, R.int8_matmul_reference(a, w.t(), bias, 1 << 30, 44))
     assert len(calls) == 1
 
 
