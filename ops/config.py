@@ -65,10 +65,6 @@ class Settings:
     # sequential loop (delta_rule/README.md). Measured: a little faster for the gated rule
     # from 8k, slower at 2k and for the ungated rule: off.
     delta_prepared_qk: bool = False
-    # The delta rules' backward on CUDA: the scan of the states and the reverse scan of their
-    # gradients (independent of each other) run side by side on two CUDA streams instead of
-    # one after the other (delta_rule/README.md).
-    delta_concurrent_scans: bool = False
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -90,10 +86,6 @@ ENVIRONMENT = {
         "1: the gated delta rule's forward keeps V'",
     ),
     "delta_prepared_qk": ("NCD_DELTA_PREPARED_QK", "1: the delta rules' scan reads Q K^T"),
-    "delta_concurrent_scans": (
-        "NCD_DELTA_CONCURRENT_SCANS",
-        "1: the delta rules' two backward scans on two CUDA streams",
-    ),
     "gated_delta_factored": (
         "NCD_GATED_DELTA_FACTORED",
         "0: the gated delta rule's scans form the decay matrix",

@@ -29,7 +29,6 @@ forming them per value block; the backward writes them again in one more chunk-p
 launch (_qk_kernel) for its two scans.
 """
 
-import contextlib
 import math
 
 import torch
@@ -984,16 +983,11 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         aqk = kd = None
         if ctx.prepared:  # the scans read Q K^T and the decayed keys: one chunk-parallel pass
             aqk, kd = _qk(q, k, g, scale, lay)
-        # the states again: from the kept V', else U (not kept) formed from T; config
-        # delta_concurrent_scans: on a second stream, beside the reverse scan (which reads
-        # neither)
-        side = _side_stream(q) if hs is None else None
-        if hs is None:
-            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-                _, _, hs, vn = _scan_forward(
-                    q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False, aqk,
-                    kd, vn=vn,
-                )  # fmt: skip
+        if hs is None:  # the states again: from the kept V', else U (not kept) formed from T
+            _, _, hs, vn = _scan_forward(
+                q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False, aqk, kd,
+                vn=vn,
+            )  # fmt: skip
         dhs = torch.empty_like(hs)
         dvn = torch.empty_like(v)
         want_ds0 = s0 is not None and ctx.needs_input_grad[6]
@@ -1013,11 +1007,6 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             FACTOR=_factored(g, aqk), BOUND=_bound(q),
         )  # fmt: skip
         del aqk, kd
-        if side is not None:  # the chunk kernel reads the states: join the streams
-            main = torch.cuda.current_stream(q.device)
-            main.wait_stream(side)
-            for t in (hs, vn):
-                t.record_stream(main)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
         dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
@@ -1029,22 +1018,6 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q),
         )  # fmt: skip
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
-
-
-_SIDE_STREAMS: dict = {}
-
-
-def _side_stream(q):
-    """The second stream of q's device for the backward's scan of the states (config
-    delta_concurrent_scans; None where off or not on CUDA), made to wait for the work so far
-    on the current stream."""
-    if not (_settings.delta_concurrent_scans and q.is_cuda):
-        return None
-    side = _SIDE_STREAMS.get(q.device)
-    if side is None:
-        side = _SIDE_STREAMS[q.device] = torch.cuda.Stream(q.device)
-    side.wait_stream(torch.cuda.current_stream(q.device))
-    return side
 
 
 def _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, gated):
