@@ -55,3 +55,14 @@ def all_chunks_within(GC, g_base, L, BOUND: tl.constexpr, BLOCK_T: tl.constexpr)
         ends = tl.minimum((idx + 1) * BLOCK_T, L) - 1
         lo = tl.minimum(lo, tl.load(GC + g_base + ends, mask=idx < n, other=0.0))
     return tl.min(lo, 0) > -BOUND
+
+
+@triton.jit
+def grouped_tile(tile, grid_m, grid_n, GROUP_M: tl.constexpr):
+    """(row, column) of output tile `tile` of a matrix product: tiles are walked in groups of
+    GROUP_M tile rows, so that programs running at the same time share the right operand's
+    tiles in L2. A plain integer function: Gluon kernels call it too."""
+    per_group = GROUP_M * grid_n
+    first_m = (tile // per_group) * GROUP_M
+    rows = tl.minimum(grid_m - first_m, GROUP_M)
+    return first_m + (tile % per_group) % rows, (tile % per_group) // rows

@@ -507,7 +507,7 @@ def int8_gluon_kernel(requant, block_n, ahead):
     x = torch.empty(256, 4096, dtype=torch.int8)
     descs = dict(zip(("a_desc", "b_desc"), mg.descs(x, x.t(), block_n)))
     consts = dict(HAS_BIAS=True, REQUANT=requant, PER_CHANNEL=requant, GROUP_M=mg.GROUP_M,
-                  NUM_STAGES=mg.NUM_STAGES if block_n == 256 else mg.NUM_STAGES + 1, AHEAD=ahead,
+                  NUM_STAGES=mg.NUM_STAGES if block_n == mg.BLOCK_N else 3, AHEAD=ahead,
                   PRODUCER_REGS=mg.PRODUCER_REGS, CONSUMER_REGS=mg.CONSUMER_REGS)  # fmt: skip
     ptrs = {"c_ptr": "*i8" if requant else "*i32", "bias_ptr": "*i32", "mult_ptr": "*i64",
             "shift_ptr": "*i64"}  # fmt: skip

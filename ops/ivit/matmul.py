@@ -16,19 +16,10 @@ import torch
 
 from .. import _gluon
 from .._backend import cdiv, check, interpreting, launch, use_triton
+from .._kernels import grouped_tile
 from .._triton import TensorDescriptor, tl, triton
 from . import matmul_gluon
 from .reference import MAX_ACC_K, int8_matmul_reference
-
-
-@triton.jit
-def _tile_of(tile, grid_m, grid_n, GROUP_M: tl.constexpr):
-    """(row, column) of output tile `tile`: tiles are walked in groups of GROUP_M tile rows,
-    so that programs running at the same time share the b tiles they read in L2."""
-    per_group = GROUP_M * grid_n
-    first_m = (tile // per_group) * GROUP_M
-    rows = tl.minimum(grid_m - first_m, GROUP_M)
-    return first_m + (tile % per_group) % rows, (tile % per_group) // rows
 
 
 @triton.jit
@@ -64,7 +55,7 @@ def _int8_mm_kernel(
     HAS_BIAS: tl.constexpr, REQUANT: tl.constexpr, PER_CHANNEL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    pid_m, pid_n = _tile_of(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
@@ -95,7 +86,7 @@ def _int8_mm_tma_kernel(
     grid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
     for tile in tl.range(tl.program_id(0), grid_m * grid_n, NUM_PROGRAMS, flatten=True):
-        pid_m, pid_n = _tile_of(tile, grid_m, grid_n, GROUP_M)
+        pid_m, pid_n = grouped_tile(tile, grid_m, grid_n, GROUP_M)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         for k in range(k_tiles):
             a = a_desc.load([pid_m * BLOCK_M, k * BLOCK_K])

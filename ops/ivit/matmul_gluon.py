@@ -3,9 +3,9 @@ tensor-core pipeline of a CUTLASS-style GEMM that Triton's own software pipelini
 reach for int8 (matmul.py's kernels: README.md, "The int8 product").
 
 Output tiles of BLOCK_M = 128 rows and BLOCK_N columns, ordered in groups of GROUP_M tile rows
-(L2 reuse of b, as matmul.py's `_tile_of`); program p takes tiles p, p + P, ... (persistent
-with P the number of multiprocessors, so a tile's epilogue runs while the producer already
-loads the next tile's first stages). `gl.warp_specialize`:
+(L2 reuse of b: `ops/_kernels.py`'s `grouped_tile`, as in matmul.py); program p takes tiles p,
+p + P, ... (persistent with P the number of multiprocessors, so a tile's epilogue runs while
+the producer already loads the next tile's first stages). `gl.warp_specialize`:
 
 - a 1-warp producer (`PRODUCER_REGS` registers by setmaxnreg) streams the K steps: per step
   the two 64-row halves of a's tile and b's tile (BLOCK_N x BLOCK_K, K-major) by TMA into a
@@ -28,6 +28,7 @@ import torch
 
 from .. import _gluon as common
 from .._backend import cdiv, launch_compiled
+from .._kernels import grouped_tile
 
 BLOCK_M = 128  # output rows per program (64 per consumer warpgroup)
 BLOCK_N = 128  # output columns per program
@@ -56,14 +57,6 @@ if common.GLUON:
 if common.GLUON:
 
     @gluon.jit
-    def _tile_of(tile, grid_m, grid_n, GROUP_M: gl.constexpr):
-        """(row, column) of output tile `tile`, in groups of GROUP_M tile rows."""
-        per_group = GROUP_M * grid_n
-        first_m = (tile // per_group) * GROUP_M
-        rows = gl.minimum(grid_m - first_m, GROUP_M)
-        return first_m + (tile % per_group) % rows, (tile % per_group) // rows
-
-    @gluon.jit
     def _producer(a_desc, b_desc, a_smem, b_smem, ready, empty, M, N, K,
                   GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
         BH: gl.constexpr = a_desc.block_type.shape[0]
@@ -75,7 +68,7 @@ if common.GLUON:
         k_steps = gl.cdiv(K, BK)
         step = 0  # the ring's position runs on across tiles
         for tile in range(gl.program_id(0), grid_m * grid_n, gl.num_programs(0)):
-            pid_m, pid_n = _tile_of(tile, grid_m, grid_n, GROUP_M)
+            pid_m, pid_n = grouped_tile(tile, grid_m, grid_n, GROUP_M)
             for j in range(k_steps):
                 s = step % NUM_STAGES
                 # A fresh barrier counts as having completed the phase before phase 0: the
@@ -106,7 +99,7 @@ if common.GLUON:
         k_steps = gl.cdiv(K, BK)
         step = 0
         for tile in range(gl.program_id(0), grid_m * grid_n, gl.num_programs(0)):
-            pid_m, pid_n = _tile_of(tile, grid_m, grid_n, GROUP_M)
+            pid_m, pid_n = grouped_tile(tile, grid_m, grid_n, GROUP_M)
             _consume_tile(a_smem, b_smem, ready, empty, step, k_steps, c_ptr, bias_ptr,
                           mult_ptr, shift_ptr, mult_s, shift_s, M, N, pid_m * 2 * BH,
                           pid_n * BN, stride_cm, stride_cn, QMIN, QMAX, HALF, HAS_BIAS,
