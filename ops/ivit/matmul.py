@@ -237,7 +237,11 @@ def int8_matmul(
                     sh if per_channel else dummy, 0 if per_channel else mult,
                     0 if per_channel else sh)  # fmt: skip
         flags = {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel}
-        if _tma_ready(a2, b) and matmul_gluon.supports(a2, b, requant):
+        if (
+            _tma_ready(a2, b)
+            and matmul_gluon.available()
+            and matmul_gluon.supports(a2, b, requant)[0]
+        ):
             bits_range = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
             done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, epilogue, bits_range, flags,
                                   _sm_count(a.device))  # fmt: skip

@@ -200,17 +200,24 @@ if common.GLUON:
         )  # fmt: skip
 
 
-def supports(a2: torch.Tensor, b: torch.Tensor, requant: bool) -> bool:
+def available() -> bool:
+    """Gluon of Triton 3.6 can run here (`ops/_gluon.py`)."""
+    return common.available()
+
+
+def supports(a2: torch.Tensor, b: torch.Tensor, requant: bool) -> tuple[bool, str]:
     """Whether `int8_matmul` gives a ``[M, K]`` and b ``[K, N]`` (both read in place by the
-    copy engine: matmul.py's `_tma_ready`, checked by the caller) to this kernel: Gluon runs
-    here, on a Hopper GPU; the int32 product (requantised outputs stay with matmul.py's
-    tensor-map kernel, faster there: this kernel's int64 requantisation spills, README.md);
-    64 rows of the output ``[M, N]`` span fewer than 2^31 elements (the epilogue's 32-bit
-    offsets); and the kernel has not failed in this process."""
-    return (
-        common.available() and common.on_hopper(a2) and not requant
-        and 64 * b.shape[1] < 2**31 and "int8_matmul" not in common.FAILED
-    )  # fmt: skip
+    copy engine: matmul.py's `_tma_ready`, checked by the caller) to this kernel, and if not
+    why."""
+    if not common.on_hopper(a2):
+        return False, f"needs a Hopper GPU (sm_90), found {a2.device}"
+    if requant:  # its int64 requantisation spills: the tensor-map kernel is faster (README.md)
+        return False, "requantised outputs go to the tensor-map kernel"
+    if 64 * b.shape[1] >= 2**31:
+        return False, f"the epilogue's 32-bit offsets need 64 * N < 2^31, found N = {b.shape[1]}"
+    if "int8_matmul" in common.FAILED:
+        return False, "the Gluon kernel failed earlier in this process"
+    return True, ""
 
 
 def descs(a2: torch.Tensor, b: torch.Tensor, block_n: int = BLOCK_N):

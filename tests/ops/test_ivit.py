@@ -174,6 +174,8 @@ def test_int8_matmul_gluon_dispatch_and_fallback(monkeypatch):
     assert len(calls) == 1 and "int8_matmul" in _gluon.FAILED
     _same(int8_matmul(a, w.t(), backend="triton"), R.int8_matmul_reference(a, w.t()))
     assert len(calls) == 1  # not tried again
+    assert "failed earlier" in matmul_gluon.supports(a, w.t(), False)[1]
+    assert "requantised" in matmul_gluon.supports(a, w.t(), True)[1]
     int8_matmul(a, w.t().contiguous(), backend="triton")  # pointer kernel: never offered
     assert len(calls) == 1
     _gluon.FAILED.clear()  # requantised outputs: the tensor-map kernel, never the Gluon one
