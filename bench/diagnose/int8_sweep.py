@@ -75,9 +75,7 @@ def gluon(a, w, tile):
     M, N = a.shape[0], w.shape[0]
     c = torch.empty(M, N, dtype=torch.int32, device=a.device)
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-    flags = {"HAS_BIAS": False, "REQUANT": False, "PER_CHANNEL": False}
-    return mg.run(a, w.t(), c, (c, c, c, 0, 0), (-128, 127), flags, sms if persistent else 2**31,
-                  block_n, stages, ahead)  # fmt: skip
+    return mg.run(a, w.t(), c, None, sms if persistent else 2**31, block_n, stages, ahead)
 
 
 def lib(a, w, tile):

@@ -317,9 +317,6 @@ def gated_rows(family, dtype, D):
 
 def gluon_kernel(which, D, dtype, causal, group=1):
     """The Gluon forward or dK/dV as the library launches it."""
-    from triton.experimental.gluon._runtime import GluonASTSource
-    from triton.runtime.jit import mangle_type
-
     x = torch.empty(256, 1, 1, D, dtype=getattr(torch, dtype))  # only for the descriptor types
     if which == "forward":
         fn, descs = gluon_forward._fwd_ws_kernel, gluon_forward._descs(x, x, x, x)
@@ -336,15 +333,25 @@ def gluon_kernel(which, D, dtype, causal, group=1):
         consts = dict(CAUSAL=causal, NUM_STAGES=gluon_dkdv.NUM_STAGES, GROUP=group,
                       CONSUMER_REGS=gluon_dkdv.CONSUMER_REGS,
                       PRODUCER_REGS=gluon_dkdv.PRODUCER_REGS)  # fmt: skip
-    vals = dict(zip(names, descs))
+    others = {"LSE": "*fp32", **{n: "fp32" for n in fn.arg_names if n.endswith("scale")}}
+    return _gluon_compile(fn, dict(zip(names, descs)), consts, others)
+
+
+def _gluon_compile(fn, descs, consts, others):
+    """Compile a Gluon kernel for sm_90 at 4 warps: `descs` its tensor descriptors by argument
+    name, `consts` its constexprs, `others` the types of the other arguments ("i32" if not
+    named)."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+    from triton.runtime.jit import mangle_type
+
     sig, cs = {}, {}
     for i, n in enumerate(fn.arg_names):
-        if n in vals:
-            sig[n] = mangle_type(vals[n])
+        if n in descs:
+            sig[n] = mangle_type(descs[n])
         elif n in consts:
             sig[n], cs[(i,)] = "constexpr", consts[n]
         else:
-            sig[n] = "*fp32" if n == "LSE" else "fp32" if n.endswith("scale") else "i32"
+            sig[n] = others.get(n, "i32")
     return triton.compile(GluonASTSource(fn, sig, cs), target=TARGET, options=dict(num_warps=4))
 
 
@@ -489,38 +496,23 @@ def int8_rows():
                 yield label, lambda kn=kernel, sg=sig, c=consts, g=cfg, d=div: _compile(
                     kn, sg, c, g.num_warps, g.num_stages, d)  # fmt: skip
     if gluon_common.GLUON:  # the warp-specialized Gluon kernel (matmul_gluon.py)
-        for requant in (False, True):
-            for block_n in (128, 256):
-                for ahead in (True, False):
-                    label = (f"int8 gluon _int8_mm_ws_kernel requant={requant:d} "
-                             f"BLOCK_N={block_n} AHEAD={ahead:d}")  # fmt: skip
-                    yield label, lambda r=requant, n=block_n, a=ahead: int8_gluon_kernel(r, n, a)
+        for block_n in (128, 256):
+            for ahead in (True, False):
+                label = f"int8 gluon _int8_mm_ws_kernel BLOCK_N={block_n} AHEAD={ahead:d}"
+                yield label, lambda n=block_n, a=ahead: int8_gluon_kernel(n, a)
 
 
-def int8_gluon_kernel(requant, block_n, ahead):
-    """The Gluon int8 product at K = N = 4096 (bias, requantisation per channel or none)."""
-    from triton.experimental.gluon._runtime import GluonASTSource
-    from triton.runtime.jit import mangle_type
-
+def int8_gluon_kernel(block_n, ahead):
+    """The Gluon int8 product (int32 out, with a bias) at K = N = 4096."""
     from ncd.ops.ivit import matmul_gluon as mg
 
     x = torch.empty(256, 4096, dtype=torch.int8)
     descs = dict(zip(("a_desc", "b_desc"), mg.descs(x, x.t(), block_n)))
-    consts = dict(HAS_BIAS=True, REQUANT=requant, PER_CHANNEL=requant, GROUP_M=mg.GROUP_M,
-                  NUM_STAGES=mg.NUM_STAGES if block_n == mg.BLOCK_N else 3, AHEAD=ahead,
+    consts = dict(HAS_BIAS=True, GROUP_M=mg.GROUP_M, AHEAD=ahead,
+                  NUM_STAGES=mg.NUM_STAGES if block_n == mg.BLOCK_N else 3,
                   PRODUCER_REGS=mg.PRODUCER_REGS, CONSUMER_REGS=mg.CONSUMER_REGS)  # fmt: skip
-    ptrs = {"c_ptr": "*i8" if requant else "*i32", "bias_ptr": "*i32", "mult_ptr": "*i64",
-            "shift_ptr": "*i64"}  # fmt: skip
-    fn = mg._int8_mm_ws_kernel
-    sig, cs = {}, {}
-    for i, n in enumerate(fn.arg_names):
-        if n in descs:
-            sig[n] = mangle_type(descs[n])
-        elif n in consts:
-            sig[n], cs[(i,)] = "constexpr", consts[n]
-        else:
-            sig[n] = ptrs.get(n, "i32")
-    return triton.compile(GluonASTSource(fn, sig, cs), target=TARGET, options=dict(num_warps=4))
+    others = {"c_ptr": "*i32", "bias_ptr": "*i32"}
+    return _gluon_compile(mg._int8_mm_ws_kernel, descs, consts, others)
 
 
 def wtacrs_rows(n):

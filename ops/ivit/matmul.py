@@ -9,7 +9,7 @@ row-major with K contiguous, b K-major as ``weight.t()``, 16-byte aligned, K a m
 requantised outputs and on other GPUs `_int8_mm_tma_kernel`, one program per multiprocessor
 walking the output tiles, the tiles loaded by the copy engine. Otherwise `_int8_mm_kernel`
 runs one program per output tile reading through pointers (any strides). All store the tile
-through pointers with the same epilogue (`_epilogue`; the Gluon kernel's is its transcription).
+through pointers (the Triton kernels with `_epilogue`; the Gluon kernel adds the bias only).
 """
 
 import torch
@@ -242,9 +242,7 @@ def int8_matmul(
             and matmul_gluon.available()
             and matmul_gluon.supports(a2, b, requant)[0]
         ):
-            bits_range = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-            done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, epilogue, bits_range, flags,
-                                  _sm_count(a.device))  # fmt: skip
+            done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, bias, _sm_count(a.device))
             if done is not None:
                 return c.reshape(*lead, N)
         if _tma_ready(a2, b):

@@ -16,8 +16,9 @@ the producer already loads the next tile's first stages). `gl.warp_specialize`:
   is awaited; a stage is released (its empty barrier, one arrive per consumer) once the
   product that read it has completed.
 
-Epilogue per consumer: plus the bias, then the int32 tile as it is or requantised to int8,
-stored through pointers (masked at the edges), the same arithmetic as matmul.py's `_epilogue`.
+Epilogue per consumer: plus the bias, the int32 tile stored through pointers (masked at the
+edges). Requantised outputs are not taken (`supports`): matmul.py's tensor-map kernel gives
+them.
 TMA zero-fills reads past a's and b's edges, so M, N and K need not be multiples of the tile.
 Inputs it takes: `supports`.
 """
@@ -85,11 +86,9 @@ if common.GLUON:
                 step += 1
 
     @gluon.jit
-    def _consumer(a_smem, b_smem, ready, empty, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s,
-                  shift_s, M, N, K, stride_cm, stride_cn, QMIN, QMAX, HALF: gl.constexpr,
-                  HAS_BIAS: gl.constexpr, REQUANT: gl.constexpr, PER_CHANNEL: gl.constexpr,
-                  GROUP_M: gl.constexpr, NUM_STAGES: gl.constexpr,
-                  AHEAD: gl.constexpr):  # fmt: skip
+    def _consumer(a_smem, b_smem, ready, empty, c_ptr, bias_ptr, M, N, K, stride_cm, stride_cn,
+                  HALF: gl.constexpr, HAS_BIAS: gl.constexpr, GROUP_M: gl.constexpr,
+                  NUM_STAGES: gl.constexpr, AHEAD: gl.constexpr):  # fmt: skip
         """Rows [HALF * BH, (HALF + 1) * BH) of each of the program's tiles, one warpgroup."""
         BH: gl.constexpr = a_smem.shape[1]
         BK: gl.constexpr = a_smem.shape[2]
@@ -100,20 +99,17 @@ if common.GLUON:
         step = 0
         for tile in range(gl.program_id(0), grid_m * grid_n, gl.num_programs(0)):
             pid_m, pid_n = grouped_tile(tile, grid_m, grid_n, GROUP_M)
-            _consume_tile(a_smem, b_smem, ready, empty, step, k_steps, c_ptr, bias_ptr,
-                          mult_ptr, shift_ptr, mult_s, shift_s, M, N, pid_m * 2 * BH,
-                          pid_n * BN, stride_cm, stride_cn, QMIN, QMAX, HALF, HAS_BIAS,
-                          REQUANT, PER_CHANNEL, NUM_STAGES, AHEAD)  # fmt: skip
+            _consume_tile(a_smem, b_smem, ready, empty, step, k_steps, c_ptr, bias_ptr, M, N,
+                          pid_m * 2 * BH, pid_n * BN, stride_cm, stride_cn, HALF, HAS_BIAS,
+                          NUM_STAGES, AHEAD)  # fmt: skip
             step += k_steps
 
     @gluon.jit
-    def _consume_tile(a_smem, b_smem, ready, empty, step, k_steps, c_ptr, bias_ptr, mult_ptr,
-                      shift_ptr, mult_s, shift_s, M, N, off_m, off_n, stride_cm, stride_cn, QMIN,
-                      QMAX, HALF: gl.constexpr, HAS_BIAS: gl.constexpr, REQUANT: gl.constexpr,
-                      PER_CHANNEL: gl.constexpr, NUM_STAGES: gl.constexpr,
-                      AHEAD: gl.constexpr):  # fmt: skip
+    def _consume_tile(a_smem, b_smem, ready, empty, step, k_steps, c_ptr, bias_ptr, M, N, off_m,
+                      off_n, stride_cm, stride_cn, HALF: gl.constexpr, HAS_BIAS: gl.constexpr,
+                      NUM_STAGES: gl.constexpr, AHEAD: gl.constexpr):  # fmt: skip
         """One tile's rows of this warpgroup: its K steps from ring position `step` on, then
-        the epilogue."""
+        the int32 tile (plus the bias) stored."""
         BH: gl.constexpr = a_smem.shape[1]
         BN: gl.constexpr = b_smem.shape[1]
         # int8 wgmma of up to 128 columns an instruction (Triton 3.6 emits no wider one)
@@ -148,26 +144,11 @@ if common.GLUON:
         c = gl.arange(0, BN, layout=gl.SliceLayout(0, acc_layout))
         c_ptrs = base + (gl.expand_dims(r * stride_cm, 1) + gl.expand_dims(c * stride_cn, 0))
         mask = gl.expand_dims(offs_m < M, 1) & gl.expand_dims(n_mask, 0)
-        if REQUANT:
-            if PER_CHANNEL:
-                mult = gl.expand_dims(gl.load(mult_ptr + offs_n, mask=n_mask, other=0), 0)
-                shift = gl.expand_dims(gl.load(shift_ptr + offs_n, mask=n_mask, other=1), 0)
-            else:
-                one = gl.full([1, BN], 1, gl.int64, acc_layout)
-                mult = one * mult_s
-                shift = one * shift_s
-            half = (mult * 0 + 1) << (shift - 1)
-            y = (acc.to(gl.int64) * mult + half) >> shift
-            y = gl.minimum(gl.maximum(y, QMIN), QMAX)
-            gl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=mask)
-        else:
-            gl.store(c_ptrs, acc, mask=mask)
+        gl.store(c_ptrs, acc, mask=mask)
 
     @gluon.jit
-    def _int8_mm_ws_kernel(a_desc, b_desc, c_ptr, bias_ptr, mult_ptr, shift_ptr, mult_s, shift_s,
-                           M, N, K, stride_cm, stride_cn, QMIN, QMAX,
-                           HAS_BIAS: gl.constexpr, REQUANT: gl.constexpr,
-                           PER_CHANNEL: gl.constexpr, GROUP_M: gl.constexpr,
+    def _int8_mm_ws_kernel(a_desc, b_desc, c_ptr, bias_ptr, M, N, K, stride_cm, stride_cn,
+                           HAS_BIAS: gl.constexpr, GROUP_M: gl.constexpr,
                            NUM_STAGES: gl.constexpr, AHEAD: gl.constexpr,
                            PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):  # fmt: skip
         """a_desc: tiles of BH = 64 rows of a ``[M, K]``; b_desc: tiles of BN rows of b as
@@ -186,12 +167,10 @@ if common.GLUON:
 
         gl.warp_specialize(
             [
-                (_consumer, (a_smem, b_smem, ready, empty, c_ptr, bias_ptr, mult_ptr, shift_ptr,
-                             mult_s, shift_s, M, N, K, stride_cm, stride_cn, QMIN, QMAX, 0,
-                             HAS_BIAS, REQUANT, PER_CHANNEL, GROUP_M, NUM_STAGES, AHEAD)),
-                (_consumer, (a_smem, b_smem, ready, empty, c_ptr, bias_ptr, mult_ptr, shift_ptr,
-                             mult_s, shift_s, M, N, K, stride_cm, stride_cn, QMIN, QMAX, 1,
-                             HAS_BIAS, REQUANT, PER_CHANNEL, GROUP_M, NUM_STAGES, AHEAD)),
+                (_consumer, (a_smem, b_smem, ready, empty, c_ptr, bias_ptr, M, N, K, stride_cm,
+                             stride_cn, 0, HAS_BIAS, GROUP_M, NUM_STAGES, AHEAD)),
+                (_consumer, (a_smem, b_smem, ready, empty, c_ptr, bias_ptr, M, N, K, stride_cm,
+                             stride_cn, 1, HAS_BIAS, GROUP_M, NUM_STAGES, AHEAD)),
                 (_producer, (a_desc, b_desc, a_smem, b_smem, ready, empty, M, N, K, GROUP_M,
                              NUM_STAGES)),
             ],
@@ -211,7 +190,7 @@ def supports(a2: torch.Tensor, b: torch.Tensor, requant: bool) -> tuple[bool, st
     why."""
     if not common.on_hopper(a2):
         return False, f"needs a Hopper GPU (sm_90), found {a2.device}"
-    if requant:  # its int64 requantisation spills: the tensor-map kernel is faster (README.md)
+    if requant:  # an int64 requantising epilogue here spilled and was slower (README.md)
         return False, "requantised outputs go to the tensor-map kernel"
     if 64 * b.shape[1] >= 2**31:
         return False, f"the epilogue's 32-bit offsets need 64 * N < 2^31, found N = {b.shape[1]}"
@@ -230,18 +209,16 @@ def descs(a2: torch.Tensor, b: torch.Tensor, block_n: int = BLOCK_N):
     return a_desc, TensorDescriptor(b.t(), [N, K], [b.stride(1), 1], [block_n, BLOCK_K], lay_b)
 
 
-def run(a2, b, c, epilogue, bits_range, flags, programs, block_n=BLOCK_N, stages=NUM_STAGES,
-        ahead=AHEAD):  # fmt: skip
-    """c = a2 @ b (c contiguous) with matmul.py's epilogue arguments (bias, per-channel
-    multiplier and shift, scalar multiplier and shift), (QMIN, QMAX) and flags (HAS_BIAS,
-    REQUANT, PER_CHANNEL); at most `programs` programs, each walking its tiles."""
+def run(a2, b, c, bias, programs, block_n=BLOCK_N, stages=NUM_STAGES, ahead=AHEAD):
+    """c = a2 @ b (+ bias, int32 ``[N]``, or None) into c, int32 and contiguous; at most
+    `programs` programs, each walking its tiles."""
     if not common.GLUON:
         raise RuntimeError("ncd.ops.ivit.matmul_gluon: needs Triton 3.6's Gluon")
     (M, K), N = a2.shape, b.shape[1]
     launch_compiled(
         _int8_mm_ws_kernel, (min(programs, cdiv(M, BLOCK_M) * cdiv(N, block_n)),),
-        (*descs(a2, b, block_n), c, *epilogue, M, N, K, *c.stride(), *bits_range),
-        dict(**flags, GROUP_M=GROUP_M, NUM_STAGES=stages, AHEAD=ahead, PRODUCER_REGS=PRODUCER_REGS,
-             CONSUMER_REGS=CONSUMER_REGS, num_warps=4),
+        (*descs(a2, b, block_n), c, c if bias is None else bias, M, N, K, *c.stride()),
+        dict(HAS_BIAS=bias is not None, GROUP_M=GROUP_M, NUM_STAGES=stages, AHEAD=ahead,
+             PRODUCER_REGS=PRODUCER_REGS, CONSUMER_REGS=CONSUMER_REGS, num_warps=4),
     )  # fmt: skip
     return c
