@@ -50,7 +50,7 @@ def gated_delta_rule_chunked(
     g = None if g is None else g.to(ct)
     xs = [q, k, v, beta[..., None]] + ([] if g is None else [g[..., None]])
     if cu_seqlens is None:
-        N, T_pad = B, -(-T // C) * C
+        N, T_pad = B, max(C, -(-T // C) * C)  # one chunk at least: T = 0 gives the state back
         xs = [F.pad(x, (0, 0, 0, 0, 0, T_pad - T)) for x in xs]
         positions = None
     else:

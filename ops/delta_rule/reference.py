@@ -30,7 +30,7 @@ def _recurrence(q, k, v, beta, g, scale, s):
         s = s + torch.einsum("bhk,bhv->bhkv", k_t, beta[:, t, :, None] * err)
         out.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], s))
     if not out:  # an empty sequence: its state passes through
-        return v.new_zeros(v.shape), s
+        return v * 0.0, s  # empty, and on the graph as the outputs of longer sequences are
     return torch.stack(out, 1), s
 
 

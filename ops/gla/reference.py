@@ -122,5 +122,5 @@ def gla_chunked(
             o, s = _chunk(q[:, c], k[:, c], v[:, c], g[:, c], s, scale)
             outs.append(o)
         states.append(s)
-    o = torch.cat(outs, 1) if outs else v.new_zeros(B, 0, H, v.shape[-1])
+    o = torch.cat(outs, 1) if outs else v[:, :0] * 0.0  # empty, on the graph
     return o.to(out_dtype), (torch.cat(states, 0) if output_final_state else None)

@@ -136,6 +136,11 @@ def lmul(x, y, mantissa_bits=4, backend="auto"):
            mantissa_bits)  # fmt: skip
     _check(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor), "lmul", "x, y",
            "tensors", (type(x).__name__, type(y).__name__))  # fmt: skip
+    try:
+        torch.broadcast_shapes(x.shape, y.shape)
+    except RuntimeError:
+        _check(False, "lmul", "x.shape, y.shape", "shapes that broadcast together",
+               (tuple(x.shape), tuple(y.shape)))  # fmt: skip
     kernel = use_triton(x, backend, "lmul")
     if kernel:
         for name, v in (("x", x), ("y", y)):

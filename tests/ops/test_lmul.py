@@ -132,6 +132,8 @@ def test_errors_name_what_was_expected():
         lmul(torch.ones(2), torch.ones(2), 5)
     with pytest.raises(ValueError, match=r"weight: expected \[J, 3\]"):
         lmul_linear(torch.ones(2, 3), torch.ones(4, 5))
+    with pytest.raises(ValueError, match=r"broadcast together, found \(\(4,\), \(5,\)\)"):
+        lmul(torch.ones(4), torch.ones(5))
 
 
 # ------------------------------------------------------------------ error against float8
