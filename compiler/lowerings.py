@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ncd import ops
-from ncd.circuits.types import TensorType
+from ncd.circuits.types import FLOAT_DTYPES, TensorType
 
 from . import runtime
 from .choices import choose, short_conv_kernels
@@ -878,9 +878,24 @@ def _scatter(L: Lowerer, b, x, tin, tout):
 
 @lowers("one_hot")
 def _one_hot(L: Lowerer, b, x, tin, tout):
+    """A float32 one-hot (the circuit's float type, the box's default) takes the dtype of the
+    circuit's first float input, so that a module run in bfloat16 (`compile(dtype=...)`,
+    `module.to(...)`) masks in bfloat16 rather than promoting what it multiplies to float32;
+    other dtypes are kept as written."""
     n = L.num(tout["out"].axis(b.into).size)
     y = L.fn(F.one_hot, _long(L, x["x"], tin["x"]), n)
+    like = _float_input(L) if b.dtype == "float32" else None
+    if like is not None:
+        return {"out": L.method("type_as", y, like)}
     return {"out": L.method("to", y, getattr(torch, b.dtype))}
+
+
+def _float_input(L: Lowerer):
+    """The placeholder of the circuit's first floating-point input, or None."""
+    for inp in L.c.circuit.inputs:
+        if inp.dtype in FLOAT_DTYPES:
+            return L.env[("", inp.name)]
+    return None
 
 
 COMPARE = {"eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt,

@@ -143,7 +143,8 @@ class OneHot(BoxBase):
     into: AxisName
     """The new axis (the classes, the experts)."""
     dtype: Dtype = "float32"
-    """Element type of the result (bool for a mask)."""
+    """Element type of the result (bool for a mask). float32, the circuit's float type,
+    follows the float inputs in a compiled module run in another float dtype (bfloat16)."""
     family = "rearrangement"
 
     def infer(self, ins, ctx):
