@@ -11,6 +11,8 @@ TRITON_INTERPRET=1 must be set before `ncd.ops` is first imported, because Trito
 decoration time whether a kernel is compiled or interpreted.
 """
 
+import functools
+import inspect
 import math
 import warnings
 
@@ -86,6 +88,40 @@ def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
     if x.is_cuda and (why := unfit_gpu(x.device)) is not None:
         raise RuntimeError(f"{op}: backend='triton' on {x.device}: {why}")
     return True
+
+
+def autocast_inputs(op):
+    """Wraps an op whose first three arguments are its products' operands (q, k, v of the
+    attention-like ops; x, weight, bias of a linear map) for torch.autocast: where autocast is
+    on for their device (CUDA or CPU), those three are cast to its dtype, as torch casts the
+    inputs of its own attention and linear maps (float64 is left alone, as autocast leaves it),
+    and the op runs with autocast off, so that its float32 parts stay float32. Gates, states
+    and the other arguments pass as given. Outside autocast the op is called unchanged (and
+    refuses operands of mixed dtypes)."""
+
+    names = list(inspect.signature(op).parameters)[:3]
+
+    @functools.wraps(op)
+    def wrapped(*args, **kwargs):
+        first = args[0] if args else kwargs.get(names[0])
+        dev = None
+        if isinstance(first, torch.Tensor):
+            dev = "cuda" if first.is_cuda else "cpu" if first.device.type == "cpu" else None
+        if dev is None or not torch.is_autocast_enabled(dev):
+            return op(*args, **kwargs)
+        dt = torch.get_autocast_dtype(dev)
+        args = tuple(_autocast(a, dt) if i < 3 else a for i, a in enumerate(args))
+        kwargs = {n: _autocast(a, dt) if n in names else a for n, a in kwargs.items()}
+        with torch.autocast(dev, enabled=False):
+            return op(*args, **kwargs)
+
+    return wrapped
+
+
+def _autocast(x, dtype):
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float64:
+        return x.to(dtype)
+    return x
 
 
 # Plain Python on the host: triton.cdiv and triton.next_power_of_2 are constexpr functions

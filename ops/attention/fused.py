@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .. import _gluon as gluon_common
 from .. import config
-from .._backend import cdiv, check, check_qkv, launch, pow2, use_triton
+from .._backend import autocast_inputs, cdiv, check, check_qkv, launch, pow2, use_triton
 from .._kernels import mm
 from .._triton import TensorDescriptor, tl, triton
 from .gluon import dkdv as gluon_dkdv
@@ -528,6 +528,7 @@ def _check_args(q, k, v, scale):
     )
 
 
+@autocast_inputs
 def softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
     scale: float | None = None, backend: str = "auto",

@@ -34,6 +34,7 @@ import math
 import torch
 
 from .._backend import (
+    autocast_inputs,
     cdiv,
     check,
     check_gate,
@@ -1079,6 +1080,7 @@ _DOC_ARGS = """
 """
 
 
+@autocast_inputs
 def delta_rule(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
     scale: float | None = None, initial_state: torch.Tensor | None = None,
@@ -1103,6 +1105,7 @@ def delta_rule(
     )  # fmt: skip
 
 
+@autocast_inputs
 def gated_delta_rule(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
     scale: float | None = None, initial_state: torch.Tensor | None = None,

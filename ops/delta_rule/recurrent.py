@@ -6,7 +6,7 @@ runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import check_gate, check_step
+from .._backend import autocast_inputs, check_gate, check_step
 from .reference import l2norm
 
 
@@ -29,6 +29,7 @@ def _step(op, q, k, v, g, beta, state, scale, use_qk_l2norm):
     return o.to(v.dtype), s
 
 
+@autocast_inputs
 def delta_rule_step(q, k, v, beta, state=None, scale=None, use_qk_l2norm=False):
     """Advance the delta-rule state by one token and read it:
     ``S' = S + beta k^T (v - k S)``, ``o = scale q S'`` (the function of ``delta_rule`` one
@@ -45,6 +46,7 @@ def delta_rule_step(q, k, v, beta, state=None, scale=None, use_qk_l2norm=False):
     return _step("delta_rule_step", q, k, v, None, beta, state, scale, use_qk_l2norm)
 
 
+@autocast_inputs
 def gated_delta_rule_step(q, k, v, g, beta, state=None, scale=None, use_qk_l2norm=False):
     """Advance the gated delta-rule state by one token and read it: with ``a = exp(g)``,
     ``S' = a S + beta k^T (v - a k S)``, ``o = scale q S'``.

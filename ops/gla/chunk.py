@@ -32,6 +32,7 @@ Backward, five launches (_gate_prep, then):
 import torch
 
 from .._backend import (
+    autocast_inputs,
     cdiv,
     check,
     check_gate,
@@ -850,6 +851,7 @@ def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
         check_state(OP, initial_state, N, H, K, V)
 
 
+@autocast_inputs
 def gla(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -3,11 +3,12 @@ vector-matrix product per head, which PyTorch runs at memory speed (no kernel of
 
 import torch
 
-from .._backend import check_gate, check_step
+from .._backend import autocast_inputs, check_gate, check_step
 
 OP = "gla_step"
 
 
+@autocast_inputs
 def gla_step(
     q: torch.Tensor,
     k: torch.Tensor,

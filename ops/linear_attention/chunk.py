@@ -19,6 +19,7 @@ import torch
 
 from .. import config
 from .._backend import (
+    autocast_inputs,
     cdiv,
     check,
     check_qkv,
@@ -559,6 +560,7 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
             )
 
 
+@autocast_inputs
 def linear_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor | None = None,
     causal: bool = True, initial_state=None, output_final_state: bool = False,

@@ -6,12 +6,13 @@ work that PyTorch already runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import check, check_step
+from .._backend import autocast_inputs, check, check_step
 from .reference import EPS
 
 OP = "linear_attention_step"
 
 
+@autocast_inputs
 def linear_attention_step(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -463,6 +463,16 @@ def _check(op, x, residual, weight, bias, eps):
     check(isinstance(eps, (int, float)) and eps > 0, op, "eps", "a positive number", eps)
 
 
+def _promoted(x, residual):
+    """x and residual in their promoted dtype where both are float tensors of two dtypes."""
+    T = torch.Tensor
+    if (isinstance(x, T) and isinstance(residual, T) and x.dtype != residual.dtype
+            and x.dtype in FLOATS and residual.dtype in FLOATS):  # fmt: skip
+        dt = torch.promote_types(x.dtype, residual.dtype)
+        return x.to(dt), residual.to(dt)
+    return x, residual
+
+
 def _params(weight, bias):
     """Contiguous weight and bias (they are read by column index)."""
     w = None if weight is None else weight.contiguous()
@@ -508,13 +518,16 @@ def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5, backe
     """The pre-norm residual step ``s = x + residual; y = layer_norm(s)`` in one pass.
 
     Args:
-        x, residual: ``[..., N]``, one shape and dtype; the rest as `layer_norm`'s.
+        x, residual: ``[..., N]``, one shape; of two float dtypes (a bfloat16 sublayer's
+            output on a float32 residual stream, as under autocast) both are taken in the
+            promoted one, as ``x + residual`` would be. The rest as `layer_norm`'s.
 
     Returns:
-        ``(y, s)``, both ``[..., N]`` in x's dtype: the normalised sum and the sum itself
-        (rounded to x's dtype, the value normalised). The gradient of both summands is
+        ``(y, s)``, both ``[..., N]`` in that dtype: the normalised sum and the sum itself
+        (rounded to the dtype, the value normalised). The gradient of both summands is
         ``dnorm(dy) + ds``.
     """
+    x, residual = _promoted(x, residual)
     _check("add_layer_norm", x, residual, weight, bias, eps)
     if not _kernel(x, backend, "add_layer_norm"):
         return add_layer_norm_reference(x, residual, weight, bias, eps)
@@ -523,7 +536,8 @@ def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5, backe
 
 def add_rms_norm(x, residual, weight=None, eps: float = 1e-6, backend: str = "auto"):
     """``s = x + residual; y = rms_norm(s)`` in one pass; returns ``(y, s)`` as
-    `add_layer_norm` does."""
+    `add_layer_norm` does (mixed float dtypes promoted as there)."""
+    x, residual = _promoted(x, residual)
     _check("add_rms_norm", x, residual, weight, None, eps)
     if not _kernel(x, backend, "add_rms_norm"):
         return add_rms_norm_reference(x, residual, weight, eps)

@@ -19,6 +19,7 @@ float64 (README.md, "Gradient of g").
 import torch
 
 from .._backend import (
+    autocast_inputs,
     cdiv,
     check,
     check_gate,
@@ -678,6 +679,7 @@ def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
         check_state(OP, initial_state, N, H, K, V)
 
 
+@autocast_inputs
 def simple_gla(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
     scale: float | None = None, initial_state: torch.Tensor | None = None,

@@ -6,11 +6,12 @@ PyTorch runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import check_gate, check_step
+from .._backend import autocast_inputs, check_gate, check_step
 
 OP = "simple_gla_step"
 
 
+@autocast_inputs
 def simple_gla_step(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._backend import use_triton
+from .._backend import autocast_inputs, use_triton
 from . import selection
 from .kernels import gather_scale, sampled_weight_grad
 from .selection import score_bits
@@ -125,6 +125,7 @@ class WTACRSLinearFunction(torch.autograd.Function):
         return dx, dw, db, None, None, None, None
 
 
+@autocast_inputs
 def wtacrs_linear(
     x, weight, bias=None, budget=0.3, grad_norms=None, generator=None, backend="auto"
 ):
@@ -160,6 +161,9 @@ def wtacrs_linear(
         None if bias is None else tuple(bias.shape),
     )
     _check(0 < budget <= 1, "budget", "a fraction in (0, 1]", budget)
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            _check(t.dtype == x.dtype, f"{name}.dtype", f"{x.dtype} as x", t.dtype)
     kernel = use_triton(x, backend, "wtacrs_linear") and x.dtype != torch.float64
     if not (torch.is_grad_enabled() and weight.requires_grad):  # no dW: nothing to sample
         return F.linear(x, weight, bias)

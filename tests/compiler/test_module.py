@@ -126,6 +126,36 @@ def test_every_gallery_entry_runs_in_bfloat16(name):
         assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 
 
+# SOFT's Newton iterations for the landmarks' pseudo-inverse amplify bfloat16's rounding of
+# their matrix products (8e-2 where the other entries stay under 1e-2).
+LOOSE = {"soft_attention": 0.15}
+
+
+@pytest.mark.parametrize("name", gallery.names())
+def test_every_gallery_entry_trains_under_autocast(name):
+    """float32 parameters under torch.autocast(bfloat16), the usual mixed-precision step:
+    every entry runs forward and backward, its outputs within bfloat16's rounding of the
+    float32 module's, its parameters' gradients float32 and finite. (The gated blocks' ops
+    once refused the mixed dtypes autocast hands them: mamba_block, mom_block, wtacrs.)"""
+    c = gallery.get(name)
+    m = ncd_compile(c)
+    xs = example_inputs(c.check(), dtype=torch.float32)
+    want = as_dict(m(*xs), c.check())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = as_dict(m(*xs), c.check())
+    for out, y in got.items():
+        if not want[out].is_floating_point():
+            assert torch.equal(y, want[out]), out
+            continue
+        y, w = y.detach().float(), want[out].detach()
+        assert float((y - w).norm() / w.norm()) < LOOSE.get(name, 0.05), out
+    floats = [y for y in got.values() if y.is_floating_point() and y.requires_grad]
+    if floats:
+        sum(y.float().square().mean() for y in floats).backward()
+        grads = [p.grad for p in m.parameters() if p.grad is not None]
+        assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
 def _bf16(x):
     return x.to(torch.bfloat16) if x.is_floating_point() else x
 

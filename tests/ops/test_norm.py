@@ -173,13 +173,29 @@ def test_cpu_runs_the_same_calls_as_the_separate_ops():
     assert torch.equal(ops.layer_norm(x, w, b), F.layer_norm(x, (32,), w, b))
 
 
+def test_add_norms_promote_mixed_float_dtypes():
+    """A bfloat16 sublayer output on a float32 residual stream (autocast's usual pair): the
+    sum and its norm in float32, as ``x + residual`` and torch's norm give them; both summands
+    get their gradient in their own dtype."""
+    x = torch.randn(3, 32, dtype=torch.bfloat16, requires_grad=True)
+    r = torch.randn(3, 32, requires_grad=True)
+    w, b = torch.rand(32) + 0.5, torch.randn(32)
+    y, s = ops.add_layer_norm(x, r, w, b)
+    assert y.dtype == s.dtype == torch.float32
+    assert torch.equal(s, x + r) and torch.equal(y, F.layer_norm(x + r, (32,), w, b))
+    y, s = ops.add_rms_norm(r, x, w)
+    assert torch.equal(y, F.rms_norm(r + x, (32,), w, 1e-6))
+    (y.sum() + s.sum()).backward()
+    assert x.grad.dtype == torch.bfloat16 and r.grad.dtype == torch.float32
+
+
 @pytest.mark.parametrize(
     "call,message",
     [
         (lambda x: ops.layer_norm(x, torch.ones(5)), "weight.shape: expected (8,)"),
         (lambda x: ops.layer_norm(x, None, torch.ones(8, 1)), "bias.shape: expected (8,)"),
         (lambda x: ops.add_rms_norm(x, x[:2]), "residual.shape: expected (3, 8) as x"),
-        (lambda x: ops.add_layer_norm(x, x.double()), "residual.dtype: expected torch.float32"),
+        (lambda x: ops.add_layer_norm(x, x.long()), "residual.dtype: expected torch.float32"),
         (lambda x: ops.rms_norm(x.long()), "x.dtype: expected float16"),
         (lambda x: ops.rms_norm(x, eps=0), "eps: expected a positive number"),
         (lambda x: ops.layer_norm(x, backend="cuda"), "backend must be one of"),
