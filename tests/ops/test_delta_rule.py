@@ -295,25 +295,26 @@ def test_cpu_dispatch_runs_the_chunked_form():
     torch.testing.assert_close(o, o_ref, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("B, T", [(2, 0), (0, 5)], ids=["T=0", "B=0"])
 @pytest.mark.parametrize("op", ["delta_rule", "gated_delta_rule", "simple_gla", "gla"])
-def test_empty_sequences_on_the_cpu_path(op):
-    """T = 0 through each gated family's CPU form: an empty output on the graph (a training
-    step over it runs), and the initial state passed through as the final state, with its
-    gradient the final state's."""
+def test_empty_sequences_on_the_cpu_path(op, B, T):
+    """No tokens (T = 0) or no sequences (B = 0) through each gated family's CPU form: an
+    empty output on the graph (a training step over it runs), and the initial state passed
+    through as the final state, with its gradient the final state's."""
     from ncd import ops
 
-    B, H, K, V = 2, 3, 8, 4
-    q = torch.randn(B, 0, H, K, requires_grad=True)
-    k, v = torch.randn(B, 0, H, K), torch.randn(B, 0, H, V, requires_grad=True)
+    H, K, V = 3, 8, 4
+    q = torch.randn(B, T, H, K, requires_grad=True)
+    k, v = torch.randn(B, T, H, K), torch.randn(B, T, H, V, requires_grad=True)
     s0 = torch.randn(B, H, K, V, requires_grad=True)
     gates = {
-        "delta_rule": (torch.rand(B, 0, H),),
-        "gated_delta_rule": (-torch.rand(B, 0, H), torch.rand(B, 0, H)),
-        "simple_gla": (-torch.rand(B, 0, H),),
-        "gla": (-torch.rand(B, 0, H, K),),
+        "delta_rule": (torch.rand(B, T, H),),
+        "gated_delta_rule": (-torch.rand(B, T, H), torch.rand(B, T, H)),
+        "simple_gla": (-torch.rand(B, T, H),),
+        "gla": (-torch.rand(B, T, H, K),),
     }[op]
     o, s = getattr(ops, op)(q, k, v, *gates, initial_state=s0, output_final_state=True)
-    assert o.shape == (B, 0, H, V) and o.requires_grad
+    assert o.shape == (B, T, H, V) and o.requires_grad
     torch.testing.assert_close(s, s0, rtol=0, atol=0)
     ds = torch.randn_like(s)
     (o.sum() + (s * ds).sum()).backward()
