@@ -528,6 +528,18 @@ def _check_args(q, k, v, scale):
     )
 
 
+def _sdpa(q, k, v, causal, scale):
+    """The op through PyTorch's scaled_dot_product_attention (its CPU kernel works by blocks
+    of keys, so memory stays linear in T): [B, H, T, D] views, grouped heads expanded."""
+    group = q.shape[2] // k.shape[2]
+    if group > 1:
+        k, v = k.repeat_interleave(group, 2), v.repeat_interleave(group, 2)
+    o = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal, scale=scale
+    )
+    return o.transpose(1, 2).contiguous()
+
+
 @autocast_inputs
 def softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
@@ -543,8 +555,11 @@ def softmax_attention(
         causal: query ``i`` sees keys ``j <= i`` (top-left aligned, as PyTorch's
             ``scaled_dot_product_attention(is_causal=True)``).
         scale: multiplies the scores; default ``D ** -0.5``.
-        backend: ``"auto"`` (Triton on CUDA tensors, the PyTorch reference on CPU),
-            ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``) or ``"reference"``.
+        backend: ``"auto"`` (Triton on CUDA tensors; elsewhere, and on GPUs the kernels
+            do not run on, PyTorch's ``scaled_dot_product_attention``, which never holds the
+            T x S scores on the CPU), ``"triton"`` (also on CPU under ``TRITON_INTERPRET=1``)
+            or ``"reference"`` (the plain form that holds them, for checking; float64 always
+            takes it).
 
     Returns:
         ``o`` of shape ``[B, T, H, Dv]`` and the dtype of ``q``.
@@ -560,8 +575,10 @@ def softmax_attention(
     """
     _check_args(q, k, v, scale)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    if not use_triton(q, backend, "softmax_attention") or q.dtype == torch.float64:
+    if backend == "reference" or q.dtype == torch.float64:  # float64: for checking
         return softmax_attention_reference(q, k, v, causal=causal, scale=scale)
+    if not use_triton(q, backend, "softmax_attention"):
+        return _sdpa(q, k, v, causal, scale)
     check(q.shape[-1] <= 128 and v.shape[-1] <= 128, "softmax_attention",
           "head widths D, Dv for the Triton kernels", "at most 128 (else backend='reference')",
           (q.shape[-1], v.shape[-1]))  # fmt: skip

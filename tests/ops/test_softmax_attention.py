@@ -1,6 +1,10 @@
 """Fused softmax attention: the Triton kernels (interpreted on the CPU) against the float64
 reference, outputs and every gradient, and the argument checks."""
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -155,14 +159,55 @@ def test_sliced_and_grouped_inputs(nan_alloc):
     assert max(errs) < TOL[torch.float16], errs
 
 
-def test_cpu_dispatch_runs_reference():
-    q, k, v = (torch.randn(1, 9, 2, 16) for _ in range(3))
-    torch.testing.assert_close(
-        softmax_attention(q, k, v, causal=True),
-        softmax_attention_reference(q, k, v, causal=True),
-        rtol=0,
-        atol=0,
+@pytest.mark.parametrize(
+    "T, S, H, Hkv, causal, dtype",
+    [(9, 9, 4, 2, True, torch.float32), (7, 13, 2, 1, True, torch.float32),
+     (13, 7, 2, 2, True, torch.float32), (33, 33, 3, 3, False, torch.float32)],
+)  # fmt: skip
+def test_cpu_path_matches_the_reference(T, S, H, Hkv, causal, dtype):
+    """On the CPU the op runs PyTorch's scaled_dot_product_attention: grouped heads, T != S
+    (causal top-left aligned), outputs and gradients as the reference's to rounding; the
+    reference itself on request."""
+    q = torch.randn(2, T, H, 16, dtype=dtype, requires_grad=True)
+    k = torch.randn(2, S, Hkv, 16, dtype=dtype, requires_grad=True)
+    v = torch.randn(2, S, Hkv, 8, dtype=dtype, requires_grad=True)
+    o = softmax_attention(q, k, v, causal=causal)
+    ref = softmax_attention_reference(q, k, v, causal=causal)
+    assert o.shape == (2, T, H, 8) and o.is_contiguous()
+    do = torch.randn_like(o)
+    for a, b in zip((o, *torch.autograd.grad(o, (q, k, v), do)),
+                    (ref, *torch.autograd.grad(ref, (q, k, v), do))):  # fmt: skip
+        torch.testing.assert_close(a, b)
+    forced = softmax_attention(q, k, v, causal=causal, backend="reference")
+    assert torch.equal(forced, ref)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, sets RLIMIT_AS")
+def test_cpu_path_memory_stays_linear_in_T():
+    """T = S = 16384 on one head: the reference's scores alone take 1 GiB; the op runs within
+    256 MiB of address space above what the process held (a child process under that limit),
+    and the reference does not."""
+    script = textwrap.dedent(
+        """
+        import re, resource, torch
+        from ncd.ops import softmax_attention
+        from ncd.ops.attention.reference import softmax_attention_reference
+        q, k, v = (torch.randn(1, 16384, 1, 32) for _ in range(3))
+        softmax_attention(q[:, :64], k[:, :64], v[:, :64], causal=True)  # pools, kernels
+        held = re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read())
+        limit = int(held.group(1)) * 1024 + (256 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+        assert softmax_attention(q, k, v, causal=True).shape == (1, 16384, 1, 32)
+        try:
+            softmax_attention_reference(q, k, v, causal=True)
+        except RuntimeError:
+            print("reference refused")
+        """
     )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "reference refused" in run.stdout
 
 
 @pytest.mark.parametrize(
@@ -197,7 +242,7 @@ def test_wide_heads_need_the_reference():
     q = torch.randn(1, 4, 1, 160)
     with pytest.raises(ValueError, match="at most 128"):
         softmax_attention(q, q, q, backend="triton")
-    assert softmax_attention(q, q, q).shape == (1, 4, 1, 160)  # CPU: the reference
+    assert softmax_attention(q, q, q).shape == (1, 4, 1, 160)  # CPU: PyTorch's SDPA
 
 
 @pytest.fixture
