@@ -566,7 +566,8 @@ def softmax_attention(
 
     dtypes float16, bfloat16 and float32 (float32 products as three tf32 products: about
     float32's accuracy, several times slower than 16-bit);
-    head widths up to 128 on the Triton path (64 and 128 are the tuned ones). Differentiable
+    head widths up to 128 on the Triton path (64 and 128 are the tuned ones; wider heads
+    take PyTorch's attention). Differentiable
     in q, k and v.
 
     >>> q = torch.randn(2, 63, 4, 64); k = v = torch.randn(2, 63, 2, 64)
@@ -575,13 +576,15 @@ def softmax_attention(
     """
     _check_args(q, k, v, scale)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    kernel = use_triton(q, backend, "softmax_attention")  # (checks `backend` too)
     if backend == "reference" or q.dtype == torch.float64:  # float64: for checking
         return softmax_attention_reference(q, k, v, causal=causal, scale=scale)
-    if not use_triton(q, backend, "softmax_attention"):
-        return _sdpa(q, k, v, causal, scale)
-    check(q.shape[-1] <= 128 and v.shape[-1] <= 128, "softmax_attention",
-          "head widths D, Dv for the Triton kernels", "at most 128 (else backend='reference')",
+    wide = q.shape[-1] > 128 or v.shape[-1] > 128
+    check(not (wide and backend == "triton"), "softmax_attention",
+          "head widths D, Dv for the Triton kernels", "at most 128 (else backend='auto')",
           (q.shape[-1], v.shape[-1]))  # fmt: skip
+    if not kernel or wide:
+        return _sdpa(q, k, v, causal, scale)
     # The copy engine moves rows of whole 16-byte units: odd head widths are padded with
     # zeros (which change no score) and the extra output columns dropped.
     D, DV = q.shape[-1], v.shape[-1]

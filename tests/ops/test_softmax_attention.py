@@ -238,11 +238,17 @@ def test_bad_scale_and_backend():
 
 
 @pytest.mark.interpret
-def test_wide_heads_need_the_reference():
+def test_wide_heads_take_pytorchs_attention(monkeypatch):
+    """Heads wider than 128: the kernels refuse them when asked for; "auto" gives them to
+    PyTorch's attention, also where the kernels would run (use_triton patched to say so)."""
     q = torch.randn(1, 4, 1, 160)
     with pytest.raises(ValueError, match="at most 128"):
         softmax_attention(q, q, q, backend="triton")
     assert softmax_attention(q, q, q).shape == (1, 4, 1, 160)  # CPU: PyTorch's SDPA
+    monkeypatch.setattr(fused, "use_triton", lambda *a: True)
+    torch.testing.assert_close(
+        softmax_attention(q, q, q, causal=True), softmax_attention_reference(q, q, q, causal=True)
+    )
 
 
 @pytest.fixture
