@@ -10,7 +10,7 @@ from ncd.circuits.circuit import Circuit
 from ncd.circuits.validate import Checked, check
 
 from . import attached, runtime
-from .errors import InputError
+from .errors import CompileError, InputError
 from .lower import Lowered, Options, lower
 from .rewrites import apply_rewrites
 
@@ -51,7 +51,8 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     Args:
         circuit: the circuit; its `sizes` are the default binding, `sizes` overrides them.
             Every size must end up bound (the module is specialised to them).
-        dtype, device: of the parameters (default float32, CPU).
+        dtype, device: of the parameters (default float32, CPU); a dtype may be named
+            ("bfloat16"); a device that is not there is an error here, not at the first call.
         rewrites: pattern rewrites to the fused kernels of ncd.ops (attention drawn from
             primitives, the causal linear-attention chain); default on for CUDA, off on CPU.
         fused: how fused boxes run: "auto" (the default: per box kind and device, the
@@ -76,6 +77,7 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     >>> m(torch.randn(2, 16, 32)).shape
     torch.Size([2, 16, 32])
     """
+    dtype, device = _dtype(dtype), _device(device)
     lowered = prepare(circuit, sizes, device, rewrites, opaque, fused)
     module = lowered.module
     _keep_check(module, input_check(lowered))
@@ -104,6 +106,35 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
             (*spec, self.state_dict(), self.training, sorted(n for n, _ in self.named_buffers())),
         )
     return module
+
+
+def _dtype(dtype) -> torch.dtype | None:
+    """The parameters' dtype: a floating torch.dtype, or its name ("bfloat16")."""
+    if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
+        dtype = getattr(torch, dtype)
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        return dtype
+    want = "a float dtype (torch.bfloat16, or its name 'bfloat16')"
+    raise CompileError("compile", "dtype: the parameters' element type", want, repr(dtype))
+
+
+def _device(device) -> torch.device:
+    """The device the module is built on, checked to exist here."""
+    try:
+        dev = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):
+        want = "'cpu', 'cuda', 'cuda:N' or a torch.device"
+        raise CompileError("compile", "device: where the module is built", want,
+                           repr(device)) from None  # fmt: skip
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index or 0) >= n:
+            have = f"{n} CUDA device(s)" if n else "no CUDA device"
+            if torch.version.cuda is None:
+                have += " (this torch is a CPU build)"
+            raise CompileError("compile", f"device {str(dev)!r} is not available", "a CUDA "
+                               "device torch can use (or device='cpu')", have)  # fmt: skip
+    return dev
 
 
 def input_check(lowered: Lowered) -> runtime.CheckInputs:

@@ -160,6 +160,18 @@ def _bf16(x):
     return x.to(torch.bfloat16) if x.is_floating_point() else x
 
 
+def test_dtype_by_name_and_bad_dtypes_or_devices_are_clear_errors():
+    c = gallery.get("deltanet_block")
+    assert next(ncd_compile(c, dtype="bfloat16").parameters()).dtype == torch.bfloat16
+    with pytest.raises(NcdError, match=r"dtype.*expected a float dtype.*found torch.int8"):
+        ncd_compile(c, dtype=torch.int8)
+    with pytest.raises(NcdError, match=r"device.*expected 'cpu', 'cuda'.*found 'tpu'"):
+        ncd_compile(c, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(NcdError, match=r"device 'cuda:1' is not available.*found no CUDA"):
+            ncd_compile(c, device="cuda:1")
+
+
 def test_unbound_sizes_are_a_clear_error():
     c = gallery.get("attention").model_copy(update={"sizes": {}})
     with pytest.raises(NcdError, match="not bound"):
