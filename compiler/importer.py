@@ -502,8 +502,13 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
     """
     if name is not None:
         _check_name(name)
+    if not isinstance(model, nn.Module):
+        raise TorchImportError(f"model: expected a torch.nn.Module, found {type(model).__name__}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)):
+        raise TorchImportError("example_inputs: expected a tensor or a tuple of them, found "
+                               f"{type(example_inputs).__name__}")  # fmt: skip
     example_inputs = tuple(example_inputs)
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fast path branches on tensor values

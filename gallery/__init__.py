@@ -13,10 +13,12 @@ entry has one.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ncd.circuits.circuit import Circuit
+from ncd.circuits.errors import NcdError
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,21 @@ def names() -> list[str]:
     return list(ENTRIES)
 
 
+class UnknownEntry(NcdError, KeyError):
+    """`get` of a name the gallery does not have (a KeyError too, as the lookup it is)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 def get(name: str) -> Circuit:
-    """The circuit of gallery entry `name` (KeyError if unknown)."""
-    return ENTRIES[name].build()
+    """The circuit of gallery entry `name` (`UnknownEntry`, a KeyError, if there is none)."""
+    found = ENTRIES.get(name) if isinstance(name, str) else None
+    if found is None:
+        close = difflib.get_close_matches(str(name), ENTRIES, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownEntry(f"no gallery entry {name!r}{hint} (`ncd list` names all {len(ENTRIES)})")
+    return found.build()
 
 
 from . import ncd_paper, linear_family, vision, attention_family  # noqa: E402,F401,I001

@@ -172,6 +172,17 @@ def test_dtype_by_name_and_bad_dtypes_or_devices_are_clear_errors():
             ncd_compile(c, device="cuda:1")
 
 
+def test_unknown_gallery_names_and_non_modules_are_clear_errors():
+    with pytest.raises(KeyError, match=r"no gallery entry 'deltanet'; did you mean deltanet_block"):
+        gallery.get("deltanet")
+    from ncd import from_torch
+
+    with pytest.raises(NcdError, match="model: expected a torch.nn.Module, found int"):
+        from_torch(5, torch.randn(2))
+    with pytest.raises(NcdError, match="example_inputs: expected a tensor or a tuple"):
+        from_torch(nn.Linear(2, 2), 5)
+
+
 def test_unbound_sizes_are_a_clear_error():
     c = gallery.get("attention").model_copy(update={"sizes": {}})
     with pytest.raises(NcdError, match="not bound"):
