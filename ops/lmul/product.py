@@ -6,7 +6,7 @@ arithmetic otherwise; maths and choices in README.md.
 
 import torch
 
-from .._backend import use_triton
+from .._backend import check, use_triton
 
 # dtype -> (integer type of the same width, exponent bits, mantissa bits)
 _FORMATS = {torch.float32: (torch.int32, 8, 23), torch.float64: (torch.int64, 11, 52)}
@@ -17,11 +17,6 @@ CHUNK_ELEMENTS = 1 << 20  # products of one chunk of rows in the matrix product
 def offset_bits(m: int) -> int:
     """l(m) of the paper: the offset term 2^{-l(m)} in units of the mantissa's last bit."""
     return m if m <= 3 else (3 if m == 4 else 4)
-
-
-def _check(cond, op, what, expected, found):
-    if not cond:
-        raise ValueError(f"{op}: {what}: expected {expected}, found {found}")
 
 
 class _Parts:
@@ -74,7 +69,7 @@ def _combine(a: _Parts, b: _Parts, m, dtype, exact):
 
 
 def _as_format(v, op):
-    _check(v.is_floating_point(), op, "operands", "floating point tensors", v.dtype)
+    check(v.is_floating_point(), op, "operands", "floating point tensors", v.dtype)
     return v if v.dtype in _FORMATS else v.float()
 
 
@@ -132,21 +127,21 @@ def lmul(x, y, mantissa_bits=4, backend="auto"):
     >>> lmul(torch.tensor([1.5]), torch.tensor([1.5]), 3)  # (1 + .5 + .5 + 1/8) carries
     tensor([2.2500])
     """
-    _check(mantissa_bits in MANTISSA_BITS, "lmul", "mantissa_bits", MANTISSA_BITS,
+    check(mantissa_bits in MANTISSA_BITS, "lmul", "mantissa_bits", MANTISSA_BITS,
            mantissa_bits)  # fmt: skip
-    _check(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor), "lmul", "x, y",
+    check(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor), "lmul", "x, y",
            "tensors", (type(x).__name__, type(y).__name__))  # fmt: skip
     try:
         torch.broadcast_shapes(x.shape, y.shape)
     except RuntimeError:
-        _check(False, "lmul", "x.shape, y.shape", "shapes that broadcast together",
+        check(False, "lmul", "x.shape, y.shape", "shapes that broadcast together",
                (tuple(x.shape), tuple(y.shape)))  # fmt: skip
     kernel = use_triton(x, backend, "lmul")
     if kernel:
         for name, v in (("x", x), ("y", y)):
-            _check(v.is_floating_point(), "lmul", f"{name}.dtype", "a floating point dtype",
+            check(v.is_floating_point(), "lmul", f"{name}.dtype", "a floating point dtype",
                    v.dtype)  # fmt: skip
-        _check(y.device == x.device, "lmul", "y.device", f"{x.device} (x's)", y.device)
+        check(y.device == x.device, "lmul", "y.device", f"{x.device} (x's)", y.device)
         kernel = _kernel_dtype(x.dtype) and _kernel_dtype(y.dtype)
     return LMulFunction.apply(x, y, mantissa_bits, kernel)
 
@@ -204,15 +199,15 @@ def lmul_linear(x, weight, bias=None, mantissa_bits=4, backend="auto"):
     torch.Size([2, 4])
     """
     op = "lmul_linear"
-    _check(mantissa_bits in MANTISSA_BITS, op, "mantissa_bits", MANTISSA_BITS, mantissa_bits)
-    _check(
+    check(mantissa_bits in MANTISSA_BITS, op, "mantissa_bits", MANTISSA_BITS, mantissa_bits)
+    check(
         weight.dim() == 2 and x.dim() >= 1 and weight.shape[1] == x.shape[-1],
         op,
         "weight",
         f"[J, {x.shape[-1] if x.dim() else '?'}] (K of x [..., K])",
         tuple(weight.shape),
     )
-    _check(
+    check(
         bias is None or tuple(bias.shape) == (weight.shape[0],),
         op,
         "bias",
@@ -222,9 +217,9 @@ def lmul_linear(x, weight, bias=None, mantissa_bits=4, backend="auto"):
     kernel = use_triton(x, backend, op)
     if kernel:
         for name, v in (("x", x), ("weight", weight), ("bias", bias)):
-            _check(v is None or v.is_floating_point(), op, f"{name}.dtype",
+            check(v is None or v.is_floating_point(), op, f"{name}.dtype",
                    "a floating point dtype", None if v is None else v.dtype)  # fmt: skip
-            _check(v is None or v.device == x.device, op, f"{name}.device", f"{x.device} (x's)",
+            check(v is None or v.device == x.device, op, f"{name}.device", f"{x.device} (x's)",
                    None if v is None else v.device)  # fmt: skip
         kernel = _kernel_dtype(torch.promote_types(x.dtype, weight.dtype))
     lead = x.shape[:-1]
