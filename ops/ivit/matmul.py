@@ -12,6 +12,8 @@ runs one program per output tile reading through pointers (any strides). All sto
 through pointers (the Triton kernels with `_epilogue`; the Gluon kernel adds the bias only).
 """
 
+import math
+
 import torch
 
 from .. import _gluon
@@ -224,8 +226,8 @@ def int8_matmul(
                   "multiplier, shift", "|multiplier| < 2^31 and shift in 1..62",
                   (bm.flatten().tolist()[:4], bs.flatten().tolist()[:4]))  # fmt: skip
     lead = a.shape[:-1]
-    a2 = a.reshape(-1, K)
-    if not use_triton(a, backend, OP):
+    a2 = a.reshape(math.prod(lead), K)
+    if not use_triton(a, backend, OP) or K == 0:  # K = 0: bias alone, no product to run
         out = int8_matmul_reference(a2, b, bias, mult if requant else None,
                                     sh if requant else None, bits)  # fmt: skip
         return out.reshape(*lead, N)

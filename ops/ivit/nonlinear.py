@@ -219,6 +219,8 @@ def shiftmax(x: torch.Tensor, scale: float, bits: int = 8, backend: str = "auto"
     _check_int(x, op)
     _check_bits(bits, op)
     i0 = exp_unit(scale, op)
+    if x.shape[-1] == 0:  # no features: empty, as torch.softmax
+        return torch.empty(x.shape, dtype=torch.int8, device=x.device), 2.0 ** -(bits - 1)
     if not use_triton(x, backend, op):
         return shiftmax_reference(x, scale, bits)
     D = x.shape[-1]
@@ -372,6 +374,8 @@ def i_layernorm(
     _check_bits(bits, op)
     D = x.shape[-1]
     check(D <= MAX_LN_ROW, op, "x.shape[-1]", f"at most {MAX_LN_ROW}", D)
+    if D == 0:  # no features: empty, as torch's layer_norm
+        return torch.empty(x.shape, dtype=torch.int8, device=x.device), float(out_scale)
     if not use_triton(x, backend, op):
         return i_layernorm_reference(x, weight, bias, out_scale, bits)
     check(D <= MAX_ROW, op, "x.shape[-1] on the Triton path", f"at most {MAX_ROW}", D)

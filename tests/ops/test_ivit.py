@@ -333,6 +333,18 @@ def test_argument_errors_say_where():
         requantize(x.int(), 3, 0)
 
 
+def test_empty_axes():
+    """No features: empty results, as torch.softmax and layer_norm give; no inner axis (K = 0):
+    the product is the bias alone (float64 checks it)."""
+    assert shiftmax(torch.ones(3, 0, dtype=torch.int8), 0.1)[0].shape == (3, 0)
+    assert i_layernorm(torch.ones(3, 0, dtype=torch.int8))[0].shape == (3, 0)
+    bias = torch.arange(4, dtype=torch.int32)
+    out = int8_matmul(torch.ones(2, 3, 0, dtype=torch.int8), torch.ones(0, 4, dtype=torch.int8),
+                      bias=bias)  # fmt: skip
+    want = (torch.ones(2, 3, 0).double() @ torch.ones(0, 4).double()).int() + bias
+    assert out.dtype == torch.int32 and torch.equal(out, want)
+
+
 # ---------------------------------------------------------------------- error against floats
 
 
