@@ -4,6 +4,8 @@ Triton kernels of kernels.py on CUDA tensors (float32 and 16-bit) and PyTorch in
 arithmetic otherwise; maths and choices in README.md.
 """
 
+import math
+
 import torch
 
 from .._backend import check, use_triton
@@ -223,5 +225,6 @@ def lmul_linear(x, weight, bias=None, mantissa_bits=4, backend="auto"):
                    None if v is None else v.device)  # fmt: skip
         kernel = _kernel_dtype(torch.promote_types(x.dtype, weight.dtype))
     lead = x.shape[:-1]
-    y = LMulLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, mantissa_bits, kernel)
+    x2 = x.reshape(math.prod(lead), x.shape[-1])
+    y = LMulLinearFunction.apply(x2, weight, bias, mantissa_bits, kernel)
     return y.reshape(*lead, weight.shape[0])

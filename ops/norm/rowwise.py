@@ -480,7 +480,8 @@ def _params(weight, bias):
 
 
 def _kernel(x, backend: str, op: str) -> bool:
-    return use_triton(x, backend, op) and x.dtype != torch.float64
+    """The Triton kernels, but for float64 and rows of no features (PyTorch's form then)."""
+    return use_triton(x, backend, op) and x.dtype != torch.float64 and x.shape[-1] > 0
 
 
 def layer_norm(x, weight=None, bias=None, eps: float = 1e-5, backend: str = "auto"):

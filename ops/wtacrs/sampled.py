@@ -165,10 +165,10 @@ def wtacrs_linear(
         if t is not None:
             _check(t.dtype == x.dtype, f"{name}.dtype", f"{x.dtype} as x", t.dtype)
     kernel = use_triton(x, backend, "wtacrs_linear") and x.dtype != torch.float64
-    if not (torch.is_grad_enabled() and weight.requires_grad):  # no dW: nothing to sample
-        return F.linear(x, weight, bias)
+    if not (torch.is_grad_enabled() and weight.requires_grad) or x.shape[-1] == 0:
+        return F.linear(x, weight, bias)  # no dW (or an empty one): nothing to sample
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1])
+    x2 = x.reshape(math.prod(lead), x.shape[-1])
     if grad_norms is not None:
         _check(tuple(grad_norms.shape) == tuple(lead), "grad_norms", tuple(lead),
                tuple(grad_norms.shape))  # fmt: skip

@@ -1,0 +1,47 @@
+"""Empty axes through the op library's linear maps and norms: results of the right (empty)
+shape, as torch's own layers give, and a backward that runs. (The integer ops' and the gated
+families' empty inputs are tested with them.)"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ncd import ops
+
+
+def _leaf(*shape):
+    return torch.randn(*shape, requires_grad=True)
+
+
+@pytest.mark.parametrize("op", ["wtacrs_linear", "lmul_linear"])
+@pytest.mark.parametrize("shape", [(0, 8), (2, 3, 0), (4, 0)], ids=str)
+def test_linear_maps(op, shape):
+    """No rows, or no features (K = 0: the output is the bias, as F.linear gives)."""
+    x, w, b = _leaf(*shape), _leaf(5, shape[-1]), _leaf(5)
+    y = getattr(ops, op)(x, w, b)
+    want = F.linear(x, w, b)
+    assert y.shape == want.shape
+    torch.testing.assert_close(y, want)
+    y.sum().backward()
+    assert b.grad is not None and w.grad.shape == w.shape
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm"])
+@pytest.mark.parametrize("shape", [(0, 8), (3, 0)], ids=str)
+def test_norms(op, shape):
+    x = _leaf(*shape)
+    args = (x, torch.randn(shape)) if op.startswith("add") else (x,)
+    y = getattr(ops, op)(*args)
+    y = y[0] if isinstance(y, tuple) else y
+    assert y.shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+
+
+@pytest.mark.interpret
+def test_norms_of_no_features_on_the_kernel_path():
+    """Rows of no features never reach the kernels (which tile at least 16 features)."""
+    x = _leaf(3, 0)
+    y, s = ops.add_rms_norm(x, torch.randn(3, 0), backend="triton")
+    assert y.shape == s.shape == (3, 0)
+    assert ops.layer_norm(x, backend="triton").shape == (3, 0)
