@@ -79,7 +79,9 @@ def _chunk(q, k, v, g, s, scale):
     o = scale * torch.einsum("bihk,bhkv->bihv", q * b.exp(), s)
     rel = b - b[:, n // 2 : n // 2 + 1]
     causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-    if rel.numel() == 0 or float(rel.detach().abs().max()) <= SAFE_SPAN:  # (empty batch)
+    # traced (torch.compile, torch.export): the exact form, with no data-dependent branch
+    factor = not torch.compiler.is_compiling() and rel.numel() > 0
+    if factor and float(rel.detach().abs().max()) <= SAFE_SPAN:
         a = torch.einsum("bihk,bjhk->bhij", q * rel.exp(), k * (-rel).exp())
         a = scale * a.masked_fill(~causal, 0.0)
     else:

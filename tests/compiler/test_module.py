@@ -53,6 +53,20 @@ def test_torch_compile(block):
     assert m.q_proj.weight.grad is not None
 
 
+@pytest.mark.parametrize("name", ["gla_block", "deltanet_block"])
+def test_gated_blocks_trace_whole(name):
+    """The gated blocks' CPU forms under torch.compile (fullgraph: no graph break, GLA's
+    data-dependent choice of form skipped when traced) and torch.export: the eager outputs."""
+    c = gallery.get(name)
+    m = ncd_compile(c).eval()
+    xs = tuple(example_inputs(c.check(), dtype=torch.float32))
+    want = m(*xs)
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(*xs), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.export.export(m, xs).module()(*xs), want, rtol=1e-4,
+                               atol=1e-5)  # fmt: skip
+
+
 def test_torch_func(block):
     c, m, x = block
     params = {k: v.detach() for k, v in m.named_parameters()}
