@@ -65,7 +65,7 @@ def _combine(a: _Parts, b: _Parts, m, dtype, exact):
     del mag
     out = torch.where(a.sign != b.sign, -out, out)
     special = a.special | b.special
-    if bool(special.any()):
+    if torch.compiler.is_compiling() or bool(special.any()):  # (traced: no host read)
         out = torch.where(special, exact(), out)
     return out
 

@@ -53,10 +53,11 @@ def test_torch_compile(block):
     assert m.q_proj.weight.grad is not None
 
 
-@pytest.mark.parametrize("name", ["gla_block", "deltanet_block"])
-def test_gated_blocks_trace_whole(name):
-    """The gated blocks' CPU forms under torch.compile (fullgraph: no graph break, GLA's
-    data-dependent choice of form skipped when traced) and torch.export: the eager outputs."""
+@pytest.mark.parametrize("name", ["gla_block", "deltanet_block", "lightning_block", "lmul_linear"])
+def test_blocks_on_ncd_ops_trace_whole(name):
+    """Blocks on ncd.ops' CPU forms under torch.compile (fullgraph: no graph break; the host
+    reads of GLA's choice of form, of the decay check and of L-Mul's special values are
+    skipped when traced) and torch.export: the eager outputs."""
     c = gallery.get(name)
     m = ncd_compile(c).eval()
     xs = tuple(example_inputs(c.check(), dtype=torch.float32))
