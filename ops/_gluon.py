@@ -15,13 +15,24 @@ import torch
 
 from ._backend import interpreting
 
-try:  # Gluon's Hopper API as of Triton 3.6
+try:  # Gluon's Hopper API as of Triton 3.6, imported here for every Gluon kernel
     import triton
-    from triton.experimental import gluon  # noqa: F401
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     GLUON = triton.__version__.startswith("3.6")
-except Exception:  # pragma: no cover - other Triton versions
+except Exception:  # pragma: no cover - other Triton versions, or none
     GLUON = False
+    gluon = gl = fence_async_shared = mbarrier = tma = warpgroup_mma = warpgroup_mma_wait = None
+    TensorDescriptor = None
 
 # The 16-bit dtypes the kernels take, by their names in Gluon.
 GL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}

@@ -29,6 +29,16 @@ import torch
 
 from .. import _gluon as common
 from .._backend import cdiv, launch_compiled
+from .._gluon import (
+    TensorDescriptor,
+    fence_async_shared,
+    gl,
+    gluon,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 from .._kernels import grouped_tile
 
 BLOCK_M = 128  # output rows per program (64 per consumer warpgroup)
@@ -41,18 +51,6 @@ NUM_STAGES = 5  # ring depth: (128 + BLOCK_N) x BLOCK_K bytes a stage
 AHEAD = True
 CONSUMER_REGS = 232  # registers per thread of the consumer warpgroups (setmaxnreg)
 PRODUCER_REGS = 40  # of the 1-warp TMA producer
-
-if common.GLUON:
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared,
-        mbarrier,
-        tma,
-        warpgroup_mma,
-        warpgroup_mma_wait,
-    )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 
 if common.GLUON:

@@ -31,6 +31,16 @@ import torch
 
 from ... import _gluon as common
 from ..._backend import launch_compiled
+from ..._gluon import (
+    TensorDescriptor,
+    fence_async_shared,
+    gl,
+    gluon,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 64  # query rows per step
@@ -38,18 +48,6 @@ BLOCK_N = 128  # keys per program (64 per consumer warpgroup)
 NUM_STAGES = 2  # Q / dO ring depth
 CONSUMER_REGS = 240  # registers per thread of the consumer warpgroups (setmaxnreg)
 PRODUCER_REGS = 24  # of the 1-warp TMA producer
-
-if common.GLUON:
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared,
-        mbarrier,
-        tma,
-        warpgroup_mma,
-        warpgroup_mma_wait,
-    )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 
 if common.GLUON:

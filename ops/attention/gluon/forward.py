@@ -30,6 +30,16 @@ import torch
 
 from ... import _gluon as common
 from ..._backend import launch_compiled
+from ..._gluon import (
+    TensorDescriptor,
+    fence_async_shared,
+    gl,
+    gluon,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 128  # query rows per program (64 per consumer warpgroup)
@@ -37,18 +47,6 @@ BLOCK_N = 128  # keys per step
 NUM_STAGES = 2  # K / V ring depth
 CONSUMER_REGS = 240  # registers per thread of the consumer warpgroups (setmaxnreg)
 PRODUCER_REGS = 24  # of the 1-warp TMA producer
-
-if common.GLUON:
-    from triton.experimental import gluon
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (
-        fence_async_shared,
-        mbarrier,
-        tma,
-        warpgroup_mma,
-        warpgroup_mma_wait,
-    )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 
 if common.GLUON:
