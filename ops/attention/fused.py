@@ -567,8 +567,7 @@ def softmax_attention(
     dtypes float16, bfloat16 and float32 (float32 products as three tf32 products: about
     float32's accuracy, several times slower than 16-bit);
     head widths up to 128 on the Triton path (64 and 128 are the tuned ones; wider heads
-    take PyTorch's attention). Differentiable
-    in q, k and v.
+    take PyTorch's attention). Differentiable in q, k and v.
 
     >>> q = torch.randn(2, 63, 4, 64); k = v = torch.randn(2, 63, 2, 64)
     >>> softmax_attention(q, k, v, causal=True).shape

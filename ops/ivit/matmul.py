@@ -239,15 +239,12 @@ def int8_matmul(
                     sh if per_channel else dummy, 0 if per_channel else mult,
                     0 if per_channel else sh)  # fmt: skip
         flags = {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel}
-        if (
-            _tma_ready(a2, b)
-            and matmul_gluon.available()
-            and matmul_gluon.supports(a2, b, requant)[0]
-        ):
+        tma = _tma_ready(a2, b)
+        if tma and matmul_gluon.available() and matmul_gluon.supports(a2, b, requant)[0]:
             done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, bias, _sm_count(a.device))
             if done is not None:
                 return c.reshape(*lead, N)
-        if _tma_ready(a2, b):
+        if tma:
             programs = _sm_count(a.device)
             launch(
                 _int8_mm_tma_kernel, TMA_CONFIGS,

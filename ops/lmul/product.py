@@ -130,19 +130,19 @@ def lmul(x, y, mantissa_bits=4, backend="auto"):
     tensor([2.2500])
     """
     check(mantissa_bits in MANTISSA_BITS, "lmul", "mantissa_bits", MANTISSA_BITS,
-           mantissa_bits)  # fmt: skip
+          mantissa_bits)  # fmt: skip
     check(isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor), "lmul", "x, y",
-           "tensors", (type(x).__name__, type(y).__name__))  # fmt: skip
+          "tensors", (type(x).__name__, type(y).__name__))  # fmt: skip
     try:
         torch.broadcast_shapes(x.shape, y.shape)
     except RuntimeError:
         check(False, "lmul", "x.shape, y.shape", "shapes that broadcast together",
-               (tuple(x.shape), tuple(y.shape)))  # fmt: skip
+              (tuple(x.shape), tuple(y.shape)))  # fmt: skip
     kernel = use_triton(x, backend, "lmul")
     if kernel:
         for name, v in (("x", x), ("y", y)):
             check(v.is_floating_point(), "lmul", f"{name}.dtype", "a floating point dtype",
-                   v.dtype)  # fmt: skip
+                  v.dtype)  # fmt: skip
         check(y.device == x.device, "lmul", "y.device", f"{x.device} (x's)", y.device)
         kernel = _kernel_dtype(x.dtype) and _kernel_dtype(y.dtype)
     return LMulFunction.apply(x, y, mantissa_bits, kernel)
@@ -220,9 +220,9 @@ def lmul_linear(x, weight, bias=None, mantissa_bits=4, backend="auto"):
     if kernel:
         for name, v in (("x", x), ("weight", weight), ("bias", bias)):
             check(v is None or v.is_floating_point(), op, f"{name}.dtype",
-                   "a floating point dtype", None if v is None else v.dtype)  # fmt: skip
+                  "a floating point dtype", None if v is None else v.dtype)  # fmt: skip
             check(v is None or v.device == x.device, op, f"{name}.device", f"{x.device} (x's)",
-                   None if v is None else v.device)  # fmt: skip
+                  None if v is None else v.device)  # fmt: skip
         kernel = _kernel_dtype(torch.promote_types(x.dtype, weight.dtype))
     lead = x.shape[:-1]
     x2 = x.reshape(math.prod(lead), x.shape[-1])
