@@ -8,16 +8,21 @@ import torch.nn.functional as F
 
 from ncd import ops
 
+# On a GPU the same shapes go through the CUDA paths (the kernels, where the op has them).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))]  # fmt: skip
 
-def _leaf(*shape):
-    return torch.randn(*shape, requires_grad=True)
+
+def _leaf(*shape, device="cpu"):
+    return torch.randn(*shape, device=device, requires_grad=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("op", ["wtacrs_linear", "lmul_linear"])
 @pytest.mark.parametrize("shape", [(0, 8), (2, 3, 0), (4, 0)], ids=str)
-def test_linear_maps(op, shape):
+def test_linear_maps(op, shape, device):
     """No rows, or no features (K = 0: the output is the bias, as F.linear gives)."""
-    x, w, b = _leaf(*shape), _leaf(5, shape[-1]), _leaf(5)
+    x, w, b = (_leaf(*s, device=device) for s in (shape, (5, shape[-1]), (5,)))
     y = getattr(ops, op)(x, w, b)
     want = F.linear(x, w, b)
     assert y.shape == want.shape
@@ -26,11 +31,12 @@ def test_linear_maps(op, shape):
     assert b.grad is not None and w.grad.shape == w.shape
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm"])
 @pytest.mark.parametrize("shape", [(0, 8), (3, 0)], ids=str)
-def test_norms(op, shape):
-    x = _leaf(*shape)
-    args = (x, torch.randn(shape)) if op.startswith("add") else (x,)
+def test_norms(op, shape, device):
+    x = _leaf(*shape, device=device)
+    args = (x, torch.randn(shape, device=device)) if op.startswith("add") else (x,)
     y = getattr(ops, op)(*args)
     y = y[0] if isinstance(y, tuple) else y
     assert y.shape == shape
