@@ -7,8 +7,10 @@
 - gluon: each pass's backends side by side (the Gluon forward and dK/dV against the Triton
   kernels that would run without them, as the library launches them) and SDPA's forward.
 - lin: the linear-attention forward and backward kernels (ops/linear_attention/chunk.py).
+- prep: the delta rule's prepare kernel (ops/delta_rule/chunk.py), ungated and gated, at each
+  configuration of its list and at tighter register caps (more programs an SM, some spills).
 
-    python bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon,lin
+    python bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon,lin,prep
 """
 
 import argparse
@@ -18,10 +20,11 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
-from ncd.ops import config
+from ncd.ops import _backend, config
 from ncd.ops.attention import fused
 from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
+from ncd.ops.delta_rule import chunk as delta_chunk
 from ncd.ops.linear_attention import chunk
 
 # (BLOCK_M, BLOCK_N, warps, stages[, constexprs]) candidates beyond the library's lists.
@@ -31,6 +34,9 @@ DQ = [*fused.DQ_CONFIGS, (128, 128, 8, 3), (64, 128, 4, 3)]
 LA_FWD = [(64, 64, 4, 3), (64, 64, 4, 4), (64, 32, 4, 3), (64, 128, 8, 3), (128, 64, 8, 3)]
 LA_BWD = [(64, 64, 64, 4, 3), (64, 64, 64, 4, 4), (64, 64, 64, 8, 3), (64, 32, 32, 4, 3),
           (64, 32, 64, 4, 3)]  # fmt: skip
+PREP = [*delta_chunk.PREP_CONFIGS,
+        *(triton.Config({"BV": bv}, num_warps=4, num_stages=1, maxnreg=r)
+          for bv, r in ((64, 144), (64, 128), (32, 128)))]  # fmt: skip
 
 
 def run(name, launch, cfgs, flops=None):
@@ -173,6 +179,30 @@ def sweep_linear(T, B=4, H=16, D=128):
     )  # fmt: skip
 
 
+def sweep_prep(T, B=4, H=16, D=128):
+    """The prepare kernel as the library launches it (T, -W and U written), one configuration
+    at a time: the plan cache is cleared so that each list of one is tuned and launched."""
+    torch.manual_seed(0)
+    k = F.normalize(torch.randn(B, T, H, D, device="cuda"), dim=-1).to(torch.bfloat16)
+    v = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+    beta = torch.rand(B, T, H, device="cuda")
+    g = F.logsigmoid(torch.randn(B, T, H, device="cuda")) / 16
+    lay = delta_chunk._Layout(k, None, delta_chunk.CHUNK)
+    print(f"T={T} delta rule prepare kernel (bf16, B={B}, H={H}, K=V={D})")
+    for gated in (False, True):
+        gc = delta_chunk._chunk_gates(g, lay) if gated else None
+        for cfg in PREP:
+            delta_chunk.PREP_CONFIGS = [cfg]
+            _backend._plans.clear()
+            try:
+                fn = lambda gc=gc: delta_chunk._prepare(k, v, gc, beta, lay, True)  # noqa: E731
+                fn()
+                ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
+                print(f"  {'gated' if gated else 'ungated':8s} {cfg!s:70s} {ms:8.3f} ms")
+            except Exception as e:  # a config that does not compile or fit is reported
+                print(f"  {cfg}: {type(e).__name__}: {str(e)[:160]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--T", default="8192")
@@ -186,6 +216,8 @@ def main():
             sweep_gluon(T)
         if "lin" in what:
             sweep_linear(T)
+        if "prep" in what:
+            sweep_prep(T)
 
 
 if __name__ == "__main__":
