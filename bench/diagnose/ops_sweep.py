@@ -7,8 +7,9 @@
 - gluon: each pass's backends side by side (the Gluon forward and dK/dV against the Triton
   kernels that would run without them, as the library launches them) and SDPA's forward.
 - lin: the linear-attention forward and backward kernels (ops/linear_attention/chunk.py).
-- prep: the delta rule's prepare kernel (ops/delta_rule/chunk.py), ungated and gated, at each
-  configuration of its list and at tighter register caps (more programs an SM, some spills).
+- prep: the delta rule's prepare kernel (ops/delta_rule/chunk.py), ungated and gated, with
+  each form of the inverse, at each configuration of its list and at tighter register caps
+  (more programs an SM, some spills).
 
     python bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon,lin,prep
 """
@@ -189,18 +190,23 @@ def sweep_prep(T, B=4, H=16, D=128):
     g = F.logsigmoid(torch.randn(B, T, H, device="cuda")) / 16
     lay = delta_chunk._Layout(k, None, delta_chunk.CHUNK)
     print(f"T={T} delta rule prepare kernel (bf16, B={B}, H={H}, K=V={D})")
+    configs, form = delta_chunk.PREP_CONFIGS, delta_chunk.INVERSE_FORM
     for gated in (False, True):
         gc = delta_chunk._chunk_gates(g, lay) if gated else None
-        for cfg in PREP:
-            delta_chunk.PREP_CONFIGS = [cfg]
-            _backend._plans.clear()
-            try:
-                fn = lambda gc=gc: delta_chunk._prepare(k, v, gc, beta, lay, True)  # noqa: E731
-                fn()
-                ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
-                print(f"  {'gated' if gated else 'ungated':8s} {cfg!s:70s} {ms:8.3f} ms")
-            except Exception as e:  # a config that does not compile or fit is reported
-                print(f"  {cfg}: {type(e).__name__}: {str(e)[:160]}")
+        for delta_chunk.INVERSE_FORM in ("series", "stacked"):
+            for cfg in PREP:
+                delta_chunk.PREP_CONFIGS = [cfg]
+                _backend._plans.clear()
+                what = f"{'gated' if gated else 'ungated':8s} {delta_chunk.INVERSE_FORM:8s} {cfg}"
+                try:
+                    fn = lambda gc=gc: delta_chunk._prepare(k, v, gc, beta, lay, True)  # noqa: E731
+                    fn()
+                    ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
+                    print(f"  {what:86s} {ms:8.3f} ms")
+                except Exception as e:  # a config that does not compile or fit is reported
+                    print(f"  {what}: {type(e).__name__}: {str(e)[:160]}")
+    delta_chunk.PREP_CONFIGS, delta_chunk.INVERSE_FORM = configs, form
+    _backend._plans.clear()
 
 
 def main():

@@ -72,6 +72,11 @@ FWD_CONFIGS = [
 # tf32 halves otherwise (float32 keeps T in float32; float16 halves would overflow on nearly
 # parallel keys, whose inverse's series has large terms).
 INVERSE_SPLIT = {torch.bfloat16: "bf16", torch.float16: "tf32", torch.float32: "tf32"}
+# How the prepare kernel inverts I + A (README.md, "The stacked inverse"): "series", the
+# product-only series on full (BT, BT) tiles, or "stacked", block forward substitution with
+# the block-diagonal tiles multiplied in a stacked (BT, 16) form (about two thirds of the
+# products; not yet timed or checked in bfloat16 on a GPU, so not the default).
+INVERSE_FORM = "series"
 # The forward's scan forms U = T diag(beta) V itself (True) or reads U written by the prepare
 # kernel (False); the backward's scan always forms it (U is not kept).
 FWD_FORM_U = False
@@ -202,20 +207,25 @@ def _dot3(x, y, acc, SPLIT: tl.constexpr):
 
 
 @triton.jit
-def _unit_lower_inverse(a, BT: tl.constexpr, SPLIT: tl.constexpr):
-    """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile, by products only.
-    The 8 x 8 diagonal blocks a_d are nilpotent of order 8, so
-    (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) (four products, all blocks at once as one
-    block-diagonal tile); with D that block-diagonal inverse and N = D (the blocks of a below
-    the block diagonal), N is nilpotent of order BT / 8 and
-    (I + a)^{-1} = (I + N)^{-1} D = prod_j (I + (-N)^(2^j)) D (six more products at BT = 64).
-    Blocks of 8 keep the series' terms small (at most C(7, 3) times the entries' size) when
-    keys are nearly parallel. Products as three tf32 products (about float32's accuracy)."""
+def _unit_lower_inverse(a, BT: tl.constexpr, SPLIT: tl.constexpr, FORM: tl.constexpr):
+    """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile, by products only,
+    as the prepare kernel computes it (FORM as INVERSE_FORM). Both start from the 8 x 8
+    diagonal blocks a_d, nilpotent of order 8: (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4)
+    (four products, all blocks at once as one block-diagonal tile). "series": with D that
+    inverse and N = D (the blocks of a below the block diagonal), N is nilpotent of order
+    BT / 8 and (I + a)^{-1} = (I + N)^{-1} D = prod_j (I + (-N)^(2^j)) D (six more products at
+    BT = 64). "stacked": block forward substitution (_stacked_inverse). Blocks of 8 keep the
+    series' terms small (at most C(7, 3) times the entries' size) when keys are nearly
+    parallel. Products as three products of split operands (_dot3)."""
     offs = tl.arange(0, BT)
     blk_r = offs[:, None] // 8
     blk_c = offs[None, :] // 8
-    d = _block_diag_inverse(tl.where(blk_r == blk_c, a, 0.0), BT, SPLIT)
-    return _below_inverse(d, tl.where(blk_r > blk_c, a, 0.0), BT, SPLIT)
+    a_d = tl.where(blk_r == blk_c, a, 0.0)
+    a_b = tl.where(blk_r > blk_c, a, 0.0)
+    if FORM == "stacked":
+        return _stacked_inverse(_stacked_diag_inverse(a_d, BT, SPLIT), a_b, BT, SPLIT)
+    else:
+        return _below_inverse(_block_diag_inverse(a_d, BT, SPLIT), a_b, BT, SPLIT)
 
 
 @triton.jit
@@ -246,6 +256,82 @@ def _below_inverse(d, a_b, BT: tl.constexpr, SPLIT: tl.constexpr):
             x = _dot3(x, x, zero, SPLIT)
             r = _dot3(x, r, r, SPLIT)  # x r = r x (both polynomials in N)
     return _dot3(r, d, zero, SPLIT)
+
+
+@triton.jit
+def _spread(R: tl.constexpr, C: tl.constexpr, SB: tl.constexpr):
+    """The 0/1 (R, C) tile with ones where the row and the column agree modulo SB: x P with P
+    (BT, SB) stacks a tile x that is block-diagonal in blocks of SB (its row i's block side by
+    side: x[i, SB (i // SB) + c] at column c); xs P with P (SB, BT) spreads the stacked xs back
+    along every block of its rows (masked to the diagonal blocks, x again)."""
+    i = tl.arange(0, R)
+    j = tl.arange(0, C)
+    return tl.where(i[:, None] % SB == j[None, :] % SB, 1.0, 0.0)
+
+
+@triton.jit
+def _exact(x, p, SPLIT: tl.constexpr):
+    """x p for p from _spread and x block-diagonal (or stacked): each entry of the result is
+    one entry of x, so the two products of x's halves (as _dot3 splits them) lose nothing."""
+    if SPLIT == "bf16":
+        xh = x.to(tl.bfloat16)
+        xl = (x - xh.to(tl.float32)).to(tl.bfloat16)
+        pb = p.to(tl.bfloat16)
+        return tl.dot(xh, pb, tl.dot(xl, pb))
+    else:
+        xh, xl = _tf32_split(x)
+        return tl.dot(xh, p, tl.dot(xl, p, input_precision="tf32"), input_precision="tf32")
+
+
+@triton.jit
+def _stacked_diag_inverse(a_d, BT: tl.constexpr, SPLIT: tl.constexpr):
+    """D_8 = (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) for a_d the strictly lower 8 x 8
+    diagonal blocks of a (BT, BT) tile, stacked ((BT, 16), as _spread stacks). Block-diagonal
+    tiles are multiplied in their stacked form: x y = x (y stacked), a quarter of a full
+    product; _spread converts between the forms."""
+    SB: tl.constexpr = 16
+    offs = tl.arange(0, BT)
+    band = (offs[:, None] // SB) == (offs[None, :] // SB)
+    p = _spread(BT, SB, SB)  # also the identity, stacked
+    pt = _spread(SB, BT, SB)
+    zs = tl.zeros([BT, SB], tl.float32)
+    x = -a_d
+    xs = _exact(x, p, SPLIT)
+    ds = p + xs
+    for _ in tl.static_range(2):
+        xs = _dot3(x, xs, zs, SPLIT)  # x^2, x^4
+        x = tl.where(band, _exact(xs, pt, SPLIT), 0.0)
+        ds = _dot3(x, ds, ds, SPLIT)  # x d = d x (both polynomials in a_d)
+    return ds
+
+
+@triton.jit
+def _stacked_inverse(ds, a_b, BT: tl.constexpr, SPLIT: tl.constexpr):
+    """(I + a)^{-1} for a strictly lower (BT, BT) tile by block forward substitution from
+    D_8 (stacked, _stacked_diag_inverse) and a_b (a's entries below its 8 x 8 diagonal
+    blocks): for blocks of b = 16, 32, .., BT, D_b = (I - N) D_{b/2} with N = D_{b/2} w_b
+    (w_b: a's blocks one block of b/2 below D_{b/2}'s, within each block of b; N^2 = 0). The
+    level of 16 multiplies stacked tiles, the others full ones."""
+    SB: tl.constexpr = 16
+    offs = tl.arange(0, BT)
+    r = offs[:, None]
+    c = offs[None, :]
+    band = (r // SB) == (c // SB)
+    p = _spread(BT, SB, SB)
+    pt = _spread(SB, BT, SB)
+    zs = tl.zeros([BT, SB], tl.float32)
+    d = tl.where(band, _exact(ds, pt, SPLIT), 0.0)  # D_8
+    ws = _exact(tl.where(band & ((r // 8) > (c // 8)), a_b, 0.0), p, SPLIT)
+    n = tl.where(band, _exact(_dot3(d, ws, zs, SPLIT), pt, SPLIT), 0.0)
+    d = tl.where(band, _exact(ds - _dot3(n, ds, zs, SPLIT), pt, SPLIT), 0.0)  # D_16
+    zero = tl.zeros([BT, BT], tl.float32)
+    for j in tl.static_range(5, 8):  # blocks of 32, 64, 128
+        if (1 << j) <= BT:
+            lo = (r >> (j - 1)) > (c >> (j - 1))  # below by blocks of 2^(j-1)
+            w = tl.where(((r >> j) == (c >> j)) & lo, a_b, 0.0)
+            n = _dot3(d, w, zero, SPLIT)
+            d = d - _dot3(n, d, zero, SPLIT)
+    return d
 
 
 @triton.jit
@@ -319,7 +405,7 @@ def _prep_kernel(
     Q, K, V, BETA, GATE, WN, U, AI, AQK, KD, CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, STORE_U: tl.constexpr, STORE_QK: tl.constexpr, VARLEN: tl.constexpr,
-    DOT: tl.constexpr, SPLIT: tl.constexpr, BV: tl.constexpr,
+    DOT: tl.constexpr, SPLIT: tl.constexpr, FORM: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """T = (I + A)^{-1} (written to AI, one row of the chunk's tile per token),
     WN = -W = -T diag(beta gamma) K and, with STORE_U, U = T diag(beta) V of one chunk and
@@ -343,11 +429,16 @@ def _prep_kernel(
     blk_r = offs_t[:, None] // 8
     blk_c = offs_t[None, :] // 8
     diag = (blk_r == blk_c) & (offs_t[:, None] > offs_t[None, :])
-    d = _block_diag_inverse(
-        _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT), BT, SPLIT
-    )
+    a_d = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT)
+    if FORM == "stacked":
+        d = _stacked_diag_inverse(a_d, BT, SPLIT)
+    else:
+        d = _block_diag_inverse(a_d, BT, SPLIT)
     a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT)
-    ai_in = _below_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
+    if FORM == "stacked":
+        ai_in = _stacked_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
+    else:
+        ai_in = _below_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
     ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
     tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
     # -W = T diag(-beta gamma) K, BV columns at a time (keys read again)
@@ -881,7 +972,7 @@ def _prepare(k, v, g, beta, lay, store_u, q=None, scale=1.0):
          ai, ai if aqk is None else aqk, wn if kd is None else kd, lay.cu, lay.coff, lay.chunks,
          lay.T, lay.NT, H, B * T, scale), lay,
         K_DIM=K, V_DIM=v.shape[-1], BK=pow2(K), HAS_G=g is not None, STORE_U=store_u,
-        STORE_QK=q is not None, DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype],
+        STORE_QK=q is not None, DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype], FORM=INVERSE_FORM,
     )  # fmt: skip
     return wn, u, ai, aqk, kd
 

@@ -416,11 +416,14 @@ def test_cost_formulas_take_symbols():
 
 
 @pytest.mark.interpret
-def test_nearly_parallel_keys(monkeypatch, nan_alloc):
+@pytest.mark.parametrize("form", ["series", "stacked"])
+def test_nearly_parallel_keys(monkeypatch, nan_alloc, form):
     """Keys within 1 % of one direction and beta near 1: the chunk's triangular system is at
     its worst (the inverse's series has its largest terms). float32 chunks of 64 stay within
-    5e-5 of the float64 recurrence (inverting 16 x 16 blocks by series gave 1.3e-4)."""
+    5e-5 of the float64 recurrence (inverting 16 x 16 blocks by series gave 1.3e-4), with
+    either form of the prepare kernel's inverse."""
     monkeypatch.setattr(chunk, "INTERPRET_CHUNK", 64)
+    monkeypatch.setattr(chunk, "INVERSE_FORM", form)
     gen = torch.Generator().manual_seed(0)
     B, T, H, K, V = 1, 128, 2, 32, 32
     base = torch.randn(1, 1, H, K, generator=gen)
@@ -439,17 +442,18 @@ def test_nearly_parallel_keys(monkeypatch, nan_alloc):
     assert max(errs) < 5e-5, errs
 
 
-def _inverse_tile(A, AI, X, HI, BT: tl.constexpr, SPLIT: tl.constexpr):
+def _inverse_tile(A, AI, X, HI, BT: tl.constexpr, SPLIT: tl.constexpr, FORM: tl.constexpr):
     """Decorated in the test, where TRITON_INTERPRET is set (conftest.py)."""
     offs = tl.arange(0, BT)
     p = offs[:, None] * BT + offs[None, :]
-    tl.store(AI + p, chunk._unit_lower_inverse(tl.load(A + p), BT, SPLIT))
+    tl.store(AI + p, chunk._unit_lower_inverse(tl.load(A + p), BT, SPLIT, FORM))
     tl.store(HI + p, chunk._tf32_split(tl.load(X + p))[0])
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("form", ["stacked", "series"])
 @pytest.mark.parametrize("BT", [16, 32, 64])
-def test_inverse_tile_and_tf32_split(BT):
+def test_inverse_tile_and_tf32_split(BT, form):
     """The prepare kernel's in-register inverse of I + A (A strictly lower, entries as nearly
     parallel keys with beta near 1 give them) against torch.linalg.inv in float64, its
     products on tf32 halves; and the tf32 split's high part against the nearest number with
@@ -461,7 +465,7 @@ def test_inverse_tile_and_tf32_split(BT):
     x = torch.randn(BT, BT, generator=gen) * 10.0 ** torch.randint(-3, 4, (BT, BT), generator=gen)
     x[0, :4] = torch.tensor([1.5, -2.5, 1 + 2.0**-11, -(1 + 3 * 2.0**-11)])  # ties
     ai, hi = torch.empty_like(a), torch.empty_like(x)
-    triton.jit(_inverse_tile)[(1,)](a, ai, x, hi, BT=BT, SPLIT="tf32")
+    triton.jit(_inverse_tile)[(1,)](a, ai, x, hi, BT=BT, SPLIT="tf32", FORM=form)
     ref = torch.linalg.inv(torch.eye(BT, dtype=torch.float64) + a.double())
     assert (ai.double() - ref).abs().max().item() < 1e-5 * ref.abs().max().item()
     m, e = torch.frexp(x.double())  # x = m 2^e, 0.5 <= |m| < 1
