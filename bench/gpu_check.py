@@ -388,6 +388,9 @@ def cases(families, dev, dtype):
                 out.append(("delta_rule", label + " keep_values", delta_rule_case, args, keep))
                 keep = {"delta_keep_values": False, "gated_delta_keep_values": False}
                 out.append(("delta_rule", label + " keep_w", delta_rule_case, args, keep))
+            # the prepare kernel's inverse by stacked block substitution
+            stk = {"delta_stacked_inverse": True}
+            out.append(("delta_rule", label + " stacked", delta_rule_case, args, stk))
             # the scan reading the prepare kernel's Q K^T and decayed keys, alone and keeping
             prep = {"delta_prepared_qk": True}
             out.append(("delta_rule", label + " prepared", delta_rule_case, args, prep))

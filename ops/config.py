@@ -65,6 +65,11 @@ class Settings:
     # sequential loop (delta_rule/README.md). Measured: a little faster for the gated rule
     # from 8k, slower at 2k and for the ungated rule: off.
     delta_prepared_qk: bool = False
+    # The delta rules' prepare kernel inverts I + A by block forward substitution with the
+    # block-diagonal tiles multiplied stacked (about two thirds of the series' products, a
+    # longer chain of dependent ones); off: the product-only series on full tiles
+    # (delta_rule/README.md, "The stacked inverse"). Off until timed on a GPU.
+    delta_stacked_inverse: bool = False
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -89,6 +94,10 @@ ENVIRONMENT = {
     "gated_delta_factored": (
         "NCD_GATED_DELTA_FACTORED",
         "0: the gated delta rule's scans form the decay matrix",
+    ),
+    "delta_stacked_inverse": (
+        "NCD_DELTA_STACKED_INVERSE",
+        "1: the delta rules' inverse by stacked block substitution",
     ),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -190,22 +190,24 @@ def sweep_prep(T, B=4, H=16, D=128):
     g = F.logsigmoid(torch.randn(B, T, H, device="cuda")) / 16
     lay = delta_chunk._Layout(k, None, delta_chunk.CHUNK)
     print(f"T={T} delta rule prepare kernel (bf16, B={B}, H={H}, K=V={D})")
-    configs, form = delta_chunk.PREP_CONFIGS, delta_chunk.INVERSE_FORM
+    configs = delta_chunk.PREP_CONFIGS
     for gated in (False, True):
         gc = delta_chunk._chunk_gates(g, lay) if gated else None
-        for delta_chunk.INVERSE_FORM in ("series", "stacked"):
+        for stacked in (False, True):
             for cfg in PREP:
                 delta_chunk.PREP_CONFIGS = [cfg]
                 _backend._plans.clear()
-                what = f"{'gated' if gated else 'ungated':8s} {delta_chunk.INVERSE_FORM:8s} {cfg}"
+                form = "stacked" if stacked else "series"
+                what = f"{'gated' if gated else 'ungated':8s} {form:8s} {cfg}"
                 try:
-                    fn = lambda gc=gc: delta_chunk._prepare(k, v, gc, beta, lay, True)  # noqa: E731
-                    fn()
-                    ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
+                    with config.override(delta_stacked_inverse=stacked):
+                        fn = lambda gc=gc: delta_chunk._prepare(k, v, gc, beta, lay, True)  # noqa: E731
+                        fn()
+                        ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
                     print(f"  {what:86s} {ms:8.3f} ms")
                 except Exception as e:  # a config that does not compile or fit is reported
                     print(f"  {what}: {type(e).__name__}: {str(e)[:160]}")
-    delta_chunk.PREP_CONFIGS, delta_chunk.INVERSE_FORM = configs, form
+    delta_chunk.PREP_CONFIGS = configs
     _backend._plans.clear()
 
 

@@ -283,10 +283,10 @@ def gated_rows(family, dtype, D):
             split = c.INVERSE_SPLIT[getattr(torch, dtype)]
             add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_U", "STORE_QK", "VARLEN"), none,
                 ("u", ("STORE_U",)), ("u,qk", ("STORE_U", "STORE_QK")), ("qk", ("STORE_QK",)),
-                varlen, HAS_G=gated, SPLIT=split, FORM=c.INVERSE_FORM)  # fmt: skip
-            other = ({"stacked", "series"} - {c.INVERSE_FORM}).pop()  # the form not taken
-            add(f"_prep_kernel {g} {other}", c.PREP_CONFIGS, ("STORE_U",), ("u", ("STORE_U",)),
-                HAS_G=gated, SPLIT=split, FORM=other)  # fmt: skip
+                varlen, HAS_G=gated, SPLIT=split, FORM="series")  # fmt: skip
+            # config delta_stacked_inverse (the training forward's launch)
+            add(f"_prep_kernel {g} stacked", c.PREP_CONFIGS, ("STORE_U",),
+                ("u", ("STORE_U",)), HAS_G=gated, SPLIT=split, FORM="stacked")  # fmt: skip
             fwd = ("USE_S0", "STORE_ST", "STATES", "OUTPUT", "FORM_U", "PREPARED", "VARLEN",
                    "STORE_VN", "LOAD_VN", "FACTOR")  # fmt: skip
             add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS, fwd, ("", ("OUTPUT",)),

@@ -72,11 +72,6 @@ FWD_CONFIGS = [
 # tf32 halves otherwise (float32 keeps T in float32; float16 halves would overflow on nearly
 # parallel keys, whose inverse's series has large terms).
 INVERSE_SPLIT = {torch.bfloat16: "bf16", torch.float16: "tf32", torch.float32: "tf32"}
-# How the prepare kernel inverts I + A (README.md, "The stacked inverse"): "series", the
-# product-only series on full (BT, BT) tiles, or "stacked", block forward substitution with
-# the block-diagonal tiles multiplied in a stacked (BT, 16) form (about two thirds of the
-# products; not yet timed or checked in bfloat16 on a GPU, so not the default).
-INVERSE_FORM = "series"
 # The forward's scan forms U = T diag(beta) V itself (True) or reads U written by the prepare
 # kernel (False); the backward's scan always forms it (U is not kept).
 FWD_FORM_U = False
@@ -209,9 +204,10 @@ def _dot3(x, y, acc, SPLIT: tl.constexpr):
 @triton.jit
 def _unit_lower_inverse(a, BT: tl.constexpr, SPLIT: tl.constexpr, FORM: tl.constexpr):
     """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile, by products only,
-    as the prepare kernel computes it (FORM as INVERSE_FORM). Both start from the 8 x 8
-    diagonal blocks a_d, nilpotent of order 8: (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4)
-    (four products, all blocks at once as one block-diagonal tile). "series": with D that
+    as the prepare kernel computes it (FORM "stacked" with config delta_stacked_inverse,
+    else "series"). Both start from the 8 x 8 diagonal blocks a_d, nilpotent of order 8:
+    (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) (four products, all blocks at once as
+    one block-diagonal tile). "series": with D that
     inverse and N = D (the blocks of a below the block diagonal), N is nilpotent of order
     BT / 8 and (I + a)^{-1} = (I + N)^{-1} D = prod_j (I + (-N)^(2^j)) D (six more products at
     BT = 64). "stacked": block forward substitution (_stacked_inverse). Blocks of 8 keep the
@@ -972,7 +968,8 @@ def _prepare(k, v, g, beta, lay, store_u, q=None, scale=1.0):
          ai, ai if aqk is None else aqk, wn if kd is None else kd, lay.cu, lay.coff, lay.chunks,
          lay.T, lay.NT, H, B * T, scale), lay,
         K_DIM=K, V_DIM=v.shape[-1], BK=pow2(K), HAS_G=g is not None, STORE_U=store_u,
-        STORE_QK=q is not None, DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype], FORM=INVERSE_FORM,
+        STORE_QK=q is not None, DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype],
+        FORM="stacked" if _settings.delta_stacked_inverse else "series",
     )  # fmt: skip
     return wn, u, ai, aqk, kd
 

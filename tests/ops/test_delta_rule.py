@@ -423,7 +423,7 @@ def test_nearly_parallel_keys(monkeypatch, nan_alloc, form):
     5e-5 of the float64 recurrence (inverting 16 x 16 blocks by series gave 1.3e-4), with
     either form of the prepare kernel's inverse."""
     monkeypatch.setattr(chunk, "INTERPRET_CHUNK", 64)
-    monkeypatch.setattr(chunk, "INVERSE_FORM", form)
+    monkeypatch.setattr(config.settings, "delta_stacked_inverse", form == "stacked")
     gen = torch.Generator().manual_seed(0)
     B, T, H, K, V = 1, 128, 2, 32, 32
     base = torch.randn(1, 1, H, K, generator=gen)
