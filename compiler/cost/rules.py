@@ -970,7 +970,8 @@ def _delta_rule(v: BoxView) -> Rule:
             _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)")
         )
     prep = s.delta_prepared_qk  # the prepare kernel also forms Q K^T
-    flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep)
+    stacked = s.delta_stacked_inverse  # the inverse's block-diagonal products on stacked tiles
+    flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep, stacked=stacked)
     flops_bwd = dr.flops_backward(
         B, T, 1, K, V, gated=gated, keep_states=keep, prepared=prep, keep_values=values
     )
@@ -994,6 +995,7 @@ def _delta_rule(v: BoxView) -> Rule:
             *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
             *([f"ops switch {name}_keep_values on: V' kept in place of -W"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
+            *(["ops switch delta_stacked_inverse on: the stacked inverse"] if stacked else []),
             *(
                 ["ops switch gated_delta_factored off: the scans form the decay matrix"]
                 if gated and not s.gated_delta_factored

@@ -5,8 +5,10 @@ the value-block width ``block_v`` must be numbers: the number of products in the
 inverse depends on C). A multiply-add counts 2 FLOPs; the kernels compute whole tiles, so the
 masked halves of the C x C products count. Per chunk of C tokens and head (README.md):
 
-prepare (``_prep_kernel``): K K^T (2 C^2 K), the inverse's block products (``inverse_products``
-    of C^3 each, counted once although they run as three tf32 products), W (2 C^2 K), U (2 C^2 V).
+prepare (``_prep_kernel``): K K^T twice (2 C^2 K each: its diagonal blocks, then the rest, so
+    that A is not held through the first part of the inverse), the inverse (``inverse_macs``:
+    every product of tiles as the three products of split operands the kernel runs, the
+    stacked form's conversions included), W (2 C^2 K), U (2 C^2 V).
 forward scan (``_scan_fwd_kernel``, one program per value block): W S (2 C K V), Q K^T
     (2 C^2 K, repeated in each of the V / block_v programs), Q S (2 C K V), P V' (2 C^2 V),
     K^T V' (2 C K V).
@@ -14,7 +16,10 @@ backward (W and T kept from the forward): the scan in STATES mode (U = T diag(be
     K^T V'); the reverse scan (its own Q K^T per value block, or with ``prepared`` one Q K^T
     per chunk in ``_qk_kernel``; P^T dO, K dS, Q^T dO, W^T dV');
     the chunk kernel (dO S^T, dO V'^T, V' dS^T, T^T dV', (T^T dV') S^T, (T^T dV') V'^T per
-    value block, then Q K^T, K K^T and three C x C by C x K products).
+    value block, then K K^T, three C x C by C x K products and, gated, Q K^T).
+
+``stacked`` (ops/config.py's ``delta_stacked_inverse``): the inverse by block substitution
+with the block-diagonal products on stacked (C, 16) tiles (``inverse_macs``).
 
 ``keep_states`` (ops/config.py's ``delta_keep_states``): in training the forward's scan also
 writes the state entering each chunk and V', autograd keeps them, and the backward has no
@@ -32,31 +37,40 @@ per chunk instead of once per value block in the scan) and writes it (C per toke
 the decayed keys (K per token), which the scan reads; the backward's ``_qk_kernel`` forms
 them again (freed before the gradients are allocated) for its two scans.
 
-``gated`` adds only elementwise work (exponentials of C x C tiles) and the gate's reads.
+``gated`` adds the chunk kernel's Q K^T (for dg), elementwise work (exponentials of C x C
+tiles) and the gate's reads.
 Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
 normalisation are not counted.
 """
 
-
-def inverse_products(C=64):
-    """C x C x C products in the inverse of one chunk: none for C = 16 (one block), else
-    2 log2(C / 16) (the block Neumann series and the final product with the block inverse)."""
-    n, blocks = 0, C // 16
-    while blocks > 1:
-        n, blocks = n + 2, blocks // 2
-    return n
+import math
 
 
-def _prepare_flops(C, K, V):
-    """Per token."""
-    return 2 * C * (2 * K + V) + inverse_products(C) * 2 * C * C
+def inverse_macs(C=64, stacked=False):
+    """Multiply-adds of the prepare kernel's inverse of one chunk, as it runs them (README.md,
+    "Chunked form" and "The stacked inverse"); each product of tiles is three products of
+    split operands (_dot3). The series: four products for the 8 x 8 diagonal blocks, N, two
+    per squaring of N while its power is not zero, and the last product with D, all of C^3.
+    Stacked: the diagonal blocks' products and the level of 16 on (C, 16) tiles (32 products of
+    16 C^2 in all, the exact conversions' two each included), then two full products per level
+    of 32 .. C."""
+    levels = int(math.log2(C // 8))  # 8 x 8 blocks to C: 16, 32, .., C
+    if not stacked:
+        return 3 * (4 + 2 * levels) * C**3
+    return 32 * 16 * C**2 + 3 * 2 * (levels - 1) * C**3
 
 
-def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False, prepared=False):
+def _prepare_flops(C, K, V, stacked=False):
+    """Per token: K K^T twice, W, U and the inverse."""
+    return 2 * C * (3 * K + V) + 2 * inverse_macs(C, stacked) // C  # C divides it
+
+
+def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False, prepared=False,
+                  stacked=False):  # fmt: skip
     V = K if V is None else V
     qk = 2 * C * K if prepared else (V / block_v) * 2 * C * K
     scan = qk + 6 * K * V + 2 * C * V
-    return B * H * T * (_prepare_flops(C, K, V) + scan)
+    return B * H * T * (_prepare_flops(C, K, V, stacked) + scan)
 
 
 def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False, keep_states=False,
@@ -69,7 +83,7 @@ def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False, keep_state
     states = 0 if keep_states else 2 * K * V if keep_values else 2 * C * V + 4 * K * V
     qk = 2 * C * K if prepared else (V / block_v) * 2 * C * K
     reverse = qk + 2 * C * V + 6 * K * V + (2 * C * V if keep_values else 0)
-    chunk = 6 * K * V + 6 * C * V + 10 * C * K
+    chunk = 6 * K * V + 6 * C * V + (10 if gated else 8) * C * K
     return B * H * T * (states + reverse + chunk)
 
 

@@ -412,7 +412,55 @@ def test_cost_formulas_take_symbols():
         assert isinstance(sympy.expand(fn(B, T, H, K, V)), sympy.Expr)
     n = dict(B=4, T=8192, H=16, K=128, V=128)
     assert cost.flops_forward(**n) > cost.flops_minimal(**n)
-    assert cost.inverse_products(16) == 0 and cost.inverse_products(64) == 4
+    assert cost.inverse_macs(64) == 30 * 64**3 and cost.inverse_macs(64, stacked=True) == (
+        32 * 16 * 64**2 + 12 * 64**3
+    )
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize(
+    "switches",
+    [{}, {"delta_stacked_inverse": True}, {"delta_keep_states": True},
+     {"delta_keep_values": True, "gated_delta_keep_values": True}, {"delta_prepared_qk": True}],
+    ids=["default", "stacked", "keep_states", "keep_values", "prepared"],
+)  # fmt: skip
+def test_flops_are_the_products_the_kernels_run(monkeypatch, gated, switches):
+    """The cost model's FLOPs against the multiply-adds of every product the kernels execute,
+    counted in the interpreter's dot (at its chunk and value block), forward and backward."""
+    from triton.runtime import interpreter
+
+    from ncd.ops.delta_rule import cost
+
+    macs = []
+    dot = interpreter.InterpreterBuilder.create_dot
+
+    def counting(self, a, b, d, *args):
+        macs.append(a.data.shape[-2] * a.data.shape[-1] * b.data.shape[-1])
+        return dot(self, a, b, d, *args)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", counting)
+    gen = torch.Generator().manual_seed(3)
+    B, T, H, K, V = 1, 48, 2, 32, 32
+    q, v = torch.randn(B, T, H, K, generator=gen), torch.randn(B, T, H, V, generator=gen)
+    k = torch.nn.functional.normalize(torch.randn(B, T, H, K, generator=gen), dim=-1)
+    beta, g = torch.rand(B, T, H, generator=gen), -torch.rand(B, T, H, generator=gen) / 8
+    xs = [x.requires_grad_() for x in (q, k, v, beta, g)]
+    with config.override(**switches):
+        if gated:
+            o, _ = gated_delta_rule(*xs, backend="triton")
+        else:
+            o, _ = delta_rule(*xs[:4], backend="triton")
+        forward, macs[:] = 2 * sum(macs), []
+        o.sum().backward()
+    kw = dict(C=chunk.INTERPRET_CHUNK, block_v=chunk.INTERPRET_CONFIG["BV"], gated=gated,
+              prepared="delta_prepared_qk" in switches)  # fmt: skip
+    stacked = "delta_stacked_inverse" in switches
+    assert forward == cost.flops_forward(B, T, H, K, V, **kw, stacked=stacked)
+    assert 2 * sum(macs) == cost.flops_backward(
+        B, T, H, K, V, **kw, keep_states="delta_keep_states" in switches,
+        keep_values="delta_keep_values" in switches,
+    )  # fmt: skip
 
 
 @pytest.mark.interpret

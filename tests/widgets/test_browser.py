@@ -194,7 +194,7 @@ def test_build_an_mlp_with_a_residual_by_clicking_and_dragging(step):
         "() => document.querySelector('.ncd-output-name').value === ''"
     )
     # nothing left loose, once the drawing with the output has replaced the one before it
-    s.locator("g.node.ncd-dangling").first.wait_for(state="detached", timeout=10_000)
+    s.locator("g.node.ncd-dangling").first.wait_for(state="detached")  # the page default, 60 s
     assert s.locator('g.edge[data-tail="x/copy"][data-head="binary"]').count() == 3  # B T D
     shot(page, 0, "mlp-residual")
 
