@@ -454,8 +454,8 @@ class _Walker:
                 la, nz = linear_attention_cost, r.normalize
                 io = la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz)
                 io_b = la.io_backward(B, T, 1, K, V, bytes_per=bp, normalize=nz)
-                kf = la.flops_forward(B, T, 1, K, V, normalize=nz)
-                kb = la.flops_backward(B, T, 1, K, V, normalize=nz)
+                kf = la.flops_forward(B, T, 1, K, V, normalize=nz, precise=bp < 4)
+                kb = la.flops_backward(B, T, 1, K, V, normalize=nz, precise=bp < 4)
                 kernel = "ncd.ops.linear_attention" + (" (normalize)" if nz else "")
             for b in r.boxes:
                 bc = by_name[b]

@@ -853,13 +853,15 @@ def _plain_linear_attention(v: BoxView) -> Rule:
     notes = ["FLOPs, IO and saved tensors: ops/linear_attention/cost.py (chunked kernel, C=64)"]
     la, nz = linear_attention_cost, bool(b.normalize)
     kept, do_copy = _copies(v)
-    flops = la.flops_forward(B, T, 1, K, V, normalize=nz)
+    precise = bp < 4  # normalised 16-bit inputs: float32 operands as hi + lo pairs
+    flops = la.flops_forward(B, T, 1, K, V, normalize=nz, precise=precise)
+    flops_bwd = la.flops_backward(B, T, 1, K, V, normalize=nz, precise=precise)
     norm = _own("o32_den", 4 * B * T * (V + 1), "output and denominator (float32)")
     return Rule(
         flops=flops,
         mm=flops,
-        flops_bwd=la.flops_backward(B, T, 1, K, V, normalize=nz),
-        mm_bwd=la.flops_backward(B, T, 1, K, V, normalize=nz),
+        flops_bwd=flops_bwd,
+        mm_bwd=flops_bwd,
         saved=[*kept, *_if(nz, norm)],
         bwd_temps=la.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, normalize=nz) + do_copy,
         io=la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz),

@@ -1,37 +1,63 @@
 """FLOP and HBM-traffic formulas of chunked causal linear attention, for the cost model.
 
 Plain functions of the sizes; only + - * /, so sympy symbols work as well as numbers. A
-multiply-add counts 2 FLOPs. ``C`` is the chunk length (64 in the tuned kernels). Per chunk
-of C tokens and head: intra-chunk scores q k^T (2 C^2 K), their product with v (2 C^2 V),
-the inter-chunk read q S (2 C K V) and the state update k^T v (2 C K V); causal masking
-halves the useful part of the first two but the kernels compute whole tiles.
+multiply-add counts 2 FLOPs; the products (tl.dot) are counted as the kernels run them, whole
+tiles (the causal mask's zeros included). ``C`` is the chunk length, ``block_v`` / ``block_k``
+the kernels' value and key block widths (64 each in the tuned kernels). Per chunk of C tokens
+and head, each forward program (one per value block) forms the intra-chunk scores q k^T
+(2 C^2 K, so once per value block), their product with its block of v, the inter-chunk read
+q S and the state update k^T v. The backward's three roles (dq and dk programs per key block,
+dv programs per value block) form their own score tiles likewise (``flops_backward``).
 
-``normalize=True`` (``o = num / (q . z)``, z the running sum of k) runs a second scan on a
-tile of ``NORM_COLUMNS`` columns of ones for the denominator, forward and backward, writes
-num and den in float32, and keeps the float32 output and denominator for the backward. Not
-counted: the extra products of its PRECISE mode (float32 operands multiplied as hi + lo
-pairs of the input dtype).
+``normalize=True`` (``o = num / (q . z)``, z the running sum of k) runs a second forward and
+a second backward on ``NORM_COLUMNS`` columns of ones for the denominator (their value-block
+programs on tiles of ``max(NORM_COLUMNS, block_v)`` columns, the dq and dk programs on
+``NORM_COLUMNS``), writes num and den in float32 and keeps the float32 output and denominator
+for the backward. With 16-bit inputs (``precise``) both runs multiply their float32 operands as
+hi + lo pairs of the input dtype: two products where one would do (q S and its product with v
+in the forward; do S^T and dA k in the dq programs, v dS^T in the dk programs, k dS in the
+dv programs). The element-wise division is not counted. Checked against the products the
+kernels run under the interpreter (tests/ops/test_linear_attention.py).
 """
 
 NORM_COLUMNS = 16
 
 
-def flops_forward(B, T, H, K, V=None, C=64, normalize=False):
-    V = K if V is None else V
-    f = B * H * T * (2 * C * (K + V) + 4 * K * V)
-    if normalize:  # the denominator's scan, then the division
-        f += flops_forward(B, T, H, K, NORM_COLUMNS, C) + B * H * T * V
-    return f
+def _forward_run(K, width, nv, C, precise):
+    """One forward launch per token: nv programs, ``width`` value columns in all."""
+    return 2 * C * K * nv + 4 * K * width + 2 * C * width + (2 * K + 2 * C) * width * precise
 
 
-def flops_backward(B, T, H, K, V=None, C=64, normalize=False):
-    """Three scans: dq (do v^T, its product with k, do S^T, k^T v), dk and dv likewise (and
-    the same three for the denominator when normalised)."""
+def _backward_run(K, full, width, nk, nv, C, precise):
+    """One backward launch per token: the dq and dk programs (nk each) over the ``full`` value
+    columns, the dv programs (nv) over ``width``."""
+    dq = 2 * C * full * nk + 4 * K * full + 2 * C * K + (2 * K * full + 2 * C * K) * precise
+    dk = 2 * C * full * nk + 4 * K * full + 2 * C * K + 2 * K * full * precise
+    dv = 2 * C * K * nv + 4 * K * width + 2 * C * width + 2 * K * width * precise
+    return dq + dk + dv
+
+
+def flops_forward(B, T, H, K, V=None, C=64, normalize=False, block_v=64, precise=False):
     V = K if V is None else V
-    f = 3 * flops_forward(B, T, H, K, V, C)
+    p = 1 if (normalize and precise) else 0
+    f = _forward_run(K, V, V / block_v, C, p)
+    if normalize:  # the denominator's run: one value-block program
+        f += _forward_run(K, max(NORM_COLUMNS, block_v), 1, C, p)
+    return B * H * T * f
+
+
+def flops_backward(B, T, H, K, V=None, C=64, normalize=False, block_k=64, block_v=64,
+                   precise=False):  # fmt: skip
+    """Three roles: dq (per key block: do v^T, do S^T, its product with k, k^T v), dk (v
+    do^T, v dS^T, its product with q, q^T do) and dv (per value block: k q^T, k dS, its
+    product with do, q^T do); with ``normalize``, the same for the denominator."""
+    V = K if V is None else V
+    nk = K / block_k
+    p = 1 if (normalize and precise) else 0
+    f = _backward_run(K, V, V, nk, V / block_v, C, p)
     if normalize:
-        f += 3 * flops_forward(B, T, H, K, NORM_COLUMNS, C)
-    return f
+        f += _backward_run(K, NORM_COLUMNS, max(NORM_COLUMNS, block_v), nk, 1, C, p)
+    return B * H * T * f
 
 
 def flops_minimal(B, T, H, K, V=None):

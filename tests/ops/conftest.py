@@ -110,3 +110,20 @@ def nan_alloc(monkeypatch):
 
     monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(empty_like(*a, **k)))
+
+
+@pytest.fixture
+def dot_macs(monkeypatch):
+    """A list that collects the multiply-adds of every product (tl.dot) the interpreter runs
+    during the test: the work the kernels do, to check the cost formulas against."""
+    from triton.runtime import interpreter
+
+    macs = []
+    dot = interpreter.InterpreterBuilder.create_dot
+
+    def counting(self, a, b, d, *args):
+        macs.append(a.data.shape[-2] * a.data.shape[-1] * b.data.shape[-1])
+        return dot(self, a, b, d, *args)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", counting)
+    return macs

@@ -287,3 +287,32 @@ def test_normalize_with_state_at_the_rounding_floor(use_decay):
             assert err < 2 * floor, (name, err, floor)
         else:  # the float32 states and their gradients, from float16 products (and decays)
             assert err < 5e-4, (name, err)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_flops_are_the_products_the_kernels_run(dot_macs, dtype, normalize):
+    """The cost model's FLOPs against the multiply-adds of every product the kernels execute,
+    counted in the interpreter's dot at its blocks (two key blocks, four value blocks), forward
+    and backward; normalised 16-bit inputs multiply their float32 operands as hi + lo pairs."""
+    from ncd.ops.linear_attention import cost
+
+    gen = torch.Generator().manual_seed(4)
+    B, T, H, K, V = 1, 48, 2, 32, 64
+    q, k = (torch.rand(B, T, H, K, generator=gen).to(dtype).requires_grad_() for _ in "qk")
+    v = torch.randn(B, T, H, V, generator=gen).to(dtype).requires_grad_()
+    o, _ = linear_attention(q, k, v, decay=torch.tensor([0.9, 0.95]), normalize=normalize,
+                            backend="triton")  # fmt: skip
+    forward, dot_macs[:] = 2 * sum(dot_macs), []
+    o.float().sum().backward()
+    blocks = dict(C=chunk.INTERPRET_FWD["BLOCK_T"], normalize=normalize,
+                  precise=dtype != torch.float32)  # fmt: skip
+    assert chunk.INTERPRET_BWD["BLOCK_T"] == blocks["C"]
+    assert forward == cost.flops_forward(
+        B, T, H, K, V, block_v=chunk.INTERPRET_FWD["BLOCK_V"], **blocks
+    )
+    assert 2 * sum(dot_macs) == cost.flops_backward(
+        B, T, H, K, V, block_k=chunk.INTERPRET_BWD["BLOCK_KS"],
+        block_v=chunk.INTERPRET_BWD["BLOCK_VS"], **blocks,
+    )  # fmt: skip

@@ -329,3 +329,29 @@ def test_cost_formulas_take_symbols():
     n = dict(B=4, T=8192, H=16, K=128)
     assert cost.exp2_forward(**n) * 20 < cost.exp2_forward(**n, exact=True)
     assert cost.flops_backward(**n, want_dg=True) > cost.flops_backward(**n, want_dg=False)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("want_dg", [False, True])
+def test_flops_are_the_products_the_kernels_run(dot_macs, dtype, want_dg):
+    """The cost model's FLOPs against the multiply-adds of every product the kernels execute,
+    counted in the interpreter's dot at its blocks, forward and backward (with dg, 16-bit
+    inputs read the states as hi + lo pairs)."""
+    from ncd.ops.simple_gla import cost
+
+    gen = torch.Generator().manual_seed(5)
+    B, T, H, K, V = 1, 128, 2, 32, 64
+    q, k = (torch.randn(B, T, H, K, generator=gen).to(dtype).requires_grad_() for _ in "qk")
+    v = torch.randn(B, T, H, V, generator=gen).to(dtype).requires_grad_()
+    g = (F.logsigmoid(torch.randn(B, T, H, generator=gen)) / 8).requires_grad_(want_dg)
+    o, _ = simple_gla(q, k, v, g, backend="triton")
+    forward, dot_macs[:] = 2 * sum(dot_macs), []
+    o.float().sum().backward()
+    C = chunk.CHUNK
+    assert forward == cost.flops_forward(B, T, H, K, V, C=C, block_v=chunk.INTERPRET_FWD["BLOCK_V"])
+    assert 2 * sum(dot_macs) == cost.flops_backward(
+        B, T, H, K, V, C=C, block_k=chunk.INTERPRET_BWD["BLOCK_KS"],
+        block_v=chunk.INTERPRET_BWD["BLOCK_VS"], want_dg=want_dg,
+        precise=dtype != torch.float32,
+    )  # fmt: skip
