@@ -19,9 +19,11 @@
 #             DeltaNet blocks' training step against the same blocks written with fla's kernels
 #             (gated_blocks: its fla warm-up fills a call of its own, STEPS=gated_blocks);
 #             PROFILE_OPS and GATED_OPS (comma lists) narrow the profile and the ncd rows
-#   delta     the delta rule: its gpu_check cases (bf16, fp16; the forward keeping its chunk
-#             states and the scans reading prepared products among them), ncd at 2k-32k under
-#             the switches side by side in one process (DELTA_VARIANTS, default: none,
+#   delta     the delta rule: the prepare kernel's two forms of the inverse at each
+#             configuration (ops_sweep.py --what prep), its gpu_check cases (bf16, fp16; the
+#             forward keeping its chunk states, the scans reading prepared products and the
+#             stacked inverse among them), ncd at 2k-32k under the switches side by side in
+#             one process (DELTA_VARIANTS, default: none, delta_stacked_inverse,
 #             gated_delta_factored=0, delta_keep_values, gated_delta_keep_values,
 #             delta_keep_states) beside fla,
 #             each kernel's share at 8k
@@ -145,6 +147,7 @@ case $SUITE in
   delta)  # the delta rule: every option checked in bf16 and fp16 (the forward that keeps its
     # chunk states or V' too), ncd beside fla at 2k-32k with the states recomputed and kept
     # (NCD_DELTA_KEEP_STATES, NCD_DELTA_KEEP_VALUES), each kernel's share at 8k each way
+    step delta_prep_sweep 200 $PY bench/diagnose/ops_sweep.py --T 8192 --what prep
     step delta_check 300 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16,float16 \
       ${CHECK_MATCH:+--match "$CHECK_MATCH"} --commit "$COMMIT" --out "$OUT/delta_check.json"
     # each configuration alone (every kernel in entry N of its list, untuned), on the cases of
@@ -156,7 +159,7 @@ case $SUITE in
     done
     # ncd under each switch side by side in one process (rows name their variant)
     step delta_ncd 240 $PY bench/ops_gated.py --impls ncd --ops ${DELTA_OPS:-delta_rule,gated_delta_rule} \
-      --variants ${DELTA_VARIANTS:-default,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
+      --variants ${DELTA_VARIANTS:-default,delta_stacked_inverse,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
       --T ${GATED_T:-2048 8192 32768} --limit 115 --out "$OUT/delta_ncd.json"
     step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \
       --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 --out "$OUT/delta_fla.json"
