@@ -625,12 +625,14 @@ class Studio(w.VBox):
         v = self._value_of(ref)
         return v.names if isinstance(v, TensorType) else ()
 
-    def _on_add(self, kind: str, after: str = "", fields: dict | None = None) -> None:
-        """A box of `kind` reading the value `after` names (or the last one), with `fields`
+    def _on_add(self, kind: str, after: str | None = None, fields: dict | None = None) -> None:
+        """A box of `kind` reading the value `after` names (None: the selection; "": the last
+        value), with `fields`
         (a choice found by the palette's search, e.g. {"fn": "relu"}) and the rest guessed.
         Every input port reads that value, or, where that does not validate (a linear
         attention reads its queries there, not its keys and values), the first port alone:
         the others are left to wire, drawn as loose ends."""
+        after = self.canvas.selected if after is None else after
         if after.startswith("wire:"):
             after = ""
         ref = self._ref_of(after)
@@ -718,7 +720,10 @@ class Studio(w.VBox):
                 seen[p] = src
         self.edit_here(lambda c: edits.connect(c, ref, node, port), f"wired {ref} -> {node}.{port}")
 
-    def _on_add_output(self, name: str = "", ref: str = "", path: str = "") -> None:
+    def _on_add_output(self, name: str = "", ref: str = "", path: str | None = None) -> None:
+        """An output `name` of the value `ref`, else of the one `path` names (None: the
+        selection)."""
+        path = self.canvas.selected if path is None else path
         ref = ref or self._ref_of(path)
         if not ref:
             raise SchemaError("output: select a box first (its result becomes the output)")
@@ -730,9 +735,11 @@ class Studio(w.VBox):
         _need_axes(name, axes)
         self.edit_here(lambda c: edits.add_input(c, name, axes, dtype), f"added input {name}")
 
-    def _on_add_subcircuit(self, name: str = "", after: str = "") -> None:
-        """A new subcircuit reading the selected value (or the last one), called from here
-        and opened: it starts as the identity (output y = its input x)."""
+    def _on_add_subcircuit(self, name: str = "", after: str | None = None) -> None:
+        """A new subcircuit reading the value `after` names (None: the selection; "": the
+        last value), called from here and opened: it starts as the identity (output y = its
+        input x)."""
+        after = self.canvas.selected if after is None else after
         if after.startswith("wire:"):
             after = ""
         ref = self._ref_of(after)
@@ -756,7 +763,9 @@ class Studio(w.VBox):
     def _dtype_of(self, ref: str) -> str:
         return getattr(self._value_of(ref), "dtype", "float32")
 
-    def _on_delete(self, path: str = "") -> None:
+    def _on_delete(self, path: str | None = None) -> None:
+        """Delete the box, input or output `path` names (None: the selection)."""
+        path = self.canvas.selected if path is None else path
         c = self.view
         if not path or path.startswith("wire:"):
             raise SchemaError("delete: select a box, an input or an output first")

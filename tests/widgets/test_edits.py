@@ -33,6 +33,30 @@ def mlp_by_intents():
     return s
 
 
+def test_intents_on_the_selection_take_the_kernels():
+    """The page's add, output and delete name no box: the kernel takes its own selection,
+    which has the boxes it selected itself after an edit (the page may not have heard of
+    them yet when the next click comes) and every select the page sent before."""
+    s = Studio()
+    cv = s.canvas
+    cv.intent("add_input", name="x", axes="B T D")
+    for kind in ["linear", "unary", "linear"]:
+        cv.intent("add", kind=kind)  # each reads the box added before it
+    reads = {b.name: [r for r in b.inputs.values()] for b in s.view.boxes}
+    assert reads["unary"] == ["linear"] and reads["linear2"] == ["unary"]
+    cv.intent("select", path="linear")
+    cv.intent("add", kind="unary")  # reads the selected box, not the last one
+    assert [r for r in next(b for b in s.view.boxes if b.name == "unary2").inputs.values()] == [
+        "linear"
+    ]
+    cv.intent("select", path="linear2")
+    cv.intent("add_output", name="y")
+    assert [(o.name, o.source) for o in s.view.outputs] == [("y", "linear2")]
+    cv.intent("select", path="unary2")
+    cv.intent("delete")
+    assert "unary2" not in {b.name for b in s.view.boxes}
+
+
 def mlp_by_hand(extra=None):
     b = Builder("untitled")
     x = b.input("x", "B T D")

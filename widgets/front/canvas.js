@@ -32,6 +32,9 @@ function render({ model, el }) {
   // JupyterLab: keys pressed in the widget are the widget's (Ctrl+Z is not the notebook's).
   el.dataset.lmSuppressShortcuts = "true";
   let sentAt = 0;
+  // Intents on "the selection" (add, add_output, add_subcircuit, delete) name no box: the
+  // kernel reads its own, which has every select sent before them and the box it selected
+  // itself after an edit, which this page may not have received yet.
   const send = (op, args = {}) => {
     sentAt = performance.now();
     model.send({ op, ...args });
@@ -79,12 +82,12 @@ function render({ model, el }) {
   });
   addOut.addEventListener("click", () => {
     pending = outName;
-    send("add_output", { name: outName.value.trim(), path: model.get("selected") });
+    send("add_output", { name: outName.value.trim() });
   });
-  del.addEventListener("click", () => send("delete", { path: model.get("selected") }));
+  del.addEventListener("click", () => send("delete"));
   addSub.addEventListener("click", () => {
     pending = subName;
-    send("add_subcircuit", { name: subName.value.trim(), after: model.get("selected") });
+    send("add_subcircuit", { name: subName.value.trim() });
   });
   // Enter in a toolbar field presses the button beside it.
   for (const [field, button] of [[inName, addIn], [inAxes, addIn], [outName, addOut],
@@ -157,7 +160,7 @@ function render({ model, el }) {
       const first = list.querySelector(".ncd-kind");
       if (first) {
         const fields = first.dataset.fields ? JSON.parse(first.dataset.fields) : null;
-        send("add", { kind: first.dataset.kind, after: model.get("selected"), fields });
+        send("add", { kind: first.dataset.kind, fields });
       }
     }
   });
@@ -512,7 +515,7 @@ function render({ model, el }) {
         g.classList.remove("ncd-target");
       }
       if (!moved) {  // a click: the box follows the selection (or the last value)
-        send("add", { kind, after: model.get("selected"), fields });
+        send("add", { kind, fields });
         return;
       }
       const at = document.elementFromPoint(ev.clientX, ev.clientY);
@@ -521,7 +524,7 @@ function render({ model, el }) {
       if (edge) send("splice", { kind, tail: edge.dataset.tail, head: edge.dataset.head });
       else if (node) send("add", { kind, after: pathOf(node), fields });
       else if (at && stage.contains(at)) {
-        send("add", { kind, after: model.get("selected"), fields });
+        send("add", { kind, fields });
       }
     };
     window.addEventListener("pointermove", move);
@@ -537,7 +540,7 @@ function render({ model, el }) {
     else if (mod && e.key.toLowerCase() === "z") send("undo");
     else if (mod && e.key.toLowerCase() === "y") send("redo");
     else if (e.key === "Delete" || e.key === "Backspace") {
-      if (model.get("selected")) send("delete", { path: model.get("selected") });
+      if (model.get("selected")) send("delete");
     } else if (e.key === "Escape") {
       select("");
       info.textContent = "";
