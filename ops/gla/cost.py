@@ -7,7 +7,12 @@ off-diagonal sub-blocks of A by tensor-core products (``2 BC^2 K`` each, ``NC = 
 ``NC`` diagonal sub-blocks elementwise (``BC^2 K`` each of exp, two products and a sum: ``5 BC^2
 K``), then the inter-chunk read ``q S`` and state update ``k^T v`` (``2 C K V`` each) and
 ``A v`` (``2 C^2 V``). Per token that is what the functions below add up. Tiles are computed
-whole (masked parts included), as the kernels do. ``bytes_per`` is the size of a q/k/v
+whole (masked parts included), as the kernels do. Where a chunk's gates span little
+(``SAFE_SPAN``, gla/reference.py), the kernels form its A as one ``C x C x K`` product instead
+(``2 C K`` per token, all on tensor cores): at C = 64, BC = 16 the same count as the
+sub-chunk form's ``(C - BC) K + 5 BC K``, of which the diagonal blocks' part is elementwise.
+The products are therefore not checked against the interpreter's count as the other
+families' are (their number depends on the gates). ``bytes_per`` is the size of a q/k/v
 element, ``gate_bytes`` of a gate element (float32 gates with 16-bit q/k/v: 4).
 """
 
