@@ -285,7 +285,7 @@ def gated_rows(family, dtype, D):
                 ("u", ("STORE_U",)), ("u,qk", ("STORE_U", "STORE_QK")), ("qk", ("STORE_QK",)),
                 varlen, HAS_G=gated, SPLIT=split, FORM="series")  # fmt: skip
             # config delta_stacked_inverse (the training forward's launch)
-            add(f"_prep_kernel {g} stacked", c.PREP_CONFIGS, ("STORE_U",),
+            add(f"_prep_kernel {g} stacked", c.PREP_CONFIGS, ("STORE_U", "STORE_QK", "VARLEN"),
                 ("u", ("STORE_U",)), HAS_G=gated, SPLIT=split, FORM="stacked")  # fmt: skip
             fwd = ("USE_S0", "STORE_ST", "STATES", "OUTPUT", "FORM_U", "PREPARED", "VARLEN",
                    "STORE_VN", "LOAD_VN", "FACTOR")  # fmt: skip
