@@ -391,6 +391,9 @@ def cases(families, dev, dtype):
             # the prepare kernel's inverse by stacked block substitution
             stk = {"delta_stacked_inverse": True}
             out.append(("delta_rule", label + " stacked", delta_rule_case, args, stk))
+            # the backward's chunk kernel as persistent programs
+            per = {"delta_persistent_chunk": True}
+            out.append(("delta_rule", label + " persistent", delta_rule_case, args, per))
             # the scan reading the prepare kernel's Q K^T and decayed keys, alone and keeping
             prep = {"delta_prepared_qk": True}
             out.append(("delta_rule", label + " prepared", delta_rule_case, args, prep))

@@ -70,6 +70,11 @@ class Settings:
     # longer chain of dependent ones); off: the product-only series on full tiles
     # (delta_rule/README.md, "The stacked inverse"). Off until timed on a GPU.
     delta_stacked_inverse: bool = False
+    # The delta rules' backward chunk kernel as persistent programs (a few an SM, each looping
+    # over (chunk, head) pairs) that the compiler can pipeline across pairs, so that one
+    # pair's loads overlap the previous pair's products; off: one program a pair
+    # (delta_rule/README.md). Off until timed on a GPU.
+    delta_persistent_chunk: bool = False
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -98,6 +103,10 @@ ENVIRONMENT = {
     "delta_stacked_inverse": (
         "NCD_DELTA_STACKED_INVERSE",
         "1: the delta rules' inverse by stacked block substitution",
+    ),
+    "delta_persistent_chunk": (
+        "NCD_DELTA_PERSISTENT_CHUNK",
+        "1: the delta rules' backward chunk kernel as persistent programs",
     ),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

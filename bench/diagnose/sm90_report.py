@@ -182,7 +182,7 @@ def linear_kernel(kernel, cfg, D=128, decay=False):
 # Integer (non-pointer) arguments of the gated kernels; every other upper-case argument that is
 # not a constexpr is a pointer. At the benchmark shapes (B = 4, T = 4096, H = 16, K = V = 128)
 # all of them are multiples of 16, as the JIT sees them.
-GATED_INTS = {"T", "TT", "H", "NT", "SQB", "SQT", "SQH", "SVB", "SVT", "SVH", "SGB", "SGS"}
+GATED_INTS = {"T", "TT", "H", "NT", "NC", "SQB", "SQT", "SQH", "SVB", "SVT", "SVH", "SGB", "SGS"}
 # Pointers that are float32 whatever the inputs' dtype, per family (the launchers' buffers);
 # "gate" names take the gates' dtype (GLA reads g as given; the others convert it to float32).
 GATED_F32 = {
@@ -312,6 +312,8 @@ def gated_rows(family, dtype, D):
             add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
                 HAS_G=gated)  # fmt: skip
+            add(f"_bwd_chunk_persistent {g}", c.BWD_CHUNK_PERSISTENT_CONFIGS, (), none,
+                HAS_G=gated, VARLEN=False)  # fmt: skip
     for lab, kernel, cfg, consts in rows:
         tune = ",".join(f"{k}={v}" for k, v in cfg.kwargs.items())
         regs = f" r{cfg.maxnreg}" if cfg.maxnreg else ""

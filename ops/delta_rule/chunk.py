@@ -103,6 +103,16 @@ BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
     triton.Config({"BV": 64}, num_warps=8, num_stages=1),
 ]
+# _bwd_chunk_persistent (config delta_persistent_chunk): FLATTEN fuses the value-block loop
+# into the loop over (chunk, head) pairs, so that the pipeliner prefetches across pairs.
+BWD_CHUNK_PERSISTENT_CONFIGS = [
+    triton.Config({"BV": 64, "FLATTEN": True}, num_warps=8, num_stages=2),
+    triton.Config({"BV": 32, "FLATTEN": True}, num_warps=8, num_stages=2),
+    triton.Config({"BV": 32, "FLATTEN": True}, num_warps=8, num_stages=3),
+]
+# Persistent programs an SM (one 8-warp program fills an SM's registers; more than one
+# queue behind it, ready to start as one ends).
+PERSISTENT_PER_SM = 1
 # BV = 32 at one stage is not offered: the code Triton 3.6 compiles for sm_90 from it makes an
 # illegal memory access on the H200 for the ungated rule, where the interpreter (the kernel's
 # source, checked access by access against its buffers) and the other three configurations
@@ -776,9 +786,9 @@ def _scan_bwd_kernel(
 
 
 @triton.jit
-def _bwd_chunk_kernel(
+def _bwd_chunk_tile(
     Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
-    CU, COFF, CHUNKS, T, NT, H, TT, scale,
+    CU, COFF, CHUNKS, T, NT, H, TT, scale, c, i_h,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
@@ -787,8 +797,6 @@ def _bwd_chunk_kernel(
     (dB = T^T dX for X = T B; dA = -(dB_w W^T + dB_u U^T) = -dB_u V'^T on the strict lower
     triangle, since dB_w = -dB_u S^T and W S = U - V') for dk, dv, dbeta, and dg as the
     reverse cumulative sum of dG."""
-    c = tl.program_id(0)
-    i_h = tl.program_id(1)
     bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
     offs_t = tl.arange(0, BT)
     offs_k = tl.arange(0, BK)
@@ -885,6 +893,41 @@ def _bwd_chunk_kernel(
         tl.store(DG + tok * H + i_h, dg, mask=r_ok)
 
 
+@triton.jit
+def _bwd_chunk_kernel(
+    Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
+    CU, COFF, CHUNKS, T, NT, H, TT, scale,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """_bwd_chunk_tile of chunk program_id(0), head program_id(1)."""
+    _bwd_chunk_tile(
+        Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG, CU, COFF, CHUNKS,
+        T, NT, H, TT, scale, tl.program_id(0), tl.program_id(1), K_DIM, V_DIM, BK, BT, HAS_G,
+        VARLEN, DOT, BV,
+    )  # fmt: skip
+
+
+@triton.jit
+def _bwd_chunk_persistent(
+    Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
+    CU, COFF, CHUNKS, T, NT, H, TT, scale, NC,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+    HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+    FLATTEN: tl.constexpr,
+):  # fmt: skip
+    """_bwd_chunk_tile of every (chunk, head) pair, program p taking pairs p, p + programs,
+    ...: one loop, which the compiler pipelines across pairs (FLATTEN: the value-block loop
+    and this one as one), so that the next pair's tiles load while this one's multiply."""
+    n_prog = tl.num_programs(0)
+    for tile in tl.range(tl.program_id(0), NC * H, n_prog, flatten=FLATTEN):
+        _bwd_chunk_tile(
+            Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG, CU, COFF,
+            CHUNKS, T, NT, H, TT, scale, tile // H, tile % H, K_DIM, V_DIM, BK, BT, HAS_G,
+            VARLEN, DOT, BV,
+        )  # fmt: skip
+
+
 def _dot(x: torch.Tensor) -> str:
     """The products' precision: float32 operands as three tf32 products (about float32's
     accuracy), 16-bit operands as they are."""
@@ -936,6 +979,15 @@ def _bound(q) -> float:
 def _launch(kernel, configs, grid, args, lay, **meta):
     meta = dict(meta, BT=lay.BT, VARLEN=lay.varlen)
     launch(kernel, configs, grid, args, meta, INTERPRET_CONFIG, key=KEY)
+
+
+def _persistent_programs(x: torch.Tensor) -> int:
+    """How many persistent programs fill the device of x (a few under the interpreter, so
+    that each loops over several pairs)."""
+    if interpreting():
+        return 3
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    return sms * PERSISTENT_PER_SM
 
 
 def _chunk_gates(g, lay):
@@ -1099,13 +1151,20 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
         dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
-        _launch(
-            _bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H),
-            (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
-             dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT, H,
-             B * T, scale), lay,
-            K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q),
-        )  # fmt: skip
+        args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
+                dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT,
+                H, B * T, scale)  # fmt: skip
+        meta = dict(K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q))
+        if _settings.delta_persistent_chunk:
+            programs = min(lay.NC * H, _persistent_programs(q))
+            launch(
+                _bwd_chunk_persistent, BWD_CHUNK_PERSISTENT_CONFIGS, lambda m: (programs,),
+                (*args, lay.NC), dict(meta, BT=lay.BT, VARLEN=lay.varlen),
+                dict(INTERPRET_CONFIG, FLATTEN=False), key=KEY,
+            )  # fmt: skip
+        else:
+            _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
+                    **meta)  # fmt: skip
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
 
 

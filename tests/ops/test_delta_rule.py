@@ -186,6 +186,28 @@ def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_al
 
 
 @pytest.mark.interpret
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_persistent_chunk_kernel(case, dtype, monkeypatch, nan_alloc):
+    """Config delta_persistent_chunk: the backward's chunk kernel as a few programs that each
+    loop over (chunk, head) pairs (three under the interpreter, so each takes several, and
+    the last ones fewer than the others); outputs and every gradient against the recurrence,
+    and the persistent kernel is the one launched."""
+    launched = []
+    real = chunk.launch
+
+    def counted(kernel, configs, grid, *rest, **kw):
+        launched.append((kernel, grid(dict(chunk.INTERPRET_CONFIG, FLATTEN=False))))
+        return real(kernel, configs, grid, *rest, **kw)
+
+    monkeypatch.setattr(chunk, "launch", counted)
+    fn = gated_delta_rule if case[5] else delta_rule
+    with config.override(delta_persistent_chunk=True):
+        compare(fn, case, dtype, backend="triton")
+    assert (chunk._bwd_chunk_persistent, (3,)) in launched, launched
+
+
 @pytest.mark.parametrize("factored", [True, False], ids=["factored", "decay_matrix"])
 @pytest.mark.parametrize("keep", ["none", "states", "values"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
