@@ -22,9 +22,10 @@
 #   delta     the delta rule: the prepare kernel's two forms of the inverse at each
 #             configuration (ops_sweep.py --what prep), its gpu_check cases (bf16, fp16; the
 #             forward keeping its chunk states, the scans reading prepared products, the
-#             stacked inverse and the persistent chunk kernel among them), ncd at 2k-32k under
-#             the switches side by side in one process (DELTA_VARIANTS, default: none,
-#             delta_stacked_inverse, delta_persistent_chunk, both, gated_delta_factored=0,
+#             stacked inverse, the persistent chunk kernel and the state checkpoints among
+#             them), ncd at 2k-32k under the switches side by side in one process
+#             (DELTA_VARIANTS, default: none, delta_checkpoint_states, delta_stacked_inverse,
+#             delta_persistent_chunk, checkpoints + stacked, gated_delta_factored=0,
 #             delta_keep_values, gated_delta_keep_values, delta_keep_states) beside fla,
 #             each kernel's share at 8k each way; more than one call's steps: STEPS picks
 #             (DELTA_OPS narrows delta_ncd)
@@ -159,7 +160,7 @@ case $SUITE in
     done
     # ncd under each switch side by side in one process (rows name their variant)
     step delta_ncd 240 $PY bench/ops_gated.py --impls ncd --ops ${DELTA_OPS:-delta_rule,gated_delta_rule} \
-      --variants ${DELTA_VARIANTS:-default,delta_stacked_inverse,delta_persistent_chunk,delta_stacked_inverse+delta_persistent_chunk,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
+      --variants ${DELTA_VARIANTS:-default,delta_checkpoint_states,delta_stacked_inverse,delta_persistent_chunk,delta_checkpoint_states+delta_stacked_inverse,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
       --T ${GATED_T:-2048 8192 32768} --limit 115 --out "$OUT/delta_ncd.json"
     step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \
       --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 --out "$OUT/delta_fla.json"

@@ -394,6 +394,9 @@ def cases(families, dev, dtype):
             # the backward's chunk kernel as persistent programs
             per = {"delta_persistent_chunk": True}
             out.append(("delta_rule", label + " persistent", delta_rule_case, args, per))
+            # the states rescanned from the forward's checkpoints, segments in parallel
+            ck = {"delta_checkpoint_states": True}
+            out.append(("delta_rule", label + " checkpoints", delta_rule_case, args, ck))
             # the scan reading the prepare kernel's Q K^T and decayed keys, alone and keeping
             prep = {"delta_prepared_qk": True}
             out.append(("delta_rule", label + " prepared", delta_rule_case, args, prep))

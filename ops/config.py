@@ -75,6 +75,11 @@ class Settings:
     # pair's loads overlap the previous pair's products; off: one program a pair
     # (delta_rule/README.md). Off until timed on a GPU.
     delta_persistent_chunk: bool = False
+    # The delta rules' training forward keeps the state entering every 16th chunk (float32:
+    # an eighth of the bytes of the states delta_keep_states keeps), and the backward
+    # recomputes the chunk states from them, the 16-chunk segments in parallel, instead of in
+    # one sequential scan per sequence and head (delta_rule/README.md). Off until timed.
+    delta_checkpoint_states: bool = False
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -103,6 +108,10 @@ ENVIRONMENT = {
     "delta_stacked_inverse": (
         "NCD_DELTA_STACKED_INVERSE",
         "1: the delta rules' inverse by stacked block substitution",
+    ),
+    "delta_checkpoint_states": (
+        "NCD_DELTA_CHECKPOINT_STATES",
+        "1: the delta rules' forward keeps state checkpoints for the backward",
     ),
     "delta_persistent_chunk": (
         "NCD_DELTA_PERSISTENT_CHUNK",

@@ -182,16 +182,31 @@ def linear_kernel(kernel, cfg, D=128, decay=False):
 # Integer (non-pointer) arguments of the gated kernels; every other upper-case argument that is
 # not a constexpr is a pointer. At the benchmark shapes (B = 4, T = 4096, H = 16, K = V = 128)
 # all of them are multiples of 16, as the JIT sees them.
-GATED_INTS = {"T", "TT", "H", "NT", "NC", "SQB", "SQT", "SQH", "SVB", "SVT", "SVH", "SGB", "SGS"}
+GATED_INTS = {
+    "T",
+    "TT",
+    "H",
+    "NT",
+    "NC",
+    "CKPT",
+    "SQB",
+    "SQT",
+    "SQH",
+    "SVB",
+    "SVT",
+    "SVH",
+    "SGB",
+    "SGS",
+}
 # Pointers that are float32 whatever the inputs' dtype, per family (the launchers' buffers);
 # "gate" names take the gates' dtype (GLA reads g as given; the others convert it to float32).
 GATED_F32 = {
     "sgla": {"GATE", "DG", "S0", "ST", "DST", "DS0"},
     "gla": {"A", "DA", "DQ32", "DK32", "W", "HB", "GC", "S0", "ST", "DST", "DS0"},
-    "delta": {"BETA", "GATE", "DBETA", "DG", "S0", "ST", "DST", "DS0"},
+    "delta": {"BETA", "GATE", "DBETA", "DG", "S0", "ST", "DST", "DS0", "CK"},
 }
 GATED_GATE = {"gla": {"G", "DG"}}
-GATED_IPTR = {"CU", "COFF", "CHUNKS"}
+GATED_IPTR = {"CU", "COFF", "CHUNKS", "SOFF"}
 
 
 def gated_kernel(family, kernel, cfg, consts, ty, gate_ty):
@@ -288,8 +303,11 @@ def gated_rows(family, dtype, D):
             add(f"_prep_kernel {g} stacked", c.PREP_CONFIGS, ("STORE_U", "STORE_QK", "VARLEN"),
                 ("u", ("STORE_U",)), HAS_G=gated, SPLIT=split, FORM="stacked")  # fmt: skip
             fwd = ("USE_S0", "STORE_ST", "STATES", "OUTPUT", "FORM_U", "PREPARED", "VARLEN",
-                   "STORE_VN", "LOAD_VN", "FACTOR")  # fmt: skip
+                   "STORE_VN", "LOAD_VN", "FACTOR", "STORE_CK", "SEGMENTED")  # fmt: skip
             add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS, fwd, ("", ("OUTPUT",)),
+                ("checkpoints", ("OUTPUT", "STORE_CK", *(("FACTOR",) if gated else ()))),
+                ("states segmented", ("STATES", "FORM_U", "SEGMENTED",
+                                      *(("FACTOR",) if gated else ()))),
                 ("s0,st", ("OUTPUT", "USE_S0", "STORE_ST")), ("form_u", ("OUTPUT", "FORM_U")),
                 ("states", ("STATES", "FORM_U")), ("output+states", ("OUTPUT", "STATES", "FORM_U")),
                 ("varlen", ("OUTPUT", "VARLEN")), ("values", ("OUTPUT", "STORE_VN")),

@@ -117,8 +117,12 @@ PERSISTENT_PER_SM = 1
 # illegal memory access on the H200 for the ungated rule, where the interpreter (the kernel's
 # source, checked access by access against its buffers) and the other three configurations
 # are right (README.md, "Backward").
+# Config delta_checkpoint_states: the forward keeps the state entering every CHECKPOINT_CHUNKS-th
+# chunk (float32), and the backward's states scan runs those segments in parallel.
+CHECKPOINT_CHUNKS = 16
 # Under the interpreter: small chunks and blocks (the interpreter's cost is per operation).
 INTERPRET_CHUNK = 16
+INTERPRET_CHECKPOINT = 2
 INTERPRET_CONFIG = {"BV": 16}
 KEY = ["H", "K_DIM", "V_DIM", "HAS_G", "VARLEN"]
 
@@ -585,13 +589,61 @@ def _scan_fwd_chunk(
 
 
 @triton.jit
+def _checkpoint_base(SOFF, i_n, i_h, NT, H, CKPT, K_DIM: tl.constexpr, V_DIM: tl.constexpr,
+                     VARLEN: tl.constexpr):  # fmt: skip
+    """Offset in CK ([segments, H, K, V]) of sequence i_n's first checkpoint of head i_h:
+    packed sequences' first segments are in SOFF, else sequence n has cdiv(NT, CKPT)."""
+    if VARLEN:
+        seg0 = tl.load(SOFF + i_n).to(tl.int64)
+    else:
+        seg0 = i_n.to(tl.int64) * tl.cdiv(NT, CKPT)
+    return (seg0 * H + i_h) * K_DIM * V_DIM
+
+
+@triton.jit
+def _scan_fwd_chunks(
+    Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, CK, ck_base, CKPT, S, i_first, i_end,
+    bos, L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal,
+    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
+    STATES: tl.constexpr, STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr,
+    FORM_U: tl.constexpr, PREPARED: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
+    STORE_CK: tl.constexpr,
+):  # fmt: skip
+    """Chunks i_first .. i_end - 1 of the state scan: returns S after them. STORE_CK: in
+    segments of CKPT chunks, each state entering one written to CK first (outside the loop
+    over its chunks, which the compiler pipelines)."""
+    if STORE_CK:
+        ck = CK + ck_base
+        seg_stride = (ck_base * 0 + H) * (K_DIM * V_DIM)  # int64, as ck_base
+        for i_s in range(0, tl.cdiv(i_end, CKPT)):
+            tl.store(ck + s_off, S, mask=s_mask)
+            ck += seg_stride
+            for i in range(i_s * CKPT, tl.minimum(i_s * CKPT + CKPT, i_end)):
+                S = _scan_fwd_chunk(
+                    Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H,
+                    TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal, K_DIM,
+                    V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT,
+                    FACTORED,
+                )  # fmt: skip
+    else:
+        for i in range(i_first, i_end):
+            S = _scan_fwd_chunk(
+                Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H, TT,
+                scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal, K_DIM, V_DIM,
+                BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT, FACTORED,
+            )  # fmt: skip
+    return S
+
+
+@triton.jit
 def _scan_fwd_kernel(
-    Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, AQK, KD, CU, COFF, T, NT, H, TT, scale,
+    Q, K, V, WN, U, AI, BETA, GATE, O, S0, ST, HS, VN, AQK, KD, CK, SOFF, CU, COFF, T, NT, H, TT,
+    scale, CKPT,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr, STATES: tl.constexpr,
     STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr, FORM_U: tl.constexpr,
     PREPARED: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, FACTOR: tl.constexpr,
-    BOUND: tl.constexpr, BV: tl.constexpr,
+    BOUND: tl.constexpr, STORE_CK: tl.constexpr, SEGMENTED: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """The state scan: per chunk V' = U - W S (WN = -W), the output, S updated. FORM_U: U =
     T diag(beta) V formed here from T (AI), else read (U). LOAD_VN: V' read from VN (kept by
@@ -601,16 +653,32 @@ def _scan_fwd_kernel(
     PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the decayed keys from KD
     (the prepare kernel's STORE_QK) rather than formed here. FACTOR (gated): the factored decay
     (_scan_fwd_chunk); with OUTPUT in every chunk when every chunk's log decays sum to more
-    than -BOUND, else the decay matrix in every chunk (one loop each: no branch per chunk)."""
+    than -BOUND, else the decay matrix in every chunk (one loop each: no branch per chunk).
+    Checkpoints (config delta_checkpoint_states): STORE_CK writes the state entering every
+    CKPT-th chunk (float32, CK [segments, H, K, V], SOFF the first segment of each packed
+    sequence); SEGMENTED scans only the CKPT chunks of segment program_id(2), starting from
+    its checkpoint, so that the backward's states scan runs segments in parallel."""
     i_nh, i_h, bos, L, c0, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask = _scan_tiles(
         CU, COFF, T, NT, H, K_DIM, V_DIM, BK, BT, BV, VARLEN
     )
-    if USE_S0:
+    n_chunks = tl.cdiv(L, BT)
+    i_first = 0
+    i_end = n_chunks
+    ck_base = 0
+    if STORE_CK or SEGMENTED:
+        ck_base = _checkpoint_base(SOFF, i_nh // H, i_h, NT, H, CKPT, K_DIM, V_DIM, VARLEN)
+    if SEGMENTED:
+        i_s = tl.program_id(2)
+        i_first = i_s * CKPT
+        i_end = tl.minimum(i_first + CKPT, n_chunks)
+        seg_ok = s_mask & (s_off * 0 + i_first < n_chunks)  # a sequence of fewer segments
+        S = tl.load(CK + ck_base + i_s.to(tl.int64) * H * K_DIM * V_DIM + s_off, mask=seg_ok,
+                    other=0.0)  # fmt: skip
+    elif USE_S0:
         S = tl.load(S0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
     else:
         S = tl.zeros([BK, BV], tl.float32)
     causal = offs_t[:, None] >= offs_t[None, :]
-    n_chunks = tl.cdiv(L, BT)
     if FACTOR:
         # b <= 1 scales V' for the state update in any chunk; the output's a >= 1 needs the
         # bound (a runtime true without an output: its loop alone runs)
@@ -619,29 +687,27 @@ def _scan_fwd_kernel(
         else:
             factored = n_chunks >= 0
         if factored:
-            for i in range(0, n_chunks):
-                S = _scan_fwd_chunk(
-                    Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h,
-                    H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal,
-                    K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED,
-                    DOT, True,
-                )  # fmt: skip
+            S = _scan_fwd_chunks(
+                Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, CK, ck_base, CKPT, S, i_first,
+                i_end, bos, L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off,
+                s_mask, causal, K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT,
+                FORM_U, PREPARED, DOT, True, STORE_CK,
+            )  # fmt: skip
         else:
-            for i in range(0, n_chunks):
-                S = _scan_fwd_chunk(
-                    Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h,
-                    H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal,
-                    K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED,
-                    DOT, False,
-                )  # fmt: skip
+            S = _scan_fwd_chunks(
+                Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, CK, ck_base, CKPT, S, i_first,
+                i_end, bos, L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off,
+                s_mask, causal, K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT,
+                FORM_U, PREPARED, DOT, False, STORE_CK,
+            )  # fmt: skip
     else:  # a loop of its own: a flag merged into the branch above becomes a runtime value,
         # which would compile the factored loop into the ungated kernel too
-        for i in range(0, n_chunks):
-            S = _scan_fwd_chunk(
-                Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H,
-                TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal, K_DIM, V_DIM,
-                BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT, False,
-            )  # fmt: skip
+        S = _scan_fwd_chunks(
+            Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, CK, ck_base, CKPT, S, i_first,
+            i_end, bos, L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off,
+            s_mask, causal, K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT,
+            FORM_U, PREPARED, DOT, False, STORE_CK,
+        )  # fmt: skip
     if STORE_ST:
         tl.store(ST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, S, mask=s_mask)
 
@@ -940,21 +1006,28 @@ class _Layout:
     chunk of each sequence, int32 [N + 1]) and chunks ((sequence, chunk in it) per chunk,
     int32 [NC, 2]). NC chunks in all, in sequence-major order."""
 
-    __slots__ = ("N", "T", "NT", "NC", "BT", "cu", "coff", "chunks", "varlen")
+    __slots__ = ("N", "T", "NT", "NC", "BT", "cu", "coff", "chunks", "varlen", "ckpt", "soff",
+                 "NS", "NS_MAX")  # fmt: skip
 
-    def __init__(self, q, cu_seqlens, BT):
+    def __init__(self, q, cu_seqlens, BT, ckpt):
         B, T = q.shape[:2]
-        self.BT, self.varlen = BT, cu_seqlens is not None
+        self.BT, self.varlen, self.ckpt = BT, cu_seqlens is not None, ckpt
         if cu_seqlens is None:
             self.N, self.T, self.NT = B, T, cdiv(T, BT)
             self.NC = B * self.NT
-            self.cu = self.coff = self.chunks = q  # not read
+            self.NS_MAX = cdiv(self.NT, ckpt)
+            self.NS = B * self.NS_MAX
+            self.cu = self.coff = self.chunks = self.soff = q  # not read
             return
         cu = cu_seqlens.to(device=q.device, dtype=torch.int64)
         counts = (cu[1:] - cu[:-1] + BT - 1) // BT
         coff = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        segs = (counts + ckpt - 1) // ckpt  # checkpoint segments of each sequence
+        soff = torch.cat([segs.new_zeros(1), segs.cumsum(0)])
         self.N, self.T, self.NT = cu.numel() - 1, 0, 0
-        self.NC = int(coff[-1])  # the launch grids need it on the host: one synchronisation
+        # the launch grids need these on the host: one synchronisation
+        self.NC, self.NS, self.NS_MAX = torch.stack([coff[-1], soff[-1], segs.max()]).tolist()
+        self.soff = soff.to(torch.int32)
         seq = torch.repeat_interleave(
             torch.arange(self.N, device=q.device), counts, output_size=self.NC
         )
@@ -1042,13 +1115,16 @@ def _qk(q, k, g, scale, lay):
 
 
 def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, states, output,
-                  aqk=None, kd=None, values=False, vn=None):  # fmt: skip
+                  aqk=None, kd=None, values=False, vn=None, ck=None, segmented=False):  # fmt: skip
     """(o, final state, entering states, V'), each None where not asked for: output, the
     output and (want_state) the final state (float32 [N, H, K, V]); states, the state entering
     each chunk ([NC, H, K, V] in the input dtype); values (or states), V' (as v). u None: U
     formed in the scan from T (ai), v and beta. vn: V' kept by the forward, read instead of
     formed (the states alone then cost one product a chunk; returned as given). aqk (and kd,
-    gated): the prepare kernel's Q K^T and decayed keys, read rather than formed."""
+    gated): the prepare kernel's Q K^T and decayed keys, read rather than formed. ck (float32
+    [lay.NS, H, K, V]): the output scan writes there the state entering every lay.ckpt-th
+    chunk; with segmented, the states scan starts each segment of lay.ckpt chunks from it,
+    the segments in parallel."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     hs = o = s_t = None
@@ -1062,19 +1138,22 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
         o = torch.empty_like(v)
         if want_state:
             s_t = torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32)
+    assert not segmented or (ck is not None and not output), "segments scan the states only"
     dummy = v
     _launch(
         _scan_fwd_kernel, FWD_CONFIGS if aqk is None else FWD_PREPARED_CONFIGS,
-        lambda m: (cdiv(V, m["BV"]), lay.N * H),
+        lambda m: (cdiv(V, m["BV"]), lay.N * H, lay.NS_MAX if segmented else 1),
         (q, k, v, wn, dummy if u is None else u, ai, beta, dummy if g is None else g,
          dummy if o is None else o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
          dummy if hs is None else hs, dummy if vn is None else vn,
-         dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
-         lay.NT, H, B * T, scale), lay,
+         dummy if aqk is None else aqk, dummy if kd is None else kd,
+         dummy if ck is None else ck, lay.soff, lay.cu, lay.coff, lay.T, lay.NT, H, B * T, scale,
+         lay.ckpt), lay,
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
         STORE_ST=s_t is not None, STATES=states, STORE_VN=vn is not None and not load_vn,
         LOAD_VN=load_vn, OUTPUT=output, FORM_U=u is None, PREPARED=aqk is not None, DOT=_dot(q),
-        FACTOR=_factored(g, aqk), BOUND=_bound(q),
+        FACTOR=_factored(g, aqk), BOUND=_bound(q), STORE_CK=ck is not None and not segmented,
+        SEGMENTED=segmented,
     )  # fmt: skip
     return o, s_t, hs, vn
 
@@ -1104,19 +1183,26 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         prepared = _settings.delta_prepared_qk
         wn, u, ai, aqk, kd = _prepare(k, v, g, beta, lay, store_u=not (FWD_FORM_U or keep),
                                       q=q if prepared else None, scale=scale)  # fmt: skip
+        # training: the scan also writes a checkpoint of the state every lay.ckpt chunks
+        # (config delta_checkpoint_states), from which the backward rescans in parallel
+        ck = None
+        if training and not keep and _settings.delta_checkpoint_states:
+            H, K, V = q.shape[2], q.shape[3], v.shape[3]
+            ck = torch.empty(lay.NS, H, K, V, device=q.device, dtype=torch.float32)
         o, s_t, hs, vn = _scan_forward(
-            q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd, values
+            q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd, values,
+            ck=ck,
         )  # fmt: skip
         del aqk, kd
         if values:
             wn = None
-        ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn, hs, vn)
+        ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn, hs, vn, ck)
         ctx.scale, ctx.lay, ctx.prepared = scale, lay, prepared
         return o, s_t
 
     @staticmethod
     def backward(ctx, do, d_st):
-        q, k, v, g, beta, s0, ai, wn, hs, vn = ctx.saved_tensors
+        q, k, v, g, beta, s0, ai, wn, hs, vn, ck = ctx.saved_tensors
         lay, scale = ctx.lay, ctx.scale
         B, T, H, K = q.shape
         V = v.shape[-1]
@@ -1127,8 +1213,9 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         if hs is None:  # the states again: from the kept V', else U (not kept) formed from T
             _, _, hs, vn = _scan_forward(
                 q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False, aqk, kd,
-                vn=vn,
+                vn=vn, ck=ck, segmented=ck is not None,
             )  # fmt: skip
+        del ck
         dhs = torch.empty_like(hs)
         dvn = torch.empty_like(v)
         want_ds0 = s0 is not None and ctx.needs_input_grad[6]
@@ -1189,7 +1276,10 @@ def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seql
         )  # fmt: skip
     check(q.shape[-1] <= 128, op, "key width K for the Triton kernels",
           "at most 128 (else backend='reference')", q.shape[-1])  # fmt: skip
-    lay = _Layout(q, cu_seqlens, INTERPRET_CHUNK if interpreting() else CHUNK)
+    lay = _Layout(
+        q, cu_seqlens, *(INTERPRET_CHUNK, INTERPRET_CHECKPOINT)
+        if interpreting() else (CHUNK, CHECKPOINT_CHUNKS)
+    )  # fmt: skip
     g = None if g is None else g.float().contiguous()
     s0 = None if initial_state is None else initial_state.float().contiguous()
     o, s_t = GatedDeltaRuleFunction.apply(

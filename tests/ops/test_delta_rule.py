@@ -186,6 +186,35 @@ def test_scans_with_the_prepared_products(case, dtype, keep, monkeypatch, nan_al
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("values", [False, True], ids=["w", "values"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", CASES + [(1, 150, 2, 16, 16, True, [0, 20, 21, 150], True)],
+                         ids=str)  # fmt: skip
+def test_checkpointed_states(case, dtype, values, monkeypatch, nan_alloc):
+    """Config delta_checkpoint_states: the training forward keeps the state entering every
+    second chunk (the interpreter's checkpoint length), and the backward's states scan starts
+    each two-chunk segment from its checkpoint, the segments as a third grid axis (packed
+    sequences of one, two and nine chunks among the cases). Outputs and every gradient
+    against the recurrence, with -W or V' kept; the forward writes the checkpoints and the
+    backward's scan reads them, each once."""
+    launches = []
+    real = chunk._launch
+
+    def counted(kernel, configs, grid, args, lay, **meta):
+        if kernel is chunk._scan_fwd_kernel:
+            launches.append((meta["STORE_CK"], meta["SEGMENTED"], grid({"BV": 16})[2]))
+        return real(kernel, configs, grid, args, lay, **meta)
+
+    monkeypatch.setattr(chunk, "_launch", counted)
+    fn = gated_delta_rule if case[5] else delta_rule
+    keep = dict(delta_keep_values=values, gated_delta_keep_values=values)
+    with config.override(delta_checkpoint_states=True, **keep):
+        compare(fn, case, dtype, backend="triton")
+    B, T, _, _, _, _, cu, _ = case
+    chunks = [-(-T // 16)] * B if cu is None else [-(-(b - a) // 16) for a, b in zip(cu, cu[1:])]
+    assert launches == [(True, False, 1), (False, True, -(-max(chunks) // 2))], launches
+
+
 @pytest.mark.interpret
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -208,6 +237,7 @@ def test_persistent_chunk_kernel(case, dtype, monkeypatch, nan_alloc):
     assert (chunk._bwd_chunk_persistent, (3,)) in launched, launched
 
 
+@pytest.mark.interpret
 @pytest.mark.parametrize("factored", [True, False], ids=["factored", "decay_matrix"])
 @pytest.mark.parametrize("keep", ["none", "states", "values"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
