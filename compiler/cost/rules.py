@@ -971,6 +971,12 @@ def _delta_rule(v: BoxView) -> Rule:
         saved.append(
             _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)")
         )
+    ckpt = s.delta_checkpoint_states and not keep  # the forward's scan also writes checkpoints
+    if ckpt:
+        saved.append(
+            _own("state_checkpoints", dr.checkpoint_bytes(B, sympy.sympify(T), 1, K, V),
+                 "the state entering every 16th chunk (float32 K x V)")  # fmt: skip
+        )
     prep = s.delta_prepared_qk  # the prepare kernel also forms Q K^T
     stacked = s.delta_stacked_inverse  # the inverse's block-diagonal products on stacked tiles
     flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep, stacked=stacked)
@@ -979,6 +985,7 @@ def _delta_rule(v: BoxView) -> Rule:
     )
     name = "gated_delta_rule" if gated else "delta_rule"
     switches = dict(bytes_per=bp, gated=gated, keep_states=keep, prepared=prep, keep_values=values)
+    io_switches = dict(switches, checkpoints=ckpt)  # (T as sympy: the checkpoints' ceiling)
     return Rule(
         flops=flops,
         mm=flops,
@@ -988,8 +995,8 @@ def _delta_rule(v: BoxView) -> Rule:
         temps=dr.forward_temp_bytes(B, T, 1, K, V, **switches),
         bwd_temps=do_copy
         + dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep, keep_values=values),
-        io=dr.io_forward(B, T, 1, K, V, **switches),
-        io_bwd=dr.io_backward(B, T, 1, K, V, **switches),
+        io=dr.io_forward(B, sympy.sympify(T), 1, K, V, **io_switches),
+        io_bwd=dr.io_backward(B, sympy.sympify(T), 1, K, V, **io_switches),
         fused=f"ncd.ops.{name}",
         notes=[
             "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",
@@ -998,6 +1005,7 @@ def _delta_rule(v: BoxView) -> Rule:
             *([f"ops switch {name}_keep_values on: V' kept in place of -W"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
             *(["ops switch delta_stacked_inverse on: the stacked inverse"] if stacked else []),
+            *(["ops switch delta_checkpoint_states on: state checkpoints kept"] if ckpt else []),
             *(
                 ["ops switch gated_delta_factored off: the scans form the decay matrix"]
                 if gated and not s.gated_delta_factored

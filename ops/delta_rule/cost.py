@@ -37,6 +37,11 @@ per chunk instead of once per value block in the scan) and writes it (C per toke
 the decayed keys (K per token), which the scan reads; the backward's ``_qk_kernel`` forms
 them again (freed before the gradients are allocated) for its two scans.
 
+``checkpoints`` (ops/config.py's ``delta_checkpoint_states``): in training the forward's scan
+also writes the state entering every ``every``-th chunk (float32, ``checkpoint_bytes``),
+autograd keeps them, and the backward's STATES scan reads them (the same FLOPs, in parallel
+segments).
+
 ``gated`` adds the chunk kernel's Q K^T (for dg), elementwise work (exponentials of C x C
 tiles) and the gate's reads.
 Element-wise work, the gate conversions to float32 and ``use_qk_l2norm``'s PyTorch
@@ -93,15 +98,27 @@ def flops_minimal(B, T, H, K, V=None, gated=False):
     return B * H * T * (6 * K * V + (K * V if gated else 0))
 
 
+def checkpoint_bytes(B, T, H, K, V=None, C=64, every=16):
+    """The state checkpoints of config delta_checkpoint_states: a float32 K x V state per head
+    at the start of each segment of ``every`` chunks of each of B sequences of T tokens
+    (packed sequences have one partial segment each: more than this count of their total)."""
+    V = K if V is None else V
+    span = C * every
+    segments = (T + span - 1) // span  # the ceiling, for numbers and sympy symbols alike
+    return B * H * 4 * K * V * segments
+
+
 def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
-               keep_states=False, prepared=False, keep_values=False):  # fmt: skip
+               keep_states=False, prepared=False, keep_values=False,
+               checkpoints=False):  # fmt: skip
     """prepare: k, v, beta, g read, W, U and T (C per token, kept for the backward) written;
     scan: q, k, W (and g) read by each of the V / block_v programs, U read and o written once.
     ``keep_states``: the prepare kernel writes no U; each scan program reads T and beta, the
     scan reads v instead of U and also writes V' and the entering states (one K x V per
     chunk). ``keep_values``: the scan also writes V'. ``prepared``: the prepare kernel also
     reads q and writes Q K^T (C per token) and, gated, the decayed keys, which the scan reads
-    in k's place; each scan program reads Q K^T. Gates are float32 in the kernels."""
+    in k's place; each scan program reads Q K^T. ``checkpoints``: the scan also writes the
+    state checkpoints. Gates are float32 in the kernels."""
     V = K if V is None else V
     gate = 4 if gated else 0
     prep = bytes_per * (2 * K + 2 * V + C) + 4 + gate
@@ -114,11 +131,13 @@ def io_forward(B, T, H, K, V=None, bytes_per=2, block_v=64, gated=False, C=64,
     if prepared:
         prep += bytes_per * (K + C + (K if gated else 0))
         scan += (V / block_v) * bytes_per * C
-    return B * T * H * (prep + scan)
+    ck = checkpoint_bytes(B, T, H, K, V, C) if checkpoints and not keep_states else 0
+    return B * T * H * (prep + scan) + ck
 
 
 def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
-                keep_states=False, prepared=False, keep_values=False):  # fmt: skip
+                keep_states=False, prepared=False, keep_values=False,
+                checkpoints=False):  # fmt: skip
     """The STATES scan (k, W, T and beta read by each of the V / block_v programs, v read,
     V' and the entering states written; none with ``keep_states``; with ``keep_values`` k
     read by each program, V' read, the states written); the reverse scan (q, k,
@@ -126,7 +145,8 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
     v, T, dO, V', dV', states and their gradients read once; dq, dk, dv, dbeta, dg
     written). ``prepared``: ``_qk_kernel`` reads q, k (and g) once and writes Q K^T (C per
     token) and, gated, the decayed keys, which the scans read in k's place; each reverse-scan
-    program also reads Q K^T."""
+    program also reads Q K^T. ``checkpoints``: the STATES scan also reads the state
+    checkpoints."""
     V = K if V is None else V
     b, gate = bytes_per, (4 if gated else 0)
     nv = V / block_v
@@ -144,14 +164,16 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, C=64, block_v=64, gated=False,
     if prepared:
         qk = 2 * b * K + gate + b * (C + (K if gated else 0))
         reverse += nv * b * C
-    return B * T * H * (qk + scan_states + reverse + chunk)
+    ck = checkpoint_bytes(B, T, H, K, V, C) if checkpoints and not keep_states else 0
+    return B * T * H * (qk + scan_states + reverse + chunk) + ck
 
 
 def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False, C=64,
-                     keep_states=False, keep_values=False):  # fmt: skip
+                     keep_states=False, keep_values=False, checkpoints=False):  # fmt: skip
     """Kept for the backward: q, k, v, T (the chunk's inverse, C per token), -W (K per token)
     and beta (and g) in float32; no chunk states unless ``keep_states`` (then V' and the
-    state entering each chunk, in the input dtype); V' in place of -W with ``keep_values``.
+    state entering each chunk, in the input dtype), or ``checkpoints`` (``checkpoint_bytes``,
+    where the states are not kept); V' in place of -W with ``keep_values``.
     With ``l2norm``, PyTorch's normalisation keeps float32 copies of q and k and their norms."""
     V = K if V is None else V
     kept = bytes_per * (3 * K + V + C) + 4 + (4 if gated else 0)
@@ -163,7 +185,8 @@ def activation_bytes(B, T, H, K, V=None, bytes_per=2, gated=False, l2norm=False,
         kept -= bytes_per * K
     if l2norm:
         kept += 2 * (4 * K + 4)
-    return B * T * H * kept
+    ck = checkpoint_bytes(B, T, H, K, V, C) if checkpoints and not keep_states else 0
+    return B * T * H * kept + ck
 
 
 def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2, keep_states=False, C=64, gated=False,

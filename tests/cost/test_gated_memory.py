@@ -77,8 +77,10 @@ SCRIPT = textwrap.dedent("""
         for b in where - {{None}}:
             boxes[b] = boxes.get(b, 0) + nbytes
     total = sum(n for n, _ in kept.values())
-    delta = delta_chunk.INTERPRET_CHUNK if delta_chunk.interpreting() else delta_chunk.CHUNK
-    chunks = {{"gla": gla_chunk.CHUNK, "delta": delta}}
+    interp = delta_chunk.interpreting()
+    delta = delta_chunk.INTERPRET_CHUNK if interp else delta_chunk.CHUNK
+    every = delta_chunk.INTERPRET_CHECKPOINT if interp else delta_chunk.CHECKPOINT_CHUNKS
+    chunks = {{"gla": gla_chunk.CHUNK, "delta": delta, "delta_segment": delta * every}}
     print(json.dumps({{"boxes": boxes, "total": total, "chunks": chunks}}))
 """)
 
@@ -116,10 +118,15 @@ def gated_box_circuit():
 PER_CHUNK = {"intra-chunk scores A": "gla", "T, each chunk's WY inverse": "delta"}
 # ... and those it prices per chunk (one per 64 tokens).
 PER_64 = {"the state entering each chunk": "delta"}
+# ... and per segment of 16 chunks (config delta_checkpoint_states)
+PER_SEGMENT = "the state entering every 16th chunk"
 
 
 def _at_chunk(what, n, chunks):
     """n bytes of kept tensor `what` at the chunk the kernels ran with."""
+    if what.startswith(PER_SEGMENT):  # one per segment of each sequence, the model's of 1,024
+        T = SIZES["T"]
+        return n // -(-T // (64 * 16)) * -(-T // chunks["delta_segment"])
     family = next((f for prefix, f in PER_CHUNK.items() if what.startswith(prefix)), None)
     if family is not None:
         return n * chunks[family] // 64
@@ -143,6 +150,13 @@ CASES = {
         "float32",
         ["mixer"],
         {"delta_keep_states": True},
+    ),  # fmt: skip
+    # ... or state checkpoints (delta_checkpoint_states)
+    "deltanet_block checkpointing states": (
+        lambda: gallery.get("deltanet_block"),
+        "float32",
+        ["mixer"],
+        {"delta_checkpoint_states": True},
     ),  # fmt: skip
     # ... or V' in place of -W (delta_keep_values)
     "deltanet_block keeping values": (
