@@ -974,8 +974,11 @@ def _delta_rule(v: BoxView) -> Rule:
     ckpt = s.delta_checkpoint_states and not keep  # the forward's scan also writes checkpoints
     if ckpt:
         saved.append(
-            _own("state_checkpoints", dr.checkpoint_bytes(B, sympy.sympify(T), 1, K, V),
-                 "the state entering every 16th chunk (float32 K x V)")  # fmt: skip
+            _own(
+                "state_checkpoints",
+                dr.checkpoint_bytes(B, sympy.sympify(T), 1, K, V),
+                "the state entering every 16th chunk (float32 K x V)",
+            )  # fmt: skip
         )
     prep = s.delta_prepared_qk  # the prepare kernel also forms Q K^T
     stacked = s.delta_stacked_inverse  # the inverse's block-diagonal products on stacked tiles
