@@ -388,15 +388,9 @@ def cases(families, dev, dtype):
                 out.append(("delta_rule", label + " keep_values", delta_rule_case, args, keep))
                 keep = {"delta_keep_values": False, "gated_delta_keep_values": False}
                 out.append(("delta_rule", label + " keep_w", delta_rule_case, args, keep))
-            # the prepare kernel's inverse by stacked block substitution
-            stk = {"delta_stacked_inverse": True}
-            out.append(("delta_rule", label + " stacked", delta_rule_case, args, stk))
-            # the backward's chunk kernel as persistent programs
-            per = {"delta_persistent_chunk": True}
-            out.append(("delta_rule", label + " persistent", delta_rule_case, args, per))
-            # the states rescanned from the forward's checkpoints, segments in parallel
-            ck = {"delta_checkpoint_states": True}
-            out.append(("delta_rule", label + " checkpoints", delta_rule_case, args, ck))
+            # the states rescanned whole rather than from the forward's checkpoints
+            ck = {"delta_checkpoint_states": False}
+            out.append(("delta_rule", label + " no checkpoints", delta_rule_case, args, ck))
             # the scan reading the prepare kernel's Q K^T and decayed keys, alone and keeping
             prep = {"delta_prepared_qk": True}
             out.append(("delta_rule", label + " prepared", delta_rule_case, args, prep))

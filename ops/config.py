@@ -65,21 +65,11 @@ class Settings:
     # sequential loop (delta_rule/README.md). Measured: a little faster for the gated rule
     # from 8k, slower at 2k and for the ungated rule: off.
     delta_prepared_qk: bool = False
-    # The delta rules' prepare kernel inverts I + A by block forward substitution with the
-    # block-diagonal tiles multiplied stacked (about two thirds of the series' products, a
-    # longer chain of dependent ones); off: the product-only series on full tiles
-    # (delta_rule/README.md, "The stacked inverse"). Off until timed on a GPU.
-    delta_stacked_inverse: bool = False
-    # The delta rules' backward chunk kernel as persistent programs (a few an SM, each looping
-    # over (chunk, head) pairs) that the compiler can pipeline across pairs, so that one
-    # pair's loads overlap the previous pair's products; off: one program a pair
-    # (delta_rule/README.md). Off until timed on a GPU.
-    delta_persistent_chunk: bool = False
     # The delta rules' training forward keeps the state entering every 16th chunk (float32:
-    # an eighth of the bytes of the states delta_keep_states keeps), and the backward
-    # recomputes the chunk states from them, the 16-chunk segments in parallel, instead of in
-    # one sequential scan per sequence and head (delta_rule/README.md). Off until timed.
-    delta_checkpoint_states: bool = False
+    # 64 bytes a token and head at K = V = 128, an eighth of what delta_keep_states keeps),
+    # and the backward recomputes the chunk states from them, the 16-chunk segments in
+    # parallel; off: one sequential scan per sequence and head (delta_rule/README.md).
+    delta_checkpoint_states: bool = True
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -105,17 +95,9 @@ ENVIRONMENT = {
         "NCD_GATED_DELTA_FACTORED",
         "0: the gated delta rule's scans form the decay matrix",
     ),
-    "delta_stacked_inverse": (
-        "NCD_DELTA_STACKED_INVERSE",
-        "1: the delta rules' inverse by stacked block substitution",
-    ),
     "delta_checkpoint_states": (
         "NCD_DELTA_CHECKPOINT_STATES",
-        "1: the delta rules' forward keeps state checkpoints for the backward",
-    ),
-    "delta_persistent_chunk": (
-        "NCD_DELTA_PERSISTENT_CHUNK",
-        "1: the delta rules' backward chunk kernel as persistent programs",
+        "0: the delta rules' backward rescans the states whole, no checkpoints",
     ),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

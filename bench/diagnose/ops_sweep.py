@@ -7,9 +7,9 @@
 - gluon: each pass's backends side by side (the Gluon forward and dK/dV against the Triton
   kernels that would run without them, as the library launches them) and SDPA's forward.
 - lin: the linear-attention forward and backward kernels (ops/linear_attention/chunk.py).
-- prep: the delta rule's prepare kernel (ops/delta_rule/chunk.py), ungated and gated, with
-  each form of the inverse, at each configuration of its list and at tighter register caps
-  (more programs an SM, some spills).
+- prep: the delta rule's prepare kernel (ops/delta_rule/chunk.py), ungated and gated, at
+  each configuration of its list and at tighter register caps (more programs an SM, some
+  spills).
 
     python bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon,lin,prep
 """
@@ -188,25 +188,22 @@ def sweep_prep(T, B=4, H=16, D=128):
     v = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
     beta = torch.rand(B, T, H, device="cuda")
     g = F.logsigmoid(torch.randn(B, T, H, device="cuda")) / 16
-    lay = delta_chunk._Layout(k, None, delta_chunk.CHUNK)
+    lay = delta_chunk._Layout(k, None, delta_chunk.CHUNK, delta_chunk.CHECKPOINT_CHUNKS)
     print(f"T={T} delta rule prepare kernel (bf16, B={B}, H={H}, K=V={D})")
     configs = delta_chunk.PREP_CONFIGS
     for gated in (False, True):
         gc = delta_chunk._chunk_gates(g, lay) if gated else None
-        for stacked in (False, True):
-            for cfg in PREP:
-                delta_chunk.PREP_CONFIGS = [cfg]
-                _backend._plans.clear()
-                form = "stacked" if stacked else "series"
-                what = f"{'gated' if gated else 'ungated':8s} {form:8s} {cfg}"
-                try:
-                    with config.override(delta_stacked_inverse=stacked):
-                        fn = lambda gc=gc: delta_chunk._prepare(k, v, gc, beta, lay, True)  # noqa: E731
-                        fn()
-                        ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
-                    print(f"  {what:86s} {ms:8.3f} ms")
-                except Exception as e:  # a config that does not compile or fit is reported
-                    print(f"  {what}: {type(e).__name__}: {str(e)[:160]}")
+        for cfg in PREP:
+            delta_chunk.PREP_CONFIGS = [cfg]
+            _backend._plans.clear()
+            what = f"{'gated' if gated else 'ungated':8s} {cfg}"
+            try:
+                fn = lambda gc=gc: delta_chunk._prepare(k, v, gc, beta, lay, True)  # noqa: E731
+                fn()
+                ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
+                print(f"  {what:86s} {ms:8.3f} ms")
+            except Exception as e:  # a config that does not compile or fit is reported
+                print(f"  {what}: {type(e).__name__}: {str(e)[:160]}")
     delta_chunk.PREP_CONFIGS = configs
     _backend._plans.clear()
 

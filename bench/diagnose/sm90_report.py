@@ -187,7 +187,6 @@ GATED_INTS = {
     "TT",
     "H",
     "NT",
-    "NC",
     "CKPT",
     "SQB",
     "SQT",
@@ -298,10 +297,7 @@ def gated_rows(family, dtype, D):
             split = c.INVERSE_SPLIT[getattr(torch, dtype)]
             add(f"_prep_kernel {g}", c.PREP_CONFIGS, ("STORE_U", "STORE_QK", "VARLEN"), none,
                 ("u", ("STORE_U",)), ("u,qk", ("STORE_U", "STORE_QK")), ("qk", ("STORE_QK",)),
-                varlen, HAS_G=gated, SPLIT=split, FORM="series")  # fmt: skip
-            # config delta_stacked_inverse (the training forward's launch)
-            add(f"_prep_kernel {g} stacked", c.PREP_CONFIGS, ("STORE_U", "STORE_QK", "VARLEN"),
-                ("u", ("STORE_U",)), HAS_G=gated, SPLIT=split, FORM="stacked")  # fmt: skip
+                varlen, HAS_G=gated, SPLIT=split)  # fmt: skip
             fwd = ("USE_S0", "STORE_ST", "STATES", "OUTPUT", "FORM_U", "PREPARED", "VARLEN",
                    "STORE_VN", "LOAD_VN", "FACTOR", "STORE_CK", "SEGMENTED")  # fmt: skip
             add(f"_scan_fwd_kernel {g}", c.FWD_CONFIGS, fwd, ("", ("OUTPUT",)),
@@ -330,8 +326,6 @@ def gated_rows(family, dtype, D):
             add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
                 HAS_G=gated)  # fmt: skip
-            add(f"_bwd_chunk_persistent {g}", c.BWD_CHUNK_PERSISTENT_CONFIGS, (), none,
-                HAS_G=gated, VARLEN=False)  # fmt: skip
     for lab, kernel, cfg, consts in rows:
         tune = ",".join(f"{k}={v}" for k, v in cfg.kwargs.items())
         regs = f" r{cfg.maxnreg}" if cfg.maxnreg else ""

@@ -981,8 +981,7 @@ def _delta_rule(v: BoxView) -> Rule:
             )  # fmt: skip
         )
     prep = s.delta_prepared_qk  # the prepare kernel also forms Q K^T
-    stacked = s.delta_stacked_inverse  # the inverse's block-diagonal products on stacked tiles
-    flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep, stacked=stacked)
+    flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep)
     flops_bwd = dr.flops_backward(
         B, T, 1, K, V, gated=gated, keep_states=keep, prepared=prep, keep_values=values
     )
@@ -1007,7 +1006,6 @@ def _delta_rule(v: BoxView) -> Rule:
             *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
             *([f"ops switch {name}_keep_values on: V' kept in place of -W"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
-            *(["ops switch delta_stacked_inverse on: the stacked inverse"] if stacked else []),
             *(["ops switch delta_checkpoint_states on: state checkpoints kept"] if ckpt else []),
             *(
                 ["ops switch gated_delta_factored off: the scans form the decay matrix"]

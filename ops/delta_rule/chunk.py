@@ -103,16 +103,6 @@ BWD_CHUNK_CONFIGS = [
     triton.Config({"BV": 32}, num_warps=8, num_stages=2),
     triton.Config({"BV": 64}, num_warps=8, num_stages=1),
 ]
-# _bwd_chunk_persistent (config delta_persistent_chunk): FLATTEN fuses the value-block loop
-# into the loop over (chunk, head) pairs, so that the pipeliner prefetches across pairs.
-BWD_CHUNK_PERSISTENT_CONFIGS = [
-    triton.Config({"BV": 64, "FLATTEN": True}, num_warps=8, num_stages=2),
-    triton.Config({"BV": 32, "FLATTEN": True}, num_warps=8, num_stages=2),
-    triton.Config({"BV": 32, "FLATTEN": True}, num_warps=8, num_stages=3),
-]
-# Persistent programs an SM (one 8-warp program fills an SM's registers; more than one
-# queue behind it, ready to start as one ends).
-PERSISTENT_PER_SM = 1
 # BV = 32 at one stage is not offered: the code Triton 3.6 compiles for sm_90 from it makes an
 # illegal memory access on the H200 for the ungated rule, where the interpreter (the kernel's
 # source, checked access by access against its buffers) and the other three configurations
@@ -120,6 +110,11 @@ PERSISTENT_PER_SM = 1
 # Config delta_checkpoint_states: the forward keeps the state entering every CHECKPOINT_CHUNKS-th
 # chunk (float32), and the backward's states scan runs those segments in parallel.
 CHECKPOINT_CHUNKS = 16
+# Narrower heads take the chunked PyTorch form on CUDA: Triton 3.6 compiles the backward's
+# chunk kernel for sm_90 with an out-of-bounds shared-memory read (compute-sanitizer: at its
+# dk product, `tl.trans(dps) q`) where K or V is under 64 (K V < 4096 in what was tried;
+# K = V = 64 and K = 128, V = 32 were right); the interpreter runs them.
+MIN_GPU_WIDTH = 64
 # Under the interpreter: small chunks and blocks (the interpreter's cost is per operation).
 INTERPRET_CHUNK = 16
 INTERPRET_CHECKPOINT = 2
@@ -216,26 +211,20 @@ def _dot3(x, y, acc, SPLIT: tl.constexpr):
 
 
 @triton.jit
-def _unit_lower_inverse(a, BT: tl.constexpr, SPLIT: tl.constexpr, FORM: tl.constexpr):
+def _unit_lower_inverse(a, BT: tl.constexpr, SPLIT: tl.constexpr):
     """(I + a)^{-1} for a strictly lower triangular (BT, BT) float32 tile, by products only,
-    as the prepare kernel computes it (FORM "stacked" with config delta_stacked_inverse,
-    else "series"). Both start from the 8 x 8 diagonal blocks a_d, nilpotent of order 8:
-    (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) (four products, all blocks at once as
-    one block-diagonal tile). "series": with D that
-    inverse and N = D (the blocks of a below the block diagonal), N is nilpotent of order
-    BT / 8 and (I + a)^{-1} = (I + N)^{-1} D = prod_j (I + (-N)^(2^j)) D (six more products at
-    BT = 64). "stacked": block forward substitution (_stacked_inverse). Blocks of 8 keep the
-    series' terms small (at most C(7, 3) times the entries' size) when keys are nearly
-    parallel. Products as three products of split operands (_dot3)."""
+    as the prepare kernel computes it. The 8 x 8 diagonal blocks a_d are nilpotent of order 8,
+    so (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) (four products, all blocks at once as
+    one block-diagonal tile); with D that block-diagonal inverse and N = D (the blocks of a
+    below the block diagonal), N is nilpotent of order BT / 8 and
+    (I + a)^{-1} = (I + N)^{-1} D = prod_j (I + (-N)^(2^j)) D (six more products at BT = 64).
+    Blocks of 8 keep the series' terms small (at most C(7, 3) times the entries' size) when
+    keys are nearly parallel. Products as three products of split operands (_dot3)."""
     offs = tl.arange(0, BT)
     blk_r = offs[:, None] // 8
     blk_c = offs[None, :] // 8
-    a_d = tl.where(blk_r == blk_c, a, 0.0)
-    a_b = tl.where(blk_r > blk_c, a, 0.0)
-    if FORM == "stacked":
-        return _stacked_inverse(_stacked_diag_inverse(a_d, BT, SPLIT), a_b, BT, SPLIT)
-    else:
-        return _below_inverse(_block_diag_inverse(a_d, BT, SPLIT), a_b, BT, SPLIT)
+    d = _block_diag_inverse(tl.where(blk_r == blk_c, a, 0.0), BT, SPLIT)
+    return _below_inverse(d, tl.where(blk_r > blk_c, a, 0.0), BT, SPLIT)
 
 
 @triton.jit
@@ -266,82 +255,6 @@ def _below_inverse(d, a_b, BT: tl.constexpr, SPLIT: tl.constexpr):
             x = _dot3(x, x, zero, SPLIT)
             r = _dot3(x, r, r, SPLIT)  # x r = r x (both polynomials in N)
     return _dot3(r, d, zero, SPLIT)
-
-
-@triton.jit
-def _spread(R: tl.constexpr, C: tl.constexpr, SB: tl.constexpr):
-    """The 0/1 (R, C) tile with ones where the row and the column agree modulo SB: x P with P
-    (BT, SB) stacks a tile x that is block-diagonal in blocks of SB (its row i's block side by
-    side: x[i, SB (i // SB) + c] at column c); xs P with P (SB, BT) spreads the stacked xs back
-    along every block of its rows (masked to the diagonal blocks, x again)."""
-    i = tl.arange(0, R)
-    j = tl.arange(0, C)
-    return tl.where(i[:, None] % SB == j[None, :] % SB, 1.0, 0.0)
-
-
-@triton.jit
-def _exact(x, p, SPLIT: tl.constexpr):
-    """x p for p from _spread and x block-diagonal (or stacked): each entry of the result is
-    one entry of x, so the two products of x's halves (as _dot3 splits them) lose nothing."""
-    if SPLIT == "bf16":
-        xh = x.to(tl.bfloat16)
-        xl = (x - xh.to(tl.float32)).to(tl.bfloat16)
-        pb = p.to(tl.bfloat16)
-        return tl.dot(xh, pb, tl.dot(xl, pb))
-    else:
-        xh, xl = _tf32_split(x)
-        return tl.dot(xh, p, tl.dot(xl, p, input_precision="tf32"), input_precision="tf32")
-
-
-@triton.jit
-def _stacked_diag_inverse(a_d, BT: tl.constexpr, SPLIT: tl.constexpr):
-    """D_8 = (I + a_d)^{-1} = (I - a_d)(I + a_d^2)(I + a_d^4) for a_d the strictly lower 8 x 8
-    diagonal blocks of a (BT, BT) tile, stacked ((BT, 16), as _spread stacks). Block-diagonal
-    tiles are multiplied in their stacked form: x y = x (y stacked), a quarter of a full
-    product; _spread converts between the forms."""
-    SB: tl.constexpr = 16
-    offs = tl.arange(0, BT)
-    band = (offs[:, None] // SB) == (offs[None, :] // SB)
-    p = _spread(BT, SB, SB)  # also the identity, stacked
-    pt = _spread(SB, BT, SB)
-    zs = tl.zeros([BT, SB], tl.float32)
-    x = -a_d
-    xs = _exact(x, p, SPLIT)
-    ds = p + xs
-    for _ in tl.static_range(2):
-        xs = _dot3(x, xs, zs, SPLIT)  # x^2, x^4
-        x = tl.where(band, _exact(xs, pt, SPLIT), 0.0)
-        ds = _dot3(x, ds, ds, SPLIT)  # x d = d x (both polynomials in a_d)
-    return ds
-
-
-@triton.jit
-def _stacked_inverse(ds, a_b, BT: tl.constexpr, SPLIT: tl.constexpr):
-    """(I + a)^{-1} for a strictly lower (BT, BT) tile by block forward substitution from
-    D_8 (stacked, _stacked_diag_inverse) and a_b (a's entries below its 8 x 8 diagonal
-    blocks): for blocks of b = 16, 32, .., BT, D_b = (I - N) D_{b/2} with N = D_{b/2} w_b
-    (w_b: a's blocks one block of b/2 below D_{b/2}'s, within each block of b; N^2 = 0). The
-    level of 16 multiplies stacked tiles, the others full ones."""
-    SB: tl.constexpr = 16
-    offs = tl.arange(0, BT)
-    r = offs[:, None]
-    c = offs[None, :]
-    band = (r // SB) == (c // SB)
-    p = _spread(BT, SB, SB)
-    pt = _spread(SB, BT, SB)
-    zs = tl.zeros([BT, SB], tl.float32)
-    d = tl.where(band, _exact(ds, pt, SPLIT), 0.0)  # D_8
-    ws = _exact(tl.where(band & ((r // 8) > (c // 8)), a_b, 0.0), p, SPLIT)
-    n = tl.where(band, _exact(_dot3(d, ws, zs, SPLIT), pt, SPLIT), 0.0)
-    d = tl.where(band, _exact(ds - _dot3(n, ds, zs, SPLIT), pt, SPLIT), 0.0)  # D_16
-    zero = tl.zeros([BT, BT], tl.float32)
-    for j in tl.static_range(5, 8):  # blocks of 32, 64, 128
-        if (1 << j) <= BT:
-            lo = (r >> (j - 1)) > (c >> (j - 1))  # below by blocks of 2^(j-1)
-            w = tl.where(((r >> j) == (c >> j)) & lo, a_b, 0.0)
-            n = _dot3(d, w, zero, SPLIT)
-            d = d - _dot3(n, d, zero, SPLIT)
-    return d
 
 
 @triton.jit
@@ -415,7 +328,7 @@ def _prep_kernel(
     Q, K, V, BETA, GATE, WN, U, AI, AQK, KD, CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, STORE_U: tl.constexpr, STORE_QK: tl.constexpr, VARLEN: tl.constexpr,
-    DOT: tl.constexpr, SPLIT: tl.constexpr, FORM: tl.constexpr, BV: tl.constexpr,
+    DOT: tl.constexpr, SPLIT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """T = (I + A)^{-1} (written to AI, one row of the chunk's tile per token),
     WN = -W = -T diag(beta gamma) K and, with STORE_U, U = T diag(beta) V of one chunk and
@@ -440,15 +353,9 @@ def _prep_kernel(
     blk_c = offs_t[None, :] // 8
     diag = (blk_r == blk_c) & (offs_t[:, None] > offs_t[None, :])
     a_d = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT)
-    if FORM == "stacked":
-        d = _stacked_diag_inverse(a_d, BT, SPLIT)
-    else:
-        d = _block_diag_inverse(a_d, BT, SPLIT)
+    d = _block_diag_inverse(a_d, BT, SPLIT)
     a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT)
-    if FORM == "stacked":
-        ai_in = _stacked_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
-    else:
-        ai_in = _below_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
+    ai_in = _below_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
     ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
     tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
     # -W = T diag(-beta gamma) K, BV columns at a time (keys read again)
@@ -852,9 +759,9 @@ def _scan_bwd_kernel(
 
 
 @triton.jit
-def _bwd_chunk_tile(
+def _bwd_chunk_kernel(
     Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
-    CU, COFF, CHUNKS, T, NT, H, TT, scale, c, i_h,
+    CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
@@ -863,6 +770,8 @@ def _bwd_chunk_tile(
     (dB = T^T dX for X = T B; dA = -(dB_w W^T + dB_u U^T) = -dB_u V'^T on the strict lower
     triangle, since dB_w = -dB_u S^T and W S = U - V') for dk, dv, dbeta, and dg as the
     reverse cumulative sum of dG."""
+    c = tl.program_id(0)
+    i_h = tl.program_id(1)
     bos, L, i_t = _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN)
     offs_t = tl.arange(0, BT)
     offs_k = tl.arange(0, BK)
@@ -959,41 +868,6 @@ def _bwd_chunk_tile(
         tl.store(DG + tok * H + i_h, dg, mask=r_ok)
 
 
-@triton.jit
-def _bwd_chunk_kernel(
-    Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
-    CU, COFF, CHUNKS, T, NT, H, TT, scale,
-    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
-):  # fmt: skip
-    """_bwd_chunk_tile of chunk program_id(0), head program_id(1)."""
-    _bwd_chunk_tile(
-        Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG, CU, COFF, CHUNKS,
-        T, NT, H, TT, scale, tl.program_id(0), tl.program_id(1), K_DIM, V_DIM, BK, BT, HAS_G,
-        VARLEN, DOT, BV,
-    )  # fmt: skip
-
-
-@triton.jit
-def _bwd_chunk_persistent(
-    Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
-    CU, COFF, CHUNKS, T, NT, H, TT, scale, NC,
-    K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
-    FLATTEN: tl.constexpr,
-):  # fmt: skip
-    """_bwd_chunk_tile of every (chunk, head) pair, program p taking pairs p, p + programs,
-    ...: one loop, which the compiler pipelines across pairs (FLATTEN: the value-block loop
-    and this one as one), so that the next pair's tiles load while this one's multiply."""
-    n_prog = tl.num_programs(0)
-    for tile in tl.range(tl.program_id(0), NC * H, n_prog, flatten=FLATTEN):
-        _bwd_chunk_tile(
-            Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG, CU, COFF,
-            CHUNKS, T, NT, H, TT, scale, tile // H, tile % H, K_DIM, V_DIM, BK, BT, HAS_G,
-            VARLEN, DOT, BV,
-        )  # fmt: skip
-
-
 def _dot(x: torch.Tensor) -> str:
     """The products' precision: float32 operands as three tf32 products (about float32's
     accuracy), 16-bit operands as they are."""
@@ -1054,15 +928,6 @@ def _launch(kernel, configs, grid, args, lay, **meta):
     launch(kernel, configs, grid, args, meta, INTERPRET_CONFIG, key=KEY)
 
 
-def _persistent_programs(x: torch.Tensor) -> int:
-    """How many persistent programs fill the device of x (a few under the interpreter, so
-    that each loops over several pairs)."""
-    if interpreting():
-        return 3
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-    return sms * PERSISTENT_PER_SM
-
-
 def _chunk_gates(g, lay):
     """The in-chunk cumulative sums of the log decays g (float32 ``[B, T, H]``), head-major
     float32 ``[H, B * T]``: one launch."""
@@ -1094,7 +959,6 @@ def _prepare(k, v, g, beta, lay, store_u, q=None, scale=1.0):
          lay.T, lay.NT, H, B * T, scale), lay,
         K_DIM=K, V_DIM=v.shape[-1], BK=pow2(K), HAS_G=g is not None, STORE_U=store_u,
         STORE_QK=q is not None, DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype],
-        FORM="stacked" if _settings.delta_stacked_inverse else "series",
     )  # fmt: skip
     return wn, u, ai, aqk, kd
 
@@ -1241,17 +1105,8 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
                 dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT,
                 H, B * T, scale)  # fmt: skip
-        meta = dict(K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q))
-        if _settings.delta_persistent_chunk:
-            programs = min(lay.NC * H, _persistent_programs(q))
-            launch(
-                _bwd_chunk_persistent, BWD_CHUNK_PERSISTENT_CONFIGS, lambda m: (programs,),
-                (*args, lay.NC), dict(meta, BT=lay.BT, VARLEN=lay.varlen),
-                dict(INTERPRET_CONFIG, FLATTEN=False), key=KEY,
-            )  # fmt: skip
-        else:
-            _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
-                    **meta)  # fmt: skip
+        _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
+                K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q))  # fmt: skip
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
 
 
@@ -1269,13 +1124,18 @@ def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seql
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
-    if not use_triton(q, backend, op) or q.dtype == torch.float64:
+    K, V = q.shape[-1], v.shape[-1]
+    narrow = q.is_cuda and not interpreting() and min(K, V) < MIN_GPU_WIDTH
+    if not use_triton(q, backend, op) or q.dtype == torch.float64 or (narrow and backend == "auto"):
         return gated_delta_rule_chunked(
             q, k, v, g, beta, scale=scale, initial_state=initial_state,
             output_final_state=output_final_state, cu_seqlens=cu_seqlens,
         )  # fmt: skip
     check(q.shape[-1] <= 128, op, "key width K for the Triton kernels",
           "at most 128 (else backend='reference')", q.shape[-1])  # fmt: skip
+    check(not narrow, op, "key and value widths (K, V) for the Triton kernels on CUDA",
+          f"at least {MIN_GPU_WIDTH} each (else backend 'auto' or 'reference')",
+          (K, V))  # fmt: skip
     lay = _Layout(
         q, cu_seqlens, *(INTERPRET_CHUNK, INTERPRET_CHECKPOINT)
         if interpreting() else (CHUNK, CHECKPOINT_CHUNKS)

@@ -7,8 +7,8 @@ masked halves of the C x C products count. Per chunk of C tokens and head (READM
 
 prepare (``_prep_kernel``): K K^T twice (2 C^2 K each: its diagonal blocks, then the rest, so
     that A is not held through the first part of the inverse), the inverse (``inverse_macs``:
-    every product of tiles as the three products of split operands the kernel runs, the
-    stacked form's conversions included), W (2 C^2 K), U (2 C^2 V).
+    every product of tiles as the three products of split operands the kernel runs), W
+    (2 C^2 K), U (2 C^2 V).
 forward scan (``_scan_fwd_kernel``, one program per value block): W S (2 C K V), Q K^T
     (2 C^2 K, repeated in each of the V / block_v programs), Q S (2 C K V), P V' (2 C^2 V),
     K^T V' (2 C K V).
@@ -17,9 +17,6 @@ backward (W and T kept from the forward): the scan in STATES mode (U = T diag(be
     per chunk in ``_qk_kernel``; P^T dO, K dS, Q^T dO, W^T dV');
     the chunk kernel (dO S^T, dO V'^T, V' dS^T, T^T dV', (T^T dV') S^T, (T^T dV') V'^T per
     value block, then K K^T, three C x C by C x K products and, gated, Q K^T).
-
-``stacked`` (ops/config.py's ``delta_stacked_inverse``): the inverse by block substitution
-with the block-diagonal products on stacked (C, 16) tiles (``inverse_macs``).
 
 ``keep_states`` (ops/config.py's ``delta_keep_states``): in training the forward's scan also
 writes the state entering each chunk and V', autograd keeps them, and the backward has no
@@ -51,31 +48,25 @@ normalisation are not counted.
 import math
 
 
-def inverse_macs(C=64, stacked=False):
+def inverse_macs(C=64):
     """Multiply-adds of the prepare kernel's inverse of one chunk, as it runs them (README.md,
-    "Chunked form" and "The stacked inverse"); each product of tiles is three products of
-    split operands (_dot3). The series: four products for the 8 x 8 diagonal blocks, N, two
-    per squaring of N while its power is not zero, and the last product with D, all of C^3.
-    Stacked: the diagonal blocks' products and the level of 16 on (C, 16) tiles (32 products of
-    16 C^2 in all, the exact conversions' two each included), then two full products per level
-    of 32 .. C."""
+    "Chunked form"); each product of tiles is three products of split operands (_dot3): four
+    products for the 8 x 8 diagonal blocks, N, two per squaring of N while its power is not
+    zero, and the last product with D, all of C^3."""
     levels = int(math.log2(C // 8))  # 8 x 8 blocks to C: 16, 32, .., C
-    if not stacked:
-        return 3 * (4 + 2 * levels) * C**3
-    return 32 * 16 * C**2 + 3 * 2 * (levels - 1) * C**3
+    return 3 * (4 + 2 * levels) * C**3
 
 
-def _prepare_flops(C, K, V, stacked=False):
+def _prepare_flops(C, K, V):
     """Per token: K K^T twice, W, U and the inverse."""
-    return 2 * C * (3 * K + V) + 2 * inverse_macs(C, stacked) // C  # C divides it
+    return 2 * C * (3 * K + V) + 2 * inverse_macs(C) // C  # C divides it
 
 
-def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False, prepared=False,
-                  stacked=False):  # fmt: skip
+def flops_forward(B, T, H, K, V=None, C=64, block_v=64, gated=False, prepared=False):
     V = K if V is None else V
     qk = 2 * C * K if prepared else (V / block_v) * 2 * C * K
     scan = qk + 6 * K * V + 2 * C * V
-    return B * H * T * (_prepare_flops(C, K, V, stacked) + scan)
+    return B * H * T * (_prepare_flops(C, K, V) + scan)
 
 
 def flops_backward(B, T, H, K, V=None, C=64, block_v=64, gated=False, keep_states=False,

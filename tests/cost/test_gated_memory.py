@@ -204,7 +204,8 @@ def test_each_variant_is_priced_as_its_kernel():
     """The mixer of each gallery block names the kernel it lowers to and keeps no chunk
     states: q, k, v and the gates (GLA: also its float32 intra-chunk scores A; the delta rule
     its chunks' WY inverse T, 64 values per token, and -W, K per token, or with config
-    delta_keep_values V', V per token, in its place)."""
+    delta_keep_values V', V per token, in its place, and with delta_checkpoint_states, on by
+    default, one float32 K x V state per head and 1,024 tokens of each sequence)."""
     r = ncd.analyse(gallery.get("gla_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     assert mixer.kernel == "ncd.ops.gla"
@@ -217,8 +218,14 @@ def test_each_variant_is_priced_as_its_kernel():
     assert kept["beta, float32 [B, T, H]"] == 4 * B * T * H  # bf16 beta, converted
     assert kept["T, each chunk's WY inverse (64 per token)"] == 2 * 64 * B * T * H
     assert kept["-W = -T diag(beta gamma) K (K per token)"] == 2 * K * B * T * H
-    assert sum(kept.values()) == B * T * H * (2 * 4 * K + 4 + 2 * 64)
-    with ops_config.override(delta_keep_values=True):
+    checkpoints = 4 * K * K * B * H * 1  # T = 128: one segment of 1,024 tokens
+    assert kept["the state entering every 16th chunk (float32 K x V)"] == checkpoints
+    assert sum(kept.values()) == B * T * H * (2 * 4 * K + 4 + 2 * 64) + checkpoints
+    with ops_config.override(delta_checkpoint_states=False):
+        r = ncd.analyse(gallery.get("deltanet_block"), sizes=SIZES, dtype="bfloat16")
+    mixer = next(b for b in r.boxes if b.name == "mixer")
+    assert sum(r.number(n) for _, _, n in mixer.saved) == B * T * H * (2 * 4 * K + 4 + 2 * 64)
+    with ops_config.override(delta_keep_values=True, delta_checkpoint_states=False):
         r = ncd.analyse(gallery.get("deltanet_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     kept = {what: r.number(n) for what, _, n in mixer.saved}

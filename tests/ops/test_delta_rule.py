@@ -216,28 +216,6 @@ def test_checkpointed_states(case, dtype, values, monkeypatch, nan_alloc):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_persistent_chunk_kernel(case, dtype, monkeypatch, nan_alloc):
-    """Config delta_persistent_chunk: the backward's chunk kernel as a few programs that each
-    loop over (chunk, head) pairs (three under the interpreter, so each takes several, and
-    the last ones fewer than the others); outputs and every gradient against the recurrence,
-    and the persistent kernel is the one launched."""
-    launched = []
-    real = chunk.launch
-
-    def counted(kernel, configs, grid, *rest, **kw):
-        launched.append((kernel, grid(dict(chunk.INTERPRET_CONFIG, FLATTEN=False))))
-        return real(kernel, configs, grid, *rest, **kw)
-
-    monkeypatch.setattr(chunk, "launch", counted)
-    fn = gated_delta_rule if case[5] else delta_rule
-    with config.override(delta_persistent_chunk=True):
-        compare(fn, case, dtype, backend="triton")
-    assert (chunk._bwd_chunk_persistent, (3,)) in launched, launched
-
-
-@pytest.mark.interpret
 @pytest.mark.parametrize("factored", [True, False], ids=["factored", "decay_matrix"])
 @pytest.mark.parametrize("keep", ["none", "states", "values"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
@@ -462,20 +440,20 @@ def test_cost_formulas_take_symbols():
     for fn in (cost.flops_forward, cost.flops_backward, cost.io_forward, cost.io_backward,
                cost.activation_bytes, cost.backward_temp_bytes):  # fmt: skip
         assert isinstance(sympy.expand(fn(B, T, H, K, V)), sympy.Expr)
+    assert isinstance(cost.activation_bytes(B, T, H, K, V, checkpoints=True), sympy.Expr)
+    assert cost.checkpoint_bytes(2, 1025, 3, 8, 4) == 2 * 3 * 4 * 8 * 4 * 2  # two segments
     n = dict(B=4, T=8192, H=16, K=128, V=128)
     assert cost.flops_forward(**n) > cost.flops_minimal(**n)
-    assert cost.inverse_macs(64) == 30 * 64**3 and cost.inverse_macs(64, stacked=True) == (
-        32 * 16 * 64**2 + 12 * 64**3
-    )
+    assert cost.inverse_macs(64) == 30 * 64**3
 
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize(
     "switches",
-    [{}, {"delta_stacked_inverse": True}, {"delta_keep_states": True},
+    [{}, {"delta_keep_states": True},
      {"delta_keep_values": True, "gated_delta_keep_values": True}, {"delta_prepared_qk": True}],
-    ids=["default", "stacked", "keep_states", "keep_values", "prepared"],
+    ids=["default", "keep_states", "keep_values", "prepared"],
 )  # fmt: skip
 def test_flops_are_the_products_the_kernels_run(dot_macs, gated, switches):
     """The cost model's FLOPs against the multiply-adds of every product the kernels execute,
@@ -498,8 +476,7 @@ def test_flops_are_the_products_the_kernels_run(dot_macs, gated, switches):
         o.sum().backward()
     kw = dict(C=chunk.INTERPRET_CHUNK, block_v=chunk.INTERPRET_CONFIG["BV"], gated=gated,
               prepared="delta_prepared_qk" in switches)  # fmt: skip
-    stacked = "delta_stacked_inverse" in switches
-    assert forward == cost.flops_forward(B, T, H, K, V, **kw, stacked=stacked)
+    assert forward == cost.flops_forward(B, T, H, K, V, **kw)
     assert 2 * sum(macs) == cost.flops_backward(
         B, T, H, K, V, **kw, keep_states="delta_keep_states" in switches,
         keep_values="delta_keep_values" in switches,
@@ -507,14 +484,11 @@ def test_flops_are_the_products_the_kernels_run(dot_macs, gated, switches):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("form", ["series", "stacked"])
-def test_nearly_parallel_keys(monkeypatch, nan_alloc, form):
+def test_nearly_parallel_keys(monkeypatch, nan_alloc):
     """Keys within 1 % of one direction and beta near 1: the chunk's triangular system is at
     its worst (the inverse's series has its largest terms). float32 chunks of 64 stay within
-    5e-5 of the float64 recurrence (inverting 16 x 16 blocks by series gave 1.3e-4), with
-    either form of the prepare kernel's inverse."""
+    5e-5 of the float64 recurrence (inverting 16 x 16 blocks by series gave 1.3e-4)."""
     monkeypatch.setattr(chunk, "INTERPRET_CHUNK", 64)
-    monkeypatch.setattr(config.settings, "delta_stacked_inverse", form == "stacked")
     gen = torch.Generator().manual_seed(0)
     B, T, H, K, V = 1, 128, 2, 32, 32
     base = torch.randn(1, 1, H, K, generator=gen)
@@ -533,18 +507,17 @@ def test_nearly_parallel_keys(monkeypatch, nan_alloc, form):
     assert max(errs) < 5e-5, errs
 
 
-def _inverse_tile(A, AI, X, HI, BT: tl.constexpr, SPLIT: tl.constexpr, FORM: tl.constexpr):
+def _inverse_tile(A, AI, X, HI, BT: tl.constexpr, SPLIT: tl.constexpr):
     """Decorated in the test, where TRITON_INTERPRET is set (conftest.py)."""
     offs = tl.arange(0, BT)
     p = offs[:, None] * BT + offs[None, :]
-    tl.store(AI + p, chunk._unit_lower_inverse(tl.load(A + p), BT, SPLIT, FORM))
+    tl.store(AI + p, chunk._unit_lower_inverse(tl.load(A + p), BT, SPLIT))
     tl.store(HI + p, chunk._tf32_split(tl.load(X + p))[0])
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("form", ["stacked", "series"])
 @pytest.mark.parametrize("BT", [16, 32, 64])
-def test_inverse_tile_and_tf32_split(BT, form):
+def test_inverse_tile_and_tf32_split(BT):
     """The prepare kernel's in-register inverse of I + A (A strictly lower, entries as nearly
     parallel keys with beta near 1 give them) against torch.linalg.inv in float64, its
     products on tf32 halves; and the tf32 split's high part against the nearest number with
@@ -556,7 +529,7 @@ def test_inverse_tile_and_tf32_split(BT, form):
     x = torch.randn(BT, BT, generator=gen) * 10.0 ** torch.randint(-3, 4, (BT, BT), generator=gen)
     x[0, :4] = torch.tensor([1.5, -2.5, 1 + 2.0**-11, -(1 + 3 * 2.0**-11)])  # ties
     ai, hi = torch.empty_like(a), torch.empty_like(x)
-    triton.jit(_inverse_tile)[(1,)](a, ai, x, hi, BT=BT, SPLIT="tf32", FORM=form)
+    triton.jit(_inverse_tile)[(1,)](a, ai, x, hi, BT=BT, SPLIT="tf32")
     ref = torch.linalg.inv(torch.eye(BT, dtype=torch.float64) + a.double())
     assert (ai.double() - ref).abs().max().item() < 1e-5 * ref.abs().max().item()
     m, e = torch.frexp(x.double())  # x = m 2^e, 0.5 <= |m| < 1
