@@ -1006,7 +1006,11 @@ def _delta_rule(v: BoxView) -> Rule:
             *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
             *([f"ops switch {name}_keep_values on: V' kept in place of -W"] if values else []),
             *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
-            *(["ops switch delta_checkpoint_states on: state checkpoints kept"] if ckpt else []),
+            *(
+                ["ops switch delta_checkpoint_states off: the states rescanned whole"]
+                if not (s.delta_checkpoint_states or keep)
+                else []
+            ),
             *(
                 ["ops switch gated_delta_factored off: the scans form the decay matrix"]
                 if gated and not s.gated_delta_factored
