@@ -972,11 +972,12 @@ def _delta_rule(v: BoxView) -> Rule:
             _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)")
         )
     ckpt = s.delta_checkpoint_states and not keep  # the forward's scan also writes checkpoints
+    T_seg = sympy.sympify(T)  # (a sympy T: the checkpoints' count is a ceiling, which // gives)
     if ckpt:
         saved.append(
             _own(
                 "state_checkpoints",
-                dr.checkpoint_bytes(B, sympy.sympify(T), 1, K, V),
+                dr.checkpoint_bytes(B, T_seg, 1, K, V),
                 "the state entering every 16th chunk (float32 K x V)",
             )  # fmt: skip
         )
@@ -987,7 +988,7 @@ def _delta_rule(v: BoxView) -> Rule:
     )
     name = "gated_delta_rule" if gated else "delta_rule"
     switches = dict(bytes_per=bp, gated=gated, keep_states=keep, prepared=prep, keep_values=values)
-    io_switches = dict(switches, checkpoints=ckpt)  # (T as sympy: the checkpoints' ceiling)
+    io_switches = dict(switches, checkpoints=ckpt)
     return Rule(
         flops=flops,
         mm=flops,
@@ -997,8 +998,8 @@ def _delta_rule(v: BoxView) -> Rule:
         temps=dr.forward_temp_bytes(B, T, 1, K, V, **switches),
         bwd_temps=do_copy
         + dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep, keep_values=values),
-        io=dr.io_forward(B, sympy.sympify(T), 1, K, V, **io_switches),
-        io_bwd=dr.io_backward(B, sympy.sympify(T), 1, K, V, **io_switches),
+        io=dr.io_forward(B, T_seg, 1, K, V, **io_switches),
+        io_bwd=dr.io_backward(B, T_seg, 1, K, V, **io_switches),
         fused=f"ncd.ops.{name}",
         notes=[
             "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",

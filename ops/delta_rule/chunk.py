@@ -1131,8 +1131,8 @@ def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seql
             q, k, v, g, beta, scale=scale, initial_state=initial_state,
             output_final_state=output_final_state, cu_seqlens=cu_seqlens,
         )  # fmt: skip
-    check(q.shape[-1] <= 128, op, "key width K for the Triton kernels",
-          "at most 128 (else backend='reference')", q.shape[-1])  # fmt: skip
+    check(K <= 128, op, "key width K for the Triton kernels",
+          "at most 128 (else backend='reference')", K)  # fmt: skip
     check(not narrow, op, "key and value widths (K, V) for the Triton kernels on CUDA",
           f"at least {MIN_GPU_WIDTH} each (else backend 'auto' or 'reference')",
           (K, V))  # fmt: skip
