@@ -126,6 +126,20 @@ def _autocast(x, dtype):
 
 # Plain Python on the host: triton.cdiv and triton.next_power_of_2 are constexpr functions
 # whose calls cost microseconds each, on every launch.
+@functools.cache
+def _multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """Multiprocessors of a CUDA device (asked once per device); 4 under the interpreter or
+    off CUDA, where it only sizes grids."""
+    if interpreting() or device.type != "cuda":
+        return 4
+    index = device.index
+    return _multiprocessors(torch.cuda.current_device() if index is None else index)
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

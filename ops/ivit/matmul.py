@@ -17,7 +17,7 @@ import math
 import torch
 
 from .. import _gluon
-from .._backend import cdiv, check, interpreting, launch, use_triton
+from .._backend import cdiv, check, launch, sm_count, use_triton
 from .._kernels import grouped_tile
 from .._triton import TensorDescriptor, tl, triton
 from . import matmul_gluon
@@ -142,17 +142,6 @@ def _per_channel(v, N, name, device):
 
 
 OP = "int8_matmul"
-_sms: dict = {}
-
-
-def _sm_count(device) -> int:
-    """Multiprocessors of a CUDA device (4 programs under the interpreter)."""
-    if interpreting():
-        return 4
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _sms:
-        _sms[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _sms[idx]
 
 
 def _tma_ready(a2, b) -> bool:
@@ -241,11 +230,11 @@ def int8_matmul(
         flags = {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel}
         tma = _tma_ready(a2, b)
         if tma and matmul_gluon.available() and matmul_gluon.supports(a2, b, requant)[0]:
-            done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, bias, _sm_count(a.device))
+            done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, bias, sm_count(a.device))
             if done is not None:
                 return c.reshape(*lead, N)
         if tma:
-            programs = _sm_count(a.device)
+            programs = sm_count(a.device)
             launch(
                 _int8_mm_tma_kernel, TMA_CONFIGS,
                 lambda m: (min(programs, cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"])),),

@@ -12,7 +12,7 @@ and dy (dbias) in float32, written to ``[G, N]`` planes that a second kernel sum
 
 import torch
 
-from .._backend import FLOATS, cdiv, check, launch, pow2, use_triton
+from .._backend import FLOATS, cdiv, check, launch, pow2, sm_count, use_triton
 from .._triton import tl, triton
 from .reference import (
     add_layer_norm_reference,
@@ -301,18 +301,12 @@ def _plan(kind: str, N: int, rms: bool, has_w: bool, has_b: bool, extra: bool):
     return plan
 
 
-_sm_count: dict = {}
-
-
 def _programs(x: torch.Tensor, n_blocks: int) -> int:
     """The backward's number of programs G: PROGRAMS_PER_SM per multiprocessor (4 under the
     interpreter), at most one per row block."""
     if not x.is_cuda:
         return max(1, min(n_blocks, 4))
-    dev = x.device.index if x.device.index is not None else torch.cuda.current_device()
-    if dev not in _sm_count:
-        _sm_count[dev] = torch.cuda.get_device_properties(dev).multi_processor_count
-    return max(1, min(n_blocks, PROGRAMS_PER_SM * _sm_count[dev]))
+    return max(1, min(n_blocks, PROGRAMS_PER_SM * sm_count(x.device)))
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
