@@ -70,6 +70,10 @@ class Settings:
     # and the backward recomputes the chunk states from them, the 16-chunk segments in
     # parallel; off: one sequential scan per sequence and head (delta_rule/README.md).
     delta_checkpoint_states: bool = True
+    # The delta rule's backward on Hopper: its chunk pass in the warp-specialized Gluon kernel
+    # (a producer warp copies the next chunk's tiles in while the products run) where it
+    # applies (delta_rule/gluon.py); off: the Triton kernel everywhere.
+    delta_gluon: bool = True
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -99,6 +103,7 @@ ENVIRONMENT = {
         "NCD_DELTA_CHECKPOINT_STATES",
         "0: the delta rules' backward rescans the states whole, no checkpoints",
     ),
+    "delta_gluon": ("NCD_DELTA_GLUON", "0: the delta rule's chunk pass in Triton on Hopper too"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

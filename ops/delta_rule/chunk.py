@@ -43,11 +43,14 @@ from .._backend import (
     interpreting,
     launch,
     pow2,
+    sm_count,
     use_triton,
 )
+from .._gluon import FAILED, attempt
 from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within
 from .._triton import tl, triton
 from ..config import settings as _settings
+from . import gluon as gluon_chunk
 from .chunked import gated_delta_rule_chunked
 from .reference import l2norm
 
@@ -1102,12 +1105,27 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dbeta = torch.empty_like(beta)
         dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
-        args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk, dv,
-                dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T, lay.NT,
-                H, B * T, scale)  # fmt: skip
-        _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
-                K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q))  # fmt: skip
+        if not _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv,
+                                     dbeta, scale, lay):  # fmt: skip
+            args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk,
+                    dv, dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T,
+                    lay.NT, H, B * T, scale)  # fmt: skip
+            _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
+                    K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q))  # fmt: skip
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
+
+
+def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale,
+                          lay) -> bool:  # fmt: skip
+    """The backward's chunk pass in the warp-specialized Gluon kernel (gluon.py) where config
+    delta_gluon is on and the kernel takes these inputs; False: the Triton kernel's to do."""
+    if not (_settings.delta_gluon and gluon_chunk.available()) or gluon_chunk.OP in FAILED:
+        return False
+    tensors = (q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta)
+    if not gluon_chunk.supports(q, v, g is not None, lay.varlen, lay.BT, tensors)[0]:
+        return False
+    done = attempt(gluon_chunk.OP, gluon_chunk.run, *tensors, scale, sm_count(q.device))
+    return done is not None
 
 
 def _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, gated):
