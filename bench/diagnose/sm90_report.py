@@ -326,7 +326,14 @@ def gated_rows(family, dtype, D):
             add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
                 HAS_G=gated)  # fmt: skip
+            if gluon_common.GLUON and dtype != "float32":  # the warp-specialized Gluon kernel
+                for overlap in (True, False):
+                    label = f"delta gluon _bwd_chunk_ws_kernel {g} overlap={overlap:d} [K={D}]"
+                    rows.append((label, None, None, dict(gated=gated, overlap=overlap)))
     for lab, kernel, cfg, consts in rows:
+        if kernel is None:  # a Gluon row, labelled in full
+            yield lab, lambda cs=consts: delta_gluon_kernel(D, dtype, **cs)
+            continue
         tune = ",".join(f"{k}={v}" for k, v in cfg.kwargs.items())
         regs = f" r{cfg.maxnreg}" if cfg.maxnreg else ""
         label = f"{family} {lab.strip()} [{tune} w{cfg.num_warps} s{cfg.num_stages}{regs}]"
@@ -355,10 +362,29 @@ def gluon_kernel(which, D, dtype, causal, group=1):
     return _gluon_compile(fn, dict(zip(names, descs)), consts, others)
 
 
-def _gluon_compile(fn, descs, consts, others):
-    """Compile a Gluon kernel for sm_90 at 4 warps: `descs` its tensor descriptors by argument
-    name, `consts` its constexprs, `others` the types of the other arguments ("i32" if not
-    named)."""
+def delta_gluon_kernel(D, dtype, gated, overlap):
+    """The delta rules' Gluon chunk kernel (ops/delta_rule/gluon.py) as `run` launches it."""
+    from ncd.ops.delta_rule import gluon as dg
+
+    x = torch.empty(1, 256, 2, D, dtype=getattr(torch, dtype))  # only for the descriptor types
+    ai = torch.empty(1, 256, 2, dg.BT, dtype=x.dtype)
+    hs = torch.empty(8 * D, D, dtype=x.dtype)
+    names = ("ai_desc", "q_desc", "k_desc", "do_desc", "vn_desc", "dvn_desc", "v_desc",
+             "hs_desc", "dhs_desc")  # fmt: skip
+    tiles = (dg._d2(ai, dg.BT, dg.BT), *[dg._d2(x, dg.BT, D)] * 2, *[dg._d2(x, dg.BT, dg.BV)] * 4,
+             *[dg._d2(hs, D, dg.BV)] * 2)  # fmt: skip
+    consts = dict(K_DIM=D, V_DIM=D, NUM_STAGES=dg.NUM_STAGES, PRODUCER_REGS=dg.PRODUCER_REGS,
+                  OVERLAP=overlap, HAS_G=gated)  # fmt: skip
+    ptrs = {n: "*fp32" for n in ("BETA", "GATE", "DBETA", "DG")}
+    ptrs.update({n: f"*{TY[dtype]}" for n in ("DQ", "DK", "DV")})
+    return _gluon_compile(dg._bwd_chunk_ws_kernel, dict(zip(names, tiles)), consts,
+                          {**ptrs, "scale": "fp32"}, warps=8)  # fmt: skip
+
+
+def _gluon_compile(fn, descs, consts, others, warps=4):
+    """Compile a Gluon kernel for sm_90 at `warps` warps: `descs` its tensor descriptors by
+    argument name, `consts` its constexprs, `others` the types of the other arguments ("i32"
+    if not named)."""
     from triton.experimental.gluon._runtime import GluonASTSource
     from triton.runtime.jit import mangle_type
 
@@ -370,7 +396,8 @@ def _gluon_compile(fn, descs, consts, others):
             sig[n], cs[(i,)] = "constexpr", consts[n]
         else:
             sig[n] = others.get(n, "i32")
-    return triton.compile(GluonASTSource(fn, sig, cs), target=TARGET, options=dict(num_warps=4))
+    return triton.compile(GluonASTSource(fn, sig, cs), target=TARGET,
+                          options=dict(num_warps=warps))  # fmt: skip
 
 
 def norm_rows(dtype, N):
