@@ -15,7 +15,8 @@ Families of cases (--ops):
   (itself tested against the recurrence), with gates per token or per head, weak (the
   factored chunks), strong (past the bound: the exact decay matrix) and mixed, initial and
   final states, packed sequences; every gradient, dg included.
-- delta_rule: the delta rule's and gated delta rule's kernels against the chunked float64
+- delta_rule: the delta rule's and gated delta rule's kernels (and, ungated, the Gluon chunk
+  kernel on Hopper) against the chunked float64
   PyTorch form (ungated and gated, keys spread or nearly parallel, states, packed sequences,
   the forward that keeps its chunk states, the scan that reads the prepare kernel's Q K^T).
   A quantity's floor is how far one rounding of
@@ -220,6 +221,28 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
     return grads_err(outs, refs, inputs, ref_in, g, names)
 
 
+def delta_gluon_case(dev, dtype, repeat, *args):
+    """delta_rule_case with the Gluon chunk kernel taken whatever the number of chunk
+    programs (its MIN_CHUNKS lifted: the cases are small); it must run, not fall back."""
+    from ncd.ops import _gluon
+    from ncd.ops.delta_rule import gluon as gluon_chunk
+
+    saved, run, calls = gluon_chunk.MIN_CHUNKS, gluon_chunk.run, []
+
+    def counted(*a):
+        calls.append(1)
+        return run(*a)
+
+    gluon_chunk.MIN_CHUNKS, gluon_chunk.run = 0, counted
+    try:
+        out = delta_rule_case(dev, dtype, repeat, *args)
+    finally:
+        gluon_chunk.MIN_CHUNKS, gluon_chunk.run = saved, run
+    if not calls or gluon_chunk.OP in _gluon.FAILED:
+        raise RuntimeError("the Gluon chunk kernel did not run (not taken, or it failed)")
+    return out
+
+
 def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, seed, shift=4.0):
     """The (gated) delta rule, keys L2-normalised; near: their share of one common direction
     (nearly parallel keys give the chunks' inverses their largest terms); log decays
@@ -368,6 +391,11 @@ def cases(families, dev, dtype):
             out.append(("simple_gla", label, simple_gla_case, args))
     if "delta_rule" in families:
         K = 32 if small else 128
+        hopper = (
+            not small
+            and gluon_common.available()
+            and gluon_common.on_hopper(torch.empty(1, device=dev))
+        )
         cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
         for gated, near, state, packed in [
             (False, 0.0, False, False),
@@ -388,6 +416,9 @@ def cases(families, dev, dtype):
                 out.append(("delta_rule", label + " keep_values", delta_rule_case, args, keep))
                 keep = {"delta_keep_values": False, "gated_delta_keep_values": False}
                 out.append(("delta_rule", label + " keep_w", delta_rule_case, args, keep))
+            if not (gated or packed) and dtype != torch.float32 and hopper:  # Gluon chunk pass
+                whole = (args[0], -(-T // 64) * 64, *args[2:])  # whole chunks
+                out.append(("delta_rule", label + " gluon", delta_gluon_case, whole))
             # the states rescanned whole rather than from the forward's checkpoints
             ck = {"delta_checkpoint_states": False}
             out.append(("delta_rule", label + " no checkpoints", delta_rule_case, args, ck))

@@ -19,12 +19,13 @@ with `--extra` rows to try), `lin` (the linear-attention kernels as the GPU's JI
 them at the benchmark shapes: pointers 16-byte aligned, strides and lengths multiples of 16),
 `lindecay` (the same with a constant per-head decay: the scalar-gate kernels' counterpart),
 `gluon` (the Gluon forward and dK/dV, grouped or not), `sgla` / `simple_gla`, `gla`,
-`delta` / `delta_rule` or `gated` (all three: every kernel of the gated families in each
-launch configuration, with and without the switches that change the code, gates as the
-launchers pass them), `norm` (the row normalisations at rows of `--D` features: forward and
-backward of LayerNorm and of RMSNorm with a residual in each num_warps tried, and the
-gradient reduction), `wtacrs` (the WTA-CRS selection's three kernels and the gather of the
-kept rows, for `--D` rows), `conv` (the short convolution's forward and backward at W = 4),
+`delta` / `delta_rule` or `gated` (all three: every kernel of the gated families in each launch
+configuration, with and without the switches that change the code, gates as the launchers pass
+them; for the delta rule also its Gluon chunk kernel, 8 warps), `norm` (the row normalisations
+at rows of `--D` features: forward and backward of LayerNorm and of RMSNorm with a residual in
+each num_warps tried, and the gradient reduction), `wtacrs` (the WTA-CRS selection's three
+kernels and the gather of the kept rows, for `--D` rows), `conv` (the short convolution's
+forward and backward at W = 4),
 `int8` (the int8 matrix product, pointer and tensor-map kernels).
 The last column gives, per loop of the SASS (the chunk loops; one per role of a multi-role
 kernel), its instructions, barriers and local-memory accesses on one
@@ -326,10 +327,10 @@ def gated_rows(family, dtype, D):
             add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
                 HAS_G=gated)  # fmt: skip
-            if gluon_common.GLUON and dtype != "float32":  # the warp-specialized Gluon kernel
+            if gluon_common.GLUON and dtype != "float32" and not gated:  # the Gluon kernel
                 for overlap in (True, False):
                     label = f"delta gluon _bwd_chunk_ws_kernel {g} overlap={overlap:d} [K={D}]"
-                    rows.append((label, None, None, dict(gated=gated, overlap=overlap)))
+                    rows.append((label, None, None, dict(overlap=overlap)))
     for lab, kernel, cfg, consts in rows:
         if kernel is None:  # a Gluon row, labelled in full
             yield lab, lambda cs=consts: delta_gluon_kernel(D, dtype, **cs)
@@ -362,8 +363,8 @@ def gluon_kernel(which, D, dtype, causal, group=1):
     return _gluon_compile(fn, dict(zip(names, descs)), consts, others)
 
 
-def delta_gluon_kernel(D, dtype, gated, overlap):
-    """The delta rules' Gluon chunk kernel (ops/delta_rule/gluon.py) as `run` launches it."""
+def delta_gluon_kernel(D, dtype, overlap):
+    """The delta rule's Gluon chunk kernel (ops/delta_rule/gluon.py) as `run` launches it."""
     from ncd.ops.delta_rule import gluon as dg
 
     x = torch.empty(1, 256, 2, D, dtype=getattr(torch, dtype))  # only for the descriptor types
@@ -374,8 +375,8 @@ def delta_gluon_kernel(D, dtype, gated, overlap):
     tiles = (dg._d2(ai, dg.BT, dg.BT), *[dg._d2(x, dg.BT, D)] * 2, *[dg._d2(x, dg.BT, dg.BV)] * 4,
              *[dg._d2(hs, D, dg.BV)] * 2)  # fmt: skip
     consts = dict(K_DIM=D, V_DIM=D, NUM_STAGES=dg.NUM_STAGES, PRODUCER_REGS=dg.PRODUCER_REGS,
-                  OVERLAP=overlap, HAS_G=gated)  # fmt: skip
-    ptrs = {n: "*fp32" for n in ("BETA", "GATE", "DBETA", "DG")}
+                  OVERLAP=overlap)  # fmt: skip
+    ptrs = {n: "*fp32" for n in ("BETA", "DBETA")}
     ptrs.update({n: f"*{TY[dtype]}" for n in ("DQ", "DK", "DV")})
     return _gluon_compile(dg._bwd_chunk_ws_kernel, dict(zip(names, tiles)), consts,
                           {**ptrs, "scale": "fp32"}, warps=8)  # fmt: skip

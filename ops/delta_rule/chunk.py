@@ -1106,7 +1106,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         dbeta = torch.empty_like(beta)
         dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
         if not _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv,
-                                     dbeta, dg, scale, lay):  # fmt: skip
+                                     dbeta, scale, lay):  # fmt: skip
             args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk,
                     dv, dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T,
                     lay.NT, H, B * T, scale)  # fmt: skip
@@ -1115,16 +1115,16 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
 
 
-def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, dg,
-                          scale, lay) -> bool:  # fmt: skip
+def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale,
+                          lay) -> bool:  # fmt: skip
     """The backward's chunk pass in the warp-specialized Gluon kernel (gluon.py) where config
     delta_gluon is on and the kernel takes these inputs; False: the Triton kernel's to do."""
     if not (_settings.delta_gluon and gluon_chunk.available()) or gluon_chunk.OP in FAILED:
         return False
     tensors = (q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta)
-    if not gluon_chunk.supports(q, v, lay.varlen, lay.BT, tensors)[0]:
+    if not gluon_chunk.supports(q, v, g is not None, lay.varlen, lay.BT, tensors)[0]:
         return False
-    done = attempt(gluon_chunk.OP, gluon_chunk.run, *tensors, g, dg, scale, sm_count(q.device))
+    done = attempt(gluon_chunk.OP, gluon_chunk.run, *tensors, scale, sm_count(q.device))
     return done is not None
 
 

@@ -9,10 +9,6 @@ chunk, with S entering and dS' leaving it, V' and dV' from the scans,
                                                   dab = diag(beta) strictly_lower(-dB_u V'^T)
     dbeta = rowsum(dB_u * v) - rowsum(dB_w * k) + rowsum(strictly_lower(-dB_u V'^T) * K K^T)
 
-Gated (the gated delta rule), the decays enter as in the Triton kernel: dS' and the keys'
-state term decayed to the chunk's end, W's and the output's gamma, E on dP and dA, and dg
-from the same terms (README.md, "Backward").
-
 What changes is the schedule. The Triton kernel runs one program a multiprocessor (its five
 float32 accumulators fill the registers), so nothing overlaps one chunk's loads with its
 products. Here a persistent program walks chunks, and a one-warp producer partition copies
@@ -21,7 +17,9 @@ the value blocks (dO, V', dV', v and the BV columns of S and dS') through a ring
 `NUM_STAGES` stages, then q and k; each buffer has a ready and an empty barrier.
 
 Inputs it takes (`supports`): a Hopper GPU, bf16 or fp16, no packed sequences, T a multiple
-of the chunk (64), K = V = 128 or 64.
+of the chunk (64), K = V = 128 or 64, the ungated rule (a gated form, right but spilling and
+1.47x slower than the Triton kernel on an H100, is in git history), and at least MIN_CHUNKS
+chunk programs.
 """
 
 from __future__ import annotations
@@ -45,6 +43,9 @@ BT = 64  # chunk length (chunk.py's CHUNK)
 BV = 64  # value columns a ring stage holds
 NUM_STAGES = 2
 PRODUCER_REGS = 24  # registers a thread of the one-warp TMA producer (setmaxnreg)
+# Fewer chunk programs (B T H / BT) take the Triton kernel: the host's time to issue the
+# Gluon launch (nine tensor descriptors) then exceeds the GPU time it saves (README.md).
+MIN_CHUNKS = 8192
 # The value loop's products issued asynchronously, the ones that do not need dB_u running on
 # while dB_u's own work runs (False: each product waited for in turn).
 OVERLAP = True
@@ -52,10 +53,6 @@ OP = "delta_rule backward chunk"
 
 
 if common.GLUON:
-
-    @gluon.jit
-    def _add(a, b):
-        return a + b
 
     @gluon.jit
     def _tile(tile, NC, NT, T, BTC: gl.constexpr):
@@ -107,10 +104,9 @@ if common.GLUON:
 
     @gluon.jit
     def _consumer(t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s, scr, t_ready, t_empty,
-                  qk_ready, qk_empty, ready, empty, BETA, GATE, DQ, DK, DV, DBETA, DG, T, NT,
-                  H, NC, scale, K_DIM: gl.constexpr, V_DIM: gl.constexpr,
-                  NUM_STAGES: gl.constexpr, OVERLAP: gl.constexpr,
-                  HAS_G: gl.constexpr):  # fmt: skip
+                  qk_ready, qk_empty, ready, empty, BETA, DQ, DK, DV, DBETA, T, NT, H, NC,
+                  scale, K_DIM: gl.constexpr, V_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
+                  OVERLAP: gl.constexpr):  # fmt: skip
         """The chunks' arithmetic (module docstring), 8 warps: two warpgroups side by side
         along each product's columns."""
         BTC: gl.constexpr = t_s.shape[0]
@@ -124,7 +120,6 @@ if common.GLUON:
             version=[3, 0], warps_per_cta=[4, 2], instr_shape=[16, BTC // 2, 16]
         )
         ak: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=lk, k_width=2)
-        ls: gl.constexpr = gl.BlockedLayout([1, 4], [2, 16], [8, 1], [1, 0])  # [16, BV] tiles
         at: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=lt, k_width=2)
         rows_t = gl.arange(0, BTC, layout=gl.SliceLayout(1, lt))
         cols_t = gl.arange(0, BTC, layout=gl.SliceLayout(0, lt))
@@ -139,12 +134,6 @@ if common.GLUON:
             tok_t = (row0 + rows_t).to(gl.int64) * H + h  # [BT] token x head, lt rows
             tok_k = (row0 + rows_k).to(gl.int64) * H + h
             beta = gl.load(BETA + tok_t).to(gl.float32)
-            if HAS_G:  # the in-chunk cumulative log decays (head-major [H, B * T])
-                g_base = GATE + h.to(gl.int64) * NC * BTC + row0
-                G = gl.load(g_base + rows_t)  # by rows
-                Gc = gl.load(g_base + cols_t)  # by columns
-                g_last = gl.load(g_base + BTC - 1)
-                sd = g_last * 0.0  # <S, dS'>
             dq = gl.zeros([BTC, K_DIM], gl.float32, lk)  # dO S^T
             dks = gl.zeros([BTC, K_DIM], gl.float32, lk)  # V' dS'^T
             db_w = gl.zeros([BTC, K_DIM], gl.float32, lk)  # dB_u S^T
@@ -184,11 +173,6 @@ if common.GLUON:
                     da = warpgroup_mma(gl.convert_layout(db_u16, at), vn_b.permute((1, 0)), da)
                 v = v_s.index(s).load(lt).to(gl.float32)
                 dbeta += gl.sum(db_u * v, 1)
-                if HAS_G:  # in slices of 16 key rows: few registers next to the products
-                    for r in gl.static_range(0, K_DIM, 16):
-                        a = hs_s.index(s).slice(r, 16).load(ls).to(gl.float32)
-                        b = dhs_s.index(s).slice(r, 16).load(ls).to(gl.float32)
-                        sd += gl.sum(gl.sum(a * b, 1), 0)
                 dv_ptr = DV + gl.expand_dims(tok_t * V_DIM + j * BVC, 1) + gl.expand_dims(cols_t, 0)
                 gl.store(dv_ptr, (db_u * gl.expand_dims(beta, 1)).to(dtype))
                 if OVERLAP:
@@ -200,36 +184,13 @@ if common.GLUON:
             gl.thread_barrier()
             mbarrier.arrive(t_empty, count=1)
             mbarrier.wait(qk_ready, ph)
+            beta_k = gl.convert_layout(beta, gl.SliceLayout(1, lk))
             k = k_s.load(lk).to(gl.float32)
-            t_w = gl.convert_layout(-gl.sum(db_w * k, 1), gl.SliceLayout(1, lt))
-            if HAS_G:
-                gamma = gl.exp(G)
-                bw = beta * gamma
-                G_k = gl.convert_layout(G, gl.SliceLayout(1, lk))
-                dks = dks * gl.expand_dims(gl.exp(g_last - G_k), 1)
-                # keys decayed to the chunk's end
-                ks = gl.convert_layout(gl.sum(k * dks, 1), gl.SliceLayout(1, lt))
-                dbeta += t_w * gamma
-                d_g = t_w * bw + gl.where(rows_t == BTC - 1, gl.exp(g_last) * sd, 0.0)
-            else:
-                bw = beta
-                dbeta += t_w
-            dk = dks - db_w * gl.expand_dims(gl.convert_layout(bw, gl.SliceLayout(1, lk)), 1)
-            if HAS_G:
-                dq = dq * gl.expand_dims(gl.convert_layout(gamma * scale, gl.SliceLayout(1, lk)), 1)
-                q = q_s.load(lk).to(gl.float32)
-                d_g += gl.convert_layout(gl.sum(q * dq, 1), gl.SliceLayout(1, lt))  # Q S's read
-                e = gl.exp(gl.where(causal, gl.expand_dims(G, 1) - gl.expand_dims(Gc, 0), 0.0))
-                dps32 = gl.where(causal, dp * e * scale, 0.0)
-                qk = warpgroup_mma(q_s, k_s.permute((1, 0)), gl.zeros([BTC, BTC], gl.float32, lt),
-                                   use_acc=False)  # fmt: skip
-                m = dps32 * qk  # dP * P
-                d_g += gl.sum(m, 1) - gl.convert_layout(gl.sum(m, 0), gl.SliceLayout(1, lt))
-                dps = dps32.to(dtype)
-            else:
-                dq = dq * scale
-                dps = gl.where(causal, dp * scale, 0.0).to(dtype)
-            dq = warpgroup_mma(gl.convert_layout(dps, ak), k_s, dq)
+            t_w = -gl.sum(db_w * k, 1)
+            dbeta += gl.convert_layout(t_w, gl.SliceLayout(1, lt))
+            dk = dks - db_w * gl.expand_dims(beta_k, 1)
+            dps = gl.where(causal, dp * scale, 0.0).to(dtype)
+            dq = warpgroup_mma(gl.convert_layout(dps, ak), k_s, dq * scale)
             q_ptr = gl.expand_dims(tok_k * K_DIM, 1) + gl.expand_dims(cols_k, 0)
             gl.store(DQ + q_ptr, dq.to(dtype))
             scr.store(dps)  # dps^T as the left operand: through shared memory
@@ -237,11 +198,7 @@ if common.GLUON:
             gl.thread_barrier()
             dk = warpgroup_mma(scr.permute((1, 0)), q_s, dk)
             gl.thread_barrier()  # both warpgroups' products done reading scr
-            if HAS_G:  # E again rather than held through the products above
-                e = gl.exp(gl.where(strict, gl.expand_dims(G, 1) - gl.expand_dims(Gc, 0), 0.0))
-                da = gl.where(strict, -da * e, 0.0)  # dA * E
-            else:
-                da = gl.where(strict, -da, 0.0)
+            da = gl.where(strict, -da, 0.0)
             dab = da * gl.expand_dims(beta, 1)
             scr.store(dab.to(dtype))
             gl.thread_barrier()
@@ -251,29 +208,17 @@ if common.GLUON:
             gl.store(DK + q_ptr, dk.to(dtype))
             kk = warpgroup_mma(k_s, k_s.permute((1, 0)), gl.zeros([BTC, BTC], gl.float32, lt),
                                use_acc=False)  # fmt: skip
-            dakk = da * kk
-            dbeta += gl.sum(dakk, 1)
+            dbeta += gl.sum(da * kk, 1)
             gl.store(DBETA + tok_t, dbeta.to(DBETA.dtype.element_ty))
-            if HAS_G:
-                m = dakk * gl.expand_dims(beta, 1)  # dA * A
-                d_g += gl.sum(m, 1) - gl.convert_layout(gl.sum(m, 0), gl.SliceLayout(1, lt))
-                # -ks at each token and their total at the chunk's last, summed from the end,
-                # leave the exclusive cumulative sum of ks
-                l1: gl.constexpr = gl.BlockedLayout([1], [32], [8], [0])  # scans take it
-                d_g = gl.convert_layout(d_g, l1)
-                ks = gl.convert_layout(ks, l1)
-                dg = (gl.associative_scan(d_g, 0, _add, reverse=True)
-                      + gl.associative_scan(ks, 0, _add) - ks)  # fmt: skip
-                gl.store(DG + gl.convert_layout(tok_t, l1), dg)
             gl.thread_barrier()  # every warp done with q, k and scr
             mbarrier.arrive(qk_empty, count=1)
 
     @gluon.jit
     def _bwd_chunk_ws_kernel(ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc,
-                             hs_desc, dhs_desc, BETA, GATE, DQ, DK, DV, DBETA, DG, T, NT, H, NC,
-                             scale, K_DIM: gl.constexpr, V_DIM: gl.constexpr,
+                             hs_desc, dhs_desc, BETA, DQ, DK, DV, DBETA, T, NT, H, NC, scale,
+                             K_DIM: gl.constexpr, V_DIM: gl.constexpr,
                              NUM_STAGES: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             OVERLAP: gl.constexpr, HAS_G: gl.constexpr):  # fmt: skip
+                             OVERLAP: gl.constexpr):  # fmt: skip
         """Persistent: program p takes chunk programs p, p + grid, ... (`_tile`)."""
         BTC: gl.constexpr = ai_desc.block_type.shape[0]
         BVC: gl.constexpr = do_desc.block_type.shape[1]
@@ -306,9 +251,8 @@ if common.GLUON:
         gl.warp_specialize(
             [
                 (_consumer, (t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s, scr, t_ready,
-                             t_empty, qk_ready, qk_empty, ready, empty, BETA, GATE, DQ, DK, DV,
-                             DBETA, DG, T, NT, H, NC, scale, K_DIM, V_DIM, NUM_STAGES, OVERLAP,
-                             HAS_G)),
+                             t_empty, qk_ready, qk_empty, ready, empty, BETA, DQ, DK, DV,
+                             DBETA, T, NT, H, NC, scale, K_DIM, V_DIM, NUM_STAGES, OVERLAP)),
                 (_producer, (ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc,
                              hs_desc, dhs_desc, t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s,
                              dhs_s, t_ready, t_empty, qk_ready, qk_empty, ready, empty, T, NT,
@@ -324,11 +268,13 @@ def available() -> bool:
     return common.available()
 
 
-def supports(q, v, varlen: bool, chunk: int, tensors=()) -> tuple[bool, str]:
+def supports(q, v, gated: bool, varlen: bool, chunk: int, tensors=()) -> tuple[bool, str]:
     """Whether `run` takes these inputs (chunks of `chunk` tokens; q, v and every one of
     `tensors`, which the copy engine reads or the kernel writes), and if not why."""
     if not common.on_hopper(q):
         return False, f"needs a Hopper GPU (sm_90), found {q.device}"
+    if gated:
+        return False, "the gated rule takes the Triton kernel"
     if varlen:
         return False, "packed sequences take the Triton kernel"
     if q.dtype not in common.GL_DTYPES:
@@ -339,6 +285,8 @@ def supports(q, v, varlen: bool, chunk: int, tensors=()) -> tuple[bool, str]:
         return False, f"needs K = V = 64 or 128, found K={K}, V={V}"
     if chunk != BT or T % BT:
         return False, f"needs chunks of {BT} and T a multiple of them, found {chunk} and {T}"
+    if B * T // BT * H < MIN_CHUNKS:
+        return False, f"needs {MIN_CHUNKS} chunk programs or more, found {B * T // BT * H}"
     if any(not x.is_contiguous() or x.data_ptr() % 16 for x in tensors):
         return False, "needs contiguous tensors on 16-byte boundaries"
     return True, ""
@@ -353,11 +301,10 @@ def _d2(x: torch.Tensor, rows: int, cols: int) -> TensorDescriptor:
     return TensorDescriptor(x, [x.numel() // width, width], [width, 1], [rows, cols], lay)
 
 
-def run(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, g, dg, scale, programs):
-    """dq, dk, dv, dbeta and (g not None) dg, written into the given tensors, from the scans'
-    V', dV', chunk states hs and their gradients dhs ``[NC, H, K, V]``, the kept T (``ai``
-    ``[B, T, H, BT]``) and, gated, the in-chunk cumulative log decays g (float32, head-major
-    ``[H, B * T]``); inputs that `supports` takes, all contiguous."""
+def run(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale, programs):
+    """dq, dk, dv, dbeta (written into the given tensors) of the ungated delta rule from the
+    scans' V', dV', chunk states hs and their gradients dhs ``[NC, H, K, V]`` and the kept T
+    (``ai`` ``[B, T, H, BT]``); inputs that `supports` takes, all contiguous."""
     if not common.GLUON:
         raise RuntimeError(f"ncd.ops.delta_rule.gluon: {OP} needs Triton 3.6's Gluon")
     B, T, H, K = q.shape
@@ -370,9 +317,8 @@ def run(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, g, dg, scale
              _d2(dvn, BT, BV), _d2(v, BT, BV), _d2(hs2, K, BV), _d2(dhs2, K, BV))  # fmt: skip
     launch_compiled(
         _bwd_chunk_ws_kernel, (min(programs, NC * H),),
-        (*descs, beta, beta if g is None else g, dq, dk, dv, dbeta, dbeta if dg is None else dg,
-         T, NT, H, NC, scale),
+        (*descs, beta, dq, dk, dv, dbeta, T, NT, H, NC, scale),
         dict(K_DIM=K, V_DIM=V, NUM_STAGES=NUM_STAGES, PRODUCER_REGS=PRODUCER_REGS,
-             OVERLAP=OVERLAP, HAS_G=g is not None, num_warps=8),
+             OVERLAP=OVERLAP, num_warps=8),
     )  # fmt: skip
     return True
