@@ -38,6 +38,14 @@ except Exception:  # pragma: no cover - other Triton versions, or none
 GL_DTYPES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
+@functools.cache
+def tile_layout(rows: int, cols: int, dtype: torch.dtype):
+    """Gluon's default shared-memory layout of a rows x cols tile of `dtype` (bf16, fp16 or
+    int8), asked once per shape: building it costs the host more than a descriptor."""
+    gdt = gl.int8 if dtype == torch.int8 else getattr(gl, GL_DTYPES[dtype])
+    return gl.NVMMASharedLayout.get_default_for([rows, cols], gdt)
+
+
 def available() -> bool:
     """Gluon of Triton 3.6 is importable and kernels compile (not Triton's interpreter)."""
     return GLUON and not interpreting()

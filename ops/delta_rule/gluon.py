@@ -44,7 +44,7 @@ BV = 64  # value columns a ring stage holds
 NUM_STAGES = 2
 PRODUCER_REGS = 24  # registers a thread of the one-warp TMA producer (setmaxnreg)
 # Fewer chunk programs (B T H / BT) take the Triton kernel: the host's time to issue the
-# Gluon launch (nine tensor descriptors) then exceeds the GPU time it saves (README.md).
+# Gluon launch then exceeds the GPU time it saves (README.md).
 MIN_CHUNKS = 8192
 # The value loop's products issued asynchronously, the ones that do not need dB_u running on
 # while dB_u's own work runs (False: each product waited for in turn).
@@ -295,9 +295,8 @@ def supports(q, v, gated: bool, varlen: bool, chunk: int, tensors=()) -> tuple[b
 def _d2(x: torch.Tensor, rows: int, cols: int) -> TensorDescriptor:
     """``[..., C]`` x (contiguous) viewed as ``[numel / C', C']`` with C' its last two
     dimensions' product for 4-d token tensors, tiles of rows x cols."""
-    gdt = getattr(gl, common.GL_DTYPES[x.dtype])
     width = x.shape[-1] * (x.shape[-2] if x.dim() == 4 else 1)
-    lay = gl.NVMMASharedLayout.get_default_for([rows, cols], gdt)
+    lay = common.tile_layout(rows, cols, x.dtype)
     return TensorDescriptor(x, [x.numel() // width, width], [width, 1], [rows, cols], lay)
 
 

@@ -201,8 +201,8 @@ def descs(a2: torch.Tensor, b: torch.Tensor, block_n: int = BLOCK_N):
     """The tensor maps: a ``[M, K]`` in tiles of BLOCK_M / 2 rows, b as ``[N, K]`` in tiles
     of block_n rows, both BLOCK_K wide."""
     (M, K), N = a2.shape, b.shape[1]
-    lay_a = gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, BLOCK_K], gl.int8)
-    lay_b = gl.NVMMASharedLayout.get_default_for([block_n, BLOCK_K], gl.int8)
+    lay_a = common.tile_layout(BLOCK_M // 2, BLOCK_K, torch.int8)
+    lay_b = common.tile_layout(block_n, BLOCK_K, torch.int8)
     a_desc = TensorDescriptor(a2, [M, K], [a2.stride(0), 1], [BLOCK_M // 2, BLOCK_K], lay_a)
     return a_desc, TensorDescriptor(b.t(), [N, K], [b.stride(1), 1], [block_n, BLOCK_K], lay_b)
 

@@ -310,11 +310,10 @@ def supports(q, k, v, causal: bool, grouped: bool = False) -> tuple[bool, str]:
 def _descs(q, k, v, do, dk, dv):
     """2-d descriptors: Q, dO tiles of BLOCK_M rows; K, V, dK, dV of BLOCK_N / 2 rows (one per
     consumer warpgroup)."""
-    gdt = getattr(gl, common.GL_DTYPES[q.dtype])
     D = q.shape[-1]
     bn = BLOCK_N // 2
-    lay_m = gl.NVMMASharedLayout.get_default_for([BLOCK_M, D], gdt)
-    lay_n = gl.NVMMASharedLayout.get_default_for([bn, D], gdt)
+    lay_m = common.tile_layout(BLOCK_M, D, q.dtype)
+    lay_n = common.tile_layout(bn, D, q.dtype)
 
     def d2(x, rows, lay):  # [B, N, H, D] viewed as [B * N, H * D]
         B, N, H, C = x.shape

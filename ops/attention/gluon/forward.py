@@ -285,11 +285,10 @@ def supports(q, k, v, causal: bool) -> tuple[bool, str]:
 def _descs(q, k, v, o):
     """2-d descriptors: Q, O tiles of BLOCK_M / 2 rows (one per consumer warpgroup); K, V
     tiles of BLOCK_N rows."""
-    gdt = getattr(gl, common.GL_DTYPES[q.dtype])
     D = q.shape[-1]
     bh = BLOCK_M // 2
-    lay_m = gl.NVMMASharedLayout.get_default_for([bh, D], gdt)
-    lay_n = gl.NVMMASharedLayout.get_default_for([BLOCK_N, D], gdt)
+    lay_m = common.tile_layout(bh, D, q.dtype)
+    lay_n = common.tile_layout(BLOCK_N, D, q.dtype)
 
     def d2(x, rows, lay):  # [B, N, H, D] viewed as [B * N, H * D]
         B, N, H, C = x.shape
