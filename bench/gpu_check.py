@@ -221,9 +221,11 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
     return grads_err(outs, refs, inputs, ref_in, g, names)
 
 
-def delta_gluon_case(dev, dtype, repeat, *args):
+def delta_gluon_case(dev, dtype, repeat, programs, *args):
     """delta_rule_case with the Gluon chunk kernel taken whatever the number of chunk
-    programs (its MIN_CHUNKS lifted: the cases are small); it must run, not fall back."""
+    programs (its MIN_CHUNKS lifted: the cases are small); it must run, not fall back.
+    programs: its persistent grid (None: the launcher's, one program an SM; 2: each program
+    walks many chunks, its barriers through many phases)."""
     from ncd.ops import _gluon
     from ncd.ops.delta_rule import gluon as gluon_chunk
 
@@ -231,11 +233,12 @@ def delta_gluon_case(dev, dtype, repeat, *args):
 
     def counted(*a):
         calls.append(1)
-        return run(*a)
+        return run(*a[:-1], a[-1] if programs is None else programs)
 
     gluon_chunk.MIN_CHUNKS, gluon_chunk.run = 0, counted
     try:
-        out = delta_rule_case(dev, dtype, repeat, *args)
+        with config.override(delta_gluon=True):
+            out = delta_rule_case(dev, dtype, repeat, *args)
     finally:
         gluon_chunk.MIN_CHUNKS, gluon_chunk.run = saved, run
     if not calls or gluon_chunk.OP in _gluon.FAILED:
@@ -418,7 +421,9 @@ def cases(families, dev, dtype):
                 out.append(("delta_rule", label + " keep_w", delta_rule_case, args, keep))
             if not (gated or packed) and dtype != torch.float32 and hopper:  # Gluon chunk pass
                 whole = (args[0], -(-T // 64) * 64, *args[2:])  # whole chunks
-                out.append(("delta_rule", label + " gluon", delta_gluon_case, whole))
+                out.append(("delta_rule", label + " gluon", delta_gluon_case, (None, *whole)))
+                out.append(("delta_rule", label + " gluon 2 programs", delta_gluon_case,
+                            (2, *whole)))  # fmt: skip
             # the states rescanned whole rather than from the forward's checkpoints
             ck = {"delta_checkpoint_states": False}
             out.append(("delta_rule", label + " no checkpoints", delta_rule_case, args, ck))

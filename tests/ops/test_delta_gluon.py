@@ -62,13 +62,15 @@ def chunk_pass(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale
 
 @pytest.fixture
 def gluon_here(monkeypatch):
-    """The Gluon chunk kernel passes its device checks here and takes the interpreter's
-    16-token chunks, however few; the test puts a stand-in in place of the kernel."""
+    """The Gluon chunk kernel switched on (config delta_gluon), passing its device checks here
+    and taking the interpreter's 16-token chunks, however few; the test puts a stand-in in
+    place of the kernel."""
     monkeypatch.setattr(gluon_common, "available", lambda: True)
     monkeypatch.setattr(gluon_common, "on_hopper", lambda x: True)
     monkeypatch.setattr(gluon_common, "FAILED", set())
     monkeypatch.setattr(gluon_chunk, "BT", 16)
     monkeypatch.setattr(gluon_chunk, "MIN_CHUNKS", 0)
+    monkeypatch.setattr(config.settings, "delta_gluon", True)
 
 
 @pytest.mark.interpret
