@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from .. import _gluon as gluon_common
 from .._backend import (
     autocast_inputs,
     cdiv,
@@ -46,7 +47,6 @@ from .._backend import (
     sm_count,
     use_triton,
 )
-from .._gluon import FAILED, attempt
 from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within
 from .._triton import tl, triton
 from ..config import settings as _settings
@@ -1119,12 +1119,15 @@ def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv
                           lay) -> bool:  # fmt: skip
     """The backward's chunk pass in the warp-specialized Gluon kernel (gluon.py) where config
     delta_gluon is on and the kernel takes these inputs; False: the Triton kernel's to do."""
-    if not (_settings.delta_gluon and gluon_chunk.available()) or gluon_chunk.OP in FAILED:
+    if not _settings.delta_gluon or not gluon_chunk.available():
+        return False
+    if gluon_chunk.OP in gluon_common.FAILED:
         return False
     tensors = (q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta)
     if not gluon_chunk.supports(q, v, g is not None, lay.varlen, lay.BT, tensors)[0]:
         return False
-    done = attempt(gluon_chunk.OP, gluon_chunk.run, *tensors, scale, sm_count(q.device))
+    done = gluon_common.attempt(gluon_chunk.OP, gluon_chunk.run, *tensors, scale,
+                                sm_count(q.device))  # fmt: skip
     return done is not None
 
 

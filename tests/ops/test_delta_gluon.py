@@ -133,3 +133,21 @@ def test_gluon_chunk_limits(monkeypatch):
     good, why = gluon_chunk.supports(torch.empty(1, 256, 2, 128), torch.empty(1, 256, 2, 128),
                                      False, False, 64)  # fmt: skip
     assert not good and "Hopper" in why  # no Hopper GPU here
+
+
+@pytest.mark.interpret
+def test_gluon_chunk_failure_falls_back_to_triton(gluon_here, monkeypatch, nan_alloc):
+    """A Gluon chunk kernel that fails here (a compiler error, say) warns once, and the chunk
+    pass is the Triton kernel's from then on: gradients right, the kernel not tried again."""
+    calls = []
+
+    def failing(*args):
+        calls.append(1)
+        raise RuntimeError("PTXASError: ptxas fatal")
+
+    monkeypatch.setattr(gluon_chunk, "run", failing)
+    case = (2, 48, 2, 64, 64, False, None, True)
+    with pytest.warns(RuntimeWarning, match="delta_rule backward chunk"):
+        compare(delta_rule, case, torch.float16, backend="triton")
+    compare(delta_rule, case, torch.float16, backend="triton")
+    assert calls == [1]
