@@ -16,13 +16,12 @@ Families of cases (--ops):
   factored chunks), strong (past the bound: the exact decay matrix) and mixed, initial and
   final states, packed sequences; every gradient, dg included.
 - delta_rule: the delta rule's and gated delta rule's kernels (and, ungated, the Gluon chunk
-  kernel on Hopper) against the chunked float64
-  PyTorch form (ungated and gated, keys spread or nearly parallel, states, packed sequences,
-  the forward that keeps its chunk states, the scan that reads the prepare kernel's Q K^T).
-  A quantity's floor is how far one rounding of
-  the inputs to the dtype moves it in float64; nearly parallel keys make the problem
-  ill-conditioned (bench/RESULTS.md gives the floors), and a quantity whose floor passes
-  the dtype's bound is held to twice its floor instead.
+  kernel on Hopper) against the chunked float64 PyTorch form (ungated and gated, keys spread or
+  nearly parallel, states, packed sequences, the forward that keeps its chunk states, the scan
+  that reads the prepare kernel's Q K^T). A quantity's floor is how far one rounding of the
+  inputs to the dtype moves it in float64; nearly parallel keys make the problem
+  ill-conditioned (bench/RESULTS.md gives the floors), and a quantity whose floor passes the
+  dtype's bound is held to twice its floor instead.
 - short_conv: the causal short convolution's kernels against its float64 PyTorch reference
   (itself tested against F.conv1d): widths 1 to 8, with and without bias and SiLU, packed
   sequences, the channel counts of the gallery's blocks; outputs and every gradient.
@@ -226,7 +225,6 @@ def delta_gluon_case(dev, dtype, repeat, programs, *args):
     programs (its MIN_CHUNKS lifted: the cases are small); it must run, not fall back.
     programs: its persistent grid (None: the launcher's, one program an SM; 2: each program
     walks many chunks, its barriers through many phases)."""
-    from ncd.ops import _gluon
     from ncd.ops.delta_rule import gluon as gluon_chunk
 
     saved, run, calls = gluon_chunk.MIN_CHUNKS, gluon_chunk.run, []
@@ -241,7 +239,7 @@ def delta_gluon_case(dev, dtype, repeat, programs, *args):
             out = delta_rule_case(dev, dtype, repeat, *args)
     finally:
         gluon_chunk.MIN_CHUNKS, gluon_chunk.run = saved, run
-    if not calls or gluon_chunk.OP in _gluon.FAILED:
+    if not calls or gluon_chunk.OP in gluon_common.FAILED:
         raise RuntimeError("the Gluon chunk kernel did not run (not taken, or it failed)")
     return out
 

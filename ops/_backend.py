@@ -124,8 +124,6 @@ def _autocast(x, dtype):
     return x
 
 
-# Plain Python on the host: triton.cdiv and triton.next_power_of_2 are constexpr functions
-# whose calls cost microseconds each, on every launch.
 @functools.cache
 def _multiprocessors(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
@@ -140,6 +138,8 @@ def sm_count(device: torch.device) -> int:
     return _multiprocessors(torch.cuda.current_device() if index is None else index)
 
 
+# Plain Python on the host: triton.cdiv and triton.next_power_of_2 are constexpr functions
+# whose calls cost microseconds each, on every launch.
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 

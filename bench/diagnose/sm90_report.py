@@ -25,8 +25,8 @@ them; for the delta rule also its Gluon chunk kernel, 8 warps), `norm` (the row 
 at rows of `--D` features: forward and backward of LayerNorm and of RMSNorm with a residual in
 each num_warps tried, and the gradient reduction), `wtacrs` (the WTA-CRS selection's three
 kernels and the gather of the kept rows, for `--D` rows), `conv` (the short convolution's
-forward and backward at W = 4),
-`int8` (the int8 matrix product, pointer and tensor-map kernels).
+forward and backward at W = 4), `int8` (the int8 matrix product, pointer and tensor-map
+kernels).
 The last column gives, per loop of the SASS (the chunk loops; one per role of a multi-role
 kernel), its instructions, barriers and local-memory accesses on one
 trip: in a kernel that runs one 4-warp program per SM these set the latency of a chunk.
@@ -328,12 +328,10 @@ def gated_rows(family, dtype, D):
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
                 HAS_G=gated)  # fmt: skip
             if gluon_common.GLUON and dtype != "float32" and not gated:  # the Gluon kernel
-                for overlap in (True, False):
-                    label = f"delta gluon _bwd_chunk_ws_kernel {g} overlap={overlap:d} [K={D}]"
-                    rows.append((label, None, None, dict(overlap=overlap)))
+                rows.append((f"delta gluon _bwd_chunk_ws_kernel {g} [K={D}]", None, None, {}))
     for lab, kernel, cfg, consts in rows:
         if kernel is None:  # a Gluon row, labelled in full
-            yield lab, lambda cs=consts: delta_gluon_kernel(D, dtype, **cs)
+            yield lab, lambda: delta_gluon_kernel(D, dtype)
             continue
         tune = ",".join(f"{k}={v}" for k, v in cfg.kwargs.items())
         regs = f" r{cfg.maxnreg}" if cfg.maxnreg else ""
@@ -363,7 +361,7 @@ def gluon_kernel(which, D, dtype, causal, group=1):
     return _gluon_compile(fn, dict(zip(names, descs)), consts, others)
 
 
-def delta_gluon_kernel(D, dtype, overlap):
+def delta_gluon_kernel(D, dtype):
     """The delta rule's Gluon chunk kernel (ops/delta_rule/gluon.py) as `run` launches it."""
     from ncd.ops.delta_rule import gluon as dg
 
@@ -374,8 +372,7 @@ def delta_gluon_kernel(D, dtype, overlap):
              "hs_desc", "dhs_desc")  # fmt: skip
     tiles = (dg._d2(ai, dg.BT, dg.BT), *[dg._d2(x, dg.BT, D)] * 2, *[dg._d2(x, dg.BT, dg.BV)] * 4,
              *[dg._d2(hs, D, dg.BV)] * 2)  # fmt: skip
-    consts = dict(K_DIM=D, V_DIM=D, NUM_STAGES=dg.NUM_STAGES, PRODUCER_REGS=dg.PRODUCER_REGS,
-                  OVERLAP=overlap)  # fmt: skip
+    consts = dict(K_DIM=D, V_DIM=D, NUM_STAGES=dg.NUM_STAGES, PRODUCER_REGS=dg.PRODUCER_REGS)
     ptrs = {n: "*fp32" for n in ("BETA", "DBETA")}
     ptrs.update({n: f"*{TY[dtype]}" for n in ("DQ", "DK", "DV")})
     return _gluon_compile(dg._bwd_chunk_ws_kernel, dict(zip(names, tiles)), consts,

@@ -46,9 +46,6 @@ PRODUCER_REGS = 24  # registers a thread of the one-warp TMA producer (setmaxnre
 # Fewer chunk programs (B T H / BT) take the Triton kernel: the host's time to issue the
 # Gluon launch then exceeds the GPU time it saves (README.md).
 MIN_CHUNKS = 8192
-# The value loop's products issued asynchronously, the ones that do not need dB_u running on
-# while dB_u's own work runs (False: each product waited for in turn).
-OVERLAP = True
 OP = "delta_rule backward chunk"
 
 
@@ -105,8 +102,8 @@ if common.GLUON:
     @gluon.jit
     def _consumer(t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s, scr, t_ready, t_empty,
                   qk_ready, qk_empty, ready, empty, BETA, DQ, DK, DV, DBETA, T, NT, H, NC,
-                  scale, K_DIM: gl.constexpr, V_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-                  OVERLAP: gl.constexpr):  # fmt: skip
+                  scale, K_DIM: gl.constexpr, V_DIM: gl.constexpr,
+                  NUM_STAGES: gl.constexpr):  # fmt: skip
         """The chunks' arithmetic (module docstring), 8 warps: two warpgroups side by side
         along each product's columns."""
         BTC: gl.constexpr = t_s.shape[0]
@@ -149,36 +146,25 @@ if common.GLUON:
                 vn_b = vn_s.index(s)
                 st_b = hs_s.index(s).permute((1, 0))  # S^T: [BV, K]
                 zero = gl.zeros([BTC, BVC], gl.float32, lt)
-                if OVERLAP:
-                    # dB_u first; the three products that do not need it run on while dB_u's
-                    # own work (dv, dbeta) runs on the other units.
-                    db_u = warpgroup_mma(t_s.permute((1, 0)), dvn_s.index(s), zero,
-                                         use_acc=False, is_async=True)  # fmt: skip
-                    dq = warpgroup_mma(do_b, st_b, dq, is_async=True)
-                    dp = warpgroup_mma(do_b, vn_b.permute((1, 0)), dp, is_async=True)
-                    dks = warpgroup_mma(vn_b, dhs_s.index(s).permute((1, 0)), dks, is_async=True)
-                    db_u = warpgroup_mma_wait(num_outstanding=3, deps=(db_u,))
-                else:
-                    dq = warpgroup_mma(do_b, st_b, dq)
-                    dp = warpgroup_mma(do_b, vn_b.permute((1, 0)), dp)
-                    dks = warpgroup_mma(vn_b, dhs_s.index(s).permute((1, 0)), dks)
-                    db_u = warpgroup_mma(t_s.permute((1, 0)), dvn_s.index(s), zero, use_acc=False)
+                # dB_u first; the three products that do not need it run on while dB_u's own
+                # work (dv, dbeta) runs on the other units.
+                db_u = warpgroup_mma(t_s.permute((1, 0)), dvn_s.index(s), zero, use_acc=False,
+                                     is_async=True)  # fmt: skip
+                dq = warpgroup_mma(do_b, st_b, dq, is_async=True)
+                dp = warpgroup_mma(do_b, vn_b.permute((1, 0)), dp, is_async=True)
+                dks = warpgroup_mma(vn_b, dhs_s.index(s).permute((1, 0)), dks, is_async=True)
+                db_u = warpgroup_mma_wait(num_outstanding=3, deps=(db_u,))
                 db_u16 = db_u.to(dtype)
-                if OVERLAP:
-                    db_w = warpgroup_mma(gl.convert_layout(db_u16, ak), st_b, db_w, is_async=True)
-                    da = warpgroup_mma(gl.convert_layout(db_u16, at), vn_b.permute((1, 0)), da,
-                                       is_async=True)  # fmt: skip
-                else:
-                    db_w = warpgroup_mma(gl.convert_layout(db_u16, ak), st_b, db_w)
-                    da = warpgroup_mma(gl.convert_layout(db_u16, at), vn_b.permute((1, 0)), da)
+                db_w = warpgroup_mma(gl.convert_layout(db_u16, ak), st_b, db_w, is_async=True)
+                da = warpgroup_mma(gl.convert_layout(db_u16, at), vn_b.permute((1, 0)), da,
+                                   is_async=True)  # fmt: skip
                 v = v_s.index(s).load(lt).to(gl.float32)
                 dbeta += gl.sum(db_u * v, 1)
                 dv_ptr = DV + gl.expand_dims(tok_t * V_DIM + j * BVC, 1) + gl.expand_dims(cols_t, 0)
                 gl.store(dv_ptr, (db_u * gl.expand_dims(beta, 1)).to(dtype))
-                if OVERLAP:
-                    dq, dp, dks, db_w, da = warpgroup_mma_wait(
-                        num_outstanding=0, deps=(dq, dp, dks, db_w, da)
-                    )
+                dq, dp, dks, db_w, da = warpgroup_mma_wait(
+                    num_outstanding=0, deps=(dq, dp, dks, db_w, da)
+                )
                 gl.thread_barrier()  # every warp done with stage s
                 mbarrier.arrive(empty.index(s), count=1)
             gl.thread_barrier()
@@ -217,8 +203,8 @@ if common.GLUON:
     def _bwd_chunk_ws_kernel(ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc,
                              hs_desc, dhs_desc, BETA, DQ, DK, DV, DBETA, T, NT, H, NC, scale,
                              K_DIM: gl.constexpr, V_DIM: gl.constexpr,
-                             NUM_STAGES: gl.constexpr, PRODUCER_REGS: gl.constexpr,
-                             OVERLAP: gl.constexpr):  # fmt: skip
+                             NUM_STAGES: gl.constexpr,
+                             PRODUCER_REGS: gl.constexpr):  # fmt: skip
         """Persistent: program p takes chunk programs p, p + grid, ... (`_tile`)."""
         BTC: gl.constexpr = ai_desc.block_type.shape[0]
         BVC: gl.constexpr = do_desc.block_type.shape[1]
@@ -252,7 +238,7 @@ if common.GLUON:
             [
                 (_consumer, (t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s, scr, t_ready,
                              t_empty, qk_ready, qk_empty, ready, empty, BETA, DQ, DK, DV,
-                             DBETA, T, NT, H, NC, scale, K_DIM, V_DIM, NUM_STAGES, OVERLAP)),
+                             DBETA, T, NT, H, NC, scale, K_DIM, V_DIM, NUM_STAGES)),
                 (_producer, (ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc,
                              hs_desc, dhs_desc, t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s,
                              dhs_s, t_ready, t_empty, qk_ready, qk_empty, ready, empty, T, NT,
@@ -317,7 +303,6 @@ def run(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale, progr
     launch_compiled(
         _bwd_chunk_ws_kernel, (min(programs, NC * H),),
         (*descs, beta, dq, dk, dv, dbeta, T, NT, H, NC, scale),
-        dict(K_DIM=K, V_DIM=V, NUM_STAGES=NUM_STAGES, PRODUCER_REGS=PRODUCER_REGS,
-             OVERLAP=OVERLAP, num_warps=8),
+        dict(K_DIM=K, V_DIM=V, NUM_STAGES=NUM_STAGES, PRODUCER_REGS=PRODUCER_REGS, num_warps=8),
     )  # fmt: skip
     return True
