@@ -72,9 +72,8 @@ class Settings:
     delta_checkpoint_states: bool = True
     # The delta rule's backward on Hopper: its chunk pass in the warp-specialized Gluon kernel
     # (a producer warp copies the next chunk's tiles in while the products run) where it
-    # applies (delta_rule/gluon.py). Off until a GPU has checked it with programs that walk
-    # more than one chunk each (its runs so far compared one chunk a program).
-    delta_gluon: bool = False
+    # applies (delta_rule/gluon.py); off: the Triton kernel.
+    delta_gluon: bool = True
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -104,7 +103,7 @@ ENVIRONMENT = {
         "NCD_DELTA_CHECKPOINT_STATES",
         "0: the delta rules' backward rescans the states whole, no checkpoints",
     ),
-    "delta_gluon": ("NCD_DELTA_GLUON", "1: the delta rule's chunk pass in Gluon on Hopper"),
+    "delta_gluon": ("NCD_DELTA_GLUON", "0: the delta rule's chunk pass in Triton on Hopper too"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
