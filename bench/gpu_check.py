@@ -221,25 +221,27 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
 
 
 def delta_gluon_case(dev, dtype, repeat, programs, *args):
-    """delta_rule_case with the Gluon chunk kernel taken whatever the number of chunk
-    programs (its MIN_CHUNKS lifted: the cases are small); it must run, not fall back.
-    programs: its persistent grid (None: the launcher's, one program an SM; 2: each program
-    walks many chunks, its barriers through many phases)."""
+    """delta_rule_case with the rule's Gluon chunk kernel (gluon.py ungated, gluon_gated.py
+    gated) taken whatever the number of chunk programs (MIN_CHUNKS lifted: the cases are
+    small); it must run, not fall back. programs: its persistent grid (None: the launcher's,
+    one program an SM; 2: each program walks many chunks, its barriers through many phases)."""
     from ncd.ops.delta_rule import gluon as gluon_chunk
+    from ncd.ops.delta_rule import gluon_gated
 
-    saved, run, calls = gluon_chunk.MIN_CHUNKS, gluon_chunk.run, []
+    kernel = gluon_gated if args[5] else gluon_chunk  # args[5]: gated
+    saved, run, calls = gluon_chunk.MIN_CHUNKS, kernel.run, []
 
     def counted(*a):
         calls.append(1)
         return run(*a[:-1], a[-1] if programs is None else programs)
 
-    gluon_chunk.MIN_CHUNKS, gluon_chunk.run = 0, counted
+    gluon_chunk.MIN_CHUNKS, kernel.run = 0, counted
     try:
-        with config.override(delta_gluon=True):
+        with config.override(delta_gluon=True, gated_delta_gluon=True):
             out = delta_rule_case(dev, dtype, repeat, *args)
     finally:
-        gluon_chunk.MIN_CHUNKS, gluon_chunk.run = saved, run
-    if not calls or gluon_chunk.OP in gluon_common.FAILED:
+        gluon_chunk.MIN_CHUNKS, kernel.run = saved, run
+    if not calls or kernel.OP in gluon_common.FAILED:
         raise RuntimeError("the Gluon chunk kernel did not run (not taken, or it failed)")
     return out
 
@@ -417,7 +419,7 @@ def cases(families, dev, dtype):
                 out.append(("delta_rule", label + " keep_values", delta_rule_case, args, keep))
                 keep = {"delta_keep_values": False, "gated_delta_keep_values": False}
                 out.append(("delta_rule", label + " keep_w", delta_rule_case, args, keep))
-            if not (gated or packed) and dtype != torch.float32 and hopper:  # Gluon chunk pass
+            if not packed and dtype != torch.float32 and hopper:  # Gluon chunk pass
                 whole = (args[0], -(-T // 64) * 64, *args[2:])  # whole chunks
                 out.append(("delta_rule", label + " gluon", delta_gluon_case, (None, *whole)))
                 out.append(("delta_rule", label + " gluon 2 programs", delta_gluon_case,

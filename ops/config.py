@@ -74,6 +74,10 @@ class Settings:
     # (a producer warp copies the next chunk's tiles in while the products run) where it
     # applies (delta_rule/gluon.py); off: the Triton kernel.
     delta_gluon: bool = True
+    # The gated delta rule's backward on Hopper: its chunk pass in the Gluon kernel whose two
+    # consumer warpgroups split the chunk's work (delta_rule/gluon_gated.py) where it applies;
+    # off: the Triton kernel.
+    gated_delta_gluon: bool = True
     # On the GPU: every autotuned launch takes configuration number `pin_config` of its list
     # (the last one where the list is shorter) instead of tuning; -1 tunes. For checking each
     # configuration of a kernel on its own (bench/gpu_check.py --pin).
@@ -104,6 +108,10 @@ ENVIRONMENT = {
         "0: the delta rules' backward rescans the states whole, no checkpoints",
     ),
     "delta_gluon": ("NCD_DELTA_GLUON", "0: the delta rule's chunk pass in Triton on Hopper too"),
+    "gated_delta_gluon": (
+        "NCD_GATED_DELTA_GLUON",
+        "0: the gated delta rule's chunk pass in Triton on Hopper too",
+    ),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

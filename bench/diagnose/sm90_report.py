@@ -327,11 +327,12 @@ def gated_rows(family, dtype, D):
             add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,
                 HAS_G=gated)  # fmt: skip
-            if gluon_common.GLUON and dtype != "float32" and not gated:  # the Gluon kernel
-                rows.append((f"delta gluon _bwd_chunk_ws_kernel {g} [K={D}]", None, None, {}))
+            if gluon_common.GLUON and dtype != "float32":  # the rule's Gluon kernel
+                name = "_bwd_chunk_gated_kernel" if gated else "_bwd_chunk_ws_kernel"
+                rows.append((f"delta gluon {name} [K={D}]", None, None, {"gated": gated}))
     for lab, kernel, cfg, consts in rows:
         if kernel is None:  # a Gluon row, labelled in full
-            yield lab, lambda: delta_gluon_kernel(D, dtype)
+            yield lab, lambda c=consts: delta_gluon_kernel(D, dtype, **c)
             continue
         tune = ",".join(f"{k}={v}" for k, v in cfg.kwargs.items())
         regs = f" r{cfg.maxnreg}" if cfg.maxnreg else ""
@@ -361,9 +362,11 @@ def gluon_kernel(which, D, dtype, causal, group=1):
     return _gluon_compile(fn, dict(zip(names, descs)), consts, others)
 
 
-def delta_gluon_kernel(D, dtype):
-    """The delta rule's Gluon chunk kernel (ops/delta_rule/gluon.py) as `run` launches it."""
+def delta_gluon_kernel(D, dtype, gated):
+    """The delta rules' Gluon chunk kernels (ops/delta_rule/gluon.py, gluon_gated.py) as
+    their `run` launches them."""
     from ncd.ops.delta_rule import gluon as dg
+    from ncd.ops.delta_rule import gluon_gated
 
     x = torch.empty(1, 256, 2, D, dtype=getattr(torch, dtype))  # only for the descriptor types
     ai = torch.empty(1, 256, 2, dg.BT, dtype=x.dtype)
@@ -375,8 +378,13 @@ def delta_gluon_kernel(D, dtype):
     consts = dict(K_DIM=D, V_DIM=D, NUM_STAGES=dg.NUM_STAGES, PRODUCER_REGS=dg.PRODUCER_REGS)
     ptrs = {n: "*fp32" for n in ("BETA", "DBETA")}
     ptrs.update({n: f"*{TY[dtype]}" for n in ("DQ", "DK", "DV")})
-    return _gluon_compile(dg._bwd_chunk_ws_kernel, dict(zip(names, tiles)), consts,
-                          {**ptrs, "scale": "fp32"}, warps=8)  # fmt: skip
+    if not gated:
+        return _gluon_compile(dg._bwd_chunk_ws_kernel, dict(zip(names, tiles)), consts,
+                              {**ptrs, "scale": "fp32"}, warps=8)  # fmt: skip
+    consts.update(CONSUMER_REGS=gluon_gated.CONSUMER_REGS)
+    ptrs.update(GATE="*fp32", DG="*fp32")
+    return _gluon_compile(gluon_gated._bwd_chunk_gated_kernel, dict(zip(names, tiles)), consts,
+                          {**ptrs, "scale": "fp32"}, warps=4)  # fmt: skip
 
 
 def _gluon_compile(fn, descs, consts, others, warps=4):

@@ -51,6 +51,7 @@ from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within
 from .._triton import tl, triton
 from ..config import settings as _settings
 from . import gluon as gluon_chunk
+from . import gluon_gated
 from .chunked import gated_delta_rule_chunked
 from .reference import l2norm
 
@@ -1106,7 +1107,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         dbeta = torch.empty_like(beta)
         dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
         if not _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv,
-                                     dbeta, scale, lay):  # fmt: skip
+                                     dbeta, dg, scale, lay):  # fmt: skip
             args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk,
                     dv, dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T,
                     lay.NT, H, B * T, scale)  # fmt: skip
@@ -1115,19 +1116,22 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
 
 
-def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale,
-                          lay) -> bool:  # fmt: skip
-    """The backward's chunk pass in the warp-specialized Gluon kernel (gluon.py) where config
-    delta_gluon is on and the kernel takes these inputs; False: the Triton kernel's to do."""
-    if not _settings.delta_gluon or not gluon_chunk.available():
+def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, dg,
+                          scale, lay) -> bool:  # fmt: skip
+    """The backward's chunk pass in a warp-specialized Gluon kernel where its config is on
+    and the kernel takes these inputs: the ungated rule's (gluon.py, config delta_gluon), the
+    gated rule's (gluon_gated.py, config gated_delta_gluon); False: the Triton kernel's to do."""
+    gated = g is not None
+    kernel = gluon_gated if gated else gluon_chunk
+    if not (_settings.gated_delta_gluon if gated else _settings.delta_gluon):
         return False
-    if gluon_chunk.OP in gluon_common.FAILED:
+    if not gluon_chunk.available() or kernel.OP in gluon_common.FAILED:
         return False
     tensors = (q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta)
-    if not gluon_chunk.supports(q, v, g is not None, lay.varlen, lay.BT, tensors)[0]:
+    if not gluon_chunk.supports(q, v, lay.varlen, lay.BT, tensors + ((g, dg) if gated else ()))[0]:
         return False
-    done = gluon_common.attempt(gluon_chunk.OP, gluon_chunk.run, *tensors, scale,
-                                sm_count(q.device))  # fmt: skip
+    args = (*tensors, g, dg) if gated else tensors
+    done = gluon_common.attempt(kernel.OP, kernel.run, *args, scale, sm_count(q.device))
     return done is not None
 
 

@@ -254,13 +254,12 @@ def available() -> bool:
     return common.available()
 
 
-def supports(q, v, gated: bool, varlen: bool, chunk: int, tensors=()) -> tuple[bool, str]:
-    """Whether `run` takes these inputs (chunks of `chunk` tokens; q, v and every one of
-    `tensors`, which the copy engine reads or the kernel writes), and if not why."""
+def supports(q, v, varlen: bool, chunk: int, tensors=()) -> tuple[bool, str]:
+    """Whether `run` (and `gluon_gated.run`) take these inputs (chunks of `chunk` tokens; q,
+    v and every one of `tensors`, which the copy engine reads or the kernel writes), and if
+    not why."""
     if not common.on_hopper(q):
         return False, f"needs a Hopper GPU (sm_90), found {q.device}"
-    if gated:
-        return False, "the gated rule takes the Triton kernel"
     if varlen:
         return False, "packed sequences take the Triton kernel"
     if q.dtype not in common.GL_DTYPES:
