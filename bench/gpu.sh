@@ -22,12 +22,13 @@
 #   delta     the delta rule: the prepare kernel at each configuration (ops_sweep.py --what
 #             prep), its gpu_check cases (bf16, fp16; the forward keeping its chunk states, the
 #             scans reading prepared products, the states rescanned whole instead of from
-#             checkpoints, the Gluon chunk kernel on Hopper among them), ncd at 2k-32k under
+#             checkpoints, the Gluon chunk kernels on Hopper among them), ncd at 2k-32k under
 #             the switches side by side in one process (DELTA_VARIANTS, default: none,
-#             delta_gluon=0, delta_checkpoint_states=0, gated_delta_factored=0,
-#             delta_keep_values, gated_delta_keep_values, delta_keep_states) beside fla, each
-#             kernel's share at 8k each way; more than one call's steps: STEPS picks
-#             (DELTA_OPS narrows delta_ncd, DELTA_NCD_S its limit in seconds)
+#             delta_gluon=0, gated_delta_gluon=0, delta_checkpoint_states=0,
+#             gated_delta_factored=0, delta_keep_values, gated_delta_keep_values,
+#             delta_keep_states) beside fla, each kernel's share at 8k each way; more than
+#             one call's steps: STEPS picks (DELTA_OPS narrows delta_ncd, DELTA_NCD_S its
+#             limit in seconds)
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
@@ -159,7 +160,7 @@ case $SUITE in
     done
     # ncd under each switch side by side in one process (rows name their variant)
     step delta_ncd ${DELTA_NCD_S:-240} $PY bench/ops_gated.py --impls ncd --ops ${DELTA_OPS:-delta_rule,gated_delta_rule} \
-      --variants ${DELTA_VARIANTS:-default,delta_gluon=0,delta_checkpoint_states=0,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
+      --variants ${DELTA_VARIANTS:-default,delta_gluon=0,gated_delta_gluon=0,delta_checkpoint_states=0,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
       --T ${GATED_T:-2048 8192 32768} --limit $(( ${DELTA_NCD_S:-240} / 2 - 5 )) --out "$OUT/delta_ncd.json"
     step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \
       --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 --out "$OUT/delta_fla.json"

@@ -17,9 +17,9 @@ the value blocks (dO, V', dV', v and the BV columns of S and dS') through a ring
 `NUM_STAGES` stages, then q and k; each buffer has a ready and an empty barrier.
 
 Inputs it takes (`supports`): a Hopper GPU, bf16 or fp16, no packed sequences, T a multiple
-of the chunk (64), K = V = 128 or 64, the ungated rule (a gated form, right but spilling and
-1.47x slower than the Triton kernel on an H100, is in git history), and at least MIN_CHUNKS
-chunk programs.
+of the chunk (64), K = V = 128 or 64, and at least MIN_CHUNKS chunk programs; the ungated
+rule (the gated rule's tail does not fit beside this kernel's accumulators: `gluon_gated.py`
+splits the chunk's work between two warpgroups instead).
 """
 
 from __future__ import annotations
