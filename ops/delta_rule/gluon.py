@@ -200,12 +200,9 @@ if common.GLUON:
             mbarrier.arrive(qk_empty, count=1)
 
     @gluon.jit
-    def _bwd_chunk_ws_kernel(ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc,
-                             hs_desc, dhs_desc, BETA, DQ, DK, DV, DBETA, T, NT, H, NC, scale,
-                             K_DIM: gl.constexpr, V_DIM: gl.constexpr,
-                             NUM_STAGES: gl.constexpr,
-                             PRODUCER_REGS: gl.constexpr):  # fmt: skip
-        """Persistent: program p takes chunk programs p, p + grid, ... (`_tile`)."""
+    def _producer_buffers(ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc, hs_desc,
+                          dhs_desc, K_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
+        """The shared-memory tiles `_producer` fills: T, q, k and the value ring's stages."""
         BTC: gl.constexpr = ai_desc.block_type.shape[0]
         BVC: gl.constexpr = do_desc.block_type.shape[1]
         dtype: gl.constexpr = q_desc.dtype
@@ -218,7 +215,12 @@ if common.GLUON:
         v_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BTC, BVC], v_desc.layout)
         hs_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, K_DIM, BVC], hs_desc.layout)
         dhs_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, K_DIM, BVC], dhs_desc.layout)
-        scr = gl.allocate_shared_memory(dtype, [BTC, BTC], ai_desc.layout)
+        return t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s
+
+    @gluon.jit
+    def _producer_barriers(NUM_STAGES: gl.constexpr, READERS: gl.constexpr):
+        """Ready and empty barriers of T, of q and k and of each ring stage, initialised: READERS
+        consumer partitions each release q, k and the stages (T: one)."""
         bar_layout: gl.constexpr = mbarrier.MBarrierLayout()
         t_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
         t_empty = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
@@ -229,10 +231,34 @@ if common.GLUON:
         mbarrier.init(t_ready, count=1)
         mbarrier.init(t_empty, count=1)
         mbarrier.init(qk_ready, count=1)
-        mbarrier.init(qk_empty, count=1)
+        mbarrier.init(qk_empty, count=READERS)
         for st in gl.static_range(NUM_STAGES):
             mbarrier.init(ready.index(st), count=1)
-            mbarrier.init(empty.index(st), count=1)
+            mbarrier.init(empty.index(st), count=READERS)
+        return t_ready, t_empty, qk_ready, qk_empty, ready, empty
+
+    @gluon.jit
+    def _bwd_chunk_ws_kernel(ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc,
+                             hs_desc, dhs_desc, BETA, DQ, DK, DV, DBETA, T, NT, H, NC, scale,
+                             K_DIM: gl.constexpr, V_DIM: gl.constexpr,
+                             NUM_STAGES: gl.constexpr,
+                             PRODUCER_REGS: gl.constexpr):  # fmt: skip
+        """Persistent: program p takes chunk programs p, p + grid, ... (`_tile`)."""
+        t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s = _producer_buffers(
+            ai_desc,
+            q_desc,
+            k_desc,
+            do_desc,
+            vn_desc,
+            dvn_desc,
+            v_desc,
+            hs_desc,
+            dhs_desc,
+            K_DIM,
+            NUM_STAGES,
+        )
+        scr = gl.allocate_shared_memory(q_desc.dtype, [t_s.shape[0], t_s.shape[0]], ai_desc.layout)
+        t_ready, t_empty, qk_ready, qk_empty, ready, empty = _producer_barriers(NUM_STAGES, 1)
         fence_async_shared()
         gl.warp_specialize(
             [
@@ -285,12 +311,11 @@ def _d2(x: torch.Tensor, rows: int, cols: int) -> TensorDescriptor:
     return TensorDescriptor(x, [x.numel() // width, width], [width, 1], [rows, cols], lay)
 
 
-def run(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale, programs):
-    """dq, dk, dv, dbeta (written into the given tensors) of the ungated delta rule from the
-    scans' V', dV', chunk states hs and their gradients dhs ``[NC, H, K, V]`` and the kept T
-    (``ai`` ``[B, T, H, BT]``); inputs that `supports` takes, all contiguous."""
+def producer_descs(q, k, v, ai, do, vn, dvn, hs, dhs, op: str):
+    """The nine tensor descriptors `_producer` copies from (chunk states hs, dhs ``[NC, H, K,
+    V]`` seen as rows of V) and the sizes the kernels take: (descs, T, NT, NC, H, K, V)."""
     if not common.GLUON:
-        raise RuntimeError(f"ncd.ops.delta_rule.gluon: {OP} needs Triton 3.6's Gluon")
+        raise RuntimeError(f"ncd.ops.delta_rule: the Gluon kernel of {op} needs Triton 3.6's Gluon")
     B, T, H, K = q.shape
     V = v.shape[-1]
     NT = T // BT
@@ -299,6 +324,14 @@ def run(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale, progr
     dhs2 = dhs.view(NC * H * K, V)
     descs = (_d2(ai, BT, BT), _d2(q, BT, K), _d2(k, BT, K), _d2(do, BT, BV), _d2(vn, BT, BV),
              _d2(dvn, BT, BV), _d2(v, BT, BV), _d2(hs2, K, BV), _d2(dhs2, K, BV))  # fmt: skip
+    return descs, T, NT, NC, H, K, V
+
+
+def run(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, scale, programs):
+    """dq, dk, dv, dbeta (written into the given tensors) of the ungated delta rule from the
+    scans' V', dV', chunk states hs and their gradients dhs ``[NC, H, K, V]`` and the kept T
+    (``ai`` ``[B, T, H, BT]``); inputs that `supports` takes, all contiguous."""
+    descs, T, NT, NC, H, K, V = producer_descs(q, k, v, ai, do, vn, dvn, hs, dhs, OP)
     launch_compiled(
         _bwd_chunk_ws_kernel, (min(programs, NC * H),),
         (*descs, beta, dq, dk, dv, dbeta, T, NT, H, NC, scale),

@@ -31,13 +31,13 @@ from __future__ import annotations
 from .. import _gluon as common
 from .._backend import launch_compiled
 from .._gluon import fence_async_shared, gl, gluon, mbarrier, warpgroup_mma, warpgroup_mma_wait
-from .gluon import BT, BV, NUM_STAGES, PRODUCER_REGS, _d2
+from .gluon import NUM_STAGES, PRODUCER_REGS, producer_descs
 
 CONSUMER_REGS = 240  # registers a thread of each consumer warpgroup (setmaxnreg)
 OP = "gated_delta_rule backward chunk"
 
 if common.GLUON:
-    from .gluon import _producer, _tile
+    from .gluon import _producer, _producer_barriers, _producer_buffers, _tile
 
     @gluon.jit
     def _query_side(t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dbu_s, dps_s, dab_s, vec_s,
@@ -164,8 +164,7 @@ if common.GLUON:
     def _key_side(q_s, k_s, vn_s, dhs_s, hs_s, dbu_s, dps_s, dab_s, vec_s, qk_ready, qk_empty,
                   ready, empty, dbu_ready, dbu_empty, dps_ready, dab_ready, scr_empty,
                   vec_ready, vec_empty, BETA, GATE, DK, T, NT, H, NC, K_DIM: gl.constexpr,
-                  V_DIM: gl.constexpr, NUM_STAGES: gl.constexpr,
-                  ):  # fmt: skip
+                  V_DIM: gl.constexpr, NUM_STAGES: gl.constexpr):  # fmt: skip
         """dk and the row terms of each chunk (module docstring); one warpgroup."""
         BTC: gl.constexpr = q_s.shape[0]
         BVC: gl.constexpr = vn_s.shape[2]
@@ -250,37 +249,29 @@ if common.GLUON:
         BTC: gl.constexpr = ai_desc.block_type.shape[0]
         BVC: gl.constexpr = do_desc.block_type.shape[1]
         dtype: gl.constexpr = q_desc.dtype
-        t_s = gl.allocate_shared_memory(dtype, [BTC, BTC], ai_desc.layout)
-        q_s = gl.allocate_shared_memory(dtype, [BTC, K_DIM], q_desc.layout)
-        k_s = gl.allocate_shared_memory(dtype, [BTC, K_DIM], k_desc.layout)
-        do_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BTC, BVC], do_desc.layout)
-        vn_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BTC, BVC], vn_desc.layout)
-        dvn_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BTC, BVC], dvn_desc.layout)
-        v_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BTC, BVC], v_desc.layout)
-        hs_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, K_DIM, BVC], hs_desc.layout)
-        dhs_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, K_DIM, BVC], dhs_desc.layout)
+        t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s = _producer_buffers(
+            ai_desc,
+            q_desc,
+            k_desc,
+            do_desc,
+            vn_desc,
+            dvn_desc,
+            v_desc,
+            hs_desc,
+            dhs_desc,
+            K_DIM,
+            NUM_STAGES,
+        )
         # the tiles one consumer hands the other: dB_u (per value block), dps and dab + dab^T
         dbu_s = gl.allocate_shared_memory(dtype, [BTC, BVC], do_desc.layout)
         dps_s = gl.allocate_shared_memory(dtype, [BTC, BTC], ai_desc.layout)
         dab_s = gl.allocate_shared_memory(dtype, [BTC, BTC], ai_desc.layout)
         vec_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
         vec_s = gl.allocate_shared_memory(gl.float32, [4 * BTC], vec_layout)  # t_w terms, ks
-        bar_layout: gl.constexpr = mbarrier.MBarrierLayout()
-        t_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
-        t_empty = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
-        qk_ready = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
-        qk_empty = gl.allocate_shared_memory(gl.int64, [1], bar_layout)
-        ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], bar_layout)
-        empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], bar_layout)
-        hand = gl.allocate_shared_memory(gl.int64, [7, 1], bar_layout)  # between the consumers
-        mbarrier.init(t_ready, count=1)
-        mbarrier.init(t_empty, count=1)  # only the query side reads T
-        mbarrier.init(qk_ready, count=1)
-        mbarrier.init(qk_empty, count=2)  # one arrive per consumer
-        for st in gl.static_range(NUM_STAGES):
-            mbarrier.init(ready.index(st), count=1)
-            mbarrier.init(empty.index(st), count=2)
-        for i in gl.static_range(7):
+        # both consumers release q, k and the ring's stages; only the query side reads T
+        t_ready, t_empty, qk_ready, qk_empty, ready, empty = _producer_barriers(NUM_STAGES, 2)
+        hand = gl.allocate_shared_memory(gl.int64, [7, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(7):  # between the consumers
             mbarrier.init(hand.index(i), count=1)
         fence_async_shared()
         dbu_ready, dbu_empty = hand.index(0), hand.index(1)
@@ -311,16 +302,7 @@ def run(q, k, v, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, g, dg, scale
     """dq, dk, dv, dbeta and dg of the gated delta rule written into the given tensors, from
     what `gluon.run` takes and g, the in-chunk cumulative log decays (float32, head-major
     ``[H, B * T]``)."""
-    if not common.GLUON:
-        raise RuntimeError(f"ncd.ops.delta_rule.gluon_gated: {OP} needs Triton 3.6's Gluon")
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    NT = T // BT
-    NC = B * NT
-    hs2 = hs.view(NC * H * K, V)
-    dhs2 = dhs.view(NC * H * K, V)
-    descs = (_d2(ai, BT, BT), _d2(q, BT, K), _d2(k, BT, K), _d2(do, BT, BV), _d2(vn, BT, BV),
-             _d2(dvn, BT, BV), _d2(v, BT, BV), _d2(hs2, K, BV), _d2(dhs2, K, BV))  # fmt: skip
+    descs, T, NT, NC, H, K, V = producer_descs(q, k, v, ai, do, vn, dvn, hs, dhs, OP)
     launch_compiled(
         _bwd_chunk_gated_kernel, (min(programs, NC * H),),
         (*descs, beta, g, dq, dk, dv, dbeta, dg, T, NT, H, NC, scale),
