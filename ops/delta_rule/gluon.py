@@ -245,18 +245,8 @@ if common.GLUON:
                              PRODUCER_REGS: gl.constexpr):  # fmt: skip
         """Persistent: program p takes chunk programs p, p + grid, ... (`_tile`)."""
         t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s = _producer_buffers(
-            ai_desc,
-            q_desc,
-            k_desc,
-            do_desc,
-            vn_desc,
-            dvn_desc,
-            v_desc,
-            hs_desc,
-            dhs_desc,
-            K_DIM,
-            NUM_STAGES,
-        )
+            ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc, hs_desc, dhs_desc,
+            K_DIM, NUM_STAGES)  # fmt: skip
         scr = gl.allocate_shared_memory(q_desc.dtype, [t_s.shape[0], t_s.shape[0]], ai_desc.layout)
         t_ready, t_empty, qk_ready, qk_empty, ready, empty = _producer_barriers(NUM_STAGES, 1)
         fence_async_shared()

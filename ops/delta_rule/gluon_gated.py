@@ -250,18 +250,8 @@ if common.GLUON:
         BVC: gl.constexpr = do_desc.block_type.shape[1]
         dtype: gl.constexpr = q_desc.dtype
         t_s, q_s, k_s, do_s, vn_s, dvn_s, v_s, hs_s, dhs_s = _producer_buffers(
-            ai_desc,
-            q_desc,
-            k_desc,
-            do_desc,
-            vn_desc,
-            dvn_desc,
-            v_desc,
-            hs_desc,
-            dhs_desc,
-            K_DIM,
-            NUM_STAGES,
-        )
+            ai_desc, q_desc, k_desc, do_desc, vn_desc, dvn_desc, v_desc, hs_desc, dhs_desc,
+            K_DIM, NUM_STAGES)  # fmt: skip
         # the tiles one consumer hands the other: dB_u (per value block), dps and dab + dab^T
         dbu_s = gl.allocate_shared_memory(dtype, [BTC, BVC], do_desc.layout)
         dps_s = gl.allocate_shared_memory(dtype, [BTC, BTC], ai_desc.layout)
