@@ -15,8 +15,8 @@ Families of cases (--ops):
   (itself tested against the recurrence), with gates per token or per head, weak (the
   factored chunks), strong (past the bound: the exact decay matrix) and mixed, initial and
   final states, packed sequences; every gradient, dg included.
-- delta_rule: the delta rule's and gated delta rule's kernels (and, ungated, the Gluon chunk
-  kernel on Hopper) against the chunked float64 PyTorch form (ungated and gated, keys spread or
+- delta_rule: the delta rule's and gated delta rule's kernels (and, on Hopper, their Gluon
+  chunk kernels) against the chunked float64 PyTorch form (ungated and gated, keys spread or
   nearly parallel, states, packed sequences, the forward that keeps its chunk states, the scan
   that reads the prepare kernel's Q K^T). A quantity's floor is how far one rounding of the
   inputs to the dtype moves it in float64; nearly parallel keys make the problem

@@ -370,11 +370,10 @@ def delta_gluon_kernel(D, dtype, gated):
 
     x = torch.empty(1, 256, 2, D, dtype=getattr(torch, dtype))  # only for the descriptor types
     ai = torch.empty(1, 256, 2, dg.BT, dtype=x.dtype)
-    hs = torch.empty(8 * D, D, dtype=x.dtype)
+    hs = torch.empty(8 * D, D, dtype=x.dtype)  # the 4 chunks x 2 heads' states
     names = ("ai_desc", "q_desc", "k_desc", "do_desc", "vn_desc", "dvn_desc", "v_desc",
              "hs_desc", "dhs_desc")  # fmt: skip
-    tiles = (dg._d2(ai, dg.BT, dg.BT), *[dg._d2(x, dg.BT, D)] * 2, *[dg._d2(x, dg.BT, dg.BV)] * 4,
-             *[dg._d2(hs, D, dg.BV)] * 2)  # fmt: skip
+    tiles = dg.producer_descs(x, x, x, ai, x, x, x, hs, hs, "sm90_report")[0]
     consts = dict(K_DIM=D, V_DIM=D, NUM_STAGES=dg.NUM_STAGES, PRODUCER_REGS=dg.PRODUCER_REGS)
     ptrs = {n: "*fp32" for n in ("BETA", "DBETA")}
     ptrs.update({n: f"*{TY[dtype]}" for n in ("DQ", "DK", "DV")})
