@@ -443,8 +443,7 @@ def cases(families, dev, dtype):
                     out.append(("delta_rule", label + " factored strong", delta_rule_case,
                                 (*args, -2.0), fac))  # fmt: skip
         if not small:  # the narrowest widths the kernels take on CUDA (MIN_GPU_WIDTH)
-            for gated, Kn, Vn in [(False, 64, 64), (True, 64, 64), (False, 128, 32),
-                                  (True, 128, 32)]:  # fmt: skip
+            for gated, Kn, Vn in [(False, 64, 64), (True, 64, 64)]:
                 label = f"{'gated ' if gated else ''}K={Kn} V={Vn}"
                 args = (2, T, 3, Kn, Vn, gated, 0.0, True, None, 9)
                 out.append(("delta_rule", label, delta_rule_case, args))

@@ -319,10 +319,11 @@ def gated_rows(family, dtype, D):
                 ("output+states prepared", ("OUTPUT", "STATES", "FORM_U", "PREPARED")),
                 ("s0,st prepared", ("OUTPUT", "USE_S0", "STORE_ST", "PREPARED")),
                 ("varlen prepared", ("OUTPUT", "VARLEN", "PREPARED")), HAS_G=gated)  # fmt: skip
+            u = () if gated else ("UNSCALED",)  # as the launcher: ungated and not prepared
             add(f"_scan_bwd_kernel {g}", c.BWD_SCAN_CONFIGS,
-                ("USE_DST", "STORE_DS0", "PREPARED", "W_FROM_T", "VARLEN", "FACTOR"), none,
-                ("dst,ds0", ("USE_DST", "STORE_DS0")), varlen, ("prepared", ("PREPARED",)),
-                ("w_from_t", ("W_FROM_T",)),
+                ("USE_DST", "STORE_DS0", "PREPARED", "W_FROM_T", "VARLEN", "FACTOR", "UNSCALED"),
+                ("", u), ("dst,ds0", ("USE_DST", "STORE_DS0", *u)), ("varlen", ("VARLEN", *u)),
+                ("prepared", ("PREPARED",)), ("w_from_t", ("W_FROM_T", *u)),
                 *([("factored", ("FACTOR",))] if gated else []), HAS_G=gated)  # fmt: skip
             add(f"_qk_kernel {g}", c.QK_CONFIGS, ("VARLEN",), none, HAS_G=gated)
             add(f"_bwd_chunk_kernel {g}", c.BWD_CHUNK_CONFIGS, ("VARLEN",), none, varlen,

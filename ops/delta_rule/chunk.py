@@ -359,16 +359,28 @@ def _prep_kernel(
     a_d = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT)
     d = _block_diag_inverse(a_d, BT, SPLIT)
     a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT)
-    ai_in = _below_inverse(d, a_b, BT, SPLIT).to(K.dtype.element_ty)
+    ai = _below_inverse(d, a_b, BT, SPLIT)
     ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
-    tl.store(ai_ptrs, ai_in.to(AI.dtype.element_ty), mask=r_ok[:, None])
+    tl.store(ai_ptrs, ai.to(AI.dtype.element_ty), mask=r_ok[:, None])
+    # Ungated, the products' left operands are T diag(-beta) and T diag(beta): T's columns
+    # scaled in float32 and rounded once, k and v taken as read (one rounding fewer than
+    # scaling k's or v's rows). Gated, T is rounded and the rows of k and v scaled.
+    if HAS_G:
+        aw = ai.to(K.dtype.element_ty)
+        au = aw
+    else:
+        aw = (ai * -bw[None, :]).to(K.dtype.element_ty)
+        if STORE_U:
+            au = (ai * beta[None, :]).to(V.dtype.element_ty)
     # -W = T diag(-beta gamma) K, BV columns at a time (keys read again)
     for k0 in tl.static_range(0, BK, BV):
         offs_k = k0 + tl.arange(0, BV)
         kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
         kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
         k = tl.load(K + kp, mask=kmask, other=0.0)
-        w = tl.dot(ai_in, (k * -bw[:, None]).to(k.dtype), input_precision=DOT)
+        if HAS_G:
+            k = (k * -bw[:, None]).to(k.dtype)
+        w = tl.dot(aw, k, input_precision=DOT)
         tl.store(WN + kp, w.to(WN.dtype.element_ty), mask=kmask)
     if STORE_QK:
         _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM, BK, BT, BV,
@@ -379,7 +391,9 @@ def _prep_kernel(
             vmask = r_ok[:, None] & (offs_v < V_DIM)[None, :]
             vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
             v = tl.load(V + vp, mask=vmask, other=0.0)
-            u = tl.dot(ai_in, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
+            if HAS_G:
+                v = (v * beta[:, None]).to(v.dtype)
+            u = tl.dot(au, v, input_precision=DOT)
             tl.store(U + vp, u.to(U.dtype.element_ty), mask=vmask)
 
 
@@ -446,7 +460,11 @@ def _scan_fwd_chunk(
         tl.store(HS + hp + s_off, S.to(HS.dtype.element_ty), mask=s_mask)
     if not LOAD_VN:
         if FORM_U:  # V' = U - W S, both products into one accumulator
-            v_new = tl.dot(ai, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
+            if HAS_G:  # U = T (diag(beta) V)
+                v_new = tl.dot(ai, (v * beta[:, None]).to(v.dtype), input_precision=DOT)
+            else:  # U = (T diag(beta)) V, v as read
+                aib = (ai.to(tl.float32) * beta[None, :]).to(ai.dtype)
+                v_new = tl.dot(aib, v, input_precision=DOT)
             v_new = tl.dot(wn, S.to(wn.dtype), v_new, input_precision=DOT)
         else:
             v_new = tl.dot(wn, S.to(wn.dtype), u.to(tl.float32), input_precision=DOT)
@@ -629,8 +647,11 @@ def _scan_bwd_chunk(
     offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal_t,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
     PREPARED: tl.constexpr, W_FROM_T: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
+    UNSCALED: tl.constexpr,
 ):  # fmt: skip
-    """Chunk i of the reverse scan (_scan_bwd_kernel): returns dS entering it. FACTORED
+    """Chunk i of the reverse scan (_scan_bwd_kernel): returns dS entering it. UNSCALED
+    (ungated): dS and dV' are carried divided by scale, so Q K^T and Q^T dO take q as read;
+    what is stored is multiplied back in float32 before its one rounding. FACTORED
     (gated): scale E_ij = a_i b_j (a = scale exp(G - G_last), b = exp(G_last - G)), so dV' =
     diag(b) ((K Q^T * causal^T) diag(a) dO + K dS) and dS <- gamma_C (dS + Q^T diag(a) dO)
     - W^T dV': no decay matrix, q and k as read."""
@@ -642,7 +663,10 @@ def _scan_bwd_chunk(
     kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
     vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
     hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
-    tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
+    if UNSCALED:
+        tl.store(DHS + hp + s_off, (dS * scale).to(DHS.dtype.element_ty), mask=s_mask)
+    else:
+        tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
     q = tl.load(Q + kp, mask=kmask, other=0.0)
     if PREPARED and HAS_G:  # the decayed keys: all this scan needs of K but W's
         k = tl.load(KD + kp, mask=kmask, other=0.0)
@@ -672,15 +696,19 @@ def _scan_bwd_chunk(
         else:
             qd = (q * scale).to(q.dtype)
     elif not FACTORED:
-        pt = tl.dot(k, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
+        pt = tl.dot(k, tl.trans(q), input_precision=DOT)  # (j, i) = k_j . q_i
         if HAS_G:
             G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
-            pt = pt * tl.exp(tl.where(causal_t, Gc[None, :] - G[:, None], 0.0))
+            pt = pt * scale * tl.exp(tl.where(causal_t, Gc[None, :] - G[:, None], 0.0))
             kd = (k * tl.exp(g_last - G)[:, None]).to(k.dtype)
             qd = (q * (gamma * scale)[:, None]).to(q.dtype)
         else:
             kd = k
-            qd = (q * scale).to(q.dtype)
+            if UNSCALED:
+                qd = q
+            else:
+                pt = pt * scale
+                qd = (q * scale).to(q.dtype)
         pt = tl.where(causal_t, pt, 0.0).to(do.dtype)
     if FACTORED:  # scale E_ij = a_i b_j: a = scale exp(G - G_last), b = exp(G_last - G)
         G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i, BT)
@@ -695,7 +723,10 @@ def _scan_bwd_chunk(
         dv_new = tl.dot(pt, do, input_precision=DOT)
         dv_new = tl.dot(kd, dS.to(k.dtype), dv_new, input_precision=DOT)
         dv_in = dv_new.to(do.dtype)
-        tl.store(DVN + vp, dv_in, mask=vmask)
+        if UNSCALED:  # dV' = scale dv_new, stored; the scan goes on with dv_new
+            tl.store(DVN + vp, (dv_new * scale).to(do.dtype), mask=vmask)
+        else:
+            tl.store(DVN + vp, dv_in, mask=vmask)
         if HAS_G:
             dS = dS * tl.exp(g_last)
         dS = tl.dot(tl.trans(qd), do, dS, input_precision=DOT)
@@ -717,7 +748,7 @@ def _scan_bwd_kernel(
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, PREPARED: tl.constexpr,
     W_FROM_T: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, FACTOR: tl.constexpr,
-    BOUND: tl.constexpr, BV: tl.constexpr,
+    BOUND: tl.constexpr, UNSCALED: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """The reverse scan of dS (the gradient of the state leaving a chunk), from the end:
     dV' = (scale Q K^T * E * causal)^T dO + diag(gamma_C / gamma) K dS,
@@ -726,12 +757,15 @@ def _scan_bwd_kernel(
     read (not kept). PREPARED: scale (Q K^T * E * causal) read from AQK and, gated, the
     decayed keys from KD (_qk_kernel) rather than formed here. FACTOR (gated): every chunk
     takes the factored decay (_scan_bwd_chunk) when every chunk's log decays sum to more than
-    -BOUND, else every chunk the decay matrix (one loop each: no branch per chunk)."""
+    -BOUND, else every chunk the decay matrix (one loop each: no branch per chunk). UNSCALED
+    (ungated, not PREPARED): dS and dV' are scanned divided by scale (_scan_bwd_chunk)."""
     i_nh, i_h, bos, L, c0, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask = _scan_tiles(
         CU, COFF, T, NT, H, K_DIM, V_DIM, BK, BT, BV, VARLEN
     )
     if USE_DST:
         dS = tl.load(DST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, mask=s_mask, other=0.0)
+        if UNSCALED:
+            dS = dS / scale
     else:
         dS = tl.zeros([BK, BV], tl.float32)
     causal_t = offs_t[None, :] >= offs_t[:, None]  # (j, i): i >= j
@@ -742,23 +776,25 @@ def _scan_bwd_kernel(
                 dS = _scan_bwd_chunk(
                     Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos,
                     L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
-                    causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, True,
+                    causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, True, False,
                 )  # fmt: skip
         else:
             for ii in range(0, n_chunks):
                 dS = _scan_bwd_chunk(
                     Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos,
                     L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
-                    causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
+                    causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False, False,
                 )  # fmt: skip
     else:  # a loop of its own, as in _scan_fwd_kernel
         for ii in range(0, n_chunks):
             dS = _scan_bwd_chunk(
                 Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos, L,
                 c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal_t,
-                K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False,
+                K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False, UNSCALED,
             )  # fmt: skip
     if STORE_DS0:
+        if UNSCALED:
+            dS = dS * scale
         tl.store(DS0 + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, dS, mask=s_mask)
 
 
@@ -1101,6 +1137,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
             STORE_DS0=want_ds0, PREPARED=aqk is not None, W_FROM_T=wn is None, DOT=_dot(q),
             FACTOR=_factored(g, aqk), BOUND=_bound(q),
+            UNSCALED=g is None and aqk is None and scale != 0,
         )  # fmt: skip
         del aqk, kd
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
