@@ -2,8 +2,9 @@
 
 Not a test. For softmax attention, linear attention and the transformer block (drawn from
 primitives, as in the gallery, and as single fused boxes running ncd.ops kernels), and the
-gallery's gated blocks (GLA and DeltaNet, whose mixers run the gated families' kernels), at
-several T, one process compiles the circuit (`ncd.compile`, bf16), and measures:
+gallery's gated blocks (GLA, DeltaNet, Gated DeltaNet and Mamba-2's scalar gate, whose mixers
+run the gated families' kernels), at several T, one process compiles the circuit
+(`ncd.compile`, bf16), and measures:
 
 - peak memory of one forward + backward: `torch.cuda.max_memory_allocated()` after a reset,
   with parameters, inputs and the output gradient already allocated, against the model's
@@ -82,11 +83,16 @@ def cases(tiny: bool):
             ("gla_block", lambda: gallery.get("gla_block"), [{**att, "T": t} for t in ts]),
             ("deltanet_block", lambda: gallery.get("deltanet_block"),
              [{**att, "T": t} for t in ts]),
+            ("gated_deltanet_block", lambda: gallery.get("gated_deltanet_block"),
+             [{**att, "T": t} for t in ts]),
+            ("mamba_block", lambda: gallery.get("mamba_block"),
+             [{"B": 1, "D": 16, "H": 2, "P": 8, "N": 8, "T": t} for t in ts]),
         ]  # fmt: skip
     att = {"B": 4, "H": 16, "K": 128, "V": 128}
     lin = {"B": 2, "H": 8, "K": 64, "V": 64}  # the recurrent form keeps a K×V state per token
     blk = {"B": 4, "H": 16, "K": 64, "V": 64, "F": 4096}
     gated = {"B": 4, "H": 16, "K": 128, "V": 128}  # the gated blocks (D = H K = 2048)
+    mamba = {"B": 4, "D": 2048, "H": 32, "P": 128, "N": 128}  # the scalar gate: 32 heads of 128
     return [
         ("attention", lambda: gallery.get("attention"),
          [{**att, "T": t, "S": t} for t in (1024, 2048, 4096)]),
@@ -102,6 +108,10 @@ def cases(tiny: bool):
          [{**gated, "T": t} for t in (1024, 4096, 16384)]),
         ("deltanet_block", lambda: gallery.get("deltanet_block"),
          [{**gated, "T": t} for t in (1024, 4096, 16384)]),
+        ("gated_deltanet_block", lambda: gallery.get("gated_deltanet_block"),
+         [{**gated, "T": t} for t in (1024, 4096, 16384)]),
+        ("mamba_block", lambda: gallery.get("mamba_block"),
+         [{**mamba, "T": t} for t in (1024, 4096, 16384)]),
     ]  # fmt: skip
 
 

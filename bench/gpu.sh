@@ -125,7 +125,7 @@ case $SUITE in
     ;;
   compiler)
     step compiler_gpu 240 $PY bench/compiler_gpu.py --out "$OUT"
-    step cost_gpu 280 $PY bench/cost_gpu.py --out "$OUT"
+    step cost_gpu 340 $PY bench/cost_gpu.py --out "$OUT"
     ;;
   ops3)  # op library III: norms, integer ViT, WTA-CRS and L-Mul, each checked then timed
     step ops_norm 125 $PY bench/ops_norm.py --out "$OUT/ops_norm.json"
