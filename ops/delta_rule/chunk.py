@@ -957,6 +957,14 @@ def _factored(g, aqk) -> bool:
     return g is not None and aqk is None and _settings.gated_delta_factored
 
 
+def _unscaled(g, aqk, scale: float) -> bool:
+    """Whether the ungated reverse scan carries dS and dV' divided by scale (q then enters its
+    products unrounded). Only for scales within 2^-4..2^4: the division shifts the carried
+    values by log2(1 / scale) binades, which float16's range (largest 65504) must still hold
+    where the scaled form held them."""
+    return g is None and aqk is None and 2.0**-4 <= abs(scale) <= 2.0**4
+
+
 def _bound(q) -> float:
     """The factored decay's bound on a chunk's summed log decays for q's dtype, in nats (the
     gates' cumulative sums are natural logarithms)."""
@@ -1137,7 +1145,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
             STORE_DS0=want_ds0, PREPARED=aqk is not None, W_FROM_T=wn is None, DOT=_dot(q),
             FACTOR=_factored(g, aqk), BOUND=_bound(q),
-            UNSCALED=g is None and aqk is None and scale != 0,
+            UNSCALED=_unscaled(g, aqk, scale),
         )  # fmt: skip
         del aqk, kd
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)

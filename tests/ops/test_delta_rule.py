@@ -508,6 +508,28 @@ def test_nearly_parallel_keys(monkeypatch, nan_alloc):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("scale", [0.01, 0.3, 20.0])
+def test_scales_in_and_outside_the_unscaled_reverse_scan(scale, monkeypatch, nan_alloc):
+    """The ungated reverse scan carries dS / scale for scales within 2^-4..2^4 and the scaled
+    dS outside: both against the float64 recurrence, with an initial state and a final-state
+    gradient (the scan's first and last values are where the division is applied and undone)."""
+    monkeypatch.setattr(chunk, "INTERPRET_CHUNK", 16)
+    q, k, v, beta, _, s0, gen = make(1, 40, 2, 16, 16, seed=3, gated=False)
+    xs = [x.clone().requires_grad_() for x in (q, k, v, beta, s0)]
+    o, s_t = delta_rule(*xs[:4], initial_state=xs[4], scale=scale, output_final_state=True,
+                        backend="triton")  # fmt: skip
+    do, ds = torch.randn(o.shape, generator=gen), torch.randn(s_t.shape, generator=gen)
+    grads = torch.autograd.grad([o, s_t], xs, [do, ds])
+    ref = [x.detach().double().requires_grad_() for x in xs]
+    o_ref, s_ref = gated_delta_rule_reference(*ref[:3], None, ref[3], initial_state=ref[4],
+                                              scale=scale, output_final_state=True)  # fmt: skip
+    ref_grads = torch.autograd.grad([o_ref, s_ref], ref, [do.double(), ds.double()])
+    errs = [rel_rms(o, o_ref), rel_rms(s_t, s_ref)]
+    errs += [rel_rms(a, b) for a, b in zip(grads, ref_grads)]
+    assert max(errs) < 1e-4, errs
+
+
+@pytest.mark.interpret
 def test_float16_errors_near_the_rounding_floor(monkeypatch, nan_alloc):
     """float16, unit keys and queries, scale K^-0.5 (not a power of two), chunks of 64: each of
     o, dq, dk, dv and dbeta against the float64 recurrence, over the error of rounding the
