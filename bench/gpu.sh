@@ -28,7 +28,7 @@
 #             gated_delta_factored=0, delta_keep_values, gated_delta_keep_values,
 #             delta_keep_states) beside fla, each kernel's share at 8k each way; more than
 #             one call's steps: STEPS picks (DELTA_OPS narrows delta_ncd, DELTA_NCD_S its
-#             limit in seconds)
+#             limit in seconds, CHECK_MAX_T the longest T whose errors it measures)
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
@@ -161,7 +161,8 @@ case $SUITE in
     # ncd under each switch side by side in one process (rows name their variant)
     step delta_ncd ${DELTA_NCD_S:-240} $PY bench/ops_gated.py --impls ncd --ops ${DELTA_OPS:-delta_rule,gated_delta_rule} \
       --variants ${DELTA_VARIANTS:-default,delta_gluon=0,gated_delta_gluon=0,delta_checkpoint_states=0,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
-      --T ${GATED_T:-2048 8192 32768} --limit $(( ${DELTA_NCD_S:-240} / 2 - 5 )) --out "$OUT/delta_ncd.json"
+      --T ${GATED_T:-2048 8192 32768} --check-max-t ${CHECK_MAX_T:-4096} \
+      --limit $(( ${DELTA_NCD_S:-240} / 2 - 5 )) --out "$OUT/delta_ncd.json"
     step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \
       --T ${GATED_FLA_T:-2048 8192 32768} --limit 190 --out "$OUT/delta_fla.json"
     # fla's gated rule refuses its backward under this Triton on Hopper: its guard lifted,
