@@ -232,8 +232,8 @@ def wtacrs_parts(dev, x, dy, budget):
     `select`; with the norms: `norms_select`; with the gather of the kept rows in its last
     kernel: `select_gather`; all of it in two allocations, as the layer runs it: `select_rows`),
     each of the layer's selection kernels alone, and the PyTorch form of the selection on the
-    same device; the gather of the kept rows alone; dW from them, the kernel against PyTorch's gather of dy and its matrix product
-    (the layer's choice: sampled.DW_KERNEL)."""
+    same device; the gather of the kept rows alone; dW from them, the kernel against PyTorch's
+    gather of dy and its matrix product (the layer's choice: sampled.DW_KERNEL)."""
     from ncd.ops._backend import launch_compiled
     from ncd.ops.wtacrs import kernels, selection
     from ncd.ops.wtacrs.sampled import kept_rows, wtacrs_select
