@@ -257,7 +257,7 @@ def select_rows(x, k, generator=None, grad_norms=None):
     `generator`), the selection and the gather of the kept rows, as `select(norms of x, k,
     uniforms, grad_norms, x=x)` makes them, in two allocations: one for what the backward
     keeps (kept [k, D] in x's dtype, then idx [k] int64: k (D · bytes + 8) bytes, plus up to
-    7 to align idx), one for everything else.
+    15 to align idx), one for everything else.
 
     x: [n, D] with k < n <= MAX_ROWS -> (idx [k] int64, kept [k, D])."""
     (idx, _, kept), launches = plan(None, k, None, grad_norms, x, generator=generator)
@@ -299,8 +299,9 @@ def plan(norms, k, uniforms, grad_norms=None, x=None, generator=None):
     # what the backward keeps, kept [k, D] then idx [k]: one block
     D = 0 if x is None else x.shape[1]
     kept_bytes = k * D * (x.element_size() if x is not None else 0)
-    keep = torch.empty(_words(kept_bytes, 1) * 8 + 8 * k, device=device, dtype=torch.uint8)
-    idx = keep[_words(kept_bytes, 1) * 8 :].view(torch.int64)
+    at = -(-kept_bytes // 16) * 16  # idx 16-byte aligned, as a tensor of its own would be
+    keep = torch.empty(at + 8 * k, device=device, dtype=torch.uint8)
+    idx = keep[at:].view(torch.int64)
     g = grad_norms.contiguous() if grad_norms is not None else None
     two_b = float(2 ** score_bits(n))
     has_g = g is not None

@@ -3,6 +3,8 @@ saved-tensor hooks. Shared by the tests and bench/cost_gpu.py."""
 
 from __future__ import annotations
 
+import gc
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -164,12 +166,17 @@ def peak_bytes(module, xs) -> tuple[int, int]:
     base = sum(x.untyped_storage().nbytes() for x in xs)
     base += sum(p.untyped_storage().nbytes() for p in module.parameters())
     base += sum(g.untyped_storage().nbytes() for g in grads)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        y = module(*xs)
-        ys = list(y.values()) if isinstance(y, dict) else [y]
-        if any(t.requires_grad for t in ys):  # else inference only (integer arithmetic)
-            torch.autograd.backward(ys, grads)
-        del y, ys
+    gc.collect()  # and off in the window: its frees of earlier tensors would count as the step's
+    gc.disable()
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            y = module(*xs)
+            ys = list(y.values()) if isinstance(y, dict) else [y]
+            if any(t.requires_grad for t in ys):  # else inference only (integer arithmetic)
+                torch.autograd.backward(ys, grads)
+            del y, ys
+    finally:
+        gc.enable()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda e: e.start_ns())
     live = peak = 0

@@ -101,12 +101,17 @@ def _memcheck_module():
 
 @pytest.fixture
 def nan_alloc(monkeypatch):
-    """Fresh float tensors from torch.empty / empty_like come filled with NaN, so an output
-    element that a kernel forgets to write shows up as NaN."""
+    """Fresh tensors from torch.empty / empty_like come filled with NaN (float) or all bits
+    set (integers: -1, 255 for uint8, so that a float view of a byte or word buffer reads NaN),
+    so an output element that a kernel forgets to write shows up."""
     empty, empty_like = torch.empty, torch.empty_like
 
     def nan(t):
-        return t.fill_(float("nan")) if t.is_floating_point() else t
+        if t.is_floating_point():
+            return t.fill_(float("nan"))
+        if t.dtype == torch.uint8:
+            return t.fill_(255)
+        return t.fill_(-1) if t.dtype.is_signed else t
 
     monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(empty_like(*a, **k)))

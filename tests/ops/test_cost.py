@@ -1,6 +1,8 @@
 """The op families' cost formulas: numbers, sympy symbols, and FLOPs against PyTorch's own
 count of the reference."""
 
+import gc
+
 import pytest
 import sympy
 import torch
@@ -74,11 +76,18 @@ def kept_bytes(fn):
 
 def allocations(fn):
     """(fn(), peak bytes allocated during the call, bytes still allocated at its end), from
-    torch.profiler's CPU allocator events."""
+    torch.profiler's CPU allocator events. The cyclic garbage collector is run before and kept
+    off during the call: tensors of earlier tests that it frees inside the window would be
+    counted as the call's own frees."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
+    gc.collect()
+    gc.disable()
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = fn()
+    finally:
+        gc.enable()
     events = (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     live = peak = 0
     for e in sorted(events, key=lambda e: e.start_ns()):
