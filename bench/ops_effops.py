@@ -230,10 +230,10 @@ def relative_variance(fn, x0, w0, b0, dy, dw_ref, estimates):
 def wtacrs_parts(dev, x, dy, budget):
     """ms of the forward's parts: the row norms, the selection (the uniforms and the kernels:
     `select`; with the norms: `norms_select`; with the gather of the kept rows in its last
-    kernel: `select_gather`; all of it in two allocations, as the layer runs it: `select_rows`),
-    each of the layer's selection kernels alone, and the PyTorch form of the selection on the
-    same device; the gather of the kept rows alone; dW from them, the kernel against PyTorch's
-    gather of dy and its matrix product (the layer's choice: sampled.DW_KERNEL)."""
+    kernel, as the layer runs it: `select_gather`), each of the layer's selection kernels
+    alone, and the PyTorch form of the selection on the same device; the gather of the kept
+    rows alone; dW from them, the kernel against PyTorch's gather of dy and its matrix product
+    (the layer's choice: sampled.DW_KERNEL)."""
     from ncd.ops._backend import launch_compiled
     from ncd.ops.wtacrs import kernels, selection
     from ncd.ops.wtacrs.sampled import kept_rows, wtacrs_select
@@ -264,8 +264,6 @@ def wtacrs_parts(dev, x, dy, budget):
     if n <= selection.MAX_ROWS:
         u = torch.rand(k, device=x.device, dtype=f64)
         parts["select_gather"] = dev.time(lambda: selection.select(norms, k, u, x=x))
-    if k < n <= selection.MAX_ROWS:  # as the layer runs it: norms, uniforms, selection, gather
-        parts["select_rows"] = dev.time(lambda: selection.select_rows(x, k))
     if k < n <= selection.MAX_ROWS:
         u = torch.rand(k, device=x.device, dtype=f64)
         _, launches = selection.plan(norms, k, u, x=x)

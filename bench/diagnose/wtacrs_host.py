@@ -69,7 +69,6 @@ def main() -> None:
         "  row norms": lambda: torch.linalg.vector_norm(xd, dim=1, dtype=torch.float32),
         "  uniforms": lambda: torch.rand(k, device=dev, dtype=torch.float64),
         "  selection + gather": lambda: selection.select(norms, k, u, x=xd),
-        "  select_rows (all four)": lambda: selection.select_rows(xd, k),
         "  backward dx (mm)": lambda: torch.mm(dy, w.detach()),
         "  backward dy rows": lambda: dy.index_select(0, idx),
         "  backward bias sum": lambda: dy.sum(0),

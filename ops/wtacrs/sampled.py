@@ -87,20 +87,22 @@ class WTACRSLinearFunction(torch.autograd.Function):
         with torch.no_grad():
             if k >= x.shape[0]:
                 idx, kept = None, x
-            elif kernel and x.shape[0] <= selection.MAX_ROWS:
-                idx, kept = selection.select_rows(x, k, generator, grad_norms)
             else:
                 # float32 at least: 16-bit scores would round the draws' weights
                 scores = torch.linalg.vector_norm(
                     x, dim=1, dtype=torch.promote_types(x.dtype, torch.float32)
                 )
-                if grad_norms is not None:
-                    scores = scores * grad_norms.to(scores.dtype)
-                idx, w = wtacrs_select(scores, k, generator)
-                if kernel:
-                    kept = gather_scale(x, idx, w)
+                if kernel and x.shape[0] <= selection.MAX_ROWS:
+                    u = torch.rand(k, generator=generator, device=x.device, dtype=torch.float64)
+                    idx, _, kept = selection.select(scores, k, u, grad_norms, x=x)
                 else:
-                    kept = (x[idx] * w[:, None]).to(x.dtype)  # sampled rows times weights
+                    if grad_norms is not None:
+                        scores = scores * grad_norms.to(scores.dtype)
+                    idx, w = wtacrs_select(scores, k, generator)
+                    if kernel:
+                        kept = gather_scale(x, idx, w)
+                    else:
+                        kept = (x[idx] * w[:, None]).to(x.dtype)  # sampled rows times weights
         ctx.save_for_backward(kept, weight, idx)
         ctx.has_bias = bias is not None
         ctx.kernel = kernel

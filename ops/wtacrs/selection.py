@@ -252,64 +252,28 @@ def select(norms, k, uniforms, grad_norms=None, x=None):
     return outs
 
 
-def select_rows(x, k, generator=None, grad_norms=None):
-    """The layer's forward on CUDA: the rows' norms (float32), the uniforms (float64, from
-    `generator`), the selection and the gather of the kept rows, as `select(norms of x, k,
-    uniforms, grad_norms, x=x)` makes them, in two allocations: one for what the backward
-    keeps (kept [k, D] in x's dtype, then idx [k] int64: k (D · bytes + 8) bytes, plus up to
-    15 to align idx), one for everything else.
-
-    x: [n, D] with k < n <= MAX_ROWS -> (idx [k] int64, kept [k, D])."""
-    (idx, _, kept), launches = plan(None, k, None, grad_norms, x, generator=generator)
-    for kernel, grid, args, meta in launches:
-        launch_compiled(kernel, grid, args, meta)
-    return idx, kept
-
-
-def _words(count: int, size: int) -> int:
-    """int64 words that hold `count` elements of `size` bytes."""
-    return -(-count * size // 8)
-
-
-def plan(norms, k, uniforms, grad_norms=None, x=None, generator=None):
+def plan(norms, k, uniforms, grad_norms=None, x=None):
     """The outputs `select` fills (k < n) and its launches, (kernel, grid, args, meta) each, in
-    order (each a function of the ones before: bench/ops_effops.py times them one by one).
-    With norms None (x given), x's row norms and the uniforms (from `generator`) are made
-    here, into the scratch allocation, before the launches."""
-    n = (x if norms is None else norms).shape[0]
+    order (each a function of the ones before: bench/ops_effops.py times them one by one)."""
+    n = norms.shape[0]
     if n > MAX_ROWS:
         raise ValueError(f"wtacrs select: rows: expected at most {MAX_ROWS}, found {n}")
     cfg = INTERPRET if interpreting() else GPU
     B, BI, BT = cfg["sort"]["B"], cfg["rank"]["BI"], cfg["draw"]["BT"]
     nb, nch = cdiv(n, B), cdiv(n, BI)
-    device = (x if norms is None else norms).device
-    # scratch, the draws' weights and, when made here, the uniforms and the norms: one block
-    words = 4 * nb * B + nb + 1 + n + 2 * nch
-    made = norms is None
-    tmp = torch.empty(words + _words(k, 4) + (k + _words(n, 4) if made else 0), device=device,
-                      dtype=torch.int64)  # fmt: skip
-    scratch = tmp[:words]
-    weight = tmp[words : words + _words(k, 4)].view(torch.float32)[:k]
-    if made:
-        at = words + _words(k, 4)
-        uniforms = tmp[at : at + k].view(torch.float64)
-        norms = tmp[at + k :].view(torch.float32)[:n]
-        torch.linalg.vector_norm(x, dim=1, dtype=torch.float32, out=norms)
-        torch.rand(k, generator=generator, device=device, dtype=torch.float64, out=uniforms)
-    # what the backward keeps, kept [k, D] then idx [k]: one block
-    D = 0 if x is None else x.shape[1]
-    kept_bytes = k * D * (x.element_size() if x is not None else 0)
-    at = -(-kept_bytes // 16) * 16  # idx 16-byte aligned, as a tensor of its own would be
-    keep = torch.empty(at + 8 * k, device=device, dtype=torch.uint8)
-    idx = keep[at:].view(torch.int64)
+    scratch = torch.empty(4 * nb * B + nb + 1 + n + 2 * nch, device=norms.device,
+                          dtype=torch.int64)  # fmt: skip
+    idx = torch.empty(k, device=norms.device, dtype=torch.int64)
+    weight = torch.empty(k, device=norms.device, dtype=torch.float32)
     g = grad_norms.contiguous() if grad_norms is not None else None
     two_b = float(2 ** score_bits(n))
     has_g = g is not None
     nch2 = max(2, next_pow2(nch))
     if x is None:
-        outs, kept, gather, sx = (idx, weight), idx, (1,), (0, 0)
+        outs, kept, gather, D, sx = (idx, weight), idx, (1,), 0, (0, 0)
     else:
-        kept = keep[:kept_bytes].view(x.dtype).view(k, D)
+        D = x.shape[1]
+        kept = torch.empty(k, D, device=x.device, dtype=x.dtype)
         outs, gather, sx = (idx, weight, kept), (max(1, cdiv(D, cfg["draw"]["BD"])),), x.stride()
     launches = [
         (_block_sort_kernel, (nb,), (norms, g, scratch, n, nb, two_b),

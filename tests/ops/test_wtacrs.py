@@ -308,25 +308,6 @@ def test_kernel_selection_with_the_gather(n, k, kind, nan_alloc):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("n, D, k", [(37, 45, 11), (200, 7, 61)])
-def test_select_rows_in_two_allocations(n, D, k, nan_alloc):
-    """select_rows(x, k), the layer's forward on CUDA (norms and uniforms made inside): the
-    rows and indices wtacrs_select picks from the same generator, the kept rows x[idx] · weight
-    in float16 bit for bit, and both in one block of k (D · 2 + 8) bytes plus the padding
-    that puts idx on a 16-byte boundary."""
-    x = torch.randn(n, D, generator=torch.Generator().manual_seed(n)).half()
-    x[3] *= 40.0  # a winner
-    idx, kept = selection.select_rows(x, k, torch.Generator().manual_seed(5))
-    norms = torch.linalg.vector_norm(x, dim=1, dtype=torch.float32)
-    want_idx, want_weight = wtacrs_select(norms, k, torch.Generator().manual_seed(5))
-    assert torch.equal(idx, want_idx)
-    assert torch.equal(kept, (x[want_idx].float() * want_weight[:, None]).half())
-    assert kept.untyped_storage().data_ptr() == idx.untyped_storage().data_ptr()
-    assert idx.data_ptr() % 16 == 0
-    assert idx.untyped_storage().nbytes() == -(-k * D * 2 // 16) * 16 + 8 * k
-
-
-@pytest.mark.interpret
 def test_kernel_selection_keeps_every_row_when_k_reaches_n():
     norms = torch.rand(9)
     idx, weight = selection.select(norms, 9, torch.rand(9, dtype=torch.float64))
