@@ -166,8 +166,7 @@ def peak_bytes(module, xs) -> tuple[int, int]:
     base = sum(x.untyped_storage().nbytes() for x in xs)
     base += sum(p.untyped_storage().nbytes() for p in module.parameters())
     base += sum(g.untyped_storage().nbytes() for g in grads)
-    gc.collect()  # and off in the window: its frees of earlier tensors would count as the step's
-    gc.disable()
+    gc.disable()  # the collector's frees of earlier tensors would count as the step's
     try:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             y = module(*xs)

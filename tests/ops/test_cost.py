@@ -76,12 +76,11 @@ def kept_bytes(fn):
 
 def allocations(fn):
     """(fn(), peak bytes allocated during the call, bytes still allocated at its end), from
-    torch.profiler's CPU allocator events. The cyclic garbage collector is run before and kept
-    off during the call: tensors of earlier tests that it frees inside the window would be
-    counted as the call's own frees."""
+    torch.profiler's CPU allocator events. The cyclic garbage collector is kept off during the
+    call: tensors of earlier tests that it frees inside the window would be counted as the
+    call's own frees."""
     from torch.profiler import ProfilerActivity, profile
 
-    gc.collect()
     gc.disable()
     try:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
