@@ -808,7 +808,9 @@ def attention(v: BoxView) -> Rule:
         flops_bwd=attention_cost.flops_backward(B, T, H, K, V, S, causal=b.causal),
         mm_bwd=2 * B * H * T * S * (2 * K + 3 * V),
         saved=[*kept, _out(), _own("lse", 4 * B * H * T, "log-sum-exp per query (float32)")],
-        bwd_temps=attention_cost.backward_temp_bytes(B, T, H) + do_copy,
+        # SDPA's backward also holds a float32 dQ accumulator (FlashAttention-2's schedule)
+        bwd_temps=attention_cost.backward_temp_bytes(B, T, H, K, atomic_dq=_sdpa_on_cuda())
+        + do_copy,
         io=attention_cost.io_forward(B, T, H, K, V, S, Hkv=G, causal=b.causal, bytes_per=bp),
         io_bwd=attention_cost.io_backward(
             B, T, H, K, V, S, Hkv=G, causal=b.causal, bytes_per=bp
@@ -821,11 +823,15 @@ def attention(v: BoxView) -> Rule:
     )
 
 
+def _sdpa_on_cuda() -> bool:
+    return choose("attention", "cuda") == "torch"
+
+
 def softmax_attention_kernel() -> str:
     """What a fused softmax attention runs on CUDA by the compiler's choices (compiler/
-    choices.py): PyTorch's SDPA or ncd.ops' kernel, both priced as a FlashAttention-2 kernel."""
-    use_torch = choose("attention", "cuda") == "torch"
-    return "F.scaled_dot_product_attention" if use_torch else "ncd.ops.softmax_attention"
+    choices.py): PyTorch's SDPA or ncd.ops' kernel, both priced as a FlashAttention-2 kernel
+    (SDPA's backward with its float32 dQ accumulator)."""
+    return "F.scaled_dot_product_attention" if _sdpa_on_cuda() else "ncd.ops.softmax_attention"
 
 
 @costs("linear_attention")
