@@ -25,7 +25,7 @@
 #             checkpoints, the Gluon chunk kernels on Hopper among them), ncd at 2k-32k under
 #             the switches side by side in one process (DELTA_VARIANTS, default: none,
 #             delta_gluon=0, gated_delta_gluon=0, delta_checkpoint_states=0,
-#             gated_delta_factored=0, delta_keep_values, gated_delta_keep_values,
+#             gated_delta_factored=0, delta_keep_values=0, gated_delta_keep_values,
 #             delta_keep_states) beside fla, each kernel's share at 8k each way; more than
 #             one call's steps: STEPS picks (DELTA_OPS narrows delta_ncd, DELTA_NCD_S its
 #             limit in seconds, CHECK_MAX_T the longest T whose errors it measures)
@@ -160,7 +160,7 @@ case $SUITE in
     done
     # ncd under each switch side by side in one process (rows name their variant)
     step delta_ncd ${DELTA_NCD_S:-240} $PY bench/ops_gated.py --impls ncd --ops ${DELTA_OPS:-delta_rule,gated_delta_rule} \
-      --variants ${DELTA_VARIANTS:-default,delta_gluon=0,gated_delta_gluon=0,delta_checkpoint_states=0,gated_delta_factored=0,delta_keep_values,gated_delta_keep_values,delta_keep_states} \
+      --variants ${DELTA_VARIANTS:-default,delta_gluon=0,gated_delta_gluon=0,delta_checkpoint_states=0,gated_delta_factored=0,delta_keep_values=0,gated_delta_keep_values,delta_keep_states} \
       --T ${GATED_T:-2048 8192 32768} --check-max-t ${CHECK_MAX_T:-4096} \
       --limit $(( ${DELTA_NCD_S:-240} / 2 - 5 )) --out "$OUT/delta_ncd.json"
     step delta_fla 200 $PY bench/ops_gated.py --impls fla --ops delta_rule \

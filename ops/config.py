@@ -49,11 +49,11 @@ class Settings:
     # The delta rule in training: the forward's scan also writes V' (V per token and head),
     # kept for the backward in place of -W (K per token and head): the backward's scan of the
     # states reads it and updates the state with one product a chunk instead of forming V'
-    # again, and its reverse scan forms W^T dV' from T. The peak is lower and a long step no
-    # slower, but dK's rounding error is larger (past the bf16 target at some shapes), so
-    # off (delta_rule/README.md).
-    delta_keep_values: bool = False
-    # ... the same for the gated delta rule (off for the same reason).
+    # again, and its reverse scan forms W^T dV' from T. The peak is lower and the step a
+    # little faster; dK's rounding error is larger, within the bf16 target since the ungated
+    # kernels' rounding order changed, so on (delta_rule/README.md).
+    delta_keep_values: bool = True
+    # ... the same for the gated delta rule: off (no faster, dK's error 10 % larger).
     gated_delta_keep_values: bool = False
     # The gated delta rule's scans: where every chunk's log decays sum to more than a bound
     # (per dtype), the decay matrix exp(G_i - G_j) is carried by scalings of rows (of V' or dO
@@ -93,7 +93,7 @@ ENVIRONMENT = {
     "gluon_dkdv": ("NCD_GLUON_DKDV", "0: softmax dK/dV in Triton on Hopper too"),
     "gluon_dkdv_grouped": ("NCD_GLUON_DKDV_GROUPED", "1: grouped heads to the Gluon dK/dV"),
     "delta_keep_states": ("NCD_DELTA_KEEP_STATES", "1: the delta rules' forward keeps states"),
-    "delta_keep_values": ("NCD_DELTA_KEEP_VALUES", "1: the delta rule's forward keeps V'"),
+    "delta_keep_values": ("NCD_DELTA_KEEP_VALUES", "0: the delta rule's forward keeps -W"),
     "gated_delta_keep_values": (
         "NCD_GATED_DELTA_KEEP_VALUES",
         "1: the gated delta rule's forward keeps V'",

@@ -51,7 +51,7 @@ def where(frames: list[dict], n: int = 3) -> str:
     picked = [f for f in frames if any(k in f.get("filename", "") for k in keep)][:n]
     return (
         " <- ".join(f"{Path(f['filename']).name}:{f['line']} {f['name']}" for f in picked)
-        or "(no ncd frame)"
+        or "(no ncd frame: C++, or the autograd engine's thread, whose Python frames are not kept)"
     )
 
 

@@ -203,15 +203,16 @@ def test_kept_memory_is_what_the_kernels_save(case):
 def test_each_variant_is_priced_as_its_kernel():
     """The mixer of each gallery block names the kernel it lowers to and keeps no chunk
     states: q, k, v and the gates (GLA: also its float32 intra-chunk scores A; the delta rule
-    its chunks' WY inverse T, 64 values per token, and -W, K per token, or with config
-    delta_keep_values V', V per token, in its place, and with delta_checkpoint_states, on by
-    default, one float32 K x V state per head and 1,024 tokens of each sequence)."""
+    its chunks' WY inverse T, 64 values per token, and V', V per token, or with config
+    delta_keep_values off -W, K per token, in its place, and with delta_checkpoint_states, on
+    by default, one float32 K x V state per head and 1,024 tokens of each sequence)."""
     r = ncd.analyse(gallery.get("gla_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     assert mixer.kernel == "ncd.ops.gla"
     B, T, H, K = 2, 128, 4, 64
     assert sum(r.number(n) for _, _, n in mixer.saved) == B * T * H * (2 * (3 * K + K) + 4 * 64)
-    r = ncd.analyse(gallery.get("deltanet_block"), sizes=SIZES, dtype="bfloat16")
+    with ops_config.override(delta_keep_values=False):
+        r = ncd.analyse(gallery.get("deltanet_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     assert mixer.kernel == "ncd.ops.delta_rule"
     kept = {what: r.number(n) for what, _, n in mixer.saved}
@@ -221,11 +222,11 @@ def test_each_variant_is_priced_as_its_kernel():
     checkpoints = 4 * K * K * B * H * 1  # T = 128: one segment of 1,024 tokens
     assert kept["the state entering every 16th chunk (float32 K x V)"] == checkpoints
     assert sum(kept.values()) == B * T * H * (2 * 4 * K + 4 + 2 * 64) + checkpoints
-    with ops_config.override(delta_checkpoint_states=False):
+    with ops_config.override(delta_keep_values=False, delta_checkpoint_states=False):
         r = ncd.analyse(gallery.get("deltanet_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     assert sum(r.number(n) for _, _, n in mixer.saved) == B * T * H * (2 * 4 * K + 4 + 2 * 64)
-    with ops_config.override(delta_keep_values=True, delta_checkpoint_states=False):
+    with ops_config.override(delta_checkpoint_states=False):  # delta_keep_values: on
         r = ncd.analyse(gallery.get("deltanet_block"), sizes=SIZES, dtype="bfloat16")
     mixer = next(b for b in r.boxes if b.name == "mixer")
     kept = {what: r.number(n) for what, _, n in mixer.saved}

@@ -474,13 +474,15 @@ def test_flops_are_the_products_the_kernels_run(dot_macs, gated, switches):
             o, _ = delta_rule(*xs[:4], backend="triton")
         forward, macs[:] = 2 * sum(macs), []
         o.sum().backward()
+        s = config.settings  # the switches in force, the defaults among them
+        values = s.gated_delta_keep_values if gated else s.delta_keep_values
+        keep_states, prepared = s.delta_keep_states, s.delta_prepared_qk
     kw = dict(C=chunk.INTERPRET_CHUNK, block_v=chunk.INTERPRET_CONFIG["BV"], gated=gated,
-              prepared="delta_prepared_qk" in switches)  # fmt: skip
+              prepared=prepared)  # fmt: skip
     assert forward == cost.flops_forward(B, T, H, K, V, **kw)
     assert 2 * sum(macs) == cost.flops_backward(
-        B, T, H, K, V, **kw, keep_states="delta_keep_states" in switches,
-        keep_values="delta_keep_values" in switches,
-    )  # fmt: skip
+        B, T, H, K, V, **kw, keep_states=keep_states, keep_values=values
+    )
 
 
 @pytest.mark.interpret
