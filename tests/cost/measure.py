@@ -3,12 +3,12 @@ saved-tensor hooks. Shared by the tests and bench/cost_gpu.py."""
 
 from __future__ import annotations
 
-import gc
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ncd.compiler.fused import example_offsets
+
+from ..cpu_memory import allocations
 
 
 def make_inputs(circuit, sizes=None, dtype=torch.float32, device="cpu", seed=0):
@@ -156,30 +156,20 @@ def measure_split(module, xs, boxes: set[str]):
 
 def peak_bytes(module, xs) -> tuple[int, int]:
     """Peak bytes of one forward + backward on the CPU, from the profiler's allocation events
-    (torch.profiler, profile_memory=True), counting what exists before the step (parameters,
-    inputs, the output's gradient) as the baseline. Returns (peak, baseline)."""
-    from torch.profiler import ProfilerActivity, profile
-
+    (`allocations`), counting what exists before the step (parameters, inputs, the output's
+    gradient) as the baseline. Returns (peak, baseline)."""
     y = module(*xs)
     grads = [torch.ones_like(t) for t in (y.values() if isinstance(y, dict) else [y])]
     del y
     base = sum(x.untyped_storage().nbytes() for x in xs)
     base += sum(p.untyped_storage().nbytes() for p in module.parameters())
     base += sum(g.untyped_storage().nbytes() for g in grads)
-    gc.disable()  # the collector's frees of earlier tensors would count as the step's
-    try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            y = module(*xs)
-            ys = list(y.values()) if isinstance(y, dict) else [y]
-            if any(t.requires_grad for t in ys):  # else inference only (integer arithmetic)
-                torch.autograd.backward(ys, grads)
-            del y, ys
-    finally:
-        gc.enable()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
+
+    def step():
+        y = module(*xs)
+        ys = list(y.values()) if isinstance(y, dict) else [y]
+        if any(t.requires_grad for t in ys):  # else inference only (integer arithmetic)
+            torch.autograd.backward(ys, grads)
+
+    _, peak, _ = allocations(step)
     return base + peak, base

@@ -1,8 +1,6 @@
 """The op families' cost formulas: numbers, sympy symbols, and FLOPs against PyTorch's own
 count of the reference."""
 
-import gc
-
 import pytest
 import sympy
 import torch
@@ -10,6 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ncd.ops import attention_cost, config, linear_attention, linear_attention_cost
 from ncd.ops.attention.reference import softmax_attention_reference
+
+from ..cpu_memory import allocations
 
 FUNCS = [
     attention_cost.flops_forward,
@@ -72,27 +72,6 @@ def kept_bytes(fn):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
     return out, sum(kept.values())
-
-
-def allocations(fn):
-    """(fn(), peak bytes allocated during the call, bytes still allocated at its end), from
-    torch.profiler's CPU allocator events. The cyclic garbage collector is kept off during the
-    call: tensors of earlier tests that it frees inside the window would be counted as the
-    call's own frees."""
-    from torch.profiler import ProfilerActivity, profile
-
-    gc.disable()
-    try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            out = fn()
-    finally:
-        gc.enable()
-    events = (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return out, peak, live
 
 
 def backward_peak(out, grad):

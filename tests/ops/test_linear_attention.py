@@ -8,6 +8,8 @@ import torch
 from ncd.ops import config, linear_attention, linear_attention_step
 from ncd.ops.linear_attention import chunk, linear_attention_chunked, linear_attention_reference
 
+from ..cpu_memory import allocations
+
 
 def rel_rms(x, ref):
     # NaN becomes inf: a NaN error would pass every `<` and be dropped by `max`.
@@ -171,17 +173,9 @@ def test_chunked_form_matches_the_reference(case):
 def test_cpu_path_memory_is_linear_in_T():
     """At T = 8192 the CPU path allocates a small multiple of its inputs (chunk-sized score
     tiles), not the T x T score matrix of the quadratic form (512 MiB here)."""
-    from torch.profiler import ProfilerActivity, profile
-
     (q, k, v), _ = make(1, 8192, 2, 16, 16, torch.float32, 0)
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
-        linear_attention(q, k, v, decay=torch.tensor([0.9, 0.99]))
-    events = sorted((e for e in p.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())  # fmt: skip
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
+    with torch.no_grad():
+        _, peak, _ = allocations(lambda: linear_attention(q, k, v, decay=torch.tensor([0.9, 0.99])))
     assert peak < 16 * q.numel() * 4, peak  # inputs are 1 MiB each
 
 
