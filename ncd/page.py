@@ -155,7 +155,7 @@ def inline_svg(svg: str, prefix: str) -> str:
 
 def cost_table(report) -> str:
     """The entry's totals at its default sizes: number, formula and leading order per figure."""
-    from ncd.compiler.cost.report import FIGURES, human
+    from ncd.compiler.cost.report import FIGURES, box_cells, human
     from ncd.compiler.cost.symbolic import big_o
 
     e = html.escape
@@ -180,17 +180,7 @@ def cost_table(report) -> str:
     for r in report.box_rows():
         boxes.append(
             "<tr>"
-            + "".join(
-                f"<td>{e(str(x))}</td>"
-                for x in (
-                    r["name"],
-                    r["kind"],
-                    human(r["flops"], "flop"),
-                    human(r["params"]) if r["params"] else "",
-                    human(r["activation_bytes"], "B") if r["activation_bytes"] else "",
-                    human(r["io_bytes"], "B") if r["io_bytes"] else "",
-                )
-            )
+            + "".join(f"<td>{e(str(x))}</td>" for x in box_cells(r)[:6])
             + f"<td><code>{e(r['flops_formula'])}</code></td></tr>"
         )
     return (

@@ -154,6 +154,34 @@ def pow2(n: int) -> int:
     return max(16, next_pow2(n))
 
 
+# The chunked linear-attention families' host side: q, k [B, T, H, K] and v [B, T, H, V]
+# addressed through (batch, token, head) strides, padded batches or packed sequences.
+def dot_precision(x: torch.Tensor) -> str:
+    """The kernels' product precision (their DOT constexpr): float32 operands as three tf32
+    products (Triton's "tf32x3", about float32's accuracy), 16-bit operands as they are
+    ("tf32" is then Triton's default and changes nothing). A constexpr rather than a shared
+    @triton.jit helper around tl.dot: ops/README.md says why."""
+    return "tf32x3" if x.dtype == torch.float32 else "tf32"
+
+
+def sequences(q: torch.Tensor, cu_seqlens) -> tuple:
+    """(number of sequences N, padded length T or 0 for packed, the offsets or a dummy
+    pointer)."""
+    if cu_seqlens is None:
+        return q.shape[0], q.shape[1], q
+    return cu_seqlens.numel() - 1, 0, cu_seqlens
+
+
+def token_strides(q: torch.Tensor, v: torch.Tensor) -> tuple:
+    """(batch, token, head) strides of the q/k layout, then of the v/o layout."""
+    return (*q.stride()[:3], *v.stride()[:3])
+
+
+def empty_as(x: torch.Tensor, dtype=None) -> torch.Tensor:
+    """An empty tensor with x's shape and strides (its layout), optionally another dtype."""
+    return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
+
+
 def check(cond: bool, op: str, what: str, expected: str, found) -> None:
     """Raise a ValueError saying what was expected and what was found."""
     if not cond:
@@ -432,6 +460,16 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     if _settings.fast_launch and _runnable(ck):
         plan.tail = _tail(kernel, len(args), {**meta, **kw})
         plan.ck = ck
+
+
+def stages_at_most(configs: list, n: int) -> list:
+    """The configurations with their software pipelines at most n stages deep (float32 tiles
+    take twice the shared memory of 16-bit ones)."""
+    return [
+        triton.Config(c.kwargs, num_warps=c.num_warps, num_stages=min(c.num_stages, n),
+                      maxnreg=c.maxnreg, pre_hook=c.pre_hook)
+        for c in configs
+    ]  # fmt: skip
 
 
 def one_stage(configs: list) -> list:

@@ -22,10 +22,32 @@ def mm(a, b, acc=None):
     gradients. 16-bit operands are multiplied as they are.
 
     Used by the softmax kernels only; the linear-attention kernels pass the precision as a
-    constexpr instead (linear_attention/chunk.py `_dot`; ../README.md says why)."""
+    constexpr instead (`_backend.dot_precision`; README.md says why)."""
     if a.dtype == tl.float32:
         return tl.dot(a, b, acc, input_precision="tf32x3")
     return tl.dot(a, b, acc)
+
+
+# A float32 operand (a state, a cotangent) multiplied as a hi + lo pair of the input dtype when
+# PRECISE: two products instead of one, about 16 mantissa bits for bf16. DOT: the product
+# precision (_backend.dot_precision).
+@triton.jit
+def dot_rhs32(a, b, PRECISE: tl.constexpr, DOT: tl.constexpr):
+    """a @ b with a in the input dtype and b float32."""
+    b_hi = b.to(a.dtype)
+    out = tl.dot(a, b_hi, input_precision=DOT)
+    if PRECISE:
+        out = tl.dot(a, (b - b_hi.to(tl.float32)).to(a.dtype), out, input_precision=DOT)
+    return out
+
+
+@triton.jit
+def dot_lhs32(a, b, acc, PRECISE: tl.constexpr, DOT: tl.constexpr):
+    """acc + a @ b with a float32 and b in the input dtype."""
+    a_hi = a.to(b.dtype)
+    if PRECISE:
+        acc = tl.dot((a - a_hi.to(tl.float32)).to(b.dtype), b, acc, input_precision=DOT)
+    return tl.dot(a_hi, b, acc, input_precision=DOT)
 
 
 @triton.jit

@@ -160,7 +160,7 @@ def sweep_linear(T, B=4, H=16, D=128):
     lmeta = dict(K_DIM=D, V_DIM=D, HAS_DECAY=False, USE_S0=False, VARLEN=False, PRECISE=False,
                  DOT="tf32")  # fmt: skip
     lo = torch.empty_like(v)
-    st = chunk._strides(q, v)
+    st = _backend.token_strides(q, v)
     run(
         "lin fwd",
         lambda c: chunk._fwd_kernel[(triton.cdiv(D, c[1]), B * H)](

@@ -40,6 +40,24 @@ FIGURES = {
 }
 
 
+# The per-box table's columns (terminal, notebook and gallery page), and one row of it as text.
+BOX_COLUMNS = ["box", "kind", "FLOPs", "params", "kept", "IO", "time", "kernel"]
+
+
+def box_cells(r: dict) -> list[str]:
+    """A row of `Report.box_rows()` as the table's cells, in BOX_COLUMNS' order."""
+    return [
+        r["name"],
+        r["kind"],
+        human(r["flops"], "flop"),
+        human(r["params"]) if r["params"] else "",
+        human(r["activation_bytes"], "B") if r["activation_bytes"] else "",
+        human(r["io_bytes"], "B") if r["io_bytes"] else "",
+        human(r["time_s"], "s"),
+        r["kernel"],
+    ]
+
+
 def human(x, unit: str = "") -> str:
     """1.5e9 -> '1.50 G', bytes in binary units."""
     if x is None:
@@ -387,27 +405,15 @@ class Report:
 
     def table(self) -> str:
         """The terminal table: one row per box, then the totals with formulas."""
-        head = ["box", "kind", "FLOPs", "params", "kept", "IO", "time", "kernel"]
         rows = []
         for r, b in zip(self.box_rows(), self.boxes):
             kind = b.kind + (f" ×{pretty(b.repeat)}" if b.kind == "call" else "")
-            rows.append(
-                [
-                    r["name"],
-                    kind,
-                    human(r["flops"], "flop"),
-                    human(r["params"]) if r["params"] else "",
-                    human(r["activation_bytes"], "B") if r["activation_bytes"] else "",
-                    human(r["io_bytes"], "B") if r["io_bytes"] else "",
-                    human(r["time_s"], "s"),
-                    r["kernel"],
-                ]
-            )
+            rows.append(box_cells({**r, "kind": kind}))
         out = [
             f"{self.circuit}: lowering {self.lowering}, device {self.device.name}, sizes "
             + (", ".join(f"{k}={v}" for k, v in sorted(self.sizes.items())) or "symbolic")
             + (f", counted as {self.dtype}" if self.dtype else ""),
-            *_columns(head, rows),
+            *_columns(BOX_COLUMNS, rows),
             "",
         ]
         out += self._block_table()
@@ -482,19 +488,9 @@ class Report:
     def _repr_html_(self) -> str:
         e = html.escape
         n = self.numbers
-        head = ["box", "kind", "FLOPs", "params", "kept", "IO", "time", "kernel"]
         rows = []
         for r in self.box_rows():
-            cells = [
-                r["name"],
-                r["kind"],
-                human(r["flops"], "flop"),
-                human(r["params"]) if r["params"] else "",
-                human(r["activation_bytes"], "B") if r["activation_bytes"] else "",
-                human(r["io_bytes"], "B") if r["io_bytes"] else "",
-                human(r["time_s"], "s"),
-                r["kernel"],
-            ]
+            cells = box_cells(r)
             rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
         tot = []
         for key, (title, unit) in FIGURES.items():
@@ -521,7 +517,7 @@ class Report:
             f"<div><b>{e(self.circuit)}</b> — lowering {e(self.lowering)}, device "
             f"{e(self.device.name)}, sizes {e(str(self.sizes))}"
             "<table><thead><tr>"
-            + "".join(f"<th>{h}</th>" for h in head)
+            + "".join(f"<th>{h}</th>" for h in BOX_COLUMNS)
             + "</tr></thead><tbody>"
             + "".join(rows)
             + "</tbody></table>"

@@ -41,6 +41,7 @@ from .._backend import (
     check_gate,
     check_sequences,
     check_state,
+    dot_precision,
     interpreting,
     launch,
     pow2,
@@ -908,12 +909,6 @@ def _bwd_chunk_kernel(
         tl.store(DG + tok * H + i_h, dg, mask=r_ok)
 
 
-def _dot(x: torch.Tensor) -> str:
-    """The products' precision: float32 operands as three tf32 products (about float32's
-    accuracy), 16-bit operands as they are."""
-    return "tf32x3" if x.dtype == torch.float32 else "tf32"
-
-
 class _Layout:
     """How a call's tokens fall into sequences and chunks of BT: N sequences; non-packed,
     sequence n is batch row n (T tokens, NT chunks); packed, cu (int32 [N + 1]), coff (first
@@ -1006,7 +1001,7 @@ def _prepare(k, v, g, beta, lay, store_u, q=None, scale=1.0):
          ai, ai if aqk is None else aqk, wn if kd is None else kd, lay.cu, lay.coff, lay.chunks,
          lay.T, lay.NT, H, B * T, scale), lay,
         K_DIM=K, V_DIM=v.shape[-1], BK=pow2(K), HAS_G=g is not None, STORE_U=store_u,
-        STORE_QK=q is not None, DOT=_dot(k), SPLIT=INVERSE_SPLIT[k.dtype],
+        STORE_QK=q is not None, DOT=dot_precision(k), SPLIT=INVERSE_SPLIT[k.dtype],
     )  # fmt: skip
     return wn, u, ai, aqk, kd
 
@@ -1021,7 +1016,7 @@ def _qk(q, k, g, scale, lay):
         _qk_kernel, QK_CONFIGS, lambda m: (lay.NC, H),
         (q, k, aqk if g is None else g, aqk, aqk if kd is None else kd, lay.cu, lay.coff,
          lay.chunks, lay.T, lay.NT, H, B * T, scale), lay,
-        K_DIM=K, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q),
+        K_DIM=K, BK=pow2(K), HAS_G=g is not None, DOT=dot_precision(q),
     )  # fmt: skip
     return aqk, kd
 
@@ -1063,7 +1058,8 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
          lay.ckpt), lay,
         K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_S0=s0 is not None,
         STORE_ST=s_t is not None, STATES=states, STORE_VN=vn is not None and not load_vn,
-        LOAD_VN=load_vn, OUTPUT=output, FORM_U=u is None, PREPARED=aqk is not None, DOT=_dot(q),
+        LOAD_VN=load_vn, OUTPUT=output, FORM_U=u is None, PREPARED=aqk is not None,
+        DOT=dot_precision(q),
         FACTOR=_factored(g, aqk), BOUND=_bound(q), STORE_CK=ck is not None and not segmented,
         SEGMENTED=segmented,
     )  # fmt: skip
@@ -1143,7 +1139,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
              dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
              lay.NT, H, B * T, scale), lay,
             K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
-            STORE_DS0=want_ds0, PREPARED=aqk is not None, W_FROM_T=wn is None, DOT=_dot(q),
+            STORE_DS0=want_ds0, PREPARED=aqk is not None, W_FROM_T=wn is None, DOT=dot_precision(q),
             FACTOR=_factored(g, aqk), BOUND=_bound(q),
             UNSCALED=_unscaled(g, aqk, scale),
         )  # fmt: skip
@@ -1157,7 +1153,8 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
                     dv, dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T,
                     lay.NT, H, B * T, scale)  # fmt: skip
             _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
-                    K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, DOT=_dot(q))  # fmt: skip
+                    K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None,
+                    DOT=dot_precision(q))  # fmt: skip
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
 
 

@@ -25,11 +25,17 @@ from .._backend import (
     check_qkv,
     check_sequences,
     check_state,
+    dot_precision,
+    empty_as,
     launch,
     pow2,
     readable,
+    sequences,
+    stages_at_most,
+    token_strides,
     use_triton,
 )
+from .._kernels import dot_lhs32, dot_rhs32
 from .._triton import tl, triton
 from .reference import EPS, linear_attention_chunked
 
@@ -39,26 +45,8 @@ from .reference import EPS, linear_attention_chunked
 # unless the product is later cancelled against another large one: with normalize=True the
 # gradients of the numerator and denominator cancel (o = num / den does not change when q is
 # scaled), so that path (PRECISE) multiplies a float32 operand as a hi + lo pair of the input
-# dtype: two products instead of one, about 16 mantissa bits for bf16.
-@triton.jit
-def _dot_rhs32(a, b, PRECISE: tl.constexpr, DOT: tl.constexpr):
-    """a @ b with a in the input dtype and b float32."""
-    b_hi = b.to(a.dtype)
-    out = tl.dot(a, b_hi, input_precision=DOT)
-    if PRECISE:
-        out = tl.dot(a, (b - b_hi.to(tl.float32)).to(a.dtype), out, input_precision=DOT)
-    return out
-
-
-@triton.jit
-def _dot_lhs32(a, b, acc, PRECISE: tl.constexpr, DOT: tl.constexpr):
-    """acc + a @ b with a float32 and b in the input dtype."""
-    a_hi = a.to(b.dtype)
-    if PRECISE:
-        acc = tl.dot((a - a_hi.to(tl.float32)).to(b.dtype), b, acc, input_precision=DOT)
-    return tl.dot(a_hi, b, acc, input_precision=DOT)
-
-
+# dtype (_kernels.dot_rhs32 / dot_lhs32): two products instead of one, about 16 mantissa
+# bits for bf16.
 @triton.jit
 def _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN: tl.constexpr):
     """Sequence i_n: its length L, and the offsets of its first token in the q/k/dq/dk layout
@@ -129,14 +117,14 @@ def _fwd_kernel(
             other=0.0,
         )
         a = tl.dot(q, tl.trans(k), input_precision=DOT) * scale  # (BT, BT)
-        qs = _dot_rhs32(q, S, PRECISE, DOT)  # (BT, BV): the chunks before this one
+        qs = dot_rhs32(q, S, PRECISE, DOT)  # (BT, BV): the chunks before this one
         if HAS_DECAY:
             a = a * decay_tt
             o = qs * q_decay[:, None]
         else:
             a = tl.where(causal, a, 0.0)
             o = qs * scale
-        o = _dot_lhs32(a, v, o, PRECISE, DOT)
+        o = dot_lhs32(a, v, o, PRECISE, DOT)
         tl.store(
             o_base + rows[:, None] * SVT + offs_v[None, :],
             o.to(O.dtype.element_ty),
@@ -190,14 +178,14 @@ def _bwd_dq(
         v = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         do = tl.load(DO + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
         da = tl.dot(do, tl.trans(v), input_precision=DOT) * scale
-        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
+        dss = dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB)
         if HAS_DECAY:
             da = da * decay_tt
             dq = dss * q_decay[:, None]
         else:
             da = tl.where(causal, da, 0.0)
             dq = dss * scale
-        dq = _dot_lhs32(da, k, dq, PRECISE, DOT)
+        dq = dot_lhs32(da, k, dq, PRECISE, DOT)
         tl.store(
             DQ + kq_base + rows[:, None] * SQT + offs_k[None, :],
             dq.to(DQ.dtype.element_ty),
@@ -262,12 +250,12 @@ def _bwd_dkdv(
         if FOR_DK:
             x = tl.load(V + v_base + rows[:, None] * SVT + offs_v[None, :], mask=vmask, other=0.0)
             at = tl.dot(x, tl.trans(do), input_precision=DOT) * scale  # (j, i) = v_j . do_i
-            dx_inter = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS)
+            dx_inter = dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS)
             rhs = q
         else:
             x = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
             at = tl.dot(x, tl.trans(q), input_precision=DOT) * scale  # (j, i) = k_j . q_i
-            dx_inter = _dot_rhs32(x, G, PRECISE, DOT)  # (BT, BVS)
+            dx_inter = dot_rhs32(x, G, PRECISE, DOT)  # (BT, BVS)
             rhs = do
         n = tl.minimum(L - t0, BLOCK_T)
         if HAS_DECAY:
@@ -353,51 +341,23 @@ KEY = ["T", "H", "K_DIM", "V_DIM", "HAS_DECAY", "VARLEN", "PRECISE"]
 
 def _launch(kernel, configs, fixed, grid, *args, **kwargs):
     if args[0].dtype == torch.float32:
-        configs = [
-            triton.Config(c.kwargs, num_warps=c.num_warps, num_stages=min(c.num_stages, F32_STAGES))
-            for c in configs
-        ]
+        configs = stages_at_most(configs, F32_STAGES)
     launch(kernel, configs, grid, args, kwargs, fixed, key=KEY)
-
-
-def _dot(x: torch.Tensor) -> str:
-    """The kernels' product precision (their DOT constexpr): float32 operands as three tf32
-    products (Triton's "tf32x3", about float32's accuracy), 16-bit operands as they are
-    ("tf32" is then Triton's default and changes nothing). A constexpr rather than a shared
-    @triton.jit helper around tl.dot: README.md says why."""
-    return "tf32x3" if x.dtype == torch.float32 else "tf32"
-
-
-def _layout(q, cu_seqlens):
-    """(number of sequences N, padded length T or 0 for packed, cu pointer or a dummy)."""
-    if cu_seqlens is None:
-        return q.shape[0], q.shape[1], q
-    return cu_seqlens.numel() - 1, 0, cu_seqlens
-
-
-def _strides(q, v):
-    """(batch, token, head) strides of the q/k layout, then of the v/o layout."""
-    return (*q.stride()[:3], *v.stride()[:3])
-
-
-def _like(x, dtype=None):
-    """An empty tensor with x's shape and strides (its layout), optionally another dtype."""
-    return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
 
 
 def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, out_dtype=None, precise=False):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    N, T_arg, cu = _layout(q, cu_seqlens)
-    o = _like(v, out_dtype)
+    N, T_arg, cu = sequences(q, cu_seqlens)
+    o = empty_as(v, out_dtype)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
     dummy = o
     _launch(
         _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q,
         k, v, o, dummy if s0 is None else s0, dummy if s_t is None else s_t,
-        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *_strides(q, v), scale,
+        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *token_strides(q, v), scale,
         K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
-        STORE_ST=want_state, VARLEN=cu_seqlens is not None, PRECISE=precise, DOT=_dot(q),
+        STORE_ST=want_state, VARLEN=cu_seqlens is not None, PRECISE=precise, DOT=dot_precision(q),
     )  # fmt: skip
     return o, s_t
 
@@ -407,10 +367,10 @@ def _backward(
 ):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    N, T_arg, cu = _layout(q, cu_seqlens)
-    dq, dk, dv = (_like(x, grad_dtype) for x in (q, k, v))
+    N, T_arg, cu = sequences(q, cu_seqlens)
+    dq, dk, dv = (empty_as(x, grad_dtype) for x in (q, k, v))
     if do.stride() != v.stride():  # the kernels read do in v's layout
-        do = _like(v, do.dtype).copy_(do)
+        do = empty_as(v, do.dtype).copy_(do)
     ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
     dummy = dq
 
@@ -420,10 +380,10 @@ def _backward(
     _launch(
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, do, dq, dk, dv,
         dummy if s0 is None else s0, dummy if d_st is None else d_st, dummy if ds0 is None else ds0,
-        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *_strides(q, v), scale,
+        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *token_strides(q, v), scale,
         K_DIM=K, V_DIM=V, HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
-        PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=_dot(q),
+        PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=dot_precision(q),
     )  # fmt: skip
     return dq, dk, dv, ds0
 

@@ -25,31 +25,23 @@ from .._backend import (
     check_gate,
     check_sequences,
     check_state,
+    dot_precision,
+    empty_as,
     interpreting,
     launch,
     launch_compiled,
     pow2,
     readable,
+    sequences,
+    stages_at_most,
+    token_strides,
     use_triton,
 )
-from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within
+from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within, dot_rhs32
 from .._triton import tl, triton
 from .reference import expand_gates, simple_gla_chunked
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
-
-
-# A float32 operand is multiplied as a hi + lo pair of the input dtype when PRECISE: two
-# products instead of one, about 16 mantissa bits for bf16. The backward does so for the state
-# reads whose per-token results are summed over the whole sequence into dg (README.md).
-@triton.jit
-def _dot_rhs32(a, b, PRECISE: tl.constexpr, DOT: tl.constexpr):
-    """a @ b with a in the input dtype and b float32."""
-    b_hi = b.to(a.dtype)
-    out = tl.dot(a, b_hi, input_precision=DOT)
-    if PRECISE:
-        out = tl.dot(a, (b - b_hi.to(tl.float32)).to(a.dtype), out, input_precision=DOT)
-    return out
 
 
 @triton.jit
@@ -223,7 +215,7 @@ def _dq_chunk(
     kd = (k * tl.math.exp2(b_last - b)[:, None]).to(v.dtype)
     Sd = S * tl.math.exp2(b_last)
     if DG_TERMS:
-        dss = _dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB): do_i S^T
+        dss = dot_rhs32(do, tl.trans(S), PRECISE, DOT)  # (BT, BKB): do_i S^T
         q = tl.load(Q + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
         qd = (q * (tl.math.exp2(b) * scale)[:, None]).to(q.dtype)
         tl.store(DG + g_base + rows, tl.sum(dss * qd.to(tl.float32), 1), mask=r_ok)
@@ -334,7 +326,7 @@ def _dkdv_chunk(
     rhs_d = (rhs * (tl.math.exp2(b) * scale)[:, None]).to(do.dtype)
     Gd = G * tl.math.exp2(b_last)
     if FOR_DK and DG_TERMS:
-        dxs = _dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS): v_j dS^T
+        dxs = dot_rhs32(x, tl.trans(G), PRECISE, DOT)  # (BT, BKS): v_j dS^T
         k = tl.load(K + kq_base + rows[:, None] * SQT + offs_k[None, :], mask=kmask, other=0.0)
         kd = (k * tl.math.exp2(b_last - b)[:, None]).to(k.dtype)
         tl.store(DG + g_base + rows, -tl.sum(dxs * kd.to(tl.float32), 1), mask=r_ok)
@@ -543,33 +535,8 @@ BOUND = FACTOR_BOUND_LOG2
 
 def _launch(kernel, configs, fixed, grid, *args, **kwargs):
     if args[0].dtype == torch.float32:
-        configs = [
-            triton.Config(c.kwargs, num_warps=c.num_warps, num_stages=min(c.num_stages, F32_STAGES))
-            for c in configs
-        ]
+        configs = stages_at_most(configs, F32_STAGES)
     launch(kernel, configs, grid, args, kwargs, fixed, key=KEY)
-
-
-def _dot(x: torch.Tensor) -> str:
-    """float32 operands as three tf32 products (about float32's accuracy), 16-bit as they are."""
-    return "tf32x3" if x.dtype == torch.float32 else "tf32"
-
-
-def _layout(q, cu_seqlens):
-    """(number of sequences N, padded length T or 0 for packed, cu pointer or a dummy)."""
-    if cu_seqlens is None:
-        return q.shape[0], q.shape[1], q
-    return cu_seqlens.numel() - 1, 0, cu_seqlens
-
-
-def _strides(q, v):
-    """(batch, token, head) strides of the q/k layout, then of the v/o layout."""
-    return (*q.stride()[:3], *v.stride()[:3])
-
-
-def _like(x, dtype=None):
-    """An empty tensor with x's shape and strides (its layout), optionally another dtype."""
-    return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
 
 
 def _chunk_gates(g, N, T_arg, cu, varlen):
@@ -589,17 +556,17 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     """(o, final state or None, the in-chunk cumulative log2-gates for the backward)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    N, T_arg, cu = _layout(q, cu_seqlens)
+    N, T_arg, cu = sequences(q, cu_seqlens)
     gc = _chunk_gates(g, N, T_arg, cu, cu_seqlens is not None)
-    o = _like(v)
+    o = empty_as(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
     dummy = o
     _launch(
         _fwd_kernel, FWD_CONFIGS, INTERPRET_FWD, lambda m: (cdiv(V, m["BLOCK_V"]), N * H), q,
         k, v, gc, o, dummy if s0 is None else s0, dummy if s_t is None else s_t, cu, T_arg,
-        B * T, H, *_strides(q, v), scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), USE_S0=s0 is not None,
-        STORE_ST=want_state, VARLEN=cu_seqlens is not None, DOT=_dot(q), BLOCK_T=CHUNK,
-        BOUND=BOUND[q.dtype],
+        B * T, H, *token_strides(q, v), scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K),
+        USE_S0=s0 is not None, STORE_ST=want_state, VARLEN=cu_seqlens is not None,
+        DOT=dot_precision(q), BLOCK_T=CHUNK, BOUND=BOUND[q.dtype],
     )  # fmt: skip
     return o, s_t, gc
 
@@ -607,10 +574,10 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
 def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    N, T_arg, cu = _layout(q, cu_seqlens)
-    dq, dk, dv = (_like(x) for x in (q, k, v))
+    N, T_arg, cu = sequences(q, cu_seqlens)
+    dq, dk, dv = (empty_as(x) for x in (q, k, v))
     if do.stride() != v.stride():  # the kernels read do in v's layout
-        do = _like(v, do.dtype).copy_(do)
+        do = empty_as(v, do.dtype).copy_(do)
     ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
     dummy = dq
     precise = want_dg and PRECISE_DG and q.dtype != torch.float32
@@ -632,9 +599,9 @@ def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, gc, do, dq, dk, dv,
         dummy if dgs is None else dgs, dummy if fin is None else fin, dummy if s0 is None else s0,
         dummy if d_st is None else d_st, dummy if ds0 is None else ds0, cu, T_arg, H,
-        *_strides(q, v), B * T, H * B * T, scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
+        *token_strides(q, v), B * T, H * B * T, scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
-        WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=_dot(q),
+        WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=dot_precision(q),
         BLOCK_T=CHUNK, BOUND=BOUND[q.dtype],
     )  # fmt: skip
     dg = None
