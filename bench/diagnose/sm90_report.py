@@ -35,9 +35,10 @@ trip: in a kernel that runs one 4-warp program per SM these set the latency of a
 compiled again at one stage, as `ops._backend.launch` retries a launch that no configuration
 of its list fits, and the last line lists the kernels none of whose rows fit even so (they
 would fail there).
---sass DIR writes the SASS of every kernel in every listed configuration, one file each: diff
-two such folders (two commits, or a change to a kernel's source) to see whether the code the
-GPU runs changed at all; --dump DIR writes the SASS and PTX of the table's rows (--match
+--sass DIR writes the SASS of every kernel in every listed configuration, one file each (the
+`--kernels` given, else the softmax, Gluon and linear-attention ones): diff two such folders
+(two commits, or a change to a kernel's source) to see whether the code the GPU runs changed
+at all; --dump DIR writes the SASS and PTX of the table's rows (--match
 REGEX narrows them).
 """
 
@@ -611,7 +612,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "--kernels",
-        default="fwd,dkdv,dq",
+        default=None,
         help="fwd, dkdv, dq, lin, lindecay, gluon, "
         "sgla (or simple_gla), gla, delta (or delta_rule), gated (the three), "
         "norm (ops/norm at rows of --D features), wtacrs (the WTA-CRS selection at --D rows), "
@@ -627,14 +628,15 @@ def main():
     )
     ap.add_argument("--D", type=int, default=128, help="head width (a power of two)")
     ap.add_argument("--extra", default="", help='more rows, e.g. "(64, 32, 4, 2); (128, 64, 8, 3)"')
-    ap.add_argument("--sass", help="write every kernel's SASS here (all kernels, both 16-bit "
-                    "dtypes and float32, D 64 and 128) instead of the table")  # fmt: skip
+    ap.add_argument("--sass", help="write the SASS of every configuration here, both 16-bit "
+                    "dtypes and float32, D 64 and 128, instead of the table: the --kernels "
+                    "given, else the softmax, Gluon and linear-attention kernels")  # fmt: skip
     ap.add_argument("--match", help="only the table's rows whose label matches this regex")
     ap.add_argument("--dump", help="also write the SASS and PTX of the table's rows here")
     args = ap.parse_args()
     global TARGET, SMEM_LIMIT, ONE_STAGE
     TARGET, SMEM_LIMIT = GPUTarget("cuda", args.arch, 32), SMEM_LIMITS[args.arch]
-    if "gluon" in args.kernels or args.sass:
+    if "gluon" in (args.kernels or "") or (args.sass and not args.kernels):
         assert gluon_common.GLUON, "the Gluon kernels need Triton 3.6 first on the path"
     extra = [ast.literal_eval(r.strip()) for r in args.extra.split(";") if r.strip()]
     if args.sass:
@@ -642,6 +644,7 @@ def main():
         for dtype in ("bfloat16", "float16", "float32"):
             for D in (128, 64):
                 every = ["fwd", "dkdv", "dq", "gluon"] + (["lin"] if D == 128 else [])
+                every = args.kernels.split(",") if args.kernels else every
                 for label, make in every_kernel(every, dtype, D, []):
                     name = re.sub(r"[^A-Za-z0-9=_.-]+", "_", f"{dtype}_D{D}_{label}")
                     with open(os.path.join(args.sass, name + ".sass"), "w") as f:
@@ -650,7 +653,8 @@ def main():
         return
     print(f"Triton {triton.__version__}, sm_{args.arch} ({SMEM_LIMIT / 1024:.1f} KiB of shared "
           f"memory a block), {args.dtype}, D = {args.D}")  # fmt: skip
-    rows = list(every_kernel(args.kernels.split(","), args.dtype, args.D, extra))
+    rows = list(every_kernel((args.kernels or "fwd,dkdv,dq").split(","), args.dtype, args.D,
+                             extra))  # fmt: skip
     rows = [r for r in rows if not args.match or re.search(args.match, r[0])]
     if args.dump:
         os.makedirs(args.dump, exist_ok=True)
