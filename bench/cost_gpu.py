@@ -14,8 +14,8 @@ run the gated families' kernels), at several T, one process compiles the circuit
   4.26 TB/s, BENCHMARKS.md).
 
 The model is evaluated under both lowerings; the one that matches what the compiled module
-runs (fused when the module calls an ncd.ops kernel for a region, unfused otherwise) is
-marked `expected`. Writes JSON and prints a Markdown table.
+runs (fused when the module calls an ncd.ops kernel or PyTorch's fused attention for a region,
+unfused otherwise) is marked `expected`. Writes JSON and prints a Markdown table.
 
     python3 bench/cost_gpu.py --out bench/results/cost_gpu
     python3 bench/cost_gpu.py --device cpu --tiny --out /tmp/cost_cpu   # runs anywhere, small
@@ -154,12 +154,15 @@ def run_point(ncd, name, circuit, sizes, dtype, device):
 
     dname = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
     module = ncd.compile(circuit, sizes=sizes, dtype=dtype, device=device)
-    calls_ops = sorted(
+    calls_ops = sorted(  # ncd.ops kernels, and PyTorch's fused attention (compiler/choices.py)
         {
             getattr(n.target, "__module__", "") + "." + getattr(n.target, "__name__", "")
             for n in module.graph.nodes
             if n.op == "call_function"
-            and any(w in getattr(n.target, "__module__", "") for w in ("ops", "fused"))
+            and (
+                any(w in getattr(n.target, "__module__", "") for w in ("ops", "fused"))
+                or getattr(n.target, "__name__", "") == "scaled_dot_product_attention"
+            )
         }
     )
     reports = {
