@@ -1,9 +1,10 @@
 """Which CUDA allocations are live at the peak of one training step of a compiled circuit (a
 tuning aid for the cost model, not a test): the step of `bench/cost_gpu.py` (inputs,
 parameters and the output gradient allocated first), recorded with PyTorch's allocator
-history; at the moment the allocated bytes peak, every block still held, largest first, with
-its size in units of the first input's size and the innermost frames of ncd (or bench) code
-that allocated it.
+history from before the compile; at the moment the allocated bytes peak, every block still
+held, largest first, with its size in units of the first input's size and the innermost frames
+of ncd (or bench) code that allocated it, blocks held from before the step (the warm-up step's
+library workspaces, say) marked so.
 
     python3 bench/diagnose/peak_trace.py --case attention_box \
         --sizes B=4,T=1024,S=1024,H=16,K=128,V=128
@@ -21,15 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
 import cost_gpu  # noqa: E402
 
 
-def live_at_peak(snapshot: dict, base: dict[int, int]) -> tuple[int, list[dict]]:
+def live_at_peak(
+    snapshot: dict, base: dict[int, int], start: int = 0, frames: dict | None = None
+) -> tuple[int, list[dict]]:
     """(peak bytes, the blocks live then): `base` maps the addresses allocated before the
-    recording to their sizes; the trace's alloc / free_completed events are replayed."""
+    step to their sizes (`frames`: where each was allocated, where known); the trace's alloc /
+    free_completed events from index `start` on (the step's) are replayed."""
     live = dict(base)
     total = sum(base.values())
     best, best_live = total, dict(live)
-    frames = {}
+    frames = dict(frames or {})
     for dev in snapshot["device_traces"]:
-        for ev in dev:
+        for ev in dev[start:]:
             if ev["action"] == "alloc":
                 live[ev["addr"]] = ev["size"]
                 frames[ev["addr"]] = ev.get("frames", [])
@@ -46,12 +50,14 @@ def live_at_peak(snapshot: dict, base: dict[int, int]) -> tuple[int, list[dict]]
 
 
 def where(frames: list[dict], n: int = 3) -> str:
-    """The innermost n frames in ncd's folders or bench/, as file:line function."""
+    """The innermost n frames in ncd's folders or bench/ (else any Python file's), as
+    file:line function."""
     keep = ("/ops/", "/compiler/", "/circuits/", "/bench/", "torch/autograd")
     picked = [f for f in frames if any(k in f.get("filename", "") for k in keep)][:n]
+    picked = picked or [f for f in frames if f.get("filename", "").endswith(".py")][:n]
     return (
         " <- ".join(f"{Path(f['filename']).name}:{f['line']} {f['name']}" for f in picked)
-        or "(no ncd frame: C++, or the autograd engine's thread, whose Python frames are not kept)"
+        or "(no Python frame: C++, or the autograd engine's thread, whose frames are not kept)"
     )
 
 
@@ -68,6 +74,8 @@ def main() -> None:
     make = {name: f for name, f, _ in cost_gpu.cases(False)}[args.case]
     circuit = make()
     dtype = torch.bfloat16
+    entries = 1_000_000
+    torch.cuda.memory._record_memory_history(max_entries=entries)
     module = ncd.compile(circuit, sizes=sizes, dtype=dtype, device="cuda")
     xs = cost_gpu.make_inputs(circuit, sizes, dtype, "cuda")
     y = module(*xs)
@@ -81,19 +89,23 @@ def main() -> None:
     for t in [*xs, *module.parameters()]:
         t.grad = None
     torch.cuda.synchronize()
+    pre = torch.cuda.memory._snapshot()
     base = {
         b["address"]: b["size"]
-        for seg in torch.cuda.memory._snapshot()["segments"]
+        for seg in pre["segments"]
         for b in seg["blocks"]
         if b["state"] == "active_allocated"
     }
+    before = [ev for dev in pre["device_traces"] for ev in dev]
+    frames = {ev["addr"]: ev.get("frames", []) for ev in before if ev["action"] == "alloc"}
     torch.cuda.reset_peak_memory_stats()
-    torch.cuda.memory._record_memory_history(max_entries=200_000)
     step()
     torch.cuda.synchronize()
     snap = torch.cuda.memory._snapshot()
     torch.cuda.memory._record_memory_history(enabled=None)
-    peak, blocks = live_at_peak(snap, base)
+    if sum(len(dev) for dev in snap["device_traces"]) >= entries:
+        sys.exit("the allocator's history overflowed: raise `entries`")
+    peak, blocks = live_at_peak(snap, base, start=len(before), frames=frames)
     unit = xs[0].numel() * xs[0].element_size()
     model = analyse(circuit, sizes=sizes, lowering="fused", dtype="bfloat16")
     print(f"{args.case} {sizes}: peak {peak / 2**20:.1f} MiB replayed, "
@@ -101,7 +113,7 @@ def main() -> None:
           f"model {model.numbers['peak_bytes'] / 2**20:.1f} MiB; "
           f"unit = {xs[0].shape} {unit / 2**20:.2f} MiB")  # fmt: skip
     for b in blocks[: args.top]:
-        tag = "before the step" if b["before_step"] else where(b["frames"])
+        tag = ("before the step: " if b["before_step"] else "") + where(b["frames"])
         print(f"  {b['bytes'] / 2**20:9.2f} MiB  {b['bytes'] / unit:6.3f} units  {tag}")
 
 
