@@ -256,7 +256,7 @@ def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
     keys scaled by exp(±(b - b_m)) (m the middle row) where every |b - b_m| <= 40, else each
     weight from its own difference. Returns (o in v's dtype, None)."""
     B, T, H, K = q.shape
-    scale = K**-0.5 if scale is None else scale
+    scale = (K**-0.5 if K else 1.0) if scale is None else scale
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
     q, k, v, g = q.to(ct), k.to(ct), v.to(ct), g.to(ct)
     bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
@@ -306,7 +306,7 @@ def gated_delta_rule(q, k, v, g, beta, scale=None, cu_seqlens=None, backend=None
     O = scale (diag(exp G) Q S + (Q Kᵀ ∘ E, causal) V') and
     S ← exp(G_last) S + (exp(G_last - G) K)ᵀ V'. Returns (o in v's dtype, None)."""
     B, T, H, K = q.shape
-    scale = K**-0.5 if scale is None else scale
+    scale = (K**-0.5 if K else 1.0) if scale is None else scale
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
     # [B, H, T, .] so that the chunk's products are batched matrix products
     q, k, v = (x.to(ct).transpose(1, 2) for x in (q, k, v))

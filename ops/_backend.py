@@ -182,6 +182,14 @@ def empty_as(x: torch.Tensor, dtype=None) -> torch.Tensor:
     return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
 
 
+def default_scale(scale, K: int):
+    """`scale`, or K^-0.5 where it is None: the attention-like ops' default. Keys of no features
+    (K = 0) make every score 0 whatever the scale, and take 1.0."""
+    if scale is not None:
+        return scale
+    return K**-0.5 if K else 1.0
+
+
 def check(cond: bool, op: str, what: str, expected: str, found) -> None:
     """Raise a ValueError saying what was expected and what was found."""
     if not cond:
@@ -204,7 +212,7 @@ def check_cu_seqlens(op: str, cu_seqlens, B: int, T: int) -> int:
         and not cu_seqlens.is_floating_point(),
         op,
         "cu_seqlens",
-        "a 1-D integer tensor [N + 1]",
+        "a 1-D integer tensor [N + 1] of N >= 1 sequences' offsets",
         cu_seqlens,
     )
     check(B == 1, op, "batch size with cu_seqlens", "1 (sequences packed along T)", B)

@@ -20,7 +20,16 @@ import torch.nn.functional as F
 
 from .. import _gluon as gluon_common
 from .. import config
-from .._backend import autocast_inputs, cdiv, check, check_qkv, launch, pow2, use_triton
+from .._backend import (
+    autocast_inputs,
+    cdiv,
+    check,
+    check_qkv,
+    default_scale,
+    launch,
+    pow2,
+    use_triton,
+)
 from .._kernels import mm
 from .._triton import TensorDescriptor, tl, triton
 from .gluon import dkdv as gluon_dkdv
@@ -574,7 +583,7 @@ def softmax_attention(
     torch.Size([2, 63, 4, 64])
     """
     _check_args(q, k, v, scale)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    scale = float(default_scale(scale, q.shape[-1]))
     kernel = use_triton(q, backend, "softmax_attention")  # (checks `backend` too)
     if backend == "reference" or q.dtype == torch.float64:  # float64: for checking
         return softmax_attention_reference(q, k, v, causal=causal, scale=scale)

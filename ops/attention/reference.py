@@ -5,6 +5,8 @@ Materialises the [B, H, T, S] score matrix, so it is only for testing and small 
 
 import torch
 
+from .._backend import default_scale
+
 
 def softmax_attention_reference(
     q: torch.Tensor,  # (B, T, H, D)
@@ -15,7 +17,7 @@ def softmax_attention_reference(
 ) -> torch.Tensor:  # (B, T, H, Dv)
     B, T, H, D = q.shape
     S, Hkv = k.shape[1], k.shape[2]
-    scale = D**-0.5 if scale is None else scale
+    scale = default_scale(scale, D)
     group = H // Hkv
     k = k.repeat_interleave(group, dim=2)
     v = v.repeat_interleave(group, dim=2)

@@ -41,6 +41,7 @@ from .._backend import (
     check_gate,
     check_sequences,
     check_state,
+    default_scale,
     dot_precision,
     interpreting,
     launch,
@@ -1188,7 +1189,7 @@ def _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, gated):
 def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
          use_qk_l2norm, backend):  # fmt: skip
     _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, g is not None)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    scale = float(default_scale(scale, q.shape[-1]))
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
     K, V = q.shape[-1], v.shape[-1]

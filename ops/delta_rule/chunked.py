@@ -15,6 +15,8 @@ g, gamma_i = exp(G_i) and E_ij = exp(G_i - G_j):
 import torch
 import torch.nn.functional as F
 
+from .._backend import default_scale
+
 CHUNK = 64
 
 
@@ -45,7 +47,7 @@ def gated_delta_rule_chunked(
     B, T, H, K = q.shape
     V = v.shape[-1]
     C = chunk_size
-    scale = K**-0.5 if scale is None else scale
+    scale = default_scale(scale, K)
     q, k, v, beta = q.to(ct), k.to(ct), v.to(ct), beta.to(ct)
     g = None if g is None else g.to(ct)
     xs = [q, k, v, beta[..., None]] + ([] if g is None else [g[..., None]])

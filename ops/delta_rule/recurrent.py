@@ -6,7 +6,7 @@ runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import autocast_inputs, check_gate, check_step
+from .._backend import autocast_inputs, check_gate, check_step, default_scale
 from .reference import l2norm
 
 
@@ -16,7 +16,7 @@ def _step(op, q, k, v, g, beta, state, scale, use_qk_l2norm):
         if x is not None or name == "beta":
             check_gate(op, name, x, ((B, H),), f"({B}, {H}) = [B, H]", q)
     ct = torch.promote_types(state.dtype, torch.float32)
-    scale = K**-0.5 if scale is None else scale
+    scale = default_scale(scale, K)
     if use_qk_l2norm:
         q, k = l2norm(q.to(ct)), l2norm(k.to(ct))
     qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)

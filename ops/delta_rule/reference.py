@@ -9,6 +9,8 @@ ungated rule) and ``beta_t`` in (0, 1):
 
 import torch
 
+from .._backend import default_scale
+
 L2NORM_EPS = 1e-6
 
 
@@ -45,7 +47,7 @@ def gated_delta_rule_reference(
     ct = torch.promote_types(q.dtype, torch.float32)
     B, T, H, K = q.shape
     V = v.shape[-1]
-    scale = K**-0.5 if scale is None else scale
+    scale = default_scale(scale, K)
     if use_qk_l2norm:
         q, k = l2norm(q.to(ct)), l2norm(k.to(ct))
     q, k, v, beta = q.to(ct), k.to(ct), v.to(ct), beta.to(ct)

@@ -38,6 +38,7 @@ from .._backend import (
     check_gate,
     check_sequences,
     check_state,
+    default_scale,
     interpreting,
     launch,
     pow2,
@@ -899,7 +900,7 @@ def gla(
     (torch.Size([2, 63, 4, 16]), torch.Size([2, 4, 32, 16]))
     """
     _check_args(q, k, v, g, scale, initial_state, cu_seqlens)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    scale = float(default_scale(scale, q.shape[-1]))
     if not use_triton(q, backend, OP) or q.dtype == torch.float64:
         o, s_t = gla_chunked(
             q, k, v, g, scale=scale, initial_state=initial_state,

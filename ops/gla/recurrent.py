@@ -3,7 +3,7 @@ vector-matrix product per head, which PyTorch runs at memory speed (no kernel of
 
 import torch
 
-from .._backend import autocast_inputs, check_gate, check_step
+from .._backend import autocast_inputs, check_gate, check_step, default_scale
 
 OP = "gla_step"
 
@@ -39,7 +39,7 @@ def gla_step(
     B, H, K, V, state = check_step(OP, q, k, v, state)
     check_gate(OP, "g", g, (tuple(q.shape),), f"{tuple(q.shape)} as q", q)
     ct = torch.promote_types(state.dtype, torch.float32)
-    scale = K**-0.5 if scale is None else scale
+    scale = default_scale(scale, K)
     s = g.to(ct).exp()[..., None] * state.to(ct) + k.to(ct)[..., None] * v.to(ct)[..., None, :]
     o = scale * torch.einsum("bhk,bhkv->bhv", q.to(ct), s)
     return o.to(v.dtype), s

@@ -11,6 +11,8 @@ when given float64), return ``o`` in v's dtype and the final state in the comput
 
 import torch
 
+from .._backend import default_scale
+
 
 def _pieces(cu_seqlens, T):
     """(token slice, sequence index or None) for each sequence."""
@@ -22,7 +24,7 @@ def _pieces(cu_seqlens, T):
 
 def _prepare(q, k, v, g, scale):
     ct = torch.promote_types(q.dtype, torch.float32)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scale = default_scale(scale, q.shape[-1])
     return ct, scale, q.to(ct), k.to(ct), v.to(ct), g.to(ct)
 
 

@@ -25,6 +25,7 @@ from .._backend import (
     check_gate,
     check_sequences,
     check_state,
+    default_scale,
     dot_precision,
     empty_as,
     interpreting,
@@ -699,7 +700,7 @@ def simple_gla(
     check(q.shape[-1] <= 128 and v.shape[-1] <= 128, OP, "head widths K, V for the Triton kernels",
           "at most 128 (else backend='reference')", (q.shape[-1], v.shape[-1]))  # fmt: skip
     B, T, H, K = q.shape
-    scale = K**-0.5 if scale is None else float(scale)
+    scale = float(default_scale(scale, K))
     q, k, v = readable(q, k, v)
     g = expand_gates(g.float(), B, T, H).contiguous()
     s0 = None if initial_state is None else initial_state.float().contiguous()

@@ -6,7 +6,7 @@ PyTorch runs at memory speed, so it has no kernel of its own.
 
 import torch
 
-from .._backend import autocast_inputs, check_gate, check_step
+from .._backend import autocast_inputs, check_gate, check_step, default_scale
 
 OP = "simple_gla_step"
 
@@ -41,7 +41,7 @@ def simple_gla_step(
     """
     B, H, K, V, state = check_step(OP, q, k, v, state)
     check_gate(OP, "g", g, ((B, H), (H,)), f"({B}, {H}) = [B, H] or ({H},) = [H]", q)
-    scale = K**-0.5 if scale is None else scale
+    scale = default_scale(scale, K)
     ct = torch.promote_types(state.dtype, torch.float32)
     decay = g.to(ct).exp().expand(B, H)[..., None, None]  # [B, H, 1, 1]
     s = decay * state + k.to(ct)[..., :, None] * v.to(ct)[..., None, :]  # [B, H, K, V]

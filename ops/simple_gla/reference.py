@@ -17,6 +17,8 @@ autograd.
 
 import torch
 
+from .._backend import default_scale
+
 
 def expand_gates(g: torch.Tensor, B: int, T: int, H: int) -> torch.Tensor:
     """``g`` as ``[B, T, H]``: a ``[H]`` constant per-head log-decay is broadcast over B and T."""
@@ -34,7 +36,7 @@ def _pieces(cu_seqlens):
 def _prepare(q, k, v, g, scale, initial_state):
     ct = torch.promote_types(q.dtype, torch.float32)
     B, T, H, K = q.shape
-    scale = K**-0.5 if scale is None else scale
+    scale = default_scale(scale, K)
     g = expand_gates(g, B, T, H).to(ct)
     s0 = None if initial_state is None else initial_state.to(ct)
     return ct, scale, q.to(ct), k.to(ct), v.to(ct), g, s0
