@@ -208,26 +208,6 @@ def _packed_windows(L, b, x, tin, tout, scale):
     return L.permute(o, [b.query, *batch, b.value], tout["out"].names)
 
 
-def example_offsets(checked, name, generator=None):
-    """Valid example offsets for input `name` where it is the `offsets` port of a packed
-    `linear_attention` or `short_conv` box (sorted, from 0 to the packed length, windows of
-    random nonzero lengths), else None: for the makers of random example inputs."""
-    for box in checked.circuit.boxes:
-        if not (getattr(box, "packed", False) and box.inputs.get("offsets") == name):
-            continue
-        if box.kind in ("linear_attention", "short_conv"):
-            port, axis = ("x", box.axis) if box.kind == "short_conv" else ("q", box.query)
-            total = int(checked.number(checked.ins[box.name][port].axis(axis).size))
-            n = int(checked.number(checked.inputs[name].axes[0].size))
-            if n < 2 or total < n - 1:
-                return None
-            cuts = torch.randperm(total - 1, generator=generator)[: n - 2] + 1
-            ends = torch.tensor([0, total])
-            dtype = getattr(torch, checked.inputs[name].dtype)
-            return torch.cat([ends[:1], cuts.sort().values, ends[1:]]).to(dtype)
-    return None
-
-
 # ---------------------------------------------------------------- normalisations
 def runs_norm_kernels(L) -> bool:
     """Whether norms lower to ncd.ops' row kernels: on a CUDA device where `choices` picks

@@ -82,24 +82,6 @@ def _class(c) -> str:
     return class_name(c.name)
 
 
-def example_inputs(checked, seed: int = 0):
-    """Random inputs of a checked circuit at its bound sizes (integers below 2 for indices)."""
-    import torch
-
-    from ncd.compiler.fused import example_offsets
-
-    g = torch.Generator().manual_seed(seed)
-    xs = []
-    for i in checked.circuit.inputs:
-        shape = [checked.number(a.size) for a in checked.inputs[i.name].axes]
-        if i.dtype.startswith("int"):
-            off = example_offsets(checked, i.name, g)  # a packing's offsets: valid ones
-            xs.append(torch.randint(0, 2, shape, generator=g) if off is None else off)
-        else:
-            xs.append(torch.randn(shape, generator=g))
-    return xs
-
-
 def load_module(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
@@ -113,6 +95,7 @@ def demo(out_dir: Path) -> None:
 
     from ncd import gallery
     from ncd.compiler import compile, to_source
+    from ncd.compiler.examples import example_inputs
 
     code = Path(out_dir) / "code"
     code.mkdir(parents=True, exist_ok=True)

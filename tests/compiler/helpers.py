@@ -6,22 +6,12 @@ import torch
 
 from ncd.circuits.builder import Builder
 from ncd.compiler import compile as ncd_compile
-from ncd.compiler.fused import example_offsets
+from ncd.compiler import examples
 
 
 def example_inputs(checked, seed=0, dtype=torch.float64, requires_grad=False):
-    """Random inputs at the bound sizes: floats normal, integers below the smallest axis."""
-    g = torch.Generator().manual_seed(seed)
-    xs = []
-    for i in checked.circuit.inputs:
-        shape = [checked.number(a.size) for a in checked.inputs[i.name].axes]
-        if i.dtype.startswith("int"):
-            off = example_offsets(checked, i.name, g)  # a packing's offsets: valid ones
-            xs.append(torch.randint(0, 5, shape, generator=g) if off is None else off)
-        else:
-            x = torch.randn(shape, generator=g, dtype=dtype)
-            xs.append(x.requires_grad_(requires_grad))
-    return xs
+    """The compiler's example inputs (compiler/examples.py), in float64 unless told."""
+    return examples.example_inputs(checked, seed, dtype=dtype, requires_grad=requires_grad)
 
 
 def as_dict(y, checked):

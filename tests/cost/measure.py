@@ -6,37 +6,16 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ncd.compiler.fused import example_offsets
+from ncd.compiler.examples import example_inputs
 
 from ..cpu_memory import allocations
 
 
 def make_inputs(circuit, sizes=None, dtype=torch.float32, device="cpu", seed=0):
-    """Random inputs with the circuit's axes; floats need gradients, integers index the
-    smallest axis that could be a vocabulary (the embedding's rows)."""
+    """The compiler's example inputs (compiler/examples.py) at `sizes`, floats needing
+    gradients."""
     checked = circuit.check(sizes=sizes)
-    g = torch.Generator().manual_seed(seed)
-    xs = []
-    for inp in circuit.inputs:
-        t = checked.inputs[inp.name]
-        shape = [int(checked.number(a.size)) for a in t.axes]
-        if t.dtype.startswith("int"):
-            vocab = min(
-                (
-                    int(checked.number(p.axes[0].size))
-                    for ps in checked.params.values()
-                    for p in ps.values()
-                    if p.axes
-                ),
-                default=5,  # no table to index (integer arithmetic): small values
-            )
-            off = example_offsets(checked, inp.name, g)  # a packing's offsets: valid ones
-            x = torch.randint(0, vocab, shape, generator=g) if off is None else off
-            xs.append(x.to(device))
-        else:
-            x = torch.randn(shape, generator=g, dtype=torch.float32).to(device, dtype)
-            xs.append(x.requires_grad_(True))
-    return xs
+    return example_inputs(checked, seed, dtype=dtype, device=device, requires_grad=True)
 
 
 def _loss(y):

@@ -87,7 +87,8 @@ def test_what_validates_compiles_and_runs(name, tmp_path):
     model = ncd_compile(c).eval()
     path = tmp_path / "m.py"
     path.write_text(to_source(c))
-    from ncd.commands.compile import _class, example_inputs, load_module
+    from ncd.commands.compile import _class, load_module
+    from ncd.compiler.examples import example_inputs
 
     mod = load_module(path, f"robust_{name}")
     twin = getattr(mod, _class(c))().eval()
