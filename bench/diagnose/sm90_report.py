@@ -568,18 +568,27 @@ def int8_gluon_kernel(block_n, ahead):
 
 
 def wtacrs_rows(n):
-    """The WTA-CRS selection's three kernels (ops/wtacrs/selection.py) for n rows, with and
-    without gradient norms, as `select` launches them on the GPU; then the gather of the kept
-    rows (bfloat16)."""
+    """The WTA-CRS selection's kernels (ops/wtacrs/selection.py) for n rows, with and without
+    gradient norms, as `select` launches them on the GPU (the all-pairs ranking up to
+    ALL_PAIRS_ROWS rows, the block sort and ranks above); then the gather of the kept rows
+    (bfloat16)."""
     from ncd.ops.wtacrs import kernels as wk
     from ncd.ops.wtacrs import selection as ws
 
     cfg = ws.GPU
-    B, BI = cfg["sort"]["B"], cfg["rank"]["BI"]
+    B = cfg["sort"]["B"]
+    if n <= ws.ALL_PAIRS_ROWS:
+        BI = cfg["rank_all"]["BI"]
+        ranks = (("rank_all", ws._rank_all_kernel, {"B": B}),)
+    else:
+        BI = cfg["rank"]["BI"]
+        ranks = (
+            ("sort", ws._block_sort_kernel, {"BI": BI}),
+            ("rank", ws._rank_kernel, {"B": B, "LOG_B": B.bit_length() - 1}),
+        )
     nch = -(-n // BI)
     parts = (
-        ("sort", ws._block_sort_kernel, {"BI": BI}),
-        ("rank", ws._rank_kernel, {"B": B, "LOG_B": B.bit_length() - 1}),
+        *ranks,
         (
             "draw",
             ws._draw_kernel,

@@ -1,6 +1,6 @@
-"""The WTA-CRS selection (sampled.py's `wtacrs_select`) as three Triton kernels, the same
-(idx, weight) bit for bit from the same uniforms, with no host read. README.md gives the
-maths and the design.
+"""The WTA-CRS selection (sampled.py's `wtacrs_select`) as three Triton kernels (two up to
+ALL_PAIRS_ROWS rows), the same (idx, weight) bit for bit from the same uniforms, with no host
+read. README.md gives the maths and the design.
 
 1. `_block_sort_kernel`, one program per block of B rows: the block's rows in order of their
    keys (score, then lower index first), with the running sum of their integer scores.
@@ -12,6 +12,9 @@ maths and the design.
    sums, and each draw by locating floor(u · mass) among the chunks' cumulative sums, then
    inside its chunk; for the layer (`select(..., x=x)`) also the gather of the kept rows
    times their weights, one program per BT positions and BD columns.
+
+Up to ALL_PAIRS_ROWS rows `_rank_all_kernel` does the work of 1 and 2 in one launch: each
+program compares its BI rows with every row.
 """
 
 import torch
@@ -28,14 +31,20 @@ _BIG: tl.constexpr = tl.constexpr((1 << 63) - 1)
 GPU = {
     "sort": {"B": 256, "BJ": 16, "num_warps": 4},
     "rank": {"BI": 128, "NBB": 32, "num_warps": 4},
+    "rank_all": {"BI": 16, "BJ": 64, "num_warps": 4},
     "draw": {"BT": 16, "BD": 256, "num_warps": 4},
 }
 INTERPRET = {
     "sort": {"B": 32, "BJ": 32},
     "rank": {"BI": 32, "NBB": 16},
+    "rank_all": {"BI": 16, "BJ": 32},
     "draw": {"BT": 32, "BD": 32},
 }
 MAX_ROWS = 32768
+# Up to this many rows the ranks come from comparing every pair in one kernel (`_rank_all_kernel`,
+# n² comparisons over n / BI programs) instead of the block sort and the binary searches: one
+# launch fewer.
+ALL_PAIRS_ROWS = 4096
 
 
 @triton.jit
@@ -170,6 +179,55 @@ def _rank_kernel(
 
 
 @triton.jit
+def _rank_all_kernel(
+    NRM, G, SCR, IDX, WT, n, k, nb, two_b,
+    HAS_G: tl.constexpr, B: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr,
+):  # fmt: skip
+    """`_rank_kernel`'s results (FLAG, CW, RS, the winners' IDX and WT, for chunks of BI rows)
+    without the block sort: rank r_i and ahead P_i counted over every row j directly, r_i =
+    #(keys above key_i), P_i = Σ q_j over them, with Σ q over all rows. Program 0 also stores
+    max s at SMAX, which the draw kernel reads."""
+    p = tl.program_id(0)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
+    m = tl.zeros([BJ], tl.float32)
+    for j0 in range(0, n, BJ):
+        j = j0 + tl.arange(0, BJ)
+        m = tl.maximum(m, _scores(NRM, G, j, j < n, HAS_G))
+    smax = tl.max(m, 0)
+    scale = _scale(smax, two_b)
+    i = p * BI + tl.arange(0, BI)
+    iin = i < n
+    si = _scores(NRM, G, i, iin, HAS_G)
+    ki = _keys(si, i)
+    qi = _integer(si, scale)
+    # per-lane partial sums, reduced once after the loop (no cross-thread sum per trip)
+    rank_t = tl.zeros([BI, BJ], tl.int32)
+    ahead_t = tl.zeros([BI, BJ], tl.int64)
+    tot = tl.zeros([BJ], tl.int64)
+    for j0 in range(0, n, BJ):
+        j = j0 + tl.arange(0, BJ)
+        jin = j < n
+        sj = _scores(NRM, G, j, jin, HAS_G)
+        kj = tl.where(jin, _keys(sj, j), _NOKEY)
+        qj = tl.where(jin, _integer(sj, scale), 0)
+        tot += qj
+        gt = kj[None, :] > ki[:, None]  # [BI, BJ]: row j ahead of row i
+        rank_t += gt.to(tl.int32)
+        ahead_t += tl.where(gt, qj[None, :], 0)
+    rank = tl.sum(rank_t, 1)
+    ahead = tl.sum(ahead_t, 1)
+    total = tl.sum(tot, 0)
+    win = iin & (rank < k) & (qi * (k - rank).to(tl.int64) > total - ahead)
+    tl.store(FLAG + i, win.to(tl.int64), mask=iin)
+    tl.store(IDX + rank, i.to(tl.int64), mask=win)
+    tl.store(WT + rank, tl.full([BI], 1.0, WT.dtype.element_ty), mask=win)
+    tl.store(CW + p, tl.sum(win.to(tl.int64), 0))
+    tl.store(RS + p, tl.sum(tl.where(win, 0, qi), 0))
+    if p == 0:
+        tl.store(TOT + nb, smax.to(tl.int32, bitcast=True).to(tl.int64))
+
+
+@triton.jit
 def _draw_kernel(
     NRM, G, SCR, U, IDX, WT, X, OUT, n, k, nb, two_b, D, sxn, sxd,
     HAS_G: tl.constexpr, B: tl.constexpr, BI: tl.constexpr, BT: tl.constexpr,
@@ -235,8 +293,8 @@ def score_bits(n: int) -> int:
 
 def select(norms, k, uniforms, grad_norms=None, x=None):
     """The WTA-CRS selection of k of n rows, as `wtacrs_select(norms · grad_norms, k,
-    uniforms=uniforms)` gives it, in three kernel launches; with x, the last one also gathers
-    the kept rows times their weights.
+    uniforms=uniforms)` gives it, in three kernel launches (two up to ALL_PAIRS_ROWS rows);
+    with x, the last one also gathers the kept rows times their weights.
 
     norms: [n] float32, contiguous (the rows' norms); k: rows kept; uniforms: [k] float64 in
     [0, 1); grad_norms: optional [n] (any float dtype), multiplied in as float32; x: optional
@@ -259,8 +317,11 @@ def plan(norms, k, uniforms, grad_norms=None, x=None):
     if n > MAX_ROWS:
         raise ValueError(f"wtacrs select: rows: expected at most {MAX_ROWS}, found {n}")
     cfg = INTERPRET if interpreting() else GPU
-    B, BI, BT = cfg["sort"]["B"], cfg["rank"]["BI"], cfg["draw"]["BT"]
-    nb, nch = cdiv(n, B), cdiv(n, BI)
+    all_pairs = n <= ALL_PAIRS_ROWS
+    B, BT = cfg["sort"]["B"], cfg["draw"]["BT"]
+    BI = cfg["rank_all" if all_pairs else "rank"]["BI"]
+    # all pairs: no sorted blocks (nb = 0), the scratch is SMAX, FLAG, CW and RS alone
+    nb, nch = 0 if all_pairs else cdiv(n, B), cdiv(n, BI)
     scratch = torch.empty(4 * nb * B + nb + 1 + n + 2 * nch, device=norms.device,
                           dtype=torch.int64)  # fmt: skip
     idx = torch.empty(k, device=norms.device, dtype=torch.int64)
@@ -275,11 +336,18 @@ def plan(norms, k, uniforms, grad_norms=None, x=None):
         D = x.shape[1]
         kept = torch.empty(k, D, device=x.device, dtype=x.dtype)
         outs, gather, sx = (idx, weight, kept), (max(1, cdiv(D, cfg["draw"]["BD"])),), x.stride()
+    if all_pairs:
+        ranks = [(_rank_all_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
+                  {"HAS_G": has_g, "B": B, **cfg["rank_all"]})]  # fmt: skip
+    else:
+        ranks = [
+            (_block_sort_kernel, (nb,), (norms, g, scratch, n, nb, two_b),
+             {"HAS_G": has_g, "BI": BI, **cfg["sort"]}),
+            (_rank_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
+             {"HAS_G": has_g, "B": B, "LOG_B": B.bit_length() - 1, **cfg["rank"]}),
+        ]  # fmt: skip
     launches = [
-        (_block_sort_kernel, (nb,), (norms, g, scratch, n, nb, two_b),
-         {"HAS_G": has_g, "BI": BI, **cfg["sort"]}),
-        (_rank_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
-         {"HAS_G": has_g, "B": B, "LOG_B": B.bit_length() - 1, **cfg["rank"]}),
+        *ranks,
         (_draw_kernel, (cdiv(k, BT), *gather),
          (norms, g, scratch, uniforms, idx, weight, norms if x is None else x, kept, n, k, nb,
           two_b, D, *sx),

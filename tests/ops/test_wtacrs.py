@@ -270,11 +270,18 @@ SELECTION_CASES = [
 ]
 
 
+# The selection's two ways to rank the rows: every pair compared in one kernel (up to
+# selection.ALL_PAIRS_ROWS rows), or sorted blocks and binary searches in two.
+RANKINGS = {"all_pairs": selection.MAX_ROWS, "blocks": 0}
+
+
 @pytest.mark.interpret
+@pytest.mark.parametrize("ranking", list(RANKINGS))
 @pytest.mark.parametrize("n, k, kind", SELECTION_CASES)
-def test_kernel_selection_is_the_pytorch_form(n, k, kind, nan_alloc):
-    """selection.select (three kernels) gives wtacrs_select's (idx, weight) bit for bit from
-    the same uniforms, the gradient norms multiplied in inside the kernels."""
+def test_kernel_selection_is_the_pytorch_form(n, k, kind, ranking, nan_alloc, monkeypatch):
+    """selection.select (three kernels, or two) gives wtacrs_select's (idx, weight) bit for bit
+    from the same uniforms, the gradient norms multiplied in inside the kernels."""
+    monkeypatch.setattr(selection, "ALL_PAIRS_ROWS", RANKINGS[ranking])
     g = torch.Generator().manual_seed(n + k)
     norms, grad = _selection_case(n, kind, g)
     u = torch.rand(k, generator=g, dtype=torch.float64)
@@ -290,11 +297,13 @@ def test_kernel_selection_is_the_pytorch_form(n, k, kind, nan_alloc):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("ranking", list(RANKINGS))
 @pytest.mark.parametrize("n, k, kind", [(37, 12, "huge"), (200, 60, "ties"), (1000, 300, "grad")])
-def test_kernel_selection_with_the_gather(n, k, kind, nan_alloc):
+def test_kernel_selection_with_the_gather(n, k, kind, ranking, nan_alloc, monkeypatch):
     """select(..., x=x), as the layer runs it (the gather of the kept rows in the last kernel):
     the same (idx, weight) as wtacrs_select, and kept = x[idx] · weight by PyTorch indexing, bit
     for bit, from a strided x whose D is not a multiple of the column tiles."""
+    monkeypatch.setattr(selection, "ALL_PAIRS_ROWS", RANKINGS[ranking])
     g = torch.Generator().manual_seed(n + k + 1)
     norms, grad = _selection_case(n, kind, g)
     u = torch.rand(k, generator=g, dtype=torch.float64)
