@@ -91,6 +91,30 @@ def _layout(SCR, n, nb, B: tl.constexpr, BI: tl.constexpr):
 
 
 @triton.jit
+def _max_score(NRM, G, n, HAS_G: tl.constexpr, BJ: tl.constexpr):
+    """max s over the n rows (every program of the selection needs it for the integer
+    scores), read BJ at a time."""
+    m = tl.zeros([BJ], tl.float32)
+    for j0 in range(0, n, BJ):
+        j = j0 + tl.arange(0, BJ)
+        m = tl.maximum(m, _scores(NRM, G, j, j < n, HAS_G))
+    return tl.max(m, 0)
+
+
+@triton.jit
+def _store_winners(IDX, WT, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, k, BI: tl.constexpr):
+    """Rows i of chunk p with their ranks and the q ahead of them: a winner iff rank < k and
+    q_i (k − rank) > Σq − ahead; a winner stores IDX[rank] = i, WT[rank] = 1. FLAG[i] = 1 for
+    a winner, else 0; CW[p] = the chunk's winners, RS[p] = Σ q over its other rows."""
+    win = iin & (rank < k) & (qi * (k - rank).to(tl.int64) > total - ahead)
+    tl.store(FLAG + i, win.to(tl.int64), mask=iin)
+    tl.store(IDX + rank, i.to(tl.int64), mask=win)
+    tl.store(WT + rank, tl.full([BI], 1.0, WT.dtype.element_ty), mask=win)
+    tl.store(CW + p, tl.sum(win.to(tl.int64), 0))
+    tl.store(RS + p, tl.sum(tl.where(win, 0, qi), 0))
+
+
+@triton.jit
 def _block_sort_kernel(
     NRM, G, SCR, n, nb, two_b,
     HAS_G: tl.constexpr, B: tl.constexpr, BJ: tl.constexpr, BI: tl.constexpr,
@@ -101,11 +125,7 @@ def _block_sort_kernel(
     every thread reads them all."""
     b = tl.program_id(0)
     SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
-    m = tl.zeros([B], tl.float32)
-    for j0 in range(0, n, B):
-        j = j0 + tl.arange(0, B)
-        m = tl.maximum(m, _scores(NRM, G, j, j < n, HAS_G))
-    smax = tl.max(m, 0)
+    smax = _max_score(NRM, G, n, HAS_G, B)
     scale = _scale(smax, two_b)
     i = b * B + tl.arange(0, B)
     iin = i < n
@@ -170,12 +190,7 @@ def _rank_kernel(
         rank += tl.sum(lo, 1)
         ahead += tl.sum(inc, 1)
     total = tl.sum(tot, 0)
-    win = iin & (rank < k) & (qi * (k - rank).to(tl.int64) > total - ahead)
-    tl.store(FLAG + i, win.to(tl.int64), mask=iin)
-    tl.store(IDX + rank, i.to(tl.int64), mask=win)
-    tl.store(WT + rank, tl.full([BI], 1.0, WT.dtype.element_ty), mask=win)
-    tl.store(CW + p, tl.sum(win.to(tl.int64), 0))
-    tl.store(RS + p, tl.sum(tl.where(win, 0, qi), 0))
+    _store_winners(IDX, WT, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, k, BI)
 
 
 @triton.jit
@@ -189,11 +204,7 @@ def _rank_all_kernel(
     max s at SMAX, which the draw kernel reads."""
     p = tl.program_id(0)
     SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
-    m = tl.zeros([BJ], tl.float32)
-    for j0 in range(0, n, BJ):
-        j = j0 + tl.arange(0, BJ)
-        m = tl.maximum(m, _scores(NRM, G, j, j < n, HAS_G))
-    smax = tl.max(m, 0)
+    smax = _max_score(NRM, G, n, HAS_G, BJ)
     scale = _scale(smax, two_b)
     i = p * BI + tl.arange(0, BI)
     iin = i < n
@@ -217,12 +228,7 @@ def _rank_all_kernel(
     rank = tl.sum(rank_t, 1)
     ahead = tl.sum(ahead_t, 1)
     total = tl.sum(tot, 0)
-    win = iin & (rank < k) & (qi * (k - rank).to(tl.int64) > total - ahead)
-    tl.store(FLAG + i, win.to(tl.int64), mask=iin)
-    tl.store(IDX + rank, i.to(tl.int64), mask=win)
-    tl.store(WT + rank, tl.full([BI], 1.0, WT.dtype.element_ty), mask=win)
-    tl.store(CW + p, tl.sum(win.to(tl.int64), 0))
-    tl.store(RS + p, tl.sum(tl.where(win, 0, qi), 0))
+    _store_winners(IDX, WT, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, k, BI)
     if p == 0:
         tl.store(TOT + nb, smax.to(tl.int32, bitcast=True).to(tl.int64))
 
