@@ -28,7 +28,9 @@
 #             gated_delta_factored=0, delta_keep_values=0, gated_delta_keep_values,
 #             delta_keep_states) beside fla, each kernel's share at 8k each way; more than
 #             one call's steps: STEPS picks (DELTA_OPS narrows delta_ncd, DELTA_NCD_S its
-#             limit in seconds, CHECK_MAX_T the longest T whose errors it measures)
+#             limit in seconds, CHECK_MAX_T the longest T whose errors it measures;
+#             DELTA_CHECK_S the checks' limit, 300 s, which their whole list outlasts on a
+#             fresh machine: CHECK_MATCH narrows them)
 #   conv      the short convolution (ops/short_conv): every option checked in bf16, fp16 and
 #             fp32, its speed against conv1d, torch.compile and fla's causal_conv1d, then
 #             deltanet_block's step with its kernels (--short-conv ncd) against the fla block
@@ -149,7 +151,7 @@ case $SUITE in
     # chunk states or V' too), ncd beside fla at 2k-32k with the states recomputed and kept
     # (NCD_DELTA_KEEP_STATES, NCD_DELTA_KEEP_VALUES), each kernel's share at 8k each way
     step delta_prep_sweep 200 $PY bench/diagnose/ops_sweep.py --T 8192 --what prep
-    step delta_check 300 $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16,float16 \
+    step delta_check ${DELTA_CHECK_S:-300} $PY bench/gpu_check.py --ops delta_rule --dtypes bfloat16,float16 \
       ${CHECK_MATCH:+--match "$CHECK_MATCH"} --commit "$COMMIT" --out "$OUT/delta_check.json"
     # each configuration alone (every kernel in entry N of its list, untuned), on the cases of
     # the switches whose lists have new entries
