@@ -160,7 +160,7 @@ def dot_precision(x: torch.Tensor) -> str:
     """The kernels' product precision (their DOT constexpr): float32 operands as three tf32
     products (Triton's "tf32x3", about float32's accuracy), 16-bit operands as they are
     ("tf32" is then Triton's default and changes nothing). A constexpr rather than a shared
-    @triton.jit helper around tl.dot: ops/README.md says why."""
+    @triton.jit helper around tl.dot: linear_attention/README.md says why."""
     return "tf32x3" if x.dtype == torch.float32 else "tf32"
 
 
