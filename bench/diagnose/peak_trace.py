@@ -23,16 +23,18 @@ import cost_gpu  # noqa: E402
 
 
 def live_at_peak(
-    snapshot: dict, base: dict[int, int], start: int = 0, frames: dict | None = None
-) -> tuple[int, list[dict]]:
+    snapshot: dict, base: dict[int, int], starts: list[int] | None = None,
+    frames: dict | None = None,
+) -> tuple[int, list[dict]]:  # fmt: skip
     """(peak bytes, the blocks live then): `base` maps the addresses allocated before the
-    step to their sizes (`frames`: where each was allocated, where known); the trace's alloc /
-    free_completed events from index `start` on (the step's) are replayed."""
+    step to their sizes (`frames`: where each was allocated, where known); each device's
+    alloc / free_completed events from its index in `starts` on (the step's) are replayed."""
     live = dict(base)
     total = sum(base.values())
     best, best_live = total, dict(live)
     frames = dict(frames or {})
-    for dev in snapshot["device_traces"]:
+    traces = snapshot["device_traces"]
+    for dev, start in zip(traces, starts or [0] * len(traces), strict=True):
         for ev in dev[start:]:
             if ev["action"] == "alloc":
                 live[ev["addr"]] = ev["size"]
@@ -96,16 +98,17 @@ def main() -> None:
         for b in seg["blocks"]
         if b["state"] == "active_allocated"
     }
-    before = [ev for dev in pre["device_traces"] for ev in dev]
-    frames = {ev["addr"]: ev.get("frames", []) for ev in before if ev["action"] == "alloc"}
+    starts = [len(dev) for dev in pre["device_traces"]]
+    frames = {ev["addr"]: ev.get("frames", [])
+              for dev in pre["device_traces"] for ev in dev if ev["action"] == "alloc"}  # fmt: skip
     torch.cuda.reset_peak_memory_stats()
     step()
     torch.cuda.synchronize()
     snap = torch.cuda.memory._snapshot()
     torch.cuda.memory._record_memory_history(enabled=None)
-    if sum(len(dev) for dev in snap["device_traces"]) >= entries:
+    if any(len(dev) >= entries for dev in snap["device_traces"]):
         sys.exit("the allocator's history overflowed: raise `entries`")
-    peak, blocks = live_at_peak(snap, base, start=len(before), frames=frames)
+    peak, blocks = live_at_peak(snap, base, starts=starts, frames=frames)
     unit = xs[0].numel() * xs[0].element_size()
     model = analyse(circuit, sizes=sizes, lowering="fused", dtype="bfloat16")
     print(f"{args.case} {sizes}: peak {peak / 2**20:.1f} MiB replayed, "
