@@ -71,9 +71,13 @@ def unfit_gpu(device: torch.device) -> str | None:
     return _unfit[idx]
 
 
-def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
+def check_backend(backend, op: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS}, found {backend!r}")
+
+
+def use_triton(x: torch.Tensor, backend: str, op: str) -> bool:
+    check_backend(backend, op)
     if backend == "reference":
         return False
     if backend == "auto":
@@ -182,6 +186,13 @@ def empty_as(x: torch.Tensor, dtype=None) -> torch.Tensor:
     return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
 
 
+# The gated ops' chunked forms and kernels take log-decays below this floor as the floor
+# itself: exp(-64) ~ 1.6e-28 leaves no trace in a float32 state, and the in-chunk cumulative
+# sums stay finite where a hard reset (g = -inf) would make them -inf - -inf = NaN. The one-token
+# steps and the token-by-token references take g as it is.
+GATE_FLOOR = -64.0
+
+
 def default_scale(scale, K: int):
     """`scale`, or K^-0.5 where it is None: the attention-like ops' default. Keys of no features
     (K = 0) make every score 0 whatever the scale, and take 1.0."""
@@ -209,7 +220,8 @@ def check_cu_seqlens(op: str, cu_seqlens, B: int, T: int) -> int:
         isinstance(cu_seqlens, torch.Tensor)
         and cu_seqlens.dim() == 1
         and cu_seqlens.numel() >= 2
-        and not cu_seqlens.is_floating_point(),
+        and not cu_seqlens.is_floating_point()
+        and cu_seqlens.dtype != torch.bool,
         op,
         "cu_seqlens",
         "a 1-D integer tensor [N + 1] of N >= 1 sequences' offsets",
@@ -228,20 +240,23 @@ def check_cu_seqlens(op: str, cu_seqlens, B: int, T: int) -> int:
 
 
 def check_qkv(op: str, q, k, v, layout: str) -> None:
-    """The checks every attention-like op makes first: q, k, v are 4-d tensors (`layout`, such
-    as "[B, T, H, D]") of one floating dtype on one device."""
+    """The checks every attention-like op makes first: q, k, v are tensors of the rank of
+    `layout` (such as "[B, T, H, D]", or a step's "[B, H, K]") of one floating dtype on one
+    device."""
     T = torch.Tensor
+    n = layout.count(",") + 1
     if (  # the common case without building any message (this runs on every call)
         isinstance(q, T) and isinstance(k, T) and isinstance(v, T)
-        and q.dim() == 4 and k.dim() == 4 and v.dim() == 4
+        and q.dim() == n and k.dim() == n and v.dim() == n
         and q.dtype in FLOATS and k.dtype == q.dtype and v.dtype == q.dtype
         and k.device == q.device and v.device == q.device
     ):  # fmt: skip
         return
     for name, x in (("q", q), ("k", k), ("v", v)):
         check(isinstance(x, torch.Tensor), op, name, "a torch.Tensor", type(x).__name__)
-        check(x.dim() == 4, op, f"{name}.shape", f"4 dims {layout}", tuple(x.shape))
-        check(x.dtype in FLOATS, op, f"{name}.dtype", "float16, bfloat16 or float32", x.dtype)
+        check(x.dim() == n, op, f"{name}.shape", f"{n} dims {layout}", tuple(x.shape))
+        check(x.dtype in FLOATS, op, f"{name}.dtype", "float16, bfloat16, float32 or float64",
+              x.dtype)  # fmt: skip
     check(
         k.dtype == q.dtype and v.dtype == q.dtype,
         op,
@@ -272,13 +287,20 @@ def check_sequences(op: str, q, k, v, scale, cu_seqlens, scale_optional: bool = 
         f"{tuple(q.shape[:3])}",
         tuple(v.shape[:3]),
     )
-    number = isinstance(scale, (int, float)) and math.isfinite(scale)
-    if scale_optional:
+    check_scale(op, scale, scale_optional)
+    B, T, H, K = q.shape
+    return B, T, H, K, v.shape[3], check_cu_seqlens(op, cu_seqlens, B, T)
+
+
+def check_scale(op: str, scale, optional: bool = True) -> None:
+    """A scale is a finite number, or None where the op has a default (`optional`)."""
+    number = (
+        isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale)
+    )
+    if optional:
         check(scale is None or number, op, "scale", "None or a finite number", scale)
     else:
         check(number, op, "scale", "a finite number", scale)
-    B, T, H, K = q.shape
-    return B, T, H, K, v.shape[3], check_cu_seqlens(op, cu_seqlens, B, T)
 
 
 def check_state(op: str, state, N: int, H: int, K: int, V: int, what="initial_state", n="N"):
@@ -307,18 +329,13 @@ def check_gate(op: str, name: str, x, shapes: tuple, expected: str, q) -> None:
     check(x.device == q.device, op, f"{name}.device", f"{q.device} as q", x.device)
 
 
-def check_step(op: str, q, k, v, state) -> tuple:
+def check_step(op: str, q, k, v, state, scale=None, scale_optional: bool = True) -> tuple:
     """The checks of a one-token step of the linear-attention family: q, k [B, H, K] (one
-    shape), v [B, H, V], and the state, None (zeros, float32, returned) or [B, H, K, V].
+    shape), v [B, H, V] of one float dtype on one device (check_qkv), the scale (check_scale)
+    and the state, None (zeros, float32, returned) or [B, H, K, V].
     Returns (B, H, K, V, state)."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        check(
-            isinstance(x, torch.Tensor) and x.dim() == 3,
-            op,
-            f"{name}.shape",
-            "3 dims [B, H, K]",
-            tuple(getattr(x, "shape", ())),
-        )
+    check_qkv(op, q, k, v, "[B, H, K]")
+    check_scale(op, scale, scale_optional)
     check(k.shape == q.shape, op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
     check(
         v.shape[:2] == q.shape[:2], op, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])

@@ -2,7 +2,11 @@
 
 import torch
 
+from ._backend import GATE_FLOOR as _GATE_FLOOR
 from ._triton import tl, triton
+
+# _backend.GATE_FLOOR for the kernels that read log-gates: tl.maximum(g, GATE_FLOOR) at load.
+GATE_FLOOR: tl.constexpr = tl.constexpr(_GATE_FLOOR)
 
 # The factored decay of the gated families (simple_gla/README.md, "Factored decay"): a chunk's
 # decay matrix exp(G_i - G_j) taken as a scaling of one operand's rows by exp(G_last - G_j)

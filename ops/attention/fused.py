@@ -527,7 +527,8 @@ def _check_args(q, k, v, scale):
         tuple(v.shape[1:3]),
     )
     check(T > 0 and k.shape[1] > 0, op, "sequence lengths T, S", "at least 1", (T, k.shape[1]))
-    check(H % k.shape[2] == 0, op, "heads", f"H={H} a multiple of k's heads", k.shape[2])
+    check(k.shape[2] > 0 and H % k.shape[2] == 0, op, "heads", f"H={H} a multiple of k's heads",
+          k.shape[2])  # fmt: skip
     check(
         scale is None or (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0),
         op,

@@ -49,7 +49,7 @@ from .._backend import (
     sm_count,
     use_triton,
 )
-from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within
+from .._kernels import FACTOR_BOUND_LOG2, GATE_FLOOR, all_chunks_within
 from .._triton import tl, triton
 from ..config import settings as _settings
 from . import gluon as gluon_chunk
@@ -168,6 +168,7 @@ def _chunk_cumsum(
     rows = i_t * BT + tl.arange(0, BT)
     r_ok = rows < L
     g = tl.load(GATE + (bos + rows) * H + i_h, mask=r_ok, other=0.0).to(tl.float32)
+    g = tl.maximum(g, GATE_FLOOR)
     tl.store(GC + i_h.to(tl.int64) * TT + bos + rows, tl.cumsum(g, 0), mask=r_ok)
 
 
@@ -1188,7 +1189,7 @@ def _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, gated):
 
 def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
          use_qk_l2norm, backend):  # fmt: skip
-    _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, g is not None)
+    _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, op == "gated_delta_rule")
     scale = float(default_scale(scale, q.shape[-1]))
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)

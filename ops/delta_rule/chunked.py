@@ -15,7 +15,7 @@ g, gamma_i = exp(G_i) and E_ij = exp(G_i - G_j):
 import torch
 import torch.nn.functional as F
 
-from .._backend import default_scale
+from .._backend import GATE_FLOOR, default_scale
 
 CHUNK = 64
 
@@ -49,7 +49,7 @@ def gated_delta_rule_chunked(
     C = chunk_size
     scale = default_scale(scale, K)
     q, k, v, beta = q.to(ct), k.to(ct), v.to(ct), beta.to(ct)
-    g = None if g is None else g.to(ct)
+    g = None if g is None else g.to(ct).clamp(min=GATE_FLOOR)  # as the kernels (-inf stays finite)
     xs = [q, k, v, beta[..., None]] + ([] if g is None else [g[..., None]])
     if cu_seqlens is None:
         N, T_pad = B, max(C, -(-T // C) * C)  # one chunk at least: T = 0 gives the state back

@@ -11,14 +11,14 @@ from .reference import l2norm
 
 
 def _step(op, q, k, v, g, beta, state, scale, use_qk_l2norm):
-    B, H, K, V, state = check_step(op, q, k, v, state)
+    B, H, K, V, state = check_step(op, q, k, v, state, scale)
     for name, x in (("beta", beta), ("g", g)):
         if x is not None or name == "beta":
             check_gate(op, name, x, ((B, H),), f"({B}, {H}) = [B, H]", q)
     ct = torch.promote_types(state.dtype, torch.float32)
     scale = default_scale(scale, K)
     if use_qk_l2norm:
-        q, k = l2norm(q.to(ct)), l2norm(k.to(ct))
+        q, k = l2norm(q), l2norm(k)  # in q's dtype, as delta_rule normalises them
     qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)
     s = state.to(ct)
     if g is not None:

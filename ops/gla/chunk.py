@@ -44,7 +44,7 @@ from .._backend import (
     pow2,
     use_triton,
 )
-from .._kernels import chunk_slot0
+from .._kernels import GATE_FLOOR, chunk_slot0
 from .._triton import tl, triton
 from .reference import gla_chunked
 
@@ -101,7 +101,8 @@ def _gate_prep(
         offs_k = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K)
         RS = H * K_DIM
         qk = (bos * H + i_h) * K_DIM
-        b = tl.cumsum(_tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32), 0)
+        g = tl.maximum(_tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32), GATE_FLOOR)
+        b = tl.cumsum(g, 0)
         last = tl.minimum(C, L - t0) - 1
         beta = tl.sum(tl.where((offs_t == last)[:, None], b, 0.0), 0)
         q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)

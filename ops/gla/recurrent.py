@@ -36,7 +36,7 @@ def gla_step(
     >>> o.shape, s.shape
     (torch.Size([2, 4, 3]), torch.Size([2, 4, 8, 3]))
     """
-    B, H, K, V, state = check_step(OP, q, k, v, state)
+    B, H, K, V, state = check_step(OP, q, k, v, state, scale)
     check_gate(OP, "g", g, (tuple(q.shape),), f"{tuple(q.shape)} as q", q)
     ct = torch.promote_types(state.dtype, torch.float32)
     scale = default_scale(scale, K)

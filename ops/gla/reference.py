@@ -11,7 +11,7 @@ when given float64), return ``o`` in v's dtype and the final state in the comput
 
 import torch
 
-from .._backend import default_scale
+from .._backend import GATE_FLOOR, default_scale
 
 
 def _pieces(cu_seqlens, T):
@@ -114,6 +114,7 @@ def gla_chunked(
     between chunks. Differentiable by autograd. Returns ``(o, final_state)``."""
     out_dtype = v.dtype
     ct, scale, q, k, v, g = _prepare(q, k, v, g, scale)
+    g = g.clamp(min=GATE_FLOOR)  # as the kernels: a hard reset (-inf) stays finite
     B, T, H, K = q.shape
     outs, states = [], []
     for sl, n in _pieces(cu_seqlens, T):

@@ -21,6 +21,7 @@ from .._backend import cdiv, check, launch, sm_count, use_triton
 from .._kernels import grouped_tile
 from .._triton import TensorDescriptor, tl, triton
 from . import matmul_gluon
+from .nonlinear import per_channel_values
 from .reference import MAX_ACC_K, int8_matmul_reference
 
 
@@ -131,16 +132,6 @@ INTERPRET = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2}
 KEY = ["M", "N", "K"]
 
 
-def _per_channel(v, N, name, device):
-    """An int stays an int (a kernel argument); a tensor becomes int64 [N] on a's device."""
-    if isinstance(v, int):
-        return v
-    t = torch.as_tensor(v, device=device)
-    check(not t.is_floating_point() and t.dim() <= 1 and t.numel() in (1, N), OP, name,
-          f"an int or an integer tensor [{N}]", tuple(t.shape) if t.dim() else v)  # fmt: skip
-    return t.to(torch.int64).expand(N).contiguous()
-
-
 OP = "int8_matmul"
 
 
@@ -203,11 +194,11 @@ def int8_matmul(
     per_channel, mult, sh = False, 0, 0
     if requant:
         check(isinstance(bits, int) and 2 <= bits <= 8, OP, "bits", "an int from 2 to 8", bits)
-        mult = _per_channel(multiplier, N, "multiplier", a.device)
-        sh = _per_channel(shift, N, "shift", a.device)
+        mult = per_channel_values(multiplier, N, OP, "multiplier", a.device, keep_int=True)
+        sh = per_channel_values(shift, N, OP, "shift", a.device, keep_int=True)
         per_channel = isinstance(mult, torch.Tensor) or isinstance(sh, torch.Tensor)
         if per_channel:
-            mult, sh = (_per_channel(torch.tensor(v), N, n, a.device) if isinstance(v, int)
+            mult, sh = (per_channel_values(v, N, OP, n, a.device) if isinstance(v, int)
                         else v for v, n in ((mult, "multiplier"), (sh, "shift")))  # fmt: skip
         if not a.is_cuda or not per_channel:  # host values: checked (CUDA ones trusted: no sync)
             bm, bs = torch.as_tensor(mult), torch.as_tensor(sh)

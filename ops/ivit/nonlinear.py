@@ -175,6 +175,16 @@ def _check_int(x, op, name="x", dtypes=INTS):
     check(x.dim() >= 1, op, f"{name}.shape", "at least 1 dim [..., D]", tuple(x.shape))
 
 
+def _check_range(x, op, bits: int):
+    """int32 inputs within +-2^bits, where they lie on the host (CUDA values are trusted, so
+    that a call never waits on the GPU; int8 always fits)."""
+    if x.dtype != torch.int32 or x.is_cuda or x.numel() == 0 or torch.compiler.is_compiling():
+        return
+    lo, hi = int(x.min()), int(x.max())
+    check(-(2**bits) <= lo and hi <= 2**bits, op, "int32 x values", f"within +-2^{bits}",
+          f"[{lo}, {hi}]")  # fmt: skip
+
+
 def _check_bits(bits, op):
     check(isinstance(bits, int) and 2 <= bits <= 8, op, "bits", "an int from 2 to 8", bits)
 
@@ -255,6 +265,7 @@ def shiftgelu(
     """
     op = "shiftgelu"
     _check_int(x, op)
+    _check_range(x, op, 24)
     _check_bits(bits, op)
     i0 = exp_unit(scale, op)
     out_scale = scale if out_scale is None else out_scale
@@ -275,7 +286,14 @@ def shiftgelu(
     return y, float(out_scale)
 
 
-def _per_channel(v, N, op, name, device):
+def per_channel_values(v, N, op, name, device, keep_int=False):
+    """A requantisation parameter (multiplier or shift): an int, kept as it is where `keep_int`
+    (a kernel argument), or an integer tensor of 1 or N values, made int64 ``[N]`` on
+    `device`."""
+    if isinstance(v, bool) or (isinstance(v, torch.Tensor) and v.dtype == torch.bool):
+        check(False, op, name, f"an int or an integer tensor [{N}]", v)
+    if keep_int and isinstance(v, int):
+        return v
     t = torch.as_tensor(v, device=device)
     check(not t.is_floating_point() and t.dim() <= 1 and t.numel() in (1, N), op, name,
           f"an int or an integer tensor [{N}]", tuple(t.shape) if t.dim() else v)  # fmt: skip
@@ -302,8 +320,8 @@ def requantize(
     _check_int(acc, op, "acc", (torch.int32,))
     check(isinstance(bits, int) and 2 <= bits <= 32, op, "bits", "an int from 2 to 32", bits)
     N = acc.shape[-1]
-    b = _per_channel(multiplier, N, op, "multiplier", acc.device)
-    c = _per_channel(shift, N, op, "shift", acc.device)
+    b = per_channel_values(multiplier, N, op, "multiplier", acc.device)
+    c = per_channel_values(shift, N, op, "shift", acc.device)
     if not acc.is_cuda:  # host values: checked (on CUDA they are trusted, no sync)
         ok = bool(((b.abs() < 2**31) & (c >= 1) & (c <= 62)).all())
         check(ok, op, "multiplier, shift", "|multiplier| < 2^31 and shift in 1..62",
@@ -371,6 +389,7 @@ def i_layernorm(
     """
     op = "i_layernorm"
     _check_int(x, op)
+    _check_range(x, op, 15)
     _check_bits(bits, op)
     D = x.shape[-1]
     check(D <= MAX_LN_ROW, op, "x.shape[-1]", f"at most {MAX_LN_ROW}", D)

@@ -37,7 +37,7 @@ from .._backend import (
 )
 from .._kernels import dot_lhs32, dot_rhs32
 from .._triton import tl, triton
-from .reference import EPS, linear_attention_chunked
+from .reference import EPS, check_decay, linear_attention_chunked
 
 
 # The kernels keep S (and the backward's G) in float32 but multiply in the input dtype. Rounding
@@ -484,23 +484,7 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
         return
     B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens, scale_optional=False)
     if decay is not None:
-        check(
-            isinstance(decay, torch.Tensor) and tuple(decay.shape) == (H,),
-            OP,
-            "decay.shape",
-            f"({H},), one factor per head",
-            getattr(decay, "shape", decay),
-        )
-        host = not decay.is_cuda and not torch.compiler.is_compiling()  # no read when traced
-        if host and not bool(((decay > 0) & (decay <= 1)).all()):
-            check(False, OP, "decay values", "in (0, 1]", decay.tolist())
-        check(
-            not decay.requires_grad,
-            OP,
-            "decay.requires_grad",
-            "False (the decay is a fixed per-head constant; no gradient is computed)",
-            True,
-        )
+        check_decay(OP, decay, H)
     if initial_state is not None:
         s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
         check_state(OP, s0, N, H, K, V)

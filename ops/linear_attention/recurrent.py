@@ -7,7 +7,7 @@ work that PyTorch already runs at memory speed, so it has no kernel of its own.
 import torch
 
 from .._backend import autocast_inputs, check, check_step
-from .reference import EPS
+from .reference import EPS, check_decay
 
 OP = "linear_attention_step"
 
@@ -38,7 +38,7 @@ def linear_attention_step(
         ``(o [B, H, V] in the dtype of v, new_state)``.
     """
     s, z = state if isinstance(state, tuple) else (state, None)
-    B, H, K, V, s = check_step(OP, q, k, v, s)
+    B, H, K, V, s = check_step(OP, q, k, v, s, scale, scale_optional=False)
     if state is None:
         z = torch.zeros(B, H, K, device=q.device, dtype=torch.float32) if normalize else None
     else:
@@ -49,10 +49,18 @@ def linear_attention_step(
             "a tuple (S, z) when normalize=True, else a tensor",
             type(state).__name__,
         )
+        if z is not None:
+            check(
+                isinstance(z, torch.Tensor) and tuple(z.shape) == (B, H, K),
+                OP,
+                "state's z shape",
+                f"({B}, {H}, {K}) = [B, H, K]",
+                tuple(getattr(z, "shape", ())),
+            )
     ct = torch.promote_types(s.dtype, torch.float32)
     qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)
     if decay is not None:
-        check(tuple(decay.shape) == (H,), OP, "decay.shape", f"({H},)", tuple(decay.shape))
+        check_decay(OP, decay, H, grad=True)
         lam = decay.to(ct)[None, :, None]  # (1, H, 1)
         s = s * lam[..., None]
         z = None if z is None else z * lam

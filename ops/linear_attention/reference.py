@@ -14,9 +14,33 @@ that is ``o_t = c * sum_{s<=t} lam^(t-s) (q_t . k_s) v_s + c * lam^(t+1) q_t S_{
 
 import torch
 
+from .._backend import check
 from ..simple_gla.reference import simple_gla_chunked
 
 EPS = 1e-10
+
+
+def check_decay(op: str, decay, H: int, grad: bool = False) -> None:
+    """The per-head decay: a tensor ``[H]`` of factors in (0, 1], without a gradient unless
+    `grad` (the one-token step, plain PyTorch, differentiates it). Its values are read only
+    where they lie on the host, so that a call never waits on the GPU."""
+    check(
+        isinstance(decay, torch.Tensor) and tuple(decay.shape) == (H,),
+        op,
+        "decay.shape",
+        f"({H},), one factor per head",
+        getattr(decay, "shape", decay),
+    )
+    host = not decay.is_cuda and not torch.compiler.is_compiling()  # no read when traced
+    if host and not bool(((decay > 0) & (decay <= 1)).all()):
+        check(False, op, "decay values", "in (0, 1]", decay.tolist())
+    check(
+        grad or not decay.requires_grad,
+        op,
+        "decay.requires_grad",
+        "False (the decay is a fixed per-head constant; no gradient is computed)",
+        True,
+    )
 
 
 def _one(q, k, v, log_decay, scale, s0, z0, normalize):

@@ -90,7 +90,8 @@ class LMulFunction(torch.autograd.Function):
 
             out = lmul_elementwise(*torch.broadcast_tensors(x, y), m, dtype)
         else:
-            xs, ys = torch.broadcast_tensors(_as_format(x, "lmul"), _as_format(y, "lmul"))
+            xs, ys = (_as_format(v.to(dtype), "lmul") for v in (x, y))  # one format for both
+            xs, ys = torch.broadcast_tensors(xs, ys)
             out = _combine(_Parts.of(xs, m), _Parts.of(ys, m), m, xs.dtype, lambda: xs * ys)
         ctx.save_for_backward(x, y)
         return out.to(dtype)

@@ -14,12 +14,22 @@ import torch
 import torch.nn.functional as F
 
 
+def _one_dtype(norm, x, *params):
+    """``norm(x, *params)`` where the parameters are in x's dtype (or absent); otherwise in
+    float32 (float64 with a float64 x) and rounded to x's dtype, as the kernels read
+    parameters of any float dtype."""
+    if all(p is None or p.dtype == x.dtype for p in params):
+        return norm(x, *params)
+    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return norm(x.to(ct), *(None if p is None else p.to(ct) for p in params)).to(x.dtype)
+
+
 def layer_norm_reference(x, weight=None, bias=None, eps: float = 1e-5):
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    return _one_dtype(lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b, eps), x, weight, bias)
 
 
 def rms_norm_reference(x, weight=None, eps: float = 1e-6):
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return _one_dtype(lambda x, w: F.rms_norm(x, (x.shape[-1],), w, eps), x, weight)
 
 
 def add_layer_norm_reference(x, residual, weight=None, bias=None, eps: float = 1e-5):

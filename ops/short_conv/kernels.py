@@ -26,10 +26,10 @@ its sequence's end is zero.
 
 import torch
 
-from .._backend import FLOATS, cdiv, check, check_cu_seqlens, launch, next_pow2, use_triton
+from .._backend import cdiv, check, check_backend, check_cu_seqlens, launch, next_pow2, use_triton
 from .._triton import tl, triton
 from .cost import MAX_WIDTH, SPAN
-from .reference import ACTIVATIONS, sequence_starts, short_conv_reference, weight_2d
+from .reference import check_params, sequence_starts, short_conv_reference, weight_2d
 
 _CONFIGS = [
     triton.Config({"BT": bt, "BC": bc}, num_warps=w)
@@ -255,21 +255,7 @@ def _check(op, x, weight, bias, activation, cu_seqlens):
     T = torch.Tensor
     check(isinstance(x, T), op, "x", "a torch.Tensor", type(x).__name__)
     check(x.dim() == 3, op, "x.shape", "[B, T, C] (channels last)", tuple(x.shape))
-    check(x.dtype in FLOATS, op, "x.dtype", "float16, bfloat16, float32 or float64", x.dtype)
-    C = x.shape[2]
-    check(isinstance(weight, T), op, "weight", "a torch.Tensor", type(weight).__name__)
-    ok = (weight.dim() == 2 and weight.shape[0] == C) or (
-        weight.dim() == 3 and weight.shape[0] == C and weight.shape[1] == 1
-    )
-    check(ok, op, "weight.shape", f"[C, W] or [C, 1, W] with C={C}", tuple(weight.shape))
-    check(weight.shape[-1] >= 1, op, "kernel width W", "at least 1", weight.shape[-1])
-    check(weight.dtype.is_floating_point, op, "weight.dtype", "a float dtype", weight.dtype)
-    check(weight.device == x.device, op, "weight.device", f"{x.device} as x", weight.device)
-    if bias is not None:
-        check(isinstance(bias, T), op, "bias", "a torch.Tensor or None", type(bias).__name__)
-        check(tuple(bias.shape) == (C,), op, "bias.shape", f"[C] = ({C},)", tuple(bias.shape))
-        check(bias.device == x.device, op, "bias.device", f"{x.device} as x", bias.device)
-    check(activation in ACTIVATIONS, op, "activation", "None or 'silu'", repr(activation))
+    check_params(op, x, weight, bias, activation)
     check_cu_seqlens(op, cu_seqlens, x.shape[0], x.shape[1])
 
 
@@ -286,6 +272,7 @@ def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None, backen
     """
     op = "short_conv"
     _check(op, x, weight, bias, activation, cu_seqlens)
+    check_backend(backend, op)  # also where the kernels are not asked
     triton_ok = weight.shape[-1] <= MAX_WIDTH and x.dtype != torch.float64
     if backend == "triton" and not triton_ok:
         check(False, op, "backend='triton'", f"W <= {MAX_WIDTH} and a 16- or 32-bit float x",

@@ -13,7 +13,31 @@ x ``[1, total, C]``), an input of another sequence counts as zero too.
 import torch
 import torch.nn.functional as F
 
+from .._backend import FLOATS, check
+
 ACTIVATIONS = (None, "silu")
+
+
+def check_params(op, x, weight, bias, activation):
+    """What short_conv and its step check alike: x a float tensor whose last axis is the C
+    channels; weight ``[C, W]`` or ``[C, 1, W]`` (W >= 1), bias ``[C]`` or None, both on x's
+    device; the activation None or ``"silu"``."""
+    T = torch.Tensor
+    check(x.dtype in FLOATS, op, "x.dtype", "float16, bfloat16, float32 or float64", x.dtype)
+    C = x.shape[-1]
+    check(isinstance(weight, T), op, "weight", "a torch.Tensor", type(weight).__name__)
+    ok = (weight.dim() == 2 and weight.shape[0] == C) or (
+        weight.dim() == 3 and weight.shape[0] == C and weight.shape[1] == 1
+    )
+    check(ok, op, "weight.shape", f"[C, W] or [C, 1, W] with C={C}", tuple(weight.shape))
+    check(weight.shape[-1] >= 1, op, "kernel width W", "at least 1", weight.shape[-1])
+    check(weight.dtype.is_floating_point, op, "weight.dtype", "a float dtype", weight.dtype)
+    check(weight.device == x.device, op, "weight.device", f"{x.device} as x", weight.device)
+    if bias is not None:
+        check(isinstance(bias, T), op, "bias", "a torch.Tensor or None", type(bias).__name__)
+        check(tuple(bias.shape) == (C,), op, "bias.shape", f"[C] = ({C},)", tuple(bias.shape))
+        check(bias.device == x.device, op, "bias.device", f"{x.device} as x", bias.device)
+    check(activation in ACTIVATIONS, op, "activation", "None or 'silu'", repr(activation))
 
 
 def weight_2d(weight: torch.Tensor) -> torch.Tensor:
@@ -58,10 +82,20 @@ def short_conv_step(x, cache, weight, bias=None, activation=None):
     """One token of decoding: x ``[N, C]`` the new inputs, cache ``[N, W - 1, C]`` the last
     W - 1 inputs (oldest first; None or zeros at the start of a sequence). Returns
     ``(y [N, C], cache)`` with the cache shifted by one token (a new tensor)."""
+    op = "short_conv_step"
+    check(isinstance(x, torch.Tensor) and x.dim() == 2, op, "x.shape", "2 dims [N, C]",
+          tuple(getattr(x, "shape", ())))  # fmt: skip
+    check_params(op, x, weight, bias, activation)
     w = weight_2d(weight)
     W = w.shape[-1]
+    N, C = x.shape
     if cache is None:
-        cache = x.new_zeros((x.shape[0], W - 1, x.shape[1]))
+        cache = x.new_zeros((N, W - 1, C))
+    found = tuple(getattr(cache, "shape", ()))
+    check(isinstance(cache, torch.Tensor) and found == (N, W - 1, C), op, "cache.shape",
+          f"({N}, {W - 1}, {C}) = [N, W - 1, C]", found)  # fmt: skip
+    check(cache.is_floating_point() and cache.device == x.device, op, "cache",
+          f"a float tensor on {x.device} as x", f"{cache.dtype} on {cache.device}")  # fmt: skip
     window = torch.cat([cache, x[:, None]], dim=1)  # [N, W, C], oldest first
     acc_t = torch.float64 if x.dtype == torch.float64 else torch.float32
     y = torch.einsum("nwc,cw->nc", window.to(acc_t), w.to(acc_t))

@@ -38,7 +38,7 @@ from .._backend import (
     token_strides,
     use_triton,
 )
-from .._kernels import FACTOR_BOUND_LOG2, all_chunks_within, dot_rhs32
+from .._kernels import FACTOR_BOUND_LOG2, GATE_FLOOR, all_chunks_within, dot_rhs32
 from .._triton import tl, triton
 from .reference import expand_gates, simple_gla_chunked
 
@@ -89,6 +89,7 @@ def _chunk_cumsum(
     t = (i_b * NB + tl.arange(0, NB))[:, None] * BLOCK_T + tl.arange(0, BLOCK_T)[None, :]
     ok = t < L
     b = tl.load(GATE + g0 + i_h + t.to(tl.int64) * H, mask=ok, other=0.0).to(tl.float32)
+    b = tl.maximum(b, GATE_FLOOR)
     tl.store(GC + i_h.to(tl.int64) * TT + c0 + t, tl.cumsum(b * LOG2E, 1), mask=ok)
 
 

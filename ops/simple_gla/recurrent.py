@@ -39,7 +39,7 @@ def simple_gla_step(
     >>> o.shape, s.shape
     (torch.Size([2, 4, 16]), torch.Size([2, 4, 8, 16]))
     """
-    B, H, K, V, state = check_step(OP, q, k, v, state)
+    B, H, K, V, state = check_step(OP, q, k, v, state, scale)
     check_gate(OP, "g", g, ((B, H), (H,)), f"({B}, {H}) = [B, H] or ({H},) = [H]", q)
     scale = default_scale(scale, K)
     ct = torch.promote_types(state.dtype, torch.float32)

@@ -17,7 +17,7 @@ autograd.
 
 import torch
 
-from .._backend import default_scale
+from .._backend import GATE_FLOOR, default_scale
 
 
 def expand_gates(g: torch.Tensor, B: int, T: int, H: int) -> torch.Tensor:
@@ -109,6 +109,7 @@ def simple_gla_chunked(
     """The chunked form in PyTorch (float32 or float64 compute); returns ``(o, final_state)``."""
     out_dtype = v.dtype
     ct, scale, q, k, v, g, s0 = _prepare(q, k, v, g, scale, initial_state)
+    g = g.clamp(min=GATE_FLOOR)  # as the kernels: a hard reset (-inf) stays finite
     B, T, H, K = q.shape
     V = v.shape[-1]
     outs, finals = [], []

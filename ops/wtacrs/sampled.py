@@ -172,6 +172,11 @@ def wtacrs_linear(
     if grad_norms is not None:
         _check(tuple(grad_norms.shape) == tuple(lead), "grad_norms", tuple(lead),
                tuple(grad_norms.shape))  # fmt: skip
+        _check(grad_norms.is_floating_point(), "grad_norms.dtype", "a float dtype",
+               grad_norms.dtype)  # fmt: skip
+        if not grad_norms.is_cuda and not torch.compiler.is_compiling():  # CUDA's: trusted, no sync
+            low = float(grad_norms.min()) if grad_norms.numel() else 0.0
+            _check(low >= 0, "grad_norms", "norms (>= 0)", f"a minimum of {low}")
         grad_norms = grad_norms.reshape(-1)
     k = kept_rows(x2.shape[0], budget)
     y = WTACRSLinearFunction.apply(x2, weight, bias, k, grad_norms, generator, kernel)

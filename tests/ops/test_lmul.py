@@ -95,6 +95,23 @@ def test_random_against_value_reference(dtype, m):
             assert _same(lmul(x[i], y[i], m).item(), scalar_lmul(a, b, m))
 
 
+MIXED = [(torch.float32, torch.float64), (torch.float64, torch.float32),
+         (torch.float16, torch.float64), (torch.bfloat16, torch.float32)]  # fmt: skip
+
+
+@pytest.mark.parametrize("dx, dy", MIXED)
+@pytest.mark.parametrize("m", [3, 4])
+def test_mixed_dtypes_work_in_the_promoted_format(dx, dy, m):
+    """Operands of two float formats: both cast to the promoted dtype, then split in it (the
+    scalar adder on float32 patterns gives the result where float32 holds every operand)."""
+    x, y = torch.tensor([1.5, 2.0, -0.75, 3e-3]), torch.tensor([1.5, 3.0, 1.25, 7.0])
+    got = lmul(x.to(dx), y.to(dy), m)
+    assert got.dtype == torch.promote_types(dx, dy)
+    pairs = zip(x.to(dx).tolist(), y.to(dy).tolist(), strict=True)
+    want = torch.tensor([scalar_lmul(a, b, m) for a, b in pairs], dtype=torch.float64)
+    torch.testing.assert_close(got.double(), want, rtol=2**-8, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_formats_work_in_float32(dtype):
     x, y = torch.randn(257).to(dtype), torch.randn(257).to(dtype)

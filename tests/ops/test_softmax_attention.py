@@ -218,7 +218,7 @@ def test_cpu_path_memory_stays_linear_in_T():
         (lambda q, k, v: (q, k[:, :, :1].expand(-1, -1, 3, -1), v), "v.shape[1:3]"),
         (lambda q, k, v: (q, k[..., :8], v), "head width"),
         (lambda q, k, v: (q[:, :, :3], k[:, :, :2], v[:, :, :2]), "a multiple of"),
-        (lambda q, k, v: (q.int(), k.int(), v.int()), "float16, bfloat16 or float32"),
+        (lambda q, k, v: (q.int(), k.int(), v.int()), "float16, bfloat16, float32 or float64"),
     ],
 )
 def test_bad_arguments(change, message):
