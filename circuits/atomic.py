@@ -4,12 +4,16 @@ A reader (or a crash, a full disk, an interrupt) sees the old file or the new on
 part. The temporary's name is short whatever the target's (a valid 255-byte name stays
 writable) and it is removed on any error or interrupt. A symbolic link is written through:
 its target is replaced and the link kept. An existing file keeps its permission bits.
+
+A target that exists and is not a regular file (a FIFO, a device node such as /dev/null) is
+written in place: renaming over it would replace the node with a regular file.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 TEMP_PREFIX = ".ncd-"
@@ -23,6 +27,9 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     if isinstance(data, str):
         data = data.encode("utf-8")
+    if _is_special(path):
+        _write_in_place(path, data)
+        return path
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = target.stat().st_mode & 0o7777
@@ -45,6 +52,30 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
         raise
     _sync_folder(target.parent)
     return path
+
+
+def _is_special(path: Path) -> bool:
+    """Whether `path` (through links) exists and is neither a regular file nor a folder."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Write all of `data` into an existing special file (blocks until a FIFO has a reader).
+    Errors (ENOSPC, EPIPE, ...) are raised as OSError naming `path`."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def _umask() -> int:

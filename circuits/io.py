@@ -67,6 +67,7 @@ def parse_json(text: str | bytes) -> Any:
             f"spec is {len(text):,} characters, more than the {MAX_BYTES:,} allowed "
             "(limit MAX_SPEC_BYTES)"
         )
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
     _check_nesting(text)
     try:
         data = json.loads(
@@ -77,7 +78,8 @@ def parse_json(text: str | bytes) -> Any:
             parse_float=_float,
         )
     except json.JSONDecodeError as e:
-        raise SchemaError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+        msg = e.msg.removesuffix(" at")  # "Invalid control character at": the place follows
+        raise SchemaError(f"not valid JSON: {msg} at line {e.lineno}, column {e.colno}") from None
     except RecursionError:
         raise SchemaError(
             f"JSON nested deeper than {MAX_NESTING} (limit MAX_JSON_NESTING)"
@@ -213,7 +215,7 @@ def _explain(err: pydantic.ValidationError, data: dict) -> str:
             continue
         seen.add(key)
         found = e.get("input")
-        found_s = "" if isinstance(found, dict | list) else f" (found {_short(found)!r})"
+        found_s = "" if isinstance(found, dict | list) else f" (found {_short(found)})"
         limit = _limit(e)
         found_s += f" (limit {limit})" if limit else ""
         lines.append(f"  - {loc}: {e['msg']}{found_s}")
@@ -227,9 +229,12 @@ def _explain(err: pydantic.ValidationError, data: dict) -> str:
 
 
 def _short(found: Any) -> str:
-    if isinstance(found, int) and found.bit_length() > 64:
+    """A JSON value as the spec wrote it (true, 5, null), a string quoted; shortened."""
+    if isinstance(found, int) and not isinstance(found, bool) and found.bit_length() > 64:
         return f"an integer of {len(str(found)):,} digits"
-    return _safe(str(found)[:60])
+    if isinstance(found, bool | int | float) or found is None:
+        return json.dumps(found)
+    return repr(_safe(str(found)[:60]))
 
 
 def _where(loc, data) -> str:

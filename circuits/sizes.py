@@ -131,6 +131,24 @@ def _not_finite(value: Size) -> bool:
     return bool(value._expr.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo, sympy.I))
 
 
+def not_finite_at(expr: Size, values: dict[str, int]) -> str | None:
+    """Why `expr` under `values` is not a finite real number, in words ("a division by zero
+    (or a logarithm of zero)", "a root or a logarithm of a negative number: I"); None where
+    it is one or symbols stay free that could make it one."""
+    if expr.is_own:  # a polynomial in sizes (powers may be negative): finite at sizes >= 1
+        return None
+    out = Unifier(values).resolve(expr)
+    if not _not_finite(out):
+        return None
+    import sympy
+
+    if out.has(sympy.nan):
+        return f"undefined (0/0 or alike): {show(out)}"
+    if out.has(sympy.zoo, sympy.oo, -sympy.oo):
+        return "a division by zero (or a logarithm of zero)"
+    return f"a root or a logarithm of a negative number: {show(out)}"
+
+
 @lru_cache(maxsize=4096)
 def _parse_cached(text: str) -> Size:
     if len(text) > MAX_EXPR_CHARS:

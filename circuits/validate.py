@@ -26,7 +26,7 @@ from .limits import (
     MAX_UNROLLED_BOXES,
     exceeded,
 )
-from .sizes import Size, Unifier, evaluate, parse_size, show, terms_bound
+from .sizes import Size, Unifier, evaluate, not_finite_at, parse_size, show, terms_bound
 from .types import FLOAT_DTYPES, Axis, TensorType, TupleType, Value
 
 # Kinds whose tensor inputs must be floating point (PyTorch refuses integer or boolean input
@@ -144,7 +144,8 @@ def check(
     if result is not None:
         _check_bindings(result, problems)
         _check_sizes(result, problems, require_bound)
-        _check_unrolled(result, problems)
+        if _check_values(result, problems):  # unrolling reads the repeat counts' numbers
+            _check_unrolled(result, problems)
         _check_tied(result, problems)
     if problems or result is None:
         raise ValidationError(circuit.name, problems)
@@ -253,6 +254,34 @@ def _check_sizes(c: Checked, problems: list[Problem], require_bound: bool) -> No
                 hint="pass e.g. --sizes " + ",".join(f"{s}=…" for s in sorted(seen_free)),
             )
         )
+
+
+def _check_values(c: Checked, problems: list[Problem], prefix: str = "") -> bool:
+    """Each size expression in a box's settings stays a finite real number under the bound
+    sizes (no division by zero, no root or logarithm of a negative number), in subcircuits
+    as well; False where one does not."""
+    ok = True
+    for name in c.order:
+        box = c.box(name)
+        for fname, text in box.size_expressions():
+            expr = c.resolve(parse_size(text))
+            why = not_finite_at(expr, c.sizes)
+            if why is None:
+                continue
+            ok = False
+            used = sorted((parse_size(text).names() | expr.names()) & c.sizes.keys())
+            at = ", ".join(f"{k}={c.sizes[k]}" for k in used)
+            problems.append(
+                Problem(
+                    f"{prefix}box '{name}', field '{fname}'",
+                    f"{text} has no value at {at}",
+                    "a finite real number",
+                    why,
+                )
+            )
+    for sub in {s.circuit.name: s for s in c.calls.values()}.values():  # each one once
+        ok = _check_values(sub, problems, f"{prefix}in subcircuit '{sub.circuit.name}', ") and ok
+    return ok
 
 
 def _check_unrolled(c: Checked, problems: list[Problem]) -> None:
@@ -444,6 +473,14 @@ class _Checker(Context):
                 continue
             want = b.ports()
             if b.kind == "call":
+                if b.circuit in self.stack and b.circuit not in c.subcircuits:
+                    self.problem(
+                        self.where(b.name),
+                        "calls a circuit it is part of (recursion)",
+                        "a subcircuit that does not call itself, directly or through others",
+                        " -> ".join((*self.stack, b.circuit)),
+                    )
+                    continue
                 if b.circuit not in c.subcircuits:
                     self.problem(
                         self.where(b.name),

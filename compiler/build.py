@@ -93,7 +93,7 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
         where = f"weights file {weights}"
         weights, buffers = attached.load_weights(weights)
     _as_buffers(module, buffers)
-    if weights:
+    if weights or where is not None:  # weights given (even none) are checked in full
         _load(module, weights, where)
     module.ncd_circuit = circuit.name  # for people reading repr; holds no state
     if not any(b.kind == "opaque" for b in _all_boxes(circuit)):
@@ -179,7 +179,8 @@ def _as_buffers(module: torch.nn.Module, names) -> None:
 
 def _load(module: torch.nn.Module, state: dict, where: str | None) -> None:
     """Load `state`; when it was given (`where` says by whom), every entry must name a
-    parameter or buffer of the same shape."""
+    parameter or buffer of the same shape, and every parameter must have one (left out, it
+    would keep a fresh random value; a buffer left out keeps its initial value)."""
     if where is None:
         module.load_state_dict(state, strict=False)
         return
@@ -188,8 +189,7 @@ def _load(module: torch.nn.Module, state: dict, where: str | None) -> None:
     if extra:
         raise attached.WeightsError(
             f"{where}: {len(extra)} entries the compiled circuit does not have "
-            f"({', '.join(extra[:5])}{', …' if len(extra) > 5 else ''}); expected names from "
-            f"{', '.join(sorted(own)[:5])}{', …' if len(own) > 5 else ''}"
+            f"({_names(extra)}); expected names from {_names(sorted(own))}"
         )
     for k, t in state.items():
         if tuple(t.shape) != tuple(own[k].shape):
@@ -197,7 +197,19 @@ def _load(module: torch.nn.Module, state: dict, where: str | None) -> None:
                 f"{where}: {k!r} has shape {tuple(t.shape)}, the compiled circuit expects "
                 f"{tuple(own[k].shape)}"
             )
+    params = [k for k, _ in module.named_parameters()]  # a buffer left out keeps its start
+    missing = sorted(set(params) - set(state))
+    if missing:
+        raise attached.WeightsError(
+            f"{where}: missing {len(missing)} of the compiled circuit's {len(params)} "
+            f"parameters ({_names(missing)}); the weights must give every one"
+        )
     module.load_state_dict(state, strict=False)
+
+
+def _names(names: list[str], most: int = 5) -> str:
+    """The first `most` of `names`, comma-separated, with '…' when there are more."""
+    return ", ".join(names[:most]) + (", …" if len(names) > most else "")
 
 
 def _all_boxes(circuit: Circuit):

@@ -43,7 +43,7 @@ from ncd.circuits.builder import Builder, Wire
 from ncd.circuits.errors import BuildError
 from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.limits import MAX_NUMBER
-from ncd.circuits.sizes import show
+from ncd.circuits.sizes import parse_size, show
 
 from . import attached, tracing
 from .errors import TorchImportError
@@ -185,9 +185,17 @@ _FIELDS = {"values": 0, "indices": 1}
 """The fields of a (values, indices) result (max, min, topk, sort) by position."""
 _PAIRWISE = {"max": "maximum", "min": "minimum"}
 """torch.max(a, b) and torch.min(a, b) of two tensors: elementwise."""
+_SIZE_OPS = {operator.add: "{}+{}", operator.sub: "{}-{}", operator.mul: "{}*{}",
+             operator.truediv: "{}/{}", operator.floordiv: "floor({}/{})",
+             operator.pow: "{}**{}", operator.neg: "-{}"}  # fmt: skip
+"""Python's arithmetic on sizes as size expressions (of operands each in parentheses)."""
 _NEGATED = {"eq": "ne", "ne": "eq", "lt": "ge", "ge": "lt", "gt": "le", "le": "gt"}
 _NOTS = (operator.invert, torch.logical_not, torch.bitwise_not)
 _COMPARISONS = {f: op for f, op in _BINARY.items() if op in _NEGATED}
+_SOFTMAX_FNS = {F.softmax: "softmax", torch.softmax: "softmax", F.log_softmax: "log_softmax",
+                torch.log_softmax: "log_softmax", F.softmin: "softmin"}  # fmt: skip
+"""Functions imported as a softmax box, and its variant."""
+_SOFTMAX_MODULES = {nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax", nn.Softmin: "softmin"}
 _MAPPED_MODULES = (
     nn.Linear,
     nn.LayerNorm,
@@ -202,7 +210,7 @@ _MAPPED_MODULES = (
     nn.Embedding,
     nn.Dropout,
     nn.MultiheadAttention,
-    nn.Softmax,
+    *_SOFTMAX_MODULES,
     nn.MaxPool1d,
     nn.MaxPool2d,
     nn.AvgPool1d,
@@ -660,6 +668,11 @@ class _Importer:
         self.same_tensor: dict[fx.Node, list[fx.Node]] = {}
         # submodule path -> how many nodes its forward made (theirs and its submodules')
         self.made_by: dict[str, int] = {}
+        # sizes read as the example's numbers (into a constant, a slice, Python control
+        # flow): (axes, the node that read them, the boxes holding the number or None where
+        # the model's code itself took it); the circuit fixes those that live boxes hold
+        self.pins: list[tuple[set[str], fx.Node, list[str] | None]] = []
+        self.pending: list[tuple[set[str], fx.Node]] = []  # `pin`s of the node being mapped
         for node in gm.graph.nodes:
             for path in _module_path(node):
                 self.made_by[path] = self.made_by.get(path, 0) + 1
@@ -763,6 +776,9 @@ class _Importer:
             if n.op == "get_attr":  # a tensor the model holds outside a layer: a param box
                 self.wires[n] = _Lazy(n, v)  # made where it is first used
                 continue
+            if n.target is operator.getitem and not n.users:
+                continue  # a part of a result nothing reads (`a, _ = self.attn(x, x, x)`)
+            start, self.pending = len(self.b._boxes), []
             with contextlib.ExitStack() as blocks:
                 for title in self.blocks_of(n):
                     blocks.enter_context(self.b.group(title))
@@ -770,6 +786,9 @@ class _Importer:
                     self.wires[n] = self.opaque(n, [*region, n])
                 else:
                     self.wires[n] = self.map_or_opaque(n)
+            made = [b.name for b in self.b._boxes[start:]]
+            self.pins += [(axes, m, made) for axes, m in self.pending]
+            self.pending = []
         out = next(n for n in self.gm.graph.nodes if n.op == "output").args[0]
         for o in _flat(out if not isinstance(out, dict) else list(out.values())):
             if o in self.islands:
@@ -782,6 +801,7 @@ class _Importer:
                 self.wires[o] = self.wire(o)  # a returned param, or size-1 dims made axes
         for oname, wire in self.outputs(out):
             self.b.output(oname, wire)
+        self.pins += [(axes, m, None) for axes, m in self.pending]
         self.b.sizes = dict(self.sizes)
         self.b.tied = self.tied()
         circuit = self.b.build()
@@ -793,6 +813,9 @@ class _Importer:
             self.weights = {k: v for k, v in self.weights.items() if k in live}
             self.callables = {k: v for k, v in self.callables.items() if k in live}
             self.b.tied = self.tied()
+            circuit = self.b.build()
+            checked = circuit.check()
+        if self.pin_read_sizes(checked, live):
             circuit = self.b.build()
             checked = circuit.check()
         _, idents = scope_names(circuit, checked.order)
@@ -947,6 +970,7 @@ class _Importer:
             v = self.values[a]
             if isinstance(v, torch.Tensor):
                 raise _Unmapped
+            self.pin(a)  # a size read as the example's number
             return v
         if isinstance(a, (tuple, list)):
             return type(a)(self.const(x) for x in a)
@@ -1141,8 +1165,11 @@ class _Importer:
             return self.einops(n, n.args[0], m.pattern, dict(m.axes_lengths), how)
         if isinstance(m, nn.Upsample):
             return self.upsample(n, n.args[0], m.size, m.scale_factor, m.mode, m.align_corners)
-        if isinstance(m, nn.Softmax):
-            return self.b.softmax(x, x.axes[m.dim], name=self.box_name(n))
+        if type(m) in _SOFTMAX_MODULES:
+            if m.dim is None:
+                raise _Unmapped  # torch's implicit dim, chosen by rank
+            return self.b.softmax(x, x.axes[m.dim], variant=_SOFTMAX_MODULES[type(m)],
+                                  name=self.box_name(n))  # fmt: skip
         if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)):
             return self.pool(n, x, m)
         if isinstance(m, nn.AdaptiveAvgPool2d):
@@ -1237,9 +1264,10 @@ class _Importer:
             raise _Unmapped
         if m.dropout and m.training:
             raise _Unmapped
-        users = list(n.users)
+        users = [u for u in n.users if u.users or u.target is not operator.getitem]
         if any(u.target is not operator.getitem or u.args[1] != 0 for u in users):
             raise _Unmapped  # attention weights are used: not a plain attention
+        # (`a, _ = self.attn(x, x, x)` reads the weights into a name nothing uses)
         H, E = m.num_heads, m.embed_dim
         hd = E // H
         base = str(n.target).replace(".", "_")
@@ -1342,10 +1370,8 @@ class _Importer:
                 if self.const(self.arg(n, i, k, v)) != v:
                     raise _Unmapped  # F.softplus(x, beta=2): not the box's function
             return self.pointwise(n, n.args[0], lambda x: self.b.unary(x, name, name=box))
-        if fn in (F.softmax, torch.softmax):
-            x = self.wire(n.args[0])
-            d = self.const(self.arg(n, 1, "dim"))
-            return self.b.softmax(x, x.axes[d], name=self.box_name(n))
+        if fn in _SOFTMAX_FNS:
+            return self.softmax(n, _SOFTMAX_FNS[fn])
         if fn in (torch.matmul, operator.matmul, torch.bmm):
             return self.matmul(n, self.wire(n.args[0]), self.wire(n.args[1]))
         if fn is F.linear:
@@ -1372,11 +1398,11 @@ class _Importer:
             return self.einsum(n)
         if fn in EINOPS_FNS:
             op = EINOPS_FNS[fn]
+            pattern = self.const(self.arg(n, 1, "pattern"))
+            if op == "repeat":  # (the new axes' lengths are read off the result's shape)
+                return self.einops_repeat(n, n.args[0], pattern)
             lengths = {k: self.const(v) for k, v in n.kwargs.items() if k != "reduction"}
             how = self.arg(n, 2, "reduction") if op == "reduce" else None
-            pattern = self.const(self.arg(n, 1, "pattern"))
-            if op == "repeat":
-                return self.einops_repeat(n, n.args[0], pattern)
             return self.einops(n, n.args[0], pattern, lengths, how)
         if fn in (F.layer_norm, F.rms_norm):
             return self.norm_fn(n, "layernorm" if fn is F.layer_norm else "rmsnorm")
@@ -1408,9 +1434,8 @@ class _Importer:
         x = self.wire(n.args[0])
         if meth in ("contiguous", "clone"):
             return x
-        if meth == "softmax":
-            d = self.const(self.arg(n, 1, "dim"))
-            return self.b.softmax(x, x.axes[d], name=self.box_name(n))
+        if meth in ("softmax", "log_softmax"):
+            return self.softmax(n, meth)
         if meth in ("view", "reshape", "flatten", "unflatten"):
             return self.view(n, x, self.shape(n))
         if meth == "permute":
@@ -1739,6 +1764,10 @@ class _Importer:
             for x, m in ((a, b), (b, a)):
                 with contextlib.suppress(_Unmapped):
                     return self.additive_mask(n, x, m)
+        if fn in ("mul", "div") and ta and not tb and (f := self.size_factor(b, fn)):
+            return self.pointwise(n, a, lambda x: self.b.scale(x, f, name=self.box_name(n)))
+        if fn == "mul" and tb and not ta and (f := self.size_factor(a, fn)):
+            return self.pointwise(n, b, lambda x: self.b.scale(x, f, name=self.box_name(n)))
         if fn in ("mul", "div") and ta and not tb:
             f = self.number(b)
             f = f if type(f) is int else float(f)  # an integer tensor times an integer stays one
@@ -1760,6 +1789,26 @@ class _Importer:
 
         return self.elementwise(n, fn, [self.operand(a), self.operand(b)], self.shape(n),
                                 make=make)  # fmt: skip
+
+    def softmax(self, n, variant: str) -> Wire:
+        """`F.softmax(x, dim)`, `F.log_softmax`, `F.softmin` and their methods: a softmax box
+        of that variant over the axis at dim (without a dtype to compute in)."""
+        x = self.wire(n.args[0] if n.args else n.kwargs.get("input"))
+        d = self.const(self.arg(n, 1, "dim"))
+        if not isinstance(d, int) or self.const(n.kwargs.get("dtype")) is not None:
+            raise _Unmapped
+        return self.b.softmax(x, x.axes[d], variant=variant, name=self.box_name(n))
+
+    def size_factor(self, a, fn: str) -> str | None:
+        """The factor of a scale by a number the model computes from sizes (`x / x.shape[1]
+        ** 0.5`): its size expression (`1/((T)**(0.5))` for a division), so that the scale
+        follows the axis; None where a is no such number."""
+        if not isinstance(a, fx.Node) or _is_t(self, a):
+            return None
+        e = self.size_expr(a)
+        if e is None or not e[1]:
+            return None
+        return f"1/({e[0]})" if fn == "div" else e[0]
 
     def unary_by_value(self, n: fx.Node) -> tuple[fx.Node, str] | None:
         """(x, name) where node n ends a chain of elementwise ops of one tensor x and numbers
@@ -1892,7 +1941,170 @@ class _Importer:
         return _is_const_tensor(self, a) and self.values[a].dim() == 0
 
     def number(self, a):
-        return self.values[a].item() if _is_t(self, a) else self.const(a)
+        if _is_t(self, a):
+            self.pin(a)  # `torch.full([], x.size(-1) ** 0.5)`: a size in a tensor
+            return self.values[a].item()
+        return self.const(a)
+
+    # -- sizes the model's code reads (`x.shape[1]`, `x.size(0)`)
+    def dim_sizes(self, x) -> list[str | tuple[str, ...] | None] | None:
+        """Per dim of node x's tensor, in torch's order: the axis whose size it is, a number
+        (a size-1 dim the wire leaves out, a held tensor's dim), the axes it may be (a tensor
+        no wire carries) or None (unknown); None where x is no tensor."""
+        w, v = self.wires.get(x), self.values.get(x)
+        if not isinstance(v, torch.Tensor):
+            return None
+        if isinstance(w, _Lazy):  # a held tensor: its sizes are its weight's
+            return [str(s) for s in v.shape]
+        if not isinstance(w, Wire):  # (a complex tensor inside an opaque region): any axis
+            # of the same size may be the one read
+            return [tuple(a for a, s in self.sizes.items() if s == n) or str(n)
+                    for n in v.shape]  # fmt: skip
+        units, grown = self.units.get(x, ()), self.grown.get(x, {})
+        axes = iter(w.axes)
+        return [
+            (None if d in grown else "1") if d in units else next(axes, None)
+            for d in range(v.dim())
+        ]
+
+    def size_expr(self, a) -> tuple[str, frozenset[str]] | None:
+        """A number the model computes from sizes (`x.shape[1] ** 0.5`, `x.size(0) // 2`) as a
+        size expression of the axes it reads, with those axes; a plain number as itself; None
+        where it is neither (a tuple, a tensor, an op the size language has no form for)."""
+        if isinstance(a, bool) or (not isinstance(a, (int, float, fx.Node))):
+            return None
+        if not isinstance(a, fx.Node):
+            return (_num(a), frozenset()) if math.isfinite(a) else None
+        v = self.values.get(a)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        dim = self.read_dim(a)
+        if dim is not None:
+            x, d = dim
+            sizes = self.dim_sizes(x)
+            if sizes is None or not -len(sizes) <= d < len(sizes) or sizes[d] is None:
+                return None
+            s = sizes[d]
+            if isinstance(s, tuple):
+                return None  # one of several axes: no expression
+            return (s, frozenset()) if s.isdigit() else (s, frozenset({s}))
+        op = _SIZE_OPS.get(a.target) if a.op == "call_function" else None
+        if op is None or a.kwargs:
+            return None
+        parts = [self.size_expr(x) for x in a.args]
+        if any(p is None for p in parts):
+            return None
+        texts = [f"({t})" for t, _ in parts]
+        return op.format(*texts), frozenset().union(*(names for _, names in parts))
+
+    def read_dim(self, a: fx.Node) -> tuple[fx.Node, int] | None:
+        """(x, d) where node a is the size of dim d of node x's tensor: `x.shape[d]`,
+        `x.size(d)`, `x.size()[d]`; else None."""
+        if a.op == "call_method" and a.target == "size" and len(a.args) + len(a.kwargs) == 2:
+            d = self.arg(a, 1, "dim")
+            return (a.args[0], d) if isinstance(d, int) else None
+        if a.target is not operator.getitem or not isinstance(a.args[1], int):
+            return None
+        src = a.args[0]
+        if not isinstance(src, fx.Node):
+            return None
+        whole = _is_shape(src) and (src.target is getattr or len(src.args) + len(src.kwargs) == 1)
+        return (src.args[0], a.args[1]) if whole else None
+
+    def size_axes(self, a: fx.Node) -> set[str] | None:
+        """The axes whose sizes node a's value is computed from (walking back to the reads of
+        a tensor's shape, as `tracing.reads_values` does); None where one read cannot be
+        followed to an axis."""
+        found: set[str] = set()
+        seen, todo = set(), [a]
+        while todo:
+            m = todo.pop()
+            if m in seen:
+                continue
+            seen.add(m)
+            dim = self.read_dim(m)
+            shape = _is_shape(m)
+            if dim is not None or shape:
+                x = dim[0] if dim is not None else m.args[0]
+                sizes = self.dim_sizes(x)
+                if sizes is None:
+                    return None
+                if dim is not None and -len(sizes) <= dim[1] < len(sizes):
+                    sizes = [sizes[dim[1]]]  # one dim's size, else every dim's
+                found |= {ax for s in sizes for ax in _axes_in(s)}
+                continue
+            if m.op == "placeholder" or (m.op == "call_method" and m.target == "dim") or (
+                m.op == "call_function" and m.target is getattr
+                and m.args[1] in ("dtype", "device", "ndim")
+            ):  # fmt: skip
+                continue  # a value fixed at its default, a rank, a dtype: no size
+            todo += m.all_input_nodes
+        return found
+
+    def pin(self, a: fx.Node) -> None:
+        """Fixes the axes whose sizes node a's value is computed from to the example's sizes,
+        where the circuit holds that value as a number (an imported model run at other sizes
+        is refused by the circuit's input check, not computed with the example's number)."""
+        if not isinstance(a, fx.Node) or a.op == "placeholder":
+            return
+        axes = self.size_axes(a)
+        if axes is None:
+            raise TorchImportError(
+                f"{self.where(a)}: the model's code reads a size ncd cannot follow to an "
+                "axis of the circuit, as the example's number; compute it inside a "
+                "submodule kept whole (keep=[path], `ncd import --keep PATH`)"
+            )
+        if axes:
+            self.pending.append((axes, a))
+
+    def pin_read_sizes(self, checked, live) -> bool:
+        """Fixes the sizes the model's code took as the example's numbers (Python control flow
+        on sizes: `range(x.shape[0] // 2)`, `if T > 1`, `int(T / 2)`: tracing.READ) and those
+        live boxes hold as numbers (`pin`): each free size symbol they are made of is
+        declared at the example's size, with a warning naming the axes and what read them
+        (the compiled module then refuses other sizes). Whether any was."""
+        self.pending = []
+        for n in self.gm.graph.nodes:
+            for d in n.meta.get(tracing.READ, ()):
+                if d is None:
+                    self.pin(n)
+                    continue
+                sizes = self.dim_sizes(n)
+                if sizes is None or sizes[d] is None:
+                    raise TorchImportError(
+                        f"{self.where(n)}: the model's code takes the length of a tensor ncd "
+                        "cannot follow to an axis of the circuit, as the example's number; "
+                        "run that code inside a submodule kept whole (keep=[path], "
+                        "`ncd import --keep PATH`)"
+                    )
+                if _axes_in(sizes[d]):
+                    self.pending.append((_axes_in(sizes[d]), n))
+        pins = [*((axes, m) for axes, m, boxes in self.pins
+                  if boxes is None or set(live) & set(boxes)), *self.pending]  # fmt: skip
+        declared = self.b._draft.axes
+        fixed: dict[str, fx.Node] = {}
+        for axes, m in pins:
+            for ax in sorted(axes):
+                for sym in sorted(checked.resolve(parse_size(ax)).names()):
+                    if sym not in declared and sym in self.sizes:
+                        fixed.setdefault(sym, m)
+        for sym in fixed:
+            self.b.axis(sym, self.sizes[sym])
+        weighed = {  # sizes the weights fix anyway: fixing them again is no news
+            sym for ps in checked.params.values() for t in ps.values() for ax in t.names
+            for sym in checked.resolve(parse_size(ax)).names()
+        }  # fmt: skip
+        news = {sym: m for sym, m in fixed.items() if sym not in weighed}
+        if news:
+            said = "; ".join(f"{sym} = {self.sizes[sym]} (read by {self.where(m)})"
+                             for sym, m in news.items())  # fmt: skip
+            warnings.warn(
+                f"{type(self.model).__name__}: the model's code reads sizes as numbers "
+                f"(Python arithmetic or control flow on x.shape), so the circuit fixes {said}; "
+                "import again with an example of the sizes wanted to run at others",
+                stacklevel=4,
+            )
+        return bool(fixed)
 
     def fresh(self, like: str, size: int, avoid) -> str:
         """A new axis name of `like`'s role (a second sequence axis is a key axis)."""
@@ -2897,10 +3109,20 @@ class _Importer:
             outputs["out" if len(outs) == 1 else f"out{i}"] = list(base)
         name = self.box_name(n)
         consts = {a: self.values[a] for a in read if a not in tensors}
+        for a in consts:  # sizes the box runs with as the example's numbers
+            self.pin(a)
         whole = None if not isinstance(v, (tuple, list)) else pick
         # a comparison's wire holds 0 and 1 in a float type where the node read booleans
         bools = tuple(i for i, a in enumerate(tensors) if self.values[a].dtype == torch.bool)
         self.callables[name] = _Replay(self.gm, region, tensors, consts, whole, bools)
+        held = sum(p.numel() for p in self.callables[name].parameters())
+        if held:  # (a layer ncd does not map, such as nn.LSTM)
+            warnings.warn(
+                f"{self.where(n)}: runs as the opaque box {name!r}, whose {held} parameters stay "
+                "in its callable in memory: they are not among the circuit's weights (nor in "
+                "the file `ncd import -o` writes), and analyses do not count them",
+                stacklevel=3,
+            )
         target = _target_name(self.gm, n)
         if len(region) > 1:
             target = f"{_target_name(self.gm, region[0])} … {target} ({len(region)} ops)"
@@ -3048,6 +3270,20 @@ def _is_const_tensor(imp: _Importer, a) -> bool:
 
 def _is_t(imp: _Importer, a) -> bool:
     return isinstance(a, fx.Node) and isinstance(imp.values.get(a), torch.Tensor)
+
+
+def _is_shape(n: fx.Node) -> bool:
+    """Whether node n reads a tensor's sizes: `x.shape`, `x.size()`, `x.size(d)`."""
+    if n.op == "call_function" and n.target is getattr:
+        return n.args[1] == "shape"
+    return n.op == "call_method" and n.target == "size"
+
+
+def _axes_in(size) -> set[str]:
+    """The axes an entry of `_Importer.dim_sizes` names (none for a number or None)."""
+    if size is None or (isinstance(size, str) and size.isdigit()):
+        return set()
+    return {size} if isinstance(size, str) else set(size)
 
 
 def _dtype(t: torch.Tensor) -> str:

@@ -560,7 +560,8 @@ def _call(L: Lowerer, b, x, tin, tout):
 @lowers("opaque")
 def _opaque(L: Lowerer, b, x, tin, tout):
     fn = L.opts.opaque.get(b.name)
-    ident = L.hold(runtime.Opaque(fn), f"Opaque(opaque.get({L.box_idents[b.name]!r}))")
+    key = L.box_idents[b.name]  # the written file's constructor takes them by identifier
+    ident = L.hold(runtime.Opaque(fn, b.name), f"Opaque(opaque.get({key!r}), {key!r})")
     r = L.module(ident, *[x[p] for p in b.in_ports])
     ports = list(b.outputs)
     if len(ports) == 1:

@@ -382,15 +382,20 @@ def linear_attention(q, k, v, decay=None, causal=True, normalize=False, scale=1.
 
 
 class Opaque(nn.Module):
-    """Runs a callable ncd cannot see into (kept in memory, never in a spec)."""
+    """Runs a callable ncd cannot see into (kept in memory, never in a spec); `name` is the
+    key it is given by in `opaque={name: fn}`, for the error where none was."""
 
-    def __init__(self, fn=None):
+    def __init__(self, fn=None, name=""):
         super().__init__()
         self.fn = fn
+        self.name = name
 
     def forward(self, *args):
         if self.fn is None:
-            raise RuntimeError("this opaque box has no callable; pass it to the constructor")
+            raise RuntimeError(
+                f"opaque box {self.name!r} has no callable (a spec keeps none); pass it as "
+                f"opaque={{{self.name!r}: fn}} to the module's constructor or to ncd.compile"
+            )
         return self.fn(*args)
 
 

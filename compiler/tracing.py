@@ -93,6 +93,8 @@ class _Proxy(fx.Proxy):
 
     def __len__(self) -> int:
         v = self._value()
+        if isinstance(v, torch.Tensor):
+            self.tracer.read(self.node, 0)  # a tensor's length is its first dim's size
         if isinstance(v, (tuple, list, torch.Size, torch.Tensor)):
             return len(v)
         return super().__len__()
@@ -104,6 +106,7 @@ class _Proxy(fx.Proxy):
         v = self.tracer.of_sizes(self.node, (int, float))
         if v is _UNKNOWN or isinstance(v, bool):
             raise TypeError(f"{cast.__name__}() of a traced value that is not a size: {self.node}")
+        self.tracer.read(self.node)
         return cast(v)
 
     def __int__(self) -> int:
@@ -141,6 +144,8 @@ class _Tracer(fx.Tracer):
         self.failed_in: str | None = None
         names = [p.lstrip("*") for p in inspect.signature(model.forward).parameters]
         self.given = {**concrete, **dict(zip(names, _clones(example_inputs), strict=False))}
+        self.reads: list[tuple[fx.Node, int | None]] = []  # sizes taken as numbers (`read`)
+        self.since = 0  # the reads made since the last node was recorded
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         keep = self.leaf(m, qualname)
@@ -162,7 +167,10 @@ class _Tracer(fx.Tracer):
         answer: the graph is that of the example's sizes. One on tensor values still stops
         the trace."""
         v = self.of_sizes(obj.node, bool)
-        return super().to_bool(obj) if v is _UNKNOWN else v
+        if v is _UNKNOWN:
+            return super().to_bool(obj)
+        self.read(obj.node)
+        return v
 
     def of_sizes(self, node: fx.Node, types):
         """The example's value of a node of one of `types` computed from sizes alone, else
@@ -172,12 +180,31 @@ class _Tracer(fx.Tracer):
 
     def iter(self, obj: fx.Proxy):
         v = self.values.get(obj.node, _UNKNOWN)
+        if isinstance(v, torch.Tensor):
+            self.read(obj.node, 0)  # as many steps as the first dim's size
         if isinstance(v, (tuple, list, torch.Size, torch.Tensor)):
             return (obj[i] for i in range(len(v)))
         return super().iter(obj)
 
+    def read(self, n: fx.Node, dim: int | None = None) -> None:
+        """Marks node n's value (dim None) or the size of dim `dim` of its tensor as taken as
+        the example's number (`READ`)."""
+        n.meta.setdefault(READ, []).append(dim)
+        self.reads.append((n, dim))
+
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, *rest, **kw):
+        # torch's argument parser asks sizes given to a torch function for their numbers
+        # (`torch.ones(T, T)`) before it hands the call to fx, which records the sizes as
+        # nodes: those reads took nothing as a number
+        given: list[fx.Node] = []
+        map_aggregate(
+            (args, kwargs), lambda a: given.append(a.node) if isinstance(a, fx.Proxy) else a
+        )
+        for n, dim in self.reads[self.since :]:
+            if dim is None and n in given and None in n.meta.get(READ, ()):
+                n.meta[READ].remove(None)
         p = super().create_proxy(kind, target, args, kwargs, name, type_expr, *rest, **kw)
+        self.since = len(self.reads)
         if isinstance(p, fx.Proxy) and kind != "output":
             self.values[p.node] = self._run(kind, target, args, kwargs)
         return p
@@ -261,6 +288,13 @@ def _unpatched():
         yield
     finally:
         nn.Module.__call__, nn.Module.__getattr__ = call, get
+
+
+READ = "ncd_read"
+"""A node's meta key: the sizes the trace took as the example's numbers (Python code that
+asked a proxy for an answer: `range(x.shape[0] // 2)`, `int(T / 2)`, `if T > 1`, `len(x)`),
+one entry per read: None where the node's own value was read (a size or a condition on
+sizes), else the dim of its tensor whose size was read."""
 
 
 def reads_values(n: fx.Node) -> bool:

@@ -17,8 +17,16 @@ def _modules():
     return [importlib.import_module(f"ncd.commands.{m}") for m in MODULES]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors read as every ncd error: one line on stderr, exit status 1
+    (its subcommands' parsers are of this class too)."""
+
+    def error(self, message: str):
+        self.exit(1, f"ncd: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ncd",
         description="Neural circuit diagrams: draw an "
         "architecture, read its cost, compile it to PyTorch.",

@@ -67,10 +67,20 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+STDOUT = "-"
+
+
+def output_arg(out: str | None) -> str | None:
+    """-o's value for commands whose output is text on stdout without -o: `-o -` means stdout
+    too (None)."""
+    return None if out == STDOUT else out
+
+
 def write_text(path: str | Path, data: str | bytes) -> Path:
     """Write a file ncd produces (text or bytes) atomically: a temporary file renamed into
     place, so that a failure or an interrupt never leaves a half-written file; a symbolic
-    link is written through and an existing file keeps its mode. Missing folders are
+    link is written through and an existing file keeps its mode; a FIFO or a device node is
+    written in place. Missing folders are
     created; an unwritable place gives one clear NcdError."""
     try:
         return write_atomic(path, data)

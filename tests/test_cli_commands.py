@@ -97,3 +97,80 @@ def test_render_notes_a_figure_too_wide_for_a_page(tmp_path, capsys):
     assert main(["render", "unet", "--collapse", "Down 1", "-o", str(tmp_path / "v.svg")]) == 0
     assert main(["render", "attention", "-o", str(tmp_path / "a.svg")]) == 0
     assert "wide" not in capsys.readouterr().err
+
+
+def test_weights_missing_an_entry_are_refused(tmp_path, capsys):
+    """A weights file (or dict) without some of the module's parameters is an error naming
+    them, not completed with fresh random values."""
+    from safetensors.torch import save_file
+
+    from ncd.compiler import compile as ncd_compile
+    from ncd.compiler.attached import WeightsError
+
+    state = ncd_compile(gallery.get("mlp")).state_dict()
+    assert "hidden.weight" in state
+    del state["hidden.weight"]
+    with pytest.raises(WeightsError, match=r"missing 1 of .*\(hidden\.weight\)"):
+        ncd_compile(gallery.get("mlp"), weights=state)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, path)
+    capsys.readouterr()
+    out = tmp_path / "m.py"
+    assert main(["compile", "mlp", "--weights", str(path), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing 1 of" in err and "hidden.weight" in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize("axis,defined", [("S", "S = T, so S cannot vary on its own; plot along T"),
+                                          ("D", "D = H*K, so D cannot vary on its own; "
+                                                "plot along H or K")])  # fmt: skip
+def test_plot_along_a_size_the_circuit_defines_is_refused(axis, defined, tmp_path, capsys):
+    """S = T and D = H*K in the transformer block: a sweep of S or D alone is no sweep."""
+    out = tmp_path / "p.png"
+    assert main(["analyse", "transformer_block", "--plot", f"{axis}=16..64", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and defined in err and not out.exists()
+
+
+def test_json_with_a_plot_keeps_stdout_json(tmp_path, capsys):
+    out = tmp_path / "p.png"
+    argv = ["analyse", "transformer_block", "--json", "--plot", "T=16..64", "-o", str(out)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["total"]["flops"] > 0
+    assert "FLOPs grow as T^2" in captured.err and f"wrote {out}" in captured.err
+    assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["bogus"], "invalid choice: 'bogus'"),
+        (["validate"], "required: spec (see ncd validate --help)"),
+        (["render", "mlp", "-o", "x.svg", "--overlay", "bogus"], "argument --overlay"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_1(argv, words):
+    p = subprocess.run([sys.executable, "-m", "ncd.cli", *argv], capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.startswith("ncd: error: ") and p.stderr.count("\n") == 1, p.stderr
+    assert words in p.stderr
+
+
+def test_spec_text_messages(tmp_path, capsys):
+    """A NUL in a string: its place, said once; a UTF-8 byte order mark: read past; a schema
+    error: the value as JSON writes it."""
+    spec = {"name": "c", "sizes": {"B": 2}, "inputs": [{"name": "x", "axes": ["B"]}],
+            "boxes": [], "outputs": [{"name": "y", "source": "x"}]}  # fmt: skip
+    nul, bom, wrong = tmp_path / "nul.json", tmp_path / "bom.json", tmp_path / "wrong.json"
+    nul.write_bytes(json.dumps(spec).replace('"c"', '"c\x00"').encode())
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(spec).encode())
+    wrong.write_text(json.dumps({**spec, "sizes": {"B": True}, "name": 5}))
+    assert main(["validate", str(nul)]) == 1
+    assert "Invalid control character at line 1, column 12" in capsys.readouterr().err
+    assert main(["validate", str(bom)]) == 0
+    assert main(["validate", str(wrong)]) == 1
+    err = capsys.readouterr().err
+    assert "(found true)" in err and "(found 5)" in err and "'True'" not in err

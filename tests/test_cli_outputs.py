@@ -64,3 +64,62 @@ def test_every_writer_creates_missing_folders(tmp_path, monkeypatch):
     assert path == tmp_path / "g/a/index.html" and path.stat().st_size > 0
     assert main(["render", "attention", "-o", "bad/a/fig.svg", "--theme", "poster"]) == 1
     assert not (tmp_path / "bad").exists()
+
+
+def _fifo_reader(path, got):
+    import threading
+
+    def read():
+        with open(path, "rb") as f:
+            got.append(f.read())
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("command", ["compile", "render"])
+def test_output_onto_a_fifo_is_written_in_place(command, tmp_path):
+    """`-o FIFO` (as `-o /dev/null` or a named pipe) writes into it; it is not replaced."""
+    import os
+    import stat
+
+    fifo = tmp_path / "out.svg"
+    os.mkfifo(fifo)
+    got = []
+    reader = _fifo_reader(fifo, got)
+    rc, _, err = ncd(command, "mlp", "-o", "out.svg", cwd=tmp_path)
+    reader.join(30)
+    assert rc == 0, err
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert got and got[0].startswith(b"# " if command == "compile" else b"<?xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.svg"]
+
+
+def test_full_special_file_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """A device that refuses the data (ENOSPC, as /dev/full) gives one error line, exit 1."""
+    import os
+
+    from ncd.cli import main
+
+    fifo = tmp_path / "full.py"
+    os.mkfifo(fifo)
+    reader = _fifo_reader(fifo, [])
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    assert main(["compile", "mlp", "-o", str(fifo)]) == 1
+    monkeypatch.undo()
+    reader.join(10)
+    err = capsys.readouterr().err
+    assert err == f"ncd: error: cannot write {str(fifo)!r}: No space left on device\n"
+
+
+@pytest.mark.parametrize("command", ["compile", "render"])
+def test_dash_output_is_stdout(command, tmp_path):
+    rc, out, err = ncd(command, "mlp", "-o", "-", cwd=tmp_path)
+    assert rc == 0, err
+    assert out.startswith("# " if command == "compile" else "<?xml") and "wrote" not in out
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -30,7 +30,10 @@ _NAME_RE = re.compile(
 
 def _axis_name(v: str) -> str:
     if not isinstance(v, str) or not _AXIS_RE.match(v) or len(v) > MAX_NAME:
-        raise ValueError(f"an axis name is an identifier of at most {MAX_NAME} characters")
+        raise ValueError(
+            "an axis name is an ASCII identifier (letters, digits, _) of at most "
+            f"{MAX_NAME} characters"
+        )
     return v
 
 
@@ -79,6 +82,17 @@ def _size_expr(v: Any) -> Any:
             raise ValueError(str(e)) from None
         return v
     raise ValueError("a size is an integer or an expression such as 'H*K'")
+
+
+def _is_size_expr(metadata) -> bool:
+    return any(getattr(m, "func", None) is _size_expr for m in metadata)
+
+
+def _holds_size_expr(annotation) -> bool:
+    """Whether a field's type is `SizeExpr` or holds one (`SizeExpr | None`, a tuple)."""
+    if _is_size_expr(getattr(annotation, "__metadata__", ())):
+        return True
+    return any(_holds_size_expr(a) for a in get_args(annotation))
 
 
 AxisName = Annotated[str, AfterValidator(_axis_name)]
@@ -139,6 +153,20 @@ class BoxBase(BaseModel):
     def ports(self) -> list[str]:
         """Input port names, in the order the operation takes them."""
         return ["x"]
+
+    def size_expressions(self) -> list[tuple[str, str]]:
+        """(field, text) of each size expression among the box's settings (fields typed
+        `SizeExpr`, alone, optional or in a tuple: `sizes[1]`), in field order."""
+        out = []
+        for name, info in type(self).model_fields.items():
+            if not (_holds_size_expr(info.annotation) or _is_size_expr(info.metadata)):
+                continue
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                out += [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+            elif value is not None:
+                out.append((name, value))
+        return out
 
     def infer(self, ins: dict[str, Value], ctx: Context) -> dict[str, Value]:
         raise NotImplementedError

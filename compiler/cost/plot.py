@@ -49,15 +49,33 @@ def sweep_points(lo: int, hi: int, n: int | None = None) -> list[int]:
 
 
 def check_axis(circuits, axis: str) -> list[set[str]]:
-    """Refuses a sweep along an axis some circuit does not have, naming the sizes it has;
-    returns each circuit's size names (`known_sizes`)."""
+    """Refuses a sweep along an axis some circuit does not have, naming the sizes it has, or
+    along one the circuit defines by others (S = T, D = H*K: it cannot vary alone), naming
+    those; returns each circuit's size names (`known_sizes`)."""
     out = []
     for c in circuits:
-        known = known_sizes(c)
+        checked = c.check()
+        known = known_sizes(c, checked)
         if axis not in known:
             raise CostError(f"circuit '{c.name}' has no axis {axis}; its sizes: {sorted(known)}")
+        _free_axis(c.name, checked, axis)
         out.append(known)
     return out
+
+
+def _free_axis(name: str, checked, axis: str) -> None:
+    """Refuses `axis` where the circuit has learned it equals an expression in other sizes."""
+    from ncd.circuits.sizes import Size, show
+
+    if axis not in checked.unifier.bound:
+        return
+    defined = checked.resolve(Size.of(axis))
+    others = sorted(defined.names())
+    instead = f"; plot along {' or '.join(others)}" if others else ""
+    raise CostError(
+        f"circuit '{name}' defines {axis} = {show(defined)}, so {axis} cannot vary on its "
+        f"own{instead}"
+    )
 
 
 def sweep(circuits, axis: str, points, *, sizes=None, tie=None, **options) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ncd.circuits.errors import NcdError
@@ -133,6 +134,7 @@ def cmd_analyse(args) -> int:
             print(text)
     else:
         print("\n\n".join(r.table() for r in reports))
+    notes = sys.stderr if args.json else sys.stdout  # with --json, stdout is the JSON alone
     if sweep:
         axis, lo, hi = sweep
         names = "_".join(c.name for c in circuits)
@@ -141,8 +143,9 @@ def cmd_analyse(args) -> int:
         data = scaling_plot(circuits, axis, lo, hi, out, sizes=sizes, tie=tie, **opts)
         for name, d in data["circuits"].items():
             tied = f" (with {', '.join(d['tied'])} = {axis})" if d["tied"] else ""
-            print(f"{name}: FLOPs grow as {axis}^{d['degree']}{tied}; leading {d['leading']}")
-        print(f"wrote {out}")
+            print(f"{name}: FLOPs grow as {axis}^{d['degree']}{tied}; leading {d['leading']}",
+                  file=notes)  # fmt: skip
+        print(f"wrote {out}", file=notes)
     if args.overlay:
         from ncd.circuits.draw import render
 
@@ -154,7 +157,7 @@ def cmd_analyse(args) -> int:
             title = "share of FLOPs" if args.overlay == "flops" else "share of kept memory"
             render(c, out, overlay=overlay_shares(r, args.overlay), overlay_title=title,
                    sizes=True)  # fmt: skip
-            print(f"wrote {out}")
+            print(f"wrote {out}", file=notes)
     return 0
 
 

@@ -11,7 +11,7 @@ def register(sub) -> None:
     p = sub.add_parser("compile", help="write a circuit as a standalone PyTorch module (.py)")
     p.add_argument("spec", help="a JSON file or a gallery name")
     p.add_argument("--sizes", help="bind sizes, e.g. B=2,T=128 (the module is specialised)")
-    p.add_argument("-o", "--out", help="output file (default: stdout)")
+    p.add_argument("-o", "--out", help="output file (default, or -: stdout)")
     p.add_argument(
         "--rewrites",
         choices=("attention", "auto", "on", "off"),
@@ -36,10 +36,11 @@ def register(sub) -> None:
 
 def cmd_compile(args) -> int:
     from ncd.compiler import to_source
-    from ncd.spec import write_text
+    from ncd.spec import output_arg, write_text
 
     from .language import load_bound
 
+    args.out = output_arg(args.out)
     c, sizes = load_bound(args.spec, args.sizes)
     rewrites = {"attention": {"attention"}, "auto": None, "on": True, "off": False}[args.rewrites]
     text = to_source(c, sizes, rewrites=rewrites, fused=args.fused)

@@ -32,7 +32,7 @@ def register(sub) -> None:
         help="a submodule kept whole as one opaque box, e.g. layers.0.rope (repeat; for code "
         "torch.fx cannot trace, which the error names)",
     )
-    p.add_argument("-o", "--out", help="output JSON file (default: stdout)")
+    p.add_argument("-o", "--out", help="output JSON file (default, or -: stdout)")
     p.set_defaults(run=cmd_import)
 
 
@@ -135,8 +135,9 @@ def cmd_import(args) -> int:
     from ncd.compiler import attached
     from ncd.compiler.errors import TorchImportError
     from ncd.compiler.importer import from_torch
-    from ncd.spec import write_text
+    from ncd.spec import output_arg, write_text
 
+    args.out = output_arg(args.out)
     shapes = [_shape(sh) for sh in args.shape]
     factory = load_factory(args.target)
     try:

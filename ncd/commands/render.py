@@ -19,7 +19,11 @@ def register(sub) -> None:
         "regions. The output's suffix picks the format; without -o the SVG goes to stdout.",
     )
     p.add_argument("spec", help="a JSON file or a gallery name")
-    p.add_argument("-o", "--out", help="FILE.svg, FILE.pdf, FILE.png or FILE.dot")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="FILE.svg, FILE.pdf, FILE.png or FILE.dot (default, or -: SVG on stdout)",
+    )
     p.add_argument("--theme", default="paper", help="paper (print, serif) or notebook (colour)")
     p.add_argument(
         "--collapse",
@@ -46,9 +50,11 @@ def register(sub) -> None:
 def cmd_render(args) -> int:
     from ncd.circuits.draw import render
     from ncd.circuits.draw.api import RenderNote
+    from ncd.spec import output_arg
 
     from .language import load_bound
 
+    args.out = output_arg(args.out)
     default = args.sizes is not None and args.sizes.strip() == "default"
     c, bound = load_bound(args.spec, None if default else args.sizes)
     sizes = True if default else (bound if args.sizes is not None else None)

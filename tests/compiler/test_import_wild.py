@@ -1016,3 +1016,164 @@ def test_zero_padding_of_two_axes_is_zeros_concatenated_along_each():
     kinds = [b.kind for b in circuit.boxes]
     assert "opaque" not in kinds and kinds.count("concat") == 2
     assert all(len(b.axes) == 1 for b in circuit.boxes if b.kind == "constant")
+
+
+# -- sizes the model's code reads as numbers (`x.shape[1] ** 0.5`, `range(x.shape[0] // 2)`)
+
+
+class SeqScale(nn.Module):
+    """A sum over the sequence scaled by the square root of its length, read off x.shape."""
+
+    def forward(self, x):
+        return x.sum(1) / x.shape[1] ** 0.5
+
+
+class BatchCentre(nn.Module):
+    """A batch mean written by hand: a sum divided by the batch size read off x.shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.a(x)
+        return h - h.sum(0) / x.shape[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "axis", "example", "other"),
+    [
+        (SeqScale(), "T", torch.randn(2, 4, 8), torch.randn(2, 9, 8)),
+        (BatchCentre(), "B", torch.randn(4, 8), torch.randn(6, 8)),
+    ],
+    ids=["seq_scale", "batch_centre"],
+)
+def test_a_size_read_into_a_scale_stays_a_size(model, axis, example, other):
+    """A scale by a size the code reads off x.shape is a size expression of that axis, so
+    the circuit compiled at another size follows the model there; compiled at the example's
+    size, it refuses another instead of scaling by the example's number."""
+    torch.manual_seed(0)
+    circuit = _imported(model, example)
+    (scale,) = [b for b in circuit.boxes if b.kind == "scale"]
+    assert axis in scale.factor
+    compiled = ncd_compile(circuit, dtype=torch.float64, sizes={axis: other.shape[
+        0 if axis == "B" else 1]}).eval()  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(other.double()), model(other.double()))
+    with pytest.raises(ncd.compiler.errors.InputError, match=f"axis {axis}"):
+        ncd_compile(circuit, dtype=torch.float64)(other.double())
+
+
+class ShapeControl(nn.Module):
+    """A loop whose length the batch size sets: the trace holds the example's iterations."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+
+    def forward(self, x):
+        for _ in range(x.shape[0] // 2):
+            x = torch.tanh(self.a(x))
+        return x
+
+
+def test_python_control_flow_on_a_size_fixes_that_axis():
+    """Control flow on a size is the example's (two steps for a batch of 4): the circuit
+    fixes the batch at 4, says so, and refuses a batch of 8 (the model takes 4 steps there)
+    instead of giving other numbers."""
+    torch.manual_seed(0)
+    model = ShapeControl()
+    with pytest.warns(UserWarning, match=r"fixes B = 4 \(read by .*floordiv"):
+        circuit = _imported(model, torch.randn(4, 8))
+    compiled = ncd_compile(circuit, dtype=torch.float64).eval()
+    with pytest.raises(ncd.compiler.errors.InputError, match="axis B has size 4"):
+        compiled(torch.randn(8, 8, dtype=torch.float64))
+
+
+class UnpackedAttention(nn.Module):
+    """nn.MultiheadAttention's usual call: `a, _ = self.attn(...)`, a causal mask made from
+    the length read off x.shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x):
+        T = x.shape[1]
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+        a, _ = self.attn(x, x, x, attn_mask=mask, need_weights=False)
+        return a
+
+
+def test_a_tuple_unpacked_attention_is_boxes_with_its_weights():
+    """The weights an unpacked call leaves unread are no reason to keep the layer opaque: it
+    is an attention box, its weights are the circuit's (counted), and the length that made
+    the mask stays free (the compiled module follows another length)."""
+    torch.manual_seed(0)
+    model = UnpackedAttention()
+    circuit = _imported(model, torch.randn(2, 6, 16))
+    kinds = [b.kind for b in circuit.boxes]
+    assert "opaque" not in kinds and "attention" in kinds
+    count = sum(p.numel() for p in model.parameters())
+    assert ncd.analyse(circuit).numbers["params"] == count
+    assert sum(t.numel() for t in ncd.compiler.attached.weights(circuit).values()) == count
+    _compiled_follows(model, circuit, torch.randn(3, 9, 16, dtype=torch.float64))
+
+
+class Normalisers(nn.Module):
+    """log_softmax and softmin, as functions, methods and layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = nn.LogSoftmax(dim=-1)
+        self.min = nn.Softmin(dim=1)
+
+    def forward(self, x):
+        return (F.log_softmax(x, dim=-1) + torch.log_softmax(x, 1) + x.log_softmax(-1)
+                + self.log(x) + F.softmin(x, dim=-1) + self.min(x))  # fmt: skip
+
+
+def test_log_softmax_and_softmin_are_softmax_boxes():
+    torch.manual_seed(0)
+    circuit = _imported(Normalisers(), torch.randn(3, 5))
+    variants = sorted(b.variant for b in circuit.boxes if b.kind == "softmax")
+    assert "opaque" not in [b.kind for b in circuit.boxes]
+    assert variants == ["log_softmax"] * 4 + ["softmin"] * 2
+
+
+def test_an_opaque_box_without_its_callable_names_it_and_the_argument():
+    """A spec keeps no callable: the module built from the saved spec says which box lacks
+    one and how to give it (`opaque=`), and runs once it is given."""
+    from ncd.circuits.io import loads
+
+    class Bessel(nn.Module):
+        def forward(self, x):
+            return torch.special.i0(x) + 1
+
+    x = torch.randn(2, 4)
+    circuit = from_torch(Bessel(), x)
+    (box,) = [b.name for b in circuit.boxes if b.kind == "opaque"]
+    saved = loads(circuit.to_json())
+    with pytest.raises(RuntimeError, match=rf"opaque box '{box}'.*opaque=\{{'{box}': fn\}}"):
+        ncd_compile(saved)(x)
+    given = ncd_compile(saved, opaque={box: torch.special.i0})
+    torch.testing.assert_close(given(x), torch.special.i0(x) + 1)
+
+
+def test_an_opaque_layer_with_parameters_says_they_are_not_the_circuits():
+    """A layer ncd does not map runs as an opaque box holding its parameters: the import says
+    they are outside the circuit's weights rather than dropping them from the count silently."""
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(8, 8, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    model = Recurrent()
+    count = sum(p.numel() for p in model.parameters())
+    with pytest.warns(UserWarning, match=rf"opaque box 'rnn', whose {count} parameters"):
+        circuit = _imported(model, torch.randn(2, 5, 8))
+    assert [b.kind for b in circuit.boxes] == ["opaque"]

@@ -145,6 +145,13 @@ def test_subcircuit_problems():
     sub["subcircuits"] = {"transformer_block": copy.deepcopy(sub)}
     text = str(problems(rec))
     assert "loop" in text or "subcircuit" in text
+    # a subcircuit calling itself (it is defined, one level up): named as recursion
+    own = copy.deepcopy(d)
+    own["subcircuits"]["transformer_block"]["boxes"].append(
+        {"name": "again", "kind": "call", "circuit": "transformer_block", "inputs": {"x": "res2"}}
+    )
+    text = str(problems(own)[0])
+    assert "(recursion)" in text and "transformer -> transformer_block -> transformer_block" in text
 
 
 def test_builder_raises_at_the_wrong_line():

@@ -16,7 +16,7 @@ from ncd.circuits.errors import NcdError, SchemaError
 from ncd.circuits.io import from_dict
 from ncd.circuits.sizes import parse_size
 
-from .corpus import ring, spec, unary
+from .corpus import ring, scale, spec, unary
 
 
 def _fails(fn, *words, seconds=5.0):
@@ -55,6 +55,50 @@ def _builder():
 def test_builder_refuses_sizes_that_are_not_sizes(factor, limit):
     b, x = _builder()
     _fails(lambda: b.scale(x, factor, name="s"), limit)
+
+
+@pytest.mark.parametrize(
+    "factor,why",
+    [
+        ("1/(D-4)", "a division by zero"),
+        ("(D-4)**-1", "a division by zero"),
+        ("T*log(D-4)", "a logarithm of zero"),
+        ("(D-5)**0.5", "a root or a logarithm of a negative number"),
+        ("log(D-5)", "a root or a logarithm of a negative number"),
+    ],
+)
+def test_expressions_without_value_at_the_bound_sizes_are_located(factor, why):
+    """Fine as formulas, but no number at the sizes: refused where written, naming the box,
+    the field and the sizes, by check and by compile alike (not a TypeError in lowering)."""
+    where = f"box 's', field 'factor': {factor} has no value at "
+    bound = from_dict(scale(factor, sizes={"B": 2, "T": 3, "D": 4}))
+    _fails(bound.check, where, why)
+    msg = _fails(lambda: ncd.compile(bound), where, why)
+    assert "TypeError" not in msg and "complex" not in msg
+    free = from_dict(scale(factor))  # sizes bound later (--sizes), and only then refused
+    free.check()
+    _fails(lambda: free.check({"B": 1, "T": 1, "D": 4}), where, why)
+    free.check({"B": 1, "T": 1, "D": 9})
+
+
+def test_cli_validate_reports_a_division_by_zero_in_one_error(tmp_path, capsys):
+    from ncd.cli import main
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(spec(
+        [{"name": "s", "kind": "scale", "factor": "1/(D-8)", "inputs": {"x": "x"}}],
+        sizes={"B": 2, "T": 3, "D": 8},
+    )))  # fmt: skip
+    for argv in (["validate", str(path)], ["compile", str(path)], ["show", str(path)]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "box 's', field 'factor': 1/(D-8) has no value at D=8" in err, err
+    path.write_text(json.dumps(scale("1/(D-8)")))  # no sizes in the spec: --sizes binds them
+    assert main(["validate", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(path), "--sizes", "B=1,T=1,D=8"]) == 1
+    assert "1/(D-8) has no value at D=8" in capsys.readouterr().err
+    assert main(["validate", str(path), "--sizes", "B=1,T=1,D=9"]) == 0
 
 
 @pytest.mark.parametrize("name", ["e", "pi", "NaN", "Inf", "oo"])
