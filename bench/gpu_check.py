@@ -194,7 +194,7 @@ def _state_and_packing(dev, g, inputs, B, H, K, V, state, cu):
 
 def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state, cu, seed):
     """strength: the log-gates' scale (logsigmoid(x) times it); 'mixed' alternates weak and
-    strong stretches of 100 tokens."""
+    strong stretches of 100 tokens; 'reset' puts a hard reset (-inf) on every 97th token."""
     g = torch.Generator(device=dev).manual_seed(seed)
     q, k = (torch.randn(B, T, H, K, device=dev, generator=g) for _ in range(2))
     q, k = (torch.nn.functional.normalize(x, dim=-1) for x in (q, k))
@@ -204,8 +204,11 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
     if strength == "mixed":
         scale = (torch.arange(T, device=dev) // 100 % 2 * 4.0 + 1 / 16)[None, :, None]
     else:
-        scale = strength
-    gates = (torch.nn.functional.logsigmoid(x + 2.0) * scale).requires_grad_()
+        scale = 1.0 if strength == "reset" else strength
+    gates = torch.nn.functional.logsigmoid(x + 2.0) * scale
+    if strength == "reset":
+        gates[:, ::97] = -float("inf")
+    gates.requires_grad_()
     inputs.append(gates)
     s0, kw = _state_and_packing(dev, g, inputs, B, H, K, V, state, cu)
     for _ in range(repeat):
@@ -246,11 +249,12 @@ def delta_gluon_case(dev, dtype, repeat, programs, *args):
     return out
 
 
-def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, seed, shift=4.0):
+def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, seed, shift=4.0,
+                    reset=False):  # fmt: skip
     """The (gated) delta rule, keys L2-normalised; near: their share of one common direction
     (nearly parallel keys give the chunks' inverses their largest terms); log decays
     logsigmoid(x + shift), x standard normal (shift 4: about -0.02 a token; -2: about -2.1,
-    chunks past the factored decay's bound)."""
+    chunks past the factored decay's bound); reset: a hard reset (-inf) every 97th token."""
     g = torch.Generator(device=dev).manual_seed(seed)
     q = torch.randn(B, T, H, K, device=dev, generator=g)
     base = torch.randn(1, 1, H, K, device=dev, generator=g)
@@ -259,6 +263,8 @@ def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, s
     v = torch.randn(B, T, H, V, device=dev, generator=g)
     inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
     gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev, generator=g) + shift)
+    if reset:
+        gates[:, ::97] = -float("inf")
     beta = torch.sigmoid(torch.randn(B, T, H, device=dev, generator=g)).to(dtype)
     inputs += [gates.requires_grad_(), beta.requires_grad_()]
     s0, kw = _state_and_packing(dev, g, inputs, B, H, K, V, state, cu)
@@ -386,6 +392,8 @@ def cases(families, dev, dtype):
             (True, 1 / 16, True, False),
             (False, 1 / 16, True, True),
             (False, "mixed", False, True),
+            (False, "reset", True, False),
+            (False, "reset", False, True),
         ]:
             label = f"gates per {'head' if per_head else 'token'} x{strength} state={state} "
             label += f"packed={packed}"
@@ -442,6 +450,8 @@ def cases(families, dev, dtype):
                 if near == 0.0:
                     out.append(("delta_rule", label + " factored strong", delta_rule_case,
                                 (*args, -2.0), fac))  # fmt: skip
+                    out.append(("delta_rule", label + " hard resets", delta_rule_case,
+                                (*args, 4.0, True)))  # fmt: skip
         if not small:  # the narrowest widths the kernels take on CUDA (MIN_GPU_WIDTH)
             for gated, Kn, Vn in [(False, 64, 64), (True, 64, 64)]:
                 label = f"{'gated ' if gated else ''}K={Kn} V={Vn}"
