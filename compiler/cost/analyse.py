@@ -111,6 +111,15 @@ class _Walker:
         self.wires: dict[tuple[str, str], _Wire] = {}
         self.matched = None  # where the fused regions are matched (default: `checked`)
 
+    def compute_dtype(self, name: str) -> str:
+        """The dtype box `name`'s products run in, as analysed: its first float input's (else
+        its first float output's; float32 where it has none)."""
+        c = self.c
+        for t in (*c.ins[name].values(), *c.outs[name].values()):
+            if isinstance(t, TensorType) and t.dtype in FLOAT_DTYPES:
+                return self.dtype or t.dtype
+        return self.dtype or "float32"
+
     def nbytes(self, t: TensorType) -> sympy.Expr:
         d = t.dtype
         if self.dtype and d in FLOAT_DTYPES:
@@ -186,13 +195,14 @@ class _Walker:
             if bc.kind == "call":
                 continue
             kernel = getattr(bc, "_time_flops", None)
+            dt = self.compute_dtype(bc.name)
             if kernel is not None:  # inside a fused region: the kernel's FLOPs (ops/*/cost.py)
-                bc.time_s = self.dev.time(kernel[0], ZERO, bc.io_bytes)
-                bc.time_bwd_s = self.dev.time(kernel[1], ZERO, bc.io_bytes_bwd)
+                bc.time_s = self.dev.time(kernel[0], ZERO, bc.io_bytes, dt)
+                bc.time_bwd_s = self.dev.time(kernel[1], ZERO, bc.io_bytes_bwd, dt)
             else:
-                bc.time_s = self.dev.time(bc.mm_flops, bc.flops - bc.mm_flops, bc.io_bytes)
+                bc.time_s = self.dev.time(bc.mm_flops, bc.flops - bc.mm_flops, bc.io_bytes, dt)
                 bc.time_bwd_s = self.dev.time(
-                    bc.mm_flops_bwd, bc.flops_bwd - bc.mm_flops_bwd, bc.io_bytes_bwd
+                    bc.mm_flops_bwd, bc.flops_bwd - bc.mm_flops_bwd, bc.io_bytes_bwd, dt
                 )
         fwd, bwd, base = _schedule(c, boxes, self.storages, self.wires)
         return Analysis(
@@ -426,7 +436,9 @@ class _Walker:
                             r.internal = [*getattr(r, "internal", []), f"{b}.{p}"]
                     bc.io_bytes = io
                     bc.kernel = r.name
-                    bc.time_s = self.dev.time(bc.mm_flops, bc.flops - bc.mm_flops, io)
+                    bc.time_s = self.dev.time(
+                        bc.mm_flops, bc.flops - bc.mm_flops, io, self.compute_dtype(b)
+                    )
                 continue
             if r.kind == "add_norm":
                 _add_norm_io(self, r, by_name)

@@ -17,7 +17,9 @@ class CostError(NcdError):
 class Device:
     """A roofline: a kernel takes max(FLOPs / rate, bytes / bandwidth) seconds.
 
-    `matmul_flops` applies to contractions (tensor cores); `vector_flops` to elementwise work.
+    `matmul_flops` applies to contractions in 16-bit (tensor cores); float32 contractions run at
+    `vector_flops` (PyTorch multiplies float32 without TF32 unless told to), float64 at half of
+    it; `vector_flops` applies to elementwise work.
     """
 
     name: str
@@ -29,11 +31,18 @@ class Device:
     """FLOP/s of elementwise arithmetic (no tensor cores)."""
     source: str = ""
 
-    def time(self, matmul_flops, other_flops, io_bytes):
-        """Seconds of one kernel (a sympy expression when the sizes are symbols)."""
-        compute = sympy.sympify(matmul_flops) / sympy.Float(self.matmul_flops) + sympy.sympify(
-            other_flops
-        ) / sympy.Float(self.vector_flops)
+    def matmul_rate(self, dtype: str = "bfloat16") -> float:
+        """FLOP/s of a large matrix product whose operands are `dtype`."""
+        if dtype in ("float32", "float64"):
+            return self.vector_flops / (2 if dtype == "float64" else 1)
+        return self.matmul_flops
+
+    def time(self, matmul_flops, other_flops, io_bytes, dtype: str = "bfloat16"):
+        """Seconds of one kernel whose products take `dtype` operands (a sympy expression when
+        the sizes are symbols)."""
+        compute = sympy.sympify(matmul_flops) / sympy.Float(
+            self.matmul_rate(dtype)
+        ) + sympy.sympify(other_flops) / sympy.Float(self.vector_flops)
         memory = sympy.sympify(io_bytes) / sympy.Float(self.bandwidth)
         if compute.is_number and memory.is_number:
             return sympy.Max(compute, memory)

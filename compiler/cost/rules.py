@@ -156,6 +156,10 @@ class BoxView:
     def x(self, port: str = "x") -> TensorType:
         return self.ins[port]
 
+    def bytes_per(self, t: TensorType) -> Expr:
+        """Bytes of one element of t as analysed (a float wire in the analysis's dtype)."""
+        return self.nbytes(TensorType((), t.dtype))
+
     def out(self, port: str = "out") -> TensorType:
         return self.outs[port]
 
@@ -1088,11 +1092,11 @@ def _linear_sampled_or_lmul(v: BoxView) -> Rule:
     lead = [a for a in x.names if a not in b.over]
     n, D = v.sizes_of(x, lead), v.sizes_of(x, b.over)
     J = numel(y) / n
-    per = sympy.Integer(DTYPE_BYTES[x.dtype])
+    per = v.bytes_per(x)
     copied = not _is_view(v.layouts["x"], [lead, list(b.over)])
     grad_x = v.grad("x")
     if b.backward == "wtacrs":
-        k = wtacrs_cost.rows(n, sympy.Rational(str(b.budget)))
+        k = sympy.ceiling(sympy.Rational(str(b.budget)) * n)  # the op's rows: ceil(budget n)
         mm = 2 * n * D * J
         mm_bwd = 2 * k * D * J + (2 * n * J * D if grad_x else ZERO)
         bias = n * J if b.bias else ZERO
@@ -1261,7 +1265,7 @@ def gather(v: BoxView) -> Rule:
         layout={"out": (*rest, *b.into)},
         io=v.nbytes(idx) + 2 * v.nbytes(y),
         temps=8 * numel(idx) if int32 else ZERO,
-        bwd_temps=wide * DTYPE_BYTES[x.dtype] if b.into else ZERO,
+        bwd_temps=wide * v.bytes_per(x) if b.into else ZERO,
     )
 
 

@@ -1,18 +1,16 @@
 """FLOP and memory formulas of the WTA-CRS linear map, for the cost model.
 
 Plain functions of the sizes (numbers or sympy symbols). ``n`` rows (batch · tokens), ``D``
-input and ``J`` output features, ``k`` sampled rows (`rows`). A multiply-add counts 2 FLOPs.
+input and ``J`` output features, ``k`` sampled rows (`kept_rows`). A multiply-add counts 2 FLOPs.
 """
 
 import math
 
 
-def rows(n, budget):
-    """k = ceil(budget · n), between 1 and n; with a symbolic n, budget · n (the ceiling
-    dropped, exact where budget · n is whole)."""
-    if isinstance(n, int):
-        return max(1, min(n, math.ceil(budget * n - 1e-9)))
-    return budget * n
+def kept_rows(n: int, budget: float) -> int:
+    """k, the number of sampled rows: ceil(budget · n), at least 1 and at most n (the cost
+    model writes it ceiling(budget · n) for a symbolic n)."""
+    return max(1, min(n, math.ceil(budget * n - 1e-9)))
 
 
 def flops_forward(n, D, J, bias=True):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .._backend import autocast_inputs, use_triton
 from . import selection
+from .cost import kept_rows
 from .kernels import gather_scale, sampled_weight_grad
 from .selection import score_bits
 
@@ -26,11 +27,6 @@ DW_KERNEL = False
 def _check(cond, what, expected, found):
     if not cond:
         raise ValueError(f"wtacrs_linear: {what}: expected {expected}, found {found}")
-
-
-def kept_rows(n: int, budget: float) -> int:
-    """k, the number of sampled rows: ceil(budget · n), at least 1 and at most n."""
-    return max(1, min(n, math.ceil(budget * n - 1e-9)))
 
 
 def integer_scores(s, bits):

@@ -95,6 +95,20 @@ def test_dtype_counts_bytes_at_that_width():
     assert h.numbers["activation_bytes"] * 2 == a.numbers["activation_bytes"]
 
 
+def test_wtacrs_keeps_the_rows_the_op_samples_at_the_analysed_width():
+    """k = ceil(0.3 n) sampled rows (ops.wtacrs.kept_rows), at the analysed dtype's width, plus
+    their int64 indices: at B T = 26 rows, k = 8 for both maps (D = 16, F = 32)."""
+    from ncd.ops.wtacrs.sampled import kept_rows
+
+    k = kept_rows(2 * 13, 0.3)
+    for dtype, per in (("float32", 4), ("bfloat16", 2)):
+        a = analyse(gallery.get("wtacrs_linear"), sizes={"T": 13}, dtype=dtype)
+        (up,) = [b for b in a.analysis.boxes if b.name == "up"]
+        ((what, _, expr),) = up.saved
+        sampled = expr.subs({symbol("B"): 2, symbol("T"): 13, symbol("D"): 16})
+        assert what == "sampled rows of x" and sampled == k * 16 * per + 8 * k, (dtype, sampled)
+
+
 @pytest.mark.parametrize("name", gallery.names())
 def test_peak_holds_at_least_inputs_parameters_and_kept_tensors(name):
     r = analyse(gallery.get(name))

@@ -40,10 +40,33 @@ def elementwise(n):
 @pytest.mark.parametrize("name", [n for n in SHEETS if n != "h200"])
 def test_devices_compare_as_their_data_sheets(name):
     h200, other = SHEETS["h200"], SHEETS[name]
-    t = {d: ncd.analyse(product(16384), device=d).numbers["time_s"] for d in ("h200", name)}
+    t = {d: ncd.analyse(product(16384), device=d, dtype="bfloat16").numbers["time_s"]
+         for d in ("h200", name)}  # fmt: skip
     assert t[name] / t["h200"] == pytest.approx(h200[0] / other[0], rel=1e-3)
     t = {d: ncd.analyse(elementwise(1 << 28), device=d).numbers["time_s"] for d in ("h200", name)}
     assert t[name] / t["h200"] == pytest.approx(h200[1] / other[1], rel=1e-3)
+
+
+# FP32 (non-tensor) TFLOP/s of the data sheets
+FP32 = {"h200": 67, "h100": 67, "b200": 80, "a100": 19.5, "l4": 30.3, "rtx4090": 82.6}
+
+
+@pytest.mark.parametrize("name", list(SHEETS))
+def test_float32_products_run_at_the_fp32_rate(name):
+    """PyTorch multiplies float32 without TF32 by default: a float32 product takes the data
+    sheet's FP32 rate, float64 half of it, 16-bit ones the tensor cores' (scaled) rate."""
+    n = 16384
+    flops = 2 * n**3
+    t = {dt: ncd.analyse(product(n), device=name, dtype=dt).numbers["time_s"]
+         for dt in ("float32", "float64", "bfloat16", "float16")}  # fmt: skip
+    assert t["float32"] == pytest.approx(flops / (FP32[name] * 1e12), rel=1e-3)
+    assert t["float64"] == pytest.approx(2 * t["float32"], rel=1e-3)
+    reached = 768 / 989  # the H200's measured share of its bf16 peak, every profile's scale
+    assert (
+        t["float16"]
+        == t["bfloat16"]
+        == pytest.approx(flops / (SHEETS[name][0] * 1e12 * reached), rel=1e-3)
+    )
 
 
 def test_every_profile_is_in_the_help():
