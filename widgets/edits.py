@@ -360,8 +360,43 @@ def remove_input(c: Circuit, name: str) -> Circuit:
     return c.model_copy(update={"inputs": [i for i in c.inputs if i.name != name]})
 
 
+def clashes(c: Circuit, where: str = "") -> dict[str, str]:
+    """`output 'x'` (`… in sub` inside a subcircuit) -> what else has its name, for each output
+    named like an input or a box of its circuit. The language allows it (a repeated subcircuit
+    maps its inputs to outputs of the same names), but the diagram draws every input, box and
+    output as a node of its name: two of one name cannot be told apart (selected, deleted,
+    wired). The Studio takes no edit that makes one; a circuit opened with one keeps it."""
+    inputs, boxes = {i.name for i in c.inputs}, {b.name for b in c.boxes}
+    out = {}
+    for o in c.outputs:
+        other = "an input" if o.name in inputs else "a box" if o.name in boxes else ""
+        if other:
+            out[f"output '{o.name}'{where}"] = other
+    for key, sub in c.subcircuits.items():
+        out |= clashes(sub, f" in {key}")
+    return out
+
+
+def new_clash(before: Circuit, after: Circuit) -> None:
+    """Raise SchemaError where `after` names an output like an input or a box (`clashes`)
+    and `before` did not."""
+    old = clashes(before)
+    for what, other in clashes(after).items():
+        if what not in old:
+            raise SchemaError(
+                f"{what}: the name is {other}'s (expected a name no input or box has: the "
+                "diagram would draw both as one node; choose another)"
+            )
+
+
 def set_output(c: Circuit, name: str, source: str) -> Circuit:
     """Output `name` takes `source`; an output of that name is replaced in its place."""
+    if name in names(c) and name not in {o.name for o in c.outputs}:
+        other = "an input" if name in {i.name for i in c.inputs} else "a box"
+        raise SchemaError(
+            f"output '{name}': the name is {other}'s (expected a name no input or box has: "
+            "the diagram would draw both as one node; choose another)"
+        )
     try:
         new = Output(name=name, source=source or "")
     except Exception as e:  # noqa: BLE001 - pydantic: located by field

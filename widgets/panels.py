@@ -8,6 +8,7 @@ is not an NcdError (a bug in a view) is shown as an internal error, and the edit
 from __future__ import annotations
 
 import html
+import itertools
 import re
 from dataclasses import replace
 
@@ -311,3 +312,119 @@ def _check_drawn(drawn):
     outputs = {k: v for k, v in checked.outputs.items() if k != DRAFT_OUTPUT}
     sources = {k: v for k, v in checked.output_sources.items() if k != DRAFT_OUTPUT}
     return replace(checked, outputs=outputs, output_sources=sources)
+
+
+# ---- the text view's drafts --------------------------------------------------------------------
+_DRAFT_TARGET = "ncd studio: a box being wired"  # marks the stand-ins read_script puts in
+
+
+def read_script(text: str):
+    """`circuits.script.from_script(text)`, also for a draft: the text view writes a box whose
+    ports do not all read something yet (`edits.open_boxes`) as `v = b.box("kind", {wired
+    ports}, ...)`, which the Builder refuses (it types every box as it goes). Such a statement
+    is read as an `opaque` stand-in with the ports it has (so its wires are read as the reader
+    reads any), and the stand-in is then put back as the box, its ports open. Its kind's
+    fields are literals (`ast.literal_eval`); nothing is run. Raises the reader's ScriptError
+    (at the text's own lines) where the text is not Builder code even so."""
+    from ncd.circuits.script import from_script
+
+    try:
+        return from_script(text)
+    except NcdError as first:
+        drafts, rewritten = _draft_statements(text)
+        if not drafts:
+            raise first from None
+    read = from_script(rewritten)
+    return _put_back(read, drafts)
+
+
+def _draft_statements(text: str):
+    """({stand-in name: (kind, fields, name or None)}, the text with each statement making a
+    box with open ports rewritten to make a stand-in, on the same lines)."""
+    import ast
+
+    from ncd.circuits.kinds import KINDS
+
+    from .edits import input_ports
+
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return {}, text
+    lines = text.split("\n")
+    drafts = {}
+
+    def visit(body):
+        for st in body:
+            if isinstance(st, ast.With):
+                visit(st.body)
+                continue
+            call = st.value if isinstance(st, (ast.Assign, ast.Expr)) else None
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "box"
+                and isinstance(call.func.value, ast.Name)
+                and len(call.args) == 2
+                and isinstance(call.args[0], ast.Constant)
+                and call.args[0].value in KINDS
+                and isinstance(call.args[1], ast.Dict)
+                and all(isinstance(k, ast.Constant) and isinstance(k.value, str)
+                        for k in call.args[1].keys)
+                and all(k.arg is not None for k in call.keywords)
+            ):  # fmt: skip
+                continue
+            kind, given = call.args[0].value, [k.value for k in call.args[1].keys]
+            try:
+                fields = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+                name = fields.pop("name", None)
+                probe = KINDS[kind](name="probe", inputs={}, **fields)
+            except Exception:  # noqa: BLE001 - not a draft: the reader says what is wrong
+                continue
+            ports = input_ports(probe)
+            if kind == "call" or not set(given) < set(ports):
+                continue
+            first, last = lines[st.lineno - 1], lines[st.end_lineno - 1]
+            if first[: st.col_offset].strip() or last[st.end_col_offset :].strip():
+                continue  # shares its line with another statement
+            stand_in = f"\u2026draft{len(drafts)}"
+            drafts[stand_in] = (kind, fields, name)
+            targets = getattr(st, "targets", [])
+            lhs = "".join(ast.get_source_segment(text, t) + " = " for t in targets)
+            wires = ast.get_source_segment(text, call.args[1])
+            lines[st.lineno - 1] = (
+                f'{first[: st.col_offset]}{lhs}{call.func.value.id}.box("opaque", {wires}, '
+                f'name={stand_in!r}, in_ports={given!r}, outputs={{"out": []}}, '
+                f"target={_DRAFT_TARGET!r})"
+            )
+            for k in range(st.lineno, st.end_lineno):
+                lines[k] = ""
+
+    visit(tree.body)
+    return drafts, "\n".join(lines)
+
+
+def _put_back(circuit, drafts):
+    """Each stand-in of `drafts` in `circuit` (or its subcircuits) becomes its box."""
+    from ncd.circuits.kinds import KINDS
+
+    from .edits import _replace_refs
+
+    subs = {k: _put_back(sub, drafts) for k, sub in circuit.subcircuits.items()}
+    boxes, names = [], {}
+    for b in circuit.boxes:
+        if b.kind != "opaque" or b.target != _DRAFT_TARGET or b.name not in drafts:
+            boxes.append(b)
+            continue
+        kind, fields, name = drafts[b.name]
+        if name is None:  # named as the Builder names it: `kind`, `kind_2`, ...
+            taken = {x.name for x in circuit.boxes} | {i.name for i in circuit.inputs}
+            name = next(n for k in itertools.count(1)
+                        if (n := kind if k == 1 else f"{kind}_{k}") not in taken)  # fmt: skip
+        names[b.name] = name
+        boxes.append(KINDS[kind](**{"name": name, "inputs": dict(b.inputs), "group": b.group,
+                                    **fields}))  # fmt: skip
+    circuit = circuit.model_copy(update={"boxes": boxes, "subcircuits": subs})
+    for stand_in, name in names.items():  # what reads it (refused by the check) names it
+        circuit = _replace_refs(circuit, stand_in, name, rename=True)
+    return circuit

@@ -21,6 +21,7 @@ is shown; the text view follows every edit (circuits/script.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import typing
@@ -112,7 +113,8 @@ class Studio(w.VBox):
         self._checks: OrderedDict[int, tuple[Circuit, object]] = OrderedDict()
         self._stale = set(TABS)  # tabs to recompute when next shown
         self._confirm_save = ""  # a path the user was asked about overwriting
-        self._text_shown = ""  # what the text view last showed
+        self._text_shown = ""  # the circuit's text, as the text view last showed it
+        self._text_error = ""  # why the text typed there was not taken ("" once it was)
         self.form: BoxForm | None = None
         self._editing = ""  # the box the form shows (its fields apply on Enter)
         self._editing_scope: tuple[str, ...] = ()  # where that box is
@@ -173,12 +175,32 @@ class Studio(w.VBox):
             return self._lookup(text)
         raise SchemaError(f"{text!r} is not a JSON file (ncd.Studio also takes gallery names)")
 
-    def _guarded_edit(self, change, what, loading=False, attempt="", after=""):
+    def _guarded_edit(self, change, what, loading=False, attempt="", after="", text=False):
+        if not text and self._text_waits(attempt or _tried(what)):
+            return None
         try:
             return self._accept(change(self.circuit), what, loading)
         except Exception as e:  # noqa: BLE001 - shown, located; the last valid circuit stays
             self._refuse(panels.problems_of(e), attempt or _tried(what), after)
             return None
+
+    def _text_pending(self) -> bool:
+        """The text view holds text the user typed that is not the circuit's: it was not
+        taken (it does not read or validate), and nothing may overwrite it."""
+        return _script() is not None and self.text.value != self._text_shown
+
+    def _text_waits(self, attempt: str) -> bool:
+        """Refuse an edit of the circuit (`attempt`) while the text view holds text that was not
+        taken: the edit would rewrite the text, and the user's draft would be lost. True when
+        it was refused (said, with the way out: fix the text, or discard it)."""
+        if not self._text_pending():
+            return False
+        why = self._text_error or "it was not read yet"
+        self._show([], f"could not {attempt}: the text view has changes that were not taken "
+                   f"({why}); fix them and press Tab to apply them, or press 'discard text "
+                   "changes': the circuit is unchanged", ok=False)  # fmt: skip
+        self.discard_text_button.layout.display = ""
+        return True
 
     def _refuse(self, problems, attempt: str, after: str = "") -> None:
         """An edit not taken: what was tried, why (located problems, marked on their boxes)."""
@@ -188,6 +210,8 @@ class Studio(w.VBox):
     def _accept(self, new: Circuit, what: str, loading: bool = False) -> Circuit:
         # Round-trip through the schema so that edits made with model_copy are checked too.
         new = io.from_dict(io.to_dict(new))
+        if self._history is not None and not loading:  # text, JSON and the form alike
+            edits.new_clash(self.circuit, new)
         self._check(new)  # raises ValidationError: the edit is not taken
         if self._history is None:
             self._history = edits.History(new, limit=lambda: MAX_UNDO)
@@ -241,8 +265,9 @@ class Studio(w.VBox):
         # palette, form, wiring
         self.palette = w.Dropdown(options=palette_options(), description="kind", **fitted())
         self.box_name = w.Text(
-            description="name", placeholder="box name", **fitted(), continuous_update=False
-        )
+            description="name", placeholder="new: left empty, kind2…", **fitted(),
+            continuous_update=False,
+        )  # fmt: skip
         self.form_box = w.VBox()
         self.wiring = w.VBox()
         self.add_box_button = button(description="add box", button_style="primary")
@@ -297,6 +322,13 @@ class Studio(w.VBox):
         self.text.add_class("ncd-text")
         self.text.observe(lambda _: self._apply_text(), names="value")
         self.text_status = w.HTML()
+        # Text that was not taken stays until it is fixed or discarded (never overwritten).
+        self.discard_text_button = w.Button(  # a layout of its own: it is hidden and shown
+            description="discard text changes", icon="times", layout=w.Layout(width="auto")
+        )
+        self.discard_text_button.add_class("ncd-discard-text")
+        self.discard_text_button.on_click(lambda _: self._discard_text())
+        self.discard_text_button.layout.display = "none"
         self.sizes = w.Text(
             description="sizes", placeholder="B=2,T=128", style={"description_width": "90px"}
         )
@@ -327,9 +359,12 @@ class Studio(w.VBox):
         self.form_title = w.HTML()
         left = w.VBox(
             [
-                w.VBox([self.form_title, self.box_select, self.form_box, self.wiring]),
+                w.VBox(
+                    [self.form_title, self.box_select, self.box_name, self.form_box, self.wiring]
+                ),  # fmt: skip
                 w.HBox([self.replace_box_button, self.delete_box_button]),
-                section("Add a box", self.palette, self.box_name, self.add_box_button),
+                # adds a new box: the kind and fields above, under a name of its own
+                section("Add a box", self.palette, self.add_box_button),
                 section("Inputs", self.input_name, self.input_axes, self.input_dtype),
                 self.add_input_button,
                 section("Outputs", self.output_name, self.output_source, self.set_output_button),
@@ -341,7 +376,9 @@ class Studio(w.VBox):
             layout=w.Layout(width="300px", min_width="300px"),
         )
         left.add_class("ncd-form")
-        text = w.VBox([w.HTML("<b>Text</b>"), self.text, self.text_status])
+        text = w.VBox(
+            [w.HTML("<b>Text</b>"), self.text, self.text_status, self.discard_text_button]
+        )
         text.layout = w.Layout(width="320px", min_width="260px")
         if _script() is None:
             text.layout.display = "none"
@@ -468,8 +505,11 @@ class Studio(w.VBox):
         self._refresh_tab()
 
     def _refresh_text(self) -> None:
+        """The text view shows the circuit, unless it holds text the user typed that was not
+        taken: that stays, with its error, until it is fixed or discarded (edits of the
+        circuit are refused meanwhile, so the circuit's text is still `_text_shown`)."""
         script = _script()
-        if script is None:
+        if script is None or self._text_pending():
             return
         try:
             text = script.to_script(self.circuit)
@@ -477,8 +517,23 @@ class Studio(w.VBox):
             self.text_status.value = panels.messages_html(panels.problems_of(e), ok=False)
             return
         self._text_shown = text
+        self._text_error = ""
+        self.discard_text_button.layout.display = "none"
         self.text_status.value = ""  # before the text: its observer sees no error to clear
         self.text.value = text
+
+    @_guarded
+    def _discard_text(self) -> None:
+        """Drop the text typed in the text view that was not taken: it shows the circuit."""
+        if not self._text_pending():
+            self.discard_text_button.layout.display = "none"
+            return
+        self.text.value = self._text_shown  # its observer finds nothing to apply
+        self._text_error = ""
+        self.discard_text_button.layout.display = "none"
+        self.text_status.value = ""
+        self.canvas.marks = {}
+        self._show([], f"discarded the text changes: the text view shows {self._here()}")
 
     @_guarded
     def _apply_text(self) -> None:
@@ -490,26 +545,36 @@ class Studio(w.VBox):
             self._text_unchanged()
             return
         try:
-            new = script.from_script(text)
+            new = panels.read_script(text)  # a draft's boxes with open ports too
         except NcdError as e:  # ScriptError says its line and column
+            self._text_error = str(e)
             self.text_status.value = (
                 f'<div class="ncd-text-error" style="color:#c62828">{html.escape(str(e))} '
-                "(the diagram keeps the last valid circuit)</div>"
+                "(the diagram keeps the last valid circuit; your text stays here until you "
+                "fix it or discard it)</div>"
             )
+            self.discard_text_button.layout.display = ""
             self._show([], f"text not taken: {e}", ok=False)
             return
         if io.to_dict(new) == io.to_dict(self.circuit):  # the same circuit written otherwise
+            self.text.value = self._text_shown  # no longer pending: it may be rewritten
             self._refresh_text()
             self._text_unchanged()
             return
-        if self.edit(lambda _: new, "edited the text"):
-            self.text_status.value = ""
+        if self._guarded_edit(lambda _: new, "edited the text", text=True) is not None:
+            self._text_shown = self.text.value  # taken: the view shows the circuit's text
+            self._refresh_text()
         else:
+            first = self.canvas.status.split("\n")
+            self._text_error = "; ".join(first[1:2]) or first[0]
             self.text_status.value = self.messages.value
+            self.discard_text_button.layout.display = ""
 
     def _text_unchanged(self) -> None:
         """The text view shows the current circuit again: an error left from a text that was
         not taken is cleared."""
+        self._text_error = ""
+        self.discard_text_button.layout.display = "none"
         if self.text_status.value:
             self.text_status.value = ""
             self.canvas.marks = {}
@@ -632,6 +697,8 @@ class Studio(w.VBox):
         Every input port reads that value, or, where that does not validate (a linear
         attention reads its queries there, not its keys and values), the first port alone:
         the others are left to wire, drawn as loose ends."""
+        if self._text_waits(f"add {kind}"):
+            return
         after = self.canvas.selected if after is None else after
         if after.startswith("wire:"):
             after = ""
@@ -686,6 +753,8 @@ class Studio(w.VBox):
     def _first_accepted(self, changes, what: str, attempt: str) -> bool:
         """Take the first of `changes` (of the circuit being edited) whose result validates;
         when none does, the last one's refusal is shown."""
+        if self._text_waits(attempt):
+            return False
         for change in changes[:-1]:
             try:
                 self._accept(self._whole(change)(self.circuit), what)
@@ -970,8 +1039,12 @@ class Studio(w.VBox):
 
     @_guarded
     def _add_box(self) -> None:
-        """The form's box is added, and selected (the form then edits it)."""
+        """The form's box is added as a new box, and selected (the form then edits it). Its
+        name is the one typed for it; left empty, or the selected box's own (the form shows
+        that box), a fresh one after its kind (`unary2`): the selected box is unchanged."""
         name = self.box_name.value.strip()
+        if not name or (name == self._editing and self._editing == self.box_select.value):
+            name = edits.fresh_name(self.view, self.form.kind)
         inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
         try:
             box = self.form.build(name, inputs)
@@ -1145,12 +1218,27 @@ class Studio(w.VBox):
         path = self.export_path.value.strip()
         if not path:
             raise SchemaError("export: no file given (expected diagram.svg, .pdf, .png or .py)")
+        if Path(path).suffix not in {".svg", ".pdf", ".png", ".py"}:
+            raise SchemaError(
+                f"export: {path}: unknown kind of file (expected .svg, .pdf, .png or .py)"
+            )
         if path.endswith(".py"):
             from ncd.compiler import to_source
 
             sizes = panels.parse_sizes(self.sizes.value)
             try:
-                write_atomic(path, to_source(self.circuit, sizes or None))
+                source = to_source(self.circuit, sizes or None)
+            except NcdError as e:  # the CLI's hint (`--sizes`) said as the Studio has it
+                problems = [
+                    dataclasses.replace(p, hint=p.hint.replace(
+                        "pass e.g. --sizes ", "type them in the Cost tab's sizes field, e.g. "
+                    ))
+                    for p in panels.problems_of(e)
+                ]  # fmt: skip
+                self._refuse(problems, f"export {path}")
+                return
+            try:
+                write_atomic(path, source)
             except OSError as e:
                 raise SchemaError(f"{path}: cannot write ({e.strerror or e})") from None
         else:
@@ -1161,6 +1249,8 @@ class Studio(w.VBox):
     @_guarded
     def undo(self) -> None:
         """Go back one accepted edit (at the first, say there is nothing to undo)."""
+        if self._text_waits("undo"):
+            return
         if not self._history.undo():
             self._show(
                 [], f"nothing to undo: this is the oldest state kept ({self._history.where()})"
@@ -1171,6 +1261,8 @@ class Studio(w.VBox):
     @_guarded
     def redo(self) -> None:
         """Go forward one undone edit (at the last, say there is nothing to redo)."""
+        if self._text_waits("redo"):
+            return
         if not self._history.redo():
             self._show([], f"nothing to redo: this is the newest state ({self._history.where()})")
             return

@@ -215,7 +215,8 @@ def test_export(tmp_path):
 @pytest.mark.parametrize(
     "action",
     [
-        lambda s: add_box(s, "unary", "", {"x": "proj"}, fn="relu"),  # empty name
+        # (an empty name is no longer one: add box names the new box, as the palette does)
+        lambda s: add_box(s, "unary", "a.b", {"x": "proj"}, fn="relu"),  # not a name
         lambda s: add_box(s, "unary", "proj", {"x": "proj"}, fn="relu"),  # name taken
         lambda s: add_box(s, "layernorm", "ln", {"x": "proj"}, over="Q"),  # unknown axis
         lambda s: add_box(s, "rename", "r", {"x": "proj"}, mapping="{oops"),  # bad JSON field
@@ -514,3 +515,170 @@ def test_a_tab_says_it_is_computing_before_its_contents_arrive():
         final = shown(studio, tab)
         assert len(seen[tab]) == 2 and "computing the" in seen[tab][0], seen[tab][:1]
         assert seen[tab][1] == final and "computing the" not in final
+
+
+def test_text_not_taken_is_never_overwritten_by_a_diagram_edit():
+    """Review 1 (lost work): text typed in the text view that does not read yet stays, with
+    its error, through every edit of the diagram: those are refused, saying why, until the
+    text is fixed (then taken) or discarded. Moving about (opening a tab) keeps it too."""
+    studio = Studio(base())
+    before = io.to_dict(studio.circuit)
+    draft = studio.text.value.replace(
+        "b.output(", 'up = b.linear(proj, "F", "D", name="up"\nb.output('
+    )
+    studio.text.value = draft  # an unclosed `(`: not taken
+    assert "never closed" in studio.text_status.value and not studio.canvas.status_ok
+    assert studio.discard_text_button.layout.display != "none"
+    assert studio.export_button.layout.display != "none"  # its own layout, not the buttons'
+    for action in (
+        lambda: studio.canvas.intent("add", kind="dropout", after="proj"),
+        lambda: studio.canvas.intent("delete", path="proj"),
+        lambda: studio.canvas.intent("undo"),
+        lambda: add_box(studio, "dropout", "drop", {"x": "proj"}),
+        lambda: studio.load(base()),
+    ):
+        action()
+        assert studio.text.value == draft, "the user's text was overwritten"
+        assert io.to_dict(studio.circuit) == before
+        assert "the text view has changes that were not taken" in studio.canvas.status
+        assert "never closed" in studio.canvas.status and not studio.canvas.status_ok
+    shown(studio, "JSON")
+    assert studio.text.value == draft
+    # fixed: taken, and the text is the circuit's again; then the diagram edits it as before
+    studio.text.value = draft.replace('name="up"\n', 'name="up")\n')
+    assert studio.canvas.status_ok, studio.canvas.status
+    assert "up" in {b.name for b in studio.circuit.boxes}
+    assert studio.discard_text_button.layout.display == "none"
+    studio.canvas.intent("add", kind="dropout", after="up")
+    assert "b.dropout(up" in studio.text.value
+    # discarded: the text shows the circuit, and edits are taken again
+    kept = studio.text.value
+    studio.text.value = kept + "\nnot code(\n"
+    studio.canvas.intent("undo")
+    assert studio.text.value.endswith("not code(\n")
+    studio.discard_text_button.click()
+    assert studio.text.value == kept and studio.text_status.value == ""
+    studio.canvas.intent("undo")
+    assert "dropout" not in {b.name for b in studio.circuit.boxes}
+    assert "b.dropout(" not in studio.text.value
+
+
+def test_the_text_of_a_draft_with_open_ports_reads_back():
+    """Review 3: while a box has ports that read nothing yet, the text view writes it as
+    `b.box("attention", {"q": linear})`; the text reader took none of it ("ports q k v
+    expected, found q"), so no text edit was taken. Now the text reads back as the draft, an
+    edit of another line is taken with the box still open, and wiring it in the text
+    completes it."""
+    b = Builder("draft", sizes=SIZES)
+    tok = b.input("tok", "B T D")
+    b.output("y", b.linear(tok, "D", "D", name="linear"))
+    studio = Studio(b.build())
+    studio.canvas.intent("add", kind="attention", after="linear")
+    assert edits_open(studio) == {"attention": ["k", "v"]}
+    text = studio.text.value
+    assert 'b.box("attention", {"q": linear})' in text
+    studio.text.value = text.replace('"tok", "B T D"', '"tok", "B T D", "float16"')
+    assert studio.canvas.status_ok, studio.canvas.status
+    assert studio.circuit.inputs[0].dtype == "float16"
+    assert edits_open(studio) == {"attention": ["k", "v"]}
+    assert studio.text.value.count('b.box("attention", {"q": linear})') == 1
+    # a box named otherwise, inside a group, keeps its name and group
+    studio.text.value = studio.text.value.replace(
+        'b.box("attention", {"q": linear})', 'b.box("attention", {"q": linear}, name="att")'
+    )
+    assert edits_open(studio) == {"att": ["k", "v"]}, studio.canvas.status
+    # wired in the text: the box is complete, and its kind's shape rule runs (located)
+    studio.text.value = studio.text.value.replace(
+        '{"q": linear}', '{"q": linear, "k": linear, "v": linear}'
+    )
+    assert "line 6" in studio.canvas.status and "port 'q'" in studio.canvas.status
+    assert "expected, found" not in studio.canvas.status
+    studio.discard_text_button.click()
+    # a box reading a draft is refused, located, and the text stays
+    bad = studio.text.value.replace('b.output("y", linear)', 'z = b.relu(att)\nb.output("y", z)')
+    studio.text.value = bad
+    assert not studio.canvas.status_ok and "reads box 'att'" in studio.canvas.status
+    assert studio.text.value == bad and edits_open(studio) == {"att": ["k", "v"]}
+
+
+def edits_open(studio):
+    from ncd.widgets import edits
+
+    return edits.open_boxes(studio.circuit)
+
+
+def test_an_output_named_like_an_input_or_a_box_is_refused_on_every_path():
+    """Review 2: output `x` of a circuit with input `x` was taken, and the diagram drew two
+    nodes `box:x` (clicking the output selected the input). Refused, saying why, whether set
+    in the form, the diagram, the text or the JSON; a circuit opened with such names (the
+    gallery's repeated subcircuits need them) still opens."""
+    studio = Studio(base())
+    before = io.to_dict(studio.circuit)
+    set_output(studio, "x", "proj")
+    assert "output 'x': the name is an input's" in studio.canvas.status
+    studio.canvas.intent("add_output", name="proj", path="proj")
+    assert "output 'proj': the name is a box's" in studio.canvas.status
+    studio.text.value = studio.text.value.replace('b.output("y"', 'b.output("x"')
+    assert "output 'x': the name is an input's" in studio.canvas.status
+    studio.discard_text_button.click()
+    data = json.loads(io.dumps(studio.circuit))
+    data["outputs"][0]["name"] = "proj"
+    studio.json_text.value = json.dumps(data)
+    studio.apply_json_button.click()
+    assert "output 'proj': the name is a box's" in studio.canvas.status
+    add_box(studio, "dropout", "y", {"x": "proj"})  # a box named like an output
+    assert "output 'y': the name is a box's" in studio.canvas.status
+    assert io.to_dict(studio.circuit) == before and not studio.canvas.status_ok
+    svg = studio.canvas.svg
+    assert len(re.findall(r'<g id="box:x"', svg)) == 1
+    # a circuit that has such names opens, and its other edits are taken
+    b = Builder("rep", sizes=SIZES)
+    x = b.input("x", "B T D")
+    b.output("x", b.relu(x, name="act"))
+    studio.load(b.build())
+    assert studio.canvas.status_ok, studio.canvas.status
+    studio.canvas.intent("add", kind="dropout", after="act")
+    assert studio.canvas.status_ok and "dropout" in {b.name for b in studio.circuit.boxes}
+
+
+def test_add_box_adds_a_new_box_while_the_form_shows_the_selected_one():
+    """Review 6: with a box selected, its name filled the `name` field under "Add a box", so
+    add box always failed ("the name is taken"). Now the name belongs with the selected box's
+    fields, and add box adds a new box of the form's kind and fields under a fresh name,
+    leaving the selected one as it was."""
+    studio = Studio(base())
+    studio.canvas.intent("select", path="proj")
+    assert studio.box_name.value == "proj"
+    left = studio.children[0].children[0]
+    selected = left.children[0].children
+    assert studio.box_name in selected and studio.form_box in selected
+    adding = left.children[2].children
+    assert studio.add_box_button in adding and studio.box_name not in adding
+    studio.add_box_button.click()
+    assert studio.canvas.status_ok, studio.canvas.status
+    new = studio.circuit.box("linear")
+    assert new.over == ("D",) and new.out == ("F",) and new.inputs == {"x": "x"}
+    assert studio.circuit.box("proj") == base().box("proj")
+    assert studio.canvas.selected == "linear" and studio.box_name.value == "linear"
+    # nothing selected and no name typed: a fresh name too
+    add_box(studio, "dropout", "", {"x": "proj"})
+    assert studio.canvas.status_ok and studio.circuit.box("dropout").inputs == {"x": "proj"}
+    # a name typed that another box has is still refused
+    add_box(studio, "dropout", "proj", {"x": "proj"})
+    assert "the name is taken" in studio.canvas.status
+
+
+def test_export_py_without_sizes_points_at_the_sizes_field(tmp_path):
+    """Review 7: the hint named the CLI's `--sizes`, which the Studio has not; an unknown
+    suffix listed `.dot` (not offered) and left out `.py`."""
+    b = Builder("free")
+    x = b.input("x", "B T D")
+    b.output("y", b.linear(x, "D", "F", name="proj"))
+    studio = Studio(b.build())
+    studio.export_path.value = str(tmp_path / "m.py")
+    studio.export_button.click()
+    assert "--sizes" not in studio.canvas.status + studio.messages.value
+    assert "sizes field" in studio.messages.value and not (tmp_path / "m.py").exists()
+    studio.export_path.value = str(tmp_path / "m.txt")
+    studio.export_button.click()
+    assert "expected .svg, .pdf, .png or .py" in studio.canvas.status

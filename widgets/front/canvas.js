@@ -67,6 +67,13 @@ function render({ model, el }) {
     h("span", { class: "ncd-sep" }), subName, addSub);
   name.addEventListener("change", () => send("rename", { name: name.value.trim() }));
   title.addEventListener("change", () => send("retitle", { title: title.value }));
+  // Enter applies them as every other field does: leaving the field (its change), with the
+  // keys kept in the widget (Ctrl+Z then undoes the rename).
+  for (const field of [name, title]) {
+    field.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") el.focus({ preventScroll: true });
+    });
+  }
   undo.addEventListener("click", () => send("undo"));
   redo.addEventListener("click", () => send("redo"));
   fit.addEventListener("click", () => {
@@ -569,7 +576,11 @@ function render({ model, el }) {
       if (i) crumbs.append(" › ");
       const last = i === all.length - 1;
       const b = h("button", { class: last ? "ncd-crumb ncd-here" : "ncd-crumb" }, c);
-      if (!last) b.addEventListener("click", () => send("crumb", { index: i }));
+      // the crumbs are drawn again: the keys stay in the widget (Ctrl+Z), not on the page
+      if (!last) b.addEventListener("click", () => {
+        el.focus({ preventScroll: true });
+        send("crumb", { index: i });
+      });
       crumbs.append(b);
     });
   }
