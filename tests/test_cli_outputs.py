@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from .robustness.test_atomic import read_fifo
+
 
 def ncd(*args, cwd):
     p = subprocess.run([sys.executable, "-m", "ncd.cli", *args], capture_output=True, text=True,
@@ -66,18 +68,6 @@ def test_every_writer_creates_missing_folders(tmp_path, monkeypatch):
     assert not (tmp_path / "bad").exists()
 
 
-def _fifo_reader(path, got):
-    import threading
-
-    def read():
-        with open(path, "rb") as f:
-            got.append(f.read())
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    return t
-
-
 @pytest.mark.parametrize("command", ["compile", "render"])
 def test_output_onto_a_fifo_is_written_in_place(command, tmp_path):
     """`-o FIFO` (as `-o /dev/null` or a named pipe) writes into it; it is not replaced."""
@@ -87,7 +77,7 @@ def test_output_onto_a_fifo_is_written_in_place(command, tmp_path):
     fifo = tmp_path / "out.svg"
     os.mkfifo(fifo)
     got = []
-    reader = _fifo_reader(fifo, got)
+    reader = read_fifo(fifo, got)
     rc, _, err = ncd(command, "mlp", "-o", "out.svg", cwd=tmp_path)
     reader.join(30)
     assert rc == 0, err
@@ -104,7 +94,7 @@ def test_full_special_file_is_one_error_line(tmp_path, monkeypatch, capsys):
 
     fifo = tmp_path / "full.py"
     os.mkfifo(fifo)
-    reader = _fifo_reader(fifo, [])
+    reader = read_fifo(fifo, [])
 
     def full(fd, data):
         raise OSError(28, "No space left on device")

@@ -80,7 +80,7 @@ def test_unwritable_place_is_one_clear_error(tmp_path):
         write_text(blocker / "x.svg", "<svg/>")
 
 
-def _read_fifo(path, got):
+def read_fifo(path, got):
     """A reader thread: everything written into the FIFO at `path` ends up in `got`."""
     import threading
 
@@ -97,7 +97,7 @@ def test_fifo_written_in_place_not_replaced(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     got = []
-    reader = _read_fifo(fifo, got)
+    reader = read_fifo(fifo, got)
     write_atomic(fifo, b"x" * 300_000)  # more than a pipe's buffer: written in full
     reader.join(10)
     assert got == [b"x" * 300_000]
@@ -110,7 +110,7 @@ def test_link_to_fifo_written_through(tmp_path):
     link = tmp_path / "out.py"
     link.symlink_to(fifo)
     got = []
-    reader = _read_fifo(fifo, got)
+    reader = read_fifo(fifo, got)
     write_atomic(link, "hello")
     reader.join(10)
     assert got == [b"hello"] and link.is_symlink() and stat.S_ISFIFO(fifo.stat().st_mode)
@@ -120,7 +120,7 @@ def test_special_file_write_error_is_one_clear_error(tmp_path, monkeypatch):
     """A device that refuses the data (/dev/full: ENOSPC) stays in place; the error names it."""
     fifo = tmp_path / "full"
     os.mkfifo(fifo)
-    reader = _read_fifo(fifo, [])
+    reader = read_fifo(fifo, [])
 
     def full(fd, data):
         raise OSError(28, "No space left on device")
