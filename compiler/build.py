@@ -70,7 +70,8 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
         order the inputs list them) and returns the output tensor, or a dict of them by name.
         Parameters are named after boxes: `q_proj.weight`, `blocks.0.ff_up.bias`.
         Each call first checks its inputs (`input_check`): an input of the wrong rank, dtype
-        class, or size along an axis the module is specialised to raises `InputError`
+        class, float dtype (one no parameter has; not checked under torch.autocast), or
+        size along an axis the module is specialised to raises `InputError`
         naming the input and the axis; sizes the module never reads (a batch) may vary.
 
     >>> m = compile(ncd.gallery.get("multihead_attention"))
@@ -80,7 +81,8 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     dtype, device = _dtype(dtype), _device(device)
     lowered = prepare(circuit, sizes, device, rewrites, opaque, fused)
     module = lowered.module
-    _keep_check(module, input_check(lowered))
+    check = input_check(lowered)
+    _keep_check(module, check)
     module.to(device=torch.device(device or "cpu"))
     if dtype is not None:
         module.to(dtype=dtype)
@@ -99,12 +101,8 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     if not any(b.kind == "opaque" for b in _all_boxes(circuit)):
         spec = (circuit.to_json(None), dict(sizes or {}), rewrites, fused, str(device or "cpu"))
         # Unpickling a GraphModule traces its code again, which cannot go through ncd.ops'
-        # argument checks; this module pickles as its circuit and weights instead (each
-        # GraphModule instance has a class of its own, so this touches no other module).
-        type(module).__reduce__ = lambda self: (
-            _rebuild,
-            (*spec, self.state_dict(), self.training, sorted(n for n, _ in self.named_buffers())),
-        )
+        # argument checks; this module pickles as its circuit and its tensors instead.
+        _keep_check(module, check, spec)
     return module
 
 
@@ -150,17 +148,32 @@ def input_check(lowered: Lowered) -> runtime.CheckInputs:
     return runtime.CheckInputs(expected, InputError)
 
 
-def _keep_check(module: torch.fx.GraphModule, check: runtime.CheckInputs) -> None:
-    """Registers `check` on `module`, and on its deep copies (GraphModule's deepcopy builds a
-    new module, of a class of its own, without the hooks)."""
-    module.register_forward_pre_hook(check, with_kwargs=True)
+def _keep_check(module: torch.fx.GraphModule, check: runtime.CheckInputs, spec=None) -> None:
+    """Registers `check` on `module` and, given the circuit's `spec`, makes it pickle as the
+    circuit and its tensors (`_reduce`); both carry over to its deep copies (GraphModule's
+    deepcopy builds a new module, of a class of its own, without the hooks). Each
+    GraphModule instance has a class of its own, so this touches no other module."""
+    if not any(h is check for h in module._forward_pre_hooks.values()):
+        module.register_forward_pre_hook(check, with_kwargs=True)
 
     def deepcopy(self, memo):
         copied = torch.fx.GraphModule.__deepcopy__(self, memo)
-        _keep_check(copied, check)
+        _keep_check(copied, check, spec)
         return copied
 
     type(module).__deepcopy__ = deepcopy
+    if spec is not None:
+        type(module).__reduce__ = lambda self: _reduce(self, spec)
+
+
+def _reduce(module: torch.nn.Module, spec):
+    """What a compiled module pickles as: its circuit, and each parameter and buffer as it
+    is (its dtype, device and requires_grad; a tensor under two names is pickled once), with
+    each submodule's training flag, as pickling any nn.Module keeps them."""
+    params = dict(module.named_parameters(remove_duplicate=False))
+    buffers = dict(module.named_buffers(remove_duplicate=False))
+    modes = {name: sub.training for name, sub in module.named_modules(remove_duplicate=False)}
+    return _restore, (*spec, params, buffers, modes)
 
 
 def _as_buffers(module: torch.nn.Module, names) -> None:
@@ -219,7 +232,7 @@ def _all_boxes(circuit: Circuit):
 
 
 def _rebuild(spec, sizes, rewrites, fused, device, state, training, buffers=()):
-    """Unpickling: compile the circuit again, load the weights, buffers as they were."""
+    """Unpickling a module pickled by an earlier ncd (its state_dict, one dtype)."""
     from ncd.circuits.io import loads
 
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
@@ -227,6 +240,26 @@ def _rebuild(spec, sizes, rewrites, fused, device, state, training, buffers=()):
     _as_buffers(module, buffers)
     module.load_state_dict(state)
     return module.train(training)
+
+
+def _restore(spec, sizes, rewrites, fused, device, params, buffers, modes):
+    """Unpickling (`_reduce`): compile the circuit again, on the device its tensors were
+    loaded to (torch.load's map_location decides, as for any module), and put each
+    parameter and buffer back as it was pickled."""
+    from ncd.circuits.io import loads
+
+    first = next(iter([*params.values(), *buffers.values()]), None)
+    if first is not None:
+        device = first.device
+    module = compile(loads(spec), sizes, None, device, rewrites=rewrites, fused=fused)
+    _as_buffers(module, [n for n in buffers if n not in dict(module.named_buffers())])
+    for table, tensors in (("_parameters", params), ("_buffers", buffers)):
+        for key, tensor in tensors.items():
+            owner, _, leaf = key.rpartition(".")
+            getattr(module.get_submodule(owner), table)[leaf] = tensor
+    for name, sub in module.named_modules(remove_duplicate=False):
+        sub.training = modes.get(name, sub.training)
+    return module
 
 
 def to_source(

@@ -27,6 +27,13 @@ LOWERINGS = Registry("lowering", "compiler/lowerings.py", "@lowers")
 lowers = LOWERINGS.register
 
 
+def listed(repeat) -> bool:
+    """Whether a call repeated `repeat` times is held as an nn.ModuleList (`blocks.0.…`):
+    a count above 1, or one written with a size (`N`, even bound to 1), so that a module's
+    parameter names do not depend on the value of N."""
+    return repeat != 1 or isinstance(repeat, Size)
+
+
 class Size(int):
     """A whole number read off a size expression, carrying the expression (`expr`) so that
     the source emitter writes `c.H` where the graph holds 4; behaves as the int otherwise."""
@@ -289,7 +296,7 @@ class Lowerer:
         cls = class_name(c.circuit.name)
         gm = fx.GraphModule(self.root, self.g, class_name=cls)
         for ident, n, _ in self.calls.values():
-            if n > 1:  # GraphModule rebuilt `blocks` as a plain Module; keep the ModuleList
+            if listed(n):  # GraphModule rebuilt `blocks` as a plain Module; keep the ModuleList
                 setattr(gm, ident, self.root.get_submodule(ident))
         read = set(self.read)
         for _, _, sub in self.calls.values():

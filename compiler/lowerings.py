@@ -21,7 +21,7 @@ from ncd.circuits.types import FLOAT_DTYPES, TensorType
 from . import runtime
 from .choices import choose, short_conv_kernels
 from .fused import lower_attention, lower_linear_attention, lower_norm, runs_norm_kernels
-from .lower import Call, Holder, Lowerer, lower, lowers, plain
+from .lower import Call, Holder, Lowerer, listed, lower, lowers, plain
 from .names import letters
 
 
@@ -525,7 +525,7 @@ def _call(L: Lowerer, b, x, tin, tout):
     prefix = f"{L.prefix}in subcircuit '{sub.circuit.name}' (called by box '{b.name}'), "
     parts = [lower(sub, L.opts, prefix) for _ in range(n)]
     ident = L.box_idents[b.name]
-    if n == 1:
+    if not listed(n):
         L.root.add_module(ident, parts[0].module)
         L.holders.append(Holder(ident, b.name, parts[0].module, f"{parts[0].class_name}()"))
         paths = [ident]

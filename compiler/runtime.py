@@ -548,12 +548,16 @@ class CheckInputs:
     """A forward pre-hook that checks a module's inputs against the circuit: `expected` maps
     each input's name, in the order forward takes them, to its dtype and its axes (axis ->
     the size it must have, or the name of a free size that must agree across inputs).
-    Raises `error` (ValueError, or a subclass of it) naming the input and the axis."""
+    Raises `error` (ValueError, or a subclass of it) naming the input and the axis. A float
+    input must also have a dtype the module's float parameters and buffers have (float64 into
+    a float32 module would fail inside, or compute silently in another precision), except
+    under torch.autocast, which mixes dtypes on purpose."""
 
     def __init__(self, expected, error=ValueError):
         self.expected = expected
         self.error = error
-        self.accepted = None  # the (shape, dtype) of each input at the last call that passed
+        self.accepted = None  # the inputs' (shape, dtype), the module's first float dtype
+        # and whether autocast was on, at the last call that passed
 
     @staticmethod
     def _kind(t: str) -> str:
@@ -580,14 +584,44 @@ class CheckInputs:
             seen.append((x.shape, x.dtype))
         return seen
 
+    @staticmethod
+    def _floats(module):
+        """The dtypes of the module's float parameters and buffers, names sorted (a tuple:
+        no generator, as in `_kind`)."""
+        found = set()
+        for t in [*module.parameters(), *module.buffers()]:
+            if t.is_floating_point():
+                found.add(str(t.dtype))
+        return tuple(sorted(found))
+
+    @staticmethod
+    def _probe(module):
+        """The dtype of the module's first float parameter, or None: what a call compares with
+        the last passing one instead of walking every tensor (.half(), .double() change it)."""
+        for t in module.parameters():
+            if t.is_floating_point():
+                return t.dtype
+        return None
+
+    def _autocast(self, args, kwargs) -> bool:
+        """Whether torch.autocast is on for an input's device (each input is a tensor)."""
+        for i, name in enumerate(self.expected):
+            x = args[i] if i < len(args) else kwargs[name]
+            if torch.is_autocast_enabled(x.device.type):
+                return True
+        return False
+
     def __call__(self, module, args, kwargs):
         seen = self._seen(args, kwargs)
-        if seen is not None and seen == self.accepted:
-            return  # the same shapes and dtypes as a call that passed
-        self.check(args, kwargs)
-        self.accepted = seen
+        autocast = seen is not None and self._autocast(args, kwargs)
+        key = None if seen is None else (seen, self._probe(module), autocast)
+        if key is not None and key == self.accepted:
+            return  # the same shapes and dtypes, module dtype and autocast as a call that passed
+        self.check(args, kwargs, None if autocast else self._floats(module))
+        self.accepted = key
 
-    def check(self, args, kwargs):
+    def check(self, args, kwargs, floats=None):
+        """`floats`: the dtypes a float input may have (the module's, by name); None: any."""
         free = {}
         for i, (name, (dtype, axes)) in enumerate(self.expected.items()):
             x = args[i] if i < len(args) else kwargs.get(name)
@@ -632,4 +666,11 @@ class CheckInputs:
                 raise self.error(
                     f"input {name!r}: the circuit declares {dtype} (kind {want}), "
                     f"found {x.dtype} (kind {kind})"
+                )
+            if kind == "float" and floats and str(x.dtype) not in floats:
+                want = " or ".join(floats)
+                raise self.error(
+                    f"input {name!r}: the module's parameters are {want}, found {x.dtype} "
+                    f"(convert the input with .to({floats[0]}), the module with "
+                    f".to({x.dtype}), or run under torch.autocast)"
                 )

@@ -33,7 +33,7 @@ from ncd.circuits.sizes import symbol
 from ncd.circuits.types import TensorType
 
 from . import runtime
-from .lower import Call, Lowered, RealSize, Size
+from .lower import Call, Lowered, RealSize, Size, listed
 from .names import Namer, class_name, comment, globals_of_generated, identifier
 
 WIDTH = 100  # the project's ruff line length
@@ -515,7 +515,7 @@ class _Printer:
                 f"{lw.input_idents[i.name]}: {_shape(c.inputs[i.name])} = ({sizes}) {i.dtype}",
                 "        ",
             )
-        loops = {box: n for box, (_, n, _) in lw.calls.items() if n > 1}
+        loops = {box: n for box, (_, n, _) in lw.calls.items() if listed(n)}
         done_loops: set[str] = set()
         commented: set[str] = set()
         for n in nodes:
@@ -592,7 +592,7 @@ class _Printer:
         if h.box in self.lw.calls:
             ident, n, sub = self.lw.calls[h.box]
             self.cfg_used = True
-            if n == 1:
+            if not listed(n):
                 return f"{sub.class_name}({self.cfg})"
             return f"nn.ModuleList([{sub.class_name}({self.cfg}) for _ in range({self.const(n)})])"
         src = h.source

@@ -25,6 +25,10 @@ CASES = {
     "batch_disagrees": "model(torch.randn(3, 16, 32), torch.randn(2, 16))",
     "int_input": "model(torch.zeros(2, 16, 32, dtype=torch.int64), torch.randn(2, 16))",
     "bool_input": "model(torch.randn(2, 16, 32), torch.zeros(2, 16, dtype=torch.bool))",
+    "float64_input": "model(torch.randn(2, 16, 32).double(), torch.randn(2, 16))",
+    "float16_input": "model(torch.randn(2, 16, 32), torch.randn(2, 16).half())",
+    "autocast": "with torch.autocast('cpu', dtype=torch.bfloat16): "
+    "model(torch.randn(2, 16, 32).bfloat16(), torch.randn(2, 16).bfloat16())",
     "keyword": "model(x=torch.randn(2, 16, 32), gate=torch.randn(2, 15))",
     "not_a_tensor": "model([[0.0]], torch.randn(2, 16))",
     "config_T8": "m.PositionsConfig(T=8) and m.Positions(m.PositionsConfig(T=8))("
@@ -44,6 +48,13 @@ EXPECTED = {
     "(kind int)",
     "bool_input": "input 'gate': the circuit declares float32 (kind float), found torch.bool "
     "(kind bool)",
+    "float64_input": "input 'x': the module's parameters are torch.float32, found "
+    "torch.float64 (convert the input with .to(torch.float32), the module with "
+    ".to(torch.float64), or run under torch.autocast)",
+    "float16_input": "input 'gate': the module's parameters are torch.float32, found "
+    "torch.float16 (convert the input with .to(torch.float32), the module with "
+    ".to(torch.float16), or run under torch.autocast)",
+    "autocast": None,
     "keyword": "input 'gate': axis T has size 16 in the circuit, found 15 (gate.shape = (2, 15))",
     "not_a_tensor": "input 'x': expected a tensor with axes B T D, found list",
     "config_T8": "input 'x': axis T has size 8 in the circuit, found 16 (x.shape = (2, 16, 32))",

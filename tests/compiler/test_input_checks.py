@@ -76,6 +76,52 @@ def test_other_float_dtypes_pass(module):
     assert m(torch.randn(2, 16, 32).double(), torch.randn(2, 16).double()).dtype == torch.float64
 
 
+@pytest.mark.parametrize("other", [torch.float64, torch.float16])
+def test_a_float_input_of_another_dtype_than_the_module_names_both(module, other):
+    """Unchecked, torch would promote silently here (float32 + float64 runs in float64,
+    float16 + float32 in float32) and a linear layer would fail inside."""
+    x, gate = torch.randn(2, 16, 32), torch.randn(2, 16)
+    msg = _error(module, x.to(other), gate)
+    assert msg == (
+        f"input 'x': the module's parameters are torch.float32, found {other} (convert the "
+        f"input with .to(torch.float32), the module with .to({other}), or run under "
+        "torch.autocast)"
+    )
+    assert _error(module, x, gate.to(other)).startswith("input 'gate': the module's parameters")
+
+
+def test_the_dtype_expected_follows_the_module(module):
+    """A call that passed is not excused after the module changes dtype."""
+    m = copy.deepcopy(module)
+    x, gate = torch.randn(2, 16, 32), torch.randn(2, 16)
+    m(x, gate)
+    m.double()
+    assert "the module's parameters are torch.float64, found torch.float32" in _error(m, x, gate)
+    assert m(x.double(), gate.double()).dtype == torch.float64
+
+
+def test_a_mixed_precision_module_takes_any_of_its_dtypes(module):
+    m = copy.deepcopy(module)
+    m.pos.half()
+    m.register_buffer("scale", torch.ones(()))  # float32, beside the float16 parameter
+    for dtype in (torch.float16, torch.float32):
+        m(torch.randn(2, 16, 32, dtype=dtype), torch.randn(2, 16, dtype=dtype))
+    assert "float16 or torch.float32, found torch.float64" in _error(
+        m, torch.randn(2, 16, 32).double(), torch.randn(2, 16).double()
+    )
+
+
+def test_autocast_mixes_dtypes_without_the_check(module):
+    x, gate = torch.randn(2, 16, 32), torch.randn(2, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = module(x.bfloat16(), gate.bfloat16())
+    pos = dict(module.named_parameters())["pos.weight"]
+    want = (x.bfloat16() + pos) * gate.bfloat16()[:, :, None]  # torch's own promotion
+    assert got.dtype == want.dtype
+    torch.testing.assert_close(got, want)
+    _error(module, x.bfloat16(), gate.bfloat16())  # the same call outside autocast
+
+
 def test_keyword_inputs_are_checked(module):
     msg = _error_kw(module, x=torch.randn(2, 16, 32), gate=torch.randn(2, 15))
     assert msg.startswith("input 'gate': axis T has size 16 in the circuit, found 15")
