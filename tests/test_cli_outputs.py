@@ -82,7 +82,7 @@ def test_output_onto_a_fifo_is_written_in_place(command, tmp_path):
     reader.join(30)
     assert rc == 0, err
     assert stat.S_ISFIFO(fifo.stat().st_mode)
-    assert got and got[0].startswith(b"# " if command == "compile" else b"<?xml")
+    assert got and got[0].startswith(b'"""' if command == "compile" else b"<?xml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.svg"]
 
 
@@ -111,5 +111,5 @@ def test_full_special_file_is_one_error_line(tmp_path, monkeypatch, capsys):
 def test_dash_output_is_stdout(command, tmp_path):
     rc, out, err = ncd(command, "mlp", "-o", "-", cwd=tmp_path)
     assert rc == 0, err
-    assert out.startswith("# " if command == "compile" else "<?xml") and "wrote" not in out
+    assert out.startswith('"""' if command == "compile" else "<?xml") and "wrote" not in out
     assert list(tmp_path.iterdir()) == []
