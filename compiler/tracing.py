@@ -196,13 +196,15 @@ class _Tracer(fx.Tracer):
         # torch's argument parser asks sizes given to a torch function for their numbers
         # (`torch.ones(T, T)`) before it hands the call to fx, which records the sizes as
         # nodes: those reads took nothing as a number
-        given: list[fx.Node] = []
-        map_aggregate(
-            (args, kwargs), lambda a: given.append(a.node) if isinstance(a, fx.Proxy) else a
-        )
-        for n, dim in self.reads[self.since :]:
-            if dim is None and n in given and None in n.meta.get(READ, ()):
-                n.meta[READ].remove(None)
+        pending = [n for n, dim in self.reads[self.since :] if dim is None]
+        if pending:
+            given: list[fx.Node] = []
+            map_aggregate(
+                (args, kwargs), lambda a: given.append(a.node) if isinstance(a, fx.Proxy) else a
+            )
+            for n in pending:
+                if n in given and None in n.meta.get(READ, ()):
+                    n.meta[READ].remove(None)
         p = super().create_proxy(kind, target, args, kwargs, name, type_expr, *rest, **kw)
         self.since = len(self.reads)
         if isinstance(p, fx.Proxy) and kind != "output":

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .robustness.test_atomic import read_fifo
+from .robustness.test_atomic import full_fifo, read_fifo
 
 
 def ncd(*args, cwd):
@@ -88,18 +88,10 @@ def test_output_onto_a_fifo_is_written_in_place(command, tmp_path):
 
 def test_full_special_file_is_one_error_line(tmp_path, monkeypatch, capsys):
     """A device that refuses the data (ENOSPC, as /dev/full) gives one error line, exit 1."""
-    import os
-
     from ncd.cli import main
 
     fifo = tmp_path / "full.py"
-    os.mkfifo(fifo)
-    reader = read_fifo(fifo, [])
-
-    def full(fd, data):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", full)
+    reader = full_fifo(fifo, monkeypatch)
     assert main(["compile", "mlp", "-o", str(fifo)]) == 1
     monkeypatch.undo()
     reader.join(10)

@@ -7,6 +7,7 @@ raise `ShapeProblem` (port, expected, found); the validator adds the box's name.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Annotated, Any, ClassVar, get_args
@@ -95,6 +96,16 @@ def _holds_size_expr(annotation) -> bool:
     return any(_holds_size_expr(a) for a in get_args(annotation))
 
 
+@functools.cache
+def _size_fields(cls) -> tuple[str, ...]:
+    """The names of a box kind's fields typed `SizeExpr` (alone, optional or in a tuple), in
+    field order: read off the annotations once per kind."""
+    return tuple(
+        name for name, info in cls.model_fields.items()
+        if _holds_size_expr(info.annotation) or _is_size_expr(info.metadata)
+    )  # fmt: skip
+
+
 AxisName = Annotated[str, AfterValidator(_axis_name)]
 AxisList = Annotated[tuple[AxisName, ...], BeforeValidator(_split_axes), AfterValidator(_unique)]
 Name = Annotated[str, AfterValidator(_box_name)]
@@ -158,9 +169,7 @@ class BoxBase(BaseModel):
         """(field, text) of each size expression among the box's settings (fields typed
         `SizeExpr`, alone, optional or in a tuple: `sizes[1]`), in field order."""
         out = []
-        for name, info in type(self).model_fields.items():
-            if not (_holds_size_expr(info.annotation) or _is_size_expr(info.metadata)):
-                continue
+        for name in _size_fields(type(self)):
             value = getattr(self, name)
             if isinstance(value, tuple):
                 out += [(f"{name}[{i}]", v) for i, v in enumerate(value)]

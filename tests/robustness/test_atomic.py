@@ -116,16 +116,23 @@ def test_link_to_fifo_written_through(tmp_path):
     assert got == [b"hello"] and link.is_symlink() and stat.S_ISFIFO(fifo.stat().st_mode)
 
 
-def test_special_file_write_error_is_one_clear_error(tmp_path, monkeypatch):
-    """A device that refuses the data (/dev/full: ENOSPC) stays in place; the error names it."""
-    fifo = tmp_path / "full"
-    os.mkfifo(fifo)
-    reader = read_fifo(fifo, [])
+def full_fifo(path, monkeypatch):
+    """A FIFO at `path` with a reader, into which every write fails as /dev/full's do
+    (ENOSPC); returns the reader thread (join it after `monkeypatch.undo()`)."""
+    os.mkfifo(path)
+    reader = read_fifo(path, [])
 
     def full(fd, data):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", full)
+    return reader
+
+
+def test_special_file_write_error_is_one_clear_error(tmp_path, monkeypatch):
+    """A device that refuses the data (/dev/full: ENOSPC) stays in place; the error names it."""
+    fifo = tmp_path / "full"
+    reader = full_fifo(fifo, monkeypatch)
     with pytest.raises(NcdError, match=r"cannot write '.*full': No space left on device"):
         write_text(fifo, "data")
     monkeypatch.undo()
