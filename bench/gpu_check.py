@@ -194,7 +194,9 @@ def _state_and_packing(dev, g, inputs, B, H, K, V, state, cu):
 
 def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state, cu, seed):
     """strength: the log-gates' scale (logsigmoid(x) times it); 'mixed' alternates weak and
-    strong stretches of 100 tokens; 'reset' puts a hard reset (-inf) on every 97th token."""
+    strong stretches of 100 tokens; 'reset' puts a hard reset (-inf) on every 97th token from
+    token 96 (the initial state still reaches the first 96 outputs: its gradient is more than
+    the floor's exp(-64) times the gradient, which float16 flushes to 0)."""
     g = torch.Generator(device=dev).manual_seed(seed)
     q, k = (torch.randn(B, T, H, K, device=dev, generator=g) for _ in range(2))
     q, k = (torch.nn.functional.normalize(x, dim=-1) for x in (q, k))
@@ -207,7 +209,7 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
         scale = 1.0 if strength == "reset" else strength
     gates = torch.nn.functional.logsigmoid(x + 2.0) * scale
     if strength == "reset":
-        gates[:, ::97] = -float("inf")
+        gates[:, 96::97] = -float("inf")
     gates.requires_grad_()
     inputs.append(gates)
     s0, kw = _state_and_packing(dev, g, inputs, B, H, K, V, state, cu)
@@ -254,7 +256,8 @@ def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, s
     """The (gated) delta rule, keys L2-normalised; near: their share of one common direction
     (nearly parallel keys give the chunks' inverses their largest terms); log decays
     logsigmoid(x + shift), x standard normal (shift 4: about -0.02 a token; -2: about -2.1,
-    chunks past the factored decay's bound); reset: a hard reset (-inf) every 97th token."""
+    chunks past the factored decay's bound); reset: a hard reset (-inf) every 97th token from
+    token 96."""
     g = torch.Generator(device=dev).manual_seed(seed)
     q = torch.randn(B, T, H, K, device=dev, generator=g)
     base = torch.randn(1, 1, H, K, device=dev, generator=g)
@@ -264,7 +267,7 @@ def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, s
     inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
     gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, device=dev, generator=g) + shift)
     if reset:
-        gates[:, ::97] = -float("inf")
+        gates[:, 96::97] = -float("inf")
     beta = torch.sigmoid(torch.randn(B, T, H, device=dev, generator=g)).to(dtype)
     inputs += [gates.requires_grad_(), beta.requires_grad_()]
     s0, kw = _state_and_packing(dev, g, inputs, B, H, K, V, state, cu)
