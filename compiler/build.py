@@ -12,6 +12,7 @@ from ncd.circuits.validate import Checked, check
 from . import attached, runtime
 from .errors import CompileError, InputError
 from .lower import Lowered, Options, lower
+from .module import deepcopy as module_deepcopy
 from .rewrites import apply_rewrites
 
 
@@ -157,7 +158,7 @@ def _keep_check(module: torch.fx.GraphModule, check: runtime.CheckInputs, spec=N
         module.register_forward_pre_hook(check, with_kwargs=True)
 
     def deepcopy(self, memo):
-        copied = torch.fx.GraphModule.__deepcopy__(self, memo)
+        copied = module_deepcopy(self, memo)  # with its layers and printout
         _keep_check(copied, check, spec)
         return copied
 

@@ -17,6 +17,7 @@ from ncd.circuits.sizes import parse_size
 
 from . import runtime
 from .choices import choose
+from .lower import Call
 
 
 def _own(b):
@@ -133,28 +134,32 @@ def lower_linear_attention(L, b, x, tin, tout):
             decay = L.fn(runtime.lightning_decay, heads, qq, _decay_rate(L, b))
         r = L.fn(ops.linear_attention, qq, kk, vv, decay=decay, normalize=b.normalize, **kw)
         return {"out": _from_bthk(L, L.fn(operator.getitem, r, 0), q, batch, b.query, b.value, out)}
-    if b.packed:
-        kw["cu_seqlens"] = x["offsets"]
     tokens = [*batch[:-1], b.key, *batch[-1:]]  # [B, T, H] before the folding
     if b.variant in ("linear", "lightning"):  # packed: as `decay` with a constant log-decay
         if b.variant == "lightning":
             g = L.method("log", L.fn(runtime.lightning_decay, heads, qq, _decay_rate(L, b)))
         else:
             g = L.method("new_zeros", qq, (heads,))
-        r = L.fn(ops.simple_gla, qq, kk, vv, g, **kw)
+        scan, gates = ops.simple_gla, (g,)
     elif b.variant == "decay":
         g = _scalar_gate(L, x["g"], tin["g"].names, batch, b.key, tokens, k)
-        r = L.fn(ops.simple_gla, qq, kk, vv, g, **kw)
+        scan, gates = ops.simple_gla, (g,)
     elif b.variant == "gla":
         g = _to_bthk(L, x["g"], tin["g"].names, batch, b.key, b.head)
-        r = L.fn(ops.gla, qq, kk, vv, g, **kw)
+        scan, gates = ops.gla, (g,)
     else:
         beta = _scalar_gate(L, x["beta"], tin["beta"].names, batch, b.key, tokens, k)
         if b.variant == "delta":
-            r = L.fn(ops.delta_rule, qq, kk, vv, beta, **kw)
+            scan, gates = ops.delta_rule, (beta,)
         else:
             g = _scalar_gate(L, x["g"], tin["g"].names, batch, b.key, tokens, k)
-            r = L.fn(ops.gated_delta_rule, qq, kk, vv, g, beta, **kw)
+            scan, gates = ops.gated_delta_rule, (g, beta)
+    if b.packed:  # with cu_seqlens when run, a reset per sequence when traced (PackedScan)
+        gated = (ops.gated_delta_rule,) if scan is ops.delta_rule else ()
+        ident = L.hold(runtime.PackedScan(scan, *gated), Call("PackedScan", scan, *gated))
+        r = L.module(ident, qq, kk, vv, *gates, offsets=x["offsets"], **kw)
+    else:
+        r = L.fn(scan, qq, kk, vv, *gates, **kw)
     o = L.fn(operator.getitem, r, 0)
     return {"out": _from_bthk(L, o, q, batch, b.query, b.value, out)}
 

@@ -20,7 +20,8 @@ from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.validate import Checked
 
 from .errors import CompileError
-from .names import class_name, letters, scope_names
+from .module import adopt, box_summary, header, keep
+from .names import class_name, comment, letters, scope_names
 from .passes import common_subexpressions, live_boxes
 
 LOWERINGS = Registry("lowering", "compiler/lowerings.py", "@lowers")
@@ -197,8 +198,8 @@ class Lowerer:
     def attr(self, path: str) -> fx.Node:
         return self._node("get_attr", path, (), {})
 
-    def module(self, path: str, *args) -> fx.Node:
-        return self._node("call_module", path, args, {})
+    def module(self, path: str, *args, **kwargs) -> fx.Node:
+        return self._node("call_module", path, args, kwargs)
 
     def hold(self, module: nn.Module, source: str | Call) -> str:
         """Registers the parameter holder of the current box; returns its attribute name."""
@@ -295,12 +296,16 @@ class Lowerer:
         self.tie()
         cls = class_name(c.circuit.name)
         gm = fx.GraphModule(self.root, self.g, class_name=cls)
-        for ident, n, _ in self.calls.values():
-            if listed(n):  # GraphModule rebuilt `blocks` as a plain Module; keep the ModuleList
-                setattr(gm, ident, self.root.get_submodule(ident))
+        # fx rebuilt each holder whose tensors the graph reads (`q_proj.weight`) as a plain
+        # Module, and `blocks` as one; the holders go back (an nn.Linear, the ModuleList)
+        adopt(gm, dict(self.root.named_children()))
         read = set(self.read)
         for _, _, sub in self.calls.values():
             read |= sub.read
+        notes = {h.ident: comment(box_summary(c.box(h.box)), 200) for h in self.holders
+                 if h.box not in self.calls}  # fmt: skip
+        root = not self.prefix  # the module ncd.compile returns, not a called subcircuit's
+        keep(gm, header(c, read if root else ()), notes, root)
         return Lowered(
             c,
             gm,

@@ -23,6 +23,9 @@ class Param(nn.Module):
         else:
             nn.init.constant_(self.weight, 1.0 if init == "ones" else 0.0)
 
+    def extra_repr(self):
+        return ", ".join(map(str, self.weight.shape))
+
 
 class ChannelBatchNorm(nn.BatchNorm1d):
     """Batch normalisation of the channel axis at `dim`, statistics over every other axis."""
@@ -58,6 +61,11 @@ class UnifiedNorm(nn.Module):
         self.register_buffer("window_gz", torch.zeros(window, channels))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("skips", torch.zeros((), dtype=torch.long))
+
+    def extra_repr(self):
+        affine = self.weight is not None
+        return (f"{self.running_var.shape[0]}, dim={self.dim}, eps={self.eps}, "
+                f"momentum={self.momentum}, affine={affine}, window={self.window}")  # fmt: skip
 
     class Train(torch.autograd.Function):
         @staticmethod
@@ -170,31 +178,51 @@ def conv(x, weight, bias, channel: int, spatial, stride, padding, dilation, grou
 
 def check_offsets(offsets, T, what):
     """Packed-sequence offsets [N + 1] along an axis of T positions: integers, from 0 to T,
-    non-decreasing; else a ValueError naming `what` (the helper reads them on the host)."""
+    non-decreasing; else a ValueError naming `what` (the values are read on the host).
+    Traced (torch.compile, torch.export, torch.jit.trace), where no value can be read on the
+    host, the graph checks CPU offsets itself (a RuntimeError with the same message); CUDA
+    offsets are trusted there, as a failed device-side assert ends the process's CUDA use."""
     if offsets.dim() != 1 or offsets.numel() < 2 or offsets.is_floating_point():
         raise ValueError(
             f"{what}: offsets: expected a 1-D integer tensor [N + 1], found "
             f"{offsets.dtype} of shape {tuple(offsets.shape)}"
         )
+    want = f"{what}: offsets: expected non-decreasing from 0 to T={T}"
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if not offsets.is_cuda:
+            ok = (offsets[0] == 0) & (offsets[-1] == T) & (offsets[1:] >= offsets[:-1]).all()
+            torch._assert_async(ok, want)
+        return
     o = offsets.tolist()
     if o[0] != 0 or o[-1] != T or any(b < a for a, b in zip(o, o[1:])):
         shown = o if len(o) <= 8 else [*o[:4], "...", *o[-3:]]
-        raise ValueError(f"{what}: offsets: expected non-decreasing from 0 to T={T}, found {shown}")
+        raise ValueError(f"{want}, found {shown}")
+
+
+def packed_positions(offsets, T):
+    """Each of T packed tokens' place in its sequence [T] (0 at a sequence's first token),
+    from offsets [N + 1] (checked), on the device: shapes do not depend on the offsets."""
+    off = offsets.long()
+    t = torch.arange(T, device=offsets.device)
+    return t - off[torch.searchsorted(off[1:].contiguous(), t, right=True)]
 
 
 def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None):
     """act(causal depthwise convolution over T) of x [B, T, C] (channels last), weight
     [C, 1, W] (nn.Conv1d's): PyTorch's conv1d padded W - 1 on both sides, the first T outputs
     kept, then SiLU when activation is "silu" (the fallback of ncd.ops.short_conv). Packed
-    sequences (cu_seqlens, batch 1): each sequence convolved alone."""
-    if cu_seqlens is not None:  # packed along T (batch 1): each sequence on its own
-        check_offsets(cu_seqlens, x.shape[1], "short_conv")
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-        parts = [p for p in x.split(lengths, dim=1) if p.shape[1]]  # empty ones add nothing
-        if not parts:
-            return x
-        return torch.cat([short_conv(p, weight, bias, activation=activation) for p in parts], 1)
+    sequences (cu_seqlens, batch 1): each sequence convolved alone, as one product of the W
+    taps of every token with those before its sequence's start dropped."""
     T, W = x.shape[1], weight.shape[-1]
+    if cu_seqlens is not None:
+        check_offsets(cu_seqlens, T, "short_conv")
+        pos = packed_positions(cu_seqlens.to(x.device), T)
+        taps = F.pad(x, (0, 0, W - 1, 0)).unfold(1, W, 1)  # [B, T, C, W]: x_{t-W+1} .. x_t
+        back = torch.arange(W - 1, -1, -1, device=x.device)  # how far back each tap reads
+        taps = torch.where((back <= pos[:, None])[:, None, :], taps, 0.0)  # [T, 1, W]
+        y = (taps * weight[:, 0]).sum(-1)
+        y = y if bias is None else y + bias
+        return F.silu(y) if activation == "silu" else y
     y = F.conv1d(x.transpose(1, 2), weight, bias, padding=W - 1, groups=x.shape[2])
     y = y[..., :T].transpose(1, 2)
     return F.silu(y) if activation == "silu" else y
@@ -270,7 +298,8 @@ def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
             n = b.shape[1]
             causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
             rel = b - b[:, n // 2 : n // 2 + 1]
-            if float(rel.detach().abs().max()) <= 40.0:
+            traced = torch.compiler.is_compiling() or torch.jit.is_tracing()  # no host read
+            if not traced and float(rel.detach().abs().max()) <= 40.0:
                 a = torch.einsum("bihk,bjhk->bhij", qc * rel.exp(), kc * (-rel).exp())
                 a = a.masked_fill(~causal, 0.0)  # [B, H, i, j]
             else:
@@ -390,6 +419,9 @@ class Opaque(nn.Module):
         self.fn = fn
         self.name = name
 
+    def extra_repr(self):
+        return repr(self.name)
+
     def forward(self, *args):
         if self.fn is None:
             raise RuntimeError(
@@ -421,35 +453,87 @@ def compare_eq(a, b):
 
 
 # Helpers that call other helpers: the source emitter copies these along.
-DEPS = {"conv": ["channels_first", "channels_back"], "group_norm": ["channels_first",
-        "channels_back"], "simple_gla": ["gla"], "delta_rule": ["gated_delta_rule"],
-        "short_conv": ["check_offsets"], "packed_window_attention": ["check_offsets"]}  # fmt: skip
+DEPS = {
+    "conv": ["channels_first", "channels_back"],
+    "group_norm": ["channels_first", "channels_back"],
+    "simple_gla": ["gla"],
+    "delta_rule": ["gated_delta_rule"],
+    "short_conv": ["check_offsets", "packed_positions"],
+    "packed_window_attention": ["check_offsets", "packed_positions", "gla"],
+    "PackedScan": ["check_offsets", "packed_positions"],
+}
+
+
+class PackedScan(nn.Module):
+    """`scan(q, k, v, *gates, cu_seqlens=offsets, **kw)`: a recurrence of ncd.ops (simple_gla,
+    gla, delta_rule, gated_delta_rule) on sequences packed along T (q [1, T, H, K], offsets
+    [N + 1]). Traced (torch.compile, torch.export, torch.jit.trace), where the offsets cannot
+    be read on the host, the same recurrence runs over all T tokens with a log-decay of -64
+    at each sequence's first token, so that shapes do not depend on the offsets: the state
+    enters a sequence multiplied by exp(-64) (the ops take -inf as -64 too; -inf itself
+    would give NaN in the plain fallbacks). `gated` (gated_delta_rule) then stands in for
+    delta_rule, which has no log-decay. Returns what `scan` returns."""
+
+    def __init__(self, scan, gated=None):
+        super().__init__()
+        self.scan, self.gated = scan, gated
+
+    def extra_repr(self):
+        return self.scan.__name__
+
+    def forward(self, q, k, v, *gates, offsets, **kw):
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            return self.scan(q, k, v, *gates, cu_seqlens=offsets, **kw)
+        B, T, H = q.shape[:3]
+        check_offsets(offsets, T, self.scan.__name__)
+        first = packed_positions(offsets.to(q.device), T) == 0  # [T]: a sequence's first token
+        if self.gated is None:
+            scan, g, rest = self.scan, gates[0], gates[1:]
+        else:  # the delta rule: the gated rule with log-decays of 0
+            scan, g, rest = self.gated, q.new_zeros(B, T, H), gates
+        g = g.expand(B, T, H) if g.dim() == 1 else g  # [H]: one log-decay per head
+        g = g.masked_fill(first.view(1, T, *[1] * (g.dim() - 2)), -64.0)
+        return scan(q, k, v, g, *rest, **kw)
 
 
 def packed_window_attention(q, k, v, offsets, normalize=False, scale=1.0):
     """Non-causal linear attention inside the windows of a packed sequence: q, k [T, H, K],
     v [T, H, V], offsets the N window starts then T. o_t = scale q_t Σ_{s in w(t)} k_sᵀ v_s,
     divided by scale q_t · Σ_{s in w(t)} k_s + 1e-10 when `normalize`. The windows are padded
-    to the longest and multiplied as one batch (no loop over windows or tokens)."""
+    to the longest and multiplied as one batch (no loop over windows or tokens). Traced
+    (torch.compile, torch.export, torch.jit.trace), where the longest window's length cannot
+    be read on the host: the sum over s <= t plus the sum over s >= t less the term s = t,
+    each a causal scan (`gla`) restarted at every window, so shapes do not depend on it."""
     T = q.shape[0]
     check_offsets(offsets, T, "packed_window_attention")
-    offsets = offsets.to(device=q.device, dtype=torch.long)
-    t = torch.arange(T, device=q.device)
-    win = torch.searchsorted(offsets[1:], t, right=True)  # each token's window
-    pos = t - offsets[win]  # its place in the window
-    n = offsets.numel() - 1
-    width = int((offsets[1:] - offsets[:-1]).max()) if n > 0 else 0
-
-    def padded(x):  # [T, H, F] -> [N, width, H, F], zeros past each window's end
-        return x.new_zeros(n, width, *x.shape[1:]).index_put((win, pos), x)
-
     q = q * scale
-    kv = torch.einsum("nlhk,nlhv->nhkv", padded(k), padded(v))  # Σ kᵀv per window
-    o = torch.einsum("nlhk,nhkv->nlhv", padded(q), kv)[win, pos]
-    if normalize:
-        z = k.new_zeros(n, *k.shape[1:]).index_add(0, win, k)  # Σ k per window
-        o = o / ((q * z[win]).sum(-1, keepdim=True) + 1e-10)
-    return o
+    if normalize:  # the denominators as one more value column of ones
+        v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        first = packed_positions(offsets.to(q.device), T) == 0  # [T]: a window's first token
+        last = torch.cat([first[1:], first.new_ones(1)])  # [T]: a window's last token
+
+        def scan(x, restart):  # Σ_{s <= t in w(t)} (q_t · k_s) v_s, x = (q, k, v) [T, H, .]
+            g = torch.where(restart, -64.0, 0.0).to(q.dtype)  # a log-decay: exp(-64) at a restart
+            g = g[None, :, None, None].expand(1, T, q.shape[1], 1)
+            return gla(*(t[None] for t in x), g, scale=1.0, chunk=64)[0][0]
+
+        fwd = scan((q, k, v), first)
+        bwd = scan([t.flip(0) for t in (q, k, v)], last.flip(0)).flip(0)
+        o = fwd + bwd - (q * k).sum(-1, keepdim=True) * v
+    else:
+        offsets = offsets.to(device=q.device, dtype=torch.long)
+        t = torch.arange(T, device=q.device)
+        win = torch.searchsorted(offsets[1:], t, right=True)  # each token's window
+        pos = t - offsets[win]  # its place in the window
+        n, width = offsets.numel() - 1, int((offsets[1:] - offsets[:-1]).max())
+
+        def padded(x):  # [T, H, F] -> [N, width, H, F], zeros past each window's end
+            return x.new_zeros(n, width, *x.shape[1:]).index_put((win, pos), x)
+
+        kv = torch.einsum("nlhk,nlhv->nhkv", padded(k), padded(v))  # Σ kᵀv per window
+        o = torch.einsum("nlhk,nhkv->nlhv", padded(q), kv)[win, pos]
+    return o[..., :-1] / (o[..., -1:] + 1e-10) if normalize else o
 
 
 def wtacrs_linear(x, weight, bias=None, budget=0.3):
@@ -491,6 +575,9 @@ class Constant(nn.Module):
         super().__init__()
         self.register_buffer("value", torch.full(tuple(shape), fill, dtype=dtype))
 
+    def extra_repr(self):
+        return f"{tuple(self.value.shape)}, dtype={self.value.dtype}"
+
 
 class IntLinear(nn.Module):
     """An integer linear map's int8 `weight` [*out, *over] and int32 `bias` [*out]."""
@@ -501,6 +588,9 @@ class IntLinear(nn.Module):
         b = torch.zeros(*out_shape, dtype=torch.int32) if bias else None
         self.register_buffer("bias", b)
 
+    def extra_repr(self):
+        return f"weight={tuple(self.weight.shape)}, bias={self.bias is not None}"
+
 
 class Requantize(nn.Module):
     """A dyadic requantisation's int32 `multiplier` b and `shift` c (of shape `shape`)."""
@@ -509,6 +599,9 @@ class Requantize(nn.Module):
         super().__init__()
         self.register_buffer("multiplier", torch.ones(tuple(shape), dtype=torch.int32))
         self.register_buffer("shift", torch.zeros(tuple(shape), dtype=torch.int32))
+
+    def extra_repr(self):
+        return str(tuple(self.multiplier.shape))
 
 
 def requantize(x, multiplier, shift, low: int, high: int, dtype=torch.int8):
@@ -534,6 +627,9 @@ class BatchedMatmul(nn.Module):
     def __init__(self, matmul):
         super().__init__()
         self.matmul = matmul
+
+    def extra_repr(self):
+        return getattr(self.matmul, "__name__", "")
 
     def forward(self, a, b):
         lead = a.shape[:-2]
@@ -618,7 +714,8 @@ class CheckInputs:
         if key is not None and key == self.accepted:
             return  # the same shapes and dtypes, module dtype and autocast as a call that passed
         self.check(args, kwargs, None if autocast else self._floats(module))
-        self.accepted = key
+        if not torch.jit.is_tracing():  # its sizes would be traced values, not numbers
+            self.accepted = key
 
     def check(self, args, kwargs, floats=None):
         """`floats`: the dtypes a float input may have (the module's, by name); None: any."""

@@ -30,10 +30,11 @@ from torch import fx
 
 from ncd import ops
 from ncd.circuits.sizes import symbol
-from ncd.circuits.types import TensorType
 
 from . import runtime
 from .lower import Call, Lowered, RealSize, Size, listed
+from .module import box_summary
+from .module import shape_text as _shape
 from .names import Namer, class_name, comment, globals_of_generated, identifier
 
 WIDTH = 100  # the project's ruff line length
@@ -328,12 +329,6 @@ def _comment_lines(text: str, indent: str, width: int = WIDTH) -> list[str]:
     return [f"{indent}# {ln}" for ln in lines] or [f"{indent}#"]
 
 
-def _shape(t) -> str:
-    if isinstance(t, TensorType):
-        return "[" + " ".join(t.names) + "]"
-    return "(" + ", ".join(f"{n}: {_shape(x)}" for n, x in t.items) + ")"
-
-
 def _params_comment(b, ps) -> str:
     """`weight [F D], bias [F]`: each parameter's axes; a linear map's merged ones in
     parentheses, as its nn.Linear holds them (`weight [(H K) D]`)."""
@@ -478,22 +473,7 @@ class _Printer:
         label = f" ({b.label})" if b.label and b.label != box else ""
         ins = ", ".join(_shape(t) for t in self.c.ins[box].values())
         outs = ", ".join(_shape(t) for t in self.c.outs[box].values())
-        if b.kind == "linear":
-            what = f"linear {' '.join(b.over)} -> {' '.join(b.out)}"
-        elif b.kind == "scale":
-            what = f"scale by {b.factor}"
-        elif b.kind == "rename":
-            what = "rename " + ", ".join(f"{a} -> {z}" for a, z in b.mapping.items())
-        elif b.kind in ("unary", "binary"):
-            what = b.fn
-        elif b.acts_on():
-            # A kind that broadcasts over no axis names the axes it is parametrised by: batch
-            # norm's statistics are over every axis but the channel ("batchnorm per C").
-            how = "over" if type(b).broadcasts else "per"
-            what = f"{b.kind} {how} {' '.join(dict.fromkeys(b.acts_on()))}"
-        else:
-            what = b.kind
-        return comment(f"{box}{label}: {what}: {ins} -> {outs}", 400)
+        return comment(f"{box}{label}: {box_summary(b)}: {ins} -> {outs}", 400)
 
     def statement(self, lines: list[str], box: str | None, code: str, note: str = "") -> None:
         """A box's comment (wrapped) and its statement (split to fit)."""
@@ -678,7 +658,22 @@ class _Printer:
         if len(head) > 1:
             head.append("")
         fwd = self.forward()
-        return head + self.init() + [""] + fwd
+        return head + self.init() + [""] + fwd + (self.extras() if self.checks_inputs else [])
+
+    def extras(self) -> list[str]:
+        """The file's main class prints its sizes and refuses TorchScript by name (scripting
+        would fail on the input check's hook, with an error that does not say why)."""
+        return [
+            "",
+            "    def extra_repr(self):",
+            f"        return repr(self.{self.attr})",
+            "",
+            "    def __prepare_scriptable__(self):  # torch.jit.script calls this first",
+            "        raise NotImplementedError(",
+            '            "TorchScript cannot compile this module (its input check is Python); "',
+            '            "use torch.export.export(model, args) or torch.compile(model)"',
+            "        )",
+        ]
 
 
 def _axis_sizes(c) -> dict:
