@@ -262,7 +262,7 @@ STYLE = """
 body { font: 15px/1.45 Georgia, 'DejaVu Serif', serif; margin: 0 auto; max-width: 1200px;
        padding: 1em 2em; color: #222; background: #fdfdfb; }
 h1 { font-size: 1.7em; margin-bottom: .2em; }
-nav ol { columns: 3; font-size: .9em; }
+nav ol { columns: 3 16em; font-size: .9em; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: .5em 1.2em 1em; margin: 1.5em 0;
         background: #fff; }
 .card.failed { border: 2px solid #c00; }
@@ -276,7 +276,8 @@ nav ol { columns: 3; font-size: .9em; }
 .description { white-space: pre-wrap; font-size: .9em; margin: .5em 0; }
 .missing { color: #a60; }
 .error { white-space: pre-wrap; color: #900; background: #fee; padding: .5em .8em; }
-table { border-collapse: collapse; font-size: .85em; margin: .4em 0; }
+table { border-collapse: collapse; font-size: .85em; margin: .4em 0; display: block;
+        overflow-x: auto; max-width: 100%; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: .2em .6em; text-align: left;
          vertical-align: top; }
 td.num { text-align: right; white-space: nowrap; }
@@ -285,6 +286,7 @@ pre.code { background: #f4f4f4; padding: .6em; overflow-x: auto; max-height: 40e
 details summary { cursor: pointer; color: #335; margin: .3em 0; }
 .sizes, .note { font-size: .85em; color: #555; margin: .2em 0; }
 img.plot { max-width: 100%; }
+@media (max-width: 600px) { body { padding: .5em .8em; } .card { padding: .4em .6em .8em; } }
 """
 
 

@@ -231,6 +231,10 @@ def test_every_entry_shows_a_figure_in_chromium(tmp_path):
             )
             shot = Path(tmp_path / "gallery.png")
             tab.screenshot(path=str(shot), full_page=True)
+            phone = browser.new_page(viewport={"width": 420, "height": 900})
+            phone.goto(path.resolve().as_uri())
+            phone.wait_for_load_state("load")
+            narrow = phone.evaluate(NARROW_LAYOUT)
         finally:
             browser.close()
     assert page.problems == [], "\n".join(page.problems)
@@ -240,6 +244,22 @@ def test_every_entry_shows_a_figure_in_chromium(tmp_path):
     assert plot is not None and plot[0] > 0 and plot[1] > 0
     assert [u for u in fetched if not u.startswith(("file:", "data:"))] == []
     assert shot.stat().st_size > 100_000
+    assert narrow["scroll"] <= narrow["width"], "the page scrolls sideways at 420 px"
+    assert narrow["overlaps"] == [], f"contents links overlap at 420 px: {narrow['overlaps']}"
+
+
+# At a phone's width: how wide the page scrolls, and which contents links overlap each other.
+NARROW_LAYOUT = """() => {
+  const links = [...document.querySelectorAll('nav a')].map(a => [a.textContent,
+                                                                   a.getBoundingClientRect()]);
+  const overlaps = [];
+  links.forEach(([n, a], i) => links.slice(i + 1).forEach(([m, b]) => {
+    if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)
+      overlaps.push(n + ' / ' + m);
+  }));
+  return {width: document.documentElement.clientWidth,
+          scroll: document.documentElement.scrollWidth, overlaps};
+}"""
 
 
 def test_a_drawing_too_wide_for_the_page_draws_its_subcircuits_apart():
