@@ -88,8 +88,8 @@ def measure(page, k: int, n: int, repeat: int, kept: bool) -> list[dict]:
         "delete_box": lambda: (s.focus(), page.keyboard.press("Delete")),
         "undo": lambda: (s.focus(), page.keyboard.press("Control+z")),
         "redo": lambda: (s.focus(), page.keyboard.press("Control+Shift+z")),
-        "collapse": lambda: s.locator('.ncd-toggle[data-path="block 0"]').dispatch_event("click"),
-        "expand": lambda: s.locator('.ncd-toggle[data-path="block 0"]').dispatch_event("click"),
+        "collapse": lambda: s.locator('.ncd-toggle[data-path$=":block 0"]').dispatch_event("click"),
+        "expand": lambda: s.locator('.ncd-toggle[data-path$=":block 0"]').dispatch_event("click"),
     }
     runs: dict[str, list[float]] = {a: [] for a in actions}
     draws: dict[str, list[float]] = {a: [] for a in actions}

@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 
 from .circuit import Circuit, Input, Output
-from .errors import BuildError, ShapeProblem, SizeError
+from .errors import BuildError, ShapeProblem, SizeError, schema_problems
 from .kinds import KINDS
 from .sizes import Unifier
 from .types import TensorType, Value
@@ -114,7 +114,7 @@ class Builder:
         try:
             inp = Input(name=name, axes=axes, dtype=dtype)
         except pydantic.ValidationError as e:
-            raise BuildError(f"input '{name}': {_first(e)}") from None
+            raise BuildError(_first(e, f"input '{name}'")) from None
         self._claim(name)
         self._inputs.append(inp)
         t = TensorType(tuple(_axis(self._ctx, a) for a in inp.axes), inp.dtype)
@@ -172,7 +172,7 @@ class Builder:
             box = KINDS[kind](name=name, inputs={p: w.ref for p, w in inputs.items()}, **params)
         except pydantic.ValidationError as e:
             self._names.discard(name)
-            raise BuildError(f"box '{name}' ({kind}): {_first(e)}") from None
+            raise BuildError(_first(e, f"box '{name}' ({kind})")) from None
         ports = list(inputs) if kind == "call" else box.ports()
         if sorted(ports) != sorted(inputs):
             self._names.discard(name)
@@ -428,10 +428,9 @@ def _axis(ctx, name):
     return Axis(name, ctx.size(name))
 
 
-def _first(e: pydantic.ValidationError) -> str:
-    err = e.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else err["msg"]
+def _first(e: pydantic.ValidationError, where: str) -> str:
+    """The first of pydantic's errors, located at `where` and its field, in words."""
+    return str(schema_problems(e, where)[0])
 
 
 _GROUP = re.compile(r"\(([^()]*)\)|(\S+)")

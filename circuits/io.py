@@ -14,7 +14,7 @@ from typing import Any
 import pydantic
 
 from .circuit import Circuit
-from .errors import SchemaError
+from .errors import SchemaError, pydantic_problem
 from .limits import MAX_INT_DIGITS, MAX_JSON_NESTING, MAX_PROBLEMS_SHOWN, MAX_SPEC_BYTES
 
 MAX_BYTES = MAX_SPEC_BYTES
@@ -215,10 +215,9 @@ def _explain(err: pydantic.ValidationError, data: dict) -> str:
             continue
         seen.add(key)
         found = e.get("input")
-        found_s = "" if isinstance(found, dict | list) else f" (found {_short(found)})"
+        said = pydantic_problem(e, loc, "" if isinstance(found, dict | list) else _short(found))
         limit = _limit(e)
-        found_s += f" (limit {limit})" if limit else ""
-        lines.append(f"  - {loc}: {e['msg']}{found_s}")
+        lines.append(f"  - {said}" + (f" (limit {limit})" if limit else ""))
         if len(lines) >= MAX_PROBLEMS_SHOWN:
             lines.append(f"  - … and {err.error_count() - len(lines):,} more")
             break
@@ -248,6 +247,8 @@ def _where(loc, data) -> str:
             if isinstance(node, dict) and isinstance(node.get("name"), str):
                 out.append(f"'{_printable(node['name'][:40])}'")
         else:
+            if isinstance(node, dict) and node.get("kind") == item:
+                continue  # pydantic's step into the union member the box's kind picks
             if isinstance(node, dict):
                 node = node.get(item)
             else:

@@ -173,4 +173,4 @@ def test_spec_text_messages(tmp_path, capsys):
     assert main(["validate", str(bom)]) == 0
     assert main(["validate", str(wrong)]) == 1
     err = capsys.readouterr().err
-    assert "(found true)" in err and "(found 5)" in err and "'True'" not in err
+    assert "found true)" in err and "found 5)" in err and "'True'" not in err

@@ -16,12 +16,15 @@ import itertools
 import re
 from collections.abc import Callable, Iterable
 
+import pydantic
+
 from ncd.circuits.circuit import Circuit, Input, Output
-from ncd.circuits.errors import SchemaError
+from ncd.circuits.errors import SchemaError, schema_error
 from ncd.circuits.kinds import KINDS
 
 MAX_UNDO = 200
-_WHERE_BOX = re.compile(r"box '([^']*)'")
+# A problem's place names the node it is marked on: `box 'q'`, `input 'x'`, `output 'y'`.
+_WHERE_NODE = re.compile(r"\b(box|input|output) '([^']*)'")
 
 
 # ---- references -------------------------------------------------------------------------
@@ -175,12 +178,9 @@ def new_box(kind: str, name: str, inputs: dict[str, str], axes: tuple[str, ...] 
         data = {"kind": kind, "name": name, "inputs": inputs, **guess, **fields}
         try:
             return cls.model_validate(data)
-        except Exception as e:  # noqa: BLE001 - pydantic: try the next guess
+        except pydantic.ValidationError as e:  # the next guess is tried
             errors.append(e)
-    raise SchemaError(
-        f"box '{name}': a {kind} box needs its fields filled in the form "
-        f"({str(errors[-1]).splitlines()[1:3] if errors else ''})"
-    )
+    raise schema_error(errors[-1], f"new {kind} box '{name}'", hint="fill it in the form")
 
 
 def input_ports(box) -> list[str]:
@@ -245,8 +245,8 @@ def update_box(c: Circuit, name: str, **fields) -> Circuit:
     data = {**old.model_dump(), **fields}
     try:
         box = KINDS[old.kind].model_validate(data)
-    except Exception as e:  # noqa: BLE001 - pydantic: located by box and field
-        raise SchemaError(f"box '{name}': {_first_error(e)}") from None
+    except pydantic.ValidationError as e:  # located by box and field
+        raise schema_error(e, f"box '{name}' ({old.kind})") from None
     c = c.model_copy(update={"boxes": [box if b.name == name else b for b in c.boxes]})
     return _replace_refs(c, name, new_name, rename=True) if new_name != name else c
 
@@ -329,8 +329,8 @@ def add_subcircuit(
             inputs=[Input(name="x", axes=" ".join(axes), dtype=dtype)],
             outputs=[Output(name="y", source="x")],
         )
-    except Exception as e:  # noqa: BLE001 - pydantic: located by field
-        raise SchemaError(f"subcircuit '{name}': {_first_error(e)}") from None
+    except pydantic.ValidationError as e:  # located by field
+        raise schema_error(e, f"subcircuit '{name}'") from None
     call = KINDS["call"].model_validate(
         {"kind": "call", "name": fresh_name(c, name), "circuit": name, "inputs": {"x": source}}
     )
@@ -345,8 +345,8 @@ def add_input(c: Circuit, name: str, axes: str, dtype: str = "float32") -> Circu
         raise SchemaError(f"input '{name}': the name is taken (choose another)")
     try:
         new = Input(name=name, axes=axes, dtype=dtype)
-    except Exception as e:  # noqa: BLE001 - pydantic: located by field
-        raise SchemaError(f"input '{name}': {_first_error(e)}") from None
+    except pydantic.ValidationError as e:  # located by field
+        raise schema_error(e, f"input '{name}'") from None
     return c.model_copy(update={"inputs": [*c.inputs, new]})
 
 
@@ -360,47 +360,13 @@ def remove_input(c: Circuit, name: str) -> Circuit:
     return c.model_copy(update={"inputs": [i for i in c.inputs if i.name != name]})
 
 
-def clashes(c: Circuit, where: str = "") -> dict[str, str]:
-    """`output 'x'` (`… in sub` inside a subcircuit) -> what else has its name, for each output
-    named like an input or a box of its circuit. The language allows it (a repeated subcircuit
-    maps its inputs to outputs of the same names), but the diagram draws every input, box and
-    output as a node of its name: two of one name cannot be told apart (selected, deleted,
-    wired). The Studio takes no edit that makes one; a circuit opened with one keeps it."""
-    inputs, boxes = {i.name for i in c.inputs}, {b.name for b in c.boxes}
-    out = {}
-    for o in c.outputs:
-        other = "an input" if o.name in inputs else "a box" if o.name in boxes else ""
-        if other:
-            out[f"output '{o.name}'{where}"] = other
-    for key, sub in c.subcircuits.items():
-        out |= clashes(sub, f" in {key}")
-    return out
-
-
-def new_clash(before: Circuit, after: Circuit) -> None:
-    """Raise SchemaError where `after` names an output like an input or a box (`clashes`)
-    and `before` did not."""
-    old = clashes(before)
-    for what, other in clashes(after).items():
-        if what not in old:
-            raise SchemaError(
-                f"{what}: the name is {other}'s (expected a name no input or box has: the "
-                "diagram would draw both as one node; choose another)"
-            )
-
-
 def set_output(c: Circuit, name: str, source: str) -> Circuit:
-    """Output `name` takes `source`; an output of that name is replaced in its place."""
-    if name in names(c) and name not in {o.name for o in c.outputs}:
-        other = "an input" if name in {i.name for i in c.inputs} else "a box"
-        raise SchemaError(
-            f"output '{name}': the name is {other}'s (expected a name no input or box has: "
-            "the diagram would draw both as one node; choose another)"
-        )
+    """Output `name` takes `source`; an output of that name is replaced in its place. It may
+    be named like an input or a box (the diagram draws it as a node of its own)."""
     try:
         new = Output(name=name, source=source or "")
-    except Exception as e:  # noqa: BLE001 - pydantic: located by field
-        raise SchemaError(f"output '{name}': {_first_error(e)}") from None
+    except pydantic.ValidationError as e:  # located by field
+        raise schema_error(e, f"output '{name}'") from None
     if ref_box(source) not in names(c):
         raise SchemaError(f"output '{name}': no source '{source}' in the circuit")
     outs = list(c.outputs)
@@ -426,28 +392,20 @@ def rename_circuit(c: Circuit, name: str | None = None, title: str | None = None
         update["title"] = title
     try:
         return Circuit.model_validate({**c.model_dump(), **update})
-    except Exception as e:  # noqa: BLE001 - pydantic: located by field
-        raise SchemaError(f"circuit: {_first_error(e)}") from None
+    except pydantic.ValidationError as e:  # located by field
+        raise schema_error(e, "circuit") from None
 
 
 # ---- problems as marks --------------------------------------------------------------------
 def marks(problems) -> dict[str, str]:
-    """Box name -> the messages of the problems located at it (one per line)."""
+    """Node id (`box:q`, `output:y`: the diagram's, widgets/canvas.py) -> the messages of the
+    problems located at that box, input or output (one per line)."""
     out: dict[str, list[str]] = {}
     for p in problems:
-        m = _WHERE_BOX.search(getattr(p, "where", ""))
+        m = _WHERE_NODE.search(getattr(p, "where", ""))
         if m:
-            out.setdefault(m.group(1), []).append(str(p))
+            out.setdefault(f"{m.group(1)}:{m.group(2)}", []).append(str(p))
     return {k: "\n".join(v) for k, v in out.items()}
-
-
-def _first_error(err: Exception) -> str:
-    errors = getattr(err, "errors", None)
-    if callable(errors):
-        e = errors(include_url=False)[0]
-        loc = ".".join(map(str, e["loc"]))
-        return f"field '{loc}': {e['msg']} (found {e.get('input')!r})"
-    return str(err).splitlines()[0]
 
 
 # ---- history -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import ipywidgets as w
 import pydantic
 
-from ncd.circuits.errors import Problem
+from ncd.circuits.errors import schema_problems
 from ncd.circuits.fielddocs import attach
 from ncd.circuits.io import parse_json
 from ncd.circuits.kinds import KINDS
@@ -192,27 +192,12 @@ def _parse_dict(text: str) -> dict:
 class FormError(Exception):
     """A box form that the kind's schema rejects; `.problems` are located per field: the box
     (`box 'q_proj' (linear)` when the form edits it, else `new linear box 'q2'`), the field,
-    what the schema asks for and what the form holds."""
+    what the schema asks for and what the form holds (`errors.schema_problems`)."""
 
     def __init__(self, name: str, kind: str, err: pydantic.ValidationError, existing: str = ""):
         if existing:
             box = f"box '{existing}' ({kind})"
         else:
             box = f"new {kind} box '{name}'" if name else f"new {kind} box (no name yet)"
-        self.problems = [
-            Problem(f"{box}, field '{'.'.join(str(x) for x in e['loc']) or 'box'}'", _said(e))
-            for e in err.errors(include_url=False)
-        ]
+        self.problems = schema_problems(err, box)
         super().__init__("\n".join(str(p) for p in self.problems))
-
-
-def _said(e: dict) -> str:
-    """A pydantic error as one sentence that says what was expected and what was found:
-    `Input should be 'linear' or 'gla' (found 'glaa')`."""
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "missing":
-        return "a value is required (found none)"
-    value = e.get("input")
-    if isinstance(value, dict) or "(found " in msg:
-        return msg
-    return f"{msg} (found {repr(value)[:60]})"

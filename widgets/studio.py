@@ -37,7 +37,7 @@ from ncd.circuits.errors import NcdError, SchemaError
 from ncd.circuits.types import DTYPES, TensorType
 
 from . import edits, panels
-from .canvas import Canvas
+from .canvas import Canvas, node_id, split_id
 from .forms import BoxForm, FormError, fitted, palette_options
 
 _NONE = "—"  # a port left unwired
@@ -210,8 +210,6 @@ class Studio(w.VBox):
     def _accept(self, new: Circuit, what: str, loading: bool = False) -> Circuit:
         # Round-trip through the schema so that edits made with model_copy are checked too.
         new = io.from_dict(io.to_dict(new))
-        if self._history is not None and not loading:  # text, JSON and the form alike
-            edits.new_clash(self.circuit, new)
         self._check(new)  # raises ValidationError: the edit is not taken
         if self._history is None:
             self._history = edits.History(new, limit=lambda: MAX_UNDO)
@@ -467,10 +465,13 @@ class Studio(w.VBox):
                 canvas.selected = ""
             canvas.version += 1
 
-    def _exists(self, path: str) -> bool:
-        if path.startswith("wire:"):
-            return False  # wire ids change with every drawing
-        return path in edits.names(self.view) or path in {o.name for o in self.view.outputs}
+    def _exists(self, key: str) -> bool:
+        """Whether the node `key` names (`box:x`, `input:x`, `output:y`) is still in the
+        circuit being edited; a wire's id is not (they change with every drawing)."""
+        role, name = split_id(key)
+        c = self.view
+        found = {"box": c.boxes, "input": c.inputs, "output": c.outputs}.get(role, [])
+        return name in {x.name for x in found}
 
     def _refresh_tab(self) -> None:
         """The tab shown, if its contents are stale (the others wait until shown)."""
@@ -604,20 +605,22 @@ class Studio(w.VBox):
 
     def _box_chosen(self) -> None:
         name = self.box_select.value
-        if not self._filling and name and name != self.canvas.selected:
-            self._on_select(name)
+        if not self._filling and name and node_id("box", name) != self.canvas.selected:
+            self._on_select(node_id("box", name))
 
     def _on_select(self, path: str = "") -> None:
-        """The selection, and the form with it: a box is shown in the form to be edited;
-        anything else (an input, an output, a wire, nothing) leaves the form for a new box."""
+        """The selection (`path`: a node's or a wire's id, `box:linear`, `output:y`), and the
+        form with it: a box is shown in the form to be edited; anything else (an input, an
+        output, a wire, nothing) leaves the form for a new box."""
         loose = self._loose_end(path)
         if loose is not None:  # a loose end of a box being wired selects that box
-            path = loose[0]
+            path = node_id("box", loose[0])
+        role, name = split_id(path)
         self.canvas.selected = path
         self.canvas.marks = {}  # the marks of a refused edit go with its message
         c = self.view
-        if path in {b.name for b in c.boxes}:
-            self.box_select.value = path
+        if role == "box" and name in {b.name for b in c.boxes}:
+            self.box_select.value = name
             self._edit_box()
             return
         if self._editing:
@@ -627,11 +630,11 @@ class Studio(w.VBox):
         self.form_title.value = f"<b>A new {kind} box</b>"
         inputs = {i.name: i for i in c.inputs}
         outputs = {o.name: o for o in c.outputs}
-        if path in inputs:
-            i = inputs[path]
-            about = f"input {path}: {' '.join(i.axes) or 'a scalar'}, {i.dtype}"
-        elif path in outputs:
-            about = f"output {path}, taken from {outputs[path].source}"
+        if role == "input" and name in inputs:
+            i = inputs[name]
+            about = f"input {name}: {' '.join(i.axes) or 'a scalar'}, {i.dtype}"
+        elif role == "output" and name in outputs:
+            about = f"output {name}, taken from {outputs[name].source}"
         else:
             return
         self.form_title.value = (
@@ -640,9 +643,11 @@ class Studio(w.VBox):
         )
         self._show([], f"{about}; not a box: the form makes a new {self.palette.value} box")
 
-    def _loose_end(self, path: str) -> tuple[str, str] | None:
-        """(box, port) when `path` is the loose end drawn for a port that reads nothing yet."""
-        if not path.startswith(panels.DANGLING):
+    def _loose_end(self, key: str) -> tuple[str, str] | None:
+        """(box, port) when node `key` is the loose end drawn for a port that reads nothing
+        yet (a stand-in box `…box:port`)."""
+        role, path = split_id(key)
+        if role != "box" or not path.startswith(panels.DANGLING):
             return None
         box, _, port = path[1:].rpartition(":")
         b = next((b for b in self.view.boxes if b.name == box), None)
@@ -654,23 +659,31 @@ class Studio(w.VBox):
     def _on_redo(self) -> None:
         self.redo()
 
-    def _ref_of(self, path: str) -> str:
-        """The value node `path` sends (a box's result, an input), or the last value."""
+    def _ref_of(self, key: str) -> str:
+        """The value node `key` sends (an input, a box's result, what an output takes), or,
+        for anything else (a wire, nothing), the last value."""
         c, checked = self.view, self._checked
-        if path and path in {i.name for i in c.inputs}:
+        role, path = split_id(key)
+        if role == "input" and path in {i.name for i in c.inputs}:
             return path
-        if path in edits.open_boxes(c):  # read it, to be told it is not finished
-            return path
-        if path and path in {o.name for o in c.outputs}:
+        if role == "output" and path in {o.name for o in c.outputs}:
             return next(o.source for o in c.outputs if o.name == path)
-        if path.startswith(panels.DANGLING):
+        if role == "output" and path.startswith(panels.DANGLING):  # a value nothing reads
             return path[1:].replace(":", ".")
-        if checked is not None and path in checked.outs:
+        if role == "box" and path in edits.open_boxes(c):  # read it, to be told it is not done
+            return path
+        if role == "box" and checked is not None and path in checked.outs:
             outs = list(checked.outs[path])
             return path if len(outs) == 1 else f"{path}.{outs[0]}"
         if checked is not None and checked.order:
-            return self._ref_of(checked.order[-1])
+            return self._ref_of(node_id("box", checked.order[-1]))
         return c.inputs[-1].name if c.inputs else ""
+
+    def _sent_by(self, name: str) -> str:
+        """The value a node of the drawing named `name` sends: the input of that name, else
+        the box (a copy dot's `x/copy` is the copy of input or box `x`)."""
+        inputs = {i.name for i in self.view.inputs}
+        return self._ref_of(node_id("input" if name in inputs else "box", name))
 
     def _value_of(self, ref: str):
         """The type of the value `ref` (an input, `box` or `box.port`) in the last valid
@@ -691,8 +704,8 @@ class Studio(w.VBox):
         return v.names if isinstance(v, TensorType) else ()
 
     def _on_add(self, kind: str, after: str | None = None, fields: dict | None = None) -> None:
-        """A box of `kind` reading the value `after` names (None: the selection; "": the last
-        value), with `fields`
+        """A box of `kind` reading the value node `after` sends (its id; None: the selection;
+        "": the last value), with `fields`
         (a choice found by the palette's search, e.g. {"fn": "relu"}) and the rest guessed.
         Every input port reads that value, or, where that does not validate (a linear
         attention reads its queries there, not its keys and values), the first port alone:
@@ -700,8 +713,6 @@ class Studio(w.VBox):
         if self._text_waits(f"add {kind}"):
             return
         after = self.canvas.selected if after is None else after
-        if after.startswith("wire:"):
-            after = ""
         ref = self._ref_of(after)
         name = edits.fresh_name(self.view, kind)
         axes = self._axes_of(ref)
@@ -723,7 +734,7 @@ class Studio(w.VBox):
 
         changes = [add()] + ([add(wire=ports[:1])] if len(ports) > 1 else [])
         if self._first_accepted(changes, f"added {name}", f"add {kind} reading {ref or '-'}"):
-            self._on_select(name)
+            self._on_select(node_id("box", name))
             opened = edits.open_boxes(self.view).get(name)
             tail = (
                 _open_note({name: opened})
@@ -764,16 +775,26 @@ class Studio(w.VBox):
         return self.edit_here(changes[-1], what, attempt)
 
     def _on_connect(self, ref: str, node: str, port: str = "") -> None:
+        """`ref` dropped on node `node` (an id): on a box's input `port` (none: the box's
+        first or the one reading one value twice), on an output (it takes `ref`), or on a
+        loose end."""
         c = self.view
-        if node in {o.name for o in c.outputs}:
-            self.edit_here(lambda c: edits.set_output(c, node, ref), f"output {node} <- {ref}")
+        role, name = split_id(node)
+        if role == "output" and name in {o.name for o in c.outputs}:
+            self.edit_here(lambda c: edits.set_output(c, name, ref), f"output {name} <- {ref}")
+            return
+        if role == "output" and name.startswith(panels.DANGLING):  # a value nothing reads
+            self._on_add_output("", ref)
             return
         loose = self._loose_end(node)
         if loose is not None:  # dropped on the loose end of a port that reads nothing yet
-            node, port = loose
-        elif node.startswith(panels.DANGLING):
-            self._on_add_output("", ref)
-            return
+            name, port = loose
+        elif role != "box":
+            raise SchemaError(
+                f"wire {ref}: {role} '{name}' takes no value (expected a drop on a box, one of "
+                "its input ports, or an output)"
+            )
+        node = name
         box = edits._box(c, node)
         opened = edits.open_ports(box)
         if not port and opened:  # dropped on a box being wired: its first unwired port
@@ -790,8 +811,8 @@ class Studio(w.VBox):
         self.edit_here(lambda c: edits.connect(c, ref, node, port), f"wired {ref} -> {node}.{port}")
 
     def _on_add_output(self, name: str = "", ref: str = "", path: str | None = None) -> None:
-        """An output `name` of the value `ref`, else of the one `path` names (None: the
-        selection)."""
+        """An output `name` of the value `ref`, else of the one node `path` (an id) sends
+        (None: the selection)."""
         path = self.canvas.selected if path is None else path
         ref = ref or self._ref_of(path)
         if not ref:
@@ -805,12 +826,10 @@ class Studio(w.VBox):
         self.edit_here(lambda c: edits.add_input(c, name, axes, dtype), f"added input {name}")
 
     def _on_add_subcircuit(self, name: str = "", after: str | None = None) -> None:
-        """A new subcircuit reading the value `after` names (None: the selection; "": the
-        last value), called from here and opened: it starts as the identity (output y = its
-        input x)."""
+        """A new subcircuit reading the value node `after` (an id) sends (None: the selection;
+        "": the last value), called from here and opened: it starts as the identity (output
+        y = its input x)."""
         after = self.canvas.selected if after is None else after
-        if after.startswith("wire:"):
-            after = ""
         ref = self._ref_of(after)
         if not ref:
             raise SchemaError("subcircuit: add an input first (the subcircuit reads a value)")
@@ -821,7 +840,7 @@ class Studio(w.VBox):
             lambda c: edits.add_subcircuit(c, name, ref, self._axes_of(ref), dtype),
             f"added subcircuit {name}",
         ):
-            self._on_enter(call)
+            self._on_enter(node_id("box", call))
             self._show(
                 [],
                 f"editing {name} (called by {call} in {self.circuit.name}): its input x, its "
@@ -833,23 +852,25 @@ class Studio(w.VBox):
         return getattr(self._value_of(ref), "dtype", "float32")
 
     def _on_delete(self, path: str | None = None) -> None:
-        """Delete the box, input or output `path` names (None: the selection)."""
-        path = self.canvas.selected if path is None else path
+        """Delete the box, input or output node `path` is the id of (None: the selection)."""
+        role, name = split_id(self.canvas.selected if path is None else path)
         c = self.view
-        if not path or path.startswith("wire:"):
+        if role in ("", "wire"):
             raise SchemaError("delete: select a box, an input or an output first")
-        if path in {b.name for b in c.boxes}:
-            if self.edit_here(lambda c: edits.delete_box(c, path), f"deleted {path}"):
+        if role == "box" and name in {b.name for b in c.boxes}:
+            if self.edit_here(lambda c: edits.delete_box(c, name), f"deleted {name}"):
                 self.canvas.selected = ""
-        elif path in {i.name for i in c.inputs}:
-            self.edit_here(lambda c: edits.remove_input(c, path), f"removed input {path}")
-        elif path in {o.name for o in c.outputs}:
-            self.edit_here(lambda c: edits.remove_output(c, path), f"removed output {path}")
+        elif role == "input" and name in {i.name for i in c.inputs}:
+            self.edit_here(lambda c: edits.remove_input(c, name), f"removed input {name}")
+        elif role == "output" and name in {o.name for o in c.outputs}:
+            self.edit_here(lambda c: edits.remove_output(c, name), f"removed output {name}")
         else:
-            raise SchemaError(f"delete: '{path}' is not a box of this circuit (open its block)")
+            raise SchemaError(f"delete: '{name}' is not a box of this circuit (open its block)")
 
     def _on_splice(self, kind: str, tail: str, head: str) -> None:
+        """A box of `kind` put onto the wire from node `tail` to node `head` (their ids)."""
         c = self.view
+        (_, tail), (head_role, head) = split_id(tail), split_id(head)
         while tail.endswith("/copy"):
             tail = tail[: -len("/copy")]
         before_copy = head.endswith("/copy")
@@ -859,7 +880,7 @@ class Studio(w.VBox):
         outputs = {o.name: o.source for o in c.outputs}
         if before_copy:
             # the wire before a copy: the new box takes the value before it is shared
-            ref = self._ref_of(tail)
+            ref = self._sent_by(tail)
 
             def change(c):
                 c = edits.add_box(c, kind, source=ref, axes=self._axes_of(ref), name=name)
@@ -868,7 +889,7 @@ class Studio(w.VBox):
 
             self.edit_here(change, f"spliced {name} after {tail}")
             return
-        if head in outputs:
+        if head_role == "output" and head in outputs:
             ref = outputs[head]
             self.edit_here(
                 lambda c: edits.splice(c, kind, ref, "output", head, axes=self._axes_of(ref),
@@ -887,25 +908,31 @@ class Studio(w.VBox):
         )
 
     def _on_toggle(self, path: str) -> None:
-        name = path.rsplit("/", 1)[-1]
+        """Collapse or expand the block or call whose node or frame `path` is the id of."""
+        name = split_id(path)[1].rsplit("/", 1)[-1]
         self._collapsed ^= {name}
         self._refresh_diagram()
         shown = "collapsed" if name in self._collapsed else "expanded"
         self._show([], f"{shown} {name}")
 
     def _on_enter(self, path: str) -> None:
+        """Open the call whose node or frame `path` is the id of (a box inside an open call:
+        that call, with the box selected); another box is selected."""
+        role, path = split_id(path)
+        if role not in ("box", "block"):
+            return
         first, _, rest = path.partition("/")
         c = self.view
         box = next((b for b in c.boxes if b.name == first), None)
         if box is None or box.kind != "call":
             if box is not None:
-                self._on_select(first)
+                self._on_select(node_id("box", first))
             return
         self.scope = (*self.scope, first)
         self.canvas.selected = ""
         self._refresh(f"editing {box.circuit} (called by {first}); the breadcrumb goes back")
         if rest and "/" not in rest:
-            self._on_select(rest)
+            self._on_select(node_id("box", rest))
 
     def _on_crumb(self, index: int = 0) -> None:
         self.scope = self.scope[: max(int(index), 0)]
@@ -1056,14 +1083,14 @@ class Studio(w.VBox):
         if self.edit_here(
             lambda c: c.model_copy(update={"boxes": [*c.boxes, box]}), f"added {name}"
         ):
-            self._on_select(name)
+            self._on_select(node_id("box", name))
 
     @_guarded
     def _edit_box(self) -> None:
         """Show the box chosen in the box list in the form, selected (change a field there
         and press Enter)."""
         box = self.view.box(self._selected())
-        self.canvas.selected = box.name
+        self.canvas.selected = node_id("box", box.name)
         self._fill_form(box)
         opened = edits.open_ports(box)
         tail = f"; {_open_note({box.name: opened})}" if opened else ""
@@ -1135,8 +1162,8 @@ class Studio(w.VBox):
         before = (self._editing, self.canvas.selected)
         if self._editing == old.name:  # the form and the selection follow a new name
             self._editing = box.name
-        if self.canvas.selected == old.name:
-            self.canvas.selected = box.name
+        if self.canvas.selected == node_id("box", old.name):
+            self.canvas.selected = node_id("box", box.name)
         taken = self.edit_here(
             lambda c: edits.replace_box(c, old.name, box),
             what,
@@ -1328,25 +1355,25 @@ def _blocks(checked) -> set[str]:
 
 
 def _ports(drawn: Circuit, checked, opened=None) -> dict[str, dict[str, list[str]]]:
-    """What the diagram offers to wire: input ports of boxes and outputs, values sent by
-    boxes and inputs (a box of several results sends `box.port` for each). `opened`: box ->
-    its ports that read nothing yet (`open` in its entry; such a box sends nothing yet, and
-    the loose ends drawn for those ports take nothing from the page)."""
+    """What the diagram offers to wire, by node id: input ports of boxes and outputs, values
+    sent by boxes and inputs (a box of several results sends `box.port` for each). `opened`:
+    box -> its ports that read nothing yet (`open` in its entry; such a box sends nothing
+    yet, and the loose ends drawn for those ports take nothing from the page)."""
     opened = opened or {}
     out: dict[str, dict[str, list[str]]] = {}
     for i in drawn.inputs:
-        out[i.name] = {"out": [i.name]}
+        out[node_id("input", i.name)] = {"out": [i.name]}
     for b in drawn.boxes:
         outs = list(checked.outs.get(b.name, {}))
         refs = [b.name] if len(outs) == 1 else [f"{b.name}.{p}" for p in outs]
-        out[b.name] = {"in": edits.input_ports(b), "out": refs}
+        out[node_id("box", b.name)] = {"in": edits.input_ports(b), "out": refs}
         if b.name in opened:
-            out[b.name] = {"in": edits.input_ports(b), "out": [], "open": opened[b.name]}
+            out[node_id("box", b.name)] = {
+                "in": edits.input_ports(b), "out": [], "open": opened[b.name]
+            }  # fmt: skip
     for o in drawn.outputs:
-        if not o.name.startswith(panels.DANGLING):
-            out[o.name] = {"in": ["source"]}
-        else:
-            out[o.name] = {"in": []}
+        loose = o.name.startswith(panels.DANGLING)
+        out[node_id("output", o.name)] = {"in": [] if loose else ["source"]}
     return out
 
 

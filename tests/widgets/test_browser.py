@@ -1,5 +1,6 @@
-"""ncd.Studio in a real browser: JupyterLab serves a notebook that opens four Studios (two blank
-ones, the transformer and gla_block), headless Chromium (driven by Playwright) runs the cell
+"""ncd.Studio in a real browser: JupyterLab serves a notebook that opens five Studios (two blank
+ones, the transformer, gla_block and convolutions), headless Chromium (driven by Playwright)
+runs the cell
 and uses the diagram as a user does: clicks, drags, keys, the text view; the kernel's answer
 must come back into the page.
 
@@ -26,7 +27,8 @@ TOKEN = "ncd-browser-test"
 CELL = (
     "import ncd\nfrom IPython.display import display\n"
     'blank = ncd.Studio()\nstack = ncd.Studio("transformer")\ntrial = ncd.Studio()\n'
-    'gla = ncd.Studio("gla_block")\ndisplay(blank, stack, trial, gla)'
+    'gla = ncd.Studio("gla_block")\nconv = ncd.Studio("convolutions")\n'
+    "display(blank, stack, trial, gla, conv)"
 )
 # Run by the trial test once the block is drawn: checks, compiles and runs it in the kernel.
 CHECK_CELL = """import json, torch
@@ -122,12 +124,13 @@ def studio(page, k):
     return page.locator(".ncd-studio").nth(k)
 
 
-def node(page, k, path):
-    return studio(page, k).locator(f'g.node[id="box:{path}"]')
+def node(page, k, path, role="box"):
+    """Node `path` of Studio k by its id (`box:linear`, `input:x`, `output:y`)."""
+    return studio(page, k).locator(f'g.node[id="{role}:{path}"]')
 
 
-def wait_node(page, k, path, state="attached"):
-    node(page, k, path).wait_for(state=state)
+def wait_node(page, k, path, state="attached", role="box"):
+    node(page, k, path, role).wait_for(state=state)
 
 
 def centre(locator):
@@ -169,7 +172,7 @@ def test_build_an_mlp_with_a_residual_by_clicking_and_dragging(step):
     s.locator(".ncd-input-name").fill("x")
     s.locator(".ncd-input-axes").fill("B T D")
     s.locator(".ncd-add-input").click()
-    wait_node(page, 0, "x")
+    wait_node(page, 0, "x", role="input")
     # Each palette click adds a box reading the selected one (at first: the last value).
     for kind, name in [("linear", "linear"), ("unary", "unary"), ("linear", "linear2")]:
         s.locator(f'.ncd-kind[data-kind="{kind}"]').click()
@@ -183,29 +186,29 @@ def test_build_an_mlp_with_a_residual_by_clicking_and_dragging(step):
     wait_node(page, 0, "binary")
     s.locator(".ncd-search").fill("")
     # Both operands read linear2; drag x's output port onto the sum: the residual.
-    drag(page, s.locator('.ncd-handle.ncd-out[data-node="x"]'), node(page, 0, "binary"))
+    drag(page, s.locator('.ncd-handle.ncd-out[data-node="input:x"]'), node(page, 0, "binary"))
     s.locator(".ncd-status:has-text('wired x -> binary.b')").wait_for()
     # The sum is selected: its result becomes the output y.
     node(page, 0, "binary").click()
     s.locator(".ncd-output-name").fill("y")
     s.locator(".ncd-output-name").press("Enter")  # as + output does
-    wait_node(page, 0, "y")
+    wait_node(page, 0, "y", role="output")
     page.wait_for_function(  # the name is cleared once taken (a second output would be yy)
         "() => document.querySelector('.ncd-output-name').value === ''"
     )
     # nothing left loose, once the drawing with the output has replaced the one before it
     s.locator("g.node.ncd-dangling").first.wait_for(state="detached")  # the page default, 60 s
-    assert s.locator('g.edge[data-tail="x/copy"][data-head="binary"]').count() == 3  # B T D
+    assert s.locator('g.edge[data-tail="box:x/copy"][data-head="box:binary"]').count() == 3
     shot(page, 0, "mlp-residual")
 
 
 def test_splice_a_box_onto_a_wire(step):
     page = step
     s = studio(page, 0)
-    wire = s.locator('g.edge[data-head="linear"] path.ncd-hit').first
+    wire = s.locator('g.edge[data-head="box:linear"] path.ncd-hit').first
     drag(page, s.locator('.ncd-kind[data-kind="layernorm"]'), wire)
     wait_node(page, 0, "layernorm")
-    assert s.locator('g.edge[data-tail="layernorm"][data-head="linear"]').count() >= 1
+    assert s.locator('g.edge[data-tail="box:layernorm"][data-head="box:linear"]').count() >= 1
     shot(page, 0, "spliced")
 
 
@@ -215,7 +218,7 @@ def test_undo_and_redo_with_the_keyboard(step):
     node(page, 0, "unary").click()
     page.keyboard.press("Delete")  # a pass-through: linear2 now reads linear
     node(page, 0, "unary").wait_for(state="detached")
-    assert s.locator('g.edge[data-tail="linear"][data-head="linear2"]').count() >= 1
+    assert s.locator('g.edge[data-tail="box:linear"][data-head="box:linear2"]').count() >= 1
     page.keyboard.press("Control+z")
     wait_node(page, 0, "unary")
     page.keyboard.press("Control+Shift+z")
@@ -236,21 +239,89 @@ def test_a_refused_edit_marks_the_box(step):
     wait_node(page, 0, "binary")
 
 
+def test_enter_in_the_name_field_applies_it_and_the_keys_stay_in_the_widget(step):
+    """Review 5: Enter in the circuit's name field left the keys in the field, so Ctrl+Z
+    undid the typing there, not the rename."""
+    page = step
+    s = studio(page, 0)
+    name = s.locator(".ncd-name")
+    name.fill("mlp")
+    name.press("Enter")
+    s.locator(".ncd-status:has-text('renamed to mlp')").wait_for()
+    assert s.evaluate("el => document.activeElement === el")
+    page.keyboard.press("Control+z")
+    s.locator(".ncd-status:has-text('undo: ')").wait_for()
+    page.wait_for_function("el => el.value === 'untitled'", arg=name.element_handle())
+    assert s.locator(".ncd-crumb").first.inner_text() == "untitled"
+
+
+def _placed(s, node_id):
+    """The centre of node `node_id` on the page."""
+    b = s.locator(f'g.node[id="{node_id}"]').bounding_box()
+    return b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
+
+
+def test_a_large_circuit_opens_readable_then_pans_zooms_and_fits(step):
+    """Review 3: large entries (the transformer; ivit_block, 184 nodes) opened fitted to the
+    view, their labels a few pixels (under one) high. One opens at a readable scale from its
+    inputs; the background drags it, the wheel zooms about the pointer, fit shows it whole."""
+    page = step
+    s = studio(page, 1)
+    s.scroll_into_view_if_needed()
+    stage = s.locator(".ncd-stage").bounding_box()
+    label = s.locator("g.edge text").first.bounding_box()  # a wire's axis, 8 pt
+    assert label["height"] >= 7, label
+    x0, y0 = _placed(s, "input:tokens")
+    assert stage["x"] < x0 < stage["x"] + stage["width"] / 2, (x0, stage)
+    assert "75 %" in s.locator(".ncd-zoom").inner_text()
+    shot(page, 1, "large-open")
+    # drag the background (a point of the stage on no node, wire or handle)
+    at = s.evaluate(
+        """el => { const r = el.querySelector('.ncd-stage').getBoundingClientRect();
+          for (let y = r.top + 20; y < r.bottom; y += 15) for (let x = r.left + 20; x < r.right;
+               x += 15) { const t = document.elementFromPoint(x, y);
+            if (t && el.contains(t) && !t.closest('g.node, g.edge, .ncd-handle, .ncd-toggle'))
+              return [x, y]; } }"""
+    )
+    page.mouse.move(*at)
+    page.mouse.down()
+    page.mouse.move(at[0] + 120, at[1] + 30, steps=5)
+    page.mouse.up()
+    x1, y1 = _placed(s, "input:tokens")
+    assert abs(x1 - (x0 + 120)) < 1.5 and abs(y1 - (y0 + 30)) < 1.5, (x0, y0, x1, y1)
+    # the wheel over a node zooms about the pointer: the node stays under it
+    px, py = _placed(s, "box:embed")
+    page.mouse.move(px, py)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function("el => Number(el.dataset.zoom) > 0.8", arg=s.element_handle())
+    qx, qy = _placed(s, "box:embed")
+    assert abs(qx - px) < 2 and abs(qy - py) < 2, (px, py, qx, qy)
+    s.locator(".ncd-fit").click()
+    svg = s.locator(".ncd-holder svg").bounding_box()
+    assert stage["x"] <= svg["x"] and svg["x"] + svg["width"] <= stage["x"] + stage["width"]
+    assert stage["y"] <= svg["y"] and svg["y"] + svg["height"] <= stage["y"] + stage["height"]
+    page.mouse.move(0, 0)
+    shot(page, 1, "large-fit")
+
+
 def test_collapse_and_expand_a_group(step):
     page = step
     s = studio(page, 1)
-    s.locator('.ncd-toggle[data-path="blocks/MLP"]').click()
-    wait_node(page, 1, "blocks/MLP")
+    s.locator(".ncd-fit").click()  # the transformer opens readable, larger than the view
+    s.locator('.ncd-toggle[data-path="block:blocks/MLP"]').click()  # on the block's frame
+    wait_node(page, 1, "blocks/MLP", role="group")
     assert node(page, 1, "blocks/ff_up").count() == 0
     shot(page, 1, "collapsed")
-    s.locator('.ncd-toggle[data-path="blocks/MLP"]').click()
+    s.locator('.ncd-toggle[data-path="group:blocks/MLP"]').click()  # on the collapsed block
     wait_node(page, 1, "blocks/ff_up")
-    assert node(page, 1, "blocks/MLP").count() == 0
+    assert node(page, 1, "blocks/MLP", role="group").count() == 0
 
 
 def test_select_an_open_call_by_its_frame(step):
     """`blocks` is a call drawn open (its subcircuit in place): a click on its title selects
-    the call box, outlined, in the form; a click on the background clears it."""
+    the call box, outlined, in the form; a click on the background clears it; a double click
+    on its title opens the call (the stage took the pointer on every press, and the double
+    click never reached the title)."""
     page = step
     s = studio(page, 1)
     frame = s.locator('g.cluster[id="block:blocks"]')
@@ -261,11 +332,15 @@ def test_select_an_open_call_by_its_frame(step):
         page.locator(".ncd-editor").nth(1).locator(".widget-text:has(label:text-is('name')) input")
     )
     page.wait_for_function("el => el.value === 'blocks'", arg=name.element_handle())
-    assert s.locator('.ncd-handle.ncd-out[data-node="blocks"]').count() == 1  # on the frame
+    assert s.locator('.ncd-handle.ncd-out[data-node="box:blocks"]').count() == 1  # the frame
     box = frame.bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] - 4)  # the background, above it
+    page.mouse.click(box["x"] + 10, box["y"] - 4)  # the background, above it
     s.locator("g.cluster.ncd-selected").wait_for(state="detached")
     assert s.locator(".ncd-sel").count() == 0
+    frame.locator("text").first.dblclick()
+    s.locator(".ncd-crumbs:has-text('transformer_block')").wait_for()
+    s.locator(".ncd-crumb").first.click()
+    frame.wait_for()
 
 
 def test_open_a_subcircuit_and_edit_inside_it(step):
@@ -286,6 +361,22 @@ def test_open_a_subcircuit_and_edit_inside_it(step):
     s.locator(".ncd-crumb").first.click()  # back out: the edit is in the called block
     wait_node(page, 1, "blocks/dropout")
     shot(page, 1, "outside")
+
+
+def test_the_breadcrumb_keeps_the_keys(step):
+    """Review 5: the crumb clicked is drawn again, and the keys went to the page: Ctrl+Z
+    after going back out did nothing in the widget."""
+    page = step
+    s = studio(page, 1)
+    node(page, 1, "blocks/ln2").dblclick()
+    wait_node(page, 1, "ln2")
+    s.locator(".ncd-crumb").first.click()
+    wait_node(page, 1, "blocks/dropout")  # added inside, by the test before
+    assert s.evaluate("el => document.activeElement === el")
+    page.keyboard.press("Control+z")  # undoes that edit
+    wait_node(page, 1, "blocks/dropout", state="detached")
+    page.keyboard.press("Control+Shift+z")
+    wait_node(page, 1, "blocks/dropout")
 
 
 def test_sizes_reach_the_cost_tab(step):
@@ -407,7 +498,8 @@ class Trial:
         self._shown(name)
 
     def select(self, path, box=True):
-        node(self.page, self.k, path).locator("text").first.click()  # on its label
+        role = "box" if box else "input"
+        node(self.page, self.k, path, role).locator("text").first.click()  # on its label
         self.counts["clicks"] += 1
         if box:
             self._shown(path)
@@ -523,7 +615,7 @@ def test_a_circuit_opened_in_the_studio_has_its_handles_on_its_boxes(step):
     placed = s.evaluate(
         """el => [...el.querySelectorAll('.ncd-handle')].map((h) => {
           const c = h.getBoundingClientRect();
-          const g = el.querySelector(`g.node[id="box:${h.dataset.node}"]`);
+          const g = el.querySelector(`g.node[id="${h.dataset.node}"]`);
           const b = g.getBoundingClientRect();
           return {node: h.dataset.node, input: h.classList.contains('ncd-in'),
                   x: c.x + c.width / 2, y: c.y + c.height / 2,
@@ -534,14 +626,15 @@ def test_a_circuit_opened_in_the_studio_has_its_handles_on_its_boxes(step):
     for h in placed:
         edge = h["left"] if h["input"] else h["right"]
         assert abs(h["x"] - edge) < 2 and h["top"] < h["y"] < h["bottom"], h
-    toggle = s.locator('.ncd-toggle[data-path="Gated linear attention"]').bounding_box()
+    toggle = s.locator('.ncd-toggle[data-path="block:Gated linear attention"]').bounding_box()
     block = s.locator('g.cluster[id="block:Gated linear attention"]').bounding_box()
     assert 0 <= toggle["x"] - block["x"] < 20 and 0 <= toggle["y"] - block["y"] < 20
     shot(page, 3, "opened-handles")
+    s.locator(".ncd-fit").click()  # opened readable, wider than the view: all of it in view
     drag(
         page,
         s.locator('.ncd-handle.ncd-out[data-ref="k_proj"]'),
-        s.locator('.ncd-handle.ncd-in[data-node="mixer"][data-port="q"]'),
+        s.locator('.ncd-handle.ncd-in[data-node="box:mixer"][data-port="q"]'),
     )
     s.locator(".ncd-status:has-text('wired k_proj -> mixer.q')").wait_for()
     s.locator(".ncd-undo").click()
@@ -585,7 +678,7 @@ def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_e
     assert "ncd-error" not in status.get_attribute("class")
     loose = s.locator('g.node.ncd-dangling[id^="box:\u2026linear_attention:"]')
     assert loose.count() == 3
-    assert s.locator('.ncd-handle.ncd-open[data-node="linear_attention"]').count() == 3
+    assert s.locator('.ncd-handle.ncd-open[data-node="box:linear_attention"]').count() == 3
     page.mouse.move(0, 0)  # no tooltip over the shot
     shot(page, 3, "la-loose-ends")
     out = '.ncd-handle.ncd-out[data-ref="{}"]'
@@ -593,9 +686,30 @@ def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_e
     s.locator(".ncd-status:has-text('wired k_proj -> linear_attention.k')").wait_for()
     drag(page, s.locator(out.format("v_proj")), node(page, 3, "\u2026linear_attention:v"))
     s.locator(".ncd-status:has-text('wired v_proj -> linear_attention.v')").wait_for()
-    handle = '.ncd-handle.ncd-in[data-node="linear_attention"][data-port="g"]'
+    handle = '.ncd-handle.ncd-in[data-node="box:linear_attention"][data-port="g"]'
     drag(page, s.locator(out.format("temperature")), s.locator(handle))
     s.locator(".ncd-status:has-text('wired temperature -> linear_attention.g')").wait_for()
     assert loose.count() == 0 and s.locator(".ncd-handle.ncd-open").count() == 0
     assert "ncd-error" not in status.get_attribute("class")
     shot(page, 3, "la-wired")
+
+
+def test_an_output_named_like_its_box_is_a_node_of_its_own(step):
+    """Review 3: convolutions names each output like its box; both were drawn as `box:strided`
+    and a click on the output selected the box. Each is selected as itself."""
+    page = step
+    s = studio(page, 4)
+    s.scroll_into_view_if_needed()
+    node(page, 4, "strided", role="output").locator("text").first.click()
+    s.locator('g.node.ncd-selected[id="output:strided"]').wait_for()
+    s.locator(".ncd-status:has-text('output strided, taken from strided')").wait_for()
+    assert s.locator("g.node.ncd-selected").count() == 1
+    page.mouse.move(0, 0)
+    shot(page, 4, "output-selected")
+    node(page, 4, "strided").locator("text").first.click()
+    s.locator('g.node.ncd-selected[id="box:strided"]').wait_for()
+    form = page.locator(".ncd-form").nth(4)
+    form.locator(":text('The selected box: strided')").wait_for()
+    assert s.locator("g.node.ncd-selected").count() == 1
+    page.mouse.move(0, 0)
+    shot(page, 4, "box-selected")

@@ -28,8 +28,8 @@ def mlp_by_intents():
     cv.intent("add_input", name="x", axes="B T D")
     for kind in ["linear", "unary", "linear", "binary"]:
         cv.intent("add", kind=kind, after=cv.selected)
-    cv.intent("connect", ref="x", node="binary", port="")  # dropped on the box
-    cv.intent("add_output", name="y", path="binary")
+    cv.intent("connect", ref="x", node="box:binary", port="")  # dropped on the box
+    cv.intent("add_output", name="y", path="box:binary")
     return s
 
 
@@ -44,15 +44,15 @@ def test_intents_on_the_selection_take_the_kernels():
         cv.intent("add", kind=kind)  # each reads the box added before it
     reads = {b.name: [r for r in b.inputs.values()] for b in s.view.boxes}
     assert reads["unary"] == ["linear"] and reads["linear2"] == ["unary"]
-    cv.intent("select", path="linear")
+    cv.intent("select", path="box:linear")
     cv.intent("add", kind="unary")  # reads the selected box, not the last one
     assert [r for r in next(b for b in s.view.boxes if b.name == "unary2").inputs.values()] == [
         "linear"
     ]
-    cv.intent("select", path="linear2")
+    cv.intent("select", path="box:linear2")
     cv.intent("add_output", name="y")
     assert [(o.name, o.source) for o in s.view.outputs] == [("y", "linear2")]
-    cv.intent("select", path="unary2")
+    cv.intent("select", path="box:unary2")
     cv.intent("delete")
     assert "unary2" not in {b.name for b in s.view.boxes}
 
@@ -70,9 +70,9 @@ def mlp_by_hand(extra=None):
 def test_an_mlp_with_a_residual_from_intents():
     s = mlp_by_intents()
     assert same(s.circuit, mlp_by_hand()), s.messages.value
-    assert s.canvas.selected == "binary"
+    assert s.canvas.selected == "box:binary"
     assert s.form_title.value == "<b>The selected box: binary</b>"  # whose fields the form shows
-    assert 'id="box:y"' in s.canvas.svg and panels.DANGLING not in s.canvas.svg
+    assert 'id="output:y"' in s.canvas.svg and panels.DANGLING not in s.canvas.svg
     assert Studio().form_title.value.startswith("<b>A new ")  # nothing selected yet
 
 
@@ -80,16 +80,16 @@ def test_a_draft_is_drawn_with_its_loose_ends():
     s = Studio()
     assert s.canvas.svg == "" and "add an input" in s.canvas.placeholder.lower()
     s.canvas.intent("add_input", name="x", axes="B D")
-    s.canvas.intent("add", kind="softmax", after="x")
+    s.canvas.intent("add", kind="softmax", after="input:x")
     assert not s.circuit.outputs
-    assert 'id="box:…softmax"' in s.canvas.svg  # drawn, leaving by a dangling output
-    assert s.canvas.ports["softmax"] == {"in": ["x"], "out": ["softmax"]}
+    assert 'id="output:…softmax"' in s.canvas.svg  # drawn, leaving by a dangling output
+    assert s.canvas.ports["box:softmax"] == {"in": ["x"], "out": ["softmax"]}
 
 
 def test_splice_onto_a_wire_and_onto_the_wire_to_an_output():
     s = mlp_by_intents()
-    s.canvas.intent("splice", kind="layernorm", tail="linear", head="unary")
-    s.canvas.intent("splice", kind="dropout", tail="binary", head="y")
+    s.canvas.intent("splice", kind="layernorm", tail="box:linear", head="box:unary")
+    s.canvas.intent("splice", kind="dropout", tail="box:binary", head="output:y")
     b = Builder("untitled")
     x = b.input("x", "B T D")
     h = b.linear(x, over="D", out="D", name="linear")
@@ -106,7 +106,7 @@ def test_splice_onto_a_wire_and_onto_the_wire_to_an_output():
 
 def test_splice_before_a_copy_takes_every_reader():
     s = mlp_by_intents()
-    s.canvas.intent("splice", kind="layernorm", tail="x", head="x/copy")
+    s.canvas.intent("splice", kind="layernorm", tail="input:x", head="box:x/copy")
     c = s.circuit
     assert c.box("linear").inputs == {"x": "layernorm"}
     assert c.box("binary").inputs == {"a": "linear2", "b": "layernorm"}
@@ -115,10 +115,10 @@ def test_splice_before_a_copy_takes_every_reader():
 
 def test_delete_reconnects_a_pass_through_and_refuses_otherwise():
     s = mlp_by_intents()
-    s.canvas.intent("delete", path="unary")
+    s.canvas.intent("delete", path="box:unary")
     assert s.circuit.box("linear2").inputs == {"x": "linear"}
     before = s.circuit
-    s.canvas.intent("delete", path="binary")  # two inputs, read by y
+    s.canvas.intent("delete", path="box:binary")  # two inputs, read by y
     assert s.circuit is before and "cannot delete" in s.canvas.status
     assert not s.canvas.status_ok
 
@@ -126,7 +126,7 @@ def test_delete_reconnects_a_pass_through_and_refuses_otherwise():
 def test_undo_redo_and_escape():
     s = mlp_by_intents()
     full = s.circuit
-    s.canvas.intent("delete", path="y")
+    s.canvas.intent("delete", path="output:y")
     assert not s.circuit.outputs
     s.canvas.intent("undo")
     assert same(s.circuit, full)
@@ -139,10 +139,10 @@ def test_undo_redo_and_escape():
 def test_a_refused_edit_marks_the_box_and_keeps_the_circuit():
     s = mlp_by_intents()
     before = s.circuit
-    s.canvas.intent("connect", ref="x", node="unary", port="x")  # fine: same shape
+    s.canvas.intent("connect", ref="x", node="box:unary", port="x")  # fine: same shape
     assert s.circuit.box("unary").inputs == {"x": "x"}
     s.edit_here(lambda c: edits.update_box(c, "linear2", over=("T",), out=("D",)))
-    assert "linear2" in s.canvas.marks or "binary" in s.canvas.marks, s.canvas.marks
+    assert "box:linear2" in s.canvas.marks or "box:binary" in s.canvas.marks, s.canvas.marks
     assert s.circuit.box("linear2").over == before.box("linear2").over
 
 
@@ -153,8 +153,8 @@ def test_inputs_outputs_name_and_title():
     s.canvas.intent("retitle", title="An MLP")
     assert s.circuit.name == "mlp" and s.circuit.title == "An MLP"
     assert s.canvas.name == "mlp" and s.canvas.title == "An MLP"
-    s.canvas.intent("delete", path="m")
-    s.canvas.intent("delete", path="x")  # read by boxes: refused
+    s.canvas.intent("delete", path="input:m")
+    s.canvas.intent("delete", path="input:x")  # read by boxes: refused
     assert [i.name for i in s.circuit.inputs] == ["x"]
     s.canvas.intent("rename", name="bad.name")
     assert s.circuit.name == "mlp" and not s.canvas.status_ok
@@ -165,36 +165,36 @@ def test_collapse_a_nested_block_and_the_block_around_it():
     # one box inside the outer block; the outer block's toggle hides both.
     s = Studio("gated_deltanet_block")
     assert 'id="block:Decay"' in s.canvas.svg and 'id="box:A_exp"' in s.canvas.svg
-    s.canvas.intent("toggle", path="Decay")
-    assert 'id="box:Decay"' in s.canvas.svg and 'id="box:A_exp"' not in s.canvas.svg
+    s.canvas.intent("toggle", path="block:Decay")
+    assert 'id="group:Decay"' in s.canvas.svg and 'id="box:A_exp"' not in s.canvas.svg
     assert 'id="block:Gated DeltaNet"' in s.canvas.svg
-    s.canvas.intent("toggle", path="Gated DeltaNet")
-    assert 'id="box:Gated DeltaNet"' in s.canvas.svg
-    assert 'id="box:Decay"' not in s.canvas.svg and 'id="block:Decay"' not in s.canvas.svg
-    s.canvas.intent("toggle", path="Gated DeltaNet")
-    s.canvas.intent("toggle", path="Decay")
+    s.canvas.intent("toggle", path="block:Gated DeltaNet")
+    assert 'id="group:Gated DeltaNet"' in s.canvas.svg
+    assert 'id="group:Decay"' not in s.canvas.svg and 'id="block:Decay"' not in s.canvas.svg
+    s.canvas.intent("toggle", path="group:Gated DeltaNet")
+    s.canvas.intent("toggle", path="group:Decay")
     assert 'id="block:Decay"' in s.canvas.svg and 'id="box:A_exp"' in s.canvas.svg
     # An edit keeps the nesting.
-    s.canvas.intent("add", kind="dropout", after="A_exp")
+    s.canvas.intent("add", kind="dropout", after="box:A_exp")
     assert s.circuit.groups == {"Decay": "Gated DeltaNet"}
 
 
 def test_collapse_and_expand_and_enter_a_subcircuit():
     s = Studio("transformer")
     assert 'id="box:blocks/ln1"' in s.canvas.svg
-    s.canvas.intent("toggle", path="blocks/MLP")
-    assert 'id="box:blocks/MLP"' in s.canvas.svg and 'id="box:blocks/ff_up"' not in s.canvas.svg
-    s.canvas.intent("toggle", path="blocks/MLP")
+    s.canvas.intent("toggle", path="block:blocks/MLP")
+    assert 'id="group:blocks/MLP"' in s.canvas.svg and 'id="box:blocks/ff_up"' not in s.canvas.svg
+    s.canvas.intent("toggle", path="group:blocks/MLP")
     assert 'id="box:blocks/ff_up"' in s.canvas.svg
-    s.canvas.intent("enter", path="blocks/ln2")
-    assert s.scope == ("blocks",) and s.canvas.selected == "ln2"
+    s.canvas.intent("enter", path="box:blocks/ln2")
+    assert s.scope == ("blocks",) and s.canvas.selected == "box:ln2"
     assert 'id="box:ln2"' in s.canvas.svg and s.canvas.crumbs[-1].startswith("blocks")
-    s.canvas.intent("add", kind="dropout", after="ln2")
+    s.canvas.intent("add", kind="dropout", after="box:ln2")
     # The status line names the circuit the breadcrumb ends at, not the top one.
     assert s.canvas.status.startswith(
         "added dropout: transformer_block (19 boxes), in transformer;"
     )
-    s.canvas.intent("delete", path="dropout")
+    s.canvas.intent("delete", path="box:dropout")
     assert s.canvas.status == "deleted dropout: transformer_block (18 boxes), in transformer"
     s.canvas.intent("undo")
     assert s.canvas.status == "undo: 2 of 3, transformer_block (19 boxes), in transformer"
@@ -299,7 +299,7 @@ def test_a_new_subcircuit_is_called_on_the_selected_value_and_starts_as_the_iden
     cv = s.canvas
     cv.intent("add_input", name="x", axes="B T D")
     cv.intent("add", kind="layernorm", after=cv.selected)
-    cv.intent("add_subcircuit", name="attention", after="layernorm")
+    cv.intent("add_subcircuit", name="attention", after="box:layernorm")
 
     inner = Builder("attention")
     inner.output("y", inner.input("x", "B T D"))
@@ -358,8 +358,8 @@ def test_the_palette_search_finds_a_kind_by_a_value_of_its_fields():
     assert "relu" in unary["choices"]["fn"] and "dtype" not in unary["choices"]
     s = Studio()
     s.canvas.intent("add_input", name="x", axes="B D")
-    s.canvas.intent("add", kind="unary", after="x", fields={"fn": "relu"})
-    s.canvas.intent("add_output", name="y", path="unary")
+    s.canvas.intent("add", kind="unary", after="input:x", fields={"fn": "relu"})
+    s.canvas.intent("add_output", name="y", path="box:unary")
     b = Builder("untitled")
     b.output("y", b.unary(b.input("x", "B D"), "relu", name="unary"))
     assert same(s.circuit, b.build()), s.messages.value
@@ -389,14 +389,14 @@ def test_linear_attention_from_the_palette_reads_its_queries_and_leaves_the_rest
     b, _ = projections()
     s = Studio(draft(b))
     cv = s.canvas
-    cv.intent("select", path="q_proj")
-    cv.intent("add", kind="linear_attention", after="q_proj", fields={"variant": "gla"})
+    cv.intent("select", path="box:q_proj")
+    cv.intent("add", kind="linear_attention", after="box:q_proj", fields={"variant": "gla"})
     assert cv.status_ok, cv.status
     assert "k v g read nothing yet" in cv.status
     la = s.circuit.box("linear_attention")
     assert la.inputs == {"q": "q_proj"} and (la.variant, la.key, la.query) == ("gla", "T", "T")
-    assert cv.selected == "linear_attention"
-    assert cv.ports["linear_attention"]["open"] == ["k", "v", "g"]
+    assert cv.selected == "box:linear_attention"
+    assert cv.ports["box:linear_attention"]["open"] == ["k", "v", "g"]
     for port in "kvg":  # each drawn as a loose end, a node that leads into the box
         assert f'id="box:{panels.loose_input("linear_attention", port)}"' in cv.svg
     assert {p: dd.value for p, dd in s.port_widgets.items()} == {
@@ -407,18 +407,18 @@ def test_linear_attention_from_the_palette_reads_its_queries_and_leaves_the_rest
     assert "box 'linear_attention', port 'k': port not connected" in cost
 
     before = s.circuit  # nothing may read a box until it is complete
-    cv.intent("add", kind="linear", after="linear_attention")
+    cv.intent("add", kind="linear", after="box:linear_attention")
     assert s.circuit is before and not cv.status_ok
     assert cv.status.startswith("could not add linear reading linear_attention")
     assert "whose ports are not all wired yet" in cv.status
 
-    cv.intent("connect", ref="k_proj", node="linear_attention", port="")  # onto the box
-    cv.intent("connect", ref="v_proj", node="…linear_attention:v", port="")  # onto its loose end
-    cv.intent("connect", ref="g_proj", node="linear_attention", port="g")  # onto the handle
+    cv.intent("connect", ref="k_proj", node="box:linear_attention", port="")  # onto the box
+    cv.intent("connect", ref="v_proj", node="box:…linear_attention:v", port="")  # its loose end
+    cv.intent("connect", ref="g_proj", node="box:linear_attention", port="g")  # onto the handle
     b, (q, k, v, g) = projections()
     b.linear_attention(q, k, v, g=g, key="T", variant="gla", name="linear_attention")
     assert same(s.circuit, draft(b)), cv.status
-    assert "open" not in cv.ports["linear_attention"]
+    assert "open" not in cv.ports["box:linear_attention"]
     assert panels.loose_input("linear_attention", "k") not in cv.svg
 
 
@@ -439,7 +439,7 @@ def test_a_palette_add_that_does_not_fit_leaves_its_fields_and_the_selection_in_
     b, _ = projections()
     s = Studio(draft(b))
     before = s.circuit
-    s.canvas.intent("add", kind="softmax", after="q_proj", fields={"over": "Q"})  # no axis Q
+    s.canvas.intent("add", kind="softmax", after="box:q_proj", fields={"over": "Q"})  # no axis Q
     assert s.circuit is before and not s.canvas.status_ok
     assert s.canvas.status.startswith("could not add softmax reading q_proj")
     assert s.form_title.value == "<b>A new softmax box</b>"
@@ -462,9 +462,9 @@ def test_renaming_a_box_keeps_the_ports_of_what_read_it():
 def test_selecting_an_input_stops_the_form_editing_the_last_box():
     """Audit bug 8: after a box, selecting an input left the form on that box."""
     s = mlp_by_intents()
-    s.canvas.intent("select", path="unary")
+    s.canvas.intent("select", path="box:unary")
     assert s.form_title.value == "<b>The selected box: unary</b>"
-    s.canvas.intent("select", path="x")
+    s.canvas.intent("select", path="input:x")
     assert "input x: B T D, float32" in s.form_title.value and s.box_select.value is None
     before = s.circuit
     s.form.fields["label"][1].value = "oops"  # the form is a new box's: nothing changes
@@ -501,9 +501,9 @@ def test_a_refused_edit_says_what_was_tried_where_and_what_was_expected():
     """Audit bug 11: `edit not taken (added ...)` read as if it happened; an empty name gave
     `new linear box ''` for an existing box and `expected ?`."""
     s = mlp_by_intents()
-    s.canvas.intent("delete", path="binary")
+    s.canvas.intent("delete", path="box:binary")
     assert s.canvas.status.startswith("could not delete binary: the circuit is unchanged")
-    s.canvas.intent("select", path="linear")
+    s.canvas.intent("select", path="box:linear")
     s.box_name.value = ""
     status = s.canvas.status
     assert status.startswith("could not change box 'linear' (name = ''): the circuit is unchanged")

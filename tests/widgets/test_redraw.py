@@ -51,24 +51,24 @@ def counted(monkeypatch):
 
 
 def boxes(svg: str) -> list[str]:
-    return sorted(re.findall(r'<g id="(box:[^"]*)"', svg))
+    return sorted(re.findall(r'<g id="((?:box|output):[^"]*)"', svg))
 
 
 def test_an_edit_validates_once_and_lays_out_once(counted):
     s = Studio(chain(12))
     counted.update(layouts=0, checks=0)
-    s.canvas.intent("add", kind="dropout", after="act4")
+    s.canvas.intent("add", kind="dropout", after="box:act4")
     assert counted == {"layouts": 1, "checks": 1}, s.messages.value
-    assert "box:…dropout" in boxes(s.canvas.svg)
+    assert "output:…dropout" in boxes(s.canvas.svg)
 
 
 def test_undo_redo_and_expand_lay_nothing_out_again(counted):
     s = Studio(chain(12))
-    s.canvas.intent("add", kind="dropout", after="act4")
+    s.canvas.intent("add", kind="dropout", after="box:act4")
     after_add = s.canvas.svg
-    s.canvas.intent("toggle", path="block 1")
+    s.canvas.intent("toggle", path="block:block 1")
     counted.update(layouts=0, checks=0)
-    s.canvas.intent("toggle", path="block 1")  # expanded again: drawn before
+    s.canvas.intent("toggle", path="group:block 1")  # expanded again: drawn before
     s.canvas.intent("undo")
     s.canvas.intent("redo")
     assert s.canvas.svg == after_add

@@ -53,10 +53,12 @@ def set_output(studio, name, source):
     studio.set_output_button.click()
 
 
-def drawn(svg: str) -> tuple[list[str], list[str]]:
-    """What a drawing shows: its boxes (ids) and its wires' axes, sorted.
+def drawn(svg: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """What a drawing shows: its nodes (path and role class; the editor's ids name the role
+    too, the renderer's do not) and its wires' axes, sorted.
     The editor lays out once, so positions may differ from ncd.render's figure."""
-    boxes = sorted(re.findall(r'<g id="(box:[^"]*)"', svg))
+    node = r'<g id="[a-z]+:([^"]*)" class="node [^"]*role&#45;(\w+)'
+    boxes = sorted(re.findall(node, svg))
     wires = sorted(re.findall(r'<g id="wire:[^"]*" class="edge wire ([^ "]*)', svg))
     return boxes, wires
 
@@ -113,7 +115,7 @@ def test_invalid_edit_is_located_and_keeps_the_circuit():
     assert "box 'sm'" in msg and "S" in msg and "unchanged" in msg
     assert studio.circuit is before
     add_box(studio, "linear", "l2", {"x": "proj"}, over="F 1x", out="G")  # not an axis name
-    assert "new linear box 'l2', field 'over.1'" in errors(studio)
+    assert "new linear box 'l2', field 'over', item 2" in errors(studio)
     assert studio.circuit is before
     assert drawn(render(before)) == drawn(studio.canvas.svg)
 
@@ -385,13 +387,13 @@ def test_a_box_chosen_in_the_list_is_selected_and_shown_in_the_form():
     the palette's kind under the chosen name until "edit in form" was pressed."""
     studio = Studio("transformer_block")
     studio.box_select.value = "q_proj"
-    assert studio.canvas.selected == "q_proj"
+    assert studio.canvas.selected == "box:q_proj"
     assert studio.form_title.value == "<b>The selected box: q_proj</b>"
     assert studio.palette.value == "linear" and studio.box_name.value == "q_proj"
     assert studio.form.fields["out"][1].value == "H K"
     node = next(b for b in studio.circuit.boxes if b.kind == "layernorm").name
     studio.box_select.value = node  # another choice follows it
-    assert studio.canvas.selected == node and studio.palette.value == "layernorm"
+    assert studio.canvas.selected == f"box:{node}" and studio.palette.value == "layernorm"
 
 
 def test_box_choice_survives_an_edit():
@@ -425,7 +427,7 @@ def test_undo_refills_the_form_and_the_next_field_edit_keeps_the_undone_change_u
     """Audit bug 3: after an undo the form still showed the undone variant, and the next
     field edit silently redid it."""
     studio = Studio("gla_block")
-    studio.canvas.intent("select", path="mixer")
+    studio.canvas.intent("select", path="box:mixer")
     studio.form.fields["variant"][1].value = "lightning"
     assert studio.circuit.box("mixer").variant == "lightning"
     studio.canvas.intent("undo")
@@ -442,11 +444,11 @@ def test_a_refused_field_edit_is_not_kept_and_leaves_no_error_behind():
     and a field or the text put back left the red status and marks on a valid circuit."""
     studio = Studio("gla_block")
     before = studio.circuit
-    studio.canvas.intent("select", path="q_proj")
+    studio.canvas.intent("select", path="box:q_proj")
     studio.form.fields["over"][1].value = "E"  # no axis E on x
     assert studio.circuit is before and not studio.canvas.status_ok
     assert studio.canvas.status.startswith("could not change box 'q_proj' (over = 'E')")
-    assert "q_proj" in studio.canvas.marks
+    assert "box:q_proj" in studio.canvas.marks
     assert form_of(studio)["over"] == "D"  # the form shows the box as the circuit has it
     studio.form.fields["label"][1].value = "Q"  # a later edit is taken on its own
     assert studio.circuit.box("q_proj").label == "Q" and studio.canvas.status_ok
@@ -464,11 +466,11 @@ def test_a_box_that_others_read_is_renamed_in_the_form():
     follow the name, which applies like any field (on Enter: the field sends on Enter)."""
     studio = Studio("gla_block")
     assert studio.box_name.continuous_update is False
-    studio.canvas.intent("select", path="q_proj")
+    studio.canvas.intent("select", path="box:q_proj")
     studio.box_name.value = "q"
     want = json.loads(json.dumps(gla_block()).replace('"q_proj"', '"q"'))
     assert io.to_dict(studio.circuit) == want, errors(studio)
-    assert studio.canvas.selected == "q" and studio.form_title.value == (
+    assert studio.canvas.selected == "box:q" and studio.form_title.value == (
         "<b>The selected box: q</b>"
     )
 
@@ -476,9 +478,9 @@ def test_a_box_that_others_read_is_renamed_in_the_form():
 def test_add_box_selects_the_new_box():
     """Audit bug 6: after add box the next palette click read the old selection."""
     studio = Studio(base())
-    studio.canvas.intent("select", path="proj")
+    studio.canvas.intent("select", path="box:proj")
     add_box(studio, "unary", "act", {"x": "proj"}, fn="gelu")
-    assert studio.canvas.selected == "act" and studio.box_select.value == "act"
+    assert studio.canvas.selected == "box:act" and studio.box_select.value == "act"
     assert studio.form_title.value == "<b>The selected box: act</b>"
     studio.canvas.intent("add", kind="unary", after=studio.canvas.selected)
     assert studio.circuit.box("unary").inputs == {"x": "act"}
@@ -488,7 +490,7 @@ def test_a_variant_that_drops_a_port_says_so_and_one_that_adds_it_back_takes_its
     """Audit bug 7: gla -> lightning dropped port g silently; back to gla wired g to the last
     value (a cycle the user did not make)."""
     studio = Studio("gla_block")
-    studio.canvas.intent("select", path="mixer")
+    studio.canvas.intent("select", path="box:mixer")
     studio.form.fields["variant"][1].value = "lightning"
     assert "port g dropped (it read temperature)" in studio.canvas.status
     want = gla_block(variant="lightning")
@@ -531,8 +533,8 @@ def test_text_not_taken_is_never_overwritten_by_a_diagram_edit():
     assert studio.discard_text_button.layout.display != "none"
     assert studio.export_button.layout.display != "none"  # its own layout, not the buttons'
     for action in (
-        lambda: studio.canvas.intent("add", kind="dropout", after="proj"),
-        lambda: studio.canvas.intent("delete", path="proj"),
+        lambda: studio.canvas.intent("add", kind="dropout", after="box:proj"),
+        lambda: studio.canvas.intent("delete", path="box:proj"),
         lambda: studio.canvas.intent("undo"),
         lambda: add_box(studio, "dropout", "drop", {"x": "proj"}),
         lambda: studio.load(base()),
@@ -549,7 +551,7 @@ def test_text_not_taken_is_never_overwritten_by_a_diagram_edit():
     assert studio.canvas.status_ok, studio.canvas.status
     assert "up" in {b.name for b in studio.circuit.boxes}
     assert studio.discard_text_button.layout.display == "none"
-    studio.canvas.intent("add", kind="dropout", after="up")
+    studio.canvas.intent("add", kind="dropout", after="box:up")
     assert "b.dropout(up" in studio.text.value
     # discarded: the text shows the circuit, and edits are taken again
     kept = studio.text.value
@@ -573,7 +575,7 @@ def test_the_text_of_a_draft_with_open_ports_reads_back():
     tok = b.input("tok", "B T D")
     b.output("y", b.linear(tok, "D", "D", name="linear"))
     studio = Studio(b.build())
-    studio.canvas.intent("add", kind="attention", after="linear")
+    studio.canvas.intent("add", kind="attention", after="box:linear")
     assert edits_open(studio) == {"attention": ["k", "v"]}
     text = studio.text.value
     assert 'b.box("attention", {"q": linear})' in text
@@ -607,47 +609,13 @@ def edits_open(studio):
     return edits.open_boxes(studio.circuit)
 
 
-def test_an_output_named_like_an_input_or_a_box_is_refused_on_every_path():
-    """Review 2: output `x` of a circuit with input `x` was taken, and the diagram drew two
-    nodes `box:x` (clicking the output selected the input). Refused, saying why, whether set
-    in the form, the diagram, the text or the JSON; a circuit opened with such names (the
-    gallery's repeated subcircuits need them) still opens."""
-    studio = Studio(base())
-    before = io.to_dict(studio.circuit)
-    set_output(studio, "x", "proj")
-    assert "output 'x': the name is an input's" in studio.canvas.status
-    studio.canvas.intent("add_output", name="proj", path="proj")
-    assert "output 'proj': the name is a box's" in studio.canvas.status
-    studio.text.value = studio.text.value.replace('b.output("y"', 'b.output("x"')
-    assert "output 'x': the name is an input's" in studio.canvas.status
-    studio.discard_text_button.click()
-    data = json.loads(io.dumps(studio.circuit))
-    data["outputs"][0]["name"] = "proj"
-    studio.json_text.value = json.dumps(data)
-    studio.apply_json_button.click()
-    assert "output 'proj': the name is a box's" in studio.canvas.status
-    add_box(studio, "dropout", "y", {"x": "proj"})  # a box named like an output
-    assert "output 'y': the name is a box's" in studio.canvas.status
-    assert io.to_dict(studio.circuit) == before and not studio.canvas.status_ok
-    svg = studio.canvas.svg
-    assert len(re.findall(r'<g id="box:x"', svg)) == 1
-    # a circuit that has such names opens, and its other edits are taken
-    b = Builder("rep", sizes=SIZES)
-    x = b.input("x", "B T D")
-    b.output("x", b.relu(x, name="act"))
-    studio.load(b.build())
-    assert studio.canvas.status_ok, studio.canvas.status
-    studio.canvas.intent("add", kind="dropout", after="act")
-    assert studio.canvas.status_ok and "dropout" in {b.name for b in studio.circuit.boxes}
-
-
 def test_add_box_adds_a_new_box_while_the_form_shows_the_selected_one():
     """Review 6: with a box selected, its name filled the `name` field under "Add a box", so
     add box always failed ("the name is taken"). Now the name belongs with the selected box's
     fields, and add box adds a new box of the form's kind and fields under a fresh name,
     leaving the selected one as it was."""
     studio = Studio(base())
-    studio.canvas.intent("select", path="proj")
+    studio.canvas.intent("select", path="box:proj")
     assert studio.box_name.value == "proj"
     left = studio.children[0].children[0]
     selected = left.children[0].children
@@ -659,7 +627,7 @@ def test_add_box_adds_a_new_box_while_the_form_shows_the_selected_one():
     new = studio.circuit.box("linear")
     assert new.over == ("D",) and new.out == ("F",) and new.inputs == {"x": "x"}
     assert studio.circuit.box("proj") == base().box("proj")
-    assert studio.canvas.selected == "linear" and studio.box_name.value == "linear"
+    assert studio.canvas.selected == "box:linear" and studio.box_name.value == "linear"
     # nothing selected and no name typed: a fresh name too
     add_box(studio, "dropout", "", {"x": "proj"})
     assert studio.canvas.status_ok and studio.circuit.box("dropout").inputs == {"x": "proj"}

@@ -21,10 +21,19 @@ function s(tag, attrs = {}) {
   return el;
 }
 
-// The node path of an SVG group: `box:blocks/ln1` -> `blocks/ln1`.
-function pathOf(g) {
-  return g.id.replace(/^(box|block|wire):/, "");
+// Nodes, blocks and wires are known by their ids, `ROLE:PATH` (widgets/canvas.py): the role
+// is the text before the first `:`, the path (a name may hold `:`) the rest, the name a
+// person knows it by: `output:y` -> `y`, `box:blocks/ln1` -> `blocks/ln1`.
+function nameOf(id) {
+  return id.slice(id.indexOf(":") + 1);
 }
+
+// A call drawn open is a block (`block:blocks`) for the drawing and a box for the circuit.
+function callId(g) {
+  return "box:" + nameOf(g.id);
+}
+
+const READABLE = 0.75;  // the scale at which wire labels (8 pt) read, at 8 px
 
 function render({ model, el }) {
   el.classList.add("ncd-studio");
@@ -48,7 +57,11 @@ function render({ model, el }) {
   });
   const undo = h("button", { class: "ncd-undo", title: "undo (Ctrl+Z)" }, "↶");
   const redo = h("button", { class: "ncd-redo", title: "redo (Ctrl+Shift+Z)" }, "↷");
-  const fit = h("button", { class: "ncd-fit", title: "fit the diagram to the view" }, "fit");
+  const fit = h("button", {
+    class: "ncd-fit",
+    title: "the whole diagram in view (wheel: zoom; drag the background: pan; + and -: zoom)",
+  }, "fit");
+  const zoom = h("span", { class: "ncd-zoom", title: "zoom" });
   const inName = h("input", { class: "ncd-input-name", placeholder: "input", size: 6 });
   const inAxes = h("input", { class: "ncd-input-axes", placeholder: "B T D", size: 8 });
   const addIn = h("button", { class: "ncd-add-input", title: "add an input" }, "+ input");
@@ -62,7 +75,7 @@ function render({ model, el }) {
     class: "ncd-add-sub",
     title: "a new subcircuit reading the selected box's result, called here and opened",
   }, "+ subcircuit");
-  const toolbar = h("div", { class: "ncd-toolbar" }, crumbs, name, title, undo, redo, fit,
+  const toolbar = h("div", { class: "ncd-toolbar" }, crumbs, name, title, undo, redo, fit, zoom,
     h("span", { class: "ncd-sep" }), inName, inAxes, addIn, outName, addOut, del,
     h("span", { class: "ncd-sep" }), subName, addSub);
   name.addEventListener("change", () => send("rename", { name: name.value.trim() }));
@@ -77,8 +90,8 @@ function render({ model, el }) {
   undo.addEventListener("click", () => send("undo"));
   redo.addEventListener("click", () => send("redo"));
   fit.addEventListener("click", () => {
-    steered = false;
-    fitView();
+    mode = "fit";
+    place();
   });
   // A name typed for an input, an output or a subcircuit is cleared once the edit is taken
   // (the next drawing), and kept when it is refused.
@@ -180,38 +193,80 @@ function render({ model, el }) {
   const tip = h("div", { class: "ncd-tip" });
   el.append(toolbar, h("div", { class: "ncd-body" }, palette, stage), info, status, tip);
   let view = { x: 10, y: 10, k: 1 };
-  let fitted = false;
-  let steered = false;  // the user zoomed or panned: the view is theirs until "fit"
+  // How the view follows the drawing. "open": the next drawing shown decides: one whose text
+  // reads when it is shown whole is fitted ("fit"); a larger one is shown at the readable
+  // scale from its left edge (the inputs), and the view is then the user's to pan and zoom.
+  // "fit": the drawing whole at any scale, following its growth (the fit button too).
+  // "user": kept across redraws (until fit, or a subcircuit is opened or left), panned only
+  // to bring the selection into view.
+  let mode = "open";
+  const MIN_K = 0.02, MAX_K = 8;
   const apply = () => {
     holder.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.k})`;
+    zoom.textContent = `${Math.round(view.k * 100)} %`;
+    el.dataset.zoom = view.k.toFixed(3);
   };
-  function fitView() {
+  function place() {
     const svg = holder.querySelector("svg");
-    if (!svg) return;
+    if (!svg || mode === "user" || !shown()) return;
     const w = svg.width.baseVal.value || 1, hh = svg.height.baseVal.value || 1;
-    const sw = stage.clientWidth || 800, sh = stage.clientHeight || 500;
-    view.k = Math.min(1.5, Math.max(0.05, Math.min((sw - 20) / w, (sh - 20) / hh)));
+    const sw = stage.clientWidth, sh = stage.clientHeight;
+    const whole = Math.min(1.5, (sw - 20) / w, (sh - 20) / hh);
+    if (mode === "open") mode = whole >= READABLE ? "fit" : "user";
+    view.k = mode === "fit" ? Math.max(MIN_K, whole) : READABLE;
     view.x = 10;
     view.y = Math.max(10, (sh - hh * view.k) / 2);
     apply();
   }
-  stage.addEventListener("wheel", (e) => {
-    e.preventDefault();
-    const r = stage.getBoundingClientRect();
-    const px = e.clientX - r.left, py = e.clientY - r.top;
-    const f = Math.exp(-e.deltaY * 0.0015);
-    const k = Math.min(8, Math.max(0.05, view.k * f));
+  // The selected node (or open call's frame) panned into view where it is not wholly in it.
+  function reveal() {
+    const sel = model.get("selected");
+    const g = sel && !sel.startsWith("wire:") && holder.querySelector(
+      `g.node[id="${CSS.escape(sel)}"], g.cluster[id="${CSS.escape("block:" + nameOf(sel))}"]`);
+    if (!g || !shown()) return;
+    const b = g.getBoundingClientRect(), r = stage.getBoundingClientRect();
+    // the move along one axis that brings [lo, hi] into [a, z]: none where it is in; one
+    // larger than the view moves only when wholly out, its start to a
+    const shift = (lo, hi, a, z) => {
+      if (lo >= a && hi <= z) return 0;
+      if (hi - lo > z - a) return hi > a && lo < z ? 0 : a - lo;
+      return lo < a ? a - lo : z - hi;
+    };
+    const dx = shift(b.left, b.right, r.left + 10, r.right - 10);
+    const dy = shift(b.top, b.bottom, r.top + 10, r.bottom - 10);
+    if (!dx && !dy) return;
+    view.x += dx;
+    view.y += dy;
+    apply();
+  }
+  function zoomAt(px, py, k) {  // zoom to k, keeping the stage's point (px, py) in place
+    k = Math.min(MAX_K, Math.max(MIN_K, k));
     view.x = px - ((px - view.x) * k) / view.k;
     view.y = py - ((py - view.y) * k) / view.k;
     view.k = k;
-    steered = true;
+    mode = "user";
     apply();
+  }
+  // The browser scrolls the stage to show something in it (find in page, an element focused):
+  // the view pans there instead, and the stage stays unscrolled (its origin is the view's).
+  stage.addEventListener("scroll", () => {
+    if (!stage.scrollLeft && !stage.scrollTop) return;
+    view.x -= stage.scrollLeft;
+    view.y -= stage.scrollTop;
+    stage.scrollLeft = stage.scrollTop = 0;
+    mode = "user";
+    apply();
+  });
+  stage.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = stage.getBoundingClientRect();
+    zoomAt(e.clientX - r.left, e.clientY - r.top, view.k * Math.exp(-e.deltaY * 0.0015));
   }, { passive: false });
   // A call drawn open (its subcircuit in place, a block with a frame) is selected by a click
   // on its frame or title when it is a box of the circuit being edited (it has ports).
   function openCall(target) {
     const g = target.closest("g.cluster");
-    return g && g.classList.contains("block-call") && model.get("ports")[pathOf(g)] ? g : null;
+    return g && g.classList.contains("block-call") && model.get("ports")[callId(g)] ? g : null;
   }
   let pan = null;
   stage.addEventListener("pointerdown", (e) => {
@@ -219,24 +274,30 @@ function render({ model, el }) {
     pan = {
       x: e.clientX, y: e.clientY, vx: view.x, vy: view.y, moved: false, call: openCall(e.target),
     };
-    stage.setPointerCapture(e.pointerId);
   });
   stage.addEventListener("pointermove", (e) => {
+    if (pan && !(e.buttons & 1)) pan = null;  // released outside the stage before a drag
     if (pan) {
       const dx = e.clientX - pan.x, dy = e.clientY - pan.y;
-      if (Math.abs(dx) + Math.abs(dy) > 3) pan.moved = steered = true;
+      if (!pan.moved && Math.abs(dx) + Math.abs(dy) > 3) {
+        // a drag: the stage takes the pointer until it is released (a click or a double
+        // click without one keeps its own target: a block's title opens its call)
+        pan.moved = true;
+        mode = "user";
+        stage.setPointerCapture(e.pointerId);
+      }
       view.x = pan.vx + dx;
       view.y = pan.vy + dy;
       apply();
     }
   });
   stage.addEventListener("pointerup", (e) => {
-    if (pan && !pan.moved) select(pan.call ? pathOf(pan.call) : "");
+    if (pan && !pan.moved) select(pan.call ? callId(pan.call) : "");
     pan = null;
   });
 
   // ---- the drawing --------------------------------------------------------------------------
-  let nodeById = {};  // Graphviz node id (n3) -> node path
+  let nodeById = {};  // Graphviz node name (n3) -> the node's id (`box:linear`)
   function draw() {
     const t0 = performance.now();
     const text = model.get("svg");
@@ -250,14 +311,14 @@ function render({ model, el }) {
     for (const g of svg.querySelectorAll("g.node")) {
       g.removeAttribute("title");
       const t = g.querySelector("title");
-      if (t) nodeById[t.textContent] = pathOf(g);
+      if (t) nodeById[t.textContent] = g.id;
       // The renderer's hover text stays available as our tooltip, not the browser's.
       const a = g.querySelector("a");
       if (a) {
         g.dataset.tip = a.getAttribute("xlink:title") || "";
         a.removeAttribute("xlink:title");
       }
-      if (pathOf(g).startsWith("\u2026")) g.classList.add("ncd-dangling");
+      if (nameOf(g.id).startsWith("\u2026")) g.classList.add("ncd-dangling");
     }
     for (const g of svg.querySelectorAll("g.edge")) {
       const t = g.querySelector("title");
@@ -265,7 +326,8 @@ function render({ model, el }) {
       g.dataset.tail = nodeById[tail] || "";
       g.dataset.head = nodeById[head] || "";
       // a loose end: a value nothing reads yet (head), or a port that reads nothing yet (tail)
-      if (g.dataset.head.startsWith("\u2026") || g.dataset.tail.startsWith("\u2026")) {
+      if (nameOf(g.dataset.head).startsWith("\u2026") ||
+        nameOf(g.dataset.tail).startsWith("\u2026")) {
         g.classList.add("ncd-dangling");
       }
       const path = g.querySelector("path");
@@ -279,10 +341,8 @@ function render({ model, el }) {
     for (const g of svg.querySelectorAll("g.cluster title, g.node title")) g.remove();
     measure(svg);
     decorate();
-    if (!fitted || !steered) {  // the drawing follows the circuit's growth until steered
-      fitView();
-      fitted = true;
-    }
+    place();
+    reveal();
     el.dataset.version = String(model.get("version"));
     el.dataset.drawMs = String(Math.round(performance.now() - t0));
     if (sentAt) {
@@ -308,8 +368,8 @@ function render({ model, el }) {
     const nodes = [...svg.querySelectorAll("g.node")];
     const clusters = [...svg.querySelectorAll("g.cluster")];
     boxes = {
-      nodes: nodes.map((g) => ({ g, path: pathOf(g), b: g.getBBox() })),
-      clusters: clusters.map((g) => ({ g, path: pathOf(g), b: g.getBBox() })),
+      nodes: nodes.map((g) => ({ g, id: g.id, b: g.getBBox() })),
+      clusters: clusters.map((g) => ({ g, id: g.id, b: g.getBBox() })),
     };
   }
 
@@ -324,79 +384,80 @@ function render({ model, el }) {
     const ports = model.get("ports");
     const marks = model.get("marks");
     const sel = model.get("selected");
-    // The selection's outline and the port handles of a box (or of an open call's frame).
-    const outline = (g, path, b) => {
-      g.classList.toggle("ncd-selected", path === sel);
-      if (path === sel) {
+    // The selection's outline and the port handles of node `id` (or of an open call's frame).
+    const outline = (g, id, b) => {
+      const name = nameOf(id);
+      g.classList.toggle("ncd-selected", id === sel);
+      if (id === sel) {
         over.append(s("rect", {
           class: "ncd-sel", x: b.x - 3, y: b.y - 3, width: b.width + 6, height: b.height + 6,
           rx: 4,
         }));
       }
-      const p = ports[path];
+      const p = ports[id];
       if (p) {
         const open = new Set(p.open || []);  // ports that read nothing yet
         (p.in || []).forEach((port, i, all) => {
           const c = s("circle", {
             class: open.has(port) ? "ncd-handle ncd-in ncd-open" : "ncd-handle ncd-in",
             r: open.has(port) ? 5 : 4, cx: b.x, cy: b.y + (b.height * (i + 1)) / (all.length + 1),
-            "data-node": path, "data-port": port,
+            "data-node": id, "data-port": port,
           });
           const more = open.has(port) ? " (reads nothing yet: drag a value here)" : "";
-          c.append(Object.assign(s("title"), { textContent: `${path}: input ${port}${more}` }));
+          c.append(Object.assign(s("title"), { textContent: `${name}: input ${port}${more}` }));
           over.append(c);
         });
         (p.out || []).forEach((ref, i, all) => {
           const c = s("circle", {
             class: "ncd-handle ncd-out", r: 4, cx: b.x + b.width,
-            cy: b.y + (b.height * (i + 1)) / (all.length + 1), "data-node": path, "data-ref": ref,
+            cy: b.y + (b.height * (i + 1)) / (all.length + 1), "data-node": id, "data-ref": ref,
           });
           c.append(Object.assign(s("title"), { textContent: `${ref}: drag to an input` }));
           over.append(c);
         });
       }
     };
-    for (const { g, path, b } of boxes.nodes) {
-      outline(g, path, b);
-      g.classList.toggle("ncd-bad", Boolean(marks[path]));
-      if (marks[path]) {
-        const m = s("g", { class: "ncd-mark", "data-node": path });
+    for (const { g, id, b } of boxes.nodes) {
+      outline(g, id, b);
+      g.classList.toggle("ncd-bad", Boolean(marks[id]));
+      if (marks[id]) {
+        const m = s("g", { class: "ncd-mark", "data-node": id });
         m.append(s("circle", { cx: b.x + b.width, cy: b.y, r: 6 }));
         const tx = s("text", { x: b.x + b.width, y: b.y + 3.5, "text-anchor": "middle" });
         tx.textContent = "!";
         m.append(tx);
-        m.dataset.tip = marks[path];
+        m.dataset.tip = marks[id];
         over.append(m);
       }
       if (g.classList.contains("role-group") || g.classList.contains("role-call")) {
-        over.append(toggle(b.x, b.y, "+", path, "expand"));
+        over.append(toggle(b.x, b.y, "+", id, "expand"));
       }
     }
-    for (const { g, path, b } of boxes.clusters) {
-      if (g.classList.contains("block-call") && ports[path]) outline(g, path, b);
-      over.append(toggle(b.x + 2, b.y + 2, "−", path, "collapse"));
+    for (const { g, id, b } of boxes.clusters) {
+      if (g.classList.contains("block-call") && ports[callId(g)]) outline(g, callId(g), b);
+      over.append(toggle(b.x + 2, b.y + 2, "−", id, "collapse"));
     }
     for (const g of svg.querySelectorAll("g.edge")) {
-      g.classList.toggle("ncd-selected", "wire:" + pathOf(g) === sel);
+      g.classList.toggle("ncd-selected", g.id === sel);
     }
     root.append(over);
   }
 
-  function toggle(x, y, sign, path, what) {
-    const t = s("g", { class: "ncd-toggle", "data-path": path, "data-what": what });
+  function toggle(x, y, sign, id, what) {
+    const t = s("g", { class: "ncd-toggle", "data-path": id, "data-what": what });
     t.append(s("rect", { x: x - 1, y: y - 1, width: 11, height: 11, rx: 2 }));
     const tx = s("text", { x: x + 4.5, y: y + 8, "text-anchor": "middle" });
     tx.textContent = sign;
     t.append(tx);
-    t.append(Object.assign(s("title"), { textContent: `${what} ${path}` }));
+    t.append(Object.assign(s("title"), { textContent: `${what} ${nameOf(id)}` }));
     return t;
   }
 
-  function select(path) {
-    model.set("selected", path);
+  function select(id) {
+    model.set("selected", id);
     model.save_changes();
-    if (!path.startsWith("wire:")) info.textContent = "";
-    send("select", { path });
+    if (!id.startsWith("wire:")) info.textContent = "";
+    send("select", { path: id });
   }
 
   // ---- clicks ---------------------------------------------------------------------------------
@@ -408,7 +469,7 @@ function render({ model, el }) {
     }
     const node = e.target.closest("g.node");
     if (node) {
-      select(pathOf(node));
+      select(node.id);
       return;
     }
     const edge = e.target.closest("g.edge");
@@ -416,23 +477,22 @@ function render({ model, el }) {
       const axis = [...edge.classList].find((c) => c.startsWith("axis-"));
       const a = axis ? axis.slice(5) : "";
       const size = model.get("axis_sizes")[a] || a;
-      info.textContent = a
-        ? `wire ${a}: ${size}, from ${edge.dataset.tail} to ${edge.dataset.head}`
-        : `scalar wire from ${edge.dataset.tail} to ${edge.dataset.head}`;
-      select("wire:" + pathOf(edge));
+      const ends = `from ${nameOf(edge.dataset.tail)} to ${nameOf(edge.dataset.head)}`;
+      info.textContent = a ? `wire ${a}: ${size}, ${ends}` : `scalar wire ${ends}`;
+      select(edge.id);
     }
   });
   stage.addEventListener("dblclick", (e) => {
     const node = e.target.closest("g.node");
     const cluster = e.target.closest("g.cluster");
-    if (node) send("enter", { path: pathOf(node) });
-    else if (cluster) send("enter", { path: pathOf(cluster) });
+    if (node) send("enter", { path: node.id });
+    else if (cluster) send("enter", { path: cluster.id });
   });
   stage.addEventListener("mousemove", (e) => {
     const m = e.target.closest(".ncd-mark, g.node");
     const text = m ? m.dataset.tip || "" : "";
     const mark = m && m.classList.contains("ncd-mark");
-    const node = m && !mark ? model.get("marks")[pathOf(m)] : "";
+    const node = m && !mark ? model.get("marks")[m.id] : "";
     const shown = mark ? text : node ? `${node}\n${text}` : text;
     if (!shown) {
       tip.style.display = "none";
@@ -482,9 +542,11 @@ function render({ model, el }) {
       line = null;
       const at = document.elementFromPoint(ev.clientX, ev.clientY);
       const target = at && at.closest(".ncd-handle.ncd-in");
-      const node = at && (at.closest("g.node") || openCall(at));
+      const node = at && at.closest("g.node");
+      const call = at && !node && openCall(at);
       if (target) send("connect", { ref, node: target.dataset.node, port: target.dataset.port });
-      else if (node) send("connect", { ref, node: pathOf(node), port: "" });
+      else if (node) send("connect", { ref, node: node.id, port: "" });
+      else if (call) send("connect", { ref, node: callId(call), port: "" });
       else if (at && stage.contains(at)) send("add_output", { name: "", ref });
     };
     window.addEventListener("pointermove", move);
@@ -529,7 +591,7 @@ function render({ model, el }) {
       const edge = at && at.closest("g.edge");
       const node = at && at.closest("g.node");
       if (edge) send("splice", { kind, tail: edge.dataset.tail, head: edge.dataset.head });
-      else if (node) send("add", { kind, after: pathOf(node), fields });
+      else if (node) send("add", { kind, after: node.id, fields });
       else if (at && stage.contains(at)) {
         send("add", { kind, fields });
       }
@@ -552,13 +614,9 @@ function render({ model, el }) {
       select("");
       info.textContent = "";
     } else if (e.key === "+" || e.key === "=") {
-      steered = true;
-      view.k = Math.min(8, view.k * 1.2);
-      apply();
+      zoomAt(stage.clientWidth / 2, stage.clientHeight / 2, view.k * 1.2);
     } else if (e.key === "-") {
-      steered = true;
-      view.k = Math.max(0.05, view.k / 1.2);
-      apply();
+      zoomAt(stage.clientWidth / 2, stage.clientHeight / 2, view.k / 1.2);
     } else done = false;
     if (done) {
       e.preventDefault();
@@ -603,11 +661,33 @@ function render({ model, el }) {
   });
   model.on("change:ports", decorate);
   model.on("change:marks", decorate);
-  model.on("change:selected", decorate);
+  model.on("change:selected", () => {
+    decorate();
+    reveal();
+  });
   model.on("change:palette", drawPalette);
+  // A subcircuit opened is placed as any circuit opened; going back out, the circuit left
+  // is shown as it was (its view kept, by depth, while the subcircuit was edited). The
+  // drawing comes in the same message, before or after the crumbs: it is placed once both
+  // are in (a microtask runs after the message's changes).
+  const kept = [];
   model.on("change:crumbs", () => {
     drawCrumbs();
-    fitted = steered = false;
+    const depth = model.get("crumbs").length - 1;
+    if (depth > kept.length) {
+      while (kept.length < depth) kept.push({ ...view, mode });
+      mode = "open";
+    } else if (depth < kept.length) {
+      const back = kept[depth];
+      kept.length = depth;
+      view = { x: back.x, y: back.y, k: back.k };
+      mode = back.mode;
+      apply();
+    } else return;
+    queueMicrotask(() => {
+      place();
+      reveal();
+    });
   });
   for (const k of ["name", "title", "can_undo", "can_redo", "status", "status_ok"]) {
     model.on(`change:${k}`, drawBar);
@@ -617,7 +697,7 @@ function render({ model, el }) {
   drawBar();
   draw();
   // The stage's size is known once the element is in the page and shown (render runs before
-  // that): then the drawing is measured, if it was drawn unseen, and fitted; and refitted
+  // that): then the drawing is measured, if it was drawn unseen, and placed; and placed again
   // when the stage changes size, until the user zooms or pans.
   const observer = new ResizeObserver(() => {
     if (!shown()) return;
@@ -626,7 +706,7 @@ function render({ model, el }) {
       measure(svg);
       decorate();
     }
-    if (!steered) fitView();
+    place();
   });
   observer.observe(stage);
   return () => observer.disconnect();
