@@ -1334,6 +1334,8 @@ class _Importer:
             if isinstance(src, tuple) and isinstance(i, int):
                 if src[i] is None:
                     raise _Unmapped
+                if i == 0 and n.args[0] in self.units:  # a keepdim max's values (`extreme`)
+                    self.units[n] = self.units[n.args[0]]
                 return src[i]
             if fn is getattr:
                 raise _Unmapped
@@ -2815,8 +2817,8 @@ class _Importer:
             raise _Unmapped
         d = dim % len(x.axes)
         y = self.b.reduce(x, [x.axes[d]], op, name=self.box_name(n))
-        if self.const(self.arg(n, 2, "keepdim", False)):  # the kept dim a unit axis
-            y = self.with_units(y, (d,), tuple(self.values[n][0].shape), n)
+        if self.const(self.arg(n, 2, "keepdim", False)):  # the kept dim off the wire, as the
+            self.units[n] = (d,)  # other reductions' (`[0]` and `.values` read it)
         return (y, None)
 
     def division(self, n, name: str) -> str:

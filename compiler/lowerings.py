@@ -360,7 +360,13 @@ def _topk(L: Lowerer, b, x, tin, tout):
 # ---------------------------------------------------------------- rearrangements
 @lowers("split_axis")
 def _split_axis(L: Lowerer, b, x, tin, tout):
-    sizes = tuple(L.num(tout["out"].axis(a).size) for a in b.into)
+    parts = [tout["out"].axis(a).size for a in b.into]
+    units = [L.c.resolve(s) == 1 for s in parts]
+    if units.count(False) == 1:  # unit axes split off (`B -> B U`): torch infers the one
+        # other part (-1), so that the module does not fix its size
+        sizes = tuple(1 if u else -1 for u in units)
+    else:
+        sizes = tuple(L.num(s) for s in parts)
     return {"out": L.method("unflatten", x["x"], _dim(tin["x"], b.axis), sizes)}
 
 
