@@ -97,9 +97,12 @@ def gated_delta_rule_chunked(
         if g is not None:
             s = s * gamma_last[:, :, n, None, None]
         s = s + k_out[:, :, n].transpose(-1, -2) @ v_new
-    o = torch.stack(outs, 2).permute(0, 2, 3, 1, 4).reshape(N, T_pad, H, V)
+    o = torch.stack(outs, 2)  # (N, H, NT, C, V)
     if positions is None:
-        o = o[:, :T]
+        # the real tokens copied into a tensor of their own: a slice of the padded output
+        # would hold all of its storage wherever the result is kept
+        o = o.reshape(N, H, T_pad, V)[:, :, :T].transpose(1, 2)
+        o = o.to(out_dtype, memory_format=torch.contiguous_format, copy=True)
     else:
-        o = o.reshape(N * T_pad, H, V)[positions][None]
-    return o.to(out_dtype), (s if output_final_state else None)
+        o = o.permute(0, 2, 3, 1, 4).reshape(N * T_pad, H, V)[positions][None].to(out_dtype)
+    return o, (s if output_final_state else None)
