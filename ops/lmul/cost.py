@@ -24,11 +24,40 @@ def kept_bytes(n, K, bytes_per=4):
     return n * K * bytes_per
 
 
-def temp_bytes(rows, K, J, bytes_per=4):
-    """The forward's largest temporaries for a chunk of `rows` rows, per product: the integer
-    sum and the exponent (int64, 2 x 8 bytes), the overflow and underflow masks, the float
-    pattern and its signed copy (about 8 bytes more; checked against the CPU allocator's peak
-    by tests/cost/test_measure.py), and the products before the sum over K. `rows` is
-    min(n, CHUNK_ELEMENTS // (J K)); the cost model passes n (exact while n J K is at most
-    CHUNK_ELEMENTS, an overestimate above)."""
-    return rows * J * K * (3 * 8 + bytes_per)
+def _max(a, b):
+    """max of two sizes, numbers or sympy expressions (then sympy's Max, sympy being loaded
+    by the cost model that passes them)."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return max(a, b)
+    import sympy
+
+    return sympy.Max(a, b)
+
+
+def _min(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return min(a, b)
+    import sympy
+
+    return sympy.Min(a, b)
+
+
+def temp_bytes(n, K, J, bytes_per=4):
+    """The PyTorch form's largest forward temporaries beyond its output, for n rows, K inputs
+    and J outputs (checked against the CPU allocator's peak, tests/cost/test_measure_sizes.py).
+
+    It works in the operands' format, float64's own, else float32 (w = 4 or 8 bytes), on
+    chunks of min(n, max(1, CHUNK_ELEMENTS // (J K))) rows. Per product of a chunk, at its
+    peak (the sign applied): the int64 exponent field, the sign test (1 byte), the product's
+    pattern (a new w-byte tensor, except in float64 where it is the int64 field itself), its
+    negation and the selected one (w each): 21 bytes, 25 in float64. From the second chunk on,
+    the chunk before's products (w each) are still held. Each element of x's chunk and of W
+    split into three int64 fields and a flag: 25 bytes. 16-bit operands add their float32
+    copies and the float32 output summed into (less the output itself)."""
+    w = 8 if bytes_per == 8 else 4
+    per = 9 + 2 * w + (0 if w == 8 else w)
+    rows = _min(n, _max(J * K, CHUNK_ELEMENTS) // (J * K))  # max(1, CHUNK_ELEMENTS // (J K))
+    products = J * K * _max(rows * per, rows * w + per * _min(rows, n - rows))
+    fields = 25 * (rows + J) * K
+    wider = 4 * (n + J) * K + (4 - bytes_per) * n * J if bytes_per < 4 else 0
+    return products + fields + wider
