@@ -1,6 +1,6 @@
 """On a one-box circuit of each kind (tests/vocabulary.py) the cost rule agrees with the
 compiled module: matmul FLOPs with FlopCounterMode, kept bytes with saved-tensor hooks (fused
-kinds excepted: on the CPU they run a reference, not the kernel)."""
+kinds excepted: on the CPU they run a reference, not the kernel), the model's "cpu" profile."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _case(kind):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_cost_rule_matches_the_compiled_box(kind):
     c, sizes = _case(kind)
-    report = ncd.analyse(c, sizes=sizes, lowering="unfused")
+    report = ncd.analyse(c, sizes=sizes, lowering="unfused", device="cpu")
     n = report.numbers
     assert n["flops"] is not None and n["flops"] >= 0
     assert n["peak_bytes"] >= n["activation_bytes"]

@@ -13,7 +13,7 @@ import sympy
 
 from ncd.circuits.errors import NcdError
 from ncd.circuits.sizes import parse_size
-from ncd.circuits.types import FLOAT_DTYPES, Axis, TensorType, TupleType
+from ncd.circuits.types import DTYPE_BYTES, FLOAT_DTYPES, Axis, TensorType, TupleType
 from ncd.circuits.validate import check
 from ncd.ops import attention_cost, linear_attention_cost, norm_cost, short_conv_cost
 
@@ -110,6 +110,7 @@ class _Walker:
         self.storages: dict[str, _Storage] = {}
         self.wires: dict[tuple[str, str], _Wire] = {}
         self.matched = None  # where the fused regions are matched (default: `checked`)
+        self.one: dict = {}  # size -> whether it is 1 under the bound sizes
 
     def compute_dtype(self, name: str) -> str:
         """The dtype box `name`'s products run in, as analysed: its first float input's (else
@@ -120,11 +121,23 @@ class _Walker:
                 return self.dtype or t.dtype
         return self.dtype or "float32"
 
+    def units(self, *ports) -> frozenset[str]:
+        """Names of the axes of size 1 under the bound sizes on the given ports' types."""
+        names = set()
+        for types in ports:
+            for t in types.values():
+                for a in t.axes if isinstance(t, TensorType) else ():
+                    if a.size not in self.one:
+                        self.one[a.size] = self.c.number(a.size) == 1
+                    if self.one[a.size]:
+                        names.add(a.name)
+        return frozenset(names)
+
     def nbytes(self, t: TensorType) -> sympy.Expr:
         d = t.dtype
         if self.dtype and d in FLOAT_DTYPES:
             d = self.dtype
-        return t.numel() * R.DTYPE_BYTES[d]
+        return t.numel() * DTYPE_BYTES[d]
 
     def value_bytes(self, v) -> sympy.Expr:
         if isinstance(v, TupleType):
@@ -159,7 +172,8 @@ class _Walker:
             g = self.input_grads.get(name, True)
             self.new_storage(f"in:{name}", t, "input", -1, g and _float(t))
             self.wires[("", name)] = self.make_wire(t, f"in:{name}", t.names, g)
-        regions = find_regions(c, self.matched) if self.lowering == "fused" else []
+        fused = self.lowering == "fused"
+        regions = find_regions(c, self.matched, self.dev.platform) if fused else []
         in_region = {b: r for r in regions for b in r.boxes}
         boxes: list[BoxCost] = []
         input_saved: dict[str, sympy.Expr] = {}
@@ -243,7 +257,8 @@ class _Walker:
             bc.param_bytes += self.nbytes(t)
         if box.kind == "call":
             return self.call(i, box, bc, in_wires, outs)
-        view = R.BoxView(box, ins, outs, params, grads, layouts, self.nbytes)
+        view = R.BoxView(box, ins, outs, params, grads, layouts, self.nbytes,
+                         self.units(ins, outs), self.dev.platform)  # fmt: skip
         rule = R.RULES[box.kind](view)
         if region is not None and region.kind != "pointwise" and name == region.boxes[-1]:
             # a fused kernel writes its output in the output's own (row-major) order
@@ -340,14 +355,17 @@ class _Walker:
             self.new_storage(sid, t, "act", i, grad_out)
             self.wires[(box.name, p)] = self.make_wire(t, sid, t.names, grad_out)
         # block 1 keeps the call's inputs; blocks 2..N keep their own inputs (outputs of the
-        # block before), and every block keeps its inner tensors.
-        ins_kept = ZERO
+        # block before), except those the subcircuit hands on unchanged (one tensor in every
+        # block), and every block keeps its inner tensors.
+        ins_kept = renewed = ZERO
         for name, nb in sub.input_saved.items():
             w = in_wires[name]
             bc.saved.append((f"input {name} (block 1)", w.storage, self.storages[w.storage].nbytes))
             ins_kept += nb
+            if not _handed_on(sub_checked, name):
+                renewed += nb
         inner = sub.activation - ins_kept
-        kept = n * inner + (n - 1) * ins_kept
+        kept = n * inner + (n - 1) * renewed
         sid = f"{box.name}:blocks"
         self.storages[sid] = _Storage(sid, kept, "own", i, i)
         bc.saved.append((f"inside {n} × {sub_checked.circuit.name}", sid, kept))
@@ -455,7 +473,7 @@ class _Walker:
             B = qt.numel() / (T * K)
             V = vt.numel() / (S * B)
             last = by_name[r.boxes[-1]]
-            bp = R.DTYPE_BYTES[self.dtype or qt.dtype]
+            bp = DTYPE_BYTES[self.dtype or qt.dtype]
             if r.kind == "attention":
                 io = attention_cost.io_forward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
                 io_b = attention_cost.io_backward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
@@ -534,7 +552,7 @@ def _add_norm_io(self: _Walker, r: Region, by_name) -> None:
     s = _resolve(c, c.outs[add]["out"])
     N = sympy.Mul(*[s.axis(a).size for a in nb.over])
     M = s.numel() / N
-    bp = R.DTYPE_BYTES[self.dtype or s.dtype]
+    bp = DTYPE_BYTES[self.dtype or s.dtype]
     kw = dict(rms=nb.kind == "rmsnorm", residual=True, affine=nb.affine)
     a, last = by_name[add], by_name[norm]
     a.io_bytes = a.io_bytes_bwd = ZERO
@@ -562,7 +580,7 @@ def _short_conv_io(self: _Walker, r: Region, by_name) -> None:
     C = x.axis(r.dims["channel"]).size
     M = x.numel() / C
     W = conv._norm("kernel")[0]
-    bp = R.DTYPE_BYTES[self.dtype or x.dtype]
+    bp = DTYPE_BYTES[self.dtype or x.dtype]
     end = c.box(r.boxes[-1])
     silu = end.kind == "unary" and end.fn == "silu"
     kw = dict(silu=silu, bias=conv.bias)
@@ -610,6 +628,15 @@ def _on_its_own(sub_checked):
         return check(sub_checked.circuit)
     except NcdError:
         return sub_checked
+
+
+def _handed_on(sub_checked, name: str) -> bool:
+    """Whether a repeated subcircuit's output that feeds input `name` of the next block is
+    that input itself (wired straight through): every block then holds one tensor."""
+    outs = sub_checked.output_sources
+    if name in outs:
+        return outs[name] == ("", name)
+    return len(outs) == len(sub_checked.inputs) == 1 and next(iter(outs.values())) == ("", name)
 
 
 def _float(t) -> bool:
@@ -820,8 +847,8 @@ def analyse(
 
     if lowering not in LOWERINGS:
         raise CostError(f"lowering must be one of {', '.join(LOWERINGS)}, found {lowering!r}")
-    if dtype is not None and dtype not in R.DTYPE_BYTES:
-        raise CostError(f"unknown dtype {dtype!r}; one of {', '.join(R.DTYPE_BYTES)}")
+    if dtype is not None and dtype not in DTYPE_BYTES:
+        raise CostError(f"unknown dtype {dtype!r}; one of {', '.join(DTYPE_BYTES)}")
     dev = get_device(device)
     sizes = dict(sizes or {})
     try:

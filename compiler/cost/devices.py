@@ -30,6 +30,11 @@ class Device:
     vector_flops: float
     """FLOP/s of elementwise arithmetic (no tensor cores)."""
     source: str = ""
+    platform: str = "cuda"
+    """The torch device type the module runs on: "cuda" or "cpu". Where PyTorch's kernels for
+    the two keep different tensors for the backward (RMS norm, the statistics of the other
+    norms in 16 bits; rules.py), the kept memory follows it; the compiler's choices of fused
+    kernels are looked up for it (compiler/choices.py)."""
 
     def matmul_rate(self, dtype: str = "bfloat16") -> float:
         """FLOP/s of a large matrix product whose operands are `dtype`."""
@@ -77,6 +82,17 @@ DEVICES = {
     "a100": _sheet("a100", 312e12, 2.039e12, 19.5e12, "A100 SXM 80 GB"),
     "l4": _sheet("l4", 121e12, 0.3e12, 30.3e12, "L4"),
     "rtx4090": _sheet("rtx4090", 165.2e12, 1.008e12, 82.6e12, "GeForce RTX 4090 (FP32 accumulate)"),
+    # PyTorch's CPU kernels (what tests/cost measures against). Peak rates of one 96-core AMD
+    # EPYC 9654 socket: 2.4 GHz base, two 256-bit FMA pipes a core (32 FP32 FLOP a cycle),
+    # bf16 products twice that (AVX-512 BF16), 12 channels of DDR5-4800.
+    "cpu": Device(
+        "cpu",
+        matmul_flops=14.75e12,
+        bandwidth=460.8e9,
+        vector_flops=7.37e12,
+        source="AMD EPYC 9654 peaks from its cores, clock and memory channels; not measured",
+        platform="cpu",
+    ),
 }
 
 

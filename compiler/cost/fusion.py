@@ -52,22 +52,24 @@ class Region:
                    m.normalize)  # fmt: skip
 
 
-def find_regions(checked, matched=None) -> list[Region]:
+def find_regions(checked, matched=None, platform: str = "cuda") -> list[Region]:
     """Regions in `checked` (one circuit level; calls are analysed on their own). The fused
     attention regions are the matches found in `matched` (by default `checked` itself; for a
-    call, its subcircuit checked on its own, as the rewrite matches it)."""
+    call, its subcircuit checked on its own, as the rewrite matches it). `platform`: the torch
+    device type the compiler's choices are read for."""
     c = checked
     g = Graph(c)
 
     # A short convolution or a residual add and norm is priced as ncd.ops' kernel only where
     # the compiler runs it on the GPU (compiler/choices.py; short convolutions up to the
-    # kernels' widest filter): PyTorch's conv1d, where it runs instead, keeps the padded
-    # output that the kernel does not, and PyTorch's add and norm move the sum twice.
+    # kernels' widest filter; norms' kernels on CUDA only, compiler/fused.py): PyTorch's
+    # conv1d, where it runs instead, keeps the padded output that the kernel does not, and
+    # PyTorch's add and norm move the sum twice.
     def runs_kernel(m) -> bool:
         if m.kind == "short_conv":
-            return short_conv_kernels(c.box(m.boxes[0])._norm("kernel")[0], "cuda")
+            return short_conv_kernels(c.box(m.boxes[0])._norm("kernel")[0], platform)
         if m.kind == "add_norm":
-            return choose("norm", "cuda") == "ncd"
+            return platform == "cuda" and choose("norm", platform) == "ncd"
         return True
 
     regions = [Region.of(m) for m in find_matches(matched or c) if runs_kernel(m)]

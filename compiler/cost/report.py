@@ -385,6 +385,7 @@ class Report:
                 "bandwidth": self.device.bandwidth,
                 "vector_flops": self.device.vector_flops,
                 "source": self.device.source,
+                "platform": self.device.platform,
             },
             "dtype": self.dtype,
             "sizes": self.sizes,

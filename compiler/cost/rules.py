@@ -28,7 +28,7 @@ import sympy
 
 from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.sizes import parse_size
-from ncd.circuits.types import DTYPE_BYTES, TensorType
+from ncd.circuits.types import TensorType
 from ncd.ops import (
     attention_cost,
     delta_rule_cost,
@@ -144,7 +144,8 @@ class Rule:
 class BoxView:
     """What a rule may read about one box (sizes already resolved)."""
 
-    def __init__(self, box, ins, outs, params, grads, layouts, nbytes):
+    def __init__(self, box, ins, outs, params, grads, layouts, nbytes, units=frozenset(),
+                 platform="cuda"):  # fmt: skip
         self.box = box
         self.ins: dict[str, TensorType] = ins
         self.outs = outs
@@ -152,6 +153,11 @@ class BoxView:
         self.grads: dict[str, bool] = grads
         self.layouts: dict[str, tuple[str, ...]] = layouts
         self.nbytes: Callable[[TensorType], Expr] = nbytes
+        self.units: frozenset[str] = frozenset(units)
+        """Axes of size 1 under the bound sizes: where they lie in memory changes no stride
+        that matters, so a relayout that only moves them is a view."""
+        self.platform: str = platform
+        """The torch device type the module runs on (`Device.platform`): "cuda" or "cpu"."""
 
     def x(self, port: str = "x") -> TensorType:
         return self.ins[port]
@@ -212,7 +218,7 @@ def linear(v: BoxView) -> Rule:
     n_in = len(b.over)
     if tuple(x.names[-n_in:]) == tuple(b.over):
         lead = [a for a in x.names if a not in b.over]
-        copied = not _is_view(v.layouts["x"], [lead, list(b.over)])
+        copied = not _is_view(v.layouts["x"], [lead, list(b.over)], v.units)
         kept = _own("x_copy", v.nbytes(x), "relaid-out copy of input x") if copied else _in("x")
         return Rule(
             flops=mm + bias,
@@ -271,9 +277,12 @@ class _Operand:
     sizes: dict[str, Expr]
 
 
-def _is_view(layout: tuple[str, ...], groups: list[list[str]]) -> bool:
+def _is_view(layout: tuple[str, ...], groups: list[list[str]], units=frozenset()) -> bool:
     """Whether permuting a tensor stored in `layout` order and flattening each group of axes
-    is a view (each group's axes adjacent in memory, in the group's order)."""
+    is a view (each group's axes adjacent in memory, in the group's order). Axes in `units`
+    (size 1) are left out: PyTorch's reshape ignores their strides."""
+    layout = tuple(a for a in layout if a not in units)
+    groups = [[a for a in g if a not in units] for g in groups]
     pos = {a: i for i, a in enumerate(layout)}
     return all(all(pos[g[i + 1]] == pos[g[i]] + 1 for i in range(len(g) - 1)) for g in groups)
 
@@ -335,8 +344,8 @@ def einsum(v: BoxView, ops: list[_Operand], out: TensorType, dtype: str) -> Eins
             mm_bwd += mm_j * (int(cur.grad) + int(nxt.grad))
             layout = tuple(lro + lo + ro)
             copies = (
-                not _is_view(cur.layout, [lro, lo, summed]),
-                not _is_view(nxt.layout, [lro, summed, ro]),
+                not _is_view(cur.layout, [lro, lo, summed], v.units),
+                not _is_view(nxt.layout, [lro, summed, ro], v.units),
             )
         else:
             flops += prod(pair)
@@ -499,8 +508,30 @@ def mask(v: BoxView) -> Rule:
 
 
 # -- normalisation
-def _stat_bytes(v: BoxView, count: Expr) -> Expr:
-    return count * max(4, DTYPE_BYTES.get(v.x().dtype, 4))
+def _stat_bytes(v: BoxView, count: Expr, kernel: bool = True) -> Expr:
+    """Bytes of `count` statistics of x. PyTorch's CUDA kernels for layer and batch norm keep
+    them in float32 for 16-bit x (checked with saved-tensor hooks on an H200); its CPU kernels,
+    the group norm's and norms written as PyTorch ops (`kernel=False`) in x's own dtype."""
+    b = v.bytes_per(v.x())
+    return count * (max(4, b) if kernel and v.platform == "cuda" else b)
+
+
+def _rms_kept(v: BoxView, x_kept: Saved, rows: Expr, affine: bool) -> list[Saved]:
+    """What PyTorch's RMS norm keeps of x (`x_kept`, the box's input or the residual sum).
+    On CUDA one kernel (`_fused_rms_norm`): x and 1/rms per row. On the CPU it is written out
+    at float32 width (float64 for float64): x as float32 (a copy where x has 16 bits), 1/rms
+    and, with a weight, x/rms for the weight's gradient. 1/rms is float32 (float64 for
+    float64) on both; checked with saved-tensor hooks on the CPU and an H200."""
+    x = v.x()
+    b = v.bytes_per(x)
+    wide = max(4, b)
+    rstd = _own("rstd", rows * wide, "1/rms")
+    if v.platform != "cpu":
+        return [x_kept, rstd]
+    if b < 4:
+        x_kept = _own("x32", numel(x) * 4, f"{x_kept.what} as float32")
+    normed = _own("normed", numel(x) * wide, "x/rms (for the weight's gradient)")
+    return [x_kept, rstd, *_if(affine, normed)]
 
 
 @costs("softmax")
@@ -529,10 +560,7 @@ def layernorm(v: BoxView) -> Rule:
 def rmsnorm(v: BoxView) -> Rule:
     b, x = v.box, v.x()
     rows = numel(x) / v.sizes_of(x, b.over)
-    saved = [_in("x"), _own("rstd", _stat_bytes(v, rows), "1/rms")]
-    if b.affine:
-        saved.append(_own("normed", v.nbytes(x), "x/rms (for the weight's gradient)"))
-    return Rule(flops=(3 + b.affine) * numel(x), saved=saved)
+    return Rule(flops=(3 + b.affine) * numel(x), saved=_rms_kept(v, _in("x"), rows, b.affine))
 
 
 @costs("batchnorm")
@@ -553,7 +581,7 @@ def unifiednorm(v: BoxView) -> Rule:
         flops=4 * numel(x),
         saved=[
             _own("normed", v.nbytes(x), "x normalised by the smoothed statistics"),
-            _own("stats", _stat_bytes(v, 2 * c), "per-channel statistic and backward scale"),
+            _own("stats", _stat_bytes(v, 2 * c, False), "per-channel statistic and its scale"),
         ],
     )
 
@@ -566,7 +594,7 @@ def groupnorm(v: BoxView) -> Rule:
         flops=(5 + 2 * b.affine) * numel(x),
         saved=[
             _in("x"),
-            _own("stats", _stat_bytes(v, 2 * rows), "per-group mean and 1/std"),
+            _own("stats", _stat_bytes(v, 2 * rows, kernel=False), "per-group mean and 1/std"),
         ],
     )
 
@@ -577,7 +605,10 @@ def normalize(v: BoxView) -> Rule:
     rows = numel(x) / v.size(x, b.over)
     return Rule(
         flops=3 * numel(x),
-        saved=[_in("x"), _own("norm", _stat_bytes(v, 2 * rows), "the norm and its clamp")],
+        saved=[
+            _in("x"),
+            _own("norm", _stat_bytes(v, 2 * rows, kernel=False), "the norm and its clamp"),
+        ],
     )
 
 
@@ -627,7 +658,7 @@ def split_axis(v: BoxView) -> Rule:
 def merge_axes(v: BoxView) -> Rule:
     b = v.box
     lay = v.layouts["x"]
-    if _is_view(lay, [list(b.axes)]):
+    if _is_view(lay, [list(b.axes)], v.units):
         i = lay.index(b.axes[0])
         new = (*[a for a in lay[:i]], b.into, *[a for a in lay[i:] if a not in b.axes])
         return Rule(alias={"out": "x"}, layout={"out": tuple(new)})
@@ -701,14 +732,28 @@ def conv(v: BoxView) -> Rule:
 
 @costs("pool")
 def pool(v: BoxView) -> Rule:
-    b, y = v.box, v.out()
+    """As lowered: PyTorch's pooling on x where x is [N, C, *spatial]; else on x permuted to
+    (other axes, spatial axes) and viewed as [-1, 1, *spatial], which copies x (and the copy
+    is kept) where the other axes are not adjacent in memory; the result is laid out as that
+    permuted order."""
+    b, x, y = v.box, v.x(), v.out()
     w = sympy.Integer(1)
     for n in b._norm("window"):
         w *= n
-    saved = [_in("x")]
+    rest = [a for a in x.names if a not in b.spatial]
+    own = len(rest) == 2 and tuple(x.names[2:]) == tuple(b.spatial)
+    copied = not own and not _is_view(v.layouts["x"], [rest], v.units)
+    saved = [_own("x_copy", v.nbytes(x), "input x, copied to [-1, 1, spatial]") if copied
+             else _in("x")]  # fmt: skip
     if b.op == "max":
         saved.append(_own("indices", numel(y) * 8, "argmax indices (int64)"))
-    return Rule(flops=numel(y) * w, saved=_if(v.grad("x"), *saved))
+    return Rule(
+        flops=numel(y) * w,
+        saved=_if(v.grad("x"), *saved),
+        layout={"out": (*rest, *b.spatial)},
+        extra_io=2 * v.nbytes(x) if copied else ZERO,
+        temps=v.nbytes(x) if copied and not v.grad("x") else ZERO,
+    )
 
 
 @costs("upsample")
@@ -1093,7 +1138,7 @@ def _linear_sampled_or_lmul(v: BoxView) -> Rule:
     n, D = v.sizes_of(x, lead), v.sizes_of(x, b.over)
     J = numel(y) / n
     per = v.bytes_per(x)
-    copied = not _is_view(v.layouts["x"], [lead, list(b.over)])
+    copied = not _is_view(v.layouts["x"], [lead, list(b.over)], v.units)
     grad_x = v.grad("x")
     if b.backward == "wtacrs":
         k = sympy.ceiling(sympy.Rational(str(b.budget)) * n)  # the op's rows: ceil(budget n)
@@ -1185,41 +1230,49 @@ def int_linear(v: BoxView) -> Rule:
 @costs("add_norm")
 def add_norm(v: BoxView) -> Rule:
     """The add (one FLOP an element) and the norm on the sum, which the norm keeps with its
-    float32 statistics (the summands are not kept); as lowered on the CPU, the add then the
-    norm's layer, the same kept tensors. Under the fused lowering the box is priced as
-    ncd.ops' kernel (analyse.py: reads x and h, writes the sum and the output once)."""
+    statistics (the summands are not kept; the RMS norm's as `_rms_kept` says); as lowered
+    without ncd.ops' kernel, the add then the norm's layer, the same kept tensors. Under the
+    fused lowering on CUDA the box is priced as ncd.ops' kernel (analyse.py: reads x and h,
+    writes the sum and the output once)."""
     b, x = v.box, v.x()
     rows = numel(x) / v.sizes_of(x, b.over)
+    total = _out("sum", "the residual sum")
     if b.norm == "layernorm":
-        flops = (6 + 2 * b.affine) * numel(x)
         stats = [_own("mean", _stat_bytes(v, rows), "mean"),
                  _own("rstd", _stat_bytes(v, rows), "1/std")]  # fmt: skip
-    else:
-        flops = (4 + b.affine) * numel(x)
-        stats = [_own("rstd", _stat_bytes(v, rows), "1/rms")]
-        if b.affine:
-            stats.append(_own("normed", v.nbytes(x), "x/rms (for the weight's gradient)"))
-    return Rule(flops=flops, saved=[_out("sum", "the residual sum"), *stats])
+        return Rule(flops=(6 + 2 * b.affine) * numel(x), saved=[total, *stats])
+    return Rule(flops=(4 + b.affine) * numel(x), saved=_rms_kept(v, total, rows, b.affine))
 
 
 @costs("short_conv")
 def short_conv(v: BoxView) -> Rule:
-    """As lowered by default (PyTorch's conv1d padded kernel - 1 on both sides, the first
-    positions kept, SiLU; packed, each sequence alone): the products over the padded length
-    (what FlopCounterMode counts),
-    the bias's add and SiLU; kept: the input, and for SiLU the convolution's whole padded output
-    (SiLU keeps its input, a view of it). Under the fused lowering the box is priced as
-    ncd.ops.short_conv (analyse.py: x read and y written once, only x kept)."""
+    """As lowered by default (compiler/runtime.py's short_conv). One sequence: PyTorch's
+    conv1d padded kernel - 1 on both sides, the first positions kept, SiLU; the products over
+    the padded length (what FlopCounterMode counts), the bias's add and SiLU; kept: the input,
+    and for SiLU the convolution's whole padded output (SiLU keeps its input, a view of it).
+    Packed sequences: the W taps of every token gathered, those before its sequence's start
+    masked to 0, multiplied by the filter and summed (elementwise work, no matrix product);
+    kept: the masked taps (for the filter's gradient), the mask (for x's) and SiLU's input.
+    Under the fused lowering the box is priced as ncd.ops.short_conv (analyse.py: x read and
+    y written once, only x kept)."""
     b, x = v.box, v.x()
-    T = v.size(x, b.axis)
-    # packed: each of the N - 1 sequences is padded on its own
-    seqs = v.x("offsets").axes[0].size - 1 if b.packed else 1
-    padded = numel(x) / T * (T + seqs * (b.kernel - 1))
-    mm = 2 * padded * b.kernel
-    mm_bwd = mm * (2 if v.grad("x") else 1)
+    T, W = v.size(x, b.axis), b.kernel
     extra = (numel(x) if b.bias else ZERO) + (
         UNARY_FLOPS["silu"] * numel(x) if b.activation == "silu" else ZERO
     )
+    silu_in = _own("y", v.nbytes(x), "the convolution's output (SiLU's input)")
+    if b.packed:
+        taps = numel(x) * W * v.bytes_per(x)
+        flops = 2 * numel(x) * W + extra
+        saved = [
+            _own("taps", taps, "each token's W taps, masked at its sequence's start"),
+            *_if(v.grad("x"), _own("mask", T * W, "the taps' mask (bool)")),
+            *_if(b.activation == "silu", silu_in),
+        ]
+        return Rule(flops=flops, flops_bwd=2 * flops, saved=saved, temps=taps)
+    padded = numel(x) / T * (T + W - 1)
+    mm = 2 * padded * W
+    mm_bwd = mm * (2 if v.grad("x") else 1)
     saved = [_in("x")]
     if b.activation == "silu":
         saved.append(_own("padded", padded * v.nbytes(x) / numel(x),

@@ -29,7 +29,8 @@ def register(sub) -> None:
         "--device",
         default="h200",
         help="roofline profile: h200 (default, measured), h100, b200, a100, l4, rtx4090 (data "
-        "sheets scaled by what the H200 reaches of its own)",
+        "sheets scaled by what the H200 reaches of its own), cpu (PyTorch's CPU kernels: what "
+        "they keep for the backward; a 96-core EPYC's peaks)",
     )
     p.add_argument("--dtype", help="count floating tensors as this dtype (e.g. bfloat16)")
     p.add_argument(

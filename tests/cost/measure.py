@@ -73,7 +73,8 @@ def _detach(a):
 
 def measure_split(module, xs, boxes: set[str]):
     """FLOPs and kept bytes of the fx nodes of `boxes` (fused boxes: their CPU fallback is
-    not the kernel the model prices) apart from the rest of the module.
+    not the kernel the model prices; a call of a function or of a module, such as a packed
+    recurrence's) apart from the rest of the module.
 
     Kept bytes: a saved-tensor hook knows whether a fused box's node is running. FLOPs: the
     fused nodes are run again on their own (detached copies of the same arguments) under
@@ -88,9 +89,10 @@ def measure_split(module, xs, boxes: set[str]):
 
     class Run(torch.fx.Interpreter):
         def run_node(self, n):
-            if n.op == "call_function" and n.meta.get("ncd_box") in boxes:
+            if n.op in ("call_function", "call_module") and n.meta.get("ncd_box") in boxes:
                 args, kwargs = self.fetch_args_kwargs_from_env(n)
-                calls.append((n.target, _detach(args), _detach(kwargs)))
+                fn = n.target if n.op == "call_function" else self.fetch_attr(n.target)
+                calls.append((fn, _detach(args), _detach(kwargs)))
                 state["inside"] = True
                 try:
                     return super().run_node(n)

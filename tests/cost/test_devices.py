@@ -1,6 +1,7 @@
 """The roofline's device profiles: the data-sheet figures (written out here again, from the
-vendors' sheets) set the ratios between devices, compute-bound and memory-bound alike; every
-profile is named in `ncd analyse --help`; an unknown name is one clear error."""
+vendors' sheets) set the ratios between GPUs, compute-bound and memory-bound alike; the CPU
+profile takes its peaks as they are; every profile is named in `ncd analyse --help`; an
+unknown name is one clear error."""
 
 import subprocess
 import sys
@@ -51,6 +52,24 @@ def test_devices_compare_as_their_data_sheets(name):
 FP32 = {"h200": 67, "h100": 67, "b200": 80, "a100": 19.5, "l4": 30.3, "rtx4090": 82.6}
 
 
+# the CPU profile's peaks (a 96-core EPYC 9654: cores x 2.4 GHz x 32 FP32 FLOP a cycle, bf16
+# twice that; 12 channels of DDR5-4800), not scaled by what the H200 reaches
+CPU = {"fp32": 7.37e12, "bf16": 14.75e12, "memory": 460.8e9}
+
+
+def test_the_cpu_profile_runs_at_its_peaks():
+    n = 16384
+    flops = 2 * n**3
+    t = {dt: ncd.analyse(product(n), device="cpu", dtype=dt).numbers["time_s"]
+         for dt in ("float32", "bfloat16")}  # fmt: skip
+    assert t["float32"] == pytest.approx(flops / CPU["fp32"], rel=1e-3)
+    assert t["bfloat16"] == pytest.approx(flops / CPU["bf16"], rel=1e-3)
+    t = ncd.analyse(elementwise(1 << 28), device="cpu").numbers["time_s"]
+    assert t == pytest.approx(2 * 4 * (1 << 28) / CPU["memory"], rel=1e-3)
+    assert {d.platform for d in DEVICES.values()} == {"cuda", "cpu"}
+    assert [n for n, d in DEVICES.items() if d.platform == "cpu"] == ["cpu"]
+
+
 @pytest.mark.parametrize("name", list(SHEETS))
 def test_float32_products_run_at_the_fp32_rate(name):
     """PyTorch multiplies float32 without TF32 by default: a float32 product takes the data
@@ -74,7 +93,7 @@ def test_every_profile_is_in_the_help():
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     text = " ".join(run.stdout.split())
     assert all(name in text for name in DEVICES), text
-    assert set(DEVICES) == set(SHEETS)
+    assert set(DEVICES) == set(SHEETS) | {"cpu"}
 
 
 def test_an_unknown_device_names_the_known_ones():

@@ -1,5 +1,6 @@
 """The cost model against measurement, for every gallery circuit (CPU, float32, unfused
-lowering, which is what `ncd.compile` runs on the CPU).
+lowering, which is what `ncd.compile` runs on the CPU; device profile "cpu", whose kept
+tensors are those of PyTorch's CPU kernels).
 
 Compared exactly: the FLOPs of matrix-engine work (mm, bmm, addmm, baddbmm, convolution,
 attention ops: what torch.utils.flop_counter.FlopCounterMode counts), forward and backward.
@@ -32,7 +33,7 @@ def _fused(circuit):
 @pytest.mark.parametrize("name", gallery.names())
 def test_flops_and_kept_memory_match_measurement(name):
     c = gallery.get(name)
-    report = ncd.analyse(c, lowering="unfused")
+    report = ncd.analyse(c, lowering="unfused", device="cpu")
     module = ncd.compile(c)
     fused = _fused(c)
     if fused:
@@ -81,7 +82,7 @@ def test_peak_memory_within_20_percent_of_the_cpu_allocator(name):
     if skip:
         pytest.skip("; ".join(skip))
     got, _ = measure.peak_bytes(ncd.compile(c), measure.make_inputs(c))
-    model = ncd.analyse(c, lowering="unfused").numbers["peak_bytes"]
+    model = ncd.analyse(c, lowering="unfused", device="cpu").numbers["peak_bytes"]
     assert abs(model - got) <= 0.20 * got, (name, model, got)
 
 
@@ -96,7 +97,7 @@ def test_an_imported_pytorch_layer_is_costed_like_a_drawn_one():
     fused = _fused(c)
     assert fused, "the importer maps SDPA to an attention box"
     got = measure.measure_split(ncd.compile(c), measure.make_inputs(c), fused)["rest"]
-    report = ncd.analyse(c, lowering="unfused")
+    report = ncd.analyse(c, lowering="unfused", device="cpu")
     rest = [b for b in report.boxes if b.name not in fused]
     assert got["fwd"] == sum(report.number(b.mm_flops) for b in rest)
     assert got["bwd"] == sum(report.number(b.mm_flops_bwd) for b in rest)
@@ -112,5 +113,5 @@ def test_peak_of_a_repeated_block_follows_n(n):
     """The transformer's N blocks (a `call` with repeat N, costed once, symbolically)."""
     c = gallery.get("transformer")
     got, _ = measure.peak_bytes(ncd.compile(c, sizes={"N": n}), measure.make_inputs(c, {"N": n}))
-    model = ncd.analyse(c, sizes={"N": n}, lowering="unfused").numbers["peak_bytes"]
+    model = ncd.analyse(c, sizes={"N": n}, lowering="unfused", device="cpu").numbers["peak_bytes"]
     assert abs(model - got) <= 0.10 * got, (n, model, got)
