@@ -17,6 +17,7 @@ import inspect
 import io
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 # Cost figures of an entry's table, titled as in the cost report (compiler.cost.report.FIGURES).
@@ -84,7 +85,8 @@ def make_card(entry) -> Card:
         return card
     card.doc = circuit.doc.strip()
     for step, run in (
-        ("render", lambda: _figure(circuit, render)),
+        # whole figures (scrolled in their card), not wrapped to fit a paper's page
+        ("render", lambda: _figure(circuit, partial(render, max_width=None))),
         ("analyse", lambda: analyse(circuit)),
         ("compile", lambda: to_source(circuit)),
     ):

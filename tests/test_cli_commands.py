@@ -84,19 +84,22 @@ def test_the_cost_model_loads_without_torch():
 
 
 def test_render_notes_a_figure_too_wide_for_a_page(tmp_path, capsys):
-    """unet drawn whole is far wider than a page: the note says how wide and names blocks
-    --collapse takes; asked for narrower (a block collapsed), no note; attention, no note."""
+    """unet drawn whole (--max-width 0) is far wider than a page: the note says how wide and
+    names blocks --collapse takes; by default it is wrapped into rows, and a note says so;
+    asked for narrower (a block collapsed), no too-wide note; attention, none."""
     import re
 
     from ncd.cli import main
 
-    assert main(["render", "unet", "-o", str(tmp_path / "u.svg")]) == 0
+    assert main(["render", "unet", "-o", str(tmp_path / "w.svg")]) == 0
+    assert "drawn in 4 rows to fit a page" in capsys.readouterr().err
+    assert main(["render", "unet", "--max-width", "0", "-o", str(tmp_path / "u.svg")]) == 0
     err = capsys.readouterr().err
     width = float(re.search(r'width="([0-9.]+)pt"', (tmp_path / "u.svg").read_text()).group(1))
     assert f"the figure is {width / 72:.0f} in wide" in err and "'Down 1'" in err
     assert main(["render", "unet", "--collapse", "Down 1", "-o", str(tmp_path / "v.svg")]) == 0
     assert main(["render", "attention", "-o", str(tmp_path / "a.svg")]) == 0
-    assert "wide" not in capsys.readouterr().err
+    assert "the figure is" not in capsys.readouterr().err
 
 
 def test_weights_missing_an_entry_are_refused(tmp_path, capsys):

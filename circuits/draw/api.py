@@ -15,8 +15,11 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..limits import MAX_DRAWN_BOXES
-from .dot import ROW, columns, to_dot
+from . import placed
+from .dot import PAD, ROW, columns, legend_line, to_dot
 from .errors import RenderError
+from .fit import MAX_WIDTH, PAGE_ASPECT, ROW_GAP, Level, Plan, estimate_width, fit, fits, levels
+from .labels import near_tails
 from .order import crossings, improve, wire_paths
 from .scene import Options, blocks, build, collapsible, restack
 from .themes import THEMES
@@ -49,6 +52,7 @@ def render(
     sizes: Mapping[str, int] | bool | None = None,
     overlay: Mapping[str, float] | None = None,
     overlay_title: str = "cost share",
+    max_width: float | None = MAX_WIDTH,
 ) -> str:
     """Draw `circuit` as a neural circuit diagram; returns the SVG text.
 
@@ -59,6 +63,12 @@ def render(
     (`blocks/ln1` inside a call) to a share in [0, 1] of some cost, which colours the boxes;
     a collapsed block takes the sum of its boxes' shares, names of boxes not drawn are
     ignored, and a legend titled `overlay_title` is added.
+    A figure wider than `max_width` points (default 1000, about 14 in: a page's text at half
+    size; None: as wide as it comes) is wrapped into rows; where the rows would not fit a
+    page (1.4 times as tall as wide), calls are drawn as boxes, the most deeply nested first,
+    then blocks collapsed, the innermost and largest first, no more than needed (only when
+    neither `collapse` nor `depth` is given; fit.py); a `RenderNote` warning says what was
+    done.
     With `path`, also writes the figure; its suffix picks the format (.svg .pdf .png .dot).
 
     >>> svg = render(ncd.gallery.get("attention"))          # doctest: +SKIP
@@ -69,6 +79,12 @@ def render(
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
         raise RenderError(
             "depth: calls drawn open to this depth", "a whole number >= 0", repr(depth)
+        )
+    if max_width is not None and not (_number(max_width) and max_width > 0):
+        raise RenderError(
+            "max_width: the widest the figure may be, in points",
+            "a number > 0, or None",
+            repr(max_width),
         )
     collapse = [collapse] if isinstance(collapse, str) else list(collapse)
     bind = dict(sizes) if isinstance(sizes, Mapping) else None
@@ -85,29 +101,21 @@ def render(
         overlay=dict(overlay) if overlay is not None else None,
     )
     scene = build(checked, opts)
-    if len(scene.nodes) > MAX_DRAWN_BOXES and not collapse and depth is None:
+    overview = len(scene.nodes) > MAX_DRAWN_BOXES and not collapse and depth is None
+    if overview:
         scene = _overview(circuit, checked, opts, bind, len(scene.nodes))
     legend = overlay_title if overlay is not None else ""
     # Only drawn boxes count: an expanded call's own share is not on the figure.
     scale = _nice(max((n.share for n in scene.nodes if n.share is not None), default=0.0))
     kw = {"legend": legend, "scale": scale}
-    first = to_dot(scene, THEMES[theme], **kw)
-    # Copies and operands are stacked in an order only a layout can tell: lay out once,
-    # restack them as their other ends came out, lay out again with the columns kept in the
-    # first layout's order (the order the restacking assumed). Then the order within columns
-    # is searched on a model of the drawing (order.py), which Graphviz's own order does not
-    # always minimise; of the two, the layout drawn with fewer wire crossings wins.
-    # Graphviz's spline router sometimes fails on what the constraints ask ("triangulation
-    # failed"): each source is then given up for a less constrained one, and straight wires
-    # are the last resort.
-    candidates = _sources(scene, partial(to_dot, scene, THEMES[theme], **kw), first)
-    for source in candidates:
-        try:
-            svg = _run(source, "svg").decode("utf-8")
-            break
-        except _LayoutFailed:
-            if source is candidates[-1]:
-                raise
+    width = None if overview else max_width
+    plan = _plan(scene, checked, opts, theme, kw, width, not collapse and depth is None)
+    if len(plan.rows) > 1 or plan.level.describe():
+        _note_fitted(circuit, plan)
+    source = placed.source(
+        plan.layouts, ROW_GAP, legend_line(legend, THEMES[theme], scale) if legend else ""
+    )
+    svg = _run(source, "svg").decode("utf-8")
     svg = _VERSION_COMMENT.sub("", svg)
     if path is not None:
         if fmt == "svg":
@@ -241,15 +249,101 @@ class RenderNote(UserWarning):
     """The figure is drawn other than asked, and why (a circuit too large to show whole)."""
 
 
-def _sources(scene, dot, first: str) -> list[str]:
+def _plan(scene, checked, opts, theme: str, kw: dict, width: float | None, may_collapse: bool):
+    """What to draw, laid out: the scene as built where it fits a page `width` points wide
+    (None: any figure fits), else fit.py's plan; a scene whose columns alone are wider is
+    not laid out whole first."""
+    if width is None or estimate_width(scene) <= width:
+        plan = Plan([scene], layouts=[_lay_out_row(scene, theme, kw)])
+        if width is None or fits(plan.layouts, width, width * PAGE_ASPECT):
+            return plan
+    return _fit(checked, opts, theme, kw, width, may_collapse)
+
+
+def _fit(checked, opts: Options, theme: str, kw: dict, width: float, may_collapse: bool) -> Plan:
+    """The plan of a figure at most `width` points wide (fit.py); parts are collapsed only
+    when `may_collapse`."""
+
+    def scene(level: Level):
+        depth = opts.depth if level.depth is None else level.depth
+        return build(checked, replace(opts, collapse=opts.collapse | level.collapse, depth=depth))
+
+    def quick(s) -> placed.Layout:  # one layout, to measure
+        source = to_dot(s, THEMES[theme], **{**kw, "legend": ""})
+        try:
+            return placed.Layout(source, _attempt(source)[0])
+        except _LayoutFailed:
+            source = source.replace("splines=true", "splines=line", 1)
+            return placed.Layout(source, _attempt(source)[0])
+
+    def full(s) -> placed.Layout:  # as drawn; a wrapped figure's legend goes under all rows
+        row = any(n.kind == "link" for n in s.nodes)
+        return _lay_out_row(s, theme, {**kw, "legend": ""} if row else kw)
+
+    steps = levels(scene(Level())) if may_collapse else [Level()]
+    return fit(scene, quick, full, steps, width, width * PAGE_ASPECT)
+
+
+def _lay_out_row(scene, theme: str, kw: dict) -> placed.Layout:
+    """The scene laid out as drawn, the labels of its long wires moved near their start."""
+    layout = _lay_out(scene, partial(to_dot, scene, THEMES[theme], **kw))
+    near_tails(layout, scene)
+    return layout
+
+
+def _note_fitted(circuit, plan: Plan) -> None:
+    import warnings
+
+    width = (max(ly.width for ly in plan.layouts) + 2 * PAD) / 72
+    how = [f"in {len(plan.rows)} rows"] if len(plan.rows) > 1 else []
+    if plan.level.describe():
+        how.append("with " + plan.level.describe())
+    warnings.warn(
+        RenderNote(
+            f"the figure of circuit '{circuit.name}' is drawn {' '.join(how)} to fit a page "
+            f"({width:.1f} in wide); draw it whole with max_width=None (--max-width 0), or "
+            "choose with collapse= / depth= (--collapse, --depth)"
+        ),
+        stacklevel=3,
+    )
+
+
+def _lay_out(scene, dot) -> placed.Layout:
+    """The scene laid out: the first of `_sources` that Graphviz lays out.
+
+    Copies and operands are stacked in an order only a layout can tell: lay out once,
+    restack them as their other ends came out, lay out again with the columns kept in the
+    first layout's order (the order the restacking assumed). Then the order within columns
+    is searched on a model of the drawing (order.py), which Graphviz's own order does not
+    always minimise; of the two, the layout drawn with fewer wire crossings wins.
+    Graphviz's spline router sometimes fails on what the constraints ask ("triangulation
+    failed"): each source is then given up for a less constrained one, and straight wires
+    are the last resort."""
+    laid: dict[str, dict] = {}
+    candidates = _sources(scene, dot, dot(), laid)
+    for source in candidates:
+        try:
+            data = laid[source] if source in laid else _attempt(source)[0]
+            return placed.Layout(source, data)
+        except _LayoutFailed:
+            if source is candidates[-1]:
+                raise
+    raise AssertionError("unreachable: the last candidate raises")
+
+
+def _sources(scene, dot, first: str, laid: dict[str, dict] | None = None) -> list[str]:
     """DOT sources to lay out, best first. `dot(order=None)` writes the scene as it is now
-    stacked; `first` is the scene as built."""
+    stacked; `first` is the scene as built. The JSON layouts made on the way are kept in
+    `laid` (source -> layout)."""
+    laid = {} if laid is None else laid
     loose = first.replace("splines=true", "splines=line", 1)
-    free = any(len(n.out_groups) > 1 or len(n.in_groups) > 1 for n in scene.nodes)
+    free = any(len(n.out_groups) > 1 or len(n.in_groups) > 1 for n in scene.nodes) or any(
+        n.kind == "link" for n in scene.inputs
+    )  # bundles to restack, or a wrapped row's connectors to order
     if not free or len(scene.nodes) > RELAYOUT_MAX_NODES:
         return [first, loose]
     try:
-        layout, heights, ends = _attempt(first)
+        layout, heights, ends = _attempt(first, laid)
     except _LayoutFailed:
         return [first, loose]
     if not ends:
@@ -264,7 +358,7 @@ def _sources(scene, dot, first: str) -> list[str]:
         for k in range(3):
             source = dot(order=better)
             try:
-                lay, h2, e2 = _attempt(source)
+                lay, h2, e2 = _attempt(source, laid)
             except _LayoutFailed:
                 break
             rivals.append((lay, source))
@@ -274,7 +368,7 @@ def _sources(scene, dot, first: str) -> list[str]:
         counted = []
         for k, (lay, source) in enumerate(rivals):
             try:
-                lay = lay if lay is not None else _attempt(source)[0]
+                lay = lay if lay is not None else _attempt(source, laid)[0]
             except _LayoutFailed:
                 continue
             counted.append((crossings(wire_paths(lay)), k, source))
@@ -283,9 +377,14 @@ def _sources(scene, dot, first: str) -> list[str]:
     return list(dict.fromkeys(out))  # each once, in order
 
 
-def _attempt(source: str) -> tuple[dict, dict[str, float], dict[str, tuple[float, float]]]:
-    """Lay `source` out: the layout, and `_layout`'s heights and wire ends."""
+def _attempt(
+    source: str, laid: dict[str, dict] | None = None
+) -> tuple[dict, dict[str, float], dict[str, tuple[float, float]]]:
+    """Lay `source` out: the layout, and `_layout`'s heights and wire ends; the layout is
+    also kept in `laid` (source -> layout)."""
     data = json.loads(_run(source, "json").decode("utf-8"))
+    if laid is not None:
+        laid[source] = data
     return (data, *_layout(data))
 
 
@@ -319,8 +418,12 @@ def _nice(m: float) -> float:
     return 1.0
 
 
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _share_ok(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+    return _number(v) and 0.0 <= v <= 1.0
 
 
 def _format(path) -> str | None:

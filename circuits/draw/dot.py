@@ -21,6 +21,7 @@ STUB = 5  # width of the stub a wire enters or leaves by
 TUPLE_STUB = 14  # wider where a dashed line must show between tuple members
 GLYPH_PT = 13
 TITLE_PT = 12
+PAD = 10.8  # points of margin around the figure
 GAP = 22  # points between two columns at the least: ranksep, and the wire labels' rank
 NOTE_PT = 8
 PORT_PT = 7
@@ -178,9 +179,14 @@ def _terminal(node: Node, theme: Theme) -> str:
     n = max(len(lanes), 1)
     note = node.drawing.note
     note = f'<BR/><FONT POINT-SIZE="{NOTE_PT}">{note}</FONT>' if note else ""
+    # A name is set like a size symbol, in italics; a wrapped figure's connector (①) upright.
+    title = node.drawing.title
+    if node.kind == "link":
+        title = f'<FONT FACE="{GLYPH_FONT}">{title}</FONT>'
+    else:
+        title = f"<I>{title}</I>"
     name = (
-        f'<TD ROWSPAN="{n}" CELLPADDING="3"><FONT POINT-SIZE="{TITLE_PT}">'
-        f"<I>{node.drawing.title}</I></FONT>{note}</TD>"
+        f'<TD ROWSPAN="{n}" CELLPADDING="3"><FONT POINT-SIZE="{TITLE_PT}">{title}</FONT>{note}</TD>'
     )
     rows = []
     for r, ln in enumerate(lanes or [None]):
@@ -226,7 +232,7 @@ def to_dot(
     lines = [
         f"digraph {_q(scene.title)} {{",
         f"  graph [rankdir=LR newrank=true nodesep=0.05 ranksep=0.2 splines=true "
-        f'fontname={f} bgcolor="{theme.background}" pad=0.15'
+        f'fontname={f} bgcolor="{theme.background}" pad={PAD / 72:g}'
         + (" " + graph_attrs if graph_attrs else "")
         + "]",
         f'  node [shape=plain fontname={f} fontcolor="{theme.ink}"]',
@@ -234,7 +240,7 @@ def to_dot(
         f'fontcolor="{theme.wire_label}" penwidth=0.9]',
     ]
     if legend:
-        lines.append(f"  label={_legend(legend, theme, scale)} labelloc=b labeljust=r")
+        lines.append(legend_line(legend, theme, scale))
     children: dict[str | None, list[Cluster]] = {}
     for c in scene.clusters:
         children.setdefault(c.parent, []).append(c)
@@ -372,9 +378,10 @@ def _titles(scene: Scene, cols: list[list[str]], theme: Theme) -> dict[str, _Tit
         for c in tail ^ head:
             border.setdefault(c, []).append((h, t) if c in head else (t, h))
     out = {}
-    for k, c in enumerate(scene.clusters):
+    for c in scene.clusters:
         if c.id not in border:
             continue
+        space = "title_" + c.id.removeprefix("cluster_")  # unique in rows stacked (wrap.py)
         lo, hi = span[c.id]
         need = _title_width(_cluster_title(c), theme)
 
@@ -386,18 +393,18 @@ def _titles(scene: Scene, cols: list[list[str]], theme: Theme) -> dict[str, _Tit
         if left == 0.0:
             continue
         if left is not None:
-            out[c.id] = _Title("l", f"title_{k}", lo, left)
+            out[c.id] = _Title("l", space, lo, left)
             continue
         # The right side is the left side of the cluster mirrored (column x -> lo + hi - x).
         mirror = [(lo + hi - i, lo + hi - o) for i, o in border[c.id]]
         right = _side(lo, mirror, {lo + hi - x: width[x] for x in range(lo, hi + 1)},
                       own(hi), need)  # fmt: skip
         if right is not None:
-            out[c.id] = _Title("r", f"title_{k}", hi, right)
+            out[c.id] = _Title("r", space, hi, right)
         else:  # reached on both sides: the left, kept off the wires in the gaps at least
             gap_wires = [(i, o) for i, o in border[c.id] if not o < lo < i]
-            space = _side(lo, gap_wires, width, own(lo), need) or 0.0
-            out[c.id] = _Title("l", f"title_{k}", lo, space)
+            room = _side(lo, gap_wires, width, own(lo), need) or 0.0
+            out[c.id] = _Title("l", space, lo, room)
     return out
 
 
@@ -440,6 +447,11 @@ def _title_width(title: str, theme: Theme) -> float:
     an em a character, Helvetica about 0.65 em, and Graphviz's margin."""
     em = 0.5 if theme.font == "Times" else 0.65
     return _plain_len(title) * 11 * em + 8
+
+
+def legend_line(title: str, theme: Theme, scale: float) -> str:
+    """The graph label line of the cost overlay's legend, at the bottom right."""
+    return f"  label={_legend(title, theme, scale)} labelloc=b labeljust=r"
 
 
 def _legend(title: str, theme: Theme, scale: float) -> str:

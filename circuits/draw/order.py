@@ -119,8 +119,10 @@ class _Model:
 
     def sweep(self, forward: bool) -> None:
         # The inputs keep their order (the circuit's, or the first layout's): the reader
-        # meets them first, and straight wires from them misjudge where they run.
-        rng = range(1, len(self.cols)) if forward else range(len(self.cols) - 2, 0, -1)
+        # meets them first, and straight wires from them misjudge where they run. A wrapped
+        # figure's connectors into a row (wrap.py) are no inputs: they go where their wires do.
+        first = 0 if all(self.by_id[n].kind == "link" for n in self.cols[0]) else 1
+        rng = range(1, len(self.cols)) if forward else range(len(self.cols) - 2, first - 1, -1)
         for k in rng:
             want: dict[str, list[float]] = {}
             for w in self.arriving[k] if forward else self.leaving[k]:

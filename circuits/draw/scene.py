@@ -95,6 +95,8 @@ class Cluster:
     nodes: list[str] = field(default_factory=list)
     path: str = ""
     """Readable name: `blocks/MLP` for block MLP inside call `blocks`."""
+    name: str = ""
+    """The name `collapse` takes for it: a block's title, a call's box name."""
 
 
 @dataclass
@@ -241,7 +243,8 @@ class _Builder:
         if k not in self.clusters:
             depth = 0 if parent is None else self._by_id[parent].depth + 1
             c = Cluster(f"cluster_{len(self.clusters)}", title, parent, kind, depth, repeat)
-            c.path = scope.path + key.partition(":")[2]
+            c.name = key.partition(":")[2]
+            c.path = scope.path + c.name
             self.clusters[k] = c
             self.scene.clusters.append(c)
             self._by_id[c.id] = c
@@ -397,8 +400,13 @@ class _Builder:
                 lanes[0].name = port_name(p)
             node.ins += lanes
             node.feeds.append((s, c.sources[b.name][p], lanes))
-            if b.kind == "contract" or (b.kind == "binary" and b.fn in _COMMUTATIVE):
-                # A product (a sum) does not care in which order its operands come.
+            if (
+                b.kind == "contract"
+                or (b.kind == "binary" and b.fn in _COMMUTATIVE)
+                or type(b).named_ports
+            ):
+                # A product (a sum) does not care in which order its operands come; nor does
+                # a box whose ports are named on their stubs (the name says which is which).
                 node.in_groups.append(lanes)
         for i, (p, v) in enumerate(outs.items()):
             lanes = self.lanes(s, v)
@@ -408,6 +416,8 @@ class _Builder:
                 lanes[0].sep = lanes[0].sep or (i > 0 and b.kind != "copy")
             node.outs += lanes
             node.out_map[(b.name, p)] = lanes
+            if b.kind == "copy":  # copies are alike: stacked as their wires go
+                node.out_groups.append(lanes)
 
     def _group_node(self, s: Scope, title: str) -> Node:
         """One box for a collapsed block: its lanes are the wires crossing its border."""

@@ -39,6 +39,14 @@ def register(sub) -> None:
         help="label wires with sizes: B=2,T=128 binds sizes, 'default' shows the circuit's own",
     )
     p.add_argument(
+        "--max-width",
+        type=float,
+        metavar="POINTS",
+        help="widest the figure may be drawn (default 1000 pt, a page at half size: wider ones "
+        "are wrapped into rows, and if still too tall drawn with calls or blocks collapsed); "
+        "0 draws it whole",
+    )
+    p.add_argument(
         "--overlay",
         choices=sorted(OVERLAYS),
         help="colour boxes by their share of FLOPs or of the activation memory kept for the "
@@ -75,6 +83,7 @@ def cmd_render(args) -> int:
                 sizes=sizes,
                 overlay=overlay,
                 overlay_title=title,
+                **({} if args.max_width is None else {"max_width": args.max_width or None}),
             )
     except BaseException:
         for folder in made:  # a failed render leaves no empty folders behind
@@ -153,6 +162,7 @@ def demo(out_dir) -> None:
     """Draw every gallery circuit as SVG, PDF and PNG (paper theme) into out_dir/gallery/."""
     from ncd import gallery
     from ncd.circuits.draw import render
+    from ncd.circuits.draw.api import RenderNote
 
     folder = Path(out_dir) / "gallery"
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,8 +170,10 @@ def demo(out_dir) -> None:
     for name in gallery.names():
         c = gallery.get(name)
         t0 = time.perf_counter()
-        for fmt in ("svg", "pdf", "png"):
-            render(c, folder / f"{name}.{fmt}")
-        render(c, folder / f"{name}.notebook.svg", theme="notebook")
+        with warnings.catch_warnings():  # "wrapped to fit a page" for each format: not news
+            warnings.simplefilter("ignore", RenderNote)
+            for fmt in ("svg", "pdf", "png"):
+                render(c, folder / f"{name}.{fmt}")
+            render(c, folder / f"{name}.notebook.svg", theme="notebook")
         print(f"  {name:22} .svg .pdf .png .notebook.svg  ({time.perf_counter() - t0:.1f} s)")
     sys.stdout.flush()

@@ -99,7 +99,7 @@ def test_ivit_block_mlp_does_not_stretch_over_the_attention():
     # ShiftGELU's constants (4, x₀, 23, 1) sat in column 0 while the boxes using them were
     # in columns 85 to 103, so the MLP block began at the figure's left edge and the figure
     # was 2,375 pt high. Now the MLP begins right of the attention block.
-    svg = render(gallery.get("ivit_block"))
+    svg = render(gallery.get("ivit_block"), max_width=None)  # the whole figure, one row
     height = float(re.search(r'<svg width="[\d.]+pt" height="([\d.]+)pt"', svg).group(1))
     assert height < 1000
     mha, mlp = _extent(svg, "Multi-Head Attention"), _extent(svg, "MLP")
@@ -125,7 +125,7 @@ def test_ivit_residual_adds_at_depth_0_are_not_bands_over_the_figure():
     # At depth 0 the residual adds' skips were requantised in column 2, so each residual-add
     # block was a grey band from the figure's left edge to its add. Now each begins past the
     # middle of the block before it (attention, MLP).
-    svg = render(gallery.get("ivit_block"), depth=0)
+    svg = render(gallery.get("ivit_block"), depth=0, max_width=None)
     for before, add in (("Multi-Head Attention", "Residual add (attention)"),
                         ("MLP", "Residual add (MLP)")):  # fmt: skip
         b0, b1 = _extent(svg, before)

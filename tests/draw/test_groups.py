@@ -21,9 +21,10 @@ from ncd.circuits.script import from_script, to_script
 
 
 def dot_of(circuit, **kw) -> str:
+    """The DOT source of the circuit's whole figure (not wrapped to fit a page)."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "c.dot"
-        render(circuit, path, **kw)
+        render(circuit, path, **{"max_width": None, **kw})
         return path.read_text()
 
 

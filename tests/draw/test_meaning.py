@@ -65,7 +65,9 @@ class Figure:
 
 
 def figure(circuit, **kw) -> Figure:
-    return Figure(render(circuit, **kw))
+    """The circuit's whole figure (not wrapped or collapsed to fit a page: these tests read
+    what each box's drawing says)."""
+    return Figure(render(circuit, **{"max_width": None, **kw}))
 
 
 # ---------------------------------------------------------------- 1. what is broadcast
@@ -221,7 +223,7 @@ def test_a_fused_linear_attention_names_its_ports_on_their_stubs(name, tmp_path)
     # is which. Each name must sit on the stub of a wire coming from the box the circuit
     # wires to that port.
     c = gallery.get(name)
-    render(c, tmp_path / "c.dot")
+    render(c, tmp_path / "c.dot", max_width=None)
     names = _stub_names((tmp_path / "c.dot").read_text(), "mixer")
     shown = {"beta": "β"}  # beta is written as in the papers
     wiring = next(b for b in c.boxes if b.name == "mixer").inputs
@@ -300,7 +302,8 @@ def _block_texts(svg: str, block: str) -> list[ET.Element]:
 def test_a_repeat_count_writes_its_subscript_as_labels_do():
     # soft_attention's Newton step repeats N_iter times: N with `iter` as a subscript.
     for sizes, after in ((None, ""), (True, "=20")):
-        texts = _block_texts(render(gallery.get("soft_attention"), sizes=sizes), "newton")
+        svg = render(gallery.get("soft_attention"), sizes=sizes, max_width=None)
+        texts = _block_texts(svg, "newton")
         title = "".join(t.text or "" for t in texts)
         assert "_" not in title and title.endswith("× Niter" + after)
         assert [t.text for t in texts if t.get("baseline-shift") == "sub"] == ["iter"]
@@ -325,7 +328,7 @@ def test_each_fact_is_shown_once_and_labels_are_shown(name, box, shown):
 
 def test_a_large_power_of_two_is_written_as_one():
     # I-ViT's integer layer norm divides by 2^30: written 2 with superscript 30.
-    svg = render(gallery.get("ivit_block"))
+    svg = render(gallery.get("ivit_block"), max_width=None)
     assert "1073741824" not in svg
     texts = Figure(svg).texts("ln1/big")
     assert [t.text for t in texts if t.get("baseline-shift") == "super"] == ["30"]
