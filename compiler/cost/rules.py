@@ -1167,7 +1167,7 @@ def _linear_sampled_or_lmul(v: BoxView) -> Rule:
         saved=[kept],
         layout={"out": (*lead, *b.out)},
         extra_io=2 * v.nbytes(x) if copied else ZERO,
-        temps=lmul_cost.temp_bytes(n, D, J, per),
+        temps=lmul_cost.temp_bytes(n, D, J, per, sympy.Max, sympy.Min),
         notes=[f"L-Mul products ({b.product[-1]}-bit mantissas): integer additions, no mm"],
     )
 

@@ -24,25 +24,7 @@ def kept_bytes(n, K, bytes_per=4):
     return n * K * bytes_per
 
 
-def _max(a, b):
-    """max of two sizes, numbers or sympy expressions (then sympy's Max, sympy being loaded
-    by the cost model that passes them)."""
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return max(a, b)
-    import sympy
-
-    return sympy.Max(a, b)
-
-
-def _min(a, b):
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return min(a, b)
-    import sympy
-
-    return sympy.Min(a, b)
-
-
-def temp_bytes(n, K, J, bytes_per=4):
+def temp_bytes(n, K, J, bytes_per=4, maximum=max, minimum=min):
     """The PyTorch form's largest forward temporaries beyond its output, for n rows, K inputs
     and J outputs (checked against the CPU allocator's peak, tests/cost/test_measure_sizes.py).
 
@@ -53,11 +35,13 @@ def temp_bytes(n, K, J, bytes_per=4):
     negation and the selected one (w each): 21 bytes, 25 in float64. From the second chunk on,
     the chunk before's products (w each) are still held. Each element of x's chunk and of W
     split into three int64 fields and a flag: 25 bytes. 16-bit operands add their float32
-    copies and the float32 output summed into (less the output itself)."""
+    copies and the float32 output summed into (less the output itself). `maximum`, `minimum`:
+    of two sizes (the cost model passes sympy's Max and Min for symbolic sizes; ops imports
+    no sympy)."""
     w = 8 if bytes_per == 8 else 4
     per = 9 + 2 * w + (0 if w == 8 else w)
-    rows = _min(n, _max(J * K, CHUNK_ELEMENTS) // (J * K))  # max(1, CHUNK_ELEMENTS // (J K))
-    products = J * K * _max(rows * per, rows * w + per * _min(rows, n - rows))
+    rows = minimum(n, maximum(J * K, CHUNK_ELEMENTS) // (J * K))  # max(1, CHUNK_ELEMENTS // (J K))
+    products = J * K * maximum(rows * per, rows * w + per * minimum(rows, n - rows))
     fields = 25 * (rows + J) * K
     wider = 4 * (n + J) * K + (4 - bytes_per) * n * J if bytes_per < 4 else 0
     return products + fields + wider
