@@ -165,8 +165,11 @@ def cmd_analyse(args) -> int:
 def demo(out_dir: Path) -> None:
     """The cost table of every gallery circuit; softmax against linear attention along T;
     the transformer block coloured by its FLOPs."""
+    import warnings
+
     from ncd import gallery
     from ncd.circuits.draw import render
+    from ncd.circuits.draw.api import RenderNote
     from ncd.compiler.cost import analyse
     from ncd.compiler.cost.plot import overlay_shares, scaling_plot
 
@@ -193,8 +196,10 @@ def demo(out_dir: Path) -> None:
     print(f"wrote {path.with_suffix('.png')} and .svg")
     block = gallery.get("transformer_block")
     path = out / "transformer_block_flops.svg"
-    render(block, path, overlay=overlay_shares(analyse(block), "flops"),
-           overlay_title="share of FLOPs", sizes=True)  # fmt: skip
+    with warnings.catch_warnings():  # "drawn in rows to fit a page": the demo's figure is
+        warnings.simplefilter("ignore", RenderNote)  # meant to fit one
+        render(block, path, overlay=overlay_shares(analyse(block), "flops"),
+               overlay_title="share of FLOPs", sizes=True)  # fmt: skip
     print(f"wrote {path}")
 
 
