@@ -68,6 +68,9 @@ MAX_EXAMPLE_ELEMENTS = 2**26
 MAX_DRAWN_BOXES = 1_200
 """Boxes a figure draws one by one; a larger circuit is drawn with its blocks collapsed, or
 as segments of consecutive boxes (Graphviz's layout time grows faster than the boxes)."""
+MAX_FITTED_BOXES = 200
+"""Boxes of a figure that `render` fits to a page (wrapped into rows, parts collapsed): each
+try lays the figure out again, so a larger one is drawn as wide as it comes."""
 
 # Reports
 MAX_PROBLEMS_SHOWN = 50

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from ..atomic import write_atomic
-from ..limits import MAX_DRAWN_BOXES
+from ..limits import MAX_DRAWN_BOXES, MAX_FITTED_BOXES
 from . import placed
 from .dot import PAD, ROW, columns, legend_line, to_dot
 from .errors import RenderError
@@ -68,7 +68,7 @@ def render(
     page (1.4 times as tall as wide), calls are drawn as boxes, the most deeply nested first,
     then blocks collapsed, the innermost and largest first, no more than needed (only when
     neither `collapse` nor `depth` is given; fit.py); a `RenderNote` warning says what was
-    done.
+    done. A figure of more than MAX_FITTED_BOXES boxes is drawn as wide as it comes.
     With `path`, also writes the figure; its suffix picks the format (.svg .pdf .png .dot).
 
     >>> svg = render(ncd.gallery.get("attention"))          # doctest: +SKIP
@@ -108,7 +108,7 @@ def render(
     # Only drawn boxes count: an expanded call's own share is not on the figure.
     scale = _nice(max((n.share for n in scene.nodes if n.share is not None), default=0.0))
     kw = {"legend": legend, "scale": scale}
-    width = None if overview else max_width
+    width = None if overview or len(scene.nodes) > MAX_FITTED_BOXES else max_width
     plan = _plan(scene, checked, opts, theme, kw, width, not collapse and depth is None)
     if len(plan.rows) > 1 or plan.level.describe():
         _note_fitted(circuit, plan)

@@ -113,3 +113,21 @@ def test_a_figure_that_fits_is_drawn_as_it_was():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RenderNote)  # no note either
         assert render(c) == render(c, max_width=None)
+
+
+def test_a_figure_past_the_fitting_limit_is_drawn_as_wide_as_it_comes():
+    """Fitting lays a figure out again for each try: one of more than MAX_FITTED_BOXES boxes
+    (a chain of 210 maps) is drawn whole, in one layout, with no note of rows."""
+    from ncd import Builder
+    from ncd.circuits.limits import MAX_FITTED_BOXES
+
+    b = Builder("chain", sizes={"B": 2, "D": 4})
+    x = b.input("x", "B D")
+    for i in range(MAX_FITTED_BOXES + 10):
+        x = b.unary(x, "relu", name=f"r{i}")
+    b.output("y", x)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", RenderNote)
+        svg = render(b.build())
+    assert size(svg)[0] > PAGE[0] * 5
+    assert not [n for n in notes if "rows" in str(n.message)]
