@@ -176,6 +176,12 @@ def conv(x, weight, bias, channel: int, spatial, stride, padding, dilation, grou
     return channels_back(y, perm, rest)
 
 
+def traced() -> bool:
+    """Whether this call is being traced (torch.compile, torch.export, torch.jit.trace), where
+    tensors' values cannot be read on the host."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def check_offsets(offsets, T, what):
     """Packed-sequence offsets [N + 1] along an axis of T positions: integers, from 0 to T,
     non-decreasing; else a ValueError naming `what` (the values are read on the host).
@@ -188,7 +194,7 @@ def check_offsets(offsets, T, what):
             f"{offsets.dtype} of shape {tuple(offsets.shape)}"
         )
     want = f"{what}: offsets: expected non-decreasing from 0 to T={T}"
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if traced():
         if not offsets.is_cuda:
             ok = (offsets[0] == 0) & (offsets[-1] == T) & (offsets[1:] >= offsets[:-1]).all()
             torch._assert_async(ok, want)
@@ -298,8 +304,8 @@ def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
             n = b.shape[1]
             causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
             rel = b - b[:, n // 2 : n // 2 + 1]
-            traced = torch.compiler.is_compiling() or torch.jit.is_tracing()  # no host read
-            if not traced and float(rel.detach().abs().max()) <= 40.0:
+            small = not traced() and float(rel.detach().abs().max()) <= 40.0  # no host read traced
+            if small:
                 a = torch.einsum("bihk,bjhk->bhij", qc * rel.exp(), kc * (-rel).exp())
                 a = a.masked_fill(~causal, 0.0)  # [B, H, i, j]
             else:
@@ -456,11 +462,13 @@ def compare_eq(a, b):
 DEPS = {
     "conv": ["channels_first", "channels_back"],
     "group_norm": ["channels_first", "channels_back"],
-    "simple_gla": ["gla"],
+    "gla": ["traced"],
+    "simple_gla": ["gla", "traced"],
     "delta_rule": ["gated_delta_rule"],
-    "short_conv": ["check_offsets", "packed_positions"],
-    "packed_window_attention": ["check_offsets", "packed_positions", "gla"],
-    "PackedScan": ["check_offsets", "packed_positions"],
+    "check_offsets": ["traced"],
+    "short_conv": ["check_offsets", "packed_positions", "traced"],
+    "packed_window_attention": ["check_offsets", "packed_positions", "gla", "traced"],
+    "PackedScan": ["check_offsets", "packed_positions", "traced"],
 }
 
 
@@ -482,7 +490,7 @@ class PackedScan(nn.Module):
         return self.scan.__name__
 
     def forward(self, q, k, v, *gates, offsets, **kw):
-        if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        if not traced():
             return self.scan(q, k, v, *gates, cu_seqlens=offsets, **kw)
         B, T, H = q.shape[:3]
         check_offsets(offsets, T, self.scan.__name__)
@@ -509,7 +517,7 @@ def packed_window_attention(q, k, v, offsets, normalize=False, scale=1.0):
     q = q * scale
     if normalize:  # the denominators as one more value column of ones
         v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if traced():
         first = packed_positions(offsets.to(q.device), T) == 0  # [T]: a window's first token
         last = torch.cat([first[1:], first.new_ones(1)])  # [T]: a window's last token
 
