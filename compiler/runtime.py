@@ -304,7 +304,8 @@ def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
             n = b.shape[1]
             causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
             rel = b - b[:, n // 2 : n // 2 + 1]
-            small = not traced() and float(rel.detach().abs().max()) <= 40.0  # no host read traced
+            # traced: no host read
+            small = not traced() and float(rel.detach().abs().max()) <= 40.0
             if small:
                 a = torch.einsum("bihk,bjhk->bhij", qc * rel.exp(), kc * (-rel).exp())
                 a = a.masked_fill(~causal, 0.0)  # [B, H, i, j]
