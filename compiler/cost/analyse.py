@@ -41,6 +41,10 @@ class BoxCost:
     mm_flops: sympy.Expr = ZERO
     flops_bwd: sympy.Expr = ZERO
     mm_flops_bwd: sympy.Expr = ZERO
+    mm_run: sympy.Expr | None = None
+    """Matrix-engine FLOPs the box runs where FlopCounterMode counts others (`mm_flops`):
+    causal attention's, of the pairs it computes (rules.Rule.mm_run); None: `mm_flops`."""
+    mm_run_bwd: sympy.Expr | None = None
     params: sympy.Expr = ZERO
     param_bytes: sympy.Expr = ZERO
     saved: list[tuple[str, str, sympy.Expr]] = field(default_factory=list)
@@ -55,6 +59,15 @@ class BoxCost:
     notes: list[str] = field(default_factory=list)
     repeat: sympy.Expr = sympy.Integer(1)
     sub: object = None  # the Report of a called subcircuit (one repetition)
+
+    @property
+    def run_mm(self) -> sympy.Expr:
+        """Forward matrix-engine FLOPs as the kernels run them (the roofline's)."""
+        return self.mm_flops if self.mm_run is None else self.mm_run
+
+    @property
+    def run_mm_bwd(self) -> sympy.Expr:
+        return self.mm_flops_bwd if self.mm_run_bwd is None else self.mm_run_bwd
 
 
 @dataclass
@@ -214,9 +227,9 @@ class _Walker:
                 bc.time_s = self.dev.time(kernel[0], ZERO, bc.io_bytes, dt)
                 bc.time_bwd_s = self.dev.time(kernel[1], ZERO, bc.io_bytes_bwd, dt)
             else:
-                bc.time_s = self.dev.time(bc.mm_flops, bc.flops - bc.mm_flops, bc.io_bytes, dt)
+                bc.time_s = self.dev.time(bc.run_mm, bc.flops - bc.run_mm, bc.io_bytes, dt)
                 bc.time_bwd_s = self.dev.time(
-                    bc.mm_flops_bwd, bc.flops_bwd - bc.mm_flops_bwd, bc.io_bytes_bwd, dt
+                    bc.run_mm_bwd, bc.flops_bwd - bc.run_mm_bwd, bc.io_bytes_bwd, dt
                 )
         fwd, bwd, base = _schedule(c, boxes, self.storages, self.wires)
         return Analysis(
@@ -301,10 +314,12 @@ class _Walker:
                 self.storages[sid] = _Storage(sid, s.nbytes, "own", i, i)
                 bc.saved.append((s.what, sid, s.nbytes))
         bc.flops, bc.mm_flops, bc.mm_flops_bwd = rule.flops, rule.mm, rule.mm_bwd
+        bc.mm_run, bc.mm_run_bwd = rule.mm_run, rule.mm_run_bwd
         other = rule.flops - rule.mm
         bc.flops_bwd = rule.flops_bwd if rule.flops_bwd is not None else 2 * other + rule.mm_bwd
         if not grad_out:
             bc.flops_bwd = bc.mm_flops_bwd = ZERO
+            bc.mm_run_bwd = None
         is_alias = bool(rule.alias) or box.kind in R.ALIAS_KINDS
         read = sum(
             (self.nbytes(t) for t in ins.values() if isinstance(t, TensorType)),
@@ -341,6 +356,9 @@ class _Walker:
         bc.repeat, bc.sub = n, sub
         for f in ("flops", "mm_flops", "flops_bwd", "mm_flops_bwd", "io_bytes", "io_bytes_bwd"):
             setattr(bc, f, n * sum((getattr(b, f) for b in sub.boxes), ZERO))
+        if any(b.mm_run is not None or b.mm_run_bwd is not None for b in sub.boxes):
+            bc.mm_run = n * sum((b.run_mm for b in sub.boxes), ZERO)
+            bc.mm_run_bwd = n * sum((b.run_mm_bwd for b in sub.boxes), ZERO)
         bc.time_s = n * sum((b.time_s for b in sub.boxes), ZERO)
         bc.time_bwd_s = n * sum((b.time_bwd_s for b in sub.boxes), ZERO)
         sub_params = sum((b.params for b in sub.boxes), ZERO)
@@ -410,6 +428,7 @@ class _Walker:
                 needed.update(s for s in srcs if self.storages[s].grad)
                 continue
             bc.flops_bwd = bc.mm_flops_bwd = bc.io_bytes_bwd = ZERO
+            bc.mm_run_bwd = None
             bc._bwd_temps = ZERO  # type: ignore[attr-defined]
             if getattr(bc, "_time_flops", None) is not None:
                 bc._time_flops = (bc._time_flops[0], ZERO)  # type: ignore[attr-defined]
@@ -455,7 +474,7 @@ class _Walker:
                     bc.io_bytes = io
                     bc.kernel = r.name
                     bc.time_s = self.dev.time(
-                        bc.mm_flops, bc.flops - bc.mm_flops, io, self.compute_dtype(b)
+                        bc.run_mm, bc.flops - bc.run_mm, io, self.compute_dtype(b)
                     )
                 continue
             if r.kind == "add_norm":

@@ -274,10 +274,22 @@ class Report:
         """Boxes whose FLOPs torch's FlopCounterMode counts as zero (elementwise work)."""
         out = []
         for b in self.boxes:
-            rest = sympy.expand(b.flops - b.mm_flops)
+            rest = sympy.expand(b.flops - b.run_mm)
             if rest != 0:
                 out.append({"box": b.name, "kind": b.kind, "flops": self.number(rest),
                             "formula": self.show(rest)})  # fmt: skip
+        return out
+
+    @property
+    def flop_counter_more(self) -> list[dict]:
+        """Boxes whose products FlopCounterMode counts more of than run: causal attention,
+        whose every (query, key) pair it counts; `flops` is the difference (forward)."""
+        out = []
+        for b in self.boxes:
+            more = sympy.expand(b.mm_flops - b.run_mm)
+            if more != 0:
+                out.append({"box": b.name, "kind": b.kind, "flops": self.number(more),
+                            "formula": self.show(more)})  # fmt: skip
         return out
 
     # -- output
@@ -397,6 +409,7 @@ class Report:
             "per_doubling": {k: self.per_doubling(k) for k in shown},
             "terms": {k: _term_rows(self.terms(k)) for k in shown},
             "flop_counter_zero": self.flop_counter_zero,
+            "flop_counter_more": self.flop_counter_more,
             "boxes": self.box_rows(),
             "blocks": self.block_rows(),
         }
@@ -448,6 +461,13 @@ class Report:
             out.append(  # the amount says which part: a linear box's is its bias add
                 "Elementwise FLOPs, which FlopCounterMode counts as zero: "
                 + ", ".join(f"{z['box']} ({z['kind']}) {human(z['flops'])}" for z in zero)
+            )
+        more = self.flop_counter_more
+        if more:
+            out.append(
+                "Products FlopCounterMode counts beyond those priced (every (query, key) pair "
+                "of causal attention; the matmul FLOPs above include them): "
+                + ", ".join(f"{z['box']} ({z['kind']}) {human(z['flops'])}" for z in more)
             )
         return "\n".join(out)
 

@@ -122,6 +122,12 @@ class Rule:
     flops_bwd: Expr | None = None
     """Backward FLOPs; by default 2× the elementwise part plus mm_bwd."""
     mm_bwd: Expr = ZERO
+    mm_run: Expr | None = None
+    """Forward FLOPs the matrix engine runs, where FlopCounterMode counts others (`mm`):
+    causal attention computes the (query, key) pairs at or below the diagonal, and
+    FlopCounterMode counts every pair. The roofline times take these; None: `mm`."""
+    mm_run_bwd: Expr | None = None
+    """The same for the backward (None: `mm_bwd`)."""
     saved: list[Saved] = field(default_factory=list)
     alias: dict[str, str] = field(default_factory=dict)
     """Output port -> input port whose storage it shares (views, copies, tuples)."""
@@ -851,11 +857,14 @@ def attention(v: BoxView) -> Rule:
         B = B / H
         notes = [f"grouped heads: FLOPs of {H} query heads, keys and values of {G} heads"]
     flops = attention_cost.flops_forward(B, T, H, K, V, S, causal=b.causal)
+    flops_bwd = attention_cost.flops_backward(B, T, H, K, V, S, causal=b.causal)
     return Rule(
         flops=flops,
         mm=2 * B * H * T * S * (K + V),  # FlopCounterMode counts every (query, key) pair
-        flops_bwd=attention_cost.flops_backward(B, T, H, K, V, S, causal=b.causal),
+        flops_bwd=flops_bwd,
         mm_bwd=2 * B * H * T * S * (2 * K + 3 * V),
+        mm_run=flops if b.causal else None,  # the kernel's products: the pairs it computes
+        mm_run_bwd=flops_bwd if b.causal else None,
         saved=[*kept, _out(), _own("lse", 4 * B * H * T, "log-sum-exp per query (float32)")],
         # SDPA's backward also holds a float32 dQ accumulator (FlashAttention-2's schedule)
         bwd_temps=attention_cost.backward_temp_bytes(B, T, H, K, atomic_dq=_sdpa_on_cuda())

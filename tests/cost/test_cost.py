@@ -195,3 +195,29 @@ def test_cli_json_and_plot(tmp_path):
         assert not out and not list(tmp_path.glob("c.*"))
     rc, out, err = ncd_cli("analyse", "attention", "--plot", "T=256..99999999999999999999")
     assert rc == 1 and "(limit MAX_SIZE)" in err and not out
+
+
+def test_causal_attention_is_priced_at_the_pairs_it_computes():
+    """FlopCounterMode counts every (query, key) pair of causal attention (the matmul
+    FLOPs), the kernel computes about half: the roofline's compute time takes the half, and
+    the report lists the rest as counted beyond those priced, not as negative elementwise
+    FLOPs (it listed -61.4 k under 'counts as zero', and the compute time was negative)."""
+    b = Builder("causal", sizes={"B": 2, "T": 16, "H": 4, "G": 2, "K": 16, "V": 16})
+    q, k, v = b.input("q", "B T H K"), b.input("k", "B S G K"), b.input("v", "B S G V")
+    b.axis("S", "T")
+    b.output("o", b.attention(q, k, v, causal=True, heads="H", kv_heads="G"))
+    r = analyse(b.build(), dtype="bfloat16")
+    box = next(x for x in r.boxes if x.kind == "attention")
+    pairs = 2 * 4 * 16 * 17 // 2  # B H T(T+1)/2
+    assert r.number(box.flops) == 2 * pairs * (16 + 16)
+    assert r.number(box.mm_flops) == 2 * 2 * 4 * 16 * 16 * (16 + 16)
+    assert r.flop_counter_zero == []
+    [more] = r.flop_counter_more
+    assert more["flops"] == r.number(box.mm_flops - box.flops) > 0
+    assert r.table().endswith("include them): attention (attention) 61.4 k")
+    # where products dominate (the "cpu" profile), the time is the priced FLOPs at the
+    # matmul rate
+    big = {"B": 8, "T": 16384, "H": 64, "G": 8, "K": 256, "V": 256}
+    r = analyse(b.build(), sizes=big, dtype="bfloat16", device="cpu")
+    box = next(x for x in r.boxes if x.kind == "attention")
+    assert r.number(box.time_s) == pytest.approx(r.number(box.flops) / r.device.matmul_flops)
