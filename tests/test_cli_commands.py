@@ -43,6 +43,24 @@ def test_show_prints_every_box_setting(capsys):
     assert "factor=K**-0.5" in text and "over=D out=H,K" in text and "fn=gelu" in text
 
 
+def test_show_gives_a_parameter_axis_its_size_where_the_table_has_another(tmp_path, capsys):
+    """Two convolutions of kernels 3 and 16 both have a kernel axis kT: the table holds the
+    first's size, and the second's weight was shown as `weight[D D_g kT]`, as if 3 wide."""
+    from ncd.circuits.builder import Builder
+
+    b = Builder("two_convs", sizes={"B": 1, "T": 16, "D": 4})
+    x = b.input("x", "B T D")
+    y = b.conv(x, "T", "D", "D", 3, padding=1, depthwise=True, name="short")
+    y = b.conv(y, "T", "D", "D", 16, padding=15, depthwise=True, bias=False, name="long")
+    b.output("y", b.slice(y, "T", 0, "T"))
+    spec = tmp_path / "two_convs.json"
+    spec.write_text(b.build().to_json())
+    assert main(["show", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert "params weight[D D_g kT], bias[D]" in text  # the short conv: as the table says
+    assert "params weight[D D_g kT=16]" in text
+
+
 def test_schema_kinds_prints_whole_sentences(capsys):
     assert main(["schema", "--kinds"]) == 0
     lines = capsys.readouterr().out.splitlines()

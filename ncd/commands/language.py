@@ -165,6 +165,13 @@ def cmd_show(args) -> int:
             return "(" + "; ".join(f"{n}: {sig(x)}" for n, x in v["tuple"].items()) + ")"
         return " ".join(v["axes"]) + ("" if v["dtype"] == "float32" else f" {v['dtype']}")
 
+    def param_sig(v):  # a parameter's own axes (a kernel's kT) may differ from the table's
+        axes = [
+            a if d["axes"].get(a) == size else f"{a}={size}"
+            for a, size in zip(v["axes"], v["sizes"], strict=True)
+        ]
+        return " ".join(axes) + ("" if v["dtype"] == "float32" else f" {v['dtype']}")
+
     print("inputs:")
     for n, v in d["inputs"].items():
         print(f"  {n:12} {sig(v)}")
@@ -182,7 +189,7 @@ def cmd_show(args) -> int:
         ins = ", ".join(sig(v) for v in b["inputs"].values())
         outs = ", ".join(sig(v) for v in b["outputs"].values())
         ps = (
-            "  params " + ", ".join(f"{p}[{sig(v)}]" for p, v in b["params"].items())
+            "  params " + ", ".join(f"{p}[{param_sig(v)}]" for p, v in b["params"].items())
             if b["params"]
             else ""
         )
