@@ -191,6 +191,8 @@ class Builder:
                 detail = f"{port}: {e.message}"
                 if e.expected or e.found:
                     detail += f" (expected {e.expected}, found {e.found})"
+                if e.hint:
+                    detail += f"; {e.hint}"
             else:
                 detail = f": {e}"
             raise BuildError(f"box '{name}' ({kind}){detail}") from None

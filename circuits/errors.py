@@ -68,12 +68,16 @@ class ValidationError(NcdError):
 class ShapeProblem(Exception):
     """Raised inside a shape rule; the validator adds the box name and collects it."""
 
-    def __init__(self, message: str, port: str = "", expected: str = "", found: str = ""):
+    def __init__(
+        self, message: str, port: str = "", expected: str = "", found: str = "", hint: str = ""
+    ):
         super().__init__(message)
         self.message = message
         self.port = port
         self.expected = expected
         self.found = found
+        self.hint = hint
+        """What to do about it, where the rule can tell (`Problem.hint`)."""
 
 
 class ScriptError(NcdError):

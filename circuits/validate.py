@@ -579,7 +579,7 @@ class _Checker(Context):
                 ins_of[name] = ins
                 self._axes_ok(name, ins, outs[name])
             except ShapeProblem as e:
-                self.problem(self.where(name, e.port), e.message, e.expected, e.found)
+                self.problem(self.where(name, e.port), e.message, e.expected, e.found, e.hint)
             except SizeError as e:
                 self.problem(self.where(name), str(e))
             except Exception as e:  # noqa: BLE001 - a shape rule must never crash validation

@@ -52,8 +52,17 @@ class _AttentionLike(BoxBase):
     def infer(self, ins, ctx):
         q, k, v = tensor(ins, "q"), tensor(ins, "k"), tensor(ins, "v")
         need(q, (self.query, self.head), "q")
-        need(k, (self.key, self.head), "k")
-        need(v, (self.key, self.value), "v")
+        for port, t, names in (("k", k, (self.key, self.head)), ("v", v, (self.key, self.value))):
+            try:
+                need(t, names, port)
+            except ShapeProblem as e:
+                if t.axis(self.key) is None and t.axis(self.query) is not None:
+                    e.hint = (
+                        f"keys and values run over the key axis {self.key}: rename theirs "
+                        f'(b.rename({port}, {self.query}="{self.key}")), or set '
+                        f'key="{self.query}"'
+                    )
+                raise
         ctx.unify(q.axis(self.head).size, k.axis(self.head).size, "k", f"size of {self.head}")
         ctx.unify(k.axis(self.key).size, v.axis(self.key).size, "v", f"size of {self.key}")
         if self.causal:
@@ -69,8 +78,9 @@ class _AttentionLike(BoxBase):
             tb = [a.name for a in t.axes if a.name not in own]
             if tb != qb:
                 raise ShapeProblem(
-                    "batch axes must match the query's", port, " ".join(qb), " ".join(tb)
-                )
+                    "batch axes must match the query's", port, " ".join(qb), " ".join(tb),
+                    self._batch_hint(qb, tb),
+                )  # fmt: skip
             for name in qb:
                 ctx.unify(q.axis(name).size, t.axis(name).size, port, f"size of {name}")
         for port in self.extra_ports():
@@ -80,6 +90,10 @@ class _AttentionLike(BoxBase):
 
     def acts_on(self):
         return (self.query, self.key, self.head, self.value)
+
+    def _batch_hint(self, qb: list[str], tb: list[str]) -> str:
+        """What to do where the keys' or values' batch axes are not the query's."""
+        return ""
 
 
 @box_kind
@@ -137,6 +151,13 @@ class Attention(_AttentionLike):
     def acts_on(self):
         grouping = tuple(a for a in (self.heads, self.kv_heads) if a is not None)
         return (*super().acts_on(), *grouping)
+
+    def _batch_hint(self, qb, tb):
+        only_q, only_t = set(qb) - set(tb), set(tb) - set(qb)
+        if self.kv_heads is None and len(only_q) == len(only_t) == 1:
+            h, g = next(iter(only_q)), next(iter(only_t))
+            return f'for grouped key/value heads, set heads="{h}", kv_heads="{g}"'
+        return ""
 
 
 @box_kind

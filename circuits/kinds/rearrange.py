@@ -40,12 +40,23 @@ class SplitAxis(BoxBase):
         x = tensor(ins, "x")
         need(x, (self.axis,), "x")
         new = new_axes(self.into, ctx)
-        ctx.unify(
-            x.axis(self.axis).size,
-            product([a.size for a in new]),
-            "x",
-            f"size of {self.axis} = product of {' '.join(self.into)}",
-        )
+        try:
+            ctx.unify(
+                x.axis(self.axis).size,
+                product([a.size for a in new]),
+                "x",
+                f"size of {self.axis} = product of {' '.join(self.into)}",
+            )
+        except ShapeProblem as e:  # a new axis of no size is a size of its own name
+            free = [a.name for a in new if ctx.resolve(a.size) == Size.of(a.name)]
+            if free:
+                one = len(free) == 1
+                e.hint = (
+                    f"{' '.join(free)} {'has' if one else 'have'} no size: declare "
+                    f'{"it" if one else "them"} (b.axis("{free[0]}", …) in Python, or the '
+                    'spec\'s "axes")'
+                )
+            raise
         y = replace_axes(x, (self.axis,), new)
         clash(list(y.axes), "x")
         return {"out": y}

@@ -187,3 +187,36 @@ def test_concat_takes_an_operand_without_the_axis_as_one_position():
         b.concat(x, b.input("e", "B T F"), axis="T")
     with pytest.raises(BuildError, match="T"):
         b.concat(c, c, axis="T")  # no operand has the axis
+
+
+def test_problems_a_new_user_makes_say_what_to_do():
+    """Three first attempts at a block, each refused with what to change: keys left over
+    the query axis, grouped key/value heads without `heads`/`kv_heads`, and an axis split
+    into a new axis of no size (the messages said what was wrong, not what to do)."""
+    b = Builder("att", sizes={"B": 2, "T": 8, "H": 4, "G": 2, "K": 8, "V": 8})
+    x = b.input("x", "B T H K")
+    k, v = b.input("k", "B T G K"), b.input("v", "B T G V")
+    with pytest.raises(BuildError) as e:
+        b.attention(x, x, v)
+    assert str(e.value).endswith('rename theirs (b.rename(k, T="S")), or set key="T"')
+    k, v = b.rename(k, T="S"), b.rename(v, T="S")
+    with pytest.raises(BuildError) as e:
+        b.attention(x, k, v)
+    assert "(expected B H, found B G)" in str(e.value)
+    assert str(e.value).endswith('for grouped key/value heads, set heads="H", kv_heads="G"')
+    assert b.attention(x, k, v, heads="H", kv_heads="G").axes == ("B", "T", "H", "V")
+    b.axis("J", "K/2")
+    with pytest.raises(BuildError) as e:
+        b.split_axis(x, "K", ["R", "J"])
+    assert "(expected 8, found 4*R); R has no size: declare it (b.axis(" in str(e.value)
+    # in a spec, validation says the same
+    d = {
+        "name": "s",
+        "inputs": [{"name": "x", "axes": "B K"}],
+        "axes": {"J": "K/2"},
+        "boxes": [{"name": "sp", "kind": "split_axis", "axis": "K", "into": "R J",
+                   "inputs": {"x": "x"}}],
+        "outputs": [{"name": "y", "source": "sp"}],
+    }  # fmt: skip
+    [p] = problems(d, {"K": 8})
+    assert p.hint.startswith("R has no size: declare it") and p.where == "box 'sp', port 'x'"
