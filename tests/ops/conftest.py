@@ -7,7 +7,8 @@ first to import triton, that is done here (ncd.ops is imported afresh if somethi
 it earlier), the variable is put back for the rest of the session, and set again around each
 test of this folder (Triton reads it at run time too). When another test imported triton
 first, the tests marked `interpret` are skipped here and run instead in a fresh Python
-process by test_interpreter.py. Every load and store of an interpreted kernel is checked
+process by test_interpreter.py, started in the background once the session is collected
+(interpret_runs.py). Every load and store of an interpreted kernel is checked
 against the buffers of its launch (memcheck.py).
 
 Interpreted bf16 dots were seen to give garbage with Triton 3.9 on the CPU, so these tests use
@@ -68,9 +69,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_collection_finish(session):
+    """The interpret tests' fresh processes start now, beside the rest of the session."""
+    if not IN_PROCESS and not session.config.option.collectonly:
+        _interpret_runs_module().start(session.items)
+
+
+def pytest_unconfigure(config):
+    if "ncd_tests_interpret_runs" in sys.modules:
+        sys.modules["ncd_tests_interpret_runs"].stop()
+
+
 @pytest.fixture
 def interpret_in_process():
     return IN_PROCESS
+
+
+@pytest.fixture
+def interpret_runs():
+    """The background runs of the interpret tests (interpret_runs.py), None if not started."""
+    return _interpret_runs_module().RUNS
 
 
 @pytest.fixture(autouse=True)
@@ -91,12 +109,22 @@ def _memcheck():
 
 
 def _memcheck_module():
-    if "ncd_tests_memcheck" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("ncd_tests_memcheck", HERE / "memcheck.py")
+    return _helper("memcheck")
+
+
+def _interpret_runs_module():
+    return _helper("interpret_runs")
+
+
+def _helper(name: str):
+    """This folder's helper module NAME.py, loaded once (the tests import in importlib mode)."""
+    key = f"ncd_tests_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-    return sys.modules["ncd_tests_memcheck"]
+    return sys.modules[key]
 
 
 @pytest.fixture
