@@ -162,7 +162,12 @@ class Builder:
 
     # -- the generic box
     def box(self, kind: str, inputs: dict[str, Wire], name: str | None = None, **params) -> Any:
-        """Add a box of any kind; returns its output wire, or a dict of wires by port."""
+        """Add a box of any kind; returns its output wire, or a dict of wires by port.
+
+        Makes the kinds that have no method of their own (`constant`, `short_conv`,
+        `gather`, `where`, ...): `b.box("constant", {}, axes="H", value="1",
+        dtype="float32")`, `b.box("where", {"cond": c, "a": a, "b": b})`. A kind's ports and
+        fields: `ncd schema KIND`."""
         if kind not in KINDS:
             raise BuildError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
         name = name or self._fresh(kind)
@@ -448,3 +453,30 @@ def _parse_pattern(pattern: str):
             groups.append(m.group(1).split() if m.group(1) is not None else [m.group(2)])
         sides.append(groups)
     return sides
+
+
+# The methods that make a kind not of their own name.
+_SUGAR_KINDS = {
+    **dict.fromkeys(("add", "mul", "sub", "div"), "binary"),
+    **dict.fromkeys(("relu", "gelu", "silu"), "unary"),
+}
+
+
+def _document_methods() -> None:
+    """Gives each box method the first paragraph of its kind's docstring and where to read
+    the kind's fields and ports, so that `help(b.attention)` says what the box is (most
+    methods had no docstring, and their fields hide in `**kw`)."""
+    for method, fn in vars(Builder).items():
+        kind = _SUGAR_KINDS.get(method, method)
+        if method.startswith("_") or not callable(fn) or kind not in KINDS:
+            continue
+        about = " ".join((KINDS[kind].__doc__ or "").strip().split("\n\n")[0].split())
+        own = f"{fn.__doc__.strip()}\n\n" if fn.__doc__ else ""
+        fields = [f for f in KINDS[kind].model_fields if f not in ("name", "inputs", "kind")]
+        fn.__doc__ = (
+            f"{own}The `{kind}` box: {about}\n\nFields (keywords here): {', '.join(fields)}; "
+            f"what each means, the ports and the defaults: `ncd schema {kind}`."
+        )
+
+
+_document_methods()

@@ -75,6 +75,27 @@ def test_schema_kinds_prints_whole_sentences(capsys):
     )
 
 
+def test_schema_of_one_kind_gives_its_fields_ports_and_builder_call(capsys):
+    """A new user looking for grouped heads: `help(b.attention)` was empty and its fields
+    hid in `**kw`; `ncd schema attention` now says them, and the method's help points there."""
+    from ncd.circuits.builder import Builder
+
+    assert main(["schema", "attention"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("attention: Fused softmax attention")
+    assert "ports: q, k, v" in text and "\n  kv_heads = null\n      Grouped key/value" in text
+    assert "Python: b.attention(q, k, v, *, name=None" in text
+    assert main(["schema", "linear_attention"]) == 0
+    assert "One of: linear, lightning, decay, gla, delta, gated_delta." in capsys.readouterr().out
+    assert main(["schema", "where"]) == 0
+    assert 'b.box("where", {"cond": cond, "a": a, "b": b}' in capsys.readouterr().out
+    assert main(["schema", "atention"]) == 1
+    assert "no box kind 'atention' (did you mean attention" in capsys.readouterr().err
+    assert "kv_heads" in Builder.attention.__doc__
+    assert "`ncd schema attention`" in Builder.attention.__doc__
+    assert Builder.add.__doc__.startswith("The `binary` box: An elementwise function")
+
+
 def test_the_gallery_listing_read_from_source_is_the_gallery():
     want = [{"name": e.name, "title": e.title, "paper": e.paper} for e in gallery.ENTRIES.values()]
     assert gallery_listing() == want

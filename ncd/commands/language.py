@@ -13,6 +13,9 @@ from ncd.circuits.errors import SizeError
 
 def register(sub) -> None:
     p = sub.add_parser("schema", help="print the JSON Schema of circuit specs")
+    p.add_argument(
+        "kind", nargs="?", help="one box kind: its description, ports, fields and Builder call"
+    )
     p.add_argument("--kinds", action="store_true", help="list the box kinds only")
     p.set_defaults(run=cmd_schema)
 
@@ -40,10 +43,66 @@ def cmd_schema(args) -> int:
         for kind, cls in KINDS.items():
             print(f"{kind:18} {first_sentence(cls.__doc__ or '')}")
         return 0
+    if args.kind:
+        print(describe_kind(args.kind), end="")
+        return 0
     from ncd.circuits import io
 
     print(json.dumps(io.json_schema(), indent=2))
     return 0
+
+
+def describe_kind(kind: str) -> str:
+    """One box kind in words: its docstring, ports, fields (default and description) and the
+    Builder call that makes it (`ncd schema KIND`)."""
+    import difflib
+    import inspect
+    import typing
+
+    from ncd.circuits.builder import Builder
+    from ncd.circuits.errors import NcdError
+    from ncd.circuits.fielddocs import attach
+    from ncd.circuits.kinds import KINDS
+
+    if kind not in KINDS:
+        close = difflib.get_close_matches(kind, list(KINDS), n=3)
+        raise NcdError(
+            f"no box kind {kind!r}"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + "; `ncd schema --kinds` lists them"
+        )
+    attach()
+    cls = KINDS[kind]
+    out = [f"{kind}: {inspect.cleandoc(cls.__doc__ or '')}", ""]
+    try:  # the ports of a box with every field at its default (some depend on fields)
+        ports = list(cls.model_construct(name="x").ports())
+        out.append("ports: " + (", ".join(ports) or "none") + " (with the fields' defaults)")
+    except Exception:  # noqa: BLE001 - a kind whose ports need fields set (pack)
+        ports = None
+        out.append("ports: as its fields name them")
+    out.append("fields:")
+    for name, info in cls.model_fields.items():
+        if name in ("name", "inputs", "kind", "group"):
+            continue
+        value = None if info.is_required() else info.get_default(call_default_factory=True)
+        default = (
+            "required"
+            if info.is_required()
+            else "= " + json.dumps(value, ensure_ascii=False, default=str)
+        )
+        doc = " ".join((info.description or "").split())
+        if typing.get_origin(info.annotation) is typing.Literal:
+            doc += " One of: " + ", ".join(map(str, typing.get_args(info.annotation))) + "."
+        out.append(f"  {name} {default}")
+        if doc:
+            out.append(f"      {doc}")
+    method = getattr(Builder, kind, None)
+    if method is not None:
+        out.append(f"Python: b.{kind}{inspect.signature(method)}".replace("(self, ", "("))
+    else:
+        wires = "port: wire, ..." if ports is None else ", ".join(f'"{p}": {p}' for p in ports)
+        out.append(f'Python: b.box("{kind}", {{{wires}}}, name=None, **fields)')
+    return "\n".join(out) + "\n"
 
 
 def first_sentence(doc: str) -> str:
