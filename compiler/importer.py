@@ -2626,11 +2626,15 @@ class _Importer:
                 raise _Unmapped
             causal = True
         p = float(self.const(self.arg(n, 4, "dropout_p", 0.0)))
+        grouped = {}  # grouped heads: each key/value head read by hq/hk query heads, as the
+        # attention box's heads/kv_heads (the keys and values are not repeated)
         if self.const(self.arg(n, 7, "enable_gqa", False)) and len(q.axes) >= 3:
             hq, hk = self.shape(n.args[0])[-3], self.shape(n.args[1])[-3]
-            if hq != hk:  # grouped heads: each key/value head read by hq/hk query heads
-                k = self.repeat(n, k, k.axes[-3], hq // hk)
-                v = self.repeat(n, v, v.axes[-3], hq // hk)
+            if hq != hk:
+                G = k.axes[-3]
+                if G in q.axes:
+                    G = self.axis("heads", hk, avoid=[*q.axes, *k.axes, *v.axes])
+                grouped = {"heads": q.axes[-3], "kv_heads": G}
         scale = self.const(n.kwargs.get("scale"))
         T, K = q.axes[-2], q.axes[-1]
         S = k.axes[-2]
@@ -2641,12 +2645,15 @@ class _Importer:
             ren[k.axes[-1]] = K
         if len(k.axes) != len(q.axes) or len(v.axes) != len(q.axes):
             raise _Unmapped
-        ren.update({a: b for a, b in zip(k.axes[:-2], q.axes[:-2], strict=True) if a != b})
+        kv_batch = list(q.axes[:-2])  # q's batch axes, with the key/value heads' own
+        if grouped:
+            kv_batch[-1] = grouped["kv_heads"]
+        ren.update({a: b for a, b in zip(k.axes[:-2], kv_batch, strict=True) if a != b})
         if ren:
             k = self.b.rename(k, ren, name=self.box_name(n, "keys"))
         V = v.axes[-1]
         ren = {v.axes[-2]: S} if v.axes[-2] != S else {}
-        batch = dict(zip(v.axes[:-2], q.axes[:-2], strict=True))
+        batch = dict(zip(v.axes[:-2], kv_batch, strict=True))
         ren.update({a: b for a, b in batch.items() if a != b})
         if V == K:
             V = self.axis("value", self.sizes[K], avoid=q.axes)
@@ -2655,8 +2662,9 @@ class _Importer:
             v = self.b.rename(v, ren, name=self.box_name(n, "values"))
         kw = {"scale": repr(float(scale))} if scale is not None else {}
         y = self.b.attention(
-            q, k, v, name=self.box_name(n), query=T, key=S, head=K, value=V, causal=causal, **kw
-        )
+            q, k, v, name=self.box_name(n), query=T, key=S, head=K, value=V, causal=causal,
+            **grouped, **kw,
+        )  # fmt: skip
         if p:
             warnings.warn(
                 f"{self.where(n)}: the attention dropout (dropout_p={p}) is dropped: the "

@@ -131,3 +131,31 @@ def test_the_drawing_shows_the_grouping():
 
     text = node_texts(ncd.render(_circuit()), "box:gqa")
     assert "◗◁◗" in text and "H:G" in text
+
+
+class _GQA(torch.nn.Module):
+    """SDPA with 4 query heads reading 2 key/value heads (`enable_gqa=True`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.kv = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, 4, 2).transpose(1, 2)
+        k, v = self.kv(x).view(B, T, 2, 2, 2).permute(2, 0, 3, 1, 4).unbind(0)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return o.transpose(1, 2).reshape(B, T, 8)
+
+
+def test_imported_grouped_sdpa_is_one_grouped_attention_box():
+    """`enable_gqa=True` maps to the box's heads/kv_heads; the import repeated the keys and
+    values to every query head (a split, a concat and a merge each), priced and run as such."""
+    torch.manual_seed(0)
+    model, x = _GQA().eval(), torch.randn(2, 5, 8)
+    circuit = ncd.from_torch(model, x)
+    [att] = [b for b in circuit.boxes if b.kind == "attention"]
+    assert att.heads is not None and att.kv_heads is not None
+    assert not [b for b in circuit.boxes if b.kind == "concat"]
+    with torch.no_grad():
+        torch.testing.assert_close(ncd_compile(circuit).eval()(x), model(x))
