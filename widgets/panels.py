@@ -84,17 +84,15 @@ def diagram_svg(
     """The circuit drawn for the editor's canvas: ncd.render's scene, DOT and ids laid out in
     one pass (`quick`: draw.layout_svg, which keeps the last drawings; otherwise render
     itself, the figure exported). Outputs named `…x` (loose ends, see `drawable`) are drawn
-    next to their box, not in the last column. Node ids are namespaced by role
-    (`canvas.node_ids`: `output:y` beside `box:y`). `checked`: the check of `circuit` where
-    the caller has it. Raises what render raises."""
+    next to their box, not in the last column. Node ids are namespaced by role, as the
+    renderer writes them (circuits/ids.py: `output:y` beside `box:y`). `checked`: the
+    check of `circuit` where the caller has it. Raises what render raises."""
     from ncd.circuits.draw import layout_svg, render
 
-    from .canvas import node_ids
-
     if not quick:
-        return node_ids(render(circuit, theme=theme, collapse=sorted(collapse)))
+        return render(circuit, theme=theme, collapse=sorted(collapse))
     loose = [o.name for o in circuit.outputs if o.name.startswith(DANGLING)]
-    return node_ids(layout_svg(circuit, theme, sorted(collapse), loose=loose, checked=checked))
+    return layout_svg(circuit, theme, sorted(collapse), loose=loose, checked=checked)
 
 
 def _fit_width(svg: str) -> str:

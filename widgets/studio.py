@@ -34,10 +34,11 @@ import ipywidgets as w
 from ncd.circuits import io
 from ncd.circuits.circuit import Circuit
 from ncd.circuits.errors import NcdError, SchemaError
+from ncd.circuits.ids import node_id, split_id
 from ncd.circuits.types import DTYPES, TensorType
 
 from . import edits, panels
-from .canvas import Canvas, node_id, split_id
+from .canvas import Canvas
 from .forms import BoxForm, FormError, fitted, palette_options
 
 _NONE = "—"  # a port left unwired

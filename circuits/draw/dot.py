@@ -12,6 +12,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
+from ..ids import node_id, scene_id
 from .markup import esc
 from .scene import Cluster, Lane, Node, Scene
 from .themes import OVERLAY, Theme, overlay_colour
@@ -252,7 +253,7 @@ def to_dot(
         if node.learned:
             cls += " learned"
         lines.append(
-            f"{indent}{node.id} [id={_q('box:' + node.path)} class={_q(cls)} "
+            f"{indent}{node.id} [id={_q(scene_id(node))} class={_q(cls)} "
             f"tooltip={_q(node.tooltip or node.path)} label={node_label(node, theme, scale)}]"
         )
 
@@ -264,7 +265,7 @@ def to_dot(
         place = titles.get(c.id)
         lines.append(f"{indent}subgraph {c.id} {{")
         lines.append(
-            f'{indent}  graph [id={_q("block:" + c.path)} class="block block-{c.kind}" '
+            f'{indent}  graph [id={_q(node_id("block", c.path))} class="block block-{c.kind}" '
             f"label=<<B>{title}</B>> labeljust={place.side if place else 'l'} labelloc=t "
             f'fontsize=11 style={style} fillcolor="{fill}" color="{line}" margin=10]'
         )
@@ -303,7 +304,7 @@ def to_dot(
         kind = f"axis-{_cls(w.axis)}" if w.axis else "scalar"
         cls = f"wire {kind} from-{w.tail[1].port} to-{w.head[1].port}"
         # the label is markup: the axis' name (or size) in italics, as the paper sets sizes
-        attrs = f"id={_q('wire:' + w.id)} class={_q(cls)} label=<{w.label}>"
+        attrs = f"id={_q(node_id('wire', w.id))} class={_q(cls)} label=<{w.label}>"
         if not w.axis:
             attrs += " style=dotted"
         lines.append(

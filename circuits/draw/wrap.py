@@ -151,11 +151,11 @@ def mark(k: int) -> str:
 
 def _link(nid: str, k: int, role: str, wires: list[Wire]) -> Node:
     """Connector number k: where the cut wires leave a row (an output) or come in (an
-    input)."""
+    input); its id is `link:K out` or `link:K in` (circuits/ids.py)."""
     side = "out" if role == "output" else "in"
     node = Node(
         nid,
-        f"link {k} {side}",
+        f"{k} {side}",
         role,
         "link",
         "structure",

@@ -18,8 +18,9 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def read_dot(source: str) -> tuple[dict[str, int], dict[str, str]]:
-    """(box path -> column, box path -> Graphviz node id) of a DOT source."""
-    ids = dict(re.findall(r'^\s*(n\d+) \[id="box:([^"]+)"', source, re.M))
+    """(node path -> column, node path -> Graphviz node id) of a DOT source (boxes, inputs,
+    outputs: `box:x/copy`, `input:x`)."""
+    ids = dict(re.findall(r'^\s*(n\d+) \[id="[a-z]+:([^"]+)"', source, re.M))
     column = {}
     for k, line in enumerate(re.findall(r"^\s*\{rank=same ([^}]*)\}", source, re.M)):
         for nid in line.split():

@@ -100,7 +100,7 @@ def test_cli_writes_every_format(tmp_path, capsys):
         assert main(args + ["--theme", "notebook", "--sizes", "default"]) == 0
         assert out.read_bytes().startswith(MAGIC[fmt])
     dot = (tmp_path / "block.dot").read_text()
-    assert 'id="box:MLP"' in dot and 'id="box:ff_up"' not in dot and "<I>D</I>=32" in dot
+    assert 'id="group:MLP"' in dot and 'id="box:ff_up"' not in dot and "<I>D</I>=32" in dot
     assert main(["render", "transformer", "--depth", "0"]) == 0
     out = capsys.readouterr().out  # after the "wrote …" lines of the renders above
     svg = ET.fromstring(out[out.index("<svg") :])

@@ -44,7 +44,7 @@ def nesting(source: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
             title = re.search(r"label=<<B>(.*?)(?:  <FONT|</B>)", s).group(1)
             stack[-1] = title
             blocks[title] = stack[:-1]
-        m = re.match(r'(n\d+) \[id="box:([^"]+)"', s)
+        m = re.match(r'(n\d+) \[id="[a-z]+:([^"]+)"', s)
         if m:
             boxes[m.group(2)] = list(stack)
     return blocks, boxes

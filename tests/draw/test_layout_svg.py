@@ -15,8 +15,8 @@ from ncd.circuits.draw import RenderError, api, layout_svg, render
 
 
 def drawn(svg: str) -> tuple[list[str], list[str]]:
-    """Boxes (ids with classes) and wires (axis classes) of a drawing, sorted."""
-    boxes = sorted(re.findall(r'<g id="(box:[^"]*)" class="([^"]*)"', svg))
+    """Nodes (ids with classes) and wires (axis classes) of a drawing, sorted."""
+    boxes = sorted(re.findall(r'<g id="((?:box|input|output|group):[^"]*)" class="([^"]*)"', svg))
     wires = sorted(re.findall(r'<g id="wire:[^"]*" class="edge wire ([^ "]*)', svg))
     return boxes, wires
 
@@ -58,18 +58,18 @@ def test_collapse_draws_a_block_as_one_box():
     c = gallery.get("transformer_block")
     svg = layout_svg(c, collapse=["MLP"])
     assert drawn(svg) == drawn(render(c, collapse=["MLP"]))
-    assert 'id="box:MLP"' in svg and 'id="box:ff_up"' not in svg
+    assert 'id="group:MLP"' in svg and 'id="box:ff_up"' not in svg
 
 
 def test_a_loose_output_is_drawn_next_to_its_box():
     c = side_branch()
     svg = layout_svg(c, loose=["…side"])
-    side = x_span(svg, "box:…side")
+    side = x_span(svg, "output:…side")
     assert x_span(svg, "box:side")[1] <= side[0] + 1  # right of the box it comes from
     assert side[1] < x_span(svg, "box:l4")[0]  # not dragged to the last column
     # render draws it with the other outputs, in the last column
     figure = render(c)
-    assert x_span(figure, "box:…side")[0] > x_span(figure, "box:l8")[1]
+    assert x_span(figure, "output:…side")[0] > x_span(figure, "box:l8")[1]
 
 
 def test_loose_names_an_output():

@@ -20,8 +20,8 @@ _EDGE_TITLE = re.compile(r"^(n\d+):e->(n\d+):w$")
 
 
 class Figure:
-    """The SVG as boxes (by `box:path` id; inputs and outputs `terminal:box:name`) and wires
-    (tail box, head box, ports, label)."""
+    """The SVG as nodes (by id: `box:path`, `input:x`, `output:y`) and wires (tail node, head
+    node, ports, label)."""
 
     def __init__(self, svg: str):
         root = ET.fromstring(svg)
@@ -31,11 +31,8 @@ class Figure:
         for g in root.iter(SVG + "g"):
             cls = g.get("class", "").split()
             if "node" in cls:
-                key = g.get("id")  # an input or output may share its name with a box
-                if "role-input" in cls or "role-output" in cls:
-                    key = "terminal:" + key
-                self.nodes[key] = g
-                gv[g.find(SVG + "title").text] = key
+                self.nodes[g.get("id")] = g
+                gv[g.find(SVG + "title").text] = g.get("id")
             elif "wire" in cls:
                 tail, head = _EDGE_TITLE.match(g.find(SVG + "title").text).groups()
                 self.wires.append(
@@ -232,9 +229,9 @@ def test_a_fused_linear_attention_names_its_ports_on_their_stubs(name, tmp_path)
     tails = {w["hport"]: w["tail"] for w in f.into("mixer")}
     for port, source in wiring.items():
         at = next(i for i, n in names.items() if n == shown.get(port, port))
-        # from the source itself, or from the copy dot that splits it (an input: a terminal)
-        tail = tails[at].removeprefix("terminal:").removesuffix("/copy")
-        assert tail == "box:" + source.split(".")[0], port
+        # from the source itself (a box or an input), or from the copy dot that splits it
+        tail = tails[at].partition(":")[2].removesuffix("/copy")
+        assert tail == source.split(".")[0], port
 
 
 def test_boxes_whose_inputs_are_told_apart_by_their_wires_name_no_ports(tmp_path):

@@ -77,10 +77,10 @@ def test_random_circuits_draw_with_one_wire_per_axis(case):
             into.setdefault(names[head], []).append(label)
     for name, axes in outputs.items():
         # a scalar output gets its one unlabelled dotted wire
-        assert sorted(into[f"box:{name}"]) == (sorted(axes) if axes else [""])
+        assert sorted(into[f"output:{name}"]) == (sorted(axes) if axes else [""])
     groups = sorted({b.group for b in c.boxes if b.group})
     if groups:
         collapsed = ET.fromstring(render(c, collapse=groups))
         ids = {g.get("id") for g in collapsed.iter(SVG + "g")}
-        assert all(f"box:{t}" in ids for t in groups)
+        assert all(f"group:{t}" in ids for t in groups)
         assert not any(f"box:{b.name}" in ids for b in c.boxes if b.group)

@@ -28,8 +28,8 @@ class Drawing:
     def __init__(self, svg: str):
         self.svg = svg
         self.root = ET.fromstring(svg)
-        self.nodes: dict[str, ET.Element] = {}  # box id (box:path) -> <g>
-        self.gv: dict[str, str] = {}  # graphviz node name (n3) -> box id
+        self.nodes: dict[str, ET.Element] = {}  # node id (box:path, input:x) -> <g>
+        self.gv: dict[str, str] = {}  # graphviz node name (n3) -> node id
         self.wires: list[dict] = []
         self.blocks: dict[str, ET.Element] = {}
         for g in self.root.iter(SVG + "g"):
@@ -95,9 +95,9 @@ def test_attention_has_one_wire_per_axis_with_its_name():
     assert sorted(w["label"] for w in d.out_of("box:mix")) == sorted("BHTV")
     # Inputs and outputs are labelled with their names.
     for name in "qkv":
-        assert "role-input" in d.classes(f"box:{name}")
-        assert d.text(d.nodes[f"box:{name}"]).strip() == name
-    assert "role-output" in d.classes("box:y")
+        assert "role-input" in d.classes(f"input:{name}")
+        assert d.text(d.nodes[f"input:{name}"]).strip() == name
+    assert "role-output" in d.classes("output:y")
 
 
 def test_wire_labels_carry_bound_sizes():
@@ -158,7 +158,7 @@ def test_a_value_used_twice_splits_at_a_copy_dot():
     d = draw(gallery.get("transformer_block"))
     # x feeds ln1 and the residual add: its three wires meet a copy, which sends two bundles.
     assert "role-copy" in d.classes("box:x/copy")
-    assert sorted(w["label"] for w in d.out_of("box:x")) == ["B", "D", "T"]
+    assert sorted(w["label"] for w in d.out_of("input:x")) == ["B", "D", "T"]
     assert sorted(w["label"] for w in d.out_of("box:x/copy")) == sorted("BTDBTD")
     assert {w["head"] for w in d.out_of("box:x/copy")} == {"box:ln1", "box:res1"}
 
@@ -166,7 +166,7 @@ def test_a_value_used_twice_splits_at_a_copy_dot():
 def test_collapsed_block_is_one_box_with_the_wires_crossing_its_border():
     d = draw(gallery.get("transformer_block"), collapse=["Residual Component"])
     assert "box:q_proj" not in d.nodes and "block:Residual Component" not in d.blocks
-    box = "box:Residual Component"
+    box = "group:Residual Component"
     assert "role-group" in d.classes(box)
     assert "Residual Component" in d.text(d.nodes[box])
     assert sorted(w["label"] for w in d.into(box)) == ["B", "D", "T"]
@@ -192,7 +192,7 @@ def test_calls_expand_into_a_repeated_cluster_or_collapse_to_one_box():
     assert sorted(w["label"] for w in d0.into("box:blocks")) == ["B", "D", "T"]
     # depth=1 expands the call but a block inside can still be collapsed by its title.
     d1 = draw(c, depth=1, collapse=["MLP"])
-    assert "box:blocks/MLP" in d1.nodes and "box:blocks/ff_up" not in d1.nodes
+    assert "group:blocks/MLP" in d1.nodes and "box:blocks/ff_up" not in d1.nodes
 
 
 def test_tuple_members_are_separated_by_a_dashed_line():
@@ -327,7 +327,7 @@ def test_the_embedding_is_outside_the_repeated_block(tmp_path):
             stack.append(s.split()[1])
         elif s == "}" and stack:
             stack.pop()
-        m = re.match(r'(n\d+) \[id="box:([^"]+)"', s)
+        m = re.match(r'(n\d+) \[id="[a-z]+:([^"]+)"', s)
         if m:
             where[m.group(2)] = list(stack)
     assert where["embed"] == [] and where["tokens"] == []
