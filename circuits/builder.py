@@ -267,6 +267,23 @@ class Builder:
             "mask", {"x": x}, name, query=query, key=key, pattern=pattern, window=window, fill=fill
         )
 
+    def rotary(self, x, seq, feature, *, base=10000.0, rotated=None, pairs="half", start=None,
+               offsets=None, name=None, label=""):  # fmt: skip
+        """`b.rotary(q, "T", "K")` turns the pairs of q's features K by angles of its
+        positions along T (LLaMA's queries and keys); `rotated="K/2"` turns only the first
+        half of them, `pairs="interleaved"` pairs 2i with 2i + 1 (GPT-J). `start` (integer
+        start positions over some of x's other axes) sets `start`; `offsets` (packed
+        sequences' starts and the total length, integers along one axis) sets `packed`."""
+        ins = {"x": x}
+        if start is not None:
+            ins["start"] = start
+        if offsets is not None:
+            ins["offsets"] = offsets
+        rotated = None if rotated is None else str(rotated)
+        return self.box("rotary", ins, name, seq=seq, feature=feature, base=base,
+                        rotated=rotated, pairs=pairs, start=start is not None,
+                        packed=offsets is not None, label=label)  # fmt: skip
+
     def softmax(self, x, over, *, variant="softmax", name=None, label=""):
         return self.box("softmax", {"x": x}, name, over=over, variant=variant, label=label)
 

@@ -104,7 +104,7 @@ _SINGLE = {k for k in _PLAIN if k not in ("copy", "split", "topk", "unpack")} | 
 # Fields of the spatial kinds that take one integer for every axis.
 _PER_AXIS = {"kernel", "stride", "padding", "dilation", "output_padding", "window"}
 # Fields the Builder method turns into size expressions with str(); a number is written bare.
-_SIZES = {("scale", "factor"), ("split", "sizes"), ("slice", "stop")}
+_SIZES = {("scale", "factor"), ("split", "sizes"), ("slice", "stop"), ("rotary", "rotated")}
 _NOT_FIELDS = ("kind", "name", "inputs", "group")
 
 
@@ -335,6 +335,13 @@ class _Section:
             extra = tuple(p for p in ("g", "beta", "offsets") if p in box.inputs)
             defaults = {"packed": "offsets" in box.inputs}
             return self._plain(box, kind, ("q", "k", "v"), [], fields, kind, defaults, extra)
+        if kind == "rotary":
+            extra = tuple(p for p in ("start", "offsets") if p in box.inputs)
+            if fields.pop("packed") != ("offsets" in box.inputs):
+                return None  # (the method sets `packed` where it is given offsets)
+            defaults = {"start": "start" in box.inputs}
+            pairs = [(f, fields.pop(f)) for f in ("seq", "feature")]
+            return self._plain(box, kind, ("x",), pairs, fields, kind, defaults, extra)
         if kind in _PLAIN:
             ports, positional = _PLAIN[kind]
             pairs = [(f, fields.pop(f)) for f in positional]

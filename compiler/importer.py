@@ -1751,6 +1751,8 @@ class _Importer:
         compare box (boolean, as torch's). An RMS or layer norm written out (`x * rsqrt(mean(
         x^2, -1, keepdim) + eps)`, see `norm_core`) is an rmsnorm or layernorm box (without
         weight)."""
+        if fn in ("add", "sub") and (hit := self.rotary_by_value(n, fn, a, b)) is not None:
+            return hit
         if (hit := self.unary_by_value(n)) is not None:
             x, units = self.bare(hit[0])
             if not units:
@@ -1845,6 +1847,151 @@ class _Importer:
             if torch.allclose(got, fn(grid, **kw), rtol=1e-6, atol=1e-7):
                 return x, name
         return None
+
+    @imports("rotary")
+    def rotary_by_value(self, n: fx.Node, fn: str, a, b) -> Wire | None:
+        """One rotary box where node n computes a rotary position embedding of a tensor x
+        written out, `x * cos + rotate_half(x) * sin` (Hugging Face's LLaMA, GPT-NeoX) or with
+        GPT-J's interleaved pairs, its cos and sin tables made without reading the inputs
+        (buffers, sliced to the length, or built from torch.arange); else None, and the ops
+        import one by one. Recognised by values: the positions' dim and the frequencies
+        θ_i = base^(−2i/d) are read off the cos table (rows 0, 1, …; which features share a
+        frequency tells the pairing), then the ops from x to n run again on a random x and
+        must give what the rotary box gives."""
+        for m1 in (a, b) if fn == "add" else (a,):
+            if not isinstance(m1, fx.Node) or _op(m1) != "mul" or len(m1.args) != 2:
+                continue
+            for x, c in (m1.args, m1.args[::-1]):
+                found = self._rotary_table(x, c)
+                if found is None:
+                    continue
+                seq, feat, candidates, eps = found
+                region = self._rotary_region(n, x)
+                if region is None or self.values[n].dtype != self.values[x].dtype:
+                    return None
+                errors = [(self._rotary_error(region, n, x, seq, feat, base, pairs, eps), base,
+                           pairs) for base, pairs in candidates]  # fmt: skip
+                err, base, pairs = min(errors, key=lambda e: e[0])
+                w, units = self.bare(x)
+                if err > 1 or units:
+                    return None
+                return self.b.rotary(w, w.axes[seq], w.axes[feat], base=base, pairs=pairs,
+                                     name=self.box_name(n))  # fmt: skip
+        return None
+
+    def _rotary_table(self, x, c):
+        """(seq dim, feature dim, [(base, pairs), ...] to try, the table's precision (its
+        dtype's eps)) where x is a float tensor and c a table the model makes without reading
+        its inputs whose values are cos(p·θ_i) at positions p = 0, 1, … along one of x's
+        dims, pairs along another (other dims constant); else None."""
+        vx, vc = self.values.get(x), self.values.get(c)
+        if not (isinstance(vx, torch.Tensor) and isinstance(vc, torch.Tensor)):
+            return None
+        if not (vx.is_floating_point() and vc.is_floating_point()) or vc.numel() < 4:
+            return None
+        if vc.dim() > vx.dim() or not isinstance(c, fx.Node):
+            return None
+        r = vx.dim()
+        t = vc.detach().to(torch.float64).reshape((1,) * (r - vc.dim()) + tuple(vc.shape))
+        if any(t.shape[d] not in (1, vx.shape[d]) for d in range(r)):
+            return None
+        for d in range(r):  # dims along which the table is constant: one row of it
+            if t.shape[d] > 1 and torch.equal(t, t.narrow(d, 0, 1).expand_as(t)):
+                t = t.narrow(d, 0, 1)
+        varying = [d for d in range(r) if t.shape[d] > 1]
+        if len(varying) != 2:
+            return None
+        for seq, feat in (varying, varying[::-1]):
+            F_, T = t.shape[feat], t.shape[seq]
+            if F_ % 2 or T < 2:
+                continue
+            tab = t.movedim((seq, feat), (0, 1)).reshape(T, F_)
+            eps = torch.finfo(vc.dtype).eps
+            if (tab[0] - 1).abs().max() > 8 * eps:
+                continue  # positions start at 0: cos 0 = 1
+            angle = torch.arccos(tab[1].clamp(-1, 1))  # θ of each feature's pair (θ <= 1)
+            out = []
+            for pairs in ("half", "interleaved"):
+                one, twin = ((tab[:, : F_ // 2], tab[:, F_ // 2 :]) if pairs == "half" else
+                             (tab[:, 0::2], tab[:, 1::2]))  # fmt: skip
+                theta = angle[: F_ // 2] if pairs == "half" else angle[0::2]
+                if (one - twin).abs().max() > eps or abs(float(theta[0]) - 1) > max(1e-3, 64 * eps):
+                    continue  # the features of a pair share a frequency; pair 0 turns by p
+                if F_ == 2:
+                    out.append((10000.0, pairs))  # θ_0 = 1 whatever the base
+                    continue
+                th = float(theta[1])  # refined at the position where its angle nears π/2
+                p = int(min(T - 1, max(1, round(math.pi / 2 / max(th, 1e-12)))))
+                th = float(torch.arccos(tab[p, 2 if pairs == "interleaved" else 1].clamp(-1, 1)))
+                th /= p
+                if not 0 < th < 1:
+                    continue
+                base = th ** (-F_ / 2)  # (and the bases models use: a 16-bit table's
+                # estimate is off by a percent or more)
+                near = {float(f"{base:.{k}g}") for k in (2, 3, 6)} | {1e4, 5e5, 1e6}
+                out += [(b_, pairs) for b_ in sorted(near) if 0.5 < b_ / base < 2]
+            if out and not tracing.reads_values(c):  # (last: it walks the graph)
+                return seq, feat, out, torch.finfo(vc.dtype).eps
+        return None
+
+    def _rotary_region(self, n: fx.Node, x: fx.Node) -> list[fx.Node] | None:
+        """The ops from x to n (those of n's inputs that read x), in graph order, where every
+        other tensor they read is made without reading the model's inputs; else None."""
+        above, todo = set(), [n]
+        while todo:
+            m = todo.pop()
+            if m in above or m is x:
+                continue
+            above.add(m)
+            if len(above) > 64:
+                return None
+            todo += m.all_input_nodes
+        region, reads = [], {x}
+        for m in self.gm.graph.nodes:
+            if m in above and any(i in reads for i in m.all_input_nodes):
+                if m.op not in ("call_function", "call_method"):
+                    return None
+                region.append(m)
+                reads.add(m)
+        for m in region:
+            for i in m.all_input_nodes:
+                if i not in reads and tracing.reads_values(i):
+                    return None
+        return region if region and region[-1] is n else None
+
+    def _rotary_error(self, region, n, x, seq, feat, base, pairs, eps) -> float:
+        """How far the ops of `region` run on a random x are from runtime.rotary's result, in
+        units of the precision of a table of that type (eps) at the positions there are: 1 or
+        less where they agree; inf where they cannot run."""
+        vx = self.values[x]
+        gen = torch.Generator().manual_seed(0)
+        probe = torch.randn(tuple(vx.shape), generator=gen, dtype=torch.float64)
+        env: dict = {x: probe}
+
+        def arg(v):
+            return env[v] if v in env else self.values[v]
+
+        if any(m.op == "call_method" and str(m.target).endswith("_") for m in region):
+            return math.inf  # (in place: it could change a held tensor it is run on)
+        try:
+            for m in region:
+                args = fx.node.map_arg(m.args, arg)
+                kwargs = fx.node.map_arg(m.kwargs, arg)
+                if m.op == "call_method":
+                    env[m] = getattr(args[0], m.target)(*args[1:], **kwargs)
+                else:
+                    env[m] = m.target(*args, **kwargs)
+            got = env[n]
+            want = _rotary_reference(probe, seq, feat, base, pairs, self.values[n].dtype)
+        except Exception:
+            return math.inf
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            return math.inf
+        # the table's rounding, and the angles p·θ, off by p·θ·2^-24 at most in float32 (the
+        # box's, and Hugging Face's), p·θ·2^-53 in float64
+        angle_eps = 2.0**-50 if vx.dtype == torch.float64 else 2.0**-22
+        tol = 4 * (eps + vx.shape[seq] * angle_eps) * float(probe.abs().max())
+        return float((got.to(torch.float64) - want).abs().max()) / tol
 
     def norm_core(self, fn, a, b) -> tuple[str, fx.Node, float, int] | None:
         """(kind, x, eps, dim) where `a fn b` normalises x over one dim without an affine map,
@@ -3244,6 +3391,25 @@ class _Replay(nn.Module):
             return out
         outs = tuple(_at(out, p) for p in self.pick)
         return outs if len(outs) > 1 else outs[0]
+
+
+def _rotary_reference(x, seq: int, feat: int, base: float, pairs: str, table) -> torch.Tensor:
+    """x (float64) turned as a rotary box on a tensor of dtype `table` turns it: its angles in
+    float32 (float64 for float64), their cos and sin rounded to `table`, the products in
+    float64: what a model that computes in `table` gives, to its rounding of the products."""
+    y = x.movedim((seq, feat), (-2, -1))
+    T, d = y.shape[-2], y.shape[-1]
+    wide = torch.float64 if table == torch.float64 else torch.float32
+    inv = 1.0 / base ** (torch.arange(0, d, 2, dtype=wide) / d)
+    angle = torch.arange(T, dtype=wide)[:, None] * inv
+    cos, sin = (f(angle).to(table).to(torch.float64) for f in (torch.cos, torch.sin))
+    if pairs == "half":
+        a, b = y[..., : d // 2], y[..., d // 2 :]
+        out = torch.cat((a * cos - b * sin, b * cos + a * sin), -1)
+    else:
+        a, b = y[..., 0::2], y[..., 1::2]
+        out = torch.stack((a * cos - b * sin, b * cos + a * sin), -1).flatten(-2)
+    return out.movedim((-2, -1), (seq, feat))
 
 
 def _complex(v) -> bool:

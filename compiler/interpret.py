@@ -968,3 +968,37 @@ def _interpret_where(run, b, x, tin, tout):
         return {"out": NT(a.masked_fill(~cond, float(b.fill)), names)}
     c = x["b"].to(names).to(dtype).expand(shape)
     return {"out": NT(a.masked_fill(~cond, 0) + c.masked_fill(cond, 0), names)}
+
+
+@interprets("rotary")
+def _interpret_rotary(run, b, x, tin, tout):
+    """y = R(p) x at each position, R(p) RoFormer's block-diagonal rotation matrix: for pair
+    k of the d rotated features, (i, j) = (k, k + d/2) (half) or (2k, 2k + 1) (interleaved),
+    the block [[cos pθ_k, −sin pθ_k], [sin pθ_k, cos pθ_k]] with θ_k = base^(−2k/d); 1 on the
+    diagonal elsewhere. p: the index along seq, plus start, or counted from the first position
+    of p's packed sequence. A product with the matrix, summed over the input features."""
+    xs = x["x"]
+    rows = [a for a in xs.names if a not in (b.seq, b.feature)]
+    T, n = xs.t.shape[xs.dim(b.seq)], xs.t.shape[xs.dim(b.feature)]
+    d = n if b.rotated is None else int(run.num(parse_size(b.rotated)))
+    p = torch.arange(T, dtype=torch.float64)
+    if b.packed:
+        firsts = x["offsets"].t.tolist()[:-1]
+        p = torch.tensor([float(t - max(f for f in firsts if f <= t)) for t in range(T)],
+                         dtype=torch.float64)  # fmt: skip
+    p_names: tuple[str, ...] = (b.seq,)
+    if b.start:
+        p = x["start"].t.to(torch.float64)[..., None] + p
+        p_names = (*x["start"].names, b.seq)
+    R = torch.zeros(*p.shape, n, n, dtype=torch.float64)
+    R[..., range(n), range(n)] = 1.0
+    for k in range(d // 2):
+        i, j = (k, k + d // 2) if b.pairs == "half" else (2 * k, 2 * k + 1)
+        angle = p * b.base ** (-2.0 * k / d)
+        R[..., i, i], R[..., i, j] = torch.cos(angle), -torch.sin(angle)
+        R[..., j, i], R[..., j, j] = torch.sin(angle), torch.cos(angle)
+    into = "_rotary_out"  # the output features' own name while both are held
+    names = [*rows, b.seq, into, b.feature]
+    m = NT(R.to(xs.t.dtype), (*p_names, into, b.feature)).to(names)
+    y = (m * xs.to([*rows, b.seq, b.feature]).unsqueeze(-2)).sum(-1)
+    return {"out": _as(NT(y, (*rows, b.seq, b.feature)), tout["out"])}

@@ -227,6 +227,30 @@ def _mask(L: Lowerer, b, x, tin, tout):
     }
 
 
+@lowers("rotary")
+def _rotary(L: Lowerer, b, x, tin, tout):
+    """runtime.rotary on x's seq and feature dims; the start positions aligned to x's other
+    axes, in their order."""
+    from ncd.circuits.sizes import parse_size
+
+    t = tin["x"]
+    kw = {}
+    if b.base != 10000.0:
+        kw["base"] = b.base
+    if b.rotated is not None:
+        d = L.num(parse_size(b.rotated))
+        if d != L.num(t.axis(b.feature).size):
+            kw["rotated"] = d
+    if b.pairs == "interleaved":
+        kw["interleaved"] = True
+    if b.start:
+        rows = [a for a in t.names if a not in (b.seq, b.feature)]
+        kw["start"] = L.align(x["start"], tin["start"].names, rows)
+    if b.packed:
+        kw["cu_seqlens"] = x["offsets"]
+    return {"out": L.fn(runtime.rotary, x["x"], _dim(t, b.seq), _dim(t, b.feature), **kw)}
+
+
 # ---------------------------------------------------------------- normalisation
 @lowers("softmax")
 def _softmax(L: Lowerer, b, x, tin, tout):

@@ -234,6 +234,44 @@ def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None):
     return F.silu(y) if activation == "silu" else y
 
 
+def rotary(x, seq: int, feature: int, base: float = 10000.0, rotated: int = 0,
+           interleaved: bool = False, start=None, cu_seqlens=None):  # fmt: skip
+    """Rotary position embedding (RoFormer) of x, positions along dim `seq`, feature pairs
+    along dim `feature`: each pair (a, b) of the first `rotated` features (all when 0) at
+    position p turned by p·θ_i, θ_i = base^(-2i/rotated): (a cos - b sin, b cos + a sin).
+    Pairs are features i and i + rotated/2 (LLaMA's rotate_half), or 2i and 2i + 1 where
+    `interleaved` (GPT-J). Positions 0 … T-1, plus `start` (integers that broadcast against
+    x's other dims in their order), or counted from each packed sequence's first token
+    (cu_seqlens [N + 1]). Angles in float32 (float64 for float64 x), their cos
+    and sin in x's dtype, as Hugging Face's LLaMA computes them."""
+    y = x.movedim((seq, feature), (-2, -1))
+    T, n = y.shape[-2], y.shape[-1]
+    d = rotated or n
+    ftype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if cu_seqlens is not None:
+        check_offsets(cu_seqlens, T, "rotary")
+        pos = packed_positions(cu_seqlens.to(x.device), T).to(ftype)
+    else:
+        pos = torch.arange(T, device=x.device, dtype=ftype)
+    if start is not None:
+        pos = start[..., None].to(device=x.device, dtype=ftype) + pos  # [..., 1] + [T]
+    inv = 1.0 / base ** (torch.arange(0, d, 2, device=x.device, dtype=ftype) / d)
+    angle = pos[..., None] * inv  # [..., T, d/2]
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    # views by split and unbind, whose backward joins the gradients in one tensor (a slice's
+    # fills a zero tensor of the whole); the turned halves live only while they are joined
+    r, rest = y.split((d, n - d), -1) if d < n else (y, None)
+    if interleaved:  # pairs (2i, 2i + 1)
+        a, b = r.unflatten(-1, (d // 2, 2)).unbind(-1)
+        out = torch.stack((a * cos - b * sin, b * cos + a * sin), -1).flatten(-2)
+    else:  # pairs (i, i + d/2)
+        a, b = r.unflatten(-1, (2, d // 2)).unbind(-2)
+        out = torch.cat((a * cos - b * sin, b * cos + a * sin), -1)
+    if rest is not None:
+        out = torch.cat((out, rest), -1)
+    return out.movedim((-2, -1), (seq, feature))
+
+
 def pool(x, spatial, op, window, stride, padding):
     """Max or average pooling over the axes at `spatial`, in any layout."""
     keep = [d for d in range(x.dim()) if d not in spatial]
@@ -468,6 +506,7 @@ DEPS = {
     "delta_rule": ["gated_delta_rule"],
     "check_offsets": ["traced"],
     "short_conv": ["check_offsets", "packed_positions", "traced"],
+    "rotary": ["check_offsets", "packed_positions", "traced"],
     "packed_window_attention": ["check_offsets", "packed_positions", "gla", "traced"],
     "PackedScan": ["check_offsets", "packed_positions", "traced"],
 }

@@ -198,3 +198,13 @@ CASES.update({
                                      "b": w["y"]}, fn="gt"), "a": w["z"], "b": w["y"]}),
                   {"out": "B T D"}, "?:", form={"fill": "-inf"}),
 })  # fmt: skip
+
+# Rotary position embedding: positions along T, pairs of the head features K (even).
+CASES["rotary"] = Case(
+    {"x": "B T H K"},
+    lambda b, w: b.rotary(w["x"], "T", "K"),
+    {"out": "B T H K"},
+    "↻",
+    form={"seq": "S", "feature": "E", "base": 500000.0, "rotated": "E/2",
+          "pairs": "interleaved", "start": True},
+)  # fmt: skip

@@ -129,6 +129,23 @@ def _mask(b) -> Drawing:
     return Drawing(glyph="◣", note=esc(note))
 
 
+@draws("rotary")
+def _rotary(b) -> Drawing:
+    # Rotary position embedding: a turn (↻) of the feature pairs by angles that grow with the
+    # position; the note says which axis holds the positions and which the pairs, then θ and
+    # what differs from LLaMA's form (all pairs, halves, positions from 0).
+    base = f"{b.base:.0f}" if b.base.is_integer() and b.base < 1e15 else f"{b.base:g}"
+    note = "pos " + _axes([b.seq]) + ", pairs " + _axes([b.feature])
+    extra = [
+        esc(f"θ={base}"),
+        size(parse_size(b.rotated)) + " turned" if b.rotated is not None else "",
+        "interleaved" if b.pairs == "interleaved" else "",
+        "packed" if b.packed else "+ start" if b.start else "",
+    ]
+    note += "<BR/>" + ", ".join(e for e in extra if e)
+    return Drawing(glyph="↻", title=text(b.label), note=note)
+
+
 # ---------------------------------------------------------------- normalisation
 _SOFTMAX = {"softmax": "◁", "log_softmax": "log◁", "softmin": "◁<SUP>−</SUP>"}
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..errors import ShapeProblem
-from ..sizes import parse_size
+from ..sizes import parse_size, show
 from ..types import DTYPE_BYTES, Dtype, TensorType
 from .base import (
     AxisList,
@@ -193,6 +193,97 @@ class Mask(BoxBase):
 
     def acts_on(self):
         return (self.query, self.key)
+
+
+@box_kind
+class Rotary(BoxBase):
+    """Rotary position embedding (RoPE; Su et al., RoFormer 2021): feature pairs turned by
+    angles that grow with the position. Pair i = 0 … d/2 − 1 of the d rotated features,
+    (a, b) at position p, is turned by p·θ_i, θ_i = base^(−2i/d): (a, b) → (a cos pθ_i −
+    b sin pθ_i, b cos pθ_i + a sin pθ_i). The queries and keys of LLaMA, GPT-NeoX, GPT-J, Phi.
+
+    Pairs are features i and i + d/2 (`half`: GPT-NeoX, Hugging Face's LLaMA `rotate_half`)
+    or 2i and 2i + 1 (`interleaved`: GPT-J, RoFormer, Meta's LLaMA as complex numbers).
+    Features past the first d pass unchanged (partial rotary: GPT-NeoX, Phi). Position p is
+    the index along `seq`; with `start`, plus an integer start per row (decoding after a
+    cache); `packed`, the index within each sequence packed along `seq`. The angles are
+    computed in float32 (float64 for float64 inputs), their cosines and sines then taken in
+    the input's type, as Hugging Face's LLaMA does.
+    """
+
+    kind: Literal["rotary"] = "rotary"
+    seq: AxisName
+    """Axis of positions (the sequence): position p is the index along it."""
+    feature: AxisName
+    """Axis of the features turned in pairs (a head's features, `K`)."""
+    base: float = Field(default=10000.0, gt=1.0, le=2.0**64)
+    """θ of the frequencies base^(−2i/d) (10000 in RoFormer and LLaMA, 500000 in LLaMA 3)."""
+    rotated: SizeExpr | None = None
+    """How many features, from the first, are turned (d, even); all when empty. A size
+    expression: `K/4` rotates a quarter (GPT-NeoX's rotary_pct 0.25), `32` the first 32."""
+    pairs: Literal["half", "interleaved"] = "half"
+    """half: feature i with i + d/2 (GPT-NeoX, LLaMA's rotate_half); interleaved: 2i with
+    2i + 1 (GPT-J, RoFormer)."""
+    start: bool = False
+    """Positions count from port `start`: integers over some of the input's axes other than
+    `seq` and `feature` (a start per batch row), or none (one start), e.g. the length of
+    the cache before a decoding step."""
+    packed: bool = False
+    """`seq` holds several sequences end to end, positions restarting at 0 at each: port
+    `offsets`, an integer tensor of one axis with each sequence's first position and then the
+    total length (N + 1 values, as `cu_seqlens`, and as packed `short_conv` and
+    `linear_attention` boxes take them)."""
+    family = "elementwise"
+
+    def ports(self):
+        return ["x", *(["start"] if self.start else []), *(["offsets"] if self.packed else [])]
+
+    def infer(self, ins, ctx):
+        x = tensor(ins, "x")
+        need(x, (self.seq, self.feature), "x")
+        if self.seq == self.feature:
+            raise ShapeProblem("positions and features are two axes", "x",
+                               "seq and feature distinct", self.seq)  # fmt: skip
+        if not is_float(x.dtype):
+            raise ShapeProblem("rotates floating-point features", "x", "a float tensor", x.dtype)
+        n = ctx.resolve(x.axis(self.feature).size)
+        d = n if self.rotated is None else ctx.resolve(parse_size(self.rotated))
+        what = f"{self.feature}={show(n)}" if self.rotated is None else f"rotated={show(d)}"
+        if d.is_number and (not d.is_integer or int(d) % 2 or d < 2):
+            raise ShapeProblem(
+                "turns features in pairs: the rotated width is even", "x",
+                f"an even number of {self.feature} features, 2 or more", what,
+                "" if self.rotated is not None else "or rotated= an even part (partial rotary)",
+            )  # fmt: skip
+        if self.rotated is not None and d.is_number and n.is_number and d > n:
+            raise ShapeProblem("rotates no more features than there are", "x",
+                               f"rotated at most {self.feature}={show(n)}", show(d))  # fmt: skip
+        if self.start and self.packed:
+            raise ShapeProblem(
+                "packed sequences start at position 0", "start", "start or packed, not both",
+                "start=True, packed=True",
+            )  # fmt: skip
+        if self.start:
+            s = tensor(ins, "start")
+            if s.dtype not in INTEGER_DTYPES:
+                raise ShapeProblem("start positions are integers", "start",
+                                   "an int32 or int64 tensor", s.dtype)  # fmt: skip
+            rows = [a for a in x.names if a not in (self.seq, self.feature)]
+            if not set(s.names) <= set(rows):
+                raise ShapeProblem(
+                    "a start per row: axes among the input's other than positions and "
+                    "features", "start", " ".join(rows) or "no axes", " ".join(s.names),
+                )  # fmt: skip
+            for a in s.names:
+                ctx.unify(x.axis(a).size, s.axis(a).size, "start", f"size of {a}")
+        if self.packed:
+            from .fused import _check_offsets
+
+            _check_offsets(ins)
+        return {"out": x}
+
+    def acts_on(self):
+        return (self.seq, self.feature)
 
 
 # ---------------------------------------------------------------- integer arithmetic

@@ -151,7 +151,7 @@ class BoxView:
     """What a rule may read about one box (sizes already resolved)."""
 
     def __init__(self, box, ins, outs, params, grads, layouts, nbytes, units=frozenset(),
-                 platform="cuda"):  # fmt: skip
+                 platform="cuda", resolve=None):  # fmt: skip
         self.box = box
         self.ins: dict[str, TensorType] = ins
         self.outs = outs
@@ -164,6 +164,9 @@ class BoxView:
         that matters, so a relayout that only moves them is a view."""
         self.platform: str = platform
         """The torch device type the module runs on (`Device.platform`): "cuda" or "cpu"."""
+        self.resolve: Callable = resolve or (lambda e: e)
+        """A size expression of the box's settings with what validation learned substituted
+        (`D` -> `H*K`), as the wires' sizes are."""
 
     def x(self, port: str = "x") -> TensorType:
         return self.ins[port]
@@ -510,6 +513,43 @@ def mask(v: BoxView) -> Rule:
         saved=_if(v.grad("x"), _own("mask", t * s, f"bool mask {b.query}×{b.key}")),
         layout=_follow(v),
         extra_io=t * s,
+    )
+
+
+@costs("rotary")
+def rotary(v: BoxView) -> Rule:
+    """As compiler/runtime.py's `rotary` runs it. FLOPs: the frequencies (3 per pair: a
+    division, a power, a reciprocal), the angles and their cos and sin (3 per position and
+    pair, P positions: T, or T times the start's axes), a start's add (1 per position), and
+    for each rotated element two products and a sum (3); the backward turns the gradient back
+    (3 per rotated element). Kept for x's gradient: the cos and sin tables (P × d/2 each, in
+    x's type). Inside the forward: the half-size products and the turned halves before they
+    are joined (d/F of x's bytes beyond the output at most), and the tables where nothing
+    keeps them; inside the backward, the halves' gradients as they are joined (as much).
+    IO: x read and the output written, plus the products' and halves' round trips (6 × the
+    rotated part) and the tables. The output is laid out [rows…, seq, feature] (the
+    runtime's concatenation)."""
+    b, x = v.box, v.x()
+    n = v.size(x, b.feature)
+    d = n if b.rotated is None else sympy.sympify(v.resolve(parse_size(b.rotated)))
+    rows = [a for a in x.names if a not in (b.seq, b.feature)]
+    positions = v.size(x, b.seq)
+    if b.start:
+        positions = positions * v.sizes_of(x, v.x("start").names)
+    rot = numel(x) * d / n  # rotated elements
+    table = positions * d / 2  # (position, pair) entries
+    bp = v.bytes_per(x)
+    grad = v.grad("x")
+    flops = 3 * d / 2 + 3 * table + (positions if b.start else ZERO) + 3 * rot
+    kept = [_own("cos", table * bp, "cos table"), _own("sin", table * bp, "sin table")]
+    return Rule(
+        flops=flops,
+        flops_bwd=3 * rot,
+        saved=kept if grad else [],
+        layout={"out": (*rows, b.seq, b.feature)},
+        extra_io=6 * rot * bp + 2 * table * bp,
+        temps=rot * bp + (ZERO if grad else 2 * table * bp),
+        bwd_temps=rot * bp,
     )
 
 

@@ -492,3 +492,25 @@ def attention_grouped():
 
 
 TABLE["attention_grouped"] = attention_grouped
+
+
+def rotary():
+    """Rotary position embedding: half pairs over the trailing axes (T, then the features);
+    interleaved pairs of the first 4 of 6 features laid out first, the positions in the
+    middle, base 500000, a start per B row (int32, the axes H B reordered from x's); the
+    positions of sequences packed along T (offsets, C = 4: three sequences) over an axis of
+    12 features, 6 of them turned, with the heads after the features."""
+    b = _b("rotary")
+    x = b.input("x", "B H T D")
+    b.output("y_half", b.rotary(x, "T", "D", name="rope"))
+    u = b.input("u", "D B T H")
+    start = b.input("start", "H B", dtype="int32")
+    b.output("y_start", b.rotary(u, "T", "D", base=500000, rotated=4, pairs="interleaved",
+                                 start=start, name="rope_start"))  # fmt: skip
+    w = b.input("w", "T E H")
+    off = b.input("offsets", "C", dtype="int64")
+    b.output("y_packed", b.rotary(w, "T", "E", rotated="E/2", offsets=off, name="rope_packed"))
+    return b.build()
+
+
+TABLE["rotary"] = rotary

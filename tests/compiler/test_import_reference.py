@@ -227,8 +227,10 @@ LLAMA = (
     4 * N * D  # attention_norm: nn.RMSNorm with weight
     + 2 * N * D * H * K
     + 2 * 2 * N * D * G * K  # wq; wk and wv (no bias)
-    + (3 * N * H * K + N * H * K // 2)  # rotary on q: q·cos, rotate_half·sin, add; neg of a half
-    + (3 * N * G * K + N * G * K // 2)  # rotary on k (G heads: before the repeat, which is free)
+    # rotary on q, one box: two products and a sum per element; an angle, its cos and sin per
+    # (position, pair); the frequencies (a division, a power, a reciprocal per pair)
+    + (3 * N * H * K + 3 * T * K // 2 + 3 * K // 2)
+    + (3 * N * G * K + 3 * T * K // 2 + 3 * K // 2)  # on k (G heads: before the free repeat)
     + 4 * K * B * H * CAUSAL_PAIRS  # causal attention over H heads
     + 2 * N * H * K * D  # wo
     + N * D  # residual
@@ -306,7 +308,7 @@ RESNET = (
 
 CASES = {
     # (the RMSNorm written out imports as an rmsnorm box, its eps no constant box)
-    "llama": (LLAMA, {"attention", "rmsnorm", "param", "concat", "slice"}),
+    "llama": (LLAMA, {"attention", "rmsnorm", "param", "concat", "rotary"}),
     "convnext": (CONVNEXT, {"conv", "layernorm", "param", "permute"}),
     "retention": (RETENTION, {"constant", "clamp", "cast", "contract", "rmsnorm", "mask"}),
     "nanogpt": (NANOGPT, {"attention", "split", "split_axis", "merge_axes", "layernorm"}),
