@@ -379,7 +379,10 @@ class Builder:
     def linear_attention(self, q, k, v, *, g=None, beta=None, offsets=None, name=None, label="",
                          **kw):  # fmt: skip
         """The `linear_attention` box; `offsets` (packed sequences' starts and the total
-        length, integers along one axis) sets `packed`."""
+        length, integers along one axis) sets `packed`. Grouped heads (Mamba-2's B and C
+        shared by groups of heads): q, k `B T G N` and v `B T H P` with `heads="H",
+        qk_heads="G"` (head h reads group h // (H/G)), or q, k `B T N` with `heads="H"`
+        alone; gates g and beta per head (`B T H`; gla's g `B T H N`)."""
         ins = {"q": q, "k": k, "v": v}
         if g is not None:
             ins["g"] = g

@@ -97,9 +97,34 @@ def lower_attention(L, b, x, tin, tout):
     return {"out": _from_bthk(L, o, q, batch, b.query, b.value, out)}
 
 
+def _repeat_to_heads(L, b, x, tin):
+    """Grouped heads: q and k repeated to the value heads, each group's entries H/G times
+    along its axis (head h reads group h // (H/G)), or, where q and k have no group axis,
+    H times along a new one (`per_head`). Contiguous copies, kept by the kernels; autograd
+    sums their gradients over each group's heads."""
+    v = tin["v"]
+    x, tin = dict(x), dict(tin)
+    for p in ("q", "k"):
+        t = tin[p]
+        wide = b.per_head(t, v)
+        if b.qk_heads is not None:
+            times = L.num(v.axis(b.heads).size / t.axis(b.qk_heads).size)
+            node = L.method("repeat_interleave", x[p], times, t.names.index(b.qk_heads))
+        else:
+            at = wide.names.index(b.heads)
+            node = L.method("unsqueeze", x[p], at)
+            node = L.method("repeat_interleave", node, L.num(v.axis(b.heads).size), at)
+        x[p], tin[p] = node, wide
+    return x, tin
+
+
 def lower_linear_attention(L, b, x, tin, tout):
+    if b.heads is not None:
+        x, tin = _repeat_to_heads(L, b, x, tin)
     q, k, v = tin["q"], tin["k"], tin["v"]
     batch = [a for a in q.names if a not in _own(b)]
+    if b.heads is not None:  # the value heads are the kernels' H
+        batch = [a for a in batch if a != b.heads] + [b.heads]
     out = tout["out"].names
     scale = _scale(L, b)
     scale = 1.0 if scale is None else scale

@@ -595,7 +595,18 @@ class _Run:
     @interprets("linear_attention")
     def k_linear_attention(self, b, x, tin, tout):
         q, k, v = x["q"], x["k"], x["v"]
-        batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value)]
+        if b.heads is not None:  # grouped: value head h reads query/key group h // (H/G)
+            n = v.t.shape[v.dim(b.heads)]
+            if b.qk_heads is None:  # one group: a unit group axis
+                q, k = (NT(t.t[..., None], (*t.names, "(group)")) for t in (q, k))
+            g_ax = b.qk_heads or "(group)"  # (not an axis name)
+            q, k = (
+                NT(t.t.repeat_interleave(n // t.t.shape[t.dim(g_ax)], t.dim(g_ax)),
+                   tuple(b.heads if a == g_ax else a for a in t.names))
+                for t in (q, k)
+            )  # fmt: skip
+        batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value, b.heads)]
+        batch += [b.heads] if b.heads is not None else []  # the heads last (lightning's)
         out_dtype = torch.promote_types(q.t.dtype, v.t.dtype)
         ct = torch.promote_types(out_dtype, torch.float32)  # the recurrence in float32 at least
         scale = self._scale_of(b, 1.0)

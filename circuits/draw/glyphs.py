@@ -317,7 +317,9 @@ def _attention(b) -> Drawing:
 @draws("linear_attention")
 def _linear_attention(b) -> Drawing:
     # The variant, then what else tells two such boxes apart: the lightning decay's factor c
-    # (λ_h = exp(−c·2^(−8h/H)); c = 0 is no decay at all), causal, the normaliser, the scale.
+    # (λ_h = exp(−c·2^(−8h/H)); c = 0 is no decay at all), causal, the normaliser, the scale,
+    # grouped heads as value heads per query/key group (H:G; H:1 where q and k have no head
+    # axis).
     packing = (" packed" if b.causal else " windows") if b.packed else ""
     options = ["causal" if b.causal else ""]
     if b.variant == "lightning":
@@ -325,6 +327,8 @@ def _linear_attention(b) -> Drawing:
         options.append("no decay" if c.is_number and c == 0 else "decay c=" + size(c))
     options.append("norm" if b.normalize else "")
     options.append("∗" + size(parse_size(b.scale)) if b.scale is not None else "")
+    if b.heads is not None:  # grouped heads: value heads per query/key group (H:G, H:1)
+        options.append(_axes([b.heads]) + ":" + (_axes([b.qk_heads]) if b.qk_heads else "1"))
     note = "<BR/>".join(
         x for x in (esc(b.variant + packing), ", ".join(filter(None, options))) if x
     )

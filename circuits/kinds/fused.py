@@ -179,6 +179,15 @@ class LinearAttention(_AttentionLike):
                  `g` and `beta` both of the keys' axes without the feature axis (Gated DeltaNet).
     Gates may have any float element type; the output's is that of q and v. Feature maps
     (and the keys' L2 normalisation the delta rules want) are separate boxes before it.
+
+    Grouped heads (`heads`, `qk_heads`): queries and keys of G groups shared by the values'
+    H heads (Mamba-2's C and B of `ngroups` groups, multi-value and GQA-style linear
+    attention), head h reading group ⌊h / (H/G)⌋, or of no head axis (one group); every
+    variant. Gates are per head, shaped like the keys as the box runs them, the head axis H
+    in the group axis' place (or put in where the output has it): `gla`'s g so, the others'
+    without the feature axis. The box runs H heads: q and k are repeated to them before the
+    kernels (copies H/G times their size, kept for the backward; their gradients summed over
+    each group's heads).
     """
 
     kind: Literal["linear_attention"] = "linear_attention"
@@ -202,6 +211,15 @@ class LinearAttention(_AttentionLike):
     token attends to every token of its own sequence (variable-length windows,
     o_t = q_t Σ_{s in w(t)} k_sᵀ v_s, normalised by q_t · Σ_{s in w(t)} k_s + 1e-10 with
     `normalize`)."""
+    heads: AxisName | None = None
+    """Grouped heads: the values' head axis (size H), which the output and the gates carry;
+    with `qk_heads`, or alone where the queries and keys have no head axis (one group that
+    every head reads: Mamba-2 with ngroups = 1)."""
+    qk_heads: AxisName | None = None
+    """Grouped heads: the queries' and keys' group axis (size G, H a multiple of G; with
+    `heads`); value head h reads group ⌊h / (H/G)⌋, as Mamba-2's B and C with ngroups = G.
+    The box runs H heads: q and k are repeated to them before the kernels (copies of H/G
+    times their size, kept for the backward)."""
 
     @staticmethod
     def lightning_decay(heads: int, rate: float = 1.0) -> list[float]:
@@ -213,6 +231,9 @@ class LinearAttention(_AttentionLike):
         return [*GATES.get(self.variant, []), *(["offsets"] if self.packed else [])]
 
     def infer(self, ins, ctx):
+        grouped = self.heads is not None or self.qk_heads is not None
+        if grouped:  # seen by the rest with q and k of H heads, so that it checks every axis
+            ins = self._per_head_inputs(ins, ctx)
         out = super().infer(ins, ctx)
         k = tensor(ins, "k")
         gated = self.variant in GATES
@@ -244,8 +265,14 @@ class LinearAttention(_AttentionLike):
                 want, ok = " ".join(per_token), list(t.names) == per_token
             if not ok:
                 what = {"g": "gates", "beta": "beta"}[port]
+                hint = ""
+                if grouped and self.qk_heads in t.names:
+                    hint = (
+                        f"gates are per head: give them the values' head axis "
+                        f"{self.heads} in place of the group axis {self.qk_heads}"
+                    )
                 raise ShapeProblem(
-                    f"{what} of variant {self.variant}", port, want, " ".join(t.names)
+                    f"{what} of variant {self.variant}", port, want, " ".join(t.names), hint
                 )
             for a in t.names:
                 ctx.unify(k.axis(a).size, t.axis(a).size, port, f"size of {a}")
@@ -270,6 +297,99 @@ class LinearAttention(_AttentionLike):
                     f"{self.query}, at most one more axis, {self.head}", " ".join(batch),
                 )  # fmt: skip
         return out
+
+    def acts_on(self):
+        grouping = tuple(a for a in (self.heads, self.qk_heads) if a is not None)
+        return (*super().acts_on(), *grouping)
+
+    def _batch_hint(self, qb, tb):
+        only_q, only_t = set(qb) - set(tb), set(tb) - set(qb)
+        if self.heads is None and len(only_t) == 1 and len(only_q) <= 1:
+            h = next(iter(only_t))
+            if only_q:
+                return (
+                    f'for queries and keys in groups of heads, set heads="{h}", '
+                    f'qk_heads="{next(iter(only_q))}"'
+                )
+            return f'for queries and keys shared by all heads, set heads="{h}"'
+        return ""
+
+    def per_head(self, t: TensorType, v: TensorType) -> TensorType:
+        """The queries or keys `t` of a grouped box as the box runs them, one per value
+        head: the group axis renamed to the heads' (its size H), or, where they have none,
+        the heads' axis put in: before the batch axis that follows it in `v`, else after the
+        other batch axes and no later than the features."""
+        n_heads = v.axis(self.heads).size
+        if self.qk_heads is not None:
+            return t.with_axes(
+                [Axis(self.heads, n_heads) if a.name == self.qk_heads else a for a in t.axes]
+            )
+        own = {self.query, self.key, self.head, self.value}
+        vb = [a for a in v.names if a not in own]
+        names, i = list(t.names), vb.index(self.heads)
+        if i + 1 < len(vb):
+            pos = names.index(vb[i + 1])
+        else:
+            pos = names.index(self.head)
+            if i > 0:
+                pos = max(pos, names.index(vb[i - 1]) + 1)
+        axes = list(t.axes)
+        axes.insert(pos, Axis(self.heads, n_heads))
+        return t.with_axes(axes)
+
+    def _per_head_inputs(self, ins, ctx):
+        """Checks the grouping (the axes on the right ports, the batch axes, G dividing H)
+        and returns the inputs with q and k as the box runs them (`per_head`)."""
+        H, G = self.heads, self.qk_heads
+        if H is None or H == G:
+            raise ShapeProblem(
+                "grouped heads: `heads` names the values' head axis", "",
+                "heads, and qk_heads another axis or empty", f"heads={H}, qk_heads={G}",
+                'set heads="H" (the values\' head axis) and qk_heads="G" (the queries\' and '
+                "keys' group axis), or heads alone where q and k have no head axis",
+            )  # fmt: skip
+        v = tensor(ins, "v")
+        need(v, (H,), "v", "value heads")
+        if G is not None and v.axis(G) is not None:
+            raise ShapeProblem("the values have the value heads only", "v", f"no axis {G}",
+                               str(v))  # fmt: skip
+        own = {self.query, self.key, self.head, self.value}
+        vb = [a for a in v.names if a not in own]
+        want = [G if a == H else a for a in vb] if G is not None else [a for a in vb if a != H]
+        sizes = []
+        for port in ("q", "k"):
+            t = tensor(ins, port)
+            if t.axis(H) is not None:
+                raise ShapeProblem(
+                    "the queries and keys have the groups, the values the heads", port,
+                    f"no axis {H}" + (f", axis {G}" if G else ""), str(t),
+                    f'name their head axis in qk_heads (qk_heads="{G or "G"}"), of a size '
+                    f"dividing {H}'s, or share one group: no head axis, qk_heads empty",
+                )  # fmt: skip
+            need(t, (self.head,), port)
+            if G is not None:
+                need(t, (G,), port, "query/key groups")
+                sizes.append(t.axis(G).size)
+            tb = [a for a in t.names if a not in own]
+            if tb != want:
+                with_g = f", {G} in the place of {H}" if G is not None else f", without {H}"
+                extra = [a for a in tb if a not in want]
+                hint = ""
+                if G is None and len(extra) == 1:
+                    hint = f'for queries and keys in groups, set qk_heads="{extra[0]}"'
+                raise ShapeProblem(
+                    f"batch axes must match the values'{with_g}", port, " ".join(want),
+                    " ".join(tb), hint,
+                )  # fmt: skip
+        if G is not None:
+            ctx.unify(sizes[0], sizes[1], "k", f"size of {G}")
+            h, g = ctx.resolve(v.axis(H).size), ctx.resolve(sizes[0])
+            if h.is_Integer and g.is_Integer and int(h) % int(g):
+                raise ShapeProblem(
+                    "each query/key group serves as many value heads", "q",
+                    f"size of {G} dividing {H} = {h}", str(g),
+                )  # fmt: skip
+        return {**ins, **{p: self.per_head(tensor(ins, p), v) for p in ("q", "k")}}
 
 
 @box_kind

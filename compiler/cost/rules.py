@@ -21,6 +21,8 @@ decides whether a T×S score matrix is kept once or twice.
 
 from __future__ import annotations
 
+import copy as _copy_module
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -937,7 +939,13 @@ def linear_attention_box(v: BoxView) -> Rule:
     """Each variant with the formulas of the kernel it lowers to (compiler/fused.py), as on
     CUDA: `linear` and `lightning` ncd.ops.linear_attention, `decay` (and packed `linear`,
     `lightning`) simple_gla, `gla` gla, `delta` and `gated_delta` the delta rules. What each
-    keeps is what its autograd Function saves."""
+    keeps is what its autograd Function saves. Grouped heads: `_grouped`."""
+    if v.box.heads is not None:
+        return _grouped(v)
+    return _linear_attention_rule(v)
+
+
+def _linear_attention_rule(v: BoxView) -> Rule:
     b = v.box
     if b.packed and not b.causal:
         return _packed_windows(v)
@@ -948,6 +956,62 @@ def linear_attention_box(v: BoxView) -> Rule:
     if b.variant == "gla":
         return _gla(v)
     return _delta_rule(v)
+
+
+def _grouped(v: BoxView) -> Rule:
+    """A grouped box as the lowering runs it (compiler/fused.py, `_repeat_to_heads`): q and k
+    repeated to the H value heads (contiguous copies, in their own axis order with H in the
+    group axis' place), then the kernel of H heads, priced by the rule of an ungrouped box
+    whose q and k are those copies, with the heads last of the batch axes as the kernels
+    take them. On top: the copies' traffic (q, k read, H/G times as much written), kept in
+    the inputs' place (or, where the kernel copies them again, freed in the forward), and in
+    the backward the kernel's gradients of the copies (temporaries) summed over each
+    group's heads (an add per element beyond the first of each group, read and written)."""
+    b = v.box
+    wide = {p: b.per_head(v.x(p), v.x("v")) for p in ("q", "k")}
+    own = (b.query, b.key, b.head, b.value, b.heads)
+    inner = _copy_module.copy(v)
+    inner.ins, inner.layouts = dict(v.ins), dict(v.layouts)
+    for p, t in wide.items():
+        batch = [t.axis(a) for a in t.names if a not in own]
+        seq = b.query if p == "q" else b.key
+        # type order: the heads last of the batch (the kernels' H); memory: the copy's own
+        order = [*batch, t.axis(b.heads), t.axis(seq), t.axis(b.head)]
+        inner.ins[p], inner.layouts[p] = t.with_axes(order), t.names
+    r = _linear_attention_rule(inner)
+    io = io_bwd = flops_bwd = temps = bwd_temps = ZERO
+    saved = list(r.saved)
+    for p in ("q", "k"):
+        small, big = v.nbytes(v.x(p)), v.nbytes(wide[p])
+        io += small + big
+        kept = [i for i, s in enumerate(saved) if s.where == "in" and s.ref == p]
+        for i in kept:
+            saved[i] = _own(f"{p}_heads", big, f"{p}, repeated to the {b.heads} heads")
+        if not kept:  # the kernel keeps a copy of its own: the repeated one is freed
+            temps += big
+        if v.grad(p):
+            io_bwd += small + big
+            flops_bwd += numel(wide[p]) - numel(v.x(p))
+            bwd_temps += big
+    G = v.size(v.x("q"), b.qk_heads) if b.qk_heads is not None else 1
+    note = (
+        f"grouped heads: q and k of {G} group(s) repeated to the {v.size(v.x('v'), b.heads)} "
+        "heads before the kernel (FLOPs of every head; the copies kept; their gradients summed "
+        "per group)"
+    )
+    base_bwd = r.flops_bwd if r.flops_bwd is not None else 2 * (r.flops - r.mm) + r.mm_bwd
+    priced = r.io is not None  # else (packed windows) the analyser's default, from the ports
+    return dataclasses.replace(
+        r,
+        flops_bwd=base_bwd + flops_bwd,
+        saved=saved,
+        temps=r.temps + temps,
+        bwd_temps=r.bwd_temps + bwd_temps,
+        io=r.io + io if priced else None,
+        extra_io=r.extra_io + (ZERO if priced else io),
+        io_bwd=r.io_bwd + io_bwd if r.io_bwd is not None else None,
+        notes=[*r.notes, note],
+    )
 
 
 def _plain_linear_attention(v: BoxView) -> Rule:

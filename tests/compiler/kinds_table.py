@@ -514,3 +514,22 @@ def rotary():
 
 
 TABLE["rotary"] = rotary
+
+
+def linear_attention_grouped():
+    """Grouped heads in linear attention: q and k of 2 groups read by 4 value heads (Mamba-2's
+    C and B with ngroups = 2; a log-decay per head and token), and q and k of no head axis
+    shared by every head (ngroups = 1; the delta rule), the batch axes in other orders."""
+    b = _b("linear_attention_grouped", Q=4, G=2)
+    q, k = b.input("q", "B T G K"), b.input("k", "B T G K")
+    v, g = b.input("v", "B T Q V"), b.unary(b.input("g", "B T Q"), "logsigmoid")
+    b.output("ssd", b.linear_attention(q, k, v, key="T", variant="decay", g=g, heads="Q",
+                                       qk_heads="G", name="ssd"))  # fmt: skip
+    q1, k1 = b.input("q1", "T K B"), b.normalize(b.input("k1", "B T K"), "K")
+    v1, beta = b.input("v1", "Q B T V"), b.unary(b.input("beta", "Q B T"), "sigmoid")
+    b.output("delta", b.linear_attention(q1, k1, v1, key="T", variant="delta", beta=beta,
+                                         heads="Q", name="shared"))  # fmt: skip
+    return b.build()
+
+
+TABLE["linear_attention_grouped"] = linear_attention_grouped

@@ -113,6 +113,25 @@ def gated_box_circuit():
     return b.build()
 
 
+def grouped_box_circuit():
+    """Grouped heads: `decay` over q and k of G = 2 groups read by the H = 4 heads (Mamba-2's
+    C and B), the delta rule over q and k of no head axis (one group): the kernels keep the
+    copies of q and k repeated to the heads."""
+    b = Builder("grouped_boxes", axes={"D": "H*K", "G": 2}, sizes={"B": 2})
+    x = b.input("x", "B T D")
+    q, k = (b.linear(x, "D", "G K", bias=False, name=n) for n in ("q", "k"))
+    v = b.linear(x, "D", "H V", bias=False, name="v")
+    g = b.unary(b.linear(x, "D", "H", name="g"), "logsigmoid", name="log_g")
+    beta = b.unary(b.linear(x, "D", "H", name="b"), "sigmoid", name="beta")
+    b.output("ssd", b.linear_attention(q, k, v, key="T", variant="decay", g=g, heads="H",
+                                       qk_heads="G", name="ssd"))  # fmt: skip
+    q1 = b.linear(x, "D", "K", bias=False, name="q1")
+    k1 = b.normalize(b.linear(x, "D", "K", bias=False, name="k1"), "K", name="l2")
+    b.output("delta", b.linear_attention(q1, k1, v, key="T", variant="delta", beta=beta,
+                                         heads="H", name="shared"))  # fmt: skip
+    return b.build()
+
+
 # Kept tensors the model prices per token at the GPU's chunk of 64, with the family whose
 # chunk the kernels ran with (smaller under the interpreter).
 PER_CHUNK = {"intra-chunk scores A": "gla", "T, each chunk's WY inverse": "delta"}
@@ -144,6 +163,7 @@ CASES = {
     "gla_block": (lambda: gallery.get("gla_block"), "float32", ["mixer"], {}),
     "deltanet_block": (lambda: gallery.get("deltanet_block"), "float32", ["mixer"], {}),
     "gated_boxes": (gated_box_circuit, "float16", ["dec", "dech", "gdl"], {}),
+    "grouped_boxes": (grouped_box_circuit, "float32", ["ssd", "shared"], {}),
     # the delta rule's forward keeping its chunk states and V' (ops config delta_keep_states)
     "deltanet_block keeping states": (
         lambda: gallery.get("deltanet_block"),
