@@ -333,43 +333,51 @@ def gated_deltanet_block():
 # ---------------------------------------------------------------- Mamba
 @entry("mamba_block", "Mamba block as a gated linear recurrence", MAMBA)
 def mamba_block():
-    """The selective state-space block drawn as gated linear attention, pre-norm.
+    """The selective state-space block drawn as gated linear attention, pre-norm: Mamba-2's
+    block with B and C shared by groups of heads (`ngroups`, size G; 1 as in the Mamba-2
+    reference models).
 
     Implements: the selective SSM as "Free Lunch" (Ren et al. 2024) §3 writes it,
     h_t = Ā_t h_{t-1} + B̄_t u_t, y_t = C_t h_t with Ā_t = exp(Δ_t A), B̄_t = Δ_t B_t
     (Mamba's discretisation), and its unrolled, linear-attention form
     y_t = Σ_s C_tᵀ (Π_{r=s+1..t} Ā_r) B̄_s u_s; with Mamba-2's (Dao & Gu 2024) scalar A per
     head, S_t = exp(g_t) S_{t-1} + B_tᵀ (Δ_t u_t), y_t = C_t S_t, g_t = Δ_t A,
-    A = -exp(A_log), Δ_t = softplus(x̂_t W_Δ + b_Δ); and Mamba-2's block,
+    A = -exp(A_log), Δ_t = softplus(x̂_t W_Δ + b_Δ), head h reading B and C of group
+    ⌊h / (H/G)⌋ (the SSD layer's ngroups = G); and Mamba-2's block,
     out = x + W_out RMSNorm((y + D ⊙ u) ⊙ SiLU(x̂ W_z)) with x̂ = RMSNorm(x),
     u = SiLU(ShortConv(x̂ W_x)), B = SiLU(ShortConv(x̂ W_B)), C = SiLU(ShortConv(x̂ W_C)).
 
     Δ_t is one per head and token; B_t (the keys) and C_t (the queries) depend on the input,
-    one group per head. ShortConv is a causal depthwise convolution of width 4 over T, with
-    bias. The skip D is one per head; the output RMSNorm is per head and comes after the gate
-    (Mamba-2's norm placement).
+    G groups of N channels that the H heads share (one `linear_attention` box with grouped
+    heads). Mamba-2's one input projection and one convolution over x, B and C are drawn as
+    a projection and a convolution each (the same maps: the projection's rows, the
+    depthwise convolution's channels, split). ShortConv is a causal depthwise convolution of
+    width 4 over T, with bias. The skip D is one per head; the output RMSNorm comes after the
+    gate (Mamba-2's norm placement) and is taken over all heads' channels: Mamba-2's
+    RMSNormGated normalises each group's heads together (group_size = d_inner / ngroups),
+    which is all of them at G = 1, as drawn; for G > 1 it would be per group.
     """
-    b = Builder("mamba_block", title="Mamba (selective SSM as gated linear attention)",
-                paper=MAMBA, axes={"E": "H*P", "G": "H*N"},
-                sizes={"B": 2, "T": 32, "D": 16, "H": 2, "P": 8, "N": 8})  # fmt: skip
+    b = Builder("mamba_block", title="Mamba-2 (selective SSM as gated linear attention)",
+                paper=MAMBA, axes={"E": "H*P", "F": "G*N"},
+                sizes={"B": 2, "T": 32, "D": 16, "H": 2, "P": 8, "G": 1, "N": 8})  # fmt: skip
     x = b.input("x", "B T D")
     h = b.rmsnorm(x, "D", name="norm")
     with b.group("Selective SSM"):
         xs = b.linear(h, "D", "E", bias=False, name="x_proj", label="L^x")
-        bk = b.linear(h, "D", "G", bias=False, name="B_proj", label="L^B")
-        cq = b.linear(h, "D", "G", bias=False, name="C_proj", label="L^C")
+        bk = b.linear(h, "D", "F", bias=False, name="B_proj", label="L^B")
+        cq = b.linear(h, "D", "F", bias=False, name="C_proj", label="L^C")
         xs = _short_conv(b, xs, "E", "x", bias=True, heads="H P")
-        bk = _short_conv(b, bk, "G", "B", bias=True, heads="H N")
-        cq = _short_conv(b, cq, "G", "C", bias=True, heads="H N")
+        bk = _short_conv(b, bk, "F", "B", bias=True, heads="G N")
+        cq = _short_conv(b, cq, "F", "C", bias=True, heads="G N")
         g, dt = _mamba2_decay(b, h, name="dt")
         v = b.mul(xs, dt, name="dt_x")
         y = b.linear_attention(cq, bk, v, key="T", head="N", value="P", variant="decay", g=g,
-                               name="mixer")  # fmt: skip
+                               heads="H", qk_heads="G", name="mixer")  # fmt: skip
         skip = b.mul(xs, b.param("H", name="D_skip", label="D"), name="skip")
         y = b.add(y, skip, name="with_skip")
         z = b.linear(h, "D", "H P", bias=False, name="z_proj", label="L^z")
         y = b.mul(y, b.silu(z, name="z_act"), name="gate")
-        y = b.rmsnorm(y, "P", name="out_norm")
+        y = b.rmsnorm(y, "H P", name="out_norm")
         y = b.linear(y, "H P", "D", bias=False, name="out_proj", label="L^out")
     b.output("y", b.add(x, y, name="residual"))
     return b.build()

@@ -160,30 +160,36 @@ def gated_deltanet_block(p, x):
 
 
 # ---------------------------------------------------------------- Mamba
-def mamba_block(p, x):
-    """The selective SSM with Mamba-2's scalar A per head, as a state recurrence:
-    h_t = exp(Δ_t A) h_{t-1} + Δ_t x_t B_tᵀ (h [P, N] per head), y_t = h_t C_t + D x_t;
+NGROUPS = 1  # the gallery's mamba_block: B and C in one group, as the Mamba-2 reference models
+
+
+def mamba_block(p, x, ngroups=NGROUPS):
+    """Mamba-2's block with its SSM as a state recurrence, scalar A per head: for head h,
+    reading B and C of group g = h // (H / G),
+    h_t = exp(Δ_t A) h_{t-1} + Δ_t x_t B_{t,g}ᵀ (h [P, N] per head), y_t = h_t C_{t,g} + D x_t;
     x, B, C from linear maps through causal depthwise convolutions (with bias) and SiLU;
-    y ⊙ SiLU(z), RMS-normalised per head, W_out; + the input."""
+    RMSNormGated(y, z) = RMSNorm(y ⊙ SiLU(z)) over each group's heads' channels together
+    (group_size = d_inner / ngroups), W_out; + the input."""
     u = F.rms_norm(x, (x.shape[-1],), p["norm.weight"], eps=EPS)
     heads = p["dt_proj.weight"].shape[0]
     xs = _heads(_causal_conv_silu(u @ p["x_proj.weight"].T, p["x_conv.weight"],
                                   p["x_conv.bias"]), heads)  # fmt: skip
     Bm = _heads(_causal_conv_silu(u @ p["B_proj.weight"].T, p["B_conv.weight"],
-                                  p["B_conv.bias"]), heads)  # fmt: skip
+                                  p["B_conv.bias"]), ngroups)  # fmt: skip
     Cm = _heads(_causal_conv_silu(u @ p["C_proj.weight"].T, p["C_conv.weight"],
-                                  p["C_conv.bias"]), heads)  # fmt: skip
+                                  p["C_conv.bias"]), ngroups)  # fmt: skip
     abar, dt = _mamba2_alpha(p, u, "dt_proj")
-    B_, T, H, P = xs.shape
+    B_, T, H, P = xs.shape  # B and C: [B, T, G, N]
+    group = torch.arange(H) // (H // ngroups)  # the group each head reads
     state = x.new_zeros(B_, H, P, Bm.shape[-1])
     ys = []
     for t in range(T):
-        inp = (dt[:, t, :, None] * xs[:, t])[..., :, None] * Bm[:, t, :, None, :]
+        inp = (dt[:, t, :, None] * xs[:, t])[..., :, None] * Bm[:, t, group, None, :]
         state = abar[:, t, :, None, None] * state + inp
-        ys.append(torch.einsum("bhpn,bhn->bhp", state, Cm[:, t]))
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, Cm[:, t, group]))
     y = torch.stack(ys, 1) + p["D_skip.weight"][:, None] * xs
     y = y * F.silu(_lin(u, p["z_proj.weight"], heads=heads))
-    y = _rms(y, 1, p["out_norm.weight"])
+    y = _rms(y.reshape(B_, T, ngroups, -1), 1).reshape(B_, T, H, P) * p["out_norm.weight"]
     return {"y": x + _lin(y, p["out_proj.weight"], n_in=2)}
 
 
