@@ -60,11 +60,14 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-CPU: dict[int, float] = {}  # id of a runs list -> least CPU seconds of its runs
+class Runs(list):
+    """Wall seconds of a command's runs, and the least CPU seconds of any of them."""
+
+    cpu = float("inf")
 
 
 def wall(argv: list[str], env: dict | None = None, cwd: str | None = None, into=None) -> float:
-    """Wall seconds of one run; with `into` (a list of runs), also keeps its CPU time."""
+    """Wall seconds of one run; with `into` (Runs), also keeps its CPU time."""
     c0, t0 = _children_cpu(), time.perf_counter()
     subprocess.run(
         argv,
@@ -77,14 +80,14 @@ def wall(argv: list[str], env: dict | None = None, cwd: str | None = None, into=
     seconds = time.perf_counter() - t0
     if into is not None:
         cpu = _children_cpu() - c0
-        CPU[id(into)] = min(CPU.get(id(into), cpu), cpu)
+        into.cpu = min(into.cpu, cpu)
         into.append(seconds)
     return seconds
 
 
-def _row(op: str, runs: list[float], target) -> dict:
+def _row(op: str, runs: Runs, target) -> dict:
     return {"op": op, "seconds": round(statistics.median(runs), 3), "min": round(min(runs), 3),
-            "cpu_min": round(CPU[id(runs)], 3), "runs": [round(r, 3) for r in runs],
+            "cpu_min": round(runs.cpu, 3), "runs": [round(r, 3) for r in runs],
             "target": target}  # fmt: skip
 
 
@@ -112,7 +115,7 @@ def main() -> None:
             wall(argv, mine)  # warm the file cache and bytecode once
             if env and op.startswith("cli_"):
                 wall(old, env, args.baseline)
-            runs, before = [], []
+            runs, before = Runs(), Runs()
             for _ in range(args.repeat):
                 wall(argv, mine, into=runs)
                 if env and op.startswith("cli_"):
@@ -121,7 +124,7 @@ def main() -> None:
             med, best = statistics.median(runs), min(runs)
             mark = "" if target is None else (" ok" if best < target else f" > {target}")
             line = (f"{op:24} median {med:6.3f} s  min {best:6.3f} s  "
-                    f"cpu {CPU[id(runs)]:6.3f} s{mark}")  # fmt: skip
+                    f"cpu {runs.cpu:6.3f} s{mark}")  # fmt: skip
             if before:
                 baseline.append(_row(op, before, target))
                 line += (f"   baseline median {statistics.median(before):6.3f} s  "

@@ -109,7 +109,8 @@ def render(
     scale = _nice(max((n.share for n in scene.nodes if n.share is not None), default=0.0))
     kw = {"legend": legend, "scale": scale}
     width = None if overview or len(scene.nodes) > MAX_FITTED_BOXES else max_width
-    plan = _plan(scene, checked, opts, theme, kw, width, not collapse and depth is None)
+    laid: dict[str, bytes | _LayoutFailed] = {}  # each DOT source laid out once, fitting or not
+    plan = _plan(scene, checked, opts, theme, kw, width, not collapse and depth is None, laid)
     if len(plan.rows) > 1 or plan.level.describe():
         _note_fitted(circuit, plan)
     source = placed.source(
@@ -249,20 +250,25 @@ class RenderNote(UserWarning):
     """The figure is drawn other than asked, and why (a circuit too large to show whole)."""
 
 
-def _plan(scene, checked, opts, theme: str, kw: dict, width: float | None, may_collapse: bool):
+def _plan(
+    scene, checked, opts, theme: str, kw: dict, width: float | None, may_collapse: bool, laid
+) -> Plan:
     """What to draw, laid out: the scene as built where it fits a page `width` points wide
     (None: any figure fits), else fit.py's plan; a scene whose columns alone are wider is
-    not laid out whole first."""
+    not laid out whole first. `laid`: the layouts made so far (`_attempt`)."""
     if width is None or estimate_width(scene) <= width:
-        plan = Plan([scene], layouts=[_lay_out_row(scene, theme, kw)])
+        plan = Plan([scene], layouts=[_lay_out_row(scene, theme, kw, laid)])
         if width is None or fits(plan.layouts, width, width * PAGE_ASPECT):
             return plan
-    return _fit(checked, opts, theme, kw, width, may_collapse)
+    return _fit(checked, opts, theme, kw, width, may_collapse, laid)
 
 
-def _fit(checked, opts: Options, theme: str, kw: dict, width: float, may_collapse: bool) -> Plan:
+def _fit(
+    checked, opts: Options, theme: str, kw: dict, width: float, may_collapse: bool, laid
+) -> Plan:
     """The plan of a figure at most `width` points wide (fit.py); parts are collapsed only
-    when `may_collapse`."""
+    when `may_collapse`. Layouts are kept in `laid`: a figure or row measured here is not
+    laid out again as the first source `_lay_out` tries (the same DOT source)."""
 
     def scene(level: Level):
         depth = opts.depth if level.depth is None else level.depth
@@ -271,22 +277,22 @@ def _fit(checked, opts: Options, theme: str, kw: dict, width: float, may_collaps
     def quick(s) -> placed.Layout:  # one layout, to measure
         source = to_dot(s, THEMES[theme], **{**kw, "legend": ""})
         try:
-            return placed.Layout(source, _attempt(source)[0])
+            return placed.Layout(source, _attempt(source, laid)[0])
         except _LayoutFailed:
             source = source.replace("splines=true", "splines=line", 1)
-            return placed.Layout(source, _attempt(source)[0])
+            return placed.Layout(source, _attempt(source, laid)[0])
 
     def full(s) -> placed.Layout:  # as drawn; a wrapped figure's legend goes under all rows
         row = any(n.kind == "link" for n in s.nodes)
-        return _lay_out_row(s, theme, {**kw, "legend": ""} if row else kw)
+        return _lay_out_row(s, theme, {**kw, "legend": ""} if row else kw, laid)
 
     steps = levels(scene(Level())) if may_collapse else [Level()]
     return fit(scene, quick, full, steps, width, width * PAGE_ASPECT)
 
 
-def _lay_out_row(scene, theme: str, kw: dict) -> placed.Layout:
+def _lay_out_row(scene, theme: str, kw: dict, laid) -> placed.Layout:
     """The scene laid out as drawn, the labels of its long wires moved near their start."""
-    layout = _lay_out(scene, partial(to_dot, scene, THEMES[theme], **kw))
+    layout = _lay_out(scene, partial(to_dot, scene, THEMES[theme], **kw), laid)
     near_tails(layout, scene)
     return layout
 
@@ -308,7 +314,7 @@ def _note_fitted(circuit, plan: Plan) -> None:
     )
 
 
-def _lay_out(scene, dot) -> placed.Layout:
+def _lay_out(scene, dot, laid) -> placed.Layout:
     """The scene laid out: the first of `_sources` that Graphviz lays out.
 
     Copies and operands are stacked in an order only a layout can tell: lay out once,
@@ -318,24 +324,21 @@ def _lay_out(scene, dot) -> placed.Layout:
     always minimise; of the two, the layout drawn with fewer wire crossings wins.
     Graphviz's spline router sometimes fails on what the constraints ask ("triangulation
     failed"): each source is then given up for a less constrained one, and straight wires
-    are the last resort."""
-    laid: dict[str, dict] = {}
+    are the last resort. `laid`: the layouts made so far (`_attempt`)."""
     candidates = _sources(scene, dot, dot(), laid)
     for source in candidates:
         try:
-            data = laid[source] if source in laid else _attempt(source)[0]
-            return placed.Layout(source, data)
+            return placed.Layout(source, _attempt(source, laid)[0])
         except _LayoutFailed:
             if source is candidates[-1]:
                 raise
     raise AssertionError("unreachable: the last candidate raises")
 
 
-def _sources(scene, dot, first: str, laid: dict[str, dict] | None = None) -> list[str]:
+def _sources(scene, dot, first: str, laid) -> list[str]:
     """DOT sources to lay out, best first. `dot(order=None)` writes the scene as it is now
-    stacked; `first` is the scene as built. The JSON layouts made on the way are kept in
-    `laid` (source -> layout)."""
-    laid = {} if laid is None else laid
+    stacked; `first` is the scene as built. The layouts made on the way are kept in `laid`
+    (`_attempt`)."""
     loose = first.replace("splines=true", "splines=line", 1)
     free = any(len(n.out_groups) > 1 or len(n.in_groups) > 1 for n in scene.nodes) or any(
         n.kind == "link" for n in scene.inputs
@@ -378,13 +381,21 @@ def _sources(scene, dot, first: str, laid: dict[str, dict] | None = None) -> lis
 
 
 def _attempt(
-    source: str, laid: dict[str, dict] | None = None
+    source: str, laid: dict[str, bytes | _LayoutFailed]
 ) -> tuple[dict, dict[str, float], dict[str, tuple[float, float]]]:
-    """Lay `source` out: the layout, and `_layout`'s heights and wire ends; the layout is
-    also kept in `laid` (source -> layout)."""
-    data = json.loads(_run(source, "json").decode("utf-8"))
-    if laid is not None:
-        laid[source] = data
+    """Lay `source` out: the layout (parsed afresh, as callers change it), and `_layout`'s
+    heights and wire ends. Graphviz runs once per source: `laid` keeps its answer (source ->
+    the JSON text, or the failure). The JSON is `json0`, without the drawing instructions
+    (xdot), which nothing here reads."""
+    if source not in laid:
+        try:
+            laid[source] = _run(source, "json0")
+        except _LayoutFailed as e:
+            laid[source] = e
+    raw = laid[source]
+    if isinstance(raw, _LayoutFailed):
+        raise raw
+    data = json.loads(raw.decode("utf-8"))
     return (data, *_layout(data))
 
 

@@ -50,16 +50,17 @@ def near_tails(layout: Layout, scene: Scene) -> list[str]:
             box = _place(line, x, w, h, room.lift, lambda b, wid=wid: room.clear(b, wid))
             if box is not None:
                 edges[wid]["lp"] = f"{x:.2f},{(box[1] + box[3]) / 2:.2f}"
-                room.labels[wid] = box
+                room.move(wid, box)
                 moved.append(wid)
                 break
     return moved
 
 
 class _Obstacles:
-    """What a label must not overlap in a layout: wires (as dense points), labels (boxes),
-    nodes (boxes); and where labels stand: their x in the gap after each column, how far
-    above their wire."""
+    """What a label must not overlap in a layout: wires (as dense points, sorted by x, so
+    that a box is checked against the points in its x range alone), labels (boxes), nodes
+    (boxes); and where labels stand: their x in the gap after each column, how far above
+    their wire."""
 
     def __init__(self, layout: Layout, wires, lines, col) -> None:
         edges = layout.edges()
@@ -70,7 +71,7 @@ class _Obstacles:
                 w, h = float(o["width"]) * 36, float(o["height"]) * 36
                 boxes.append((x - w, y - h, x + w, y + h))
         self.nodes = np.array(boxes) if boxes else np.zeros((0, 4))
-        self.labels: dict[str, tuple[float, float, float, float]] = {}
+        labels: dict[str, tuple[float, float, float, float]] = {}
         self.gap_x: dict[int, list[float]] = {}
         above = []
         for wid, w in wires.items():
@@ -78,28 +79,40 @@ class _Obstacles:
                 continue
             x, y = (float(v) for v in edges[wid]["lp"].split(","))
             bw, bh = _size(w.label)
-            self.labels[wid] = (x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2)
+            labels[wid] = (x - bw / 2, y - bh / 2, x + bw / 2, y + bh / 2)
             if col[w.head[0]] - col[w.tail[0]] == 1 and wid in lines:
                 self.gap_x.setdefault(col[w.tail[0]], []).append(x)
                 at = _y_at(lines[wid], x)
                 if at is not None:
                     above.append(y - at)
         self.lift = float(np.median(above)) if above else WIRE_PT
+        self.label_row = {wid: k for k, wid in enumerate(labels)}  # wire id -> row of boxes
+        self.boxes = np.array(list(labels.values())).reshape(-1, 4)
         dense = {wid: _dense(line) for wid, line in lines.items()}
-        self.points = np.concatenate(list(dense.values()))
-        self.owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(dense.values())])
+        points = np.concatenate(list(dense.values()))
+        owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(dense.values())])
+        by_x = np.argsort(points[:, 0], kind="stable")
+        self.points, self.owner = points[by_x], owner[by_x]
         self.index = {wid: i for i, wid in enumerate(dense)}
+
+    def move(self, wid: str, box) -> None:
+        """The label of wire `wid` now stands at `box`."""
+        self.boxes[self.label_row[wid]] = box
 
     def clear(self, box, wid: str) -> bool:
         """Whether `box` overlaps no wire but `wid`, no other label and no node."""
         x0, y0, x1, y1 = box
-        p = self.points
-        inside = (p[:, 0] > x0) & (p[:, 0] < x1) & (p[:, 1] > y0) & (p[:, 1] < y1)
-        if np.any(inside & (self.owner != self.index[wid])):
+        xs = self.points[:, 0]
+        lo, hi = np.searchsorted(xs, x0, side="right"), np.searchsorted(xs, x1, side="left")
+        p, owner = self.points[lo:hi], self.owner[lo:hi]  # the points with x0 < x < x1
+        if np.any((p[:, 1] > y0) & (p[:, 1] < y1) & (owner != self.index[wid])):
             return False
-        for other, (a0, b0, a1, b1) in self.labels.items():
-            if other != wid and a0 < x1 and x0 < a1 and b0 < y1 and y0 < b1:
-                return False
+        q = self.boxes
+        hit = (q[:, 0] < x1) & (x0 < q[:, 2]) & (q[:, 1] < y1) & (y0 < q[:, 3])
+        if wid in self.label_row:
+            hit[self.label_row[wid]] = False
+        if np.any(hit):
+            return False
         n = self.nodes
         return not np.any((n[:, 0] < x1) & (x0 < n[:, 2]) & (n[:, 1] < y1) & (y0 < n[:, 3]))
 
@@ -155,9 +168,13 @@ def _slope(line: np.ndarray, x: float) -> float:
 
 
 def _dense(line: np.ndarray, step: float = 1.0) -> np.ndarray:
-    """Points along a polyline at most `step` apart."""
-    out = [line[:1]]
-    for a, b in zip(line[:-1], line[1:], strict=False):
-        k = max(int(np.hypot(*(b - a)) / step), 1)
-        out.append(a + (b - a) * (np.arange(1, k + 1)[:, None] / k))
-    return np.concatenate(out)
+    """Points along a polyline at most `step` apart: its first point, then each piece from a
+    to b cut into k = max(length // step, 1) steps, a + (b - a) * j / k for j = 1 … k."""
+    if len(line) < 2:
+        return line[:1]
+    a, d = line[:-1], line[1:] - line[:-1]
+    k = np.maximum((np.hypot(d[:, 0], d[:, 1]) / step).astype(int), 1)
+    piece = np.repeat(np.arange(len(k)), k)
+    j = np.arange(len(piece)) - np.repeat(np.cumsum(k) - k, k) + 1
+    t = j / k[piece]
+    return np.concatenate([line[:1], a[piece] + d[piece] * t[:, None]])
