@@ -1,5 +1,6 @@
-"""Hand-written PyTorch references for gallery circuits, written from the papers, not generated
-(the gated / linear-recurrence blocks are in ref_recurrent.py).
+"""Hand-written PyTorch references for gallery circuits, written from the papers (LLaMA's as
+its code writes it), not generated (the gated / linear-recurrence blocks are in
+ref_recurrent.py).
 
 Each takes the parameters by their circuit names (`box.param`, a linear map's as nn.Linear's:
 D -> (H, K) has weight [H*K, D], heads split off its rows as nanoGPT's `view(B, T, H, K)`) and
@@ -8,10 +9,13 @@ the inputs by name.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 HEADS = 4  # the attention heads of the gallery's transformer blocks
+LLAMA_HEADS, LLAMA_KV_HEADS = 4, 2  # llama_block: H query heads, G key/value heads
 
 
 def linear(p, name, x, eq, bias=True, **sizes):
@@ -91,6 +95,42 @@ def kronecker_attention(p, q, k1, k2, v1, v2):
     return {"y": torch.einsum("btsu,bsv,buv->btv", a, v1, v2)}
 
 
+def rotate_half(x):
+    """Hugging Face's LLaMA: the halves swapped, the second negated."""
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def llama_block(p, x, heads=LLAMA_HEADS, kv_heads=LLAMA_KV_HEADS, base=10000.0, eps=1e-5):
+    """The LLaMA block as LLaMA's code writes it ([B, T, D] in, batch-first heads): RMSNorm,
+    x W^T maps without bias (Meta's names), Hugging Face's rotate_half rotary, repeat_kv, a
+    causal softmax, SwiGLU."""
+    B, T, _ = x.shape
+    H, G = heads, kv_heads
+    K = p["wq.weight"].shape[0] // H
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+    h = rms(x, p["attention_norm.weight"])
+    q = (h @ p["wq.weight"].T).view(B, T, H, K).transpose(1, 2)
+    k = (h @ p["wk.weight"].T).view(B, T, G, K).transpose(1, 2)
+    v = (h @ p["wv.weight"].T).view(B, T, G, -1).transpose(1, 2)
+    inv = 1.0 / base ** (torch.arange(0, K, 2, dtype=torch.float64) / K)
+    freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+    q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    k, v = k.repeat_interleave(H // G, 1), v.repeat_interleave(H // G, 1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(K)
+    s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    o = (torch.softmax(s, -1) @ v).transpose(1, 2).reshape(B, T, -1)
+    x = x + o @ p["wo.weight"].T
+    h = rms(x, p["ffn_norm.weight"])
+    return {"y": x + (F.silu(h @ p["w1.weight"].T) * (h @ p["w3.weight"].T)) @ p["w2.weight"].T}
+
+
 REFERENCES = {
     "mlp": mlp,
     "resnet_block": resnet_block,
@@ -98,4 +138,5 @@ REFERENCES = {
     "sesr_block": sesr_block,
     "vision_transformer": vision_transformer,
     "kronecker_attention": kronecker_attention,
+    "llama_block": llama_block,
 }
