@@ -193,7 +193,9 @@ class _Builder:
         its axis' own size is labelled with its size instead, in terms of the axis where that
         can be said (a padded convolution's `T+3`, a concatenation's `2F`, a pooled `Y/2`),
         else as it is (a strided convolution's `⌊Y/2⌋`): under the axis' name alone it would
-        read as `T` positions."""
+        read as `T` positions. A size the circuit fixes to a number (its axis table resolving
+        every symbol) is written as that number: a slice keeping 1 of `R = 2` is `1`, not
+        `R/2`."""
         key = (id(scope.checked), axis)
         if key not in self._labels:
             self._labels[key] = self._label(scope.checked, axis)
@@ -208,6 +210,8 @@ class _Builder:
         here = c.resolve(axis.size)
         if same(here, own):
             return name
+        if here.is_number:  # fixed by the circuit (a slice of R = 2 keeping 1): `1`, not `R/2`
+            return size(here.sympy)
         ratio, extra = (here / own).sympy, (here - own).sympy
         if ratio.is_number:
             return size(ratio * Size.of(axis.name).sympy)

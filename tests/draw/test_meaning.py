@@ -195,6 +195,21 @@ def test_a_strided_or_transposed_convolution_labels_its_new_sizes():
     assert _labels(f.out_of("dilated")) == ["B", "O", "X", "Y"]  # padding 2 = dilation·1
 
 
+def test_a_size_the_circuit_fixes_is_written_as_its_number():
+    # RoPE by hand: the head features K split into R = 2 halves of P = K/2, each half taken by
+    # a slice along R. A slice keeps 1 of the 2 positions: `1`, not `R/2` (which says the same
+    # only to one who looks R up); P, a symbol of the circuit, keeps its name.
+    b = Builder("rope_halves", axes={"R": 2, "P": "K/2"}, sizes={"B": 2, "T": 4, "K": 8})
+    p = b.split_axis(b.input("x", "B T K"), "K", "R P", name="pairs")
+    b.output("a", b.slice(p, "R", 0, 1, name="first"))
+    b.output("c", b.slice(p, "R", 1, 2, name="second"))
+    f = figure(b.build())
+    assert _labels(f.out_of("pairs")) == ["B", "P", "R", "T"]
+    assert _labels(f.out_of("first")) == _labels(f.out_of("second")) == ["1", "B", "P", "T"]
+    f = figure(b.build(), sizes=True)
+    assert _labels(f.out_of("first")) == ["B=2", "P=4", "R=1", "T=4"]
+
+
 def test_with_sizes_shown_a_changed_wire_keeps_name_and_number():
     # T = 32 (the gallery's default), padded by 3: 35.
     f = figure(gallery.get("deltanet_block"), sizes=True)
