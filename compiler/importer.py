@@ -589,6 +589,24 @@ def _num(v) -> str:
     return text
 
 
+def _fill_of(v: torch.Tensor) -> str | None:
+    """The one number every element of `v` holds, as a size expression (a constant box's
+    `value`); None where the elements differ (`torch.arange`), or the number is not one a size
+    expression writes (inf, nan)."""
+    flat = v.reshape(-1)
+    if flat.numel() == 0 or not bool((flat == flat[0]).all()):
+        return None
+    x = flat[0].item()
+    x = int(x) if isinstance(x, bool) else x
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    try:
+        parse_size(_num(x))
+    except Exception:  # past the size limits
+        return None
+    return _num(x)
+
+
 def _role_of(name: str) -> str:
     """The role an axis name was made for (`K2` -> head), feature where none is known."""
     for role, names in _ROLES.items():
@@ -911,8 +929,7 @@ class _Importer:
                 w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
                 self.weights[name] = {"weight": held}
             else:  # an integer or boolean table (Swin's relative position index): a constant
-                w = self.b.box("constant", {}, name, axes=names, dtype=_dtype(v), value="0")
-                self.weights[name] = {"value": held}
+                w = self.held_constant(name, names, held, str(n.target), buffer=False)
             if n.target not in dict(self.model.named_parameters()):
                 self.buffers.add(name)  # a buffer or a plain tensor attribute: not trained
             units = tuple(d for d in range(v.dim()) if d not in keep)
@@ -1616,12 +1633,28 @@ class _Importer:
             role = next((r for r in ("seq", "key", "feature") if (r, size) in self.by_role
                          and self.by_role[(r, size)] not in names), "feature")  # fmt: skip
             names.append(self.axis(role, size, avoid=names))
-        name = self.box_name(n)
-        dt = _dtype(v)
-        fill = 0 if not v.is_floating_point() else 0.0
-        w = self.b.box("constant", {}, name, axes=names, dtype=dt, value=_num(fill))
+        maker = getattr(n.target, "__name__", None) or str(n.target)
+        return self.held_constant(self.box_name(n), names, v, maker)
+
+    def held_constant(
+        self, name: str, axes: list[str], v: torch.Tensor, what: str, buffer: bool = True
+    ) -> Wire:
+        """A constant box holding `v` (a buffer, loaded with the weights). Its `value` is the one
+        number every element holds (`torch.ones`: 1); where the elements differ
+        (`torch.arange`, a position table) `value` is only the fill before loading, so the box
+        is labelled with what it is (`what`: the maker or the buffer's name), drawn as a named
+        tensor as a parameter is, not as that fill."""
+        fill = _fill_of(v)
+        if fill is not None:
+            w = self.b.box("constant", {}, name, axes=axes, dtype=_dtype(v), value=fill)
+        else:
+            zero = _num(0.0 if v.is_floating_point() else 0)
+            label = what.rsplit(".", 1)[-1].replace("_", " ")  # a name, not markup: no subscripts
+            w = self.b.box("constant", {}, name, axes=axes, dtype=_dtype(v), value=zero,
+                           label=label)  # fmt: skip
         self.weights[name] = {"value": v}
-        self.buffers.add(name)
+        if buffer:
+            self.buffers.add(name)
         return w
 
     def repeat(self, n, x: Wire, axis: str, r: int) -> Wire:

@@ -397,3 +397,29 @@ def test_a_mean_over_another_axis_is_not_an_rms_norm():
 
     circuit, _ = _same(Other(), torch.randn(2, 3, 8))
     assert "rmsnorm" not in [b.kind for b in circuit.boxes]
+
+
+class _Positions(nn.Module):
+    """x + arange(T), x + a registered arange buffer, x + ones(T)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pos_ids", torch.arange(8))
+
+    def forward(self, x):
+        t = torch.arange(x.shape[1])
+        return x + t + self.pos_ids + torch.ones(x.shape[1], dtype=torch.long)
+
+
+def test_a_constant_of_differing_values_is_drawn_by_name_not_as_its_fill():
+    # torch.arange's values come from the weights: its box's `value` is only the fill before
+    # loading (0), which the figure drew as "0". It is now labelled with what it is; a tensor
+    # of one number keeps that number as its value (ones: 1, drawn "1", was "0").
+    from ncd.circuits.draw.glyphs import drawing
+
+    x = torch.arange(16).reshape(2, 8)
+    c = from_torch(_Positions().eval(), x)
+    consts = {b.name: b for b in c.boxes if b.kind == "constant"}
+    glyphs = {name: drawing(b).glyph for name, b in consts.items()}
+    assert glyphs == {"arange": "arange", "pos_ids": "pos ids", "ones": "1"}, consts
+    assert torch.equal(ncd_compile(c)(x), _Positions()(x))
