@@ -272,24 +272,22 @@ class Report:
     @property
     def flop_counter_zero(self) -> list[dict]:
         """Boxes whose FLOPs torch's FlopCounterMode counts as zero (elementwise work)."""
-        out = []
-        for b in self.boxes:
-            rest = sympy.expand(b.flops - b.run_mm)
-            if rest != 0:
-                out.append({"box": b.name, "kind": b.kind, "flops": self.number(rest),
-                            "formula": self.show(rest)})  # fmt: skip
-        return out
+        return self._per_box(lambda b: b.flops - b.run_mm)
 
     @property
     def flop_counter_more(self) -> list[dict]:
         """Boxes whose products FlopCounterMode counts more of than run: causal attention,
         whose every (query, key) pair it counts; `flops` is the difference (forward)."""
+        return self._per_box(lambda b: b.mm_flops - b.run_mm)
+
+    def _per_box(self, flops) -> list[dict]:
+        """A row for each box where `flops(box)` is not zero: its number and formula."""
         out = []
         for b in self.boxes:
-            more = sympy.expand(b.mm_flops - b.run_mm)
-            if more != 0:
-                out.append({"box": b.name, "kind": b.kind, "flops": self.number(more),
-                            "formula": self.show(more)})  # fmt: skip
+            f = sympy.expand(flops(b))
+            if f != 0:
+                out.append({"box": b.name, "kind": b.kind, "flops": self.number(f),
+                            "formula": self.show(f)})  # fmt: skip
         return out
 
     # -- output
