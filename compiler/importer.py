@@ -45,7 +45,7 @@ from ncd.circuits.kinds.registry import Registry
 from ncd.circuits.limits import MAX_NUMBER
 from ncd.circuits.sizes import parse_size, show
 
-from . import attached, tracing
+from . import attached, runtime, tracing
 from .errors import TorchImportError
 from .lowerings import UNARY
 from .names import scope_names
@@ -2015,13 +2015,14 @@ class _Importer:
                 else:
                     env[m] = m.target(*args, **kwargs)
             got = env[n]
-            want = _rotary_reference(probe, seq, feat, base, pairs, self.values[n].dtype)
+            want = runtime.rotary(probe, seq, feat, base, interleaved=pairs == "interleaved")
         except Exception:
             return math.inf
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             return math.inf
-        # the table's rounding, and the angles p·θ, off by p·θ·2^-24 at most in float32 (the
-        # box's, and Hugging Face's), p·θ·2^-53 in float64
+        # the model's table rounded to its dtype (the probe's rotation is float64 throughout),
+        # and its angles p·θ, off by p·θ·2^-24 at most in float32 (Hugging Face's), p·θ·2^-53
+        # in float64
         angle_eps = 2.0**-50 if vx.dtype == torch.float64 else 2.0**-22
         tol = 4 * (eps + vx.shape[seq] * angle_eps) * float(probe.abs().max())
         return float((got.to(torch.float64) - want).abs().max()) / tol
@@ -3424,25 +3425,6 @@ class _Replay(nn.Module):
             return out
         outs = tuple(_at(out, p) for p in self.pick)
         return outs if len(outs) > 1 else outs[0]
-
-
-def _rotary_reference(x, seq: int, feat: int, base: float, pairs: str, table) -> torch.Tensor:
-    """x (float64) turned as a rotary box on a tensor of dtype `table` turns it: its angles in
-    float32 (float64 for float64), their cos and sin rounded to `table`, the products in
-    float64: what a model that computes in `table` gives, to its rounding of the products."""
-    y = x.movedim((seq, feat), (-2, -1))
-    T, d = y.shape[-2], y.shape[-1]
-    wide = torch.float64 if table == torch.float64 else torch.float32
-    inv = 1.0 / base ** (torch.arange(0, d, 2, dtype=wide) / d)
-    angle = torch.arange(T, dtype=wide)[:, None] * inv
-    cos, sin = (f(angle).to(table).to(torch.float64) for f in (torch.cos, torch.sin))
-    if pairs == "half":
-        a, b = y[..., : d // 2], y[..., d // 2 :]
-        out = torch.cat((a * cos - b * sin, b * cos + a * sin), -1)
-    else:
-        a, b = y[..., 0::2], y[..., 1::2]
-        out = torch.stack((a * cos - b * sin, b * cos + a * sin), -1).flatten(-2)
-    return out.movedim((-2, -1), (seq, feat))
 
 
 def _complex(v) -> bool:
