@@ -875,13 +875,17 @@ def _gather(L: Lowerer, b, x, tin, tout):
     t, ti = tin["x"], tin["index"]
     rest = [a for a in t.names if a != b.axis]
     target = [*rest, *b.into]
-    shape = [L.num(t.axis(a).size) for a in rest] + [L.num(ti.axis(a).size) for a in b.into]
     xx = _full(L, x["x"], t.names, [*target, b.axis])
-    if b.into:
-        xx = L.method("expand", xx, *shape, L.num(t.axis(b.axis).size))
     ii = _full(L, _long(L, x["index"], ti), ti.names, [*target, b.axis])
+    # Sizes are read off the operands as they run, not the bound sizes, so that the batch
+    # and the length stay free (a mixture of experts runs at any batch size).
+    if b.into:
+        into = L.fn(operator.getitem, L.method("size", ii), slice(len(rest), -1))
+        shape = L.fn(operator.add, L.fn(operator.add, (-1,) * len(rest), into), (-1,))
+        xx = L.method("expand", xx, shape)
     if set(ti.names) != set(target):
-        ii = L.method("expand", ii, *shape, 1)
+        lead = L.fn(operator.getitem, L.method("size", xx), slice(None, -1))
+        ii = L.method("expand", ii, L.fn(operator.add, lead, (1,)))
     y = L.method("squeeze", L.fn(torch.gather, xx, -1, ii), -1)
     return {"out": L.permute(y, target, tout["out"].names)}
 
@@ -893,16 +897,17 @@ def _scatter(L: Lowerer, b, x, tin, tout):
     t, ti = tin["src"], tin["index"]
     rest = [a for a in t.names if a not in b.over]
     target = [*rest, *b.over]
-    shape = tuple(L.num(t.axis(a).size) for a in target)
     s = L.permute(x["src"], t.names, target)
     i = _full(L, _long(L, x["index"], ti), ti.names, target)
     if tuple(ti.names) != tuple(target):
-        i = L.method("expand", i, *shape)
+        i = L.method("expand_as", i, s)
     if len(b.over) > 1:
         s = L.method("flatten", s, len(rest))
         i = L.method("flatten", i, len(rest))
     n = L.num(tout["out"].axis(b.axis).size)
-    zeros = L.method("new_zeros", s, (*shape[: len(rest)], n))
+    # the zeros' leading sizes are src's as it runs, so that the batch stays free
+    lead = L.fn(operator.getitem, L.method("size", s), slice(None, len(rest)))
+    zeros = L.method("new_zeros", s, L.fn(operator.add, lead, (n,)))
     y = L.method("scatter_add", zeros, -1, i, s)
     return {"out": L.permute(y, [*rest, b.axis], tout["out"].names)}
 

@@ -168,3 +168,65 @@ def test_a_free_multiple_is_checked_as_one():
         "input 'image': axis Y has size 4*M in the circuit, a multiple of 4, found 10 "
         "(image.shape = (1, 3, 10, 8))"
     )
+
+
+def _routing_circuit(back: bool):
+    """Top-2 routing with a capacity, as a sparse mixture of experts dispatches tokens:
+    gates scattered from each token's two choices onto the experts E, each expert's C = 3
+    highest-gated tokens gathered along T (positions over C E), and, with `back`, the tokens
+    scattered back along T (whose size the circuit then fixes: a scatter's new axis takes
+    its size from the circuit). B stays free, and T where nothing is scattered onto it."""
+    from ncd.circuits.builder import Builder
+
+    b = Builder("routing_free", sizes={"B": 2, "T": 6, "D": 3, "E": 4})
+    x = b.input("x", "B T D")
+    top = b.topk(b.input("logits", "B T E"), "E", 2, into="k", name="top")
+    gates = b.box("scatter", {"src": top["values"], "index": top["indices"]}, "gates",
+                  axis="E", over="k")  # fmt: skip
+    pick = b.topk(gates, "T", 3, into="C", name="pick")  # B C E
+    xs = b.box("gather", {"x": x, "index": pick["indices"]}, "tokens", axis="T", into="C E")
+    b.output("gates", gates)
+    b.output("tokens", xs)
+    if back:
+        b.output("y", b.box("scatter", {"src": xs, "index": pick["indices"]}, "back",
+                            axis="T", over="C E"))  # fmt: skip
+    return b.build()
+
+
+def _routing_reference(x, logits, back: bool):
+    """The same routing with torch's indexing, entry by entry for the scatters."""
+    vals, idx = logits.topk(2, dim=-1)
+    gates = torch.zeros_like(logits)
+    for j in range(2):
+        gates += torch.nn.functional.one_hot(idx[..., j], logits.shape[-1]) * vals[..., j, None]
+    pos = gates.topk(3, dim=1).indices  # B C E
+    tokens = torch.stack([x[i][pos[i]] for i in range(x.shape[0])])  # B C E D
+    if not back:
+        return gates, tokens
+    y = torch.zeros_like(x)
+    for i, c, e in torch.cartesian_prod(*(torch.arange(n) for n in pos.shape)).tolist():
+        y[i, pos[i, c, e]] += tokens[i, c, e]
+    return gates, tokens, y
+
+
+@pytest.mark.parametrize(
+    "shape, back",
+    [((2, 6), True), ((5, 6), True), ((1, 9), False)],
+    ids=["compiled", "batch", "length"],
+)
+def test_gather_and_scatter_leave_the_batch_and_length_free(shape, back):
+    """Routing compiled at B=2, T=6 runs at other batch sizes, and lengths, in the module and
+    in the written file (the lowerings once read every size of their operands)."""
+    from ncd.compiler import to_source
+
+    from .helpers import load_source
+
+    circuit = _routing_circuit(back)
+    module = ncd_compile(circuit, dtype=torch.float64)
+    written = load_source(to_source(circuit), "RoutingFree").to(torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, 3, generator=gen, dtype=torch.float64)
+    logits = torch.randn(*shape, 4, generator=gen, dtype=torch.float64)
+    want = dict(zip(("gates", "tokens", "y"), _routing_reference(x, logits, back)))
+    torch.testing.assert_close(module(x, logits), want)
+    torch.testing.assert_close(written(x, logits), want)
