@@ -48,13 +48,30 @@ class SplitAxis(BoxBase):
                 f"size of {self.axis} = product of {' '.join(self.into)}",
             )
         except ShapeProblem as e:  # a new axis of no size is a size of its own name
-            free = [a.name for a in new if ctx.resolve(a.size) == Size.of(a.name)]
+            # The split axis keeps x's size where it keeps its name (H -> H V), so it is not
+            # one to declare.
+            free = [
+                a.name
+                for a in new
+                if a.name != self.axis and ctx.resolve(a.size) == Size.of(a.name)
+            ]
             if free:
                 one = len(free) == 1
+                # The Builder checks each line against the sizes bound in sizes=, validation
+                # in symbols: a bound axis passes the first and fails here, which reads as a
+                # contradiction unless said.
+                bound = getattr(ctx, "bindings", {})
+                where = (
+                    " in the circuit's axis table (a value in sizes= binds it, shapes are "
+                    "checked in symbols)"
+                    if any(n in bound for n in free)
+                    else ""
+                )
+                value = bound.get(free[0], "…")
                 e.hint = (
-                    f"{' '.join(free)} {'has' if one else 'have'} no size: declare "
-                    f'{"it" if one else "them"} (b.axis("{free[0]}", …) in Python, or the '
-                    'spec\'s "axes")'
+                    f"{' '.join(free)} {'has' if one else 'have'} no size{where}: declare "
+                    f'{"it" if one else "them"} (b.axis("{free[0]}", {value}) in Python, or '
+                    'the spec\'s "axes")'
                 )
             raise
         y = replace_axes(x, (self.axis,), new)

@@ -189,6 +189,28 @@ def test_concat_takes_an_operand_without_the_axis_as_one_position():
         b.concat(c, c, axis="T")  # no operand has the axis
 
 
+def test_a_unit_axis_split_off_names_only_the_axis_to_declare():
+    """Splitting a unit axis off an axis that keeps its name (H -> H V, V = 1, to make one
+    value feature per head) holds in symbols only once V is declared 1; the hint named H and
+    V both as having "no size", though H is the input's axis and both were bound in sizes=.
+    It names V alone, with the value bound to it."""
+    for declare in (False, True):
+        b = Builder("unit", sizes={"B": 2, "H": 4, "V": 1})
+        if declare:
+            b.axis("V", 1)
+        b.output("y", b.split_axis(b.input("x", "B H"), "H", "H V"))
+        if declare:
+            assert b.build().check().outputs["y"].names == ("B", "H", "V")
+            continue
+        with pytest.raises(ValidationError) as e:
+            b.build()
+        assert str(e.value).endswith(
+            "(expected H, found H*V); V has no size in the circuit's axis table (a value in "
+            'sizes= binds it, shapes are checked in symbols): declare it (b.axis("V", 1) in '
+            'Python, or the spec\'s "axes")'
+        )
+
+
 def test_problems_a_new_user_makes_say_what_to_do():
     """Three first attempts at a block, each refused with what to change: keys left over
     the query axis, grouped key/value heads without `heads`/`kv_heads`, and an axis split
