@@ -37,7 +37,9 @@ def _axes(names) -> str:
 # ---------------------------------------------------------------- learned
 @draws("linear")
 def _linear(b) -> Drawing:
-    return Drawing(title=text(_biased(b.label or "L", b.bias)), note=_linear_note(b))
+    # Without a label every map would be the same `L`: its name, small, tells them apart.
+    note = "<BR/>".join(x for x in ("" if b.label else esc(b.name), _linear_note(b)) if x)
+    return Drawing(title=text(_biased(b.label or "L", b.bias)), note=note)
 
 
 def _biased(label: str, bias: bool) -> str:

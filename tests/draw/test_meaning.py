@@ -141,6 +141,21 @@ def test_bold_marks_exactly_the_boxes_that_hold_learned_tensors(box, bold):
     assert ("learned" in f.nodes[f"box:{box}"].get("class").split()) == holds == bool(bold)
 
 
+def test_unlabelled_linear_maps_are_told_apart_by_name():
+    """A linear map without a label (any the Builder makes unlabelled, every one an import
+    makes) is `L` or `L₊` like any other; its name goes small below, so that a router and two
+    expert projections, or an imported q, k, v, o, are not four identical boxes."""
+    b = Builder("unlabelled")
+    x = b.input("x", "B D")
+    b.output("r", b.linear(x, "D", "E", bias=False, name="router"))
+    b.output("g", b.linear(x, "D", "F", name="w_gate"))
+    b.output("q", b.linear(x, "D", "F", bias=False, name="q", label="L^Q"))
+    f = figure(b.build())
+    assert (f.bold("router"), f.bold("w_gate"), f.bold("q")) == ("L", "L₊", "LQ")
+    assert (f.text("router"), f.text("w_gate")) == ("Lrouter", "L₊w_gate")
+    assert f.text("q") == "LQ"  # a label names the map already
+
+
 def test_srms_is_not_bold_and_says_rms_once():
     # TransNormer's SRMSNorm has no learned scale (`affine=False`).
     f = figure(gallery.get("transnormer_block"))
