@@ -216,3 +216,13 @@ def test_spec_text_messages(tmp_path, capsys):
     assert main(["validate", str(wrong)]) == 1
     err = capsys.readouterr().err
     assert "found true)" in err and "found 5)" in err and "'True'" not in err
+
+
+def test_python_m_ncd_runs_the_cli():
+    """`python -m ncd` is the CLI, as the `ncd` script is (a venv without the script on PATH,
+    or one Python among several; it said "'ncd' is a package and cannot be directly
+    executed")."""
+    p = subprocess.run([sys.executable, "-m", "ncd", "list", "--json"], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "transformer_block" in {e["name"] for e in json.loads(p.stdout)["entries"]}
