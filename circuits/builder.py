@@ -367,6 +367,14 @@ class Builder:
             **kw,
         )
 
+    def long_conv(self, x, filter, seq, *, name=None, label=""):
+        """`b.long_conv(x, h, seq="T")` convolves x causally along T with the filter h, each
+        channel with its own: y[t] = Σ_{s ≤ t} h[t − s] x[s], by FFT (Hyena's long
+        convolution). h holds its taps along T, or along its one axis x lacks (`L D`: L ≤ T
+        taps for each channel D), and channels among x's; x's axes that h lacks are
+        broadcast over (h `T H` for x `B T H K`: a filter per head)."""
+        return self.box("long_conv", {"x": x, "filter": filter}, name, seq=seq, label=label)
+
     def pool(self, x, spatial, window, op="max", *, name=None, **kw):
         return self.box("pool", {"x": x}, name, spatial=spatial, window=window, op=op, **kw)
 

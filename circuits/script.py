@@ -89,6 +89,7 @@ _PLAIN = {
     "index": (("x",), ("axis", "index")),
     "slice": (("x",), ("axis",)),
     "conv": (("x",), ("spatial", "channel", "out", "kernel")),
+    "long_conv": (("x", "filter"), ()),
     "pool": (("x",), ("spatial", "window")),
     "upsample": (("x",), ("spatial",)),
     "attention": (("q", "k", "v"), ()),

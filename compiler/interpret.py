@@ -1013,3 +1013,23 @@ def _interpret_rotary(run, b, x, tin, tout):
     m = NT(R.to(xs.t.dtype), (*p_names, into, b.feature)).to(names)
     y = (m * xs.to([*rows, b.seq, b.feature]).unsqueeze(-2)).sum(-1)
     return {"out": _as(NT(y, (*rows, b.seq, b.feature)), tout["out"])}
+
+
+@interprets("long_conv")
+def _interpret_long_conv(run, b, x, tin, tout):
+    """y[t] = Σ_s M[t, s] x[s] per channel, M the lower-triangular Toeplitz matrix of the
+    filter (M[t, s] = h[t − s] where 0 ≤ t − s < L, 0 elsewhere): a product summed over the
+    positions by name, in float64, then in the inputs' promoted type (no FFT)."""
+    xs, h = x["x"], x["filter"]
+    tap = b.taps(tin["x"], tin["filter"])
+    T, L = xs.t.shape[xs.dim(b.seq)], h.t.shape[h.dim(tap)]
+    lag = torch.arange(T)[:, None] - torch.arange(T)[None, :]  # [t, s]: t − s
+    taps = h.t.to(torch.float64).movedim(h.dim(tap), -1)  # [channels…, L]
+    M = taps[..., lag.clamp(0, L - 1)] * ((lag >= 0) & (lag < L))  # [channels…, t, s]
+    into = "_long_conv_out"  # the output positions' own name while both are held
+    channels = tuple(a for a in h.names if a != tap)
+    rows = [a for a in xs.names if a != b.seq]
+    m = NT(M, (*channels, into, b.seq)).to([*rows, into, b.seq])
+    y = (m * xs.to([*rows, b.seq]).to(torch.float64).unsqueeze(-2)).sum(-1)
+    y = y.to(torch.promote_types(xs.t.dtype, h.t.dtype))
+    return {"out": _as(NT(y, (*rows, b.seq)), tout["out"])}

@@ -817,6 +817,18 @@ def _add_norm(L: Lowerer, b, x, tin, tout):
     return {"out": _last(L, s, t.names, b.over, lambda n: L.module(ident, n)), "sum": s}
 
 
+# ---------------------------------------------------------------- long_conv (by FFT)
+@lowers("long_conv")
+def _long_conv(L: Lowerer, b, x, tin, tout):
+    """runtime.long_conv along x's seq dim, in x's layout; the filter laid out to broadcast
+    against x, its taps where x has seq."""
+    t, h = tin["x"], tin["filter"]
+    tap = b.taps(t, h)
+    names = [b.seq if a == tap else a for a in h.names]
+    return {"out": L.fn(runtime.long_conv, x["x"], L.align(x["filter"], names, t.names),
+                        dim=_dim(t, b.seq))}  # fmt: skip
+
+
 # ---------------------------------------------------------------- short_conv (conv + slice + SiLU)
 @lowers("short_conv")
 def _short_conv(L: Lowerer, b, x, tin, tout):

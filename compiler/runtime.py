@@ -272,6 +272,46 @@ def rotary(x, seq: int, feature: int, base: float = 10000.0, rotated: int = 0,
     return out.movedim((-2, -1), (seq, feature))
 
 
+def fft_length(n):
+    """The smallest 2^a 3^b 5^c >= n: a length whose real FFTs pocketfft (the CPU's) and
+    cuFFT run at full speed, the rule of scipy.fft.next_fast_len(n, real=True)."""
+    best = 1 << max(n - 1, 0).bit_length()  # the next power of two bounds the search
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def long_conv(x, h, dim):
+    """Causal convolution of x with the filter h along dim, y[t] = sum_{s <= t} h[t - s] x[s]
+    (Hyena's fftconv): h broadcasts against x but along dim, where it holds L <= T taps.
+    Computed as a product of real FFTs of length n >= T + L - 1, so that the circular
+    convolution's wrap-around lands past the T outputs kept; in float32 at least, since torch
+    has no FFT of bfloat16 (of float16 only on CUDA, at powers of two) and a transform's
+    rounding error is spread over every output in proportion to the whole signal's norm,
+    which 16-bit precision would leave larger than the small outputs. Then cast to x's type
+    promoted with h's."""
+    dim = dim - x.dim() if dim >= 0 else dim  # h may lack x's leading dims
+    T, L = x.shape[dim], h.shape[dim]
+    if L > T:
+        raise ValueError(f"long_conv: filter: expected at most T={T} taps, found {L}")
+    out = torch.promote_types(x.dtype, h.dtype)
+    ftype = torch.promote_types(out, torch.float32)
+    n = fft_length(T + L - 1)
+    xf = torch.fft.rfft(x.movedim(dim, -1).to(ftype), n=n)
+    hf = torch.fft.rfft(h.movedim(dim, -1).to(ftype), n=n)
+    y = torch.fft.irfft(xf * hf, n=n)[..., :T]
+    # a copy of the T kept, so that the output does not hold the whole n-long result
+    return y.to(out).contiguous().movedim(-1, dim)
+
+
 def pool(x, spatial, op, window, stride, padding):
     """Max or average pooling over the axes at `spatial`, in any layout."""
     keep = [d for d in range(x.dim()) if d not in spatial]
@@ -507,6 +547,7 @@ DEPS = {
     "check_offsets": ["traced"],
     "short_conv": ["check_offsets", "packed_positions", "traced"],
     "rotary": ["check_offsets", "packed_positions", "traced"],
+    "long_conv": ["fft_length"],
     "packed_window_attention": ["check_offsets", "packed_positions", "gla", "traced"],
     "PackedScan": ["check_offsets", "packed_positions", "traced"],
 }

@@ -208,3 +208,12 @@ CASES["rotary"] = Case(
     form={"seq": "S", "feature": "E", "base": 500000.0, "rotated": "E/2",
           "pairs": "interleaved", "start": True},
 )  # fmt: skip
+
+# Long convolution: a filter per head H of L taps, broadcast over the heads' features K.
+CASES["long_conv"] = Case(
+    {"x": "B T H K", "filter": "L H"},
+    lambda b, w: b.long_conv(w["x"], w["filter"], seq="T"),
+    {"out": "B T H K"},
+    "★",
+    form={"seq": "S"},
+)

@@ -294,6 +294,13 @@ def _conv(b) -> Drawing:
     return Drawing(glyph=glyph, note=esc(note))
 
 
+@draws("long_conv")
+def _long_conv(b) -> Drawing:
+    # The convolution's star, not bold (the filter is data, entering on its own stub), noted
+    # with the axis it runs along and its direction; the filter wire's size is its length.
+    return Drawing(glyph="★", title=text(b.label), note="causal " + _axes([b.seq]))
+
+
 @draws("pool")
 def _pool(b) -> Drawing:
     w = "×".join(str(i) for i in b.window)

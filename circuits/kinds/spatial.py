@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import ShapeProblem
-from ..sizes import Size, floor, simplify
-from ..types import Axis, TensorType
+from ..sizes import Size, floor, show, simplify
+from ..types import FLOAT_DTYPES, Axis, TensorType, promote
 from .base import AxisList, AxisName, BoxBase, need, new_axes, tensor
 from .registry import box_kind
 
@@ -134,6 +134,79 @@ class Conv(_Spatial):
 
 
 @box_kind
+class LongConv(BoxBase):
+    """A causal convolution along `seq` with a filter that is an input, as long as the
+    sequence and one per channel: y[…, t, c] = Σ_{s ≤ t} h[t − s, c] x[…, s, c] (Hyena's and
+    H3's long convolutions, S4 and S4D in convolution mode), computed with FFTs in
+    O(T log T).
+
+    Port `x`: any axes, `seq` among them. Port `filter`: its taps along one axis (`seq` where
+    the filter has that axis, else its one axis x lacks: `L` for a filter of L taps) and
+    channel axes among x's, of equal sizes; x's axes the filter lacks are broadcast over (a
+    filter per head `H` for heads of features `K`; a filter per batch row where it has `B`).
+    A filter of fewer taps than the sequence is zero past its last tap; one of more is an
+    error. The output has x's axes, in x's element type promoted with the filter's.
+
+    Causal only. A non-causal mode was left out: no model this box was made for needs it
+    (Hyena, H3, HyenaDNA and S4/S4D's unidirectional layers convolve causally); a circular
+    convolution is a different operation (no zero padding, FFT length T), and S4's
+    bidirectional kernel is a causal convolution plus one of the reversed sequence. A `mode`
+    field with `causal` as its default can be added later without changing any circuit.
+    """
+
+    kind: Literal["long_conv"] = "long_conv"
+    seq: AxisName
+    """Axis of the sequence convolved over (position t sees positions 0 … t)."""
+    family = "convolution"
+    named_ports = True  # x and its filter can carry the same axes (a filter of T taps)
+
+    def ports(self):
+        return ["x", "filter"]
+
+    def taps(self, x: TensorType, h: TensorType) -> str:
+        """The filter's axis of taps: `seq` where the filter has it, else its one axis x
+        lacks (a ShapeProblem when there is none or more than one)."""
+        if h.axis(self.seq) is not None:
+            return self.seq
+        lack = [a for a in h.names if x.axis(a) is None]
+        if len(lack) != 1:
+            raise ShapeProblem(
+                "the filter's taps lie along one axis: seq or the one axis x lacks", "filter",
+                f"{self.seq} or one axis not on x, then channel axes among x's "
+                f"({' '.join(a for a in x.names if a != self.seq) or 'none'})",
+                f"{h} ({len(lack)} axes not on x)",
+            )  # fmt: skip
+        return lack[0]
+
+    def infer(self, ins, ctx):
+        x, h = tensor(ins, "x"), tensor(ins, "filter")
+        need(x, (self.seq,), "x", "the sequence")
+        for port, t in (("x", x), ("filter", h)):
+            if t.dtype not in FLOAT_DTYPES:
+                raise ShapeProblem("convolves floating point", port, "a float dtype", t.dtype)
+        tap = self.taps(x, h)
+        stray = [a for a in h.names if a != tap and x.axis(a) is None]
+        if stray:
+            raise ShapeProblem(
+                f"filter axis {' '.join(stray)} is not on x: a filter's channels are x's",
+                "filter", f"{tap} and axes among x's", str(h),
+            )  # fmt: skip
+        for a in h.names:
+            if a != tap:
+                ctx.unify(x.axis(a).size, h.axis(a).size, "filter", f"size of channel axis {a}")
+        T, L = ctx.resolve(x.axis(self.seq).size), ctx.resolve(h.axis(tap).size)
+        if (L - T).is_number and L - T > 0:
+            raise ShapeProblem(
+                "the filter is no longer than the sequence", "filter",
+                f"at most {self.seq}={show(T)} taps along {tap}", f"{tap}={show(L)}",
+            )  # fmt: skip
+        return {"out": x.with_axes(x.axes, promote([x.dtype, h.dtype]))}
+
+    def acts_on(self):
+        return (self.seq,)
+
+
+@box_kind
 class Pool(_Spatial):
     """Max or average pooling over a window of the spatial axes."""
 
@@ -201,4 +274,4 @@ class Upsample(_Spatial):
         return self.spatial
 
 
-__all__ = ["Conv", "Pool", "Upsample", "new_axes"]
+__all__ = ["Conv", "LongConv", "Pool", "Upsample", "new_axes"]

@@ -77,10 +77,39 @@ def maximum(cands: list[sympy.Expr]) -> sympy.Expr:
     return kept[0] if len(kept) == 1 else sympy.Max(*kept, evaluate=False)
 
 
+class fft_length(sympy.Function):  # lower case: formulas print it as the runtime's function
+    """The length of the FFTs of a long convolution of n = T + L − 1 outputs: the smallest
+    2^a·3^b·5^c ≥ n, as compiler/runtime.py's `fft_length` picks it; unevaluated (a size of
+    its own) while n is a formula."""
+
+    is_integer = True
+    is_positive = True
+
+    @classmethod
+    def eval(cls, n):
+        if n.is_Integer:
+            return sympy.Integer(_next_smooth(max(int(n), 1)))
+        return None
+
+
+def _next_smooth(n: int) -> int:
+    """The smallest integer ≥ n with no prime factor but 2, 3 and 5, counted up from n."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
 def _opaque(expr: sympy.Expr) -> dict[sympy.Symbol, sympy.Expr]:
     """A stand-in symbol for each floor/ceiling in `expr` (`floor(X/4)` counts as a size of
-    degree 1), so that a cost with a strided convolution's output size is still a polynomial."""
-    atoms = sorted(expr.atoms(sympy.floor, sympy.ceiling), key=sympy.default_sort_key)
+    degree 1), so that a cost with a strided convolution's output size is still a polynomial;
+    the same for an FFT length (`fft_length`)."""
+    atoms = sorted(expr.atoms(sympy.floor, sympy.ceiling, fft_length), key=sympy.default_sort_key)
     return {a: sympy.Symbol(sympy.sstr(a), positive=True, integer=True) for a in atoms}
 
 

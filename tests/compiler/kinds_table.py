@@ -533,3 +533,21 @@ def linear_attention_grouped():
 
 
 TABLE["linear_attention_grouped"] = linear_attention_grouped
+
+
+def long_conv():
+    """Causal convolutions by FFT: a filter of L = 3 taps per channel D over x [B T D]
+    (shorter than T = 5); a filter of T taps per head (taps along T itself, axes [T H]) over
+    x laid out [K B T H], broadcast over K; a filter per batch row [B L] over x [T B D],
+    broadcast over D."""
+    b = _b("long_conv", L=3)
+    x, h = b.input("x", "B T D"), b.input("h", "L D")
+    b.output("y", b.long_conv(x, h, seq="T", name="conv"))
+    u, g = b.input("u", "K B T H"), b.input("g", "T H")
+    b.output("y_heads", b.long_conv(u, g, seq="T", name="conv_heads"))
+    w, f = b.input("w", "T B D"), b.input("f", "B L")
+    b.output("y_rows", b.long_conv(w, f, seq="T", name="conv_rows"))
+    return b.build()
+
+
+TABLE["long_conv"] = long_conv
