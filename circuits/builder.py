@@ -118,6 +118,7 @@ class Builder:
         self._claim(name)
         self._inputs.append(inp)
         t = TensorType(tuple(_axis(self._ctx, a) for a in inp.axes), inp.dtype)
+        self._ctx.saw(t)
         return Wire(name, t)
 
     def output(self, name: str, wire: Wire) -> Wire:
@@ -202,6 +203,8 @@ class Builder:
                 detail = f": {e}"
             raise BuildError(f"box '{name}' ({kind}){detail}") from None
         self._boxes.append(box)
+        for t in outs.values():
+            self._ctx.saw(t)
         wires = {p: Wire(f"{name}.{p}" if len(outs) > 1 else name, t) for p, t in outs.items()}
         return next(iter(wires.values())) if len(wires) == 1 else wires
 
@@ -282,6 +285,22 @@ class Builder:
         rotated = None if rotated is None else str(rotated)
         return self.box("rotary", ins, name, seq=seq, feature=feature, base=base,
                         rotated=rotated, pairs=pairs, start=start is not None,
+                        packed=offsets is not None, label=label)  # fmt: skip
+
+    def positions(self, axis, *, dtype="float32", start=None, offsets=None, name=None,
+                  label=""):  # fmt: skip
+        """`b.positions("T")` is the tensor [T] holding 0, 1, …, T − 1; `dtype="int64"` for
+        integers. `b.sub(b.positions("T"), b.positions("S"))` is the [T S] table of t − s
+        (ALiBi's distances). `start` (integer starts over other axes, `B`) gives [B T]
+        holding start[b] + t and sets `start`; `offsets` (packed sequences' starts and the
+        total length, integers along one axis) counts within each sequence and sets
+        `packed`."""
+        ins = {}
+        if start is not None:
+            ins["start"] = start
+        if offsets is not None:
+            ins["offsets"] = offsets
+        return self.box("positions", ins, name, axis=axis, dtype=dtype, start=start is not None,
                         packed=offsets is not None, label=label)  # fmt: skip
 
     def softmax(self, x, over, *, variant="softmax", name=None, label=""):

@@ -343,6 +343,13 @@ class _Section:
             defaults = {"start": "start" in box.inputs}
             pairs = [(f, fields.pop(f)) for f in ("seq", "feature")]
             return self._plain(box, kind, ("x",), pairs, fields, kind, defaults, extra)
+        if kind == "positions":
+            extra = tuple(p for p in ("start", "offsets") if p in box.inputs)
+            if fields.pop("packed") != ("offsets" in box.inputs):
+                return None  # (the method sets `packed` where it is given offsets)
+            defaults = {"start": "start" in box.inputs}
+            return self._plain(box, kind, (), [("axis", fields.pop("axis"))], fields, kind,
+                               defaults, extra)  # fmt: skip
         if kind in _PLAIN:
             ports, positional = _PLAIN[kind]
             pairs = [(f, fields.pop(f)) for f in positional]

@@ -325,8 +325,25 @@ class _Checker(Context):
         self.stack = (*stack, circuit.name)
         self.calls: dict[str, Checked] = {}
         self.prefix = "" if depth == 0 else f"in subcircuit '{circuit.name}', "
+        self.seen: set[str] = set()
+        """Axis names of the wires typed so far (inputs, then each box's outputs)."""
+
+    def saw(self, value: Value) -> None:
+        """Notes the axes of a value the circuit now carries (for `known`)."""
+        if isinstance(value, TensorType):
+            self.seen.update(value.names)
+        elif isinstance(value, TupleType):
+            for _, item in value.items:
+                self.saw(item)
 
     # -- Context for shape rules
+    def known(self, axis: str) -> bool:
+        return (axis in self.seen or axis in self.c.axes or axis in self.bindings
+                or axis in self.unifier.bound)  # fmt: skip
+
+    def known_axes(self) -> list[str]:
+        return sorted({*self.seen, *self.c.axes, *self.bindings, *self.unifier.bound})
+
     def size(self, axis: str) -> Size:
         if axis in self.c.axes:
             return self.unifier.resolve(parse_size(self.c.axes[axis]))
@@ -451,6 +468,7 @@ class _Checker(Context):
                             )
                     t = TensorType(given.axes, given.dtype)
             inputs[inp.name] = t
+            self.saw(t)
         for i, b in enumerate(c.boxes):
             if b.name in index or b.name in inputs:
                 self.problem(
@@ -575,6 +593,8 @@ class _Checker(Context):
                 continue
             try:
                 outs[name] = b.infer(ins, self)
+                for v in outs[name].values():
+                    self.saw(v)
                 params[name] = b.params(ins, self)
                 ins_of[name] = ins
                 self._axes_ok(name, ins, outs[name])

@@ -37,15 +37,19 @@ def example_inputs(checked, seed: int = 0, dtype=torch.float32, device="cpu",
 
 def example_offsets(checked, name, generator=None):
     """Valid example offsets for input `name` where it is the `offsets` port of a packed
-    `linear_attention`, `short_conv` or `rotary` box (sorted, from 0 to the packed length,
-    windows of random nonzero lengths), else None: for the makers of random example inputs."""
-    axes = {"short_conv": ("x", "axis"), "rotary": ("x", "seq"), "linear_attention": ("q", "query")}
+    `linear_attention`, `short_conv`, `rotary` or `positions` box (sorted, from 0 to the
+    packed length, windows of random nonzero lengths), else None: for the makers of random
+    example inputs."""
+    axes = {"short_conv": ("x", "axis"), "rotary": ("x", "seq"), "linear_attention": ("q", "query"),
+            "positions": ("", "axis")}  # fmt: skip
     for box in checked.circuit.boxes:
         if not (getattr(box, "packed", False) and box.inputs.get("offsets") == name):
             continue
         if box.kind in axes:
             port, axis = axes[box.kind][0], getattr(box, axes[box.kind][1])
-            total = int(checked.number(checked.ins[box.name][port].axis(axis).size))
+            # the packed axis of the port that holds it (a positions box's own output)
+            t = checked.ins[box.name][port] if port else checked.outs[box.name]["out"]
+            total = int(checked.number(t.axis(axis).size))
             n = int(checked.number(checked.inputs[name].axes[0].size))
             if n < 2 or total < n - 1:
                 return None

@@ -88,6 +88,7 @@ class _Run:
 
     def run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.c
+        self.inputs = inputs
         env: dict[tuple[str, str], object] = {}
         for name, t in c.inputs.items():
             env[("", name)] = NT(inputs[name], t.names)
@@ -1033,3 +1034,26 @@ def _interpret_long_conv(run, b, x, tin, tout):
     y = (m * xs.to([*rows, b.seq]).to(torch.float64).unsqueeze(-2)).sum(-1)
     y = y.to(torch.promote_types(xs.t.dtype, h.t.dtype))
     return {"out": _as(NT(y, (*rows, b.seq)), tout["out"])}
+
+
+@interprets("positions")
+def _interpret_positions(run, b, x, tin, tout):
+    """Position t along the axis is the number t, counted from its row's start (start + t),
+    or from the first position of its packed sequence; in the box's type, float32 standing
+    for the type of the circuit's first float input (the type the module runs in)."""
+    n = run.num(tout["out"].axis(b.axis).size)
+    p = list(range(n))
+    if b.packed:
+        firsts = x["offsets"].t.tolist()[:-1]
+        p = [t - max(f for f in firsts if f <= t) for t in p]
+    p = torch.tensor(p, dtype=torch.int64)
+    names: tuple[str, ...] = (b.axis,)
+    if b.start:
+        p = x["start"].t.to(torch.int64)[..., None] + p
+        names = (*x["start"].names, b.axis)
+    dtype = getattr(torch, b.dtype)
+    if b.dtype == "float32":
+        floats = [run.inputs[i.name].dtype for i in run.c.circuit.inputs
+                  if i.dtype.startswith(("float", "bfloat"))]  # fmt: skip
+        dtype = floats[0] if floats else dtype
+    return {"out": _as(NT(p.to(dtype), names), tout["out"])}

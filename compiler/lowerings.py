@@ -251,6 +251,30 @@ def _rotary(L: Lowerer, b, x, tin, tout):
     return {"out": L.fn(runtime.rotary, x["x"], _dim(t, b.seq), _dim(t, b.feature), **kw)}
 
 
+@lowers("positions")
+def _positions(L: Lowerer, b, x, tin, tout):
+    """runtime.positions on the device of the circuit's first float input (else its first
+    input), whose dtype float32 positions take, as a float32 one_hot does; the start
+    already in the output's order (its axes, then the positions')."""
+    n = L.num(tout["out"].axis(b.axis).size)
+    kw = {}
+    like = _float_input(L)
+    like = _first_input(L) if like is None else like
+    if like is not None:
+        kw["like"] = like
+    if b.start:
+        kw["start"] = x["start"]
+    if b.packed:
+        kw["cu_seqlens"] = x["offsets"]
+    return {"out": L.fn(runtime.positions, n, getattr(torch, b.dtype), **kw)}
+
+
+def _first_input(L: Lowerer):
+    """The placeholder of the circuit's first input, or None where it has none."""
+    inputs = L.c.circuit.inputs
+    return L.env[("", inputs[0].name)] if inputs else None
+
+
 # ---------------------------------------------------------------- normalisation
 @lowers("softmax")
 def _softmax(L: Lowerer, b, x, tin, tout):

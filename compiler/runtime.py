@@ -312,6 +312,36 @@ def long_conv(x, h, dim):
     return y.to(out).contiguous().movedim(-1, dim)
 
 
+def positions(n: int, dtype=torch.float32, like=None, start=None, cu_seqlens=None):
+    """The positions 0 … n-1 along an axis [n]; with `start` (integers [...]), start[..., None]
+    + 0 … n-1 [..., n]; with `cu_seqlens` ([N + 1] offsets of sequences packed along the
+    axis), each position's index within its sequence [n]. On `like`'s device; float32, the
+    circuit's float type, takes `like`'s dtype where `like` is a float tensor (a module run
+    in float64 or bfloat16). A float type holds integers exactly only up to 2/eps (256 in
+    bfloat16, 2048 in float16): positions past it would repeat, and are a ValueError (a
+    start's values are read on the host for a 16-bit type, except when traced)."""
+    device = None if like is None else like.device
+    if dtype == torch.float32 and like is not None and like.is_floating_point():
+        dtype = like.dtype
+    if cu_seqlens is not None:
+        check_offsets(cu_seqlens, n, "positions")
+        return packed_positions(cu_seqlens.to(device), n).to(dtype)  # each below n
+    top = n - 1
+    if start is not None:
+        start = start.to(device)
+        if dtype.is_floating_point and torch.finfo(dtype).bits == 16 and not traced():
+            top += int(start.abs().max()) if start.numel() else 0
+    exact = int(2 / torch.finfo(dtype).eps) if dtype.is_floating_point else top
+    if top > exact:
+        raise ValueError(
+            f"positions: {str(dtype).removeprefix('torch.')} holds integers exactly only up to "
+            f"{exact}, found positions up to {top}: make the box's dtype int32 or int64, or "
+            "run the module in float32"
+        )
+    pos = torch.arange(n, device=device, dtype=dtype)
+    return pos if start is None else start[..., None].to(dtype) + pos
+
+
 def pool(x, spatial, op, window, stride, padding):
     """Max or average pooling over the axes at `spatial`, in any layout."""
     keep = [d for d in range(x.dim()) if d not in spatial]
@@ -548,6 +578,7 @@ DEPS = {
     "short_conv": ["check_offsets", "packed_positions", "traced"],
     "rotary": ["check_offsets", "packed_positions", "traced"],
     "long_conv": ["fft_length"],
+    "positions": ["check_offsets", "packed_positions", "traced"],
     "packed_window_attention": ["check_offsets", "packed_positions", "gla", "traced"],
     "PackedScan": ["check_offsets", "packed_positions", "traced"],
 }

@@ -217,3 +217,12 @@ CASES["long_conv"] = Case(
     "★",
     form={"seq": "S"},
 )
+
+# Positions along T counted from a start per B row (T given a size: no input carries it).
+CASES["positions"] = Case(
+    {"s": "B:int64"},
+    lambda b, w: b.axis("T", 8) or b.positions("T", start=w["s"]),
+    {"out": "B T"},
+    "0,1,…",
+    form={"axis": "S", "dtype": "int64", "packed": True},
+)

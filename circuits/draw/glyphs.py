@@ -148,6 +148,21 @@ def _rotary(b) -> Drawing:
     return Drawing(glyph="↻", title=text(b.label), note=note)
 
 
+@draws("positions")
+def _positions(b) -> Drawing:
+    # The paper draws no index tensor; the count itself says it, and the axis it runs along
+    # leaves the box as its wire. The note says what differs from counting 0, 1, ... in the
+    # circuit's float type.
+    extra = [
+        "" if b.dtype == "float32" else esc(b.dtype),
+        "packed" if b.packed else "+ start" if b.start else "",
+    ]
+    note = "along " + _axes([b.axis])
+    if any(extra):
+        note += "<BR/>" + ", ".join(e for e in extra if e)
+    return Drawing(glyph="0,1,…", title=text(b.label), note=note)
+
+
 # ---------------------------------------------------------------- normalisation
 _SOFTMAX = {"softmax": "◁", "log_softmax": "log◁", "softmin": "◁<SUP>−</SUP>"}
 

@@ -132,6 +132,15 @@ class Context:
     def call(self, box, ins: dict[str, Value]) -> dict[str, Value]:  # pragma: no cover
         raise NotImplementedError
 
+    def known(self, axis: str) -> bool:
+        """Whether the circuit knows `axis` where the rule runs: a wire so far carries it, or
+        the circuit gives it a size (a box that makes an axis from nothing asks)."""
+        return True
+
+    def known_axes(self) -> list[str]:
+        """The axes `known` accepts, sorted (for the message that refuses another)."""
+        return []
+
 
 class BoxBase(BaseModel):
     """Fields every box has. Subclasses add `kind` and their parameters."""

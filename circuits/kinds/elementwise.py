@@ -286,6 +286,77 @@ class Rotary(BoxBase):
         return (self.seq, self.feature)
 
 
+@box_kind
+class Positions(BoxBase):
+    """The positions along an axis as a tensor: `[T]` holding 0, 1, …, T − 1. Arithmetic on
+    them draws what needs the index: a sinusoidal encoding (Vaswani et al. 2017), ALiBi's
+    distances (positions along T minus positions along S is the `[T S]` table, as binary
+    boxes broadcast by name), a relative-position table.
+
+    With `start`, each row counts from its own start (integers over other axes: `[B T]`
+    holding start[b] + t, decoding after a cache); `packed`, the index within each sequence
+    packed along the axis (0 at each sequence's first token). A step or a first position
+    other than 0 is a `scale` or a `binary` add after the box."""
+
+    kind: Literal["positions"] = "positions"
+    axis: AxisName
+    """The axis whose positions the tensor holds (an input's axis, or one the circuit gives a
+    size)."""
+    dtype: Literal["float32", "float64", "int32", "int64"] = "float32"
+    """Element type. float32, the circuit's float type, follows the float inputs in a compiled
+    module run in another float type (float64, bfloat16), where positions past the last
+    integer that type holds exactly (256 in bfloat16, 2048 in float16) are refused when the
+    module runs; integer positions are exact in any module."""
+    start: bool = False
+    """Positions count from port `start`: integers over other axes (a start per batch row) or
+    none (one start), e.g. the length of the cache before a decoding step. The result has the
+    start's axes, then `axis`."""
+    packed: bool = False
+    """`axis` holds several sequences end to end, positions restarting at 0 at each: port
+    `offsets`, an integer tensor of one axis with each sequence's first position and then the
+    total length (N + 1 values, as `cu_seqlens`, and as packed `rotary` boxes take them)."""
+    family = "elementwise"
+
+    def ports(self):
+        return [*(["start"] if self.start else []), *(["offsets"] if self.packed else [])]
+
+    def infer(self, ins, ctx):
+        if not ctx.known(self.axis):
+            known = " ".join(ctx.known_axes()) or "none yet"
+            raise ShapeProblem(
+                f"positions along an axis the circuit does not know: no wire carries "
+                f"{self.axis} and no size is given", "", f"an axis of the circuit: {known}",
+                self.axis,
+                f"give it a size (Builder(sizes={{'{self.axis}': n}}) or b.axis('{self.axis}', "
+                "n)) or name an axis the inputs carry",
+            )  # fmt: skip
+        if self.start and self.packed:
+            raise ShapeProblem(
+                "packed sequences start at position 0", "start", "start or packed, not both",
+                "start=True, packed=True",
+            )  # fmt: skip
+        rows: list = []
+        if self.start:
+            s = tensor(ins, "start")
+            if s.dtype not in ("int32", "int64"):
+                raise ShapeProblem("start positions are integers", "start",
+                                   "an int32 or int64 tensor", s.dtype)  # fmt: skip
+            if s.axis(self.axis) is not None:
+                raise ShapeProblem(
+                    f"a start per row: axes other than the positions' {self.axis}", "start",
+                    f"axes without {self.axis}", str(s),
+                )  # fmt: skip
+            rows = list(s.axes)
+        if self.packed:
+            from .fused import _check_offsets
+
+            _check_offsets(ins)
+        return {"out": TensorType((*rows, *new_axes((self.axis,), ctx)), self.dtype)}
+
+    def acts_on(self):
+        return (self.axis,)
+
+
 # ---------------------------------------------------------------- integer arithmetic
 # Integer-only inference (I-ViT, HAWQ-V3): the functions of `unary` that keep an integer an
 # integer, the checks that keep types honest, and the kinds that hold integer state.

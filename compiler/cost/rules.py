@@ -556,6 +556,29 @@ def rotary(v: BoxView) -> Rule:
     )
 
 
+@costs("positions")
+def positions(v: BoxView) -> Rule:
+    """As compiler/runtime.py's `positions` runs it: torch.arange writes the n positions (no
+    arithmetic; no gradient). A start: taken to the output's type (a copy where its type
+    differs) and added to the arange, one add per output element. Packed: the int64 arange,
+    each position's sequence (searchsorted) and that sequence's first position (a gather),
+    one subtraction per position, then the result taken to the output's type (a copy unless
+    int64), int32 offsets widened first; searchsorted's comparisons are not counted."""
+    b, y = v.box, v.out()
+    n = v.size(y, b.axis)
+    bp = v.bytes_per(y)
+    if b.start:
+        s = v.x("start")
+        cast = numel(s) * bp if s.dtype != y.dtype else ZERO
+        return Rule(flops=numel(y), extra_io=2 * (n * bp + cast), temps=n * bp + cast)
+    if b.packed:
+        off = v.x("offsets")
+        made = 3 * 8 * n + (8 * n if y.dtype != "int64" else ZERO)  # int64 tensors of n
+        made += 8 * numel(off) if off.dtype != "int64" else ZERO  # the offsets as int64
+        return Rule(flops=n, extra_io=2 * made, temps=made)
+    return Rule()
+
+
 # -- normalisation
 def _stat_bytes(v: BoxView, count: Expr, kernel: bool = True) -> Expr:
     """Bytes of `count` statistics of x. PyTorch's CUDA kernels for layer and batch norm keep

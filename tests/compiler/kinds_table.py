@@ -551,3 +551,22 @@ def long_conv():
 
 
 TABLE["long_conv"] = long_conv
+
+
+def positions():
+    """Positions along T added to x [B T D] (float32: the module's float type, float64 here);
+    positions along T minus those along S (the [T S] table of t − s, broadcast by name);
+    int64 positions from a start per (H, B) row (int32, given in that order); int32
+    positions of sequences packed along T (offsets, C = 4: three sequences)."""
+    b = _b("positions")
+    x = b.input("x", "B T D")
+    b.output("y_add", b.add(x, b.positions("T", name="pos")))
+    b.output("y_dist", b.sub(b.positions("T", name="pos_t"), b.positions("S", name="pos_s")))
+    start = b.input("start", "H B", dtype="int32")
+    b.output("y_start", b.positions("T", dtype="int64", start=start, name="pos_start"))
+    off = b.input("offsets", "C", dtype="int64")
+    b.output("y_packed", b.positions("T", dtype="int32", offsets=off, name="pos_packed"))
+    return b.build()
+
+
+TABLE["positions"] = positions

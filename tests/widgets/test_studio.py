@@ -263,8 +263,10 @@ def test_every_kind_has_a_form_and_every_gallery_circuit_opens():
     assert {k for _, k in studio.palette.options} == set(KINDS)
     for _, kind in studio.palette.options:
         studio.palette.value = kind
-        # a param (a constant) has no inputs; a call has those of its subcircuit (none here)
-        assert bool(studio.port_widgets) == (kind not in ("param", "call", "constant")), kind
+        # a param, a constant and positions (without a start) have no inputs; a call has
+        # those of its subcircuit (none here)
+        no_inputs = ("param", "call", "constant", "positions")
+        assert bool(studio.port_widgets) == (kind not in no_inputs), kind
     for name in gallery.names():
         assert studio.load(name), errors(studio)
         assert "<svg" in studio.canvas.svg, name
