@@ -22,8 +22,9 @@ Adding a box kind, in order:
 5. Its cost rule: `@costs("name")` in `compiler/cost/rules.py`; an elementwise kind is also
    listed in `POINTWISE` there, a kind whose output is a view of its input in `ALIAS_KINDS`.
 6. Its importer mapping, where a PyTorch layer or function maps to it: the mapping in
-   `compiler/importer.py`, and the kind named in the `@imports(...)` of the method that makes
-   it; where none does, an entry with the reason in the `exempt` of `IMPORTS` there.
+   `compiler/importer/` (the module of its family of ops), and the kind named in the
+   `@imports(...)` of the method that makes it; where none does, an entry with the reason in
+   the `exempt` of `IMPORTS` (`compiler/importer/tables.py`).
 7. Its editor form: nothing to write; `widgets/forms.py` builds it from the class's fields
    and docstrings (a new `family` goes into `FAMILY_ORDER` there).
 8. Its test case: one entry in `tests/vocabulary.py` (`CASES`: inputs, the builder call, the

@@ -1,0 +1,157 @@
+"""Attention: `nn.MultiheadAttention` as its projections around one attention box, and
+`F.scaled_dot_product_attention` (causal masks, grouped heads) as one attention box."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+
+from torch import fx, nn
+
+from .common import _Unmapped
+from .masks import _mask_pattern
+from .tables import imports
+
+
+class _Attention:
+    """Attention layers and SDPA (a mixin of `_Importer`, core.py)."""
+
+    def mha(self, n, m: nn.MultiheadAttention):
+        q_in, k_in, v_in = (self.wire(n.args[i]) for i in range(3))
+        kw = dict(n.kwargs)
+        for i, key in enumerate(
+            ["key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal"],
+            start=3,
+        ):
+            if len(n.args) > i:
+                kw[key] = n.args[i]
+        pad = kw.get("key_padding_mask")
+        if pad is not None and (not isinstance(pad, fx.Node) or self.values.get(pad) is not None):
+            raise _Unmapped  # (a node may hold None: torch's own check of an absent mask)
+        causal = bool(self.const(kw.get("is_causal", False)))
+        if (mask := kw.get("attn_mask")) is not None:  # causal, made from sizes alone: True
+            # (or -inf) where not attended, nn.MultiheadAttention's convention
+            drop = self.dropped(mask, keeps=False)
+            if drop.dim() != 2 or _mask_pattern(drop, tuple(drop.shape)) != ("causal", 0):
+                raise _Unmapped
+            causal = True
+        if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
+            raise _Unmapped
+        if m.dropout and m.training:
+            raise _Unmapped
+        users = [u for u in n.users if u.users or u.target is not operator.getitem]
+        if any(u.target is not operator.getitem or u.args[1] != 0 for u in users):
+            raise _Unmapped  # attention weights are used: not a plain attention
+        # (`a, _ = self.attn(x, x, x)` reads the weights into a name nothing uses)
+        H, E = m.num_heads, m.embed_dim
+        hd = E // H
+        base = str(n.target).replace(".", "_")
+        D = q_in.axes[-1]
+        heads = self.axis("heads", H)
+        K = self.axis("head", hd, avoid=(heads,))
+        V = self.axis("value", hd, avoid=(heads, K))
+        seq_q = q_in.axes[0] if not m.batch_first else q_in.axes[1]
+        wq, wk, wv = m.in_proj_weight.chunk(3)
+        bq, bk, bv = m.in_proj_bias.chunk(3) if m.in_proj_bias is not None else (None,) * 3
+        bias = m.in_proj_bias is not None
+        projs = []
+        for role, x, w, b_, out in (("q", q_in, wq, bq, K), ("k", k_in, wk, bk, K)):
+            name = self._fresh(f"{base}_{role}_proj")
+            projs.append(self.b.linear(x, D, [heads, out], bias=bias, name=name))
+            self.weights[name] = {"weight": w}
+            if bias:
+                self.weights[name]["bias"] = b_
+        name = self._fresh(f"{base}_v_proj")
+        v = self.b.linear(v_in, D, [heads, V], bias=bias, name=name)
+        self.weights[name] = {"weight": wv}
+        if bias:
+            self.weights[name]["bias"] = bv
+        q, k = projs
+        S = self.axis("key", self.sizes[k.axes[0 if not m.batch_first else 1]], avoid=q.axes)
+        seq_k = k.axes[0] if not m.batch_first else k.axes[1]
+        k = self.b.rename(k, {seq_k: S}, name=self._fresh(f"{base}_k_keys"))
+        v = self.b.rename(v, {seq_k: S}, name=self._fresh(f"{base}_v_keys"))
+        o = self.b.attention(
+            q,
+            k,
+            v,
+            name=self._fresh(f"{base}_attention"),
+            query=seq_q,
+            key=S,
+            head=K,
+            value=V,
+            causal=causal,
+        )
+        name = self._fresh(f"{base}_out_proj")
+        y = self.b.linear(o, [heads, V], D, bias=m.out_proj.bias is not None, name=name)
+        self.weights[name] = {"weight": m.out_proj.weight}
+        if m.out_proj.bias is not None:
+            self.weights[name]["bias"] = m.out_proj.bias
+        if m.dropout:
+            warnings.warn(
+                f"{n.target}: the attention dropout of nn.MultiheadAttention (p={m.dropout}) is "
+                "dropped: the circuit's attention box has none (in eval mode it does nothing)",
+                stacklevel=2,
+            )
+        return (y,)  # MHA returns (output, weights); getitem 0 reads it
+
+    @imports("attention")
+    def sdpa(self, n):
+        q, k, v = (self.wire(n.args[i]) for i in range(3))
+        causal = bool(self.const(self.arg(n, 5, "is_causal", False)))
+        mask = self.arg(n, 3, "attn_mask")
+        if mask is not None:  # a causal mask made from sizes: True (or 0.0) where attended
+            if causal:
+                raise _Unmapped
+            drop = self.dropped(mask, keeps=True)
+            if _mask_pattern(drop, self.shape(n.args[0])[:-1] + self.shape(n.args[1])[-2:-1]) != (
+                "causal", 0):  # fmt: skip
+                raise _Unmapped
+            causal = True
+        p = float(self.const(self.arg(n, 4, "dropout_p", 0.0)))
+        grouped = {}  # grouped heads: each key/value head read by hq/hk query heads, as the
+        # attention box's heads/kv_heads (the keys and values are not repeated)
+        if self.const(self.arg(n, 7, "enable_gqa", False)) and len(q.axes) >= 3:
+            hq, hk = self.shape(n.args[0])[-3], self.shape(n.args[1])[-3]
+            if hq != hk:
+                G = k.axes[-3]
+                if G in q.axes:
+                    G = self.axis("heads", hk, avoid=[*q.axes, *k.axes, *v.axes])
+                grouped = {"heads": q.axes[-3], "kv_heads": G}
+        scale = self.const(n.kwargs.get("scale"))
+        T, K = q.axes[-2], q.axes[-1]
+        S = k.axes[-2]
+        if S == T:
+            S = self.axis("key", self.sizes[T], avoid=q.axes)
+        ren = {k.axes[-2]: S} if k.axes[-2] != S else {}
+        if k.axes[-1] != K:
+            ren[k.axes[-1]] = K
+        if len(k.axes) != len(q.axes) or len(v.axes) != len(q.axes):
+            raise _Unmapped
+        kv_batch = list(q.axes[:-2])  # q's batch axes, with the key/value heads' own
+        if grouped:
+            kv_batch[-1] = grouped["kv_heads"]
+        ren.update({a: b for a, b in zip(k.axes[:-2], kv_batch, strict=True) if a != b})
+        if ren:
+            k = self.b.rename(k, ren, name=self.box_name(n, "keys"))
+        V = v.axes[-1]
+        ren = {v.axes[-2]: S} if v.axes[-2] != S else {}
+        batch = dict(zip(v.axes[:-2], kv_batch, strict=True))
+        ren.update({a: b for a, b in batch.items() if a != b})
+        if V == K:
+            V = self.axis("value", self.sizes[K], avoid=q.axes)
+            ren[v.axes[-1]] = V
+        if ren:
+            v = self.b.rename(v, ren, name=self.box_name(n, "values"))
+        kw = {"scale": repr(float(scale))} if scale is not None else {}
+        y = self.b.attention(
+            q, k, v, name=self.box_name(n), query=T, key=S, head=K, value=V, causal=causal,
+            **grouped, **kw,
+        )  # fmt: skip
+        if p:
+            warnings.warn(
+                f"{self.where(n)}: the attention dropout (dropout_p={p}) is dropped: the "
+                "circuit's attention box has none",
+                stacklevel=2,
+            )
+        return y

@@ -1,0 +1,319 @@
+"""Functions and tensor methods (`call_function`, `call_method` nodes): which mapping each
+reaches (by the tables of tables.py), the ops torch has as both (`common`), and in-place
+methods."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from ncd.circuits.builder import Wire
+from ncd.circuits.errors import BuildError
+
+from ..errors import TorchImportError
+from .common import _dtype, _is_t, _num, _op, _Unmapped
+from .reshape import EINOPS_FNS
+from .tables import (
+    _BINARY,
+    _BINARY_METHODS,
+    _CASTS,
+    _COMMON_FNS,
+    _COMMON_METHODS,
+    _COMPOSED_FNS,
+    _COMPOSED_OPTIONS,
+    _FIELDS,
+    _LAYER_FNS,
+    _MOVES,
+    _PAIRWISE,
+    _REDUCTIONS,
+    _SOFTMAX_FNS,
+    _UNARY_DEFAULTS,
+    _UNARY_FNS,
+    _UNARY_METHODS,
+    imports,
+)
+
+_ALIASES = {"view", "reshape", "permute", "transpose", "expand", "expand_as", "squeeze",
+            "unsqueeze", "flatten", "unflatten", "narrow", "select", "t", "view_as",
+            "swapaxes", "movedim", "chunk", "split", "unbind", "detach", "contiguous"}  # fmt: skip
+"""Methods whose result may share memory with their input (an in-place op on it mutates
+both)."""
+
+
+class _Calls:
+    """The mapping of functions and tensor methods (a mixin of `_Importer`, core.py)."""
+
+    def map_function(self, n, fn):
+        if fn is operator.getitem or (fn is getattr and n.args[1] in _FIELDS):
+            src = self.wires.get(n.args[0]) if isinstance(n.args[0], fx.Node) else None
+            i = _FIELDS.get(n.args[1], n.args[1]) if fn is getattr else n.args[1]
+            if isinstance(src, tuple) and isinstance(i, int):
+                if src[i] is None:
+                    raise _Unmapped
+                if i == 0 and n.args[0] in self.units:  # a keepdim max's values (`extreme`)
+                    self.units[n] = self.units[n.args[0]]
+                return src[i]
+            if fn is getattr:
+                raise _Unmapped
+            if _is_t(self, n.args[0]):
+                return self.getitem(n, n.args[0], n.args[1])
+            raise _Unmapped
+        if fn in _COMMON_FNS:
+            return self.common(n, _COMMON_FNS[fn])
+        if fn in (torch.div, torch.true_divide, torch.floor_divide, operator.floordiv):
+            return self.binary(n, self.division(n, fn.__name__), n.args[0], n.args[1])
+        if fn in _BINARY:
+            return self.alpha(n, _BINARY[fn], n.args[0], n.args[1])
+        if fn in (torch.max, torch.min) and len(n.args) == 2 and _is_t(self, n.args[1]):
+            return self.binary(n, _PAIRWISE[fn.__name__], n.args[0], n.args[1])
+        if fn in (torch.max, torch.min):
+            return self.extreme(n, fn.__name__)
+        if fn in _LAYER_FNS:  # F.max_pool2d(x, 3, 2, 1): the layer of those arguments
+            cls, names = _LAYER_FNS[fn]
+            given = {k: self.const(self.arg(n, i, k, None)) for i, k in enumerate(names, 1)}
+            return self.map_module(n, cls(**{k: v for k, v in given.items() if v is not None}))
+        if fn is F.pixel_shuffle:
+            r = self.const(self.arg(n, 1, "upscale_factor"))
+            return self.pixel_shuffle(n, self.wire(n.args[0]), r, True)
+        if fn in _COMPOSED_FNS:
+            kind = _COMPOSED_FNS[fn]
+            opts = enumerate(_COMPOSED_OPTIONS.get(kind, ()), start=1)
+            args = [self.const(self.arg(n, i, k, v)) for i, (k, v) in opts]
+            return self.pointwise(n, n.args[0], lambda x: self.composed(n, x, kind, *args))
+        if fn in _UNARY_FNS:
+            name, box = _UNARY_FNS[fn], self.box_name(n)
+            if fn is F.gelu and n.kwargs.get("approximate", "none") == "tanh":
+                name = "gelu_tanh"
+            for i, (k, v) in enumerate(_UNARY_DEFAULTS.get(name, {}).items(), start=1):
+                if self.const(self.arg(n, i, k, v)) != v:
+                    raise _Unmapped  # F.softplus(x, beta=2): not the box's function
+            return self.pointwise(n, n.args[0], lambda x: self.b.unary(x, name, name=box))
+        if fn in _SOFTMAX_FNS:
+            return self.softmax(n, _SOFTMAX_FNS[fn])
+        if fn in (torch.matmul, operator.matmul, torch.bmm):
+            return self.matmul(n, self.wire(n.args[0]), self.wire(n.args[1]))
+        if fn is F.linear:
+            return self.linear_fn(n, self.arg(n, 0, "input"), self.arg(n, 1, "weight"),
+                                  self.arg(n, 2, "bias"), transposed=False)  # fmt: skip
+        if fn is torch.addmm:
+            if any(self.const(n.kwargs.get(k, 1)) != 1 for k in ("beta", "alpha")):
+                raise _Unmapped
+            return self.linear_fn(n, self.arg(n, 1, "mat1"), self.arg(n, 2, "mat2"),
+                                  self.arg(n, 0, "input"), transposed=True)  # fmt: skip
+        if fn is F.scaled_dot_product_attention:
+            return self.sdpa(n)
+        if fn in (torch.flatten, torch.reshape):
+            return self.view(n, self.wire(n.args[0]), self.shape(n))
+        if fn is torch.transpose:
+            return self.transpose(n, self.wire(n.args[0]), n.args[1], n.args[2])
+        if fn is torch.cat:
+            return self.cat(n)
+        if fn is torch.roll:
+            return self.roll(n)
+        if fn in (torch.split, torch.chunk):
+            return self.split(n, self.wire(n.args[0]), fn.__name__)
+        if fn is torch.einsum:
+            return self.einsum(n)
+        if fn in EINOPS_FNS:
+            op = EINOPS_FNS[fn]
+            pattern = self.const(self.arg(n, 1, "pattern"))
+            if op == "repeat":  # (the new axes' lengths are read off the result's shape)
+                return self.einops_repeat(n, n.args[0], pattern)
+            lengths = {k: self.const(v) for k, v in n.kwargs.items() if k != "reduction"}
+            how = self.arg(n, 2, "reduction") if op == "reduce" else None
+            return self.einops(n, n.args[0], pattern, lengths, how)
+        if fn in (F.layer_norm, F.rms_norm):
+            return self.norm_fn(n, "layernorm" if fn is F.layer_norm else "rmsnorm")
+        if fn is F.normalize:
+            return self.normalize(n)
+        if fn is torch.masked_fill:
+            return self.masked_fill(n)
+        raise _Unmapped
+
+    @imports("reduce")
+    def map_method(self, n, meth):
+        if meth.endswith("_") and meth != "__getitem__":
+            return self.in_place(n, meth)
+        if meth in ("div", "true_divide", "floor_divide"):
+            return self.binary(n, self.division(n, meth), n.args[0], n.args[1])
+        if meth in _BINARY_METHODS:
+            return self.alpha(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
+        if meth == "roll":
+            return self.roll(n)
+        if meth in ("max", "min") and len(n.args) == 2 and _is_t(self, n.args[1]):
+            return self.binary(n, _PAIRWISE[meth], n.args[0], n.args[1])
+        if meth in ("max", "min"):
+            return self.extreme(n, meth)
+        if meth in _COMMON_METHODS:
+            return self.common(n, meth)
+        if meth in _UNARY_METHODS:
+            box = self.box_name(n)
+            return self.pointwise(n, n.args[0], lambda x: self.b.unary(x, meth, name=box))
+        x = self.wire(n.args[0])
+        if meth in ("contiguous", "clone"):
+            return x
+        if meth in ("softmax", "log_softmax"):
+            return self.softmax(n, meth)
+        if meth in ("view", "reshape", "flatten", "unflatten"):
+            return self.view(n, x, self.shape(n))
+        if meth == "permute":
+            dims = self.const(list(n.args[1:]))
+            dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
+            return self.order(x, [x.axes[d] for d in dims], n, "permute")
+        if meth == "transpose":
+            return self.transpose(n, x, n.args[1], n.args[2])
+        if meth in ("split", "chunk"):
+            return self.split(n, x, meth)
+        if meth == "masked_fill":
+            return self.masked_fill(n)
+        raise _Unmapped
+
+    @imports("clamp", "cast", "scan")
+    def common(self, n, op: str):
+        """The tensor ops torch has as functions and methods alike (`torch.cumsum(x, 1)`,
+        `x.cumsum(1)`), arguments read by position or keyword."""
+        a0 = n.args[0] if n.args else n.kwargs.get("input")
+        if op in _REDUCTIONS:  # over `dim` (every axis where None: a loss's `x.sum()`)
+            if n.kwargs.get("dtype") is not None:
+                raise _Unmapped
+            if op in ("any", "all") and self.values[a0].dtype != torch.bool:
+                x, units = self.condition(n, a0, negate=False)[1]  # x != 0
+                if units:
+                    raise _Unmapped
+            else:
+                x = self.wire(a0)
+            if not x.axes:
+                raise _Unmapped
+            dims = self.dims_of(n, x)
+            y = self.b.reduce(x, [x.axes[d] for d in dims], _REDUCTIONS[op], name=self.box_name(n))
+            if self.const(self.arg(n, 2, "keepdim", False)):
+                self.units[n] = tuple(dims)
+            return y
+        if op in ("var", "std"):
+            return self.spread(n, op, a0)
+        if op in ("clamp", "clamp_min", "clamp_max"):
+            x = self.wire(a0)
+            low = self.const(self.arg(n, 1, "min")) if op != "clamp_max" else None
+            high = (
+                self.const(self.arg(n, 2 if op == "clamp" else 1, "max"))
+                if op != "clamp_min"
+                else None
+            )
+            for v in (low, high):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise _Unmapped  # a tensor bound
+            integer = not x.type.dtype.startswith(("float", "bfloat"))
+            if not integer:  # a bound at the type's limit (HF's finfo(dtype).min) bounds nothing
+                lim = torch.finfo(self.values[n].dtype)
+                low = None if low is not None and low <= lim.min else low
+                high = None if high is not None and high >= lim.max else high
+                if low is None and high is None:
+                    return x
+            bound = [
+                None if v is None else _num(int(v) if integer else float(v)) for v in (low, high)
+            ]
+            return self.b.box("clamp", {"x": x}, self.box_name(n), low=bound[0], high=bound[1])
+        if op in ("to", "type_as", *_CASTS):
+            want = _dtype(self.values[n])
+            return self.pointwise(n, a0, lambda x: x if want == x.type.dtype else
+                                  self.b.cast(x, want, name=self.box_name(n)))  # fmt: skip
+        if op in ("cumsum", "cumprod"):
+            x = self.wire(a0)
+            d = self.const(self.arg(n, 1, "dim")) % len(x.axes)
+            if n.kwargs.get("dtype") is not None:
+                raise _Unmapped
+            return self.b.scan(x, x.axes[d], "sum" if op == "cumsum" else "prod",
+                               name=self.box_name(n))  # fmt: skip
+        if op == "where":
+            return self.where_(n)
+        if op in _MOVES:
+            return self.move(n, op, a0)
+        if op == "stack":
+            return self.stack(n)
+        if op in ("repeat", "tile"):
+            return self.tile(n, a0)
+        if op == "make":
+            return self.made_tensor(n)
+        if op == "like":  # zeros_like(x), ones_like(x), full_like(x, v): x's shape filled
+            return self.filled_like(n, a0)
+        if op == "topk":
+            return self.topk(n, a0)
+        if op == "interpolate":
+            return self.upsample(n, a0, self.arg(n, 1, "size"), self.arg(n, 2, "scale_factor"),
+                                 self.arg(n, 3, "mode", "nearest"),
+                                 self.arg(n, 4, "align_corners"))  # fmt: skip
+        if op == "unbind":
+            x = self.wire(a0)
+            d = self.const(self.arg(n, 1, "dim", 0)) % len(x.axes)
+            return tuple(self.b.index(x, x.axes[d], i, name=self.box_name(n, str(i)))
+                         for i in range(self.shape(a0)[d]))  # fmt: skip
+        if op == "unsqueeze":
+            w, units = self.bare(a0)
+            d = self.const(self.arg(n, 1, "dim")) % (len(self.shape(a0)) + 1)
+            shifted = tuple(u + (u >= d) for u in units)
+            self.units[n] = tuple(sorted((*shifted, d)))
+            return w
+        if op == "repeat_interleave":
+            x, r = self.wire(a0), self.const(self.arg(n, 1, "repeats"))
+            d = self.arg(n, 2, "dim")
+            if not isinstance(r, int) or d is None:
+                raise _Unmapped  # per-element counts, or the flattened form
+            return self.repeat(n, x, x.axes[self.const(d) % len(x.axes)], r)
+        if op in ("expand", "expand_as"):
+            return self.expand(n, a0)
+        if op == "detach":
+            warnings.warn(f"{self.where(n)}: detach is dropped: gradients flow through the "
+                          "circuit here", stacklevel=2)  # fmt: skip
+            return self.wire(a0)
+        if op == "dropout":  # (training=False: the input as it is)
+            p = float(self.const(self.arg(n, 1, "p", 0.5)))
+            x = self.wire(a0)
+            off = p == 0 or not self.const(self.arg(n, 2, "training", True))
+            return x if off else self.b.dropout(x, p, name=self.box_name(n))
+        if op == "pad":
+            return self.pad(n)
+        raise _Unmapped
+
+    def division(self, n, name: str) -> str:
+        """The binary op of a division: `div` (true division), or `floordiv` for
+        `rounding_mode="floor"`, `floor_divide` and `//`; truncation stays opaque."""
+        mode = "floor" if name in ("floor_divide", "floordiv") else None
+        mode = self.const(n.kwargs.get("rounding_mode", mode))
+        if mode not in (None, "floor"):
+            raise _Unmapped
+        return "div" if mode is None else "floordiv"
+
+    def in_place(self, n, meth: str) -> Wire:
+        """`y.add_(z)`, `y.relu_()`, ...: the op out of place (an opaque box on a copy of y
+        where it has none), and y rebound to its result, so that readers of y after it read
+        the new value as in PyTorch (an input or a held tensor changed in place is not changed
+        for the caller); where y is a view of another tensor or has one, the import stops with
+        that reason."""
+        y = n.args[0] if n.args else None
+        if not isinstance(y, fx.Node) or y in self.islands:
+            raise _Unmapped
+
+        def alias(m):
+            return _op(m) in _ALIASES or m.target is operator.getitem
+
+        if alias(y) or any(alias(u) for u in y.users if u is not n):
+            raise TorchImportError(
+                f"`{meth}` changes a tensor in place that {'is' if alias(y) else 'has'} a view "
+                "of another: a circuit has no shared memory to follow the change (write it "
+                "out of place, or keep the submodule whole)"
+            )
+        try:
+            out = self.map_method(n, meth[:-1])
+        except (_Unmapped, BuildError):
+            out = self.opaque(n)
+        same = self.same_tensor.setdefault(self.same_tensor.get(y, [y])[0], [y])
+        same.append(n)  # y, and each in-place result of it: one tensor, all read the new value
+        for m in same:
+            self.same_tensor[m] = same
+            self.wires[m] = out
+            self.units[m] = self.units.get(n, ())
+        return out

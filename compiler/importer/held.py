@@ -1,0 +1,174 @@
+"""Tensors that are not computed from the inputs: a tensor the model holds becomes a param box
+(or a constant box, an integer one) where it is first used, its axes named after what it meets;
+rows of a held table read by an index tensor are an embedding box; tensors made from sizes alone
+and numbers are constant boxes holding their values."""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+from ncd.circuits.builder import Wire
+
+from .common import _dtype, _fill_of, _Lazy, _num, _role_of, _Unmapped
+from .tables import imports
+
+
+class _Held:
+    """Tensors the model holds or makes from sizes (a mixin of `_Importer`, core.py)."""
+
+    @imports("param")
+    def materialize(self, lazy: _Lazy, hints=None, drop=()) -> tuple[Wire, tuple[int, ...]]:
+        """The param box of a tensor the model holds (made once; a constant box holding the
+        values of an integer or boolean one), as (wire, the positions of torch's size-1 dims
+        it leaves out). `hints` name its dims (a name, or None); dims in
+        `drop` (size 1) are left out of the box."""
+        if id(lazy) in self.made:
+            return self.made[id(lazy)]
+        v = lazy.value
+        hints = list(hints) if hints is not None else [None] * v.dim()
+        if lazy.parent is not None:
+            w, units = self.index_lazy(lazy, hints)
+        else:
+            n = lazy.node
+            names: list[str] = []
+            keep = [d for d in range(v.dim()) if d not in drop or v.shape[d] != 1]
+            for d in keep:
+                h = hints[d]
+                if not h or h in names or self.sizes.get(h) != v.shape[d]:
+                    role = "unit" if v.shape[d] == 1 else "feature"
+                    h = self.axis(role, v.shape[d], avoid=[*names, *hints])
+                names.append(h)
+            name = self.box_name(n)
+            held = v.reshape([v.shape[d] for d in keep])
+            if v.is_floating_point():
+                w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
+                self.weights[name] = {"weight": held}
+            else:  # an integer or boolean table (Swin's relative position index): a constant
+                w = self.held_constant(name, names, held, str(n.target), buffer=False)
+            if n.target not in dict(self.model.named_parameters()):
+                self.buffers.add(name)  # a buffer or a plain tensor attribute: not trained
+            units = tuple(d for d in range(v.dim()) if d not in keep)
+        self.made[id(lazy)] = (w, units)
+        return w, units
+
+    def filled_like(self, n, a) -> Wire:
+        """A tensor of x's shape with every element one number: a constant box over x's
+        axes (a buffer of the example's size)."""
+        x, v = self.wire(a), self.values[n]
+        fill = {torch.zeros_like: 0, torch.ones_like: 1}.get(n.target)
+        fill = fill if fill is not None else self.const(self.arg(n, 1, "fill_value"))
+        if tuple(v.shape) != self.shape(a) or isinstance(fill, bool):
+            raise _Unmapped
+        name = self.box_name(n)
+        w = self.b.box("constant", {}, name, axes=list(x.axes), dtype=_dtype(v), value=_num(fill))
+        self.weights[name] = {"value": v}
+        self.buffers.add(name)
+        return w
+
+    def made_tensor(self, n) -> Wire:
+        """A tensor made from sizes alone (`torch.arange(T)`, `torch.ones(T, T)`): a constant
+        box holding its values (a buffer), its axes named by size after the model's axes."""
+        v = self.values[n]
+        if v.dim() == 0:
+            raise _Unmapped
+        names: list[str] = []
+        for size in v.shape:
+            role = next((r for r in ("seq", "key", "feature") if (r, size) in self.by_role
+                         and self.by_role[(r, size)] not in names), "feature")  # fmt: skip
+            names.append(self.axis(role, size, avoid=names))
+        maker = getattr(n.target, "__name__", None) or str(n.target)
+        return self.held_constant(self.box_name(n), names, v, maker)
+
+    def held_constant(
+        self, name: str, axes: list[str], v: torch.Tensor, what: str, buffer: bool = True
+    ) -> Wire:
+        """A constant box holding `v` (a buffer, loaded with the weights). Its `value` is the one
+        number every element holds (`torch.ones`: 1); where the elements differ
+        (`torch.arange`, a position table) `value` is only the fill before loading, so the box
+        is labelled with what it is (`what`: the maker or the buffer's name), drawn as a named
+        tensor as a parameter is, not as that fill."""
+        fill = _fill_of(v)
+        if fill is not None:
+            w = self.b.box("constant", {}, name, axes=axes, dtype=_dtype(v), value=fill)
+        else:
+            zero = _num(0.0 if v.is_floating_point() else 0)
+            label = what.rsplit(".", 1)[-1].replace("_", " ")  # a name, not markup: no subscripts
+            w = self.b.box("constant", {}, name, axes=axes, dtype=_dtype(v), value=zero,
+                           label=label)  # fmt: skip
+        self.weights[name] = {"value": v}
+        if buffer:
+            self.buffers.add(name)
+        return w
+
+    def constant(self, value, dtype: str, n) -> Wire:
+        """A number as a constant box (a buffer holding it)."""
+        if not dtype.startswith(("float", "bfloat")):
+            if value != int(value):
+                raise _Unmapped
+            value = int(value)
+        name = self.box_name(n, "const")
+        w = self.b.box("constant", {}, name, axes=[], dtype=dtype, value=_num(value))
+        self.weights[name] = {"value": torch.tensor(value, dtype=getattr(torch, dtype))}
+        self.buffers.add(name)
+        return w
+
+    def is_table(self, src: _Lazy, i) -> bool:
+        """Whether `src[i]` reads rows of a 2-d float tensor the model holds by an integer
+        tensor of indices."""
+        v = self.values.get(i) if isinstance(i, fx.Node) else None
+        return (
+            src.parent is None and src.value.dim() == 2 and src.value.is_floating_point()
+            and isinstance(v, torch.Tensor) and v.dtype in (torch.int32, torch.int64)
+        )  # fmt: skip
+
+    def lookup(self, n, table: _Lazy, index: fx.Node) -> Wire:
+        """`table[index]`, rows of a 2-d float tensor the model holds read by an integer tensor
+        (Swin's relative position bias table by its index buffer): an embedding box holding
+        the table."""
+        t, x = table.value, self.wire(index)
+        vocab = self.axis("vocab", t.shape[0], avoid=x.axes)
+        out = self.axis("feature", t.shape[1], avoid=[*x.axes, vocab])
+        name = self.box_name(n)
+        y = self.b.embedding(x, vocab, out, name=name)
+        self.weights[name] = {"weight": t}
+        if table.node.target not in dict(self.model.named_parameters()):
+            self.buffers.add(name)
+        return y
+
+    def index_lazy(self, lazy: _Lazy, hints) -> tuple[Wire, tuple[int, ...]]:
+        """A getitem of a tensor the model holds: the tensor's param box named after `hints`
+        (the dims sliced get a name of the hint's role), then the getitem."""
+        parent = lazy.parent
+        items = self.const(list(lazy.index) if isinstance(lazy.index, tuple) else [lazy.index])
+        pshape = tuple(parent.value.shape)
+        used = sum(1 for i in items if i is not None and i is not Ellipsis)
+        full = []
+        for i in items:
+            full += [slice(None)] * (len(pshape) - used) if i is Ellipsis else [i]
+        full += [slice(None)] * (len(pshape) - sum(1 for i in full if i is not None))
+        phints: list = []
+        o = 0
+        for i in full:
+            if i is None:
+                o += 1
+                continue
+            h = hints[o] if o < len(hints) and not isinstance(i, int) else None
+            if (
+                isinstance(i, slice)
+                and h
+                and slice(*self.const([i.start, i.stop, i.step])).indices(pshape[len(phints)])
+                != (0, pshape[len(phints)], 1)
+            ):
+                role = _role_of(h)
+                h = self.axis(role, pshape[len(phints)], avoid=hints)
+            phints.append(h)
+            o += 0 if isinstance(i, int) else 1
+        w = self.wire_of_lazy(parent, phints)
+        return self.apply_index(lazy.node, w, pshape, lazy.index, names=hints)
+
+    def wire_of_lazy(self, lazy: _Lazy, hints) -> Wire:
+        w, units = self.materialize(lazy, hints)
+        if units:
+            w = self.with_units(w, units, tuple(lazy.value.shape), lazy.node)
+        return w
