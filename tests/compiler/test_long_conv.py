@@ -88,6 +88,16 @@ def _from_btd(y, how):
     return y if how == "btd" else y.permute(2, 1, 0) if how == "dtb" else y[0]
 
 
+def _equal_in_float64(c, x, h, want):
+    """The compiled module and the interpreter give `want`, and the same x, h gradients."""
+    got = ncd_compile(c, dtype=torch.float64)(x, h)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(interpret(c, [x, h], {}), want, rtol=1e-12, atol=1e-12)
+    w = _rand(*want.shape, seed=2).detach()
+    for g_got, g_want in zip(_grads(got, w, x, h), _grads(want, w, x, h), strict=True):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-11, atol=1e-11)
+
+
 @pytest.mark.parametrize("x_axes, h_axes, sizes, how", LAYOUTS)
 def test_float64_outputs_and_gradients_equal_the_causal_sum(x_axes, h_axes, sizes, how):
     c = _circuit(x_axes, h_axes, sizes)
@@ -95,12 +105,7 @@ def test_float64_outputs_and_gradients_equal_the_causal_sum(x_axes, h_axes, size
     x, h = _rand(*shape), _rand(*[sizes.get(a, 63) for a in h_axes.split()], seed=1)
     h_ld = h if h_axes.split()[0] != "D" else h.t()  # the reference takes [L, C]
     want = _from_btd(causal_sum(_to_btd(x, how), h_ld), how)
-    got = ncd_compile(c, dtype=torch.float64)(x, h)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(interpret(c, [x, h], {}), want, rtol=1e-12, atol=1e-12)
-    w = _rand(*want.shape, seed=2).detach()
-    for g_got, g_want in zip(_grads(got, w, x, h), _grads(want, w, x, h), strict=True):
-        torch.testing.assert_close(g_got, g_want, rtol=1e-11, atol=1e-11)
+    _equal_in_float64(c, x, h, want)
 
 
 def test_a_filter_per_head_is_broadcast_over_the_head_features():
@@ -109,12 +114,7 @@ def test_a_filter_per_head_is_broadcast_over_the_head_features():
     c = _circuit("B T H K", "L H", sizes)
     x, h = _rand(2, 63, 3, 4), _rand(20, 3, seed=1)
     want = causal_sum(x, h[:, :, None].expand(20, 3, 4))
-    got = ncd_compile(c, dtype=torch.float64)(x, h)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(interpret(c, [x, h], {}), want, rtol=1e-12, atol=1e-12)
-    w = _rand(*want.shape, seed=2).detach()
-    for g_got, g_want in zip(_grads(got, w, x, h), _grads(want, w, x, h), strict=True):
-        torch.testing.assert_close(g_got, g_want, rtol=1e-11, atol=1e-11)
+    _equal_in_float64(c, x, h, want)
 
 
 def test_a_filter_per_batch_row_and_axes_in_any_order():
