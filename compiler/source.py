@@ -200,10 +200,10 @@ class _Sizes:
         text, value = self._product(num or [sympy.Integer(1)], cfg, whole)
         if den:
             dt, dv = self._product(den, cfg, whole)
-            # one factor stands bare only where its text is an atom: a size that unification
-            # made a product (D -> I*P) is written as that product, which needs parentheses
-            atom = len(den) == 1 and self._expr(den[0], cfg, whole)[1] >= _ATOM
-            dt = dt if atom else f"({dt})"
+            # a size that unification made a product (D -> I*P) is written as that product,
+            # which needs parentheses after `/`; a sum has them from _product already
+            bare = len(den) == 1 and self._expr(den[0], cfg, whole)[1] != _MUL
+            dt = dt if bare else f"({dt})"
             if whole:
                 if value % dv:
                     raise _NotWritten

@@ -170,3 +170,16 @@ def test_a_divisor_that_unification_made_a_product_is_parenthesised():
     want = x.flatten(1) * -0.125  # -1/D, D = 8
     torch.testing.assert_close(load_source(text, class_name(c.name))(x), want)
     torch.testing.assert_close(ncd_compile(c)(x), want)
+
+
+def test_a_divisor_that_is_a_sum_has_one_pair_of_parentheses():
+    """`4/(D-1)` (a linspace's step over D) is written 4 / (c.D - 1): once parenthesised, as
+    ruff's check (UP034) wants it, and the number the compiled graph holds."""
+    b = Builder("div", sizes={"B": 2, "D": 6})
+    b.output("y", b.scale(b.input("x", "B D"), "4/(D-1)"))
+    c = b.build()
+    text = to_source(c)
+    assert "x * (4 / (c.D - 1))" in text, [ln for ln in text.splitlines() if "/" in ln]
+    x = torch.randn(2, 6)
+    torch.testing.assert_close(load_source(text, class_name(c.name))(x), x * 0.8)
+    torch.testing.assert_close(ncd_compile(c)(x), x * 0.8)
