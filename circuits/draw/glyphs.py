@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..kinds.registry import Registry
 from ..sizes import parse_size
 from .markup import esc, size, text
+from .markup import factor as scale_factor
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _binary(b) -> Drawing:
 
 @draws("scale")
 def _scale(b) -> Drawing:
-    factor = size(parse_size(b.factor))
+    factor = scale_factor(parse_size(b.factor))
     if b.label:  # the label names the factor (`∗1/τ`); its value goes small below
         return Drawing(glyph="∗" + text(b.label), note=factor)
     return Drawing(glyph="∗" + factor)

@@ -47,6 +47,26 @@ def size(expr: sympy.Expr) -> str:
     return _fmt(expr)
 
 
+LONG_NUMBER = 12
+"""Characters past which a scale's number is too long to read as written exactly (a factor
+written as a decimal, 0.0006283185307179586, is the fraction
+3141592653589793/5000000000000000000)."""
+
+
+def factor(expr: sympy.Expr) -> str:
+    """A scale's factor as `size` writes it, unless its number, exact or as nsimplify finds it
+    (√3/3 for 0.5773502691896258), takes more than LONG_NUMBER characters: then `≈` and the
+    number to 4 significant digits, the sizes still exact (`≈−0.0006283/T`)."""
+    coeff, rest = (sympy.nsimplify(p) if p.has(sympy.Float) else p
+                   for p in sympy.sympify(expr).as_coeff_Mul())  # fmt: skip
+    if coeff.is_Integer or len(re.sub(r"<[^>]*>", "", _fmt(coeff))) <= LONG_NUMBER:
+        return _fmt(coeff * rest)
+    # stands for the rounded number while _fmt writes; no size is so named, and it sorts first
+    mark = sympy.Symbol("0", positive=True)
+    body = _fmt(sympy.sign(coeff) * mark * rest)
+    return "≈" + body.replace(_fmt(mark), esc(f"{abs(float(coeff)):.4g}"))
+
+
 def _fmt(e: sympy.Expr) -> str:
     if e.is_Symbol:  # a size symbol, set in italics as in the paper (`N_iter`: subscript)
         return f"<I>{text(str(e))}</I>"

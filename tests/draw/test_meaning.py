@@ -353,6 +353,24 @@ def test_each_fact_is_shown_once_and_labels_are_shown(name, box, shown):
     assert figure(gallery.get(name)).text(box) == shown
 
 
+def test_a_factor_written_as_a_decimal_is_shown_rounded():
+    # 2πf/T with f = 1e-4 (Hyena's positional features) is the fraction
+    # 3141592653589793/(5000000000000000000 T): past reading, so ≈ and 4 digits, T exact.
+    b = Builder("decimals", sizes={"B": 2, "T": 8})
+    x = b.input("x", "B T")
+    x = b.scale(x, f"{-2 * 3.141592653589793e-4!r}/T", name="angle", label="−2πf/T")
+    x = b.scale(x, "0.1234567891234", name="plain")  # unlabelled: the glyph itself
+    x = b.scale(x, "0.5773502691896258", name="inv_sqrt3")  # recognised: √3/3, exact
+    x = b.scale(x, "1/16384", name="short")  # a fraction one can read stays exact
+    b.output("y", b.scale(x, "-1/(T-1)", name="sized"))
+    f = figure(b.build())
+    assert f.text("angle") == "∗−2πf/T≈−0.0006283/T"
+    assert f.text("plain") == "∗≈0.1235"
+    assert f.text("inv_sqrt3") == "∗31/2/3"
+    assert f.text("short") == "∗1/16384"
+    assert f.text("sized") == "∗−(T−1)−1"
+
+
 def test_a_large_power_of_two_is_written_as_one():
     # I-ViT's integer layer norm divides by 2^30: written 2 with superscript 30.
     svg = render(gallery.get("ivit_block"), max_width=None)
