@@ -65,4 +65,4 @@ def get(name: str) -> Circuit:
 
 from . import ncd_paper, linear_family, vision, attention_family  # noqa: E402,F401,I001
 from . import conv_family, attention_variants, efficiency, efficiency_ops  # noqa: E402,F401,I001
-from . import integer  # noqa: E402,F401,I001
+from . import integer, long_conv_family  # noqa: E402,F401,I001

@@ -131,6 +131,62 @@ def llama_block(p, x, heads=LLAMA_HEADS, kv_heads=LLAMA_KV_HEADS, base=10000.0, 
     return {"y": x + (F.silu(h @ p["w1.weight"].T) * (h @ p["w3.weight"].T)) @ p["w2.weight"].T}
 
 
+def _fftconv_ref(u, k, D):
+    """safari's `fftconv_ref` (gelu off, no dropout): u [B, C, T], k [C, T], D [C]; FFT of
+    length 2T, the filter's spectrum divided by it, the inverse unscaled (norm="forward")."""
+    seqlen = u.shape[-1]
+    fft_size = 2 * seqlen
+    k_f = torch.fft.rfft(k, n=fft_size) / fft_size
+    u_f = torch.fft.rfft(u.to(dtype=k.dtype), n=fft_size)
+    y = torch.fft.irfft(u_f * k_f, n=fft_size, norm="forward")[..., :seqlen]
+    return (y + u * D.unsqueeze(-1)).to(dtype=u.dtype)
+
+
+def _hyena_filter(p, L, d_model, dtype):
+    """safari's HyenaFilter.filter(L) with l_max = L: PositionalEmbedding (emb_dim 3, one band
+    f = 1e-4), the implicit FFN whose Sin activations are one module (one `freq`), then
+    ExponentialModulation (target 1e-2, fast 0.3, slow 1.5, shift 0). Returns k [1, L, D]."""
+    t = torch.linspace(0, 1, L, dtype=dtype)[None, :, None]  # 1, L, 1
+    bands = (3 - 1) // 2
+    t_rescaled = torch.linspace(0, L - 1, L, dtype=dtype)[None, :, None]
+    w = 2 * math.pi * t_rescaled / L
+    f = torch.linspace(1e-4, bands - 1, bands, dtype=dtype)[None, None]
+    z = torch.exp(-1j * f * w)
+    z = torch.cat([t, z.real, z.imag], dim=-1)
+    freq = p["freq.weight"]
+    n_maps = sum(1 for k in p if k.startswith("ffn") and k.endswith(".weight"))
+    h = z
+    for i in range(1, n_maps + 1):
+        h = h @ p[f"ffn{i}.weight"].T
+        if i < n_maps:
+            h = torch.sin(freq * (h + p[f"ffn{i}.bias"]))
+    max_decay = math.log(1e-2) / 0.3
+    min_decay = math.log(1e-2) / 1.5
+    deltas = torch.linspace(min_decay, max_decay, d_model, dtype=dtype)[None, None]
+    return h * (torch.exp(-t * deltas.abs()) + 0.0)
+
+
+def hyena_block(p, u, order=2, short_filter_order=3):
+    """safari's HyenaOperator.forward (one head, one block, inner factor 1, no dropout,
+    identity activation, no outer mixing or post-order FFN): u [B, T, D]."""
+    l = u.size(-2)
+    d_model = u.size(-1)
+    u = u @ p["in_proj.weight"].T + p["in_proj.bias"]
+    u = u.transpose(1, 2)  # b d l
+    width = u.shape[1]
+    uc = F.conv1d(u, p["short_filter.weight"], p["short_filter.bias"],
+                  padding=short_filter_order - 1, groups=width)[..., :l]  # fmt: skip
+    *x, v = uc.split(d_model, dim=1)
+    k = _hyena_filter(p, l, d_model, u.dtype)  # 1, l, (D (order - 1))
+    k = k[0].reshape(l, d_model, order - 1).permute(2, 1, 0)  # 'c l (v o) -> c o v l'
+    bias = p["filter_bias.weight"].reshape(d_model, order - 1).T  # '(v o) -> o v'
+    for o, x_i in enumerate(reversed(x[1:])):
+        v = v * x_i
+        v = _fftconv_ref(v, k[o], bias[o])
+    y = (v * x[0]).transpose(1, 2)  # b l d
+    return {"y": y @ p["out_proj.weight"].T + p["out_proj.bias"]}
+
+
 REFERENCES = {
     "mlp": mlp,
     "resnet_block": resnet_block,
@@ -139,4 +195,5 @@ REFERENCES = {
     "vision_transformer": vision_transformer,
     "kronecker_attention": kronecker_attention,
     "llama_block": llama_block,
+    "hyena_block": hyena_block,
 }
