@@ -15,7 +15,7 @@ SHORT = 3
 """Width of the short causal convolution over the projections (safari's
 `short_filter_order`)."""
 
-FILTER_INNER = 1
+FILTER_INNER = 2
 """Linear(O, O) → Sin layers between the filter FFN's first and last maps (safari's
 `num_inner_mlps`)."""
 
@@ -77,8 +77,8 @@ def hyena_block():
     per-channel skip of safari's `fftconv` (its D); and the implicit filter
     h_t = Window(t) · FFN(PositionalEncoding(t)) with PositionalEncoding(t) = z_t =
     [t/(T−1), cos(2πft/T), −sin(2πft/T)] (f = 1e-4), FFN = Linear(3, O) → sin(ω ⊙ ·) →
-    Linear(O, O) → sin(ω ⊙ ·) → Linear(O, D, no bias) with ω one learned frequency per
-    feature, and Window(t)_d = exp(−t/(T−1) · |Δ_d|), Δ = linspace(log(10⁻²)/1.5,
+    (Linear(O, O) → sin(ω ⊙ ·)) twice → Linear(O, D, no bias) with ω one learned frequency
+    per feature, and Window(t)_d = exp(−t/(T−1) · |Δ_d|), Δ = linspace(log(10⁻²)/1.5,
     log(10⁻²)/0.3, D).
 
     The paper writes order N as N gates x^n alternating with N long convolutions h^n from
@@ -90,8 +90,7 @@ def hyena_block():
     all at their defaults otherwise (one head, inner factor 1, no dropout, identity output
     activation, window shift 0): `PositionalEmbedding` registers z as a parameter initialised
     to these features (learning rate 1e-5), here z is computed, as the paper's positional
-    encoding; the filter config's `num_inner_mlps` is 2 (one more Linear(O, O) → Sin), here
-    FILTER_INNER = 1. safari's Sin is one module reused by every activation, so ω is one
+    encoding; two inner layers as safari's filter config (`num_inner_mlps: 2`). safari's Sin is one module reused by every activation, so ω is one
     parameter; Δ is a buffer (`modulation_lr` 0), drawn here from the positions along D.
     """
     b = Builder("hyena_block", title="Hyena operator (order 2)", paper=HYENA,
