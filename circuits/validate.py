@@ -344,6 +344,9 @@ class _Checker(Context):
     def known_axes(self) -> list[str]:
         return sorted({*self.seen, *self.c.axes, *self.bindings, *self.unifier.bound})
 
+    def bound(self, axis: str) -> int | None:
+        return self.bindings.get(axis)
+
     def size(self, axis: str) -> Size:
         if axis in self.c.axes:
             return self.unifier.resolve(parse_size(self.c.axes[axis]))

@@ -141,6 +141,10 @@ class Context:
         """The axes `known` accepts, sorted (for the message that refuses another)."""
         return []
 
+    def bound(self, axis: str) -> int | None:
+        """The number the sizes in force bind `axis` to (`sizes=`, `--sizes`), if any."""
+        return None
+
 
 class BoxBase(BaseModel):
     """Fields every box has. Subclasses add `kind` and their parameters."""

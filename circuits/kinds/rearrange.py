@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..errors import ShapeProblem
-from ..sizes import Size, ceiling, parse_size, product, simplify
+from ..sizes import Size, ceiling, parse_size, product, show, simplify
 from ..types import Axis, TensorType
 from .base import (
     AxisList,
@@ -25,9 +25,34 @@ from .base import (
 from .registry import box_kind
 
 
+def units(names, kept: str, port: str, ctx) -> None:
+    """Axes split off an axis that keeps its name (`H -> H V`), or merged into one of their
+    own (`H V -> H`), hold one position each: each must be known to be 1, by the circuit's
+    axis table or by the sizes bound where the rule runs. A bound 1 is learned as the
+    circuit's (`V := 1`), so that the Builder, which checks each line against the bound sizes,
+    and validation, which checks in symbols, take and refuse the same boxes."""
+    for name in names:
+        size = ctx.resolve(ctx.size(name))
+        if size.is_number and size == 1:
+            continue
+        bound = ctx.bound(name)
+        free = size == Size.of(name)
+        if free and bound == 1:
+            ctx.unify(size, Size.number(1), port, f"size of {name}")
+            continue
+        found = str(bound) if free and bound is not None else show(size)
+        raise ShapeProblem(
+            f"{name} is a unit axis ({kept} keeps its name and size, so {name} holds one "
+            "position)", port, "1", found + (", which has no size" if found == name else ""),
+            hint=f'declare it: b.axis("{name}", 1) in Python, or "axes": {{"{name}": "1"}} '
+            "in a spec",
+        )  # fmt: skip
+
+
 @box_kind
 class SplitAxis(BoxBase):
-    """Splits one axis into several (`D -> H K`); sizes must multiply to the original."""
+    """Splits one axis into several (`D -> H K`); sizes must multiply to the original. An
+    axis that keeps its name has unit axes split off beside it (`H -> H V`, V of size 1)."""
 
     kind: Literal["split_axis"] = "split_axis"
     axis: AxisName
@@ -39,6 +64,8 @@ class SplitAxis(BoxBase):
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
         need(x, (self.axis,), "x")
+        if self.axis in self.into:
+            units([a for a in self.into if a != self.axis], self.axis, "x", ctx)
         new = new_axes(self.into, ctx)
         try:
             ctx.unify(
@@ -48,26 +75,19 @@ class SplitAxis(BoxBase):
                 f"size of {self.axis} = product of {' '.join(self.into)}",
             )
         except ShapeProblem as e:  # a new axis of no size is a size of its own name
-            # The split axis keeps x's size where it keeps its name (H -> H V), so it is not
-            # one to declare.
-            free = [
-                a.name
-                for a in new
-                if a.name != self.axis and ctx.resolve(a.size) == Size.of(a.name)
-            ]
+            free = [a.name for a in new if ctx.resolve(a.size) == Size.of(a.name)]
             if free:
                 one = len(free) == 1
                 # The Builder checks each line against the sizes bound in sizes=, validation
                 # in symbols: a bound axis passes the first and fails here, which reads as a
                 # contradiction unless said.
-                bound = getattr(ctx, "bindings", {})
                 where = (
                     " in the circuit's axis table (a value in sizes= binds it, shapes are "
                     "checked in symbols)"
-                    if any(n in bound for n in free)
+                    if any(ctx.bound(n) is not None for n in free)
                     else ""
                 )
-                value = bound.get(free[0], "…")
+                value = ctx.bound(free[0]) or "…"
                 e.hint = (
                     f"{' '.join(free)} {'has' if one else 'have'} no size{where}: declare "
                     f'{"it" if one else "them"} (b.axis("{free[0]}", {value}) in Python, or '
@@ -84,7 +104,8 @@ class SplitAxis(BoxBase):
 
 @box_kind
 class MergeAxes(BoxBase):
-    """Merges axes into one (`H K -> D`), at the place of the first."""
+    """Merges axes into one (`H K -> D`), at the place of the first. Merged into one of
+    their own, the others are unit axes taken away (`H V -> H`, V of size 1)."""
 
     kind: Literal["merge_axes"] = "merge_axes"
     axes: AxisList = Field(min_length=1)
@@ -96,6 +117,8 @@ class MergeAxes(BoxBase):
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
         need(x, self.axes, "x")
+        if self.into in self.axes:
+            units([a for a in self.axes if a != self.into], self.into, "x", ctx)
         size = product([x.axis(a).size for a in self.axes])
         ctx.unify(
             ctx.size(self.into),

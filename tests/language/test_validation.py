@@ -189,26 +189,56 @@ def test_concat_takes_an_operand_without_the_axis_as_one_position():
         b.concat(c, c, axis="T")  # no operand has the axis
 
 
-def test_a_unit_axis_split_off_names_only_the_axis_to_declare():
-    """Splitting a unit axis off an axis that keeps its name (H -> H V, V = 1, to make one
-    value feature per head) holds in symbols only once V is declared 1; the hint named H and
-    V both as having "no size", though H is the input's axis and both were bound in sizes=.
-    It names V alone, with the value bound to it."""
-    for declare in (False, True):
-        b = Builder("unit", sizes={"B": 2, "H": 4, "V": 1})
-        if declare:
-            b.axis("V", 1)
-        b.output("y", b.split_axis(b.input("x", "B H"), "H", "H V"))
-        if declare:
-            assert b.build().check().outputs["y"].names == ("B", "H", "V")
-            continue
+def _unit_split(sizes, declare=None, merge=False):
+    """x `B H` -> `B H V` (a split of H that keeps H), or back (`B H V` -> `B H`)."""
+    b = Builder("unit", sizes=sizes)
+    if declare is not None:
+        b.axis("V", declare)
+    if merge:
+        return b, lambda: b.merge_axes(b.input("x", "B H V"), "H V", "H")
+    return b, lambda: b.split_axis(b.input("x", "B H"), "H", "H V")
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_a_unit_axis_is_added_or_removed_where_its_size_is_1(merge):
+    """Splitting H -> H V keeps H's size only where V is 1 (a unit axis: one value feature per
+    head), as merging H V -> H does. The Builder, which checks each line against the sizes
+    bound in sizes=, took the line when V was bound to 1, then build(), which checks in
+    symbols, refused it. One rule now decides both: V must be known to be 1, declared in the
+    axis table or bound in sizes= (a bound 1 then holds for the circuit, as a declared one)."""
+    want = ("B", "H", "V") if not merge else ("B", "H")
+    for sizes, declare in (({"B": 2, "H": 4, "V": 1}, None), ({"B": 2, "H": 4}, 1),
+                           ({"B": 2, "H": 4, "V": 1}, 1)):  # fmt: skip
+        b, make = _unit_split(sizes, declare, merge)
+        b.output("y", make())
+        checked = b.build().check()
+        assert checked.outputs["y"].names == want
+        assert "V" not in checked.symbols()  # V is 1 in the circuit, not a free size
+    # V of another size, or of none, is refused at the line, and by validation alike (the
+    # Builder writes a declared size with the bound numbers, validation in symbols)
+    for sizes, declare, found, spec_found in (
+        ({"B": 2, "H": 4, "V": 2}, None, "found 2", "found 2"),
+        ({"B": 2, "H": 4}, None, "found V, which has no size", "found V, which has no size"),
+        ({"B": 2, "H": 4}, "H", "found 4", "found H"),
+    ):
+        b, make = _unit_split(sizes, declare, merge)
+        with pytest.raises(BuildError) as e:
+            make()
+        message = str(e.value)
+        assert "V is a unit axis" in message and f"(expected 1, {found})" in message
+        assert message.endswith('declare it: b.axis("V", 1) in Python, or "axes": {"V": "1"} '
+                                "in a spec")  # fmt: skip
+        message = message.replace(found, spec_found)
+        kept = "H V" if merge else "H"
+        box = {"name": "u", "inputs": {"x": "x"}}
+        box.update({"kind": "merge_axes", "axes": "H V", "into": "H"} if merge else
+                   {"kind": "split_axis", "axis": "H", "into": "H V"})  # fmt: skip
+        spec = {"name": "unit", "inputs": [{"name": "x", "axes": f"B {kept}"}], "boxes": [box],
+                "outputs": [{"name": "y", "source": "u"}], "sizes": sizes,
+                "axes": {} if declare is None else {"V": str(declare)}}  # fmt: skip
         with pytest.raises(ValidationError) as e:
-            b.build()
-        assert str(e.value).endswith(
-            "(expected H, found H*V); V has no size in the circuit's axis table (a value in "
-            'sizes= binds it, shapes are checked in symbols): declare it (b.axis("V", 1) in '
-            'Python, or the spec\'s "axes")'
-        )
+            io.from_dict(spec).check()
+        assert message.split(": ", 1)[1] in str(e.value)  # the same words
 
 
 def test_problems_a_new_user_makes_say_what_to_do():
