@@ -41,11 +41,12 @@ def units(names, kept: str, port: str, ctx) -> None:
             ctx.unify(size, Size.number(1), port, f"size of {name}")
             continue
         found = str(bound) if free and bound is not None else show(size)
+        unknown = found == name
         raise ShapeProblem(
             f"{name} is a unit axis ({kept} keeps its name and size, so {name} holds one "
-            "position)", port, "1", found + (", which has no size" if found == name else ""),
+            "position)", port, "1", found + (", which has no size" if unknown else ""),
             hint=f'declare it: b.axis("{name}", 1) in Python, or "axes": {{"{name}": "1"}} '
-            "in a spec",
+            "in a spec" if unknown else "",
         )  # fmt: skip
 
 
