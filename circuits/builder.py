@@ -434,7 +434,11 @@ class Builder:
         )
 
     def rearrange(self, x: Wire, pattern: str, *, name=None) -> Wire:
-        """einops-style `"B T (H K) -> B H T K"`: splits, then a permutation, then merges."""
+        """einops-style `"B T (H K) -> B H T K"`: splits, then a permutation, then merges.
+
+        An axis on one side only is a unit axis (size 1), added (`"B T H -> B T H V"`) or
+        taken away (`"B T H V -> B T H"`): split off or merged into a neighbour (`H -> H V`,
+        `H V -> H`), so its size must be known to be 1 (`sizes=` or `b.axis("V", 1)`)."""
         left, right = _parse_pattern(pattern)
         base = name or self._fresh("rearrange")
         self._claim(base)  # reserves the stem, so the next rearrange gets fresh box names
@@ -451,14 +455,40 @@ class Builder:
                 x = self.split_axis(x, axis, g, name=f"{base}_split{step or ''}")
                 step += 1
         flat_right = [a for g in right for a in g]
-        if sorted(flat_right) != sorted(flat_left):
-            raise BuildError(f"rearrange '{pattern}': both sides must name the same axes")
+        try:
+            x = self._units(x, flat_left, flat_right, base)
+        except BuildError as e:
+            raise BuildError(f"rearrange '{pattern}': {e}") from None
         if list(x.axes) != flat_right:
             x = self.permute(x, flat_right, name=f"{base}_permute")
         for i, g in enumerate(right):
             if len(g) > 1:
                 into = "".join(g) if "".join(g) not in x.axes else f"{''.join(g)}_{i}"
                 x = self.merge_axes(x, g, into, name=f"{base}_merge{i}")
+        return x
+
+    def _units(self, x: Wire, left: list[str], right: list[str], base: str) -> Wire:
+        """`x` (axes `left`) with the unit axes only `left` names merged into a neighbour, and
+        those only `right` names split off the axis before them there (after, where they come
+        first), so that it has the axes `right` names."""
+        for axis in [a for a in left if a not in right]:
+            kept = [a for a in x.axes if a in right]
+            if not kept:
+                raise BuildError(f"no axis is left to merge the unit axis {axis} into")
+            at = x.axes.index(axis)
+            near = next((a for a in reversed(x.axes[:at]) if a in right), kept[0])
+            pair = [near, axis] if x.axes.index(near) < at else [axis, near]
+            x = self.merge_axes(x, pair, near, name=f"{base}_drop_{axis}")
+        for i, axis in enumerate(right):
+            if axis in left:
+                continue
+            before = [a for a in right[:i] if a in x.axes]
+            after = [a for a in right[i + 1 :] if a in left]
+            if not before and not after:
+                raise BuildError(f"no axis to split the unit axis {axis} off")
+            near = before[-1] if before else after[0]
+            into = [near, axis] if before else [axis, near]
+            x = self.split_axis(x, near, into, name=f"{base}_unit_{axis}")
         return x
 
     # -- helpers
