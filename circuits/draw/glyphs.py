@@ -223,7 +223,9 @@ def _scan(b) -> Drawing:
 
 @draws("topk")
 def _topk(b) -> Drawing:
-    return Drawing(glyph="top", note=esc(f"k={b.k}"))
+    # The axis selected from, as a reduction names its own, then the axis of the kept entries
+    # with their count, as a wire of bound size is labelled (`k=2`).
+    return Drawing(glyph="top", note=_axes([b.over]) + " → " + _axes([b.into]) + esc(f"={b.k}"))
 
 
 # ---------------------------------------------------------------- rearrangement

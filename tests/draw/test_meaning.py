@@ -378,3 +378,15 @@ def test_a_large_power_of_two_is_written_as_one():
     texts = Figure(svg).texts("ln1/big")
     assert [t.text for t in texts if t.get("baseline-shift") == "super"] == ["30"]
     assert "".join(t.text or "" for t in texts).startswith("230")
+
+
+# ---------------------------------------------------------------- 14. routing
+def test_top_k_says_the_axis_it_selects_from():
+    """A top-k keeps the k largest entries along one axis, as a reduction reduces one: its
+    box names that axis (MoM's router picks 2 of the memories M; the box said only `k=2`),
+    then the axis the kept entries run along, of size k."""
+    text = figure(gallery.get("mom_block")).text("topk")
+    assert text == "topM → k=2"
+    b = Builder("top", sizes={"B": 2, "T": 8, "E": 4})
+    b.output("y", b.topk(b.input("x", "B T E"), "T", 3, into="j", name="top3")["values"])
+    assert figure(b.build()).text("top3") == "topT → j=3"
