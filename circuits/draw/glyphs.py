@@ -448,7 +448,9 @@ def _add_norm(b) -> Drawing:
 
 # ---------------------------------------------------------------- routing
 # Indexing is NCD's pentagon tag: gather tags the indexed axis with the positions' axes,
-# scatter (its inverse) writes them back into the new axis.
+# scatter (its inverse) writes them back into the new axis. Its mark is ⁻¹, not ᵀ: a
+# pictogram holds no ASCII letter, which would read as an axis (the tokens' T). Unicode
+# superscripts, since Graphviz sets <SUP> in the pictograms' font at full size.
 _COMPARE = {"eq": "=", "ne": "≠", "lt": "<", "le": "≤", "gt": ">", "ge": "≥"}
 
 
@@ -462,7 +464,7 @@ def _gather(b) -> Drawing:
 
 @draws("scatter")
 def _scatter(b) -> Drawing:
-    return Drawing(glyph="⬠<SUP>T</SUP>", title=text(b.label),
+    return Drawing(glyph="⬠⁻¹", title=text(b.label),
                    note=_axes(b.over) + " → " + _axes([b.axis]))  # fmt: skip
 
 

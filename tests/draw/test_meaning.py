@@ -390,3 +390,21 @@ def test_top_k_says_the_axis_it_selects_from():
     b = Builder("top", sizes={"B": 2, "T": 8, "E": 4})
     b.output("y", b.topk(b.input("x", "B T E"), "T", 3, into="j", name="top3")["values"])
     assert figure(b.build()).text("top3") == "topT → j=3"
+
+
+def test_gather_and_scatter_pictograms_hold_no_axis_name():
+    """Indexing is the pentagon tag; scatter, gather's inverse, was `⬠ᵀ`, whose T read as
+    the axis T in a circuit that has one (the positions T of a MoE's tokens). Axis names are
+    ASCII identifiers, so a pictogram without ASCII letters cannot be taken for one; the
+    axes each box acts on are in its note, in italics."""
+    b = Builder("route", sizes={"B": 2, "T": 8, "E": 4, "D": 3})
+    x, s = b.input("x", "B T E D"), b.input("s", "B T E")
+    idx = b.topk(s, "E", 2, name="top2")["indices"]  # B T k
+    picked = b.box("gather", {"x": x, "index": idx}, "pick", axis="E", into="k")  # B T k D
+    b.output("y", b.box("scatter", {"src": picked, "index": idx}, "back", axis="E", over="k"))
+    fig = figure(b.build())
+    for box, glyph, note in (("pick", "⬠", "E[k]"), ("back", "⬠⁻¹", "k → E")):
+        texts = fig.texts(box)
+        drawn = "".join(t.text or "" for t in texts if t.get("font-family") == "DejaVu Sans")
+        assert drawn == glyph and not re.search(r"[A-Za-z_]", drawn)
+        assert fig.text(box) == glyph + note
