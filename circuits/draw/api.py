@@ -16,13 +16,14 @@ from pathlib import Path
 from ..atomic import write_atomic
 from ..limits import MAX_DRAWN_BOXES, MAX_FITTED_BOXES
 from . import placed
-from .dot import PAD, ROW, columns, legend_line, to_dot
+from .dot import PAD, ROW, columns, legend_line, restated, to_dot
 from .errors import RenderError
 from .fit import MAX_WIDTH, PAGE_ASPECT, ROW_GAP, Level, Plan, estimate_width, fit, fits, levels
 from .labels import near_tails
 from .order import crossings, improve, wire_paths
 from .scene import Options, blocks, build, collapsible, restack
 from .themes import THEMES
+from .wrap import read_in_order
 
 FORMATS = ("svg", "pdf", "png", "dot")
 PNG_DPI = 144
@@ -111,6 +112,8 @@ def render(
     width = None if overview or len(scene.nodes) > MAX_FITTED_BOXES else max_width
     laid: dict[str, bytes | _LayoutFailed] = {}  # each DOT source laid out once, fitting or not
     plan = _plan(scene, checked, opts, theme, kw, width, not collapse and depth is None, laid)
+    if len(plan.rows) > 1:
+        _number_connectors(plan, theme, scale)
     if len(plan.rows) > 1 or plan.level.describe():
         _note_fitted(circuit, plan)
     source = placed.source(
@@ -295,6 +298,19 @@ def _lay_out_row(scene, theme: str, kw: dict, laid) -> placed.Layout:
     layout = _lay_out(scene, partial(to_dot, scene, THEMES[theme], **kw), laid)
     near_tails(layout, scene)
     return layout
+
+
+def _number_connectors(plan: Plan, theme: str, scale: float) -> None:
+    """A wrapped figure's connectors numbered as they are read (wrap.read_in_order), in its
+    rows' scenes and in the sources of their layouts, which still hold: ① to ⑳ are as wide
+    as each other (past ⑳, a connector whose number changed width is drawn centred where the
+    old one stood)."""
+    changed = {n.id for n in read_in_order(plan.rows, [_layout(ly.data)[0] for ly in plan.layouts])}
+    for k, (row, ly) in enumerate(zip(plan.rows, plan.layouts, strict=True)):
+        mine = [n for n in row.nodes if n.id in changed]
+        if mine:
+            source = restated(ly.source, mine, THEMES[theme], scale)
+            plan.layouts[k] = placed.Layout(source, ly.data)
 
 
 def _note_fitted(circuit, plan: Plan) -> None:

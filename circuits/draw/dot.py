@@ -216,6 +216,33 @@ def _cls(s: str) -> str:
 FREEZE = ""  # experiment: "all" columns, "inputs" only, or "" (none)
 
 
+def node_statement(node: Node, theme: Theme, scale: float = 1.0) -> str:
+    """The DOT statement of one node (`n3 [id=… label=<…>]`), as `to_dot` writes it."""
+    cls = f"box kind-{_cls(node.kind)} family-{_cls(node.family)} role-{node.role}"
+    if node.learned:
+        cls += " learned"
+    return (
+        f"{node.id} [id={_q(scene_id(node))} class={_q(cls)} "
+        f"tooltip={_q(node.tooltip or node.path)} label={node_label(node, theme, scale)}]"
+    )
+
+
+def restated(source: str, nodes: list[Node], theme: Theme, scale: float = 1.0) -> str:
+    """`source` (as `to_dot` wrote it) with the statements of `nodes` written afresh, each
+    in its place, so that a layout of the source still holds (nothing else changes)."""
+    lines = source.split("\n")
+    where = {}
+    for i, ln in enumerate(lines):
+        head = ln.lstrip().split(" [", 1)[0]
+        if head and " " not in head:
+            where.setdefault(head, i)
+    for node in nodes:
+        i = where[node.id]
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        lines[i] = indent + node_statement(node, theme, scale)
+    return "\n".join(lines)
+
+
 def to_dot(
     scene: Scene,
     theme: Theme,
@@ -249,13 +276,7 @@ def to_dot(
     placed = {nid for c in scene.clusters for nid in c.nodes}
 
     def emit_node(node: Node, indent: str) -> None:
-        cls = f"box kind-{_cls(node.kind)} family-{_cls(node.family)} role-{node.role}"
-        if node.learned:
-            cls += " learned"
-        lines.append(
-            f"{indent}{node.id} [id={_q(scene_id(node))} class={_q(cls)} "
-            f"tooltip={_q(node.tooltip or node.path)} label={node_label(node, theme, scale)}]"
-        )
+        lines.append(indent + node_statement(node, theme, scale))
 
     def emit_cluster(c: Cluster, indent: str) -> None:
         fill = theme.cluster_fill[c.depth % len(theme.cluster_fill)]

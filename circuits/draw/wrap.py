@@ -127,7 +127,8 @@ def rows(scene: Scene, col: dict[str, int], runs: list[tuple[int, int]]) -> list
             out[row[w.tail[0]]].wires.append(w)
         else:
             cut.setdefault((w.tail[0], w.head[0]), []).append(w)
-    # Connectors numbered in reading order: by the row they leave, then the row they reach.
+    # Connectors numbered by the row they leave, then the row they reach; `read_in_order`
+    # numbers them as they are read once the rows are laid out.
     order = sorted(cut.items(), key=lambda kv: (row[kv[0][0]], row[kv[0][1]]))
     first = len(scene.nodes)  # connectors are numbered after the scene's nodes (n0, n1, …)
     for k, ((tail, head), wires) in enumerate(order, start=1):
@@ -142,6 +143,33 @@ def rows(scene: Scene, col: dict[str, int], runs: list[tuple[int, int]]) -> list
             a.wires.append(Wire(w.id, w.tail, (exit_.id, lin), w.axis, w.label))
             b.wires.append(Wire(w.id + "c", (entry.id, lout), w.head, w.axis, w.label))
     return out
+
+
+def read_in_order(scenes: list[Scene], heights: list[dict[str, float]]) -> list[Node]:
+    """Numbers the connectors as they are read (`rows` could not: where its exits stand is
+    known only from the layouts): by the row they leave, then from the top of its end down
+    (`heights`: per row, node id -> y in its layout, larger higher). Returns the connectors
+    whose number changed (their drawing, path and tooltip now say the new one)."""
+    exits = sorted(
+        ((r, -heights[r][n.id], _number(n)) for r, s in enumerate(scenes)
+         for n in s.nodes if n.kind == "link" and n.role == "output"),
+    )  # fmt: skip
+    new = {old: k for k, (_, _, old) in enumerate(exits, start=1)}
+    changed = []
+    for s in scenes:
+        for n in s.nodes:
+            if n.kind != "link" or new[_number(n)] == _number(n):
+                continue
+            k, side = new[_number(n)], n.path.split()[1]
+            n.path, n.drawing = f"{k} {side}", replace(n.drawing, title=mark(k))
+            n.tooltip = f"continued {'at' if side == 'out' else 'from'} {mark(k)}"
+            changed.append(n)
+    return changed
+
+
+def _number(link: Node) -> int:
+    """A connector's number, as its path (`3 out`, `3 in`) holds it."""
+    return int(link.path.split()[0])
 
 
 def mark(k: int) -> str:

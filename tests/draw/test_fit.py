@@ -131,3 +131,48 @@ def test_a_figure_past_the_fitting_limit_is_drawn_as_wide_as_it_comes():
         svg = render(b.build())
     assert size(svg)[0] > PAGE[0] * 5
     assert not [n for n in notes if "rows" in str(n.message)]
+
+
+def _mamba1():
+    """Mamba-1 as gated linear attention, one head per channel E (state N, one value feature
+    V), as a newcomer drew it: two rows at the page's width."""
+    from ncd import Builder
+
+    b = Builder("mamba1", sizes={"B": 2, "T": 16, "D": 16, "E": 32, "N": 8, "R": 4, "V": 1})
+    x = b.input("x", "B T D")
+    h = b.rmsnorm(x, "D", name="norm")
+    u = b.linear(h, "D", "E", bias=False, name="in_x", label="L^x")
+    z = b.linear(h, "D", "E", bias=False, name="in_z", label="L^z")
+    u = b.box("short_conv", {"x": u}, "conv", axis="T", channel="E", kernel=4,
+              activation="silu")  # fmt: skip
+    dt = b.linear(b.linear(u, "E", "R", bias=False, name="dt_low"), "R", "E", name="dt_proj")
+    dt = b.unary(dt, "softplus", name="delta", label="Δ")
+    k = b.linear(u, "E", "N", bias=False, name="B_proj", label="L^B")
+    q = b.linear(u, "E", "N", bias=False, name="C_proj", label="L^C")
+    a = b.unary(b.unary(b.param("E N", name="A_log"), "exp", name="A_exp"), "neg", name="A")
+    v = b.rearrange(b.mul(dt, u, name="dt_u"), "B T E -> B T E V")
+    y = b.linear_attention(q, k, v, key="T", head="N", value="V", variant="gla",
+                           g=b.mul(dt, a, name="dA"), heads="E", name="ssm")  # fmt: skip
+    y = b.rearrange(y, "B T E V -> B T E")
+    y = b.add(y, b.mul(u, b.param("E", name="D_skip", label="D"), name="skip"))
+    y = b.mul(y, b.silu(z, name="z_act"), name="gate")
+    b.output("y", b.add(x, b.linear(y, "E", "D", bias=False, name="out_proj"), name="res"))
+    return b.build()
+
+
+@pytest.mark.parametrize("name", ["mamba1", "mamba_block", "lightning_block"])
+def test_connectors_are_numbered_in_reading_order(name):
+    """Rows are read top to bottom, and each row's end from the top down: that is where a
+    connector is first met, so its exits there read ①, ②, ③, … (they were numbered before
+    the rows were laid out, and read ②④③①⑤⑥ at the end of a Mamba block's first row).
+    Rows stack downwards, so the exits of all rows in the figure's top-to-bottom order."""
+    c = _mamba1() if name == "mamba1" else gallery.get(name)
+    svg = quiet(c)
+    marks = []
+    for g in ET.fromstring(svg).iter(SVG + "g"):
+        cls = g.get("class", "").split()
+        if "kind-link" in cls and "role-output" in cls:
+            t = next(g.iter(SVG + "text"))
+            marks.append((float(t.get("y")), t.text))
+    assert len(marks) > 1
+    assert [m for _, m in sorted(marks)] == [chr(0x2460 + k) for k in range(len(marks))]
