@@ -288,6 +288,9 @@ class Lowerer:
                 ) from e
             for port, v in outs.items():
                 self.env[(name, port)] = v
+                # a result of several is named by its port in the written code (`top_values`)
+                if len(outs) > 1 and isinstance(v, fx.Node) and v.meta.get("ncd_box") == name:
+                    v.meta.setdefault("ncd_port", port)
             kept.append(name)
         self.box = ""
         results = {o: self.env[src] for o, src in c.output_sources.items()}

@@ -65,6 +65,12 @@ class Namer:
         return name
 
 
+def port_ident(box: str, port: str) -> str:
+    """The text a result of a box of several results is named from: the box's name and its
+    port (`top2_values`, `top2_indices`; `halves_0` for a port numbered 0), for `identifier`."""
+    return f"{box}_{port}"
+
+
 def comment(text: str, limit: int = 80) -> str:
     """Text safe inside a `#` comment: one line, printable characters only (others escaped)."""
     out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)

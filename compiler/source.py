@@ -35,7 +35,7 @@ from . import runtime
 from .lower import Call, Lowered, RealSize, Size, listed
 from .module import box_summary
 from .module import shape_text as _shape
-from .names import Namer, class_name, comment, globals_of_generated, identifier
+from .names import Namer, class_name, comment, globals_of_generated, identifier, port_ident
 
 WIDTH = 100  # the project's ruff line length
 
@@ -489,10 +489,15 @@ class _Printer:
         g = lw.module.graph
         nodes = list(g.nodes)
         box_of = {n: n.meta.get("ncd_box", "") for n in nodes}
+        # The box's own name goes to its last line, or, where that is one of several results
+        # (named by their ports: `top2_values`, `top2_indices`), to the last line before them.
         last_of_box: dict[str, fx.Node] = {}
+        named_box: dict[str, fx.Node] = {}
         for n in nodes:
             if n.op not in ("placeholder", "output"):
                 last_of_box[box_of[n]] = n
+                if "ncd_port" not in n.meta:
+                    named_box[box_of[n]] = n
         # Box identifiers are reserved for the line that computes the box; where one would
         # shadow a global of the file (a box named `conv`), that line's variable gets a suffix.
         glob = globals_of_generated() | set(self.class_names) | {self.sizes_class}
@@ -544,8 +549,12 @@ class _Printer:
                 lines += _comment_lines(
                     f"{self.box_comment(nodeless.pop(0))} (no computation)", "        "
                 )
-            last = n is last_of_box[box]
-            var = self.var[box] if last else namer.ident(f"{box}_part")
+            if "ncd_port" in n.meta:
+                var = namer.ident(port_ident(box, n.meta["ncd_port"]))
+            elif n is named_box.get(box):
+                var = self.var[box]
+            else:
+                var = namer.ident(f"{box}_part")
             self.exprs[n] = _Expr(var)
             first = box not in commented
             commented.add(box)

@@ -178,3 +178,26 @@ def test_files_pass_the_projects_ruff_check(tmp_path):
     ]  # fmt: skip  (pyproject.toml's [tool.ruff])
     r = subprocess.run([ruff, "check", *settings, str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_results_of_a_box_of_several_outputs_are_named_by_their_ports():
+    """A top-k's values and indices were `top2_part_2` and `top2`: neither said which is
+    which, and the indices took the box's own name. Each result is now the box's name and
+    its port (`top2_values`, `top2_indices`), and the call they are taken from the box's
+    name; a split's pieces likewise."""
+    from ncd import Builder
+
+    b = Builder("route", sizes={"B": 2, "T": 8, "E": 4, "D": 6})
+    x, s = b.input("x", "B T D"), b.input("s", "B T E")
+    top = b.topk(s, "E", 2, name="top2")
+    b.output("w", b.mul(top["values"], top["values"], name="sq"))
+    b.output("i", top["indices"])
+    parts = b.split(x, "D", [2, 4], names=["lo", "hi"], name="halves")
+    b.output("y", b.add(parts["lo"], parts["lo"], name="two"))
+    b.output("z", parts["hi"])
+    code = to_source(b.build()).split("def forward", 1)[1]
+    assert "top2 = torch.topk(s, 2, 2)" in code
+    assert "top2_values = top2[0]" in code and "top2_indices = top2[1]" in code
+    assert "sq = top2_values * top2_values" in code
+    assert "halves_lo = " in code and "halves_hi = " in code
+    assert "_part" not in code
