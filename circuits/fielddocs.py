@@ -57,6 +57,7 @@ def attach() -> None:
     if _attached:
         return
     from .circuit import Circuit, Input, Output
+    from .draw.glyphs import LABELS
     from .kinds import KINDS
     from .kinds.base import BoxBase
 
@@ -70,6 +71,12 @@ def attach() -> None:
             if doc is not None:
                 info.description = doc
                 changed = True
+        # Each kind's drawing makes its own use of a label: said after what all kinds share.
+        label = cls.model_fields.get("label")
+        if cls is not BoxBase and label is not None and cls.model_fields["kind"].default in LABELS:
+            shared = label.description.split("; what the drawing makes")[0]
+            label.description = f"{shared}. {LABELS[cls.model_fields['kind'].default]}"
+            changed = True
         if changed and cls is not BoxBase:
             cls.model_rebuild(force=True)
     _attached = True

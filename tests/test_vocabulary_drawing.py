@@ -61,3 +61,27 @@ def test_kind_draws_its_glyph(kind):
     assert any(p[0] in "io" for _, p in ports), ports
     if KINDS[kind].family == "elementwise":
         assert all(p.startswith("i") for d, p in ports if d == "in"), ports
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_label_field_says_what_the_drawing_does_with_a_label(kind):
+    """`label` was documented as "what the drawing prints on the box; the name when empty"
+    for every kind, though a softmax without one draws ◁ and a reduction prints none. Each
+    kind's description now says which: where it says a label is not drawn, a labelled box
+    shows no label; elsewhere it shows it; and "the box's name when empty" is said only
+    where an unlabelled box shows its name."""
+    from ncd.circuits.fielddocs import attach
+
+    attach()
+    doc = KINDS[kind].model_fields["label"].description
+    c = one_box(kind, sizes={"K": 4})
+    box = next(b for b in c.boxes if b.kind == kind)
+    plain = c.model_copy(update={"boxes": [b.model_copy(update={"label": ""}) if b is box
+                                           else b for b in c.boxes]})  # fmt: skip
+    labelled = c.model_copy(update={"boxes": [b.model_copy(update={"label": "Zq"}) if b is box
+                                              else b for b in c.boxes]})  # fmt: skip
+    shown = "Zq" in node_texts(render(labelled, depth=0), f"box:{box.name}")
+    assert "In the drawing: " in doc, doc  # a sentence of its own for each kind
+    assert shown == ("not drawn" not in doc), doc
+    names_itself = box.name in node_texts(render(plain, depth=0), f"box:{box.name}")
+    assert ("the box's name when empty" in doc) == names_itself, doc

@@ -372,6 +372,59 @@ def _opaque(b) -> Drawing:
     return Drawing(glyph="?", title=text(b.label or b.name), note=esc(b.target[:32]))
 
 
+# What each kind's drawing makes of a box's label, for the `label` field's documentation
+# (`fielddocs.attach`); tests/test_vocabulary_drawing.py holds it to the drawings.
+_NOT_DRAWN = "In the drawing: not drawn (the pictogram and its axes say what the box is)."
+_BESIDE = "In the drawing: the box's title, beside its pictogram; none when empty."
+
+
+def _instead(default: str) -> str:
+    return f"In the drawing: the box's title, in place of {default}, which it shows when empty."
+
+
+def _for_glyph(default: str) -> str:
+    return f"In the drawing: written in place of the pictogram ({default}), drawn when empty."
+
+
+_NORM_LABEL = _instead("its short name (`LN`, `RMS`, ...), then noted unless the label holds it")
+LABELS: dict[str, str] = {
+    **dict.fromkeys(
+        ("cast", "concat", "copy", "diagonal", "dropout", "index", "mask", "merge_axes", "pack",
+         "permute", "pool", "reduce", "rename", "scan", "slice", "split", "split_axis", "topk",
+         "unpack", "upsample"),
+        _NOT_DRAWN,
+    ),
+    **dict.fromkeys(
+        ("attention", "contract", "gather", "linear_attention", "long_conv", "normalize",
+         "one_hot", "positions", "requantize", "rotary", "scatter", "softmax"),
+        _BESIDE,
+    ),
+    **dict.fromkeys(
+        ("layernorm", "rmsnorm", "batchnorm", "groupnorm", "unifiednorm", "add_norm"),
+        _NORM_LABEL,
+    ),
+    "linear": "In the drawing: the map's title, in place of `L` (a bias adds `₊`: `L₊^Q`); "
+    "`L` above the box's name when empty.",
+    "int_linear": _instead("`L` (a bias adds `₊`)"),
+    "embedding": _instead("`E`"),
+    "param": "In the drawing: the box's title; the box's name when empty.",
+    "opaque": "In the drawing: the box's title; the box's name when empty.",
+    "call": "In the drawing: the title of the subcircuit's block (or of its box, collapsed); "
+    "the subcircuit's title or name when empty.",
+    "binary": _for_glyph("`+`, `⊙`, `max`, ..."),
+    "clamp": _for_glyph("`clip`"),
+    "compare": _for_glyph("`=`, `<`, ..."),
+    "where": _for_glyph("`?:`"),
+    "constant": _for_glyph("its value"),
+    "conv": _for_glyph("`★k`; a label such as `★3 dw` says it"),
+    "short_conv": _for_glyph("`★k`"),
+    "unary": "In the drawing: between the arrows (`➤φ➤`), the function noted below unless the "
+    "label names it; the function (`➤R➤`) when empty.",
+    "scale": "In the drawing: after the `∗` (`∗1/τ`), the factor's value noted below; the "
+    "value itself (`∗K^-1/2`) when empty.",
+}  # fmt: skip
+
+
 def drawing(box) -> Drawing:
     """The drawing of `box` (its kind's rule)."""
     return GLYPHS[box.kind](box)

@@ -156,7 +156,9 @@ class BoxBase(BaseModel):
     inputs: Wiring = Field(default_factory=dict)
     """Input port -> source, written `box` (its only output), `box.port`, or an input's name."""
     label: str = Field(default="", max_length=MAX_NAME)
-    """What the drawing prints on the box (`L^Q`); the name when empty."""
+    """A name for the box's role (`L^Q` for a query map, `φ` for a feature map), kept in the
+    spec, in cost reports and in the written code's comments; what the drawing makes of it
+    (and of none) depends on the kind: `ncd schema KIND`."""
     group: str = Field(default="", max_length=MAX_NAME)
     """Title of the block (shaded region) the box belongs to, e.g. `Multi-Head Attention`;
     where blocks nest (`Circuit.groups`), the innermost one."""
