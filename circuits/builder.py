@@ -400,8 +400,27 @@ class Builder:
     def upsample(self, x, spatial, factor=2, mode="nearest", *, name=None):
         return self.box("upsample", {"x": x}, name, spatial=spatial, factor=factor, mode=mode)
 
-    def attention(self, q, k, v, *, name=None, label="", **kw):
-        return self.box("attention", {"q": q, "k": k, "v": v}, name, label=label, **kw)
+    def attention(self, q, k, v, *, mask=None, name=None, label="", **kw):
+        """The `attention` box, softmax(q·k * scale [+ mask]) · v over the key axis; `kw` its
+        fields (`query`, `key`, `head`, `value`, `causal`, `scale`, `heads`, `kv_heads`).
+
+        `mask` (sets `masked`): a boolean keep-mask, True where a query attends to a key, or
+        a float bias added to the scaled scores, over some of the scores' axes, broadcast by
+        name over the others: key padding `B S` (one row per batch entry), a pattern `T S`,
+        a bias per head `H T S` (ALiBi). With `causal=True` both apply; a query left with no
+        key gives 0.
+
+        >>> b = Builder("enc", sizes={"B": 2, "H": 4, "T": 16, "S": 16, "K": 8, "V": 8})
+        >>> q, k, v = b.input("q", "B H T K"), b.input("k", "B H S K"), b.input("v", "B H S V")
+        >>> keep = b.input("keep", "B S", dtype="bool")  # False at padding keys
+        >>> b.attention(q, k, v, mask=keep).axes
+        ('B', 'H', 'T', 'V')
+        """
+        ins = {"q": q, "k": k, "v": v}
+        if mask is not None:
+            ins["mask"] = mask
+            kw.setdefault("masked", True)
+        return self.box("attention", ins, name, label=label, **kw)
 
     def linear_attention(self, q, k, v, *, g=None, beta=None, offsets=None, name=None, label="",
                          **kw):  # fmt: skip

@@ -7,7 +7,8 @@ sections, say which run): "ncd" runs ncd.ops' kernels, "torch" PyTorch's own
 (`F.scaled_dot_product_attention`, `nn.LayerNorm` / `nn.RMSNorm`). A device type or kind
 missing from the table takes "ncd" (on the CPU ncd.ops runs its PyTorch forms, which are
 chunked, never a loop over tokens). `fused="ncd"` or `fused="torch"` asks for one everywhere
-(boxes with no PyTorch counterpart, such as linear attention, always run ncd.ops).
+(boxes with no PyTorch counterpart, such as linear attention, always run ncd.ops; masked
+softmax attention, which ncd.ops' kernel does not take, always runs SDPA: `attention_backend`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def choose(kind: str, device, fused: str = "auto") -> str:
     # the device's type from its name ("cuda:1" -> "cuda"); a torch.device prints the same,
     # so the cost model reads this table without importing torch
     return FASTEST.get(kind, {}).get(str(device).split(":")[0], "ncd")
+
+
+def attention_backend(device, fused: str = "auto", masked: bool = False) -> str:
+    """ "ncd" or "torch" for a softmax `attention` box: `choose`'s, except that a masked box
+    runs PyTorch's SDPA whatever `fused` asks, since ncd.ops.softmax_attention takes no mask
+    (its one pattern is causal) and SDPA's `attn_mask` takes a keep-mask or a bias."""
+    kind = choose("attention", device, fused)
+    return "torch" if masked else kind
 
 
 def short_conv_kernels(width: int, device, fused: str = "auto") -> bool:

@@ -13,7 +13,7 @@ def example_inputs(checked, seed: int = 0, dtype=torch.float32, device="cpu",
     standard normal in `dtype` (drawn in float32, or float64 for float64), optionally needing
     gradients; integers (int64) a packing's valid offsets where the input is one, else indices
     below the smallest leading axis of any parameter (an embedding's rows), or below 5 where
-    there is none."""
+    there is none; booleans (a keep-mask) True three times in four."""
     g = torch.Generator().manual_seed(seed)
     vocab = min(
         (int(checked.number(p.axes[0].size)) for ps in checked.params.values()
@@ -28,6 +28,8 @@ def example_inputs(checked, seed: int = 0, dtype=torch.float32, device="cpu",
             off = example_offsets(checked, inp.name, g)
             x = torch.randint(0, vocab, shape, generator=g) if off is None else off
             xs.append(x.to(device))
+        elif t.dtype == "bool":
+            xs.append((torch.rand(shape, generator=g) < 0.75).to(device))
         else:
             draw = torch.float64 if dtype == torch.float64 else torch.float32
             x = torch.randn(shape, generator=g, dtype=draw).to(device, dtype)

@@ -16,7 +16,7 @@ from ncd import ops
 from ncd.circuits.sizes import parse_size
 
 from . import runtime
-from .choices import choose
+from .choices import attention_backend, choose
 from .lower import Call
 
 
@@ -82,19 +82,35 @@ def lower_attention(L, b, x, tin, tout):
         kv_batch, gqa = [*batch[:-1], b.kv_heads], {"enable_gqa": True}
     out = tout["out"].names
     scale = _scale(L, b)
-    if choose("attention", L.opts.device, L.opts.fused) == "torch" or not _fits(L, q, k, v, b):
+    backend = attention_backend(L.opts.device, L.opts.fused, b.masked)
+    if backend == "torch" or not _fits(L, q, k, v, b):
         # PyTorch's own fused kernel: any leading batch axes, any head width
         qq = L.permute(x["q"], q.names, [*batch, b.query, b.head])
         kk = L.permute(x["k"], k.names, [*kv_batch, b.key, b.head])
         vv = L.permute(x["v"], v.names, [*kv_batch, b.key, b.value])
-        o = L.fn(F.scaled_dot_product_attention, qq, kk, vv, is_causal=b.causal, scale=scale,
-                 **gqa)  # fmt: skip
+        if b.masked:
+            o = _masked_sdpa(L, b, x, tin, batch, qq, kk, vv, scale)
+        else:
+            o = L.fn(F.scaled_dot_product_attention, qq, kk, vv, is_causal=b.causal,
+                     scale=scale, **gqa)  # fmt: skip
         return {"out": L.permute(o, [*batch, b.query, b.value], out)}
     qq = _to_bthk(L, x["q"], q.names, batch, b.query, b.head)
     kk = _to_bthk(L, x["k"], k.names, kv_batch, b.key, b.head)
     vv = _to_bthk(L, x["v"], v.names, kv_batch, b.key, b.value)
     o = L.fn(ops.softmax_attention, qq, kk, vv, causal=b.causal, scale=scale)
     return {"out": _from_bthk(L, o, q, batch, b.query, b.value, out)}
+
+
+def _masked_sdpa(L, b, x, tin, batch, qq, kk, vv, scale):
+    """SDPA with the mask laid out by name against its `[*batch, T, S]` scores (size 1 along
+    the axes it lacks; `runtime.masked_attention`). Grouped heads: the keys and values are
+    repeated to the query heads first (copies kept by SDPA), as SDPA's kernels that take a
+    mask on CUDA do not all take `enable_gqa`."""
+    if b.kv_heads is not None:
+        group = L.num(tin["q"].axis(b.heads).size / tin["k"].axis(b.kv_heads).size)
+        kk, vv = (L.method("repeat_interleave", t, group, len(batch) - 1) for t in (kk, vv))
+    m = L.align(x["mask"], tin["mask"].names, [*batch, b.query, b.key])
+    return L.fn(runtime.masked_attention, qq, kk, vv, m, causal=b.causal, scale=scale)
 
 
 def _repeat_to_heads(L, b, x, tin):

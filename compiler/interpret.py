@@ -586,10 +586,15 @@ class _Run:
         s_names = [*batch, b.query, b.key]
         s = (q.to([*batch, b.query, "_k", b.head]) * k.to([*batch, "_q", b.key, b.head])).sum(-1)
         s = s * scale
+        if b.masked:  # laid out over the scores' axes by name, size 1 along the others
+            m = x["mask"].to(s_names)
+            s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.to(s.dtype)
         if b.causal:
             s = self.k_mask(_Mask(b.query, b.key), {"x": NT(s, tuple(s_names))}, None, None)
             s = s["out"].t
-        p = torch.softmax(s, -1)
+        # a query left no key attends to nothing: 0, where the softmax would give 0/0
+        alive = s.amax(-1, keepdim=True) > float("-inf")
+        p = torch.softmax(s.masked_fill(~alive, 0.0), -1) * alive
         o = (p[..., None] * v.to([*batch, "_q", b.key, b.value])).sum(-2)
         return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}
 

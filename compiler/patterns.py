@@ -5,13 +5,18 @@ its fused box and compiler/cost/fusion.py prices each match as that kernel, so t
 module and the cost report see the same regions. A chain matches only where the kernel
 computes what the chain computes:
 
-- `attention`: [scale]* q, [scale]* k → contract(q, k over K) → [scale | mask | cast]* →
-  softmax over S → contract(·, v over S), run by `ncd.ops.softmax_attention`. The scales (of
-  the scores, and of q or k read by the scores alone: timm's `q = q * scale`) multiply into the
-  kernel's one scale. At most one mask: causal, fill -inf, over (T, S) with T and S of one
+- `attention`: [scale]* q, [scale]* k → contract(q, k over K) → [scale | mask | cast |
+  where | add]* → softmax over S → contract(·, v over S), run by `ncd.ops.softmax_attention`
+  (PyTorch's SDPA where a `where` or an add makes it a masked box). The scales (of the
+  scores, and of q or k read by the scores alone: timm's `q = q * scale`) multiply into the
+  kernel's one scale. At most one causal mask: fill -inf, over (T, S) with T and S of one
   size (the kernel's mask is square, top-left aligned); a scale after it must be positive
-  (then it keeps -inf, and the mask commutes with it). A cast must be to the type the scores
-  already have. The value axis may have the head axis' name (one letter for both in an
+  (then it keeps -inf, and the mask commutes with it). At most one `where` or add bringing a
+  mask in, over some of the scores' axes (the box's `mask` port): a `where` with fill -inf of
+  a boolean keep-mask (a scale after it positive), or an add of a float bias (no scale after
+  it: the box adds it after its scale), the scores' type unchanged. Where such a mask leaves
+  a query no key, the chain's softmax gives NaN and the box 0. A cast must be to the type the
+  scores already have. The value axis may have the head axis' name (one letter for both in an
   einsum); the output may list its axes in any order (a permute follows the fused box).
   Dropout anywhere in the chain, a window mask, a second summed axis, a second query or value
   axis, or batch axes that differ between q, k and v: no match.
@@ -50,7 +55,8 @@ from ncd.circuits.validate import Checked
 NORMS = ("layernorm", "rmsnorm")
 """Norm kinds that an add before them fuses with (`add_norm`)."""
 SCORE_STEPS = ("scale", "mask", "cast")
-"""Kinds that may stand between the scores and the softmax of an attention match."""
+"""Kinds that may stand between the scores and the softmax of an attention match, besides a
+`where` or an add that brings a mask in (`_chain_ports`)."""
 
 
 @dataclass
@@ -62,9 +68,10 @@ class Match:
     boxes: tuple[str, ...]
     """The boxes consumed, producers first; the fused box takes the last one's name."""
     entries: dict[str, tuple[str, str]]
-    """Role (q, k, v) -> (box, port) of the match where that input enters."""
+    """Role (q, k, v; attention's mask) -> (box, port) of the match where that input enters."""
     inputs: dict[str, tuple[str, str]]
-    """Role (q, k, v) -> source wire (box, port); box '' for a circuit input."""
+    """Role (q, k, v; attention's mask) -> source wire (box, port); box '' for a circuit
+    input."""
     output: tuple[str, str]
     dims: dict[str, str]
     """Role (query, key, head, value) -> axis name."""
@@ -167,16 +174,40 @@ def _attention(g: Graph, mix: str) -> Iterator[Match]:
             continue
         if c.box(sm).over != S or c.box(sm).variant != "softmax":
             continue
-        back = [sm]  # from the softmax towards the scores
-        cur = g.producer(sm, "x")
-        while g.kind(cur) in SCORE_STEPS and g.only_reader(cur) == back[-1]:
-            back.append(cur)
-            cur = g.producer(cur, "x")
-        if g.kind(cur) != "contract" or g.only_reader(cur) != back[-1]:
-            continue
-        m = _attention_match(g, cur, back[:0:-1], sm, mix, p_v)
-        if m is not None:
-            yield m
+        for back, scores in _back_to_scores(g, sm):
+            m = _attention_match(g, scores, back[::-1], sm, mix, p_v)
+            if m is not None:
+                yield m
+                break
+
+
+def _back_to_scores(g: Graph, sm: str) -> Iterator[tuple[list[tuple[str, str]], str]]:
+    """The chains of score steps from the softmax `sm` back to a contraction, each box read
+    by the one after it alone: ([(step, the port the chain enters it by)], from the softmax
+    back; the contraction). An add may continue the chain through either operand."""
+
+    def go(box: str, port: str, back: list[tuple[str, str]]):
+        cur = g.producer(box, port)
+        if not cur or g.only_reader(cur) != box:
+            return
+        if g.kind(cur) == "contract":
+            yield back, cur
+            return
+        for p in _chain_ports(g.c.box(cur)):
+            yield from go(cur, p, [*back, (cur, p)])
+
+    yield from go(sm, "x", [])
+
+
+def _chain_ports(b) -> tuple[str, ...]:
+    """The ports by which the scores may run through box `b` on their way to the softmax."""
+    if b.kind in SCORE_STEPS:
+        return ("x",)
+    if b.kind == "where" and b.fill == "-inf":
+        return ("a",)  # the scores where the condition (the keep-mask) holds
+    if b.kind == "binary" and b.fn == "add":
+        return ("a", "b")  # the scores plus a bias
+    return ()
 
 
 def _attention_match(g: Graph, scores: str, steps, sm: str, mix: str, p_v: str):
@@ -209,11 +240,14 @@ def _attention_match(g: Graph, scores: str, steps, sm: str, mix: str, p_v: str):
             continue
         if out.dtype != promote([c.ins[scores][p_q].dtype, c.ins[mix][p_v].dtype]):
             continue
-        scale = _score_steps(c, steps, scores, p_q, p_k, T, S)
-        if scale is None:
+        found = _score_steps(c, steps, scores, p_q, p_k, T, S)
+        if found is None:
             continue
-        causal = any(g.kind(s) == "mask" for s in steps)
+        scale, masked_by = found
+        causal = any(g.kind(s) == "mask" for s, _ in steps)
         entries = {"q": (scores, p_q), "k": (scores, p_k), "v": (mix, p_v)}
+        if masked_by is not None:
+            entries["mask"] = masked_by
         before: list[str] = []  # scales of q or k on their way into the scores (timm's q * s)
         for role in ("q", "k"):
             box, port = entries[role]
@@ -228,7 +262,7 @@ def _attention_match(g: Graph, scores: str, steps, sm: str, mix: str, p_v: str):
             scale = factors[0]
         return Match(
             "attention",
-            (*before, scores, *steps, sm, mix),
+            (*before, scores, *(s for s, _ in steps), sm, mix),
             entries,
             {role: c.sources[box][port] for role, (box, port) in entries.items()},
             (mix, "out"),
@@ -240,33 +274,56 @@ def _attention_match(g: Graph, scores: str, steps, sm: str, mix: str, p_v: str):
     return None
 
 
-def _score_steps(c: Checked, steps, scores, p_q, p_k, T, S) -> str | None:
-    """The kernel's scale for the boxes between scores and softmax, or None where the kernel
-    cannot run them."""
+def _score_steps(c: Checked, steps, scores, p_q, p_k, T, S):
+    """(the kernel's scale, the (box, port) where a mask or bias enters or None) for the
+    boxes between scores and softmax (`steps`: (box, the port the scores enter it by),
+    from the scores on), or None where the attention box cannot run them."""
     factors: list[str] = []
-    masked = False
-    for s in steps:
+    causal = infinite = biased = False  # after a -inf (causal, keep-mask) scales must be > 0
+    mask_in = None
+    names = c.outs[scores]["out"].names
+    for s, port in steps:
         b = c.box(s)
         if b.kind == "mask":
-            if masked or b.pattern != "causal" or b.fill != "-inf":
+            if causal or b.pattern != "causal" or b.fill != "-inf":
                 return None
             if b.query != T or b.key != S or not _square(c, scores, p_q, p_k, T, S):
                 return None
-            masked = True
+            causal = infinite = True
         elif b.kind == "scale":
-            if masked and not _positive(c, b.factor):
-                return None
+            if biased or infinite and not _positive(c, b.factor):
+                return None  # a bias would be scaled too: the box adds it after its scale
             factors.append(b.factor)
         elif b.kind == "cast":
             if b.dtype != c.ins[s]["x"].dtype:
                 return None
+        elif b.kind in ("where", "binary"):
+            other = "cond" if b.kind == "where" else ("b" if port == "a" else "a")
+            if mask_in is not None or not _mask_fits(c, s, port, other, names):
+                return None
+            mask_in = (s, other)
+            biased = b.kind == "binary"
+            infinite = infinite or not biased
         else:
             return None
     if not factors:
-        return "1"
+        return "1", mask_in
     if len(factors) == 1:
-        return factors[0]
-    return "*".join(f"({f})" for f in factors)
+        return factors[0], mask_in
+    return "*".join(f"({f})" for f in factors), mask_in
+
+
+def _mask_fits(c: Checked, box: str, port: str, other: str, names) -> bool:
+    """Whether `other` of the `where` or `add` `box` is a mask the attention box takes: over
+    some of the scores' axes `names` (the box's output keeps the scores' axes, in any order,
+    and type), a
+    keep-mask for a `where`, a float bias for an add."""
+    m, x, y = c.ins[box][other], c.ins[box][port], c.outs[box]["out"]
+    if not all(isinstance(t, TensorType) for t in (m, x, y)):
+        return False
+    if set(y.names) != set(x.names) or y.dtype != x.dtype or not set(m.names) <= set(names):
+        return False
+    return m.dtype == "bool" if c.box(box).kind == "where" else m.dtype in FLOAT_DTYPES
 
 
 def _square(c: Checked, scores, p_q, p_k, T, S) -> bool:

@@ -9,7 +9,8 @@ a match, so one pass leaves nothing to match.
 
 The builders here lower to the kernels of ncd.ops:
 - `attention`: [scale]* q, [scale]* k → contract(q, k over K) → [scale | causal mask |
-  cast]* → softmax over S → contract(·, v over S) becomes an `attention` box; where the value
+  cast | where | add]* → softmax over S → contract(·, v over S) becomes an `attention` box,
+  with the `where`'s keep-mask or the add's bias on its `mask` port; where the value
   product writes its axes in another order than the box does, the box is named after the
   scores and a permute named after the value product follows it;
 - `linear_attention`: contract(φk, v over nothing) → scan over T → contract(φq, · over K),
@@ -112,6 +113,7 @@ def attention_box(c: Checked, m: Match):
         value=m.dims["value"],
         causal=m.causal,
         scale=m.scale,
+        masked="mask" in m.entries,
     )
     return _with_tail(fused, m.tail, last.group)
 

@@ -491,6 +491,25 @@ def softmax_attention(q, k, v, causal=False, scale=None):
     return o.transpose(1, 2)
 
 
+def masked_attention(q, k, v, mask, causal=False, scale=None):
+    """softmax(scale q kᵀ + mask [causal]) v on [..., T, K] tensors (SDPA's layout), `mask`
+    [..., T, S] broadcast against the scores: a keep-mask (True: attend) or a float bias.
+    With `causal` both apply. A query left no key gives 0 and no gradient on every SDPA
+    backend (some give NaN): SDPA sees its row unmasked, and its output is zeroed."""
+    if causal:  # SDPA takes is_causal or a mask, not both
+        below = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        mask = mask & below if mask.dtype == torch.bool else mask.where(below, float("-inf"))
+    if mask.dtype == torch.bool:
+        alive = mask.any(-1, keepdim=True)
+        mask = mask | ~alive
+    else:
+        mask = mask.to(q.dtype)  # SDPA's bias has the queries' type
+        alive = (mask > float("-inf")).any(-1, keepdim=True)
+        mask = mask.masked_fill(~alive, 0.0)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return o.masked_fill(~alive, 0.0)
+
+
 def linear_attention(q, k, v, decay=None, causal=True, normalize=False, scale=1.0,
                      backend=None, chunk=64):  # fmt: skip
     """Causal linear attention on [B, T, H, K] tensors,

@@ -98,9 +98,16 @@ class _AttentionLike(BoxBase):
 
 @box_kind
 class Attention(_AttentionLike):
-    """Fused softmax attention softmax(q·k * scale [+ causal mask]) · v, one box.
+    """Fused softmax attention softmax(q·k * scale [+ mask] [+ causal mask]) · v, one box.
 
-    Lowers to the FlashAttention-style kernel of ncd.ops; no T×S matrix is kept.
+    Lowers to the FlashAttention-style kernel of ncd.ops, or PyTorch's SDPA (masked boxes
+    always: the kernel takes no mask); no T×S matrix is kept.
+
+    With `masked`, port `mask` is a boolean keep-mask (True: attend) or a float bias added to
+    the scaled scores (ALiBi, T5's relative bias; -inf: not attended), over some of the
+    scores' axes (q's batch axes, `query`, `key`; key padding is `B S`), broadcast by name over
+    the others. With `causal` too, both apply. A query that is left no key (every key masked)
+    gives 0, with no gradient, where a softmax over nothing would give NaN.
     """
 
     kind: Literal["attention"] = "attention"
@@ -111,8 +118,50 @@ class Attention(_AttentionLike):
     kv_heads: AxisName | None = None
     """Grouped key/value heads: the keys' and values' head axis (size G, H a multiple of G);
     query head h reads key/value head ⌊h / (H/G)⌋ (GQA; G = 1 is multi-query attention)."""
+    masked: bool = False
+    """Port `mask`: a boolean keep-mask (True: attend) or a float bias added to the scaled
+    scores, over some of the scores' axes (q's batch axes, `query`, `key`), broadcast over
+    the others; a query with no key left gives 0."""
+
+    def extra_ports(self):
+        return ["mask"] if self.masked else []
 
     def infer(self, ins, ctx):
+        out = self._infer_qkv(ins, ctx)
+        if self.masked:
+            self._check_mask(ins, ctx)
+        return out
+
+    def scores(self, q: TensorType, k: TensorType) -> TensorType:
+        """The type of the scores q·k (per query head), `[*batch, query, key]`: the axes a
+        mask may have."""
+        batch = [a for a in q.axes if a.name not in (self.query, self.head)]
+        return q.with_axes([*batch, q.axis(self.query), k.axis(self.key)])
+
+    def _check_mask(self, ins, ctx):
+        m, q, k = tensor(ins, "mask"), tensor(ins, "q"), tensor(ins, "k")
+        if m.dtype != "bool" and m.dtype not in FLOAT_DTYPES:
+            raise ShapeProblem(
+                "the mask is a boolean keep-mask or a float bias", "mask",
+                "bool (True: attend) or a float dtype (added to the scores)", m.dtype,
+            )  # fmt: skip
+        s = self.scores(q, k)
+        extra = [a for a in m.names if s.axis(a) is None]
+        if extra:
+            hint = ""
+            if self.kv_heads in extra:
+                hint = (
+                    f"the scores are per query head: give the mask the query heads' axis "
+                    f"{self.heads} (or no head axis, one mask for every head)"
+                )
+            raise ShapeProblem(
+                f"axis {' '.join(extra)} not among the scores' axes", "mask",
+                f"axes among {' '.join(s.names)} (broadcast over the others)", str(m), hint,
+            )  # fmt: skip
+        for a in m.axes:
+            ctx.unify(s.axis(a.name).size, a.size, "mask", f"size of {a.name}")
+
+    def _infer_qkv(self, ins, ctx):
         if self.heads is None and self.kv_heads is None:
             return super().infer(ins, ctx)
         if self.heads is None or self.kv_heads is None or self.heads == self.kv_heads:

@@ -493,12 +493,18 @@ class _Walker:
             V = vt.numel() / (S * B)
             last = by_name[r.boxes[-1]]
             bp = DTYPE_BYTES[self.dtype or qt.dtype]
+            mk = R.MaskCost()
             if r.kind == "attention":
-                io = attention_cost.io_forward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
-                io_b = attention_cost.io_backward(B, T, 1, K, V, S, causal=r.causal, bytes_per=bp)
-                kf = attention_cost.flops_forward(B, T, 1, K, V, S, causal=r.causal)
-                kb = attention_cost.flops_backward(B, T, 1, K, V, S, causal=r.causal)
-                kernel = R.softmax_attention_kernel()
+                masked = "mask" in r.inputs
+                if masked:
+                    mk = _region_mask(self, r, q, k, bp)
+                causal = r.causal and not masked  # a mask takes the causal pattern in
+                io = attention_cost.io_forward(B, T, 1, K, V, S, causal=causal, bytes_per=bp)
+                io_b = attention_cost.io_backward(B, T, 1, K, V, S, causal=causal, bytes_per=bp)
+                kf = attention_cost.flops_forward(B, T, 1, K, V, S, causal=causal) + mk.flops
+                kb = attention_cost.flops_backward(B, T, 1, K, V, S, causal=causal) + mk.flops
+                io, io_b = io + mk.io, io_b + mk.io_bwd
+                kernel = R.softmax_attention_kernel(masked)
             else:
                 la, nz = linear_attention_cost, r.normalize
                 io = la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz)
@@ -532,9 +538,15 @@ class _Walker:
                     last.saved.append((f"{role}, copied to [B, T, H, K]", sid, nb))
                 else:
                     last.saved.append((role, w.storage, self.storages[w.storage].nbytes))
-            if r.kind == "attention":
+            if r.kind == "attention" and not mk.saved:
                 sid = self.wires[r.output].storage
                 last.saved.append(("output o", sid, self.storages[sid].nbytes))
+            for kept in mk.saved:  # SDPA's own output, the bias, the rows left a key
+                sid = f"{last.name}:{kept.ref}"
+                self.storages[sid] = _Storage(sid, kept.nbytes, "own", index[last.name])
+                last.saved.append((kept.what, sid, kept.nbytes))
+            last._bwd_temps += mk.bwd_temps  # type: ignore[attr-defined]
+            last.notes += mk.notes
             if do_copy:
                 # the output's gradient reaches the op as a permuted view: copied for the kernels
                 extra = self.nbytes(out.type)
@@ -559,6 +571,27 @@ class _Walker:
                     )
                 )
             last.notes.append(f"fused: IO and kept tensors of {kernel} (ops/*/cost.py)")
+
+
+def _region_mask(self: _Walker, r: Region, q: _Wire, k: _Wire, bp) -> R.MaskCost:
+    """A drawn chain's mask or bias (the `where`'s condition, the add's other operand) as
+    the masked attention box its rewrite makes would run it (`rules.mask_cost`), SDPA's own
+    output kept in the place of the region's."""
+    m = self.wires[r.inputs["mask"]]
+    mt, T, S = m.type, r.dims["query"], r.dims["key"]
+    n_sdpa = mt.numel()
+    if r.causal:
+        for a, t in ((T, q.type), (S, k.type)):
+            if mt.axis(a) is None:
+                n_sdpa *= t.axis(a).size
+    BH = q.type.numel() / (q.type.axis(T).size * q.type.axis(r.dims["head"]).size)
+    out = self.nbytes(self.wires[r.output].type)
+    keep = mt.dtype == "bool"
+    mb = self.nbytes(TensorType((), mt.dtype))
+    mk = R.mask_cost(BH, q.type.axis(T).size, k.type.axis(S).size, mt.numel(), mb, n_sdpa,
+                     keep, bp, out, r.causal, m.grad and not keep)  # fmt: skip
+    mk.saved.insert(0, R.Saved("SDPA's output (before empty rows are zeroed)", "own", "o", out))
+    return mk
 
 
 def _add_norm_io(self: _Walker, r: Region, by_name) -> None:

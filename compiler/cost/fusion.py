@@ -7,8 +7,9 @@ between HBM and the chip ("FlashAttention on a napkin"). Four kinds of region:
   regions the compiler's rewrite replaces by a fused box (patterns.py says which chains
   qualify); priced as a FlashAttention-2 kernel, which PyTorch's SDPA or
   `ncd.ops.softmax_attention` runs by the compiler's choices (ops/attention/cost.py gives its
-  IO, and what it keeps: q, k, v, o, log-sum-exp), and `ncd.ops.linear_attention` (keeps q, k, v;
-  normalised, also the float32 output and denominator);
+  IO, and what it keeps: q, k, v, o, log-sum-exp; a masked one, SDPA, also the mask as its
+  bias: `rules.mask_cost`), and `ncd.ops.linear_attention` (keeps q, k, v; normalised, also
+  the float32 output and denominator);
 - the pre-norm residual step add → layernorm | rmsnorm (the `add_norm` match), priced as
   `ncd.ops.add_layer_norm` / `add_rms_norm` (ops/norm/cost.py: x and h read, the sum and the
   output written once; the sum and the float32 statistics kept) where the compiler's choices
@@ -34,7 +35,7 @@ class Region:
     kind: str  # "attention", "linear_attention", "add_norm", "pointwise"
     boxes: list[str]
     inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """Role (q, k, v) -> source wire, for the attention regions."""
+    """Role (q, k, v; a masked attention's mask) -> source wire, for the attention regions."""
     output: tuple[str, str] = ("", "")
     causal: bool = False
     dims: dict[str, str] = field(default_factory=dict)

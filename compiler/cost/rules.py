@@ -40,7 +40,7 @@ from ncd.ops import (
 )
 from ncd.ops import config as ops_config
 
-from ..choices import choose
+from ..choices import attention_backend
 from .symbolic import fft_length
 
 Expr = sympy.Expr
@@ -988,40 +988,121 @@ def attention(v: BoxView) -> Rule:
         H, G = v.size(v.x("q"), b.heads), v.size(v.x("k"), b.kv_heads)
         B = B / H
         notes = [f"grouped heads: FLOPs of {H} query heads, keys and values of {G} heads"]
-    flops = attention_cost.flops_forward(B, T, H, K, V, S, causal=b.causal)
-    flops_bwd = attention_cost.flops_backward(B, T, H, K, V, S, causal=b.causal)
+    # a mask takes the causal pattern in: the kernel then computes every (query, key) pair
+    causal = b.causal and not b.masked
+    mk = MaskCost()
+    if b.masked:
+        m = v.x("mask")
+        mk = mask_cost(B * H, T, S, numel(m), v.bytes_per(m), _combined(v), m.dtype == "bool",
+                       bp, v.nbytes(v.out()), b.causal, v.grad("mask"))  # fmt: skip
+        if G is not None:  # SDPA reads keys and values repeated to the query heads
+            kv = B * S * (K + V) * bp
+            kept = [kept[0], _own("kv_heads", H * kv, f"k, v repeated to the {H} query heads")]
+            mk.io += (G + H) * kv
+            mk.io_bwd += (G + H) * kv  # the copies' gradients summed over each group
+            mk.bwd_temps += H * kv
+            notes = [f"grouped heads: k and v of {G} heads repeated to the {H} query heads"]
+            G = None
+    flops = attention_cost.flops_forward(B, T, H, K, V, S, causal=causal) + mk.flops
+    flops_bwd = attention_cost.flops_backward(B, T, H, K, V, S, causal=causal) + mk.flops
+    o = _own("o", v.nbytes(v.out()), "SDPA's output (before empty rows are zeroed)")
+    # SDPA's backward also holds a float32 dQ accumulator (FlashAttention-2's schedule)
+    temps = attention_cost.backward_temp_bytes(B, T, H, K, atomic_dq=_sdpa_on_cuda(b.masked))
+    dims = (B, T, H, K, V, S)
     return Rule(
         flops=flops,
         mm=2 * B * H * T * S * (K + V),  # FlopCounterMode counts every (query, key) pair
         flops_bwd=flops_bwd,
         mm_bwd=2 * B * H * T * S * (2 * K + 3 * V),
-        mm_run=flops if b.causal else None,  # the kernel's products: the pairs it computes
-        mm_run_bwd=flops_bwd if b.causal else None,
-        saved=[*kept, _out(), _own("lse", 4 * B * H * T, "log-sum-exp per query (float32)")],
-        # SDPA's backward also holds a float32 dQ accumulator (FlashAttention-2's schedule)
-        bwd_temps=attention_cost.backward_temp_bytes(B, T, H, K, atomic_dq=_sdpa_on_cuda())
-        + do_copy,
-        io=attention_cost.io_forward(B, T, H, K, V, S, Hkv=G, causal=b.causal, bytes_per=bp),
-        io_bwd=attention_cost.io_backward(
-            B, T, H, K, V, S, Hkv=G, causal=b.causal, bytes_per=bp
-        ),  # fmt: skip
-        fused=softmax_attention_kernel(),
+        mm_run=flops if causal else None,  # the kernel's products: the pairs it computes
+        mm_run_bwd=flops_bwd if causal else None,
+        saved=[
+            *kept,
+            o if b.masked else _out(),
+            _own("lse", 4 * B * H * T, "log-sum-exp per query (float32)"),
+            *mk.saved,
+        ],
+        bwd_temps=temps + do_copy + mk.bwd_temps,
+        io=attention_cost.io_forward(*dims, Hkv=G, causal=causal, bytes_per=bp) + mk.io,
+        io_bwd=attention_cost.io_backward(*dims, Hkv=G, causal=causal, bytes_per=bp) + mk.io_bwd,
+        fused=softmax_attention_kernel(b.masked),
         notes=[
             "FLOPs, IO and saved tensors: ops/attention/cost.py (FlashAttention-2 kernel)",
             *notes,
+            *mk.notes,
         ],  # fmt: skip
     )
 
 
-def _sdpa_on_cuda() -> bool:
-    return choose("attention", "cuda") == "torch"
+def _combined(v: BoxView) -> Expr:
+    """Elements of the mask SDPA takes: the mask's own, or with `causal` the mask and the
+    causal pattern combined, over the mask's axes and the query and key axes."""
+    b, m = v.box, v.x("mask")
+    n = numel(m)
+    if b.causal:
+        for a, t in ((b.query, v.x("q")), (b.key, v.x("k"))):
+            if m.axis(a) is None:
+                n *= v.size(t, a)
+    return n
 
 
-def softmax_attention_kernel() -> str:
+@dataclass
+class MaskCost:
+    """What a mask adds to softmax attention, as `runtime.masked_attention` runs it."""
+
+    flops: Expr = ZERO
+    io: Expr = ZERO
+    io_bwd: Expr = ZERO
+    saved: list[Saved] = field(default_factory=list)
+    bwd_temps: Expr = ZERO
+    notes: list[str] = field(default_factory=list)
+
+
+def mask_cost(BH, T, S, n_mask, mask_bp, n_sdpa, keep, bp, out_bytes, causal, bias_grad):
+    """The mask's costs around SDPA's memory-efficient kernel (CUDA's backend for a mask),
+    as `runtime.masked_attention` runs it: with `causal`, the mask of `n_mask` elements
+    combined with the causal pattern into `n_sdpa`; for a keep-mask (`keep`), `any` over the
+    keys (the rows left no key) and an `or`, then SDPA's conversion to a bias in the
+    queries' type; for a bias, the cast to it, `> -inf`, `any` and a fill; the kernel reads
+    the bias once forward and once backward (its broadcast served from cache) and keeps it;
+    the output is zeroed where no key was left (SDPA's output and the rows kept). A bias
+    needing a gradient: the kernel writes it over every (query, key) pair of each head, then
+    sums it to the mask's shape. One FLOP per pair for the mask's add."""
+    rows = n_sdpa / S  # the bool `any` over the keys, kept by the output's fill
+    io = n_mask * mask_bp + n_sdpa * mask_bp if causal else ZERO
+    if keep:
+        io += n_sdpa + 2 * n_sdpa + n_sdpa * (1 + bp)  # any; or; SDPA's conversion
+    else:
+        io += n_sdpa * (mask_bp + bp) if mask_bp != bp else ZERO  # the cast to the queries'
+        io += n_sdpa * (bp + 1) + n_sdpa + 2 * n_sdpa * bp + rows  # > -inf; any; fill
+    io += n_sdpa * bp + 2 * out_bytes + rows  # the kernel's read; the output's fill
+    io_bwd = n_sdpa * bp + 2 * out_bytes + rows
+    bwd_temps = out_bytes  # the gradient of SDPA's output, zeroed in the empty rows
+    notes = ["mask: SDPA's memory-efficient kernel (every pair computed; the bias kept)"]
+    if bias_grad:
+        full = BH * T * S * bp
+        io_bwd += 2 * full + n_mask * mask_bp
+        bwd_temps += full
+        notes.append("the bias' gradient is written per (query, key) pair of each head, "
+                     "then summed to the mask's shape")  # fmt: skip
+    saved = [
+        _own("bias", n_sdpa * bp, "the mask as SDPA's bias (the queries' type)"),
+        _own("rows", rows, "the rows left a key (bool)"),
+    ]
+    return MaskCost(BH * T * S, io, io_bwd, saved, bwd_temps, notes)
+
+
+def _sdpa_on_cuda(masked: bool = False) -> bool:
+    return attention_backend("cuda", masked=masked) == "torch"
+
+
+def softmax_attention_kernel(masked: bool = False) -> str:
     """What a fused softmax attention runs on CUDA by the compiler's choices (compiler/
     choices.py): PyTorch's SDPA or ncd.ops' kernel, both priced as a FlashAttention-2 kernel
-    (SDPA's backward with its float32 dQ accumulator)."""
-    return "F.scaled_dot_product_attention" if _sdpa_on_cuda() else "ncd.ops.softmax_attention"
+    (SDPA's backward with its float32 dQ accumulator); a masked one always SDPA."""
+    if _sdpa_on_cuda(masked):
+        return "F.scaled_dot_product_attention" + (" (mask)" if masked else "")
+    return "ncd.ops.softmax_attention"
 
 
 @costs("linear_attention")

@@ -494,6 +494,25 @@ def attention_grouped():
 TABLE["attention_grouped"] = attention_grouped
 
 
+def attention_masked():
+    """The mask port: a key padding keep-mask (S B, in its own axis order) with causal; a float
+    bias per head (H T S, ALiBi's shape) over q's batch axes in another order; a keep-mask
+    T S with grouped heads (4 query heads over 2 key/value heads)."""
+    b = _b("attention_masked", Q=4, G=2)
+    q, k, v = b.input("q", "T H B K"), b.input("k", "S H B K"), b.input("v", "H S B V")
+    keep = b.input("keep", "S B", dtype="bool")
+    b.output("pad", b.attention(q, k, v, mask=keep, causal=True, name="pad"))
+    bias = b.input("bias", "H T S")
+    b.output("bias", b.attention(q, k, v, mask=bias, scale="0.7", name="biased"))
+    qg, kg, vg = b.input("qg", "B Q T K"), b.input("kg", "B G S K"), b.input("vg", "B G S V")
+    pattern = b.input("pattern", "T S", dtype="bool")
+    b.output("gqa", b.attention(qg, kg, vg, mask=pattern, heads="Q", kv_heads="G", name="gqa"))
+    return b.build()
+
+
+TABLE["attention_masked"] = attention_masked
+
+
 def rotary():
     """Rotary position embedding: half pairs over the trailing axes (T, then the features);
     interleaved pairs of the first 4 of 6 features laid out first, the positions in the

@@ -87,7 +87,7 @@ def fused_calls(circuit, rewrites=True) -> int:
     module = ncd_compile(circuit, rewrites=rewrites)
     graphs = [m.graph for m in module.modules() if isinstance(m, torch.fx.GraphModule)]
     names = [getattr(n.target, "__name__", "") for g in graphs for n in g.nodes]
-    return sum(n in ("softmax_attention", "linear_attention") for n in names)
+    return sum(n in ("softmax_attention", "masked_attention", "linear_attention") for n in names)
 
 
 def rewritten_calls(circuit) -> int:
