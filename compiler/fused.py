@@ -109,7 +109,11 @@ def _masked_sdpa(L, b, x, tin, batch, qq, kk, vv, scale):
     if b.kv_heads is not None:
         group = L.num(tin["q"].axis(b.heads).size / tin["k"].axis(b.kv_heads).size)
         kk, vv = (L.method("repeat_interleave", t, group, len(batch) - 1) for t in (kk, vv))
-    m = L.align(x["mask"], tin["mask"].names, [*batch, b.query, b.key])
+    names, target = tin["mask"].names, [*batch, b.query, b.key]
+    m = L.align(x["mask"], names, target)
+    first = min((target.index(a) for a in names), default=len(target))
+    if first > len(target) - 2:  # SDPA's mask has a query axis, of size 1 where it has none
+        m = L.fn(operator.getitem, m, (None,) * (first - len(target) + 2))
     return L.fn(runtime.masked_attention, qq, kk, vv, m, causal=b.causal, scale=scale)
 
 
