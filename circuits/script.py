@@ -336,6 +336,10 @@ class _Section:
             extra = tuple(p for p in ("g", "beta", "offsets") if p in box.inputs)
             defaults = {"packed": "offsets" in box.inputs}
             return self._plain(box, kind, ("q", "k", "v"), [], fields, kind, defaults, extra)
+        if kind == "attention":
+            extra = ("mask",) if "mask" in box.inputs else ()
+            defaults = {"masked": bool(extra)}  # (the method sets `masked` where given a mask)
+            return self._plain(box, kind, ("q", "k", "v"), [], fields, kind, defaults, extra)
         if kind == "rotary":
             extra = tuple(p for p in ("start", "offsets") if p in box.inputs)
             if fields.pop("packed") != ("offsets" in box.inputs):
