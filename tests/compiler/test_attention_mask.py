@@ -395,15 +395,27 @@ def test_drawn_masks_before_the_softmax_fuse_where_the_box_computes_them(step, f
 
 
 # -- cost
-def test_kept_memory_is_what_autograd_keeps_around_sdpa():
-    """A key padding keep-mask with causal, float32, on the CPU: q, k, v, SDPA's output, its
-    log-sum-exp, the combined mask as a float bias (B 1 T S) and the rows left a key, as
-    saved-tensor hooks see them (PyTorch's CPU kernel keeps what the CUDA one does)."""
-    sizes = {"B": 2, "H": 4, "T": 16, "S": 16, "K": 8, "V": 8}
-    c = _circuit("B S", sizes=sizes, causal=True)
+@pytest.mark.parametrize(
+    ("axes", "fields"),
+    [("B S", {"causal": True}), ("B S", {"heads": "H", "kv_heads": "G"}),
+     ("T S", {"heads": "H", "kv_heads": "G", "causal": True})],
+)  # fmt: skip
+def test_kept_memory_is_what_autograd_keeps_around_sdpa(axes, fields):
+    """Keep-masks, float32, on the CPU: q, k, v (grouped: repeated to the query heads), SDPA's
+    output, its log-sum-exp, the mask as a float bias (with causal: combined with the
+    pattern, B 1 T S) and the rows left a key, as saved-tensor hooks see them (PyTorch's CPU
+    kernel keeps what the CUDA one does for a keep-mask; for a bias needing a gradient it
+    takes the math path, which keeps the T×S probabilities the CUDA kernel does not)."""
+    sizes = {"B": 2, "H": 4, "G": 2, "T": 16, "S": 16, "K": 8, "V": 8}
+    c = _circuit(axes, sizes=sizes, **fields)
     n = ncd.analyse(c, sizes=sizes).numbers
     kept, tensors = measure.saved_bytes(ncd_compile(c), measure.make_inputs(c, sizes))
     assert kept == n["activation_bytes"], tensors
+
+
+def test_a_mask_adds_its_bias_and_rows_to_what_is_kept():
+    sizes = {"B": 2, "H": 4, "T": 16, "S": 16, "K": 8, "V": 8}
+    n = ncd.analyse(_circuit("B S", sizes=sizes, causal=True), sizes=sizes).numbers
     b = Builder("plain", sizes=sizes)
     q, k, v = b.input("q", "B H T K"), b.input("k", "B H S K"), b.input("v", "B H S V")
     b.output("y", b.attention(q, k, v, causal=True))
