@@ -36,7 +36,7 @@ def test_the_checklist_names_every_registry():
 
 # Kinds whose importer mapping waits on compiler/importer.py (being split into a package):
 # kind -> what maps to it. Delete an entry when the importer maps the kind or exempts it.
-AWAITING_IMPORT = {"positions": "torch.arange of sizes alone (README: The language)"}
+AWAITING_IMPORT: dict[str, str] = {}
 
 
 def test_kinds_awaiting_an_importer_mapping_have_none_yet():

@@ -9,9 +9,14 @@ import torch
 from torch import fx
 
 from ncd.circuits.builder import Wire
+from ncd.circuits.sizes import parse_size
 
-from .common import _dtype, _fill_of, _Lazy, _num, _role_of, _Unmapped
+from .common import _dtype, _fill_of, _is_t, _Lazy, _num, _op, _role_of, _Unmapped
 from .tables import imports
+
+_POSITION_DTYPES = {torch.int64: "int64", torch.int32: "int32", torch.float32: "float32",
+                    torch.float64: "float64"}  # fmt: skip
+"""The element types of a positions box (a 16-bit arange rounds its values: a constant)."""
 
 
 class _Held:
@@ -72,6 +77,8 @@ class _Held:
         v = self.values[n]
         if v.dim() == 0:
             raise _Unmapped
+        if n.target is torch.arange and (w := self.arange_positions(n)) is not None:
+            return w
         names: list[str] = []
         for size in v.shape:
             role = next((r for r in ("seq", "key", "feature") if (r, size) in self.by_role
@@ -79,6 +86,79 @@ class _Held:
             names.append(self.axis(role, size, avoid=names))
         maker = getattr(n.target, "__name__", None) or str(n.target)
         return self.held_constant(self.box_name(n), names, v, maker)
+
+    @imports("positions")
+    def arange_positions(self, n) -> Wire | None:
+        """`torch.arange` of sizes alone as a positions box, where its length is an axis: the
+        length the code reads (`arange(x.shape[1])`: T), or a new axis declared as the length's
+        expression of named axes (`arange(0, D, 2)`: D/2 positions, scaled by 2). A start
+        from sizes or a number is a constant added (its sizes fixed at the example's), a 0-dim
+        integer tensor `past` in `arange(past, past + T)` the box's `start`. None where it is
+        none of these (a 16-bit arange, its values rounded; a length read from no axis): a
+        constant box holds the values."""
+        v = self.values[n]
+        dtype = _POSITION_DTYPES.get(v.dtype)
+        if dtype is None or v.dim() != 1 or len(n.args) > 3:
+            return None
+        named = {"start": 0, "step": 1}
+        named.update(zip(("start", "end", "step"), n.args if len(n.args) > 1 else (0, *n.args)))
+        named.update({k: n.kwargs[k] for k in ("start", "end", "step") if k in n.kwargs})
+        start, end, step = named["start"], named.get("end"), named["step"]
+        if _is_t(self, start):
+            return self.arange_from(n, start, end, step, dtype)
+        parts = [self.size_expr(a) for a in (start, end, step)]
+        nums = [self.values[a] if isinstance(a, fx.Node) else a for a in (start, end, step)]
+        if any(p is None for p in parts) or any(type(x) is not int for x in nums):
+            return None  # (a float bound, or one not computed from sizes)
+        first, last, by = nums
+        if parts[2][1] or by <= 0 or last <= first or (last - first) % by:
+            return None  # (a step read from sizes, a descending or a ragged range)
+        length = parse_size(f"(({parts[1][0]})-({parts[0][0]}))/({parts[2][0]})")
+        axis = self.length_axis(length, v.numel())
+        if axis is None:
+            return None
+        w = self.b.positions(axis, dtype=dtype, name=self.box_name(n))
+        if by != 1:
+            w = self.b.scale(w, _num(by), name=self.box_name(n, "step"))
+        if parts[0][1] and isinstance(start, fx.Node):
+            self.pin(start)  # a start read from sizes: the example's number
+        if first != 0:
+            c = self.constant(first, dtype, n)
+            w = self.b.binary(w, c, "add", name=self.box_name(n, "start"))
+        return w
+
+    def arange_from(self, n, start, end, step, dtype: str) -> Wire | None:
+        """`arange(past, past + T)` (past a 0-dim integer tensor, the length of a cache): the
+        positions along T from port `start`; else None."""
+        p = self.values[start]
+        if step != 1 or p.dim() != 0 or p.is_floating_point() or p.dtype == torch.bool:
+            return None
+        if not isinstance(end, fx.Node) or _op(end) != "add" or end.kwargs:
+            return None
+        if len(end.args) != 2 or start not in end.args:
+            return None
+        other = end.args[1] if end.args[0] is start else end.args[0]
+        e = self.size_expr(other)
+        axis = None if e is None else self.length_axis(parse_size(e[0]), self.values[n].numel())
+        if axis is None:
+            return None
+        return self.b.positions(axis, dtype=dtype, start=self.wire(start), name=self.box_name(n))
+
+    def length_axis(self, length, size: int) -> str | None:
+        """The axis of a range's length (a size expression): the axis it names, one declared
+        as that expression, or a new axis declared as it where it is an expression of named
+        axes; None where it is a number (no axis the code reads)."""
+        names = length.names()
+        if not names or not names <= set(self.sizes):
+            return None
+        if str(length) in self.sizes:
+            return str(length)
+        for ax, expr in self.b._draft.axes.items():
+            if ax in self.sizes and parse_size(expr) == length:
+                return ax
+        new = self.axis("feature", size, avoid=[a for a, s in self.sizes.items() if s == size])
+        self.b.axis(new, str(length))
+        return new
 
     def held_constant(
         self, name: str, axes: list[str], v: torch.Tensor, what: str, buffer: bool = True

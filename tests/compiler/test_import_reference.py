@@ -310,7 +310,7 @@ CASES = {
     # (the RMSNorm written out imports as an rmsnorm box, its eps no constant box)
     "llama": (LLAMA, {"attention", "rmsnorm", "param", "concat", "rotary"}),
     "convnext": (CONVNEXT, {"conv", "layernorm", "param", "permute"}),
-    "retention": (RETENTION, {"constant", "clamp", "cast", "contract", "rmsnorm", "mask"}),
+    "retention": (RETENTION, {"positions", "clamp", "cast", "contract", "rmsnorm", "mask"}),
     "nanogpt": (NANOGPT, {"attention", "split", "split_axis", "merge_axes", "layernorm"}),
     "resnet_basic": (RESNET, {"conv", "batchnorm"}),
 }

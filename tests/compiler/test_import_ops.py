@@ -1,0 +1,108 @@
+"""Import of torch calls a new user's models reached for, each against the model it came from
+(outputs and gradients of the compiled import, float64): `torch.arange` of sizes as positions
+boxes, which then follow the axis at other lengths."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ncd.compiler import compile as ncd_compile
+from ncd.compiler import from_torch
+
+
+def _x(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def same(model, *xs, rtol=1e-10, atol=1e-10):
+    """The circuit imported from `model` (float64), after checking that its compiled module
+    gives the model's outputs and the gradients of a random weighting of them with respect to
+    the float inputs and to every parameter (found in the compiled module by its value)."""
+    model = model.double().eval()
+    circuit = from_torch(model, tuple(xs))
+    compiled = ncd_compile(circuit, dtype=torch.float64).eval()
+    check(model, compiled, xs, rtol, atol)
+    return circuit, compiled
+
+
+def check(model, compiled, xs, rtol=1e-10, atol=1e-10):
+    mine = [x.clone().requires_grad_(x.is_floating_point()) for x in xs]
+    theirs = [x.clone().requires_grad_(x.is_floating_point()) for x in xs]
+    got, want = compiled(*mine), model(*theirs)
+    torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+    if not want.requires_grad:
+        return
+    w = _x(*want.shape, seed=99)
+    params = dict(model.named_parameters())
+    held = dict(compiled.named_parameters())
+    pairs = {}
+    for name, p in params.items():  # the compiled parameter holding the same tensor
+        match = [k for k, q in held.items() if q.shape == p.shape and torch.equal(q, p)]
+        assert len(match) == 1, (name, match)
+        pairs[name] = match[0]
+    ins = [x for x in mine if x.requires_grad]
+    g_got = torch.autograd.grad((got * w).sum(), [*ins, *(held[pairs[k]] for k in params)])
+    ins = [x for x in theirs if x.requires_grad]
+    g_want = torch.autograd.grad((want * w).sum(), [*ins, *params.values()])
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+def kinds(circuit) -> list[str]:
+    return [b.kind for b in circuit.boxes]
+
+
+# -- torch.arange of sizes
+class Sinusoidal(nn.Module):
+    """x + PE (Vaswani et al. 2017, section 3.5), written as the usual code writes it: the
+    positions `arange(T)`, the frequencies from `arange(0, D, 2)`, sines and cosines
+    interleaved; then times `arange(1, T + 1)` (counting from one)."""
+
+    def forward(self, x):
+        T, D = x.shape[1], x.shape[2]
+        pos = torch.arange(T, dtype=x.dtype)[:, None]
+        freq = torch.exp(torch.arange(0, D, 2, dtype=x.dtype) * (-math.log(10000.0) / D))
+        pe = torch.stack((torch.sin(pos * freq), torch.cos(pos * freq)), -1).flatten(-2)
+        return (x + pe) * torch.arange(1, T + 1)[:, None]
+
+
+class FromACache(nn.Module):
+    """Positions of a decoding step after `past` tokens: `arange(past, past + T)`."""
+
+    def forward(self, x, past):
+        return x * torch.arange(past, past + x.shape[1])[:, None]
+
+
+class Rounded(nn.Module):
+    """A 16-bit arange (its values as float16 rounds them) and one of a number no axis has."""
+
+    def forward(self, x):
+        return x + torch.arange(x.shape[1], dtype=torch.float16)[:, None] + torch.arange(8)
+
+
+def test_arange_of_sizes_is_positions_that_follow_the_axis():
+    x, other = _x(2, 7, 8), _x(3, 4, 6, seed=1)
+    c, _ = same(Sinusoidal(), x)
+    boxes = {b.name: b for b in c.boxes}
+    assert kinds(c).count("positions") == 3 and "constant" in kinds(c)  # (the 1 added)
+    assert "opaque" not in kinds(c)
+    assert (boxes["arange"].axis, boxes["arange"].dtype) == ("T", "float64")
+    assert boxes["arange_1"].axis != "T" and c.axes[boxes["arange_1"].axis] == "D/2"
+    assert boxes["arange_1_step"].factor == "2" and boxes["arange_2"].dtype == "int64"
+    # the positions follow T and D: the import runs at other sizes as the model does
+    half = boxes["arange_1"].axis  # (the circuit's sizes hold the example's D/2 too)
+    compiled = ncd_compile(c, dtype=torch.float64, sizes={"B": 3, "T": 4, "D": 6, half: 3})
+    check(Sinusoidal().double(), compiled, (other,))
+    c, _ = same(FromACache(), x, torch.tensor(5))
+    assert kinds(c) == ["positions", "binary"] and c.boxes[0].start
+    compiled = ncd_compile(c, dtype=torch.float64, sizes={"B": 3, "T": 4, "D": 6})
+    check(FromACache().double(), compiled, (other, torch.tensor(11)))
+
+
+def test_an_arange_that_is_no_axis_positions_stays_a_constant():
+    c, _ = same(Rounded(), _x(2, 8, 8))
+    assert kinds(c).count("constant") == 2 and "positions" not in kinds(c)
