@@ -28,11 +28,12 @@ dropped with a warning that names the module.
 The stages, one module each: `api` (the entry point: arguments, trace, rounds of import),
 `core` (`_Importer`: the walk over the graph, names, wires, the finished circuit), and the
 mixins `_Importer` is made of, one per family of ops: `modules` (torch.nn layers), `calls`
-(functions and methods), `elementwise`, `reductions`, `reshape`, `slicing`, `held` (tensors
-the model holds, constants), `sizes` (sizes the code reads), `contractions`, `attention`,
-`masks`, `norms`, `by_value` (chains recognised by their values: unary functions, rotary
-embeddings), `opaque`. `tables` holds what maps to which kind (the `IMPORTS` registry and the
-tables of layers, functions and methods); `common` what every stage shares.
+(functions and methods), `elementwise`, `reductions`, `reshape`, `slicing`, `routing` (gather
+and scatter), `held` (tensors the model holds, constants), `sizes` (sizes the code reads),
+`contractions`, `attention`, `masks`, `norms`, `by_value` (chains recognised by their values:
+unary functions, rotary embeddings), `opaque`. `tables` holds what maps to which kind (the
+`IMPORTS` registry and the tables of layers, functions and methods); `common` what every stage
+shares.
 """
 
 from .api import _snake as _snake  # (the import tests check class names' snake case)

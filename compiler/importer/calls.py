@@ -132,6 +132,10 @@ class _Calls:
             return self.normalize(n)
         if fn is torch.masked_fill:
             return self.masked_fill(n)
+        if fn is torch.gather:
+            return self.gather(n)
+        if fn in (torch.scatter, torch.scatter_add):
+            return self.scatter(n, add=fn is torch.scatter_add)
         raise _Unmapped
 
     @imports("reduce")
@@ -170,6 +174,10 @@ class _Calls:
             return self.split(n, x, meth)
         if meth == "masked_fill":
             return self.masked_fill(n)
+        if meth == "gather":
+            return self.gather(n)
+        if meth in ("scatter", "scatter_add"):
+            return self.scatter(n, add=meth == "scatter_add")
         raise _Unmapped
 
     @imports("clamp", "cast", "scan")

@@ -46,6 +46,7 @@ from .norms import _Norms
 from .opaque import _Opaque
 from .reductions import _Reductions
 from .reshape import _Reshape
+from .routing import _Routing
 from .sizes import _Sizes
 from .slicing import _Slicing
 from .tables import imports
@@ -58,6 +59,7 @@ class _Importer(
     _Reductions,
     _Reshape,
     _Slicing,
+    _Routing,
     _Held,
     _Sizes,
     _Contractions,

@@ -41,8 +41,8 @@ IMPORTS.exempt["short_conv"] = (
     "made by the compiler's rewrite of a depthwise conv, its causal slice and SiLU; those import"
 )
 
-# Routing: torch.gather, scatter_add and F.one_hot import as opaque boxes for now.
-IMPORTS.exempt.update(dict.fromkeys(("gather", "scatter", "one_hot"), _UNMAPPED))
+# Routing: F.one_hot imports as an opaque box for now.
+IMPORTS.exempt["one_hot"] = _UNMAPPED
 
 imports = IMPORTS.register
 

@@ -106,3 +106,65 @@ def test_arange_of_sizes_is_positions_that_follow_the_axis():
 def test_an_arange_that_is_no_axis_positions_stays_a_constant():
     c, _ = same(Rounded(), _x(2, 8, 8))
     assert kinds(c).count("constant") == 2 and "positions" not in kinds(c)
+
+
+# -- gather and scatter
+class DenseTop2(nn.Module):
+    """A dense top-2 mixture of experts: the gate's top two logits softmaxed and scattered
+    into a weight per expert (zeros elsewhere), every expert's ReLU MLP on every token, the
+    outputs weighed; the chosen logits gathered and the experts' load counted by scatter_add
+    (an auxiliary scale of the output)."""
+
+    def __init__(self, d=8, experts=4, f=16):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.gate = nn.Linear(d, experts, bias=False)
+        self.w1 = nn.Parameter(torch.randn(experts, d, f, generator=g) * 0.3)
+        self.w2 = nn.Parameter(torch.randn(experts, f, d, generator=g) * 0.3)
+
+    def forward(self, x):
+        logits = self.gate(x)  # (B, T, E)
+        top, idx = logits.topk(2, dim=-1)  # (B, T, 2)
+        weights = torch.zeros_like(logits).scatter(-1, idx, torch.softmax(top, dim=-1))
+        h = torch.einsum("btd,edf->btef", x, self.w1).relu()
+        y = torch.einsum("bte,btef,efd->btd", weights, h, self.w2)
+        chosen = logits.gather(-1, idx)
+        load = torch.zeros_like(logits).scatter_add(-1, idx, torch.ones_like(top))
+        return y * chosen.sum(-1, keepdim=True) + load.mean(-1, keepdim=True)
+
+
+class ByPositions(nn.Module):
+    """Rows of x taken along T by an index of its own length (S), a permutation of the
+    features gathered back, and src added into x along T (a scatter_add onto x)."""
+
+    def forward(self, x, rows, src):
+        taken = x.gather(1, rows)  # (B, S, D)
+        order = x.topk(x.shape[-1], dim=-1).indices  # a permutation of the features
+        back = torch.gather(x, -1, order)  # sorted: an index as long as x's axis
+        return taken.sum(1, keepdim=True) + back + x.scatter_add(1, rows, src).sum(1, True)
+
+
+class Overwrites(nn.Module):
+    """`scatter` with positions that may repeat, and onto a tensor that is not zeros: no sum
+    of the scattered entries."""
+
+    def forward(self, x, rows, src):
+        return torch.zeros_like(x).scatter(1, rows, src) + x.scatter(1, rows, src)
+
+
+def test_gather_and_scatter_are_their_boxes():
+    torch.manual_seed(0)
+    c, _ = same(DenseTop2(), _x(2, 5, 8))
+    got = kinds(c)
+    # gate, topk, softmax, scatter, w1, einsum, relu, w2, einsum, gather, ones, scatter_add,
+    # sum, mul, mean, add (the zeros scattered into are the scatter boxes' own)
+    assert "opaque" not in got and len(got) == 16
+    assert got.count("gather") == 1 and got.count("scatter") == 2
+    g = torch.Generator().manual_seed(3)
+    x, src = _x(2, 7, 8), _x(2, 3, 8, seed=1)
+    rows = torch.randint(0, 7, (2, 3, 8), generator=g)  # (repeated positions add up)
+    c, _ = same(ByPositions(), x, rows, src)
+    got = kinds(c)
+    assert "opaque" not in got and got.count("gather") == 2 and got.count("scatter") == 1
+    c, _ = same(Overwrites(), x, rows, src)
+    assert kinds(c).count("opaque") == 2 and "scatter" not in kinds(c)
