@@ -379,6 +379,19 @@ class _Values(fx.Interpreter):
         self.values: dict[fx.Node, Any] = {}
 
     def run_node(self, n):
+        if n.op == "call_method" and str(n.target).endswith("_") and n.args:
+            self.keep_before(self.values.get(n.args[0]))
         v = super().run_node(n)
         self.values[n] = v
         return v
+
+    def keep_before(self, t) -> None:
+        """Copies of the values recorded so far that share memory with `t`, which an in-place
+        method is about to change: each node keeps the value it computed (a constant made
+        from sizes, `zeros_like(x)` before its `index_add_`, holds zeros)."""
+        if not isinstance(t, torch.Tensor) or t.numel() == 0:
+            return
+        at = t.untyped_storage().data_ptr()
+        for m, v in self.values.items():
+            if isinstance(v, torch.Tensor) and v.numel() and v.untyped_storage().data_ptr() == at:
+                self.values[m] = v.clone()
