@@ -44,6 +44,11 @@ _ALIASES = {"view", "reshape", "permute", "transpose", "expand", "expand_as", "s
 both)."""
 
 
+def _aliases(m: fx.Node) -> bool:
+    """Whether node m's result may share memory with its first argument."""
+    return _op(m) in _ALIASES or m.target is operator.getitem
+
+
 class _Calls:
     """The mapping of functions and tensor methods (a mixin of `_Importer`, core.py)."""
 
@@ -286,6 +291,34 @@ class _Calls:
             return self.pad(n)
         raise _Unmapped
 
+    def stale_view(self, n, y) -> tuple[fx.Node, fx.Node, str] | None:
+        """(a tensor sharing y's memory, a node reading it after n, what it is to y) where
+        in-place node n changes y and such a tensor made before n is read after it: a view of y
+        (or of one of y's earlier in-place results), a view of that view, or a tensor y is a
+        view of; else None. A view made after n reads the new value, as the wire rebound to
+        n's result gives it."""
+        order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
+        at = order[n]
+        same = set(self.same_tensor.get(y, [y]))
+        shared: dict[fx.Node, str] = {}
+        todo = list(same)
+        while todo:
+            m = todo.pop()
+            kin = "a tensor sharing its memory"
+            base = m.args[0] if _aliases(m) and m.args else None
+            if _is_t(self, base) and base not in same and base not in shared:  # (a tuple's
+                shared[base] = "the tensor it is a view of" if m in same else kin  # item,
+                todo.append(base)  # `topk(x)[1]`, is no view of the tuple's others)
+            for u in m.users:
+                if u is not n and _aliases(u) and order[u] < at and u not in same | set(shared):
+                    shared[u] = "a view of it made before" if m in same else kin
+                    todo.append(u)
+        for v, role in shared.items():
+            late = [u for u in v.users if u is not n and order[u] > at]
+            if late:
+                return v, min(late, key=order.get), role
+        return None
+
     def division(self, n, name: str) -> str:
         """The binary op of a division: `div` (true division), or `floordiv` for
         `rounding_mode="floor"`, `floor_divide` and `//`; truncation stays opaque."""
@@ -299,20 +332,18 @@ class _Calls:
         """`y.add_(z)`, `y.relu_()`, ...: the op out of place (an opaque box on a copy of y
         where it has none), and y rebound to its result, so that readers of y after it read
         the new value as in PyTorch (an input or a held tensor changed in place is not changed
-        for the caller); where y is a view of another tensor or has one, the import stops with
-        that reason."""
+        for the caller); where a tensor sharing y's memory (a view of y made before the change,
+        or the tensor y is a view of) is read after it, the import stops with that reason."""
         y = n.args[0] if n.args else None
         if not isinstance(y, fx.Node) or y in self.islands:
             raise _Unmapped
-
-        def alias(m):
-            return _op(m) in _ALIASES or m.target is operator.getitem
-
-        if alias(y) or any(alias(u) for u in y.users if u is not n):
+        if (stale := self.stale_view(n, y)) is not None:
+            other, reader, role = stale
             raise TorchImportError(
-                f"`{meth}` changes a tensor in place that {'is' if alias(y) else 'has'} a view "
-                "of another: a circuit has no shared memory to follow the change (write it "
-                "out of place, or keep the submodule whole)"
+                f"`{meth}` changes a tensor in place while {role} (node {other.name}) is read "
+                f"after the change (by node {reader.name}): a circuit has no shared memory to "
+                "follow the change (expected no reader of a view after it; write it out of "
+                "place, or keep the submodule whole)"
             )
         try:
             out = self.map_method(n, meth[:-1])
