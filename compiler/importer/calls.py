@@ -179,6 +179,10 @@ class _Calls:
             return self.split(n, x, meth)
         if meth == "masked_fill":
             return self.masked_fill(n)
+        if meth in ("new_zeros", "new_ones", "new_full", "new_empty"):
+            return self.made_tensor(n)
+        if meth in ("zero", "fill"):  # (of `x.zero_()`, `x.fill_(v)`)
+            return self.filled_like(n, n.args[0], fill=0 if meth == "zero" else None)
         if meth == "gather":
             return self.gather(n)
         if meth in ("scatter", "scatter_add"):

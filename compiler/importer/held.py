@@ -12,6 +12,7 @@ from ncd.circuits.builder import Wire
 from ncd.circuits.sizes import parse_size
 
 from .common import _dtype, _fill_of, _is_t, _Lazy, _num, _op, _role_of, _Unmapped
+from .sizes import _is_shape
 from .tables import imports
 
 _POSITION_DTYPES = {torch.int64: "int64", torch.int32: "int32", torch.float32: "float32",
@@ -57,35 +58,70 @@ class _Held:
         self.made[id(lazy)] = (w, units)
         return w, units
 
-    def filled_like(self, n, a) -> Wire:
-        """A tensor of x's shape with every element one number: a constant box over x's
-        axes (a buffer of the example's size)."""
+    def filled_like(self, n, a, fill=None) -> Wire:
+        """A tensor of x's shape with every element one number (`zeros_like(x)`, `x.zero_()`,
+        `x.fill_(v)`): a constant box over x's axes."""
         x, v = self.wire(a), self.values[n]
-        fill = {torch.zeros_like: 0, torch.ones_like: 1}.get(n.target)
+        fill = {torch.zeros_like: 0, torch.ones_like: 1}.get(n.target, fill)
         fill = fill if fill is not None else self.const(self.arg(n, 1, "fill_value"))
         if tuple(v.shape) != self.shape(a) or isinstance(fill, bool):
             raise _Unmapped
+        if not isinstance(fill, (int, float)):
+            raise _Unmapped  # (a tensor fill)
         name = self.box_name(n)
-        w = self.b.box("constant", {}, name, axes=list(x.axes), dtype=_dtype(v), value=_num(fill))
-        self.weights[name] = {"value": v}
-        self.buffers.add(name)
-        return w
+        # no weights: the box's fill is its value at any size
+        return self.b.box("constant", {}, name, axes=list(x.axes), dtype=_dtype(v),
+                          value=_num(fill))  # fmt: skip
 
     def made_tensor(self, n) -> Wire:
-        """A tensor made from sizes alone (`torch.arange(T)`, `torch.ones(T, T)`): a constant
-        box holding its values (a buffer), its axes named by size after the model's axes."""
+        """A tensor made from sizes alone (`torch.arange(T)`, `torch.ones(T, T)`,
+        `x.new_zeros(B, 16, D)`): a constant box holding its values (a buffer), each axis
+        the one whose size the code read for it (`x.shape[0]`: B), else named by size after
+        the model's axes. `torch.empty`'s values are any: zeros."""
         v = self.values[n]
         if v.dim() == 0:
             raise _Unmapped
         if n.target is torch.arange and (w := self.arange_positions(n)) is not None:
             return w
+        if n.target in (torch.empty, "new_empty"):
+            v = torch.zeros_like(v)
+        read = self.sizes_given(n)
         names: list[str] = []
-        for size in v.shape:
-            role = next((r for r in ("seq", "key", "feature") if (r, size) in self.by_role
-                         and self.by_role[(r, size)] not in names), "feature")  # fmt: skip
-            names.append(self.axis(role, size, avoid=names))
+        for d, size in enumerate(v.shape):
+            ax = read[d] if read is not None and len(read) == v.dim() else None
+            if ax is None or ax in names or self.sizes.get(ax) != size:
+                role = next((r for r in ("seq", "key", "feature") if (r, size) in self.by_role
+                             and self.by_role[(r, size)] not in names), "feature")  # fmt: skip
+                ax = self.axis(role, size, avoid=names)
+            names.append(ax)
         maker = getattr(n.target, "__name__", None) or str(n.target)
         return self.held_constant(self.box_name(n), names, v, maker)
+
+    def sizes_given(self, n) -> list[str | None] | None:
+        """Per dim of a tensor a maker (`torch.zeros`, `x.new_ones`) made, the axis whose
+        size its size argument is (`x.shape[0]`, a dim of `x.shape` passed whole), else None;
+        None where the sizes are not given as such (`torch.eye`, `torch.linspace`)."""
+        if n.op == "call_method":
+            args = n.args[1:] if str(n.target) != "new_full" else n.args[1:2]
+        elif n.target in (torch.zeros, torch.ones, torch.empty):
+            args = n.args
+        elif n.target is torch.full:
+            args = n.args[:1]
+        else:
+            return None
+        args = args or (n.kwargs.get("size"),)
+        if len(args) == 1 and isinstance(args[0], (tuple, list)):
+            args = args[0]
+        if len(args) == 1 and isinstance(args[0], fx.Node):  # `torch.zeros(x.shape)`
+            m = args[0]
+            if _is_shape(m) and len(m.args) + len(m.kwargs) == (1 if m.op == "call_method" else 2):
+                sizes = self.dim_sizes(m.args[0]) or []
+                return [s if isinstance(s, str) and not s.isdigit() else None for s in sizes]
+        found = []
+        for a in args:
+            e = self.size_expr(a) if isinstance(a, (int, fx.Node)) else None
+            found.append(e[0] if e is not None and e[0] in self.sizes else None)
+        return found
 
     @imports("positions")
     def arange_positions(self, n) -> Wire | None:
@@ -164,13 +200,16 @@ class _Held:
         self, name: str, axes: list[str], v: torch.Tensor, what: str, buffer: bool = True
     ) -> Wire:
         """A constant box holding `v` (a buffer, loaded with the weights). Its `value` is the one
-        number every element holds (`torch.ones`: 1); where the elements differ
-        (`torch.arange`, a position table) `value` is only the fill before loading, so the box
-        is labelled with what it is (`what`: the maker or the buffer's name), drawn as a named
-        tensor as a parameter is, not as that fill."""
+        number every element holds (`torch.ones`: 1; made from sizes, `buffer`, it then has no
+        weights and follows its axes' sizes); where the elements differ (`torch.arange`, a
+        position table) `value` is only the fill before loading, so the box is labelled with
+        what it is (`what`: the maker or the buffer's name), drawn as a named tensor as a
+        parameter is, not as that fill."""
         fill = _fill_of(v)
         if fill is not None:
             w = self.b.box("constant", {}, name, axes=axes, dtype=_dtype(v), value=fill)
+            if buffer:  # made from sizes: no weights, so that it follows its axes' sizes
+                return w
         else:
             zero = _num(0.0 if v.is_floating_point() else 0)
             label = what.rsplit(".", 1)[-1].replace("_", " ")  # a name, not markup: no subscripts

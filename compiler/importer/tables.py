@@ -136,7 +136,8 @@ _BINARY.update({
     torch.minimum: "minimum",
 })  # fmt: skip
 # Tensors made from sizes alone: a constant box holding the values (a buffer)
-_MAKERS = (torch.arange, torch.ones, torch.zeros, torch.full, torch.eye, torch.linspace)
+_MAKERS = (torch.arange, torch.ones, torch.zeros, torch.full, torch.empty, torch.eye,
+           torch.linspace)  # fmt: skip
 _CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16,
           "bfloat16": torch.bfloat16, "int": torch.int32, "long": torch.int64,
           "bool": torch.bool}  # fmt: skip

@@ -5,6 +5,7 @@ boxes, which then follow the axis at other lengths."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -258,3 +259,35 @@ def test_an_in_place_op_with_no_live_view_imports():
                        r"tensor it is a view of \(node mul\) is read after the change "
                        r"\(by node output\)"):  # fmt: skip
         from_torch(ChangesAViewsBase(), (_x(2, 3),))
+
+
+# -- tensors made from sizes
+class Fresh(nn.Module):
+    """A scan's state begun as `x.new_zeros(b, 16, d)` (Mamba's), and the other makers of
+    sizes the code reads: new_ones, new_full, new_empty then zero_, torch.zeros of sizes and
+    of `x.shape`, fill_."""
+
+    def forward(self, x):
+        b, t, d = x.shape
+        state = x.new_zeros(b, 16, d)
+        state = state + x.sum(1, keepdim=True)
+        ones = x.new_ones((b, t, d)) * x.new_full((b, d), 3.0)[:, None]
+        empty = x.new_empty(b, t, d).zero_() + torch.zeros(b, t, d, dtype=x.dtype)
+        full = torch.zeros(x.shape, dtype=x.dtype).fill_(0.5)
+        return x * ones + empty + full + state.mean(1, keepdim=True)
+
+
+def test_tensors_made_from_sizes_are_constants_over_the_axes_read():
+    """No opaque box, each constant over the axes whose sizes the code read, no size fixed:
+    the import runs at other sizes as the model does."""
+    x, other = _x(2, 5, 8), _x(3, 4, 6, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a size fixed at the example's is warned)
+        c, _ = same(Fresh(), x)
+    consts = {b.name: (tuple(b.axes), b.value) for b in c.boxes if b.kind == "constant"}
+    assert "opaque" not in kinds(c)
+    assert consts["new_zeros"][0] == ("B", consts["new_zeros"][0][1], "D")
+    assert {consts[k][0] for k in ("new_ones", "zero_", "zeros", "fill_")} == {("B", "T", "D")}
+    assert consts["new_full"] == (("B", "D"), "3.0") and consts["fill_"][1] == "0.5"
+    compiled = ncd_compile(c, dtype=torch.float64, sizes={"B": 3, "T": 4, "D": 6})
+    check(Fresh().double(), compiled, (other,))
