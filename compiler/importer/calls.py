@@ -59,8 +59,9 @@ class _Calls:
             if isinstance(src, tuple) and isinstance(i, int):
                 if src[i] is None:
                     raise _Unmapped
-                if i == 0 and n.args[0] in self.units:  # a keepdim max's values (`extreme`)
-                    self.units[n] = self.units[n.args[0]]
+                pair = getattr(n.args[0].target, "__name__", "") in ("var_mean", "std_mean")
+                if (i == 0 or pair) and n.args[0] in self.units:  # a keepdim max's values
+                    self.units[n] = self.units[n.args[0]]  # (`extreme`), var_mean's both
                 return src[i]
             if fn is getattr:
                 raise _Unmapped
@@ -210,7 +211,7 @@ class _Calls:
             if self.const(self.arg(n, 2, "keepdim", False)):
                 self.units[n] = tuple(dims)
             return y
-        if op in ("var", "std"):
+        if op in ("var", "std", "var_mean", "std_mean"):
             return self.spread(n, op, a0)
         if op in ("clamp", "clamp_min", "clamp_max"):
             x = self.wire(a0)

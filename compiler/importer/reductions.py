@@ -39,7 +39,7 @@ class _Reductions:
     def spread(self, n, op: str, a) -> Wire:
         """`var` and `std` over some dims: the mean, the centred square's mean, scaled by
         N / (N - correction) for the N positions reduced (a size expression), its root for
-        `std`."""
+        `std`; `var_mean` and `std_mean`: that and the mean, a pair."""
         x = self.wire(a)
         third = self.const(n.args[2]) if len(n.args) > 2 else None
         if isinstance(third, bool):  # var(x, dim, unbiased, keepdim)
@@ -56,15 +56,15 @@ class _Reductions:
         mean = self.b.reduce(x, over, "mean", name=self.box_name(n, "mean"))
         c = self.b.binary(x, mean, "sub", name=self.box_name(n, "centre"))
         sq = self.b.unary(c, "square", name=self.box_name(n, "square"))
-        y = self.b.reduce(sq, over, "mean", name=self.box_name(n, "var" if op == "std" else ""))
+        y = self.b.reduce(sq, over, "mean", name=self.box_name(n, "" if op == "var" else "var"))
         if corr:
             count = "*".join(over)
             y = self.b.scale(y, f"({count})/({count} - {corr})", name=self.box_name(n, "correct"))
-        if op == "std":
-            y = self.b.unary(y, "sqrt", name=self.box_name(n))
+        if op.startswith("std"):
+            y = self.b.unary(y, "sqrt", name=self.box_name(n, "" if op == "std" else "std"))
         if keep:
             self.units[n] = tuple(dims)
-        return y
+        return y if op in ("var", "std") else (y, mean)
 
     def extreme(self, n, op: str):
         """`x.max(dim)` / `x.min(dim)` (keepdim or not) read for its values alone (`[0]`,

@@ -200,8 +200,8 @@ _COMMON_METHODS = {m: m for m in (
     "topk", *_REDUCTIONS, *_MOVES, "var", "std", "repeat", "tile",
 )}  # fmt: skip
 _COMMON_FNS = {
-    **{getattr(torch, m): m for m in (*_REDUCTIONS, *_MOVES, "stack", "var", "std", "tile")
-       if hasattr(torch, m)},
+    **{getattr(torch, m): m for m in (*_REDUCTIONS, *_MOVES, "stack", "var", "std", "tile",
+                                      "var_mean", "std_mean") if hasattr(torch, m)},
     torch.clamp: "clamp", torch.clamp_min: "clamp_min",
     torch.clamp_max: "clamp_max", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
     torch.where: "where", torch.unbind: "unbind", torch.unsqueeze: "unsqueeze",

@@ -291,3 +291,19 @@ def test_tensors_made_from_sizes_are_constants_over_the_axes_read():
     assert consts["new_full"] == (("B", "D"), "3.0") and consts["fill_"][1] == "0.5"
     compiled = ncd_compile(c, dtype=torch.float64, sizes={"B": 3, "T": 4, "D": 6})
     check(Fresh().double(), compiled, (other,))
+
+
+# -- reductions
+class Standardise(nn.Module):
+    """A norm written with torch.var_mean (keepdim, biased), and std_mean over two dims
+    (unbiased, without keepdim)."""
+
+    def forward(self, x):
+        var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
+        std, mid = torch.std_mean(x, dim=(0, 1))
+        return (x - mean) * torch.rsqrt(var + 1e-5) + std * mid
+
+
+def test_var_mean_and_std_mean_are_boxes():
+    c, _ = same(Standardise(), _x(2, 5, 8))
+    assert "opaque" not in kinds(c) and kinds(c).count("reduce") == 4
