@@ -140,6 +140,8 @@ class _Calls:
             return self.masked_fill(n)
         if fn is torch.gather:
             return self.gather(n)
+        if fn is torch.index_add:
+            return self.index_add(n)
         if fn in (torch.scatter, torch.scatter_add):
             return self.scatter(n, add=fn is torch.scatter_add)
         raise _Unmapped
@@ -186,6 +188,8 @@ class _Calls:
             return self.filled_like(n, n.args[0], fill=0 if meth == "zero" else None)
         if meth == "gather":
             return self.gather(n)
+        if meth == "index_add":
+            return self.index_add(n)
         if meth in ("scatter", "scatter_add"):
             return self.scatter(n, add=meth == "scatter_add")
         raise _Unmapped

@@ -1,6 +1,6 @@
-"""Entries taken and put back by integer positions: `torch.gather` is a gather box,
-`scatter_add` (and `scatter` of positions distinct by construction) a scatter box, added to
-the tensor scattered into unless that is zeros made from sizes alone."""
+"""Entries taken and put back by integer positions: `torch.gather` is a gather box;
+`scatter_add`, `index_add` (and `scatter` of positions distinct by construction) a scatter box,
+added to the tensor scattered into unless that is zeros made from sizes alone."""
 
 from __future__ import annotations
 
@@ -82,6 +82,35 @@ class _Routing:
                        axis=into.axes[d], over=[over])  # fmt: skip
         y = self.order(y, list(into.axes), n)
         if zeros:
+            return y
+        return self.b.binary(into, y, "add", name=self.box_name(n, "into"))
+
+    def index_add(self, n) -> Wire:
+        """`base.index_add(dim, index, source)` (Mixtral's `out.index_add_(0, rows, y)`): a
+        scatter box of source's rows along dim into base's axis there by the 1-dim index,
+        added to base unless that is zeros made from sizes alone; `alpha` stays opaque."""
+        names = ("input", "dim", "index", "source")
+        base, d, i, src = (self.arg(n, k, key) for k, key in enumerate(names))
+        if n.kwargs.get("alpha", 1) != 1 or not all(_is_t(self, t) for t in (base, i, src)):
+            raise _Unmapped
+        bs, ins, ss = self.shape(base), self.shape(i), self.shape(src)
+        d = self.const(d) % len(bs)
+        if (
+            len(ins) != 1
+            or len(ss) != len(bs)
+            or ss[d] != ins[0]
+            or any(ss[k] != bs[k] for k in range(len(bs)) if k != d)
+        ):
+            raise _Unmapped
+        into = self.wire(base)
+        s, over = self.aligned(n, self.wire(src), list(into.axes), d, src)
+        idx = self.wire(i)
+        if idx.axes[0] != over:
+            idx = self.b.rename(idx, {idx.axes[0]: over}, name=self.box_name(n, "rows"))
+        y = self.b.box("scatter", {"src": s, "index": idx}, self.box_name(n),
+                       axis=into.axes[d], over=[over])  # fmt: skip
+        y = self.order(y, list(into.axes), n)
+        if self.zeros(base):
             return y
         return self.b.binary(into, y, "add", name=self.box_name(n, "into"))
 
