@@ -90,8 +90,9 @@ def hyena_block():
     all at their defaults otherwise (one head, inner factor 1, no dropout, identity output
     activation, window shift 0): `PositionalEmbedding` registers z as a parameter initialised
     to these features (learning rate 1e-5), here z is computed, as the paper's positional
-    encoding; two inner layers as safari's filter config (`num_inner_mlps: 2`). safari's Sin is one module reused by every activation, so ω is one
-    parameter; Δ is a buffer (`modulation_lr` 0), drawn here from the positions along D.
+    encoding. As in safari's filter config, the FFN has two inner layers (`num_inner_mlps:
+    2`); safari's Sin is one module reused by every activation, so ω is one parameter; Δ is
+    a buffer (`modulation_lr` 0), drawn here from the positions along D.
     """
     b = Builder("hyena_block", title="Hyena operator (order 2)", paper=HYENA,
                 doc="y = (x⁰ ⊙ (h ∗ (v ⊙ x¹) + β ⊙ v ⊙ x¹)) W_out: gates around one long "
