@@ -1,12 +1,16 @@
 """Attention: `nn.MultiheadAttention` as its projections around one attention box, and
-`F.scaled_dot_product_attention` (causal masks, grouped heads) as one attention box."""
+`F.scaled_dot_product_attention` (causal masks, grouped heads) as one attention box; any mask
+given to either that is not causal goes on the box's `mask` port."""
 
 from __future__ import annotations
 
 import operator
 import warnings
 
+import torch
 from torch import fx, nn
+
+from ncd.circuits.builder import Wire
 
 from .common import _Unmapped
 from .masks import _mask_pattern
@@ -25,16 +29,21 @@ class _Attention:
         ):
             if len(n.args) > i:
                 kw[key] = n.args[i]
-        pad = kw.get("key_padding_mask")
-        if pad is not None and (not isinstance(pad, fx.Node) or self.values.get(pad) is not None):
-            raise _Unmapped  # (a node may hold None: torch's own check of an absent mask)
+        pad, mask = kw.get("key_padding_mask"), kw.get("attn_mask")
+        if isinstance(pad, fx.Node) and self.values.get(pad) is None:
+            pad = None  # (a node may hold None: torch's own check of an absent mask)
+        if isinstance(mask, fx.Node) and self.values.get(mask) is None:
+            mask = None
+        if (pad is not None or mask is not None) and len(q_in.axes) != 3:
+            raise _Unmapped  # (unbatched)
         causal = bool(self.const(kw.get("is_causal", False)))
-        if (mask := kw.get("attn_mask")) is not None:  # causal, made from sizes alone: True
-            # (or -inf) where not attended, nn.MultiheadAttention's convention
-            drop = self.dropped(mask, keeps=False)
-            if drop.dim() != 2 or _mask_pattern(drop, tuple(drop.shape)) != ("causal", 0):
+        if mask is not None and self.is_causal_mask(mask, self.shape(mask), keeps=False):
+            if len(self.shape(mask)) != 2:
                 raise _Unmapped
-            causal = True
+            causal, mask = True, None  # made from sizes alone: True (or -inf) where not
+            # attended, nn.MultiheadAttention's convention
+        elif causal:
+            raise _Unmapped  # is_causal is a hint that attn_mask is causal; it is not
         if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
             raise _Unmapped
         if m.dropout and m.training:
@@ -71,6 +80,13 @@ class _Attention:
         seq_k = k.axes[0] if not m.batch_first else k.axes[1]
         k = self.b.rename(k, {seq_k: S}, name=self._fresh(f"{base}_k_keys"))
         v = self.b.rename(v, {seq_k: S}, name=self._fresh(f"{base}_v_keys"))
+        batch = q_in.axes[0] if m.batch_first else q_in.axes[1]
+        masks = [self.mha_mask(n, pad, [batch, S], base) if pad is not None else None,
+                 self.mha_mask(n, mask, [batch, heads, seq_q, S], base)
+                 if mask is not None else None]  # fmt: skip
+        masks = [w for w in masks if w is not None]
+        if len(masks) == 2:  # one mask, as torch adds the two after making them floats
+            masks = [self.both_masks(n, *masks, base, q_in.type.dtype)]
         o = self.b.attention(
             q,
             k,
@@ -81,6 +97,7 @@ class _Attention:
             head=K,
             value=V,
             causal=causal,
+            mask=masks[0] if masks else None,
         )
         name = self._fresh(f"{base}_out_proj")
         y = self.b.linear(o, [heads, V], D, bias=m.out_proj.bias is not None, name=name)
@@ -95,19 +112,65 @@ class _Attention:
             )
         return (y,)  # MHA returns (output, weights); getitem 0 reads it
 
+    def mha_mask(self, n, mask, axes: list[str], base: str) -> Wire:
+        """nn.MultiheadAttention's key_padding_mask ([B, S], `axes` [B S]) or attn_mask ([T, S],
+        or [B*H, T, S], the batch entry outer; `axes` [B H T S]) as a keep-mask (a boolean one
+        is True where not attended: its complement) or a float bias."""
+        op = self.mask_operand(n, mask, keeps=False)
+        shape = self.shape(mask)
+        if len(shape) == 3:  # B*H split into B and H: named apart, then split
+            names = [None, *axes[2:]]
+            w = self.broadcast_to(n, op, names, shape)
+            if names[0] not in w.axes:
+                return w  # (size 1: broadcast over every batch entry and head)
+            return self.b.split_axis(w, names[0], axes[:2], name=self._fresh(f"{base}_mask_heads"))
+        return self.broadcast_to(n, op, axes[-len(shape) :], shape)
+
+    def both_masks(self, n, pad: Wire, mask: Wire, base: str, dtype: str) -> Wire:
+        """nn.MultiheadAttention's two masks as one: keep-masks where both keep (their
+        minimum), biases added, a keep-mask made a bias of 0 and -inf beside a bias."""
+        name = self._fresh(f"{base}_masks")
+        if pad.type.dtype == "bool" and mask.type.dtype == "bool":
+            return self.b.binary(pad, mask, "minimum", name=name)
+        pad, mask = (self.as_bias(n, w, base, dtype) for w in (pad, mask))
+        return self.b.binary(pad, mask, "add", name=name)
+
+    def as_bias(self, n, w: Wire, base: str, dtype: str) -> Wire:
+        if w.type.dtype != "bool":
+            return w
+        zero = self.constant(0.0, dtype, n)
+        return self.b.box("where", {"cond": w, "a": zero}, self._fresh(f"{base}_bias"),
+                          fill="-inf")  # fmt: skip
+
+    def is_causal_mask(self, mask, scores, keeps: bool) -> bool:
+        """Whether an attention mask is made from sizes alone and is causal over the scores'
+        last two dims (`keeps`: a boolean one is True where attended, SDPA's convention)."""
+        try:
+            return _mask_pattern(self.dropped(mask, keeps), scores) == ("causal", 0)
+        except _Unmapped:
+            return False
+
+    def mask_operand(self, n, mask, keeps: bool) -> tuple:
+        """An attention mask as an operand (see `operand`) the attention box's `mask` port
+        takes: a boolean keep-mask (`keeps`: the model's is True where attended, SDPA's
+        convention; else its complement, nn.MultiheadAttention's) or a float bias."""
+        v = self.values.get(mask) if isinstance(mask, fx.Node) else None
+        if not isinstance(v, torch.Tensor):
+            raise _Unmapped
+        if v.dtype == torch.bool:
+            return self.condition(n, mask, negate=not keeps)
+        if not v.is_floating_point():
+            raise _Unmapped
+        return self.operand(mask)
+
     @imports("attention")
     def sdpa(self, n):
         q, k, v = (self.wire(n.args[i]) for i in range(3))
         causal = bool(self.const(self.arg(n, 5, "is_causal", False)))
         mask = self.arg(n, 3, "attn_mask")
-        if mask is not None:  # a causal mask made from sizes: True (or 0.0) where attended
-            if causal:
-                raise _Unmapped
-            drop = self.dropped(mask, keeps=True)
-            if _mask_pattern(drop, self.shape(n.args[0])[:-1] + self.shape(n.args[1])[-2:-1]) != (
-                "causal", 0):  # fmt: skip
-                raise _Unmapped
-            causal = True
+        scores = self.shape(n.args[0])[:-1] + self.shape(n.args[1])[-2:-1]  # [..., T, S]
+        if mask is not None and self.is_causal_mask(mask, scores, keeps=True):
+            causal, mask = True, None  # made from sizes: True (or 0.0) where attended
         p = float(self.const(self.arg(n, 4, "dropout_p", 0.0)))
         grouped = {}  # grouped heads: each key/value head read by hq/hk query heads, as the
         # attention box's heads/kv_heads (the keys and values are not repeated)
@@ -144,6 +207,10 @@ class _Attention:
         if ren:
             v = self.b.rename(v, ren, name=self.box_name(n, "values"))
         kw = {"scale": repr(float(scale))} if scale is not None else {}
+        if mask is not None:  # with is_causal too, both apply, as torch's CPU kernel does
+            # (its documentation and its math kernel refuse the pair: a model that ran has both)
+            op = self.mask_operand(n, mask, keeps=True)  # dims right-aligned, named so
+            kw["mask"] = self.broadcast_to(n, op, [*q.axes[:-2], T, S], scores)
         y = self.b.attention(
             q, k, v, name=self.box_name(n), query=T, key=S, head=K, value=V, causal=causal,
             **grouped, **kw,

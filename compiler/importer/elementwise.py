@@ -150,35 +150,8 @@ class _Elementwise:
         ready: list = [None] * len(ops)
         rank = {"wire": 0, "lazy": 1, "const": 2}
         for i in sorted(range(len(ops)), key=lambda i: rank[ops[i][0]]):
-            kind, x, shape = ops[i]
-            if kind == "const":
-                continue
-            off = R - len(shape)
-            if kind == "lazy":
-                hints = [names[off + d] for d in range(len(shape))]
-                drop = [d for d in range(len(shape)) if shape[d] == 1 and out_shape[off + d] != 1]
-                w, units = self.materialize(x, hints, drop)
-            else:
-                w, units = x
-            pos = [d for d in range(len(shape)) if d not in units]
-            ren, cut = {}, []
-            for ax, d in zip(w.axes, pos, strict=True):
-                o = off + d
-                if shape[d] == 1 and out_shape[o] != 1:
-                    cut.append(ax)
-                    continue
-                want = names[o]
-                if want is None:
-                    taken = [*names, *w.axes]
-                    want = ax if ax not in names else self.fresh(ax, shape[d], taken)
-                    names[o] = want
-                if want != ax:
-                    ren[ax] = want
-            for ax in cut:
-                w = self.b.index(w, ax, 0, name=self.box_name(n, "squeeze"))
-            if ren:
-                w = self.b.rename(w, ren, name=self.box_name(n, "align"))
-            ready[i] = w
+            if ops[i][0] != "const":
+                ready[i] = self.broadcast_to(n, ops[i], names, out_shape)
         units = tuple(o for o in range(R) if names[o] is None)
         if all(r is None for r in ready) or any(out_shape[o] != 1 for o in units):
             raise _Unmapped
@@ -199,6 +172,42 @@ class _Elementwise:
             return self.with_units(y, units, out_shape, n) if units else y
         self.units[n] = units  # size-1 dims no operand carries stay off the wire
         return y
+
+    def broadcast_to(self, n, op, names: list, out_shape) -> Wire:
+        """The wire of operand `op` (a "wire" or "lazy" one, see `operand`) broadcast against
+        `out_shape` as torch broadcasts, its dims right-aligned: a size-1 dim that broadcasts
+        leaves (an `index` box), every other dim takes the name `names` holds at its place
+        (a `rename` box), or where that is None gives it its own (written into `names`)."""
+        kind, x, shape = op
+        R = len(out_shape)
+        off = R - len(shape)
+        if off < 0:
+            raise _Unmapped
+        if kind == "lazy":
+            hints = [names[off + d] for d in range(len(shape))]
+            drop = [d for d in range(len(shape)) if shape[d] == 1 and out_shape[off + d] != 1]
+            w, units = self.materialize(x, hints, drop)
+        else:
+            w, units = x
+        pos = [d for d in range(len(shape)) if d not in units]
+        ren, cut = {}, []
+        for ax, d in zip(w.axes, pos, strict=True):
+            o = off + d
+            if shape[d] == 1 and out_shape[o] != 1:
+                cut.append(ax)
+                continue
+            want = names[o]
+            if want is None:
+                taken = [*names, *w.axes]
+                want = ax if ax not in names else self.fresh(ax, shape[d], taken)
+                names[o] = want
+            if want != ax:
+                ren[ax] = want
+        for ax in cut:
+            w = self.b.index(w, ax, 0, name=self.box_name(n, "squeeze"))
+        if ren:
+            w = self.b.rename(w, ren, name=self.box_name(n, "align"))
+        return w
 
     @imports("where")
     def where_(self, n):

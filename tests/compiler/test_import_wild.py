@@ -540,7 +540,7 @@ class CausalEncoder(nn.Module):
 
 class MaskedMHA(nn.Module):
     """nn.MultiheadAttention with a boolean causal mask (True: not attended), or with a key
-    padding mask from an input (no circuit box has one: an opaque box, which still runs)."""
+    padding mask from an input (the attention box's mask port)."""
 
     def __init__(self, padding=False):
         super().__init__()
@@ -562,7 +562,8 @@ def test_causal_masks_given_to_torch_attention_layers_are_causal_attention():
         assert "opaque" not in kinds, kinds
         assert [b.causal for b in circuit.boxes if b.kind == "attention"] == [True]
     circuit = _imported(MaskedMHA(padding=True), x, pad)  # (output, None): the output
-    assert [b.kind for b in circuit.boxes if b.kind == "opaque"] == ["opaque"]
+    assert "opaque" not in [b.kind for b in circuit.boxes]
+    assert [b.masked for b in circuit.boxes if b.kind == "attention"] == [True]
 
 
 def test_nanogpt_whole_with_its_length_assert_and_tied_head():
