@@ -302,8 +302,8 @@ def _lay_out_row(scene, theme: str, kw: dict, laid) -> placed.Layout:
 
 def _number_connectors(plan: Plan, theme: str, scale: float) -> None:
     """A wrapped figure's connectors numbered as they are read (wrap.read_in_order), in its
-    rows' scenes and in the sources of their layouts, which still hold: ① to ⑳ are as wide
-    as each other (past ⑳, a connector whose number changed width is drawn centred where the
+    rows' scenes and in the sources of their layouts, which still hold: ① to ⑩ are as wide
+    as each other (past ⑩, a connector whose number changed width is drawn centred where the
     old one stood)."""
     changed = {n.id for n in read_in_order(plan.rows, [_layout(ly.data)[0] for ly in plan.layouts])}
     for k, (row, ly) in enumerate(zip(plan.rows, plan.layouts, strict=True)):

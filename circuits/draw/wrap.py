@@ -173,8 +173,9 @@ def _number(link: Node) -> int:
 
 
 def mark(k: int) -> str:
-    """The connector's number: ① … ⑳, then (21) and on."""
-    return chr(0x2460 + k - 1) if k <= 20 else f"({k})"
+    """The connector's number: ① … ⑩, then (11) and on (DejaVu Sans, which the figures'
+    pictograms are set in, has no circled number past ⑩)."""
+    return chr(0x2460 + k - 1) if k <= 10 else f"({k})"
 
 
 def _link(nid: str, k: int, role: str, wires: list[Wire]) -> Node:

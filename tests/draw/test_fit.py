@@ -176,3 +176,25 @@ def test_connectors_are_numbered_in_reading_order(name):
             marks.append((float(t.get("y")), t.text))
     assert len(marks) > 1
     assert [m for _, m in sorted(marks)] == [chr(0x2460 + k) for k in range(len(marks))]
+
+
+def test_every_connector_number_is_a_glyph_of_the_font_it_is_set_in():
+    """The circled numbers past ⑩ are in no font the set-up installs (DejaVu Sans has ① to
+    ⑩): a PNG or PDF drew them as empty boxes."""
+    import shutil
+    import subprocess
+
+    from ncd.circuits.draw.dot import GLYPH_FONT
+    from ncd.circuits.draw.wrap import mark
+
+    ttlib = pytest.importorskip("fontTools.ttLib")
+    if shutil.which("fc-match") is None:
+        pytest.skip("fontconfig's fc-match is not installed")
+    found = subprocess.run(
+        ["fc-match", "-f", "%{family}\n%{file}", GLYPH_FONT], capture_output=True, text=True
+    ).stdout.split("\n")
+    if GLYPH_FONT not in found[0]:
+        pytest.skip(f"{GLYPH_FONT} is not installed")
+    cmap = ttlib.TTFont(found[1], fontNumber=0).getBestCmap()
+    missing = {k: mark(k) for k in range(1, 41) if any(ord(c) not in cmap for c in mark(k))}
+    assert not missing, missing
