@@ -16,6 +16,17 @@ from .common import _Unmapped
 from .masks import _mask_pattern
 from .tables import imports
 
+_CANONICAL_MASK = getattr(torch.nn.functional, "_canonical_mask", None)
+
+
+def _unconverted(mask):
+    """The mask a transformer layer was given, where it converted a boolean one to -inf and 0
+    (torch's `_canonical_mask`, as nn.TransformerEncoderLayer does) before its attention: the
+    same keys dropped, in nn.MultiheadAttention's convention either way."""
+    if _CANONICAL_MASK is not None and isinstance(mask, fx.Node) and mask.target is _CANONICAL_MASK:
+        return mask.args[0] if mask.args else mask.kwargs.get("mask")
+    return mask
+
 
 class _Attention:
     """Attention layers and SDPA (a mixin of `_Importer`, core.py)."""
@@ -29,7 +40,7 @@ class _Attention:
         ):
             if len(n.args) > i:
                 kw[key] = n.args[i]
-        pad, mask = kw.get("key_padding_mask"), kw.get("attn_mask")
+        pad, mask = (_unconverted(kw.get(key)) for key in ("key_padding_mask", "attn_mask"))
         if isinstance(pad, fx.Node) and self.values.get(pad) is None:
             pad = None  # (a node may hold None: torch's own check of an absent mask)
         if isinstance(mask, fx.Node) and self.values.get(mask) is None:
