@@ -299,6 +299,10 @@ class _Parser:
                 arg = self.expr(depth + 1)
                 self.take(")")
                 return self.checked(apply(value, arg))
+            if value == "pi":  # π, a number (scale factors, angles), never a size
+                import sympy
+
+                return Size.from_sympy(sympy.pi)
             if value in _NOT_SIZES or value.lower() in _NOT_SIZES_ANY_CASE:
                 self.fail(f"{value!r} is not a size (a size is a positive whole number)")
             return Size.of(value)

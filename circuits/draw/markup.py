@@ -68,6 +68,8 @@ def factor(expr: sympy.Expr) -> str:
 
 
 def _fmt(e: sympy.Expr) -> str:
+    if e == sympy.pi:
+        return "π"
     if e.is_Symbol:  # a size symbol, set in italics as in the paper (`N_iter`: subscript)
         return f"<I>{text(str(e))}</I>"
     if e.is_Integer:

@@ -101,10 +101,27 @@ def test_cli_validate_reports_a_division_by_zero_in_one_error(tmp_path, capsys):
     assert main(["validate", str(path), "--sizes", "B=1,T=1,D=9"]) == 0
 
 
-@pytest.mark.parametrize("name", ["e", "pi", "NaN", "Inf", "oo"])
+@pytest.mark.parametrize("name", ["e", "NaN", "Inf", "oo"])
 def test_names_of_numbers_are_not_sizes(name):
     with pytest.raises(NcdError, match="not a size"):
         parse_size(f"2*{name}")
+
+
+def test_pi_is_the_number_in_factors_and_no_size():
+    """`pi` in a scale's factor is π (angles of positional encodings), drawn as π; an axis
+    whose size would be π is refused."""
+    b = Builder("c", sizes={"T": 4})
+    x = b.input("x", "T")
+    b.output("y", b.scale(x, "pi/(2*T)", name="angle"))
+    c = b.build()
+    xs = torch.arange(4, dtype=torch.float64)
+    torch.testing.assert_close(ncd.compile(c, dtype=torch.float64)(xs), xs * math.pi / 8)
+    svg = ncd.render(c)
+    assert "π/(2" in svg and "pi/" not in svg
+    b = Builder("d", sizes={"T": 4}, axes={"D": "pi"})
+    b.output("y", b.input("x", "T D"))
+    with pytest.raises(NcdError, match="axis D has no valid size"):
+        b.build()
 
 
 def test_upper_case_e_and_i_are_axis_names():
