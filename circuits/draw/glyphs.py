@@ -7,6 +7,7 @@ HTML-like label markup; anything taken from the circuit goes through `markup.tex
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..kinds.registry import Registry
@@ -52,9 +53,21 @@ def _biased(label: str, bias: bool) -> str:
     return label[:at] + "₊" + label[at:]
 
 
+_SCRIPTED_NAME = re.compile(r"[A-Za-z][_^]\{?[A-Za-z0-9]+\}?")
+
+
+def _name_or_label(b) -> str:
+    """A box's label as markup (`W_q`: a subscript), else its name: with scripts only where
+    the name is written as a symbol with one (`W_q`, `A_log`), literal otherwise (an imported
+    `log_A_real` or `dt_bias` is a Python name, not log with subscript A)."""
+    if b.label or _SCRIPTED_NAME.fullmatch(b.name):
+        return text(b.label or b.name)
+    return esc(b.name)
+
+
 @draws("param")
 def _param(b) -> Drawing:
-    return Drawing(title=text(b.label or b.name), note=_axes(b.axes))
+    return Drawing(title=_name_or_label(b), note=_axes(b.axes))
 
 
 @draws("embedding")
@@ -369,7 +382,7 @@ def _call(b) -> Drawing:
 
 @draws("opaque")
 def _opaque(b) -> Drawing:
-    return Drawing(glyph="?", title=text(b.label or b.name), note=esc(b.target[:32]))
+    return Drawing(glyph="?", title=_name_or_label(b), note=esc(b.target[:32]))
 
 
 # What each kind's drawing makes of a box's label, for the `label` field's documentation

@@ -156,6 +156,20 @@ def test_unlabelled_linear_maps_are_told_apart_by_name():
     assert f.text("q") == "LQ"  # a label names the map already
 
 
+def test_a_parameter_named_in_python_is_drawn_as_its_name():
+    """A parameter's name is drawn with scripts only where it is written as a symbol with one
+    (W_q: W, subscript q); an imported Python name (log_A_real, dt_bias) is drawn as written,
+    not as log with subscript A followed by 'real'."""
+    b = Builder("names", sizes={"D": 3})
+    x = b.input("x", "D")
+    for name in ("log_A_real", "dt_bias", "W_q"):
+        x = b.mul(x, b.param("D", name=name))
+    b.output("y", x)
+    texts = re.findall(r">([^<]+)</text>", render(b.build()))
+    assert "log_A_real" in texts and "dt_bias" in texts
+    assert texts[texts.index("W") : texts.index("W") + 2] == ["W", "q"]
+
+
 def test_srms_is_not_bold_and_says_rms_once():
     # TransNormer's SRMSNorm has no learned scale (`affine=False`).
     f = figure(gallery.get("transnormer_block"))
