@@ -464,7 +464,7 @@ def _concat(L: Lowerer, b, x, tin, tout):
     view): one position along the joined axis, along another axis the size an operand with
     every axis has there."""
     out = tout["out"].names
-    full = next(p for p in b.operands if len(tin[p].names) == len(out))
+    full = max(b.operands, key=lambda p: len(tin[p].names))  # every axis but, in a stack, b.axis
     parts = []
     for p in b.operands:
         names = tin[p].names

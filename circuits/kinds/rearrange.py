@@ -232,7 +232,8 @@ class Concat(BoxBase):
     `axis` joins as one position along it (a class token before the patches); one without
     another axis repeats along it (a class token shared by the batch, zeros padding every
     row), as binary ops broadcast. The operand with `axis` and the most axes has every axis
-    (the output's, in its order)."""
+    (the output's, in its order). Where no operand has `axis`, they are stacked: each is one
+    position along the new axis, whose size is their number, put last."""
 
     kind: Literal["concat"] = "concat"
     axis: AxisName
@@ -247,9 +248,16 @@ class Concat(BoxBase):
     def infer(self, ins, ctx):
         ts = [(p, tensor(ins, p)) for p in self.operands]
         having = [(p, t) for p, t in ts if t.axis(self.axis) is not None]
-        # the output's axes: those of the operand with the joined axis and the most axes
-        first_port, first = max(having, key=lambda h: len(h[1].names)) if having else ts[0]
-        need(first, (self.axis,), first_port)
+        if not having:  # a stack: the widest operand, with the new axis last
+            first_port, first = max(ts, key=lambda h: len(h[1].names))
+            n = Size.number(len(ts))
+            ctx.unify(
+                ctx.size(self.axis), n, first_port, f"size of {self.axis} (the operands stacked)"
+            )
+            first = first.with_axes([*first.axes, Axis(self.axis, Size.number(0))])
+        else:
+            # the output's axes: those of the operand with the joined axis and the most axes
+            first_port, first = max(having, key=lambda h: len(h[1].names))
         for p, t in ts:
             if t is first:
                 continue

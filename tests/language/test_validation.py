@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 
+import ncd
 from ncd import gallery
 from ncd.circuits import io
 from ncd.circuits.builder import Builder
 from ncd.circuits.errors import BuildError, SchemaError, ValidationError
+from ncd.compiler.interpret import interpret
 
 
 def spec(**over):
@@ -220,8 +223,24 @@ def test_concat_takes_an_operand_without_the_axis_as_one_position():
     assert shared.axes == ("B", "T", "D") and str(shared.type.axis("T").size) in ("T + 1", "6")
     with pytest.raises(BuildError, match="among those of the widest with T"):
         b.concat(x, b.input("e", "B T F"), axis="T")
-    with pytest.raises(BuildError, match="T"):
-        b.concat(c, c, axis="T")  # no operand has the axis
+    with pytest.raises(BuildError, match="size of T .the operands stacked. disagrees"):
+        b.concat(c, c, axis="T")  # no operand has T: a stack of 2, but T is 5
+
+
+def test_concat_of_operands_without_the_axis_stacks_them():
+    """No operand has the axis: each is one position along it (torch.stack at the end), its
+    size the operands' number; an operand lacking another axis repeats along it."""
+    b = Builder("stack", sizes={"B": 2, "T": 3})
+    x = b.input("x", "B T")
+    y = b.concat(b.unary(x, "sin"), b.unary(x, "cos"), b.input("c", "T"), axis="P")
+    assert y.axes == ("B", "T", "P") and str(y.type.axis("P").size) in ("P", "3")
+    b.output("y", y)
+    c = b.build()
+    assert c.check().number(c.check().outputs["y"].axis("P").size) == 3
+    xs, cs = torch.randn(2, 3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    want = torch.stack([xs.sin(), xs.cos(), cs.expand(2, 3)], -1)
+    torch.testing.assert_close(ncd.compile(c, dtype=torch.float64)(xs, cs), want)
+    torch.testing.assert_close(interpret(c, [xs, cs], {}), want)
 
 
 def _unit_split(sizes, declare=None, merge=False):
