@@ -19,8 +19,9 @@ Adding a box kind, in order:
 3. Its lowering to PyTorch: `@lowers("name")` in `compiler/lowerings.py`.
 4. Its interpreter rule (plain PyTorch by axis names, sharing no code with the lowering):
    `@interprets("name")` in `compiler/interpret.py`.
-5. Its cost rule: `@costs("name")` in `compiler/cost/rules.py`; an elementwise kind is also
-   listed in `POINTWISE` there, a kind whose output is a view of its input in `ALIAS_KINDS`.
+5. Its cost rule: `@costs("name")` in the module of its family in `compiler/cost/rules/`; an
+   elementwise kind is also listed in `POINTWISE` (`rules/common.py`), a kind whose output is a
+   view of its input in `ALIAS_KINDS` there.
 6. Its importer mapping, where a PyTorch layer or function maps to it: the mapping in
    `compiler/importer/` (the module of its family of ops), and the kind named in the
    `@imports(...)` of the method that makes it; where none does, an entry with the reason in

@@ -1,7 +1,7 @@
 """The cost model: per box and in total, formulas in the axis sizes and numbers once bound.
 
 `analyse(circuit, sizes, lowering, device)` walks the checked circuit in its compiled order,
-applies each kind's rule (rules.py), follows storages through views, runs a liveness pass over
+applies each kind's rule (rules/), follows storages through views, runs a liveness pass over
 the forward + backward schedule for the peak, and prices each kernel on a roofline.
 """
 
@@ -43,7 +43,7 @@ class BoxCost:
     mm_flops_bwd: sympy.Expr = ZERO
     mm_run: sympy.Expr | None = None
     """Matrix-engine FLOPs the box runs where FlopCounterMode counts others (`mm_flops`):
-    causal attention's, of the pairs it computes (rules.Rule.mm_run); None: `mm_flops`."""
+    causal attention's, of the pairs it computes (rules.common.Rule.mm_run); None: `mm_flops`."""
     mm_run_bwd: sympy.Expr | None = None
     params: sympy.Expr = ZERO
     param_bytes: sympy.Expr = ZERO

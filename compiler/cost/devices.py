@@ -33,8 +33,8 @@ class Device:
     platform: str = "cuda"
     """The torch device type the module runs on: "cuda" or "cpu". Where PyTorch's kernels for
     the two keep different tensors for the backward (RMS norm, the statistics of the other
-    norms in 16 bits; rules.py), the kept memory follows it; the compiler's choices of fused
-    kernels are looked up for it (compiler/choices.py)."""
+    norms in 16 bits; rules/normalise.py), the kept memory follows it; the compiler's choices of
+    fused kernels are looked up for it (compiler/choices.py)."""
 
     def matmul_rate(self, dtype: str = "bfloat16") -> float:
         """FLOP/s of a large matrix product whose operands are `dtype`."""

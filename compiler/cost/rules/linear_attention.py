@@ -1,0 +1,302 @@
+"""Cost rule of the linear-attention box: each variant by its ops/ kernel's formulas."""
+
+from __future__ import annotations
+
+import copy as _copy_module
+import dataclasses
+
+import sympy
+
+from ncd.circuits.types import TensorType
+from ncd.ops import config as ops_config
+from ncd.ops import delta_rule_cost, gla_cost, linear_attention_cost, simple_gla_cost
+
+from .common import ZERO, BoxView, Rule, Saved, _if, _in, _own, costs, numel
+from .fused import _attention_dims, _bytes_per, _copies, kernel_order
+
+
+@costs("linear_attention")
+def linear_attention_box(v: BoxView) -> Rule:
+    """Each variant with the formulas of the kernel it lowers to (compiler/fused.py), as on
+    CUDA: `linear` and `lightning` ncd.ops.linear_attention, `decay` (and packed `linear`,
+    `lightning`) simple_gla, `gla` gla, `delta` and `gated_delta` the delta rules. What each
+    keeps is what its autograd Function saves. Grouped heads: `_grouped`."""
+    if v.box.heads is not None:
+        return _grouped(v)
+    return _linear_attention_rule(v)
+
+
+def _linear_attention_rule(v: BoxView) -> Rule:
+    b = v.box
+    if b.packed and not b.causal:
+        return _packed_windows(v)
+    if b.variant in ("linear", "lightning") and not b.packed:
+        return _plain_linear_attention(v)
+    if b.variant in ("linear", "lightning", "decay"):
+        return _simple_gla(v)
+    if b.variant == "gla":
+        return _gla(v)
+    return _delta_rule(v)
+
+
+def _grouped(v: BoxView) -> Rule:
+    """A grouped box as the lowering runs it (compiler/fused.py, `_repeat_to_heads`): q and k
+    repeated to the H value heads (contiguous copies, in their own axis order with H in the
+    group axis' place), then the kernel of H heads, priced by the rule of an ungrouped box
+    whose q and k are those copies, with the heads last of the batch axes as the kernels
+    take them. On top: the copies' traffic (q, k read, H/G times as much written), kept in
+    the inputs' place (or, where the kernel copies them again, freed in the forward), and in
+    the backward the kernel's gradients of the copies (temporaries) summed over each
+    group's heads (an add per element beyond the first of each group, read and written)."""
+    b = v.box
+    wide = {p: b.per_head(v.x(p), v.x("v")) for p in ("q", "k")}
+    own = (b.query, b.key, b.head, b.value, b.heads)
+    inner = _copy_module.copy(v)
+    inner.ins, inner.layouts = dict(v.ins), dict(v.layouts)
+    for p, t in wide.items():
+        batch = [t.axis(a) for a in t.names if a not in own]
+        seq = b.query if p == "q" else b.key
+        # type order: the heads last of the batch (the kernels' H); memory: the copy's own
+        order = [*batch, t.axis(b.heads), t.axis(seq), t.axis(b.head)]
+        inner.ins[p], inner.layouts[p] = t.with_axes(order), t.names
+    r = _linear_attention_rule(inner)
+    io = io_bwd = flops_bwd = temps = bwd_temps = ZERO
+    saved = list(r.saved)
+    for p in ("q", "k"):
+        small, big = v.nbytes(v.x(p)), v.nbytes(wide[p])
+        io += small + big
+        kept = [i for i, s in enumerate(saved) if s.where == "in" and s.ref == p]
+        for i in kept:
+            saved[i] = _own(f"{p}_heads", big, f"{p}, repeated to the {b.heads} heads")
+        if not kept:  # the kernel keeps a copy of its own: the repeated one is freed
+            temps += big
+        if v.grad(p):
+            io_bwd += small + big
+            flops_bwd += numel(wide[p]) - numel(v.x(p))
+            bwd_temps += big
+    G = v.size(v.x("q"), b.qk_heads) if b.qk_heads is not None else 1
+    note = (
+        f"grouped heads: q and k of {G} group(s) repeated to the {v.size(v.x('v'), b.heads)} "
+        "heads before the kernel (FLOPs of every head; the copies kept; their gradients summed "
+        "per group)"
+    )
+    base_bwd = r.flops_bwd if r.flops_bwd is not None else 2 * (r.flops - r.mm) + r.mm_bwd
+    priced = r.io is not None  # else (packed windows) the analyser's default, from the ports
+    return dataclasses.replace(
+        r,
+        flops_bwd=base_bwd + flops_bwd,
+        saved=saved,
+        temps=r.temps + temps,
+        bwd_temps=r.bwd_temps + bwd_temps,
+        io=r.io + io if priced else None,
+        extra_io=r.extra_io + (ZERO if priced else io),
+        io_bwd=r.io_bwd + io_bwd if r.io_bwd is not None else None,
+        notes=[*r.notes, note],
+    )
+
+
+def _plain_linear_attention(v: BoxView) -> Rule:
+    b = v.box
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    notes = ["FLOPs, IO and saved tensors: ops/linear_attention/cost.py (chunked kernel, C=64)"]
+    la, nz = linear_attention_cost, bool(b.normalize)
+    kept, do_copy = _copies(v)
+    precise = bp < 4  # normalised 16-bit inputs: float32 operands as hi + lo pairs
+    flops = la.flops_forward(B, T, 1, K, V, normalize=nz, precise=precise)
+    flops_bwd = la.flops_backward(B, T, 1, K, V, normalize=nz, precise=precise)
+    norm = _own("o32_den", 4 * B * T * (V + 1), "output and denominator (float32)")
+    return Rule(
+        flops=flops,
+        mm=flops,
+        flops_bwd=flops_bwd,
+        mm_bwd=flops_bwd,
+        saved=[*kept, *_if(nz, norm)],
+        bwd_temps=la.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, normalize=nz) + do_copy,
+        io=la.io_forward(B, T, 1, K, V, bytes_per=bp, normalize=nz),
+        io_bwd=la.io_backward(B, T, 1, K, V, bytes_per=bp, normalize=nz),
+        fused="ncd.ops.linear_attention",
+        notes=notes,
+    )
+
+
+def _token_gate(v: BoxView, port: str, what: str) -> Saved:
+    """A scalar gate as the kernels keep it, float32 [B, T, H]: the input itself where it is
+    float32 and laid out so already, else the op's copy."""
+    b = v.box
+    t = v.x(port)
+    B, T, *_ = _attention_dims(v)
+    batch = [a for a in v.x("q").names if a not in (b.query, b.key, b.head, b.value)]
+    in_place = (
+        b.key in t.names
+        and v.nbytes(TensorType((), t.dtype)) == 4
+        and tuple(v.layouts.get(port, t.names)) == kernel_order(batch, b.key, b.head)[:-1]
+    )
+    return _in(port) if in_place else _own(f"{port}32", 4 * B * T, f"{what}, float32 [B, T, H]")
+
+
+def _packed_note(v: BoxView) -> list[str]:
+    return ["packed sequences: priced per token (a chunk per sequence end not counted)"] * bool(
+        v.box.packed
+    )
+
+
+def _simple_gla(v: BoxView) -> Rule:
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    sg = simple_gla_cost
+    dg = "g" in v.ins and v.grad("g")
+    kept, do_copy = _copies(v, "linear_attention")  # read through their strides, as linear's
+    gate = _token_gate(v, "g", "gates") if "g" in v.ins else _own("g32", 4 * B * T, "decay")
+    flops = sg.flops_forward(B, T, 1, K, V)
+    flops_bwd = sg.flops_backward(B, T, 1, K, V, want_dg=dg, precise=dg and bp != 4)
+    return Rule(
+        flops=flops,
+        mm=flops,
+        flops_bwd=flops_bwd,
+        mm_bwd=flops_bwd,
+        saved=[*kept, gate],
+        bwd_temps=sg.backward_temp_bytes(B, T, 1, K, V, want_dg=dg) + do_copy,
+        io=sg.io_forward(B, T, 1, K, V, bytes_per=bp),
+        io_bwd=sg.io_backward(B, T, 1, K, V, bytes_per=bp, want_dg=dg),
+        fused="ncd.ops.simple_gla",
+        notes=[
+            "FLOPs, IO and saved tensors: ops/simple_gla/cost.py (chunked kernel, C=64)",
+            *_packed_note(v),
+        ],  # fmt: skip
+    )
+
+
+def _gla(v: BoxView) -> Rule:
+    b = v.box
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    gb = v.nbytes(TensorType((), v.x("g").dtype))
+    kept, do_copy = _copies(v, "attention")  # contiguous copies of permuted inputs
+    g = v.x("g")
+    batch = [a for a in v.x("q").names if a not in (b.query, b.key, b.head, b.value)]
+    gate = (
+        _in("g")
+        if tuple(v.layouts.get("g", g.names)) == kernel_order(batch, b.key, b.head)
+        else _own("g_copy", v.nbytes(g), "g, copied to [B, T, H, K]")
+    )
+    C = 64
+    A = _own("A", 4 * B * T * C, "intra-chunk scores A, float32 [B, T, H, 64]")
+    return Rule(
+        flops=gla_cost.flops_forward(B, T, 1, K, V, C=C),
+        mm=gla_cost.flops_forward(B, T, 1, K, V, C=C),
+        flops_bwd=gla_cost.flops_backward(B, T, 1, K, V, C=C),
+        mm_bwd=gla_cost.flops_backward(B, T, 1, K, V, C=C),
+        saved=[*kept, gate, A],
+        temps=gla_cost.forward_temp_bytes(B, T, 1, K, V, bytes_per=bp),
+        bwd_temps=gla_cost.backward_temp_bytes(B, T, 1, K, V, C=C, bytes_per=bp) + do_copy,
+        io=gla_cost.io_forward(B, T, 1, K, V, bytes_per=bp, gate_bytes=gb, C=C),
+        io_bwd=gla_cost.io_backward(B, T, 1, K, V, bytes_per=bp, gate_bytes=gb, C=C),
+        fused="ncd.ops.gla",
+        notes=[
+            "FLOPs, IO and saved tensors: ops/gla/cost.py (chunked kernel, C=64, BC=16)",
+            *_packed_note(v),
+        ],  # fmt: skip
+    )
+
+
+def _delta_rule(v: BoxView) -> Rule:
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    gated = v.box.variant == "gated_delta"
+    dr = delta_rule_cost
+    kept, do_copy = _copies(v, "attention")  # contiguous copies of permuted inputs
+    gates = [_token_gate(v, "beta", "beta")] + ([_token_gate(v, "g", "gates")] if gated else [])
+    inverse = _own("wy_inverse", B * T * 64 * bp, "T, each chunk's WY inverse (64 per token)")
+    s = ops_config.settings
+    keep = s.delta_keep_states  # the forward's scan also writes S and V'
+    values = s.gated_delta_keep_values if gated else s.delta_keep_values  # V' in -W's place
+    saved = (
+        [] if values else [_own("wy_w", B * T * K * bp, "-W = -T diag(beta gamma) K (K per token)")]
+    )
+    if keep or values:
+        saved.append(_own("v_new", B * T * V * bp, "V' = U - W S (V per token)"))
+    if keep:
+        saved.append(
+            _own("chunk_states", B * T * K * V * bp / 64, "the state entering each chunk (K x V)")
+        )
+    ckpt = s.delta_checkpoint_states and not keep  # the forward's scan also writes checkpoints
+    T_seg = sympy.sympify(T)  # (a sympy T: the checkpoints' count is a ceiling, which // gives)
+    if ckpt:
+        saved.append(
+            _own(
+                "state_checkpoints",
+                dr.checkpoint_bytes(B, T_seg, 1, K, V),
+                "the state entering every 16th chunk (float32 K x V)",
+            )  # fmt: skip
+        )
+    prep = s.delta_prepared_qk  # the prepare kernel also forms Q K^T
+    flops = dr.flops_forward(B, T, 1, K, V, gated=gated, prepared=prep)
+    flops_bwd = dr.flops_backward(
+        B, T, 1, K, V, gated=gated, keep_states=keep, prepared=prep, keep_values=values
+    )
+    name = "gated_delta_rule" if gated else "delta_rule"
+    switches = dict(bytes_per=bp, gated=gated, keep_states=keep, prepared=prep, keep_values=values)
+    io_switches = dict(switches, checkpoints=ckpt)
+    return Rule(
+        flops=flops,
+        mm=flops,
+        flops_bwd=flops_bwd,
+        mm_bwd=flops_bwd,
+        saved=[*kept, *gates, inverse, *saved],
+        temps=dr.forward_temp_bytes(B, T, 1, K, V, **switches),
+        bwd_temps=do_copy
+        + dr.backward_temp_bytes(B, T, 1, K, V, bytes_per=bp, keep_states=keep, keep_values=values),
+        io=dr.io_forward(B, T_seg, 1, K, V, **io_switches),
+        io_bwd=dr.io_backward(B, T_seg, 1, K, V, **io_switches),
+        fused=f"ncd.ops.{name}",
+        notes=[
+            "FLOPs, IO and saved tensors: ops/delta_rule/cost.py (WY chunked kernel, C=64)",
+            *_packed_note(v),
+            *(["ops switch delta_keep_states on: the chunk states and V' kept"] if keep else []),
+            *([f"ops switch {name}_keep_values on: V' kept in place of -W"] if values else []),
+            *(["ops switch delta_prepared_qk on: Q K^T formed once per chunk"] if prep else []),
+            *(
+                ["ops switch delta_checkpoint_states off: the states rescanned whole"]
+                if not (s.delta_checkpoint_states or keep)
+                else []
+            ),
+            *(
+                ["ops switch gated_delta_factored off: the scans form the decay matrix"]
+                if gated and not s.gated_delta_factored
+                else []
+            ),
+        ],  # fmt: skip
+    )
+
+
+def _packed_windows(v: BoxView) -> Rule:
+    """`runtime.packed_window_attention`: q, k, v copied into windows padded to the longest
+    (priced as if no window were padded), Σ kᵀv per window, q (Σ kᵀv); with `normalize`, Σ k
+    per window and the per-token denominator. N windows: the offsets' length less one."""
+    B, T, _, K, V = _attention_dims(v)  # B: the head axis (packed inputs have no other)
+    n = numel(v.x("offsets")) - 1
+    bp = _bytes_per(v)
+    nz = bool(v.box.normalize)
+    mm = 4 * B * T * K * V
+    other = (3 * B * T * K + B * T * V) if nz else ZERO
+    qkv = bp * B * T * (2 * K + V)
+    kv = bp * n * B * K * V
+    saved = [
+        _own("padded", qkv, "q, k, v padded into windows"),
+        _own("kv", kv, "Σ kᵀv per window"),
+        _own("index", 16 * T, "each token's window and place (int64)"),
+        *_if(nz, _own("z", bp * B * T * K, "Σ k of each token's window"),
+             _own("den", bp * B * T, "denominators")),
+    ]  # fmt: skip
+    return Rule(
+        flops=mm + other,
+        mm=mm,
+        mm_bwd=2 * mm,
+        saved=saved,
+        extra_io=2 * qkv + 2 * kv,
+        fused="runtime.packed_window_attention",
+        notes=[
+            "packed windows: PyTorch (no ncd.ops kernel); padding of unequal windows not counted"
+        ],  # fmt: skip
+    )

@@ -1,0 +1,111 @@
+"""Cost rules of softmax and the norms, with the statistics PyTorch keeps per platform."""
+
+from __future__ import annotations
+
+from .common import BoxView, Expr, Rule, Saved, _if, _in, _out, _own, costs, numel
+
+SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
+
+
+def _stat_bytes(v: BoxView, count: Expr, kernel: bool = True) -> Expr:
+    """Bytes of `count` statistics of x. PyTorch's CUDA kernels for layer and batch norm keep
+    them in float32 for 16-bit x (checked with saved-tensor hooks on an H200); its CPU kernels,
+    the group norm's and norms written as PyTorch ops (`kernel=False`) in x's own dtype."""
+    b = v.bytes_per(v.x())
+    return count * (max(4, b) if kernel and v.platform == "cuda" else b)
+
+
+def _rms_kept(v: BoxView, x_kept: Saved, rows: Expr, affine: bool) -> list[Saved]:
+    """What PyTorch's RMS norm keeps of x (`x_kept`, the box's input or the residual sum).
+    On CUDA one kernel (`_fused_rms_norm`): x and 1/rms per row. On the CPU it is written out
+    at float32 width (float64 for float64): x as float32 (a copy where x has 16 bits), 1/rms
+    and, with a weight, x/rms for the weight's gradient. 1/rms is float32 (float64 for
+    float64) on both; checked with saved-tensor hooks on the CPU and an H200."""
+    x = v.x()
+    b = v.bytes_per(x)
+    wide = max(4, b)
+    rstd = _own("rstd", rows * wide, "1/rms")
+    if v.platform != "cpu":
+        return [x_kept, rstd]
+    if b < 4:
+        x_kept = _own("x32", numel(x) * 4, f"{x_kept.what} as float32")
+    normed = _own("normed", numel(x) * wide, "x/rms (for the weight's gradient)")
+    return [x_kept, rstd, *_if(affine, normed)]
+
+
+@costs("softmax")
+def softmax(v: BoxView) -> Rule:
+    # the compiler's softmax runs in the input's memory order (a contraction's result is a
+    # permuted view), so its output keeps that layout; softmin is torch's, row-major
+    lay = v.x().names if v.box.variant == "softmin" else v.layouts["x"]
+    return Rule(flops=SOFTMAX_FLOPS * numel(v.x()), saved=[_out()], layout={"out": lay})
+
+
+@costs("layernorm")
+def layernorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    rows = numel(x) / v.sizes_of(x, b.over)
+    return Rule(
+        flops=(5 + 2 * b.affine) * numel(x),
+        saved=[
+            _in("x"),
+            _own("mean", _stat_bytes(v, rows), "mean"),
+            _own("rstd", _stat_bytes(v, rows), "1/std"),
+        ],
+    )
+
+
+@costs("rmsnorm")
+def rmsnorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    rows = numel(x) / v.sizes_of(x, b.over)
+    return Rule(flops=(3 + b.affine) * numel(x), saved=_rms_kept(v, _in("x"), rows, b.affine))
+
+
+@costs("batchnorm")
+def channelnorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    c = v.size(x, b.channel)
+    return Rule(
+        flops=(5 + 2 * b.affine) * numel(x),
+        saved=[_in("x"), _own("stats", _stat_bytes(v, 2 * c), "per-channel mean and 1/std")],
+    )
+
+
+@costs("unifiednorm")
+def unifiednorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    c = v.size(x, b.channel)
+    return Rule(
+        flops=4 * numel(x),
+        saved=[
+            _own("normed", v.nbytes(x), "x normalised by the smoothed statistics"),
+            _own("stats", _stat_bytes(v, 2 * c, False), "per-channel statistic and its scale"),
+        ],
+    )
+
+
+@costs("groupnorm")
+def groupnorm(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    rows = numel(x) / v.sizes_of(x, (b.channel, *b.over)) * b.groups
+    return Rule(
+        flops=(5 + 2 * b.affine) * numel(x),
+        saved=[
+            _in("x"),
+            _own("stats", _stat_bytes(v, 2 * rows, kernel=False), "per-group mean and 1/std"),
+        ],
+    )
+
+
+@costs("normalize")
+def normalize(v: BoxView) -> Rule:
+    b, x = v.box, v.x()
+    rows = numel(x) / v.size(x, b.over)
+    return Rule(
+        flops=3 * numel(x),
+        saved=[
+            _in("x"),
+            _own("norm", _stat_bytes(v, 2 * rows, kernel=False), "the norm and its clamp"),
+        ],
+    )
