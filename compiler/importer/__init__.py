@@ -31,7 +31,8 @@ mixins `_Importer` is made of, one per family of ops: `modules` (torch.nn layers
 (functions and methods), `elementwise`, `reductions`, `reshape`, `slicing`, `routing` (gather
 and scatter), `held` (tensors the model holds, constants), `sizes` (sizes the code reads),
 `contractions`, `attention`, `masks`, `norms`, `by_value` (chains recognised by their values:
-unary functions, rotary embeddings), `opaque`. `tables` holds what maps to which kind (the
+unary functions, rotary embeddings), `fftconv` (a causal convolution by FFT written out, one
+long_conv box), `opaque`. `tables` holds what maps to which kind (the
 `IMPORTS` registry and the tables of layers, functions and methods); `common` what every stage
 shares.
 """

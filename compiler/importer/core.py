@@ -39,6 +39,7 @@ from .common import (
 )
 from .contractions import _Contractions
 from .elementwise import _Elementwise
+from .fftconv import _FFTConv
 from .held import _Held
 from .masks import _Masks
 from .modules import _Modules
@@ -67,6 +68,7 @@ class _Importer(
     _Masks,
     _Norms,
     _ByValue,
+    _FFTConv,
     _Opaque,
 ):
     """One import: a model's traced graph and values -> a circuit (`run`)."""
@@ -230,8 +232,9 @@ class _Importer(
             with contextlib.ExitStack() as blocks:
                 for title in self.blocks_of(n):
                     blocks.enter_context(self.b.group(title))
-                if region:  # the real result of computations on complex tensors: one box
-                    self.wires[n] = self.opaque(n, [*region, n])
+                if region:  # the real result of computations on complex tensors: one box,
+                    # or an FFT convolution's, resolved at the slice that reads it
+                    self.wires[n] = self.fft_conv_or_opaque(n, region)
                 else:
                     self.wires[n] = self.map_or_opaque(n)
             made = [b.name for b in self.b._boxes[start:]]
@@ -298,19 +301,40 @@ class _Importer(
         found = {m for a in n.all_input_nodes for m in self.islands.get(a, ())}
         return [m for m in self.gm.graph.nodes if m in found] if found else []
 
-    def map_or_opaque(self, n: fx.Node):
-        """The node's boxes, or where it cannot be mapped one opaque box."""
-        mark = (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
+    def _mark(self) -> tuple:
+        """The state a node's mapping changes, for `_undo`."""
+        return (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
                 set(self.buffers), dict(self.units), dict(self.made),
                 dict(self.merged), dict(self.grown))  # fmt: skip
+
+    def _undo(self, mark: tuple) -> None:
+        """Removes the boxes made since `mark`, and what they changed."""
+        del self.b._boxes[mark[0] :]
+        self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
+        self.buffers, self.units, self.made, self.merged = mark[4], mark[5], mark[6], mark[7]
+        self.grown = mark[8]
+
+    def fft_conv_or_opaque(self, n: fx.Node, region: list[fx.Node]):
+        """An FFT convolution's long_conv box where the region of complex values ending at n
+        is one (`fft_conv`), else one opaque box of the region."""
+        mark = self._mark()
+        try:
+            found = self.fft_conv(n, region)
+        except (_Unmapped, BuildError):
+            found = None
+        if found is None:
+            self._undo(mark)
+            return self.opaque(n, [*region, n])
+        return found
+
+    def map_or_opaque(self, n: fx.Node):
+        """The node's boxes, or where it cannot be mapped one opaque box."""
+        mark = self._mark()
         try:
             return self.map(n)
         except Exception as e:
             # undo the boxes this node's mapping made before it failed
-            del self.b._boxes[mark[0] :]
-            self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
-            self.buffers, self.units, self.made, self.merged = mark[4], mark[5], mark[6], mark[7]
-            self.grown = mark[8]
+            self._undo(mark)
             self.units.pop(n, None)
             if isinstance(e, _Rename):
                 raise

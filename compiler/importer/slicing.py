@@ -8,6 +8,7 @@ import torch
 from ncd.circuits.builder import Wire
 
 from .common import _is_t, _Lazy, _num, _role_of, _Unmapped
+from .fftconv import _PendingConv
 from .tables import imports
 
 
@@ -93,6 +94,8 @@ class _Slicing:
         """Basic indexing (slices, integers, None, ...) as slice and index boxes; None adds a
         size-1 dim the wire carries only where needed."""
         src = self.wires.get(a)
+        if isinstance(src, _PendingConv) and src.at is n:
+            return src.wire  # an FFT convolution's first T outputs (fftconv.py)
         items = list(idx) if isinstance(idx, tuple) else [idx]
         if isinstance(src, _Lazy) and id(src) not in self.made:
             if len(items) == 1 and self.is_table(src, items[0]):

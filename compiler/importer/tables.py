@@ -33,10 +33,6 @@ IMPORTS = Registry(
 IMPORTS.exempt.update(dict.fromkeys(("requantize", "int_linear"), _UNMAPPED))
 
 IMPORTS.exempt["add_norm"] = "made by the compiler's rewrite of an add and a norm, not imported"
-IMPORTS.exempt["long_conv"] = (
-    "no PyTorch call maps to it: an FFT convolution written out (rfft, product, irfft) imports"
-    " as an opaque box"
-)
 IMPORTS.exempt["short_conv"] = (
     "made by the compiler's rewrite of a depthwise conv, its causal slice and SiLU; those import"
 )
