@@ -84,7 +84,7 @@ def test_schema_of_one_kind_gives_its_fields_ports_and_builder_call(capsys):
     text = capsys.readouterr().out
     assert text.startswith("attention: Fused softmax attention")
     assert "ports: q, k, v" in text and "\n  kv_heads = null\n      Grouped key/value" in text
-    assert "Python: b.attention(q, k, v, *, name=None" in text
+    assert "Python: b.attention(q, k, v, *, mask=None, name=None" in text
     assert main(["schema", "linear_attention"]) == 0
     assert "One of: linear, lightning, decay, gla, delta, gated_delta." in capsys.readouterr().out
     assert main(["schema", "where"]) == 0

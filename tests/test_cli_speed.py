@@ -45,10 +45,12 @@ def test_commands_load_only_what_they_use(argv, never, tmp_path):
 
 def test_field_descriptions_are_pydantics():
     """Every model's field descriptions, read on demand, are what pydantic's own reading of
-    attribute docstrings gives (its implementation, called directly on each declaring class)."""
+    attribute docstrings gives (its implementation, called directly on each declaring class);
+    a kind's `label` adds, after the shared words, what that kind's drawing makes of it."""
     from pydantic._internal._docs_extraction import extract_docstrings_from_cls
 
     from ncd.circuits.circuit import Circuit, Input, Output
+    from ncd.circuits.draw.glyphs import LABELS
     from ncd.circuits.fielddocs import attach
     from ncd.circuits.kinds import KINDS
 
@@ -58,6 +60,10 @@ def test_field_descriptions_are_pydantics():
         for name, info in cls.model_fields.items():
             owner = next(b for b in cls.__mro__ if name in getattr(b, "__annotations__", {}))
             want = extract_docstrings_from_cls(owner, use_inspect=True).get(name)
+            kind = cls.model_fields["kind"].default if "kind" in cls.model_fields else None
+            if name == "label" and kind in LABELS:  # the shared words, then the kind's drawing
+                shared = want.split("; what the drawing makes")[0]
+                want = f"{shared}. {LABELS[kind]}"
             assert info.description == want, (cls.__name__, name)
             checked += want is not None
     assert checked > 100
