@@ -66,12 +66,21 @@ class _AttentionLike(BoxBase):
         ctx.unify(q.axis(self.head).size, k.axis(self.head).size, "k", f"size of {self.head}")
         ctx.unify(k.axis(self.key).size, v.axis(self.key).size, "v", f"size of {self.key}")
         if self.causal:
-            ctx.unify(
-                q.axis(self.query).size,
-                k.axis(self.key).size,
-                "k",
-                f"causal: size of {self.key} = size of {self.query}",
-            )
+            try:
+                ctx.unify(
+                    q.axis(self.query).size,
+                    k.axis(self.key).size,
+                    "k",
+                    f"causal: size of {self.key} = size of {self.query}",
+                )
+            except ShapeProblem as e:
+                e.hint = (
+                    f"causal pairs query t with keys s <= t, one key per query; for queries at "
+                    f"the end of a longer run of keys (decoding after a cache) give mask= a "
+                    f"keep-mask in place of causal=True: a `compare` box (fn 'le') of "
+                    f'b.positions("{self.key}") and b.positions("{self.query}", start=...)'
+                )
+                raise
         own = {self.query, self.key, self.head, self.value}
         qb = [a.name for a in q.axes if a.name not in own]
         for port, t in (("k", k), ("v", v)):

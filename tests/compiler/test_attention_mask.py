@@ -448,3 +448,22 @@ def test_the_mask_enters_on_its_own_named_stub():
 
     text = node_texts(ncd.render(_circuit("B S")), "box:att")
     assert "mask" in text and "◗◁◗" in text
+
+
+def test_causal_with_fewer_queries_than_keys_says_how_to_mask_a_cache():
+    """A causal box wants one key per query; the error's hint builds the decoding mask from
+    positions, which gives a causal softmax over the whole run of keys for the last queries."""
+    b = Builder("decode", sizes={"B": 2, "T": 2, "S": 8, "K": 4, "V": 4})
+    q, k, v = b.input("q", "B T K"), b.input("k", "B S K"), b.input("v", "B S V")
+    with pytest.raises(BuildError, match="causal: size of S = size of T") as e:
+        b.attention(q, k, v, causal=True)
+    assert "a `compare` box (fn 'le')" in str(e.value) and 'b.positions("S")' in str(e.value)
+    start = b.input("start", "B", dtype="int64")
+    keys, queries = b.positions("S", dtype="int64"), b.positions("T", dtype="int64", start=start)
+    keep = b.box("compare", {"a": keys, "b": queries}, "keep", fn="le")
+    b.output("y", b.attention(q, k, v, mask=keep))
+    qs, ks, vs = _x(2, 2, 4, seed=1), _x(2, 8, 4, seed=2), _x(2, 8, 4, seed=3)
+    got = ncd_compile(b.build(), dtype=torch.float64)(qs, ks, vs, torch.tensor([6, 6]))
+    full = torch.softmax((qs @ ks.transpose(1, 2) / 2).masked_fill(
+        torch.arange(8) > torch.arange(6, 8)[:, None], NEG), -1) @ vs  # fmt: skip
+    torch.testing.assert_close(got, full)
