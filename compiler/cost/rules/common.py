@@ -169,9 +169,6 @@ class BoxView:
     def grad(self, port: str) -> bool:
         return self.grads.get(port, False)
 
-    def any_grad(self) -> bool:
-        return any(self.grads.values()) or bool(self.params)
-
     def sizes_of(self, t: TensorType, axes) -> Expr:
         return sympy.Mul(*[t.axis(a).size for a in axes]) if axes else sympy.Integer(1)
 
