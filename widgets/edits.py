@@ -157,10 +157,13 @@ def _candidates(kind: str, axes: tuple[str, ...]) -> list[dict]:
     ]
     options = [per_field.get(f, [None]) for f in required]
     guessed = {}
-    if kind == "linear_attention" and axes:
-        # The box reads its queries (the selection): their positions are the keys' too (the
-        # running state is causal over one sequence), and their last axis the features
-        # (q `B T H K`: query and key T, head K), where the default key S never fits.
+    if kind in ("linear_attention", "attention") and axes:
+        # The box reads its queries (the selection): their positions are the keys' too (a
+        # linear attention's running state is causal over one sequence; a softmax attention
+        # added on q attends over q's own sequence unless its keys are renamed), and their
+        # last axis the features (q `B T H K`: query and key T, head K). The default key S
+        # is on no wire yet: guessed, a self-attention's k and v wired from projections of
+        # the same x were refused only once the last of them was wired, for port k.
         seq = _sequence_axis(axes)
         guessed = {"query": seq, "key": seq, "head": last}
     return [{**guessed, **dict(zip(required, combo))} for combo in itertools.product(*options)][:12]

@@ -433,6 +433,26 @@ def test_add_box_wires_the_chosen_ports_and_guesses_the_keys_axis():
         panels.check_draft(edits.set_output(got, "y", "linear_attention"))
 
 
+def test_attention_from_the_palette_attends_over_its_queries_sequence():
+    """Trial (a new user's multi-head attention): `attention` added on q (B T H K) kept the
+    default key S, on no wire; k and v, projections of the same x, were taken one by one and
+    the last drag was refused for port k ("axis S not on the input"). Now the key axis is
+    q's sequence axis, as a linear attention's is, and the three drags make the block."""
+    b, _ = projections()
+    s = Studio(draft(b))
+    cv = s.canvas
+    cv.intent("add", kind="attention", after="box:q_proj")
+    assert cv.status_ok and "k v read nothing yet" in cv.status, cv.status
+    att = s.circuit.box("attention")
+    assert (att.query, att.key, att.head) == ("T", "T", "K") and att.inputs == {"q": "q_proj"}
+    cv.intent("connect", ref="k_proj", node="box:attention", port="")
+    cv.intent("connect", ref="v_proj", node="box:attention", port="")
+    assert cv.status_ok, cv.status
+    b, (q, k, v, _) = projections()
+    b.attention(q, k, v, key="T", name="attention")
+    assert same(s.circuit, draft(b))
+
+
 def test_a_palette_add_that_does_not_fit_leaves_its_fields_and_the_selection_in_the_form():
     """The fallback form keeps what the search chose and reads the selected box, not the last
     value (audit bug 1, second half)."""

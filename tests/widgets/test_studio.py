@@ -577,7 +577,9 @@ def test_the_text_of_a_draft_with_open_ports_reads_back():
     tok = b.input("tok", "B T D")
     b.output("y", b.linear(tok, "D", "D", name="linear"))
     studio = Studio(b.build())
-    studio.canvas.intent("add", kind="attention", after="box:linear")
+    # the kind's own key and head (not guessed from the wire): the box is written with no field
+    fields = {"key": "S", "head": "K"}
+    studio.canvas.intent("add", kind="attention", after="box:linear", fields=fields)
     assert edits_open(studio) == {"attention": ["k", "v"]}
     text = studio.text.value
     assert 'b.box("attention", {"q": linear})' in text
