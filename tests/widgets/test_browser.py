@@ -663,6 +663,62 @@ def test_the_form_shows_a_box_chosen_in_its_list_and_every_field_fits_the_column
     form.screenshot(path=str(ARTIFACTS / "form.png"))
 
 
+def test_a_block_title_is_not_under_its_collapse_toggle(step):
+    """Trial: the toggle drawn at a block's top left covered its title's first letters
+    (`−ated linear attention`). The title now starts after it."""
+    s = studio(step, 3)  # gla_block: the block "Gated linear attention", drawn open
+    pairs = s.evaluate(
+        """el => [...el.querySelectorAll('g.cluster')].map((g) => {
+          const t = el.querySelector(`.ncd-toggle[data-path="${CSS.escape(g.id)}"] rect`);
+          const text = g.querySelector(':scope > text');
+          return t && text && [t.getBoundingClientRect().right,
+                               text.getBoundingClientRect().left, g.id];
+        }).filter(Boolean)"""
+    )
+    assert pairs and all(right <= left for right, left, _ in pairs), pairs
+
+
+def test_the_palette_search_shows_the_value_it_matched_and_says_when_none_does(step):
+    """Trial: `gla` found `linear_attention variant gla`, drawn on one line past the palette's
+    edge (it read `linear_attention variant`); `transformer` left an empty list, and Enter
+    did nothing, without a word."""
+    s = studio(step, 3)
+    search = s.locator(".ncd-search")
+    search.fill("gla")
+    row = s.locator(".ncd-kind").first
+    assert row.get_attribute("data-kind") == "linear_attention"
+    choice = row.locator(".ncd-choice")
+    assert choice.inner_text().strip() == "variant gla"
+    palette = s.locator(".ncd-palette-list").bounding_box()
+    shown = choice.bounding_box()
+    assert shown["x"] + shown["width"] <= palette["x"] + palette["width"], (shown, palette)
+    assert row.evaluate("el => el.scrollWidth <= el.clientWidth")
+    search.fill("transformer")
+    s.locator(".ncd-nomatch:has-text('transformer')").wait_for()
+    assert s.locator(".ncd-kind").count() == 0
+    search.fill("")
+    assert s.locator(".ncd-nomatch").count() == 0 and s.locator(".ncd-kind").count() > 40
+
+
+def test_the_toolbar_wraps_a_field_with_its_button(step):
+    """Trial: in a narrow notebook the toolbar wrapped between the input's fields and
+    `+ input` (the fields ended one row, the button began the next). Each field now wraps
+    with the button it feeds."""
+    s = studio(step, 3)
+    s.evaluate("el => { el.style.width = '560px'; }")
+    try:
+        rows = s.evaluate(
+            """el => [...el.querySelectorAll('.ncd-toolbar .ncd-group')].map((g) =>
+                 [...g.children].map((c) => Math.round(c.getBoundingClientRect().top)))"""
+        )
+        tops = {top for group in rows for top in group}
+        assert len(tops) > 1, rows  # the toolbar does wrap at this width
+        assert all(max(g) - min(g) <= 2 for g in rows), rows
+        assert s.locator(".ncd-group:has(.ncd-input-axes) .ncd-add-input").count() == 1
+    finally:
+        s.evaluate("el => { el.style.width = ''; }")
+
+
 def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_ends(step):
     """Audit bug 1, end to end: `gla` searched with q_proj selected adds a linear attention
     reading q_proj (key T: the wire's sequence axis); k, v and g are loose ends, wired by a

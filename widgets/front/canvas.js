@@ -34,6 +34,7 @@ function callId(g) {
 }
 
 const READABLE = 0.75;  // the scale at which wire labels (8 pt) read, at 8 px
+const TOGGLE_ROOM = 11;  // a block's collapse toggle: 11 units wide, from 1 unit in
 
 function render({ model, el }) {
   el.classList.add("ncd-studio");
@@ -75,9 +76,12 @@ function render({ model, el }) {
     class: "ncd-add-sub",
     title: "a new subcircuit reading the selected box's result, called here and opened",
   }, "+ subcircuit");
-  const toolbar = h("div", { class: "ncd-toolbar" }, crumbs, name, title, undo, redo, fit, zoom,
-    h("span", { class: "ncd-sep" }), inName, inAxes, addIn, outName, addOut, del,
-    h("span", { class: "ncd-sep" }), subName, addSub);
+  // A field and the button it feeds wrap as one: a toolbar narrower than one row put the
+  // input's name and axes at the end of a row and `+ input` at the start of the next.
+  const group = (...items) => h("span", { class: "ncd-group" }, ...items);
+  const toolbar = h("div", { class: "ncd-toolbar" }, crumbs, name, title, group(undo, redo),
+    group(fit, zoom), h("span", { class: "ncd-sep" }), group(inName, inAxes, addIn),
+    group(outName, addOut), del, h("span", { class: "ncd-sep" }), group(subName, addSub));
   name.addEventListener("change", () => send("rename", { name: name.value.trim() }));
   title.addEventListener("change", () => send("retitle", { title: title.value }));
   // Enter applies them as every other field does: leaving the field (its change), with the
@@ -162,7 +166,13 @@ function render({ model, el }) {
     const q = search.value.trim().toLowerCase();
     list.replaceChildren();
     if (q) {
-      for (const m of matches(q)) list.append(row(m.item, m.field, m.value));
+      const found = matches(q);
+      for (const m of found) list.append(row(m.item, m.field, m.value));
+      // an empty list said nothing, and Enter did nothing: say why
+      if (!found.length) {
+        list.append(h("div", { class: "ncd-nomatch" },
+          `no box kind or field value matches “${search.value.trim()}”`));
+      }
       return;
     }
     let family = "";
@@ -339,6 +349,11 @@ function render({ model, el }) {
       if (t) t.remove();
     }
     for (const g of svg.querySelectorAll("g.cluster title, g.node title")) g.remove();
+    // A block's title starts where its collapse toggle is drawn (the frame's top left): it
+    // moves right by the toggle's width, or the toggle hides its first letters.
+    for (const t of svg.querySelectorAll("g.cluster > text[text-anchor='start']")) {
+      t.setAttribute("x", String(Number(t.getAttribute("x")) + TOGGLE_ROOM));
+    }
     measure(svg);
     decorate();
     place();
