@@ -40,7 +40,23 @@ class Files:
 
     @_guarded
     def _apply_json(self) -> None:
-        self.edit(lambda _: io.loads(self.json_text.value), "applied JSON")
+        kept = self._json_shown
+        self._json_shown = self.json_text.value  # taken: the redraw shows the circuit's JSON
+        if self.edit(lambda _: io.loads(self.json_text.value), "applied JSON"):
+            self._json_cleared()
+        else:
+            self._json_shown = kept  # not taken: the text stays, as typed
+
+    @_guarded
+    def _discard_json(self) -> None:
+        """Drop JSON typed in the JSON tab that was not applied: it shows the circuit's."""
+        self._json_shown = self.json_text.value = io.dumps(self.circuit)
+        self._json_cleared()
+        self._show([], f"discarded the JSON changes: the JSON tab shows {self._here()}")
+
+    def _json_cleared(self) -> None:
+        self.json_status.value = ""
+        self.discard_json_button.layout.display = "none"
 
     def _reset_confirm(self) -> None:
         self._confirm_save = ""

@@ -240,7 +240,9 @@ class DiagramIntents:
         )
 
     def _on_rename(self, name: str) -> None:
-        self.edit_here(lambda c: edits.rename_circuit(c, name=name), f"renamed to {name}")
+        # the name quoted in a refusal: an empty one read `could not rename to: ...`
+        attempt = f"rename the circuit to {name!r}"
+        self.edit_here(lambda c: edits.rename_circuit(c, name=name), f"renamed to {name}", attempt)
 
     def _on_retitle(self, title: str) -> None:
         self.edit_here(lambda c: edits.rename_circuit(c, title=title), "changed the title")

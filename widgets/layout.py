@@ -105,12 +105,25 @@ class StudioLayout:
         self.json_text = w.Textarea(layout=w.Layout(width="100%", height="360px"))
         self.apply_json_button = button(description="apply JSON", button_style="primary")
         self.apply_json_button.on_click(lambda _: self._apply_json())
+        # JSON typed there and not applied stays until it is applied or discarded
+        self.json_status = w.HTML()
+        self.discard_json_button = w.Button(  # a layout of its own: it is hidden and shown
+            description="discard JSON changes", icon="times", layout=w.Layout(width="auto")
+        )
+        self.discard_json_button.on_click(lambda _: self._discard_json())
+        self.discard_json_button.layout.display = "none"
         self.tabs = w.Tab(
             [
                 self.messages,
                 w.VBox([w.HBox([self.sizes, self.default_sizes_button]), self.cost]),
                 self.code,
-                w.VBox([self.json_text, self.apply_json_button]),
+                w.VBox(
+                    [
+                        self.json_status,
+                        self.json_text,
+                        w.HBox([self.apply_json_button, self.discard_json_button]),
+                    ]
+                ),
             ],
             titles=TABS,
             selected_index=0,  # the others are computed when shown, never on every edit

@@ -89,6 +89,7 @@ class Studio(StudioLayout, Views, TextView, Selection, DiagramIntents, FormPanel
         self._confirm_save = ""  # a path the user was asked about overwriting
         self._text_shown = ""  # the circuit's text, as the text view last showed it
         self._text_error = ""  # why the text typed there was not taken ("" once it was)
+        self._json_shown = ""  # the circuit's JSON, as the JSON tab last showed it
         self.form: BoxForm | None = None
         self._editing = ""  # the box the form shows (its fields apply on Enter)
         self._editing_scope: tuple[str, ...] = ()  # where that box is

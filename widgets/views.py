@@ -123,7 +123,17 @@ class Views:
         if tab == "Messages":
             return
         if tab == "JSON":
-            self.json_text.value = io.dumps(self.circuit)
+            if self.json_text.value != self._json_shown:
+                # typed there and not applied: rewriting it would lose it (a refused apply,
+                # then any edit, used to)
+                self.json_status.value = (
+                    '<div class="ncd-json-kept" style="color:#c62828">the JSON below was typed '
+                    "here and not applied, and is not the circuit's: apply JSON takes it, "
+                    "discard JSON changes shows the circuit's</div>"
+                )
+                self.discard_json_button.layout.display = ""
+                return
+            self._json_shown = self.json_text.value = io.dumps(self.circuit)
             return
         try:
             sizes = panels.parse_sizes(self.sizes.value)

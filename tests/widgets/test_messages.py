@@ -82,6 +82,8 @@ def test_every_way_of_making_a_mistake_is_told_in_the_users_words():
     said(studio, f"output 'o.k', field 'name': {NAME_RULE}", "(found 'o.k')")
     cv.intent("rename", name="a.b")
     said(studio, f"circuit, field 'name': {NAME_RULE}", "(found 'a.b')")
+    cv.intent("rename", name="")  # the toolbar's name field emptied: said as typed
+    said(studio, "could not rename the circuit to '': the circuit is unchanged")
     cv.intent("select", path="box:q_proj")
     studio.form.fields["out"][1].value = "H K!"  # the form
     said(studio, f"box 'q_proj' (linear), field 'out', item 2: {AXIS_RULE} (found 'K!')")

@@ -165,6 +165,35 @@ def test_json_panel_round_trip():
         assert "unchanged" in errors(studio) and studio.circuit is edited
 
 
+def test_json_not_applied_is_kept_until_applied_or_discarded():
+    """Trial: JSON typed in its tab and refused on apply was rewritten, lost, by the next
+    edit of the circuit while the tab was open. It stays, saying it is not the circuit's."""
+    studio = Studio(base())
+    shown(studio, "JSON")
+    draft = studio.json_text.value.replace('"linear"', '"linaer"')
+    studio.json_text.value = draft
+    studio.apply_json_button.click()
+    assert "unchanged" in errors(studio) and studio.json_text.value == draft
+    studio.canvas.intent("add", kind="unary", after="box:proj")  # an edit: taken
+    assert studio.canvas.status_ok and "unary" in {b.name for b in studio.circuit.boxes}
+    assert studio.json_text.value == draft
+    assert "not applied" in studio.json_status.value
+    assert studio.discard_json_button.layout.display == ""
+    studio.discard_json_button.click()
+    assert json.loads(studio.json_text.value) == io.to_dict(studio.circuit)
+    assert studio.json_status.value == "" and studio.discard_json_button.layout.display == "none"
+    studio.canvas.intent("undo")  # the JSON tab follows the circuit again
+    assert json.loads(studio.json_text.value) == io.to_dict(base())
+    # a draft that is applied is taken, and the tab shows the circuit's own JSON after it
+    data = json.loads(studio.json_text.value)
+    data["boxes"][0]["out"], data["sizes"]["G"] = ["G"], 3
+    studio.json_text.value = json.dumps(data)
+    studio.apply_json_button.click()
+    assert studio.circuit.box("proj").out == ("G",), studio.canvas.status
+    assert json.loads(studio.json_text.value) == io.to_dict(studio.circuit)
+    assert studio.json_status.value == ""
+
+
 def test_save_and_load_file(tmp_path):
     path = tmp_path / "block.json"
     studio = Studio(base())
