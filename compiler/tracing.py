@@ -27,6 +27,8 @@ import torch
 from torch import fx, nn
 from torch.fx.node import map_aggregate
 
+from .in_place import IN_PLACE_OPERATORS, SHARED, changes_in_place, overlapping
+
 _UNKNOWN = object()
 """The value of a node that could not be run while tracing (the proxy then answers as fx's)."""
 _CONCRETE = ("dtype", "device", "ndim", "is_cuda")
@@ -124,6 +126,23 @@ class _Proxy(fx.Proxy):
             if isinstance(v, torch.Tensor):
                 return getattr(v, k)
         return _Attribute(self, k)
+
+
+def _augmented(op):
+    """`x += y` on a traced tensor: one node of the in-place operator (fx's proxy has none,
+    so Python would record `x = x + y`, and a tensor sharing x's memory would keep the old
+    value); on a traced number (a size), Python's fallback to the plain operator."""
+
+    def method(self, other):
+        if not isinstance(self._value(), torch.Tensor):
+            return NotImplemented
+        return self.tracer.create_proxy("call_function", op, (self, other), {})
+
+    return method
+
+
+for _op in IN_PLACE_OPERATORS:
+    setattr(_Proxy, f"__{_op.__name__}__", _augmented(_op))
 
 
 class _Attribute(_Proxy, fx.proxy.Attribute):
@@ -379,8 +398,12 @@ class _Values(fx.Interpreter):
         self.values: dict[fx.Node, Any] = {}
 
     def run_node(self, n):
-        if n.op == "call_method" and str(n.target).endswith("_") and n.args:
-            self.keep_before(self.values.get(n.args[0]))
+        # (the tensor as the run holds it: an earlier change's recorded value is a copy)
+        first = self.env.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
+        if changes_in_place(n, self.module, first):
+            # the values still to be read (the run drops the others) that it will change
+            n.meta[SHARED] = overlapping(first, {m: v for m, v in self.env.items() if m is not n})
+            self.keep_before(first)
         v = super().run_node(n)
         self.values[n] = v
         return v

@@ -15,7 +15,8 @@ from ncd.circuits.builder import Wire
 from ncd.circuits.errors import BuildError
 
 from ..errors import TorchImportError
-from .common import _dtype, _is_t, _num, _op, _Unmapped
+from ..in_place import IN_PLACE_OPERATORS, SHARED
+from .common import _dtype, _is_t, _num, _Unmapped
 from .reshape import EINOPS_FNS
 from .tables import (
     _BINARY,
@@ -27,6 +28,9 @@ from .tables import (
     _COMPOSED_OPTIONS,
     _FIELDS,
     _LAYER_FNS,
+    _LOGICAL_ANY,
+    _LOGICAL_FNS,
+    _LOGICAL_METHODS,
     _MOVES,
     _PAIRWISE,
     _REDUCTIONS,
@@ -36,17 +40,6 @@ from .tables import (
     _UNARY_METHODS,
     imports,
 )
-
-_ALIASES = {"view", "reshape", "permute", "transpose", "expand", "expand_as", "squeeze",
-            "unsqueeze", "flatten", "unflatten", "narrow", "select", "t", "view_as",
-            "swapaxes", "movedim", "chunk", "split", "unbind", "detach", "contiguous"}  # fmt: skip
-"""Methods whose result may share memory with their input (an in-place op on it mutates
-both)."""
-
-
-def _aliases(m: fx.Node) -> bool:
-    """Whether node m's result may share memory with its first argument."""
-    return _op(m) in _ALIASES or m.target is operator.getitem
 
 
 class _Calls:
@@ -70,6 +63,9 @@ class _Calls:
             raise _Unmapped
         if fn in _COMMON_FNS:
             return self.common(n, _COMMON_FNS[fn])
+        if fn in _LOGICAL_FNS or fn in _LOGICAL_ANY:
+            op = _LOGICAL_FNS.get(fn) or _LOGICAL_ANY[fn]
+            return self.logical(n, op, n.args, of_any=fn in _LOGICAL_ANY)
         if fn in (torch.div, torch.true_divide, torch.floor_divide, operator.floordiv):
             return self.binary(n, self.division(n, fn.__name__), n.args[0], n.args[1])
         if fn in _BINARY:
@@ -148,10 +144,10 @@ class _Calls:
 
     @imports("reduce")
     def map_method(self, n, meth):
-        if meth.endswith("_") and meth != "__getitem__":
-            return self.in_place(n, meth)
         if meth in ("div", "true_divide", "floor_divide"):
             return self.binary(n, self.division(n, meth), n.args[0], n.args[1])
+        if meth in _LOGICAL_METHODS:
+            return self.logical(n, *_LOGICAL_METHODS[meth][:1], n.args, _LOGICAL_METHODS[meth][1])
         if meth in _BINARY_METHODS:
             return self.alpha(n, _BINARY_METHODS[meth], n.args[0], n.args[1])
         if meth == "roll":
@@ -300,34 +296,6 @@ class _Calls:
             return self.pad(n)
         raise _Unmapped
 
-    def stale_view(self, n, y) -> tuple[fx.Node, fx.Node, str] | None:
-        """(a tensor sharing y's memory, a node reading it after n, what it is to y) where
-        in-place node n changes y and such a tensor made before n is read after it: a view of y
-        (or of one of y's earlier in-place results), a view of that view, or a tensor y is a
-        view of; else None. A view made after n reads the new value, as the wire rebound to
-        n's result gives it."""
-        order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
-        at = order[n]
-        same = set(self.same_tensor.get(y, [y]))
-        shared: dict[fx.Node, str] = {}
-        todo = list(same)
-        while todo:
-            m = todo.pop()
-            kin = "a tensor sharing its memory"
-            base = m.args[0] if _aliases(m) and m.args else None
-            if _is_t(self, base) and base not in same and base not in shared:  # (a tuple's
-                shared[base] = "the tensor it is a view of" if m in same else kin  # item,
-                todo.append(base)  # `topk(x)[1]`, is no view of the tuple's others)
-            for u in m.users:
-                if u is not n and _aliases(u) and order[u] < at and u not in same | set(shared):
-                    shared[u] = "a view of it made before" if m in same else kin
-                    todo.append(u)
-        for v, role in shared.items():
-            late = [u for u in v.users if u is not n and order[u] > at]
-            if late:
-                return v, min(late, key=order.get), role
-        return None
-
     def division(self, n, name: str) -> str:
         """The binary op of a division: `div` (true division), or `floordiv` for
         `rounding_mode="floor"`, `floor_divide` and `//`; truncation stays opaque."""
@@ -337,27 +305,39 @@ class _Calls:
             raise _Unmapped
         return "div" if mode is None else "floordiv"
 
-    def in_place(self, n, meth: str) -> Wire:
-        """`y.add_(z)`, `y.relu_()`, ...: the op out of place (an opaque box on a copy of y
-        where it has none), and y rebound to its result, so that readers of y after it read
-        the new value as in PyTorch (an input or a held tensor changed in place is not changed
-        for the caller); where a tensor sharing y's memory (a view of y made before the change,
-        or the tensor y is a view of) is read after it, the import stops with that reason."""
-        y = n.args[0] if n.args else None
-        if not isinstance(y, fx.Node) or y in self.islands:
+    def in_place(self, n) -> Wire:
+        """`y.add_(z)`, `y += z`, `torch.relu_(y)`, `F.relu(y, inplace=True)`, a layer made
+        with `inplace=True`: the op out of place (an opaque box on a copy of y where it has
+        none), and y rebound to its result, so that readers of y after it read the new value
+        as in PyTorch (an input or a held tensor changed in place is not changed for the
+        caller); where a tensor sharing elements of y's memory (a view of y made before the
+        change, or the tensor y is a view of) is read after it, the import stops with that
+        reason."""
+        y = n.args[0]
+        if y in self.islands:
             raise _Unmapped
-        if (stale := self.stale_view(n, y)) is not None:
+        mark = self._mark()
+        try:
+            if n.op == "call_method":
+                out = self.map_method(n, n.target[:-1])
+            elif n.op == "call_module":
+                out = self.map_module(n, self.gm.get_submodule(n.target))
+            else:
+                out = self.map_function(n, _out_of_place(n.target))
+        except (_Unmapped, BuildError):
+            self._undo(mark)
+            self.units.pop(n, None)
+            out = None
+        # (an op that maps to y's own wire, dropout off, changes nothing)
+        if (out is None or out is not self.wires[y]) and (stale := self.stale(n, y)):
             other, reader, role = stale
             raise TorchImportError(
-                f"`{meth}` changes a tensor in place while {role} (node {other.name}) is read "
-                f"after the change (by node {reader.name}): a circuit has no shared memory to "
-                "follow the change (expected no reader of a view after it; write it out of "
-                "place, or keep the submodule whole)"
+                f"{_in_place_name(self.gm, n)} changes a tensor in place while {role} (node "
+                f"{other.name}) is read after the change (by node {reader.name}): a circuit "
+                "has no shared memory to follow the change (expected no reader of memory it "
+                "shares after the change; write it out of place, or keep the submodule whole)"
             )
-        try:
-            out = self.map_method(n, meth[:-1])
-        except (_Unmapped, BuildError):
-            out = self.opaque(n)
+        out = self.opaque(n) if out is None else out
         same = self.same_tensor.setdefault(self.same_tensor.get(y, [y])[0], [y])
         same.append(n)  # y, and each in-place result of it: one tensor, all read the new value
         for m in same:
@@ -365,3 +345,77 @@ class _Calls:
             self.wires[m] = out
             self.units[m] = self.units.get(n, ())
         return out
+
+    def stale(self, n, y) -> tuple[fx.Node, fx.Node, str] | None:
+        """(a tensor sharing elements with y's, a node reading it after n, what it is to y)
+        where in-place node n changes y and such a tensor, made before n, is read after it
+        for its values (its shape alone is the same): a view of y, the tensor y is a view of,
+        a view of that; else None. The example run found them (`SHARED`): a copy
+        (`y[:, [0, 2]]`) or a slice of other elements shares none. A view made after n reads
+        the new value, as the wire rebound to n's result gives it."""
+        order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
+        same = set(self.same_tensor.get(y, [y]))
+        for v in n.meta.get(SHARED, ()):
+            late = [u for u in v.users if order[u] > order[n] and not _reads_shape(u)]
+            if v not in same and late:
+                role = (
+                    "the tensor it is a view of" if _reaches(v, y, order)
+                    else "a view of it made before" if _reaches(y, v, order)
+                    else "a tensor sharing its memory"
+                )  # fmt: skip
+                return v, min(late, key=order.get), role
+        return None
+
+
+def _out_of_place(fn):
+    """The function an in-place call applies: `operator.add` for `+=`, `torch.relu` for
+    `torch.relu_`, itself for one called with `inplace=True`."""
+    if fn in IN_PLACE_OPERATORS:
+        return IN_PLACE_OPERATORS[fn]
+    name = getattr(fn, "__name__", "")
+    if name.endswith("_"):
+        for mod in (torch, F):
+            if callable(plain := getattr(mod, name[:-1], None)):
+                return plain
+        raise _Unmapped
+    return fn
+
+
+_SYMBOLS = {operator.iadd: "+=", operator.isub: "-=", operator.imul: "*=",
+            operator.itruediv: "/=", operator.ifloordiv: "//=", operator.imod: "%=",
+            operator.ipow: "**=", operator.iand: "&=", operator.ior: "|=", operator.ixor: "^=",
+            operator.ilshift: "<<=", operator.irshift: ">>="}  # fmt: skip
+
+
+def _in_place_name(gm, n: fx.Node) -> str:
+    """An in-place call as the model's code writes it: `add_`, `+=`, `torch.relu_`,
+    `torch.nn.functional.relu(inplace=True)`, `relu` (ReLU(inplace=True))."""
+    if n.op == "call_method":
+        return f"`{n.target}`"
+    if n.op == "call_module":
+        return f"`{n.target}` ({gm.get_submodule(n.target)!r})"
+    if n.target in _SYMBOLS:
+        return f"`{_SYMBOLS[n.target]}`"
+    name = getattr(n.target, "__name__", "op")
+    mod = "torch" if getattr(torch, name, None) is n.target else "torch.nn.functional"
+    return f"`{mod}.{name}`" if name.endswith("_") else f"`{mod}.{name}(inplace=True)`"
+
+
+def _reads_shape(u: fx.Node) -> bool:
+    """Whether node u reads what a tensor is (`x.shape`, `x.size(1)`), not its values."""
+    if u.op == "call_function" and u.target is getattr:
+        return u.args[1] in ("shape", "dtype", "device", "ndim")
+    return u.op == "call_method" and u.target in ("size", "dim")
+
+
+def _reaches(a: fx.Node, b: fx.Node, order: dict) -> bool:
+    """Whether node b is computed from node a."""
+    seen, todo = set(), [b]
+    while todo:
+        m = todo.pop()
+        if m is a:
+            return True
+        if m not in seen and order[m] > order[a]:
+            seen.add(m)
+            todo += m.all_input_nodes
+    return False

@@ -150,6 +150,7 @@ def _target_name(gm, n: fx.Node) -> str:
     if n.op == "call_method":
         return f"torch.Tensor.{n.target}"
     mod = getattr(n.target, "__module__", None) or "torch"
+    mod = "operator" if mod == "_operator" else mod  # (`operator.iadd`, as code imports it)
     return f"{mod}.{getattr(n.target, '__qualname__', getattr(n.target, '__name__', 'op'))}"
 
 

@@ -19,6 +19,7 @@ from ncd.circuits.errors import BuildError
 
 from .. import attached
 from ..errors import TorchImportError
+from ..in_place import changes_in_place
 from ..names import scope_names
 from ..passes import live_boxes
 from .attention import _Attention
@@ -465,6 +466,9 @@ class _Importer(
 
     # -- mapping one node
     def map(self, n: fx.Node):
+        first = self.values.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
+        if changes_in_place(n, self.gm, first):
+            return self.in_place(n)
         if n.op == "call_module":
             return self.map_module(n, self.gm.get_submodule(n.target))
         if n.op == "call_function":

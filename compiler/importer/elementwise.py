@@ -278,6 +278,32 @@ class _Elementwise:
         return ("wire", self.elementwise(n, fn, ops, self.shape(c), "cond", make=make, bare=True),
                 self.shape(c))  # fmt: skip
 
+    def logical(self, n, op: str, operands, of_any: bool) -> Wire:
+        """A logical op of boolean tensors (`of_any`: of tensors of any type, nonzero
+        meaning true, as torch.logical_and takes them): not as the negated condition (a
+        comparison as the opposite one, `~(x > 0)`: x <= 0), and and or as a binary minimum
+        and maximum (labelled so), xor as a compare box (a != b). A bitwise op of integers
+        stays opaque."""
+        if not all(_is_t(self, a) for a in operands):
+            raise _Unmapped  # (a Python bool)
+        if not of_any and any(self.values[a].dtype != torch.bool for a in operands):
+            raise _Unmapped
+        if op == "not":
+            w, units = self.condition(n, operands[0], negate=True)[1]
+            self.units[n] = units
+            return w
+        ops = [self.operand(a) if self.values[a].dtype == torch.bool
+               else self.condition(n, a, negate=False) for a in operands]  # fmt: skip
+
+        def make(wires, name):
+            a, b = wires
+            if op == "xor":
+                return self.b.box("compare", {"a": a, "b": b}, name, fn="ne")
+            fn = "minimum" if op == "and" else "maximum"
+            return self.b.box("binary", {"a": a, "b": b}, name, fn=fn, label=op)
+
+        return self.elementwise(n, op, ops, self.shape(n), make=make)
+
     def composed(self, n, x: Wire, kind: str, *opts) -> Wire:
         """An activation as the boxes of its definition: leaky ReLU with slope a as max(x, a x)
         (min for a > 1), hardtanh as a clamp, hardsigmoid as clamp(x / 6 + 1/2, 0, 1), mish as

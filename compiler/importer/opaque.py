@@ -14,6 +14,7 @@ from ncd.circuits.errors import BuildError
 
 from .. import tracing
 from ..errors import TorchImportError
+from ..in_place import changes_in_place
 from .common import _dtype, _flat, _is_t, _Lazy, _target_name, _Unmapped
 from .tables import imports
 
@@ -46,9 +47,14 @@ class _Replay(nn.Module):
     """Runs traced nodes again (one, or a region of them in graph order), with new values
     for the tensors they read."""
 
-    def __init__(self, gm, nodes: list[fx.Node], tensors, consts, pick=None, bools=()):
+    def __init__(self, gm, nodes: list[fx.Node], tensors, consts, pick=None, bools=(),
+                 in_place=False):  # fmt: skip
         super().__init__()
         self.consts = consts
+        # the first node changes its first argument in place (`add_`, `F.elu(x,
+        # inplace=True)`): it works on a copy, as the box's input is another box's output,
+        # which others may read
+        self.in_place = in_place
         self.steps = [(m, m.op, m.target, m.args, m.kwargs) for m in nodes]
         self.tensors = tensors
         self.pick = pick  # a tuple result: the paths of its tensors, the box's outputs
@@ -73,6 +79,8 @@ class _Replay(nn.Module):
         for node, op, target, args, kwargs in self.steps:
             args = fx.node.map_arg(args, lambda a: env[a])
             kwargs = fx.node.map_arg(kwargs, lambda a: env[a])
+            if self.in_place and node is self.steps[0][0]:
+                args = (args[0].clone(), *args[1:])
             if op == "get_attr":
                 name, dtype = self.held[node]
                 t = getattr(self, name)
@@ -83,16 +91,9 @@ class _Replay(nn.Module):
             elif op == "call_module":
                 out = next(mods)(*args, **kwargs)
             elif op == "call_method":
-                # `view` -> `reshape`: the circuit does not keep `contiguous()` calls; an
-                # in-place method (`add_`) works on a copy: the box's input is another box's
-                # output, which others may read
+                # `view` -> `reshape`: the circuit does not keep `contiguous()` calls
                 method = "reshape" if target == "view" else target
-                this = (
-                    args[0].clone()
-                    if method.endswith("_") and node is self.steps[0][0]
-                    else (args[0])
-                )
-                out = getattr(this, method)(*args[1:], **kwargs)
+                out = getattr(args[0], method)(*args[1:], **kwargs)
             else:
                 out = target(*args, **kwargs)
             env[node] = out
@@ -152,7 +153,9 @@ class _Opaque:
         whole = None if not isinstance(v, (tuple, list)) else pick
         # a comparison's wire holds 0 and 1 in a float type where the node read booleans
         bools = tuple(i for i, a in enumerate(tensors) if self.values[a].dtype == torch.bool)
-        self.callables[name] = _Replay(self.gm, region, tensors, consts, whole, bools)
+        first = self.values.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
+        changes = len(region) == 1 and changes_in_place(n, self.gm, first)
+        self.callables[name] = _Replay(self.gm, region, tensors, consts, whole, bools, changes)
         held = sum(p.numel() for p in self.callables[name].parameters())
         if held:  # (a layer ncd does not map, such as nn.LSTM)
             warnings.warn(

@@ -147,6 +147,21 @@ _FIELDS = {"values": 0, "indices": 1}
 _PAIRWISE = {"max": "maximum", "min": "minimum"}
 """torch.max(a, b) and torch.min(a, b) of two tensors: elementwise."""
 
+_LOGICAL_FNS = {
+    operator.and_: "and", operator.or_: "or", operator.xor: "xor", operator.invert: "not",
+    torch.bitwise_and: "and", torch.bitwise_or: "or", torch.bitwise_xor: "xor",
+    torch.bitwise_not: "not",
+}  # fmt: skip
+"""`a & b`, `a | b`, `a ^ b`, `~a` and torch's bitwise functions: logical ops of booleans
+(bitwise ones of integers stay opaque) -> the op."""
+_LOGICAL_ANY = {torch.logical_and: "and", torch.logical_or: "or", torch.logical_xor: "xor",
+                torch.logical_not: "not"}  # fmt: skip
+"""torch's logical functions, of tensors of any type (nonzero: true) -> the op."""
+_LOGICAL_METHODS = {
+    **{f"bitwise_{op}": (op, False) for op in ("and", "or", "xor", "not")},
+    **{f"logical_{op}": (op, True) for op in ("and", "or", "xor", "not")},
+}
+"""Tensor methods of logical ops -> (the op, whether of tensors of any type)."""
 _NEGATED = {"eq": "ne", "ne": "eq", "lt": "ge", "ge": "lt", "gt": "le", "le": "gt"}
 _NOTS = (operator.invert, torch.logical_not, torch.bitwise_not)
 _COMPARISONS = {f: op for f, op in _BINARY.items() if op in _NEGATED}

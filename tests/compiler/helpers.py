@@ -6,7 +6,7 @@ import torch
 
 from ncd.circuits.builder import Builder
 from ncd.compiler import compile as ncd_compile
-from ncd.compiler import examples
+from ncd.compiler import examples, from_torch
 
 
 def example_inputs(checked, seed=0, dtype=torch.float64, requires_grad=False):
@@ -86,3 +86,46 @@ def same_with_rewrites(circuit, rewrites, patch=None, exact=True, **options):
     for n, g in zip(na, ga[k:]):
         assert eq(g, order[n]), n
     return fused
+
+
+def rand64(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def same_import(model, *xs, rtol=1e-10, atol=1e-10):
+    """The circuit imported from `model` (float64), after checking that its compiled module
+    gives the model's outputs and the gradients of a random weighting of them with respect to
+    the float inputs and to every parameter (found in the compiled module by its value)."""
+    model = model.double().eval()
+    circuit = from_torch(model, tuple(xs))
+    compiled = ncd_compile(circuit, dtype=torch.float64).eval()
+    check_import(model, compiled, xs, rtol, atol)
+    return circuit, compiled
+
+
+def check_import(model, compiled, xs, rtol=1e-10, atol=1e-10):
+    mine = [x.clone().requires_grad_(x.is_floating_point()) for x in xs]
+    theirs = [x.clone().requires_grad_(x.is_floating_point()) for x in xs]
+    got, want = compiled(*mine), model(*theirs)
+    torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
+    if not want.requires_grad:
+        return
+    w = rand64(*want.shape, seed=99)
+    params = dict(model.named_parameters())
+    held = dict(compiled.named_parameters())
+    pairs = {}
+    for name, p in params.items():  # the compiled parameter holding the same tensor
+        match = [k for k, q in held.items() if q.shape == p.shape and torch.equal(q, p)]
+        assert len(match) == 1, (name, match)
+        pairs[name] = match[0]
+    ins = [x for x in mine if x.requires_grad]
+    wrt = [*ins, *(held[pairs[k]] for k in params)]
+    g_got = torch.autograd.grad((got * w).sum(), wrt, allow_unused=True)
+    ins = [x for x in theirs if x.requires_grad]
+    wrt = [*ins, *params.values()]
+    g_want = torch.autograd.grad((want * w).sum(), wrt, allow_unused=True)
+    for a, b, t in zip(g_got, g_want, wrt, strict=True):  # (None: an input read for its shape)
+        zero = torch.zeros_like(t)
+        torch.testing.assert_close(zero if a is None else a, zero if b is None else b,
+                                   rtol=rtol, atol=atol)  # fmt: skip

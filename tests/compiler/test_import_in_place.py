@@ -1,0 +1,279 @@
+"""Import of in-place operators and of boolean masks combined by logical ops, each against the
+model it came from (outputs and gradients of the compiled import, float64): an in-place form
+imports to the circuit of its out-of-place form, and the import stops, naming the op and the
+tensor, only where memory shared with the changed tensor is read after the change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ncd.compiler import compile as ncd_compile
+from ncd.compiler import from_torch
+from ncd.compiler.errors import TorchImportError
+
+from .helpers import rand64, same_import
+
+
+class Two(nn.Module):
+    """`fn(self, x, y)` as a model of two inputs; `relu` an nn.ReLU(inplace=True)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn, self.relu = fn, nn.ReLU(inplace=True)
+
+    def forward(self, x, y):
+        return self.fn(self, x, y)
+
+
+def kinds(circuit) -> list[str]:
+    return sorted(b.kind for b in circuit.boxes)
+
+
+def _iadd(s, x, y):
+    z = x * 2
+    z += y
+    z *= 3.0
+    z -= x
+    z /= 2.0
+    return z
+
+
+def _relu_fn(s, x, y):
+    z = x * 2
+    torch.relu_(z)  # the result is not used: z itself changed
+    return z + y
+
+
+def _relu_method(s, x, y):
+    z = x * 2
+    z.relu_()
+    return z + y
+
+
+def _relu_module(s, x, y):
+    z = x * 2
+    s.relu(z)
+    return z + y
+
+
+def _relu_inplace_arg(s, x, y):
+    z = x * 2
+    F.relu(z, inplace=True)
+    return z + y
+
+
+def _add_mul(s, x, y):
+    z = x * 2
+    z.add_(y).mul_(y)
+    return z
+
+
+def _masked_fill(s, x, y):
+    z = x * 2
+    z.masked_fill_(y > 0, -1.0)
+    return z
+
+
+def _clamp(s, x, y):
+    z = x * 2
+    z.clamp_(min=-0.5, max=0.5)
+    return z + y
+
+
+def _leaky(s, x, y):
+    z = x * 2
+    F.leaky_relu_(z, 0.2)
+    return z + y
+
+
+def _hardtanh(s, x, y):
+    z = x * 2
+    F.hardtanh(z, -1.0, 1.0, True)
+    return z + y
+
+
+def _held_result(s, x, y):
+    z = x * 2
+    w = z  # one tensor, two names: w read after the change reads it changed
+    z += y
+    return w * z
+
+
+_OUT_OF_PLACE = {
+    _iadd: lambda s, x, y: ((x * 2 + y) * 3.0 - x) / 2.0,
+    _relu_fn: lambda s, x, y: torch.relu(x * 2) + y,
+    _relu_method: lambda s, x, y: torch.relu(x * 2) + y,
+    _relu_module: lambda s, x, y: torch.relu(x * 2) + y,
+    _relu_inplace_arg: lambda s, x, y: torch.relu(x * 2) + y,
+    _add_mul: lambda s, x, y: (x * 2 + y) * y,
+    _masked_fill: lambda s, x, y: (x * 2).masked_fill(y > 0, -1.0),
+    _clamp: lambda s, x, y: (x * 2).clamp(min=-0.5, max=0.5) + y,
+    _leaky: lambda s, x, y: F.leaky_relu(x * 2, 0.2) + y,
+    _hardtanh: lambda s, x, y: F.hardtanh(x * 2, -1.0, 1.0) + y,
+    _held_result: lambda s, x, y: (lambda z: z * z)(x * 2 + y),
+}
+
+
+@pytest.mark.parametrize("fn", list(_OUT_OF_PLACE), ids=lambda f: f.__name__.strip("_"))
+def test_an_in_place_form_imports_as_its_out_of_place_form(fn):
+    """The compiled import gives the model's outputs and gradients, and the circuit has the
+    boxes of the same code written out of place."""
+    x, y = rand64(2, 5, 3), rand64(2, 5, 3, seed=1)
+    circuit, _ = same_import(Two(fn), x, y)
+    plain, _ = same_import(Two(_OUT_OF_PLACE[fn]), x, y)
+    assert "opaque" not in kinds(circuit) and kinds(circuit) == kinds(plain)
+
+
+def test_an_input_changed_by_an_operator_is_read_changed_after():
+    """`x += y` on an input: the circuit's x is the sum from there on (the caller's x is left
+    as it was)."""
+
+    def fn(s, x, y):
+        x += y
+        return x * 2
+
+    x, y = rand64(2, 5, 3), rand64(2, 5, 3, seed=1)
+    circuit = from_torch(Two(fn).double(), (x.clone(), y))
+    got = ncd_compile(circuit, dtype=torch.float64)(x, y)
+    torch.testing.assert_close(got, (x + y) * 2)
+    assert kinds(circuit) == ["binary", "scale"]
+
+
+def _view_then_iadd(s, x, y):
+    z = x * 2
+    first = z[:, 0]  # a view of z, read after z changes
+    z += y
+    return first + z.sum(1)
+
+
+def _module_under_a_view(s, x, y):
+    z = x * 2
+    flat = z.view(-1)
+    s.relu(z)
+    return flat.sum() + y
+
+
+def _base_of_a_view(s, x, y):
+    z = x * 2
+    torch.relu_(z[:, 1:])  # changes the view, and z with it
+    return z + y
+
+
+@pytest.mark.parametrize(
+    "fn, what, other, reader",
+    [
+        (_view_then_iadd, r"`\+=`", r"a view of it made before \(node getitem\)", "add"),
+        (_module_under_a_view, r"`relu` \(ReLU\(inplace=True\)\)",
+         r"a view of it made before \(node view\)", "sum_1"),
+        (_base_of_a_view, "`torch.relu_`", r"the tensor it is a view of \(node mul\)", "add"),
+    ],
+)  # fmt: skip
+def test_a_tensor_changed_in_place_under_a_view_read_after_stops_the_import(
+    fn, what, other, reader
+):
+    x, y = rand64(2, 5, 3), rand64(2, 5, 3, seed=1)
+    with pytest.raises(TorchImportError, match=rf"{what} changes a tensor in place while "
+                       rf"{other} is read after the change \(by node {reader}\)"):  # fmt: skip
+        from_torch(Two(fn).double(), (x, y))
+
+
+def _disjoint_slices(s, x, y):
+    z = x * 2
+    head, tail = z[:, :2], z[:, 2:]  # head shares none of the elements tail's change writes
+    tail.relu_()
+    return head.sum(1) + tail.sum(1)
+
+
+def _advanced_index(s, x, y):
+    z = x * 2
+    picked = z[:, [0, 2]]  # a copy, not a view
+    z += y
+    return picked.sum(1) + z.sum(1)
+
+
+def _eval_dropout(s, x, y):
+    z = x * 2
+    flat = z.view(-1)
+    F.dropout(z, 0.5, training=False, inplace=True)  # changes nothing
+    return flat.sum() + y
+
+
+@pytest.mark.parametrize("fn", [_disjoint_slices, _advanced_index, _eval_dropout],
+                         ids=lambda f: f.__name__.strip("_"))  # fmt: skip
+def test_memory_shared_but_not_changed_imports(fn):
+    """A tensor sharing memory with the changed one, read after, where the change writes none
+    of its elements: the circuit's value is the model's."""
+    same_import(Two(fn), rand64(2, 5, 3), rand64(2, 5, 3, seed=1))
+
+
+def test_an_in_place_op_that_stays_opaque_leaves_the_tensor_it_reads_alone():
+    """An in-place form with no box (elu of another alpha) runs as an opaque box on a copy:
+    another box reading the same wire reads it unchanged."""
+
+    def fn(s, x, y):
+        z = x * 2
+        F.elu(z, alpha=0.5, inplace=True)
+        return z + y
+
+    x, y = rand64(2, 5, 3), rand64(2, 5, 3, seed=1)
+    model = Two(fn).double()
+    circuit = from_torch(model, (x, y))
+    assert kinds(circuit).count("opaque") == 1
+    torch.testing.assert_close(ncd_compile(circuit, dtype=torch.float64)(x, y), model(x, y))
+
+
+# -- boolean masks combined by logical ops
+def _and(s, x, y):
+    return torch.where((x > 0) & (y > 0), x, y)
+
+
+def _or_not(s, x, y):
+    return x.masked_fill(~((x > 0) | (y < 0)), 0.0)
+
+
+def _logical(s, x, y):
+    keep = torch.logical_and(x > 0, torch.logical_not(y > 0.5))
+    either = torch.logical_or(keep, torch.logical_xor(x < -1, y < -1))
+    return torch.where(either, x, y)
+
+
+def _as_float(s, x, y):
+    return ((x > 0) & (y > 0)).float() * x + (x > 1).logical_or(y > 1) * y
+
+
+def _in_place_mask(s, x, y):
+    m = x > 0
+    m &= y > 0
+    m |= x < -1
+    return torch.where(m, x, y)
+
+
+@pytest.mark.parametrize("fn", [_and, _or_not, _logical, _as_float, _in_place_mask],
+                         ids=lambda f: f.__name__.strip("_"))  # fmt: skip
+def test_boolean_masks_combined_by_logical_ops_are_boxes(fn):
+    x, y = rand64(2, 5, 3), rand64(2, 5, 3, seed=1)
+    circuit, _ = same_import(Two(fn), x, y)
+    assert "opaque" not in kinds(circuit)
+
+
+def test_and_or_of_masks_are_drawn_so():
+    x, y = rand64(2, 5, 3), rand64(2, 5, 3, seed=1)
+    circuit, _ = same_import(Two(_logical), x, y)
+    labels = sorted(b.label for b in circuit.boxes if b.kind == "binary")
+    assert labels == ["and", "or"]
+
+
+def test_bitwise_ops_of_integers_stay_opaque():
+    """`&` of integer tensors is bitwise, no minimum: an opaque box."""
+
+    class Bits(nn.Module):
+        def forward(self, x, i):
+            return x * (i & 6)
+
+    x, i = rand64(2, 5), torch.arange(10).view(2, 5)
+    circuit = from_torch(Bits().double(), (x, i))
+    assert "opaque" in kinds(circuit)
+    torch.testing.assert_close(ncd_compile(circuit, dtype=torch.float64)(x, i), x * (i & 6))
