@@ -16,6 +16,7 @@ from ncd.circuits.builder import Wire
 from ncd.circuits.limits import MAX_NUMBER
 
 from .. import tracing
+from ..in_place import changes_in_place
 from .common import _op, _Unmapped
 from .tables import _CASTS, imports
 
@@ -48,11 +49,13 @@ _VIEWS = {"to", "type_as", *_CASTS, "contiguous", "unsqueeze", "expand", "expand
 """Ops whose every output entry is one of their input's entries (or the input cast)."""
 
 
-def _feeds_only_softmaxes(n: fx.Node, gm: fx.GraphModule, ndim, depth: int = 8) -> bool:
+def _feeds_only_softmaxes(n: fx.Node, gm: fx.GraphModule, ndim, depth: int = 8,
+                          readers=None) -> bool:  # fmt: skip
     """Whether all that node n's value reaches goes into softmaxes over their last dim, added
     to other terms (scores) or cast, viewed or indexed on the way (`ndim(node)`: a node's
     number of dims). Then a very negative entry of n weighs 0 in every softmax, as -inf
-    does."""
+    does. `readers`: (node, the node whose value it reads) pairs that read n's value, where
+    not n's users alone (an in-place change, read through the tensor it changed)."""
 
     def into_softmax(u: fx.Node, x: fx.Node) -> bool:
         if u.op == "call_module":
@@ -66,13 +69,13 @@ def _feeds_only_softmaxes(n: fx.Node, gm: fx.GraphModule, ndim, depth: int = 8) 
             return False
         return u.args[0] is x and d in (-1, ndim(x) - 1)
 
-    readers = list(n.users)
+    readers = [(u, n) for u in n.users] if readers is None else readers
     if not readers or depth == 0:
         return False
-    for u in readers:
+    for u, x in readers:
         op = "getitem" if u.target is operator.getitem else _op(u)
-        passes = op == "add" or (op in _VIEWS and u.args[0] is n)
-        if not into_softmax(u, n) and not (
+        passes = op == "add" or (op in _VIEWS and u.args[0] is x)
+        if not into_softmax(u, x) and not (
             passes and _feeds_only_softmaxes(u, gm, ndim, depth - 1)
         ):
             return False
@@ -83,7 +86,16 @@ class _Masks:
     """Attention masks (a mixin of `_Importer`, core.py)."""
 
     def feeds_only_softmaxes(self, n: fx.Node) -> bool:
-        return _feeds_only_softmaxes(n, self.gm, lambda x: len(self.shape(x)))
+        readers = None
+        first = self.values.get(n.args[0]) if n.args and isinstance(n.args[0], fx.Node) else None
+        if changes_in_place(n, self.gm, first):  # (`scores.masked_fill_(m, v)`, then
+            # `scores.softmax(-1)`): the readers of the changed tensor after n, too
+            order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
+            same = self.same_tensor.get(n.args[0], [n.args[0]])
+            readers = [(u, n) for u in n.users] + [
+                (u, m) for m in same for u in m.users if order[u] > order[n]
+            ]
+        return _feeds_only_softmaxes(n, self.gm, lambda x: len(self.shape(x)), readers=readers)
 
     def mask_factor(self, n: fx.Node, f: float) -> float:
         """A factor past the language's number limit that makes a very negative additive mask

@@ -142,6 +142,36 @@ def test_an_input_changed_by_an_operator_is_read_changed_after():
     assert kinds(circuit) == ["binary", "scale"]
 
 
+class PaddedScores(nn.Module):
+    """Scores masked in place with a very negative number where the keys are padding, then
+    softmaxed by the name they had (lucidrains' `sim.masked_fill_(~mask, -finfo.max)`)."""
+
+    def __init__(self, in_place=True):
+        super().__init__()
+        self.in_place = in_place
+
+    def forward(self, q, k, mask):
+        sim = q @ k.transpose(-1, -2)
+        fill = -torch.finfo(sim.dtype).max
+        if self.in_place:
+            sim.masked_fill_(~mask[:, None, :], fill)
+        else:
+            sim = sim.masked_fill(~mask[:, None, :], fill)
+        return sim.softmax(dim=-1) @ k
+
+
+def test_a_very_negative_fill_in_place_read_by_a_softmax_is_minus_infinity():
+    """As out of place: a where box filling -inf (the number itself is past the language's
+    limit), since only the softmax reads the changed scores."""
+    q, k = rand64(2, 4, 8), rand64(2, 6, 8, seed=1)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    circuit, _ = same_import(PaddedScores(), q, k, mask)
+    plain, _ = same_import(PaddedScores(in_place=False), q, k, mask)
+    assert kinds(circuit) == kinds(plain) and "opaque" not in kinds(circuit)
+    assert [b.fill for b in circuit.boxes if b.kind == "where"] == ["-inf"]
+
+
 def _view_then_iadd(s, x, y):
     z = x * 2
     first = z[:, 0]  # a view of z, read after z changes
