@@ -123,9 +123,9 @@ class _Calls:
         if fn in EINOPS_FNS:
             op = EINOPS_FNS[fn]
             pattern = self.const(self.arg(n, 1, "pattern"))
-            if op == "repeat":  # (the new axes' lengths are read off the result's shape)
-                return self.einops_repeat(n, n.args[0], pattern)
-            lengths = {k: self.const(v) for k, v in n.kwargs.items() if k != "reduction"}
+            lengths = {k: v for k, v in n.kwargs.items() if k != "reduction"}
+            if op == "repeat":
+                return self.einops_repeat(n, n.args[0], pattern, lengths)
             how = self.arg(n, 2, "reduction") if op == "reduce" else None
             return self.einops(n, n.args[0], pattern, lengths, how)
         if fn in (F.layer_norm, F.rms_norm):

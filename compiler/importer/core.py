@@ -97,6 +97,9 @@ class _Importer(
         self.merged: dict[str, tuple[str, ...]] = {}
         # node -> {dim: size}: the size-1 dims an expand broadcast, off its wire (as units)
         self.grown: dict[fx.Node, dict[int, int]] = {}
+        # (einops letter, size) -> the axis an einops call named it by (a letter `repeat`
+        # adds takes it: `(b h)` of a repeated mask, of one size with the scores' `(b h)`)
+        self.letters: dict[tuple[str, int], str] = {}
         # node -> the nodes that are one tensor with it (a tensor and its in-place results)
         self.same_tensor: dict[fx.Node, list[fx.Node]] = {}
         # submodule path -> how many nodes its forward made (theirs and its submodules')
@@ -270,6 +273,12 @@ class _Importer(
         if self.pin_read_sizes(checked, live):
             circuit = self.b.build()
             checked = circuit.check()
+        derived = set(checked.unifier.bound) & set(self.b.sizes)
+        if derived:  # bound by the others (B2 = B*H of a merge): left to follow them, so that
+            # the circuit compiled with other sizes of its free axes recomputes these
+            self.b.sizes = {k: v for k, v in self.b.sizes.items() if k not in derived}
+            circuit = self.b.build()
+            checked = circuit.check()
         _, idents = scope_names(circuit, checked.order)
         state, buffers = {}, set()
         for box, ws in self.weights.items():
@@ -306,14 +315,14 @@ class _Importer(
         """The state a node's mapping changes, for `_undo`."""
         return (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
                 set(self.buffers), dict(self.units), dict(self.made),
-                dict(self.merged), dict(self.grown))  # fmt: skip
+                dict(self.merged), dict(self.grown), dict(self.letters))  # fmt: skip
 
     def _undo(self, mark: tuple) -> None:
         """Removes the boxes made since `mark`, and what they changed."""
         del self.b._boxes[mark[0] :]
         self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
         self.buffers, self.units, self.made, self.merged = mark[4], mark[5], mark[6], mark[7]
-        self.grown = mark[8]
+        self.grown, self.letters = mark[8], mark[9]
 
     def fft_conv_or_opaque(self, n: fx.Node, region: list[fx.Node]):
         """An FFT convolution's long_conv box where the region of complex values ending at n

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from torch import fx
+
 from ncd.circuits.builder import Wire
 from ncd.circuits.errors import BuildError
 from ncd.circuits.sizes import show
@@ -77,23 +79,12 @@ class _Reshape:
         """einops' `rearrange(x, "b n (h d) -> b h n d", h=4)` and `reduce(x, pattern, op)`:
         the reshape splitting the left side's groups, a permute (and a reduce box over the
         letters the right side leaves out), the reshape merging the right side's groups.
-        Ellipses, unit groups and new letters (`repeat`) stay opaque."""
+        Ellipses and unit groups stay opaque; new letters are `repeat`'s."""
         left, arrow, right = str(pattern).partition("->")
         L, R = ParsedExpression(left.strip()), ParsedExpression(right.strip())
-        shape = self.shape(a)
-        if not arrow or L.has_ellipsis or R.has_ellipsis or len(L.composition) != len(shape):
+        if not arrow or R.has_ellipsis or any(not g for g in R.composition):
             raise _Unmapped
-        if any(not g for g in (*L.composition, *R.composition)):
-            raise _Unmapped
-        size: dict[str, int] = {}
-        for group, s in zip(L.composition, shape, strict=True):
-            known = math.prod(int(lengths[c]) for c in group if c in lengths)
-            unknown = [c for c in group if c not in lengths]
-            if len(unknown) > 1 or known == 0 or s % known:
-                raise _Unmapped
-            size.update({c: int(lengths[c]) for c in group if c in lengths})
-            if unknown:
-                size[unknown[0]] = s // known
+        size = self.letter_sizes(a, L, lengths)
         lefts = [c for g in L.composition for c in g]
         rights = [c for g in R.composition for c in g]
         gone = [c for c in lefts if c not in rights]
@@ -102,6 +93,8 @@ class _Reshape:
         x = self.wire(a)
         y = self.view(n, x, [size[c] for c in lefts])  # one axis per letter
         named = dict(zip(lefts, y.axes, strict=True))
+        for c in lefts:  # (a letter `repeat` adds later takes the axis this one named)
+            self.letters.setdefault((c, size[c]), named[c])
         if gone:
             op = self.const(reduction)
             if op not in ("sum", "mean", "max", "min", "prod"):
@@ -110,18 +103,78 @@ class _Reshape:
         y = self.order(y, [named[c] for c in rights], n)
         return self.view(n, y, [math.prod(size[c] for c in g) for g in R.composition])
 
-    def einops_repeat(self, n, a, pattern: str) -> Wire:
-        """einops' `repeat(cls, "1 1 d -> b 1 d", b=B)`: size-1 positions given a new letter
-        are copies along them (as `expand`); other repeats stay opaque."""
+    def letter_sizes(self, a, L, lengths: dict) -> dict[str, int]:
+        """The size of each letter of an einops pattern's left side `L` on node a's tensor,
+        from its shape and the lengths given (each group one dim, one letter in it unknown)."""
+        shape = self.shape(a)
+        if L.has_ellipsis or len(L.composition) != len(shape) or not all(L.composition):
+            raise _Unmapped
+        size: dict[str, int] = {}
+        for group, s in zip(L.composition, shape, strict=True):
+            size.update({c: int(self.const(lengths[c])) for c in group if c in lengths})
+            known = math.prod(size[c] for c in group if c in lengths)
+            unknown = [c for c in group if c not in lengths]
+            if len(unknown) > 1 or known == 0 or s % known:
+                raise _Unmapped
+            if unknown:
+                size[unknown[0]] = s // known
+        return size
+
+    def einops_repeat(self, n, a, pattern: str, lengths: dict) -> Wire:
+        """einops' `repeat`: size-1 positions given a new letter (`"1 1 d -> b 1 d"`) are
+        copies as `expand` makes them (none on the wire until a box needs them); other new
+        letters (`"n d -> b n d"`, `"b j -> (b h) () j"`) are axes a constant of ones over
+        them brings in (x times 1: x exactly, repeated by name), each the axis whose size
+        the code passed (`b=x.shape[0]`: B, which stays free) or the one an earlier einops
+        call named that letter by; then the right side's order and merges, its unit groups
+        size-1 dims."""
         left, _, right = str(pattern).partition("->")
         L, R = ParsedExpression(left.strip()), ParsedExpression(right.strip())
-        if L.has_ellipsis or R.has_ellipsis or len(L.composition) != len(R.composition):
+        if L.has_ellipsis or R.has_ellipsis:
             raise _Unmapped
-        lefts = {c for g in L.composition for c in g}
-        for lg, rg in zip(L.composition, R.composition, strict=True):
-            if lg != rg and not (not lg and len(rg) == 1 and rg[0] not in lefts):
-                raise _Unmapped
-        return self.expand(n, a)
+        lefts = [c for g in L.composition for c in g]
+        rights = [c for g in R.composition for c in g]
+        if len(L.composition) == len(R.composition) and all(
+            lg == rg or (not lg and len(rg) == 1 and rg[0] not in lefts)
+            for lg, rg in zip(L.composition, R.composition, strict=True)
+        ):
+            return self.expand(n, a)
+        if set(lefts) - set(rights) or len(set(rights)) != len(rights):
+            raise _Unmapped
+        size = self.letter_sizes(a, L, {k: v for k, v in lengths.items() if k in lefts})
+        y = self.view(n, self.wire(a), [size[c] for c in lefts])
+        named = dict(zip(lefts, y.axes, strict=True))
+        for c in rights:
+            if c not in named:
+                named[c] = self.letter_axis(c, lengths.get(c), avoid=[*named.values()])
+        new = [named[c] for c in rights if c not in lefts]
+        ones = self.b.box("constant", {}, self.box_name(n, "ones"), axes=new,
+                          dtype=y.type.dtype, value="1")  # fmt: skip
+        y = self.b.binary(y, ones, "mul", name=self.box_name(n, "copies"))
+        y = self.order(y, [named[c] for c in rights], n)
+        out = self.shape(n)
+        y = self.view(n, y, [s for s, g in zip(out, R.composition, strict=True) if g])
+        self.units[n] = tuple(d for d, g in enumerate(R.composition) if not g)
+        return y
+
+    def letter_axis(self, c: str, length, avoid) -> str:
+        """The axis of a letter `repeat` adds, of the length given for it: the axis whose
+        size the code read (`b=x.shape[0]`: B), else the axis an einops call named that
+        letter by at that size, else a new one."""
+        if length is None:
+            raise _Unmapped
+        e = self.size_expr(length) if isinstance(length, fx.Node) else None
+        if e is not None and e[1] == {e[0]} and e[0] not in avoid:
+            return e[0]
+        r = self.const(length)
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise _Unmapped
+        known = self.letters.get((c, r))
+        return (
+            known
+            if known is not None and known not in avoid
+            else self.axis("feature", r, avoid=avoid)
+        )
 
     def parts(self, w: Wire, a: str) -> tuple[str, ...]:
         """The axes a merge made axis `a` of wire w from, in the merge's order: its record,
