@@ -16,6 +16,14 @@ from .common import _dtype, _is_const_tensor, _is_t, _Lazy, _num, _role_of, _Unm
 from .masks import _VERY_NEGATIVE
 from .tables import _COMPARISONS, _NEGATED, _NOTS, imports
 
+_SYMMETRIC = ("add", "mul", "maximum", "minimum", "eq", "ne", "and", "or", "xor")
+"""Elementwise ops whose operands may be swapped: the result is the same to the bit."""
+
+
+def _union(wires) -> list[str]:
+    """The axes of a box broadcasting `wires` by name, in its order (first appearance)."""
+    return list(dict.fromkeys(a for w in wires for a in w.axes))
+
 
 class _Elementwise:
     """Elementwise ops (a mixin of `_Importer`, core.py)."""
@@ -164,8 +172,11 @@ class _Elementwise:
                     dt = other.type.dtype
                 ready[i] = self.constant(v, dt, n)
         name = self.box_name(n, suffix)
+        want = [a for a in names if a is not None]
+        if fn in _SYMMETRIC and _union(ready[::-1]) == want != _union(ready):
+            ready = ready[::-1]  # (`gamma * x`: x's axes first, in torch's order, no permute)
         y = make(ready, name) if make else self.b.binary(ready[0], ready[1], fn, name=name)
-        y = self.order(y, [a for a in names if a is not None], n)
+        y = self.order(y, want, n)
         if bare:
             return y, units
         if suffix:  # an intermediate of a longer mapping: its size-1 dims made axes

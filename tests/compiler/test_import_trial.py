@@ -74,6 +74,10 @@ def test_dit_block_with_ada_ln_zero_imports_whole():
     circuit, _ = same_import(randomise(tm.DiTBlock()), rand64(2, 16, 32), rand64(2, 32, seed=1))
     assert "opaque" not in kinds(circuit) and "attention" in kinds(circuit)
     assert [b.kind for b in circuit.boxes if b.name == "chunk"] == ["split"]
+    # the model's own permute and transpose only: a gate times the block's output
+    # (`gate.unsqueeze(1) * attn(...)`) is a product of the output by the gate, in its order
+    assert [b.name for b in circuit.boxes if b.kind == "permute"] == [
+        "permute_permute", "transpose_transpose"]  # fmt: skip
 
 
 def test_retention_in_parallel_form_imports_whole():
@@ -92,3 +96,5 @@ def test_channels_last_blocks_import_whole(model):
     x = rand64(2, 32, 14, 14) if model is tm.ConvNeXtBlock else rand64(2, 8, 8, 32)
     circuit, _ = same_import(randomise(model()), x)
     assert "opaque" not in kinds(circuit)
+    if model is tm.ConvNeXtBlock:  # the two permutes of the code, none after `gamma * x`
+        assert kinds(circuit).count("permute") == 2
