@@ -95,6 +95,8 @@ class _Importer(
         # axis made by a reshape's merge -> the axes merged (a later split of it into axes of
         # those sizes, `x.view(-1, D) ... y.view(B, T, -1)`, gives them back)
         self.merged: dict[str, tuple[str, ...]] = {}
+        # axes a reshape's split made -> the axis split (their merge, in that order, is it)
+        self.split_from: dict[tuple[str, ...], str] = {}
         # node -> {dim: size}: the size-1 dims an expand broadcast, off its wire (as units)
         self.grown: dict[fx.Node, dict[int, int]] = {}
         # (einops letter, size) -> the axis an einops call named it by (a letter `repeat`
@@ -149,7 +151,8 @@ class _Importer(
         key = (role, size)
         if key in self.by_role and self.by_role[key] not in avoid:
             return self.by_role[key]
-        for cand in _ROLES[role] + [f"{_ROLES[role][0]}{i}" for i in range(4, 64)]:
+        numbered = [f"{_ROLES[role][0]}{i}" for i in range(2, 64)]  # (H3 after H2, not H4)
+        for cand in dict.fromkeys(_ROLES[role] + numbered):
             if cand in self.sizes or cand in avoid:
                 continue
             self.sizes[cand] = size
@@ -162,6 +165,10 @@ class _Importer(
         that the residual stream keeps one name), or a name of its own where an earlier
         import found that name stands for another product (`_Rename`)."""
         if n not in self.own_names:
+            channels = self.by_role.get(("channel", size))  # (ConvNeXt's pointwise map back
+            # to the channels, read channels-last: the residual's C, not a new feature axis)
+            if ("feature", size) not in self.by_role and channels not in (None, *x.axes[:-1]):
+                return channels
             return self.axis("feature", size, avoid=x.axes[:-1])
         taken = [a for a, s in self.sizes.items() if s == size]
         return self.axis("feature", size, avoid=[*x.axes, *taken])
@@ -315,14 +322,15 @@ class _Importer(
         """The state a node's mapping changes, for `_undo`."""
         return (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
                 set(self.buffers), dict(self.units), dict(self.made),
-                dict(self.merged), dict(self.grown), dict(self.letters))  # fmt: skip
+                dict(self.merged), dict(self.grown), dict(self.letters),
+                dict(self.split_from))  # fmt: skip
 
     def _undo(self, mark: tuple) -> None:
         """Removes the boxes made since `mark`, and what they changed."""
         del self.b._boxes[mark[0] :]
         self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
         self.buffers, self.units, self.made, self.merged = mark[4], mark[5], mark[6], mark[7]
-        self.grown, self.letters = mark[8], mark[9]
+        self.grown, self.letters, self.split_from = mark[8], mark[9], mark[10]
 
     def fft_conv_or_opaque(self, n: fx.Node, region: list[fx.Node]):
         """An FFT convolution's long_conv box where the region of complex values ending at n
@@ -380,6 +388,9 @@ class _Importer(
             roles = ["batch", "seq"] if not v.is_floating_point() else ["batch", "feature"]
         elif v.dim() == 3:
             roles = ["batch", "seq", "feature"]
+        elif v.dim() == 4 and s[1] == s[2] != s[3]:  # channels last (Swin's [B, H, W, C]): a
+            # square image's two spatial sizes are equal, the channels' another
+            roles = ["batch", "spatial", "spatial", "channel"]
         elif v.dim() in (4, 5):
             roles = ["batch", "channel"] + ["spatial"] * (v.dim() - 2)
         else:

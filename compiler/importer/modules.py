@@ -65,7 +65,8 @@ class _Modules:
                 raise _Unmapped
             nsp = len(m.kernel_size)
             chan, spatial = x.axes[-nsp - 1], list(x.axes[-nsp:])
-            out = self.axis("channel", m.out_channels, avoid=x.axes)
+            # as many channels out as in: the same axis (a depthwise conv, a residual branch)
+            out = self.axis("channel", m.out_channels, avoid=[a for a in x.axes if a != chan])
             name = self.box_name(n)
             y = self.b.conv(
                 x,

@@ -306,6 +306,7 @@ class _Reshape:
                         self.b.axis(new, "*".join(group))
                         names.append(new)
                     y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
+                    self.split_from[tuple(names)] = a
                     continue
                 else:
                     # the last two parts are heads and their features (`view(B, T, H, K)`,
@@ -316,6 +317,7 @@ class _Reshape:
                         names.append(self.axis(r, out_shape[j_], avoid=[*y.axes, *names]))
                 try:
                     y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
+                    self.split_from[tuple(names)] = a
                 except BuildError:  # `a` names a product of other sizes (D = H K) that a
                     # linear map's output of the same width took by its size: again, with
                     # a name of its own for that output (a kv map of width 2 G K = D)
@@ -329,6 +331,8 @@ class _Reshape:
                 heads = roles[0] == "heads" and {"head", "value"} & set(roles[1:])
                 role = "feature" if heads else roles[0]
                 into = self.axis(role, out_shape[gj[0]], avoid=y.axes)
+                back = self.split_from.get(tuple(parts))  # the axis a split made them of
+                into = back if back is not None and back not in y.axes else into
                 name = self.box_name(n, "merge")
                 try:
                     y2 = self.b.merge_axes(y, parts, into, name=name)

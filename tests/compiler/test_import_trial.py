@@ -91,6 +91,32 @@ def test_retention_in_parallel_form_imports_whole():
     check_import(model, compiled, (rand64(2, 7, 32),))
 
 
+def _axes(circuit) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The input's axes and the output's."""
+    checked = circuit.check()
+    return tuple(circuit.inputs[0].axes), tuple(a.name for a in checked.outputs["y"].axes)
+
+
+def test_a_convnext_block_keeps_the_channels_name_through_the_block():
+    """The depthwise conv (as many channels out as in) and the pointwise map back to the
+    width, read channels-last, give the residual's C: the block's output is its input's
+    axes, with no rename before the residual add (it drew O, then F, then `F ↦ C`)."""
+    circuit, _ = same_import(randomise(tm.ConvNeXtBlock()), rand64(2, 32, 14, 14))
+    assert _axes(circuit) == (("B", "C", "Y", "X"), ("B", "C", "Y", "X"))
+    assert "rename" not in kinds(circuit)
+
+
+def test_window_attention_merges_its_windows_back_into_the_image_axes():
+    """A channels-last image `[B, H, W, C]` (two equal spatial sizes) is named so; the
+    window partition splits Y and X, and the merge putting the windows back gives Y and X
+    again (it gave new names); the heads' axes are numbered without a gap (H, H2, H3)."""
+    circuit, _ = same_import(randomise(tm.WindowAttention()), rand64(2, 8, 8, 32))
+    x, y = _axes(circuit)
+    assert x == ("B", "Y", "X", "C") and y[:3] == ("B", "Y", "X")
+    named = {a for b in circuit.boxes if b.kind == "split_axis" for a in b.into}
+    assert sorted(a for a in named if a.startswith("H")) == ["H", "H2", "H3"]
+
+
 @pytest.mark.parametrize("model", [tm.ConvNeXtBlock, tm.WindowAttention])
 def test_channels_last_blocks_import_whole(model):
     x = rand64(2, 32, 14, 14) if model is tm.ConvNeXtBlock else rand64(2, 8, 8, 32)
