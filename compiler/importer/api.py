@@ -94,6 +94,7 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
         raise TorchImportError("example_inputs: expected a tensor or a tuple of them, found "
                                f"{type(example_inputs).__name__}")  # fmt: skip
     example_inputs = tuple(example_inputs)
+    _check_signature(model, len(example_inputs))
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fast path branches on tensor values
     kept = _kept(model, keep)
@@ -134,6 +135,21 @@ def from_torch(model: nn.Module, example_inputs, name: str | None = None, keep=(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return circuit
     raise TorchImportError(f"{type(model).__name__}: axis names kept clashing; import gave up")
+
+
+def _check_signature(model: nn.Module, given: int) -> None:
+    """forward takes the `given` example inputs one by one: each is one input of the circuit,
+    named after its parameter (`*xs` gathering them into one tuple, which a circuit has no
+    wire for, is refused)."""
+    import inspect
+
+    for i, p in enumerate(inspect.signature(model.forward).parameters.values()):
+        if p.kind is inspect.Parameter.VAR_POSITIONAL and given > i:
+            raise TorchImportError(
+                f"{type(model).__name__}.forward takes its inputs as *{p.name}: ncd names "
+                f"each input after its parameter (expected forward(self, x, y, ...), found "
+                f"forward(..., *{p.name}); wrap the model in a module whose forward names them)"
+            )
 
 
 def _check_name(name) -> None:

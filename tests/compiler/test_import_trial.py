@@ -12,6 +12,8 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ncd.compiler import compile as ncd_compile
+from ncd.compiler import from_torch
+from ncd.compiler.errors import TorchImportError
 
 from . import trial_models as tm
 from .helpers import check_import, rand64, randomise, same_import
@@ -124,3 +126,23 @@ def test_channels_last_blocks_import_whole(model):
     assert "opaque" not in kinds(circuit)
     if model is tm.ConvNeXtBlock:  # the two permutes of the code, none after `gamma * x`
         assert kinds(circuit).count("permute") == 2
+
+
+def test_a_forward_taking_star_args_is_refused_with_what_to_write():
+    """`forward(self, *xs)`, as a quick wrapper is written: one clear error (it said the code
+    "takes the length of a tensor" at node `_xs`, "torch.op")."""
+
+    class Wrapper(nn.Module):
+        def forward(self, *xs):
+            return xs[0] * xs[1]
+
+    with pytest.raises(TorchImportError, match=r"Wrapper.forward takes its inputs as \*xs: "
+                       r"ncd names each input after its parameter \(expected forward\(self, "
+                       r"x, y, ...\), found forward\(..., \*xs\)"):  # fmt: skip
+        from_torch(Wrapper(), (torch.randn(2, 3), torch.randn(2, 3)))
+
+    class Extra(nn.Module):  # (extra arguments no example input reaches: as before)
+        def forward(self, x, *rest):
+            return x * 2
+
+    assert kinds(from_torch(Extra(), (torch.randn(2, 3),))) == ["scale"]
