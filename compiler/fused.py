@@ -117,30 +117,47 @@ def _masked_sdpa(L, b, x, tin, batch, qq, kk, vv, scale):
     return L.fn(runtime.masked_attention, qq, kk, vv, m, causal=b.causal, scale=scale)
 
 
-def _repeat_to_heads(L, b, x, tin):
+def _repeat_to_heads(L, b, x, tin, repeat=True):
     """Grouped heads: q and k repeated to the value heads, each group's entries H/G times
     along its axis (head h reads group h // (H/G)), or, where q and k have no group axis,
     H times along a new one (`per_head`). Contiguous copies, kept by the kernels; autograd
-    sums their gradients over each group's heads."""
+    sums their gradients over each group's heads. Without `repeat` (the ops that read
+    grouped heads themselves) nothing is copied: the group axis takes the heads' name, or a
+    new axis of size 1 is put in where they have none, so that q and k are laid out as the
+    values, G heads against H."""
     v = tin["v"]
     x, tin = dict(x), dict(tin)
     for p in ("q", "k"):
         t = tin[p]
         wide = b.per_head(t, v)
         if b.qk_heads is not None:
-            times = L.num(v.axis(b.heads).size / t.axis(b.qk_heads).size)
-            node = L.method("repeat_interleave", x[p], times, t.names.index(b.qk_heads))
+            node = x[p]
+            if repeat:
+                times = L.num(v.axis(b.heads).size / t.axis(b.qk_heads).size)
+                node = L.method("repeat_interleave", node, times, t.names.index(b.qk_heads))
         else:
             at = wide.names.index(b.heads)
             node = L.method("unsqueeze", x[p], at)
-            node = L.method("repeat_interleave", node, L.num(v.axis(b.heads).size), at)
-        x[p], tin[p] = node, wide
+            if repeat:
+                node = L.method("repeat_interleave", node, L.num(v.axis(b.heads).size), at)
+        x[p], tin[p] = node, wide  # (the type names H heads; the node holds G without repeat)
     return x, tin
+
+
+# The variants whose ops (ncd.ops.linear_attention, simple_gla) read grouped q and k in place:
+# value head h reads q/k head h // (H / G). The others' q and k are repeated to the heads.
+GROUPED_OPS = ("linear", "lightning", "decay")
+
+
+def reads_groups(b) -> bool:
+    """Whether a grouped box's op reads its grouped q and k without copies (the causal scans
+    of GROUPED_OPS; non-causal `linear` is two products of repeated q and k)."""
+    return b.causal and b.variant in GROUPED_OPS
 
 
 def lower_linear_attention(L, b, x, tin, tout):
     if b.heads is not None:
-        x, tin = _repeat_to_heads(L, b, x, tin)
+        x, tin = _repeat_to_heads(L, b, x, tin, repeat=not reads_groups(b))
     q, k, v = tin["q"], tin["k"], tin["v"]
     batch = [a for a in q.names if a not in _own(b)]
     if b.heads is not None:  # the value heads are the kernels' H

@@ -430,13 +430,45 @@ def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
     return o.to(out_dtype), None
 
 
-def simple_gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None):
+def simple_gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
     """Linear attention with a scalar log-decay per token and head, g [B, T, H] (or [H], one
-    per head): S_t = exp(g_t) S_{t-1} + k_tᵀ v_t, o_t = scale q_t S_t; `gla` with the gate
-    the same for every key feature (the fallback of ncd.ops.simple_gla). Returns (o, None)."""
-    B, T, H, _ = q.shape
+    per head): S_t = exp(g_t) S_{t-1} + k_tᵀ v_t, o_t = scale q_t S_t, on q, k [B, T, G, K] and
+    v [B, T, H, V], value head h reading q/k head h // (H/G) (G = H: one each); scale None
+    means K**-0.5; every sequence that `cu_seqlens` ([N + 1] offsets, B = 1) packs along T
+    starts from a zero state. The chunked form in plain PyTorch (the fallback of
+    ncd.ops.simple_gla; `backend` is not read): per chunk, with G the
+    in-chunk cumulative log-decay, E_ij = exp(G_i - G_j) for i ≥ j and S the entering state,
+    O = scale ((Q Kᵀ ∘ E) V + diag(exp G) Q S) and S ← exp(G_last) S + Kᵀ diag(exp(G_last - G)) V.
+    The value heads are taken as [G, H/G], so that the products broadcast q and k over each
+    group's heads (einsum, not repeated copies); log-decays below -64 count as -64, so that a
+    reset (-inf) stays finite. Returns (o in v's dtype, None)."""
+    B, T, n_qk, K = q.shape
+    H, V = v.shape[2:]
+    scale = (K**-0.5 if K else 1.0) if scale is None else scale
+    out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
     g = g.expand(B, T, H) if g.dim() == 1 else g
-    return gla(q, k, v, g[..., None], scale, cu_seqlens)
+    q, k = (x.to(ct).transpose(1, 2) for x in (q, k))  # [B, G, T, K]
+    v = v.to(ct).transpose(1, 2).unflatten(1, (n_qk, H // n_qk))  # [B, G, R, T, V]
+    g = g.to(ct).clamp(min=-64.0).transpose(1, 2).unflatten(1, (n_qk, H // n_qk))  # [B, G, R, T]
+    bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
+    outs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        s = v.new_zeros(B, n_qk, H // n_qk, K, V)  # the state, K x V per head
+        for t0 in range(start, end, chunk):
+            c = slice(t0, min(t0 + chunk, end))
+            qc, kc, vc = q[:, :, c], k[:, :, c], v[..., c, :]
+            G = g[..., c].cumsum(-1)  # [B, G, R, n]
+            n = G.shape[-1]
+            causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+            E = torch.where(causal, G[..., :, None] - G[..., None, :], -math.inf).exp()
+            a = torch.einsum("bgik,bgjk->bgij", qc, kc)[:, :, None] * (scale * E)  # [B,G,R,n,n]
+            qs = torch.einsum("bgik,bgrkv->bgriv", qc, s)
+            outs.append(a @ vc + qs * (scale * G.exp())[..., None])
+            last = G[..., -1:]  # [B, G, R, 1]
+            vd = vc * (last - G).exp()[..., None]
+            s = last.exp()[..., None] * s + torch.einsum("bgjk,bgrjv->bgrkv", kc, vd)
+    o = torch.cat(outs, 3) if outs else v
+    return o.flatten(1, 2).transpose(1, 2).to(out_dtype), None
 
 
 def gated_delta_rule(q, k, v, g, beta, scale=None, cu_seqlens=None, backend=None, chunk=64):
@@ -512,36 +544,23 @@ def masked_attention(q, k, v, mask, causal=False, scale=None):
 
 def linear_attention(q, k, v, decay=None, causal=True, normalize=False, scale=1.0,
                      backend=None, chunk=64):  # fmt: skip
-    """Causal linear attention on [B, T, H, K] tensors,
-    o_t = scale Σ_{s≤t} λ^(t-s) (q_t·k_s) v_s with λ = `decay` [H] (1 when None);
-    `normalize` divides by the same sum with v = 1, carried as one more value column.
-    Chunk by chunk (the fallback of ncd.ops.linear_attention): with S the entering state
-    and D_ij = λ^(i-j) for i ≥ j, O = scale ((Q Kᵀ ∘ D) V + diag(λ^(i+1)) Q S) and
-    S ← λ^n S + (diag(λ^(n-1-j)) K)ᵀ V. Returns (o in v's dtype, None)."""
+    """Causal linear attention on q, k [B, T, G, K] and v [B, T, H, V] (value head h reading
+    q/k head h // (H/G); G = H: one each), o_t = scale Σ_{s≤t} λ^(t-s) (q_t·k_s) v_s with
+    λ = `decay` [H] (1 when None); `normalize` divides by the same sum with v = 1, carried as
+    one more value column. The chunked form of `simple_gla` with the constant log-decay log λ
+    (the fallback of ncd.ops.linear_attention). Returns (o in v's dtype, None)."""
     if not causal:  # as ncd.ops.linear_attention: the compiler lowers the rest as products
         raise ValueError("linear_attention: causal: expected True, found False")
-    B, T, H, K = q.shape
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
-    q, k, v = (x.to(ct).transpose(1, 2) for x in (q, k, v))  # [B, H, T, .]
+    H = v.shape[2]
+    v = v.to(ct)
     if normalize:
         v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
-    lg = q.new_zeros(H) if decay is None else decay.to(ct).log()  # log λ per head
-    s = q.new_zeros(B, H, K, v.shape[-1])
-    outs = []
-    for t0 in range(0, T, chunk):
-        qc, kc, vc = (x[:, :, t0 : t0 + chunk] for x in (q, k, v))
-        n = qc.shape[2]
-        i = torch.arange(n, device=q.device, dtype=ct)
-        lag = i[:, None] - i[None, :]
-        D = torch.where(lag >= 0, (lg[:, None, None] * lag.clamp(min=0)).exp(), 0.0)
-        qs = (lg[:, None] * (i + 1)).exp()[..., None] * (qc @ s)
-        outs.append(scale * ((qc @ kc.mT * D) @ vc + qs))
-        kd = kc * (lg[:, None] * (n - 1 - i)).exp()[..., None]
-        s = (lg * n).exp()[:, None, None] * s + kd.mT @ vc
-    o = torch.cat(outs, 2) if outs else v
+    lg = v.new_zeros(H) if decay is None else decay.to(ct).log()  # log λ per head
+    o, _ = simple_gla(q, k, v, lg, scale, chunk=chunk)
     if normalize:
         o = o[..., :-1] / (o[..., -1:] + 1e-10)
-    return o.transpose(1, 2).to(out_dtype), None
+    return o.to(out_dtype), None
 
 
 class Opaque(nn.Module):
@@ -591,7 +610,7 @@ DEPS = {
     "conv": ["channels_first", "channels_back"],
     "group_norm": ["channels_first", "channels_back"],
     "gla": ["traced"],
-    "simple_gla": ["gla", "traced"],
+    "linear_attention": ["simple_gla"],
     "delta_rule": ["gated_delta_rule"],
     "check_offsets": ["traced"],
     "short_conv": ["check_offsets", "packed_positions", "traced"],
@@ -623,7 +642,7 @@ class PackedScan(nn.Module):
     def forward(self, q, k, v, *gates, offsets, **kw):
         if not traced():
             return self.scan(q, k, v, *gates, cu_seqlens=offsets, **kw)
-        B, T, H = q.shape[:3]
+        B, T, H = (*q.shape[:2], v.shape[2])  # H: the values' heads (q, k may be grouped)
         check_offsets(offsets, T, self.scan.__name__)
         first = packed_positions(offsets.to(q.device), T) == 0  # [T]: a sequence's first token
         if self.gated is None:

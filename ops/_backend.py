@@ -186,6 +186,25 @@ def empty_as(x: torch.Tensor, dtype=None) -> torch.Tensor:
     return torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=dtype or x.dtype)
 
 
+def per_head_grad(x: torch.Tensor, group: int, dtype=None) -> torch.Tensor:
+    """The buffer a backward kernel writes the gradient of q or k (x) into: x's layout
+    (`empty_as`), or with grouped heads (`group` value heads read each head of x) one copy of
+    x's layout per head of a group, `x.numel()` elements apart ([group, *x.shape]), summed
+    by `group_sum`. x is dense (every element at its own place in a span of x.numel())."""
+    if group == 1:
+        return empty_as(x, dtype)
+    shape, strides = (group, *x.shape), (x.numel(), *x.stride())
+    return torch.empty_strided(shape, strides, device=x.device, dtype=dtype or x.dtype)
+
+
+def group_sum(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The gradient of x from `per_head_grad`'s buffer: the per-head copies summed over each
+    group's heads, in x's layout (and the buffer's dtype); the ungrouped buffer as it is."""
+    if grad.dim() == x.dim():
+        return grad
+    return torch.sum(grad, 0, out=empty_as(x, grad.dtype))
+
+
 # The gated ops' chunked forms and kernels take log-decays below this floor as the floor
 # itself: exp(-64) ~ 1.6e-28 leaves no trace in a float32 state, and the in-chunk cumulative
 # sums stay finite where a hard reset (g = -inf) would make them -inf - -inf = NaN. The one-token
@@ -273,23 +292,49 @@ def check_qkv(op: str, q, k, v, layout: str) -> None:
     )
 
 
-def check_sequences(op: str, q, k, v, scale, cu_seqlens, scale_optional: bool = True) -> tuple:
+def check_sequences(op: str, q, k, v, scale, cu_seqlens, scale_optional: bool = True,
+                    groups: bool = False) -> tuple:  # fmt: skip
     """The checks of the linear-attention family ([B, T, H, K] queries and keys, [B, T, H, V]
     values): q, k, v (check_qkv), k shaped as q, v's (B, T, H) as q's, the scale (a finite
-    number, or None where the op has a default) and the packed offsets. Returns
-    (B, T, H, K, V, N), N the number of sequences."""
+    number, or None where the op has a default) and the packed offsets. With `groups` (ops
+    whose kernels read grouped heads) q and k may have G heads, H a multiple of G
+    (`check_heads`). Returns (B, T, H, K, V, N), N the number of sequences and H the
+    values' heads."""
     check_qkv(op, q, k, v, "[B, T, H, K]")
     check(tuple(k.shape) == tuple(q.shape), op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        tuple(v.shape[:3]) == tuple(q.shape[:3]),
-        op,
-        "v.shape[:3] (B, T, H)",
-        f"{tuple(q.shape[:3])}",
-        tuple(v.shape[:3]),
-    )
+    if groups:
+        check(
+            tuple(v.shape[:2]) == tuple(q.shape[:2]),
+            op,
+            "v.shape[:2] (B, T)",
+            f"{tuple(q.shape[:2])} as q",
+            tuple(v.shape[:2]),
+        )
+        check_heads(op, q.shape[2], v.shape[2])
+    else:
+        check(
+            tuple(v.shape[:3]) == tuple(q.shape[:3]),
+            op,
+            "v.shape[:3] (B, T, H)",
+            f"{tuple(q.shape[:3])}",
+            tuple(v.shape[:3]),
+        )
     check_scale(op, scale, scale_optional)
-    B, T, H, K = q.shape
+    B, T, _, K = q.shape
+    H = v.shape[2]
     return B, T, H, K, v.shape[3], check_cu_seqlens(op, cu_seqlens, B, T)
+
+
+def check_heads(op: str, G: int, H: int) -> None:
+    """Grouped heads: the values' H heads read the G heads of q and k in groups of H / G
+    (value head h reads q/k head h // (H / G)), so G divides H (G = H: one head each)."""
+    check(
+        H % G == 0 if G else H == 0,
+        op,
+        "heads H of v",
+        f"a multiple of the G = {G} heads of q and k (value head h reads q/k head h // (H / G))",
+        H,
+    )
 
 
 def check_scale(op: str, scale, optional: bool = True) -> None:
@@ -329,19 +374,26 @@ def check_gate(op: str, name: str, x, shapes: tuple, expected: str, q) -> None:
     check(x.device == q.device, op, f"{name}.device", f"{q.device} as q", x.device)
 
 
-def check_step(op: str, q, k, v, state, scale=None, scale_optional: bool = True) -> tuple:
+def check_step(op: str, q, k, v, state, scale=None, scale_optional: bool = True,
+               groups: bool = False) -> tuple:  # fmt: skip
     """The checks of a one-token step of the linear-attention family: q, k [B, H, K] (one
     shape), v [B, H, V] of one float dtype on one device (check_qkv), the scale (check_scale)
-    and the state, None (zeros, float32, returned) or [B, H, K, V].
-    Returns (B, H, K, V, state)."""
+    and the state, None (zeros, float32, returned) or [B, H, K, V]. With `groups`, q and k
+    may have G heads, H a multiple of G (`check_heads`). Returns (B, H, K, V, state), H the
+    values' heads."""
     check_qkv(op, q, k, v, "[B, H, K]")
     check_scale(op, scale, scale_optional)
     check(k.shape == q.shape, op, "k.shape", f"{tuple(q.shape)} as q", tuple(k.shape))
-    check(
-        v.shape[:2] == q.shape[:2], op, "v.shape[:2]", f"{tuple(q.shape[:2])}", tuple(v.shape[:2])
-    )
-    B, H, K = q.shape
-    V = v.shape[2]
+    if groups:
+        check(v.shape[0] == q.shape[0], op, "v.shape[0] (B)", f"{q.shape[0]} as q", v.shape[0])
+        check_heads(op, q.shape[1], v.shape[1])
+    else:
+        check(
+            v.shape[:2] == q.shape[:2], op, "v.shape[:2]", f"{tuple(q.shape[:2])}",
+            tuple(v.shape[:2]),
+        )  # fmt: skip
+    B, _, K = q.shape
+    H, V = v.shape[1:]
     if state is None:
         state = torch.zeros(B, H, K, V, device=q.device, dtype=torch.float32)
     check_state(op, state, B, H, K, V, what="state", n="B")

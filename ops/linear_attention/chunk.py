@@ -27,7 +27,9 @@ from .._backend import (
     check_state,
     dot_precision,
     empty_as,
+    group_sum,
     launch,
+    per_head_grad,
     pow2,
     readable,
     sequences,
@@ -70,20 +72,23 @@ def _fwd_kernel(
     K_DIM: tl.constexpr, V_DIM: tl.constexpr,
     BLOCK_K: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, STORE_ST: tl.constexpr,
     VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
-    DOT: tl.constexpr,
+    DOT: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
     L, qk0, v0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
+    i_qk = i_h
+    if GROUP > 1:  # grouped heads: GROUP value heads read one head of q and k
+        i_qk = i_h // GROUP
     offs_t = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, BLOCK_K)
     offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    q_base = Q + qk0 + i_h.to(tl.int64) * SQH
-    k_base = K + qk0 + i_h.to(tl.int64) * SQH
+    q_base = Q + qk0 + i_qk.to(tl.int64) * SQH
+    k_base = K + qk0 + i_qk.to(tl.int64) * SQH
     v_base = V + v0 + i_h.to(tl.int64) * SVH
     o_base = O + v0 + i_h.to(tl.int64) * SVH
     s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
@@ -143,7 +148,7 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_dq(
-    K, V, DO, DQ, S0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_k, scale, b,
+    K, V, DO, DQ, S0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_qk, i_k, scale, b,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr,
     HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, PRECISE: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_KB: tl.constexpr, BLOCK_VF: tl.constexpr, DOT: tl.constexpr,
@@ -154,7 +159,7 @@ def _bwd_dq(
     offs_v = tl.arange(0, BLOCK_VF)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    kq_base = qk0 + i_h.to(tl.int64) * SQH
+    kq_base = qk0 + i_qk.to(tl.int64) * SQH
     v_base = v0 + i_h.to(tl.int64) * SVH
     if USE_S0:
         S = tl.load(
@@ -202,7 +207,7 @@ def _bwd_dq(
 
 @triton.jit
 def _bwd_dkdv(
-    Q, K, V, DO, DX, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_blk, scale, b,
+    Q, K, V, DO, DX, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_qk, i_blk, scale, b,
     K_DIM: tl.constexpr,
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
@@ -224,7 +229,7 @@ def _bwd_dkdv(
         offs_v = i_blk * BLOCK_VS + tl.arange(0, BLOCK_VS)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    kq_base = qk0 + i_h.to(tl.int64) * SQH
+    kq_base = qk0 + i_qk.to(tl.int64) * SQH
     v_base = v0 + i_h.to(tl.int64) * SVH
     s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
@@ -289,17 +294,22 @@ def _bwd_dkdv(
 @triton.jit
 def _bwd_kernel(
     Q, K, V, DO, DQ, DK, DV, S0, DST, DS0, LOG2_DECAY, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
-    scale, K_DIM: tl.constexpr,
+    SDR, scale, K_DIM: tl.constexpr,
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, USE_DST: tl.constexpr,
     STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr,
     BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
-    DOT: tl.constexpr,
+    DOT: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
     L, qk0, v0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
+    i_qk = i_h
+    if GROUP > 1:  # grouped heads: GROUP value heads read one head of q and k, and each
+        i_qk = i_h // GROUP  # writes its own copy of dq and dk (SDR apart), summed afterwards
+        DQ += (i_h % GROUP).to(tl.int64) * SDR
+        DK += (i_h % GROUP).to(tl.int64) * SDR
     if HAS_DECAY:
         b = tl.load(LOG2_DECAY + i_h)
     else:
@@ -307,20 +317,20 @@ def _bwd_kernel(
     nk = tl.cdiv(K_DIM, BLOCK_KS)
     if pid < nk:
         _bwd_dq(
-            K, V, DO, DQ, S0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid, scale, b, K_DIM,
+            K, V, DO, DQ, S0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_qk, pid, scale, b, K_DIM,
             V_DIM, HAS_DECAY, USE_S0, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VF, DOT,
         )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
-            Q, K, V, DO, DK, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid - nk, scale,
-            b, K_DIM, V_DIM,
+            Q, K, V, DO, DK, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_qk, pid - nk,
+            scale, b, K_DIM, V_DIM,
             HAS_DECAY, USE_DST, STORE_DS0, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF,
             True, DOT,
         )  # fmt: skip
     else:
         _bwd_dkdv(
-            Q, K, V, DO, DV, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, pid - 2 * nk,
-            scale, b, K_DIM, V_DIM,
+            Q, K, V, DO, DV, DST, DS0, qk0, v0, SQT, SQH, SVT, SVH, L, i_nh, i_h, i_qk,
+            pid - 2 * nk, scale, b, K_DIM, V_DIM,
             HAS_DECAY, USE_DST, False, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF,
             False, DOT,
         )  # fmt: skip
@@ -346,8 +356,8 @@ def _launch(kernel, configs, fixed, grid, *args, **kwargs):
 
 
 def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, out_dtype=None, precise=False):
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, G, K = q.shape
+    H, V = v.shape[2:]
     N, T_arg, cu = sequences(q, cu_seqlens)
     o = empty_as(v, out_dtype)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
@@ -358,6 +368,7 @@ def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, out_dtype=N
         dummy if log2_decay is None else log2_decay, cu, T_arg, H, *token_strides(q, v), scale,
         K_DIM=K, V_DIM=V, BLOCK_K=pow2(K), HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
         STORE_ST=want_state, VARLEN=cu_seqlens is not None, PRECISE=precise, DOT=dot_precision(q),
+        GROUP=H // G,
     )  # fmt: skip
     return o, s_t
 
@@ -365,10 +376,11 @@ def _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, out_dtype=N
 def _backward(
     q, k, v, do, log2_decay, scale, s0, d_st, want_ds0, cu_seqlens, grad_dtype=None, precise=False
 ):
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, G, K = q.shape
+    H, V = v.shape[2:]
     N, T_arg, cu = sequences(q, cu_seqlens)
-    dq, dk, dv = (empty_as(x, grad_dtype) for x in (q, k, v))
+    dq, dk = (per_head_grad(x, H // G, grad_dtype) for x in (q, k))
+    dv = empty_as(v, grad_dtype)
     if do.stride() != v.stride():  # the kernels read do in v's layout
         do = empty_as(v, do.dtype).copy_(do)
     ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
@@ -380,12 +392,13 @@ def _backward(
     _launch(
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, do, dq, dk, dv,
         dummy if s0 is None else s0, dummy if d_st is None else d_st, dummy if ds0 is None else ds0,
-        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *token_strides(q, v), scale,
-        K_DIM=K, V_DIM=V, HAS_DECAY=log2_decay is not None, USE_S0=s0 is not None,
-        USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
-        PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=dot_precision(q),
+        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *token_strides(q, v),
+        q.numel(), scale, K_DIM=K, V_DIM=V, HAS_DECAY=log2_decay is not None,
+        USE_S0=s0 is not None, USE_DST=d_st is not None, STORE_DS0=want_ds0,
+        VARLEN=cu_seqlens is not None, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V),
+        DOT=dot_precision(q), GROUP=H // G,
     )  # fmt: skip
-    return dq, dk, dv, ds0
+    return group_sum(dq, q), group_sum(dk, k), dv, ds0
 
 
 class LinearAttentionFunction(torch.autograd.Function):
@@ -482,7 +495,8 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
         and k.shape == q.shape and v.shape[:3] == q.shape[:3]
     ):  # fmt: skip
         return
-    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens, scale_optional=False)
+    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens, scale_optional=False,
+                                       groups=True)  # fmt: skip
     if decay is not None:
         check_decay(OP, decay, H)
     if initial_state is not None:
@@ -518,8 +532,11 @@ def linear_attention(
     equivalently the recurrence ``S_t = decay * S_{t-1} + k_t^T v_t``, ``o_t = scale q_t S_t``.
 
     Args:
-        q, k: ``[B, T, H, K]``.
-        v: ``[B, T, H, V]``.
+        q, k: ``[B, T, G, K]``.
+        v: ``[B, T, H, V]``, H a multiple of G: value head h reads q/k head h // (H / G)
+            (grouped heads, as Mamba-2's B and C with ngroups = G or multi-value attention;
+            G = H: one each). q and k are read in place, not repeated to the H heads; their
+            gradients are formed per value head and summed over each group's heads.
         decay: optional ``[H]`` per-head factors in ``(0, 1]`` (RetNet / TransNormerLLM);
             a constant, it gets no gradient.
         causal: must be True (the non-causal form is two matrix products, not this kernel).

@@ -29,7 +29,8 @@ def linear_attention_step(
     at a time, so a prompt run with ``output_final_state=True`` continues here.
 
     Args:
-        q, k: ``[B, H, K]``; v: ``[B, H, V]``.
+        q, k: ``[B, G, K]``; v: ``[B, H, V]``, H a multiple of G: value head h reads q/k
+            head h // (H / G) (grouped heads; G = H: one each).
         state: ``[B, H, K, V]`` (float32 suggested), or ``(S, z [B, H, K])`` with
             ``normalize``; None starts from zeros.
         decay: optional ``[H]`` factors in ``(0, 1]``.
@@ -38,7 +39,7 @@ def linear_attention_step(
         ``(o [B, H, V] in the dtype of v, new_state)``.
     """
     s, z = state if isinstance(state, tuple) else (state, None)
-    B, H, K, V, s = check_step(OP, q, k, v, s, scale, scale_optional=False)
+    B, H, K, V, s = check_step(OP, q, k, v, s, scale, scale_optional=False, groups=True)
     if state is None:
         z = torch.zeros(B, H, K, device=q.device, dtype=torch.float32) if normalize else None
     else:
@@ -58,15 +59,21 @@ def linear_attention_step(
                 tuple(getattr(z, "shape", ())),
             )
     ct = torch.promote_types(s.dtype, torch.float32)
-    qf, kf, vf = q.to(ct), k.to(ct), v.to(ct)
+    G = q.shape[1]
+    # the value heads as [G, H / G]: q and k broadcast over each group's heads
+    qf, kf, vf = q.to(ct), k.to(ct), v.to(ct).unflatten(1, (G, H // G))
+    s = s.unflatten(1, (G, H // G))  # (B, G, R, K, V)
+    z = None if z is None else z.unflatten(1, (G, H // G))
     if decay is not None:
         check_decay(OP, decay, H, grad=True)
-        lam = decay.to(ct)[None, :, None]  # (1, H, 1)
+        lam = decay.to(ct).view(1, G, H // G, 1)
         s = s * lam[..., None]
         z = None if z is None else z * lam
-    s = s + kf[..., :, None] * vf[..., None, :]  # (B, H, K, V)
-    o = scale * torch.einsum("bhk,bhkv->bhv", qf, s)
+    s = s + kf[:, :, None, :, None] * vf[..., None, :]
+    o = scale * torch.einsum("bgk,bgrkv->bgrv", qf, s)
     if normalize:
-        z = z + kf
-        o = o / (scale * (qf * z).sum(-1, keepdim=True) + EPS)
+        z = z + kf[:, :, None]
+        o = o / (scale * torch.einsum("bgk,bgrk->bgr", qf, z)[..., None] + EPS)
+        z = z.flatten(1, 2)
+    o, s = o.flatten(1, 2), s.flatten(1, 2)
     return o.to(v.dtype), ((s, z) if normalize else s)

@@ -117,9 +117,9 @@ def linear_attention_reference(
 
 
 def linear_attention_chunked(
-    q: torch.Tensor,  # (B, T, H, K)
-    k: torch.Tensor,  # (B, T, H, K)
-    v: torch.Tensor,  # (B, T, H, V)
+    q: torch.Tensor,  # (B, T, G, K)
+    k: torch.Tensor,  # (B, T, G, K)
+    v: torch.Tensor,  # (B, T, H, V), H a multiple of G
     decay: torch.Tensor | None = None,  # (H,) in (0, 1]
     scale: float = 1.0,
     initial_state=None,  # (N, H, K, V), or a tuple with z (N, H, K) when normalize
@@ -132,10 +132,11 @@ def linear_attention_chunked(
     linear attention's chunked form (ops/simple_gla) with the constant per-head log-decay
     ``log(lam)`` (0 without decay). With ``normalize`` the denominator rides along as one more
     value column of ones, whose state is ``z``. float32 compute at least; differentiable by
-    autograd. Returns ``(o, final_state)``."""
+    autograd. q and k may have G heads shared by the values' H heads in groups (value head h
+    reads q/k head h // (H / G)), read without copies. Returns ``(o, final_state)``."""
     ct = torch.promote_types(q.dtype, torch.float32)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, _, K = q.shape
+    H, V = v.shape[2:]
     g = torch.zeros(H, device=q.device, dtype=ct) if decay is None else decay.to(ct).log()
     s0, z0 = initial_state if isinstance(initial_state, tuple) else (initial_state, None)
     s0 = None if s0 is None else s0.to(ct)

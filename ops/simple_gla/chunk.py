@@ -28,9 +28,11 @@ from .._backend import (
     default_scale,
     dot_precision,
     empty_as,
+    group_sum,
     interpreting,
     launch,
     launch_compiled,
+    per_head_grad,
     pow2,
     readable,
     sequences,
@@ -153,19 +155,22 @@ def _fwd_kernel(
     Q, K, V, GATE, O, S0, ST, CU, T, TT, H, SQB, SQT, SQH, SVB, SVT, SVH, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BLOCK_K: tl.constexpr, USE_S0: tl.constexpr,
     STORE_ST: tl.constexpr, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr,
-    DOT: tl.constexpr, BOUND: tl.constexpr,
+    DOT: tl.constexpr, BOUND: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     i_v = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
     L, qk0, v0, c0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
+    i_qk = i_h
+    if GROUP > 1:  # grouped heads: GROUP value heads read one head of q and k
+        i_qk = i_h // GROUP
     offs_k = tl.arange(0, BLOCK_K)
     offs_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    q_base = Q + qk0 + i_h.to(tl.int64) * SQH
-    k_base = K + qk0 + i_h.to(tl.int64) * SQH
+    q_base = Q + qk0 + i_qk.to(tl.int64) * SQH
+    k_base = K + qk0 + i_qk.to(tl.int64) * SQH
     v_base = V + v0 + i_h.to(tl.int64) * SVH
     o_base = O + v0 + i_h.to(tl.int64) * SVH
     g_base = i_h.to(tl.int64) * TT + c0
@@ -245,7 +250,7 @@ def _dq_chunk(
 @triton.jit
 def _bwd_dq(
     Q, K, V, DO, DQ, GATE, DG, S0, DST, FIN, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh,
-    i_h, i_k, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
+    i_h, i_qk, i_k, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
     USE_DST: tl.constexpr, WANT_DG: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KB: tl.constexpr,
     BLOCK_VF: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
@@ -261,7 +266,7 @@ def _bwd_dq(
     offs_v = tl.arange(0, BLOCK_VF)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    kq_base = qk0 + i_h.to(tl.int64) * SQH
+    kq_base = qk0 + i_qk.to(tl.int64) * SQH
     v_base = v0 + i_h.to(tl.int64) * SVH
     if USE_S0:
         S = tl.load(
@@ -382,7 +387,7 @@ def _dkdv_chunk(
 @triton.jit
 def _bwd_dkdv(
     Q, K, V, DO, DX, GATE, DG, DST, DS0, qk0, v0, g_base, SQT, SQH, SVT, SVH, H, L, i_nh, i_h,
-    i_blk, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_DST: tl.constexpr,
+    i_qk, i_blk, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_DST: tl.constexpr,
     STORE_DS0: tl.constexpr, WANT_DG: tl.constexpr, PRECISE: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
     BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, FOR_DK: tl.constexpr, DOT: tl.constexpr,
@@ -406,7 +411,7 @@ def _bwd_dkdv(
         offs_v = i_blk * BLOCK_VS + tl.arange(0, BLOCK_VS)
     k_ok = offs_k < K_DIM
     v_ok = offs_v < V_DIM
-    kq_base = qk0 + i_h.to(tl.int64) * SQH
+    kq_base = qk0 + i_qk.to(tl.int64) * SQH
     v_base = v0 + i_h.to(tl.int64) * SVH
     s_ptrs = i_nh.to(tl.int64) * K_DIM * V_DIM + offs_k[:, None] * V_DIM + offs_v[None, :]
     s_mask = k_ok[:, None] & v_ok[None, :]
@@ -436,34 +441,40 @@ def _bwd_dkdv(
 @triton.jit
 def _bwd_kernel(
     Q, K, V, GATE, DO, DQ, DK, DV, DG, FIN, S0, DST, DS0, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
-    TT, SGS, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
+    TT, SGS, SDR, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
     USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, WANT_DG: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
+    GROUP: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
     L, qk0, v0, c0 = _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN)
+    i_qk = i_h
+    if GROUP > 1:  # grouped heads: GROUP value heads read one head of q and k, and each
+        i_qk = i_h // GROUP  # writes its own copy of dq and dk (SDR apart), summed afterwards
+        DQ += (i_h % GROUP).to(tl.int64) * SDR
+        DK += (i_h % GROUP).to(tl.int64) * SDR
     g_base = i_h.to(tl.int64) * TT + c0
     nk = tl.cdiv(K_DIM, BLOCK_KS)
     if pid < nk:
         _bwd_dq(
             Q, K, V, DO, DQ, GATE, DG + pid.to(tl.int64) * SGS, S0, DST, FIN, qk0, v0, g_base,
-            SQT, SQH, SVT, SVH, H, L, i_nh, i_h, pid, scale, K_DIM, V_DIM, USE_S0, USE_DST,
+            SQT, SQH, SVT, SVH, H, L, i_nh, i_h, i_qk, pid, scale, K_DIM, V_DIM, USE_S0, USE_DST,
             WANT_DG, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VF, DOT, BOUND,
         )  # fmt: skip
     elif pid < 2 * nk:
         _bwd_dkdv(
             Q, K, V, DO, DK, GATE, DG + pid.to(tl.int64) * SGS, DST, DS0, qk0, v0, g_base, SQT,
-            SQH, SVT, SVH, H, L, i_nh, i_h, pid - nk, scale, K_DIM, V_DIM, USE_DST, STORE_DS0,
+            SQH, SVT, SVH, H, L, i_nh, i_h, i_qk, pid - nk, scale, K_DIM, V_DIM, USE_DST, STORE_DS0,
             WANT_DG, PRECISE, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, True, DOT, BOUND,
         )  # fmt: skip
     else:
         _bwd_dkdv(
             Q, K, V, DO, DV, GATE, DG + pid.to(tl.int64) * SGS, DST, DS0, qk0, v0, g_base, SQT,
-            SQH, SVT, SVH, H, L, i_nh, i_h, pid - 2 * nk, scale, K_DIM, V_DIM, USE_DST, False,
+            SQH, SVT, SVH, H, L, i_nh, i_h, i_qk, pid - 2 * nk, scale, K_DIM, V_DIM, USE_DST, False,
             WANT_DG, False, BLOCK_T, BLOCK_KS, BLOCK_VS, BLOCK_KF, BLOCK_VF, False, DOT, BOUND,
         )  # fmt: skip
 
@@ -556,8 +567,8 @@ def _chunk_gates(g, N, T_arg, cu, varlen):
 
 def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     """(o, final state or None, the in-chunk cumulative log2-gates for the backward)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, G, K = q.shape
+    H, V = v.shape[2:]
     N, T_arg, cu = sequences(q, cu_seqlens)
     gc = _chunk_gates(g, N, T_arg, cu, cu_seqlens is not None)
     o = empty_as(v)
@@ -568,16 +579,17 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
         k, v, gc, o, dummy if s0 is None else s0, dummy if s_t is None else s_t, cu, T_arg,
         B * T, H, *token_strides(q, v), scale, K_DIM=K, V_DIM=V, BLOCK_K=pow2(K),
         USE_S0=s0 is not None, STORE_ST=want_state, VARLEN=cu_seqlens is not None,
-        DOT=dot_precision(q), BLOCK_T=CHUNK, BOUND=BOUND[q.dtype],
+        DOT=dot_precision(q), BLOCK_T=CHUNK, BOUND=BOUND[q.dtype], GROUP=H // G,
     )  # fmt: skip
     return o, s_t, gc
 
 
 def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, G, K = q.shape
+    H, V = v.shape[2:]
     N, T_arg, cu = sequences(q, cu_seqlens)
-    dq, dk, dv = (empty_as(x) for x in (q, k, v))
+    dq, dk = (per_head_grad(x, H // G) for x in (q, k))
+    dv = empty_as(v)
     if do.stride() != v.stride():  # the kernels read do in v's layout
         do = empty_as(v, do.dtype).copy_(do)
     ds0 = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
@@ -601,11 +613,12 @@ def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, gc, do, dq, dk, dv,
         dummy if dgs is None else dgs, dummy if fin is None else fin, dummy if s0 is None else s0,
         dummy if d_st is None else d_st, dummy if ds0 is None else ds0, cu, T_arg, H,
-        *token_strides(q, v), B * T, H * B * T, scale, K_DIM=K, V_DIM=V, USE_S0=s0 is not None,
-        USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=cu_seqlens is not None,
-        WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V), DOT=dot_precision(q),
-        BLOCK_T=CHUNK, BOUND=BOUND[q.dtype],
+        *token_strides(q, v), B * T, H * B * T, q.numel(), scale, K_DIM=K, V_DIM=V,
+        USE_S0=s0 is not None, USE_DST=d_st is not None, STORE_DS0=want_ds0,
+        VARLEN=cu_seqlens is not None, WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K),
+        BLOCK_VF=pow2(V), DOT=dot_precision(q), BLOCK_T=CHUNK, BOUND=BOUND[q.dtype], GROUP=H // G,
     )  # fmt: skip
+    dq, dk = group_sum(dq, q), group_sum(dk, k)
     dg = None
     if want_dg:  # one launch: the rows summed, reverse-cumsummed per sequence (float64)
         dg = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
@@ -640,7 +653,7 @@ OP = "simple_gla"
 
 
 def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
-    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens)
+    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens, groups=True)
     check_gate(OP, "g", g, ((B, T, H), (H,)),
                f"({B}, {T}, {H}) = [B, T, H] (one log-decay per token and head) or ({H},) = [H]",
                q)  # fmt: skip
@@ -663,8 +676,11 @@ def simple_gla(
     read ``scale exp(g_0 + .. + g_t) q_t S0``).
 
     Args:
-        q, k: ``[B, T, H, K]``.
-        v: ``[B, T, H, V]``.
+        q, k: ``[B, T, G, K]``.
+        v: ``[B, T, H, V]``, H a multiple of G: value head h reads q/k head h // (H / G)
+            (grouped heads, as Mamba-2's B and C with ngroups = G; G = H: one each). q and k
+            are read in place, not repeated to the H heads; their gradients are formed per
+            value head and summed over each group's heads.
         g: ``[B, T, H]`` log-decays (``<= 0``; e.g. ``logsigmoid`` of a projection), or
             ``[H]``: one constant log-decay per head (RetNet / TransNormerLLM), broadcast over
             B and T (its gradient is the sum over them). Any float dtype; differentiable.
@@ -700,7 +716,8 @@ def simple_gla(
         return o, (None if s_t is None else s_t.float() if q.dtype != torch.float64 else s_t)
     check(q.shape[-1] <= 128 and v.shape[-1] <= 128, OP, "head widths K, V for the Triton kernels",
           "at most 128 (else backend='reference')", (q.shape[-1], v.shape[-1]))  # fmt: skip
-    B, T, H, K = q.shape
+    B, T, _, K = q.shape
+    H = v.shape[2]
     scale = float(default_scale(scale, K))
     q, k, v = readable(q, k, v)
     g = expand_gates(g.float(), B, T, H).contiguous()

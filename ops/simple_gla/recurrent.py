@@ -25,7 +25,8 @@ def simple_gla_step(
     with ``output_final_state=True`` continues here).
 
     Args:
-        q, k: ``[B, H, K]``; v: ``[B, H, V]``.
+        q, k: ``[B, G, K]``; v: ``[B, H, V]``, H a multiple of G: value head h reads q/k
+            head h // (H / G) (grouped heads; G = H: one each).
         g: ``[B, H]`` log-decays (<= 0) of this token, or ``[H]`` per-head constants; any
             float dtype.
         state: ``[B, H, K, V]`` (float32 suggested); None starts from zeros.
@@ -39,11 +40,14 @@ def simple_gla_step(
     >>> o.shape, s.shape
     (torch.Size([2, 4, 16]), torch.Size([2, 4, 8, 16]))
     """
-    B, H, K, V, state = check_step(OP, q, k, v, state, scale)
+    B, H, K, V, state = check_step(OP, q, k, v, state, scale, groups=True)
     check_gate(OP, "g", g, ((B, H), (H,)), f"({B}, {H}) = [B, H] or ({H},) = [H]", q)
     scale = default_scale(scale, K)
     ct = torch.promote_types(state.dtype, torch.float32)
-    decay = g.to(ct).exp().expand(B, H)[..., None, None]  # [B, H, 1, 1]
-    s = decay * state + k.to(ct)[..., :, None] * v.to(ct)[..., None, :]  # [B, H, K, V]
-    o = scale * torch.einsum("bhk,bhkv->bhv", q.to(ct), s)
-    return o.to(v.dtype), s
+    G = q.shape[1]
+    # the value heads as [G, H / G]: q and k broadcast over each group's heads
+    decay = g.to(ct).exp().expand(B, H).unflatten(1, (G, H // G))[..., None, None]
+    vf = v.to(ct).unflatten(1, (G, H // G))
+    s = decay * state.unflatten(1, (G, H // G)) + k.to(ct)[:, :, None, :, None] * vf[..., None, :]
+    o = scale * torch.einsum("bgk,bgrkv->bgrv", q.to(ct), s)  # [B, G, R, V]
+    return o.flatten(1, 2).to(v.dtype), s.flatten(1, 2)

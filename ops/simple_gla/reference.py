@@ -35,9 +35,9 @@ def _pieces(cu_seqlens):
 
 def _prepare(q, k, v, g, scale, initial_state):
     ct = torch.promote_types(q.dtype, torch.float32)
-    B, T, H, K = q.shape
+    B, T, _, K = q.shape
     scale = default_scale(scale, K)
-    g = expand_gates(g, B, T, H).to(ct)
+    g = expand_gates(g, B, T, v.shape[2]).to(ct)
     s0 = None if initial_state is None else initial_state.to(ct)
     return ct, scale, q.to(ct), k.to(ct), v.to(ct), g, s0
 
@@ -73,32 +73,39 @@ def simple_gla_recurrent_reference(
 
 
 def _chunks(q, k, v, g, scale, S, C):
-    """Equal-length sequences q, k [n, T, H, K], v [n, T, H, V], g [n, T, H] from state S
-    [n, H, K, V], chunk by chunk; returns (o, final S)."""
-    T = q.shape[1]
+    """Equal-length sequences q, k [n, T, G, K], v [n, T, H, V], g [n, T, H] from state S
+    [n, H, K, V], chunk by chunk; returns (o [n, T, H, V], final S). Value head h = G r + i
+    reads q/k head h // (H / G): the value heads are split into [G, H / G], so that the
+    products broadcast q and k over each group's heads instead of repeating them."""
+    n, T, G = q.shape[:3]
+    H = v.shape[2]
+    R = H // G
+    vg, gg, S = v.unflatten(2, (G, R)), g.unflatten(2, (G, R)), S.unflatten(1, (G, R))
     outs = []
     for t0 in range(0, T, C):
-        qc, kc, vc = q[:, t0 : t0 + C], k[:, t0 : t0 + C], v[:, t0 : t0 + C]
-        G = g[:, t0 : t0 + C].cumsum(1).transpose(1, 2)  # [n, H, c]
-        c = G.shape[-1]
+        qc, kc, vc = q[:, t0 : t0 + C], k[:, t0 : t0 + C], vg[:, t0 : t0 + C]
+        Gc = gg[:, t0 : t0 + C].cumsum(1).permute(0, 2, 3, 1)  # [n, G, R, c]
+        c = Gc.shape[-1]
         causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
-        decay = (G[..., :, None] - G[..., None, :]).masked_fill(~causal, float("-inf")).exp()
-        scores = torch.einsum("bihk,bjhk->bhij", qc, kc) * (scale * decay)  # [n, H, c, c]
-        o = torch.einsum("bhij,bjhv->bihv", scores, vc)
-        q_decay = (scale * G.exp()).transpose(1, 2)[..., None]  # [n, c, H, 1]
-        o = o + torch.einsum("bihk,bhkv->bihv", qc * q_decay, S)
-        G_last = G[..., -1]  # [n, H]
-        k_decay = (G_last[..., None] - G).exp().transpose(1, 2)[..., None]  # [n, c, H, 1]
-        S = G_last.exp()[..., None, None] * S + torch.einsum("bjhk,bjhv->bhkv", kc * k_decay, vc)
-        outs.append(o)
+        decay = (Gc[..., :, None] - Gc[..., None, :]).masked_fill(~causal, float("-inf")).exp()
+        qk = torch.einsum("bigk,bjgk->bgij", qc, kc)  # [n, G, c, c]: once per group
+        scores = qk[:, :, None] * (scale * decay)  # [n, G, R, c, c]
+        o = torch.einsum("bgrij,bjgrv->bigrv", scores, vc)
+        q_decay = (scale * Gc.exp()).permute(0, 3, 1, 2)[..., None]  # [n, c, G, R, 1]
+        o = o + torch.einsum("bigk,bgrkv->bigrv", qc, S) * q_decay
+        G_last = Gc[..., -1]  # [n, G, R]
+        # the keys' weights exp(G_last - G_j) on the values' rows: per head, where k is not
+        v_decay = (G_last[..., None] - Gc).exp().permute(0, 3, 1, 2)[..., None]  # [n, c, G, R, 1]
+        S = G_last.exp()[..., None, None] * S + torch.einsum("bjgk,bjgrv->bgrkv", kc, vc * v_decay)
+        outs.append(o.flatten(2, 3))
     o = torch.cat(outs, 1) if outs else v * 0.0  # empty (T = 0), on the graph
-    return o, S
+    return o, S.flatten(1, 2)
 
 
 def simple_gla_chunked(
-    q: torch.Tensor,  # [B, T, H, K]
-    k: torch.Tensor,  # [B, T, H, K]
-    v: torch.Tensor,  # [B, T, H, V]
+    q: torch.Tensor,  # [B, T, G, K]
+    k: torch.Tensor,  # [B, T, G, K]
+    v: torch.Tensor,  # [B, T, H, V], H a multiple of G
     g: torch.Tensor,  # [B, T, H] or [H]
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,  # [N, H, K, V]
@@ -106,12 +113,14 @@ def simple_gla_chunked(
     cu_seqlens: torch.Tensor | None = None,  # [N + 1]
     chunk_size: int = 64,
 ):
-    """The chunked form in PyTorch (float32 or float64 compute); returns ``(o, final_state)``."""
+    """The chunked form in PyTorch (float32 or float64 compute); returns ``(o, final_state)``.
+    q and k may have G heads shared by the values' H heads in groups (value head h reads
+    q/k head h // (H / G); G = H: one each), read without copies."""
     out_dtype = v.dtype
     ct, scale, q, k, v, g, s0 = _prepare(q, k, v, g, scale, initial_state)
     g = g.clamp(min=GATE_FLOOR)  # as the kernels: a hard reset (-inf) stays finite
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, _, K = q.shape
+    H, V = v.shape[2:]
     outs, finals = [], []
     for tok, row in _pieces(cu_seqlens):
         qs = q[:, tok]

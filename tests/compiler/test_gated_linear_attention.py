@@ -318,7 +318,9 @@ def test_generated_file_runs_without_ncd(name, tmp_path):
         y = model(x)
         (dx,) = torch.autograd.grad(y.square().sum(), x)
         torch.testing.assert_close(y, io["y"], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(dx, io["dx"], rtol=1e-4, atol=1e-4)
+        # float32 sums in two chunk orders: dx spans orders of magnitude (the gradient of
+        # y.square().sum()), and the small entries' error is set by the largest ones'
+        torch.testing.assert_close(dx, io["dx"], rtol=1e-4, atol=1e-5 * io["dx"].abs().max())
         print("ok")
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
