@@ -15,6 +15,9 @@ Families of cases (--ops):
   (itself tested against the recurrence), with gates per token or per head, weak (the
   factored chunks), strong (past the bound: the exact decay matrix) and mixed, initial and
   final states, packed sequences; every gradient, dg included.
+- linear and simple_gla also run grouped heads (labels "groups G/4": q and k of G = 1 or 2
+  heads read by the 4 heads of v, Mamba-2's B and C), against the references on q and k
+  repeated to the heads; `--match groups` runs only those.
 - delta_rule: the delta rule's and gated delta rule's kernels (and, on Hopper, their Gluon
   chunk kernels) against the chunked float64 PyTorch form (ungated and gated, keys spread or
   nearly parallel, states, packed sequences, the forward that keeps its chunk states, the scan
@@ -104,9 +107,12 @@ def softmax_case(dev, dtype, repeat, B, T, S, H, Hkv, D, causal, seed):
     return grads_err([o], [o_ref], [q, k, v], ref_in, g, ["o", "dq", "dk", "dv"])
 
 
-def linear_case(dev, dtype, repeat, B, T, H, K, V, decay, state, normalize, cu, seed):
+def linear_case(dev, dtype, repeat, B, T, H, K, V, decay, state, normalize, cu, seed, G=None):
+    """G: q and k of G heads read by the H heads of v (grouped; None: G = H), the reference
+    on q and k repeated to the H heads."""
     g = torch.Generator(device=dev).manual_seed(seed)
-    q, k = (torch.randn(B, T, H, K, device=dev, generator=g) for _ in range(2))
+    G = H if G is None else G
+    q, k = (torch.randn(B, T, G, K, device=dev, generator=g) for _ in range(2))
     if normalize:
         q, k = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
     else:
@@ -131,7 +137,8 @@ def linear_case(dev, dtype, repeat, B, T, H, K, V, decay, state, normalize, cu, 
     o, st = linear_attention(*inputs[:3], initial_state=s0, backend="triton", **kw)
     ref_in = [x.detach().double().requires_grad_() for x in inputs]
     ref_s0 = None if s0 is None else (tuple(ref_in[3:]) if normalize else ref_in[3])
-    o_ref, st_ref = linear_attention_reference(*ref_in[:3], initial_state=ref_s0, **kw)
+    rq, rk = (x.repeat_interleave(H // G, 2) for x in ref_in[:2])
+    o_ref, st_ref = linear_attention_reference(rq, rk, ref_in[2], initial_state=ref_s0, **kw)
     outs, refs, names = [o], [o_ref], ["o"]
     if state:
         outs += list(st) if normalize else [st]
@@ -192,13 +199,17 @@ def _state_and_packing(dev, g, inputs, B, H, K, V, state, cu):
     return s0, dict(output_final_state=state, cu_seqlens=cu, scale=0.5)
 
 
-def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state, cu, seed):
+def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state, cu, seed,
+                    G=None):  # fmt: skip
     """strength: the log-gates' scale (logsigmoid(x) times it); 'mixed' alternates weak and
     strong stretches of 100 tokens; 'reset' puts a hard reset (-inf) on every 97th token from
     token 96 (the initial state still reaches the first 96 outputs: its gradient is more than
-    the floor's exp(-64) times the gradient, which float16 flushes to 0)."""
+    the floor's exp(-64) times the gradient, which float16 flushes to 0). G: q and k of G heads
+    read by the H heads of v (grouped; None: G = H), the reference on q and k repeated to the
+    H heads."""
     g = torch.Generator(device=dev).manual_seed(seed)
-    q, k = (torch.randn(B, T, H, K, device=dev, generator=g) for _ in range(2))
+    G = H if G is None else G
+    q, k = (torch.randn(B, T, G, K, device=dev, generator=g) for _ in range(2))
     q, k = (torch.nn.functional.normalize(x, dim=-1) for x in (q, k))
     v = torch.randn(B, T, H, V, device=dev, generator=g)
     inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
@@ -218,8 +229,9 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
         o.float().sum().backward()
     o, st = simple_gla(*inputs[:4], initial_state=s0, backend="triton", **kw)
     ref_in = [x.detach().double().requires_grad_() for x in inputs]
-    o_ref, st_ref = simple_gla_chunked(*ref_in[:4], initial_state=ref_in[4] if state else None,
-                                       **kw)  # fmt: skip
+    rq, rk = (x.repeat_interleave(H // G, 2) for x in ref_in[:2])
+    s0_ref = ref_in[4] if state else None
+    o_ref, st_ref = simple_gla_chunked(rq, rk, *ref_in[2:4], initial_state=s0_ref, **kw)
     outs, refs = ([o, st], [o_ref, st_ref]) if state else ([o], [o_ref])
     names = ["o", "S_T"][: len(outs)] + ["dq", "dk", "dv", "dg", "dS0"]
     return grads_err(outs, refs, inputs, ref_in, g, names)
@@ -375,6 +387,18 @@ def cases(families, dev, dtype):
             args = (1 if packed else 2, T, 3, K, K, decay, state, normalize,
                     cu if packed else None, 3)  # fmt: skip
             out.append(("linear", label, linear_case, args))
+        # grouped heads: q and k of G heads read by H = 4 (--match groups selects these)
+        for G, decay, state, normalize, packed in [
+            (1, False, False, False, False),
+            (2, True, True, False, False),
+            (1, True, True, True, False),
+            (2, True, True, False, True),
+        ]:
+            label = f"groups {G}/4 decay={decay} state={state} normalize={normalize} "
+            label += f"packed={packed}"
+            args = (1 if packed else 2, T, 4, K, K, decay, state, normalize,
+                    cu if packed else None, 3, G)  # fmt: skip
+            out.append(("linear", label, linear_case, args))
     if "short_conv" in families:
         C = 40 if small else 2048
         cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
@@ -402,6 +426,19 @@ def cases(families, dev, dtype):
             label += f"packed={packed}"
             args = (1 if packed else 2, T, 3, K, K, per_head, strength, state,
                     cu if packed else None, 7)  # fmt: skip
+            out.append(("simple_gla", label, simple_gla_case, args))
+        # grouped heads (Mamba-2's B and C): q and k of G heads read by H = 4
+        for G, per_head, strength, state, packed in [
+            (1, False, 1 / 16, False, False),
+            (1, False, 1.0, True, False),
+            (2, False, 8.0, True, False),
+            (2, True, 1 / 16, True, False),
+            (1, False, "mixed", True, True),
+        ]:
+            label = f"groups {G}/4 gates per {'head' if per_head else 'token'} x{strength} "
+            label += f"state={state} packed={packed}"
+            args = (1 if packed else 2, T, 4, K, K, per_head, strength, state,
+                    cu if packed else None, 7, G)  # fmt: skip
             out.append(("simple_gla", label, simple_gla_case, args))
     if "delta_rule" in families:
         K = 32 if small else 128

@@ -197,6 +197,14 @@ def per_head_grad(x: torch.Tensor, group: int, dtype=None) -> torch.Tensor:
     return torch.empty_strided(shape, strides, device=x.device, dtype=dtype or x.dtype)
 
 
+def replica_stride(x: torch.Tensor, group: int) -> int:
+    """The elements between two heads' copies in `per_head_grad`'s buffer, as the kernels
+    take it (their SDR); 0 when ungrouped, an argument the kernels do not read: a constant,
+    so that Triton, which specialises integer arguments on their divisibility, compiles the
+    ungrouped kernels once whatever x's size."""
+    return x.numel() if group > 1 else 0
+
+
 def group_sum(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The gradient of x from `per_head_grad`'s buffer: the per-head copies summed over each
     group's heads, in x's layout (and the buffer's dtype); the ungrouped buffer as it is."""

@@ -35,6 +35,8 @@ trip: in a kernel that runs one 4-warp program per SM these set the latency of a
 compiled again at one stage, as `ops._backend.launch` retries a launch that no configuration
 of its list fits, and the last line lists the kernels none of whose rows fit even so (they
 would fail there).
+--group N compiles the linear-attention and scalar-gate kernels for grouped heads (N value heads
+per head of q and k; 1, the default, is the ungrouped code).
 --sass DIR writes the SASS of every kernel in every listed configuration, one file each (the
 `--kernels` given, else the softmax, Gluon and linear-attention ones): diff two such folders
 (two commits, or a change to a kernel's source) to see whether the code the GPU runs changed
@@ -70,6 +72,7 @@ SMEM_LIMIT = SMEM_LIMITS[90]
 TY = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 TARGET = GPUTarget("cuda", 90, 32)
 ONE_STAGE = False  # compile every configuration at one stage (the launcher's retry)
+GROUP = 1  # value heads per q/k head of the linear-attention kernels (--group)
 TOOL = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
 
 
@@ -167,7 +170,7 @@ def softmax_kernel(name, ty, D, cfg, flat, causal=True):
 def linear_kernel(kernel, cfg, D=128, decay=False):
     consts = dict(K_DIM=D, V_DIM=D, HAS_DECAY=decay, USE_S0=False, USE_DST=False,
                   STORE_DS0=False, STORE_ST=False, VARLEN=False, PRECISE=False, DOT="tf32",
-                  BLOCK_K=D, BLOCK_KF=D, BLOCK_VF=D, **cfg.kwargs)  # fmt: skip
+                  BLOCK_K=D, BLOCK_KF=D, BLOCK_VF=D, GROUP=GROUP, **cfg.kwargs)  # fmt: skip
     sig, div = {}, []
     for n in kernel.arg_names:
         strides = n.startswith("S") and len(n) == 3
@@ -198,6 +201,7 @@ GATED_INTS = {
     "SVH",
     "SGB",
     "SGS",
+    "SDR",
 }
 # Pointers that are float32 whatever the inputs' dtype, per family (the launchers' buffers);
 # "gate" names take the gates' dtype (GLA reads g as given; the others convert it to float32).
@@ -263,7 +267,7 @@ def gated_rows(family, dtype, D):
     none, varlen = ("", ()), ("varlen", ("VARLEN",))
     if family == "sgla":
         c, gate_ty = sgla_chunk, "fp32"
-        base = dict(K_DIM=D, V_DIM=D, DOT=dot)
+        base = dict(K_DIM=D, V_DIM=D, DOT=dot, GROUP=GROUP)
         if hasattr(c, "BOUND"):  # the factored decay's bound, per input dtype
             base["BOUND"] = c.BOUND[getattr(torch, dtype)]
         if hasattr(c, "CHUNK"):  # the chunk is fixed; the gates' in-chunk cumsum, a pre-pass
@@ -636,6 +640,8 @@ def main():
         help="compute capability to compile for (90: the H100 / H200)",
     )
     ap.add_argument("--D", type=int, default=128, help="head width (a power of two)")
+    ap.add_argument("--group", type=int, default=1, help="lin, lindecay, sgla: value heads per "
+                    "head of q and k (grouped heads; 1: the ungrouped kernels)")  # fmt: skip
     ap.add_argument("--extra", default="", help='more rows, e.g. "(64, 32, 4, 2); (128, 64, 8, 3)"')
     ap.add_argument("--sass", help="write the SASS of every configuration here, both 16-bit "
                     "dtypes and float32, D 64 and 128, instead of the table: the --kernels "
@@ -643,8 +649,9 @@ def main():
     ap.add_argument("--match", help="only the table's rows whose label matches this regex")
     ap.add_argument("--dump", help="also write the SASS and PTX of the table's rows here")
     args = ap.parse_args()
-    global TARGET, SMEM_LIMIT, ONE_STAGE
+    global TARGET, SMEM_LIMIT, ONE_STAGE, GROUP
     TARGET, SMEM_LIMIT = GPUTarget("cuda", args.arch, 32), SMEM_LIMITS[args.arch]
+    GROUP = args.group
     if "gluon" in (args.kernels or "") or (args.sass and not args.kernels):
         assert gluon_common.GLUON, "the Gluon kernels need Triton 3.6 first on the path"
     extra = [ast.literal_eval(r.strip()) for r in args.extra.split(";") if r.strip()]

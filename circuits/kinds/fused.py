@@ -243,9 +243,11 @@ class LinearAttention(_AttentionLike):
     attention), head h reading group ⌊h / (H/G)⌋, or of no head axis (one group); every
     variant. Gates are per head, shaped like the keys as the box runs them, the head axis H
     in the group axis' place (or put in where the output has it): `gla`'s g so, the others'
-    without the feature axis. The box runs H heads: q and k are repeated to them before the
-    kernels (copies H/G times their size, kept for the backward; their gradients summed over
-    each group's heads).
+    without the feature axis. The box runs H heads. The causal `linear`, `lightning` and
+    `decay` variants' kernels read q and k of G groups as they are (each value head at its
+    group; their gradients formed per head and summed over each group's heads, nothing else
+    kept); the others' (`gla`, the delta rules, non-causal `linear`) get q and k repeated to
+    the H heads (copies H/G times their size, kept for the backward).
     """
 
     kind: Literal["linear_attention"] = "linear_attention"
@@ -276,7 +278,8 @@ class LinearAttention(_AttentionLike):
     qk_heads: AxisName | None = None
     """Grouped heads: the queries' and keys' group axis (size G, H a multiple of G; with
     `heads`); value head h reads group ⌊h / (H/G)⌋, as Mamba-2's B and C with ngroups = G.
-    The box runs H heads: q and k are repeated to them before the kernels (copies of H/G
+    The box runs H heads: the causal `linear`, `lightning` and `decay` kernels read the
+    groups in place; the other variants get q and k repeated to the heads (copies of H/G
     times their size, kept for the backward)."""
 
     @staticmethod

@@ -32,6 +32,7 @@ from .._backend import (
     per_head_grad,
     pow2,
     readable,
+    replica_stride,
     sequences,
     stages_at_most,
     token_strides,
@@ -294,7 +295,7 @@ def _bwd_dkdv(
 @triton.jit
 def _bwd_kernel(
     Q, K, V, DO, DQ, DK, DV, S0, DST, DS0, LOG2_DECAY, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
-    SDR, scale, K_DIM: tl.constexpr,
+    scale, SDR, K_DIM: tl.constexpr,
     V_DIM: tl.constexpr, HAS_DECAY: tl.constexpr, USE_S0: tl.constexpr, USE_DST: tl.constexpr,
     STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr,
     BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr,
@@ -392,8 +393,8 @@ def _backward(
     _launch(
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, do, dq, dk, dv,
         dummy if s0 is None else s0, dummy if d_st is None else d_st, dummy if ds0 is None else ds0,
-        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *token_strides(q, v),
-        q.numel(), scale, K_DIM=K, V_DIM=V, HAS_DECAY=log2_decay is not None,
+        dummy if log2_decay is None else log2_decay, cu, T_arg, H, *token_strides(q, v), scale,
+        replica_stride(q, H // G), K_DIM=K, V_DIM=V, HAS_DECAY=log2_decay is not None,
         USE_S0=s0 is not None, USE_DST=d_st is not None, STORE_DS0=want_ds0,
         VARLEN=cu_seqlens is not None, PRECISE=precise, BLOCK_KF=pow2(K), BLOCK_VF=pow2(V),
         DOT=dot_precision(q), GROUP=H // G,

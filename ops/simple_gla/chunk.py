@@ -35,6 +35,7 @@ from .._backend import (
     per_head_grad,
     pow2,
     readable,
+    replica_stride,
     sequences,
     stages_at_most,
     token_strides,
@@ -441,7 +442,7 @@ def _bwd_dkdv(
 @triton.jit
 def _bwd_kernel(
     Q, K, V, GATE, DO, DQ, DK, DV, DG, FIN, S0, DST, DS0, CU, T, H, SQB, SQT, SQH, SVB, SVT, SVH,
-    TT, SGS, SDR, scale, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
+    TT, SGS, scale, SDR, K_DIM: tl.constexpr, V_DIM: tl.constexpr, USE_S0: tl.constexpr,
     USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, VARLEN: tl.constexpr, WANT_DG: tl.constexpr,
     PRECISE: tl.constexpr, BLOCK_KF: tl.constexpr, BLOCK_VF: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_KS: tl.constexpr, BLOCK_VS: tl.constexpr, DOT: tl.constexpr, BOUND: tl.constexpr,
@@ -613,7 +614,7 @@ def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
         _bwd_kernel, BWD_CONFIGS, INTERPRET_BWD, grid, q, k, v, gc, do, dq, dk, dv,
         dummy if dgs is None else dgs, dummy if fin is None else fin, dummy if s0 is None else s0,
         dummy if d_st is None else d_st, dummy if ds0 is None else ds0, cu, T_arg, H,
-        *token_strides(q, v), B * T, H * B * T, q.numel(), scale, K_DIM=K, V_DIM=V,
+        *token_strides(q, v), B * T, H * B * T, scale, replica_stride(q, H // G), K_DIM=K, V_DIM=V,
         USE_S0=s0 is not None, USE_DST=d_st is not None, STORE_DS0=want_ds0,
         VARLEN=cu_seqlens is not None, WANT_DG=want_dg, PRECISE=precise, BLOCK_KF=pow2(K),
         BLOCK_VF=pow2(V), DOT=dot_precision(q), BLOCK_T=CHUNK, BOUND=BOUND[q.dtype], GROUP=H // G,

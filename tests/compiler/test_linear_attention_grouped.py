@@ -1,9 +1,9 @@
 """Grouped heads in the `linear_attention` box (Mamba-2's B and C shared by groups of heads,
 multi-value and GQA-style linear attention): the compiled box (CPU: the ops' chunked PyTorch
-forms after q and k are repeated to the heads), the interpreter and the generated file
-against token-by-token recurrences written here from the papers' equations, value head h
-reading query/key group h // (H/G); outputs and every gradient. Shape rule errors, cost,
-drawing."""
+forms, on q and k as they are for the causal `linear`, `lightning` and `decay` variants and
+repeated to the heads for the others), the interpreter and the generated file against
+token-by-token recurrences written here from the papers' equations, value head h reading
+query/key group h // (H/G); outputs and every gradient. Shape rule errors, cost, drawing."""
 
 from __future__ import annotations
 
@@ -135,6 +135,14 @@ def _no_ncd_source(c):
     return ns[class_name(c.name)]().to(torch.float64)
 
 
+def _repeats(c) -> bool:
+    """Whether the compiled module and the generated file copy q and k to the heads."""
+    nodes = ncd_compile(c).graph.nodes
+    graph = any(getattr(n.target, "__name__", n.target) == "repeat_interleave" for n in nodes)
+    assert graph == ("repeat_interleave" in to_source(c))
+    return graph
+
+
 def _check(c, want_fn, runs=("compiled", "interpreted")):
     xs = _inputs(c)
     want = want_fn(*xs)
@@ -164,8 +172,10 @@ def _check(c, want_fn, runs=("compiled", "interpreted")):
 def test_grouped_heads_match_the_recurrence(variant, groups):
     """Mamba-2 (decay), linear attention and DeltaNet with H = 4 heads over G = 2 groups, one
     group as an axis of size 1, and one group as no axis (Mamba-2's ngroups = 1): outputs and
-    the gradients of q, k, v and the gates, compiled and interpreted."""
+    the gradients of q, k, v and the gates, compiled and interpreted. The ops of `decay` and
+    `linear` read the groups themselves (no repeat_interleave in the module or the file)."""
     c = _circuit(variant, GROUPS[groups])
+    assert _repeats(c) == (variant == "delta")
 
     def want(q, k, v, *gates):
         names = [i.name for i in c.inputs][3:]
@@ -189,6 +199,7 @@ def test_every_variant_groups_its_heads(variant, fields):
     """The other variants over G = 2 groups, compiled, interpreted and as the generated file
     runs without ncd (its torch-only fallbacks)."""
     c = _circuit(variant, "G", **fields)
+    assert _repeats(c) == (variant not in ("lightning", "linear") or not fields.get("causal", 1))
 
     def want(q, k, v, *gates):
         names = [i.name for i in c.inputs][3:]
@@ -201,6 +212,24 @@ def test_the_generated_file_runs_mamba2_without_ncd():
     """Mamba-2 with one group (no group axis) as the standalone file runs it."""
     c = _circuit("decay", None)
     _check(c, lambda q, k, v, g: reference(q, k, v, "decay", g=g), runs=("source",))
+
+
+def test_mamba_block_reads_its_one_group_in_place():
+    """The gallery's mamba_block (B and C of one group read by every head) compiles and
+    writes its file without copying them to the heads, and its module equals the
+    interpreter (which repeats them): outputs and every input's and parameter's gradient."""
+    c = ncd.gallery.get("mamba_block")
+    assert not _repeats(c)
+    torch.manual_seed(0)
+    m = ncd_compile(c, dtype=torch.float64)
+    params = dict(m.named_parameters())
+    x = torch.randn(2, 32, 16, dtype=torch.float64, requires_grad=True)
+    got, want = m(x), interpret(c, [x], params)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    w = torch.randn(want.shape, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((got * w).sum(), [x, *params.values()]),
+                    torch.autograd.grad((want * w).sum(), [x, *params.values()])):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
 def test_axis_orders_and_a_constant_gate():
@@ -223,24 +252,50 @@ def test_axis_orders_and_a_constant_gate():
     _check(c, want)
 
 
-def test_packed_sequences_restart_per_sequence():
-    """The delta rule over groups on sequences packed along T (offsets 0, 4, 9)."""
+@pytest.mark.parametrize("variant", ["delta", "decay"])
+def test_packed_sequences_restart_per_sequence(variant):
+    """The delta rule (q and k repeated) and Mamba-2's decay (read in place) over groups on
+    sequences packed along T (offsets 0, 4, 9)."""
     b = Builder("packed", sizes={**SIZES, "M": 3})
     q, k = b.input("q", "T G N"), b.input("k", "T G N")
-    v, beta = b.input("v", "T H P"), b.input("beta", "T H")
+    port = "beta" if variant == "delta" else "g"
+    v, gate = b.input("v", "T H P"), b.input(port, "T H")
     offsets = b.input("offsets", "M", dtype="int64")
-    b.output("y", b.linear_attention(q, k, v, **KW, variant="delta", beta=beta, offsets=offsets,
-                                     heads="H", qk_heads="G", name="mixer"))  # fmt: skip
+    y = b.linear_attention(q, k, v, **KW, variant=variant, **{port: gate}, offsets=offsets,
+                           heads="H", qk_heads="G", name="mixer")  # fmt: skip
+    b.output("y", y)
     c = b.build()
-    xs = [x.detach()[0].requires_grad_(True) for x in _inputs(_circuit("delta", "G"))[:4]]
+    assert _repeats(c) == (variant == "delta")
+    xs = [x.detach()[0].requires_grad_(True) for x in _inputs(_circuit(variant, "G"))[:4]]
     ins = [*xs, torch.tensor([0, 4, 9])]
-    want = reference(*[x[None] for x in xs[:3]], "delta", beta=xs[3][None], starts=(0, 4))[0]
+    want = reference(*[x[None] for x in xs[:3]], variant, **{port: xs[3][None]},
+                     starts=(0, 4))[0]  # fmt: skip
     w = torch.randn(want.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     g_want = torch.autograd.grad((want * w).sum(), xs)
     for got in (ncd_compile(c, dtype=torch.float64)(*ins), interpret(c, ins, {})):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
         for a, b_ in zip(torch.autograd.grad((got * w).sum(), xs), g_want, strict=True):
             torch.testing.assert_close(a, b_, rtol=1e-9, atol=1e-9)
+
+
+def test_traced_packed_scan_takes_the_heads_from_v(monkeypatch):
+    """PackedScan as traced (no host read of the offsets: a log-decay of -64 at each
+    sequence's start) on q and k of 2 groups and v of 4 heads: the gates are laid out per
+    value head, and the result is the untraced one's."""
+    from ncd import ops
+    from ncd.compiler import runtime
+
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(1, 9, 2, 3, generator=gen, dtype=torch.float64) for _ in "qk")
+    v = torch.randn(1, 9, 4, 5, generator=gen, dtype=torch.float64)
+    offsets = torch.tensor([0, 4, 9])
+    scan = runtime.PackedScan(ops.simple_gla)
+    for g in (torch.full((4,), -0.1, dtype=torch.float64), -torch.rand(1, 9, 4, generator=gen)):
+        want, _ = scan(q, k, v, g.double(), offsets=offsets, scale=0.5)
+        monkeypatch.setattr(runtime, "traced", lambda: True)
+        got, _ = scan(q, k, v, g.double(), offsets=offsets, scale=0.5)
+        monkeypatch.undo()
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- the shape rule
@@ -306,10 +361,13 @@ def _per_head_box(variant):
 
 
 @pytest.mark.parametrize("variant", ["linear", "decay", "delta"])
-def test_cost_is_the_kernel_of_h_heads_and_the_repeat(variant):
-    """The grouped box costs what the kernel of H heads does (FLOPs; what it keeps, with the
-    repeated q and k in the inputs' place) and the repeat: q and k read and written H/G times
-    over forward; their gradients' sum backward (a temporary of H heads each)."""
+def test_cost_is_the_kernel_of_h_heads_and_the_grouping(variant):
+    """The grouped box costs what the kernel of H heads does (FLOPs) and, backward, the sum
+    of the per-head gradients of q and k over each group (a temporary of H heads each, read,
+    and q's and k's size written). `linear` and `decay` read q and k of G groups in place:
+    they keep q and k as they come and move no other bytes forward. `delta` repeats them to
+    the heads: q and k read and written H/G times over forward, the copies kept in the
+    inputs' place."""
     c = _circuit(variant, "G")
     r = ncd.analyse(c, sizes=COST_SIZES)
     base = ncd.analyse(_per_head_box(variant), sizes=COST_SIZES)
@@ -319,12 +377,18 @@ def test_cost_is_the_kernel_of_h_heads_and_the_repeat(variant):
     assert r.number(box.flops) == r.number(ref.flops)
     assert r.number(box.mm_flops) == r.number(ref.mm_flops)
     assert r.number(box.flops_bwd) == r.number(ref.flops_bwd) + 2 * B * T * (H - G) * N
-    assert r.number(box.io_bytes) == r.number(ref.io_bytes) + 2 * (small + big)
     assert r.number(box.io_bytes_bwd) == r.number(ref.io_bytes_bwd) + 2 * (small + big)
     kept = {what: r.number(n) for what, _, n in box.saved}
-    assert kept["q, repeated to the H heads"] == kept["k, repeated to the H heads"] == big
-    assert r.numbers["activation_bytes"] == base.numbers["activation_bytes"]
-    assert any("grouped heads" in n for n in box.notes)
+    if variant == "delta":
+        assert r.number(box.io_bytes) == r.number(ref.io_bytes) + 2 * (small + big)
+        assert kept["q, repeated to the H heads"] == kept["k, repeated to the H heads"] == big
+        assert r.numbers["activation_bytes"] == base.numbers["activation_bytes"]
+        assert any("repeated to the" in n for n in box.notes)
+    else:
+        assert r.number(box.io_bytes) == r.number(ref.io_bytes)
+        assert kept["input q"] == kept["input k"] == small
+        assert r.numbers["activation_bytes"] == base.numbers["activation_bytes"] - 2 * (big - small)
+        assert any("read in place" in n for n in box.notes)
 
 
 def test_the_drawing_shows_the_grouping():

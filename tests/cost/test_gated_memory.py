@@ -115,8 +115,9 @@ def gated_box_circuit():
 
 def grouped_box_circuit():
     """Grouped heads: `decay` over q and k of G = 2 groups read by the H = 4 heads (Mamba-2's
-    C and B), the delta rule over q and k of no head axis (one group): the kernels keep the
-    copies of q and k repeated to the heads."""
+    C and B), whose kernels read the groups in place and keep q and k as they are; the delta
+    rule over q and k of no head axis (one group), whose kernels keep the copies of q and k
+    repeated to the heads."""
     b = Builder("grouped_boxes", axes={"D": "H*K", "G": 2}, sizes={"B": 2})
     x = b.input("x", "B T D")
     q, k = (b.linear(x, "D", "G K", bias=False, name=n) for n in ("q", "k"))

@@ -127,22 +127,31 @@ def _helper(name: str):
     return sys.modules[key]
 
 
+def _nan(t):
+    if t.is_floating_point():
+        return t.fill_(float("nan"))
+    if t.dtype == torch.uint8:
+        return t.fill_(255)
+    return t.fill_(-1) if t.dtype.is_signed else t
+
+
 @pytest.fixture
 def nan_alloc(monkeypatch):
     """Fresh tensors from torch.empty / empty_like come filled with NaN (float) or all bits
     set (integers: -1, 255 for uint8, so that a float view of a byte or word buffer reads NaN),
     so an output element that a kernel forgets to write shows up."""
     empty, empty_like = torch.empty, torch.empty_like
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: _nan(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: _nan(empty_like(*a, **k)))
 
-    def nan(t):
-        if t.is_floating_point():
-            return t.fill_(float("nan"))
-        if t.dtype == torch.uint8:
-            return t.fill_(255)
-        return t.fill_(-1) if t.dtype.is_signed else t
 
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: nan(empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: nan(empty_like(*a, **k)))
+@pytest.fixture
+def nan_strided(nan_alloc, monkeypatch):
+    """nan_alloc, and torch.empty_strided's tensors too (the buffers the ops lay out as
+    another tensor: outputs and gradients in their inputs' layouts, the per-head gradients of
+    grouped q and k)."""
+    empty_strided = torch.empty_strided
+    monkeypatch.setattr(torch, "empty_strided", lambda *a, **k: _nan(empty_strided(*a, **k)))
 
 
 @pytest.fixture

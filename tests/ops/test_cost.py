@@ -143,6 +143,44 @@ def test_simple_gla_backward_buffers(want_dg, K, V, monkeypatch):
 
 
 @pytest.mark.interpret
+@pytest.mark.parametrize("op", ["linear_attention", "simple_gla", "simple_gla_dg"])
+def test_grouped_heads_kept_and_backward_bytes(op, monkeypatch):
+    """q and k of G = 1 head read by H = 4 heads of v: autograd keeps what the ungrouped op
+    keeps less the H - G heads of q and k it no longer has; the backward (launches stubbed,
+    as above) writes dq and dk per value head, temporaries of H heads each beyond the
+    kernels' own buffers (what the cost model adds: compiler/cost/rules/linear_attention.py,
+    `_grouped`), and returns them summed to q's and k's size."""
+    from ncd.ops.linear_attention import chunk as la_chunk
+    from ncd.ops.simple_gla import chunk as sg_chunk
+    from ncd.ops.simple_gla import cost as sg_cost
+    from ncd.ops.simple_gla import simple_gla
+
+    B, T, G, H, K, V = 1, 48, 1, 4, 32, 16
+    gen = torch.Generator().manual_seed(0)
+    q, k = (torch.rand(B, T, G, K, generator=gen).half().requires_grad_() for _ in range(2))
+    v = torch.randn(B, T, H, V, generator=gen).half().requires_grad_()
+    dg = op == "simple_gla_dg"
+    gates = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=gen)).requires_grad_(dg)
+    if op == "linear_attention":
+        chunk, call = la_chunk, lambda: linear_attention(q, k, v, backend="triton")[0]
+        kept_ungrouped = linear_attention_cost.activation_bytes(B, T, H, K, V, 2)
+        temps = linear_attention_cost.backward_temp_bytes(B, T, H, K, V, 2)
+    else:
+        chunk, call = sg_chunk, lambda: simple_gla(q, k, v, gates, backend="triton")[0]
+        kept_ungrouped = sg_cost.activation_bytes(B, T, H, K, V, 2)
+        block = sg_chunk.INTERPRET_BWD["BLOCK_KS"]
+        temps = sg_cost.backward_temp_bytes(B, T, H, K, V, block, block, want_dg=dg)
+    o, kept = kept_bytes(call)
+    assert kept == kept_ungrouped - 2 * 2 * B * T * (H - G) * K
+    monkeypatch.setattr(chunk, "launch", lambda *a, **kw: None)
+    o = call()
+    peak = backward_peak(o, torch.ones_like(o))
+    grads = 2 * B * T * (2 * G * K + H * V) + (4 * B * T * H if dg else 0)
+    # dg (float32 [B, T, H]) is made once the per-head buffers are summed and freed
+    assert peak - grads == temps + 2 * 2 * B * T * H * K - (4 * B * T * H if dg else 0)
+
+
+@pytest.mark.interpret
 @pytest.mark.parametrize("Hkv", [4, 2])
 def test_softmax_attention_kept_and_backward_bytes(Hkv, monkeypatch):
     """`activation_bytes` against what autograd keeps, `backward_temp_bytes` against the

@@ -310,3 +310,130 @@ def test_flops_are_the_products_the_kernels_run(dot_macs, dtype, normalize):
         B, T, H, K, V, block_k=chunk.INTERPRET_BWD["BLOCK_KS"],
         block_v=chunk.INTERPRET_BWD["BLOCK_VS"], **blocks,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------- grouped heads
+# (B, T, G, H, K, V, dtype, decay, initial state, final state, normalize, cu_seqlens): q and k
+# of G heads read by the H heads of v, head h reading h // (H / G)
+GROUPED = [
+    (2, 63, 1, 4, 32, 16, torch.float32, False, False, False, False, None),
+    (2, 63, 2, 4, 32, 48, torch.float32, True, True, True, False, None),
+    (1, 63, 2, 4, 16, 32, torch.float32, True, True, True, False, [0, 7, 7, 40, 63]),
+    (1, 63, 1, 4, 24, 20, torch.float16, True, False, True, False, [0, 16, 63]),
+    (2, 63, 2, 4, 32, 32, torch.float32, True, True, True, True, None),
+    (2, 63, 1, 4, 16, 16, torch.float16, False, True, True, True, None),
+]
+
+
+def run_grouped(case, **fn_kw):
+    """The op on grouped q, k against the quadratic float64 reference on q, k repeated to
+    the H heads by repeat_interleave: outputs, final states and every gradient (dq and dk
+    of the reference summed over each group's heads by autograd)."""
+    B, T, G, H, K, V, dtype, use_decay, use_s0, want_state, normalize, cu = case
+    q, k = make(B, T, G, K, K, dtype, seed=T + G, positive=normalize)[0][:2]
+    gen = torch.Generator().manual_seed(G)
+    v = torch.randn(B, T, H, V, generator=gen).to(dtype).requires_grad_()
+    cu = None if cu is None else torch.tensor(cu)
+    N = B if cu is None else len(cu) - 1
+    decay = (0.8 + 0.2 * torch.rand(H, generator=gen)) if use_decay else None
+    inputs, s0 = [q, k, v], None
+    if use_s0:
+        s0 = torch.randn(N, H, K, V, generator=gen).requires_grad_()
+        inputs.append(s0)
+        if normalize:
+            inputs.append(torch.rand(N, H, K, generator=gen).requires_grad_())
+            s0 = (s0, inputs[-1])
+    kw = dict(decay=decay, output_final_state=want_state, normalize=normalize, cu_seqlens=cu,
+              scale=0.3)  # fmt: skip
+    o, st = linear_attention(q, k, v, initial_state=s0, **kw, **fn_kw)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    rq, rk = (x.repeat_interleave(H // G, 2) for x in ref_in[:2])
+    ref_s0 = None if s0 is None else (tuple(ref_in[3:]) if normalize else ref_in[3])
+    o_ref, st_ref = linear_attention_reference(rq, rk, ref_in[2], initial_state=ref_s0, **kw)
+    assert o.shape == (B, T, H, V) and o.dtype == dtype
+    outs, refs = [o], [o_ref]
+    if want_state:
+        outs += list(st) if normalize else [st]
+        refs += list(st_ref) if normalize else [st_ref]
+    cot = [torch.randn(x.shape, generator=gen).to(x.dtype) for x in outs]
+    grads = torch.autograd.grad(outs, inputs, cot)
+    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cot])
+    assert all(a.shape == x.shape for a, x in zip(grads, inputs))
+    errs = [rel_rms(a, b) for a, b in zip(outs + list(grads), refs + list(ref_grads))]
+    assert max(errs) < TOL[dtype], errs
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_heads_match_the_reference(case, nan_strided):
+    run_grouped(case, backend="triton")
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_heads_in_the_chunked_form(case):
+    run_grouped(case)  # CPU tensors: the chunked PyTorch form
+
+
+def saved_storages(fn):
+    """(fn(), the storages autograd keeps for the backward: data pointer -> bytes)."""
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, kept
+
+
+@pytest.mark.interpret
+def test_grouped_heads_keep_no_copies():
+    """One group of q and k read by 4 heads: the kernels keep q, k and v themselves (nothing
+    of 4 heads' size beside v); dq and dk come back in q's and k's shape and layout."""
+    B, T, H, K, V = 1, 40, 4, 16, 16
+    q, k = make(B, T, 1, K, K, torch.float32, seed=1, permuted=True)[0][:2]
+    v = torch.randn(B, T, H, V).requires_grad_()
+    o, kept = saved_storages(lambda: linear_attention(q, k, v, backend="triton")[0])
+    assert kept == {x.untyped_storage().data_ptr(): 4 * x.numel() for x in (q, k, v)}
+    dq, dk = torch.autograd.grad(o.sum(), (q, k))
+    assert dq.stride() == q.stride() and dk.stride() == k.stride()
+
+
+def test_grouped_chunked_form_keeps_no_copies():
+    """The CPU path keeps no tensor of q's or k's size repeated to the heads: no kept storage
+    is as large as q of 4 heads, which the same call on repeated q and k does keep."""
+    B, T, H, K, V = 1, 128, 4, 32, 8
+    q, k = make(B, T, 1, K, K, torch.float32, seed=1)[0][:2]
+    v = torch.randn(B, T, H, V).requires_grad_()
+    repeated = [x.repeat_interleave(H, 2) for x in (q, k)]
+    for qq, kk, copies in ((q, k, False), (*repeated, True)):
+        _, kept = saved_storages(lambda a=qq, b=kk: linear_attention_chunked(a, b, v, chunk_size=8))
+        assert (max(kept.values()) >= 4 * B * T * H * K) == copies, kept
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_grouped_step_continues_a_prompt(normalize):
+    """q and k of 2 groups read by 4 heads, a prompt through the op then one token at a time:
+    the reference on q and k repeated to the heads."""
+    q, k = (x.detach() for x in make(2, 12, 2, 8, 8, torch.float64, 1, positive=True)[0][:2])
+    v = torch.randn(2, 12, 4, 5, dtype=torch.float64)
+    kw = dict(decay=torch.tensor([1.0, 0.9, 0.7, 0.8], dtype=torch.float64),
+              normalize=normalize, scale=0.5)  # fmt: skip
+    o_ref, _ = linear_attention_reference(q.repeat_interleave(2, 2), k.repeat_interleave(2, 2),
+                                          v, **kw)  # fmt: skip
+    _, state = linear_attention(q[:, :7], k[:, :7], v[:, :7], output_final_state=True, **kw)
+    for t in range(7, 12):
+        o_t, state = linear_attention_step(q[:, t], k[:, t], v[:, t], state, **kw)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+
+
+def test_grouped_heads_must_divide():
+    (q, k, v), _ = make(1, 6, 3, 8, 4, torch.float32, 0)
+    v4 = torch.randn(1, 6, 4, 4)
+    for call in (lambda: linear_attention(q, k, v4),
+                 lambda: linear_attention_step(q[:, 0], k[:, 0], v4[:, 0], None)):  # fmt: skip
+        with pytest.raises(ValueError, match="heads H of v: expected a multiple of the G = 3"):
+            call()
+    with pytest.raises(ValueError, match=r"v.shape\[:2\] \(B, T\)"):
+        linear_attention(q, k, v[:, :5])

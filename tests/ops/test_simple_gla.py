@@ -355,3 +355,114 @@ def test_flops_are_the_products_the_kernels_run(dot_macs, dtype, want_dg):
         block_v=chunk.INTERPRET_BWD["BLOCK_VS"], want_dg=want_dg,
         precise=dtype != torch.float32,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------- grouped heads
+# (B, T, G, H, K, V, dtype, gates, initial state, final state, cu_seqlens, dg): q and k of G
+# heads read by the H heads of v (and of g), head h reading h // (H / G)
+GROUPED = [
+    (2, 63, 1, 4, 32, 16, torch.float32, "bth", False, False, None, True),
+    (2, 63, 2, 4, 32, 48, torch.float32, "bth", True, True, None, True),
+    (1, 63, 2, 4, 16, 32, torch.float32, "bth", True, True, [0, 7, 7, 40, 63], True),
+    (1, 63, 1, 4, 24, 20, torch.float16, "h", True, False, [0, 16, 63], True),
+    (1, 63, 2, 4, 64, 64, torch.float16, "bth", False, True, None, True),
+    (2, 63, 1, 4, 32, 32, torch.float16, "bth", True, True, None, False),
+]
+
+
+def run_grouped(case, **fn_kw):
+    """The op on grouped q, k against the token-by-token float64 recurrence on q, k repeated
+    to the H heads by repeat_interleave: outputs, final states and every gradient (dq and dk
+    of the reference summed over each group's heads by autograd)."""
+    B, T, G, H, K, V, dtype, gates, use_s0, want_state, cu, want_dg = case
+    (q, k, _), _, _ = make(B, T, G, K, V, dtype, T + G)
+    _, g, gen = make(B, T, H, K, V, dtype, G, gates)
+    v = torch.randn(B, T, H, V, generator=gen).to(dtype).requires_grad_()
+    g = g.detach().requires_grad_(want_dg)
+    cu = None if cu is None else torch.tensor(cu)
+    N = B if cu is None else len(cu) - 1
+    inputs, s0 = [q, k, v] + [g] * want_dg, None
+    if use_s0:
+        s0 = torch.randn(N, H, K, V, generator=gen).requires_grad_()
+        inputs.append(s0)
+    kw = dict(scale=0.3, output_final_state=want_state, cu_seqlens=cu)
+    o, st = simple_gla(q, k, v, g, initial_state=s0, **kw, **fn_kw)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    rq, rk = (x.repeat_interleave(H // G, 2) for x in ref_in[:2])
+    rg = ref_in[3] if want_dg else g.double()
+    o_ref, st_ref = simple_gla_recurrent_reference(
+        rq, rk, ref_in[2], rg, initial_state=ref_in[-1] if use_s0 else None, **kw
+    )
+    assert o.shape == (B, T, H, V) and o.dtype == dtype
+    outs, refs = [o] + [st] * want_state, [o_ref] + [st_ref] * want_state
+    cot = [torch.randn(x.shape, generator=gen).to(x.dtype) for x in outs]
+    grads = torch.autograd.grad(outs, inputs, cot)
+    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cot])
+    assert all(a.shape == x.shape for a, x in zip(grads, inputs))
+    errs = [rel_rms(a, b) for a, b in zip(outs + list(grads), refs + list(ref_grads))]
+    assert max(errs) < TOL[dtype], errs
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_heads_match_the_recurrence(case, nan_strided):
+    run_grouped(case, backend="triton")
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_heads_in_the_chunked_form(case):
+    run_grouped(case)  # CPU tensors: the chunked PyTorch form
+
+
+@pytest.mark.interpret
+def test_grouped_heads_keep_no_copies():
+    """One group of q and k (Mamba-2's B and C with ngroups = 1) read by 4 heads: the kernels
+    keep q, k and v themselves and the gates' float32 cumulative sums, nothing else; dq and
+    dk come back in q's and k's shape and layout."""
+    B, T, H, K, V = 1, 40, 4, 16, 16
+    (q, k, _), _, gen = make(B, T, 1, K, V, torch.float32, 1, permuted=True)
+    v = torch.randn(B, T, H, V, generator=gen).requires_grad_()
+    g = F.logsigmoid(torch.randn(B, T, H, generator=gen)).requires_grad_()
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        o, _ = simple_gla(q, k, v, g, backend="triton")
+    inputs = {x.untyped_storage().data_ptr(): 4 * x.numel() for x in (q, k, v)}
+    assert {p: kept[p] for p in inputs} == inputs
+    assert sum(kept.values()) - sum(inputs.values()) == 4 * H * B * T  # the cumulative gates
+    dq, dk = torch.autograd.grad(o.sum(), (q, k))
+    assert dq.stride() == q.stride() and dk.stride() == k.stride()
+
+
+def test_grouped_step_continues_a_prompt():
+    """q and k of 2 groups read by 4 heads: a prompt through the op, then one token at a
+    time; the recurrence on q and k repeated to the heads."""
+    (q, k, _), g, gen = make(2, 12, 2, 8, 5, torch.float64, 1, "bth", torch.float64)
+    q, k = q.detach(), k.detach()
+    v = torch.randn(2, 12, 4, 5, generator=gen, dtype=torch.float64)
+    g = F.logsigmoid(torch.randn(2, 12, 4, generator=gen, dtype=torch.float64))
+    o_ref, s_ref = simple_gla_recurrent_reference(
+        q.repeat_interleave(2, 2), k.repeat_interleave(2, 2), v, g, scale=0.5,
+        output_final_state=True,
+    )  # fmt: skip
+    _, state = simple_gla(q[:, :7], k[:, :7], v[:, :7], g[:, :7], scale=0.5,
+                          output_final_state=True)  # fmt: skip
+    for t in range(7, 12):
+        o_t, state = simple_gla_step(q[:, t], k[:, t], v[:, t], g[:, t], state, scale=0.5)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+    torch.testing.assert_close(state, s_ref)
+
+
+def test_grouped_heads_must_divide():
+    (q, k, _), g, _ = make(1, 6, 3, 8, 4, torch.float32, 0)
+    v4, g4 = torch.randn(1, 6, 4, 4), torch.zeros(1, 6, 4)
+    for call in (lambda: simple_gla(q, k, v4, g4),
+                 lambda: simple_gla_step(q[:, 0], k[:, 0], v4[:, 0], g4[:, 0], None)):  # fmt: skip
+        with pytest.raises(ValueError, match="heads H of v: expected a multiple of the G = 3"):
+            call()
+    with pytest.raises(ValueError, match="g.shape"):  # the gates are per value head
+        simple_gla(q[:, :, :2], k[:, :, :2], v4, g)

@@ -39,16 +39,27 @@ def _linear_attention_rule(v: BoxView) -> Rule:
     return _delta_rule(v)
 
 
+# The variants whose ops read grouped q and k in place (compiler/fused.py, `reads_groups`).
+GROUPED_OPS = ("linear", "lightning", "decay")
+
+
 def _grouped(v: BoxView) -> Rule:
-    """A grouped box as the lowering runs it (compiler/fused.py, `_repeat_to_heads`): q and k
-    repeated to the H value heads (contiguous copies, in their own axis order with H in the
-    group axis' place), then the kernel of H heads, priced by the rule of an ungrouped box
-    whose q and k are those copies, with the heads last of the batch axes as the kernels
-    take them. On top: the copies' traffic (q, k read, H/G times as much written), kept in
-    the inputs' place (or, where the kernel copies them again, freed in the forward), and in
-    the backward the kernel's gradients of the copies (temporaries) summed over each
-    group's heads (an add per element beyond the first of each group, read and written)."""
+    """A grouped box as the lowering runs it (compiler/fused.py, `_repeat_to_heads`): the
+    kernel of H heads, priced by the rule of an ungrouped box whose q and k have the H value
+    heads, the heads last of the batch axes as the kernels take them, plus:
+
+    - the causal `linear`, `lightning` and `decay` ops read q and k of G groups in place
+      (`_in_place`): they keep the inputs (or their own contiguous copy of them where q and
+      k are laid out differently), and their backward writes dq and dk per value head
+      (temporaries of H heads) and sums them over each group's heads (an add per element
+      beyond the first of each group, read and written);
+    - the other variants (`_repeated`) run on q and k repeated to the H heads (contiguous
+      copies in their own axis order with H in the group axis' place): the copies' traffic
+      (q, k read, H/G times as much written), kept in the inputs' place (or, where the kernel
+      copies them again, freed in the forward), and backward the same sum of the kernel's
+      gradients of the copies."""
     b = v.box
+    native = b.causal and b.variant in GROUPED_OPS
     wide = {p: b.per_head(v.x(p), v.x("v")) for p in ("q", "k")}
     own = (b.query, b.key, b.head, b.value, b.heads)
     inner = _copy_module.copy(v)
@@ -56,30 +67,49 @@ def _grouped(v: BoxView) -> Rule:
     for p, t in wide.items():
         batch = [t.axis(a) for a in t.names if a not in own]
         seq = b.query if p == "q" else b.key
-        # type order: the heads last of the batch (the kernels' H); memory: the copy's own
+        # type order: the heads last of the batch (the kernels' H); memory: the copy's own, or
+        # the input's read in place (the group axis as the heads', or a unit heads axis)
         order = [*batch, t.axis(b.heads), t.axis(seq), t.axis(b.head)]
-        inner.ins[p], inner.layouts[p] = t.with_axes(order), t.names
+        layout = t.names
+        if native:
+            layout = [b.heads if a == b.qk_heads else a for a in v.layouts.get(p, v.x(p).names)]
+            if b.qk_heads is None:
+                layout.insert(layout.index(b.head), b.heads)
+        inner.ins[p], inner.layouts[p] = t.with_axes(order), tuple(layout)
     r = _linear_attention_rule(inner)
+    H = v.size(v.x("v"), b.heads)
+    G = v.size(v.x("q"), b.qk_heads) if b.qk_heads is not None else 1
     io = io_bwd = flops_bwd = temps = bwd_temps = ZERO
     saved = list(r.saved)
     for p in ("q", "k"):
         small, big = v.nbytes(v.x(p)), v.nbytes(wide[p])
-        io += small + big
-        kept = [i for i, s in enumerate(saved) if s.where == "in" and s.ref == p]
-        for i in kept:
-            saved[i] = _own(f"{p}_heads", big, f"{p}, repeated to the {b.heads} heads")
-        if not kept:  # the kernel keeps a copy of its own: the repeated one is freed
-            temps += big
-        if v.grad(p):
+        if native:
+            for i, s in enumerate(saved):  # the op's contiguous copy is of q (k) as it came
+                if s.where == "own" and s.ref == f"{p}_copy":
+                    saved[i] = _own(s.ref, small, f"{p}, copied to [B, T, G, K]")
+        else:
+            io += small + big
+            kept = [i for i, s in enumerate(saved) if s.where == "in" and s.ref == p]
+            for i in kept:
+                saved[i] = _own(f"{p}_heads", big, f"{p}, repeated to the {b.heads} heads")
+            if not kept:  # the kernel keeps a copy of its own: the repeated one is freed
+                temps += big
+        # the gradients of the H heads summed per group: by the op itself (dq and dk both,
+        # whichever is needed), or by autograd through the repeat
+        if (native and sympy.simplify(H - G) != 0) or (not native and v.grad(p)):
             io_bwd += small + big
             flops_bwd += numel(wide[p]) - numel(v.x(p))
             bwd_temps += big
-    G = v.size(v.x("q"), b.qk_heads) if b.qk_heads is not None else 1
-    note = (
-        f"grouped heads: q and k of {G} group(s) repeated to the {v.size(v.x('v'), b.heads)} "
-        "heads before the kernel (FLOPs of every head; the copies kept; their gradients summed "
-        "per group)"
-    )
+    if native:
+        note = (
+            f"grouped heads: q and k of {G} group(s) read in place by the {H} heads (FLOPs of "
+            "every head; dq and dk formed per head and summed per group)"
+        )
+    else:
+        note = (
+            f"grouped heads: q and k of {G} group(s) repeated to the {H} heads before the kernel "
+            "(FLOPs of every head; the copies kept; their gradients summed per group)"
+        )
     base_bwd = r.flops_bwd if r.flops_bwd is not None else 2 * (r.flops - r.mm) + r.mm_bwd
     priced = r.io is not None  # else (packed windows) the analyser's default, from the ports
     return dataclasses.replace(
