@@ -11,6 +11,9 @@ side by side: dq (forward scan of S, one program per key block), dk and dv (back
 of dS = sum lam^(..) q^T do, one program per key block and per value block).
 normalize=True runs the scan twice (values, then all-ones values for the denominator) inside
 one autograd Function, in float32 where the two parts' gradients cancel.
+Grouped heads (q, k of G heads, each read by GROUP = H / G value heads): every program reads
+q and k at its value head's group, and the dq and dk programs write per value head into
+copies of q's layout that the op sums per group (README.md).
 """
 
 import math

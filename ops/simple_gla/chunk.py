@@ -14,6 +14,9 @@ When g needs a gradient, every program also writes a float32 row of per-token te
 dL/dG (dq, dk: the inter-chunk reads of the state and its gradient; dv: the chunk's pairs),
 and one more launch, _dg_kernel, sums them and reverse-cumsums them over each sequence in
 float64 (README.md, "Gradient of g").
+Grouped heads (q, k of G heads, each read by GROUP = H / G value heads) as in
+ops/linear_attention: q and k read at the value head's group, dq and dk written per value head
+and summed per group by the op.
 """
 
 import torch
