@@ -431,17 +431,18 @@ def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
 
 
 def simple_gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
-    """Linear attention with a scalar log-decay per token and head, g [B, T, H] (or [H], one
-    per head): S_t = exp(g_t) S_{t-1} + k_tᵀ v_t, o_t = scale q_t S_t, on q, k [B, T, G, K] and
-    v [B, T, H, V], value head h reading q/k head h // (H/G) (G = H: one each); scale None
-    means K**-0.5; every sequence that `cu_seqlens` ([N + 1] offsets, B = 1) packs along T
-    starts from a zero state. The chunked form in plain PyTorch (the fallback of
-    ncd.ops.simple_gla; `backend` is not read): per chunk, with G the
-    in-chunk cumulative log-decay, E_ij = exp(G_i - G_j) for i ≥ j and S the entering state,
-    O = scale ((Q Kᵀ ∘ E) V + diag(exp G) Q S) and S ← exp(G_last) S + Kᵀ diag(exp(G_last - G)) V.
-    The value heads are taken as [G, H/G], so that the products broadcast q and k over each
-    group's heads (einsum, not repeated copies); log-decays below -64 count as -64, so that a
-    reset (-inf) stays finite. Returns (o in v's dtype, None)."""
+    """Linear attention with a scalar log-decay per token and head, g [B, T, H] (or [H],
+    one per head): S_t = exp(g_t) S_{t-1} + k_tᵀ v_t, o_t = scale q_t S_t, on q, k
+    [B, T, G, K] and v [B, T, H, V], value head h reading q/k head h // (H/G) (G = H: one
+    each); scale None means K**-0.5; every sequence that `cu_seqlens` ([N + 1] offsets,
+    B = 1) packs along T starts from a zero state. The chunked form in plain PyTorch (the
+    fallback of ncd.ops.simple_gla; `backend` is not read): per chunk, with G the in-chunk
+    cumulative log-decay, E_ij = exp(G_i - G_j) for i ≥ j and S the entering state,
+    O = scale ((Q Kᵀ ∘ E) V + diag(exp G) Q S) and
+    S ← exp(G_last) S + Kᵀ diag(exp(G_last - G)) V.
+    The value heads are taken as [G, H/G], so that the products broadcast q and k over
+    each group's heads (einsum, not repeated copies); log-decays below -64 count as -64,
+    so that a reset (-inf) stays finite. Returns (o in v's dtype, None)."""
     B, T, n_qk, K = q.shape
     H, V = v.shape[2:]
     scale = (K**-0.5 if K else 1.0) if scale is None else scale
@@ -449,7 +450,8 @@ def simple_gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
     g = g.expand(B, T, H) if g.dim() == 1 else g
     q, k = (x.to(ct).transpose(1, 2) for x in (q, k))  # [B, G, T, K]
     v = v.to(ct).transpose(1, 2).unflatten(1, (n_qk, H // n_qk))  # [B, G, R, T, V]
-    g = g.to(ct).clamp(min=-64.0).transpose(1, 2).unflatten(1, (n_qk, H // n_qk))  # [B, G, R, T]
+    g = g.to(ct).clamp(min=-64.0).transpose(1, 2)
+    g = g.unflatten(1, (n_qk, H // n_qk))  # [B, G, R, T]
     bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
     outs = []
     for start, end in zip(bounds[:-1], bounds[1:]):
