@@ -306,22 +306,27 @@ class Builder:
     def softmax(self, x, over, *, variant="softmax", name=None, label=""):
         return self.box("softmax", {"x": x}, name, over=over, variant=variant, label=label)
 
-    def layernorm(self, x, over, *, affine=True, name=None, label=""):
-        return self.box("layernorm", {"x": x}, name, over=over, affine=affine, label=label)
+    # The norms' `kw` are their other fields (`eps`; batchnorm's `momentum`, ...), as
+    # `ncd schema KIND` lists them: a paper's own epsilon needs no `b.box` call.
+    def layernorm(self, x, over, *, affine=True, name=None, label="", **kw):
+        return self.box("layernorm", {"x": x}, name, over=over, affine=affine, label=label,
+                        **kw)  # fmt: skip
 
-    def rmsnorm(self, x, over, *, affine=True, name=None, label=""):
-        return self.box("rmsnorm", {"x": x}, name, over=over, affine=affine, label=label)
+    def rmsnorm(self, x, over, *, affine=True, name=None, label="", **kw):
+        return self.box("rmsnorm", {"x": x}, name, over=over, affine=affine, label=label,
+                        **kw)  # fmt: skip
 
-    def batchnorm(self, x, channel, *, name=None, label=""):
-        return self.box("batchnorm", {"x": x}, name, channel=channel, label=label)
+    def batchnorm(self, x, channel, *, name=None, label="", **kw):
+        return self.box("batchnorm", {"x": x}, name, channel=channel, label=label, **kw)
 
-    def unifiednorm(self, x, channel, *, name=None, label=""):
-        return self.box("unifiednorm", {"x": x}, name, channel=channel, label=label)
+    def unifiednorm(self, x, channel, *, name=None, label="", **kw):
+        return self.box("unifiednorm", {"x": x}, name, channel=channel, label=label, **kw)
 
-    def groupnorm(self, x, channel, groups, over=(), *, name=None, label=""):
+    def groupnorm(self, x, channel, groups, over=(), *, name=None, label="", **kw):
         return self.box(
-            "groupnorm", {"x": x}, name, channel=channel, groups=groups, over=over, label=label
-        )
+            "groupnorm", {"x": x}, name, channel=channel, groups=groups, over=over, label=label,
+            **kw,
+        )  # fmt: skip
 
     def normalize(self, x, over, p=2, *, name=None):
         return self.box("normalize", {"x": x}, name, over=over, p=p)

@@ -129,3 +129,50 @@ def check_import(model, compiled, xs, rtol=1e-10, atol=1e-10):
         zero = torch.zeros_like(t)
         torch.testing.assert_close(zero if a is None else a, zero if b is None else b,
                                    rtol=rtol, atol=atol)  # fmt: skip
+
+
+def _rel_err(a, b) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def matches_reference(circuit, reference, tol=1e-10) -> float:
+    """`ncd.compile`'s module of `circuit` (float64, every parameter randomised) against
+    `reference(params, *inputs)`, PyTorch written by hand from the paper that reads the
+    module's parameters by name: the output, and the gradients of the float inputs and of
+    every parameter, within `tol` relative to their largest entry. The standalone file
+    `ncd compile` writes is run the same way with torch alone (ncd.ops hidden, so its own
+    fallbacks run) and must agree too. Returns the largest relative error seen."""
+    from unittest import mock
+
+    from ncd.compiler import to_source
+    from ncd.compiler.names import class_name
+
+    checked = circuit.check()
+    model = randomise(ncd_compile(circuit, dtype=torch.float64))
+    xs = example_inputs(checked, requires_grad=True)
+    out, grads, names = outputs_and_grads(model, xs, checked)
+    (y,) = out.values()
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    ref = reference(params, *xs)
+    floats = [x for x in xs if x.is_floating_point()]
+    weight = torch.linspace(-1, 1, ref.numel(), dtype=ref.dtype).view(ref.shape)
+    want = torch.autograd.grad((ref * weight).sum(), [*floats, *params.values()])
+    want = dict(zip([f"input {i}" for i in range(len(floats))] + list(params), want))
+    worst = _compare(y, grads, names, ref, want, tol, "ncd.compile")
+    text = to_source(circuit)
+    with mock.patch.dict("sys.modules", {"ncd.ops": None}):  # torch alone
+        alone = load_source(text, class_name(circuit.name)).to(torch.float64)
+    alone.load_state_dict(model.state_dict())
+    out, grads, names = outputs_and_grads(alone, xs, checked)
+    (y,) = out.values()
+    return max(worst, _compare(y, grads, names, ref, want, tol, "the standalone file"))
+
+
+def _compare(y, grads, names, ref, want, tol, what) -> float:
+    inputs = [f"input {i}" for i in range(len(grads) - len(names))]
+    errs = {"output": _rel_err(y, ref)}
+    errs.update({n: _rel_err(g, want[n]) for n, g in zip(inputs + names, grads)})
+    name, worst = max(errs.items(), key=lambda kv: kv[1])
+    assert worst < tol, f"{what}: {name} has relative error {worst:.2e}"
+    return worst
