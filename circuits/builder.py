@@ -42,6 +42,21 @@ class Wire:
         return f"Wire({self.ref} {self.type})"
 
 
+def _need_wire(w, where: str) -> None:
+    """A BuildError unless `w` is a Wire: a box of several outputs returns a dict of wires by
+    port, so unpacking one (`num, den = b.split(...)`) gives its port names."""
+    if isinstance(w, Wire):
+        return
+    found = f"{type(w).__name__} {w!r}" if isinstance(w, str) else type(w).__name__
+    hint = ""
+    if isinstance(w, str):
+        hint = (
+            f"; a box of several outputs returns a dict of wires by port: take one as "
+            f'out["{w}"] (unpacking the dict gives its port names)'
+        )
+    raise BuildError(f"{where}: expected a wire (what a Builder call returns), found {found}{hint}")
+
+
 class _Draft:
     """What the shape rules' context reads while the circuit is still being written."""
 
@@ -124,6 +139,7 @@ class Builder:
     def output(self, name: str, wire: Wire) -> Wire:
         if any(o.name == name for o in self._outputs):
             raise BuildError(f"output '{name}' is defined twice")
+        _need_wire(wire, f"output '{name}'")
         self._outputs.append(Output(name=name, source=wire.ref))
         return wire
 
@@ -172,6 +188,8 @@ class Builder:
         if kind not in KINDS:
             raise BuildError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
         name = name or self._fresh(kind)
+        for p, w in inputs.items():
+            _need_wire(w, f"box '{name}' ({kind}) port '{p}'")
         self._claim(name)
         params.setdefault("group", self._group)
         try:

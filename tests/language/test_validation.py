@@ -327,3 +327,22 @@ def test_problems_a_new_user_makes_say_what_to_do():
     }  # fmt: skip
     [p] = problems(d, {"K": 8})
     assert p.hint.startswith("R has no size: declare it") and p.where == "box 'sp', port 'x'"
+
+
+def test_builder_names_an_input_that_is_not_a_wire():
+    """A box given something other than a wire raised AttributeError ('str' object has no
+    attribute 'ref') from inside the builder. Unpacking a box of several outputs
+    (`num, den = b.split(...)`) gives its port names, strings: the error names the box, the
+    port and what it found, and says how to take a wire of such a box."""
+    b = Builder("x", sizes={"B": 2, "V": 4})
+    x = b.input("x", "B V")
+    num, den = b.split(x, "V", [3, 1], names=("num", "den"))
+    with pytest.raises(BuildError) as e:
+        b.index(den, "V", 0, name="pick")
+    msg = str(e.value)
+    assert "box 'pick' (index) port 'x'" in msg and "found str 'den'" in msg
+    assert 'out["den"]' in msg
+    with pytest.raises(BuildError) as e:
+        b.output("y", num)
+    assert "output 'y'" in str(e.value) and "found str 'num'" in str(e.value)
+    assert "pick" not in b._names  # the refused box's name stays free
