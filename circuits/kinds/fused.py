@@ -86,9 +86,12 @@ class _AttentionLike(BoxBase):
         for port, t in (("k", k), ("v", v)):
             tb = [a.name for a in t.axes if a.name not in own]
             if tb != qb:
+                want, batch = [], iter(qb)  # q's batch order, the own axes where they are
+                if sorted(tb) == sorted(qb):
+                    want = [a if a in own else next(batch) for a in t.names]
                 raise ShapeProblem(
                     "batch axes must match the query's", port, " ".join(qb), " ".join(tb),
-                    self._batch_hint(qb, tb),
+                    self._batch_hint(qb, tb) or _reorder_hint(t.names, want, port),
                 )  # fmt: skip
             for name in qb:
                 ctx.unify(q.axis(name).size, t.axis(name).size, port, f"size of {name}")
@@ -103,6 +106,15 @@ class _AttentionLike(BoxBase):
     def _batch_hint(self, qb: list[str], tb: list[str]) -> str:
         """What to do where the keys' or values' batch axes are not the query's."""
         return ""
+
+
+def _reorder_hint(names, want, port: str) -> str:
+    """Where a port has the axes it needs in another order: how to reorder them (a fused
+    box reads each port's axes in one order, as its kernels lay them out)."""
+    if not want or sorted(names) != sorted(want):
+        return ""
+    order = " ".join(want)
+    return f'the same axes in another order: reorder them first, b.permute({port}, "{order}")'
 
 
 @box_kind
@@ -326,7 +338,7 @@ class LinearAttention(_AttentionLike):
                 want, ok = " ".join(per_token), list(t.names) == per_token
             if not ok:
                 what = {"g": "gates", "beta": "beta"}[port]
-                hint = ""
+                hint = _reorder_hint(t.names, want.split(), port)
                 if grouped and self.qk_heads in t.names:
                     hint = (
                         f"gates are per head: give them the values' head axis "

@@ -325,3 +325,27 @@ def test_generated_file_runs_without_ncd(name, tmp_path):
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_a_port_with_its_axes_in_another_order_says_how_to_reorder_them():
+    """A gate with the keys' axes in another order (RWKV-6's decay as `param H K` plus a
+    low-rank map gives `H K B T`) is refused, as the box reads each port in one order; the
+    error said what it expected but not what to do. It now names the permute, and the box
+    given the permuted gate computes GLA (the op library's token-by-token reference)."""
+    sizes = {"B": 2, "T": 5, "H": 2, "K": 3, "V": 4}
+    b = Builder("reordered", sizes=sizes)
+    q, k, v = b.input("q", "B T H K"), b.input("k", "B T H K"), b.input("v", "B T H V")
+    g = b.input("g", "H K B T")
+    with pytest.raises(BuildError, match=r'b\.permute\(g, "B T H K"\)'):
+        b.linear_attention(q, k, v, g=g, key="T", variant="gla")
+    with pytest.raises(BuildError, match=r'b\.permute\(k, "B H T K"\)'):
+        other = Builder("keys", sizes=sizes)
+        qkv = (other.input(n, a) for n, a in zip("qkv", ("B T H K", "H B T K", "B T H V")))
+        other.linear_attention(*qkv, key="T")
+    o = b.linear_attention(q, k, v, g=b.permute(g, "B T H K"), key="T", variant="gla")
+    b.output("o", o)
+    model = ncd.compile(b.build(), dtype=torch.float64)
+    q_, k_, v_, gk, _, _ = _inputs(2, 5, 2, 3, 4)
+    want, _ = gla_reference(q_, k_, v_, gk, 1.0)
+    got = model(q_, k_, v_, gk.permute(2, 3, 0, 1))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
