@@ -226,3 +226,34 @@ def test_python_m_ncd_runs_the_cli():
                        text=True, timeout=120)  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert "transformer_block" in {e["name"] for e in json.loads(p.stdout)["entries"]}
+
+
+def test_compile_keeps_the_weights_float_type(tmp_path, capsys):
+    """float64 weights beside a JSON spec were loaded into a float32 module and written as
+    float32 for the standalone file: rounded, silently. They keep their type now, and the
+    written file's module in that type gives the numbers of `ncd.compile`'s."""
+    import importlib.util
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ncd.compiler import compile as ncd_compile
+    from tests.compiler.helpers import example_inputs, randomise
+
+    c = gallery.get("mlp")
+    (tmp_path / "mlp.json").write_text(c.to_json())
+    model = randomise(ncd_compile(c, dtype=torch.float64))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, tmp_path / "mlp.safetensors")
+    assert main(["compile", str(tmp_path / "mlp.json"), "-o", str(tmp_path / "m.py")]) == 0
+    assert "float64" in capsys.readouterr().out
+    written = load_file(tmp_path / "m.safetensors")
+    assert all(written[k].dtype == torch.float64 and torch.equal(written[k], v)
+               for k, v in state.items())  # fmt: skip
+    spec = importlib.util.spec_from_file_location("m", tmp_path / "m.py")
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    alone = m.Mlp().to(torch.float64)
+    alone.load_state_dict(written)
+    xs = example_inputs(c.check())
+    torch.testing.assert_close(alone(*xs), model(*xs), rtol=1e-13, atol=1e-13)

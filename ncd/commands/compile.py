@@ -46,10 +46,14 @@ def cmd_compile(args) -> int:
     text = to_source(c, sizes, rewrites=rewrites, fused=args.fused)
     weights = _weights_file(args)
     state = None
+    dtype = None
     if weights is not None:  # loaded into the compiled module: names and shapes checked
+        import torch
+
         from ncd.compiler import compile as ncd_compile
 
-        module = ncd_compile(c, sizes, rewrites=rewrites, fused=args.fused, weights=weights)
+        dtype = _float_type(weights)  # kept: a float32 module would round float64 weights
+        module = ncd_compile(c, sizes, dtype, rewrites=rewrites, fused=args.fused, weights=weights)
         state = module.state_dict()
         buffers = {k for k, _ in module.named_buffers()}
     if args.out:
@@ -59,6 +63,8 @@ def cmd_compile(args) -> int:
             from ncd.compiler.attached import save_state, weights_path
 
             saved = f", weights {save_state(state, weights_path(out), buffers)}"
+            if dtype is not None and dtype != torch.float32:
+                saved += f", {dtype}: load them into {_class(c)}().to({dtype})"
         print(f"wrote {out} ({text.count(chr(10))} lines, class {_class(c)}{saved})")
     else:
         sys.stdout.write(text)
@@ -75,6 +81,15 @@ def _weights_file(args):
         if beside.is_file():
             return beside
     return None
+
+
+def _float_type(path):
+    """The float type all the float tensors of a weights file share, else None (float32)."""
+    from ncd.compiler.attached import load_weights
+
+    state, _ = load_weights(path)
+    floats = {t.dtype for t in state.values() if t.is_floating_point()}
+    return floats.pop() if len(floats) == 1 else None
 
 
 def _class(c) -> str:
