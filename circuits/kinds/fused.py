@@ -249,6 +249,9 @@ class LinearAttention(_AttentionLike):
                  `g` and `beta` both of the keys' axes without the feature axis (Gated DeltaNet).
     Gates may have any float element type; the output's is that of q and v. Feature maps
     (and the keys' L2 normalisation the delta rules want) are separate boxes before it.
+    o_t reads the state after token t; RWKV's o_t = r_t S_{t-1} (before it) is the box given
+    the next token's queries, its output shifted back one token (a slice and a concat with
+    a zero each, as the README shows).
 
     Grouped heads (`heads`, `qk_heads`): queries and keys of G groups shared by the values'
     H heads (Mamba-2's C and B of `ngroups` groups, multi-value and GQA-style linear
