@@ -346,7 +346,8 @@ class _Run:
         names = []
         for a in x.names:
             names += list(split) if a == b.channel else [a]
-        t = x.t.unflatten(x.dim(b.channel), (b.groups, c // b.groups))
+        g = int(self.num(b.n_groups()))
+        t = x.t.unflatten(x.dim(b.channel), (g, c // g))
         dims = [names.index(a) for a in ("_cg", *b.over)]
         mu = t.mean(dims, keepdim=True)
         var = ((t - mu) ** 2).mean(dims, keepdim=True)

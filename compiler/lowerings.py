@@ -338,10 +338,10 @@ def _channelnorm(L: Lowerer, b, x, tin, tout):
 @lowers("groupnorm")
 def _groupnorm(L: Lowerer, b, x, tin, tout):
     t = tin["x"]
-    c = L.num(t.axis(b.channel).size)
+    c, groups = L.num(t.axis(b.channel).size), L.num(b.n_groups())
     ident = L.hold(
-        nn.GroupNorm(b.groups, plain(c), eps=b.eps, affine=b.affine),
-        Call("nn.GroupNorm", b.groups, c, eps=b.eps, affine=b.affine),
+        nn.GroupNorm(plain(groups), plain(c), eps=b.eps, affine=b.affine),
+        Call("nn.GroupNorm", groups, c, eps=b.eps, affine=b.affine),
     )
     w = L.param(ident, "weight") if b.affine else None
     bias = L.param(ident, "bias") if b.affine else None
@@ -350,7 +350,7 @@ def _groupnorm(L: Lowerer, b, x, tin, tout):
         "out": L.fn(
             runtime.group_norm,
             x["x"],
-            b.groups,
+            groups,
             w,
             bias,
             b.eps,

@@ -189,7 +189,7 @@ class BoxBase(BaseModel):
             if isinstance(value, tuple):
                 out += [(f"{name}[{i}]", v) for i, v in enumerate(value)]
             elif value is not None:
-                out.append((name, value))
+                out.append((name, str(value)))  # a field that takes a number or a size
         return out
 
     def infer(self, ins: dict[str, Value], ctx: Context) -> dict[str, Value]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from ..errors import ShapeProblem
+from ..size_form import Size
+from ..sizes import parse_size
 from ..types import TensorType
-from .base import AxisList, AxisName, BoxBase, need, tensor
+from .base import AxisList, AxisName, BoxBase, SizeExpr, need, tensor
 from .registry import box_kind
 
 
@@ -114,6 +116,12 @@ class BatchNorm(_ChannelNorm):
     kind: Literal["batchnorm"] = "batchnorm"
 
 
+def _number(v):
+    """A whole number written as text ("4", as the editor's form gives it) is that number, so
+    that a spec reads the same however it was written."""
+    return int(v) if isinstance(v, str) and v.strip().isdigit() and len(v) < 8 else v
+
+
 @box_kind
 class GroupNorm(BoxBase):
     """Group normalisation: channels split into `groups`; statistics per group over `over`."""
@@ -123,8 +131,9 @@ class GroupNorm(BoxBase):
     """The channel axis, split into groups."""
     over: AxisList = ()
     """Further axes (spatial) the statistics are taken over."""
-    groups: int = Field(ge=1, le=2**20)
-    """Number of groups; divides the channel size."""
+    groups: Annotated[Annotated[int, Field(ge=1, le=2**20)] | SizeExpr, BeforeValidator(_number)]
+    """Number of groups; divides the channel size. A number, or a size (`"H"`: one group per
+    head where the heads are merged into the channels) that follows its binding."""
     affine: bool = True
     """Learned per-channel scale and shift."""
     eps: float = Field(default=1e-5, gt=0, le=1)
@@ -132,15 +141,23 @@ class GroupNorm(BoxBase):
     family = "normalisation"
     learned = True
 
+    def n_groups(self) -> Size:
+        """The number of groups as a size expression (a number, or a size such as `H`)."""
+        return Size.number(self.groups) if isinstance(self.groups, int) else parse_size(self.groups)
+
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
         need(x, (self.channel, *self.over), "x")
-        c = ctx.resolve(x.axis(self.channel).size)
-        if c.is_Integer and int(c) % self.groups:
+        c, g = ctx.resolve(x.axis(self.channel).size), ctx.resolve(self.n_groups())
+        if g.is_number and not (g.is_Integer and int(g) >= 1):
+            raise ShapeProblem(
+                "groups is a whole number of at least 1", "", "groups >= 1", f"{self.groups} = {g}"
+            )
+        if c.is_Integer and g.is_Integer and int(c) % int(g):
             raise ShapeProblem(
                 "groups must divide the channels",
                 "x",
-                f"a multiple of {self.groups}",
+                f"a multiple of {self.groups}" + (f" = {g}" if str(g) != str(self.groups) else ""),
                 f"{self.channel}={c}",
             )
         return {"out": x}

@@ -34,7 +34,7 @@ def retnet_block():
         r = b.linear_attention(
             q, k, v, g=g, key="T", variant="decay", scale="K**-0.5", name="retention"
         )
-        y = b.groupnorm(b.merge_axes(r, "H V", "E"), "E", H, name="gn")
+        y = b.groupnorm(b.merge_axes(r, "H V", "E"), "E", "H", name="gn")
         gate = b.silu(b.linear(h, "D", "E", bias=False, name="wg", label="L^G"))
         o = b.linear(b.mul(gate, y), "E", "D", bias=False, name="wo", label="L^O")
     x1 = b.add(x, o, name="res1")

@@ -56,7 +56,7 @@ def rwkv6_time_mix():
         bonus = b.mul(b.contract(r, u, k, over="K", name="ruk"), v, name="bonus")
         o = b.add(shift(b, wkv, "wkv_prev"), bonus, name="o")
     o = b.merge_axes(o, "H V", "E")
-    y = b.groupnorm(o, "E", H, name="ln_x", eps=EPS)
+    y = b.groupnorm(o, "E", "H", name="ln_x", eps=EPS)
     b.output("y", b.linear(b.mul(y, g), "E", "D", bias=False, name="wo", label="L^O"))
     return b.build()
 

@@ -88,7 +88,7 @@ def unifiednorm(v: BoxView) -> Rule:
 @costs("groupnorm")
 def groupnorm(v: BoxView) -> Rule:
     b, x = v.box, v.x()
-    rows = numel(x) / v.sizes_of(x, (b.channel, *b.over)) * b.groups
+    rows = numel(x) / v.sizes_of(x, (b.channel, *b.over)) * v.resolve(b.n_groups())
     return Rule(
         flops=(5 + 2 * b.affine) * numel(x),
         saved=[
