@@ -75,8 +75,22 @@ def _body(node: Node, theme: Theme, colour: str = "") -> str:
         parts.append(f'<FONT POINT-SIZE="{NOTE_PT}">{d.note}</FONT>')
     if node.repeat:
         parts.append(f'<FONT POINT-SIZE="{NOTE_PT + 1}">× {node.repeat}</FONT>')
-    text = "<BR/>".join(parts) or " "
+    text = "<BR/>".join(_room_below_subscripts(parts)) or " "
     return f'<FONT COLOR="{colour}">{text}</FONT>' if colour else text
+
+
+# Graphviz lowers a <SUB> without making its line taller, so a subscripted line (μ_x, λ_w)
+# ran into the line below it: an empty line this tall between them gives the room.
+SUBSCRIPT_ROOM_PT = 5
+
+
+def _room_below_subscripts(parts: list[str]) -> list[str]:
+    out = []
+    for i, part in enumerate(parts):
+        out.append(part)
+        if "<SUB>" in part and i + 1 < len(parts):
+            out.append(f'<FONT POINT-SIZE="{SUBSCRIPT_ROOM_PT}"> </FONT>')
+    return out
 
 
 def _spans(k: int, n: int) -> list[int]:

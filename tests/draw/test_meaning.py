@@ -422,3 +422,25 @@ def test_gather_and_scatter_pictograms_hold_no_axis_name():
         drawn = "".join(t.text or "" for t in texts if t.get("font-family") == "DejaVu Sans")
         assert drawn == glyph and not re.search(r"[A-Za-z_]", drawn)
         assert fig.text(box) == glyph + note
+
+
+def test_a_subscripted_label_does_not_run_into_the_line_below():
+    """A label with a subscript (RWKV-6's μ_x and λ_w over their axes, `GN_h` over its
+    groups) ran into the line below it: Graphviz lowers a subscript without giving it room,
+    as the one-hot glyph's did. Every run of text on a later line starts below it."""
+    b = Builder("subscripts", sizes={"B": 2, "H": 2, "K": 4})
+    x = b.input("x", "B H K")
+    y = b.mul(x, b.param("H K", name="decay", label="λ_w"))
+    y = b.add(y, b.param("K", name="mix", label="μ_x"))
+    y = b.merge_axes(y, "H K", "D")
+    b.output("y", b.groupnorm(y, "D", "H", name="gn", label="GN_h"))
+    f = figure(b.build())
+    for box in ("decay", "mix", "gn"):
+        texts = f.texts(box)
+        assert any(t.get("baseline-shift") == "sub" for t in texts), box
+        runs = [(t, e) for t, e in zip(texts, _line_extents(texts)) if (t.text or "").strip()]
+        for t, (_, bottom) in runs:
+            if t.get("baseline-shift") != "sub":
+                continue
+            below = [top for u, (top, _) in runs if float(u.get("y")) > float(t.get("y")) + 1]
+            assert below and bottom <= min(below), (box, t.text)
