@@ -408,7 +408,7 @@ class _Run:
         x = x["x"]
         vals, idx = torch.sort(x.t, dim=x.dim(b.over), descending=True, stable=True)
         sl = [slice(None)] * x.t.dim()
-        sl[x.dim(b.over)] = slice(0, b.k)
+        sl[x.dim(b.over)] = slice(0, int(self.num(b.n_kept())))
         names = tout["values"].names
         return {"values": NT(vals[tuple(sl)], names), "indices": NT(idx[tuple(sl)], names)}
 

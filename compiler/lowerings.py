@@ -401,7 +401,7 @@ def _scan(L: Lowerer, b, x, tin, tout):
 
 @lowers("topk")
 def _topk(L: Lowerer, b, x, tin, tout):
-    r = L.fn(torch.topk, x["x"], b.k, _dim(tin["x"], b.over))
+    r = L.fn(torch.topk, x["x"], L.num(b.n_kept()), _dim(tin["x"], b.over))
     return {"values": L.fn(operator.getitem, r, 0), "indices": L.fn(operator.getitem, r, 1)}
 
 

@@ -110,6 +110,28 @@ AxisName = Annotated[str, AfterValidator(_axis_name)]
 AxisList = Annotated[tuple[AxisName, ...], BeforeValidator(_split_axes), AfterValidator(_unique)]
 Name = Annotated[str, AfterValidator(_box_name)]
 SizeExpr = Annotated[str, BeforeValidator(_size_expr)]
+
+
+def _whole_number(v: Any) -> Any:
+    """A whole number written as text ("4", as the editor's form gives it) is that number, so
+    that a spec reads the same however it was written."""
+    return int(v) if isinstance(v, str) and v.strip().isdigit() and len(v.strip()) < 8 else v
+
+
+def count_or_size(limit: int):
+    """A field that counts something: a whole number from 1 to `limit`, or a size expression
+    (`"H"`, `"T/8"`) that follows the sizes' binding; checked to be a whole number of at
+    least 1 where it is bound (`count`)."""
+    return Annotated[
+        Annotated[int, Field(ge=1, le=limit)] | SizeExpr, BeforeValidator(_whole_number)
+    ]
+
+
+def count(value: int | str):
+    """The Size of a `count_or_size` field."""
+    return Size.number(value) if isinstance(value, int) else parse_size(value)
+
+
 Ref = Annotated[str, Field(max_length=2 * MAX_NAME + 1)]
 Wiring = Annotated[dict[str, Ref], Field(max_length=MAX_BOX_INPUTS), BeforeValidator(_few_ports)]
 PortNames = Annotated[

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 
 from ..errors import ShapeProblem
 from ..size_form import Size
-from ..sizes import parse_size
 from ..types import TensorType
-from .base import AxisList, AxisName, BoxBase, SizeExpr, need, tensor
+from .base import AxisList, AxisName, BoxBase, count, count_or_size, need, tensor
 from .registry import box_kind
 
 
@@ -116,12 +115,6 @@ class BatchNorm(_ChannelNorm):
     kind: Literal["batchnorm"] = "batchnorm"
 
 
-def _number(v):
-    """A whole number written as text ("4", as the editor's form gives it) is that number, so
-    that a spec reads the same however it was written."""
-    return int(v) if isinstance(v, str) and v.strip().isdigit() and len(v) < 8 else v
-
-
 @box_kind
 class GroupNorm(BoxBase):
     """Group normalisation: channels split into `groups`; statistics per group over `over`."""
@@ -131,7 +124,7 @@ class GroupNorm(BoxBase):
     """The channel axis, split into groups."""
     over: AxisList = ()
     """Further axes (spatial) the statistics are taken over."""
-    groups: Annotated[Annotated[int, Field(ge=1, le=2**20)] | SizeExpr, BeforeValidator(_number)]
+    groups: count_or_size(2**20)
     """Number of groups; divides the channel size. A number, or a size (`"H"`: one group per
     head where the heads are merged into the channels) that follows its binding."""
     affine: bool = True
@@ -143,7 +136,7 @@ class GroupNorm(BoxBase):
 
     def n_groups(self) -> Size:
         """The number of groups as a size expression (a number, or a size such as `H`)."""
-        return Size.number(self.groups) if isinstance(self.groups, int) else parse_size(self.groups)
+        return count(self.groups)
 
     def infer(self, ins, ctx):
         x = tensor(ins, "x")

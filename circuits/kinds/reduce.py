@@ -9,7 +9,7 @@ from pydantic import Field
 from ..errors import ShapeProblem
 from ..sizes import Size
 from ..types import Axis
-from .base import AxisList, AxisName, BoxBase, need, tensor
+from .base import AxisList, AxisName, BoxBase, count, count_or_size, need, tensor
 from .registry import box_kind
 
 
@@ -62,19 +62,26 @@ class TopK(BoxBase):
     kind: Literal["topk"] = "topk"
     over: AxisName
     """The axis selected from."""
-    k: int = Field(ge=1, le=2**31)
-    """How many entries are kept."""
+    k: count_or_size(2**31)
+    """How many entries are kept: a number, or a size (`"T/8"`: a share of the axis, as
+    Mixture-of-Depths' capacity) that follows its binding."""
     into: AxisName = "k"
     """Name of the axis of the kept entries (size k)."""
     family = "reduction"
 
+    def n_kept(self) -> Size:
+        """k as a size expression (a number, or a size such as `T/8`)."""
+        return count(self.k)
+
     def infer(self, ins, ctx):
         x = tensor(ins, "x")
         need(x, (self.over,), "x")
-        n = ctx.resolve(x.axis(self.over).size)
-        if n.is_Integer and self.k > int(n):
+        n, k = ctx.resolve(x.axis(self.over).size), ctx.resolve(self.n_kept())
+        if k.is_number and not (k.is_Integer and int(k) >= 1):
+            raise ShapeProblem("k is a whole number of at least 1", "", "k >= 1", f"{self.k} = {k}")
+        if n.is_Integer and k.is_Integer and int(k) > int(n):
             raise ShapeProblem("k exceeds the axis", "x", f"k <= {n}", str(self.k))
-        axes = [Axis(self.into, Size.number(self.k)) if a.name == self.over else a for a in x.axes]
+        axes = [Axis(self.into, self.n_kept()) if a.name == self.over else a for a in x.axes]
         return {"values": x.with_axes(axes), "indices": x.with_axes(axes, "int64")}
 
     def acts_on(self):
