@@ -906,24 +906,29 @@ def _long(L: Lowerer, node, t: TensorType):
 
 @lowers("gather")
 def _gather(L: Lowerer, b, x, tin, tout):
-    """torch.gather along the last axis of x laid out [*rest, *into, axis] and the positions
-    laid out [*rest, *into, 1], each expanded where it has no such axis."""
+    """torch.gather along `axis` of x as it is laid out, the positions laid out as x with the
+    axes `into` in the place of `axis` (flattened into one, or one position where there are
+    none) and expanded over the axes of x they lack. x is neither expanded along `into` nor
+    reordered: its backward scatters into zeros of x's shape and layout, which are x's
+    gradient as they are; over x expanded along `into` it made zeros k times as large (a
+    routed gather of k = T/8 tokens held B·D·T²/8 elements)."""
     t, ti = tin["x"], tin["index"]
-    rest = [a for a in t.names if a != b.axis]
-    target = [*rest, *b.into]
-    xx = _full(L, x["x"], t.names, [*target, b.axis])
-    ii = _full(L, _long(L, x["index"], ti), ti.names, [*target, b.axis])
+    into, d = list(b.into), t.names.index(b.axis)
+    before, after = list(t.names[:d]), list(t.names[d + 1 :])
+    ii = _full(L, _long(L, x["index"], ti), ti.names, [*before, *(into or [None]), *after])
     # Sizes are read off the operands as they run, not the bound sizes, so that the batch
     # and the length stay free (a mixture of experts runs at any batch size).
-    if b.into:
-        into = L.fn(operator.getitem, L.method("size", ii), slice(len(rest), -1))
-        shape = L.fn(operator.add, L.fn(operator.add, (-1,) * len(rest), into), (-1,))
-        xx = L.method("expand", xx, shape)
-    if set(ti.names) != set(target):
-        lead = L.fn(operator.getitem, L.method("size", xx), slice(None, -1))
-        ii = L.method("expand", ii, L.fn(operator.add, lead, (1,)))
-    y = L.method("squeeze", L.fn(torch.gather, xx, -1, ii), -1)
-    return {"out": L.permute(y, target, tout["out"].names)}
+    kept = L.fn(operator.getitem, L.method("size", ii), slice(d, d + len(into)))
+    if len(into) > 1:
+        ii = L.method("flatten", ii, d, d + len(into) - 1)
+    if set(ti.names) - set(into) != {*before, *after}:
+        size = L.method("size", x["x"])
+        lead, tail = (L.fn(operator.getitem, size, s) for s in (slice(None, d), slice(d + 1, None)))
+        ii = L.method("expand", ii, L.fn(operator.add, L.fn(operator.add, lead, (-1,)), tail))
+    y = L.fn(torch.gather, x["x"], d, ii)
+    if len(into) != 1:
+        y = L.method("unflatten", y, d, kept) if into else L.method("squeeze", y, d)
+    return {"out": L.permute(y, [*before, *into, *after], tout["out"].names)}
 
 
 @lowers("scatter")

@@ -27,18 +27,17 @@ def _positions_kept(v: BoxView, copied: bool, nbytes: Expr) -> Saved:
 def gather(v: BoxView) -> Rule:
     """torch.gather: reads the index and the selected entries, writes the output; autograd
     keeps x (gather's backward reads it) and the positions; the backward scatters into zeros
-    of x's shape broadcast over the positions' axes, summed back."""
+    of x's shape and layout, which are x's gradient (the lowering neither expands x along
+    the positions' axes nor reorders it, so nothing larger is made)."""
     b, x, idx, y = v.box, v.x(), v.x("index"), v.out()
     int32 = idx.dtype != "int64"
     saved = _if(v.grad("x"), _in("x"), _positions_kept(v, int32, 8 * numel(idx)))
-    rest = [a for a in x.names if a != b.axis]
-    wide = v.sizes_of(x, rest) * v.sizes_of(idx, b.into) * v.size(x, b.axis)
+    d = x.names.index(b.axis)
     return Rule(
         saved=saved,
-        layout={"out": (*rest, *b.into)},
+        layout={"out": (*x.names[:d], *b.into, *x.names[d + 1 :])},
         io=v.nbytes(idx) + 2 * v.nbytes(y),
         temps=8 * numel(idx) if int32 else ZERO,
-        bwd_temps=wide * v.bytes_per(x) if b.into else ZERO,
     )
 
 
