@@ -671,8 +671,9 @@ class _Run:
                 state = state + kk[..., :, None] * vv[..., None, :]
                 z = z + kk
             o = (qt[..., t, :, None] * state).sum(-2)
-            if b.normalize:
-                o = o / ((qt[..., t, :] * z).sum(-1, keepdim=True) + 1e-10)
+            if b.normalize:  # a row whose denominator is 0 reads 0, as ncd.ops.linear_attention
+                den = (qt[..., t, :] * z).sum(-1, keepdim=True)
+                o = torch.where(den == 0, 0.0, o / torch.where(den == 0, 1.0, den + 1e-10))
             outs.append(o)
         o = torch.stack(outs, -2).to(out_dtype)
         return {"out": _as(NT(o, (*batch, b.query, b.value)), tout["out"])}

@@ -549,8 +549,9 @@ def linear_attention(q, k, v, decay=None, causal=True, normalize=False, scale=1.
     """Causal linear attention on q, k [B, T, G, K] and v [B, T, H, V] (value head h reading
     q/k head h // (H/G); G = H: one each), o_t = scale Σ_{s≤t} λ^(t-s) (q_t·k_s) v_s with
     λ = `decay` [H] (1 when None); `normalize` divides by the same sum with v = 1, carried as
-    one more value column. The chunked form of `simple_gla` with the constant log-decay log λ
-    (the fallback of ncd.ops.linear_attention). Returns (o in v's dtype, None)."""
+    one more value column (+ 1e-10; a row whose sum is 0 gives 0). The chunked form of
+    `simple_gla` with the constant log-decay log λ (the fallback of ncd.ops.linear_attention).
+    Returns (o in v's dtype, None)."""
     if not causal:  # as ncd.ops.linear_attention: the compiler lowers the rest as products
         raise ValueError("linear_attention: causal: expected True, found False")
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
@@ -560,8 +561,9 @@ def linear_attention(q, k, v, decay=None, causal=True, normalize=False, scale=1.
         v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
     lg = v.new_zeros(H) if decay is None else decay.to(ct).log()  # log λ per head
     o, _ = simple_gla(q, k, v, lg, scale, chunk=chunk)
-    if normalize:
-        o = o[..., :-1] / (o[..., -1:] + 1e-10)
+    if normalize:  # 0 with no gradient where the denominator is 0, as ncd.ops.linear_attention
+        num, den = o[..., :-1], o[..., -1:]
+        o = torch.where(den == 0, 0.0, num / torch.where(den == 0, 1.0, den + 1e-10))
     return o.to(out_dtype), None
 
 

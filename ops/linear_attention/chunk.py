@@ -427,8 +427,8 @@ class LinearAttentionFunction(torch.autograd.Function):
 
 
 class NormalizedLinearAttentionFunction(torch.autograd.Function):
-    """``o = num / (den + EPS)``: num is the scan of v, den the same scan of all-ones values
-    (16 columns, the narrowest tile) from z0, in one autograd node.
+    """``o = num / (den + EPS)`` (0 where den == 0): num is the scan of v, den the same scan of
+    all-ones values (16 columns, the narrowest tile) from z0, in one autograd node.
 
     The gradients of num and den cancel (o does not change when q is scaled, so q . dq = 0),
     so they must meet in float32: both scans write float32 (num, den, dq, dk), multiply their
@@ -445,7 +445,11 @@ class NormalizedLinearAttentionFunction(torch.autograd.Function):
         f32 = torch.float32
         num, s_t = _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, f32, precise)
         den, z_t = _forward(q, k, ones, log2_decay, scale, z0, want_state, cu_seqlens, f32, precise)
-        den = den[..., :1] + EPS  # (B, T, H, 1)
+        den = den[..., :1]  # (B, T, H, 1)
+        # A row with den == 0 reads 0 and passes no gradient (reference.normalized says why):
+        # dividing by inf there gives o = 0 here and dnum = do / den = 0 in the backward,
+        # where do / 1e-10 overflowed float16 and its inf * 0 filled dk and dv with NaN.
+        den = torch.where(den == 0, math.inf, den + EPS)
         o32 = num / den
         ctx.save_for_backward(q, k, v, log2_decay, s0, z0, cu_seqlens, o32, den)
         ctx.scale, ctx.precise = scale, precise
@@ -550,8 +554,10 @@ def linear_attention(
             layout of ``initial_state``.
         normalize: divide by ``scale * q_t . z_t + 1e-10`` with ``z_t = decay z_{t-1} + k_t``
             (the denominator of linear attention, as fla's ``normalize=True``); use positive
-            feature maps for q and k. Numerator and denominator are kept in float32 and their
-            cancelling gradients meet in float32 (see NormalizedLinearAttentionFunction).
+            feature maps for q and k. A query whose denominator is 0 (all its features zero,
+            or no key yet) gives 0 and no gradient (``reference.normalized``). Numerator and
+            denominator are kept in float32 and their cancelling gradients meet in float32
+            (see NormalizedLinearAttentionFunction).
         cu_seqlens: ``[N + 1]`` integer offsets of N sequences packed along T (then B = 1);
             no chunk crosses a boundary and every sequence starts from its own state. (The values
             of ``cu_seqlens`` and ``decay`` are checked when they are CPU tensors; CUDA ones are

@@ -7,7 +7,7 @@ work that PyTorch already runs at memory speed, so it has no kernel of its own.
 import torch
 
 from .._backend import autocast_inputs, check, check_step
-from .reference import EPS, check_decay
+from .reference import check_decay, normalized
 
 OP = "linear_attention_step"
 
@@ -25,8 +25,9 @@ def linear_attention_step(
     """Advance the linear-attention state by one token and read it.
 
     ``S' = decay * S + k^T v``, ``o = scale * q S'`` (and with ``normalize``, ``z' = decay z + k``,
-    ``o = o / (scale * q . z' + 1e-10)``): the same function as ``linear_attention`` one token
-    at a time, so a prompt run with ``output_final_state=True`` continues here.
+    ``o = o / (scale * q . z' + 1e-10)``, 0 where ``q . z' = 0``): the same function as
+    ``linear_attention`` one token at a time, so a prompt run with ``output_final_state=True``
+    continues here.
 
     Args:
         q, k: ``[B, G, K]``; v: ``[B, H, V]``, H a multiple of G: value head h reads q/k
@@ -73,7 +74,7 @@ def linear_attention_step(
     o = scale * torch.einsum("bgk,bgrkv->bgrv", qf, s)
     if normalize:
         z = z + kf[:, :, None]
-        o = o / (scale * torch.einsum("bgk,bgrk->bgr", qf, z)[..., None] + EPS)
+        o = normalized(o, scale * torch.einsum("bgk,bgrk->bgr", qf, z)[..., None])
         z = z.flatten(1, 2)
     o, s = o.flatten(1, 2), s.flatten(1, 2)
     return o.to(v.dtype), ((s, z) if normalize else s)

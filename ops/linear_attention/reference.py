@@ -9,7 +9,8 @@ tokens, a loop over chunks, never over tokens). With decay ``lam`` (one per head
     S_t = lam * S_{t-1} + k_t^T v_t,          o_t = c * q_t S_t
     z_t = lam * z_{t-1} + k_t,                o_t <- o_t / (c * q_t . z_t + eps)   (normalize)
 
-that is ``o_t = c * sum_{s<=t} lam^(t-s) (q_t . k_s) v_s + c * lam^(t+1) q_t S_{-1}``.
+that is ``o_t = c * sum_{s<=t} lam^(t-s) (q_t . k_s) v_s + c * lam^(t+1) q_t S_{-1}``. With
+``normalize`` a row whose denominator ``c * q_t . z_t`` is exactly 0 gives 0 (`normalized`).
 """
 
 import torch
@@ -18,6 +19,20 @@ from .._backend import check
 from ..simple_gla.reference import simple_gla_chunked
 
 EPS = 1e-10
+
+
+def normalized(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / (den + EPS)``, and 0 with no gradient where ``den`` is exactly 0.
+
+    ``den = c q_t . z_t`` is 0 when the query's features meet none of the keys' (all zero after
+    a ReLU feature map, or every key so far zero): the row attends to nothing and reads 0.
+    Differentiating ``num / (den + EPS)`` there gives ``c S_t^T do_t / EPS`` for dq (and the
+    like for dk), about 1e10 times the gradient of a normal row: a size set by EPS alone, which
+    float32 holds but float16 and bfloat16 overflow to inf (and inf * 0 = NaN then spreads
+    through the backward scans to dk and dv). Such rows are therefore constants: output 0,
+    gradient 0, in every dtype and backend. Rows with ``den != 0`` are unchanged."""
+    empty = den == 0
+    return torch.where(empty, 0.0, num / torch.where(empty, 1.0, den + EPS))
 
 
 def check_decay(op: str, decay, H: int, grad: bool = False) -> None:
@@ -65,7 +80,7 @@ def _one(q, k, v, log_decay, scale, s0, z0, normalize):
         den = scores.sum(-1).transpose(1, 2)  # (B, T, H)
         if z0 is not None:
             den = den + torch.einsum("bthk,bhk->bth", q * scale * q_decay, z0)
-        o = o / (den[..., None] + EPS)
+        o = normalized(o, den[..., None])
         z_t = (k * k_decay).sum(1) + (total[..., 0] * z0 if z0 is not None else 0)
     return o, s_t, z_t
 
@@ -151,6 +166,6 @@ def linear_attention_chunked(
     o, s_t = simple_gla_chunked(q.to(ct), k.to(ct), vv, g, scale, s0, output_final_state,
                                 cu_seqlens, chunk_size)  # fmt: skip
     if normalize:
-        o = o[..., :V] / (o[..., V:] + EPS)
+        o = normalized(o[..., :V], o[..., V:])
         s_t = None if s_t is None else (s_t[..., :V], s_t[..., V])
     return o.to(v.dtype), s_t

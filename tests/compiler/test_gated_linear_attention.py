@@ -285,6 +285,29 @@ def test_fallbacks_equal_the_token_by_token_references(packed_):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+def test_normalised_fallback_reads_a_zero_denominator_as_zero():
+    """The generated file's normalised linear attention gives a query without any nonzero
+    feature (after a ReLU) output 0 and no gradient, as ncd.ops.linear_attention does: in
+    float16 its dq and dk through num / 1e-10 were inf."""
+    g = torch.Generator().manual_seed(2)
+    q, k = (torch.relu(torch.randn(1, 70, 2, 8, generator=g)) for _ in "qk")
+    v = torch.randn(1, 70, 2, 4, generator=g)
+    q[:, [4, 40]] = 0
+    k[:, :2] = 0
+    do = torch.randn(1, 70, 2, 4, generator=g).half()
+    xs = [x.half().requires_grad_() for x in (q, k, v)]
+    refs = [x.detach().double().requires_grad_() for x in xs]
+    kw = dict(decay=torch.tensor([1.0, 0.9]), normalize=True, scale=0.5)
+    o = runtime.linear_attention(*xs, chunk=64, **kw)[0]
+    o_ref = linear_attention_reference(*refs, **kw)[0]
+    got = [o, *torch.autograd.grad(o, xs, do)]
+    want = [o_ref, *torch.autograd.grad(o_ref, refs, do.double())]
+    for x, ref in zip(got, want):
+        assert bool(x.isfinite().all())
+        torch.testing.assert_close(x.double(), ref, rtol=2e-3, atol=2e-3)
+    assert bool((o[:, [4, 40]] == 0).all()) and bool((got[1][:, [4, 40]] == 0).all())
+
+
 @pytest.mark.parametrize("name", ["gla_block", "deltanet_block", "lightning_block"])
 def test_generated_file_runs_without_ncd(name, tmp_path):
     """The generated file, with ncd made unimportable, uses its own chunked fallback and

@@ -283,6 +283,57 @@ def test_normalize_with_state_at_the_rounding_floor(use_decay):
             assert err < 5e-4, (name, err)
 
 
+def _normalized_token_by_token(q, k, v, decay, scale):
+    """float64, one token at a time: S_t = lam S + k^T v, z_t = lam z + k,
+    o_t = c q S_t / (c q . z_t + 1e-10), and 0 (a constant) where c q . z_t = 0."""
+    B, T, H, K = q.shape
+    lam = torch.ones(H, dtype=torch.float64) if decay is None else decay.double()
+    S = q.new_zeros(B, H, K, v.shape[-1], dtype=torch.float64)
+    z = q.new_zeros(B, H, K, dtype=torch.float64)
+    outs = []
+    for t in range(T):
+        qt, kt, vt = q[:, t].double(), k[:, t].double(), v[:, t].double()
+        S = lam[:, None, None] * S + kt[..., :, None] * vt[..., None, :]
+        z = lam[:, None] * z + kt
+        num = scale * torch.einsum("bhk,bhkv->bhv", qt, S)
+        den = scale * (qt * z).sum(-1, keepdim=True)
+        empty = den == 0
+        outs.append(torch.where(empty, 0.0, num / torch.where(empty, 1.0, den + 1e-10)))
+    return torch.stack(outs, 1)
+
+
+@pytest.mark.parametrize("use_decay", [False, True])
+@pytest.mark.parametrize(
+    "backend", [pytest.param("triton", marks=pytest.mark.interpret), "reference"]
+)
+def test_normalize_with_all_zero_features_in_float16(backend, use_decay, nan_alloc):
+    """Regression: with a ReLU feature map a query can have no nonzero feature, and the first
+    keys can all be zero, so that c q . z = 0 and the denominator was 1e-10 alone. Such a row
+    reads 0, but its gradient through num / 1e-10 (c S^T do / 1e-10 for dq, about 1e11 here)
+    overflowed float16: inf in dq and dk on the CPU path, NaN in dq, dk and dv from the
+    kernels. Now such a row is a constant (output 0, no gradient): float16 outputs and
+    gradients are finite and match a float64 token-by-token loop of that definition."""
+    g = torch.Generator().manual_seed(11)
+    B, T, H, K, V = 1, 70, 2, 16, 16
+    q, k = (torch.relu(torch.randn(B, T, H, K, generator=g)) for _ in "qk")
+    v = torch.randn(B, T, H, V, generator=g)
+    q[:, [5, 33]] = 0  # queries with no feature, in two chunks
+    q[:, 50, 1] = 0
+    k[:, :3] = 0  # before the first nonzero key z = 0, whatever the query
+    decay = (0.8 + 0.2 * torch.rand(H, generator=g)) if use_decay else None
+    do = torch.randn(B, T, H, V, generator=g)
+    xs = [x.half().requires_grad_() for x in (q, k, v)]
+    o, _ = linear_attention(*xs, decay=decay, normalize=True, scale=0.5, backend=backend)
+    grads = torch.autograd.grad(o, xs, do.half())
+    ref_in = [x.detach().double().requires_grad_() for x in xs]
+    o_ref = _normalized_token_by_token(*ref_in, decay, 0.5)
+    ref_grads = torch.autograd.grad(o_ref, ref_in, do.half().double())
+    for name, x, ref in zip(["o", "dq", "dk", "dv"], [o, *grads], [o_ref, *ref_grads]):
+        assert x.dtype == torch.float16 and bool(x.isfinite().all()), name
+        assert rel_rms(x, ref) < TOL[torch.float16], (name, rel_rms(x, ref))
+    assert bool((o[:, [5, 33]] == 0).all()) and bool((grads[0][:, [5, 33]] == 0).all())
+
+
 @pytest.mark.interpret
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("normalize", [False, True])
