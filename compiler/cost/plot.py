@@ -111,13 +111,13 @@ def _along(report, axis, tied):
 
     from ncd.circuits.sizes import symbol
 
-    from .symbolic import big_o
+    from .symbolic import as_constants, big_o
 
     a = symbol(axis)
     f = report.formulas["flops"]
     if a in report.derived:  # an axis named for a size expression (the ViT's tokens)
         f = report.readable(f)
-    f = f.xreplace({symbol(t): a for t in tied})
+    f = as_constants(f.xreplace({symbol(t): a for t in tied}))
     try:
         poly = sympy.Poly(sympy.expand(f), a)
     except sympy.PolynomialError:

@@ -92,6 +92,43 @@ class fft_length(sympy.Function):  # lower case: formulas print it as the runtim
         return None
 
 
+class chunk_tail(sympy.Function):  # lower case, as fft_length
+    """T mod C: the length of the last, partial chunk of T tokens cut into chunks of C (0 when
+    C divides T); a number once T is one. Between 0 and C - 1, so it counts as a constant in a
+    cost's leading term and degree (`_bounded`)."""
+
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, T, C):
+        if T.is_Integer and C.is_Integer:
+            return sympy.Integer(int(T) % int(C))
+        return None
+
+
+def _bounded(expr: sympy.Expr) -> dict[sympy.Expr, sympy.Expr]:
+    """Each part of `expr` that stays below a number however large the sizes grow, with that
+    number: a chunk's tail (`chunk_tail`, below C) and the minimum of a size and a number
+    (a short sequence's only chunk, `Min(T, 64)`). The leading term and the degree take them
+    as those constants: the chunked CPU forms' costs are linear in T, not a maximum of T and 64."""
+    out = {}
+    for a in expr.atoms(chunk_tail, sympy.Min):
+        numbers = [x for x in a.args if x.is_number]
+        if isinstance(a, chunk_tail) and a.args[1].is_number:
+            out[a] = a.args[1]
+        elif isinstance(a, sympy.Min) and numbers:
+            out[a] = min(numbers)
+    return out
+
+
+def as_constants(expr: sympy.Expr) -> sympy.Expr:
+    """`expr` with its bounded parts (`_bounded`) replaced by their bounds: what its growth in
+    the sizes and its leading term are read from."""
+    expr = sympy.sympify(expr)
+    return expr.xreplace(_bounded(expr))
+
+
 def _next_smooth(n: int) -> int:
     """The smallest integer ≥ n with no prime factor but 2, 3 and 5, counted up from n."""
     m = n
@@ -110,6 +147,7 @@ def _opaque(expr: sympy.Expr) -> dict[sympy.Symbol, sympy.Expr]:
     degree 1), so that a cost with a strided convolution's output size is still a polynomial;
     the same for an FFT length (`fft_length`)."""
     atoms = sorted(expr.atoms(sympy.floor, sympy.ceiling, fft_length), key=sympy.default_sort_key)
+    atoms += sorted(_bounded(expr), key=sympy.default_sort_key)
     return {a: sympy.Symbol(sympy.sstr(a), positive=True, integer=True) for a in atoms}
 
 
@@ -121,6 +159,7 @@ def leading(expr: sympy.Expr) -> sympy.Expr:
     expr = sympy.sympify(expr)
     if isinstance(expr, sympy.Max):
         return maximum([leading(a) for a in expr.args])
+    expr = as_constants(expr)
     stand = _opaque(expr)
     if stand:
         back = {s: a for a, s in stand.items()}
@@ -154,6 +193,7 @@ def degree(expr: sympy.Expr, axis: str) -> int | None:
     if isinstance(expr, sympy.Max):
         ds = [degree(a, axis) for a in expr.args]
         return None if None in ds else max(ds)
+    expr = as_constants(expr)
     try:
         return sympy.Poly(sympy.expand(expr), symbol(axis)).degree()
     except sympy.PolynomialError:

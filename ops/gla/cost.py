@@ -103,6 +103,75 @@ def backward_temp_bytes(B, T, H, K, V=None, C=64, bytes_per=2):
     return B * T * H * (8 * K + 4 * K / C + 4 * K + _max(first, 4 * C))
 
 
+# The chunked PyTorch form (reference.gla_chunked): what CPU tensors, float64 and heads wider
+# than the kernels take run. Its chunks are those of the sequence, C tokens each and the last
+# one shorter, so a short sequence costs its own n x n scores, not a C x C tile. `tail(T, C)`
+# is T mod C (the cost model passes a sympy function of its own, which stays a bounded term
+# while T is a symbol) and `minimum` the smaller of two sizes (sympy's Min there).
+def _mod(T, C):
+    return T % C
+
+
+def _chunks(T, C, tail):
+    """(number of chunks, sum of their squared lengths, the last one's length) of T tokens."""
+    rest, short = tail(T, C), tail(-T, C)  # the last chunk's length mod C, and its shortfall
+    whole = T + short  # a multiple of C
+    chunks = whole // C if isinstance(whole, int) else whole / C
+    return chunks, C * T - rest * (C - rest), C - short
+
+
+def chunked_flops_forward(B, T, H, K, V=None, C=64, tail=_mod):
+    """The products of gla_chunked's forward (the factored scores), as FlopCounterMode counts
+    them. Per chunk of n tokens and head: the scores (Q e^(b - b_m)) (K e^(b_m - b))^T
+    (2 n^2 K), A V (2 n^2 V), the read of the entering state (Q e^b) S and the state update
+    (K e^(beta - b))^T V (2 n K V each). Chunks whose gates are too strong for the factored
+    scores (`SAFE_SPAN`) form every weight e^(b_i - b_j) and multiply as many."""
+    V = K if V is None else V
+    _, squares, _ = _chunks(T, C, tail)
+    return B * H * (2 * (K + V) * squares + 4 * K * V * T)
+
+
+def chunked_flops_backward(B, T, H, K, V=None, C=64, tail=_mod, minimum=min):
+    """Two gradient products per forward product, less those autograd skips: the state entering
+    the first chunk is zeros (no gradient: 2 n K V, n the first chunk's length) and the state
+    the last chunk leaves is not an output (its update's two products: 4 n K V, n the last
+    chunk's length)."""
+    V = K if V is None else V
+    _, _, last = _chunks(T, C, tail)
+    first = minimum(T, C)
+    fwd = chunked_flops_forward(B, T, H, K, V, C, tail)
+    return 2 * fwd - B * H * K * V * (2 * first + 4 * last)
+
+
+def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, tail=_mod, minimum=min):
+    """What autograd keeps of gla_chunked beyond q, k and g (which it keeps at the compute
+    width: the inputs themselves, or their float32 copies). Per chunk of n tokens and head, in
+    the compute dtype: four n x K exponentials (e^b, e^(b - b_m), e^(b_m - b), e^(beta - b));
+    the products' operands as einsum lays them out, three n x K (four after the first chunk,
+    whose zero entering state needs no gradient) and two n x V (one where the batch is a
+    single sequence: einsum then reads v in place); the scores (n x n); the entering state
+    (K x V) and e^beta (K). Per chunk: its causal mask (n x n bools, shared by the heads).
+    Chunks of strong gates (`SAFE_SPAN`) keep their e^(b_i - b_j) too, about three n x K more
+    per token."""
+    V = K if V is None else V
+    chunks, squares, _ = _chunks(T, C, tail)
+    first = minimum(T, C)
+    per_head = (7 * K + 2 * V) * T + squares + chunks * (K * V + K) + K * (T - first)
+    return compute_bytes * B * H * per_head + squares
+
+
+def chunked_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, minimum=min):
+    """Held by gla_chunked's forward beyond what it keeps and returns, at its peak (the pieces
+    of o joined at the end): the chunks' outputs (V per token and head) and one chunk's
+    passing tensors (the cumulative gates and their differences, the scaled q and k: n x K
+    each, and the scores' product before its mask, n x n). The backward needs none beyond
+    the gradients it returns: it frees each chunk's kept tensors as it walks back over them,
+    more than that chunk's passing gradients take."""
+    V = K if V is None else V
+    n = minimum(T, C)
+    return compute_bytes * B * H * (V * T + n * n + 5 * n * K)
+
+
 def _max(a, b):
     """max of two sizes, numbers or sympy expressions alike: (a + b + |a - b|) / 2."""
     return (a + b + abs(a - b)) / 2

@@ -32,6 +32,20 @@ def test_linear_attention_is_linear_in_t():
     assert sympy.simplify(r.leading("flops") - 4 * B * H * T * K * V) == 0
 
 
+def test_gla_priced_by_its_cpu_chunks_is_linear_in_t():
+    """On the CPU profile GLA is priced by the sequence's own chunks (a tail of T mod 64
+    tokens, a first chunk of min(T, 64)): bounded terms, so its costs still grow as T and
+    lead with T (the scaling plot's degree was None, its leading term every size's)."""
+    from ncd.compiler.cost.plot import _along
+
+    r = analyse(gallery.get("gla_block"), device="cpu")
+    for key in ("flops", "flops_backward", "activation_bytes", "peak_bytes"):
+        assert r.degree("T", key) == 1, key
+    assert T in r.leading("flops").free_symbols
+    assert "chunk_tail" not in str(r.leading("flops"))
+    assert _along(r, "T", []) == (1, "O(T·B·H^2·K·(2·K + 3·V))")
+
+
 def test_doubling_t_quadruples_softmax_and_doubles_linear_attention():
     big = {"B": 4, "H": 16, "K": 128, "V": 128}
     att = analyse(gallery.get("attention"), sizes={**big, "T": 4096, "S": 4096})

@@ -2,8 +2,9 @@
 Functions save.
 
 The cost model prices each variant as the kernel it lowers to on CUDA (compiler/fused.py).
-On the CPU the op runs its chunked PyTorch form, whose autograd keeps other tensors, so the
-measurement runs the Triton Functions themselves: in a subprocess under Triton's interpreter
+On the CPU the op runs its chunked PyTorch form, whose autograd keeps other tensors (the CPU
+profile prices GLA so: tests/cost/test_measure_sizes.py), so the measurement runs the Triton
+Functions themselves: in a subprocess under Triton's interpreter
 (`TRITON_INTERPRET=1`), with the compiled module's op calls switched to `backend="triton"`,
 saved-tensor hooks record the storages kept by the forward (forward only: the backward is
 not needed to see what is kept). The interpreter runs GLA with chunks of 32 where the GPU
@@ -24,6 +25,7 @@ import pytest
 import ncd
 from ncd import gallery
 from ncd.circuits.builder import Builder
+from ncd.compiler.cost.rules import linear_attention as la_rules
 from ncd.ops import config as ops_config
 
 ROOT = Path(__file__).parents[2]
@@ -198,10 +200,13 @@ CASES = {
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_kept_memory_is_what_the_kernels_save(case):
+def test_kept_memory_is_what_the_kernels_save(case, monkeypatch):
     make, dtype, boxes, keep = CASES[case]
     circuit = make()
     got = measured(circuit, dtype, keep)
+    # The measurement runs the Triton Functions on CPU tensors (backend="triton"), where the
+    # CPU profile prices GLA as the chunked PyTorch form that CPU tensors run: told the same.
+    monkeypatch.setattr(la_rules, "_runs_chunked_form", lambda *a: False)
     with ops_config.override(**keep):
         # the other boxes run PyTorch's CPU kernels
         report = ncd.analyse(circuit, sizes=SIZES, lowering="unfused", dtype=dtype, device="cpu")

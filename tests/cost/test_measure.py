@@ -10,7 +10,8 @@ saved-tensor hooks see during the forward pass, parameters excluded, within 10%.
 
 Fused boxes (attention, linear_attention) are priced with their GPU kernel's formulas; on the
 CPU they run a reference with other FLOPs and other kept tensors, so for circuits holding one
-the comparison covers every other box (the fused nodes are measured apart).
+the comparison covers every other box (the fused nodes are measured apart). GLA, which the CPU
+profile prices as its chunked PyTorch form, is checked whole in test_measure_sizes.py.
 """
 
 from __future__ import annotations

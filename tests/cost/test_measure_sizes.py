@@ -180,3 +180,52 @@ def test_a_gather_of_routed_tokens_needs_no_quadratic_backward():
     c = b.build()
     got, _ = measure.peak_bytes(ncd.compile(c), measure.make_inputs(c))
     assert got < quadratic and "T^2" not in ncd.analyse(c, device="cpu").to_json()
+
+
+def mamba1():
+    """Mamba-1's selective scan as gated linear attention: one head per channel E, the state's
+    N features as the keys' and one value feature (V = 1), the gate Δ A per channel and
+    state feature (the `gla` variant), B and C shared by the channels."""
+    from ncd.circuits.builder import Builder
+
+    b = Builder("mamba1", sizes={"B": 2, "T": 16, "D": 16, "E": 32, "N": 8, "R": 4, "V": 1})
+    x = b.input("x", "B T D")
+    u = b.linear(x, "D", "E", bias=False, name="in_x")
+    dt = b.unary(b.linear(u, "E", "E", name="dt_proj"), "softplus", name="delta")
+    k = b.linear(u, "E", "N", bias=False, name="B_proj")
+    q = b.linear(u, "E", "N", bias=False, name="C_proj")
+    a = b.unary(b.unary(b.param("E N", name="A_log"), "exp", name="A_exp"), "neg", name="A")
+    v = b.rearrange(b.mul(dt, u, name="dt_u"), "B T E -> B T E V")
+    y = b.linear_attention(q, k, v, key="T", head="N", value="V", variant="gla",
+                           g=b.mul(dt, a, name="dA"), heads="E", name="ssm")  # fmt: skip
+    b.output("y", b.rearrange(y, "B T E V -> B T E"))
+    return b.build()
+
+
+@pytest.mark.parametrize(
+    "name, T, dtype",
+    [("gla_block", 3, "float32"), ("gla_block", 70, "float32"), ("gla_block", 70, "bfloat16"),
+     ("mamba1", 5, "float32"), ("mamba1", 70, "float32")],
+)  # fmt: skip
+def test_gla_on_the_cpu_is_priced_as_its_chunked_form(name, T, dtype):
+    """On CPU tensors ncd.ops.gla runs its chunked PyTorch form (reference.gla_chunked): the
+    sequence's own chunks (T = 3 is one chunk of 3, not a 64-token tile; T = 70 one of 64 and
+    one of 6) and what its autograd keeps. Its products equal FlopCounterMode's count, forward
+    and backward, its kept bytes and the module's peak the measurement. Priced as the GPU
+    kernels it was 6.5x the forward products at T = 3 (Mamba-1: 14x at T = 5), and kept 0.61x
+    of Mamba-1's measured bytes at T = 70."""
+    c = mamba1() if name == "mamba1" else gallery.get(name)
+    box = "ssm" if name == "mamba1" else "mixer"
+    sizes, dt = {"T": T}, getattr(torch, dtype)
+    report = ncd.analyse(c, sizes=sizes, lowering="unfused", dtype=dtype, device="cpu")
+    b = next(b for b in report.boxes if b.name == box)
+    module = ncd.compile(c, sizes=sizes, dtype=dt)
+    got = measure.measure_split(module, measure.make_inputs(c, sizes, dtype=dt), {box})["boxes"]
+    assert report.number(b.mm_flops) == got["fwd"]
+    assert report.number(b.mm_flops_bwd) == got["bwd"]
+    kept = sum(report.number(n) for _, _, n in b.saved)
+    assert abs(kept - got["saved"]) <= 0.10 * got["saved"], (kept, got)
+    peak, _ = measure.peak_bytes(module, measure.make_inputs(c, sizes, dtype=dt))
+    model = report.numbers["peak_bytes"]
+    assert abs(model - peak) <= 0.20 * peak, (model, peak)
+    assert b.kernel == "ncd.ops.gla (chunked PyTorch form)"

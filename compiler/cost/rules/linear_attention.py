@@ -11,6 +11,7 @@ from ncd.circuits.types import TensorType
 from ncd.ops import config as ops_config
 from ncd.ops import delta_rule_cost, gla_cost, linear_attention_cost, simple_gla_cost
 
+from ..symbolic import chunk_tail
 from .common import ZERO, BoxView, Rule, Saved, _if, _in, _own, costs, numel
 from .fused import _attention_dims, _bytes_per, _copies, kernel_order
 
@@ -20,7 +21,9 @@ def linear_attention_box(v: BoxView) -> Rule:
     """Each variant with the formulas of the kernel it lowers to (compiler/fused.py), as on
     CUDA: `linear` and `lightning` ncd.ops.linear_attention, `decay` (and packed `linear`,
     `lightning`) simple_gla, `gla` gla, `delta` and `gated_delta` the delta rules. What each
-    keeps is what its autograd Function saves. Grouped heads: `_grouped`."""
+    keeps is what its autograd Function saves. `gla` where ncd.ops runs its chunked PyTorch
+    form instead (CPU tensors, float64, wide heads): that form's (`_gla_chunked`). Grouped
+    heads: `_grouped`."""
     if v.box.heads is not None:
         return _grouped(v)
     return _linear_attention_rule(v)
@@ -197,8 +200,58 @@ def _simple_gla(v: BoxView) -> Rule:
     )
 
 
+# Heads wider than this run ncd.ops' chunked PyTorch forms on every device (compiler/fused.py).
+MAX_KERNEL_WIDTH = 128
+
+
+def _runs_chunked_form(v: BoxView, K, V) -> bool:
+    """Whether ncd.ops runs its chunked PyTorch form rather than the Triton kernels: on CPU
+    tensors, in float64, and for heads wider than the kernels take (known only for numbers)."""
+    wide = any(w.is_number and w > MAX_KERNEL_WIDTH for w in map(sympy.sympify, (K, V)))
+    return v.platform == "cpu" or _bytes_per(v) == 8 or wide
+
+
+def _gla_chunked(v: BoxView) -> Rule:
+    """ops/gla/reference.py's `gla_chunked`, through autograd: float32 (float64) compute, the
+    sequence's own chunks (a short one is not a 64-token tile), q, k and g kept at the compute
+    width (16-bit ones as float32 copies) with each chunk's exponentials, einsum operands,
+    scores and entering state."""
+    B, T, _, K, V = _attention_dims(v)
+    bp = _bytes_per(v)
+    w = 8 if bp == 8 else 4  # the compute dtype: float32 at least
+    gb = v.nbytes(TensorType((), v.x("g").dtype))
+    kept = [
+        _in(p) if width == w else _own(f"{p}32", w * B * T * K, f"{p}, float32 copy")
+        for p, width in (("q", bp), ("k", bp), ("g", gb))
+    ]
+    sizes = dict(tail=chunk_tail, minimum=sympy.Min)  # symbolic T: bounded terms of their own
+    chunks = gla_cost.chunked_kept_bytes(B, T, 1, K, V, compute_bytes=w, **sizes)
+    mm = gla_cost.chunked_flops_forward(B, T, 1, K, V, tail=chunk_tail)
+    temps = gla_cost.chunked_temp_bytes(B, T, 1, K, V, compute_bytes=w, minimum=sympy.Min)
+    return Rule(
+        flops=mm + 10 * B * T * K,  # the cumulative gates, their differences, exps and products
+        mm=mm,
+        mm_bwd=gla_cost.chunked_flops_backward(B, T, 1, K, V, **sizes),
+        saved=[*kept, _own("chunks", chunks, "per chunk: exponentials, einsum operands, scores")],
+        temps=temps,
+        bwd_temps=ZERO,  # (chunked_temp_bytes says why)
+        extra_io=chunks,
+        fused="ncd.ops.gla (chunked PyTorch form)",
+        notes=[
+            "FLOPs and saved tensors: ops/gla/cost.py, chunked_* (the chunked PyTorch form "
+            "that runs here: the sequence's own chunks of at most 64 tokens)",
+            "chunks whose gates span more than 40 nats from their middle row take the exact "
+            "form: the same products, each weight e^(b_i - b_j) kept (about 3 n K floats more "
+            "a token, n the chunk's length)",
+            *_packed_note(v),
+        ],
+    )
+
+
 def _gla(v: BoxView) -> Rule:
     b = v.box
+    if _runs_chunked_form(v, *_attention_dims(v)[3:]):
+        return _gla_chunked(v)
     B, T, _, K, V = _attention_dims(v)
     bp = _bytes_per(v)
     gb = v.nbytes(TensorType((), v.x("g").dtype))
