@@ -1,6 +1,8 @@
 """What an imported circuit carries beside its JSON: the callables of its opaque boxes, the
-original weights, and which of those are buffers (not trained). In memory keyed by the circuit
-object; the weights (and the buffer names) also go to a safetensors file beside the spec
+original weights, which of those are buffers (not trained) and which of the buffers are
+constants (no part of the model's own state_dict: a non-persistent buffer, a tensor literal, a
+table its code makes; loading may leave them out, runtime.Held). In memory keyed by the circuit
+object; the weights (and the names) also go to a safetensors file beside the spec
 (`save_weights` / `load_weights`), which is read as plain tensors, never as code."""
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ncd.circuits.errors import NcdError
 
 _STORE: dict[int, dict[str, Any]] = {}
 _BUFFERS_KEY = "ncd.buffers"  # safetensors metadata: JSON list of the state keys that are buffers
+_CONSTANTS_KEY = "ncd.constants"  # ... and of those buffers that are constants
 
 
 class WeightsError(NcdError):
@@ -25,6 +28,7 @@ def attach(
     callables: dict | None = None,
     weights: dict | None = None,
     buffers: set[str] | None = None,
+    constants: set[str] | None = None,
 ) -> None:
     key = id(circuit)
     if key not in _STORE:
@@ -33,6 +37,7 @@ def attach(
         "callables": dict(callables or {}),
         "weights": dict(weights or {}),
         "buffers": set(buffers or ()),
+        "constants": set(constants or ()),
     }
 
 
@@ -48,24 +53,34 @@ def buffers(circuit) -> set[str]:
     return _STORE.get(id(circuit), {}).get("buffers", set())
 
 
+def constants(circuit) -> set[str]:
+    return _STORE.get(id(circuit), {}).get("constants", set())
+
+
 def weights_path(spec_path) -> Path:
     """The weights file beside a spec: `spec.json` -> `spec.safetensors`."""
     return Path(spec_path).with_suffix(".safetensors")
 
 
 def save_weights(circuit, path) -> Path:
-    """Write the circuit's attached weights (and the names of its buffers) to `path`."""
-    return save_state(weights(circuit), path, buffers(circuit))
+    """Write the circuit's attached weights (and the names of its buffers and constants) to
+    `path`."""
+    return save_state(weights(circuit), path, buffers(circuit), constants(circuit))
 
 
-def save_state(state: dict, path, buffer_names=()) -> Path:
-    """Write `state` (and which of its entries are buffers) as safetensors, atomically."""
+def save_state(state: dict, path, buffer_names=(), constant_names=()) -> Path:
+    """Write `state` (and which of its entries are buffers, and constants) as safetensors,
+    atomically."""
     from safetensors.torch import save
 
     from ncd.circuits.atomic import write_atomic
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    meta = {"format": "pt", _BUFFERS_KEY: json.dumps(sorted(set(buffer_names) & set(tensors)))}
+    meta = {
+        "format": "pt",
+        _BUFFERS_KEY: json.dumps(sorted(set(buffer_names) & set(tensors))),
+        _CONSTANTS_KEY: json.dumps(sorted(set(constant_names) & set(tensors))),
+    }
     try:
         return write_atomic(path, save(tensors, metadata=meta))
     except OSError as e:
@@ -74,6 +89,13 @@ def save_state(state: dict, path, buffer_names=()) -> Path:
 
 def load_weights(path) -> tuple[dict, set[str]]:
     """(state dict, buffer names) from a safetensors file; tensors only, no code runs."""
+    state, buffer_names, _ = load_held(path)
+    return state, buffer_names
+
+
+def load_held(path) -> tuple[dict, set[str], set[str]]:
+    """(state dict, buffer names, constant names) from a safetensors file (no constants where
+    it was written before they were recorded: every buffer is then state)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -88,12 +110,15 @@ def load_weights(path) -> tuple[dict, set[str]]:
         raise WeightsError(
             f"weights file {path}: not a readable safetensors file ({type(e).__name__}: {first})"
         ) from None
-    try:
-        names = json.loads(meta.get(_BUFFERS_KEY, "[]"))
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError
-    except ValueError:
-        raise WeightsError(
-            f"weights file {path}: metadata {_BUFFERS_KEY!r} is not a JSON list of names"
-        ) from None
-    return state, set(names) & set(state)
+    found = []
+    for key in (_BUFFERS_KEY, _CONSTANTS_KEY):
+        try:
+            names = json.loads(meta.get(key, "[]"))
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError
+        except ValueError:
+            raise WeightsError(
+                f"weights file {path}: metadata {key!r} is not a JSON list of names"
+            ) from None
+        found.append(set(names) & set(state))
+    return state, found[0], found[1] & found[0]

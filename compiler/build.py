@@ -64,7 +64,10 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
         opaque: callables for `opaque` boxes, by box name (imported circuits bring theirs).
         weights: a state dict, or the path of a safetensors file (as `ncd import -o` writes
             beside the spec), loaded into the module; default: the weights an imported circuit
-            carries in memory. Entries recorded as buffers become buffers, not parameters.
+            carries in memory. Entries recorded as buffers become buffers, not parameters;
+            those recorded as constants (no part of the imported model's own state_dict) stay
+            in the module's state_dict but loading may leave them out (`runtime.Held`), so the
+            model's state_dict, renamed, loads with strict=True.
 
     Returns:
         A module whose `forward` takes the circuit's inputs in order (tensors with axes in the
@@ -87,15 +90,15 @@ def compile(  # noqa: A001 - the name the API promises (`ncd.compile`)
     module.to(device=torch.device(device or "cpu"))
     if dtype is not None:
         module.to(dtype=dtype)
-    buffers = attached.buffers(circuit)
+    buffers, constants = attached.buffers(circuit), attached.constants(circuit)
     if weights is None:
         weights, where = attached.weights(circuit), None
     elif isinstance(weights, dict):
         where = "the weights given"
     else:
         where = f"weights file {weights}"
-        weights, buffers = attached.load_weights(weights)
-    _as_buffers(module, buffers)
+        weights, buffers, constants = attached.load_held(weights)
+    _as_buffers(module, buffers, constants)
     if weights or where is not None:  # weights given (even none) are checked in full
         _load(module, weights, where)
     module.ncd_circuit = circuit.name  # for people reading repr; holds no state
@@ -174,11 +177,19 @@ def _reduce(module: torch.nn.Module, spec):
     params = dict(module.named_parameters(remove_duplicate=False))
     buffers = dict(module.named_buffers(remove_duplicate=False))
     modes = {name: sub.training for name, sub in module.named_modules(remove_duplicate=False)}
-    return _restore, (*spec, params, buffers, modes)
+    return _restore, (*spec, params, buffers, modes, constant_names(module))
 
 
-def _as_buffers(module: torch.nn.Module, names) -> None:
-    """The parameters named in `names` become (persistent) buffers under the same names."""
+def constant_names(module: torch.nn.Module) -> list[str]:
+    """The state names that loading may leave out (`runtime.Held.optional`)."""
+    return [f"{name}.{leaf}" for name, sub in module.named_modules(remove_duplicate=False)
+            if isinstance(sub, runtime.Held) for leaf in sub.optional]  # fmt: skip
+
+
+def _as_buffers(module: torch.nn.Module, names, constants=None) -> None:
+    """The parameters named in `names` become (persistent) buffers under the same names; those
+    also in `constants` are optional when loading (`runtime.Held`), the others not (a buffer
+    of the imported model's own state). `constants` None leaves that as it is."""
     for key in sorted(names):
         owner, _, leaf = key.rpartition(".")
         try:
@@ -189,6 +200,9 @@ def _as_buffers(module: torch.nn.Module, names) -> None:
         if p is not None:
             del sub._parameters[leaf]
             sub.register_buffer(leaf, p.detach())
+        if constants is not None and isinstance(sub, runtime.Held):
+            rest = tuple(n for n in sub.optional if n != leaf)
+            sub.optional = (*rest, leaf) if key in constants else rest
 
 
 def _load(module: torch.nn.Module, state: dict, where: str | None) -> None:
@@ -243,10 +257,11 @@ def _rebuild(spec, sizes, rewrites, fused, device, state, training, buffers=()):
     return module.train(training)
 
 
-def _restore(spec, sizes, rewrites, fused, device, params, buffers, modes):
+def _restore(spec, sizes, rewrites, fused, device, params, buffers, modes, constants=None):
     """Unpickling (`_reduce`): compile the circuit again, on the device its tensors were
     loaded to (torch.load's map_location decides, as for any module), and put each
-    parameter and buffer back as it was pickled."""
+    parameter and buffer back as it was pickled, the constants optional when loading as they
+    were (`constants`: None in a pickle of an ncd that did not record them)."""
     from ncd.circuits.io import loads
 
     first = next(iter([*params.values(), *buffers.values()]), None)
@@ -254,6 +269,11 @@ def _restore(spec, sizes, rewrites, fused, device, params, buffers, modes):
         device = first.device
     module = compile(loads(spec), sizes, None, device, rewrites=rewrites, fused=fused)
     _as_buffers(module, [n for n in buffers if n not in dict(module.named_buffers())])
+    if constants is not None:
+        for name, sub in module.named_modules(remove_duplicate=False):
+            if isinstance(sub, runtime.Held):
+                sub.optional = tuple(k.rpartition(".")[2] for k in constants
+                                     if k.rpartition(".")[0] == name)  # fmt: skip
     for table, tensors in (("_parameters", params), ("_buffers", buffers)):
         for key, tensor in tensors.items():
             owner, _, leaf = key.rpartition(".")
@@ -270,13 +290,21 @@ def to_source(
     rewrites: bool | Collection[str] | None = None,
     fused: str | None = None,
     device=None,
+    buffers: Collection[str] | None = None,
+    constants: Collection[str] | None = None,
 ) -> str:
     """One standalone Python file defining the circuit as an nn.Module (imports only torch,
     and ncd.ops with a plain fallback where a fused kernel is used). Loading a compiled
     module's state_dict into it gives identical outputs. `rewrites` as `compile`'s, or the
     match kinds to rewrite (`{"attention"}`: softmax attention drawn from primitives is
-    written as one `F.scaled_dot_product_attention` with `fused="torch"`)."""
+    written as one `F.scaled_dot_product_attention` with `fused="torch"`). `buffers`,
+    `constants`: the state keys an imported model held as buffers, and its constants
+    (default: those the circuit carries in memory, `attached`), made as `compile` makes them:
+    buffers, the constants optional when loading."""
     from .source import emit
+
+    buffers = attached.buffers(circuit) if buffers is None else set(buffers)
+    constants = attached.constants(circuit) if constants is None else set(constants)
 
     if rewrites is None:
         rewrites = torch.device(device or "cpu").type == "cuda"
@@ -284,4 +312,4 @@ def to_source(
     # device, so that writing the code of a model of any size allocates none of it.
     with torch.device("meta"):
         lowered = prepare(circuit, sizes, "meta", rewrites, None, fused)
-    return emit(lowered)
+    return emit(lowered, buffers, constants)

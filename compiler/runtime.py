@@ -12,16 +12,42 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class Param(nn.Module):
-    """A free learned tensor `weight` (initial values: normal(0, std), zeros or ones)."""
+class Held(nn.Module):
+    """A holder some of whose tensors are constants (`optional`: their names), saved in the
+    state_dict with the rest; a state dict without them loads too, strict or not, and they keep
+    their values. An imported model's constants (a non-persistent buffer, a tensor literal, a
+    table its code makes) are no part of its own state_dict, so that state_dict, renamed,
+    loads into the compiled module with strict=True; a compiled module's state_dict still
+    carries them to another (a generated file, the interpreter)."""
 
-    def __init__(self, shape, init="normal", std=0.02):
+    optional: tuple = ()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):  # fmt: skip
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)  # fmt: skip
+        for name in self.optional:
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+
+
+class Param(Held):
+    """A free learned tensor `weight` (initial values: normal(0, std), zeros or ones), or a
+    buffer where the imported model held it: `held` "state" (in its state_dict) or "constant"
+    (not: optional when loading, `Held`)."""
+
+    def __init__(self, shape, init="normal", std=0.02, held=None):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(*shape))
+        w = torch.empty(*shape)
         if init == "normal":
-            nn.init.normal_(self.weight, std=std)
+            nn.init.normal_(w, std=std)
         else:
-            nn.init.constant_(self.weight, 1.0 if init == "ones" else 0.0)
+            nn.init.constant_(w, 1.0 if init == "ones" else 0.0)
+        if held is None:
+            self.weight = nn.Parameter(w)
+        else:
+            self.register_buffer("weight", w)
+            self.optional = ("weight",) if held == "constant" else ()
 
     def extra_repr(self):
         return ", ".join(map(str, self.weight.shape))
@@ -611,6 +637,8 @@ def compare_eq(a, b):
 
 # Helpers that call other helpers: the source emitter copies these along.
 DEPS = {
+    "Param": ["Held"],
+    "Constant": ["Held"],
     "conv": ["channels_first", "channels_back"],
     "group_norm": ["channels_first", "channels_back"],
     "gla": ["traced"],
@@ -730,12 +758,15 @@ def lmul_linear(x, weight, bias=None, mantissa_bits=4):
 
 # Integer-only inference: buffers loaded with the weights (quantised, not trained) and the
 # dyadic requantisation.
-class Constant(nn.Module):
-    """A fixed tensor `value` of `shape` and `dtype`, filled with `fill`."""
+class Constant(Held):
+    """A fixed tensor `value` of `shape` and `dtype`, filled with `fill` (or loaded with the
+    weights, an imported table whose elements differ). Optional when loading (`Held`), unless
+    `state`: a buffer of the imported model's own state_dict."""
 
-    def __init__(self, shape, dtype=torch.int32, fill=0):
+    def __init__(self, shape, dtype=torch.int32, fill=0, state=False):
         super().__init__()
         self.register_buffer("value", torch.full(tuple(shape), fill, dtype=dtype))
+        self.optional = () if state else ("value",)
 
     def extra_repr(self):
         return f"{tuple(self.value.shape)}, dtype={self.value.dtype}"

@@ -363,6 +363,7 @@ class _Printer:
         holders = {h.ident for h in lw.holders} | set(lw.box_idents.values())
         self.attr = Namer(holders).ident("config")  # self.config, unless a box is so named
         self.checks_inputs = False  # the file's main class checks its inputs on each call
+        self.held: dict[str, str] = {}  # state key -> "state" or "constant" (`held_args`)
 
     # -- expressions
     def const(self, v, operand: bool = False) -> str:
@@ -606,12 +607,24 @@ class _Printer:
             if getattr(runtime, src.fn, None) is not None:
                 self.used.add(src.fn)
             parts = [self.arg(a) for a in src.args]
-            parts += [f"{k}={self.arg(v)}" for k, v in src.kwargs.items()]
+            parts += [f"{k}={self.arg(v)}" for k, v in {**src.kwargs, **self.held_args(h)}.items()]
             return f"{src.fn}({', '.join(parts)})"
         mod = type(h.module)
         if getattr(runtime, mod.__name__, None) is mod:
             self.used.add(mod.__name__)
         return src
+
+    def held_args(self, h) -> dict:
+        """A holder of a tensor the imported model held (`self.held`: state key -> "state" or
+        "constant"), as compile makes it: a buffer (`Param`'s `held`), optional when loading
+        where a constant; a `Constant` that is the model's state, required."""
+        fn = h.source.fn
+        kind = self.held.get(f"{h.ident}.{'value' if fn == 'Constant' else 'weight'}")
+        if fn == "Param" and kind is not None:
+            return {"held": kind}
+        if fn == "Constant" and kind == "state":
+            return {"state": True}
+        return {}
 
     def init(self) -> list[str]:
         lw, c = self.lw, self.c
@@ -734,8 +747,11 @@ def _modules_read(text: str) -> set[str]:
     }
 
 
-def emit(lw: Lowered) -> str:
-    """The standalone file for a lowered circuit."""
+def emit(lw: Lowered, buffers=(), constants=()) -> str:
+    """The standalone file for a lowered circuit; `buffers` and `constants`: the state keys
+    that an imported model held as buffers, and of those its constants (compiler/attached.py),
+    whose holders are made as compile makes them."""
+    held = {k: "constant" if k in constants else "state" for k in buffers}
     used: set[str] = set()
     classes: dict[str, Lowered] = {}
     _classes(lw, classes)
@@ -746,6 +762,7 @@ def emit(lw: Lowered) -> str:
     for cl in classes.values():
         printer = _Printer(cl, used, [*classes, config], sizes, config)
         printer.checks_inputs = cl is lw
+        printer.held = held if cl is lw else {}  # (imported circuits are one class)
         bodies.append("\n".join(printer.source()))
     c = lw.checked.circuit
     head = _docstring([

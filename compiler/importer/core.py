@@ -86,6 +86,10 @@ class _Importer(
         self.callables: dict[str, Any] = {}
         self.names: set[str] = set()
         self.buffers: set[str] = set()  # boxes whose weight is a buffer of the model
+        # ... of those, the boxes whose tensor is in the model's state_dict (a persistent
+        # buffer); the others are constants (a non-persistent buffer, a plain tensor attribute
+        # or literal, a table made from sizes), which loading may leave out (runtime.Held)
+        self.state_buffers: set[str] = set()
         # torch's size-1 dims a wire does not carry yet (a keepdim reduction, `x[:, None]`):
         # node -> their positions in the torch tensor; made into unit axes only where needed
         self.units: dict[fx.Node, tuple[int, ...]] = {}
@@ -287,13 +291,15 @@ class _Importer(
             circuit = self.b.build()
             checked = circuit.check()
         _, idents = scope_names(circuit, checked.order)
-        state, buffers = {}, set()
+        state, buffers, constants = {}, set(), set()
         for box, ws in self.weights.items():
             for p, t in ws.items():
                 state[f"{idents[box]}.{p}"] = t.detach().clone()
                 if box in self.buffers:
                     buffers.add(f"{idents[box]}.{p}")
-        attached.attach(circuit, self.callables, state, buffers)
+                    if box not in self.state_buffers:
+                        constants.add(f"{idents[box]}.{p}")
+        attached.attach(circuit, self.callables, state, buffers, constants)
         return circuit
 
     def tied(self) -> dict[str, str]:
@@ -323,7 +329,7 @@ class _Importer(
         return (len(self.b._boxes), set(self.b._names), set(self.names), dict(self.weights),
                 set(self.buffers), dict(self.units), dict(self.made),
                 dict(self.merged), dict(self.grown), dict(self.letters),
-                dict(self.split_from))  # fmt: skip
+                dict(self.split_from), set(self.state_buffers))  # fmt: skip
 
     def _undo(self, mark: tuple) -> None:
         """Removes the boxes made since `mark`, and what they changed."""
@@ -331,6 +337,7 @@ class _Importer(
         self.b._names, self.names, self.weights = mark[1], mark[2], mark[3]
         self.buffers, self.units, self.made, self.merged = mark[4], mark[5], mark[6], mark[7]
         self.grown, self.letters, self.split_from = mark[8], mark[9], mark[10]
+        self.state_buffers = mark[11]
 
     def fft_conv_or_opaque(self, n: fx.Node, region: list[fx.Node]):
         """An FFT convolution's long_conv box where the region of complex values ending at n

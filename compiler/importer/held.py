@@ -54,6 +54,8 @@ class _Held:
                 w = self.held_constant(name, names, held, str(n.target), buffer=False)
             if n.target not in dict(self.model.named_parameters()):
                 self.buffers.add(name)  # a buffer or a plain tensor attribute: not trained
+                if n.target in self.state_names():  # a persistent buffer: the model's state
+                    self.state_buffers.add(name)
             units = tuple(d for d in range(v.dim()) if d not in keep)
         self.made[id(lazy)] = (w, units)
         return w, units
@@ -253,7 +255,15 @@ class _Held:
         self.weights[name] = {"weight": t}
         if table.node.target not in dict(self.model.named_parameters()):
             self.buffers.add(name)
+            if table.node.target in self.state_names():
+                self.state_buffers.add(name)
         return y
+
+    def state_names(self) -> set[str]:
+        """The names of the model's state_dict (its parameters and persistent buffers)."""
+        if not hasattr(self, "_state_names"):
+            self._state_names = set(self.model.state_dict(keep_vars=True))
+        return self._state_names
 
     def index_lazy(self, lazy: _Lazy, hints) -> tuple[Wire, tuple[int, ...]]:
         """A getitem of a tensor the model holds: the tensor's param box named after `hints`

@@ -43,26 +43,28 @@ def cmd_compile(args) -> int:
     args.out = output_arg(args.out)
     c, sizes = load_bound(args.spec, args.sizes)
     rewrites = {"attention": {"attention"}, "auto": None, "on": True, "off": False}[args.rewrites]
-    text = to_source(c, sizes, rewrites=rewrites, fused=args.fused)
     weights = _weights_file(args)
-    state = None
-    dtype = None
+    state, buffers, constants, dtype = None, None, None, None
     if weights is not None:  # loaded into the compiled module: names and shapes checked
         import torch
 
         from ncd.compiler import compile as ncd_compile
+        from ncd.compiler.build import constant_names
 
         dtype = _float_type(weights)  # kept: a float32 module would round float64 weights
         module = ncd_compile(c, sizes, dtype, rewrites=rewrites, fused=args.fused, weights=weights)
         state = module.state_dict()
         buffers = {k for k, _ in module.named_buffers()}
+        constants = set(constant_names(module))
+    text = to_source(c, sizes, rewrites=rewrites, fused=args.fused, buffers=buffers,
+                     constants=constants)  # fmt: skip
     if args.out:
         out = write_text(args.out, text)
         saved = ""
         if state is not None:
             from ncd.compiler.attached import save_state, weights_path
 
-            saved = f", weights {save_state(state, weights_path(out), buffers)}"
+            saved = f", weights {save_state(state, weights_path(out), buffers, constants)}"
             if dtype is not None and dtype != torch.float32:
                 saved += f", {dtype}: load them into {_class(c)}().to({dtype})"
         print(f"wrote {out} ({text.count(chr(10))} lines, class {_class(c)}{saved})")

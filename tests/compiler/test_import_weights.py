@@ -190,6 +190,65 @@ def test_buffers_stay_buffers(tmp_path):
         assert "scale.weight" in dict(restored.named_buffers())
 
 
+class WithConstants(nn.Module):
+    """A linear map, a persistent buffer (the model's state), and three constants that are no
+    part of its state_dict: a non-persistent buffer, a tensor literal, a tensor made from
+    sizes."""
+
+    def __init__(self, d=6):
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+        self.register_buffer("table", torch.linspace(-1.0, 1.0, d), persistent=False)
+        self.register_buffer("running", torch.linspace(0.5, 2.0, d))
+
+    def forward(self, x):  # [B, T, D]
+        y = self.lin(x) * self.table + self.running
+        return y + torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) + torch.ones(x.shape[1], 6)
+
+
+def test_the_models_own_state_dict_loads_strictly(tmp_path):
+    """The model's state_dict, renamed to the compiled names, loads with strict=True: the
+    constants it does not hold (the non-persistent buffer, the literal, the ones) stay in the
+    compiled module's state_dict, for the generated file and the interpreter, but loading may
+    leave them out (they were reported missing) and they keep their values; a parameter or
+    the persistent buffer may not be left out. The same in a module compiled from the spec and
+    its weights file, in an unpickled one and in the generated file."""
+    from ncd.compiler.names import class_name
+
+    torch.manual_seed(0)
+    model = WithConstants().double().eval()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    circuit = from_torch(model, x)
+    renamed = {"lin.weight": "lin.weight", "lin.bias": "lin.bias", "running": "running.weight"}
+    assert set(model.state_dict()) == set(renamed)
+    mapped = {renamed[k]: v.clone() for k, v in model.state_dict().items()}
+    compiled = ncd_compile(circuit, dtype=torch.float64)
+    assert {"table.weight", "tensor_constant0.weight", "ones.value"} <= set(compiled.state_dict())
+    path = attached.save_weights(circuit, tmp_path / "w.safetensors")
+    fresh = ncd.Circuit.from_json(circuit.to_json())
+    namespace: dict = {}
+    exec(ncd.compiler.to_source(circuit), namespace)  # noqa: S102 - the file ncd wrote
+    generated = namespace[class_name(circuit.name)]().double().eval()
+    generated.load_state_dict(compiled.state_dict())  # its constants' values
+    modules = {
+        "compiled": compiled,
+        "from the weights file": ncd_compile(fresh, dtype=torch.float64, weights=path),
+        "unpickled": pickle.loads(pickle.dumps(compiled)),
+        "generated": generated,
+    }
+    for how, module in modules.items():
+        with torch.no_grad():
+            for k, t in module.state_dict().items():  # what loading must put back
+                if k in mapped:
+                    t.zero_()
+            module.load_state_dict(mapped, strict=True)
+            torch.testing.assert_close(module(x), model(x), rtol=1e-12, atol=1e-12, msg=how)
+        for required in ("lin.bias", "running.weight"):
+            less = {k: v for k, v in mapped.items() if k != required}
+            with pytest.raises(RuntimeError, match=f"Missing key.*{required}"):
+                module.load_state_dict(less, strict=True)
+
+
 # -- 4. class names
 
 
