@@ -85,7 +85,9 @@ def _split_trailing(L: Lowerer, y, shape):
 @lowers("param")
 def _param(L: Lowerer, b, x, tin, tout):
     shape = tuple(L.num(a.size) for a in tout["out"].axes)
-    ident = L.hold(runtime.Param(plain(shape), b.init), Call("Param", shape, b.init))
+    held = {} if b.trained else {"held": "state"}  # fixed data: a buffer
+    holder = runtime.Param(plain(shape), b.init, **held)
+    ident = L.hold(holder, Call("Param", shape, b.init, **held))
     return {"out": L.param(ident, "weight")}
 
 

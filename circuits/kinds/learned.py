@@ -69,7 +69,8 @@ class Linear(BoxBase):
 
 @box_kind
 class Param(BoxBase):
-    """A free learned tensor with named axes (positional embeddings, learned gates, tokens)."""
+    """A free learned tensor with named axes (positional embeddings, learned gates, tokens),
+    or with `trained` False a fixed one (an imported model's buffer)."""
 
     kind: Literal["param"] = "param"
     axes: AxisList
@@ -78,8 +79,14 @@ class Param(BoxBase):
     """Element type."""
     init: Literal["normal", "zeros", "ones"] = "normal"
     """Initial values (normal: std 0.02)."""
+    trained: bool = True
+    """False: fixed data, loaded with the weights and never trained (a buffer the imported
+    model held, a tensor its code holds): a buffer of the compiled module, drawn not bold."""
     family = "learned"
     learned = True
+
+    def is_learned(self) -> bool:
+        return self.trained
 
     def ports(self):
         return []

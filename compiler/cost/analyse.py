@@ -265,8 +265,9 @@ class _Walker:
             if f"{name}.{p}" in tied:  # the owner's tensor, counted and kept there
                 bc.notes.append(f"{p} tied to {tied[f'{name}.{p}']}")
                 continue
-            self.new_storage(f"param:{name}.{p}", t, "param", -1, True)
-            bc.params += t.numel()
+            trained = getattr(box, "trained", True)  # a fixed param box: a buffer
+            self.new_storage(f"param:{name}.{p}", t, "param", -1, trained)
+            bc.params += t.numel() if trained else 0
             bc.param_bytes += self.nbytes(t)
         if box.kind == "call":
             return self.call(i, box, bc, in_wires, outs)

@@ -47,12 +47,14 @@ class _Held:
                 names.append(h)
             name = self.box_name(n)
             held = v.reshape([v.shape[d] for d in keep])
-            if v.is_floating_point():
-                w = self.b.param(" ".join(names), name=name, dtype=_dtype(v))
+            trained = n.target in dict(self.model.named_parameters())
+            if v.is_floating_point():  # a buffer: fixed data, not trained (nor drawn bold)
+                kw = {} if trained else {"trained": False}
+                w = self.b.param(" ".join(names), name=name, dtype=_dtype(v), **kw)
                 self.weights[name] = {"weight": held}
             else:  # an integer or boolean table (Swin's relative position index): a constant
                 w = self.held_constant(name, names, held, str(n.target), buffer=False)
-            if n.target not in dict(self.model.named_parameters()):
+            if not trained:
                 self.buffers.add(name)  # a buffer or a plain tensor attribute: not trained
                 if n.target in self.state_names():  # a persistent buffer: the model's state
                     self.state_buffers.add(name)

@@ -188,6 +188,13 @@ def test_buffers_stay_buffers(tmp_path):
             torch.testing.assert_close(module(x), model(x), rtol=1e-12, atol=1e-12)
         restored = pickle.loads(pickle.dumps(module))
         assert "scale.weight" in dict(restored.named_buffers())
+    # the circuit says so itself (`trained` False): a buffer without the weights file, and no
+    # parameter in the cost model's count (it counted the buffer: 66 for 60)
+    assert not circuit.box("scale").trained
+    bare = ncd_compile(ncd.Circuit.from_json(circuit.to_json()))
+    assert "scale.weight" in dict(bare.named_buffers())
+    params = sum(p.numel() for p in bare.parameters())
+    assert ncd.analyse(circuit).numbers["params"] == params == 60
 
 
 class WithConstants(nn.Module):

@@ -141,6 +141,43 @@ def test_bold_marks_exactly_the_boxes_that_hold_learned_tensors(box, bold):
     assert ("learned" in f.nodes[f"box:{box}"].get("class").split()) == holds == bool(bold)
 
 
+def test_an_imported_models_buffers_are_fixed_data_not_bold(tmp_path):
+    """An imported model's buffers (one in its state_dict, one not) and a plain tensor its
+    code holds are data it does not train: param boxes marked `trained` False, drawn with
+    their names not bold, where its parameter is bold. They were all three bold. Read from the
+    Graphviz source (bold is a <B> in a node's label) and from the SVG."""
+    import torch
+    from torch import nn
+
+    from ncd.compiler import from_torch
+
+    class Scaled(nn.Module):
+        def __init__(self, d=6):
+            super().__init__()
+            self.lin = nn.Linear(d, d)
+            self.gain = nn.Parameter(torch.rand(d))
+            self.register_buffer("scale", torch.linspace(0.5, 2.0, d))
+            self.register_buffer("table", torch.linspace(-1.0, 1.0, d), persistent=False)
+            self.shift = torch.linspace(0.0, 1.0, d)  # a plain attribute
+
+        def forward(self, x):
+            return self.lin(x) * self.scale * self.gain + self.table + self.shift
+
+    c = from_torch(Scaled(), torch.randn(2, 5, 6))
+    kinds = {b.name: (b.kind, b.is_learned()) for b in c.boxes if b.kind == "param"}
+    assert kinds == {"gain": ("param", True), "scale": ("param", False),
+                     "table": ("param", False), "shift": ("param", False)}  # fmt: skip
+    render(c, tmp_path / "scaled.dot", max_width=None)
+    dot = (tmp_path / "scaled.dot").read_text()
+    labels = dict(re.findall(r'id="box:(\w+)".*?label=<(.*)> pos=', dot))
+    assert "<B>gain</B>" in labels["gain"]
+    for fixed in ("scale", "table", "shift"):
+        assert "<B>" not in labels[fixed] and f">{fixed}<" in labels[fixed], labels[fixed]
+    f = figure(c)
+    assert [f.bold(b) for b in ("gain", "scale", "table", "shift")] == ["gain", "", "", ""]
+    assert "learned" not in f.nodes["box:scale"].get("class").split()
+
+
 def test_unlabelled_linear_maps_are_told_apart_by_name():
     """A linear map without a label (any the Builder makes unlabelled, every one an import
     makes) is `L` or `L₊` like any other; its name goes small below, so that a router and two
