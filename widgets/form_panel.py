@@ -2,10 +2,12 @@
 
 The form (forms.BoxForm) shows the selected box, or a new box of the palette's kind. A field
 changed there (typed and Enter, or a choice) applies to the selected box at once; **add box**
-adds the form's box under a name of its own; **apply to box** and **delete box** act on the
-box chosen in the box list. Every port has a dropdown of the values it may read. The form
-follows the circuit: an edit, an undo or a redo refills it (`_sync_form`). The column's
-Inputs and Outputs sections add an input and set an output.
+adds the form's box under a name of its own, and the form stays a new box's, as it was, for
+the next one (fill, add, fill, add makes two boxes); **apply to box** and **delete box** act on
+the box chosen in the box list, and the heading of a new box's form says what apply to box
+would do to that box. Every port has a dropdown of the values it may read. The form follows
+the circuit: an edit, an undo or a redo refills it (`_sync_form`). The column's Inputs and
+Outputs sections add an input and set an output.
 """
 
 from __future__ import annotations
@@ -37,15 +39,53 @@ class FormPanel:
     def _new_form(self) -> None:
         self._editing = ""  # a form for a new box until a selected box is shown in it
         self._port_memory = {}
-        self.form_title.value = f"<b>A new {html.escape(self.palette.value)} box</b>"
         self.form = BoxForm(self.palette.value, on_change=self._field_changed)
+        self.form_title.value = self._draft_title()
         self.form_box.children = [self.form.widget]
         self._rewire()
+
+    def _draft_title(self, added: str = "") -> str:
+        """The heading of a new box's form. With a box chosen in the list it also says what
+        **apply to box** does to that box (a kind chosen with a box selected said "a new
+        unary box", and apply to box turned the selected box into one). `added`: the box that
+        add box just added (the form stays as it was, for the next box)."""
+        kind = html.escape(self.form.kind)
+        chosen = self.box_select.value
+        box = next((b for b in self.view.boxes if b.name == chosen), None) if chosen else None
+        if box is None:
+            return f"<b>A new {kind} box</b>"
+        name = html.escape(box.name)
+        if box.kind != self.form.kind:
+            apply = f"<b>apply to box</b> turns {name} (a {html.escape(box.kind)}) into it"
+        else:
+            apply = f"<b>apply to box</b> gives {name} these fields"
+        if added:
+            return (
+                f"<b>The next new {kind} box</b> ({html.escape(added)} was added and is "
+                f"selected: a click on it edits it; {apply})"
+            )
+        return f"<b>A new {kind} box</b> (<b>add box</b> adds it; {apply})"
+
+    @_guarded
+    def _kind_chosen(self) -> None:
+        """The palette's kind changed: a new box's form of that kind. Chosen by the user
+        with a box selected, the status says what add box and apply to box do now (it said
+        to change a field of the selected box, which no longer applies)."""
+        self._new_form()
+        chosen = self.box_select.value
+        if not self._filling and chosen in {b.name for b in self.view.boxes}:
+            old = self.view.box(chosen)
+            self._show([], f"a new {self.form.kind} box in the form: add box adds it; apply to "
+                       f"box turns {chosen} (a {old.kind}) into it")  # fmt: skip
 
     def _blank_form(self, kind: str) -> None:
         """A form for a new box of `kind` (even where the form showed a box of that kind)."""
         if self.palette.value != kind:
-            self.palette.value = kind  # its observer makes the new form
+            self._filling = True  # not the user's choice: the status keeps what it says
+            try:
+                self.palette.value = kind  # its observer makes the new form
+            finally:
+                self._filling = False
         else:
             self._new_form()
 
@@ -78,10 +118,12 @@ class FormPanel:
             return ""
         return f" ({field} = {value!r})"
 
-    def _form_box(self):
-        """The box the form describes (raises FormError, located per field)."""
+    def _form_box(self, default_name: str = ""):
+        """The box the form describes (raises FormError, located per field); named as typed,
+        else `default_name`."""
         inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
-        return self.form.build(self.box_name.value.strip(), inputs, existing=self._editing)
+        name = self.box_name.value.strip() or default_name
+        return self.form.build(name, inputs, existing=self._editing or default_name)
 
     @_guarded
     def _apply_if_changed(self, field: str = "") -> None:
@@ -153,11 +195,15 @@ class FormPanel:
 
     @_guarded
     def _add_box(self) -> None:
-        """The form's box is added as a new box, and selected (the form then edits it). Its
-        name is the one typed for it; left empty, or the selected box's own (the form shows
-        that box), a fresh one after its kind (`unary2`): the selected box is unchanged."""
+        """The form's box is added as a new box, and selected (the next palette click reads
+        it). Its name is the one typed for it; left empty, or the name of the box chosen in
+        the list (the form shows that box, or its kind was changed), a fresh one after its
+        kind (`unary2`): the chosen box is unchanged. The form then stays a new box's, as it
+        was, without the name: a field changed next prepares the next box; it used to edit
+        the box just added, so that fill, add, fill, add changed the first box instead of
+        making a second."""
         name = self.box_name.value.strip()
-        if not name or (name == self._editing and self._editing == self.box_select.value):
+        if not name or name == self.box_select.value:
             name = edits.fresh_name(self.view, self.form.kind)
         inputs = {p: dd.value for p, dd in self.port_widgets.items() if dd.value != _NONE}
         try:
@@ -170,7 +216,25 @@ class FormPanel:
         if self.edit_here(
             lambda c: c.model_copy(update={"boxes": [*c.boxes, box]}), f"added {name}"
         ):
-            self._on_select(node_id("box", name))
+            self._added(name)
+
+    def _added(self, name: str) -> None:
+        """Box `name`, just added from the form, is selected; the form stays a new box's
+        (its kind, fields and port sources as they were; the name field empty)."""
+        self.canvas.selected = node_id("box", name)
+        self.canvas.marks = {}
+        self._filling = True  # the selection and the name change; nothing applies
+        try:
+            self.box_select.value = name
+            self.box_name.value = ""
+        finally:
+            self._filling = False
+        self._editing, self._port_memory = "", {}
+        self.form_title.value = self._draft_title(added=name)
+        opened = edits.open_boxes(self.view).get(name)
+        tail = f"; {_open_note({name: opened})}" if opened else ""
+        self._show([], f"added {name}: {self._here()}; the form is ready for the next box "
+                   f"(a click on {name} edits it){tail}")  # fmt: skip
 
     @_guarded
     def _edit_box(self) -> None:
@@ -232,8 +296,8 @@ class FormPanel:
         place; a new name renames it, and what read it reads it under the new name."""
         old = self.view.box(self._selected())
         if box is None:
-            try:
-                box = self._form_box()
+            try:  # a new box's form with its name left empty keeps the box's name
+                box = self._form_box(default_name=old.name)
             except FormError as e:
                 self._refuse(e.problems, f"change box '{old.name}'")
                 return
@@ -241,6 +305,8 @@ class FormPanel:
             self._show([], f"{old.name} is as the circuit has it: {self._here()}")
             return
         what = f"changed {old.name}" + (f" (now {box.name})" if box.name != old.name else "")
+        if box.kind != old.kind:
+            what += f" from a {old.kind} into a {box.kind}"
         ports = edits.input_ports(box)
         dropped = [f"port {p} dropped (it read {r})" for p, r in old.inputs.items()
                    if r and p not in ports]  # fmt: skip
@@ -259,6 +325,9 @@ class FormPanel:
         )
         if taken:
             self.box_select.value = box.name
+            if not self._editing:  # applied from a new box's form: it now shows the box
+                self.canvas.selected = node_id("box", box.name)
+                self._fill_form(self.view.box(box.name))
             return
         self._editing, self.canvas.selected = before
         self._sync_form()

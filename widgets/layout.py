@@ -28,7 +28,11 @@ class StudioLayout:
         self.canvas = Canvas(palette=_palette())
         self.canvas.on_intent(self._intent)
         # palette, form, wiring
-        self.palette = w.Dropdown(options=palette_options(), description="kind", **fitted())
+        # The form opens on the box most often drawn first on an input: a linear map (the
+        # palette's first kind, an embedding, opened a blank Studio on "vocab: required").
+        self.palette = w.Dropdown(
+            options=palette_options(), value="linear", description="kind", **fitted()
+        )
         self.box_name = w.Text(
             description="name", placeholder="new: left empty, kind2…", **fitted(),
             continuous_update=False,
@@ -36,7 +40,7 @@ class StudioLayout:
         self.form_box = w.VBox()
         self.wiring = w.VBox()
         self.add_box_button = button(description="add box", button_style="primary")
-        self.palette.observe(lambda _: self._new_form(), names="value")
+        self.palette.observe(lambda _: self._kind_chosen(), names="value")
         # The name is a field like the others: Enter (or leaving it) renames the box shown.
         self.box_name.observe(lambda _: self._field_changed("name"), names="value")
         self.add_box_button.on_click(lambda _: self._add_box())

@@ -38,7 +38,7 @@ class Selection:
             self._leave_box()
         self.box_select.value = None
         kind = html.escape(self.palette.value)
-        self.form_title.value = f"<b>A new {kind} box</b>"
+        self.form_title.value = self._draft_title()
         inputs = {i.name: i for i in c.inputs}
         outputs = {o.name: o for o in c.outputs}
         if role == "input" and name in inputs:

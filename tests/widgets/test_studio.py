@@ -35,8 +35,8 @@ def base(extra=None):
 
 
 def add_box(studio, kind, name, ports, **fields):
-    """A new box through the form: nothing selected (a box added last is, and the form would
-    edit it), then the kind, name, fields and ports, and `add box`."""
+    """A new box through the form: nothing selected (a selected box is shown in the form, and
+    a field set there would change it), then the kind, name, fields and ports, and `add box`."""
     studio.canvas.intent("select", path="")
     studio.palette.value = kind
     studio.box_name.value = name
@@ -507,14 +507,89 @@ def test_a_box_that_others_read_is_renamed_in_the_form():
 
 
 def test_add_box_selects_the_new_box():
-    """Audit bug 6: after add box the next palette click read the old selection."""
+    """Audit bug 6: after add box the next palette click read the old selection. The new box
+    is selected; the form stays a new box's (for the next one), and says so."""
     studio = Studio(base())
     studio.canvas.intent("select", path="box:proj")
     add_box(studio, "unary", "act", {"x": "proj"}, fn="gelu")
     assert studio.canvas.selected == "box:act" and studio.box_select.value == "act"
-    assert studio.form_title.value == "<b>The selected box: act</b>"
+    assert studio.form_title.value.startswith("<b>The next new unary box</b> (act was added")
     studio.canvas.intent("add", kind="unary", after=studio.canvas.selected)
     assert studio.circuit.box("unary").inputs == {"x": "act"}
+
+
+def test_fill_add_fill_add_makes_two_boxes():
+    """Trial: after add box, the form edited the box just added, so a field changed for the
+    next box changed the first one, and the second add box made a copy of it. The form now
+    stays a new box's after add box: fill, add, fill, add makes two boxes; the box added is
+    edited by a click on it, or by apply to box."""
+    studio = Studio()
+    studio.input_name.value, studio.input_axes.value = "x", "B T D"
+    studio.add_input_button.click()
+    assert studio.palette.value == "linear" and studio.port_widgets["x"].value == "x"
+    studio.form.fields["over"][1].value = "D"
+    studio.form.fields["out"][1].value = "H K"
+    studio.add_box_button.click()
+    assert studio.canvas.status_ok, studio.canvas.status
+    assert "the form is ready for the next box" in studio.canvas.status
+    assert studio.box_name.value == "" and studio.form.fields["out"][1].value == "H K"
+    studio.form.fields["out"][1].value = "H V"  # Enter: the next box, not the first
+    assert studio.circuit.box("linear").out == ("H", "K")
+    studio.add_box_button.click()
+    b = Builder("untitled")
+    x = b.input("x", "B T D")
+    b.linear(x, over="D", out="H K", name="linear")
+    b.linear(x, over="D", out="H V", name="linear2")
+    b.output("y", x)
+    assert same(studio.circuit, b.build().model_copy(update={"outputs": []})), errors(studio)
+    assert studio.canvas.selected == "box:linear2"
+    # apply to box: the form's fields onto the box chosen (here the one just added), whose
+    # name it keeps; the form then shows that box
+    studio.form.fields["out"][1].value = "F"
+    studio.replace_box_button.click()
+    assert studio.circuit.box("linear2").out == ("F",), errors(studio)
+    assert studio.form_title.value == "<b>The selected box: linear2</b>"
+    studio.form.fields["out"][1].value = "G"  # now a field applies to it at once
+    assert studio.circuit.box("linear2").out == ("G",)
+    assert [b.name for b in studio.circuit.boxes] == ["linear", "linear2"]
+
+
+def test_a_kind_chosen_with_a_box_selected_says_what_apply_to_box_does():
+    """Trial: a kind chosen with a box selected headed the form "A new unary box", and apply
+    to box turned the selected box into a unary. The heading now says both: add box adds
+    it, apply to box turns the selected box into it; each does what it says."""
+    studio = Studio(base())
+    studio.canvas.intent("select", path="box:proj")
+    studio.palette.value = "unary"
+    title = studio.form_title.value
+    assert title.startswith("<b>A new unary box</b> (<b>add box</b> adds it;"), title
+    assert "<b>apply to box</b> turns proj (a linear) into it" in title
+    # the status said to change a field of proj, which no longer applies: it follows
+    assert studio.canvas.status.startswith("a new unary box in the form: add box adds it")
+    studio.add_box_button.click()  # a new unary, under a name of its own
+    assert studio.circuit.box("unary").inputs == {"x": "x"}, errors(studio)
+    assert studio.circuit.box("proj") == base().box("proj")
+    studio.canvas.intent("select", path="box:proj")
+    studio.palette.value = "unary"
+    studio.form.fields["fn"][1].value = "tanh"
+    studio.replace_box_button.click()  # proj becomes a unary, in place, under its name
+    proj = studio.circuit.box("proj")
+    assert (proj.kind, proj.fn, proj.inputs) == ("unary", "tanh", {"x": "x"}), errors(studio)
+    assert "changed proj from a linear into a unary" in studio.canvas.status
+    assert studio.form_title.value == "<b>The selected box: proj</b>"
+
+
+def test_a_blank_studio_opens_on_a_linear_box_and_no_field_says_required():
+    """Trial: a blank Studio's form opened on the palette's first kind, an embedding, its
+    vocab field reading "required" before anything was typed. It opens on a linear map, the
+    box most often drawn first on an input, and says nothing is wrong."""
+    studio = Studio()
+    assert studio.palette.value == "linear"
+    assert studio.form_title.value == "<b>A new linear box</b>"
+    shown = [wd.placeholder for _, wd in studio.form.fields.values() if hasattr(wd, "placeholder")]
+    assert "required" not in shown, shown
+    assert studio.canvas.status_ok and "required" not in studio.canvas.status
+    assert "ncd-problems" not in studio.messages.value
 
 
 def test_a_variant_that_drops_a_port_says_so_and_one_that_adds_it_back_takes_its_source():
@@ -660,7 +735,8 @@ def test_add_box_adds_a_new_box_while_the_form_shows_the_selected_one():
     new = studio.circuit.box("linear")
     assert new.over == ("D",) and new.out == ("F",) and new.inputs == {"x": "x"}
     assert studio.circuit.box("proj") == base().box("proj")
-    assert studio.canvas.selected == "box:linear" and studio.box_name.value == "linear"
+    assert studio.canvas.selected == "box:linear" and studio.box_select.value == "linear"
+    assert studio.box_name.value == ""  # the form stays a new box's, for the next one
     # nothing selected and no name typed: a fresh name too
     add_box(studio, "dropout", "", {"x": "proj"})
     assert studio.canvas.status_ok and studio.circuit.box("dropout").inputs == {"x": "proj"}
