@@ -222,8 +222,9 @@ def drawing(circuit, checked):
     A box whose ports are not all wired (`edits.open_boxes`; `checked` has set it aside) is
     drawn as a stand-in that takes what it reads: an `opaque` box of its name (a `?`, its
     kind, and the ports to wire as caption), each unwired port fed by a loose end, a scalar
-    `param` named `…box:port` (`loose_input`) labelled with the port (a box without inputs
-    is drawn just before its reader); that drawing is checked again."""
+    `param` named `…box:port` (`loose_input`) labelled with the port and a `?` (`k?`: a
+    port's name alone read as a box of the user's named k; a box without inputs is drawn just
+    before its reader); that drawing is checked again."""
     from ncd.circuits.circuit import Output
 
     if checked is None:
@@ -293,7 +294,8 @@ def _with_stand_ins(circuit, opened: dict[str, list[str]]):
         ports = input_ports(b)
         for port in opened[b.name]:
             boxes.append(KINDS["param"].model_validate(
-                {"kind": "param", "name": loose_input(b.name, port), "label": port, "axes": []}
+                {"kind": "param", "name": loose_input(b.name, port), "label": f"{port}?",
+                 "axes": []}
             ))  # fmt: skip
         inputs = {p: b.inputs.get(p) or loose_input(b.name, p) for p in ports}
         # titled by its kind (a name's `_` would be set as a subscript)

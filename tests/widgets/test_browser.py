@@ -733,6 +733,13 @@ def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_e
     status.locator(":scope:has-text('k v g read nothing yet')").wait_for()
     assert "ncd-error" not in status.get_attribute("class")
     loose = s.locator('g.node.ncd-dangling[id^="box:\u2026linear_attention:"]')
+    # Trial: a loose end labelled k read as a box named k. It is `k?`, outlined dashed, and
+    # its tip says which port it stands for.
+    k = s.locator('g.node.ncd-dangling[id="box:\u2026linear_attention:k"]')
+    assert k.locator("text").text_content() == "k?"
+    dash = k.locator('path[fill="none"]').evaluate("el => getComputedStyle(el).strokeDasharray")
+    assert dash not in ("", "none"), dash
+    assert k.get_attribute("data-tip").startswith("port k of linear_attention reads nothing")
     assert loose.count() == 3
     assert s.locator('.ncd-handle.ncd-open[data-node="box:linear_attention"]').count() == 3
     page.mouse.move(0, 0)  # no tooltip over the shot

@@ -7,6 +7,7 @@ hand), compared as JSON; the Studio is driven only through `canvas.intent`, as t
 from __future__ import annotations
 
 import html
+import re
 
 import pytest
 
@@ -420,6 +421,24 @@ def test_linear_attention_from_the_palette_reads_its_queries_and_leaves_the_rest
     assert same(s.circuit, draft(b)), cv.status
     assert "open" not in cv.ports["box:linear_attention"]
     assert panels.loose_input("linear_attention", "k") not in cv.svg
+
+
+def test_a_loose_end_is_labelled_as_a_port_to_wire_not_as_a_box():
+    """Trial: the loose ends of a linear attention were labelled k, v and g, as the user's own
+    projections named k, v and g are. Each is labelled with its port and a `?`."""
+    b = Builder("untitled")
+    x = b.input("x", "B T D")
+    for name in ("q", "k", "v"):
+        b.linear(x, over="D", out="H K", name=name)
+    b.output("y", x)
+    s = Studio(draft(b))
+    s.canvas.intent("add", kind="linear_attention", after="box:q")
+    assert s.circuit.box("linear_attention").inputs == {"q": "q"}
+    svg = s.canvas.svg
+    labels = re.findall(r'<g id="box:(…linear_attention:\w+)".*?<text[^>]*>([^<]*)</text>',
+                        svg, re.S)  # fmt: skip
+    assert labels == [("…linear_attention:k", "k?"), ("…linear_attention:v", "v?")], labels
+    assert re.search(r'<g id="box:k".*?<text[^>]*>L', svg, re.S)  # the user's k: a linear
 
 
 def test_add_box_wires_the_chosen_ports_and_guesses_the_keys_axis():

@@ -328,7 +328,12 @@ function render({ model, el }) {
         g.dataset.tip = a.getAttribute("xlink:title") || "";
         a.removeAttribute("xlink:title");
       }
-      if (nameOf(g.id).startsWith("\u2026")) g.classList.add("ncd-dangling");
+      if (nameOf(g.id).startsWith("\u2026")) {
+        // a loose end: drawn faded and dashed, labelled `k?` (a port's name alone read as a
+        // box of the user's named k), and its tip says what it stands for, not "param"
+        g.classList.add("ncd-dangling");
+        g.dataset.tip = looseTip(g.id, g.dataset.tip || "");
+      }
     }
     for (const g of svg.querySelectorAll("g.edge")) {
       const t = g.querySelector("title");
@@ -369,6 +374,21 @@ function render({ model, el }) {
   // Boxes of the drawing's nodes and blocks, read once per drawing: reading a box forces the
   // browser to lay the SVG out, so all are read before anything is written. A drawing not
   // laid out yet (the widget not in the page, or hidden) has no sizes: every box reads
+  // What a loose end stands for: `box:…mixer:k`, port k of mixer that reads nothing yet;
+  // `output:…proj`, a value that nothing reads yet (`tip`: the renderer's, which ends with
+  // the value's type, `[B T D]`).
+  function looseTip(id, tip) {
+    const path = nameOf(id).slice(1);
+    if (id.startsWith("box:")) {
+      const at = path.lastIndexOf(":");
+      return `port ${path.slice(at + 1)} of ${path.slice(0, at)} reads nothing yet: drag a ` +
+        "value onto it (or onto the box's orange handle)";
+    }
+    const type = (tip.match(/\[[^\]]*\]$/) || [""])[0];
+    return `${path.replace(":", ".")} ${type}: nothing reads this value yet (drag it onto ` +
+      "an input, or select its box and + output)";
+  }
+
   // (0, 0, 0, 0). It is measured once it is shown (the observer below), and until then
   // nothing is drawn over it.
   let boxes = { nodes: [], clusters: [] };
