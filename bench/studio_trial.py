@@ -13,7 +13,8 @@ K 0.28 s (a keystroke, average typist), P 1.1 s (point with the mouse), B 0.1 s 
 release a button), H 0.4 s (move the hand between mouse and keyboard), M 1.35 s (mental
 preparation). Per action:
 
-- a click (a palette kind, a box, a button, the breadcrumb): M P B B;
+- a click (a palette kind, a box, a button, the breadcrumb): M P B B; a Shift+click (a
+  palette kind added beside the selection: `t.add(..., beside=True)`) one K more, the Shift;
 - a drag (an output port onto a box): M P B P B;
 - a typed field (a toolbar field, or a form field with its Enter): M P B B H, one K per
   character, K for the Enter when there is one, H back to the mouse;
@@ -91,9 +92,9 @@ def _literal(node: ast.expr | None, default=None):
         ) from None
 
 
-def trial_actions(source: str) -> list[tuple[str, str, str, bool]]:
-    """The trial's user actions in order: (method, what, text typed, Enter pressed), read from
-    the test function's calls `t.<method>(...)` on its Trial object `t`."""
+def trial_actions(source: str) -> list[tuple[str, str, str, bool, bool]]:
+    """The trial's user actions in order: (method, what, text typed, Enter pressed, Shift
+    held), read from the test function's calls `t.<method>(...)` on its Trial object `t`."""
     tree = ast.parse(source)
     fn = next((f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == TRIAL),
               None)  # fmt: skip
@@ -114,11 +115,13 @@ def trial_actions(source: str) -> list[tuple[str, str, str, bool]]:
         m = c.func.attr
         if m == "type":  # type(selector, text, enter=False)
             enter = bool(_literal(args.get("c", args.get("enter")), False))
-            out.append((m, _literal(args["a"]), _literal(args["b"]), enter))
+            out.append((m, _literal(args["a"]), _literal(args["b"]), enter, False))
         elif m == "field":  # field(label, text): typed, then Enter
-            out.append((m, _literal(args["a"]), _literal(args["b"]), True))
-        else:  # click(selector), add(kind, name), select(path), drag(ref, target)
-            out.append((m, ast.unparse(c)[2:], "", False))
+            out.append((m, _literal(args["a"]), _literal(args["b"]), True, False))
+        else:  # click(selector, redraw, shift), add(kind, name, beside), select, drag
+            flag = {"click": ("c", "shift"), "add": ("c", "beside")}.get(m)
+            shift = bool(flag) and bool(_literal(args.get(flag[0], args.get(flag[1])), False))
+            out.append((m, ast.unparse(c)[2:], "", False, shift))
     return out
 
 
@@ -126,10 +129,10 @@ def studio_row(source: str) -> dict:
     actions = trial_actions(source)
     total = ops("")
     counts = {"clicks": 0, "drags": 0, "keys": 0}
-    for method, _, text, enter in actions:
+    for method, _, text, enter, shift in actions:
         counts[METHODS[method]] += 1
         if METHODS[method] == "clicks":
-            add(total, ops("MPBB"))
+            add(total, ops("MPBB", 1 if shift else 0))
         elif METHODS[method] == "drags":
             add(total, ops("MPBPB"))
         else:

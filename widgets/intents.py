@@ -38,20 +38,36 @@ class DiagramIntents:
     def _on_redo(self) -> None:
         self.redo()
 
-    def _on_add(self, kind: str, after: str | None = None, fields: dict | None = None) -> None:
+    def _on_add(
+        self, kind: str, after: str | None = None, fields: dict | None = None, beside=False
+    ) -> None:
         """A box of `kind` reading the value node `after` sends (its id; None: the selection;
         "": the last value), with `fields`
         (a choice found by the palette's search, e.g. {"fn": "relu"}) and the rest guessed.
         Every input port reads that value, or, where that does not validate (a linear
         attention reads its queries there, not its keys and values), the first port alone:
-        the others are left to wire, drawn as loose ends."""
+        the others are left to wire, drawn as loose ends.
+
+        `beside` (a Shift+click in the palette): where `after` is a box, the new box reads
+        what that box reads (its first port's value) instead of its result, and one of the
+        same kind takes its fields too: q's projection selected, Shift+click `linear` makes
+        k's. The new box is selected, so the next Shift+click adds another beside it: several
+        boxes that read one value, without a click on that value before each."""
         if self._text_waits(f"add {kind}"):
             return
         after = self.canvas.selected if after is None else after
-        ref = self._ref_of(after)
+        given = {k: v for k, v in (fields or {}).items() if k not in {"kind", "name", "inputs"}}
+        fields = given
+        like = self._beside(after) if beside else None
+        if like is not None:  # the value `like` reads
+            ref = next(r for p in edits.input_ports(like) if (r := like.inputs.get(p)))
+            if like.kind == kind:  # a box like it: its fields, then those the search chose
+                own = {"kind", "name", "inputs", "label"}
+                fields = {k: v for k, v in like.model_dump().items() if k not in own} | given
+        else:
+            ref = self._ref_of(after)
         name = edits.fresh_name(self.view, kind)
         axes = self._axes_of(ref)
-        fields = {k: v for k, v in (fields or {}).items() if k not in {"kind", "name", "inputs"}}
         try:
             ports = edits.input_ports(edits.new_box(kind, name, {}, axes, **fields))
         except SchemaError:
@@ -68,7 +84,8 @@ class DiagramIntents:
             )
 
         changes = [add()] + ([add(wire=ports[:1])] if len(ports) > 1 else [])
-        if self._first_accepted(changes, f"added {name}", f"add {kind} reading {ref or '-'}"):
+        what = f"added {name}" + (f" beside {like.name}" if like is not None else "")
+        if self._first_accepted(changes, what, f"add {kind} reading {ref or '-'}"):
             self._on_select(node_id("box", name))
             opened = edits.open_boxes(self.view).get(name)
             tail = (
@@ -76,7 +93,9 @@ class DiagramIntents:
                 if opened
                 else "its fields are in the form (change one and press Enter)"
             )
-            self._show([], f"added {name}: {self._here()}; {tail}")
+            if ref and not opened:  # the gesture for the next box that reads the same value
+                tail += f"; Shift+click a kind: one beside it, reading {ref}"
+            self._show([], f"{what}: {self._here()}; {tail}")
             return
         # The form takes it from here: the kind, the searched fields and guesses, the ports
         # reading the selection; the user finishes it and presses add box.
@@ -95,6 +114,22 @@ class DiagramIntents:
                     dd.value = ref
         finally:
             self._filling = False
+
+    def _beside(self, key: str):
+        """The box of the circuit being edited that node `key` is, when a box beside it can
+        read what it reads; None where `key` is not a box (an input, a wire, nothing: a box
+        beside it reads that value, as a plain add does). A box that reads nothing is
+        refused, saying so."""
+        role, name = split_id(key)
+        box = next((b for b in self.view.boxes if b.name == name), None) if role == "box" else None
+        if box is None:
+            return None
+        if not any(box.inputs.get(p) for p in edits.input_ports(box)):
+            raise SchemaError(
+                f"add beside {name}: it reads nothing (expected a box that reads a value; "
+                "a click without Shift adds a box reading its result)"
+            )
+        return box
 
     def _first_accepted(self, changes, what: str, attempt: str) -> bool:
         """Take the first of `changes` (of the circuit being edited) whose result validates;

@@ -1,4 +1,4 @@
-"""ncd.Studio in a real browser: JupyterLab serves a notebook that opens five Studios (two blank
+"""ncd.Studio in a real browser: JupyterLab serves a notebook that opens six Studios (three blank
 ones, the transformer, gla_block and convolutions), headless Chromium (driven by Playwright)
 runs the cell
 and uses the diagram as a user does: clicks, drags, keys, the text view; the kernel's answer
@@ -27,8 +27,8 @@ TOKEN = "ncd-browser-test"
 CELL = (
     "import ncd\nfrom IPython.display import display\n"
     'blank = ncd.Studio()\nstack = ncd.Studio("transformer")\ntrial = ncd.Studio()\n'
-    'gla = ncd.Studio("gla_block")\nconv = ncd.Studio("convolutions")\n'
-    "display(blank, stack, trial, gla, conv)"
+    'gla = ncd.Studio("gla_block")\nconv = ncd.Studio("convolutions")\nfresh = ncd.Studio()\n'
+    "display(blank, stack, trial, gla, conv, fresh)"
 )
 # Run by the trial test once the block is drawn: checks, compiles and runs it in the kernel.
 CHECK_CELL = """import json, torch
@@ -478,9 +478,9 @@ class Trial:
         """Type into the form's field `label` and press Enter: the selected box changes."""
         self.type(f".widget-text:has(label:text-is('{label}')) input", text, enter=True)
 
-    def click(self, selector, redraw=True):
+    def click(self, selector, redraw=True, shift=False):
         before = self._version()
-        self.s.locator(selector).first.click()
+        self.s.locator(selector).first.click(modifiers=["Shift"] if shift else None)
         self.counts["clicks"] += 1
         if redraw:
             self._redrawn(before)
@@ -492,9 +492,10 @@ class Trial:
             "([el, v]) => el.value === v", arg=[field.element_handle(), name]
         )
 
-    def add(self, kind, name):
-        """Click a kind in the palette: a box reading the selected one, selected, in the form."""
-        self.click(f'.ncd-kind[data-kind="{kind}"]')
+    def add(self, kind, name, beside=False):
+        """Click a kind in the palette: a box reading the selected one, selected, in the form;
+        `beside`: Shift+click, a box reading what the selected one reads."""
+        self.click(f'.ncd-kind[data-kind="{kind}"]', shift=beside)
         self._shown(name)
 
     def select(self, path, box=True):
@@ -534,11 +535,8 @@ def test_a_prenorm_block_with_an_attention_subcircuit_from_blank(step):
     t.s.locator(".ncd-crumbs:has-text('attention')").wait_for()
     t.add("linear", "linear")  # q: reads x (the last value)
     t.field("out", "H K")
-    t.select("x", box=False)
-    t.add("linear", "linear2")  # k
-    t.field("out", "H K")
-    t.select("x", box=False)
-    t.add("linear", "linear3")  # v
+    t.add("linear", "linear2", beside=True)  # k: Shift+click, beside q: reads x, out H K
+    t.add("linear", "linear3", beside=True)  # v: beside k
     t.field("out", "H V")
     t.select("linear2")
     t.add("rename", "rename")  # keys: T -> S
@@ -733,6 +731,8 @@ def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_e
     status.locator(":scope:has-text('k v g read nothing yet')").wait_for()
     assert "ncd-error" not in status.get_attribute("class")
     loose = s.locator('g.node.ncd-dangling[id^="box:\u2026linear_attention:"]')
+    assert loose.count() == 3
+    assert s.locator('.ncd-handle.ncd-open[data-node="box:linear_attention"]').count() == 3
     # Trial: a loose end labelled k read as a box named k. It is `k?`, outlined dashed, and
     # its tip says which port it stands for.
     k = s.locator('g.node.ncd-dangling[id="box:\u2026linear_attention:k"]')
@@ -740,8 +740,6 @@ def test_linear_attention_from_the_palette_is_wired_by_dragging_onto_its_loose_e
     dash = k.locator('path[fill="none"]').evaluate("el => getComputedStyle(el).strokeDasharray")
     assert dash not in ("", "none"), dash
     assert k.get_attribute("data-tip").startswith("port k of linear_attention reads nothing")
-    assert loose.count() == 3
-    assert s.locator('.ncd-handle.ncd-open[data-node="box:linear_attention"]').count() == 3
     page.mouse.move(0, 0)  # no tooltip over the shot
     shot(page, 3, "la-loose-ends")
     out = '.ncd-handle.ncd-out[data-ref="{}"]'
@@ -776,3 +774,31 @@ def test_an_output_named_like_its_box_is_a_node_of_its_own(step):
     assert s.locator("g.node.ncd-selected").count() == 1
     page.mouse.move(0, 0)
     shot(page, 4, "box-selected")
+
+
+def test_a_blank_form_opens_on_linear_and_shift_click_adds_beside_the_selection(step):
+    """Trial: a blank Studio's form opened on an embedding ("vocab: required"), and each of
+    q, k and v took a click on x before its `linear`. The form opens on a linear box; q's
+    projection selected, Shift+click `linear` adds k's beside it (reading x, out as q's),
+    and again v's: three projections in five actions, eight before."""
+    page = step
+    t = Trial(page, 5)
+    t.s.scroll_into_view_if_needed()
+    form = page.locator(".ncd-form").nth(5)
+    form.locator(":text-is('A new linear box')").wait_for()
+    assert form.locator("input[placeholder='required']").count() == 0
+    t.type(".ncd-input-name", "x")
+    t.type(".ncd-input-axes", "B T D")
+    t.click(".ncd-add-input")
+    t.counts = dict.fromkeys(t.counts, 0)  # the projections' own actions
+    t.add("linear", "linear")  # q: reads x, the last value
+    t.field("out", "H K")
+    t.add("linear", "linear2", beside=True)  # k: beside q, reading x, out H K
+    t.add("linear", "linear3", beside=True)  # v: beside k
+    t.field("out", "H V")
+    t.s.locator(".ncd-status:has-text('changed linear3')").wait_for()
+    assert t.total == 5, t.counts
+    for box in ("linear", "linear2", "linear3"):  # each reads x (a wire per axis, B T D)
+        assert t.s.locator(f'g.edge[data-head="box:{box}"][data-tail^="box:x"]').count() == 3
+    page.mouse.move(0, 0)
+    shot(page, 5, "beside")

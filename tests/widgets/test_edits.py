@@ -441,6 +441,41 @@ def test_a_loose_end_is_labelled_as_a_port_to_wire_not_as_a_box():
     assert re.search(r'<g id="box:k".*?<text[^>]*>L', svg, re.S)  # the user's k: a linear
 
 
+def test_shift_click_adds_boxes_beside_the_selected_one():
+    """Trial: each of q, k and v took a click on x before its `linear`. A Shift+click in the
+    palette (`beside`) adds a box reading what the selected box reads, with its fields when
+    of the same kind, and selects it: q, then k and v by two Shift+clicks."""
+    s = Studio()
+    cv = s.canvas
+    cv.intent("add_input", name="x", axes="B T D")
+    cv.intent("add", kind="linear")  # q: reads x (the last value)
+    s.form.fields["out"][1].value = "H K"
+    cv.intent("add", kind="linear", beside=True)  # k: reads x, out H K as q
+    assert "added linear2 beside linear" in cv.status
+    cv.intent("add", kind="linear", beside=True)  # v: beside k
+    s.form.fields["out"][1].value = "H V"
+    want = Builder("untitled")
+    x = want.input("x", "B T D")
+    for name, out in [("linear", "H K"), ("linear2", "H K"), ("linear3", "H V")]:
+        want.linear(x, over="D", out=out, name=name)
+    want.output("y", x)
+    assert same(s.circuit, draft(want)), cv.status
+    # another kind beside: it reads the same value, its fields guessed
+    cv.intent("add", kind="unary", beside=True)
+    assert s.circuit.box("unary").inputs == {"x": "x"}
+    # a searched field is kept, over the fields of a box of the same kind
+    cv.intent("add", kind="unary", beside=True, fields={"fn": "relu"})
+    assert s.circuit.box("unary2").fn == "relu" and s.circuit.box("unary2").inputs == {"x": "x"}
+    # a plain click still reads the selected box's result, and says how to add beside it
+    cv.intent("add", kind="layernorm")
+    assert s.circuit.box("layernorm").inputs == {"x": "unary2"}
+    assert "Shift+click a kind: one beside it, reading unary2" in cv.status
+    # beside an input (nothing to read beside): that input, as a plain add
+    cv.intent("select", path="input:x")
+    cv.intent("add", kind="dropout", beside=True)
+    assert s.circuit.box("dropout").inputs == {"x": "x"}
+
+
 def test_add_box_wires_the_chosen_ports_and_guesses_the_keys_axis():
     c = draft(projections()[0])
     got = edits.add_box(c, "linear_attention", source="q_proj", axes=("B", "T", "H", "K"),

@@ -37,6 +37,18 @@ def {klm.TRIAL}(step):
     assert (row["clicks"], row["drags"], row["keys"], row["actions"]) == (1, 1, 2, 4)
 
 
+def test_a_shift_click_is_a_click_and_the_shift(klm):
+    source = f"""
+def {klm.TRIAL}(step):
+    t.add("linear", "linear2", beside=True)
+    t.add("linear", "linear3")
+    t.click(".ncd-kind", shift=True)
+"""
+    row = klm.studio_row(source)
+    assert row["klm_s"] == pytest.approx(3 * (1.35 + 1.1 + 0.2) + 2 * 0.28, abs=0.01)
+    assert (row["clicks"], row["actions"], row["operators"]["K"]) == (3, 3, 2)
+
+
 def test_an_unknown_action_is_refused(klm):
     source = f"def {klm.TRIAL}(step):\n    t.hover('x')\n"
     with pytest.raises(SystemExit, match="t.hover"):

@@ -153,8 +153,11 @@ function render({ model, el }) {
   }
   function row(item, field, value) {
     const fields = field ? { [field]: value } : null;
-    const row = h("div", { class: "ncd-kind", "data-kind": item.kind, title: item.doc },
-      item.kind);
+    const row = h("div", {
+      class: "ncd-kind", "data-kind": item.kind,
+      title: `${item.doc}\nclick: a box reading the selected one; Shift+click: one beside it, ` +
+        "reading what it reads (q's projection selected: k's)",
+    }, item.kind);
     if (field) {
       row.dataset.fields = JSON.stringify(fields);
       row.append(h("span", { class: "ncd-choice" }, ` ${field} ${value}`));
@@ -190,7 +193,7 @@ function render({ model, el }) {
       const first = list.querySelector(".ncd-kind");
       if (first) {
         const fields = first.dataset.fields ? JSON.parse(first.dataset.fields) : null;
-        send("add", { kind: first.dataset.kind, fields });
+        send("add", { kind: first.dataset.kind, fields, beside: e.shiftKey });
       }
     }
   });
@@ -371,9 +374,6 @@ function render({ model, el }) {
     }
   }
 
-  // Boxes of the drawing's nodes and blocks, read once per drawing: reading a box forces the
-  // browser to lay the SVG out, so all are read before anything is written. A drawing not
-  // laid out yet (the widget not in the page, or hidden) has no sizes: every box reads
   // What a loose end stands for: `box:…mixer:k`, port k of mixer that reads nothing yet;
   // `output:…proj`, a value that nothing reads yet (`tip`: the renderer's, which ends with
   // the value's type, `[B T D]`).
@@ -389,6 +389,9 @@ function render({ model, el }) {
       "an input, or select its box and + output)";
   }
 
+  // Boxes of the drawing's nodes and blocks, read once per drawing: reading a box forces the
+  // browser to lay the SVG out, so all are read before anything is written. A drawing not
+  // laid out yet (the widget not in the page, or hidden) has no sizes: every box reads
   // (0, 0, 0, 0). It is measured once it is shown (the observer below), and until then
   // nothing is drawn over it.
   let boxes = { nodes: [], clusters: [] };
@@ -618,8 +621,9 @@ function render({ model, el }) {
       for (const g of holder.querySelectorAll("g.edge.ncd-target")) {
         g.classList.remove("ncd-target");
       }
-      if (!moved) {  // a click: the box follows the selection (or the last value)
-        send("add", { kind, fields });
+      if (!moved) {  // a click: the box follows the selection (or the last value); with
+        // Shift, it goes beside the selected box, reading what that box reads
+        send("add", { kind, fields, beside: ev.shiftKey || e.shiftKey });
         return;
       }
       const at = document.elementFromPoint(ev.clientX, ev.clientY);
