@@ -725,13 +725,45 @@ def _classes(lw: Lowered, out: dict[str, Lowered]) -> None:
     out.setdefault(lw.class_name, lw)
 
 
-def _helper_source(names: set[str]) -> list[str]:
-    want = set(names)
-    for n in list(want):
-        want |= set(runtime.DEPS.get(n, []))
-    objs = [getattr(runtime, n) for n in want]
-    objs.sort(key=lambda o: inspect.getsourcelines(o)[1])
-    return [inspect.getsource(o) for o in objs]
+def _needs(name: str) -> list[str]:
+    """The helpers `name` calls, and those they call, in DEPS' order."""
+    out: list[str] = []
+    for d in runtime.DEPS.get(name, []):
+        for n in [*_needs(d), d]:
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def _plan(used: set[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """Where each helper of the file is defined, each once: the fused kernels, each imported
+    from ncd.ops with a fallback that defines it and what only it needs, a kernel another
+    kernel calls first; and the plain helpers at the top level, those a plain helper calls
+    and those several fallbacks call among them. A name defined in two places (`traced` in
+    short_conv's fallback and again for check_offsets at the top level) is a redefinition
+    that ruff's F811 does not report, since the first definition was read before the second."""
+    fused = sorted(u.split(":", 1)[1] for u in used if u.startswith("fused:"))
+    top = {n for u in used if not u.startswith("fused:") for n in [u, *_needs(u)]}
+    top -= set(fused)  # a helper's kernel (gla for packed_window_attention) is imported
+    callers: dict[str, int] = {}
+    for name in fused:
+        for d in _needs(name):
+            if d not in fused:
+                callers[d] = callers.get(d, 0) + 1
+    kernels = set(_FUSED.values())
+    # a plain helper that several fallbacks call is defined once, where all of them see it
+    top |= {d for d, k in callers.items() if k > 1 and d not in kernels}
+    order: list[str] = []  # a kernel that another fused kernel's fallback calls comes first
+    for name in fused:
+        for n in [*_needs(name), name]:
+            if n in fused and n not in order:
+                order.append(n)
+    blocks, placed = [], set(top) | set(fused)
+    for name in order:
+        own = [d for d in _needs(name) if d not in placed]
+        placed |= set(own)
+        blocks.append((name, own))
+    return blocks, sorted(top, key=lambda n: inspect.getsourcelines(getattr(runtime, n))[1])
 
 
 def _modules_read(text: str) -> set[str]:
@@ -773,10 +805,9 @@ def emit(lw: Lowered, buffers=(), constants=()) -> str:
         "by ncd.compile loads into this one with load_state_dict.",
     ], "") + [""]  # fmt: skip
     out = []
-    fused = sorted(u.split(":", 1)[1] for u in used if u.startswith("fused:"))
-    for name in fused:
-        deps = [inspect.getsource(getattr(runtime, d)) for d in runtime.DEPS.get(name, [])]
-        src = "\n".join([*deps, inspect.getsource(getattr(runtime, name))])
+    blocks, helpers = _plan(used)
+    for name, deps in blocks:
+        src = "\n".join(inspect.getsource(getattr(runtime, d)) for d in [*deps, name])
         out += [
             "try:  # ncd's fused kernel (Triton on CUDA, its reference on CPU)",
             f"    from ncd.ops import {name}",
@@ -784,9 +815,8 @@ def emit(lw: Lowered, buffers=(), constants=()) -> str:
             "\n".join("    " + ln if ln else "" for ln in src.rstrip().splitlines()),
             "",
         ]
-    helpers = _helper_source({u for u in used if not u.startswith("fused:")})
-    for src in helpers:
-        out += ["", src.rstrip(), ""]
+    for name in helpers:
+        out += ["", inspect.getsource(getattr(runtime, name)).rstrip(), ""]
     out += ["", "\n".join(sizes.config_class(config, _axis_sizes(lw.checked))), ""]
     for body in bodies:
         out += ["", body, ""]

@@ -5,6 +5,7 @@ pre-norm block (written here from the standard block, not from the generated fil
 
 from __future__ import annotations
 
+import ast
 import math
 import shutil
 import subprocess
@@ -166,6 +167,9 @@ def test_files_pass_the_projects_ruff_check(tmp_path):
         pytest.skip("ruff is not installed")
     for name in gallery.names():
         (tmp_path / f"{name}.py").write_text(to_source(gallery.get(name), rewrites={"attention"}))
+        # with ncd's kernels: each imported, with its plain fallback where ncd is missing
+        text = to_source(gallery.get(name), rewrites={"attention"}, fused="ncd")
+        (tmp_path / f"{name}_ncd.py").write_text(text)
     assert main(["compile", "transformer", "-o", str(tmp_path / "cli_transformer.py")]) == 0
     settings = [
         "--isolated",
@@ -201,3 +205,49 @@ def test_the_results_of_a_box_of_several_outputs_are_named_by_their_ports():
     assert "sq = top2_values * top2_values" in code
     assert "halves_lo = " in code and "halves_hi = " in code
     assert "_part" not in code
+
+
+def _defined_twice(text: str) -> list[str]:
+    """Module-level names that two statements of the file define (a `def` or `class`, an
+    import): ruff's F811 reports a redefinition only where the first was never read, and a
+    fused kernel's fallback reads the helpers it defines (`traced`) before the next one
+    defines them again. A `try` that imports a name and defines it where the import fails
+    defines it once."""
+    seen: dict[str, int] = {}
+
+    def names(stmts) -> set[str]:
+        out = set()
+        for s in stmts:
+            if isinstance(s, ast.FunctionDef | ast.ClassDef):
+                out.add(s.name)
+            elif isinstance(s, ast.Import | ast.ImportFrom):
+                out |= {(a.asname or a.name).split(".")[0] for a in s.names}
+        return out
+
+    twice = []
+    for i, stmt in enumerate(ast.parse(text).body):
+        if isinstance(stmt, ast.Try):
+            branches = [stmt.body, *(h.body for h in stmt.handlers)]
+            for b in branches:  # within one branch, a name defined twice is still twice
+                defs = [s.name for s in b if isinstance(s, ast.FunctionDef | ast.ClassDef)]
+                twice += [n for n in set(defs) if defs.count(n) > 1]
+            defined = set().union(*(names(b) for b in branches))
+        else:
+            defined = names([stmt])
+        for n in sorted(defined):
+            if n in seen:
+                twice.append(n)
+            seen[n] = i
+    return twice
+
+
+def test_each_helper_is_defined_once():
+    """hyena_block and deltanet_packed with ncd's kernels wrote `traced`, `check_offsets` and
+    `packed_positions` twice: in short_conv's fallback and again at the top level for
+    PackedScan; delta_rule's fallback defined gated_delta_rule, whose own fallback followed."""
+    assert _defined_twice("def f(): pass\ntry:\n    import g\nexcept ImportError:\n"
+                          "    def g(): f()\ndef f(): pass\n") == ["f"]  # fmt: skip
+    for name in gallery.names():
+        for fused in ("ncd", "torch"):
+            text = to_source(gallery.get(name), rewrites={"attention"}, fused=fused)
+            assert _defined_twice(text) == [], (name, fused)
