@@ -187,7 +187,7 @@ CASES.update({
     "scatter": Case({"x": "B T k D", "s": "B T M"},
                     lambda b, w: b.box("scatter", {"src": w["x"], "index": _top2(b, w)},
                                        axis="M", over="k"),
-                    {"out": "B T M D"}, "⬠⁻¹", form={"axis": "E", "over": ["k", "j"]}),
+                    {"out": "B T M D"}, "⬠−1", form={"axis": "E", "over": ["k", "j"]}),
     "one_hot": Case({"s": "B T M"},
                     lambda b, w: b.box("one_hot", {"x": _top2(b, w)}, into="E"),
                     {"out": "B T k E"}, "1[·]", form={"into": "E", "dtype": "bool"}),

@@ -40,7 +40,8 @@ def _plain_len(markup: str) -> int:
 def _body_width(node: Node) -> int:
     d = node.drawing
     w = max(
-        _plain_len(d.glyph) * (GLYPH_PT if _plain_len(d.glyph) <= 3 else GLYPH_PT - 2) * 0.72,
+        _plain_len(d.glyph) * (GLYPH_PT if _plain_len(d.glyph) <= 3 else GLYPH_PT - 2) * 0.72
+        + len(d.mark) * NOTE_PT * 0.6,
         _plain_len(d.title) * TITLE_PT * 0.62,
         _plain_len(d.note) * NOTE_PT * 0.6,
         _plain_len(node.repeat) * NOTE_PT * 0.7 + 14,
@@ -75,8 +76,37 @@ def _body(node: Node, theme: Theme, colour: str = "") -> str:
         parts.append(f'<FONT POINT-SIZE="{NOTE_PT}">{d.note}</FONT>')
     if node.repeat:
         parts.append(f'<FONT POINT-SIZE="{NOTE_PT + 1}">× {node.repeat}</FONT>')
+    if d.mark and d.glyph:
+        return _marked(node, parts, colour)
     text = "<BR/>".join(_room_below_subscripts(parts)) or " "
     return f'<FONT COLOR="{colour}">{text}</FONT>' if colour else text
+
+
+def _marked(node: Node, parts: list[str], colour: str) -> str:
+    """The body of a pictogram with an exponent (scatter's ⬠⁻¹): the exponent in the text's
+    font, smaller and thinner than the pictogram, its baseline level with the pictogram's
+    top. Cells place it, in a table of the body's own size (a table in a cell otherwise
+    stretches to the cell's height): as <SUP>, Graphviz's PNG and PDF raised it only halfway
+    up the pentagon, to be read as "⬠ −1", while browsers raise an SVG's <SUP> higher."""
+
+    def ink(s: str) -> str:
+        return f'<FONT COLOR="{colour}">{s}</FONT>' if colour else s
+
+    d, rest = node.drawing, parts[1:]
+    lines = [GLYPH_PT] + [
+        pt for p in rest for pt in [int(p.split('"')[1])] * (p.count("<BR/>") + 1)
+    ]  # each part is one <FONT POINT-SIZE="…"> element
+    height = sum(round(pt * 1.2) for pt in lines)
+    mark = f'<FONT POINT-SIZE="{NOTE_PT + 1}">{ink(d.mark)}</FONT>'
+    return (
+        '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0" FIXEDSIZE="TRUE" '
+        f'WIDTH="{_body_width(node) - 4}" HEIGHT="{height}">'
+        f'<TR><TD ROWSPAN="2" ALIGN="RIGHT" VALIGN="BOTTOM">{ink(parts[0])}</TD>'
+        f'<TD ALIGN="LEFT" VALIGN="BOTTOM">{mark}</TD></TR>'
+        f'<TR><TD HEIGHT="{round(GLYPH_PT * 0.6)}"></TD></TR>'
+        + (f'<TR><TD COLSPAN="2">{ink("<BR/>".join(rest))}</TD></TR>' if rest else "")
+        + "</TABLE>"
+    )
 
 
 # Graphviz lowers a <SUB> without making its line taller, so a subscripted line (μ_x, λ_w)

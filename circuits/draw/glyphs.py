@@ -20,11 +20,14 @@ from .markup import factor as scale_factor
 class Drawing:
     """How a box looks: `glyph` (the pictogram, large), `title` (the box's name: `L^Q`, `LN`, a
     block's title; bold where the box is learned), `note` (small caption: the axes or the
-    constant the box acts with). A learned box without a title has its glyph bold (`★3`)."""
+    constant the box acts with), `mark` (an exponent on the pictogram). A learned box without
+    a title has its glyph bold (`★3`)."""
 
     glyph: str = ""
     title: str = ""
     note: str = ""
+    mark: str = ""
+    """An exponent on the pictogram, set small and raised in the text's font (scatter's −1)."""
 
 
 GLYPHS = Registry("drawing", "circuits/draw/glyphs.py", "@draws")
@@ -514,9 +517,12 @@ def _add_norm(b) -> Drawing:
 
 # ---------------------------------------------------------------- routing
 # Indexing is NCD's pentagon tag: gather tags the indexed axis with the positions' axes,
-# scatter (its inverse) writes them back into the new axis. Its mark is ⁻¹, not ᵀ: a
-# pictogram holds no ASCII letter, which would read as an axis (the tokens' T). Unicode
-# superscripts, since Graphviz sets <SUP> in the pictograms' font at full size.
+# scatter (its inverse) writes them back into the new axis: ⬠ with the exponent −1, not ᵀ,
+# since a letter there would read as an axis (the tokens' T). The exponent is the `mark`,
+# set small and raised in the text's font, as a reader sees f⁻¹ in a paper: the pictograms'
+# font's Unicode ⁻¹ is as tall as the pentagon and level with it, and read as "⬠ −1" (an
+# index less one). No font at hand has the pentagon turned over, which would mirror
+# gather's tag as ≻ mirrors ≺.
 _COMPARE = {"eq": "=", "ne": "≠", "lt": "<", "le": "≤", "gt": ">", "ge": "≥"}
 
 
@@ -530,7 +536,7 @@ def _gather(b) -> Drawing:
 
 @draws("scatter")
 def _scatter(b) -> Drawing:
-    return Drawing(glyph="⬠⁻¹", title=text(b.label),
+    return Drawing(glyph="⬠", mark="−1", title=text(b.label),
                    note=_axes(b.over) + " → " + _axes([b.axis]))  # fmt: skip
 
 

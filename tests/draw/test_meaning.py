@@ -454,10 +454,10 @@ def test_gather_and_scatter_pictograms_hold_no_axis_name():
     picked = b.box("gather", {"x": x, "index": idx}, "pick", axis="E", into="k")  # B T k D
     b.output("y", b.box("scatter", {"src": picked, "index": idx}, "back", axis="E", over="k"))
     fig = figure(b.build())
-    for box, glyph, note in (("pick", "⬠", "E[k]"), ("back", "⬠⁻¹", "k → E")):
+    for box, glyph, note in (("pick", "⬠", "E[k]"), ("back", "⬠−1", "k → E")):
         texts = fig.texts(box)
         drawn = "".join(t.text or "" for t in texts if t.get("font-family") == "DejaVu Sans")
-        assert drawn == glyph and not re.search(r"[A-Za-z_]", drawn)
+        assert drawn == "⬠" and not re.search(r"[A-Za-z_]", fig.text(box).removesuffix(note))
         assert fig.text(box) == glyph + note
 
 
@@ -481,3 +481,26 @@ def test_a_subscripted_label_does_not_run_into_the_line_below():
                 continue
             below = [top for u, (top, _) in runs if float(u.get("y")) > float(t.get("y")) + 1]
             assert below and bottom <= min(below), (box, t.text)
+
+
+def test_scatter_reads_as_the_inverse_of_gather():
+    """Scatter's ⁻¹, in the pictograms' font beside the pentagon, was as tall as it and level
+    with it, and was read as "⬠ −1" (an index less one). The −1 is an exponent: smaller than
+    the pentagon, in the text's font, its baseline (as every renderer places it: no
+    baseline-shift, which browsers and Cairo raise by different amounts) above the pentagon's
+    middle; the note stays under both."""
+    b = Builder("route", sizes={"B": 2, "T": 8, "E": 4})
+    x, s = b.input("x", "B T E"), b.input("s", "B T E")
+    idx = b.topk(s, "E", 2, name="top2")["indices"]  # B T k
+    picked = b.box("gather", {"x": x, "index": idx}, "pick", axis="E", into="k")
+    b.output("y", b.box("scatter", {"src": picked, "index": idx}, "back", axis="E", over="k"))
+    for theme in ("paper", "notebook"):
+        texts = {t.text: t for t in figure(b.build(), theme=theme).texts("back")}
+        tag, exp, note = texts["⬠"], texts["−1"], texts["k"]
+        assert exp.get("font-family") != tag.get("font-family")
+        assert float(exp.get("font-size")) < float(tag.get("font-size"))
+        assert exp.get("baseline-shift") is None
+        rise = float(tag.get("y")) - float(exp.get("y"))  # SVG's y grows downwards
+        assert rise >= 0.5 * float(tag.get("font-size")), rise
+        assert float(exp.get("x")) > float(tag.get("x"))  # to its right
+        assert float(note.get("y")) > float(tag.get("y"))  # the note below
