@@ -410,6 +410,12 @@ def test_the_text_view_and_the_diagram_follow_each_other(step):
     area.press("Tab")  # the text is read when the field is left
     wait_node(page, 0, "act")
     assert node(page, 0, "unary").count() == 0
+    # The kernel then writes the circuit's own text (its variable named after the box, `act
+    # = b.gelu(`), after the drawing: text typed before it arrives is overwritten, and the
+    # line below was lost on a loaded machine.
+    page.wait_for_function(
+        "() => document.querySelector('.ncd-text textarea').value.includes('act = b.gelu(')"
+    )
     # A line that is not Builder code: located, and the diagram keeps the last valid circuit.
     area.fill(area.input_value() + "\nthis is not code\n")
     area.press("Tab")
