@@ -20,13 +20,14 @@ from .dot import PAD, ROW, columns, legend_line, restated, to_dot
 from .errors import RenderError
 from .fit import MAX_WIDTH, PAGE_ASPECT, ROW_GAP, Level, Plan, estimate_width, fit, fits, levels
 from .labels import near_tails
-from .order import crossings, improve, wire_paths
+from .order import crossings, improve, use, wire_paths
 from .scene import Options, blocks, build, collapsible, restack
 from .themes import THEMES
 from .wrap import read_in_order
 
 FORMATS = ("svg", "pdf", "png", "dot")
 PNG_DPI = 144
+ORDERS_TRIED = 2  # orders of the search laid out (order.improve), the best drawn
 RELAYOUT_MAX_NODES = 600  # a second layout doubles the time; past this size one is enough
 OVERVIEW_SEGMENTS = 100  # nodes of the overview of a circuit too large to draw box by box
 # Graphviz stamps its version into a comment; drop it so that the bytes depend on the circuit
@@ -370,8 +371,10 @@ def _sources(scene, dot, first: str, laid) -> list[str]:
     rivals: list[tuple[dict | None, str]] = [(layout, first)]
     if restack(scene, ends, ROW, heights):
         rivals = [(None, dot(order=heights))]
-    better, reordered = improve(scene, columns(scene), heights)
-    if reordered:
+    # The model of the search misjudges wires that Graphviz routes round boxes: its two best
+    # orders are each laid out, and the real crossings choose.
+    for better, groups in improve(scene, columns(scene), heights, ORDERS_TRIED):
+        use(groups)
         # The model stacks bundles roughly: restack from layouts in the new order while that
         # changes anything (twice at most); each of these layouts is a rival.
         for k in range(3):

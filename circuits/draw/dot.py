@@ -538,7 +538,9 @@ def columns(scene: Scene) -> list[list[str]]:
     """Node ids by column: longest path from the inputs; a node that no circuit input reaches
     (a parameter, a constant, and whatever is computed from such alone: a copy of a
     constant, `exp` of a parameter) sits just before its earliest consumer, so that it is
-    drawn where it is used rather than in the first columns; outputs share the last column,
+    drawn where it is used rather than in the first columns, and a box it feeds that has
+    other inputs sits two columns after them, the column between left to the parameter;
+    outputs share the last column,
     except the scene's loose ones, which stay in the column after their source. (A collapsed
     block can close a loop; the nodes on it keep column 0 and Graphviz places them
     freely.)"""
@@ -557,12 +559,21 @@ def columns(scene: Scene) -> list[list[str]]:
                 reached.add(v)
                 todo.append(v)
     col = {n.id: 0 for n in scene.nodes}
+    # A box that an unreached node (a parameter) also feeds sits two columns after its
+    # other sources, so that the parameter gets the column between to itself, beside the
+    # box, rather than one shared with those sources, where it stacks above or below them:
+    # RWKV's u went under the copy bar of v, its wires across v's bundles, to the bonus
+    # contraction of r, u and k. Not for a parameter's copy bar, itself tall and feeding
+    # boxes in several places (ecoformer's anchors, shared by two blocks): there the extra
+    # column only widened the figure.
+    copies = {n.id for n in scene.nodes if n.role == "copy"}
+    fed = {v for u in succ if u not in reached and u not in copies for v in succ[u]}
     order, ready = [], deque(n.id for n in scene.nodes if indeg[n.id] == 0)
     while ready:
         u = ready.popleft()
         order.append(u)
         for v in succ[u]:
-            col[v] = max(col[v], col[u] + 1)
+            col[v] = max(col[v], col[u] + (2 if v in fed and u in reached else 1))
             indeg[v] -= 1
             if indeg[v] == 0:
                 ready.append(v)

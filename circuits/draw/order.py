@@ -6,9 +6,10 @@ two contractions) its order left 70 wire crossings where one with 33 exists. Her
 model of the drawing is searched instead: boxes stacked in their columns, each lane at its own
 row, a wire a straight line from its tail lane to its head lane. Sweeps left to right (each box
 where its incoming wires come from) and right to left (where its outgoing wires go), with the
-free bundles (a copy's copies, a sum's operands) restacked after each, and the order of fewest
-modelled crossings wins, the first layout's own order included. Blocks stay contiguous (a
-block's boxes sort as one item), as Graphviz draws them.
+free bundles (a copy's copies, a sum's operands) restacked after each; the orders of fewest
+modelled crossings, if fewer than the first layout's own order, are laid out (two: the model
+misjudges wires that Graphviz routes round boxes), and the real crossings choose. Blocks stay
+contiguous (a block's boxes sort as one item), as Graphviz draws them.
 
 Only the order is decided here; Graphviz still places and routes (the order reaches it as the
 invisible chains of `dot.to_dot(order=...)`).
@@ -187,31 +188,51 @@ def _set_groups(saved) -> None:
 
 
 def improve(
-    scene: Scene, cols: list[list[str]], heights: dict[str, float]
-) -> tuple[dict[str, float], bool]:
-    """An order for every column (node id -> height, larger is higher, for `to_dot(order=)`),
-    the free bundles of the scene restacked to match, and whether it differs from `heights`
-    (the first layout, with the scene already restacked to it), which is kept unless a sweep
-    models fewer crossings."""
-    m = _Model(scene, [sorted(c, key=lambda n: -heights.get(n, 0.0)) for c in cols])
+    scene: Scene, cols: list[list[str]], heights: dict[str, float], n: int = 1
+) -> list[tuple[dict[str, float], list]]:
+    """Orders for every column (node id -> height, larger is higher, for `to_dot(order=)`),
+    each with the stacking of the scene's free bundles that goes with it (`use` sets it):
+    the `n` orders of fewest modelled crossings that the sweeps met, among those modelling
+    fewer than `heights` (the first layout, with the scene already restacked to it). Empty
+    when none does. The scene is left stacked as the first order, or as it came."""
+    initial = _groups(scene)
+    out = [
+        ({nid: -float(k) for col in key for k, nid in enumerate(col)}, groups)
+        for key, groups in _search(scene, cols, heights, n)
+    ]
+    _set_groups(out[0][1] if out else initial)
+    return out
+
+
+def _search(scene: Scene, cols, heights, n: int) -> list[tuple[tuple, list]]:
+    """The `n` best orders (each a tuple of columns, with its stacking) met by the sweeps,
+    fewest modelled crossings first, then the earliest."""
+    m = _Model(scene, [sorted(c, key=lambda nid: -heights.get(nid, 0.0)) for c in cols])
     if len(scene.wires) > MAX_WIRES:
-        return heights, False
-    best = (m.crossings(), [list(c) for c in m.cols], _groups(scene))
-    first, stale = best, 0
+        return []
+    start = m.crossings()
+    met: dict[tuple, tuple[int, int, list]] = {}
+    best, stale = start, 0
     for i in range(2 * SWEEPS):
         m.sweep(forward=i % 2 == 0)
         m.restack()
-        n = m.crossings()
-        if n < best[0]:
-            best, stale = (n, [list(c) for c in m.cols], _groups(scene)), 0
+        c = m.crossings()
+        key = tuple(tuple(col) for col in m.cols)
+        if c < start and (key not in met or c < met[key][0]):
+            met[key] = (c, i, _groups(scene))
+        if c < best:
+            best, stale = c, 0
         else:
             stale += 1
-        if best[0] == 0 or stale == 2:  # a sweep each way without gain: settled
+        if best == 0 or stale == 2:  # a sweep each way without gain: settled
             break
-    _set_groups(best[2])
-    if best is first:
-        return heights, False
-    return {nid: -float(k) for column in best[1] for k, nid in enumerate(column)}, True
+    found = sorted(met.items(), key=lambda kv: kv[1][:2])[:n]
+    return [(key, groups) for key, (_, _, groups) in found]
+
+
+def use(groups) -> None:
+    """Stack the scene's free bundles as `improve` found them for an order."""
+    _set_groups(groups)
 
 
 def _bezier(pts: np.ndarray, n: int = 8) -> np.ndarray:

@@ -47,16 +47,17 @@ def _chain(b: Builder, x, n: int):
 
 
 def test_a_parameter_and_what_is_computed_from_it_alone_sit_before_their_consumer():
-    # x → r0 … r4 → mul ← exp ← P: x col 0, r0…r4 cols 1…5, mul 6; P's exp (fed by P
-    # alone) just before mul (col 5), P before it (col 4), not in columns 0 and 1.
+    # x → r0 … r4 → mul ← exp ← P: x col 0, r0…r4 cols 1…5; P's exp (fed by P alone)
+    # just before mul, P before it, not in columns 0 and 1; mul two columns after r4 (col
+    # 7), so that exp has column 6 to itself rather than stacking above or below r4.
     b = Builder("decay")
     x = b.input("x", "B H")
     p = b.param("H", name="P")
     y = b.mul(_chain(b, x, 5), b.unary(p, "exp", name="e"), name="mul")
     b.output("y", y)
     col = columns_of(b.build())
-    assert col["x"] == 0 and col["r4"] == 5 and col["mul"] == 6
-    assert col["e"] == 5 and col["P"] == 4
+    assert col["x"] == 0 and col["r4"] == 5 and col["mul"] == 7
+    assert col["e"] == 6 and col["P"] == 5
 
 
 def test_a_constant_feeding_a_copy_sits_just_before_the_copy_and_its_first_consumer():

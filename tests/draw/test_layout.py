@@ -133,7 +133,7 @@ def test_the_order_search_beats_graphvizs_own_order_on_linear_attention(monkeypa
 
     c = gallery.get("linear_attention")
     searched = crossings(render(c))
-    monkeypatch.setattr(api, "improve", lambda scene, cols, heights: (heights, False))
+    monkeypatch.setattr(api, "improve", lambda *args: [])
     assert 2 * searched < crossings(render(c))
 
 
@@ -205,3 +205,74 @@ def test_the_wires_into_mambas_fused_box_run_apart():
     assert max(_together(a, b) for a, b in itertools.permutations(wires, 2)) < 4
     # Drawn whole (one row), its bundles cross 6 times (60 before).
     assert _count(_into(render(c, max_width=None), "box:mixer")) <= 6
+
+
+def _rwkv_time_mix():
+    """An RWKV-6 style time mix as a new user wrote it: a token shift (the last token sliced
+    off, a zero row joined at the front), a lerp with a learned μ, the WKV of a gla box plus
+    the bonus (r · u · k) v, whose contraction takes a learned u; a group norm and a gate."""
+    from ncd.circuits.builder import Builder
+
+    b = Builder("rwkv_time_mix", axes={"D": "H*K", "E": "H*V"},
+                sizes={"B": 2, "T": 16, "H": 2, "K": 8, "V": 8})  # fmt: skip
+    x = b.input("x", "B T D")
+    with b.group("Token shift"):
+        zero = b.box("constant", {}, "zero", dtype="float32", value=0)
+        shifted = b.concat(zero, b.slice(x, "T", 0, "T-1", name="drop_last"), axis="T")
+    mu = b.param("D", name="mu", label="μ")
+    xm = b.add(x, b.mul(b.sub(shifted, x, name="delta"), mu, name="dmix"), name="lerp")
+    r = b.linear(xm, "D", "H K", bias=False, name="r_proj", label="L^R")
+    k = b.linear(xm, "D", "H K", bias=False, name="k_proj", label="L^K")
+    v = b.linear(xm, "D", "H V", bias=False, name="v_proj", label="L^V")
+    w = b.scale(b.unary(b.linear(xm, "D", "H K", name="w_proj"), "exp"), -1, name="log_w")
+    with b.group("WKV"):
+        u = b.param("H K", name="u", label="u")
+        bonus = b.contract(r, u, k, over="K", out="B T H", name="bonus")
+        now = b.contract(bonus, v, over="", out="B T H V", name="bonus_v")
+        o = b.linear_attention(r, k, v, key="T", variant="gla", g=w, name="wkv")
+        o = b.add(o, now, name="wkv_plus")
+    o = b.groupnorm(b.merge_axes(o, "H V", "E"), "E", 2, name="ln_x")
+    gate = b.silu(b.linear(xm, "D", "E", bias=False, name="g_proj"), name="swish")
+    b.output("y", b.linear(b.mul(o, gate, name="gate"), "E", "D", bias=False, name="o_proj"))
+    return b.build()
+
+
+def test_a_parameter_is_drawn_beside_the_box_it_feeds():
+    """RWKV's u sat in the column of the copy bars of r, k and v, the other sources of the
+    bonus contraction, stacked under v's bar: its wires rose across v's bundles (16
+    crossings), and μ likewise under the column of its product's other operand. A box that
+    a parameter feeds now sits two columns after its other sources: the parameter has the
+    column between to itself, and its wires cross none."""
+    from ncd.circuits.draw.dot import columns
+    from ncd.circuits.draw.scene import Options, build
+
+    c = _rwkv_time_mix()
+    scene = build(c.check(), Options())
+    col = {nid: k for k, column in enumerate(columns(scene)) for nid in column}
+    by_path = {n.path: n.id for n in scene.nodes}
+    for param, box in (("u", "bonus"), ("mu", "dmix")):
+        sources = {w.tail[0] for w in scene.wires if w.head[0] == by_path[box]}
+        assert col[by_path[param]] == col[by_path[box]] - 1
+        others = sources - {by_path[param]}
+        assert others and all(col[s] <= col[by_path[box]] - 2 for s in others)
+    svg = render(c, max_width=None)
+    root = ET.fromstring(svg)
+    names = {g.find(SVG + "title").text: g.get("id") for g in root.iter(SVG + "g")
+             if "node" in g.get("class", "").split()}  # fmt: skip
+    from_u, rest = [], []
+    for g in root.iter(SVG + "g"):
+        if "wire" in g.get("class", "").split():
+            tail = g.find(SVG + "title").text.split("->")[0].split(":")[0]
+            path = _polyline(g.find(SVG + "path").get("d"))
+            (from_u if names[tail] == "box:u" else rest).append(path)
+    assert len(from_u) == 2
+    assert _count(from_u + rest) == _count(rest)  # u's wires cross nothing
+    assert crossings(svg) <= 90  # 100 with u under v's bar
+
+
+def test_the_two_best_orders_of_the_search_are_laid_out():
+    """The order search models wires as straight lines, which Graphviz routes round boxes:
+    Mamba's block drawn whole came out with 110 crossings from the order the model liked
+    best, where its second best lays out with 40. The two best orders are laid out and the
+    real crossings choose."""
+    assert crossings(render(gallery.get("mamba_block"), max_width=None)) <= 40
