@@ -35,8 +35,9 @@ draws = GLYPHS.register
 
 
 def _axes(names) -> str:
-    """Axis names as size symbols are set in the paper: italic."""
-    return " ".join(f"<I>{esc(n)}</I>" for n in names)
+    """Axis names as size symbols are set in the paper: italic, and with their subscripts
+    as the wires' labels set them (`Y_1`: Y₁, a part of Y that a reshape made)."""
+    return " ".join(f"<I>{text(n)}</I>" for n in names)
 
 
 # ---------------------------------------------------------------- learned

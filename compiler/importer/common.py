@@ -125,7 +125,11 @@ def _fill_of(v: torch.Tensor) -> str | None:
 
 
 def _role_of(name: str) -> str:
-    """The role an axis name was made for (`K2` -> head), feature where none is known."""
+    """The role an axis name was made for (`K2` -> head; `Y_1`, a part of the grid axis Y, ->
+    spatial), feature where none is known."""
+    base, _, part = name.partition("_")
+    if part.isdigit() and _role_of(base) in ("spatial", "seq"):
+        return "spatial"
     for role, names in _ROLES.items():
         if name in names or (name.startswith(names[0]) and name[len(names[0]) :].isdigit()):
             return role

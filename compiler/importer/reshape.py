@@ -43,6 +43,18 @@ def _runs(sizes: list[int], want: list[int]) -> list[list[int]] | None:
     return runs if i == len(sizes) and sizes else None
 
 
+def _merged_role(parts) -> str:
+    """The role of an axis merged from `parts`: positions of a grid read in order are a
+    sequence (Swin's positions within a window, Y_2 X_2; a feature map's Y X flattened),
+    heads with their features are features, else the first part's role."""
+    roles = [_role_of(a) for a in parts]
+    if len(roles) > 1 and all(r == "spatial" for r in roles):
+        return "seq"
+    if roles[0] == "heads" and {"head", "value"} & set(roles[1:]):
+        return "feature"
+    return roles[0]
+
+
 class _Reshape:
     """Reshapes, permutes and broadcasts (a mixin of `_Importer`, core.py)."""
 
@@ -241,6 +253,30 @@ class _Reshape:
         y = self.order(y, [y.axes[d] for d in [*range(k), *perm]], n, "permute")
         return self.view(n, y, self.shape(n))
 
+    def split_names(self, a: str, sizes: list[int], avoid) -> list[str]:
+        """Names of the parts of axis `a` that a reshape splits it into, from what it splits:
+        a sequence of positions into a grid (Y X: `x.view(B, H, W, C)` of a vision
+        transformer's tokens), an axis of a grid into its parts (Y into Y_1 Y_2: Swin's
+        windows and the positions within a window, `x.view(B, H // w, w, W // w, w, C)`),
+        features into heads and their features, the last two parts (`view(B, T, H, K)`,
+        timm's `reshape(B, N, 3, H, K)`). Parts were once all named as heads, so that Swin's
+        grid read as heads H and head features K, and its windows as H2 K2, H3 K3."""
+        role = _role_of(a)
+        if role == "seq":
+            roles = ["spatial"] * len(sizes)
+        elif role == "spatial":
+            names = [f"{a}_{k}" for k in range(1, len(sizes) + 1)]
+            if not any(m in self.sizes or m in avoid for m in names):
+                self.sizes.update(zip(names, sizes, strict=True))
+                return names
+            roles = ["spatial"] * len(sizes)
+        else:
+            roles = ["feature"] * (len(sizes) - 2) + ["heads", "head"]
+        names = []
+        for r, size in zip(roles, sizes, strict=True):
+            names.append(self.axis(r, size, avoid=[*avoid, *names]))
+        return names
+
     @imports("split_axis", "merge_axes")
     def view(self, n, x: Wire, out_shape):
         """A reshape as splits and merges of axes, when it is one (else opaque)."""
@@ -301,7 +337,7 @@ class _Reshape:
                             names.append(group[0])
                             continue
                         taken = [m for m, size in self.sizes.items() if size == want[k]]
-                        new = self.axis(_role_of(group[0]), want[k],
+                        new = self.axis(_merged_role(group), want[k],
                                         avoid=[*y.axes, *names, *parts, *taken])  # fmt: skip
                         self.b.axis(new, "*".join(group))
                         names.append(new)
@@ -309,12 +345,7 @@ class _Reshape:
                     self.split_from[tuple(names)] = a
                     continue
                 else:
-                    # the last two parts are heads and their features (`view(B, T, H, K)`,
-                    # timm's `reshape(B, N, 3, H, K)`)
-                    roles = ["feature"] * (len(gj) - 2) + ["heads", "head"]
-                    names = []
-                    for r, j_ in zip(roles, gj, strict=True):
-                        names.append(self.axis(r, out_shape[j_], avoid=[*y.axes, *names]))
+                    names = self.split_names(a, [out_shape[j_] for j_ in gj], y.axes)
                 try:
                     y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
                     self.split_from[tuple(names)] = a
@@ -327,10 +358,15 @@ class _Reshape:
                     raise _Rename(maker) from None
             else:  # merge
                 parts = [x.axes[k] for k in gi]
-                roles = [_role_of(a) for a in parts]
-                heads = roles[0] == "heads" and {"head", "value"} & set(roles[1:])
-                role = "feature" if heads else roles[0]
-                into = self.axis(role, out_shape[gj[0]], avoid=y.axes)
+                role, size = _merged_role(parts), out_shape[gj[0]]
+                # heads merged back to a channels-last image's width are its C, as a linear
+                # map's output is (out_axis), not a new feature axis (window attention's Q)
+                channels = self.by_role.get(("channel", size))
+                fresh = role == "feature" and ("feature", size) not in self.by_role
+                if fresh and channels is not None and channels not in y.axes:
+                    into = channels
+                else:
+                    into = self.axis(role, size, avoid=y.axes)
                 back = self.split_from.get(tuple(parts))  # the axis a split made them of
                 into = back if back is not None and back not in y.axes else into
                 name = self.box_name(n, "merge")

@@ -110,13 +110,17 @@ def test_a_convnext_block_keeps_the_channels_name_through_the_block():
 
 def test_window_attention_merges_its_windows_back_into_the_image_axes():
     """A channels-last image `[B, H, W, C]` (two equal spatial sizes) is named so; the
-    window partition splits Y and X, and the merge putting the windows back gives Y and X
-    again (it gave new names); the heads' axes are numbered without a gap (H, H2, H3)."""
+    window partition splits Y and X into their parts, Y_1 Y_2 and X_1 X_2 (they were named
+    as heads, H2 K2 and H3 K3), and the merge putting the windows back gives Y and X again
+    (it gave new names); the heads are H, their features K; the heads merged back are the
+    image's C, as is the projection's output (it was a new axis Q)."""
     circuit, _ = same_import(randomise(tm.WindowAttention()), rand64(2, 8, 8, 32))
     x, y = _axes(circuit)
-    assert x == ("B", "Y", "X", "C") and y[:3] == ("B", "Y", "X")
-    named = {a for b in circuit.boxes if b.kind == "split_axis" for a in b.into}
-    assert sorted(a for a in named if a.startswith("H")) == ["H", "H2", "H3"]
+    assert x == ("B", "Y", "X", "C") and y == ("B", "Y", "X", "C")
+    splits = {b.axis: b.into for b in circuit.boxes if b.kind == "split_axis"}
+    assert splits["Y"] == ("Y_1", "Y_2") and splits["X"] == ("X_1", "X_2")
+    named = {a for into in splits.values() for a in into}
+    assert sorted(a for a in named if a[0] in "HK") == ["H", "K"]
 
 
 @pytest.mark.parametrize("model", [tm.ConvNeXtBlock, tm.WindowAttention])

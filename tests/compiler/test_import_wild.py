@@ -5,6 +5,7 @@ transformer layers inside a model. Each is compared with the model it came from.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import sympy
@@ -778,6 +779,68 @@ def test_a_swin_block_imports_whole():
     torch.manual_seed(0)
     circuit = _imported(SwinBlock(), torch.randn(2, 64, 16))
     assert "opaque" not in [b.kind for b in circuit.boxes]
+
+
+def _splits(circuit) -> list[tuple[str, tuple[str, ...]]]:
+    return [(b.axis, b.into) for b in circuit.boxes if b.kind == "split_axis"]
+
+
+def test_swin_axes_are_named_from_what_their_splits_split():
+    """Swin's tokens on their grid (`x.view(B, H, W, C)`) were named as heads and head
+    features (T → H K), its windows as more heads (H → H2 K2, K → H3 K3) and the positions
+    within a window K4: the parts of a split are now named from what it splits. The tokens
+    T are a grid, Y X; an axis of the grid splits into its parts, the windows along it and
+    the positions within one, Y → Y_1 Y_2 (drawn Y₁ Y₂); a window's positions read in order
+    are a sequence (T2), the heads the attention's own H K; and the window reverse merges
+    Y_1 Y_2 back into Y, Y X into T."""
+    from tests.compiler.swin import SwinBlock
+
+    torch.manual_seed(0)
+    circuit = _imported(SwinBlock(), torch.randn(2, 64, 16))
+    splits = _splits(circuit)
+    assert splits[:3] == [("T", ("Y", "X")), ("Y", ("Y_1", "Y_2")), ("X", ("X_1", "X_2"))]
+    assert ("F", ("E", "H", "K")) in splits  # qkv: 3, heads, head features
+    merges = {b.axes: b.into for b in circuit.boxes if b.kind == "merge_axes"}
+    assert merges[("Y_2", "X_2")] == "T2" and merges[("B", "Y_1", "X_1")] == "B2"
+    assert merges[("Y_1", "Y_2")] == "Y" and merges[("Y", "X")] == "T"
+    names = {a for b in circuit.boxes for a in getattr(b, "into", ()) or ()}
+    assert not {"H2", "K2", "H3", "K3", "K4"} & names
+    # drawn as the notation writes a part of Y, on the wires and in the boxes' notes: Y₁
+    from ncd.circuits.draw import render
+
+    svg = render(circuit, max_width=None)
+    split = svg[svg.index('id="box:view_1_split"') :].split("</g>", 1)[0]
+    assert re.search(r'italic"[^>]*>Y</text>\s*<text[^>]*baseline-shift="sub"[^>]*>1<', split)
+
+
+class MixFFN(nn.Module):
+    """PVTv2's feed-forward: the tokens put back on their grid for a depthwise convolution
+    (`x.transpose(1, 2).reshape(B, C, H, W)`), then flattened again."""
+
+    def __init__(self, c=8, hidden=16, res=4):
+        super().__init__()
+        self.res = res
+        self.fc1 = nn.Linear(c, hidden)
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Linear(hidden, c)
+
+    def forward(self, x):
+        B = x.shape[0]
+        h = self.fc1(x)
+        g = h.transpose(1, 2).reshape(B, h.shape[-1], self.res, self.res)
+        return self.fc2(F.gelu(self.dw(g).flatten(2).transpose(1, 2)))
+
+
+def test_tokens_put_on_a_grid_are_named_as_a_grid():
+    """The tokens a convolution sees as an image were split into H K, heads and head
+    features, and convolved over them: they are the grid's Y X, merged back into T."""
+    circuit = _imported(MixFFN(), torch.randn(2, 16, 8))
+    assert _splits(circuit) == [("T", ("Y", "X"))]
+    conv = next(b for b in circuit.boxes if b.kind == "conv")
+    assert tuple(conv.spatial) == ("Y", "X")
+    assert [(b.axes, b.into) for b in circuit.boxes if b.kind == "merge_axes"] == [
+        (("Y", "X"), "T")
+    ]
 
 
 class Call(nn.Module):
