@@ -251,7 +251,7 @@ def test_export(tmp_path):
         lambda s: add_box(s, "unary", "proj", {"x": "proj"}, fn="relu"),  # name taken
         lambda s: add_box(s, "layernorm", "ln", {"x": "proj"}, over="Q"),  # unknown axis
         lambda s: add_box(s, "rename", "r", {"x": "proj"}, mapping="{oops"),  # bad JSON field
-        lambda s: add_box(s, "topk", "t", {"x": "proj"}, over="F", k=0),  # k out of range
+        lambda s: add_box(s, "topk", "t", {"x": "proj"}, over="F", k="0"),  # k out of range (typed)
         lambda s: add_box(s, "dropout", "d", {"x": "proj"}, p=1.5),  # p out of range
         lambda s: (setattr(s.input_name, "value", ""), s.add_input_button.click()),
         lambda s: (setattr(s.input_name, "value", "x"), s.add_input_button.click()),  # taken
