@@ -1,9 +1,25 @@
-"""Bytes a call allocates on the CPU, from torch.profiler's allocator events: shared by the
-cost tests (tests/cost/measure.py, tests/ops/test_cost.py) and the op tests."""
+"""Bytes a call allocates on the CPU, from torch.profiler's allocator events, and the storages
+autograd keeps for the backward, from its saved-tensor hooks: shared by the cost tests
+(tests/cost/measure.py, tests/ops/test_cost.py) and the op tests."""
 
 import gc
 
+import torch
 from torch.profiler import ProfilerActivity, profile
+
+
+def saved_storages(fn):
+    """(fn(), the storages autograd keeps for the backward of what fn builds: data pointer ->
+    bytes, each storage once however many of its views are saved)."""
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, kept
 
 
 def allocations(fn):

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ncd.ops import attention_cost, config, linear_attention, linear_attention_cost
 from ncd.ops.attention.reference import softmax_attention_reference
 
-from ..cpu_memory import allocations
+from ..cpu_memory import allocations, saved_storages
 
 FUNCS = [
     attention_cost.flops_forward,
@@ -63,14 +63,7 @@ def test_normalised_linear_attention_costs_more():
 
 def kept_bytes(fn):
     """(fn(), bytes of the unique storages autograd keeps for its backward)."""
-    kept = {}
-
-    def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
+    out, kept = saved_storages(fn)
     return out, sum(kept.values())
 
 

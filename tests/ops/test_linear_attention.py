@@ -8,7 +8,7 @@ import torch
 from ncd.ops import config, linear_attention, linear_attention_step
 from ncd.ops.linear_attention import chunk, linear_attention_chunked, linear_attention_reference
 
-from ..cpu_memory import allocations
+from ..cpu_memory import allocations, saved_storages
 
 
 def rel_rms(x, ref):
@@ -423,19 +423,6 @@ def test_grouped_heads_match_the_reference(case, nan_strided):
 @pytest.mark.parametrize("case", GROUPED, ids=str)
 def test_grouped_heads_in_the_chunked_form(case):
     run_grouped(case)  # CPU tensors: the chunked PyTorch form
-
-
-def saved_storages(fn):
-    """(fn(), the storages autograd keeps for the backward: data pointer -> bytes)."""
-    kept = {}
-
-    def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, kept
 
 
 @pytest.mark.interpret

@@ -15,6 +15,8 @@ from ncd.ops.simple_gla import (
     simple_gla_step,
 )
 
+from ..cpu_memory import saved_storages
+
 
 def rel_rms(x, ref):
     # NaN becomes inf: a NaN error would pass every `<` and be dropped by `max`.
@@ -423,14 +425,7 @@ def test_grouped_heads_keep_no_copies():
     (q, k, _), _, gen = make(B, T, 1, K, V, torch.float32, 1, permuted=True)
     v = torch.randn(B, T, H, V, generator=gen).requires_grad_()
     g = F.logsigmoid(torch.randn(B, T, H, generator=gen)).requires_grad_()
-    kept = {}
-
-    def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        o, _ = simple_gla(q, k, v, g, backend="triton")
+    (o, _), kept = saved_storages(lambda: simple_gla(q, k, v, g, backend="triton"))
     inputs = {x.untyped_storage().data_ptr(): 4 * x.numel() for x in (q, k, v)}
     assert {p: kept[p] for p in inputs} == inputs
     assert sum(kept.values()) - sum(inputs.values()) == 4 * H * B * T  # the cumulative gates
