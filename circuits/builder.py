@@ -380,9 +380,13 @@ class Builder:
     def unpack(self, x, *, name=None):
         return self.box("unpack", {"x": x}, name)
 
-    def concat(self, *xs, axis, name=None):
+    def concat(self, *xs, axis, along=None, name=None):
+        """`along`: {operand (its position, or its port `x0`, `x1`, ...): the axis it joins
+        along}, for pieces whose axis has another name (another size) than `axis`."""
         ports = tuple(f"x{i}" for i in range(len(xs)))
-        return self.box("concat", dict(zip(ports, xs)), name, axis=axis, operands=ports)
+        along = {f"x{k}" if isinstance(k, int) else k: a for k, a in (along or {}).items()}
+        extra = {"along": along} if along else {}
+        return self.box("concat", dict(zip(ports, xs)), name, axis=axis, operands=ports, **extra)
 
     def split(self, x, axis, sizes, *, names=(), name=None):
         return self.box(

@@ -312,7 +312,8 @@ class _Section:
                 return None
             first = "over" if kind == "contract" else "axis"
             fields = {first: fields.pop(first), **fields}
-            return self._plain(box, kind, ops, [], fields, kind)
+            defaults = {"along": {}} if kind == "concat" else None  # (the Builder's None)
+            return self._plain(box, kind, ops, [], fields, kind, defaults)
         if kind == "rename":
             mapping = fields.pop("mapping")
             if fields != _defaults(box, fields) or list(box.inputs) != ["x"]:

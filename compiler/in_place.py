@@ -29,7 +29,8 @@ the tensor it changed in place (views of it, the tensor it is a view of, and so 
 
 def changes_in_place(n: fx.Node, root: nn.Module, first: Any) -> bool:
     """Whether node n changes its first argument, a tensor whose value is `first`, in place:
-    a method ending in `_` (`y.add_(z)`), an augmented assignment (`y += z`), a torch
+    a method ending in `_` (`y.add_(z)`), an augmented assignment (`y += z`), an item
+    assignment (`y[i] = z`, `operator.setitem`), a torch
     function ending in `_` (`torch.relu_(y)`), a function called with `inplace=True`
     (`F.relu(y, inplace=True)`) or a layer made with it (`nn.ReLU(inplace=True)`)."""
     if not isinstance(first, torch.Tensor):
@@ -40,7 +41,7 @@ def changes_in_place(n: fx.Node, root: nn.Module, first: Any) -> bool:
         return getattr(root.get_submodule(n.target), "inplace", False) is True
     if n.op != "call_function":
         return False
-    if n.target in IN_PLACE_OPERATORS:
+    if n.target in IN_PLACE_OPERATORS or n.target is operator.setitem:
         return True
     name = getattr(n.target, "__name__", "")
     torch_fn = (getattr(n.target, "__module__", None) or "").startswith("torch")

@@ -458,7 +458,9 @@ class _Run:
         # an operand without the axis: one position along it; without another: repeated
         names = tout["out"].names
         shape = [1 if a.name == b.axis else self.num(a.size) for a in tout["out"].axes]
-        ops = [x[p].to(names) for p in b.operands]
+        ops = [NT(x[p].t, tuple(b.axis if a == b.along.get(p) else a for a in x[p].names))
+               for p in b.operands]  # fmt: skip
+        ops = [t.to(names) for t in ops]
         ops = [t.expand([-1 if s_ == 1 else s_ for s_ in shape]) for t in ops]
         return {"out": NT(torch.cat(ops, names.index(b.axis)), names)}
 

@@ -462,14 +462,16 @@ def _unpack(L: Lowerer, b, x, tin, tout):
 
 @lowers("concat")
 def _concat(L: Lowerer, b, x, tin, tout):
-    """torch.cat of the operands laid out as the output, each one lacking axes expanded (a
+    """torch.cat of the operands laid out as the output (an operand joining `along` an axis of
+    its own name: that axis in the joined one's place), each one lacking axes expanded (a
     view): one position along the joined axis, along another axis the size an operand with
     every axis has there."""
     out = tout["out"].names
     full = max(b.operands, key=lambda p: len(tin[p].names))  # every axis but, in a stack, b.axis
     parts = []
     for p in b.operands:
-        names = tin[p].names
+        own = b.along.get(p)
+        names = tuple(b.axis if a == own else a for a in tin[p].names)
         t = L.align(x[p], names, out)
         if len(names) < len(out):
             sizes = [-1 if a in names else 1 if a == b.axis else

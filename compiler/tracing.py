@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import operator
 import sys
 from typing import Any
 
@@ -110,6 +111,11 @@ class _Proxy(fx.Proxy):
             raise TypeError(f"{cast.__name__}() of a traced value that is not a size: {self.node}")
         self.tracer.read(self.node)
         return cast(v)
+
+    def __setitem__(self, idx, value) -> None:
+        """`y[idx] = v` (and the write-back of `y[idx] += v`): recorded as operator.setitem,
+        a call that changes y in place."""
+        self.tracer.create_proxy("call_function", operator.setitem, (self, idx, value), {})
 
     def __int__(self) -> int:
         return self._number(int)

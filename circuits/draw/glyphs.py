@@ -286,7 +286,7 @@ def _unpack(b) -> Drawing:
 
 @draws("concat")
 def _concat(b) -> Drawing:
-    return Drawing(glyph="‖", note=_axes([b.axis]))
+    return Drawing(glyph="‖", note=_axes([*dict.fromkeys([b.axis, *b.along.values()])]))
 
 
 @draws("split")

@@ -240,13 +240,37 @@ class Concat(BoxBase):
     """The axis joined along; its sizes add up."""
     operands: tuple[Name, ...] = Field(default=("a", "b"), min_length=2, max_length=64)
     """Port names, in order."""
+    along: dict[Name, AxisName] = Field(default_factory=dict, max_length=64)
+    """Operands joining along an axis of another name: port -> that axis. Pieces of other
+    sizes cannot share one axis name (a name is a size): features of 4 (`F`) and of 6 (`E`)
+    join into `axis` = F of size F + E. The other operands join along `axis` itself."""
     family = "rearrangement"
+
+    @model_validator(mode="after")
+    def _along_operands(self):
+        extra = [p for p in self.along if p not in self.operands]
+        if extra:
+            raise ValueError(f"along names ports that are not operands: {', '.join(extra)}")
+        return self
 
     def ports(self):
         return list(self.operands)
 
+    def joined(self, port: str, t: TensorType) -> TensorType:
+        """Operand t with the axis it joins along named `axis`."""
+        own = self.along.get(port)
+        if own is None or own == self.axis:
+            return t
+        need(t, (own,), port, "joined")
+        if t.axis(self.axis) is not None:
+            raise ShapeProblem(
+                f"the operand joins along {own}, which takes the name {self.axis}; it has an "
+                f"axis {self.axis} already", port, f"no axis {self.axis}", " ".join(t.names),
+            )  # fmt: skip
+        return t.with_axes([Axis(self.axis, a.size) if a.name == own else a for a in t.axes])
+
     def infer(self, ins, ctx):
-        ts = [(p, tensor(ins, p)) for p in self.operands]
+        ts = [(p, self.joined(p, tensor(ins, p))) for p in self.operands]
         having = [(p, t) for p, t in ts if t.axis(self.axis) is not None]
         if not having:  # a stack: the widest operand, with the new axis last
             first_port, first = max(ts, key=lambda h: len(h[1].names))
@@ -283,7 +307,7 @@ class Concat(BoxBase):
         }
 
     def acts_on(self):
-        return (self.axis,)
+        return (self.axis, *dict.fromkeys(a for a in self.along.values() if a != self.axis))
 
 
 @box_kind

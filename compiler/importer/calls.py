@@ -61,6 +61,8 @@ class _Calls:
             if _is_t(self, n.args[0]):
                 return self.getitem(n, n.args[0], n.args[1])
             raise _Unmapped
+        if fn is operator.setitem and _is_t(self, n.args[0]):
+            return self.assign(n, *n.args)
         if fn in _COMMON_FNS:
             return self.common(n, _COMMON_FNS[fn])
         if fn in _LOGICAL_FNS or fn in _LOGICAL_ANY:
@@ -329,13 +331,26 @@ class _Calls:
             self.units.pop(n, None)
             out = None
         # (an op that maps to y's own wire, dropout off, changes nothing)
-        if (out is None or out is not self.wires[y]) and (stale := self.stale(n, y)):
+        changes = out is None or out is not self.wires[y]
+        base, rebased = (self.written_back(n, y, out) if changes and out is not None
+                         else (None, None))  # fmt: skip
+        skip = self.same_tensor.get(base, [base]) if base is not None else ()
+        if changes and (stale := self.stale(n, y, skip)):
             other, reader, role = stale
             raise TorchImportError(
                 f"{_in_place_name(self.gm, n)} changes a tensor in place while {role} (node "
                 f"{other.name}) is read after the change (by node {reader.name}): a circuit "
                 "has no shared memory to follow the change (expected no reader of memory it "
                 "shares after the change; write it out of place, or keep the submodule whole)"
+            )
+        if out is None and n.target is operator.setitem:
+            raise TorchImportError(
+                f"the item assignment `[{_index_text(n.args[1])}] = …` (to node "
+                f"{n.args[0].name}) has no box: an assignment imports where it replaces one "
+                "position or a slice of step 1 along one dim (every other dim whole), or the "
+                "elements a boolean mask picks by a number (expected such an index and value, "
+                "found this one; write it out of place, with torch.cat or torch.where, or "
+                "keep the submodule whole)"
             )
         out = self.opaque(n) if out is None else out
         same = self.same_tensor.setdefault(self.same_tensor.get(y, [y])[0], [y])
@@ -344,19 +359,47 @@ class _Calls:
             self.same_tensor[m] = same
             self.wires[m] = out
             self.units[m] = self.units.get(n, ())
+        for m in skip:  # the tensor y is a slice of, with the slice's new values
+            self.wires[m], self.units[m] = rebased, ()
         return out
 
-    def stale(self, n, y) -> tuple[fx.Node, fx.Node, str] | None:
+    def written_back(self, n, y, out) -> tuple[fx.Node | None, Wire | None]:
+        """Where in-place node n changes y, a slice of a tensor (`torch.relu_(z[:, 1:])`) read
+        after the change: (that tensor, its wire with the slice's positions replaced by
+        `out`), as the change writes them into its memory; else (None, None). An augmented
+        assignment's own write-back (`z[i] += v`) rebinds it itself."""
+        if y.op != "call_function" or y.target is not operator.getitem or _write_back(n, y):
+            return None, None
+        base = y.args[0]
+        order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
+        group = self.same_tensor.get(base, [base])
+        if not _is_t(self, base) or not any(
+            order[u] > order[n] and not _reads_shape(u) for m in group for u in m.users
+        ):
+            return None, None
+        mark = self._mark()
+        try:
+            op = ("wire", (out, self.units.get(n, ())), self.shape(y))
+            return base, self.assign(n, base, y.args[1], op, suffix="written")
+        except (_Unmapped, BuildError):
+            self._undo(mark)
+            return None, None
+
+    def stale(self, n, y, skip=()) -> tuple[fx.Node, fx.Node, str] | None:
         """(a tensor sharing elements with y's, a node reading it after n, what it is to y)
-        where in-place node n changes y and such a tensor, made before n, is read after it
+        where in-place node n changes y and such a tensor, made before n (and not among
+        `skip`, the nodes of a tensor the change is written back to), is read after it
         for its values (its shape alone is the same): a view of y, the tensor y is a view of,
         a view of that; else None. The example run found them (`SHARED`): a copy
         (`y[:, [0, 2]]`) or a slice of other elements shares none. A view made after n reads
         the new value, as the wire rebound to n's result gives it."""
         order = {m: i for i, m in enumerate(self.gm.graph.nodes)}
-        same = set(self.same_tensor.get(y, [y]))
+        same = set(self.same_tensor.get(y, [y])) | set(skip)
+        back = _write_back(n, y)
         for v in n.meta.get(SHARED, ()):
             late = [u for u in v.users if order[u] > order[n] and not _reads_shape(u)]
+            if back is not None and v in self.same_tensor.get(back.args[0], [back.args[0]]):
+                late = [u for u in late if order[u] < order[back]]  # (then rebound by it)
             if v not in same and late:
                 role = (
                     "the tensor it is a view of" if _reaches(v, y, order)
@@ -365,6 +408,33 @@ class _Calls:
                 )  # fmt: skip
                 return v, min(late, key=order.get), role
         return None
+
+
+def _write_back(n: fx.Node, y: fx.Node) -> fx.Node | None:
+    """The item assignment that writes in-place node n's result back where its view y was
+    taken (`x[i] += v`: getitem, iadd, then setitem of the same index), if one follows."""
+    if y.op != "call_function" or y.target is not operator.getitem:
+        return None
+    for u in n.users:
+        if (u.target is operator.setitem and u.args[2] is n and u.args[0] is y.args[0]
+                and u.args[1] == y.args[1]):  # fmt: skip
+            return u
+    return None
+
+
+def _index_text(idx) -> str:
+    """An index as code writes it: `..., :4`, `:, 0`, `mask`."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+
+    def one(i):
+        if i is Ellipsis:
+            return "..."
+        if isinstance(i, slice):
+            parts = ["" if x is None else str(x) for x in (i.start, i.stop, i.step)]
+            return ":".join(parts if i.step is not None else parts[:2])
+        return "None" if i is None else str(i)
+
+    return ", ".join(one(i) for i in items)
 
 
 def _out_of_place(fn):

@@ -234,6 +234,9 @@ class _Importer(
             if _complex(v):  # no type in a circuit: the node joins the region that ends
                 self.islands[n] = [*region, n]  # where a real tensor comes out
                 continue
+            if n.target is operator.setitem:  # (None: the tensor it changes is rebound)
+                self.wires[n] = self.map_assignment(n)
+                continue
             if not isinstance(v, torch.Tensor) and not (
                 isinstance(v, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in v)
             ):
@@ -351,6 +354,19 @@ class _Importer(
             self._undo(mark)
             return self.opaque(n, [*region, n])
         return found
+
+    def map_assignment(self, n: fx.Node):
+        """An item assignment's boxes (`in_place`); it has no value an opaque box could
+        return, so where it cannot be mapped the import stops, saying where."""
+        try:
+            return self.map(n)
+        except TorchImportError as e:
+            raise TorchImportError(f"{self.where(n)}: {e}") from None
+        except Exception as e:
+            raise TorchImportError(
+                f"{self.where(n)}: could not map the item assignment ({type(e).__name__}: "
+                f"{_first_line(e)}); write it out of place, or keep the submodule whole"
+            ) from None
 
     def map_or_opaque(self, n: fx.Node):
         """The node's boxes, or where it cannot be mapped one opaque box."""

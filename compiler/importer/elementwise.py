@@ -232,7 +232,7 @@ class _Elementwise:
                 return self.mask_of(n, y, c, x, keep=False)
         return self.select(n, c, x, y)
 
-    def select(self, n, c, x, y, negate: bool = False) -> Wire:
+    def select(self, n, c, x, y, negate: bool = False, shape=None, dtype=None) -> Wire:
         """A where box: x where condition c holds (`negate`: where it does not), y elsewhere.
         A number y of -inf, 0 or inf is the box's fill, and so is a very negative one
         (`finfo(dtype).min`, -1e9) where only softmaxes read the result, as -inf; any other
@@ -257,7 +257,8 @@ class _Elementwise:
         def make(wires, name):
             return self.b.box("where", dict(zip(("cond", "a", "b"), wires)), name, fill=fill)
 
-        return self.elementwise(n, "where", ops, self.shape(n), make=make)
+        shape = self.shape(n) if shape is None else shape  # (an item assignment's: y's)
+        return self.elementwise(n, "where", ops, shape, make=make, dtype=dtype)
 
     def condition(self, n, c, negate: bool) -> tuple:
         """Condition c of node n's where (`negate`: its complement) as an operand holding a

@@ -7,7 +7,7 @@ import torch
 
 from ncd.circuits.builder import Wire
 
-from .common import _is_t, _Lazy, _num, _role_of, _Unmapped
+from .common import _dtype, _is_t, _Lazy, _num, _role_of, _Unmapped
 from .fftconv import _PendingConv
 from .tables import imports
 
@@ -107,17 +107,80 @@ class _Slicing:
         self.units[n] = units
         return w
 
-    def apply_index(self, n, w: Wire, shape, idx, names=None) -> tuple[Wire, tuple[int, ...]]:
+    def full_index(self, idx, ndim: int) -> list:
+        """A basic index as one item per dim (None items kept where they stand): `...`
+        expanded, the dims it leaves off taken whole."""
         items = self.const(list(idx) if isinstance(idx, tuple) else [idx])
         items = [slice(*self.const([i.start, i.stop, i.step])) if isinstance(i, slice) else i
                  for i in items]  # fmt: skip
         used = sum(1 for i in items if i is not None and i is not Ellipsis)
-        if used > len(shape) or sum(1 for i in items if i is Ellipsis) > 1:
+        if used > ndim or sum(1 for i in items if i is Ellipsis) > 1:
             raise _Unmapped
         full = []
         for i in items:
-            full += [slice(None)] * (len(shape) - used) if i is Ellipsis else [i]
-        full += [slice(None)] * (len(shape) - sum(1 for i in full if i is not None))
+            full += [slice(None)] * (ndim - used) if i is Ellipsis else [i]
+        return full + [slice(None)] * (ndim - sum(1 for i in full if i is not None))
+
+    def assign(self, n, a, idx, value, suffix: str = "") -> Wire:
+        """`y[idx] = v` out of place (y's node `a`): y with the positions idx picks along one
+        dim (a slice of step 1, or an integer; every other dim whole) replaced by v broadcast
+        to them, as torch broadcasts: the slices of y before and after them and v
+        concatenated along that axis, which keeps its name and size (v joins along its own
+        axis there, of the slice's size). v repeats along the axis where it lacks it (a
+        number, a size-1 dim). `value`: a node, a number, or an operand (`operand`). A
+        boolean mask of y's shape with a number (`y[y < 0] = 0`): a where box."""
+        if _is_t(self, idx) and self.values[idx].dtype == torch.bool:
+            if isinstance(value, tuple) or not self.is_number(value):
+                raise _Unmapped  # (a tensor of the selected elements' number, in order)
+            y = self.values[a]
+            return self.select(n, idx, a, value, negate=True, shape=y.shape, dtype=_dtype(y))
+        shape = list(self.shape(a))
+        full = self.full_index(idx, len(shape))
+        if None in full:
+            raise _Unmapped
+        whole = [isinstance(i, slice) and i.indices(s) == (0, s, 1) for i, s in zip(full, shape)]
+        picked = [(d, i) for d, i in enumerate(full) if not whole[d]]
+        if len(picked) != 1:
+            raise _Unmapped
+        (d, i), y = picked[0], self.wire(a)
+        ax = y.axes[d]
+        if isinstance(i, bool) or not isinstance(i, (int, slice)):
+            raise _Unmapped  # a mask or tensor (advanced) index
+        if isinstance(i, int):
+            start, stop, width = i % shape[d], i % shape[d] + 1, None
+        else:
+            start, stop, step = i.indices(shape[d])
+            width = stop - start
+            if step != 1 or width <= 0:
+                raise _Unmapped
+        region = [s if k != d else width for k, s in enumerate(shape) if k != d or width]
+        names = [x if k != d else None for k, x in enumerate(y.axes) if k != d or width]
+        op = value if isinstance(value, tuple) else self.operand(value)
+        if op[0] == "const":
+            v = self.constant(op[1], y.type.dtype, n)
+        else:
+            v = self.broadcast_to(n, op, names, region)
+        if v.type.dtype != y.type.dtype:
+            v = self.b.cast(v, y.type.dtype, name=self.box_name(n, "cast"))
+        own = names[d] if width and names[d] in v.axes else None
+        copies = width if width and own is None else 1
+        if copies > 64:
+            raise _Unmapped
+        parts = [v] * copies  # (each copy without the axis joins as one position)
+        if start > 0:
+            name = self.box_name(n, f"{suffix}_before".lstrip("_"))
+            parts.insert(0, self.b.slice(y, ax, 0, start, name=name))
+        if stop < shape[d]:
+            name = self.box_name(n, f"{suffix}_after".lstrip("_"))
+            parts.append(self.b.slice(y, ax, stop, name=name))
+        if len(parts) < 2:
+            raise _Unmapped  # (every position replaced by one copy: no concat)
+        along = {int(start > 0): own} if own is not None and own != ax else None
+        out = self.b.concat(*parts, axis=ax, along=along, name=self.box_name(n, suffix))
+        return self.order(out, y.axes, n)
+
+    def apply_index(self, n, w: Wire, shape, idx, names=None) -> tuple[Wire, tuple[int, ...]]:
+        full = self.full_index(idx, len(shape))
         units: list[int] = []
         d = o = 0
         axes = list(w.axes)
@@ -169,8 +232,9 @@ class _Slicing:
     @imports("concat")
     def cat(self, n):
         """torch.cat along one axis; an operand of size 1 there (a class token before the
-        patches) joins as one position, without that axis, and one expanded from size 1
-        (`cls.expand(B, -1, -1)`) repeats along the axes it was expanded over."""
+        patches) joins as one position, without that axis, one of another size joins along
+        its own axis (`along`), and one expanded from size 1 (`cls.expand(B, -1, -1)`)
+        repeats along the axes it was expanded over."""
         args = list(self.arg(n, 0, "tensors"))
         shapes = [self.shape(a) for a in args]
         R = len(shapes[0])
@@ -179,7 +243,7 @@ class _Slicing:
                    0)  # fmt: skip
         first = self.wire(args[ref])
         axis = first.axes[d]
-        xs = []
+        xs, along = [], {}
         for i, a in enumerate(args):
             w, units = (first, ()) if i == ref else self.bare(a)
             grown = self.grown.get(a, {})
@@ -189,15 +253,19 @@ class _Slicing:
             if d in pos and w.axes[pos.index(d)] != axis and shapes[i][d] == 1:
                 w = self.b.index(w, w.axes[pos.index(d)], 0, name=self.box_name(n, f"one{i}"))
                 pos.remove(d)
-            # axes meeting at one position take the reference operand's names
+            # axes meeting at one position take the reference operand's names; a joined
+            # axis of another size keeps its own and joins `along` it
+            other = shapes[i][d] != shapes[ref][d]
             ren = {ax: first.axes[p] for ax, p in zip(w.axes, pos, strict=True)
-                   if ax != first.axes[p]}  # fmt: skip
+                   if ax != first.axes[p] and not (p == d and other)}  # fmt: skip
             if ren:
                 w = self.b.rename(w, ren, name=self.box_name(n, f"align{i}"))
-            if any(ax not in first.axes for ax in w.axes):
+            if d in pos and w.axes[pos.index(d)] != axis:
+                along[i] = w.axes[pos.index(d)]
+            if any(ax not in first.axes for ax in w.axes if ax != along.get(i)):
                 raise _Unmapped
             xs.append(w)
-        y = self.b.concat(*xs, axis=axis, name=self.box_name(n))
+        y = self.b.concat(*xs, axis=axis, along=along, name=self.box_name(n))
         new = self.axis("feature", self.shape(n)[d % len(first.axes)], avoid=first.axes)
         return self.b.rename(y, {axis: new}, name=self.box_name(n, "sizes"))
 

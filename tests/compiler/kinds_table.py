@@ -216,12 +216,16 @@ def concat_split():
 def concat_one():
     """An operand without the joined axis is one position (a class token before patches);
     one without another axis repeats along it (a class token shared by the batch, a table
-    shared by the heads), its other axes in any order."""
+    shared by the heads), its other axes in any order; one of another size joins along its
+    own axis (`along`)."""
     b = _b("concat_one")
     x, c = b.input("x", "T B D"), b.input("c", "B D")
     b.output("y", b.concat(c, x, c, axis="T"))
     shared, first = b.input("s", "D"), b.input("f", "D T")
     b.output("z", b.concat(shared, x, first, axis="T"))
+    # pieces of other sizes, each joining along its own axis (E, S), laid out otherwise
+    e, s = b.input("e", "B E D"), b.input("pre", "D S")
+    b.output("w", b.concat(e, x, s, axis="T", along={0: "E", 2: "S"}))
     return b.build()
 
 

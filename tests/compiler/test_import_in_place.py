@@ -186,10 +186,17 @@ def _module_under_a_view(s, x, y):
     return flat.sum() + y
 
 
-def _base_of_a_view(s, x, y):
+def _base_of_a_reshaped_view(s, x, y):
     z = x * 2
-    torch.relu_(z[:, 1:])  # changes the view, and z with it
+    torch.relu_(z.view(-1))  # changes the view, and z with it
     return z + y
+
+
+def _view_overlapping_a_changed_slice(s, x, y):
+    z = x * 2
+    head = z[:, :3]  # shares the positions 1 and 2 with the slice changed
+    torch.relu_(z[:, 1:])
+    return head.sum(1) + y.sum(1)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +205,10 @@ def _base_of_a_view(s, x, y):
         (_view_then_iadd, r"`\+=`", r"a view of it made before \(node getitem\)", "add"),
         (_module_under_a_view, r"`relu` \(ReLU\(inplace=True\)\)",
          r"a view of it made before \(node view\)", "sum_1"),
-        (_base_of_a_view, "`torch.relu_`", r"the tensor it is a view of \(node mul\)", "add"),
+        (_base_of_a_reshaped_view, "`torch.relu_`", r"the tensor it is a view of \(node mul\)",
+         "add"),
+        (_view_overlapping_a_changed_slice, "`torch.relu_`",
+         r"a tensor sharing its memory \(node getitem\)", "sum_1"),
     ],
 )  # fmt: skip
 def test_a_tensor_changed_in_place_under_a_view_read_after_stops_the_import(
@@ -237,6 +247,98 @@ def test_memory_shared_but_not_changed_imports(fn):
     """A tensor sharing memory with the changed one, read after, where the change writes none
     of its elements: the circuit's value is the model's."""
     same_import(Two(fn), rand64(2, 5, 3), rand64(2, 5, 3, seed=1))
+
+
+# -- item assignment, and changes to a slice written back to the tensor it is taken from
+def _slice_changed_then_whole_read(s, x, y):
+    z = x * 2
+    torch.relu_(z[:, 1:])
+    return z + y
+
+
+def _augmented_slice(s, x, y):
+    z = x * 2
+    z[..., :2] += y[..., :2]
+    return z.relu()
+
+
+def _pieces_into_zeros(s, x, y):
+    z = torch.zeros_like(x)
+    z[:, 0] = x[:, 1]
+    z[:, 2:] = y[:, 2:] * 3
+    return z
+
+
+def _number_then_scaled_slice(s, x, y):
+    z = x.clone()
+    z[..., 1] = 5.0
+    z[:, :, :2] *= 2
+    return z + y
+
+
+def _size_one_broadcast(s, x, y):
+    z = x * 1
+    z[:, 1:3] = y[:, :1]  # one position repeated along the slice
+    return z
+
+
+def _method_on_a_slice(s, x, y):
+    z = x * 1
+    v = z[:, 1:3]
+    v.mul_(3)
+    return z + v.sum(1, keepdim=True)
+
+
+def _mask_to_number(s, x, y):
+    z = x * 2
+    z[y > 0.5] = -1.5
+    z[z < 0] = 0
+    return z
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [_slice_changed_then_whole_read, _augmented_slice, _pieces_into_zeros,
+     _number_then_scaled_slice, _size_one_broadcast, _method_on_a_slice, _mask_to_number],
+    ids=lambda f: f.__name__.strip("_"),
+)  # fmt: skip
+def test_item_assignment_and_changed_slices_import(fn):
+    """`z[i] = v`, `z[i] += v`, a change to a slice of z read as z after, and `z[mask] = c`:
+    the compiled import gives the model's outputs and gradients, with no opaque box (a slice
+    replaced is a concat of z's other positions and the new values; a mask, a where box)."""
+    circuit, _ = same_import(Two(fn), rand64(2, 5, 3), rand64(2, 5, 3, seed=1))
+    assert "opaque" not in kinds(circuit)
+
+
+def test_an_assigned_slice_joins_along_its_own_axis():
+    """`z[..., :2] += v`: the new values (an axis of 2) join z's last position along z's
+    axis of 3 (`along`: a name is a size, so the two pieces cannot share one)."""
+    circuit, _ = same_import(Two(_augmented_slice), rand64(2, 5, 3), rand64(2, 5, 3, seed=1))
+    (cat,) = [b for b in circuit.boxes if b.kind == "concat"]
+    assert cat.axis == "D" and list(cat.along) == ["x0"] and cat.along["x0"] != "D"
+
+
+def test_an_assignment_no_box_makes_stops_the_import_saying_so():
+    def fn(s, x, y):
+        z = x * 2
+        z[:, [0, 2]] = y[:, :2]
+        return z
+
+    with pytest.raises(TorchImportError, match=r"the item assignment `\[:, \[0, 2\]\] = …` \(to "
+                       r"node mul\) has no box.*expected such an index and value"):  # fmt: skip
+        from_torch(Two(fn).double(), (rand64(2, 5, 3), rand64(2, 5, 3, seed=1)))
+
+
+def test_pieces_of_other_sizes_concatenate():
+    """torch.cat of pieces whose joined dims differ (4 and 6 features; 1, 8 and 5): one
+    concat box, each piece along its own axis, against the model."""
+
+    def fn(s, x, y):
+        a = torch.cat([x[..., :4], x[..., 2:8].exp()], -1)
+        return a.sum(-1, keepdim=True) + torch.cat([x[..., :1] * 2, y, x[..., 3:]], -1)[..., :8]
+
+    circuit, _ = same_import(Two(fn), rand64(2, 5, 8), rand64(2, 5, 8, seed=1))
+    assert "opaque" not in kinds(circuit) and kinds(circuit).count("concat") == 2
 
 
 def test_an_in_place_op_that_stays_opaque_leaves_the_tensor_it_reads_alone():
