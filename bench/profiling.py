@@ -85,3 +85,49 @@ def top_functions(fn, n: int = 100, top: int = 20) -> str:
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
     return out.getvalue()
+
+
+def host_counts(fn) -> dict:
+    """What one call of fn makes the host do, as PyTorch's dispatcher and Triton's interpreter
+    see it: {"ops": {ATen operator: calls}, "allocations": tensors made on new storage (an
+    operator's outputs that share no storage with its inputs), "launches": {kernel: launches}}.
+    Operators are counted below autograd (TorchDispatchMode), the backward's too; launches are
+    the interpreter's (TRITON_INTERPRET=1, CPU tensors), each run with the counting off, so
+    the interpreter's own tensor work is not counted."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+    from torch.utils._pytree import tree_leaves
+    from triton.runtime import interpreter
+
+    ops, launches, allocs = Counter(), Counter(), [0]
+
+    def storages(tree):
+        return {
+            t.untyped_storage().data_ptr()
+            for t in tree_leaves(tree)
+            if isinstance(t, torch.Tensor) and t.device.type != "meta"
+        }
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            ops[str(func.overloadpacket)] += 1
+            fresh = storages(out) - storages((args, kwargs)) - {0}
+            allocs[0] += len(fresh)
+            return out
+
+    run = interpreter.GridExecutor.__call__
+
+    def counted(self, *args, **kwargs):
+        launches[self.fn.__name__] += 1
+        with _disable_current_modes():
+            return run(self, *args, **kwargs)
+
+    interpreter.GridExecutor.__call__ = counted
+    try:
+        with Count():
+            fn()
+    finally:
+        interpreter.GridExecutor.__call__ = run
+    return {"ops": dict(ops), "allocations": allocs[0], "launches": dict(launches)}

@@ -593,12 +593,14 @@ def _run(ck, grid, args, tail):
 _compiled: dict = {}
 
 
-def launch_compiled(kernel, grid, args, meta):
+def launch_compiled(kernel, grid, args, meta, key=None):
     """Launch a kernel that has nothing to tune (the Gluon kernels): the first call for a
     `_key` of the arguments and `meta` goes through the JIT, later ones launch its compiled
     kernel directly (config fast_launch), as `launch` does once tuned. `meta` holds the
-    constexpr arguments and the launch options (num_warps)."""
-    key = (kernel, _key(args), *meta.items())
+    constexpr arguments and the launch options (num_warps). `key`: a caller that knows what
+    the compiled kernel depends on (a plan made once per sizes) passes it instead, a hashable
+    that differs wherever `_key(args)` or `meta` would (the WTA-CRS selection)."""
+    key = (kernel, _key(args), *meta.items()) if key is None else ("given", key)
     hit = _compiled.get(key) if _settings.fast_launch else None
     if hit is not None:
         _run(hit[0], grid, args, hit[1])

@@ -1,20 +1,39 @@
 # ruff: noqa: B023 (closures called before the loop moves on)
-"""Where the host's time goes when it issues a WTA-CRS linear step (a tuning aid, not a test):
+"""Where the host's time goes when it issues a WTA-CRS linear step (a tuning aid, not a test).
+
+On CUDA: the host time to issue N training steps without synchronising against the device
+time of those steps (CUDA events, the device held back by a sleep kernel until every step is
+issued, so that it measures the kernels alone), for ncd's layer and the exact nn.Linear; then
 the host time of one call, from a synchronised start, of the layer's step and forward, the
 exact layer's, and each part the layer issues (the forward's product, row norms, uniforms,
 selection with the gather; the backward's products, gather of dy's rows, bias sum), beside an
 empty autograd Function's forward and step (the fixed cost of a Python Function).
 
-    python3 bench/diagnose/wtacrs_host.py [--n 4096] [--D 4096] [--budget 0.3]
+With --cpu (no GPU needed): what one step asks of the host, counted on CPU tensors with the
+kernels run by Triton's interpreter: ATen operators, allocations and kernel launches per step
+(bench/profiling.host_counts), and the CPU time of one step with the launches replaced by
+no-ops (the host code alone), for the kernel path, the PyTorch path and F.linear.
+
+    python3 bench/diagnose/wtacrs_host.py [--n 4096] [--D 4096] [--budget 0.3] [--steps 20]
+    python3 bench/diagnose/wtacrs_host.py --cpu [--n 64] [--D 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+if "--cpu" in sys.argv:  # before the first import of triton
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
+from profiling import host_counts  # noqa: E402
 
 
 def host_once_us(fn, n: int = 60) -> float:
@@ -31,6 +50,48 @@ def host_once_us(fn, n: int = 60) -> float:
     return sorted(ts)[n // 2]
 
 
+def issue_and_device_us(fn, steps: int, rounds: int = 7) -> tuple[float, float]:
+    """(host, device) microseconds per step, medians over rounds of `steps` steps: host, the
+    wall time to issue them without synchronising; device, the CUDA events' time between the
+    first step's kernels and the last one's. A sleep kernel keeps the device idle until the
+    host has issued them all (its length from the host time of a first round), so the events
+    time the kernels back to back rather than the host's pace."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    torch.cuda.synchronize()
+    sleep_s = 2 * (time.perf_counter() - t0) + 0.005
+    cycles = int(sleep_s * torch.cuda.get_device_properties(0).clock_rate * 1e3)
+    hs, ds = [], []
+    for _ in range(rounds):
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        torch.cuda.synchronize()
+        torch.cuda._sleep(cycles)
+        start.record()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        hs.append((time.perf_counter() - t0) / steps * 1e6)
+        end.record()
+        end.synchronize()
+        ds.append(start.elapsed_time(end) * 1e3 / steps)
+    return sorted(hs)[rounds // 2], sorted(ds)[rounds // 2]
+
+
+def graph_nodes(y) -> set:
+    """The autograd nodes the backward from y runs (AccumulateGrad of the leaves included)."""
+    seen, todo = set(), [y.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(f for f, _ in node.next_functions)
+    return seen
+
+
 class _Empty(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a):
@@ -41,34 +102,45 @@ class _Empty(torch.autograd.Function):
         return g
 
 
-def main() -> None:
+def cuda_report(a) -> None:
     from ncd.ops.wtacrs import selection, wtacrs_linear
     from ncd.ops.wtacrs.sampled import kept_rows
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=4096)
-    p.add_argument("--D", type=int, default=4096)
-    p.add_argument("--budget", type=float, default=0.3)
-    a = p.parse_args()
     dev, dt = "cuda", torch.bfloat16
     x = torch.randn(a.n, a.D, device=dev, dtype=dt, requires_grad=True)
-    w = (torch.randn(a.D, a.D, device=dev, dtype=dt) / a.D**0.5).requires_grad_()
-    b = torch.zeros(a.D, device=dev, dtype=dt, requires_grad=True)
+    lin = torch.nn.Linear(a.D, a.D, device=dev, dtype=dt)
+    w, b = lin.weight, lin.bias
     dy = torch.randn(a.n, a.D, device=dev, dtype=dt)
     k = kept_rows(a.n, a.budget)
+    print(f"n = {a.n}, D = {a.D}, k = {k}, bf16, {torch.cuda.get_device_name()}")
+    steps = {
+        "ncd wtacrs_linear": lambda: wtacrs_linear(x, w, b, budget=a.budget).backward(dy),
+        "torch nn.Linear": lambda: lin(x).backward(dy),
+    }
+    print(f"training step, {a.steps} issued without synchronising: us per step")
+    for name, fn in steps.items():
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")  # raises at a step that waits for the device
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        host, device = issue_and_device_us(fn, a.steps)
+        print(f"  {name:20s} host {host:7.1f}  device {device:7.1f}  host/device "
+              f"{host / device:.2f}")  # fmt: skip
     xd = x.detach()
     norms = torch.linalg.vector_norm(xd, dim=1, dtype=torch.float32)
     u = torch.rand(k, device=dev, dtype=torch.float64)
     idx = selection.select(norms, k, u)[0]
     parts = {
-        "step (forward + backward)": lambda: wtacrs_linear(x, w, b, budget=a.budget).backward(dy),
+        "step (forward + backward)": steps["ncd wtacrs_linear"],
         "exact step": lambda: F.linear(x, w, b).backward(dy),
         "forward": lambda: wtacrs_linear(x, w, b, budget=a.budget),
         "exact forward": lambda: F.linear(x, w, b),
         "  F.linear": lambda: F.linear(xd, w.detach(), b.detach()),
         "  row norms": lambda: torch.linalg.vector_norm(xd, dim=1, dtype=torch.float32),
         "  uniforms": lambda: torch.rand(k, device=dev, dtype=torch.float64),
-        "  selection + gather": lambda: selection.select(norms, k, u, x=xd),
+        "  selection + gather": lambda: selection.select_kept(norms, k, u, None, xd),
         "  backward dx (mm)": lambda: torch.mm(dy, w.detach()),
         "  backward dy rows": lambda: dy.index_select(0, idx),
         "  backward bias sum": lambda: dy.sum(0),
@@ -76,9 +148,83 @@ def main() -> None:
         "empty Function step": lambda: _Empty.apply(x).sum().backward(),
         "sum step (no Function)": lambda: x.sum().backward(),
     }
-    print(f"n = {a.n}, D = {a.D}, k = {k}, bf16; host us per call from an idle device")
+    print("host us per call from an idle device")
     for name, fn in parts.items():
-        print(f"{name:28s} {host_once_us(fn):8.1f}")
+        print(f"  {name:28s} {host_once_us(fn):8.1f}")
+
+
+def cpu_report(a) -> None:
+    from ncd.ops.wtacrs import selection, wtacrs_linear
+
+    torch.manual_seed(0)
+    x = torch.randn(a.n, a.D, requires_grad=True)
+    w = torch.randn(a.D, a.D, requires_grad=True)
+    b = torch.randn(a.D, requires_grad=True)
+    dy = torch.randn(a.n, a.D)
+
+    x3 = torch.randn(4, a.n // 4, a.D, requires_grad=True)  # [B, T, D], as compiled circuits
+    dy3 = dy.view(4, a.n // 4, a.D)
+    nodes = {}
+
+    def step(fn, x=x, dy=dy):
+        def run():
+            y = fn(x)
+            nodes[run] = len(graph_nodes(y))
+            y.backward(dy)
+            x.grad = w.grad = b.grad = None
+
+        return run
+
+    def ncd(backend):
+        return lambda x: wtacrs_linear(x, w, b, a.budget, backend=backend)
+
+    steps = {
+        "ncd kernel path": step(ncd("triton")),
+        "ncd PyTorch path": step(ncd("reference")),
+        "F.linear": step(lambda x: F.linear(x, w, b)),
+        "ncd kernel, 3-D x": step(ncd("triton"), x3, dy3),
+        "F.linear, 3-D x": step(lambda x: F.linear(x, w, b), x3, dy3),
+    }
+    print(f"n = {a.n}, D = {a.D}, budget {a.budget}, float32 CPU tensors; per step:")
+    for name, fn in steps.items():
+        fn()
+        c = host_counts(fn)
+        print(f"  {name:18s} {sum(c['ops'].values()):3d} ATen ops, {c['allocations']:3d} "
+              f"allocations, {nodes[fn]} autograd nodes, "
+              f"{sum(c['launches'].values())} launches {c['launches']}")  # fmt: skip
+        print(f"  {'':18s} {dict(sorted(c['ops'].items()))}")
+
+    # The host code alone: the selection's launches replaced by no-ops (idx zeroed, so the
+    # backward's gather reads valid rows), on small tensors, whose arithmetic takes little.
+    def no_launch(kernel, grid, args, meta, key=None):
+        if kernel is selection._draw_kernel:
+            args[4].zero_()
+
+    selection.launch_compiled = no_launch
+    torch.set_num_threads(1)
+    print("CPU us per step, launches replaced by no-ops (median of 2000):")
+    for name, fn in steps.items():
+        for _ in range(50):
+            fn()
+        ts = []
+        for _ in range(2000):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        print(f"  {name:18s} {sorted(ts)[1000] * 1e6:7.1f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cpu", action="store_true", help="counts and host code on CPU tensors")
+    p.add_argument("--n", type=int, default=None, help="rows (4096; --cpu: 64)")
+    p.add_argument("--D", type=int, default=None, help="features (4096; --cpu: 16)")
+    p.add_argument("--budget", type=float, default=0.3)
+    p.add_argument("--steps", type=int, default=20, help="steps issued per round (CUDA)")
+    a = p.parse_args()
+    a.n = a.n or (64 if a.cpu else 4096)
+    a.D = a.D or (16 if a.cpu else 4096)
+    (cpu_report if a.cpu else cuda_report)(a)
 
 
 if __name__ == "__main__":

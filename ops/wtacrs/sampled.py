@@ -8,8 +8,6 @@ otherwise; dW from them as PyTorch's gather and product
 (or kernels.py's, DW_KERNEL). Maths and choices in README.md.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -75,41 +73,52 @@ def wtacrs_select(scores, k, generator=None, uniforms=None):
     return idx, weight.to(scores.dtype)
 
 
+# The dtype of the row norms: float32 at least (16-bit scores would round the draws' weights).
+_SCORE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+
 class WTACRSLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, k, grad_norms, generator, kernel):
-        # x: [n, D]; weight: [J, D]; bias: [J] or None
-        y = F.linear(x, weight, bias)
-        with torch.no_grad():
-            if k >= x.shape[0]:
-                idx, kept = None, x
+        # x: [..., D], read as [n, D]; weight: [J, D]; bias: [J] or None. Autograd runs this
+        # with gradients off: the reshapes here make no autograd nodes.
+        x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+        y = F.linear(x2, weight, bias)
+        if x.dim() != 2:
+            # y in x's leading shape as a tensor of its own, not a view (autograd refuses
+            # in-place changes of a custom Function's outputs that are views), as
+            # torch.matmul returns its folded products
+            y = torch.ops.aten._unsafe_view.default(y, (*x.shape[:-1], y.shape[1]))
+        if k >= x2.shape[0]:
+            idx, kept = None, x2
+        else:
+            scores = torch.linalg.vector_norm(x2, dim=1, dtype=_SCORE_DTYPE.get(x.dtype, x.dtype))
+            if kernel and x2.shape[0] <= selection.MAX_ROWS:
+                u = torch.rand(k, generator=generator, device=x.device, dtype=torch.float64)
+                idx, kept = selection.select_kept(scores, k, u, grad_norms, x2)
             else:
-                # float32 at least: 16-bit scores would round the draws' weights
-                scores = torch.linalg.vector_norm(
-                    x, dim=1, dtype=torch.promote_types(x.dtype, torch.float32)
-                )
-                if kernel and x.shape[0] <= selection.MAX_ROWS:
-                    u = torch.rand(k, generator=generator, device=x.device, dtype=torch.float64)
-                    idx, _, kept = selection.select(scores, k, u, grad_norms, x=x)
+                if grad_norms is not None:
+                    scores = scores * grad_norms.to(scores.dtype)
+                idx, w = wtacrs_select(scores, k, generator)
+                if kernel:
+                    kept = gather_scale(x2, idx, w)
                 else:
-                    if grad_norms is not None:
-                        scores = scores * grad_norms.to(scores.dtype)
-                    idx, w = wtacrs_select(scores, k, generator)
-                    if kernel:
-                        kept = gather_scale(x, idx, w)
-                    else:
-                        kept = (x[idx] * w[:, None]).to(x.dtype)  # sampled rows times weights
+                    kept = (x2[idx] * w[:, None]).to(x.dtype)  # sampled rows times weights
         ctx.save_for_backward(kept, weight, idx)
-        ctx.has_bias = bias is not None
-        ctx.kernel = kernel
+        ctx.has_bias, ctx.kernel = bias is not None, kernel
+        ctx.lead = None if x.dim() == 2 else x.shape
         return y
 
     @staticmethod
     def backward(ctx, dy):
         kept, weight, idx = ctx.saved_tensors
+        if ctx.lead is not None:
+            dy = dy.reshape(-1, dy.shape[-1])
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = torch.mm(dy, weight)
+            if ctx.lead is not None:
+                dx = dx.view(ctx.lead)
         if ctx.needs_input_grad[1]:
             if idx is not None and ctx.kernel and DW_KERNEL:
                 dw = sampled_weight_grad(dy, idx, kept, weight.dtype)
@@ -143,6 +152,36 @@ def wtacrs_linear(
     >>> y.shape
     torch.Size([4, 16, 5])
     """
+    if not (
+        x.dim() >= 1
+        and weight.dim() == 2
+        and weight.shape[1] == x.shape[-1]
+        and weight.dtype == x.dtype
+        and (bias is None or (bias.shape == weight.shape[:1] and bias.dtype == x.dtype))
+        and 0 < budget <= 1
+    ):
+        _check_arguments(x, weight, bias, budget)
+    kernel = use_triton(x, backend, "wtacrs_linear") and x.dtype != torch.float64
+    if not (torch.is_grad_enabled() and weight.requires_grad) or x.shape[-1] == 0:
+        return F.linear(x, weight, bias)  # no dW (or an empty one): nothing to sample
+    n = x.numel() // x.shape[-1]
+    if grad_norms is not None:
+        lead = x.shape[:-1]
+        _check(tuple(grad_norms.shape) == tuple(lead), "grad_norms", tuple(lead),
+               tuple(grad_norms.shape))  # fmt: skip
+        _check(grad_norms.is_floating_point(), "grad_norms.dtype", "a float dtype",
+               grad_norms.dtype)  # fmt: skip
+        if not grad_norms.is_cuda and not torch.compiler.is_compiling():  # CUDA's: trusted, no sync
+            low = float(grad_norms.min()) if grad_norms.numel() else 0.0
+            _check(low >= 0, "grad_norms", "norms (>= 0)", f"a minimum of {low}")
+        grad_norms = grad_norms.reshape(-1)
+    k = kept_rows(n, budget)
+    return WTACRSLinearFunction.apply(x, weight, bias, k, grad_norms, generator, kernel)
+
+
+def _check_arguments(x, weight, bias, budget):
+    """Raises the error that names what is wrong with wtacrs_linear's arguments (called when
+    its one-line test of them fails)."""
     _check(x.dim() >= 1, "x", "a tensor [..., D]", tuple(x.shape))
     _check(
         weight.dim() == 2 and weight.shape[1] == x.shape[-1],
@@ -160,20 +199,3 @@ def wtacrs_linear(
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             _check(t.dtype == x.dtype, f"{name}.dtype", f"{x.dtype} as x", t.dtype)
-    kernel = use_triton(x, backend, "wtacrs_linear") and x.dtype != torch.float64
-    if not (torch.is_grad_enabled() and weight.requires_grad) or x.shape[-1] == 0:
-        return F.linear(x, weight, bias)  # no dW (or an empty one): nothing to sample
-    lead = x.shape[:-1]
-    x2 = x.reshape(math.prod(lead), x.shape[-1])
-    if grad_norms is not None:
-        _check(tuple(grad_norms.shape) == tuple(lead), "grad_norms", tuple(lead),
-               tuple(grad_norms.shape))  # fmt: skip
-        _check(grad_norms.is_floating_point(), "grad_norms.dtype", "a float dtype",
-               grad_norms.dtype)  # fmt: skip
-        if not grad_norms.is_cuda and not torch.compiler.is_compiling():  # CUDA's: trusted, no sync
-            low = float(grad_norms.min()) if grad_norms.numel() else 0.0
-            _check(low >= 0, "grad_norms", "norms (>= 0)", f"a minimum of {low}")
-        grad_norms = grad_norms.reshape(-1)
-    k = kept_rows(x2.shape[0], budget)
-    y = WTACRSLinearFunction.apply(x2, weight, bias, k, grad_norms, generator, kernel)
-    return y.reshape(*lead, weight.shape[0])

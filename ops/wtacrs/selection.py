@@ -17,6 +17,8 @@ Up to ALL_PAIRS_ROWS rows `_rank_all_kernel` does the work of 1 and 2 in one lau
 program compares its BI rows with every row.
 """
 
+import functools
+
 import torch
 
 from .._backend import cdiv, interpreting, launch_compiled, next_pow2
@@ -79,7 +81,8 @@ def _keys(s, j):
 @triton.jit
 def _layout(SCR, n, nb, B: tl.constexpr, BI: tl.constexpr):
     """The scratch buffer's parts (int64): SKEY, SINC, TKEY, TQ [nb·B] each, TOT [nb],
-    SMAX [1], FLAG [n], CW, RS [cdiv(n, BI)] each."""
+    SMAX [1], FLAG [n], CW, RS [cdiv(n, BI)] each; then the weights WT [k] (float32, two to
+    an int64 place)."""
     SINC = SCR + nb * B
     TKEY = SINC + nb * B
     TQ = TKEY + nb * B
@@ -87,7 +90,8 @@ def _layout(SCR, n, nb, B: tl.constexpr, BI: tl.constexpr):
     FLAG = TOT + nb + 1
     CW = FLAG + n
     RS = CW + tl.cdiv(n, BI)
-    return SINC, TKEY, TQ, TOT, FLAG, CW, RS
+    WT = (RS + tl.cdiv(n, BI)).to(tl.pointer_type(tl.float32))
+    return SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT
 
 
 @triton.jit
@@ -124,7 +128,7 @@ def _block_sort_kernel(
     max s (its float32 bits) at SMAX. The rows' keys and q go to TKEY, TQ first, from where
     every thread reads them all."""
     b = tl.program_id(0)
-    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT = _layout(SCR, n, nb, B, BI)
     smax = _max_score(NRM, G, n, HAS_G, B)
     scale = _scale(smax, two_b)
     i = b * B + tl.arange(0, B)
@@ -154,7 +158,7 @@ def _block_sort_kernel(
 
 @triton.jit
 def _rank_kernel(
-    NRM, G, SCR, IDX, WT, n, k, nb, two_b,
+    NRM, G, SCR, IDX, n, k, nb, two_b,
     HAS_G: tl.constexpr, B: tl.constexpr, LOG_B: tl.constexpr, BI: tl.constexpr,
     NBB: tl.constexpr,
 ):  # fmt: skip
@@ -163,7 +167,7 @@ def _rank_kernel(
     A winner stores IDX[r_i] = i, WT[r_i] = 1. FLAG[i] = 1 for a winner, else 0; CW[p] = the
     chunk's winners, RS[p] = Σ q over its other rows (after SMAX in SCR: FLAG [n], CW, RS)."""
     p = tl.program_id(0)
-    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT = _layout(SCR, n, nb, B, BI)
     smax = tl.load(TOT + nb).to(tl.int32).to(tl.float32, bitcast=True)
     scale = _scale(smax, two_b)
     i = p * BI + tl.arange(0, BI)
@@ -195,7 +199,7 @@ def _rank_kernel(
 
 @triton.jit
 def _rank_all_kernel(
-    NRM, G, SCR, IDX, WT, n, k, nb, two_b,
+    NRM, G, SCR, IDX, n, k, nb, two_b,
     HAS_G: tl.constexpr, B: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr,
 ):  # fmt: skip
     """`_rank_kernel`'s results (FLAG, CW, RS, the winners' IDX and WT, for chunks of BI rows)
@@ -203,7 +207,7 @@ def _rank_all_kernel(
     #(keys above key_i), P_i = Σ q_j over them, with Σ q over all rows. Program 0 also stores
     max s at SMAX, which the draw kernel reads."""
     p = tl.program_id(0)
-    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT = _layout(SCR, n, nb, B, BI)
     smax = _max_score(NRM, G, n, HAS_G, BJ)
     scale = _scale(smax, two_b)
     i = p * BI + tl.arange(0, BI)
@@ -235,7 +239,7 @@ def _rank_all_kernel(
 
 @triton.jit
 def _draw_kernel(
-    NRM, G, SCR, U, IDX, WT, X, OUT, n, k, nb, two_b, D, sxn, sxd,
+    NRM, G, SCR, U, IDX, X, OUT, n, k, nb, two_b, D, sxn, sxd,
     HAS_G: tl.constexpr, B: tl.constexpr, BI: tl.constexpr, BT: tl.constexpr,
     NCH: tl.constexpr, GATHER: tl.constexpr, BD: tl.constexpr,
 ):  # fmt: skip
@@ -248,7 +252,7 @@ def _draw_kernel(
     [k, D]) for columns d of block program_id(1) (BD of them), the winners' rows (t < |C|, weight
     1) read from IDX, where the rank kernel wrote them."""
     p = tl.program_id(0)
-    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT = _layout(SCR, n, nb, B, BI)
     nch = tl.cdiv(n, BI)
     smax = tl.load(TOT + nb).to(tl.int32).to(tl.float32, bitcast=True)
     scale = _scale(smax, two_b)
@@ -311,53 +315,88 @@ def select(norms, k, uniforms, grad_norms=None, x=None):
         idx, weight = torch.arange(n, device=norms.device), torch.ones(n, device=norms.device)
         return (idx, weight) if x is None else (idx, weight, x.contiguous())
     outs, launches = plan(norms, k, uniforms, grad_norms, x)
-    for kernel, grid, args, meta in launches:
-        launch_compiled(kernel, grid, args, meta)
+    for launch in launches:
+        launch_compiled(*launch)
     return outs
 
 
+def select_kept(norms, k, uniforms, grad_norms, x):
+    """`select(norms, k, uniforms, grad_norms, x)` for k < n as the layer runs it: (idx,
+    kept) alone, the weights left in the scratch buffer (no view of them made)."""
+    idx, _, _, kept, launches = _prepare(norms, k, uniforms, grad_norms, x)
+    for launch in launches:
+        launch_compiled(*launch)
+    return idx, kept
+
+
 def plan(norms, k, uniforms, grad_norms=None, x=None):
-    """The outputs `select` fills (k < n) and its launches, (kernel, grid, args, meta) each, in
-    order (each a function of the ones before: bench/ops_effops.py times them one by one)."""
-    n = norms.shape[0]
-    if n > MAX_ROWS:
-        raise ValueError(f"wtacrs select: rows: expected at most {MAX_ROWS}, found {n}")
-    cfg = INTERPRET if interpreting() else GPU
-    all_pairs = n <= ALL_PAIRS_ROWS
+    """The outputs `select` fills (k < n) and its launches, (kernel, grid, args, meta, key)
+    each, for `launch_compiled`, in order (each a function of the ones before:
+    bench/ops_effops.py times them one by one)."""
+    idx, scratch, wt_at, kept, launches = _prepare(norms, k, uniforms, grad_norms, x)
+    weight = scratch[wt_at:].view(torch.float32)[:k]
+    return ((idx, weight) if x is None else (idx, weight, kept)), launches
+
+
+@functools.lru_cache(maxsize=512)
+def _sizes(n, k, D, has_g, gather, all_pairs_rows, interpret):
+    """What the launches for these sizes share, made once: (scratch length in int64 places,
+    where the weights start in it, nb, 2^bits, [(kernel, grid, its arguments: 0 the block
+    sort's, 1 the ranks', 2 the draws', constexprs), ...]) in order."""
+    cfg = INTERPRET if interpret else GPU
+    all_pairs = n <= all_pairs_rows
     B, BT = cfg["sort"]["B"], cfg["draw"]["BT"]
     BI = cfg["rank_all" if all_pairs else "rank"]["BI"]
     # all pairs: no sorted blocks (nb = 0), the scratch is SMAX, FLAG, CW and RS alone
     nb, nch = 0 if all_pairs else cdiv(n, B), cdiv(n, BI)
-    scratch = torch.empty(4 * nb * B + nb + 1 + n + 2 * nch, device=norms.device,
-                          dtype=torch.int64)  # fmt: skip
-    idx = torch.empty(k, device=norms.device, dtype=torch.int64)
-    weight = torch.empty(k, device=norms.device, dtype=torch.float32)
-    g = grad_norms.contiguous() if grad_norms is not None else None
+    wt_at = 4 * nb * B + nb + 1 + n + 2 * nch
     two_b = float(2 ** score_bits(n))
-    has_g = g is not None
-    nch2 = max(2, next_pow2(nch))
-    if x is None:
-        outs, kept, gather, D, sx = (idx, weight), idx, (1,), 0, (0, 0)
-    else:
-        D = x.shape[1]
-        kept = torch.empty(k, D, device=x.device, dtype=x.dtype)
-        outs, gather, sx = (idx, weight, kept), (max(1, cdiv(D, cfg["draw"]["BD"])),), x.stride()
     if all_pairs:
-        ranks = [(_rank_all_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
-                  {"HAS_G": has_g, "B": B, **cfg["rank_all"]})]  # fmt: skip
+        ranks = [(_rank_all_kernel, (nch,), 1, {"HAS_G": has_g, "B": B, **cfg["rank_all"]})]
     else:
         ranks = [
-            (_block_sort_kernel, (nb,), (norms, g, scratch, n, nb, two_b),
-             {"HAS_G": has_g, "BI": BI, **cfg["sort"]}),
-            (_rank_kernel, (nch,), (norms, g, scratch, idx, weight, n, k, nb, two_b),
+            (_block_sort_kernel, (nb,), 0, {"HAS_G": has_g, "BI": BI, **cfg["sort"]}),
+            (_rank_kernel, (nch,), 1,
              {"HAS_G": has_g, "B": B, "LOG_B": B.bit_length() - 1, **cfg["rank"]}),
         ]  # fmt: skip
+    draw_grid = (cdiv(k, BT), max(1, cdiv(D, cfg["draw"]["BD"])) if gather else 1)
+    draw = {"HAS_G": has_g, "B": B, "BI": BI, "NCH": max(2, next_pow2(nch)), "GATHER": gather,
+            **cfg["draw"]}  # fmt: skip
+    return wt_at + cdiv(k, 2), wt_at, nb, two_b, (*ranks, (_draw_kernel, draw_grid, 2, draw))
+
+
+def _prepare(norms, k, uniforms, grad_norms, x):
+    """select's buffers (idx, the scratch with the weights at their offset, kept or None)
+    and its launches."""
+    n = norms.shape[0]
+    if n > MAX_ROWS:
+        raise ValueError(f"wtacrs select: rows: expected at most {MAX_ROWS}, found {n}")
+    g = grad_norms
+    if g is not None and not g.is_contiguous():
+        g = g.contiguous()
+    D = 0 if x is None else x.shape[1]
+    sizes = (n, k, D, g is not None, x is not None, ALL_PAIRS_ROWS, interpreting())
+    length, wt_at, nb, two_b, steps = _sizes(*sizes)
+    dev = norms.device
+    scratch = torch.empty(length, device=dev, dtype=torch.int64)
+    idx = torch.empty(k, device=dev, dtype=torch.int64)
+    if x is None:
+        kept, X, sx = None, norms, (0, 0)
+    else:
+        kept, X, sx = torch.empty(k, D, device=dev, dtype=x.dtype), x, x.stride()
+    # What the compiled kernels depend on beyond the sizes (launch_compiled's key): the given
+    # tensors' dtypes and 16-byte alignment, x's strides. The buffers made here are fresh
+    # allocations, which PyTorch aligns to 64 bytes or more.
+    given = (norms, uniforms, X) if g is None else (norms, uniforms, X, g)
+    var = (norms.dtype, X.dtype, sx, None if g is None else g.dtype,
+           tuple(not t.data_ptr() & 15 for t in given))  # fmt: skip
+    args = (
+        (norms, g, scratch, n, nb, two_b),
+        (norms, g, scratch, idx, n, k, nb, two_b),
+        (norms, g, scratch, uniforms, idx, X, idx if kept is None else kept, n, k, nb, two_b, D,
+         *sx),
+    )  # fmt: skip
     launches = [
-        *ranks,
-        (_draw_kernel, (cdiv(k, BT), *gather),
-         (norms, g, scratch, uniforms, idx, weight, norms if x is None else x, kept, n, k, nb,
-          two_b, D, *sx),
-         {"HAS_G": has_g, "B": B, "BI": BI, "NCH": nch2, "GATHER": x is not None,
-          **cfg["draw"]}),
-    ]  # fmt: skip
-    return outs, launches
+        (kernel, grid, args[a], meta, (kernel, sizes, var)) for kernel, grid, a, meta in steps
+    ]
+    return idx, scratch, wt_at, kept, launches

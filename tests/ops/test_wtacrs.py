@@ -401,6 +401,62 @@ def test_kernel_path_statistics():
     assert float((wta.mean(0) - exact).norm() / exact.norm()) < one / 5, one
 
 
+def _bench_module(name):
+    """bench/NAME.py, loaded from its path."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"ncd_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _graph_nodes(y):
+    seen, todo = set(), [y.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(f for f, _ in node.next_functions)
+    return seen
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("lead", [(64,), (4, 16)])
+def test_host_work_per_step(lead):
+    """What one training step on the kernel path asks of the host, as PyTorch's dispatcher and
+    Triton's interpreter count it (bench/profiling.host_counts), against F.linear's step on
+    the same tensors: at most 2 ATen operators and 6 allocations more (the row norms, the
+    uniforms, the selection's scratch, idx and kept rows; dy's sampled rows), the selection's
+    two launches, and one autograd node, the Function's, where F.linear's step has two or
+    more (no view nodes around it for a 3-D x)."""
+    counts = _bench_module("profiling").host_counts
+    x = torch.randn(*lead, 16, requires_grad=True)
+    w, b = torch.randn(16, 16, requires_grad=True), torch.randn(16, requires_grad=True)
+    dy = torch.randn(*lead, 16)
+    got, nodes = {}, {}
+    for name, fn in (
+        ("ncd", lambda: wtacrs_linear(x, w, b, 0.3, backend="triton")),
+        ("exact", lambda: F.linear(x, w, b)),
+    ):
+
+        def step(fn=fn, name=name):
+            y = fn()
+            nodes[name] = len(_graph_nodes(y)) - 3  # less the leaves' AccumulateGrad
+            y.backward(dy)
+            x.grad = w.grad = b.grad = None
+
+        step()
+        c = counts(step)
+        got[name] = (sum(c["ops"].values()), c["allocations"], c["launches"])
+    (ops, allocs, launches), (exact_ops, exact_allocs, _) = got["ncd"], got["exact"]
+    assert ops <= exact_ops + 2 and allocs <= exact_allocs + 6, got
+    assert launches == {"_rank_all_kernel": 1, "_draw_kernel": 1}, got
+    assert nodes["ncd"] == 1 and nodes["exact"] >= 2, nodes
+
+
 def test_backend_is_checked():
     with pytest.raises(ValueError, match="backend must be one of"):
         wtacrs_linear(torch.ones(4, 3), torch.ones(2, 3, requires_grad=True), backend="gpu")
@@ -412,14 +468,9 @@ def test_benchmark_dry_run(tmp_path):
     """bench/ops_effops.py --dry-run (the kernels interpreted): every row measured without
     error in the results layout; the sampled layer keeps less than half the exact one's
     activation bytes; L-Mul's kernel agrees with the PyTorch form."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "ops_effops.py"
-    spec = importlib.util.spec_from_file_location("ops_effops_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_module("ops_effops")
     out = tmp_path / "ops_effops.json"
     bench.main(["--dry-run", "--shapes", "24x16", "--estimates", "2", "--out", str(out)])
     data = json.loads(out.read_text())
