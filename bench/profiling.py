@@ -38,6 +38,42 @@ def host_us(fn, n: int = 200, trials: int = 1) -> float:
     return best
 
 
+def issue_and_device_us(fn, steps: int, rounds: int = 7) -> tuple[float, float]:
+    """(host, device) microseconds per step, medians over rounds of `steps` steps: host, the
+    wall time to issue them without synchronising; device, the CUDA events' time between the
+    first step's kernels and the last one's. A sleep kernel keeps the device idle until the
+    host has issued them all (its length from the host time of a first round), so the events
+    time the kernels back to back rather than the host's pace."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    torch.cuda.synchronize()
+    sleep_s = 2 * (time.perf_counter() - t0) + 0.005
+    start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+    start.record()
+    torch.cuda._sleep(10**6)  # the sleep kernel's cycles per second, measured
+    end.record()
+    end.synchronize()
+    cycles = int(sleep_s / (start.elapsed_time(end) * 1e-3) * 10**6)
+    hs, ds = [], []
+    for _ in range(rounds):
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        torch.cuda.synchronize()
+        torch.cuda._sleep(cycles)
+        start.record()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        hs.append((time.perf_counter() - t0) / steps * 1e6)
+        end.record()
+        end.synchronize()
+        ds.append(start.elapsed_time(end) * 1e3 / steps)
+    return sorted(hs)[rounds // 2], sorted(ds)[rounds // 2]
+
+
 def wall_us(fn, n: int = 100) -> float:
     """Median microseconds of one call of fn from a synchronised start to a synchronised end."""
     ts = []

@@ -502,11 +502,11 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     """
 
     def hook(kw):
-        if pre_hook is not None:
-            pre_hook({**dict(zip(kernel.arg_names, args)), **meta, **kw})
+        pre_hook({**dict(zip(kernel.arg_names, args)), **meta, **kw})
 
     if interpreting():
-        hook(interpret_config)
+        if pre_hook is not None:
+            hook(interpret_config)
         kernel[grid(interpret_config)](*args, **meta, **interpret_config)
         return
     pin = _settings.pin_config
@@ -537,7 +537,8 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         _plans[pkey] = _Plan(tuner.best_config)
         return
     kw = plan.kw
-    hook(kw)
+    if pre_hook is not None:
+        hook(kw)
     if plan.ck is not None and _settings.fast_launch:
         _run(plan.ck, grid(kw), args, plan.tail)
         return
@@ -584,9 +585,18 @@ def _tail(kernel, n_args: int, given: dict) -> tuple:
 def _run(ck, grid, args, tail):
     """Launch compiled kernel ck as Triton's JIT path does, without its per-call binding."""
     enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+    # Newer Triton keeps each hook as a chain of hooks (HookChain), never None: an empty one
+    # calls nothing, so it goes as None, and the launch's metadata, which only hooks read, is
+    # made only where there is a hook
+    if not getattr(enter, "calls", True):
+        enter = None
+    if not getattr(leave, "calls", True):
+        leave = None
     stream = _stream()
     g = (*grid, 1, 1)[:3]
-    lm = ck.launch_metadata(g, stream, *args, *tail)  # None unless hooks are set
+    lm = None
+    if enter is not None or leave is not None:
+        lm = ck.launch_metadata(g, stream, *args, *tail)  # None unless an enter hook is set
     ck.run(*g, stream, ck.function, ck.packed_metadata, lm, enter, leave, *args, *tail)
 
 

@@ -4,30 +4,97 @@ tuning aid, not a test): the host time per call of forward, backward and both, f
 norms and torch's, whether a step waits for the device, then cProfile's top functions over
 many backward calls of ncd's.
 
+With --cpu (no GPU needed): what one training step asks of the host, counted on CPU tensors
+with the kernels run by Triton's interpreter (ATen operators, allocations, launches:
+bench/profiling.host_counts), and the CPU time of one step with the launches replaced by
+no-ops (the host code alone), for ncd's norms and torch's.
+
     python3 bench/diagnose/norm_host.py [--M 4096] [--N 4096] [--top 25]
+    python3 bench/diagnose/norm_host.py --cpu [--M 64] [--N 32]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+if "--cpu" in sys.argv:  # before the first import of triton
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
-from profiling import host_us, kernel_table, top_functions  # noqa: E402
+from profiling import (  # noqa: E402
+    host_counts,
+    host_us,
+    issue_and_device_us,
+    kernel_table,
+    top_functions,
+)
+
+
+def cpu_report(M: int, N: int) -> None:
+    from ncd.ops.norm import rowwise
+
+    torch.manual_seed(0)
+    x, r = (torch.randn(M, N, requires_grad=True) for _ in range(2))
+    w, b = (torch.randn(N, requires_grad=True) for _ in range(2))
+    dy = torch.randn(M, N)
+
+    def step(fn):
+        def run():
+            out = fn()
+            torch.autograd.backward(out, (dy, dy) if isinstance(out, tuple) else dy)
+            x.grad = r.grad = w.grad = b.grad = None
+
+        return run
+
+    impls = {
+        "ncd layer_norm": step(lambda: rowwise.layer_norm(x, w, b, backend="triton")),
+        "torch layer_norm": step(lambda: F.layer_norm(x, (N,), w, b)),
+        "ncd rms_norm": step(lambda: rowwise.rms_norm(x, w, backend="triton")),
+        "torch rms_norm": step(lambda: F.rms_norm(x, (N,), w)),
+        "ncd add_rms_norm": step(lambda: rowwise.add_rms_norm(x, r, w, backend="triton")),
+        "torch add, rms_norm": step(lambda: (F.rms_norm(x + r, (N,), w), x + r)),
+    }
+    print(f"M = {M}, N = {N}, float32 CPU tensors; per step (forward + backward):")
+    for name, fn in impls.items():
+        fn()
+        c = host_counts(fn)
+        print(f"  {name:20s} {sum(c['ops'].values()):3d} ATen ops, {c['allocations']:3d} "
+              f"allocations, launches {c['launches']}")  # fmt: skip
+        print(f"  {'':20s} {dict(sorted(c['ops'].items()))}")
+    rowwise.launch = lambda *a, **k: None  # the host code alone
+    torch.set_num_threads(1)
+    print("CPU us per step, launches replaced by no-ops (median of 3000):")
+    for name, fn in impls.items():
+        for _ in range(50):
+            fn()
+        ts = []
+        for _ in range(3000):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        print(f"  {name:20s} {sorted(ts)[1500] * 1e6:7.1f}")
 
 
 def main() -> None:
-    from ncd.ops import norm
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--M", type=int, default=4096)
-    p.add_argument("--N", type=int, default=4096)
+    p.add_argument("--cpu", action="store_true", help="counts and host code on CPU tensors")
+    p.add_argument("--M", type=int, default=None, help="rows (4096; --cpu: 64)")
+    p.add_argument("--N", type=int, default=None, help="features (4096; --cpu: 32)")
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args()
+    if args.cpu:
+        cpu_report(args.M or 64, args.N or 32)
+        return
+    args.M, args.N = args.M or 4096, args.N or 4096
+    from ncd.ops import norm
+
     dev, dt = "cuda", torch.bfloat16
     x = torch.randn(args.M, args.N, device=dev, dtype=dt, requires_grad=True)
     w = torch.randn(args.N, device=dev, dtype=dt, requires_grad=True)
@@ -39,6 +106,11 @@ def main() -> None:
         "ncd rms_norm": lambda: norm.rms_norm(x, w),
         "torch rms_norm": lambda: F.rms_norm(x, (args.N,), w),
     }
+    print("training step, 20 issued without synchronising: us per step")
+    for name, fn in impls.items():
+        host, device = issue_and_device_us(lambda: fn().backward(dy), 20)
+        print(f"  {name:18s} host {host:7.1f}  device {device:7.1f}  host/device "
+              f"{host / device:.2f}", flush=True)  # fmt: skip
     for name, fn in impls.items():
         for _ in range(5):
             fn().backward(dy)

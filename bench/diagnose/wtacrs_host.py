@@ -33,7 +33,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
-from profiling import host_counts  # noqa: E402
+from profiling import host_counts, issue_and_device_us  # noqa: E402
 
 
 def host_once_us(fn, n: int = 60) -> float:
@@ -48,37 +48,6 @@ def host_once_us(fn, n: int = 60) -> float:
         ts.append((time.perf_counter() - t0) * 1e6)
     torch.cuda.synchronize()
     return sorted(ts)[n // 2]
-
-
-def issue_and_device_us(fn, steps: int, rounds: int = 7) -> tuple[float, float]:
-    """(host, device) microseconds per step, medians over rounds of `steps` steps: host, the
-    wall time to issue them without synchronising; device, the CUDA events' time between the
-    first step's kernels and the last one's. A sleep kernel keeps the device idle until the
-    host has issued them all (its length from the host time of a first round), so the events
-    time the kernels back to back rather than the host's pace."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    torch.cuda.synchronize()
-    sleep_s = 2 * (time.perf_counter() - t0) + 0.005
-    cycles = int(sleep_s * torch.cuda.get_device_properties(0).clock_rate * 1e3)
-    hs, ds = [], []
-    for _ in range(rounds):
-        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-        torch.cuda.synchronize()
-        torch.cuda._sleep(cycles)
-        start.record()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        hs.append((time.perf_counter() - t0) / steps * 1e6)
-        end.record()
-        end.synchronize()
-        ds.append(start.elapsed_time(end) * 1e3 / steps)
-    return sorted(hs)[rounds // 2], sorted(ds)[rounds // 2]
 
 
 def graph_nodes(y) -> set:
@@ -119,6 +88,8 @@ def cuda_report(a) -> None:
     }
     print(f"training step, {a.steps} issued without synchronising: us per step")
     for name, fn in steps.items():
+        fn()  # compiled and tuned before the check (tuning synchronises)
+        fn()
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")  # raises at a step that waits for the device
         try:

@@ -21,9 +21,12 @@ class FakeCompiled:
 
     def run(self, g0, g1, g2, stream, function, packed, lm, enter, leave, *args):
         self.log.append(("direct", (g0, g1, g2), args))
+        self.hooks = (lm, enter, leave)
 
     def launch_metadata(self, grid, stream, *args):
-        return None
+        # as Triton's CompiledKernel.launch_metadata: None without a launch-enter hook
+        self.metadata = (grid, args)
+        return None if triton.knobs.runtime.launch_enter_hook is None else {"grid": grid}
 
 
 class FakeParam:
@@ -181,6 +184,34 @@ def test_launch_compiled_for_gluon_kernels(fake_gpu, monkeypatch):
     with config.override(fast_launch=False):
         call()
     assert k.log[-1][0] == "jit"
+
+
+def test_launch_metadata_only_for_a_launch_hook(fake_gpu, monkeypatch):
+    """A direct launch hands the launcher Triton's launch hooks and metadata as Triton's JIT
+    launch does where a hook is set; Triton's empty hook chains (its default) go as None,
+    which calls nothing, and then no metadata is made."""
+    from triton.knobs import HookChain
+
+    monkeypatch.setattr(_backend, "_compiled", {})
+    k, x = FakeKernel(), torch.zeros(8)
+
+    def call():
+        _backend.launch_compiled(k, (2,), (x, 64, 0.5), {"WIDE": True, "BLOCK": 16})
+        return getattr(k.compiled, "hooks", None)
+
+    for chain in (HookChain(), HookChain(reversed=True)):
+        monkeypatch.setattr(triton.knobs.runtime, "launch_enter_hook", chain)
+        monkeypatch.setattr(triton.knobs.runtime, "launch_exit_hook", HookChain(reversed=True))
+        call()
+    assert [e[0] for e in k.log] == ["jit", "direct"] and k.compiled.hooks == (None, None, None)
+    assert not hasattr(k.compiled, "metadata")
+    seen = []
+    enter = HookChain()
+    enter.add(seen.append)
+    monkeypatch.setattr(triton.knobs.runtime, "launch_enter_hook", enter)
+    lm, got_enter, got_leave = call()
+    assert k.compiled.metadata == ((2, 1, 1), (x, 64, 0.5, True, 16, 3))
+    assert lm == {"grid": (2, 1, 1)} and got_enter is enter and got_leave is None
 
 
 def test_pinned_configuration_is_launched_untuned(fake_gpu):

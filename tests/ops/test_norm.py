@@ -286,3 +286,45 @@ def test_launch_plans_follow_the_tile_limits(monkeypatch):
     assert wide[2]["ONE_TILE"] and rowwise._plan("fwd", 100, False, True, True, False) is wide
     monkeypatch.setattr(rowwise, "MAX_TILE", 32)
     assert not rowwise._plan("fwd", 100, False, True, True, False)[2]["ONE_TILE"]
+
+
+# The PyTorch allocations of one training step: the output and the statistics; dx, the
+# parameters' gradients and their partial sums.
+STEP_ALLOCATIONS = {"layer_norm": 6, "rms_norm": 5, "add_rms_norm": 6}
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("op", list(STEP_ALLOCATIONS))
+def test_host_work_per_step(op):
+    """What one training step asks of the host, as PyTorch's dispatcher and Triton's
+    interpreter count it (bench/profiling.host_counts): its allocations (STEP_ALLOCATIONS,
+    `torch.empty` each) and its three launches, and no other ATen operator (no view, copy,
+    cast or reduction) but autograd's own `detach` of the gradients it accumulates."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "profiling.py"
+    spec = importlib.util.spec_from_file_location("ncd_bench_profiling", path)
+    profiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profiling)
+    x, r, w, b, dy, ds = _case(64, 32, torch.float32, op == "add_rms_norm", op != "layer_norm")
+    x, w = x.requires_grad_(), w.requires_grad_()  # r: no gradient, so no copy of dx for it
+    b = b if b is None else b.requires_grad_()
+    fn = getattr(ops, op)
+
+    def step():
+        if r is not None:
+            out = fn(x, r, w, backend="triton")
+        else:
+            out = fn(x, w, backend="triton") if b is None else fn(x, w, b, backend="triton")
+        torch.autograd.backward(out, dy if r is None else (dy, ds))
+        x.grad = w.grad = None
+        if b is not None:
+            b.grad = None
+
+    step()
+    c = profiling.host_counts(step)
+    others = {k: v for k, v in c["ops"].items() if k not in ("aten.empty", "aten.detach")}
+    assert c["ops"].get("aten.empty") == c["allocations"] == STEP_ALLOCATIONS[op], c
+    assert not others, c
+    assert c["launches"] == {"_fwd_kernel": 1, "_bwd_kernel": 1, "_sum_kernel": 1}, c
