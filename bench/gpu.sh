@@ -42,7 +42,8 @@
 #             the stall reasons; needs a machine whose runtime lets ncu read the counters, which
 #             the first step probes)
 #   diagnose  host cost per step and per launch layer, the GPU timeline of a step, the
-#             softmax kernels' block-size sweep at 8k
+#             softmax kernels' block-size sweep at 8k, the host time to issue WTA-CRS linear
+#             and norm steps against their device time
 #   imports   only check that ncd imports
 #   distributed  (the 2-GPU kind, nvidia-h200-x2) the compiled 12-block transformer trained on
 #             one GPU, then on two under DDP and under FSDP2 (torchrun, NCCL), each checked
@@ -220,6 +221,8 @@ case $SUITE in
     step host_layers 60 $PY bench/diagnose/host_layers.py
     step step_timeline 120 $PY bench/diagnose/step_timeline.py --T 4096,8192
     step ops_sweep 240 $PY bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon
+    step wtacrs_host 90 $PY bench/diagnose/wtacrs_host.py
+    step norm_host 120 $PY bench/diagnose/norm_host.py
     ;;
   distributed)  # two GPUs (NPROC=1: the one-GPU baseline); DIST_ARGS=--dry runs it on the CPU
     step distributed_single 170 $PY bench/distributed.py --impl single ${DIST_ARGS:-} \

@@ -81,8 +81,7 @@ def _keys(s, j):
 @triton.jit
 def _layout(SCR, n, nb, B: tl.constexpr, BI: tl.constexpr):
     """The scratch buffer's parts (int64): SKEY, SINC, TKEY, TQ [nb·B] each, TOT [nb],
-    SMAX [1], FLAG [n], CW, RS [cdiv(n, BI)] each; then the weights WT [k] (float32, two to
-    an int64 place)."""
+    SMAX [1], FLAG [n], CW, RS [cdiv(n, BI)] each; then the weights (`_weights`)."""
     SINC = SCR + nb * B
     TKEY = SINC + nb * B
     TQ = TKEY + nb * B
@@ -90,8 +89,14 @@ def _layout(SCR, n, nb, B: tl.constexpr, BI: tl.constexpr):
     FLAG = TOT + nb + 1
     CW = FLAG + n
     RS = CW + tl.cdiv(n, BI)
-    WT = (RS + tl.cdiv(n, BI)).to(tl.pointer_type(tl.float32))
-    return SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT
+    return SINC, TKEY, TQ, TOT, FLAG, CW, RS
+
+
+@triton.jit
+def _weights(RS, n, BI: tl.constexpr):
+    """The weights WT [k] (float32, two to an int64 place) after RS in the scratch buffer;
+    made where they are stored, so that no pointer to them is held through a kernel's loop."""
+    return (RS + tl.cdiv(n, BI)).to(tl.pointer_type(tl.float32))
 
 
 @triton.jit
@@ -106,11 +111,12 @@ def _max_score(NRM, G, n, HAS_G: tl.constexpr, BJ: tl.constexpr):
 
 
 @triton.jit
-def _store_winners(IDX, WT, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, k, BI: tl.constexpr):
+def _store_winners(IDX, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, n, k, BI: tl.constexpr):
     """Rows i of chunk p with their ranks and the q ahead of them: a winner iff rank < k and
     q_i (k − rank) > Σq − ahead; a winner stores IDX[rank] = i, WT[rank] = 1. FLAG[i] = 1 for
     a winner, else 0; CW[p] = the chunk's winners, RS[p] = Σ q over its other rows."""
     win = iin & (rank < k) & (qi * (k - rank).to(tl.int64) > total - ahead)
+    WT = _weights(RS, n, BI)
     tl.store(FLAG + i, win.to(tl.int64), mask=iin)
     tl.store(IDX + rank, i.to(tl.int64), mask=win)
     tl.store(WT + rank, tl.full([BI], 1.0, WT.dtype.element_ty), mask=win)
@@ -128,7 +134,7 @@ def _block_sort_kernel(
     max s (its float32 bits) at SMAX. The rows' keys and q go to TKEY, TQ first, from where
     every thread reads them all."""
     b = tl.program_id(0)
-    SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT = _layout(SCR, n, nb, B, BI)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
     smax = _max_score(NRM, G, n, HAS_G, B)
     scale = _scale(smax, two_b)
     i = b * B + tl.arange(0, B)
@@ -167,7 +173,7 @@ def _rank_kernel(
     A winner stores IDX[r_i] = i, WT[r_i] = 1. FLAG[i] = 1 for a winner, else 0; CW[p] = the
     chunk's winners, RS[p] = Σ q over its other rows (after SMAX in SCR: FLAG [n], CW, RS)."""
     p = tl.program_id(0)
-    SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT = _layout(SCR, n, nb, B, BI)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
     smax = tl.load(TOT + nb).to(tl.int32).to(tl.float32, bitcast=True)
     scale = _scale(smax, two_b)
     i = p * BI + tl.arange(0, BI)
@@ -194,7 +200,7 @@ def _rank_kernel(
         rank += tl.sum(lo, 1)
         ahead += tl.sum(inc, 1)
     total = tl.sum(tot, 0)
-    _store_winners(IDX, WT, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, k, BI)
+    _store_winners(IDX, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, n, k, BI)
 
 
 @triton.jit
@@ -207,7 +213,7 @@ def _rank_all_kernel(
     #(keys above key_i), P_i = Σ q_j over them, with Σ q over all rows. Program 0 also stores
     max s at SMAX, which the draw kernel reads."""
     p = tl.program_id(0)
-    SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT = _layout(SCR, n, nb, B, BI)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
     smax = _max_score(NRM, G, n, HAS_G, BJ)
     scale = _scale(smax, two_b)
     i = p * BI + tl.arange(0, BI)
@@ -232,7 +238,7 @@ def _rank_all_kernel(
     rank = tl.sum(rank_t, 1)
     ahead = tl.sum(ahead_t, 1)
     total = tl.sum(tot, 0)
-    _store_winners(IDX, WT, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, k, BI)
+    _store_winners(IDX, FLAG, CW, RS, p, i, iin, qi, rank, ahead, total, n, k, BI)
     if p == 0:
         tl.store(TOT + nb, smax.to(tl.int32, bitcast=True).to(tl.int64))
 
@@ -252,7 +258,7 @@ def _draw_kernel(
     [k, D]) for columns d of block program_id(1) (BD of them), the winners' rows (t < |C|, weight
     1) read from IDX, where the rank kernel wrote them."""
     p = tl.program_id(0)
-    SINC, TKEY, TQ, TOT, FLAG, CW, RS, WT = _layout(SCR, n, nb, B, BI)
+    SINC, TKEY, TQ, TOT, FLAG, CW, RS = _layout(SCR, n, nb, B, BI)
     nch = tl.cdiv(n, BI)
     smax = tl.load(TOT + nb).to(tl.int32).to(tl.float32, bitcast=True)
     scale = _scale(smax, two_b)
@@ -279,6 +285,7 @@ def _draw_kernel(
     qd = tl.where(qd > 0, qd, 1)  # a draw has q > 0 when mass > 0
     w = tl.where(mass > 0, mass.to(tl.float64) / ((k - c).to(tl.float64) * qd.to(tl.float64)),
                  0.0)  # fmt: skip
+    WT = _weights(RS, n, BI)
     w = w.to(WT.dtype.element_ty)
     if tl.program_id(1) == 0:
         tl.store(IDX + t, row.to(tl.int64), mask=draw)
