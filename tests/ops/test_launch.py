@@ -186,6 +186,19 @@ def test_launch_compiled_for_gluon_kernels(fake_gpu, monkeypatch):
     assert k.log[-1][0] == "jit"
 
 
+def test_launch_compiled_with_the_callers_key(fake_gpu, monkeypatch):
+    """A caller that passes its own key (the WTA-CRS selection's plan) gets the compiled
+    kernel of that key, with this call's arguments, whatever `_key` of them would say; a new
+    key compiles again."""
+    monkeypatch.setattr(_backend, "_compiled", {})
+    k, x, y = FakeKernel(), torch.zeros(8), torch.zeros(9)
+    meta = {"WIDE": True, "BLOCK": 16}
+    for a, key in ((x, "plan"), (y, "plan"), (x, "other")):
+        _backend.launch_compiled(k, (2,), (a, 64, 0.5), meta, key=key)
+    assert [e[0] for e in k.log] == ["jit", "direct", "jit"]
+    assert k.log[1][2][0] is y
+
+
 def test_launch_metadata_only_for_a_launch_hook(fake_gpu, monkeypatch):
     """A direct launch hands the launcher Triton's launch hooks and metadata as Triton's JIT
     launch does where a hook is set; Triton's empty hook chains (its default) go as None,
