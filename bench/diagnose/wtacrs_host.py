@@ -103,6 +103,8 @@ def cuda_report(a) -> None:
     norms = torch.linalg.vector_norm(xd, dim=1, dtype=torch.float32)
     u = torch.rand(k, device=dev, dtype=torch.float64)
     idx = selection.select(norms, k, u)[0]
+    # the layer's call (select where an older checkout, run for a baseline, lacks select_kept)
+    select = getattr(selection, "select_kept", selection.select)
     parts = {
         "step (forward + backward)": steps["ncd wtacrs_linear"],
         "exact step": lambda: F.linear(x, w, b).backward(dy),
@@ -111,7 +113,7 @@ def cuda_report(a) -> None:
         "  F.linear": lambda: F.linear(xd, w.detach(), b.detach()),
         "  row norms": lambda: torch.linalg.vector_norm(xd, dim=1, dtype=torch.float32),
         "  uniforms": lambda: torch.rand(k, device=dev, dtype=torch.float64),
-        "  selection + gather": lambda: selection.select_kept(norms, k, u, None, xd),
+        "  selection + gather": lambda: select(norms, k, u, None, xd),
         "  backward dx (mm)": lambda: torch.mm(dy, w.detach()),
         "  backward dy rows": lambda: dy.index_select(0, idx),
         "  backward bias sum": lambda: dy.sum(0),
