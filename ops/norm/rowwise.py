@@ -378,7 +378,8 @@ class NormFunction(torch.autograd.Function):
         y, _, stats = _forward(x2, None, weight, bias, eps, rms)
         ctx.save_for_backward(x2, weight, bias, stats)
         ctx.rms = rms
-        return y if x.dim() == 2 else y.view(x.shape)
+        # (not a view of y, which autograd would refuse to let the caller change in place)
+        return y if x.dim() == 2 else torch.ops.aten._unsafe_view(y, x.shape)
 
     @staticmethod
     def backward(ctx, dy):
@@ -400,15 +401,17 @@ class AddNormFunction(torch.autograd.Function):
     def forward(ctx, x, residual, weight, bias, eps, rms):
         x2, r2 = _rows(x), _rows(residual)
         y, s, stats = _forward(x2, r2, weight, bias, eps, rms)
+        if x.dim() != 2:  # outputs that are not views, so that the caller may change them in
+            # place; s is kept as returned, so that such a change is caught by the backward
+            y, s = (torch.ops.aten._unsafe_view(t, x.shape) for t in (y, s))
         ctx.save_for_backward(s, weight, bias, stats)
         ctx.rms, ctx.shape = rms, x.shape
-        if x.dim() == 2:
-            return y, s
-        return y.view(x.shape), s.view(x.shape)
+        return y, s
 
     @staticmethod
     def backward(ctx, dy, dsum):
         s, weight, bias, stats = ctx.saved_tensors
+        s = _rows(s)
         _, _, want_w, want_b = ctx.needs_input_grad[:4]
         dsum2 = None if dsum is None else _rows(dsum)
         if dy is None:

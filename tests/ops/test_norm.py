@@ -328,3 +328,26 @@ def test_host_work_per_step(op):
     assert c["ops"].get("aten.empty") == c["allocations"] == STEP_ALLOCATIONS[op], c
     assert not others, c
     assert c["launches"] == {"_fwd_kernel": 1, "_bwd_kernel": 1, "_sum_kernel": 1}, c
+
+
+@pytest.mark.interpret
+def test_outputs_of_leading_axes_may_be_changed_in_place(nan_alloc):
+    """Rows with leading axes ([2, 3, 8]): the outputs are not views autograd refuses to let
+    the caller change (`layer_norm(x).mul_(2)` raised "Output 0 of NormFunction is a view"),
+    the gradient of such a change is torch's own, and changing the sum `s` that the add-norm's
+    backward reads is caught by autograd, as for any tensor a backward keeps."""
+    g = torch.Generator().manual_seed(3)
+    x, r = (torch.randn(2, 3, 8, generator=g) for _ in "xr")
+    w = torch.randn(8, generator=g)
+    ours, ref = (x.clone().requires_grad_() for _ in "ab")
+    y = ops.layer_norm(ours, w, backend="triton").mul_(2)
+    want = F.layer_norm(ref, (8,), w).mul_(2)
+    dy = torch.randn(2, 3, 8, generator=g)
+    torch.testing.assert_close(y, want)
+    (got_dx,), (want_dx,) = (torch.autograd.grad(o, i, dy) for o, i in ((y, ours), (want, ref)))
+    torch.testing.assert_close(got_dx, want_dx)
+    y, s = ops.add_rms_norm(x.clone().requires_grad_(), r, w, backend="triton")
+    y.add_(1)
+    s.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (y.sum() + s.sum()).backward()
