@@ -14,16 +14,29 @@ sub-chunk form's ``(C - BC) K + 5 BC K``, of which the diagonal blocks' part is 
 The products are therefore not checked against the interpreter's count as the other
 families' are (their number depends on the gates). ``bytes_per`` is the size of a q/k/v
 element, ``gate_bytes`` of a gate element (float32 gates with 16-bit q/k/v: 4).
+
+The kernels run whole chunks: T tokens take ceil(T / C) chunks of C, the last one's rows past
+T masked but multiplied, so the FLOP counts take T rounded up to a multiple of C (`padded`;
+``tail(T, C)`` is T mod C, a sympy function of the cost model's own while T is a symbol).
 """
 
 
-def flops_forward(B, T, H, K, V=None, C=64, BC=16):
+def _mod(T, C):
+    return T % C
+
+
+def padded(T, C=64, tail=_mod):
+    """T rounded up to a whole number of chunks of C: the tokens the kernels' tiles cover."""
+    return T + tail(-T, C)
+
+
+def flops_forward(B, T, H, K, V=None, C=64, BC=16, tail=_mod):
     V = K if V is None else V
     intra = (C - BC) * K + 5 * BC * K  # off-diagonal products + the exact diagonal blocks
-    return B * H * T * (intra + 4 * K * V + 2 * C * V)
+    return B * H * padded(T, C, tail) * (intra + 4 * K * V + 2 * C * V)
 
 
-def flops_backward(B, T, H, K, V=None, C=64, BC=16):
+def flops_backward(B, T, H, K, V=None, C=64, BC=16, tail=_mod):
     """_bwd_states (dO S^T, the state scan), _bwd_scan (dk role: v U^T, U scan, w; dv role:
     k U, A^T dO, U scan), _bwd_dA (dO V^T, a whole C x C tile per chunk), _bwd_intra (for
     dq and for dk: the dA blocks' products with the gated keys / queries, the exact diagonal
@@ -34,7 +47,7 @@ def flops_backward(B, T, H, K, V=None, C=64, BC=16):
     scan_dv = 4 * K * V + 2 * C * V
     da = 2 * C * V
     intra = 2 * ((C - BC) * K + 5 * BC * K) + 6 * K
-    return B * H * T * (states + scan_dk + scan_dv + da + intra)
+    return B * H * padded(T, C, tail) * (states + scan_dk + scan_dv + da + intra)
 
 
 def flops_minimal(B, T, H, K, V=None):
@@ -105,13 +118,8 @@ def backward_temp_bytes(B, T, H, K, V=None, C=64, bytes_per=2):
 
 # The chunked PyTorch form (reference.gla_chunked): what CPU tensors, float64 and heads wider
 # than the kernels take run. Its chunks are those of the sequence, C tokens each and the last
-# one shorter, so a short sequence costs its own n x n scores, not a C x C tile. `tail(T, C)`
-# is T mod C (the cost model passes a sympy function of its own, which stays a bounded term
-# while T is a symbol) and `minimum` the smaller of two sizes (sympy's Min there).
-def _mod(T, C):
-    return T % C
-
-
+# one shorter, so a short sequence costs its own n x n scores, not a C x C tile. `tail` is
+# T mod C as above and `minimum` the smaller of two sizes (sympy's Min in the cost model).
 def _chunks(T, C, tail):
     """(number of chunks, sum of their squared lengths, the last one's length) of T tokens."""
     rest, short = tail(T, C), tail(-T, C)  # the last chunk's length mod C, and its shortfall

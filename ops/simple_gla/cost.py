@@ -13,18 +13,33 @@ dg's terms: the dq and dk programs also read q (resp. k), and with 16-bit inputs
 read the state as a hi + lo pair (one more product each per chunk); the dv programs read their
 block of v and form the chunk's pair terms (one more product per chunk). One more launch sums
 the rows and reverse-cumsums them (float64) into dg.
+
+The kernels compute whole chunks: a sequence of T tokens runs ceil(T / C) chunks of C, the
+last one's rows past T masked but multiplied, so the FLOP and exponential counts take T
+rounded up to a multiple of C (`padded`). ``tail(T, C)`` is T mod C (the cost model passes a
+sympy function of its own, which stays a bounded term while T is a symbol).
 """
 
 
-def flops_forward(B, T, H, K, V=None, C=64, block_v=64):
+def _mod(T, C):
+    return T % C
+
+
+def padded(T, C=64, tail=_mod):
+    """T rounded up to a whole number of chunks of C: the tokens the kernels' tiles cover."""
+    return T + tail(-T, C)
+
+
+def flops_forward(B, T, H, K, V=None, C=64, block_v=64, tail=_mod):
     """Per chunk and value block: q k^T (C C K), its product with v (C C bv), the read of the
     entering state q S (C K bv) and the state update k^T v (K C bv)."""
     V = K if V is None else V
     nv = V / block_v
-    return B * H * T * (2 * C * K * nv + 2 * C * V + 4 * K * V)
+    return B * H * padded(T, C, tail) * (2 * C * K * nv + 2 * C * V + 4 * K * V)
 
 
-def flops_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64, want_dg=True, precise=True):
+def flops_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64, want_dg=True, precise=True,
+                   tail=_mod):  # fmt: skip
     """dq programs (per key block): do v^T, do S^T, its product with k, k^T v; dk programs
     (per key block): v do^T, v dS^T, its product with q, q^T do; dv programs (per value block):
     k q^T, k dS, its product with do, q^T do. ``precise`` (with ``want_dg``): the S and dS reads
@@ -34,7 +49,7 @@ def flops_backward(B, T, H, K, V=None, C=64, block_k=64, block_v=64, want_dg=Tru
     extra = 1 if (want_dg and precise) else 0
     dq = 2 * C * V * nk + 2 * V * K * (1 + extra) + 2 * C * K + 2 * K * V
     dv = 2 * C * K * nv + 2 * K * V + 2 * C * V * (2 if want_dg else 1) + 2 * K * V
-    return B * H * T * (2 * dq + dv)
+    return B * H * padded(T, C, tail) * (2 * dq + dv)
 
 
 def flops_minimal(B, T, H, K, V=None):

@@ -286,3 +286,24 @@ def test_cost_formulas_take_numbers_and_symbols():
     # off-diagonal sub-blocks; at K = V = 128 within 2x of the minimum.
     assert cost.flops_minimal(4, 8192, 16, 128) < cost.flops_forward(4, 8192, 16, 128)
     assert cost.flops_forward(4, 8192, 16, 128) < 2 * cost.flops_minimal(4, 8192, 16, 128)
+
+
+def test_flops_count_whole_chunks_at_the_sequence_end():
+    """The kernels run ceil(T / C) whole chunks (their grids: cdiv(T, CHUNK) programs, each on
+    C-row tiles, the rows past T masked): T = 100 costs as T = 128, two chunks of 64. By hand,
+    per chunk of C = 64 and head, forward: A's sub-blocks ((C - BC) K products a row, 5 BC K
+    for the diagonal blocks), q S and k^T v (2 C K V each), A v (2 C^2 V)."""
+    import sympy
+
+    from ncd.compiler.cost.symbolic import chunk_tail
+    from ncd.ops.gla import cost
+
+    B, H, K, V, C, BC = 2, 3, 32, 16, 64, 16
+    chunk_fwd = C * ((C - BC) * K + 5 * BC * K) + 4 * C * K * V + 2 * C * C * V
+    for T, chunks in ((100, 2), (128, 2), (129, 3), (3, 1)):
+        assert cost.flops_forward(B, T, H, K, V) == B * H * chunks * chunk_fwd
+        assert cost.flops_backward(B, T, H, K, V) == cost.flops_backward(B, chunks * C, H, K, V)
+    # symbolic T: the padding is a bounded term, T mod 64's complement
+    T = sympy.Symbol("T", positive=True, integer=True)
+    f = cost.flops_forward(B, T, H, K, V, tail=chunk_tail)
+    assert f.subs(T, 100) == cost.flops_forward(B, 100, H, K, V)

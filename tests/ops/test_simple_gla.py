@@ -359,6 +359,34 @@ def test_flops_are_the_products_the_kernels_run(dot_macs, dtype, want_dg):
     )  # fmt: skip
 
 
+@pytest.mark.interpret
+def test_flops_count_whole_chunks_at_the_sequence_end(dot_macs):
+    """T = 40 with chunks of 16: the kernels run three whole chunks (48 tokens' tiles, the
+    last 8 rows masked), and the formulas count them so. Checked against the products the
+    interpreter runs and against a count of the tiles by hand: per chunk of C and head, the
+    forward's q k^T per value block (2 C^2 K V / BV), A v (2 C^2 V), q S and k^T v (2 C K V
+    each)."""
+    from ncd.ops.simple_gla import cost
+
+    gen = torch.Generator().manual_seed(6)
+    B, T, H, K, V = 1, 40, 2, 16, 32
+    q, k = (torch.randn(B, T, H, K, generator=gen).requires_grad_() for _ in "qk")
+    v = torch.randn(B, T, H, V, generator=gen).requires_grad_()
+    g = F.logsigmoid(torch.randn(B, T, H, generator=gen)) / 8
+    o, _ = simple_gla(q, k, v, g, backend="triton")
+    forward, dot_macs[:] = 2 * sum(dot_macs), []
+    o.sum().backward()
+    C, BV = chunk.CHUNK, chunk.INTERPRET_FWD["BLOCK_V"]
+    chunks = -(-T // C)  # 3
+    by_hand = B * H * chunks * (2 * C * C * K * (V // BV) + 2 * C * C * V + 4 * C * K * V)
+    assert forward == by_hand == cost.flops_forward(B, T, H, K, V, C=C, block_v=BV)
+    assert forward > cost.flops_forward(B, 32, H, K, V, C=C, block_v=BV)  # not T's own tokens
+    assert 2 * sum(dot_macs) == cost.flops_backward(
+        B, T, H, K, V, C=C, block_k=chunk.INTERPRET_BWD["BLOCK_KS"],
+        block_v=chunk.INTERPRET_BWD["BLOCK_VS"], want_dg=False,
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------- grouped heads
 # (B, T, G, H, K, V, dtype, gates, initial state, final state, cu_seqlens, dg): q and k of G
 # heads read by the H heads of v (and of g), head h reading h // (H / G)

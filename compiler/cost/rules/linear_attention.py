@@ -181,8 +181,9 @@ def _simple_gla(v: BoxView) -> Rule:
     dg = "g" in v.ins and v.grad("g")
     kept, do_copy = _copies(v, "linear_attention")  # read through their strides, as linear's
     gate = _token_gate(v, "g", "gates") if "g" in v.ins else _own("g32", 4 * B * T, "decay")
-    flops = sg.flops_forward(B, T, 1, K, V)
-    flops_bwd = sg.flops_backward(B, T, 1, K, V, want_dg=dg, precise=dg and bp != 4)
+    flops = sg.flops_forward(B, T, 1, K, V, tail=chunk_tail)  # whole chunks of 64
+    flops_bwd = sg.flops_backward(B, T, 1, K, V, want_dg=dg, precise=dg and bp != 4,
+                                  tail=chunk_tail)  # fmt: skip
     return Rule(
         flops=flops,
         mm=flops,
@@ -265,11 +266,13 @@ def _gla(v: BoxView) -> Rule:
     )
     C = 64
     A = _own("A", 4 * B * T * C, "intra-chunk scores A, float32 [B, T, H, 64]")
+    flops = gla_cost.flops_forward(B, T, 1, K, V, C=C, tail=chunk_tail)  # whole chunks
+    flops_bwd = gla_cost.flops_backward(B, T, 1, K, V, C=C, tail=chunk_tail)
     return Rule(
-        flops=gla_cost.flops_forward(B, T, 1, K, V, C=C),
-        mm=gla_cost.flops_forward(B, T, 1, K, V, C=C),
-        flops_bwd=gla_cost.flops_backward(B, T, 1, K, V, C=C),
-        mm_bwd=gla_cost.flops_backward(B, T, 1, K, V, C=C),
+        flops=flops,
+        mm=flops,
+        flops_bwd=flops_bwd,
+        mm_bwd=flops_bwd,
         saved=[*kept, gate, A],
         temps=gla_cost.forward_temp_bytes(B, T, 1, K, V, bytes_per=bp),
         bwd_temps=gla_cost.backward_temp_bytes(B, T, 1, K, V, C=C, bytes_per=bp) + do_copy,
