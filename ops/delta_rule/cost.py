@@ -203,3 +203,73 @@ def backward_temp_bytes(B, T, H, K, V=None, bytes_per=2, C=64, keep_states=False
     n = 1 if keep_states else 2
     nv = 1 if keep_states or keep_values else 2
     return B * T * H * bytes_per * (nv * V + n * K * V / C)
+
+
+# The chunked PyTorch form (chunked.gated_delta_rule_chunked): what CPU tensors, float64 and
+# keys wider than the kernels take run. It pads each sequence to whole chunks of C (one chunk
+# at least) and forms every chunk's products at once; only the state is carried by a loop over
+# the chunks. `tail(T, C)` is T mod C (the cost model passes a sympy function of its own).
+def _mod(T, C):
+    return T % C
+
+
+def chunked_tokens(T, C=64, tail=_mod):
+    """The padded length the chunked form computes on: T rounded up to whole chunks of C."""
+    return T + tail(-T, C)
+
+
+def chunked_flops_forward(B, T, H, K, V=None, C=64, tail=_mod):
+    """The products FlopCounterMode counts, per padded token: K K^T and Q K^T (2 C K each),
+    in the loop W S, Q S and the state update K^T V' (2 K V each) and P V' (2 C V). The
+    triangular solves are not counted (FlopCounterMode has no formula for them)."""
+    V = K if V is None else V
+    return B * H * chunked_tokens(T, C, tail) * (4 * C * K + 6 * K * V + 2 * C * V)
+
+
+def chunked_flops_backward(B, T, H, K, V=None, C=64, tail=_mod):
+    """Two gradient products per forward product, less those autograd skips (the zero state
+    entering the first chunk needs no gradient: W S's and Q S's, 2 C K V each; the state the
+    last chunk leaves is not an output: its update's two), plus each solve's gradient of its
+    matrix, -(grad) X^T (2 C^2 K for W, 2 C^2 V for U per chunk)."""
+    V = K if V is None else V
+    P = chunked_tokens(T, C, tail)
+    fwd = chunked_flops_forward(B, T, H, K, V, C, tail)
+    return 2 * fwd - 8 * B * H * C * K * V + 2 * B * H * P * C * (K + V)
+
+
+def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, gated=False, copies=True,
+                       tail=_mod):  # fmt: skip
+    """What autograd keeps of gated_delta_rule_chunked beyond g, per padded token and head in
+    the compute dtype: the products' operands as matmul lays them out (K K^T's and Q K^T's:
+    4 K; the state update's K^T: K; P V's V': V; after the first chunk W for W S: K); the
+    padded k, v and beta; K K^T, the unit lower triangle I + A and the masked Q K^T (C each);
+    the solves' results W and U (K, V); per chunk the entering state (K x V). Gated: q and k
+    scaled by the gates, e^(G_i - G_j), the decayed K K^T and Q K^T (C each more), e^G,
+    e^(G_last - G) and the gates' products with beta and the scale (one each). The masks
+    (two C x C bools) are shared by the heads. ``copies`` False: K K^T's and Q K^T's
+    operands are views of the padded q and k (matmul folds the batch, heads and chunks of a
+    padded tensor laid out heads before tokens, the features last or a single chunk)."""
+    V = K if V is None else V
+    P = chunked_tokens(T, C, tail)
+    chunks = P / C if not isinstance(P, int) else P // C
+    per_token = (8 * K + 6 * C + 3 * V + 5) if gated else (7 * K + 3 * C + 3 * V + 1)
+    per_token -= 0 if copies else 4 * K
+    per_head = P * per_token + chunks * K * V + (chunks - 1) * C * K
+    return compute_bytes * B * H * per_head + 2 * C * C
+
+
+def chunked_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, gated=False, tail=_mod):
+    """Held by gated_delta_rule_chunked's forward at its peak beyond what it keeps and
+    returns: C x C products per padded token on their way to the kept ones (the scaled and
+    masked scores, beta K K^T before its mask, I + A's sum), two C per token (three gated:
+    the gate differences and their masked form besides). Measured on the CPU allocator
+    within 10% at K, V of 8 to 16 (tests/cost/test_chunked_forms.py)."""
+    return compute_bytes * B * H * chunked_tokens(T, C, tail) * (3 if gated else 2) * C
+
+
+def chunked_backward_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, gated=False,
+                                tail=_mod):  # fmt: skip
+    """Held by its backward at the peak beyond the input gradients: the gradients of the
+    C x C products of every chunk (the loop's slices of Q K^T and of the solves' matrix
+    scatter into whole-size gradients), about three C per padded token."""
+    return compute_bytes * B * H * chunked_tokens(T, C, tail) * 3 * C

@@ -129,3 +129,74 @@ def backward_temp_bytes(B, T, H, K, V=None, block_k=64, block_v=64, want_dg=True
         return 0
     V = K if V is None else V
     return B * T * H * 4 * (2 * K / block_k + V / block_v)
+
+
+# The chunked PyTorch form (reference.simple_gla_chunked, and through it linear_attention's
+# chunked form): what CPU tensors and float64 run. Its chunks are those of the sequence, C
+# tokens each and the last one shorter; `minimum` is the smaller of two sizes (sympy's Min in
+# the cost model). The products are GLA's chunked form's: ops/gla/cost.py, chunked_flops_*.
+def _chunks(T, C, tail):
+    """(number of chunks, sum of their squared lengths) of T tokens."""
+    rest, short = tail(T, C), tail(-T, C)
+    whole = T + short
+    chunks = whole // C if isinstance(whole, int) else whole / C
+    return chunks, C * T - rest * (C - rest)
+
+
+def chunked_flops_forward(B, T, H, K, V=None, C=64, share=1, tail=_mod):
+    """The products of simple_gla_chunked's forward as FlopCounterMode counts them: per chunk
+    of n tokens, q k^T once per group of q and k (2 n^2 K; ``share`` = groups / heads), A V
+    (2 n^2 V), the read q S and the state update (2 n K V each) per head."""
+    V = K if V is None else V
+    _, squares = _chunks(T, C, tail)
+    return B * H * (2 * (share * K + V) * squares + 4 * K * V * T)
+
+
+def chunked_flops_backward(B, T, H, K, V=None, C=64, share=1, tail=_mod, minimum=min):
+    """Two gradient products per forward product, less those autograd skips: the zero state
+    entering the first chunk (q S's gradient of S: 2 n K V, n the first chunk's length) and
+    the state the last chunk leaves, not an output (its update's two: 4 n K V)."""
+    V = K if V is None else V
+    last = C - tail(-T, C)  # the last chunk's length
+    fwd = chunked_flops_forward(B, T, H, K, V, C, share, tail)
+    return 2 * fwd - B * H * K * V * (2 * minimum(T, C) + 4 * last)
+
+
+def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True,
+                       qk_copies=True, v_copy=True, share=1, tail=_mod,
+                       minimum=min):  # fmt: skip
+    """What autograd keeps of simple_gla_chunked beyond its inputs, per chunk of n tokens and
+    head, in the compute dtype: the scaled decay matrix and the scores (n x n each); q and k
+    as einsum lays them out for q k^T, for the read q S (the entering state needs a gradient
+    after the first chunk, whose zero state does not: the product keeps q there too) and
+    k for the state update (n x K each;
+    none where einsum reads them in place: ``qk_copies`` False, a single sequence or group);
+    v as einsum lays it out for A v (n x V; ``v_copy`` False where it reads v in place) and
+    v scaled by the keys' weights (n x V); the queries' and keys' row weights (n each); the
+    entering state (K x V) and, after the first chunk, e^(G_last). ``want_dg`` (g needs a
+    gradient): also the causal mask (n x n bools, shared by the heads), e^(G_i - G_j) and
+    q k^T (n x n each, q k^T once per group: ``share`` = groups / heads), e^G (n), the read
+    q S before its row weights (n x V) and the first chunk's e^(G_last). The operands of q
+    and k are per group too."""
+    V = K if V is None else V
+    chunks, squares = _chunks(T, C, tail)
+    first = minimum(T, C)
+    qkc, vc = (1 if qk_copies else 0), (1 if v_copy else 0)
+    per_head = 2 * squares + T * (2 + V + vc * V) + chunks * (K * V + 1) - 1
+    per_head += share * qkc * K * (4 * T - first)
+    masks = 0
+    if want_dg:
+        per_head += (1 + share) * squares + T * (1 + V) + 1
+        masks = squares
+    return compute_bytes * B * H * per_head + masks
+
+
+def chunked_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True, minimum=min):
+    """Held by simple_gla_chunked's forward beyond what it keeps and returns, at its peak
+    (measured on the CPU allocator: tests/cost/test_chunked_forms.py): the chunks' outputs
+    (V per token and head, joined at the end) and, where g needs no gradient, the first
+    chunk's gate differences and decay matrix on their way to the kept scaled one (two
+    n x n); with ``want_dg`` those are kept."""
+    V = K if V is None else V
+    n = minimum(T, C)
+    return compute_bytes * B * H * (V * T + (0 if want_dg else 2) * n * n)

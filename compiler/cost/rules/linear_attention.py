@@ -13,6 +13,7 @@ from ncd.ops import delta_rule_cost, gla_cost, linear_attention_cost, simple_gla
 
 from ..symbolic import chunk_tail
 from .common import ZERO, BoxView, Rule, Saved, _if, _in, _own, costs, numel
+from .contraction import _Operand, einsum
 from .fused import _attention_dims, _bytes_per, _copies, kernel_order
 
 
@@ -21,9 +22,10 @@ def linear_attention_box(v: BoxView) -> Rule:
     """Each variant with the formulas of the kernel it lowers to (compiler/fused.py), as on
     CUDA: `linear` and `lightning` ncd.ops.linear_attention, `decay` (and packed `linear`,
     `lightning`) simple_gla, `gla` gla, `delta` and `gated_delta` the delta rules. What each
-    keeps is what its autograd Function saves. `gla` where ncd.ops runs its chunked PyTorch
-    form instead (CPU tensors, float64, wide heads): that form's (`_gla_chunked`). Grouped
-    heads: `_grouped`."""
+    keeps is what its autograd Function saves. Where ncd.ops runs its chunked PyTorch form
+    instead (CPU tensors, float64, wide heads: `_runs_chunked_form`), that form's
+    (`_simple_gla_chunked`, `_gla_chunked`, `_delta_chunked`). Non-causal `linear` is two
+    einsums on every device (`_non_causal`). Grouped heads: `_grouped`."""
     if v.box.heads is not None:
         return _grouped(v)
     return _linear_attention_rule(v)
@@ -33,13 +35,16 @@ def _linear_attention_rule(v: BoxView) -> Rule:
     b = v.box
     if b.packed and not b.causal:
         return _packed_windows(v)
+    if not b.causal and b.variant == "linear":
+        return _non_causal(v)
+    chunked = _runs_chunked_form(v, *_attention_dims(v)[3:]) and not b.packed
     if b.variant in ("linear", "lightning") and not b.packed:
-        return _plain_linear_attention(v)
+        return _simple_gla_chunked(v) if chunked else _plain_linear_attention(v)
     if b.variant in ("linear", "lightning", "decay"):
-        return _simple_gla(v)
+        return _simple_gla_chunked(v) if chunked else _simple_gla(v)
     if b.variant == "gla":
         return _gla(v)
-    return _delta_rule(v)
+    return _delta_chunked(v) if chunked else _delta_rule(v)
 
 
 # The variants whose ops read grouped q and k in place (compiler/fused.py, `reads_groups`).
@@ -79,6 +84,9 @@ def _grouped(v: BoxView) -> Rule:
             if b.qk_heads is None:
                 layout.insert(layout.index(b.head), b.heads)
         inner.ins[p], inner.layouts[p] = t.with_axes(order), tuple(layout)
+    inner.groups_one = b.qk_heads is None or b.qk_heads in v.units  # (the chunked forms')
+    groups = v.size(v.x("q"), b.qk_heads) if b.qk_heads is not None else 1
+    inner.qk_share = groups / v.size(v.x("v"), b.heads) if native else 1
     r = _linear_attention_rule(inner)
     H = v.size(v.x("v"), b.heads)
     G = v.size(v.x("q"), b.qk_heads) if b.qk_heads is not None else 1
@@ -353,6 +361,188 @@ def _delta_rule(v: BoxView) -> Rule:
                 else []
             ),
         ],  # fmt: skip
+    )
+
+
+def _compute_width(v: BoxView) -> int:
+    """Bytes of an element of the chunked forms' compute dtype: float32 at least."""
+    return 8 if _bytes_per(v) == 8 else 4
+
+
+def _at_width(v: BoxView, port: str, w, nbytes, what: str) -> Saved:
+    """An input the chunked form keeps as converted to its compute dtype: the input itself
+    where it has that width, else the form's copy."""
+    t = v.x(port)
+    same = v.nbytes(TensorType((), t.dtype)) == w
+    return _in(port) if same else _own(f"{port}{8 * w}", nbytes, f"{what}, {8 * w}-bit copy")
+
+
+def _in_place(v: BoxView) -> tuple[bool, bool]:
+    """Whether the chunked forms' einsums read (q and k, v) without copies: their batch of
+    sequences (the batch axes before the heads) is one, or q and k have one group (v one
+    head). The operands are then views of [B, T, H, K] inputs."""
+    b = v.box
+    batch = [a for a in v.x("q").names if a not in (b.query, b.key, b.head, b.value)]
+    one_sequence = all(a in v.units for a in batch[:-1])
+    one_head = not batch or batch[-1] in v.units
+    groups_one = getattr(v, "groups_one", one_head)  # set by `_grouped`
+    heads_first = bool(batch) and all(
+        lay.index(batch[-1]) < lay.index(seq)
+        for p, seq in (("q", b.query), ("k", b.key))
+        for lay in [list(v.layouts.get(p, v.x(p).names))]
+        if batch[-1] in lay
+    )  # q and k laid out [B, H, T, K]: (sequence, head) pairs fold in place
+    return one_sequence or groups_one or heads_first, one_sequence or one_head
+
+
+def _simple_gla_chunked(v: BoxView) -> Rule:
+    """ops/simple_gla/reference.py's `simple_gla_chunked` through autograd, which CPU tensors
+    and float64 run for `decay`, and for `linear` and `lightning` through
+    ops/linear_attention/reference.py's `linear_attention_chunked` (a constant per-head
+    log-decay, no gradient; `normalize`: one more value column of ones, and the division
+    keeping the numerator, the denominator and where it is zero)."""
+    b = v.box
+    B, T, _, K, V = _attention_dims(v)
+    w = _compute_width(v)
+    nz = b.variant in ("linear", "lightning") and bool(b.normalize)
+    Vc = V + 1 if nz else V
+    dg = b.variant == "decay" and "g" in v.ins and v.grad("g")
+    qk_view, v_view = _in_place(v)
+    sizes = dict(tail=chunk_tail, minimum=sympy.Min)
+    share = getattr(v, "qk_share", 1)  # grouped q and k: q k^T once per group
+    chunks = simple_gla_cost.chunked_kept_bytes(
+        B, T, 1, K, Vc, compute_bytes=w, want_dg=dg, qk_copies=not qk_view, v_copy=not v_view,
+        share=share, **sizes,
+    )  # fmt: skip
+    kept = [_own("chunks", chunks, "per chunk: decays, einsum operands, scores, states")]
+    if qk_view:  # einsum keeps q and k themselves (at the compute width)
+        kept += [_at_width(v, p, w, w * numel(v.x(p)) * share, p) for p in ("q", "k")]
+    if dg:  # the keys' weights multiply v; the clamp of g keeps g
+        kept += [_at_width(v, "v", w, w * B * T * V, "v"),
+                 _at_width(v, "g", w, w * numel(v.x("g")), "g")]  # fmt: skip
+    if nz:
+        kept.append(_own("normalized", w * B * T * (Vc + 1) + B * T,
+                         "numerator and denominator, where it is zero"))  # fmt: skip
+    mm = simple_gla_cost.chunked_flops_forward(B, T, 1, K, Vc, share=share, tail=chunk_tail)
+    name = "simple_gla" if b.variant == "decay" else "linear_attention"
+    return Rule(
+        flops=mm + 4 * B * T * Vc,  # the row weights on the reads and the values
+        mm=mm,
+        mm_bwd=simple_gla_cost.chunked_flops_backward(B, T, 1, K, Vc, share=share, **sizes),
+        saved=kept,
+        temps=simple_gla_cost.chunked_temp_bytes(
+            B, T, 1, K, Vc, compute_bytes=w, want_dg=dg, minimum=sympy.Min
+        ),
+        extra_io=chunks,
+        fused=f"ncd.ops.{name} (chunked PyTorch form)",
+        notes=[
+            "FLOPs and saved tensors: ops/simple_gla/cost.py, chunked_* (the chunked PyTorch "
+            "form that runs here: the sequence's own chunks of at most 64 tokens)",
+        ],
+    )
+
+
+def _delta_chunked(v: BoxView) -> Rule:
+    """ops/delta_rule/chunked.py's `gated_delta_rule_chunked` through autograd, which CPU
+    tensors and float64 run: the sequence padded to whole chunks of 64, every chunk's
+    products at once, a loop over the chunks for the state."""
+    B, T, _, K, V = _attention_dims(v)
+    w = _compute_width(v)
+    gated = v.box.variant == "gated_delta"
+    dr = delta_rule_cost
+    chunks = dr.chunked_kept_bytes(B, T, 1, K, V, compute_bytes=w, gated=gated,
+                                   copies=not _padded_views(v, T), tail=chunk_tail)  # fmt: skip
+    kept = [_own("chunks", chunks, "padded inputs, einsum operands, C x C products, states")]
+    if gated and v.grad("g"):
+        kept.append(_at_width(v, "g", w, w * numel(v.x("g")), "g"))
+    mm = dr.chunked_flops_forward(B, T, 1, K, V, tail=chunk_tail)
+    P = dr.chunked_tokens(T, tail=chunk_tail)
+    name = "gated_delta_rule" if gated else "delta_rule"
+    return Rule(
+        flops=mm + 2 * B * P * 64 * 64,  # (the triangular solves, not counted as products)
+        mm=mm,
+        mm_bwd=dr.chunked_flops_backward(B, T, 1, K, V, tail=chunk_tail),
+        saved=kept,
+        temps=dr.chunked_temp_bytes(B, T, 1, K, V, compute_bytes=w, gated=gated, tail=chunk_tail),
+        bwd_temps=dr.chunked_backward_temp_bytes(
+            B, T, 1, K, V, compute_bytes=w, gated=gated, tail=chunk_tail
+        ),
+        extra_io=chunks,
+        fused=f"ncd.ops.{name} (chunked PyTorch form)",
+        notes=[
+            "FLOPs and saved tensors: ops/delta_rule/cost.py, chunked_* (the chunked PyTorch "
+            "form that runs here: the sequence padded to whole chunks of 64)",
+        ],
+    )
+
+
+def _padded_views(v: BoxView, T) -> bool:
+    """Whether the delta rules' chunked form multiplies views of its padded q and k (F.pad
+    keeps their memory order): where both are laid out with the heads before the tokens, and
+    the features last or the sequence a single chunk (at most 64 tokens)."""
+    b = v.box
+    batch = [a for a in v.x("q").names if a not in (b.query, b.key, b.head, b.value)]
+    if not batch:
+        return True
+    for p, seq in (("q", b.query), ("k", b.key)):
+        lay = [a for a in v.layouts.get(p, v.x(p).names) if a not in v.units]
+        if batch[-1] in lay and lay.index(batch[-1]) > lay.index(seq):
+            return False
+        if lay[-1] != b.head and not (sympy.sympify(T).is_number and T <= 64):
+            return False
+    return True
+
+
+def _non_causal(v: BoxView) -> Rule:
+    """Non-causal `linear` as compiler/fused.py lowers it on every device: kv = kᵀ v over
+    the keys, then q kv (two torch.einsum calls, priced as the contraction rule prices
+    einsum); `normalize` also sums k over the keys, forms q · Σk and divides (the division
+    keeping the numerator and the denominator); a scale other than 1 multiplies the result."""
+    b = v.box
+    q, k, vv, out = v.x("q"), v.x("k"), v.x("v"), v.out()
+    batch = [a for a in q.names if a not in (b.query, b.key, b.head, b.value)]
+    sizes = {a.name: a.size for t in (q, k, vv) for a in t.axes}
+
+    def operand(port):
+        t = v.x(port)
+        return _Operand(t.names, v.layouts[port], _in(port), v.grad(port),
+                        {a.name: a.size for a in t.axes})  # fmt: skip
+
+    kv_t = TensorType(tuple(vv.axis(a) if a != b.head else k.axis(a)
+                            for a in (*batch, b.head, b.value)), out.dtype)  # fmt: skip
+    first = einsum(v, [operand("k"), operand("v")], kv_t, out.dtype)
+    kv = _Operand(kv_t.names, first.layout, _own("kv", v.nbytes(kv_t), "kᵀ v"),
+                  v.grad("k") or v.grad("v"), sizes)  # fmt: skip
+    second = einsum(v, [operand("q"), kv], out, out.dtype)
+    saved = [*first.saved, *second.saved]
+    temps = first.temps + second.temps
+    if not any(s.where == "own" and s.ref == "kv" for s in saved):
+        temps += v.nbytes(kv_t)
+    mm, mm_bwd = first.mm + second.mm, first.mm_bwd + second.mm_bwd
+    flops, extra = first.flops + second.flops, first.io + second.io
+    scale = b.scale is not None and sympy.sympify(v.resolve(sympy.sympify(b.scale))) != 1
+    rows = numel(out) / out.axis(b.value).size
+    bp = v.bytes_per(out)
+    if b.normalize:
+        ks = numel(k) / k.axis(b.key).size  # Σk: [batch, head]
+        mm += 2 * rows * k.axis(b.head).size
+        mm_bwd += 2 * rows * k.axis(b.head).size * (int(v.grad("q")) + int(v.grad("k")))
+        flops += numel(k) + numel(out)
+        saved += [_in("q", "q (for q · Σk)"), _own("ksum", bp * ks, "Σk over the keys"),
+                  _own("num", v.nbytes(out), "numerator q kv"),
+                  _own("den", bp * rows, "denominator q · Σk")]  # fmt: skip
+    if scale:
+        flops += numel(out)
+        temps += v.nbytes(out)  # the unscaled result, freed once scaled
+    return Rule(
+        flops=flops,
+        mm=mm,
+        mm_bwd=mm_bwd,
+        saved=saved,
+        layout={"out": second.layout},
+        extra_io=extra,
+        temps=temps,
+        notes=["non-causal linear attention: q (kᵀ v), two einsums (no kernel)"],
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import BoxView, Expr, Rule, Saved, _if, _in, _out, _own, costs, numel
+from .common import BoxView, Expr, Rule, Saved, _follow, _if, _in, _out, _own, costs, numel
 
 SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
 
@@ -108,4 +108,5 @@ def normalize(v: BoxView) -> Rule:
             _in("x"),
             _own("norm", _stat_bytes(v, 2 * rows, kernel=False), "the norm and its clamp"),
         ],
+        layout=_follow(v),  # x divided by its norm: the quotient in x's memory order
     )

@@ -1,0 +1,165 @@
+"""The CPU forms of the causal linear-attention variants against measurement on the CPU.
+
+On CPU tensors ncd.ops runs chunked PyTorch forms (simple_gla/reference.py's
+`simple_gla_chunked`, through which linear_attention's chunked form runs too, and
+delta_rule/chunked.py's `gated_delta_rule_chunked`), and the `cpu` profile prices them with
+the `chunked_*` formulas of each family's cost.py. Kept bytes: the storages saved-tensor hooks
+see during the op's forward, its inputs excluded, exactly (inputs laid out [B, T, H, K], so
+that its einsums copy q and k). Products: FlopCounterMode's count, exactly. Peaks: the
+profiler's allocation events over one forward + backward of a one-box circuit against the
+model's liveness peak, within 10% (the forward's and backward's temporaries are priced by
+their largest terms, not allocation by allocation); the gallery's gated blocks within
+0.9-1.1.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import ncd
+from ncd import gallery
+from ncd.circuits.builder import Builder
+from ncd.ops import delta_rule_cost, simple_gla_cost
+from ncd.ops.delta_rule.chunked import gated_delta_rule_chunked
+from ncd.ops.linear_attention.reference import linear_attention_chunked
+from ncd.ops.simple_gla.reference import simple_gla_chunked
+
+from . import measure
+
+
+def kept_and_flops(fn, inputs):
+    """(bytes saved for the backward beyond the inputs, forward products, backward products)."""
+    ins = {x.untyped_storage().data_ptr() for x in inputs}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        seen.setdefault(s.data_ptr(), s.nbytes())
+        return t
+
+    with (
+        FlopCounterMode(display=False) as fwd,
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+    ):
+        o = fn(*inputs)
+    with FlopCounterMode(display=False) as bwd:
+        o.sum().backward()
+    kept = sum(n for p, n in seen.items() if p not in ins)
+    return kept, fwd.get_total_flops(), bwd.get_total_flops()
+
+
+def qkv(B, T, H, K, V, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, T, H, d, generator=g) for d in (K, K, V))
+    return q, k, v, g
+
+
+SIZES = [(2, 5, 3, 8, 4), (2, 70, 3, 8, 4), (3, 130, 2, 4, 8)]
+
+
+@pytest.mark.parametrize("dg", [False, True], ids=["fixed-gates", "learned-gates"])
+@pytest.mark.parametrize("B, T, H, K, V", SIZES)
+def test_simple_gla_chunked(B, T, H, K, V, dg):
+    q, k, v, g = qkv(B, T, H, K, V)
+    gate = F.logsigmoid(torch.randn(B, T, H, generator=g))
+    xs = [x.requires_grad_() for x in (q, k, v)] + [gate.requires_grad_(dg)]
+    kept, fwd, bwd = kept_and_flops(lambda *a: simple_gla_chunked(*a)[0], xs)
+    assert kept == simple_gla_cost.chunked_kept_bytes(B, T, H, K, V, want_dg=dg)
+    assert fwd == simple_gla_cost.chunked_flops_forward(B, T, H, K, V)
+    assert bwd == simple_gla_cost.chunked_flops_backward(B, T, H, K, V)
+
+
+@pytest.mark.parametrize("B, T, H, K, V", SIZES)
+def test_one_sequence_reads_q_k_v_in_place(B, T, H, K, V):
+    """B = 1: einsum folds (sequence, head) without copies; q and k themselves are kept."""
+    q, k, v, g = qkv(1, T, H, K, V)
+    gate = F.logsigmoid(torch.randn(1, T, H, generator=g))
+    xs = [x.requires_grad_() for x in (q, k, v)] + [gate]
+    kept, _, _ = kept_and_flops(lambda *a: simple_gla_chunked(*a)[0], xs)
+    want = simple_gla_cost.chunked_kept_bytes(1, T, H, K, V, want_dg=False, qk_copies=False,
+                                              v_copy=False)  # fmt: skip
+    assert kept == want
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("B, T, H, K, V", SIZES)
+def test_linear_attention_chunked(B, T, H, K, V, normalize):
+    """linear_attention's chunked form: simple_gla's with a constant log-decay (no gradient);
+    normalised, one more value column and the division's numerator, denominator and mask."""
+    q, k, v, _ = qkv(B, T, H, K, V)
+    xs = [x.sigmoid().requires_grad_() for x in (q, k, v)]
+    decay = torch.linspace(0.8, 0.99, H)
+    fn = lambda *a: linear_attention_chunked(*a, decay=decay, normalize=normalize)[0]  # noqa: E731
+    kept, fwd, bwd = kept_and_flops(fn, xs)
+    Vc = V + 1 if normalize else V
+    want = simple_gla_cost.chunked_kept_bytes(B, T, H, K, Vc, want_dg=False)
+    if normalize:
+        want += 4 * B * T * H * (Vc + 1) + B * T * H
+    assert kept == want
+    assert fwd == simple_gla_cost.chunked_flops_forward(B, T, H, K, Vc)
+    assert bwd == simple_gla_cost.chunked_flops_backward(B, T, H, K, Vc)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("B, T, H, K, V", [(2, 32, 2, 8, 8), (2, 70, 3, 8, 4), (3, 130, 2, 16, 8)])
+def test_delta_rule_chunked(B, T, H, K, V, gated):
+    """Several sequences (B > 1): matmul copies its operands (with B = 1 some fold in place)."""
+    q, k, v, g = qkv(B, T, H, K, V)
+    k = F.normalize(k, dim=-1)
+    beta = torch.rand(B, T, H, generator=g)
+    gate = F.logsigmoid(torch.randn(B, T, H, generator=g))
+    xs = [x.requires_grad_() for x in (q, k, v, beta, gate)]
+    fn = lambda q, k, v, b, g: gated_delta_rule_chunked(q, k, v, g if gated else None, b)[0]  # noqa: E731
+    kept, fwd, bwd = kept_and_flops(fn, xs)
+    assert kept == delta_rule_cost.chunked_kept_bytes(B, T, H, K, V, gated=gated)
+    assert fwd == delta_rule_cost.chunked_flops_forward(B, T, H, K, V)
+    assert bwd == delta_rule_cost.chunked_flops_backward(B, T, H, K, V)
+
+
+def one_box(variant, normalize=False):
+    b = Builder(variant, sizes={"B": 2, "T": 32, "H": 2, "K": 8, "V": 8})
+    q, k, v = b.input("q", "B T H K"), b.input("k", "B T H K"), b.input("v", "B T H V")
+    ports = {}
+    if variant in ("decay", "gated_delta"):
+        ports["g"] = b.input("g", "B T H")
+    if variant in ("delta", "gated_delta"):
+        ports["beta"] = b.input("beta", "B T H")
+    b.output("y", b.linear_attention(q, k, v, key="T", variant=variant, normalize=normalize,
+                                     **ports))  # fmt: skip
+    return b.build()
+
+
+@pytest.mark.parametrize("T", [32, 100])
+@pytest.mark.parametrize(
+    "variant, normalize",
+    [("linear", False), ("linear", True), ("lightning", False), ("decay", False),
+     ("delta", False), ("gated_delta", False)],
+)  # fmt: skip
+def test_one_box_peak(variant, normalize, T):
+    c = one_box(variant, normalize)
+    sizes = {"T": T}
+    report = ncd.analyse(c, sizes=sizes, lowering="unfused", device="cpu")
+    module = ncd.compile(c, sizes=sizes)
+    got, _ = measure.peak_bytes(module, measure.make_inputs(c, sizes))
+    model = report.numbers["peak_bytes"]
+    assert abs(model - got) <= 0.10 * got, (model, got)
+    assert "chunked PyTorch form" in report.boxes[0].kernel
+
+
+GATED_BLOCKS = ["transnormer_block", "lightning_block", "gla_block", "deltanet_block",
+                "gated_deltanet_block", "mamba_block", "hedgehog_attention", "mom_block",
+                "ecoformer_attention"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GATED_BLOCKS)
+def test_gallery_blocks_peak_within_10_percent(name):
+    """Measured over modelled peak of one forward + backward on the CPU, 0.9-1.1 (priced as
+    the GPU kernels: deltanet_block 3.9, gated_deltanet_block 4.9, mamba_block 1.86,
+    ecoformer_attention 0.66)."""
+    c = gallery.get(name)
+    got, _ = measure.peak_bytes(ncd.compile(c), measure.make_inputs(c))
+    model = ncd.analyse(c, lowering="unfused", device="cpu").numbers["peak_bytes"]
+    assert 0.9 <= got / model <= 1.1, (name, got, model)
