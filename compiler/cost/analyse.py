@@ -344,6 +344,7 @@ class _Walker:
         bc.notes += list(rule.notes)
         bc._temps = rule.temps  # type: ignore[attr-defined]
         bc._bwd_temps = rule.bwd_temps if grad_out else ZERO  # type: ignore[attr-defined]
+        bc._grad_through = rule.grad_through  # type: ignore[attr-defined]
         return bc
 
     def call(self, i, box, bc, in_wires, outs) -> BoxCost:
@@ -800,21 +801,32 @@ def _schedule(c, boxes, storages, wires):
         for s in released.get(i, []):
             alive.discard(s.id)
             live.add(s.nbytes, -1)
-    # backward: seed the outputs' gradients, then each box in reverse order
+    # backward: seed the outputs' gradients, then each box in reverse order. A gradient
+    # lives in a buffer; a box that passes its output's gradient through unchanged to an
+    # input (`grad_through`: an add) hands that input the same buffer. A tensor read by
+    # several boxes gets its buffer from the last reader's backward (the first to run); each
+    # earlier reader's backward makes its own gradient, which autograd adds into the buffer
+    # and frees: a transient of the tensor's size during that step. The outputs' gradients
+    # are the caller's, held until the backward returns.
     bwd: list[_Sum] = []
-    grads: set[str] = set()
+    buf: dict[str, str] = {}  # storage -> the buffer holding its gradient
+    refs: dict[str, int] = {}  # buffer -> storages (and the caller) holding it
+    size: dict[str, sympy.Expr] = {}
     consumed: dict[int, list[str]] = {}  # backward step at which a gradient is consumed
 
-    def new_grad(sid: str) -> None:
+    def hold(sid: str, b: str) -> None:
+        buf[sid] = b
+        refs[b] = refs.get(b, 0) + 1
         s = storages[sid]
-        grads.add(sid)
         if s.kind == "act" and s.producer >= 0:
             consumed.setdefault(s.producer, []).append(sid)
 
     for sid in sorted(out_storages):
         s = storages[sid]
         if s.grad and s.kind != "input":
-            new_grad(sid)
+            size[sid] = s.nbytes
+            refs[sid] = 1  # the caller's
+            hold(sid, sid)
             live.add(s.nbytes)
     until_at: dict[int, list[str]] = {}
     for sid, until in keep_until.items():
@@ -823,13 +835,25 @@ def _schedule(c, boxes, storages, wires):
     for i in range(n - 1, -1, -1):
         bc = boxes[i]
         name = order[i]
-        new = []
-        for _p, src in c.sources[name].items():
-            w = wires[src]
-            for sid in _storages(w):
+        through = getattr(bc, "_grad_through", ())
+        out_bufs = [buf[sid] for p in c.outs[name] for sid in _storages(wires[(name, p)])
+                    if sid in buf]  # fmt: skip
+        new, transient = [], ZERO
+        for p, src in c.sources[name].items():
+            for sid in _storages(wires[src]):
                 s = storages[sid]
-                if s.grad and not s.virtual and sid not in grads:
-                    new_grad(sid)
+                if not s.grad or s.virtual:
+                    continue
+                # a leaf's .grad is a clone of a gradient still shared elsewhere
+                passed = p in through and len(out_bufs) == 1 and s.kind not in ("input", "param")
+                if sid in buf:  # a later reader made its buffer: this one's is added in
+                    if not passed:
+                        transient += s.nbytes
+                elif passed:
+                    hold(sid, out_bufs[0])
+                else:
+                    size[sid] = s.nbytes
+                    hold(sid, sid)
                     new.append(s.nbytes)
         pgrad = bc.param_bytes if bc.param_bytes != 0 else ZERO
         before = _Sum(live.terms)
@@ -840,16 +864,18 @@ def _schedule(c, boxes, storages, wires):
         if extra is not None:
             held = [nb for _, sid, nb in bc.saved if keep_until.get(sid) == i]
             before = before.plus(*held, sign=-1)
-            bwd += [before.plus(e) for e in extra]
+            bwd += [before.plus(e, transient) for e in extra]
         else:
-            bwd.append(live.plus(getattr(bc, "_bwd_temps", ZERO)))
+            bwd.append(live.plus(getattr(bc, "_bwd_temps", ZERO), transient))
         # the gradients of what this box produced are consumed; its kept tensors are released
         for sid in consumed.pop(i, []):
-            if sid in grads:
-                grads.discard(sid)
-                live.add(storages[sid].nbytes, -1)
+            b = buf.pop(sid, None)
+            if b is not None:
+                refs[b] -= 1
+                if refs[b] == 0:
+                    live.add(size[b], -1)
         for sid in until_at.pop(i, []):
-            if sid in alive:
+            if sid in alive and sid not in out_storages:  # the caller holds the outputs
                 alive.discard(sid)
                 live.add(storages[sid].nbytes, -1)
                 del keep_until[sid]

@@ -125,6 +125,9 @@ class Rule:
     bwd_temps: Expr = ZERO
     """Bytes allocated and freed inside the box's backward, beyond the input gradients
     (products before a broadcast is summed away, flipped copies of a reverse scan)."""
+    grad_through: tuple[str, ...] = ()
+    """Input ports whose gradient is the output's gradient itself, unchanged (an add of
+    operands of the output's shape): no buffer of their own in the backward."""
     io: Expr | None = None
     io_bwd: Expr | None = None
     fused: str = ""

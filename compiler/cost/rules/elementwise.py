@@ -69,7 +69,12 @@ def binary(v: BoxView) -> Rule:
                 bwd_temps += v.nbytes(y)  # the full-size product, before the sum
         if fn == "div" and gb:
             bwd_temps += 2 * v.nbytes(y)  # -grad·a / b², in steps
-    return Rule(flops=numel(y), saved=saved, layout={"out": lay}, bwd_temps=bwd_temps)
+    # an add hands each operand of the output's shape the output's gradient itself (a
+    # subtraction its first operand; the second gets its negation)
+    through = {"add": ("a", "b"), "sub": ("a",)}.get(fn, ())
+    through = tuple(p for p in through if numel(v.x(p)) == numel(y) and v.x(p).dtype == y.dtype)
+    return Rule(flops=numel(y), saved=saved, layout={"out": lay}, bwd_temps=bwd_temps,
+                grad_through=through)  # fmt: skip
 
 
 @costs("scale")
