@@ -15,9 +15,13 @@ Families of cases (--ops):
   (itself tested against the recurrence), with gates per token or per head, weak (the
   factored chunks), strong (past the bound: the exact decay matrix) and mixed, initial and
   final states, packed sequences; every gradient, dg included.
-- linear and simple_gla also run grouped heads (labels "groups G/4": q and k of G = 1 or 2
-  heads read by the 4 heads of v, Mamba-2's B and C), against the references on q and k
-  repeated to the heads; `--match groups` runs only those.
+- gla: GLA's kernels against its chunked float64 PyTorch form (itself tested against the
+  recurrence), weak and strong gates, states, packed sequences; every gradient.
+- linear, simple_gla, gla, delta_rule and gated_delta_rule also run grouped heads (labels
+  "groups G/4": q and k of G = 1 or 2 heads read by the 4 heads of v, Mamba-2's B and C,
+  Gated DeltaNet's more value heads), against the references on q and k repeated to the
+  heads; `--match groups` runs only those (`--ops gated_delta_rule`: the gated delta rule's
+  grouped cases alone).
 - delta_rule: the delta rule's and gated delta rule's kernels (and, on Hopper, their Gluon
   chunk kernels) against the chunked float64 PyTorch form (ungated and gated, keys spread or
   nearly parallel, states, packed sequences, the forward that keeps its chunk states, the scan
@@ -59,6 +63,7 @@ from ncd.ops.attention.gluon import dkdv as gluon_dkdv
 from ncd.ops.attention.gluon import forward as gluon_forward
 from ncd.ops.attention.reference import softmax_attention_reference
 from ncd.ops.delta_rule import delta_rule, gated_delta_rule, gated_delta_rule_chunked
+from ncd.ops.gla import gla, gla_chunked
 from ncd.ops.linear_attention import linear_attention_reference
 from ncd.ops.short_conv import short_conv, short_conv_reference
 from ncd.ops.simple_gla import simple_gla, simple_gla_chunked
@@ -237,6 +242,32 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
     return grads_err(outs, refs, inputs, ref_in, g, names)
 
 
+def gla_case(dev, dtype, repeat, B, T, H, K, V, strength, state, cu, seed, G=None):
+    """GLA with log-gates logsigmoid(x + 2) times strength per key channel; G: q and k of G
+    heads read by the H heads of v and g (grouped; None: G = H), the reference (the float64
+    chunked form) on q and k repeated to the H heads."""
+    g = torch.Generator(device=dev).manual_seed(seed)
+    G = H if G is None else G
+    q, k = (torch.randn(B, T, G, K, device=dev, generator=g) for _ in range(2))
+    q, k = (torch.nn.functional.normalize(x, dim=-1) for x in (q, k))
+    v = torch.randn(B, T, H, V, device=dev, generator=g)
+    inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+    x = torch.randn(B, T, H, K, device=dev, generator=g)
+    inputs.append((torch.nn.functional.logsigmoid(x + 2.0) * strength).requires_grad_())
+    s0, kw = _state_and_packing(dev, g, inputs, B, H, K, V, state, cu)
+    for _ in range(repeat):
+        o, _ = gla(*inputs[:4], initial_state=s0, backend="triton", **kw)
+        o.float().sum().backward()
+    o, st = gla(*inputs[:4], initial_state=s0, backend="triton", **kw)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    rq, rk = (x.repeat_interleave(H // G, 2) for x in ref_in[:2])
+    s0_ref = ref_in[4] if state else None
+    o_ref, st_ref = gla_chunked(rq, rk, *ref_in[2:4], initial_state=s0_ref, **kw)
+    outs, refs = ([o, st], [o_ref, st_ref]) if state else ([o], [o_ref])
+    names = ["o", "S_T"][: len(outs)] + ["dq", "dk", "dv", "dg", "dS0"]
+    return grads_err(outs, refs, inputs, ref_in, g, names)
+
+
 def delta_gluon_case(dev, dtype, repeat, programs, *args):
     """delta_rule_case with the rule's Gluon chunk kernel (gluon.py ungated, gluon_gated.py
     gated) taken whatever the number of chunk programs (MIN_CHUNKS lifted: the cases are
@@ -264,16 +295,18 @@ def delta_gluon_case(dev, dtype, repeat, programs, *args):
 
 
 def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, seed, shift=4.0,
-                    reset=False):  # fmt: skip
+                    reset=False, G=None):  # fmt: skip
     """The (gated) delta rule, keys L2-normalised; near: their share of one common direction
     (nearly parallel keys give the chunks' inverses their largest terms); log decays
     logsigmoid(x + shift), x standard normal (shift 4: about -0.02 a token; -2: about -2.1,
     chunks past the factored decay's bound); reset: a hard reset (-inf) every 97th token from
-    token 96."""
+    token 96. G: q and k of G heads read by the H heads of v, g and beta (grouped; None:
+    G = H), the reference on q and k repeated to the H heads."""
     g = torch.Generator(device=dev).manual_seed(seed)
-    q = torch.randn(B, T, H, K, device=dev, generator=g)
-    base = torch.randn(1, 1, H, K, device=dev, generator=g)
-    k = torch.randn(B, T, H, K, device=dev, generator=g) * (1 - near) + base * near
+    G = H if G is None else G
+    q = torch.randn(B, T, G, K, device=dev, generator=g)
+    base = torch.randn(1, 1, G, K, device=dev, generator=g)
+    k = torch.randn(B, T, G, K, device=dev, generator=g) * (1 - near) + base * near
     k = torch.nn.functional.normalize(k, dim=-1)
     v = torch.randn(B, T, H, V, device=dev, generator=g)
     inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
@@ -303,7 +336,8 @@ def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, s
     def reference(xs):  # outputs and gradients of the float64 chunked form
         xs = [x.detach().double().requires_grad_() for x in xs]
         g_ref = xs[3] if gated else xs[3] * 0
-        o_ref, st_ref = gated_delta_rule_chunked(*xs[:3], g_ref, xs[4],
+        rq, rk = (x.repeat_interleave(H // G, 2) for x in xs[:2])  # autograd sums the groups
+        o_ref, st_ref = gated_delta_rule_chunked(rq, rk, xs[2], g_ref, xs[4],
                                                  initial_state=xs[5] if state else None,
                                                  **kw)  # fmt: skip
         refs = [o_ref, st_ref] if state else [o_ref]
@@ -492,11 +526,49 @@ def cases(families, dev, dtype):
                                 (*args, -2.0), fac))  # fmt: skip
                     out.append(("delta_rule", label + " hard resets", delta_rule_case,
                                 (*args, 4.0, True)))  # fmt: skip
+        # grouped heads: q and k of G heads read by H = 4 (--match groups selects these)
+        for G, near, state, packed in [(1, 0.0, True, False), (2, 0.5, False, True)]:
+            label = f"groups {G}/4 keys near={near} state={state} packed={packed}"
+            args = (1 if packed else 2, T, 4, K, K, False, near, state, cu if packed else None,
+                    9, 4.0, False, G)  # fmt: skip
+            out.append(("delta_rule", label, delta_rule_case, args))
+            keep = {"delta_keep_states": True, "delta_prepared_qk": True}
+            out.append(("delta_rule", label + " keep_states prepared", delta_rule_case, args,
+                        keep))  # fmt: skip
         if not small:  # the narrowest widths the kernels take on CUDA (MIN_GPU_WIDTH)
             for gated, Kn, Vn in [(False, 64, 64), (True, 64, 64)]:
                 label = f"{'gated ' if gated else ''}K={Kn} V={Vn}"
                 args = (2, T, 3, Kn, Vn, gated, 0.0, True, None, 9)
                 out.append(("delta_rule", label, delta_rule_case, args))
+    if families & {"delta_rule", "gated_delta_rule"}:  # the gated rule's grouped heads
+        K = 32 if small else 128
+        cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
+        for G, near, state, packed, change in [
+            (1, 0.0, True, False, {}),
+            (2, 0.5, True, True, {}),
+            (2, 0.0, False, False, {"gated_delta_factored": False}),
+            (1, 0.0, True, False, {"gated_delta_keep_values": True, "delta_prepared_qk": True}),
+        ]:
+            label = f"groups {G}/4 gated keys near={near} state={state} packed={packed}"
+            label += "".join(f" {n}={on}" for n, on in change.items())
+            args = (1 if packed else 2, T, 4, K, K, True, near, state, cu if packed else None,
+                    9, 4.0, False, G)  # fmt: skip
+            out.append(("gated_delta_rule", label, delta_rule_case, args, change))
+    if "gla" in families:
+        K = 32 if small else 128
+        cu = [0, 17, 17, 40, T] if small else [0, 100, 100, 613, T]
+        for G, strength, state, packed in [
+            (None, 1.0, True, False),
+            (None, 1.0, False, True),
+            (1, 1.0, False, False),
+            (2, 1.0, True, False),
+            (2, 30.0, True, False),
+            (1, 1.0, True, True),
+        ]:
+            label = f"groups {G}/4 " if G else ""
+            label += f"gates x{strength} state={state} packed={packed}"
+            args = (1 if packed else 2, T, 4, K, K, strength, state, cu if packed else None, 5, G)
+            out.append(("gla", label, gla_case, args))
     if "gluon" in families and dtype != torch.float32:
         fwd = [(1, 256, 256, 2, 2, 128, True), (1, 256, 256, 2, 2, 128, False),
                (1, 256, 256, 2, 2, 64, True), (2, 1024, 1024, 4, 4, 128, True),
@@ -543,7 +615,8 @@ def main():
     ap.add_argument(
         "--ops",
         default="softmax,linear",
-        help="softmax, linear, simple_gla, delta_rule, short_conv, gluon, gluon_grouped",
+        help="softmax, linear, simple_gla, gla, delta_rule, gated_delta_rule (its grouped "
+        "cases), short_conv, gluon, gluon_grouped",
     )
     ap.add_argument("--repeat", type=int, help="steps before the checked one (GPU: 2, CPU: 0)")
     ap.add_argument("--commit", default=None, help="commit measured, where the copy has no .git")

@@ -43,8 +43,10 @@ from .._backend import (
     check_state,
     default_scale,
     dot_precision,
+    group_sum,
     interpreting,
     launch,
+    per_head_grad,
     pow2,
     sm_count,
     use_triton,
@@ -153,6 +155,17 @@ def _chunk(CU, COFF, CHUNKS, c, T, NT, VARLEN: tl.constexpr):
         i_t = c % NT
     bos, L, _ = _sequence(CU, COFF, i_n, T, NT, VARLEN)
     return bos, L, i_t
+
+
+@triton.jit
+def _qk_rows(tok, i_h, H, GROUP: tl.constexpr):
+    """The rows of q and k (over the flat [B * T] tokens times their heads) that value head
+    i_h reads at tokens tok: head i_h // GROUP of q and k's H // GROUP heads (grouped heads:
+    GROUP value heads read one head of q and k), its own head when GROUP is 1."""
+    rows = tok * H + i_h
+    if GROUP > 1:
+        rows = tok * (H // GROUP) + i_h // GROUP
+    return rows
 
 
 @triton.jit
@@ -266,14 +279,16 @@ def _below_inverse(d, a_b, BT: tl.constexpr, SPLIT: tl.constexpr):
 
 @triton.jit
 def _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, keep, K_DIM: tl.constexpr, BK: tl.constexpr,
-         BT: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+         BT: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr, DOT: tl.constexpr,
+         GROUP: tl.constexpr):  # fmt: skip
     """A = diag(beta) (K K^T * E) where `keep` (a strictly lower (BT, BT) mask), else 0; the
     chunk's keys read BV columns at a time."""
     a = tl.zeros([BT, BT], tl.float32)
     for k0 in tl.static_range(0, BK, BV):
         offs_k = k0 + tl.arange(0, BV)
         kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
-        k = tl.load(K + (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :], mask=kmask, other=0.0)
+        qp = _qk_rows(tok, i_h, H, GROUP)[:, None] * K_DIM + offs_k[None, :]
+        k = tl.load(K + qp, mask=kmask, other=0.0)
         a = tl.dot(k, tl.trans(k), a, input_precision=DOT)
     if HAS_G:
         a = a * tl.exp(tl.where(keep, G[:, None] - Gc[None, :], 0.0))
@@ -283,7 +298,7 @@ def _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, keep, K_DIM: tl.constexpr, BK: tl.co
 @triton.jit
 def _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM: tl.constexpr,
               BK: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr,
-              DOT: tl.constexpr):  # fmt: skip
+              DOT: tl.constexpr, GROUP: tl.constexpr):  # fmt: skip
     """One chunk's scale (Q K^T * E * causal) to AQK (one row of BT per token, in the inputs'
     dtype) and, gated, the decayed keys K * exp(g_last - G) to KD; keys and queries read BV
     columns at a time."""
@@ -292,8 +307,9 @@ def _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM: tl.
         offs_k = k0 + tl.arange(0, BV)
         kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
         kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
-        k = tl.load(K + kp, mask=kmask, other=0.0)
-        q = tl.load(Q + kp, mask=kmask, other=0.0)
+        qp = _qk_rows(tok, i_h, H, GROUP)[:, None] * K_DIM + offs_k[None, :]
+        k = tl.load(K + qp, mask=kmask, other=0.0)
+        q = tl.load(Q + qp, mask=kmask, other=0.0)
         qk = tl.dot(q, tl.trans(k), qk, input_precision=DOT)
         if HAS_G:
             kd = k * tl.exp(g_last - G)[:, None]
@@ -312,7 +328,7 @@ def _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM: tl.
 def _qk_kernel(
     Q, K, GATE, AQK, KD, CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
-    VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+    VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """The backward's chunk-parallel pass for the scans (config delta_prepared_qk): per chunk
     and head scale (Q K^T * E * causal) and, gated, the decayed keys, as the prepare kernel's
@@ -327,7 +343,7 @@ def _qk_kernel(
     if HAS_G:
         G, Gc, _, g_last = _decays(GATE, bos, i_h, TT, L, i_t, BT)
     _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM, BK, BT, BV, HAS_G,
-              DOT)  # fmt: skip
+              DOT, GROUP)  # fmt: skip
 
 
 @triton.jit
@@ -335,7 +351,7 @@ def _prep_kernel(
     Q, K, V, BETA, GATE, WN, U, AI, AQK, KD, CU, COFF, CHUNKS, T, NT, H, TT, scale,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, STORE_U: tl.constexpr, STORE_QK: tl.constexpr, VARLEN: tl.constexpr,
-    DOT: tl.constexpr, SPLIT: tl.constexpr, BV: tl.constexpr,
+    DOT: tl.constexpr, SPLIT: tl.constexpr, BV: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """T = (I + A)^{-1} (written to AI, one row of the chunk's tile per token),
     WN = -W = -T diag(beta gamma) K and, with STORE_U, U = T diag(beta) V of one chunk and
@@ -359,9 +375,10 @@ def _prep_kernel(
     blk_r = offs_t[:, None] // 8
     blk_c = offs_t[None, :] // 8
     diag = (blk_r == blk_c) & (offs_t[:, None] > offs_t[None, :])
-    a_d = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT)
+    a_d = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, diag, K_DIM, BK, BT, BV, HAS_G, DOT, GROUP)
     d = _block_diag_inverse(a_d, BT, SPLIT)
-    a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT)
+    a_b = _kkt(K, tok, i_h, H, r_ok, beta, G, Gc, blk_r > blk_c, K_DIM, BK, BT, BV, HAS_G, DOT,
+               GROUP)  # fmt: skip
     ai = _below_inverse(d, a_b, BT, SPLIT)
     ai_ptrs = AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :]
     tl.store(ai_ptrs, ai.to(AI.dtype.element_ty), mask=r_ok[:, None])
@@ -380,14 +397,15 @@ def _prep_kernel(
         offs_k = k0 + tl.arange(0, BV)
         kmask = r_ok[:, None] & (offs_k < K_DIM)[None, :]
         kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
-        k = tl.load(K + kp, mask=kmask, other=0.0)
+        qp = _qk_rows(tok, i_h, H, GROUP)[:, None] * K_DIM + offs_k[None, :]
+        k = tl.load(K + qp, mask=kmask, other=0.0)
         if HAS_G:
             k = (k * -bw[:, None]).to(k.dtype)
         w = tl.dot(aw, k, input_precision=DOT)
         tl.store(WN + kp, w.to(WN.dtype.element_ty), mask=kmask)
     if STORE_QK:
         _store_qk(Q, K, AQK, KD, tok, i_h, H, r_ok, G, Gc, g_last, scale, K_DIM, BK, BT, BV,
-                  HAS_G, DOT)  # fmt: skip
+                  HAS_G, DOT, GROUP)  # fmt: skip
     if STORE_U:
         for v0 in range(0, V_DIM, BV):
             offs_v = v0 + tl.arange(0, BV)
@@ -429,6 +447,7 @@ def _scan_fwd_chunk(
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
     STATES: tl.constexpr, STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr,
     FORM_U: tl.constexpr, PREPARED: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
+    GROUP: tl.constexpr,
 ):  # fmt: skip
     """Chunk i of the state scan (_scan_fwd_kernel): returns S after it. FACTORED (gated):
     scale E_ij = a_i b_j (a = scale exp(G - G_last), b = exp(G_last - G)), so O =
@@ -440,11 +459,12 @@ def _scan_fwd_chunk(
     kmask = r_ok[:, None] & k_ok[None, :]
     vmask = r_ok[:, None] & v_ok[None, :]
     kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+    qp = _qk_rows(tok, i_h, H, GROUP)[:, None] * K_DIM + offs_k[None, :]
     vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
     if PREPARED and HAS_G:  # the decayed keys: all the scan needs of K
         k = tl.load(KD + kp, mask=kmask, other=0.0)
     else:
-        k = tl.load(K + kp, mask=kmask, other=0.0)
+        k = tl.load(K + qp, mask=kmask, other=0.0)
     if LOAD_VN:
         v_in = tl.load(VN + vp, mask=vmask, other=0.0)
     else:
@@ -482,7 +502,7 @@ def _scan_fwd_chunk(
         vb = (v_new * tl.exp(g_last - G)[:, None]).to(k.dtype)  # diag(b) V'
         S = S * tl.exp(g_last)
         if OUTPUT:
-            q = tl.load(Q + kp, mask=kmask, other=0.0)
+            q = tl.load(Q + qp, mask=kmask, other=0.0)
             qk = tl.where(causal, tl.dot(q, tl.trans(k), input_precision=DOT), 0.0).to(k.dtype)
             o = tl.dot(q, S.to(q.dtype), input_precision=DOT)
             o = tl.dot(qk, vb, o, input_precision=DOT)
@@ -491,7 +511,7 @@ def _scan_fwd_chunk(
         S = tl.dot(tl.trans(k), vb, S, input_precision=DOT)
     else:
         if OUTPUT:
-            q = tl.load(Q + kp, mask=kmask, other=0.0)
+            q = tl.load(Q + qp, mask=kmask, other=0.0)
             qs = tl.dot(q, S.to(q.dtype), input_precision=DOT)
             if HAS_G:
                 qs = qs * (gamma * scale)[:, None]
@@ -539,7 +559,7 @@ def _scan_fwd_chunks(
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
     STATES: tl.constexpr, STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr,
     FORM_U: tl.constexpr, PREPARED: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
-    STORE_CK: tl.constexpr,
+    STORE_CK: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """Chunks i_first .. i_end - 1 of the state scan: returns S after them. STORE_CK: in
     segments of CKPT chunks, each state entering one written to CK first (outside the loop
@@ -555,7 +575,7 @@ def _scan_fwd_chunks(
                     Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H,
                     TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal, K_DIM,
                     V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT,
-                    FACTORED,
+                    FACTORED, GROUP,
                 )  # fmt: skip
     else:
         for i in range(i_first, i_end):
@@ -563,6 +583,7 @@ def _scan_fwd_chunks(
                 Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, S, i, bos, L, c0, i_h, H, TT,
                 scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal, K_DIM, V_DIM,
                 BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT, FORM_U, PREPARED, DOT, FACTORED,
+                GROUP,
             )  # fmt: skip
     return S
 
@@ -576,6 +597,7 @@ def _scan_fwd_kernel(
     STORE_VN: tl.constexpr, LOAD_VN: tl.constexpr, OUTPUT: tl.constexpr, FORM_U: tl.constexpr,
     PREPARED: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, FACTOR: tl.constexpr,
     BOUND: tl.constexpr, STORE_CK: tl.constexpr, SEGMENTED: tl.constexpr, BV: tl.constexpr,
+    GROUP: tl.constexpr,
 ):  # fmt: skip
     """The state scan: per chunk V' = U - W S (WN = -W), the output, S updated. FORM_U: U =
     T diag(beta) V formed here from T (AI), else read (U). LOAD_VN: V' read from VN (kept by
@@ -623,14 +645,14 @@ def _scan_fwd_kernel(
                 Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, CK, ck_base, CKPT, S, i_first,
                 i_end, bos, L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off,
                 s_mask, causal, K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT,
-                FORM_U, PREPARED, DOT, True, STORE_CK,
+                FORM_U, PREPARED, DOT, True, STORE_CK, GROUP,
             )  # fmt: skip
         else:
             S = _scan_fwd_chunks(
                 Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, CK, ck_base, CKPT, S, i_first,
                 i_end, bos, L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off,
                 s_mask, causal, K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT,
-                FORM_U, PREPARED, DOT, False, STORE_CK,
+                FORM_U, PREPARED, DOT, False, STORE_CK, GROUP,
             )  # fmt: skip
     else:  # a loop of its own: a flag merged into the branch above becomes a runtime value,
         # which would compile the factored loop into the ungated kernel too
@@ -638,7 +660,7 @@ def _scan_fwd_kernel(
             Q, K, V, WN, U, AI, BETA, GATE, O, HS, VN, AQK, KD, CK, ck_base, CKPT, S, i_first,
             i_end, bos, L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off,
             s_mask, causal, K_DIM, V_DIM, BT, HAS_G, STATES, STORE_VN, LOAD_VN, OUTPUT,
-            FORM_U, PREPARED, DOT, False, STORE_CK,
+            FORM_U, PREPARED, DOT, False, STORE_CK, GROUP,
         )  # fmt: skip
     if STORE_ST:
         tl.store(ST + i_nh.to(tl.int64) * K_DIM * V_DIM + s_off, S, mask=s_mask)
@@ -650,7 +672,7 @@ def _scan_bwd_chunk(
     offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal_t,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BT: tl.constexpr, HAS_G: tl.constexpr,
     PREPARED: tl.constexpr, W_FROM_T: tl.constexpr, DOT: tl.constexpr, FACTORED: tl.constexpr,
-    UNSCALED: tl.constexpr,
+    UNSCALED: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """Chunk i of the reverse scan (_scan_bwd_kernel): returns dS entering it. UNSCALED
     (ungated): dS and dV' are carried divided by scale, so Q K^T and Q^T dO take q as read;
@@ -664,24 +686,25 @@ def _scan_bwd_chunk(
     kmask = r_ok[:, None] & k_ok[None, :]
     vmask = r_ok[:, None] & v_ok[None, :]
     kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+    qp = _qk_rows(tok, i_h, H, GROUP)[:, None] * K_DIM + offs_k[None, :]
     vp = (tok * H + i_h)[:, None] * V_DIM + offs_v[None, :]
     hp = ((c0 + i).to(tl.int64) * H + i_h) * K_DIM * V_DIM
     if UNSCALED:
         tl.store(DHS + hp + s_off, (dS * scale).to(DHS.dtype.element_ty), mask=s_mask)
     else:
         tl.store(DHS + hp + s_off, dS.to(DHS.dtype.element_ty), mask=s_mask)
-    q = tl.load(Q + kp, mask=kmask, other=0.0)
+    q = tl.load(Q + qp, mask=kmask, other=0.0)
     if PREPARED and HAS_G:  # the decayed keys: all this scan needs of K but W's
         k = tl.load(KD + kp, mask=kmask, other=0.0)
     else:
-        k = tl.load(K + kp, mask=kmask, other=0.0)
+        k = tl.load(K + qp, mask=kmask, other=0.0)
     if W_FROM_T:
         ai = tl.load(
             AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None], other=0.0
         )
         beta = tl.load(BETA + tok * H + i_h, mask=r_ok, other=0.0)
         if PREPARED and HAS_G:
-            k_raw = tl.load(K + kp, mask=kmask, other=0.0)
+            k_raw = tl.load(K + qp, mask=kmask, other=0.0)
         else:
             k_raw = k
     else:
@@ -751,7 +774,7 @@ def _scan_bwd_kernel(
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, USE_DST: tl.constexpr, STORE_DS0: tl.constexpr, PREPARED: tl.constexpr,
     W_FROM_T: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, FACTOR: tl.constexpr,
-    BOUND: tl.constexpr, UNSCALED: tl.constexpr, BV: tl.constexpr,
+    BOUND: tl.constexpr, UNSCALED: tl.constexpr, BV: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """The reverse scan of dS (the gradient of the state leaving a chunk), from the end:
     dV' = (scale Q K^T * E * causal)^T dO + diag(gamma_C / gamma) K dS,
@@ -780,6 +803,7 @@ def _scan_bwd_kernel(
                     Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos,
                     L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
                     causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, True, False,
+                    GROUP,
                 )  # fmt: skip
         else:
             for ii in range(0, n_chunks):
@@ -787,13 +811,14 @@ def _scan_bwd_kernel(
                     Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos,
                     L, c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask,
                     causal_t, K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False, False,
+                    GROUP,
                 )  # fmt: skip
     else:  # a loop of its own, as in _scan_fwd_kernel
         for ii in range(0, n_chunks):
             dS = _scan_bwd_chunk(
                 Q, K, WN, AI, BETA, GATE, DO, DVN, DHS, AQK, KD, dS, n_chunks - 1 - ii, bos, L,
                 c0, i_h, H, TT, scale, offs_t, offs_k, offs_v, k_ok, v_ok, s_off, s_mask, causal_t,
-                K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False, UNSCALED,
+                K_DIM, V_DIM, BT, HAS_G, PREPARED, W_FROM_T, DOT, False, UNSCALED, GROUP,
             )  # fmt: skip
     if STORE_DS0:
         if UNSCALED:
@@ -804,9 +829,10 @@ def _scan_bwd_kernel(
 @triton.jit
 def _bwd_chunk_kernel(
     Q, K, V, AI, BETA, GATE, DO, VN, DVN, HS, DHS, DQ, DK, DV, DBETA, DG,
-    CU, COFF, CHUNKS, T, NT, H, TT, scale,
+    CU, COFF, CHUNKS, T, NT, H, TT, scale, SDR,
     K_DIM: tl.constexpr, V_DIM: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
     HAS_G: tl.constexpr, VARLEN: tl.constexpr, DOT: tl.constexpr, BV: tl.constexpr,
+    GROUP: tl.constexpr,
 ):  # fmt: skip
     """Per chunk, with S entering and dS leaving it (from the scans), V' and dV':
     dq, dk through the output and the state update, dW = -dV' S^T, then the WY backward
@@ -823,8 +849,11 @@ def _bwd_chunk_kernel(
     tok = bos + rows
     k_ok = offs_k < K_DIM
     kmask = r_ok[:, None] & k_ok[None, :]
-    kp = (tok * H + i_h)[:, None] * K_DIM + offs_k[None, :]
+    qp = _qk_rows(tok, i_h, H, GROUP)[:, None] * K_DIM + offs_k[None, :]
     hp = (c.to(tl.int64) * H + i_h) * K_DIM * V_DIM
+    if GROUP > 1:  # grouped heads: each value head writes its own copy of dq and dk (SDR
+        DQ += (i_h % GROUP).to(tl.int64) * SDR  # apart, in q's layout), summed afterwards
+        DK += (i_h % GROUP).to(tl.int64) * SDR
     ai = tl.load(
         AI + (tok * H + i_h)[:, None] * BT + offs_t[None, :], mask=r_ok[:, None], other=0.0
     )
@@ -860,7 +889,7 @@ def _bwd_chunk_kernel(
         da = tl.dot(db_u.to(v_new.dtype), tl.trans(v_new), da, input_precision=DOT)
     # The key-side accumulators first, merged into dk's: dks and db_w free before Q K^T.
     # dW = -dV' S^T, so dB_w = T^T dW = -db_w; W = T diag(beta gamma) K
-    k = tl.load(K + kp, mask=kmask, other=0.0)
+    k = tl.load(K + qp, mask=kmask, other=0.0)
     t_w = -tl.sum(db_w * k.to(tl.float32), 1)
     if HAS_G:
         G, Gc, gamma, g_last = _decays(GATE, bos, i_h, TT, L, i_t, BT)
@@ -874,7 +903,7 @@ def _bwd_chunk_kernel(
         bw = beta
         dbeta += t_w
     dk = dks - db_w * bw[:, None]
-    q = tl.load(Q + kp, mask=kmask, other=0.0)
+    q = tl.load(Q + qp, mask=kmask, other=0.0)
     causal = offs_t[:, None] >= offs_t[None, :]
     if HAS_G:
         e = tl.exp(tl.where(causal, G[:, None] - Gc[None, :], 0.0))
@@ -888,7 +917,7 @@ def _bwd_chunk_kernel(
         dq = dq * scale
         dps = tl.where(causal, dp * scale, 0.0)
     dq = tl.dot(dps.to(k.dtype), k, dq, input_precision=DOT)
-    tl.store(DQ + kp, dq.to(DQ.dtype.element_ty), mask=kmask)
+    tl.store(DQ + qp, dq.to(DQ.dtype.element_ty), mask=kmask)
     dk = tl.dot(tl.trans(dps.to(q.dtype)), q, dk, input_precision=DOT)
     strict = offs_t[:, None] > offs_t[None, :]
     if HAS_G:  # E again rather than held in registers through the products above
@@ -897,7 +926,7 @@ def _bwd_chunk_kernel(
     dab = da * beta[:, None]
     # (dab + dab^T) K in one product: dab is strictly lower, so no entry has two terms
     dk = tl.dot((dab + tl.trans(dab)).to(k.dtype), k, dk, input_precision=DOT)
-    tl.store(DK + kp, dk.to(DK.dtype.element_ty), mask=kmask)
+    tl.store(DK + qp, dk.to(DK.dtype.element_ty), mask=kmask)
     dakk = da * tl.dot(k, tl.trans(k), input_precision=DOT)
     dbeta += tl.sum(dakk, 1)
     tl.store(DBETA + tok * H + i_h, dbeta, mask=r_ok)
@@ -915,14 +944,15 @@ class _Layout:
     """How a call's tokens fall into sequences and chunks of BT: N sequences; non-packed,
     sequence n is batch row n (T tokens, NT chunks); packed, cu (int32 [N + 1]), coff (first
     chunk of each sequence, int32 [N + 1]) and chunks ((sequence, chunk in it) per chunk,
-    int32 [NC, 2]). NC chunks in all, in sequence-major order."""
+    int32 [NC, 2]). NC chunks in all, in sequence-major order. group: the value heads that
+    read each head of q and k (H / G; 1 ungrouped), the kernels' GROUP."""
 
     __slots__ = ("N", "T", "NT", "NC", "BT", "cu", "coff", "chunks", "varlen", "ckpt", "soff",
-                 "NS", "NS_MAX")  # fmt: skip
+                 "NS", "NS_MAX", "group")  # fmt: skip
 
-    def __init__(self, q, cu_seqlens, BT, ckpt):
+    def __init__(self, q, cu_seqlens, BT, ckpt, group=1):
         B, T = q.shape[:2]
-        self.BT, self.varlen, self.ckpt = BT, cu_seqlens is not None, ckpt
+        self.BT, self.varlen, self.ckpt, self.group = BT, cu_seqlens is not None, ckpt, group
         if cu_seqlens is None:
             self.N, self.T, self.NT = B, T, cdiv(T, BT)
             self.NC = B * self.NT
@@ -969,7 +999,7 @@ def _bound(q) -> float:
 
 
 def _launch(kernel, configs, grid, args, lay, **meta):
-    meta = dict(meta, BT=lay.BT, VARLEN=lay.varlen)
+    meta = dict(meta, BT=lay.BT, VARLEN=lay.varlen, GROUP=lay.group)
     launch(kernel, configs, grid, args, meta, INTERPRET_CONFIG, key=KEY)
 
 
@@ -990,13 +1020,14 @@ def _prepare(k, v, g, beta, lay, store_u, q=None, scale=1.0):
     """T (per token its row of the chunk's inverse, ``[B, T, H, BT]``), -W and (store_u) U
     of every chunk, in the inputs' dtype; u None without store_u. With q (delta_prepared_qk):
     also scale (Q K^T * E * causal) (rows as T) and, gated, the decayed keys (as k), else
-    those two are None."""
-    B, T, H, K = k.shape
-    wn = torch.empty_like(k)
+    those two are None. q and k may have G heads, v H (lay.group = H / G); all of these are
+    per value head."""
+    B, T, H, K = *k.shape[:2], v.shape[2], k.shape[3]
+    wn = torch.empty(B, T, H, K, device=k.device, dtype=k.dtype)
     u = torch.empty_like(v) if store_u else None
     ai = torch.empty(B, T, H, lay.BT, device=k.device, dtype=k.dtype)
     aqk = torch.empty_like(ai) if q is not None else None
-    kd = torch.empty_like(k) if q is not None and g is not None else None
+    kd = torch.empty_like(wn) if q is not None and g is not None else None
     _launch(
         _prep_kernel, PREP_CONFIGS, lambda m: (lay.NC, H),
         (k if q is None else q, k, v, beta, beta if g is None else g, wn, wn if u is None else u,
@@ -1009,11 +1040,12 @@ def _prepare(k, v, g, beta, lay, store_u, q=None, scale=1.0):
 
 
 def _qk(q, k, g, scale, lay):
-    """The backward's scale (Q K^T * E * causal) (rows as T) and, gated, decayed keys (as k;
-    None ungated): one launch of _qk_kernel."""
-    B, T, H, K = q.shape
+    """The backward's scale (Q K^T * E * causal) (rows as T) and, gated, decayed keys (per
+    value head, H = lay.group G; None ungated): one launch of _qk_kernel."""
+    B, T, G, K = q.shape
+    H = G * lay.group
     aqk = torch.empty(B, T, H, lay.BT, device=q.device, dtype=q.dtype)
-    kd = torch.empty_like(k) if g is not None else None
+    kd = torch.empty(B, T, H, K, device=q.device, dtype=k.dtype) if g is not None else None
     _launch(
         _qk_kernel, QK_CONFIGS, lambda m: (lay.NC, H),
         (q, k, aqk if g is None else g, aqk, aqk if kd is None else kd, lay.cu, lay.coff,
@@ -1034,8 +1066,8 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
     [lay.NS, H, K, V]): the output scan writes there the state entering every lay.ckpt-th
     chunk; with segmented, the states scan starts each segment of lay.ckpt chunks from it,
     the segments in parallel."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, _, K = q.shape
+    H, V = v.shape[2:]
     hs = o = s_t = None
     load_vn = vn is not None
     if (states or values) and not load_vn:
@@ -1097,7 +1129,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
         # (config delta_checkpoint_states), from which the backward rescans in parallel
         ck = None
         if training and not keep and _settings.delta_checkpoint_states:
-            H, K, V = q.shape[2], q.shape[3], v.shape[3]
+            H, K, V = v.shape[2], q.shape[3], v.shape[3]
             ck = torch.empty(lay.NS, H, K, V, device=q.device, dtype=torch.float32)
         o, s_t, hs, vn = _scan_forward(
             q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd, values,
@@ -1114,8 +1146,8 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
     def backward(ctx, do, d_st):
         q, k, v, g, beta, s0, ai, wn, hs, vn, ck = ctx.saved_tensors
         lay, scale = ctx.lay, ctx.scale
-        B, T, H, K = q.shape
-        V = v.shape[-1]
+        B, T, _, K = q.shape
+        H, V = v.shape[2:]
         do = do.contiguous()
         aqk = kd = None
         if ctx.prepared:  # the scans read Q K^T and the decayed keys: one chunk-parallel pass
@@ -1146,17 +1178,21 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
             UNSCALED=_unscaled(g, aqk, scale),
         )  # fmt: skip
         del aqk, kd
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        # grouped heads: dq and dk per value head, one copy of q's layout for each of a
+        # group's heads, summed afterwards (per_head_grad, group_sum)
+        dq, dk = (per_head_grad(x, lay.group) for x in (q, k))
+        dv = torch.empty_like(v)
         dbeta = torch.empty_like(beta)
         dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
         if not _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv,
                                      dbeta, dg, scale, lay):  # fmt: skip
             args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk,
                     dv, dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T,
-                    lay.NT, H, B * T, scale)  # fmt: skip
+                    lay.NT, H, B * T, scale, q.numel())  # fmt: skip
             _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
                     K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None,
                     DOT=dot_precision(q))  # fmt: skip
+        dq, dk = group_sum(dq, q), group_sum(dk, k)
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
 
 
@@ -1164,10 +1200,13 @@ def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv
                           scale, lay) -> bool:  # fmt: skip
     """The backward's chunk pass in a warp-specialized Gluon kernel where its config is on
     and the kernel takes these inputs: the ungated rule's (gluon.py, config delta_gluon), the
-    gated rule's (gluon_gated.py, config gated_delta_gluon); False: the Triton kernel's to do."""
+    gated rule's (gluon_gated.py, config gated_delta_gluon); False: the Triton kernel's to do,
+    as for grouped heads (the Gluon kernels address q and k as v's heads)."""
     gated = g is not None
     kernel = gluon_gated if gated else gluon_chunk
     if not (_settings.gated_delta_gluon if gated else _settings.delta_gluon):
+        return False
+    if lay.group > 1:  # grouped heads: the Gluon kernels read q and k per value head
         return False
     if not gluon_chunk.available() or kernel.OP in gluon_common.FAILED:
         return False
@@ -1180,7 +1219,7 @@ def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv
 
 
 def _check_args(op, q, k, v, g, beta, scale, initial_state, cu_seqlens, gated):
-    B, T, H, K, V, N = check_sequences(op, q, k, v, scale, cu_seqlens)
+    B, T, H, K, V, N = check_sequences(op, q, k, v, scale, cu_seqlens, groups=True)
     for name, x in (("g", g), ("beta", beta)) if gated else (("beta", beta),):
         check_gate(op, name, x, ((B, T, H),), f"({B}, {T}, {H}) = [B, T, H]", q)
     if initial_state is not None:
@@ -1207,7 +1246,7 @@ def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seql
           (K, V))  # fmt: skip
     lay = _Layout(
         q, cu_seqlens, *(INTERPRET_CHUNK, INTERPRET_CHECKPOINT)
-        if interpreting() else (CHUNK, CHECKPOINT_CHUNKS)
+        if interpreting() else (CHUNK, CHECKPOINT_CHUNKS), group=v.shape[2] // q.shape[2],
     )  # fmt: skip
     g = None if g is None else g.float().contiguous()
     s0 = None if initial_state is None else initial_state.float().contiguous()
@@ -1220,8 +1259,11 @@ def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seql
 
 _DOC_ARGS = """
     Args:
-        q, k: ``[B, T, H, K]`` (keys L2-normalised, or pass ``use_qk_l2norm=True``).
-        v: ``[B, T, H, V]``.
+        q, k: ``[B, T, G, K]`` (keys L2-normalised, or pass ``use_qk_l2norm=True``).
+        v: ``[B, T, H, V]``, H a multiple of G: value head h reads q/k head h // (H / G)
+            (grouped heads, as Gated DeltaNet's or fla's ``num_v_heads > num_heads``; G = H:
+            one each). q and k are read in place, not repeated to the H heads; their
+            gradients are formed per value head and summed over each group's heads.
         {gates}
         scale: multiplies the output; None means ``K ** -0.5``.
         initial_state: ``[N, H, K, V]`` (N = B, or the number of packed sequences).

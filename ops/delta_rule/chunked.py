@@ -10,6 +10,11 @@ g, gamma_i = exp(G_i) and E_ij = exp(G_i - G_j):
     V' = U - W S                                         (S: the state entering the chunk)
     O  = scale diag(gamma) Q S + scale (Q K^T * E * causal) V'
     S  <- gamma_C S + (diag(gamma_C / gamma) K)^T V'
+
+Grouped heads: q and k may have fewer heads than v, beta and g (Hq dividing H), value head h
+reading q/k head h // (H / Hq). The value heads are split into [Hq, H / Hq] and q and k
+broadcast over each group's heads (K K^T and, ungated, Q K^T formed once per group), not
+repeated.
 """
 
 import torch
@@ -44,8 +49,9 @@ def gated_delta_rule_chunked(
     already normalised; computes in float32 (float64 inputs in float64)."""
     ct = torch.promote_types(q.dtype, torch.float32)
     out_dtype = v.dtype
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, G, K = q.shape
+    H, V = v.shape[2:]
+    R = H // G  # value heads per q/k head
     C = chunk_size
     scale = default_scale(scale, K)
     q, k, v, beta = q.to(ct), k.to(ct), v.to(ct), beta.to(ct)
@@ -62,20 +68,22 @@ def gated_delta_rule_chunked(
         padded = [_pad_sequences(x, cu_seqlens, T_pad) for x in xs]
         xs, positions = [p[0] for p in padded], padded[0][1]
     NT = T_pad // C
-    # (N, T_pad, H, D) -> (N, H, NT, C, D)
-    xs = [x.reshape(N, NT, C, H, x.shape[-1]).permute(0, 3, 1, 2, 4) for x in xs]
+    # (N, T_pad, G or H, D) -> (N, G, 1 or R, NT, C, D): q and k broadcast over R
+    xs = [
+        x.reshape(N, NT, C, G, x.shape[2] // G, x.shape[-1]).permute(0, 3, 4, 1, 2, 5) for x in xs
+    ]
     q, k, v, beta = xs[0], xs[1], xs[2], xs[3][..., 0]
     ones = torch.ones(C, C, dtype=torch.bool, device=q.device)
     strict, causal = torch.tril(ones, -1), torch.tril(ones)
-    kk = k @ k.transpose(-1, -2)  # (N, H, NT, C, C)
+    kk = k @ k.transpose(-1, -2)  # (N, G, 1, NT, C, C)
     qk = q @ k.transpose(-1, -2) * scale
     if g is not None:
-        G = xs[4][..., 0].cumsum(-1)  # (N, H, NT, C)
-        diff = G[..., :, None] - G[..., None, :]
+        gc = xs[4][..., 0].cumsum(-1)  # (N, G, R, NT, C)
+        diff = gc[..., :, None] - gc[..., None, :]
         decay = torch.exp(diff.masked_fill(~causal, float("-inf")))  # E on and below the diagonal
-        gamma = torch.exp(G)
-        gamma_last = gamma[..., -1]  # (N, H, NT)
-        k_out = k * torch.exp(G[..., -1:] - G)[..., None]  # keys decayed to the chunk's end
+        gamma = torch.exp(gc)
+        gamma_last = gamma[..., -1]  # (N, G, R, NT)
+        k_out = k * torch.exp(gc[..., -1:] - gc)[..., None]  # keys decayed to the chunk's end
         kk = kk * decay
         qk = qk * decay
         q_in = q * (gamma * scale)[..., None]
@@ -90,14 +98,16 @@ def gated_delta_rule_chunked(
     w = torch.linalg.solve_triangular(lower, b_w, upper=False, unitriangular=True)
     u = torch.linalg.solve_triangular(lower, v * beta[..., None], upper=False, unitriangular=True)
     s = q.new_zeros(N, H, K, V) if initial_state is None else initial_state.to(ct)
+    s = s.unflatten(1, (G, R))
     outs = []
     for n in range(NT):
-        v_new = u[:, :, n] - w[:, :, n] @ s  # (N, H, C, V)
-        outs.append(q_in[:, :, n] @ s + qk[:, :, n] @ v_new)
+        v_new = u[:, :, :, n] - w[:, :, :, n] @ s  # (N, G, R, C, V)
+        outs.append(q_in[:, :, :, n] @ s + qk[:, :, :, n] @ v_new)
         if g is not None:
-            s = s * gamma_last[:, :, n, None, None]
-        s = s + k_out[:, :, n].transpose(-1, -2) @ v_new
-    o = torch.stack(outs, 2)  # (N, H, NT, C, V)
+            s = s * gamma_last[:, :, :, n, None, None]
+        s = s + k_out[:, :, :, n].transpose(-1, -2) @ v_new
+    s = s.flatten(1, 2)
+    o = torch.stack(outs, 3).flatten(1, 2)  # (N, H, NT, C, V)
     if positions is None:
         # the real tokens copied into a tensor of their own: a slice of the padded output
         # would hold all of its storage wherever the result is kept

@@ -86,14 +86,28 @@ def _row(base, row, cols, L, D, RS):
 
 
 @triton.jit
+def _qk_rows(bos, i_h, H, K_DIM: tl.constexpr, GROUP: tl.constexpr):
+    """(offset, row stride) of the q and k rows that value head i_h reads, from token row bos
+    on: head i_h // GROUP of q and k's H // GROUP heads (grouped heads: GROUP value heads read
+    one head of q and k), its own head when GROUP is 1."""
+    n_qk = H
+    i_qk = i_h
+    if GROUP > 1:
+        n_qk = H // GROUP
+        i_qk = i_h // GROUP
+    return (bos * n_qk + i_qk) * K_DIM, n_qk * K_DIM
+
+
+@triton.jit
 def _gate_prep(
     G, Q, K, GC, QG, KD, CU, T, H, scale, K_DIM: tl.constexpr, BLOCK_K: tl.constexpr,
-    C: tl.constexpr, VARLEN: tl.constexpr,
+    C: tl.constexpr, VARLEN: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """One chunk and key block (program (chunk, sequence x head, key block)), all
     [B, T, H, K]: GC, float32, the log-gates' (G) cumulative sums over the chunk's tokens, b;
     QG = q e^b scale and KD = k e^(beta - b) in the inputs' dtype, beta = b at the chunk's
-    last valid token."""
+    last valid token. q and k are read at the head value head i_h reads (_qk_rows); the
+    outputs are per value head."""
     i_h, L, bos, t0 = _chunk_program(CU, T, H, C, VARLEN)
     if t0 < L:
         offs_t = tl.arange(0, C)
@@ -101,12 +115,13 @@ def _gate_prep(
         offs_k = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K)
         RS = H * K_DIM
         qk = (bos * H + i_h) * K_DIM
+        qq, RQ = _qk_rows(bos, i_h, H, K_DIM, GROUP)
         g = tl.maximum(_tile(G + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32), GATE_FLOOR)
         b = tl.cumsum(g, 0)
         last = tl.minimum(C, L - t0) - 1
         beta = tl.sum(tl.where((offs_t == last)[:, None], b, 0.0), 0)
-        q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS)
-        k = _tile(K + qk, rows, offs_k, L, K_DIM, RS)
+        q = _tile(Q + qq, rows, offs_k, L, K_DIM, RQ)
+        k = _tile(K + qq, rows, offs_k, L, K_DIM, RQ)
         mask = (rows < L)[:, None] & (offs_k < K_DIM)[None, :]
         ptrs = qk + rows[:, None] * RS + offs_k[None, :]
         tl.store(GC + ptrs, b, mask=mask)
@@ -148,14 +163,15 @@ def _diag_ref(b, offs_c, BC: tl.constexpr):
 
 @triton.jit
 def _fwd_A_block(
-    Q, K, GC, a_base, qk, t0, i_I, L, scale, RS, RA, offs_k, K_DIM: tl.constexpr,
+    Q, K, GC, a_base, qk, qq, t0, i_I, L, scale, RS, RQ, RA, offs_k, K_DIM: tl.constexpr,
     BC: tl.constexpr, GDOT: tl.constexpr,
 ):  # fmt: skip
-    """Rows [i_I * BC, +BC) of a chunk's A (first token t0), in sub-chunk blocks."""
+    """Rows [i_I * BC, +BC) of a chunk's A (first token t0), in sub-chunk blocks. q and k
+    at offset qq with row stride RQ, the gates at qk with RS."""
     offs_c = tl.arange(0, BC)
     r0 = t0 + i_I * BC
     rows_I = r0 + offs_c
-    q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+    q_I = _tile(Q + qq, rows_I, offs_k, L, K_DIM, RQ).to(tl.float32)
     b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
     # r: b at the boundary before block I (0 at the chunk's start). Off-diagonal blocks
     # J < I: (q_I e^(b_I - r)) (k_J e^(r - b_J))^T, both exponents <= 0.
@@ -163,7 +179,7 @@ def _fwd_A_block(
     qg = q_I * tl.exp(tl.minimum(b_I - r[None, :], 0.0)) * scale
     for J in range(0, i_I):
         rows_J = t0 + J * BC + offs_c
-        k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+        k_J = _tile(K + qq, rows_J, offs_k, L, K_DIM, RQ).to(tl.float32)
         b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
         kg = k_J * tl.exp(tl.minimum(r[None, :] - b_J, 0.0))
         a = tl.dot(qg, tl.trans(kg), input_precision=GDOT)
@@ -177,14 +193,14 @@ def _fwd_A_block(
     # exactly, column by column.
     b_m, span = _diag_ref(b_I, offs_c, BC)
     if span < SAFE_SPAN:
-        k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+        k_I = _tile(K + qq, rows_I, offs_k, L, K_DIM, RQ).to(tl.float32)
         qt = q_I * tl.exp(b_I - b_m[None, :])
         kt = k_I * tl.exp(b_m[None, :] - b_I)
         a = tl.dot(qt, tl.trans(kt), input_precision=GDOT)
     else:
         a = tl.zeros([BC, BC], tl.float32)
         for j in range(0, BC):
-            k_j = _row(K + qk, r0 + j, offs_k, L, K_DIM, RS)
+            k_j = _row(K + qq, r0 + j, offs_k, L, K_DIM, RQ)
             b_j = _gate_row(GC, qk, r0 + j, offs_k, L, K_DIM, RS)
             col = tl.sum(q_I * k_j[None, :] * tl.exp(tl.minimum(b_I - b_j[None, :], 0.0)), 1)
             a = tl.where(offs_c[None, :] == j, col[:, None], a)
@@ -197,12 +213,12 @@ def _fwd_A_block(
 
 
 @triton.jit
-def _fwd_A_whole(Q, K, a_base, qk, rows, offs_t, offs_k, b, b_m, L, scale, RS, RA,
+def _fwd_A_whole(Q, K, a_base, qq, rows, offs_t, offs_k, b, b_m, L, scale, RQ, RA,
                  K_DIM: tl.constexpr, GDOT: tl.constexpr):  # fmt: skip
     """A chunk's A as one product (its gates b span less than SAFE_SPAN from the middle row
     b_m): (q e^(b - b_m)) (k e^(b_m - b))^T scale, 0 above the diagonal."""
-    q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
-    k = _tile(K + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+    q = _tile(Q + qq, rows, offs_k, L, K_DIM, RQ).to(tl.float32)
+    k = _tile(K + qq, rows, offs_k, L, K_DIM, RQ).to(tl.float32)
     qt = q * tl.exp(b - b_m[None, :])
     kt = k * tl.exp(b_m[None, :] - b)
     a = tl.dot(qt, tl.trans(kt), input_precision=GDOT)
@@ -214,7 +230,7 @@ def _fwd_A_whole(Q, K, a_base, qk, rows, offs_t, offs_k, b, b_m, L, scale, RS, R
 def _fwd_A(
     Q, K, GC, A, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
-    VARLEN: tl.constexpr, GDOT: tl.constexpr, WHOLE: tl.constexpr,
+    VARLEN: tl.constexpr, GDOT: tl.constexpr, WHOLE: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """One chunk's A_ij = scale sum_k q_ik k_jk e^(b_ik - b_jk), j <= i, with b the in-chunk
     cumulative gates (GC, written by _gate_prep): as one block where the gates span less than
@@ -227,18 +243,19 @@ def _fwd_A(
         rows = t0 + offs_t
         RS = H * K_DIM
         qk = (bos * H + i_h) * K_DIM
+        qq, RQ = _qk_rows(bos, i_h, H, K_DIM, GROUP)
         RA = H * C
         a_base = A + (bos * H + i_h) * C
         b = _gate_tile(GC, qk, rows, offs_k, L, K_DIM, RS)
         b_m, span = _diag_ref(b, offs_t, C)
         if WHOLE and span < SAFE_SPAN:
-            _fwd_A_whole(Q, K, a_base, qk, rows, offs_t, offs_k, b, b_m, L, scale, RS, RA, K_DIM,
+            _fwd_A_whole(Q, K, a_base, qq, rows, offs_t, offs_k, b, b_m, L, scale, RQ, RA, K_DIM,
                          GDOT)  # fmt: skip
         else:
             for i_I in tl.static_range(NC):
                 if t0 + i_I * BC < L:
-                    _fwd_A_block(Q, K, GC, a_base, qk, t0, i_I, L, scale, RS, RA, offs_k, K_DIM,
-                                 BC, GDOT)  # fmt: skip
+                    _fwd_A_block(Q, K, GC, a_base, qk, qq, t0, i_I, L, scale, RS, RQ, RA, offs_k,
+                                 K_DIM, BC, GDOT)  # fmt: skip
 
 
 @triton.jit
@@ -481,8 +498,8 @@ def _bwd_dA(
 
 @triton.jit
 def _intra_whole(
-    Q, K, DA, DQ32, DK32, DQ, DK, DG, qk, a_base, rows, offs_t, offs_k, k_ok, b, b_m, beta,
-    carry, scale, L, K_DIM: tl.constexpr, RS, RA, GDOT: tl.constexpr,
+    Q, K, DA, DQ32, DK32, DQ, DK, DG, qk, qq, a_base, rows, offs_t, offs_k, k_ok, b, b_m, beta,
+    carry, scale, L, K_DIM: tl.constexpr, RS, RQ, RA, GDOT: tl.constexpr,
 ):  # fmt: skip
     """_bwd_intra's chunk as one block (rows: its tokens, b [C, BLOCK_K] its gates, b_m their
     middle row, every |b - b_m| < SAFE_SPAN): dq = (dA (k e^(b_m - b))) e^(b - b_m) + scale e^b
@@ -492,12 +509,12 @@ def _intra_whole(
     ptrs = qk + rows[:, None] * RS + offs_k[None, :]
     da = tl.load(a_base + rows[:, None] * RA + offs_t[None, :], mask=(rows < L)[:, None],
                  other=0.0)  # fmt: skip
-    k = _tile(K + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+    k = _tile(K + qq, rows, offs_k, L, K_DIM, RQ).to(tl.float32)
     kt = k * tl.exp(b_m[None, :] - b)
     dq = tl.dot(da, kt, input_precision=GDOT) * tl.exp(b - b_m[None, :])
     dq += tl.load(DQ32 + ptrs, mask=mask, other=0.0) * (scale * tl.exp(b))
     tl.store(DQ + ptrs, dq.to(DQ.dtype.element_ty), mask=mask)
-    q = _tile(Q + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32)
+    q = _tile(Q + qq, rows, offs_k, L, K_DIM, RQ).to(tl.float32)
     x = q * dq
     qt = q * tl.exp(b - b_m[None, :])
     dk = tl.dot(tl.trans(da), qt, input_precision=GDOT) * tl.exp(b_m[None, :] - b)
@@ -512,7 +529,7 @@ def _intra_whole(
 def _bwd_intra(
     Q, K, GC, DA, DQ32, DK32, W, DQ, DK, DG, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
-    VARLEN: tl.constexpr, GDOT: tl.constexpr, WHOLE: tl.constexpr,
+    VARLEN: tl.constexpr, GDOT: tl.constexpr, WHOLE: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """One chunk, key channels [i_k * BLOCK_K, +BLOCK_K): dq_i += sum_{j<=i} dA_ij k_j
     e^(b_i-b_j) and dk_j += sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = scale dO_i . v_j
@@ -524,7 +541,9 @@ def _bwd_intra(
     together: every quantity is per key channel, so channel blocks are independent programs.
     Off-diagonal pairs take their reference at a sub-chunk boundary (every exponent <= 0);
     diagonal blocks are split at their middle row where safe, else exact. Reads the
-    inter-chunk parts in DQ32 / DK32 and writes DQ, DK and DG only."""
+    inter-chunk parts in DQ32 / DK32 and writes DQ, DK and DG only (per value head; with
+    grouped heads q and k are read at the head each value head reads, and DQ, DK may be DQ32,
+    DK32 themselves: each program reads its own entries there before writing them)."""
     NC: tl.constexpr = C // BC
     i_k = tl.program_id(0)
     i_c = tl.program_id(1)
@@ -540,6 +559,7 @@ def _bwd_intra(
         RS = H * K_DIM
         RA = H * C
         qk = (bos * H + i_h) * K_DIM
+        qq, RQ = _qk_rows(bos, i_h, H, K_DIM, GROUP)
         a_base = DA + (bos * H + i_h) * C
         k_ok = offs_k < K_DIM
         lower = offs_c[:, None] >= offs_c[None, :]
@@ -554,15 +574,15 @@ def _bwd_intra(
         b_m, span = _diag_ref(b, offs_t, C)
         if WHOLE and span < SAFE_SPAN:
             _intra_whole(
-                Q, K, DA, DQ32, DK32, DQ, DK, DG, qk, a_base, rows, offs_t, offs_k, k_ok, b, b_m,
-                beta, carry, scale, L, K_DIM, RS, RA, GDOT,
+                Q, K, DA, DQ32, DK32, DQ, DK, DG, qk, qq, a_base, rows, offs_t, offs_k, k_ok, b,
+                b_m, beta, carry, scale, L, K_DIM, RS, RQ, RA, GDOT,
             )  # fmt: skip
         else:
             for J in tl.static_range(NC - 1, -1, -1):
                 rows_J = t0 + J * BC + offs_c
                 b_J = _gate_tile(GC, qk, rows_J, offs_k, L, K_DIM, RS)
-                q_J = _tile(Q + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-                k_J = _tile(K + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+                q_J = _tile(Q + qq, rows_J, offs_k, L, K_DIM, RQ).to(tl.float32)
+                k_J = _tile(K + qq, rows_J, offs_k, L, K_DIM, RQ).to(tl.float32)
                 mask = (rows_J < L)[:, None] & k_ok[None, :]
                 ptrs = qk + rows_J[:, None] * RS + offs_k[None, :]
                 # dq of block J, the inter-chunk part scale e^(b_J) DQ32_J and blocks I < J,
@@ -576,7 +596,7 @@ def _bwd_intra(
                 if J > 0:
                     for I in tl.static_range(J - 1, -1, -1):
                         rows_I = t0 + I * BC + offs_c
-                        k_I = _tile(K + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                        k_I = _tile(K + qq, rows_I, offs_k, L, K_DIM, RQ).to(tl.float32)
                         b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
                         kg = k_I * tl.exp(tl.minimum(r[None, :] - b_I, 0.0))
                         da = tl.load(a_base + rows_J[:, None] * RA + (I * BC + offs_c)[None, :],
@@ -597,7 +617,7 @@ def _bwd_intra(
                         r_j = t0 + J * BC + j
                         da_j = tl.load(a_base + rows_J * RA + J * BC + j,
                                        mask=(rows_J < L) & (offs_c >= j), other=0.0)  # fmt: skip
-                        k_j = _row(K + qk, r_j, offs_k, L, K_DIM, RS)
+                        k_j = _row(K + qq, r_j, offs_k, L, K_DIM, RQ)
                         b_j = _gate_row(GC, qk, r_j, offs_k, L, K_DIM, RS)
                         e = tl.exp(tl.minimum(b_J - b_j[None, :], 0.0))
                         dq += da_j[:, None] * k_j[None, :] * e
@@ -611,7 +631,7 @@ def _bwd_intra(
                     acc = acc * tl.exp(tl.minimum(beta - e_J, 0.0))[None, :]
                     for I in tl.static_range(J + 1, NC):
                         rows_I = t0 + I * BC + offs_c
-                        q_I = _tile(Q + qk, rows_I, offs_k, L, K_DIM, RS).to(tl.float32)
+                        q_I = _tile(Q + qq, rows_I, offs_k, L, K_DIM, RQ).to(tl.float32)
                         b_I = _gate_tile(GC, qk, rows_I, offs_k, L, K_DIM, RS)
                         qg = q_I * tl.exp(tl.minimum(b_I - e_J[None, :], 0.0))
                         dat = tl.load(
@@ -636,7 +656,7 @@ def _bwd_intra(
                         r_i = t0 + J * BC + i
                         ok_i = (offs_c <= i) & (r_i + 0 * offs_c < L)
                         da_i = tl.load(a_base + r_i * RA + J * BC + offs_c, mask=ok_i, other=0.0)
-                        q_i = _row(Q + qk, r_i, offs_k, L, K_DIM, RS)
+                        q_i = _row(Q + qq, r_i, offs_k, L, K_DIM, RQ)
                         b_i = _gate_row(GC, qk, r_i, offs_k, L, K_DIM, RS)
                         e = tl.exp(tl.minimum(b_i[None, :] - b_J, 0.0))
                         dk += da_i[:, None] * q_i[None, :] * e
@@ -743,22 +763,23 @@ def _layout(q, cu_seqlens):
 
 
 def _gates_prep(g, q, k, scale, N, T_arg, cu, varlen):
-    """(b, q e^b scale, k e^(beta - b)), all ``[B, T, H, K]``: b, the in-chunk cumulative
-    sums of g, in float32, the gated operands in q's dtype. One launch."""
+    """(b, q e^b scale, k e^(beta - b)), all ``[B, T, H, K]`` (per value head, q and k of
+    G heads read in place): b, the in-chunk cumulative sums of g, in float32, the gated
+    operands in q's dtype. One launch."""
     B, T, H, K = g.shape
     gc = torch.empty(B, T, H, K, device=g.device, dtype=torch.float32)
-    qg, kd = torch.empty_like(q), torch.empty_like(k)
+    qg, kd = (torch.empty(B, T, H, K, device=q.device, dtype=x.dtype) for x in (q, k))
     _launch(
         _gate_prep, PREP_CONFIGS, INTERPRET_PREP,
         lambda m: (cdiv(T, CHUNK), N * H, cdiv(K, m["BLOCK_K"])), g, q, k, gc, qg, kd, cu, T_arg,
-        H, scale, K_DIM=K, C=CHUNK, VARLEN=varlen,
+        H, scale, K_DIM=K, C=CHUNK, VARLEN=varlen, GROUP=H // q.shape[2],
     )  # fmt: skip
     return gc, qg, kd
 
 
 def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, G, K = q.shape
+    H, V = v.shape[2:]
     N, T_arg, cu, _ = _layout(q, cu_seqlens)
     varlen = cu_seqlens is not None
     dot, gdot = _precision(q)
@@ -767,7 +788,7 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     _launch(
         _fwd_A, A_CONFIGS, {}, lambda m: (cdiv(T, CHUNK), N * H), q, k, gc, A,
         cu, T_arg, H, scale, K_DIM=K, BLOCK_K=pow2(K), C=CHUNK, BC=SUB, VARLEN=varlen,
-        GDOT=gdot, WHOLE=WHOLE_CHUNK,
+        GDOT=gdot, WHOLE=WHOLE_CHUNK, GROUP=H // G,
     )  # fmt: skip
     o = torch.empty_like(v)
     s_t = torch.empty(N, H, K, V, device=q.device, dtype=torch.float32) if want_state else None
@@ -781,8 +802,8 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
 
 
 def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, G, K = q.shape
+    H, V = v.shape[2:]
     N, T_arg, cu, slots = _layout(q, cu_seqlens)
     varlen = cu_seqlens is not None
     dot, gdot = _precision(q)
@@ -813,14 +834,20 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
         _bwd_dA, DA_CONFIGS, INTERPRET_DA, lambda m: (cdiv(T, CHUNK), N * H), v, do, dA, cu,
         T_arg, H, scale, V_DIM=V, C=CHUNK, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
-    dq, dk = torch.empty_like(q), torch.empty_like(k)
+    if G == H:
+        dq, dk = torch.empty_like(q), torch.empty_like(k)
+    else:  # grouped heads: dq and dk per value head over dq32 and dk32, summed per group
+        dq, dk = dq32, dk32
     dg = torch.empty_like(g)
     _launch(
         _bwd_intra, INTRA_CONFIGS, INTERPRET_INTRA,
         lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H), q, k, gc, dA, dq32, dk32, w,
         dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, C=CHUNK, BC=SUB, VARLEN=varlen, GDOT=gdot,
-        WHOLE=WHOLE_CHUNK,
+        WHOLE=WHOLE_CHUNK, GROUP=H // G,
     )  # fmt: skip
+    if G != H:  # value head h = G r + i read q/k head h // (H / G): the sums over r
+        dq = dq.unflatten(2, (G, H // G)).sum(3).to(q.dtype)
+        dk = dk.unflatten(2, (G, H // G)).sum(3).to(k.dtype)
     return dq, dk, dv, dg, ds0
 
 
@@ -847,8 +874,9 @@ OP = "gla"
 
 
 def _check_args(q, k, v, g, scale, initial_state, cu_seqlens):
-    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens)
-    check_gate(OP, "g", g, (tuple(q.shape),), f"{tuple(q.shape)} as q", q)
+    B, T, H, K, V, N = check_sequences(OP, q, k, v, scale, cu_seqlens, groups=True)
+    check_gate(OP, "g", g, ((B, T, H, K),), f"({B}, {T}, {H}, {K}) = [B, T, H, K] (per value head)",
+               q)  # fmt: skip
     if initial_state is not None:
         check_state(OP, initial_state, N, H, K, V)
 
@@ -871,10 +899,14 @@ def gla(
     data-dependent decay. The signature of fla's ``chunk_gla``.
 
     Args:
-        q, k: ``[B, T, H, K]``.
-        v: ``[B, T, H, V]``.
-        g: ``[B, T, H, K]`` log-space gates (``<= 0``; such as ``logsigmoid`` of a projection),
-            any float dtype (float32 gates with bfloat16 q, k, v are fine). Differentiable.
+        q, k: ``[B, T, G, K]``.
+        v: ``[B, T, H, V]``, H a multiple of G: value head h reads q/k head h // (H / G)
+            (grouped heads, as Gated DeltaNet's or fla's ``num_v_heads > num_heads``; G = H:
+            one each). q and k are read in place, not repeated to the H heads; their
+            gradients are formed per value head and summed over each group's heads.
+        g: ``[B, T, H, K]`` log-space gates per value head (``<= 0``; such as ``logsigmoid``
+            of a projection), any float dtype (float32 gates with bfloat16 q, k, v are
+            fine). Differentiable.
         scale: multiplies ``q``; None means ``K ** -0.5``.
         initial_state: ``[N, H, K, V]`` (N = B, or the number of packed sequences).
             Differentiable.

@@ -23,7 +23,9 @@ def gla_step(
     token at a time, so a prompt run with ``output_final_state=True`` continues here.
 
     Args:
-        q, k: ``[B, H, K]``; v: ``[B, H, V]``; g: ``[B, H, K]`` log gates (any float dtype).
+        q, k: ``[B, G, K]``; v: ``[B, H, V]``, H a multiple of G: value head h reads q/k
+            head h // (H / G) (grouped heads; G = H: one each); g: ``[B, H, K]`` log gates
+            per value head (any float dtype).
         state: ``[B, H, K, V]`` (float32 suggested); None starts from zeros.
         scale: None means ``K ** -0.5``.
 
@@ -36,10 +38,15 @@ def gla_step(
     >>> o.shape, s.shape
     (torch.Size([2, 4, 3]), torch.Size([2, 4, 8, 3]))
     """
-    B, H, K, V, state = check_step(OP, q, k, v, state, scale)
-    check_gate(OP, "g", g, (tuple(q.shape),), f"{tuple(q.shape)} as q", q)
+    B, H, K, V, state = check_step(OP, q, k, v, state, scale, groups=True)
+    check_gate(OP, "g", g, ((B, H, K),), f"({B}, {H}, {K}) = [B, H, K] (per value head)", q)
     ct = torch.promote_types(state.dtype, torch.float32)
     scale = default_scale(scale, K)
-    s = g.to(ct).exp()[..., None] * state.to(ct) + k.to(ct)[..., None] * v.to(ct)[..., None, :]
-    o = scale * torch.einsum("bhk,bhkv->bhv", q.to(ct), s)
-    return o.to(v.dtype), s
+    # the value heads as [G, H / G]: q and k (G heads) broadcast over each group's heads
+    G = q.shape[1]
+    decay = g.to(ct).exp().unflatten(1, (G, H // G))[..., None]
+    vf = v.to(ct).unflatten(1, (G, H // G))
+    s = decay * state.to(ct).unflatten(1, (G, H // G))
+    s = s + k.to(ct)[:, :, None, :, None] * vf[..., None, :]
+    o = scale * torch.einsum("bgk,bgrkv->bgrv", q.to(ct), s)
+    return o.flatten(1, 2).to(v.dtype), s.flatten(1, 2)

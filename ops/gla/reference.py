@@ -67,8 +67,10 @@ SAFE_SPAN = 40.0
 
 
 def _chunk(q, k, v, g, s, scale):
-    """One chunk of n tokens of every sequence of a batch. q, k, g: (B, n, H, K); v: (B, n,
-    H, V); s: (B, H, K, V), the state entering the chunk.
+    """One chunk of n tokens of every sequence of a batch, the value heads split into groups
+    [G, R] (value head h = G r + i reads q/k head h // R): q, k: (B, n, G, 1, K), broadcast
+    over each group's R heads; g: (B, n, G, R, K); v: (B, n, G, R, V); s: (B, G, R, K, V),
+    the state entering the chunk.
 
     The intra-chunk weights exp(b_i - b_j) (b the cumulative log gate within the chunk) are
     factored as exp(b_i - b_m) exp(b_m - b_j) around the middle row m, so that the scores are
@@ -76,31 +78,31 @@ def _chunk(q, k, v, g, s, scale):
     SAFE_SPAN; otherwise each factor is formed from its own difference (exact in every
     exponent: strong gates neither overflow nor lose precision)."""
     n = q.shape[1]
-    b = torch.cumsum(g, 1)  # (B, n, H, K): the cumulative log gate within the chunk
-    beta = b[:, -1]  # (B, H, K): the whole chunk's
-    o = scale * torch.einsum("bihk,bhkv->bihv", q * b.exp(), s)
+    b = torch.cumsum(g, 1)  # (B, n, G, R, K): the cumulative log gate within the chunk
+    beta = b[:, -1]  # (B, G, R, K): the whole chunk's
+    o = scale * torch.einsum("bigrk,bgrkv->bigrv", q * b.exp(), s)
     rel = b - b[:, n // 2 : n // 2 + 1]
     causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
     # traced (torch.compile, torch.export): the exact form, with no data-dependent branch
     factor = not torch.compiler.is_compiling() and rel.numel() > 0
     if factor and float(rel.detach().abs().max()) <= SAFE_SPAN:
-        a = torch.einsum("bihk,bjhk->bhij", q * rel.exp(), k * (-rel).exp())
+        a = torch.einsum("bigrk,bjgrk->bgrij", q * rel.exp(), k * (-rel).exp())
         a = scale * a.masked_fill(~causal, 0.0)
     else:
-        lag = b[:, :, None] - b[:, None, :]  # (B, i, j, H, K)
-        decay = torch.where(causal[None, :, :, None, None], lag, float("-inf")).exp()
-        a = scale * torch.einsum("bihk,bjhk,bijhk->bhij", q, k, decay)  # (B, H, i, j)
-    o = o + torch.einsum("bhij,bjhv->bihv", a, v)
+        lag = b[:, :, None] - b[:, None, :]  # (B, i, j, G, R, K)
+        decay = torch.where(causal[None, :, :, None, None, None], lag, float("-inf")).exp()
+        a = scale * torch.einsum("bigrk,bjgrk,bijgrk->bgrij", q, k, decay)  # (B, G, R, i, j)
+    o = o + torch.einsum("bgrij,bjgrv->bigrv", a, v)
     s = beta.exp()[..., None] * s + torch.einsum(
-        "bjhk,bjhv->bhkv", k * (beta[:, None] - b).exp(), v
+        "bjgrk,bjgrv->bgrkv", k * (beta[:, None] - b).exp(), v
     )
     return o, s
 
 
 def gla_chunked(
-    q: torch.Tensor,  # (B, T, H, K)
-    k: torch.Tensor,  # (B, T, H, K)
-    v: torch.Tensor,  # (B, T, H, V)
+    q: torch.Tensor,  # (B, T, G, K)
+    k: torch.Tensor,  # (B, T, G, K)
+    v: torch.Tensor,  # (B, T, H, V), H a multiple of G
     g: torch.Tensor,  # (B, T, H, K) log gates
     scale: float | None = None,
     initial_state: torch.Tensor | None = None,  # (N, H, K, V)
@@ -111,21 +113,28 @@ def gla_chunked(
     """The chunked form in PyTorch: a loop over chunks of ``chunk`` tokens, each vectorised
     (the intra-chunk weights ``exp(b_i - b_j)`` as one product of scaled queries and keys, or
     elementwise over the key channels where the gates are strong: `_chunk`), the state passed
-    between chunks. Differentiable by autograd. Returns ``(o, final_state)``."""
+    between chunks. q and k may have G heads shared by the values' H heads in groups (value
+    head h reads q/k head h // (H / G); G = H: one each), broadcast rather than repeated.
+    Differentiable by autograd. Returns ``(o, final_state)``."""
     out_dtype = v.dtype
     ct, scale, q, k, v, g = _prepare(q, k, v, g, scale)
     g = g.clamp(min=GATE_FLOOR)  # as the kernels: a hard reset (-inf) stays finite
-    B, T, H, K = q.shape
+    B, T, G, K = q.shape
+    H, V = v.shape[2:]
+    R = H // G
+    q, k = q[:, :, :, None], k[:, :, :, None]  # (B, T, G, 1, K)
+    v, g = v.unflatten(2, (G, R)), g.unflatten(2, (G, R))
     outs, states = [], []
     for sl, n in _pieces(cu_seqlens, T):
         if initial_state is None:
-            s = q.new_zeros(B, H, K, v.shape[-1])
+            s = q.new_zeros(B, G, R, K, V)
         else:
             s = initial_state[slice(None) if n is None else slice(n, n + 1)].to(ct)
+            s = s.unflatten(1, (G, R))
         for t0 in range(sl.start, sl.stop, chunk):
             c = slice(t0, min(t0 + chunk, sl.stop))
             o, s = _chunk(q[:, c], k[:, c], v[:, c], g[:, c], s, scale)
-            outs.append(o)
-        states.append(s)
-    o = torch.cat(outs, 1) if outs else v[:, :0] * 0.0  # empty, on the graph
+            outs.append(o.flatten(2, 3))
+        states.append(s.flatten(1, 2))
+    o = torch.cat(outs, 1) if outs else v[:, :0].flatten(2, 3) * 0.0  # empty, on the graph
     return o.to(out_dtype), (torch.cat(states, 0) if output_final_state else None)

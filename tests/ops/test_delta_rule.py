@@ -589,3 +589,139 @@ def test_inverse_tile_and_tf32_split(BT):
     y = m * 2.0**11
     expected = torch.sign(y) * torch.floor(y.abs() + 0.5) * 2.0 ** (e - 11).double()
     torch.testing.assert_close(hi.double(), expected, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- grouped heads
+# (B, T, G, H, K, V, gated, cu_seqlens, initial state, final state): q and k of G heads read by
+# the H heads of v, beta and g, value head h reading q/k head h // (H / G)
+GROUPED = [
+    (2, 37, 1, 3, 16, 8, False, None, True, True),
+    (2, 37, 2, 4, 16, 24, True, None, True, False),
+    (1, 45, 2, 4, 8, 16, True, [0, 7, 7, 30, 45], False, True),
+    (1, 40, 1, 2, 16, 16, False, [0, 20, 40], True, True),
+]
+
+
+def run_grouped(case, dtype=torch.float32, tol=None, **extra):
+    """The op on grouped q, k against the token-by-token float64 recurrence on q, k repeated
+    to the H heads by repeat_interleave: outputs, final states and every gradient (dq and dk
+    of the reference summed over each group's heads by autograd)."""
+    B, T, G, H, K, V, gated, cu, use_s0, want_state = case
+    N = B if cu is None else len(cu) - 1
+    q, k, *_ = make(B, T, G, K, V, seed=T + G, gated=gated)
+    _, _, v, beta, g, s0, gen = make(B, T, H, K, V, seed=H, gated=gated, N=N)
+    xs = [q.to(dtype), k.to(dtype), v.to(dtype), beta, s0 if use_s0 else None]
+    if gated:
+        xs.append(g)
+    xs = [None if x is None else x.clone().requires_grad_() for x in xs]
+    kw = dict(scale=0.4, output_final_state=want_state,
+              cu_seqlens=None if cu is None else torch.tensor(cu))  # fmt: skip
+    fn = gated_delta_rule if gated else delta_rule
+    o, s_t = call(fn, xs, gated, **kw, **extra)
+    assert o.shape == (B, T, H, V) and o.dtype == dtype
+    ref_xs = [None if x is None else x.detach().double().requires_grad_() for x in xs]
+    ref_in = [x for x in ref_xs if x is not None]
+    rep = [x.repeat_interleave(H // G, 2) for x in ref_xs[:2]] + ref_xs[2:]
+    o_ref, s_ref = call(gated_delta_rule_reference, rep, gated, **kw)
+    outs, refs = [o] + [s_t] * want_state, [o_ref] + [s_ref] * want_state
+    cot = [torch.randn(x.shape, generator=gen).to(x.dtype) for x in outs]
+    inputs = [x for x in xs if x is not None]
+    grads = torch.autograd.grad(outs, inputs, cot)
+    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cot])
+    for x, gr in zip(inputs, grads):
+        assert gr.dtype == x.dtype and gr.shape == x.shape
+    names = ["o", "S_T"][: len(outs)] + [
+        n for n, x in zip(["dq", "dk", "dv", "dbeta", "dS0", "dg"], xs) if x is not None
+    ]
+    errs = {n: rel_rms(a, b) for n, a, b in zip(names, outs + list(grads), refs + list(ref_grads))}
+    assert max(errs.values()) < (TOL[dtype] if tol is None else tol), errs
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_heads_in_the_chunked_form(case):
+    run_grouped(case)  # CPU tensors: the chunked PyTorch form
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_heads_match_the_recurrence(case, dtype, nan_strided):
+    run_grouped(case, dtype, backend="triton")
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("prepared", [False, True], ids=["formed", "prepared"])
+@pytest.mark.parametrize("keep", ["states", "values", "none"])
+@pytest.mark.parametrize("case", GROUPED[1:3], ids=str)
+def test_grouped_heads_with_every_scan_option(case, keep, prepared, nan_strided):
+    """The kernels' other readers of q and k: the prepared Q K^T (prepare kernel and the
+    backward's _qk_kernel), the states kept or rescanned from checkpoints, V' kept, and the
+    gated scans' decay matrix beside the factored decay."""
+    with config.override(**keeping(keep), delta_prepared_qk=prepared,
+                         gated_delta_factored=keep != "none"):  # fmt: skip
+        run_grouped(case, backend="triton")
+
+
+def test_grouped_steps_continue_a_prompt():
+    """q and k of 2 heads read by 4 value heads: a prompt through the op, then one token at a
+    time, against the recurrence on q and k repeated to the heads."""
+    q, k, *_ = make(2, 12, 2, 8, 5, seed=1, gated=True)
+    _, _, v, beta, g, s0, _ = make(2, 12, 4, 8, 5, seed=2, gated=True)
+    q, k, v, beta, g, s0 = (x.double() for x in (q, k, v, beta, g, s0))
+    for gated in (False, True):
+        gg = g if gated else None
+        o_ref, s_ref = gated_delta_rule_reference(
+            q.repeat_interleave(2, 2), k.repeat_interleave(2, 2), v, gg, beta, scale=0.5,
+            initial_state=s0, output_final_state=True,
+        )  # fmt: skip
+        p = slice(0, 7)
+        if gated:
+            _, state = gated_delta_rule(q[:, p], k[:, p], v[:, p], g[:, p], beta[:, p],
+                                        scale=0.5, initial_state=s0,
+                                        output_final_state=True)  # fmt: skip
+        else:
+            _, state = delta_rule(q[:, p], k[:, p], v[:, p], beta[:, p], scale=0.5,
+                                  initial_state=s0, output_final_state=True)  # fmt: skip
+        for t in range(7, 12):
+            if gated:
+                o_t, state = gated_delta_rule_step(q[:, t], k[:, t], v[:, t], g[:, t],
+                                                   beta[:, t], state, scale=0.5)  # fmt: skip
+            else:
+                o_t, state = delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], state,
+                                             scale=0.5)  # fmt: skip
+            torch.testing.assert_close(o_t, o_ref[:, t])
+        torch.testing.assert_close(state, s_ref)
+
+
+def test_grouped_heads_must_divide():
+    q, k, *_ = make(1, 6, 3, 8, 4, seed=0, gated=True)
+    _, _, v, beta, g, _, _ = make(1, 6, 4, 8, 4, seed=0, gated=True)
+    message = "heads H of v: expected a multiple of the G = 3"
+    calls = (lambda: delta_rule(q, k, v, beta),
+             lambda: gated_delta_rule(q, k, v, g, beta),
+             lambda: delta_rule_step(q[:, 0], k[:, 0], v[:, 0], beta[:, 0]),
+             lambda: gated_delta_rule_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0],
+                                           beta[:, 0]))  # fmt: skip
+    for call_ in calls:
+        with pytest.raises(ValueError, match=message):
+            call_()
+    with pytest.raises(ValueError, match="beta.shape"):  # the gates are per value head
+        delta_rule(q[:, :, :2], k[:, :, :2], v, beta[:, :, :2])
+
+
+def test_grouped_heads_leave_the_gluon_kernels(monkeypatch):
+    """On Hopper the backward's chunk pass may go to the Gluon kernels, which address q and k
+    as v's heads: grouped calls are left to the Triton kernel before any other test."""
+    monkeypatch.setattr(chunk.gluon_chunk, "available", lambda: True)
+    monkeypatch.setattr(chunk.gluon_chunk, "supports", lambda *a: (True, ""))
+    ran = []
+    monkeypatch.setattr(chunk.gluon_common, "attempt", lambda *a: ran.append(a) or True)
+    q, k, *_ = make(1, 64, 1, 64, 64, seed=0, gated=True)
+    _, _, v, beta, g, _, _ = make(1, 64, 2, 64, 64, seed=0, gated=True)
+    lay = chunk._Layout(q, None, 64, 16, group=2)
+    args = (q, k, v, g, None, beta, None, None, None, None, None, None, None, None, None, g)
+    with config.override(delta_gluon=True, gated_delta_gluon=True):
+        assert chunk._chunk_backward_gluon(*args, 1.0, lay) is False
+        lay.group = 1
+        assert chunk._chunk_backward_gluon(*args, 1.0, lay) is True
+    assert len(ran) == 1

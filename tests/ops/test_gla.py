@@ -307,3 +307,107 @@ def test_flops_count_whole_chunks_at_the_sequence_end():
     T = sympy.Symbol("T", positive=True, integer=True)
     f = cost.flops_forward(B, T, H, K, V, tail=chunk_tail)
     assert f.subs(T, 100) == cost.flops_forward(B, 100, H, K, V)
+
+
+# ---------------------------------------------------------------- grouped heads
+# (B, T, G, H, K, V, dtype, initial state, final state, cu_seqlens): q and k of G heads read
+# by the H heads of v and g, value head h reading q/k head h // (H / G)
+GROUPED = [
+    (2, 37, 1, 3, 16, 8, torch.float32, True, True, None),
+    (1, 45, 2, 4, 8, 16, torch.float32, True, False, [0, 7, 7, 30, 45]),
+    (1, 37, 2, 4, 16, 8, torch.float16, False, True, [0, 20, 37]),
+    (2, 33, 1, 2, 8, 8, torch.float16, False, False, None),
+]
+
+
+def run_grouped(case, **fn_kw):
+    """gla on grouped q, k against the token-by-token float64 recurrence on q, k repeated to
+    the H heads by repeat_interleave: outputs, final states and every gradient (dq and dk of
+    the reference summed over each group's heads by autograd)."""
+    B, T, G, H, K, V, dtype, use_s0, want_state, cu = case
+    (q, k, _, _), _ = make(B, T, G, K, V, dtype, T + G)
+    (_, _, v, g), gen = make(B, T, H, K, V, dtype, H)
+    cu = None if cu is None else torch.tensor(cu)
+    N = B if cu is None else len(cu) - 1
+    inputs, s0 = [q, k, v, g], None
+    if use_s0:
+        s0 = torch.randn(N, H, K, V, generator=gen).requires_grad_()
+        inputs.append(s0)
+    kw = dict(scale=0.3, output_final_state=want_state, cu_seqlens=cu)
+    o, st = gla(q, k, v, g, initial_state=s0, **kw, **fn_kw)
+    ref_in = [x.detach().double().requires_grad_() for x in inputs]
+    rq, rk = (x.repeat_interleave(H // G, 2) for x in ref_in[:2])
+    o_ref, st_ref = gla_reference(
+        rq, rk, *ref_in[2:4], initial_state=ref_in[4] if use_s0 else None, **kw
+    )  # fmt: skip
+    assert o.shape == (B, T, H, V) and o.dtype == dtype
+    outs, refs = [o] + [st] * want_state, [o_ref] + [st_ref] * want_state
+    cot = [torch.randn(x.shape, generator=gen).to(x.dtype) for x in outs]
+    grads = torch.autograd.grad(outs, inputs, cot)
+    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cot])
+    assert all(a.shape == x.shape and a.dtype == x.dtype for a, x in zip(grads, inputs))
+    errs = [rel_rms(a, b) for a, b in zip(outs + list(grads), refs + list(ref_grads))]
+    assert max(errs) < TOL[dtype], errs
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("whole", [True, False], ids=["whole-chunks", "sub-chunks"])
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_heads_match_the_recurrence(case, whole, monkeypatch, nan_alloc):
+    monkeypatch.setattr(chunk, "WHOLE_CHUNK", whole)
+    run_grouped(case, backend="triton")
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_heads_in_the_chunked_form(case):
+    run_grouped(case)  # CPU tensors: the chunked PyTorch form
+
+
+@pytest.mark.interpret
+def test_grouped_heads_keep_no_copies():
+    """One head of q and k read by 4 value heads: the kernels keep q, k, v and g themselves
+    and A (the intra-chunk scores, float32 [B, T, H, CHUNK]), nothing else."""
+    B, T, H, K, V = 1, 40, 4, 16, 8
+    (q, k, _, _), _ = make(B, T, 1, K, V, torch.float32, 1)
+    (_, _, v, g), _ = make(B, T, H, K, V, torch.float32, 2)
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        o, _ = gla(q, k, v, g, backend="triton")
+    inputs = {x.untyped_storage().data_ptr(): 4 * x.numel() for x in (q, k, v, g)}
+    assert {p: kept[p] for p in inputs} == inputs
+    assert sum(kept.values()) - sum(inputs.values()) == 4 * B * T * H * chunk.CHUNK
+    dq, dk = torch.autograd.grad(o.sum(), (q, k))
+    assert dq.shape == q.shape and dk.shape == k.shape
+
+
+def test_grouped_step_continues_a_prompt():
+    """q and k of 2 heads read by 4 value heads: a prompt through the op, then one token at a
+    time; the recurrence on q and k repeated to the heads."""
+    (q, k, _, _), _ = make(2, 12, 2, 8, 5, torch.float64, 1)
+    (_, _, v, g), _ = make(2, 12, 4, 8, 5, torch.float64, 2)
+    q, k, v, g = (x.detach() for x in (q, k, v, g))
+    o_ref, s_ref = gla_reference(
+        q.repeat_interleave(2, 2), k.repeat_interleave(2, 2), v, g, scale=0.5,
+        output_final_state=True,
+    )  # fmt: skip
+    _, state = gla(q[:, :7], k[:, :7], v[:, :7], g[:, :7], scale=0.5, output_final_state=True)
+    for t in range(7, 12):
+        o_t, state = gla_step(q[:, t], k[:, t], v[:, t], g[:, t], state, scale=0.5)
+        torch.testing.assert_close(o_t, o_ref[:, t])
+    torch.testing.assert_close(state, s_ref)
+
+
+def test_grouped_heads_must_divide():
+    (q, k, _, _), _ = make(1, 6, 3, 8, 4, torch.float32, 0)
+    (_, _, v, g), _ = make(1, 6, 4, 8, 4, torch.float32, 0)
+    for call in (lambda: gla(q, k, v, g),
+                 lambda: gla_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], None)):  # fmt: skip
+        with pytest.raises(ValueError, match="heads H of v: expected a multiple of the G = 3"):
+            call()
+    with pytest.raises(ValueError, match="g.shape"):  # the gates are per value head
+        gla(q[:, :, :2], k[:, :, :2], v, g[:, :, :2])
