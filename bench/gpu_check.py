@@ -562,7 +562,7 @@ def cases(families, dev, dtype):
             (None, 1.0, False, True),
             (1, 1.0, False, False),
             (2, 1.0, True, False),
-            (2, 30.0, True, False),
+            (2, 8.0, True, False),
             (1, 1.0, True, True),
         ]:
             label = f"groups {G}/4 " if G else ""

@@ -144,9 +144,10 @@ def _repeat_to_heads(L, b, x, tin, repeat=True):
     return x, tin
 
 
-# The variants whose ops (ncd.ops.linear_attention, simple_gla) read grouped q and k in place:
-# value head h reads q/k head h // (H / G). The others' q and k are repeated to the heads.
-GROUPED_OPS = ("linear", "lightning", "decay")
+# The variants whose ops (ncd.ops.linear_attention, simple_gla, gla, delta_rule,
+# gated_delta_rule) read grouped q and k in place: value head h reads q/k head h // (H / G).
+# The others' q and k are repeated to the heads.
+GROUPED_OPS = ("linear", "lightning", "decay", "gla", "delta", "gated_delta")
 
 
 def reads_groups(b) -> bool:

@@ -415,44 +415,51 @@ def lightning_decay(heads: int, like: torch.Tensor | None = None, rate: float = 
 
 
 def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
-    """Gated linear attention, S_t = diag(exp g_t) S_{t-1} + k_tᵀ v_t and o_t = scale q_t S_t,
-    on q, k [B, T, H, K], v [B, T, H, V] and log-gates g [B, T, H, K] (or [B, T, H, 1], one per
+    """Gated linear attention, S_t = diag(exp g_t) S_{t-1} + k_tᵀ v_t and
+    o_t = scale q_t S_t, on q, k [B, T, G, K], v [B, T, H, V], value head h reading q/k head
+    h // (H/G) (G = H: one each), and log-gates g [B, T, H, K] (or [B, T, H, 1], one per
     token and head); scale None means K**-0.5; every sequence that `cu_seqlens` ([N + 1]
-    offsets, B = 1) packs along T starts from a zero state. The chunked form in plain PyTorch
-    (the fallback of ncd.ops.gla; `backend` is not read): a loop over chunks, within one the
-    weights exp(b_i - b_j) of the in-chunk cumulative gates b as one product of queries and
-    keys scaled by exp(±(b - b_m)) (m the middle row) where every |b - b_m| <= 40, else each
-    weight from its own difference. Returns (o in v's dtype, None)."""
-    B, T, H, K = q.shape
+    offsets, B = 1) packs along T starts from a zero state. The chunked form in plain
+    PyTorch (the fallback of ncd.ops.gla; `backend` is not read): a loop over chunks, within
+    one the weights exp(b_i - b_j) of the in-chunk cumulative gates b as one product of
+    queries and keys scaled by exp(±(b - b_m)) (m the middle row) where every
+    |b - b_m| <= 40, else each weight from its own difference. The value heads are taken as
+    [G, H/G], q and k broadcast over each group's heads. Returns (o in v's dtype, None)."""
+    B, T, n_qk, K = q.shape
+    H, V = v.shape[2:]
+    R = H // n_qk
     scale = (K**-0.5 if K else 1.0) if scale is None else scale
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
-    q, k, v, g = q.to(ct), k.to(ct), v.to(ct), g.to(ct)
+    q, k = (x.to(ct)[:, :, :, None] for x in (q, k))  # [B, T, G, 1, K]
+    v, g = (x.to(ct).unflatten(2, (n_qk, R)) for x in (v, g))  # [B, T, G, R, .]
     bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
     outs = []
     for start, end in zip(bounds[:-1], bounds[1:]):
-        s = q.new_zeros(B, H, K, v.shape[-1])  # the state, K x V per head
+        s = v.new_zeros(B, n_qk, R, K, V)  # the state, K x V per head
         for t0 in range(start, end, chunk):
             c = slice(t0, min(t0 + chunk, end))
             qc, kc, vc = q[:, c], k[:, c], v[:, c]
-            b = g[:, c].cumsum(1).expand_as(kc)  # [B, n, H, K]
+            b = g[:, c].cumsum(1)
             n = b.shape[1]
+            b = b.expand(B, n, n_qk, R, K)  # [B, n, G, R, K]
             causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
             rel = b - b[:, n // 2 : n // 2 + 1]
             # traced: no host read
             small = not traced() and float(rel.detach().abs().max()) <= 40.0
             if small:
-                a = torch.einsum("bihk,bjhk->bhij", qc * rel.exp(), kc * (-rel).exp())
-                a = a.masked_fill(~causal, 0.0)  # [B, H, i, j]
+                a = torch.einsum("bigrk,bjgrk->bgrij", qc * rel.exp(), kc * (-rel).exp())
+                a = a.masked_fill(~causal, 0.0)  # [B, G, R, i, j]
             else:
                 lag = b[:, :, None] - b[:, None, :]
-                decay = torch.where(causal[..., None, None], lag, -math.inf).exp()
-                a = torch.einsum("bihk,bjhk,bijhk->bhij", qc, kc, decay)
-            o = torch.einsum("bihk,bhkv->bihv", qc * b.exp(), s)
-            outs.append(scale * (o + torch.einsum("bhij,bjhv->bihv", a, vc)))
-            last = b[:, -1]  # [B, H, K]
+                decay = torch.where(causal[..., None, None, None], lag, -math.inf).exp()
+                a = torch.einsum("bigrk,bjgrk,bijgrk->bgrij", qc, kc, decay)
+            o = torch.einsum("bigrk,bgrkv->bigrv", qc * b.exp(), s)
+            o = scale * (o + torch.einsum("bgrij,bjgrv->bigrv", a, vc))
+            outs.append(o.flatten(2, 3))
+            last = b[:, -1]  # [B, G, R, K]
             kd = kc * (last[:, None] - b).exp()
-            s = last.exp()[..., None] * s + torch.einsum("bjhk,bjhv->bhkv", kd, vc)
-    o = torch.cat(outs, 1) if outs else v
+            s = last.exp()[..., None] * s + torch.einsum("bjgrk,bjgrv->bgrkv", kd, vc)
+    o = torch.cat(outs, 1) if outs else v.flatten(2, 3)
     return o.to(out_dtype), None
 
 
@@ -501,28 +508,32 @@ def simple_gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
 
 def gated_delta_rule(q, k, v, g, beta, scale=None, cu_seqlens=None, backend=None, chunk=64):
     """The gated delta rule, S_t = a_t S_{t-1} + β_t k_tᵀ (v_t - a_t k_t S_{t-1}) with
-    a_t = exp(g_t) and o_t = scale q_t S_t, on q, k [B, T, H, K], v [B, T, H, V], log-decays g
-    and strengths beta [B, T, H]; scale None means K**-0.5; sequences packed by `cu_seqlens`
-    as in `gla`. The chunked (WY) form in plain PyTorch (the fallback of
-    ncd.ops.gated_delta_rule): per chunk, with G the in-chunk cumulative log decay,
-    E_ij = exp(G_i - G_j) and S the entering state, the corrected values
-    V' = (I + strictly_lower(diag β (K Kᵀ ∘ E)))⁻¹ diag β (V - diag(exp G) K S), then
-    O = scale (diag(exp G) Q S + (Q Kᵀ ∘ E, causal) V') and
-    S ← exp(G_last) S + (exp(G_last - G) K)ᵀ V'. Returns (o in v's dtype, None)."""
-    B, T, H, K = q.shape
+    a_t = exp(g_t) and o_t = scale q_t S_t, on q, k [B, T, G, K], v [B, T, H, V], value
+    head h reading q/k head h // (H/G) (G = H: one each), log-decays g and strengths beta
+    [B, T, H]; scale None means K**-0.5; sequences packed by `cu_seqlens` as in `gla`. The
+    chunked (WY) form in plain PyTorch (the fallback of ncd.ops.gated_delta_rule): per
+    chunk, with G the in-chunk cumulative log decay, E_ij = exp(G_i - G_j) and S the
+    entering state, the corrected values
+    V' = (I + strictly_lower(diag β (K Kᵀ ∘ E)))⁻¹ diag β (V - diag(exp G) K S),
+    then O = scale (diag(exp G) Q S + (Q Kᵀ ∘ E, causal) V') and
+    S ← exp(G_last) S + (exp(G_last - G) K)ᵀ V'. The value heads are taken as [G, H/G], q
+    and k broadcast over each group's heads. Returns (o in v's dtype, None)."""
+    B, T, n_qk, K = q.shape
+    H, V = v.shape[2:]
+    R = H // n_qk
     scale = (K**-0.5 if K else 1.0) if scale is None else scale
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
-    # [B, H, T, .] so that the chunk's products are batched matrix products
-    q, k, v = (x.to(ct).transpose(1, 2) for x in (q, k, v))
-    g, beta = g.to(ct).transpose(1, 2), beta.to(ct).transpose(1, 2)
+    # [B, G, 1 or R, T, .] so that the chunk's products are batched matrix products
+    q, k = (x.to(ct).transpose(1, 2)[:, :, None] for x in (q, k))
+    v, g, beta = (x.to(ct).transpose(1, 2).unflatten(1, (n_qk, R)) for x in (v, g, beta))
     bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
     outs = []
     for start, end in zip(bounds[:-1], bounds[1:]):
-        s = q.new_zeros(B, H, K, v.shape[-1])
+        s = v.new_zeros(B, n_qk, R, K, V)
         for t0 in range(start, end, chunk):
             c = slice(t0, min(t0 + chunk, end))
-            qc, kc, vc, bc = q[:, :, c], k[:, :, c], v[:, :, c], beta[:, :, c, None]
-            G = g[:, :, c].cumsum(-1)  # [B, H, n]
+            qc, kc, vc, bc = q[..., c, :], k[..., c, :], v[..., c, :], beta[..., c, None]
+            G = g[..., c].cumsum(-1)  # [B, G, R, n]
             n = G.shape[-1]
             causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
             E = torch.where(causal, G[..., :, None] - G[..., None, :], -math.inf).exp()
@@ -530,10 +541,10 @@ def gated_delta_rule(q, k, v, g, beta, scale=None, cu_seqlens=None, backend=None
             rhs = bc * (vc - G.exp()[..., None] * (kc @ s))
             vn = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
             outs.append(scale * (G.exp()[..., None] * (qc @ s) + (qc @ kc.mT * E) @ vn))
-            last = G[..., -1:]  # [B, H, 1]
+            last = G[..., -1:]  # [B, G, R, 1]
             s = last.exp()[..., None] * s + (kc * (last - G).exp()[..., None]).mT @ vn
-    o = torch.cat(outs, 2).transpose(1, 2) if outs else v.transpose(1, 2)
-    return o.to(out_dtype), None
+    o = torch.cat(outs, 3) if outs else v
+    return o.flatten(1, 2).transpose(1, 2).to(out_dtype), None
 
 
 def delta_rule(q, k, v, beta, scale=None, cu_seqlens=None, backend=None):

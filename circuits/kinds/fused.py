@@ -258,11 +258,11 @@ class LinearAttention(_AttentionLike):
     attention), head h reading group ⌊h / (H/G)⌋, or of no head axis (one group); every
     variant. Gates are per head, shaped like the keys as the box runs them, the head axis H
     in the group axis' place (or put in where the output has it): `gla`'s g so, the others'
-    without the feature axis. The box runs H heads. The causal `linear`, `lightning` and
-    `decay` variants' kernels read q and k of G groups as they are (each value head at its
-    group; their gradients formed per head and summed over each group's heads, nothing else
-    kept); the others' (`gla`, the delta rules, non-causal `linear`) get q and k repeated to
-    the H heads (copies H/G times their size, kept for the backward).
+    without the feature axis. The box runs H heads. The causal variants' kernels (every
+    variant but non-causal `linear`) read q and k of G groups as they are (each value head at
+    its group; their gradients formed per head and summed over each group's heads, nothing
+    else kept); non-causal `linear` gets q and k repeated to the H heads (copies H/G times
+    their size, kept for the backward).
     """
 
     kind: Literal["linear_attention"] = "linear_attention"
@@ -293,9 +293,9 @@ class LinearAttention(_AttentionLike):
     qk_heads: AxisName | None = None
     """Grouped heads: the queries' and keys' group axis (size G, H a multiple of G; with
     `heads`); value head h reads group ⌊h / (H/G)⌋, as Mamba-2's B and C with ngroups = G.
-    The box runs H heads: the causal `linear`, `lightning` and `decay` kernels read the
-    groups in place; the other variants get q and k repeated to the heads (copies of H/G
-    times their size, kept for the backward)."""
+    The box runs H heads: the causal variants' kernels read the groups in place; non-causal
+    `linear` gets q and k repeated to the heads (copies of H/G times their size, kept for
+    the backward)."""
 
     @staticmethod
     def lightning_decay(heads: int, rate: float = 1.0) -> list[float]:

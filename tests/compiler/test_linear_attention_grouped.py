@@ -1,9 +1,10 @@
 """Grouped heads in the `linear_attention` box (Mamba-2's B and C shared by groups of heads,
-multi-value and GQA-style linear attention): the compiled box (CPU: the ops' chunked PyTorch
-forms, on q and k as they are for the causal `linear`, `lightning` and `decay` variants and
-repeated to the heads for the others), the interpreter and the generated file against
-token-by-token recurrences written here from the papers' equations, value head h reading
-query/key group h // (H/G); outputs and every gradient. Shape rule errors, cost, drawing."""
+multi-value and GQA-style linear attention, Gated DeltaNet with more value heads than q/k
+heads): the compiled box (CPU: the ops' chunked PyTorch forms, on q and k as they are for
+every causal variant and repeated to the heads for non-causal `linear`), the interpreter and
+the generated file against token-by-token recurrences written here from the papers'
+equations, value head h reading query/key group h // (H/G); outputs and every gradient.
+Shape rule errors, cost, drawing."""
 
 from __future__ import annotations
 
@@ -172,10 +173,10 @@ def _check(c, want_fn, runs=("compiled", "interpreted")):
 def test_grouped_heads_match_the_recurrence(variant, groups):
     """Mamba-2 (decay), linear attention and DeltaNet with H = 4 heads over G = 2 groups, one
     group as an axis of size 1, and one group as no axis (Mamba-2's ngroups = 1): outputs and
-    the gradients of q, k, v and the gates, compiled and interpreted. The ops of `decay` and
-    `linear` read the groups themselves (no repeat_interleave in the module or the file)."""
+    the gradients of q, k, v and the gates, compiled and interpreted. The ops read the groups
+    themselves (no repeat_interleave in the module or the file)."""
     c = _circuit(variant, GROUPS[groups])
-    assert _repeats(c) == (variant == "delta")
+    assert not _repeats(c)
 
     def want(q, k, v, *gates):
         names = [i.name for i in c.inputs][3:]
@@ -199,7 +200,7 @@ def test_every_variant_groups_its_heads(variant, fields):
     """The other variants over G = 2 groups, compiled, interpreted and as the generated file
     runs without ncd (its torch-only fallbacks)."""
     c = _circuit(variant, "G", **fields)
-    assert _repeats(c) == (variant not in ("lightning", "linear") or not fields.get("causal", 1))
+    assert _repeats(c) == (not fields.get("causal", 1))  # non-causal linear: two products
 
     def want(q, k, v, *gates):
         names = [i.name for i in c.inputs][3:]
@@ -254,8 +255,8 @@ def test_axis_orders_and_a_constant_gate():
 
 @pytest.mark.parametrize("variant", ["delta", "decay"])
 def test_packed_sequences_restart_per_sequence(variant):
-    """The delta rule (q and k repeated) and Mamba-2's decay (read in place) over groups on
-    sequences packed along T (offsets 0, 4, 9)."""
+    """The delta rule and Mamba-2's decay over groups (read in place) on sequences packed
+    along T (offsets 0, 4, 9)."""
     b = Builder("packed", sizes={**SIZES, "M": 3})
     q, k = b.input("q", "T G N"), b.input("k", "T G N")
     port = "beta" if variant == "delta" else "g"
@@ -265,7 +266,7 @@ def test_packed_sequences_restart_per_sequence(variant):
                            heads="H", qk_heads="G", name="mixer")  # fmt: skip
     b.output("y", y)
     c = b.build()
-    assert _repeats(c) == (variant == "delta")
+    assert not _repeats(c)
     xs = [x.detach()[0].requires_grad_(True) for x in _inputs(_circuit(variant, "G"))[:4]]
     ins = [*xs, torch.tensor([0, 4, 9])]
     want = reference(*[x[None] for x in xs[:3]], variant, **{port: xs[3][None]},
@@ -349,28 +350,34 @@ def test_gates_are_per_head(variant, gate, message):
 COST_SIZES = {"B": 2, "T": 256, "H": 8, "G": 2, "N": 64, "P": 64}
 
 
-def _per_head_box(variant):
+def _per_head_box(variant, **fields):
     """The same box with q and k given as the copies the grouped box makes ([B T H N])."""
     b = Builder("per_head", sizes=COST_SIZES)
     q, k, v = b.input("q", "B T H N"), b.input("k", "B T H N"), b.input("v", "B T H P")
-    gates = {"g": b.input("g", "B T H")} if variant == "decay" else {}
-    if variant == "delta":
+    gates = {"g": b.input("g", "B T H")} if variant in ("decay", "gated_delta") else {}
+    if variant == "gla":
+        gates["g"] = b.input("g", "B T H N")
+    if "delta" in variant:
         gates["beta"] = b.input("beta", "B T H")
-    b.output("y", b.linear_attention(q, k, v, **KW, variant=variant, name="mixer", **gates))
+    b.output("y", b.linear_attention(q, k, v, **KW, variant=variant, name="mixer", **gates,
+                                     **fields))  # fmt: skip
     return b.build()
 
 
-@pytest.mark.parametrize("variant", ["linear", "decay", "delta"])
+@pytest.mark.parametrize("variant", ["linear", "decay", "delta", "gated_delta", "gla",
+                                     "non-causal"])  # fmt: skip
 def test_cost_is_the_kernel_of_h_heads_and_the_grouping(variant):
     """The grouped box costs what the kernel of H heads does (FLOPs) and, backward, the sum
     of the per-head gradients of q and k over each group (a temporary of H heads each, read,
-    and q's and k's size written). `linear` and `decay` read q and k of G groups in place:
-    they keep q and k as they come and move no other bytes forward. `delta` repeats them to
-    the heads: q and k read and written H/G times over forward, the copies kept in the
-    inputs' place."""
-    c = _circuit(variant, "G")
+    and q's and k's size written). The causal variants read q and k of G groups in place:
+    they keep q and k as they come and move no other bytes forward. Non-causal `linear`
+    repeats them to the heads: q and k read and written H/G times over forward, the copies
+    kept in the inputs' place."""
+    fields = {"causal": False} if variant == "non-causal" else {}
+    variant = "linear" if fields else variant
+    c = _circuit(variant, "G", **fields)
     r = ncd.analyse(c, sizes=COST_SIZES)
-    base = ncd.analyse(_per_head_box(variant), sizes=COST_SIZES)
+    base = ncd.analyse(_per_head_box(variant, **fields), sizes=COST_SIZES)
     [box], [ref] = r.boxes, base.boxes
     B, T, H, G, N = (COST_SIZES[a] for a in "BTHGN")
     small, big = 4 * B * T * G * N, 4 * B * T * H * N  # float32 q (or k) and its copy
@@ -379,7 +386,7 @@ def test_cost_is_the_kernel_of_h_heads_and_the_grouping(variant):
     assert r.number(box.flops_bwd) == r.number(ref.flops_bwd) + 2 * B * T * (H - G) * N
     assert r.number(box.io_bytes_bwd) == r.number(ref.io_bytes_bwd) + 2 * (small + big)
     kept = {what: r.number(n) for what, _, n in box.saved}
-    if variant == "delta":
+    if fields:
         assert r.number(box.io_bytes) == r.number(ref.io_bytes) + 2 * (small + big)
         assert kept["q, repeated to the H heads"] == kept["k, repeated to the H heads"] == big
         assert r.numbers["activation_bytes"] == base.numbers["activation_bytes"]

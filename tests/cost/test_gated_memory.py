@@ -116,18 +116,24 @@ def gated_box_circuit():
 
 
 def grouped_box_circuit():
-    """Grouped heads: `decay` over q and k of G = 2 groups read by the H = 4 heads (Mamba-2's
-    C and B), whose kernels read the groups in place and keep q and k as they are; the delta
-    rule over q and k of no head axis (one group), whose kernels keep the copies of q and k
-    repeated to the heads."""
+    """Grouped heads, read in place by every causal variant's kernels, which keep q and k as
+    they are: `decay` over q and k of G = 2 groups read by the H = 4 heads (Mamba-2's C and
+    B), `gla` and `gated_delta` over the same groups (their gates per value head), and the
+    delta rule over q and k of no head axis (one group)."""
     b = Builder("grouped_boxes", axes={"D": "H*K", "G": 2}, sizes={"B": 2})
     x = b.input("x", "B T D")
     q, k = (b.linear(x, "D", "G K", bias=False, name=n) for n in ("q", "k"))
     v = b.linear(x, "D", "H V", bias=False, name="v")
     g = b.unary(b.linear(x, "D", "H", name="g"), "logsigmoid", name="log_g")
+    gk = b.unary(b.linear(x, "D", "H K", name="gk"), "logsigmoid", name="log_gk")
     beta = b.unary(b.linear(x, "D", "H", name="b"), "sigmoid", name="beta")
     b.output("ssd", b.linear_attention(q, k, v, key="T", variant="decay", g=g, heads="H",
                                        qk_heads="G", name="ssd"))  # fmt: skip
+    b.output("gla", b.linear_attention(q, k, v, key="T", variant="gla", g=gk, heads="H",
+                                       qk_heads="G", name="ggla"))  # fmt: skip
+    kn = b.normalize(k, "K", name="l2g")
+    b.output("gdn", b.linear_attention(q, kn, v, key="T", variant="gated_delta", g=g,
+                                       beta=beta, heads="H", qk_heads="G", name="gdn"))  # fmt: skip
     q1 = b.linear(x, "D", "K", bias=False, name="q1")
     k1 = b.normalize(b.linear(x, "D", "K", bias=False, name="k1"), "K", name="l2")
     b.output("delta", b.linear_attention(q1, k1, v, key="T", variant="delta", beta=beta,
@@ -166,7 +172,7 @@ CASES = {
     "gla_block": (lambda: gallery.get("gla_block"), "float32", ["mixer"], {}),
     "deltanet_block": (lambda: gallery.get("deltanet_block"), "float32", ["mixer"], {}),
     "gated_boxes": (gated_box_circuit, "float16", ["dec", "dech", "gdl"], {}),
-    "grouped_boxes": (grouped_box_circuit, "float32", ["ssd", "shared"], {}),
+    "grouped_boxes": (grouped_box_circuit, "float32", ["ssd", "ggla", "gdn", "shared"], {}),
     # the delta rule's forward keeping its chunk states and V' (ops config delta_keep_states)
     "deltanet_block keeping states": (
         lambda: gallery.get("deltanet_block"),

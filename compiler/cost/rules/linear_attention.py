@@ -48,7 +48,7 @@ def _linear_attention_rule(v: BoxView) -> Rule:
 
 
 # The variants whose ops read grouped q and k in place (compiler/fused.py, `reads_groups`).
-GROUPED_OPS = ("linear", "lightning", "decay")
+GROUPED_OPS = ("linear", "lightning", "decay", "gla", "delta", "gated_delta")
 
 
 def _grouped(v: BoxView) -> Rule:
@@ -56,11 +56,13 @@ def _grouped(v: BoxView) -> Rule:
     kernel of H heads, priced by the rule of an ungrouped box whose q and k have the H value
     heads, the heads last of the batch axes as the kernels take them, plus:
 
-    - the causal `linear`, `lightning` and `decay` ops read q and k of G groups in place
-      (`_in_place`): they keep the inputs (or their own contiguous copy of them where q and
-      k are laid out differently), and their backward writes dq and dk per value head
-      (temporaries of H heads) and sums them over each group's heads (an add per element
-      beyond the first of each group, read and written);
+    - the causal ops of GROUPED_OPS (every variant but non-causal `linear`) read q and k of
+      G groups in place: they keep the inputs (or their own contiguous copy of them where q
+      and k are laid out differently; GLA's chunked PyTorch form its float32 copy of G
+      heads), and their backward writes dq and dk per value head (temporaries of H heads)
+      and sums them over each group's heads (an add per element beyond the first of each
+      group, read and written); GLA's kernels write them into their float32 inter-chunk
+      parts (already priced), and the sums are float32 (a temporary before 16-bit q's cast);
     - the other variants (`_repeated`) run on q and k repeated to the H heads (contiguous
       copies in their own axis order with H in the group axis' place): the copies' traffic
       (q, k read, H/G times as much written), kept in the inputs' place (or, where the kernel
@@ -88,6 +90,7 @@ def _grouped(v: BoxView) -> Rule:
     groups = v.size(v.x("q"), b.qk_heads) if b.qk_heads is not None else 1
     inner.qk_share = groups / v.size(v.x("v"), b.heads) if native else 1
     r = _linear_attention_rule(inner)
+    gla_kernel = b.variant == "gla" and r.fused == "ncd.ops.gla"
     H = v.size(v.x("v"), b.heads)
     G = v.size(v.x("q"), b.qk_heads) if b.qk_heads is not None else 1
     io = io_bwd = flops_bwd = temps = bwd_temps = ZERO
@@ -98,6 +101,9 @@ def _grouped(v: BoxView) -> Rule:
             for i, s in enumerate(saved):  # the op's contiguous copy is of q (k) as it came
                 if s.where == "own" and s.ref == f"{p}_copy":
                     saved[i] = _own(s.ref, small, f"{p}, copied to [B, T, G, K]")
+                elif s.where == "own" and s.ref == f"{p}32":  # GLA's chunked form: G heads
+                    w = 8 if _bytes_per(v) == 8 else 4
+                    saved[i] = _own(s.ref, w * numel(v.x(p)), f"{p}, float32 copy of G heads")
         else:
             io += small + big
             kept = [i for i, s in enumerate(saved) if s.where == "in" and s.ref == p]
@@ -107,7 +113,11 @@ def _grouped(v: BoxView) -> Rule:
                 temps += big
         # the gradients of the H heads summed per group: by the op itself (dq and dk both,
         # whichever is needed), or by autograd through the repeat
-        if (native and sympy.simplify(H - G) != 0) or (not native and v.grad(p)):
+        if native and gla_kernel and sympy.simplify(H - G) != 0:
+            io_bwd += 4 * (numel(wide[p]) + numel(v.x(p)))
+            flops_bwd += numel(wide[p]) - numel(v.x(p))
+            bwd_temps += 4 * numel(v.x(p)) if _bytes_per(v) != 4 else ZERO
+        elif (native and sympy.simplify(H - G) != 0) or (not native and v.grad(p)):
             io_bwd += small + big
             flops_bwd += numel(wide[p]) - numel(v.x(p))
             bwd_temps += big
