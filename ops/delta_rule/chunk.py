@@ -48,6 +48,7 @@ from .._backend import (
     launch,
     per_head_grad,
     pow2,
+    replica_stride,
     sm_count,
     use_triton,
 )
@@ -1188,7 +1189,7 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
                                      dbeta, dg, scale, lay):  # fmt: skip
             args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk,
                     dv, dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T,
-                    lay.NT, H, B * T, scale, q.numel())  # fmt: skip
+                    lay.NT, H, B * T, scale, replica_stride(q, lay.group))  # fmt: skip
             _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
                     K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None,
                     DOT=dot_precision(q))  # fmt: skip
