@@ -339,7 +339,7 @@ class _Walker:
         else:
             saved_b = sum((nb for _, _, nb in bc.saved), ZERO)
             gin = sum((self.nbytes(ins[p]) for p, g in grads.items() if g and p in ins), ZERO)
-            bc.io_bytes_bwd = saved_b + new_bytes + gin + 2 * bc.param_bytes
+            bc.io_bytes_bwd = saved_b + new_bytes + gin + 2 * bc.param_bytes + rule.extra_io_bwd
         bc.kernel = rule.fused
         bc.notes += list(rule.notes)
         bc._temps = rule.temps  # type: ignore[attr-defined]

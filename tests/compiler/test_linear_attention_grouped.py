@@ -371,8 +371,9 @@ def test_cost_is_the_kernel_of_h_heads_and_the_grouping(variant):
     of the per-head gradients of q and k over each group (a temporary of H heads each, read,
     and q's and k's size written). The causal variants read q and k of G groups in place:
     they keep q and k as they come and move no other bytes forward. Non-causal `linear`
-    repeats them to the heads: q and k read and written H/G times over forward, the copies
-    kept in the inputs' place."""
+    repeats them to the heads: q and k read and written H/G times over forward, the einsums
+    reading (and keeping relaid-out copies of) the copies, the gradients of the copies summed
+    per group backward."""
     fields = {"causal": False} if variant == "non-causal" else {}
     variant = "linear" if fields else variant
     c = _circuit(variant, "G", **fields)
@@ -388,7 +389,8 @@ def test_cost_is_the_kernel_of_h_heads_and_the_grouping(variant):
     kept = {what: r.number(n) for what, _, n in box.saved}
     if fields:
         assert r.number(box.io_bytes) == r.number(ref.io_bytes) + 2 * (small + big)
-        assert kept["q, repeated to the H heads"] == kept["k, repeated to the H heads"] == big
+        # (the einsums keep their own relaid-out copies of the repeated q and k)
+        assert kept["relaid-out copy of input q"] == kept["relaid-out copy of input k"] == big
         assert r.numbers["activation_bytes"] == base.numbers["activation_bytes"]
         assert any("repeated to the" in n for n in box.notes)
     else:

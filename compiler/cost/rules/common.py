@@ -120,6 +120,9 @@ class Rule:
     """Output port -> axis order in memory (default: the output's own order)."""
     extra_io: Expr = ZERO
     """Bytes moved by copies the lowering makes inside the box (einsum relayouts)."""
+    extra_io_bwd: Expr = ZERO
+    """The same in the backward, beyond the default (kept tensors, the output's gradient and
+    the inputs' gradients read or written once): where `io_bwd` is not given."""
     temps: Expr = ZERO
     """Bytes allocated and freed inside the box's forward (copies not kept)."""
     bwd_temps: Expr = ZERO

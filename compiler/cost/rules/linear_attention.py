@@ -106,6 +106,10 @@ def _grouped(v: BoxView) -> Rule:
                     saved[i] = _own(s.ref, w * numel(v.x(p)), f"{p}, float32 copy of G heads")
         else:
             io += small + big
+            if r.io is None:  # the analyser's default reads q (k) at the box's G heads, and
+                # writes its gradient so: the op reads the copy of H heads, writes its gradient
+                io += big - small
+                io_bwd += (big - small) if v.grad(p) else ZERO
             kept = [i for i, s in enumerate(saved) if s.where == "in" and s.ref == p]
             for i in kept:
                 saved[i] = _own(f"{p}_heads", big, f"{p}, repeated to the {b.heads} heads")
@@ -142,6 +146,7 @@ def _grouped(v: BoxView) -> Rule:
         io=r.io + io if priced else None,
         extra_io=r.extra_io + (ZERO if priced else io),
         io_bwd=r.io_bwd + io_bwd if r.io_bwd is not None else None,
+        extra_io_bwd=r.extra_io_bwd + (ZERO if r.io_bwd is not None else io_bwd),
         notes=[*r.notes, note],
     )
 
