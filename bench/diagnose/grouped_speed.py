@@ -1,10 +1,11 @@
 """Grouped heads read in place against q and k repeated to every head, side by side: forward +
-backward time and peak memory of `simple_gla` and `linear_attention` with q, k of G heads and
-v of H heads (Mamba-2's B and C with ngroups = G), against the same call on
+backward time and peak memory of each op that reads groups (`simple_gla`, `linear_attention`,
+`gla`, `delta_rule`, `gated_delta_rule`) with q, k of G heads and v of H heads (Mamba-2's B and
+C with ngroups = G, Gated DeltaNet's value heads), against the same call on
 `repeat_interleave`d q and k (what compiled circuits did before the kernels took groups), with
 the two outputs' and gradients' relative difference.
 
-    PYTHONPATH=. python3 bench/diagnose/grouped_speed.py [--T 4096,16384] [--G 1,4]
+    PYTHONPATH=. python3 bench/diagnose/grouped_speed.py [--T 4096,16384] [--G 1,4] [--ops ...]
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import time
 
 import torch
 
-from ncd.ops import linear_attention, simple_gla
+from ncd.ops import delta_rule, gated_delta_rule, gla, linear_attention, simple_gla
+
+OPS = ("simple_gla", "linear_attention", "gla", "delta_rule", "gated_delta_rule")
 
 DEV = "cuda"
 
@@ -25,23 +28,37 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def _inputs(B, T, G, H, K, V, dtype, gen):
+def _inputs(op, B, T, G, H, K, V, dtype, gen):
+    """q, k, v and the op's gates (float32 log-decays per head and token, GLA's per key
+    channel; the delta rules' beta in (0, 1))."""
+    F = torch.nn.functional
     q, k = (torch.randn(B, T, G, K, generator=gen, device=DEV).to(dtype) for _ in range(2))
-    k = torch.nn.functional.normalize(k.float(), dim=-1).to(dtype)
+    k = F.normalize(k.float(), dim=-1).to(dtype)
     v = torch.randn(B, T, H, V, generator=gen, device=DEV).to(dtype)
-    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, generator=gen, device=DEV)) / 16
-    return [t.requires_grad_() for t in (q, k, v, g)]
+    gates = {}
+    if op in ("simple_gla", "gated_delta_rule"):
+        gates["g"] = F.logsigmoid(torch.randn(B, T, H, generator=gen, device=DEV)) / 16
+    if op == "gla":
+        gates["g"] = F.logsigmoid(torch.randn(B, T, H, K, generator=gen, device=DEV)) / 16
+    if "delta" in op:
+        gates["beta"] = torch.rand(B, T, H, generator=gen, device=DEV).to(dtype)
+    return [t.requires_grad_() for t in (q, k, v)], {
+        n: t.requires_grad_() for n, t in gates.items()
+    }
 
 
-def _step(op, q, k, v, g, repeat, do):
+def _step(op, q, k, v, gates, repeat, do):
+    fn = {"simple_gla": simple_gla, "gla": gla, "delta_rule": delta_rule,
+          "gated_delta_rule": gated_delta_rule}.get(op)  # fmt: skip
+
     def run():
         qq, kk = q, k
         if repeat > 1:
             qq, kk = q.repeat_interleave(repeat, 2), k.repeat_interleave(repeat, 2)
-        if op == "simple_gla":
-            o, _ = simple_gla(qq, kk, v, g)
-        else:
+        if fn is None:
             o, _ = linear_attention(qq, kk, v, scale=q.shape[-1] ** -0.5)
+        else:
+            o, _ = fn(qq, kk, v, **gates)
         o.backward(do)
         return o
 
@@ -74,6 +91,7 @@ def main() -> int:
     p.add_argument("--V", type=int, default=64)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--device", default="cuda", help="cpu: tiny float32 check of the script")
+    p.add_argument("--ops", default=",".join(OPS))
     a = p.parse_args()
     global DEV
     DEV = a.device
@@ -82,22 +100,21 @@ def main() -> int:
     print(f"{name}  B={a.B} H={a.H} K={a.K} V={a.V} {str(dtype)[6:]}, fwd+bwd")
     print(f"{'op':<17}{'T':>6}{'G':>4}  {'grouped ms':>10}{'repeat ms':>10}{'ratio':>7}"
           f"{'peak MiB g/r':>16}{'rel diff':>10}")  # fmt: skip
-    for op in ("simple_gla", "linear_attention"):
+    for op in a.ops.split(","):
         for T in (int(t) for t in a.T.split(",")):
             for G in (int(x) for x in a.G.split(",")):
                 gen = torch.Generator(device=DEV).manual_seed(0)
-                q, k, v, g = _inputs(a.B, T, G, a.H, a.K, a.V, dtype, gen)
+                (q, k, v), gates = _inputs(op, a.B, T, G, a.H, a.K, a.V, dtype, gen)
+                every = (q, k, v, *gates.values())
                 do = torch.randn(a.B, T, a.H, a.V, generator=gen, device=DEV).to(dtype)
                 res = {}
                 for mode, rep in (("grouped", 1), ("repeat", a.H // G)):
-                    fn = _step(op, q, k, v, g, rep, do)
-                    for t in (q, k, v, g):
+                    fn = _step(op, q, k, v, gates, rep, do)
+                    for t in every:
                         t.grad = None
                     o = fn()
-                    grads = [
-                        t.grad.clone() for t in (q, k, v) + ((g,) if op == "simple_gla" else ())
-                    ]
-                    for t in (q, k, v, g):
+                    grads = [t.grad.clone() for t in every]
+                    for t in every:
                         t.grad = None
                     peak = float("nan")
                     if DEV == "cuda":
