@@ -489,7 +489,13 @@ def _stream():
     return driver.active.get_current_stream(driver.active.get_current_device())
 
 
-def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=(), pre_hook=None):
+def _names(names):
+    """A tuple of argument names as the list Triton's autotuner takes (None: none)."""
+    return None if names is None else list(names)
+
+
+def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=(), pre_hook=None,
+           restore=None):  # fmt: skip
     """Launch a Triton kernel with its block sizes chosen by autotuning.
 
     Under the interpreter the small fixed `interpret_config` is used. On the GPU the first
@@ -497,8 +503,9 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     arguments); later calls with the same `_key` and `meta` reuse the winning config, and
     from the third on launch the compiled kernel directly, skipping Triton's per-call
     binding. `grid(config_kwargs)` gives the launch grid; `reset` names outputs to zero
-    between trials; `pre_hook(named_args)`, also set on the configs, runs before every launch
-    (it gives tensor descriptors the block shape of the configuration).
+    between trials, `restore` (a tuple) arguments the kernel reads and overwrites (their
+    values put back after each trial); `pre_hook(named_args)`, also set on the configs, runs
+    before every launch (it gives tensor descriptors the block shape of the configuration).
     """
 
     def hook(kw):
@@ -512,7 +519,7 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     pin = _settings.pin_config
     if pin >= 0:
         configs = [configs[min(pin, len(configs) - 1)]]
-    pkey = (kernel, reset, _key(args), *meta.items(), pin)  # a pinned plan is one of its own
+    pkey = (kernel, reset, restore, _key(args), *meta.items(), pin)  # (a pinned plan: its own)
     plan = _plans.get(pkey)
     if plan is None:
         # One tuner per config list, argument dtypes and meta: Triton's autotuner keys its
@@ -520,9 +527,12 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
         # tensor descriptors (a float32 call would reuse a config tuned for bfloat16, too
         # much shared memory) nor on the constexpr options in `meta` (a kernel's variants,
         # such as a scan that writes its states or not, would share the first one's choice).
-        tkey = (kernel, reset, tuple(str(c) for c in configs), _dtypes(args), *meta.items())
+        tkey = (kernel, reset, restore, tuple(str(c) for c in configs), _dtypes(args),
+                *meta.items())  # fmt: skip
         if tkey not in _tuners:
-            _tuners[tkey] = triton.autotune(configs, key=list(key), reset_to_zero=reset)(kernel)
+            _tuners[tkey] = triton.autotune(
+                configs, key=list(key), reset_to_zero=reset, restore_value=_names(restore)
+            )(kernel)
         tuner = _tuners[tkey]
         try:
             tuner[grid](*args, **meta)
@@ -531,7 +541,10 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
             # lists are tuned on): the same ones without software pipelining (one stage)
             # take far less; if even those do not fit, Triton's error stands.
             tuner = _tuners[tkey] = triton.autotune(
-                one_stage(configs), key=list(key), reset_to_zero=reset
+                one_stage(configs),
+                key=list(key),
+                reset_to_zero=reset,
+                restore_value=_names(restore),
             )(kernel)
             tuner[grid](*args, **meta)
         _plans[pkey] = _Plan(tuner.best_config)

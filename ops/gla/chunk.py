@@ -839,12 +839,14 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
     else:  # grouped heads: dq and dk per value head over dq32 and dk32, summed per group
         dq, dk = dq32, dk32
     dg = torch.empty_like(g)
-    _launch(
-        _bwd_intra, INTRA_CONFIGS, INTERPRET_INTRA,
-        lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H), q, k, gc, dA, dq32, dk32, w,
-        dq, dk, dg, cu, T_arg, H, scale, K_DIM=K, C=CHUNK, BC=SUB, VARLEN=varlen, GDOT=gdot,
-        WHOLE=WHOLE_CHUNK, GROUP=H // G,
-    )  # fmt: skip
+    args = (q, k, gc, dA, dq32, dk32, w, dq, dk, dg, cu, T_arg, H, scale)
+    meta = dict(K_DIM=K, C=CHUNK, BC=SUB, VARLEN=varlen, GDOT=gdot, WHOLE=WHOLE_CHUNK,
+                GROUP=H // G)  # fmt: skip
+    launch(
+        _bwd_intra, INTRA_CONFIGS, lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H),
+        args, meta, INTERPRET_INTRA, key=[k_ for k_ in KEY if k_ in _bwd_intra.arg_names],
+        restore=None if G == H else ("DQ32", "DK32"),  # (written over in place: each tuning
+    )  # fmt: skip                                     # trial reads them as they were)
     if G != H:  # value head h = G r + i read q/k head h // (H / G): the sums over r
         dq = dq.unflatten(2, (G, H // G)).sum(3).to(q.dtype)
         dk = dk.unflatten(2, (G, H // G)).sum(3).to(k.dtype)

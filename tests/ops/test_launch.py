@@ -54,8 +54,8 @@ class FakeKernel:
 class FakeTuner:
     made = []
 
-    def __init__(self, configs, key, reset_to_zero):
-        self.configs = configs
+    def __init__(self, configs, key, reset_to_zero, restore_value=None):
+        self.configs, self.restore = configs, restore_value
         self.best_config = configs[0]
         FakeTuner.made.append(self)
 
@@ -136,6 +136,17 @@ def test_one_tuner_per_descriptor_dtype(fake_gpu):
         d = TensorDescriptor(torch.zeros(64, 64, dtype=dt), [64, 64], [64, 1], [16, 16])
         _backend.launch(k, CONFIGS, lambda m: (1,), (d, 64, 0.5), {"WIDE": True}, {})
     assert len(FakeTuner.made) == 2
+
+
+def test_arguments_written_over_in_place_are_restored_between_trials(fake_gpu):
+    """A kernel that reads a buffer and writes its result over it (GLA's grouped dq and dk
+    over their float32 parts) asks the tuner to put the buffer back after each trial
+    (`restore`): a tuner without it would run each trial on the one before's output. The
+    same kernel without `restore` is another tuner."""
+    k, x = FakeKernel(), torch.zeros(8)
+    _backend.launch(k, CONFIGS, lambda m: (1,), (x, 64, 0.5), {}, {}, restore=("X",))
+    _backend.launch(k, CONFIGS, lambda m: (1,), (x, 64, 0.5), {}, {})
+    assert [t.restore for t in FakeTuner.made] == [["X"], None]
 
 
 def test_one_tuner_per_variant(fake_gpu):
