@@ -20,6 +20,8 @@ from ncd.ops.wtacrs.reference import (
 )
 from ncd.ops.wtacrs.sampled import kept_rows, wtacrs_linear, wtacrs_select
 
+from ..cpu_memory import saved_storages
+
 
 def _data(n=63, D=12, J=7, seed=0, skew=True):
     g = torch.Generator().manual_seed(seed)
@@ -118,15 +120,9 @@ def test_unbiased_without_gradient_norms():
 
 
 def _saved_bytes(fn):
-    seen = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(seen.values()), out
+    """(bytes of the storages autograd keeps for the backward of fn's result, the result)."""
+    out, kept = saved_storages(fn)
+    return sum(kept.values()), out
 
 
 @pytest.mark.parametrize(
