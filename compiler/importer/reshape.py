@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import fx
 
 from ncd.circuits.builder import Wire
@@ -253,18 +254,20 @@ class _Reshape:
         y = self.order(y, [y.axes[d] for d in [*range(k), *perm]], n, "permute")
         return self.view(n, y, self.shape(n))
 
-    def split_names(self, a: str, sizes: list[int], avoid) -> list[str]:
+    def split_names(self, a: str, sizes: list[int], avoid, chunks: bool = False) -> list[str]:
         """Names of the parts of axis `a` that a reshape splits it into, from what it splits:
         a sequence of positions into a grid (Y X: `x.view(B, H, W, C)` of a vision
         transformer's tokens), an axis of a grid into its parts (Y into Y_1 Y_2: Swin's
         windows and the positions within a window, `x.view(B, H // w, w, W // w, w, C)`),
         features into heads and their features, the last two parts (`view(B, T, H, K)`,
         timm's `reshape(B, N, 3, H, K)`). Parts were once all named as heads, so that Swin's
-        grid read as heads H and head features K, and its windows as H2 K2, H3 K3."""
+        grid read as heads H and head features K, and its windows as H2 K2, H3 K3. `chunks`:
+        a sequence cut into chunks of a length the code writes as a number (`view(B, T // 64,
+        64, D)`) is T_1 T_2 (the chunks, the positions in each), not a grid."""
         role = _role_of(a)
-        if role == "seq":
+        if role == "seq" and not chunks:
             roles = ["spatial"] * len(sizes)
-        elif role == "spatial":
+        elif role in ("spatial", "seq"):
             names = [f"{a}_{k}" for k in range(1, len(sizes) + 1)]
             if not any(m in self.sizes or m in avoid for m in names):
                 self.sizes.update(zip(names, sizes, strict=True))
@@ -282,6 +285,7 @@ class _Reshape:
         """A reshape as splits and merges of axes, when it is one (else opaque)."""
         in_shape = [self.sizes[a] for a in x.axes]
         out_shape = list(out_shape)
+        literal = _literal_sizes(n, out_shape) if out_shape == list(self.shape(n)) else None
         groups, i, j = [], 0, 0
         while i < len(in_shape) or j < len(out_shape):
             gi, gj = [i], [j]
@@ -345,7 +349,9 @@ class _Reshape:
                     self.split_from[tuple(names)] = a
                     continue
                 else:
-                    names = self.split_names(a, [out_shape[j_] for j_ in gj], y.axes)
+                    given = [literal[j_] for j_ in gj] if literal else []
+                    chunks = len(gj) == 2 and sorted(given) == [False, True]
+                    names = self.split_names(a, [out_shape[j_] for j_ in gj], y.axes, chunks)
                 try:
                     y = self.b.split_axis(y, a, names, name=self.box_name(n, "split"))
                     self.split_from[tuple(names)] = a
@@ -381,3 +387,20 @@ class _Reshape:
         if y is x:
             return x
         return y
+
+
+def _literal_sizes(n, out_shape) -> list[bool] | None:
+    """For a reshape written with its sizes (`x.view(B, T // 64, 64, D)`, `torch.reshape(x,
+    (...))`), which of them the code writes as a positive number (64), not computed from the
+    input's sizes (`T // 64`) or left to torch (-1); None where the call gives no such list."""
+    if n.op == "call_method" and n.target in ("view", "reshape"):
+        given = list(n.args[1:])
+    elif n.op == "call_function" and n.target is torch.reshape and len(n.args) > 1:
+        given = [n.args[1]]
+    else:
+        return None
+    if len(given) == 1 and isinstance(given[0], (tuple, list)):
+        given = list(given[0])
+    if len(given) != len(out_shape):
+        return None
+    return [isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in given]

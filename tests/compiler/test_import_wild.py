@@ -18,7 +18,7 @@ from ncd.compiler import compile as ncd_compile
 from ncd.compiler import from_torch
 from ncd.compiler.errors import TorchImportError
 from ncd.compiler.rewrites import apply_rewrites
-from tests.compiler.helpers import randomise
+from tests.compiler.helpers import randomise, same_import
 from tests.compiler.hf_gpt2 import GPT2Block
 
 
@@ -811,6 +811,35 @@ def test_swin_axes_are_named_from_what_their_splits_split():
     svg = render(circuit, max_width=None)
     split = svg[svg.index('id="box:view_1_split"') :].split("</g>", 1)[0]
     assert re.search(r'italic"[^>]*>Y</text>\s*<text[^>]*baseline-shift="sub"[^>]*>1<', split)
+
+
+class ChunkedMean(nn.Module):
+    """Each chunk of 4 tokens averaged, the chunk length written as a number."""
+
+    def forward(self, x):
+        B, T, D = x.shape
+        return x.view(B, T // 4, 4, D).mean(2) + x.reshape(B, -1, 4, D).amax(2)
+
+
+class GridMean(nn.Module):
+    """A vision transformer's tokens on their square grid (both sides computed), averaged
+    over its rows."""
+
+    def forward(self, x):
+        B, T, D = x.shape
+        side = int(T**0.5)
+        return x.view(B, side, side, D).mean(1)
+
+
+def test_a_sequence_cut_into_chunks_is_named_as_chunks_not_a_grid():
+    """`x.view(B, T // 4, 4, D)` cuts the sequence into chunks of a length the code writes:
+    T_1 T_2 (the chunks, the positions in each), as Swin's Y_1 Y_2; a grid whose sides are
+    both computed (or both given) stays Y X. The imports against the models."""
+    x = torch.randn(2, 16, 8, dtype=torch.float64)
+    circuit, _ = same_import(ChunkedMean(), x)
+    assert _splits(circuit) == [("T", ("T_1", "T_2"))]  # (one split box, read by both)
+    circuit, _ = same_import(GridMean(), x)
+    assert _splits(circuit) == [("T", ("Y", "X"))]
 
 
 class MixFFN(nn.Module):
