@@ -245,7 +245,8 @@ def simple_gla_case(dev, dtype, repeat, B, T, H, K, V, per_head, strength, state
 def gla_case(dev, dtype, repeat, B, T, H, K, V, strength, state, cu, seed, G=None):
     """GLA with log-gates logsigmoid(x + 2) times strength per key channel; G: q and k of G
     heads read by the H heads of v and g (grouped; None: G = H), the reference (the float64
-    chunked form) on q and k repeated to the H heads."""
+    chunked form) on q and k repeated to the H heads; bounds from the rounding floor
+    (`floored`), as the delta rules'."""
     g = torch.Generator(device=dev).manual_seed(seed)
     G = H if G is None else G
     q, k = (torch.randn(B, T, G, K, device=dev, generator=g) for _ in range(2))
@@ -259,13 +260,20 @@ def gla_case(dev, dtype, repeat, B, T, H, K, V, strength, state, cu, seed, G=Non
         o, _ = gla(*inputs[:4], initial_state=s0, backend="triton", **kw)
         o.float().sum().backward()
     o, st = gla(*inputs[:4], initial_state=s0, backend="triton", **kw)
-    ref_in = [x.detach().double().requires_grad_() for x in inputs]
-    rq, rk = (x.repeat_interleave(H // G, 2) for x in ref_in[:2])
-    s0_ref = ref_in[4] if state else None
-    o_ref, st_ref = gla_chunked(rq, rk, *ref_in[2:4], initial_state=s0_ref, **kw)
-    outs, refs = ([o, st], [o_ref, st_ref]) if state else ([o], [o_ref])
+    outs = [o, st] if state else [o]
+    cot = [torch.randn(x.shape, generator=g, device=dev).to(x.dtype) for x in outs]
+    got = outs + list(torch.autograd.grad(outs, inputs, cot))
     names = ["o", "S_T"][: len(outs)] + ["dq", "dk", "dv", "dg", "dS0"]
-    return grads_err(outs, refs, inputs, ref_in, g, names)
+
+    def reference(xs):  # outputs and gradients of the float64 chunked form
+        xs = [x.detach().double().requires_grad_() for x in xs]
+        rq, rk = (x.repeat_interleave(H // G, 2) for x in xs[:2])  # autograd sums the groups
+        o_ref, st_ref = gla_chunked(rq, rk, *xs[2:4], initial_state=xs[4] if state else None,
+                                    **kw)  # fmt: skip
+        refs = [o_ref, st_ref] if state else [o_ref]
+        return refs + list(torch.autograd.grad(refs, xs, [c.double() for c in cot]))
+
+    return floored(got, reference, inputs, names, dtype, g)
 
 
 def delta_gluon_case(dev, dtype, repeat, programs, *args):
@@ -344,14 +352,20 @@ def delta_rule_case(dev, dtype, repeat, B, T, H, K, V, gated, near, state, cu, s
         wrt = xs if gated else xs[:3] + xs[4:]
         return refs + list(torch.autograd.grad(refs, wrt, [c.double() for c in cot]))
 
+    return floored(got, reference, inputs, names, dtype, g)
+
+
+def floored(got, reference, inputs, names, dtype, g):
+    """(largest error against its bound, its name, that bound, the quantities held to their
+    floor) of the outputs and gradients `got` against `reference(inputs)` (float64). The
+    floor: how far one rounding of the inputs to the dtype moves each quantity (relative noise
+    uniform in +-u, u its unit roundoff), in float64. An ill-conditioned problem (nearly
+    parallel keys) has floors past the dtype's bound: such a quantity is held to twice its
+    floor (the kernels round several intermediates, each like an input's rounding)."""
     ref = reference(inputs)
-    # The floor: how far one rounding of the inputs to the dtype moves each quantity (relative
-    # noise uniform in +-u, u its unit roundoff), in float64. Nearly parallel keys make the
-    # problem ill-conditioned: a quantity whose floor passes the dtype's bound is held to twice
-    # its floor (the kernels round several intermediates, each like an input's rounding).
     u = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}[dtype]
-    noisy = [x.detach().double() * (1 + u * (2 * torch.rand(x.shape, generator=g, device=dev,
-             dtype=torch.float64) - 1)) for x in inputs]  # fmt: skip
+    noisy = [x.detach().double() * (1 + u * (2 * torch.rand(x.shape, generator=g,
+             device=x.device, dtype=torch.float64) - 1)) for x in inputs]  # fmt: skip
     floor = [rel_rms(a, b) for a, b in zip(reference(noisy), ref)]
     errs = [rel_rms(a, b) for a, b in zip(got, ref)]
     bounds = [BOUND[dtype] if f <= BOUND[dtype] else 2 * f for f in floor]

@@ -385,8 +385,10 @@ def _bwd_dk(
         beta = _beta(GC, qk, c * C, offs_k, L, K_DIM, RS, C)
         slot = slot0 + c
         S = tl.load(HB + (slot * H + i_h) * K_DIM * V_DIM + kv, mask=s_mask, other=0.0)
-        tl.store(W + (slot * H + i_h) * K_DIM + offs_k, tl.sum(S * U, 1), mask=k_ok)
-        dk = tl.dot(v, tl.trans(U.to(v.dtype)), input_precision=DOT)
+        u16 = U.to(v.dtype)
+        tl.store(W + (slot * H + i_h) * K_DIM + offs_k, tl.sum(S * u16.to(tl.float32), 1),
+                 mask=k_ok)  # fmt: skip
+        dk = tl.dot(v, tl.trans(u16), input_precision=DOT)
         tl.store(
             DK32 + qk + rows[:, None] * RS + offs_k[None, :],
             dk,
