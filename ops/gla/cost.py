@@ -108,12 +108,13 @@ def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2):
 def backward_temp_bytes(B, T, H, K, V=None, C=64, bytes_per=2):
     """Held by the backward beyond the gradients it returns: float32 dq and dk parts (8 K per
     token), the gates' in-chunk cumulative sums b (float32, 4 K per token, until the end),
-    w (K per chunk), and until _bwd_scan is done the float32 chunk states (K V per chunk)
-    and the gated q and k (the inputs' dtype, 2 K per token); these are freed before dA
-    (float32, C per token) is made for _bwd_intra: the peak is the larger of the two sets."""
+    w (K per chunk), the gated k (the inputs' dtype, K per token, which dg's key term reads in
+    _bwd_intra), and until _bwd_scan is done the float32 chunk states (K V per chunk) and the
+    gated q (K per token); these are freed before dA (float32, C per token) is made for
+    _bwd_intra: the peak is the larger of the two sets."""
     V = K if V is None else V
-    first = 4 * K * V / C + 2 * K * bytes_per
-    return B * T * H * (8 * K + 4 * K / C + 4 * K + _max(first, 4 * C))
+    first = 4 * K * V / C + K * bytes_per
+    return B * T * H * (8 * K + 4 * K / C + 4 * K + K * bytes_per + _max(first, 4 * C))
 
 
 # The chunked PyTorch form (reference.gla_chunked): what CPU tensors, float64 and heads wider
