@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from ncd.ops._backend import interpreting
 
+from .compare import output_and_gradient_errors, rel_rms
+
 # Triton fixes compiled or interpreted kernels at decoration: when conftest.py built ncd.ops
 # for the interpreter, build this family the same way (a no-op once ncd/ops/__init__.py
 # imports it, as conftest then imported it already).
@@ -23,13 +25,6 @@ if _saved is None:
     os.environ.pop("TRITON_INTERPRET", None)
 else:
     os.environ["TRITON_INTERPRET"] = _saved
-
-
-def rel_rms(x, ref):
-    # NaN becomes inf: a NaN error would pass every `<` and be dropped by `max`.
-    x, ref = x.double(), ref.double()
-    err = ((x - ref).norm() / ref.norm()).item()
-    return err if err == err else float("inf")
 
 
 TOL = {torch.float32: 1e-4, torch.float16: 3e-3, torch.float64: 1e-10}
@@ -73,11 +68,7 @@ def compare(fn, case, seed, **fn_kwargs):
         refs.append(st_ref)
     else:
         assert st is None
-    cot = [torch.randn(x.shape, generator=gen).to(x.dtype) for x in outs]
-    grads = torch.autograd.grad(outs, inputs, cot)
-    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cot])
-    assert all(gr.dtype == x.dtype for gr, x in zip(grads, inputs))
-    return [rel_rms(a, b) for a, b in zip(outs + list(grads), refs + list(ref_grads))]
+    return output_and_gradient_errors(outs, refs, inputs, ref_in, gen)
 
 
 # (B, T, H, K, V, dtype, gate dtype, initial state, final state, cu_seqlens)
@@ -343,11 +334,7 @@ def run_grouped(case, **fn_kw):
     )  # fmt: skip
     assert o.shape == (B, T, H, V) and o.dtype == dtype
     outs, refs = [o] + [st] * want_state, [o_ref] + [st_ref] * want_state
-    cot = [torch.randn(x.shape, generator=gen).to(x.dtype) for x in outs]
-    grads = torch.autograd.grad(outs, inputs, cot)
-    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cot])
-    assert all(a.shape == x.shape and a.dtype == x.dtype for a, x in zip(grads, inputs))
-    errs = [rel_rms(a, b) for a, b in zip(outs + list(grads), refs + list(ref_grads))]
+    errs = output_and_gradient_errors(outs, refs, inputs, ref_in, gen)
     assert max(errs) < TOL[dtype], errs
 
 

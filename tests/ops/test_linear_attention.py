@@ -9,14 +9,7 @@ from ncd.ops import config, linear_attention, linear_attention_step
 from ncd.ops.linear_attention import chunk, linear_attention_chunked, linear_attention_reference
 
 from ..cpu_memory import allocations, saved_storages
-
-
-def rel_rms(x, ref):
-    # NaN becomes inf: a NaN error would pass every `<` and be dropped by `max`.
-    x, ref = x.double(), ref.double()
-    err = ((x - ref).norm() / ref.norm()).item()
-    return err if err == err else float("inf")
-
+from .compare import output_and_gradient_errors, rel_rms
 
 TOL = {torch.float32: 1e-4, torch.float16: 3e-3}
 
@@ -406,11 +399,7 @@ def run_grouped(case, **fn_kw):
     if want_state:
         outs += list(st) if normalize else [st]
         refs += list(st_ref) if normalize else [st_ref]
-    cot = [torch.randn(x.shape, generator=gen).to(x.dtype) for x in outs]
-    grads = torch.autograd.grad(outs, inputs, cot)
-    ref_grads = torch.autograd.grad(refs, ref_in, [c.double() for c in cot])
-    assert all(a.shape == x.shape for a, x in zip(grads, inputs))
-    errs = [rel_rms(a, b) for a, b in zip(outs + list(grads), refs + list(ref_grads))]
+    errs = output_and_gradient_errors(outs, refs, inputs, ref_in, gen)
     assert max(errs) < TOL[dtype], errs
 
 
