@@ -272,7 +272,8 @@ class _Walker:
         if box.kind == "call":
             return self.call(i, box, bc, in_wires, outs)
         view = R.BoxView(box, ins, outs, params, grads, layouts, self.nbytes,
-                         self.units(ins, outs), self.dev.platform, c.resolve)  # fmt: skip
+                         self.units(ins, outs), self.dev.platform, c.resolve,
+                         c.number)  # fmt: skip
         rule = R.RULES[box.kind](view)
         if region is not None and region.kind != "pointwise" and name == region.boxes[-1]:
             # a fused kernel writes its output in the output's own (row-major) order

@@ -58,6 +58,7 @@ from ..config import settings as _settings
 from . import gluon as gluon_chunk
 from . import gluon_gated
 from .chunked import gated_delta_rule_chunked
+from .cost import MIN_GPU_WIDTH  # narrower heads: the chunked form on CUDA
 from .reference import l2norm
 
 # ---------------------------------------------------------------------------------------------
@@ -119,11 +120,6 @@ BWD_CHUNK_CONFIGS = [
 # Config delta_checkpoint_states: the forward keeps the state entering every CHECKPOINT_CHUNKS-th
 # chunk (float32), and the backward's states scan runs those segments in parallel.
 CHECKPOINT_CHUNKS = 16
-# Narrower heads take the chunked PyTorch form on CUDA: Triton 3.6 compiles the backward's
-# chunk kernel for sm_90 with an out-of-bounds shared-memory read (compute-sanitizer: at its
-# dk product, `tl.trans(dps) q`) where K or V is under 64 (K V < 4096 in what was tried;
-# K = V = 64 and K = 128, V = 32 were right); the interpreter runs them.
-MIN_GPU_WIDTH = 64
 # Under the interpreter: small chunks and blocks (the interpreter's cost is per operation).
 INTERPRET_CHUNK = 16
 INTERPRET_CHECKPOINT = 2

@@ -25,20 +25,40 @@ from .._backend import GATE_FLOOR, default_scale
 CHUNK = 64
 
 
-def _pad_sequences(x, cu_seqlens, T_pad):
-    """(1, T, H, ...) packed along T -> (N, T_pad, H, ...) with zeros after each sequence's end,
-    and the flat positions (N * T_pad) of the real tokens in packed order."""
+def _pack_chunks(x, sched):
+    """(1, T, H, ...) packed along T -> (1, NC * C, H, ...), the chunk slots of `sched`
+    (`_chunk_schedule`) filled with their tokens, zeros where a sequence's last chunk ends."""
+    flat = torch.cat([x[0], x.new_zeros(1, *x.shape[2:])])  # row T: the padding
+    return flat.index_select(0, sched["source"])[None]
+
+
+def _chunk_schedule(cu_seqlens, C, T, device):
+    """The layout of packed sequences in chunks: each sequence's tokens in chunks of its own,
+    the chunks step-major (the n-th chunks of every sequence that has one, the sequences with
+    the most chunks first, so those still running at step n are a prefix of that `order`).
+    `steps`: (first chunk, sequences running) per step; `source`: each chunk slot's token of
+    the T packed ones (T: padding); `positions`: the slot of each token of the sequences."""
     bounds = cu_seqlens.tolist()
-    N = len(bounds) - 1
-    lens = torch.tensor([b - a for a, b in zip(bounds, bounds[1:])], device=x.device)
-    t = torch.arange(T_pad, device=x.device)
-    starts = torch.tensor(bounds[:-1], device=x.device)
-    valid = t[None, :] < lens[:, None]  # (N, T_pad)
-    idx = torch.where(valid, starts[:, None] + t[None, :], x.shape[1])  # the zero row
-    flat = x[0]
-    flat = torch.cat([flat, flat.new_zeros(1, *flat.shape[1:])], 0)
-    positions = (torch.arange(N, device=x.device)[:, None] * T_pad + t[None, :])[valid]
-    return flat[idx.reshape(-1)].reshape(N, T_pad, *flat.shape[1:]), positions
+    lens = [b - a for a, b in zip(bounds, bounds[1:])]
+    counts = [-(-n // C) for n in lens]
+    if not any(counts):
+        counts[0] = 1  # one chunk at least: empty sequences give their states back
+    order = sorted(range(len(lens)), key=lambda i: -counts[i])
+    steps, slots = [], []
+    for n in range(max(counts)):
+        running = [i for i in order if counts[i] > n]
+        steps.append((len(slots), len(running)))
+        slots += [(i, n) for i in running]
+    t = torch.arange(C)
+    source = torch.tensor([bounds[i] + n * C for i, n in slots]).reshape(-1, 1) + t
+    end = torch.tensor([bounds[i + 1] for i, _ in slots]).reshape(-1, 1)
+    source = torch.where(source < end, source, T).reshape(-1)
+    real = source < T
+    positions = torch.empty(T, dtype=torch.long)
+    positions[source[real]] = torch.arange(source.numel())[real]
+    positions = positions[bounds[0] : bounds[-1]]
+    return {"order": order, "steps": steps, "source": source.to(device),
+            "positions": positions.to(device)}  # fmt: skip
 
 
 def gated_delta_rule_chunked(
@@ -60,18 +80,16 @@ def gated_delta_rule_chunked(
     if cu_seqlens is None:
         N, T_pad = B, max(C, -(-T // C) * C)  # one chunk at least: T = 0 gives the state back
         xs = [F.pad(x, (0, 0, 0, 0, 0, T_pad - T)) for x in xs]
-        positions = None
-    else:
-        bounds = cu_seqlens.tolist()
-        N = len(bounds) - 1
-        T_pad = max(C, -(-max(b - a for a, b in zip(bounds, bounds[1:])) // C) * C)
-        padded = [_pad_sequences(x, cu_seqlens, T_pad) for x in xs]
-        xs, positions = [p[0] for p in padded], padded[0][1]
+        sched = None
+    else:  # one row of chunks, each sequence's own, walked in the schedule's steps
+        sched = _chunk_schedule(cu_seqlens, C, T, q.device)
+        xs = [_pack_chunks(x, sched) for x in xs]
+        N, T_pad = 1, xs[0].shape[1]
     NT = T_pad // C
-    # (N, T_pad, G or H, D) -> (N, G, 1 or R, NT, C, D): q and k broadcast over R
-    xs = [
-        x.reshape(N, NT, C, G, x.shape[2] // G, x.shape[-1]).permute(0, 3, 4, 1, 2, 5) for x in xs
-    ]
+    # (N, T_pad, G or H, D) -> (N, G, 1 or R, NT, C, D): q and k broadcast over R; packed,
+    # (NT, G, 1 or R, 1, C, D): a step's chunks, consecutive, are then a contiguous block
+    order = (0, 3, 4, 1, 2, 5) if sched is None else (1, 3, 4, 0, 2, 5)
+    xs = [x.reshape(N, NT, C, G, x.shape[2] // G, x.shape[-1]).permute(order) for x in xs]
     q, k, v, beta = xs[0], xs[1], xs[2], xs[3][..., 0]
     ones = torch.ones(C, C, dtype=torch.bool, device=q.device)
     strict, causal = torch.tril(ones, -1), torch.tril(ones)
@@ -97,22 +115,40 @@ def gated_delta_rule_chunked(
     lower = a + torch.eye(C, dtype=ct, device=q.device)
     w = torch.linalg.solve_triangular(lower, b_w, upper=False, unitriangular=True)
     u = torch.linalg.solve_triangular(lower, v * beta[..., None], upper=False, unitriangular=True)
-    s = q.new_zeros(N, H, K, V) if initial_state is None else initial_state.to(ct)
+    S = B if sched is None else len(sched["order"])
+    s = q.new_zeros(S, H, K, V) if initial_state is None else initial_state.to(ct)
+    if sched is None:
+        steps = [(n, None) for n in range(NT)]  # chunk n of every sequence
+
+        def at(x, n, _):
+            return x[:, :, :, n]
+    else:  # chunks first .. first + m - 1 belong to the first m sequences of the order
+        s = s[sched["order"]]
+        steps = sched["steps"]
+
+        def at(x, first, m):
+            return x[first : first + m, :, :, 0]
+
     s = s.unflatten(1, (G, R))
-    outs = []
-    for n in range(NT):
-        v_new = u[:, :, :, n] - w[:, :, :, n] @ s  # (N, G, R, C, V)
-        outs.append(q_in[:, :, :, n] @ s + qk[:, :, :, n] @ v_new)
+    outs, done = [], []
+    for first, m in steps:
+        if m is not None and m < s.shape[0]:  # sequences that ended: their states set aside
+            done.append(s[m:])
+            s = s[:m].clone()  # (a view would keep the whole of s for the backward)
+        v_new = at(u, first, m) - at(w, first, m) @ s  # (sequences, G, R, C, V)
+        outs.append(at(q_in, first, m) @ s + at(qk, first, m) @ v_new)
         if g is not None:
-            s = s * gamma_last[:, :, :, n, None, None]
-        s = s + k_out[:, :, :, n].transpose(-1, -2) @ v_new
-    s = s.flatten(1, 2)
-    o = torch.stack(outs, 3).flatten(1, 2)  # (N, H, NT, C, V)
-    if positions is None:
+            s = s * at(gamma_last, first, m)[..., None, None]
+        s = s + at(k_out, first, m).transpose(-1, -2) @ v_new
+    s = (torch.cat([s, *reversed(done)]) if done else s).flatten(1, 2)
+    if sched is None:
+        o = torch.stack(outs, 3).flatten(1, 2)  # (N, H, NT, C, V)
         # the real tokens copied into a tensor of their own: a slice of the padded output
         # would hold all of its storage wherever the result is kept
         o = o.reshape(N, H, T_pad, V)[:, :, :T].transpose(1, 2)
         o = o.to(out_dtype, memory_format=torch.contiguous_format, copy=True)
     else:
-        o = o.permute(0, 2, 3, 1, 4).reshape(N * T_pad, H, V)[positions][None].to(out_dtype)
+        s = s[torch.tensor(sched["order"]).argsort().to(s.device)]  # back in the given order
+        o = torch.cat(outs).flatten(1, 2).transpose(1, 2)  # (chunks, C, H, V), the steps' order
+        o = o.reshape(T_pad, H, V)[sched["positions"]][None].to(out_dtype)
     return o, (s if output_final_state else None)

@@ -47,6 +47,13 @@ normalisation are not counted.
 
 import math
 
+# Narrower heads take the chunked PyTorch form on CUDA: Triton 3.6 compiles the backward's
+# chunk kernel for sm_90 with an out-of-bounds shared-memory read (compute-sanitizer: at its
+# dk product, `tl.trans(dps) q`) where K or V is under 64 (K V < 4096 in what was tried;
+# K = V = 64 and K = 128, V = 32 were right); the interpreter runs them. (Here, beside the
+# formulas, so that the cost model prices that form without importing the kernels.)
+MIN_GPU_WIDTH = 64
+
 
 def inverse_macs(C=64):
     """Multiply-adds of the prepare kernel's inverse of one chunk, as it runs them (README.md,

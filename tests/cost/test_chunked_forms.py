@@ -163,3 +163,55 @@ def test_gallery_blocks_peak_within_10_percent(name):
     got, _ = measure.peak_bytes(ncd.compile(c), measure.make_inputs(c))
     model = ncd.analyse(c, lowering="unfused", device="cpu").numbers["peak_bytes"]
     assert 0.9 <= got / model <= 1.1, (name, got, model)
+
+
+def packed_box(variant, T, N):
+    """One delta-rule box on N - 1 sequences packed along T (offsets of N values)."""
+    b = Builder(variant, sizes={"T": T, "N": N, "H": 2, "K": 8, "V": 8})
+    q, k, v = b.input("q", "T H K"), b.input("k", "T H K"), b.input("v", "T H V")
+    ports = {"beta": b.input("beta", "T H")}
+    if variant == "gated_delta":
+        ports["g"] = b.input("g", "T H")
+    offsets = b.input("offsets", "N", dtype="int32")
+    b.output("y", b.linear_attention(q, k, v, key="T", variant=variant, offsets=offsets, **ports))
+    return b.build()
+
+
+@pytest.mark.parametrize("variant", ["delta", "gated_delta"])
+@pytest.mark.parametrize(
+    "lengths, tight",
+    [([21, 8, 19], True), ([209, 791], True), ([35, 118, 118, 29], False), ([1, 700, 3, 2], False)],
+)
+def test_packed_delta_rule_peak(variant, lengths, tight):
+    """Packed sequences each take chunks of their own (not every sequence padded to the
+    longest one's length), priced as the most chunks N - 1 sequences of T tokens can take:
+    within 10% of the allocator where the lengths take that many (tight), above it otherwise.
+    [1, 700, 3, 2] padded to the longest would hold 4 x 704 tokens' products, 3.1x these."""
+    T, N = sum(lengths), len(lengths) + 1
+    c = packed_box(variant, T, N)
+    xs = measure.make_inputs(c)
+    xs[-1] = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    got, _ = measure.peak_bytes(ncd.compile(c), xs)
+    report = ncd.analyse(c, lowering="unfused", device="cpu")
+    model = report.numbers["peak_bytes"]
+    assert "chunked PyTorch form" in report.boxes[0].kernel
+    if tight:
+        assert abs(model - got) <= 0.10 * got, (model, got)
+    else:
+        assert got <= model, (model, got)
+
+
+@pytest.mark.parametrize("variant", ["delta", "gated_delta"])
+@pytest.mark.parametrize("K, V, chunked", [(32, 64, True), (64, 16, True), (64, 64, False)])
+def test_narrow_delta_heads_on_cuda_priced_as_the_chunked_form(variant, K, V, chunked):
+    """ncd.ops' delta rules take their chunked PyTorch form on CUDA where K or V is under
+    64 (ops/delta_rule/chunk.py, `_run`): a CUDA profile prices that form there, which on
+    CPU tensors is measured above (the same autograd graph on either device)."""
+    c = one_box(variant)
+    sizes = {"T": 100, "K": K, "V": V}
+    gpu = ncd.analyse(c, sizes=sizes, device="h200", dtype="float32", lowering="unfused")
+    assert ("chunked PyTorch form" in gpu.boxes[0].kernel) == chunked
+    if chunked:
+        cpu = ncd.analyse(c, sizes=sizes, device="cpu", dtype="float32", lowering="unfused")
+        assert gpu.numbers["peak_bytes"] == cpu.numbers["peak_bytes"]
+        assert gpu.numbers["activation_bytes"] == cpu.numbers["activation_bytes"]

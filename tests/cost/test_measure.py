@@ -70,16 +70,11 @@ PEAK_SKIP = {
     # the batch norm's channel-first copies of this lowering) the model does not know
     "conv": "oneDNN convolution workspaces",
     "attention": "CPU reference of the fused kernel",
-    # packed sequences: the delta rule's chunked form pads each one (not priced per sequence)
-    "packed_linear_attention": "packed sequences' padded CPU form",
 }
 
 
 def _peak_skips(c):
-    kinds = {b.kind for b in c.boxes}
-    kinds |= {"packed_linear_attention" for b in c.boxes
-              if b.kind == "linear_attention" and b.packed}  # fmt: skip
-    return sorted({PEAK_SKIP[k] for k in kinds if k in PEAK_SKIP})
+    return sorted({PEAK_SKIP[b.kind] for b in c.boxes if b.kind in PEAK_SKIP})
 
 
 @pytest.mark.parametrize("name", gallery.names())

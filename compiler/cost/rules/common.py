@@ -142,7 +142,7 @@ class BoxView:
     """What a rule may read about one box (sizes already resolved)."""
 
     def __init__(self, box, ins, outs, params, grads, layouts, nbytes, units=frozenset(),
-                 platform="cuda", resolve=None):  # fmt: skip
+                 platform="cuda", resolve=None, number=None):  # fmt: skip
         self.box = box
         self.ins: dict[str, TensorType] = ins
         self.outs = outs
@@ -158,6 +158,10 @@ class BoxView:
         self.resolve: Callable = resolve or (lambda e: e)
         """A size expression of the box's settings with what validation learned substituted
         (`D` -> `H*K`), as the wires' sizes are."""
+        self.number: Callable = number or (lambda e: None)
+        """The value of a size expression under the bound sizes, None where symbols stay free:
+        for choices the ops make by size (which form runs), as `units`; formulas stay
+        symbolic."""
 
     def x(self, port: str = "x") -> TensorType:
         return self.ins[port]

@@ -37,7 +37,7 @@ def _linear_attention_rule(v: BoxView) -> Rule:
         return _packed_windows(v)
     if not b.causal and b.variant == "linear":
         return _non_causal(v)
-    chunked = _runs_chunked_form(v, *_attention_dims(v)[3:]) and not b.packed
+    chunked = _runs_chunked_form(v, *_attention_dims(v)[3:])
     if b.variant in ("linear", "lightning") and not b.packed:
         return _simple_gla_chunked(v) if chunked else _plain_linear_attention(v)
     if b.variant in ("linear", "lightning", "decay"):
@@ -230,9 +230,14 @@ MAX_KERNEL_WIDTH = 128
 
 def _runs_chunked_form(v: BoxView, K, V) -> bool:
     """Whether ncd.ops runs its chunked PyTorch form rather than the Triton kernels: on CPU
-    tensors, in float64, and for heads wider than the kernels take (known only for numbers)."""
-    wide = any(w.is_number and w > MAX_KERNEL_WIDTH for w in map(sympy.sympify, (K, V)))
-    return v.platform == "cpu" or _bytes_per(v) == 8 or wide
+    tensors, in float64, for heads wider than the kernels take (the delta rules: keys), and
+    for the delta rules' heads narrower than their kernels take on CUDA (widths under the
+    bound sizes; where they are free, the kernels)."""
+    widths = [v.number(w) for w in (K, V)]
+    delta = v.box.variant in ("delta", "gated_delta")
+    wide = any(w is not None and w > MAX_KERNEL_WIDTH for w in widths[: 1 if delta else 2])
+    narrow = delta and any(w is not None and w < delta_rule_cost.MIN_GPU_WIDTH for w in widths)
+    return v.platform == "cpu" or _bytes_per(v) == 8 or wide or narrow
 
 
 def _gla_chunked(v: BoxView) -> Rule:
@@ -460,8 +465,12 @@ def _simple_gla_chunked(v: BoxView) -> Rule:
 def _delta_chunked(v: BoxView) -> Rule:
     """ops/delta_rule/chunked.py's `gated_delta_rule_chunked` through autograd, which CPU
     tensors and float64 run: the sequence padded to whole chunks of 64, every chunk's
-    products at once, a loop over the chunks for the state."""
+    products at once, a loop over the chunks for the state. Packed sequences (N offsets)
+    each take chunks of their own, priced as one sequence of N - 2 chunks more than T
+    needs: the most N - 1 sequences of T tokens can take."""
     B, T, _, K, V = _attention_dims(v)
+    if v.box.packed:  # each sequence in chunks of its own: at most one more chunk a sequence
+        T = T + 64 * (numel(v.x("offsets")) - 2)
     w = _compute_width(v)
     gated = v.box.variant == "gated_delta"
     dr = delta_rule_cost
