@@ -8,17 +8,35 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def saved_storages(fn):
-    """(fn(), the storages autograd keeps for the backward of what fn builds: data pointer ->
-    bytes, each storage once however many of its views are saved)."""
-    kept = {}
+def saved_tensors(fn, tag=None):
+    """(fn(), every tensor autograd saved for the backward while fn ran; with `tag`, (tensor,
+    tag() when it was saved) pairs). Each is held here until fn returns, so that a storage
+    freed during the call (saved by a part of the graph fn dropped, such as a last state
+    nothing reads) cannot lend its address to a later one: told apart by address, the two
+    would count as one, depending on the allocator. So those dropped parts are counted, as
+    a backward through everything fn computed would keep them."""
+    saved = []
 
     def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        saved.append((t, tag() if tag else None))
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
+    return out, saved if tag else [t for t, _ in saved]
+
+
+def saved_storages(fn, exclude=()):
+    """(fn(), the storages autograd keeps for the backward of what fn builds: data pointer ->
+    bytes, each storage once however many of its views are saved), but those of the tensors
+    in `exclude` (inputs, parameters)."""
+    out, tensors = saved_tensors(fn)
+    skip = {x.untyped_storage().data_ptr() for x in exclude}
+    kept = {}
+    for t in tensors:
+        s = t.untyped_storage()
+        if s.data_ptr() not in skip:
+            kept.setdefault(s.data_ptr(), s.nbytes())
     return out, kept
 
 

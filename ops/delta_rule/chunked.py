@@ -44,11 +44,12 @@ def _chunk_schedule(cu_seqlens, C, T, device):
     if not any(counts):
         counts[0] = 1  # one chunk at least: empty sequences give their states back
     order = sorted(range(len(lens)), key=lambda i: -counts[i])
-    steps, slots = [], []
+    steps, slots, m = [], [], len(order)
     for n in range(max(counts)):
-        running = [i for i in order if counts[i] > n]
-        steps.append((len(slots), len(running)))
-        slots += [(i, n) for i in running]
+        while counts[order[m - 1]] <= n:  # the sequences past m have ended
+            m -= 1
+        steps.append((len(slots), m))
+        slots += [(i, n) for i in order[:m]]
     t = torch.arange(C)
     source = torch.tensor([bounds[i] + n * C for i, n in slots]).reshape(-1, 1) + t
     end = torch.tensor([bounds[i + 1] for i, _ in slots]).reshape(-1, 1)

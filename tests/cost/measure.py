@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ncd.compiler.examples import example_inputs
 
-from ..cpu_memory import allocations
+from ..cpu_memory import allocations, saved_tensors
 
 
 def make_inputs(circuit, sizes=None, dtype=torch.float32, device="cpu", seed=0):
@@ -46,20 +46,16 @@ def saved_bytes(module, xs) -> tuple[int, list]:
     excluded; and the list of (shape, dtype, bytes) kept."""
     params = {p.untyped_storage().data_ptr() for p in module.parameters()}
     params |= {b.untyped_storage().data_ptr() for b in module.buffers()}
+    y, tensors = saved_tensors(lambda: module(*xs))
+    del y
     seen: dict[int, int] = {}
     kept = []
-
-    def pack(t):
+    for t in tensors:
         s = t.untyped_storage()
         ptr = s.data_ptr()
         if ptr not in params and ptr not in seen:
             seen[ptr] = s.nbytes()
             kept.append((tuple(t.shape), str(t.dtype), s.nbytes()))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = module(*xs)
-    del y
     return sum(seen.values()), kept
 
 
@@ -100,18 +96,17 @@ def measure_split(module, xs, boxes: set[str]):
                     state["inside"] = False
             return super().run_node(n)
 
-    def pack(t):
+    with FlopCounterMode(display=False) as fwd:
+        y, saved = saved_tensors(
+            lambda: Run(module).run(*xs), tag=lambda: "boxes" if state["inside"] else "rest"
+        )
+    for t, where in saved:
         s = t.untyped_storage()
         ptr = s.data_ptr()
         if ptr not in params:
-            where = "boxes" if state["inside"] else "rest"
             seen[ptr] = where if seen.get(ptr, where) == where else "both"
             sizes[ptr] = s.nbytes()
-        return t
-
-    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-    with FlopCounterMode(display=False) as fwd, hooks:
-        y = Run(module).run(*xs)
+    del saved
     loss = _loss(y)
     with FlopCounterMode(display=False) as bwd:
         loss.backward()

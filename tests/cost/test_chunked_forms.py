@@ -27,28 +27,17 @@ from ncd.ops.delta_rule.chunked import gated_delta_rule_chunked
 from ncd.ops.linear_attention.reference import linear_attention_chunked
 from ncd.ops.simple_gla.reference import simple_gla_chunked
 
+from ..cpu_memory import saved_storages
 from . import measure
 
 
 def kept_and_flops(fn, inputs):
     """(bytes saved for the backward beyond the inputs, forward products, backward products)."""
-    ins = {x.untyped_storage().data_ptr() for x in inputs}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        seen.setdefault(s.data_ptr(), s.nbytes())
-        return t
-
-    with (
-        FlopCounterMode(display=False) as fwd,
-        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
-    ):
-        o = fn(*inputs)
+    with FlopCounterMode(display=False) as fwd:
+        o, kept = saved_storages(lambda: fn(*inputs), exclude=inputs)
     with FlopCounterMode(display=False) as bwd:
         o.sum().backward()
-    kept = sum(n for p, n in seen.items() if p not in ins)
-    return kept, fwd.get_total_flops(), bwd.get_total_flops()
+    return sum(kept.values()), fwd.get_total_flops(), bwd.get_total_flops()
 
 
 def qkv(B, T, H, K, V, seed=0):

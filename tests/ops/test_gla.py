@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ncd.ops._backend import interpreting
 
+from ..cpu_memory import saved_storages
 from .compare import output_and_gradient_errors, rel_rms
 
 # Triton fixes compiled or interpreted kernels at decoration: when conftest.py built ncd.ops
@@ -358,14 +359,7 @@ def test_grouped_heads_keep_no_copies():
     B, T, H, K, V = 1, 40, 4, 16, 8
     (q, k, _, _), _ = make(B, T, 1, K, V, torch.float32, 1)
     (_, _, v, g), _ = make(B, T, H, K, V, torch.float32, 2)
-    kept = {}
-
-    def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        o, _ = gla(q, k, v, g, backend="triton")
+    (o, _), kept = saved_storages(lambda: gla(q, k, v, g, backend="triton"))
     inputs = {x.untyped_storage().data_ptr(): 4 * x.numel() for x in (q, k, v, g)}
     assert {p: kept[p] for p in inputs} == inputs
     assert sum(kept.values()) - sum(inputs.values()) == 4 * B * T * H * chunk.CHUNK

@@ -16,6 +16,8 @@ from ncd import ops
 from ncd.ops.short_conv import cost
 from ncd.ops.short_conv.reference import short_conv_reference, short_conv_step
 
+from ..cpu_memory import saved_tensors
+
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
 
 
@@ -170,14 +172,7 @@ def test_the_forward_keeps_x_alone(act):
     itself: `cost.kept_bytes` (the SiLU's input is recomputed, not kept)."""
     x, w, b, _ = _case(2, 37, 24, 4, torch.float32, True)
     x, w, b = (t.requires_grad_() for t in (x, w, b))
-    saved = []
-
-    def pack(t):
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        ops.short_conv(x, w, b, activation=act, backend="triton")
+    _, saved = saved_tensors(lambda: ops.short_conv(x, w, b, activation=act, backend="triton"))
     params = {w.data_ptr(), b.data_ptr()}
     kept = [t for t in saved if t.data_ptr() not in params]
     assert [t.data_ptr() for t in kept] == [x.data_ptr()]
