@@ -502,6 +502,7 @@ def _bwd_dA(
 def _intra_whole(
     Q, K, KD, DA, DQ32, DK32, DQ, DK, DG, qk, qq, a_base, rows, offs_t, offs_k, k_ok, b, b_m,
     beta, carry, scale, L, K_DIM: tl.constexpr, RS, RQ, RA, GDOT: tl.constexpr,
+    ROUNDED: tl.constexpr,
 ):  # fmt: skip
     """_bwd_intra's chunk as one block (rows: its tokens, b [C, BLOCK_K] its gates, b_m their
     middle row, every |b - b_m| < SAFE_SPAN): dq = (dA (k e^(b_m - b))) e^(b - b_m) + scale e^b
@@ -525,8 +526,8 @@ def _intra_whole(
     dk += dk32 * f
     tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
     x -= k * dk
-    # the inter-chunk part of k dk from the gated keys as the state was built (rounded)
-    x += dk32 * (k * f - _tile(KD + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32))
+    if ROUNDED:  # the inter-chunk part of k dk from the gated keys as the state was built
+        x += dk32 * (k * f - _tile(KD + qk, rows, offs_k, L, K_DIM, RS).to(tl.float32))
     dg = tl.cumsum(x, 0, reverse=True) + carry[None, :]
     tl.store(DG + ptrs, dg.to(DG.dtype.element_ty), mask=mask)
 
@@ -536,13 +537,15 @@ def _bwd_intra(
     Q, K, KD, GC, DA, DQ32, DK32, W, DQ, DK, DG, CU, T, H, scale,
     K_DIM: tl.constexpr, BLOCK_K: tl.constexpr, C: tl.constexpr, BC: tl.constexpr,
     VARLEN: tl.constexpr, GDOT: tl.constexpr, WHOLE: tl.constexpr, GROUP: tl.constexpr,
+    ROUNDED: tl.constexpr,
 ):  # fmt: skip
     """One chunk, key channels [i_k * BLOCK_K, +BLOCK_K): dq_i += sum_{j<=i} dA_ij k_j
     e^(b_i-b_j) and dk_j += sum_{i>=j} dA_ij q_i e^(b_i-b_j) with dA_ij = scale dO_i . v_j
     (read from DA, written by _bwd_dA) and b the in-chunk cumulative gates (GC), in sub-chunk
     blocks as the forward's A, then dg = (reverse cumsum within the chunk of q dq - k dk) + w,
-    the inter-chunk part of k dk taken with the gated keys KD the state was built from
-    (rounded to the input dtype), so that it cancels against w = <S, U> (README, "dg").
+    the inter-chunk part of k dk taken, with a final-state gradient (ROUNDED), from the gated
+    keys KD the state was built from (rounded to the input dtype), so that it cancels
+    against w = <S, U> (README, "dg").
     The inter-chunk parts come from the scans without their gate factors: dq's scale e^b
     and dk's e^(beta - b) are applied here, folded into the blocks' own factors.
     The sub-chunks are walked last to first so that each one's dq, dk and dg come out
@@ -583,7 +586,7 @@ def _bwd_intra(
         if WHOLE and span < SAFE_SPAN:
             _intra_whole(
                 Q, K, KD, DA, DQ32, DK32, DQ, DK, DG, qk, qq, a_base, rows, offs_t, offs_k, k_ok,
-                b, b_m, beta, carry, scale, L, K_DIM, RS, RQ, RA, GDOT,
+                b, b_m, beta, carry, scale, L, K_DIM, RS, RQ, RA, GDOT, ROUNDED,
             )  # fmt: skip
         else:
             for J in tl.static_range(NC - 1, -1, -1):
@@ -670,10 +673,10 @@ def _bwd_intra(
                         dk += da_i[:, None] * q_i[None, :] * e
                 tl.store(DK + ptrs, dk.to(DK.dtype.element_ty), mask=mask)
                 x = q_J * dq - k_J * dk
-                # the inter-chunk part of k dk from the gated keys as the state was built
-                kb = k_J * tl.exp(tl.minimum(beta[None, :] - b_J, 0.0))
-                kd = _tile(KD + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
-                x += tl.load(DK32 + ptrs, mask=mask, other=0.0) * (kb - kd)
+                if ROUNDED:  # the inter-chunk part of k dk from the gated keys as built
+                    kb = k_J * tl.exp(tl.minimum(beta[None, :] - b_J, 0.0))
+                    kd = _tile(KD + qk, rows_J, offs_k, L, K_DIM, RS).to(tl.float32)
+                    x += tl.load(DK32 + ptrs, mask=mask, other=0.0) * (kb - kd)
                 dg = tl.cumsum(x, 0, reverse=True) + carry[None, :]
                 carry += tl.sum(x, 0)
                 tl.store(DG + ptrs, dg.to(DG.dtype.element_ty), mask=mask)
@@ -841,6 +844,9 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
         USE_DST=d_st is not None, STORE_DS0=want_ds0, VARLEN=varlen, DOT=dot,
     )  # fmt: skip
     del hb, qg
+    rounded = d_st is not None  # (README, "dg": only a final-state gradient needs KD here)
+    if not rounded:
+        kd = k  # (not read)
     dA = torch.empty(B, T, H, CHUNK, **f32)
     _launch(
         _bwd_dA, DA_CONFIGS, INTERPRET_DA, lambda m: (cdiv(T, CHUNK), N * H), v, do, dA, cu,
@@ -853,7 +859,7 @@ def _backward(q, k, v, g, A, do, scale, s0, d_st, want_ds0, cu_seqlens):
     dg = torch.empty_like(g)
     args = (q, k, kd, gc, dA, dq32, dk32, w, dq, dk, dg, cu, T_arg, H, scale)
     meta = dict(K_DIM=K, C=CHUNK, BC=SUB, VARLEN=varlen, GDOT=gdot, WHOLE=WHOLE_CHUNK,
-                GROUP=H // G)  # fmt: skip
+                GROUP=H // G, ROUNDED=rounded)  # fmt: skip
     launch(
         _bwd_intra, INTRA_CONFIGS, lambda m: (cdiv(K, m["BLOCK_K"]), cdiv(T, CHUNK), N * H),
         args, meta, INTERPRET_INTRA, key=[k_ for k_ in KEY if k_ in _bwd_intra.arg_names],

@@ -105,16 +105,18 @@ def forward_temp_bytes(B, T, H, K, V=None, bytes_per=2):
     return B * T * H * (4 * K + 2 * K * bytes_per)
 
 
-def backward_temp_bytes(B, T, H, K, V=None, C=64, bytes_per=2):
+def backward_temp_bytes(B, T, H, K, V=None, C=64, bytes_per=2, final_state_grad=False):
     """Held by the backward beyond the gradients it returns: float32 dq and dk parts (8 K per
     token), the gates' in-chunk cumulative sums b (float32, 4 K per token, until the end),
-    w (K per chunk), the gated k (the inputs' dtype, K per token, which dg's key term reads in
-    _bwd_intra), and until _bwd_scan is done the float32 chunk states (K V per chunk) and the
-    gated q (K per token); these are freed before dA (float32, C per token) is made for
-    _bwd_intra: the peak is the larger of the two sets."""
+    w (K per chunk), with a final-state gradient the gated k (the inputs' dtype, K per token,
+    which dg's key term then reads in _bwd_intra), and until _bwd_scan is done the float32
+    chunk states (K V per chunk) and the gated q and (else) k (K per token each); these are
+    freed before dA (float32, C per token) is made for _bwd_intra: the peak is the larger of
+    the two sets."""
     V = K if V is None else V
-    first = 4 * K * V / C + K * bytes_per
-    return B * T * H * (8 * K + 4 * K / C + 4 * K + K * bytes_per + _max(first, 4 * C))
+    kd = K * bytes_per if final_state_grad else 0  # the gated k kept until _bwd_intra
+    first = 4 * K * V / C + 2 * K * bytes_per - kd
+    return B * T * H * (8 * K + 4 * K / C + 4 * K + kd + _max(first, 4 * C))
 
 
 # The chunked PyTorch form (reference.gla_chunked): what CPU tensors, float64 and heads wider
