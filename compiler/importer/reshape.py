@@ -44,16 +44,26 @@ def _runs(sizes: list[int], want: list[int]) -> list[list[int]] | None:
     return runs if i == len(sizes) and sizes else None
 
 
-def _merged_role(parts) -> str:
-    """The role of an axis merged from `parts`: positions of a grid read in order are a
-    sequence (Swin's positions within a window, Y_2 X_2; a feature map's Y X flattened),
-    heads with their features are features, else the first part's role."""
+def _merged_role(parts, sizes=()) -> str:
+    """The role of an axis merged from `parts`: the outer parts of a grid's splits (Swin's
+    windows along Y and X, Y_1 X_1: each has a later part Y_2) index windows, which the
+    attention runs over as a batch; positions of a grid read in order are a sequence (Swin's
+    positions within a window, Y_2 X_2; a feature map's Y X flattened), heads with their
+    features are features, else the first part's role."""
     roles = [_role_of(a) for a in parts]
     if len(roles) > 1 and all(r == "spatial" for r in roles):
+        if all(_outer_part(a, sizes) for a in parts):
+            return "batch"
         return "seq"
     if roles[0] == "heads" and {"head", "value"} & set(roles[1:]):
         return "feature"
     return roles[0]
+
+
+def _outer_part(name: str, sizes) -> bool:
+    """Whether `name` is a part of a split grid axis with a part after it (Y_1 of Y_1 Y_2)."""
+    base, _, k = name.partition("_")
+    return k.isdigit() and f"{base}_{int(k) + 1}" in sizes
 
 
 class _Reshape:
@@ -341,7 +351,7 @@ class _Reshape:
                             names.append(group[0])
                             continue
                         taken = [m for m, size in self.sizes.items() if size == want[k]]
-                        new = self.axis(_merged_role(group), want[k],
+                        new = self.axis(_merged_role(group, self.sizes), want[k],
                                         avoid=[*y.axes, *names, *parts, *taken])  # fmt: skip
                         self.b.axis(new, "*".join(group))
                         names.append(new)
@@ -364,7 +374,7 @@ class _Reshape:
                     raise _Rename(maker) from None
             else:  # merge
                 parts = [x.axes[k] for k in gi]
-                role, size = _merged_role(parts), out_shape[gj[0]]
+                role, size = _merged_role(parts, self.sizes), out_shape[gj[0]]
                 # heads merged back to a channels-last image's width are its C, as a linear
                 # map's output is (out_axis), not a new feature axis (window attention's Q)
                 channels = self.by_role.get(("channel", size))

@@ -791,8 +791,10 @@ def test_swin_axes_are_named_from_what_their_splits_split():
     within a window K4: the parts of a split are now named from what it splits. The tokens
     T are a grid, Y X; an axis of the grid splits into its parts, the windows along it and
     the positions within one, Y → Y_1 Y_2 (drawn Y₁ Y₂); a window's positions read in order
-    are a sequence (T2), the heads the attention's own H K; and the window reverse merges
-    Y_1 Y_2 back into Y, Y X into T."""
+    are a sequence (T2), the heads the attention's own H K; the windows the shifted mask
+    is added over (`view(B_ // nW, nW, ...)`), Y_1 X_1 read in order, index windows, a batch
+    (B3 = Y_1*X_1; it was named as a sequence, T3); and the window reverse merges Y_1 Y_2
+    back into Y, Y X into T."""
     from tests.compiler.swin import SwinBlock
 
     torch.manual_seed(0)
@@ -803,6 +805,7 @@ def test_swin_axes_are_named_from_what_their_splits_split():
     merges = {b.axes: b.into for b in circuit.boxes if b.kind == "merge_axes"}
     assert merges[("Y_2", "X_2")] == "T2" and merges[("B", "Y_1", "X_1")] == "B2"
     assert merges[("Y_1", "Y_2")] == "Y" and merges[("Y", "X")] == "T"
+    assert ("B2", ("B", "B3")) in splits and circuit.axes["B3"] == "Y_1*X_1"
     names = {a for b in circuit.boxes for a in getattr(b, "into", ()) or ()}
     assert not {"H2", "K2", "H3", "K3", "K4"} & names
     # drawn as the notation writes a part of Y, on the wires and in the boxes' notes: Y₁
