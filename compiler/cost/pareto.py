@@ -46,16 +46,23 @@ def prune_polynomials(cands: list[sympy.Expr]) -> list[sympy.Expr] | None:
 
 
 def monomial(m: sympy.Expr) -> bool:
-    """Whether `m` is 1 or a product of positive symbols to positive integer powers."""
+    """Whether `m` is 1 or a product of generators to positive integer powers: positive
+    sizes, and functions of sizes that are never negative (`floor(T/4)`, a chunk's tail
+    `chunk_tail(T, 64)`), each taken as a variable of its own. Coefficients that dominate
+    over independent non-negative variables dominate at the values those functions take."""
     factors = m.args if m.is_Mul else (m,)
     return all(
         f == 1
-        or (f.is_Symbol and f.is_positive)
-        or (
-            f.is_Pow and f.base.is_Symbol and f.base.is_positive and f.exp.is_Integer and f.exp > 0
-        )  # fmt: skip
+        or _generator(f)
+        or (f.is_Pow and _generator(f.base) and f.exp.is_Integer and f.exp > 0)
         for f in factors
     )
+
+
+def _generator(f: sympy.Expr) -> bool:
+    if f.is_Symbol:
+        return bool(f.is_positive)
+    return bool(f.is_Function and f.free_symbols and f.is_nonnegative)
 
 
 def prune_vectors(vecs: list[list[int]], monomials: list[sympy.Expr]) -> list[int]:
