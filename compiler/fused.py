@@ -59,12 +59,14 @@ def _to_bthk(L, node, names, batch, seq, feat):
 
 
 def _from_bthk(L, node, t, batch, seq, feat, out_names):
-    """Inverse of `_to_bthk` for an output [B, T, H, F] with axes `out_names` at the end."""
+    """Inverse of `_to_bthk` for an output [B, T, H, F] with axes `out_names` at the end. The
+    unit axes `_to_bthk` added are squeezed (views whose gradient is a view too; indexing
+    them would make the backward copy the output's gradient into a zero tensor)."""
     if not batch:
-        y = L.fn(operator.getitem, node, (0, slice(None), 0))
+        y = L.method("squeeze", node, (0, 2))
         return L.permute(y, [seq, feat], out_names)
     if len(batch) == 1:
-        y = L.fn(operator.getitem, node, 0)
+        y = L.method("squeeze", node, 0)
     elif len(batch) > 2:
         sizes = tuple(L.num(t.axis(a).size) for a in batch[:-1])
         y = L.method("unflatten", node, 0, sizes)

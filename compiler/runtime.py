@@ -414,6 +414,16 @@ def lightning_decay(heads: int, like: torch.Tensor | None = None, rate: float = 
     return decay if like is None else decay.to(like.device)
 
 
+def split_along(xs, sizes, dim):
+    """The tensors xs cut along `dim`, one split each: `sizes` the pieces' lengths, or one
+    chunk length (the last piece shorter; an empty axis gives none). Returns a tuple of
+    pieces per piece. Autograd joins the pieces' gradients with one concatenation, where
+    indexing a piece at a time fills a zero gradient of the whole size for every piece."""
+    if isinstance(sizes, int) and xs[0].shape[dim] == 0:
+        return []
+    return list(zip(*(x.split(sizes, dim) for x in xs)))
+
+
 def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
     """Gated linear attention, S_t = diag(exp g_t) S_{t-1} + k_tᵀ v_t and
     o_t = scale q_t S_t, on q, k [B, T, G, K], v [B, T, H, V], value head h reading q/k head
@@ -432,14 +442,12 @@ def gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
     q, k = (x.to(ct)[:, :, :, None] for x in (q, k))  # [B, T, G, 1, K]
     v, g = (x.to(ct).unflatten(2, (n_qk, R)) for x in (v, g))  # [B, T, G, R, .]
-    bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
+    lengths = [T] if cu_seqlens is None else cu_seqlens.diff().tolist()
     outs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for seq in split_along((q, k, v, g), lengths, 1):
         s = v.new_zeros(B, n_qk, R, K, V)  # the state, K x V per head
-        for t0 in range(start, end, chunk):
-            c = slice(t0, min(t0 + chunk, end))
-            qc, kc, vc = q[:, c], k[:, c], v[:, c]
-            b = g[:, c].cumsum(1)
+        for qc, kc, vc, gc in split_along(seq, chunk, 1):
+            b = gc.cumsum(1)
             n = b.shape[1]
             b = b.expand(B, n, n_qk, R, K)  # [B, n, G, R, K]
             causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
@@ -481,27 +489,25 @@ def simple_gla(q, k, v, g, scale=None, cu_seqlens=None, backend=None, chunk=64):
     scale = (K**-0.5 if K else 1.0) if scale is None else scale
     out_dtype, ct = v.dtype, torch.promote_types(q.dtype, torch.float32)
     g = g.expand(B, T, H) if g.dim() == 1 else g
-    q, k = (x.to(ct).transpose(1, 2) for x in (q, k))  # [B, G, T, K]
+    q, k = (x.to(ct).transpose(1, 2)[:, :, None] for x in (q, k))  # [B, G, 1, T, K]
     v = v.to(ct).transpose(1, 2).unflatten(1, (n_qk, H // n_qk))  # [B, G, R, T, V]
     g = g.to(ct).clamp(min=-64.0).transpose(1, 2)
-    g = g.unflatten(1, (n_qk, H // n_qk))  # [B, G, R, T]
-    bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
+    g = g.unflatten(1, (n_qk, H // n_qk))[..., None]  # [B, G, R, T, 1]
+    lengths = [T] if cu_seqlens is None else cu_seqlens.diff().tolist()
     outs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for seq in split_along((q, k, v, g), lengths, 3):
         s = v.new_zeros(B, n_qk, H // n_qk, K, V)  # the state, K x V per head
-        for t0 in range(start, end, chunk):
-            c = slice(t0, min(t0 + chunk, end))
-            qc, kc, vc = q[:, :, c], k[:, :, c], v[..., c, :]
-            G = g[..., c].cumsum(-1)  # [B, G, R, n]
+        for qc, kc, vc, gc in split_along(seq, chunk, 3):
+            G = gc[..., 0].cumsum(-1)  # [B, G, R, n]
             n = G.shape[-1]
             causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
             E = torch.where(causal, G[..., :, None] - G[..., None, :], -math.inf).exp()
-            a = torch.einsum("bgik,bgjk->bgij", qc, kc)[:, :, None] * (scale * E)  # [B,G,R,n,n]
-            qs = torch.einsum("bgik,bgrkv->bgriv", qc, s)
+            a = torch.einsum("bgxik,bgxjk->bgxij", qc, kc) * (scale * E)  # [B, G, R, n, n]
+            qs = torch.einsum("bgxik,bgrkv->bgriv", qc, s)
             outs.append(a @ vc + qs * (scale * G.exp())[..., None])
             last = G[..., -1:]  # [B, G, R, 1]
             vd = vc * (last - G).exp()[..., None]
-            s = last.exp()[..., None] * s + torch.einsum("bgjk,bgrjv->bgrkv", kc, vd)
+            s = last.exp()[..., None] * s + torch.einsum("bgxjk,bgrjv->bgrkv", kc, vd)
     o = torch.cat(outs, 3) if outs else v
     return o.flatten(1, 2).transpose(1, 2).to(out_dtype), None
 
@@ -526,14 +532,12 @@ def gated_delta_rule(q, k, v, g, beta, scale=None, cu_seqlens=None, backend=None
     # [B, G, 1 or R, T, .] so that the chunk's products are batched matrix products
     q, k = (x.to(ct).transpose(1, 2)[:, :, None] for x in (q, k))
     v, g, beta = (x.to(ct).transpose(1, 2).unflatten(1, (n_qk, R)) for x in (v, g, beta))
-    bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
+    lengths = [T] if cu_seqlens is None else cu_seqlens.diff().tolist()
     outs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for seq in split_along((q, k, v, g[..., None], beta[..., None]), lengths, 3):
         s = v.new_zeros(B, n_qk, R, K, V)
-        for t0 in range(start, end, chunk):
-            c = slice(t0, min(t0 + chunk, end))
-            qc, kc, vc, bc = q[..., c, :], k[..., c, :], v[..., c, :], beta[..., c, None]
-            G = g[..., c].cumsum(-1)  # [B, G, R, n]
+        for qc, kc, vc, gc, bc in split_along(seq, chunk, 3):
+            G = gc[..., 0].cumsum(-1)  # [B, G, R, n]
             n = G.shape[-1]
             causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
             E = torch.where(causal, G[..., :, None] - G[..., None, :], -math.inf).exp()
@@ -652,7 +656,9 @@ DEPS = {
     "Constant": ["Held"],
     "conv": ["channels_first", "channels_back"],
     "group_norm": ["channels_first", "channels_back"],
-    "gla": ["traced"],
+    "gla": ["split_along", "traced"],
+    "simple_gla": ["split_along"],
+    "gated_delta_rule": ["split_along"],
     "linear_attention": ["simple_gla"],
     "delta_rule": ["gated_delta_rule"],
     "check_offsets": ["traced"],

@@ -176,6 +176,21 @@ def sequences(q: torch.Tensor, cu_seqlens) -> tuple:
     return cu_seqlens.numel() - 1, 0, cu_seqlens
 
 
+def split_tokens(xs, sizes, dim: int = 1) -> list[tuple]:
+    """The tensors `xs` cut along `dim` into pieces, each by one split: `sizes` a list of
+    lengths (packed sequences, empty ones included) or an int (chunks of that many tokens, the
+    last one shorter; none for an empty axis). Returns one tuple of pieces per piece. Autograd
+    then joins the pieces' gradients with one concatenation; indexing a piece at a time makes
+    every piece's backward fill a zero tensor of the whole size, time and memory traffic
+    quadratic in the number of pieces."""
+    n = xs[0].shape[dim]
+    if sizes == [n] or (isinstance(sizes, int) and 0 < n <= sizes):
+        return [tuple(xs)]  # one piece: the tensors themselves
+    if isinstance(sizes, int) and n == 0:
+        return []
+    return list(zip(*(x.split(sizes, dim) for x in xs), strict=True))
+
+
 def token_strides(q: torch.Tensor, v: torch.Tensor) -> tuple:
     """(batch, token, head) strides of the q/k layout, then of the v/o layout."""
     return (*q.stride()[:3], *v.stride()[:3])

@@ -346,6 +346,7 @@ class _Walker:
         bc._temps = rule.temps  # type: ignore[attr-defined]
         bc._bwd_temps = rule.bwd_temps if grad_out else ZERO  # type: ignore[attr-defined]
         bc._grad_through = rule.grad_through  # type: ignore[attr-defined]
+        bc._frees_kept = rule.frees_kept  # type: ignore[attr-defined]
         return bc
 
     def call(self, i, box, bc, in_wires, outs) -> BoxCost:
@@ -862,6 +863,10 @@ def _schedule(c, boxes, storages, wires):
             live.add(nb)
         live.add(pgrad)
         extra = getattr(bc, "_peak_bwd", None)
+        if extra is None and getattr(bc, "_frees_kept", False):
+            # what it keeps, as its backward starts; the gradients once it has freed that
+            held = sum((nb for _, sid, nb in bc.saved if keep_until.get(sid) == i), ZERO)
+            extra = [held + getattr(bc, "_bwd_temps", ZERO), sum(new, ZERO) + pgrad]
         if extra is not None:
             held = [nb for _, sid, nb in bc.saved if keep_until.get(sid) == i]
             before = before.plus(*held, sign=-1)

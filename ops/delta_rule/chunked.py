@@ -62,6 +62,40 @@ def _chunk_schedule(cu_seqlens, C, T, device):
             "positions": positions.to(device)}  # fmt: skip
 
 
+def _products(xs, N, NT, C, G, order, scale, gated):
+    """Every chunk's operands at once, from the padded q, k, v, beta (and g): the scaled
+    queries, the masked (decayed) Q K^T, the solves' W and U, the keys of the state update
+    and each chunk's total decay (None ungated). The passing tensors (masks, beta K K^T,
+    I + A, the gate differences) are freed on return: only what autograd keeps lives on."""
+    xs = [x.reshape(N, NT, C, G, x.shape[2] // G, x.shape[-1]).permute(order) for x in xs]
+    q, k, v, beta = xs[0], xs[1], xs[2], xs[3][..., 0]
+    ones = torch.ones(C, C, dtype=torch.bool, device=q.device)
+    strict, causal = torch.tril(ones, -1), torch.tril(ones)
+    kk = k @ k.transpose(-1, -2)  # (N, G, 1, NT, C, C)
+    qk = q @ k.transpose(-1, -2) * scale
+    if gated:
+        gc = xs[4][..., 0].cumsum(-1)  # (N, G, R, NT, C)
+        diff = gc[..., :, None] - gc[..., None, :]
+        decay = torch.exp(diff.masked_fill(~causal, float("-inf")))  # E on and below the diagonal
+        gamma = torch.exp(gc)
+        gamma_last = gamma[..., -1]  # (N, G, R, NT)
+        k_out = k * torch.exp(gc[..., -1:] - gc)[..., None]  # keys decayed to the chunk's end
+        kk = kk * decay
+        qk = qk * decay
+        q_in = q * (gamma * scale)[..., None]
+        b_w = k * (beta * gamma)[..., None]
+    else:
+        qk = qk.masked_fill(~causal, 0.0)
+        q_in = q * scale
+        k_out = k
+        b_w = k * beta[..., None]
+    a = (beta[..., None] * kk).masked_fill(~strict, 0.0)
+    lower = a + torch.eye(C, dtype=q.dtype, device=q.device)
+    w = torch.linalg.solve_triangular(lower, b_w, upper=False, unitriangular=True)
+    u = torch.linalg.solve_triangular(lower, v * beta[..., None], upper=False, unitriangular=True)
+    return q_in, qk, w, u, k_out, (gamma_last if gated else None)
+
+
 def gated_delta_rule_chunked(
     q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
     cu_seqlens=None, chunk_size=CHUNK,
@@ -90,60 +124,42 @@ def gated_delta_rule_chunked(
     # (N, T_pad, G or H, D) -> (N, G, 1 or R, NT, C, D): q and k broadcast over R; packed,
     # (NT, G, 1 or R, 1, C, D): a step's chunks, consecutive, are then a contiguous block
     order = (0, 3, 4, 1, 2, 5) if sched is None else (1, 3, 4, 0, 2, 5)
-    xs = [x.reshape(N, NT, C, G, x.shape[2] // G, x.shape[-1]).permute(order) for x in xs]
-    q, k, v, beta = xs[0], xs[1], xs[2], xs[3][..., 0]
-    ones = torch.ones(C, C, dtype=torch.bool, device=q.device)
-    strict, causal = torch.tril(ones, -1), torch.tril(ones)
-    kk = k @ k.transpose(-1, -2)  # (N, G, 1, NT, C, C)
-    qk = q @ k.transpose(-1, -2) * scale
-    if g is not None:
-        gc = xs[4][..., 0].cumsum(-1)  # (N, G, R, NT, C)
-        diff = gc[..., :, None] - gc[..., None, :]
-        decay = torch.exp(diff.masked_fill(~causal, float("-inf")))  # E on and below the diagonal
-        gamma = torch.exp(gc)
-        gamma_last = gamma[..., -1]  # (N, G, R, NT)
-        k_out = k * torch.exp(gc[..., -1:] - gc)[..., None]  # keys decayed to the chunk's end
-        kk = kk * decay
-        qk = qk * decay
-        q_in = q * (gamma * scale)[..., None]
-        b_w = k * (beta * gamma)[..., None]
-    else:
-        qk = qk.masked_fill(~causal, 0.0)
-        q_in = q * scale
-        k_out = k
-        b_w = k * beta[..., None]
-    a = (beta[..., None] * kk).masked_fill(~strict, 0.0)
-    lower = a + torch.eye(C, dtype=ct, device=q.device)
-    w = torch.linalg.solve_triangular(lower, b_w, upper=False, unitriangular=True)
-    u = torch.linalg.solve_triangular(lower, v * beta[..., None], upper=False, unitriangular=True)
+    q_in, qk, w, u, k_out, gamma_last = _products(xs, N, NT, C, G, order, scale, g is not None)
     S = B if sched is None else len(sched["order"])
-    s = q.new_zeros(S, H, K, V) if initial_state is None else initial_state.to(ct)
-    if sched is None:
-        steps = [(n, None) for n in range(NT)]  # chunk n of every sequence
+    s = u.new_zeros(S, H, K, V) if initial_state is None else initial_state.to(ct)
+    # each step's operands cut out by one unbind or split per tensor (autograd joins their
+    # gradients once; indexing a step at a time would zero-fill a whole-size gradient a step)
+    if sched is None:  # step n: chunk n of every sequence
 
-        def at(x, n, _):
-            return x[:, :, :, n]
+        def steps(x):
+            return x.unbind(3)
     else:  # chunks first .. first + m - 1 belong to the first m sequences of the order
         s = s[sched["order"]]
-        steps = sched["steps"]
+        sizes = [m for _, m in sched["steps"]]
 
-        def at(x, first, m):
-            return x[first : first + m, :, :, 0]
+        def steps(x):
+            return x.squeeze(3).split(sizes, 0)
 
     s = s.unflatten(1, (G, R))
     outs, done = [], []
-    for first, m in steps:
-        if m is not None and m < s.shape[0]:  # sequences that ended: their states set aside
+    n_steps = NT if sched is None else len(sched["steps"])
+    gammas = steps(gamma_last) if g is not None else [None] * n_steps
+    for u_n, w_n, q_n, qk_n, k_n, gamma_n in zip(
+        *(steps(x) for x in (u, w, q_in, qk, k_out)), gammas, strict=True
+    ):
+        m = u_n.shape[0]
+        if m < s.shape[0]:  # sequences that ended: their states set aside
             done.append(s[m:])
             s = s[:m].clone()  # (a view would keep the whole of s for the backward)
-        v_new = at(u, first, m) - at(w, first, m) @ s  # (sequences, G, R, C, V)
-        outs.append(at(q_in, first, m) @ s + at(qk, first, m) @ v_new)
+        v_new = u_n - w_n @ s  # (sequences, G, R, C, V)
+        outs.append(q_n @ s + qk_n @ v_new)
         if g is not None:
-            s = s * at(gamma_last, first, m)[..., None, None]
-        s = s + at(k_out, first, m).transpose(-1, -2) @ v_new
+            s = s * gamma_n[..., None, None]
+        s = s + k_n.transpose(-1, -2) @ v_new
     s = (torch.cat([s, *reversed(done)]) if done else s).flatten(1, 2)
     if sched is None:
         o = torch.stack(outs, 3).flatten(1, 2)  # (N, H, NT, C, V)
+        del outs  # (the pieces, freed before the copy below)
         # the real tokens copied into a tensor of their own: a slice of the padded output
         # would hold all of its storage wherever the result is kept
         o = o.reshape(N, H, T_pad, V)[:, :, :T].transpose(1, 2)
@@ -151,5 +167,6 @@ def gated_delta_rule_chunked(
     else:
         s = s[torch.tensor(sched["order"]).argsort().to(s.device)]  # back in the given order
         o = torch.cat(outs).flatten(1, 2).transpose(1, 2)  # (chunks, C, H, V), the steps' order
+        del outs
         o = o.reshape(T_pad, H, V)[sched["positions"]][None].to(out_dtype)
     return o, (s if output_final_state else None)

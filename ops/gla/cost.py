@@ -154,7 +154,8 @@ def chunked_flops_backward(B, T, H, K, V=None, C=64, tail=_mod, minimum=min):
     return 2 * fwd - B * H * K * V * (2 * first + 4 * last)
 
 
-def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, tail=_mod, minimum=min):
+def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, tail=_mod, minimum=min,
+                       sequences=1):  # fmt: skip
     """What autograd keeps of gla_chunked beyond q, k and g (which it keeps at the compute
     width: the inputs themselves, or their float32 copies). Per chunk of n tokens and head, in
     the compute dtype: four n x K exponentials (e^b, e^(b - b_m), e^(b_m - b), e^(beta - b));
@@ -163,10 +164,12 @@ def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, tail=_mod, min
     single sequence: einsum then reads v in place); the scores (n x n); the entering state
     (K x V) and e^beta (K). Per chunk: its causal mask (n x n bools, shared by the heads).
     Chunks of strong gates (`SAFE_SPAN`) keep their e^(b_i - b_j) too, about three n x K more
-    per token."""
+    per token. ``sequences`` packed along T each take chunks of their own: priced as the most
+    they can take, one more chunk a sequence (the squared lengths are largest with one)."""
     V = K if V is None else V
     chunks, squares, _ = _chunks(T, C, tail)
     first = minimum(T, C)
+    chunks += sequences - 1  # packed: at most one more chunk a sequence
     per_head = (7 * K + 2 * V) * T + squares + chunks * (K * V + K) + K * (T - first)
     return compute_bytes * B * H * per_head + squares
 

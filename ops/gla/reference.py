@@ -11,7 +11,7 @@ when given float64), return ``o`` in v's dtype and the final state in the comput
 
 import torch
 
-from .._backend import GATE_FLOOR, default_scale
+from .._backend import GATE_FLOOR, default_scale, split_tokens
 
 
 def _pieces(cu_seqlens, T):
@@ -125,16 +125,18 @@ def gla_chunked(
     q, k = q[:, :, :, None], k[:, :, :, None]  # (B, T, G, 1, K)
     v, g = v.unflatten(2, (G, R)), g.unflatten(2, (G, R))
     outs, states = [], []
-    for sl, n in _pieces(cu_seqlens, T):
+    lengths = [T] if cu_seqlens is None else cu_seqlens.diff().tolist()
+    rows = _pieces(cu_seqlens, T)
+    for seq, (_, n) in zip(split_tokens((q, k, v, g), lengths), rows, strict=True):
         if initial_state is None:
             s = q.new_zeros(B, G, R, K, V)
         else:
             s = initial_state[slice(None) if n is None else slice(n, n + 1)].to(ct)
             s = s.unflatten(1, (G, R))
-        for t0 in range(sl.start, sl.stop, chunk):
-            c = slice(t0, min(t0 + chunk, sl.stop))
-            o, s = _chunk(q[:, c], k[:, c], v[:, c], g[:, c], s, scale)
+        for qc, kc, vc, gc in split_tokens(seq, chunk):
+            o, s = _chunk(qc, kc, vc, gc, s, scale)
             outs.append(o.flatten(2, 3))
-        states.append(s.flatten(1, 2))
+        if output_final_state:  # else each sequence's last state is freed as it ends
+            states.append(s.flatten(1, 2))
     o = torch.cat(outs, 1) if outs else v[:, :0].flatten(2, 3) * 0.0  # empty, on the graph
     return o.to(out_dtype), (torch.cat(states, 0) if output_final_state else None)

@@ -166,6 +166,6 @@ def linear_attention_chunked(
     o, s_t = simple_gla_chunked(q.to(ct), k.to(ct), vv, g, scale, s0, output_final_state,
                                 cu_seqlens, chunk_size)  # fmt: skip
     if normalize:
-        o = normalized(o[..., :V], o[..., V:])
+        o = normalized(*o.split([V, 1], -1))  # one split: its backward joins the two once
         s_t = None if s_t is None else (s_t[..., :V], s_t[..., V])
     return o.to(v.dtype), s_t

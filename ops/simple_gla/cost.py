@@ -164,7 +164,7 @@ def chunked_flops_backward(B, T, H, K, V=None, C=64, share=1, tail=_mod, minimum
 
 def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True,
                        qk_copies=True, v_copy=True, share=1, tail=_mod,
-                       minimum=min):  # fmt: skip
+                       minimum=min, sequences=1):  # fmt: skip
     """What autograd keeps of simple_gla_chunked beyond its inputs, per chunk of n tokens and
     head, in the compute dtype: the scaled decay matrix and the scores (n x n each); q and k
     as einsum lays them out for q k^T, for the read q S (the entering state needs a gradient
@@ -177,10 +177,13 @@ def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True,
     gradient): also the causal mask (n x n bools, shared by the heads), e^(G_i - G_j) and
     q k^T (n x n each, q k^T once per group: ``share`` = groups / heads), e^G (n), the read
     q S before its row weights (n x V) and the first chunk's e^(G_last). The operands of q
-    and k are per group too."""
+    and k are per group too. ``sequences`` packed along T each take chunks of their own:
+    priced as the most they can take, one more chunk a sequence (a chunk's squared length
+    is then largest with one sequence)."""
     V = K if V is None else V
     chunks, squares = _chunks(T, C, tail)
     first = minimum(T, C)
+    chunks += sequences - 1  # packed: at most one more chunk a sequence
     qkc, vc = (1 if qk_copies else 0), (1 if v_copy else 0)
     per_head = 2 * squares + T * (2 + V + vc * V) + chunks * (K * V + 1) - 1
     per_head += share * qkc * K * (4 * T - first)
@@ -191,12 +194,26 @@ def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True,
     return compute_bytes * B * H * per_head + masks
 
 
-def chunked_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True, minimum=min):
+def chunked_backward_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True,
+                                minimum=min):  # fmt: skip
+    """Held by simple_gla_chunked's backward beyond what the forward kept, as it starts: the
+    last chunk's passing gradients, about one n x n (fitted on the CPU allocator: within 10%
+    at K = V of 8 to 64, T of 32 to 3000).
+    Each chunk's kept tensors are freed as its gradients are made, so the inputs' gradients,
+    joined at the end, are held without them (the cost rule's `frees_kept`)."""
+    n = minimum(T, C)
+    return compute_bytes * B * H * n * n * (1 if want_dg else 0)
+
+
+def chunked_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True, minimum=min,
+                       tail=_mod):  # fmt: skip
     """Held by simple_gla_chunked's forward beyond what it keeps and returns, at its peak
     (measured on the CPU allocator: tests/cost/test_chunked_forms.py): the chunks' outputs
-    (V per token and head, joined at the end) and, where g needs no gradient, the first
-    chunk's gate differences and decay matrix on their way to the kept scaled one (two
-    n x n); with ``want_dg`` those are kept."""
+    (V per token and head, joined at the end) and, where g needs no gradient, a chunk's gate
+    differences on their way to the kept decay matrix, the first chunk's and the last one's
+    (n x n each; with ``want_dg`` they are kept). Also the last chunk's state update (its
+    product and the new state, two K x V), which no later chunk reads."""
     V = K if V is None else V
-    n = minimum(T, C)
-    return compute_bytes * B * H * (V * T + (0 if want_dg else 2) * n * n)
+    n, last = minimum(T, C), C - tail(-T, C)  # the first chunk's length and the last one's
+    squares = 0 if want_dg else n * n + last * last
+    return compute_bytes * B * H * (V * T + squares + 2 * K * V)

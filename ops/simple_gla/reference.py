@@ -17,7 +17,7 @@ autograd.
 
 import torch
 
-from .._backend import GATE_FLOOR, default_scale
+from .._backend import GATE_FLOOR, default_scale, split_tokens
 
 
 def expand_gates(g: torch.Tensor, B: int, T: int, H: int) -> torch.Tensor:
@@ -82,9 +82,8 @@ def _chunks(q, k, v, g, scale, S, C):
     R = H // G
     vg, gg, S = v.unflatten(2, (G, R)), g.unflatten(2, (G, R)), S.unflatten(1, (G, R))
     outs = []
-    for t0 in range(0, T, C):
-        qc, kc, vc = q[:, t0 : t0 + C], k[:, t0 : t0 + C], vg[:, t0 : t0 + C]
-        Gc = gg[:, t0 : t0 + C].cumsum(1).permute(0, 2, 3, 1)  # [n, G, R, c]
+    for qc, kc, vc, gc in split_tokens((q, k, vg, gg), C):
+        Gc = gc.cumsum(1).permute(0, 2, 3, 1)  # [n, G, R, c]
         c = Gc.shape[-1]
         causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
         decay = (Gc[..., :, None] - Gc[..., None, :]).masked_fill(~causal, float("-inf")).exp()
@@ -122,12 +121,14 @@ def simple_gla_chunked(
     B, T, _, K = q.shape
     H, V = v.shape[2:]
     outs, finals = [], []
-    for tok, row in _pieces(cu_seqlens):
-        qs = q[:, tok]
+    rows = _pieces(cu_seqlens)
+    lengths = [T] if cu_seqlens is None else cu_seqlens.diff().tolist()
+    for (qs, ks, vs, gs), (_, row) in zip(split_tokens((q, k, v, g), lengths), rows, strict=True):
         S = s0[row] if s0 is not None else q.new_zeros(qs.shape[0], H, K, V)
-        o, S = _chunks(qs, k[:, tok], v[:, tok], g[:, tok], scale, S, chunk_size)
+        o, S = _chunks(qs, ks, vs, gs, scale, S, chunk_size)
         outs.append(o)
-        finals.append(S)
+        if output_final_state:  # else each sequence's last state is freed as it ends
+            finals.append(S)
     o = torch.cat(outs, 1).to(out_dtype)
     return o, (torch.cat(finals, 0) if output_final_state else None)
 

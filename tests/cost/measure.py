@@ -132,20 +132,17 @@ def measure_split(module, xs, boxes: set[str]):
 
 def peak_bytes(module, xs) -> tuple[int, int]:
     """Peak bytes of one forward + backward on the CPU, from the profiler's allocation events
-    (`allocations`), counting what exists before the step (parameters, inputs, the output's
-    gradient) as the baseline. Returns (peak, baseline)."""
-    y = module(*xs)
-    grads = [torch.ones_like(t) for t in (y.values() if isinstance(y, dict) else [y])]
-    del y
+    (`allocations`), counting what exists before the step (parameters, inputs) as the
+    baseline. The output's gradient is made after the forward, as a loss's backward makes
+    it, and held until the backward returns. Returns (peak, baseline)."""
     base = sum(x.untyped_storage().nbytes() for x in xs)
     base += sum(p.untyped_storage().nbytes() for p in module.parameters())
-    base += sum(g.untyped_storage().nbytes() for g in grads)
 
     def step():
         y = module(*xs)
         ys = list(y.values()) if isinstance(y, dict) else [y]
         if any(t.requires_grad for t in ys):  # else inference only (integer arithmetic)
-            torch.autograd.backward(ys, grads)
+            torch.autograd.backward(ys, [torch.ones_like(t) for t in ys])
 
     _, peak, _ = allocations(step)
     return base + peak, base

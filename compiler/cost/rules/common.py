@@ -128,6 +128,11 @@ class Rule:
     bwd_temps: Expr = ZERO
     """Bytes allocated and freed inside the box's backward, beyond the input gradients
     (products before a broadcast is summed away, flipped copies of a reverse scan)."""
+    frees_kept: bool = False
+    """The box's backward frees what it keeps as it makes its inputs' gradients (a chunked
+    form walking its chunks back, each chunk's tensors freed once its gradients are made):
+    its backward holds the kept tensors with `bwd_temps` (as it starts, one chunk's passing
+    gradients) or, at its end, the inputs' gradients, not both."""
     grad_through: tuple[str, ...] = ()
     """Input ports whose gradient is the output's gradient itself, unchanged (an add of
     operands of the output's shape): no buffer of their own in the backward."""

@@ -197,6 +197,18 @@ def _packed_note(v: BoxView) -> list[str]:
     )
 
 
+def _sequences(v: BoxView):
+    """The sequences packed along the box's tokens (N - 1 for N offsets); 1 unpacked."""
+    return numel(v.x("offsets")) - 1 if v.box.packed else 1
+
+
+def _packed_chunks_note(v: BoxView) -> list[str]:
+    return [
+        "packed sequences: each takes chunks of its own, priced as the most N - 1 sequences "
+        "of T tokens can take (one more chunk a sequence, the products as one sequence's)"
+    ] * bool(v.box.packed)
+
+
 def _simple_gla(v: BoxView) -> Rule:
     B, T, _, K, V = _attention_dims(v)
     bp = _bytes_per(v)
@@ -254,7 +266,8 @@ def _gla_chunked(v: BoxView) -> Rule:
         for p, width in (("q", bp), ("k", bp), ("g", gb))
     ]
     sizes = dict(tail=chunk_tail, minimum=sympy.Min)  # symbolic T: bounded terms of their own
-    chunks = gla_cost.chunked_kept_bytes(B, T, 1, K, V, compute_bytes=w, **sizes)
+    chunks = gla_cost.chunked_kept_bytes(B, T, 1, K, V, compute_bytes=w,
+                                         sequences=_sequences(v), **sizes)  # fmt: skip
     mm = gla_cost.chunked_flops_forward(B, T, 1, K, V, tail=chunk_tail)
     temps = gla_cost.chunked_temp_bytes(B, T, 1, K, V, compute_bytes=w, minimum=sympy.Min)
     return Rule(
@@ -264,6 +277,7 @@ def _gla_chunked(v: BoxView) -> Rule:
         saved=[*kept, _own("chunks", chunks, "per chunk: exponentials, einsum operands, scores")],
         temps=temps,
         bwd_temps=ZERO,  # (chunked_temp_bytes says why)
+        frees_kept=True,
         extra_io=chunks,
         fused="ncd.ops.gla (chunked PyTorch form)",
         notes=[
@@ -272,7 +286,7 @@ def _gla_chunked(v: BoxView) -> Rule:
             "chunks whose gates span more than 40 nats from their middle row take the exact "
             "form: the same products, each weight e^(b_i - b_j) kept (about 3 n K floats more "
             "a token, n the chunk's length)",
-            *_packed_note(v),
+            *_packed_chunks_note(v),
         ],
     )
 
@@ -432,7 +446,7 @@ def _simple_gla_chunked(v: BoxView) -> Rule:
     share = getattr(v, "qk_share", 1)  # grouped q and k: q k^T once per group
     chunks = simple_gla_cost.chunked_kept_bytes(
         B, T, 1, K, Vc, compute_bytes=w, want_dg=dg, qk_copies=not qk_view, v_copy=not v_view,
-        share=share, **sizes,
+        share=share, sequences=_sequences(v), **sizes,
     )  # fmt: skip
     kept = [_own("chunks", chunks, "per chunk: decays, einsum operands, scores, states")]
     if qk_view:  # einsum keeps q and k themselves (at the compute width)
@@ -451,13 +465,19 @@ def _simple_gla_chunked(v: BoxView) -> Rule:
         mm_bwd=simple_gla_cost.chunked_flops_backward(B, T, 1, K, Vc, share=share, **sizes),
         saved=kept,
         temps=simple_gla_cost.chunked_temp_bytes(
-            B, T, 1, K, Vc, compute_bytes=w, want_dg=dg, minimum=sympy.Min
+            B, T, 1, K, Vc, compute_bytes=w, want_dg=dg, minimum=sympy.Min, tail=chunk_tail
         ),
+        bwd_temps=simple_gla_cost.chunked_backward_temp_bytes(
+            B, T, 1, K, Vc, compute_bytes=w, want_dg=dg, minimum=sympy.Min
+        )
+        + (4 * w * B * T * V if nz else 0),  # the division's gradients, before the chunks'
+        frees_kept=True,
         extra_io=chunks,
         fused=f"ncd.ops.{name} (chunked PyTorch form)",
         notes=[
             "FLOPs and saved tensors: ops/simple_gla/cost.py, chunked_* (the chunked PyTorch "
             "form that runs here: the sequence's own chunks of at most 64 tokens)",
+            *_packed_chunks_note(v),
         ],
     )
 
@@ -489,7 +509,7 @@ def _delta_chunked(v: BoxView) -> Rule:
         saved=kept,
         temps=dr.chunked_temp_bytes(B, T, 1, K, V, compute_bytes=w, gated=gated, tail=chunk_tail),
         bwd_temps=dr.chunked_backward_temp_bytes(
-            B, T, 1, K, V, compute_bytes=w, gated=gated, tail=chunk_tail
+            B, T, 1, K, V, compute_bytes=w, gated=gated, tail=chunk_tail, minimum=sympy.Min
         ),
         extra_io=chunks,
         fused=f"ncd.ops.{name} (chunked PyTorch form)",
