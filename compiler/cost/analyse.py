@@ -863,12 +863,11 @@ def _schedule(c, boxes, storages, wires):
             live.add(nb)
         live.add(pgrad)
         extra = getattr(bc, "_peak_bwd", None)
+        held = [nb for _, sid, nb in bc.saved if keep_until.get(sid) == i]
         if extra is None and getattr(bc, "_frees_kept", False):
-            # what it keeps, as its backward starts; the gradients once it has freed that
-            held = sum((nb for _, sid, nb in bc.saved if keep_until.get(sid) == i), ZERO)
-            extra = [held + getattr(bc, "_bwd_temps", ZERO), sum(new, ZERO) + pgrad]
+            # what it keeps as its backward starts, or the gradients once it has freed that
+            extra = [sum(held, ZERO) + getattr(bc, "_bwd_temps", ZERO), sum(new, ZERO) + pgrad]
         if extra is not None:
-            held = [nb for _, sid, nb in bc.saved if keep_until.get(sid) == i]
             before = before.plus(*held, sign=-1)
             bwd += [before.plus(e, transient) for e in extra]
         else:

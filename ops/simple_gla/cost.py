@@ -197,12 +197,14 @@ def chunked_kept_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True,
 def chunked_backward_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True,
                                 minimum=min):  # fmt: skip
     """Held by simple_gla_chunked's backward beyond what the forward kept, as it starts: the
-    last chunk's passing gradients, about one n x n (fitted on the CPU allocator: within 10%
-    at K = V of 8 to 64, T of 32 to 3000).
+    last chunk's passing gradients, about one n x n where g needs a gradient, none otherwise
+    (fitted on the CPU allocator: within 10% at K = V of 8 to 64, T of 32 to 3000).
     Each chunk's kept tensors are freed as its gradients are made, so the inputs' gradients,
     joined at the end, are held without them (the cost rule's `frees_kept`)."""
+    if not want_dg:
+        return 0
     n = minimum(T, C)
-    return compute_bytes * B * H * n * n * (1 if want_dg else 0)
+    return compute_bytes * B * H * n * n
 
 
 def chunked_temp_bytes(B, T, H, K, V=None, C=64, compute_bytes=4, want_dg=True, minimum=min,
