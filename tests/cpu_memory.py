@@ -40,10 +40,11 @@ def saved_storages(fn, exclude=()):
     return out, kept
 
 
-def allocations(fn):
-    """(fn(), peak bytes allocated during the call, bytes still allocated at its end). The
-    cyclic garbage collector is kept off during the call: tensors of earlier tests that it
-    frees inside the window would be counted as the call's own frees."""
+def _memory_events(fn):
+    """(fn(), the profiler's allocation events of the call, in time order: positive bytes
+    allocated, negative freed). The cyclic garbage collector is kept off during the call:
+    tensors of earlier tests that it frees inside the window would be counted as the
+    call's own frees."""
     gc.disable()
     try:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -51,8 +52,20 @@ def allocations(fn):
     finally:
         gc.enable()
     events = (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    return out, sorted(events, key=lambda e: e.start_ns())
+
+
+def allocations(fn):
+    """(fn(), peak bytes allocated during the call, bytes still allocated at its end)."""
+    out, events = _memory_events(fn)
     live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
+    for e in events:
         live += e.nbytes()
         peak = max(peak, live)
     return out, peak, live
+
+
+def allocated_in_all(fn) -> int:
+    """Bytes the call allocates in all, every allocation counted whether freed or not."""
+    _, events = _memory_events(fn)
+    return sum(e.nbytes() for e in events if e.nbytes() > 0)

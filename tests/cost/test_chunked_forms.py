@@ -29,7 +29,7 @@ from ncd.ops.gla.reference import gla_chunked
 from ncd.ops.linear_attention.reference import linear_attention_chunked
 from ncd.ops.simple_gla.reference import simple_gla_chunked
 
-from ..cpu_memory import saved_storages
+from ..cpu_memory import allocated_in_all, saved_storages
 from . import measure
 
 
@@ -212,15 +212,9 @@ def test_packed_gated_peak(variant, lengths, tight):
 
 
 def _allocated_by_backward(fn, inputs) -> int:
-    """Bytes the backward of fn(*inputs).sum() allocates in all (every allocation counted,
-    freed or not), from the profiler's allocation events."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """Bytes the backward of fn(*inputs).sum() allocates in all (freed or not)."""
     y = fn(*inputs).sum()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        y.backward()
-    events = prof.profiler.kineto_results.events()
-    return sum(e.nbytes() for e in events if e.name() == "[memory]" and e.nbytes() > 0)
+    return allocated_in_all(y.backward)
 
 
 FORMS = {
