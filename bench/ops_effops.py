@@ -5,17 +5,18 @@ the bf16 matrix product.
 Not a test. On one CUDA device, per shape (rows x features: x [rows, features], weight
 [features, features]), every implementation is checked and timed back to back in one process:
 
-- wtacrs_linear, impl ncd (wtacrs_linear, budget 0.3) and torch (F.linear): `do_bench`
-  medians of the forward and of forward + backward (x, weight and bias all need gradients),
-  the peak extra memory of one step, the activation memory the layer keeps for its backward
-  (`saved_mib`: bytes seen by saved-tensor hooks, the weight and bias left out; `held_mib`:
-  what the CUDA allocator still holds after the forward when x is made inside the step, the
-  output left out), the error of y and dx against float32 (both exact maps), and for ncd the
-  estimator's relative error of one dW and its relative variance E‖Ŵ − W‖² / ‖W‖² over
-  `--estimates` draws, and the time of its parts (`parts_ms`: row norms, the selection and
-  each of its kernels, the PyTorch form of the selection, gather, dW kernel against PyTorch's
-  gather and matrix product). The rows of x are scaled by log-normal factors (activations
-  with a few heavy rows, as the paper's Fig. 3 shows); dy is standard normal.
+- wtacrs_linear, impl ncd (wtacrs_linear, budget 0.3) and torch (F.linear): `do_bench` medians of
+  the forward and of forward + backward (x, weight and bias all need gradients; each the median of
+  five rounds in which the two take turns: the steps are host-bound at 4096 rows, and the host's
+  speed drifts within a run), the peak extra memory of one step, the activation memory the layer
+  keeps for its backward (`saved_mib`: bytes seen by saved-tensor hooks, the weight and bias left
+  out; `held_mib`: what the CUDA allocator still holds after the forward when x is made inside the
+  step, the output left out), the error of y and dx against float32 (both exact maps), and for ncd
+  the estimator's relative error of one dW and its relative variance E‖Ŵ − W‖² / ‖W‖² over
+  `--estimates` draws, and the time of its parts (`parts_ms`: row norms, the selection and each of
+  its kernels, the PyTorch form of the selection, gather, dW kernel against PyTorch's gather and
+  matrix product). The rows of x are scaled by log-normal factors (activations with a few heavy
+  rows, as the paper's Fig. 3 shows); dy is standard normal.
 - lmul_matmul, impl ncd (lmul_linear's Triton kernel, mantissa_bits 4 and 3) and torch (the
   bf16 product, F.linear): forward and forward + backward times (L-Mul's backward is the exact
   product's), peak memory, the relative Frobenius error against the float32 product, and for
@@ -72,7 +73,8 @@ import triton  # noqa: E402
 from ncd.ops.lmul import lmul_linear  # noqa: E402
 from ncd.ops.wtacrs import wtacrs_linear  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta, profiling
+from profiling import interleaved  # noqa: E402
 from results_meta import commit  # noqa: E402
 
 
@@ -85,6 +87,7 @@ class Device:
         self.name = "cpu (dry run, Triton interpreter)" if dry else torch.cuda.get_device_name()
         self.device = "cpu" if dry else "cuda"
         self.backend = "triton"  # the kernels on both: interpreted on the CPU
+        self.rounds = 1 if dry else 5  # interleaved rounds of the compared timings
 
     def sync(self):
         if not self.dry:
@@ -182,7 +185,7 @@ def wtacrs_rows(dev, n, D, dtype, budget, estimates):
     y_ref = F.linear(x32, w32, b32)
     dx_ref = dy.float() @ w32
     dw_ref = dy.float().t() @ x32
-    rows = []
+    rows, timers, steps = [], {}, {}
     for impl, fn in impls.items():
         row = {"op": "wtacrs_linear", "impl": impl, "rows": n, "features": D,
                "dtype": str(dtype).removeprefix("torch."),
@@ -194,24 +197,37 @@ def wtacrs_rows(dev, n, D, dtype, budget, estimates):
             row["rel_err_parts"] = {"y": rel(y, y_ref), "dx": rel(x.grad, dx_ref),
                                     "dw_one_estimate": rel(w.grad, dw_ref)}  # fmt: skip
             del y
+        except torch.OutOfMemoryError:
+            row["error"] = "out of memory"
+        else:
 
             def step(fn=fn):
                 fn(x, w, b).backward(dy)
 
-            row["fwd_ms"] = dev.time(lambda fn=fn: fn(x, w, b), grads=(x, w, b))
-            row["fwdbwd_ms"] = dev.time(step, grads=(x, w, b))
-            row["peak_mib"] = dev.peak_mib(step, grads=(x, w, b))
-            row["saved_mib"] = saved_mib(lambda fn=fn: fn(x, w, b), (w, b))
-            row["held_mib"] = dev.held_mib(lambda fn=fn: fn(x * 1.0, w, b))
-            if impl == "ncd":
-                row["relative_variance"] = relative_variance(fn, x0, w0, b0, dy, dw_ref,
-                                                             estimates)  # fmt: skip
-                row["parts_ms"] = wtacrs_parts(dev, x0, dy, budget)
+            steps[impl] = step
+            timers[impl, "fwd_ms"] = lambda fn=fn: dev.time(lambda: fn(x, w, b), grads=(x, w, b))
+            timers[impl, "fwdbwd_ms"] = lambda step=step: dev.time(step, grads=(x, w, b))
+        for t in (x, w, b):
+            t.grad = None
+        rows.append(row)
+    # the exact layer and WTA-CRS timed in turn, round after round (a host-bound step's
+    # time follows the host's speed, which drifts within a run)
+    for (impl, field), ms in interleaved(timers, dev.rounds).items():
+        rows[list(impls).index(impl)][field] = ms
+    for row, (impl, fn) in zip(rows, impls.items()):
+        try:
+            if impl in steps:
+                row["peak_mib"] = dev.peak_mib(steps[impl], grads=(x, w, b))
+                row["saved_mib"] = saved_mib(lambda fn=fn: fn(x, w, b), (w, b))
+                row["held_mib"] = dev.held_mib(lambda fn=fn: fn(x * 1.0, w, b))
+                if impl == "ncd":
+                    row["relative_variance"] = relative_variance(fn, x0, w0, b0, dy, dw_ref,
+                                                                 estimates)  # fmt: skip
+                    row["parts_ms"] = wtacrs_parts(dev, x0, dy, budget)
         except torch.OutOfMemoryError:
             row["error"] = "out of memory"
         for t in (x, w, b):
             t.grad = None
-        rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 

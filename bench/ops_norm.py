@@ -10,7 +10,10 @@ error of every output and gradient against the same maths in float32 on the same
 `do_bench` medians of the forward and of forward + backward, the peak extra memory of one
 forward + backward, the HBM bandwidth the forward + backward reaches by the cost model's
 bytes (ops/norm/cost.py), and the host's time to issue one forward and one forward + backward
-(`host_fwd_us`, `host_fwdbwd_us`: a time in ms close to it is host-bound). ncd rows carry
+(`host_fwd_us`, `host_fwdbwd_us`: a time in ms close to it is host-bound). Every timing is
+the median of five rounds in which the implementations take turns (`--rounds`), so that
+their ratios are taken side by side: these calls are host-bound at 4096 rows, and the host's
+speed drifts within a run. ncd rows carry
 `vs_torch` and `vs_compile`: the others' forward + backward time over ncd's (the issue's
 targets: >= 2 and >= 1.0 for the norms, `vs_compile` >= 1.2 for `add_rms_norm`). Rows
 follow bench/README.md's JSON format.
@@ -119,7 +122,7 @@ def timer(device):
         from triton.testing import do_bench
 
         return lambda fn, leaves: do_bench(
-            fn, warmup=10, rep=50, grad_to_none=leaves, return_mode="median"
+            fn, warmup=10, rep=20, grad_to_none=leaves, return_mode="median"
         )
 
     def cpu(fn, leaves):
@@ -133,7 +136,7 @@ def timer(device):
     return cpu
 
 
-def host_us(fn, leaves, device, n=50, trials=5):
+def host_us(fn, leaves, device, n=50, trials=3):
     """The host's time to issue one call (us): n calls issued without waiting, median of
     `trials` (on the GPU the kernels finish behind the host when this exceeds their time, so
     fwd_ms close to it means a host-bound call)."""
@@ -165,9 +168,11 @@ def hbm_bytes(op, M, N, bytes_per):
     return cost.io_forward(M, N, bytes_per, **kw) + cost.io_backward(M, N, bytes_per, **kw)
 
 
-def one(op, impl, M, N, dtype_name, device, backend="auto"):
+def prepare(op, impl, M, N, dtype_name, device, backend="auto"):
+    """(row with the errors, its timers): one call's outputs and gradients against float32,
+    then the forward, forward + backward and host-time measurements as functions of no
+    arguments, for `interleaved` to run in turn with the other implementations'."""
     import torch
-    from profiling import peak_mib
 
     dtype = getattr(torch, dtype_name)
     fn = implementation(op, impl, backend)
@@ -187,20 +192,52 @@ def one(op, impl, M, N, dtype_name, device, backend="auto"):
     row["rel_err_parts"] = dict(zip(names, errs))
     del outs, grads, ref_args, ref_outs, ref_grads
     bench = timer(device)
-    row["fwd_ms"] = bench(lambda: fn(*args), None)
+
+    def forward():
+        fn(*args)
 
     def step():
         torch.autograd.backward(fn(*args), cots)
 
-    row["fwdbwd_ms"] = bench(step, args)
-    row["host_fwd_us"] = host_us(lambda: fn(*args), args, device)
-    row["host_fwdbwd_us"] = host_us(step, args, device)
-    for a in args:
-        a.grad = None
-    if device == "cuda":
-        row["peak_mib"] = peak_mib(step)
-    row["fwdbwd_gbps"] = hbm_bytes(op, M, N, dtype.itemsize) / (row["fwdbwd_ms"] * 1e6)
-    return row
+    timers = {
+        "fwd_ms": lambda: bench(forward, None),
+        "fwdbwd_ms": lambda: bench(step, args),
+        "host_fwd_us": lambda: host_us(forward, args, device),
+        "host_fwdbwd_us": lambda: host_us(step, args, device),
+    }
+    return row, timers, step, args
+
+
+def measure(op, M, N, impls, dtype, device, backend, rounds):
+    """One row per implementation of op at M x N, their timings taken in `rounds` interleaved
+    rounds (profiling.interleaved), each figure the median over the rounds."""
+    import torch
+    from profiling import interleaved, peak_mib
+
+    rows, timers, steps = [], {}, {}
+    for impl in impls:
+        try:
+            row, ts, step, args = prepare(op, impl, M, N, dtype, device, backend)
+        except Exception as e:  # noqa: BLE001 - recorded in the row, the run goes on
+            row, ts = {"op": op, "impl": impl, "M": M, "N": N, "dtype": dtype,
+                       "error": f"{type(e).__name__}: {e}"}, {}  # fmt: skip
+        else:
+            steps[impl] = (step, args)
+        rows.append(row)
+        timers.update({(impl, field): t for field, t in ts.items()})
+    for (impl, field), value in interleaved(timers, rounds).items():
+        next(r for r in rows if r["impl"] == impl)[field] = value
+    for row in rows:
+        if row["impl"] not in steps:
+            continue
+        step, args = steps[row["impl"]]
+        for a in args:
+            a.grad = None
+        if device == "cuda":
+            row["peak_mib"] = peak_mib(step)
+        bytes_per = getattr(torch, dtype).itemsize
+        row["fwdbwd_gbps"] = hbm_bytes(op, M, N, bytes_per) / (row["fwdbwd_ms"] * 1e6)
+    return rows
 
 
 def ratios(rows):
@@ -228,15 +265,11 @@ def run(args):
     device = "cpu" if args.dry_run else "cuda"
     shapes = DRY_SHAPES if args.dry_run else args.shapes
     dtype = "float32" if args.dry_run else args.dtype
+    args.rounds = args.rounds or (1 if args.dry_run else 5)
     rows = []
     for op in args.ops:
-        for impl in args.impls:
-            for M, N in shapes:
-                try:
-                    row = one(op, impl, M, N, dtype, device, args.backend)
-                except Exception as e:  # noqa: BLE001 - recorded in the row, the run goes on
-                    row = {"op": op, "impl": impl, "M": M, "N": N, "dtype": dtype,
-                           "error": f"{type(e).__name__}: {e}"}  # fmt: skip
+        for M, N in shapes:
+            for row in measure(op, M, N, args.impls, dtype, device, args.backend, args.rounds):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     ratios(rows)
@@ -247,6 +280,7 @@ def run(args):
         "torch": torch.__version__,
         "triton": triton.__version__,
         "programs_per_sm": args.programs_per_sm or "default",
+        "rounds": args.rounds,
     }
     if args.out:
         with open(args.out, "w") as f:
@@ -283,6 +317,10 @@ def main(argv=None):
         default=0,
         help="ncd's backward programs per multiprocessor (rowwise.PROGRAMS_PER_SM; 0: default)",
     )
+    p.add_argument(
+        "--rounds", type=int, default=None,
+        help="interleaved rounds of every implementation's timings (5; dry run 1)",
+    )  # fmt: skip
     p.add_argument("--out")
     return run(p.parse_args(argv))
 

@@ -74,6 +74,18 @@ def issue_and_device_us(fn, steps: int, rounds: int = 7) -> tuple[float, float]:
     return sorted(hs)[rounds // 2], sorted(ds)[rounds // 2]
 
 
+def interleaved(timers: dict, rounds: int) -> dict:
+    """{name: the median over `rounds` of timers[name]()}, every timer run once in each round,
+    in turn: a drift of the host's or the device's speed in the middle of a run reaches every
+    implementation alike, so that their ratios compare the same conditions (a host-bound call
+    measured in one block and its rival in another could differ by the drift alone)."""
+    got = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            got[name].append(timer())
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in got.items()}
+
+
 def wall_us(fn, n: int = 100) -> float:
     """Median microseconds of one call of fn from a synchronised start to a synchronised end."""
     ts = []

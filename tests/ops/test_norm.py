@@ -234,9 +234,10 @@ def test_benchmark_dry_run(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "ops_norm.json"
-    bench.main(["--dry-run", "--out", str(out)])
+    bench.main(["--dry-run", "--rounds", "2", "--out", str(out)])
     data = json.loads(out.read_text())
     assert set(data["meta"]) >= {"device", "date", "commit", "torch", "triton"}
+    assert data["meta"]["rounds"] == 2
     rows = data["rows"]
     assert len(rows) == len(bench.OPS) * len(bench.IMPLS) * len(bench.DRY_SHAPES)
     for r in rows:
@@ -245,6 +246,32 @@ def test_benchmark_dry_run(tmp_path):
         assert list(r["rel_err_parts"]) == bench.PARTS[r["op"]]
         if r["impl"] == "ncd":
             assert r["vs_torch"] > 0 and r["vs_compile"] > 0
+
+
+def test_benchmark_timings_interleave_the_implementations():
+    """The benchmarks' timings (bench/profiling.interleaved) take the implementations in turn,
+    round after round, and keep each one's median: a slowdown in the middle of a run (the
+    host's drift) reaches each implementation once, not one implementation's whole block."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "profiling.py"
+    spec = importlib.util.spec_from_file_location("bench_profiling", path)
+    profiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profiling)
+    order, clock = [], iter(range(100))
+
+    def timer(name, base):
+        def run():
+            order.append(name)
+            tick = next(clock)
+            return base * (3 if 4 <= tick < 6 else 1)  # calls 4 and 5 run on a slow host
+
+        return run
+
+    got = profiling.interleaved({"ncd": timer("ncd", 1.0), "torch": timer("torch", 2.0)}, 5)
+    assert order == ["ncd", "torch"] * 5
+    assert got == {"ncd": 1.0, "torch": 2.0}
 
 
 @pytest.mark.interpret
