@@ -169,9 +169,10 @@ def hbm_bytes(op, M, N, bytes_per):
 
 
 def prepare(op, impl, M, N, dtype_name, device, backend="auto"):
-    """(row with the errors, its timers): one call's outputs and gradients against float32,
-    then the forward, forward + backward and host-time measurements as functions of no
-    arguments, for `interleaved` to run in turn with the other implementations'."""
+    """(row, timers, step, inputs): the row holds one call's errors against float32; the
+    timers are the forward, forward + backward and host-time measurements as functions of no
+    arguments, for `interleaved` to run in turn with the other implementations'; step is one
+    forward + backward of the inputs."""
     import torch
 
     dtype = getattr(torch, dtype_name)
