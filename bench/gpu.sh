@@ -131,7 +131,7 @@ case $SUITE in
     step cost_gpu 340 $PY bench/cost_gpu.py --out "$OUT"
     ;;
   ops3)  # op library III: norms, integer ViT, WTA-CRS and L-Mul, each checked then timed
-    step ops_norm 125 $PY bench/ops_norm.py --out "$OUT/ops_norm.json"
+    step ops_norm 180 $PY bench/ops_norm.py --out "$OUT/ops_norm.json"
     step ops_ivit 120 $PY bench/ops_ivit.py --budget 105 --out "$OUT/ops_ivit.json"
     step ops_effops 125 $PY bench/ops_effops.py --commit "$COMMIT" --out "$OUT/ops_effops.json"
     step wtacrs_cuda 40 $PY -m pytest -q -p no:cacheprovider tests/ops/test_wtacrs.py -k cuda
