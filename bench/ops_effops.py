@@ -212,8 +212,14 @@ def wtacrs_rows(dev, n, D, dtype, budget, estimates):
         rows.append(row)
     # the exact layer and WTA-CRS timed in turn, round after round (a host-bound step's
     # time follows the host's speed, which drifts within a run)
-    for (impl, field), ms in interleaved(timers, dev.rounds).items():
+    errors = {}
+    for (impl, field), ms in interleaved(timers, dev.rounds, errors).items():
         rows[list(impls).index(impl)][field] = ms
+    for (impl, _), e in errors.items():
+        if not isinstance(e, torch.OutOfMemoryError):
+            raise e
+        rows[list(impls).index(impl)]["error"] = "out of memory"
+        steps.pop(impl, None)
     for row, (impl, fn) in zip(rows, impls.items()):
         try:
             if impl in steps:

@@ -226,8 +226,12 @@ def measure(op, M, N, impls, dtype, device, backend, rounds):
             steps[impl] = (step, args)
         rows.append(row)
         timers.update({(impl, field): t for field, t in ts.items()})
-    for (impl, field), value in interleaved(timers, rounds).items():
+    errors = {}
+    for (impl, field), value in interleaved(timers, rounds, errors).items():
         next(r for r in rows if r["impl"] == impl)[field] = value
+    for (impl, field), e in errors.items():  # recorded in the row, the run goes on
+        next(r for r in rows if r["impl"] == impl)["error"] = f"{field}: {type(e).__name__}: {e}"
+        steps.pop(impl, None)
     for row in rows:
         if row["impl"] not in steps:
             continue

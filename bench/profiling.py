@@ -74,16 +74,26 @@ def issue_and_device_us(fn, steps: int, rounds: int = 7) -> tuple[float, float]:
     return sorted(hs)[rounds // 2], sorted(ds)[rounds // 2]
 
 
-def interleaved(timers: dict, rounds: int) -> dict:
+def interleaved(timers: dict, rounds: int, errors: dict | None = None) -> dict:
     """{name: the median over `rounds` of timers[name]()}, every timer run once in each round,
     in turn: a drift of the host's or the device's speed in the middle of a run reaches every
     implementation alike, so that their ratios compare the same conditions (a host-bound call
-    measured in one block and its rival in another could differ by the drift alone)."""
+    measured in one block and its rival in another could differ by the drift alone). With
+    `errors`, a timer that raises is dropped from the rounds and its exception recorded there
+    under its name (the others go on); without, the exception propagates."""
     got = {name: [] for name in timers}
     for _ in range(rounds):
         for name, timer in timers.items():
-            got[name].append(timer())
-    return {name: sorted(ts)[len(ts) // 2] for name, ts in got.items()}
+            if errors is not None and name in errors:
+                continue
+            try:
+                got[name].append(timer())
+            except Exception as e:
+                if errors is None:
+                    raise
+                errors[name] = e
+    failed = errors or {}
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in got.items() if name not in failed}
 
 
 def wall_us(fn, n: int = 100) -> float:

@@ -273,6 +273,20 @@ def test_benchmark_timings_interleave_the_implementations():
     assert order == ["ncd", "torch"] * 5
     assert got == {"ncd": 1.0, "torch": 2.0}
 
+    def fails():
+        order.append("broken")
+        raise RuntimeError("out of memory")
+
+    order.clear()
+    timers = {"broken": fails, "torch": timer("torch", 2.0)}
+    with pytest.raises(RuntimeError):
+        profiling.interleaved(timers, 3)
+    order.clear()
+    errors = {}
+    got = profiling.interleaved(timers, 3, errors)
+    assert order == ["broken", "torch", "torch", "torch"]  # dropped after its failure
+    assert got == {"torch": 2.0} and str(errors["broken"]) == "out of memory"
+
 
 @pytest.mark.interpret
 @pytest.mark.parametrize("op", ["layer_norm", "add_rms_norm"])
