@@ -274,6 +274,10 @@ def main():
     p.add_argument("--op")
     p.add_argument("--impl")
     args = p.parse_args()
+    for given, known in ((args.ops, OPS), (args.impls, ["ncd", "fla", "naive"])):
+        unknown = [name for name in given if name not in known]
+        if unknown:
+            p.error(f"unknown {', '.join(unknown)}: expected some of {', '.join(known)}")
     child(args) if args.child else parent(args)
 
 
