@@ -8,7 +8,8 @@ Not a test. On one CUDA device, per shape (rows x features: x [rows, features], 
 - wtacrs_linear, impl ncd (wtacrs_linear, budget 0.3) and torch (F.linear): `do_bench` medians of
   the forward and of forward + backward (x, weight and bias all need gradients; each the median of
   five rounds in which the two take turns: the steps are host-bound at 4096 rows, and the host's
-  speed drifts within a run), the peak extra memory of one step, the activation memory the layer
+  speed drifts within a run; `vs_exact` on the ncd row: the median of each round's ratio of the
+  two steps), the peak extra memory of one step, the activation memory the layer
   keeps for its backward (`saved_mib`: bytes seen by saved-tensor hooks, the weight and bias left
   out; `held_mib`: what the CUDA allocator still holds after the forward when x is made inside the
   step, the output left out), the error of y and dx against float32 (both exact maps), and for ncd
@@ -74,7 +75,7 @@ from ncd.ops.lmul import lmul_linear  # noqa: E402
 from ncd.ops.wtacrs import wtacrs_linear  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: results_meta, profiling
-from profiling import interleaved  # noqa: E402
+from profiling import interleaved, median, paired_ratio  # noqa: E402
 from results_meta import commit  # noqa: E402
 
 
@@ -213,8 +214,13 @@ def wtacrs_rows(dev, n, D, dtype, budget, estimates):
     # the exact layer and WTA-CRS timed in turn, round after round (a host-bound step's
     # time follows the host's speed, which drifts within a run)
     errors = {}
-    for (impl, field), ms in interleaved(timers, dev.rounds, errors).items():
-        rows[list(impls).index(impl)][field] = ms
+    times = interleaved(timers, dev.rounds, errors)
+    for (impl, field), ms in times.items():
+        rows[list(impls).index(impl)][field] = median(ms)
+    if ("ncd", "fwdbwd_ms") in times and ("torch", "fwdbwd_ms") in times:
+        # the step's time over the exact layer's, the median of each round's ratio
+        ours, exact = times["ncd", "fwdbwd_ms"], times["torch", "fwdbwd_ms"]
+        rows[list(impls).index("ncd")]["vs_exact"] = paired_ratio(ours, exact)
     for (impl, _), e in errors.items():
         if not isinstance(e, torch.OutOfMemoryError):
             raise e
@@ -355,7 +361,7 @@ def summary(rows):
             r = get.get((op, impl, n, m))
             return r.get(key) if r and r.get(key) is not None else math.nan
 
-        step = f("wtacrs_linear", "ncd", "fwdbwd_ms") / f("wtacrs_linear", "torch", "fwdbwd_ms")
+        step = f("wtacrs_linear", "ncd", "vs_exact")
         saved = f("wtacrs_linear", "torch", "saved_mib") / f("wtacrs_linear", "ncd", "saved_mib")
         lm = f("lmul_matmul", "ncd", "fwd_ms", 4) / f("lmul_matmul", "torch", "fwd_ms")
         print(f"{n:6d} x {D:<6d} {step:18.3f}x {saved:30.2f}x {lm:30.1f}x")

@@ -11,9 +11,10 @@ error of every output and gradient against the same maths in float32 on the same
 forward + backward, the HBM bandwidth the forward + backward reaches by the cost model's
 bytes (ops/norm/cost.py), and the host's time to issue one forward and one forward + backward
 (`host_fwd_us`, `host_fwdbwd_us`: a time in ms close to it is host-bound). Every timing is
-the median of five rounds in which the implementations take turns (`--rounds`), so that
-their ratios are taken side by side: these calls are host-bound at 4096 rows, and the host's
-speed drifts within a run. ncd rows carry
+the median of five rounds in which the implementations take turns (`--rounds`; each round's
+times in `rounds_ms`), and ratios are the median of each round's ratio, so that they are
+taken side by side: these calls are host-bound at 4096 rows, and the host's speed drifts
+within a run. ncd rows carry
 `vs_torch` and `vs_compile`: the others' forward + backward time over ncd's (the issue's
 targets: >= 2 and >= 1.0 for the norms, `vs_compile` >= 1.2 for `add_rms_norm`). Rows
 follow bench/README.md's JSON format.
@@ -213,7 +214,7 @@ def measure(op, M, N, impls, dtype, device, backend, rounds):
     """One row per implementation of op at M x N, their timings taken in `rounds` interleaved
     rounds (profiling.interleaved), each figure the median over the rounds."""
     import torch
-    from profiling import interleaved, peak_mib
+    from profiling import interleaved, median, peak_mib
 
     rows, timers, steps = [], {}, {}
     for impl in impls:
@@ -227,8 +228,11 @@ def measure(op, M, N, impls, dtype, device, backend, rounds):
         rows.append(row)
         timers.update({(impl, field): t for field, t in ts.items()})
     errors = {}
-    for (impl, field), value in interleaved(timers, rounds, errors).items():
-        next(r for r in rows if r["impl"] == impl)[field] = value
+    for (impl, field), values in interleaved(timers, rounds, errors).items():
+        row = next(r for r in rows if r["impl"] == impl)
+        row[field] = median(values)
+        if field in ("fwd_ms", "fwdbwd_ms"):  # each round's, for the paired ratios
+            row.setdefault("rounds_ms", {})[field.removesuffix("_ms")] = values
     for (impl, field), e in errors.items():  # recorded in the row, the run goes on
         next(r for r in rows if r["impl"] == impl)["error"] = f"{field}: {type(e).__name__}: {e}"
         steps.pop(impl, None)
@@ -246,16 +250,20 @@ def measure(op, M, N, impls, dtype, device, backend, rounds):
 
 
 def ratios(rows):
-    """Adds vs_torch and vs_compile (their forward + backward time over ncd's) to ncd rows."""
-    by = {(r["op"], r["impl"], r["M"], r["N"]): r for r in rows if "fwdbwd_ms" in r}
+    """Adds vs_torch and vs_compile (their forward + backward time over ncd's, the median of
+    each round's ratio) and fwd_vs_* (the same of the forward) to ncd rows."""
+    from profiling import paired_ratio
+
+    by = {(r["op"], r["impl"], r["M"], r["N"]): r for r in rows if "rounds_ms" in r}
     for (op, impl, M, N), r in by.items():
         if impl != "ncd":
             continue
         for other, field in (("torch", "vs_torch"), ("torch_compile", "vs_compile")):
             o = by.get((op, other, M, N))
             if o is not None:
-                r[field] = o["fwdbwd_ms"] / r["fwdbwd_ms"]
-                r[field.replace("vs_", "fwd_vs_")] = o["fwd_ms"] / r["fwd_ms"]
+                theirs, ours = o["rounds_ms"], r["rounds_ms"]
+                r[field] = paired_ratio(theirs["fwdbwd"], ours["fwdbwd"])
+                r[field.replace("vs_", "fwd_vs_")] = paired_ratio(theirs["fwd"], ours["fwd"])
 
 
 def run(args):

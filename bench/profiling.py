@@ -75,12 +75,13 @@ def issue_and_device_us(fn, steps: int, rounds: int = 7) -> tuple[float, float]:
 
 
 def interleaved(timers: dict, rounds: int, errors: dict | None = None) -> dict:
-    """{name: the median over `rounds` of timers[name]()}, every timer run once in each round,
-    in turn: a drift of the host's or the device's speed in the middle of a run reaches every
-    implementation alike, so that their ratios compare the same conditions (a host-bound call
-    measured in one block and its rival in another could differ by the drift alone). With
-    `errors`, a timer that raises is dropped from the rounds and its exception recorded there
-    under its name (the others go on); without, the exception propagates."""
+    """{name: [timers[name]() of each round]}, every timer run once in each round, in turn, so
+    that implementations compared are measured next to each other in time: their ratio is then
+    taken round by round (`paired_ratio`), where a drift of the host's or the device's speed
+    in the middle of a run reaches both sides of each round alike (a host-bound call measured
+    in one block and its rival in another could differ by the drift alone). With `errors`, a
+    timer that raises is dropped from the rounds and its exception recorded there under its
+    name (the others go on); without, the exception propagates."""
     got = {name: [] for name in timers}
     for _ in range(rounds):
         for name, timer in timers.items():
@@ -93,7 +94,17 @@ def interleaved(timers: dict, rounds: int, errors: dict | None = None) -> dict:
                     raise
                 errors[name] = e
     failed = errors or {}
-    return {name: sorted(ts)[len(ts) // 2] for name, ts in got.items() if name not in failed}
+    return {name: ts for name, ts in got.items() if name not in failed}
+
+
+def median(xs: list) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def paired_ratio(over: list, under: list) -> float:
+    """The median over rounds of over[i] / under[i]: two `interleaved` timings' ratio, each
+    round's pair measured together."""
+    return median([a / b for a, b in zip(over, under, strict=True)])
 
 
 def wall_us(fn, n: int = 100) -> float:

@@ -250,8 +250,10 @@ def test_benchmark_dry_run(tmp_path):
 
 def test_benchmark_timings_interleave_the_implementations():
     """The benchmarks' timings (bench/profiling.interleaved) take the implementations in turn,
-    round after round, and keep each one's median: a slowdown in the middle of a run (the
-    host's drift) reaches each implementation once, not one implementation's whole block."""
+    round after round, and their ratio is the median of each round's (paired_ratio): a host
+    that turns slow half-way through a run (3x from the sixth call on) leaves the ratio of
+    two calls that take 1 and 2 units at 2, where the median of each one's own times would
+    give 6 (one mostly fast, the other mostly slow)."""
     import importlib.util
     from pathlib import Path
 
@@ -264,14 +266,15 @@ def test_benchmark_timings_interleave_the_implementations():
     def timer(name, base):
         def run():
             order.append(name)
-            tick = next(clock)
-            return base * (3 if 4 <= tick < 6 else 1)  # calls 4 and 5 run on a slow host
+            return base * (3 if next(clock) >= 5 else 1)
 
         return run
 
     got = profiling.interleaved({"ncd": timer("ncd", 1.0), "torch": timer("torch", 2.0)}, 5)
     assert order == ["ncd", "torch"] * 5
-    assert got == {"ncd": 1.0, "torch": 2.0}
+    assert got == {"ncd": [1.0, 1.0, 1.0, 3.0, 3.0], "torch": [2.0, 2.0, 6.0, 6.0, 6.0]}
+    assert profiling.median(got["torch"]) / profiling.median(got["ncd"]) == 6.0
+    assert profiling.paired_ratio(got["torch"], got["ncd"]) == 2.0
 
     def fails():
         order.append("broken")
@@ -285,7 +288,7 @@ def test_benchmark_timings_interleave_the_implementations():
     errors = {}
     got = profiling.interleaved(timers, 3, errors)
     assert order == ["broken", "torch", "torch", "torch"]  # dropped after its failure
-    assert got == {"torch": 2.0} and str(errors["broken"]) == "out of memory"
+    assert list(got) == ["torch"] and str(errors["broken"]) == "out of memory"
 
 
 @pytest.mark.interpret
