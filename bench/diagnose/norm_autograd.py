@@ -75,6 +75,51 @@ def launch_parts(x, w, b):
         print(f"  {name:24s} host {host_us(fn, ()):7.1f} us", flush=True)
 
 
+def engine_parts(impls, leaves, dy, grads):
+    """The step's host time with the autograd engine on one thread (no device thread), with
+    ncd's backward kernels replaced by returning `grads` (what the Python Function costs
+    without its kernels), and cProfile's top functions of ncd's backward as the engine's
+    thread runs it."""
+    import cProfile
+    import io
+    import pstats
+
+    def step(fn):
+        return lambda: torch.autograd.backward(fn(), dy)
+
+    for name in ("identity Function", "ncd layer_norm"):
+        with torch.autograd.set_multithreading_enabled(False):
+            us = host_us(step(impls[name]), leaves)
+        print(f"{name:18s} host us: step {us:7.1f} on one thread", flush=True)
+    real = rowwise._backward
+    rowwise._backward = lambda *a: grads
+    try:
+        us = host_us(step(impls["ncd layer_norm"]), leaves)
+    finally:
+        rowwise._backward = real
+    print(f"ncd layer_norm     host us: step {us:7.1f} with the backward's kernels not run",
+          flush=True)  # fmt: skip
+    prof = cProfile.Profile()
+
+    def profiled(*a):
+        prof.enable()  # in the engine's thread: cProfile follows the thread that enables it
+        try:
+            return real(*a)
+        finally:
+            prof.disable()
+
+    rowwise._backward = profiled
+    try:
+        for _ in range(300):
+            step(impls["ncd layer_norm"])()
+    finally:
+        rowwise._backward = real
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
+    print("== cProfile, 300 calls of ncd layer_norm's _backward in the engine's thread")
+    print(out.getvalue()[-4000:], flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--M", type=int, default=8192)
@@ -105,6 +150,7 @@ def main():
         rowwise._backward(xd, w, b, stats, dy, None, False, True, True)
 
     print(f"ncd _backward called directly: host {host_us(direct, ()):7.1f} us", flush=True)
+    engine_parts(impls, leaves, dy, rowwise._backward(xd, w, b, stats, dy, None, False, 1, 1))
     launch_parts(xd, w.detach(), b.detach())
     # the CPU ops of a few steps, both threads
     from torch.profiler import ProfilerActivity, profile

@@ -74,11 +74,13 @@ def _sequence(CU, T, i_n, SQB, SQT, SVB, SVT, VARLEN: tl.constexpr):
 
 @triton.jit
 def _chunk_cumsum(
-    GATE, GC, CU, T, TT, H, SGB, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr, NB: tl.constexpr
+    GATE, GC, CU, T, TT, H, SGB, SGT, SGH, VARLEN: tl.constexpr, BLOCK_T: tl.constexpr,
+    NB: tl.constexpr,
 ):  # fmt: skip
-    """GC [H, B * T]: the log-gates' (g [B, T, H], batch stride SGB) cumulative sums within
-    each chunk (tokens [c * BLOCK_T, +BLOCK_T) of a sequence), base 2, float32, head-major so
-    that a chunk's values are contiguous. One program per NB chunks of one sequence and head."""
+    """GC [H, B * T]: the log-gates' (g [B, T, H] of any float dtype, read in place through its
+    strides SGB, SGT, SGH, 0 where broadcast) cumulative sums within each chunk (tokens
+    [c * BLOCK_T, +BLOCK_T) of a sequence), base 2, float32, head-major so that a chunk's
+    values are contiguous. One program per NB chunks of one sequence and head."""
     i_b = tl.program_id(0)
     i_nh = tl.program_id(1)
     i_n = i_nh // H
@@ -86,7 +88,7 @@ def _chunk_cumsum(
     if VARLEN:
         bos = tl.load(CU + i_n).to(tl.int64)
         L = (tl.load(CU + i_n + 1).to(tl.int64) - bos).to(tl.int32)
-        g0 = bos * H
+        g0 = bos * SGT
         c0 = bos
     else:
         L = T
@@ -94,7 +96,8 @@ def _chunk_cumsum(
         c0 = i_n.to(tl.int64) * T
     t = (i_b * NB + tl.arange(0, NB))[:, None] * BLOCK_T + tl.arange(0, BLOCK_T)[None, :]
     ok = t < L
-    b = tl.load(GATE + g0 + i_h + t.to(tl.int64) * H, mask=ok, other=0.0).to(tl.float32)
+    g_ptrs = GATE + g0 + i_h * SGH + t.to(tl.int64) * SGT
+    b = tl.load(g_ptrs, mask=ok, other=0.0).to(tl.float32)
     b = tl.maximum(b, GATE_FLOOR)
     tl.store(GC + i_h.to(tl.int64) * TT + c0 + t, tl.cumsum(b * LOG2E, 1), mask=ok)
 
@@ -488,7 +491,8 @@ def _dg_kernel(
     DGS, FIN, DG, CU, T, TT, H, ROWS: tl.constexpr, NFIN: tl.constexpr, VARLEN: tl.constexpr,
     BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """dg [B, T, H] float32 of one sequence and head: the reverse cumulative sum (float64)
+    """dg [B, T, H] (contiguous, g's dtype) of one sequence and head: the reverse cumulative
+    sum (float64)
     over the sequence of the ROWS per-token rows of DGS ([ROWS, H, TT = B * T]) and of the
     final state's term on its last token (FIN [NFIN key blocks, N * H]; NFIN = 0: none).
     Walks the sequence from its end, BLOCK tokens at a time."""
@@ -508,7 +512,7 @@ def _dg_kernel(
         for r in tl.static_range(ROWS):
             x += tl.load(row0 + r * H * TT + t, mask=ok, other=0.0).to(tl.float64)
         rc = tl.cumsum(x, 0, reverse=True) + carry
-        tl.store(DG + (c0 + t) * H + i_h, rc.to(tl.float32), mask=ok)
+        tl.store(DG + (c0 + t) * H + i_h, rc.to(DG.dtype.element_ty), mask=ok)
         carry += tl.sum(x, 0)
 
 
@@ -557,13 +561,13 @@ def _launch(kernel, configs, fixed, grid, *args, **kwargs):
 
 
 def _chunk_gates(g, N, T_arg, cu, varlen):
-    """The in-chunk cumulative log2-gates of g (float32 [B, T, H], contiguous), head-major
-    [H, B * T] float32: one launch."""
+    """The in-chunk cumulative log2-gates of g ([B, T, H], any float dtype and strides),
+    head-major [H, B * T] float32: one launch."""
     B, T, H = g.shape
     gc = torch.empty(H, B * T, device=g.device, dtype=torch.float32)
     grid = (cdiv(T, CHUNK * CUMSUM_CHUNKS), N * H)
     launch_compiled(
-        _chunk_cumsum, grid, (g, gc, cu, T_arg, B * T, H, g.stride(0)),
+        _chunk_cumsum, grid, (g, gc, cu, T_arg, B * T, H, *g.stride()),
         dict(VARLEN=varlen, BLOCK_T=CHUNK, NB=CUMSUM_CHUNKS, num_warps=4),
     )  # fmt: skip
     return gc
@@ -588,7 +592,10 @@ def _forward(q, k, v, g, scale, s0, want_state, cu_seqlens):
     return o, s_t, gc
 
 
-def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
+def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, dg_dtype, cu_seqlens):
+    """(dq, dk, dv, dg, d initial state): dg in dg_dtype (g's; None: no dg), the state's
+    gradient float32 when want_ds0, else None."""
+    want_dg = dg_dtype is not None
     B, T, G, K = q.shape
     H, V = v.shape[2:]
     N, T_arg, cu = sequences(q, cu_seqlens)
@@ -625,7 +632,7 @@ def _backward(q, k, v, gc, do, scale, s0, d_st, want_ds0, want_dg, cu_seqlens):
     dq, dk = group_sum(dq, q), group_sum(dk, k)
     dg = None
     if want_dg:  # one launch: the rows summed, reverse-cumsummed per sequence (float64)
-        dg = torch.empty(B, T, H, device=q.device, dtype=torch.float32)
+        dg = torch.empty(B, T, H, device=q.device, dtype=dg_dtype)
         launch_compiled(
             _dg_kernel, (N * H,), (dgs, dummy if fin is None else fin, dg, cu, T_arg, B * T, H),
             dict(ROWS=dgs.shape[0], NFIN=0 if fin is None else nk,
@@ -639,7 +646,7 @@ class SimpleGLAFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, g, scale, s0, want_state, cu_seqlens):
         o, s_t, gc = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
         ctx.save_for_backward(q, k, v, gc, s0, cu_seqlens)
-        ctx.scale = scale
+        ctx.scale, ctx.g_dtype = scale, g.dtype
         ctx.want_ds0 = s0 is not None and ctx.needs_input_grad[5]
         return o, s_t
 
@@ -648,7 +655,7 @@ class SimpleGLAFunction(torch.autograd.Function):
         q, k, v, gc, s0, cu_seqlens = ctx.saved_tensors
         dq, dk, dv, dg, ds0 = _backward(
             q, k, v, gc, do, ctx.scale, s0, None if d_st is None else d_st.contiguous(),
-            ctx.want_ds0, ctx.needs_input_grad[3], cu_seqlens,
+            ctx.want_ds0, ctx.g_dtype if ctx.needs_input_grad[3] else None, cu_seqlens,
         )  # fmt: skip
         return dq, dk, dv, dg, None, ds0, None, None
 
@@ -724,7 +731,7 @@ def simple_gla(
     H = v.shape[2]
     scale = float(default_scale(scale, K))
     q, k, v = readable(q, k, v)
-    g = expand_gates(g.float(), B, T, H).contiguous()
+    g = expand_gates(g, B, T, H)  # read in place, in its own dtype; dg returned in it
     s0 = None if initial_state is None else initial_state.float().contiguous()
     cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
     o, s_t = SimpleGLAFunction.apply(q, k, v, g, scale, s0, output_final_state, cu)

@@ -86,6 +86,11 @@ def run_case(case, fn, permuted=False, **fn_kw):
 @pytest.mark.interpret
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_kernels_match_the_recurrence(case, nan_alloc):
+    """dg is written in g's dtype; the interpreter's bfloat16 stores are wrong, so bfloat16
+    gates are taken as float16 here (another dtype than q's all the same) and checked in
+    bfloat16 on the GPU (bench/gpu_check.py)."""
+    if case[7] == torch.bfloat16:
+        case = (*case[:7], torch.float16 if case[5] != torch.float16 else torch.float32, *case[8:])
     run_case(case, simple_gla, backend="triton")
 
 
@@ -123,6 +128,34 @@ def test_permuted_inputs_are_read_in_place(monkeypatch, nan_alloc):
     grads, inputs = run_case(CASES[1], simple_gla, permuted=True, backend="triton")
     assert seen and not any(seen)
     assert all(gr.stride() == x.stride() for gr, x in zip(grads[:3], inputs[:3]))
+
+
+@pytest.mark.interpret
+def test_strided_gates_are_read_in_place(monkeypatch, nan_alloc):
+    """Gates that are a slice of a wider projection ([B, T, 2H] -> [B, T, H], head stride 2)
+    reach the kernel as they are, and dg comes back to the projection's slice."""
+    B, T, H, K, V = 2, 40, 2, 16, 16
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(B, T, H, d, generator=gen).requires_grad_() for d in (K, K, V))
+    proj = torch.randn(B, T, H, 2, generator=gen).requires_grad_()
+    seen = []
+    gates = chunk._chunk_gates
+
+    def spy(g, *a):
+        seen.append(g.stride())
+        return gates(g, *a)
+
+    monkeypatch.setattr(chunk, "_chunk_gates", spy)
+    g = F.logsigmoid(proj)[..., 0]  # a view: strides (2 T H, 2 H, 2)
+    o, _ = simple_gla(q, k, v, g, backend="triton")
+    assert seen == [g.stride()] and g.stride()[-1] == 2
+    ref_in = [x.detach().double().requires_grad_() for x in (q, k, v, proj)]
+    o_ref, _ = simple_gla_recurrent_reference(*ref_in[:3], F.logsigmoid(ref_in[3])[..., 0])
+    do = torch.randn(o.shape, generator=gen)
+    got = torch.autograd.grad(o, (q, k, v, proj), do)
+    want = torch.autograd.grad(o_ref, ref_in, do.double())
+    assert rel_rms(o, o_ref) < 1e-4
+    assert all(rel_rms(a, b) < 1e-4 for a, b in zip(got, want))
 
 
 def dg_error_and_floor(T, seed, strength=1.0, final_state=False):
