@@ -512,7 +512,7 @@ def _dg_kernel(
         for r in tl.static_range(ROWS):
             x += tl.load(row0 + r * H * TT + t, mask=ok, other=0.0).to(tl.float64)
         rc = tl.cumsum(x, 0, reverse=True) + carry
-        tl.store(DG + (c0 + t) * H + i_h, rc.to(DG.dtype.element_ty), mask=ok)
+        tl.store(DG + (c0 + t) * H + i_h, rc.to(tl.float32).to(DG.dtype.element_ty), mask=ok)
         carry += tl.sum(x, 0)
 
 
