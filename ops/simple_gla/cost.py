@@ -96,7 +96,8 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64, want_dg
     """dq programs read k (their block), v, do; dk programs q (their block), v, do; dv
     programs q, k, do (their block); all read g; each gradient written once. ``want_dg``: the
     dq/dk programs also read q/k (their block), the dv programs v (their block), every program
-    writes a float32 row per token, and one launch reads those rows back and writes dg (float32).
+    writes a float32 row per token, and one launch reads those rows back and writes dg (counted
+    at 4 bytes; it is written in g's dtype).
     States: the initial state read and dS0 written, the final state's gradient read
     (float32)."""
     V = K if V is None else V
@@ -112,9 +113,9 @@ def io_backward(B, T, H, K, V=None, bytes_per=2, block_k=64, block_v=64, want_dg
 
 
 def activation_bytes(B, T, H, K, V=None, bytes_per=2, N=None, final_state=False):
-    """Kept for the backward: q, k, v, the gates as float32 [B, T, H] (a copy unless they were
-    float32 [B, T, H] already), and the float32 final state when it is returned (its
-    gradient's term in dg needs it). No chunk states."""
+    """Kept for the backward: q, k, v, the gates' in-chunk cumulative sums (float32 [H, B T],
+    the op's own whatever g's dtype and layout), and the float32 final state when it is
+    returned (its gradient's term in dg needs it). No chunk states."""
     V = K if V is None else V
     N = B if N is None else N
     kept = B * T * H * (bytes_per * (2 * K + V) + 4)

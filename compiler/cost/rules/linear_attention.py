@@ -215,7 +215,9 @@ def _simple_gla(v: BoxView) -> Rule:
     sg = simple_gla_cost
     dg = "g" in v.ins and v.grad("g")
     kept, do_copy = _copies(v, "linear_attention")  # read through their strides, as linear's
-    gate = _token_gate(v, "g", "gates") if "g" in v.ins else _own("g32", 4 * B * T, "decay")
+    # the kernels keep the gates' in-chunk cumulative sums, float32 [H, B T], whatever g is
+    what = "gates' in-chunk cumulative sums" if "g" in v.ins else "decay"
+    gate = _own("g32", 4 * B * T, f"{what}, float32")
     flops = sg.flops_forward(B, T, 1, K, V, tail=chunk_tail)  # whole chunks of 64
     flops_bwd = sg.flops_backward(B, T, 1, K, V, want_dg=dg, precise=dg and bp != 4,
                                   tail=chunk_tail)  # fmt: skip
