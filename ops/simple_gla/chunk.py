@@ -491,11 +491,10 @@ def _dg_kernel(
     DGS, FIN, DG, CU, T, TT, H, ROWS: tl.constexpr, NFIN: tl.constexpr, VARLEN: tl.constexpr,
     BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """dg [B, T, H] (contiguous, g's dtype) of one sequence and head: the reverse cumulative
-    sum (float64)
-    over the sequence of the ROWS per-token rows of DGS ([ROWS, H, TT = B * T]) and of the
-    final state's term on its last token (FIN [NFIN key blocks, N * H]; NFIN = 0: none).
-    Walks the sequence from its end, BLOCK tokens at a time."""
+    """dg [B, T, H] (contiguous, in g's dtype) of one sequence and head: the reverse
+    cumulative sum (float64) over the sequence of the ROWS per-token rows of DGS ([ROWS, H,
+    TT = B * T]) and of the final state's term on its last token (FIN [NFIN key blocks,
+    N * H]; NFIN = 0: none). Walks the sequence from its end, BLOCK tokens at a time."""
     i_nh = tl.program_id(0)
     i_n = i_nh // H
     i_h = i_nh % H
