@@ -150,7 +150,7 @@ def main():
         rowwise._backward(xd, w, b, stats, dy, None, False, True, True)
 
     print(f"ncd _backward called directly: host {host_us(direct, ()):7.1f} us", flush=True)
-    engine_parts(impls, leaves, dy, rowwise._backward(xd, w, b, stats, dy, None, False, 1, 1))
+    engine_parts(impls, leaves, dy, rowwise._backward(xd, w, b, stats, dy, None, False, True, True))
     launch_parts(xd, w.detach(), b.detach())
     # the CPU ops of a few steps, both threads
     from torch.profiler import ProfilerActivity, profile
