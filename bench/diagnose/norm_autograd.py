@@ -1,8 +1,9 @@
 """Where the host's time of an ncd norm's training step goes on CUDA, against an identity
 autograd Function (the floor of any Python Function) and torch's LayerNorm: the host's time to
-issue a step (forward + backward, no waiting), the backward alone called directly, the
-forward's launch layer by layer, and the CPU ops of one step on both threads (the autograd
-engine runs a CUDA backward on its own thread).
+issue a step (forward + backward, no waiting), the backward alone called directly, the step
+with the autograd engine on one thread and with the backward's kernels not run, cProfile of
+the backward in the engine's thread, the forward's launch layer by layer, and the CPU ops of
+one step on both threads (the autograd engine runs a CUDA backward on its own thread).
 
     python3 bench/diagnose/norm_autograd.py [--M 8192] [--N 1024]
 """
