@@ -31,15 +31,22 @@ from .config import settings as _settings
 
 BACKENDS = ("auto", "triton", "reference")
 
+# True while _traced.opaque's fake implementations run (fake tensors): launches do nothing.
+skip_launches = False
+
 
 @triton.jit
 def _probe():
     pass
 
 
+# Read once: torch.compile's tracer cannot evaluate isinstance() on a compiled Triton kernel.
+_INTERPRETING = MISSING is None and not isinstance(_probe, JITFunction)
+
+
 def interpreting() -> bool:
     """Whether this import of ncd.ops built its kernels for Triton's CPU interpreter."""
-    return MISSING is None and not isinstance(_probe, JITFunction)
+    return _INTERPRETING
 
 
 MIN_CAPABILITY = (8, 0)
@@ -255,7 +262,8 @@ FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def check_cu_seqlens(op: str, cu_seqlens, B: int, T: int) -> int:
     """The number N of sequences: B, or with packed sequences (`cu_seqlens`, N + 1 integer
     offsets along T, batch size 1) the number of offsets less one. Values are checked when they
-    lie on the host; CUDA offsets are trusted, so that a call never waits on the GPU."""
+    lie on the host and the call is not traced; CUDA offsets are trusted, so that a call never
+    waits on the GPU."""
     if cu_seqlens is None:
         return B
     check(
@@ -270,7 +278,7 @@ def check_cu_seqlens(op: str, cu_seqlens, B: int, T: int) -> int:
         cu_seqlens,
     )
     check(B == 1, op, "batch size with cu_seqlens", "1 (sequences packed along T)", B)
-    if not cu_seqlens.is_cuda:
+    if not cu_seqlens.is_cuda and not torch.compiler.is_compiling():
         first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
         check(
             first == 0 and last == T, op, "cu_seqlens[0], cu_seqlens[-1]", f"0 and T={T}",
@@ -432,7 +440,13 @@ def _dense(x: torch.Tensor) -> bool:
     if st[-1] != 1:
         return False
     span = n[-1]
-    for d in sorted(range(x.dim() - 1), key=lambda d: st[d]):  # innermost first
+    order: list = []  # the other axes, innermost first: sorted by stride (ties in axis order)
+    for d in range(x.dim() - 1):  # by insertion, which traces where sorted() with keys does not
+        i = len(order)
+        while i and st[order[i - 1]] > st[d]:
+            i -= 1
+        order.insert(i, d)
+    for d in order:
         if n[d] != 1 and st[d] != span:
             return False
         span *= n[d]
@@ -526,6 +540,8 @@ def launch(kernel, configs, grid, args, meta, interpret_config, reset=None, key=
     def hook(kw):
         pre_hook({**dict(zip(kernel.arg_names, args)), **meta, **kw})
 
+    if skip_launches:
+        return
     if interpreting():
         if pre_hook is not None:
             hook(interpret_config)
@@ -638,6 +654,8 @@ def launch_compiled(kernel, grid, args, meta, key=None):
     constexpr arguments and the launch options (num_warps). `key`: a caller that knows what
     the compiled kernel depends on (a plan made once per sizes) passes it instead, a hashable
     that differs wherever `_key(args)` or `meta` would (the WTA-CRS selection)."""
+    if skip_launches:
+        return
     key = (kernel, _key(args), *meta.items()) if key is None else ("given", key)
     hit = _compiled.get(key) if _settings.fast_launch else None
     if hit is not None:

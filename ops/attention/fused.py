@@ -18,8 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import _backend, config
 from .. import _gluon as gluon_common
-from .. import config
 from .._backend import (
     autocast_inputs,
     cdiv,
@@ -31,6 +31,7 @@ from .._backend import (
     use_triton,
 )
 from .._kernels import mm
+from .._traced import opaque, tracing
 from .._triton import TensorDescriptor, tl, triton
 from .gluon import dkdv as gluon_dkdv
 from .gluon import forward as gluon_forward
@@ -395,8 +396,17 @@ def choose(kind: str, q, k, v, causal: bool) -> tuple[str, str]:
     return ("gluon", "") if ok else ("triton", why)
 
 
+def _gluon(kind: str, q, k, v, causal: bool) -> bool:
+    """Whether pass `kind` runs the Gluon kernel (`choose`). Not in a fake run (the opaque
+    operators' fake implementation, `_traced.skipping`): the Gluon descriptors read data
+    pointers, which fake tensors lack, and a failure there would switch the Gluon kernel off
+    for the process (`gluon_common.attempt`). The Triton path it takes instead allocates
+    outputs of the same shapes, dtypes and (for contiguous inputs) strides."""
+    return not _backend.skip_launches and choose(kind, q, k, v, causal)[0] == "gluon"
+
+
 def _forward(q, k, v, causal: bool, scale: float):
-    if choose("forward", q, k, v, causal)[0] == "gluon":
+    if _gluon("forward", q, k, v, causal):
         out = gluon_common.attempt(
             "softmax_attention forward", gluon_forward.run, q, k, v, causal, scale
         )
@@ -425,7 +435,7 @@ def _backward(q, k, v, o, lse, do, causal: bool, scale: float):
         _bwd_delta_kernel, DELTA_CONFIGS, lambda m: (cdiv(T, m["BLOCK_M"]), B * H),
         (o, do, delta, T, H), dict(DV=DV, BLOCK_DV=pow2(DV)), {"BLOCK_M": 16}, key=["T"],
     )  # fmt: skip
-    if choose("dkdv", q, k, v, causal)[0] == "gluon":
+    if _gluon("dkdv", q, k, v, causal):
         out = gluon_common.attempt(
             "softmax_attention dkdv", gluon_dkdv.run, q, k, v, do, lse, delta, causal, scale
         )
@@ -480,29 +490,76 @@ class SoftmaxAttentionFunction(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+            scale: float) -> list[torch.Tensor]:  # fmt: skip
+    """[o, lse]: SoftmaxAttentionFunction's forward. q, k, v have the copy engine's strides
+    (`_tma_strides`); a start that is not 16-byte aligned is copied here, where the data
+    pointer is known."""
+    q, k, v = _aligned_start(q), _aligned_start(k), _aligned_start(v)
+    o, lse = _forward(q, k, v, causal, scale)
+    return [o, lse]
+
+
+def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+            lse: torch.Tensor, do: torch.Tensor, causal: bool,
+            scale: float) -> list[torch.Tensor]:  # fmt: skip
+    """[dq, dk, dv]: SoftmaxAttentionFunction's backward (q, k, v as `_fwd_op` takes them)."""
+    q, k, v = _aligned_start(q), _aligned_start(k), _aligned_start(v)
+    dq, dk, dv = _backward(q, k, v, o, lse, _aligned(do), causal, scale)
+    return [dq, dk, dv]
+
+
+_traced_fwd = opaque("softmax_attention_fwd", _fwd_op)
+_traced_bwd = opaque("softmax_attention_bwd", _bwd_op)
+
+
+def _traced_setup(ctx, inputs, output):
+    q, k, v, causal, scale = inputs
+    ctx.save_for_backward(q, k, v, output[0], output[1])
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _traced_grad(ctx, grads):
+    q, k, v, o, lse = ctx.saved_tensors
+    dq, dk, dv = _traced_bwd(q, k, v, o, lse, grads[0], ctx.causal, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+_traced_fwd.register_autograd(_traced_grad, setup_context=_traced_setup)
+
+
+def _aligned_start(x: torch.Tensor) -> torch.Tensor:
+    """x, or a copy of it (a dense x's strides kept) when its start is not 16-byte aligned, as
+    the tensor copy engine needs. A fake tensor (the opaque operators' fake implementation,
+    `_traced.skipping`) has no data pointer and is taken as it is."""
+    return x if _backend.skip_launches or x.data_ptr() % 16 == 0 else x.clone()
+
+
 def _aligned(x: torch.Tensor) -> torch.Tensor:
     """Contiguous, with a 16-byte aligned start, as the tensor copy engine needs."""
-    x = x.contiguous()
-    return x if x.data_ptr() % 16 == 0 else x.clone()
+    return _aligned_start(x.contiguous())
+
+
+def _tma_strides(x: torch.Tensor) -> bool:
+    """Whether the copy engine can read x in place given a 16-byte aligned start: unit stride
+    along the head width, 16-byte aligned strides, and the strides in `[B, T, H, D]` order each
+    spanning the dimensions inside it (row-major with padding, such as q cut from a wider
+    tensor). Permuted views (``[B, H, T, D]`` seen through a transpose) are not: the CUDA
+    documentation describes tensor maps with each stride spanning the dimension inside it, and
+    reading them in place has not been tried on a GPU."""
+    unit = 16 // x.element_size()
+    st, n = x.stride(), x.shape
+    return (
+        st[-1] == 1
+        and all(s % unit == 0 for s in st[:-1])
+        and all(st[i] >= st[i + 1] * n[i + 1] for i in range(x.dim() - 1))
+    )
 
 
 def _tma_ready(x: torch.Tensor) -> torch.Tensor:
-    """x itself when the copy engine can read it in place, else an aligned contiguous copy.
-
-    In place: unit stride along the head width, 16-byte aligned start and strides, and the
-    strides in `[B, T, H, D]` order each spanning the dimensions inside it (row-major with
-    padding, such as q cut from a wider tensor). Permuted views (``[B, H, T, D]`` seen through
-    a transpose) are copied: the CUDA documentation describes tensor maps with each stride
-    spanning the dimension inside it, and reading them in place has not been tried on a GPU.
-    """
-    unit = 16 // x.element_size()
-    st, n = x.stride(), x.shape
-    if (
-        st[-1] == 1
-        and x.data_ptr() % 16 == 0
-        and all(s % unit == 0 for s in st[:-1])
-        and all(st[i] >= st[i + 1] * n[i + 1] for i in range(x.dim() - 1))
-    ):
+    """x itself when the copy engine can read it in place (`_tma_strides` and a 16-byte aligned
+    start), else an aligned contiguous copy."""
+    if _tma_strides(x) and x.data_ptr() % 16 == 0:
         return x
     return _aligned(x)
 
@@ -603,6 +660,11 @@ def softmax_attention(
         q, k = F.pad(q, (0, pd)), F.pad(k, (0, pd))
     if pdv:
         v = F.pad(v, (0, pdv))
-    q, k, v = _tma_ready(q), _tma_ready(k), _tma_ready(v)
-    o = SoftmaxAttentionFunction.apply(q, k, v, bool(causal), scale)
+    if tracing():  # torch.compile, torch.export: the opaque operators
+        # the layout here; the alignment of the start, which tracing does not know, in the ops
+        q, k, v = (x if _tma_strides(x) else x.contiguous() for x in (q, k, v))
+        o = _traced_fwd(q, k, v, bool(causal), scale)[0]
+    else:
+        q, k, v = _tma_ready(q), _tma_ready(k), _tma_ready(v)
+        o = SoftmaxAttentionFunction.apply(q, k, v, bool(causal), scale)
     return o[..., :DV] if pdv else o

@@ -33,6 +33,7 @@ import math
 
 import torch
 
+from .. import _backend
 from .. import _gluon as gluon_common
 from .._backend import (
     autocast_inputs,
@@ -53,6 +54,7 @@ from .._backend import (
     use_triton,
 )
 from .._kernels import FACTOR_BOUND_LOG2, GATE_FLOOR, all_chunks_within
+from .._traced import opaque, tracing
 from .._triton import tl, triton
 from ..config import settings as _settings
 from . import gluon as gluon_chunk
@@ -963,8 +965,10 @@ class _Layout:
         segs = (counts + ckpt - 1) // ckpt  # checkpoint segments of each sequence
         soff = torch.cat([segs.new_zeros(1), segs.cumsum(0)])
         self.N, self.T, self.NT = cu.numel() - 1, 0, 0
-        # the launch grids need these on the host: one synchronisation
-        self.NC, self.NS, self.NS_MAX = torch.stack([coff[-1], soff[-1], segs.max()]).tolist()
+        if _backend.skip_launches:  # fake tensors (a traced op's fake run): no values to read;
+            self.NC = self.NS = self.NS_MAX = 0  # the op gives its outputs their own sizes
+        else:  # the launch grids need these on the host: one synchronisation
+            self.NC, self.NS, self.NS_MAX = torch.stack([coff[-1], soff[-1], segs.max()]).tolist()
         self.soff = soff.to(torch.int32)
         seq = torch.repeat_interleave(
             torch.arange(self.N, device=q.device), counts, output_size=self.NC
@@ -1097,6 +1101,99 @@ def _scan_forward(q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, state
     return o, s_t, hs, vn
 
 
+def _decisions(training: bool, gated: bool) -> tuple[bool, bool, bool, bool]:
+    """(keep, values, prepared, checkpoint): what the forward keeps for the backward, from the
+    config switches read at call time. training: some input needs a gradient.
+    keep: the scan also writes the entering states and V' (config delta_keep_states), forming
+    U itself as the backward's scan would (V' of the same rounding).
+    values: the scan also writes V', kept in place of -W (config delta_keep_values,
+    gated_delta_keep_values): the backward's scan of the states reads it instead of forming
+    it, and its reverse scan forms W^T dV' from T.
+    prepared: the prepare kernel also forms Q K^T and the decayed keys (config
+    delta_prepared_qk).
+    checkpoint: the scan also writes a checkpoint of the state every lay.ckpt chunks (config
+    delta_checkpoint_states), from which the backward rescans in parallel."""
+    keep = _settings.delta_keep_states and training
+    values = training and (
+        _settings.gated_delta_keep_values if gated else _settings.delta_keep_values
+    )
+    prepared = _settings.delta_prepared_qk
+    checkpoint = training and not keep and _settings.delta_checkpoint_states
+    return keep, values, prepared, checkpoint
+
+
+def _forward(q, k, v, g, beta, scale, s0, want_state, lay, keep, values, prepared, checkpoint):
+    """(o, final state or None, (gc, ai, wn, hs, vn, ck)): the output and what the backward
+    reads, None where not kept (_decisions). gc: g's in-chunk cumulative sums (None ungated)."""
+    g = None if g is None else _chunk_gates(g, lay)
+    # T (BT values per token and head) and -W (K) are kept for the backward, which then
+    # neither inverts a chunk nor forms W again
+    wn, u, ai, aqk, kd = _prepare(k, v, g, beta, lay, store_u=not (FWD_FORM_U or keep),
+                                  q=q if prepared else None, scale=scale)  # fmt: skip
+    ck = None
+    if checkpoint:
+        H, K, V = v.shape[2], q.shape[3], v.shape[3]
+        ck = torch.empty(lay.NS, H, K, V, device=q.device, dtype=torch.float32)
+    o, s_t, hs, vn = _scan_forward(
+        q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd, values,
+        ck=ck,
+    )  # fmt: skip
+    del aqk, kd
+    if values:
+        wn = None
+    return o, s_t, (g, ai, wn, hs, vn, ck)
+
+
+def _backward(q, k, v, g, beta, s0, ai, wn, hs, vn, ck, do, d_st, scale, lay, prepared, want_ds0):
+    """(dq, dk, dv, dg, dbeta, ds0) from the forward's inputs and what it kept (_forward; g
+    the in-chunk cumulative sums); dg None ungated, ds0 None unless want_ds0."""
+    B, T, _, K = q.shape
+    H, V = v.shape[2:]
+    do = do.contiguous()
+    aqk = kd = None
+    if prepared:  # the scans read Q K^T and the decayed keys: one chunk-parallel pass
+        aqk, kd = _qk(q, k, g, scale, lay)
+    if hs is None:  # the states again: from the kept V', else U (not kept) formed from T
+        _, _, hs, vn = _scan_forward(
+            q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False, aqk, kd,
+            vn=vn, ck=ck, segmented=ck is not None,
+        )  # fmt: skip
+    del ck
+    dhs = torch.empty_like(hs)
+    dvn = torch.empty_like(v)
+    ds0 = torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
+    dummy = dvn
+    _launch(
+        _scan_bwd_kernel, BWD_SCAN_CONFIGS if aqk is None else BWD_SCAN_PREPARED_CONFIGS,
+        lambda m: (cdiv(V, m["BV"]), lay.N * H),
+        (q, k, dummy if wn is None else wn, ai, beta, dummy if g is None else g, do, vn, dvn,
+         dhs, dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0,
+         dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
+         lay.NT, H, B * T, scale), lay,
+        K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
+        STORE_DS0=want_ds0, PREPARED=aqk is not None, W_FROM_T=wn is None, DOT=dot_precision(q),
+        FACTOR=_factored(g, aqk), BOUND=_bound(q),
+        UNSCALED=_unscaled(g, aqk, scale),
+    )  # fmt: skip
+    del aqk, kd
+    # grouped heads: dq and dk per value head, one copy of q's layout for each of a
+    # group's heads, summed afterwards (per_head_grad, group_sum)
+    dq, dk = (per_head_grad(x, lay.group) for x in (q, k))
+    dv = torch.empty_like(v)
+    dbeta = torch.empty_like(beta)
+    dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
+    if not _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv,
+                                 dbeta, dg, scale, lay):  # fmt: skip
+        args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk,
+                dv, dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T,
+                lay.NT, H, B * T, scale, replica_stride(q, lay.group))  # fmt: skip
+        _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
+                K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None,
+                DOT=dot_precision(q))  # fmt: skip
+    dq, dk = group_sum(dq, q), group_sum(dk, k)
+    return dq, dk, dv, dg, dbeta, ds0
+
+
 class GatedDeltaRuleFunction(torch.autograd.Function):
     """g None: the ungated rule. q, k, v contiguous ``[B, T, H, .]``; g, beta float32
     contiguous ``[B, T, H]``; s0 float32 ``[N, H, K, V]`` or None. The kernels read g's
@@ -1104,93 +1201,94 @@ class GatedDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, g, beta, scale, s0, want_state, lay):
-        g = None if g is None else _chunk_gates(g, lay)
-        # T (BT values per token and head) and -W (K) are kept for the backward, which then
-        # neither inverts a chunk nor forms W again
-        # training: the scan also writes the entering states and V' (config delta_keep_states),
-        # forming U itself as the backward's scan would (V' of the same rounding)
-        training = any(ctx.needs_input_grad)
-        keep = _settings.delta_keep_states and training
-        # training: the scan also writes V', kept in place of -W (config delta_keep_values,
-        # gated_delta_keep_values): the backward's scan of the states reads it instead of
-        # forming it, and its reverse scan forms W^T dV' from T
-        gated = g is not None
-        values = training and (
-            _settings.gated_delta_keep_values if gated else _settings.delta_keep_values
+        keep, values, prepared, checkpoint = _decisions(any(ctx.needs_input_grad), g is not None)
+        o, s_t, kept = _forward(
+            q, k, v, g, beta, scale, s0, want_state, lay, keep, values, prepared, checkpoint
         )
-        # (config delta_prepared_qk) the prepare kernel also forms Q K^T and the decayed keys
-        prepared = _settings.delta_prepared_qk
-        wn, u, ai, aqk, kd = _prepare(k, v, g, beta, lay, store_u=not (FWD_FORM_U or keep),
-                                      q=q if prepared else None, scale=scale)  # fmt: skip
-        # training: the scan also writes a checkpoint of the state every lay.ckpt chunks
-        # (config delta_checkpoint_states), from which the backward rescans in parallel
-        ck = None
-        if training and not keep and _settings.delta_checkpoint_states:
-            H, K, V = v.shape[2], q.shape[3], v.shape[3]
-            ck = torch.empty(lay.NS, H, K, V, device=q.device, dtype=torch.float32)
-        o, s_t, hs, vn = _scan_forward(
-            q, k, v, g, beta, wn, u, ai, scale, s0, want_state, lay, keep, True, aqk, kd, values,
-            ck=ck,
-        )  # fmt: skip
-        del aqk, kd
-        if values:
-            wn = None
-        ctx.save_for_backward(q, k, v, g, beta, s0, ai, wn, hs, vn, ck)
+        gc, ai, wn, hs, vn, ck = kept
+        ctx.save_for_backward(q, k, v, gc, beta, s0, ai, wn, hs, vn, ck)
         ctx.scale, ctx.lay, ctx.prepared = scale, lay, prepared
         return o, s_t
 
     @staticmethod
     def backward(ctx, do, d_st):
-        q, k, v, g, beta, s0, ai, wn, hs, vn, ck = ctx.saved_tensors
-        lay, scale = ctx.lay, ctx.scale
-        B, T, _, K = q.shape
-        H, V = v.shape[2:]
-        do = do.contiguous()
-        aqk = kd = None
-        if ctx.prepared:  # the scans read Q K^T and the decayed keys: one chunk-parallel pass
-            aqk, kd = _qk(q, k, g, scale, lay)
-        if hs is None:  # the states again: from the kept V', else U (not kept) formed from T
-            _, _, hs, vn = _scan_forward(
-                q, k, v, g, beta, wn, None, ai, scale, s0, False, lay, True, False, aqk, kd,
-                vn=vn, ck=ck, segmented=ck is not None,
-            )  # fmt: skip
-        del ck
-        dhs = torch.empty_like(hs)
-        dvn = torch.empty_like(v)
-        want_ds0 = s0 is not None and ctx.needs_input_grad[6]
-        ds0 = (
-            torch.empty(lay.N, H, K, V, device=q.device, dtype=torch.float32) if want_ds0 else None
+        saved = ctx.saved_tensors  # q, k, v, gc, beta, s0, ai, wn, hs, vn, ck
+        want_ds0 = saved[5] is not None and ctx.needs_input_grad[6]
+        dq, dk, dv, dg, dbeta, ds0 = _backward(
+            *saved, do, d_st, ctx.scale, ctx.lay, ctx.prepared, want_ds0
         )
-        dummy = dvn
-        _launch(
-            _scan_bwd_kernel, BWD_SCAN_CONFIGS if aqk is None else BWD_SCAN_PREPARED_CONFIGS,
-            lambda m: (cdiv(V, m["BV"]), lay.N * H),
-            (q, k, dummy if wn is None else wn, ai, beta, dummy if g is None else g, do, vn, dvn,
-             dhs, dummy if d_st is None else d_st.contiguous(), dummy if ds0 is None else ds0,
-             dummy if aqk is None else aqk, dummy if kd is None else kd, lay.cu, lay.coff, lay.T,
-             lay.NT, H, B * T, scale), lay,
-            K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None, USE_DST=d_st is not None,
-            STORE_DS0=want_ds0, PREPARED=aqk is not None, W_FROM_T=wn is None, DOT=dot_precision(q),
-            FACTOR=_factored(g, aqk), BOUND=_bound(q),
-            UNSCALED=_unscaled(g, aqk, scale),
-        )  # fmt: skip
-        del aqk, kd
-        # grouped heads: dq and dk per value head, one copy of q's layout for each of a
-        # group's heads, summed afterwards (per_head_grad, group_sum)
-        dq, dk = (per_head_grad(x, lay.group) for x in (q, k))
-        dv = torch.empty_like(v)
-        dbeta = torch.empty_like(beta)
-        dg = None if g is None else torch.empty_like(beta)  # [B, T, H] float32
-        if not _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv,
-                                     dbeta, dg, scale, lay):  # fmt: skip
-            args = (q, k, v, ai, beta, dbeta if g is None else g, do, vn, dvn, hs, dhs, dq, dk,
-                    dv, dbeta, dbeta if dg is None else dg, lay.cu, lay.coff, lay.chunks, lay.T,
-                    lay.NT, H, B * T, scale, replica_stride(q, lay.group))  # fmt: skip
-            _launch(_bwd_chunk_kernel, BWD_CHUNK_CONFIGS, lambda m: (lay.NC, H), args, lay,
-                    K_DIM=K, V_DIM=V, BK=pow2(K), HAS_G=g is not None,
-                    DOT=dot_precision(q))  # fmt: skip
-        dq, dk = group_sum(dq, q), group_sum(dk, k)
         return dq, dk, dv, dg, dbeta, None, ds0, None, None
+
+
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None,
+            beta: torch.Tensor, s0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+            scale: float, want_state: bool, chunk: int, ckpt: int, keep: bool, values: bool,
+            prepared: bool, checkpoint: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[o, gc (gated only), ai, wn (unless values), hs (with keep), vn (with keep or values),
+    ck (with checkpoint), final state (with want_state)]: the forward as a traced graph sees
+    it (_decisions gives the four flags), its layout made from cu_seqlens, chunk and ckpt."""
+    lay = _Layout(q, cu_seqlens, chunk, ckpt, group=v.shape[2] // q.shape[2])
+    o, s_t, (gc, ai, wn, hs, vn, ck) = _forward(
+        q, k, v, g, beta, scale, s0, want_state, lay, keep, values, prepared, checkpoint
+    )
+    if _backend.skip_launches and lay.varlen:  # fake: rows per chunk or segment, from values
+        hs, ck = (None if x is None else _data_rows(x) for x in (hs, ck))
+    kept = (gc, ai, wn, hs, vn, ck)
+    return [o, *(x for x in kept if x is not None), *([s_t] if want_state else [])]
+
+
+def _data_rows(x: torch.Tensor) -> torch.Tensor:
+    """x's fake tensor with an unbacked (data-dependent) number of rows."""
+    return x.new_empty(torch.library.get_ctx().new_dynamic_size(), *x.shape[1:])
+
+
+def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gc: torch.Tensor | None,
+            beta: torch.Tensor, s0: torch.Tensor | None, ai: torch.Tensor,
+            wn: torch.Tensor | None, hs: torch.Tensor | None, vn: torch.Tensor | None,
+            ck: torch.Tensor | None, do: torch.Tensor, d_st: torch.Tensor | None,
+            cu_seqlens: torch.Tensor | None, scale: float, chunk: int, ckpt: int,
+            prepared: bool, want_ds0: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[dq, dk, dv, dbeta] (+ [dg] gated, + [ds0] with want_ds0): the Function's backward."""
+    lay = _Layout(q, cu_seqlens, chunk, ckpt, group=v.shape[2] // q.shape[2])
+    dq, dk, dv, dg, dbeta, ds0 = _backward(
+        q, k, v, gc, beta, s0, ai, wn, hs, vn, ck, do, d_st, scale, lay, prepared, want_ds0
+    )
+    return [dq, dk, dv, dbeta, *([] if dg is None else [dg]), *([] if ds0 is None else [ds0])]
+
+
+_traced_fwd = opaque("delta_rule_fwd", _fwd_op)
+_traced_bwd = opaque("delta_rule_bwd", _bwd_op)
+
+
+def _traced_setup(ctx, inputs, output):
+    q, k, v, g, beta, s0, cu, scale, want_state, chunk, ckpt, keep, values, prepared, checkpoint = (
+        inputs
+    )
+    kept = iter(output[1:])
+    gc = None if g is None else next(kept)
+    ai = next(kept)
+    wn = None if values else next(kept)
+    hs = next(kept) if keep else None
+    vn = next(kept) if keep or values else None
+    ck = next(kept) if checkpoint else None
+    ctx.save_for_backward(q, k, v, gc, beta, s0, ai, wn, hs, vn, ck, cu)
+    ctx.scale, ctx.chunk, ctx.ckpt, ctx.prepared = scale, chunk, ckpt, prepared
+    ctx.want_state = want_state
+
+
+def _traced_grad(ctx, grads):
+    q, k, v, gc, beta, s0, ai, wn, hs, vn, ck, cu = ctx.saved_tensors
+    want_ds0 = s0 is not None and ctx.needs_input_grad[5]
+    out = _traced_bwd(
+        q, k, v, gc, beta, s0, ai, wn, hs, vn, ck, grads[0], grads[-1] if ctx.want_state else None,
+        cu, ctx.scale, ctx.chunk, ctx.ckpt, ctx.prepared, want_ds0,
+    )  # fmt: skip
+    dg = out[4] if gc is not None else None
+    ds0 = out[-1] if want_ds0 else None
+    return out[0], out[1], out[2], dg, out[3], ds0, *([None] * 9)
+
+
+_traced_fwd.register_autograd(_traced_grad, setup_context=_traced_setup)
 
 
 def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv, dbeta, dg,
@@ -1199,6 +1297,8 @@ def _chunk_backward_gluon(q, k, v, g, ai, beta, do, vn, dvn, hs, dhs, dq, dk, dv
     and the kernel takes these inputs: the ungated rule's (gluon.py, config delta_gluon), the
     gated rule's (gluon_gated.py, config gated_delta_gluon); False: the Triton kernel's to do,
     as for grouped heads (the Gluon kernels address q and k as v's heads)."""
+    if _backend.skip_launches:  # fake tensors: nothing runs (the Triton launch is skipped too)
+        return False
     gated = g is not None
     kernel = gluon_gated if gated else gluon_chunk
     if not (_settings.gated_delta_gluon if gated else _settings.delta_gluon):
@@ -1241,16 +1341,18 @@ def _run(op, q, k, v, g, beta, scale, initial_state, output_final_state, cu_seql
     check(not narrow, op, "key and value widths (K, V) for the Triton kernels on CUDA",
           f"at least {MIN_GPU_WIDTH} each (else backend 'auto' or 'reference')",
           (K, V))  # fmt: skip
-    lay = _Layout(
-        q, cu_seqlens, *(INTERPRET_CHUNK, INTERPRET_CHECKPOINT)
-        if interpreting() else (CHUNK, CHECKPOINT_CHUNKS), group=v.shape[2] // q.shape[2],
-    )  # fmt: skip
+    chunk, ckpt = (INTERPRET_CHUNK, INTERPRET_CHECKPOINT) if interpreting() else (
+        CHUNK, CHECKPOINT_CHUNKS)  # fmt: skip
+    q, k, v, beta = q.contiguous(), k.contiguous(), v.contiguous(), beta.float().contiguous()
     g = None if g is None else g.float().contiguous()
     s0 = None if initial_state is None else initial_state.float().contiguous()
-    o, s_t = GatedDeltaRuleFunction.apply(
-        q.contiguous(), k.contiguous(), v.contiguous(), g, beta.float().contiguous(), scale, s0,
-        output_final_state, lay,
-    )  # fmt: skip
+    if tracing():  # torch.compile, torch.export: the opaque operators, deciding as the Function
+        training = any(x is not None and x.requires_grad for x in (q, k, v, g, beta, s0))
+        out = _traced_fwd(q, k, v, g, beta, s0, cu_seqlens, scale, output_final_state, chunk,
+                          ckpt, *_decisions(training, g is not None))  # fmt: skip
+        return out[0], (out[-1] if output_final_state else None)
+    lay = _Layout(q, cu_seqlens, chunk, ckpt, group=v.shape[2] // q.shape[2])
+    o, s_t = GatedDeltaRuleFunction.apply(q, k, v, g, beta, scale, s0, output_final_state, lay)
     return o, (s_t if output_final_state else None)
 
 

@@ -45,6 +45,7 @@ from .._backend import (
     use_triton,
 )
 from .._kernels import GATE_FLOOR, chunk_slot0
+from .._traced import opaque, tracing
 from .._triton import tl, triton
 from .reference import gla_chunked
 
@@ -892,6 +893,47 @@ class GLAFunction(torch.autograd.Function):
         return dq, dk, dv, dg, None, ds0, None, None
 
 
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+            s0: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float,
+            want_state: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[o, A] (+ [final state] when want_state): the forward as a traced graph sees it."""
+    o, s_t, A = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
+    return [o, A] if s_t is None else [o, A, s_t]
+
+
+def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+            A: torch.Tensor, do: torch.Tensor, d_st: torch.Tensor | None,
+            s0: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float,
+            want_ds0: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[dq, dk, dv, dg] (+ [ds0] when want_ds0): GLAFunction.backward's computation."""
+    dq, dk, dv, dg, ds0 = _backward(
+        q, k, v, g, A, do.contiguous(), scale, s0,
+        None if d_st is None else d_st.float().contiguous(), want_ds0, cu_seqlens,
+    )  # fmt: skip
+    return [dq, dk, dv, dg] if ds0 is None else [dq, dk, dv, dg, ds0]
+
+
+_traced_fwd = opaque("gla_fwd", _fwd_op)
+_traced_bwd = opaque("gla_bwd", _bwd_op)
+
+
+def _traced_setup(ctx, inputs, output):
+    q, k, v, g, s0, cu_seqlens, scale, _ = inputs
+    ctx.save_for_backward(q, k, v, g, output[1], s0, cu_seqlens)
+    ctx.scale = scale
+
+
+def _traced_grad(ctx, grads):
+    q, k, v, g, A, s0, cu_seqlens = ctx.saved_tensors
+    want_ds0 = s0 is not None and ctx.needs_input_grad[4]
+    d_st = grads[2] if len(grads) > 2 else None
+    out = _traced_bwd(q, k, v, g, A, grads[0], d_st, s0, cu_seqlens, ctx.scale, want_ds0)
+    return out[0], out[1], out[2], out[3], (out[4] if want_ds0 else None), None, None, None
+
+
+_traced_fwd.register_autograd(_traced_grad, setup_context=_traced_setup)
+
+
 OP = "gla"
 
 
@@ -967,4 +1009,7 @@ def gla(
     q, k, v, g = q.contiguous(), k.contiguous(), v.contiguous(), g.contiguous()
     s0 = None if initial_state is None else initial_state.float().contiguous()
     cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
+    if tracing():  # torch.compile, torch.export: the opaque operators
+        out = _traced_fwd(q, k, v, g, s0, cu, scale, output_final_state)
+        return out[0], (out[2] if output_final_state else None)
     return GLAFunction.apply(q, k, v, g, scale, s0, output_final_state, cu)

@@ -16,9 +16,10 @@ import math
 
 import torch
 
-from .. import _gluon
+from .. import _backend, _gluon
 from .._backend import cdiv, check, launch, sm_count, use_triton
 from .._kernels import grouped_tile
+from .._traced import kernel_op, tracing
 from .._triton import TensorDescriptor, tl, triton
 from . import matmul_gluon
 from .nonlinear import per_channel_values
@@ -200,46 +201,68 @@ def int8_matmul(
         if per_channel:
             mult, sh = (per_channel_values(v, N, OP, n, a.device) if isinstance(v, int)
                         else v for v, n in ((mult, "multiplier"), (sh, "shift")))  # fmt: skip
-        if not a.is_cuda or not per_channel:  # host values: checked (CUDA ones trusted: no sync)
-            bm, bs = torch.as_tensor(mult), torch.as_tensor(sh)
-            check(bool(((bm.abs() < 2**31) & (bs >= 1) & (bs <= 62)).all()), OP,
+        # Values checked: ints always, tensors on the host (CUDA ones are trusted: no sync)
+        # outside tracing (fake tensors have no values).
+        if not per_channel:
+            check(abs(mult) < 2**31 and 1 <= sh <= 62, OP, "multiplier, shift",
+                  "|multiplier| < 2^31 and shift in 1..62", ([mult], [sh]))  # fmt: skip
+        elif not a.is_cuda and not tracing():
+            check(bool(((mult.abs() < 2**31) & (sh >= 1) & (sh <= 62)).all()), OP,
                   "multiplier, shift", "|multiplier| < 2^31 and shift in 1..62",
-                  (bm.flatten().tolist()[:4], bs.flatten().tolist()[:4]))  # fmt: skip
+                  (mult.tolist()[:4], sh.tolist()[:4]))  # fmt: skip
     lead = a.shape[:-1]
     a2 = a.reshape(math.prod(lead), K)
     if not use_triton(a, backend, OP) or K == 0:  # K = 0: bias alone, no product to run
         out = int8_matmul_reference(a2, b, bias, mult if requant else None,
                                     sh if requant else None, bits)  # fmt: skip
         return out.reshape(*lead, N)
-    M = a2.shape[0]
-    c = torch.empty(M, N, dtype=torch.int8 if requant else torch.int32, device=a.device)
-    if M and N:
-        dummy = c
-        epilogue = (dummy if bias is None else bias, mult if per_channel else dummy,
-                    sh if per_channel else dummy, 0 if per_channel else mult,
-                    0 if per_channel else sh)  # fmt: skip
-        flags = {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel}
-        tma = _tma_ready(a2, b)
-        if tma and matmul_gluon.available() and matmul_gluon.supports(a2, b, requant)[0]:
-            done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, bias, sm_count(a.device))
-            if done is not None:
-                return c.reshape(*lead, N)
-        if tma:
-            programs = sm_count(a.device)
-            launch(
-                _int8_mm_tma_kernel, TMA_CONFIGS,
-                lambda m: (min(programs, cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"])),),
-                (TensorDescriptor(a2, [M, K], [K, 1], [16, 16]),
-                 TensorDescriptor(b.t(), [N, K], [K, 1], [16, 16]), c, *epilogue, M, N, K,
-                 *c.stride(), -(1 << (bits - 1)), (1 << (bits - 1)) - 1, programs),
-                flags, INTERPRET, key=KEY, pre_hook=_set_blocks,
-            )  # fmt: skip
-            return c.reshape(*lead, N)
-        launch(
-            _int8_mm_kernel, CONFIGS,
-            lambda m: (cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"]),),
-            (a2, b, c, *epilogue, M, N, K, *a2.stride(), *b.stride(), *c.stride(),
-             -(1 << (bits - 1)), (1 << (bits - 1)) - 1),
-            flags, INTERPRET, key=KEY,
-        )  # fmt: skip
+    c = _int8_matmul(
+        a2, b, bias, mult if per_channel else None, sh if per_channel else None,
+        0 if per_channel else mult, 0 if per_channel else sh, requant, bits,
+    )  # fmt: skip
     return c.reshape(*lead, N)
+
+
+def _int8_matmul_2d(
+    a2: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, mult: torch.Tensor | None,
+    shift: torch.Tensor | None, mult_s: int, shift_s: int, requant: bool, bits: int,
+) -> torch.Tensor:  # fmt: skip
+    """The kernels' product of a2 [M, K] and b [K, N] (int8, K >= 1) -> c [M, N], int32, or
+    int8 requantised (`requant`) by mult, shift (int64 [N], per channel) or, where those are
+    None, by the ints mult_s, shift_s; bias int32 [N] or None."""
+    (M, K), N = a2.shape, b.shape[1]
+    c = torch.empty(M, N, dtype=torch.int8 if requant else torch.int32, device=a2.device)
+    if M == 0 or N == 0 or _backend.skip_launches:  # fake tensors: no data pointer to read
+        return c
+    per_channel = mult is not None
+    dummy = c
+    epilogue = (dummy if bias is None else bias, mult if per_channel else dummy,
+                shift if per_channel else dummy, mult_s, shift_s)  # fmt: skip
+    flags = {"HAS_BIAS": bias is not None, "REQUANT": requant, "PER_CHANNEL": per_channel}
+    tma = _tma_ready(a2, b)
+    if tma and matmul_gluon.available() and matmul_gluon.supports(a2, b, requant)[0]:
+        done = _gluon.attempt(OP, matmul_gluon.run, a2, b, c, bias, sm_count(a2.device))
+        if done is not None:
+            return c
+    if tma:
+        programs = sm_count(a2.device)
+        launch(
+            _int8_mm_tma_kernel, TMA_CONFIGS,
+            lambda m: (min(programs, cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"])),),
+            (TensorDescriptor(a2, [M, K], [K, 1], [16, 16]),
+             TensorDescriptor(b.t(), [N, K], [K, 1], [16, 16]), c, *epilogue, M, N, K,
+             *c.stride(), -(1 << (bits - 1)), (1 << (bits - 1)) - 1, programs),
+            flags, INTERPRET, key=KEY, pre_hook=_set_blocks,
+        )  # fmt: skip
+        return c
+    launch(
+        _int8_mm_kernel, CONFIGS,
+        lambda m: (cdiv(M, m["BLOCK_M"]) * cdiv(N, m["BLOCK_N"]),),
+        (a2, b, c, *epilogue, M, N, K, *a2.stride(), *b.stride(), *c.stride(),
+         -(1 << (bits - 1)), (1 << (bits - 1)) - 1),
+        flags, INTERPRET, key=KEY,
+    )  # fmt: skip
+    return c
+
+
+_int8_matmul = kernel_op("ivit_int8_matmul", _int8_matmul_2d)

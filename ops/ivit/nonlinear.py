@@ -12,7 +12,9 @@ import weakref
 
 import torch
 
+from .. import _backend
 from .._backend import cdiv, check, launch, pow2, use_triton
+from .._traced import kernel_op, tracing
 from .._triton import tl, triton
 from .reference import (
     DIV_BITS,
@@ -235,11 +237,19 @@ def shiftmax(x: torch.Tensor, scale: float, bits: int = 8, backend: str = "auto"
         return shiftmax_reference(x, scale, bits)
     D = x.shape[-1]
     check(D <= MAX_ROW, op, "x.shape[-1] on the Triton path", f"at most {MAX_ROW}", D)
+    return _shiftmax(x, i0, bits).reshape(x.shape), 2.0 ** -(bits - 1)
+
+
+def _shiftmax_rows(x: torch.Tensor, i0: int, bits: int) -> torch.Tensor:
+    """Shiftmax's kernel on x [..., D] (D <= MAX_ROW) -> int8 [rows, D]."""
     x2 = _rows(x)
     y = torch.empty(x2.shape, dtype=torch.int8, device=x.device)
-    _launch_rows(_shiftmax_kernel, x2, y, D, i0, x2.stride(0), y.stride(0), BITS=bits,
+    _launch_rows(_shiftmax_kernel, x2, y, x2.shape[1], i0, x2.stride(0), y.stride(0), BITS=bits,
                  N=EXP_BITS, M=SOFTMAX_DIV_BITS)  # fmt: skip
-    return y.reshape(x.shape), 2.0 ** -(bits - 1)
+    return y
+
+
+_shiftmax = kernel_op("ivit_shiftmax", _shiftmax_rows)
 
 
 def shiftgelu(
@@ -274,16 +284,25 @@ def shiftgelu(
     if not use_triton(x, backend, op):
         return shiftgelu_reference(x, scale, out_scale, bits)
     b, c = dyadic(scale * 2.0**-SIGMOID_BITS / out_scale)
+    return _shiftgelu(x, i0, b, c, bits), float(out_scale)
+
+
+def _shiftgelu_flat(x: torch.Tensor, i0: int, mult: int, shift: int, bits: int) -> torch.Tensor:
+    """ShiftGELU's kernel on x (any shape), the output requantised by mult / 2^shift -> int8
+    of x's shape."""
     xc = x.contiguous()
     y = torch.empty(x.shape, dtype=torch.int8, device=x.device)
     n = xc.numel()
     if n:
         launch(
             _shiftgelu_kernel, FLAT_CONFIGS, lambda m: (cdiv(n, m["BLOCK"]),),
-            (xc, y, n, i0, b, c, -(1 << (bits - 1)), (1 << (bits - 1)) - 1),
+            (xc, y, n, i0, mult, shift, -(1 << (bits - 1)), (1 << (bits - 1)) - 1),
             {"N": EXP_BITS, "DIV": DIV_BITS, "SIG": SIGMOID_BITS}, INTERPRET_FLAT, key=["n"],
         )  # fmt: skip
-    return y, float(out_scale)
+    return y
+
+
+_shiftgelu = kernel_op("ivit_shiftgelu", _shiftgelu_flat)
 
 
 def per_channel_values(v, N, op, name, device, keep_int=False):
@@ -322,22 +341,32 @@ def requantize(
     N = acc.shape[-1]
     b = per_channel_values(multiplier, N, op, "multiplier", acc.device)
     c = per_channel_values(shift, N, op, "shift", acc.device)
-    if not acc.is_cuda:  # host values: checked (on CUDA they are trusted, no sync)
+    if not acc.is_cuda and not tracing():  # host values: checked (CUDA ones trusted, no sync)
         ok = bool(((b.abs() < 2**31) & (c >= 1) & (c <= 62)).all())
         check(ok, op, "multiplier, shift", "|multiplier| < 2^31 and shift in 1..62",
               (b.tolist()[:4], c.tolist()[:4]))  # fmt: skip
     if not use_triton(acc, backend, op):
         return requantize_reference(acc, b, c, bits)
+    return _requantize(acc, b, c, bits)
+
+
+def _requantize_flat(acc: torch.Tensor, mult: torch.Tensor, shift: torch.Tensor,
+                     bits: int) -> torch.Tensor:  # fmt: skip
+    """The requantisation kernel on acc int32 [..., N] with mult, shift int64 [N] -> int8
+    (bits <= 8) or int32 of acc's shape."""
     a = acc.contiguous()
     y = torch.empty(acc.shape, dtype=torch.int8 if bits <= 8 else torch.int32, device=acc.device)
     n = a.numel()
     if n:
         launch(
             _requantize_kernel, FLAT_CONFIGS, lambda m: (cdiv(n, m["BLOCK"]),),
-            (a, y, b, c, n, N, -(1 << (bits - 1)), (1 << (bits - 1)) - 1), {}, INTERPRET_FLAT,
-            key=["n"],
+            (a, y, mult, shift, n, acc.shape[-1], -(1 << (bits - 1)), (1 << (bits - 1)) - 1), {},
+            INTERPRET_FLAT, key=["n"],
         )  # fmt: skip
     return y
+
+
+_requantize = kernel_op("ivit_requantize", _requantize_flat)
 
 
 _CONSTANTS: dict = {}
@@ -398,7 +427,38 @@ def i_layernorm(
     if not use_triton(x, backend, op):
         return i_layernorm_reference(x, weight, bias, out_scale, bits)
     check(D <= MAX_ROW, op, "x.shape[-1] on the Triton path", f"at most {MAX_ROW}", D)
-    m, b = _constants(weight, bias, out_scale, D, x.device)
+    if tracing():  # the constants read weight and bias: made inside the operator
+        m = b = None
+    else:
+        m, b = _constants(weight, bias, out_scale, D, x.device)
+    y = _i_layernorm(x, weight, bias, m, b, float(out_scale), bits)
+    return y.reshape(x.shape), float(out_scale)
+
+
+def _affine_constants(weight, bias, out_scale, D, device):
+    """layernorm_constants; under fake tensors (`_backend.skip_launches`) its checks of the
+    arguments (shapes, out_scale) on stand-ins of weight's and bias's shapes on the meta device,
+    which skip the checks of values, and two empty int64 [D] tensors of the constants'
+    shapes."""
+    if not _backend.skip_launches:
+        return layernorm_constants(weight, bias, out_scale, D, device=device)
+
+    def meta(t):
+        return t if t is None else torch.empty(t.shape, dtype=t.dtype, device="meta")
+
+    layernorm_constants(meta(weight), meta(bias), out_scale, D, device="meta")
+    return tuple(torch.empty(D, dtype=torch.int64, device=device) for _ in range(2))
+
+
+def _i_layernorm_rows(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                      m: torch.Tensor | None, b: torch.Tensor | None, out_scale: float,
+                      bits: int) -> torch.Tensor:  # fmt: skip
+    """I-LayerNorm's kernel on x [..., D] (D <= MAX_ROW) -> int8 [rows, D], with the integer
+    affine constants m, b (int64 [D]) given (eager calls: `_constants`) or, where None, made
+    here from weight, bias and out_scale (traced calls)."""
+    D = x.shape[-1]
+    if m is None or b is None:
+        m, b = _affine_constants(weight, bias, out_scale, D, x.device)
     x2 = _rows(x)
     y = torch.empty(x2.shape, dtype=torch.int8, device=x.device)
     _launch_rows(
@@ -406,4 +466,7 @@ def i_layernorm(
         (1 << (bits - 1)) - 1, F=LN_MEAN_BITS[x.dtype], G=LN_SQRT_BITS, R=LN_RECIP_BITS,
         Z=LN_Z_BITS, W=LN_AFFINE_BITS, STEPS=ISQRT_STEPS,
     )  # fmt: skip
-    return y.reshape(x.shape), float(out_scale)
+    return y
+
+
+_i_layernorm = kernel_op("ivit_i_layernorm", _i_layernorm_rows)

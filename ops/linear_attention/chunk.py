@@ -42,6 +42,7 @@ from .._backend import (
     use_triton,
 )
 from .._kernels import dot_lhs32, dot_rhs32
+from .._traced import opaque, tracing
 from .._triton import tl, triton
 from .reference import EPS, check_decay, linear_attention_chunked
 
@@ -426,6 +427,56 @@ class LinearAttentionFunction(torch.autograd.Function):
         return dq, dk, dv, None, None, ds0, None, None
 
 
+def _widen(z0):
+    """z0 ``[N, H, K]`` as the state of the all-ones values' scan: ``[N, H, K, 16]``."""
+    return None if z0 is None else z0[..., None].expand(*z0.shape, 16).contiguous()
+
+
+def _normalized_forward(q, k, v, log2_decay, scale, s0, z0, want_state, cu_seqlens):
+    """(o32, den, s_t, z_t): ``o = num / den`` in float32, den ``[B, T, H, 1]`` (EPS added, inf
+    where it was 0), the final states or None; z0 widened (`_widen`)."""
+    precise = q.dtype != torch.float32  # float32 operands need no split
+    ones = torch.ones(*v.shape[:3], 16, device=v.device, dtype=v.dtype)
+    f32 = torch.float32
+    num, s_t = _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, f32, precise)
+    den, z_t = _forward(q, k, ones, log2_decay, scale, z0, want_state, cu_seqlens, f32, precise)
+    den = den[..., :1]  # (B, T, H, 1)
+    # A row with den == 0 reads 0 and passes no gradient (reference.normalized says why):
+    # dividing by inf there gives o = 0 here and dnum = do / den = 0 in the backward,
+    # where do / 1e-10 overflowed float16 and its inf * 0 filled dk and dv with NaN.
+    den = torch.where(den == 0, math.inf, den + EPS)
+    o32 = num / den
+    z_t = None if z_t is None else z_t[..., 0].contiguous()
+    return o32, den, s_t, z_t
+
+
+def _normalized_backward(q, k, v, log2_decay, scale, s0, z0, cu, o32, den, do, d_st, d_zt,
+                         want_ds0, want_dz0):  # fmt: skip
+    """(dq, dk, dv, ds0, dz0) of `_normalized_forward` (z0 widened) from the cotangents of o
+    (any float dtype), the final S and z (or None); ds0, dz0 None unless wanted."""
+    precise = q.dtype != torch.float32
+    dt, f32 = v.dtype, torch.float32
+    dnum = (do.float() / den).to(dt)
+    # From the rounded dnum, so that the two parts cancel as the exact ones do.
+    dden = -(dnum.float() * o32).sum(-1, keepdim=True)
+    hi = dden.to(dt)
+    d_den = torch.cat([hi, (dden - hi.float()).to(dt), hi.new_zeros(*hi.shape[:3], 14)], -1)
+    dz_t = None
+    if d_zt is not None:
+        dz_t = d_zt.new_zeros(*d_zt.shape, 16)
+        dz_t[..., 0] = d_zt
+    ones = torch.ones(*v.shape[:3], 16, device=v.device, dtype=dt)
+    dq, dk, dv, ds0 = _backward(
+        q, k, v, dnum, log2_decay, scale, s0, None if d_st is None else d_st.contiguous(),
+        want_ds0, cu, f32, precise,
+    )  # fmt: skip
+    dq2, dk2, _, dz0 = _backward(
+        q, k, ones, d_den.contiguous(), log2_decay, scale, z0, dz_t, want_dz0, cu, f32, precise,
+    )  # fmt: skip
+    dz0 = None if dz0 is None else dz0.sum(-1)  # z0 was expanded over the 16 columns
+    return (dq + dq2).to(dt), (dk + dk2).to(dt), dv.to(dt), ds0, dz0
+
+
 class NormalizedLinearAttentionFunction(torch.autograd.Function):
     """``o = num / (den + EPS)`` (0 where den == 0): num is the scan of v, den the same scan of
     all-ones values (16 columns, the narrowest tile) from z0, in one autograd node.
@@ -439,49 +490,123 @@ class NormalizedLinearAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, log2_decay, scale, s0, z0, want_state, cu_seqlens):
-        precise = q.dtype != torch.float32  # float32 operands need no split
-        ones = torch.ones(*v.shape[:3], 16, device=v.device, dtype=v.dtype)
-        z0 = None if z0 is None else z0[..., None].expand(*z0.shape, 16).contiguous()
-        f32 = torch.float32
-        num, s_t = _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens, f32, precise)
-        den, z_t = _forward(q, k, ones, log2_decay, scale, z0, want_state, cu_seqlens, f32, precise)
-        den = den[..., :1]  # (B, T, H, 1)
-        # A row with den == 0 reads 0 and passes no gradient (reference.normalized says why):
-        # dividing by inf there gives o = 0 here and dnum = do / den = 0 in the backward,
-        # where do / 1e-10 overflowed float16 and its inf * 0 filled dk and dv with NaN.
-        den = torch.where(den == 0, math.inf, den + EPS)
-        o32 = num / den
+        z0 = _widen(z0)
+        o32, den, s_t, z_t = _normalized_forward(
+            q, k, v, log2_decay, scale, s0, z0, want_state, cu_seqlens
+        )
         ctx.save_for_backward(q, k, v, log2_decay, s0, z0, cu_seqlens, o32, den)
-        ctx.scale, ctx.precise = scale, precise
-        z_t = None if z_t is None else z_t[..., 0].contiguous()
+        ctx.scale = scale
         return o32.to(v.dtype), s_t, z_t
 
     @staticmethod
     def backward(ctx, do, d_st, d_zt):
         q, k, v, log2_decay, s0, z0, cu, o32, den = ctx.saved_tensors
-        dt, f32 = v.dtype, torch.float32
-        dnum = (do.float() / den).to(dt)
-        # From the rounded dnum, so that the two parts cancel as the exact ones do.
-        dden = -(dnum.float() * o32).sum(-1, keepdim=True)
-        hi = dden.to(dt)
-        d_den = torch.cat([hi, (dden - hi.float()).to(dt), hi.new_zeros(*hi.shape[:3], 14)], -1)
-        dz_t = None
-        if d_zt is not None:
-            dz_t = d_zt.new_zeros(*d_zt.shape, 16)
-            dz_t[..., 0] = d_zt
         want_ds0 = s0 is not None and ctx.needs_input_grad[5]
         want_dz0 = z0 is not None and ctx.needs_input_grad[6]
-        ones = torch.ones(*v.shape[:3], 16, device=v.device, dtype=dt)
-        dq, dk, dv, ds0 = _backward(
-            q, k, v, dnum, log2_decay, ctx.scale, s0, None if d_st is None else d_st.contiguous(),
-            want_ds0, cu, f32, ctx.precise,
+        dq, dk, dv, ds0, dz0 = _normalized_backward(
+            q, k, v, log2_decay, ctx.scale, s0, z0, cu, o32, den, do, d_st, d_zt, want_ds0,
+            want_dz0,
         )  # fmt: skip
-        dq2, dk2, _, dz0 = _backward(
-            q, k, ones, d_den.contiguous(), log2_decay, ctx.scale, z0, dz_t, want_dz0, cu, f32,
-            ctx.precise,
-        )  # fmt: skip
-        dz0 = None if dz0 is None else dz0.sum(-1)  # z0 was expanded over the 16 columns
-        return (dq + dq2).to(dt), (dk + dk2).to(dt), dv.to(dt), None, None, ds0, dz0, None, None
+        return dq, dk, dv, None, None, ds0, dz0, None, None
+
+
+# The same forwards and backwards as opaque operators, for torch.compile and torch.export
+# (_traced.py). The normalized forward returns o in float32 (o32, which its backward reads);
+# the public function rounds it to v's dtype in the traced graph, so o32 and o are not two
+# outputs of one operator that alias where v is float32.
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log2_decay: torch.Tensor | None,
+            s0: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float,
+            want_state: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[o] (+ [final state] when want_state)."""
+    o, s_t = _forward(q, k, v, log2_decay, scale, s0, want_state, cu_seqlens)
+    return [o] if s_t is None else [o, s_t]
+
+
+def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor,
+            d_st: torch.Tensor | None, log2_decay: torch.Tensor | None, s0: torch.Tensor | None,
+            cu_seqlens: torch.Tensor | None, scale: float,
+            want_ds0: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[dq, dk, dv] (+ [ds0] when want_ds0)."""
+    dq, dk, dv, ds0 = _backward(
+        q, k, v, do, log2_decay, scale, s0, None if d_st is None else d_st.contiguous(),
+        want_ds0, cu_seqlens,
+    )  # fmt: skip
+    return [dq, dk, dv] if ds0 is None else [dq, dk, dv, ds0]
+
+
+_traced_fwd = opaque("linear_attention_fwd", _fwd_op)
+_traced_bwd = opaque("linear_attention_bwd", _bwd_op)
+
+
+def _traced_setup(ctx, inputs, output):
+    q, k, v, log2_decay, s0, cu_seqlens, scale, _ = inputs
+    ctx.save_for_backward(q, k, v, log2_decay, s0, cu_seqlens)
+    ctx.scale = scale
+
+
+def _traced_grad(ctx, grads):
+    q, k, v, log2_decay, s0, cu_seqlens = ctx.saved_tensors
+    want_ds0 = s0 is not None and ctx.needs_input_grad[4]
+    d_st = grads[1] if len(grads) > 1 else None
+    out = _traced_bwd(q, k, v, grads[0], d_st, log2_decay, s0, cu_seqlens, ctx.scale, want_ds0)
+    return out[0], out[1], out[2], None, (out[3] if want_ds0 else None), None, None, None
+
+
+_traced_fwd.register_autograd(_traced_grad, setup_context=_traced_setup)
+
+
+def _normalized_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       log2_decay: torch.Tensor | None, s0: torch.Tensor | None,
+                       z0: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float,
+                       want_state: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[o32, den] (+ [final S, final z] when want_state); z0 ``[N, H, K]``."""
+    o32, den, s_t, z_t = _normalized_forward(
+        q, k, v, log2_decay, scale, s0, _widen(z0), want_state, cu_seqlens
+    )
+    return [o32, den] if s_t is None else [o32, den, s_t, z_t]
+
+
+def _normalized_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       log2_decay: torch.Tensor | None, s0: torch.Tensor | None,
+                       z0: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+                       o32: torch.Tensor, den: torch.Tensor, do: torch.Tensor,
+                       d_st: torch.Tensor | None, d_zt: torch.Tensor | None, scale: float,
+                       want_ds0: bool, want_dz0: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[dq, dk, dv] (+ [ds0] when want_ds0, + [dz0] when want_dz0); z0 ``[N, H, K]``."""
+    dq, dk, dv, ds0, dz0 = _normalized_backward(
+        q, k, v, log2_decay, scale, s0, _widen(z0), cu_seqlens, o32, den, do, d_st, d_zt,
+        want_ds0, want_dz0,
+    )  # fmt: skip
+    return [dq, dk, dv, *([ds0] if want_ds0 else []), *([dz0] if want_dz0 else [])]
+
+
+_traced_normalized_fwd = opaque("normalized_linear_attention_fwd", _normalized_fwd_op)
+_traced_normalized_bwd = opaque("normalized_linear_attention_bwd", _normalized_bwd_op)
+
+
+def _traced_normalized_setup(ctx, inputs, output):
+    q, k, v, log2_decay, s0, z0, cu_seqlens, scale, _ = inputs
+    ctx.save_for_backward(q, k, v, log2_decay, s0, z0, cu_seqlens, output[0], output[1])
+    ctx.scale = scale
+
+
+def _traced_normalized_grad(ctx, grads):
+    q, k, v, log2_decay, s0, z0, cu_seqlens, o32, den = ctx.saved_tensors
+    want_ds0 = s0 is not None and ctx.needs_input_grad[4]
+    want_dz0 = z0 is not None and ctx.needs_input_grad[5]
+    d_st, d_zt = (grads[2], grads[3]) if len(grads) > 2 else (None, None)
+    out = _traced_normalized_bwd(
+        q, k, v, log2_decay, s0, z0, cu_seqlens, o32, den, grads[0], d_st, d_zt, ctx.scale,
+        want_ds0, want_dz0,
+    )  # fmt: skip
+    ds0 = out[3] if want_ds0 else None
+    dz0 = out[-1] if want_dz0 else None
+    return out[0], out[1], out[2], None, ds0, dz0, None, None, None
+
+
+_traced_normalized_fwd.register_autograd(
+    _traced_normalized_grad, setup_context=_traced_normalized_setup
+)
 
 
 OP = "linear_attention"
@@ -598,10 +723,17 @@ def linear_attention(
     s0 = None if s0 is None else s0.float().contiguous()
     cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
     if not normalize:
+        if tracing():  # torch.compile, torch.export: the opaque operators
+            out = _traced_fwd(q, k, v, log2_decay, s0, cu, float(scale), output_final_state)
+            return out[0], (out[1] if output_final_state else None)
         return LinearAttentionFunction.apply(
             q, k, v, log2_decay, float(scale), s0, output_final_state, cu
         )
     z0 = None if z0 is None else z0.float().contiguous()
+    if tracing():
+        out = _traced_normalized_fwd(q, k, v, log2_decay, s0, z0, cu, float(scale),
+                                     output_final_state)  # fmt: skip
+        return out[0].to(v.dtype), ((out[2], out[3]) if output_final_state else None)
     o, s_t, z_t = NormalizedLinearAttentionFunction.apply(
         q, k, v, log2_decay, float(scale), s0, z0, output_final_state, cu
     )

@@ -15,7 +15,9 @@ IEEE product.
 
 import torch
 
+from .. import _backend
 from .._backend import cdiv, launch
+from .._traced import kernel_op
 from .._triton import tl, triton
 
 ZERO = tl.constexpr(-(1 << 21))
@@ -117,19 +119,21 @@ def offset_bits(m: int) -> int:
     return m if m <= 3 else (3 if m == 4 else 4)
 
 
-def lmul_elementwise(x: torch.Tensor, y: torch.Tensor, m: int, out_dtype) -> torch.Tensor:
+def _lmul_elementwise(x: torch.Tensor, y: torch.Tensor, m: int,
+                      out_dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
     """L-Mul of x and y (same shape, float32 or 16-bit) -> out_dtype, one program per BLOCK
     elements of their contiguous forms."""
     x, y = x.contiguous(), y.contiguous()
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
     N = x.numel()
-    if N:
+    if N and not _backend.skip_launches:
         grid = (cdiv(N, ELEMENTWISE_BLOCK),)
         _lmul_kernel[grid](x, y, out, N, M=m, L=offset_bits(m), BLOCK=ELEMENTWISE_BLOCK)
     return out
 
 
-def lmul_matmul(x: torch.Tensor, w: torch.Tensor, bias, m: int, out_dtype) -> torch.Tensor:
+def _lmul_matmul(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, m: int,
+                 out_dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
     """x [n, K] and w [J, K] (float32 or 16-bit, any strides), bias [J] or None ->
     [n, J] in out_dtype: Σ_k L-Mul(x[i, k], w[j, k]) (+ bias[j]) summed in float32."""
     n, K = x.shape
@@ -148,3 +152,7 @@ def lmul_matmul(x: torch.Tensor, w: torch.Tensor, bias, m: int, out_dtype) -> to
     meta = {"HAS_BIAS": bias is not None, "M": m, "L": offset_bits(m)}
     launch(_lmul_mm_kernel, MM_CONFIGS, grid, args, meta, INTERPRET_MM, key=["J", "K"])
     return out
+
+
+lmul_elementwise = kernel_op("lmul_elementwise", _lmul_elementwise)
+lmul_matmul = kernel_op("lmul_matmul", _lmul_matmul)

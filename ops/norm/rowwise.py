@@ -13,6 +13,7 @@ and dy (dbias) in float32, written to ``[G, N]`` planes that a second kernel sum
 import torch
 
 from .._backend import FLOATS, cdiv, check, launch, pow2, sm_count, use_triton
+from .._traced import opaque, tracing
 from .._triton import tl, triton
 from .reference import (
     add_layer_norm_reference,
@@ -425,6 +426,100 @@ class AddNormFunction(torch.autograd.Function):
         return dx, dx, dw, db, None, None
 
 
+# ---------------------------------------------------------------- opaque operators
+# The two Functions as custom operators, for torch.compile and torch.export (_traced.py).
+def _norm_fwd_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                 eps: float, rms: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[y, stats]: NormFunction's forward. Its input rows `_rows(x)` (x itself, or a view of
+    it, where the layout allows) are not returned: `_norm_setup` forms them again."""
+    y, _, stats = _forward(_rows(x), None, weight, bias, eps, rms)
+    return [y if x.dim() == 2 else torch.ops.aten._unsafe_view(y, x.shape), stats]
+
+
+def _norm_bwd_op(x2: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                 stats: torch.Tensor, dy: torch.Tensor, rms: bool, want_w: bool,
+                 want_b: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[dx] (+ [dweight] when want_w, + [dbias] when want_b): NormFunction's backward, dx as
+    [M, N] rows."""
+    dx, dw, db = _backward(x2, weight, bias, stats, _rows(dy), None, rms, want_w, want_b)
+    return [dx, *([dw] if want_w else []), *([db] if want_b else [])]
+
+
+_traced_norm_fwd = opaque("norm_fwd", _norm_fwd_op)
+_traced_norm_bwd = opaque("norm_bwd", _norm_bwd_op)
+
+
+def _norm_setup(ctx, inputs, output):
+    x, weight, bias, _, rms = inputs
+    ctx.save_for_backward(_rows(x), weight, bias, output[1])
+    ctx.rms = rms
+
+
+def _norm_grad(ctx, grads):
+    x2, weight, bias, stats = ctx.saved_tensors
+    dy = grads[0]
+    want_w = ctx.needs_input_grad[1] and weight is not None
+    want_b = ctx.needs_input_grad[2] and bias is not None
+    out = _traced_norm_bwd(x2, weight, bias, stats, dy, ctx.rms, want_w, want_b)
+    dx = out[0] if dy.dim() == 2 else out[0].view(dy.shape)
+    dw = out[1] if want_w else None
+    db = out[-1] if want_b else None
+    return dx, dw, db, None, None
+
+
+_traced_norm_fwd.register_autograd(_norm_grad, setup_context=_norm_setup)
+
+
+def _add_norm_fwd_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor | None,
+                     bias: torch.Tensor | None, eps: float,
+                     rms: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[y, s, stats]: AddNormFunction's forward."""
+    y, s, stats = _forward(_rows(x), _rows(residual), weight, bias, eps, rms)
+    if x.dim() != 2:
+        y, s = (torch.ops.aten._unsafe_view(t, x.shape) for t in (y, s))
+    return [y, s, stats]
+
+
+def _add_norm_bwd_op(s: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                     stats: torch.Tensor, dy: torch.Tensor | None, dsum: torch.Tensor | None,
+                     rms: bool, want_w: bool, want_b: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[dx] (+ [dweight] when want_w, + [dbias] when want_b): AddNormFunction's backward, dx
+    as [M, N] rows, the gradient of both summands (returned once: outputs may not alias)."""
+    s = _rows(s)
+    dsum2 = None if dsum is None else _rows(dsum)
+    if dy is None:
+        dy = torch.zeros_like(s)
+    dx, dw, db = _backward(s, weight, bias, stats, _rows(dy), dsum2, rms, want_w, want_b)
+    return [dx, *([dw] if want_w else []), *([db] if want_b else [])]
+
+
+_traced_add_norm_fwd = opaque("add_norm_fwd", _add_norm_fwd_op)
+_traced_add_norm_bwd = opaque("add_norm_bwd", _add_norm_bwd_op)
+
+
+def _add_norm_setup(ctx, inputs, output):
+    x, _, weight, bias, _, rms = inputs
+    ctx.save_for_backward(output[1], weight, bias, output[2])
+    ctx.rms, ctx.shape = rms, x.shape
+    # y's or s's gradient stays None where it is, as AddNormFunction receives them
+    ctx.set_materialize_grads(False)
+
+
+def _add_norm_grad(ctx, grads):
+    s, weight, bias, stats = ctx.saved_tensors
+    want_w = ctx.needs_input_grad[2] and weight is not None
+    want_b = ctx.needs_input_grad[3] and bias is not None
+    out = _traced_add_norm_bwd(s, weight, bias, stats, grads[0], grads[1], ctx.rms, want_w,
+                               want_b)  # fmt: skip
+    dx = out[0] if len(ctx.shape) == 2 else out[0].view(ctx.shape)
+    dw = out[1] if want_w else None
+    db = out[-1] if want_b else None
+    return dx, dx, dw, db, None, None
+
+
+_traced_add_norm_fwd.register_autograd(_add_norm_grad, setup_context=_add_norm_setup)
+
+
 # ---------------------------------------------------------------- public functions
 def _check(op, x, residual, weight, bias, eps):
     T = torch.Tensor
@@ -498,6 +593,8 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5, backend: str = "aut
     _check("layer_norm", x, None, weight, bias, eps)
     if not _kernel(x, backend, "layer_norm"):
         return layer_norm_reference(x, weight, bias, eps)
+    if tracing():  # torch.compile, torch.export: the opaque operators
+        return _traced_norm_fwd(x, *_params(weight, bias), float(eps), False)[0]
     return NormFunction.apply(x, *_params(weight, bias), float(eps), False)
 
 
@@ -509,6 +606,8 @@ def rms_norm(x, weight=None, eps: float = 1e-6, backend: str = "auto"):
     _check("rms_norm", x, None, weight, None, eps)
     if not _kernel(x, backend, "rms_norm"):
         return rms_norm_reference(x, weight, eps)
+    if tracing():
+        return _traced_norm_fwd(x, _params(weight, None)[0], None, float(eps), True)[0]
     return NormFunction.apply(x, _params(weight, None)[0], None, float(eps), True)
 
 
@@ -529,6 +628,9 @@ def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5, backe
     _check("add_layer_norm", x, residual, weight, bias, eps)
     if not _kernel(x, backend, "add_layer_norm"):
         return add_layer_norm_reference(x, residual, weight, bias, eps)
+    if tracing():
+        out = _traced_add_norm_fwd(x, residual, *_params(weight, bias), float(eps), False)
+        return out[0], out[1]
     return AddNormFunction.apply(x, residual, *_params(weight, bias), float(eps), False)
 
 
@@ -539,4 +641,7 @@ def add_rms_norm(x, residual, weight=None, eps: float = 1e-6, backend: str = "au
     _check("add_rms_norm", x, residual, weight, None, eps)
     if not _kernel(x, backend, "add_rms_norm"):
         return add_rms_norm_reference(x, residual, weight, eps)
+    if tracing():
+        out = _traced_add_norm_fwd(x, residual, _params(weight, None)[0], None, float(eps), True)
+        return out[0], out[1]
     return AddNormFunction.apply(x, residual, _params(weight, None)[0], None, float(eps), True)

@@ -27,6 +27,7 @@ its sequence's end is zero.
 import torch
 
 from .._backend import cdiv, check, check_backend, check_cu_seqlens, launch, next_pow2, use_triton
+from .._traced import opaque, tracing
 from .._triton import tl, triton
 from .cost import MAX_WIDTH, SPAN
 from .reference import check_params, sequence_starts, short_conv_reference, weight_2d
@@ -218,17 +219,22 @@ def _backward(x, w, bias, silu, start, dout, want_w, want_b):
     return dx, dw, db
 
 
+def _operands(x, weight, bias, cu_seqlens):
+    """(w [C, W], bias, per-token sequence starts or None) as the kernels read them."""
+    w = weight_2d(weight)
+    if w.stride(1) != 1 and w.shape[1] > 1:  # the kernels read a filter with unit stride
+        w = w.contiguous()
+    if bias is not None and bias.stride(0) != 1:  # ... and the bias
+        bias = bias.contiguous()
+    return w, bias, _starts(x, cu_seqlens)
+
+
 class ShortConvFunction(torch.autograd.Function):
     """act(causal depthwise conv of x over T); keeps x, the weight and the bias."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, silu, cu_seqlens):
-        w = weight_2d(weight)
-        if w.stride(1) != 1 and w.shape[1] > 1:  # the kernels read a filter with unit stride
-            w = w.contiguous()
-        if bias is not None and bias.stride(0) != 1:  # ... and the bias
-            bias = bias.contiguous()
-        start = _starts(x, cu_seqlens)
+        w, bias, start = _operands(x, weight, bias, cu_seqlens)
         y = _forward(x, w, bias, silu, start)
         ctx.save_for_backward(x, w, bias, start)
         ctx.silu, ctx.wshape = silu, weight.shape
@@ -248,6 +254,51 @@ class ShortConvFunction(torch.autograd.Function):
         if db is not None:
             db = db.to(bias.dtype)
         return dx, dw, db, None, None
+
+
+# The same forward and backward as opaque operators, for torch.compile and torch.export
+# (_traced.py). They take the operands of `_operands` (computed in the traced graph), so the
+# weight's gradient reaches a [C, 1, W] weight through autograd of weight_2d's view.
+def _fwd_op(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
+            start: torch.Tensor | None, silu: bool) -> torch.Tensor:  # fmt: skip
+    return _forward(x, w, bias, silu, start)
+
+
+def _bwd_op(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
+            start: torch.Tensor | None, dout: torch.Tensor, silu: bool, want_w: bool,
+            want_b: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[dx] (+ [dw] when want_w, + [db] when want_b), in the dtypes of x, w and bias."""
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    dx, dw, db = _backward(x, w, bias, silu, start, dout, want_w, want_b)
+    if dw is not None:
+        dw = dw.to(w.dtype)
+    if db is not None:
+        db = db.to(bias.dtype)
+        if dw is not None and dw.dtype == db.dtype == torch.float32:
+            db = db.clone()  # dw and db view one float32 buffer: outputs must not alias
+    return [dx, *([dw] if want_w else []), *([db] if want_b else [])]
+
+
+_traced_fwd = opaque("short_conv_fwd", _fwd_op)
+_traced_bwd = opaque("short_conv_bwd", _bwd_op)
+
+
+def _traced_setup(ctx, inputs, output):
+    x, w, bias, start, silu = inputs
+    ctx.save_for_backward(x, w, bias, start)
+    ctx.silu = silu
+
+
+def _traced_grad(ctx, dout):
+    x, w, bias, start = ctx.saved_tensors
+    want_w = ctx.needs_input_grad[1]
+    want_b = bias is not None and ctx.needs_input_grad[2]
+    out = _traced_bwd(x, w, bias, start, dout, ctx.silu, want_w, want_b)
+    return out[0], (out[1] if want_w else None), (out[-1] if want_b else None), None, None
+
+
+_traced_fwd.register_autograd(_traced_grad, setup_context=_traced_setup)
 
 
 # ---------------------------------------------------------------- public functions
@@ -281,4 +332,6 @@ def short_conv(x, weight, bias=None, *, activation=None, cu_seqlens=None, backen
         return short_conv_reference(x, weight, bias, activation, cu_seqlens)
     if x.stride(2) != 1:
         x = x.contiguous()
+    if tracing():  # torch.compile, torch.export: the opaque operators
+        return _traced_fwd(x, *_operands(x, weight, bias, cu_seqlens), activation == "silu")
     return ShortConvFunction.apply(x, weight, bias, activation == "silu", cu_seqlens)

@@ -45,6 +45,7 @@ from .._backend import (
     use_triton,
 )
 from .._kernels import FACTOR_BOUND_LOG2, GATE_FLOOR, all_chunks_within, dot_rhs32
+from .._traced import opaque, tracing
 from .._triton import tl, triton
 from .reference import expand_gates, simple_gla_chunked
 
@@ -659,6 +660,51 @@ class SimpleGLAFunction(torch.autograd.Function):
         return dq, dk, dv, dg, None, ds0, None, None
 
 
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
+            s0: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float,
+            want_state: bool) -> list[torch.Tensor]:  # fmt: skip
+    """[o, gc] (+ [final state] when want_state): the forward as a traced graph sees it."""
+    o, s_t, gc = _forward(q, k, v, g, scale, s0, want_state, cu_seqlens)
+    return [o, gc] if s_t is None else [o, gc, s_t]
+
+
+def _bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gc: torch.Tensor,
+            do: torch.Tensor, d_st: torch.Tensor | None, s0: torch.Tensor | None,
+            cu_seqlens: torch.Tensor | None, scale: float, want_ds0: bool, want_dg: bool,
+            g_dtype: torch.dtype) -> list[torch.Tensor]:  # fmt: skip
+    """[dq, dk, dv] (+ [dg] when want_dg, + [ds0] when want_ds0)."""
+    dq, dk, dv, dg, ds0 = _backward(
+        q, k, v, gc, do, scale, s0, None if d_st is None else d_st.contiguous(), want_ds0,
+        g_dtype if want_dg else None, cu_seqlens,
+    )  # fmt: skip
+    return [dq, dk, dv, *([dg] if want_dg else []), *([ds0] if want_ds0 else [])]
+
+
+_traced_fwd = opaque("simple_gla_fwd", _fwd_op)
+_traced_bwd = opaque("simple_gla_bwd", _bwd_op)
+
+
+def _traced_setup(ctx, inputs, output):
+    q, k, v, g, s0, cu_seqlens, scale, _ = inputs
+    ctx.save_for_backward(q, k, v, output[1], s0, cu_seqlens)
+    ctx.scale, ctx.g_dtype = scale, g.dtype
+
+
+def _traced_grad(ctx, grads):
+    q, k, v, gc, s0, cu_seqlens = ctx.saved_tensors
+    want_dg = ctx.needs_input_grad[3]
+    want_ds0 = s0 is not None and ctx.needs_input_grad[4]
+    d_st = grads[2] if len(grads) > 2 else None
+    out = _traced_bwd(q, k, v, gc, grads[0], d_st, s0, cu_seqlens, ctx.scale, want_ds0, want_dg,
+                      ctx.g_dtype)  # fmt: skip
+    dg = out[3] if want_dg else None
+    ds0 = out[-1] if want_ds0 else None
+    return out[0], out[1], out[2], dg, ds0, None, None, None
+
+
+_traced_fwd.register_autograd(_traced_grad, setup_context=_traced_setup)
+
+
 OP = "simple_gla"
 
 
@@ -733,5 +779,8 @@ def simple_gla(
     g = expand_gates(g, B, T, H)  # read in place, in its own dtype; dg returned in it
     s0 = None if initial_state is None else initial_state.float().contiguous()
     cu = None if cu_seqlens is None else cu_seqlens.to(torch.int32).contiguous()
+    if tracing():  # torch.compile, torch.export: the opaque operators
+        out = _traced_fwd(q, k, v, g, s0, cu, scale, output_final_state)
+        return out[0], (out[2] if output_final_state else None)
     o, s_t = SimpleGLAFunction.apply(q, k, v, g, scale, s0, output_final_state, cu)
     return o, (s_t if output_final_state else None)

@@ -7,6 +7,7 @@ import torch
 
 from .._backend import cdiv, launch, launch_compiled
 from .._kernels import mm
+from .._traced import kernel_op
 from .._triton import tl, triton
 
 
@@ -80,7 +81,7 @@ DW_CONFIGS_F32 = [
 ]
 
 
-def gather_scale(x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _gather_scale(x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x [n, D], idx [k] (int64), weight [k] -> x[idx] · weight[:, None], [k, D] in x's dtype
     (contiguous), one pass over the k rows."""
     k, D = idx.shape[0], x.shape[1]
@@ -90,6 +91,9 @@ def gather_scale(x: torch.Tensor, idx: torch.Tensor, weight: torch.Tensor) -> to
         grid = (cdiv(k, c["BLOCK_T"]), cdiv(D, c["BLOCK_D"]))
         launch_compiled(_gather_scale_kernel, grid, (x, idx, weight, out, k, D, *x.stride()), c)
     return out
+
+
+gather_scale = kernel_op("wtacrs_gather_scale", _gather_scale)
 
 
 def sampled_weight_grad(dy: torch.Tensor, idx: torch.Tensor, kept: torch.Tensor, dtype):

@@ -21,7 +21,9 @@ import functools
 
 import torch
 
+from .. import _backend
 from .._backend import cdiv, interpreting, launch_compiled, next_pow2
+from .._traced import kernel_op
 from .._triton import tl, triton
 
 # A key below every row's key (keys are ≥ -2^32), and a sum above every cumulative score.
@@ -327,13 +329,19 @@ def select(norms, k, uniforms, grad_norms=None, x=None):
     return outs
 
 
-def select_kept(norms, k, uniforms, grad_norms, x):
-    """`select(norms, k, uniforms, grad_norms, x)` for k < n as the layer runs it: (idx,
-    kept) alone, the weights left in the scratch buffer (no view of them made)."""
+def _select_kept(
+    norms: torch.Tensor, k: int, uniforms: torch.Tensor, grad_norms: torch.Tensor | None,
+    x: torch.Tensor,
+) -> list[torch.Tensor]:  # fmt: skip
+    """`select(norms, k, uniforms, grad_norms, x)` for k < n as the layer runs it: [idx,
+    kept] alone, the weights left in the scratch buffer (no view of them made)."""
     idx, _, _, kept, launches = _prepare(norms, k, uniforms, grad_norms, x)
     for launch in launches:
         launch_compiled(*launch)
-    return idx, kept
+    return [idx, kept]
+
+
+select_kept = kernel_op("wtacrs_select_kept", _select_kept)
 
 
 def plan(norms, k, uniforms, grad_norms=None, x=None):
@@ -395,8 +403,8 @@ def _prepare(norms, k, uniforms, grad_norms, x):
     # tensors' dtypes and 16-byte alignment, x's strides. The buffers made here are fresh
     # allocations, which PyTorch aligns to 64 bytes or more.
     given = (norms, uniforms, X) if g is None else (norms, uniforms, X, g)
-    var = (norms.dtype, X.dtype, sx, None if g is None else g.dtype,
-           tuple(not t.data_ptr() & 15 for t in given))  # fmt: skip
+    aligned = () if _backend.skip_launches else tuple(not t.data_ptr() & 15 for t in given)
+    var = (norms.dtype, X.dtype, sx, None if g is None else g.dtype, aligned)
     args = (
         (norms, g, scratch, n, nb, two_b),
         (norms, g, scratch, idx, n, k, nb, two_b),
