@@ -88,7 +88,22 @@ __all__ = [
     "requantize",
     "int8_matmul",
     "ivit_cost",
+    "load_operators",
 ]
+
+
+def load_operators() -> list[str]:
+    """Imports every module of the library, which registers the kernels' `ncd::` operators
+    (`_traced.py`), and returns their names: what loading an exported program that calls them
+    (`torch.export.load`) needs first, since the families are otherwise imported on first use."""
+    import importlib
+    import pkgutil
+
+    import torch
+
+    for info in pkgutil.walk_packages(__path__, f"{__name__}."):
+        importlib.import_module(info.name)
+    return sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("ncd::"))
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -184,3 +184,37 @@ def test_one_compiled_function_across_lengths():
         inputs = [q, k, v, g, beta]
         for a, b in zip(_run(compiled, inputs), _run(block, inputs), strict=True):
             assert torch.equal(a, b), (T, (a - b).abs().max())
+
+
+@pytest.mark.interpret
+def test_saved_program_loads_in_a_fresh_process(tmp_path):
+    """An exported program that calls ncd's operators, saved and loaded in a new Python process
+    after `ncd.ops.load_operators()`, gives the outputs of the process that made it."""
+    import subprocess
+    import sys
+
+    make, call = CASES["simple_gla"]
+    inputs = make(torch.Generator().manual_seed(2))
+
+    class Op(torch.nn.Module):
+        def forward(self, *xs):
+            return call(*xs)
+
+    path, out = tmp_path / "program.pt2", tmp_path / "outputs.pt"
+    torch.export.save(torch.export.export(Op(), tuple(inputs)), path)
+    torch.save(inputs, tmp_path / "inputs.pt")
+    code = (
+        "import sys, torch\n"
+        "import ncd.ops\n"
+        "names = ncd.ops.load_operators()\n"
+        "assert 'ncd::simple_gla_fwd' in names, names\n"
+        f"program = torch.export.load({str(path)!r})\n"
+        f"inputs = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
+        f"torch.save(list(program.module()(*inputs)), {str(out)!r})\n"
+    )
+    env = {**__import__("os").environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for a, b in zip(torch.load(out), _outputs(call(*inputs)), strict=True):
+        assert torch.equal(a, b)
