@@ -139,18 +139,30 @@ def test_compiles_whole_with_the_eager_results(name):
         assert torch.equal(a, b), (a - b).abs().max()
 
 
+def exported(call, inputs):
+    """torch.export of a module calling `call` on `inputs` (its tensor outputs), and the targets
+    of the program's function calls."""
+
+    class Op(torch.nn.Module):
+        def forward(self, *xs):
+            out = call(*xs)
+            return (
+                tuple(t for t in out if isinstance(t, torch.Tensor))
+                if isinstance(out, tuple)
+                else out
+            )
+
+    program = torch.export.export(Op(), tuple(inputs))
+    return program, [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+
+
 @pytest.mark.interpret
 @pytest.mark.parametrize("name", list(CASES))
 def test_exports_as_ncd_operators(name):
     make, call = CASES[name]
     inputs = make(torch.Generator().manual_seed(1))
 
-    class Op(torch.nn.Module):
-        def forward(self, *xs):
-            return call(*xs)
-
-    program = torch.export.export(Op(), tuple(inputs))
-    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    program, targets = exported(call, inputs)
     if name == "wtacrs_linear":  # samples only for a weight gradient: exported, the exact map
         assert targets == ["aten.linear.default"], targets
     else:
@@ -196,12 +208,8 @@ def test_saved_program_loads_in_a_fresh_process(tmp_path):
     make, call = CASES["simple_gla"]
     inputs = make(torch.Generator().manual_seed(2))
 
-    class Op(torch.nn.Module):
-        def forward(self, *xs):
-            return call(*xs)
-
     path, out = tmp_path / "program.pt2", tmp_path / "outputs.pt"
-    torch.export.save(torch.export.export(Op(), tuple(inputs)), path)
+    torch.export.save(exported(call, inputs)[0], path)
     torch.save(inputs, tmp_path / "inputs.pt")
     code = (
         "import sys, torch\n"
