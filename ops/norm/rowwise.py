@@ -290,6 +290,7 @@ _launch_plans: dict = {}
 def _plan(kind: str, N: int, rms: bool, has_w: bool, has_b: bool, extra: bool):
     """(BLOCK_M, configs, meta) of the forward (kind "fwd", extra: a residual) or the
     backward ("bwd", extra: the sum's cotangent)."""
+    N = int(N)  # (a symbolic size under torch.compile(dynamic=True): specialised here)
     key = (kind, N, MAX_TILE, ROW_TILE, rms, has_w, has_b, extra)
     plan = _launch_plans.get(key)
     if plan is None:
