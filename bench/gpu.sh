@@ -223,6 +223,9 @@ case $SUITE in
     step ops_sweep 240 $PY bench/diagnose/ops_sweep.py --T 8192 --what attn,gluon
     step wtacrs_host 90 $PY bench/diagnose/wtacrs_host.py
     step norm_host 120 $PY bench/diagnose/norm_host.py
+    step graph_steps 90 $PY bench/diagnose/graph_steps.py
+    step traced_ops 300 $PY bench/diagnose/traced_ops.py
+    step compiled_blocks 300 $PY bench/diagnose/compiled_blocks.py
     ;;
   distributed)  # two GPUs (NPROC=1: the one-GPU baseline); DIST_ARGS=--dry runs it on the CPU
     step distributed_single 170 $PY bench/distributed.py --impl single ${DIST_ARGS:-} \
