@@ -13,7 +13,6 @@ decoration time whether a kernel is compiled or interpreted.
 
 import functools
 import inspect
-import math
 import warnings
 
 import torch
@@ -368,11 +367,15 @@ def check_heads(op: str, G: int, H: int) -> None:
     )
 
 
+def finite(x) -> bool:
+    """Whether the number x is finite (inf - inf and nan - nan are nan): arithmetic that
+    torch.compile's tracer follows where it does not follow math.isfinite."""
+    return x - x == 0
+
+
 def check_scale(op: str, scale, optional: bool = True) -> None:
     """A scale is a finite number, or None where the op has a default (`optional`)."""
-    number = (
-        isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale)
-    )
+    number = isinstance(scale, (int, float)) and not isinstance(scale, bool) and finite(scale)
     if optional:
         check(scale is None or number, op, "scale", "None or a finite number", scale)
     else:
@@ -395,7 +398,7 @@ def check_gate(op: str, name: str, x, shapes: tuple, expected: str, q) -> None:
     """A gate-like argument (decays, beta): a floating tensor of one of `shapes`, on q's
     device; `expected` says the shapes in words."""
     check(
-        isinstance(x, torch.Tensor) and tuple(x.shape) in shapes,
+        isinstance(x, torch.Tensor) and any(tuple(x.shape) == s for s in shapes),
         op,
         f"{name}.shape",
         expected,

@@ -30,6 +30,7 @@ from .._backend import (
     check_state,
     dot_precision,
     empty_as,
+    finite,
     group_sum,
     launch,
     per_head_grad,
@@ -624,7 +625,7 @@ def _check_args(q, k, v, decay, scale, initial_state, normalize, cu_seqlens):
     check_qkv(OP, q, k, v, "[B, T, H, K]")
     if (  # the common case, without building any message (this runs on every call)
         decay is None and initial_state is None and cu_seqlens is None
-        and (type(scale) is float or type(scale) is int) and math.isfinite(scale)
+        and (type(scale) is float or type(scale) is int) and finite(scale)
         and k.shape == q.shape and v.shape[:3] == q.shape[:3]
     ):  # fmt: skip
         return

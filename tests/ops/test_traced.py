@@ -174,10 +174,12 @@ def test_exports_as_ncd_operators(name):
 
 
 @pytest.mark.interpret
-def test_one_compiled_function_across_lengths():
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_one_compiled_function_across_lengths(dynamic):
     """A compiled call sees another sequence length: dynamo recompiles with the length symbolic
-    (the ops' Python runs on symbolic sizes in the fake implementations) and the results stay
-    the eager ones."""
+    (dynamic=None), or takes every size as symbolic from the first call (dynamic=True); the
+    ops' checks and fake implementations run on symbolic sizes, and the results stay the eager
+    ones."""
 
     def block(q, k, v, g, beta):
         o = ops.simple_gla(q, k, v, g, backend="triton")[0]
@@ -187,7 +189,7 @@ def test_one_compiled_function_across_lengths():
         return ops.layer_norm(o, backend="triton")
 
     torch._dynamo.reset()
-    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True, dynamic=dynamic)
     for T in (40, 70, 100):
         gen = torch.Generator().manual_seed(T)
         q, k, v = (_randn(gen, 1, T, 2, 16) for _ in range(3))
