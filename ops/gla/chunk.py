@@ -886,11 +886,8 @@ class GLAFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, d_st):
         q, k, v, g, A, s0, cu_seqlens = ctx.saved_tensors
-        dq, dk, dv, dg, ds0 = _backward(
-            q, k, v, g, A, do.contiguous(), ctx.scale, s0,
-            None if d_st is None else d_st.float().contiguous(), ctx.want_ds0, cu_seqlens,
-        )  # fmt: skip
-        return dq, dk, dv, dg, None, ds0, None, None
+        out = _bwd_op(q, k, v, g, A, do, d_st, s0, cu_seqlens, ctx.scale, ctx.want_ds0)
+        return *out[:4], None, out[4] if ctx.want_ds0 else None, None, None
 
 
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,

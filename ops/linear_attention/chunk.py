@@ -421,11 +421,8 @@ class LinearAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, d_st):
         q, k, v, log2_decay, s0, cu_seqlens = ctx.saved_tensors
-        dq, dk, dv, ds0 = _backward(
-            q, k, v, do, log2_decay, ctx.scale, s0,
-            None if d_st is None else d_st.contiguous(), ctx.want_ds0, cu_seqlens,
-        )  # fmt: skip
-        return dq, dk, dv, None, None, ds0, None, None
+        out = _bwd_op(q, k, v, do, d_st, log2_decay, s0, cu_seqlens, ctx.scale, ctx.want_ds0)
+        return *out[:3], None, None, out[3] if ctx.want_ds0 else None, None, None
 
 
 def _widen(z0):

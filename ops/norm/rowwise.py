@@ -386,12 +386,11 @@ class NormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x2, weight, bias, stats = ctx.saved_tensors
-        _, want_w, want_b = ctx.needs_input_grad[:3]
-        dx, dw, db = _backward(
-            x2, weight, bias, stats, _rows(dy), None, ctx.rms, want_w and weight is not None,
-            want_b and bias is not None,
-        )  # fmt: skip
-        return dx if dy.dim() == 2 else dx.view(dy.shape), dw, db, None, None
+        want_w = ctx.needs_input_grad[1] and weight is not None
+        want_b = ctx.needs_input_grad[2] and bias is not None
+        out = _norm_bwd_op(x2, weight, bias, stats, dy, ctx.rms, want_w, want_b)
+        dx = out[0] if dy.dim() == 2 else out[0].view(dy.shape)
+        return dx, out[1] if want_w else None, out[-1] if want_b else None, None, None
 
 
 class AddNormFunction(torch.autograd.Function):
@@ -413,18 +412,11 @@ class AddNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dsum):
         s, weight, bias, stats = ctx.saved_tensors
-        s = _rows(s)
-        _, _, want_w, want_b = ctx.needs_input_grad[:4]
-        dsum2 = None if dsum is None else _rows(dsum)
-        if dy is None:
-            dy = torch.zeros_like(s)
-        dx, dw, db = _backward(
-            s, weight, bias, stats, _rows(dy), dsum2, ctx.rms, want_w and weight is not None,
-            want_b and bias is not None,
-        )  # fmt: skip
-        if len(ctx.shape) != 2:
-            dx = dx.view(ctx.shape)
-        return dx, dx, dw, db, None, None
+        want_w = ctx.needs_input_grad[2] and weight is not None
+        want_b = ctx.needs_input_grad[3] and bias is not None
+        out = _add_norm_bwd_op(s, weight, bias, stats, dy, dsum, ctx.rms, want_w, want_b)
+        dx = out[0] if len(ctx.shape) == 2 else out[0].view(ctx.shape)
+        return dx, dx, out[1] if want_w else None, out[-1] if want_b else None, None, None
 
 
 # ---------------------------------------------------------------- opaque operators

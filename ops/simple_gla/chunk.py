@@ -653,11 +653,11 @@ class SimpleGLAFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, d_st):
         q, k, v, gc, s0, cu_seqlens = ctx.saved_tensors
-        dq, dk, dv, dg, ds0 = _backward(
-            q, k, v, gc, do, ctx.scale, s0, None if d_st is None else d_st.contiguous(),
-            ctx.want_ds0, ctx.g_dtype if ctx.needs_input_grad[3] else None, cu_seqlens,
-        )  # fmt: skip
-        return dq, dk, dv, dg, None, ds0, None, None
+        want_dg = ctx.needs_input_grad[3]
+        out = _bwd_op(q, k, v, gc, do, d_st, s0, cu_seqlens, ctx.scale, ctx.want_ds0, want_dg,
+                      ctx.g_dtype)  # fmt: skip
+        dg = out[3] if want_dg else None
+        return out[0], out[1], out[2], dg, None, out[-1] if ctx.want_ds0 else None, None, None
 
 
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
