@@ -13,6 +13,8 @@ mode="reduce-overhead")`.
 """
 
 import argparse
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -21,21 +23,8 @@ from triton.testing import do_bench
 from ncd.ops import layer_norm, rms_norm
 from ncd.ops.wtacrs import wtacrs_linear
 
-
-def graphed(step, leaves):
-    """The replay of a CUDA graph of `step`, captured with the leaves' gradients unset."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    for leaf in leaves:
-        leaf.grad = None
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_timeline import graphed  # noqa: E402  (the capture step_timeline.py times)
 
 
 def compare(name, steps, leaves):

@@ -67,13 +67,18 @@ def timeline(step, n=5):
     )
 
 
-def graphed(step):
+def graphed(step, leaves=()):
+    """The replay of a CUDA graph of `step`, captured after three warm-up steps on a side
+    stream, with the leaves' gradients unset (each replay then writes fresh ones into the
+    graph's memory, as an eager step does)."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         for _ in range(3):
             step()
     torch.cuda.current_stream().wait_stream(s)
+    for leaf in leaves:
+        leaf.grad = None
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         step()
