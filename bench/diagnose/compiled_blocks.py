@@ -5,6 +5,9 @@ step's time eager, under torch.compile and, for the blocks named in RO, under
 torch.compile(mode="reduce-overhead") (the step replayed from a CUDA graph).
 
     NAMES=gla_block,lightning_block RO=gla_block python bench/diagnose/compiled_blocks.py
+    SIZES=B=4,T=4096,H=16,K=128,V=128 NAMES=deltanet_block python bench/diagnose/compiled_blocks.py
+
+SIZES binds the named sizes in place of the gallery's (the others keep theirs).
 """
 
 import os
@@ -29,11 +32,16 @@ def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
 
 
+def sizes() -> dict[str, int]:
+    pairs = [p.split("=") for p in os.environ.get("SIZES", "").split(",") if p]
+    return {name: int(value) for name, value in pairs}
+
+
 def one_block(name, reduce_overhead):
     t0 = time.time()
     c = gallery.get(name)
-    m = ncd_compile(c, dtype=torch.bfloat16, device="cuda")
-    xs = example_inputs(c.check(), dtype=torch.bfloat16, device="cuda")
+    m = ncd_compile(c, sizes() or None, dtype=torch.bfloat16, device="cuda")
+    xs = example_inputs(c.check(sizes()), dtype=torch.bfloat16, device="cuda")
     xs = [x.requires_grad_() if x.is_floating_point() else x for x in xs]
 
     def step(mod):
