@@ -132,6 +132,8 @@ case $SUITE in
     ;;
   ops3)  # op library III: norms, integer ViT, WTA-CRS and L-Mul, each checked then timed
     step ops_norm 180 $PY bench/ops_norm.py --out "$OUT/ops_norm.json"
+    step ops_l2norm 90 $PY bench/ops_norm.py --ops l2_norm --shapes 262144x128,65536x128 \
+      --out "$OUT/ops_l2norm.json"
     step ops_ivit 120 $PY bench/ops_ivit.py --budget 105 --out "$OUT/ops_ivit.json"
     step ops_effops 125 $PY bench/ops_effops.py --commit "$COMMIT" --out "$OUT/ops_effops.json"
     step wtacrs_cuda 40 $PY -m pytest -q -p no:cacheprovider tests/ops/test_wtacrs.py -k cuda

@@ -3,21 +3,21 @@ torch.compile of the same expressions.
 
 Ops: `layer_norm`, `rms_norm` (weight and bias / weight of the features' size) and
 `add_rms_norm` (the pre-norm residual step `s = x + r; y = rms_norm(s)`, both outputs used);
-`impl`: `ncd` (ncd.ops), `torch` (F.layer_norm, F.rms_norm, the add in eager), `torch_compile`
-(torch.compile of the torch form, the add and the norm in one graph). Shapes rows x features
-4096 x 4096 and 16384 x 4096, bfloat16 inputs and parameters. For each row: the relative RMS
-error of every output and gradient against the same maths in float32 on the same inputs, the
-`do_bench` medians of the forward and of forward + backward, the peak extra memory of one
-forward + backward, the HBM bandwidth the forward + backward reaches by the cost model's
-bytes (ops/norm/cost.py), and the host's time to issue one forward and one forward + backward
-(`host_fwd_us`, `host_fwdbwd_us`: a time in ms close to it is host-bound). Every timing is
-the median of five rounds in which the implementations take turns (`--rounds`; each round's
-times in `rounds_ms`), and ratios are the median of each round's ratio, so that they are
-taken side by side: these calls are host-bound at 4096 rows, and the host's speed drifts
-within a run. ncd rows carry
-`vs_torch` and `vs_compile`: the others' forward + backward time over ncd's (the issue's
-targets: >= 2 and >= 1.0 for the norms, `vs_compile` >= 1.2 for `add_rms_norm`). Rows
-follow bench/README.md's JSON format.
+with `--ops l2_norm`, L2 normalisation (F.normalize; DeltaNet's keys and queries: rows of one
+head, `--shapes 262144x128`); `impl`: `ncd` (ncd.ops), `torch` (F.layer_norm, F.rms_norm,
+F.normalize, the add in eager), `torch_compile` (torch.compile of the torch form, the add and
+the norm in one graph). Shapes rows x features 4096 x 4096 and 16384 x 4096, bfloat16 inputs
+and parameters. For each row: the relative RMS error of every output and gradient against the
+same maths in float32 on the same inputs, the `do_bench` medians of the forward and of forward
++ backward, the peak extra memory of one forward + backward, the HBM bandwidth the forward +
+backward reaches by the cost model's bytes (ops/norm/cost.py), and the host's time to issue one
+forward and one forward + backward (`host_fwd_us`, `host_fwdbwd_us`: a time in ms close to it
+is host-bound). Every timing is the median of five rounds in which the implementations take
+turns (`--rounds`; each round's times in `rounds_ms`), and ratios are the median of each
+round's ratio, so that they are taken side by side: these calls are host-bound at 4096 rows,
+and the host's speed drifts within a run. ncd rows carry `vs_torch` and `vs_compile`: the
+others' forward + backward time over ncd's (the issue's targets: >= 2 and >= 1.0 for the norms,
+`vs_compile` >= 1.2 for `add_rms_norm`). Rows follow bench/README.md's JSON format.
 
     PYTHONPATH=. python3 bench/ops_norm.py --out $OUT/ops_norm.json
     PYTHONPATH=. python3 bench/ops_norm.py --impls ncd --programs-per-sm 2 --out ...  # G swept
@@ -38,7 +38,7 @@ from results_meta import commit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-OPS = ["layer_norm", "rms_norm", "add_rms_norm"]
+OPS = ["layer_norm", "rms_norm", "add_rms_norm"]  # the default; also "l2_norm"
 IMPLS = ["ncd", "torch", "torch_compile"]
 SHAPES = [(4096, 4096), (16384, 4096)]
 DRY_SHAPES = [(8, 64), (33, 100)]
@@ -46,6 +46,7 @@ PARTS = {  # the outputs, then the gradients, of each op
     "layer_norm": ["y", "dx", "dw", "db"],
     "rms_norm": ["y", "dx", "dw"],
     "add_rms_norm": ["y", "s", "dx", "dr", "dw"],
+    "l2_norm": ["y", "dx"],
 }
 EPS = 1e-5
 
@@ -58,6 +59,8 @@ def torch_form(op):
         return lambda x, w, b: (F.layer_norm(x, x.shape[-1:], w, b, EPS),)
     if op == "rms_norm":
         return lambda x, w: (F.rms_norm(x, x.shape[-1:], w, EPS),)
+    if op == "l2_norm":
+        return lambda x: (F.normalize(x, p=2.0, dim=-1, eps=EPS),)
 
     def add_rms(x, r, w):
         s = x + r
@@ -79,6 +82,8 @@ def implementation(op, impl, backend="auto"):
         return lambda x, w, b: (ops.layer_norm(x, w, b, EPS, backend=backend),)
     if op == "rms_norm":
         return lambda x, w: (ops.rms_norm(x, w, EPS, backend=backend),)
+    if op == "l2_norm":
+        return lambda x: (ops.l2_norm(x, EPS, backend=backend),)
     return lambda x, r, w: ops.add_rms_norm(x, r, w, EPS, backend=backend)
 
 
@@ -105,6 +110,8 @@ def inputs(op, M, N, dtype, device, seed=0):
         args = [x, w, (0.1 * rnd(N)).to(dtype)]
     elif op == "rms_norm":
         args = [x, w]
+    elif op == "l2_norm":
+        args = [x]
     else:
         args = [x, rnd(M, N).to(dtype), w]
     n_out = 2 if op == "add_rms_norm" else 1
@@ -165,7 +172,7 @@ def hbm_bytes(op, M, N, bytes_per):
     could reach)."""
     from ncd.ops.norm import cost
 
-    kw = dict(rms=op != "layer_norm", residual=op == "add_rms_norm")
+    kw = dict(rms=op != "layer_norm", residual=op == "add_rms_norm", affine=op != "l2_norm")
     return cost.io_forward(M, N, bytes_per, **kw) + cost.io_backward(M, N, bytes_per, **kw)
 
 

@@ -25,6 +25,10 @@ FASTEST: dict[str, dict[str, str]] = {
     # III": ops/norm's Python autograd Function costs the host more than torch's native op,
     # which slows compiled blocks' steps wherever the host is the bound).
     "norm": {"cuda": "torch"},
+    # L2 normalisation over one axis (`normalize` boxes with p = 2: DeltaNet's queries and
+    # keys): F.normalize until ncd.ops.l2_norm (one row kernel each way, where F.normalize
+    # runs about ten elementwise kernels with broadcasts) is timed in a block beside it.
+    "l2_norm": {"cuda": "torch"},
     # int8 x int8 -> int32 products (int_linear, contractions of int8 values): torch has no
     # integer matrix product on CUDA ("torch" there multiplies in float64, exact for int8
     # operands); on the CPU torch's int32 einsum.

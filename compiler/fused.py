@@ -279,13 +279,14 @@ def _packed_windows(L, b, x, tin, tout, scale):
 
 
 # ---------------------------------------------------------------- normalisations
-def runs_norm_kernels(L) -> bool:
-    """Whether norms lower to ncd.ops' row kernels: on a CUDA device where `choices` picks
-    "ncd" for norms (`fused="ncd"`; "auto" keeps torch's: compiler/choices.py). Elsewhere (the
-    CPU, the meta device that `to_source` writes from) they stay nn.LayerNorm / nn.RMSNorm
-    calls, which is what ncd.ops runs on the CPU anyway."""
+def runs_norm_kernels(L, kind: str = "norm") -> bool:
+    """Whether norms (`kind` "norm") or L2 normalisations ("l2_norm") lower to ncd.ops' row
+    kernels: on a CUDA device where `choices` picks "ncd" for them (`fused="ncd"`; "auto"
+    keeps torch's: compiler/choices.py). Elsewhere (the CPU, the meta device that `to_source`
+    writes from) they stay nn.LayerNorm / nn.RMSNorm / F.normalize calls, which is what
+    ncd.ops runs on the CPU anyway."""
     device = torch.device(L.opts.device)
-    return device.type == "cuda" and choose("norm", device, L.opts.fused) == "ncd"
+    return device.type == "cuda" and choose(kind, device, L.opts.fused) == "ncd"
 
 
 def _flat_params(L, b, ident, n_over):

@@ -364,6 +364,11 @@ def _groupnorm(L: Lowerer, b, x, tin, tout):
 
 @lowers("normalize")
 def _normalize(L: Lowerer, b, x, tin, tout):
+    if b.p == 2 and runs_norm_kernels(L, "l2_norm"):  # CUDA: ncd.ops' row kernels
+        names = list(tin["x"].names)
+        rows = [*(a for a in names if a != b.over), b.over]
+        y = L.fn(ops.l2_norm, L.permute(x["x"], names, rows), eps=float(b.eps))
+        return {"out": L.permute(y, rows, names)}
     return {"out": L.fn(F.normalize, x["x"], p=float(b.p), dim=_dim(tin["x"], b.over), eps=b.eps)}
 
 

@@ -7,7 +7,8 @@ torch.compile(mode="reduce-overhead") (the step replayed from a CUDA graph).
     NAMES=gla_block,lightning_block RO=gla_block python bench/diagnose/compiled_blocks.py
     SIZES=B=4,T=4096,H=16,K=128,V=128 NAMES=deltanet_block python bench/diagnose/compiled_blocks.py
 
-SIZES binds the named sizes in place of the gallery's (the others keep theirs).
+SIZES binds the named sizes in place of the gallery's (the others keep theirs). CHOOSE sets
+entries of the compiler's choice table on CUDA (compiler/choices.py), e.g. CHOOSE=l2_norm=ncd.
 """
 
 import os
@@ -18,6 +19,7 @@ import torch
 from triton.testing import do_bench
 
 from ncd import gallery
+from ncd.compiler import choices
 from ncd.compiler import compile as ncd_compile
 from ncd.compiler.examples import example_inputs
 
@@ -35,6 +37,12 @@ def rel(a, b):
 def sizes() -> dict[str, int]:
     pairs = [p.split("=") for p in os.environ.get("SIZES", "").split(",") if p]
     return {name: int(value) for name, value in pairs}
+
+
+def choose_from_env() -> None:
+    for pair in filter(None, os.environ.get("CHOOSE", "").split(",")):
+        kind, impl = pair.split("=")
+        choices.FASTEST.setdefault(kind, {})["cuda"] = impl
 
 
 def one_block(name, reduce_overhead):
@@ -83,6 +91,7 @@ def one_block(name, reduce_overhead):
 
 
 def main():
+    choose_from_env()
     names = os.environ.get("NAMES", BLOCKS).split(",")
     ro = set(os.environ.get("RO", "gla_block").split(","))
     for name in names:

@@ -1,4 +1,4 @@
-"""Row normalisations (LayerNorm, RMSNorm) and their residual-add forms: the Triton kernels
+"""Row normalisations (LayerNorm, RMSNorm, L2) and their residual-add forms: the Triton kernels
 with their autograd Functions and public functions (rowwise.py), the PyTorch reference
 (reference.py) and the cost formulas (cost.py). Maths in README.md."""
 
@@ -11,10 +11,12 @@ _LAZY = {
     "rms_norm": ".rowwise",
     "add_layer_norm": ".rowwise",
     "add_rms_norm": ".rowwise",
+    "l2_norm": ".rowwise",
     "layer_norm_reference": ".reference",
     "rms_norm_reference": ".reference",
     "add_layer_norm_reference": ".reference",
     "add_rms_norm_reference": ".reference",
+    "l2_norm_reference": ".reference",
 }
 
 __all__ = list(_LAZY)

@@ -2,9 +2,10 @@
 
 Plain functions of the sizes (numbers or sympy symbols): ``M`` rows, ``N`` features,
 ``bytes_per`` the bytes of an element of x (and y, the residual and the sum), ``w_bytes``
-those of the weight and bias. ``rms`` for RMSNorm (no mean, no bias), ``residual`` for the
-add forms (x + residual normalised, the sum written too), ``affine`` with weight (and bias
-for LayerNorm). Statistics are float32: rstd per row, and the mean for LayerNorm.
+those of the weight and bias. ``rms`` for RMSNorm (no mean, no bias; L2 normalisation is
+``rms`` without ``affine``), ``residual`` for the add forms (x + residual normalised, the sum
+written too), ``affine`` with weight (and bias for LayerNorm). Statistics are float32: rstd
+per row, and the mean for LayerNorm.
 """
 
 PROGRAMS = 528

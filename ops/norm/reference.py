@@ -5,6 +5,7 @@ With ``N`` features, ``x`` one row, ``w`` and ``b`` optional ``[N]``:
 
     LayerNorm:  y = (x - mean(x)) / sqrt(var(x) + eps) * w + b     (var: biased, / N)
     RMSNorm:    y = x / sqrt(mean(x^2) + eps) * w
+    L2:         y = x / max(sqrt(sum(x^2)), eps)                       (F.normalize)
 
 The residual-add forms take a second summand ``r`` of x's shape and dtype and return both
 ``(norm(s), s)`` with ``s = x + r`` rounded to x's dtype (as the two separate ops give it).
@@ -30,6 +31,10 @@ def layer_norm_reference(x, weight=None, bias=None, eps: float = 1e-5):
 
 def rms_norm_reference(x, weight=None, eps: float = 1e-6):
     return _one_dtype(lambda x, w: F.rms_norm(x, (x.shape[-1],), w, eps), x, weight)
+
+
+def l2_norm_reference(x, eps: float = 1e-12):
+    return F.normalize(x, p=2.0, dim=-1, eps=eps)
 
 
 def add_layer_norm_reference(x, residual, weight=None, bias=None, eps: float = 1e-5):

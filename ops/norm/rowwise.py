@@ -1,4 +1,5 @@
-"""LayerNorm and RMSNorm over the last axis, with an optional residual add before them:
+"""LayerNorm and RMSNorm over the last axis, with an optional residual add before them, and
+L2 normalisation (F.normalize's, RMSNorm's kernels with the sum of squares not averaged):
 Triton kernels, launch wrappers, autograd Functions and the public functions.
 
 The input is seen as rows ``[M, N]`` (every leading axis folded into M). Forward: one program
@@ -18,6 +19,7 @@ from .._triton import tl, triton
 from .reference import (
     add_layer_norm_reference,
     add_rms_norm_reference,
+    l2_norm_reference,
     layer_norm_reference,
     rms_norm_reference,
 )
@@ -29,14 +31,30 @@ BWD_MOST = 32  # the most tile elements per thread in the backward's configurati
 
 
 @triton.jit
+def _rstd(ssq, N, eps, RSTD, rows, rmask, L2: tl.constexpr):
+    """1 / sqrt(ssq / N + eps) per row (the norms), or for L2 1 / max(sqrt(ssq), eps)
+    (F.normalize's clamp), stored in RSTD: negative where the clamp held, for the backward,
+    in which the norm then has no gradient."""
+    if L2:
+        nrm = tl.sqrt(ssq)
+        rstd = 1.0 / tl.maximum(nrm, eps)
+        tl.store(RSTD + rows, tl.where(nrm < eps, -rstd, rstd), mask=rmask)
+    else:
+        rstd = 1.0 / tl.sqrt(ssq / N + eps)
+        tl.store(RSTD + rows, rstd, mask=rmask)
+    return rstd
+
+
+@triton.jit
 def _fwd_kernel(
     X, RES, W, B, Y, SUM, STATS,
     M, N, sx, sres, sy, ssum, eps,
     RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_RES: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_TILE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_TILE: tl.constexpr, L2: tl.constexpr,
 ):  # fmt: skip
     """Rows [pid * BLOCK_M, + BLOCK_M): y = norm(x (+ res)), the sum stored when HAS_RES,
-    mean (LayerNorm) and rstd stored per row in STATS ([mean, rstd] or [rstd], each [M])."""
+    mean (LayerNorm) and rstd stored per row in STATS ([mean, rstd] or [rstd], each [M]).
+    L2 (with RMS): y = x / max(|x|, eps), rstd stored negative where the norm was clamped."""
     MEAN = STATS
     RSTD = STATS
     if not RMS:
@@ -61,8 +79,7 @@ def _fwd_kernel(
             mean = tl.sum(x, 1) / N
             xc = tl.where(mask, x - mean[:, None], 0.0)
             tl.store(MEAN + rows, mean, mask=rmask)
-        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / N + eps)
-        tl.store(RSTD + rows, rstd, mask=rmask)
+        rstd = _rstd(tl.sum(xc * xc, 1), N, eps, RSTD, rows, rmask, L2)
         y = xc * rstd[:, None]
         if HAS_W:
             y *= tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
@@ -98,8 +115,7 @@ def _fwd_kernel(
                 x = tl.load(X + r64 * sx + c[None, :], mask=mask, other=0.0).to(tl.float32)
             xc = tl.where(mask, x - mean[:, None], 0.0)
             acc += xc * xc
-        rstd = 1.0 / tl.sqrt(tl.sum(acc, 1) / N + eps)
-        tl.store(RSTD + rows, rstd, mask=rmask)
+        rstd = _rstd(tl.sum(acc, 1), N, eps, RSTD, rows, rmask, L2)
         # pass 3: the output
         for start in range(0, N, BLOCK_N):
             c = start + cols
@@ -119,12 +135,14 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_rows(X, W, DY, MEAN, RSTD, rows, rmask, r64, c, cmask, sx, sdy,
-              RMS: tl.constexpr, HAS_W: tl.constexpr):  # fmt: skip
+              RMS: tl.constexpr, HAS_W: tl.constexpr, L2: tl.constexpr):  # fmt: skip
     """xhat, dy and w * dy of a tile of rows and columns c, in float32 (zeros outside)."""
     mask = rmask[:, None] & cmask[None, :]
     x = tl.load(X + r64 * sx + c[None, :], mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(DY + r64 * sdy + c[None, :], mask=mask, other=0.0).to(tl.float32)
     rstd = tl.load(RSTD + rows, mask=rmask, other=0.0)
+    if L2:
+        rstd = tl.abs(rstd)  # (the sign: the clamp, read by _row_sum)
     if RMS:
         xhat = x * rstd[:, None]
     else:
@@ -138,11 +156,20 @@ def _bwd_rows(X, W, DY, MEAN, RSTD, rows, rmask, r64, c, cmask, sx, sdy,
 
 
 @triton.jit
+def _row_sum(total, N, RSTD, rows, rmask, L2: tl.constexpr):
+    """The row sum of xhat w dy as dx's formula takes it: its mean over N (the norms), its
+    sum for L2, or 0 where L2's norm was clamped (a constant divisor: no gradient through it)."""
+    if L2:
+        return tl.where(tl.load(RSTD + rows, mask=rmask, other=0.0) > 0, total, 0.0)
+    return total / N
+
+
+@triton.jit
 def _bwd_kernel(
     X, W, DY, DSUM, DX, PART, STATS,
     M, N, sx, sdy, sdsum, sdx,
     RMS: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_DSUM: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_TILE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ONE_TILE: tl.constexpr, L2: tl.constexpr,
 ):  # fmt: skip
     """dx = rstd (w dy - xhat mean(xhat w dy) [- mean(w dy)]) (+ dsum) for the row blocks
     pid, pid + G, ...; this program's partial sums of dy xhat and dy into row pid of PART's
@@ -169,9 +196,9 @@ def _bwd_kernel(
             r64 = rows.to(tl.int64)[:, None]
             mask = rmask[:, None] & cmask[None, :]
             xhat, dy, wdy, rstd = _bwd_rows(
-                X, W, DY, MEAN, RSTD, rows, rmask, r64, cols, cmask, sx, sdy, RMS, HAS_W
+                X, W, DY, MEAN, RSTD, rows, rmask, r64, cols, cmask, sx, sdy, RMS, HAS_W, L2
             )
-            c1 = tl.sum(xhat * wdy, 1) / N
+            c1 = _row_sum(tl.sum(xhat * wdy, 1), N, RSTD, rows, rmask, L2)
             if RMS:
                 dx = (wdy - xhat * c1[:, None]) * rstd[:, None]
             else:
@@ -207,18 +234,18 @@ def _bwd_kernel(
             for start in range(0, N, BLOCK_N):
                 c = start + cols
                 xhat, dy, wdy, rstd = _bwd_rows(
-                    X, W, DY, MEAN, RSTD, rows, rmask, r64, c, c < N, sx, sdy, RMS, HAS_W
+                    X, W, DY, MEAN, RSTD, rows, rmask, r64, c, c < N, sx, sdy, RMS, HAS_W, L2
                 )
                 a1 += xhat * wdy
                 a2 += wdy
-            c1 = tl.sum(a1, 1) / N
+            c1 = _row_sum(tl.sum(a1, 1), N, RSTD, rows, rmask, L2)
             c2 = tl.sum(a2, 1) / N
             for start in range(0, N, BLOCK_N):
                 c = start + cols
                 cmask = c < N
                 mask = rmask[:, None] & cmask[None, :]
                 xhat, dy, wdy, rstd = _bwd_rows(
-                    X, W, DY, MEAN, RSTD, rows, rmask, r64, c, cmask, sx, sdy, RMS, HAS_W
+                    X, W, DY, MEAN, RSTD, rows, rmask, r64, c, cmask, sx, sdy, RMS, HAS_W, L2
                 )
                 if RMS:
                     dx = (wdy - xhat * c1[:, None]) * rstd[:, None]
@@ -287,15 +314,17 @@ _SUM_CONFIGS = [triton.Config({}, num_warps=4)]
 _launch_plans: dict = {}
 
 
-def _plan(kind: str, N: int, rms: bool, has_w: bool, has_b: bool, extra: bool):
+def _plan(kind: str, N: int, rms: bool, has_w: bool, has_b: bool, extra: bool,
+          l2: bool = False):  # fmt: skip
     """(BLOCK_M, configs, meta) of the forward (kind "fwd", extra: a residual) or the
-    backward ("bwd", extra: the sum's cotangent)."""
+    backward ("bwd", extra: the sum's cotangent); l2 (with rms): F.normalize's form."""
     N = int(N)  # (a symbolic size under torch.compile(dynamic=True): specialised here)
-    key = (kind, N, MAX_TILE, ROW_TILE, rms, has_w, has_b, extra)
+    key = (kind, N, MAX_TILE, ROW_TILE, rms, has_w, has_b, extra, l2)
     plan = _launch_plans.get(key)
     if plan is None:
         bm, bn, one = _tiles(N)
-        meta = dict(RMS=rms, HAS_W=has_w, HAS_B=has_b, BLOCK_M=bm, BLOCK_N=bn, ONE_TILE=one)
+        meta = dict(RMS=rms or l2, HAS_W=has_w, HAS_B=has_b, BLOCK_M=bm, BLOCK_N=bn,
+                    ONE_TILE=one, L2=l2)  # fmt: skip
         meta["HAS_RES" if kind == "fwd" else "HAS_DSUM"] = extra
         # the backward holds about six tiles per thread: 64 elements each spill (sm_90)
         most = 64 if kind == "fwd" else BWD_MOST
@@ -319,17 +348,19 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t2 if t2.stride(-1) == 1 or t2.shape[-1] == 1 else t2.contiguous()
 
 
-def _forward(x2, r2, weight, bias, eps: float, rms: bool):
+def _forward(x2, r2, weight, bias, eps: float, rms: bool, l2: bool = False):
     """(y, s, stats): the output, the residual sum (None without a residual) and the float32
-    statistics [mean, rstd] ([rstd] for RMSNorm), each [M]."""
+    statistics [mean, rstd] ([rstd] for RMSNorm and L2), each [M]."""
     M, N = x2.shape
     dev, dt = x2.device, x2.dtype
     y = torch.empty((M, N), device=dev, dtype=dt)
     s = None if r2 is None else torch.empty((M, N), device=dev, dtype=dt)
-    stats = torch.empty((1 if rms else 2, M), device=dev, dtype=torch.float32)
+    stats = torch.empty((1 if rms or l2 else 2, M), device=dev, dtype=torch.float32)
     if M == 0:
         return y, s, stats
-    bm, configs, meta = _plan("fwd", N, rms, weight is not None, bias is not None, s is not None)
+    bm, configs, meta = _plan(
+        "fwd", N, rms, weight is not None, bias is not None, s is not None, l2
+    )
     args = (
         x2, r2, weight, bias, y, s, stats, M, N, x2.stride(0),
         0 if r2 is None else r2.stride(0), y.stride(0), 0 if s is None else s.stride(0),
@@ -340,7 +371,8 @@ def _forward(x2, r2, weight, bias, eps: float, rms: bool):
     return y, s, stats
 
 
-def _backward(xs, weight, bias, stats, dy2, dsum2, rms: bool, want_w: bool, want_b: bool):
+def _backward(xs, weight, bias, stats, dy2, dsum2, rms: bool, want_w: bool, want_b: bool,
+              l2: bool = False):  # fmt: skip
     """(dx, dweight, dbias) from the normalised input xs [M, N] and dy; dsum (the residual
     sum's cotangent) added to dx when given; dweight (dbias) only when want_w (want_b)."""
     M, N = xs.shape
@@ -351,7 +383,7 @@ def _backward(xs, weight, bias, stats, dy2, dsum2, rms: bool, want_w: bool, want
     if M == 0:
         return dx, None if dw is None else dw.zero_(), None if db is None else db.zero_()
     has_w = weight is not None
-    bm, configs, meta = _plan("bwd", N, rms, has_w, want_b, dsum2 is not None)
+    bm, configs, meta = _plan("bwd", N, rms, has_w, want_b, dsum2 is not None, l2)
     G = _programs(xs, cdiv(M, bm))
     # partial sums, one [G, N] plane each: dweight's whenever there is a weight (the kernel
     # reads w dy), then dbias's
@@ -375,11 +407,11 @@ class NormFunction(torch.autograd.Function):
     """y = norm(x) over the last axis; keeps x, the weight and bias and the statistics."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, rms):
+    def forward(ctx, x, weight, bias, eps, rms, l2):
         x2 = _rows(x)
-        y, _, stats = _forward(x2, None, weight, bias, eps, rms)
+        y, _, stats = _forward(x2, None, weight, bias, eps, rms, l2)
         ctx.save_for_backward(x2, weight, bias, stats)
-        ctx.rms = rms
+        ctx.rms, ctx.l2 = rms, l2
         # (not a view of y, which autograd would refuse to let the caller change in place)
         return y if x.dim() == 2 else torch.ops.aten._unsafe_view(y, x.shape)
 
@@ -388,9 +420,9 @@ class NormFunction(torch.autograd.Function):
         x2, weight, bias, stats = ctx.saved_tensors
         want_w = ctx.needs_input_grad[1] and weight is not None
         want_b = ctx.needs_input_grad[2] and bias is not None
-        out = _norm_bwd_op(x2, weight, bias, stats, dy, ctx.rms, want_w, want_b)
+        out = _norm_bwd_op(x2, weight, bias, stats, dy, ctx.rms, want_w, want_b, ctx.l2)
         dx = out[0] if dy.dim() == 2 else out[0].view(dy.shape)
-        return dx, out[1] if want_w else None, out[-1] if want_b else None, None, None
+        return dx, out[1] if want_w else None, out[-1] if want_b else None, None, None, None
 
 
 class AddNormFunction(torch.autograd.Function):
@@ -422,19 +454,19 @@ class AddNormFunction(torch.autograd.Function):
 # ---------------------------------------------------------------- opaque operators
 # The two Functions as custom operators, for torch.compile and torch.export (_traced.py).
 def _norm_fwd_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                 eps: float, rms: bool) -> list[torch.Tensor]:  # fmt: skip
+                 eps: float, rms: bool, l2: bool) -> list[torch.Tensor]:  # fmt: skip
     """[y, stats]: NormFunction's forward. Its input rows `_rows(x)` (x itself, or a view of
     it, where the layout allows) are not returned: `_norm_setup` forms them again."""
-    y, _, stats = _forward(_rows(x), None, weight, bias, eps, rms)
+    y, _, stats = _forward(_rows(x), None, weight, bias, eps, rms, l2)
     return [y if x.dim() == 2 else torch.ops.aten._unsafe_view(y, x.shape), stats]
 
 
 def _norm_bwd_op(x2: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                  stats: torch.Tensor, dy: torch.Tensor, rms: bool, want_w: bool,
-                 want_b: bool) -> list[torch.Tensor]:  # fmt: skip
+                 want_b: bool, l2: bool) -> list[torch.Tensor]:  # fmt: skip
     """[dx] (+ [dweight] when want_w, + [dbias] when want_b): NormFunction's backward, dx as
     [M, N] rows."""
-    dx, dw, db = _backward(x2, weight, bias, stats, _rows(dy), None, rms, want_w, want_b)
+    dx, dw, db = _backward(x2, weight, bias, stats, _rows(dy), None, rms, want_w, want_b, l2)
     return [dx, *([dw] if want_w else []), *([db] if want_b else [])]
 
 
@@ -443,9 +475,9 @@ _traced_norm_bwd = opaque("norm_bwd", _norm_bwd_op)
 
 
 def _norm_setup(ctx, inputs, output):
-    x, weight, bias, _, rms = inputs
+    x, weight, bias, _, rms, l2 = inputs
     ctx.save_for_backward(_rows(x), weight, bias, output[1])
-    ctx.rms = rms
+    ctx.rms, ctx.l2 = rms, l2
 
 
 def _norm_grad(ctx, grads):
@@ -453,11 +485,11 @@ def _norm_grad(ctx, grads):
     dy = grads[0]
     want_w = ctx.needs_input_grad[1] and weight is not None
     want_b = ctx.needs_input_grad[2] and bias is not None
-    out = _traced_norm_bwd(x2, weight, bias, stats, dy, ctx.rms, want_w, want_b)
+    out = _traced_norm_bwd(x2, weight, bias, stats, dy, ctx.rms, want_w, want_b, ctx.l2)
     dx = out[0] if dy.dim() == 2 else out[0].view(dy.shape)
     dw = out[1] if want_w else None
     db = out[-1] if want_b else None
-    return dx, dw, db, None, None
+    return dx, dw, db, None, None, None
 
 
 _traced_norm_fwd.register_autograd(_norm_grad, setup_context=_norm_setup)
@@ -587,8 +619,8 @@ def layer_norm(x, weight=None, bias=None, eps: float = 1e-5, backend: str = "aut
     if not _kernel(x, backend, "layer_norm"):
         return layer_norm_reference(x, weight, bias, eps)
     if tracing():  # torch.compile, torch.export: the opaque operators
-        return _traced_norm_fwd(x, *_params(weight, bias), float(eps), False)[0]
-    return NormFunction.apply(x, *_params(weight, bias), float(eps), False)
+        return _traced_norm_fwd(x, *_params(weight, bias), float(eps), False, False)[0]
+    return NormFunction.apply(x, *_params(weight, bias), float(eps), False, False)
 
 
 def rms_norm(x, weight=None, eps: float = 1e-6, backend: str = "auto"):
@@ -600,8 +632,23 @@ def rms_norm(x, weight=None, eps: float = 1e-6, backend: str = "auto"):
     if not _kernel(x, backend, "rms_norm"):
         return rms_norm_reference(x, weight, eps)
     if tracing():
-        return _traced_norm_fwd(x, _params(weight, None)[0], None, float(eps), True)[0]
-    return NormFunction.apply(x, _params(weight, None)[0], None, float(eps), True)
+        return _traced_norm_fwd(x, _params(weight, None)[0], None, float(eps), True, False)[0]
+    return NormFunction.apply(x, _params(weight, None)[0], None, float(eps), True, False)
+
+
+def l2_norm(x, eps: float = 1e-12, backend: str = "auto"):
+    """L2 normalisation over the last axis: ``x / max(sqrt(sum(x^2)), eps)``, the function
+    and gradient of ``F.normalize(x, p=2, dim=-1, eps=eps)`` (no gradient through the norm
+    where the clamp holds), with the norm in float32. DeltaNet's keys and queries.
+
+    Shapes, dtypes and ``backend`` as `layer_norm`'s. Returns ``y [..., N]`` in x's dtype.
+    """
+    _check("l2_norm", x, None, None, None, eps)
+    if not _kernel(x, backend, "l2_norm"):
+        return l2_norm_reference(x, eps)
+    if tracing():
+        return _traced_norm_fwd(x, None, None, float(eps), True, True)[0]
+    return NormFunction.apply(x, None, None, float(eps), True, True)
 
 
 def add_layer_norm(x, residual, weight=None, bias=None, eps: float = 1e-5, backend="auto"):

@@ -78,7 +78,7 @@ def test_no_match_where_the_add_broadcasts_promotes_or_is_not_an_add():
 
 
 def _norm_kernels(monkeypatch):
-    return lambda: monkeypatch.setattr(lowerings, "runs_norm_kernels", lambda L: True)
+    return lambda: monkeypatch.setattr(lowerings, "runs_norm_kernels", lambda L, kind="norm": True)
 
 
 @pytest.mark.parametrize("entry", [transformer_block, transformer], ids=lambda f: f.__name__)

@@ -206,6 +206,58 @@ def test_bad_arguments(call, message):
         call(torch.randn(3, 8))
 
 
+# ---------------------------------------------------------------- L2 normalisation
+def _l2_compare(shape, dtype, eps=1e-6, norms=None, seed=1):
+    """ops.l2_norm against F.normalize on float64 copies: outputs and dx for sum(y dy).
+    `norms`: each row scaled to that L2 norm (0, under eps: the clamp and its gradient)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    if norms is not None:
+        x = x / x.norm(dim=-1, keepdim=True) * norms
+    x, dy = x.to(dtype), torch.randn(shape, generator=g).to(dtype)
+    xs = x.clone().requires_grad_()
+    y = ops.l2_norm(xs, eps=eps, backend="triton")
+    (y.float() * dy.float()).sum().backward()
+    xr = x.double().requires_grad_()
+    yr = F.normalize(xr, p=2.0, dim=-1, eps=eps)
+    (yr * dy.double()).sum().backward()
+    assert y.dtype == dtype and y.shape == x.shape
+    for got, want in ((y, yr), (xs.grad, xr.grad)):
+        err = (got.double() - want).abs() / want.abs().amax(-1, keepdim=True).clamp_min(1e-300)
+        assert err.max().item() <= TOL[dtype], f"max error {err.max().item():.3g}"
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("shape", CASES, ids=str)
+def test_l2_norm_float32_against_f_normalize(shape, nan_alloc):
+    _l2_compare(shape, torch.float32)
+
+
+@pytest.mark.interpret
+def test_l2_norm_float16_leading_axes_and_wide_rows(monkeypatch, nan_alloc):
+    _l2_compare((2, 7, 128), torch.float16)
+    monkeypatch.setattr(rowwise, "MAX_TILE", 32)  # rows streamed in chunks of 32
+    _l2_compare((9, 100), torch.float32)
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("tile", [None, 32], ids=["one_tile", "streamed"])
+def test_l2_norm_clamps_small_rows_as_f_normalize(tile, monkeypatch, nan_alloc):
+    """Rows of 0 and rows whose norm is under eps: y = x / eps and dx = dy / eps (no
+    gradient through the clamped norm), beside rows above it."""
+    if tile:
+        monkeypatch.setattr(rowwise, "MAX_TILE", tile)
+    norms = torch.tensor([0.0, 1e-9, 5e-7, 9e-7, 1.2e-6, 1.0, 50.0], dtype=torch.float64)
+    _l2_compare((7, 70), torch.float32, eps=1e-6, norms=norms[:, None])
+
+
+def test_l2_norm_on_the_cpu_is_f_normalize():
+    x = torch.randn(4, 9, dtype=torch.float64)
+    assert torch.equal(ops.l2_norm(x), F.normalize(x, dim=-1))
+    with pytest.raises(ValueError, match="eps: expected a positive number"):
+        ops.l2_norm(x, eps=0)
+
+
 def test_cost_formulas():
     """The fused residual step moves 4 row-sized tensors where the add and the norm move 5;
     symbols work as numbers."""

@@ -93,6 +93,10 @@ def _cases():
             lambda g: [_randn(g, 3, 5, 40), _randn(g, 3, 5, 40), 1 + _randn(g, 40) / 4],
             lambda x, r, w: ops.add_rms_norm(x, r, w, backend="triton"),
         ),
+        "l2_norm": (
+            lambda g: [_randn(g, 3, 5, 40)],
+            lambda x: ops.l2_norm(x, eps=1e-6, backend="triton"),
+        ),
         "lmul": (
             lambda g: [_randn(g, 5, 7), _randn(g, 1, 7)],
             lambda x, y: ops.lmul(x, y, 3, backend="triton"),
