@@ -446,6 +446,9 @@ def parse(argv):
     p.add_argument("--short-conv", choices=("auto", "ncd", "torch"), default="auto",
                    help="the compiled blocks' short convolutions on CUDA: ncd.ops.short_conv's "
                    "kernels or PyTorch's conv1d (default: compiler/choices.py)")  # fmt: skip
+    p.add_argument("--l2-norm", choices=("auto", "ncd", "torch"), default="auto",
+                   help="the compiled blocks' L2 normalisations (deltanet_block's q, k) on CUDA: "
+                   "ncd.ops.l2_norm or F.normalize (default: compiler/choices.py)")  # fmt: skip
     p.add_argument("--hand-conv", choices=tuple(HAND_CONV), default="torch",
                    help="the hand-written blocks' short convolutions: PyTorch's conv1d or "
                    "fla-core's causal_conv1d kernel (CUDA only)")  # fmt: skip
@@ -537,6 +540,8 @@ def main(argv=None) -> int:
     args = parse(argv)
     if args.short_conv != "auto":
         choices.FASTEST["short_conv"] = {"cuda": args.short_conv, "cpu": "torch"}
+    if args.l2_norm != "auto":
+        choices.FASTEST["l2_norm"] = {"cuda": args.l2_norm}
     SHORT_CONV["fn"] = HAND_CONV[args.hand_conv]
     if args.warm_child:
         warm_child(args)
@@ -580,6 +585,7 @@ def main(argv=None) -> int:
         "sizes": sizes,
         "reps": args.reps,
         "short_conv": args.short_conv,
+        "l2_norm": args.l2_norm,
         "hand_conv": args.hand_conv,
         "warmup": {o: w[1] for o, w in warm.items()},
         "warmup_s": round(warm_s, 1),
