@@ -26,7 +26,10 @@ the hand-written block in float32 with ncd's token-by-token PyTorch recurrence a
 largest over the parameters; reported only). Then, interleaved: `step_ms` (zero_grad, forward,
 backward with a fixed random dy, AdamW step), `fwd_ms` (forward under no_grad), and `peak_mib`
 (peak memory of one step above what the models and optimiser states hold). The ncd row carries
-`step_ratio_fla_over_ncd` and `fwd_ratio_fla_over_ncd` (>= 1: ncd is faster).
+`step_ratio_fla_over_ncd` and `fwd_ratio_fla_over_ncd` (>= 1: ncd is faster). `--variant
+l2_norm=torch` also compiles the block with that choice-table entry on CUDA (its weights
+ncd's) and times it in the same interleaving: a row with impl "ncd", `variant` and
+`step_ratio_over_ncd` (> 1: the variant is slower than the run's table).
 
 fla autotunes its kernels on first use, for minutes on a fresh machine. Before the timed process
 touches fla, each block is run once (forward and backward, ncd and fla, at the exact sizes) in a
@@ -334,9 +337,27 @@ def base_row(op: str, impl: str, sizes: dict, dtype) -> dict:
             "K": K, "V": K, "dtype": str(dtype).removeprefix("torch.")}  # fmt: skip
 
 
-def run_block(op, sizes, device, dtype, mixer, reps) -> list[dict]:
+def variant(op: str, sizes: dict, device, dtype, ncd: nn.Module, entries: str) -> nn.Module:
+    """The block compiled again with the choice table's CUDA entries `entries` ("kind=impl,...")
+    in place of the run's, with `ncd`'s weights."""
+    saved = {k: dict(v) for k, v in choices.FASTEST.items()}
+    try:
+        for pair in entries.split(","):
+            kind, impl = pair.split("=")
+            choices.FASTEST.setdefault(kind, {})["cuda"] = impl
+        other = ncd_compile(gallery.get(op), sizes=circuit_sizes(op, sizes), dtype=dtype,
+                            device=device)  # fmt: skip
+    finally:
+        choices.FASTEST.clear()
+        choices.FASTEST.update(saved)
+    other.load_state_dict(ncd.state_dict())
+    return other
+
+
+def run_block(op, sizes, device, dtype, mixer, reps, variants=()) -> list[dict]:
     ncd, hand, ref = build(op, sizes, device, dtype, mixer, reference=True)
     models = {"ncd": ncd, "fla": hand}
+    models |= {f"ncd[{v}]": variant(op, sizes, device, dtype, ncd, v) for v in variants}
     x, dy = inputs(sizes, device, dtype)
     errs = agreement(models, ref, x, dy)
     del ref
@@ -345,9 +366,12 @@ def run_block(op, sizes, device, dtype, mixer, reps) -> list[dict]:
     got = measure(models, x, dy, device, reps)
     rows = []
     for k in models:
-        row = base_row(op, k, sizes, dtype)
+        row = base_row(op, k.split("[")[0], sizes, dtype)
         row.update({m: round(v, 4) if v is not None else None for m, v in got[k].items()})
         row["rel_err"] = errs[f"rel_err_{k}"]
+        if "[" in k:  # a variant: its table entries and its step time over the run's ncd's
+            row["variant"] = k[k.index("[") + 1 : -1]
+            row["step_ratio_over_ncd"] = round(got[k]["step_ms"] / got["ncd"]["step_ms"], 4)
         if k == "ncd":
             row["rel_err_vs_fla"] = errs["rel_err_vs_fla"]
             row["grad_rel_err"] = errs["grad_rel_err"]
@@ -449,6 +473,10 @@ def parse(argv):
     p.add_argument("--l2-norm", choices=("auto", "ncd", "torch"), default="auto",
                    help="the compiled blocks' L2 normalisations (deltanet_block's q, k) on CUDA: "
                    "ncd.ops.l2_norm or F.normalize (default: compiler/choices.py)")  # fmt: skip
+    p.add_argument("--variant", action="append", default=[], dest="variants",
+                   metavar="KIND=IMPL[,KIND=IMPL]",
+                   help="also time the block compiled with these choice-table entries on CUDA "
+                   "(rows impl ncd with `variant`), interleaved with the others; repeatable")  # fmt: skip
     p.add_argument("--hand-conv", choices=tuple(HAND_CONV), default="torch",
                    help="the hand-written blocks' short convolutions: PyTorch's conv1d or "
                    "fla-core's causal_conv1d kernel (CUDA only)")  # fmt: skip
@@ -484,6 +512,10 @@ def parse(argv):
 def show(r: dict) -> str:
     if "error" in r:
         return f"  {r['impl']:4} ERROR {r['error']}"
+    if "variant" in r:
+        return (f"  ncd[{r['variant']}] step {r['step_ms']:9.3f} ms  fwd {r['fwd_ms']:9.3f} ms"
+                f"  peak {r['peak_mib']} MiB  err vs f32 {r['rel_err']:.1e}  step over ncd's "
+                f"x{r['step_ratio_over_ncd']:.3f}")  # fmt: skip
     peak = f"  peak {r['peak_mib']:8.1f} MiB" if r.get("peak_mib") is not None else ""
     line = (f"  {r['impl']:4} step {r['step_ms']:9.3f} ms  fwd {r['fwd_ms']:9.3f} ms{peak}  "
             f"err vs f32 {r['rel_err']:.1e}")  # fmt: skip
@@ -504,7 +536,8 @@ def measure_block(op, sizes, device, dtype, args, ok, note) -> tuple[list, list]
     mixer = reference_mixer(op) if args.dry else None
     try:
         if ok:
-            return run_block(op, sizes, device, dtype, mixer or fla_mixer(op), args.reps), []
+            mixer = mixer or fla_mixer(op)
+            return run_block(op, sizes, device, dtype, mixer, args.reps, args.variants), []
         err = base_row(op, "fla", sizes, dtype) | {"error": note}
         return [run_ncd_alone(op, sizes, device, dtype, args.reps), err], []
     except Exception as e:  # noqa: BLE001 - recorded in the rows, the next block runs
@@ -587,6 +620,7 @@ def main(argv=None) -> int:
         "short_conv": args.short_conv,
         "l2_norm": args.l2_norm,
         "hand_conv": args.hand_conv,
+        "variants": args.variants,
         "warmup": {o: w[1] for o, w in warm.items()},
         "warmup_s": round(warm_s, 1),
         "measure_s": round(time.time() - start - warm_s, 1),

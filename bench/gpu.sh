@@ -134,11 +134,10 @@ case $SUITE in
     step ops_norm 180 $PY bench/ops_norm.py --out "$OUT/ops_norm.json"
     step ops_l2norm 90 $PY bench/ops_norm.py --ops l2_norm --shapes 262144x128,65536x128 \
       --out "$OUT/ops_l2norm.json"
-    # deltanet_block with ncd's L2 normalisation, then with F.normalize (the table's default)
-    step l2_block 300 $PY bench/gated_blocks_gpu.py --blocks deltanet_block --l2-norm ncd \
-      --out "$OUT/l2_ncd" --fla-warmup-s 200
-    step l2_block_torch 150 $PY bench/gated_blocks_gpu.py --blocks deltanet_block --l2-norm torch \
-      --out "$OUT/l2_torch" --fla-warmup-s 60
+    # deltanet_block with ncd's L2 normalisation and with F.normalize, interleaved in one
+    # process beside the fla block (its short convolution fla's causal_conv1d: HAND_CONV)
+    step l2_block 330 $PY bench/gated_blocks_gpu.py --blocks deltanet_block --l2-norm ncd \
+      --variant l2_norm=torch --hand-conv "${HAND_CONV:-fla}" --out "$OUT" --fla-warmup-s 200
     step ops_ivit 120 $PY bench/ops_ivit.py --budget 105 --out "$OUT/ops_ivit.json"
     step ops_effops 125 $PY bench/ops_effops.py --commit "$COMMIT" --out "$OUT/ops_effops.json"
     step wtacrs_cuda 40 $PY -m pytest -q -p no:cacheprovider tests/ops/test_wtacrs.py -k cuda
