@@ -473,10 +473,15 @@ def parse(argv):
     p.add_argument("--l2-norm", choices=("auto", "ncd", "torch"), default="auto",
                    help="the compiled blocks' L2 normalisations (deltanet_block's q, k) on CUDA: "
                    "ncd.ops.l2_norm or F.normalize (default: compiler/choices.py)")  # fmt: skip
-    p.add_argument("--variant", action="append", default=[], dest="variants",
-                   metavar="KIND=IMPL[,KIND=IMPL]",
-                   help="also time the block compiled with these choice-table entries on CUDA "
-                   "(rows impl ncd with `variant`), interleaved with the others; repeatable")  # fmt: skip
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        dest="variants",
+        metavar="KIND=IMPL[,KIND=IMPL]",
+        help="also time the block compiled with these choice-table entries on CUDA "
+        "(rows: impl ncd, `variant`), interleaved with the others; repeatable",
+    )
     p.add_argument("--hand-conv", choices=tuple(HAND_CONV), default="torch",
                    help="the hand-written blocks' short convolutions: PyTorch's conv1d or "
                    "fla-core's causal_conv1d kernel (CUDA only)")  # fmt: skip
