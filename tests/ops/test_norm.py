@@ -11,9 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import ncd
 from ncd import ops
+from ncd.circuits.builder import Builder
+from ncd.compiler import choices, lowerings
 from ncd.ops import _backend
 from ncd.ops.norm import cost, rowwise
+
+from ..cpu_memory import saved_storages
 
 TOL = {torch.float32: 2e-5, torch.float16: 2e-3}
 
@@ -249,6 +254,38 @@ def test_l2_norm_clamps_small_rows_as_f_normalize(tile, monkeypatch, nan_alloc):
         monkeypatch.setattr(rowwise, "MAX_TILE", tile)
     norms = torch.tensor([0.0, 1e-9, 5e-7, 9e-7, 1.2e-6, 1.0, 50.0], dtype=torch.float64)
     _l2_compare((7, 70), torch.float32, eps=1e-6, norms=norms[:, None])
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize("layout", ["B T K", "K B T"])
+def test_l2_norm_keeps_what_the_cost_model_prices(layout, monkeypatch, nan_alloc):
+    """A `normalize` box lowered to the kernel (as CUDA runs it where the choice table picks
+    ncd; here on CPU tensors through the interpreter) keeps what the cost model prices for
+    CUDA: the rows (x itself, kept by `sin` too, or a copy with the box's axis made last) and
+    float32 1/norm a row, counted by autograd's saved-tensor hooks."""
+    monkeypatch.setitem(choices.FASTEST, "l2_norm", {"cuda": "ncd"})
+    monkeypatch.setattr(lowerings, "runs_norm_kernels", lambda L, kind="norm": kind == "l2_norm")
+    sizes = {"B": 3, "T": 5, "K": 40}
+    b = Builder("l2", sizes=sizes)
+    x = b.input("x", layout)
+    h = b.scale(x, 2, name="twice")
+    b.output("y", b.normalize(h, "K", name="l2"))
+    b.output("z", b.unary(h, "sin", name="sin"))
+    circuit = b.build()
+    m = ncd.compile(circuit, dtype=torch.float16)
+    for n in m.graph.nodes:
+        if n.target is ops.l2_norm:
+            n.kwargs = {**n.kwargs, "backend": "triton"}
+    m.recompile()
+    xt = torch.randn([sizes[a] for a in layout.split()]).half().requires_grad_()
+    out, kept = saved_storages(lambda: m(xt), exclude=[xt])
+    y = out["y"]
+    assert torch.allclose(y.float(), F.normalize(2 * xt.float(), dim=layout.split().index("K")),
+                          atol=2e-3)  # fmt: skip
+    report = ncd.analyse(circuit, dtype="float16")
+    (box,) = [bx for bx in report.boxes if bx.name == "l2"]
+    assert box.kernel == "ncd.ops.l2_norm"
+    assert sum(kept.values()) == report.numbers["activation_bytes"]
 
 
 def test_l2_norm_on_the_cpu_is_f_normalize():

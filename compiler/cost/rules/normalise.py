@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ncd.ops.norm import cost as norm_cost
+
+from ...choices import choose
 from .common import BoxView, Expr, Rule, Saved, _follow, _if, _in, _out, _own, costs, numel
 
 SOFTMAX_FLOPS = 5  # max, subtract, exp, sum, divide
@@ -100,8 +103,27 @@ def groupnorm(v: BoxView) -> Rule:
 
 @costs("normalize")
 def normalize(v: BoxView) -> Rule:
+    """F.normalize: x and the norm and its clamp in x's dtype kept; where the compiler runs
+    ncd.ops.l2_norm (p = 2 on CUDA, compiler/choices.py), x and the float32 1/norm of each row,
+    the kernel's traffic (ops/norm/cost.py, L2 normalisation as RMS without affine)."""
     b, x = v.box, v.x()
     rows = numel(x) / v.size(x, b.over)
+    if b.p == 2 and v.platform == "cuda" and choose("l2_norm", v.platform) == "ncd":
+        # the lowering moves the box's axis last: rows read in place where x's memory order is
+        # already that, else copied (the copy kept for the backward); y in that order
+        order = (*(a for a in v.layouts["x"] if a != b.over), b.over)
+        n, bp = v.size(x, b.over), v.bytes_per(x)
+        copy = tuple(v.layouts["x"]) != order
+        xs = _own("x_rows", numel(x) * bp, "x, its axis made last") if copy else _in("x")
+        return Rule(
+            flops=norm_cost.flops_forward(rows, n, rms=True, affine=False),
+            flops_bwd=norm_cost.flops_backward(rows, n, rms=True, affine=False),
+            saved=[xs, _own("rstd", 4 * rows, "1/norm of each row, float32")],
+            io=norm_cost.io_forward(rows, n, bp, rms=True, affine=False) + 2 * copy * v.nbytes(x),
+            io_bwd=norm_cost.io_backward(rows, n, bp, rms=True, affine=False),
+            layout={"out": order},
+            fused="ncd.ops.l2_norm",
+        )
     return Rule(
         flops=3 * numel(x),
         saved=[
