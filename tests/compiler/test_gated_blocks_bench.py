@@ -74,3 +74,28 @@ def test_a_measuring_process_that_dies_gives_error_rows(bench, tmp_path, monkeyp
     for r in (ncd, fla):
         assert r["error"].startswith("the measuring process ended with rc=-11 and no rows")
         assert "illegal memory access" in r["error"]
+
+
+def test_a_variant_is_compiled_with_its_table_entries_and_timed_beside(bench, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    """`--variant l2_norm=ncd`: one more ncd row, the block compiled while the choice table
+    held that entry (restored after), with the run's weights, timed in the same interleaving."""
+    from ncd.compiler import choices
+
+    seen, compile_ = [], bench.ncd_compile
+
+    def recording(*args, **kwargs):
+        seen.append(dict(choices.FASTEST.get("l2_norm", {})))
+        return compile_(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "ncd_compile", recording)
+    before = {k: dict(v) for k, v in choices.FASTEST.items()}
+    args = ["--dry", "--blocks", "deltanet_block", "--variant", "l2_norm=ncd"]
+    assert bench.main([*args, "--out", str(tmp_path)]) == 0
+    assert before == choices.FASTEST
+    assert seen[0] == before["l2_norm"] and seen[-1] == {"cuda": "ncd"}
+    ncd, fla, other = _rows(tmp_path)
+    assert (ncd["impl"], fla["impl"], other["impl"]) == ("ncd", "fla", "ncd")
+    assert other["variant"] == "l2_norm=ncd" and "variant" not in ncd
+    assert other["rel_err"] < 1e-5 and other["step_ms"] > 0
+    assert other["step_ratio_over_ncd"] == pytest.approx(other["step_ms"] / ncd["step_ms"], 1e-3)
