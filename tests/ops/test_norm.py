@@ -257,18 +257,21 @@ def test_l2_norm_clamps_small_rows_as_f_normalize(tile, monkeypatch, nan_alloc):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("layout", ["B T K", "K B T"])
-def test_l2_norm_keeps_what_the_cost_model_prices(layout, monkeypatch, nan_alloc):
+@pytest.mark.parametrize("layout,order", [("B T K", ""), ("K B T", ""), ("B T K", "T B K")])
+def test_l2_norm_keeps_what_the_cost_model_prices(layout, order, monkeypatch, nan_alloc):
     """A `normalize` box lowered to the kernel (as CUDA runs it where the choice table picks
     ncd; here on CPU tensors through the interpreter) keeps what the cost model prices for
-    CUDA: the rows (x itself, kept by `sin` too, or a copy with the box's axis made last) and
-    float32 1/norm a row, counted by autograd's saved-tensor hooks."""
+    CUDA: the rows (x itself, kept by `sin` too, or a copy with the box's axis made last:
+    x's axis K not innermost, or x a permuted view whose rows are not laid out as the box's
+    axes read) and float32 1/norm a row, counted by autograd's saved-tensor hooks."""
     monkeypatch.setitem(choices.FASTEST, "l2_norm", {"cuda": "ncd"})
     monkeypatch.setattr(lowerings, "runs_norm_kernels", lambda L, kind="norm": kind == "l2_norm")
     sizes = {"B": 3, "T": 5, "K": 40}
     b = Builder("l2", sizes=sizes)
     x = b.input("x", layout)
     h = b.scale(x, 2, name="twice")
+    if order:
+        h = b.permute(h, order, name="view")
     b.output("y", b.normalize(h, "K", name="l2"))
     b.output("z", b.unary(h, "sin", name="sin"))
     circuit = b.build()
@@ -280,8 +283,10 @@ def test_l2_norm_keeps_what_the_cost_model_prices(layout, monkeypatch, nan_alloc
     xt = torch.randn([sizes[a] for a in layout.split()]).half().requires_grad_()
     out, kept = saved_storages(lambda: m(xt), exclude=[xt])
     y = out["y"]
-    assert torch.allclose(y.float(), F.normalize(2 * xt.float(), dim=layout.split().index("K")),
-                          atol=2e-3)  # fmt: skip
+    want = F.normalize(2 * xt.float(), dim=layout.split().index("K"))
+    if order:
+        want = want.permute(*(layout.split().index(a) for a in order.split()))
+    assert torch.allclose(y.float(), want, atol=2e-3)
     report = ncd.analyse(circuit, dtype="float16")
     (box,) = [bx for bx in report.boxes if bx.name == "l2"]
     assert box.kernel == "ncd.ops.l2_norm"

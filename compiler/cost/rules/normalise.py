@@ -109,9 +109,9 @@ def normalize(v: BoxView) -> Rule:
     b, x = v.box, v.x()
     rows = numel(x) / v.size(x, b.over)
     if b.p == 2 and v.platform == "cuda" and choose("l2_norm", v.platform) == "ncd":
-        # the lowering moves the box's axis last: rows read in place where x's memory order is
-        # already that, else copied (the copy kept for the backward); y in that order
-        order = (*(a for a in v.layouts["x"] if a != b.over), b.over)
+        # the lowering permutes x's axes to the box's axis last: rows read in place where x's
+        # memory order is already that, else copied (the copy kept for the backward); y in it
+        order = (*(a for a in x.names if a != b.over), b.over)
         n, bp = v.size(x, b.over), v.bytes_per(x)
         copy = tuple(v.layouts["x"]) != order
         xs = _own("x_rows", numel(x) * bp, "x, its axis made last") if copy else _in("x")
